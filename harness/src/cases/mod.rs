@@ -1,0 +1,159 @@
+//! The cases, by role. Each role runs in its own pinned process (see [`crate::spawn`]).
+//!
+//! - [`roundtrip`], [`pingpong`], [`mvm`]: the library's side ("ours").
+//! - [`crate::floor`]: the same loops on plain memory.
+//! - [`gpu`]: GPU variants; until the GPU issue lands, every GPU job is skipped with a
+//!   reason, never failed.
+//!
+//! The parent creates every stream a job uses ([`create_streams`]) and keeps the
+//! handles until the children are done, so names, cleanup and `notify` flags live in one
+//! place; the children only open.
+
+pub mod gpu;
+pub mod mvm;
+pub mod pingpong;
+pub mod roundtrip;
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use shmstream::{Dtype, Stream, StreamOptions};
+
+use crate::error::{Context, Result, bail};
+use crate::measure::Measured;
+use crate::scenario::{Job, Kind, Wait};
+use crate::spawn::{ChildSpec, Names, Role};
+
+/// Runs one role in this (child) process; measuring roles return their measurement.
+pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> {
+    let m = match spec.role {
+        Role::Roundtrip => Some(with_dtype!(spec.job.dtype.as_str(), T => roundtrip::solo::<T>(spec))?),
+        Role::PingWriter => Some(with_dtype!(spec.job.dtype.as_str(), T => pingpong::writer::<T>(spec))?),
+        Role::PingReader => {
+            with_dtype!(spec.job.dtype.as_str(), T => pingpong::reader::<T>(spec))?;
+            None
+        }
+        Role::MvmDriver => Some(mvm::driver(spec)?),
+        Role::MvmCompute => {
+            mvm::compute(spec)?;
+            None
+        }
+        Role::FloorRoundtrip => Some(crate::floor::roundtrip(spec)?),
+        Role::FloorPingWriter => Some(crate::floor::ping_writer(spec)?),
+        Role::FloorPingReader => {
+            crate::floor::ping_reader(spec)?;
+            None
+        }
+        Role::FloorMvm => Some(crate::floor::mvm(spec)?),
+    };
+    Ok(m)
+}
+
+/// Runs `$body` with `$T` bound to the Rust element type of a numpy dtype name.
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            "bool" => { type $T = bool; $body }
+            "int8" => { type $T = i8; $body }
+            "uint8" => { type $T = u8; $body }
+            "int16" => { type $T = i16; $body }
+            "uint16" => { type $T = u16; $body }
+            "int32" => { type $T = i32; $body }
+            "uint32" => { type $T = u32; $body }
+            "int64" => { type $T = i64; $body }
+            "uint64" => { type $T = u64; $body }
+            "float16" => { type $T = half::f16; $body }
+            "float32" => { type $T = f32; $body }
+            "float64" => { type $T = f64; $body }
+            "complex64" => { type $T = num_complex::Complex32; $body }
+            "complex128" => { type $T = num_complex::Complex64; $body }
+            other => Err($crate::error::Error::msg(format!("unsupported dtype {other:?}"))),
+        }
+    };
+}
+pub(crate) use with_dtype;
+
+/// The library's dtype for a numpy name.
+pub fn dtype_of(name: &str) -> Result<Dtype> {
+    Dtype::from_numpy_name(name).with_context(|| format!("shmstream does not know dtype {name:?}"))
+}
+
+/// How long one wait inside a child may block before it gives up.
+pub fn wait_timeout(spec: &ChildSpec) -> Option<Duration> {
+    Some(Duration::from_secs_f64(spec.wait_timeout_s))
+}
+
+/// The streams of one job, created by the parent and held until its children exit.
+#[derive(Debug, Default)]
+pub struct JobStreams {
+    streams: Vec<Stream>,
+}
+
+impl Drop for JobStreams {
+    fn drop(&mut self) {
+        for s in self.streams.drain(..) {
+            let name = s.name().to_string();
+            drop(s);
+            // The creator may or may not unlink on drop; make sure nothing is left behind.
+            let _ = shmstream::unlink(&name);
+        }
+    }
+}
+
+fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) -> Result<Stream> {
+    let _ = shmstream::unlink(name);
+    StreamOptions::new(name)
+        .shape(shape)
+        .dtype(dtype)
+        .notify(notify)
+        .create()
+        .with_context(|| format!("creating stream {name}"))
+}
+
+/// Whether the MVM writer waits with futex (notify) rather than spinning.
+pub fn mvm_waits_with_futex(job: &Job) -> bool {
+    match job.wait {
+        Some(w) => w == Wait::Futex,
+        None => mvm::kernel_is_parallel(job),
+    }
+}
+
+/// Creates the streams the library side of `job` needs, under `names`.
+pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
+    let mut js = JobStreams::default();
+    let futex = job.wait == Some(Wait::Futex);
+    match job.kind {
+        Kind::Roundtrip => js.streams.push(create(&names.data, &job.shape, dtype_of(&job.dtype)?, false)?),
+        Kind::Pingpong => {
+            js.streams.push(create(&names.data, &job.shape, dtype_of(&job.dtype)?, futex)?);
+            js.streams.push(create(&names.ack, &[1], Dtype::U64, futex)?);
+            js.streams.push(create(&names.ctl, &[1], Dtype::U64, false)?);
+        }
+        Kind::Mvm => {
+            let (rows, cols) = (job.shape[0], job.shape[1]);
+            let wf = mvm_waits_with_futex(job);
+            js.streams.push(create(&names.matrix, &job.shape, Dtype::F32, false)?);
+            js.streams.push(create(&names.data, &[cols], Dtype::F32, futex)?);
+            js.streams.push(create(&names.ack, &[rows], Dtype::F32, wf)?);
+            js.streams.push(create(&names.ctl, &[1], Dtype::U64, false)?);
+        }
+    }
+    Ok(js)
+}
+
+/// The child roles of the library side of `job`, readers first.
+pub fn roles(kind: Kind) -> &'static [Role] {
+    match kind {
+        Kind::Roundtrip => &[Role::Roundtrip],
+        Kind::Pingpong => &[Role::PingReader, Role::PingWriter],
+        Kind::Mvm => &[Role::MvmCompute, Role::MvmDriver],
+    }
+}
+
+/// Fails unless `got == want` (used by the children to check they read what was written).
+pub fn check_count(what: &str, got: u64, want: u64) -> Result<()> {
+    if got != want {
+        bail!("{what}: expected count {want}, got {got}");
+    }
+    Ok(())
+}

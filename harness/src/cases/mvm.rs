@@ -1,0 +1,107 @@
+//! MVM pipeline (the seed's "Shared-Memory MVM Pipeline", CPU column): the matrix sits
+//! in a stream; per iteration the driver publishes a vector x, the compute process waits
+//! for it, computes y = A·x and publishes y, and the driver waits for y and reads it.
+//!
+//! The compute process reads the matrix once at start (a real-time controller keeps its
+//! control matrix until the matrix stream changes), unlike the seed, whose loop re-copied
+//! the matrix every iteration (pyshmem adopter review, 03-performance.md). Like the
+//! pingpong reader, the compute process holds the y stream's write lock for the run (it
+//! is its only writer).
+//!
+//! Waiting: when the kernel uses every core, the driver's core is one of the kernel's,
+//! so the driver must not spin: it waits on a notify stream with the library's adaptive
+//! strategy. Otherwise both sides spin. `wait` in the scenario overrides this.
+
+use hdrhistogram::Histogram;
+use shmstream::{Stream, WaitStrategy};
+
+use crate::cases::{mvm_waits_with_futex, wait_timeout};
+use crate::error::{Context, Result, bail};
+use crate::kernel::{self, MvmKernel};
+use crate::measure::{Measured, timed_loop};
+use crate::scenario::{Job, Wait};
+use crate::spawn::ChildSpec;
+
+/// Whether this job's kernel runs row-parallel.
+pub fn kernel_is_parallel(job: &Job) -> bool {
+    kernel::is_parallel(job.shape[0], job.shape[1], job.threads)
+}
+
+/// The cores of the kernel's workers: the compute core first, then the rest.
+pub fn kernel_cpus(job: &Job) -> Vec<usize> {
+    let mut cpus = vec![job.reader_cpu, job.writer_cpu];
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    cpus.extend((0..n).filter(|c| *c != job.reader_cpu && *c != job.writer_cpu));
+    cpus.dedup();
+    cpus
+}
+
+/// Driver: writes the matrix once, then times x → y round trips.
+pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let a = kernel::test_matrix(rows, cols);
+    matrix.write_slice(&a)?;
+    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
+    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    y.set_wait_strategy(if mvm_waits_with_futex(job) { WaitStrategy::Adaptive } else { WaitStrategy::Spin });
+    let mut xv = vec![0.0f32; cols];
+    let mut yv = vec![0.0f32; rows];
+    let mut ys = y.wait_for_count(0, to).context("waiting for the compute process to be ready")?;
+    let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
+        kernel::fill_vector(&mut xv, i);
+        x.write_slice(&xv)?;
+        ys = y.read_after_into_slice(ys, &mut yv, to)?;
+        Ok(())
+    })?;
+    // One checked iteration: the pipeline must compute the right product.
+    kernel::fill_vector(&mut xv, 1);
+    x.write_slice(&xv)?;
+    y.read_after_into_slice(ys, &mut yv, to)?;
+    let err = kernel::max_rel_error(&a, cols, &xv, &yv);
+    if err > 1e-4 {
+        bail!("y = A·x is wrong: max relative error {err:.3e}");
+    }
+    ctl.write_slice(&[1u64])?;
+    x.write_slice(&xv)?;
+    let wait = if mvm_waits_with_futex(job) { Wait::Futex } else { Wait::Spin };
+    m.notes.push(("driver_wait".into(), wait.name().into()));
+    m.notes.push(("kernel_isa".into(), harness_sys::kernel::isa().name().into()));
+    Ok((m, h))
+}
+
+/// Compute: reads the matrix once, then serves x → y until told to stop.
+pub fn compute(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
+    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let futex = job.wait == Some(Wait::Futex);
+    x.set_wait_strategy(if futex { WaitStrategy::Adaptive } else { WaitStrategy::Spin });
+    matrix.wait_for_count(0, to).context("waiting for the matrix")?;
+    let mut a = vec![0.0f32; rows * cols];
+    matrix.read_into_slice(&mut a)?;
+    let k = MvmKernel::new(rows, cols, job.threads, kernel_cpus(job))?;
+    k.on_first_worker(|| -> Result<()> {
+        let mut xv = vec![0.0f32; cols];
+        let mut yv = vec![0.0f32; rows];
+        let guard = y.lock(to).context("locking the y stream")?;
+        guard.write_slice(&yv)?;
+        let mut last = x.count();
+        loop {
+            let c = x.read_after_into_slice(last, &mut xv, to).context("waiting for x")?;
+            if ctl.count() > 0 {
+                return Ok(());
+            }
+            last = c;
+            k.run(&a, &xv, &mut yv);
+            guard.write_slice(&yv)?;
+        }
+    })
+}

@@ -1,0 +1,74 @@
+//! Pingpong: the writer process publishes a frame, the reader process waits for it,
+//! reads a safe snapshot and acknowledges on a second stream; the writer times the
+//! round trip.
+//!
+//! Protocol (all through the library's streams):
+//! 1. the reader takes the ack stream's write lock for the whole run (it is that stream's
+//!    only writer, so each ack is a seqlock publish without the `flock` pair) and
+//!    publishes once: "ready";
+//! 2. per iteration the writer `write_slice`s the data (lock pair, seqlock, wake if
+//!    notify) and waits for the ack count to pass its last value; the reader
+//!    `read_after_into_slice`s the next frame and publishes its count on the ack stream;
+//! 3. to stop, the writer publishes the control stream once, then one more data frame.
+//!
+//! `wait = "spin"`: both waits busy-spin. `wait = "futex"`: notify streams and the
+//! library's adaptive wait (spin briefly, then park), with `gap_us` of idle time before
+//! each round trip so that the reader is asleep when the frame comes.
+
+use hdrhistogram::Histogram;
+use shmstream::{Element, Stream, WaitStrategy};
+
+use crate::cases::wait_timeout;
+use crate::error::{Context, Result};
+use crate::measure::{Measured, timed_loop};
+use crate::scenario::Wait;
+use crate::spawn::ChildSpec;
+
+fn strategy(spec: &ChildSpec) -> WaitStrategy {
+    match spec.job.wait {
+        Some(Wait::Futex) => WaitStrategy::Adaptive,
+        _ => WaitStrategy::Spin,
+    }
+}
+
+/// Writer side: measures every round trip.
+pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the ack stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    ack.set_wait_strategy(strategy(spec));
+    let to = wait_timeout(spec);
+    let src = vec![T::default(); spec.job.elements()];
+    let mut acks = ack.wait_for_count(0, to).context("waiting for the reader to be ready")?;
+    let (m, h) = timed_loop(&spec.job.timing, spec.job.gap_us, |_| {
+        data.write_slice(&src)?;
+        acks = ack.wait_for_count(acks, to)?;
+        Ok(())
+    })?;
+    ctl.write_slice(&[1u64])?;
+    data.write_slice(&src)?;
+    Ok((m, h))
+}
+
+/// Reader side: reads and acknowledges until the writer says stop.
+pub fn reader<T: Element>(spec: &ChildSpec) -> Result<()> {
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the ack stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    data.set_wait_strategy(strategy(spec));
+    let to = wait_timeout(spec);
+    let mut buf = vec![T::default(); spec.job.elements()];
+    let guard = ack.lock(to).context("locking the ack stream")?;
+    let mut last = data.count();
+    guard.write_slice(&[last])?;
+    loop {
+        let c = data.read_after_into_slice(last, &mut buf, to).context("waiting for a frame")?;
+        if ctl.count() > 0 {
+            break;
+        }
+        last = c;
+        guard.write_slice(&[c])?;
+    }
+    std::hint::black_box(&buf);
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The floors: the same loops as the cases, over plain memory, measured in the same run
+//! on the same cores (the machines are shared and noisy; only ratios from one run are
+//! comparable).
+//!
+//! - roundtrip: `memcpy` into a bare shared-memory region, `memcpy` back out (the C
+//!   floor `roundtrip.c`, "reused dst").
+//! - pingpong: the C floor `pingpong_payload.c` with the flock pair: the writer takes
+//!   `flock`, bumps a bare shared sequence word to odd, copies the payload in, publishes
+//!   the even value, unlocks; the reader copies out, re-checks the word and stores an
+//!   ack word. `wait = "futex"`: both sides sleep in `FUTEX_WAIT` (no spinning) and wake
+//!   each other with `FUTEX_WAKE`, the C `futex rtt` floor with a payload; the writer idles
+//!   `gap_us` before each round trip, as in the case.
+//! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
+
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use harness_sys::flock::LockFile;
+use harness_sys::futex;
+use harness_sys::shm::ShmRegion;
+
+use crate::error::{Context, Result, bail};
+use crate::kernel::{self, MvmKernel};
+use crate::measure::{Measured, timed_loop};
+use crate::scenario::{Job, Wait};
+use crate::spawn::ChildSpec;
+
+/// Offsets of the control words in the pingpong floor region, one cache line each.
+const SEQ: usize = 0;
+const ACK: usize = 64;
+const READY: usize = 128;
+const STOP: usize = 192;
+/// The payload starts on its own page.
+pub const PAYLOAD: usize = 4096;
+
+/// Size of the pingpong floor region for `job`.
+pub fn ping_region_len(job: &Job) -> usize {
+    PAYLOAD + job.payload_bytes()
+}
+
+/// Roundtrip floor: two memcpys per iteration through a bare shm region.
+pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let n = spec.job.payload_bytes();
+    let region = ShmRegion::open(&spec.names.region, n).context("opening the floor region")?;
+    region.prefault();
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let r = timed_loop(&spec.job.timing, 0.0, |_| {
+        region.copy_in(0, &src);
+        region.copy_out(0, &mut dst);
+        std::hint::black_box(&mut dst);
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn wait_until(word: &AtomicU32, pred: impl Fn(u32) -> bool, futex_mode: bool, deadline: Instant) -> Result<u32> {
+    loop {
+        let v = word.load(Ordering::Acquire);
+        if pred(v) {
+            return Ok(v);
+        }
+        if futex_mode {
+            futex::wait(word, v, Duration::from_millis(50));
+        } else {
+            std::hint::spin_loop();
+        }
+        if Instant::now() > deadline {
+            bail!("floor peer did not answer before the wait timeout");
+        }
+    }
+}
+
+/// Pingpong floor, writer side (measures).
+pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let n = job.payload_bytes();
+    let region = ShmRegion::open(&spec.names.region, ping_region_len(job)).context("opening the floor region")?;
+    let lock = LockFile::open(&spec.names.lock, false)?;
+    let futex_mode = job.wait == Some(Wait::Futex);
+    let to = Duration::from_secs_f64(spec.wait_timeout_s);
+    let (seq, ack) = (region.atomic_u32(SEQ), region.atomic_u32(ACK));
+    let src = vec![1u8; n];
+    region.prefault();
+    wait_until(region.atomic_u32(READY), |v| v != 0, false, Instant::now() + to)?;
+    let mut gen = 0u32;
+    let r = timed_loop(&job.timing, job.gap_us, |_| {
+        gen += 1;
+        lock.lock()?;
+        // Odd: a write is in progress (readers retry). Release fence: the odd value is
+        // visible before any payload byte.
+        seq.store(2 * gen - 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        region.copy_in(PAYLOAD, &src);
+        // Even: published. Pairs with the reader's acquire load.
+        seq.store(2 * gen, Ordering::Release);
+        lock.unlock()?;
+        if futex_mode {
+            futex::wake_all(seq);
+        }
+        wait_until(ack, |v| v == gen, futex_mode, Instant::now() + to)?;
+        Ok(())
+    })?;
+    region.atomic_u32(STOP).store(1, Ordering::Release);
+    futex::wake_all(seq);
+    Ok(r)
+}
+
+/// Pingpong floor, reader side.
+pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let n = job.payload_bytes();
+    let region = ShmRegion::open(&spec.names.region, ping_region_len(job)).context("opening the floor region")?;
+    let futex_mode = job.wait == Some(Wait::Futex);
+    let to = Duration::from_secs_f64(spec.wait_timeout_s);
+    let (seq, ack, stop) = (region.atomic_u32(SEQ), region.atomic_u32(ACK), region.atomic_u32(STOP));
+    let mut dst = vec![0u8; n];
+    region.atomic_u32(READY).store(1, Ordering::Release);
+    let mut gen = 0u32;
+    loop {
+        gen += 1;
+        let want = 2 * gen;
+        let mut deadline = Instant::now() + to;
+        loop {
+            let s = seq.load(Ordering::Acquire);
+            if s == want {
+                region.copy_out(PAYLOAD, &mut dst);
+                // Acquire fence: the copy is complete before the re-check.
+                fence(Ordering::Acquire);
+                if seq.load(Ordering::Relaxed) == s {
+                    break;
+                }
+                continue;
+            }
+            if stop.load(Ordering::Acquire) != 0 {
+                std::hint::black_box(&dst);
+                return Ok(());
+            }
+            if futex_mode {
+                futex::wait(seq, s, Duration::from_millis(50));
+            } else {
+                std::hint::spin_loop();
+            }
+            if Instant::now() > deadline {
+                if job.timing.min_seconds > 0.0 && stop.load(Ordering::Acquire) == 0 {
+                    bail!("floor writer went silent for {to:?}");
+                }
+                deadline = Instant::now() + to;
+            }
+        }
+        ack.store(gen, Ordering::Release);
+        if futex_mode {
+            futex::wake_all(ack);
+        }
+    }
+}
+
+/// MVM floor: the case's kernel on plain memory, same threads and pinning.
+pub fn mvm(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let k = MvmKernel::new(rows, cols, job.threads, crate::cases::mvm::kernel_cpus(job))?;
+    let a = kernel::test_matrix(rows, cols);
+    let r = k.on_first_worker(|| {
+        let mut x = vec![0.0f32; cols];
+        let mut y = vec![0.0f32; rows];
+        let r = timed_loop(&job.timing, 0.0, |i| {
+            kernel::fill_vector(&mut x, i);
+            k.run(&a, &x, &mut y);
+            std::hint::black_box(&mut y);
+            Ok(())
+        });
+        if kernel::max_rel_error(&a, cols, &x, &y) > 1e-4 {
+            return Err(crate::error::Error::msg("floor kernel computed a wrong product"));
+        }
+        r
+    })?;
+    let (mut m, h) = r;
+    m.notes.push(("kernel_isa".into(), harness_sys::kernel::isa().name().into()));
+    m.notes.push(("kernel_threads".into(), k.threads().to_string()));
+    Ok((m, h))
+}

@@ -1,0 +1,126 @@
+//! The CPU MVM kernel as the cases run it: row-parallel over the cores with rayon, each
+//! row block through `harness_sys::kernel::sgemv_rows` (vectorized, cache-blocked).
+//!
+//! The pool's threads are pinned, thread 0 to the compute core and the others to the
+//! remaining cores in order. Small matrices run on one thread: waking a sleeping
+//! worker costs more than the whole product.
+
+use rayon::ThreadPool;
+
+use crate::error::{Context, Result};
+use crate::spawn::pin_to;
+
+/// Below this many matrix elements the kernel runs on the calling thread only
+/// (1 Mi floats take ~100 µs on one core; a worker wake-up costs 5–20 µs).
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
+
+/// The kernel for one matrix shape and thread count.
+#[derive(Debug)]
+pub struct MvmKernel {
+    pool: ThreadPool,
+    rows: usize,
+    cols: usize,
+    threads: usize,
+    chunk_rows: usize,
+}
+
+/// Whether a `rows × cols` product with `threads` threads runs row-parallel.
+pub fn is_parallel(rows: usize, cols: usize, threads: usize) -> bool {
+    threads > 1 && rows >= 2 * harness_sys::kernel::ROWS && rows * cols >= PARALLEL_MIN_ELEMENTS
+}
+
+impl MvmKernel {
+    /// A kernel for `rows × cols`, with `threads` workers pinned to `cpus` in order.
+    pub fn new(rows: usize, cols: usize, threads: usize, cpus: Vec<usize>) -> Result<Self> {
+        let threads = if is_parallel(rows, cols, threads) { threads } else { 1 };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("mvm-{i}"))
+            .start_handler(move |i| {
+                if let Some(&c) = cpus.get(i % cpus.len().max(1)) {
+                    pin_to(c);
+                }
+            })
+            .build()
+            .context("building the MVM thread pool")?;
+        let per = rows.div_ceil(threads);
+        let chunk_rows = per.div_ceil(harness_sys::kernel::ROWS) * harness_sys::kernel::ROWS;
+        Ok(Self { pool, rows, cols, threads, chunk_rows })
+    }
+
+    /// Threads the product uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// `y = A·x`. Call it from inside [`MvmKernel::on_first_worker`] so that the split
+    /// costs no cross-pool injection.
+    pub fn run(&self, a: &[f32], x: &[f32], y: &mut [f32]) {
+        debug_assert_eq!(a.len(), self.rows * self.cols);
+        if self.threads == 1 {
+            harness_sys::kernel::sgemv_rows(a, self.cols, x, y);
+            return;
+        }
+        use rayon::prelude::*;
+        let cols = self.cols;
+        self.pool.install(|| {
+            y.par_chunks_mut(self.chunk_rows)
+                .zip(a.par_chunks(self.chunk_rows * cols))
+                .for_each(|(yb, ab)| harness_sys::kernel::sgemv_rows(ab, cols, x, yb));
+        });
+    }
+
+    /// Runs `f` on pool thread 0 (pinned to the compute core) and returns its result;
+    /// the other workers stay free to take the other row blocks.
+    pub fn on_first_worker<R: Send>(&self, f: impl Fn() -> R + Sync) -> R {
+        let mut out = self.pool.broadcast(|ctx| if ctx.index() == 0 { Some(f()) } else { None });
+        out.swap_remove(0).expect("broadcast ran index 0")
+    }
+}
+
+/// The matrix and vector the MVM cases use (deterministic, cheap to check).
+pub fn test_matrix(rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols).map(|i| ((i % 7) as f32) * 0.25 - 0.5).collect()
+}
+
+/// The vector of iteration `i`.
+pub fn fill_vector(x: &mut [f32], i: u64) {
+    let shift = (i % 3) as usize;
+    for (j, v) in x.iter_mut().enumerate() {
+        *v = (((j + shift) % 5) as f32) * 0.5 - 1.0;
+    }
+}
+
+/// Largest relative difference between `y` and a single-thread reference product.
+pub fn max_rel_error(a: &[f32], cols: usize, x: &[f32], y: &[f32]) -> f64 {
+    let mut want = vec![0.0f32; y.len()];
+    harness_sys::kernel::sgemv_rows_baseline(a, cols, x, &mut want);
+    let scale = cols.max(1) as f64;
+    y.iter().zip(&want).map(|(g, w)| (f64::from(*g) - f64::from(*w)).abs() / scale).fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parallel_kernel_matches_the_reference() {
+        let (rows, cols) = (700, 600);
+        let sut = MvmKernel::new(rows, cols, 2, vec![0, 1]).unwrap();
+        assert_eq!(sut.threads(), 2);
+        let a = test_matrix(rows, cols);
+        let mut x = vec![0.0; cols];
+        fill_vector(&mut x, 1);
+        let mut y = vec![f32::NAN; rows];
+        sut.on_first_worker(|| ());
+        sut.run(&a, &x, &mut y);
+        assert!(max_rel_error(&a, cols, &x, &y) < 1e-5);
+    }
+
+    #[test]
+    fn small_products_run_on_one_thread() {
+        assert!(!is_parallel(100, 100, 2));
+        assert!(is_parallel(1000, 1000, 2));
+        assert!(!is_parallel(1000, 1000, 1));
+    }
+}

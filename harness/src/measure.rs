@@ -1,0 +1,123 @@
+//! The timed loop every measuring process runs: warm-up, then `repeats` repeats of at
+//! least `min_seconds`, one histogram sample per iteration (two `Instant::now()` around
+//! the step, the record outside them), one rate per repeat.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::hist;
+use crate::scenario::Timing;
+
+/// What a measuring process reports besides its histogram.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Measured {
+    /// Iterations per second of each repeat (iterations / wall time of the repeat).
+    pub repeat_hz: Vec<f64>,
+    /// Measured iterations over all repeats.
+    pub iterations: u64,
+    /// Warm-up iterations.
+    pub warmup_iterations: u64,
+    /// Free-form facts for the report ("kernel": "avx2+fma", ...).
+    #[serde(default)]
+    pub notes: Vec<(String, String)>,
+}
+
+impl Measured {
+    /// Median of the per-repeat rates.
+    pub fn hz(&self) -> f64 {
+        median(&self.repeat_hz)
+    }
+}
+
+/// Median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) }
+}
+
+/// Runs `step` under `timing`; returns the rates and the histogram of every measured
+/// iteration. `step` gets the iteration number (1-based, warm-up included). `gap_us`
+/// of busy idle time precede each step, outside its timing (but inside the repeat's
+/// wall time, so with a gap the rate is not 1/latency).
+pub fn timed_loop(
+    timing: &Timing,
+    gap_us: f64,
+    mut step: impl FnMut(u64) -> Result<()>,
+) -> Result<(Measured, Histogram<u64>)> {
+    let mut h = hist::new();
+    let mut i = 0u64;
+    let warm_until = Instant::now() + Duration::from_secs_f64(timing.warmup);
+    let mut warm = 0u64;
+    while warm < 2 || Instant::now() < warm_until {
+        i += 1;
+        spin_for_us(gap_us);
+        step(i)?;
+        warm += 1;
+    }
+    let min = Duration::from_secs_f64(timing.min_seconds);
+    let mut m = Measured { warmup_iterations: warm, ..Default::default() };
+    for _ in 0..timing.repeats {
+        let start = Instant::now();
+        let mut n = 0u64;
+        let end = loop {
+            i += 1;
+            spin_for_us(gap_us);
+            let t0 = Instant::now();
+            step(i)?;
+            let t1 = Instant::now();
+            h.saturating_record(t1.duration_since(t0).as_nanos() as u64);
+            n += 1;
+            if n >= 3 && t1.duration_since(start) >= min {
+                break t1;
+            }
+        };
+        m.repeat_hz.push(n as f64 / end.duration_since(start).as_secs_f64());
+        m.iterations += n;
+    }
+    Ok((m, h))
+}
+
+/// Busy-waits `us` microseconds (the pingpong gap; the writer's core is its own).
+pub fn spin_for_us(us: f64) {
+    if us <= 0.0 {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs_f64(us * 1e-6);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_runs_every_repeat_and_records_every_iteration() {
+        let t = Timing { warmup: 0.0, min_seconds: 0.01, repeats: 2 };
+        let mut calls = 0u64;
+        let (m, h) = timed_loop(&t, 0.0, |_| {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(m.repeat_hz.len(), 2);
+        assert_eq!(h.len(), m.iterations);
+        assert_eq!(calls, m.iterations + m.warmup_iterations);
+        assert!(m.hz() > 0.0);
+    }
+
+    #[test]
+    fn the_median_of_an_even_list_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

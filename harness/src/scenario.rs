@@ -1,0 +1,587 @@
+//! Scenario files (TOML): the schema, its validation, and the expansion into jobs
+//! (one per case × size). The schema is documented in `scenarios/README.md`.
+//!
+//! Every table rejects unknown keys (`deny_unknown_fields`); the error names the key,
+//! the table and the line.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Result, bail};
+
+/// The numpy dtype names pyshmem (and shmstream) support, with their item sizes.
+pub const DTYPES: [(&str, usize); 14] = [
+    ("bool", 1),
+    ("int8", 1),
+    ("uint8", 1),
+    ("int16", 2),
+    ("uint16", 2),
+    ("int32", 4),
+    ("uint32", 4),
+    ("int64", 8),
+    ("uint64", 8),
+    ("float16", 2),
+    ("float32", 4),
+    ("float64", 8),
+    ("complex64", 8),
+    ("complex128", 16),
+];
+
+/// Item size in bytes of a numpy dtype name, if it is one of [`DTYPES`].
+pub fn itemsize(dtype: &str) -> Option<usize> {
+    DTYPES.iter().find(|(n, _)| *n == dtype).map(|(_, s)| *s)
+}
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Scenario name; the default output folder is `reports/<name>/`.
+    pub name: String,
+    /// Free text shown at the top of the report.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Defaults for every case.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The cases, in order.
+    #[serde(rename = "case", default)]
+    pub cases: Vec<CaseSpec>,
+}
+
+/// `[defaults]`: timing and placement shared by every case.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Seconds each measured repeat runs at least.
+    pub min_seconds: f64,
+    /// Seconds of warm-up before measuring (at least 2 iterations).
+    pub warmup: f64,
+    /// Measured repeats; the reported rate is their median.
+    pub repeats: u32,
+    /// Core of the writer (and of in-process cases).
+    pub writer_cpu: usize,
+    /// Core of the reader / compute process.
+    pub reader_cpu: usize,
+    /// Seconds after which a child process is killed and the case reported as failed.
+    pub timeout_s: f64,
+    /// Run the pyshmem peer when Python has it.
+    pub peer: bool,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self { min_seconds: 1.0, warmup: 0.2, repeats: 3, writer_cpu: 0, reader_cpu: 1, timeout_s: 120.0, peer: true }
+    }
+}
+
+/// What a case measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Write then read in one process (the seed's IO table).
+    Roundtrip,
+    /// Writer process publishes, reader process waits, reads a safe snapshot, acknowledges.
+    Pingpong,
+    /// Matrix in a stream, vector per iteration, compute process publishes y = A·x.
+    Mvm,
+}
+
+impl Kind {
+    /// The lowercase name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Roundtrip => "roundtrip",
+            Kind::Pingpong => "pingpong",
+            Kind::Mvm => "mvm",
+        }
+    }
+}
+
+/// How a waiting side waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// Busy-wait.
+    Spin,
+    /// Notify stream; spin briefly, then park on the futex.
+    Futex,
+}
+
+impl Wait {
+    /// The lowercase name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Spin => "spin",
+            Wait::Futex => "futex",
+        }
+    }
+}
+
+/// The MVM pipeline variant (the seed's two GPU tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Pipeline {
+    /// The vector is written from the host each iteration.
+    #[serde(rename = "host-upload")]
+    HostUpload,
+    /// Vector and matrix stay on the device.
+    #[serde(rename = "device-resident")]
+    DeviceResident,
+}
+
+impl Pipeline {
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pipeline::HostUpload => "host-upload",
+            Pipeline::DeviceResident => "device-resident",
+        }
+    }
+}
+
+/// Where the payload lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Device {
+    /// Host memory.
+    Cpu,
+    /// CUDA device memory, by ordinal.
+    Cuda(u32),
+}
+
+impl Device {
+    /// Whether this is a GPU device.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Device {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "cpu" {
+            return Ok(Device::Cpu);
+        }
+        if let Some(i) = s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            return Ok(Device::Cuda(i));
+        }
+        if s == "cuda" {
+            return Ok(Device::Cuda(0));
+        }
+        Err(format!("device {s:?} is neither \"cpu\" nor \"cuda:N\""))
+    }
+}
+
+impl From<Device> for String {
+    fn from(d: Device) -> String {
+        d.to_string()
+    }
+}
+
+fn default_dtype() -> String {
+    "float32".into()
+}
+
+fn default_device() -> Device {
+    Device::Cpu
+}
+
+/// One `[[case]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSpec {
+    /// Case name (the `case` column); default built from kind, wait/pipeline and device.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What to measure.
+    pub kind: Kind,
+    /// Shapes to run, e.g. `[[100, 100], [1000, 1000]]`.
+    pub sizes: Vec<Vec<usize>>,
+    /// numpy dtype name (default "float32").
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// "cpu" (default) or "cuda:N".
+    #[serde(default = "default_device")]
+    pub device: Device,
+    /// GPU cases: keep a CPU mirror.
+    #[serde(default)]
+    pub mirror: Option<bool>,
+    /// MVM only: "host-upload" (default) or "device-resident".
+    #[serde(default)]
+    pub pipeline: Option<Pipeline>,
+    /// Pingpong (and MVM writer): "spin" or "futex" (pingpong default "spin"; MVM default:
+    /// spin when the kernel runs on one thread, futex when it uses every core).
+    #[serde(default)]
+    pub wait: Option<Wait>,
+    /// Pingpong only: microseconds the writer idles between round trips (lets a futex
+    /// waiter fall asleep). Default 0 for spin, 100 for futex.
+    #[serde(default)]
+    pub gap_us: Option<f64>,
+    /// MVM only: kernel threads (default: every core; 1 disables rayon).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Run the pyshmem peer for this case (default: `[defaults] peer`).
+    #[serde(default)]
+    pub peer: Option<bool>,
+    /// Per-case override of `[defaults] min_seconds`.
+    #[serde(default)]
+    pub min_seconds: Option<f64>,
+    /// Per-case override of `[defaults] warmup`.
+    #[serde(default)]
+    pub warmup: Option<f64>,
+    /// Per-case override of `[defaults] repeats`.
+    #[serde(default)]
+    pub repeats: Option<u32>,
+    /// Per-case override of `[defaults] timeout_s`.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+/// Timing of one job.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Timing {
+    /// Warm-up seconds.
+    pub warmup: f64,
+    /// Seconds per repeat.
+    pub min_seconds: f64,
+    /// Repeats.
+    pub repeats: u32,
+}
+
+/// One case × size, with every default resolved: what the runner executes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// Case name.
+    pub case: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Shape of the payload (MVM: the matrix).
+    pub shape: Vec<usize>,
+    /// numpy dtype name.
+    pub dtype: String,
+    /// Item size in bytes.
+    pub itemsize: usize,
+    /// Device.
+    pub device: Device,
+    /// GPU mirror flag (GPU cases only).
+    pub mirror: Option<bool>,
+    /// MVM pipeline.
+    pub pipeline: Option<Pipeline>,
+    /// Wait strategy (pingpong; MVM when given).
+    pub wait: Option<Wait>,
+    /// Pingpong gap between round trips, µs.
+    pub gap_us: f64,
+    /// MVM kernel threads.
+    pub threads: usize,
+    /// Timing.
+    pub timing: Timing,
+    /// Writer core.
+    pub writer_cpu: usize,
+    /// Reader core.
+    pub reader_cpu: usize,
+    /// Child timeout, seconds.
+    pub timeout_s: f64,
+    /// Run the Python peer.
+    pub peer: bool,
+}
+
+impl Job {
+    /// Number of elements of the payload.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Payload bytes of one frame (MVM: the matrix).
+    pub fn payload_bytes(&self) -> usize {
+        self.elements() * self.itemsize
+    }
+
+    /// "100x100".
+    pub fn shape_str(&self) -> String {
+        shape_str(&self.shape)
+    }
+
+    /// "case/100x100", used in file names and messages.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.case, self.shape_str())
+    }
+}
+
+/// "100x100" for `[100, 100]`.
+pub fn shape_str(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("scenario {}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let s: Scenario = toml::from_str(text).map_err(|e| crate::error::Error::msg(e.to_string().trim_end()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            bail!("name {:?} must be a plain folder name", self.name);
+        }
+        let d = &self.defaults;
+        if !(d.min_seconds > 0.0) || !(d.warmup >= 0.0) || d.repeats == 0 || !(d.timeout_s > 0.0) {
+            bail!("[defaults]: min_seconds and timeout_s must be > 0, warmup >= 0, repeats >= 1");
+        }
+        if self.cases.is_empty() {
+            bail!("no [[case]] tables");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.cases.iter().enumerate() {
+            let name = c.resolved_name();
+            c.validate().with_context(|| format!("[[case]] #{} ({name})", i + 1))?;
+            if !names.insert(name.clone()) {
+                bail!("[[case]] #{}: duplicate case name {name:?} (set `name`)", i + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Expands the cases into jobs (case × size), with defaults resolved. `quick`
+    /// divides the timing by 5 and runs one repeat.
+    pub fn jobs(&self, quick: bool, filter: Option<&regex::Regex>) -> Vec<Job> {
+        let d = &self.defaults;
+        let mut out = Vec::new();
+        for c in &self.cases {
+            let case = c.resolved_name();
+            if let Some(re) = filter
+                && !re.is_match(&case)
+                && !re.is_match(c.kind.name())
+            {
+                continue;
+            }
+            let mut timing = Timing {
+                warmup: c.warmup.unwrap_or(d.warmup),
+                min_seconds: c.min_seconds.unwrap_or(d.min_seconds),
+                repeats: c.repeats.unwrap_or(d.repeats),
+            };
+            if quick {
+                timing.warmup /= 5.0;
+                timing.min_seconds /= 5.0;
+                timing.repeats = 1;
+            }
+            let wait = match c.kind {
+                Kind::Pingpong => Some(c.wait.unwrap_or(Wait::Spin)),
+                _ => c.wait,
+            };
+            let gap_us = c.gap_us.unwrap_or(if wait == Some(Wait::Futex) && c.kind == Kind::Pingpong { 100.0 } else { 0.0 });
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            for shape in &c.sizes {
+                out.push(Job {
+                    case: case.clone(),
+                    kind: c.kind,
+                    shape: shape.clone(),
+                    dtype: c.dtype.clone(),
+                    itemsize: itemsize(&c.dtype).unwrap_or(1),
+                    device: c.device,
+                    mirror: if c.device.is_gpu() { Some(c.mirror.unwrap_or(false)) } else { None },
+                    pipeline: if c.kind == Kind::Mvm { Some(c.pipeline.unwrap_or(Pipeline::HostUpload)) } else { None },
+                    wait,
+                    gap_us,
+                    threads: c.threads.unwrap_or(cores).max(1),
+                    timing,
+                    writer_cpu: d.writer_cpu,
+                    reader_cpu: d.reader_cpu,
+                    timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
+                    peer: c.peer.unwrap_or(d.peer),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl CaseSpec {
+    /// The case name: `name`, or built from kind, wait/pipeline and device.
+    pub fn resolved_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let mut n = self.kind.name().to_string();
+        match self.kind {
+            Kind::Pingpong => {
+                n.push('-');
+                n.push_str(self.wait.unwrap_or(Wait::Spin).name());
+            }
+            Kind::Mvm => {
+                n.push('-');
+                n.push_str(self.pipeline.unwrap_or(Pipeline::HostUpload).name());
+            }
+            Kind::Roundtrip => {}
+        }
+        if let Device::Cuda(i) = self.device {
+            n.push_str(&format!("-cuda{i}"));
+            if self.mirror == Some(true) {
+                n.push_str("-mirror");
+            }
+        } else if self.dtype != "float32" {
+            n.push('-');
+            n.push_str(&self.dtype);
+        }
+        n
+    }
+
+    fn validate(&self) -> Result<()> {
+        if itemsize(&self.dtype).is_none() {
+            let names: Vec<_> = DTYPES.iter().map(|(n, _)| *n).collect();
+            bail!("dtype {:?} is not one of {}", self.dtype, names.join(", "));
+        }
+        if self.sizes.is_empty() {
+            bail!("sizes is empty");
+        }
+        for s in &self.sizes {
+            if s.is_empty() || s.contains(&0) {
+                bail!("shape {s:?}: every shape needs at least one dimension, all > 0");
+            }
+        }
+        if self.mirror.is_some() && !self.device.is_gpu() {
+            bail!("mirror applies to GPU devices only (device = \"{}\")", self.device);
+        }
+        if self.pipeline.is_some() && self.kind != Kind::Mvm {
+            bail!("pipeline applies to kind = \"mvm\" only");
+        }
+        if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
+            bail!("pipeline = \"device-resident\" needs a GPU device");
+        }
+        if self.wait.is_some() && self.kind == Kind::Roundtrip {
+            bail!("wait applies to pingpong and mvm only");
+        }
+        if self.gap_us.is_some() && self.kind != Kind::Pingpong {
+            bail!("gap_us applies to kind = \"pingpong\" only");
+        }
+        if self.threads.is_some() && self.kind != Kind::Mvm {
+            bail!("threads applies to kind = \"mvm\" only");
+        }
+        if self.kind == Kind::Mvm {
+            if self.dtype != "float32" {
+                bail!("mvm supports dtype = \"float32\" only");
+            }
+            if self.sizes.iter().any(|s| s.len() != 2) {
+                bail!("mvm sizes are matrix shapes [rows, cols]");
+            }
+        }
+        if self.min_seconds.is_some_and(|v| !(v > 0.0)) || self.repeats == Some(0) || self.warmup.is_some_and(|v| v < 0.0)
+        {
+            bail!("min_seconds must be > 0, repeats >= 1, warmup >= 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+[defaults]
+min_seconds = 0.1
+[[case]]
+kind = "roundtrip"
+sizes = [[100, 100], [10]]
+[[case]]
+kind = "pingpong"
+wait = "futex"
+sizes = [[16]]
+dtype = "uint8"
+[[case]]
+kind = "mvm"
+sizes = [[100, 100]]
+device = "cuda:0"
+pipeline = "device-resident"
+"#;
+
+    #[test]
+    fn a_valid_scenario_expands_into_one_job_per_size() {
+        let sut = Scenario::parse(GOOD).unwrap();
+        let jobs = sut.jobs(false, None);
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[0].case, "roundtrip");
+        assert_eq!(jobs[2].case, "pingpong-futex-uint8");
+        assert_eq!(jobs[2].gap_us, 100.0);
+        assert_eq!(jobs[2].payload_bytes(), 16);
+        assert_eq!(jobs[3].case, "mvm-device-resident-cuda0");
+        assert_eq!(jobs[3].device, Device::Cuda(0));
+        assert_eq!(jobs[3].mirror, Some(false));
+        assert_eq!(jobs[0].timing.min_seconds, 0.1);
+        assert_eq!(jobs[0].timing.repeats, 3);
+    }
+
+    #[test]
+    fn quick_and_filter_shrink_the_job_list() {
+        let sut = Scenario::parse(GOOD).unwrap();
+        let re = regex::Regex::new("^ping").unwrap();
+        let jobs = sut.jobs(true, Some(&re));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].timing.repeats, 1);
+        assert!((jobs[0].timing.min_seconds - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_unknown_top_level_key_is_an_error_naming_it() {
+        let err = Scenario::parse("name = \"x\"\nbogus = 1\n[[case]]\nkind=\"mvm\"\nsizes=[[2,2]]\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_case_key_is_an_error_naming_it() {
+        let err = Scenario::parse("name = \"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\nsize=[[3]]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("size") && msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_defaults_key_is_an_error_naming_it() {
+        let err = Scenario::parse("name = \"x\"\n[defaults]\nwarmup_s = 1\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("warmup_s"), "{err}");
+    }
+
+    #[test]
+    fn misplaced_keys_and_bad_values_are_rejected() {
+        for (body, needle) in [
+            ("kind=\"roundtrip\"\nsizes=[[2]]\nwait=\"spin\"", "wait applies"),
+            ("kind=\"roundtrip\"\nsizes=[[2]]\nmirror=true", "mirror applies"),
+            ("kind=\"pingpong\"\nsizes=[[2]]\npipeline=\"host-upload\"", "pipeline applies"),
+            ("kind=\"mvm\"\nsizes=[[2]]", "[rows, cols]"),
+            ("kind=\"mvm\"\nsizes=[[2,2]]\ndtype=\"float64\"", "float32"),
+            ("kind=\"roundtrip\"\nsizes=[[2]]\ndtype=\"float128\"", "float128"),
+            ("kind=\"roundtrip\"\nsizes=[[0]]", "all > 0"),
+            ("kind=\"roundtrip\"\nsizes=[[2]]\ndevice=\"tpu\"", "tpu"),
+            ("kind=\"teleport\"\nsizes=[[2]]", "teleport"),
+        ] {
+            let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        for f in ["smoke.toml", "io.toml", "mvm.toml", "latency.toml"] {
+            Scenario::load(&dir.join(f)).unwrap();
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Child processes: the parent re-executes its own binary with the hidden `__child`
+//! subcommand, one process per role, each pinned to its core. A child writes its report
+//! (`<prefix>.json`) and, when it measured, its histogram (`<prefix>.hdr`, V2 format).
+//! The parent waits without polling (one thread blocked in `wait()` per child), kills the
+//! group on the first failure or at the timeout, and quotes each failed child's stderr.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::hist;
+use crate::measure::Measured;
+use crate::scenario::Job;
+
+/// What a child process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Roundtrip: write then read through the library, in one process.
+    Roundtrip,
+    /// Pingpong writer (measures round trips).
+    PingWriter,
+    /// Pingpong reader (reads, acknowledges).
+    PingReader,
+    /// MVM driver: writes x, waits for y (measures).
+    MvmDriver,
+    /// MVM compute: waits for x, publishes y = A·x.
+    MvmCompute,
+    /// Floor of roundtrip: two memcpys over a bare shm region.
+    FloorRoundtrip,
+    /// Floor of pingpong, writer side (bare shm flag + payload memcpy + flock pair).
+    FloorPingWriter,
+    /// Floor of pingpong, reader side.
+    FloorPingReader,
+    /// Floor of MVM: the same kernel on plain memory.
+    FloorMvm,
+}
+
+/// Names of the shared objects a job uses (unique per harness run and job).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Names {
+    /// Data stream (pingpong, roundtrip) or vector x (MVM).
+    pub data: String,
+    /// Acknowledgement stream (pingpong) or result y (MVM).
+    pub ack: String,
+    /// Control stream: the writer publishes once to stop the reader.
+    pub ctl: String,
+    /// MVM matrix stream.
+    pub matrix: String,
+    /// Floor: bare shm region.
+    pub region: String,
+    /// Floor: lock file for the flock pair.
+    pub lock: PathBuf,
+}
+
+/// Everything a child needs, written as JSON next to its result files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// The role.
+    pub role: Role,
+    /// The job.
+    pub job: Job,
+    /// Shared object names.
+    pub names: Names,
+    /// Core to pin to.
+    pub cpu: usize,
+    /// Result files are `<prefix>.json` and `<prefix>.hdr`.
+    pub result_prefix: PathBuf,
+    /// Longest a single wait inside the child may take before it gives up.
+    pub wait_timeout_s: f64,
+}
+
+/// What a child reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// The role.
+    pub role: Role,
+    /// Whether `sched_setaffinity` succeeded.
+    pub pinned: bool,
+    /// `sched_getcpu()` at the end of the run.
+    pub cpu_seen: Option<usize>,
+    /// The measurement (measuring roles only).
+    pub measured: Option<Measured>,
+}
+
+/// A finished child: its report and histogram.
+#[derive(Debug)]
+pub struct ChildOutcome {
+    /// The report.
+    pub report: ChildReport,
+    /// The histogram, when it measured.
+    pub hist: Option<Histogram<u64>>,
+}
+
+impl ChildOutcome {
+    /// The measurement and histogram, or an error naming the role.
+    pub fn into_measurement(self) -> Result<(Measured, Histogram<u64>)> {
+        match (self.report.measured, self.hist) {
+            (Some(m), Some(h)) => Ok((m, h)),
+            _ => Err(Error::msg(format!("{:?} child reported no measurement", self.report.role))),
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`; false when the core does not exist or the call fails.
+pub fn pin_to(cpu: usize) -> bool {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.id == cpu)
+        .is_some_and(core_affinity::set_for_current)
+}
+
+fn tail_of(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let t = text.trim_end();
+    if t.len() <= max {
+        return t.to_string();
+    }
+    let mut cut = t.len() - max;
+    while !t.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &t[cut..])
+}
+
+/// Runs one group of children (started in the given order: readers first) and waits for
+/// all of them, at most `timeout`. Returns their outcomes in the same order.
+pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutcome>> {
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let (tx, rx) = mpsc::channel::<(usize, std::io::Result<std::process::ExitStatus>)>();
+    let mut pids = Vec::new();
+    let mut stderr_paths = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let spec_path = spec.result_prefix.with_extension("spec.json");
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)
+            .with_context(|| format!("writing {}", spec_path.display()))?;
+        let err_path = spec.result_prefix.with_extension("stderr");
+        let err_file = File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
+        let spawned = Command::new(&exe)
+            .arg("__child")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err_file))
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                pids.iter().for_each(|p| harness_sys::kill(*p));
+                return Err(Error::msg(format!("spawning {:?} child: {e}", spec.role)));
+            }
+        };
+        pids.push(child.id());
+        stderr_paths.push(err_path);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let r = child.wait();
+            let _ = tx.send((i, r));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let mut done = vec![false; specs.len()];
+    let mut failure: Option<String> = None;
+    while done.iter().any(|d| !d) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, status)) => {
+                done[i] = true;
+                let ok = matches!(&status, Ok(s) if s.success());
+                if !ok && failure.is_none() {
+                    let how = match status {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    failure = Some(format!(
+                        "{:?} child (cpu {}) failed ({how}); its stderr:\n{}",
+                        specs[i].role,
+                        specs[i].cpu,
+                        tail_of(&stderr_paths[i], 4000)
+                    ));
+                    // The others would wait for a partner that is gone: stop them now.
+                    for (j, p) in pids.iter().enumerate() {
+                        if !done[j] {
+                            harness_sys::kill(*p);
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                let hung: Vec<_> = (0..specs.len()).filter(|j| !done[*j]).collect();
+                for j in &hung {
+                    harness_sys::kill(pids[*j]);
+                }
+                let mut msg = format!("timed out after {:.0} s; killed", timeout.as_secs_f64());
+                for j in hung {
+                    msg.push_str(&format!(
+                        "\n{:?} child (cpu {}) stderr:\n{}",
+                        specs[j].role,
+                        specs[j].cpu,
+                        tail_of(&stderr_paths[j], 2000)
+                    ));
+                }
+                // Reap what we killed so no zombie outlives the run.
+                let _ = rx.recv_timeout(Duration::from_secs(2));
+                return Err(Error::msg(msg));
+            }
+        }
+    }
+    if let Some(f) = failure {
+        return Err(Error::msg(f));
+    }
+    specs.iter().map(read_outcome).collect()
+}
+
+fn read_outcome(spec: &ChildSpec) -> Result<ChildOutcome> {
+    let json_path = spec.result_prefix.with_extension("json");
+    let report: ChildReport = serde_json::from_slice(
+        &std::fs::read(&json_path).with_context(|| format!("reading {:?} child result", spec.role))?,
+    )
+    .with_context(|| format!("parsing {}", json_path.display()))?;
+    let hdr_path = spec.result_prefix.with_extension("hdr");
+    let hist = if hdr_path.exists() { Some(hist::from_bytes(&std::fs::read(&hdr_path)?)?) } else { None };
+    Ok(ChildOutcome { report, hist })
+}
+
+/// Entry point of the hidden `__child SPEC.json` subcommand.
+pub fn child_main(spec_path: &Path) -> Result<()> {
+    let spec: ChildSpec = serde_json::from_slice(
+        &std::fs::read(spec_path).with_context(|| format!("reading child spec {}", spec_path.display()))?,
+    )
+    .context("parsing child spec")?;
+    let pinned = pin_to(spec.cpu);
+    if !pinned {
+        eprintln!("warning: could not pin {:?} to cpu {}", spec.role, spec.cpu);
+    }
+    let result = crate::cases::run_role(&spec).with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
+    let report = ChildReport {
+        role: spec.role,
+        pinned,
+        cpu_seen: harness_sys::current_cpu(),
+        measured: result.as_ref().map(|(m, _)| m.clone()),
+    };
+    if let Some((_, h)) = &result {
+        std::fs::write(spec.result_prefix.with_extension("hdr"), hist::to_bytes(h)?)?;
+    }
+    std::fs::write(spec.result_prefix.with_extension("json"), serde_json::to_vec(&report)?)?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `harness_sys`: the only place in the harness package that may use `unsafe`.
+//!
+//! The harness binary is `#![forbid(unsafe_code)]`. Three things cannot be written
+//! without `unsafe`, and each one sits here behind a small safe API:
+//!
+//! - [`shm`]: a bare POSIX shared-memory region (a file under `/dev/shm`) with atomics
+//!   and raw copies over it. The *floors* must be cross-process (the same placement as
+//!   the library's writer and reader), so they need a mapping shared between two
+//!   processes and atomics on it; std threads would measure something else.
+//! - [`futex`] and [`flock`]: the two system calls of the floor protocol, as the C floors in
+//!   `shared/reference/limits/` call them.
+//! - [`kernel`]: the float32 matrix-vector kernel, compiled for AVX2+FMA and dispatched
+//!   at run time (`is_x86_feature_detected!`), because the workspace builds for the
+//!   baseline x86-64 target.
+//!
+//! Every `unsafe` block carries a `// SAFETY:` comment naming its obligations.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod flock;
+pub mod futex;
+pub mod kernel;
+pub mod shm;
+
+/// The CPU the calling thread runs on now (`sched_getcpu`), if the call succeeds.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: `sched_getcpu` takes no arguments, touches no memory of ours and only
+    // returns a number or -1.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// Sends `SIGKILL` to process `pid` (a child this process spawned); errors are ignored
+/// because the child may already have exited.
+pub fn kill(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: `kill` takes two integers and touches no memory; a positive pid names one
+    // process (never a group), so the worst case is signalling an exited child's pid.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}

@@ -1,0 +1,169 @@
+//! A bare shared-memory region for the floor measurements.
+//!
+//! The region is a file in `/dev/shm` (what `shm_open` creates on Linux) mapped
+//! `MAP_SHARED` by both processes. It offers exactly what the C floors use: 64-bit and
+//! 32-bit atomics at fixed offsets, and plain `memcpy` into and out of a payload.
+//!
+//! ## Safety of the copies
+//! [`ShmRegion::copy_in`] and [`ShmRegion::copy_out`] may race with the other process
+//! (that is the point of a seqlock). A racing copy can tear; the floor protocol, like
+//! the library's, re-checks the sequence after the copy and discards torn data, and the
+//! bytes are never interpreted as anything but bytes. This is the compromise that
+//! crossbeam's `AtomicCell::atomic_load` documents; it is the code the floor has to
+//! measure, because it is what `memcpy` on a shared mapping does.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A named, mapped, shared-memory region. The creator removes the name on drop.
+#[derive(Debug)]
+pub struct ShmRegion {
+    map: MmapRaw,
+    path: PathBuf,
+    is_owner: bool,
+    _file: File,
+}
+
+/// The directory that holds POSIX shared-memory objects on Linux.
+const SHM_DIR: &str = "/dev/shm";
+
+impl ShmRegion {
+    /// Creates a new region of `len` bytes (zero-filled); fails if the name exists.
+    pub fn create(name: &str, len: usize) -> io::Result<Self> {
+        let path = Self::path_of(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.set_len(len.max(1) as u64)?;
+        let map = MmapOptions::new().len(len.max(1)).map_raw(&file)?;
+        Ok(Self { map, path, is_owner: true, _file: file })
+    }
+
+    /// Opens an existing region; its size must be at least `len` bytes.
+    pub fn open(name: &str, len: usize) -> io::Result<Self> {
+        let path = Self::path_of(name)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let size = file.metadata()?.len();
+        if size < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("shm region {name} has {size} bytes, expected at least {len}"),
+            ));
+        }
+        let map = MmapOptions::new().len(len.max(1)).map_raw(&file)?;
+        Ok(Self { map, path, is_owner: false, _file: file })
+    }
+
+    fn path_of(name: &str) -> io::Result<PathBuf> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad shm region name {name:?}")));
+        }
+        Ok(PathBuf::from(SHM_DIR).join(name))
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Always false: a region has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    fn check(&self, offset: usize, len: usize, align: usize) {
+        assert!(offset % align == 0, "offset {offset} is not {align}-aligned");
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.map.len()), "range {offset}+{len} outside region");
+    }
+
+    /// The 64-bit atomic at `offset` (must be 8-aligned and inside the region).
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY:
+        // - the pointer is inside the mapping (checked above) and 8-aligned (the mapping
+        //   is page-aligned and `offset` is a multiple of 8);
+        // - the mapping lives as long as `&self`, which bounds the returned lifetime;
+        // - every access to these bytes, in this and the other process, is atomic
+        //   (the floor protocol never copies over its control words).
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) }
+    }
+
+    /// The 32-bit atomic at `offset` (must be 4-aligned and inside the region); futex words.
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: as in `atomic_u64`, with 4-byte size and alignment.
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// `memcpy` of `src` into the region at `offset`.
+    pub fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len(), 1);
+        // SAFETY:
+        // - destination range is inside the mapping (checked), source is a valid slice;
+        // - the two cannot overlap: `src` is private memory of this process;
+        // - a concurrent reader in another process may observe a torn copy; the floor
+        //   protocol validates with its sequence word (see the module docs).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(offset), src.len()) }
+    }
+
+    /// `memcpy` out of the region at `offset` into `dst`.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len(), 1);
+        // SAFETY:
+        // - source range is inside the mapping (checked), `dst` is a valid private slice,
+        //   so they cannot overlap;
+        // - the bytes may be torn by a concurrent writer; callers re-check their sequence
+        //   word and discard the copy (module docs). Any bit pattern is a valid `u8`.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Touches every page so that the measurement loop takes no page faults.
+    pub fn prefault(&self) {
+        let page = 4096;
+        let zero = [0u8; 1];
+        let mut off = 0;
+        while off < self.map.len() {
+            self.copy_in(off, &zero);
+            off += page;
+        }
+    }
+}
+
+impl Drop for ShmRegion {
+    fn drop(&mut self) {
+        if self.is_owner {
+            // Ignore errors: the name may already be gone, and Drop must not panic.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_created_region_is_visible_to_an_opener() {
+        let name = format!("harness-sys-test-{}", std::process::id());
+        let sut = ShmRegion::create(&name, 8192).unwrap();
+        sut.atomic_u64(64).store(7, Ordering::Release);
+        sut.copy_in(128, b"hello");
+        let other = ShmRegion::open(&name, 8192).unwrap();
+        assert_eq!(other.atomic_u64(64).load(Ordering::Acquire), 7);
+        let mut buf = [0u8; 5];
+        other.copy_out(128, &mut buf);
+        assert_eq!(&buf, b"hello");
+        drop(other);
+        drop(sut);
+        assert!(ShmRegion::open(&name, 8192).is_err());
+    }
+}

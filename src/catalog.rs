@@ -1,0 +1,249 @@
+//! Streams by name: list, stat (metadata without mapping the payload), unlink, purge, and
+//! the scratch guard that creates a stream and unlinks it on drop.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::format::{self, Header};
+use crate::header::MappedHeader;
+use crate::lock::LockFile;
+use crate::segment::{self, Segment};
+use crate::stream::{NameLock, Stream, StreamOptions, decode_retrying, not_found, open_meta};
+use crate::{name, notify, sys};
+
+/// A stream's metadata, read without mapping its payload (the JSON of `shmstream stat`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStat {
+    /// Name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Element type (numpy's name in JSON).
+    pub dtype: Dtype,
+    /// Payload bytes.
+    pub size: u64,
+    /// Completed writes.
+    pub count: u64,
+    /// Seqlock word.
+    pub write_sequence: i64,
+    /// UNIX time of the last write (0 = never).
+    pub write_time: f64,
+    /// Frame id of the last write.
+    pub frame_id: u64,
+    /// Creator's pid.
+    pub creator_pid: i64,
+    /// Whether the creator is alive.
+    pub creator_alive: bool,
+    /// Futex wake-ups.
+    pub notify: bool,
+    /// Payload on a GPU.
+    pub gpu_enabled: bool,
+    /// `"cuda:N"` for GPU streams.
+    pub gpu_device: Option<String>,
+    /// Host payload present.
+    pub cpu_mirror: bool,
+    /// Generation id (hex), if the stream has one.
+    pub instance_id: Option<String>,
+}
+
+impl StreamStat {
+    fn from_header(h: &Header) -> StreamStat {
+        StreamStat {
+            name: h.name.clone(),
+            shape: h.shape.clone(),
+            dtype: h.dtype,
+            size: h.size,
+            count: h.count,
+            write_sequence: h.write_sequence,
+            write_time: h.write_time,
+            frame_id: h.frame_id,
+            creator_pid: h.creator_pid,
+            creator_alive: sys::pid_alive(h.creator_pid),
+            notify: h.notify(),
+            gpu_enabled: h.gpu(),
+            gpu_device: h.gpu().then(|| format!("cuda:{}", h.device_index)),
+            cpu_mirror: h.cpu_mirror(),
+            instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0).then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+    }
+}
+
+/// The validated metadata of one stream, without mapping its payload.
+pub fn stat(name: &str) -> Result<StreamStat> {
+    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })?;
+    let (_meta, h) = open_meta(name)?;
+    Ok(StreamStat::from_header(&h))
+}
+
+/// Validates the stream behind a payload segment id: its metadata's name must hash back to
+/// the id and the header must pass every rule. Anything else in `/dev/shm` is not ours.
+fn validated(id: &str) -> Option<Header> {
+    if !name::looks_like_segment_id(id) {
+        return None;
+    }
+    let meta = Segment::open(&format!("{id}_meta"), false).ok()?;
+    let stored = format::stored_name(&meta.snapshot(format::META_BYTES))?;
+    if name::segment_id(&stored) != id {
+        return None;
+    }
+    decode_retrying(&meta, Some(&stored)).ok()
+}
+
+fn scan() -> Result<Vec<Header>> {
+    let dir = match std::fs::read_dir("/dev/shm") {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
+    };
+    let mut out: Vec<Header> = dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(validated)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Names of every valid stream (ours and pyshmem's), sorted.
+pub fn list_streams() -> Result<Vec<String>> {
+    Ok(scan()?.into_iter().map(|h| h.name).collect())
+}
+
+/// Metadata of every valid stream, sorted by name.
+pub fn list_stats() -> Result<Vec<StreamStat>> {
+    Ok(scan()?.iter().map(StreamStat::from_header).collect())
+}
+
+/// Removes a stream (its segments and lock file). Fails with [`Error::NotFound`] if there is
+/// none. Open handles elsewhere get [`Error::Stale`] on their next read or write.
+pub fn unlink(name: &str) -> Result<()> {
+    unlink_generation(name, None)
+}
+
+/// [`unlink`], but a missing stream is not an error. Returns whether one was removed.
+pub fn unlink_quiet(name: &str) -> Result<bool> {
+    match unlink(name) {
+        Ok(()) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unlinks the current generation; with `expected`, only if it is that generation.
+pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Result<()> {
+    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })?;
+    let lock_path = name::lock_path(name);
+    let lock = LockFile::attach(&lock_path, name)?;
+    let _held = NameLock::take(&lock, name)?;
+    let meta = Segment::open(&name::meta_id(name), true).ok();
+    let payload_exists = segment::exists(&name::segment_id(name));
+    if meta.is_none() && !payload_exists {
+        return Err(match expected {
+            Some(_) => Error::Stale { name: name.to_owned() },
+            None => not_found(name),
+        });
+    }
+    if let Some(meta) = meta.as_ref().filter(|m| m.len() >= format::META_BYTES) {
+        if let Some(want) = expected {
+            let mut current = [0u8; 16];
+            current.copy_from_slice(&meta.snapshot(format::META_BYTES)[format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16]);
+            if current != want {
+                return Err(Error::Stale { name: name.to_owned() });
+            }
+        }
+        // Tell every attached handle: the generation goes invalid (they report Stale once they
+        // see the object unlinked), and parked waiters wake to notice.
+        // SAFETY: `meta` is a writable mapping of at least META_BYTES, alive for this scope.
+        let h = unsafe { MappedHeader::new(meta) };
+        let s = h.sequence().load(Ordering::Acquire);
+        h.sequence().store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
+        for id in [name::segment_id(name), name::meta_id(name), name::gpu_id(name)] {
+            segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
+        }
+        notify::wake_all(&h);
+    } else {
+        for id in [name::segment_id(name), name::meta_id(name), name::gpu_id(name)] {
+            segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
+        }
+    }
+    let _ = std::fs::remove_file(&lock_path);
+    Ok(())
+}
+
+/// What [`purge_with`] removes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PurgeOptions {
+    /// Remove every valid stream, not only those whose creator is dead.
+    pub all: bool,
+    /// Only report what would be removed.
+    pub dry_run: bool,
+}
+
+/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
+/// `/dev/shm` that are not validated streams are never touched.
+pub fn purge() -> Result<Vec<String>> {
+    purge_with(PurgeOptions { all: true, dry_run: false })
+}
+
+/// Removes valid streams whose creator is dead (or all with `all`), returning their names.
+pub fn purge_with(opts: PurgeOptions) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for h in scan()? {
+        if !opts.all && sys::pid_alive(h.creator_pid) {
+            continue;
+        }
+        if !opts.dry_run {
+            match unlink(&h.name) {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        removed.push(h.name);
+    }
+    Ok(removed)
+}
+
+/// A stream that is unlinked when this guard drops (pyshmem's `stream(...)` context manager).
+/// Derefs to [`Stream`].
+#[derive(Debug)]
+pub struct Scratch(Stream);
+
+impl std::ops::Deref for Scratch {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        &self.0
+    }
+}
+
+/// Creates a scratch stream, unlinked when the returned guard drops.
+///
+/// ```
+/// let name = format!("doc-scratch-{}", std::process::id());
+/// {
+///     let s = shmstream::scratch(&name, &[8], shmstream::Dtype::U8)?;
+///     s.write_slice(&[1u8; 8])?;
+/// }
+/// assert!(shmstream::stat(&name).is_err());
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+pub fn scratch(name: &str, shape: &[usize], dtype: Dtype) -> Result<Scratch> {
+    Ok(Scratch(StreamOptions::new(name).shape(shape).dtype(dtype).auto_unlink(true).create()?))
+}
+
+impl From<Dtype> for String {
+    fn from(d: Dtype) -> String {
+        d.numpy_name().to_owned()
+    }
+}
+
+impl TryFrom<String> for Dtype {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Dtype, String> {
+        s.parse()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_stream_is_send_sync() {
+    fn ok<T: Send + Sync>() {}
+    ok::<Stream>();
+}

@@ -1,0 +1,280 @@
+//! The 14 element types a stream can hold, in pyshmem 1.4.0's order.
+//!
+//! [`Dtype`] is the runtime tag stored in the header (its numeric code is the index into
+//! pyshmem's `DTYPE_TABLE`); [`Element`] is the sealed compile-time side that typed calls use.
+
+use half::f16;
+use num_complex::{Complex32, Complex64};
+use serde::{Deserialize, Serialize};
+
+/// A stream's element type. The discriminant is the pyshmem v3 dtype code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+#[repr(u16)]
+pub enum Dtype {
+    /// `int8`
+    I8 = 0,
+    /// `int16`
+    I16 = 1,
+    /// `int32`
+    I32 = 2,
+    /// `int64`
+    I64 = 3,
+    /// `uint8`
+    U8 = 4,
+    /// `uint16`
+    U16 = 5,
+    /// `uint32`
+    U32 = 6,
+    /// `uint64`
+    U64 = 7,
+    /// `float16` (IEEE half, via the `half` crate)
+    F16 = 8,
+    /// `float32`
+    F32 = 9,
+    /// `float64`
+    F64 = 10,
+    /// `bool` (one byte, 0 or 1)
+    Bool = 11,
+    /// `complex64` (two `f32`)
+    Complex64 = 12,
+    /// `complex128` (two `f64`)
+    Complex128 = 13,
+}
+
+impl Dtype {
+    /// Every dtype, in code order.
+    pub const ALL: [Dtype; 14] = [
+        Dtype::I8,
+        Dtype::I16,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::U8,
+        Dtype::U16,
+        Dtype::U32,
+        Dtype::U64,
+        Dtype::F16,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::Bool,
+        Dtype::Complex64,
+        Dtype::Complex128,
+    ];
+
+    /// The dtype for a pyshmem v3 code, if the code is known.
+    pub fn from_code(code: u16) -> Option<Dtype> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The pyshmem v3 code stored in the header.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Bytes per element.
+    pub fn itemsize(self) -> usize {
+        match self {
+            Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
+            Dtype::I16 | Dtype::U16 | Dtype::F16 => 2,
+            Dtype::I32 | Dtype::U32 | Dtype::F32 => 4,
+            Dtype::I64 | Dtype::U64 | Dtype::F64 | Dtype::Complex64 => 8,
+            Dtype::Complex128 => 16,
+        }
+    }
+
+    /// numpy's name for the type (`"float32"`, `"bool"`, ...).
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            Dtype::I8 => "int8",
+            Dtype::I16 => "int16",
+            Dtype::I32 => "int32",
+            Dtype::I64 => "int64",
+            Dtype::U8 => "uint8",
+            Dtype::U16 => "uint16",
+            Dtype::U32 => "uint32",
+            Dtype::U64 => "uint64",
+            Dtype::F16 => "float16",
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+            Dtype::Bool => "bool",
+            Dtype::Complex64 => "complex64",
+            Dtype::Complex128 => "complex128",
+        }
+    }
+
+    /// Parses numpy's name (also accepts the short forms `f32`, `u8`, `c64`, ...).
+    pub fn from_numpy_name(name: &str) -> Option<Dtype> {
+        let name = name.trim().to_ascii_lowercase();
+        Self::ALL.into_iter().find(|d| {
+            d.numpy_name() == name || d.short_name() == name || format!("{d:?}").to_lowercase() == name
+        })
+    }
+
+    /// The short Rust-style name (`f32`, `u8`, `c64`, `bool`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Dtype::I8 => "i8",
+            Dtype::I16 => "i16",
+            Dtype::I32 => "i32",
+            Dtype::I64 => "i64",
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+            Dtype::U32 => "u32",
+            Dtype::U64 => "u64",
+            Dtype::F16 => "f16",
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+            Dtype::Bool => "bool",
+            Dtype::Complex64 => "c64",
+            Dtype::Complex128 => "c128",
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.numpy_name())
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Dtype::from_numpy_name(s).ok_or_else(|| {
+            let known: Vec<_> = Dtype::ALL.iter().map(|d| d.numpy_name()).collect();
+            format!("unknown dtype '{s}' (known: {})", known.join(", "))
+        })
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An element type a stream can hold. Sealed: implemented for the 14 [`Dtype`]s only.
+///
+/// # Safety
+/// Implementors are plain values of exactly `DTYPE.itemsize()` bytes with no padding, and
+/// [`Element::copy_from_shared`] must never produce an invalid value from arbitrary bytes.
+pub unsafe trait Element: sealed::Sealed + Copy + Default + Send + Sync + 'static {
+    /// The runtime tag of this type.
+    const DTYPE: Dtype;
+
+    /// Copies `n` elements from shared memory at `src` into `dst`.
+    ///
+    /// Returns `false` when the bytes are not valid values of `Self` (only `bool` can detect
+    /// that: bytes from another process are never trusted to be 0 or 1); `dst` then still
+    /// holds `n` valid values, just not meaningful ones.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `n * size_of::<Self>()` bytes and `dst` valid for
+    /// writes of `n` elements; the two must not overlap.
+    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) -> bool {
+        // SAFETY: the caller guarantees both ranges; `Self` accepts any bit pattern (every
+        // implementor but `bool`, which overrides this method).
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), n * std::mem::size_of::<Self>()) };
+        true
+    }
+}
+
+macro_rules! pod_element {
+    ($($t:ty => $d:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        // SAFETY: a plain number type of the stated size, valid for every bit pattern.
+        unsafe impl Element for $t {
+            const DTYPE: Dtype = Dtype::$d;
+        }
+    )*};
+}
+
+pod_element!(
+    i8 => I8, i16 => I16, i32 => I32, i64 => I64,
+    u8 => U8, u16 => U16, u32 => U32, u64 => U64,
+    f16 => F16, f32 => F32, f64 => F64,
+    Complex32 => Complex64, Complex64 => Complex128,
+);
+
+impl sealed::Sealed for bool {}
+// SAFETY: `bool` is one byte; `copy_from_shared` validates every byte before storing it.
+unsafe impl Element for bool {
+    const DTYPE: Dtype = Dtype::Bool;
+
+    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) -> bool {
+        let mut valid = true;
+        for i in 0..n {
+            // SAFETY: `src` is valid for `n` bytes and `dst` for `n` bools (caller contract);
+            // the byte is checked before a `bool` is made from it.
+            unsafe {
+                let byte = std::ptr::read_volatile(src.add(i));
+                valid &= byte <= 1;
+                dst.add(i).write(byte == 1);
+            }
+        }
+        valid
+    }
+}
+
+/// Views a slice of elements as its bytes (for copying into shared memory).
+pub(crate) fn as_bytes<T: Element>(data: &[T]) -> &[u8] {
+    // SAFETY: every `Element` is a padding-free plain value (trait contract), so its bytes
+    // are initialized; the length is exactly the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_pyshmem_table_order() {
+        for (i, d) in Dtype::ALL.iter().enumerate() {
+            assert_eq!(usize::from(d.code()), i);
+            assert_eq!(Dtype::from_code(d.code()), Some(*d));
+        }
+        assert_eq!(Dtype::from_code(14), None);
+        assert_eq!(Dtype::F32.code(), 9);
+        assert_eq!(Dtype::Bool.code(), 11);
+    }
+
+    #[test]
+    fn element_sizes_match_itemsize() {
+        fn check<T: Element>() {
+            assert_eq!(std::mem::size_of::<T>(), T::DTYPE.itemsize(), "{}", T::DTYPE);
+        }
+        check::<i8>();
+        check::<i16>();
+        check::<i32>();
+        check::<i64>();
+        check::<u8>();
+        check::<u16>();
+        check::<u32>();
+        check::<u64>();
+        check::<f16>();
+        check::<f32>();
+        check::<f64>();
+        check::<bool>();
+        check::<Complex32>();
+        check::<Complex64>();
+    }
+
+    #[test]
+    fn names_parse_both_ways() {
+        for d in Dtype::ALL {
+            assert_eq!(Dtype::from_numpy_name(d.numpy_name()), Some(d));
+            assert_eq!(d.short_name().parse::<Dtype>(), Ok(d));
+        }
+        assert!("float128".parse::<Dtype>().unwrap_err().contains("float32"));
+    }
+
+    #[test]
+    fn bool_copy_rejects_bytes_other_than_zero_and_one() {
+        let good = [0u8, 1, 1, 0];
+        let mut out = [false; 4];
+        // SAFETY: `good` is 4 readable bytes, `out` 4 writable bools.
+        assert!(unsafe { bool::copy_from_shared(good.as_ptr(), out.as_mut_ptr(), 4) });
+        assert_eq!(out, [false, true, true, false]);
+        let bad = [0u8, 2, 1, 0];
+        // SAFETY: `bad` is 4 readable bytes, `out` 4 writable bools.
+        assert!(!unsafe { bool::copy_from_shared(bad.as_ptr(), out.as_mut_ptr(), 4) });
+    }
+}

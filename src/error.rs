@@ -1,0 +1,232 @@
+//! The crate's one error type. Every message names the stream and says what to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::dtype::Dtype;
+use crate::format::FormatError;
+
+/// Shorthand for `Result<T, shmstream::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No stream of that name exists.
+    #[error("stream '{name}' not found: create it first or check the name{}", known_hint(.known))]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// Streams that do exist (for the hint).
+        known: Vec<String>,
+    },
+    /// A stream of that name already exists.
+    #[error("stream '{name}' already exists: open it with Stream::open, or unlink it first")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// The name breaks a naming rule.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// A shape that cannot be a stream's (0 or more than 19 dims, a zero dim, overflow).
+    #[error("invalid shape {shape:?} for stream '{name}': {reason}")]
+    InvalidShape {
+        /// The stream.
+        name: String,
+        /// The shape given.
+        shape: Vec<usize>,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Data of the wrong shape.
+    #[error("shape mismatch on stream '{name}': the stream holds {expected:?}, got {given:?}")]
+    ShapeMismatch {
+        /// The stream.
+        name: String,
+        /// The stream's shape.
+        expected: Vec<usize>,
+        /// The shape given.
+        given: Vec<usize>,
+    },
+    /// Data of the wrong element type.
+    #[error("dtype mismatch on stream '{name}': the stream holds {expected}, got {given}")]
+    DtypeMismatch {
+        /// The stream.
+        name: String,
+        /// The stream's dtype.
+        expected: Dtype,
+        /// The dtype given.
+        given: Dtype,
+    },
+    /// The `_meta` segment breaks a format rule.
+    #[error("stream '{name}' has a corrupt header ({rule}): unlink and recreate it")]
+    CorruptHeader {
+        /// The stream.
+        name: String,
+        /// The rule broken.
+        #[source]
+        rule: FormatError,
+    },
+    /// The payload segment is smaller than the header says.
+    #[error("stream '{name}' payload segment is {actual} bytes but its header declares {declared}: unlink and recreate it")]
+    PayloadTooSmall {
+        /// The stream.
+        name: String,
+        /// Bytes the header declares.
+        declared: u64,
+        /// Bytes the segment has.
+        actual: u64,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {timeout:?} waiting to {op} on stream '{name}'")]
+    Timeout {
+        /// The stream.
+        name: String,
+        /// What was being waited for.
+        op: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The last write was aborted or its writer died mid-write; the next good write recovers.
+    #[error("stream '{name}' holds an incomplete write ({reason}); a successful write is required before it can be read")]
+    Inconsistent {
+        /// The stream.
+        name: String,
+        /// Which kind of failure.
+        reason: &'static str,
+    },
+    /// The handle's stream was unlinked, or the name now belongs to a newer generation.
+    #[error("stream '{name}' was unlinked or replaced by a newer stream of the same name: open it again")]
+    Stale {
+        /// The stream.
+        name: String,
+    },
+    /// The handle was closed.
+    #[error("stream '{name}' handle is closed: open the stream again")]
+    Closed {
+        /// The stream.
+        name: String,
+    },
+    /// A write through a read-only handle.
+    #[error("stream '{name}' was opened read-only: open it with Stream::open to {op}")]
+    ReadOnly {
+        /// The stream.
+        name: String,
+        /// The refused operation.
+        op: &'static str,
+    },
+    /// The operation is not possible for this stream or build.
+    #[error("stream '{name}': {what}")]
+    Unsupported {
+        /// The stream.
+        name: String,
+        /// What and how to fix it.
+        what: String,
+    },
+    /// A consistent snapshot held bytes that are not valid values (a `bool` other than 0/1).
+    #[error("stream '{name}' holds invalid {dtype} data ({reason}); the writer is not a valid producer")]
+    InvalidData {
+        /// The stream.
+        name: String,
+        /// Its dtype.
+        dtype: Dtype,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A `write_view` closure failed; the generation was aborted.
+    #[error("write to stream '{name}' was aborted by its closure; readers see an incomplete write until the next one")]
+    WriteAborted {
+        /// The stream.
+        name: String,
+        /// The closure's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The lock directory is unsafe to use.
+    #[error("lock directory {path:?} for stream '{name}' is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)")]
+    LockDir {
+        /// The stream.
+        name: String,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A GPU operation failed (or no GPU is usable).
+    #[error("GPU error on stream '{name}': {reason}")]
+    Gpu {
+        /// The stream.
+        name: String,
+        /// What the driver said and what to do.
+        reason: String,
+    },
+    /// An operating-system call failed.
+    #[error("{op} failed for stream '{name}': {source}")]
+    Io {
+        /// The stream.
+        name: String,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn known_hint(known: &[String]) -> String {
+    match known.len() {
+        0 => String::new(),
+        n if n <= 8 => format!(" (streams: {})", known.join(", ")),
+        n => format!(" (streams: {}, and {} more)", known[..8].join(", "), n - 8),
+    }
+}
+
+impl Error {
+    pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io { name: name.to_owned(), op, source }
+    }
+
+    /// The stream the error is about.
+    pub fn stream_name(&self) -> &str {
+        match self {
+            Error::NotFound { name, .. }
+            | Error::AlreadyExists { name }
+            | Error::InvalidName { name, .. }
+            | Error::InvalidShape { name, .. }
+            | Error::ShapeMismatch { name, .. }
+            | Error::DtypeMismatch { name, .. }
+            | Error::CorruptHeader { name, .. }
+            | Error::PayloadTooSmall { name, .. }
+            | Error::Timeout { name, .. }
+            | Error::Inconsistent { name, .. }
+            | Error::Stale { name }
+            | Error::Closed { name }
+            | Error::ReadOnly { name, .. }
+            | Error::Unsupported { name, .. }
+            | Error::InvalidData { name, .. }
+            | Error::WriteAborted { name, .. }
+            | Error::LockDir { name, .. }
+            | Error::Gpu { name, .. }
+            | Error::Io { name, .. } => name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_names_the_stream_and_lists_others() {
+        let e = Error::NotFound { name: "cam0".into(), known: vec!["cam0_raw".into(), "cam1".into()] };
+        assert_eq!(e.to_string(), "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)");
+        assert_eq!(e.stream_name(), "cam0");
+    }
+}

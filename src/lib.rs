@@ -1,0 +1,56 @@
+//! # shmstream
+//!
+//! Named shared-memory streams of n-d arrays on one Linux host: a latest-value frame per
+//! stream, published with a seqlock (readers never lock and never see a torn frame), written
+//! under a cross-process, thread-reentrant lock, with optional futex wake-ups. The on-memory
+//! format is pyshmem 1.4.0's v3, byte for byte, so Python processes using `pyshmem` open,
+//! read, write and lock the same streams.
+//!
+//! ```
+//! use shmstream::{Dtype, Stream, StreamOptions};
+//! use std::time::Duration;
+//!
+//! let name = format!("doc-lib-{}", std::process::id());
+//! let writer = StreamOptions::new(&name).shape(&[2, 3]).dtype(Dtype::F32).notify(true).create()?;
+//! let reader = Stream::open_readonly(&name)?;
+//! writer.write(&ndarray::arr2(&[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]))?;
+//! let frame = reader.read_new::<f32>(Some(Duration::from_secs(1)))?;
+//! assert_eq!(frame[[1, 2]], 6.0);
+//! shmstream::unlink(&name)?;
+//! # Ok::<(), shmstream::Error>(())
+//! ```
+//!
+//! Modules, bottom up: `format` (the header, pure), `segment` (shm objects), `header`
+//! (atomics over the mapped header), `lock` (write lock), `seqlock` (publication protocol),
+//! `notify` (waiting), then `stream`, `write`, `read`, `catalog` (the public API).
+
+#![warn(missing_docs)]
+
+mod catalog;
+mod dtype;
+mod error;
+pub mod format;
+pub mod gpu;
+mod header;
+mod lock;
+pub mod name;
+mod notify;
+mod read;
+mod segment;
+mod seqlock;
+mod stream;
+mod sys;
+mod write;
+
+pub use catalog::{PurgeOptions, Scratch, StreamStat, list_stats, list_streams, purge, purge_with, scratch, stat, unlink, unlink_quiet};
+pub use dtype::{Dtype, Element};
+pub use error::{Error, Result};
+pub use gpu::GPU_SUPPORTED_DTYPES;
+pub use notify::WaitStrategy;
+pub use read::{FrameInfo, Publication};
+pub use stream::{Stream, StreamConfig, StreamOptions};
+pub use write::WriteGuard;
+
+pub use half::f16;
+pub use ndarray;
+pub use num_complex::{Complex32, Complex64};

@@ -1,0 +1,99 @@
+//! Stream names and the names derived from them: the `ps_<sha1(name)[:14]>` segment id
+//! pyshmem uses, its `_meta` / `_gpu` companions, and the lock-file path.
+
+use std::path::PathBuf;
+
+use sha1::{Digest, Sha1};
+
+/// Longest name in UTF-8 bytes (the size of the header's name region).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Why a name was refused.
+pub(crate) fn check(name: &str) -> Result<(), &'static str> {
+    if name.trim().is_empty() {
+        return Err("a name must contain a non-space character");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err("a name is at most 256 UTF-8 bytes");
+    }
+    if name.contains('\0') {
+        return Err("a name cannot contain NUL");
+    }
+    if name.contains('/') {
+        return Err("a name cannot contain '/'");
+    }
+    Ok(())
+}
+
+/// The payload segment id: `ps_` + the first 14 hex digits of SHA-1 of the UTF-8 name.
+pub fn segment_id(name: &str) -> String {
+    let digest = Sha1::digest(name.as_bytes());
+    let mut id = String::with_capacity(17);
+    id.push_str("ps_");
+    for byte in &digest[..7] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+/// The metadata segment id (`<segment_id>_meta`).
+pub fn meta_id(name: &str) -> String {
+    format!("{}_meta", segment_id(name))
+}
+
+/// The GPU handle segment id (`<segment_id>_gpu`).
+pub fn gpu_id(name: &str) -> String {
+    format!("{}_gpu", segment_id(name))
+}
+
+/// Whether a file name in `/dev/shm` has the shape of a payload segment id.
+pub(crate) fn looks_like_segment_id(id: &str) -> bool {
+    id.len() == 17 && id.starts_with("ps_") && id[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The directory holding lock files: `$PYSHMEM_LOCK_DIR`, else `$TMPDIR/pyshmem-locks-<uid>`
+/// (Python's `tempfile.gettempdir()` falls back to `/tmp`).
+pub fn lock_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PYSHMEM_LOCK_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let tmp = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    tmp.join(format!("pyshmem-locks-{}", crate::sys::uid()))
+}
+
+/// The lock file of a stream: `<lock_dir>/<segment_id>.lock`.
+pub fn lock_path(name: &str) -> PathBuf {
+    lock_dir().join(format!("{}.lock", segment_id(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_id_is_pyshmem_sha1_prefix() {
+        // python3 -c "import hashlib;print(hashlib.sha1(b'cam0').hexdigest()[:14])"
+        assert_eq!(segment_id("cam0"), "ps_dd33c901d45621");
+        assert!(looks_like_segment_id(&segment_id("anything")));
+        assert_eq!(meta_id("a"), format!("{}_meta", segment_id("a")));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(check("").is_err());
+        assert!(check("   ").is_err());
+        assert!(check(&"x".repeat(257)).is_err());
+        assert!(check("a/b").is_err());
+        assert!(check("a\0b").is_err());
+        assert!(check(&"x".repeat(256)).is_ok());
+        assert!(check("cam0").is_ok());
+    }
+
+    #[test]
+    fn look_alikes_are_not_segment_ids() {
+        assert!(!looks_like_segment_id("ps_0123456789abcd_meta"));
+        assert!(!looks_like_segment_id("ps_0123456789abcG"));
+        assert!(!looks_like_segment_id("xx_0123456789abcd"));
+        assert!(looks_like_segment_id("ps_0123456789abcd"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Waiting for the sequence to move: spin, then park on the futex (notify streams) or back
+//! off (others), always against a monotonic deadline.
+//!
+//! Lost-wakeup window (as in crossbeam's `parker.rs`): a waiter decides to sleep after seeing
+//! sequence `s`, and a writer publishes `s + 2` and wakes just before the waiter parks. The
+//! futex compares the word with the low 32 bits of `s` inside the kernel and returns at once
+//! when they differ, so the publication is never slept through. That is why the writer stores
+//! the new sequence *before* `FUTEX_WAKE`, and why a parked wait is capped (50 ms, as in
+//! pyshmem) so dead-writer checks and `close()` keep running.
+
+use std::time::{Duration, Instant};
+
+use crate::header::MappedHeader;
+use crate::sys;
+
+/// Longest single futex park; checks between parks catch dead writers and closed handles.
+pub(crate) const MAX_PARK: Duration = Duration::from_millis(50);
+
+/// How a handle waits for new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum WaitStrategy {
+    /// Spin briefly, then park on the futex (notify streams) or back off with yields and
+    /// short sleeps (others). Good for most consumers.
+    #[default]
+    Adaptive = 0,
+    /// Busy-wait on the sequence until the deadline: lowest latency, one core per waiter.
+    Spin = 1,
+}
+
+impl WaitStrategy {
+    pub(crate) fn from_u8(v: u8) -> WaitStrategy {
+        if v == 1 { WaitStrategy::Spin } else { WaitStrategy::Adaptive }
+    }
+}
+
+/// Spins before the first park or sleep (~10–30 µs on current x86 cores).
+const SPIN_ROUNDS: u32 = 4_000;
+/// Yields after spinning, before sleeping (non-notify streams).
+const YIELD_ROUNDS: u32 = 200;
+
+/// One wait: call [`Waiter::pause`] each time the condition is still false.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    strategy: WaitStrategy,
+    notify: bool,
+    deadline: Option<Instant>,
+    rounds: u32,
+    sleep: Duration,
+}
+
+impl Waiter {
+    pub(crate) fn new(strategy: WaitStrategy, notify: bool, timeout: Option<Duration>) -> Waiter {
+        Waiter {
+            strategy,
+            notify,
+            deadline: timeout.map(|t| Instant::now() + t),
+            rounds: 0,
+            sleep: Duration::from_micros(20),
+        }
+    }
+
+    /// Whether the deadline passed (checked without a clock read while spinning early on).
+    pub(crate) fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// How many pauses so far.
+    pub(crate) fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Waits one step. `observed` is the sequence the caller's condition was evaluated
+    /// against. Returns `false` once the deadline has passed.
+    pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.strategy == WaitStrategy::Spin || self.rounds < SPIN_ROUNDS {
+            std::hint::spin_loop();
+            // Reading the clock costs ~40 ns: only every 256 spins.
+            return self.rounds % 256 != 0 || !self.expired();
+        }
+        let left = match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                left
+            }
+            None => MAX_PARK,
+        };
+        if self.notify {
+            sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK));
+        } else if self.rounds < SPIN_ROUNDS + YIELD_ROUNDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.sleep.min(left));
+            self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+/// Wakes every waiter on the stream (all processes).
+pub(crate) fn wake_all(h: &MappedHeader) {
+    sys::futex_wake_all(h.futex_word());
+}

@@ -1,0 +1,263 @@
+//! Reading: seqlock snapshots (allocating or into caller buffers), publications with their
+//! metadata, and waits for new frames (`read_new`, `wait_for_count`, `read_after`).
+//!
+//! All reads share one loop ([`Stream::read_frame`]): look at the sequence; stable → (if the
+//! frame is new enough) copy and validate; writing → wait, checking whether the writer died;
+//! invalid → report it. Every wait has a deadline on the monotonic clock.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ndarray::{ArrayD, ArrayViewMut, Dimension, IxDyn};
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::notify::Waiter;
+use crate::seqlock::{self, Observed};
+use crate::stream::Stream;
+use crate::sys;
+
+/// Metadata of one frame, sampled inside the same verified seqlock generation as its payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameInfo {
+    /// The stream's write count for this frame.
+    pub count: u64,
+    /// The frame id stamped by the writer.
+    pub frame_id: u64,
+    /// UNIX time of the write.
+    pub write_time: f64,
+    /// Writes skipped since this handle's previous read.
+    pub missed: u64,
+}
+
+/// A payload together with its [`FrameInfo`] (pyshmem's `Publication`).
+#[derive(Debug, Clone)]
+pub struct Publication<T> {
+    /// The frame.
+    pub payload: ArrayD<T>,
+    /// Its metadata.
+    pub info: FrameInfo,
+}
+
+/// What `read_frame` waits for.
+#[derive(Clone, Copy)]
+pub(crate) enum Want {
+    /// The current frame (waits only for a writer inside its bracket).
+    Now,
+    /// A frame with `count > after` (waits for publications).
+    After(u64),
+}
+
+impl Stream {
+    /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
+    /// without a host mirror) and says whether the bytes were valid; it may run several times.
+    pub(crate) fn read_frame(&self, want: Want, timeout: Option<Duration>, op: &'static str, mut copy: impl FnMut(*const u8) -> bool) -> Result<FrameInfo> {
+        self.ensure_open()?;
+        let h = &self.header;
+        let src = self.payload.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
+        let mut waiter: Option<Waiter> = None;
+        loop {
+            let observed = seqlock::optimistic_read(h);
+            let wait_on = match observed {
+                Observed::Stable(s) => {
+                    let count = h.count().load(Ordering::Relaxed);
+                    if matches!(want, Want::After(a) if count <= a) {
+                        s
+                    } else {
+                        let frame_id = h.frame_id().load(Ordering::Relaxed);
+                        let write_time = f64::from_bits(h.write_time().load(Ordering::Relaxed));
+                        let valid = copy(src);
+                        if seqlock::validate_read(h, s) {
+                            if !valid {
+                                return Err(Error::InvalidData { name: self.name.clone(), dtype: self.dtype, reason: "a bool byte other than 0 or 1" });
+                            }
+                            return Ok(FrameInfo { count, frame_id, write_time, missed: 0 });
+                        }
+                        continue; // a writer overlapped the copy: retry at once
+                    }
+                }
+                Observed::Writing(s) => {
+                    if let Some(w) = &waiter {
+                        if w.rounds() % 64 == 63 {
+                            self.check_abandoned(s)?;
+                        }
+                    }
+                    s
+                }
+                Observed::Invalid(s) => {
+                    let err = self.invalid_error();
+                    // A waiting read reports each invalid generation once per handle, then
+                    // waits for the next good frame.
+                    let first_report = self.reads.reported_invalid.swap(s, Ordering::Relaxed) != s;
+                    if matches!(want, Want::Now) || matches!(err, Error::Stale { .. }) || first_report {
+                        return Err(err);
+                    }
+                    s
+                }
+            };
+            let w = waiter.get_or_insert_with(|| Waiter::new(self.wait_strategy(), self.notify(), timeout));
+            if !w.pause(h, wait_on) {
+                if self.meta.is_unlinked() {
+                    return Err(Error::Stale { name: self.name.clone() });
+                }
+                if let Observed::Writing(s) = seqlock::optimistic_read(h) {
+                    self.check_abandoned(s)?;
+                }
+                return Err(Error::Timeout { name: self.name.clone(), op, timeout: timeout.unwrap_or_default() });
+            }
+            self.ensure_open()?;
+        }
+    }
+
+    /// A writer has been inside its bracket for a while: if it is dead, mark the generation
+    /// invalid and report it. Taking the lock proves nobody is writing (a live writer holds
+    /// the flock for the whole bracket; the kernel drops a dead holder's flock).
+    fn check_abandoned(&self, observed: i64) -> Result<()> {
+        let owner = self.header.lock_owner_pid().load(Ordering::Relaxed);
+        if owner > 0 && sys::pid_alive(owner) {
+            return Ok(());
+        }
+        if !self.lock.try_acquire(&self.name)? {
+            return Ok(());
+        }
+        let invalid = seqlock::invalidate_abandoned(&self.header, observed);
+        if invalid {
+            self.header.lock_owner_pid().store(0, Ordering::Relaxed);
+            self.header.lock_depth().store(0, Ordering::Relaxed);
+        }
+        self.lock.release(|_| {});
+        if invalid {
+            if self.notify() {
+                crate::notify::wake_all(&self.header);
+            }
+            self.reads.reported_invalid.store(self.header.sequence().load(Ordering::Relaxed), Ordering::Relaxed);
+            return Err(Error::Inconsistent { name: self.name.clone(), reason: "its writer process died mid-write" });
+        }
+        Ok(())
+    }
+
+    fn record_read(&self, f: FrameInfo) -> FrameInfo {
+        let last = self.reads.last_count.swap(f.count, Ordering::Relaxed);
+        let missed = f.count.saturating_sub(last).saturating_sub(1);
+        self.reads.last_missed.store(missed, Ordering::Relaxed);
+        self.reads.total_missed.fetch_add(missed, Ordering::Relaxed);
+        FrameInfo { missed, ..f }
+    }
+
+    fn slice_copier<T: Element>(&self, dst: &mut [T]) -> Result<impl FnMut(*const u8) -> bool + '_> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(dst.len())?;
+        self.host_payload()?;
+        let n = dst.len();
+        let ptr = dst.as_mut_ptr();
+        Ok(move |src: *const u8| {
+            // SAFETY: `src` is the host payload of `n` elements of `T` (dtype, length and
+            // presence checked above); `ptr` is the caller's exclusive buffer of `n` elements.
+            // The copy may race a writer; the result is only used after validation.
+            unsafe { T::copy_from_shared(src, ptr, n) }
+        })
+    }
+
+    fn read_into_slice_with<T: Element>(&self, want: Want, dst: &mut [T], timeout: Option<Duration>, op: &'static str) -> Result<FrameInfo> {
+        let copy = self.slice_copier(dst)?;
+        let f = self.read_frame(want, timeout, op, copy)?;
+        Ok(self.record_read(f))
+    }
+
+    fn read_array<T: Element>(&self, want: Want, timeout: Option<Duration>, op: &'static str) -> Result<(ArrayD<T>, FrameInfo)> {
+        self.ensure_dtype::<T>()?;
+        self.host_payload()?;
+        let n = self.len;
+        let mut v: Vec<T> = Vec::with_capacity(n);
+        let ptr = v.as_mut_ptr();
+        // SAFETY (closure): `src` is the host payload of `n` elements (checked above) and `ptr`
+        // the spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
+        let info = self.read_frame(want, timeout, op, |src| unsafe { T::copy_from_shared(src, ptr, n) })?;
+        // SAFETY: `read_frame` returned Ok, so `copy` ran and initialized all `n` elements.
+        unsafe { v.set_len(n) };
+        let info = self.record_read(info);
+        let a = ArrayD::from_shape_vec(IxDyn(&self.shape), v).map_err(|_| Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: vec![n] })?;
+        Ok((a, info))
+    }
+
+    // ----- snapshots -----
+
+    /// A safe snapshot of the current frame (allocates the array). Waits up to the default
+    /// timeout for a writer that is inside its bracket.
+    pub fn read<T: Element>(&self) -> Result<ArrayD<T>> {
+        Ok(self.read_array(Want::Now, Some(self.default_timeout()), "read a stable frame")?.0)
+    }
+
+    /// A safe snapshot into a caller-owned buffer (no allocation). Returns the frame's count.
+    pub fn read_into_slice<T: Element>(&self, dst: &mut [T]) -> Result<u64> {
+        Ok(self.read_into_slice_with(Want::Now, dst, Some(self.default_timeout()), "read a stable frame")?.count)
+    }
+
+    /// A safe snapshot into a caller-owned array of the stream's shape (no allocation).
+    pub fn read_into<T: Element, D: Dimension>(&self, dst: &mut ArrayViewMut<'_, T, D>) -> Result<u64> {
+        let shape = dst.shape().to_vec();
+        if shape != self.shape {
+            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: shape });
+        }
+        let Some(flat) = dst.as_slice_mut() else {
+            return Err(Error::Unsupported { name: self.name.clone(), what: "read_into needs a contiguous C-order array".into() });
+        };
+        self.read_into_slice(flat)
+    }
+
+    /// The current frame with its count, frame id, write time and missed count, all from one
+    /// verified generation.
+    pub fn read_publication<T: Element>(&self) -> Result<Publication<T>> {
+        let (payload, info) = self.read_array(Want::Now, Some(self.default_timeout()), "read a stable frame")?;
+        Ok(Publication { payload, info })
+    }
+
+    /// [`Stream::read_publication`] into a caller-owned buffer.
+    pub fn read_publication_into<T: Element>(&self, dst: &mut [T]) -> Result<FrameInfo> {
+        self.read_into_slice_with(Want::Now, dst, Some(self.default_timeout()), "read a stable frame")
+    }
+
+    // ----- waits -----
+
+    /// Waits until the stream's count exceeds `after` (level-triggered: a count already past
+    /// `after` returns at once) and returns the count. `None` waits forever.
+    pub fn wait_for_count(&self, after: u64, timeout: Option<Duration>) -> Result<u64> {
+        Ok(self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| true)?.count)
+    }
+
+    /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
+    pub fn read_after<T: Element>(&self, after: u64, timeout: Option<Duration>) -> Result<ArrayD<T>> {
+        Ok(self.read_array(Want::After(after), timeout, "wait for a new frame")?.0)
+    }
+
+    /// [`Stream::read_after`] into a caller-owned buffer; returns the frame's count.
+    pub fn read_after_into_slice<T: Element>(&self, after: u64, dst: &mut [T], timeout: Option<Duration>) -> Result<u64> {
+        Ok(self.read_into_slice_with(Want::After(after), dst, timeout, "wait for a new frame")?.count)
+    }
+
+    /// [`Stream::read_after`] with the frame's metadata.
+    pub fn read_after_publication<T: Element>(&self, after: u64, timeout: Option<Duration>) -> Result<Publication<T>> {
+        let (payload, info) = self.read_array(Want::After(after), timeout, "wait for a new frame")?;
+        Ok(Publication { payload, info })
+    }
+
+    /// Returns the first frame newer than the one this handle last returned.
+    ///
+    /// "Last returned" starts at the count the handle saw when it was opened. This differs
+    /// from pyshmem 1.4.0, whose `read_new` counts from the moment of the call: there a frame
+    /// published just before the call is folded into the baseline, which deadlocks ping-pong
+    /// loops. Here a frame published any time after this handle's previous read is returned.
+    pub fn read_new<T: Element>(&self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
+        self.read_after(self.last_read_count(), timeout)
+    }
+
+    /// [`Stream::read_new`] into a caller-owned buffer; returns the frame's count.
+    pub fn read_new_into_slice<T: Element>(&self, dst: &mut [T], timeout: Option<Duration>) -> Result<u64> {
+        self.read_after_into_slice(self.last_read_count(), dst, timeout)
+    }
+
+    /// [`Stream::read_new`] with the frame's metadata.
+    pub fn read_new_publication<T: Element>(&self, timeout: Option<Duration>) -> Result<Publication<T>> {
+        self.read_after_publication(self.last_read_count(), timeout)
+    }
+}

@@ -1,0 +1,98 @@
+//! POSIX shared-memory objects: create, open, map, unlink.
+//!
+//! ## Safety
+//! A mapping of a shared object can be changed by another process at any time, so nothing
+//! here hands out Rust references into it: [`Segment`] only exposes its base pointer and
+//! length, and the modules that touch the bytes (`header` through atomics, `seqlock` through
+//! copies whose result is validated afterwards) each say why their access is sound.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::sys;
+
+/// One mapped shm object. Unmapped and closed on drop (the object itself stays until unlinked).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    file: File,
+    map: MmapRaw,
+}
+
+impl Segment {
+    /// Creates a new object of `len` bytes (mode 0600, zero-filled), failing if it exists.
+    pub(crate) fn create(id: &str, len: usize) -> io::Result<Segment> {
+        let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)?;
+        let made = (|| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.set_len(len as u64)?;
+            map(&file, len, true)
+        })();
+        match made {
+            Ok(map) => Ok(Segment { file, map }),
+            Err(e) => {
+                let _ = sys::shm_unlink(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and maps an existing object with its current size.
+    pub(crate) fn open(id: &str, writable: bool) -> io::Result<Segment> {
+        let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+        let file = sys::shm_open(id, flags)?;
+        let len = usize::try_from(file.metadata()?.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        let map = map(&file, len, writable)?;
+        Ok(Segment { file, map })
+    }
+
+    /// The object's size when it was mapped.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Base address of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Whether the object has been unlinked since it was opened.
+    pub(crate) fn is_unlinked(&self) -> bool {
+        sys::nlink(&self.file).map(|n| n == 0).unwrap_or(false)
+    }
+
+    /// A private copy of the first `n` bytes (for validation without re-reading shared memory).
+    pub(crate) fn snapshot(&self, n: usize) -> Vec<u8> {
+        let n = n.min(self.len());
+        let mut out = vec![0u8; n];
+        // SAFETY: the mapping is at least `n` bytes and stays mapped while `self` lives;
+        // a concurrent writer can only make the copy stale, and callers validate the copy.
+        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), out.as_mut_ptr(), n) };
+        out
+    }
+}
+
+fn map(file: &File, len: usize, writable: bool) -> io::Result<MmapRaw> {
+    if len == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "shared memory object is empty"));
+    }
+    // Populate: fault every page in now, so the hot path never takes a page fault.
+    let mut opts = MmapOptions::new();
+    opts.len(len).populate();
+    if writable { opts.map_raw(file) } else { opts.map_raw_read_only(file) }
+}
+
+/// Removes an object by id; a missing object is not an error.
+pub(crate) fn unlink(id: &str) -> io::Result<()> {
+    match sys::shm_unlink(id) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an object exists.
+pub(crate) fn exists(id: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(id).exists()
+}

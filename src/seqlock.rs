@@ -1,0 +1,170 @@
+//! The publication protocol over the mapped header (pyshmem's seqlock, with real atomics).
+//!
+//! The sequence word is even when the payload is stable, odd while a writer is inside the
+//! write bracket, and negative when the last write was aborted or its writer died
+//! ("invalid generation"). Writers are serialized by the write lock; readers never lock.
+//!
+//! Shape after crossbeam-utils' `seq_lock.rs`:
+//! - writer: [`begin_write`] stores the odd value, then `fence(Release)` so no payload store
+//!   can become visible before it; [`end_write`] stores the metadata and then the next even
+//!   value with `Release`, so every payload and metadata store happens-before any reader that
+//!   acquires that even value; [`abort_write`] publishes the negative value instead.
+//! - reader: [`optimistic_read`] loads the sequence with `Acquire` (synchronizes with the
+//!   `Release` store in `end_write`), the caller copies, then [`validate_read`] runs
+//!   `fence(Acquire)` and reloads with `Relaxed`: if the value is unchanged no write
+//!   overlapped the copy.
+//!
+//! The copy itself races with a writer that starts meanwhile. Like crossbeam's
+//! `AtomicCell::atomic_load` we accept that compromise: the racy bytes are copied into the
+//! caller's buffer and are only *used* after [`validate_read`] proves no writer touched them
+//! (bytes that must be valid for their type, `bool`, are checked element by element).
+//! The memory is shared with other processes that Rust cannot see, so the copy is a plain
+//! `memcpy` from a raw pointer, never a Rust reference into the mapping.
+
+use std::sync::atomic::{Ordering, fence};
+
+use crate::header::MappedHeader;
+
+/// What a reader found when it looked at the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// Stable at this (even) value: copy, then validate against it.
+    Stable(i64),
+    /// A writer is inside the bracket (odd value).
+    Writing(i64),
+    /// The last write was aborted or its writer died (negative value).
+    Invalid(i64),
+}
+
+/// Loads the sequence for a read attempt.
+#[inline]
+pub(crate) fn optimistic_read(h: &MappedHeader) -> Observed {
+    // Acquire: synchronizes with the Release store in `end_write` (and `abort_write`).
+    let s = h.sequence().load(Ordering::Acquire);
+    if s < 0 {
+        Observed::Invalid(s)
+    } else if s & 1 == 1 {
+        Observed::Writing(s)
+    } else {
+        Observed::Stable(s)
+    }
+}
+
+/// True when no write overlapped the copy made since `optimistic_read` returned `stamp`.
+#[inline]
+pub(crate) fn validate_read(h: &MappedHeader, stamp: i64) -> bool {
+    // The fence orders the payload loads before the reload; paired with the writer's
+    // `fence(Release)` after its odd store, a copy that saw any byte of a new write also
+    // sees the odd (or later) sequence here.
+    fence(Ordering::Acquire);
+    h.sequence().load(Ordering::Relaxed) == stamp
+}
+
+/// A write in progress (between the odd and the even store). Must end in `end_write` or
+/// `abort_write`.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Bracket {
+    odd: i64,
+}
+
+/// Starts a write. The caller holds the write lock.
+///
+/// A negative sequence (aborted write) or an odd one (a writer that died without anybody
+/// marking it) is recovered here: the new write fully replaces the payload, so it starts the
+/// next odd value beyond it. (pyshmem 1.4.0 starts an *even* value after an unmarked odd one,
+/// which leaves the stream odd forever; we don't.)
+#[inline]
+pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
+    // Relaxed: only the lock holder stores the sequence, and taking the lock ordered us after
+    // the previous holder's stores.
+    let s = h.sequence().load(Ordering::Relaxed);
+    let a = s.unsigned_abs() as i64;
+    let odd = if a & 1 == 1 { a + 2 } else { a + 1 };
+    h.sequence().store(odd, Ordering::Relaxed);
+    // Keeps the payload stores that follow from becoming visible before the odd value.
+    fence(Ordering::Release);
+    Bracket { odd }
+}
+
+/// Publishes the write: metadata, count, then the even sequence (Release).
+#[inline]
+pub(crate) fn end_write(h: &MappedHeader, b: Bracket, write_time: f64, frame_id: Option<u64>) -> u64 {
+    h.write_time().store(write_time.to_bits(), Ordering::Relaxed);
+    if let Some(f) = frame_id {
+        h.frame_id().store(f, Ordering::Relaxed);
+    }
+    let count = h.count().load(Ordering::Relaxed).wrapping_add(1);
+    h.count().store(count, Ordering::Relaxed);
+    // Release: synchronizes with the Acquire load in `optimistic_read`.
+    h.sequence().store(b.odd + 1, Ordering::Release);
+    count
+}
+
+/// Publishes the invalid generation for an abandoned bracket (pyshmem's `-max(seq, 1)`).
+pub(crate) fn abort_write(h: &MappedHeader, b: Bracket) {
+    h.sequence().store(-b.odd.max(1), Ordering::Release);
+}
+
+/// Marks an abandoned odd generation invalid, if it is still `observed`. The caller holds
+/// the write lock (so the dead writer's bracket cannot be resumed by anyone).
+pub(crate) fn invalidate_abandoned(h: &MappedHeader, observed: i64) -> bool {
+    let now = h.sequence().load(Ordering::Acquire);
+    if now == observed && now > 0 && now & 1 == 1 {
+        h.sequence().store(-now, Ordering::Release);
+        return true;
+    }
+    now < 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::Segment;
+
+    fn header(tag: &str) -> (Segment, MappedHeader, String) {
+        let id = format!("shmstream_seqlock_test_{}_{tag}", std::process::id());
+        let seg = Segment::create(&id, crate::format::META_BYTES).unwrap();
+        // SAFETY: `seg` is a writable 512-byte mapping that outlives the header in each test.
+        let h = unsafe { MappedHeader::new(&seg) };
+        (seg, h, id)
+    }
+
+    #[test]
+    fn write_bracket_moves_even_odd_even_and_counts() {
+        let (_seg, sut, id) = header("bracket");
+        assert_eq!(optimistic_read(&sut), Observed::Stable(0));
+        let b = begin_write(&sut);
+        assert_eq!(optimistic_read(&sut), Observed::Writing(1));
+        assert_eq!(end_write(&sut, b, 1.5, Some(9)), 1);
+        assert_eq!(optimistic_read(&sut), Observed::Stable(2));
+        assert_eq!(sut.frame_id().load(Ordering::Relaxed), 9);
+        assert!(validate_read(&sut, 2));
+        let b = begin_write(&sut);
+        assert!(!validate_read(&sut, 2));
+        abort_write(&sut, b);
+        assert_eq!(optimistic_read(&sut), Observed::Invalid(-3));
+        let b = begin_write(&sut);
+        assert_eq!(optimistic_read(&sut), Observed::Writing(5));
+        end_write(&sut, b, 2.0, None);
+        assert_eq!(optimistic_read(&sut), Observed::Stable(6));
+        assert_eq!(sut.count().load(Ordering::Relaxed), 2);
+        crate::segment::unlink(&id).unwrap();
+    }
+
+    #[test]
+    fn an_unmarked_dead_writer_is_recovered_to_an_odd_value() {
+        let (_seg, sut, id) = header("dead");
+        let _abandoned = begin_write(&sut); // writer "dies" here
+        assert_eq!(optimistic_read(&sut), Observed::Writing(1));
+        let b = begin_write(&sut);
+        assert_eq!(optimistic_read(&sut), Observed::Writing(3));
+        end_write(&sut, b, 1.0, None);
+        assert_eq!(optimistic_read(&sut), Observed::Stable(4));
+        let _abandoned = begin_write(&sut);
+        assert!(invalidate_abandoned(&sut, 5));
+        assert_eq!(optimistic_read(&sut), Observed::Invalid(-5));
+        assert!(!invalidate_abandoned(&sut, 4) || sut.sequence().load(Ordering::Relaxed) < 0);
+        crate::segment::unlink(&id).unwrap();
+    }
+}

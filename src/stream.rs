@@ -1,0 +1,625 @@
+//! [`Stream`]: the handle users hold. Creation, opening, closing and metadata live here;
+//! writing and reading are in `write.rs` and `read.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::{Dtype, Element};
+use crate::error::{Error, Result};
+use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES, NewHeader};
+use crate::header::MappedHeader;
+use crate::lock::LockFile;
+use crate::notify::{self, WaitStrategy};
+use crate::segment::{self, Segment};
+use crate::{catalog, name, sys};
+
+/// How long `open` keeps re-validating a header that looks torn (a writer may be between
+/// two metadata stores) before calling it corrupt. Same as pyshmem.
+const DECODE_RETRY: Duration = Duration::from_millis(50);
+/// Default timeout for calls that take none (`read`, `write`, ...).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings for creating a stream. Start with [`StreamOptions::new`].
+///
+/// ```
+/// use shmstream::{Dtype, StreamOptions};
+/// let name = format!("doc-options-{}", std::process::id());
+/// let s = StreamOptions::new(&name).shape(&[2, 3]).dtype(Dtype::F64).notify(true).auto_unlink(true).create()?;
+/// assert_eq!(s.shape(), &[2, 3]);
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: Dtype,
+    pub(crate) notify: bool,
+    pub(crate) auto_unlink: bool,
+    pub(crate) gpu_device: Option<i32>,
+    pub(crate) cpu_mirror: bool,
+}
+
+impl StreamOptions {
+    /// Options for a stream called `name`: shape `[1]`, `float32`, no notify.
+    pub fn new(name: &str) -> StreamOptions {
+        StreamOptions {
+            name: name.to_owned(),
+            shape: vec![1],
+            dtype: Dtype::F32,
+            notify: false,
+            auto_unlink: false,
+            gpu_device: None,
+            cpu_mirror: false,
+        }
+    }
+    /// The array shape (1 to 19 positive dimensions), C order.
+    pub fn shape(&mut self, shape: &[usize]) -> &mut Self {
+        self.shape = shape.to_vec();
+        self
+    }
+    /// The element type.
+    pub fn dtype(&mut self, dtype: Dtype) -> &mut Self {
+        self.dtype = dtype;
+        self
+    }
+    /// Writers wake blocked readers through a futex (readers park instead of polling).
+    pub fn notify(&mut self, notify: bool) -> &mut Self {
+        self.notify = notify;
+        self
+    }
+    /// Unlink the stream when the creating handle is dropped.
+    pub fn auto_unlink(&mut self, auto_unlink: bool) -> &mut Self {
+        self.auto_unlink = auto_unlink;
+        self
+    }
+    /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(&self) -> Result<Stream> {
+        Stream::create_with(self)
+    }
+}
+
+/// A stream's configuration, as plain data (serde): [`Stream::to_config`] and
+/// [`Stream::create_from_config`] round-trip it. Same keys as pyshmem's `to_config()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// Name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Element type (numpy name in serialized form).
+    #[serde(default = "default_dtype")]
+    pub dtype: Dtype,
+    /// `"cuda:N"` for GPU streams.
+    #[serde(default)]
+    pub gpu_device: Option<String>,
+    /// Whether a GPU stream keeps a host mirror (always true for CPU streams).
+    #[serde(default)]
+    pub cpu_mirror: Option<bool>,
+    /// Futex wake-ups.
+    #[serde(default)]
+    pub notify: bool,
+}
+
+fn default_dtype() -> Dtype {
+    Dtype::F32
+}
+
+/// Per-handle read bookkeeping (pyshmem's `last_read_count` / missed counters).
+#[derive(Debug, Default)]
+pub(crate) struct ReadState {
+    pub(crate) last_count: AtomicU64,
+    pub(crate) last_missed: AtomicU64,
+    pub(crate) total_missed: AtomicU64,
+    /// The last invalid generation reported by a waiting read (reported once per handle).
+    pub(crate) reported_invalid: AtomicI64,
+}
+
+/// A handle on a named shared-memory stream: a latest-value n-d array with a seqlock,
+/// a cross-process write lock and optional futex wake-ups.
+///
+/// `Stream` is `Send + Sync`: share it across threads by reference or `Arc`. Dropping it
+/// closes it (and unlinks the stream if it was created with `auto_unlink`).
+///
+/// ```
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-stream-{}", std::process::id());
+/// let w = Stream::create(&name, &[2, 2], Dtype::F32)?;
+/// w.write_slice(&[1.0f32, 2.0, 3.0, 4.0])?;
+/// let r = Stream::open_readonly(&name)?;
+/// let a = r.read::<f32>()?;
+/// assert_eq!(a.shape(), &[2, 2]);
+/// assert_eq!(a[[1, 0]], 3.0);
+/// shmstream::unlink(&name)?;
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Stream {
+    pub(crate) name: String,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    /// Elements in one frame.
+    pub(crate) len: usize,
+    /// Bytes in one frame.
+    pub(crate) size: usize,
+    pub(crate) flags: u32,
+    pub(crate) device_index: i32,
+    pub(crate) creator_pid: i64,
+    pub(crate) instance_id: [u8; 16],
+    pub(crate) readonly: bool,
+    pub(crate) owner: bool,
+    pub(crate) auto_unlink: bool,
+    /// This process's pid, stamped as lock owner.
+    pub(crate) pid: i64,
+    pub(crate) header: MappedHeader,
+    pub(crate) meta: Segment,
+    /// The host payload; `None` for a GPU stream without a CPU mirror.
+    pub(crate) payload: Option<Segment>,
+    pub(crate) lock: Arc<LockFile>,
+    pub(crate) reads: ReadState,
+    pub(crate) closed: AtomicBool,
+    pub(crate) strategy: AtomicU8,
+    pub(crate) timeout_ns: AtomicU64,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })
+}
+
+/// Validates a shape for a stream and returns its payload bytes.
+pub(crate) fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<usize> {
+    let bad = |reason| Error::InvalidShape { name: name.to_owned(), shape: shape.to_vec(), reason };
+    if shape.is_empty() {
+        return Err(bad("a stream needs at least one dimension"));
+    }
+    if shape.len() > format::MAX_DIMS {
+        return Err(bad("a stream has at most 19 dimensions"));
+    }
+    if shape.contains(&0) {
+        return Err(bad("every dimension must be positive"));
+    }
+    let bytes = format::payload_bytes(shape, dtype).ok_or_else(|| bad("the payload size overflows 64 bits"))?;
+    usize::try_from(bytes).ok().filter(|&b| isize::try_from(b).is_ok()).ok_or_else(|| bad("the payload is larger than this machine can map"))
+}
+
+/// Holds the write lock for a lifecycle operation (create, unlink) without touching a header.
+pub(crate) struct NameLock<'a> {
+    lock: &'a LockFile,
+}
+
+impl<'a> NameLock<'a> {
+    pub(crate) fn take(lock: &'a LockFile, stream: &str) -> Result<NameLock<'a>> {
+        lock.acquire(Some(DEFAULT_TIMEOUT), stream)?;
+        Ok(NameLock { lock })
+    }
+}
+
+impl Drop for NameLock<'_> {
+    fn drop(&mut self) {
+        self.lock.release(|_| {});
+    }
+}
+
+impl Stream {
+    /// Creates a CPU stream (no notify). Shorthand for [`StreamOptions`].
+    pub fn create(name: &str, shape: &[usize], dtype: Dtype) -> Result<Stream> {
+        StreamOptions::new(name).shape(shape).dtype(dtype).create()
+    }
+
+    /// Creates a stream from a [`StreamConfig`].
+    pub fn create_from_config(config: &StreamConfig) -> Result<Stream> {
+        let mut o = StreamOptions::new(&config.name);
+        o.shape(&config.shape).dtype(config.dtype).notify(config.notify);
+        if let Some(dev) = &config.gpu_device {
+            o.gpu_device = Some(crate::gpu::parse_device(&config.name, dev)?);
+            o.cpu_mirror = config.cpu_mirror.unwrap_or(false);
+        }
+        o.create()
+    }
+
+    fn create_with(o: &StreamOptions) -> Result<Stream> {
+        let name = o.name.as_str();
+        check_name(name)?;
+        let size = check_shape(name, &o.shape, o.dtype)?;
+        let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
+        let mut device_index = -1;
+        if let Some(dev) = o.gpu_device {
+            crate::gpu::check_gpu_dtype(name, o.dtype)?;
+            flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
+            if o.cpu_mirror {
+                flags |= format::FLAG_CPU_MIRROR;
+            }
+            device_index = dev;
+            #[cfg(not(feature = "cuda"))]
+            return Err(Error::Unsupported { name: name.to_owned(), what: "this build has no CUDA support: enable the `cuda` feature".into() });
+        }
+        let lock = LockFile::attach(&name::lock_path(name), name)?;
+        let _held = NameLock::take(&lock, name)?;
+        let exists = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { name: name.to_owned() },
+            _ => Error::io(name, "creating a shared-memory segment", e),
+        };
+        let payload = Segment::create(&name::segment_id(name), size).map_err(exists)?;
+        let meta = match Segment::create(&name::meta_id(name), META_BYTES) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = segment::unlink(&name::segment_id(name));
+                return Err(exists(e));
+            }
+        };
+        let cleanup = || {
+            let _ = segment::unlink(&name::segment_id(name));
+            let _ = segment::unlink(&name::meta_id(name));
+        };
+        let instance_id = sys::random_id().map_err(|e| {
+            cleanup();
+            Error::io(name, "drawing an instance id", e)
+        })?;
+        let pid = sys::pid();
+        let bytes = format::encode_new(&NewHeader { name, dtype: o.dtype, shape: &o.shape, flags, device_index, creator_pid: pid, instance_id });
+        // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
+        // (both are fields of the Stream built below).
+        let header = unsafe { MappedHeader::new(&meta) };
+        // SYNC POINT (init): every byte after the magic first, then the magic with Release.
+        // An opener that sees the magic (Acquire) sees a complete header; one that does not
+        // retries for DECODE_RETRY (pyshmem retries the same way).
+        // SAFETY: the mapping is META_BYTES long and nobody else writes it before the magic
+        // is published.
+        unsafe { std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8) };
+        header.magic_word().store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
+        let decoded = format::decode(&meta.snapshot(META_BYTES), Some(name)).map_err(|rule| {
+            cleanup();
+            Error::CorruptHeader { name: name.to_owned(), rule }
+        })?;
+        let payload = if decoded.cpu_mirror() { Some(payload) } else { None };
+        Ok(Stream::assemble(decoded, header, meta, payload, lock.clone(), false, true, o.auto_unlink))
+    }
+
+    /// Opens an existing stream for reading and writing.
+    pub fn open(name: &str) -> Result<Stream> {
+        Stream::open_with(name, false)
+    }
+
+    /// Opens an existing stream for reading only: writes and locking return [`Error::ReadOnly`].
+    pub fn open_readonly(name: &str) -> Result<Stream> {
+        Stream::open_with(name, true)
+    }
+
+    fn open_with(name: &str, readonly: bool) -> Result<Stream> {
+        check_name(name)?;
+        let (meta, decoded) = open_meta(name)?;
+        // SAFETY: `meta` is a writable mapping of at least META_BYTES (checked by decode)
+        // kept alive next to `header` in the Stream.
+        let header = unsafe { MappedHeader::new(&meta) };
+        let payload = if decoded.cpu_mirror() {
+            let seg = Segment::open(&name::segment_id(name), !readonly).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => not_found(name),
+                _ => Error::io(name, "opening the payload segment", e),
+            })?;
+            if (seg.len() as u64) < decoded.size {
+                return Err(Error::PayloadTooSmall { name: name.to_owned(), declared: decoded.size, actual: seg.len() as u64 });
+            }
+            Some(seg)
+        } else {
+            None
+        };
+        let lock = LockFile::attach(&name::lock_path(name), name)?;
+        Ok(Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        h: Header,
+        header: MappedHeader,
+        meta: Segment,
+        payload: Option<Segment>,
+        lock: Arc<LockFile>,
+        readonly: bool,
+        owner: bool,
+        auto_unlink: bool,
+    ) -> Stream {
+        let reads = ReadState::default();
+        reads.last_count.store(header.count().load(Ordering::Acquire), Ordering::Relaxed);
+        let len = h.shape.iter().product();
+        Stream {
+            size: h.size as usize,
+            len,
+            dtype: h.dtype,
+            shape: h.shape,
+            flags: h.flags,
+            device_index: h.device_index,
+            creator_pid: h.creator_pid,
+            instance_id: h.instance_id,
+            name: h.name,
+            readonly,
+            owner,
+            auto_unlink,
+            pid: sys::pid(),
+            header,
+            meta,
+            payload,
+            lock,
+            reads,
+            closed: AtomicBool::new(false),
+            strategy: AtomicU8::new(WaitStrategy::default() as u8),
+            timeout_ns: AtomicU64::new(DEFAULT_TIMEOUT.as_nanos() as u64),
+        }
+    }
+
+    /// Closes the handle: later operations return [`Error::Closed`], and readers of this
+    /// handle blocked in a wait wake up and return [`Error::Closed`]. (Other processes' waiters
+    /// are woken too; they re-check and go back to waiting.) Idempotent.
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            notify::wake_all(&self.header);
+        }
+    }
+
+    /// Whether [`Stream::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Unlinks this stream. Fails with [`Error::Stale`] if the name now belongs to a newer
+    /// stream (this handle's generation is gone already).
+    pub fn unlink(&self) -> Result<()> {
+        catalog::unlink_generation(&self.name, Some(self.instance_id))
+    }
+
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed { name: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ensure_writable(&self, op: &'static str) -> Result<()> {
+        self.ensure_open()?;
+        if self.readonly {
+            return Err(Error::ReadOnly { name: self.name.clone(), op });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ensure_dtype<T: Element>(&self) -> Result<()> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DtypeMismatch { name: self.name.clone(), expected: self.dtype, given: T::DTYPE });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ensure_len(&self, given: usize) -> Result<()> {
+        if given != self.len {
+            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: vec![given] });
+        }
+        Ok(())
+    }
+
+    /// The host payload, or the error explaining why this handle has none.
+    pub(crate) fn host_payload(&self) -> Result<&Segment> {
+        self.payload.as_ref().ok_or_else(|| Error::Unsupported {
+            name: self.name.clone(),
+            what: "this GPU stream has no CPU mirror: read it from a CUDA attachment (open it on a machine with the GPU), or recreate it with cpu_mirror".into(),
+        })
+    }
+
+    /// The error for an invalid generation: stale if the stream was unlinked, else inconsistent.
+    pub(crate) fn invalid_error(&self) -> Error {
+        if self.meta.is_unlinked() {
+            Error::Stale { name: self.name.clone() }
+        } else {
+            Error::Inconsistent { name: self.name.clone(), reason: "the last write was aborted or its writer died" }
+        }
+    }
+
+    // ----- configuration -----
+
+    /// How this handle waits for new data (default [`WaitStrategy::Adaptive`]).
+    pub fn set_wait_strategy(&self, strategy: WaitStrategy) {
+        self.strategy.store(strategy as u8, Ordering::Relaxed);
+    }
+    /// The current wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        WaitStrategy::from_u8(self.strategy.load(Ordering::Relaxed))
+    }
+    /// The timeout used by calls that take none (`read`, `write`, `lock` via `write`): 5 s
+    /// unless changed.
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        self.timeout_ns.store(timeout.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+    /// See [`Stream::set_default_timeout`].
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout_ns.load(Ordering::Relaxed))
+    }
+
+    // ----- metadata -----
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The array shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    /// Elements per frame.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false (a stream has at least one element); for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes per frame.
+    pub fn size_bytes(&self) -> usize {
+        self.size
+    }
+    /// Completed writes so far.
+    pub fn count(&self) -> u64 {
+        self.header.count().load(Ordering::Acquire)
+    }
+    /// The seqlock word (even stable, odd writing, negative invalid).
+    pub fn write_sequence(&self) -> i64 {
+        self.header.sequence().load(Ordering::Acquire)
+    }
+    /// UNIX time (seconds) of the last completed write; 0 if never written.
+    pub fn write_time(&self) -> f64 {
+        f64::from_bits(self.header.write_time().load(Ordering::Acquire))
+    }
+    /// The frame id of the last write (a user token; 0 if never set). For a value paired
+    /// with its payload, use [`Stream::read_publication`].
+    pub fn frame_id(&self) -> u64 {
+        self.header.frame_id().load(Ordering::Acquire)
+    }
+    /// Pid of the process that created the stream.
+    pub fn creator_pid(&self) -> i64 {
+        self.creator_pid
+    }
+    /// Whether this handle created the stream.
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+    /// Whether this handle is read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly
+    }
+    /// Whether writers wake waiters through the futex.
+    pub fn notify(&self) -> bool {
+        self.flags & FLAG_NOTIFY != 0
+    }
+    /// Whether the payload lives on a GPU.
+    pub fn gpu_enabled(&self) -> bool {
+        self.flags & format::FLAG_GPU != 0
+    }
+    /// `"cuda:N"` for GPU streams.
+    pub fn gpu_device(&self) -> Option<String> {
+        self.gpu_enabled().then(|| format!("cuda:{}", self.device_index))
+    }
+    /// Whether a host copy of the payload exists (always for CPU streams).
+    pub fn cpu_mirror(&self) -> bool {
+        self.flags & format::FLAG_CPU_MIRROR != 0
+    }
+    /// The 128-bit generation id, as 32 hex digits.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// The count of the frame this handle last returned (the count at open before any read).
+    pub fn last_read_count(&self) -> u64 {
+        self.reads.last_count.load(Ordering::Relaxed)
+    }
+    /// Writes skipped between this handle's last two reads.
+    pub fn missed_writes(&self) -> u64 {
+        self.reads.last_missed.load(Ordering::Relaxed)
+    }
+    /// Writes this handle has seen skipped in total.
+    pub fn total_missed_writes(&self) -> u64 {
+        self.reads.total_missed.load(Ordering::Relaxed)
+    }
+    /// Time since the last completed write; `None` if never written.
+    pub fn age(&self) -> Option<Duration> {
+        let t = self.write_time();
+        (t > 0.0).then(|| Duration::from_secs_f64((sys::unix_now() - t).max(0.0)))
+    }
+    /// Whether the last write is older than `max_age` (a never-written stream is stale).
+    pub fn is_stale(&self, max_age: Duration) -> bool {
+        self.age().is_none_or(|a| a > max_age)
+    }
+    /// Whether the creating process is still running (best effort: pid based, one host).
+    pub fn producer_alive(&self) -> bool {
+        sys::pid_alive(self.creator_pid)
+    }
+
+    /// The configuration to recreate this stream elsewhere.
+    pub fn to_config(&self) -> StreamConfig {
+        StreamConfig {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            gpu_device: self.gpu_device(),
+            cpu_mirror: Some(self.cpu_mirror()),
+            notify: self.notify(),
+        }
+    }
+
+    /// A multi-line, human-readable summary (also the `Display` output).
+    pub fn describe(&self) -> String {
+        let age = self.age().map_or_else(|| "never written".to_owned(), |a| format!("{:.3} s", a.as_secs_f64()));
+        format!(
+            "name:         {}\nshape:        {:?}\ndtype:        {}\nsize:         {} bytes\ngpu_enabled:  {}\ngpu_device:   {}\ncpu_mirror:   {}\ncount:        {}\nwrite_time:   {}\nwrite_seq:    {}\nframe_id:     {}\nowner:        {}\nreadonly:     {}\ncreator_pid:  {}\nproducer:     {}\nage:          {}\nnotify:       {}\ninstance_id:  {}",
+            self.name,
+            self.shape,
+            self.dtype,
+            self.size,
+            self.gpu_enabled(),
+            self.gpu_device().unwrap_or_else(|| "none".into()),
+            self.cpu_mirror(),
+            self.count(),
+            self.write_time(),
+            self.write_sequence(),
+            self.frame_id(),
+            self.owner,
+            self.readonly,
+            self.creator_pid,
+            if self.producer_alive() { "alive" } else { "dead" },
+            age,
+            self.notify(),
+            self.instance_id(),
+        )
+    }
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.close();
+        if self.owner && self.auto_unlink {
+            // Never panic in drop; a stream replaced meanwhile is left alone (Stale).
+            let _ = catalog::unlink_generation(&self.name, Some(self.instance_id));
+        }
+    }
+}
+
+pub(crate) fn not_found(name: &str) -> Error {
+    let mut known = catalog::list_streams().unwrap_or_default();
+    known.retain(|k| k != name);
+    Error::NotFound { name: name.to_owned(), known }
+}
+
+/// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
+pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
+    let meta = Segment::open(&name::meta_id(name), true).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(name),
+        _ => Error::io(name, "opening the metadata segment", e),
+    })?;
+    let h = decode_retrying(&meta, Some(name)).map_err(|rule| Error::CorruptHeader { name: name.to_owned(), rule })?;
+    Ok((meta, h))
+}
+
+/// Decodes a header from private snapshots, retrying for [`DECODE_RETRY`] while it fails
+/// (a live writer may be between two metadata stores, or a creator still initializing).
+pub(crate) fn decode_retrying(meta: &Segment, expected: Option<&str>) -> std::result::Result<Header, FormatError> {
+    if meta.len() < META_BYTES {
+        return Err(FormatError::TooShort(meta.len()));
+    }
+    let deadline = Instant::now() + DECODE_RETRY;
+    loop {
+        match format::decode(&meta.snapshot(META_BYTES), expected) {
+            Ok(h) => return Ok(h),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(FormatError::NameMismatch { .. }) => {}
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

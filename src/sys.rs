@@ -1,0 +1,128 @@
+//! Thin, safe wrappers over the Linux calls the crate makes: POSIX shm objects, `flock`,
+//! futex, and process liveness. All raw `libc` use lives here.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// The real user id of this process.
+pub(crate) fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// This process's id.
+pub(crate) fn pid() -> i64 {
+    i64::from(std::process::id())
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`); EPERM counts as alive.
+pub(crate) fn pid_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs the permission and existence checks only.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn shm_path(id: &str) -> io::Result<CString> {
+    CString::new(format!("/{id}")).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `shm_open(id, flags, 0600)` as a `File` (closed on drop, `O_CLOEXEC` set by glibc).
+pub(crate) fn shm_open(id: &str, flags: libc::c_int) -> io::Result<File> {
+    let path = shm_path(id)?;
+    // SAFETY: `path` is a valid NUL-terminated string; flags and mode are plain integers.
+    let fd = unsafe { libc::shm_open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `shm_unlink(id)`.
+pub(crate) fn shm_unlink(id: &str) -> io::Result<()> {
+    let path = shm_path(id)?;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    if unsafe { libc::shm_unlink(path.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `flock(fd, op)`; `Ok(false)` when `LOCK_NB` was given and the lock is held elsewhere.
+pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: the fd is open for the lifetime of `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Blocks while `*word == expected`, for at most `timeout` (shared, not private: the word
+/// lives in a mapping other processes use). Spurious returns are allowed; callers re-check.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is a valid, aligned 32-bit location for the duration of the call;
+    // FUTEX_WAIT only reads it and takes a relative timeout.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0usize, 0u32);
+    }
+}
+
+/// Wakes every waiter parked on `word` (in any process).
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE does not dereference user memory beyond keying on the address.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+    }
+}
+
+/// Hard links of an open file (0 once it was unlinked).
+pub(crate) fn nlink(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.nlink())
+}
+
+/// 16 random bytes from the kernel (`getrandom(2)`), for instance ids.
+pub(crate) fn random_id() -> io::Result<[u8; 16]> {
+    let mut out = [0u8; 16];
+    let mut filled = 0;
+    while filled < out.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `out`.
+        let n = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), out.len() - filled, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    if out == [0; 16] {
+        out[0] = 1; // a zero id is invalid in the format
+    }
+    Ok(out)
+}
+
+/// Seconds since the UNIX epoch (the format's `write_time`).
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

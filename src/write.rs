@@ -1,0 +1,343 @@
+//! Writing: whole-frame copies, zero-copy `write_view`, the write lock guard, `clear`.
+//!
+//! Every publication goes through one bracket ([`Stream::publish_locked`]): odd sequence →
+//! fill the payload → stamp time, frame id and count → even sequence → futex wake (notify
+//! streams). If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
+//! so readers get [`Error::Inconsistent`], never a torn frame, and the next good write recovers.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ndarray::{ArrayBase, ArrayViewD, Data, Dimension, IxDyn};
+
+use crate::dtype::{Dtype, Element, as_bytes};
+use crate::error::{Error, Result};
+use crate::header::MappedHeader;
+use crate::seqlock::{self, Bracket};
+use crate::stream::Stream;
+use crate::{notify, sys};
+
+/// Publishes the invalid generation unless disarmed (runs on error returns and on unwinding).
+struct Abort<'a> {
+    header: &'a MappedHeader,
+    notify: bool,
+    bracket: Option<Bracket>,
+}
+
+impl Abort<'_> {
+    fn disarm(mut self) -> Option<Bracket> {
+        self.bracket.take()
+    }
+}
+
+impl Drop for Abort<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.bracket.take() {
+            seqlock::abort_write(self.header, b);
+            if self.notify {
+                notify::wake_all(self.header);
+            }
+        }
+    }
+}
+
+/// The write lock, held. Writes through it don't re-lock; dropping it releases the lock.
+///
+/// The lock is reentrant per thread and excludes other threads and processes (pyshmem's
+/// Python writers included). The guard is not `Send`: it belongs to the thread that took it.
+///
+/// ```
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-guard-{}", std::process::id());
+/// let s = Stream::create(&name, &[3], Dtype::I32)?;
+/// {
+///     let g = s.lock(Some(std::time::Duration::from_secs(1)))?;
+///     g.write_slice(&[1i32, 2, 3])?;
+///     assert_eq!(g.live::<i32>()?.as_slice().unwrap(), &[1, 2, 3]);
+/// }
+/// shmstream::unlink(&name)?;
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    stream: &'a Stream,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Stream {
+    /// Takes the write lock (reentrant in this thread) under one deadline for the thread
+    /// lock and the cross-process `flock`. `None` waits forever.
+    pub fn lock(&self, timeout: Option<Duration>) -> Result<WriteGuard<'_>> {
+        self.ensure_writable("take the write lock")?;
+        self.acquire_stamped(timeout)?;
+        Ok(WriteGuard { stream: self, _not_send: PhantomData })
+    }
+
+    fn acquire_stamped(&self, timeout: Option<Duration>) -> Result<()> {
+        let depth = self.lock.acquire(timeout, &self.name)?;
+        // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
+        // writer that died mid-write.
+        self.header.lock_depth().store(depth, std::sync::atomic::Ordering::Relaxed);
+        self.header.lock_owner_pid().store(self.pid, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn release_stamped(&self) {
+        let h = &self.header;
+        self.lock.release(|depth| {
+            use std::sync::atomic::Ordering::Relaxed;
+            if depth == 0 {
+                h.lock_owner_pid().store(0, Relaxed);
+                h.lock_depth().store(0, Relaxed);
+            } else {
+                h.lock_depth().store(depth, Relaxed);
+            }
+        });
+    }
+
+    /// Runs one publication bracket; the caller holds the write lock.
+    ///
+    /// `fill` receives the host payload pointer (null for GPU streams without a mirror,
+    /// whose fill writes the device buffer instead).
+    pub(crate) fn publish_locked<R>(&self, frame_id: Option<u64>, fill: impl FnOnce(*mut u8) -> Result<R>) -> Result<R> {
+        let h = &self.header;
+        if h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0 && self.meta.is_unlinked() {
+            return Err(Error::Stale { name: self.name.clone() });
+        }
+        let dst = self.payload.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr());
+        let abort = Abort { header: h, notify: self.notify(), bracket: Some(seqlock::begin_write(h)) };
+        let out = fill(dst)?;
+        if let Some(b) = abort.disarm() {
+            seqlock::end_write(h, b, sys::unix_now(), frame_id);
+        }
+        if self.notify() {
+            notify::wake_all(h);
+        }
+        Ok(out)
+    }
+
+    /// Takes the lock (default timeout), runs one bracket, releases.
+    pub(crate) fn publish<R>(&self, frame_id: Option<u64>, fill: impl FnOnce(*mut u8) -> Result<R>) -> Result<R> {
+        self.ensure_writable("write")?;
+        self.acquire_stamped(Some(self.default_timeout()))?;
+        struct Release<'a>(&'a Stream);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release_stamped();
+            }
+        }
+        let _release = Release(self);
+        self.publish_locked(frame_id, fill)
+    }
+
+    fn host_fill<'a, T: Element>(&'a self, data: &'a [T]) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(data.len())?;
+        self.host_payload()?;
+        Ok(move |dst: *mut u8| {
+            let src = as_bytes(data);
+            // SAFETY: `dst` is the host payload of exactly `self.size == src.len()` bytes
+            // (dtype and length checked above); we hold the write lock, so no cooperating
+            // writer touches it, and readers detect this copy through the odd sequence.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+            Ok(())
+        })
+    }
+
+    /// Writes one whole frame from a flat slice in C order.
+    pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
+        let fill = self.host_fill(data)?;
+        self.publish(None, fill)
+    }
+
+    /// [`Stream::write_slice`], stamping `frame_id` in the same publication.
+    pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
+        let fill = self.host_fill(data)?;
+        self.publish(Some(frame_id), fill)
+    }
+
+    /// Writes one whole frame from an array of the stream's shape (any layout).
+    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>) -> Result<()> {
+        self.write_array(array, None, false)
+    }
+
+    /// [`Stream::write`], stamping `frame_id` in the same publication.
+    pub fn write_frame<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>, frame_id: u64) -> Result<()> {
+        self.write_array(array, Some(frame_id), false)
+    }
+
+    fn write_array<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>, frame_id: Option<u64>, locked: bool) -> Result<()> {
+        self.ensure_dtype::<T>()?;
+        if array.shape() != self.shape.as_slice() {
+            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: array.shape().to_vec() });
+        }
+        let run = |fill: &mut dyn FnMut(*mut u8) -> Result<()>| if locked { self.publish_locked(frame_id, fill) } else { self.publish(frame_id, fill) };
+        match array.as_slice() {
+            Some(flat) => {
+                let mut fill = Some(self.host_fill(flat)?);
+                run(&mut |dst| fill.take().map_or(Ok(()), |f| f(dst)))
+            }
+            None => {
+                self.host_payload()?;
+                run(&mut |dst| {
+                    let dst = dst.cast::<T>();
+                    for (i, v) in array.iter().enumerate() {
+                        // SAFETY: the array has the stream's shape, so `i < self.len`, and `dst`
+                        // is the host payload of `self.len` elements of `T` (dtype checked),
+                        // aligned to a page; we hold the write lock inside the bracket.
+                        unsafe { dst.add(i).write(*v) };
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// Zero-copy publication: `fill` writes the frame in place in shared memory.
+    ///
+    /// If `fill` returns an error or panics, the generation is **aborted**: readers get
+    /// [`Error::Inconsistent`] (never the half-written frame) until the next good write.
+    /// The buffer holds the previous frame when `fill` starts.
+    ///
+    /// ```
+    /// use shmstream::{Dtype, Stream};
+    /// let name = format!("doc-view-{}", std::process::id());
+    /// let s = Stream::create(&name, &[4], Dtype::U16)?;
+    /// s.write_view(|buf: &mut [u16]| -> Result<(), std::io::Error> {
+    ///     for (i, v) in buf.iter_mut().enumerate() { *v = i as u16; }
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(s.read::<u16>()?.as_slice().unwrap(), &[0, 1, 2, 3]);
+    /// shmstream::unlink(&name)?;
+    /// # Ok::<(), shmstream::Error>(())
+    /// ```
+    pub fn write_view<T, R, E>(&self, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    where
+        T: Element,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write_view_frame_opt(None, fill, false)
+    }
+
+    /// [`Stream::write_view`], stamping `frame_id` in the same publication.
+    pub fn write_view_frame<T, R, E>(&self, frame_id: u64, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    where
+        T: Element,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write_view_frame_opt(Some(frame_id), fill, false)
+    }
+
+    fn write_view_frame_opt<T, R, E>(&self, frame_id: Option<u64>, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>, locked: bool) -> Result<R>
+    where
+        T: Element,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.ensure_dtype::<T>()?;
+        self.host_payload()?;
+        let len = self.len;
+        let name = &self.name;
+        let body = move |dst: *mut u8| {
+            if T::DTYPE == Dtype::Bool {
+                // Bytes from another process may be any value; a `&mut [bool]` over them would
+                // be undefined behaviour, so normalize them first (we own the bracket).
+                for i in 0..len {
+                    // SAFETY: `dst` is the payload of `len` one-byte elements.
+                    unsafe {
+                        let b = dst.add(i);
+                        if b.read() > 1 {
+                            b.write(1);
+                        }
+                    }
+                }
+            }
+            // SAFETY: `dst` is the host payload, page aligned, of `len` elements of `T` (dtype
+            // checked); we hold the write lock inside the bracket, so no cooperating writer
+            // aliases it; bools were normalized above; the borrow ends before the bracket does.
+            let buf = unsafe { std::slice::from_raw_parts_mut(dst.cast::<T>(), len) };
+            fill(buf).map_err(|e| Error::WriteAborted { name: name.clone(), source: e.into() })
+        };
+        if locked { self.publish_locked(frame_id, body) } else { self.publish(frame_id, body) }
+    }
+
+    /// Writes zeros as a new frame.
+    pub fn clear(&self) -> Result<()> {
+        self.host_payload()?;
+        let size = self.size;
+        self.publish(None, |dst| {
+            // SAFETY: `dst` is the host payload of `size` bytes, under the lock in the bracket.
+            unsafe { std::ptr::write_bytes(dst, 0, size) };
+            Ok(())
+        })
+    }
+}
+
+impl WriteGuard<'_> {
+    /// The stream this guard locks.
+    pub fn stream(&self) -> &Stream {
+        self.stream
+    }
+    /// [`Stream::write_slice`] without re-locking.
+    pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
+        self.stream.ensure_open()?;
+        let fill = self.stream.host_fill(data)?;
+        self.stream.publish_locked(None, fill)
+    }
+    /// [`Stream::write_slice_frame`] without re-locking.
+    pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
+        self.stream.ensure_open()?;
+        let fill = self.stream.host_fill(data)?;
+        self.stream.publish_locked(Some(frame_id), fill)
+    }
+    /// [`Stream::write`] without re-locking.
+    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>) -> Result<()> {
+        self.stream.ensure_open()?;
+        self.stream.write_array(array, None, true)
+    }
+    /// [`Stream::write_view`] without re-locking.
+    pub fn write_view<T, R, E>(&self, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    where
+        T: Element,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.stream.ensure_open()?;
+        self.stream.write_view_frame_opt(None, fill, true)
+    }
+    /// [`Stream::write_view_frame`] without re-locking.
+    pub fn write_view_frame<T, R, E>(&self, frame_id: u64, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    where
+        T: Element,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.stream.ensure_open()?;
+        self.stream.write_view_frame_opt(Some(frame_id), fill, true)
+    }
+
+    /// The live payload, borrowed without a copy (pyshmem's `read(safe=False)` under the
+    /// lock). Cooperating writers are excluded while the guard lives, so the view is stable.
+    /// For `bool` streams the bytes are checked first ([`Error::InvalidData`]).
+    pub fn live<T: Element>(&self) -> Result<ArrayViewD<'_, T>> {
+        let s = self.stream;
+        s.ensure_open()?;
+        s.ensure_dtype::<T>()?;
+        let p = s.host_payload()?.as_ptr();
+        if T::DTYPE == Dtype::Bool {
+            // SAFETY: the payload has `s.len` readable bytes for a bool stream.
+            let bytes = unsafe { std::slice::from_raw_parts(p.cast_const(), s.len) };
+            if bytes.iter().any(|&b| b > 1) {
+                return Err(Error::InvalidData { name: s.name.clone(), dtype: s.dtype, reason: "a bool byte other than 0 or 1" });
+            }
+        }
+        // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
+        // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
+        // cooperating writers out for the borrow's lifetime (tied to `&self`).
+        let slice = unsafe { std::slice::from_raw_parts(p.cast_const().cast::<T>(), s.len) };
+        ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch { name: s.name.clone(), expected: s.shape.clone(), given: vec![s.len] })
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.stream.release_stamped();
+    }
+}
