@@ -1,0 +1,536 @@
+//! Helpers shared by the integration tests (`mod common;` in each test file).
+//!
+//! # Names
+//! [`unique_name`]`(tag)` returns `t-<tag>-<pid>-<counter>-<nanos>`: unique across the test
+//! threads of one binary, across concurrently running test binaries and across re-runs, so
+//! tests never collide on a stream name. [`Cleanup`] unlinks a list of names on drop (also
+//! when the test panics).
+//!
+//! # Child processes (re-exec of the current test binary)
+//! A test spawns a *role* by re-running its own test binary with
+//! `[<test fn>, "--exact", "--nocapture", "--test-threads=1"]` and the environment variable
+//! [`ROLE_ENV`] (`SHMSTREAM_CHILD_ROLE`) set to the role's name; parameters travel as
+//! `SHMSTREAM_CHILD_P_<KEY>` environment variables. The child entry point is an ordinary
+//! `#[test]` that returns at once when [`child_role`] is `None` (so it passes as a no-op in
+//! the normal run):
+//!
+//! ```ignore
+//! #[test]
+//! fn child_entry() {
+//!     let Some(role) = common::child_role() else { return };
+//!     match role.as_str() {
+//!         "writer" => {
+//!             let name: String = common::param("name");
+//!             let s = shmstream::Stream::open(&name).unwrap();
+//!             s.write_slice(&[1.0f32]).unwrap();
+//!             common::say("written"); // a protocol line on stdout
+//!         }
+//!         other => panic!("unknown role {other}"),
+//!     }
+//! }
+//!
+//! // in the parent test:
+//! let mut child = common::child("child_entry", "writer").param("name", &name).spawn();
+//! child.expect_line("written", Duration::from_secs(10));
+//! child.wait_success(Duration::from_secs(10));
+//! ```
+//!
+//! Protocol lines are printed with [`say`] (`@@ <text>` on stdout, flushed); libtest may put
+//! its own text on the same line, so [`Proc::expect_line`] looks for the `@@ ` marker anywhere
+//! in a line. The child's stdin is a pipe: a child that must block "forever" (e.g. to be
+//! SIGKILLed mid-write) calls [`block_on_stdin`], which returns when the parent writes a line or
+//! dies (EOF), so no orphan outlives its parent. A [`Proc`] is killed and reaped on drop; its
+//! stderr is collected and shown in failure messages.
+//!
+//! [`Proc`] also wraps other programs (the Python peer): [`Proc::spawn`] takes any `Command`.
+//!
+//! # The Python peer (real pyshmem 1.4.0)
+//! [`python`] returns the interpreter to use, or `None`: `$SHMSTREAM_PYTHON`, else the repo's
+//! `.venv/bin/python`, else `python3`, each only if `import pyshmem, numpy` works and the
+//! installed pyshmem is 1.4.0. When `SHMSTREAM_REQUIRE_PYTHON=1` (set by `scripts/test.sh` and CI)
+//! a missing peer **panics** (it is a failure there); under plain `cargo test` it prints a skip
+//! reason to stderr and interop tests return early:
+//!
+//! ```ignore
+//! let Some(py) = common::python() else { return };
+//! ```
+//! [`py_script`] gives the path of a helper script in `tests/python/`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the role a re-executed test binary plays.
+pub const ROLE_ENV: &str = "SHMSTREAM_CHILD_ROLE";
+/// Prefix of the environment variables carrying a child's parameters.
+pub const PARAM_PREFIX: &str = "SHMSTREAM_CHILD_P_";
+/// Marker that starts a protocol line on a child's stdout.
+pub const MARK: &str = "@@ ";
+
+/// A generous default for waits on other processes (2-core CI machines are slow).
+pub const LONG: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A stream name unique to this process, call and moment: `t-<tag>-<pid>-<n>-<nanos>`.
+pub fn unique_name(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("t-{tag}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Unlinks the given streams on drop, ignoring errors (also runs when a test panics).
+#[derive(Debug, Default)]
+pub struct Cleanup(pub Vec<String>);
+
+impl Cleanup {
+    /// Guards `names`.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Cleanup {
+        Cleanup(names.into_iter().map(Into::into).collect())
+    }
+    /// Adds a name.
+    pub fn add(&mut self, name: &str) {
+        self.0.push(name.to_owned());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = shmstream::unlink_quiet(n);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Child side
+// ---------------------------------------------------------------------------------------
+
+/// The role this process plays, if it was started by [`child`].
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok().filter(|r| !r.is_empty())
+}
+
+/// A parameter passed with [`ChildBuilder::param`]; panics if missing or unparsable.
+pub fn param<T: std::str::FromStr>(key: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    let var = format!("{PARAM_PREFIX}{}", key.to_ascii_uppercase());
+    let raw = std::env::var(&var).unwrap_or_else(|_| panic!("child parameter {var} is missing"));
+    raw.parse()
+        .unwrap_or_else(|e| panic!("child parameter {var}={raw:?} does not parse: {e:?}"))
+}
+
+/// A parameter, or `None` if it was not passed.
+pub fn param_opt<T: std::str::FromStr>(key: &str) -> Option<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    std::env::var(format!("{PARAM_PREFIX}{}", key.to_ascii_uppercase()))
+        .ok()
+        .map(|raw| {
+            raw.parse()
+                .unwrap_or_else(|e| panic!("child parameter {key}={raw:?} does not parse: {e:?}"))
+        })
+}
+
+/// Prints a protocol line (`@@ <text>`) on stdout and flushes it.
+pub fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{MARK}{text}");
+    let _ = out.flush();
+}
+
+/// Blocks until the parent writes a line to our stdin or closes it (dies); returns the line.
+pub fn block_on_stdin() -> String {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    line.trim_end().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent side
+// ---------------------------------------------------------------------------------------
+
+/// A builder for a child process playing `role` in test function `test_fn` of this binary.
+pub fn child(test_fn: &str, role: &str) -> ChildBuilder {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([test_fn, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role);
+    // Children must not inherit a parent's parameters by accident.
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if k.starts_with(PARAM_PREFIX) {
+                cmd.env_remove(k);
+            }
+        }
+    }
+    ChildBuilder {
+        cmd,
+        label: format!("child {test_fn}/{role}"),
+    }
+}
+
+/// See [`child`].
+#[derive(Debug)]
+pub struct ChildBuilder {
+    cmd: Command,
+    label: String,
+}
+
+impl ChildBuilder {
+    /// Passes `key=value` (read in the child with [`param`]).
+    pub fn param(mut self, key: &str, value: impl ToString) -> Self {
+        self.cmd.env(
+            format!("{PARAM_PREFIX}{}", key.to_ascii_uppercase()),
+            value.to_string(),
+        );
+        self
+    }
+    /// Sets another environment variable in the child.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+    /// Starts the child.
+    pub fn spawn(self) -> Proc {
+        Proc::spawn_labeled(self.cmd, self.label)
+    }
+    /// Runs the child to completion (within `timeout`) and asserts it succeeded; returns its
+    /// protocol lines.
+    pub fn run(self, timeout: Duration) -> Vec<String> {
+        let mut p = self.spawn();
+        p.wait_success(timeout);
+        p.drain_lines()
+    }
+}
+
+/// A running child process with line-oriented stdout, collected stderr, and a stdin pipe.
+/// Killed and reaped on drop.
+#[derive(Debug)]
+pub struct Proc {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Protocol lines received (text after the marker), in order.
+    seen: Vec<String>,
+    /// Every stdout line, for diagnostics.
+    raw: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts any command with piped stdin/stdout/stderr. Lines on stdout that contain the
+    /// `@@ ` marker are protocol lines; for other programs (Python) every line counts, so
+    /// Python helpers also print `@@ <text>`.
+    pub fn spawn(cmd: Command) -> Proc {
+        let label = format!("{:?}", cmd.get_program());
+        Proc::spawn_labeled(cmd, label)
+    }
+
+    fn spawn_labeled(mut cmd: Command, label: String) -> Proc {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {label}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let raw2 = raw.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                raw2.lock().unwrap().push(line.clone());
+                if let Some(i) = line.find(MARK) {
+                    if tx
+                        .send(line[i + MARK.len()..].trim_end().to_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr2 = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stderr_pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => stderr2
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Proc {
+            label,
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+            raw,
+            stderr,
+            status: None,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Diagnostics: stdout and stderr so far.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "--- {} stdout ---\n{}\n--- stderr ---\n{}",
+            self.label,
+            self.raw.lock().unwrap().join("\n"),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// The next protocol line, waiting up to `timeout`; panics on timeout or EOF.
+    pub fn next_line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                l
+            }
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{}: no protocol line within {timeout:?}\n{}",
+                self.label,
+                self.diagnostics()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.child.wait();
+                panic!(
+                    "{}: exited before the expected line\n{}",
+                    self.label,
+                    self.diagnostics()
+                )
+            }
+        }
+    }
+
+    /// Waits for a protocol line starting with `prefix`, skipping others; returns the rest of
+    /// the line after the prefix (trimmed).
+    pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.next_line(left.max(Duration::from_millis(1)));
+            if let Some(rest) = l.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Protocol lines received so far (after draining those already buffered).
+    pub fn lines_so_far(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.clone()
+    }
+
+    /// After exit: every protocol line (including those not yet consumed), waiting up to 5 s
+    /// for the stdout reader to reach EOF.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l);
+        }
+        self.seen.clone()
+    }
+
+    /// Writes a line to the child's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: writing stdin: {e}", self.label));
+    }
+
+    /// Closes the child's stdin (EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends SIGKILL and reaps the child.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        let st = self.child.wait().expect("wait");
+        self.status = Some(st);
+        st
+    }
+
+    /// Waits up to `timeout` for exit; panics (after killing it) if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(st) = self.status {
+            return st;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(st);
+                // Let the reader threads drain the pipes.
+                return st;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "{}: still running after {timeout:?}; killed\n{}",
+                    self.label,
+                    self.diagnostics()
+                );
+            }
+            // Polling a child's exit status (no library wait exists for this); not used as
+            // synchronization between test actors.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for exit and asserts success (exit code 0).
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let st = self.wait_timeout(timeout);
+        if !st.success() {
+            // Give the pipe readers a moment to collect the last output for the message.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline && Arc::strong_count(&self.stderr) > 1 {
+                std::thread::yield_now();
+            }
+            panic!("{}: failed with {st}\n{}", self.label, self.diagnostics());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Python peer
+// ---------------------------------------------------------------------------------------
+
+fn python_works(py: &Path) -> Result<(), String> {
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import importlib.metadata as m, pyshmem, numpy; print(m.version('pyshmem'))",
+        ])
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", py.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: `import pyshmem, numpy` failed: {}",
+            py.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if v != "1.4.0" {
+        return Err(format!("{} has pyshmem {v}, need 1.4.0", py.display()));
+    }
+    Ok(())
+}
+
+fn find_python() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SHMSTREAM_PYTHON").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        python_works(&p)?;
+        return Ok(p);
+    }
+    let mut reasons = Vec::new();
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        match python_works(&venv) {
+            Ok(()) => return Ok(venv),
+            Err(e) => reasons.push(e),
+        }
+    } else {
+        reasons.push(format!("{} does not exist", venv.display()));
+    }
+    let sys = PathBuf::from("python3");
+    match python_works(&sys) {
+        Ok(()) => Ok(sys),
+        Err(e) => {
+            reasons.push(e);
+            Err(reasons.join("; "))
+        }
+    }
+}
+
+/// Whether a missing Python peer is a failure (`SHMSTREAM_REQUIRE_PYTHON=1`).
+pub fn python_required() -> bool {
+    std::env::var("SHMSTREAM_REQUIRE_PYTHON").is_ok_and(|v| v == "1")
+}
+
+/// The Python interpreter with pyshmem 1.4.0 + numpy, or `None` (after printing why) when
+/// there is none. Panics when none is found and `SHMSTREAM_REQUIRE_PYTHON=1`.
+pub fn python() -> Option<PathBuf> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match FOUND.get_or_init(find_python) {
+        Ok(p) => Some(p.clone()),
+        Err(why) if python_required() => {
+            panic!("SHMSTREAM_REQUIRE_PYTHON=1 but no Python peer with pyshmem 1.4.0: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "skipping interop test: no Python peer with pyshmem 1.4.0 ({why}); run scripts/test.sh or set SHMSTREAM_PYTHON"
+            );
+            None
+        }
+    }
+}
+
+/// Path of a helper script in `tests/python/`.
+pub fn py_script(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(file)
+}
+
+/// A `Command` running `tests/python/<script>` with `py` and `args`.
+pub fn py_command(py: &Path, script: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(py);
+    c.arg("-u").arg(py_script(script)).args(args);
+    c
+}
+
+/// Runs a Python helper to completion within `timeout`, asserts success and returns its
+/// protocol lines (`@@ ...`).
+pub fn run_py(py: &Path, script: &str, args: &[&str], timeout: Duration) -> Vec<String> {
+    let mut p = Proc::spawn(py_command(py, script, args));
+    p.wait_success(timeout);
+    p.drain_lines()
+}
