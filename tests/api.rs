@@ -1,0 +1,1123 @@
+//! The public API, in one process (plus one short-lived child for `producer_alive`/purge):
+//! lifecycle, catalog, every dtype, shapes and layouts, reads into buffers, publications,
+//! aborted writes, the lock guard, read-only and closed handles, config, metadata, errors.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, child, child_role, param, say, unique_name};
+use shmstream::ndarray::{Array, Array2, ArrayD, IxDyn, s};
+use shmstream::{
+    Complex32, Complex64, Dtype, Element, Error, PurgeOptions, Stream, StreamConfig, StreamOptions,
+    f16,
+};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Child roles run by re-executing this binary (see tests/common/mod.rs).
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        // Creates a stream, writes one frame and exits, leaving a stream with a dead creator.
+        "create_and_exit" => {
+            let name: String = param("name");
+            let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+            s.write_slice(&[1u32, 2, 3, 4]).unwrap();
+            say(&format!("created {}", std::process::id()));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ----- lifecycle and catalog -----
+
+#[test]
+fn create_open_stat_list_unlink() {
+    let name = unique_name("life");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[2, 3])
+        .dtype(Dtype::F64)
+        .notify(true)
+        .create()
+        .unwrap();
+    assert!(w.is_owner());
+    assert!(!w.is_readonly());
+    assert!(w.notify());
+    assert_eq!(w.name(), name);
+    assert_eq!(w.shape(), &[2, 3]);
+    assert_eq!(w.dtype(), Dtype::F64);
+    assert_eq!(w.len(), 6);
+    assert_eq!(w.size_bytes(), 48);
+    assert_eq!(w.count(), 0);
+    assert_eq!(w.creator_pid(), std::process::id() as i64);
+    let id = w.instance_id();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(id, "0".repeat(32));
+
+    assert!(shmstream::list_streams().unwrap().contains(&name));
+    let st = shmstream::stat(&name).unwrap();
+    assert_eq!(st.name, name);
+    assert_eq!(st.shape, vec![2, 3]);
+    assert_eq!(st.dtype, Dtype::F64);
+    assert_eq!(st.size, 48);
+    assert_eq!(st.count, 0);
+    assert_eq!(st.creator_pid, std::process::id() as i64);
+    assert!(st.creator_alive);
+    assert!(st.notify);
+    assert!(!st.gpu_enabled);
+    assert!(st.cpu_mirror);
+    assert_eq!(st.instance_id.as_deref(), Some(id.as_str()));
+    assert!(
+        shmstream::list_stats()
+            .unwrap()
+            .iter()
+            .any(|s| s.name == name && s.instance_id.as_deref() == Some(id.as_str()))
+    );
+
+    let r = Stream::open(&name).unwrap();
+    assert!(!r.is_owner());
+    assert_eq!(r.instance_id(), id);
+    assert_eq!(r.shape(), &[2, 3]);
+    assert_eq!(r.dtype(), Dtype::F64);
+    w.write_slice(&[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    assert_eq!(r.count(), 1);
+    assert_eq!(shmstream::stat(&name).unwrap().count, 1);
+    assert_eq!(shmstream::stat(&name).unwrap().write_sequence, 2);
+
+    // A second create of the same name fails and leaves the first intact.
+    let e = Stream::create(&name, &[9], Dtype::U8).unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("unlink"),
+        "{e}"
+    );
+    assert_eq!(
+        r.read::<f64>().unwrap().as_slice().unwrap(),
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
+
+    shmstream::unlink(&name).unwrap();
+    assert!(!shmstream::list_streams().unwrap().contains(&name));
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(Stream::open(&name), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Stream::open_readonly(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        shmstream::unlink(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!shmstream::unlink_quiet(&name).unwrap());
+    // Handles still attached learn that their stream is gone.
+    assert!(
+        matches!(r.read::<f64>(), Err(Error::Stale { .. })),
+        "{:?}",
+        r.read::<f64>()
+    );
+    assert!(
+        matches!(w.write_slice(&[0.0f64; 6]), Err(Error::Stale { .. })),
+        "{:?}",
+        w.write_slice(&[0.0f64; 6])
+    );
+}
+
+#[test]
+fn recreated_name_makes_old_handles_stale() {
+    let name = unique_name("stale");
+    let _c = Cleanup::new([&name]);
+    let old = Stream::create(&name, &[2], Dtype::I32).unwrap();
+    old.write_slice(&[1i32, 2]).unwrap();
+    let old_id = old.instance_id();
+    shmstream::unlink(&name).unwrap();
+    let new = Stream::create(&name, &[2], Dtype::I32).unwrap();
+    assert_ne!(new.instance_id(), old_id);
+    new.write_slice(&[7i32, 8]).unwrap();
+    let e = old.read::<i32>().unwrap_err();
+    assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("open it again"),
+        "{e}"
+    );
+    // Unlinking through the stale handle must not remove the new generation.
+    assert!(matches!(old.unlink(), Err(Error::Stale { .. })));
+    assert_eq!(
+        shmstream::stat(&name).unwrap().instance_id.unwrap(),
+        new.instance_id()
+    );
+    assert_eq!(
+        Stream::open(&name)
+            .unwrap()
+            .read::<i32>()
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &[7, 8]
+    );
+    new.unlink().unwrap();
+    assert!(shmstream::stat(&name).is_err());
+}
+
+#[test]
+fn invalid_names_and_shapes_are_refused() {
+    for bad in ["", "   ", "a/b", "nul\0byte"] {
+        let e = Stream::create(bad, &[1], Dtype::U8).unwrap_err();
+        assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e:?}");
+    }
+    let long = "x".repeat(257);
+    assert!(matches!(
+        Stream::create(&long, &[1], Dtype::U8),
+        Err(Error::InvalidName { .. })
+    ));
+    let name = unique_name("shape");
+    let _c = Cleanup::new([&name]);
+    for shape in [vec![], vec![0], vec![3, 0, 2], vec![1; 20]] {
+        let e = Stream::create(&name, &shape, Dtype::U8).unwrap_err();
+        assert!(matches!(e, Error::InvalidShape { .. }), "{shape:?}: {e:?}");
+        assert!(e.to_string().contains(&name), "{e}");
+        assert!(
+            shmstream::stat(&name).is_err(),
+            "a refused create left a stream behind"
+        );
+    }
+    let e = Stream::create(&name, &[usize::MAX / 2, 4], Dtype::F64).unwrap_err();
+    assert!(matches!(e, Error::InvalidShape { .. }), "{e:?}");
+    // 19 dimensions is the maximum and works.
+    let s = Stream::create(&name, &[1; 19], Dtype::U8).unwrap();
+    s.write_slice(&[5u8]).unwrap();
+    assert_eq!(s.read::<u8>().unwrap().shape(), &[1; 19]);
+}
+
+#[test]
+fn scratch_and_auto_unlink_remove_the_stream_on_drop() {
+    let name = unique_name("scratch");
+    {
+        let s = shmstream::scratch(&name, &[8], Dtype::U8).unwrap();
+        s.write_slice(&[3u8; 8]).unwrap();
+        assert_eq!(
+            Stream::open(&name)
+                .unwrap()
+                .read::<u8>()
+                .unwrap()
+                .as_slice()
+                .unwrap(),
+            &[3u8; 8]
+        );
+        assert!(shmstream::list_streams().unwrap().contains(&name));
+    }
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+
+    let name = unique_name("autounlink");
+    {
+        let _s = StreamOptions::new(&name)
+            .shape(&[2])
+            .auto_unlink(true)
+            .create()
+            .unwrap();
+        // A non-owning handle dropping first must not unlink.
+        drop(Stream::open(&name).unwrap());
+        assert!(shmstream::stat(&name).is_ok());
+    }
+    assert!(shmstream::stat(&name).is_err());
+
+    // Without auto_unlink the stream outlives its handle.
+    let name = unique_name("persist");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    assert!(shmstream::stat(&name).is_ok());
+}
+
+#[test]
+fn dead_producer_is_detected_and_purge_dry_run_lists_without_removing() {
+    let dead = unique_name("dead");
+    let live = unique_name("live");
+    let _c = Cleanup::new([&dead, &live]);
+    let _live = Stream::create(&live, &[1], Dtype::U8).unwrap();
+    let lines = child("child_entry", "create_and_exit")
+        .param("name", &dead)
+        .run(common::LONG);
+    let child_pid: i64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("created "))
+        .expect("child said created")
+        .parse()
+        .unwrap();
+
+    let st = shmstream::stat(&dead).unwrap();
+    assert_eq!(st.creator_pid, child_pid);
+    assert!(!st.creator_alive);
+    let h = Stream::open(&dead).unwrap();
+    assert!(!h.producer_alive());
+    assert_eq!(h.creator_pid(), child_pid);
+    assert_eq!(h.read::<u32>().unwrap().as_slice().unwrap(), &[1, 2, 3, 4]);
+    assert!(Stream::open(&live).unwrap().producer_alive());
+
+    // Dry run: reports the dead-creator stream, keeps it, never lists a live one.
+    let would = shmstream::purge_with(PurgeOptions {
+        all: false,
+        dry_run: true,
+    })
+    .unwrap();
+    assert!(would.contains(&dead), "{would:?}");
+    assert!(!would.contains(&live), "{would:?}");
+    assert!(shmstream::stat(&dead).is_ok(), "dry run removed the stream");
+    let would_all = shmstream::purge_with(PurgeOptions {
+        all: true,
+        dry_run: true,
+    })
+    .unwrap();
+    assert!(
+        would_all.contains(&dead) && would_all.contains(&live),
+        "{would_all:?}"
+    );
+    assert!(shmstream::stat(&live).is_ok());
+    // (A real purge would also remove other concurrently running tests' streams; not here.)
+}
+
+// ----- element types -----
+
+fn round_trip<T: Element + PartialEq + std::fmt::Debug>(dtype: Dtype, make: impl Fn(usize) -> T) {
+    let name = unique_name(&format!("dt-{dtype}"));
+    let _c = Cleanup::new([&name]);
+    let shape = [2usize, 3, 4];
+    let w = Stream::create(&name, &shape, dtype).unwrap();
+    assert_eq!(w.size_bytes(), 24 * dtype.itemsize());
+    let data: Vec<T> = (0..24).map(&make).collect();
+    let arr = ArrayD::from_shape_vec(IxDyn(&shape), data.clone()).unwrap();
+    w.write(&arr).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    let got = r.read::<T>().unwrap();
+    assert_eq!(got, arr, "{dtype}");
+    assert_eq!(got.shape(), &shape);
+    assert_eq!(got[[1, 2, 3]], make(23), "{dtype}: C order");
+
+    // write_slice, then read_into (no allocation) and read_into_slice.
+    let data2: Vec<T> = (0..24).map(|i| make(23 - i)).collect();
+    w.write_slice(&data2).unwrap();
+    let mut out = Array::from_elem((2, 3, 4), T::default());
+    assert_eq!(r.read_into(&mut out.view_mut()).unwrap(), 2);
+    assert_eq!(out.as_slice().unwrap(), data2.as_slice(), "{dtype}");
+    let mut flat = vec![T::default(); 24];
+    assert_eq!(r.read_into_slice(&mut flat).unwrap(), 2);
+    assert_eq!(flat, data2);
+
+    // The stream's dtype is checked at every typed call.
+    if dtype != Dtype::U8 {
+        let e = w.write_slice(&[0u8; 24]).unwrap_err();
+        assert!(
+            matches!(e, Error::DtypeMismatch { expected, given: Dtype::U8, .. } if expected == dtype),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&name) && msg.contains(dtype.numpy_name()) && msg.contains("uint8"),
+            "{msg}"
+        );
+        assert!(matches!(r.read::<u8>(), Err(Error::DtypeMismatch { .. })));
+        assert_eq!(r.count(), 2, "a refused write must not publish");
+    }
+}
+
+#[test]
+fn every_dtype_round_trips_in_3d() {
+    round_trip(Dtype::I8, |i| (i as i8).wrapping_mul(11).wrapping_sub(100));
+    round_trip(Dtype::I16, |i| (i as i16) * -1000 + 7);
+    round_trip(Dtype::I32, |i| {
+        if i == 0 {
+            i32::MIN
+        } else {
+            (i as i32) * 100_003 - 1
+        }
+    });
+    round_trip(Dtype::I64, |i| {
+        if i == 5 { i64::MAX } else { -(i as i64) << 40 }
+    });
+    round_trip(Dtype::U8, |i| if i == 3 { 255 } else { (i * 7) as u8 });
+    round_trip(Dtype::U16, |i| (i as u16) * 2731);
+    round_trip(Dtype::U32, |i| {
+        if i == 1 {
+            u32::MAX
+        } else {
+            (i as u32) * 178_956_970
+        }
+    });
+    round_trip(Dtype::U64, |i| u64::MAX - (i as u64) * 0x0123_4567_89ab);
+    round_trip(Dtype::F16, |i| f16::from_f32(i as f32 * 0.5 - 3.25));
+    round_trip(Dtype::F32, |i| {
+        if i == 2 {
+            f32::MIN_POSITIVE
+        } else {
+            i as f32 * -1.5e7 + 0.125
+        }
+    });
+    round_trip(Dtype::F64, |i| {
+        if i == 4 {
+            f64::INFINITY
+        } else {
+            (i as f64).sqrt() * 1e-300
+        }
+    });
+    round_trip(Dtype::Bool, |i| i % 3 == 1);
+    round_trip(Dtype::Complex64, |i| {
+        Complex32::new(i as f32 + 0.5, -(i as f32) * 2.0)
+    });
+    round_trip(Dtype::Complex128, |i| {
+        Complex64::new(-(i as f64) / 3.0, i as f64 * 1e100)
+    });
+}
+
+#[test]
+fn dtype_names_and_codes_match_numpy() {
+    let names = [
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "bool",
+        "complex64",
+        "complex128",
+    ];
+    assert_eq!(Dtype::ALL.len(), 14);
+    for (i, (d, n)) in Dtype::ALL.iter().zip(names).enumerate() {
+        assert_eq!(d.code() as usize, i);
+        assert_eq!(Dtype::from_code(i as u16), Some(*d));
+        assert_eq!(d.numpy_name(), n);
+        assert_eq!(d.to_string(), n);
+        assert_eq!(n.parse::<Dtype>().unwrap(), *d);
+    }
+    assert_eq!(Dtype::from_code(14), None);
+    assert!("float128".parse::<Dtype>().is_err());
+}
+
+// ----- shapes and layouts -----
+
+#[test]
+fn non_contiguous_views_are_written_in_logical_order() {
+    let name = unique_name("layout");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4, 3], Dtype::I64).unwrap();
+    let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 10 + j) as i64);
+    let t = a.t();
+    assert!(
+        t.as_slice().is_none(),
+        "the test needs a non-contiguous view"
+    );
+    s.write(&t).unwrap();
+    let got = s.read::<i64>().unwrap();
+    assert_eq!(got, t.to_owned().into_dyn());
+    assert_eq!(
+        got.as_slice().unwrap(),
+        &[0, 10, 20, 1, 11, 21, 2, 12, 22, 3, 13, 23]
+    );
+
+    // A strided slice (every other row) of a bigger array.
+    let big = Array2::from_shape_fn((8, 3), |(i, j)| (i * 100 + j) as i64);
+    let strided = big.slice(s![..;2, ..]);
+    assert!(strided.as_slice().is_none());
+    s.write(&strided).unwrap();
+    assert_eq!(s.read::<i64>().unwrap(), strided.to_owned().into_dyn());
+
+    // A 3-D permuted view.
+    let name3 = unique_name("layout3");
+    let _c3 = Cleanup::new([&name3]);
+    let s3 = Stream::create(&name3, &[4, 2, 3], Dtype::F32).unwrap();
+    let cube = Array::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 100 + j * 10 + k) as f32);
+    let p = cube.view().permuted_axes([2, 0, 1]);
+    s3.write(&p).unwrap();
+    let got = s3.read::<f32>().unwrap();
+    assert_eq!(got, p.to_owned().into_dyn());
+    assert_eq!(got[[3, 1, 2]], 123.0);
+}
+
+#[test]
+fn wrong_shapes_are_refused_and_keep_the_previous_frame() {
+    let name = unique_name("badshape");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 3], Dtype::U16).unwrap();
+    s.write_slice(&[1u16, 2, 3, 4, 5, 6]).unwrap();
+    let e = s.write_slice(&[1u16; 5]).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("[2, 3]"),
+        "{e}"
+    );
+    let e = s.write(&Array2::<u16>::zeros((3, 2))).unwrap_err();
+    assert!(
+        matches!(e, Error::ShapeMismatch { ref given, .. } if given == &[3, 2]),
+        "{e:?}"
+    );
+    assert!(matches!(
+        s.read_into_slice(&mut [0u16; 7]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut wrong = Array2::<u16>::zeros((3, 2));
+    assert!(matches!(
+        s.read_into(&mut wrong.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert_eq!(s.count(), 1);
+    assert_eq!(
+        s.read::<u16>().unwrap().as_slice().unwrap(),
+        &[1, 2, 3, 4, 5, 6]
+    );
+}
+
+#[test]
+fn read_into_needs_a_contiguous_destination() {
+    let name = unique_name("readinto");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 2], Dtype::F64).unwrap();
+    s.write_slice(&[1.0f64, 2.0, 3.0, 4.0]).unwrap();
+    let mut dst = Array2::<f64>::zeros((2, 2));
+    assert_eq!(s.read_into(&mut dst.view_mut()).unwrap(), 1);
+    assert_eq!(
+        dst,
+        Array2::from_shape_vec((2, 2), vec![1.0, 2.0, 3.0, 4.0]).unwrap()
+    );
+    let mut t = Array2::<f64>::zeros((2, 2));
+    let mut tv = t.view_mut().reversed_axes();
+    let e = s.read_into(&mut tv).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    assert!(e.to_string().contains("contiguous"), "{e}");
+}
+
+// ----- publications and waits -----
+
+#[test]
+fn publications_carry_count_frame_id_time_and_missed() {
+    let name = unique_name("pub");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[3], Dtype::U32).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    assert_eq!(w.frame_id(), 0);
+    assert_eq!(w.write_time(), 0.0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    w.write_slice_frame(&[1u32, 1, 1], 42).unwrap();
+    let p = r.read_publication::<u32>().unwrap();
+    assert_eq!(p.payload.as_slice().unwrap(), &[1, 1, 1]);
+    assert_eq!(p.info.count, 1);
+    assert_eq!(p.info.frame_id, 42);
+    assert_eq!(p.info.missed, 0);
+    assert!(
+        p.info.write_time >= before - 1.0 && p.info.write_time < before + 60.0,
+        "{}",
+        p.info.write_time
+    );
+    assert_eq!(r.frame_id(), 42);
+    assert_eq!(r.last_read_count(), 1);
+
+    // Three writes unread: the next read reports two missed.
+    w.write_frame(&shmstream::ndarray::arr1(&[2u32, 2, 2]), 43)
+        .unwrap();
+    w.write_view_frame(44, |b: &mut [u32]| -> Result<(), Error> {
+        b.fill(3);
+        Ok(())
+    })
+    .unwrap();
+    {
+        let g = w.lock(Some(SEC)).unwrap();
+        g.write_slice_frame(&[4u32, 4, 4], 45).unwrap();
+    }
+    let p = r.read_publication::<u32>().unwrap();
+    assert_eq!(
+        (
+            p.payload.as_slice().unwrap(),
+            p.info.count,
+            p.info.frame_id,
+            p.info.missed
+        ),
+        (&[4u32, 4, 4][..], 4, 45, 2)
+    );
+    assert_eq!(r.missed_writes(), 2);
+    assert_eq!(r.total_missed_writes(), 2);
+    // A write without a frame id keeps the last one (pyshmem's rule).
+    w.write_slice(&[5u32; 3]).unwrap();
+    let mut buf = [0u32; 3];
+    let info = r.read_publication_into(&mut buf).unwrap();
+    assert_eq!(
+        (buf, info.count, info.frame_id, info.missed),
+        ([5; 3], 5, 45, 0)
+    );
+    assert_eq!(r.missed_writes(), 0);
+    assert_eq!(r.total_missed_writes(), 2);
+}
+
+#[test]
+fn read_new_returns_frames_newer_than_the_last_read_and_times_out_otherwise() {
+    let name = unique_name("readnew");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[1])
+        .dtype(Dtype::I64)
+        .notify(true)
+        .create()
+        .unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    assert_eq!(r.last_read_count(), 0);
+    // A frame published before the call still counts (documented difference from pyshmem).
+    w.write_slice(&[1i64]).unwrap();
+    assert_eq!(r.read_new::<i64>(Some(SEC)).unwrap()[[0]], 1);
+    let t0 = Instant::now();
+    let e = r
+        .read_new::<i64>(Some(Duration::from_millis(50)))
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(50) && t0.elapsed() < 5 * SEC,
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(e.to_string().contains(&name), "{e}");
+
+    // Another thread writes while this one is parked (or about to park).
+    std::thread::scope(|sc| {
+        sc.spawn(|| w.write_slice(&[2i64]).unwrap());
+        assert_eq!(r.read_new::<i64>(Some(common::LONG)).unwrap()[[0]], 2);
+    });
+    let mut one = [0i64];
+    w.write_slice(&[3i64]).unwrap();
+    assert_eq!(r.read_new_into_slice(&mut one, Some(SEC)).unwrap(), 3);
+    assert_eq!(one, [3]);
+    w.write_slice_frame(&[4i64], 9).unwrap();
+    let p = r.read_new_publication::<i64>(Some(SEC)).unwrap();
+    assert_eq!((p.payload[[0]], p.info.count, p.info.frame_id), (4, 4, 9));
+
+    // wait_for_count / read_after are level-triggered.
+    assert_eq!(r.wait_for_count(2, Some(Duration::ZERO)).unwrap(), 4);
+    assert_eq!(
+        r.read_after::<i64>(0, Some(Duration::ZERO)).unwrap()[[0]],
+        4
+    );
+    assert!(matches!(
+        r.wait_for_count(4, Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
+    let mut one = [0i64];
+    assert!(matches!(
+        r.read_after_into_slice(4, &mut one, Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
+    std::thread::scope(|sc| {
+        sc.spawn(|| w.write_slice(&[5i64]).unwrap());
+        assert_eq!(r.wait_for_count(4, Some(common::LONG)).unwrap(), 5);
+    });
+    let p = r.read_after_publication::<i64>(4, Some(SEC)).unwrap();
+    assert_eq!((p.payload[[0]], p.info.count), (5, 5));
+}
+
+#[test]
+fn waits_without_notify_also_wake() {
+    let name = unique_name("nonotify");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[2], Dtype::F32).unwrap();
+    assert!(!w.notify());
+    let r = Stream::open_readonly(&name).unwrap();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for i in 1..=20 {
+                w.write_slice(&[i as f32; 2]).unwrap();
+            }
+        });
+        let mut last = 0.0;
+        while last < 20.0 {
+            let a = r.read_new::<f32>(Some(common::LONG)).unwrap();
+            assert_eq!(a[[0]], a[[1]]);
+            assert!(
+                a[[0]] > last,
+                "read_new went backwards: {} after {last}",
+                a[[0]]
+            );
+            last = a[[0]];
+        }
+    });
+    assert_eq!(r.last_read_count(), 20);
+}
+
+// ----- aborted writes -----
+
+#[test]
+fn write_view_error_aborts_the_generation_and_the_next_write_recovers() {
+    let name = unique_name("abort");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[4], Dtype::F32).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    w.write_slice(&[1.0f32; 4]).unwrap();
+    let e = w
+        .write_view(|buf: &mut [f32]| -> Result<(), std::io::Error> {
+            assert_eq!(buf, &[1.0; 4], "the buffer holds the previous frame");
+            buf[0] = 99.0;
+            Err(std::io::Error::other("camera unplugged"))
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::WriteAborted { .. }), "{e:?}");
+    assert!(e.to_string().contains(&name), "{e}");
+    assert_eq!(
+        std::error::Error::source(&e).unwrap().to_string(),
+        "camera unplugged"
+    );
+    assert!(
+        w.write_sequence() < 0,
+        "sequence {} should be the invalid generation",
+        w.write_sequence()
+    );
+    assert_eq!(w.count(), 1);
+    let e = r.read::<f32>().unwrap_err();
+    assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(&name) && e.to_string().contains("successful write"),
+        "{e}"
+    );
+    assert!(matches!(
+        r.read_publication::<f32>(),
+        Err(Error::Inconsistent { .. })
+    ));
+    assert!(matches!(
+        r.read_into_slice(&mut [0f32; 4]),
+        Err(Error::Inconsistent { .. })
+    ));
+
+    w.write_slice(&[2.0f32; 4]).unwrap();
+    assert!(w.write_sequence() > 0 && w.write_sequence() % 2 == 0);
+    assert_eq!(r.read::<f32>().unwrap().as_slice().unwrap(), &[2.0; 4]);
+    assert_eq!(r.count(), 2);
+}
+
+#[test]
+fn write_view_panic_aborts_releases_the_lock_and_recovers() {
+    let name = unique_name("panic");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[3])
+        .dtype(Dtype::I16)
+        .notify(true)
+        .create()
+        .unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    w.write_slice(&[5i16; 3]).unwrap();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        let _ = w.write_view(|buf: &mut [i16]| -> Result<(), Error> {
+            buf[1] = -1;
+            panic!("fill panicked");
+        });
+    }));
+    assert!(caught.is_err(), "the panic must propagate");
+    assert!(
+        matches!(r.read::<i16>(), Err(Error::Inconsistent { .. })),
+        "{:?}",
+        r.read::<i16>()
+    );
+    // A waiting reader reports the aborted generation instead of hanging.
+    let r2 = Stream::open_readonly(&name).unwrap();
+    assert!(matches!(
+        r2.read_new::<i16>(Some(common::LONG)),
+        Err(Error::Inconsistent { .. })
+    ));
+    // The lock was released by the unwinding: another thread (another handle) can take it.
+    let w2 = Stream::open(&name).unwrap();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let g = w2
+                .lock(Some(5 * SEC))
+                .expect("lock left held after a panic");
+            g.write_slice(&[6i16; 3]).unwrap();
+        });
+    });
+    assert_eq!(r.read::<i16>().unwrap().as_slice().unwrap(), &[6, 6, 6]);
+    assert_eq!(r.count(), 2);
+    // Through a guard too.
+    let g = w.lock(Some(SEC)).unwrap();
+    let e = g
+        .write_view(|_: &mut [i16]| Err::<(), _>("nope"))
+        .unwrap_err();
+    assert!(matches!(e, Error::WriteAborted { .. }));
+    drop(g);
+    assert!(matches!(r.read::<i16>(), Err(Error::Inconsistent { .. })));
+    w.clear().unwrap();
+    assert_eq!(r.read::<i16>().unwrap().as_slice().unwrap(), &[0, 0, 0]);
+}
+
+#[test]
+fn clear_publishes_zeros() {
+    let name = unique_name("clear");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[2, 2], Dtype::Complex128).unwrap();
+    w.write_slice(&[Complex64::new(1.0, -1.0); 4]).unwrap();
+    w.clear().unwrap();
+    assert_eq!(w.count(), 2);
+    assert!(
+        w.read::<Complex64>()
+            .unwrap()
+            .iter()
+            .all(|c| *c == Complex64::new(0.0, 0.0))
+    );
+}
+
+// ----- the lock guard -----
+
+#[test]
+fn lock_guard_is_reentrant_exclusive_and_exposes_the_live_buffer() {
+    let name = unique_name("lock");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U64).unwrap();
+    let other = Stream::open(&name).unwrap();
+    let g1 = s.lock(Some(SEC)).unwrap();
+    let g2 = s.lock(Some(SEC)).expect("reentrant in the same thread");
+    // A plain write re-locks reentrantly; so does a second handle in the same thread.
+    s.write_slice(&[1u64, 2, 3, 4]).unwrap();
+    other.write_slice(&[2u64, 3, 4, 5]).unwrap();
+    g2.write_slice(&[3u64, 4, 5, 6]).unwrap();
+    assert_eq!(g1.live::<u64>().unwrap().as_slice().unwrap(), &[3, 4, 5, 6]);
+    assert_eq!(g1.stream().name(), name);
+    assert!(matches!(g1.live::<u32>(), Err(Error::DtypeMismatch { .. })));
+    // Another thread is excluded until both guards are gone.
+    std::thread::scope(|sc| {
+        let t = sc.spawn(|| other.lock(Some(Duration::from_millis(100))).map(|_| ()));
+        let e = t.join().unwrap().unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        assert!(e.to_string().contains(&name), "{e}");
+    });
+    drop(g2);
+    std::thread::scope(|sc| {
+        let t = sc.spawn(|| other.lock(Some(Duration::from_millis(100))).map(|_| ()));
+        assert!(
+            matches!(t.join().unwrap(), Err(Error::Timeout { .. })),
+            "one level still held"
+        );
+    });
+    drop(g1);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let g = other.lock(Some(5 * SEC)).unwrap();
+            g.write(&shmstream::ndarray::arr1(&[9u64, 9, 9, 9]))
+                .unwrap();
+            let live = g.live::<u64>().unwrap();
+            assert_eq!(live.as_slice().unwrap(), &[9, 9, 9, 9]);
+        });
+    });
+    assert_eq!(s.read::<u64>().unwrap().as_slice().unwrap(), &[9, 9, 9, 9]);
+    assert_eq!(s.count(), 4);
+}
+
+#[test]
+fn lock_serializes_read_modify_write_across_threads() {
+    let name = unique_name("rmw");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(Stream::create(&name, &[1], Dtype::I64).unwrap());
+    s.write_slice(&[0i64]).unwrap();
+    const N: i64 = 300;
+    std::thread::scope(|sc| {
+        for _ in 0..3 {
+            let h = Stream::open(&name).unwrap();
+            sc.spawn(move || {
+                for _ in 0..N {
+                    let g = h.lock(Some(common::LONG)).unwrap();
+                    let v = g.live::<i64>().unwrap()[[0]];
+                    g.write_slice(&[v + 1]).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(s.read::<i64>().unwrap()[[0]], 3 * N);
+    assert_eq!(s.count(), 3 * N as u64 + 1);
+}
+
+// ----- read-only and closed handles -----
+
+#[test]
+fn readonly_handles_refuse_every_write() {
+    let name = unique_name("ro");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[2], Dtype::U8).unwrap();
+    w.write_slice(&[1u8, 2]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    assert!(r.is_readonly());
+    let check = |e: Error| {
+        assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains(&name) && m.contains("Stream::open"), "{m}");
+    };
+    check(r.write_slice(&[3u8, 4]).unwrap_err());
+    check(r.write_slice_frame(&[3u8, 4], 1).unwrap_err());
+    check(r.write(&shmstream::ndarray::arr1(&[3u8, 4])).unwrap_err());
+    check(
+        r.write_view(|_: &mut [u8]| Ok::<(), Error>(()))
+            .unwrap_err(),
+    );
+    check(r.clear().unwrap_err());
+    check(r.lock(Some(SEC)).map(|_| ()).unwrap_err());
+    assert_eq!(r.count(), 1);
+    assert_eq!(r.read::<u8>().unwrap().as_slice().unwrap(), &[1, 2]);
+}
+
+#[test]
+fn closed_handles_error_naming_the_stream() {
+    let name = unique_name("closed");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2], Dtype::I8).unwrap();
+    let other = Stream::open(&name).unwrap();
+    s.write_slice(&[1i8, 2]).unwrap();
+    let g = s.lock(Some(SEC)).unwrap();
+    s.close();
+    s.close(); // idempotent
+    assert!(s.is_closed());
+    let check = |e: Error| {
+        assert!(matches!(e, Error::Closed { .. }), "{e:?}");
+        assert_eq!(e.stream_name(), name);
+        assert!(
+            e.to_string().contains(&name) && e.to_string().contains("open the stream again"),
+            "{e}"
+        );
+    };
+    check(g.write_slice(&[3i8, 4]).unwrap_err());
+    check(g.live::<i8>().map(|_| ()).unwrap_err());
+    drop(g);
+    check(s.read::<i8>().unwrap_err());
+    check(s.write_slice(&[3i8, 4]).unwrap_err());
+    check(s.lock(Some(SEC)).map(|_| ()).unwrap_err());
+    check(s.read_new::<i8>(Some(SEC)).unwrap_err());
+    check(s.wait_for_count(0, Some(SEC)).unwrap_err());
+    check(s.read_into_slice(&mut [0i8; 2]).unwrap_err());
+    // Other handles are unaffected, and the lock was released.
+    other.write_slice(&[5i8, 6]).unwrap();
+    assert_eq!(other.read::<i8>().unwrap().as_slice().unwrap(), &[5, 6]);
+}
+
+fn close_wakes_blocked_reader(notify: bool) {
+    let name = unique_name("closewake");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[1])
+        .dtype(Dtype::F64)
+        .notify(notify)
+        .create()
+        .unwrap();
+    let r = Arc::new(Stream::open_readonly(&name).unwrap());
+    let barrier = Arc::new(Barrier::new(2));
+    let (r2, b2) = (r.clone(), barrier.clone());
+    let t = std::thread::spawn(move || {
+        b2.wait();
+        let t0 = Instant::now();
+        (
+            r2.read_new::<f64>(Some(Duration::from_secs(60))),
+            t0.elapsed(),
+        )
+    });
+    barrier.wait();
+    r.close();
+    let (res, waited) = t.join().unwrap();
+    assert!(
+        matches!(res, Err(Error::Closed { .. })),
+        "notify={notify}: {res:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "close did not wake the reader: {waited:?}"
+    );
+    // The writer and the stream are fine.
+    w.write_slice(&[1.0f64]).unwrap();
+    assert_eq!(
+        Stream::open_readonly(&name).unwrap().read::<f64>().unwrap()[[0]],
+        1.0
+    );
+}
+
+#[test]
+fn close_wakes_a_thread_blocked_in_read_new() {
+    close_wakes_blocked_reader(true);
+    close_wakes_blocked_reader(false);
+}
+
+// ----- configuration, description, metadata -----
+
+#[test]
+fn config_round_trips_through_serde_json() {
+    let name = unique_name("config");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[3, 5])
+        .dtype(Dtype::Complex64)
+        .notify(true)
+        .create()
+        .unwrap();
+    let cfg = s.to_config();
+    assert_eq!(cfg.name, name);
+    assert_eq!(cfg.shape, vec![3, 5]);
+    assert_eq!(cfg.dtype, Dtype::Complex64);
+    assert!(cfg.notify);
+    assert_eq!(cfg.gpu_device, None);
+    let json = serde_json::to_string(&cfg).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["dtype"], "complex64");
+    assert_eq!(v["shape"], serde_json::json!([3, 5]));
+    assert_eq!(v["notify"], true);
+    let back: StreamConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, cfg);
+    let old_id = s.instance_id();
+    drop(s);
+    shmstream::unlink(&name).unwrap();
+    let again = Stream::create_from_config(&back).unwrap();
+    assert_eq!(
+        (again.name(), again.shape(), again.dtype(), again.notify()),
+        (name.as_str(), &[3usize, 5][..], Dtype::Complex64, true)
+    );
+    assert_ne!(again.instance_id(), old_id);
+    assert_eq!(again.to_config(), cfg);
+    // A minimal config (pyshmem's keys) defaults the rest.
+    let name2 = unique_name("config2");
+    let _c2 = Cleanup::new([&name2]);
+    let min: StreamConfig =
+        serde_json::from_value(serde_json::json!({"name": name2, "shape": [4]})).unwrap();
+    let s2 = Stream::create_from_config(&min).unwrap();
+    assert_eq!((s2.dtype(), s2.notify()), (Dtype::F32, false));
+    // Creating from the config of an existing stream fails cleanly.
+    assert!(matches!(
+        Stream::create_from_config(&min),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn describe_and_display_summarize_the_stream() {
+    let name = unique_name("describe");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 7], Dtype::U16).unwrap();
+    s.write_slice_frame(&[1u16; 14], 77).unwrap();
+    let d = s.describe();
+    for want in [
+        name.as_str(),
+        "[2, 7]",
+        "uint16",
+        "28 bytes",
+        "count:        1",
+        "frame_id:     77",
+        "owner:        true",
+        "notify:       false",
+        "producer:     alive",
+    ] {
+        assert!(d.contains(want), "describe() lacks {want:?}:\n{d}");
+    }
+    assert!(d.contains(&s.instance_id()), "{d}");
+    assert_eq!(format!("{s}"), d);
+}
+
+#[test]
+fn age_staleness_and_producer_liveness() {
+    let name = unique_name("age");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[1], Dtype::F32).unwrap();
+    assert_eq!(s.age(), None);
+    assert!(
+        s.is_stale(Duration::from_secs(3600)),
+        "a never-written stream is stale"
+    );
+    assert!(s.producer_alive());
+    s.write_slice(&[1.0f32]).unwrap();
+    let age = s.age().expect("written");
+    assert!(age < Duration::from_secs(30), "{age:?}");
+    assert!(!s.is_stale(Duration::from_secs(3600)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - s.write_time()).abs() < 30.0);
+}
+
+#[test]
+fn error_messages_name_the_stream_and_the_remedy() {
+    let name = unique_name("errors");
+    let _c = Cleanup::new([&name]);
+    let e = Stream::open(&name).unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }));
+    let m = e.to_string();
+    assert!(
+        m.starts_with(&format!(
+            "stream '{name}' not found: create it first or check the name"
+        )),
+        "{m}"
+    );
+    assert_eq!(e.stream_name(), name);
+    // The hint lists existing streams (a similar name created now shows up).
+    let similar = format!("{name}_raw");
+    let _c2 = Cleanup::new([&similar]);
+    let _s = Stream::create(&similar, &[1], Dtype::U8).unwrap();
+    let m = shmstream::stat(&name).unwrap_err().to_string();
+    assert!(
+        m.contains("(streams: ") && m.contains(&similar) || m.contains("more)"),
+        "{m}"
+    );
+
+    let s = Stream::create(&name, &[2], Dtype::F32).unwrap();
+    let m = s.write_slice(&[1.0f64, 2.0]).unwrap_err().to_string();
+    assert!(
+        m.contains(&name) && m.contains("float32") && m.contains("float64"),
+        "{m}"
+    );
+    let m = s.write_slice(&[1.0f32]).unwrap_err().to_string();
+    assert!(
+        m.contains(&name) && m.contains("[2]") && m.contains("[1]"),
+        "{m}"
+    );
+    let m = Stream::create(&name, &[2], Dtype::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains(&name) && m.contains("Stream::open"), "{m}");
+    let m = s
+        .wait_for_count(0, Some(Duration::from_millis(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains(&name) && m.contains("timed out"), "{m}");
+}
+
+#[test]
+fn default_timeout_and_wait_strategy_are_settable() {
+    let name = unique_name("cfgwait");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[1], Dtype::U8).unwrap();
+    assert_eq!(s.default_timeout(), Duration::from_secs(5));
+    s.set_default_timeout(Duration::from_millis(250));
+    assert_eq!(s.default_timeout(), Duration::from_millis(250));
+    s.set_wait_strategy(shmstream::WaitStrategy::Spin);
+    assert_eq!(s.wait_strategy(), shmstream::WaitStrategy::Spin);
+    let w = Stream::open(&name).unwrap();
+    std::thread::scope(|sc| {
+        sc.spawn(|| w.write_slice(&[8u8]).unwrap());
+        assert_eq!(s.read_new::<u8>(Some(common::LONG)).unwrap()[[0]], 8);
+    });
+    // The default timeout bounds `write` when another thread holds the lock.
+    let g = w.lock(Some(SEC)).unwrap();
+    std::thread::scope(|sc| {
+        let t = sc.spawn(|| {
+            let t0 = Instant::now();
+            (s.write_slice(&[1u8]), t0.elapsed())
+        });
+        let (res, took) = t.join().unwrap();
+        assert!(matches!(res, Err(Error::Timeout { .. })), "{res:?}");
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    });
+    drop(g);
+}
