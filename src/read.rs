@@ -136,7 +136,7 @@ impl Stream {
         Ok(())
     }
 
-    fn record_read(&self, f: FrameInfo) -> FrameInfo {
+    pub(crate) fn record_read(&self, f: FrameInfo) -> FrameInfo {
         let last = self.reads.last_count.swap(f.count, Ordering::Relaxed);
         let missed = f.count.saturating_sub(last).saturating_sub(1);
         self.reads.last_missed.store(missed, Ordering::Relaxed);

@@ -75,6 +75,25 @@ impl StreamOptions {
         self.auto_unlink = auto_unlink;
         self
     }
+    /// Puts the payload on a CUDA device: `"cuda:N"`, `"cudaN"` or `"N"` (see
+    /// [`StreamOptions::gpu_device`]). An invalid name is reported by `create`.
+    pub fn device(&mut self, device: &str) -> &mut Self {
+        self.gpu_device = Some(crate::gpu::parse_device(&self.name, device).unwrap_or(i32::MIN));
+        self
+    }
+    /// Puts the payload on CUDA device `ordinal` (one IPC-capable allocation shared with other
+    /// processes; the dtype must be in [`crate::GPU_SUPPORTED_DTYPES`]). The creating process
+    /// owns the allocation: see the producer lifetime contract in [`crate::gpu`].
+    pub fn gpu_device(&mut self, ordinal: i32) -> &mut Self {
+        self.gpu_device = Some(ordinal);
+        self
+    }
+    /// GPU streams: also keep a host copy of the payload, current after every write, so
+    /// CPU-only processes can read it (default false; costs a device-to-host copy per write).
+    pub fn cpu_mirror(&mut self, cpu_mirror: bool) -> &mut Self {
+        self.cpu_mirror = cpu_mirror;
+        self
+    }
     /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken.
     pub fn create(&self) -> Result<Stream> {
         Stream::create_with(self)
@@ -157,6 +176,8 @@ pub struct Stream {
     pub(crate) meta: Segment,
     /// The host payload; `None` for a GPU stream without a CPU mirror.
     pub(crate) payload: Option<Segment>,
+    /// GPU streams: the device payload (or why this handle has none).
+    pub(crate) gpu: crate::gpu::GpuLink,
     pub(crate) lock: Arc<LockFile>,
     pub(crate) reads: ReadState,
     pub(crate) closed: AtomicBool,
@@ -226,6 +247,9 @@ impl Stream {
         let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
         let mut device_index = -1;
         if let Some(dev) = o.gpu_device {
+            if dev < 0 {
+                return Err(Error::Unsupported { name: name.to_owned(), what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into() });
+            }
             crate::gpu::check_gpu_dtype(name, o.dtype)?;
             flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
             if o.cpu_mirror {
@@ -258,6 +282,25 @@ impl Stream {
             Error::io(name, "drawing an instance id", e)
         })?;
         let pid = sys::pid();
+        // GPU streams: the device payload and its `_gpu` segment exist before the header's
+        // magic is published, so an opener that sees the header can attach.
+        #[cfg(feature = "cuda")]
+        let gpu = match o.gpu_device {
+            Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
+                Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
+                Err(e) => {
+                    cleanup();
+                    return Err(e);
+                }
+            },
+            None => crate::gpu::GpuLink::None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let gpu = crate::gpu::GpuLink::None;
+        let cleanup = || {
+            cleanup();
+            let _ = segment::unlink(&name::gpu_id(name));
+        };
         let bytes = format::encode_new(&NewHeader { name, dtype: o.dtype, shape: &o.shape, flags, device_index, creator_pid: pid, instance_id });
         // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
         // (both are fields of the Stream built below).
@@ -274,7 +317,9 @@ impl Stream {
             Error::CorruptHeader { name: name.to_owned(), rule }
         })?;
         let payload = if decoded.cpu_mirror() { Some(payload) } else { None };
-        Ok(Stream::assemble(decoded, header, meta, payload, lock.clone(), false, true, o.auto_unlink))
+        let mut s = Stream::assemble(decoded, header, meta, payload, lock.clone(), false, true, o.auto_unlink);
+        s.gpu = gpu;
+        Ok(s)
     }
 
     /// Opens an existing stream for reading and writing.
@@ -306,7 +351,10 @@ impl Stream {
             None
         };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
-        Ok(Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false))
+        let gpu = crate::gpu::attach_at_open(name, &decoded, !readonly);
+        let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
+        s.gpu = gpu;
+        Ok(s)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -340,6 +388,7 @@ impl Stream {
             header,
             meta,
             payload,
+            gpu: crate::gpu::GpuLink::None,
             lock,
             reads,
             closed: AtomicBool::new(false),
@@ -401,7 +450,10 @@ impl Stream {
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
         self.payload.as_ref().ok_or_else(|| Error::Unsupported {
             name: self.name.clone(),
-            what: "this GPU stream has no CPU mirror: read it from a CUDA attachment (open it on a machine with the GPU), or recreate it with cpu_mirror".into(),
+            what: match self.gpu.detached_reason() {
+                Some(r) => format!("this GPU stream has no CPU mirror and this handle cannot reach the device ({r}): read it where the GPU and its producer are, with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)"),
+                None => "this GPU stream has no CPU mirror: read it with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)".into(),
+            },
         })
     }
 

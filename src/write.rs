@@ -104,9 +104,11 @@ impl Stream {
         if h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0 && self.meta.is_unlinked() {
             return Err(Error::Stale { name: self.name.clone() });
         }
+        crate::gpu::check_writable(self)?;
         let dst = self.payload.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr());
         let abort = Abort { header: h, notify: self.notify(), bracket: Some(seqlock::begin_write(h)) };
         let out = fill(dst)?;
+        crate::gpu::after_fill(self, dst)?;
         if let Some(b) = abort.disarm() {
             seqlock::end_write(h, b, sys::unix_now(), frame_id);
         }

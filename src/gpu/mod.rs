@@ -1,8 +1,184 @@
-//! GPU streams: the rules that hold with or without a driver (which dtypes, which device
-//! names). The CUDA code paths live behind the `cuda` feature.
+//! GPU streams: the payload lives in one device allocation shared between processes by
+//! CUDA IPC; the stream header, seqlock, write lock and futex waits stay exactly the CPU ones.
+//!
+//! - Driver-free (always compiled, unit tested here): [`GPU_SUPPORTED_DTYPES`], device names,
+//!   the `_gpu` segment [`layout`], the per-process attachment registry, [`gpu_available`] and
+//!   [`device_count`] (which never panic when no driver is installed).
+//! - Feature `cuda`: the driver side (`driver.rs`: contexts, the IPC-capable allocation, its
+//!   interprocess event, attaching) and the device reads and writes (`ops.rs`), which run
+//!   inside the stream's one publication bracket and its one read loop.
+//!
+//! # Modes
+//! - **No mirror** (default): the payload exists only on the device. A handle without a
+//!   driver can read metadata and take the lock; payload reads and all writes are a clear
+//!   error naming the fix.
+//! - **CPU mirror** (`StreamOptions::cpu_mirror(true)`): the host payload is kept current
+//!   inside every write's bracket, so CPU-only readers work. Cost: every write also copies
+//!   the frame across PCIe (device→host for device-side writes; a host memcpy for writes from
+//!   a host slice), and the writer waits for that copy before publishing.
+//!
+//! # Producer lifetime contract
+//! The device allocation belongs to the process that created the stream. It lives while
+//! that process holds at least one handle on the stream (the creating one or any it opened
+//! later); when its last handle closes, the allocation is freed and the `_gpu` segment is
+//! marked released. Consumers in other processes must therefore be done before the producer
+//! closes or exits. A consumer that opens a stream whose producer released it or died gets
+//! [`Error::Gpu`](crate::Error::Gpu) naming the producer pid (payload operations report it;
+//! metadata and locking still work); a consumer already attached when the producer dies keeps
+//! whatever the driver keeps mapped and never crashes: failed device copies come back as errors.
+//!
+//! # Ordering
+//! Each handle has its own CUDA stream. A writer enqueues its device work on it, records the
+//! stream's interprocess event after it, and (for device-side writes without a mirror)
+//! publishes without waiting on the host; writers and readers in any process first make
+//! their CUDA stream wait on that event (`cuStreamWaitEvent`), so their work runs after the
+//! last published write's. A reader then waits for its own copy (`cuStreamSynchronize` on
+//! its stream only, never the device) before re-checking the sequence: a write that
+//! overlapped the copy is detected and the read retried, as on the CPU.
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::segment::Segment;
+
+pub mod layout;
+pub(crate) mod registry;
+
+#[cfg(feature = "cuda")]
+pub(crate) mod driver;
+#[cfg(feature = "cuda")]
+mod ops;
+
+/// cudarc, re-exported so users build device buffers with the same version.
+#[cfg(feature = "cuda")]
+pub use cudarc;
+#[cfg(feature = "cuda")]
+pub use ops::{DeviceView, DeviceViewMut};
+
+/// Whether a CUDA driver is loadable and reports at least one device. Never panics, also
+/// when no driver or library is installed (the library is probed before any driver call).
+/// Always false without the `cuda` feature.
+pub fn gpu_available() -> bool {
+    device_count() > 0
+}
+
+/// CUDA devices the driver reports; 0 when no driver is loadable (never panics).
+pub fn device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        driver::probe().unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// Why GPU streams cannot be used in this process, or `None` when they can.
+pub fn unavailable_reason() -> Option<String> {
+    #[cfg(feature = "cuda")]
+    {
+        driver::probe().err()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Some("this build has no CUDA support (the `cuda` feature is off)".into())
+    }
+}
+
+/// A stream handle's link to its device payload.
+#[derive(Debug, Default)]
+pub(crate) enum GpuLink {
+    /// A CPU stream.
+    #[default]
+    None,
+    /// A GPU stream this handle cannot reach: why (no driver, producer gone, ...).
+    Detached(String),
+    /// The device payload, attached.
+    #[cfg(feature = "cuda")]
+    Attached(Box<driver::Attachment>),
+}
+
+impl GpuLink {
+    /// The reason payload operations fail on a detached GPU stream.
+    pub(crate) fn detached_reason(&self) -> Option<&str> {
+        match self {
+            GpuLink::Detached(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Opens and decodes a stream's `_gpu` segment, checked against its header.
+pub(crate) fn read_record(
+    name: &str,
+    h: &Header,
+    writable: bool,
+) -> std::result::Result<(Segment, layout::GpuRecord), String> {
+    if h.flags & crate::format::FLAG_CUDA_IPC == 0 {
+        return Err("it was created by pyshmem (torch IPC pickle), which this library does not read; create GPU streams with shmstream".into());
+    }
+    let seg = Segment::open(&crate::name::gpu_id(name), writable).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            "its `_gpu` segment is missing (the stream was unlinked or is still being created)"
+                .to_owned()
+        }
+        _ => format!("opening its `_gpu` segment failed: {e}"),
+    })?;
+    let rec =
+        layout::decode(&seg.snapshot(layout::GPU_SEGMENT_BYTES)).map_err(|e| e.to_string())?;
+    layout::matches_header(&rec, h)?;
+    Ok((seg, rec))
+}
+
+/// Attaches a GPU stream at open; never fails (a detached link carries the reason).
+pub(crate) fn attach_at_open(name: &str, h: &Header, writable: bool) -> GpuLink {
+    if !h.gpu() {
+        return GpuLink::None;
+    }
+    #[cfg(feature = "cuda")]
+    {
+        match driver::attach(name, h, writable) {
+            Ok(a) => GpuLink::Attached(Box::new(a)),
+            Err(r) => GpuLink::Detached(r),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (name, writable);
+        GpuLink::Detached("this build has no CUDA support (the `cuda` feature is off)".into())
+    }
+}
+
+/// The error for a GPU payload operation on a handle without a device attachment.
+pub(crate) fn detached_error(name: &str, reason: &str) -> Error {
+    Error::Gpu {
+        name: name.to_owned(),
+        reason: format!("this handle has no access to the device payload: {reason}"),
+    }
+}
+
+/// Publish hook, before the bracket opens: a GPU stream is written only through its device
+/// payload (a CPU-only writer would leave the device stale).
+pub(crate) fn check_writable(s: &crate::stream::Stream) -> Result<()> {
+    match &s.gpu {
+        GpuLink::Detached(r) => Err(detached_error(&s.name, r)),
+        _ => Ok(()),
+    }
+}
+
+/// Publish hook, after the fill and before the even sequence: a CPU fill of a mirrored GPU
+/// stream is uploaded to the device (GPU fills did their own device work and set the flag).
+pub(crate) fn after_fill(s: &crate::stream::Stream, host: *mut u8) -> Result<()> {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => ops::after_fill(s, a, host),
+        _ => {
+            let _ = host;
+            Ok(())
+        }
+    }
+}
 
 /// Element types a GPU stream may hold (pyshmem's torch-backed set: no unsigned types wider
 /// than 8 bits).
@@ -25,19 +201,37 @@ pub(crate) fn check_gpu_dtype(name: &str, dtype: Dtype) -> Result<()> {
     if GPU_SUPPORTED_DTYPES.contains(&dtype) {
         return Ok(());
     }
-    let list: Vec<_> = GPU_SUPPORTED_DTYPES.iter().map(|d| d.numpy_name()).collect();
-    Err(Error::Unsupported { name: name.to_owned(), what: format!("dtype {dtype} is not supported on GPU streams (supported: {})", list.join(", ")) })
+    let list: Vec<_> = GPU_SUPPORTED_DTYPES
+        .iter()
+        .map(|d| d.numpy_name())
+        .collect();
+    Err(Error::Unsupported {
+        name: name.to_owned(),
+        what: format!(
+            "dtype {dtype} is not supported on GPU streams (supported: {})",
+            list.join(", ")
+        ),
+    })
 }
 
 /// Parses `"cuda:N"`, `"cudaN"` or `"N"` into a device ordinal.
 pub(crate) fn parse_device(name: &str, device: &str) -> Result<i32> {
     let s = device.trim();
-    let digits = s.strip_prefix("cuda:").or_else(|| s.strip_prefix("cuda")).unwrap_or(s);
+    let digits = s
+        .strip_prefix("cuda:")
+        .or_else(|| s.strip_prefix("cuda"))
+        .unwrap_or(s);
     let digits = if digits.is_empty() { "0" } else { digits };
-    digits.parse::<i32>().ok().filter(|d| *d >= 0).ok_or_else(|| Error::Unsupported {
-        name: name.to_owned(),
-        what: format!("invalid GPU device {device:?}: use \"cuda:N\" or a non-negative ordinal"),
-    })
+    digits
+        .parse::<i32>()
+        .ok()
+        .filter(|d| *d >= 0)
+        .ok_or_else(|| Error::Unsupported {
+            name: name.to_owned(),
+            what: format!(
+                "invalid GPU device {device:?}: use \"cuda:N\" or a non-negative ordinal"
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -53,10 +247,178 @@ mod tests {
         assert!(parse_device("s", "gpu0").is_err());
     }
 
+    /// Builds a GPU stream's segments by hand (as a GPU producer would), so the no-driver
+    /// paths are tested here.
+    fn fake_gpu_stream(name: &str, mirror: bool, ipc_flag: bool, state: u32) -> [u8; 16] {
+        use crate::format::{self, NewHeader};
+        let shape = [4usize];
+        let mut flags = format::FLAG_GPU;
+        if ipc_flag {
+            flags |= format::FLAG_CUDA_IPC;
+        }
+        if mirror {
+            flags |= format::FLAG_CPU_MIRROR;
+        }
+        let instance_id = [9u8; 16];
+        let pid = crate::sys::pid();
+        let bytes = format::encode_new(&NewHeader {
+            name,
+            dtype: Dtype::F32,
+            shape: &shape,
+            flags,
+            device_index: 0,
+            creator_pid: pid,
+            instance_id,
+        });
+        let meta = Segment::create(&crate::name::meta_id(name), format::META_BYTES).unwrap();
+        // SAFETY: fresh private mapping of META_BYTES.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), meta.as_ptr(), bytes.len()) };
+        let payload = Segment::create(&crate::name::segment_id(name), 16).unwrap();
+        drop(payload);
+        let rec = layout::GpuRecord {
+            device: 0,
+            alloc_bytes: layout::GPU_ALLOC_ALIGN,
+            payload_bytes: 16,
+            alignment: layout::GPU_ALLOC_ALIGN,
+            creator_pid: pid,
+            instance_id,
+            mem_handle: [1; 64],
+            event_handle: [2; 64],
+            state,
+        };
+        let g = Segment::create(&crate::name::gpu_id(name), layout::GPU_SEGMENT_BYTES).unwrap();
+        let b = layout::encode(&rec);
+        // SAFETY: fresh private mapping of GPU_SEGMENT_BYTES.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), g.as_ptr(), b.len()) };
+        instance_id
+    }
+
+    #[test]
+    fn probe_never_panics() {
+        // Here (no driver) this is false; on a GPU machine true. Either way: no panic.
+        let n = device_count();
+        assert_eq!(gpu_available(), n > 0);
+        assert_eq!(unavailable_reason().is_none(), n > 0);
+    }
+
+    #[test]
+    fn gpu_creation_rules() {
+        let name = format!("gpu-rules-{}", std::process::id());
+        let e = crate::StreamOptions::new(&name)
+            .dtype(Dtype::U64)
+            .gpu_device(0)
+            .create()
+            .unwrap_err();
+        assert!(e.to_string().contains("uint64"), "{e}");
+        let e = crate::StreamOptions::new(&name)
+            .device("gpu7")
+            .create()
+            .unwrap_err();
+        assert!(e.to_string().contains("cuda:N"), "{e}");
+        if !gpu_available() {
+            let e = crate::StreamOptions::new(&name)
+                .shape(&[8])
+                .device("cuda:0")
+                .create()
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Gpu { .. } | Error::Unsupported { .. }),
+                "{e:?}"
+            );
+            assert!(
+                e.to_string().contains("driver") || e.to_string().contains("cuda"),
+                "{e}"
+            );
+            // Nothing is left behind.
+            assert!(!crate::segment::exists(&crate::name::meta_id(&name)));
+            assert!(!crate::segment::exists(&crate::name::segment_id(&name)));
+            assert!(!crate::segment::exists(&crate::name::gpu_id(&name)));
+        }
+        let _ = crate::unlink(&name);
+    }
+
+    #[test]
+    fn a_cpu_only_handle_reads_metadata_and_locks_but_not_the_device_payload() {
+        if gpu_available() {
+            return; // the fake handles are not real IPC handles
+        }
+        let name = format!("gpu-nomirror-{}", std::process::id());
+        fake_gpu_stream(&name, false, true, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        assert!(s.gpu_enabled() && !s.cpu_mirror());
+        assert_eq!(s.gpu_device().as_deref(), Some("cuda:0"));
+        assert_eq!(s.shape(), &[4]);
+        assert!(s.gpu.detached_reason().is_some());
+        drop(s.lock(Some(std::time::Duration::from_secs(1))).unwrap());
+        let e = s.read::<f32>().unwrap_err().to_string();
+        assert!(
+            e.contains("no CPU mirror") && e.contains("cpu_mirror(true)"),
+            "{e}"
+        );
+        let e = s.write_slice(&[1.0f32; 4]).unwrap_err();
+        assert!(
+            matches!(e, Error::Gpu { .. } | Error::Unsupported { .. }),
+            "{e}"
+        );
+        assert_eq!(s.count(), 0, "a refused write publishes nothing");
+        assert_eq!(s.write_sequence(), 0);
+        crate::unlink(&name).unwrap();
+        assert!(
+            !crate::segment::exists(&crate::name::gpu_id(&name)),
+            "unlink removes `_gpu`"
+        );
+    }
+
+    #[test]
+    fn a_mirrored_stream_reads_on_the_cpu_but_refuses_cpu_only_writes() {
+        if gpu_available() {
+            return;
+        }
+        let name = format!("gpu-mirror-{}", std::process::id());
+        fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &[0.0; 4]);
+        let e = s.write_slice(&[1.0f32; 4]).unwrap_err().to_string();
+        assert!(e.contains("device payload"), "{e}");
+        crate::unlink(&name).unwrap();
+    }
+
+    #[test]
+    fn foreign_or_released_gpu_segments_are_reported() {
+        let name = format!("gpu-foreign-{}", std::process::id());
+        fake_gpu_stream(&name, false, false, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        let r = s.gpu.detached_reason().unwrap().to_owned();
+        assert!(r.contains("pyshmem"), "{r}");
+        drop(s);
+        crate::unlink(&name).unwrap();
+
+        let name = format!("gpu-released-{}", std::process::id());
+        fake_gpu_stream(&name, false, true, layout::STATE_RELEASED);
+        let s = crate::Stream::open(&name).unwrap();
+        let r = s.gpu.detached_reason().unwrap().to_owned();
+        assert!(r.contains("released"), "{r}");
+        let e = s.read::<f32>().unwrap_err().to_string();
+        assert!(e.contains("released"), "{e}");
+        drop(s);
+        crate::unlink(&name).unwrap();
+
+        let name = format!("gpu-missing-{}", std::process::id());
+        fake_gpu_stream(&name, false, true, layout::STATE_LIVE);
+        crate::segment::unlink(&crate::name::gpu_id(&name)).unwrap();
+        let s = crate::Stream::open(&name).unwrap();
+        assert!(s.gpu.detached_reason().unwrap().contains("missing"));
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     #[test]
     fn unsupported_gpu_dtype_is_a_clear_error() {
         let e = check_gpu_dtype("cam", Dtype::U32).unwrap_err().to_string();
-        assert!(e.contains("uint32") && e.contains("cam") && e.contains("float32"), "{e}");
+        assert!(
+            e.contains("uint32") && e.contains("cam") && e.contains("float32"),
+            "{e}"
+        );
         assert!(check_gpu_dtype("cam", Dtype::F32).is_ok());
     }
 }

@@ -1,0 +1,445 @@
+//! The CUDA side (feature `cuda`): the driver probe, per-device contexts, the IPC-capable
+//! device allocation, its interprocess event, the per-process attachment registry and the
+//! pinned staging buffer. Every driver call is here or in `ops.rs`; each `unsafe` block says
+//! why it is sound.
+//!
+//! cudarc loads `libcuda` lazily and panics on the first call when it is missing, so
+//! nothing here touches the driver before [`probe`] has said it is present.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaStream, DriverError, result, sys};
+
+use super::layout::{
+    self, GPU_ALLOC_ALIGN, GPU_SEGMENT_BYTES, GpuRecord, STATE_LIVE, STATE_RELEASED, gpu_offset,
+};
+use super::registry::{Key, Registry};
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::segment::{self, Segment};
+use crate::{name, sys as os};
+
+/// `CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS` (CUDA requires both for IPC events).
+const IPC_EVENT_FLAGS: u32 = 2 | 4;
+
+/// Whether the driver library loads and how many devices it reports; computed once.
+pub(crate) fn probe() -> std::result::Result<usize, String> {
+    static PROBE: OnceLock<std::result::Result<usize, String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // SAFETY: `is_culib_present` only tries to dlopen the library by its usual names
+            // and drops the handle; it calls no CUDA function.
+            if !unsafe { sys::is_culib_present() } {
+                return Err(
+                    "the CUDA driver library (libcuda.so) is not loadable in this process".into(),
+                );
+            }
+            // The library is present, so cudarc's loader does not panic from here on;
+            // driver failures come back as `Err(DriverError)`.
+            match CudaContext::device_count() {
+                Ok(n) if n > 0 => Ok(n as usize),
+                Ok(_) => Err("the CUDA driver reports no devices".into()),
+                Err(e) => Err(format!(
+                    "the CUDA driver failed to initialize: {}",
+                    describe(e)
+                )),
+            }
+        })
+        .clone()
+}
+
+/// A driver error as text (name and the driver's description).
+pub(crate) fn describe(e: DriverError) -> String {
+    match e.error_string() {
+        Ok(s) => format!("{:?} ({})", e.0, s.to_string_lossy()),
+        Err(_) => format!("{:?}", e.0),
+    }
+}
+
+fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
+    Error::Gpu {
+        name: name.to_owned(),
+        reason: format!("{what}: {}", describe(e)),
+    }
+}
+
+/// The primary context of `device`, shared by every stream of this process on it.
+pub(crate) fn context(name: &str, device: i32) -> Result<Arc<CudaContext>> {
+    static CTX: Mutex<Vec<(i32, Arc<CudaContext>)>> = Mutex::new(Vec::new());
+    let n = probe().map_err(|r| Error::Gpu {
+        name: name.to_owned(),
+        reason: format!("{r}: GPU streams need an NVIDIA driver"),
+    })?;
+    if device < 0 || device as usize >= n {
+        return Err(Error::Gpu {
+            name: name.to_owned(),
+            reason: format!(
+                "device cuda:{device} does not exist (this machine has {n} CUDA device(s))"
+            ),
+        });
+    }
+    let mut c = CTX.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, ctx)) = c.iter().find(|(d, _)| *d == device) {
+        return Ok(ctx.clone());
+    }
+    let ctx = CudaContext::new(device as usize)
+        .map_err(|e| gpu_err(name, "creating the CUDA context", e))?;
+    c.push((device, ctx.clone()));
+    Ok(ctx)
+}
+
+/// What the registry shares between the handles of one process: the device pointer and the
+/// event (a raw `CUevent`, stored as an integer so the registry is `Send`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shared {
+    pub(crate) dptr: sys::CUdeviceptr,
+    pub(crate) event: usize,
+}
+
+static REGISTRY: Registry<Shared> = Registry::new();
+
+/// A page-locked host buffer, reused for host↔device copies of one handle.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub(crate) ptr: *mut u8,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value; access is serialized by the
+// Mutex that holds it.
+unsafe impl Send for Pinned {}
+
+/// Which staging buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Staging {
+    Write = 0,
+    Read = 1,
+}
+
+/// One handle's link to the device payload.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    key: Key,
+    pub(crate) ctx: Arc<CudaContext>,
+    /// This handle's own CUDA stream (copies, event records, waits).
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) dptr: sys::CUdeviceptr,
+    event: usize,
+    pub(crate) bytes: usize,
+    pub(crate) creator_pid: i64,
+    /// The mapped `_gpu` segment (its state word says whether the allocation still lives).
+    seg: Segment,
+    /// Pinned staging buffers: one for writes, one for reads (a read waiting for a new
+    /// frame must not block a writer of the same handle).
+    pub(crate) staging: [Mutex<Option<Pinned>>; 2],
+    /// Set by a GPU fill that brought the device (and the mirror) up to date; the publish
+    /// hook clears it. Only touched under the write lock.
+    pub(crate) device_written: AtomicBool,
+}
+
+// SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
+// the attachment or the registry; CUDA driver calls on them are thread safe once the context
+// is bound, and the pinned buffer is behind a Mutex.
+unsafe impl Send for Attachment {}
+// SAFETY: as above; shared access only reads the handles.
+unsafe impl Sync for Attachment {}
+
+impl Attachment {
+    /// The raw event.
+    pub(crate) fn event(&self) -> sys::CUevent {
+        self.event as sys::CUevent
+    }
+
+    /// Whether the creator released the allocation (its last handle closed).
+    pub(crate) fn released(&self) -> bool {
+        self.state_word().load(Ordering::Acquire) == STATE_RELEASED
+    }
+
+    fn state_word(&self) -> &AtomicU32 {
+        // SAFETY: the segment is GPU_SEGMENT_BYTES long (checked at attach), page aligned and
+        // mapped while `self` lives; STATE is 4-aligned; other processes touch this word only
+        // with aligned 32-bit stores.
+        unsafe { &*self.seg.as_ptr().add(gpu_offset::STATE).cast::<AtomicU32>() }
+    }
+
+    /// Binds the context to this thread (required before raw driver calls).
+    pub(crate) fn bind(&self, name: &str) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| gpu_err(name, "binding the CUDA context", e))
+    }
+
+    /// A pinned staging buffer, allocated on first use (the payload's size).
+    pub(crate) fn with_staging<R>(
+        &self,
+        name: &str,
+        which: Staging,
+        f: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
+        let mut g = self.staging[which as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: the context is bound by the caller; `p` is a valid out-pointer.
+            unsafe { sys::cuMemHostAlloc(&mut p, self.bytes, 0) }
+                .result()
+                .map_err(|e| gpu_err(name, "allocating the pinned staging buffer", e))?;
+            *g = Some(Pinned { ptr: p.cast() });
+        }
+        let ptr = g.as_ref().map(|p| p.ptr).unwrap_or(std::ptr::null_mut());
+        f(ptr)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: our own stream handle, alive (the Arc is a field).
+        let _ = unsafe { sys::cuStreamSynchronize(self.stream.cu_stream()) };
+        for m in &mut self.staging {
+            if let Some(p) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+                // SAFETY: allocated by cuMemHostAlloc in `with_staging`, not freed before; no
+                // copy uses it any more (the stream was synchronized above).
+                let _ = unsafe { sys::cuMemFreeHost(p.ptr.cast()) };
+            }
+        }
+        if let Some(last) = REGISTRY.release(&self.key) {
+            let Shared { dptr, event } = last.value;
+            if last.owned {
+                // Tell other processes first: a later open reports "released" instead of
+                // failing inside the driver.
+                self.state_word().store(STATE_RELEASED, Ordering::Release);
+                // SAFETY: the last reference in the creating process: no handle of ours uses
+                // the event or the allocation any more; they came from cuEventCreate and
+                // cuMemAlloc in `create`.
+                unsafe {
+                    let _ = sys::cuEventDestroy_v2(event as sys::CUevent);
+                    let _ = result::free_sync(dptr);
+                }
+            } else {
+                // SAFETY: the last reference in this process to handles opened by
+                // cuIpcOpenEventHandle / cuIpcOpenMemHandle in `attach`.
+                unsafe {
+                    let _ = sys::cuEventDestroy_v2(event as sys::CUevent);
+                    let _ = sys::cuIpcCloseMemHandle(dptr);
+                }
+            }
+        }
+    }
+}
+
+/// Creates the device payload of a new GPU stream and its `_gpu` segment. The caller holds
+/// the name lock and removes the other segments if this fails.
+pub(crate) fn create(
+    name: &str,
+    device: i32,
+    payload: usize,
+    instance_id: [u8; 16],
+    creator_pid: i64,
+) -> Result<Attachment> {
+    let ctx = context(name, device)?;
+    ctx.bind_to_thread()
+        .map_err(|e| gpu_err(name, "binding the CUDA context", e))?;
+    let alloc = layout::alloc_bytes(payload as u64).ok_or_else(|| Error::Gpu {
+        name: name.into(),
+        reason: "payload too large".into(),
+    })? as usize;
+    // Legacy IPC needs cuMemAlloc memory (cudarc's own allocators use the async pool on
+    // devices that support it, which cuIpcGetMemHandle rejects).
+    // SAFETY: the context is bound; the size is non-zero.
+    let dptr = unsafe { result::malloc_sync(alloc) }.map_err(|e| {
+        gpu_err(
+            name,
+            &format!("allocating {alloc} bytes on cuda:{device}"),
+            e,
+        )
+    })?;
+    let mut event: sys::CUevent = std::ptr::null_mut();
+    let made = (|| -> std::result::Result<(sys::CUipcMemHandle, sys::CUipcEventHandle), (&'static str, DriverError)> {
+        // SAFETY: `dptr` is our fresh allocation of `alloc` bytes; the out-pointers are valid;
+        // the context is bound.
+        unsafe {
+            sys::cuMemsetD8_v2(dptr, 0, alloc).result().map_err(|e| ("zeroing the device payload", e))?;
+            sys::cuEventCreate(&mut event, IPC_EVENT_FLAGS).result().map_err(|e| ("creating the interprocess event", e))?;
+            let mut mh = std::mem::zeroed::<sys::CUipcMemHandle>();
+            sys::cuIpcGetMemHandle(&mut mh, dptr).result().map_err(|e| ("exporting the CUDA IPC memory handle", e))?;
+            let mut eh = std::mem::zeroed::<sys::CUipcEventHandle>();
+            sys::cuIpcGetEventHandle(&mut eh, event).result().map_err(|e| ("exporting the CUDA IPC event handle", e))?;
+            sys::cuCtxSynchronize().result().map_err(|e| ("synchronizing after the memset", e))?;
+            Ok((mh, eh))
+        }
+    })();
+    let undo = |event: sys::CUevent| {
+        // SAFETY: freeing what was just created above and never shared.
+        unsafe {
+            if !event.is_null() {
+                let _ = sys::cuEventDestroy_v2(event);
+            }
+            let _ = result::free_sync(dptr);
+        }
+    };
+    let (mh, eh) = match made {
+        Ok(h) => h,
+        Err((what, e)) => {
+            undo(event);
+            return Err(gpu_err(name, what, e));
+        }
+    };
+    let record = GpuRecord {
+        device,
+        alloc_bytes: alloc as u64,
+        payload_bytes: payload as u64,
+        alignment: GPU_ALLOC_ALIGN,
+        creator_pid,
+        instance_id,
+        mem_handle: handle_bytes(&mh.reserved),
+        event_handle: handle_bytes(&eh.reserved),
+        state: STATE_LIVE,
+    };
+    let finish = || -> Result<Attachment> {
+        let id = name::gpu_id(name);
+        let seg = Segment::create(&id, GPU_SEGMENT_BYTES).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                name: name.to_owned(),
+            },
+            _ => Error::io(name, "creating the GPU handle segment", e),
+        })?;
+        let bytes = layout::encode(&record);
+        // SAFETY: a fresh private mapping of GPU_SEGMENT_BYTES; nobody opens it before the
+        // stream header's magic is published (after this returns).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), seg.as_ptr(), GPU_SEGMENT_BYTES) };
+        let key: Key = (device, record.mem_handle);
+        let shared = Shared {
+            dptr,
+            event: event as usize,
+        };
+        if !REGISTRY.insert_owned(key, shared) {
+            let _ = segment::unlink(&id);
+            return Err(Error::Gpu {
+                name: name.to_owned(),
+                reason: "the driver returned an IPC handle that is already registered".into(),
+            });
+        }
+        let stream = match ctx.new_stream() {
+            Ok(s) => s,
+            Err(e) => {
+                REGISTRY.release(&key);
+                let _ = segment::unlink(&id);
+                return Err(gpu_err(name, "creating a CUDA stream", e));
+            }
+        };
+        Ok(Attachment {
+            key,
+            ctx: ctx.clone(),
+            stream,
+            dptr,
+            event: event as usize,
+            bytes: payload,
+            creator_pid,
+            seg,
+            staging: [Mutex::new(None), Mutex::new(None)],
+            device_written: AtomicBool::new(false),
+        })
+    };
+    finish().inspect_err(|_| undo(event))
+}
+
+fn handle_bytes(h: &[std::ffi::c_char; 64]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    for (d, s) in b.iter_mut().zip(h) {
+        *d = *s as u8;
+    }
+    b
+}
+
+fn handle_chars(b: &[u8; 64]) -> [std::ffi::c_char; 64] {
+    let mut h = [0 as std::ffi::c_char; 64];
+    for (d, s) in h.iter_mut().zip(b) {
+        *d = *s as std::ffi::c_char;
+    }
+    h
+}
+
+/// Attaches an existing GPU stream's device payload. `Err(reason)` leaves the handle
+/// usable for metadata and locking; payload operations report the reason.
+pub(crate) fn attach(
+    name: &str,
+    h: &Header,
+    writable: bool,
+) -> std::result::Result<Attachment, String> {
+    let rec = super::read_record(name, h, writable)?;
+    let (seg, rec) = rec;
+    if rec.state == STATE_RELEASED {
+        return Err(format!(
+            "its producer (pid {}) released the device buffer (the creating handle was closed); recreate the stream",
+            rec.creator_pid
+        ));
+    }
+    probe().map_err(|r| format!("{r}; open it on a machine with the GPU and its driver"))?;
+    if rec.creator_pid != os::pid() && !os::pid_alive(rec.creator_pid) {
+        return Err(format!(
+            "its producer process (pid {}) has exited and the device buffer died with it (the creator must outlive the stream's users); recreate the stream",
+            rec.creator_pid
+        ));
+    }
+    let ctx = context(name, rec.device).map_err(|e| e.to_string())?;
+    ctx.bind_to_thread().map_err(describe)?;
+    let key: Key = (rec.device, rec.mem_handle);
+    let shared = REGISTRY.acquire(key, || -> std::result::Result<Shared, String> {
+        let mh = sys::CUipcMemHandle { reserved: handle_chars(&rec.mem_handle) };
+        let eh = sys::CUipcEventHandle { reserved: handle_chars(&rec.event_handle) };
+        let mut dptr: sys::CUdeviceptr = 0;
+        let mut event: sys::CUevent = std::ptr::null_mut();
+        // SAFETY: the handles are the 64-byte blobs the creator's driver exported (CRC
+        // checked); the driver validates them and fails cleanly on stale ones; the
+        // out-pointers are valid; the context is bound.
+        unsafe {
+            sys::cuIpcOpenMemHandle_v2(&mut dptr, mh, sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32)
+                .result()
+                .map_err(|e| format!("opening the CUDA IPC memory handle failed: {} (is its producer, pid {}, still running?)", describe(e), rec.creator_pid))?;
+            if let Err(e) = sys::cuIpcOpenEventHandle(&mut event, eh).result() {
+                let _ = sys::cuIpcCloseMemHandle(dptr);
+                return Err(format!("opening the CUDA IPC event handle failed: {}", describe(e)));
+            }
+        }
+        Ok(Shared { dptr, event: event as usize })
+    })?;
+    let stream = match ctx.new_stream() {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(last) = REGISTRY.release(&key) {
+                close_imported(last.value, last.owned);
+            }
+            return Err(format!("creating a CUDA stream: {}", describe(e)));
+        }
+    };
+    Ok(Attachment {
+        key,
+        ctx,
+        stream,
+        dptr: shared.dptr,
+        event: shared.event,
+        bytes: h.size as usize,
+        creator_pid: rec.creator_pid,
+        seg,
+        staging: [Mutex::new(None), Mutex::new(None)],
+        device_written: AtomicBool::new(false),
+    })
+}
+
+fn close_imported(s: Shared, owned: bool) {
+    if owned {
+        return; // never free the creator's allocation from here; its handle does
+    }
+    // SAFETY: the last reference to handles this process opened in `attach`.
+    unsafe {
+        let _ = sys::cuEventDestroy_v2(s.event as sys::CUevent);
+        let _ = sys::cuIpcCloseMemHandle(s.dptr);
+    }
+}
+
+/// The registry's reference count for an attachment (tests and diagnostics).
+pub(crate) fn attachment_refs(a: &Attachment) -> usize {
+    REGISTRY.refs(&a.key)
+}

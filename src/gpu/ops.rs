@@ -1,0 +1,659 @@
+//! Device reads and writes of GPU streams (feature `cuda`).
+//!
+//! Writes run inside the stream's one publication bracket (`publish` / `publish_locked`)
+//! with the device copy in the fill; reads run inside its one read loop (`read_frame`) with
+//! the device copy in the copy closure, which waits for its copy to finish before the loop
+//! re-checks the sequence. Nothing here re-implements locking, sequencing or waiting.
+
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, sys,
+};
+
+use super::GpuLink;
+use super::driver::{Attachment, Staging, describe};
+use crate::dtype::{Dtype, Element, as_bytes};
+use crate::error::{Error, Result};
+use crate::read::{FrameInfo, Want};
+use crate::stream::Stream;
+use crate::write::WriteGuard;
+
+fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
+    Error::Gpu {
+        name: name.to_owned(),
+        reason: format!("{what}: {}", describe(e)),
+    }
+}
+
+/// Checks a driver result, naming the stream, the step and (if it died) the producer.
+fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
+    r.result().map_err(|e| {
+        let mut err = gpu_err(&s.name, what, e);
+        if a.creator_pid != s.pid && !crate::sys::pid_alive(a.creator_pid) {
+            err = Error::Gpu {
+                name: s.name.clone(),
+                reason: format!("{what} failed ({}): the stream's producer (pid {}) has exited, taking the device buffer with it", describe(e), a.creator_pid),
+            };
+        }
+        err
+    })
+}
+
+/// The device payload, borrowed for reading while the write lock is held
+/// ([`WriteGuard::device_view`]). Work that reads it must be enqueued on [`DeviceView::stream`]
+/// (or be complete) before the guard is dropped.
+#[derive(Debug)]
+pub struct DeviceView<'a> {
+    ptr: sys::CUdeviceptr,
+    len: usize,
+    dtype: Dtype,
+    stream: &'a Arc<CudaStream>,
+    _lock: PhantomData<&'a ()>,
+}
+
+/// The device payload, borrowed for writing in place inside a publication bracket
+/// ([`Stream::write_device_in_place`]). Enqueue the writes on [`DeviceViewMut::stream`].
+#[derive(Debug)]
+pub struct DeviceViewMut<'a> {
+    view: DeviceView<'a>,
+}
+
+impl<'a> DeviceView<'a> {
+    /// The raw device pointer (`CUdeviceptr`), valid while the borrow lasts.
+    pub fn device_ptr(&self) -> u64 {
+        self.ptr
+    }
+    /// Elements in the frame.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false (a stream has at least one element).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes in the frame.
+    pub fn num_bytes(&self) -> usize {
+        self.len * self.dtype.itemsize()
+    }
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    /// The handle's CUDA stream: enqueue work on the payload here.
+    pub fn stream(&self) -> &'a Arc<CudaStream> {
+        self.stream
+    }
+
+    /// Runs `f` with the payload as a borrowed `CudaSlice<T>` (for cudarc APIs such as
+    /// cuBLAS). The slice is never freed by cudarc; `T` must be the stream's dtype.
+    pub fn with_slice<T: Element + DeviceRepr, R>(
+        &self,
+        f: impl FnOnce(&CudaSlice<T>) -> R,
+    ) -> Result<R> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DtypeMismatch {
+                name: String::new(),
+                expected: self.dtype,
+                given: T::DTYPE,
+            });
+        }
+        // SAFETY: `ptr` is the stream's device allocation of at least `len` elements of `T`
+        // (dtype checked), alive while the borrow lasts; ManuallyDrop + leak below hand the
+        // pointer back without cudarc freeing it, also if `f` panics (then it is leaked).
+        let slice =
+            ManuallyDrop::new(unsafe { self.stream.upgrade_device_ptr::<T>(self.ptr, self.len) });
+        let r = f(&slice);
+        ManuallyDrop::into_inner(slice).leak();
+        Ok(r)
+    }
+}
+
+impl<'a> DeviceViewMut<'a> {
+    /// The read-side view (pointer, length, dtype, stream).
+    pub fn view(&self) -> &DeviceView<'a> {
+        &self.view
+    }
+    /// The raw device pointer (`CUdeviceptr`).
+    pub fn device_ptr(&self) -> u64 {
+        self.view.ptr
+    }
+    /// The handle's CUDA stream: enqueue the writes here.
+    pub fn stream(&self) -> &'a Arc<CudaStream> {
+        self.view.stream
+    }
+    /// Runs `f` with the payload as a mutable, borrowed `CudaSlice<T>`.
+    pub fn with_slice_mut<T: Element + DeviceRepr, R>(
+        &mut self,
+        f: impl FnOnce(&mut CudaSlice<T>) -> R,
+    ) -> Result<R> {
+        let v = &self.view;
+        if T::DTYPE != v.dtype {
+            return Err(Error::DtypeMismatch {
+                name: String::new(),
+                expected: v.dtype,
+                given: T::DTYPE,
+            });
+        }
+        // SAFETY: as in `DeviceView::with_slice`; we are inside the write bracket under the
+        // lock, so this is the only writer.
+        let mut slice =
+            ManuallyDrop::new(unsafe { v.stream.upgrade_device_ptr::<T>(v.ptr, v.len) });
+        let r = f(&mut slice);
+        ManuallyDrop::into_inner(slice).leak();
+        Ok(r)
+    }
+}
+
+/// The publish hook for CPU fills of a mirrored GPU stream: upload the host payload.
+pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()> {
+    if a.device_written.swap(false, Ordering::Relaxed) {
+        return Ok(());
+    }
+    if host.is_null() {
+        return Err(Error::Gpu {
+            name: s.name.clone(),
+            reason: "internal: a host fill without a host payload".into(),
+        });
+    }
+    a.bind(&s.name)?;
+    let st = a.stream.cu_stream();
+    // SAFETY: `host` is the mapped host payload of `a.bytes` bytes, written by the fill under
+    // the lock; `a.dptr` is the device payload of at least `a.bytes` bytes; both outlive the
+    // copy, which we wait for before returning.
+    unsafe {
+        ck(
+            s,
+            a,
+            "ordering after the previous write",
+            sys::cuStreamWaitEvent(st, a.event(), 0),
+        )?;
+        ck(
+            s,
+            a,
+            "uploading the host mirror",
+            sys::cuMemcpyHtoDAsync_v2(a.dptr, host.cast_const().cast(), a.bytes, st),
+        )?;
+        ck(
+            s,
+            a,
+            "recording the interprocess event",
+            sys::cuEventRecord(a.event(), st),
+        )?;
+        ck(s, a, "waiting for the upload", sys::cuStreamSynchronize(st))
+    }
+}
+
+impl Stream {
+    /// The device attachment, or the error saying why there is none.
+    fn attachment(&self) -> Result<&Attachment> {
+        match &self.gpu {
+            GpuLink::Attached(a) => {
+                if a.released() && a.creator_pid != self.pid {
+                    return Err(Error::Gpu {
+                        name: self.name.clone(),
+                        reason: format!(
+                            "its producer (pid {}) released the device buffer (the creating handle was closed); recreate the stream",
+                            a.creator_pid
+                        ),
+                    });
+                }
+                Ok(a)
+            }
+            GpuLink::Detached(r) => Err(super::detached_error(&self.name, r)),
+            GpuLink::None => Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "this is a CPU stream: use the CPU read and write methods".into(),
+            }),
+        }
+    }
+
+    /// Whether this handle reaches the device payload (a GPU stream opened where the driver
+    /// works and the producer lives).
+    pub fn gpu_attached(&self) -> bool {
+        matches!(self.gpu, GpuLink::Attached(_))
+    }
+
+    /// This handle's CUDA stream (device reads and writes of the handle are ordered on it).
+    pub fn cuda_stream(&self) -> Result<Arc<CudaStream>> {
+        Ok(self.attachment()?.stream.clone())
+    }
+
+    /// The CUDA context of the stream's device (the device's primary context).
+    pub fn cuda_context(&self) -> Result<Arc<CudaContext>> {
+        Ok(self.attachment()?.ctx.clone())
+    }
+
+    /// References this process holds on the device attachment (diagnostics).
+    pub fn gpu_attachment_refs(&self) -> usize {
+        match &self.gpu {
+            GpuLink::Attached(a) => super::driver::attachment_refs(a),
+            _ => 0,
+        }
+    }
+
+    // ----- writes -----
+
+    fn host_to_device_fill<'a, T: Element>(
+        &'a self,
+        data: &'a [T],
+    ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(data.len())?;
+        let a = self.attachment()?;
+        Ok(move |host: *mut u8| {
+            let src = as_bytes(data);
+            a.bind(&self.name)?;
+            let st = a.stream.cu_stream();
+            a.with_staging(&self.name, Staging::Write, |stage| {
+                // SAFETY: `stage` is our pinned buffer of `a.bytes == src.len()` bytes (dtype
+                // and length checked), not in use by an earlier copy (each use ends with a
+                // stream synchronize); `host`, when not null, is the host payload of the same
+                // size, written under the lock inside the bracket; `a.dptr` is the device
+                // payload. We wait for the copy before returning.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), stage, src.len());
+                    ck(
+                        self,
+                        a,
+                        "ordering after the previous write",
+                        sys::cuStreamWaitEvent(st, a.event(), 0),
+                    )?;
+                    ck(
+                        self,
+                        a,
+                        "copying host to device",
+                        sys::cuMemcpyHtoDAsync_v2(a.dptr, stage.cast_const().cast(), src.len(), st),
+                    )?;
+                    if !host.is_null() {
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), host, src.len());
+                    }
+                    ck(
+                        self,
+                        a,
+                        "recording the interprocess event",
+                        sys::cuEventRecord(a.event(), st),
+                    )?;
+                    ck(
+                        self,
+                        a,
+                        "waiting for the host-to-device copy",
+                        sys::cuStreamSynchronize(st),
+                    )
+                }
+            })?;
+            a.device_written.store(true, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Ends a device-side fill: mirror update (waited for) or event record (not waited for).
+    fn finish_device_fill(&self, a: &Attachment, host: *mut u8) -> Result<()> {
+        let st = a.stream.cu_stream();
+        // SAFETY: `host`, when not null, is the host payload of `a.bytes` bytes (the mirror),
+        // written only by us under the lock inside the bracket; we wait for the copy.
+        unsafe {
+            if !host.is_null() {
+                ck(
+                    self,
+                    a,
+                    "copying device to the host mirror",
+                    sys::cuMemcpyDtoHAsync_v2(host.cast(), a.dptr, a.bytes, st),
+                )?;
+            }
+            ck(
+                self,
+                a,
+                "recording the interprocess event",
+                sys::cuEventRecord(a.event(), st),
+            )?;
+            if !host.is_null() {
+                ck(
+                    self,
+                    a,
+                    "waiting for the mirror copy",
+                    sys::cuStreamSynchronize(st),
+                )?;
+            }
+        }
+        a.device_written.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn device_to_device_fill<'a, T: Element, S: DevicePtr<T>>(
+        &'a self,
+        src: &'a S,
+    ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(src.len())?;
+        let a = self.attachment()?;
+        Ok(move |host: *mut u8| {
+            a.bind(&self.name)?;
+            let st = a.stream.cu_stream();
+            // SAFETY: the stream handle is alive (field of `a`).
+            ck(self, a, "ordering after the previous write", unsafe {
+                sys::cuStreamWaitEvent(st, a.event(), 0)
+            })?;
+            {
+                // `device_ptr` makes our stream wait for pending writes to `src` and records a
+                // read of it on our stream when the guard drops (cudarc's event tracking).
+                let (sp, _guard) = src.device_ptr(&a.stream);
+                // SAFETY: `sp` is the caller's device buffer of `self.size` bytes (dtype and
+                // length checked), `a.dptr` the device payload of at least that many; the copy
+                // is ordered on our stream after the last published write.
+                ck(self, a, "copying device to device", unsafe {
+                    sys::cuMemcpyDtoDAsync_v2(a.dptr, sp, self.size, st)
+                })?;
+            }
+            self.finish_device_fill(a, host)
+        })
+    }
+
+    /// Writes one frame from a host slice through the handle's pinned staging buffer (reused;
+    /// allocated on first use). Waits for the copy before publishing. On a mirrored stream the
+    /// host mirror is written from the slice too.
+    pub fn write_device_from_host<T: Element>(&self, data: &[T]) -> Result<()> {
+        let fill = self.host_to_device_fill(data)?;
+        self.publish(None, fill)
+    }
+
+    /// [`Stream::write_device_from_host`], stamping `frame_id` in the same publication.
+    pub fn write_device_from_host_frame<T: Element>(
+        &self,
+        data: &[T],
+        frame_id: u64,
+    ) -> Result<()> {
+        let fill = self.host_to_device_fill(data)?;
+        self.publish(Some(frame_id), fill)
+    }
+
+    /// Writes one frame from a device buffer (device to device, on this handle's CUDA stream,
+    /// after `src`'s pending writes). Without a mirror the host does not wait for the copy:
+    /// the frame is published with the interprocess event recorded after it, and every
+    /// reader's copy waits for that event.
+    pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
+        let fill = self.device_to_device_fill(src)?;
+        self.publish(None, fill)
+    }
+
+    /// [`Stream::write_device`], stamping `frame_id` in the same publication.
+    pub fn write_device_frame<T: Element, S: DevicePtr<T>>(
+        &self,
+        src: &S,
+        frame_id: u64,
+    ) -> Result<()> {
+        let fill = self.device_to_device_fill(src)?;
+        self.publish(Some(frame_id), fill)
+    }
+
+    /// Zero-copy device publication: `fill` writes the frame in place on the device (enqueue
+    /// the work on [`DeviceViewMut::stream`]). The buffer holds the previous frame when `fill`
+    /// starts. An error or panic in `fill` aborts the generation, as [`Stream::write_view`].
+    pub fn write_device_in_place<R, E>(
+        &self,
+        fill: impl FnOnce(&mut DeviceViewMut<'_>) -> std::result::Result<R, E>,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.in_place(None, fill, false)
+    }
+
+    fn in_place<R, E>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(&mut DeviceViewMut<'_>) -> std::result::Result<R, E>,
+        locked: bool,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let a = self.attachment()?;
+        let body = |host: *mut u8| -> Result<R> {
+            a.bind(&self.name)?;
+            let st = a.stream.cu_stream();
+            // SAFETY: our live stream handle and the attachment's event.
+            ck(self, a, "ordering after the previous write", unsafe {
+                sys::cuStreamWaitEvent(st, a.event(), 0)
+            })?;
+            let mut v = DeviceViewMut {
+                view: DeviceView {
+                    ptr: a.dptr,
+                    len: self.len,
+                    dtype: self.dtype,
+                    stream: &a.stream,
+                    _lock: PhantomData,
+                },
+            };
+            let r = fill(&mut v).map_err(|e| Error::WriteAborted {
+                name: self.name.clone(),
+                source: e.into(),
+            })?;
+            self.finish_device_fill(a, host)?;
+            Ok(r)
+        };
+        if locked {
+            self.publish_locked(frame_id, body)
+        } else {
+            self.publish(frame_id, body)
+        }
+    }
+
+    // ----- reads -----
+
+    fn device_read(
+        &self,
+        want: Want,
+        timeout: Option<Duration>,
+        op: &'static str,
+        mut enqueue: impl FnMut(&Attachment, sys::CUstream) -> Result<()>,
+        mut finish: impl FnMut() -> bool,
+    ) -> Result<FrameInfo> {
+        let a = self.attachment()?;
+        a.bind(&self.name)?;
+        let st = a.stream.cu_stream();
+        let mut failed: Option<Error> = None;
+        let info = self.read_frame(want, timeout, op, |_host| {
+            failed = None;
+            // SAFETY: our live stream handle and the attachment's event.
+            let run = ck(self, a, "ordering after the last write", unsafe {
+                sys::cuStreamWaitEvent(st, a.event(), 0)
+            })
+            .and_then(|_| enqueue(a, st))
+            // Snapshot safety: the copy must be complete before `read_frame` re-checks
+            // the sequence. SAFETY: our live stream handle.
+            .and_then(|_| {
+                ck(self, a, "waiting for the device copy", unsafe {
+                    sys::cuStreamSynchronize(st)
+                })
+            });
+            match run {
+                Ok(()) => finish(),
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(self.record_read(info))
+    }
+
+    fn read_device_into_with<T: Element, D: DevicePtrMut<T>>(
+        &self,
+        want: Want,
+        dst: &mut D,
+        timeout: Option<Duration>,
+        op: &'static str,
+    ) -> Result<FrameInfo> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(dst.len())?;
+        let a = self.attachment()?;
+        let size = self.size;
+        // `device_ptr_mut` orders our stream after pending work on `dst` and records our
+        // write on it when the guard drops.
+        let (dp, _guard) = dst.device_ptr_mut(&a.stream);
+        self.device_read(
+            want,
+            timeout,
+            op,
+            |a, st| {
+                // SAFETY: `dp` is the caller's exclusive device buffer of `size` bytes (dtype
+                // and length checked), `a.dptr` the payload; the bytes are used only after
+                // validation.
+                ck(self, a, "copying device to device", unsafe {
+                    sys::cuMemcpyDtoDAsync_v2(dp, a.dptr, size, st)
+                })
+            },
+            || true,
+        )
+    }
+
+    fn read_device_to_host_with<T: Element>(
+        &self,
+        want: Want,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+        op: &'static str,
+    ) -> Result<FrameInfo> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(dst.len())?;
+        let a = self.attachment()?;
+        let (n, size, ptr) = (dst.len(), self.size, dst.as_mut_ptr());
+        a.with_staging(&self.name, Staging::Read, |stage| {
+            self.device_read(
+                want,
+                timeout,
+                op,
+                |a, st| {
+                    // SAFETY: `stage` is our pinned read buffer of `size` bytes (held under
+                    // its mutex), `a.dptr` the payload.
+                    ck(self, a, "copying device to host", unsafe {
+                        sys::cuMemcpyDtoHAsync_v2(stage.cast(), a.dptr, size, st)
+                    })
+                },
+                // SAFETY: runs after the stream synchronize, so the staged bytes are complete;
+                // `ptr` is the caller's buffer of `n` elements of `T` (checked);
+                // `copy_from_shared` validates bools and writes `n` valid `T`.
+                || unsafe { T::copy_from_shared(stage.cast_const(), ptr, n) },
+            )
+        })
+    }
+
+    /// A snapshot of the current frame into a caller-owned device buffer (no allocation).
+    pub fn read_device_into<T: Element, D: DevicePtrMut<T>>(
+        &self,
+        dst: &mut D,
+    ) -> Result<FrameInfo> {
+        self.read_device_into_with(
+            Want::Now,
+            dst,
+            Some(self.default_timeout()),
+            "read a stable frame",
+        )
+    }
+
+    /// Waits for a frame with count > `after`, then copies it into a caller-owned device buffer.
+    pub fn read_device_after_into<T: Element, D: DevicePtrMut<T>>(
+        &self,
+        after: u64,
+        dst: &mut D,
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.read_device_into_with(Want::After(after), dst, timeout, "wait for a new frame")
+    }
+
+    /// The first frame newer than this handle's last read, into a device buffer.
+    pub fn read_device_new_into<T: Element, D: DevicePtrMut<T>>(
+        &self,
+        dst: &mut D,
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.read_device_after_into(self.last_read_count(), dst, timeout)
+    }
+
+    /// A snapshot of the current frame, copied from the device into host memory (through the
+    /// handle's pinned staging buffer; works with or without a mirror).
+    pub fn read_device_to_host<T: Element>(&self, dst: &mut [T]) -> Result<FrameInfo> {
+        self.read_device_to_host_with(
+            Want::Now,
+            dst,
+            Some(self.default_timeout()),
+            "read a stable frame",
+        )
+    }
+
+    /// Waits for a frame with count > `after`, then copies it from the device into `dst`.
+    pub fn read_device_to_host_after<T: Element>(
+        &self,
+        after: u64,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.read_device_to_host_with(Want::After(after), dst, timeout, "wait for a new frame")
+    }
+
+    /// The first frame newer than this handle's last read, from the device into `dst`.
+    pub fn read_device_to_host_new<T: Element>(
+        &self,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.read_device_to_host_after(self.last_read_count(), dst, timeout)
+    }
+}
+
+impl WriteGuard<'_> {
+    /// The device payload, borrowed while this guard holds the write lock (cooperating
+    /// writers are excluded, so it is stable). The handle's CUDA stream has been ordered
+    /// after the last write; enqueue reads on [`DeviceView::stream`].
+    pub fn device_view(&self) -> Result<DeviceView<'_>> {
+        let s = self.stream();
+        s.ensure_open()?;
+        let a = s.attachment()?;
+        a.bind(&s.name)?;
+        // SAFETY: our live stream handle and the attachment's event.
+        ck(s, a, "ordering after the last write", unsafe {
+            sys::cuStreamWaitEvent(a.stream.cu_stream(), a.event(), 0)
+        })?;
+        Ok(DeviceView {
+            ptr: a.dptr,
+            len: s.len,
+            dtype: s.dtype,
+            stream: &a.stream,
+            _lock: PhantomData,
+        })
+    }
+    /// [`Stream::write_device_from_host`] without re-locking.
+    pub fn write_device_from_host<T: Element>(&self, data: &[T]) -> Result<()> {
+        let s = self.stream();
+        s.ensure_open()?;
+        let fill = s.host_to_device_fill(data)?;
+        s.publish_locked(None, fill)
+    }
+    /// [`Stream::write_device`] without re-locking.
+    pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
+        let s = self.stream();
+        s.ensure_open()?;
+        let fill = s.device_to_device_fill(src)?;
+        s.publish_locked(None, fill)
+    }
+    /// [`Stream::write_device_in_place`] without re-locking.
+    pub fn write_device_in_place<R, E>(
+        &self,
+        fill: impl FnOnce(&mut DeviceViewMut<'_>) -> std::result::Result<R, E>,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let s = self.stream();
+        s.ensure_open()?;
+        s.in_place(None, fill, true)
+    }
+}
