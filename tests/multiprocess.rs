@@ -1,0 +1,350 @@
+//! Real multi-process behaviour: the test binary re-executes itself as child processes
+//! (roles in `child_entry`, see tests/common/mod.rs) that open the same streams.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, LONG, block_on_stdin, child, child_role, param, say, unique_name};
+use shmstream::{Dtype, Error, Stream, StreamOptions};
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let name: String = param("name");
+    match role.as_str() {
+        // Reads the current frame and prints its values, count and frame id.
+        "read_print" => {
+            let s = Stream::open_readonly(&name).unwrap();
+            let p = s.read_publication::<i32>().unwrap();
+            let vals: Vec<String> = p.payload.iter().map(|v| v.to_string()).collect();
+            say(&format!(
+                "frame {} {} {}",
+                p.info.count,
+                p.info.frame_id,
+                vals.join(",")
+            ));
+        }
+        // Writes `frames` frames: frame k is [base + k; len] with frame_id 1000 + k.
+        "write_frames" => {
+            let base: i32 = param("base");
+            let frames: u64 = param("frames");
+            let s = Stream::open(&name).unwrap();
+            for k in 0..frames {
+                s.write_slice_frame(&vec![base + k as i32; s.len()], 1000 + k)
+                    .unwrap();
+            }
+            say("wrote");
+        }
+        // N locked read-modify-write increments of element 0.
+        "increment" => {
+            let n: u64 = param("n");
+            let s = Stream::open(&name).unwrap();
+            say("ready");
+            for _ in 0..n {
+                let g = s.lock(Some(LONG)).unwrap();
+                let v = g.live::<i64>().unwrap()[[0]];
+                g.write_slice(&[v + 1]).unwrap();
+            }
+            say("done");
+        }
+        // Waits for "go" on stdin, then writes one frame.
+        "write_on_go" => {
+            let value: i32 = param("value");
+            let s = Stream::open(&name).unwrap();
+            say("ready");
+            assert_eq!(block_on_stdin(), "go");
+            s.write_slice(&vec![value; s.len()]).unwrap();
+            say("wrote");
+        }
+        // Parks in read_new and prints what it got.
+        "read_new_print" => {
+            let s = Stream::open_readonly(&name).unwrap();
+            say(&format!("waiting {}", s.last_read_count()));
+            let a = s.read_new::<i32>(Some(LONG)).unwrap();
+            say(&format!("got {} {}", s.last_read_count(), a[[0]]));
+        }
+        // Takes the lock, starts a zero-copy write, scribbles half the frame, tells the parent
+        // and blocks until killed (or until the parent goes away).
+        "die_mid_write" => {
+            let s = Stream::open(&name).unwrap();
+            let g = s.lock(Some(LONG)).unwrap();
+            let _ = g.write_view(|buf: &mut [i32]| -> Result<(), Error> {
+                let half = buf.len() / 2;
+                buf[..half].fill(-666);
+                say("inside");
+                block_on_stdin();
+                Ok(())
+            });
+            say("not killed");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn parent_writes_child_reads_and_child_writes_parent_reads() {
+    let name = unique_name("xproc");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 3], Dtype::I32).unwrap();
+    s.write_slice_frame(&[1i32, -2, 3, -4, 5, i32::MAX], 77)
+        .unwrap();
+    let lines = child("child_entry", "read_print")
+        .param("name", &name)
+        .run(LONG);
+    assert_eq!(lines, vec![format!("frame 1 77 1,-2,3,-4,5,{}", i32::MAX)]);
+
+    child("child_entry", "write_frames")
+        .param("name", &name)
+        .param("base", 40)
+        .param("frames", 3)
+        .run(LONG);
+    let p = s.read_publication::<i32>().unwrap();
+    assert_eq!(p.payload.as_slice().unwrap(), &[42; 6]);
+    assert_eq!((p.info.count, p.info.frame_id, p.info.missed), (4, 1002, 3)); // this handle never read frame 1
+    let st = shmstream::stat(&name).unwrap();
+    assert_eq!((st.count, st.frame_id, st.write_sequence), (4, 1002, 8));
+}
+
+#[test]
+fn two_writer_processes_serialize_on_the_lock() {
+    let name = unique_name("serial");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[1], Dtype::I64).unwrap();
+    s.write_slice(&[0i64]).unwrap();
+    const N: u64 = 2000;
+    let mut a = child("child_entry", "increment")
+        .param("name", &name)
+        .param("n", N)
+        .spawn();
+    let mut b = child("child_entry", "increment")
+        .param("name", &name)
+        .param("n", N)
+        .spawn();
+    // The parent competes too, through a second handle.
+    a.expect_line("ready", LONG);
+    b.expect_line("ready", LONG);
+    for _ in 0..N / 4 {
+        let g = s.lock(Some(LONG)).unwrap();
+        let v = g.live::<i64>().unwrap()[[0]];
+        g.write_slice(&[v + 1]).unwrap();
+    }
+    a.wait_success(Duration::from_secs(120));
+    b.wait_success(Duration::from_secs(120));
+    let total = 2 * N + N / 4;
+    assert_eq!(
+        s.read::<i64>().unwrap()[[0]],
+        total as i64,
+        "lost updates: writers were not serialized"
+    );
+    assert_eq!(s.count(), total + 1);
+}
+
+#[test]
+fn read_new_in_parent_wakes_on_a_child_write() {
+    for notify in [true, false] {
+        let name = unique_name("wake");
+        let _c = Cleanup::new([&name]);
+        let s = StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::I32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        s.write_slice(&[0i32; 4]).unwrap();
+        let r = Stream::open_readonly(&name).unwrap();
+        assert_eq!(r.read::<i32>().unwrap()[[0]], 0);
+        let mut w = child("child_entry", "write_on_go")
+            .param("name", &name)
+            .param("value", 31)
+            .spawn();
+        w.expect_line("ready", LONG);
+        w.send_line("go");
+        let t0 = Instant::now();
+        let a = r.read_new::<i32>(Some(LONG)).unwrap();
+        assert_eq!(a.as_slice().unwrap(), &[31; 4], "notify={notify}");
+        assert!(t0.elapsed() < LONG);
+        assert_eq!(r.last_read_count(), 2);
+        w.wait_success(LONG);
+        // Nothing newer: the next read_new times out.
+        assert!(matches!(
+            r.read_new::<i32>(Some(Duration::from_millis(30))),
+            Err(Error::Timeout { .. })
+        ));
+    }
+}
+
+#[test]
+fn read_new_in_child_wakes_on_a_parent_write() {
+    let name = unique_name("wake2");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[1])
+        .dtype(Dtype::I32)
+        .notify(true)
+        .create()
+        .unwrap();
+    s.write_slice(&[5i32]).unwrap();
+    let mut r = child("child_entry", "read_new_print")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(r.expect_line("waiting", LONG), "1");
+    s.write_slice(&[6i32]).unwrap();
+    assert_eq!(r.expect_line("got", LONG), "2 6");
+    r.wait_success(LONG);
+}
+
+#[test]
+fn many_frames_across_processes_arrive_in_order() {
+    let name = unique_name("order");
+    let _c = Cleanup::new([&name]);
+    let _s = StreamOptions::new(&name)
+        .shape(&[16])
+        .dtype(Dtype::I32)
+        .notify(true)
+        .create()
+        .unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    let mut w = child("child_entry", "write_frames")
+        .param("name", &name)
+        .param("base", 0)
+        .param("frames", 500)
+        .spawn();
+    let mut last_count = 0;
+    let mut seen = 0;
+    loop {
+        let p = r.read_new_publication::<i32>(Some(LONG)).unwrap();
+        assert!(
+            p.info.count > last_count,
+            "count went from {last_count} to {}",
+            p.info.count
+        );
+        let v = p.payload[[0]];
+        assert!(
+            p.payload.iter().all(|x| *x == v),
+            "torn frame {:?}",
+            p.payload
+        );
+        assert_eq!(
+            v as u64 + 1,
+            p.info.count,
+            "payload and count from different publications"
+        );
+        assert_eq!(
+            p.info.frame_id,
+            1000 + v as u64,
+            "payload and frame_id from different publications"
+        );
+        assert_eq!(p.info.missed, p.info.count - last_count - 1);
+        last_count = p.info.count;
+        seen += 1;
+        if p.info.count == 500 {
+            break;
+        }
+    }
+    assert!(seen >= 1);
+    assert_eq!(r.total_missed_writes() + seen, 500);
+    w.wait_success(LONG);
+}
+
+/// Starts a child that dies (SIGKILL) inside its write bracket, with half the frame scribbled.
+fn kill_mid_write(name: &str) {
+    let mut w = child("child_entry", "die_mid_write")
+        .param("name", name)
+        .spawn();
+    w.expect_line("inside", LONG);
+    let st = shmstream::stat(name).unwrap();
+    assert_eq!(
+        st.write_sequence % 2,
+        1,
+        "the child should be inside its bracket: {st:?}"
+    );
+    let status = w.kill();
+    assert!(!status.success());
+    assert!(!w.drain_lines().iter().any(|l| l == "not killed"));
+}
+
+#[test]
+fn writer_killed_mid_write_leaves_readers_a_clear_error_and_the_next_writer_recovers() {
+    let name = unique_name("killed");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[64])
+        .dtype(Dtype::I32)
+        .notify(true)
+        .create()
+        .unwrap();
+    s.write_slice(&[7i32; 64]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    let waiter = Stream::open_readonly(&name).unwrap();
+    assert_eq!(waiter.read::<i32>().unwrap()[[0]], 7);
+
+    std::thread::scope(|sc| {
+        // A reader parked in read_new while the writer dies must not hang.
+        let parked = sc.spawn(|| {
+            let t0 = Instant::now();
+            (
+                waiter.read_new::<i32>(Some(Duration::from_secs(60))),
+                t0.elapsed(),
+            )
+        });
+        kill_mid_write(&name);
+        // A snapshot read gets a typed error within its timeout, never torn data.
+        r.set_default_timeout(Duration::from_secs(20));
+        let t0 = Instant::now();
+        let e = r.read::<i32>().unwrap_err();
+        assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert!(e.to_string().contains(&name), "{e}");
+        let (res, waited) = parked.join().unwrap();
+        assert!(matches!(res, Err(Error::Inconsistent { .. })), "{res:?}");
+        assert!(waited < Duration::from_secs(60), "{waited:?}");
+    });
+    assert!(
+        s.write_sequence() < 0,
+        "the dead writer's generation is marked invalid"
+    );
+    assert!(matches!(
+        r.read_publication::<i32>(),
+        Err(Error::Inconsistent { .. })
+    ));
+
+    // The next writer (another process) takes the lock the dead one held and recovers.
+    child("child_entry", "write_frames")
+        .param("name", &name)
+        .param("base", 9)
+        .param("frames", 1)
+        .run(LONG);
+    let p = r.read_publication::<i32>().unwrap();
+    assert_eq!(p.payload.as_slice().unwrap(), &[9; 64]);
+    assert_eq!((p.info.count, p.info.frame_id), (2, 1000));
+    assert!(s.write_sequence() > 0 && s.write_sequence() % 2 == 0);
+    assert_eq!(waiter.read_new::<i32>(Some(LONG)).unwrap()[[0]], 9);
+    // And this process can write too.
+    s.write_slice(&[10i32; 64]).unwrap();
+    assert_eq!(r.read::<i32>().unwrap()[[63]], 10);
+}
+
+#[test]
+fn writer_killed_mid_write_then_written_before_anyone_reads() {
+    let name = unique_name("killed2");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[32], Dtype::I32).unwrap();
+    s.write_slice(&[1i32; 32]).unwrap();
+    kill_mid_write(&name);
+    // Nobody marked the dead bracket: the next writer must still produce a readable frame.
+    let t0 = Instant::now();
+    s.write_slice(&[2i32; 32]).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the dead writer's lock was not released"
+    );
+    let r = Stream::open_readonly(&name).unwrap();
+    assert_eq!(r.read::<i32>().unwrap().as_slice().unwrap(), &[2; 32]);
+    assert_eq!(r.count(), 2);
+    assert!(
+        s.write_sequence() > 0 && s.write_sequence() % 2 == 0,
+        "{}",
+        s.write_sequence()
+    );
+}
