@@ -40,7 +40,8 @@ from_display!(
     hdrhistogram::errors::CreationError,
     hdrhistogram::serialization::V2SerializeError,
     hdrhistogram::serialization::DeserializeError,
-    std::fmt::Error
+    std::fmt::Error,
+    shmstream::Error
 );
 
 impl From<String> for Error {

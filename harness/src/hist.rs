@@ -76,12 +76,20 @@ impl Percentiles {
 pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> Result<()> {
     let mut out = String::new();
     use std::fmt::Write as _;
-    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
     let scale = 1000.0; // ns -> us
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 { format!("{:14.2}", 1.0 / (1.0 - q)) } else { format!("{:>14}", "") };
+            let inv = if q < 1.0 {
+                format!("{:14.2}", 1.0 / (1.0 - q))
+            } else {
+                format!("{:>14}", "")
+            };
             writeln!(
                 out,
                 "{:12.3} {:2.12} {:10} {inv}",
@@ -101,7 +109,8 @@ pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> Result<()> {
             h.distinct_values()
         )?;
     }
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(out.as_bytes())?;
     Ok(())
 }

@@ -32,7 +32,11 @@ pub fn is_parallel(rows: usize, cols: usize, threads: usize) -> bool {
 impl MvmKernel {
     /// A kernel for `rows × cols`, with `threads` workers pinned to `cpus` in order.
     pub fn new(rows: usize, cols: usize, threads: usize, cpus: Vec<usize>) -> Result<Self> {
-        let threads = if is_parallel(rows, cols, threads) { threads } else { 1 };
+        let threads = if is_parallel(rows, cols, threads) {
+            threads
+        } else {
+            1
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("mvm-{i}"))
@@ -45,7 +49,13 @@ impl MvmKernel {
             .context("building the MVM thread pool")?;
         let per = rows.div_ceil(threads);
         let chunk_rows = per.div_ceil(harness_sys::kernel::ROWS) * harness_sys::kernel::ROWS;
-        Ok(Self { pool, rows, cols, threads, chunk_rows })
+        Ok(Self {
+            pool,
+            rows,
+            cols,
+            threads,
+            chunk_rows,
+        })
     }
 
     /// Threads the product uses.
@@ -73,14 +83,18 @@ impl MvmKernel {
     /// Runs `f` on pool thread 0 (pinned to the compute core) and returns its result;
     /// the other workers stay free to take the other row blocks.
     pub fn on_first_worker<R: Send>(&self, f: impl Fn() -> R + Sync) -> R {
-        let mut out = self.pool.broadcast(|ctx| if ctx.index() == 0 { Some(f()) } else { None });
+        let mut out = self
+            .pool
+            .broadcast(|ctx| if ctx.index() == 0 { Some(f()) } else { None });
         out.swap_remove(0).expect("broadcast ran index 0")
     }
 }
 
 /// The matrix and vector the MVM cases use (deterministic, cheap to check).
 pub fn test_matrix(rows: usize, cols: usize) -> Vec<f32> {
-    (0..rows * cols).map(|i| ((i % 7) as f32) * 0.25 - 0.5).collect()
+    (0..rows * cols)
+        .map(|i| ((i % 7) as f32) * 0.25 - 0.5)
+        .collect()
 }
 
 /// The vector of iteration `i`.
@@ -96,7 +110,10 @@ pub fn max_rel_error(a: &[f32], cols: usize, x: &[f32], y: &[f32]) -> f64 {
     let mut want = vec![0.0f32; y.len()];
     harness_sys::kernel::sgemv_rows_baseline(a, cols, x, &mut want);
     let scale = cols.max(1) as f64;
-    y.iter().zip(&want).map(|(g, w)| (f64::from(*g) - f64::from(*w)).abs() / scale).fold(0.0, f64::max)
+    y.iter()
+        .zip(&want)
+        .map(|(g, w)| (f64::from(*g) - f64::from(*w)).abs() / scale)
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]

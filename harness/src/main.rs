@@ -1,1 +1,293 @@
-fn main() { eprintln!("usage: harness SCENARIO.toml (not implemented yet)"); std::process::exit(2); }
+//! `harness`: the shmstream benchmark harness.
+//!
+//! - `harness SCENARIO.toml [--out DIR] [--quick] [--cases REGEX] [--quiet] [--python PATH]`
+//!   runs a scenario and writes `report.md`, `results.json`, `results.csv`,
+//!   `details.json`, `.hgrm` files and plots into `DIR` (default `reports/<name>/`).
+//! - `harness compare OLD.json NEW.json [--max-regression 0.25]` gates on
+//!   `ratio_to_floor`.
+//! - `harness __child SPEC.json` (hidden) is one pinned writer / reader / compute process.
+//!
+//! Module map: [`scenario`] (TOML schema) → [`run`] (per job: floor, ours, peer) →
+//! [`spawn`] (child processes) → [`cases`] / [`floor`] / [`peer`] → [`report`];
+//! [`compare`] reads `results.json` back. The only `unsafe` of the package lives in the
+//! `harness_sys` library (shared-memory floor region, futex, flock, SIMD dispatch).
+#![forbid(unsafe_code)]
+
+mod cases;
+mod compare;
+mod error;
+mod floor;
+mod hist;
+mod kernel;
+mod measure;
+mod peer;
+mod report;
+mod run;
+mod scenario;
+mod spawn;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{Context, Result};
+use crate::run::{JobResult, Runner};
+use crate::scenario::{Kind, Scenario};
+
+/// Benchmark harness for shmstream: pinned writer/reader processes, floors measured in
+/// the same run, the pyshmem peer, reports.
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Scenario file (TOML), e.g. scenarios/smoke.toml.
+    #[arg(required = true)]
+    scenario: Option<PathBuf>,
+    /// Output folder (default: reports/<scenario name>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Divide warm-up and measuring time by 5 and run one repeat.
+    #[arg(long)]
+    quick: bool,
+    /// Run only cases whose name (or kind) matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    cases: Option<String>,
+    /// No progress bar and no per-case lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Python interpreter for the pyshmem peer (default: .venv/bin/python if present, else python3).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Do not run the pyshmem peer.
+    #[arg(long)]
+    no_peer: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compare two results.json files; exit 1 if a case's ratio_to_floor dropped too much.
+    Compare {
+        /// Baseline results.json.
+        old: PathBuf,
+        /// New results.json.
+        new: PathBuf,
+        /// Largest tolerated relative drop of ratio_to_floor (0.25 = 25 %).
+        #[arg(long, default_value_t = 0.25)]
+        max_regression: f64,
+    },
+    /// One child process of a case (internal).
+    #[command(name = "__child", hide = true)]
+    Child {
+        /// The child's spec file.
+        spec: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Child { spec }) => spawn::child_main(spec).map(|()| ExitCode::SUCCESS),
+        Some(Command::Compare {
+            old,
+            new,
+            max_regression,
+        }) => run_compare(old, new, *max_regression),
+        None => run_scenario(&cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_compare(old: &std::path::Path, new: &std::path::Path, max: f64) -> Result<ExitCode> {
+    let a = report::record::read_json(old)?;
+    let b = report::record::read_json(new)?;
+    let cmp = compare::compare(&a, &b, max);
+    print!("{}", cmp.table(max));
+    if cmp.has_regression() {
+        println!(
+            "FAIL: at least one case's ratio_to_floor dropped by more than {:.0}%",
+            max * 100.0
+        );
+        Ok(ExitCode::FAILURE)
+    } else {
+        println!(
+            "ok: no case's ratio_to_floor dropped by more than {:.0}%",
+            max * 100.0
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn summary_line(r: &JobResult) -> String {
+    let j = &r.job;
+    let label = j.label();
+    if let Some(s) = &r.skipped {
+        return format!("{label}: skipped ({s})");
+    }
+    let ours = match &r.ours {
+        Ok(s) => {
+            let p = s.pct();
+            let mut t = format!(
+                "{:.0} Hz, p50 {} µs p99 {} µs",
+                s.hz(j.kind),
+                report::us(p.p50),
+                report::us(p.p99)
+            );
+            if j.kind == Kind::Mvm {
+                t.push_str(&format!(
+                    ", {:.2} GFLOP/s",
+                    2.0 * (j.shape[0] * j.shape[1]) as f64 * s.hz(j.kind) / 1e9
+                ));
+            }
+            t
+        }
+        Err(e) => e.lines().next().unwrap_or("failed").to_string(),
+    };
+    let floor = match (&r.floor, &r.ours) {
+        (Ok(f), Ok(s)) => format!(
+            "; floor {:.0} Hz (ratio {:.2})",
+            f.hz(j.kind),
+            s.hz(j.kind) / f.hz(j.kind)
+        ),
+        (Ok(f), Err(_)) => format!("; floor {:.0} Hz", f.hz(j.kind)),
+        (Err(e), _) => format!("; {}", e.lines().next().unwrap_or("")),
+    };
+    let peer = match &r.peer {
+        Ok(p) => format!("; pyshmem {:.0} Hz", p.hz(j.kind)),
+        Err(_) => String::new(),
+    };
+    format!("{label}: {ours}{floor}{peer}")
+}
+
+fn run_scenario(cli: &Cli) -> Result<ExitCode> {
+    let path = cli
+        .scenario
+        .as_ref()
+        .context("a scenario file is required")?;
+    let scenario = Scenario::load(path)?;
+    let filter = cli
+        .cases
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--cases")?;
+    let jobs = scenario.jobs(cli.quick, filter.as_ref());
+    if jobs.is_empty() {
+        error::bail!("no case of {} matches --cases", path.display());
+    }
+    let out = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    let work = std::env::temp_dir().join(format!("harness-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let started = Instant::now();
+    let env = report::env::Environment::collect();
+    let record_cost = hist::measure_record_cost(20_000_000);
+    let peer_setup = if cli.no_peer {
+        peer::PeerSetup::Missing("disabled with --no-peer".into())
+    } else {
+        peer::probe(cli.python.as_deref())
+    };
+    let runner = Runner::new(work.clone(), peer_setup);
+    let bar = if !cli.quiet && std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(jobs.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    if !cli.quiet {
+        eprintln!(
+            "harness: {} ({} jobs) → {}; histogram record {:.1} ns/sample; peer: {}",
+            scenario.name,
+            jobs.len(),
+            out.display(),
+            record_cost.record_ns,
+            match runner.peer_setup() {
+                peer::PeerSetup::Ready { pyshmem, .. } => format!("pyshmem {pyshmem}"),
+                peer::PeerSetup::Missing(w) => format!("none ({w})"),
+            }
+        );
+    }
+    let mut results = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(b) = &bar {
+            b.set_message(job.label());
+        }
+        let r = runner.run_job(i, job);
+        let line = summary_line(&r);
+        match &bar {
+            Some(b) => {
+                b.println(line);
+                b.inc(1);
+            }
+            None if !cli.quiet => eprintln!("{line}"),
+            None => {}
+        }
+        results.push(r);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let command_line = std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { "harness".to_string() } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let input = report::ReportInput {
+        scenario: &scenario,
+        results: &results,
+        env: &env,
+        peer: runner.peer_setup(),
+        record_cost,
+        command_line,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        quick: cli.quick,
+    };
+    let targets = report::write_all(&input, &out)?;
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| r.job.label())
+        .collect();
+    if std::env::var_os("HARNESS_KEEP_WORK").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    if !cli.quiet {
+        let pass = targets.iter().filter(|t| t.pass == Some(true)).count();
+        let fail = targets.iter().filter(|t| t.pass == Some(false)).count();
+        eprintln!(
+            "targets: {pass} pass, {fail} fail; report: {}",
+            out.join("report.md").display()
+        );
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} case(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -40,7 +40,11 @@ pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
 }
 
 /// Runs `step` under `timing`; returns the rates and the histogram of every measured
@@ -63,7 +67,10 @@ pub fn timed_loop(
         warm += 1;
     }
     let min = Duration::from_secs_f64(timing.min_seconds);
-    let mut m = Measured { warmup_iterations: warm, ..Default::default() };
+    let mut m = Measured {
+        warmup_iterations: warm,
+        ..Default::default()
+    };
     for _ in 0..timing.repeats {
         let start = Instant::now();
         let mut n = 0u64;
@@ -79,7 +86,8 @@ pub fn timed_loop(
                 break t1;
             }
         };
-        m.repeat_hz.push(n as f64 / end.duration_since(start).as_secs_f64());
+        m.repeat_hz
+            .push(n as f64 / end.duration_since(start).as_secs_f64());
         m.iterations += n;
     }
     Ok((m, h))
@@ -102,7 +110,11 @@ mod tests {
 
     #[test]
     fn the_loop_runs_every_repeat_and_records_every_iteration() {
-        let t = Timing { warmup: 0.0, min_seconds: 0.01, repeats: 2 };
+        let t = Timing {
+            warmup: 0.0,
+            min_seconds: 0.01,
+            repeats: 2,
+        };
         let mut calls = 0u64;
         let (m, h) = timed_loop(&t, 0.0, |_| {
             calls += 1;

@@ -103,7 +103,10 @@ impl ChildOutcome {
     pub fn into_measurement(self) -> Result<(Measured, Histogram<u64>)> {
         match (self.report.measured, self.hist) {
             (Some(m), Some(h)) => Ok((m, h)),
-            _ => Err(Error::msg(format!("{:?} child reported no measurement", self.report.role))),
+            _ => Err(Error::msg(format!(
+                "{:?} child reported no measurement",
+                self.report.role
+            ))),
         }
     }
 }
@@ -142,7 +145,8 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
         std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)
             .with_context(|| format!("writing {}", spec_path.display()))?;
         let err_path = spec.result_prefix.with_extension("stderr");
-        let err_file = File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
+        let err_file =
+            File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
         let spawned = Command::new(&exe)
             .arg("__child")
             .arg(&spec_path)
@@ -223,25 +227,32 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
 fn read_outcome(spec: &ChildSpec) -> Result<ChildOutcome> {
     let json_path = spec.result_prefix.with_extension("json");
     let report: ChildReport = serde_json::from_slice(
-        &std::fs::read(&json_path).with_context(|| format!("reading {:?} child result", spec.role))?,
+        &std::fs::read(&json_path)
+            .with_context(|| format!("reading {:?} child result", spec.role))?,
     )
     .with_context(|| format!("parsing {}", json_path.display()))?;
     let hdr_path = spec.result_prefix.with_extension("hdr");
-    let hist = if hdr_path.exists() { Some(hist::from_bytes(&std::fs::read(&hdr_path)?)?) } else { None };
+    let hist = if hdr_path.exists() {
+        Some(hist::from_bytes(&std::fs::read(&hdr_path)?)?)
+    } else {
+        None
+    };
     Ok(ChildOutcome { report, hist })
 }
 
 /// Entry point of the hidden `__child SPEC.json` subcommand.
 pub fn child_main(spec_path: &Path) -> Result<()> {
     let spec: ChildSpec = serde_json::from_slice(
-        &std::fs::read(spec_path).with_context(|| format!("reading child spec {}", spec_path.display()))?,
+        &std::fs::read(spec_path)
+            .with_context(|| format!("reading child spec {}", spec_path.display()))?,
     )
     .context("parsing child spec")?;
     let pinned = pin_to(spec.cpu);
     if !pinned {
         eprintln!("warning: could not pin {:?} to cpu {}", spec.role, spec.cpu);
     }
-    let result = crate::cases::run_role(&spec).with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
+    let result = crate::cases::run_role(&spec)
+        .with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
     let report = ChildReport {
         role: spec.role,
         pinned,
@@ -251,6 +262,30 @@ pub fn child_main(spec_path: &Path) -> Result<()> {
     if let Some((_, h)) = &result {
         std::fs::write(spec.result_prefix.with_extension("hdr"), hist::to_bytes(h)?)?;
     }
-    std::fs::write(spec.result_prefix.with_extension("json"), serde_json::to_vec(&report)?)?;
+    std::fs::write(
+        spec.result_prefix.with_extension("json"),
+        serde_json::to_vec(&report)?,
+    )?;
     Ok(())
+}
+
+/// Waits for `child` at most `timeout` without polling; kills it at the timeout and
+/// returns `None`.
+pub fn wait_timeout(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> Result<Option<std::process::ExitStatus>> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => Ok(Some(r?)),
+        Err(_) => {
+            harness_sys::kill(pid);
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+            Ok(None)
+        }
+    }
 }

@@ -11,15 +11,25 @@ pub fn skip_reason(job: &Job) -> Option<String> {
         return None;
     }
     if !cuda_driver_present() {
-        return Some(format!("{}: no CUDA driver on this machine (libcuda not loadable)", job.device));
+        return Some(format!(
+            "{}: no CUDA driver on this machine (libcuda not loadable)",
+            job.device
+        ));
     }
-    Some(format!("{}: GPU code paths are not implemented in this harness yet", job.device))
+    Some(format!(
+        "{}: GPU code paths are not implemented in this harness yet",
+        job.device
+    ))
 }
 
 /// Whether a CUDA driver library is present (a file check; loading it is the GPU
 /// issue's job and needs the library's no-panic probe).
 pub fn cuda_driver_present() -> bool {
-    ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1", "/usr/lib/libcuda.so.1"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists())
+    [
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1",
+        "/usr/lib/libcuda.so.1",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
 }

@@ -27,8 +27,12 @@ use crate::spawn::{ChildSpec, Names, Role};
 /// Runs one role in this (child) process; measuring roles return their measurement.
 pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> {
     let m = match spec.role {
-        Role::Roundtrip => Some(with_dtype!(spec.job.dtype.as_str(), T => roundtrip::solo::<T>(spec))?),
-        Role::PingWriter => Some(with_dtype!(spec.job.dtype.as_str(), T => pingpong::writer::<T>(spec))?),
+        Role::Roundtrip => {
+            Some(with_dtype!(spec.job.dtype.as_str(), T => roundtrip::solo::<T>(spec))?)
+        }
+        Role::PingWriter => {
+            Some(with_dtype!(spec.job.dtype.as_str(), T => pingpong::writer::<T>(spec))?)
+        }
         Role::PingReader => {
             with_dtype!(spec.job.dtype.as_str(), T => pingpong::reader::<T>(spec))?;
             None
@@ -53,21 +57,65 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
         match $dtype {
-            "bool" => { type $T = bool; $body }
-            "int8" => { type $T = i8; $body }
-            "uint8" => { type $T = u8; $body }
-            "int16" => { type $T = i16; $body }
-            "uint16" => { type $T = u16; $body }
-            "int32" => { type $T = i32; $body }
-            "uint32" => { type $T = u32; $body }
-            "int64" => { type $T = i64; $body }
-            "uint64" => { type $T = u64; $body }
-            "float16" => { type $T = half::f16; $body }
-            "float32" => { type $T = f32; $body }
-            "float64" => { type $T = f64; $body }
-            "complex64" => { type $T = num_complex::Complex32; $body }
-            "complex128" => { type $T = num_complex::Complex64; $body }
-            other => Err($crate::error::Error::msg(format!("unsupported dtype {other:?}"))),
+            "bool" => {
+                type $T = bool;
+                $body
+            }
+            "int8" => {
+                type $T = i8;
+                $body
+            }
+            "uint8" => {
+                type $T = u8;
+                $body
+            }
+            "int16" => {
+                type $T = i16;
+                $body
+            }
+            "uint16" => {
+                type $T = u16;
+                $body
+            }
+            "int32" => {
+                type $T = i32;
+                $body
+            }
+            "uint32" => {
+                type $T = u32;
+                $body
+            }
+            "int64" => {
+                type $T = i64;
+                $body
+            }
+            "uint64" => {
+                type $T = u64;
+                $body
+            }
+            "float16" => {
+                type $T = half::f16;
+                $body
+            }
+            "float32" => {
+                type $T = f32;
+                $body
+            }
+            "float64" => {
+                type $T = f64;
+                $body
+            }
+            "complex64" => {
+                type $T = num_complex::Complex32;
+                $body
+            }
+            "complex128" => {
+                type $T = num_complex::Complex64;
+                $body
+            }
+            other => Err($crate::error::Error::msg(format!(
+                "unsupported dtype {other:?}"
+            ))),
         }
     };
 }
@@ -123,19 +171,35 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
     let mut js = JobStreams::default();
     let futex = job.wait == Some(Wait::Futex);
     match job.kind {
-        Kind::Roundtrip => js.streams.push(create(&names.data, &job.shape, dtype_of(&job.dtype)?, false)?),
+        Kind::Roundtrip => js.streams.push(create(
+            &names.data,
+            &job.shape,
+            dtype_of(&job.dtype)?,
+            false,
+        )?),
         Kind::Pingpong => {
-            js.streams.push(create(&names.data, &job.shape, dtype_of(&job.dtype)?, futex)?);
-            js.streams.push(create(&names.ack, &[1], Dtype::U64, futex)?);
-            js.streams.push(create(&names.ctl, &[1], Dtype::U64, false)?);
+            js.streams.push(create(
+                &names.data,
+                &job.shape,
+                dtype_of(&job.dtype)?,
+                futex,
+            )?);
+            js.streams
+                .push(create(&names.ack, &[1], Dtype::U64, futex)?);
+            js.streams
+                .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
         Kind::Mvm => {
             let (rows, cols) = (job.shape[0], job.shape[1]);
             let wf = mvm_waits_with_futex(job);
-            js.streams.push(create(&names.matrix, &job.shape, Dtype::F32, false)?);
-            js.streams.push(create(&names.data, &[cols], Dtype::F32, futex)?);
-            js.streams.push(create(&names.ack, &[rows], Dtype::F32, wf)?);
-            js.streams.push(create(&names.ctl, &[1], Dtype::U64, false)?);
+            js.streams
+                .push(create(&names.matrix, &job.shape, Dtype::F32, false)?);
+            js.streams
+                .push(create(&names.data, &[cols], Dtype::F32, futex)?);
+            js.streams
+                .push(create(&names.ack, &[rows], Dtype::F32, wf)?);
+            js.streams
+                .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
     }
     Ok(js)

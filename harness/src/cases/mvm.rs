@@ -30,7 +30,9 @@ pub fn kernel_is_parallel(job: &Job) -> bool {
 /// The cores of the kernel's workers: the compute core first, then the rest.
 pub fn kernel_cpus(job: &Job) -> Vec<usize> {
     let mut cpus = vec![job.reader_cpu, job.writer_cpu];
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     cpus.extend((0..n).filter(|c| *c != job.reader_cpu && *c != job.writer_cpu));
     cpus.dedup();
     cpus
@@ -47,10 +49,16 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let x = Stream::open(&spec.names.data).context("opening the x stream")?;
     let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
-    y.set_wait_strategy(if mvm_waits_with_futex(job) { WaitStrategy::Adaptive } else { WaitStrategy::Spin });
+    y.set_wait_strategy(if mvm_waits_with_futex(job) {
+        WaitStrategy::Adaptive
+    } else {
+        WaitStrategy::Spin
+    });
     let mut xv = vec![0.0f32; cols];
     let mut yv = vec![0.0f32; rows];
-    let mut ys = y.wait_for_count(0, to).context("waiting for the compute process to be ready")?;
+    let mut ys = y
+        .wait_for_count(0, to)
+        .context("waiting for the compute process to be ready")?;
     let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
         kernel::fill_vector(&mut xv, i);
         x.write_slice(&xv)?;
@@ -67,9 +75,16 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     }
     ctl.write_slice(&[1u64])?;
     x.write_slice(&xv)?;
-    let wait = if mvm_waits_with_futex(job) { Wait::Futex } else { Wait::Spin };
+    let wait = if mvm_waits_with_futex(job) {
+        Wait::Futex
+    } else {
+        Wait::Spin
+    };
     m.notes.push(("driver_wait".into(), wait.name().into()));
-    m.notes.push(("kernel_isa".into(), harness_sys::kernel::isa().name().into()));
+    m.notes.push((
+        "kernel_isa".into(),
+        harness_sys::kernel::isa().name().into(),
+    ));
     Ok((m, h))
 }
 
@@ -83,8 +98,14 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
     let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     let futex = job.wait == Some(Wait::Futex);
-    x.set_wait_strategy(if futex { WaitStrategy::Adaptive } else { WaitStrategy::Spin });
-    matrix.wait_for_count(0, to).context("waiting for the matrix")?;
+    x.set_wait_strategy(if futex {
+        WaitStrategy::Adaptive
+    } else {
+        WaitStrategy::Spin
+    });
+    matrix
+        .wait_for_count(0, to)
+        .context("waiting for the matrix")?;
     let mut a = vec![0.0f32; rows * cols];
     matrix.read_into_slice(&mut a)?;
     let k = MvmKernel::new(rows, cols, job.threads, kernel_cpus(job))?;
@@ -95,7 +116,9 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
         guard.write_slice(&yv)?;
         let mut last = x.count();
         loop {
-            let c = x.read_after_into_slice(last, &mut xv, to).context("waiting for x")?;
+            let c = x
+                .read_after_into_slice(last, &mut xv, to)
+                .context("waiting for x")?;
             if ctl.count() > 0 {
                 return Ok(());
             }

@@ -39,7 +39,9 @@ pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)
     ack.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
     let src = vec![T::default(); spec.job.elements()];
-    let mut acks = ack.wait_for_count(0, to).context("waiting for the reader to be ready")?;
+    let mut acks = ack
+        .wait_for_count(0, to)
+        .context("waiting for the reader to be ready")?;
     let (m, h) = timed_loop(&spec.job.timing, spec.job.gap_us, |_| {
         data.write_slice(&src)?;
         acks = ack.wait_for_count(acks, to)?;
@@ -62,7 +64,9 @@ pub fn reader<T: Element>(spec: &ChildSpec) -> Result<()> {
     let mut last = data.count();
     guard.write_slice(&[last])?;
     loop {
-        let c = data.read_after_into_slice(last, &mut buf, to).context("waiting for a frame")?;
+        let c = data
+            .read_after_into_slice(last, &mut buf, to)
+            .context("waiting for a frame")?;
         if ctl.count() > 0 {
             break;
         }

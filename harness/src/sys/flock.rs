@@ -17,14 +17,27 @@ pub struct LockFile {
 impl LockFile {
     /// Opens (creating if needed) the lock file at `path`. `is_owner` removes it on drop.
     pub fn open(path: &Path, is_owner: bool) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        Ok(Self { file, path: path.to_path_buf(), is_owner })
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            is_owner,
+        })
     }
 
     fn call(&self, op: libc::c_int) -> io::Result<()> {
         // SAFETY: the fd is open for the life of `self.file`; flock has no memory arguments.
         let rc = unsafe { libc::flock(self.file.as_raw_fd(), op) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// `flock(fd, LOCK_EX)`.

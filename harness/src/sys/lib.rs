@@ -33,7 +33,9 @@ pub fn current_cpu() -> Option<usize> {
 /// Sends `SIGKILL` to process `pid` (a child this process spawned); errors are ignored
 /// because the child may already have exited.
 pub fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     if pid <= 0 {
         return;
     }

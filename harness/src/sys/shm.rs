@@ -44,7 +44,12 @@ impl ShmRegion {
             .open(&path)?;
         file.set_len(len.max(1) as u64)?;
         let map = MmapOptions::new().len(len.max(1)).map_raw(&file)?;
-        Ok(Self { map, path, is_owner: true, _file: file })
+        Ok(Self {
+            map,
+            path,
+            is_owner: true,
+            _file: file,
+        })
     }
 
     /// Opens an existing region; its size must be at least `len` bytes.
@@ -59,12 +64,20 @@ impl ShmRegion {
             ));
         }
         let map = MmapOptions::new().len(len.max(1)).map_raw(&file)?;
-        Ok(Self { map, path, is_owner: false, _file: file })
+        Ok(Self {
+            map,
+            path,
+            is_owner: false,
+            _file: file,
+        })
     }
 
     fn path_of(name: &str) -> io::Result<PathBuf> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad shm region name {name:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad shm region name {name:?}"),
+            ));
         }
         Ok(PathBuf::from(SHM_DIR).join(name))
     }
@@ -80,8 +93,16 @@ impl ShmRegion {
     }
 
     fn check(&self, offset: usize, len: usize, align: usize) {
-        assert!(offset % align == 0, "offset {offset} is not {align}-aligned");
-        assert!(offset.checked_add(len).is_some_and(|end| end <= self.map.len()), "range {offset}+{len} outside region");
+        assert!(
+            offset % align == 0,
+            "offset {offset} is not {align}-aligned"
+        );
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.map.len()),
+            "range {offset}+{len} outside region"
+        );
     }
 
     /// The 64-bit atomic at `offset` (must be 8-aligned and inside the region).
@@ -111,7 +132,13 @@ impl ShmRegion {
         // - the two cannot overlap: `src` is private memory of this process;
         // - a concurrent reader in another process may observe a torn copy; the floor
         //   protocol validates with its sequence word (see the module docs).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(offset), src.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                src.len(),
+            )
+        }
     }
 
     /// `memcpy` out of the region at `offset` into `dst`.
@@ -122,7 +149,13 @@ impl ShmRegion {
         //   so they cannot overlap;
         // - the bytes may be torn by a concurrent writer; callers re-check their sequence
         //   word and discard the copy (module docs). Any bit pattern is a valid `u8`.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
     }
 
     /// Touches every page so that the measurement loop takes no page faults.

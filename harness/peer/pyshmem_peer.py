@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""pyshmem peer for the shmstream harness.
+
+Runs one harness case (roundtrip, pingpong or mvm) with pyshmem 1.4.0 and numpy, with
+the same loop shape as the Rust side (warm-up seconds, then `repeats` repeats of at least
+`min_seconds`, one latency sample per iteration around the step only), and prints one
+JSON line on stdout.  Per-iteration latencies (ns, little-endian uint64) go to
+spec["samples_path"].
+
+Usage: pyshmem_peer.py SPEC.json            (the measuring side)
+       pyshmem_peer.py --role ROLE SPEC.json (the partner process it spawns itself)
+"""
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyshmem
+
+CAP = 4_000_000  # most latency samples kept
+
+
+def pin(cpu):
+    try:
+        os.sched_setaffinity(0, {cpu})
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def spin_us(us):
+    if us <= 0:
+        return
+    end = time.perf_counter_ns() + int(us * 1000)
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def timed(spec, step, gap_us=0.0):
+    t = spec["timing"]
+    pc = time.perf_counter_ns
+    i = 0
+    warm = 0
+    warm_until = pc() + int(t["warmup"] * 1e9)
+    while warm < 2 or pc() < warm_until:
+        i += 1
+        spin_us(gap_us)
+        step(i)
+        warm += 1
+    lat = np.empty(CAP, dtype=np.uint64)
+    k = 0
+    rates = []
+    min_ns = int(t["min_seconds"] * 1e9)
+    for _ in range(t["repeats"]):
+        start = pc()
+        n = 0
+        while True:
+            i += 1
+            spin_us(gap_us)
+            t0 = pc()
+            step(i)
+            t1 = pc()
+            if k < CAP:
+                lat[k] = t1 - t0
+                k += 1
+            n += 1
+            if n >= 3 and t1 - start >= min_ns:
+                break
+        rates.append(n * 1e9 / (t1 - start))
+    lat[:k].astype("<u8").tofile(spec["samples_path"])
+    return {"repeat_hz": rates, "iterations": int(k), "warmup_iterations": warm}
+
+
+def blas_info():
+    """Which BLAS and which OpenBLAS kernel ('core') numpy runs, as far as we can tell."""
+    info = {}
+    try:
+        from threadpoolctl import threadpool_info  # optional
+
+        for m in threadpool_info():
+            if m.get("user_api") == "blas":
+                info["blas"] = f"{m.get('internal_api')} {m.get('version')}"
+                info["blas_kernel"] = str(m.get("architecture"))
+                info["blas_threads"] = str(m.get("num_threads"))
+                info["source"] = "threadpoolctl"
+                return info
+    except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: fall back
+        pass
+    # Fallback: find the loaded OpenBLAS in /proc/self/maps and ask it directly.
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
+        names = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                 "openblas_get_corename64_", "openblas_get_corename")
+        for p in sorted(paths):
+            lib = ctypes.CDLL(p)
+            for sym in names:
+                core = getattr(lib, sym, None)
+                if core is None:
+                    continue
+                core.restype = ctypes.c_char_p
+                info["blas"] = "openblas (" + os.path.basename(p) + ")"
+                info["blas_kernel"] = core().decode()
+                nt = getattr(lib, sym.replace("get_corename", "get_num_threads"), None)
+                if nt is not None:
+                    info["blas_threads"] = str(nt())
+                info["source"] = sym + " (threadpoolctl not installed)"
+                return info
+    except Exception as e:  # noqa: BLE001
+        info["blas_error"] = str(e)
+    info.setdefault("blas_kernel", "unknown (threadpoolctl not installed, no OpenBLAS symbol found)")
+    return info
+
+
+def spawn_partner(role, spec_path):
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--role", role, spec_path],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finish_partner(proc):
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise RuntimeError("peer partner process hung at the end")
+    if rc != 0:
+        raise RuntimeError(f"peer partner process exited with {rc}")
+
+
+def poll(spec):
+    # spin: sleep(0) between polls (pyshmem's own benchmark does the same); futex: park.
+    return 0.0 if spec.get("wait") != "futex" else 1e-5
+
+
+# ---------------------------------------------------------------- roundtrip
+def roundtrip(spec):
+    pin(spec["writer_cpu"])
+    name = spec["names"]["data"]
+    shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+    w = pyshmem.create(name, shape=shape, dtype=dtype)
+    r = pyshmem.open(name)
+    src = np.zeros(shape, dtype=dtype)
+    dst = np.empty_like(src)
+    try:
+
+        def step(_i):
+            w.write(src)
+            r.read(out=dst)
+
+        return timed(spec, step)
+    finally:
+        r.close()
+        w.close()
+        pyshmem.unlink_quiet(name)
+
+
+# ---------------------------------------------------------------- pingpong
+def ping_writer(spec, spec_path):
+    pin(spec["writer_cpu"])
+    n = spec["names"]
+    shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+    notify = spec.get("wait") == "futex"
+    data = pyshmem.create(n["data"], shape=shape, dtype=dtype, notify=notify)
+    ack = pyshmem.create(n["ack"], shape=(1,), dtype=np.int64, notify=notify)
+    ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
+    proc = spawn_partner("ping-reader", spec_path)
+    src = np.zeros(shape, dtype=dtype)
+    pi = poll(spec)
+    try:
+        acks = ack.wait_for_count(after=0, timeout=60, poll_interval=1e-4)
+        state = {"acks": acks}
+
+        def step(_i):
+            data.write(src)
+            state["acks"] = ack.wait_for_count(after=state["acks"], timeout=30, poll_interval=pi)
+
+        out = timed(spec, step, spec.get("gap_us", 0.0))
+        ctl.write(np.ones(1, dtype=np.int64))
+        data.write(src)
+        finish_partner(proc)
+        return out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for s in (data, ack, ctl):
+            s.close()
+        for k in ("data", "ack", "ctl"):
+            pyshmem.unlink_quiet(n[k])
+
+
+def ping_reader(spec):
+    pin(spec["reader_cpu"])
+    n = spec["names"]
+    data, ack, ctl = pyshmem.open(n["data"]), pyshmem.open(n["ack"]), pyshmem.open(n["ctl"])
+    buf = np.empty(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
+    one = np.zeros(1, dtype=np.int64)
+    pi = poll(spec)
+    last = data.count
+    one[0] = last
+    ack.write(one)
+    while True:
+        data.read_after(last, out=buf, timeout=60, poll_interval=pi)
+        if ctl.count > 0:
+            break
+        last = data.last_read_count
+        one[0] = last
+        ack.write(one)
+
+
+# ---------------------------------------------------------------- mvm
+def mvm_driver(spec, spec_path):
+    pin(spec["writer_cpu"])
+    n = spec["names"]
+    rows, cols = spec["shape"]
+    notify = spec.get("wait") == "futex"
+    a = ((np.arange(rows * cols) % 7).astype(np.float32) * 0.25 - 0.5).reshape(rows, cols)
+    m = pyshmem.create(n["matrix"], shape=(rows, cols), dtype=np.float32)
+    x = pyshmem.create(n["data"], shape=(cols,), dtype=np.float32)
+    y = pyshmem.create(n["ack"], shape=(rows,), dtype=np.float32, notify=notify)
+    ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
+    m.write(a)
+    proc = spawn_partner("mvm-compute", spec_path)
+    xv = ((np.arange(cols) % 5).astype(np.float32) * 0.5 - 1.0)
+    yv = np.empty(rows, dtype=np.float32)
+    pi = poll(spec)
+    try:
+        ys = y.wait_for_count(after=0, timeout=600, poll_interval=1e-4)
+        state = {"ys": ys}
+
+        def step(_i):
+            x.write(xv)
+            y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
+            state["ys"] = y.last_read_count
+
+        out = timed(spec, step)
+        err = float(np.max(np.abs(yv - a @ xv))) / max(cols, 1)
+        if err > 1e-4:
+            raise RuntimeError(f"peer y = A.x is wrong: {err}")
+        ctl.write(np.ones(1, dtype=np.int64))
+        x.write(xv)
+        finish_partner(proc)
+        with open(spec["kernel_path"]) as f:
+            out["notes"] = json.load(f)
+        return out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for s in (m, x, y, ctl):
+            s.close()
+        for k in ("matrix", "data", "ack", "ctl"):
+            pyshmem.unlink_quiet(n[k])
+
+
+def mvm_compute(spec):
+    # Not pinned: OpenBLAS runs its own threads over every core, as numpy users get it.
+    n = spec["names"]
+    rows, cols = spec["shape"]
+    m, x, y, ctl = (pyshmem.open(n[k]) for k in ("matrix", "data", "ack", "ctl"))
+    a = m.read()  # once, like the Rust compute process
+    xv = np.empty(cols, dtype=np.float32)
+    yv = np.zeros(rows, dtype=np.float32)
+    # Kernel alone (numpy's sgemv), for the kernel-vs-kernel target.
+    kx = ((np.arange(cols) % 5).astype(np.float32) * 0.5 - 1.0)
+    ky = np.empty(rows, dtype=np.float32)
+    t = spec["timing"]
+    for _ in range(3):
+        np.dot(a, kx, out=ky)
+    rates = []
+    pc = time.perf_counter_ns
+    for _ in range(t["repeats"]):
+        start = pc()
+        k = 0
+        while True:
+            np.dot(a, kx, out=ky)
+            k += 1
+            now = pc()
+            if k >= 3 and now - start >= t["min_seconds"] * 1e9:
+                break
+        rates.append(k * 1e9 / (now - start))
+    hz = sorted(rates)[len(rates) // 2]
+    notes = {"kernel_hz": hz, "kernel_gflops": 2.0 * rows * cols * hz / 1e9}
+    notes.update(blas_info())
+    notes["numpy"] = np.__version__
+    with open(spec["kernel_path"], "w") as f:
+        json.dump(notes, f)
+    pi = poll(spec)
+    y.write(yv)
+    last = x.count
+    while True:
+        x.read_after(last, out=xv, timeout=60, poll_interval=pi)
+        if ctl.count > 0:
+            break
+        last = x.last_read_count
+        np.dot(a, xv, out=yv)
+        y.write(yv)
+
+
+def main():
+    args = sys.argv[1:]
+    role = None
+    if args and args[0] == "--role":
+        role, args = args[1], args[2:]
+    spec_path = args[0]
+    with open(spec_path) as f:
+        spec = json.load(f)
+    kind = spec["kind"]
+    if role == "ping-reader":
+        return ping_reader(spec)
+    if role == "mvm-compute":
+        return mvm_compute(spec)
+    if kind == "roundtrip":
+        out = roundtrip(spec)
+    elif kind == "pingpong":
+        out = ping_writer(spec, spec_path)
+    elif kind == "mvm":
+        out = mvm_driver(spec, spec_path)
+    else:
+        raise SystemExit(f"unknown kind {kind!r}")
+    out.setdefault("notes", {})
+    out["notes"]["pyshmem"] = pyshmem.__version__
+    out["notes"]["numpy"] = np.__version__
+    out["notes"]["python"] = sys.version.split()[0]
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+//! The pyshmem peer: the same case run by pyshmem 1.4.0 + numpy through the bundled
+//! script `harness/peer/pyshmem_peer.py` (embedded in the binary and written next to
+//! the job's files, so the harness binary is self-contained).
+//!
+//! The Python interpreter is `--python`, else `.venv/bin/python` when it exists, else
+//! `python3`. When it cannot `import pyshmem` the peer column stays empty and the report
+//! says why. For MVM the peer process runs with `OPENBLAS_CORETYPE` and
+//! `OPENBLAS_L2_SIZE` removed from its environment (they slow current numpy builds on
+//! this machine kind) and records which OpenBLAS kernel ran.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result, bail};
+use crate::hist;
+use crate::measure::Measured;
+use crate::scenario::{Job, Kind};
+use crate::spawn::Names;
+
+/// The bundled script.
+pub const SCRIPT: &str = include_str!("../peer/pyshmem_peer.py");
+
+/// Environment variables removed for the MVM peer.
+pub const OPENBLAS_VARS: [&str; 2] = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
+
+/// Whether the peer can run, and with what.
+#[derive(Debug, Clone, Serialize)]
+pub enum PeerSetup {
+    /// Python with pyshmem and numpy.
+    Ready {
+        /// Interpreter.
+        python: PathBuf,
+        /// pyshmem version.
+        pyshmem: String,
+        /// numpy version.
+        numpy: String,
+    },
+    /// Why the peer column is empty.
+    Missing(String),
+}
+
+/// Finds the interpreter and checks it has pyshmem and numpy.
+pub fn probe(python: Option<&Path>) -> PeerSetup {
+    let exe = match python {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(".venv/bin/python").exists() => PathBuf::from(".venv/bin/python"),
+        None => PathBuf::from("python3"),
+    };
+    let out = Command::new(&exe)
+        .args([
+            "-c",
+            "import pyshmem, numpy; print(pyshmem.__version__, numpy.__version__)",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Err(e) => PeerSetup::Missing(format!("{} cannot run: {e}", exe.display())),
+        Ok(o) if !o.status.success() => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.trim().lines().last().unwrap_or("").to_string();
+            PeerSetup::Missing(format!(
+                "`{} -c \"import pyshmem\"` failed: {last}",
+                exe.display()
+            ))
+        }
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let mut it = text.split_whitespace();
+            let pyshmem = it.next().unwrap_or("?").to_string();
+            let numpy = it.next().unwrap_or("?").to_string();
+            PeerSetup::Ready {
+                python: exe,
+                pyshmem,
+                numpy,
+            }
+        }
+    }
+}
+
+/// What the peer script sends back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PeerOut {
+    repeat_hz: Vec<f64>,
+    iterations: u64,
+    warmup_iterations: u64,
+    #[serde(default)]
+    notes: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct PeerSpec<'a> {
+    kind: &'static str,
+    shape: &'a [usize],
+    dtype: &'a str,
+    wait: Option<&'static str>,
+    gap_us: f64,
+    timing: crate::scenario::Timing,
+    writer_cpu: usize,
+    reader_cpu: usize,
+    names: &'a Names,
+    samples_path: PathBuf,
+    kernel_path: PathBuf,
+}
+
+/// Runs the peer for `job`. `prefix` names its files; `names` are fresh shm names.
+pub fn run(
+    setup: &PeerSetup,
+    job: &Job,
+    names: &Names,
+    prefix: &Path,
+) -> Result<(Measured, Histogram<u64>)> {
+    let PeerSetup::Ready { python, .. } = setup else {
+        bail!("peer unavailable");
+    };
+    let script = prefix.with_extension("py");
+    std::fs::write(&script, SCRIPT)?;
+    let spec = PeerSpec {
+        kind: job.kind.name(),
+        shape: &job.shape,
+        dtype: &job.dtype,
+        wait: job.wait.map(|w| w.name()),
+        gap_us: job.gap_us,
+        timing: job.timing,
+        writer_cpu: job.writer_cpu,
+        reader_cpu: job.reader_cpu,
+        names,
+        samples_path: prefix.with_extension("samples"),
+        kernel_path: prefix.with_extension("kernel.json"),
+    };
+    let spec_path = prefix.with_extension("peer.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    let err_path = prefix.with_extension("peer.stderr");
+    let out_path = prefix.with_extension("peer.stdout");
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .arg(&spec_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&out_path)?))
+        .stderr(Stdio::from(std::fs::File::create(&err_path)?));
+    let mut removed = Vec::new();
+    if job.kind == Kind::Mvm {
+        for v in OPENBLAS_VARS {
+            if let Ok(val) = std::env::var(v) {
+                removed.push(format!("{v}={val}"));
+            }
+            cmd.env_remove(v);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    let timeout = Duration::from_secs_f64(job.timeout_s);
+    let status = crate::spawn::wait_timeout(child, timeout)?;
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let Some(status) = status else {
+        return Err(Error::msg(format!(
+            "peer timed out after {:.0} s; stderr: {}",
+            timeout.as_secs_f64(),
+            stderr.trim()
+        )));
+    };
+    if !status.success() {
+        let tail: String = stderr
+            .trim()
+            .lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        bail!("peer failed ({status}):\n{tail}");
+    }
+    let stdout = std::fs::read_to_string(&out_path)?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("peer printed no JSON result")?;
+    let out: PeerOut = serde_json::from_str(line).context("parsing the peer result")?;
+    let samples =
+        std::fs::read(prefix.with_extension("samples")).context("reading the peer samples")?;
+    let mut h = hist::new();
+    for c in samples.chunks_exact(8) {
+        h.saturating_record(u64::from_le_bytes(c.try_into().expect("chunks_exact(8)")).max(1));
+    }
+    let mut notes: Vec<(String, String)> = out
+        .notes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect();
+    if job.kind == Kind::Mvm {
+        let what = if removed.is_empty() {
+            "unset (were not set)".to_string()
+        } else {
+            format!("unset (were {})", removed.join(", "))
+        };
+        notes.push(("openblas_env".into(), what));
+    }
+    let m = Measured {
+        repeat_hz: out.repeat_hz,
+        iterations: out.iterations,
+        warmup_iterations: out.warmup_iterations,
+        notes,
+    };
+    Ok((m, h))
+}

@@ -1,0 +1,562 @@
+//! `report.md`: the seed's three tables with our numbers beside the published ones, the
+//! latency table, every result with its extended columns, the targets, the environment.
+
+use std::fmt::Write as _;
+
+use crate::error::Result;
+use crate::peer::PeerSetup;
+use crate::report::record::Record;
+use crate::report::targets::Target;
+use crate::report::{ReportInput, fmt_hz, fmt_opt, human_bytes, us};
+use crate::run::{JobResult, Side};
+use crate::scenario::{Kind, Pipeline};
+
+/// The seed's published numbers (pyshmem 1.0.4 README, RTX 5090 host), by n.
+struct SeedIo {
+    n: usize,
+    cpu_hz: f64,
+    cpu_gbs: f64,
+    gpu_hz: f64,
+    gpu_gbs: f64,
+}
+const SEED_IO: [SeedIo; 3] = [
+    SeedIo {
+        n: 100,
+        cpu_hz: 180_311.0,
+        cpu_gbs: 14.42,
+        gpu_hz: 36_214.0,
+        gpu_gbs: 2.90,
+    },
+    SeedIo {
+        n: 1000,
+        cpu_hz: 9_922.0,
+        cpu_gbs: 79.38,
+        gpu_hz: 5_027.0,
+        gpu_gbs: 40.22,
+    },
+    SeedIo {
+        n: 10000,
+        cpu_hz: 20.0,
+        cpu_gbs: 16.29,
+        gpu_hz: 50.0,
+        gpu_gbs: 39.97,
+    },
+];
+struct SeedMvm {
+    n: usize,
+    cpu_hz: f64,
+    cpu_gf: f64,
+    gpu_hz: f64,
+    gpu_gf: f64,
+    dev_hz: f64,
+    dev_gf: f64,
+}
+const SEED_MVM: [SeedMvm; 3] = [
+    SeedMvm {
+        n: 100,
+        cpu_hz: 109_844.0,
+        cpu_gf: 2.20,
+        gpu_hz: 26_466.0,
+        gpu_gf: 0.53,
+        dev_hz: 30_241.0,
+        dev_gf: 0.60,
+    },
+    SeedMvm {
+        n: 1000,
+        cpu_hz: 11_125.0,
+        cpu_gf: 22.25,
+        gpu_hz: 22_485.0,
+        gpu_gf: 44.97,
+        dev_hz: 26_734.0,
+        dev_gf: 53.47,
+    },
+    SeedMvm {
+        n: 10000,
+        cpu_hz: 26.0,
+        cpu_gf: 5.24,
+        gpu_hz: 1_299.0,
+        gpu_gf: 259.86,
+        dev_hz: 1_322.0,
+        dev_gf: 264.33,
+    },
+];
+
+fn square(r: &JobResult) -> Option<usize> {
+    match r.job.shape.as_slice() {
+        [a, b] if a == b => Some(*a),
+        _ => None,
+    }
+}
+
+fn side_hz(s: &Result<Side, String>, kind: Kind) -> Option<f64> {
+    s.as_ref().ok().map(|s| s.hz(kind))
+}
+
+fn gbs(hz: Option<f64>, bytes: f64) -> String {
+    hz.map_or("—".into(), |h| format!("{:.2}", h * bytes / 1e9))
+}
+
+fn why(s: &Result<Side, String>) -> String {
+    match s {
+        Ok(_) => String::new(),
+        Err(e) => e.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Renders the report.
+pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -> Result<String> {
+    let mut o = String::new();
+    let env = input.env;
+    writeln!(
+        o,
+        "# shmstream benchmark report: `{}`\n",
+        input.scenario.name
+    )?;
+    if let Some(d) = &input.scenario.description {
+        writeln!(o, "{}\n", d.trim())?;
+    }
+    writeln!(
+        o,
+        "Generated {} by `{}` in {:.0} s{}.\n",
+        env.started_utc,
+        input.command_line,
+        input.elapsed_s,
+        if input.quick {
+            " (**--quick**: timings divided by 5, one repeat)"
+        } else {
+            ""
+        }
+    )?;
+
+    // Environment.
+    writeln!(o, "## Environment\n\n| | |\n|---|---|")?;
+    let pin = format!(
+        "writer/in-process cases on cpu {}, reader/compute on cpu {} (sched_setaffinity per child; observed cores in the per-case table)",
+        input.scenario.defaults.writer_cpu, input.scenario.defaults.reader_cpu
+    );
+    let peer = match input.peer {
+        PeerSetup::Ready {
+            python,
+            pyshmem,
+            numpy,
+        } => format!("pyshmem {pyshmem}, numpy {numpy} ({})", python.display()),
+        PeerSetup::Missing(why) => format!("not available: {why}"),
+    };
+    for (k, v) in [
+        (
+            "CPU",
+            format!(
+                "{} ({} cores; {})",
+                env.cpu_model, env.cores, env.cpu_features
+            ),
+        ),
+        ("Kernel", env.kernel.clone()),
+        ("Load average at start", env.loadavg.clone()),
+        (
+            "Compiler / profile",
+            format!("{} / {}", env.rustc, env.profile),
+        ),
+        (
+            "shmstream",
+            format!("{} (git {})", env.shmstream_version, env.git_commit),
+        ),
+        ("GPU / driver", env.gpu.clone()),
+        ("Pinning", pin),
+        (
+            "MVM kernel",
+            format!("{} (runtime dispatch), rayon row-parallel", env.mvm_kernel),
+        ),
+        ("Python peer", peer),
+        (
+            "Histogram recording",
+            format!(
+                "{:.1} ns/sample (hdrhistogram `record`, {} samples); `Instant::now()` {:.1} ns",
+                input.record_cost.record_ns, input.record_cost.samples, input.record_cost.clock_ns
+            ),
+        ),
+    ] {
+        writeln!(o, "| {k} | {} |", v.replace('|', "\\|"))?;
+    }
+    writeln!(o)?;
+
+    // Targets.
+    writeln!(
+        o,
+        "## Targets on this machine\n\n| target | measured | limit | result |\n|---|---|---|---|"
+    )?;
+    for t in targets {
+        let res = match t.pass {
+            Some(true) => "**pass**",
+            Some(false) => "**FAIL**",
+            None => "n/a",
+        };
+        writeln!(o, "| {} | {} | {} | {res} |", t.name, t.measured, t.limit)?;
+    }
+    writeln!(o)?;
+
+    let results = input.results;
+    // Seed table 1: IO vs image size.
+    let io: Vec<&JobResult> = results
+        .iter()
+        .filter(|r| r.job.kind == Kind::Roundtrip && r.job.dtype == "float32")
+        .collect();
+    if !io.is_empty() {
+        writeln!(
+            o,
+            "## IO vs image size (the seed's table, float32 write + read in one process)\n"
+        )?;
+        writeln!(
+            o,
+            "Seed: pyshmem 1.0.4 README (RTX 5090 host). Ours: this run. GB/s counts write + read bytes. \
+             Floor: two `memcpy`s through a bare shared-memory region, same core, same run.\n"
+        )?;
+        writeln!(
+            o,
+            "| Image size | Payload (MiB) | seed CPU Hz | seed CPU GB/s | **CPU Hz** | **CPU GB/s** | floor Hz | ratio to floor | pyshmem 1.4.0 Hz | p50 µs | p99 µs | seed GPU Hz | seed GPU GB/s | GPU Hz | GPU GB/s |"
+        )?;
+        writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )?;
+        let mut sizes: Vec<Vec<usize>> = io.iter().map(|r| r.job.shape.clone()).collect();
+        sizes.sort_by_key(|s| s.iter().product::<usize>());
+        sizes.dedup();
+        for shape in sizes {
+            let cpu = io
+                .iter()
+                .find(|r| r.job.shape == shape && !r.job.device.is_gpu());
+            let gpu = io
+                .iter()
+                .find(|r| r.job.shape == shape && r.job.device.is_gpu());
+            let bytes = shape.iter().product::<usize>() as f64 * 4.0;
+            let seed = match shape.as_slice() {
+                [a, b] if a == b => SEED_IO.iter().find(|s| s.n == *a),
+                _ => None,
+            };
+            let (ours_hz, floor_hz, peer_hz, p50, p99) = match cpu {
+                Some(r) => {
+                    let p = r.ours.as_ref().ok().map(|s| s.pct());
+                    (
+                        side_hz(&r.ours, Kind::Roundtrip),
+                        side_hz(&r.floor, Kind::Roundtrip),
+                        side_hz(&r.peer, Kind::Roundtrip),
+                        p.map(|p| us(p.p50)),
+                        p.map(|p| us(p.p99)),
+                    )
+                }
+                None => (None, None, None, None, None),
+            };
+            let gpu_cell = match gpu {
+                Some(r) if r.skipped.is_some() => ("skipped".to_string(), "—".to_string()),
+                Some(r) => (
+                    fmt_opt(side_hz(&r.ours, Kind::Roundtrip), fmt_hz),
+                    gbs(side_hz(&r.ours, Kind::Roundtrip), 2.0 * bytes),
+                ),
+                None => ("not run".into(), "—".into()),
+            };
+            writeln!(
+                o,
+                "| {} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("×"),
+                bytes / 1048576.0,
+                seed.map_or("—".into(), |s| fmt_hz(s.cpu_hz)),
+                seed.map_or("—".into(), |s| format!("{:.2}", s.cpu_gbs)),
+                fmt_opt(ours_hz, fmt_hz),
+                gbs(ours_hz, 2.0 * bytes),
+                fmt_opt(floor_hz, fmt_hz),
+                match (ours_hz, floor_hz) {
+                    (Some(a), Some(b)) => format!("{:.2}", a / b),
+                    _ => "—".into(),
+                },
+                fmt_opt(peer_hz, fmt_hz),
+                p50.unwrap_or("—".into()),
+                p99.unwrap_or("—".into()),
+                seed.map_or("—".into(), |s| fmt_hz(s.gpu_hz)),
+                seed.map_or("—".into(), |s| format!("{:.2}", s.gpu_gbs)),
+                gpu_cell.0,
+                gpu_cell.1,
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    // Seed tables 2 and 3: MVM.
+    let mvm: Vec<&JobResult> = results.iter().filter(|r| r.job.kind == Kind::Mvm).collect();
+    if !mvm.is_empty() {
+        writeln!(
+            o,
+            "## Shared-memory MVM pipeline, host-upload (the seed's table)\n"
+        )?;
+        writeln!(
+            o,
+            "Ours: the driver process publishes x, the compute process (matrix read once from its stream) publishes y = A·x, \
+             the driver waits for y; GFLOP/s = 2n² × Hz. Kernel: the same kernel alone on plain memory (the floor). \
+             numpy: `np.dot(A, x, out=y)` alone (OpenBLAS sgemv) and the same pipeline with pyshmem 1.4.0.\n"
+        )?;
+        writeln!(
+            o,
+            "| Matrix size | Matrix (MiB) | seed CPU Hz | seed CPU GFLOP/s | **CPU Hz** | **CPU GFLOP/s** | kernel GFLOP/s | ratio to kernel | numpy sgemv GFLOP/s | pyshmem+numpy Hz | p50 µs | p99 µs | seed GPU Hz | seed GPU GFLOP/s | GPU Hz | GPU GFLOP/s |"
+        )?;
+        writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )?;
+        let host: Vec<&&JobResult> = mvm
+            .iter()
+            .filter(|r| r.job.pipeline != Some(Pipeline::DeviceResident))
+            .collect();
+        let mut ns: Vec<usize> = host.iter().filter_map(|r| square(r)).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        for n in &ns {
+            let cpu = host
+                .iter()
+                .find(|r| square(r) == Some(*n) && !r.job.device.is_gpu());
+            let gpu = host
+                .iter()
+                .find(|r| square(r) == Some(*n) && r.job.device.is_gpu());
+            let seed = SEED_MVM.iter().find(|s| s.n == *n);
+            let flops = 2.0 * (*n * *n) as f64;
+            let gf = |h: Option<f64>| h.map_or("—".into(), |h| format!("{:.2}", h * flops / 1e9));
+            let (ours_hz, kern_hz, numpy_gf, peer_hz, p) = match cpu {
+                Some(r) => (
+                    side_hz(&r.ours, Kind::Mvm),
+                    side_hz(&r.floor, Kind::Mvm),
+                    r.peer
+                        .as_ref()
+                        .ok()
+                        .and_then(|p| p.note("kernel_gflops"))
+                        .and_then(|v| v.parse::<f64>().ok()),
+                    side_hz(&r.peer, Kind::Mvm),
+                    r.ours.as_ref().ok().map(|s| s.pct()),
+                ),
+                None => (None, None, None, None, None),
+            };
+            let gpu_cells = match gpu {
+                Some(r) if r.skipped.is_some() => ("skipped".to_string(), "—".to_string()),
+                Some(r) => (
+                    fmt_opt(side_hz(&r.ours, Kind::Mvm), fmt_hz),
+                    gf(side_hz(&r.ours, Kind::Mvm)),
+                ),
+                None => ("not run".into(), "—".into()),
+            };
+            writeln!(
+                o,
+                "| {n}×{n} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                flops * 2.0 / 1048576.0,
+                seed.map_or("—".into(), |s| fmt_hz(s.cpu_hz)),
+                seed.map_or("—".into(), |s| format!("{:.2}", s.cpu_gf)),
+                fmt_opt(ours_hz, fmt_hz),
+                gf(ours_hz),
+                gf(kern_hz),
+                match (ours_hz, kern_hz) {
+                    (Some(a), Some(b)) => format!("{:.2}", a / b),
+                    _ => "—".into(),
+                },
+                numpy_gf.map_or("—".into(), |v| format!("{v:.2}")),
+                fmt_opt(peer_hz, fmt_hz),
+                p.map_or("—".into(), |p| us(p.p50)),
+                p.map_or("—".into(), |p| us(p.p99)),
+                seed.map_or("—".into(), |s| fmt_hz(s.gpu_hz)),
+                seed.map_or("—".into(), |s| format!("{:.2}", s.gpu_gf)),
+                gpu_cells.0,
+                gpu_cells.1,
+            )?;
+        }
+        writeln!(o)?;
+        let blas: Vec<String> = mvm
+            .iter()
+            .filter_map(|r| r.peer.as_ref().ok())
+            .filter_map(|p| {
+                Some(format!(
+                    "{} kernel {} ({} threads), OPENBLAS_* {}",
+                    p.note("blas")?,
+                    p.note("blas_kernel").unwrap_or("?"),
+                    p.note("blas_threads").unwrap_or("?"),
+                    p.note("openblas_env").unwrap_or("?")
+                ))
+            })
+            .collect();
+        if let Some(b) = blas.first() {
+            writeln!(o, "numpy BLAS in the peer: {b}.\n")?;
+        }
+
+        writeln!(
+            o,
+            "## Fully device-resident GPU pipeline (the seed's table)\n"
+        )?;
+        writeln!(
+            o,
+            "| Matrix size | Matrix (MiB) | seed GPU Hz | seed GPU GFLOP/s | GPU Hz | GPU GFLOP/s |\n|---|---|---|---|---|---|"
+        )?;
+        let dev: Vec<&&JobResult> = mvm
+            .iter()
+            .filter(|r| r.job.pipeline == Some(Pipeline::DeviceResident))
+            .collect();
+        for s in &SEED_MVM {
+            let r = dev.iter().find(|r| square(r) == Some(s.n));
+            let flops = 2.0 * (s.n * s.n) as f64;
+            let (hz, g) = match r {
+                Some(r) if r.skipped.is_some() => ("skipped".into(), "—".into()),
+                Some(r) => {
+                    let h = side_hz(&r.ours, Kind::Mvm);
+                    (
+                        fmt_opt(h, fmt_hz),
+                        h.map_or("—".into(), |h| format!("{:.2}", h * flops / 1e9)),
+                    )
+                }
+                None => ("not run".to_string(), "—".to_string()),
+            };
+            writeln!(
+                o,
+                "| {0}×{0} | {1:.3} | {2} | {3:.2} | {hz} | {g} |",
+                s.n,
+                flops * 2.0 / 1048576.0,
+                fmt_hz(s.dev_hz),
+                s.dev_gf
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    // Latency table.
+    let pp: Vec<&JobResult> = results
+        .iter()
+        .filter(|r| r.job.kind == Kind::Pingpong)
+        .collect();
+    if !pp.is_empty() {
+        writeln!(
+            o,
+            "## Cross-process pingpong latency (round trip, pinned)\n"
+        )?;
+        writeln!(
+            o,
+            "Writer publishes (flock pair + seqlock + copy), reader waits, copies a safe snapshot out and acknowledges; \
+             the writer times the round trip. Floor: the same protocol on a bare shared-memory word (C `pingpong_payload` \
+             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = round trips / Σ latency (pyshmem's convention).\n"
+        )?;
+        writeln!(
+            o,
+            "| case | payload | Hz | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor p50 µs | floor p99 µs | p50 / floor | pyshmem p50 µs | pyshmem p99 µs |"
+        )?;
+        writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for r in &pp {
+            let p = r.ours.as_ref().ok().map(|s| s.pct());
+            let f = r.floor.as_ref().ok().map(|s| s.pct());
+            let q = r.peer.as_ref().ok().map(|s| s.pct());
+            writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.job.case,
+                human_bytes(r.job.payload_bytes()),
+                fmt_opt(side_hz(&r.ours, Kind::Pingpong), fmt_hz),
+                p.map_or(why(&r.ours), |p| us(p.p50)),
+                p.map_or("—".into(), |p| us(p.p90)),
+                p.map_or("—".into(), |p| us(p.p99)),
+                p.map_or("—".into(), |p| us(p.p999)),
+                p.map_or("—".into(), |p| us(p.max)),
+                f.map_or(why(&r.floor), |p| us(p.p50)),
+                f.map_or("—".into(), |p| us(p.p99)),
+                match (p, f) {
+                    (Some(p), Some(f)) if f.p50 > 0 =>
+                        format!("{:.2}", p.p50 as f64 / f.p50 as f64),
+                    _ => "—".into(),
+                },
+                q.map_or("—".into(), |p| us(p.p50)),
+                q.map_or("—".into(), |p| us(p.p99)),
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    // Everything.
+    writeln!(o, "## All results\n")?;
+    writeln!(
+        o,
+        "| case | shape | dtype | device | wait | Hz | bytes/s | GFLOP/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor Hz | ratio | peer Hz | placement (ours) |"
+    )?;
+    writeln!(
+        o,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for (rec, r) in records.iter().zip(results) {
+        let ns = |v: Option<u64>| v.map_or("—".into(), us);
+        writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            rec.case,
+            crate::scenario::shape_str(&rec.shape),
+            rec.dtype,
+            rec.device,
+            rec.wait.as_deref().unwrap_or("—"),
+            fmt_opt(rec.hz, fmt_hz),
+            rec.bytes_per_s
+                .map_or("—".into(), |b| format!("{:.2} GB/s", b / 1e9)),
+            rec.gflops.map_or("—".into(), |g| format!("{g:.2}")),
+            ns(rec.p50_ns),
+            ns(rec.p90_ns),
+            ns(rec.p99_ns),
+            ns(rec.p999_ns),
+            ns(rec.max_ns),
+            fmt_opt(rec.floor_hz, fmt_hz),
+            rec.ratio_to_floor.map_or("—".into(), |v| format!("{v:.3}")),
+            fmt_opt(rec.peer_hz, fmt_hz),
+            r.ours
+                .as_ref()
+                .map_or_else(|_| "—".to_string(), |s| s.placement.clone()),
+        )?;
+    }
+    writeln!(o)?;
+
+    // Skipped / failed / empty columns.
+    let mut notes = Vec::new();
+    for r in results {
+        let label = r.job.label();
+        if let Some(s) = &r.skipped {
+            notes.push(format!("- `{label}` skipped: {s}"));
+            continue;
+        }
+        for (side, v) in [("ours", &r.ours), ("floor", &r.floor), ("peer", &r.peer)] {
+            if let Err(e) = v {
+                let first = e.lines().take(6).collect::<Vec<_>>().join(" / ");
+                notes.push(format!("- `{label}` {side}: {first}"));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(o, "## Skipped, failed and empty columns\n")?;
+        let mut seen = std::collections::HashSet::new();
+        for n in notes {
+            if seen.insert(n.clone()) {
+                writeln!(o, "{n}")?;
+            }
+        }
+        writeln!(o)?;
+    }
+
+    writeln!(o, "## Files\n")?;
+    writeln!(
+        o,
+        "- `results.json`, `results.csv`: one record per case × size × device (null / empty where not applicable).\n\
+         - `details.json`: everything above plus per-repeat rates, floor and peer percentiles, notes.\n\
+         - `hgrm/*.hgrm`: latency percentile distributions (µs) of ours, floor and peer per case and size.\n\
+         - `plots/*.png`, `plots/*.svg`: throughput vs payload size (log-log) and latency percentile curves.\n"
+    )?;
+    writeln!(o, "## Method\n")?;
+    writeln!(
+        o,
+        "- Every side runs in its own processes (the harness re-executes itself), pinned with `sched_setaffinity`; \
+         writer and in-process cases on the writer core, reader / compute on the reader core.\n\
+         - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency). \
+         One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
+         - Floors run the same loop shape on plain memory in the same run; `ratio_to_floor` = Hz / floor Hz. \
+         Ratios, not absolute times, are compared across runs (`harness compare`).\n\
+         - The pingpong reader and the MVM compute process hold the write lock of their reply stream for the run \
+         (each is its only writer), so a reply is a seqlock publish without the flock pair; the data writes take the flock pair every time."
+    )?;
+    Ok(o)
+}

@@ -1,0 +1,181 @@
+//! Report writers: `report.md`, `results.json` + `results.csv`, `details.json`,
+//! `.hgrm` files and plots, all into the run's output folder.
+
+pub mod env;
+pub mod markdown;
+pub mod plots;
+pub mod record;
+pub mod targets;
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::error::{Context, Result};
+use crate::hist::{Percentiles, RecordCost};
+use crate::peer::PeerSetup;
+use crate::run::{JobResult, SideResult};
+use crate::scenario::Scenario;
+
+use self::env::Environment;
+use self::record::{CsvWriter, JsonWriter, Record, write_file};
+
+/// Everything the writers need.
+#[derive(Debug)]
+pub struct ReportInput<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// One result per job, in run order.
+    pub results: &'a [JobResult],
+    /// The environment.
+    pub env: &'a Environment,
+    /// Peer availability.
+    pub peer: &'a PeerSetup,
+    /// Measured histogram recording cost.
+    pub record_cost: RecordCost,
+    /// How the harness was invoked.
+    pub command_line: String,
+    /// Wall time of the run.
+    pub elapsed_s: f64,
+    /// `--quick`.
+    pub quick: bool,
+}
+
+/// Writes every report file into `out`; returns the evaluated targets.
+pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Target>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let records: Vec<Record> = input.results.iter().map(Record::from_result).collect();
+    write_file(&JsonWriter, &records, &out.join("results.json"))?;
+    write_file(&CsvWriter, &records, &out.join("results.csv"))?;
+    let targets = targets::evaluate(input.results, input.record_cost.record_ns);
+
+    let hgrm = out.join("hgrm");
+    std::fs::create_dir_all(&hgrm)?;
+    for r in input.results {
+        for (side, s) in [("ours", &r.ours), ("floor", &r.floor), ("peer", &r.peer)] {
+            if let Ok(s) = s {
+                let name = format!(
+                    "{}_{}_{side}.hgrm",
+                    plots::sanitize(&r.job.case),
+                    r.job.shape_str()
+                );
+                crate::hist::write_hgrm(&s.hist, &hgrm.join(name))?;
+            }
+        }
+    }
+    let plot_files = match plots::write_all(input.results, &out.join("plots")) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("warning: plots not written: {e}");
+            Vec::new()
+        }
+    };
+
+    let details = json!({
+        "scenario": input.scenario.name,
+        "command": input.command_line,
+        "quick": input.quick,
+        "elapsed_s": input.elapsed_s,
+        "environment": input.env,
+        "peer_setup": input.peer,
+        "histogram_record_cost": input.record_cost,
+        "targets": targets,
+        "plots": plot_files,
+        "jobs": input.results.iter().map(|r| json!({
+            "job": r.job,
+            "skipped": r.skipped,
+            "ours": side_json(&r.ours, r.job.kind),
+            "floor": side_json(&r.floor, r.job.kind),
+            "peer": side_json(&r.peer, r.job.kind),
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("details.json"),
+        serde_json::to_vec_pretty(&details)?,
+    )?;
+
+    let md = markdown::render(input, &records, &targets)?;
+    std::fs::write(out.join("report.md"), md)?;
+    Ok(targets)
+}
+
+fn side_json(s: &SideResult, kind: crate::scenario::Kind) -> serde_json::Value {
+    match s {
+        Ok(s) => json!({
+            "hz": s.hz(kind),
+            "repeat_hz": s.m.repeat_hz,
+            "iterations": s.m.iterations,
+            "warmup_iterations": s.m.warmup_iterations,
+            "percentiles_ns": Percentiles::of(&s.hist),
+            "placement": s.placement,
+            "notes": s.m.notes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        Err(e) => json!({ "error": e }),
+    }
+}
+
+/// "64 B", "4 KiB", "1.5 MiB".
+pub fn human_bytes(b: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Hz with thin grouping, as the seed prints them: "180 311", "20.4".
+pub fn fmt_hz(v: f64) -> String {
+    if v < 100.0 {
+        return format!("{v:.1}");
+    }
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats `Some` with `f`, `None` as "—".
+pub fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or("—".into(), f)
+}
+
+/// ns → "12.34" µs.
+pub fn us(ns: u64) -> String {
+    let v = ns as f64 / 1e3;
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_formatted_like_the_seed() {
+        assert_eq!(fmt_hz(180_311.4), "180 311");
+        assert_eq!(fmt_hz(9_922.0), "9 922");
+        assert_eq!(fmt_hz(20.44), "20.4");
+        assert_eq!(human_bytes(64), "64 B");
+        assert_eq!(human_bytes(65536), "64 KiB");
+        assert_eq!(human_bytes(40000), "39.1 KiB");
+        assert_eq!(us(13_456), "13.5");
+        assert_eq!(us(900), "0.90");
+    }
+}

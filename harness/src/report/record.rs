@@ -1,0 +1,282 @@
+//! The machine-readable results: one [`Record`] per case × size × device, written as
+//! `results.json` and `results.csv` with exactly the same columns, through the
+//! [`TableWriter`] trait (one struct per format).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::run::JobResult;
+use crate::scenario::{Kind, shape_str};
+
+/// One row of `results.json` / `results.csv`. `None` is `null` (JSON) or empty (CSV).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Case name.
+    pub case: String,
+    /// roundtrip | pingpong | mvm.
+    pub kind: String,
+    /// Payload shape (MVM: the matrix).
+    pub shape: Vec<usize>,
+    /// numpy dtype name.
+    pub dtype: String,
+    /// cpu | cuda:N.
+    pub device: String,
+    /// GPU cases: CPU mirror.
+    pub mirror: Option<bool>,
+    /// MVM: host-upload | device-resident.
+    pub pipeline: Option<String>,
+    /// Pingpong (and MVM): spin | futex.
+    pub wait: Option<String>,
+    /// Iterations (round trips, products) per second.
+    pub hz: Option<f64>,
+    /// Write + read bytes per second (the seed's convention).
+    pub bytes_per_s: Option<f64>,
+    /// MVM: 2·rows·cols·hz / 1e9.
+    pub gflops: Option<f64>,
+    /// Latency percentiles of every measured iteration, ns.
+    pub p50_ns: Option<u64>,
+    /// 90th percentile, ns.
+    pub p90_ns: Option<u64>,
+    /// 99th percentile, ns.
+    pub p99_ns: Option<u64>,
+    /// 99.9th percentile, ns.
+    pub p999_ns: Option<u64>,
+    /// Largest latency, ns.
+    pub max_ns: Option<u64>,
+    /// The same loop on plain memory, same run, same cores.
+    pub floor_hz: Option<f64>,
+    /// hz / floor_hz.
+    pub ratio_to_floor: Option<f64>,
+    /// pyshmem 1.4.0 doing the same case.
+    pub peer_hz: Option<f64>,
+}
+
+/// The CSV header, in column order (the JSON keys, same order).
+pub const COLUMNS: [&str; 19] = [
+    "case",
+    "kind",
+    "shape",
+    "dtype",
+    "device",
+    "mirror",
+    "pipeline",
+    "wait",
+    "hz",
+    "bytes_per_s",
+    "gflops",
+    "p50_ns",
+    "p90_ns",
+    "p99_ns",
+    "p999_ns",
+    "max_ns",
+    "floor_hz",
+    "ratio_to_floor",
+    "peer_hz",
+];
+
+/// Bytes written + read per iteration (the seed's IO convention).
+pub fn bytes_per_iteration(r: &JobResult) -> f64 {
+    let j = &r.job;
+    match j.kind {
+        Kind::Roundtrip | Kind::Pingpong => 2.0 * j.payload_bytes() as f64,
+        // x and y each written once and read once.
+        Kind::Mvm => 2.0 * ((j.shape[0] + j.shape[1]) * j.itemsize) as f64,
+    }
+}
+
+impl Record {
+    /// The row for one job.
+    pub fn from_result(r: &JobResult) -> Self {
+        let j = &r.job;
+        let ours = r.ours.as_ref().ok();
+        let hz = ours.map(|s| s.hz(j.kind));
+        let pct = ours.map(|s| s.pct());
+        let floor_hz = r.floor.as_ref().ok().map(|s| s.hz(j.kind));
+        let gflops = if j.kind == Kind::Mvm {
+            hz.map(|h| 2.0 * (j.shape[0] * j.shape[1]) as f64 * h / 1e9)
+        } else {
+            None
+        };
+        Record {
+            case: j.case.clone(),
+            kind: j.kind.name().into(),
+            shape: j.shape.clone(),
+            dtype: j.dtype.clone(),
+            device: j.device.to_string(),
+            mirror: j.mirror,
+            pipeline: j.pipeline.map(|p| p.name().into()),
+            wait: if j.kind == Kind::Mvm {
+                ours.and_then(|s| s.note("driver_wait"))
+                    .map(str::to_string)
+                    .or(j.wait.map(|w| w.name().into()))
+            } else {
+                j.wait.map(|w| w.name().into())
+            },
+            hz,
+            bytes_per_s: hz.map(|h| h * bytes_per_iteration(r)),
+            gflops,
+            p50_ns: pct.map(|p| p.p50),
+            p90_ns: pct.map(|p| p.p90),
+            p99_ns: pct.map(|p| p.p99),
+            p999_ns: pct.map(|p| p.p999),
+            max_ns: pct.map(|p| p.max),
+            floor_hz,
+            ratio_to_floor: match (hz, floor_hz) {
+                (Some(h), Some(f)) if f > 0.0 => Some(h / f),
+                _ => None,
+            },
+            peer_hz: r.peer.as_ref().ok().map(|s| s.hz(j.kind)),
+        }
+    }
+
+    /// The key `compare` matches rows by.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{:?}|{:?}",
+            self.case,
+            shape_str(&self.shape),
+            self.dtype,
+            self.device,
+            self.mirror,
+            self.pipeline
+        )
+    }
+}
+
+/// A results file format.
+pub trait TableWriter {
+    /// Writes all records to `w`.
+    fn write(&self, records: &[Record], w: &mut dyn Write) -> Result<()>;
+}
+
+/// `results.json`: an array of records.
+#[derive(Debug)]
+pub struct JsonWriter;
+
+impl TableWriter for JsonWriter {
+    fn write(&self, records: &[Record], w: &mut dyn Write) -> Result<()> {
+        serde_json::to_writer_pretty(&mut *w, records)?;
+        writeln!(w)?;
+        Ok(())
+    }
+}
+
+/// `results.csv`: the same columns; `shape` as `100x100`, null as an empty field.
+#[derive(Debug)]
+pub struct CsvWriter;
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+impl TableWriter for CsvWriter {
+    fn write(&self, records: &[Record], w: &mut dyn Write) -> Result<()> {
+        let mut c = csv::Writer::from_writer(w);
+        c.write_record(&COLUMNS)?;
+        for r in records {
+            c.write_record([
+                r.case.clone(),
+                r.kind.clone(),
+                shape_str(&r.shape),
+                r.dtype.clone(),
+                r.device.clone(),
+                opt(&r.mirror),
+                opt(&r.pipeline),
+                opt(&r.wait),
+                opt(&r.hz),
+                opt(&r.bytes_per_s),
+                opt(&r.gflops),
+                opt(&r.p50_ns),
+                opt(&r.p90_ns),
+                opt(&r.p99_ns),
+                opt(&r.p999_ns),
+                opt(&r.max_ns),
+                opt(&r.floor_hz),
+                opt(&r.ratio_to_floor),
+                opt(&r.peer_hz),
+            ])?;
+        }
+        c.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes `records` to `path` with `writer`.
+pub fn write_file(writer: &dyn TableWriter, records: &[Record], path: &Path) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writer.write(records, &mut f)?;
+    f.flush()?;
+    Ok(())
+}
+
+/// Reads a `results.json`.
+pub fn read_json(path: &Path) -> Result<Vec<Record>> {
+    use crate::error::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample(case: &str, ratio: Option<f64>) -> Record {
+        Record {
+            case: case.into(),
+            kind: "roundtrip".into(),
+            shape: vec![100, 100],
+            dtype: "float32".into(),
+            device: "cpu".into(),
+            mirror: None,
+            pipeline: None,
+            wait: None,
+            hz: Some(1000.0),
+            bytes_per_s: Some(8e7),
+            gflops: None,
+            p50_ns: Some(900),
+            p90_ns: Some(950),
+            p99_ns: Some(1200),
+            p999_ns: Some(2000),
+            max_ns: Some(9000),
+            floor_hz: ratio.map(|r| 1000.0 / r),
+            ratio_to_floor: ratio,
+            peer_hz: None,
+        }
+    }
+
+    #[test]
+    fn json_has_exactly_the_issue_keys_in_order_and_round_trips() {
+        let recs = vec![sample("a", Some(0.9)), sample("b", None)];
+        let mut buf = Vec::new();
+        JsonWriter.write(&recs, &mut buf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let keys: Vec<_> = v[0].as_object().unwrap().keys().cloned().collect();
+        let mut want: Vec<_> = COLUMNS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let mut got = keys.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(v[1]["ratio_to_floor"].is_null());
+        let back: Vec<Record> = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(back, recs);
+    }
+
+    #[test]
+    fn csv_has_the_same_columns_and_empty_fields_for_null() {
+        let mut buf = Vec::new();
+        CsvWriter.write(&[sample("a", None)], &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().unwrap(), COLUMNS.join(","));
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("a,roundtrip,100x100,float32,cpu,,,,1000,80000000,,900,"),
+            "{row}"
+        );
+        assert!(row.ends_with(",,,"), "{row}");
+    }
+}

@@ -1,0 +1,176 @@
+//! The performance targets of this machine kind (issue: "Targets on this machine"),
+//! each evaluated from the same run and reported as pass / fail.
+
+use serde::Serialize;
+
+use crate::run::JobResult;
+use crate::scenario::{Kind, Wait};
+
+/// One evaluated target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is held to a limit.
+    pub name: String,
+    /// The measured value, formatted.
+    pub measured: String,
+    /// The limit, formatted.
+    pub limit: String,
+    /// Pass / fail; `None` when a side is missing (shown as "n/a" with the reason).
+    pub pass: Option<bool>,
+}
+
+fn cpu_f32(r: &JobResult, kind: Kind) -> bool {
+    r.job.kind == kind && !r.job.device.is_gpu() && r.skipped.is_none()
+}
+
+fn ratio_target(
+    out: &mut Vec<Target>,
+    name: String,
+    num: Option<f64>,
+    den: Option<f64>,
+    min: f64,
+    why: &str,
+) {
+    match (num, den) {
+        (Some(a), Some(b)) if b > 0.0 => out.push(Target {
+            name,
+            measured: format!("{:.2}×", a / b),
+            limit: format!("≥ {min:.2}×"),
+            pass: Some(a / b >= min),
+        }),
+        _ => out.push(Target {
+            name,
+            measured: format!("n/a ({why})"),
+            limit: format!("≥ {min:.2}×"),
+            pass: None,
+        }),
+    }
+}
+
+/// Evaluates every target that applies to the jobs of this run.
+pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
+    let mut out = Vec::new();
+    for r in results {
+        let j = &r.job;
+        let ours = r.ours.as_ref().ok();
+        let floor = r.floor.as_ref().ok();
+        if cpu_f32(r, Kind::Roundtrip) && j.dtype == "float32" {
+            let min = match j.shape.as_slice() {
+                [100, 100] => Some(0.75),
+                [1000, 1000] | [10000, 10000] => Some(0.95),
+                _ => None,
+            };
+            if let Some(min) = min {
+                ratio_target(
+                    &mut out,
+                    format!("roundtrip {} vs floor (Hz)", j.shape_str()),
+                    ours.map(|s| s.hz(j.kind)),
+                    floor.map(|s| s.hz(j.kind)),
+                    min,
+                    "a side failed",
+                );
+            }
+        }
+        if cpu_f32(r, Kind::Pingpong) {
+            let bytes = j.payload_bytes();
+            if j.wait == Some(Wait::Spin) && bytes == 65536 {
+                for (label, q, max) in [("p50", 0.5, 1.15), ("p99", 0.99, 1.5)] {
+                    let (a, b) = (
+                        ours.map(|s| s.hist.value_at_quantile(q)),
+                        floor.map(|s| s.hist.value_at_quantile(q)),
+                    );
+                    match (a, b) {
+                        (Some(a), Some(b)) if b > 0 => out.push(Target {
+                            name: format!("pingpong 64 KiB spin {label} vs floor {label}"),
+                            measured: format!(
+                                "{:.2} µs / {:.2} µs = {:.2}×",
+                                a as f64 / 1e3,
+                                b as f64 / 1e3,
+                                a as f64 / b as f64
+                            ),
+                            limit: format!("≤ {max:.2}×"),
+                            pass: Some(a as f64 <= max * b as f64),
+                        }),
+                        _ => out.push(Target {
+                            name: format!("pingpong 64 KiB spin {label} vs floor"),
+                            measured: "n/a (a side failed)".into(),
+                            limit: format!("≤ {max:.2}×"),
+                            pass: None,
+                        }),
+                    }
+                }
+            }
+            if j.wait == Some(Wait::Spin) && bytes == 64 {
+                let p50 = ours.map(|s| s.hist.value_at_quantile(0.5));
+                out.push(Target {
+                    name: "pingpong 64 B spin p50 round trip".into(),
+                    measured: p50.map_or("n/a (failed)".into(), |v| {
+                        format!("{:.3} µs", v as f64 / 1e3)
+                    }),
+                    limit: "≤ 1.200 µs".into(),
+                    pass: p50.map(|v| v <= 1200),
+                });
+            }
+            if j.wait == Some(Wait::Futex) {
+                let (a, b) = (
+                    ours.map(|s| s.hist.value_at_quantile(0.5)),
+                    floor.map(|s| s.hist.value_at_quantile(0.5)),
+                );
+                out.push(Target {
+                    name: format!(
+                        "pingpong futex {} p50 vs futex floor p50",
+                        crate::report::human_bytes(bytes)
+                    ),
+                    measured: match (a, b) {
+                        (Some(a), Some(b)) if b > 0 => {
+                            format!(
+                                "{:.2} µs / {:.2} µs = {:.2}×",
+                                a as f64 / 1e3,
+                                b as f64 / 1e3,
+                                a as f64 / b as f64
+                            )
+                        }
+                        _ => "n/a (a side failed)".into(),
+                    },
+                    limit: "≤ 2.00×".into(),
+                    pass: match (a, b) {
+                        (Some(a), Some(b)) if b > 0 => Some(a <= 2 * b),
+                        _ => None,
+                    },
+                });
+            }
+        }
+        if cpu_f32(r, Kind::Mvm) && j.shape[0] == j.shape[1] {
+            let n = j.shape[0];
+            let min = match n {
+                100 => Some(2.0),
+                1000 | 10000 => Some(1.0),
+                _ => None,
+            };
+            if let Some(min) = min {
+                let ours_k = floor.map(|s| 2.0 * (n * n) as f64 * s.hz(j.kind) / 1e9);
+                let numpy_k = r
+                    .peer
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.note("kernel_gflops"))
+                    .and_then(|v| v.parse::<f64>().ok());
+                ratio_target(
+                    &mut out,
+                    format!("MVM kernel n={n}: our GFLOP/s vs numpy sgemv GFLOP/s"),
+                    ours_k,
+                    numpy_k,
+                    min,
+                    "no numpy peer or floor",
+                );
+            }
+        }
+    }
+    out.push(Target {
+        name: "histogram recording cost".into(),
+        measured: format!("{record_ns:.1} ns/sample"),
+        limit: "≤ 50 ns".into(),
+        pass: Some(record_ns <= 50.0),
+    });
+    out
+}

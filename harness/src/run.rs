@@ -1,0 +1,237 @@
+//! The runner: for each job, the floor, then the library ("ours"), then the pyshmem
+//! peer, each in its own pinned processes; failures are captured per side so that one
+//! broken case never stops the run or hangs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harness_sys::flock::LockFile;
+use harness_sys::shm::ShmRegion;
+use hdrhistogram::Histogram;
+
+use crate::cases;
+use crate::error::{Context, Result};
+use crate::hist::Percentiles;
+use crate::measure::Measured;
+use crate::peer::{self, PeerSetup};
+use crate::scenario::{Job, Kind};
+use crate::spawn::{self, ChildSpec, Names, Role};
+
+/// One measured side (ours, floor or peer).
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// Rates and notes.
+    pub m: Measured,
+    /// Latency of every measured iteration.
+    pub hist: Histogram<u64>,
+    /// Which cores the processes reported (pinning check), e.g. "writer@0 reader@1".
+    pub placement: String,
+}
+
+impl Side {
+    /// Iterations per second. Pingpong uses pyshmem's convention (samples / Σ latency,
+    /// so an idle gap between round trips does not count); the others use the median of
+    /// the per-repeat wall-clock rates.
+    pub fn hz(&self, kind: Kind) -> f64 {
+        if kind == Kind::Pingpong && !self.hist.is_empty() {
+            1e9 / self.hist.mean()
+        } else {
+            self.m.hz()
+        }
+    }
+
+    /// Percentiles of the latency histogram.
+    pub fn pct(&self) -> Percentiles {
+        Percentiles::of(&self.hist)
+    }
+
+    /// A note by key.
+    pub fn note(&self, key: &str) -> Option<&str> {
+        self.m
+            .notes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A side's measurement, or why there is none.
+pub type SideResult = std::result::Result<Side, String>;
+
+/// Everything measured for one job.
+#[derive(Debug)]
+pub struct JobResult {
+    /// The job.
+    pub job: Job,
+    /// The library.
+    pub ours: SideResult,
+    /// The floor.
+    pub floor: SideResult,
+    /// The pyshmem peer.
+    pub peer: SideResult,
+    /// Set when the whole job was skipped (GPU without CUDA), with the reason.
+    pub skipped: Option<String>,
+}
+
+impl JobResult {
+    /// Whether the library side failed (a skip is not a failure).
+    pub fn failed(&self) -> bool {
+        self.skipped.is_none() && self.ours.is_err()
+    }
+}
+
+/// Runs jobs; owns the scratch folder for child files.
+#[derive(Debug)]
+pub struct Runner {
+    work: PathBuf,
+    peer: PeerSetup,
+    pid: u32,
+}
+
+impl Runner {
+    /// A runner writing child files under `work`.
+    pub fn new(work: PathBuf, peer: PeerSetup) -> Self {
+        Self {
+            work,
+            peer,
+            pid: std::process::id(),
+        }
+    }
+
+    /// The peer setup (for the report).
+    pub fn peer_setup(&self) -> &PeerSetup {
+        &self.peer
+    }
+
+    fn names(&self, idx: usize, tag: &str) -> Names {
+        let base = format!("hs{}-{idx}-{tag}", self.pid);
+        Names {
+            data: format!("{base}-data"),
+            ack: format!("{base}-ack"),
+            ctl: format!("{base}-ctl"),
+            matrix: format!("{base}-matrix"),
+            region: format!("{base}-region"),
+            lock: self.work.join(format!("{base}.lock")),
+        }
+    }
+
+    fn spec(&self, role: Role, job: &Job, names: &Names, idx: usize, tag: &str) -> ChildSpec {
+        let cpu = match role {
+            Role::PingReader | Role::FloorPingReader | Role::MvmCompute | Role::FloorMvm => {
+                job.reader_cpu
+            }
+            _ => job.writer_cpu,
+        };
+        ChildSpec {
+            role,
+            job: job.clone(),
+            names: names.clone(),
+            cpu,
+            result_prefix: self.work.join(format!("{idx}-{tag}-{role:?}")),
+            wait_timeout_s: job.timeout_s,
+        }
+    }
+
+    /// Measures one job: floor, ours, peer.
+    pub fn run_job(&self, idx: usize, job: &Job) -> JobResult {
+        if let Some(reason) = cases::gpu::skip_reason(job) {
+            let why = format!("skipped: {reason}");
+            return JobResult {
+                job: job.clone(),
+                ours: Err(why.clone()),
+                floor: Err(why.clone()),
+                peer: Err(why),
+                skipped: Some(reason),
+            };
+        }
+        let floor = self
+            .floor(idx, job)
+            .map_err(|e| format!("floor failed: {e}"));
+        let ours = self.ours(idx, job).map_err(|e| format!("failed: {e}"));
+        let peer = if !job.peer {
+            Err("peer disabled for this case".to_string())
+        } else {
+            match &self.peer {
+                PeerSetup::Missing(why) => Err(why.clone()),
+                ready => {
+                    let names = self.names(idx, "py");
+                    peer::run(ready, job, &names, &self.work.join(format!("{idx}-peer")))
+                        .map(|(m, hist)| Side {
+                            m,
+                            hist,
+                            placement: format!("writer@{} (python)", job.writer_cpu),
+                        })
+                        .map_err(|e| format!("peer failed: {e}"))
+                }
+            }
+        };
+        JobResult {
+            job: job.clone(),
+            ours,
+            floor,
+            peer,
+            skipped: None,
+        }
+    }
+
+    fn collect(&self, specs: &[ChildSpec], job: &Job) -> Result<Side> {
+        let outcomes = spawn::run_group(specs, Duration::from_secs_f64(job.timeout_s))?;
+        let placement = outcomes
+            .iter()
+            .map(|o| {
+                let r = &o.report;
+                let seen = r.cpu_seen.map_or("?".to_string(), |c| c.to_string());
+                let pin = if r.pinned { "" } else { " (NOT pinned)" };
+                format!("{}@{seen}{pin}", role_short(r.role))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let last = outcomes.into_iter().last().context("no child ran")?;
+        let (m, hist) = last.into_measurement()?;
+        Ok(Side { m, hist, placement })
+    }
+
+    fn floor(&self, idx: usize, job: &Job) -> Result<Side> {
+        let names = self.names(idx, "floor");
+        match job.kind {
+            Kind::Roundtrip => {
+                let _region = ShmRegion::create(&names.region, job.payload_bytes())
+                    .context("creating the floor region")?;
+                self.collect(
+                    &[self.spec(Role::FloorRoundtrip, job, &names, idx, "floor")],
+                    job,
+                )
+            }
+            Kind::Pingpong => {
+                let _region = ShmRegion::create(&names.region, crate::floor::ping_region_len(job))
+                    .context("creating the floor region")?;
+                let _lock = LockFile::open(&names.lock, true)?;
+                let specs = [
+                    self.spec(Role::FloorPingReader, job, &names, idx, "floor"),
+                    self.spec(Role::FloorPingWriter, job, &names, idx, "floor"),
+                ];
+                self.collect(&specs, job)
+            }
+            Kind::Mvm => self.collect(&[self.spec(Role::FloorMvm, job, &names, idx, "floor")], job),
+        }
+    }
+
+    fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
+        let names = self.names(idx, "ours");
+        let _streams = cases::create_streams(job, &names)?;
+        let specs: Vec<_> = cases::roles(job.kind)
+            .iter()
+            .map(|r| self.spec(*r, job, &names, idx, "ours"))
+            .collect();
+        self.collect(&specs, job)
+    }
+}
+
+fn role_short(r: Role) -> &'static str {
+    match r {
+        Role::Roundtrip | Role::FloorRoundtrip => "solo",
+        Role::PingWriter | Role::FloorPingWriter | Role::MvmDriver => "writer",
+        Role::PingReader | Role::FloorPingReader => "reader",
+        Role::MvmCompute | Role::FloorMvm => "compute",
+    }
+}
