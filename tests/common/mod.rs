@@ -332,6 +332,13 @@ impl Proc {
         }
     }
 
+    /// The next protocol line if one arrives within `timeout`, else `None` (no panic).
+    pub fn line_within(&mut self, timeout: Duration) -> Option<String> {
+        let l = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(l.clone());
+        Some(l)
+    }
+
     /// Waits for a protocol line starting with `prefix`, skipping others; returns the rest of
     /// the line after the prefix (trimmed).
     pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {

@@ -1,0 +1,161 @@
+"""The Python side of tests/interop.rs, driving the real pyshmem 1.4.0.
+
+Usage: peer.py <command> [args...]. Results are printed as protocol lines
+``@@ <text>`` on stdout (flushed); payloads travel through files as raw
+C-order little-endian bytes (``ndarray.tobytes()``), manifests as JSON.
+Commands that must start together with a Rust actor print ``@@ ready`` and
+wait for a ``go`` line on stdin.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pyshmem
+
+
+def say(text):
+    print(f"@@ {text}", flush=True)
+
+
+def wait_go():
+    say("ready")
+    line = sys.stdin.readline().strip()
+    if line != "go":
+        raise SystemExit(f"expected 'go' on stdin, got {line!r}")
+
+
+def cmd_create_write(manifest):
+    """For each entry {name, dtype, shape, file, frame_id, notify}: create the stream,
+    write the file's bytes as one frame with the frame id, and report its instance id."""
+    for e in json.load(open(manifest)):
+        dtype = np.dtype(e["dtype"])
+        data = np.fromfile(e["file"], dtype=dtype).reshape(e["shape"])
+        s = pyshmem.create(e["name"], shape=tuple(e["shape"]), dtype=dtype, notify=bool(e.get("notify", False)))
+        s.write(data, frame_id=int(e["frame_id"]))
+        say(f"created {e['name']} {s.instance_id} {s.count}")
+        s.close()
+
+
+def cmd_read_dump(manifest):
+    """For each entry {name, file}: open read-only, read one publication, dump its payload
+    bytes to the file and report count, frame id, dtype, shape and instance id."""
+    for e in json.load(open(manifest)):
+        s = pyshmem.open(e["name"], readonly=True)
+        p = s.read_publication()
+        payload = np.ascontiguousarray(p.payload)
+        with open(e["file"], "wb") as f:
+            f.write(payload.tobytes())
+        shape = ",".join(str(d) for d in payload.shape)
+        say(f"read {e['name']} {p.count} {p.frame_id} {payload.dtype} {shape} {s.instance_id}")
+        s.close()
+
+
+def cmd_increment(name, n):
+    """n locked read-modify-write increments of element 0, started on 'go'."""
+    s = pyshmem.open(name)
+    wait_go()
+    for _ in range(int(n)):
+        with s.locked(timeout=30):
+            v = s.read(safe=False)[0]
+            s.write_locked(np.array([v + 1], dtype=s.dtype))
+    say("done")
+    s.close()
+
+
+def cmd_read_new(name, timeout):
+    """Parks in read_new and reports the value, the count and how long it waited."""
+    s = pyshmem.open(name, readonly=True)
+    say(f"waiting {s.count}")
+    t0 = time.monotonic()
+    v = s.read_new(timeout=float(timeout))
+    say(f"got {v.reshape(-1)[0]} {s.last_read_count} {time.monotonic() - t0:.3f}")
+    s.close()
+
+
+def cmd_write_on_go(name, value, frame_id):
+    """Writes [value]*size with frame_id after 'go'."""
+    s = pyshmem.open(name)
+    wait_go()
+    s.write(np.full(s.shape, int(value), dtype=s.dtype), frame_id=int(frame_id))
+    say(f"wrote {s.count}")
+    s.close()
+
+
+def cmd_list():
+    say("list " + json.dumps(pyshmem.list_streams()))
+
+
+def cmd_stat(name):
+    try:
+        st = pyshmem.stat(name)
+    except FileNotFoundError:
+        say("stat missing")
+        return
+    say("stat " + json.dumps(st))
+
+
+def cmd_open(name):
+    """Reports whether the stream opens, and if so reads it."""
+    try:
+        s = pyshmem.open(name)
+    except FileNotFoundError:
+        say("open missing")
+        return
+    try:
+        v = s.read()
+        say(f"open ok {v.reshape(-1)[0]}")
+    except Exception as exc:  # report the class: the Rust side checks it
+        say(f"open error {type(exc).__name__}")
+    s.close()
+
+
+def cmd_unlink(name):
+    pyshmem.unlink(name)
+    say("unlinked")
+
+
+def cmd_read_error(name):
+    """Reads once and reports the exception class (or 'none' and the first value)."""
+    s = pyshmem.open(name, readonly=True)
+    try:
+        v = s.read(timeout=10)
+        say(f"error none {v.reshape(-1)[0]}")
+    except Exception as exc:
+        say(f"error {type(exc).__name__}")
+    s.close()
+
+
+def cmd_abort_write(name):
+    """A write_view whose body raises: pyshmem aborts the generation."""
+    s = pyshmem.open(name)
+    try:
+        with s.write_view() as view:
+            view[...] = -1
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    say("aborted")
+    s.close()
+
+
+COMMANDS = {
+    "create_write": cmd_create_write,
+    "read_dump": cmd_read_dump,
+    "increment": cmd_increment,
+    "read_new": cmd_read_new,
+    "write_on_go": cmd_write_on_go,
+    "list": cmd_list,
+    "stat": cmd_stat,
+    "open": cmd_open,
+    "unlink": cmd_unlink,
+    "read_error": cmd_read_error,
+    "abort_write": cmd_abort_write,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        raise SystemExit(f"usage: peer.py {{{','.join(COMMANDS)}}} args... (pid {os.getpid()})")
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
