@@ -7,7 +7,12 @@ use shmstream::{Dtype, Stream, StreamOptions};
 
 fn main() -> shmstream::Result<()> {
     let name = format!("quickstart-{}", std::process::id());
-    let writer = StreamOptions::new(&name).shape(&[480, 640]).dtype(Dtype::F32).notify(true).auto_unlink(true).create()?;
+    let writer = StreamOptions::new(&name)
+        .shape(&[480, 640])
+        .dtype(Dtype::F32)
+        .notify(true)
+        .auto_unlink(true)
+        .create()?;
     let reader = Stream::open_readonly(&name)?;
     println!("{writer}\n");
 
@@ -32,7 +37,10 @@ fn main() -> shmstream::Result<()> {
         2.0 * writer.size_bytes() as f64 * n as f64 / dt.as_secs_f64() / 1e9
     );
     let latest = reader.read_new::<f32>(Some(Duration::from_millis(10)));
-    println!("read_new with nothing new: {}", latest.err().map(|e| e.to_string()).unwrap_or_default());
+    println!(
+        "read_new with nothing new: {}",
+        latest.err().map(|e| e.to_string()).unwrap_or_default()
+    );
     println!("streams now: {:?}", shmstream::list_streams()?);
     Ok(())
 }

@@ -66,14 +66,18 @@ impl StreamStat {
             gpu_enabled: h.gpu(),
             gpu_device: h.gpu().then(|| format!("cuda:{}", h.device_index)),
             cpu_mirror: h.cpu_mirror(),
-            instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0).then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
+            instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
+                .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
         }
     }
 }
 
 /// The validated metadata of one stream, without mapping its payload.
 pub fn stat(name: &str) -> Result<StreamStat> {
-    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })?;
+    name::check(name).map_err(|reason| Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })?;
     let (_meta, h) = open_meta(name)?;
     Ok(StreamStat::from_header(&h))
 }
@@ -98,7 +102,10 @@ fn scan() -> Result<Vec<Header>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
     };
-    let mut out: Vec<Header> = dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(validated)).collect();
+    let mut out: Vec<Header> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(validated))
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -130,7 +137,10 @@ pub fn unlink_quiet(name: &str) -> Result<bool> {
 
 /// Unlinks the current generation; with `expected`, only if it is that generation.
 pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Result<()> {
-    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })?;
+    name::check(name).map_err(|reason| Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })?;
     let lock_path = name::lock_path(name);
     let lock = LockFile::attach(&lock_path, name)?;
     let _held = NameLock::take(&lock, name)?;
@@ -138,16 +148,23 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
     let payload_exists = segment::exists(&name::segment_id(name));
     if meta.is_none() && !payload_exists {
         return Err(match expected {
-            Some(_) => Error::Stale { name: name.to_owned() },
+            Some(_) => Error::Stale {
+                name: name.to_owned(),
+            },
             None => not_found(name),
         });
     }
     if let Some(meta) = meta.as_ref().filter(|m| m.len() >= format::META_BYTES) {
         if let Some(want) = expected {
             let mut current = [0u8; 16];
-            current.copy_from_slice(&meta.snapshot(format::META_BYTES)[format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16]);
+            current.copy_from_slice(
+                &meta.snapshot(format::META_BYTES)
+                    [format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16],
+            );
             if current != want {
-                return Err(Error::Stale { name: name.to_owned() });
+                return Err(Error::Stale {
+                    name: name.to_owned(),
+                });
             }
         }
         // Tell every attached handle: the generation goes invalid (they report Stale once they
@@ -155,13 +172,22 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         // SAFETY: `meta` is a writable mapping of at least META_BYTES, alive for this scope.
         let h = unsafe { MappedHeader::new(meta) };
         let s = h.sequence().load(Ordering::Acquire);
-        h.sequence().store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
-        for id in [name::segment_id(name), name::meta_id(name), name::gpu_id(name)] {
+        h.sequence()
+            .store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
+        for id in [
+            name::segment_id(name),
+            name::meta_id(name),
+            name::gpu_id(name),
+        ] {
             segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
         }
         notify::wake_all(&h);
     } else {
-        for id in [name::segment_id(name), name::meta_id(name), name::gpu_id(name)] {
+        for id in [
+            name::segment_id(name),
+            name::meta_id(name),
+            name::gpu_id(name),
+        ] {
             segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
         }
     }
@@ -181,7 +207,10 @@ pub struct PurgeOptions {
 /// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
 /// `/dev/shm` that are not validated streams are never touched.
 pub fn purge() -> Result<Vec<String>> {
-    purge_with(PurgeOptions { all: true, dry_run: false })
+    purge_with(PurgeOptions {
+        all: true,
+        dry_run: false,
+    })
 }
 
 /// Removes valid streams whose creator is dead (or all with `all`), returning their names.
@@ -226,7 +255,13 @@ impl std::ops::Deref for Scratch {
 /// # Ok::<(), shmstream::Error>(())
 /// ```
 pub fn scratch(name: &str, shape: &[usize], dtype: Dtype) -> Result<Scratch> {
-    Ok(Scratch(StreamOptions::new(name).shape(shape).dtype(dtype).auto_unlink(true).create()?))
+    Ok(Scratch(
+        StreamOptions::new(name)
+            .shape(shape)
+            .dtype(dtype)
+            .auto_unlink(true)
+            .create()?,
+    ))
 }
 
 impl From<Dtype> for String {

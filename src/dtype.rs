@@ -106,7 +106,9 @@ impl Dtype {
     pub fn from_numpy_name(name: &str) -> Option<Dtype> {
         let name = name.trim().to_ascii_lowercase();
         Self::ALL.into_iter().find(|d| {
-            d.numpy_name() == name || d.short_name() == name || format!("{d:?}").to_lowercase() == name
+            d.numpy_name() == name
+                || d.short_name() == name
+                || format!("{d:?}").to_lowercase() == name
         })
     }
 
@@ -172,7 +174,9 @@ pub unsafe trait Element: sealed::Sealed + Copy + Default + Send + Sync + 'stati
     unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) -> bool {
         // SAFETY: the caller guarantees both ranges; `Self` accepts any bit pattern (every
         // implementor but `bool`, which overrides this method).
-        unsafe { std::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), n * std::mem::size_of::<Self>()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), n * std::mem::size_of::<Self>())
+        };
         true
     }
 }
@@ -239,7 +243,12 @@ mod tests {
     #[test]
     fn element_sizes_match_itemsize() {
         fn check<T: Element>() {
-            assert_eq!(std::mem::size_of::<T>(), T::DTYPE.itemsize(), "{}", T::DTYPE);
+            assert_eq!(
+                std::mem::size_of::<T>(),
+                T::DTYPE.itemsize(),
+                "{}",
+                T::DTYPE
+            );
         }
         check::<i8>();
         check::<i16>();

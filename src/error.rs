@@ -75,7 +75,9 @@ pub enum Error {
         rule: FormatError,
     },
     /// The payload segment is smaller than the header says.
-    #[error("stream '{name}' payload segment is {actual} bytes but its header declares {declared}: unlink and recreate it")]
+    #[error(
+        "stream '{name}' payload segment is {actual} bytes but its header declares {declared}: unlink and recreate it"
+    )]
     PayloadTooSmall {
         /// The stream.
         name: String,
@@ -95,7 +97,9 @@ pub enum Error {
         timeout: Duration,
     },
     /// The last write was aborted or its writer died mid-write; the next good write recovers.
-    #[error("stream '{name}' holds an incomplete write ({reason}); a successful write is required before it can be read")]
+    #[error(
+        "stream '{name}' holds an incomplete write ({reason}); a successful write is required before it can be read"
+    )]
     Inconsistent {
         /// The stream.
         name: String,
@@ -103,7 +107,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// The handle's stream was unlinked, or the name now belongs to a newer generation.
-    #[error("stream '{name}' was unlinked or replaced by a newer stream of the same name: open it again")]
+    #[error(
+        "stream '{name}' was unlinked or replaced by a newer stream of the same name: open it again"
+    )]
     Stale {
         /// The stream.
         name: String,
@@ -131,7 +137,9 @@ pub enum Error {
         what: String,
     },
     /// A consistent snapshot held bytes that are not valid values (a `bool` other than 0/1).
-    #[error("stream '{name}' holds invalid {dtype} data ({reason}); the writer is not a valid producer")]
+    #[error(
+        "stream '{name}' holds invalid {dtype} data ({reason}); the writer is not a valid producer"
+    )]
     InvalidData {
         /// The stream.
         name: String,
@@ -141,7 +149,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A `write_view` closure failed; the generation was aborted.
-    #[error("write to stream '{name}' was aborted by its closure; readers see an incomplete write until the next one")]
+    #[error(
+        "write to stream '{name}' was aborted by its closure; readers see an incomplete write until the next one"
+    )]
     WriteAborted {
         /// The stream.
         name: String,
@@ -150,7 +160,9 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The lock directory is unsafe to use.
-    #[error("lock directory {path:?} for stream '{name}' is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)")]
+    #[error(
+        "lock directory {path:?} for stream '{name}' is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)"
+    )]
     LockDir {
         /// The stream.
         name: String,
@@ -190,7 +202,11 @@ fn known_hint(known: &[String]) -> String {
 
 impl Error {
     pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
-        Error::Io { name: name.to_owned(), op, source }
+        Error::Io {
+            name: name.to_owned(),
+            op,
+            source,
+        }
     }
 
     /// The stream the error is about.
@@ -225,8 +241,14 @@ mod tests {
 
     #[test]
     fn not_found_names_the_stream_and_lists_others() {
-        let e = Error::NotFound { name: "cam0".into(), known: vec!["cam0_raw".into(), "cam1".into()] };
-        assert_eq!(e.to_string(), "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)");
+        let e = Error::NotFound {
+            name: "cam0".into(),
+            known: vec!["cam0_raw".into(), "cam1".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)"
+        );
         assert_eq!(e.stream_name(), "cam0");
     }
 }

@@ -33,7 +33,8 @@ pub const FLAG_NOTIFY: u32 = 1 << 4;
 /// shmstream's own CUDA IPC layout in `_gpu` (pyshmem refuses the unknown bit, as intended).
 pub const FLAG_CUDA_IPC: u32 = 1 << 5;
 /// Flags pyshmem 1.4.0 knows.
-pub const PYSHMEM_FLAGS: u32 = FLAG_GPU | FLAG_CPU_MIRROR | FLAG_INSTANCE_ID | FLAG_HEADER_CRC | FLAG_NOTIFY;
+pub const PYSHMEM_FLAGS: u32 =
+    FLAG_GPU | FLAG_CPU_MIRROR | FLAG_INSTANCE_ID | FLAG_HEADER_CRC | FLAG_NOTIFY;
 /// Flags this crate knows.
 pub const KNOWN_FLAGS: u32 = PYSHMEM_FLAGS | FLAG_CUDA_IPC;
 
@@ -243,7 +244,9 @@ pub struct NewHeader<'a> {
 
 /// Payload bytes for a shape, or `None` when the product overflows.
 pub fn payload_bytes(shape: &[usize], dtype: Dtype) -> Option<u64> {
-    shape.iter().try_fold(dtype.itemsize() as u64, |acc, &d| acc.checked_mul(d as u64))
+    shape
+        .iter()
+        .try_fold(dtype.itemsize() as u64, |acc, &d| acc.checked_mul(d as u64))
 }
 
 /// Encodes a new header with its CRC. The magic is included; callers that publish it last
@@ -256,7 +259,11 @@ pub fn encode_new(h: &NewHeader<'_>) -> [u8; META_BYTES] {
     }
     b[offset::MAGIC..offset::MAGIC + 8].copy_from_slice(&MAGIC);
     put(&mut b, offset::VERSION, &VERSION.to_le_bytes());
-    put(&mut b, offset::HEADER_SIZE, &(HEADER_BYTES as u16).to_le_bytes());
+    put(
+        &mut b,
+        offset::HEADER_SIZE,
+        &(HEADER_BYTES as u16).to_le_bytes(),
+    );
     put(&mut b, offset::FLAGS, &flags.to_le_bytes());
     put(&mut b, offset::DTYPE, &h.dtype.code().to_le_bytes());
     put(&mut b, offset::NDIM, &(h.shape.len() as u16).to_le_bytes());
@@ -325,7 +332,10 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
     let name = stored_name(b).ok_or(FormatError::MissingName)?;
     if let Some(expected) = expected_name {
         if name != expected {
-            return Err(FormatError::NameMismatch { expected: expected.to_owned(), found: name });
+            return Err(FormatError::NameMismatch {
+                expected: expected.to_owned(),
+                found: name,
+            });
         }
     }
     let code = u16_at(b, offset::DTYPE);
@@ -334,10 +344,15 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
     if ndim == 0 || usize::from(ndim) > MAX_DIMS {
         return Err(FormatError::Ndim(ndim));
     }
-    let raw_shape: Vec<u64> = (0..MAX_DIMS).map(|i| u64_at(b, offset::SHAPE + 8 * i)).collect();
+    let raw_shape: Vec<u64> = (0..MAX_DIMS)
+        .map(|i| u64_at(b, offset::SHAPE + 8 * i))
+        .collect();
     let (used, unused) = raw_shape.split_at(usize::from(ndim));
     // Dimensions beyond i64 are refused like non-positive ones (pyshmem reads them as int64).
-    if used.iter().any(|&d| d == 0 || d > i64::MAX as u64 || usize::try_from(d).is_err()) {
+    if used
+        .iter()
+        .any(|&d| d == 0 || d > i64::MAX as u64 || usize::try_from(d).is_err())
+    {
         return Err(FormatError::Shape(used.to_vec()));
     }
     if unused.iter().any(|&d| d != 0) {
@@ -347,7 +362,10 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
     let size = u64_at(b, offset::SIZE);
     let expected = payload_bytes(&shape, dtype);
     if expected != Some(size) || isize::try_from(size).is_err() {
-        return Err(FormatError::Size { expected, found: size });
+        return Err(FormatError::Size {
+            expected,
+            found: size,
+        });
     }
     let gpu = flags & FLAG_GPU != 0;
     let mirror = flags & FLAG_CPU_MIRROR != 0;
@@ -463,7 +481,10 @@ mod tests {
         assert_eq!(h.dtype, Dtype::F32);
         assert_eq!(h.size, 480 * 640 * 4);
         assert!(h.notify() && h.cpu_mirror() && !h.gpu());
-        assert_eq!(h.flags, FLAG_NOTIFY | FLAG_CPU_MIRROR | FLAG_INSTANCE_ID | FLAG_HEADER_CRC);
+        assert_eq!(
+            h.flags,
+            FLAG_NOTIFY | FLAG_CPU_MIRROR | FLAG_INSTANCE_ID | FLAG_HEADER_CRC
+        );
         assert_eq!(h.creator_pid, 1234);
         assert_eq!(h.instance_id, [7; 16]);
         assert_eq!(h.name, "cam0");
@@ -488,11 +509,37 @@ mod tests {
     fn every_rule_rejects_a_header_that_breaks_it() {
         type Breaker = fn(&mut [u8; META_BYTES]);
         let cases: Vec<(&str, Breaker, fn(&FormatError) -> bool)> = vec![
-            ("magic", |b| b[0] = b'X', |e| matches!(e, FormatError::BadMagic)),
-            ("version", |b| set(b, offset::VERSION, &2u16.to_le_bytes()), |e| matches!(e, FormatError::Version(2))),
-            ("header size", |b| set(b, offset::HEADER_SIZE, &128u16.to_le_bytes()), |e| matches!(e, FormatError::HeaderSize(128))),
-            ("flags", |b| set(b, offset::FLAGS, &(1u32 << 9 | FLAG_CPU_MIRROR).to_le_bytes()), |e| matches!(e, FormatError::UnknownFlags(_))),
-            ("zero id", |b| b[offset::INSTANCE_ID..offset::INSTANCE_ID + 16].fill(0), |e| matches!(e, FormatError::ZeroInstanceId)),
+            (
+                "magic",
+                |b| b[0] = b'X',
+                |e| matches!(e, FormatError::BadMagic),
+            ),
+            (
+                "version",
+                |b| set(b, offset::VERSION, &2u16.to_le_bytes()),
+                |e| matches!(e, FormatError::Version(2)),
+            ),
+            (
+                "header size",
+                |b| set(b, offset::HEADER_SIZE, &128u16.to_le_bytes()),
+                |e| matches!(e, FormatError::HeaderSize(128)),
+            ),
+            (
+                "flags",
+                |b| {
+                    set(
+                        b,
+                        offset::FLAGS,
+                        &(1u32 << 9 | FLAG_CPU_MIRROR).to_le_bytes(),
+                    )
+                },
+                |e| matches!(e, FormatError::UnknownFlags(_)),
+            ),
+            (
+                "zero id",
+                |b| b[offset::INSTANCE_ID..offset::INSTANCE_ID + 16].fill(0),
+                |e| matches!(e, FormatError::ZeroInstanceId),
+            ),
             (
                 "id without flag",
                 |b| {
@@ -501,15 +548,51 @@ mod tests {
                 },
                 |e| matches!(e, FormatError::InstanceIdWithoutFlag),
             ),
-            ("name missing", |b| b[HEADER_BYTES..].fill(0), |e| matches!(e, FormatError::MissingName)),
-            ("name not utf8", |b| b[HEADER_BYTES] = 0xff, |e| matches!(e, FormatError::MissingName)),
-            ("name", |b| b[HEADER_BYTES] = b'x', |e| matches!(e, FormatError::NameMismatch { .. })),
-            ("dtype", |b| set(b, offset::DTYPE, &14u16.to_le_bytes()), |e| matches!(e, FormatError::DtypeCode(14))),
-            ("ndim 0", |b| set(b, offset::NDIM, &0u16.to_le_bytes()), |e| matches!(e, FormatError::Ndim(0))),
-            ("ndim 20", |b| set(b, offset::NDIM, &20u16.to_le_bytes()), |e| matches!(e, FormatError::Ndim(20))),
-            ("zero dim", |b| set(b, offset::SHAPE, &0u64.to_le_bytes()), |e| matches!(e, FormatError::Shape(_))),
-            ("unused shape", |b| set(b, offset::SHAPE + 8 * 5, &3u64.to_le_bytes()), |e| matches!(e, FormatError::UnusedShape)),
-            ("size", |b| set(b, offset::SIZE, &12u64.to_le_bytes()), |e| matches!(e, FormatError::Size { .. })),
+            (
+                "name missing",
+                |b| b[HEADER_BYTES..].fill(0),
+                |e| matches!(e, FormatError::MissingName),
+            ),
+            (
+                "name not utf8",
+                |b| b[HEADER_BYTES] = 0xff,
+                |e| matches!(e, FormatError::MissingName),
+            ),
+            (
+                "name",
+                |b| b[HEADER_BYTES] = b'x',
+                |e| matches!(e, FormatError::NameMismatch { .. }),
+            ),
+            (
+                "dtype",
+                |b| set(b, offset::DTYPE, &14u16.to_le_bytes()),
+                |e| matches!(e, FormatError::DtypeCode(14)),
+            ),
+            (
+                "ndim 0",
+                |b| set(b, offset::NDIM, &0u16.to_le_bytes()),
+                |e| matches!(e, FormatError::Ndim(0)),
+            ),
+            (
+                "ndim 20",
+                |b| set(b, offset::NDIM, &20u16.to_le_bytes()),
+                |e| matches!(e, FormatError::Ndim(20)),
+            ),
+            (
+                "zero dim",
+                |b| set(b, offset::SHAPE, &0u64.to_le_bytes()),
+                |e| matches!(e, FormatError::Shape(_)),
+            ),
+            (
+                "unused shape",
+                |b| set(b, offset::SHAPE + 8 * 5, &3u64.to_le_bytes()),
+                |e| matches!(e, FormatError::UnusedShape),
+            ),
+            (
+                "size",
+                |b| set(b, offset::SIZE, &12u64.to_le_bytes()),
+                |e| matches!(e, FormatError::Size { .. }),
+            ),
             (
                 "size overflow",
                 |b| {
@@ -518,7 +601,11 @@ mod tests {
                 },
                 |e| matches!(e, FormatError::Size { expected: None, .. }),
             ),
-            ("cpu device", |b| set(b, offset::DEVICE_INDEX, &0i32.to_le_bytes()), |e| matches!(e, FormatError::DeviceIndex(0))),
+            (
+                "cpu device",
+                |b| set(b, offset::DEVICE_INDEX, &0i32.to_le_bytes()),
+                |e| matches!(e, FormatError::DeviceIndex(0)),
+            ),
             (
                 "gpu device",
                 |b| {
@@ -535,12 +622,36 @@ mod tests {
                 },
                 |e| matches!(e, FormatError::NoPayload),
             ),
-            ("creator", |b| set(b, offset::CREATOR_PID, &0i64.to_le_bytes()), |e| matches!(e, FormatError::CreatorPid(0))),
-            ("write time nan", |b| set(b, offset::WRITE_TIME, &f64::NAN.to_le_bytes()), |e| matches!(e, FormatError::WriteTime(_))),
-            ("write time negative", |b| set(b, offset::WRITE_TIME, &(-1.0f64).to_le_bytes()), |e| matches!(e, FormatError::WriteTime(_))),
-            ("lock negative", |b| set(b, offset::LOCK_OWNER_PID, &(-3i64).to_le_bytes()), |e| matches!(e, FormatError::LockNegative)),
-            ("lock inconsistent", |b| set(b, offset::LOCK_OWNER_PID, &5i64.to_le_bytes()), |e| matches!(e, FormatError::LockInconsistent)),
-            ("crc", |b| set(b, offset::CREATOR_PID, &4321i64.to_le_bytes()), |e| matches!(e, FormatError::Crc { .. })),
+            (
+                "creator",
+                |b| set(b, offset::CREATOR_PID, &0i64.to_le_bytes()),
+                |e| matches!(e, FormatError::CreatorPid(0)),
+            ),
+            (
+                "write time nan",
+                |b| set(b, offset::WRITE_TIME, &f64::NAN.to_le_bytes()),
+                |e| matches!(e, FormatError::WriteTime(_)),
+            ),
+            (
+                "write time negative",
+                |b| set(b, offset::WRITE_TIME, &(-1.0f64).to_le_bytes()),
+                |e| matches!(e, FormatError::WriteTime(_)),
+            ),
+            (
+                "lock negative",
+                |b| set(b, offset::LOCK_OWNER_PID, &(-3i64).to_le_bytes()),
+                |e| matches!(e, FormatError::LockNegative),
+            ),
+            (
+                "lock inconsistent",
+                |b| set(b, offset::LOCK_OWNER_PID, &5i64.to_le_bytes()),
+                |e| matches!(e, FormatError::LockInconsistent),
+            ),
+            (
+                "crc",
+                |b| set(b, offset::CREATOR_PID, &4321i64.to_le_bytes()),
+                |e| matches!(e, FormatError::Crc { .. }),
+            ),
             (
                 "crc without flag",
                 |b| {
@@ -559,6 +670,9 @@ mod tests {
             let err = decode(&b, Some("cam0")).expect_err(rule);
             assert!(expected(&err), "rule {rule}: got {err:?}");
         }
-        assert!(matches!(decode(&sample()[..100], None), Err(FormatError::TooShort(100))));
+        assert!(matches!(
+            decode(&sample()[..100], None),
+            Err(FormatError::TooShort(100))
+        ));
     }
 }

@@ -27,11 +27,15 @@ impl MappedHeader {
     /// returned value.
     pub(crate) unsafe fn new(meta: &Segment) -> MappedHeader {
         debug_assert!(meta.len() >= META_BYTES);
-        MappedHeader { base: meta.as_ptr() }
+        MappedHeader {
+            base: meta.as_ptr(),
+        }
     }
 
     fn at<A>(&self, off: usize) -> &A {
-        debug_assert!(off % std::mem::align_of::<A>() == 0 && off + std::mem::size_of::<A>() <= META_BYTES);
+        debug_assert!(
+            off % std::mem::align_of::<A>() == 0 && off + std::mem::size_of::<A>() <= META_BYTES
+        );
         // SAFETY: the mapping is page aligned and every offset used is a multiple of the
         // atomic's size (asserted above), inside the 512-byte segment (constructor contract);
         // other processes access these words only with aligned loads/stores of the same width

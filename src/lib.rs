@@ -42,7 +42,10 @@ mod stream;
 mod sys;
 mod write;
 
-pub use catalog::{PurgeOptions, Scratch, StreamStat, list_stats, list_streams, purge, purge_with, scratch, stat, unlink, unlink_quiet};
+pub use catalog::{
+    PurgeOptions, Scratch, StreamStat, list_stats, list_streams, purge, purge_with, scratch, stat,
+    unlink, unlink_quiet,
+};
 pub use dtype::{Dtype, Element};
 pub use error::{Error, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};

@@ -9,30 +9,38 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::sys;
 
-#[derive(Debug)]
-struct Owner {
-    /// The thread holding (or acquiring) the lock.
-    thread: Option<ThreadId>,
-    /// Reentrant depth; 0 while the owner is still taking the flock.
-    depth: u32,
-    file: File,
+/// A per-thread token: the address of a thread-local (never 0, unique among live threads,
+/// and cheaper than `thread::current().id()`, which clones an `Arc`).
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
 }
 
 /// The per-process state of one lock file.
+///
+/// `owner` holds the token of the thread that holds (or is taking) the lock, 0 when free;
+/// only that thread touches `depth` and the flock. The fd is replaced only while the lock is
+/// free and held in the `file` mutex for that moment (see `refresh_if_unlinked`).
 #[derive(Debug)]
 pub(crate) struct LockFile {
     path: PathBuf,
-    owner: Mutex<Owner>,
-    released: Condvar,
+    owner: AtomicUsize,
+    depth: AtomicU32,
+    fd: AtomicI32,
+    file: Mutex<File>,
+    /// Threads of this process waiting for `owner` to become 0.
+    waiters: AtomicU32,
+    wake: (Mutex<()>, Condvar),
 }
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<LockFile>>> {
@@ -48,7 +56,11 @@ fn lock_poisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Checks (and creates, 0700) the lock directory: it must belong to us and not be writable
 /// by group or others.
 pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
-    let refuse = |reason| Error::LockDir { name: stream.to_owned(), path: dir.to_owned(), reason };
+    let refuse = |reason| Error::LockDir {
+        name: stream.to_owned(),
+        path: dir.to_owned(),
+        reason,
+    };
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut b = std::fs::DirBuilder::new();
@@ -69,8 +81,13 @@ pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
 }
 
 fn prepare_dir_checked(dir: &Path, stream: &str) -> Result<()> {
-    let refuse = |reason| Error::LockDir { name: stream.to_owned(), path: dir.to_owned(), reason };
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(stream, "checking the lock directory", e))?;
+    let refuse = |reason| Error::LockDir {
+        name: stream.to_owned(),
+        path: dir.to_owned(),
+        reason,
+    };
+    let meta =
+        std::fs::metadata(dir).map_err(|e| Error::io(stream, "checking the lock directory", e))?;
     if meta.uid() != sys::uid() {
         return Err(refuse("it is owned by another user"));
     }
@@ -108,8 +125,12 @@ impl LockFile {
         let file = open_file(path, stream)?;
         let lock = Arc::new(LockFile {
             path: path.to_owned(),
-            owner: Mutex::new(Owner { thread: None, depth: 0, file }),
-            released: Condvar::new(),
+            owner: AtomicUsize::new(0),
+            depth: AtomicU32::new(0),
+            fd: AtomicI32::new(file.as_raw_fd()),
+            file: Mutex::new(file),
+            waiters: AtomicU32::new(0),
+            wake: (Mutex::new(()), Condvar::new()),
         });
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(path.to_owned(), Arc::downgrade(&lock));
@@ -117,66 +138,148 @@ impl LockFile {
     }
 
     fn refresh_if_unlinked(&self, stream: &str) -> Result<()> {
-        let mut owner = lock_poisoned(&self.owner);
-        if owner.thread.is_none() && sys::nlink(&owner.file).map(|n| n == 0).unwrap_or(false) {
-            owner.file = open_file(&self.path, stream)?;
+        // Only while nobody in this process holds the lock: claim it with a sentinel token.
+        const REFRESHING: usize = 1;
+        if self
+            .owner
+            .compare_exchange(0, REFRESHING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(());
         }
-        Ok(())
+        let result = (|| {
+            let mut file = lock_poisoned(&self.file);
+            if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
+                *file = open_file(&self.path, stream)?;
+                self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
+            }
+            Ok(())
+        })();
+        self.owner.store(0, Ordering::Release);
+        self.wake_waiters();
+        result
+    }
+
+    fn flock(&self, op: libc::c_int) -> io::Result<bool> {
+        sys::flock_fd(self.fd.load(Ordering::Relaxed), op)
     }
 
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
     /// Returns the depth now held. `None` waits forever.
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Relaxed) == me {
+            let d = self.depth.load(Ordering::Relaxed) + 1;
+            self.depth.store(d, Ordering::Relaxed);
+            return Ok(d);
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let me = std::thread::current().id();
-        let timed_out = || Error::Timeout { name: stream.to_owned(), op: "take the write lock", timeout: timeout.unwrap_or_default() };
-        let mut owner = lock_poisoned(&self.owner);
-        loop {
-            match owner.thread {
-                Some(t) if t == me => {
-                    owner.depth += 1;
-                    return Ok(owner.depth);
-                }
-                None => break,
-                Some(_) => match deadline {
-                    None => owner = self.released.wait(owner).unwrap_or_else(|p| p.into_inner()),
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Err(timed_out());
-                        }
-                        owner = self.released.wait_timeout(owner, left).unwrap_or_else(|p| p.into_inner()).0;
-                    }
-                },
-            }
+        let timed_out = || Error::Timeout {
+            name: stream.to_owned(),
+            op: "take the write lock",
+            timeout: timeout.unwrap_or_default(),
+        };
+        // Thread part: claim the owner word (Acquire pairs with the Release in `release`).
+        if self
+            .owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+            && !self.wait_for_owner(me, deadline)
+        {
+            return Err(timed_out());
         }
-        // Fast path: an uncontended flock while holding the small mutex (no blocking call).
-        if sys::flock(&owner.file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| Error::io(stream, "flock", e))? {
-            owner.thread = Some(me);
-            owner.depth = 1;
-            return Ok(1);
-        }
-        // Contended: mark ourselves as the acquiring thread, then poll the flock outside the
-        // mutex so other threads wait on the condvar rather than on us.
-        owner.thread = Some(me);
-        owner.depth = 0;
-        let file = owner.file.try_clone().map_err(|e| Error::io(stream, "dup lock fd", e))?;
-        drop(owner);
-        let got = poll_flock(&file, deadline);
-        let mut owner = lock_poisoned(&self.owner);
+        // Process part: the flock, non-blocking first, then polled until the deadline.
+        let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(true) => Ok(true),
+            Ok(false) => self.poll_flock(deadline),
+            Err(e) => Err(e),
+        };
         match got {
             Ok(true) => {
-                owner.depth = 1;
+                self.depth.store(1, Ordering::Relaxed);
                 Ok(1)
             }
             other => {
-                owner.thread = None;
-                drop(owner);
-                self.released.notify_one();
+                self.owner.store(0, Ordering::Release);
+                self.wake_waiters();
                 match other {
                     Err(e) => Err(Error::io(stream, "flock", e)),
                     _ => Err(timed_out()),
                 }
+            }
+        }
+    }
+
+    /// Waits until this thread claims the owner word, or the deadline passes.
+    fn wait_for_owner(&self, me: usize, deadline: Option<Instant>) -> bool {
+        for _ in 0..100 {
+            std::hint::spin_loop();
+            if self
+                .owner
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let (m, cv) = &self.wake;
+        let mut g = lock_poisoned(m);
+        let claimed = loop {
+            if self
+                .owner
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break true;
+            }
+            // Bounded waits: a release between our check and the wait is caught next round.
+            let step = Duration::from_millis(1);
+            let step = match deadline {
+                None => step,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break false;
+                    }
+                    step.min(left)
+                }
+            };
+            g = cv
+                .wait_timeout(g, step)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        drop(g);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        claimed
+    }
+
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock_poisoned(&self.wake.0);
+            self.wake.1.notify_all();
+        }
+    }
+
+    /// Polls a non-blocking flock until `deadline`: yields first, then sleeps growing to 1 ms.
+    fn poll_flock(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let mut pause = Duration::from_micros(5);
+        let mut tries = 0u32;
+        loop {
+            if self.flock(libc::LOCK_EX | libc::LOCK_NB)? {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            tries += 1;
+            if tries < 64 {
+                std::thread::yield_now();
+            } else {
+                let left = deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(1));
             }
         }
     }
@@ -195,40 +298,16 @@ impl LockFile {
     /// `before_unlock` runs while the lock is still held, just before the flock is released
     /// (the stream clears the owner fields in the header there).
     pub(crate) fn release(&self, before_unlock: impl FnOnce(u32)) -> u32 {
-        let mut owner = lock_poisoned(&self.owner);
-        debug_assert_eq!(owner.thread, Some(std::thread::current().id()));
-        owner.depth = owner.depth.saturating_sub(1);
-        let depth = owner.depth;
+        debug_assert_eq!(self.owner.load(Ordering::Relaxed), thread_token());
+        let depth = self.depth.load(Ordering::Relaxed).saturating_sub(1);
+        self.depth.store(depth, Ordering::Relaxed);
         before_unlock(depth);
         if depth == 0 {
-            let _ = sys::flock(&owner.file, libc::LOCK_UN);
-            owner.thread = None;
-            drop(owner);
-            self.released.notify_one();
+            let _ = self.flock(libc::LOCK_UN);
+            self.owner.store(0, Ordering::Release);
+            self.wake_waiters();
         }
         depth
-    }
-}
-
-/// Polls a non-blocking flock until `deadline`: spin-yield first, then sleeps growing to 1 ms.
-fn poll_flock(file: &File, deadline: Option<Instant>) -> io::Result<bool> {
-    let mut pause = Duration::from_micros(5);
-    let mut tries = 0u32;
-    loop {
-        if sys::flock(file, libc::LOCK_EX | libc::LOCK_NB)? {
-            return Ok(true);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(false);
-        }
-        tries += 1;
-        if tries < 64 {
-            std::thread::yield_now();
-        } else {
-            let left = deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(1));
-        }
     }
 }
 
@@ -237,7 +316,8 @@ mod tests {
     use super::*;
 
     fn temp_lock(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("shmstream-lock-test-{}-{tag}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("shmstream-lock-test-{}-{tag}", std::process::id()));
         dir.join("x.lock")
     }
 
@@ -248,8 +328,12 @@ mod tests {
         assert_eq!(sut.acquire(None, "t").unwrap(), 1);
         assert_eq!(sut.acquire(None, "t").unwrap(), 2);
         let other = sut.clone();
-        let blocked = std::thread::spawn(move || other.acquire(Some(Duration::from_millis(30)), "t"));
-        assert!(matches!(blocked.join().unwrap(), Err(Error::Timeout { .. })));
+        let blocked =
+            std::thread::spawn(move || other.acquire(Some(Duration::from_millis(30)), "t"));
+        assert!(matches!(
+            blocked.join().unwrap(),
+            Err(Error::Timeout { .. })
+        ));
         assert_eq!(sut.release(|_| {}), 1);
         assert_eq!(sut.release(|_| {}), 0);
         let other = sut.clone();
@@ -287,7 +371,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = prepare_dir(&dir, "cam").unwrap_err();
-        assert!(err.to_string().contains("writable by group or others"), "{err}");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         prepare_dir(&dir, "cam").unwrap();
         let fresh = dir.join("sub");

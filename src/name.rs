@@ -48,7 +48,11 @@ pub fn gpu_id(name: &str) -> String {
 
 /// Whether a file name in `/dev/shm` has the shape of a payload segment id.
 pub(crate) fn looks_like_segment_id(id: &str) -> bool {
-    id.len() == 17 && id.starts_with("ps_") && id[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 17
+        && id.starts_with("ps_")
+        && id[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The directory holding lock files: `$PYSHMEM_LOCK_DIR`, else `$TMPDIR/pyshmem-locks-<uid>`
@@ -57,7 +61,10 @@ pub fn lock_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PYSHMEM_LOCK_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let tmp = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let tmp = std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     tmp.join(format!("pyshmem-locks-{}", crate::sys::uid()))
 }
 

@@ -30,7 +30,11 @@ pub enum WaitStrategy {
 
 impl WaitStrategy {
     pub(crate) fn from_u8(v: u8) -> WaitStrategy {
-        if v == 1 { WaitStrategy::Spin } else { WaitStrategy::Adaptive }
+        if v == 1 {
+            WaitStrategy::Spin
+        } else {
+            WaitStrategy::Adaptive
+        }
     }
 }
 

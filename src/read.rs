@@ -51,10 +51,19 @@ pub(crate) enum Want {
 impl Stream {
     /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
     /// without a host mirror) and says whether the bytes were valid; it may run several times.
-    pub(crate) fn read_frame(&self, want: Want, timeout: Option<Duration>, op: &'static str, mut copy: impl FnMut(*const u8) -> bool) -> Result<FrameInfo> {
+    pub(crate) fn read_frame(
+        &self,
+        want: Want,
+        timeout: Option<Duration>,
+        op: &'static str,
+        mut copy: impl FnMut(*const u8) -> bool,
+    ) -> Result<FrameInfo> {
         self.ensure_open()?;
         let h = &self.header;
-        let src = self.payload.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
+        let src = self
+            .payload
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
         let mut waiter: Option<Waiter> = None;
         loop {
             let observed = seqlock::optimistic_read(h);
@@ -69,9 +78,18 @@ impl Stream {
                         let valid = copy(src);
                         if seqlock::validate_read(h, s) {
                             if !valid {
-                                return Err(Error::InvalidData { name: self.name.clone(), dtype: self.dtype, reason: "a bool byte other than 0 or 1" });
+                                return Err(Error::InvalidData {
+                                    name: self.name.clone(),
+                                    dtype: self.dtype,
+                                    reason: "a bool byte other than 0 or 1",
+                                });
                             }
-                            return Ok(FrameInfo { count, frame_id, write_time, missed: 0 });
+                            return Ok(FrameInfo {
+                                count,
+                                frame_id,
+                                write_time,
+                                missed: 0,
+                            });
                         }
                         continue; // a writer overlapped the copy: retry at once
                     }
@@ -89,21 +107,31 @@ impl Stream {
                     // A waiting read reports each invalid generation once per handle, then
                     // waits for the next good frame.
                     let first_report = self.reads.reported_invalid.swap(s, Ordering::Relaxed) != s;
-                    if matches!(want, Want::Now) || matches!(err, Error::Stale { .. }) || first_report {
+                    if matches!(want, Want::Now)
+                        || matches!(err, Error::Stale { .. })
+                        || first_report
+                    {
                         return Err(err);
                     }
                     s
                 }
             };
-            let w = waiter.get_or_insert_with(|| Waiter::new(self.wait_strategy(), self.notify(), timeout));
+            let w = waiter
+                .get_or_insert_with(|| Waiter::new(self.wait_strategy(), self.notify(), timeout));
             if !w.pause(h, wait_on) {
                 if self.meta.is_unlinked() {
-                    return Err(Error::Stale { name: self.name.clone() });
+                    return Err(Error::Stale {
+                        name: self.name.clone(),
+                    });
                 }
                 if let Observed::Writing(s) = seqlock::optimistic_read(h) {
                     self.check_abandoned(s)?;
                 }
-                return Err(Error::Timeout { name: self.name.clone(), op, timeout: timeout.unwrap_or_default() });
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    op,
+                    timeout: timeout.unwrap_or_default(),
+                });
             }
             self.ensure_open()?;
         }
@@ -130,8 +158,14 @@ impl Stream {
             if self.notify() {
                 crate::notify::wake_all(&self.header);
             }
-            self.reads.reported_invalid.store(self.header.sequence().load(Ordering::Relaxed), Ordering::Relaxed);
-            return Err(Error::Inconsistent { name: self.name.clone(), reason: "its writer process died mid-write" });
+            self.reads.reported_invalid.store(
+                self.header.sequence().load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            return Err(Error::Inconsistent {
+                name: self.name.clone(),
+                reason: "its writer process died mid-write",
+            });
         }
         Ok(())
     }
@@ -144,7 +178,10 @@ impl Stream {
         FrameInfo { missed, ..f }
     }
 
-    fn slice_copier<T: Element>(&self, dst: &mut [T]) -> Result<impl FnMut(*const u8) -> bool + '_> {
+    fn slice_copier<T: Element>(
+        &self,
+        dst: &mut [T],
+    ) -> Result<impl FnMut(*const u8) -> bool + '_> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
         self.host_payload()?;
@@ -158,13 +195,24 @@ impl Stream {
         })
     }
 
-    fn read_into_slice_with<T: Element>(&self, want: Want, dst: &mut [T], timeout: Option<Duration>, op: &'static str) -> Result<FrameInfo> {
+    fn read_into_slice_with<T: Element>(
+        &self,
+        want: Want,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+        op: &'static str,
+    ) -> Result<FrameInfo> {
         let copy = self.slice_copier(dst)?;
         let f = self.read_frame(want, timeout, op, copy)?;
         Ok(self.record_read(f))
     }
 
-    fn read_array<T: Element>(&self, want: Want, timeout: Option<Duration>, op: &'static str) -> Result<(ArrayD<T>, FrameInfo)> {
+    fn read_array<T: Element>(
+        &self,
+        want: Want,
+        timeout: Option<Duration>,
+        op: &'static str,
+    ) -> Result<(ArrayD<T>, FrameInfo)> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
         let n = self.len;
@@ -172,11 +220,18 @@ impl Stream {
         let ptr = v.as_mut_ptr();
         // SAFETY (closure): `src` is the host payload of `n` elements (checked above) and `ptr`
         // the spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
-        let info = self.read_frame(want, timeout, op, |src| unsafe { T::copy_from_shared(src, ptr, n) })?;
+        let info = self.read_frame(want, timeout, op, |src| unsafe {
+            T::copy_from_shared(src, ptr, n)
+        })?;
         // SAFETY: `read_frame` returned Ok, so `copy` ran and initialized all `n` elements.
         unsafe { v.set_len(n) };
         let info = self.record_read(info);
-        let a = ArrayD::from_shape_vec(IxDyn(&self.shape), v).map_err(|_| Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: vec![n] })?;
+        let a =
+            ArrayD::from_shape_vec(IxDyn(&self.shape), v).map_err(|_| Error::ShapeMismatch {
+                name: self.name.clone(),
+                expected: self.shape.clone(),
+                given: vec![n],
+            })?;
         Ok((a, info))
     }
 
@@ -185,22 +240,45 @@ impl Stream {
     /// A safe snapshot of the current frame (allocates the array). Waits up to the default
     /// timeout for a writer that is inside its bracket.
     pub fn read<T: Element>(&self) -> Result<ArrayD<T>> {
-        Ok(self.read_array(Want::Now, Some(self.default_timeout()), "read a stable frame")?.0)
+        Ok(self
+            .read_array(
+                Want::Now,
+                Some(self.default_timeout()),
+                "read a stable frame",
+            )?
+            .0)
     }
 
     /// A safe snapshot into a caller-owned buffer (no allocation). Returns the frame's count.
     pub fn read_into_slice<T: Element>(&self, dst: &mut [T]) -> Result<u64> {
-        Ok(self.read_into_slice_with(Want::Now, dst, Some(self.default_timeout()), "read a stable frame")?.count)
+        Ok(self
+            .read_into_slice_with(
+                Want::Now,
+                dst,
+                Some(self.default_timeout()),
+                "read a stable frame",
+            )?
+            .count)
     }
 
     /// A safe snapshot into a caller-owned array of the stream's shape (no allocation).
-    pub fn read_into<T: Element, D: Dimension>(&self, dst: &mut ArrayViewMut<'_, T, D>) -> Result<u64> {
+    pub fn read_into<T: Element, D: Dimension>(
+        &self,
+        dst: &mut ArrayViewMut<'_, T, D>,
+    ) -> Result<u64> {
         let shape = dst.shape().to_vec();
         if shape != self.shape {
-            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: shape });
+            return Err(Error::ShapeMismatch {
+                name: self.name.clone(),
+                expected: self.shape.clone(),
+                given: shape,
+            });
         }
         let Some(flat) = dst.as_slice_mut() else {
-            return Err(Error::Unsupported { name: self.name.clone(), what: "read_into needs a contiguous C-order array".into() });
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "read_into needs a contiguous C-order array".into(),
+            });
         };
         self.read_into_slice(flat)
     }
@@ -208,13 +286,22 @@ impl Stream {
     /// The current frame with its count, frame id, write time and missed count, all from one
     /// verified generation.
     pub fn read_publication<T: Element>(&self) -> Result<Publication<T>> {
-        let (payload, info) = self.read_array(Want::Now, Some(self.default_timeout()), "read a stable frame")?;
+        let (payload, info) = self.read_array(
+            Want::Now,
+            Some(self.default_timeout()),
+            "read a stable frame",
+        )?;
         Ok(Publication { payload, info })
     }
 
     /// [`Stream::read_publication`] into a caller-owned buffer.
     pub fn read_publication_into<T: Element>(&self, dst: &mut [T]) -> Result<FrameInfo> {
-        self.read_into_slice_with(Want::Now, dst, Some(self.default_timeout()), "read a stable frame")
+        self.read_into_slice_with(
+            Want::Now,
+            dst,
+            Some(self.default_timeout()),
+            "read a stable frame",
+        )
     }
 
     // ----- waits -----
@@ -222,22 +309,44 @@ impl Stream {
     /// Waits until the stream's count exceeds `after` (level-triggered: a count already past
     /// `after` returns at once) and returns the count. `None` waits forever.
     pub fn wait_for_count(&self, after: u64, timeout: Option<Duration>) -> Result<u64> {
-        Ok(self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| true)?.count)
+        Ok(self
+            .read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
+                true
+            })?
+            .count)
     }
 
     /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
-    pub fn read_after<T: Element>(&self, after: u64, timeout: Option<Duration>) -> Result<ArrayD<T>> {
-        Ok(self.read_array(Want::After(after), timeout, "wait for a new frame")?.0)
+    pub fn read_after<T: Element>(
+        &self,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<ArrayD<T>> {
+        Ok(self
+            .read_array(Want::After(after), timeout, "wait for a new frame")?
+            .0)
     }
 
     /// [`Stream::read_after`] into a caller-owned buffer; returns the frame's count.
-    pub fn read_after_into_slice<T: Element>(&self, after: u64, dst: &mut [T], timeout: Option<Duration>) -> Result<u64> {
-        Ok(self.read_into_slice_with(Want::After(after), dst, timeout, "wait for a new frame")?.count)
+    pub fn read_after_into_slice<T: Element>(
+        &self,
+        after: u64,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        Ok(self
+            .read_into_slice_with(Want::After(after), dst, timeout, "wait for a new frame")?
+            .count)
     }
 
     /// [`Stream::read_after`] with the frame's metadata.
-    pub fn read_after_publication<T: Element>(&self, after: u64, timeout: Option<Duration>) -> Result<Publication<T>> {
-        let (payload, info) = self.read_array(Want::After(after), timeout, "wait for a new frame")?;
+    pub fn read_after_publication<T: Element>(
+        &self,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Publication<T>> {
+        let (payload, info) =
+            self.read_array(Want::After(after), timeout, "wait for a new frame")?;
         Ok(Publication { payload, info })
     }
 
@@ -252,12 +361,19 @@ impl Stream {
     }
 
     /// [`Stream::read_new`] into a caller-owned buffer; returns the frame's count.
-    pub fn read_new_into_slice<T: Element>(&self, dst: &mut [T], timeout: Option<Duration>) -> Result<u64> {
+    pub fn read_new_into_slice<T: Element>(
+        &self,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
         self.read_after_into_slice(self.last_read_count(), dst, timeout)
     }
 
     /// [`Stream::read_new`] with the frame's metadata.
-    pub fn read_new_publication<T: Element>(&self, timeout: Option<Duration>) -> Result<Publication<T>> {
+    pub fn read_new_publication<T: Element>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Publication<T>> {
         self.read_after_publication(self.last_read_count(), timeout)
     }
 }

@@ -41,9 +41,14 @@ impl Segment {
 
     /// Opens and maps an existing object with its current size.
     pub(crate) fn open(id: &str, writable: bool) -> io::Result<Segment> {
-        let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+        let flags = if writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
         let file = sys::shm_open(id, flags)?;
-        let len = usize::try_from(file.metadata()?.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
         let map = map(&file, len, writable)?;
         Ok(Segment { file, map })
     }
@@ -76,12 +81,19 @@ impl Segment {
 
 fn map(file: &File, len: usize, writable: bool) -> io::Result<MmapRaw> {
     if len == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "shared memory object is empty"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "shared memory object is empty",
+        ));
     }
     // Populate: fault every page in now, so the hot path never takes a page fault.
     let mut opts = MmapOptions::new();
     opts.len(len).populate();
-    if writable { opts.map_raw(file) } else { opts.map_raw_read_only(file) }
+    if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    }
 }
 
 /// Removes an object by id; a missing object is not an error.

@@ -89,8 +89,14 @@ pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
 
 /// Publishes the write: metadata, count, then the even sequence (Release).
 #[inline]
-pub(crate) fn end_write(h: &MappedHeader, b: Bracket, write_time: f64, frame_id: Option<u64>) -> u64 {
-    h.write_time().store(write_time.to_bits(), Ordering::Relaxed);
+pub(crate) fn end_write(
+    h: &MappedHeader,
+    b: Bracket,
+    write_time: f64,
+    frame_id: Option<u64>,
+) -> u64 {
+    h.write_time()
+        .store(write_time.to_bits(), Ordering::Relaxed);
     if let Some(f) = frame_id {
         h.frame_id().store(f, Ordering::Relaxed);
     }

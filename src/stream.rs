@@ -186,12 +186,19 @@ pub struct Stream {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    name::check(name).map_err(|reason| Error::InvalidName { name: name.to_owned(), reason })
+    name::check(name).map_err(|reason| Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 /// Validates a shape for a stream and returns its payload bytes.
 pub(crate) fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<usize> {
-    let bad = |reason| Error::InvalidShape { name: name.to_owned(), shape: shape.to_vec(), reason };
+    let bad = |reason| Error::InvalidShape {
+        name: name.to_owned(),
+        shape: shape.to_vec(),
+        reason,
+    };
     if shape.is_empty() {
         return Err(bad("a stream needs at least one dimension"));
     }
@@ -201,8 +208,12 @@ pub(crate) fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<u
     if shape.contains(&0) {
         return Err(bad("every dimension must be positive"));
     }
-    let bytes = format::payload_bytes(shape, dtype).ok_or_else(|| bad("the payload size overflows 64 bits"))?;
-    usize::try_from(bytes).ok().filter(|&b| isize::try_from(b).is_ok()).ok_or_else(|| bad("the payload is larger than this machine can map"))
+    let bytes = format::payload_bytes(shape, dtype)
+        .ok_or_else(|| bad("the payload size overflows 64 bits"))?;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|&b| isize::try_from(b).is_ok())
+        .ok_or_else(|| bad("the payload is larger than this machine can map"))
 }
 
 /// Holds the write lock for a lifecycle operation (create, unlink) without touching a header.
@@ -232,7 +243,9 @@ impl Stream {
     /// Creates a stream from a [`StreamConfig`].
     pub fn create_from_config(config: &StreamConfig) -> Result<Stream> {
         let mut o = StreamOptions::new(&config.name);
-        o.shape(&config.shape).dtype(config.dtype).notify(config.notify);
+        o.shape(&config.shape)
+            .dtype(config.dtype)
+            .notify(config.notify);
         if let Some(dev) = &config.gpu_device {
             o.gpu_device = Some(crate::gpu::parse_device(&config.name, dev)?);
             o.cpu_mirror = config.cpu_mirror.unwrap_or(false);
@@ -248,7 +261,10 @@ impl Stream {
         let mut device_index = -1;
         if let Some(dev) = o.gpu_device {
             if dev < 0 {
-                return Err(Error::Unsupported { name: name.to_owned(), what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into() });
+                return Err(Error::Unsupported {
+                    name: name.to_owned(),
+                    what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into(),
+                });
             }
             crate::gpu::check_gpu_dtype(name, o.dtype)?;
             flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
@@ -257,12 +273,17 @@ impl Stream {
             }
             device_index = dev;
             #[cfg(not(feature = "cuda"))]
-            return Err(Error::Unsupported { name: name.to_owned(), what: "this build has no CUDA support: enable the `cuda` feature".into() });
+            return Err(Error::Unsupported {
+                name: name.to_owned(),
+                what: "this build has no CUDA support: enable the `cuda` feature".into(),
+            });
         }
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
         let exists = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { name: name.to_owned() },
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                name: name.to_owned(),
+            },
             _ => Error::io(name, "creating a shared-memory segment", e),
         };
         let payload = Segment::create(&name::segment_id(name), size).map_err(exists)?;
@@ -301,7 +322,15 @@ impl Stream {
             cleanup();
             let _ = segment::unlink(&name::gpu_id(name));
         };
-        let bytes = format::encode_new(&NewHeader { name, dtype: o.dtype, shape: &o.shape, flags, device_index, creator_pid: pid, instance_id });
+        let bytes = format::encode_new(&NewHeader {
+            name,
+            dtype: o.dtype,
+            shape: &o.shape,
+            flags,
+            device_index,
+            creator_pid: pid,
+            instance_id,
+        });
         // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
         // (both are fields of the Stream built below).
         let header = unsafe { MappedHeader::new(&meta) };
@@ -310,14 +339,34 @@ impl Stream {
         // retries for DECODE_RETRY (pyshmem retries the same way).
         // SAFETY: the mapping is META_BYTES long and nobody else writes it before the magic
         // is published.
-        unsafe { std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8) };
-        header.magic_word().store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8)
+        };
+        header
+            .magic_word()
+            .store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
         let decoded = format::decode(&meta.snapshot(META_BYTES), Some(name)).map_err(|rule| {
             cleanup();
-            Error::CorruptHeader { name: name.to_owned(), rule }
+            Error::CorruptHeader {
+                name: name.to_owned(),
+                rule,
+            }
         })?;
-        let payload = if decoded.cpu_mirror() { Some(payload) } else { None };
-        let mut s = Stream::assemble(decoded, header, meta, payload, lock.clone(), false, true, o.auto_unlink);
+        let payload = if decoded.cpu_mirror() {
+            Some(payload)
+        } else {
+            None
+        };
+        let mut s = Stream::assemble(
+            decoded,
+            header,
+            meta,
+            payload,
+            lock.clone(),
+            false,
+            true,
+            o.auto_unlink,
+        );
         s.gpu = gpu;
         Ok(s)
     }
@@ -339,12 +388,17 @@ impl Stream {
         // kept alive next to `header` in the Stream.
         let header = unsafe { MappedHeader::new(&meta) };
         let payload = if decoded.cpu_mirror() {
-            let seg = Segment::open(&name::segment_id(name), !readonly).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => not_found(name),
-                _ => Error::io(name, "opening the payload segment", e),
-            })?;
+            let seg =
+                Segment::open(&name::segment_id(name), !readonly).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => not_found(name),
+                    _ => Error::io(name, "opening the payload segment", e),
+                })?;
             if (seg.len() as u64) < decoded.size {
-                return Err(Error::PayloadTooSmall { name: name.to_owned(), declared: decoded.size, actual: seg.len() as u64 });
+                return Err(Error::PayloadTooSmall {
+                    name: name.to_owned(),
+                    declared: decoded.size,
+                    actual: seg.len() as u64,
+                });
             }
             Some(seg)
         } else {
@@ -369,7 +423,9 @@ impl Stream {
         auto_unlink: bool,
     ) -> Stream {
         let reads = ReadState::default();
-        reads.last_count.store(header.count().load(Ordering::Acquire), Ordering::Relaxed);
+        reads
+            .last_count
+            .store(header.count().load(Ordering::Acquire), Ordering::Relaxed);
         let len = h.shape.iter().product();
         Stream {
             size: h.size as usize,
@@ -419,7 +475,9 @@ impl Stream {
 
     pub(crate) fn ensure_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed { name: self.name.clone() });
+            return Err(Error::Closed {
+                name: self.name.clone(),
+            });
         }
         Ok(())
     }
@@ -427,21 +485,32 @@ impl Stream {
     pub(crate) fn ensure_writable(&self, op: &'static str) -> Result<()> {
         self.ensure_open()?;
         if self.readonly {
-            return Err(Error::ReadOnly { name: self.name.clone(), op });
+            return Err(Error::ReadOnly {
+                name: self.name.clone(),
+                op,
+            });
         }
         Ok(())
     }
 
     pub(crate) fn ensure_dtype<T: Element>(&self) -> Result<()> {
         if T::DTYPE != self.dtype {
-            return Err(Error::DtypeMismatch { name: self.name.clone(), expected: self.dtype, given: T::DTYPE });
+            return Err(Error::DtypeMismatch {
+                name: self.name.clone(),
+                expected: self.dtype,
+                given: T::DTYPE,
+            });
         }
         Ok(())
     }
 
     pub(crate) fn ensure_len(&self, given: usize) -> Result<()> {
         if given != self.len {
-            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: vec![given] });
+            return Err(Error::ShapeMismatch {
+                name: self.name.clone(),
+                expected: self.shape.clone(),
+                given: vec![given],
+            });
         }
         Ok(())
     }
@@ -460,9 +529,14 @@ impl Stream {
     /// The error for an invalid generation: stale if the stream was unlinked, else inconsistent.
     pub(crate) fn invalid_error(&self) -> Error {
         if self.meta.is_unlinked() {
-            Error::Stale { name: self.name.clone() }
+            Error::Stale {
+                name: self.name.clone(),
+            }
         } else {
-            Error::Inconsistent { name: self.name.clone(), reason: "the last write was aborted or its writer died" }
+            Error::Inconsistent {
+                name: self.name.clone(),
+                reason: "the last write was aborted or its writer died",
+            }
         }
     }
 
@@ -479,7 +553,10 @@ impl Stream {
     /// The timeout used by calls that take none (`read`, `write`, `lock` via `write`): 5 s
     /// unless changed.
     pub fn set_default_timeout(&self, timeout: Duration) {
-        self.timeout_ns.store(timeout.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.timeout_ns.store(
+            timeout.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
     /// See [`Stream::set_default_timeout`].
     pub fn default_timeout(&self) -> Duration {
@@ -551,7 +628,8 @@ impl Stream {
     }
     /// `"cuda:N"` for GPU streams.
     pub fn gpu_device(&self) -> Option<String> {
-        self.gpu_enabled().then(|| format!("cuda:{}", self.device_index))
+        self.gpu_enabled()
+            .then(|| format!("cuda:{}", self.device_index))
     }
     /// Whether a host copy of the payload exists (always for CPU streams).
     pub fn cpu_mirror(&self) -> bool {
@@ -559,7 +637,10 @@ impl Stream {
     }
     /// The 128-bit generation id, as 32 hex digits.
     pub fn instance_id(&self) -> String {
-        self.instance_id.iter().map(|b| format!("{b:02x}")).collect()
+        self.instance_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
     /// The count of the frame this handle last returned (the count at open before any read).
     pub fn last_read_count(&self) -> u64 {
@@ -601,7 +682,10 @@ impl Stream {
 
     /// A multi-line, human-readable summary (also the `Display` output).
     pub fn describe(&self) -> String {
-        let age = self.age().map_or_else(|| "never written".to_owned(), |a| format!("{:.3} s", a.as_secs_f64()));
+        let age = self.age().map_or_else(
+            || "never written".to_owned(),
+            |a| format!("{:.3} s", a.as_secs_f64()),
+        );
         format!(
             "name:         {}\nshape:        {:?}\ndtype:        {}\nsize:         {} bytes\ngpu_enabled:  {}\ngpu_device:   {}\ncpu_mirror:   {}\ncount:        {}\nwrite_time:   {}\nwrite_seq:    {}\nframe_id:     {}\nowner:        {}\nreadonly:     {}\ncreator_pid:  {}\nproducer:     {}\nage:          {}\nnotify:       {}\ninstance_id:  {}",
             self.name,
@@ -618,7 +702,11 @@ impl Stream {
             self.owner,
             self.readonly,
             self.creator_pid,
-            if self.producer_alive() { "alive" } else { "dead" },
+            if self.producer_alive() {
+                "alive"
+            } else {
+                "dead"
+            },
             age,
             self.notify(),
             self.instance_id(),
@@ -645,7 +733,10 @@ impl Drop for Stream {
 pub(crate) fn not_found(name: &str) -> Error {
     let mut known = catalog::list_streams().unwrap_or_default();
     known.retain(|k| k != name);
-    Error::NotFound { name: name.to_owned(), known }
+    Error::NotFound {
+        name: name.to_owned(),
+        known,
+    }
 }
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
@@ -654,13 +745,19 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         std::io::ErrorKind::NotFound => not_found(name),
         _ => Error::io(name, "opening the metadata segment", e),
     })?;
-    let h = decode_retrying(&meta, Some(name)).map_err(|rule| Error::CorruptHeader { name: name.to_owned(), rule })?;
+    let h = decode_retrying(&meta, Some(name)).map_err(|rule| Error::CorruptHeader {
+        name: name.to_owned(),
+        rule,
+    })?;
     Ok((meta, h))
 }
 
 /// Decodes a header from private snapshots, retrying for [`DECODE_RETRY`] while it fails
 /// (a live writer may be between two metadata stores, or a creator still initializing).
-pub(crate) fn decode_retrying(meta: &Segment, expected: Option<&str>) -> std::result::Result<Header, FormatError> {
+pub(crate) fn decode_retrying(
+    meta: &Segment,
+    expected: Option<&str>,
+) -> std::result::Result<Header, FormatError> {
     if meta.len() < META_BYTES {
         return Err(FormatError::TooShort(meta.len()));
     }

@@ -21,7 +21,9 @@ pub(crate) fn pid() -> i64 {
 
 /// Whether a process with this pid exists (`kill(pid, 0)`); EPERM counts as alive.
 pub(crate) fn pid_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
@@ -57,10 +59,17 @@ pub(crate) fn shm_unlink(id: &str) -> io::Result<()> {
 }
 
 /// `flock(fd, op)`; `Ok(false)` when `LOCK_NB` was given and the lock is held elsewhere.
+#[cfg(test)]
 pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    flock_fd(file.as_raw_fd(), op)
+}
+
+/// [`flock`] on a raw fd the caller keeps open for the duration of the call.
+pub(crate) fn flock_fd(fd: std::os::fd::RawFd, op: libc::c_int) -> io::Result<bool> {
     loop {
-        // SAFETY: the fd is open for the lifetime of `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        // SAFETY: flock only operates on the descriptor number; an fd closed meanwhile yields
+        // EBADF (an error), never memory unsafety.
+        if unsafe { libc::flock(fd, op) } == 0 {
             return Ok(true);
         }
         let err = io::Error::last_os_error();
@@ -82,7 +91,15 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     // SAFETY: `word` is a valid, aligned 32-bit location for the duration of the call;
     // FUTEX_WAIT only reads it and takes a relative timeout.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            0usize,
+            0u32,
+        );
     }
 }
 
@@ -90,7 +107,15 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE does not dereference user memory beyond keying on the address.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 
@@ -106,7 +131,8 @@ pub(crate) fn random_id() -> io::Result<[u8; 16]> {
     let mut filled = 0;
     while filled < out.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `out`.
-        let n = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), out.len() - filled, 0) };
+        let n =
+            unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), out.len() - filled, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -124,5 +150,8 @@ pub(crate) fn random_id() -> io::Result<[u8; 16]> {
 
 /// Seconds since the UNIX epoch (the format's `write_time`).
 pub(crate) fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

@@ -70,15 +70,22 @@ impl Stream {
     pub fn lock(&self, timeout: Option<Duration>) -> Result<WriteGuard<'_>> {
         self.ensure_writable("take the write lock")?;
         self.acquire_stamped(timeout)?;
-        Ok(WriteGuard { stream: self, _not_send: PhantomData })
+        Ok(WriteGuard {
+            stream: self,
+            _not_send: PhantomData,
+        })
     }
 
     fn acquire_stamped(&self, timeout: Option<Duration>) -> Result<()> {
         let depth = self.lock.acquire(timeout, &self.name)?;
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
         // writer that died mid-write.
-        self.header.lock_depth().store(depth, std::sync::atomic::Ordering::Relaxed);
-        self.header.lock_owner_pid().store(self.pid, std::sync::atomic::Ordering::Relaxed);
+        self.header
+            .lock_depth()
+            .store(depth, std::sync::atomic::Ordering::Relaxed);
+        self.header
+            .lock_owner_pid()
+            .store(self.pid, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -99,14 +106,27 @@ impl Stream {
     ///
     /// `fill` receives the host payload pointer (null for GPU streams without a mirror,
     /// whose fill writes the device buffer instead).
-    pub(crate) fn publish_locked<R>(&self, frame_id: Option<u64>, fill: impl FnOnce(*mut u8) -> Result<R>) -> Result<R> {
+    pub(crate) fn publish_locked<R>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
         let h = &self.header;
         if h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0 && self.meta.is_unlinked() {
-            return Err(Error::Stale { name: self.name.clone() });
+            return Err(Error::Stale {
+                name: self.name.clone(),
+            });
         }
         crate::gpu::check_writable(self)?;
-        let dst = self.payload.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr());
-        let abort = Abort { header: h, notify: self.notify(), bracket: Some(seqlock::begin_write(h)) };
+        let dst = self
+            .payload
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |p| p.as_ptr());
+        let abort = Abort {
+            header: h,
+            notify: self.notify(),
+            bracket: Some(seqlock::begin_write(h)),
+        };
         let out = fill(dst)?;
         crate::gpu::after_fill(self, dst)?;
         if let Some(b) = abort.disarm() {
@@ -119,7 +139,11 @@ impl Stream {
     }
 
     /// Takes the lock (default timeout), runs one bracket, releases.
-    pub(crate) fn publish<R>(&self, frame_id: Option<u64>, fill: impl FnOnce(*mut u8) -> Result<R>) -> Result<R> {
+    pub(crate) fn publish<R>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
         self.ensure_writable("write")?;
         self.acquire_stamped(Some(self.default_timeout()))?;
         struct Release<'a>(&'a Stream);
@@ -132,7 +156,10 @@ impl Stream {
         self.publish_locked(frame_id, fill)
     }
 
-    fn host_fill<'a, T: Element>(&'a self, data: &'a [T]) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
+    fn host_fill<'a, T: Element>(
+        &'a self,
+        data: &'a [T],
+    ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(data.len())?;
         self.host_payload()?;
@@ -159,21 +186,43 @@ impl Stream {
     }
 
     /// Writes one whole frame from an array of the stream's shape (any layout).
-    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>) -> Result<()> {
+    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(
+        &self,
+        array: &ArrayBase<S, D>,
+    ) -> Result<()> {
         self.write_array(array, None, false)
     }
 
     /// [`Stream::write`], stamping `frame_id` in the same publication.
-    pub fn write_frame<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>, frame_id: u64) -> Result<()> {
+    pub fn write_frame<T: Element, S: Data<Elem = T>, D: Dimension>(
+        &self,
+        array: &ArrayBase<S, D>,
+        frame_id: u64,
+    ) -> Result<()> {
         self.write_array(array, Some(frame_id), false)
     }
 
-    fn write_array<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>, frame_id: Option<u64>, locked: bool) -> Result<()> {
+    fn write_array<T: Element, S: Data<Elem = T>, D: Dimension>(
+        &self,
+        array: &ArrayBase<S, D>,
+        frame_id: Option<u64>,
+        locked: bool,
+    ) -> Result<()> {
         self.ensure_dtype::<T>()?;
         if array.shape() != self.shape.as_slice() {
-            return Err(Error::ShapeMismatch { name: self.name.clone(), expected: self.shape.clone(), given: array.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                name: self.name.clone(),
+                expected: self.shape.clone(),
+                given: array.shape().to_vec(),
+            });
         }
-        let run = |fill: &mut dyn FnMut(*mut u8) -> Result<()>| if locked { self.publish_locked(frame_id, fill) } else { self.publish(frame_id, fill) };
+        let run = |fill: &mut dyn FnMut(*mut u8) -> Result<()>| {
+            if locked {
+                self.publish_locked(frame_id, fill)
+            } else {
+                self.publish(frame_id, fill)
+            }
+        };
         match array.as_slice() {
             Some(flat) => {
                 let mut fill = Some(self.host_fill(flat)?);
@@ -213,7 +262,10 @@ impl Stream {
     /// shmstream::unlink(&name)?;
     /// # Ok::<(), shmstream::Error>(())
     /// ```
-    pub fn write_view<T, R, E>(&self, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    pub fn write_view<T, R, E>(
+        &self,
+        fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>,
+    ) -> Result<R>
     where
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -222,7 +274,11 @@ impl Stream {
     }
 
     /// [`Stream::write_view`], stamping `frame_id` in the same publication.
-    pub fn write_view_frame<T, R, E>(&self, frame_id: u64, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    pub fn write_view_frame<T, R, E>(
+        &self,
+        frame_id: u64,
+        fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>,
+    ) -> Result<R>
     where
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -230,7 +286,12 @@ impl Stream {
         self.write_view_frame_opt(Some(frame_id), fill, false)
     }
 
-    fn write_view_frame_opt<T, R, E>(&self, frame_id: Option<u64>, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>, locked: bool) -> Result<R>
+    fn write_view_frame_opt<T, R, E>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>,
+        locked: bool,
+    ) -> Result<R>
     where
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -257,9 +318,16 @@ impl Stream {
             // checked); we hold the write lock inside the bracket, so no cooperating writer
             // aliases it; bools were normalized above; the borrow ends before the bracket does.
             let buf = unsafe { std::slice::from_raw_parts_mut(dst.cast::<T>(), len) };
-            fill(buf).map_err(|e| Error::WriteAborted { name: name.clone(), source: e.into() })
+            fill(buf).map_err(|e| Error::WriteAborted {
+                name: name.clone(),
+                source: e.into(),
+            })
         };
-        if locked { self.publish_locked(frame_id, body) } else { self.publish(frame_id, body) }
+        if locked {
+            self.publish_locked(frame_id, body)
+        } else {
+            self.publish(frame_id, body)
+        }
     }
 
     /// Writes zeros as a new frame.
@@ -292,12 +360,18 @@ impl WriteGuard<'_> {
         self.stream.publish_locked(Some(frame_id), fill)
     }
     /// [`Stream::write`] without re-locking.
-    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(&self, array: &ArrayBase<S, D>) -> Result<()> {
+    pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(
+        &self,
+        array: &ArrayBase<S, D>,
+    ) -> Result<()> {
         self.stream.ensure_open()?;
         self.stream.write_array(array, None, true)
     }
     /// [`Stream::write_view`] without re-locking.
-    pub fn write_view<T, R, E>(&self, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    pub fn write_view<T, R, E>(
+        &self,
+        fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>,
+    ) -> Result<R>
     where
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -306,7 +380,11 @@ impl WriteGuard<'_> {
         self.stream.write_view_frame_opt(None, fill, true)
     }
     /// [`Stream::write_view_frame`] without re-locking.
-    pub fn write_view_frame<T, R, E>(&self, frame_id: u64, fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>) -> Result<R>
+    pub fn write_view_frame<T, R, E>(
+        &self,
+        frame_id: u64,
+        fill: impl FnOnce(&mut [T]) -> std::result::Result<R, E>,
+    ) -> Result<R>
     where
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -327,14 +405,22 @@ impl WriteGuard<'_> {
             // SAFETY: the payload has `s.len` readable bytes for a bool stream.
             let bytes = unsafe { std::slice::from_raw_parts(p.cast_const(), s.len) };
             if bytes.iter().any(|&b| b > 1) {
-                return Err(Error::InvalidData { name: s.name.clone(), dtype: s.dtype, reason: "a bool byte other than 0 or 1" });
+                return Err(Error::InvalidData {
+                    name: s.name.clone(),
+                    dtype: s.dtype,
+                    reason: "a bool byte other than 0 or 1",
+                });
             }
         }
         // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
         // cooperating writers out for the borrow's lifetime (tied to `&self`).
         let slice = unsafe { std::slice::from_raw_parts(p.cast_const().cast::<T>(), s.len) };
-        ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch { name: s.name.clone(), expected: s.shape.clone(), given: vec![s.len] })
+        ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch {
+            name: s.name.clone(),
+            expected: s.shape.clone(),
+            given: vec![s.len],
+        })
     }
 }
 
