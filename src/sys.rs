@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ pub(crate) fn shm_unlink(id: &str) -> io::Result<()> {
 /// `flock(fd, op)`; `Ok(false)` when `LOCK_NB` was given and the lock is held elsewhere.
 #[cfg(test)]
 pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
-    flock_fd(file.as_raw_fd(), op)
+    flock_fd(std::os::fd::AsRawFd::as_raw_fd(file), op)
 }
 
 /// [`flock`] on a raw fd the caller keeps open for the duration of the call.
