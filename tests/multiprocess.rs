@@ -41,6 +41,7 @@ fn child_entry() {
             let n: u64 = param("n");
             let s = Stream::open(&name).unwrap();
             say("ready");
+            assert_eq!(block_on_stdin(), "go");
             for _ in 0..n {
                 let g = s.lock(Some(LONG)).unwrap();
                 let v = g.live::<i64>().unwrap()[[0]];
@@ -124,6 +125,8 @@ fn two_writer_processes_serialize_on_the_lock() {
     // The parent competes too, through a second handle.
     a.expect_line("ready", LONG);
     b.expect_line("ready", LONG);
+    a.send_line("go");
+    b.send_line("go");
     for _ in 0..N / 4 {
         let g = s.lock(Some(LONG)).unwrap();
         let v = g.live::<i64>().unwrap()[[0]];
