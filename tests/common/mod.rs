@@ -461,7 +461,11 @@ fn python_works(py: &Path) -> Result<(), String> {
         return Err(format!(
             "{}: `import pyshmem, numpy` failed: {}",
             py.display(),
-            String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
