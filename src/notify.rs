@@ -74,6 +74,11 @@ impl Waiter {
         self.rounds
     }
 
+    /// Whether the next pause is still a spin (later pauses yield, sleep or park).
+    pub(crate) fn spinning(&self) -> bool {
+        self.strategy == WaitStrategy::Spin || self.rounds < SPIN_ROUNDS
+    }
+
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
     /// against. Returns `false` once the deadline has passed.
     pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {

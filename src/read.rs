@@ -95,8 +95,11 @@ impl Stream {
                     }
                 }
                 Observed::Writing(s) => {
+                    // While spinning, check every 64 rounds; once pauses park or sleep, check
+                    // after every one (a dead writer wakes nobody: a notify park lasts its full
+                    // MAX_PARK, and 64 of them would delay the report by seconds).
                     if let Some(w) = &waiter {
-                        if w.rounds() % 64 == 63 {
+                        if w.rounds() % 64 == 63 || !w.spinning() {
                             self.check_abandoned(s)?;
                         }
                     }
