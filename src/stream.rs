@@ -745,11 +745,35 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         std::io::ErrorKind::NotFound => not_found(name),
         _ => Error::io(name, "opening the metadata segment", e),
     })?;
-    let h = decode_retrying(&meta, Some(name)).map_err(|rule| Error::CorruptHeader {
+    let h = match decode_retrying(&meta, Some(name)) {
+        Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
+            decode_retrying(&meta, Some(name))
+        }
+        decoded => decoded,
+    };
+    let h = h.map_err(|rule| Error::CorruptHeader {
         name: name.to_owned(),
         rule,
     })?;
     Ok((meta, h))
+}
+
+/// A writer killed between its two lock stamps (owner pid, then depth; or the reverse on
+/// release) leaves them inconsistent, which the format refuses, so nobody could open the
+/// stream again. When nobody holds the write lock (the kernel dropped the dead holder's
+/// flock), the stamps are leftovers: clear them under the lock. Returns whether it did.
+fn clear_dead_lock_stamps(meta: &Segment, name: &str) -> Result<bool> {
+    let lock = LockFile::attach(&name::lock_path(name), name)?;
+    if !lock.try_acquire(name)? {
+        return Ok(false);
+    }
+    // SAFETY: `meta` is a writable mapping of at least META_BYTES (decode checked the length),
+    // alive for this scope.
+    let h = unsafe { MappedHeader::new(meta) };
+    h.lock_owner_pid().store(0, Ordering::Relaxed);
+    h.lock_depth().store(0, Ordering::Relaxed);
+    lock.release(|_| {});
+    Ok(true)
 }
 
 /// Decodes a header from private snapshots, retrying for [`DECODE_RETRY`] while it fails
