@@ -167,13 +167,11 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
                 });
             }
         }
-        // Tell every attached handle: the generation goes invalid (they report Stale once they
-        // see the object unlinked), and parked waiters wake to notice.
+        // Tell every attached handle: the generation goes invalid (they report Stale, seeing
+        // the object unlinked), and parked waiters wake to notice. Unlink first: a reader that
+        // saw the invalid value before the unlink would report an aborted write instead.
         // SAFETY: `meta` is a writable mapping of at least META_BYTES, alive for this scope.
         let h = unsafe { MappedHeader::new(meta) };
-        let s = h.sequence().load(Ordering::Acquire);
-        h.sequence()
-            .store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
         for id in [
             name::segment_id(name),
             name::meta_id(name),
@@ -181,6 +179,9 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         ] {
             segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
         }
+        let s = h.sequence().load(Ordering::Acquire);
+        h.sequence()
+            .store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
         notify::wake_all(&h);
     } else {
         for id in [
