@@ -1,0 +1,879 @@
+//! Faults: writers and lock holders SIGKILLed at random and at chosen points, readers parked
+//! while a writer dies, unlink / recreate / close under live handles, and a pyshmem writer
+//! killed mid-write. Every wait in these tests is on an observable event (a protocol line, a
+//! thread parked in a syscall seen through `/proc`, a child's exit): none sleeps to synchronize.
+//!
+//! The guarantees these tests back are listed in `docs/guarantees.md`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, LONG, Proc, block_on_stdin, child, child_role, param, say, unique_name};
+use shmstream::{Dtype, Error, Stream, StreamOptions};
+
+/// Frame length (u32 elements) of the fault streams: small, so trials are fast.
+const N: usize = 1024;
+/// Pause between two writes of the slow writer.
+const GAP: Duration = Duration::from_micros(25);
+/// The bound the issue sets on reporting a dead writer.
+const DETECT: Duration = Duration::from_millis(100);
+
+/// The tests in this binary run one at a time: several measure latencies against a 100 ms
+/// bound, and CI machines have 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ----- frames: every element derives from the seed, the last one is a CRC-32 -----
+
+fn mix(seed: u32, i: usize) -> u32 {
+    let x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    (x ^ (x >> 29)) as u32
+}
+
+fn crc_of(words: &[u32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for w in words {
+        h.update(&w.to_le_bytes());
+    }
+    h.finalize()
+}
+
+fn frame(seed: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..N)
+        .map(|i| if i == 0 { seed } else { mix(seed, i) })
+        .collect();
+    v[N - 1] = crc_of(&v[..N - 1]);
+    v
+}
+
+/// Fills `buf` with `frame(seed)` one element at a time with some work per element, so a
+/// writer spends most of its life inside the write bracket.
+fn slow_fill(buf: &mut [u32], seed: u32) {
+    buf[0] = seed;
+    for i in 1..N - 1 {
+        let mut v = mix(seed, i);
+        for _ in 0..8 {
+            v = std::hint::black_box(v);
+        }
+        buf[i] = v;
+    }
+    buf[N - 1] = crc_of(&buf[..N - 1]);
+}
+
+/// `Ok(seed)` for a whole frame, `Err` describing the tear otherwise.
+fn check(buf: &[u32]) -> Result<u32, String> {
+    let seed = buf[0];
+    if let Some(i) = (1..N - 1).find(|&i| buf[i] != mix(seed, i)) {
+        return Err(format!("element {i} is not from frame {seed}"));
+    }
+    if buf[N - 1] != crc_of(&buf[..N - 1]) {
+        return Err(format!("crc mismatch in frame {seed}"));
+    }
+    Ok(seed)
+}
+
+// ----- observing other threads and processes without sleeping -----
+
+fn gettid() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    i64::from(unsafe { libc::gettid() })
+}
+
+/// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
+fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let suffix = format!("/dev/shm/{id}");
+    maps.lines()
+        .filter(|l| l.trim_end().ends_with(&suffix) || l.contains(&format!("{suffix} ")))
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The syscall a task is blocked in, with its first argument.
+fn blocked_syscall(pid: u32, tid: i64) -> Option<(i64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let mut it = s.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    let arg0 = u64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
+    Some((nr, arg0))
+}
+
+/// Whether some task of `pid` (or only `tid`) is parked in `futex` on the header of `name`
+/// (notify streams) or in a sleep (polling waits).
+fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
+    let ranges = mapping_ranges(pid, &shmstream::name::meta_id(name));
+    let tids: Vec<i64> = match tid {
+        Some(t) => vec![t],
+        None => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    tids.iter().any(|&t| match blocked_syscall(pid, t) {
+        Some((nr, addr)) if notify => {
+            nr == libc::SYS_futex && ranges.iter().any(|&(a, b)| addr >= a && addr < b)
+        }
+        Some((nr, _)) => nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep,
+        None => false,
+    })
+}
+
+/// Waits (yielding, with a deadline) until a reader is parked on the stream.
+fn wait_parked(pid: u32, tid: Option<i64>, name: &str, notify: bool) {
+    let deadline = Instant::now() + LONG;
+    while !parked_on(pid, tid, name, notify) {
+        assert!(
+            Instant::now() < deadline,
+            "reader never parked on '{name}' (notify={notify})"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Bytes of the stream's `_meta` segment, straight from `/dev/shm`.
+fn meta_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("/dev/shm/{}", shmstream::name::meta_id(name))).unwrap()
+}
+
+fn lock_owner_pid(name: &str) -> i64 {
+    let b = meta_bytes(name);
+    let off = shmstream::format::offset::LOCK_OWNER_PID;
+    i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+}
+
+// ----- child roles -----
+
+/// Child roles run by re-executing this binary (see tests/common/mod.rs).
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    die_with_parent();
+    let name: String = param("name");
+    match role.as_str() {
+        // Writes frames forever (until SIGKILLed), each filled slowly inside the bracket.
+        "slow_writer" => {
+            let s = Stream::open(&name).unwrap();
+            let mut seed: u32 = param("seed");
+            let mut first = true;
+            loop {
+                seed = seed.wrapping_add(1);
+                s.write_view_frame(u64::from(seed), |buf: &mut [u32]| {
+                    slow_fill(buf, seed);
+                    Ok::<_, Infallible>(())
+                })
+                .unwrap();
+                if first {
+                    say("ready");
+                    first = false;
+                }
+                // A short gap between writes (busy, outside the bracket): a seqlock reader
+                // needs a window as long as its copy, and a writer that re-enters at once
+                // starves polling readers (see docs/guarantees.md).
+                let until = Instant::now() + GAP;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        // Starts a write, fills half the frame, then blocks inside the bracket.
+        "stuck_writer" => {
+            let s = Stream::open(&name).unwrap();
+            s.write_view(|buf: &mut [u32]| {
+                buf[..N / 2].fill(0xdead_beef);
+                say("inside");
+                block_on_stdin();
+                Ok::<_, Infallible>(())
+            })
+            .unwrap();
+        }
+        // Takes the write lock and blocks holding it.
+        "lock_holder" => {
+            let s = Stream::open(&name).unwrap();
+            let _g = s.lock(Some(LONG)).unwrap();
+            say("locked");
+            block_on_stdin();
+        }
+        // Opens the stream, reads a frame, then reports what reads / writes / unlink give
+        // after the parent's go.
+        "attached" => {
+            let s = Stream::open(&name).unwrap();
+            let seed = check(s.read::<u32>().unwrap().as_slice().unwrap()).unwrap();
+            say(&format!("attached {seed}"));
+            block_on_stdin();
+            say(&format!("read {}", kind(s.read::<u32>().map(|_| ()))));
+            say(&format!("write {}", kind(s.write_slice(&frame(99)))));
+            say(&format!("unlink {}", kind(s.unlink())));
+        }
+        // Waits for a new frame with a long timeout and reports how it ended.
+        "waiting_reader" => {
+            let s = Stream::open_readonly(&name).unwrap();
+            say("waiting");
+            let t = Instant::now();
+            let r = s.read_new::<u32>(Some(Duration::from_secs(20)));
+            say(&format!(
+                "woke {} {}",
+                kind(r.map(|_| ())),
+                t.elapsed().as_millis()
+            ));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The variant name of a result, for protocol lines.
+fn kind<T>(r: Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "Ok".into(),
+        Err(e) => format!("{e:?}")
+            .split([' ', '{', '('])
+            .next()
+            .unwrap()
+            .to_owned(),
+    }
+}
+
+// ----- random SIGKILLs inside the write bracket -----
+
+/// A tiny xorshift, seeded from the clock (or `SHMSTREAM_FAULT_SEED` to replay a run).
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("SHMSTREAM_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("fault seed {seed} (set SHMSTREAM_FAULT_SEED to replay)");
+        Rng(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What a reader thread saw while a writer was being killed.
+#[derive(Debug)]
+struct ReaderLog {
+    frames: u64,
+    torn: Vec<String>,
+    end: Result<(), Error>,
+    at: Instant,
+}
+
+/// Reads every new frame until an error, checking each one.
+fn reader_loop(r: &Stream) -> ReaderLog {
+    let mut frames = 0;
+    let mut torn = Vec::new();
+    let mut last_count = 0;
+    loop {
+        match r.read_new_publication::<u32>(Some(LONG)) {
+            Ok(p) => {
+                frames += 1;
+                match check(p.payload.as_slice().unwrap()) {
+                    Ok(seed) if u64::from(seed) != p.info.frame_id => torn.push(format!(
+                        "frame {seed} published with frame id {}",
+                        p.info.frame_id
+                    )),
+                    Ok(_) => {}
+                    Err(e) => torn.push(e),
+                }
+                if p.info.count <= last_count {
+                    torn.push(format!("count went from {last_count} to {}", p.info.count));
+                }
+                last_count = p.info.count;
+            }
+            Err(e) => {
+                return ReaderLog {
+                    frames,
+                    torn,
+                    end: Err(e),
+                    at: Instant::now(),
+                };
+            }
+        }
+    }
+}
+
+#[test]
+fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
+    let _serial = serial();
+    let trials_per_stream: u32 = std::env::var("SHMSTREAM_FAULT_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(110);
+    let mut rng = Rng::new();
+    let mut in_bracket = 0;
+    let mut total_frames = 0;
+    let mut worst = Duration::ZERO;
+    for notify in [true, false] {
+        let name = unique_name(if notify { "kill-notify" } else { "kill-poll" });
+        let _c = Cleanup::new([&name]);
+        let owner = StreamOptions::new(&name)
+            .shape(&[N])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        owner.write_slice_frame(&frame(0), 0).unwrap();
+        // The time one slow write takes here, to spread kill points over a few writes.
+        let t = Instant::now();
+        owner
+            .write_view_frame(0, |b: &mut [u32]| Ok::<_, Infallible>(slow_fill(b, 0)))
+            .unwrap();
+        let write_us = (t.elapsed().as_micros() as u64).max(20);
+        for trial in 0..trials_per_stream {
+            let ctx = format!("trial {trial} on '{name}' (notify={notify})");
+            // The previous trial's writer is dead; a new one must recover the stream.
+            let mut w = child("child_entry", "slow_writer")
+                .param("name", &name)
+                .param("seed", trial * 1_000_000)
+                .spawn();
+            w.expect_line("ready", LONG);
+            let resumed = owner
+                .read_publication::<u32>()
+                .unwrap_or_else(|e| panic!("{ctx}: readers did not resume: {e}"));
+            check(resumed.payload.as_slice().unwrap()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+
+            let reader = Stream::open_readonly(&name).unwrap();
+            let log = std::thread::scope(|s| {
+                let h = s.spawn(|| reader_loop(&reader));
+                let delay = Duration::from_micros(rng.below(3 * write_us));
+                // A random kill point, not a synchronization: sleeping leaves both cores to
+                // the writer and the reader.
+                std::thread::sleep(delay);
+                w.kill();
+                let dead = Instant::now();
+                let seq = owner.write_sequence();
+                let killed_inside = seq < 0 || seq & 1 == 1;
+                if !killed_inside {
+                    // Nothing to report: stop the reader by closing its handle.
+                    reader.close();
+                }
+                let log = h.join().unwrap();
+                let latency = log.at.saturating_duration_since(dead);
+                worst = worst.max(latency);
+                assert!(log.torn.is_empty(), "{ctx}: torn frames {:?}", log.torn);
+                if killed_inside {
+                    in_bracket += 1;
+                    assert!(
+                        matches!(log.end, Err(Error::Inconsistent { .. })),
+                        "{ctx}: blocked reader got {:?}",
+                        log.end
+                    );
+                    assert!(
+                        latency < DETECT,
+                        "{ctx}: dead writer reported after {latency:?}"
+                    );
+                } else {
+                    assert!(
+                        matches!(log.end, Err(Error::Closed { .. })),
+                        "{ctx}: reader got {:?}",
+                        log.end
+                    );
+                    assert!(
+                        latency < DETECT,
+                        "{ctx}: close woke the reader after {latency:?}"
+                    );
+                }
+                // A reader arriving later (fresh handle) gets the same answer at once.
+                let fresh = Stream::open_readonly(&name).unwrap();
+                let t = Instant::now();
+                let r = fresh.read::<u32>();
+                assert!(
+                    t.elapsed() < DETECT,
+                    "{ctx}: fresh read took {:?}",
+                    t.elapsed()
+                );
+                match r {
+                    Ok(a) => {
+                        assert!(
+                            !killed_inside,
+                            "{ctx}: got a frame from an unfinished write"
+                        );
+                        check(a.as_slice().unwrap()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    }
+                    Err(Error::Inconsistent { name: n, .. }) => {
+                        assert!(killed_inside && n == name, "{ctx}")
+                    }
+                    Err(e) => panic!("{ctx}: fresh read: {e}"),
+                }
+                log
+            });
+            total_frames += log.frames;
+        }
+        // The last kill is recovered by the owner itself.
+        owner.write_slice_frame(&frame(7), 7).unwrap();
+        assert_eq!(
+            check(owner.read::<u32>().unwrap().as_slice().unwrap()),
+            Ok(7)
+        );
+    }
+    eprintln!(
+        "{} kills, {in_bracket} inside the write bracket, {total_frames} frames checked, worst report latency {worst:?}",
+        2 * trials_per_stream
+    );
+    // The kill points must actually hit the bracket most of the time, or this proves little.
+    assert!(
+        in_bracket * 2 >= trials_per_stream,
+        "only {in_bracket} of {} kills landed inside a write",
+        2 * trials_per_stream
+    );
+}
+
+// ----- chosen kill points -----
+
+/// A reader parked on the stream when the writer dies mid-write reports it within 100 ms,
+/// both for `read` (waiting for the bracket to close) and `read_new` (waiting for a frame);
+/// the next writer recovers.
+#[test]
+fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
+    let _serial = serial();
+    for notify in [true, false] {
+        let name = unique_name("parked");
+        let _c = Cleanup::new([&name]);
+        let owner = StreamOptions::new(&name)
+            .shape(&[N])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        owner.write_slice_frame(&frame(1), 1).unwrap();
+        for wait_new in [false, true] {
+            let ctx = format!("notify={notify} read_new={wait_new}");
+            let reader = Stream::open_readonly(&name).unwrap();
+            let mut w = child("child_entry", "stuck_writer")
+                .param("name", &name)
+                .spawn();
+            w.expect_line("inside", LONG);
+            let (end, at) = {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::scope(|s| {
+                    let h = s.spawn(|| {
+                        tx.send(gettid()).unwrap();
+                        let r = if wait_new {
+                            reader.read_new::<u32>(Some(LONG))
+                        } else {
+                            reader.read::<u32>()
+                        };
+                        (r, Instant::now())
+                    });
+                    let tid = rx.recv().unwrap();
+                    wait_parked(std::process::id(), Some(tid), &name, notify);
+                    w.kill();
+                    let dead = Instant::now();
+                    let (r, at) = h.join().unwrap();
+                    (r, at.saturating_duration_since(dead))
+                })
+            };
+            assert!(
+                matches!(end, Err(Error::Inconsistent { .. })),
+                "{ctx}: {end:?}"
+            );
+            assert!(at < DETECT, "{ctx}: dead writer reported after {at:?}");
+            // Never the half-written frame; the next writer recovers.
+            assert!(
+                matches!(owner.read::<u32>(), Err(Error::Inconsistent { .. })),
+                "{ctx}"
+            );
+            owner.write_slice_frame(&frame(2), 2).unwrap();
+            assert_eq!(
+                check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+                Ok(2),
+                "{ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
+    let _serial = serial();
+    let name = unique_name("lockkill");
+    let _c = Cleanup::new([&name]);
+    let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    owner.write_slice(&frame(5)).unwrap();
+    let mut holder = child("child_entry", "lock_holder")
+        .param("name", &name)
+        .spawn();
+    holder.expect_line("locked", LONG);
+    assert_eq!(lock_owner_pid(&name), i64::from(holder.pid()));
+    // The lock excludes us while its holder lives; readers never need it.
+    assert!(matches!(
+        owner.lock(Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
+    owner.set_default_timeout(Duration::from_millis(20));
+    assert!(matches!(
+        owner.write_slice(&frame(6)),
+        Err(Error::Timeout { .. })
+    ));
+    owner.set_default_timeout(Duration::from_secs(5));
+    assert_eq!(
+        check(owner.read::<u32>().unwrap().as_slice().unwrap()),
+        Ok(5)
+    );
+    holder.kill();
+    let t = Instant::now();
+    let g = owner
+        .lock(Some(LONG))
+        .expect("the lock of a dead holder is free");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    g.write_slice(&frame(8)).unwrap();
+    drop(g);
+    assert_eq!(
+        check(owner.read::<u32>().unwrap().as_slice().unwrap()),
+        Ok(8)
+    );
+    assert_eq!(lock_owner_pid(&name), 0);
+    // Still usable by a fresh writer process too.
+    let mut w = child("child_entry", "slow_writer")
+        .param("name", &name)
+        .param("seed", 100)
+        .spawn();
+    w.expect_line("ready", LONG);
+    w.kill();
+}
+
+/// A writer that dies between its two lock stamps (owner pid, depth) leaves a header whose
+/// lock fields disagree; the format rejects that, but the stream must still open and recover.
+#[test]
+fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
+    let _serial = serial();
+    let name = unique_name("stamps");
+    let _c = Cleanup::new([&name]);
+    let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    owner.write_slice(&frame(3)).unwrap();
+    let path = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
+    use shmstream::format::offset::{LOCK_DEPTH, LOCK_OWNER_PID};
+    // (owner, depth) left by a death after the first of the two stores in lock / unlock.
+    for (pid, depth) in [(0i64, 1u32), (999_999_999, 0), (0, 3)] {
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&pid.to_le_bytes(), LOCK_OWNER_PID as u64)
+            .unwrap();
+        f.write_all_at(&depth.to_le_bytes(), LOCK_DEPTH as u64)
+            .unwrap();
+        let ctx = format!("owner {pid} depth {depth}");
+        let w = Stream::open(&name).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        w.write_slice(&frame(4)).unwrap();
+        assert_eq!(
+            check(
+                Stream::open_readonly(&name)
+                    .unwrap()
+                    .read::<u32>()
+                    .unwrap()
+                    .as_slice()
+                    .unwrap()
+            ),
+            Ok(4),
+            "{ctx}"
+        );
+        assert!(shmstream::stat(&name).is_ok(), "{ctx}");
+        assert_eq!(lock_owner_pid(&name), 0, "{ctx}");
+    }
+}
+
+// ----- unlink, recreate and close under live handles -----
+
+#[test]
+fn unlink_while_another_process_is_attached_makes_its_handle_stale() {
+    let _serial = serial();
+    for notify in [true, false] {
+        let name = unique_name("unlink-att");
+        let _c = Cleanup::new([&name]);
+        let owner = StreamOptions::new(&name)
+            .shape(&[N])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        owner.write_slice(&frame(11)).unwrap();
+        let mut att = child("child_entry", "attached")
+            .param("name", &name)
+            .spawn();
+        assert_eq!(att.expect_line("attached", LONG), "11");
+        let mut waiting = child("child_entry", "waiting_reader")
+            .param("name", &name)
+            .spawn();
+        waiting.expect_line("waiting", LONG);
+        wait_parked(waiting.pid(), None, &name, notify);
+        shmstream::unlink(&name).unwrap();
+        // The parked reader wakes with Stale, long before its 20 s timeout.
+        let woke = waiting.expect_line("woke", LONG);
+        let (what, ms) = woke.split_once(' ').unwrap();
+        assert_eq!(what, "Stale", "notify={notify}");
+        assert!(ms.parse::<u64>().unwrap() < 20_000);
+        att.send_line("go");
+        assert_eq!(att.expect_line("read", LONG), "Stale", "notify={notify}");
+        assert_eq!(att.expect_line("write", LONG), "Stale", "notify={notify}");
+        assert_eq!(att.expect_line("unlink", LONG), "Stale", "notify={notify}");
+        att.wait_success(LONG);
+        waiting.wait_success(LONG);
+        assert!(matches!(owner.read::<u32>(), Err(Error::Stale { .. })));
+        assert!(matches!(Stream::open(&name), Err(Error::NotFound { .. })));
+    }
+}
+
+#[test]
+fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
+    let _serial = serial();
+    let name = unique_name("recreate");
+    let _c = Cleanup::new([&name]);
+    let old = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    old.write_slice(&frame(21)).unwrap();
+    let old_reader = Stream::open_readonly(&name).unwrap();
+    let mut att = child("child_entry", "attached")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(att.expect_line("attached", LONG), "21");
+
+    shmstream::unlink(&name).unwrap();
+    let new = StreamOptions::new(&name)
+        .shape(&[N])
+        .dtype(Dtype::U32)
+        .notify(true)
+        .create()
+        .unwrap();
+    new.write_slice_frame(&frame(22), 22).unwrap();
+    let before = shmstream::stat(&name).unwrap();
+
+    // Old handles, here and in another process: Stale on read, write and unlink.
+    for h in [&old, &old_reader] {
+        match h.read::<u32>() {
+            Err(e @ Error::Stale { .. }) => assert_eq!(e.stream_name(), name),
+            other => panic!("old handle read: {other:?}"),
+        }
+        assert!(matches!(
+            h.read_new::<u32>(Some(Duration::from_secs(5))),
+            Err(Error::Stale { .. })
+        ));
+    }
+    assert!(matches!(
+        old.write_slice(&frame(23)),
+        Err(Error::Stale { .. })
+    ));
+    assert!(matches!(old.unlink(), Err(Error::Stale { .. })));
+    att.send_line("go");
+    assert_eq!(att.expect_line("read", LONG), "Stale");
+    assert_eq!(att.expect_line("write", LONG), "Stale");
+    assert_eq!(att.expect_line("unlink", LONG), "Stale");
+    att.wait_success(LONG);
+    drop(old);
+
+    // The new generation is untouched: same frame, count, id and shape.
+    let after = shmstream::stat(&name).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after.count, 1);
+    let r = Stream::open_readonly(&name).unwrap();
+    let p = r.read_publication::<u32>().unwrap();
+    assert_eq!(check(p.payload.as_slice().unwrap()), Ok(22));
+    assert_eq!(p.info.frame_id, 22);
+    assert_eq!(r.instance_id(), new.instance_id());
+    new.write_slice(&frame(24)).unwrap();
+    assert_eq!(check(r.read::<u32>().unwrap().as_slice().unwrap()), Ok(24));
+}
+
+#[test]
+fn close_wakes_a_blocked_reader_with_closed() {
+    let _serial = serial();
+    for notify in [true, false] {
+        for forever in [true, false] {
+            let name = unique_name("close");
+            let _c = Cleanup::new([&name]);
+            let w = StreamOptions::new(&name)
+                .shape(&[N])
+                .dtype(Dtype::U32)
+                .notify(notify)
+                .create()
+                .unwrap();
+            w.write_slice(&frame(1)).unwrap();
+            let r = Stream::open_readonly(&name).unwrap();
+            let (end, latency) = {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::scope(|s| {
+                    let h = s.spawn(|| {
+                        tx.send(gettid()).unwrap();
+                        let timeout = if forever { None } else { Some(LONG) };
+                        let e = r.wait_for_count(r.count(), timeout);
+                        (e, Instant::now())
+                    });
+                    wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, notify);
+                    let t = Instant::now();
+                    r.close();
+                    let (e, at) = h.join().unwrap();
+                    (e, at.saturating_duration_since(t))
+                })
+            };
+            assert!(
+                matches!(end, Err(Error::Closed { .. })),
+                "notify={notify}: {end:?}"
+            );
+            assert!(latency < DETECT, "notify={notify}: woke after {latency:?}");
+            // Only that handle is closed.
+            assert!(matches!(r.read::<u32>(), Err(Error::Closed { .. })));
+            w.write_slice(&frame(2)).unwrap();
+            assert_eq!(check(w.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+        }
+    }
+}
+
+// ----- interop: a pyshmem writer killed mid-write -----
+
+const PY_STUCK_WRITER: &str = r#"
+import sys, pyshmem
+s = pyshmem.open(sys.argv[1])
+with s.write_view() as view:
+    view[: view.shape[0] // 2] = 0xdeadbeef
+    print("@@ inside", flush=True)
+    sys.stdin.readline()
+"#;
+
+const PY_LOCK_HOLDER: &str = r#"
+import sys, pyshmem
+s = pyshmem.open(sys.argv[1])
+s.acquire()
+print("@@ locked", flush=True)
+sys.stdin.readline()
+"#;
+
+const PY_READER: &str = r#"
+import sys, pyshmem
+s = pyshmem.open(sys.argv[1], readonly=True)
+a = s.read()
+print("@@ frame", int(a[0]), flush=True)
+"#;
+
+fn py_proc(py: &std::path::Path, script: &str, name: &str) -> Proc {
+    let mut c = std::process::Command::new(py);
+    c.arg("-u").arg("-c").arg(script).arg(name);
+    Proc::spawn(c)
+}
+
+#[test]
+fn python_writer_killed_mid_write_is_reported_and_recovered() {
+    let _serial = serial();
+    let Some(py) = common::python() else { return };
+    for notify in [true, false] {
+        let name = unique_name("py-kill");
+        let _c = Cleanup::new([&name]);
+        let owner = StreamOptions::new(&name)
+            .shape(&[N])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        owner.write_slice_frame(&frame(31), 31).unwrap();
+        let reader = Stream::open_readonly(&name).unwrap();
+
+        let mut p = py_proc(&py, PY_STUCK_WRITER, &name);
+        p.expect_line("inside", LONG);
+        assert_eq!(lock_owner_pid(&name), i64::from(p.pid()));
+        let (end, latency) = {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let h = s.spawn(|| {
+                    tx.send(gettid()).unwrap();
+                    (reader.read::<u32>(), Instant::now())
+                });
+                wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, notify);
+                p.kill();
+                let dead = Instant::now();
+                let (r, at) = h.join().unwrap();
+                (r, at.saturating_duration_since(dead))
+            })
+        };
+        assert!(
+            matches!(end, Err(Error::Inconsistent { .. })),
+            "notify={notify}: {end:?}"
+        );
+        assert!(
+            latency < DETECT,
+            "notify={notify}: reported after {latency:?}"
+        );
+        // The next (Rust) writer recovers; a Python reader sees the new frame too.
+        owner.write_slice_frame(&frame(32), 32).unwrap();
+        assert_eq!(
+            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+            Ok(32)
+        );
+        let mut pr = py_proc(&py, PY_READER, &name);
+        assert_eq!(pr.expect_line("frame", LONG), "32");
+        pr.wait_success(LONG);
+
+        // A Python lock holder killed: its flock goes with it.
+        let mut l = py_proc(&py, PY_LOCK_HOLDER, &name);
+        l.expect_line("locked", LONG);
+        assert!(matches!(
+            owner.lock(Some(Duration::from_millis(20))),
+            Err(Error::Timeout { .. })
+        ));
+        l.kill();
+        owner.write_slice_frame(&frame(33), 33).unwrap();
+        assert_eq!(
+            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+            Ok(33)
+        );
+    }
+}
+
+/// A reader waiting (spinning, so it sees the generation end at once) while the stream is
+/// unlinked must get `Stale`, never `Inconsistent`: the unlink is not an aborted write.
+#[test]
+fn a_reader_racing_unlink_gets_stale_not_inconsistent() {
+    let _serial = serial();
+    for i in 0..50 {
+        let name = unique_name("unlink-race");
+        let _c = Cleanup::new([&name]);
+        let w = Stream::create(&name, &[N], Dtype::U32).unwrap();
+        w.write_slice(&frame(1)).unwrap();
+        let r = Stream::open_readonly(&name).unwrap();
+        r.set_wait_strategy(shmstream::WaitStrategy::Spin);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let end = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                tx.send(()).unwrap();
+                r.read_new::<u32>(Some(LONG))
+            });
+            rx.recv().unwrap();
+            shmstream::unlink(&name).unwrap();
+            h.join().unwrap()
+        });
+        assert!(
+            matches!(end, Err(Error::Stale { .. })),
+            "iteration {i}: {end:?}"
+        );
+    }
+}
