@@ -77,6 +77,7 @@ impl Stream {
                         let write_time = f64::from_bits(h.write_time().load(Ordering::Relaxed));
                         let valid = copy(src);
                         if seqlock::validate_read(h, s) {
+                            self.check_generation()?;
                             if !valid {
                                 return Err(Error::InvalidData {
                                     name: self.name.clone(),

@@ -21,6 +21,8 @@ use crate::{catalog, name, sys};
 const DECODE_RETRY: Duration = Duration::from_millis(50);
 /// Default timeout for calls that take none (`read`, `write`, ...).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often reads and writes check that the stream was not unlinked under the handle.
+const GENERATION_CHECK_MS: u64 = 20;
 
 /// Settings for creating a stream. Start with [`StreamOptions::new`].
 ///
@@ -183,6 +185,8 @@ pub struct Stream {
     pub(crate) closed: AtomicBool,
     pub(crate) strategy: AtomicU8,
     pub(crate) timeout_ns: AtomicU64,
+    /// Coarse-clock milliseconds of the last "was the stream unlinked?" check.
+    pub(crate) generation_checked_ms: AtomicU64,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -450,6 +454,7 @@ impl Stream {
             closed: AtomicBool::new(false),
             strategy: AtomicU8::new(WaitStrategy::default() as u8),
             timeout_ns: AtomicU64::new(DEFAULT_TIMEOUT.as_nanos() as u64),
+            generation_checked_ms: AtomicU64::new(sys::coarse_now_ms()),
         }
     }
 
@@ -527,6 +532,27 @@ impl Stream {
     }
 
     /// The error for an invalid generation: stale if the stream was unlinked, else inconsistent.
+    /// Reports [`Error::Stale`] once this handle's stream was unlinked (by us or by pyshmem,
+    /// whose unlink leaves the old header looking valid). One `fstat` at most every
+    /// [`GENERATION_CHECK_MS`], timed on the coarse monotonic clock (a few ns per call).
+    pub(crate) fn check_generation(&self) -> Result<()> {
+        const STALE: u64 = u64::MAX;
+        let last = self.generation_checked_ms.load(Ordering::Relaxed);
+        let now = sys::coarse_now_ms();
+        if last != STALE && now.wrapping_sub(last) < GENERATION_CHECK_MS {
+            return Ok(());
+        }
+        if last == STALE || self.meta.is_unlinked() {
+            // Sticky: once a handle learns its stream is gone, it stays stale.
+            self.generation_checked_ms.store(STALE, Ordering::Relaxed);
+            return Err(Error::Stale {
+                name: self.name.clone(),
+            });
+        }
+        self.generation_checked_ms.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn invalid_error(&self) -> Error {
         if self.meta.is_unlinked() {
             Error::Stale {

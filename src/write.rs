@@ -117,6 +117,7 @@ impl Stream {
                 name: self.name.clone(),
             });
         }
+        self.check_generation()?;
         crate::gpu::check_writable(self)?;
         let dst = self
             .payload

@@ -522,14 +522,12 @@ fn aborted_writes_are_reported_on_both_sides() {
     assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &[4.0; 4]);
 }
 
-/// Library gap (see the report): after pyshmem unlinks a stream and creates a new one under
-/// the same name, a Rust handle on the old generation keeps returning the old generation's
-/// frame from `read()` instead of `Error::Stale` (issue 3: "a handle whose name now belongs to
-/// a newer generation gets a Stale error on unlink and on reads"). pyshmem's unlink does not
-/// mark the old header invalid, and `read_frame` only checks `meta.is_unlinked()` on an
-/// invalid sequence or a timeout.
+/// After pyshmem unlinks a stream and creates a new one under the same name, a Rust handle on
+/// the old generation gets `Error::Stale` from `read()` (issue 3: "a handle whose name now
+/// belongs to a newer generation gets a Stale error on unlink and on reads"), although
+/// pyshmem's unlink leaves the old header looking valid: reads check the segment's link count
+/// on a coarse clock.
 #[test]
-#[ignore = "library bug: reads through a handle whose stream pyshmem unlinked and recreated return the old frame, not Error::Stale"]
 fn rust_handle_reads_stale_after_python_unlink_and_recreate() {
     let Some(py) = python() else { return };
     let name = unique_name("interop-regen");
