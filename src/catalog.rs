@@ -88,7 +88,7 @@ fn validated(id: &str) -> Option<Header> {
     if !name::looks_like_segment_id(id) {
         return None;
     }
-    let meta = Segment::open(&format!("{id}_meta"), false).ok()?;
+    let meta = Segment::open_prefix(&format!("{id}_meta"), false, format::META_BYTES).ok()?;
     let stored = format::stored_name(&meta.snapshot(format::META_BYTES))?;
     if name::segment_id(&stored) != id {
         return None;
@@ -144,7 +144,7 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
     let lock_path = name::lock_path(name);
     let lock = LockFile::attach(&lock_path, name)?;
     let _held = NameLock::take(&lock, name)?;
-    let meta = Segment::open(&name::meta_id(name), true).ok();
+    let meta = Segment::open_prefix(&name::meta_id(name), true, format::META_BYTES).ok();
     let payload_exists = segment::exists(&name::segment_id(name));
     if meta.is_none() && !payload_exists {
         return Err(match expected {

@@ -41,6 +41,14 @@ impl Segment {
 
     /// Opens and maps an existing object with its current size.
     pub(crate) fn open(id: &str, writable: bool) -> io::Result<Segment> {
+        Segment::open_prefix(id, writable, usize::MAX)
+    }
+
+    /// Opens an existing object and maps at most its first `max_len` bytes: the bytes the
+    /// caller uses. An object grown larger (corrupt or hostile) is not faulted in, since the
+    /// mapping is populated. `len()` is then `min(object size, max_len)`; an empty object is
+    /// an `InvalidData` error.
+    pub(crate) fn open_prefix(id: &str, writable: bool, max_len: usize) -> io::Result<Segment> {
         let flags = if writable {
             libc::O_RDWR
         } else {
@@ -48,7 +56,8 @@ impl Segment {
         };
         let file = sys::shm_open(id, flags)?;
         let len = usize::try_from(file.metadata()?.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?
+            .min(max_len);
         let map = map(&file, len, writable)?;
         Ok(Segment { file, map })
     }

@@ -392,11 +392,18 @@ impl Stream {
         // kept alive next to `header` in the Stream.
         let header = unsafe { MappedHeader::new(&meta) };
         let payload = if decoded.cpu_mirror() {
+            // Map only the declared frame (decode bounded it by isize::MAX).
             let seg =
-                Segment::open(&name::segment_id(name), !readonly).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => not_found(name),
-                    _ => Error::io(name, "opening the payload segment", e),
-                })?;
+                Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => not_found(name),
+                        std::io::ErrorKind::InvalidData => Error::PayloadTooSmall {
+                            name: name.to_owned(),
+                            declared: decoded.size,
+                            actual: 0,
+                        },
+                        _ => Error::io(name, "opening the payload segment", e),
+                    })?;
             if (seg.len() as u64) < decoded.size {
                 return Err(Error::PayloadTooSmall {
                     name: name.to_owned(),
@@ -767,8 +774,14 @@ pub(crate) fn not_found(name: &str) -> Error {
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
-    let meta = Segment::open(&name::meta_id(name), true).map_err(|e| match e.kind() {
+    let meta = Segment::open_prefix(&name::meta_id(name), true, META_BYTES).map_err(|e| match e
+        .kind()
+    {
         std::io::ErrorKind::NotFound => not_found(name),
+        std::io::ErrorKind::InvalidData => Error::CorruptHeader {
+            name: name.to_owned(),
+            rule: FormatError::TooShort(0),
+        },
         _ => Error::io(name, "opening the metadata segment", e),
     })?;
     let h = match decode_retrying(&meta, Some(name)) {
