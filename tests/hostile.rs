@@ -1,0 +1,973 @@
+//! Hostile and bad input: random and mutated headers through `format::decode` (property
+//! tests, and a differential check against pyshmem's own validator), crafted `_meta` and
+//! payload segments planted in `/dev/shm` under `Stream::open` / `stat` / `list_streams`, and
+//! a table of every bad input the public API accepts. Nothing may panic, map out of bounds,
+//! or disturb the frame already published.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::time::Duration;
+
+use common::{Cleanup, LONG, unique_name};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use shmstream::format::{
+    self, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError, HEADER_BYTES, Header, KNOWN_FLAGS,
+    MAX_DIMS, META_BYTES, NewHeader, offset,
+};
+use shmstream::ndarray::Array2;
+use shmstream::{Dtype, Error, Stream, StreamConfig};
+
+const ALL_DTYPES: [Dtype; 14] = [
+    Dtype::I8,
+    Dtype::I16,
+    Dtype::I32,
+    Dtype::I64,
+    Dtype::U8,
+    Dtype::U16,
+    Dtype::U32,
+    Dtype::U64,
+    Dtype::F16,
+    Dtype::F32,
+    Dtype::F64,
+    Dtype::Bool,
+    Dtype::Complex64,
+    Dtype::Complex128,
+];
+
+// ----- headers -----
+
+fn header(name: &str, dtype: Dtype, shape: &[usize], flags: u32) -> [u8; META_BYTES] {
+    format::encode_new(&NewHeader {
+        name,
+        dtype,
+        shape,
+        flags,
+        device_index: -1,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [0x5a; 16],
+    })
+}
+
+fn put(b: &mut [u8], off: usize, v: &[u8]) {
+    b[off..off + v.len()].copy_from_slice(v);
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+/// Re-stamps the CRC (when the flag is set) so a mutation reaches the rule it targets.
+fn restamp(b: &mut [u8; META_BYTES]) {
+    if u32_at(b, offset::FLAGS) & FLAG_HEADER_CRC != 0 {
+        let c = format::crc(b);
+        put(b, offset::HEADER_CRC, &c.to_le_bytes());
+    }
+}
+
+/// What an accepted header must satisfy, checked independently of `decode`.
+fn assert_sound(h: &Header, b: &[u8]) {
+    assert!((1..=MAX_DIMS).contains(&h.shape.len()), "{h:?}");
+    assert!(h.shape.iter().all(|&d| d > 0), "{h:?}");
+    let bytes = h
+        .shape
+        .iter()
+        .try_fold(h.dtype.itemsize() as u64, |a, &d| a.checked_mul(d as u64));
+    assert_eq!(bytes, Some(h.size), "{h:?}");
+    assert!(isize::try_from(h.size).is_ok());
+    assert_eq!(h.flags & !KNOWN_FLAGS, 0);
+    assert!(!h.name.is_empty() && h.name.len() <= 256);
+    assert!(h.creator_pid > 0);
+    assert!(h.write_time.is_finite() && h.write_time >= 0.0);
+    assert_eq!(h.lock_owner_pid == 0, h.lock_depth == 0);
+    for i in h.shape.len()..MAX_DIMS {
+        assert_eq!(u64_at(b, offset::SHAPE + 8 * i), 0);
+    }
+    if h.flags & FLAG_HEADER_CRC != 0 {
+        let mut m = [0u8; META_BYTES];
+        m.copy_from_slice(&b[..META_BYTES]);
+        assert_eq!(format::crc(&m), u32_at(b, offset::HEADER_CRC));
+    }
+}
+
+/// Every error names its rule in words (no empty or placeholder messages).
+fn assert_named(e: &FormatError) {
+    let msg = e.to_string();
+    assert!(msg.len() > 10, "{e:?} -> {msg:?}");
+}
+
+/// Offsets of the fixed-width fields, with their widths.
+const FIELDS: [(usize, usize); 17] = [
+    (offset::VERSION, 2),
+    (offset::HEADER_SIZE, 2),
+    (offset::FLAGS, 4),
+    (offset::DTYPE, 2),
+    (offset::NDIM, 2),
+    (offset::DEVICE_INDEX, 4),
+    (offset::CREATOR_PID, 8),
+    (offset::SIZE, 8),
+    (offset::COUNT, 8),
+    (offset::WRITE_SEQUENCE, 8),
+    (offset::WRITE_TIME, 8),
+    (offset::LOCK_OWNER_PID, 8),
+    (offset::LOCK_DEPTH, 4),
+    (offset::INSTANCE_ID, 8),
+    (offset::HEADER_CRC, 4),
+    (offset::SHAPE, 8),
+    (offset::SHAPE + 8, 8),
+];
+
+const INTERESTING: [u64; 14] = [
+    0,
+    1,
+    2,
+    3,
+    19,
+    20,
+    255,
+    256,
+    0x7fff,
+    0xffff_ffff,
+    i64::MAX as u64,
+    1 << 63,
+    u64::MAX,
+    0x7ff8_0000_0000_0000, // NaN as f64
+];
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Flip one bit anywhere in the 512 bytes.
+    Flip(usize, u8),
+    /// Overwrite one byte.
+    Byte(usize, u8),
+    /// Put an interesting value into a field (truncated to its width).
+    Field(usize, usize),
+    /// Cut the name region at a position or fill it with bytes.
+    Name(usize, u8),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (0..META_BYTES, 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+        (0..META_BYTES, any::<u8>()).prop_map(|(p, v)| Mutation::Byte(p, v)),
+        (0..FIELDS.len(), 0..INTERESTING.len()).prop_map(|(f, v)| Mutation::Field(f, v)),
+        (0..NAME_REGION, any::<u8>()).prop_map(|(p, v)| Mutation::Name(p, v)),
+    ]
+}
+
+const NAME_REGION: usize = META_BYTES - HEADER_BYTES;
+
+fn apply(b: &mut [u8; META_BYTES], m: &Mutation) {
+    match *m {
+        Mutation::Flip(p, bit) => b[p] ^= 1 << bit,
+        Mutation::Byte(p, v) => b[p] = v,
+        Mutation::Field(f, v) => {
+            let (off, width) = FIELDS[f];
+            let bytes = INTERESTING[v].to_le_bytes();
+            b[off..off + width].copy_from_slice(&bytes[..width]);
+        }
+        Mutation::Name(p, v) => b[HEADER_BYTES + p..].fill(v),
+    }
+}
+
+fn base_header() -> impl Strategy<Value = ([u8; META_BYTES], String)> {
+    (
+        0..ALL_DTYPES.len(),
+        prop::collection::vec(1usize..5, 1..=MAX_DIMS),
+        any::<bool>(),
+        "[a-z0-9_.:-]{1,40}",
+    )
+        .prop_map(|(d, shape, notify, name)| {
+            let flags = if notify { FLAG_NOTIFY } else { 0 };
+            (header(&name, ALL_DTYPES[d], &shape, flags), name)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes of any length: a typed error (or, by luck, a sound header), no panic.
+    #[test]
+    fn decode_never_panics_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1100), expect in prop::option::of("[a-z]{1,8}")) {
+        match format::decode(&bytes, expect.as_deref()) {
+            Ok(h) => assert_sound(&h, &bytes),
+            Err(FormatError::TooShort(n)) => prop_assert!(n < META_BYTES && n == bytes.len()),
+            Err(e) => assert_named(&e),
+        }
+    }
+
+    /// Valid headers with random mutations, with and without a re-stamped CRC (so rules past
+    /// the checksum are reached): whatever decode accepts is sound, whatever it refuses has
+    /// a typed error, and the CRC catches every mutation of an immutable byte it covers.
+    #[test]
+    fn decode_refuses_mutated_headers_with_a_typed_rule(
+        (base, name) in base_header(),
+        muts in prop::collection::vec(mutation(), 1..6),
+        restamp_crc in any::<bool>(),
+        expect_name in any::<bool>(),
+    ) {
+        let mut b = base;
+        for m in &muts {
+            apply(&mut b, m);
+        }
+        if restamp_crc {
+            restamp(&mut b);
+        }
+        let expected = expect_name.then_some(name.as_str());
+        match format::decode(&b, expected) {
+            Ok(h) => {
+                assert_sound(&h, &b);
+                if let Some(n) = expected {
+                    prop_assert_eq!(&h.name, n);
+                }
+                if !restamp_crc && u32_at(&b, offset::FLAGS) & FLAG_HEADER_CRC != 0 {
+                    // Without a re-stamp only the CRC-excluded (mutable) bytes may have changed.
+                    let mut a = base;
+                    let mut c = b;
+                    for (off, w) in [(offset::COUNT, 8), (offset::WRITE_SEQUENCE, 8), (offset::WRITE_TIME, 8), (offset::LOCK_OWNER_PID, 8), (offset::LOCK_DEPTH, 4), (offset::FRAME_ID, 8)] {
+                        a[off..off + w].fill(0);
+                        c[off..off + w].fill(0);
+                    }
+                    prop_assert!(a[..] == c[..], "an immutable byte changed and the CRC still matched");
+                }
+            }
+            Err(e) => assert_named(&e),
+        }
+    }
+}
+
+// ----- crafted segments in /dev/shm -----
+
+fn shm_path(id: &str) -> String {
+    format!("/dev/shm/{id}")
+}
+
+/// Writes a `_meta` segment (and optionally a payload of `payload_len` bytes) for `name`
+/// straight into /dev/shm, as a hostile or broken producer would.
+fn plant(name: &str, meta: &[u8], payload_len: Option<u64>) {
+    let open = |id: String| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(shm_path(&id))
+            .unwrap()
+    };
+    open(shmstream::name::meta_id(name))
+        .write_all(meta)
+        .unwrap();
+    if let Some(len) = payload_len {
+        open(shmstream::name::segment_id(name))
+            .set_len(len)
+            .unwrap();
+    }
+}
+
+fn corrupt_rule(e: &Error) -> Option<&FormatError> {
+    match e {
+        Error::CorruptHeader { rule, .. } => Some(rule),
+        _ => None,
+    }
+}
+
+/// The same crafted stream through every entry point that validates a header.
+fn open_all(name: &str) -> [Result<(), Error>; 3] {
+    [
+        Stream::open(name).map(drop),
+        Stream::open_readonly(name).map(drop),
+        shmstream::stat(name).map(drop),
+    ]
+}
+
+#[test]
+fn every_rule_broken_in_a_planted_meta_segment_is_reported_by_open_and_stat() {
+    type Breaker = fn(&mut [u8; META_BYTES]);
+    let cases: Vec<(&str, Breaker, fn(&FormatError) -> bool)> = vec![
+        (
+            "magic",
+            |b| b[0] = b'X',
+            |e| matches!(e, FormatError::BadMagic),
+        ),
+        (
+            "version",
+            |b| put(b, offset::VERSION, &2u16.to_le_bytes()),
+            |e| matches!(e, FormatError::Version(2)),
+        ),
+        (
+            "header size",
+            |b| put(b, offset::HEADER_SIZE, &512u16.to_le_bytes()),
+            |e| matches!(e, FormatError::HeaderSize(512)),
+        ),
+        (
+            "flags",
+            |b| put(b, offset::FLAGS, &0xffff_0000u32.to_le_bytes()),
+            |e| matches!(e, FormatError::UnknownFlags(_)),
+        ),
+        (
+            "zero id",
+            |b| b[offset::INSTANCE_ID..offset::INSTANCE_ID + 16].fill(0),
+            |e| matches!(e, FormatError::ZeroInstanceId),
+        ),
+        (
+            "no name",
+            |b| b[HEADER_BYTES..].fill(0),
+            |e| matches!(e, FormatError::MissingName),
+        ),
+        (
+            "bad utf-8 name",
+            |b| b[HEADER_BYTES..HEADER_BYTES + 2].copy_from_slice(&[0xc3, 0x28]),
+            |e| matches!(e, FormatError::MissingName),
+        ),
+        (
+            "other name",
+            |b| b[HEADER_BYTES] ^= 0x20,
+            |e| matches!(e, FormatError::NameMismatch { .. }),
+        ),
+        (
+            "dtype",
+            |b| put(b, offset::DTYPE, &99u16.to_le_bytes()),
+            |e| matches!(e, FormatError::DtypeCode(99)),
+        ),
+        (
+            "ndim 0",
+            |b| put(b, offset::NDIM, &0u16.to_le_bytes()),
+            |e| matches!(e, FormatError::Ndim(0)),
+        ),
+        (
+            "ndim 20",
+            |b| put(b, offset::NDIM, &20u16.to_le_bytes()),
+            |e| matches!(e, FormatError::Ndim(20)),
+        ),
+        (
+            "zero dim",
+            |b| put(b, offset::SHAPE, &0u64.to_le_bytes()),
+            |e| matches!(e, FormatError::Shape(_)),
+        ),
+        (
+            "huge dim",
+            |b| put(b, offset::SHAPE, &u64::MAX.to_le_bytes()),
+            |e| matches!(e, FormatError::Shape(_)),
+        ),
+        (
+            "unused shape",
+            |b| put(b, offset::SHAPE + 8 * 18, &1u64.to_le_bytes()),
+            |e| matches!(e, FormatError::UnusedShape),
+        ),
+        (
+            "size",
+            |b| put(b, offset::SIZE, &1u64.to_le_bytes()),
+            |e| matches!(e, FormatError::Size { .. }),
+        ),
+        (
+            "size overflow",
+            |b| {
+                put(b, offset::SHAPE, &(1u64 << 62).to_le_bytes());
+                put(b, offset::SHAPE + 8, &(1u64 << 62).to_le_bytes());
+            },
+            |e| matches!(e, FormatError::Size { expected: None, .. }),
+        ),
+        (
+            "device",
+            |b| put(b, offset::DEVICE_INDEX, &3i32.to_le_bytes()),
+            |e| matches!(e, FormatError::DeviceIndex(3)),
+        ),
+        (
+            "gpu without device",
+            |b| {
+                let f = u32_at(b, offset::FLAGS) | FLAG_GPU;
+                put(b, offset::FLAGS, &f.to_le_bytes())
+            },
+            |e| matches!(e, FormatError::DeviceIndex(-1)),
+        ),
+        (
+            "creator",
+            |b| put(b, offset::CREATOR_PID, &(-5i64).to_le_bytes()),
+            |e| matches!(e, FormatError::CreatorPid(-5)),
+        ),
+        (
+            "write time",
+            |b| put(b, offset::WRITE_TIME, &f64::INFINITY.to_le_bytes()),
+            |e| matches!(e, FormatError::WriteTime(_)),
+        ),
+        (
+            "lock negative",
+            |b| put(b, offset::LOCK_OWNER_PID, &(-1i64).to_le_bytes()),
+            |e| matches!(e, FormatError::LockNegative),
+        ),
+        (
+            "crc",
+            |b| put(b, offset::CREATOR_PID, &7i64.to_le_bytes()),
+            |e| matches!(e, FormatError::Crc { .. }),
+        ),
+    ];
+    for (rule, breaker, expected) in cases {
+        let name = unique_name("planted");
+        let _c = Cleanup::new([&name]);
+        let mut b = header(&name, Dtype::F32, &[3, 4], 0);
+        breaker(&mut b);
+        if rule != "crc" {
+            restamp(&mut b);
+        }
+        plant(&name, &b, Some(48));
+        for (entry, r) in ["open", "open_readonly", "stat"]
+            .iter()
+            .zip(open_all(&name))
+        {
+            let e = r.expect_err(rule);
+            let msg = e.to_string();
+            let got = corrupt_rule(&e).unwrap_or_else(|| panic!("{rule} via {entry}: {e:?}"));
+            assert!(expected(got), "{rule} via {entry}: {got:?}");
+            assert_eq!(e.stream_name(), name);
+            assert!(
+                msg.contains(&name) && msg.contains(&got.to_string()),
+                "{msg}"
+            );
+        }
+        assert!(
+            !shmstream::list_streams().unwrap().contains(&name),
+            "{rule}"
+        );
+    }
+}
+
+#[test]
+fn short_empty_and_missing_segments_are_typed_errors() {
+    let name = unique_name("short");
+    let _c = Cleanup::new([&name]);
+    let good = header(&name, Dtype::U16, &[8, 8], 0);
+    // _meta shorter than the header, and empty.
+    for len in [100usize, 1, 0] {
+        plant(&name, &good[..len], Some(128));
+        for r in open_all(&name) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(corrupt_rule(&e), Some(FormatError::TooShort(n)) if *n == len),
+                "meta of {len} bytes: {e:?}"
+            );
+            assert!(e.to_string().contains(&name));
+        }
+    }
+    // Payload shorter than the header declares (128 bytes), empty, or missing.
+    for len in [127u64, 64, 0] {
+        plant(&name, &good, Some(len));
+        for r in [
+            Stream::open(&name).map(drop),
+            Stream::open_readonly(&name).map(drop),
+        ] {
+            match r {
+                Err(
+                    e @ Error::PayloadTooSmall {
+                        declared: 128,
+                        actual,
+                        ..
+                    },
+                ) if actual == len => {
+                    assert!(e.to_string().contains(&name))
+                }
+                other => panic!("payload of {len} bytes: {other:?}"),
+            }
+        }
+        // stat reads only the header, which is valid.
+        assert_eq!(shmstream::stat(&name).unwrap().size, 128);
+    }
+    std::fs::remove_file(shm_path(&shmstream::name::segment_id(&name))).unwrap();
+    assert!(matches!(Stream::open(&name), Err(Error::NotFound { .. })));
+    // A planted valid stream works end to end.
+    plant(&name, &good, Some(128));
+    let s = Stream::open(&name).unwrap();
+    s.write_slice(&[7u16; 64]).unwrap();
+    assert_eq!(
+        Stream::open_readonly(&name)
+            .unwrap()
+            .read::<u16>()
+            .unwrap()
+            .sum(),
+        7 * 64
+    );
+}
+
+/// A segment grown far past what its header declares is not faulted in: open, read and
+/// list map only the bytes they use (a 64 MiB sparse object must not become 64 MiB of RAM).
+#[test]
+fn oversized_segments_are_not_faulted_in() {
+    let name = unique_name("oversized");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[16], Dtype::U32).unwrap();
+    w.write_slice(&[3u32; 16]).unwrap();
+    let big = 64u64 << 20;
+    let ids = [
+        shmstream::name::meta_id(&name),
+        shmstream::name::segment_id(&name),
+    ];
+    for id in &ids {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(shm_path(id))
+            .unwrap()
+            .set_len(big)
+            .unwrap();
+    }
+    let r = Stream::open_readonly(&name).unwrap();
+    assert_eq!(r.read::<u32>().unwrap().sum(), 48);
+    let rw = Stream::open(&name).unwrap();
+    rw.write_slice(&[4u32; 16]).unwrap();
+    assert!(shmstream::list_streams().unwrap().contains(&name));
+    shmstream::stat(&name).unwrap();
+    for id in &ids {
+        let allocated = std::fs::metadata(shm_path(id)).unwrap().blocks() * 512;
+        assert!(
+            allocated < 1 << 20,
+            "{id}: {allocated} bytes allocated after open"
+        );
+    }
+}
+
+/// Bytes from a segment are data: a stored name full of format directives comes back
+/// verbatim in the error, and selects nothing.
+#[test]
+fn names_from_segments_are_shown_verbatim() {
+    let name = unique_name("fmt");
+    let _c = Cleanup::new([&name]);
+    let evil = "%s%n%x{}{0:?}{name}\u{202e}\\";
+    let mut b = header(evil, Dtype::U8, &[4], 0);
+    restamp(&mut b);
+    plant(&name, &b, Some(4));
+    let e = Stream::open(&name).unwrap_err();
+    match corrupt_rule(&e) {
+        Some(FormatError::NameMismatch { expected, found }) => {
+            assert_eq!(expected, &name);
+            assert_eq!(found, evil);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains(evil), "{e}");
+}
+
+/// A `bool` stream whose bytes are not 0/1 (a foreign writer) reads as InvalidData, never
+/// as a Rust `bool` holding an invalid value.
+#[test]
+fn invalid_bool_bytes_are_refused_until_rewritten() {
+    let name = unique_name("bool");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[4], Dtype::Bool).unwrap();
+    w.write_slice(&[true, false, true, true]).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&shmstream::name::segment_id(&name)))
+        .unwrap()
+        .write_all(&[1, 0, 2, 255])
+        .unwrap();
+    let e = w.read::<bool>().unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidData { .. }) && e.to_string().contains(&name),
+        "{e:?}"
+    );
+    let mut buf = [false; 4];
+    assert!(matches!(
+        w.read_into_slice(&mut buf),
+        Err(Error::InvalidData { .. })
+    ));
+    w.write_slice(&[false, true, false, true]).unwrap();
+    assert_eq!(
+        w.read::<bool>().unwrap().as_slice().unwrap(),
+        &[false, true, false, true]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Mutated headers planted in /dev/shm: open and stat agree, and give either a usable
+    /// stream or a typed error naming it. (Few cases: each refused header costs the 50 ms
+    /// torn-header retry window.)
+    #[test]
+    fn planted_mutated_headers_open_cleanly_or_fail_typed(
+        muts in prop::collection::vec(mutation(), 1..4),
+        restamp_crc in any::<bool>(),
+        payload_short in any::<bool>(),
+    ) {
+        let name = unique_name("prop-planted");
+        let _c = Cleanup::new([&name]);
+        let mut b = header(&name, Dtype::I16, &[5, 3], 0);
+        for m in &muts {
+            apply(&mut b, m);
+        }
+        if restamp_crc {
+            restamp(&mut b);
+        }
+        plant(&name, &b, Some(if payload_short { 29 } else { 30 }));
+        let opened = Stream::open(&name);
+        let stat = shmstream::stat(&name);
+        match (&opened, &stat) {
+            (Ok(s), Ok(st)) => {
+                prop_assert_eq!(s.shape(), st.shape.as_slice());
+                prop_assert_eq!(s.dtype(), st.dtype);
+                prop_assert!(s.size_bytes() <= 30);
+            }
+            (Err(Error::PayloadTooSmall { declared, actual, .. }), Ok(st)) => {
+                prop_assert_eq!(*declared, st.size);
+                prop_assert!(actual < declared);
+            }
+            (Err(a), Err(b)) => {
+                // (By message: a NaN write time is not equal to itself.)
+                prop_assert_eq!(corrupt_rule(a).map(|r| r.to_string()), corrupt_rule(b).map(|r| r.to_string()));
+                prop_assert!(corrupt_rule(a).is_some() || matches!(a, Error::NotFound { .. }), "{:?}", a);
+                prop_assert_eq!(a.stream_name(), &name);
+            }
+            other => prop_assert!(false, "open and stat disagree: {:?}", other),
+        }
+    }
+}
+
+// ----- every bad input of the public API -----
+
+type Case<'a> = (
+    &'a str,
+    Box<dyn Fn() -> Result<(), Error> + 'a>,
+    fn(&Error) -> bool,
+    String,
+);
+
+#[test]
+fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
+    let name = unique_name("bad");
+    let fresh = unique_name("bad-fresh");
+    let missing = unique_name("bad-missing");
+    let _c = Cleanup::new([&name, &fresh, &missing]);
+    let w = Stream::create(&name, &[2, 3], Dtype::F32).unwrap();
+    let frame = [1.5f32, 2.5, 3.5, 4.5, 5.5, 6.5];
+    w.write_slice_frame(&frame, 77).unwrap();
+    let ro = Stream::open_readonly(&name).unwrap();
+    let closed = Stream::open(&name).unwrap();
+    closed.close();
+    let long = "x".repeat(257);
+    let n = || name.clone();
+
+    let mut cases: Vec<Case> = vec![
+        (
+            "write: wrong shape",
+            Box::new(|| w.write(&Array2::<f32>::zeros((3, 2)))),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+            n(),
+        ),
+        (
+            "write_slice: wrong length",
+            Box::new(|| w.write_slice(&[0f32; 5])),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+            n(),
+        ),
+        (
+            "write_slice: wrong dtype",
+            Box::new(|| w.write_slice(&[0f64; 6])),
+            |e| matches!(e, Error::DtypeMismatch { .. }),
+            n(),
+        ),
+        (
+            "write_view: wrong dtype",
+            Box::new(|| w.write_view(|_: &mut [i32]| Ok::<_, Infallible>(()))),
+            |e| matches!(e, Error::DtypeMismatch { .. }),
+            n(),
+        ),
+        (
+            "read: wrong dtype",
+            Box::new(|| ro.read::<u8>().map(drop)),
+            |e| matches!(e, Error::DtypeMismatch { .. }),
+            n(),
+        ),
+        (
+            "read_into: wrong shape",
+            Box::new(|| {
+                ro.read_into(&mut Array2::<f32>::zeros((3, 2)).view_mut())
+                    .map(drop)
+            }),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+            n(),
+        ),
+        (
+            "read_into_slice: wrong length",
+            Box::new(|| ro.read_into_slice(&mut [0f32; 7]).map(drop)),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+            n(),
+        ),
+        (
+            "create: existing name",
+            Box::new(|| Stream::create(&name, &[2, 3], Dtype::F32).map(drop)),
+            |e| matches!(e, Error::AlreadyExists { .. }),
+            n(),
+        ),
+        (
+            "create: existing name, other shape",
+            Box::new(|| Stream::create(&name, &[9], Dtype::U8).map(drop)),
+            |e| matches!(e, Error::AlreadyExists { .. }),
+            n(),
+        ),
+        (
+            "write: read-only handle",
+            Box::new(|| ro.write_slice(&frame)),
+            |e| matches!(e, Error::ReadOnly { .. }),
+            n(),
+        ),
+        (
+            "write_view: read-only handle",
+            Box::new(|| ro.write_view(|_: &mut [f32]| Ok::<_, Infallible>(()))),
+            |e| matches!(e, Error::ReadOnly { .. }),
+            n(),
+        ),
+        (
+            "lock: read-only handle",
+            Box::new(|| ro.lock(Some(LONG)).map(drop)),
+            |e| matches!(e, Error::ReadOnly { .. }),
+            n(),
+        ),
+        (
+            "clear: read-only handle",
+            Box::new(|| ro.clear()),
+            |e| matches!(e, Error::ReadOnly { .. }),
+            n(),
+        ),
+        (
+            "read: closed handle",
+            Box::new(|| closed.read::<f32>().map(drop)),
+            |e| matches!(e, Error::Closed { .. }),
+            n(),
+        ),
+        (
+            "read_new: closed handle",
+            Box::new(|| closed.read_new::<f32>(None).map(drop)),
+            |e| matches!(e, Error::Closed { .. }),
+            n(),
+        ),
+        (
+            "write: closed handle",
+            Box::new(|| closed.write_slice(&frame)),
+            |e| matches!(e, Error::Closed { .. }),
+            n(),
+        ),
+        (
+            "lock: closed handle",
+            Box::new(|| closed.lock(None).map(drop)),
+            |e| matches!(e, Error::Closed { .. }),
+            n(),
+        ),
+        (
+            "read_new: nothing new",
+            Box::new(|| ro.read_new::<f32>(Some(Duration::from_millis(5))).map(drop)),
+            |e| matches!(e, Error::Timeout { .. }),
+            n(),
+        ),
+        (
+            "create_from_config: bad GPU device",
+            Box::new(|| {
+                Stream::create_from_config(&StreamConfig {
+                    name: fresh.clone(),
+                    shape: vec![2],
+                    dtype: Dtype::F32,
+                    gpu_device: Some("gpu0".into()),
+                    cpu_mirror: None,
+                    notify: false,
+                })
+                .map(drop)
+            }),
+            |e| matches!(e, Error::Unsupported { .. }),
+            fresh.clone(),
+        ),
+        (
+            "create_from_config: dtype not allowed on GPU",
+            Box::new(|| {
+                Stream::create_from_config(&StreamConfig {
+                    name: fresh.clone(),
+                    shape: vec![2],
+                    dtype: Dtype::U32,
+                    gpu_device: Some("cuda:0".into()),
+                    cpu_mirror: None,
+                    notify: false,
+                })
+                .map(drop)
+            }),
+            |e| matches!(e, Error::Unsupported { .. }),
+            fresh.clone(),
+        ),
+    ];
+    let shapes: [(&str, Vec<usize>); 5] = [
+        ("0 dims", vec![]),
+        ("20 dims", vec![1; 20]),
+        ("a zero dim", vec![2, 0, 2]),
+        ("product overflow", vec![1 << 32, 1 << 32, 8]),
+        ("product overflow by itemsize", vec![usize::MAX / 2]),
+    ];
+    for (what, shape) in shapes {
+        let f = fresh.clone();
+        cases.push((
+            Box::leak(format!("create: {what}").into_boxed_str()),
+            Box::new(move || Stream::create(&f, &shape, Dtype::F64).map(drop)),
+            |e| matches!(e, Error::InvalidShape { .. }),
+            fresh.clone(),
+        ));
+    }
+    for bad in [
+        String::new(),
+        "   ".into(),
+        long.clone(),
+        "a/b".into(),
+        "a\0b".into(),
+        "/".into(),
+    ] {
+        for (what, f) in [
+            (
+                "create",
+                (|n: &str| Stream::create(n, &[1], Dtype::U8).map(drop))
+                    as fn(&str) -> Result<(), Error>,
+            ),
+            ("open", |n| Stream::open(n).map(drop)),
+            ("open_readonly", |n| Stream::open_readonly(n).map(drop)),
+            ("stat", |n| shmstream::stat(n).map(drop)),
+            ("unlink", shmstream::unlink),
+        ] {
+            let b = bad.clone();
+            cases.push((
+                Box::leak(format!("{what}: name {:?}", &bad[..bad.len().min(12)]).into_boxed_str()),
+                Box::new(move || f(&b)),
+                |e| matches!(e, Error::InvalidName { .. }),
+                bad.clone(),
+            ));
+        }
+    }
+    for (what, f) in [
+        (
+            "open",
+            (|n: &str| Stream::open(n).map(drop)) as fn(&str) -> Result<(), Error>,
+        ),
+        ("open_readonly", |n| Stream::open_readonly(n).map(drop)),
+        ("stat", |n| shmstream::stat(n).map(drop)),
+        ("unlink", shmstream::unlink),
+    ] {
+        let m = missing.clone();
+        cases.push((
+            Box::leak(format!("{what}: missing stream").into_boxed_str()),
+            Box::new(move || f(&m)),
+            |e| matches!(e, Error::NotFound { .. }),
+            missing.clone(),
+        ));
+    }
+
+    for (label, call, expected, target) in &cases {
+        let e = call().expect_err(label);
+        assert!(expected(&e), "{label}: got {e:?}");
+        assert_eq!(e.stream_name(), target, "{label}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(target.as_str()) || msg.contains(&format!("{target:?}")),
+            "{label}: message does not name the stream: {msg}"
+        );
+        // Nothing was disturbed: the frame, its id and the count are as written.
+        let p = Stream::open_readonly(&name)
+            .unwrap()
+            .read_publication::<f32>()
+            .unwrap();
+        assert_eq!(p.payload.as_slice().unwrap(), &frame, "{label}");
+        assert_eq!((p.info.frame_id, p.info.count), (77, 1), "{label}");
+        assert!(
+            matches!(shmstream::stat(&fresh), Err(Error::NotFound { .. })),
+            "{label} created {fresh}"
+        );
+        assert!(
+            matches!(shmstream::stat(&missing), Err(Error::NotFound { .. })),
+            "{label}"
+        );
+    }
+    assert!(cases.len() >= 55, "{} cases", cases.len());
+    // The handles that refused stay usable for what they may do.
+    assert_eq!(ro.read::<f32>().unwrap().as_slice().unwrap(), &frame);
+    w.write_slice(&[0f32; 6]).unwrap();
+    assert_eq!(ro.read::<f32>().unwrap().sum(), 0.0);
+}
+
+// ----- differential: our decode against pyshmem's own validator -----
+
+const PY_VALIDATE: &str = r#"
+import sys
+from pyshmem import _shared as S
+data = open(sys.argv[1], "rb").read()
+names = open(sys.argv[2], encoding="utf-8").read().split("\n")
+class Seg:
+    def __init__(self, b): self.buf = memoryview(b)
+out = []
+for i, name in enumerate(names):
+    b = bytearray(data[i * 512:(i + 1) * 512])
+    try:
+        S._validate_metadata_header(S._MetadataView(bytearray(b)), Seg(b), expected_name=name)
+        out.append("ok")
+    except Exception as e:
+        out.append("err " + type(e).__name__ + ": " + str(e).replace("\n", " "))
+print("@@ results", len(out), flush=True)
+for o in out:
+    print("@@ " + o)
+"#;
+
+/// For 2000 mutated headers (magic kept, so pyshmem takes its v3 path) our decoder and
+/// pyshmem 1.4.0's validator accept exactly the same ones.
+#[test]
+fn decode_agrees_with_pyshmem_on_mutated_headers() {
+    let Some(py) = common::python() else { return };
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (
+        base_header(),
+        prop::collection::vec(mutation(), 1..4),
+        any::<bool>(),
+    );
+    let mut blobs = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut ours = Vec::new();
+    for _ in 0..2000 {
+        let ((mut b, name), muts, re) = strategy.new_tree(&mut runner).unwrap().current();
+        for m in &muts {
+            apply(&mut b, m);
+        }
+        b[..8].copy_from_slice(&format::MAGIC);
+        if re {
+            restamp(&mut b);
+        }
+        ours.push(format::decode(&b, Some(&name)));
+        blobs.extend_from_slice(&b);
+        names.push(name);
+    }
+    let dir = std::env::temp_dir().join(unique_name("hostile-diff"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (bin, txt) = (dir.join("h.bin"), dir.join("n.txt"));
+    std::fs::write(&bin, &blobs).unwrap();
+    std::fs::write(&txt, names.join("\n")).unwrap();
+    let mut cmd = std::process::Command::new(&py);
+    cmd.arg("-c").arg(PY_VALIDATE).arg(&bin).arg(&txt);
+    let mut p = common::Proc::spawn(cmd);
+    p.wait_success(LONG);
+    let lines = p.drain_lines();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(lines[0], format!("results {}", ours.len()));
+    let mut accepted = 0;
+    for (i, (line, ours)) in lines[1..].iter().zip(&ours).enumerate() {
+        let theirs_ok = line == "ok";
+        accepted += usize::from(theirs_ok);
+        assert_eq!(
+            ours.is_ok(),
+            theirs_ok,
+            "header {i} ({}): ours {ours:?}, pyshmem {line}",
+            names[i]
+        );
+    }
+    eprintln!(
+        "{} headers, {accepted} accepted by both, the rest refused by both",
+        ours.len()
+    );
+    assert!(
+        accepted > 50 && accepted < 1950,
+        "the sample must hold both kinds ({accepted} accepted)"
+    );
+}
