@@ -1,1 +1,273 @@
-fn main() {}
+//! `shmstream`: manage and inspect shared-memory streams from a shell.
+//!
+//! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`
+//! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
+//! success, 1 on any error (usage errors included), with the reason on stderr.
+
+#[path = "shmstream/npy.rs"]
+mod npy;
+#[path = "shmstream/show.rs"]
+mod show;
+#[path = "shmstream/watch.rs"]
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shmstream::{Dtype, Error, PurgeOptions, StreamOptions};
+
+/// Errors a subcommand returns: printed as `shmstream: error: <message>`.
+pub(crate) type Fallible<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shmstream",
+    version,
+    about = "Named shared-memory streams of n-d arrays (pyshmem 1.4.0 compatible)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every valid stream (ours and pyshmem's): name, shape, dtype, count, age, writer, notify, gpu.
+    List {
+        /// A JSON array of the same objects as `stat --json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The metadata of one stream, without mapping its payload.
+    Stat {
+        /// Stream name.
+        name: String,
+        /// JSON with the keys name, shape, dtype, size, count, write_sequence, write_time,
+        /// frame_id, creator_pid, creator_alive, notify, gpu_enabled, gpu_device, cpu_mirror,
+        /// instance_id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Creates a stream (it outlives this command; remove it with `unlink`).
+    Create {
+        /// Stream name.
+        name: String,
+        /// Comma-separated dimensions, e.g. 480,640.
+        #[arg(long, value_parser = parse_shape)]
+        shape: Shape,
+        /// numpy dtype name: int8..int64, uint8..uint64, float16, float32, float64, bool,
+        /// complex64, complex128.
+        #[arg(long, default_value = "float32", value_parser = parse_dtype)]
+        dtype: Dtype,
+        /// Writers wake waiting readers through a futex.
+        #[arg(long)]
+        notify: bool,
+    },
+    /// Writes a .npy file into a stream, creating the stream with the file's shape and dtype
+    /// if it does not exist.
+    Load {
+        /// Stream name.
+        name: String,
+        /// The .npy file.
+        file: PathBuf,
+        /// Frame id to stamp on the write.
+        #[arg(long)]
+        frame_id: Option<u64>,
+        /// Seconds to wait for the write lock.
+        #[arg(long, default_value = "5", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
+    /// A safe snapshot of the current frame: to a .npy file with -o, else a summary
+    /// (shape, dtype, count, min/max/mean).
+    Dump {
+        /// Stream name.
+        name: String,
+        /// Output .npy file.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Removes streams (segments and lock file); each name is reported.
+    Unlink {
+        /// Stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// A missing stream is reported but is not an error.
+        #[arg(long)]
+        quiet_missing: bool,
+    },
+    /// Removes validated streams whose creator process is dead (all validated streams with
+    /// --all). Other files in /dev/shm are never touched.
+    Purge {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove every validated stream, creator alive or not.
+        #[arg(long)]
+        all: bool,
+        /// Only streams whose name starts with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// A live view of count, rate, age, missed frames and writer liveness.
+    Watch {
+        /// Stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
+        interval: Duration,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_parser = parse_seconds)]
+        duration: Option<Duration>,
+    },
+}
+
+/// A shape given as `480,640` (or `480x640`).
+#[derive(Debug, Clone)]
+struct Shape(Vec<usize>);
+
+fn parse_shape(s: &str) -> Result<Shape, String> {
+    let dims: Result<Vec<usize>, _> = s
+        .split([',', 'x'])
+        .map(|d| d.trim().parse::<usize>())
+        .collect();
+    match dims {
+        Ok(d) if !d.is_empty() && !d.contains(&0) => Ok(Shape(d)),
+        _ => Err(format!(
+            "'{s}' is not a shape: give positive dimensions separated by commas, e.g. 480,640"
+        )),
+    }
+}
+
+fn parse_dtype(s: &str) -> Result<Dtype, String> {
+    s.parse()
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("'{s}' is not a number of seconds")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version exit 0; every usage error exits 1 (clap's own code is 2).
+            let _ = e.print();
+            return if e.exit_code() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmstream: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Fallible {
+    match command {
+        Command::List { json } => show::list(json),
+        Command::Stat { name, json } => show::stat(&name, json),
+        Command::Create {
+            name,
+            shape,
+            dtype,
+            notify,
+        } => {
+            let s = StreamOptions::new(&name)
+                .shape(&shape.0)
+                .dtype(dtype)
+                .notify(notify)
+                .create()?;
+            println!(
+                "created '{}': {} {:?}{}",
+                s.name(),
+                s.dtype(),
+                s.shape(),
+                if notify { " (notify)" } else { "" }
+            );
+            Ok(())
+        }
+        Command::Load {
+            name,
+            file,
+            frame_id,
+            timeout,
+        } => npy::load(&name, &file, frame_id, timeout),
+        Command::Dump { name, output } => npy::dump(&name, output.as_deref()),
+        Command::Unlink {
+            names,
+            quiet_missing,
+        } => unlink(&names, quiet_missing),
+        Command::Purge {
+            dry_run,
+            all,
+            prefix,
+        } => purge(PurgeOptions { all, dry_run }, prefix.as_deref()),
+        Command::Watch {
+            names,
+            interval,
+            duration,
+        } => watch::watch(&names, interval, duration),
+    }
+}
+
+fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
+    let mut failed = 0;
+    for name in names {
+        match shmstream::unlink(name) {
+            Ok(()) => println!("unlinked '{name}'"),
+            Err(Error::NotFound { .. }) if quiet_missing => {
+                println!("'{name}' not found (ignored)")
+            }
+            Err(e) => {
+                eprintln!("shmstream: error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} name(s) could not be unlinked", names.len()).into()),
+    }
+}
+
+/// `purge`: the library's [`shmstream::purge_with`] rule (validated streams only; creator
+/// dead unless `all`), optionally restricted to a name prefix.
+fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
+    let victims: Vec<_> = shmstream::list_stats()?
+        .into_iter()
+        .filter(|s| prefix.is_none_or(|p| s.name.starts_with(p)))
+        .filter(|s| opts.all || !s.creator_alive)
+        .collect();
+    if victims.is_empty() {
+        println!("nothing to purge");
+        return Ok(());
+    }
+    for s in victims {
+        let why = if s.creator_alive {
+            "creator alive".to_owned()
+        } else {
+            format!("creator {} dead", s.creator_pid)
+        };
+        if opts.dry_run {
+            println!("would remove '{}' ({why})", s.name);
+        } else {
+            match shmstream::unlink_quiet(&s.name)? {
+                true => println!("removed '{}' ({why})", s.name),
+                false => println!("'{}' was already gone", s.name),
+            }
+        }
+    }
+    Ok(())
+}

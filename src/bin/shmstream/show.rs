@@ -1,0 +1,145 @@
+//! `list` and `stat`: metadata from the `_meta` segments (payloads are never mapped).
+
+use shmstream::StreamStat;
+
+use crate::Fallible;
+
+/// Seconds since the last write, or `None` if never written.
+pub(crate) fn age_secs(write_time: f64) -> Option<f64> {
+    (write_time > 0.0).then(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        (now - write_time).max(0.0)
+    })
+}
+
+/// A short human age: `0.25s`, `42s`, `5m03s`, `2h01m`, `3d04h`, or `never`.
+pub(crate) fn human_age(write_time: f64) -> String {
+    let Some(a) = age_secs(write_time) else {
+        return "never".into();
+    };
+    let s = a as u64;
+    match s {
+        _ if a < 10.0 => format!("{a:.2}s"),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub(crate) fn shape_str(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+pub(crate) fn writer_str(pid: i64, alive: bool) -> String {
+    format!("{pid} {}", if alive { "alive" } else { "dead" })
+}
+
+fn gpu_str(s: &StreamStat) -> String {
+    match (&s.gpu_device, s.gpu_enabled) {
+        (Some(d), true) if s.cpu_mirror => format!("{d}+mirror"),
+        (Some(d), true) => d.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+pub(crate) fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// `shmstream list [--json]`.
+pub(crate) fn list(json: bool) -> Fallible {
+    let stats = shmstream::list_stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    if stats.is_empty() {
+        println!("no streams");
+        return Ok(());
+    }
+    let mut rows = vec![
+        [
+            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in &stats {
+        rows.push(vec![
+            s.name.clone(),
+            shape_str(&s.shape),
+            s.dtype.to_string(),
+            s.count.to_string(),
+            human_age(s.write_time),
+            writer_str(s.creator_pid, s.creator_alive),
+            if s.notify { "yes" } else { "no" }.into(),
+            gpu_str(s),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// `shmstream stat NAME [--json]`.
+pub(crate) fn stat(name: &str, json: bool) -> Fallible {
+    let s = shmstream::stat(name)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let rows = [
+        ("name", s.name.clone()),
+        ("shape", format!("{:?}", s.shape)),
+        ("dtype", s.dtype.to_string()),
+        ("size", format!("{} bytes", s.size)),
+        ("count", s.count.to_string()),
+        ("write_sequence", s.write_sequence.to_string()),
+        (
+            "write_time",
+            format!("{} (age {})", s.write_time, human_age(s.write_time)),
+        ),
+        ("frame_id", s.frame_id.to_string()),
+        ("creator_pid", writer_str(s.creator_pid, s.creator_alive)),
+        ("notify", s.notify.to_string()),
+        ("gpu_enabled", s.gpu_enabled.to_string()),
+        (
+            "gpu_device",
+            s.gpu_device.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("cpu_mirror", s.cpu_mirror.to_string()),
+        (
+            "instance_id",
+            s.instance_id.clone().unwrap_or_else(|| "none".into()),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("{:<15} {v}", format!("{k}:"));
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
+//! age, missed frames and writer liveness. On a terminal the table is redrawn in place; when
+//! stdout is not a terminal, every sample is printed as plain lines. Stops on Ctrl-C
+//! (SIGINT) or SIGTERM, or after `--duration`.
+//!
+//! "Missed" counts frames the writer skipped according to its own frame ids: over one
+//! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
+//! camera frame counter, say); `-` for streams whose frame id is never set.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shmstream::{Error, StreamStat};
+
+use crate::Fallible;
+use crate::show::{human_age, print_table, writer_str};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_handlers() -> Fallible {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
+        // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(format!(
+                "installing the signal handler: {}",
+                std::io::Error::last_os_error()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What one stream looked like at the previous sample.
+struct Track {
+    name: String,
+    last: Option<(Instant, StreamStat)>,
+    rate: Option<f64>,
+    missed: Option<u64>,
+    state: String,
+}
+
+impl Track {
+    fn sample(&mut self) {
+        let now = Instant::now();
+        match shmstream::stat(&self.name) {
+            Ok(s) => {
+                if let Some((t, prev)) = &self.last {
+                    if prev.instance_id == s.instance_id {
+                        let dc = s.count.saturating_sub(prev.count);
+                        let dt = now.duration_since(*t).as_secs_f64();
+                        self.rate = (dt > 0.0).then(|| dc as f64 / dt);
+                        if s.frame_id != 0 && prev.frame_id != 0 && dc > 0 {
+                            let gap = s.frame_id.saturating_sub(prev.frame_id).saturating_sub(dc);
+                            self.missed = Some(self.missed.unwrap_or(0) + gap);
+                        }
+                    } else {
+                        self.rate = None;
+                        self.missed = None;
+                    }
+                }
+                if s.frame_id != 0 && self.missed.is_none() {
+                    self.missed = Some(0);
+                }
+                self.state = if s.write_sequence < 0 {
+                    "invalid".into()
+                } else {
+                    "ok".into()
+                };
+                self.last = Some((now, s));
+            }
+            Err(Error::NotFound { .. }) => {
+                self.state = "gone".into();
+                self.last = None;
+                self.rate = None;
+            }
+            Err(e) => {
+                self.state = format!("error: {e}");
+                self.last = None;
+                self.rate = None;
+            }
+        }
+    }
+
+    fn row(&self) -> Vec<String> {
+        let rate = self.rate.map_or_else(|| "-".into(), |r| format!("{r:.1}"));
+        let missed = self.missed.map_or_else(|| "-".into(), |m| m.to_string());
+        match &self.last {
+            Some((_, s)) => vec![
+                self.name.clone(),
+                s.count.to_string(),
+                rate,
+                human_age(s.write_time),
+                missed,
+                writer_str(s.creator_pid, s.creator_alive),
+                self.state.clone(),
+            ],
+            None => vec![
+                self.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                missed,
+                "-".into(),
+                self.state.clone(),
+            ],
+        }
+    }
+}
+
+const HEADER: [&str; 7] = [
+    "NAME", "COUNT", "RATE_HZ", "AGE", "MISSED", "WRITER", "STATE",
+];
+
+/// `shmstream watch NAME... [--interval S] [--duration S]`.
+pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
+    // Every name must exist when the watch starts (a typo is an error, not an empty view).
+    for n in names {
+        shmstream::stat(n)?;
+    }
+    install_handlers()?;
+    let interval = interval.max(Duration::from_millis(10));
+    let tty = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    let end = duration.map(|d| start + d);
+    let mut tracks: Vec<Track> = names
+        .iter()
+        .map(|n| Track {
+            name: n.clone(),
+            last: None,
+            rate: None,
+            missed: None,
+            state: String::new(),
+        })
+        .collect();
+    let mut drawn_lines = 0usize;
+    let mut out = std::io::stdout();
+    if tty {
+        print!("\x1b[?25l"); // hide the cursor while redrawing
+    }
+    let mut next = start;
+    loop {
+        for t in &mut tracks {
+            t.sample();
+        }
+        if tty {
+            if drawn_lines > 0 {
+                print!("\x1b[{drawn_lines}F"); // back to the first line of the last draw
+            }
+            let mut rows = vec![HEADER.map(String::from).to_vec()];
+            rows.extend(tracks.iter().map(Track::row));
+            print!("\x1b[J"); // clear from here down
+            print_table(&rows);
+            drawn_lines = rows.len();
+        } else {
+            let t = start.elapsed().as_secs_f64();
+            for tr in &tracks {
+                let r = tr.row();
+                println!(
+                    "t={t:.2}s {} count={} rate={}Hz age={} missed={} writer={} state={}",
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5].replace(' ', ":"),
+                    r[6]
+                );
+            }
+        }
+        let _ = out.flush();
+        next += interval;
+        if let Some(e) = end {
+            next = next.min(e);
+        }
+        // Sleep to the next sample in short steps so Ctrl-C is handled promptly.
+        while !STOP.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+        }
+        if STOP.load(Ordering::Relaxed) || end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
+    }
+    if tty {
+        print!("\x1b[?25h");
+        let _ = out.flush();
+    }
+    Ok(())
+}

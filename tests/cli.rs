@@ -1,0 +1,816 @@
+//! The `shmstream` command-line tool, run as a real binary (assert_cmd): every subcommand,
+//! every error path, and interop with Python pyshmem 1.4.0.
+//!
+//! `purge` is exercised with `--prefix` (the tests' own names), so a test never removes
+//! streams of other tests or programs running on the same machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::{Cleanup, Proc, unique_name};
+use predicates::prelude::*;
+use shmstream::{Dtype, Stream, StreamOptions};
+
+const JSON_KEYS: [&str; 15] = [
+    "name",
+    "shape",
+    "dtype",
+    "size",
+    "count",
+    "write_sequence",
+    "write_time",
+    "frame_id",
+    "creator_pid",
+    "creator_alive",
+    "notify",
+    "gpu_enabled",
+    "gpu_device",
+    "cpu_mirror",
+    "instance_id",
+];
+
+fn cli() -> Command {
+    assert_cmd::cargo::cargo_bin_cmd!("shmstream")
+}
+
+fn bin() -> &'static Path {
+    assert_cmd::cargo::cargo_bin!("shmstream")
+}
+
+/// A scratch directory for .npy files, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(unique_name(&format!("cli-{tag}")));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn stat_json(name: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout_of(cli().args(["stat", name, "--json"]))).unwrap()
+}
+
+/// Asserts an object has exactly the documented keys (the text keeps them in the
+/// documented order; serde_json's map sorts them, so the order is checked on `text`).
+fn assert_keys(obj: &serde_json::Value, text: &str) {
+    let mut keys: Vec<&str> = obj
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut want = JSON_KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "exactly the documented keys");
+    let pos: Vec<usize> = JSON_KEYS
+        .iter()
+        .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "keys in the documented order:\n{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// create / stat / list
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn create_then_stat_json_has_exactly_the_documented_keys() {
+    let name = unique_name("cli-create");
+    let _c = Cleanup::new([&name]);
+    cli()
+        .args([
+            "create", &name, "--shape", "480,640", "--dtype", "float32", "--notify",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("created '{name}'")));
+
+    let text = stdout_of(cli().args(["stat", &name, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_keys(&v, &text);
+    assert_eq!(v["name"], name.as_str());
+    assert_eq!(v["shape"], serde_json::json!([480, 640]));
+    assert_eq!(v["dtype"], "float32");
+    assert_eq!(v["size"], 480 * 640 * 4);
+    assert_eq!(v["count"], 0);
+    assert_eq!(v["notify"], true);
+    assert_eq!(v["gpu_enabled"], false);
+    assert_eq!(v["gpu_device"], serde_json::Value::Null);
+    assert_eq!(v["cpu_mirror"], true);
+    // The creator was the (finished) CLI process.
+    assert_eq!(v["creator_alive"], false);
+    assert_eq!(v["instance_id"].as_str().unwrap().len(), 32);
+
+    // The library sees the same stream.
+    let s = Stream::open_readonly(&name).unwrap();
+    assert_eq!(s.shape(), &[480, 640]);
+    assert_eq!(s.dtype(), Dtype::F32);
+    assert!(s.notify());
+    assert_eq!(v["instance_id"], s.instance_id().as_str());
+
+    // Human-readable stat.
+    cli().args(["stat", &name]).assert().success().stdout(
+        predicate::str::contains("dtype:")
+            .and(predicate::str::contains("float32"))
+            .and(predicate::str::contains("[480, 640]")),
+    );
+}
+
+#[test]
+fn list_shows_rows_and_json_matches_stat() {
+    let name = unique_name("cli-list");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[2, 3])
+        .dtype(Dtype::U16)
+        .create()
+        .unwrap();
+    s.write_slice(&[1u16, 2, 3, 4, 5, 6]).unwrap();
+
+    let out = stdout_of(cli().arg("list"));
+    let header = out.lines().next().unwrap();
+    for col in [
+        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+    ] {
+        assert!(header.contains(col), "header {header:?} lacks {col}");
+    }
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[1..4], &["2x3", "uint16", "1"], "{row}");
+    assert!(
+        row.contains(&format!("{} alive", std::process::id())),
+        "writer pid and liveness: {row}"
+    );
+
+    let text = stdout_of(cli().args(["list", "--json"]));
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mine = all
+        .iter()
+        .find(|v| v["name"] == name.as_str())
+        .expect("listed in --json");
+    let at = text.find(&format!("\"name\": \"{name}\"")).unwrap();
+    assert_keys(mine, &text[text[..at].rfind('{').unwrap()..]);
+    let single = stat_json(&name);
+    for k in [
+        "name",
+        "shape",
+        "dtype",
+        "size",
+        "count",
+        "write_sequence",
+        "frame_id",
+        "creator_pid",
+        "creator_alive",
+        "instance_id",
+    ] {
+        assert_eq!(mine[k], single[k], "key {k}");
+    }
+    assert_eq!(mine["creator_alive"], true);
+}
+
+#[test]
+fn create_errors_exit_1_with_a_message() {
+    let name = unique_name("cli-create-err");
+    let _c = Cleanup::new([&name]);
+    cli()
+        .args(["create", &name, "--shape", "4", "--dtype", "float128"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("unknown dtype 'float128'")
+                .and(predicate::str::contains("float32")),
+        );
+    cli()
+        .args(["create", &name, "--shape", "4,0"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not a shape"));
+    cli()
+        .args(["create", &name, "--shape", "4", "--dtype", "int16"])
+        .assert()
+        .success();
+    cli()
+        .args(["create", &name, "--shape", "4"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists"));
+    cli().assert().code(1); // no subcommand: usage on stderr, exit 1
+    cli()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("purge"));
+}
+
+#[test]
+fn stat_and_dump_of_a_missing_stream_fail() {
+    let name = unique_name("cli-missing");
+    cli()
+        .args(["stat", &name])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "stream '{name}' not found"
+        )));
+    cli()
+        .args(["stat", &name, "--json"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty());
+    cli()
+        .args(["dump", &name])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not found"));
+    cli()
+        .args(["watch", &name, "--duration", "0.1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not found"));
+}
+
+// ---------------------------------------------------------------------------------------
+// load / dump
+// ---------------------------------------------------------------------------------------
+
+/// For every dtype: library write → `dump -o` → `load` into a new stream (created with the
+/// file's shape and dtype) → library read gives the same values.
+#[test]
+fn dump_then_load_round_trips_every_dtype() {
+    use shmstream::{Complex32, Complex64, f16};
+    let dir = TempDir::new("roundtrip");
+    fn case<T: shmstream::Element + PartialEq + std::fmt::Debug>(dir: &TempDir, data: &[T]) {
+        let src = unique_name(&format!("cli-rt-src-{}", T::DTYPE));
+        let dst = unique_name(&format!("cli-rt-dst-{}", T::DTYPE));
+        let _c = Cleanup::new([&src, &dst]);
+        let shape = [2, data.len() / 2];
+        let s = Stream::create(&src, &shape, T::DTYPE).unwrap();
+        s.write_slice(data).unwrap();
+        let file = dir.file(&format!("{}.npy", T::DTYPE));
+        cli()
+            .args(["dump", &src, "-o"])
+            .arg(&file)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("count 1"));
+        cli()
+            .args(["load", &dst])
+            .arg(&file)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("(created)"));
+        let d = Stream::open_readonly(&dst).unwrap();
+        assert_eq!(d.dtype(), T::DTYPE);
+        assert_eq!(d.shape(), &shape);
+        assert_eq!(
+            d.read::<T>().unwrap().as_slice().unwrap(),
+            data,
+            "{}",
+            T::DTYPE
+        );
+    }
+    case(&dir, &[-1i8, 2, -3, 4]);
+    case(&dir, &[-1i16, 2, i16::MIN, i16::MAX]);
+    case(&dir, &[-1i32, 2, i32::MIN, i32::MAX]);
+    case(&dir, &[-1i64, 2, i64::MIN, i64::MAX]);
+    case(&dir, &[1u8, 2, 0, 255]);
+    case(&dir, &[1u16, 2, 0, u16::MAX]);
+    case(&dir, &[1u32, 2, 0, u32::MAX]);
+    case(&dir, &[1u64, 2, 0, u64::MAX]);
+    case(
+        &dir,
+        &[
+            f16::from_f32(1.5),
+            f16::from_f32(-2.0),
+            f16::MAX,
+            f16::from_f32(0.0),
+        ],
+    );
+    case(&dir, &[1.5f32, -2.25, f32::MAX, 1e-30]);
+    case(&dir, &[1.5f64, -2.25, f64::MAX, 1e-300]);
+    case(&dir, &[true, false, false, true]);
+    case(
+        &dir,
+        &[
+            Complex32::new(1.0, -2.0),
+            Complex32::new(0.5, 0.25),
+            Complex32::new(0.0, 0.0),
+            Complex32::new(-3.0, 4.0),
+        ],
+    );
+    case(
+        &dir,
+        &[
+            Complex64::new(1.0, -2.0),
+            Complex64::new(0.5, 0.25),
+            Complex64::new(0.0, 0.0),
+            Complex64::new(-3.0, 4.0),
+        ],
+    );
+}
+
+#[test]
+fn load_into_an_existing_stream_writes_a_new_frame_with_its_frame_id() {
+    let dir = TempDir::new("load-existing");
+    let name = unique_name("cli-load");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[3])
+        .dtype(Dtype::F64)
+        .create()
+        .unwrap();
+    s.write_slice(&[1.0f64, 2.0, 3.0]).unwrap();
+    let file = dir.file("x.npy");
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    s.write_slice(&[0.0f64; 3]).unwrap();
+    cli()
+        .args(["load", &name])
+        .arg(&file)
+        .args(["--frame-id", "77"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("count 3").and(predicate::str::contains("(created)").not()),
+        );
+    let p = s.read_publication::<f64>().unwrap();
+    assert_eq!(p.payload.as_slice().unwrap(), &[1.0, 2.0, 3.0]);
+    assert_eq!(p.info.frame_id, 77);
+    assert_eq!(p.info.count, 3);
+}
+
+#[test]
+fn load_mismatch_shows_both_shapes_and_dtypes() {
+    let dir = TempDir::new("mismatch");
+    let (a, b) = (unique_name("cli-mm-a"), unique_name("cli-mm-b"));
+    let _c = Cleanup::new([&a, &b]);
+    Stream::create(&a, &[3, 2], Dtype::F64)
+        .unwrap()
+        .write_slice(&[0.0f64; 6])
+        .unwrap();
+    Stream::create(&b, &[2, 3], Dtype::F32).unwrap();
+    let file = dir.file("a.npy");
+    cli().args(["dump", &a, "-o"]).arg(&file).assert().success();
+    cli().args(["load", &b]).arg(&file).assert().code(1).stderr(
+        predicate::str::contains("mismatch")
+            .and(predicate::str::contains("float32 [2, 3]"))
+            .and(predicate::str::contains("float64 [3, 2]")),
+    );
+    // Same shape, other dtype.
+    let c = unique_name("cli-mm-c");
+    let _c2 = Cleanup::new([&c]);
+    Stream::create(&c, &[3, 2], Dtype::I64).unwrap();
+    cli().args(["load", &c]).arg(&file).assert().code(1).stderr(
+        predicate::str::contains("int64 [3, 2]").and(predicate::str::contains("float64 [3, 2]")),
+    );
+    // The streams were not written.
+    assert_eq!(Stream::open_readonly(&b).unwrap().count(), 0);
+    assert_eq!(Stream::open_readonly(&c).unwrap().count(), 0);
+}
+
+#[test]
+fn load_rejects_missing_bad_and_unsupported_files() {
+    let dir = TempDir::new("badfile");
+    let name = unique_name("cli-badfile");
+    let _c = Cleanup::new([&name]);
+    cli()
+        .args(["load", &name])
+        .arg(dir.file("nope.npy"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot open"));
+    let junk = dir.file("junk.npy");
+    std::fs::write(&junk, b"not an npy file at all").unwrap();
+    cli()
+        .args(["load", &name])
+        .arg(&junk)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not a readable .npy"));
+    // A float128 .npy (valid file, dtype no stream can hold).
+    let f16le = dir.file("f128.npy");
+    let header = "{'descr': '<f16', 'fortran_order': False, 'shape': (2,), }";
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&[0u8; 32]);
+    std::fs::write(&f16le, bytes).unwrap();
+    cli()
+        .args(["load", &name])
+        .arg(&f16le)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unsupported .npy dtype"));
+    // None of that created the stream.
+    assert!(shmstream::stat(&name).is_err());
+}
+
+#[test]
+fn dump_without_output_prints_a_summary() {
+    let name = unique_name("cli-summary");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 2], Dtype::I32).unwrap();
+    s.write_slice(&[-4i32, 1, 2, 9]).unwrap();
+    s.write_slice(&[-4i32, 1, 2, 9]).unwrap();
+    let out = stdout_of(cli().args(["dump", &name]));
+    for want in [
+        "shape:  [2, 2]",
+        "dtype:  int32",
+        "count:  2",
+        "min:    -4",
+        "max:    9",
+        "mean:   2.0",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// unlink
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unlink_reports_each_name_and_missing_is_an_error_unless_quiet() {
+    let (a, b, missing) = (
+        unique_name("cli-unl-a"),
+        unique_name("cli-unl-b"),
+        unique_name("cli-unl-missing"),
+    );
+    let _c = Cleanup::new([&a, &b]);
+    for n in [&a, &b] {
+        cli().args(["create", n, "--shape", "1"]).assert().success();
+    }
+    cli()
+        .args(["unlink", &a, &missing, &b])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains(format!("unlinked '{a}'"))
+                .and(predicate::str::contains(format!("unlinked '{b}'"))),
+        )
+        .stderr(predicate::str::contains(format!(
+            "stream '{missing}' not found"
+        )));
+    assert!(
+        shmstream::stat(&a).is_err() && shmstream::stat(&b).is_err(),
+        "existing names are still removed"
+    );
+
+    cli()
+        .args(["create", &a, "--shape", "1"])
+        .assert()
+        .success();
+    cli()
+        .args(["unlink", "--quiet-missing", &missing, &a])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("'{missing}' not found (ignored)"))
+                .and(predicate::str::contains(format!("unlinked '{a}'"))),
+        );
+    cli().arg("unlink").assert().code(1); // no names
+}
+
+// ---------------------------------------------------------------------------------------
+// purge
+// ---------------------------------------------------------------------------------------
+
+/// A file in /dev/shm that is not ours, removed on drop.
+struct Foreign(PathBuf);
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
+    let prefix = unique_name("cli-purge") + "-";
+    let dead = format!("{prefix}dead");
+    let live = format!("{prefix}live");
+    let _c = Cleanup::new([&dead, &live]);
+    // Created by a CLI process that exits: creator dead.
+    cli()
+        .args(["create", &dead, "--shape", "4", "--dtype", "uint8"])
+        .assert()
+        .success();
+    // Created by this (running) test process: creator alive.
+    let _live = Stream::create(&live, &[4], Dtype::U8).unwrap();
+
+    // A near miss: a valid-looking stream header (named with our prefix, creator dead)
+    // under a segment id that is NOT the hash of its name. Purge must not touch it.
+    let dead_id = shmstream::name::segment_id(&dead);
+    let wrong_id = format!("ps_{:014x}", std::process::id() as u64 * 7919 + 0xabc);
+    assert_ne!(wrong_id, dead_id);
+    let meta = std::fs::read(format!("/dev/shm/{dead_id}_meta")).unwrap();
+    let payload = std::fs::read(format!("/dev/shm/{dead_id}")).unwrap();
+    let _f1 = Foreign(PathBuf::from(format!("/dev/shm/{wrong_id}")));
+    let _f2 = Foreign(PathBuf::from(format!("/dev/shm/{wrong_id}_meta")));
+    let _f3 = Foreign(PathBuf::from(format!(
+        "/dev/shm/{}",
+        unique_name("not-a-stream")
+    )));
+    std::fs::write(&_f1.0, &payload).unwrap();
+    std::fs::write(&_f2.0, &meta).unwrap();
+    std::fs::write(&_f3.0, b"someone else's data").unwrap();
+
+    // --dry-run lists the dead-creator stream only, and removes nothing.
+    cli()
+        .args(["purge", "--dry-run", "--prefix", &prefix])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("would remove '{dead}'"))
+                .and(predicate::str::contains(&live).not()),
+        );
+    // Without a prefix too (harmless: dry run).
+    cli()
+        .args(["purge", "--dry-run"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("would remove '{dead}'"))
+                .and(predicate::str::contains(format!("'{live}'")).not()),
+        );
+    cli()
+        .args(["purge", "--dry-run", "--all", "--prefix", &prefix])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("would remove '{dead}'"))
+                .and(predicate::str::contains(format!("would remove '{live}'"))),
+        );
+    assert!(
+        shmstream::stat(&dead).is_ok() && shmstream::stat(&live).is_ok(),
+        "dry runs remove nothing"
+    );
+
+    cli()
+        .args(["purge", "--prefix", &prefix])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("removed '{dead}'")));
+    assert!(
+        shmstream::stat(&dead).is_err(),
+        "dead-creator stream removed"
+    );
+    assert!(shmstream::stat(&live).is_ok(), "live-creator stream kept");
+    for f in [&_f1.0, &_f2.0, &_f3.0] {
+        assert!(f.exists(), "foreign file {} was touched", f.display());
+    }
+
+    cli()
+        .args(["purge", "--prefix", &prefix])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to purge"));
+    cli()
+        .args(["purge", "--all", "--prefix", &prefix])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("removed '{live}'")));
+    assert!(shmstream::stat(&live).is_err());
+    for f in [&_f1.0, &_f2.0, &_f3.0] {
+        assert!(
+            f.exists(),
+            "foreign file {} was touched by purge --all",
+            f.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// watch
+// ---------------------------------------------------------------------------------------
+
+/// A spawned binary whose stdout lines arrive on a channel.
+struct Lines {
+    child: std::process::Child,
+    rx: Receiver<String>,
+}
+
+impl Lines {
+    fn spawn(args: &[&str]) -> Lines {
+        let mut child = StdCommand::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx }
+    }
+    /// The next line satisfying `pred` within `timeout`.
+    fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no matching line within {timeout:?}: {e}"),
+            }
+        }
+    }
+    /// Waits for exit (within `timeout`, on a helper thread) and returns the exit code.
+    fn exit_code(mut self, timeout: Duration) -> Option<i32> {
+        let (tx, rx) = channel();
+        let pid = self.child.id();
+        let waiter = std::thread::spawn(move || {
+            let st = self.child.wait();
+            let _ = tx.send(());
+            st
+        });
+        if rx.recv_timeout(timeout).is_err() {
+            // SAFETY: killing our own child by pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("process {pid} did not exit within {timeout:?}");
+        }
+        waiter.join().unwrap().unwrap().code()
+    }
+}
+
+#[test]
+fn watch_prints_plain_lines_when_not_a_terminal_and_stops_after_duration() {
+    let name = unique_name("cli-watch");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::F32).unwrap();
+    s.write_slice(&[0.0f32; 4]).unwrap();
+    let out = stdout_of(cli().args(["watch", &name, "--interval", "0.05", "--duration", "0.2"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "one line per sample:\n{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "no escape codes when stdout is a pipe"
+    );
+    let me = std::process::id();
+    for l in &lines {
+        for want in [
+            name.as_str(),
+            "count=1",
+            "rate=",
+            "age=",
+            "missed=",
+            &format!("writer={me}:alive"),
+        ] {
+            assert!(l.contains(want), "{want:?} missing in {l:?}");
+        }
+    }
+}
+
+#[test]
+fn watch_reports_rate_and_missed_frames_and_stops_on_ctrl_c() {
+    let name = unique_name("cli-watch-int");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2], Dtype::U32).unwrap();
+    s.write_slice_frame(&[1u32, 2], 10).unwrap();
+    let w = Lines::spawn(&["watch", &name, "--interval", "0.05"]);
+    w.wait_for(common::LONG, |l| l.contains("count=1"));
+    // One write whose frame id jumps 10 → 20: 9 frames the writer skipped.
+    s.write_slice_frame(&[3u32, 4], 20).unwrap();
+    let l = w.wait_for(common::LONG, |l| l.contains("count=2"));
+    assert!(l.contains("missed=9"), "{l}");
+    let l = w.wait_for(common::LONG, |l| l.contains("count=2"));
+    assert!(l.contains("rate=0.0Hz"), "no writes since: {l}");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(w.exit_code(common::LONG), Some(0), "Ctrl-C is a clean stop");
+}
+
+// ---------------------------------------------------------------------------------------
+// Python pyshmem 1.4.0 interop
+// ---------------------------------------------------------------------------------------
+
+const PY_PEER: &str = r#"
+import sys, numpy as np, pyshmem
+name = sys.argv[1]
+expected = (np.arange(12, dtype=np.float32).reshape(3, 4) * 0.5 - 1.0)
+s = pyshmem.create(name, shape=(3, 4), dtype=np.float32)
+s.write(expected, frame_id=41)
+print("@@ ready", flush=True)
+for line in sys.stdin:
+    cmd, _, arg = line.strip().partition(" ")
+    if cmd == "compare":
+        got = np.load(arg)
+        print("@@ equal", got.dtype == expected.dtype and got.shape == expected.shape and bool((got == expected).all()), flush=True)
+    elif cmd == "read":
+        print("@@ read", " ".join(str(x) for x in s.read().ravel().tolist()), flush=True)
+    elif cmd == "quit":
+        break
+s.close()
+pyshmem.unlink(name)
+print("@@ bye", flush=True)
+"#;
+
+#[test]
+fn python_stream_is_listed_stated_dumped_and_loaded() {
+    let Some(py) = common::python() else { return };
+    let dir = TempDir::new("py");
+    let name = unique_name("cli-py");
+    let _c = Cleanup::new([&name]);
+    let mut cmd = StdCommand::new(&py);
+    cmd.args(["-u", "-c", PY_PEER, &name]);
+    let mut peer = Proc::spawn(cmd);
+    peer.expect_line("ready", common::LONG);
+
+    // list: the Python stream appears, with its Python creator alive.
+    let out = stdout_of(cli().arg("list"));
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+    assert!(
+        row.contains("3x4")
+            && row.contains("float32")
+            && row.contains(&format!("{} alive", peer.pid())),
+        "{row}"
+    );
+    let v = stat_json(&name);
+    assert_eq!(v["frame_id"], 41);
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["creator_pid"], peer.pid());
+
+    // dump → .npy → numpy compares it with what it wrote.
+    let file = dir.file("py.npy");
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    peer.send_line(&format!("compare {}", file.display()));
+    assert_eq!(peer.expect_line("equal", common::LONG), "True");
+
+    // load into the Python stream; pyshmem reads what the CLI wrote.
+    let src = unique_name("cli-py-src");
+    let _c2 = Cleanup::new([&src]);
+    let vals: Vec<f32> = (0..12).map(|i| i as f32 * 10.0).collect();
+    Stream::create(&src, &[3, 4], Dtype::F32)
+        .unwrap()
+        .write_slice(&vals)
+        .unwrap();
+    let file2 = dir.file("rust.npy");
+    cli()
+        .args(["dump", &src, "-o"])
+        .arg(&file2)
+        .assert()
+        .success();
+    cli().args(["load", &name]).arg(&file2).assert().success();
+    peer.send_line("read");
+    let got: Vec<f32> = peer
+        .expect_line("read", common::LONG)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(got, vals);
+
+    peer.send_line("quit");
+    peer.expect_line("bye", common::LONG);
+    peer.wait_success(common::LONG);
+    let _ = std::io::stdout().flush();
+}
