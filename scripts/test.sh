@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import importlib.metadata
 fi
 export SHMSTREAM_PYTHON="$PWD/.venv/bin/python"
 export SHMSTREAM_REQUIRE_PYTHON=1
-cargo test --workspace "$@"
+cargo test --workspace --features shmstream/tokio "$@"

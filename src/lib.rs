@@ -23,9 +23,15 @@
 //! Modules, bottom up: `format` (the header, pure), `segment` (shm objects), `header`
 //! (atomics over the mapped header), `lock` (write lock), `seqlock` (publication protocol),
 //! `notify` (waiting), then `stream`, `write`, `read`, `catalog` (the public API).
+//!
+//! Several streams at once: [`lock_many`] takes their write locks in one global order under
+//! one deadline. Async waits for tokio (`read_new_async`, `wait_for_count_async`,
+//! `read_after_async`, ...): feature `tokio`, documented in the `asynchronous` module.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod catalog;
 mod dtype;
 mod error;
@@ -33,6 +39,7 @@ pub mod format;
 pub mod gpu;
 mod header;
 mod lock;
+mod lock_many;
 pub mod name;
 mod notify;
 mod read;
@@ -49,6 +56,7 @@ pub use catalog::{
 pub use dtype::{Dtype, Element};
 pub use error::{Error, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
+pub use lock_many::{ManyGuard, lock_many};
 pub use notify::WaitStrategy;
 pub use read::{FrameInfo, Publication};
 pub use stream::{Stream, StreamConfig, StreamOptions};

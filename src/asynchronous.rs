@@ -1,0 +1,244 @@
+//! Async waits for tokio (feature `tokio`, off by default).
+//!
+//! ```toml
+//! shmstream = { version = "0.1", features = ["tokio"] }
+//! ```
+//!
+//! | async | blocking twin |
+//! |---|---|
+//! | [`Stream::wait_for_count_async`] | [`Stream::wait_for_count`] |
+//! | [`Stream::read_after_async`], [`Stream::read_after_publication_async`], [`Stream::read_after_into_slice_async`] | `read_after*` |
+//! | [`Stream::read_new_async`], [`Stream::read_new_publication_async`], [`Stream::read_new_into_slice_async`] | `read_new*` |
+//!
+//! They take `self: &Arc<Stream>` (the stream must outlive a wait that may continue on
+//! another thread), have the same semantics, errors and timeouts as their blocking twins
+//! (`None` waits forever), and never block an executor thread:
+//!
+//! ```no_run
+//! # async fn demo() -> shmstream::Result<()> {
+//! use std::{sync::Arc, time::Duration};
+//! let cam = Arc::new(shmstream::Stream::open_readonly("cam0")?);
+//! loop {
+//!     let frame = cam.read_new_async::<u16>(Some(Duration::from_secs(1))).await?;
+//!     // ... process `frame`; other tasks run while this one waits ...
+//! #   drop(frame);
+//! }
+//! # }
+//! ```
+//!
+//! # How the wait is bridged (and why)
+//!
+//! A stream's wake-up is a futex word in shared memory, written by another process. Nothing
+//! turns that into a readiness event an async reactor can poll: there is no file descriptor
+//! (an eventfd would need the *writer* to cooperate, and pyshmem writers only `FUTEX_WAKE`).
+//! So the parking has to happen on some thread, and the choices are:
+//!
+//! * **`tokio::task::spawn_blocking` per wait (chosen).** When the frame is not there yet,
+//!   the wait moves to tokio's blocking pool, where the ordinary blocking wait runs (spin,
+//!   then futex park capped at 50 ms for notify streams, back-off sleeps otherwise). Its
+//!   wake-up latency is the blocking path's plus one hand-off to the executor (tens of
+//!   microseconds), no thread is created per stream, nothing runs while nobody waits, and
+//!   it works for every stream, notify or not, Rust- or pyshmem-written.
+//! * A per-stream waker thread parking on the futex and fanning out to wakers: saves the
+//!   hand-off into the pool but costs a thread per watched stream for its whole life and
+//!   needs its own shutdown protocol; not worth it at frame rates where a hand-off of tens
+//!   of microseconds matters little.
+//! * `block_in_place`: panics on the current-thread runtime and still stalls the worker's
+//!   other tasks' timers; rejected.
+//!
+//! **Hot path, no hop.** If the wanted frame is already published (count past the
+//! baseline), the copy happens inline on the calling task: no thread hop, no allocation
+//! beyond the frame itself. Only a wait that would actually block goes to the pool, and it
+//! comes back to copy the frame on the calling task (so `_into_slice` variants can fill a
+//! caller-owned buffer).
+//!
+//! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
+//! `select!`) stops the background wait within one slice of at most 100 ms: the pool thread
+//! waits in slices and checks a cancel flag between them, so an abandoned `None`-timeout wait
+//! never pins a pool thread forever.
+//!
+//! **Bookkeeping.** `read_new_async` counts from the frame this handle last returned, like
+//! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
+//! blocking calls (they share the handle).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ndarray::ArrayD;
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::read::Publication;
+use crate::stream::Stream;
+
+/// Longest slice of one background wait; the cancel flag is checked between slices.
+const SLICE: Duration = Duration::from_millis(100);
+const OP: &str = "wait for a new frame";
+
+/// Sets the cancel flag when the waiting future is dropped (finished or abandoned).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Stream {
+    /// Waits on tokio's blocking pool until the count exceeds `after` or `deadline` passes.
+    /// `Ok(None)` means the deadline passed.
+    async fn park_until_count(
+        self: &Arc<Self>,
+        after: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>> {
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = cancel.0.clone();
+        let stream = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            loop {
+                let slice = match deadline {
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(None);
+                        }
+                        left.min(SLICE)
+                    }
+                    None => SLICE,
+                };
+                match stream.wait_for_count(after, Some(slice)) {
+                    Ok(c) => return Ok(Some(c)),
+                    Err(Error::Timeout { .. }) if !flag.load(Ordering::Relaxed) => continue,
+                    Err(Error::Timeout { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let out = match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Closed {
+                name: self.name.clone(),
+            }), // runtime shutting down
+        };
+        drop(cancel);
+        out
+    }
+
+    fn timeout_error(&self, timeout: Option<Duration>) -> Error {
+        Error::Timeout {
+            name: self.name.clone(),
+            op: OP,
+            timeout: timeout.unwrap_or_default(),
+        }
+    }
+
+    /// The shared loop: try `attempt` inline (it must not wait: it is called with a zero
+    /// timeout and only when the count is past `after`), else park on the pool and retry.
+    async fn wait_then<R>(
+        self: &Arc<Self>,
+        after: u64,
+        timeout: Option<Duration>,
+        mut attempt: impl FnMut(&Stream) -> Result<R>,
+    ) -> Result<R> {
+        self.ensure_open()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.count() > after {
+                match attempt(self) {
+                    // A writer is inside its bracket right now: wait for it on the pool.
+                    Err(Error::Timeout { .. }) => {}
+                    other => return other,
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.timeout_error(timeout));
+            }
+            if self.park_until_count(after, deadline).await?.is_none() {
+                return Err(self.timeout_error(timeout));
+            }
+        }
+    }
+
+    /// Async [`Stream::wait_for_count`]: resolves with the count once it exceeds `after`.
+    pub async fn wait_for_count_async(
+        self: &Arc<Self>,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.wait_then(after, timeout, |s| {
+            s.wait_for_count(after, Some(Duration::ZERO))
+        })
+        .await
+    }
+
+    /// Async [`Stream::read_after`]: a snapshot of a frame with count > `after`.
+    pub async fn read_after_async<T: Element>(
+        self: &Arc<Self>,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<ArrayD<T>> {
+        self.ensure_dtype::<T>()?;
+        self.wait_then(after, timeout, |s| {
+            s.read_after::<T>(after, Some(Duration::ZERO))
+        })
+        .await
+    }
+
+    /// Async [`Stream::read_after_publication`].
+    pub async fn read_after_publication_async<T: Element>(
+        self: &Arc<Self>,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Publication<T>> {
+        self.ensure_dtype::<T>()?;
+        self.wait_then(after, timeout, |s| {
+            s.read_after_publication::<T>(after, Some(Duration::ZERO))
+        })
+        .await
+    }
+
+    /// Async [`Stream::read_after_into_slice`]: fills `dst` (no allocation); returns the count.
+    pub async fn read_after_into_slice_async<T: Element>(
+        self: &Arc<Self>,
+        after: u64,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(dst.len())?;
+        self.wait_then(after, timeout, |s| {
+            s.read_after_into_slice(after, dst, Some(Duration::ZERO))
+        })
+        .await
+    }
+
+    /// Async [`Stream::read_new`]: the first frame newer than the one this handle last returned.
+    pub async fn read_new_async<T: Element>(
+        self: &Arc<Self>,
+        timeout: Option<Duration>,
+    ) -> Result<ArrayD<T>> {
+        self.read_after_async(self.last_read_count(), timeout).await
+    }
+
+    /// Async [`Stream::read_new_publication`].
+    pub async fn read_new_publication_async<T: Element>(
+        self: &Arc<Self>,
+        timeout: Option<Duration>,
+    ) -> Result<Publication<T>> {
+        self.read_after_publication_async(self.last_read_count(), timeout)
+            .await
+    }
+
+    /// Async [`Stream::read_new_into_slice`]; returns the frame's count.
+    pub async fn read_new_into_slice_async<T: Element>(
+        self: &Arc<Self>,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.read_after_into_slice_async(self.last_read_count(), dst, timeout)
+            .await
+    }
+}

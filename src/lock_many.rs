@@ -1,0 +1,109 @@
+//! [`lock_many`]: the write locks of several streams at once, deadlock-free.
+//!
+//! Deadlock needs a cycle: A holds `x` and waits for `y` while B holds `y` and waits for `x`.
+//! Taking every lock set in one global order (by stream name, the key of the lock file)
+//! makes such a cycle impossible, whatever order callers list the streams in and however
+//! their sets overlap, across threads and processes alike. pyshmem's `locked_many` orders
+//! by name too, so Rust and Python callers agree on the order.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+use crate::write::WriteGuard;
+
+/// The write locks of several streams, held; released in reverse order of acquisition when
+/// dropped. Not `Send` (the locks belong to the thread that took them). See [`lock_many`].
+#[derive(Debug)]
+pub struct ManyGuard<'a> {
+    /// Sorted by stream name (the acquisition order).
+    guards: Vec<WriteGuard<'a>>,
+}
+
+impl<'a> ManyGuard<'a> {
+    /// The guards, in acquisition order (by stream name, one per distinct name).
+    pub fn guards(&self) -> &[WriteGuard<'a>] {
+        &self.guards
+    }
+
+    /// The guard of the stream called `name`, if it is part of this set.
+    pub fn get(&self, name: &str) -> Option<&WriteGuard<'a>> {
+        self.guards.iter().find(|g| g.stream().name() == name)
+    }
+
+    /// The names locked, in acquisition order.
+    pub fn names(&self) -> Vec<&str> {
+        self.guards.iter().map(|g| g.stream().name()).collect()
+    }
+
+    /// How many distinct streams are locked.
+    pub fn len(&self) -> usize {
+        self.guards.len()
+    }
+
+    /// Whether no stream is locked (an empty input).
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
+}
+
+impl Drop for ManyGuard<'_> {
+    fn drop(&mut self) {
+        while let Some(g) = self.guards.pop() {
+            drop(g);
+        }
+    }
+}
+
+/// Takes the write locks of all `streams` under one deadline, in a fixed global order (by
+/// name), and returns a guard that releases them all (in reverse order) when dropped.
+///
+/// Handles that name the same stream are locked once (the lock is per name). If any lock
+/// cannot be taken before the deadline, the ones already taken are released and
+/// [`Error::Timeout`] names the stream that was unavailable; other errors (a read-only or
+/// closed handle) are returned the same way. `None` waits forever. The locks are reentrant
+/// per thread, like [`Stream::lock`]: writing through the streams themselves while the guard
+/// is held does not deadlock.
+///
+/// ```
+/// use shmstream::{Dtype, Stream, lock_many};
+/// use std::time::Duration;
+/// let (a, b) = (format!("doc-many-a-{}", std::process::id()), format!("doc-many-b-{}", std::process::id()));
+/// let sa = Stream::create(&a, &[1], Dtype::I64)?;
+/// let sb = Stream::create(&b, &[1], Dtype::I64)?;
+/// {
+///     let held = lock_many(&[&sb, &sa], Some(Duration::from_secs(1)))?;
+///     assert_eq!(held.names(), vec![a.as_str(), b.as_str()]); // by name, whatever the input order
+///     held.get(&a).unwrap().write_slice(&[1i64])?;
+///     sb.write_slice(&[2i64])?; // reentrant
+/// }
+/// shmstream::unlink(&a)?;
+/// shmstream::unlink(&b)?;
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Result<ManyGuard<'a>> {
+    let mut order: Vec<&'a Stream> = streams.to_vec();
+    order.sort_by(|a, b| a.name().cmp(b.name()));
+    order.dedup_by(|a, b| a.name() == b.name());
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut guards = Vec::with_capacity(order.len());
+    for s in order {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match s.lock(left) {
+            Ok(g) => guards.push(g),
+            Err(e) => {
+                // Release what we hold (reverse order) before reporting.
+                drop(ManyGuard { guards });
+                return Err(match e {
+                    Error::Timeout { name, .. } => Error::Timeout {
+                        name,
+                        op: "take all the write locks (lock_many)",
+                        timeout: timeout.unwrap_or_default(),
+                    },
+                    other => other,
+                });
+            }
+        }
+    }
+    Ok(ManyGuard { guards })
+}

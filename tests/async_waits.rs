@@ -1,0 +1,305 @@
+//! Async waits (feature `tokio`): the writer is another process (the `shmstream load`
+//! command), and a ticker task proves the runtime keeps running other tasks while a read
+//! waits. The runtime is multi-threaded with ONE worker: a wait that blocked the worker would
+//! stop the ticker and fail the test.
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, unique_name};
+use shmstream::{Dtype, Error, Stream, StreamOptions};
+use tokio::sync::mpsc;
+
+/// Writes `data` as a 1-d float32 `.npy` file.
+fn npy_f32(dir: &Path, tag: &str, data: &[f32]) -> PathBuf {
+    let path = dir.join(format!("{}.npy", unique_name(tag)));
+    npyz::to_file_1d(&path, data.iter().copied()).unwrap();
+    path
+}
+
+/// Runs `shmstream load NAME FILE` (a writer in another process) to completion.
+async fn load_in_another_process(name: &str, file: &Path) {
+    let out = tokio::task::spawn_blocking({
+        let (name, file) = (name.to_owned(), file.to_owned());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_shmstream"))
+                .arg("load")
+                .arg(&name)
+                .arg(&file)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "shmstream load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A task that ticks every millisecond and reports each tick on a channel.
+fn ticker() -> mpsc::UnboundedReceiver<u64> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_millis(1));
+        for n in 0u64.. {
+            iv.tick().await;
+            if tx.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn ticks(rx: &mut mpsc::UnboundedReceiver<u64>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(common::LONG, rx.recv())
+            .await
+            .expect("ticker stalled: the executor is blocked")
+            .unwrap();
+    }
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(unique_name("async-npy"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn read_new_from_another_process(notify: bool) {
+    let dir = tmpdir();
+    let name = unique_name(if notify { "async-notify" } else { "async-poll" });
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(
+        StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::F32)
+            .notify(notify)
+            .create()
+            .unwrap(),
+    );
+    let file = npy_f32(&dir, "frame", &[1.0, 2.0, 3.0, 4.0]);
+    let mut tick = ticker();
+
+    let reader = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.read_new_publication_async::<f32>(Some(common::LONG))
+                .await
+        }
+    });
+    // While the read waits, the single worker keeps running the ticker.
+    ticks(&mut tick, 50).await;
+    assert!(!reader.is_finished(), "nothing was written yet");
+    load_in_another_process(&name, &file).await;
+    let p = tokio::time::timeout(common::LONG, reader)
+        .await
+        .expect("read_new_async did not wake")
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.payload.as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(p.info.count, 1);
+    assert_eq!(s.last_read_count(), 1);
+    ticks(&mut tick, 5).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn read_new_async_wakes_on_a_write_from_another_process_notify() {
+    read_new_from_another_process(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn read_new_async_wakes_on_a_write_from_another_process_polling() {
+    read_new_from_another_process(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn wait_for_count_and_read_after_into_slice_async() {
+    let dir = tmpdir();
+    let name = unique_name("async-count");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(
+        StreamOptions::new(&name)
+            .shape(&[3])
+            .dtype(Dtype::F32)
+            .notify(true)
+            .create()
+            .unwrap(),
+    );
+    let mut tick = ticker();
+
+    let waiter = tokio::spawn({
+        let s = s.clone();
+        async move { s.wait_for_count_async(1, Some(common::LONG)).await }
+    });
+    ticks(&mut tick, 20).await;
+    load_in_another_process(&name, &npy_f32(&dir, "one", &[1.0, 1.0, 1.0])).await;
+    ticks(&mut tick, 5).await;
+    assert!(!waiter.is_finished(), "count 1 is not past 1");
+    load_in_another_process(&name, &npy_f32(&dir, "two", &[2.0, 2.0, 2.0])).await;
+    assert_eq!(
+        tokio::time::timeout(common::LONG, waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        2
+    );
+
+    // Level-triggered and inline: the frame is there, so no wait.
+    assert_eq!(
+        s.wait_for_count_async(0, Some(Duration::ZERO))
+            .await
+            .unwrap(),
+        2
+    );
+    let mut buf = [0.0f32; 3];
+    assert_eq!(
+        s.read_after_into_slice_async(1, &mut buf, Some(Duration::ZERO))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(buf, [2.0; 3]);
+
+    // A caller-owned buffer filled after a real wait.
+    let mut buf = vec![0.0f32; 3];
+    let (got, ()) = tokio::join!(
+        s.read_after_into_slice_async(2, &mut buf, Some(common::LONG)),
+        async {
+            ticks(&mut tick, 10).await;
+            load_in_another_process(&name, &npy_f32(&dir, "three", &[3.0, 3.0, 3.0])).await;
+        }
+    );
+    assert_eq!(got.unwrap(), 3);
+    assert_eq!(buf, vec![3.0; 3]);
+
+    // Wrong element type / length: refused before any wait.
+    assert!(matches!(
+        s.read_after_async::<f64>(0, None).await,
+        Err(Error::DtypeMismatch { .. })
+    ));
+    let mut short = [0.0f32; 2];
+    assert!(matches!(
+        s.read_after_into_slice_async(0, &mut short, None).await,
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn timeouts_expire_while_other_tasks_run_and_dropped_waits_are_harmless() {
+    let name = unique_name("async-timeout");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(
+        StreamOptions::new(&name)
+            .shape(&[2])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap(),
+    );
+    let mut tick = ticker();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let counter = tokio::spawn(async move {
+        let mut n = 0u64;
+        while tick.recv().await.is_some() {
+            n += 1;
+            if tx.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let err = s
+        .read_new_async::<u8>(Some(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(&err, Error::Timeout { name: n, timeout, .. } if n == &name && *timeout == Duration::from_millis(300)),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let mut seen = 0;
+    while let Ok(n) = rx.try_recv() {
+        seen = n;
+    }
+    assert!(
+        seen >= 50,
+        "the ticker ran only {seen} times during a 300 ms wait"
+    );
+
+    // An abandoned wait (select!/timeout around it) does not disturb later ones.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), s.read_new_async::<u8>(None))
+            .await
+            .is_err()
+    );
+    s.write_slice(&[7u8, 8]).unwrap();
+    assert_eq!(
+        s.read_new_async::<u8>(Some(common::LONG))
+            .await
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &[7, 8]
+    );
+    // Consumed: the next read_new waits again.
+    assert!(matches!(
+        s.read_new_async::<u8>(Some(Duration::from_millis(20)))
+            .await,
+        Err(Error::Timeout { .. })
+    ));
+
+    // Closing the handle ends a pending wait with Closed.
+    let pending = tokio::spawn({
+        let s = s.clone();
+        async move { s.read_new_async::<u8>(None).await }
+    });
+    // The pending read holds one clone, its parked wait on the blocking pool another.
+    while Arc::strong_count(&s) < 3 {
+        tokio::task::yield_now().await;
+    }
+    s.close();
+    let r = tokio::time::timeout(common::LONG, pending)
+        .await
+        .expect("close did not end the wait")
+        .unwrap();
+    assert!(matches!(r, Err(Error::Closed { .. })), "{r:?}");
+    counter.abort();
+}
+
+#[test]
+fn works_on_a_current_thread_runtime_too() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let name = unique_name("async-current");
+        let _c = Cleanup::new([&name]);
+        let s = Arc::new(Stream::create(&name, &[1], Dtype::I32).unwrap());
+        let mut tick = ticker();
+        let (r, ()) = tokio::join!(s.read_new_async::<i32>(Some(common::LONG)), async {
+            ticks(&mut tick, 20).await;
+            let dir = tmpdir();
+            let p = dir.join("v.npy");
+            npyz::to_file_1d(&p, [42i32].into_iter()).unwrap();
+            load_in_another_process(&name, &p).await;
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        assert_eq!(r.unwrap()[[0]], 42);
+    });
+}
