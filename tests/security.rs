@@ -1,0 +1,354 @@
+//! Security: segment and lock permissions (independent of the umask), lock directories that
+//! belong to someone else or that others can write are refused before anything is created,
+//! and `purge` removes only streams it validated, never foreign files in `/dev/shm`.
+//!
+//! Each lock-directory case runs in a child process started with its own
+//! `PYSHMEM_LOCK_DIR` (the variable is read by every library call, and setting it inside a
+//! multi-threaded test binary would race).
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::{Cleanup, LONG, child, child_role, param, say, unique_name};
+use shmstream::{Dtype, Error, PurgeOptions, Stream};
+
+fn mode(path: impl AsRef<Path>) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+fn shm(id: &str) -> PathBuf {
+    Path::new("/dev/shm").join(id)
+}
+
+fn ids(name: &str) -> [String; 2] {
+    [
+        shmstream::name::segment_id(name),
+        shmstream::name::meta_id(name),
+    ]
+}
+
+/// A fresh directory path under the temp dir (not created).
+fn temp_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(unique_name(tag))
+}
+
+/// Child roles run by re-executing this binary (see tests/common/mod.rs).
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let name: String = param("name");
+    // The modes must not come from the umask.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0) };
+    match role.as_str() {
+        "create" => {
+            let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+            s.write_slice(&[1u8; 4]).unwrap();
+            say(&format!(
+                "created {}",
+                shmstream::name::lock_path(&name).display()
+            ));
+        }
+        "create_refused" | "open_refused" => {
+            let r = if role == "create_refused" {
+                Stream::create(&name, &[4], Dtype::U8).map(drop)
+            } else {
+                Stream::open(&name).map(drop)
+            };
+            match r {
+                Err(e @ Error::LockDir { .. }) => {
+                    assert_eq!(e.stream_name(), name);
+                    say(&format!("refused {e}"));
+                }
+                other => panic!("expected a LockDir error, got {other:?}"),
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn segments_are_0600_and_the_lock_directory_0700_whatever_the_umask() {
+    let name = unique_name("perm");
+    let dir = temp_path("lockdir").join("nested");
+    let _c = Cleanup::new([&name]);
+    let lines = child("child_entry", "create")
+        .param("name", &name)
+        .env("PYSHMEM_LOCK_DIR", &dir)
+        .run(LONG);
+    let lock_file = PathBuf::from(lines[0].strip_prefix("created ").unwrap());
+    assert!(lock_file.starts_with(&dir), "{lock_file:?}");
+    for id in ids(&name) {
+        assert_eq!(mode(shm(&id)), 0o600, "{id}");
+        assert_eq!(std::fs::metadata(shm(&id)).unwrap().uid(), unsafe {
+            libc::getuid()
+        });
+    }
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&lock_file), 0o600);
+    // Still readable by us (same user) with the default lock directory.
+    assert_eq!(
+        Stream::open_readonly(&name)
+            .unwrap()
+            .read::<u8>()
+            .unwrap()
+            .sum(),
+        4
+    );
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+/// What a lock directory case sets up; returns the directory to point the child at.
+type Setup = fn(&Path) -> Option<PathBuf>;
+
+fn world_writable(base: &Path) -> Option<PathBuf> {
+    std::fs::create_dir_all(base).unwrap();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    Some(base.to_owned())
+}
+
+fn sticky_tmp_like(base: &Path) -> Option<PathBuf> {
+    std::fs::create_dir_all(base).unwrap();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    Some(base.to_owned())
+}
+
+fn group_writable(base: &Path) -> Option<PathBuf> {
+    std::fs::create_dir_all(base).unwrap();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o770)).unwrap();
+    Some(base.to_owned())
+}
+
+fn other_owner(base: &Path) -> Option<PathBuf> {
+    std::fs::create_dir_all(base).unwrap();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let c = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; chown takes plain ids.
+    if unsafe { libc::chown(c.as_ptr(), 65534, 65534) } != 0 {
+        eprintln!(
+            "skipping the other-owner case: chown to 65534 failed ({}); needs root",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    Some(base.to_owned())
+}
+
+fn symlink_to_private(base: &Path) -> Option<PathBuf> {
+    let target = base.with_extension("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&target, base).unwrap();
+    Some(base.to_owned())
+}
+
+fn a_file(base: &Path) -> Option<PathBuf> {
+    std::fs::write(base, b"not a directory").unwrap();
+    Some(base.to_owned())
+}
+
+#[test]
+fn unsafe_lock_directories_are_refused_before_anything_is_created() {
+    let existing = unique_name("lockdir-existing");
+    let _c = Cleanup::new([&existing]);
+    let s = Stream::create(&existing, &[4], Dtype::U8).unwrap();
+    s.write_slice(&[9u8; 4]).unwrap();
+    let cases: [(&str, Setup, &str); 6] = [
+        (
+            "world-writable",
+            world_writable,
+            "writable by group or others",
+        ),
+        (
+            "sticky 1777",
+            sticky_tmp_like,
+            "writable by group or others",
+        ),
+        (
+            "group-writable",
+            group_writable,
+            "writable by group or others",
+        ),
+        ("owned by uid 65534", other_owner, "owned by another user"),
+        ("a symlink", symlink_to_private, "not a directory"),
+        ("a file", a_file, "not a directory"),
+    ];
+    let mut ran = 0;
+    for (what, setup, reason) in cases {
+        let base = temp_path("lockdir-bad");
+        let Some(dir) = setup(&base) else {
+            assert!(
+                unsafe { libc::getuid() } != 0,
+                "{what}: root must be able to chown"
+            );
+            continue;
+        };
+        ran += 1;
+        let name = unique_name("refused");
+        let _c = Cleanup::new([&name]);
+        for (role, target) in [("create_refused", &name), ("open_refused", &existing)] {
+            let lines = child("child_entry", role)
+                .param("name", target)
+                .env("PYSHMEM_LOCK_DIR", &dir)
+                .run(LONG);
+            let msg = lines[0].strip_prefix("refused ").unwrap();
+            assert!(
+                msg.contains(reason) && msg.contains(target.as_str()),
+                "{what}/{role}: {msg}"
+            );
+            assert!(
+                msg.contains(&format!("{:?}", dir)) && msg.contains("PYSHMEM_LOCK_DIR"),
+                "{what}/{role}: the message must name the directory and the fix: {msg}"
+            );
+        }
+        // The refused create left nothing behind, and nothing was created in the directory.
+        for id in ids(&name) {
+            assert!(!shm(&id).exists(), "{what}: {id} was created");
+        }
+        if dir.is_dir() {
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{what}");
+        }
+        assert_eq!(s.read::<u8>().unwrap().sum(), 36, "{what}");
+        let _ = std::fs::remove_file(&base);
+        let _ = std::fs::remove_dir_all(&base);
+        let _ = std::fs::remove_dir_all(base.with_extension("target"));
+    }
+    assert!(ran >= 5);
+}
+
+// ----- purge touches only validated streams -----
+
+/// A file planted in /dev/shm, removed on drop.
+struct Planted(PathBuf);
+
+impl Planted {
+    fn new(id: &str, bytes: &[u8]) -> Planted {
+        let p = shm(id);
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Planted(p)
+    }
+    fn intact(&self, bytes: &[u8]) -> bool {
+        std::fs::read(&self.0).is_ok_and(|b| b == bytes)
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A `ps_` id that is not the hash of any name this test uses.
+fn fake_id(tag: u32) -> String {
+    format!("ps_{:08x}{:06x}", std::process::id(), tag & 0xff_ffff)
+}
+
+fn header(name: &str, creator_pid: i64) -> [u8; shmstream::format::META_BYTES] {
+    shmstream::format::encode_new(&shmstream::format::NewHeader {
+        name,
+        dtype: Dtype::U8,
+        shape: &[4],
+        flags: 0,
+        device_index: -1,
+        creator_pid,
+        instance_id: [3; 16],
+    })
+}
+
+#[test]
+fn purge_removes_only_validated_streams() {
+    // Two real streams whose creator is dead (purge's default target), one whose creator lives.
+    let dead: Vec<String> = (0..2).map(|_| unique_name("purge-dead")).collect();
+    let alive = unique_name("purge-alive");
+    let _c = Cleanup::new(dead.iter().chain([&alive]));
+    for n in &dead {
+        child("child_entry", "create").param("name", n).run(LONG);
+    }
+    let _alive = Stream::create(&alive, &[4], Dtype::U8).unwrap();
+
+    // Foreign files: look-alikes with a valid header whose name hashes elsewhere, one with
+    // a corrupt header under its own hash, a payload without metadata, and unrelated files.
+    let dead_pid = 0x3fff_ffff; // above pid_max: never alive
+    let victim = unique_name("purge-victim");
+    let lookalike_id = fake_id(1);
+    let lookalike_meta = header(&victim, dead_pid);
+    let corrupt_name = unique_name("purge-corrupt");
+    let mut corrupt_meta = header(&corrupt_name, dead_pid);
+    corrupt_meta[shmstream::format::offset::CREATOR_PID] ^= 1; // CRC no longer matches
+    let planted = [
+        (Planted::new(&lookalike_id, &[0; 4]), vec![0u8; 4]),
+        (
+            Planted::new(&format!("{lookalike_id}_meta"), &lookalike_meta),
+            lookalike_meta.to_vec(),
+        ),
+        (
+            Planted::new(&shmstream::name::segment_id(&corrupt_name), &[0; 4]),
+            vec![0; 4],
+        ),
+        (
+            Planted::new(&shmstream::name::meta_id(&corrupt_name), &corrupt_meta),
+            corrupt_meta.to_vec(),
+        ),
+        (
+            Planted::new(&fake_id(2), b"payload without meta"),
+            b"payload without meta".to_vec(),
+        ),
+        (
+            Planted::new(&format!("{}_meta", fake_id(3)), &header(&victim, dead_pid)),
+            header(&victim, dead_pid).to_vec(),
+        ),
+        (
+            Planted::new(&format!("ps_{}_x", std::process::id()), b"x"),
+            b"x".to_vec(),
+        ),
+        (
+            Planted::new(&format!("shmstream-foreign-{}", std::process::id()), b"y"),
+            b"y".to_vec(),
+        ),
+        (
+            Planted::new(&format!("PS_{:014x}", std::process::id()), b"z"),
+            b"z".to_vec(),
+        ),
+    ];
+
+    let listed = shmstream::list_streams().unwrap();
+    for n in &dead {
+        assert!(listed.contains(n), "{n} not listed");
+    }
+    assert!(!listed.contains(&victim) && !listed.contains(&corrupt_name));
+
+    let would = shmstream::purge_with(PurgeOptions {
+        all: false,
+        dry_run: true,
+    })
+    .unwrap();
+    for n in &dead {
+        assert!(would.contains(n), "dry run misses {n}");
+    }
+    assert!(!would.contains(&alive) && !would.contains(&victim) && !would.contains(&corrupt_name));
+    for n in &dead {
+        assert!(shmstream::stat(n).is_ok(), "dry run removed {n}");
+    }
+
+    let removed = shmstream::purge_with(PurgeOptions {
+        all: false,
+        dry_run: false,
+    })
+    .unwrap();
+    for n in &dead {
+        assert!(removed.contains(n), "{n} not purged");
+        for id in ids(n) {
+            assert!(!shm(&id).exists(), "{id} left");
+        }
+    }
+    assert!(
+        !removed.contains(&alive) && !removed.contains(&victim) && !removed.contains(&corrupt_name)
+    );
+    assert_eq!(_alive.read::<u8>().unwrap().len(), 4);
+    for (p, bytes) in &planted {
+        assert!(p.intact(bytes), "purge touched {:?}", p.0);
+    }
+}
