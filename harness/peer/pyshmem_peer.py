@@ -54,16 +54,19 @@ def timed(spec, step, gap_us=0.0):
     lat = np.empty(CAP, dtype=np.uint64)
     k = 0
     rates = []
+    busy_rates = []
     min_ns = int(t["min_seconds"] * 1e9)
     for _ in range(t["repeats"]):
         start = pc()
         n = 0
+        busy = 0
         while True:
             i += 1
             spin_us(gap_us)
             t0 = pc()
             step(i)
             t1 = pc()
+            busy += t1 - t0
             if k < CAP:
                 lat[k] = t1 - t0
                 k += 1
@@ -71,8 +74,9 @@ def timed(spec, step, gap_us=0.0):
             if n >= 3 and t1 - start >= min_ns:
                 break
         rates.append(n * 1e9 / (t1 - start))
+        busy_rates.append(n * 1e9 / max(busy, 1))
     lat[:k].astype("<u8").tofile(spec["samples_path"])
-    return {"repeat_hz": rates, "iterations": int(k), "warmup_iterations": warm}
+    return {"repeat_hz": rates, "repeat_busy_hz": busy_rates, "iterations": int(k), "warmup_iterations": warm}
 
 
 def blas_info():
@@ -116,10 +120,17 @@ def blas_info():
     return info
 
 
-def spawn_partner(role, spec_path):
+def all_cpus():
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+def spawn_partner(role, spec_path, unpinned=False):
+    # An unpinned partner must not inherit our pinning: OpenBLAS sizes its thread pool
+    # from the affinity mask it sees when numpy is imported.
     return subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--role", role, spec_path],
         stdin=subprocess.DEVNULL,
+        preexec_fn=all_cpus if unpinned else None,
     )
 
 
@@ -225,7 +236,7 @@ def mvm_driver(spec, spec_path):
     y = pyshmem.create(n["ack"], shape=(rows,), dtype=np.float32, notify=notify)
     ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
     m.write(a)
-    proc = spawn_partner("mvm-compute", spec_path)
+    proc = spawn_partner("mvm-compute", spec_path, unpinned=True)
     xv = ((np.arange(cols) % 5).astype(np.float32) * 0.5 - 1.0)
     yv = np.empty(rows, dtype=np.float32)
     pi = poll(spec)

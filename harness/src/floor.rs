@@ -76,7 +76,7 @@ fn wait_until(
             std::hint::spin_loop();
         }
         rounds = rounds.wrapping_add(1);
-        if futex_mode || rounds % 1024 == 0 {
+        if futex_mode || rounds.is_multiple_of(1024) {
             let now = Instant::now();
             if now > *deadline.get_or_insert(now + timeout) {
                 bail!("floor peer did not answer within {timeout:?}");
@@ -163,7 +163,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
                 std::hint::spin_loop();
             }
             rounds = rounds.wrapping_add(1);
-            if futex_mode || rounds % 1024 == 0 {
+            if futex_mode || rounds.is_multiple_of(1024) {
                 let now = Instant::now();
                 if now > *deadline.get_or_insert(now + to) {
                     bail!("floor writer went silent for {to:?}");

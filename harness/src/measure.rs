@@ -16,6 +16,10 @@ use crate::scenario::Timing;
 pub struct Measured {
     /// Iterations per second of each repeat (iterations / wall time of the repeat).
     pub repeat_hz: Vec<f64>,
+    /// Iterations per second of busy time of each repeat (iterations / Σ step latency):
+    /// pyshmem's rate convention, which leaves out idle gaps between steps.
+    #[serde(default)]
+    pub repeat_busy_hz: Vec<f64>,
     /// Measured iterations over all repeats.
     pub iterations: u64,
     /// Warm-up iterations.
@@ -74,13 +78,16 @@ pub fn timed_loop(
     for _ in 0..timing.repeats {
         let start = Instant::now();
         let mut n = 0u64;
+        let mut busy_ns = 0u64;
         let end = loop {
             i += 1;
             spin_for_us(gap_us);
             let t0 = Instant::now();
             step(i)?;
             let t1 = Instant::now();
-            h.saturating_record(t1.duration_since(t0).as_nanos() as u64);
+            let ns = t1.duration_since(t0).as_nanos() as u64;
+            h.saturating_record(ns);
+            busy_ns += ns;
             n += 1;
             if n >= 3 && t1.duration_since(start) >= min {
                 break t1;
@@ -88,6 +95,8 @@ pub fn timed_loop(
         };
         m.repeat_hz
             .push(n as f64 / end.duration_since(start).as_secs_f64());
+        m.repeat_busy_hz
+            .push(n as f64 * 1e9 / busy_ns.max(1) as f64);
         m.iterations += n;
     }
     Ok((m, h))

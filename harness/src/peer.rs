@@ -85,6 +85,8 @@ pub fn probe(python: Option<&Path>) -> PeerSetup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PeerOut {
     repeat_hz: Vec<f64>,
+    #[serde(default)]
+    repeat_busy_hz: Vec<f64>,
     iterations: u64,
     warmup_iterations: u64,
     #[serde(default)]
@@ -211,6 +213,7 @@ pub fn run(
     }
     let m = Measured {
         repeat_hz: out.repeat_hz,
+        repeat_busy_hz: out.repeat_busy_hz,
         iterations: out.iterations,
         warmup_iterations: out.warmup_iterations,
         notes,

@@ -74,6 +74,16 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// `ratio_to_floor`: the floor's median iteration time over ours (1.0 = as fast as
+    /// the floor). Medians, not mean rates: on a shared machine a few preempted
+    /// iterations (milliseconds each) would otherwise decide the ratio, and CI gates
+    /// on it. `hz / floor_hz` stays available from the two rate columns.
+    pub fn ratio_to_floor(&self) -> Option<f64> {
+        let ours = self.ours.as_ref().ok()?.hist.value_at_quantile(0.5);
+        let floor = self.floor.as_ref().ok()?.hist.value_at_quantile(0.5);
+        (ours > 0 && floor > 0).then(|| floor as f64 / ours as f64)
+    }
+
     /// Whether the library side failed (a skip is not a failure).
     pub fn failed(&self) -> bool {
         self.skipped.is_none() && self.ours.is_err()

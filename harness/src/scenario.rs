@@ -29,6 +29,16 @@ pub const DTYPES: [(&str, usize); 14] = [
     ("complex128", 16),
 ];
 
+/// A finite number > 0 (NaN and infinities are rejected).
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+/// A finite number >= 0.
+fn non_negative(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
 /// Item size in bytes of a numpy dtype name, if it is one of [`DTYPES`].
 pub fn itemsize(dtype: &str) -> Option<usize> {
     DTYPES.iter().find(|(n, _)| *n == dtype).map(|(_, s)| *s)
@@ -356,7 +366,11 @@ impl Scenario {
             bail!("name {:?} must be a plain folder name", self.name);
         }
         let d = &self.defaults;
-        if !(d.min_seconds > 0.0) || !(d.warmup >= 0.0) || d.repeats == 0 || !(d.timeout_s > 0.0) {
+        if !positive(d.min_seconds)
+            || !non_negative(d.warmup)
+            || d.repeats == 0
+            || !positive(d.timeout_s)
+        {
             bail!("[defaults]: min_seconds and timeout_s must be > 0, warmup >= 0, repeats >= 1");
         }
         if self.cases.is_empty() {
@@ -519,9 +533,9 @@ impl CaseSpec {
                 bail!("mvm sizes are matrix shapes [rows, cols]");
             }
         }
-        if self.min_seconds.is_some_and(|v| !(v > 0.0))
+        if self.min_seconds.is_some_and(|v| !positive(v))
             || self.repeats == Some(0)
-            || self.warmup.is_some_and(|v| v < 0.0)
+            || self.warmup.is_some_and(|v| !non_negative(v))
         {
             bail!("min_seconds must be > 0, repeats >= 1, warmup >= 0");
         }

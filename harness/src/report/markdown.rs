@@ -208,7 +208,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         writeln!(
             o,
             "Seed: pyshmem 1.0.4 README (RTX 5090 host). Ours: this run. GB/s counts write + read bytes. \
-             Floor: two `memcpy`s through a bare shared-memory region, same core, same run.\n"
+             Floor: two `memcpy`s through a bare shared-memory region, same core, same run. Ratio to floor = floor median iteration time / ours.\n"
         )?;
         writeln!(
             o,
@@ -268,10 +268,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                 fmt_opt(ours_hz, fmt_hz),
                 gbs(ours_hz, 2.0 * bytes),
                 fmt_opt(floor_hz, fmt_hz),
-                match (ours_hz, floor_hz) {
-                    (Some(a), Some(b)) => format!("{:.2}", a / b),
-                    _ => "—".into(),
-                },
+                cpu.and_then(|r| r.ratio_to_floor())
+                    .map_or("—".into(), |v| format!("{v:.2}")),
                 fmt_opt(peer_hz, fmt_hz),
                 p50.unwrap_or("—".into()),
                 p99.unwrap_or("—".into()),
@@ -353,10 +351,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                 fmt_opt(ours_hz, fmt_hz),
                 gf(ours_hz),
                 gf(kern_hz),
-                match (ours_hz, kern_hz) {
-                    (Some(a), Some(b)) => format!("{:.2}", a / b),
-                    _ => "—".into(),
-                },
+                cpu.and_then(|r| r.ratio_to_floor())
+                    .map_or("—".into(), |v| format!("{v:.2}")),
                 numpy_gf.map_or("—".into(), |v| format!("{v:.2}")),
                 fmt_opt(peer_hz, fmt_hz),
                 p.map_or("—".into(), |p| us(p.p50)),
@@ -437,7 +433,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             o,
             "Writer publishes (flock pair + seqlock + copy), reader waits, copies a safe snapshot out and acknowledges; \
              the writer times the round trip. Floor: the same protocol on a bare shared-memory word (C `pingpong_payload` \
-             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = round trips / Σ latency (pyshmem's convention).\n"
+             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count).\n"
         )?;
         writeln!(
             o,
@@ -551,9 +547,10 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         o,
         "- Every side runs in its own processes (the harness re-executes itself), pinned with `sched_setaffinity`; \
          writer and in-process cases on the writer core, reader / compute on the reader core.\n\
-         - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency). \
+         - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency per repeat). \
          One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
-         - Floors run the same loop shape on plain memory in the same run; `ratio_to_floor` = Hz / floor Hz. \
+         - Floors run the same loop shape on plain memory in the same run; `ratio_to_floor` = the floor's median \
+         iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
          - The pingpong reader and the MVM compute process hold the write lock of their reply stream for the run \
          (each is its only writer), so a reply is a seqlock publish without the flock pair; the data writes take the flock pair every time."

@@ -51,6 +51,9 @@ struct Chart<'a> {
     x_fmt: &'a dyn Fn(&f64) -> String,
     y_fmt: &'a dyn Fn(&f64) -> String,
     series: Vec<Series>,
+    /// Draw a dot at every point (sparse series) or only the line (curves).
+    markers: bool,
+    legend: SeriesLabelPosition,
 }
 
 fn pe<E: std::fmt::Debug>(e: E) -> Error {
@@ -107,6 +110,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart<'_>) -> Resu
         .label_style((FONT, 16))
         .x_label_formatter(c.x_fmt)
         .y_label_formatter(c.y_fmt)
+        .y_labels(12)
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
         .draw()
         .map_err(pe)?;
@@ -126,16 +130,18 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart<'_>) -> Resu
                     ShapeStyle::from(&color).stroke_width(3),
                 )
             });
-        chart
-            .draw_series(s.points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-            .map_err(pe)?;
+        if c.markers {
+            chart
+                .draw_series(s.points.iter().map(|p| Circle::new(*p, 5, color.filled())))
+                .map_err(pe)?;
+        }
     }
     chart
         .configure_series_labels()
         .label_font((FONT, 17))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(c.legend.clone())
         .draw()
         .map_err(pe)?;
     root.present().map_err(pe)?;
@@ -170,8 +176,17 @@ fn si(v: &f64) -> String {
     }
 }
 
+/// Decimal byte labels for log axes, whose ticks are powers of ten: "100 B", "10 kB".
 fn bytes_fmt(v: &f64) -> String {
-    human_bytes(v.round().max(0.0) as usize)
+    let mut s = si(v);
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        s.push(' ');
+    }
+    format!("{s}B")
+        .replace("kB", " kB")
+        .replace("MB", " MB")
+        .replace("GB", " GB")
+        .replace("  ", " ")
 }
 
 fn us_fmt(v: &f64) -> String {
@@ -270,6 +285,8 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
             x_fmt: &bytes_fmt,
             y_fmt: &si,
             series,
+            markers: true,
+            legend: SeriesLabelPosition::UpperRight,
         };
         if rows.len() > 1 {
             files.extend(save(
@@ -304,6 +321,8 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
                 x_fmt: &pct_fmt,
                 y_fmt: &us_fmt,
                 series,
+                markers: false,
+                legend: SeriesLabelPosition::UpperLeft,
             };
             files.extend(save(
                 &chart,
@@ -339,6 +358,8 @@ mod tests {
         assert_eq!(pct_fmt(&100.0), "99%");
         assert_eq!(pct_fmt(&1000.0), "99.9%");
         assert_eq!(pct_fmt(&2.0), "50%");
+        assert_eq!(bytes_fmt(&100.0), "100 B");
+        assert_eq!(bytes_fmt(&10000.0), "10 kB");
     }
 
     #[test]
@@ -356,6 +377,8 @@ mod tests {
                 color: OURS,
                 points: vec![(64.0, 1e6), (65536.0, 7e4)],
             }],
+            markers: true,
+            legend: SeriesLabelPosition::UpperRight,
         };
         let files = save(&c, &dir, "t").unwrap();
         assert_eq!(files.len(), 2);

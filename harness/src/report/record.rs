@@ -49,7 +49,7 @@ pub struct Record {
     pub max_ns: Option<u64>,
     /// The same loop on plain memory, same run, same cores.
     pub floor_hz: Option<f64>,
-    /// hz / floor_hz.
+    /// Floor median iteration time / ours (see [`JobResult::ratio_to_floor`]).
     pub ratio_to_floor: Option<f64>,
     /// pyshmem 1.4.0 doing the same case.
     pub peer_hz: Option<f64>,
@@ -125,10 +125,7 @@ impl Record {
             p999_ns: pct.map(|p| p.p999),
             max_ns: pct.map(|p| p.max),
             floor_hz,
-            ratio_to_floor: match (hz, floor_hz) {
-                (Some(h), Some(f)) if f > 0.0 => Some(h / f),
-                _ => None,
-            },
+            ratio_to_floor: r.ratio_to_floor(),
             peer_hz: r.peer.as_ref().ok().map(|s| s.hz(j.kind)),
         }
     }
@@ -176,7 +173,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 impl TableWriter for CsvWriter {
     fn write(&self, records: &[Record], w: &mut dyn Write) -> Result<()> {
         let mut c = csv::Writer::from_writer(w);
-        c.write_record(&COLUMNS)?;
+        c.write_record(COLUMNS)?;
         for r in records {
             c.write_record([
                 r.case.clone(),

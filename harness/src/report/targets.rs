@@ -63,9 +63,9 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
             if let Some(min) = min {
                 ratio_target(
                     &mut out,
-                    format!("roundtrip {} vs floor (Hz)", j.shape_str()),
-                    ours.map(|s| s.hz(j.kind)),
-                    floor.map(|s| s.hz(j.kind)),
+                    format!("roundtrip {} vs floor (median iteration)", j.shape_str()),
+                    r.ratio_to_floor(),
+                    Some(1.0),
                     min,
                     "a side failed",
                 );

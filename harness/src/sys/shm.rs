@@ -94,7 +94,7 @@ impl ShmRegion {
 
     fn check(&self, offset: usize, len: usize, align: usize) {
         assert!(
-            offset % align == 0,
+            offset.is_multiple_of(align),
             "offset {offset} is not {align}-aligned"
         );
         assert!(
