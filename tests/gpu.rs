@@ -17,7 +17,10 @@ fn gpu_or_skip(test: &str) -> bool {
     if shmstream::gpu_available() {
         return true;
     }
-    eprintln!("SKIP {test}: no GPU ({})", shmstream::gpu::unavailable_reason().unwrap_or_default());
+    eprintln!(
+        "SKIP {test}: no GPU ({})",
+        shmstream::gpu::unavailable_reason().unwrap_or_default()
+    );
     false
 }
 
@@ -70,7 +73,13 @@ const SHAPE: [usize; 2] = [3, 5];
 fn host_roundtrip<T: Val + std::fmt::Debug>(mirror: bool) {
     let name = unique_name(&format!("gpu-{}-{}", T::DTYPE, mirror));
     let _c = Cleanup::new([name.clone()]);
-    let s = StreamOptions::new(&name).shape(&SHAPE).dtype(T::DTYPE).gpu_device(0).cpu_mirror(mirror).create().unwrap();
+    let s = StreamOptions::new(&name)
+        .shape(&SHAPE)
+        .dtype(T::DTYPE)
+        .gpu_device(0)
+        .cpu_mirror(mirror)
+        .create()
+        .unwrap();
     assert!(s.gpu_enabled() && s.gpu_attached() && s.cpu_mirror() == mirror);
     let n = s.len();
     let v: Vec<T> = data(n, 1);
@@ -86,7 +95,11 @@ fn host_roundtrip<T: Val + std::fmt::Debug>(mirror: bool) {
     r.read_device_to_host(&mut back2).unwrap();
     assert_eq!(back2, v);
     if mirror {
-        assert_eq!(r.read::<T>().unwrap().as_slice().unwrap(), &v[..], "CPU read of the mirror");
+        assert_eq!(
+            r.read::<T>().unwrap().as_slice().unwrap(),
+            &v[..],
+            "CPU read of the mirror"
+        );
         // A CPU write of a mirrored stream reaches the device too.
         let w: Vec<T> = data(n, 7);
         r.write_slice(&w).unwrap();
@@ -104,7 +117,13 @@ fn host_roundtrip<T: Val + std::fmt::Debug>(mirror: bool) {
 fn device_roundtrip<T: Val + DeviceRepr + std::fmt::Debug>(mirror: bool) {
     let name = unique_name(&format!("gpud-{}-{}", T::DTYPE, mirror));
     let _c = Cleanup::new([name.clone()]);
-    let s = StreamOptions::new(&name).shape(&SHAPE).dtype(T::DTYPE).gpu_device(0).cpu_mirror(mirror).create().unwrap();
+    let s = StreamOptions::new(&name)
+        .shape(&SHAPE)
+        .dtype(T::DTYPE)
+        .gpu_device(0)
+        .cpu_mirror(mirror)
+        .create()
+        .unwrap();
     let st = s.cuda_stream().unwrap();
     let n = s.len();
     let v: Vec<T> = data(n, 3);
@@ -112,9 +131,18 @@ fn device_roundtrip<T: Val + DeviceRepr + std::fmt::Debug>(mirror: bool) {
     s.write_device(&src).unwrap();
     let mut dst: CudaSlice<T> = st.clone_htod(&data::<T>(n, 50)).unwrap();
     s.read_device_into(&mut dst).unwrap();
-    assert_eq!(st.clone_dtoh(&dst).unwrap(), v, "{} D2D mirror={mirror}", T::DTYPE);
+    assert_eq!(
+        st.clone_dtoh(&dst).unwrap(),
+        v,
+        "{} D2D mirror={mirror}",
+        T::DTYPE
+    );
     if mirror {
-        assert_eq!(s.read::<T>().unwrap().as_slice().unwrap(), &v[..], "mirror follows a device write");
+        assert_eq!(
+            s.read::<T>().unwrap().as_slice().unwrap(),
+            &v[..],
+            "mirror follows a device write"
+        );
     }
     // In place, then a borrowed device view under the lock.
     let w: Vec<T> = data(n, 11);
@@ -125,7 +153,9 @@ fn device_roundtrip<T: Val + DeviceRepr + std::fmt::Debug>(mirror: bool) {
     .unwrap();
     let g = s.lock(Some(LONG)).unwrap();
     let view = g.device_view().unwrap();
-    let got = view.with_slice::<T, _>(|buf| view.stream().clone_dtoh(buf).unwrap()).unwrap();
+    let got = view
+        .with_slice::<T, _>(|buf| view.stream().clone_dtoh(buf).unwrap())
+        .unwrap();
     assert_eq!(got, w, "in-place write seen through the device view");
     drop(g);
     if mirror {
@@ -151,7 +181,10 @@ fn gpu_create_without_a_driver_is_a_clear_error() {
         return;
     }
     let name = unique_name("gpu-nodriver");
-    let e = StreamOptions::new(&name).device("cuda:0").create().unwrap_err();
+    let e = StreamOptions::new(&name)
+        .device("cuda:0")
+        .create()
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("driver") || msg.contains("cuda"), "{msg}");
     assert!(shmstream::stat(&name).is_err(), "nothing left behind");
@@ -185,7 +218,11 @@ fn gpu_every_supported_dtype_both_modes() {
         device_roundtrip::<bool>(mirror);
     }
     assert_eq!(shmstream::GPU_SUPPORTED_DTYPES.len(), 11);
-    let e = StreamOptions::new(&unique_name("gpu-u32")).dtype(Dtype::U32).gpu_device(0).create().unwrap_err();
+    let e = StreamOptions::new(&unique_name("gpu-u32"))
+        .dtype(Dtype::U32)
+        .gpu_device(0)
+        .create()
+        .unwrap_err();
     assert!(e.to_string().contains("uint32"), "{e}");
 }
 
@@ -208,7 +245,12 @@ fn gpu_child_entry() {
             for k in 0..rounds {
                 a.read_device_new_into(&mut dev, Some(LONG)).unwrap();
                 let host = st.clone_dtoh(&dev).unwrap();
-                assert!(host.iter().enumerate().all(|(i, &x)| x == (i as u64 + k) as f32), "frame {k} wrong");
+                assert!(
+                    host.iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == (i as u64 + k) as f32),
+                    "frame {k} wrong"
+                );
                 if mirror {
                     assert_eq!(a.read::<f32>().unwrap().as_slice().unwrap(), &host[..]);
                 }
@@ -221,7 +263,9 @@ fn gpu_child_entry() {
         "torture_writer" => {
             let s = Stream::open(&name).unwrap();
             let st = s.cuda_stream().unwrap();
-            let bufs: Vec<CudaSlice<i32>> = (1..=8).map(|k| st.clone_htod(&vec![k; s.len()]).unwrap()).collect();
+            let bufs: Vec<CudaSlice<i32>> = (1..=8)
+                .map(|k| st.clone_htod(&vec![k; s.len()]).unwrap())
+                .collect();
             let g = s.lock(Some(LONG)).unwrap();
             say("ready");
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -234,6 +278,13 @@ fn gpu_child_entry() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 g.write_device(&bufs[i % bufs.len()]).unwrap();
                 i += 1;
+                // Leave readers windows (a seqlock reader retries while writes overlap its
+                // copy; without MPS each process's device work also waits for a GPU context
+                // switch, ~150 us): a write every ~2 ms, each one a 4 MiB device copy.
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
             }
             say(&format!("wrote {i}"));
         }
@@ -241,7 +292,12 @@ fn gpu_child_entry() {
         // its handle first (releases).
         "producer" => {
             let release: bool = param("release");
-            let s = StreamOptions::new(&name).shape(&[1024]).dtype(Dtype::F32).gpu_device(0).create().unwrap();
+            let s = StreamOptions::new(&name)
+                .shape(&[1024])
+                .dtype(Dtype::F32)
+                .gpu_device(0)
+                .create()
+                .unwrap();
             s.write_device_from_host(&vec![3.0f32; 1024]).unwrap();
             say("ready");
             block_on_stdin();
@@ -260,10 +316,29 @@ fn cross_process(mirror: bool) {
     let (a, b) = (unique_name("gpu-xa"), unique_name("gpu-xb"));
     let _c = Cleanup::new([a.clone(), b.clone()]);
     let n = 16 * 1024; // 64 KiB of f32
-    let sa = StreamOptions::new(&a).shape(&[n]).dtype(Dtype::F32).gpu_device(0).cpu_mirror(mirror).notify(true).create().unwrap();
-    let sb = StreamOptions::new(&b).shape(&[n]).dtype(Dtype::F32).gpu_device(0).cpu_mirror(mirror).notify(true).create().unwrap();
+    let sa = StreamOptions::new(&a)
+        .shape(&[n])
+        .dtype(Dtype::F32)
+        .gpu_device(0)
+        .cpu_mirror(mirror)
+        .notify(true)
+        .create()
+        .unwrap();
+    let sb = StreamOptions::new(&b)
+        .shape(&[n])
+        .dtype(Dtype::F32)
+        .gpu_device(0)
+        .cpu_mirror(mirror)
+        .notify(true)
+        .create()
+        .unwrap();
     let rounds = 200u64;
-    let mut kid = child("gpu_child_entry", "echo").param("name", &a).param("reply", &b).param("rounds", rounds).param("mirror", mirror).spawn();
+    let mut kid = child("gpu_child_entry", "echo")
+        .param("name", &a)
+        .param("reply", &b)
+        .param("rounds", rounds)
+        .param("mirror", mirror)
+        .spawn();
     kid.expect_line("ready", LONG);
     let mut back = vec![0f32; n];
     let t = Instant::now();
@@ -277,7 +352,10 @@ fn cross_process(mirror: bool) {
             assert_eq!(sb.read::<f32>().unwrap().as_slice().unwrap(), &v[..]);
         }
     }
-    eprintln!("cross-process 64 KiB echo, mirror={mirror}: {:.1} us per round trip (incl. checks)", t.elapsed().as_secs_f64() * 1e6 / rounds as f64);
+    eprintln!(
+        "cross-process 64 KiB echo, mirror={mirror}: {:.1} us per round trip (incl. checks)",
+        t.elapsed().as_secs_f64() * 1e6 / rounds as f64
+    );
     kid.expect_line("done", LONG);
     kid.wait_success(LONG);
 }
@@ -303,10 +381,17 @@ fn gpu_torn_read_torture_on_the_device() {
     }
     let name = unique_name("gpu-torture");
     let _c = Cleanup::new([name.clone()]);
-    let n = 4 << 20; // 16 MiB of i32: copies long enough to overlap writes
-    let s = StreamOptions::new(&name).shape(&[n]).dtype(Dtype::I32).gpu_device(0).create().unwrap();
+    let n = 1 << 20; // 4 MiB of i32: copies long enough to overlap some writes
+    let s = StreamOptions::new(&name)
+        .shape(&[n])
+        .dtype(Dtype::I32)
+        .gpu_device(0)
+        .create()
+        .unwrap();
     s.write_device_from_host(&vec![1i32; n]).unwrap();
-    let mut w = child("gpu_child_entry", "torture_writer").param("name", &name).spawn();
+    let mut w = child("gpu_child_entry", "torture_writer")
+        .param("name", &name)
+        .spawn();
     w.expect_line("ready", LONG);
     let st = s.cuda_stream().unwrap();
     let mut dev: CudaSlice<i32> = st.alloc_zeros(n).unwrap();
@@ -316,10 +401,18 @@ fn gpu_torn_read_torture_on_the_device() {
     while t.elapsed() < Duration::from_secs(3) {
         s.read_device_into(&mut dev).unwrap();
         let h = st.clone_dtoh(&dev).unwrap();
-        assert!(h.iter().all(|&x| x == h[0]), "torn device read: frame mixes {} and others", h[0]);
+        assert!(
+            h.iter().all(|&x| x == h[0]),
+            "torn device read: frame mixes {} and others",
+            h[0]
+        );
         seen.insert(h[0]);
         s.read_device_to_host(&mut host).unwrap();
-        assert!(host.iter().all(|&x| x == host[0]), "torn host read: frame mixes {} and others", host[0]);
+        assert!(
+            host.iter().all(|&x| x == host[0]),
+            "torn host read: frame mixes {} and others",
+            host[0]
+        );
         seen.insert(host[0]);
         reads += 2;
     }
@@ -338,7 +431,10 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
     // 1. The producer dies while we are attached, then we open again.
     let name = unique_name("gpu-dies");
     let _c = Cleanup::new([name.clone()]);
-    let mut p = child("gpu_child_entry", "producer").param("name", &name).param("release", false).spawn();
+    let mut p = child("gpu_child_entry", "producer")
+        .param("name", &name)
+        .param("release", false)
+        .spawn();
     p.expect_line("ready", LONG);
     let r = Stream::open(&name).unwrap();
     let mut back = vec![0f32; 1024];
@@ -347,7 +443,9 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
     p.send_line("exit");
     p.wait_timeout(LONG);
     match r.read_device_to_host(&mut back) {
-        Ok(_) => eprintln!("attached reader after producer death: read still succeeds (driver kept the mapping)"),
+        Ok(_) => eprintln!(
+            "attached reader after producer death: read still succeeds (driver kept the mapping)"
+        ),
         Err(e) => {
             eprintln!("attached reader after producer death: {e}");
             assert!(matches!(e, Error::Gpu { .. }), "{e:?}");
@@ -364,7 +462,10 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
     // 2. The producer closes its handle (releases) but keeps running.
     let name = unique_name("gpu-released");
     let _c2 = Cleanup::new([name.clone()]);
-    let mut p = child("gpu_child_entry", "producer").param("name", &name).param("release", true).spawn();
+    let mut p = child("gpu_child_entry", "producer")
+        .param("name", &name)
+        .param("release", true)
+        .spawn();
     p.expect_line("ready", LONG);
     p.send_line("release");
     p.expect_line("released", LONG);

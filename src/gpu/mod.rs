@@ -28,13 +28,15 @@
 //! whatever the driver keeps mapped and never crashes: failed device copies come back as errors.
 //!
 //! # Ordering
-//! Each handle has its own CUDA stream. A writer enqueues its device work on it, records the
-//! stream's interprocess event after it, and (for device-side writes without a mirror)
-//! publishes without waiting on the host; writers and readers in any process first make
-//! their CUDA stream wait on that event (`cuStreamWaitEvent`), so their work runs after the
-//! last published write's. A reader then waits for its own copy (`cuStreamSynchronize` on
-//! its stream only, never the device) before re-checking the sequence: a write that
-//! overlapped the copy is detected and the read retried, as on the CPU.
+//! Each handle has its own CUDA stream. A writer does its device work on it and waits for
+//! that stream (`cuStreamSynchronize`, never the whole device) before the even sequence, so a
+//! published frame is complete in device memory. A reader copies on its own stream, waits for
+//! its copy, then re-checks the sequence: a write that overlapped the copy is detected and the
+//! read retried, as on the CPU. Ordering through the interprocess event instead
+//! (`cuStreamWaitEvent`, no host wait for device-side writes) is an opt-in,
+//! `SHMSTREAM_GPU_IPC_EVENT=1` in every process, because it measured ~150 us per hop (see
+//! `reports/gpu-h200/README.md`). Without MPS, device work of two processes on one GPU is
+//! time-sliced (~150 us per switch); run GPU producer/consumer pairs under MPS.
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};

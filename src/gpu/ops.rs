@@ -30,6 +30,50 @@ fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
     }
 }
 
+/// Whether cross-process ordering uses the interprocess event (opt-in, experimental:
+/// `SHMSTREAM_GPU_IPC_EVENT=1`, which every process using the stream must set alike).
+///
+/// Default (off): every writer waits for its own CUDA stream (`cuStreamSynchronize`, never the
+/// device) before the even sequence, so a published frame is complete in device memory and
+/// readers need no event. Measured on an H200: recording and waiting on an interprocess event
+/// cost ~150 us per hop, ten times the synchronize (see `reports/gpu-h200/`).
+/// On: device-side writes without a mirror publish without a host wait, readers' copies wait
+/// on the event (`cuStreamWaitEvent`), and writers wait for the previous write's event.
+pub(crate) fn ipc_event_mode() -> bool {
+    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| std::env::var("SHMSTREAM_GPU_IPC_EVENT").is_ok_and(|v| v == "1"))
+}
+
+const OK: sys::CUresult = sys::CUresult::CUDA_SUCCESS;
+
+/// Orders `st` after the last published write (event mode only).
+///
+/// # Safety
+/// `st` must be a live stream of `a`'s context, bound to this thread.
+unsafe fn wait_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
+    // SAFETY: caller contract; the event lives as long as the attachment.
+    if ipc_event_mode() { unsafe { sys::cuStreamWaitEvent(st, a.event(), 0) } } else { OK }
+}
+
+/// Records the publication point on `st` (event mode only).
+///
+/// # Safety
+/// As [`wait_event`].
+unsafe fn record_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
+    // SAFETY: caller contract; the event lives as long as the attachment.
+    if ipc_event_mode() { unsafe { sys::cuEventRecord(a.event(), st) } } else { OK }
+}
+
+/// A device-side writer waits for the previous write's work (event mode only: otherwise
+/// every write completed before it was published).
+///
+/// # Safety
+/// The context must be bound to this thread.
+unsafe fn writer_wait(a: &Attachment) -> sys::CUresult {
+    // SAFETY: caller contract; the event lives as long as the attachment.
+    if ipc_event_mode() { unsafe { sys::cuEventSynchronize(a.event()) } } else { OK }
+}
+
 /// Checks a driver result, naming the stream, the step and (if it died) the producer.
 fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
     r.result().map_err(|e| {
@@ -170,7 +214,7 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
             s,
             a,
             "ordering after the previous write",
-            sys::cuStreamWaitEvent(st, a.event(), 0),
+            wait_event(a, st),
         )?;
         ck(
             s,
@@ -182,7 +226,7 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
             s,
             a,
             "recording the interprocess event",
-            sys::cuEventRecord(a.event(), st),
+            record_event(a, st),
         )?;
         ck(s, a, "waiting for the upload", sys::cuStreamSynchronize(st))
     }
@@ -261,7 +305,7 @@ impl Stream {
                         self,
                         a,
                         "ordering after the previous write",
-                        sys::cuStreamWaitEvent(st, a.event(), 0),
+                        wait_event(a, st),
                     )?;
                     ck(
                         self,
@@ -276,7 +320,7 @@ impl Stream {
                         self,
                         a,
                         "recording the interprocess event",
-                        sys::cuEventRecord(a.event(), st),
+                        record_event(a, st),
                     )?;
                     ck(
                         self,
@@ -309,13 +353,13 @@ impl Stream {
                 self,
                 a,
                 "recording the interprocess event",
-                sys::cuEventRecord(a.event(), st),
+                record_event(a, st),
             )?;
-            if !host.is_null() {
+            if !host.is_null() || !ipc_event_mode() {
                 ck(
                     self,
                     a,
-                    "waiting for the mirror copy",
+                    "waiting for the device write",
                     sys::cuStreamSynchronize(st),
                 )?;
             }
@@ -334,9 +378,11 @@ impl Stream {
         Ok(move |host: *mut u8| {
             a.bind(&self.name)?;
             let st = a.stream.cu_stream();
-            // SAFETY: the stream handle is alive (field of `a`).
-            ck(self, a, "ordering after the previous write", unsafe {
-                sys::cuStreamWaitEvent(st, a.event(), 0)
+            // Depth-1 pipelining: the previous write's device work (any process) is complete
+            // before this one starts, so a writer never runs ahead of readers by more than one
+            // frame. SAFETY: the attachment's live event.
+            ck(self, a, "waiting for the previous write", unsafe {
+                writer_wait(a)
             })?;
             {
                 // `device_ptr` makes our stream wait for pending writes to `src` and records a
@@ -415,10 +461,9 @@ impl Stream {
         let a = self.attachment()?;
         let body = |host: *mut u8| -> Result<R> {
             a.bind(&self.name)?;
-            let st = a.stream.cu_stream();
-            // SAFETY: our live stream handle and the attachment's event.
-            ck(self, a, "ordering after the previous write", unsafe {
-                sys::cuStreamWaitEvent(st, a.event(), 0)
+            // Depth-1 pipelining, as in `device_to_device_fill`. SAFETY: the live event.
+            ck(self, a, "waiting for the previous write", unsafe {
+                writer_wait(a)
             })?;
             let mut v = DeviceViewMut {
                 view: DeviceView {
@@ -461,7 +506,7 @@ impl Stream {
             failed = None;
             // SAFETY: our live stream handle and the attachment's event.
             let run = ck(self, a, "ordering after the last write", unsafe {
-                sys::cuStreamWaitEvent(st, a.event(), 0)
+                wait_event(a, st)
             })
             .and_then(|_| enqueue(a, st))
             // Snapshot safety: the copy must be complete before `read_frame` re-checks
@@ -620,7 +665,7 @@ impl WriteGuard<'_> {
         a.bind(&s.name)?;
         // SAFETY: our live stream handle and the attachment's event.
         ck(s, a, "ordering after the last write", unsafe {
-            sys::cuStreamWaitEvent(a.stream.cu_stream(), a.event(), 0)
+            wait_event(a, a.stream.cu_stream())
         })?;
         Ok(DeviceView {
             ptr: a.dptr,
