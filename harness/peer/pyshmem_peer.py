@@ -156,8 +156,10 @@ def roundtrip(spec):
     shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
     w = pyshmem.create(name, shape=shape, dtype=dtype)
     r = pyshmem.open(name)
-    src = np.zeros(shape, dtype=dtype)
-    dst = np.empty_like(src)
+    # np.ones, not np.zeros: calloc'ed zeros map the shared zero page until written,
+    # which would make every copy from them read one hot page.
+    src = np.ones(shape, dtype=dtype)
+    dst = np.ones_like(src)
     try:
 
         def step(_i):
@@ -181,7 +183,7 @@ def ping_writer(spec, spec_path):
     ack = pyshmem.create(n["ack"], shape=(1,), dtype=np.int64, notify=notify)
     ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
     proc = spawn_partner("ping-reader", spec_path)
-    src = np.zeros(shape, dtype=dtype)
+    src = np.ones(shape, dtype=dtype)
     pi = poll(spec)
     try:
         acks = ack.wait_for_count(after=0, timeout=60, poll_interval=1e-4)
@@ -209,7 +211,7 @@ def ping_reader(spec):
     pin(spec["reader_cpu"])
     n = spec["names"]
     data, ack, ctl = pyshmem.open(n["data"]), pyshmem.open(n["ack"]), pyshmem.open(n["ctl"])
-    buf = np.empty(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
+    buf = np.ones(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
     one = np.zeros(1, dtype=np.int64)
     pi = poll(spec)
     last = data.count

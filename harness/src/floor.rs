@@ -45,7 +45,7 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let region = ShmRegion::open(&spec.names.region, n).context("opening the floor region")?;
     region.prefault();
     let src = vec![1u8; n];
-    let mut dst = vec![0u8; n];
+    let mut dst = vec![2u8; n];
     let r = timed_loop(&spec.job.timing, 0.0, |_| {
         region.copy_in(0, &src);
         region.copy_out(0, &mut dst);
@@ -134,7 +134,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
         region.atomic_u32(ACK),
         region.atomic_u32(STOP),
     );
-    let mut dst = vec![0u8; n];
+    let mut dst = vec![2u8; n];
     region.atomic_u32(READY).store(1, Ordering::Release);
     let mut generation = 0u32;
     loop {

@@ -159,10 +159,10 @@ fn summary_line(r: &JobResult) -> String {
         Err(e) => e.lines().next().unwrap_or("failed").to_string(),
     };
     let floor = match (&r.floor, &r.ours) {
-        (Ok(f), Ok(s)) => format!(
+        (Ok(f), Ok(_)) => format!(
             "; floor {:.0} Hz (ratio {:.2})",
             f.hz(j.kind),
-            s.hz(j.kind) / f.hz(j.kind)
+            r.ratio_to_floor().unwrap_or(f64::NAN)
         ),
         (Ok(f), Err(_)) => format!("; floor {:.0} Hz", f.hz(j.kind)),
         (Err(e), _) => format!("; {}", e.lines().next().unwrap_or("")),

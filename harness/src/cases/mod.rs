@@ -121,6 +121,18 @@ macro_rules! with_dtype {
 }
 pub(crate) use with_dtype;
 
+/// A buffer of `n` elements whose pages are really allocated. `vec![x; n]` of a zero
+/// value comes from `calloc`: its pages all map the kernel's shared zero page until
+/// written, so copying *from* it reads one hot 4 KiB page and flatters the copy. Every
+/// element is written once here (the floors use non-zero buffers, which are written too).
+pub fn touched_buffer<T: shmstream::Element>(n: usize) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    for x in &mut v {
+        *x = std::hint::black_box(T::default());
+    }
+    v
+}
+
 /// The library's dtype for a numpy name.
 pub fn dtype_of(name: &str) -> Result<Dtype> {
     Dtype::from_numpy_name(name).with_context(|| format!("shmstream does not know dtype {name:?}"))

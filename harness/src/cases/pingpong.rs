@@ -38,7 +38,7 @@ pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     ack.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
-    let src = vec![T::default(); spec.job.elements()];
+    let src = crate::cases::touched_buffer::<T>(spec.job.elements());
     let mut acks = ack
         .wait_for_count(0, to)
         .context("waiting for the reader to be ready")?;
@@ -59,7 +59,7 @@ pub fn reader<T: Element>(spec: &ChildSpec) -> Result<()> {
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     data.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
-    let mut buf = vec![T::default(); spec.job.elements()];
+    let mut buf = crate::cases::touched_buffer::<T>(spec.job.elements());
     let guard = ack.lock(to).context("locking the ack stream")?;
     let mut last = data.count();
     guard.write_slice(&[last])?;

@@ -13,8 +13,8 @@ pub fn solo<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> 
     let w = Stream::open(&spec.names.data).context("opening the roundtrip stream (writer)")?;
     let r = Stream::open(&spec.names.data).context("opening the roundtrip stream (reader)")?;
     let n = spec.job.elements();
-    let src = vec![T::default(); n];
-    let mut dst = vec![T::default(); n];
+    let src = crate::cases::touched_buffer::<T>(n);
+    let mut dst = crate::cases::touched_buffer::<T>(n);
     let mut expect = r.count();
     let (m, h) = timed_loop(&spec.job.timing, 0.0, |_| {
         w.write_slice(&src)?;
