@@ -92,7 +92,19 @@ impl Stream {
                                 missed: 0,
                             });
                         }
-                        continue; // a writer overlapped the copy: retry at once
+                        // A writer overlapped the copy: retry at once, but within the deadline
+                        // (a writer publishing faster than one copy would otherwise starve us).
+                        let w = waiter.get_or_insert_with(|| {
+                            Waiter::new(self.wait_strategy(), self.notify(), timeout)
+                        });
+                        if w.expired() {
+                            return Err(Error::Timeout {
+                                name: self.name.clone(),
+                                op,
+                                timeout: timeout.unwrap_or_default(),
+                            });
+                        }
+                        continue;
                     }
                 }
                 Observed::Writing(s) => {
