@@ -232,7 +232,8 @@ def mvm_driver(spec, spec_path):
     n = spec["names"]
     rows, cols = spec["shape"]
     notify = spec.get("wait") == "futex"
-    a = ((np.arange(rows * cols) % 7).astype(np.float32) * 0.25 - 0.5).reshape(rows, cols)
+    # Same values as the Rust side (i % 7) * 0.25 - 0.5, without an int64 temporary.
+    a = np.resize(np.arange(7, dtype=np.float32) * 0.25 - 0.5, rows * cols).reshape(rows, cols)
     m = pyshmem.create(n["matrix"], shape=(rows, cols), dtype=np.float32)
     x = pyshmem.create(n["data"], shape=(cols,), dtype=np.float32)
     y = pyshmem.create(n["ack"], shape=(rows,), dtype=np.float32, notify=notify)
@@ -303,8 +304,8 @@ def mvm_compute(spec):
     with open(spec["kernel_path"], "w") as f:
         json.dump(notes, f)
     pi = poll(spec)
+    last = x.count  # before "ready": the driver's first x may follow it at once
     y.write(yv)
-    last = x.count
     while True:
         x.read_after(last, out=xv, timeout=60, poll_interval=pi)
         if ctl.count > 0:

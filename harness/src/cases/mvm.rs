@@ -113,8 +113,9 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
         let mut xv = vec![0.0f32; cols];
         let mut yv = vec![0.0f32; rows];
         let guard = y.lock(to).context("locking the y stream")?;
-        guard.write_slice(&yv)?;
+        // Sample x's count before saying "ready": the driver's first x may follow at once.
         let mut last = x.count();
+        guard.write_slice(&yv)?;
         loop {
             let c = x
                 .read_after_into_slice(last, &mut xv, to)

@@ -518,7 +518,17 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         }
         for (side, v) in [("ours", &r.ours), ("floor", &r.floor), ("peer", &r.peer)] {
             if let Err(e) = v {
-                let first = e.lines().take(6).collect::<Vec<_>>().join(" / ");
+                // First line (what failed) and the last lines (the child's final message).
+                let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+                let first = if lines.len() <= 4 {
+                    lines.join(" / ")
+                } else {
+                    format!(
+                        "{} / … / {}",
+                        lines[0],
+                        lines[lines.len() - 3..].join(" / ")
+                    )
+                };
                 notes.push(format!("- `{label}` {side}: {first}"));
             }
         }

@@ -179,3 +179,91 @@ mod tests {
         assert_eq!(us(900), "0.90");
     }
 }
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use crate::hist::RecordCost;
+    use crate::measure::Measured;
+    use crate::run::Side;
+
+    fn side(ns: u64, hz: f64) -> Side {
+        let mut hist = crate::hist::new();
+        for k in 0..1000 {
+            hist.record(ns + k % 7).unwrap();
+        }
+        let m = Measured {
+            repeat_hz: vec![hz],
+            repeat_busy_hz: vec![hz],
+            iterations: 1000,
+            ..Default::default()
+        };
+        Side {
+            m,
+            hist,
+            placement: "solo@0".into(),
+        }
+    }
+
+    #[test]
+    fn every_report_file_is_written_with_seed_columns_and_skip_lines() {
+        let scenario = Scenario::parse(
+            "name=\"w\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[100,100]]\n[[case]]\nkind=\"roundtrip\"\ndevice=\"cuda:0\"\nsizes=[[100,100]]\n",
+        )
+        .unwrap();
+        let jobs = scenario.jobs(false, None);
+        let results = vec![
+            JobResult {
+                job: jobs[0].clone(),
+                ours: Ok(side(4000, 250_000.0)),
+                floor: Ok(side(3000, 330_000.0)),
+                peer: Err("no python".into()),
+                skipped: None,
+            },
+            JobResult {
+                job: jobs[1].clone(),
+                ours: Err("skipped".into()),
+                floor: Err("skipped".into()),
+                peer: Err("skipped".into()),
+                skipped: Some("cuda:0: no CUDA driver".into()),
+            },
+        ];
+        let env = Environment::collect();
+        let input = ReportInput {
+            scenario: &scenario,
+            results: &results,
+            env: &env,
+            peer: &PeerSetup::Missing("no python".into()),
+            record_cost: RecordCost {
+                record_ns: 12.0,
+                clock_ns: 20.0,
+                samples: 10,
+            },
+            command_line: "harness w.toml".into(),
+            elapsed_s: 1.0,
+            quick: false,
+        };
+        let dir = std::env::temp_dir().join(format!("report-test-{}", std::process::id()));
+        let targets = write_all(&input, &dir).unwrap();
+        let pass = targets
+            .iter()
+            .find(|t| t.name.starts_with("roundtrip 100x100"))
+            .unwrap();
+        assert_eq!(pass.pass, Some(true), "{pass:?}");
+        let recs = record::read_json(&dir.join("results.json")).unwrap();
+        assert_eq!(recs.len(), 2);
+        let r = recs[0].ratio_to_floor.unwrap();
+        assert!((r - 0.75).abs() < 0.01, "{r}");
+        assert_eq!(recs[1].hz, None);
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(
+            md.contains("| 100×100 | 0.038 | 180 311 | 14.42 | **250 000** |"),
+            "{md}"
+        );
+        assert!(md.contains("`roundtrip-cuda0/100x100` skipped: cuda:0: no CUDA driver"));
+        assert!(dir.join("hgrm/roundtrip_100x100_ours.hgrm").exists());
+        assert!(dir.join("plots/latency_roundtrip_100x100.png").exists());
+        assert!(dir.join("results.csv").exists() && dir.join("details.json").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
