@@ -1,0 +1,135 @@
+//! Runs the harness binary on a tiny scenario: children spawn, pin, meet on the library's
+//! streams, report back; every report file appears; `compare` gates as documented.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn harness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const SCENARIO: &str = r#"
+name = "e2e"
+[defaults]
+min_seconds = 0.03
+warmup = 0.01
+repeats = 2
+timeout_s = 60
+peer = false
+[[case]]
+kind = "roundtrip"
+sizes = [[64, 64]]
+[[case]]
+kind = "pingpong"
+wait = "spin"
+dtype = "uint8"
+sizes = [[64]]
+[[case]]
+kind = "pingpong"
+wait = "futex"
+sizes = [[16]]
+[[case]]
+kind = "mvm"
+sizes = [[64, 64]]
+[[case]]
+kind = "roundtrip"
+device = "cuda:0"
+sizes = [[8]]
+"#;
+
+#[test]
+fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
+    let dir = scratch("run");
+    let scenario = dir.join("e2e.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let out = dir.join("out");
+    let o = harness()
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "harness failed: {stderr}");
+    for f in ["report.md", "results.json", "results.csv", "details.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let recs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 5);
+    for r in &recs[..4] {
+        assert!(r["hz"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio_to_floor"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["p50_ns"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["peer_hz"].is_null());
+    }
+    assert!(recs[3]["gflops"].as_f64().unwrap() > 0.0);
+    assert!(recs[4]["hz"].is_null(), "the GPU case is skipped here");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("skipped"), "{md}");
+    assert!(out.join("hgrm/pingpong-spin-uint8_64_ours.hgrm").exists());
+    assert!(out.join("plots/latency_mvm-host-upload_64x64.png").exists());
+
+    // The same file against itself passes; against a doubled baseline ratio it fails.
+    let res = out.join("results.json");
+    let same = harness()
+        .arg("compare")
+        .arg(&res)
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(same.status.success());
+    let mut better = recs.clone();
+    for r in &mut better {
+        if let Some(v) = r["ratio_to_floor"].as_f64() {
+            r["ratio_to_floor"] = serde_json::json!(v * 2.0);
+        }
+    }
+    let base = dir.join("baseline.json");
+    std::fs::write(&base, serde_json::to_vec(&better).unwrap()).unwrap();
+    let worse = harness()
+        .arg("compare")
+        .arg(&base)
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert_eq!(
+        worse.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&worse.stdout)
+    );
+    assert!(String::from_utf8_lossy(&worse.stdout).contains("REGRESSION"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
+    let dir = scratch("bad");
+    let scenario = dir.join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"bad\"\n[[case]]\nkind = \"roundtrip\"\nsizes = [[4]]\nwiat = \"spin\"\n",
+    )
+    .unwrap();
+    let o = harness()
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("wiat"), "{err}");
+    assert!(!dir.join("out").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
