@@ -330,13 +330,13 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
         return Err(FormatError::InstanceIdWithoutFlag);
     }
     let name = stored_name(b).ok_or(FormatError::MissingName)?;
-    if let Some(expected) = expected_name {
-        if name != expected {
-            return Err(FormatError::NameMismatch {
-                expected: expected.to_owned(),
-                found: name,
-            });
-        }
+    if let Some(expected) = expected_name
+        && name != expected
+    {
+        return Err(FormatError::NameMismatch {
+            expected: expected.to_owned(),
+            found: name,
+        });
     }
     let code = u16_at(b, offset::DTYPE);
     let dtype = Dtype::from_code(code).ok_or(FormatError::DtypeCode(code))?;

@@ -34,7 +34,8 @@ impl MappedHeader {
 
     fn at<A>(&self, off: usize) -> &A {
         debug_assert!(
-            off % std::mem::align_of::<A>() == 0 && off + std::mem::size_of::<A>() <= META_BYTES
+            off.is_multiple_of(std::mem::align_of::<A>())
+                && off + std::mem::size_of::<A>() <= META_BYTES
         );
         // SAFETY: the mapping is page aligned and every offset used is a multiple of the
         // atomic's size (asserted above), inside the 512-byte segment (constructor contract);

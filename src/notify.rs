@@ -86,7 +86,7 @@ impl Waiter {
         if self.strategy == WaitStrategy::Spin || self.rounds < SPIN_ROUNDS {
             std::hint::spin_loop();
             // Reading the clock costs ~40 ns: only every 256 spins.
-            return self.rounds % 256 != 0 || !self.expired();
+            return !self.rounds.is_multiple_of(256) || !self.expired();
         }
         let left = match self.deadline {
             Some(d) => {

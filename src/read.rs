@@ -111,10 +111,10 @@ impl Stream {
                     // While spinning, check every 64 rounds; once pauses park or sleep, check
                     // after every one (a dead writer wakes nobody: a notify park lasts its full
                     // MAX_PARK, and 64 of them would delay the report by seconds).
-                    if let Some(w) = &waiter {
-                        if w.rounds() % 64 == 63 || !w.spinning() {
-                            self.check_abandoned(s)?;
-                        }
+                    if let Some(w) = &waiter
+                        && (w.rounds() % 64 == 63 || !w.spinning())
+                    {
+                        self.check_abandoned(s)?;
                     }
                     s
                 }
@@ -234,10 +234,10 @@ impl Stream {
         let n = self.len;
         let mut v: Vec<T> = Vec::with_capacity(n);
         let ptr = v.as_mut_ptr();
-        // SAFETY (closure): `src` is the host payload of `n` elements (checked above) and `ptr`
-        // the spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
-        let info = self.read_frame(want, timeout, op, |src| unsafe {
-            T::copy_from_shared(src, ptr, n)
+        let info = self.read_frame(want, timeout, op, |src| {
+            // SAFETY: `src` is the host payload of `n` elements (checked above) and `ptr` the
+            // spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
+            unsafe { T::copy_from_shared(src, ptr, n) }
         })?;
         // SAFETY: `read_frame` returned Ok, so `copy` ran and initialized all `n` elements.
         unsafe { v.set_len(n) };

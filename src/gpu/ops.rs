@@ -510,11 +510,11 @@ impl Stream {
             })
             .and_then(|_| enqueue(a, st))
             // Snapshot safety: the copy must be complete before `read_frame` re-checks
-            // the sequence. SAFETY: our live stream handle.
+            // the sequence.
             .and_then(|_| {
-                ck(self, a, "waiting for the device copy", unsafe {
-                    sys::cuStreamSynchronize(st)
-                })
+                // SAFETY: `st` is our live stream handle.
+                let rc = unsafe { sys::cuStreamSynchronize(st) };
+                ck(self, a, "waiting for the device copy", rc)
             });
             match run {
                 Ok(()) => finish(),
