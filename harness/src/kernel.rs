@@ -141,3 +141,38 @@ mod tests {
         assert!(!is_parallel(1000, 1000, 1));
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release -p harness --bin harness -- --ignored --nocapture mvm_kernel_speed`
+    #[test]
+    #[ignore = "timing, run by hand in release mode"]
+    fn mvm_kernel_speed() {
+        for (n, threads) in [(1000, 1), (1000, 2), (100, 1)] {
+            let k = MvmKernel::new(n, n, threads, vec![1, 0]).unwrap();
+            let a = test_matrix(n, n);
+            let mut x = vec![0.0; n];
+            fill_vector(&mut x, 1);
+            let secs = k.on_first_worker(|| {
+                let mut y = vec![0.0; n];
+                for _ in 0..100 {
+                    k.run(&a, &x, &mut y);
+                }
+                let reps = (400_000_000 / (n * n)).max(10);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    k.run(&a, std::hint::black_box(&x), &mut y);
+                }
+                t.elapsed().as_secs_f64() / reps as f64
+            });
+            println!(
+                "n={n} threads={} {:.2} GFLOP/s ({:.2} us)",
+                k.threads(),
+                2.0 * (n * n) as f64 / secs / 1e9,
+                secs * 1e6
+            );
+        }
+    }
+}

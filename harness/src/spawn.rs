@@ -112,12 +112,12 @@ impl ChildOutcome {
 }
 
 /// Pins the calling thread to `cpu`; false when the core does not exist or the call fails.
+///
+/// Not through `core_affinity::get_core_ids()`: that lists only the cores of the current
+/// affinity mask, so a thread spawned by an already pinned thread could never move to
+/// another core (the MVM pool's second worker would silently share the first's core).
 pub fn pin_to(cpu: usize) -> bool {
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.id == cpu)
-        .is_some_and(core_affinity::set_for_current)
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
 
 fn tail_of(path: &Path, max: usize) -> String {
