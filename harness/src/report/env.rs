@@ -80,7 +80,7 @@ impl Environment {
             }
             None => "unknown (not a git work tree)".into(),
         };
-        let gpu = if crate::cases::gpu::cuda_driver_present() {
+        let gpu = if crate::cases::gpu::gpu_available() {
             run(
                 "nvidia-smi",
                 &[
@@ -89,9 +89,17 @@ impl Environment {
                 ],
             )
             .map(|s| s.replace('\n', "; "))
-            .unwrap_or_else(|| "libcuda present, nvidia-smi not answering".into())
+            .unwrap_or_else(|| {
+                format!(
+                    "{} CUDA device(s); nvidia-smi not answering",
+                    shmstream::gpu::device_count()
+                )
+            })
         } else {
-            "none (no CUDA driver)".into()
+            format!(
+                "none ({})",
+                shmstream::gpu::unavailable_reason().unwrap_or_default()
+            )
         };
         Environment {
             started_utc: utc_now(),
