@@ -34,7 +34,7 @@ fn ratio_target(
     match (num, den) {
         (Some(a), Some(b)) if b > 0.0 => out.push(Target {
             name,
-            measured: format!("{:.2}×", a / b),
+            measured: format!("{:.3}×", a / b),
             limit: format!("≥ {min:.2}×"),
             pass: Some(a / b >= min),
         }),
