@@ -3,7 +3,7 @@
 //! bool and complex64/128).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -117,7 +117,42 @@ fn describe(dtype: Dtype, shape: &[usize]) -> String {
 }
 
 /// `shmstream load NAME FILE.npy`.
+/// npyz multiplies the header's dimensions unchecked (a debug build panics, a release build
+/// wraps), so a shape whose element count overflows is refused before npyz sees the file.
+fn check_shape_product(file: &Path) -> Fallible {
+    let mut head = Vec::new();
+    File::open(file)
+        .and_then(|f| f.take(65_536 + 10).read_to_end(&mut head))
+        .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let text = String::from_utf8_lossy(&head);
+    let Some(key) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
+        return Ok(()); // npyz reports the missing key
+    };
+    let rest = &text[key..];
+    let (Some(open), Some(close)) = (rest.find('('), rest.find(')')) else {
+        return Ok(());
+    };
+    if open > close {
+        return Ok(());
+    }
+    let mut count: u64 = 1;
+    for dim in rest[open + 1..close]
+        .split(',')
+        .filter_map(|d| d.trim().parse::<u64>().ok())
+    {
+        count = count.checked_mul(dim).ok_or_else(|| {
+            format!(
+                "{} is not a readable .npy file: its shape {} has more elements than fit in 64 bits",
+                file.display(),
+                &rest[open..=close]
+            )
+        })?;
+    }
+    Ok(())
+}
+
 pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Duration) -> Fallible {
+    check_shape_product(file)?;
     let reader = BufReader::new(
         File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?,
     );
@@ -148,22 +183,27 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         }
         Ok(())
     };
-    let (stream, created) = match Stream::open(name) {
-        Ok(s) => (s, false),
-        Err(Error::NotFound { .. }) => {
-            match StreamOptions::new(name).shape(&shape).dtype(dtype).create() {
-                Ok(s) => (s, true),
-                Err(Error::AlreadyExists { .. }) => (Stream::open(name)?, false),
-                Err(e) => return Err(e.into()),
+    // Opened (or created) only once the data was read: a file that fails to read creates
+    // nothing.
+    let open_or_create = || -> Fallible<(Stream, bool)> {
+        let (stream, created) = match Stream::open(name) {
+            Ok(s) => (s, false),
+            Err(Error::NotFound { .. }) => {
+                match StreamOptions::new(name).shape(&shape).dtype(dtype).create() {
+                    Ok(s) => (s, true),
+                    Err(Error::AlreadyExists { .. }) => (Stream::open(name)?, false),
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
-        Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        mismatch(&stream)?;
+        stream.set_default_timeout(timeout);
+        Ok((stream, created))
     };
-    mismatch(&stream)?;
-    stream.set_default_timeout(timeout);
-
     with_dtype!(dtype, T => {
         let data: Vec<T> = npy.into_vec::<T>().map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let (stream, created) = open_or_create()?;
         if fortran {
             let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data).map_err(|e| format!("{}: {e}", file.display()))?;
             match frame_id {
@@ -176,14 +216,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
                 None => stream.write_slice(&data)?,
             }
         }
+        println!(
+            "loaded {} into '{name}'{}: {} (count {})",
+            file.display(),
+            if created { " (created)" } else { "" },
+            describe(dtype, &shape),
+            stream.count()
+        );
     });
-    println!(
-        "loaded {} into '{name}'{}: {} (count {})",
-        file.display(),
-        if created { " (created)" } else { "" },
-        describe(dtype, &shape),
-        stream.count()
-    );
     Ok(())
 }
 
