@@ -1,0 +1,281 @@
+//! Hostile and bad input through the `shmstream` command-line tool: malformed `.npy` files,
+//! shapes and names the library refuses, and a planted corrupt `_meta` segment. Every case
+//! must exit with status 1 and a message (never a panic, exit 101, or a signal), create
+//! nothing, and leave the frame already in the stream untouched. The CLI's normal behaviour
+//! is tested in `tests/cli.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Cleanup, unique_name};
+use shmstream::{Dtype, Error, Stream};
+
+fn bin() -> &'static Path {
+    assert_cmd::cargo::cargo_bin!("shmstream")
+}
+
+/// Runs the CLI; returns (exit code, stderr). A panic or a signal fails the test.
+fn run(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("{args:?} died by a signal: {:?}\n{stderr}", out.status));
+    assert_ne!(code, 101, "{args:?} panicked:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
+    (code, stderr)
+}
+
+/// A `.npy` file: magic, version, header (padded to 64 bytes), data.
+fn npy(version: (u8, u8), header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_owned();
+    let fixed = 6 + 2 + 2;
+    while (fixed + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut v = b"\x93NUMPY".to_vec();
+    v.extend_from_slice(&[version.0, version.1]);
+    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    v.extend_from_slice(h.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn dict(descr: &str, fortran: bool, shape: &str) -> String {
+    let order = if fortran { "True" } else { "False" };
+    format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}")
+}
+
+/// The malformed files: (what, bytes).
+fn bad_files() -> Vec<(&'static str, Vec<u8>)> {
+    let f32x6 = vec![0u8; 24];
+    let good = npy((1, 0), &dict("<f4", false, "(2, 3)"), &f32x6);
+    let mut truncated_header = good.clone();
+    truncated_header.truncate(30);
+    let mut bad_len = good.clone();
+    bad_len[8..10].copy_from_slice(&u16::MAX.to_le_bytes());
+    vec![
+        ("empty file", vec![]),
+        ("not npy", b"hello, world\n".to_vec()),
+        ("bad magic", {
+            let mut v = good.clone();
+            v[1] = b'X';
+            v
+        }),
+        ("unknown version", {
+            let mut v = good.clone();
+            v[6] = 9;
+            v
+        }),
+        ("truncated header", truncated_header),
+        ("header length past the end", bad_len),
+        ("header not a dict", npy((1, 0), "[1, 2, 3]", &f32x6)),
+        (
+            "header with garbage",
+            npy((1, 0), "{'descr': '<f4', 'shape': (2, 3", &f32x6),
+        ),
+        (
+            "missing shape",
+            npy((1, 0), "{'descr': '<f4', 'fortran_order': False, }", &f32x6),
+        ),
+        (
+            "negative dim",
+            npy((1, 0), &dict("<f4", false, "(2, -3)"), &f32x6),
+        ),
+        (
+            "zero dims",
+            npy((1, 0), &dict("<f4", false, "()"), &f32x6[..4]),
+        ),
+        (
+            "a zero dim",
+            npy((1, 0), &dict("<f4", false, "(2, 0)"), &[]),
+        ),
+        (
+            "20 dims",
+            npy(
+                (1, 0),
+                &dict("<f4", false, &format!("({})", ["1"; 20].join(", "))),
+                &f32x6[..4],
+            ),
+        ),
+        (
+            "shape product overflows",
+            npy(
+                (1, 0),
+                &dict("<f4", false, "(4294967296, 4294967296, 4)"),
+                &f32x6,
+            ),
+        ),
+        (
+            "data shorter than the shape",
+            npy((1, 0), &dict("<f4", false, "(2, 3)"), &f32x6[..10]),
+        ),
+        (
+            "object dtype",
+            npy((1, 0), &dict("|O", false, "(2, 3)"), &f32x6),
+        ),
+        (
+            "structured dtype",
+            npy(
+                (1, 0),
+                "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,), }",
+                &f32x6,
+            ),
+        ),
+        (
+            "unsupported float",
+            npy((1, 0), &dict("<f16", false, "(2, 3)"), &[0; 96]),
+        ),
+        (
+            "string dtype",
+            npy((1, 0), &dict("<U4", false, "(2, 3)"), &[0; 96]),
+        ),
+    ]
+}
+
+#[test]
+fn malformed_npy_files_fail_cleanly_create_nothing_and_leave_frames_intact() {
+    let dir = std::env::temp_dir().join(unique_name("hostile-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let existing = unique_name("hcli-existing");
+    let _c = Cleanup::new([&existing]);
+    let s = Stream::create(&existing, &[2, 3], Dtype::F32).unwrap();
+    let frame = [1f32, 2., 3., 4., 5., 6.];
+    s.write_slice_frame(&frame, 5).unwrap();
+    let mut failures = Vec::new();
+    for (what, bytes) in bad_files() {
+        let file: PathBuf = dir.join(format!("{}.npy", what.replace(' ', "_")));
+        std::fs::write(&file, &bytes).unwrap();
+        let fresh = unique_name("hcli-fresh");
+        let _c = Cleanup::new([&fresh]);
+        for target in [&fresh, &existing] {
+            let (code, stderr) = run(&["load", target, file.to_str().unwrap()]);
+            if code != 1 || stderr.trim().is_empty() {
+                failures.push(format!(
+                    "{what} into {target}: exit {code}, stderr {stderr:?}"
+                ));
+            }
+        }
+        // Nothing was created for the fresh name; the existing frame is untouched.
+        if !matches!(shmstream::stat(&fresh), Err(Error::NotFound { .. })) {
+            failures.push(format!("{what}: a failed load created stream {fresh}"));
+        }
+        let p = Stream::open_readonly(&existing)
+            .unwrap()
+            .read_publication::<f32>()
+            .unwrap();
+        assert_eq!(p.payload.as_slice().unwrap(), &frame, "{what}");
+        assert_eq!((p.info.count, p.info.frame_id), (1, 5), "{what}");
+    }
+    // Well-formed files of the wrong shape or dtype: refused, naming both sides.
+    for (what, header, data) in [
+        ("wrong shape", dict("<f4", false, "(3, 2)"), vec![0u8; 24]),
+        ("wrong dtype", dict("<i4", false, "(2, 3)"), vec![0u8; 24]),
+    ] {
+        let file = dir.join(format!("{}.npy", what.replace(' ', "_")));
+        std::fs::write(&file, npy((1, 0), &header, &data)).unwrap();
+        let (code, stderr) = run(&["load", &existing, file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: {stderr}");
+        assert!(
+            stderr.contains(&existing) && stderr.contains("mismatch"),
+            "{what}: {stderr}"
+        );
+    }
+    assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &frame);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn bad_names_and_shapes_fail_cleanly_and_create_nothing() {
+    let fresh = unique_name("hcli-shape");
+    let _c = Cleanup::new([&fresh]);
+    let long = "y".repeat(257);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["create", &fresh, "--shape", ""],
+        vec!["create", &fresh, "--shape", "0"],
+        vec!["create", &fresh, "--shape", "-1"],
+        vec![
+            "create",
+            &fresh,
+            "--shape",
+            "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+        ],
+        vec!["create", &fresh, "--shape", "4294967296,4294967296,4"],
+        vec!["create", &fresh, "--shape", "99999999999999999999999"],
+        vec!["create", &fresh, "--shape", "2", "--dtype", "object"],
+        vec!["create", "", "--shape", "2"],
+        vec!["create", "a/b", "--shape", "2"],
+        vec!["create", &long, "--shape", "2"],
+        vec!["stat", "a/b"],
+        vec!["dump", ""],
+        vec!["unlink", &long],
+    ];
+    for args in &cases {
+        let (code, stderr) = run(args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{args:?}");
+    }
+    assert!(matches!(
+        shmstream::stat(&fresh),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A planted corrupt `_meta`: `stat` and `dump` name the stream and the broken rule, `list`
+/// skips it, and the advice in the message (unlink and recreate) works.
+#[test]
+fn a_corrupt_stream_is_reported_skipped_and_removable() {
+    let name = unique_name("hcli-corrupt");
+    let _c = Cleanup::new([&name]);
+    let mut meta = shmstream::format::encode_new(&shmstream::format::NewHeader {
+        name: &name,
+        dtype: Dtype::U8,
+        shape: &[4],
+        flags: 0,
+        device_index: -1,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [1; 16],
+    });
+    meta[shmstream::format::offset::NDIM] = 20; // breaks ndim (and the CRC after it)
+    std::fs::write(
+        format!("/dev/shm/{}", shmstream::name::meta_id(&name)),
+        meta,
+    )
+    .unwrap();
+    std::fs::write(
+        format!("/dev/shm/{}", shmstream::name::segment_id(&name)),
+        [0u8; 4],
+    )
+    .unwrap();
+    for cmd in ["stat", "dump"] {
+        let (code, stderr) = run(&[cmd, &name]);
+        assert_eq!(code, 1, "{cmd}: {stderr}");
+        assert!(
+            stderr.contains(&name) && stderr.contains("corrupt header"),
+            "{cmd}: {stderr}"
+        );
+    }
+    let out = std::process::Command::new(bin())
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&name));
+    let (code, stderr) = run(&["unlink", &name]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run(&["create", &name, "--shape", "4", "--dtype", "uint8"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(shmstream::stat(&name).unwrap().shape, vec![4]);
+}
