@@ -26,14 +26,18 @@ pub enum WaitStrategy {
     Adaptive = 0,
     /// Busy-wait on the sequence until the deadline: lowest latency, one core per waiter.
     Spin = 1,
+    /// Park at once: futex wait on notify streams, yields then short sleeps on others. Frees
+    /// the core for other work (e.g. a compute thread sharing it) at the cost of the wake-up
+    /// latency (a few µs with notify).
+    Park = 2,
 }
 
 impl WaitStrategy {
     pub(crate) fn from_u8(v: u8) -> WaitStrategy {
-        if v == 1 {
-            WaitStrategy::Spin
-        } else {
-            WaitStrategy::Adaptive
+        match v {
+            1 => WaitStrategy::Spin,
+            2 => WaitStrategy::Park,
+            _ => WaitStrategy::Adaptive,
         }
     }
 }
@@ -76,14 +80,26 @@ impl Waiter {
 
     /// Whether the next pause is still a spin (later pauses yield, sleep or park).
     pub(crate) fn spinning(&self) -> bool {
-        self.strategy == WaitStrategy::Spin || self.rounds < SPIN_ROUNDS
+        match self.strategy {
+            WaitStrategy::Spin => true,
+            WaitStrategy::Adaptive => self.rounds < SPIN_ROUNDS,
+            WaitStrategy::Park => false,
+        }
+    }
+
+    /// The round after which a non-notify wait sleeps instead of yielding.
+    fn yields_until(&self) -> u32 {
+        match self.strategy {
+            WaitStrategy::Park => YIELD_ROUNDS,
+            _ => SPIN_ROUNDS + YIELD_ROUNDS,
+        }
     }
 
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
     /// against. Returns `false` once the deadline has passed.
     pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
         self.rounds = self.rounds.saturating_add(1);
-        if self.strategy == WaitStrategy::Spin || self.rounds < SPIN_ROUNDS {
+        if self.spinning() {
             std::hint::spin_loop();
             // Reading the clock costs ~40 ns: only every 256 spins.
             return !self.rounds.is_multiple_of(256) || !self.expired();
@@ -100,7 +116,7 @@ impl Waiter {
         };
         if self.notify {
             sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK));
-        } else if self.rounds < SPIN_ROUNDS + YIELD_ROUNDS {
+        } else if self.rounds < self.yields_until() {
             std::thread::yield_now();
         } else {
             std::thread::sleep(self.sleep.min(left));

@@ -187,10 +187,18 @@ impl Stream {
     }
 
     pub(crate) fn record_read(&self, f: FrameInfo) -> FrameInfo {
-        let last = self.reads.last_count.swap(f.count, Ordering::Relaxed);
+        // Plain loads and stores, no read-modify-write: the counters are per handle and
+        // advisory, and threads sharing one handle race on them only for their bookkeeping.
+        let last = self.reads.last_count.load(Ordering::Relaxed);
+        self.reads.last_count.store(f.count, Ordering::Relaxed);
         let missed = f.count.saturating_sub(last).saturating_sub(1);
         self.reads.last_missed.store(missed, Ordering::Relaxed);
-        self.reads.total_missed.fetch_add(missed, Ordering::Relaxed);
+        if missed > 0 {
+            let total = self.reads.total_missed.load(Ordering::Relaxed);
+            self.reads
+                .total_missed
+                .store(total + missed, Ordering::Relaxed);
+        }
         FrameInfo { missed, ..f }
     }
 

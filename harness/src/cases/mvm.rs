@@ -49,8 +49,10 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let x = Stream::open(&spec.names.data).context("opening the x stream")?;
     let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    // With a 2-thread kernel the driver shares a core with a kernel worker: park at once
+    // so the worker gets the core while y is being computed.
     y.set_wait_strategy(if mvm_waits_with_futex(job) {
-        WaitStrategy::Adaptive
+        WaitStrategy::Park
     } else {
         WaitStrategy::Spin
     });
