@@ -47,7 +47,8 @@ fn header(name: &str, dtype: Dtype, shape: &[usize], flags: u32) -> [u8; META_BY
         shape,
         flags,
         device_index: -1,
-        creator_pid: i64::from(std::process::id()),
+        // Fixed, so the property tests are deterministic.
+        creator_pid: 4242,
         instance_id: [0x5a; 16],
     })
 }
@@ -913,8 +914,19 @@ for o in out:
     print("@@ " + o)
 "#;
 
+/// pyshmem's "invalid <field> in metadata: <n>" for an integer above 2^53 (it compares
+/// `float(n)` with `int(n)`).
+fn pyshmem_float_quirk(line: &str) -> bool {
+    let Some(rest) = line.split(" in metadata: ").nth(1) else {
+        return false;
+    };
+    let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+    line.contains("ValueError: invalid ") && digits.parse::<u128>().is_ok_and(|n| n > 1 << 53)
+}
+
 /// For 2000 mutated headers (magic kept, so pyshmem takes its v3 path) our decoder and
-/// pyshmem 1.4.0's validator accept exactly the same ones.
+/// pyshmem 1.4.0's validator accept exactly the same ones, except integers above 2^53 that
+/// pyshmem's float64 conversion refuses (see `pyshmem_float_quirk`).
 #[test]
 fn decode_agrees_with_pyshmem_on_mutated_headers() {
     let Some(py) = common::python() else { return };
@@ -953,9 +965,17 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(lines[0], format!("results {}", ours.len()));
     let mut accepted = 0;
+    let mut float_quirk = 0;
     for (i, (line, ours)) in lines[1..].iter().zip(&ours).enumerate() {
         let theirs_ok = line == "ok";
-        accepted += usize::from(theirs_ok);
+        accepted += usize::from(theirs_ok && ours.is_ok());
+        if ours.is_ok() && !theirs_ok && pyshmem_float_quirk(line) {
+            // Known, deliberate difference: pyshmem converts every integer field through a
+            // float64 and refuses values above 2^53 that do not survive the round trip (a pid
+            // or a count no real stream has); we read integers as integers.
+            float_quirk += 1;
+            continue;
+        }
         assert_eq!(
             ours.is_ok(),
             theirs_ok,
@@ -964,7 +984,7 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
         );
     }
     eprintln!(
-        "{} headers, {accepted} accepted by both, the rest refused by both",
+        "{} headers: {accepted} accepted by both, {float_quirk} refused only by pyshmem's float64 check, the rest refused by both",
         ours.len()
     );
     assert!(
