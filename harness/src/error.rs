@@ -41,7 +41,8 @@ from_display!(
     hdrhistogram::serialization::V2SerializeError,
     hdrhistogram::serialization::DeserializeError,
     std::fmt::Error,
-    shmstream::Error
+    shmstream::Error,
+    shmstream::gpu::cudarc::driver::DriverError
 );
 
 impl From<String> for Error {

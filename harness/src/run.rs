@@ -127,9 +127,13 @@ impl Runner {
 
     fn spec(&self, role: Role, job: &Job, names: &Names, idx: usize, tag: &str) -> ChildSpec {
         let cpu = match role {
-            Role::PingReader | Role::FloorPingReader | Role::MvmCompute | Role::FloorMvm => {
-                job.reader_cpu
-            }
+            Role::PingReader
+            | Role::FloorPingReader
+            | Role::MvmCompute
+            | Role::FloorMvm
+            | Role::GpuPingReader
+            | Role::GpuMvmCompute
+            | Role::FloorGpuMvm => job.reader_cpu,
             _ => job.writer_cpu,
         };
         ChildSpec {
@@ -203,6 +207,10 @@ impl Runner {
 
     fn floor(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "floor");
+        if job.device.is_gpu() {
+            let role = cases::gpu::floor_role(job.kind);
+            return self.collect(&[self.spec(role, job, &names, idx, "floor")], job);
+        }
         match job.kind {
             Kind::Roundtrip => {
                 let _region = ShmRegion::create(&names.region, job.payload_bytes())
@@ -229,7 +237,7 @@ impl Runner {
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
-        let specs: Vec<_> = cases::roles(job.kind)
+        let specs: Vec<_> = cases::roles(job)
             .iter()
             .map(|r| self.spec(*r, job, &names, idx, "ours"))
             .collect();
@@ -239,9 +247,13 @@ impl Runner {
 
 fn role_short(r: Role) -> &'static str {
     match r {
-        Role::Roundtrip | Role::FloorRoundtrip => "solo",
-        Role::PingWriter | Role::FloorPingWriter | Role::MvmDriver => "writer",
-        Role::PingReader | Role::FloorPingReader => "reader",
-        Role::MvmCompute | Role::FloorMvm => "compute",
+        Role::Roundtrip | Role::FloorRoundtrip | Role::GpuRoundtrip | Role::FloorGpuCopy => "solo",
+        Role::PingWriter
+        | Role::FloorPingWriter
+        | Role::MvmDriver
+        | Role::GpuPingWriter
+        | Role::GpuMvmDriver => "writer",
+        Role::PingReader | Role::FloorPingReader | Role::GpuPingReader => "reader",
+        Role::MvmCompute | Role::FloorMvm | Role::GpuMvmCompute | Role::FloorGpuMvm => "compute",
     }
 }

@@ -235,7 +235,8 @@ pub struct CaseSpec {
     /// GPU cases: keep a CPU mirror.
     #[serde(default)]
     pub mirror: Option<bool>,
-    /// MVM only: "host-upload" (default) or "device-resident".
+    /// MVM: "host-upload" (default) or "device-resident". GPU roundtrip and pingpong:
+    /// "device-resident" (default: device buffers) or "host-upload" (host slices).
     #[serde(default)]
     pub pipeline: Option<Pipeline>,
     /// Pingpong (and MVM writer): "spin" or "futex" (pingpong default "spin"; MVM default:
@@ -294,7 +295,7 @@ pub struct Job {
     pub device: Device,
     /// GPU mirror flag (GPU cases only).
     pub mirror: Option<bool>,
-    /// MVM pipeline.
+    /// MVM pipeline; GPU roundtrip/pingpong: device buffers or host slices.
     pub pipeline: Option<Pipeline>,
     /// Wait strategy (pingpong; MVM when given).
     pub wait: Option<Wait>,
@@ -441,11 +442,7 @@ impl Scenario {
                     } else {
                         None
                     },
-                    pipeline: if c.kind == Kind::Mvm {
-                        Some(c.pipeline.unwrap_or(Pipeline::HostUpload))
-                    } else {
-                        None
-                    },
+                    pipeline: c.resolved_pipeline(),
                     wait,
                     gap_us,
                     threads: c.threads.unwrap_or(cores).max(1),
@@ -479,6 +476,9 @@ impl CaseSpec {
             }
             Kind::Roundtrip => {}
         }
+        if self.kind != Kind::Mvm && self.resolved_pipeline() == Some(Pipeline::HostUpload) {
+            n.push_str("-host");
+        }
         if let Device::Cuda(i) = self.device {
             n.push_str(&format!("-cuda{i}"));
             if self.mirror == Some(true) {
@@ -489,6 +489,16 @@ impl CaseSpec {
             n.push_str(&self.dtype);
         }
         n
+    }
+
+    /// The pipeline: MVM (default host-upload); GPU roundtrip and pingpong (default
+    /// device-resident: device buffers; host-upload: host slices); `None` otherwise.
+    pub fn resolved_pipeline(&self) -> Option<Pipeline> {
+        match self.kind {
+            Kind::Mvm => Some(self.pipeline.unwrap_or(Pipeline::HostUpload)),
+            _ if self.device.is_gpu() => Some(self.pipeline.unwrap_or(Pipeline::DeviceResident)),
+            _ => None,
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -510,8 +520,11 @@ impl CaseSpec {
                 self.device
             );
         }
-        if self.pipeline.is_some() && self.kind != Kind::Mvm {
-            bail!("pipeline applies to kind = \"mvm\" only");
+        if self.pipeline.is_some() && self.kind != Kind::Mvm && !self.device.is_gpu() {
+            bail!("pipeline applies to kind = \"mvm\" and to GPU cases only");
+        }
+        if self.device.is_gpu() && self.dtype != "float32" {
+            bail!("GPU cases support dtype = \"float32\" only");
         }
         if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
             bail!("pipeline = \"device-resident\" needs a GPU device");

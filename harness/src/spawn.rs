@@ -40,6 +40,21 @@ pub enum Role {
     FloorPingReader,
     /// Floor of MVM: the same kernel on plain memory.
     FloorMvm,
+    /// GPU roundtrip: write then read a GPU stream in one process.
+    GpuRoundtrip,
+    /// GPU pingpong writer: publishes a frame, waits for its echo (measures).
+    GpuPingWriter,
+    /// GPU pingpong reader: reads each frame and echoes it back on a second GPU stream.
+    GpuPingReader,
+    /// GPU MVM driver: writes x (host or device), waits for y (measures).
+    GpuMvmDriver,
+    /// GPU MVM compute: cuBLAS sgemv on the matrix it read once, publishes y.
+    GpuMvmCompute,
+    /// Floor of the GPU roundtrip and pingpong: the same copies with raw CUDA memcpy on
+    /// plain device memory, in one process.
+    FloorGpuCopy,
+    /// Floor of GPU MVM: bare cuBLAS sgemv in one process.
+    FloorGpuMvm,
 }
 
 /// Names of the shared objects a job uses (unique per harness run and job).

@@ -1,9 +1,42 @@
-//! GPU variants of the cases. The GPU issue supplies the code paths; until then every
-//! GPU job is skipped with a reason (never a failure). [`skip_reason`] is the single
-//! place the runner asks, so a GPU implementation slots in by returning `None` here
-//! for the jobs it handles and adding its roles to [`crate::spawn::Role`].
+//! GPU variants of the cases (float32 streams on `cuda:N`, through the library's device API):
+//!
+//! - **roundtrip** (the seed's IO table, GPU column): one process writes a frame and reads
+//!   it back through a second handle. `pipeline = "device-resident"` (default): from a device
+//!   buffer (`write_device`, device to device) into a device buffer (`read_device_into`), as
+//!   pyshmem's torch tensors do. `pipeline = "host-upload"`: from a host slice
+//!   (`write_device_from_host`, through the handle's pinned staging buffer) back into host
+//!   memory (`read_device_to_host`; with `mirror = true` the CPU mirror is read instead, which
+//!   is what a mirror is for).
+//! - **pingpong** (cross-process round trip): the writer publishes a frame, the reader reads
+//!   it (same forms as above) and echoes it back on a second GPU stream; the writer reads the
+//!   echo. One iteration = two cross-process hops with the whole frame, as `gpu_bench`.
+//! - **mvm** (the seed's two GPU MVM tables): the driver writes the matrix into a GPU stream
+//!   once; the compute process copies it once into its own device buffer (a controller keeps
+//!   its matrix), then per iteration waits for x, runs cuBLAS `sgemv` and publishes y.
+//!   `host-upload`: x from a host slice, y read back to host. `device-resident`: x from a
+//!   device buffer, y read into a device buffer.
+//!
+//! Floors, measured in the same run, in one process on plain `cuMemAlloc` memory with raw
+//! CUDA copies: roundtrip = the same two copies (each followed by a stream synchronize, as
+//! the library's write and read each wait for their copy); pingpong = the same four copies;
+//! MVM = the bare `sgemv` (synchronized each iteration).
+//!
+//! A GPU job is skipped with a reason ([`skip_reason`]) when no CUDA device is usable, never
+//! failed.
 
-use crate::scenario::{Device, Job};
+use std::sync::Arc;
+
+use harness_sys::gpu::{Sgemv, cublas_available};
+use hdrhistogram::Histogram;
+use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
+
+use crate::cases::{check_count, wait_timeout};
+use crate::error::{Context, Error, Result, bail};
+use crate::kernel;
+use crate::measure::{Measured, timed_loop};
+use crate::scenario::{Device, Job, Kind, Pipeline, Wait};
+use crate::spawn::{ChildSpec, Role};
 
 /// Why this GPU job cannot run here, or `None` when it can (CPU jobs: always `None`).
 pub fn skip_reason(job: &Job) -> Option<String> {
@@ -18,13 +51,407 @@ pub fn skip_reason(job: &Job) -> Option<String> {
     if ordinal as usize >= n {
         return Some(format!("{}: the driver reports {n} device(s)", job.device));
     }
-    Some(format!(
-        "{}: the harness's GPU code paths are not implemented yet",
-        job.device
-    ))
+    if job.kind == Kind::Mvm && !cublas_available() {
+        return Some(format!(
+            "{}: libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)",
+            job.device
+        ));
+    }
+    None
 }
 
 /// Whether a CUDA device is usable from this process.
 pub fn gpu_available() -> bool {
     shmstream::gpu::gpu_available()
+}
+
+fn ordinal(job: &Job) -> Result<usize> {
+    match job.device {
+        Device::Cuda(i) => Ok(i as usize),
+        Device::Cpu => bail!("not a GPU job"),
+    }
+}
+
+/// Whether this job moves frames between device buffers (else host slices).
+fn device_side(job: &Job) -> bool {
+    job.pipeline != Some(Pipeline::HostUpload)
+}
+
+fn strategy(job: &Job) -> WaitStrategy {
+    match job.wait {
+        Some(Wait::Futex) => WaitStrategy::Adaptive,
+        _ => WaitStrategy::Spin,
+    }
+}
+
+fn gpu_create(job: &Job, name: &str, shape: &[usize], notify: bool) -> Result<Stream> {
+    let _ = shmstream::unlink(name);
+    StreamOptions::new(name)
+        .shape(shape)
+        .dtype(Dtype::F32)
+        .gpu_device(ordinal(job)? as i32)
+        .cpu_mirror(job.mirror.unwrap_or(false))
+        .notify(notify)
+        .create()
+        .with_context(|| format!("creating GPU stream {name} on {}", job.device))
+}
+
+/// Creates the streams of a GPU job (the parent owns the device allocations until its
+/// children exit: the library's producer-lifetime contract).
+pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stream>> {
+    let futex = job.wait == Some(Wait::Futex);
+    let ctl = || super::create(&names.ctl, &[1], Dtype::U64, false);
+    Ok(match job.kind {
+        Kind::Roundtrip => vec![gpu_create(job, &names.data, &job.shape, false)?],
+        Kind::Pingpong => vec![
+            gpu_create(job, &names.data, &job.shape, futex)?,
+            gpu_create(job, &names.ack, &job.shape, futex)?,
+            ctl()?,
+        ],
+        Kind::Mvm => {
+            let (rows, cols) = (job.shape[0], job.shape[1]);
+            vec![
+                gpu_create(job, &names.matrix, &job.shape, false)?,
+                gpu_create(job, &names.data, &[cols], futex)?,
+                gpu_create(job, &names.ack, &[rows], futex)?,
+                ctl()?,
+            ]
+        }
+    })
+}
+
+/// The child roles of a GPU job, readers first.
+pub fn roles(kind: Kind) -> &'static [Role] {
+    match kind {
+        Kind::Roundtrip => &[Role::GpuRoundtrip],
+        Kind::Pingpong => &[Role::GpuPingReader, Role::GpuPingWriter],
+        Kind::Mvm => &[Role::GpuMvmCompute, Role::GpuMvmDriver],
+    }
+}
+
+/// The floor role of a GPU job.
+pub fn floor_role(kind: Kind) -> Role {
+    match kind {
+        Kind::Roundtrip | Kind::Pingpong => Role::FloorGpuCopy,
+        Kind::Mvm => Role::FloorGpuMvm,
+    }
+}
+
+/// A frame with distinct values (so a wrong or stale copy is seen).
+fn pattern(n: usize, salt: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i + salt) % 1021) as f32).collect()
+}
+
+fn stream_of(s: &Stream) -> Result<Arc<CudaStream>> {
+    s.cuda_stream()
+        .with_context(|| format!("the CUDA stream of {}", s.name()))
+}
+
+fn form_note(job: &Job) -> (String, String) {
+    let form = match (device_side(job), job.mirror == Some(true)) {
+        (true, _) => "device buffers (write_device / read_device_into)",
+        (false, false) => "host slices (write_device_from_host / read_device_to_host)",
+        (false, true) => "host slices (write_device_from_host / CPU read of the mirror)",
+    };
+    ("gpu_form".into(), form.into())
+}
+
+/// Roundtrip: write then read back, one process, two handles.
+pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let w = Stream::open(&spec.names.data).context("opening the roundtrip stream (writer)")?;
+    let r = Stream::open(&spec.names.data).context("opening the roundtrip stream (reader)")?;
+    let n = job.elements();
+    let host = pattern(n, 1);
+    let mut back = vec![0.0f32; n];
+    let mirror_read = job.mirror == Some(true);
+    let mut expect = r.count();
+    let (mut m, h) = if device_side(job) {
+        let src = stream_of(&w)?.clone_htod(&host)?;
+        let mut dst: CudaSlice<f32> = stream_of(&r)?.alloc_zeros(n)?;
+        let out = timed_loop(&job.timing, 0.0, |_| {
+            w.write_device(&src)?;
+            let c = r.read_device_into(&mut dst)?.count;
+            expect += 1;
+            check_count("GPU roundtrip read", c, expect)
+        })?;
+        back = stream_of(&r)?.clone_dtoh(&dst)?;
+        out
+    } else {
+        timed_loop(&job.timing, 0.0, |_| {
+            w.write_device_from_host(&host)?;
+            let c = if mirror_read {
+                r.read_into_slice(&mut back)?
+            } else {
+                r.read_device_to_host(&mut back)?.count
+            };
+            expect += 1;
+            check_count("GPU roundtrip read", c, expect)
+        })?
+    };
+    if back != host {
+        bail!("GPU roundtrip read back a different frame");
+    }
+    m.notes.push(form_note(job));
+    Ok((m, h))
+}
+
+/// Pingpong writer: publishes a frame, reads its echo; measures the round trip.
+pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let to = wait_timeout(spec);
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    ack.set_wait_strategy(strategy(job));
+    let n = job.elements();
+    let host = pattern(n, 2);
+    let mut back = vec![0.0f32; n];
+    let mirror_read = job.mirror == Some(true);
+    let mut acks = ack
+        .wait_for_count(0, to)
+        .context("waiting for the reader to be ready")?;
+    let (mut m, h) = if device_side(job) {
+        let src = stream_of(&data)?.clone_htod(&host)?;
+        let mut dst: CudaSlice<f32> = stream_of(&ack)?.alloc_zeros(n)?;
+        let out = timed_loop(&job.timing, job.gap_us, |_| {
+            data.write_device(&src)?;
+            acks = ack.read_device_after_into(acks, &mut dst, to)?.count;
+            Ok(())
+        })?;
+        back = stream_of(&ack)?.clone_dtoh(&dst)?;
+        out
+    } else {
+        timed_loop(&job.timing, job.gap_us, |_| {
+            data.write_device_from_host(&host)?;
+            acks = if mirror_read {
+                ack.read_after_into_slice(acks, &mut back, to)?
+            } else {
+                ack.read_device_to_host_after(acks, &mut back, to)?.count
+            };
+            Ok(())
+        })?
+    };
+    ctl.write_slice(&[1u64])?;
+    data.write_device_from_host(&host)?;
+    if back != host {
+        bail!("the echoed frame differs from the one written");
+    }
+    m.notes.push(form_note(job));
+    Ok((m, h))
+}
+
+/// Pingpong reader: reads each frame and echoes it back until the writer says stop.
+pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let to = wait_timeout(spec);
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    data.set_wait_strategy(strategy(job));
+    let n = job.elements();
+    let mirror_read = job.mirror == Some(true);
+    let mut host = vec![0.0f32; n];
+    let mut dev: CudaSlice<f32> = stream_of(&data)?.alloc_zeros(n)?;
+    let guard = ack.lock(to).context("locking the echo stream")?;
+    let mut last = data.count();
+    // "Ready": the first echo (the writer waits for any count > 0).
+    guard.write_device_from_host(&host)?;
+    loop {
+        let c = if device_side(job) {
+            data.read_device_after_into(last, &mut dev, to)
+                .context("waiting for a frame")?
+                .count
+        } else if mirror_read {
+            data.read_after_into_slice(last, &mut host, to)
+                .context("waiting for a frame")?
+        } else {
+            data.read_device_to_host_after(last, &mut host, to)
+                .context("waiting for a frame")?
+                .count
+        };
+        if ctl.count() > 0 {
+            return Ok(());
+        }
+        last = c;
+        if device_side(job) {
+            guard.write_device(&dev)?;
+        } else {
+            guard.write_device_from_host(&host)?;
+        }
+    }
+}
+
+/// MVM driver: writes the matrix once, then times x → y round trips through the compute
+/// process.
+pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let a = kernel::test_matrix(rows, cols);
+    matrix.write_device_from_host(&a)?;
+    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
+    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    y.set_wait_strategy(strategy(job));
+    // Three vectors prepared outside the timing (on the device too for device-resident).
+    let xs: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            let mut v = vec![0.0f32; cols];
+            kernel::fill_vector(&mut v, i);
+            v
+        })
+        .collect();
+    let xst = stream_of(&x)?;
+    let xd: Vec<CudaSlice<f32>> = xs
+        .iter()
+        .map(|v| xst.clone_htod(v).map_err(Error::from))
+        .collect::<Result<_>>()?;
+    let mut yd: CudaSlice<f32> = stream_of(&y)?.alloc_zeros(rows)?;
+    let mut yh = vec![0.0f32; rows];
+    let mut ys = y
+        .wait_for_count(0, to)
+        .context("waiting for the compute process to be ready")?;
+    let dev = job.pipeline == Some(Pipeline::DeviceResident);
+    let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
+        let k = (i % 3) as usize;
+        if dev {
+            x.write_device(&xd[k])?;
+            ys = y.read_device_after_into(ys, &mut yd, to)?.count;
+        } else {
+            x.write_device_from_host(&xs[k])?;
+            ys = y.read_device_to_host_after(ys, &mut yh, to)?.count;
+        }
+        Ok(())
+    })?;
+    // One checked iteration: the pipeline must compute the right product.
+    let xv = &xs[1];
+    x.write_device_from_host(xv)?;
+    y.read_device_to_host_after(ys, &mut yh, to)?;
+    let err = kernel::max_rel_error(&a, cols, xv, &yh);
+    if err > 1e-4 {
+        bail!("y = A·x is wrong: max relative error {err:.3e}");
+    }
+    ctl.write_slice(&[1u64])?;
+    x.write_device_from_host(xv)?;
+    m.notes.push(("kernel".into(), "cuBLAS sgemv".into()));
+    m.notes.push(("max_rel_error".into(), format!("{err:.1e}")));
+    Ok((m, h))
+}
+
+/// MVM compute: copies the matrix once into its own device buffer, then serves x → y.
+pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
+    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    x.set_wait_strategy(strategy(job));
+    matrix
+        .wait_for_count(0, to)
+        .context("waiting for the matrix")?;
+    let st = stream_of(&y)?;
+    let mut a: CudaSlice<f32> = st.alloc_zeros(rows * cols)?;
+    matrix.read_device_into(&mut a)?;
+    let mut xd: CudaSlice<f32> = st.alloc_zeros(cols)?;
+    let mut yd: CudaSlice<f32> = st.alloc_zeros(rows)?;
+    let gemv = Sgemv::new(st, rows, cols)?;
+    let guard = y.lock(to).context("locking the y stream")?;
+    // Sample x's count before saying "ready": the driver's first x may follow at once.
+    let mut last = x.count();
+    guard.write_device(&yd)?;
+    loop {
+        let c = x
+            .read_device_after_into(last, &mut xd, to)
+            .context("waiting for x")?
+            .count;
+        if ctl.count() > 0 {
+            return Ok(());
+        }
+        last = c;
+        gemv.run(&a, &xd, &mut yd)?;
+        guard.write_device(&yd)?;
+    }
+}
+
+/// Floor of roundtrip and pingpong: the same copies on plain device memory, one process.
+pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let ctx = CudaContext::new(ordinal(job)?)?;
+    let st = ctx.new_stream()?;
+    let n = job.elements();
+    let hops = if job.kind == Kind::Pingpong { 2 } else { 1 };
+    let host = pattern(n, 3);
+    let mut back = vec![0.0f32; n];
+    let mut buf: CudaSlice<f32> = st.alloc_zeros(n)?;
+    let (mut m, h) = if device_side(job) {
+        let src = st.clone_htod(&host)?;
+        let mut dst: CudaSlice<f32> = st.alloc_zeros(n)?;
+        let out = timed_loop(&job.timing, 0.0, |_| {
+            for _ in 0..hops {
+                st.memcpy_dtod(&src, &mut buf)?;
+                st.synchronize()?;
+                st.memcpy_dtod(&buf, &mut dst)?;
+                st.synchronize()?;
+            }
+            Ok(())
+        })?;
+        back = st.clone_dtoh(&dst)?;
+        out
+    } else {
+        timed_loop(&job.timing, 0.0, |_| {
+            for _ in 0..hops {
+                st.memcpy_htod(&host, &mut buf)?;
+                st.synchronize()?;
+                st.memcpy_dtoh(&buf, &mut back)?;
+                st.synchronize()?;
+            }
+            Ok(())
+        })?
+    };
+    if back != host {
+        bail!("the floor's copies lost data");
+    }
+    let what = if device_side(job) {
+        "cuMemcpyDtoD ×2 + sync each"
+    } else {
+        "cuMemcpyHtoD + cuMemcpyDtoH (pageable host slices) + sync each"
+    };
+    m.notes.push((
+        "floor".into(),
+        format!("{what}, {hops} time(s) per iteration"),
+    ));
+    Ok((m, h))
+}
+
+/// Floor of GPU MVM: the bare sgemv on plain device memory, synchronized per iteration.
+pub fn floor_mvm(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let ctx = CudaContext::new(ordinal(job)?)?;
+    let st = ctx.new_stream()?;
+    let a = st.clone_htod(&kernel::test_matrix(rows, cols))?;
+    let mut xv = vec![0.0f32; cols];
+    kernel::fill_vector(&mut xv, 1);
+    let x = st.clone_htod(&xv)?;
+    let mut y: CudaSlice<f32> = st.alloc_zeros(rows)?;
+    let gemv = Sgemv::new(st.clone(), rows, cols)?;
+    let (mut m, h) = timed_loop(&job.timing, 0.0, |_| {
+        gemv.run(&a, &x, &mut y)?;
+        st.synchronize()?;
+        Ok(())
+    })?;
+    let yh = st.clone_dtoh(&y)?;
+    let err = kernel::max_rel_error(&kernel::test_matrix(rows, cols), cols, &xv, &yh);
+    if err > 1e-4 {
+        bail!("bare sgemv is wrong: max relative error {err:.3e}");
+    }
+    m.notes.push((
+        "floor".into(),
+        "bare cuBLAS sgemv + sync, one process".into(),
+    ));
+    Ok((m, h))
 }

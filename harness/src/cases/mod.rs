@@ -2,8 +2,8 @@
 //!
 //! - [`roundtrip`], [`pingpong`], [`mvm`]: the library's side ("ours").
 //! - [`crate::floor`]: the same loops on plain memory.
-//! - [`gpu`]: GPU variants; until the GPU issue lands, every GPU job is skipped with a
-//!   reason, never failed.
+//! - [`gpu`]: GPU variants (roundtrip, pingpong echo, MVM with cuBLAS) and their floors;
+//!   skipped with a reason, never failed, where no CUDA device is usable.
 //!
 //! The parent creates every stream a job uses ([`create_streams`]) and keeps the
 //! handles until the children are done, so names, cleanup and `notify` flags live in one
@@ -49,6 +49,19 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
             None
         }
         Role::FloorMvm => Some(crate::floor::mvm(spec)?),
+        Role::GpuRoundtrip => Some(gpu::roundtrip(spec)?),
+        Role::GpuPingWriter => Some(gpu::ping_writer(spec)?),
+        Role::GpuPingReader => {
+            gpu::ping_reader(spec)?;
+            None
+        }
+        Role::GpuMvmDriver => Some(gpu::mvm_driver(spec)?),
+        Role::GpuMvmCompute => {
+            gpu::mvm_compute(spec)?;
+            None
+        }
+        Role::FloorGpuCopy => Some(gpu::floor_copy(spec)?),
+        Role::FloorGpuMvm => Some(gpu::floor_mvm(spec)?),
     };
     Ok(m)
 }
@@ -160,7 +173,7 @@ impl Drop for JobStreams {
     }
 }
 
-fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) -> Result<Stream> {
+pub(crate) fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) -> Result<Stream> {
     let _ = shmstream::unlink(name);
     StreamOptions::new(name)
         .shape(shape)
@@ -181,6 +194,10 @@ pub fn mvm_waits_with_futex(job: &Job) -> bool {
 /// Creates the streams the library side of `job` needs, under `names`.
 pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
     let mut js = JobStreams::default();
+    if job.device.is_gpu() {
+        js.streams = gpu::create_streams(job, names)?;
+        return Ok(js);
+    }
     let futex = job.wait == Some(Wait::Futex);
     match job.kind {
         Kind::Roundtrip => js.streams.push(create(
@@ -218,8 +235,11 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
 }
 
 /// The child roles of the library side of `job`, readers first.
-pub fn roles(kind: Kind) -> &'static [Role] {
-    match kind {
+pub fn roles(job: &Job) -> &'static [Role] {
+    if job.device.is_gpu() {
+        return gpu::roles(job.kind);
+    }
+    match job.kind {
         Kind::Roundtrip => &[Role::Roundtrip],
         Kind::Pingpong => &[Role::PingReader, Role::PingWriter],
         Kind::Mvm => &[Role::MvmCompute, Role::MvmDriver],

@@ -165,6 +165,7 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                 );
             }
         }
+        gpu_targets(&mut out, r);
     }
     out.push(Target {
         name: "histogram recording cost".into(),
@@ -173,4 +174,40 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
         pass: Some(record_ns <= 50.0),
     });
     out
+}
+
+/// The GPU issue's targets (set for an H100): a 64 KiB cross-process round trip (GPU
+/// pingpong, echo) p50 ≤ 30 µs, and the device-resident MVM at n = 10000 ≥ 1.2 TFLOP/s.
+fn gpu_targets(out: &mut Vec<Target>, r: &JobResult) {
+    let j = &r.job;
+    if !j.device.is_gpu() || r.skipped.is_some() {
+        return;
+    }
+    let ours = r.ours.as_ref().ok();
+    if j.kind == Kind::Pingpong && j.payload_bytes() == 65536 {
+        let p50 = ours.map(|s| s.hist.value_at_quantile(0.5));
+        out.push(Target {
+            name: format!(
+                "{}: GPU 64 KiB cross-process round trip p50 (H100 target)",
+                j.case
+            ),
+            measured: p50.map_or("n/a (failed)".into(), |v| {
+                format!("{:.1} µs", v as f64 / 1e3)
+            }),
+            limit: "≤ 30 µs".into(),
+            pass: p50.map(|v| v <= 30_000),
+        });
+    }
+    if j.kind == Kind::Mvm
+        && j.pipeline == Some(crate::scenario::Pipeline::DeviceResident)
+        && j.shape == [10000, 10000]
+    {
+        let tf = ours.map(|s| 2e8 * s.hz(j.kind) / 1e12);
+        out.push(Target {
+            name: format!("{}: device-resident MVM n=10000 (H100 target)", j.case),
+            measured: tf.map_or("n/a (failed)".into(), |v| format!("{v:.3} TFLOP/s")),
+            limit: "≥ 1.2 TFLOP/s".into(),
+            pass: tf.map(|v| v >= 1.2),
+        });
+    }
 }

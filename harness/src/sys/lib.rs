@@ -1,6 +1,6 @@
 //! `harness_sys`: the only place in the harness package that may use `unsafe`.
 //!
-//! The harness binary is `#![forbid(unsafe_code)]`. Three things cannot be written
+//! The harness binary is `#![forbid(unsafe_code)]`. These things cannot be written
 //! without `unsafe`, and each one sits here behind a small safe API:
 //!
 //! - [`shm`]: a bare POSIX shared-memory region (a file under `/dev/shm`) with atomics
@@ -19,6 +19,7 @@
 
 pub mod flock;
 pub mod futex;
+pub mod gpu;
 pub mod kernel;
 pub mod shm;
 
