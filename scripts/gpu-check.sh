@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # GPU check, in two halves:
 #   scripts/gpu-check.sh build   (on the build machine, with Rust): builds the release GPU test
-#                                binary and the gpu_bench example into .gpu-bin/
-#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs them, writing the
-#                                report folder to ${OUT:-reports/gpu-run}
+#                                binary, the gpu_bench example and the harness into .gpu-bin/
+#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests, then the
+#                                harness's GPU rows of scenarios/io.toml and scenarios/mvm.toml
+#                                (`--cases cuda --no-peer`), once as is and once under MPS,
+#                                writing everything to ${OUT:-reports/gpu-run}
+# Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_BENCH=1 also runs gpu_bench
+# (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +15,14 @@ case "${1:-}" in
 build)
     set -e
     cargo build --release --test gpu --example gpu_bench --message-format=json-render-diagnostics >/tmp/gpu-build.json
+    cargo build --release -p harness
     mkdir -p .gpu-bin
+    cp target/release/harness .gpu-bin/harness
     jq -r 'select(.reason=="compiler-artifact" and .executable!=null) | .executable' /tmp/gpu-build.json |
         grep -E '/(gpu-[0-9a-f]+|gpu_bench)$' | while read -r f; do
             case "$f" in */examples/*) cp "$f" .gpu-bin/gpu_bench ;; *) cp "$f" .gpu-bin/gpu_tests ;; esac
         done
+    strip .gpu-bin/* # the carry limit is 64 MiB; unstripped they are ~100 MB
     ls -la .gpu-bin
     ;;
 run)
@@ -33,23 +40,40 @@ run)
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >>"$out/env.txt"
     rc=0
     echo "== GPU tests" | tee "$out/tests.log"
-    timeout 150 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
-    echo "== gpu_bench" | tee "$out/bench.log"
-    timeout 120 .gpu-bin/gpu_bench "$out/bench.json" 2>&1 | tee -a "$out/bench.log" || rc=1
-    echo "== gpu_bench, experimental SHMSTREAM_GPU_IPC_EVENT=1 (event ordering instead of writer-side sync)" | tee -a "$out/bench.log"
-    SHMSTREAM_GPU_IPC_EVENT=1 timeout 120 .gpu-bin/gpu_bench "$out/bench-ipc-event.json" 2>&1 | tee -a "$out/bench.log" || rc=1
+    timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    # The harness's GPU rows; its children re-execute .gpu-bin/harness. No Python peer there.
+    hflags="${HARNESS_FLAGS:---quick}"
+    harness_pass() { # $1: suffix of the report folders
+        for sc in io:90 mvm:60; do
+            t="${sc#*:}" sc="${sc%%:*}"
+            echo "== harness scenarios/$sc.toml --cases cuda $hflags${1:+ ($1)}" | tee -a "$out/harness.log"
+            # shellcheck disable=SC2086
+            timeout "$t" .gpu-bin/harness "scenarios/$sc.toml" --cases cuda --no-peer --quiet $hflags \
+                --out "$out/$sc$1" 2>&1 | tee -a "$out/harness.log" || rc=1
+        done
+    }
+    harness_pass ""
+    if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
+        echo "== gpu_bench" | tee "$out/bench.log"
+        timeout 120 .gpu-bin/gpu_bench "$out/bench.json" 2>&1 | tee -a "$out/bench.log" || rc=1
+        echo "== gpu_bench, experimental SHMSTREAM_GPU_IPC_EVENT=1 (event ordering instead of writer-side sync)" | tee -a "$out/bench.log"
+        SHMSTREAM_GPU_IPC_EVENT=1 timeout 120 .gpu-bin/gpu_bench "$out/bench-ipc-event.json" 2>&1 | tee -a "$out/bench.log" || rc=1
+    fi
     if command -v nvidia-cuda-mps-control >/dev/null; then
-        echo "== gpu_bench under MPS (nvidia-cuda-mps-control -d: processes share the GPU without time-slicing)" | tee -a "$out/bench.log"
+        echo "== under MPS (nvidia-cuda-mps-control -d: processes share the GPU without time-slicing)" | tee -a "$out/harness.log"
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
-            timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
+            harness_pass "-mps"
+            if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
+                timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
+            fi
             echo quit | nvidia-cuda-mps-control
         else
-            echo "MPS did not start" | tee -a "$out/bench.log"
+            echo "MPS did not start" | tee -a "$out/harness.log"
         fi
     else
-        echo "no nvidia-cuda-mps-control on this machine" | tee -a "$out/bench.log"
+        echo "no nvidia-cuda-mps-control on this machine" | tee -a "$out/harness.log"
     fi
     echo "exit $rc" >>"$out/env.txt"
     exit $rc
