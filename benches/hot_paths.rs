@@ -36,6 +36,15 @@ fn roundtrip(c: &mut Criterion) {
                 s.read_into_slice(black_box(&mut dst)).expect("read")
             })
         });
+        // A single producer may hold the write lock across frames: seqlock-only publication,
+        // no flock pair per write.
+        g.bench_with_input(BenchmarkId::new("shmstream_lock_held", n), &n, |b, _| {
+            let guard = s.lock(Some(Duration::from_secs(1))).expect("lock");
+            b.iter(|| {
+                guard.write_slice(black_box(&src)).expect("write");
+                s.read_into_slice(black_box(&mut dst)).expect("read")
+            })
+        });
         g.bench_with_input(BenchmarkId::new("write_only", n), &n, |b, _| {
             b.iter(|| s.write_slice(black_box(&src)).expect("write"))
         });
