@@ -433,7 +433,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             o,
             "Writer publishes (flock pair + seqlock + copy), reader waits, copies a safe snapshot out and acknowledges; \
              the writer times the round trip. Floor: the same protocol on a bare shared-memory word (C `pingpong_payload` \
-             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count).\n"
+             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count). \
+             GPU rows (`cuda`): the reader echoes the whole frame back on a second GPU stream; their floor is the same four copies \
+             with raw CUDA memcpy on plain device memory, in one process.\n"
         )?;
         writeln!(
             o,
