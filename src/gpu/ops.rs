@@ -52,7 +52,11 @@ const OK: sys::CUresult = sys::CUresult::CUDA_SUCCESS;
 /// `st` must be a live stream of `a`'s context, bound to this thread.
 unsafe fn wait_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
     // SAFETY: caller contract; the event lives as long as the attachment.
-    if ipc_event_mode() { unsafe { sys::cuStreamWaitEvent(st, a.event(), 0) } } else { OK }
+    if ipc_event_mode() {
+        unsafe { sys::cuStreamWaitEvent(st, a.event(), 0) }
+    } else {
+        OK
+    }
 }
 
 /// Records the publication point on `st` (event mode only).
@@ -61,7 +65,11 @@ unsafe fn wait_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 /// As [`wait_event`].
 unsafe fn record_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
     // SAFETY: caller contract; the event lives as long as the attachment.
-    if ipc_event_mode() { unsafe { sys::cuEventRecord(a.event(), st) } } else { OK }
+    if ipc_event_mode() {
+        unsafe { sys::cuEventRecord(a.event(), st) }
+    } else {
+        OK
+    }
 }
 
 /// A device-side writer waits for the previous write's work (event mode only: otherwise
@@ -71,7 +79,11 @@ unsafe fn record_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 /// The context must be bound to this thread.
 unsafe fn writer_wait(a: &Attachment) -> sys::CUresult {
     // SAFETY: caller contract; the event lives as long as the attachment.
-    if ipc_event_mode() { unsafe { sys::cuEventSynchronize(a.event()) } } else { OK }
+    if ipc_event_mode() {
+        unsafe { sys::cuEventSynchronize(a.event()) }
+    } else {
+        OK
+    }
 }
 
 /// Checks a driver result, naming the stream, the step and (if it died) the producer.
@@ -210,12 +222,7 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
     // the lock; `a.dptr` is the device payload of at least `a.bytes` bytes; both outlive the
     // copy, which we wait for before returning.
     unsafe {
-        ck(
-            s,
-            a,
-            "ordering after the previous write",
-            wait_event(a, st),
-        )?;
+        ck(s, a, "ordering after the previous write", wait_event(a, st))?;
         ck(
             s,
             a,
