@@ -40,6 +40,7 @@ pub mod gpu;
 mod header;
 mod lock;
 mod lock_many;
+mod metadata;
 pub mod name;
 mod notify;
 mod read;

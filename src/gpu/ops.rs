@@ -51,8 +51,8 @@ const OK: sys::CUresult = sys::CUresult::CUDA_SUCCESS;
 /// # Safety
 /// `st` must be a live stream of `a`'s context, bound to this thread.
 unsafe fn wait_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
-    // SAFETY: caller contract; the event lives as long as the attachment.
     if ipc_event_mode() {
+        // SAFETY: caller contract; the event lives as long as the attachment.
         unsafe { sys::cuStreamWaitEvent(st, a.event(), 0) }
     } else {
         OK
@@ -64,8 +64,8 @@ unsafe fn wait_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 /// # Safety
 /// As [`wait_event`].
 unsafe fn record_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
-    // SAFETY: caller contract; the event lives as long as the attachment.
     if ipc_event_mode() {
+        // SAFETY: caller contract; the event lives as long as the attachment.
         unsafe { sys::cuEventRecord(a.event(), st) }
     } else {
         OK
@@ -78,8 +78,8 @@ unsafe fn record_event(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 /// # Safety
 /// The context must be bound to this thread.
 unsafe fn writer_wait(a: &Attachment) -> sys::CUresult {
-    // SAFETY: caller contract; the event lives as long as the attachment.
     if ipc_event_mode() {
+        // SAFETY: caller contract; the event lives as long as the attachment.
         unsafe { sys::cuEventSynchronize(a.event()) }
     } else {
         OK
