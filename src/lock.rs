@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub(crate) struct LockFile {
     file: Mutex<File>,
     /// Threads of this process waiting for `owner` to become 0.
     waiters: AtomicU32,
+    /// The stream generation (instance id bits) the lock file was last checked for.
+    generation: AtomicU64,
     wake: (Mutex<()>, Condvar),
 }
 
@@ -130,6 +132,7 @@ impl LockFile {
             fd: AtomicI32::new(file.as_raw_fd()),
             file: Mutex::new(file),
             waiters: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
             wake: (Mutex::new(()), Condvar::new()),
         });
         reg.retain(|_, w| w.strong_count() > 0);
@@ -147,17 +150,21 @@ impl LockFile {
         {
             return Ok(());
         }
-        let result = (|| {
-            let mut file = lock_poisoned(&self.file);
-            if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
-                *file = open_file(&self.path, stream)?;
-                self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
-            }
-            Ok(())
-        })();
+        let result = self.reopen_if_unlinked(stream);
         self.owner.store(0, Ordering::Release);
         self.wake_waiters();
         result
+    }
+
+    /// Moves to the file now at the path if ours was unlinked. The caller owns the owner
+    /// word and holds no flock (so nobody in this process uses the old descriptor).
+    fn reopen_if_unlinked(&self, stream: &str) -> Result<()> {
+        let mut file = lock_poisoned(&self.file);
+        if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
+            *file = open_file(&self.path, stream)?;
+            self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn flock(&self, op: libc::c_int) -> io::Result<bool> {
@@ -167,6 +174,20 @@ impl LockFile {
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
     /// Returns the depth now held. `None` waits forever.
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
+        self.acquire_for(0, timeout, stream)
+    }
+
+    /// [`LockFile::acquire`] for a handle of stream generation `generation` (non-zero): the
+    /// first time a generation takes the lock, a lock file unlinked since it was opened (the
+    /// stream was removed and recreated, perhaps by pyshmem) is replaced by the one now at the
+    /// path before the flock is taken, so every process converges on one inode. One compare
+    /// per acquisition otherwise.
+    pub(crate) fn acquire_for(
+        &self,
+        generation: u64,
+        timeout: Option<Duration>,
+        stream: &str,
+    ) -> Result<u32> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
             let d = self.depth.load(Ordering::Relaxed) + 1;
@@ -189,6 +210,14 @@ impl LockFile {
             && !self.wait_for_owner(me, deadline())
         {
             return Err(timed_out());
+        }
+        if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
+            if let Err(e) = self.reopen_if_unlinked(stream) {
+                self.owner.store(0, Ordering::Release);
+                self.wake_waiters();
+                return Err(e);
+            }
+            self.generation.store(generation, Ordering::Relaxed);
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
         let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
@@ -364,6 +393,31 @@ mod tests {
         sys::flock(&foreign, libc::LOCK_UN).unwrap();
         assert!(a.try_acquire("t").unwrap());
         a.release(|_| {});
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_new_generation_moves_to_the_lock_file_now_at_the_path() {
+        let path = temp_lock("generation");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        sut.acquire_for(11, None, "t").unwrap();
+        sut.release(|_| {});
+        // The stream is unlinked and recreated elsewhere: a new file at the path, held by
+        // another process (here: another open file description).
+        std::fs::remove_file(&path).unwrap();
+        let foreign = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        // A handle of the new generation must contend on the new file, not the orphan.
+        let err = sut.acquire_for(22, Some(Duration::ZERO), "t").unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        sys::flock(&foreign, libc::LOCK_UN).unwrap();
+        assert_eq!(
+            sut.acquire_for(22, Some(Duration::from_secs(1)), "t")
+                .unwrap(),
+            1
+        );
+        assert!(!sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        sut.release(|_| {});
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
