@@ -154,43 +154,37 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
             None => not_found(name),
         });
     }
-    if let Some(meta) = meta.as_ref().filter(|m| m.len() >= format::META_BYTES) {
-        if let Some(want) = expected {
-            let mut current = [0u8; 16];
-            current.copy_from_slice(
-                &meta.snapshot(format::META_BYTES)
-                    [format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16],
-            );
-            if current != want {
-                return Err(Error::Stale {
-                    name: name.to_owned(),
-                });
-            }
+    let meta = meta.filter(|m| m.len() >= format::META_BYTES);
+    if let (Some(meta), Some(want)) = (meta.as_ref(), expected) {
+        let mut current = [0u8; 16];
+        current.copy_from_slice(
+            &meta.snapshot(format::META_BYTES)
+                [format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16],
+        );
+        if current != want {
+            return Err(Error::Stale {
+                name: name.to_owned(),
+            });
         }
+    }
+    for id in [
+        name::segment_id(name),
+        name::meta_id(name),
+        name::gpu_id(name),
+    ] {
+        segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
+    }
+    if let Some(meta) = meta.as_ref() {
         // Tell every attached handle: the generation goes invalid (they report Stale, seeing
-        // the object unlinked), and parked waiters wake to notice. Unlink first: a reader that
-        // saw the invalid value before the unlink would report an aborted write instead.
+        // the object unlinked), and parked waiters wake to notice. The segments are unlinked
+        // first: a reader that saw the invalid value before the unlink would report an
+        // aborted write instead.
         // SAFETY: `meta` is a writable mapping of at least META_BYTES, alive for this scope.
         let h = unsafe { MappedHeader::new(meta) };
-        for id in [
-            name::segment_id(name),
-            name::meta_id(name),
-            name::gpu_id(name),
-        ] {
-            segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
-        }
         let s = h.sequence().load(Ordering::Acquire);
         h.sequence()
             .store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
         notify::wake_all(&h);
-    } else {
-        for id in [
-            name::segment_id(name),
-            name::meta_id(name),
-            name::gpu_id(name),
-        ] {
-            segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
-        }
     }
     let _ = std::fs::remove_file(&lock_path);
     Ok(())

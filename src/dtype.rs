@@ -218,6 +218,80 @@ unsafe impl Element for bool {
     }
 }
 
+/// Runs `$body` with the type alias `$T` bound to the Rust element type of a runtime
+/// [`Dtype`], so code generic over [`Element`] can be called on a stream whose dtype is only
+/// known at run time.
+///
+/// ```
+/// use shmstream::{Dtype, Element, with_dtype};
+/// fn size_of_elem<T: Element>() -> usize { std::mem::size_of::<T>() }
+/// let d = Dtype::Complex64;
+/// assert_eq!(with_dtype!(d, T => size_of_elem::<T>()), 8);
+/// ```
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::Dtype::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::Dtype::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::Dtype::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::Dtype::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::Dtype::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::Dtype::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::Dtype::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::Dtype::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::Dtype::F16 => {
+                type $T = $crate::f16;
+                $body
+            }
+            $crate::Dtype::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::Dtype::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::Dtype::Bool => {
+                type $T = bool;
+                $body
+            }
+            $crate::Dtype::Complex64 => {
+                type $T = $crate::Complex32;
+                $body
+            }
+            $crate::Dtype::Complex128 => {
+                type $T = $crate::Complex64;
+                $body
+            }
+        }
+    };
+}
+
 /// Views a slice of elements as its bytes (for copying into shared memory).
 pub(crate) fn as_bytes<T: Element>(data: &[T]) -> &[u8] {
     // SAFETY: every `Element` is a padding-free plain value (trait contract), so its bytes

@@ -77,7 +77,7 @@ impl Stream {
                         let write_time = f64::from_bits(h.write_time().load(Ordering::Relaxed));
                         let valid = copy(src);
                         if seqlock::validate_read(h, s) {
-                            self.check_generation()?;
+                            self.check_generation(false)?;
                             if !valid {
                                 return Err(Error::InvalidData {
                                     name: self.name.clone(),
@@ -135,11 +135,7 @@ impl Stream {
             let w = waiter
                 .get_or_insert_with(|| Waiter::new(self.wait_strategy(), self.notify(), timeout));
             if !w.pause(h, wait_on) {
-                if self.meta.is_unlinked() {
-                    return Err(Error::Stale {
-                        name: self.name.clone(),
-                    });
-                }
+                self.check_generation(true)?;
                 if let Observed::Writing(s) = seqlock::optimistic_read(h) {
                     self.check_abandoned(s)?;
                 }

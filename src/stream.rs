@@ -539,38 +539,36 @@ impl Stream {
         })
     }
 
-    /// The error for an invalid generation: stale if the stream was unlinked, else inconsistent.
     /// Reports [`Error::Stale`] once this handle's stream was unlinked (by us or by pyshmem,
     /// whose unlink leaves the old header looking valid). One `fstat` at most every
-    /// [`GENERATION_CHECK_MS`], timed on the coarse monotonic clock (a few ns per call).
-    pub(crate) fn check_generation(&self) -> Result<()> {
+    /// [`GENERATION_CHECK_MS`], timed on the coarse monotonic clock (a few ns per call);
+    /// `now` skips the rate limit (slow paths: an invalid generation, a timed-out wait).
+    /// Sticky: once a handle learns its stream is gone, it stays stale.
+    pub(crate) fn check_generation(&self, now: bool) -> Result<()> {
         const STALE: u64 = u64::MAX;
         let last = self.generation_checked_ms.load(Ordering::Relaxed);
-        let now = sys::coarse_now_ms();
-        if last != STALE && now.wrapping_sub(last) < GENERATION_CHECK_MS {
+        let t = sys::coarse_now_ms();
+        if !now && last != STALE && t.wrapping_sub(last) < GENERATION_CHECK_MS {
             return Ok(());
         }
         if last == STALE || self.meta.is_unlinked() {
-            // Sticky: once a handle learns its stream is gone, it stays stale.
             self.generation_checked_ms.store(STALE, Ordering::Relaxed);
             return Err(Error::Stale {
                 name: self.name.clone(),
             });
         }
-        self.generation_checked_ms.store(now, Ordering::Relaxed);
+        self.generation_checked_ms.store(t, Ordering::Relaxed);
         Ok(())
     }
 
+    /// The error for an invalid generation: stale if the stream was unlinked, else inconsistent.
     pub(crate) fn invalid_error(&self) -> Error {
-        if self.meta.is_unlinked() {
-            Error::Stale {
-                name: self.name.clone(),
-            }
-        } else {
-            Error::Inconsistent {
+        match self.check_generation(true) {
+            Err(stale) => stale,
+            Ok(()) => Error::Inconsistent {
                 name: self.name.clone(),
                 reason: "the last write was aborted or its writer died",
-            }
+            },
         }
     }
 }

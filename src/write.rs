@@ -113,12 +113,8 @@ impl Stream {
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
         let h = &self.header;
-        if h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0 && self.meta.is_unlinked() {
-            return Err(Error::Stale {
-                name: self.name.clone(),
-            });
-        }
-        self.check_generation()?;
+        // Our own unlink leaves a negative sequence: check at once then, else rate-limited.
+        self.check_generation(h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0)?;
         crate::gpu::check_writable(self)?;
         let dst = self
             .payload

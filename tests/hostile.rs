@@ -21,23 +21,6 @@ use shmstream::format::{
 use shmstream::ndarray::Array2;
 use shmstream::{Dtype, Error, Stream, StreamConfig};
 
-const ALL_DTYPES: [Dtype; 14] = [
-    Dtype::I8,
-    Dtype::I16,
-    Dtype::I32,
-    Dtype::I64,
-    Dtype::U8,
-    Dtype::U16,
-    Dtype::U32,
-    Dtype::U64,
-    Dtype::F16,
-    Dtype::F32,
-    Dtype::F64,
-    Dtype::Bool,
-    Dtype::Complex64,
-    Dtype::Complex128,
-];
-
 // ----- headers -----
 
 fn header(name: &str, dtype: Dtype, shape: &[usize], flags: u32) -> [u8; META_BYTES] {
@@ -180,14 +163,14 @@ fn apply(b: &mut [u8; META_BYTES], m: &Mutation) {
 
 fn base_header() -> impl Strategy<Value = ([u8; META_BYTES], String)> {
     (
-        0..ALL_DTYPES.len(),
+        0..Dtype::ALL.len(),
         prop::collection::vec(1usize..5, 1..=MAX_DIMS),
         any::<bool>(),
         "[a-z0-9_.:-]{1,40}",
     )
         .prop_map(|(d, shape, notify, name)| {
             let flags = if notify { FLAG_NOTIFY } else { 0 };
-            (header(&name, ALL_DTYPES[d], &shape, flags), name)
+            (header(&name, Dtype::ALL[d], &shape, flags), name)
         })
 }
 

@@ -66,68 +66,15 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
     Ok(m)
 }
 
-/// Runs `$body` with `$T` bound to the Rust element type of a numpy dtype name.
+/// Runs `$body` with `$T` bound to the Rust element type of a numpy dtype name
+/// (the library's [`shmstream::with_dtype`] after parsing the name).
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            "bool" => {
-                type $T = bool;
-                $body
-            }
-            "int8" => {
-                type $T = i8;
-                $body
-            }
-            "uint8" => {
-                type $T = u8;
-                $body
-            }
-            "int16" => {
-                type $T = i16;
-                $body
-            }
-            "uint16" => {
-                type $T = u16;
-                $body
-            }
-            "int32" => {
-                type $T = i32;
-                $body
-            }
-            "uint32" => {
-                type $T = u32;
-                $body
-            }
-            "int64" => {
-                type $T = i64;
-                $body
-            }
-            "uint64" => {
-                type $T = u64;
-                $body
-            }
-            "float16" => {
-                type $T = half::f16;
-                $body
-            }
-            "float32" => {
-                type $T = f32;
-                $body
-            }
-            "float64" => {
-                type $T = f64;
-                $body
-            }
-            "complex64" => {
-                type $T = num_complex::Complex32;
-                $body
-            }
-            "complex128" => {
-                type $T = num_complex::Complex64;
-                $body
-            }
-            other => Err($crate::error::Error::msg(format!(
-                "unsupported dtype {other:?}"
+        match shmstream::Dtype::from_numpy_name($dtype) {
+            Some(d) => shmstream::with_dtype!(d, $T => $body),
+            None => Err($crate::error::Error::msg(format!(
+                "unsupported dtype {:?}",
+                $dtype
             ))),
         }
     };

@@ -9,73 +9,9 @@ use std::time::Duration;
 
 use npyz::{DType, Order, TypeChar, WriterBuilder};
 use shmstream::ndarray::{ArrayD, IxDyn, ShapeBuilder};
-use shmstream::{Complex32, Complex64, Dtype, Error, Stream, StreamOptions, f16};
+use shmstream::{Complex32, Complex64, Dtype, Error, Stream, StreamOptions, f16, with_dtype};
 
 use crate::Fallible;
-
-/// Runs `$body` with the type alias `$T` bound to the Rust element type of `$dtype`.
-macro_rules! with_dtype {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            Dtype::I8 => {
-                type $T = i8;
-                $body
-            }
-            Dtype::I16 => {
-                type $T = i16;
-                $body
-            }
-            Dtype::I32 => {
-                type $T = i32;
-                $body
-            }
-            Dtype::I64 => {
-                type $T = i64;
-                $body
-            }
-            Dtype::U8 => {
-                type $T = u8;
-                $body
-            }
-            Dtype::U16 => {
-                type $T = u16;
-                $body
-            }
-            Dtype::U32 => {
-                type $T = u32;
-                $body
-            }
-            Dtype::U64 => {
-                type $T = u64;
-                $body
-            }
-            Dtype::F16 => {
-                type $T = f16;
-                $body
-            }
-            Dtype::F32 => {
-                type $T = f32;
-                $body
-            }
-            Dtype::F64 => {
-                type $T = f64;
-                $body
-            }
-            Dtype::Bool => {
-                type $T = bool;
-                $body
-            }
-            Dtype::Complex64 => {
-                type $T = Complex32;
-                $body
-            }
-            Dtype::Complex128 => {
-                type $T = Complex64;
-                $body
-            }
-        }
-    };
-}
 
 /// The stream dtype of a `.npy` type string, or an error naming what the file holds.
 fn stream_dtype(file: &Path, dtype: &DType) -> Fallible<Dtype> {
