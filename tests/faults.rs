@@ -347,7 +347,10 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
         // The time one slow write takes here, to spread kill points over a few writes.
         let t = Instant::now();
         owner
-            .write_view_frame(0, |b: &mut [u32]| Ok::<_, Infallible>(slow_fill(b, 0)))
+            .write_view_frame(0, |b: &mut [u32]| {
+                slow_fill(b, 0);
+                Ok::<_, Infallible>(())
+            })
             .unwrap();
         let write_us = (t.elapsed().as_micros() as u64).max(20);
         for trial in 0..trials_per_stream {

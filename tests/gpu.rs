@@ -49,7 +49,7 @@ impl Val for f16 {
 }
 impl Val for bool {
     fn val(i: usize) -> Self {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
 }
 impl Val for Complex32 {

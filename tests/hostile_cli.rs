@@ -35,7 +35,7 @@ fn run(args: &[&str]) -> (i32, String) {
 fn npy(version: (u8, u8), header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.to_owned();
     let fixed = 6 + 2 + 2;
-    while (fixed + h.len() + 1) % 64 != 0 {
+    while !(fixed + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

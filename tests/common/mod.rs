@@ -170,10 +170,10 @@ pub fn child(test_fn: &str, role: &str) -> ChildBuilder {
         .env(ROLE_ENV, role);
     // Children must not inherit a parent's parameters by accident.
     for (k, _) in std::env::vars_os() {
-        if let Some(k) = k.to_str() {
-            if k.starts_with(PARAM_PREFIX) {
-                cmd.env_remove(k);
-            }
+        if let Some(k) = k.to_str()
+            && k.starts_with(PARAM_PREFIX)
+        {
+            cmd.env_remove(k);
         }
     }
     ChildBuilder {
@@ -258,13 +258,12 @@ impl Proc {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 raw2.lock().unwrap().push(line.clone());
-                if let Some(i) = line.find(MARK) {
-                    if tx
+                if let Some(i) = line.find(MARK)
+                    && tx
                         .send(line[i + MARK.len()..].trim_end().to_owned())
                         .is_err()
-                    {
-                        break;
-                    }
+                {
+                    break;
                 }
             }
         });
