@@ -31,7 +31,7 @@ use hdrhistogram::Histogram;
 use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
 
-use crate::cases::{check_count, wait_timeout};
+use crate::cases::{MvmStreams, check_count, wait_timeout};
 use crate::error::{Context, Error, Result, bail};
 use crate::kernel;
 use crate::measure::{Measured, timed_loop};
@@ -288,12 +288,9 @@ pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
-    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     let a = kernel::test_matrix(rows, cols);
     matrix.write_device_from_host(&a)?;
-    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
-    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     y.set_wait_strategy(strategy(job));
     // Three vectors prepared outside the timing (on the device too for device-resident).
     let xs: Vec<Vec<f32>> = (0..3)
@@ -345,10 +342,7 @@ pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
-    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
-    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
-    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     x.set_wait_strategy(strategy(job));
     matrix
         .wait_for_count(0, to)

@@ -98,6 +98,31 @@ pub fn dtype_of(name: &str) -> Result<Dtype> {
     Dtype::from_numpy_name(name).with_context(|| format!("shmstream does not know dtype {name:?}"))
 }
 
+/// The four streams of an MVM job, opened by its driver and compute processes alike.
+pub struct MvmStreams {
+    /// The matrix (written once by the driver).
+    pub matrix: Stream,
+    /// x, published by the driver each iteration.
+    pub x: Stream,
+    /// y = A·x, published by the compute process.
+    pub y: Stream,
+    /// Control: the driver's stop signal.
+    pub ctl: Stream,
+}
+
+impl MvmStreams {
+    /// Opens the job's matrix, x, y and control streams.
+    pub fn open(spec: &ChildSpec) -> Result<Self> {
+        let n = &spec.names;
+        Ok(Self {
+            matrix: Stream::open(&n.matrix).context("opening the matrix stream")?,
+            x: Stream::open(&n.data).context("opening the x stream")?,
+            y: Stream::open(&n.ack).context("opening the y stream")?,
+            ctl: Stream::open(&n.ctl).context("opening the control stream")?,
+        })
+    }
+}
+
 /// How long one wait inside a child may block before it gives up.
 pub fn wait_timeout(spec: &ChildSpec) -> Option<Duration> {
     Some(Duration::from_secs_f64(spec.wait_timeout_s))

@@ -13,9 +13,9 @@
 //! strategy. Otherwise both sides spin. `wait` in the scenario overrides this.
 
 use hdrhistogram::Histogram;
-use shmstream::{Stream, WaitStrategy};
+use shmstream::WaitStrategy;
 
-use crate::cases::{mvm_waits_with_futex, wait_timeout};
+use crate::cases::{MvmStreams, mvm_waits_with_futex, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
@@ -43,12 +43,9 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
-    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     let a = kernel::test_matrix(rows, cols);
     matrix.write_slice(&a)?;
-    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
-    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     // With a 2-thread kernel the driver shares a core with a kernel worker: park at once
     // so the worker gets the core while y is being computed.
     y.set_wait_strategy(if mvm_waits_with_futex(job) {
@@ -102,10 +99,7 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
-    let matrix = Stream::open(&spec.names.matrix).context("opening the matrix stream")?;
-    let x = Stream::open(&spec.names.data).context("opening the x stream")?;
-    let y = Stream::open(&spec.names.ack).context("opening the y stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     let futex = job.wait == Some(Wait::Futex);
     x.set_wait_strategy(if futex {
         WaitStrategy::Adaptive
