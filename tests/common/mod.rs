@@ -481,7 +481,7 @@ fn find_python() -> Result<PathBuf, String> {
         return Ok(p);
     }
     let mut reasons = Vec::new();
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = repo_root().join(".venv/bin/python");
     if venv.exists() {
         match python_works(&venv) {
             Ok(()) => return Ok(venv),
@@ -523,11 +523,20 @@ pub fn python() -> Option<PathBuf> {
     }
 }
 
+/// The workspace root (the folder holding `Cargo.lock`): these helpers serve the tests of
+/// every package in the workspace (`cli/tests` include this file by path).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
 /// Path of a helper script in `tests/python/`.
 pub fn py_script(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(file)
+    repo_root().join("tests/python").join(file)
 }
 
 /// A `Command` running `tests/python/<script>` with `py` and `args`.

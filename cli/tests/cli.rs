@@ -4,6 +4,7 @@
 //! `purge` is exercised with `--prefix` (the tests' own names), so a test never removes
 //! streams of other tests or programs running on the same machine.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

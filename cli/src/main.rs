@@ -4,11 +4,8 @@
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
 //! success, 1 on any error (usage errors included), with the reason on stderr.
 
-#[path = "shmstream/npy.rs"]
 mod npy;
-#[path = "shmstream/show.rs"]
 mod show;
-#[path = "shmstream/watch.rs"]
 mod watch;
 
 use std::path::PathBuf;
