@@ -274,7 +274,8 @@ fn open_all(name: &str) -> [Result<(), Error>; 3] {
 #[test]
 fn every_rule_broken_in_a_planted_meta_segment_is_reported_by_open_and_stat() {
     type Breaker = fn(&mut [u8; META_BYTES]);
-    let cases: Vec<(&str, Breaker, fn(&FormatError) -> bool)> = vec![
+    type Check = fn(&FormatError) -> bool;
+    let cases: Vec<(&str, Breaker, Check)> = vec![
         (
             "magic",
             |b| b[0] = b'X',
