@@ -34,10 +34,15 @@ pub(crate) fn build(
     let taken = || Error::AlreadyExists {
         name: name.to_owned(),
     };
+    let io = |e| Error::io(name, "creating a shared-memory segment", e);
     let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));
-    // Fail early without building a large payload for nothing (the links re-check).
-    if segment::exists(&meta_id) || segment::exists(&payload_id) {
-        return Err(taken());
+    // Fail early without building a large payload for nothing (the links re-check), and
+    // say so when the name is squatted by something that is not a stream of ours.
+    for id in [&meta_id, &payload_id] {
+        if let Ok(m) = std::fs::symlink_metadata(segment::path(id)) {
+            crate::trust::check_metadata(&m, &segment::path(id)).map_err(io)?;
+            return Err(taken());
+        }
     }
     let building = [
         segment::creating_id(&payload_id),
@@ -50,7 +55,6 @@ pub(crate) fn build(
     };
     // Leftovers of an earlier process with our pid are dead creations: replace them.
     forget_building();
-    let io = |e| Error::io(name, "creating a shared-memory segment", e);
     let made = (|| {
         let payload = Segment::create(&building[0], size).map_err(io)?;
         let meta = Segment::create(&building[1], META_BYTES).map_err(io)?;

@@ -14,7 +14,7 @@ use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES};
 use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::notify::{self, WaitStrategy};
-use crate::segment::{self, Segment};
+use crate::segment::Segment;
 use crate::{catalog, name, sys};
 
 /// How long `open` keeps re-validating a header that looks torn (a writer may be between
@@ -286,11 +286,9 @@ impl Stream {
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
         let built = crate::create::build(o, size, flags, device_index);
-        if built.is_err()
-            && !segment::exists(&name::meta_id(name))
-            && !segment::exists(&name::segment_id(name))
-        {
-            // Nothing of this name exists: the lock file we made would only leak.
+        if matches!(&built, Err(e) if !matches!(e, Error::AlreadyExists { .. })) {
+            // No stream of ours has this name (it failed, or something foreign squats it):
+            // the lock file attach made would only leak.
             let _ = std::fs::remove_file(name::lock_path(name));
         }
         let (decoded, header, meta, payload, gpu) = built?;

@@ -43,7 +43,11 @@ pub(crate) fn euid() -> u32 {
 
 /// Checks an opened file: a regular file owned by this process's effective user.
 pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
-    let m = file.metadata()?;
+    check_metadata(&file.metadata()?, path)
+}
+
+/// [`check_file`] on metadata (from `fstat`, or `lstat` for a path not to be opened).
+pub(crate) fn check_metadata(m: &std::fs::Metadata, path: &Path) -> io::Result<()> {
     let t = m.file_type();
     let kind = if t.is_file() {
         None
@@ -53,6 +57,8 @@ pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
         Some("a socket")
     } else if t.is_dir() {
         Some("a directory")
+    } else if t.is_symlink() {
+        Some("a symbolic link")
     } else if t.is_char_device() || t.is_block_device() {
         Some("a device")
     } else {
@@ -74,12 +80,19 @@ pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files: `ELOOP` (a symlink)
-/// and `ENXIO` (a socket) become [`Refused`]; others pass through.
+/// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files (`ELOOP` for a symlink,
+/// `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open` reports as `EINVAL`) to
+/// [`Refused`], saying what is there; others pass through.
 pub(crate) fn open_error(e: io::Error, path: &Path) -> io::Error {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) => refuse(path, "it is a symbolic link".into()),
-        Some(libc::ENXIO) => refuse(path, "it is a socket, not a regular file".into()),
-        _ => e,
+    let maybe_not_a_file = matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::EINVAL)
+    );
+    if maybe_not_a_file
+        && let Ok(m) = std::fs::symlink_metadata(path)
+        && let Err(refused) = check_metadata(&m, path)
+    {
+        return refused;
     }
+    e
 }
