@@ -302,7 +302,7 @@ fn another_user_cannot_attach_to_our_streams_nor_we_to_theirs() {
     let lines = child(test, "attach")
         .param("name", &ours)
         .env("PYSHMEM_LOCK_DIR", &lock_dir)
-        .as_user(OTHER_UID)
+        .run_as_user(OTHER_UID)
         .run(LONG);
     assert_eq!(
         lines,
@@ -313,7 +313,7 @@ fn another_user_cannot_attach_to_our_streams_nor_we_to_theirs() {
     let lines = child(test, "create_shared")
         .param("name", &theirs)
         .env("PYSHMEM_LOCK_DIR", &lock_dir)
-        .as_user(OTHER_UID)
+        .run_as_user(OTHER_UID)
         .run(LONG);
     assert_eq!(lines, vec!["created"]);
     let r = Stream::open(&theirs).map(|_| ());
@@ -370,7 +370,7 @@ fn purge_carries_on_past_a_stream_it_cannot_remove() {
         child(test, role)
             .param("prefix", &prefix)
             .env("PYSHMEM_LOCK_DIR", &lock_dir)
-            .as_user(OTHER_UID)
+            .run_as_user(OTHER_UID)
             .run(LONG)
     };
     assert_eq!(run("make"), vec!["made"]);

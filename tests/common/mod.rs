@@ -210,7 +210,7 @@ impl ChildBuilder {
         self
     }
     /// Runs the child as user (and group) `uid`; needs root (see [`is_root`]).
-    pub fn as_user(mut self, uid: u32) -> Self {
+    pub fn run_as_user(mut self, uid: u32) -> Self {
         use std::os::unix::process::CommandExt;
         self.cmd.uid(uid).gid(uid);
         self
