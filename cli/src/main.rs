@@ -2,7 +2,8 @@
 //!
 //! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
-//! success, 1 on any error (usage errors included), with the reason on stderr.
+//! success, 1 on any error (usage errors included), with the reason on stderr; a closed
+//! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell).
 
 mod npy;
 mod show;
