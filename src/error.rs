@@ -171,6 +171,19 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A segment or lock file under the stream's name is not a regular file owned by this
+    /// user (a FIFO, socket, directory or symlink, or another user's file): it is not used.
+    #[error(
+        "stream '{name}': {path:?} is refused: {reason}; remove it (as its owner) or use another name"
+    )]
+    Untrusted {
+        /// The stream.
+        name: String,
+        /// The refused file.
+        path: PathBuf,
+        /// What it is, or who owns it.
+        reason: String,
+    },
     /// A GPU operation failed (or no GPU is usable).
     #[error("GPU error on stream '{name}': {reason}")]
     Gpu {
@@ -201,7 +214,18 @@ fn known_hint(known: &[String]) -> String {
 }
 
 impl Error {
+    /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`].
     pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
+        if let Some(r) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::trust::Refused>())
+        {
+            return Error::Untrusted {
+                name: name.to_owned(),
+                path: r.path.clone(),
+                reason: r.reason.clone(),
+            };
+        }
         Error::Io {
             name: name.to_owned(),
             op,
@@ -229,6 +253,7 @@ impl Error {
             | Error::InvalidData { name, .. }
             | Error::WriteAborted { name, .. }
             | Error::LockDir { name, .. }
+            | Error::Untrusted { name, .. }
             | Error::Gpu { name, .. }
             | Error::Io { name, .. } => name,
         }

@@ -33,6 +33,7 @@
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
 mod catalog;
+mod create;
 mod dtype;
 mod error;
 pub mod format;
@@ -48,11 +49,12 @@ mod segment;
 mod seqlock;
 mod stream;
 mod sys;
+mod trust;
 mod write;
 
 pub use catalog::{
-    PurgeOptions, Scratch, StreamStat, list_stats, list_streams, purge, purge_with, scratch, stat,
-    unlink, unlink_quiet,
+    PurgeOptions, PurgeReport, Scratch, StreamStat, list_stats, list_streams, purge,
+    purge_matching, purge_with, scratch, stat, unlink, unlink_quiet,
 };
 pub use dtype::{Dtype, Element};
 pub use error::{Error, Result};

@@ -71,6 +71,9 @@ impl Stream {
                 Observed::Stable(s) => {
                     let count = h.count().load(Ordering::Relaxed);
                     if matches!(want, Want::After(a) if count <= a) {
+                        // Waiting for a publication that may never come: an unlink by
+                        // pyshmem leaves the header valid, so look at the file (rate limited).
+                        self.check_generation(false)?;
                         s
                     } else {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
-use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES, NewHeader};
+use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES};
 use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::notify::{self, WaitStrategy};
-use crate::segment::{self, Segment};
+use crate::segment::Segment;
 use crate::{catalog, name, sys};
 
 /// How long `open` keeps re-validating a header that looks torn (a writer may be between
@@ -285,78 +285,13 @@ impl Stream {
         }
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
-        let exists = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                name: name.to_owned(),
-            },
-            _ => Error::io(name, "creating a shared-memory segment", e),
-        };
-        let payload = Segment::create(&name::segment_id(name), size).map_err(exists)?;
-        let meta = match Segment::create(&name::meta_id(name), META_BYTES) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = segment::unlink(&name::segment_id(name));
-                return Err(exists(e));
-            }
-        };
-        let cleanup = || {
-            let _ = segment::unlink(&name::segment_id(name));
-            let _ = segment::unlink(&name::meta_id(name));
-        };
-        let instance_id = sys::random_id().map_err(|e| {
-            cleanup();
-            Error::io(name, "drawing an instance id", e)
-        })?;
-        let pid = sys::pid();
-        // GPU streams: the device payload and its `_gpu` segment exist before the header's
-        // magic is published, so an opener that sees the header can attach.
-        #[cfg(feature = "cuda")]
-        let gpu = match o.gpu_device {
-            Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
-                Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
-                Err(e) => {
-                    cleanup();
-                    return Err(e);
-                }
-            },
-            None => crate::gpu::GpuLink::None,
-        };
-        #[cfg(not(feature = "cuda"))]
-        let gpu = crate::gpu::GpuLink::None;
-        let cleanup = || {
-            cleanup();
-            let _ = segment::unlink(&name::gpu_id(name));
-        };
-        let bytes = format::encode_new(&NewHeader {
-            name,
-            dtype: o.dtype,
-            shape: &o.shape,
-            flags,
-            device_index,
-            creator_pid: pid,
-            instance_id,
-        });
-        // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
-        // (both are fields of the Stream built below).
-        let header = unsafe { MappedHeader::new(&meta) };
-        // SYNC POINT (init): every byte after the magic first, then the magic with Release.
-        // An opener that sees the magic (Acquire) sees a complete header; one that does not
-        // retries for DECODE_RETRY (pyshmem retries the same way).
-        // SAFETY: the mapping is META_BYTES long and nobody else writes it before the magic
-        // is published.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8)
-        };
-        header
-            .magic_word()
-            .store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
-        let decoded = format::decode(&meta.snapshot(META_BYTES), Some(name)).map_err(|rule| {
-            cleanup();
-            Error::CorruptHeader {
-                name: name.to_owned(),
-                rule,
-            }
-        })?;
+        let built = crate::create::build(o, size, flags, device_index);
+        if matches!(&built, Err(e) if !matches!(e, Error::AlreadyExists { .. })) {
+            // No stream of ours has this name (it failed, or something foreign squats it):
+            // the lock file attach made would only leak.
+            let _ = std::fs::remove_file(name::lock_path(name));
+        }
+        let (decoded, header, meta, payload, gpu) = built?;
         let payload = if decoded.cpu_mirror() {
             Some(payload)
         } else {
@@ -388,34 +323,25 @@ impl Stream {
 
     fn open_with(name: &str, readonly: bool) -> Result<Stream> {
         check_name(name)?;
-        let (meta, decoded) = open_meta(name)?;
+        let deadline = Instant::now() + DECODE_RETRY;
+        let (meta, decoded, payload) = loop {
+            let (meta, decoded) = open_meta(name)?;
+            match open_payload(name, &decoded, readonly) {
+                Ok(payload) => break (meta, decoded, payload),
+                // A creator between publishing `_meta` and the payload, or a generation
+                // unlinked (and perhaps recreated) under us: look again for a moment.
+                Err(Error::NotFound { .. } | Error::PayloadTooSmall { .. })
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(Error::NotFound { .. }) => return Err(not_found(name)),
+                Err(e) => return Err(e),
+            }
+        };
         // SAFETY: `meta` is a writable mapping of at least META_BYTES (checked by decode)
         // kept alive next to `header` in the Stream.
         let header = unsafe { MappedHeader::new(&meta) };
-        let payload = if decoded.cpu_mirror() {
-            // Map only the declared frame (decode bounded it by isize::MAX).
-            let seg =
-                Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => not_found(name),
-                        std::io::ErrorKind::InvalidData => Error::PayloadTooSmall {
-                            name: name.to_owned(),
-                            declared: decoded.size,
-                            actual: 0,
-                        },
-                        _ => Error::io(name, "opening the payload segment", e),
-                    })?;
-            if (seg.len() as u64) < decoded.size {
-                return Err(Error::PayloadTooSmall {
-                    name: name.to_owned(),
-                    declared: decoded.size,
-                    actual: seg.len() as u64,
-                });
-            }
-            Some(seg)
-        } else {
-            None
-        };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let gpu = crate::gpu::attach_at_open(name, &decoded, !readonly);
         let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
@@ -583,6 +509,33 @@ impl Drop for Stream {
     }
 }
 
+/// Maps the declared frame of a stream's host payload, if it has one. A missing payload is
+/// `NotFound` without the list of streams (the caller adds it when it gives up).
+fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<Segment>> {
+    if !decoded.cpu_mirror() {
+        return Ok(None);
+    }
+    let too_small = |actual| Error::PayloadTooSmall {
+        name: name.to_owned(),
+        declared: decoded.size,
+        actual,
+    };
+    // Map only the declared frame (decode bounded it by isize::MAX).
+    let seg = Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                name: name.to_owned(),
+                known: Vec::new(),
+            },
+            std::io::ErrorKind::InvalidData => too_small(0),
+            _ => Error::io(name, "opening the payload segment", e),
+        })?;
+    if (seg.len() as u64) < decoded.size {
+        return Err(too_small(seg.len() as u64));
+    }
+    Ok(Some(seg))
+}
+
 pub(crate) fn not_found(name: &str) -> Error {
     let mut known = catalog::list_streams().unwrap_or_default();
     known.retain(|k| k != name);
@@ -593,17 +546,28 @@ pub(crate) fn not_found(name: &str) -> Error {
 }
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
+/// A `_meta` shorter than a header (pyshmem sizes it after creating it) is reopened for
+/// [`DECODE_RETRY`] before it counts as corrupt.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
-    let meta = Segment::open_prefix(&name::meta_id(name), true, META_BYTES).map_err(|e| match e
-        .kind()
-    {
-        std::io::ErrorKind::NotFound => not_found(name),
-        std::io::ErrorKind::InvalidData => Error::CorruptHeader {
-            name: name.to_owned(),
-            rule: FormatError::TooShort(0),
-        },
-        _ => Error::io(name, "opening the metadata segment", e),
-    })?;
+    let deadline = Instant::now() + DECODE_RETRY;
+    let meta = loop {
+        match Segment::open_prefix(&name::meta_id(name), true, META_BYTES) {
+            Ok(m) if m.len() >= META_BYTES || Instant::now() >= deadline => break m,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData && Instant::now() < deadline => {}
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound => not_found(name),
+                    std::io::ErrorKind::InvalidData => Error::CorruptHeader {
+                        name: name.to_owned(),
+                        rule: FormatError::TooShort(0),
+                    },
+                    _ => Error::io(name, "opening the metadata segment", e),
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     let h = match decode_retrying(&meta, Some(name)) {
         Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
             decode_retrying(&meta, Some(name))

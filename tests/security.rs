@@ -323,7 +323,8 @@ fn purge_removes_only_validated_streams() {
         all: false,
         dry_run: true,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     for n in &dead {
         assert!(would.contains(n), "dry run misses {n}");
     }
@@ -336,7 +337,8 @@ fn purge_removes_only_validated_streams() {
         all: false,
         dry_run: false,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     for n in &dead {
         assert!(removed.contains(n), "{n} not purged");
         for id in ids(n) {

@@ -2,10 +2,12 @@
 //!
 //! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
-//! success, 1 on any error (usage errors included), with the reason on stderr.
+//! success, 1 on any error (usage errors included), with the reason on stderr; a closed
+//! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell).
 
 mod npy;
 mod show;
+mod term;
 mod watch;
 
 use std::path::PathBuf;
@@ -150,6 +152,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    term::die_quietly_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -165,7 +168,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shmstream: error: {e}");
+            eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -188,7 +191,7 @@ fn run(command: Command) -> Fallible {
                 .create()?;
             println!(
                 "created '{}': {} {:?}{}",
-                s.name(),
+                term::printable(s.name()),
                 s.dtype(),
                 s.shape(),
                 if notify { " (notify)" } else { "" }
@@ -222,13 +225,14 @@ fn run(command: Command) -> Fallible {
 fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     let mut failed = 0;
     for name in names {
+        let shown = term::printable(name);
         match shmstream::unlink(name) {
-            Ok(()) => println!("unlinked '{name}'"),
+            Ok(()) => println!("unlinked '{shown}'"),
             Err(Error::NotFound { .. }) if quiet_missing => {
-                println!("'{name}' not found (ignored)")
+                println!("'{shown}' not found (ignored)")
             }
             Err(e) => {
-                eprintln!("shmstream: error: {e}");
+                eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
                 failed += 1;
             }
         }
@@ -239,32 +243,36 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     }
 }
 
-/// `purge`: the library's [`shmstream::purge_with`] rule (validated streams only; creator
-/// dead unless `all`), optionally restricted to a name prefix.
+/// `purge`: the library's [`shmstream::purge_matching`] rule (validated streams only;
+/// creator dead unless `all`), optionally restricted to a name prefix. It carries on past
+/// streams it cannot remove, reports each on stderr and then fails.
 fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
-    let victims: Vec<_> = shmstream::list_stats()?
-        .into_iter()
-        .filter(|s| prefix.is_none_or(|p| s.name.starts_with(p)))
-        .filter(|s| opts.all || !s.creator_alive)
-        .collect();
-    if victims.is_empty() {
-        println!("nothing to purge");
-        return Ok(());
-    }
-    for s in victims {
+    let report =
+        shmstream::purge_matching(opts, |name| prefix.is_none_or(|p| name.starts_with(p)))?;
+    let verb = if opts.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for s in &report.removed {
         let why = if s.creator_alive {
             "creator alive".to_owned()
         } else {
             format!("creator {} dead", s.creator_pid)
         };
-        if opts.dry_run {
-            println!("would remove '{}' ({why})", s.name);
-        } else {
-            match shmstream::unlink_quiet(&s.name)? {
-                true => println!("removed '{}' ({why})", s.name),
-                false => println!("'{}' was already gone", s.name),
-            }
-        }
+        println!("{verb} '{}' ({why})", term::printable(&s.name));
     }
-    Ok(())
+    for id in &report.abandoned {
+        println!("{verb} /dev/shm/{id} (abandoned creation)");
+    }
+    for e in &report.failed {
+        eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+    }
+    if report.removed.is_empty() && report.abandoned.is_empty() && report.failed.is_empty() {
+        println!("nothing to purge");
+    }
+    match report.failed.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} stream(s) could not be removed").into()),
+    }
 }

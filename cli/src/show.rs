@@ -92,7 +92,7 @@ pub(crate) fn list(json: bool) -> Fallible {
     ];
     for s in &stats {
         rows.push(vec![
-            s.name.clone(),
+            crate::term::printable(&s.name).into_owned(),
             shape_str(&s.shape),
             s.dtype.to_string(),
             s.count.to_string(),
@@ -114,7 +114,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         return Ok(());
     }
     let rows = [
-        ("name", s.name.clone()),
+        ("name", crate::term::printable(&s.name).into_owned()),
         ("shape", format!("{:?}", s.shape)),
         ("dtype", s.dtype.to_string()),
         ("size", format!("{} bytes", s.size)),

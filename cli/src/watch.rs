@@ -88,7 +88,7 @@ impl Track {
                 self.rate = None;
             }
             Err(e) => {
-                self.state = format!("error: {e}");
+                self.state = format!("error: {}", crate::term::printable(&e.to_string()));
                 self.last = None;
                 self.rate = None;
             }
@@ -100,7 +100,7 @@ impl Track {
         let missed = self.missed.map_or_else(|| "-".into(), |m| m.to_string());
         match &self.last {
             Some((_, s)) => vec![
-                self.name.clone(),
+                crate::term::printable(&self.name).into_owned(),
                 s.count.to_string(),
                 rate,
                 human_age(s.write_time),
@@ -109,7 +109,7 @@ impl Track {
                 self.state.clone(),
             ],
             None => vec![
-                self.name.clone(),
+                crate::term::printable(&self.name).into_owned(),
                 "-".into(),
                 "-".into(),
                 "-".into(),

@@ -78,6 +78,12 @@ pub const LONG: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the tests run as root (and so can switch users and chown files).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A stream name unique to this process, call and moment: `t-<tag>-<pid>-<n>-<nanos>`.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -201,6 +207,12 @@ impl ChildBuilder {
     /// Sets another environment variable in the child.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
+        self
+    }
+    /// Runs the child as user (and group) `uid`; needs root (see [`is_root`]).
+    pub fn run_as_user(mut self, uid: u32) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.cmd.uid(uid).gid(uid);
         self
     }
     /// Starts the child.

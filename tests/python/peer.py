@@ -141,6 +141,15 @@ def cmd_abort_write(name):
     s.close()
 
 
+def cmd_create_unlink_loop(name, n):
+    """Creates and unlinks `name` n times (pyshmem sizes `_meta` after creating it)."""
+    for _ in range(int(n)):
+        s = pyshmem.create(name, shape=(4,), dtype=np.uint8)
+        s.close()
+        pyshmem.unlink(name)
+    say("looped")
+
+
 COMMANDS = {
     "create_write": cmd_create_write,
     "read_dump": cmd_read_dump,
@@ -153,6 +162,7 @@ COMMANDS = {
     "unlink": cmd_unlink,
     "read_error": cmd_read_error,
     "abort_write": cmd_abort_write,
+    "create_unlink_loop": cmd_create_unlink_loop,
 }
 
 if __name__ == "__main__":
