@@ -422,6 +422,23 @@ impl Cursor<'_> {
         })
     }
 
+    /// The next frame's raw bytes (C order, native endian), for tools that move frames
+    /// without looking at them (recorders, bridges). `dst` must be `size_bytes()` long.
+    pub fn next_into_bytes(
+        &mut self,
+        dst: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.stream.ensure_byte_len(dst.len())?;
+        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
+        self.next_with(timeout, |src| {
+            // SAFETY: `src` is a slot's frame of `n` bytes (length checked above) and `ptr`
+            // the caller's exclusive buffer of `n` bytes; any byte is a valid `u8`.
+            unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
+            true
+        })
+    }
+
     /// The next frame with its metadata.
     pub fn next_publication<T: Element>(
         &mut self,

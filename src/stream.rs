@@ -589,6 +589,17 @@ impl Stream {
     }
 
     /// The host payload, or the error explaining why this handle has none.
+    pub(crate) fn ensure_byte_len(&self, given: usize) -> Result<()> {
+        if given == self.size {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            name: self.name.clone(),
+            expected: vec![self.size],
+            given: vec![given],
+        })
+    }
+
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
         self.payload.as_ref().ok_or_else(|| Error::Unsupported {
             name: self.name.clone(),
