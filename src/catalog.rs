@@ -47,6 +47,9 @@ pub struct StreamStat {
     pub cpu_mirror: bool,
     /// Generation id (hex), if the stream has one.
     pub instance_id: Option<String>,
+    /// Frames of history kept (0 = none; see `StreamOptions::history`).
+    #[serde(default)]
+    pub history: usize,
 }
 
 impl StreamStat {
@@ -68,6 +71,7 @@ impl StreamStat {
             cpu_mirror: h.cpu_mirror(),
             instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
                 .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
+            history: crate::history::depth(&h.name, h.instance_id),
         }
     }
 }
@@ -175,6 +179,7 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         name::segment_id(name),
         name::meta_id(name),
         name::gpu_id(name),
+        name::history_id(name),
     ] {
         segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
     }

@@ -9,6 +9,10 @@
 //! - between the two links: a valid header without payload, a stream that `list` shows and
 //!   `unlink`/`purge` remove;
 //! - after: a complete stream.
+//!
+//! A history ring (`_hist`) is built the same way and published between `_meta` and the
+//! payload: an opener that finds the payload finds the ring, and `unlink`/`purge` remove a
+//! ring left beside a header without payload.
 
 use std::sync::atomic::Ordering;
 
@@ -20,7 +24,14 @@ use crate::stream::StreamOptions;
 use crate::{name, sys};
 
 /// What [`build`] hands to the new `Stream`.
-pub(crate) type Built = (Header, MappedHeader, Segment, Segment, crate::gpu::GpuLink);
+pub(crate) type Built = (
+    Header,
+    MappedHeader,
+    Segment,
+    Segment,
+    crate::gpu::GpuLink,
+    Option<crate::history::Ring>,
+);
 
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
 /// holds the stream's name lock.
@@ -44,9 +55,11 @@ pub(crate) fn build(
             return Err(taken());
         }
     }
+    let history_id = name::history_id(name);
     let building = [
         segment::creating_id(&payload_id),
         segment::creating_id(&meta_id),
+        segment::creating_id(&history_id),
     ];
     let forget_building = || {
         for id in &building {
@@ -60,9 +73,19 @@ pub(crate) fn build(
         let meta = Segment::create(&building[1], META_BYTES).map_err(io)?;
         let instance_id =
             sys::random_id().map_err(|e| Error::io(name, "drawing an instance id", e))?;
-        Ok((payload, meta, instance_id))
+        let history = match o.history {
+            0 => None,
+            n => Some(crate::history::Ring::create(
+                name,
+                &building[2],
+                n,
+                size,
+                instance_id,
+            )?),
+        };
+        Ok((payload, meta, instance_id, history))
     })();
-    let (payload, meta, instance_id) = made.inspect_err(|_| forget_building())?;
+    let (payload, meta, instance_id, history) = made.inspect_err(|_| forget_building())?;
     let pid = sys::pid();
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
     // published, so an opener that sees the header can attach.
@@ -112,10 +135,21 @@ pub(crate) fn build(
             rule,
         }
     })?;
+    // A ring of a crashed generation may still hold `_hist` (no stream of this name
+    // exists now: the checks above found none): replace it.
+    if history.is_some() {
+        let _ = segment::unlink(&history_id);
+    }
     let published = segment::publish(&building[1], &meta_id).and_then(|()| {
-        segment::publish(&building[0], &payload_id).inspect_err(|_| {
-            let _ = segment::unlink(&meta_id);
-        })
+        let ring = match history {
+            Some(_) => segment::publish(&building[2], &history_id),
+            None => Ok(()),
+        };
+        ring.and_then(|()| segment::publish(&building[0], &payload_id))
+            .inspect_err(|_| {
+                let _ = segment::unlink(&meta_id);
+                let _ = segment::unlink(&history_id);
+            })
     });
     if let Err(e) = published {
         abandon();
@@ -125,5 +159,5 @@ pub(crate) fn build(
         });
     }
     forget_building();
-    Ok((decoded, header, meta, payload, gpu))
+    Ok((decoded, header, meta, payload, gpu, history))
 }

@@ -192,6 +192,34 @@ pub enum Error {
         /// What the driver said and what to do.
         reason: String,
     },
+    /// Frames of a history stream were lost before this cursor could read them; the
+    /// cursor's next call goes on with the oldest frame still held.
+    #[error("stream '{name}': {lost} frame(s) lost on this cursor: {cause}")]
+    Overrun {
+        /// The stream.
+        name: String,
+        /// Exactly how many frames this cursor will never return.
+        lost: u64,
+        /// Why they were lost.
+        cause: LossCause,
+    },
+    /// A cursor was asked of a stream that keeps no history.
+    #[error(
+        "stream '{name}' keeps no frame history: create it with StreamOptions::history(n) to read every frame with a cursor"
+    )]
+    NoHistory {
+        /// The stream.
+        name: String,
+    },
+    /// A history depth that cannot be created, or a history segment that does not fit its
+    /// stream.
+    #[error("history of stream '{name}': {reason}")]
+    InvalidHistory {
+        /// The stream.
+        name: String,
+        /// What is wrong, and the remedy.
+        reason: String,
+    },
     /// An operating-system call failed.
     #[error("{op} failed for stream '{name}': {source}")]
     Io {
@@ -203,6 +231,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a history cursor lost frames ([`Error::Overrun`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossCause {
+    /// The writer lapped the cursor: the ring overwrote frames it had not read.
+    Overwritten,
+    /// The frames were written by a writer that does not append to the history (pyshmem).
+    NotRecorded,
+}
+
+impl std::fmt::Display for LossCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossCause::Overwritten => {
+                "the writer overwrote them in the history ring before they were read; the cursor resumes at the oldest frame held (read faster or create the stream with a deeper history(n))"
+            }
+            LossCause::NotRecorded => {
+                "they were written by a writer that does not append to the history (e.g. pyshmem); the cursor goes on with the next recorded frame"
+            }
+        })
+    }
 }
 
 fn known_hint(known: &[String]) -> String {
@@ -255,6 +305,9 @@ impl Error {
             | Error::LockDir { name, .. }
             | Error::Untrusted { name, .. }
             | Error::Gpu { name, .. }
+            | Error::Overrun { name, .. }
+            | Error::NoHistory { name }
+            | Error::InvalidHistory { name, .. }
             | Error::Io { name, .. } => name,
         }
     }

@@ -327,6 +327,26 @@ impl Stream {
         )
     }
 
+    /// [`Stream::read_new_into_slice`] into raw bytes (C order, native endian), for tools that
+    /// move frames without looking at them. `dst` must be `size_bytes()` long.
+    pub fn read_new_into_bytes(
+        &self,
+        dst: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.ensure_byte_len(dst.len())?;
+        self.host_payload()?;
+        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
+        let after = self.reads.last_count.load(Ordering::Relaxed);
+        let f = self.read_frame(Want::After(after), timeout, "read a new frame", |src| {
+            // SAFETY: `src` is the host payload of `n` bytes (checked above), `ptr` the
+            // caller's exclusive buffer of `n` bytes; the result is used only once validated.
+            unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
+            true
+        })?;
+        Ok(self.record_read(f))
+    }
+
     // ----- waits -----
 
     /// Waits until the stream's count exceeds `after` (level-triggered: a count already past

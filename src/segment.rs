@@ -148,7 +148,10 @@ pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
 /// For a `/dev/shm` entry named like [`creating_id`] of a stream segment: the creator's pid.
 pub(crate) fn abandoned_creation(file_name: &str) -> Option<i64> {
     let (id, pid) = file_name.split_once(CREATING)?;
-    let base = id.strip_suffix("_meta").unwrap_or(id);
+    let base = ["_meta", "_hist"]
+        .iter()
+        .find_map(|s| id.strip_suffix(s))
+        .unwrap_or(id);
     if !crate::name::looks_like_segment_id(base) || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

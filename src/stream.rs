@@ -43,6 +43,7 @@ pub struct StreamOptions {
     pub(crate) auto_unlink: bool,
     pub(crate) gpu_device: Option<i32>,
     pub(crate) cpu_mirror: bool,
+    pub(crate) history: usize,
 }
 
 impl StreamOptions {
@@ -56,6 +57,7 @@ impl StreamOptions {
             auto_unlink: false,
             gpu_device: None,
             cpu_mirror: false,
+            history: 0,
         }
     }
     /// The array shape (1 to 19 positive dimensions), C order.
@@ -97,6 +99,15 @@ impl StreamOptions {
         self.cpu_mirror = cpu_mirror;
         self
     }
+    /// Also keep the last `frames` frames in a history ring (`1..=MAX_HISTORY`; 0, the
+    /// default, keeps none), read in order by [`Stream::cursor`]. Every write through this
+    /// library appends to it in the same publication; pyshmem still opens, reads and writes
+    /// the stream (its writes are reported as gaps by cursors). Costs one more copy of the
+    /// frame per write. GPU streams need a CPU mirror for it.
+    pub fn history(&mut self, frames: usize) -> &mut Self {
+        self.history = frames;
+        self
+    }
     /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken.
     pub fn create(&self) -> Result<Stream> {
         Stream::create_with(self)
@@ -123,6 +134,13 @@ pub struct StreamConfig {
     /// Futex wake-ups.
     #[serde(default)]
     pub notify: bool,
+    /// Frames of history kept (0 = none; the key is left out then, as pyshmem has none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_dtype() -> Dtype {
@@ -181,6 +199,8 @@ pub struct Stream {
     pub(crate) payload: Option<Segment>,
     /// GPU streams: the device payload (or why this handle has none).
     pub(crate) gpu: crate::gpu::GpuLink,
+    /// The history ring, for streams created with `history(n)`.
+    pub(crate) history: Option<crate::history::Ring>,
     pub(crate) lock: Arc<LockFile>,
     pub(crate) reads: ReadState,
     pub(crate) closed: AtomicBool,
@@ -248,6 +268,7 @@ impl Stream {
     /// Creates a stream from a [`StreamConfig`].
     pub fn create_from_config(config: &StreamConfig) -> Result<Stream> {
         let mut o = StreamOptions::new(&config.name);
+        o.history = config.history;
         o.shape(&config.shape)
             .dtype(config.dtype)
             .notify(config.notify);
@@ -262,6 +283,21 @@ impl Stream {
         let name = o.name.as_str();
         check_name(name)?;
         let size = check_shape(name, &o.shape, o.dtype)?;
+        if o.history > 0 {
+            crate::history::ring_bytes(o.history, size).map_err(|reason| {
+                Error::InvalidHistory {
+                    name: name.to_owned(),
+                    reason,
+                }
+            })?;
+            if o.gpu_device.is_some() && !o.cpu_mirror {
+                return Err(Error::InvalidHistory {
+                    name: name.to_owned(),
+                    reason: "a GPU stream keeps history in its CPU mirror: set cpu_mirror(true)"
+                        .into(),
+                });
+            }
+        }
         let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
         let mut device_index = -1;
         if let Some(dev) = o.gpu_device {
@@ -291,7 +327,7 @@ impl Stream {
             // the lock file attach made would only leak.
             let _ = std::fs::remove_file(name::lock_path(name));
         }
-        let (decoded, header, meta, payload, gpu) = built?;
+        let (decoded, header, meta, payload, gpu, history) = built?;
         let payload = if decoded.cpu_mirror() {
             Some(payload)
         } else {
@@ -308,6 +344,7 @@ impl Stream {
             o.auto_unlink,
         );
         s.gpu = gpu;
+        s.history = history;
         Ok(s)
     }
 
@@ -344,8 +381,15 @@ impl Stream {
         let header = unsafe { MappedHeader::new(&meta) };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let gpu = crate::gpu::attach_at_open(name, &decoded, !readonly);
+        let history = crate::history::Ring::attach(
+            name,
+            decoded.size as usize,
+            decoded.instance_id,
+            !readonly,
+        )?;
         let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
         s.gpu = gpu;
+        s.history = history;
         Ok(s)
     }
 
@@ -383,6 +427,7 @@ impl Stream {
             meta,
             payload,
             gpu: crate::gpu::GpuLink::None,
+            history: None,
             lock,
             reads,
             closed: AtomicBool::new(false),
@@ -455,6 +500,17 @@ impl Stream {
     }
 
     /// The host payload, or the error explaining why this handle has none.
+    pub(crate) fn ensure_byte_len(&self, given: usize) -> Result<()> {
+        if given == self.size {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            name: self.name.clone(),
+            expected: vec![self.size],
+            given: vec![given],
+        })
+    }
+
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
         self.payload.as_ref().ok_or_else(|| Error::Unsupported {
             name: self.name.clone(),

@@ -1,11 +1,12 @@
 //! `shmstream`: manage and inspect shared-memory streams from a shell.
 //!
-//! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`
+//! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`, `record`
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
 //! success, 1 on any error (usage errors included), with the reason on stderr; a closed
 //! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell).
 
 mod npy;
+mod record;
 mod show;
 mod term;
 mod watch;
@@ -45,7 +46,7 @@ enum Command {
         name: String,
         /// JSON with the keys name, shape, dtype, size, count, write_sequence, write_time,
         /// frame_id, creator_pid, creator_alive, notify, gpu_enabled, gpu_device, cpu_mirror,
-        /// instance_id.
+        /// instance_id, history.
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +121,33 @@ enum Command {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long, value_parser = parse_seconds)]
         duration: Option<Duration>,
+    },
+    /// Records every frame of streams into FITS (or .npy) cubes: history streams losslessly
+    /// through cursors; plain streams with a warning (missed frames are counted). Exit status
+    /// 1 if any frame was lost.
+    Record {
+        /// Stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many frames of each stream.
+        #[arg(
+            long,
+            required_unless_present = "duration",
+            conflicts_with = "duration"
+        )]
+        frames: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
+        duration: Option<Duration>,
+        /// Frames per file.
+        #[arg(long, default_value_t = 1000)]
+        per_file: usize,
+        /// File format.
+        #[arg(long, value_enum, default_value = "fits")]
+        format: record::Format,
     },
 }
 
@@ -219,6 +247,21 @@ fn run(command: Command) -> Fallible {
             interval,
             duration,
         } => watch::watch(&names, interval, duration),
+        Command::Record {
+            names,
+            out,
+            frames,
+            duration,
+            per_file,
+            format,
+        } => record::record(&record::Plan {
+            names,
+            out,
+            frames,
+            duration,
+            per_file,
+            format,
+        }),
     }
 }
 

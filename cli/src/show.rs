@@ -85,7 +85,7 @@ pub(crate) fn list(json: bool) -> Fallible {
     }
     let mut rows = vec![
         [
-            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
         ]
         .map(String::from)
         .to_vec(),
@@ -100,6 +100,10 @@ pub(crate) fn list(json: bool) -> Fallible {
             writer_str(s.creator_pid, s.creator_alive),
             if s.notify { "yes" } else { "no" }.into(),
             gpu_str(s),
+            match s.history {
+                0 => "-".to_owned(),
+                n => n.to_string(),
+            },
         ]);
     }
     print_table(&rows);
@@ -136,6 +140,13 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         (
             "instance_id",
             s.instance_id.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "history",
+            match s.history {
+                0 => "none".to_owned(),
+                n => format!("{n} frames"),
+            },
         ),
     ];
     for (k, v) in rows {

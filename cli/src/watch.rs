@@ -18,12 +18,18 @@ use crate::show::{human_age, print_table, writer_str};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Whether SIGINT or SIGTERM arrived since [`install_handlers`].
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::Relaxed);
 }
 
-fn install_handlers() -> Fallible {
+/// Makes SIGINT and SIGTERM set the stop flag (`watch` and `record` end cleanly).
+pub(crate) fn install_handlers() -> Fallible {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
         // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.

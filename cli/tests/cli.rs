@@ -18,7 +18,7 @@ use common::{Cleanup, Proc, unique_name};
 use predicates::prelude::*;
 use shmstream::{Dtype, Stream, StreamOptions};
 
-const JSON_KEYS: [&str; 15] = [
+const JSON_KEYS: [&str; 16] = [
     "name",
     "shape",
     "dtype",
@@ -34,6 +34,7 @@ const JSON_KEYS: [&str; 15] = [
     "gpu_device",
     "cpu_mirror",
     "instance_id",
+    "history",
 ];
 
 fn cli() -> Command {
@@ -157,7 +158,7 @@ fn list_shows_rows_and_json_matches_stat() {
     let out = stdout_of(cli().arg("list"));
     let header = out.lines().next().unwrap();
     for col in [
-        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
     ] {
         assert!(header.contains(col), "header {header:?} lacks {col}");
     }

@@ -305,6 +305,14 @@ impl Proc {
         }
     }
 
+    /// The exit status if the child has exited (no wait).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
