@@ -759,6 +759,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
                     gpu_device: Some("gpu0".into()),
                     cpu_mirror: None,
                     notify: false,
+                    history: 0,
                 })
                 .map(drop)
             }),
@@ -775,6 +776,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
                     gpu_device: Some("cuda:0".into()),
                     cpu_mirror: None,
                     notify: false,
+                    history: 0,
                 })
                 .map(drop)
             }),
