@@ -191,6 +191,28 @@ impl Stream {
         self.publish(Some(frame_id), fill)
     }
 
+    /// Writes one whole frame from raw bytes (C order, native endian; `size_bytes()` long),
+    /// stamping `frame_id`: for tools that move frames without looking at them (bridges).
+    /// For `bool` streams every byte must be 0 or 1.
+    pub fn write_bytes_frame(&self, bytes: &[u8], frame_id: u64) -> Result<()> {
+        self.ensure_byte_len(bytes.len())?;
+        if self.dtype == Dtype::Bool && bytes.iter().any(|&b| b > 1) {
+            return Err(Error::InvalidData {
+                name: self.name.clone(),
+                dtype: self.dtype,
+                reason: "a bool byte other than 0 or 1",
+            });
+        }
+        self.host_payload()?;
+        self.publish(Some(frame_id), |dst: *mut u8| {
+            // SAFETY: `dst` is the host payload of exactly `self.size == bytes.len()` bytes
+            // (checked above); we hold the write lock, and readers detect the copy through
+            // the odd sequence.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+            Ok(())
+        })
+    }
+
     /// Writes one whole frame from an array of the stream's shape (any layout).
     pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(
         &self,

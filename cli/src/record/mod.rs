@@ -297,10 +297,10 @@ fn write_files(
     let mut index = 0usize;
     let result = (|| -> Fallible {
         for (buf, meta) in full.iter() {
-            if sink.as_ref().is_some_and(|k| k.frames() >= plan.per_file) {
-                if let Some(mut k) = sink.take() {
-                    k.finish()?;
-                }
+            if sink.as_ref().is_some_and(|k| k.frames() >= plan.per_file)
+                && let Some(mut k) = sink.take()
+            {
+                k.finish()?;
             }
             if sink.is_none() {
                 sink = Some(open_sink(s, plan, index)?);

@@ -1,0 +1,171 @@
+//! The attachment that travels with every frame: what a subscriber needs to mirror it.
+//!
+//! Little-endian, fixed order, no padding:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `SHMB` |
+//! | 1 | format version (1) |
+//! | 1 | dtype (pyshmem's dtype code) |
+//! | 1 | number of dimensions `n` (1..=19, as the v3 header) |
+//! | 1 | reserved (0) |
+//! | 8 | frame id |
+//! | 8 | count (the writer's publication count) |
+//! | 8 | write time (UNIX seconds, f64) |
+//! | 8·n | shape |
+//!
+//! Decoding checks every field and bounds the frame size, so a hostile or corrupt attachment
+//! is refused with a reason before anything is created or written.
+
+use shmstream::Dtype;
+use shmstream::format::MAX_DIMS;
+
+const MAGIC: [u8; 4] = *b"SHMB";
+/// The attachment format this build writes and reads.
+pub const VERSION: u8 = 1;
+const FIXED: usize = 32;
+/// The largest frame a subscriber accepts (1 GiB).
+pub const MAX_FRAME_BYTES: u64 = 1 << 30;
+
+/// One frame's description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameHeader {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// The writer's frame id.
+    pub frame_id: u64,
+    /// The writer's publication count.
+    pub count: u64,
+    /// UNIX time of the write on the publishing host.
+    pub write_time: f64,
+}
+
+impl FrameHeader {
+    /// Bytes of the frame it describes.
+    pub fn frame_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.itemsize()
+    }
+
+    /// The attachment bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(FIXED + 8 * self.shape.len());
+        b.extend_from_slice(&MAGIC);
+        b.push(VERSION);
+        b.push(self.dtype.code() as u8);
+        b.push(self.shape.len() as u8);
+        b.push(0);
+        b.extend_from_slice(&self.frame_id.to_le_bytes());
+        b.extend_from_slice(&self.count.to_le_bytes());
+        b.extend_from_slice(&self.write_time.to_le_bytes());
+        for &d in &self.shape {
+            b.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses and checks an attachment; the error says what is wrong.
+    pub fn decode(b: &[u8]) -> Result<FrameHeader, String> {
+        if b.len() < FIXED {
+            return Err(format!("attachment of {} bytes is too short", b.len()));
+        }
+        if b[..4] != MAGIC {
+            return Err("attachment is not a shmstream frame header (bad magic)".into());
+        }
+        if b[4] != VERSION {
+            return Err(format!(
+                "attachment format version {} (this bridge reads {VERSION}): run the same shmstream-bridge version on both hosts",
+                b[4]
+            ));
+        }
+        let dtype = Dtype::from_code(u16::from(b[5]))
+            .ok_or_else(|| format!("unknown dtype code {}", b[5]))?;
+        let ndim = usize::from(b[6]);
+        if ndim == 0 || ndim > MAX_DIMS {
+            return Err(format!("{ndim} dimensions (1..={MAX_DIMS} allowed)"));
+        }
+        if b.len() != FIXED + 8 * ndim {
+            return Err(format!(
+                "attachment of {} bytes for {ndim} dimensions ({} expected)",
+                b.len(),
+                FIXED + 8 * ndim
+            ));
+        }
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let mut shape = Vec::with_capacity(ndim);
+        let mut bytes = dtype.itemsize() as u64;
+        for i in 0..ndim {
+            let d = word(FIXED + 8 * i);
+            bytes = bytes.saturating_mul(d);
+            if d == 0 || bytes > MAX_FRAME_BYTES {
+                return Err(format!(
+                    "shape dimension {i} = {d} gives a frame outside 1..={MAX_FRAME_BYTES} bytes"
+                ));
+            }
+            shape.push(d as usize);
+        }
+        Ok(FrameHeader {
+            dtype,
+            shape,
+            frame_id: word(8),
+            count: word(16),
+            write_time: f64::from_bits(word(24)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FrameHeader {
+        FrameHeader {
+            dtype: Dtype::U16,
+            shape: vec![240, 240],
+            frame_id: 7,
+            count: 9,
+            write_time: 1.5e9,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_dtype() {
+        for &dtype in Dtype::ALL.iter() {
+            let h = FrameHeader { dtype, ..sample() };
+            assert_eq!(FrameHeader::decode(&h.encode()), Ok(h.clone()));
+            assert_eq!(h.frame_bytes(), 240 * 240 * dtype.itemsize());
+        }
+    }
+
+    #[test]
+    fn hostile_attachments_are_refused_with_a_reason() {
+        let good = sample().encode();
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            ("too short", good[..10].to_vec()),
+            ("bad magic", [b"XXXX".as_slice(), &good[4..]].concat()),
+            ("trailing bytes", [good.as_slice(), &[0]].concat()),
+        ];
+        let mut v = good.clone();
+        v[4] = 9;
+        cases.push(("version", v));
+        let mut v = good.clone();
+        v[5] = 200;
+        cases.push(("dtype", v));
+        let mut v = good.clone();
+        v[6] = 0;
+        cases.push(("no dims", v));
+        let mut v = good.clone();
+        v[6] = 40;
+        cases.push(("too many dims", v));
+        let mut v = good.clone();
+        v[32..40].copy_from_slice(&0u64.to_le_bytes());
+        cases.push(("zero dim", v));
+        let mut v = good.clone();
+        v[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        cases.push(("huge", v));
+        for (what, bytes) in cases {
+            assert!(FrameHeader::decode(&bytes).is_err(), "{what} was accepted");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! # shmstream-bridge
+//!
+//! Shared memory on the host, Zenoh between hosts. [`publish`] waits on local streams
+//! (futex wake-ups through the library's waits, no polling loop) and puts each frame on key
+//! `PREFIX/NAME` with a [`codec::FrameHeader`] attachment; [`subscribe`] mirrors remote
+//! frames into local streams of the same shape and dtype, stamped with the remote frame id,
+//! so local readers (Rust or pyshmem) see them as ordinary streams.
+//!
+//! - Latest-value by default: congestion control *drop*, and a subscriber that falls behind
+//!   keeps only the newest frame. `max_rate` caps the frames put per second (a GUI feed).
+//! - Lossless: the publisher reads through a history cursor
+//!   ([`shmstream::Stream::cursor`]) with congestion control *block*; lost frames (a
+//!   lapped cursor) are reported, never hidden.
+//! - Loopback by default, multicast scouting off: nothing listens beyond this host unless
+//!   asked. Peers that go away are reconnected by Zenoh (`connect` endpoints retry forever).
+
+pub mod codec;
+mod publish;
+mod subscribe;
+
+pub use publish::{PublishOptions, publish};
+pub use subscribe::{SubscribeOptions, subscribe};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often a waiting bridge thread checks its stop flag.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "shmstream";
+/// The default endpoint a publisher listens on.
+pub const DEFAULT_LISTEN: &str = "tcp/127.0.0.1:7447";
+
+/// Errors of the bridge; every message names the stream or endpoint and the remedy.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A local stream operation failed.
+    #[error(transparent)]
+    Stream(#[from] shmstream::Error),
+    /// Zenoh refused the configuration or an operation.
+    #[error("zenoh: {what}: {reason}")]
+    Zenoh {
+        /// What was being done.
+        what: String,
+        /// Zenoh's reason.
+        reason: String,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub(crate) fn zenoh_err(what: impl Into<String>) -> impl FnOnce(zenoh::Error) -> BridgeError {
+    let what = what.into();
+    move |e| BridgeError::Zenoh {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Where a bridge listens and what it connects to.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// Zenoh endpoints to listen on (e.g. `tcp/127.0.0.1:7447`).
+    pub listen: Vec<String>,
+    /// Zenoh endpoints to connect to (retried until they answer).
+    pub connect: Vec<String>,
+}
+
+/// Opens a Zenoh peer session: the given endpoints only, multicast scouting off.
+pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
+    use zenoh::Wait;
+    let mut c = zenoh::Config::default();
+    let json = |v: &[String]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let settings = [
+        ("mode", "\"peer\"".to_owned()),
+        ("scouting/multicast/enabled", "false".to_owned()),
+        ("listen/endpoints", json(&e.listen)),
+        ("connect/endpoints", json(&e.connect)),
+        ("connect/timeout_ms", "-1".to_owned()),
+        ("connect/exit_on_failure", "false".to_owned()),
+    ];
+    for (key, value) in settings {
+        c.insert_json5(key, &value)
+            .map_err(zenoh_err(format!("setting {key} = {value}")))?;
+    }
+    zenoh::open(c)
+        .wait()
+        .map_err(zenoh_err("opening the session"))
+}
+
+/// The key of stream `name` under `prefix`.
+pub fn key(prefix: &str, name: &str) -> String {
+    format!("{}/{name}", prefix.trim_end_matches('/'))
+}
+
+/// A stop flag that SIGINT and SIGTERM set (for the binary).
+pub fn stop_on_signals() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        STOP.store(true, Ordering::Relaxed);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
+        // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    &STOP
+}

@@ -1,0 +1,135 @@
+//! `shmstream-bridge publish|subscribe`: carries shmstream streams between hosts over Zenoh.
+//! Exit status 0 after Ctrl-C (or SIGTERM), 1 on any error, with the reason on stderr.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shmstream_bridge::{
+    DEFAULT_LISTEN, DEFAULT_PREFIX, Endpoints, PublishOptions, SubscribeOptions,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shmstream-bridge",
+    version,
+    about = "Carries shmstream streams over Zenoh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Puts every frame of local streams on `PREFIX/NAME` (waits for streams that do not
+    /// exist yet).
+    Publish {
+        /// Local stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Endpoints to listen on (default tcp/127.0.0.1:7447 unless --connect is given).
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Endpoints to connect to (retried until they answer).
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Key prefix.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        key_prefix: String,
+        /// At most this many frames per second per stream (latest value at each slot).
+        #[arg(long)]
+        max_rate: Option<f64>,
+        /// Every frame through the stream's history, with congestion control block.
+        #[arg(long)]
+        lossless: bool,
+    },
+    /// Mirrors remote streams into local ones of the same shape and dtype.
+    Subscribe {
+        /// Remote stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Endpoints to connect to (default tcp/127.0.0.1:7447 unless --listen is given).
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Endpoints to listen on.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Key prefix the publisher uses.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        key_prefix: String,
+        /// Local stream `P + NAME` mirrors remote `NAME`.
+        #[arg(long, default_value = "")]
+        local_prefix: String,
+        /// History depth of the local streams it creates (read every frame with a cursor).
+        #[arg(long, default_value_t = 0)]
+        history: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.exit_code() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+    };
+    let stop = shmstream_bridge::stop_on_signals();
+    let result = match cli.command {
+        Command::Publish {
+            names,
+            mut listen,
+            connect,
+            key_prefix,
+            max_rate,
+            lossless,
+        } => {
+            if listen.is_empty() && connect.is_empty() {
+                listen.push(DEFAULT_LISTEN.into());
+            }
+            shmstream_bridge::publish(
+                &PublishOptions {
+                    names,
+                    endpoints: Endpoints { listen, connect },
+                    prefix: key_prefix,
+                    max_rate,
+                    lossless,
+                },
+                stop,
+            )
+        }
+        Command::Subscribe {
+            names,
+            mut connect,
+            listen,
+            key_prefix,
+            local_prefix,
+            history,
+        } => {
+            if listen.is_empty() && connect.is_empty() {
+                connect.push(DEFAULT_LISTEN.into());
+            }
+            shmstream_bridge::subscribe(
+                &SubscribeOptions {
+                    names,
+                    endpoints: Endpoints { listen, connect },
+                    prefix: key_prefix,
+                    local_prefix,
+                    history,
+                },
+                stop,
+            )
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmstream-bridge: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Two bridge processes on loopback (a port per test): frames written on side A appear in
+//! the mirrored stream on side B (every frame with `--lossless`, read with a cursor and by a
+//! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
+//! stream intact, a subscriber started first and a restarted publisher still connect, and
+//! an idle bridge spends no CPU.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, LONG, Proc, unique_name};
+use shmstream::{Dtype, Error, Stream, StreamOptions};
+use shmstream_bridge::codec::FrameHeader;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bridge(args: &[&str]) -> Proc {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shmstream-bridge"));
+    c.args(args);
+    Proc::spawn(c)
+}
+
+fn endpoint(port: u16) -> String {
+    format!("tcp/127.0.0.1:{port}")
+}
+
+/// Writes probe frames (id 0) on `a` until the mirror `b` exists and has one: the link is up.
+/// (Retries at a bounded interval: nothing announces that two Zenoh peers matched.)
+fn wait_linked(a: &Stream, b_name: &str, bridges: &[&Proc]) -> Stream {
+    let deadline = Instant::now() + LONG;
+    let zeros = vec![0u8; a.size_bytes()];
+    loop {
+        a.write_bytes_frame(&zeros, 0).unwrap();
+        if let Ok(b) = Stream::open_readonly(b_name)
+            && b.wait_for_count(0, Some(Duration::from_millis(200)))
+                .is_ok()
+        {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mirrored frame within {LONG:?}\n{}",
+            bridges
+                .iter()
+                .map(|p| p.diagnostics())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn source(name: &str, history: usize) -> Stream {
+    StreamOptions::new(name)
+        .shape(&[4, 8])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .history(history)
+        .create()
+        .unwrap()
+}
+
+#[test]
+fn lossless_frames_all_arrive_with_their_ids_and_pyshmem_reads_the_mirror() {
+    let (a_name, prefix) = (unique_name("br-a"), unique_name("br-key"));
+    let b_name = format!("mirror-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    // Deeper than the burst below: the publisher's cursor must not be lapped.
+    let a = source(&a_name, 1024);
+    let port = free_port();
+    let p = bridge(&[
+        "publish",
+        &a_name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--lossless",
+    ]);
+    let s = bridge(&[
+        "subscribe",
+        &a_name,
+        "--connect",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "mirror-",
+        "--history",
+        "512",
+    ]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    let mut cursor = b.cursor().unwrap();
+    let n = 300u16;
+    for i in 1..=n {
+        a.write_slice_frame(&[i; 32], u64::from(i)).unwrap();
+    }
+    let mut buf = [0u16; 32];
+    let mut next = 1u16;
+    while next <= n {
+        let info = cursor.next_into_slice(&mut buf, Some(LONG)).unwrap();
+        if info.frame_id == 0 {
+            continue; // a late probe frame
+        }
+        assert_eq!(
+            info.frame_id,
+            u64::from(next),
+            "lossless: every frame, in order"
+        );
+        assert_eq!(buf, [next; 32]);
+        next += 1;
+    }
+    if let Some(py) = common::python() {
+        let dir = std::env::temp_dir().join(unique_name("br-py"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("m.json");
+        let file = dir.join("frame.bin");
+        std::fs::write(
+            &manifest,
+            serde_json::json!([{ "name": b_name, "file": file }]).to_string(),
+        )
+        .unwrap();
+        let lines = common::run_py(
+            &py,
+            "peer.py",
+            &["read_dump", manifest.to_str().unwrap()],
+            LONG,
+        );
+        assert!(
+            lines[0].starts_with(&format!("read {b_name} ")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[0].split(' ').nth(3),
+            Some(n.to_string().as_str()),
+            "frame id"
+        );
+        let bytes = std::fs::read(&file).unwrap();
+        let vals: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(vals, vec![n; 32]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_intact() {
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-hostile"), unique_name("br-key"));
+    let _c = Cleanup::new([&name]);
+    let port = free_port();
+    // The mirror exists first, with history, so every frame the subscriber writes is seen.
+    let b = StreamOptions::new(&name)
+        .shape(&[3])
+        .dtype(Dtype::F32)
+        .history(64)
+        .create()
+        .unwrap();
+    let mut cursor = b.cursor().unwrap();
+    let mut s = bridge(&[
+        "subscribe",
+        &name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+    ]);
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![endpoint(port)],
+    })
+    .unwrap();
+    let key = shmstream_bridge::key(&prefix, &name);
+    let publisher = session.declare_publisher(key).wait().unwrap();
+    let good = |id: u64| FrameHeader {
+        dtype: Dtype::F32,
+        shape: vec![3],
+        frame_id: id,
+        count: id,
+        write_time: 1.0,
+    };
+    let frame = |v: f32| {
+        [v, v, v]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    // Until the subscriber is matched, puts go nowhere: retry the first good frame.
+    let deadline = Instant::now() + LONG;
+    while b
+        .wait_for_count(0, Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        publisher
+            .put(frame(1.0))
+            .attachment(good(1).encode())
+            .wait()
+            .unwrap();
+        assert!(Instant::now() < deadline, "{}", s.diagnostics());
+    }
+    let changed = FrameHeader {
+        shape: vec![4],
+        ..good(7)
+    };
+    let hostile: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+        (frame(9.0), None),
+        (frame(9.0), Some(b"garbage".to_vec())),
+        (frame(9.0)[..8].to_vec(), Some(good(5).encode())),
+        ([frame(9.0), vec![0; 4]].concat(), Some(changed.encode())),
+    ];
+    for (payload, att) in hostile {
+        match att {
+            Some(a) => publisher.put(payload).attachment(a).wait().unwrap(),
+            None => publisher.put(payload).wait().unwrap(),
+        }
+    }
+    publisher
+        .put(frame(2.0))
+        .attachment(good(99).encode())
+        .wait()
+        .unwrap();
+    // Every frame written to the mirror, in order: probes, then the last good one; nothing
+    // of the hostile ones.
+    loop {
+        let p = cursor.next_publication::<f32>(Some(LONG)).unwrap();
+        match p.info.frame_id {
+            1 => assert_eq!(p.payload.as_slice().unwrap(), &[1.0f32; 3]),
+            99 => {
+                assert_eq!(p.payload.as_slice().unwrap(), &[2.0f32; 3]);
+                break;
+            }
+            other => panic!("frame {other} reached the mirror: {:?}", p.payload),
+        }
+    }
+    assert_eq!(b.shape(), &[3], "the local stream keeps its shape");
+    s.kill();
+    let err = s.diagnostics();
+    assert!(err.matches("refused a frame").count() >= 4, "{err}");
+    assert!(err.contains("unlink it to follow the new shape"), "{err}");
+    let _ = session.close().wait();
+}
+
+#[test]
+fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_bridges_sleep() {
+    let (a_name, prefix) = (unique_name("br-restart"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let port = free_port();
+    let s = bridge(&[
+        "subscribe",
+        &a_name,
+        "--connect",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "m-",
+    ]);
+    let a = source(&a_name, 0);
+    let mut p = bridge(&[
+        "publish",
+        &a_name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+    ]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+
+    // Idle: no frames for a second; both bridges sleep in futex/Zenoh waits.
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let (p0, s0) = (ticks(p.pid()), ticks(s.pid()));
+    std::thread::sleep(Duration::from_secs(1)); // the measurement window, not a synchronization
+    let (p1, s1) = (ticks(p.pid()), ticks(s.pid()));
+    // Clock ticks are 10 ms: allow 5 % of a core.
+    assert!(
+        p1 - p0 <= 5 && s1 - s0 <= 5,
+        "idle CPU ticks: publisher {}, subscriber {}",
+        p1 - p0,
+        s1 - s0
+    );
+
+    // The publisher dies and comes back on the same endpoint: the subscriber reconnects.
+    p.kill();
+    let seen = b.count();
+    let p2 = bridge(&[
+        "publish",
+        &a_name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+    ]);
+    let deadline = Instant::now() + LONG;
+    loop {
+        a.write_slice_frame(&[7u16; 32], 7).unwrap();
+        match b.wait_for_count(seen, Some(Duration::from_millis(200))) {
+            Ok(_) => break,
+            Err(Error::Timeout { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            p2.diagnostics(),
+            s.diagnostics()
+        );
+    }
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+}
