@@ -281,6 +281,7 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
                 Kind::Roundtrip => "write+read round trips per second (Hz)",
                 Kind::Pingpong => "round trips per second (Hz)",
                 Kind::Mvm => "y = A·x per second (Hz)",
+                Kind::AoLoop => "loop frames per second (Hz)",
             },
             x_fmt: &bytes_fmt,
             y_fmt: &si,
