@@ -1,6 +1,7 @@
 //! Report writers: `report.md`, `results.json` + `results.csv`, `details.json`,
 //! `.hgrm` files and plots, all into the run's output folder.
 
+pub mod ao;
 pub mod env;
 pub mod markdown;
 pub mod plots;
