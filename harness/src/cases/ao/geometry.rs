@@ -54,6 +54,10 @@ pub struct AoCase {
     /// Seconds of each ladder run.
     #[serde(default = "ladder_seconds")]
     pub ladder_seconds: f64,
+    /// Latency budget, µs: the verdict needs end-to-end p99 below it (and below the
+    /// frame period).
+    #[serde(default)]
+    pub budget_us: Option<f64>,
     /// Reconstructor kernel threads (default 1).
     #[serde(default = "one")]
     pub threads: usize,
@@ -116,6 +120,9 @@ impl Geometry {
                 "ao-loop: rate_hz must be in (0, 100000], got {}",
                 ao.rate_hz
             );
+        }
+        if ao.budget_us.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+            bail!("ao-loop: budget_us must be > 0");
         }
         if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
             bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
@@ -260,6 +267,7 @@ pub(crate) mod tests {
             merged: false,
             ladder: false,
             ladder_seconds: 0.3,
+            budget_us: None,
             threads: 1,
             gain: 0.3,
             leak: 0.99,

@@ -104,11 +104,12 @@ fn side(run: &LoopRun, job: &Job) -> Side {
     }
 }
 
-/// The verdict at a rate: no missed frame and p99 below the frame period (and below
-/// `budget_ns` when given).
-pub fn verdict(run: &LoopRun, rate_hz: f64, budget_ns: Option<u64>) -> String {
+/// The verdict at a rate: no missed frame and p99 below the frame period and below
+/// `budget_us` when given.
+pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
     let p99 = run.e2e.value_at_quantile(0.99);
-    let limit = budget_ns.unwrap_or((1e9 / rate_hz) as u64);
+    let period = 1e9 / rate_hz;
+    let limit = budget_us.map_or(period, |b| (b * 1e3).min(period)) as u64;
     if run.stats.missed > 0 {
         format!("fail: {} missed frames", run.stats.missed)
     } else if p99 >= limit {
@@ -179,9 +180,10 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         measured_gbs: recon_p50
             .filter(|p| *p > 0)
             .map(|p| g.recon_bytes() as f64 / p as f64),
-        verdict: ours
-            .as_ref()
-            .map_or_else(|e| format!("fail: {e}"), |r| verdict(r, ao.rate_hz, None)),
+        verdict: ours.as_ref().map_or_else(
+            |e| format!("fail: {e}"),
+            |r| verdict(r, ao.rate_hz, ao.budget_us),
+        ),
     };
     JobResult {
         job: job.clone(),
