@@ -144,10 +144,12 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
             "stages as processes"
         };
         let Some(ao) = r.ao.as_deref() else {
+            let why = r.skipped.as_deref().unwrap_or("no loop figures");
             writeln!(
                 o,
-                "| {form} | {} | not measured | | | | | n/a |",
-                r.job.device
+                "| {form} | {} | not measured: {} | | | | | n/a |",
+                r.job.device,
+                why.replace('|', "\\|")
             )?;
             continue;
         };

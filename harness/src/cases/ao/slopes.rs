@@ -46,7 +46,11 @@ pub fn valid_pixels(g: &Geometry) -> Vec<u32> {
 pub struct Slopes {
     g: Geometry,
     cal: Calibration,
+    /// The dark as f32 (converted once).
+    dark: Vec<f32>,
     valid: Vec<u32>,
+    /// Two frame-wide rows of scratch for the centroids.
+    work: Vec<f32>,
 }
 
 impl Slopes {
@@ -56,15 +60,18 @@ impl Slopes {
             SignalKind::Pixels => valid_pixels(g),
             SignalKind::Centroids => Vec::new(),
         };
+        let cal = Calibration::synthetic(g);
         Self {
             g: *g,
-            cal: Calibration::synthetic(g),
+            dark: cal.dark.iter().map(|d| *d as f32).collect(),
+            cal,
             valid,
+            work: vec![0.0; 2 * g.wfs[1]],
         }
     }
 
     /// Signals of one frame into `out` (`g.signals` long).
-    pub fn compute(&self, frame: &[u16], out: &mut [f32]) {
+    pub fn compute(&mut self, frame: &[u16], out: &mut [f32]) {
         debug_assert_eq!(frame.len(), self.g.pixels());
         debug_assert_eq!(out.len(), self.g.signals);
         match self.g.kind {
@@ -74,35 +81,59 @@ impl Slopes {
     }
 
     fn calibrated(&self, frame: &[u16], i: usize) -> f32 {
-        (frame[i] as f32 - self.cal.dark[i] as f32).max(0.0) * self.cal.flat[i]
+        (frame[i] as f32 - self.dark[i]).max(0.0) * self.cal.flat[i]
     }
 
     /// x then y offset of each subaperture's centre of gravity from its cell centre, px.
-    fn centroids(&self, frame: &[u16], out: &mut [f32]) {
-        let [_, w] = self.g.wfs;
+    ///
+    /// Per band of subaperture rows, two full-width accumulations (column sums, and
+    /// column sums weighted by the row in the cell) that the compiler vectorizes; then
+    /// per cell three short sums.
+    fn centroids(&mut self, frame: &[u16], out: &mut [f32]) {
+        let [h, w] = self.g.wfs;
         let [sy, sx] = self.g.subapertures;
-        let (ch, cw) = (self.g.wfs[0] / sy, w / sx);
+        let (ch, cw) = (h / sy, w / sx);
         let (my, mx) = ((ch as f32 - 1.0) / 2.0, (cw as f32 - 1.0) / 2.0);
         let n = sy * sx;
-        for s in 0..n {
-            let (y0, x0) = ((s / sx) * ch, (s % sx) * cw);
-            let (mut sum, mut ssx, mut ssy) = (0.0f32, 0.0f32, 0.0f32);
+        let (col, wcol) = self.work.split_at_mut(w);
+        for band in 0..sy {
+            col.fill(0.0);
+            wcol.fill(0.0);
             for dy in 0..ch {
-                let row = (y0 + dy) * w + x0;
-                for dx in 0..cw {
-                    let v = self.calibrated(frame, row + dx);
-                    sum += v;
-                    ssx += v * dx as f32;
-                    ssy += v * dy as f32;
+                let r = (band * ch + dy) * w;
+                let fy = dy as f32;
+                let px = &frame[r..r + w];
+                let dark = &self.dark[r..r + w];
+                let flat = &self.cal.flat[r..r + w];
+                for ((((c, wc), p), d), f) in col
+                    .iter_mut()
+                    .zip(wcol.iter_mut())
+                    .zip(px)
+                    .zip(dark)
+                    .zip(flat)
+                {
+                    let v = (*p as f32 - d).max(0.0) * f;
+                    *c += v;
+                    *wc += v * fy;
                 }
             }
-            let (cx, cy) = if sum > 0.0 {
-                (ssx / sum - mx, ssy / sum - my)
-            } else {
-                (0.0, 0.0)
-            };
-            out[s] = cx;
-            out[n + s] = cy;
+            for cx_i in 0..sx {
+                let cells = cx_i * cw..(cx_i + 1) * cw;
+                let (mut sum, mut ssx, mut ssy) = (0.0f32, 0.0f32, 0.0f32);
+                for (dx, (c, wc)) in col[cells.clone()].iter().zip(&wcol[cells]).enumerate() {
+                    sum += c;
+                    ssx += c * dx as f32;
+                    ssy += wc;
+                }
+                let s = band * sx + cx_i;
+                let (cx, cy) = if sum > 0.0 {
+                    (ssx / sum - mx, ssy / sum - my)
+                } else {
+                    (0.0, 0.0)
+                };
+                out[s] = cx;
+                out[n + s] = cy;
+            }
         }
     }
 

@@ -139,7 +139,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let place = Placement::of(&spec.job);
     s.frame
         .set_wait_strategy(strategy(place.shares(place.slopes)));
-    let stage = Slopes::new(&g);
+    let mut stage = Slopes::new(&g);
     let mut recon = if ao.merged {
         Some(Recon::new(
             &g,
@@ -231,7 +231,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = geometry(spec)?;
     let place = Placement::of(&spec.job);
-    let stage = Slopes::new(&g);
+    let mut stage = Slopes::new(&g);
     let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
     let frames = camera::frames(&g);
     let mut sig = vec![0.0f32; g.signals];
