@@ -95,7 +95,7 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
     for (k, (name, hj)) in hops.iter().enumerate() {
         let side = runner
             .floor(idx * 100 + 50 + k, hj)
-            .with_context(|| format!("{name}"))?;
+            .with_context(|| name.to_string())?;
         let mut half = hist::new();
         for v in side.hist.iter_recorded() {
             half.saturating_record_n(v.value_iterated_to() / 2, v.count_at_value());
