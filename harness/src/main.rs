@@ -5,6 +5,8 @@
 //!   `details.json`, `.hgrm` files and plots into `DIR` (default `reports/<name>/`).
 //! - `harness compare OLD.json NEW.json [--max-regression 0.25]` gates on
 //!   `ratio_to_floor`.
+//! - `harness size --wfs-pixels RxC --actuators N --rate HZ --budget-us US ...` builds,
+//!   runs and reports the ao-loop scenario of one geometry, with a verdict table.
 //! - `harness __child SPEC.json` (hidden) is one pinned writer / reader / compute process.
 //!
 //! Module map: [`scenario`] (TOML schema) → [`run`] (per job: floor, ours, peer) →

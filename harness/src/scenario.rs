@@ -595,7 +595,7 @@ impl CaseSpec {
             bail!("ao-loop frames are uint16: leave dtype out or set dtype = \"uint16\"");
         }
         if self.wait.is_some() || self.pipeline.is_some() {
-            bail!("ao-loop: wait and pipeline do not apply (stages wait on notify streams)");
+            bail!("ao-loop: set wait inside [case.ao]; pipeline does not apply");
         }
         for s in &self.sizes {
             crate::cases::ao::geometry::Geometry::new(s, ao)?;

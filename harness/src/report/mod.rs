@@ -2,6 +2,7 @@
 //! `.hgrm` files and plots, all into the run's output folder.
 
 pub mod ao;
+pub mod ao_plots;
 pub mod env;
 pub mod markdown;
 pub mod plots;

@@ -48,6 +48,10 @@ pub struct AoCase {
     /// Run slopes and reconstructor in one process.
     #[serde(default)]
     pub merged: bool,
+    /// How the stages wait for their input: absent = futex (spin briefly, then park;
+    /// park at once on a shared core); `"spin"` = busy-wait (needs a core per stage).
+    #[serde(default)]
+    pub wait: Option<crate::scenario::Wait>,
     /// Search the highest sustainable rate with a ladder of short runs.
     #[serde(default = "yes")]
     pub ladder: bool,
@@ -265,6 +269,7 @@ pub(crate) mod tests {
             slopes_cpu: None,
             recon_cpu: None,
             merged: false,
+            wait: None,
             ladder: false,
             ladder_seconds: 0.3,
             budget_us: None,

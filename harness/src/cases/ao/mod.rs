@@ -148,6 +148,11 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         Err(e) => return failed(format!("failed: {e}")),
     };
     let place = Placement::of(job);
+    if let (Some(crate::scenario::Wait::Spin), Some(note)) = (ao.wait, place.oversubscribed()) {
+        return failed(format!(
+            "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
+        ));
+    }
     let ours = run_loop(runner, idx, job, "ours").map_err(|e| format!("failed: {e}"));
     let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {
         runner::ladder(runner, idx, job)

@@ -108,6 +108,8 @@ pub struct Rung {
     pub rate_hz: f64,
     /// Whether the loop kept up: no missed frame and p99 below the frame period.
     pub ok: bool,
+    /// End-to-end p50, ns (None when the run failed).
+    pub p50_ns: Option<u64>,
     /// End-to-end p99, ns (None when the run failed).
     pub p99_ns: Option<u64>,
     /// Missed frames.
@@ -134,12 +136,14 @@ pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>
             Ok(run) => Rung {
                 rate_hz: rate,
                 ok: sustainable(&run.stats, &run.e2e, rate),
+                p50_ns: Some(run.e2e.value_at_quantile(0.5)),
                 p99_ns: Some(run.e2e.value_at_quantile(0.99)),
                 missed: Some(run.stats.missed),
             },
             Err(_) => Rung {
                 rate_hz: rate,
                 ok: false,
+                p50_ns: None,
                 p99_ns: None,
                 missed: None,
             },

@@ -74,9 +74,12 @@ fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
     Ok((Geometry::new(&spec.job.shape, ao)?, ao))
 }
 
-/// Input waits spin briefly then park on the futex; a stage sharing its core parks at once.
-fn strategy(shared: bool) -> WaitStrategy {
-    if shared {
+/// Input waits spin briefly then park on the futex; a stage sharing its core parks at
+/// once; `wait = "spin"` busy-waits.
+fn strategy(ao: &super::AoCase, shared: bool) -> WaitStrategy {
+    if ao.wait == Some(crate::scenario::Wait::Spin) {
+        WaitStrategy::Spin
+    } else if shared {
         WaitStrategy::Park
     } else {
         WaitStrategy::Adaptive
@@ -138,7 +141,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     s.frame
-        .set_wait_strategy(strategy(place.shares(place.slopes)));
+        .set_wait_strategy(strategy(ao, place.shares(place.slopes)));
     let mut stage = Slopes::new(&g);
     let mut recon = if ao.merged {
         Some(Recon::new(
@@ -199,7 +202,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     s.signals
-        .set_wait_strategy(strategy(place.shares(place.recon)));
+        .set_wait_strategy(strategy(ao, place.shares(place.recon)));
     let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut sig = vec![0.0f32; g.signals];
