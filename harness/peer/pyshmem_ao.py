@@ -127,7 +127,12 @@ def stage(spec, s, to, role):
         pub = src.read_new_publication(timeout=to)
         t_in = time.monotonic_ns()
         if pub.frame_id == STOP:
-            dst.write(np.zeros(dst.shape, dtype=np.float32), frame_id=STOP)
+            # Repeated for the same reason as the camera's: read_new may fold it away.
+            for _ in range(2000):
+                dst.write(np.zeros(dst.shape, dtype=np.float32), frame_id=STOP)
+                if s["commands"].frame_id == STOP:
+                    break
+                time.sleep(0.002)
             break
         mid = 0
         if slopes is not None:

@@ -1,7 +1,7 @@
 //! The loop's floor, composed in the same run: each stage's compute alone on plain
 //! memory (one pinned process) plus the hand-off floor of each hop's payload (the
-//! harness's futex ping-pong floor on a bare shared-memory region, half a round trip),
-//! summed sample by sample.
+//! harness's ping-pong floor on a bare shared-memory region, futex or spin as the stages
+//! wait, half a round trip), summed sample by sample.
 
 use std::time::Duration;
 
@@ -29,8 +29,10 @@ pub struct Floor {
     pub recon_p50_ns: u64,
 }
 
-/// The futex ping-pong floor job for one hop: `bytes` from `from` to `to`.
+/// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way
+/// the stages wait (futex with both sides asleep, or spin).
 fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
+    let wait = job.ao.as_ref().and_then(|a| a.wait).unwrap_or(Wait::Futex);
     Job {
         case: "ao-hop".into(),
         kind: Kind::Pingpong,
@@ -40,8 +42,8 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
         device: Device::Cpu,
         mirror: None,
         pipeline: None,
-        wait: Some(Wait::Futex),
-        gap_us: 100.0,
+        wait: Some(wait),
+        gap_us: if wait == Wait::Futex { 100.0 } else { 0.0 },
         threads: 1,
         timing: Timing {
             warmup: 0.05,
@@ -124,7 +126,14 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
                 warmup_iterations: 10,
                 notes: vec![(
                     "composition".into(),
-                    "slopes + recon alone on plain memory + futex round trip / 2 per hop".into(),
+                    format!(
+                        "slopes + recon alone on plain memory + {} ping-pong floor round trip / 2 per hop",
+                        job.ao
+                            .as_ref()
+                            .and_then(|a| a.wait)
+                            .unwrap_or(Wait::Futex)
+                            .name()
+                    ),
                 )],
             },
             hist: total,
