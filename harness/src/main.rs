@@ -5,6 +5,8 @@
 //!   `details.json`, `.hgrm` files and plots into `DIR` (default `reports/<name>/`).
 //! - `harness compare OLD.json NEW.json [--max-regression 0.25]` gates on
 //!   `ratio_to_floor`.
+//! - `harness size --wfs-pixels RxC --actuators N --rate HZ --budget-us US ...` builds,
+//!   runs and reports the ao-loop scenario of one geometry, with a verdict table.
 //! - `harness __child SPEC.json` (hidden) is one pinned writer / reader / compute process.
 //!
 //! Module map: [`scenario`] (TOML schema) → [`run`] (per job: floor, ours, peer) →
@@ -24,6 +26,7 @@ mod peer;
 mod report;
 mod run;
 mod scenario;
+mod size;
 mod spawn;
 
 use std::io::IsTerminal;
@@ -85,6 +88,9 @@ enum Command {
         #[arg(long, default_value_t = 0.25)]
         max_regression: f64,
     },
+    /// Size an AO loop: build the scenario for a geometry, run it, write the report set
+    /// with a verdict table at the top.
+    Size(size::SizeArgs),
     /// One child process of a case (internal).
     #[command(name = "__child", hide = true)]
     Child {
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             new,
             max_regression,
         }) => run_compare(old, new, *max_regression),
+        Some(Command::Size(args)) => size::run(args),
         None => run_scenario(&cli),
     };
     match result {
@@ -174,12 +181,46 @@ fn summary_line(r: &JobResult) -> String {
     format!("{label}: {ours}{floor}{peer}")
 }
 
+/// How to run a scenario (the command line's options).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Output folder.
+    pub out: Option<PathBuf>,
+    /// Shorter timings.
+    pub quick: bool,
+    /// Case filter.
+    pub cases: Option<String>,
+    /// No progress output.
+    pub quiet: bool,
+    /// Python for the peer.
+    pub python: Option<PathBuf>,
+    /// No peer.
+    pub no_peer: bool,
+}
+
 fn run_scenario(cli: &Cli) -> Result<ExitCode> {
     let path = cli
         .scenario
         .as_ref()
         .context("a scenario file is required")?;
     let scenario = Scenario::load(path)?;
+    let opts = RunOptions {
+        out: cli.out.clone(),
+        quick: cli.quick,
+        cases: cli.cases.clone(),
+        quiet: cli.quiet,
+        python: cli.python.clone(),
+        no_peer: cli.no_peer,
+    };
+    execute(&scenario, &opts).map(|(code, _, _)| code)
+}
+
+/// Runs `scenario` and writes its report set; returns the exit code, the output folder
+/// and the results.
+pub fn execute(
+    scenario: &Scenario,
+    cli: &RunOptions,
+) -> Result<(ExitCode, PathBuf, Vec<JobResult>)> {
     let filter = cli
         .cases
         .as_deref()
@@ -188,7 +229,7 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         .context("--cases")?;
     let jobs = scenario.jobs(cli.quick, filter.as_ref());
     if jobs.is_empty() {
-        error::bail!("no case of {} matches --cases", path.display());
+        error::bail!("no case of scenario {} matches --cases", scenario.name);
     }
     let out = cli
         .out
@@ -205,6 +246,7 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         peer::probe(cli.python.as_deref())
     };
     let runner = Runner::new(work.clone(), peer_setup);
+    let jobs = &jobs;
     let bar = if !cli.quiet && std::io::stderr().is_terminal() {
         let b = ProgressBar::new(jobs.len() as u64);
         b.set_style(
@@ -254,7 +296,7 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         .collect::<Vec<_>>()
         .join(" ");
     let input = report::ReportInput {
-        scenario: &scenario,
+        scenario,
         results: &results,
         env: &env,
         peer: runner.peer_setup(),
@@ -281,13 +323,13 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         );
     }
     if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        Ok((ExitCode::SUCCESS, out, results))
     } else {
         eprintln!(
             "error: {} case(s) failed: {}",
             failed.len(),
             failed.join(", ")
         );
-        Ok(ExitCode::FAILURE)
+        Ok((ExitCode::FAILURE, out, results))
     }
 }

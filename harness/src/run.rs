@@ -71,6 +71,8 @@ pub struct JobResult {
     pub peer: SideResult,
     /// Set when the whole job was skipped (GPU without CUDA), with the reason.
     pub skipped: Option<String>,
+    /// ao-loop: stages, hops, rate ladder, floor parts, peer loop, bandwidth.
+    pub ao: Option<Box<cases::ao::AoSummary>>,
 }
 
 impl JobResult {
@@ -113,7 +115,13 @@ impl Runner {
         &self.peer
     }
 
-    fn names(&self, idx: usize, tag: &str) -> Names {
+    /// The folder for child files.
+    pub fn work(&self) -> &std::path::Path {
+        &self.work
+    }
+
+    /// Unique shared-object names for job `idx`, side `tag`.
+    pub fn names(&self, idx: usize, tag: &str) -> Names {
         let base = format!("hs{}-{idx}-{tag}", self.pid);
         Names {
             data: format!("{base}-data"),
@@ -122,6 +130,8 @@ impl Runner {
             matrix: format!("{base}-matrix"),
             region: format!("{base}-region"),
             lock: self.work.join(format!("{base}.lock")),
+            signals: format!("{base}-signals"),
+            commands: format!("{base}-commands"),
         }
     }
 
@@ -156,7 +166,11 @@ impl Runner {
                 floor: Err(why.clone()),
                 peer: Err(why),
                 skipped: Some(reason),
+                ao: None,
             };
+        }
+        if job.kind == Kind::AoLoop {
+            return cases::ao::run_job(self, idx, job);
         }
         let floor = self
             .floor(idx, job)
@@ -185,6 +199,7 @@ impl Runner {
             floor,
             peer,
             skipped: None,
+            ao: None,
         }
     }
 
@@ -205,7 +220,8 @@ impl Runner {
         Ok(Side { m, hist, placement })
     }
 
-    fn floor(&self, idx: usize, job: &Job) -> Result<Side> {
+    /// Measures the floor of `job` (also used for the AO loop's hop floors).
+    pub fn floor(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "floor");
         if job.device.is_gpu() {
             let role = cases::gpu::floor_role(job.kind);
@@ -231,6 +247,7 @@ impl Runner {
                 self.collect(&specs, job)
             }
             Kind::Mvm => self.collect(&[self.spec(Role::FloorMvm, job, &names, idx, "floor")], job),
+            Kind::AoLoop => crate::error::bail!("the AO loop composes its floor (cases::ao)"),
         }
     }
 
@@ -255,5 +272,9 @@ fn role_short(r: Role) -> &'static str {
         | Role::GpuMvmDriver => "writer",
         Role::PingReader | Role::FloorPingReader | Role::GpuPingReader => "reader",
         Role::MvmCompute | Role::FloorMvm | Role::GpuMvmCompute | Role::FloorGpuMvm => "compute",
+        Role::AoCamera => "camera",
+        Role::AoSlopes => "slopes",
+        Role::AoRecon => "recon",
+        Role::AoFloorCompute => "compute",
     }
 }

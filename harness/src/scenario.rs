@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cases::ao::geometry::AoCase;
 use crate::error::{Context, Result, bail};
 
 /// The numpy dtype names pyshmem (and shmstream) support, with their item sizes.
@@ -105,6 +106,9 @@ pub enum Kind {
     Pingpong,
     /// Matrix in a stream, vector per iteration, compute process publishes y = A·x.
     Mvm,
+    /// A whole AO loop: camera → slopes → reconstructor → DM, stages as processes.
+    #[serde(rename = "ao-loop")]
+    AoLoop,
 }
 
 impl Kind {
@@ -114,6 +118,7 @@ impl Kind {
             Kind::Roundtrip => "roundtrip",
             Kind::Pingpong => "pingpong",
             Kind::Mvm => "mvm",
+            Kind::AoLoop => "ao-loop",
         }
     }
 }
@@ -265,6 +270,9 @@ pub struct CaseSpec {
     /// Per-case override of `[defaults] timeout_s`.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// ao-loop only: the loop's geometry, rate and placement (`[case.ao]`).
+    #[serde(default)]
+    pub ao: Option<AoCase>,
 }
 
 /// Timing of one job.
@@ -313,6 +321,9 @@ pub struct Job {
     pub timeout_s: f64,
     /// Run the Python peer.
     pub peer: bool,
+    /// ao-loop: geometry, rate, placement.
+    #[serde(default)]
+    pub ao: Option<AoCase>,
 }
 
 impl Job {
@@ -429,13 +440,19 @@ impl Scenario {
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
+            // ao-loop frames are always u16 (the dtype key may be left at its default).
+            let dtype = if c.kind == Kind::AoLoop {
+                "uint16".to_string()
+            } else {
+                c.dtype.clone()
+            };
             for shape in &c.sizes {
                 out.push(Job {
                     case: case.clone(),
                     kind: c.kind,
                     shape: shape.clone(),
-                    dtype: c.dtype.clone(),
-                    itemsize: itemsize(&c.dtype).unwrap_or(1),
+                    itemsize: itemsize(&dtype).unwrap_or(1),
+                    dtype: dtype.clone(),
                     device: c.device,
                     mirror: if c.device.is_gpu() {
                         Some(c.mirror.unwrap_or(false))
@@ -451,6 +468,7 @@ impl Scenario {
                     reader_cpu: d.reader_cpu,
                     timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
                     peer: c.peer.unwrap_or(d.peer),
+                    ao: c.ao.clone(),
                 });
             }
         }
@@ -473,6 +491,15 @@ impl CaseSpec {
             Kind::Mvm => {
                 n.push('-');
                 n.push_str(self.pipeline.unwrap_or(Pipeline::HostUpload).name());
+            }
+            Kind::AoLoop => {
+                let ao = self.ao.as_ref();
+                if ao.is_some_and(|a| a.slopes == crate::cases::ao::geometry::SignalKind::Pixels) {
+                    n.push_str("-pixels");
+                }
+                if ao.is_some_and(|a| a.merged) {
+                    n.push_str("-merged");
+                }
             }
             Kind::Roundtrip => {}
         }
@@ -538,6 +565,11 @@ impl CaseSpec {
         if self.threads.is_some() && self.kind != Kind::Mvm {
             bail!("threads applies to kind = \"mvm\" only");
         }
+        if self.kind == Kind::AoLoop {
+            self.validate_ao()?;
+        } else if self.ao.is_some() {
+            bail!("[case.ao] applies to kind = \"ao-loop\" only");
+        }
         if self.kind == Kind::Mvm {
             if self.dtype != "float32" {
                 bail!("mvm supports dtype = \"float32\" only");
@@ -551,6 +583,22 @@ impl CaseSpec {
             || self.warmup.is_some_and(|v| !non_negative(v))
         {
             bail!("min_seconds must be > 0, repeats >= 1, warmup >= 0");
+        }
+        Ok(())
+    }
+
+    fn validate_ao(&self) -> Result<()> {
+        let Some(ao) = &self.ao else {
+            bail!("kind = \"ao-loop\" needs a [case.ao] table (actuators, rate_hz, ...)");
+        };
+        if self.dtype != "uint16" && self.dtype != "float32" {
+            bail!("ao-loop frames are uint16: leave dtype out or set dtype = \"uint16\"");
+        }
+        if self.wait.is_some() || self.pipeline.is_some() {
+            bail!("ao-loop: set wait inside [case.ao]; pipeline does not apply");
+        }
+        for s in &self.sizes {
+            crate::cases::ao::geometry::Geometry::new(s, ao)?;
         }
         Ok(())
     }
@@ -668,7 +716,13 @@ pipeline = "device-resident"
     #[test]
     fn the_shipped_scenarios_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-        for f in ["smoke.toml", "io.toml", "mvm.toml", "latency.toml"] {
+        for f in [
+            "smoke.toml",
+            "io.toml",
+            "mvm.toml",
+            "latency.toml",
+            "ao.toml",
+        ] {
             Scenario::load(&dir.join(f)).unwrap();
         }
     }

@@ -55,6 +55,14 @@ pub enum Role {
     FloorGpuCopy,
     /// Floor of GPU MVM: bare cuBLAS sgemv in one process.
     FloorGpuMvm,
+    /// AO loop camera: paced synthetic WFS frames.
+    AoCamera,
+    /// AO loop slopes stage (slopes + reconstructor when merged).
+    AoSlopes,
+    /// AO loop reconstructor stage.
+    AoRecon,
+    /// Floor of the AO loop's compute: the stages alone on plain memory.
+    AoFloorCompute,
 }
 
 /// Names of the shared objects a job uses (unique per harness run and job).
@@ -72,6 +80,12 @@ pub struct Names {
     pub region: String,
     /// Floor: lock file for the flock pair.
     pub lock: PathBuf,
+    /// AO loop: the signal vector stream.
+    #[serde(default)]
+    pub signals: String,
+    /// AO loop: the DM command stream.
+    #[serde(default)]
+    pub commands: String,
 }
 
 /// Everything a child needs, written as JSON next to its result files.
@@ -148,23 +162,51 @@ fn tail_of(path: &Path, max: usize) -> String {
     format!("…{}", &t[cut..])
 }
 
+/// One process of a group: how to start it and what to call it in messages.
+#[derive(Debug)]
+pub struct GroupMember {
+    /// The command, not yet started.
+    pub command: Command,
+    /// Name in messages, e.g. "AoSlopes child (cpu 1)".
+    pub label: String,
+    /// Where its stderr goes (quoted when it fails).
+    pub stderr: PathBuf,
+}
+
 /// Runs one group of children (started in the given order: readers first) and waits for
 /// all of them, at most `timeout`. Returns their outcomes in the same order.
 pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutcome>> {
     let exe = std::env::current_exe().context("locating the harness binary")?;
-    let (tx, rx) = mpsc::channel::<(usize, std::io::Result<std::process::ExitStatus>)>();
-    let mut pids = Vec::new();
-    let mut stderr_paths = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
+    let mut members = Vec::new();
+    for spec in specs {
         let spec_path = spec.result_prefix.with_extension("spec.json");
         std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)
             .with_context(|| format!("writing {}", spec_path.display()))?;
-        let err_path = spec.result_prefix.with_extension("stderr");
+        let mut command = Command::new(&exe);
+        command.arg("__child").arg(&spec_path);
+        members.push(GroupMember {
+            command,
+            label: format!("{:?} child (cpu {})", spec.role, spec.cpu),
+            stderr: spec.result_prefix.with_extension("stderr"),
+        });
+    }
+    run_members(members, timeout)?;
+    specs.iter().map(read_outcome).collect()
+}
+
+/// Starts `members` in order and waits for all of them, at most `timeout`; on the first
+/// failure or at the timeout the others are killed and the error quotes the stderr of
+/// the one that failed (or of every one still running).
+pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<(usize, std::io::Result<std::process::ExitStatus>)>();
+    let mut pids = Vec::new();
+    let mut labels = Vec::new();
+    let mut stderr_paths = Vec::new();
+    for (i, mut m) in members.into_iter().enumerate() {
         let err_file =
-            File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
-        let spawned = Command::new(&exe)
-            .arg("__child")
-            .arg(&spec_path)
+            File::create(&m.stderr).with_context(|| format!("creating {}", m.stderr.display()))?;
+        let spawned = m
+            .command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(err_file))
@@ -173,11 +215,12 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
             Ok(c) => c,
             Err(e) => {
                 pids.iter().for_each(|p| harness_sys::kill(*p));
-                return Err(Error::msg(format!("spawning {:?} child: {e}", spec.role)));
+                return Err(Error::msg(format!("spawning {}: {e}", m.label)));
             }
         };
         pids.push(child.id());
-        stderr_paths.push(err_path);
+        labels.push(m.label);
+        stderr_paths.push(m.stderr);
         let tx = tx.clone();
         std::thread::spawn(move || {
             let r = child.wait();
@@ -186,7 +229,7 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
     }
     drop(tx);
     let deadline = Instant::now() + timeout;
-    let mut done = vec![false; specs.len()];
+    let mut done = vec![false; pids.len()];
     let mut failure: Option<String> = None;
     while done.iter().any(|d| !d) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -200,9 +243,8 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
                         Err(e) => e.to_string(),
                     };
                     failure = Some(format!(
-                        "{:?} child (cpu {}) failed ({how}); its stderr:\n{}",
-                        specs[i].role,
-                        specs[i].cpu,
+                        "{} failed ({how}); its stderr:\n{}",
+                        labels[i],
                         tail_of(&stderr_paths[i], 4000)
                     ));
                     // The others would wait for a partner that is gone: stop them now.
@@ -214,16 +256,15 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
                 }
             }
             Err(_) => {
-                let hung: Vec<_> = (0..specs.len()).filter(|j| !done[*j]).collect();
+                let hung: Vec<_> = (0..pids.len()).filter(|j| !done[*j]).collect();
                 for j in &hung {
                     harness_sys::kill(pids[*j]);
                 }
                 let mut msg = format!("timed out after {:.0} s; killed", timeout.as_secs_f64());
                 for j in hung {
                     msg.push_str(&format!(
-                        "\n{:?} child (cpu {}) stderr:\n{}",
-                        specs[j].role,
-                        specs[j].cpu,
+                        "\n{} stderr:\n{}",
+                        labels[j],
                         tail_of(&stderr_paths[j], 2000)
                     ));
                 }
@@ -233,10 +274,10 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
             }
         }
     }
-    if let Some(f) = failure {
-        return Err(Error::msg(f));
+    match failure {
+        Some(f) => Err(Error::msg(f)),
+        None => Ok(()),
     }
-    specs.iter().map(read_outcome).collect()
 }
 
 fn read_outcome(spec: &ChildSpec) -> Result<ChildOutcome> {

@@ -117,6 +117,7 @@ pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stre
                 ctl()?,
             ]
         }
+        Kind::AoLoop => crate::error::bail!("the GPU form of ao-loop has no streams here"),
     })
 }
 
@@ -126,6 +127,7 @@ pub fn roles(kind: Kind) -> &'static [Role] {
         Kind::Roundtrip => &[Role::GpuRoundtrip],
         Kind::Pingpong => &[Role::GpuPingReader, Role::GpuPingWriter],
         Kind::Mvm => &[Role::GpuMvmCompute, Role::GpuMvmDriver],
+        Kind::AoLoop => &[],
     }
 }
 
@@ -133,7 +135,7 @@ pub fn roles(kind: Kind) -> &'static [Role] {
 pub fn floor_role(kind: Kind) -> Role {
     match kind {
         Kind::Roundtrip | Kind::Pingpong => Role::FloorGpuCopy,
-        Kind::Mvm => Role::FloorGpuMvm,
+        Kind::Mvm | Kind::AoLoop => Role::FloorGpuMvm,
     }
 }
 

@@ -9,6 +9,7 @@
 //! handles until the children are done, so names, cleanup and `notify` flags live in one
 //! place; the children only open.
 
+pub mod ao;
 pub mod gpu;
 pub mod mvm;
 pub mod pingpong;
@@ -62,6 +63,10 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
         }
         Role::FloorGpuCopy => Some(gpu::floor_copy(spec)?),
         Role::FloorGpuMvm => Some(gpu::floor_mvm(spec)?),
+        Role::AoCamera => ao::stage::camera(spec).map(|()| None)?,
+        Role::AoSlopes => ao::stage::slopes(spec).map(|()| None)?,
+        Role::AoRecon => ao::stage::recon(spec).map(|()| None)?,
+        Role::AoFloorCompute => ao::stage::floor_compute(spec).map(|()| None)?,
     };
     Ok(m)
 }
@@ -202,6 +207,7 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
             js.streams
                 .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
+        Kind::AoLoop => js.streams = ao::create_streams(job, names)?,
     }
     Ok(js)
 }
@@ -215,6 +221,7 @@ pub fn roles(job: &Job) -> &'static [Role] {
         Kind::Roundtrip => &[Role::Roundtrip],
         Kind::Pingpong => &[Role::PingReader, Role::PingWriter],
         Kind::Mvm => &[Role::MvmCompute, Role::MvmDriver],
+        Kind::AoLoop => &[Role::AoRecon, Role::AoSlopes, Role::AoCamera],
     }
 }
 

@@ -1,6 +1,8 @@
 //! Report writers: `report.md`, `results.json` + `results.csv`, `details.json`,
 //! `.hgrm` files and plots, all into the run's output folder.
 
+pub mod ao;
+pub mod ao_plots;
 pub mod env;
 pub mod markdown;
 pub mod plots;
@@ -87,6 +89,7 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
             "ours": side_json(&r.ours, r.job.kind),
             "floor": side_json(&r.floor, r.job.kind),
             "peer": side_json(&r.peer, r.job.kind),
+            "ao": r.ao,
         })).collect::<Vec<_>>(),
     });
     std::fs::write(
@@ -219,6 +222,7 @@ mod write_tests {
                 floor: Ok(side(3000, 330_000.0)),
                 peer: Err("no python".into()),
                 skipped: None,
+                ao: None,
             },
             JobResult {
                 job: jobs[1].clone(),
@@ -226,6 +230,7 @@ mod write_tests {
                 floor: Err("skipped".into()),
                 peer: Err("skipped".into()),
                 skipped: Some("cuda:0: no CUDA driver".into()),
+                ao: None,
             },
         ];
         let env = Environment::collect();

@@ -15,13 +15,13 @@ use crate::report::human_bytes;
 use crate::run::JobResult;
 use crate::scenario::Kind;
 
-const FONT: &str = "sans-serif";
-const SIZE: (u32, u32) = (1100, 650);
+pub(crate) const FONT: &str = "sans-serif";
+pub(crate) const SIZE: (u32, u32) = (1100, 650);
 const OURS: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const FLOOR: RGBColor = RGBColor(0x55, 0x55, 0x55);
 const PEER: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
-fn register() -> Result<()> {
+pub(crate) fn register() -> Result<()> {
     static OK: OnceLock<bool> = OnceLock::new();
     let ok =
         *OK.get_or_init(|| register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
@@ -56,7 +56,7 @@ struct Chart<'a> {
     legend: SeriesLabelPosition,
 }
 
-fn pe<E: std::fmt::Debug>(e: E) -> Error {
+pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> Error {
     Error::msg(format!("plotting: {e:?}"))
 }
 
@@ -281,6 +281,7 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
                 Kind::Roundtrip => "write+read round trips per second (Hz)",
                 Kind::Pingpong => "round trips per second (Hz)",
                 Kind::Mvm => "y = A·x per second (Hz)",
+                Kind::AoLoop => "loop frames per second (Hz)",
             },
             x_fmt: &bytes_fmt,
             y_fmt: &si,
@@ -331,8 +332,34 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
             )?);
         }
     }
+    files.extend(super::ao_plots::write(results, dir)?);
     Ok(files)
 }
+
+/// Writes one log-log line chart with markers (used by the ao-loop plots).
+pub fn line_chart(
+    dir: &Path,
+    stem: &str,
+    title: String,
+    x_desc: &str,
+    y_desc: &str,
+    series: Vec<Series>,
+) -> Result<Vec<String>> {
+    let chart = Chart {
+        title,
+        x_desc,
+        y_desc,
+        x_fmt: &si,
+        y_fmt: &us_fmt,
+        series,
+        markers: true,
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    save(&chart, dir, stem)
+}
+
+/// The colours of ours, the floor and the peer.
+pub const SIDE_COLORS: [RGBColor; 3] = [OURS, FLOOR, PEER];
 
 /// A file-name-safe version of a case name.
 pub fn sanitize(s: &str) -> String {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cases::ao::analysis::StageStat;
 use crate::error::Result;
 use crate::run::JobResult;
 use crate::scenario::{Kind, shape_str};
@@ -53,10 +54,58 @@ pub struct Record {
     pub ratio_to_floor: Option<f64>,
     /// pyshmem 1.4.0 doing the same case.
     pub peer_hz: Option<f64>,
+    /// ao-loop: the loop's sizes.
+    #[serde(default)]
+    pub geometry: Option<AoGeometry>,
+    /// ao-loop: camera rate of the run, Hz.
+    #[serde(default)]
+    pub rate_hz: Option<f64>,
+    /// ao-loop: DM frames per second measured.
+    #[serde(default)]
+    pub achieved_hz: Option<f64>,
+    /// ao-loop: camera frames whose id never reached the DM.
+    #[serde(default)]
+    pub missed: Option<u64>,
+    /// ao-loop: standard deviation of the end-to-end latency, ns.
+    #[serde(default)]
+    pub jitter_ns: Option<f64>,
+    /// ao-loop: per-stage compute and per-hop latencies.
+    #[serde(default)]
+    pub stages: Option<Vec<StageStat>>,
+    /// ao-loop: highest sustainable rate found by the rate ladder, Hz.
+    #[serde(default)]
+    pub max_rate_hz: Option<f64>,
+    /// ao-loop: the pyshmem + numpy loop's end-to-end p50, ns.
+    #[serde(default)]
+    pub peer_p50_ns: Option<u64>,
+    /// ao-loop: the peer's p99, ns.
+    #[serde(default)]
+    pub peer_p99_ns: Option<u64>,
+    /// ao-loop: the peer's jitter (std), ns.
+    #[serde(default)]
+    pub peer_jitter_ns: Option<f64>,
+    /// ao-loop: "pass" or "fail: …" at the rate.
+    #[serde(default)]
+    pub verdict: Option<String>,
+}
+
+/// The `geometry` key of an ao-loop row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AoGeometry {
+    /// WFS frame `[rows, cols]`.
+    pub wfs_pixels: [usize; 2],
+    /// Subaperture grid (`[0, 0]` for pixel signals).
+    pub subapertures: [usize; 2],
+    /// Signal vector length.
+    pub signals: usize,
+    /// Controlled modes (0 = zonal).
+    pub modes: usize,
+    /// DM actuators.
+    pub actuators: usize,
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 30] = [
     "case",
     "kind",
     "shape",
@@ -76,6 +125,17 @@ pub const COLUMNS: [&str; 19] = [
     "floor_hz",
     "ratio_to_floor",
     "peer_hz",
+    "geometry",
+    "rate_hz",
+    "achieved_hz",
+    "missed",
+    "jitter_ns",
+    "stages",
+    "max_rate_hz",
+    "peer_p50_ns",
+    "peer_p99_ns",
+    "peer_jitter_ns",
+    "verdict",
 ];
 
 /// Bytes written + read per iteration (the seed's IO convention).
@@ -85,6 +145,11 @@ pub fn bytes_per_iteration(r: &JobResult) -> f64 {
         Kind::Roundtrip | Kind::Pingpong => 2.0 * j.payload_bytes() as f64,
         // x and y each written once and read once.
         Kind::Mvm => 2.0 * ((j.shape[0] + j.shape[1]) * j.itemsize) as f64,
+        // The frame, the signals and the commands, each written once and read once.
+        Kind::AoLoop => {
+            r.ao.as_ref()
+                .map_or(0.0, |a| 2.0 * a.bytes_per_frame() as f64)
+        }
     }
 }
 
@@ -101,7 +166,27 @@ impl Record {
         } else {
             None
         };
+        let ao = r.ao.as_deref();
+        let stats = ao.and_then(|a| a.stats.as_ref());
+        let peer_side = r.peer.as_ref().ok().filter(|_| ao.is_some());
         Record {
+            geometry: ao.map(|a| AoGeometry {
+                wfs_pixels: a.geometry.wfs,
+                subapertures: a.geometry.subapertures,
+                signals: a.geometry.signals,
+                modes: a.geometry.modes,
+                actuators: a.geometry.actuators,
+            }),
+            rate_hz: ao.map(|a| a.rate_hz),
+            achieved_hz: stats.map(|s| s.achieved_hz),
+            missed: stats.map(|s| s.missed),
+            jitter_ns: stats.map(|s| s.jitter_ns),
+            stages: stats.map(|s| s.stages.clone()),
+            max_rate_hz: ao.and_then(|a| a.max_rate_hz),
+            peer_p50_ns: peer_side.map(|s| s.pct().p50),
+            peer_p99_ns: peer_side.map(|s| s.pct().p99),
+            peer_jitter_ns: peer_side.map(|s| s.hist.stdev()),
+            verdict: ao.map(|a| a.verdict.clone()),
             case: j.case.clone(),
             kind: j.kind.name().into(),
             shape: j.shape.clone(),
@@ -170,6 +255,13 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
+/// A structured field as compact JSON in one CSV cell.
+fn json_opt<T: Serialize>(v: &Option<T>) -> String {
+    v.as_ref()
+        .and_then(|v| serde_json::to_string(v).ok())
+        .unwrap_or_default()
+}
+
 impl TableWriter for CsvWriter {
     fn write(&self, records: &[Record], w: &mut dyn Write) -> Result<()> {
         let mut c = csv::Writer::from_writer(w);
@@ -195,6 +287,17 @@ impl TableWriter for CsvWriter {
                 opt(&r.floor_hz),
                 opt(&r.ratio_to_floor),
                 opt(&r.peer_hz),
+                json_opt(&r.geometry),
+                opt(&r.rate_hz),
+                opt(&r.achieved_hz),
+                opt(&r.missed),
+                opt(&r.jitter_ns),
+                json_opt(&r.stages),
+                opt(&r.max_rate_hz),
+                opt(&r.peer_p50_ns),
+                opt(&r.peer_p99_ns),
+                opt(&r.peer_jitter_ns),
+                opt(&r.verdict),
             ])?;
         }
         c.flush()?;
@@ -242,6 +345,17 @@ pub(crate) mod tests {
             floor_hz: ratio.map(|r| 1000.0 / r),
             ratio_to_floor: ratio,
             peer_hz: None,
+            geometry: None,
+            rate_hz: None,
+            achieved_hz: None,
+            missed: None,
+            jitter_ns: None,
+            stages: None,
+            max_rate_hz: None,
+            peer_p50_ns: None,
+            peer_p99_ns: None,
+            peer_jitter_ns: None,
+            verdict: None,
         }
     }
 
@@ -274,6 +388,6 @@ pub(crate) mod tests {
             row.starts_with("a,roundtrip,100x100,float32,cpu,,,,1000,80000000,,900,"),
             "{row}"
         );
-        assert!(row.ends_with(",,,"), "{row}");
+        assert!(row.ends_with(",,,,,,,,,,,,,,"), "{row}");
     }
 }

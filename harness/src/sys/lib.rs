@@ -17,6 +17,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod flock;
 pub mod futex;
 pub mod gpu;

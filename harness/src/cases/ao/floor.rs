@@ -1,0 +1,145 @@
+//! The loop's floor, composed in the same run: each stage's compute alone on plain
+//! memory (one pinned process) plus the hand-off floor of each hop's payload (the
+//! harness's ping-pong floor on a bare shared-memory region, futex or spin as the stages
+//! wait, half a round trip), summed sample by sample.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::analysis::StageStat;
+use super::geometry::Geometry;
+use super::placement::Placement;
+use super::stage::read_log;
+use crate::error::{Context, Result};
+use crate::hist;
+use crate::measure::Measured;
+use crate::run::{Runner, Side};
+use crate::scenario::{Device, Job, Kind, Timing, Wait};
+use crate::spawn::{self, ChildSpec, Role};
+
+/// The composed floor and its parts.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    /// The summed distribution, as a side of the job.
+    pub side: Side,
+    /// Its parts: compute alone per stage, then each hop's floor (p50 / p99).
+    pub parts: Vec<StageStat>,
+    /// Median of the reconstructor alone, ns (the MVM kernel's bandwidth comes from it).
+    pub recon_p50_ns: u64,
+}
+
+/// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way
+/// the stages wait (futex with both sides asleep, or spin).
+fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
+    let wait = job.ao.as_ref().and_then(|a| a.wait).unwrap_or(Wait::Futex);
+    Job {
+        case: "ao-hop".into(),
+        kind: Kind::Pingpong,
+        shape: vec![bytes],
+        dtype: "uint8".into(),
+        itemsize: 1,
+        device: Device::Cpu,
+        mirror: None,
+        pipeline: None,
+        wait: Some(wait),
+        gap_us: if wait == Wait::Futex { 100.0 } else { 0.0 },
+        threads: 1,
+        timing: Timing {
+            warmup: 0.05,
+            min_seconds: job.timing.min_seconds.min(0.3),
+            repeats: 1,
+        },
+        writer_cpu: from,
+        reader_cpu: to,
+        timeout_s: job.timeout_s,
+        peer: false,
+        ao: None,
+    }
+}
+
+fn stat(name: &str, h: &Histogram<u64>) -> StageStat {
+    StageStat {
+        name: name.into(),
+        p50_ns: h.value_at_quantile(0.5),
+        p99_ns: h.value_at_quantile(0.99),
+    }
+}
+
+/// Measures and composes the floor of `job`.
+pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<Floor> {
+    let place = Placement::of(job);
+    let names = runner.names(idx, "aofloor");
+    let spec = ChildSpec {
+        role: Role::AoFloorCompute,
+        job: job.clone(),
+        names,
+        cpu: place.slopes,
+        result_prefix: runner.work().join(format!("{idx}-aofloor")),
+        wait_timeout_s: job.timeout_s,
+    };
+    spawn::run_group(
+        std::slice::from_ref(&spec),
+        Duration::from_secs_f64(job.timeout_s),
+    )?;
+    let compute = read_log(&spec.result_prefix.with_extension("aolog"))?;
+    let mut hops = vec![(
+        "camera→slopes floor",
+        hop_job(job, g.pixels() * 2, place.camera, place.slopes),
+    )];
+    if !place.merged {
+        hops.push((
+            "slopes→recon floor",
+            hop_job(job, g.signals * 4, place.slopes, place.recon),
+        ));
+    }
+    let mut hop_hists = Vec::new();
+    for (k, (name, hj)) in hops.iter().enumerate() {
+        let side = runner
+            .floor(idx * 100 + 50 + k, hj)
+            .with_context(|| name.to_string())?;
+        let mut half = hist::new();
+        for v in side.hist.iter_recorded() {
+            half.saturating_record_n(v.value_iterated_to() / 2, v.count_at_value());
+        }
+        hop_hists.push((*name, half));
+    }
+    let (mut hs, mut hr, mut total) = (hist::new(), hist::new(), hist::new());
+    // Hop samples drawn at quantiles spread by the golden ratio: independent of the
+    // compute sample they are added to, and deterministic.
+    for (i, e) in compute.iter().enumerate() {
+        hs.saturating_record(e[1]);
+        hr.saturating_record(e[2]);
+        let q = ((i as f64 + 0.5) * 0.618_033_988_75).fract();
+        let hop: u64 = hop_hists.iter().map(|(_, h)| h.value_at_quantile(q)).sum();
+        total.saturating_record(e[1] + e[2] + hop);
+    }
+    let mut parts = vec![stat("slopes alone", &hs), stat("recon alone", &hr)];
+    parts.extend(hop_hists.iter().map(|(n, h)| stat(n, h)));
+    let mean = total.mean().max(1.0);
+    Ok(Floor {
+        side: Side {
+            m: Measured {
+                repeat_hz: vec![1e9 / mean],
+                repeat_busy_hz: vec![1e9 / mean],
+                iterations: total.len(),
+                warmup_iterations: 10,
+                notes: vec![(
+                    "composition".into(),
+                    format!(
+                        "slopes + recon alone on plain memory + {} ping-pong floor round trip / 2 per hop",
+                        job.ao
+                            .as_ref()
+                            .and_then(|a| a.wait)
+                            .unwrap_or(Wait::Futex)
+                            .name()
+                    ),
+                )],
+            },
+            hist: total,
+            placement: format!("compute@{} + hops", place.slopes),
+        },
+        recon_p50_ns: hr.value_at_quantile(0.5),
+        parts,
+    })
+}

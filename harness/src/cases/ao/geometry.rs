@@ -1,0 +1,323 @@
+//! The `[case.ao]` table of an `ao-loop` case, and the loop geometry derived from it and
+//! the case's WFS frame shape: checked before any process starts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, bail};
+
+/// How the slopes stage turns a frame into signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalKind {
+    /// Shack-Hartmann centroids over the subaperture grid (2 signals per subaperture).
+    #[default]
+    Centroids,
+    /// Pyramid-style: the valid pixels, normalized by their mean.
+    Pixels,
+}
+
+/// `[case.ao]`: what the loop computes, at which rate, where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AoCase {
+    /// `"centroids"` (default) or `"pixels"`.
+    #[serde(default)]
+    pub slopes: SignalKind,
+    /// Centroids: the subaperture grid `[rows, cols]`; it must divide the frame.
+    #[serde(default)]
+    pub subapertures: Option<[usize; 2]>,
+    /// Pixels: how many valid pixels (default: every pixel of the frame).
+    #[serde(default)]
+    pub valid_pixels: Option<usize>,
+    /// Controlled modes; absent or 0: zonal control (one MVM, signals → actuators).
+    #[serde(default)]
+    pub modes: Option<usize>,
+    /// DM actuators.
+    pub actuators: usize,
+    /// Camera frame rate, Hz.
+    pub rate_hz: f64,
+    /// Cores of the stages (default: camera on `writer_cpu`, the others on `reader_cpu`).
+    #[serde(default)]
+    pub camera_cpu: Option<usize>,
+    /// Core of the slopes stage.
+    #[serde(default)]
+    pub slopes_cpu: Option<usize>,
+    /// Core of the reconstructor stage.
+    #[serde(default)]
+    pub recon_cpu: Option<usize>,
+    /// Run slopes and reconstructor in one process.
+    #[serde(default)]
+    pub merged: bool,
+    /// How the stages wait for their input: absent = futex (spin briefly, then park;
+    /// park at once on a shared core); `"spin"` = busy-wait (needs a core per stage).
+    #[serde(default)]
+    pub wait: Option<crate::scenario::Wait>,
+    /// Search the highest sustainable rate with a ladder of short runs.
+    #[serde(default = "yes")]
+    pub ladder: bool,
+    /// Seconds of each ladder run.
+    #[serde(default = "ladder_seconds")]
+    pub ladder_seconds: f64,
+    /// Latency budget, µs: the verdict needs end-to-end p99 below it (and below the
+    /// frame period).
+    #[serde(default)]
+    pub budget_us: Option<f64>,
+    /// Reconstructor kernel threads (default 1).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Integrator gain.
+    #[serde(default = "gain")]
+    pub gain: f32,
+    /// Integrator leak (state ← leak·state − gain·modes).
+    #[serde(default = "leak")]
+    pub leak: f32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn ladder_seconds() -> f64 {
+    0.3
+}
+fn one() -> usize {
+    1
+}
+fn gain() -> f32 {
+    0.3
+}
+fn leak() -> f32 {
+    0.99
+}
+
+/// The sizes every stage works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// WFS frame `[rows, cols]` (u16 pixels).
+    pub wfs: [usize; 2],
+    /// Signal kind.
+    pub kind: SignalKind,
+    /// Subaperture grid (centroids) or `[0, 0]`.
+    pub subapertures: [usize; 2],
+    /// Length of the signal vector.
+    pub signals: usize,
+    /// Controlled modes (0 = zonal).
+    pub modes: usize,
+    /// DM actuators.
+    pub actuators: usize,
+}
+
+/// Bytes the machine must keep free beside the matrices (frames, buffers, processes).
+const OVERHEAD_BYTES: u64 = 256 << 20;
+
+impl Geometry {
+    /// Checks `ao` against the frame shape and derives the sizes.
+    pub fn new(wfs: &[usize], ao: &AoCase) -> Result<Self> {
+        let [h, w] = match wfs {
+            [h, w] if *h > 0 && *w > 0 => [*h, *w],
+            _ => bail!("ao-loop: the WFS frame must be [rows, cols] with both > 0, got {wfs:?}"),
+        };
+        if ao.actuators == 0 {
+            bail!("ao-loop: actuators must be > 0");
+        }
+        if !(ao.rate_hz.is_finite() && ao.rate_hz > 0.0 && ao.rate_hz <= 1e5) {
+            bail!(
+                "ao-loop: rate_hz must be in (0, 100000], got {}",
+                ao.rate_hz
+            );
+        }
+        if ao.budget_us.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+            bail!("ao-loop: budget_us must be > 0");
+        }
+        if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
+            bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
+        }
+        let (subapertures, signals) = match ao.slopes {
+            SignalKind::Centroids => {
+                if ao.valid_pixels.is_some() {
+                    bail!("ao-loop: valid_pixels applies to slopes = \"pixels\" only");
+                }
+                let Some([sy, sx]) = ao.subapertures else {
+                    bail!("ao-loop: slopes = \"centroids\" needs subapertures = [rows, cols]");
+                };
+                if sy == 0 || sx == 0 || h % sy != 0 || w % sx != 0 || h / sy < 2 || w / sx < 2 {
+                    bail!(
+                        "ao-loop: subapertures {sy}x{sx} must divide the {h}x{w} frame into \
+                         cells of at least 2x2 pixels"
+                    );
+                }
+                ([sy, sx], 2 * sy * sx)
+            }
+            SignalKind::Pixels => {
+                if ao.subapertures.is_some() {
+                    bail!("ao-loop: subapertures applies to slopes = \"centroids\" only");
+                }
+                let n = ao.valid_pixels.unwrap_or(h * w);
+                if n == 0 || n > h * w {
+                    bail!(
+                        "ao-loop: valid_pixels = {n} must be in 1..={} ({h}x{w})",
+                        h * w
+                    );
+                }
+                ([0, 0], n)
+            }
+        };
+        let g = Geometry {
+            wfs: [h, w],
+            kind: ao.slopes,
+            subapertures,
+            signals,
+            modes: ao.modes.unwrap_or(0),
+            actuators: ao.actuators,
+        };
+        g.check_memory(available_memory())?;
+        Ok(g)
+    }
+
+    /// Pixels of one frame.
+    pub fn pixels(&self) -> usize {
+        self.wfs[0] * self.wfs[1]
+    }
+
+    /// The reconstructor's matrices as `(rows, cols)`: R, then M2C when modal.
+    pub fn matrices(&self) -> Vec<(usize, usize)> {
+        if self.modes == 0 {
+            vec![(self.actuators, self.signals)]
+        } else {
+            vec![(self.modes, self.signals), (self.actuators, self.modes)]
+        }
+    }
+
+    /// Matrix bytes the reconstructor reads per frame (f32).
+    pub fn recon_bytes(&self) -> u64 {
+        self.matrices()
+            .iter()
+            .map(|(r, c)| (*r * *c * 4) as u64)
+            .sum()
+    }
+
+    /// Memory one run needs: the matrices once in the reconstructor process (the floor
+    /// and the peer hold their own copy one at a time) plus a fixed overhead.
+    pub fn memory_needed(&self) -> u64 {
+        self.recon_bytes() + OVERHEAD_BYTES
+    }
+
+    /// Refuses a geometry whose matrices do not fit `available` bytes (None: unknown).
+    pub fn check_memory(&self, available: Option<u64>) -> Result<()> {
+        let need = self.memory_needed();
+        if let Some(avail) = available
+            && need > avail
+        {
+            bail!(
+                "ao-loop: this geometry needs {:.2} GB ({:.2} GB of f32 reconstructor matrices \
+                 {}) but the machine has {:.2} GB available; use a smaller geometry or a \
+                 larger machine",
+                need as f64 / 1e9,
+                self.recon_bytes() as f64 / 1e9,
+                self.matrices()
+                    .iter()
+                    .map(|(r, c)| format!("{r}x{c}"))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                avail as f64 / 1e9
+            );
+        }
+        Ok(())
+    }
+
+    /// `"wfs 49x49, 49 subap, 98 signals, 97 modes, 97 act"`.
+    pub fn describe(&self) -> String {
+        let sig = match self.kind {
+            SignalKind::Centroids => format!(
+                "{}x{} subap → {} slopes",
+                self.subapertures[0], self.subapertures[1], self.signals
+            ),
+            SignalKind::Pixels => format!("{} pixel signals", self.signals),
+        };
+        let modes = if self.modes == 0 {
+            "zonal".to_string()
+        } else {
+            format!("{} modes", self.modes)
+        };
+        format!(
+            "{}x{} px, {sig}, {modes}, {} actuators",
+            self.wfs[0], self.wfs[1], self.actuators
+        )
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, bytes.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn case(sub: Option<[usize; 2]>, modes: Option<usize>, act: usize) -> AoCase {
+        AoCase {
+            slopes: SignalKind::Centroids,
+            subapertures: sub,
+            valid_pixels: None,
+            modes,
+            actuators: act,
+            rate_hz: 1000.0,
+            camera_cpu: None,
+            slopes_cpu: None,
+            recon_cpu: None,
+            merged: false,
+            wait: None,
+            ladder: false,
+            ladder_seconds: 0.3,
+            budget_us: None,
+            threads: 1,
+            gain: 0.3,
+            leak: 0.99,
+        }
+    }
+
+    #[test]
+    fn the_pyrtc_geometry_has_98_slopes() {
+        let g = Geometry::new(&[49, 49], &case(Some([7, 7]), Some(97), 97)).unwrap();
+        assert_eq!(g.signals, 98);
+        assert_eq!(g.matrices(), vec![(97, 98), (97, 97)]);
+    }
+
+    #[test]
+    fn bad_geometries_are_clear_errors() {
+        for (wfs, c, needle) in [
+            (vec![0, 49], case(Some([7, 7]), None, 10), "both > 0"),
+            (vec![49, 49], case(Some([7, 8]), None, 10), "must divide"),
+            (vec![49, 49], case(Some([0, 7]), None, 10), "must divide"),
+            (vec![49, 49], case(None, None, 10), "needs subapertures"),
+            (vec![49, 49], case(Some([7, 7]), None, 0), "actuators"),
+            (vec![49], case(Some([7, 7]), None, 10), "[rows, cols]"),
+        ] {
+            let err = Geometry::new(&wfs, &c).unwrap_err().to_string();
+            assert!(err.contains(needle), "{wfs:?}: {err}");
+        }
+        let mut p = case(None, None, 10);
+        p.slopes = SignalKind::Pixels;
+        p.valid_pixels = Some(50);
+        let err = Geometry::new(&[7, 7], &p).unwrap_err().to_string();
+        assert!(err.contains("valid_pixels = 50"), "{err}");
+    }
+
+    #[test]
+    fn a_geometry_too_big_for_memory_is_refused_with_the_figure() {
+        let g = Geometry::new(&[10, 10], &case(Some([5, 5]), None, 10)).unwrap();
+        let big = Geometry {
+            signals: 200_000,
+            actuators: 100_000,
+            ..g
+        };
+        let err = big.check_memory(Some(8 << 30)).unwrap_err().to_string();
+        assert!(
+            err.contains("80.00 GB") && err.contains("100000x200000"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! The `ao-loop` case: a whole adaptive-optics loop, WFS camera → slopes →
+//! reconstructor → DM, each stage its own pinned process linked by notify streams, frame
+//! ids carried through (see `shared/reference/ao.md`).
+//!
+//! - [`geometry`]: the `[case.ao]` table, checked before anything starts.
+//! - [`camera`], [`slopes`], [`recon`]: what each stage computes; [`stage`]: the stage
+//!   processes and their in-memory logs; [`placement`]: cores and frame counts.
+//! - [`runner`]: one run and the rate ladder; [`analysis`]: logs → figures;
+//!   [`floor`]: the composed floor; [`peer`]: the pyshmem + numpy loop.
+
+pub mod analysis;
+pub mod camera;
+pub mod floor;
+pub mod geometry;
+pub mod peer;
+pub mod placement;
+pub mod recon;
+pub mod runner;
+pub mod slopes;
+pub mod stage;
+
+use serde::Serialize;
+use shmstream::{Dtype, Stream};
+
+use self::analysis::{LoopStats, StageStat};
+pub use self::geometry::AoCase;
+use self::geometry::Geometry;
+use self::placement::Placement;
+use self::runner::{LoopRun, Rung, run_loop};
+use crate::cases::create;
+use crate::error::{Context, Result};
+use crate::measure::Measured;
+use crate::peer::PeerSetup;
+use crate::run::{JobResult, Runner, Side};
+use crate::scenario::Job;
+use crate::spawn::Names;
+
+/// Everything an ao-loop job reports besides the end-to-end histograms.
+#[derive(Debug, Clone, Serialize)]
+pub struct AoSummary {
+    /// The sizes.
+    pub geometry: Geometry,
+    /// Where the stages ran, as the processes reported it.
+    pub placement: String,
+    /// Set when stages share cores.
+    pub oversubscribed: Option<String>,
+    /// Camera rate of the main run, Hz.
+    pub rate_hz: f64,
+    /// Figures of the main run (ours).
+    pub stats: Option<LoopStats>,
+    /// Highest sustainable rate found by the ladder.
+    pub max_rate_hz: Option<f64>,
+    /// The ladder's runs.
+    pub ladder: Vec<Rung>,
+    /// The floor's parts.
+    pub floor_parts: Vec<StageStat>,
+    /// Figures of the pyshmem + numpy loop.
+    pub peer: Option<LoopStats>,
+    /// Reconstructor matrix bytes read per frame.
+    pub recon_bytes: u64,
+    /// Matrix bandwidth the rate needs, GB/s.
+    pub needed_gbs: f64,
+    /// Bandwidth of the reconstructor alone on this machine (matrix bytes / median time), GB/s.
+    pub measured_gbs: Option<f64>,
+    /// "pass" or "fail: …" at the main run's rate.
+    pub verdict: String,
+}
+
+impl AoSummary {
+    /// Bytes of one frame's hand-offs: the frame, the signals, the commands.
+    pub fn bytes_per_frame(&self) -> usize {
+        let g = &self.geometry;
+        g.pixels() * 2 + g.signals * 4 + g.actuators * 4
+    }
+}
+
+/// Creates the loop's streams: frame (u16), signals and commands (f32), all notify, and
+/// the ready stream the stages count themselves in on.
+pub fn create_streams(job: &Job, names: &Names) -> Result<Vec<Stream>> {
+    let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
+    let g = Geometry::new(&job.shape, ao)?;
+    Ok(vec![
+        create(&names.data, &g.wfs, Dtype::U16, true)?,
+        create(&names.signals, &[g.signals], Dtype::F32, true)?,
+        create(&names.commands, &[g.actuators], Dtype::F32, true)?,
+        create(&names.ctl, &[1], Dtype::U64, true)?,
+    ])
+}
+
+fn side(run: &LoopRun, job: &Job) -> Side {
+    Side {
+        m: Measured {
+            repeat_hz: vec![run.stats.achieved_hz],
+            repeat_busy_hz: vec![run.stats.achieved_hz],
+            iterations: run.e2e.len(),
+            warmup_iterations: Placement::warmup_frames(job),
+            notes: vec![
+                ("missed".into(), run.stats.missed.to_string()),
+                ("jitter_ns".into(), format!("{:.0}", run.stats.jitter_ns)),
+            ],
+        },
+        hist: run.e2e.clone(),
+        placement: run.placement.clone(),
+    }
+}
+
+/// The verdict at a rate: no missed frame and p99 below the frame period and below
+/// `budget_us` when given.
+pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
+    let p99 = run.e2e.value_at_quantile(0.99);
+    let period = 1e9 / rate_hz;
+    let limit = budget_us.map_or(period, |b| (b * 1e3).min(period)) as u64;
+    if run.stats.missed > 0 {
+        format!("fail: {} missed frames", run.stats.missed)
+    } else if p99 >= limit {
+        format!("fail: p99 {} µs ≥ {} µs", p99 / 1000, limit / 1000)
+    } else {
+        "pass".into()
+    }
+}
+
+/// Measures one ao-loop job: ours, the ladder, the composed floor, the peer.
+pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
+    let failed = |why: String| JobResult {
+        job: job.clone(),
+        ours: Err(why.clone()),
+        floor: Err(why.clone()),
+        peer: Err(why),
+        skipped: None,
+        ao: None,
+    };
+    let Some(ao) = job.ao.as_ref() else {
+        return failed("ao-loop job without [case.ao]".into());
+    };
+    if job.device.is_gpu() {
+        let why = format!(
+            "{}: the GPU form of ao-loop (slopes and cuBLAS reconstructor on the device) \
+             is not implemented yet",
+            job.device
+        );
+        return JobResult {
+            skipped: Some(why.clone()),
+            ..failed(why)
+        };
+    }
+    let g = match Geometry::new(&job.shape, ao) {
+        Ok(g) => g,
+        Err(e) => return failed(format!("failed: {e}")),
+    };
+    let place = Placement::of(job);
+    if let (Some(crate::scenario::Wait::Spin), Some(note)) = (ao.wait, place.oversubscribed()) {
+        return failed(format!(
+            "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
+        ));
+    }
+    let ours = run_loop(runner, idx, job, "ours").map_err(|e| format!("failed: {e}"));
+    let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {
+        runner::ladder(runner, idx, job)
+    } else {
+        (None, Vec::new())
+    };
+    let floor = floor::compose(runner, idx, job, &g).map_err(|e| format!("floor failed: {e}"));
+    let peer = match (job.peer, runner.peer_setup()) {
+        (false, _) => Err("peer disabled for this case".to_string()),
+        (true, PeerSetup::Missing(why)) => Err(why.clone()),
+        (true, setup) => {
+            peer::run(runner, setup, idx, job, &g).map_err(|e| format!("peer failed: {e}"))
+        }
+    };
+    let recon_p50 = floor.as_ref().ok().map(|f| f.recon_p50_ns);
+    let summary = AoSummary {
+        geometry: g,
+        placement: ours
+            .as_ref()
+            .map_or_else(|_| place.describe(), |r| r.placement.clone()),
+        oversubscribed: place.oversubscribed(),
+        rate_hz: ao.rate_hz,
+        stats: ours.as_ref().ok().map(|r| r.stats.clone()),
+        max_rate_hz,
+        ladder,
+        floor_parts: floor.as_ref().map(|f| f.parts.clone()).unwrap_or_default(),
+        peer: peer.as_ref().ok().map(|r| r.stats.clone()),
+        recon_bytes: g.recon_bytes(),
+        needed_gbs: g.recon_bytes() as f64 * ao.rate_hz / 1e9,
+        measured_gbs: recon_p50
+            .filter(|p| *p > 0)
+            .map(|p| g.recon_bytes() as f64 / p as f64),
+        verdict: ours.as_ref().map_or_else(
+            |e| format!("fail: {e}"),
+            |r| verdict(r, ao.rate_hz, ao.budget_us),
+        ),
+    };
+    JobResult {
+        job: job.clone(),
+        ours: ours.map(|r| side(&r, job)),
+        floor: floor.map(|f| f.side),
+        peer: peer.map(|r| side(&r, job)),
+        skipped: None,
+        ao: Some(Box::new(summary)),
+    }
+}

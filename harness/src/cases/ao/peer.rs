@@ -1,0 +1,96 @@
+//! The same loop written the way pyRTC runs it: each stage a Python process with
+//! pyshmem 1.4.0 notify streams, `read_new` and numpy (`harness/peer/pyshmem_ao.py`),
+//! same geometry, same pinning, analysed from the same logs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::analysis::analyse;
+use super::geometry::{Geometry, SignalKind};
+use super::placement::Placement;
+use super::runner::LoopRun;
+use super::stage::read_log;
+use crate::cases::create_streams;
+use crate::error::{Result, bail};
+use crate::peer::PeerSetup;
+use crate::run::Runner;
+use crate::scenario::Job;
+use crate::spawn::{GroupMember, run_members};
+
+/// The peer script, embedded so the harness binary is self-contained.
+pub const SCRIPT: &str = include_str!("../../../peer/pyshmem_ao.py");
+
+/// Runs the Python loop once.
+pub fn run(
+    runner: &Runner,
+    setup: &PeerSetup,
+    idx: usize,
+    job: &Job,
+    g: &Geometry,
+) -> Result<LoopRun> {
+    let PeerSetup::Ready { python, .. } = setup else {
+        bail!("peer unavailable");
+    };
+    let Some(ao) = &job.ao else {
+        bail!("ao-loop job without [case.ao]");
+    };
+    let names = runner.names(idx, "py");
+    let _streams = create_streams(job, &names)?;
+    let place = Placement::of(job);
+    let prefix = runner.work().join(format!("{idx}-aopeer"));
+    let script = prefix.with_extension("py");
+    std::fs::write(&script, SCRIPT)?;
+    let spec = json!({
+        "geometry": {
+            "wfs": g.wfs,
+            "kind": match g.kind { SignalKind::Centroids => "centroids", SignalKind::Pixels => "pixels" },
+            "subapertures": g.subapertures,
+            "signals": g.signals,
+            "matrices": g.matrices(),
+        },
+        "names": names,
+        "cpus": { "camera": place.camera, "slopes": place.slopes, "recon": place.recon,
+                  "merged": place.slopes },
+        "rate_hz": ao.rate_hz,
+        "frames": place.frames(job),
+        "merged": place.merged,
+        "gain": ao.gain,
+        "leak": ao.leak,
+        "timeout_s": job.timeout_s,
+        "log_prefix": prefix.to_string_lossy(),
+    });
+    let spec_path = prefix.with_extension("json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    let roles: &[&str] = if place.merged {
+        &["merged", "camera"]
+    } else {
+        &["recon", "slopes", "camera"]
+    };
+    let members = roles
+        .iter()
+        .map(|role| {
+            let mut command = Command::new(python);
+            command.arg(&script).arg(&spec_path).arg(role);
+            GroupMember {
+                command,
+                label: format!("python {role} stage"),
+                stderr: prefix.with_extension(format!("{role}.stderr")),
+            }
+        })
+        .collect();
+    run_members(members, Duration::from_secs_f64(job.timeout_s))?;
+    let log = |role: &str| read_log(&prefix.with_extension(format!("{role}.aolog")));
+    let warm = Placement::warmup_frames(job);
+    let (stats, e2e) = if place.merged {
+        analyse(&log("camera")?, None, &log("merged")?, warm)?
+    } else {
+        analyse(&log("camera")?, Some(&log("slopes")?), &log("recon")?, warm)?
+    };
+    Ok(LoopRun {
+        stats,
+        e2e,
+        placement: format!("{} (python)", place.describe()),
+    })
+}

@@ -1,0 +1,256 @@
+//! The loop's processes (camera, slopes, recon, slopes+recon merged), each pinned by
+//! [`crate::spawn`]. They meet on notify streams; each frame carries the camera's frame
+//! id through every stage. A stage keeps `[frame id, input time, publish time, mid]`
+//! per frame in memory and writes the log once at the end (`<prefix>.aolog`): no
+//! measurement traffic in the loop. The camera ends the run with a frame stamped
+//! [`STOP`], which every stage forwards before it exits.
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness_sys::clock::monotonic_ns;
+use shmstream::{Stream, WaitStrategy};
+
+use super::camera;
+use super::geometry::Geometry;
+use super::placement::Placement;
+use super::recon::Recon;
+use super::slopes::Slopes;
+use crate::cases::wait_timeout;
+use crate::error::{Context, Result};
+use crate::spawn::ChildSpec;
+
+/// Frame id of the frame that ends the run.
+pub const STOP: u64 = u64::MAX;
+
+/// One log entry: frame id, input (camera: deadline) time, publish time, and for the
+/// merged stage the time the slopes were done (else 0). Monotonic ns.
+pub type Entry = [u64; 4];
+
+/// Environment variable naming a stage that kills itself after 20 frames (tests).
+pub const KILL_ENV: &str = "HARNESS_AO_KILL_STAGE";
+
+/// Writes a stage log as little-endian u64s.
+pub fn write_log(path: &Path, log: &[Entry]) -> Result<()> {
+    let bytes: Vec<u8> = log.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a log written by [`write_log`] (or the Python peer).
+pub fn read_log(path: &Path) -> Result<Vec<Entry>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| {
+            let v = |i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            [v(0), v(1), v(2), v(3)]
+        })
+        .collect())
+}
+
+struct Streams {
+    frame: Stream,
+    signals: Stream,
+    commands: Stream,
+    ready: Stream,
+}
+
+fn open(spec: &ChildSpec) -> Result<Streams> {
+    let n = &spec.names;
+    Ok(Streams {
+        frame: Stream::open(&n.data).context("opening the frame stream")?,
+        signals: Stream::open(&n.signals).context("opening the signals stream")?,
+        commands: Stream::open(&n.commands).context("opening the commands stream")?,
+        ready: Stream::open(&n.ctl).context("opening the ready stream")?,
+    })
+}
+
+fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
+    let ao = spec
+        .job
+        .ao
+        .as_ref()
+        .context("ao-loop job without [case.ao]")?;
+    Ok((Geometry::new(&spec.job.shape, ao)?, ao))
+}
+
+/// Input waits spin briefly then park on the futex; a stage sharing its core parks at
+/// once; `wait = "spin"` busy-waits.
+fn strategy(ao: &super::AoCase, shared: bool) -> WaitStrategy {
+    if ao.wait == Some(crate::scenario::Wait::Spin) {
+        WaitStrategy::Spin
+    } else if shared {
+        WaitStrategy::Park
+    } else {
+        WaitStrategy::Adaptive
+    }
+}
+
+/// Says "ready" after every stage downstream did: stage `k` (counted from the DM end)
+/// waits for `k - 1` ready marks, then writes `k`.
+fn mark_ready(ready: &Stream, k: u64, to: Option<Duration>) -> Result<()> {
+    if k > 1 {
+        ready
+            .wait_for_count(k - 1 - 1, to)
+            .context("waiting for the downstream stage")?;
+    }
+    ready.write_slice(&[k])?;
+    Ok(())
+}
+
+fn kill_me_after(role: &str, frames: usize) {
+    if frames == 20 && std::env::var(KILL_ENV).is_ok_and(|v| v == role) {
+        harness_sys::kill(std::process::id());
+    }
+}
+
+/// Camera: waits until every stage is ready, then publishes frames 1.. at the rate.
+pub fn camera(spec: &ChildSpec) -> Result<()> {
+    let (g, ao) = geometry(spec)?;
+    let s = open(spec)?;
+    let to = wait_timeout(spec);
+    let frames = camera::frames(&g);
+    let place = Placement::of(&spec.job);
+    let downstream = if ao.merged { 1 } else { 2 };
+    s.ready
+        .wait_for_count(downstream - 1, to)
+        .context("waiting for the stages to be ready")?;
+    let period = 1e9 / ao.rate_hz;
+    let n = place.frames(&spec.job);
+    let mut log = Vec::with_capacity(n as usize);
+    let guard = s.frame.lock(to).context("locking the frame stream")?;
+    let t0 = monotonic_ns() + 1_000_000;
+    for id in 1..=n {
+        let deadline = t0 + (period * (id - 1) as f64) as u64;
+        camera::wait_until(deadline);
+        guard.write_slice_frame(&frames[id as usize % frames.len()], id)?;
+        log.push([id, deadline, monotonic_ns(), 0]);
+        kill_me_after("camera", id as usize);
+    }
+    // One more period before the stop frame: a stage reads the newest frame, so a stop
+    // right behind the last frame would hide it.
+    camera::wait_until(t0 + (period * n as f64) as u64);
+    guard.write_slice_frame(&frames[0], STOP)?;
+    write_log(&spec.result_prefix.with_extension("aolog"), &log)
+}
+
+/// Slopes (or slopes+recon when `merged`): frame in, signals (or commands) out.
+pub fn slopes(spec: &ChildSpec) -> Result<()> {
+    let (g, ao) = geometry(spec)?;
+    let s = open(spec)?;
+    let to = wait_timeout(spec);
+    let place = Placement::of(&spec.job);
+    s.frame
+        .set_wait_strategy(strategy(ao, place.shares(place.slopes)));
+    let mut stage = Slopes::new(&g);
+    let mut recon = if ao.merged {
+        Some(Recon::new(
+            &g,
+            ao.threads,
+            &[place.slopes],
+            ao.gain,
+            ao.leak,
+        )?)
+    } else {
+        None
+    };
+    let out_stream = if ao.merged { &s.commands } else { &s.signals };
+    let guard = out_stream.lock(to).context("locking the output stream")?;
+    let mut frame = vec![0u16; g.pixels()];
+    let mut sig = vec![0.0f32; g.signals];
+    let mut cmd = vec![0.0f32; g.actuators];
+    let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
+    let mut last = s.frame.count();
+    mark_ready(&s.ready, if ao.merged { 1 } else { 2 }, to)?;
+    loop {
+        s.frame
+            .wait_for_count(last, to)
+            .context("waiting for a frame")?;
+        let info = s.frame.read_publication_into(&mut frame)?;
+        let t_in = monotonic_ns();
+        last = info.count;
+        if info.frame_id == STOP {
+            match &recon {
+                Some(_) => guard.write_slice_frame(&cmd, STOP)?,
+                None => guard.write_slice_frame(&sig, STOP)?,
+            }
+            break;
+        }
+        stage.compute(&frame, &mut sig);
+        let mid = match &mut recon {
+            Some(r) => {
+                let mid = monotonic_ns();
+                r.step(&sig, &mut cmd);
+                guard.write_slice_frame(&cmd, info.frame_id)?;
+                mid
+            }
+            None => {
+                guard.write_slice_frame(&sig, info.frame_id)?;
+                0
+            }
+        };
+        log.push([info.frame_id, t_in, monotonic_ns(), mid]);
+        kill_me_after("slopes", log.len());
+    }
+    write_log(&spec.result_prefix.with_extension("aolog"), &log)
+}
+
+/// Reconstructor: signals in, DM commands out.
+pub fn recon(spec: &ChildSpec) -> Result<()> {
+    let (g, ao) = geometry(spec)?;
+    let s = open(spec)?;
+    let to = wait_timeout(spec);
+    let place = Placement::of(&spec.job);
+    s.signals
+        .set_wait_strategy(strategy(ao, place.shares(place.recon)));
+    let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
+    let guard = s.commands.lock(to).context("locking the commands stream")?;
+    let mut sig = vec![0.0f32; g.signals];
+    let mut cmd = vec![0.0f32; g.actuators];
+    let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
+    let mut last = s.signals.count();
+    mark_ready(&s.ready, 1, to)?;
+    loop {
+        s.signals
+            .wait_for_count(last, to)
+            .context("waiting for signals")?;
+        let info = s.signals.read_publication_into(&mut sig)?;
+        let t_in = monotonic_ns();
+        last = info.count;
+        if info.frame_id == STOP {
+            guard.write_slice_frame(&cmd, STOP)?;
+            break;
+        }
+        r.step(&sig, &mut cmd);
+        guard.write_slice_frame(&cmd, info.frame_id)?;
+        log.push([info.frame_id, t_in, monotonic_ns(), 0]);
+        kill_me_after("recon", log.len());
+    }
+    write_log(&spec.result_prefix.with_extension("aolog"), &log)
+}
+
+/// Floor of the stages' compute: slopes and reconstructor alone on plain memory, on the
+/// slopes stage's core. Log entries: `[i, slopes ns, recon ns, 0]`.
+pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
+    let (g, ao) = geometry(spec)?;
+    let place = Placement::of(&spec.job);
+    let mut stage = Slopes::new(&g);
+    let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
+    let frames = camera::frames(&g);
+    let mut sig = vec![0.0f32; g.signals];
+    let mut cmd = vec![0.0f32; g.actuators];
+    let n = place.frames(&spec.job).clamp(50, 20_000);
+    let mut log = Vec::with_capacity(n as usize);
+    for i in 0..n + 10 {
+        let t0 = monotonic_ns();
+        stage.compute(&frames[i as usize % frames.len()], &mut sig);
+        let t1 = monotonic_ns();
+        r.step(&sig, &mut cmd);
+        let t2 = monotonic_ns();
+        std::hint::black_box(&cmd);
+        if i >= 10 {
+            log.push([i, t1 - t0, t2 - t1, 0]);
+        }
+    }
+    write_log(&spec.result_prefix.with_extension("aolog"), &log)
+}

@@ -1,0 +1,203 @@
+//! The `report.md` section of the ao-loop jobs: end-to-end table, per-stage and per-hop
+//! breakdown with the dominant part named, the composed floor, the pyshmem + numpy
+//! loop, the rate ladder and the reconstructor's bandwidth.
+
+use std::fmt::Write as _;
+
+use crate::error::Result;
+use crate::hist::Percentiles;
+use crate::run::JobResult;
+
+use super::us;
+
+fn ms_or_us(ns: f64) -> String {
+    us(ns as u64)
+}
+
+fn hz(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| format!("{v:.0}"))
+}
+
+/// The section, or an empty string when the run has no ao-loop job.
+pub fn section(results: &[JobResult]) -> Result<String> {
+    let rows: Vec<(&JobResult, &crate::cases::ao::AoSummary)> = results
+        .iter()
+        .filter_map(|r| r.ao.as_deref().map(|a| (r, a)))
+        .collect();
+    let mut o = String::new();
+    if rows.is_empty() {
+        return Ok(o);
+    }
+    writeln!(
+        o,
+        "## AO loops\n\nEnd to end = DM publish − camera publish of the same frame id (each \
+         stage logs frame id and times in memory, handed back at the end). Jitter = std of \
+         the end-to-end latency. Missed = camera frames (after warm-up) whose id never \
+         reached the DM. Camera pacing = publish − deadline. µs unless noted.\n"
+    )?;
+    writeln!(
+        o,
+        "| case | geometry | placement | rate Hz | achieved Hz | mean | p50 | p90 | p99 | p99.9 | max | jitter | missed | pacing p99 | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for (r, a) in &rows {
+        let label = r.job.label();
+        match (&r.ours, &a.stats) {
+            (Ok(s), Some(st)) => {
+                let p = Percentiles::of(&s.hist);
+                writeln!(
+                    o,
+                    "| `{label}` | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    a.geometry.describe(),
+                    a.placement,
+                    a.rate_hz,
+                    st.achieved_hz,
+                    ms_or_us(p.mean),
+                    us(p.p50),
+                    us(p.p90),
+                    us(p.p99),
+                    us(p.p999),
+                    us(p.max),
+                    ms_or_us(st.jitter_ns),
+                    st.missed,
+                    us(st.pacing_ns[1]),
+                    a.verdict
+                )?;
+            }
+            _ => {
+                let e = r.skipped.clone().unwrap_or_else(|| {
+                    r.ours
+                        .as_ref()
+                        .err()
+                        .map_or("no statistics", |e| e.lines().next().unwrap_or("failed"))
+                        .to_string()
+                });
+                writeln!(
+                    o,
+                    "| `{label}` | {} | {} | {:.0} | | | | | | | | | | | {} |",
+                    a.geometry.describe(),
+                    a.placement,
+                    a.rate_hz,
+                    e.replace('|', "\\|")
+                )?;
+            }
+        }
+    }
+    let notes: Vec<String> = rows
+        .iter()
+        .filter_map(|(r, a)| {
+            a.oversubscribed.as_ref().map(|n| {
+                format!(
+                    "`{}`: {n} (those stages wait with futex wake-ups, parking at once)",
+                    r.job.label()
+                )
+            })
+        })
+        .collect();
+    if !notes.is_empty() {
+        writeln!(o, "\nOversubscribed placements: {}.", notes.join("; "))?;
+    }
+
+    writeln!(
+        o,
+        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory plus half the futex ping-pong round trip of each hop's payload, summed sample by sample; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
+    )?;
+    for (r, a) in &rows {
+        let Some(st) = &a.stats else { continue };
+        let parts = |v: &[crate::cases::ao::analysis::StageStat]| {
+            v.iter()
+                .map(|s| format!("{} {} / {}", s.name, us(s.p50_ns), us(s.p99_ns)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        writeln!(
+            o,
+            "| `{}` | {} | **{}** | {} | {} | {} |",
+            r.job.label(),
+            parts(&st.stages),
+            st.dominant().map_or("—", |s| s.name.as_str()),
+            parts(&a.floor_parts),
+            r.floor
+                .as_ref()
+                .map_or("—".into(), |f| us(f.hist.value_at_quantile(0.5))),
+            r.ratio_to_floor().map_or("—".into(), |v| format!("{v:.2}"))
+        )?;
+    }
+
+    writeln!(
+        o,
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|"
+    )?;
+    for (r, a) in &rows {
+        let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
+            continue;
+        };
+        let p = Percentiles::of(&s.hist);
+        let ours = format!("{} / {} / {}", us(p.p50), us(p.p99), ms_or_us(st.jitter_ns));
+        match (&r.peer, &a.peer) {
+            (Ok(ps), Some(pst)) => {
+                let q = Percentiles::of(&ps.hist);
+                let ratio = |a: f64, b: f64| {
+                    if b > 0.0 {
+                        format!("{:.1}×", a / b)
+                    } else {
+                        "—".into()
+                    }
+                };
+                writeln!(
+                    o,
+                    "| `{}` | {ours} | {} / {} / {} | {} | {}, {}, {} |",
+                    r.job.label(),
+                    us(q.p50),
+                    us(q.p99),
+                    ms_or_us(pst.jitter_ns),
+                    pst.missed,
+                    ratio(q.p50 as f64, p.p50 as f64),
+                    ratio(q.p99 as f64, p.p99 as f64),
+                    ratio(pst.jitter_ns, st.jitter_ns)
+                )?;
+            }
+            _ => {
+                let e = r
+                    .peer
+                    .as_ref()
+                    .err()
+                    .map_or("no statistics", |e| e.lines().next().unwrap_or(""));
+                writeln!(
+                    o,
+                    "| `{}` | {ours} | {} | | |",
+                    r.job.label(),
+                    e.replace('|', "\\|")
+                )?;
+            }
+        }
+    }
+
+    writeln!(
+        o,
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (no missed frame, p99 below the frame period), else halved, then bisected. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+    )?;
+    for (r, a) in &rows {
+        let ladder = a
+            .ladder
+            .iter()
+            .map(|g| format!("{:.0}:{}", g.rate_hz, if g.ok { "ok" } else { "no" }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        writeln!(
+            o,
+            "| `{}` | {} | {} | {} | {:.3} | {} |",
+            r.job.label(),
+            hz(a.max_rate_hz),
+            if ladder.is_empty() {
+                "not run".into()
+            } else {
+                ladder
+            },
+            super::human_bytes(a.recon_bytes as usize),
+            a.needed_gbs,
+            a.measured_gbs.map_or("—".into(), |v| format!("{v:.1}"))
+        )?;
+    }
+    writeln!(o)?;
+    Ok(o)
+}

@@ -1,0 +1,293 @@
+//! `harness size`: builds the ao-loop scenario for one geometry (split stages and merged
+//! slopes+recon, on the CPU and/or a GPU), runs it with the runner and report writers,
+//! and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
+//! not fit this machine's memory is refused before anything starts.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::{Context, Result, bail};
+use crate::hist::Percentiles;
+use crate::report::us;
+use crate::run::JobResult;
+use crate::scenario::Scenario;
+use crate::{RunOptions, execute};
+
+/// `harness size` options.
+#[derive(Debug, Clone, Args)]
+pub struct SizeArgs {
+    /// WFS frame, ROWSxCOLS pixels (e.g. 240x240).
+    #[arg(long, value_name = "RxC")]
+    pub wfs_pixels: String,
+    /// Shack-Hartmann subaperture grid, ROWSxCOLS (centroid slopes).
+    #[arg(long, value_name = "RxC")]
+    pub subapertures: Option<String>,
+    /// `centroids` (default) or `pixels` (pyramid-style pixel signals).
+    #[arg(long, default_value = "centroids")]
+    pub slopes: String,
+    /// Pixel signals: how many valid pixels (default: the whole frame).
+    #[arg(long)]
+    pub valid_pixels: Option<usize>,
+    /// DM actuators.
+    #[arg(long)]
+    pub actuators: usize,
+    /// Controlled modes (default: zonal control).
+    #[arg(long)]
+    pub modes: Option<usize>,
+    /// Loop rate, Hz.
+    #[arg(long)]
+    pub rate: f64,
+    /// End-to-end latency budget, µs (p99 must stay below it).
+    #[arg(long)]
+    pub budget_us: f64,
+    /// `cpu`, `cuda:N` or `all`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seconds of the main run of each form.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Output folder (default: reports/size-<geometry>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not run the pyshmem peer.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Python interpreter for the peer.
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
+    let parts: Vec<_> = s.split(['x', 'X']).collect();
+    match parts.as_slice() {
+        [a, b] => Ok([
+            a.trim()
+                .parse()
+                .with_context(|| format!("--{what} {s:?}"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("--{what} {s:?}"))?,
+        ]),
+        _ => bail!("--{what} {s:?}: expected ROWSxCOLS, e.g. 240x240"),
+    }
+}
+
+/// The scenario text for `a` (also written next to the report, to rerun it).
+pub fn scenario_text(a: &SizeArgs) -> Result<String> {
+    let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
+    let mut ao = String::new();
+    match a.slopes.as_str() {
+        "centroids" => {
+            let Some(sub) = &a.subapertures else {
+                bail!("--subapertures RxC is needed for centroid slopes (or --slopes pixels)");
+            };
+            let [sy, sx] = dims("subapertures", sub)?;
+            writeln!(ao, "subapertures = [{sy}, {sx}]")?;
+        }
+        "pixels" => {
+            writeln!(ao, "slopes = \"pixels\"")?;
+            if let Some(n) = a.valid_pixels {
+                writeln!(ao, "valid_pixels = {n}")?;
+            }
+        }
+        other => bail!("--slopes {other:?}: expected centroids or pixels"),
+    }
+    if let Some(m) = a.modes {
+        writeln!(ao, "modes = {m}")?;
+    }
+    writeln!(
+        ao,
+        "actuators = {}\nrate_hz = {}\nbudget_us = {}",
+        a.actuators, a.rate, a.budget_us
+    )?;
+    let devices: Vec<String> = match a.device.as_str() {
+        "all" => vec!["cpu".into(), "cuda:0".into()],
+        d => vec![d.to_string()],
+    };
+    let mut t = format!(
+        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = 600\n",
+        a.actuators, a.rate, a.budget_us, a.seconds
+    );
+    for d in &devices {
+        let tag = d.replace(':', "");
+        for merged in [false, true] {
+            let form = if merged { "merged" } else { "processes" };
+            write!(
+                t,
+                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n"
+            )?;
+            if d != "cpu" {
+                break;
+            }
+        }
+    }
+    Ok(t)
+}
+
+fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
+    let mut o = String::new();
+    writeln!(
+        o,
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period.\n\n| form | device | p50 / p99 µs at the rate | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|",
+        a.rate, a.budget_us
+    )?;
+    for r in results {
+        let form = if r.job.case.contains("merged") {
+            "slopes+recon merged"
+        } else {
+            "stages as processes"
+        };
+        let Some(ao) = r.ao.as_deref() else {
+            let why = r.skipped.as_deref().unwrap_or("no loop figures");
+            writeln!(
+                o,
+                "| {form} | {} | not measured: {} | | | | | n/a |",
+                r.job.device,
+                why.replace('|', "\\|")
+            )?;
+            continue;
+        };
+        let bw = match ao.measured_gbs {
+            Some(m) => format!(
+                "needs {:.3} GB/s; measured {m:.1} GB/s (estimated ceiling {:.0} Hz from it)",
+                ao.needed_gbs,
+                m * 1e9 / ao.recon_bytes.max(1) as f64
+            ),
+            None => format!("needs {:.3} GB/s; not measured", ao.needed_gbs),
+        };
+        match (&r.ours, &ao.stats, &r.skipped) {
+            (Ok(s), Some(st), _) => {
+                let p = Percentiles::of(&s.hist);
+                writeln!(
+                    o,
+                    "| {form} | {} | {} / {} | {} | {} | {} | {bw} | **{}** |",
+                    r.job.device,
+                    us(p.p50),
+                    us(p.p99),
+                    st.missed,
+                    ao.max_rate_hz.map_or("—".into(), |v| format!("{v:.0}")),
+                    st.dominant().map_or("—", |d| d.name.as_str()),
+                    ao.verdict
+                )?;
+            }
+            (_, _, Some(why)) => writeln!(
+                o,
+                "| {form} | {} | not measured: {why} | | | | | n/a |",
+                r.job.device
+            )?,
+            (Err(e), _, _) => writeln!(
+                o,
+                "| {form} | {} | failed: {} | | | | | **fail** |",
+                r.job.device,
+                e.lines().next().unwrap_or("").replace('|', "\\|")
+            )?,
+            _ => {}
+        }
+    }
+    writeln!(o)?;
+    Ok(o)
+}
+
+/// Runs `harness size`.
+pub fn run(a: &SizeArgs) -> Result<ExitCode> {
+    let text = scenario_text(a)?;
+    // Parsing checks the geometry and this machine's memory before anything starts.
+    let scenario = Scenario::parse(&text).context("harness size")?;
+    let opts = RunOptions {
+        out: a.out.clone(),
+        quick: false,
+        cases: None,
+        quiet: a.quiet,
+        python: a.python.clone(),
+        no_peer: a.no_peer,
+    };
+    let (code, out, results) = execute(&scenario, &opts)?;
+    std::fs::write(out.join("scenario.toml"), &text)?;
+    let md_path = out.join("report.md");
+    let md = std::fs::read_to_string(&md_path)?;
+    let table = verdict_table(&results, a)?;
+    let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
+    std::fs::write(&md_path, format!("{}{table}{}", &md[..at], &md[at..]))?;
+    if !a.quiet {
+        eprint!("{table}");
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        a: SizeArgs,
+    }
+
+    fn args(extra: &[&str]) -> SizeArgs {
+        let mut v = vec![
+            "size",
+            "--actuators",
+            "349",
+            "--rate",
+            "2000",
+            "--budget-us",
+            "500",
+        ];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn the_issue_example_builds_a_valid_scenario_with_both_forms() {
+        let a = args(&[
+            "--wfs-pixels",
+            "240x240",
+            "--subapertures",
+            "20x20",
+            "--modes",
+            "300",
+        ]);
+        let s = Scenario::parse(&scenario_text(&a).unwrap()).unwrap();
+        let jobs = s.jobs(false, None);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[1].case, "size-merged-cpu");
+        assert_eq!(jobs[0].ao.as_ref().unwrap().budget_us, Some(500.0));
+    }
+
+    #[test]
+    fn bad_geometries_are_refused_before_anything_runs() {
+        for (extra, needle) in [
+            (
+                vec!["--wfs-pixels", "240x240", "--subapertures", "7x7"],
+                "must divide",
+            ),
+            (vec!["--wfs-pixels", "240"], "ROWSxCOLS"),
+            (vec!["--wfs-pixels", "240x240"], "--subapertures"),
+            (
+                vec![
+                    "--wfs-pixels",
+                    "2000x2000",
+                    "--slopes",
+                    "pixels",
+                    "--modes",
+                    "2000000",
+                ],
+                "available",
+            ),
+        ] {
+            let a = args(&extra);
+            let err = scenario_text(&a)
+                .and_then(|t| Scenario::parse(&t).map(|_| ()))
+                .unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{extra:?}: {err:#}");
+        }
+    }
+}

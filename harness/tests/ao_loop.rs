@@ -1,0 +1,199 @@
+//! The ao-loop case end to end: real stage processes on real streams. Frame ids flow
+//! camera → slopes → DM unchanged; a stage that dies is named and the run stops; a bad
+//! geometry is refused before anything starts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn harness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-ao-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const TIMEOUT_S: u64 = 20;
+
+fn scenario(dir: &Path, merged: bool) -> PathBuf {
+    let text = format!(
+        r#"
+name = "ao-test"
+[defaults]
+min_seconds = 0.3
+warmup = 0.05
+repeats = 1
+timeout_s = {TIMEOUT_S}
+peer = false
+[[case]]
+kind = "ao-loop"
+sizes = [[24, 24]]
+[case.ao]
+subapertures = [4, 4]
+modes = 20
+actuators = 25
+rate_hz = 500
+merged = {merged}
+ladder = false
+"#
+    );
+    let p = dir.join("ao.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn log(path: &Path) -> Vec<[u64; 4]> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(32)
+        .map(|c| {
+            std::array::from_fn(|i| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap()))
+        })
+        .collect()
+}
+
+/// Runs the harness with its scratch folder under `dir` and kept; returns (status, stderr, work dir).
+fn run(dir: &Path, merged: bool, kill: Option<&str>) -> (bool, String, PathBuf) {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = harness();
+    cmd.arg(scenario(dir, merged))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--quiet")
+        .env("TMPDIR", &tmp)
+        .env("HARNESS_KEEP_WORK", "1");
+    if let Some(stage) = kill {
+        cmd.env("HARNESS_AO_KILL_STAGE", stage);
+    }
+    let o = cmd.output().unwrap();
+    let work = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("harness-")
+        })
+        .expect("the harness's work folder");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        work,
+    )
+}
+
+#[test]
+fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
+    for merged in [false, true] {
+        let dir = scratch(if merged { "ids-merged" } else { "ids" });
+        let (ok, stderr, work) = run(&dir, merged, None);
+        assert!(ok, "{stderr}");
+        let camera = log(&work.join("0-ours-AoCamera.aolog"));
+        let slopes = log(&work.join("0-ours-AoSlopes.aolog"));
+        let dm = if merged {
+            slopes.clone()
+        } else {
+            log(&work.join("0-ours-AoRecon.aolog"))
+        };
+        let sent: Vec<u64> = camera.iter().map(|e| e[0]).collect();
+        assert_eq!(sent, (1..=sent.len() as u64).collect::<Vec<_>>());
+        let through: std::collections::HashSet<u64> = slopes.iter().map(|e| e[0]).collect();
+        for pair in dm.windows(2) {
+            assert!(
+                pair[0][0] < pair[1][0],
+                "DM frame ids go backwards: {pair:?}"
+            );
+        }
+        for e in &dm {
+            assert!(
+                sent.contains(&e[0]) && through.contains(&e[0]),
+                "id {} invented",
+                e[0]
+            );
+            let cam = camera[e[0] as usize - 1][2];
+            assert!(
+                e[2] > cam,
+                "DM publish before camera publish for id {}",
+                e[0]
+            );
+        }
+        // A loaded machine may drop a few frames, never most of them.
+        assert!(
+            dm.len() * 2 > sent.len(),
+            "{} of {} frames reached the DM",
+            dm.len(),
+            sent.len()
+        );
+        let rows: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("out/results.json")).unwrap()).unwrap();
+        let row = &rows[0];
+        assert_eq!(row["kind"], "ao-loop");
+        assert_eq!(row["geometry"]["signals"], 32);
+        for key in [
+            "rate_hz",
+            "achieved_hz",
+            "missed",
+            "jitter_ns",
+            "stages",
+            "verdict",
+            "p50_ns",
+        ] {
+            assert!(!row[key].is_null(), "{key} is null: {row}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_killed_stage_is_named_and_the_run_stops_without_hanging() {
+    let dir = scratch("kill");
+    let t0 = Instant::now();
+    let (ok, stderr, _) = run(&dir, false, Some("slopes"));
+    assert!(!ok, "the run must fail");
+    assert!(
+        t0.elapsed() < Duration::from_secs(TIMEOUT_S),
+        "it waited for the timeout"
+    );
+    let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
+    assert!(
+        md.contains("AoSlopes child") && md.contains("SIGKILL"),
+        "{md}"
+    );
+    assert!(stderr.contains("ao-loop"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_geometry_is_refused_before_anything_starts() {
+    let dir = scratch("bad");
+    let out = dir.join("out");
+    let o = harness()
+        .args(["size", "--wfs-pixels", "240x240", "--subapertures", "7x7"])
+        .args([
+            "--actuators",
+            "349",
+            "--rate",
+            "2000",
+            "--budget-us",
+            "500",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("subapertures 7x7 must divide the 240x240 frame"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing may start for a bad geometry");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
