@@ -89,6 +89,36 @@ impl Drop for HostRegistration {
     }
 }
 
+/// The CPU mirror's registration, made on the first copy that touches it, so device↔mirror
+/// copies are DMA instead of staged through a driver buffer.
+#[derive(Debug, Default)]
+pub(crate) struct MirrorRegistration(Mutex<Option<(usize, Option<HostRegistration>)>>);
+
+impl MirrorRegistration {
+    /// Registers the mirror `host .. host + bytes` the first time it is seen. A failure
+    /// (a read-only mapping, a driver refusing) leaves it unregistered — copies are staged as
+    /// before — and is not retried.
+    ///
+    /// # Safety
+    /// The mapping at `host` must outlive this value (a stream handle drops its GPU link
+    /// before its host payload).
+    pub(crate) unsafe fn ensure(&self, ctx: &Arc<CudaContext>, host: *mut u8, bytes: usize) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_some_and(|(p, _)| *p == host as usize) {
+            return;
+        }
+        // SAFETY: per this function's contract, the mapping outlives the registration.
+        let reg = unsafe { HostRegistration::new(ctx.clone(), host, bytes) }.ok();
+        *g = Some((host as usize, reg));
+    }
+
+    /// Whether the mirror is registered.
+    pub(crate) fn is_registered(&self) -> bool {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(&*g, Some((_, Some(_))))
+    }
+}
+
 /// Enqueues on `stream` a write of `value` to the 64-bit word at device address `addr`.
 /// The driver orders it after all work enqueued before it on `stream` (a system-scope
 /// fence precedes the write), so a reader that sees `value` sees that work's results.

@@ -60,6 +60,17 @@ pub fn skip_reason(job: &Job) -> Option<String> {
     None
 }
 
+/// For the report: the publication path the library's probe picks on cuda:0 and why
+/// (`gpu-stream`: stream memory operations are usable; `host-sync`: the synchronize path).
+/// Shows what the device supports; GPU streams publish with `host-sync` until the stream
+/// memop path is wired into the write bracket.
+pub fn publish_probe_note() -> String {
+    format!(
+        "publication probe cuda:0: {}",
+        shmstream::gpu::publish_path(0)
+    )
+}
+
 /// Whether a CUDA device is usable from this process.
 pub fn gpu_available() -> bool {
     shmstream::gpu::gpu_available()
