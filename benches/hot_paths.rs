@@ -1,6 +1,7 @@
 //! Criterion benches of the library's hot paths, each beside its raw equivalent measured in
 //! the same run: write + read_into round trip vs two `memcpy`s, lock/unlock vs a bare flock
-//! pair, the seqlock check vs an atomic load, a futex wake with no waiter.
+//! pair, the seqlock check vs an atomic load, a futex wake with no waiter, and a write to a
+//! stream with history beside a plain write (the ring costs one more copy of the frame).
 //!
 //! `cargo bench --bench hot_paths -- --quick`
 
@@ -111,9 +112,48 @@ fn signalling(c: &mut Criterion) {
     g.finish();
 }
 
+/// A write to a stream with `history(256)` beside a plain write, and a read of its latest
+/// frame (unchanged by the ring), at 100×100 f32.
+fn history(c: &mut Criterion) {
+    let mut g = c.benchmark_group("history_f32");
+    let n = 100usize;
+    let src = vec![1.5f32; n * n];
+    let mut dst = vec![0f32; n * n];
+    let plain = shmstream::scratch(&name("hist-plain"), &[n, n], Dtype::F32).expect("create");
+    let ring_name = name("hist-ring");
+    let ring = StreamOptions::new(&ring_name)
+        .shape(&[n, n])
+        .history(256)
+        .auto_unlink(true)
+        .create()
+        .expect("create");
+    g.bench_function("write_plain", |b| {
+        b.iter(|| plain.write_slice(black_box(&src)).expect("write"))
+    });
+    g.bench_function("write_history", |b| {
+        b.iter(|| ring.write_slice(black_box(&src)).expect("write"))
+    });
+    g.bench_function("read_latest_plain", |b| {
+        b.iter(|| plain.read_into_slice(black_box(&mut dst)).expect("read"))
+    });
+    g.bench_function("read_latest_history", |b| {
+        b.iter(|| ring.read_into_slice(black_box(&mut dst)).expect("read"))
+    });
+    let mut cursor = ring.cursor().expect("cursor");
+    g.bench_function("write_history_then_cursor_next", |b| {
+        b.iter(|| {
+            ring.write_slice(black_box(&src)).expect("write");
+            cursor
+                .next_into_slice(black_box(&mut dst), Some(Duration::from_secs(1)))
+                .expect("next")
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
-    targets = roundtrip, locking, signalling
+    targets = roundtrip, locking, signalling, history
 }
 criterion_main!(benches);

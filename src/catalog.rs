@@ -47,6 +47,9 @@ pub struct StreamStat {
     pub cpu_mirror: bool,
     /// Generation id (hex), if the stream has one.
     pub instance_id: Option<String>,
+    /// Frames of history kept (0 = none; see `StreamOptions::history`).
+    #[serde(default)]
+    pub history: usize,
 }
 
 impl StreamStat {
@@ -68,6 +71,7 @@ impl StreamStat {
             cpu_mirror: h.cpu_mirror(),
             instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
                 .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
+            history: crate::history::depth(&h.name, h.instance_id),
         }
     }
 }
@@ -147,6 +151,10 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
     let meta = Segment::open_prefix(&name::meta_id(name), true, format::META_BYTES).ok();
     let payload_exists = segment::exists(&name::segment_id(name));
     if meta.is_none() && !payload_exists {
+        if !segment::exists(&name::meta_id(name)) {
+            // No stream by that name: the lock file attach just made would only leak.
+            let _ = std::fs::remove_file(&lock_path);
+        }
         return Err(match expected {
             Some(_) => Error::Stale {
                 name: name.to_owned(),
@@ -171,6 +179,7 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         name::segment_id(name),
         name::meta_id(name),
         name::gpu_id(name),
+        name::history_id(name),
     ] {
         segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
     }
@@ -199,31 +208,98 @@ pub struct PurgeOptions {
     pub dry_run: bool,
 }
 
-/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
-/// `/dev/shm` that are not validated streams are never touched.
-pub fn purge() -> Result<Vec<String>> {
-    purge_with(PurgeOptions {
-        all: true,
-        dry_run: false,
-    })
+/// What a purge did: it carries on past streams it cannot remove and reports each.
+#[derive(Debug, Default)]
+pub struct PurgeReport {
+    /// Streams removed (or, with `dry_run`, that would be).
+    pub removed: Vec<StreamStat>,
+    /// `/dev/shm` objects of creations whose creator died before publishing the stream
+    /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
+    pub abandoned: Vec<String>,
+    /// One error per stream or object that could not be removed.
+    pub failed: Vec<Error>,
 }
 
-/// Removes valid streams whose creator is dead (or all with `all`), returning their names.
-pub fn purge_with(opts: PurgeOptions) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
+impl PurgeReport {
+    /// The names of the streams removed.
+    pub fn names(&self) -> Vec<String> {
+        self.removed.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
+/// `/dev/shm` that are not validated streams are never touched. Streams that cannot be
+/// removed do not stop it: the first such error is returned after trying every stream.
+pub fn purge() -> Result<Vec<String>> {
+    let mut report = purge_with(PurgeOptions {
+        all: true,
+        dry_run: false,
+    })?;
+    if !report.failed.is_empty() {
+        return Err(report.failed.swap_remove(0));
+    }
+    Ok(report.names())
+}
+
+/// Removes valid streams whose creator is dead (or all with `all`), and abandoned creations.
+pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
+    purge_matching(opts, |_| true)
+}
+
+/// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations
+/// (whose names are unknown) are removed whatever `select` says: their creator is dead and
+/// nobody can open them.
+pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
+    let mut report = PurgeReport::default();
     for h in scan()? {
-        if !opts.all && sys::pid_alive(h.creator_pid) {
+        if !select(&h.name) || (!opts.all && sys::pid_alive(h.creator_pid)) {
             continue;
         }
         if !opts.dry_run {
             match unlink(&h.name) {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    report.failed.push(e);
+                    continue;
+                }
             }
         }
-        removed.push(h.name);
+        report.removed.push(StreamStat::from_header(&h));
     }
-    Ok(removed)
+    sweep_abandoned(opts.dry_run, &mut report)?;
+    Ok(report)
+}
+
+/// Removes `ps_….creating-<pid>` objects of dead creators that are this user's files.
+fn sweep_abandoned(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match std::fs::read_dir("/dev/shm") {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
+    };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(pid) = segment::abandoned_creation(&file) else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
+        if !ours || sys::pid_alive(pid) {
+            continue;
+        }
+        if !dry_run && let Err(e) = segment::unlink(&file) {
+            report
+                .failed
+                .push(Error::io(&file, "removing an abandoned creation", e));
+            continue;
+        }
+        report.abandoned.push(file);
+    }
+    Ok(())
 }
 
 /// A stream that is unlinked when this guard drops (pyshmem's `stream(...)` context manager).

@@ -171,12 +171,53 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A segment or lock file under the stream's name is not a regular file owned by this
+    /// user (a FIFO, socket, directory or symlink, or another user's file): it is not used.
+    #[error(
+        "stream '{name}': {path:?} is refused: {reason}; remove it (as its owner) or use another name"
+    )]
+    Untrusted {
+        /// The stream.
+        name: String,
+        /// The refused file.
+        path: PathBuf,
+        /// What it is, or who owns it.
+        reason: String,
+    },
     /// A GPU operation failed (or no GPU is usable).
     #[error("GPU error on stream '{name}': {reason}")]
     Gpu {
         /// The stream.
         name: String,
         /// What the driver said and what to do.
+        reason: String,
+    },
+    /// Frames of a history stream were lost before this cursor could read them; the
+    /// cursor's next call goes on with the oldest frame still held.
+    #[error("stream '{name}': {lost} frame(s) lost on this cursor: {cause}")]
+    Overrun {
+        /// The stream.
+        name: String,
+        /// Exactly how many frames this cursor will never return.
+        lost: u64,
+        /// Why they were lost.
+        cause: LossCause,
+    },
+    /// A cursor was asked of a stream that keeps no history.
+    #[error(
+        "stream '{name}' keeps no frame history: create it with StreamOptions::history(n) to read every frame with a cursor"
+    )]
+    NoHistory {
+        /// The stream.
+        name: String,
+    },
+    /// A history depth that cannot be created, or a history segment that does not fit its
+    /// stream.
+    #[error("history of stream '{name}': {reason}")]
+    InvalidHistory {
+        /// The stream.
+        name: String,
+        /// What is wrong, and the remedy.
         reason: String,
     },
     /// An operating-system call failed.
@@ -192,6 +233,28 @@ pub enum Error {
     },
 }
 
+/// Why a history cursor lost frames ([`Error::Overrun`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossCause {
+    /// The writer lapped the cursor: the ring overwrote frames it had not read.
+    Overwritten,
+    /// The frames were written by a writer that does not append to the history (pyshmem).
+    NotRecorded,
+}
+
+impl std::fmt::Display for LossCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossCause::Overwritten => {
+                "the writer overwrote them in the history ring before they were read; the cursor resumes at the oldest frame held (read faster or create the stream with a deeper history(n))"
+            }
+            LossCause::NotRecorded => {
+                "they were written by a writer that does not append to the history (e.g. pyshmem); the cursor goes on with the next recorded frame"
+            }
+        })
+    }
+}
+
 fn known_hint(known: &[String]) -> String {
     match known.len() {
         0 => String::new(),
@@ -201,7 +264,18 @@ fn known_hint(known: &[String]) -> String {
 }
 
 impl Error {
+    /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`].
     pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
+        if let Some(r) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::trust::Refused>())
+        {
+            return Error::Untrusted {
+                name: name.to_owned(),
+                path: r.path.clone(),
+                reason: r.reason.clone(),
+            };
+        }
         Error::Io {
             name: name.to_owned(),
             op,
@@ -229,7 +303,11 @@ impl Error {
             | Error::InvalidData { name, .. }
             | Error::WriteAborted { name, .. }
             | Error::LockDir { name, .. }
+            | Error::Untrusted { name, .. }
             | Error::Gpu { name, .. }
+            | Error::Overrun { name, .. }
+            | Error::NoHistory { name }
+            | Error::InvalidHistory { name, .. }
             | Error::Io { name, .. } => name,
         }
     }

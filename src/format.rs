@@ -508,7 +508,8 @@ mod tests {
     #[test]
     fn every_rule_rejects_a_header_that_breaks_it() {
         type Breaker = fn(&mut [u8; META_BYTES]);
-        let cases: Vec<(&str, Breaker, fn(&FormatError) -> bool)> = vec![
+        type Check = fn(&FormatError) -> bool;
+        let cases: Vec<(&str, Breaker, Check)> = vec![
             (
                 "magic",
                 |b| b[0] = b'X',

@@ -22,7 +22,8 @@
 //!
 //! Modules, bottom up: `format` (the header, pure), `segment` (shm objects), `header`
 //! (atomics over the mapped header), `lock` (write lock), `seqlock` (publication protocol),
-//! `notify` (waiting), then `stream`, `write`, `read`, `catalog` (the public API).
+//! `notify` (waiting), `history` (the frame ring and its cursors), then `stream`, `write`,
+//! `read`, `catalog` (the public API).
 //!
 //! Several streams at once: [`lock_many`] takes their write locks in one global order under
 //! one deadline. Async waits for tokio (`read_new_async`, `wait_for_count_async`,
@@ -33,11 +34,13 @@
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
 mod catalog;
+mod create;
 mod dtype;
 mod error;
 pub mod format;
 pub mod gpu;
 mod header;
+mod history;
 mod lock;
 mod lock_many;
 mod metadata;
@@ -48,15 +51,17 @@ mod segment;
 mod seqlock;
 mod stream;
 mod sys;
+mod trust;
 mod write;
 
 pub use catalog::{
-    PurgeOptions, Scratch, StreamStat, list_stats, list_streams, purge, purge_with, scratch, stat,
-    unlink, unlink_quiet,
+    PurgeOptions, PurgeReport, Scratch, StreamStat, list_stats, list_streams, purge,
+    purge_matching, purge_with, scratch, stat, unlink, unlink_quiet,
 };
 pub use dtype::{Dtype, Element};
-pub use error::{Error, Result};
+pub use error::{Error, LossCause, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
+pub use history::{Cursor, MAX_HISTORY};
 pub use lock_many::{ManyGuard, lock_many};
 pub use notify::WaitStrategy;
 pub use read::{FrameInfo, Publication};

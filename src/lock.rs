@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sys;
+use crate::{sys, trust};
 
 /// A per-thread token: the address of a thread-local (never 0, unique among live threads,
 /// and cheaper than `thread::current().id()`, which clones an `Arc`).
@@ -99,16 +99,21 @@ fn prepare_dir_checked(dir: &Path, stream: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating, 0600) a lock file. A symlink is not followed (a dangling one would
+/// otherwise create a file at its target), a FIFO does not block, and anything but a
+/// regular file of ours is refused ([`Error::Untrusted`]).
 fn open_file(path: &Path, stream: &str) -> Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | trust::OPEN_FLAGS)
         .open(path)
-        .map_err(|e| Error::io(stream, "opening the lock file", e))
+        .map_err(|e| trust::open_error(e, path))
+        .and_then(|f| trust::check_file(&f, path).map(|()| f));
+    file.map_err(|e| Error::io(stream, "opening the lock file", e))
 }
 
 impl LockFile {

@@ -148,6 +148,7 @@ impl Stream {
             gpu_device: self.gpu_device(),
             cpu_mirror: Some(self.cpu_mirror()),
             notify: self.notify(),
+            history: self.history_depth(),
         }
     }
 
@@ -158,7 +159,7 @@ impl Stream {
             |a| format!("{:.3} s", a.as_secs_f64()),
         );
         format!(
-            "name:         {}\nshape:        {:?}\ndtype:        {}\nsize:         {} bytes\ngpu_enabled:  {}\ngpu_device:   {}\ncpu_mirror:   {}\ncount:        {}\nwrite_time:   {}\nwrite_seq:    {}\nframe_id:     {}\nowner:        {}\nreadonly:     {}\ncreator_pid:  {}\nproducer:     {}\nage:          {}\nnotify:       {}\ninstance_id:  {}",
+            "name:         {}\nshape:        {:?}\ndtype:        {}\nsize:         {} bytes\ngpu_enabled:  {}\ngpu_device:   {}\ncpu_mirror:   {}\ncount:        {}\nwrite_time:   {}\nwrite_seq:    {}\nframe_id:     {}\nowner:        {}\nreadonly:     {}\ncreator_pid:  {}\nproducer:     {}\nage:          {}\nnotify:       {}\nhistory:      {}\ninstance_id:  {}",
             self.name,
             self.shape,
             self.dtype,
@@ -180,6 +181,10 @@ impl Stream {
             },
             age,
             self.notify(),
+            match self.history_depth() {
+                0 => "none".to_owned(),
+                n => format!("{n} frames"),
+            },
             self.instance_id(),
         )
     }

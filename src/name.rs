@@ -46,6 +46,11 @@ pub fn gpu_id(name: &str) -> String {
     format!("{}_gpu", segment_id(name))
 }
 
+/// The history ring segment id (`<segment_id>_hist`; pyshmem never opens it).
+pub fn history_id(name: &str) -> String {
+    format!("{}_hist", segment_id(name))
+}
+
 /// Whether a file name in `/dev/shm` has the shape of a payload segment id.
 pub(crate) fn looks_like_segment_id(id: &str) -> bool {
     id.len() == 17

@@ -71,6 +71,9 @@ impl Stream {
                 Observed::Stable(s) => {
                     let count = h.count().load(Ordering::Relaxed);
                     if matches!(want, Want::After(a) if count <= a) {
+                        // Waiting for a publication that may never come: an unlink by
+                        // pyshmem leaves the header valid, so look at the file (rate limited).
+                        self.check_generation(false)?;
                         s
                     } else {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);
@@ -322,6 +325,26 @@ impl Stream {
             Some(self.default_timeout()),
             "read a stable frame",
         )
+    }
+
+    /// [`Stream::read_new_into_slice`] into raw bytes (C order, native endian), for tools that
+    /// move frames without looking at them. `dst` must be `size_bytes()` long.
+    pub fn read_new_into_bytes(
+        &self,
+        dst: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.ensure_byte_len(dst.len())?;
+        self.host_payload()?;
+        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
+        let after = self.reads.last_count.load(Ordering::Relaxed);
+        let f = self.read_frame(Want::After(after), timeout, "read a new frame", |src| {
+            // SAFETY: `src` is the host payload of `n` bytes (checked above), `ptr` the
+            // caller's exclusive buffer of `n` bytes; the result is used only once validated.
+            unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
+            true
+        })?;
+        Ok(self.record_read(f))
     }
 
     // ----- waits -----

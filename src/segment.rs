@@ -12,7 +12,12 @@ use std::os::unix::fs::PermissionsExt;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::sys;
+use crate::{sys, trust};
+
+/// Where Linux keeps POSIX shared-memory objects.
+const SHM_DIR: &str = "/dev/shm";
+/// Infix of the ids a creator builds its segments under before publishing them.
+const CREATING: &str = ".creating-";
 
 /// One mapped shm object. Unmapped and closed on drop (the object itself stays until unlinked).
 #[derive(Debug)]
@@ -39,7 +44,7 @@ impl Segment {
         }
     }
 
-    /// Opens and maps an existing object with its current size.
+    /// Opens and maps an existing object with its current size (see [`Segment::open_prefix`]).
     pub(crate) fn open(id: &str, writable: bool) -> io::Result<Segment> {
         Segment::open_prefix(id, writable, usize::MAX)
     }
@@ -47,14 +52,18 @@ impl Segment {
     /// Opens an existing object and maps at most its first `max_len` bytes: the bytes the
     /// caller uses. An object grown larger (corrupt or hostile) is not faulted in, since the
     /// mapping is populated. `len()` is then `min(object size, max_len)`; an empty object is
-    /// an `InvalidData` error.
+    /// an `InvalidData` error. Anything but a regular file owned by this user (a FIFO, socket,
+    /// directory, symlink, another user's file) is refused without blocking
+    /// ([`trust::Refused`]).
     pub(crate) fn open_prefix(id: &str, writable: bool, max_len: usize) -> io::Result<Segment> {
         let flags = if writable {
             libc::O_RDWR
         } else {
             libc::O_RDONLY
         };
-        let file = sys::shm_open(id, flags)?;
+        let file = sys::shm_open(id, flags | trust::OPEN_FLAGS)
+            .map_err(|e| trust::open_error(e, &path(id)))?;
+        trust::check_file(&file, &path(id))?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?
             .min(max_len);
@@ -113,7 +122,38 @@ pub(crate) fn unlink(id: &str) -> io::Result<()> {
     }
 }
 
-/// Whether an object exists.
+/// Whether an object (of any kind, a dangling symlink included) exists under `id`.
 pub(crate) fn exists(id: &str) -> bool {
-    std::path::Path::new("/dev/shm").join(id).exists()
+    std::fs::symlink_metadata(path(id)).is_ok()
+}
+
+/// The path of an object.
+pub(crate) fn path(id: &str) -> std::path::PathBuf {
+    std::path::Path::new(SHM_DIR).join(id)
+}
+
+/// The id this process builds segment `id` under before [`publish`]ing it:
+/// `<id>.creating-<pid>`. A creator killed before publishing leaves only such objects,
+/// which [`abandoned_creation`] recognises.
+pub(crate) fn creating_id(id: &str) -> String {
+    format!("{id}{CREATING}{}", std::process::id())
+}
+
+/// Gives the object `building` its final id (a hard link, so the object appears complete
+/// and at once); `AlreadyExists` if the id is taken. `building` stays until unlinked.
+pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
+    std::fs::hard_link(path(building), path(id))
+}
+
+/// For a `/dev/shm` entry named like [`creating_id`] of a stream segment: the creator's pid.
+pub(crate) fn abandoned_creation(file_name: &str) -> Option<i64> {
+    let (id, pid) = file_name.split_once(CREATING)?;
+    let base = ["_meta", "_hist"]
+        .iter()
+        .find_map(|s| id.strip_suffix(s))
+        .unwrap_or(id);
+    if !crate::name::looks_like_segment_id(base) || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
-use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES, NewHeader};
+use crate::format::{self, FLAG_NOTIFY, FormatError, Header, META_BYTES};
 use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::notify::{self, WaitStrategy};
-use crate::segment::{self, Segment};
+use crate::segment::Segment;
 use crate::{catalog, name, sys};
 
 /// How long `open` keeps re-validating a header that looks torn (a writer may be between
@@ -43,6 +43,7 @@ pub struct StreamOptions {
     pub(crate) auto_unlink: bool,
     pub(crate) gpu_device: Option<i32>,
     pub(crate) cpu_mirror: bool,
+    pub(crate) history: usize,
 }
 
 impl StreamOptions {
@@ -56,6 +57,7 @@ impl StreamOptions {
             auto_unlink: false,
             gpu_device: None,
             cpu_mirror: false,
+            history: 0,
         }
     }
     /// The array shape (1 to 19 positive dimensions), C order.
@@ -97,6 +99,15 @@ impl StreamOptions {
         self.cpu_mirror = cpu_mirror;
         self
     }
+    /// Also keep the last `frames` frames in a history ring (`1..=MAX_HISTORY`; 0, the
+    /// default, keeps none), read in order by [`Stream::cursor`]. Every write through this
+    /// library appends to it in the same publication; pyshmem still opens, reads and writes
+    /// the stream (its writes are reported as gaps by cursors). Costs one more copy of the
+    /// frame per write. GPU streams need a CPU mirror for it.
+    pub fn history(&mut self, frames: usize) -> &mut Self {
+        self.history = frames;
+        self
+    }
     /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken.
     pub fn create(&self) -> Result<Stream> {
         Stream::create_with(self)
@@ -123,6 +134,13 @@ pub struct StreamConfig {
     /// Futex wake-ups.
     #[serde(default)]
     pub notify: bool,
+    /// Frames of history kept (0 = none; the key is left out then, as pyshmem has none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_dtype() -> Dtype {
@@ -182,6 +200,8 @@ pub struct Stream {
     pub(crate) gpu: crate::gpu::GpuLink,
     /// The host payload; `None` for a GPU stream without a CPU mirror.
     pub(crate) payload: Option<Segment>,
+    /// The history ring, for streams created with `history(n)`.
+    pub(crate) history: Option<crate::history::Ring>,
     pub(crate) lock: Arc<LockFile>,
     pub(crate) reads: ReadState,
     pub(crate) closed: AtomicBool,
@@ -249,6 +269,7 @@ impl Stream {
     /// Creates a stream from a [`StreamConfig`].
     pub fn create_from_config(config: &StreamConfig) -> Result<Stream> {
         let mut o = StreamOptions::new(&config.name);
+        o.history = config.history;
         o.shape(&config.shape)
             .dtype(config.dtype)
             .notify(config.notify);
@@ -263,6 +284,21 @@ impl Stream {
         let name = o.name.as_str();
         check_name(name)?;
         let size = check_shape(name, &o.shape, o.dtype)?;
+        if o.history > 0 {
+            crate::history::ring_bytes(o.history, size).map_err(|reason| {
+                Error::InvalidHistory {
+                    name: name.to_owned(),
+                    reason,
+                }
+            })?;
+            if o.gpu_device.is_some() && !o.cpu_mirror {
+                return Err(Error::InvalidHistory {
+                    name: name.to_owned(),
+                    reason: "a GPU stream keeps history in its CPU mirror: set cpu_mirror(true)"
+                        .into(),
+                });
+            }
+        }
         let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
         let mut device_index = -1;
         if let Some(dev) = o.gpu_device {
@@ -286,78 +322,13 @@ impl Stream {
         }
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
-        let exists = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                name: name.to_owned(),
-            },
-            _ => Error::io(name, "creating a shared-memory segment", e),
-        };
-        let payload = Segment::create(&name::segment_id(name), size).map_err(exists)?;
-        let meta = match Segment::create(&name::meta_id(name), META_BYTES) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = segment::unlink(&name::segment_id(name));
-                return Err(exists(e));
-            }
-        };
-        let cleanup = || {
-            let _ = segment::unlink(&name::segment_id(name));
-            let _ = segment::unlink(&name::meta_id(name));
-        };
-        let instance_id = sys::random_id().map_err(|e| {
-            cleanup();
-            Error::io(name, "drawing an instance id", e)
-        })?;
-        let pid = sys::pid();
-        // GPU streams: the device payload and its `_gpu` segment exist before the header's
-        // magic is published, so an opener that sees the header can attach.
-        #[cfg(feature = "cuda")]
-        let gpu = match o.gpu_device {
-            Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
-                Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
-                Err(e) => {
-                    cleanup();
-                    return Err(e);
-                }
-            },
-            None => crate::gpu::GpuLink::None,
-        };
-        #[cfg(not(feature = "cuda"))]
-        let gpu = crate::gpu::GpuLink::None;
-        let cleanup = || {
-            cleanup();
-            let _ = segment::unlink(&name::gpu_id(name));
-        };
-        let bytes = format::encode_new(&NewHeader {
-            name,
-            dtype: o.dtype,
-            shape: &o.shape,
-            flags,
-            device_index,
-            creator_pid: pid,
-            instance_id,
-        });
-        // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
-        // (both are fields of the Stream built below).
-        let header = unsafe { MappedHeader::new(&meta) };
-        // SYNC POINT (init): every byte after the magic first, then the magic with Release.
-        // An opener that sees the magic (Acquire) sees a complete header; one that does not
-        // retries for DECODE_RETRY (pyshmem retries the same way).
-        // SAFETY: the mapping is META_BYTES long and nobody else writes it before the magic
-        // is published.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8)
-        };
-        header
-            .magic_word()
-            .store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
-        let decoded = format::decode(&meta.snapshot(META_BYTES), Some(name)).map_err(|rule| {
-            cleanup();
-            Error::CorruptHeader {
-                name: name.to_owned(),
-                rule,
-            }
-        })?;
+        let built = crate::create::build(o, size, flags, device_index);
+        if matches!(&built, Err(e) if !matches!(e, Error::AlreadyExists { .. })) {
+            // No stream of ours has this name (it failed, or something foreign squats it):
+            // the lock file attach made would only leak.
+            let _ = std::fs::remove_file(name::lock_path(name));
+        }
+        let (decoded, header, meta, payload, gpu, history) = built?;
         let payload = if decoded.cpu_mirror() {
             Some(payload)
         } else {
@@ -374,6 +345,7 @@ impl Stream {
             o.auto_unlink,
         );
         s.gpu = gpu;
+        s.history = history;
         Ok(s)
     }
 
@@ -389,38 +361,36 @@ impl Stream {
 
     fn open_with(name: &str, readonly: bool) -> Result<Stream> {
         check_name(name)?;
-        let (meta, decoded) = open_meta(name)?;
+        let deadline = Instant::now() + DECODE_RETRY;
+        let (meta, decoded, payload) = loop {
+            let (meta, decoded) = open_meta(name)?;
+            match open_payload(name, &decoded, readonly) {
+                Ok(payload) => break (meta, decoded, payload),
+                // A creator between publishing `_meta` and the payload, or a generation
+                // unlinked (and perhaps recreated) under us: look again for a moment.
+                Err(Error::NotFound { .. } | Error::PayloadTooSmall { .. })
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(Error::NotFound { .. }) => return Err(not_found(name)),
+                Err(e) => return Err(e),
+            }
+        };
         // SAFETY: `meta` is a writable mapping of at least META_BYTES (checked by decode)
         // kept alive next to `header` in the Stream.
         let header = unsafe { MappedHeader::new(&meta) };
-        let payload = if decoded.cpu_mirror() {
-            // Map only the declared frame (decode bounded it by isize::MAX).
-            let seg =
-                Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => not_found(name),
-                        std::io::ErrorKind::InvalidData => Error::PayloadTooSmall {
-                            name: name.to_owned(),
-                            declared: decoded.size,
-                            actual: 0,
-                        },
-                        _ => Error::io(name, "opening the payload segment", e),
-                    })?;
-            if (seg.len() as u64) < decoded.size {
-                return Err(Error::PayloadTooSmall {
-                    name: name.to_owned(),
-                    declared: decoded.size,
-                    actual: seg.len() as u64,
-                });
-            }
-            Some(seg)
-        } else {
-            None
-        };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let gpu = crate::gpu::attach_at_open(name, &decoded, !readonly);
+        let history = crate::history::Ring::attach(
+            name,
+            decoded.size as usize,
+            decoded.instance_id,
+            !readonly,
+        )?;
         let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
         s.gpu = gpu;
+        s.history = history;
         Ok(s)
     }
 
@@ -458,6 +428,7 @@ impl Stream {
             meta,
             payload,
             gpu: crate::gpu::GpuLink::None,
+            history: None,
             lock,
             reads,
             closed: AtomicBool::new(false),
@@ -530,6 +501,17 @@ impl Stream {
     }
 
     /// The host payload, or the error explaining why this handle has none.
+    pub(crate) fn ensure_byte_len(&self, given: usize) -> Result<()> {
+        if given == self.size {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            name: self.name.clone(),
+            expected: vec![self.size],
+            given: vec![given],
+        })
+    }
+
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
         self.payload.as_ref().ok_or_else(|| Error::Unsupported {
             name: self.name.clone(),
@@ -584,6 +566,33 @@ impl Drop for Stream {
     }
 }
 
+/// Maps the declared frame of a stream's host payload, if it has one. A missing payload is
+/// `NotFound` without the list of streams (the caller adds it when it gives up).
+fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<Segment>> {
+    if !decoded.cpu_mirror() {
+        return Ok(None);
+    }
+    let too_small = |actual| Error::PayloadTooSmall {
+        name: name.to_owned(),
+        declared: decoded.size,
+        actual,
+    };
+    // Map only the declared frame (decode bounded it by isize::MAX).
+    let seg = Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                name: name.to_owned(),
+                known: Vec::new(),
+            },
+            std::io::ErrorKind::InvalidData => too_small(0),
+            _ => Error::io(name, "opening the payload segment", e),
+        })?;
+    if (seg.len() as u64) < decoded.size {
+        return Err(too_small(seg.len() as u64));
+    }
+    Ok(Some(seg))
+}
+
 pub(crate) fn not_found(name: &str) -> Error {
     let mut known = catalog::list_streams().unwrap_or_default();
     known.retain(|k| k != name);
@@ -594,17 +603,28 @@ pub(crate) fn not_found(name: &str) -> Error {
 }
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
+/// A `_meta` shorter than a header (pyshmem sizes it after creating it) is reopened for
+/// [`DECODE_RETRY`] before it counts as corrupt.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
-    let meta = Segment::open_prefix(&name::meta_id(name), true, META_BYTES).map_err(|e| match e
-        .kind()
-    {
-        std::io::ErrorKind::NotFound => not_found(name),
-        std::io::ErrorKind::InvalidData => Error::CorruptHeader {
-            name: name.to_owned(),
-            rule: FormatError::TooShort(0),
-        },
-        _ => Error::io(name, "opening the metadata segment", e),
-    })?;
+    let deadline = Instant::now() + DECODE_RETRY;
+    let meta = loop {
+        match Segment::open_prefix(&name::meta_id(name), true, META_BYTES) {
+            Ok(m) if m.len() >= META_BYTES || Instant::now() >= deadline => break m,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData && Instant::now() < deadline => {}
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound => not_found(name),
+                    std::io::ErrorKind::InvalidData => Error::CorruptHeader {
+                        name: name.to_owned(),
+                        rule: FormatError::TooShort(0),
+                    },
+                    _ => Error::io(name, "opening the metadata segment", e),
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     let h = match decode_retrying(&meta, Some(name)) {
         Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
             decode_retrying(&meta, Some(name))

@@ -127,8 +127,16 @@ impl Stream {
         };
         let out = fill(dst)?;
         crate::gpu::after_fill(self, dst)?;
+        let now = sys::unix_now();
+        if let Some(ring) = &self.history {
+            use std::sync::atomic::Ordering::Relaxed;
+            // Same bracket, before the even sequence: the frame just filled, with the count
+            // and frame id this publication is about to stamp (we hold the lock).
+            let id = frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
+            ring.append(dst, h.count().load(Relaxed).wrapping_add(1), id, now);
+        }
         if let Some(b) = abort.disarm() {
-            seqlock::end_write(h, b, sys::unix_now(), frame_id);
+            seqlock::end_write(h, b, now, frame_id);
         }
         if self.notify() {
             notify::wake_all(h);

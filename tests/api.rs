@@ -269,7 +269,8 @@ fn dead_producer_is_detected_and_purge_dry_run_lists_without_removing() {
         all: false,
         dry_run: true,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     assert!(would.contains(&dead), "{would:?}");
     assert!(!would.contains(&live), "{would:?}");
     assert!(shmstream::stat(&dead).is_ok(), "dry run removed the stream");
@@ -277,7 +278,8 @@ fn dead_producer_is_detected_and_purge_dry_run_lists_without_removing() {
         all: true,
         dry_run: true,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     assert!(
         would_all.contains(&dead) && would_all.contains(&live),
         "{would_all:?}"

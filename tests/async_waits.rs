@@ -1,12 +1,11 @@
-//! Async waits (feature `tokio`): the writer is another process (the `shmstream load`
-//! command), and a ticker task proves the runtime keeps running other tasks while a read
+//! Async waits (feature `tokio`): the writer is another process (a re-executed child of
+//! this test binary), and a ticker task proves the runtime keeps running other tasks while a read
 //! waits. The runtime is multi-threaded with ONE worker: a wait that blocked the worker would
 //! stop the ticker and fail the test.
 #![cfg(feature = "tokio")]
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,33 +13,37 @@ use common::{Cleanup, unique_name};
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 use tokio::sync::mpsc;
 
-/// Writes `data` as a 1-d float32 `.npy` file.
-fn npy_f32(dir: &Path, tag: &str, data: &[f32]) -> PathBuf {
-    let path = dir.join(format!("{}.npy", unique_name(tag)));
-    npyz::to_file_1d(&path, data.iter().copied()).unwrap();
-    path
+/// The child process entry: `write` opens the stream named `name` and writes `values`
+/// (comma-separated, parsed as the stream's dtype: float32 or int32).
+#[test]
+fn child_entry() {
+    let Some(role) = common::child_role() else {
+        return;
+    };
+    assert_eq!(role, "write", "unknown role {role}");
+    let name: String = common::param("name");
+    let values: String = common::param("values");
+    let s = Stream::open(&name).unwrap();
+    match s.dtype() {
+        Dtype::F32 => s.write_slice(&parse::<f32>(&values)).unwrap(),
+        Dtype::I32 => s.write_slice(&parse::<i32>(&values)).unwrap(),
+        other => panic!("child writer: unsupported dtype {other}"),
+    };
 }
 
-/// Runs `shmstream load NAME FILE` (a writer in another process) to completion.
-async fn load_in_another_process(name: &str, file: &Path) {
-    let out = tokio::task::spawn_blocking({
-        let (name, file) = (name.to_owned(), file.to_owned());
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_shmstream"))
-                .arg("load")
-                .arg(&name)
-                .arg(&file)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "shmstream load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn parse<T: std::str::FromStr>(values: &str) -> Vec<T> {
+    values.split(',').map(|v| v.parse().ok().unwrap()).collect()
+}
+
+/// Writes `values` to `name` from another process (a re-executed child) and waits for it.
+async fn write_in_another_process(name: &str, values: &str) {
+    let mut child = common::child("child_entry", "write")
+        .param("name", name)
+        .param("values", values)
+        .spawn();
+    tokio::task::spawn_blocking(move || child.wait_success(common::LONG))
+        .await
+        .unwrap();
 }
 
 /// A task that ticks every millisecond and reports each tick on a channel.
@@ -67,14 +70,7 @@ async fn ticks(rx: &mut mpsc::UnboundedReceiver<u64>, n: usize) {
     }
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(unique_name("async-npy"));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 async fn read_new_from_another_process(notify: bool) {
-    let dir = tmpdir();
     let name = unique_name(if notify { "async-notify" } else { "async-poll" });
     let _c = Cleanup::new([&name]);
     let s = Arc::new(
@@ -85,7 +81,6 @@ async fn read_new_from_another_process(notify: bool) {
             .create()
             .unwrap(),
     );
-    let file = npy_f32(&dir, "frame", &[1.0, 2.0, 3.0, 4.0]);
     let mut tick = ticker();
 
     let reader = tokio::spawn({
@@ -98,7 +93,7 @@ async fn read_new_from_another_process(notify: bool) {
     // While the read waits, the single worker keeps running the ticker.
     ticks(&mut tick, 50).await;
     assert!(!reader.is_finished(), "nothing was written yet");
-    load_in_another_process(&name, &file).await;
+    write_in_another_process(&name, "1,2,3,4").await;
     let p = tokio::time::timeout(common::LONG, reader)
         .await
         .expect("read_new_async did not wake")
@@ -108,7 +103,6 @@ async fn read_new_from_another_process(notify: bool) {
     assert_eq!(p.info.count, 1);
     assert_eq!(s.last_read_count(), 1);
     ticks(&mut tick, 5).await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -123,7 +117,6 @@ async fn read_new_async_wakes_on_a_write_from_another_process_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn wait_for_count_and_read_after_into_slice_async() {
-    let dir = tmpdir();
     let name = unique_name("async-count");
     let _c = Cleanup::new([&name]);
     let s = Arc::new(
@@ -141,10 +134,10 @@ async fn wait_for_count_and_read_after_into_slice_async() {
         async move { s.wait_for_count_async(1, Some(common::LONG)).await }
     });
     ticks(&mut tick, 20).await;
-    load_in_another_process(&name, &npy_f32(&dir, "one", &[1.0, 1.0, 1.0])).await;
+    write_in_another_process(&name, "1,1,1").await;
     ticks(&mut tick, 5).await;
     assert!(!waiter.is_finished(), "count 1 is not past 1");
-    load_in_another_process(&name, &npy_f32(&dir, "two", &[2.0, 2.0, 2.0])).await;
+    write_in_another_process(&name, "2,2,2").await;
     assert_eq!(
         tokio::time::timeout(common::LONG, waiter)
             .await
@@ -176,7 +169,7 @@ async fn wait_for_count_and_read_after_into_slice_async() {
         s.read_after_into_slice_async(2, &mut buf, Some(common::LONG)),
         async {
             ticks(&mut tick, 10).await;
-            load_in_another_process(&name, &npy_f32(&dir, "three", &[3.0, 3.0, 3.0])).await;
+            write_in_another_process(&name, "3,3,3").await;
         }
     );
     assert_eq!(got.unwrap(), 3);
@@ -192,7 +185,6 @@ async fn wait_for_count_and_read_after_into_slice_async() {
         s.read_after_into_slice_async(0, &mut short, None).await,
         Err(Error::ShapeMismatch { .. })
     ));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -294,11 +286,7 @@ fn works_on_a_current_thread_runtime_too() {
         let mut tick = ticker();
         let (r, ()) = tokio::join!(s.read_new_async::<i32>(Some(common::LONG)), async {
             ticks(&mut tick, 20).await;
-            let dir = tmpdir();
-            let p = dir.join("v.npy");
-            npyz::to_file_1d(&p, [42i32].into_iter()).unwrap();
-            load_in_another_process(&name, &p).await;
-            let _ = std::fs::remove_dir_all(dir);
+            write_in_another_process(&name, "42").await;
         });
         assert_eq!(r.unwrap()[[0]], 42);
     });

@@ -55,6 +55,7 @@ fn frame(seed: u32) -> Vec<u32> {
 
 /// Fills `buf` with `frame(seed)` one element at a time with some work per element, so a
 /// writer spends most of its life inside the write bracket.
+#[allow(clippy::needless_range_loop)] // `i` is also the value's input
 fn slow_fill(buf: &mut [u32], seed: u32) {
     buf[0] = seed;
     for i in 1..N - 1 {

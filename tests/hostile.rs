@@ -274,7 +274,8 @@ fn open_all(name: &str) -> [Result<(), Error>; 3] {
 #[test]
 fn every_rule_broken_in_a_planted_meta_segment_is_reported_by_open_and_stat() {
     type Breaker = fn(&mut [u8; META_BYTES]);
-    let cases: Vec<(&str, Breaker, fn(&FormatError) -> bool)> = vec![
+    type Check = fn(&FormatError) -> bool;
+    let cases: Vec<(&str, Breaker, Check)> = vec![
         (
             "magic",
             |b| b[0] = b'X',
@@ -758,6 +759,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
                     gpu_device: Some("gpu0".into()),
                     cpu_mirror: None,
                     notify: false,
+                    history: 0,
                 })
                 .map(drop)
             }),
@@ -774,6 +776,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
                     gpu_device: Some("cuda:0".into()),
                     cpu_mirror: None,
                     notify: false,
+                    history: 0,
                 })
                 .map(drop)
             }),

@@ -19,13 +19,18 @@ fn bytes_of<T: Element>(v: &[T]) -> Vec<u8> {
         .to_vec()
 }
 
+/// Writes a stream's data with a frame id, through the typed API of its dtype.
+type WriteFn = Box<dyn Fn(&Stream, u64)>;
+/// Reads a stream's payload as bytes, through the typed API of its dtype.
+type ReadFn = Box<dyn Fn(&Stream) -> Vec<u8>>;
+
 /// One stream per dtype: its data, and typed read/write closures.
 struct Case {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
-    write: Box<dyn Fn(&Stream, u64)>,
-    read: Box<dyn Fn(&Stream) -> Vec<u8>>,
+    write: WriteFn,
+    read: ReadFn,
 }
 
 fn case<T: Element>(dtype: Dtype, shape: &[usize], make: impl Fn(usize) -> T) -> Case {

@@ -82,9 +82,9 @@ fn segments_are_0600_and_the_lock_directory_0700_whatever_the_umask() {
     assert!(lock_file.starts_with(&dir), "{lock_file:?}");
     for id in ids(&name) {
         assert_eq!(mode(shm(&id)), 0o600, "{id}");
-        assert_eq!(std::fs::metadata(shm(&id)).unwrap().uid(), unsafe {
-            libc::getuid()
-        });
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(std::fs::metadata(shm(&id)).unwrap().uid(), uid);
     }
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&lock_file), 0o600);
@@ -179,10 +179,9 @@ fn unsafe_lock_directories_are_refused_before_anything_is_created() {
     for (what, setup, reason) in cases {
         let base = temp_path("lockdir-bad");
         let Some(dir) = setup(&base) else {
-            assert!(
-                unsafe { libc::getuid() } != 0,
-                "{what}: root must be able to chown"
-            );
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            assert!(uid != 0, "{what}: root must be able to chown");
             continue;
         };
         ran += 1;
@@ -324,7 +323,8 @@ fn purge_removes_only_validated_streams() {
         all: false,
         dry_run: true,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     for n in &dead {
         assert!(would.contains(n), "dry run misses {n}");
     }
@@ -337,7 +337,8 @@ fn purge_removes_only_validated_streams() {
         all: false,
         dry_run: false,
     })
-    .unwrap();
+    .unwrap()
+    .names();
     for n in &dead {
         assert!(removed.contains(n), "{n} not purged");
         for id in ids(n) {

@@ -78,6 +78,12 @@ pub const LONG: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the tests run as root (and so can switch users and chown files).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A stream name unique to this process, call and moment: `t-<tag>-<pid>-<n>-<nanos>`.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +209,12 @@ impl ChildBuilder {
         self.cmd.env(key, value);
         self
     }
+    /// Runs the child as user (and group) `uid`; needs root (see [`is_root`]).
+    pub fn run_as_user(mut self, uid: u32) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.cmd.uid(uid).gid(uid);
+        self
+    }
     /// Starts the child.
     pub fn spawn(self) -> Proc {
         Proc::spawn_labeled(self.cmd, self.label)
@@ -291,6 +303,14 @@ impl Proc {
             stderr,
             status: None,
         }
+    }
+
+    /// The exit status if the child has exited (no wait).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
     }
 
     /// The child's pid.
@@ -481,7 +501,7 @@ fn find_python() -> Result<PathBuf, String> {
         return Ok(p);
     }
     let mut reasons = Vec::new();
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = repo_root().join(".venv/bin/python");
     if venv.exists() {
         match python_works(&venv) {
             Ok(()) => return Ok(venv),
@@ -523,11 +543,20 @@ pub fn python() -> Option<PathBuf> {
     }
 }
 
+/// The workspace root (the folder holding `Cargo.lock`): these helpers serve the tests of
+/// every package in the workspace (`cli/tests` include this file by path).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
 /// Path of a helper script in `tests/python/`.
 pub fn py_script(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(file)
+    repo_root().join("tests/python").join(file)
 }
 
 /// A `Command` running `tests/python/<script>` with `py` and `args`.

@@ -84,6 +84,15 @@ def cmd_write_on_go(name, value, frame_id):
     s.close()
 
 
+def cmd_write_n(name, n, value):
+    """Writes n frames of [value]*size (frame ids value, value+1, ...) at once."""
+    s = pyshmem.open(name)
+    for i in range(int(n)):
+        s.write(np.full(s.shape, int(value) + i, dtype=s.dtype), frame_id=int(value) + i)
+    say(f"wrote {s.count}")
+    s.close()
+
+
 def cmd_list():
     say("list " + json.dumps(pyshmem.list_streams()))
 
@@ -141,6 +150,15 @@ def cmd_abort_write(name):
     s.close()
 
 
+def cmd_create_unlink_loop(name, n):
+    """Creates and unlinks `name` n times (pyshmem sizes `_meta` after creating it)."""
+    for _ in range(int(n)):
+        s = pyshmem.create(name, shape=(4,), dtype=np.uint8)
+        s.close()
+        pyshmem.unlink(name)
+    say("looped")
+
+
 COMMANDS = {
     "create_write": cmd_create_write,
     "read_dump": cmd_read_dump,
@@ -153,6 +171,8 @@ COMMANDS = {
     "unlink": cmd_unlink,
     "read_error": cmd_read_error,
     "abort_write": cmd_abort_write,
+    "create_unlink_loop": cmd_create_unlink_loop,
+    "write_n": cmd_write_n,
 }
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 //! `purge` is exercised with `--prefix` (the tests' own names), so a test never removes
 //! streams of other tests or programs running on the same machine.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +18,7 @@ use common::{Cleanup, Proc, unique_name};
 use predicates::prelude::*;
 use shmstream::{Dtype, Stream, StreamOptions};
 
-const JSON_KEYS: [&str; 15] = [
+const JSON_KEYS: [&str; 16] = [
     "name",
     "shape",
     "dtype",
@@ -33,6 +34,7 @@ const JSON_KEYS: [&str; 15] = [
     "gpu_device",
     "cpu_mirror",
     "instance_id",
+    "history",
 ];
 
 fn cli() -> Command {
@@ -156,7 +158,7 @@ fn list_shows_rows_and_json_matches_stat() {
     let out = stdout_of(cli().arg("list"));
     let header = out.lines().next().unwrap();
     for col in [
-        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
     ] {
         assert!(header.contains(col), "header {header:?} lacks {col}");
     }

@@ -4,6 +4,7 @@
 //! nothing, and leave the frame already in the stream untouched. The CLI's normal behaviour
 //! is tested in `tests/cli.rs`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -18,12 +18,18 @@ use crate::show::{human_age, print_table, writer_str};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Whether SIGINT or SIGTERM arrived since [`install_handlers`].
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::Relaxed);
 }
 
-fn install_handlers() -> Fallible {
+/// Makes SIGINT and SIGTERM set the stop flag (`watch` and `record` end cleanly).
+pub(crate) fn install_handlers() -> Fallible {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
         // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
@@ -88,7 +94,7 @@ impl Track {
                 self.rate = None;
             }
             Err(e) => {
-                self.state = format!("error: {e}");
+                self.state = format!("error: {}", crate::term::printable(&e.to_string()));
                 self.last = None;
                 self.rate = None;
             }
@@ -100,7 +106,7 @@ impl Track {
         let missed = self.missed.map_or_else(|| "-".into(), |m| m.to_string());
         match &self.last {
             Some((_, s)) => vec![
-                self.name.clone(),
+                crate::term::printable(&self.name).into_owned(),
                 s.count.to_string(),
                 rate,
                 human_age(s.write_time),
@@ -109,7 +115,7 @@ impl Track {
                 self.state.clone(),
             ],
             None => vec![
-                self.name.clone(),
+                crate::term::printable(&self.name).into_owned(),
                 "-".into(),
                 "-".into(),
                 "-".into(),

@@ -1,14 +1,14 @@
 //! `shmstream`: manage and inspect shared-memory streams from a shell.
 //!
-//! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`
+//! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`, `record`
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
-//! success, 1 on any error (usage errors included), with the reason on stderr.
+//! success, 1 on any error (usage errors included), with the reason on stderr; a closed
+//! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell).
 
-#[path = "shmstream/npy.rs"]
 mod npy;
-#[path = "shmstream/show.rs"]
+mod record;
 mod show;
-#[path = "shmstream/watch.rs"]
+mod term;
 mod watch;
 
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ enum Command {
         name: String,
         /// JSON with the keys name, shape, dtype, size, count, write_sequence, write_time,
         /// frame_id, creator_pid, creator_alive, notify, gpu_enabled, gpu_device, cpu_mirror,
-        /// instance_id.
+        /// instance_id, history.
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +122,33 @@ enum Command {
         #[arg(long, value_parser = parse_seconds)]
         duration: Option<Duration>,
     },
+    /// Records every frame of streams into FITS (or .npy) cubes: history streams losslessly
+    /// through cursors; plain streams with a warning (missed frames are counted). Exit status
+    /// 1 if any frame was lost.
+    Record {
+        /// Stream names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many frames of each stream.
+        #[arg(
+            long,
+            required_unless_present = "duration",
+            conflicts_with = "duration"
+        )]
+        frames: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
+        duration: Option<Duration>,
+        /// Frames per file.
+        #[arg(long, default_value_t = 1000)]
+        per_file: usize,
+        /// File format.
+        #[arg(long, value_enum, default_value = "fits")]
+        format: record::Format,
+    },
 }
 
 /// A shape given as `480,640` (or `480x640`).
@@ -153,6 +180,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    term::die_quietly_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -168,7 +196,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shmstream: error: {e}");
+            eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -191,7 +219,7 @@ fn run(command: Command) -> Fallible {
                 .create()?;
             println!(
                 "created '{}': {} {:?}{}",
-                s.name(),
+                term::printable(s.name()),
                 s.dtype(),
                 s.shape(),
                 if notify { " (notify)" } else { "" }
@@ -219,19 +247,35 @@ fn run(command: Command) -> Fallible {
             interval,
             duration,
         } => watch::watch(&names, interval, duration),
+        Command::Record {
+            names,
+            out,
+            frames,
+            duration,
+            per_file,
+            format,
+        } => record::record(&record::Plan {
+            names,
+            out,
+            frames,
+            duration,
+            per_file,
+            format,
+        }),
     }
 }
 
 fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     let mut failed = 0;
     for name in names {
+        let shown = term::printable(name);
         match shmstream::unlink(name) {
-            Ok(()) => println!("unlinked '{name}'"),
+            Ok(()) => println!("unlinked '{shown}'"),
             Err(Error::NotFound { .. }) if quiet_missing => {
-                println!("'{name}' not found (ignored)")
+                println!("'{shown}' not found (ignored)")
             }
             Err(e) => {
-                eprintln!("shmstream: error: {e}");
+                eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
                 failed += 1;
             }
         }
@@ -242,32 +286,36 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     }
 }
 
-/// `purge`: the library's [`shmstream::purge_with`] rule (validated streams only; creator
-/// dead unless `all`), optionally restricted to a name prefix.
+/// `purge`: the library's [`shmstream::purge_matching`] rule (validated streams only;
+/// creator dead unless `all`), optionally restricted to a name prefix. It carries on past
+/// streams it cannot remove, reports each on stderr and then fails.
 fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
-    let victims: Vec<_> = shmstream::list_stats()?
-        .into_iter()
-        .filter(|s| prefix.is_none_or(|p| s.name.starts_with(p)))
-        .filter(|s| opts.all || !s.creator_alive)
-        .collect();
-    if victims.is_empty() {
-        println!("nothing to purge");
-        return Ok(());
-    }
-    for s in victims {
+    let report =
+        shmstream::purge_matching(opts, |name| prefix.is_none_or(|p| name.starts_with(p)))?;
+    let verb = if opts.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for s in &report.removed {
         let why = if s.creator_alive {
             "creator alive".to_owned()
         } else {
             format!("creator {} dead", s.creator_pid)
         };
-        if opts.dry_run {
-            println!("would remove '{}' ({why})", s.name);
-        } else {
-            match shmstream::unlink_quiet(&s.name)? {
-                true => println!("removed '{}' ({why})", s.name),
-                false => println!("'{}' was already gone", s.name),
-            }
-        }
+        println!("{verb} '{}' ({why})", term::printable(&s.name));
     }
-    Ok(())
+    for id in &report.abandoned {
+        println!("{verb} /dev/shm/{id} (abandoned creation)");
+    }
+    for e in &report.failed {
+        eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+    }
+    if report.removed.is_empty() && report.abandoned.is_empty() && report.failed.is_empty() {
+        println!("nothing to purge");
+    }
+    match report.failed.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} stream(s) could not be removed").into()),
+    }
 }

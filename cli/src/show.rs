@@ -85,14 +85,14 @@ pub(crate) fn list(json: bool) -> Fallible {
     }
     let mut rows = vec![
         [
-            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU",
+            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
         ]
         .map(String::from)
         .to_vec(),
     ];
     for s in &stats {
         rows.push(vec![
-            s.name.clone(),
+            crate::term::printable(&s.name).into_owned(),
             shape_str(&s.shape),
             s.dtype.to_string(),
             s.count.to_string(),
@@ -100,6 +100,10 @@ pub(crate) fn list(json: bool) -> Fallible {
             writer_str(s.creator_pid, s.creator_alive),
             if s.notify { "yes" } else { "no" }.into(),
             gpu_str(s),
+            match s.history {
+                0 => "-".to_owned(),
+                n => n.to_string(),
+            },
         ]);
     }
     print_table(&rows);
@@ -114,7 +118,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         return Ok(());
     }
     let rows = [
-        ("name", s.name.clone()),
+        ("name", crate::term::printable(&s.name).into_owned()),
         ("shape", format!("{:?}", s.shape)),
         ("dtype", s.dtype.to_string()),
         ("size", format!("{} bytes", s.size)),
@@ -136,6 +140,13 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         (
             "instance_id",
             s.instance_id.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "history",
+            match s.history {
+                0 => "none".to_owned(),
+                n => format!("{n} frames"),
+            },
         ),
     ];
     for (k, v) in rows {

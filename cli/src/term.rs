@@ -1,0 +1,52 @@
+//! What the tool prints to a terminal: stream names come from shared memory that any
+//! process of the user can write, so control characters (ESC, newline, ...) and bidi
+//! overrides are escaped instead of reaching the terminal; and a closed stdout pipe ends
+//! the tool quietly, as it does `cat` or `head`.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// `s` with control characters, bidi controls and backslashes escaped Rust-style
+/// (`\u{1b}`, `\n`, `\\`); borrowed unchanged when there is nothing to escape.
+pub(crate) fn printable(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c == '\\' || c.is_control() || is_bidi_control(c);
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Restores the default action of `SIGPIPE` (Rust ignores it, so a write to a closed pipe
+/// fails and `println!` panics): the tool then ends silently when its reader goes away,
+/// with the status a shell shows as 141 (128 + SIGPIPE).
+pub(crate) fn die_quietly_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code and is
+    // done first thing in main, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped_and_plain_names_borrowed() {
+        assert!(matches!(printable("cam0 ü"), Cow::Borrowed("cam0 ü")));
+        assert_eq!(printable("a\x1b[2Jb\nc\\"), "a\\u{1b}[2Jb\\nc\\\\");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+    }
+}

@@ -1,0 +1,259 @@
+//! `shmstream record`: every frame of a history stream into FITS cubes that astropy reads
+//! (shape, dtype, values, per-frame table), `.npy` cubes, a full disk (frames already
+//! written stay intact, exit 1), an unwritable `--out`, and the warning for plain streams.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, LONG, Proc, unique_name};
+use shmstream::{Dtype, Stream, StreamOptions};
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin!("shmstream").to_path_buf()
+}
+
+fn out_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique_name(tag));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A camera: writes frame `i` (every pixel `i % 50_000`, frame id `i`) once per
+/// millisecond on its own clock until `recorder` exits; returns its status and stderr.
+fn produce_until_exit(s: &Stream, mut recorder: Proc) -> (ExitStatus, String) {
+    let start = Instant::now();
+    let mut frame = vec![0u16; s.len()];
+    for i in 1u64.. {
+        if let Some(st) = recorder.try_status() {
+            // Let the pipe readers collect the summary.
+            recorder.wait_timeout(LONG);
+            return (st, recorder.diagnostics());
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "recorder still running:\n{}",
+            recorder.diagnostics()
+        );
+        frame.fill((i % 50_000) as u16);
+        s.write_slice_frame(&frame, i).unwrap();
+        // The camera's frame period (pacing a producer, not synchronizing with the test).
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    unreachable!()
+}
+
+fn record(name: &str, out: &Path, extra: &[&str]) -> Proc {
+    let mut c = Command::new(bin());
+    c.args(["record", name, "--out"]).arg(out).args(extra);
+    Proc::spawn(c)
+}
+
+/// Checks the cubes with numpy/astropy: frames consecutive, pixels = frame id % 50000,
+/// counts consecutive; prints "ok <files> <frames>".
+const CHECK: &str = r#"
+import sys, glob, csv, numpy as np
+out, fmt, per_file = sys.argv[1], sys.argv[2], int(sys.argv[3])
+files = sorted(glob.glob(f"{out}/*.{fmt}"))
+ids, counts, sizes = [], [], []
+for f in files:
+    if fmt == "fits":
+        from astropy.io import fits
+        with fits.open(f) as h:
+            data = h[0].data
+            assert h[0].header["BITPIX"] == 16 and h[0].header["BZERO"] == 32768, h[0].header
+            t = h["FRAMES"].data
+            fid, cnt = list(t["FRAME_ID"]), list(t["COUNT"])
+            assert all(t["WRITE_TIME"] > 1e9) and all(t["RECORD_TIME"] >= t["WRITE_TIME"] - 1)
+    else:
+        data = np.load(f)
+        rows = list(csv.DictReader(open(f[:-4] + ".frames.csv")))
+        fid, cnt = [int(r["frame_id"]) for r in rows], [int(r["count"]) for r in rows]
+    assert data.dtype == np.uint16, data.dtype
+    assert data.shape[1:] == (6, 5), data.shape
+    assert data.shape[0] == len(fid), (data.shape, len(fid))
+    for k, i in enumerate(fid):
+        assert (data[k] == i % 50000).all(), (f, k, i)
+    ids += fid; counts += cnt; sizes.append(len(fid))
+assert ids == list(range(ids[0], ids[0] + len(ids))), "frame ids not consecutive"
+assert counts == list(range(counts[0], counts[0] + len(counts))), "counts not consecutive"
+assert all(n == per_file for n in sizes[:-1]), sizes
+print("ok", len(files), len(ids))
+"#;
+
+fn check(out: &Path, fmt: &str, per_file: usize) -> (usize, usize) {
+    let Some(py) = common::python() else {
+        return (0, 0);
+    };
+    let o = Command::new(py)
+        .args(["-c", CHECK])
+        .arg(out)
+        .args([fmt, &per_file.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{fmt} check failed: {stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Vec<usize> = stdout
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
+fn camera(tag: &str, history: usize) -> (String, Cleanup, Stream) {
+    let name = unique_name(tag);
+    let c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[6, 5])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .history(history)
+        .create()
+        .unwrap();
+    (name, c, s)
+}
+
+#[test]
+fn every_frame_of_a_history_stream_lands_in_fits_cubes_that_astropy_reads() {
+    let (name, _c, s) = camera("rec-fits", 512);
+    let out = out_dir("rec-fits");
+    let r = record(&name, &out, &["--frames", "300", "--per-file", "120"]);
+    let (st, diag) = produce_until_exit(&s, r);
+    assert!(st.success(), "{diag}");
+    assert!(
+        diag.contains("300 frames in 3 file(s)") && diag.contains(", 0 lost"),
+        "{diag}"
+    );
+    if common::python().is_some() {
+        assert_eq!(check(&out, "fits", 120), (3, 300));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
+    let (name, _c, s) = camera("rec-npy", 512);
+    let out = out_dir("rec-npy");
+    let (st, diag) = produce_until_exit(
+        &s,
+        record(
+            &name,
+            &out,
+            &["--duration", "0.5", "--format", "npy", "--per-file", "100"],
+        ),
+    );
+    assert!(st.success(), "{diag}");
+    if common::python().is_some() {
+        let (_, frames) = check(&out, "npy", 100);
+        assert!(frames > 0);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
+    // A 4 KiB file-size limit stands in for a full disk: the first cube fills up.
+    let out = out_dir("rec-full");
+    let mut c = Command::new(bin());
+    c.args([
+        "record", &name, "--format", "npy", "--frames", "400", "--out",
+    ])
+    .arg(&out)
+    .stdin(Stdio::null());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(diag.contains("FAILED"), "{diag}");
+    if common::python().is_some() {
+        let (files, frames) = check(&out, "npy", 400);
+        assert_eq!(files, 1);
+        // (4096 - 128 header bytes) / 60 bytes per frame
+        assert_eq!(frames, (4096 - 128) / 60, "every whole frame kept");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn bad_output_dirs_plain_streams_and_bad_arguments_are_clear() {
+    let (name, _c, _s) = camera("rec-bad", 8);
+    let o = Command::new(bin())
+        .args([
+            "record",
+            &name,
+            "--frames",
+            "1",
+            "--out",
+            "/proc/self/nope/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--out") && err.contains("/proc/self/nope/x"),
+        "{err}"
+    );
+
+    let o = Command::new(bin())
+        .args(["record", &name, "--out", "/tmp"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "--frames or --duration is required"
+    );
+
+    let plain = unique_name("rec-plain");
+    let _p = Cleanup::new([&plain]);
+    let p = Stream::create(&plain, &[4], Dtype::Complex64).unwrap();
+    let out = out_dir("rec-plain");
+    let o = Command::new(bin())
+        .args(["record", &plain, "--duration", "0.2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--format npy"),
+        "complex64 has no FITS type: {err}"
+    );
+    let o = Command::new(bin())
+        .args([
+            "record",
+            &plain,
+            "--duration",
+            "0.2",
+            "--format",
+            "npy",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("keeps no history"), "{err}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -1,0 +1,163 @@
+//! Building a new stream's segments so that a creator killed at any point leaves either
+//! nothing visible or a complete stream.
+//!
+//! The payload and `_meta` are built under private ids (`<id>.creating-<pid>`, see
+//! [`segment::creating_id`]): sized, mapped, header written. Only then are they published
+//! under their real ids with hard links, `_meta` first (an opener that finds the header but
+//! not yet the payload retries for a moment), then the payload. So a crash leaves:
+//! - before publishing: only `*.creating-<pid>` objects of a dead pid, which `purge` removes;
+//! - between the two links: a valid header without payload, a stream that `list` shows and
+//!   `unlink`/`purge` remove;
+//! - after: a complete stream.
+//!
+//! A history ring (`_hist`) is built the same way and published between `_meta` and the
+//! payload: an opener that finds the payload finds the ring, and `unlink`/`purge` remove a
+//! ring left beside a header without payload.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::format::{self, Header, META_BYTES, NewHeader};
+use crate::header::MappedHeader;
+use crate::segment::{self, Segment};
+use crate::stream::StreamOptions;
+use crate::{name, sys};
+
+/// What [`build`] hands to the new `Stream`.
+pub(crate) type Built = (
+    Header,
+    MappedHeader,
+    Segment,
+    Segment,
+    crate::gpu::GpuLink,
+    Option<crate::history::Ring>,
+);
+
+/// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
+/// holds the stream's name lock.
+pub(crate) fn build(
+    o: &StreamOptions,
+    size: usize,
+    flags: u32,
+    device_index: i32,
+) -> Result<Built> {
+    let name = o.name.as_str();
+    let taken = || Error::AlreadyExists {
+        name: name.to_owned(),
+    };
+    let io = |e| Error::io(name, "creating a shared-memory segment", e);
+    let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));
+    // Fail early without building a large payload for nothing (the links re-check), and
+    // say so when the name is squatted by something that is not a stream of ours.
+    for id in [&meta_id, &payload_id] {
+        if let Ok(m) = std::fs::symlink_metadata(segment::path(id)) {
+            crate::trust::check_metadata(&m, &segment::path(id)).map_err(io)?;
+            return Err(taken());
+        }
+    }
+    let history_id = name::history_id(name);
+    let building = [
+        segment::creating_id(&payload_id),
+        segment::creating_id(&meta_id),
+        segment::creating_id(&history_id),
+    ];
+    let forget_building = || {
+        for id in &building {
+            let _ = segment::unlink(id);
+        }
+    };
+    // Leftovers of an earlier process with our pid are dead creations: replace them.
+    forget_building();
+    let made = (|| {
+        let payload = Segment::create(&building[0], size).map_err(io)?;
+        let meta = Segment::create(&building[1], META_BYTES).map_err(io)?;
+        let instance_id =
+            sys::random_id().map_err(|e| Error::io(name, "drawing an instance id", e))?;
+        let history = match o.history {
+            0 => None,
+            n => Some(crate::history::Ring::create(
+                name,
+                &building[2],
+                n,
+                size,
+                instance_id,
+            )?),
+        };
+        Ok((payload, meta, instance_id, history))
+    })();
+    let (payload, meta, instance_id, history) = made.inspect_err(|_| forget_building())?;
+    let pid = sys::pid();
+    // GPU streams: the device payload and its `_gpu` segment exist before the header is
+    // published, so an opener that sees the header can attach.
+    #[cfg(feature = "cuda")]
+    let gpu = match o.gpu_device {
+        Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
+            Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
+            Err(e) => {
+                forget_building();
+                return Err(e);
+            }
+        },
+        None => crate::gpu::GpuLink::None,
+    };
+    #[cfg(not(feature = "cuda"))]
+    let gpu = crate::gpu::GpuLink::None;
+    let abandon = || {
+        forget_building();
+        let _ = segment::unlink(&name::gpu_id(name));
+    };
+    let bytes = format::encode_new(&NewHeader {
+        name,
+        dtype: o.dtype,
+        shape: &o.shape,
+        flags,
+        device_index,
+        creator_pid: pid,
+        instance_id,
+    });
+    // SAFETY: `meta` is a fresh writable mapping of META_BYTES that outlives `header`
+    // (both go into the Stream built from the result).
+    let header = unsafe { MappedHeader::new(&meta) };
+    // SYNC POINT (init): every byte after the magic first, then the magic with Release.
+    // The object is still private; the Release store also orders the header before the link
+    // that publishes it.
+    // SAFETY: the mapping is META_BYTES long and nobody else can reach it yet.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), meta.as_ptr().add(8), META_BYTES - 8)
+    };
+    header
+        .magic_word()
+        .store(u64::from_le_bytes(format::MAGIC), Ordering::Release);
+    let decoded = format::decode(&meta.snapshot(META_BYTES), Some(name)).map_err(|rule| {
+        abandon();
+        Error::CorruptHeader {
+            name: name.to_owned(),
+            rule,
+        }
+    })?;
+    // A ring of a crashed generation may still hold `_hist` (no stream of this name
+    // exists now: the checks above found none): replace it.
+    if history.is_some() {
+        let _ = segment::unlink(&history_id);
+    }
+    let published = segment::publish(&building[1], &meta_id).and_then(|()| {
+        let ring = match history {
+            Some(_) => segment::publish(&building[2], &history_id),
+            None => Ok(()),
+        };
+        ring.and_then(|()| segment::publish(&building[0], &payload_id))
+            .inspect_err(|_| {
+                let _ = segment::unlink(&meta_id);
+                let _ = segment::unlink(&history_id);
+            })
+    });
+    if let Err(e) = published {
+        abandon();
+        return Err(match e.kind() {
+            std::io::ErrorKind::AlreadyExists => taken(),
+            _ => io(e),
+        });
+    }
+    forget_building();
+    Ok((decoded, header, meta, payload, gpu, history))
+}

@@ -1,0 +1,577 @@
+//! Frame history: the last `n` frames of a stream in a ring beside the latest frame, and
+//! [`Cursor`], which returns every frame strictly in order and says exactly how many it lost.
+//!
+//! The ring lives in its own segment, `<segment id>_hist` (pyshmem never opens it, so the
+//! stream stays byte-compatible: pyshmem opens, reads and writes it as before). Layout, all
+//! little-endian, every word 8-byte aligned:
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SHMHIST1` (stored last, Release: the ring is complete when it is there) |
+//! | 8 | 4 | version (1) |
+//! | 12 | 4 | capacity `n` |
+//! | 16 | 8 | frame bytes |
+//! | 24 | 16 | the stream generation's instance id (a ring of another generation is ignored) |
+//! | 40 | 8 | head: frames appended so far (atomic) |
+//! | 64 + i·stride | 64 | slot `i`: stamp, count, frame id, write time (atomics) |
+//! | 128 + i·stride | frame | slot `i`'s frame (`stride` = 64 + frame bytes rounded up to 64) |
+//!
+//! Append `k` (the writer holds the write lock, inside the publication bracket, so CPU and
+//! GPU writes share it): slot `k mod n` gets stamp `2k+1` (odd: being written), the frame
+//! and its metadata, then stamp `2k+2` (Release), then head `k+1` (Release). A writer killed
+//! mid-append leaves an odd stamp and the head unmoved: no cursor ever returns that slot, and
+//! the next writer appends at the same index. A cursor copies a slot between two loads of
+//! its stamp (the seqlock of `seqlock.rs`, per slot): a frame overwritten while it was copied
+//! is reported as lost, never returned torn.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::dtype::Element;
+use crate::error::{Error, LossCause, Result};
+use crate::name;
+use crate::read::{FrameInfo, Publication};
+use crate::segment::Segment;
+use crate::stream::Stream;
+
+/// The deepest history a stream may keep.
+pub const MAX_HISTORY: usize = 1 << 20;
+/// The largest ring segment a stream may create (the payloads of all slots): 64 GiB.
+const MAX_RING_BYTES: u64 = 1 << 36;
+
+const MAGIC: [u8; 8] = *b"SHMHIST1";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 64;
+const SLOT_HEADER_BYTES: usize = 64;
+
+mod off {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const CAPACITY: usize = 12;
+    pub const FRAME_BYTES: usize = 16;
+    pub const INSTANCE_ID: usize = 24;
+    pub const HEAD: usize = 40;
+    // Within a slot header.
+    pub const STAMP: usize = 0;
+    pub const COUNT: usize = 8;
+    pub const FRAME_ID: usize = 16;
+    pub const WRITE_TIME: usize = 24;
+}
+
+/// Bytes from one slot to the next for frames of `frame_bytes`.
+fn stride(frame_bytes: usize) -> Option<usize> {
+    frame_bytes
+        .checked_next_multiple_of(64)?
+        .checked_add(SLOT_HEADER_BYTES)
+}
+
+/// The ring segment's size for `capacity` frames of `frame_bytes`, or why it is refused.
+pub(crate) fn ring_bytes(
+    capacity: usize,
+    frame_bytes: usize,
+) -> std::result::Result<usize, String> {
+    if capacity == 0 || capacity > MAX_HISTORY {
+        return Err(format!(
+            "history depth {capacity} is outside 1..={MAX_HISTORY} (leave history unset for none)"
+        ));
+    }
+    let total = stride(frame_bytes)
+        .and_then(|s| s.checked_mul(capacity))
+        .and_then(|b| b.checked_add(HEADER_BYTES))
+        .filter(|&b| b as u64 <= MAX_RING_BYTES);
+    total.ok_or_else(|| {
+        format!(
+            "{capacity} frames of {frame_bytes} bytes exceed the {} GiB a history ring may take: use a smaller depth",
+            MAX_RING_BYTES >> 30
+        )
+    })
+}
+
+/// One stream's mapped history ring.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    seg: Segment,
+    capacity: u64,
+    frame_bytes: usize,
+    stride: usize,
+}
+
+impl Ring {
+    /// Creates the ring of a new stream generation under the private id `id` (the creator
+    /// publishes it under the stream's `_hist` id with its other segments).
+    pub(crate) fn create(
+        stream: &str,
+        id: &str,
+        capacity: usize,
+        frame_bytes: usize,
+        instance_id: [u8; 16],
+    ) -> Result<Ring> {
+        let bytes = ring_bytes(capacity, frame_bytes).map_err(|reason| Error::InvalidHistory {
+            name: stream.to_owned(),
+            reason,
+        })?;
+        let seg = Segment::create(id, bytes)
+            .map_err(|e| Error::io(stream, "creating the history segment", e))?;
+        let ring = Ring {
+            seg,
+            capacity: capacity as u64,
+            frame_bytes,
+            stride: stride(frame_bytes).unwrap_or(usize::MAX),
+        };
+        let p = ring.seg.as_ptr();
+        // SAFETY: the segment is fresh, private to this creator until the stream's header
+        // is published, and `bytes >= HEADER_BYTES`; the fields written are inside it.
+        unsafe {
+            p.add(off::VERSION)
+                .cast::<u32>()
+                .write_unaligned(VERSION.to_le());
+            p.add(off::CAPACITY)
+                .cast::<u32>()
+                .write_unaligned((capacity as u32).to_le());
+            p.add(off::FRAME_BYTES)
+                .cast::<u64>()
+                .write_unaligned((frame_bytes as u64).to_le());
+            std::ptr::copy_nonoverlapping(instance_id.as_ptr(), p.add(off::INSTANCE_ID), 16);
+        }
+        ring.word(off::MAGIC)
+            .store(u64::from_le_bytes(MAGIC), Ordering::Release);
+        Ok(ring)
+    }
+
+    /// Attaches the ring of the stream generation `instance_id`, if it keeps one.
+    pub(crate) fn attach(
+        stream: &str,
+        frame_bytes: usize,
+        instance_id: [u8; 16],
+        writable: bool,
+    ) -> Result<Option<Ring>> {
+        let Some((seg, capacity)) = open_header(stream, instance_id, writable)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| Error::InvalidHistory {
+            name: stream.to_owned(),
+            reason: format!("{reason}: unlink and recreate the stream"),
+        };
+        let declared = read_u64(&seg, off::FRAME_BYTES);
+        if declared != frame_bytes as u64 {
+            return Err(corrupt(format!(
+                "the history segment holds frames of {declared} bytes, the stream {frame_bytes}"
+            )));
+        }
+        let need = ring_bytes(capacity, frame_bytes).map_err(corrupt)?;
+        if seg.len() < need {
+            return Err(corrupt(format!(
+                "the history segment is {} bytes, {need} expected",
+                seg.len()
+            )));
+        }
+        Ok(Some(Ring {
+            seg,
+            capacity: capacity as u64,
+            frame_bytes,
+            stride: stride(frame_bytes).unwrap_or(usize::MAX),
+        }))
+    }
+
+    /// Frames the ring holds at most.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= self.seg.len());
+        // SAFETY: the mapping is page aligned and `at` is a multiple of 8 inside it (the
+        // callers' offsets are header fields or slot-header fields of a slot < capacity, and
+        // `attach`/`create` checked the segment holds every slot). Other processes touch
+        // these words only with aligned 8-byte atomics.
+        unsafe { &*self.seg.as_ptr().add(at).cast::<AtomicU64>() }
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        self.word(off::HEAD)
+    }
+
+    fn slot_at(&self, index: u64) -> usize {
+        HEADER_BYTES + (index % self.capacity) as usize * self.stride
+    }
+
+    /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
+    /// the write lock and is inside the publication bracket of the write with this `count`.
+    pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) {
+        // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
+        // the previous holder's stores.
+        let k = self.head().load(Ordering::Relaxed);
+        let slot = self.slot_at(k);
+        let stamp = self.word(slot + off::STAMP);
+        stamp.store(2 * k + 1, Ordering::Relaxed);
+        // Keeps the frame stores below from becoming visible before the odd stamp.
+        fence(Ordering::Release);
+        // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); the slot's
+        // frame area is `frame_bytes` long inside the mapping (checked at attach/create).
+        // Cursors copying it concurrently detect the overlap through the stamp.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src,
+                self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES),
+                self.frame_bytes,
+            )
+        };
+        self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
+        self.word(slot + off::FRAME_ID)
+            .store(frame_id, Ordering::Relaxed);
+        self.word(slot + off::WRITE_TIME)
+            .store(write_time.to_bits(), Ordering::Relaxed);
+        // Release: a cursor that acquires the even stamp (or the new head) sees the frame.
+        stamp.store(2 * k + 2, Ordering::Release);
+        self.head().store(k + 1, Ordering::Release);
+    }
+
+    /// Copies frame `index` with `copy`, or says which later append overwrote its slot.
+    fn read(&self, index: u64, copy: &mut impl FnMut(*const u8) -> bool) -> SlotRead {
+        let slot = self.slot_at(index);
+        let stamp = self.word(slot + off::STAMP);
+        // Acquire: synchronizes with the Release store of the even stamp in `append`.
+        let s = stamp.load(Ordering::Acquire);
+        if s != 2 * index + 2 {
+            // Odd 2k+1 or even 2k+2: append k holds or is writing the slot.
+            return SlotRead::Overwritten(s.saturating_sub(1) / 2);
+        }
+        let count = self.word(slot + off::COUNT).load(Ordering::Relaxed);
+        let frame_id = self.word(slot + off::FRAME_ID).load(Ordering::Relaxed);
+        let write_time = f64::from_bits(self.word(slot + off::WRITE_TIME).load(Ordering::Relaxed));
+        // SAFETY: the slot's frame area is `frame_bytes` long inside the mapping.
+        let valid = copy(unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) });
+        // Orders the copy's loads before the stamp reload (see `seqlock::validate_read`).
+        fence(Ordering::Acquire);
+        let again = stamp.load(Ordering::Relaxed);
+        if again != s {
+            return SlotRead::Overwritten(again.saturating_sub(1) / 2);
+        }
+        SlotRead::Frame {
+            valid,
+            info: FrameInfo {
+                count,
+                frame_id,
+                write_time,
+                missed: 0,
+            },
+        }
+    }
+}
+
+enum SlotRead {
+    Frame {
+        valid: bool,
+        info: FrameInfo,
+    },
+    /// The slot holds (or is being written with) append `k`.
+    Overwritten(u64),
+}
+
+fn read_u64(seg: &Segment, at: usize) -> u64 {
+    let b = seg.snapshot(at + 8);
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// Opens `_hist` and checks its header: `None` when there is none, or it belongs to another
+/// generation (a leftover), else the segment and its capacity.
+fn open_header(
+    stream: &str,
+    instance_id: [u8; 16],
+    writable: bool,
+) -> Result<Option<(Segment, usize)>> {
+    let seg = match Segment::open(&name::history_id(stream), writable) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
+        Err(e) => return Err(Error::io(stream, "opening the history segment", e)),
+    };
+    if seg.len() < HEADER_BYTES {
+        return Ok(None);
+    }
+    let h = seg.snapshot(HEADER_BYTES);
+    if h[..8] != MAGIC || h[off::INSTANCE_ID..off::INSTANCE_ID + 16] != instance_id {
+        return Ok(None);
+    }
+    let version = u32::from_le_bytes(
+        h[off::VERSION..off::VERSION + 4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
+    if version != VERSION {
+        return Err(Error::InvalidHistory {
+            name: stream.to_owned(),
+            reason: format!(
+                "history format version {version}, this build reads {VERSION}: use the same shmstream version"
+            ),
+        });
+    }
+    let capacity = u32::from_le_bytes(
+        h[off::CAPACITY..off::CAPACITY + 4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
+    Ok(Some((seg, capacity as usize)))
+}
+
+/// The history depth of a stream generation, for `stat` and `list` (0 = none).
+pub(crate) fn depth(stream: &str, instance_id: [u8; 16]) -> usize {
+    match open_header(stream, instance_id, false) {
+        Ok(Some((_, capacity))) => capacity,
+        _ => 0,
+    }
+}
+
+/// Reads every frame of a history stream, strictly in order ([`Stream::cursor`]).
+///
+/// A frame that cannot be returned is never skipped silently: when the writer lapped the
+/// cursor (the ring overwrote frames it had not read), or frames were written by a writer that
+/// does not append to the history (pyshmem), the next call returns [`Error::Overrun`] with the
+/// exact number lost and the call after resumes with the oldest frame still held.
+///
+/// ```
+/// use shmstream::{Dtype, Error, StreamOptions};
+/// use std::time::Duration;
+/// let name = format!("doc-cursor-{}", std::process::id());
+/// let s = StreamOptions::new(&name).shape(&[2]).dtype(Dtype::I32).history(4).create()?;
+/// let mut c = s.cursor()?;
+/// for i in 0..6 {
+///     s.write_slice_frame(&[i, i], i as u64)?;
+/// }
+/// let t = Some(Duration::from_secs(1));
+/// assert!(matches!(c.next::<i32>(t), Err(Error::Overrun { lost: 2, .. })));
+/// for i in 2..6 {
+///     assert_eq!(c.next::<i32>(t)?.as_slice().unwrap(), &[i, i]);
+/// }
+/// shmstream::unlink(&name)?;
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Cursor<'a> {
+    stream: &'a Stream,
+    ring: &'a Ring,
+    /// The append index of the next frame to return.
+    next: u64,
+    /// The stream count of the last frame returned (or seen at creation), for gap checks.
+    last_count: Option<u64>,
+}
+
+impl Stream {
+    /// A cursor over this stream's history, positioned at the next frame to be written.
+    /// Fails with [`Error::NoHistory`] when the stream was not created with
+    /// [`StreamOptions::history`](crate::StreamOptions::history).
+    pub fn cursor(&self) -> Result<Cursor<'_>> {
+        self.ensure_open()?;
+        let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
+            name: self.name.clone(),
+        })?;
+        // Head first, then count: an append moves the head before its publication moves the
+        // count, so a write between the two loads is never mistaken for a gap.
+        let next = ring.head().load(Ordering::Acquire);
+        let count = self.header.count().load(Ordering::Acquire);
+        Ok(Cursor {
+            stream: self,
+            ring,
+            next,
+            last_count: Some(count),
+        })
+    }
+
+    /// Frames this stream's history keeps (0 = none).
+    pub fn history_depth(&self) -> usize {
+        self.history.as_ref().map_or(0, |r| r.capacity() as usize)
+    }
+}
+
+impl Cursor<'_> {
+    /// Moves the cursor back to the oldest frame the ring still holds.
+    pub fn rewind_to_oldest(&mut self) {
+        let head = self.ring.head().load(Ordering::Acquire);
+        self.next = head.saturating_sub(self.ring.capacity);
+        self.last_count = None;
+    }
+
+    /// Frames written to the history and not yet returned by this cursor (more than the
+    /// capacity means some are already lost).
+    pub fn lag(&self) -> u64 {
+        self.ring
+            .head()
+            .load(Ordering::Acquire)
+            .saturating_sub(self.next)
+    }
+
+    /// The next frame, copied into `dst` (no allocation). Waits up to `timeout` (`None`:
+    /// forever) for it to be written.
+    pub fn next_into_slice<T: Element>(
+        &mut self,
+        dst: &mut [T],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.stream.ensure_dtype::<T>()?;
+        self.stream.ensure_len(dst.len())?;
+        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
+        self.next_with(timeout, |src| {
+            // SAFETY: `src` is a slot's frame of `n` elements of `T` (dtype and length
+            // checked above); `ptr` is the caller's exclusive buffer of `n` elements. The copy
+            // may race an append; it is only used after the stamp check.
+            unsafe { T::copy_from_shared(src, ptr, n) }
+        })
+    }
+
+    /// The next frame's raw bytes (C order, native endian), for tools that move frames
+    /// without looking at them (recorders, bridges). `dst` must be `size_bytes()` long.
+    pub fn next_into_bytes(
+        &mut self,
+        dst: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        self.stream.ensure_byte_len(dst.len())?;
+        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
+        self.next_with(timeout, |src| {
+            // SAFETY: `src` is a slot's frame of `n` bytes (length checked above) and `ptr`
+            // the caller's exclusive buffer of `n` bytes; any byte is a valid `u8`.
+            unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
+            true
+        })
+    }
+
+    /// The next frame with its metadata.
+    pub fn next_publication<T: Element>(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Publication<T>> {
+        let mut v = vec![T::default(); self.stream.len];
+        let info = self.next_into_slice(&mut v, timeout)?;
+        let payload = ArrayD::from_shape_vec(IxDyn(&self.stream.shape), v).map_err(|_| {
+            Error::ShapeMismatch {
+                name: self.stream.name.clone(),
+                expected: self.stream.shape.clone(),
+                given: vec![self.stream.len],
+            }
+        })?;
+        Ok(Publication { payload, info })
+    }
+
+    /// The next frame as an array.
+    pub fn next<T: Element>(&mut self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
+        Ok(self.next_publication(timeout)?.payload)
+    }
+
+    fn next_with(
+        &mut self,
+        timeout: Option<Duration>,
+        mut copy: impl FnMut(*const u8) -> bool,
+    ) -> Result<FrameInfo> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.stream.ensure_open()?;
+            let seen_count = self.stream.header.count().load(Ordering::Acquire);
+            let head = self.ring.head().load(Ordering::Acquire);
+            if self.next < head {
+                let oldest = head.saturating_sub(self.ring.capacity);
+                if self.next < oldest {
+                    return Err(self.lost(oldest, LossCause::Overwritten));
+                }
+                match self.ring.read(self.next, &mut copy) {
+                    SlotRead::Overwritten(by) => {
+                        // Append `by` holds or is writing this frame's slot: with the head
+                        // past `next`, it is a later lap, so this frame is gone.
+                        let oldest = (by + 1).saturating_sub(self.ring.capacity);
+                        if self.next < oldest {
+                            return Err(self.lost(oldest, LossCause::Overwritten));
+                        }
+                        return Err(Error::InvalidHistory {
+                            name: self.stream.name.clone(),
+                            reason: format!(
+                                "slot of frame {} holds stamp of frame {by} although the ring head is {head}: unlink and recreate the stream",
+                                self.next
+                            ),
+                        });
+                    }
+                    SlotRead::Frame { valid, info } => {
+                        if let Some(last) = self.last_count
+                            && info.count > last.saturating_add(1)
+                        {
+                            let lost = info.count - last - 1;
+                            self.last_count = Some(info.count - 1);
+                            return Err(Error::Overrun {
+                                name: self.stream.name.clone(),
+                                lost,
+                                cause: LossCause::NotRecorded,
+                            });
+                        }
+                        if !valid {
+                            return Err(Error::InvalidData {
+                                name: self.stream.name.clone(),
+                                dtype: self.stream.dtype,
+                                reason: "a bool byte other than 0 or 1",
+                            });
+                        }
+                        self.next += 1;
+                        self.last_count = Some(info.count);
+                        return Ok(info);
+                    }
+                }
+            }
+            let remaining = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => {
+                        return Err(Error::Timeout {
+                            name: self.stream.name.clone(),
+                            op: "read the next frame of the history",
+                            timeout: timeout.unwrap_or_default(),
+                        });
+                    }
+                },
+                None => None,
+            };
+            // Nothing new in the ring: wait for the stream's next publication (futex on notify
+            // streams). Aborted writes append nothing; keep waiting past them.
+            match self.stream.wait_for_count(seen_count, remaining) {
+                Ok(_) | Err(Error::Inconsistent { .. }) | Err(Error::WriteAborted { .. }) => {}
+                Err(Error::Timeout { .. }) => {
+                    return Err(Error::Timeout {
+                        name: self.stream.name.clone(),
+                        op: "read the next frame of the history",
+                        timeout: timeout.unwrap_or_default(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn lost(&mut self, oldest: u64, cause: LossCause) -> Error {
+        let lost = oldest - self.next;
+        self.next = oldest;
+        self.last_count = None;
+        Error::Overrun {
+            name: self.stream.name.clone(),
+            lost,
+            cause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_bounded_and_aligned() {
+        assert_eq!(stride(1), Some(128));
+        assert_eq!(stride(64), Some(128));
+        assert_eq!(stride(65), Some(192));
+        assert_eq!(
+            ring_bytes(2, 40_000),
+            Ok(64 + 2 * (64 + 40_000usize.next_multiple_of(64)))
+        );
+        assert!(ring_bytes(0, 4).is_err());
+        assert!(ring_bytes(MAX_HISTORY + 1, 4).is_err());
+        assert!(ring_bytes(MAX_HISTORY, 1 << 20).is_err(), "1 TiB ring");
+        assert!(ring_bytes(1, usize::MAX - 10).is_err(), "overflow");
+    }
+}

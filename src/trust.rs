@@ -1,0 +1,98 @@
+//! Which files the crate relies on: `/dev/shm` is world-writable (sticky) and anyone can
+//! plant a FIFO, socket, directory, symlink or a file of their own under a stream's name.
+//! Segments and lock files are used only if they are regular files owned by this user;
+//! anything else is refused with [`Refused`], which `Error::io` turns into
+//! [`crate::Error::Untrusted`].
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Flags every open of an existing segment or lock file adds: never block (a FIFO would
+/// wait for a writer forever) and never follow a symlink.
+pub(crate) const OPEN_FLAGS: libc::c_int = libc::O_NONBLOCK | libc::O_NOFOLLOW;
+
+/// Why a file was refused; travels inside an `io::Error` of kind `Other`.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refuse(path: &Path, reason: String) -> io::Error {
+    io::Error::other(Refused {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// The effective user id (the owner of the files this process creates).
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Checks an opened file: a regular file owned by this process's effective user.
+pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
+    check_metadata(&file.metadata()?, path)
+}
+
+/// [`check_file`] on metadata (from `fstat`, or `lstat` for a path not to be opened).
+pub(crate) fn check_metadata(m: &std::fs::Metadata, path: &Path) -> io::Result<()> {
+    let t = m.file_type();
+    let kind = if t.is_file() {
+        None
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(refuse(path, format!("it is {kind}, not a regular file")));
+    }
+    let me = euid();
+    if m.uid() != me {
+        return Err(refuse(
+            path,
+            format!(
+                "it is owned by uid {}, not by this user (uid {me}); another user may have planted it",
+                m.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files (`ELOOP` for a symlink,
+/// `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open` reports as `EINVAL`) to
+/// [`Refused`], saying what is there; others pass through.
+pub(crate) fn open_error(e: io::Error, path: &Path) -> io::Error {
+    let maybe_not_a_file = matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::EINVAL)
+    );
+    if maybe_not_a_file
+        && let Ok(m) = std::fs::symlink_metadata(path)
+        && let Err(refused) = check_metadata(&m, path)
+    {
+        return refused;
+    }
+    e
+}

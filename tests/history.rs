@@ -1,0 +1,364 @@
+//! Frame history (`StreamOptions::history`) and cursors: every frame in order, exact loss
+//! counts when the writer laps a cursor or a non-appending writer (pyshmem) writes, no torn
+//! frame when a writer dies mid-append, and clear errors for bad sizes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cleanup, LONG, unique_name};
+use shmstream::{Dtype, Error, LossCause, MAX_HISTORY, Stream, StreamOptions};
+
+const SHORT: Option<Duration> = Some(Duration::from_millis(50));
+
+/// Child roles, re-executed from this test binary.
+#[test]
+fn child_entry() {
+    let Some(role) = common::child_role() else {
+        return;
+    };
+    let name: String = common::param("name");
+    let s = Stream::open(&name).unwrap();
+    let mut frame = vec![0u32; s.len()];
+    match role.as_str() {
+        // Writes `first` frames, reports, waits for a line, then writes `rest` more, all at
+        // full speed; frame i holds i everywhere and has frame id i.
+        "batches" => {
+            let (first, rest): (u64, u64) = (common::param("first"), common::param("rest"));
+            for i in 0..first + rest {
+                if i == first {
+                    common::say("first batch written");
+                    common::block_on_stdin();
+                }
+                frame.fill(i as u32);
+                s.write_slice_frame(&frame, i).unwrap();
+            }
+            common::say("all written");
+        }
+        // Writes frames with ids from `start` on, forever (until killed).
+        "forever" => {
+            let start: u64 = common::param("start");
+            for i in start.. {
+                frame.fill(i as u32);
+                s.write_slice_frame(&frame, i).unwrap();
+                if i == start {
+                    common::say("writing");
+                }
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn history_stream(name: &str, len: usize, depth: usize) -> Stream {
+    StreamOptions::new(name)
+        .shape(&[len])
+        .dtype(Dtype::U32)
+        .notify(true)
+        .history(depth)
+        .create()
+        .unwrap()
+}
+
+#[test]
+fn a_cursor_returns_frames_in_order_and_names_exactly_what_a_lapping_writer_overwrote() {
+    let name = unique_name("hist-order");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 3, 8);
+    assert_eq!(s.history_depth(), 8);
+    let mut c = s.cursor().unwrap();
+    for i in 0..5u32 {
+        s.write_slice_frame(&[i, i, i], 100 + i as u64).unwrap();
+    }
+    let mut buf = [0u32; 3];
+    for i in 0..5u32 {
+        let info = c.next_into_slice(&mut buf, SHORT).unwrap();
+        assert_eq!(
+            (buf, info.frame_id, info.count),
+            ([i; 3], 100 + i as u64, i as u64 + 1)
+        );
+    }
+    assert!(matches!(
+        c.next_into_slice(&mut buf, SHORT),
+        Err(Error::Timeout { .. })
+    ));
+
+    // 20 more frames into a ring of 8: 12 are gone, the 8 newest follow in order.
+    for i in 5..25u32 {
+        s.write_slice_frame(&[i, i, i], 100 + i as u64).unwrap();
+    }
+    assert_eq!(c.lag(), 20);
+    match c.next_into_slice(&mut buf, SHORT) {
+        Err(Error::Overrun {
+            lost,
+            cause,
+            name: n,
+        }) => {
+            assert_eq!(
+                (lost, cause, n.as_str()),
+                (12, LossCause::Overwritten, name.as_str())
+            );
+        }
+        other => panic!("expected an overrun, got {other:?}"),
+    }
+    for i in 17..25u32 {
+        let p = c.next_publication::<u32>(SHORT).unwrap();
+        assert_eq!(p.payload.as_slice().unwrap(), &[i; 3]);
+        assert_eq!(p.info.frame_id, 100 + i as u64);
+    }
+    // A handle opened later writes into the same ring.
+    let other = Stream::open(&name).unwrap();
+    assert_eq!(other.history_depth(), 8);
+    other.write_slice_frame(&[7u32, 8, 9], 999).unwrap();
+    assert_eq!(
+        c.next::<u32>(SHORT).unwrap().as_slice().unwrap(),
+        &[7, 8, 9]
+    );
+    // Rewinding replays what the ring still holds.
+    c.rewind_to_oldest();
+    assert_eq!(c.lag(), 8);
+    assert_eq!(c.next::<u32>(SHORT).unwrap().as_slice().unwrap(), &[18; 3]);
+}
+
+#[test]
+fn a_fast_writer_in_another_process_never_makes_a_cursor_skip_silently() {
+    let name = unique_name("hist-fast");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 1024, 16);
+    let mut c = s.cursor().unwrap();
+    let (first, rest) = (200u64, 20_000u64);
+    let mut w = common::child("child_entry", "batches")
+        .param("name", &name)
+        .param("first", first)
+        .param("rest", rest)
+        .spawn();
+    w.expect_line("first batch written", LONG);
+    let mut buf = vec![0u32; 1024];
+    let (mut expected, mut returned, mut lost_total, mut overruns) = (0u64, 0u64, 0u64, 0u64);
+    let mut released = false;
+    while expected < first + rest {
+        match c.next_into_slice(&mut buf, Some(LONG)) {
+            Ok(info) => {
+                assert_eq!(
+                    info.frame_id, expected,
+                    "frames must come strictly in order"
+                );
+                assert!(
+                    buf.iter().all(|&v| v == expected as u32),
+                    "torn frame {expected}"
+                );
+                expected += 1;
+                returned += 1;
+            }
+            Err(Error::Overrun { lost, cause, .. }) => {
+                assert_eq!(cause, LossCause::Overwritten);
+                assert!(lost > 0);
+                expected += lost;
+                lost_total += lost;
+                overruns += 1;
+            }
+            Err(e) => panic!("cursor: {e}"),
+        }
+        if !released && expected >= first.saturating_sub(16) {
+            w.send_line("go");
+            released = true;
+        }
+    }
+    w.expect_line("all written", LONG);
+    w.wait_success(LONG);
+    assert_eq!(
+        returned + lost_total,
+        first + rest,
+        "every frame returned or counted lost"
+    );
+    assert!(
+        overruns >= 1,
+        "the first batch (200 frames into 16 slots) must overrun"
+    );
+    assert!(matches!(
+        c.next_into_slice(&mut buf, SHORT),
+        Err(Error::Timeout { .. })
+    ));
+}
+
+#[test]
+fn a_writer_killed_mid_append_leaves_no_torn_frame_and_the_next_writer_goes_on() {
+    let name = unique_name("hist-kill");
+    let _c = Cleanup::new([&name]);
+    // 4 MiB frames: the append's copy is about half of each write, so kills land in it.
+    let len = 1 << 20;
+    let s = history_stream(&name, len, 4);
+    let mut c = s.cursor().unwrap();
+    let mut buf = vec![0u32; len];
+    let mut last_id = 0u64;
+    for round in 0..8 {
+        let mut w = common::child("child_entry", "forever")
+            .param("name", &name)
+            .param("start", (round + 1) * 1_000_000)
+            .spawn();
+        w.expect_line("writing", LONG);
+        // Read a few frames of this writer, then kill it wherever it is.
+        let mut got = 0;
+        while got < 3 {
+            match c.next_into_slice(&mut buf, Some(LONG)) {
+                Ok(info) => {
+                    assert!(info.frame_id > last_id, "round {round}: order");
+                    assert!(
+                        buf.iter().all(|&v| v == info.frame_id as u32),
+                        "round {round}: torn frame {}",
+                        info.frame_id
+                    );
+                    last_id = info.frame_id;
+                    got += 1;
+                }
+                Err(Error::Overrun { cause, .. }) => assert_eq!(cause, LossCause::Overwritten),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        w.kill();
+        // Drain what the ring holds: complete frames only, in order.
+        loop {
+            match c.next_into_slice(&mut buf, SHORT) {
+                Ok(info) => {
+                    assert!(info.frame_id > last_id, "round {round}: order after kill");
+                    assert!(buf.iter().all(|&v| v == info.frame_id as u32), "torn");
+                    last_id = info.frame_id;
+                }
+                Err(Error::Overrun { cause, .. }) => assert_eq!(cause, LossCause::Overwritten),
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("round {round}: after the kill: {e}"),
+            }
+        }
+    }
+    // The stream is usable after all the kills: this writer's frame reaches the cursor.
+    s.write_slice_frame(&vec![5u32; len], last_id + 100)
+        .unwrap();
+    let info = c.next_into_slice(&mut buf, Some(LONG)).unwrap();
+    assert_eq!(info.frame_id, last_id + 100);
+    assert!(buf.iter().all(|&v| v == 5));
+}
+
+#[test]
+fn frames_written_by_pyshmem_show_up_as_a_reported_gap() {
+    let Some(py) = common::python() else { return };
+    let name = unique_name("hist-py");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 4, 8);
+    let mut c = s.cursor().unwrap();
+    for i in 1..=3u32 {
+        s.write_slice_frame(&[i; 4], i as u64).unwrap();
+    }
+    let lines = common::run_py(&py, "peer.py", &["write_n", &name, "2", "10"], LONG);
+    assert!(lines.iter().any(|l| l == "wrote 5"), "{lines:?}");
+    s.write_slice_frame(&[20u32; 4], 20).unwrap();
+
+    let mut buf = [0u32; 4];
+    for i in 1..=3u32 {
+        assert_eq!(
+            c.next_into_slice(&mut buf, SHORT).unwrap().frame_id,
+            i as u64
+        );
+    }
+    match c.next_into_slice(&mut buf, SHORT) {
+        Err(e @ Error::Overrun { .. }) => {
+            let Error::Overrun { lost, cause, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!((*lost, *cause), (2, LossCause::NotRecorded));
+            assert!(e.to_string().contains("pyshmem"), "{e}");
+        }
+        other => panic!("expected the pyshmem gap, got {other:?}"),
+    }
+    let info = c.next_into_slice(&mut buf, SHORT).unwrap();
+    assert_eq!((buf, info.frame_id, info.count), ([20; 4], 20, 6));
+    // pyshmem reads the latest frame of a history stream as of any other.
+    assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[20; 4]);
+}
+
+#[test]
+fn history_is_shown_kept_by_config_and_removed_with_the_stream() {
+    let name = unique_name("hist-meta");
+    let mut cleanup = Cleanup::new([&name]);
+    let s = history_stream(&name, 6, 32);
+    let hist = format!("/dev/shm/{}", shmstream::name::history_id(&name));
+    assert!(std::path::Path::new(&hist).exists());
+    assert_eq!(shmstream::stat(&name).unwrap().history, 32);
+    assert!(
+        s.describe().contains("history:      32 frames"),
+        "{}",
+        s.describe()
+    );
+    let config = s.to_config();
+    assert_eq!(config.history, 32);
+    let listed = shmstream::list_stats().unwrap();
+    assert_eq!(listed.iter().find(|x| x.name == name).unwrap().history, 32);
+    shmstream::unlink(&name).unwrap();
+    assert!(
+        !std::path::Path::new(&hist).exists(),
+        "unlink removes the ring"
+    );
+
+    let again = Stream::create_from_config(&config).unwrap();
+    assert_eq!(again.history_depth(), 32);
+    drop(again);
+    shmstream::unlink(&name).unwrap();
+
+    let plain_name = unique_name("hist-none");
+    cleanup.add(&plain_name);
+    let plain = Stream::create(&plain_name, &[2], Dtype::F32).unwrap();
+    assert_eq!(shmstream::stat(&plain_name).unwrap().history, 0);
+    let serialized = serde_json::to_string(&plain.to_config()).unwrap();
+    assert!(
+        !serialized.contains("history"),
+        "pyshmem's keys only: {serialized}"
+    );
+    match plain.cursor() {
+        Err(e @ Error::NoHistory { .. }) => {
+            assert!(e.to_string().contains("history(n)"), "{e}");
+            assert!(e.to_string().contains(&plain_name), "{e}");
+        }
+        other => panic!("expected NoHistory, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_history_sizes_are_refused_and_create_nothing() {
+    for (depth, shape) in [
+        (MAX_HISTORY + 1, vec![4usize]),
+        (MAX_HISTORY, vec![1 << 20]),
+        (1 << 16, vec![1 << 26]),
+    ] {
+        let name = unique_name("hist-bad");
+        let _c = Cleanup::new([&name]);
+        match StreamOptions::new(&name)
+            .shape(&shape)
+            .dtype(Dtype::U8)
+            .history(depth)
+            .create()
+        {
+            Err(e @ Error::InvalidHistory { .. }) => {
+                assert!(e.to_string().contains(&name), "{e}");
+            }
+            other => {
+                panic!("depth {depth} shape {shape:?}: expected InvalidHistory, got {other:?}")
+            }
+        }
+        assert!(matches!(
+            shmstream::stat(&name),
+            Err(Error::NotFound { .. })
+        ));
+        let hist = format!("/dev/shm/{}", shmstream::name::history_id(&name));
+        assert!(!std::path::Path::new(&hist).exists());
+    }
+    let name = unique_name("hist-gpu");
+    let _c = Cleanup::new([&name]);
+    let r = StreamOptions::new(&name)
+        .shape(&[4])
+        .device("cuda:0")
+        .history(4)
+        .create();
+    assert!(
+        matches!(&r, Err(Error::InvalidHistory { reason, .. }) if reason.contains("cpu_mirror")),
+        "{r:?}"
+    );
+}

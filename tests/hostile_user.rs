@@ -1,0 +1,619 @@
+//! A hostile local user and a crashing creator (issue 14): objects planted under a stream's
+//! name (FIFOs, sockets, directories, symlinks, another user's files), creators killed
+//! mid-create, openers racing creators, unlinks the waiters must notice. Every library call
+//! that could hang runs under a bound ([`within`]), so a regression fails instead of hanging.
+//! Tests that need a second user switch uids in a child (root only) and print why they skip
+//! otherwise.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, LONG, child, child_role, is_root, param, say, unique_name};
+use shmstream::{Dtype, Error, PurgeOptions, Stream, StreamOptions, name};
+
+/// A uid nobody on a test machine logs in as.
+const OTHER_UID: u32 = 64_123;
+/// How long any single call may take before it counts as hung.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn shm(id: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(id)
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within [`BOUND`].
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?} (blocked?)"))
+}
+
+/// `/dev/shm` entries whose name starts with `id` (the segments of one stream, and any
+/// `.creating-<pid>` objects of its creators).
+fn entries_of(id: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with(id))
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Plant {
+    Fifo,
+    Socket,
+    Directory,
+    DanglingSymlink,
+    SymlinkToOurFile,
+}
+
+impl Plant {
+    const ALL: [Plant; 5] = [
+        Plant::Fifo,
+        Plant::Socket,
+        Plant::Directory,
+        Plant::DanglingSymlink,
+        Plant::SymlinkToOurFile,
+    ];
+
+    /// Creates the object at `path`; returns what must be removed afterwards.
+    fn make(self, path: &PathBuf) -> Vec<PathBuf> {
+        match self {
+            Plant::Fifo => {
+                let ok = std::process::Command::new("mkfifo")
+                    .arg(path)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "mkfifo {path:?}");
+            }
+            Plant::Socket => {
+                std::mem::forget(UnixListener::bind(path).unwrap());
+            }
+            Plant::Directory => std::fs::create_dir(path).unwrap(),
+            Plant::DanglingSymlink => {
+                let target = std::env::temp_dir().join(format!(
+                    "shmstream-dangling-{}",
+                    path.file_name().unwrap().to_string_lossy()
+                ));
+                std::os::unix::fs::symlink(&target, path).unwrap();
+                return vec![path.clone(), target];
+            }
+            Plant::SymlinkToOurFile => {
+                let target = PathBuf::from(format!("{}.target", path.display()));
+                std::fs::write(&target, vec![0u8; 4096]).unwrap();
+                std::os::unix::fs::symlink(&target, path).unwrap();
+                return vec![path.clone(), target];
+            }
+        }
+        vec![path.clone()]
+    }
+}
+
+fn remove(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_dir(p);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Defect 1: a FIFO (or socket, directory, symlink) planted as `_meta` or as the payload
+/// made every tool block in `open`. Each call must now return within the bound, with
+/// `Error::Untrusted` for the stream it names, and leave the planted object alone.
+#[test]
+fn planted_non_files_never_block_and_are_refused() {
+    for plant in Plant::ALL {
+        for as_meta in [true, false] {
+            let name = unique_name("plant");
+            let _c = Cleanup::new([&name]);
+            let (payload_id, meta_id) = (name::segment_id(&name), name::meta_id(&name));
+            let planted = if as_meta {
+                std::fs::write(shm(&payload_id), [0u8; 16]).unwrap();
+                let mut p = plant.make(&shm(&meta_id));
+                p.push(shm(&payload_id));
+                p
+            } else {
+                Stream::create(&name, &[4], Dtype::U8).unwrap();
+                std::fs::remove_file(shm(&payload_id)).unwrap();
+                plant.make(&shm(&payload_id))
+            };
+            let what = format!("{plant:?} as {}", if as_meta { "_meta" } else { "payload" });
+            let n = name.clone();
+            let opened = within(&format!("open with a {what}"), move || {
+                Stream::open_readonly(&n).map(|_| ())
+            });
+            assert!(
+                matches!(&opened, Err(Error::Untrusted { name: n, .. }) if *n == name),
+                "{what}: open gave {opened:?}"
+            );
+            if as_meta {
+                let n = name.clone();
+                let stat = within("stat", move || shmstream::stat(&n).map(|_| ()));
+                assert!(
+                    matches!(stat, Err(Error::Untrusted { .. })),
+                    "{what}: stat gave {stat:?}"
+                );
+                let listed = within("list", shmstream::list_streams).unwrap();
+                assert!(!listed.contains(&name), "{what}: listed");
+            }
+            let missing = unique_name("missing");
+            let m = missing.clone();
+            let gone = within("open of a missing name", move || {
+                Stream::open(&m).map(|_| ())
+            });
+            assert!(
+                matches!(gone, Err(Error::NotFound { .. })),
+                "{what}: {gone:?}"
+            );
+            let m = missing.clone();
+            let gone = within("unlink of a missing name", move || shmstream::unlink(&m));
+            assert!(
+                matches!(gone, Err(Error::NotFound { .. })),
+                "{what}: {gone:?}"
+            );
+            let prefix = name.clone();
+            let report = within("purge", move || {
+                shmstream::purge_matching(
+                    PurgeOptions {
+                        all: true,
+                        dry_run: false,
+                    },
+                    |n| n == prefix,
+                )
+            })
+            .unwrap();
+            if !as_meta {
+                // A valid header of ours: the stream is ours to remove, planted payload and all.
+                // (A directory cannot be removed by shm_unlink: reported, not fatal.)
+                let failed: Vec<_> = report.failed.iter().map(|e| e.stream_name()).collect();
+                assert!(
+                    report.names() == vec![name.clone()] || failed == vec![name.as_str()],
+                    "{what}: {report:?}"
+                );
+                remove(&planted);
+                let _ = std::fs::remove_file(shm(&meta_id));
+                continue;
+            }
+            assert!(report.removed.is_empty(), "{what}: purged");
+            for (i, p) in planted.iter().enumerate() {
+                // A dangling symlink's target must still not exist (nothing followed it).
+                let dangling_target = i == 1 && matches!(plant, Plant::DanglingSymlink);
+                assert_eq!(
+                    std::fs::symlink_metadata(p).is_ok(),
+                    !dangling_target,
+                    "{what}: {p:?} was touched"
+                );
+            }
+            remove(&planted);
+            let _ = std::fs::remove_file(shm(&meta_id));
+            let _ = std::fs::remove_file(shm(&payload_id));
+        }
+    }
+}
+
+/// Defect 1, lock files: a dangling symlink (or FIFO) in place of a lock file is neither
+/// followed nor blocks; the stream's operations fail with `Untrusted` naming it.
+#[test]
+fn a_lock_file_that_is_a_symlink_or_fifo_is_refused_not_followed() {
+    for plant in [Plant::DanglingSymlink, Plant::Fifo] {
+        let name = unique_name("lockplant");
+        let _c = Cleanup::new([&name]);
+        let lock = name::lock_path(&name);
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        let planted = plant.make(&lock);
+        let n = name.clone();
+        let made = within("create", move || {
+            Stream::create(&n, &[4], Dtype::U8).map(|_| ())
+        });
+        assert!(
+            matches!(&made, Err(Error::Untrusted { path, .. }) if *path == lock),
+            "{plant:?}: {made:?}"
+        );
+        if let Plant::DanglingSymlink = plant {
+            assert!(!planted[1].exists(), "the symlink was followed");
+        }
+        assert!(entries_of(&name::segment_id(&name)).is_empty());
+        remove(&planted);
+    }
+}
+
+/// Defect 2, without a second process: segments owned by another uid (as if that user
+/// made them, `chmod 666`) are refused with the owner named; the name is reported as
+/// squatted; and `list` does not show them.
+#[test]
+fn segments_owned_by_another_user_are_refused_naming_the_owner() {
+    if !is_root() {
+        eprintln!("skipping: chown to another uid needs root");
+        return;
+    }
+    let name = unique_name("foreign");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let ids = [name::segment_id(&name), name::meta_id(&name)];
+    for id in &ids {
+        std::os::unix::fs::chown(shm(id), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    }
+    let owner = format!("uid {OTHER_UID}");
+    let refused = |r: &Result<(), Error>| matches!(r, Err(e @ Error::Untrusted { .. }) if e.to_string().contains(&owner));
+    let opened = Stream::open(&name).map(|_| ());
+    assert!(refused(&opened), "{opened:?}");
+    let stat = shmstream::stat(&name).map(|_| ());
+    assert!(refused(&stat), "{stat:?}");
+    let again = Stream::create(&name, &[4], Dtype::U8).map(|_| ());
+    assert!(refused(&again), "create over a squatted name: {again:?}");
+    assert!(!shmstream::list_streams().unwrap().contains(&name));
+    assert!(!name::lock_path(&name).exists() || Stream::open(&name).is_err());
+}
+
+/// Defect 2 with real users: a stream another user made world-writable cannot be opened
+/// (so not written) by us, and ours cannot be opened by them, even at mode 0666.
+#[test]
+fn another_user_cannot_attach_to_our_streams_nor_we_to_theirs() {
+    if let Some(role) = child_role() {
+        let name: String = param("name");
+        match role.as_str() {
+            "attach" => {
+                let r = Stream::open(&name).map(|_| ());
+                say(&format!(
+                    "attach {}",
+                    matches!(r, Err(Error::Untrusted { .. }))
+                ));
+            }
+            "create_shared" => {
+                let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+                s.write_slice(&[7u8; 4]).unwrap();
+                for id in [name::segment_id(&name), name::meta_id(&name)] {
+                    let p = shm(&id);
+                    std::fs::set_permissions(
+                        &p,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+                    )
+                    .unwrap();
+                }
+                std::mem::forget(s);
+                say("created");
+            }
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipping: switching to another uid needs root");
+        return;
+    }
+    let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+    let theirs = unique_name("theirs");
+    let ours = unique_name("ours");
+    let _c = Cleanup::new([&ours]);
+    let w = Stream::create(&ours, &[4], Dtype::U8).unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    for id in [name::segment_id(&ours), name::meta_id(&ours)] {
+        std::fs::set_permissions(
+            shm(&id),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+    }
+    let test = "another_user_cannot_attach_to_our_streams_nor_we_to_theirs";
+    let lines = child(test, "attach")
+        .param("name", &ours)
+        .env("PYSHMEM_LOCK_DIR", &lock_dir)
+        .run_as_user(OTHER_UID)
+        .run(LONG);
+    assert_eq!(
+        lines,
+        vec!["attach true"],
+        "the other user attached to ours"
+    );
+    assert_eq!(w.read::<u8>().unwrap().as_slice().unwrap(), &[1u8; 4]);
+    let lines = child(test, "create_shared")
+        .param("name", &theirs)
+        .env("PYSHMEM_LOCK_DIR", &lock_dir)
+        .run_as_user(OTHER_UID)
+        .run(LONG);
+    assert_eq!(lines, vec!["created"]);
+    let r = Stream::open(&theirs).map(|_| ());
+    let segs = [name::segment_id(&theirs), name::meta_id(&theirs)];
+    for id in &segs {
+        let _ = std::fs::remove_file(shm(id));
+    }
+    assert!(
+        matches!(r, Err(Error::Untrusted { .. })),
+        "we attached to theirs: {r:?}"
+    );
+}
+
+/// Defect 3: purge carries on past a stream it cannot remove (a payload another user
+/// planted after ours went away; the sticky `/dev/shm` forbids removing it), removes the
+/// rest and reports the failure.
+#[test]
+fn purge_carries_on_past_a_stream_it_cannot_remove() {
+    if let Some(role) = child_role() {
+        let prefix: String = param("prefix");
+        match role.as_str() {
+            "make" => {
+                for tag in ["a", "b", "c"] {
+                    std::mem::forget(
+                        Stream::create(&format!("{prefix}{tag}"), &[4], Dtype::U8).unwrap(),
+                    );
+                }
+                say("made");
+            }
+            "purge" => {
+                let report = shmstream::purge_matching(
+                    PurgeOptions {
+                        all: true,
+                        dry_run: false,
+                    },
+                    |n| n.starts_with(&prefix),
+                )
+                .unwrap();
+                say(&format!("removed {}", report.names().join(",")));
+                say(&format!("failed {}", report.failed.len()));
+            }
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipping: switching to another uid needs root");
+        return;
+    }
+    let prefix = unique_name("purgeon");
+    let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+    let test = "purge_carries_on_past_a_stream_it_cannot_remove";
+    let run = |role| {
+        child(test, role)
+            .param("prefix", &prefix)
+            .env("PYSHMEM_LOCK_DIR", &lock_dir)
+            .run_as_user(OTHER_UID)
+            .run(LONG)
+    };
+    assert_eq!(run("make"), vec!["made"]);
+    // Root swaps b's payload for a file of its own.
+    let b = format!("{prefix}b");
+    let b_payload = shm(&name::segment_id(&b));
+    std::fs::remove_file(&b_payload).unwrap();
+    std::fs::write(&b_payload, [0u8; 4]).unwrap();
+    let lines = run("purge");
+    let left: Vec<_> = ["a", "c"]
+        .iter()
+        .filter(|t| !entries_of(&name::segment_id(&format!("{prefix}{t}"))).is_empty())
+        .collect();
+    for id in entries_of(&name::segment_id(&b)) {
+        let _ = std::fs::remove_file(shm(&id));
+    }
+    assert_eq!(
+        lines,
+        vec![format!("removed {prefix}a,{prefix}c"), "failed 1".into()]
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Defect 4: `open` and `stat` racing a creator that makes and unlinks the stream in a loop
+/// see either the stream or `NotFound`, never a corrupt header or a short payload. Rust
+/// creators publish complete segments; pyshmem's (when available) sizes `_meta` after
+/// creating it, so the empty-`_meta` window is real there.
+#[test]
+fn open_racing_create_and_unlink_sees_the_stream_or_not_found() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "loop");
+        let name: String = param("name");
+        let n: usize = param("n");
+        for _ in 0..n {
+            let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+            drop(s);
+            shmstream::unlink(&name).unwrap();
+        }
+        say("looped");
+        return;
+    }
+    let name = unique_name("race");
+    let _c = Cleanup::new([&name]);
+    let mut creators = vec![
+        child(
+            "open_racing_create_and_unlink_sees_the_stream_or_not_found",
+            "loop",
+        )
+        .param("name", &name)
+        .param("n", 1500)
+        .spawn(),
+    ];
+    let python = common::python();
+    let py_name = unique_name("race-py");
+    let _cp = Cleanup::new([&py_name]);
+    if let Some(py) = &python {
+        creators.push(common::Proc::spawn(common::py_command(
+            py,
+            "peer.py",
+            &["create_unlink_loop", &py_name, "1500"],
+        )));
+    }
+    let names: Vec<String> = if python.is_some() {
+        vec![name.clone(), py_name.clone()]
+    } else {
+        vec![name.clone()]
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut opened, mut missing) = (0usize, 0usize);
+    let mut done = vec![false; creators.len()];
+    while Instant::now() < deadline && opened + missing < 40_000 {
+        for (c, d) in creators.iter_mut().zip(done.iter_mut()) {
+            *d = *d || c.line_within(Duration::ZERO).is_some();
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        for n in &names {
+            for r in [
+                Stream::open_readonly(n).map(|_| ()),
+                shmstream::stat(n).map(|_| ()),
+            ] {
+                match r {
+                    Ok(()) => opened += 1,
+                    Err(Error::NotFound { .. }) => missing += 1,
+                    Err(e) => panic!("open/stat racing create gave {e:?} after {opened} opens"),
+                }
+            }
+        }
+    }
+    eprintln!("racing opens: {opened} found, {missing} not found");
+    assert!(
+        opened > 0,
+        "never saw the stream while it was being recreated"
+    );
+}
+
+fn wait_sees_unlink(notify: bool, unlink: impl FnOnce(&str)) {
+    let name = unique_name(if notify { "unl-n" } else { "unl-p" });
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .notify(notify)
+        .create()
+        .unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    r.read::<u8>().unwrap();
+    let waiting = std::thread::spawn(move || {
+        let res = r.read_new::<u8>(Some(Duration::from_secs(20))).map(|_| ());
+        (res, Instant::now())
+    });
+    unlink(&name);
+    let unlinked = Instant::now();
+    let (res, returned) = waiting.join().unwrap();
+    // From the end of the unlink (a Python peer takes a while to start) to the waiter's return.
+    let took = returned.saturating_duration_since(unlinked);
+    assert!(
+        matches!(res, Err(Error::Stale { .. })),
+        "notify={notify}: {res:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "notify={notify}: the waiter saw the unlink {took:?} after it"
+    );
+    std::mem::forget(w); // its segments are gone; dropping would try to unlink again
+}
+
+/// Defect 5: a reader waiting for a new frame notices an unlink that leaves the header valid
+/// (pyshmem's: it only removes the objects), well before its 20 s timeout.
+#[test]
+fn a_waiting_reader_notices_an_unlink_that_leaves_the_header_valid() {
+    for notify in [true, false] {
+        wait_sees_unlink(notify, |name| {
+            for id in [name::segment_id(name), name::meta_id(name)] {
+                std::fs::remove_file(shm(&id)).unwrap();
+            }
+        });
+    }
+    let Some(py) = common::python() else { return };
+    for notify in [true, false] {
+        wait_sees_unlink(notify, |name| {
+            common::run_py(&py, "peer.py", &["unlink", name], LONG);
+        });
+    }
+}
+
+/// Defect 6: a creator killed at any point of `create` (here, a 256 MiB stream) leaves
+/// nothing visible or a complete stream; `purge` removes what is left; the name can then
+/// be created again.
+#[test]
+fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "create_big");
+        let name: String = param("name");
+        let s = Stream::create(&name, &[256 << 20], Dtype::U8).unwrap();
+        std::mem::forget(s);
+        say("created");
+        common::block_on_stdin();
+        return;
+    }
+    let test = "a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean";
+    for (trial, extra_ms) in [0u64, 0, 3, 10, 30].into_iter().enumerate() {
+        let name = unique_name(&format!("killed{trial}"));
+        let _c = Cleanup::new([&name]);
+        let id = name::segment_id(&name);
+        let mut p = child(test, "create_big").param("name", &name).spawn();
+        let building = format!("{id}.creating-{}", p.pid());
+        let deadline = Instant::now() + LONG;
+        while !shm(&building).exists() && p.line_within(Duration::ZERO).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the creator never started building"
+            );
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms)); // a random kill point, not sync
+        p.kill();
+        let stat = shmstream::stat(&name);
+        let listed = shmstream::list_streams().unwrap().contains(&name);
+        assert_eq!(
+            stat.is_ok(),
+            listed,
+            "trial {trial}: stat {stat:?} vs list {listed}"
+        );
+        let n = name.clone();
+        let report = within("purge", move || {
+            shmstream::purge_matching(
+                PurgeOptions {
+                    all: true,
+                    dry_run: false,
+                },
+                |x| x == n,
+            )
+        })
+        .unwrap();
+        assert!(
+            report.failed.is_empty(),
+            "trial {trial}: {:?}",
+            report.failed
+        );
+        assert!(
+            entries_of(&id).is_empty(),
+            "trial {trial}: left {:?}",
+            entries_of(&id)
+        );
+        let again = Stream::create(&name, &[4], Dtype::U8);
+        assert!(again.is_ok(), "trial {trial}: {again:?}");
+    }
+}
+
+/// Defect 7: `unlink` of a missing name and a failed `create` leave no lock file behind.
+#[test]
+fn failed_calls_leave_no_lock_files() {
+    let missing = unique_name("nolock");
+    assert!(matches!(
+        shmstream::unlink(&missing),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        !name::lock_path(&missing).exists(),
+        "unlink of a missing name left a lock file"
+    );
+    let huge = unique_name("nolock-huge");
+    let made = Stream::create(&huge, &[1 << 50], Dtype::U8);
+    assert!(made.is_err(), "a 1 PiB stream was created");
+    assert!(
+        !name::lock_path(&huge).exists(),
+        "a failed create left a lock file"
+    );
+    assert!(entries_of(&name::segment_id(&huge)).is_empty());
+    if is_root() {
+        let squatted = unique_name("nolock-squat");
+        let payload = shm(&name::segment_id(&squatted));
+        std::fs::write(&payload, [0u8; 4]).unwrap();
+        std::os::unix::fs::chown(&payload, Some(OTHER_UID), None).unwrap();
+        let made = Stream::create(&squatted, &[4], Dtype::U8).map(|_| ());
+        let _ = std::fs::remove_file(&payload);
+        assert!(matches!(made, Err(Error::Untrusted { .. })), "{made:?}");
+        assert!(
+            !name::lock_path(&squatted).exists(),
+            "a refused create left a lock file"
+        );
+    }
+}
