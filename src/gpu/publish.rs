@@ -167,33 +167,46 @@ fn caps(ctx: &CudaContext) -> DeviceCaps {
 /// One trial: a stream writes a marker into a registered host word, the host waits for the
 /// stream and checks the word.
 fn trial_write(ctx: &Arc<CudaContext>) -> Result<(), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     const MARK: u64 = 0x5348_4d53_5452_4d31;
-    let word = Box::new(std::sync::atomic::AtomicU64::new(0));
-    let ptr = &*word as *const _ as *mut u8;
-    // SAFETY: `word` outlives `reg` (dropped first, below).
-    let reg = unsafe { HostRegistration::new(ctx.clone(), ptr, 8) }
-        .map_err(|e| format!("cuMemHostRegister_v2: {}", driver::describe(e)))?;
-    let addr = reg
-        .device_ptr(ptr)
-        .ok_or("registered range misses the word")?;
-    let stream = ctx
-        .new_stream()
-        .map_err(|e| format!("cuStreamCreate: {}", driver::describe(e)))?;
-    // SAFETY: `addr` is the device address of the aligned, registered `word`, which lives
-    // until after the synchronize below.
-    unsafe { enqueue_write_u64(stream.cu_stream(), addr, MARK) }
-        .map_err(|e| format!("cuStreamWriteValue64_v2: {}", driver::describe(e)))?;
-    stream
-        .synchronize()
-        .map_err(|e| format!("cuStreamSynchronize: {}", driver::describe(e)))?;
-    let got = word.load(std::sync::atomic::Ordering::Acquire);
-    drop(reg);
-    if got == MARK {
-        Ok(())
-    } else {
-        Err(format!(
-            "the word holds {got:#x} after the stream wrote {MARK:#x}"
-        ))
+    // A page of its own: registering a page shared with other heap data could collide with
+    // someone else's registration of it.
+    let pg = page();
+    let layout = std::alloc::Layout::from_size_align(pg, pg).map_err(|e| e.to_string())?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err("allocating one page failed".into());
+    }
+    let run = || -> Result<u64, String> {
+        // SAFETY: the page stays allocated until after `reg` is dropped (end of this closure).
+        let reg = unsafe { HostRegistration::new(ctx.clone(), ptr, 8) }
+            .map_err(|e| format!("cuMemHostRegister_v2: {}", driver::describe(e)))?;
+        let addr = reg
+            .device_ptr(ptr)
+            .ok_or("registered range misses the word")?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| format!("cuStreamCreate: {}", driver::describe(e)))?;
+        // SAFETY: `addr` is the device address of the page-aligned, registered word, which
+        // lives until after the synchronize below.
+        unsafe { enqueue_write_u64(stream.cu_stream(), addr, MARK) }
+            .map_err(|e| format!("cuStreamWriteValue64_v2: {}", driver::describe(e)))?;
+        stream
+            .synchronize()
+            .map_err(|e| format!("cuStreamSynchronize: {}", driver::describe(e)))?;
+        // SAFETY: `ptr` is page-aligned (so 8-byte aligned) and zero-initialized; the device
+        // wrote it through the registration and the synchronize above ordered that write.
+        Ok(unsafe { &*(ptr as *const AtomicU64) }.load(Ordering::Acquire))
+    };
+    let got = run();
+    // SAFETY: allocated above with this layout; the registration was dropped inside `run`.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    match got? {
+        MARK => Ok(()),
+        other => Err(format!(
+            "the word holds {other:#x} after the stream wrote {MARK:#x}"
+        )),
     }
 }
 
