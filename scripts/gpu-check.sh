@@ -44,7 +44,7 @@ run)
     timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
     # Issue #11: which publication path the probe picks (attributes 122/99/19 + a trial stream
     # write), and the probe tests again with the fallback forced.
-    grep -m1 '^publication path' "$out/tests.log" >>"$out/env.txt" || echo "publication path: not printed" >>"$out/env.txt"
+    grep -m1 -o 'publication path cuda:0: .*' "$out/tests.log" >>"$out/env.txt" || echo "publication path: not printed" >>"$out/env.txt"
     echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=sync (forced fallback)" | tee -a "$out/tests.log"
     SHMSTREAM_GPU_PUBLISH=sync timeout 30 .gpu-bin/gpu_tests --test-threads=1 --nocapture publish_path 2>&1 |
         tee -a "$out/tests.log" || rc=1
