@@ -6,6 +6,7 @@
 #                                harness's GPU rows of scenarios/io.toml and scenarios/mvm.toml
 #                                (`--cases cuda --no-peer`), once as is and once under MPS,
 #                                writing everything to ${OUT:-reports/gpu-run}
+# The run records the publication path the probe picks (issue #11) in env.txt.
 # Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_BENCH=1 also runs gpu_bench
 # (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
@@ -41,6 +42,12 @@ run)
     rc=0
     echo "== GPU tests" | tee "$out/tests.log"
     timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    # Issue #11: which publication path the probe picks (attributes 122/99/19 + a trial stream
+    # write), and the probe tests again with the fallback forced.
+    grep -m1 -o 'publication path cuda:0: .*' "$out/tests.log" >>"$out/env.txt" || echo "publication path: not printed" >>"$out/env.txt"
+    echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=sync (forced fallback)" | tee -a "$out/tests.log"
+    SHMSTREAM_GPU_PUBLISH=sync timeout 30 .gpu-bin/gpu_tests --test-threads=1 --nocapture publish_path 2>&1 |
+        tee -a "$out/tests.log" || rc=1
     # The harness's GPU rows; its children re-execute .gpu-bin/harness. No Python peer there.
     hflags="${HARNESS_FLAGS:---quick}"
     harness_pass() { # $1: suffix of the report folders

@@ -195,10 +195,11 @@ pub struct Stream {
     pub(crate) pid: i64,
     pub(crate) header: MappedHeader,
     pub(crate) meta: Segment,
+    /// GPU streams: the device payload (or why this handle has none). Declared before
+    /// `payload` so it drops first: it may hold a driver registration of the payload pages.
+    pub(crate) gpu: crate::gpu::GpuLink,
     /// The host payload; `None` for a GPU stream without a CPU mirror.
     pub(crate) payload: Option<Segment>,
-    /// GPU streams: the device payload (or why this handle has none).
-    pub(crate) gpu: crate::gpu::GpuLink,
     /// The history ring, for streams created with `history(n)`.
     pub(crate) history: Option<crate::history::Ring>,
     pub(crate) lock: Arc<LockFile>,

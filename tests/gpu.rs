@@ -475,3 +475,41 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
     p.send_line("exit");
     p.wait_timeout(LONG);
 }
+
+/// Issue #11: the publication-path probe never panics, also without a driver, and always
+/// says why it chose its path.
+#[test]
+fn publish_path_probe_never_panics_and_gives_a_reason() {
+    use shmstream::gpu::probe::PublishPath;
+    let c = shmstream::gpu::publish_path(0);
+    assert!(!c.reason.is_empty(), "{c:?}");
+    if !shmstream::gpu_available() {
+        assert_eq!(c.path, PublishPath::HostSync, "{c}");
+    }
+    // A device that does not exist never gets the GPU-side path.
+    let none = shmstream::gpu::publish_path(4096);
+    assert_eq!(none.path, PublishPath::HostSync, "{none}");
+    eprintln!("publication path cuda:0: {c}");
+}
+
+/// Issue #11, on a GPU: a device reporting attributes 122/99/19 passes the trial stream write
+/// (`cuStreamWriteValue64_v2` into registered host memory), so the memop primitives work there.
+#[test]
+fn publish_path_trial_write_passes_on_a_capable_device() {
+    use shmstream::gpu::probe::PublishPath;
+    if !gpu_or_skip("publish_path_trial_write_passes_on_a_capable_device") {
+        return;
+    }
+    if std::env::var_os(shmstream::gpu::probe::PUBLISH_ENV).is_some() {
+        eprintln!("SKIP: {} is set", shmstream::gpu::probe::PUBLISH_ENV);
+        return;
+    }
+    let c = shmstream::gpu::publish_path(0);
+    eprintln!("publication path cuda:0: {c}");
+    if c.path == PublishPath::HostSync {
+        assert!(
+            c.reason.contains("is 0"),
+            "the device has the attributes but the trial failed: {c}"
+        );
+    }
+}

@@ -135,6 +135,8 @@ pub(crate) struct Attachment {
     /// Set by a GPU fill that brought the device (and the mirror) up to date; the publish
     /// hook clears it. Only touched under the write lock.
     pub(crate) device_written: AtomicBool,
+    /// The CPU mirror, registered with the driver on first use (issue #11).
+    pub(crate) mirror_reg: super::publish::MirrorRegistration,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -340,6 +342,7 @@ pub(crate) fn create(
             seg,
             staging: [Mutex::new(None), Mutex::new(None)],
             device_written: AtomicBool::new(false),
+            mirror_reg: Default::default(),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -425,6 +428,7 @@ pub(crate) fn attach(
         seg,
         staging: [Mutex::new(None), Mutex::new(None)],
         device_written: AtomicBool::new(false),
+        mirror_reg: Default::default(),
     })
 }
 

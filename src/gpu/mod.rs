@@ -44,12 +44,17 @@ use crate::format::Header;
 use crate::segment::Segment;
 
 pub mod layout;
+pub mod probe;
 pub(crate) mod registry;
+pub mod slots;
 
 #[cfg(feature = "cuda")]
 pub(crate) mod driver;
 #[cfg(feature = "cuda")]
 mod ops;
+#[cfg(feature = "cuda")]
+#[allow(dead_code)] // the memop primitives are not wired into the write path yet (issue #11)
+pub(crate) mod publish;
 
 /// cudarc, re-exported so users build device buffers with the same version.
 #[cfg(feature = "cuda")]
@@ -85,6 +90,30 @@ pub fn unavailable_reason() -> Option<String> {
     #[cfg(not(feature = "cuda"))]
     {
         Some("this build has no CUDA support (the `cuda` feature is off)".into())
+    }
+}
+
+/// The publication path GPU-side writes on `device` would use, and why: probed once per
+/// process (attributes 122/99/19 and one trial stream write). Never panics: without a driver
+/// it is the synchronize path with the reason.
+pub fn publish_path(device: i32) -> probe::PathChoice {
+    #[cfg(feature = "cuda")]
+    {
+        match driver::probe() {
+            Ok(_) => publish::path_for(device),
+            Err(reason) => probe::PathChoice {
+                path: probe::PublishPath::HostSync,
+                reason,
+            },
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        probe::PathChoice {
+            path: probe::PublishPath::HostSync,
+            reason: unavailable_reason().unwrap_or_default(),
+        }
     }
 }
 

@@ -217,6 +217,9 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
         });
     }
     a.bind(&s.name)?;
+    // SAFETY: `host` is this handle's host payload mapping, which the handle drops after its
+    // GPU link (and so after the registration).
+    unsafe { a.mirror_reg.ensure(&a.ctx, host, a.bytes) };
     let st = a.stream.cu_stream();
     // SAFETY: `host` is the mapped host payload of `a.bytes` bytes, written by the fill under
     // the lock; `a.dptr` is the device payload of at least `a.bytes` bytes; both outlive the
@@ -344,6 +347,11 @@ impl Stream {
 
     /// Ends a device-side fill: mirror update (waited for) or event record (not waited for).
     fn finish_device_fill(&self, a: &Attachment, host: *mut u8) -> Result<()> {
+        if !host.is_null() {
+            // SAFETY: `host` is this handle's host payload mapping, which the handle drops
+            // after its GPU link (and so after the registration).
+            unsafe { a.mirror_reg.ensure(&a.ctx, host, a.bytes) };
+        }
         let st = a.stream.cu_stream();
         // SAFETY: `host`, when not null, is the host payload of `a.bytes` bytes (the mirror),
         // written only by us under the lock inside the bracket; we wait for the copy.

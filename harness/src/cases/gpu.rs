@@ -19,14 +19,16 @@
 //! Floors, measured in the same run, in one process on plain `cuMemAlloc` memory with raw
 //! CUDA copies: roundtrip = the same two copies (each followed by a stream synchronize, as
 //! the library's write and read each wait for their copy); pingpong = the same four copies;
-//! MVM = the bare `sgemv` (synchronized each iteration).
+//! MVM = the bare `sgemv` (synchronized each iteration). Host slices go through page-locked
+//! memory as the library's staging buffers do; a mirrored row's read is the CPU copy of the
+//! mirror, so its floor has no device→host copy either.
 //!
 //! A GPU job is skipped with a reason ([`skip_reason`]) when no CUDA device is usable, never
 //! failed.
 
 use std::sync::Arc;
 
-use harness_sys::gpu::{Sgemv, cublas_available};
+use harness_sys::gpu::{Sgemv, cublas_available, pinned_zeroed};
 use hdrhistogram::Histogram;
 use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
@@ -58,6 +60,17 @@ pub fn skip_reason(job: &Job) -> Option<String> {
         ));
     }
     None
+}
+
+/// For the report: the publication path the library's probe picks on cuda:0 and why
+/// (`gpu-stream`: stream memory operations are usable; `host-sync`: the synchronize path).
+/// Shows what the device supports; GPU streams publish with `host-sync` until the stream
+/// memop path is wired into the write bracket.
+pub fn publish_probe_note() -> String {
+    format!(
+        "publication probe cuda:0: {}",
+        shmstream::gpu::publish_path(0)
+    )
 }
 
 /// Whether a CUDA device is usable from this process.
@@ -398,12 +411,22 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         back = st.clone_dtoh(&dst)?;
         out
     } else {
+        // Host slices cross the bus through page-locked memory, as the library's staging
+        // buffer does: slice → pinned (memcpy), HtoD, sync; then DtoH into pinned, sync,
+        // pinned → slice. A mirrored stream's read is a CPU copy of the mirror, so its floor
+        // reads back from the pinned buffer instead of the device (issue #11: floors bound).
+        let mut pinned = pinned_zeroed(&ctx, n).map_err(Error::msg)?;
+        let mirror = job.mirror == Some(true);
         timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
-                st.memcpy_htod(&host, &mut buf)?;
+                pinned.as_mut_slice()?.copy_from_slice(&host);
+                st.memcpy_htod(&pinned, &mut buf)?;
                 st.synchronize()?;
-                st.memcpy_dtoh(&buf, &mut back)?;
-                st.synchronize()?;
+                if !mirror {
+                    st.memcpy_dtoh(&buf, &mut pinned)?;
+                    st.synchronize()?;
+                }
+                back.copy_from_slice(pinned.as_slice()?);
             }
             Ok(())
         })?
@@ -413,8 +436,10 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     }
     let what = if device_side(job) {
         "cuMemcpyDtoD ×2 + sync each"
+    } else if job.mirror == Some(true) {
+        "memcpy into pinned + cuMemcpyHtoD + sync, memcpy out of pinned (the mirror read)"
     } else {
-        "cuMemcpyHtoD + cuMemcpyDtoH (pageable host slices) + sync each"
+        "memcpy into pinned + cuMemcpyHtoD + sync, cuMemcpyDtoH into pinned + sync, memcpy out"
     };
     m.notes.push((
         "floor".into(),

@@ -89,6 +89,8 @@ impl Environment {
                 ],
             )
             .map(|s| s.replace('\n', "; "))
+            // issue #11: which publication path the GPU streams can use on this device.
+            .map(|s| format!("{s}; {}", crate::cases::gpu::publish_probe_note()))
             .unwrap_or_else(|| {
                 format!(
                     "{} CUDA device(s); nvidia-smi not answering",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use shmstream::gpu::cudarc::cublas::{CudaBlas, Gemv, GemvConfig, sys as blas_sys};
-use shmstream::gpu::cudarc::driver::{CudaSlice, CudaStream};
+use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
 /// Whether `libcublas` can be loaded (never panics).
 pub fn cublas_available() -> bool {
@@ -68,4 +68,17 @@ impl Sgemv {
         // the handle's stream (it waits for their pending work and records this use).
         unsafe { self.blas.gemv(cfg, a, x, y) }.map_err(|e| format!("cublasSgemv: {e:?}"))
     }
+}
+
+/// `len` zeroed float32 values of page-locked host memory (`cuMemHostAlloc`, flags 0, as the
+/// library's staging buffers), for floors that move host data across the bus as DMA.
+pub fn pinned_zeroed(ctx: &Arc<CudaContext>, len: usize) -> Result<PinnedHostSlice<f32>, String> {
+    // SAFETY: the memory is uninitialized after the call; it is zeroed below before anyone
+    // can read it (the only access is through this function's return value).
+    let mut p = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) }
+        .map_err(|e| format!("cuMemHostAlloc of {len} floats: {e:?}"))?;
+    p.as_mut_slice()
+        .map_err(|e| format!("mapping pinned memory: {e:?}"))?
+        .fill(0.0);
+    Ok(p)
 }

@@ -1,0 +1,204 @@
+//! Which publication path a device supports: GPU-side publication (stream memory operations
+//! on the host-registered header word) or the synchronize fallback (host `cuStreamSynchronize`
+//! before the even store). The choice is pure logic over attribute values, unit tested here;
+//! the driver queries that feed it are in `publish.rs` (feature `cuda`).
+
+use std::fmt;
+
+/// `CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS` (the `_v2` entry points, CUDA ≥ 11.7).
+pub const ATTR_STREAM_MEM_OPS_64: i32 = 122;
+/// `CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED`.
+pub const ATTR_HOST_REGISTER: i32 = 99;
+/// `CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY`.
+pub const ATTR_CAN_MAP_HOST_MEMORY: i32 = 19;
+
+/// The environment variable that forces the synchronize path (`sync`) in this process.
+pub const PUBLISH_ENV: &str = "SHMSTREAM_GPU_PUBLISH";
+
+/// How a GPU stream's writes are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishPath {
+    /// The odd and even sequence are written by the writer's CUDA stream
+    /// (`cuStreamWriteValue64_v2` on the registered header word); no host synchronize.
+    GpuStream,
+    /// The host synchronizes the writer's CUDA stream, then stores the even sequence.
+    HostSync,
+}
+
+impl PublishPath {
+    /// The short name shown by `describe`, `stat` and the harness report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishPath::GpuStream => "gpu-stream",
+            PublishPath::HostSync => "host-sync",
+        }
+    }
+}
+
+impl fmt::Display for PublishPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The device attributes the choice depends on, as the driver reports them (`None`: the
+/// query failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCaps {
+    /// Attribute 122.
+    pub stream_mem_ops_64: Option<i32>,
+    /// Attribute 99.
+    pub host_register: Option<i32>,
+    /// Attribute 19.
+    pub can_map_host_memory: Option<i32>,
+}
+
+/// The path chosen for a device, and why (shown to users beside the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathChoice {
+    /// The path.
+    pub path: PublishPath,
+    /// Why this path (the missing capability, the failed trial, the override).
+    pub reason: String,
+}
+
+impl fmt::Display for PathChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.path, self.reason)
+    }
+}
+
+/// The first capability the device lacks, or `None` when all three attributes are set.
+pub fn missing_capability(caps: &DeviceCaps) -> Option<String> {
+    let need = [
+        (
+            caps.stream_mem_ops_64,
+            ATTR_STREAM_MEM_OPS_64,
+            "64-bit stream memory operations",
+        ),
+        (caps.host_register, ATTR_HOST_REGISTER, "cuMemHostRegister"),
+        (
+            caps.can_map_host_memory,
+            ATTR_CAN_MAP_HOST_MEMORY,
+            "mapping host memory",
+        ),
+    ];
+    need.iter().find_map(|(v, attr, what)| match v {
+        Some(x) if *x != 0 => None,
+        Some(_) => Some(format!(
+            "the device does not support {what} (attribute {attr} is 0)"
+        )),
+        None => Some(format!("querying device attribute {attr} ({what}) failed")),
+    })
+}
+
+/// Whether the environment forces the synchronize path: `SHMSTREAM_GPU_PUBLISH=sync`.
+/// Any other value is an error naming the accepted ones.
+pub fn env_forces_sync(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("") | Some("auto") => Ok(false),
+        Some("sync") => Ok(true),
+        Some(other) => Err(format!(
+            "{PUBLISH_ENV}={other:?} is not understood: use `auto` (default) or `sync`"
+        )),
+    }
+}
+
+/// The choice: the synchronize path when forced, when a capability is missing or when the
+/// trial write failed (`trial` is `None` when it was not attempted because a capability is
+/// missing); GPU-side publication otherwise.
+pub fn choose(
+    caps: &DeviceCaps,
+    forced_sync: bool,
+    trial: Option<Result<(), String>>,
+) -> PathChoice {
+    let sync = |reason: String| PathChoice {
+        path: PublishPath::HostSync,
+        reason,
+    };
+    if forced_sync {
+        return sync(format!("forced by {PUBLISH_ENV}=sync"));
+    }
+    if let Some(missing) = missing_capability(caps) {
+        return sync(missing);
+    }
+    match trial {
+        Some(Ok(())) => PathChoice {
+            path: PublishPath::GpuStream,
+            reason: "attributes 122/99/19 set and a trial stream write reached host memory".into(),
+        },
+        Some(Err(e)) => sync(format!("the trial stream write failed: {e}")),
+        None => sync("the trial stream write was not attempted".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(v: i32) -> DeviceCaps {
+        DeviceCaps {
+            stream_mem_ops_64: Some(v),
+            host_register: Some(v),
+            can_map_host_memory: Some(v),
+        }
+    }
+
+    #[test]
+    fn capable_device_with_a_good_trial_publishes_on_the_gpu() {
+        let c = choose(&all(1), false, Some(Ok(())));
+        assert_eq!(c.path, PublishPath::GpuStream);
+        assert_eq!(c.path.to_string(), "gpu-stream");
+    }
+
+    #[test]
+    fn each_missing_attribute_falls_back_and_is_named() {
+        for (i, attr) in [122, 99, 19].into_iter().enumerate() {
+            let mut caps = all(1);
+            let slot = [
+                &mut caps.stream_mem_ops_64,
+                &mut caps.host_register,
+                &mut caps.can_map_host_memory,
+            ];
+            *slot.into_iter().nth(i).unwrap() = Some(0);
+            let c = choose(&caps, false, Some(Ok(())));
+            assert_eq!(c.path, PublishPath::HostSync);
+            assert!(c.reason.contains(&format!("attribute {attr} is 0")), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_failed_attribute_query_falls_back() {
+        let caps = DeviceCaps {
+            host_register: None,
+            ..all(1)
+        };
+        let c = choose(&caps, false, Some(Ok(())));
+        assert_eq!(c.path, PublishPath::HostSync);
+        assert!(c.reason.contains("querying device attribute 99"), "{c}");
+    }
+
+    #[test]
+    fn a_failed_or_missing_trial_falls_back() {
+        let c = choose(&all(1), false, Some(Err("CUDA_ERROR_NOT_SUPPORTED".into())));
+        assert_eq!(c.path, PublishPath::HostSync);
+        assert!(c.reason.contains("CUDA_ERROR_NOT_SUPPORTED"));
+        assert_eq!(choose(&all(1), false, None).path, PublishPath::HostSync);
+    }
+
+    #[test]
+    fn the_environment_can_force_the_fallback() {
+        let c = choose(&all(1), true, Some(Ok(())));
+        assert_eq!(c.path, PublishPath::HostSync);
+        assert!(c.reason.contains(PUBLISH_ENV));
+    }
+
+    #[test]
+    fn env_values_are_checked() {
+        assert_eq!(env_forces_sync(None), Ok(false));
+        assert_eq!(env_forces_sync(Some("auto")), Ok(false));
+        assert_eq!(env_forces_sync(Some("sync")), Ok(true));
+        let e = env_forces_sync(Some("fast")).unwrap_err();
+        assert!(e.contains("auto") && e.contains("sync"), "{e}");
+    }
+}

@@ -1,0 +1,241 @@
+//! GPU-side publication primitives (feature `cuda`): host memory registered with the driver
+//! and addressed from the device, stream writes and GEQ waits on 64-bit words in it, and the
+//! per-device probe that picks the publication path (see `probe.rs` for the choice).
+//!
+//! Only reached after `driver::probe` said the driver library is loadable, so no cudarc call
+//! here can panic for want of `libcuda`.
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, DriverError, sys};
+
+use super::driver;
+use super::probe::{self, DeviceCaps, PathChoice, PublishPath};
+
+/// A range of host memory registered with the driver (`cuMemHostRegister_v2`, portable and
+/// device-mapped) and its device address; unregistered on drop.
+#[derive(Debug)]
+pub(crate) struct HostRegistration {
+    base: *mut u8,
+    /// The device address of the first registered byte (page-aligned start).
+    dbase: sys::CUdeviceptr,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the registration is a driver handle on memory this value does not own; the driver
+// calls made through it are thread-safe once the context is bound to the calling thread.
+unsafe impl Send for HostRegistration {}
+
+fn page() -> usize {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+fn check(r: sys::CUresult) -> Result<(), DriverError> {
+    r.result()
+}
+
+impl HostRegistration {
+    /// Registers the pages covering `ptr .. ptr + len`.
+    ///
+    /// # Safety
+    /// The range must stay mapped (a live `Segment` mapping, say) until this value is
+    /// dropped.
+    pub(crate) unsafe fn new(
+        ctx: Arc<CudaContext>,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<Self, DriverError> {
+        let pg = page();
+        let start = (ptr as usize) & !(pg - 1);
+        let end = (ptr as usize + len.max(1)).div_ceil(pg) * pg;
+        ctx.bind_to_thread()?;
+        let flags = sys::CU_MEMHOSTREGISTER_PORTABLE | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
+        // SAFETY: the caller keeps the pages mapped for the registration's lifetime; the range
+        // is page-aligned as the driver requires.
+        check(unsafe { sys::cuMemHostRegister_v2(start as *mut _, end - start, flags) })?;
+        let mut dbase: sys::CUdeviceptr = 0;
+        // SAFETY: `start` is the base of the range just registered with DEVICEMAP.
+        let got =
+            check(unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dbase, start as *mut _, 0) });
+        if let Err(e) = got {
+            // SAFETY: unregisters exactly what was registered above.
+            let _ = unsafe { sys::cuMemHostUnregister(start as *mut _) };
+            return Err(e);
+        }
+        Ok(Self {
+            base: start as *mut u8,
+            dbase,
+            len: end - start,
+            ctx,
+        })
+    }
+
+    /// The device address of host address `ptr` inside the registration.
+    pub(crate) fn device_ptr(&self, ptr: *const u8) -> Option<sys::CUdeviceptr> {
+        let off = (ptr as usize).checked_sub(self.base as usize)?;
+        (off < self.len).then_some(self.dbase + off as u64)
+    }
+}
+
+impl Drop for HostRegistration {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `base` was registered by `new` and is unregistered once, here.
+            let _ = unsafe { sys::cuMemHostUnregister(self.base as *mut _) };
+        }
+    }
+}
+
+/// The CPU mirror's registration, made on the first copy that touches it, so device↔mirror
+/// copies are DMA instead of staged through a driver buffer.
+#[derive(Debug, Default)]
+pub(crate) struct MirrorRegistration(Mutex<Option<(usize, Option<HostRegistration>)>>);
+
+impl MirrorRegistration {
+    /// Registers the mirror `host .. host + bytes` the first time it is seen. A failure
+    /// (a read-only mapping, a driver refusing) leaves it unregistered — copies are staged as
+    /// before — and is not retried.
+    ///
+    /// # Safety
+    /// The mapping at `host` must outlive this value (a stream handle drops its GPU link
+    /// before its host payload).
+    pub(crate) unsafe fn ensure(&self, ctx: &Arc<CudaContext>, host: *mut u8, bytes: usize) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_some_and(|(p, _)| *p == host as usize) {
+            return;
+        }
+        // SAFETY: per this function's contract, the mapping outlives the registration.
+        let reg = unsafe { HostRegistration::new(ctx.clone(), host, bytes) }.ok();
+        *g = Some((host as usize, reg));
+    }
+
+    /// Whether the mirror is registered.
+    pub(crate) fn is_registered(&self) -> bool {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(&*g, Some((_, Some(_))))
+    }
+}
+
+/// Enqueues on `stream` a write of `value` to the 64-bit word at device address `addr`.
+/// The driver orders it after all work enqueued before it on `stream` (a system-scope
+/// fence precedes the write), so a reader that sees `value` sees that work's results.
+///
+/// # Safety
+/// `addr` must be an 8-byte aligned device address (device memory or registered host memory)
+/// that stays valid until the stream has executed the write.
+pub(crate) unsafe fn enqueue_write_u64(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u64,
+) -> Result<(), DriverError> {
+    let flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+    // SAFETY: per this function's contract.
+    check(unsafe { sys::cuStreamWriteValue64_v2(stream, addr, value, flags) })
+}
+
+/// Enqueues on `stream` a wait until the 64-bit word at `addr` is ≥ `value` (the driver's
+/// GEQ compares the difference as signed, as `slots::geq_wrapping`). Work enqueued after it
+/// runs only once the word got there; nothing on the host blocks.
+///
+/// # Safety
+/// As [`enqueue_write_u64`]. The caller must bound the wait from the host (a timeout on a
+/// later host-side wait): the driver cannot see this dependency and a word that never
+/// reaches `value` stalls the stream.
+pub(crate) unsafe fn enqueue_wait_geq_u64(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u64,
+) -> Result<(), DriverError> {
+    let flags = sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32;
+    // SAFETY: per this function's contract.
+    check(unsafe { sys::cuStreamWaitValue64_v2(stream, addr, value, flags) })
+}
+
+fn caps(ctx: &CudaContext) -> DeviceCaps {
+    use sys::CUdevice_attribute as A;
+    let q = |a| ctx.attribute(a).ok();
+    DeviceCaps {
+        stream_mem_ops_64: q(A::CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS),
+        host_register: q(A::CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED),
+        can_map_host_memory: q(A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY),
+    }
+}
+
+/// One trial: a stream writes a marker into a registered host word, the host waits for the
+/// stream and checks the word.
+fn trial_write(ctx: &Arc<CudaContext>) -> Result<(), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const MARK: u64 = 0x5348_4d53_5452_4d31;
+    // A page of its own: registering a page shared with other heap data could collide with
+    // someone else's registration of it.
+    let pg = page();
+    let layout = std::alloc::Layout::from_size_align(pg, pg).map_err(|e| e.to_string())?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err("allocating one page failed".into());
+    }
+    let run = || -> Result<u64, String> {
+        // SAFETY: the page stays allocated until after `reg` is dropped (end of this closure).
+        let reg = unsafe { HostRegistration::new(ctx.clone(), ptr, 8) }
+            .map_err(|e| format!("cuMemHostRegister_v2: {}", driver::describe(e)))?;
+        let addr = reg
+            .device_ptr(ptr)
+            .ok_or("registered range misses the word")?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| format!("cuStreamCreate: {}", driver::describe(e)))?;
+        // SAFETY: `addr` is the device address of the page-aligned, registered word, which
+        // lives until after the synchronize below.
+        unsafe { enqueue_write_u64(stream.cu_stream(), addr, MARK) }
+            .map_err(|e| format!("cuStreamWriteValue64_v2: {}", driver::describe(e)))?;
+        stream
+            .synchronize()
+            .map_err(|e| format!("cuStreamSynchronize: {}", driver::describe(e)))?;
+        // SAFETY: `ptr` is page-aligned (so 8-byte aligned) and zero-initialized; the device
+        // wrote it through the registration and the synchronize above ordered that write.
+        Ok(unsafe { &*(ptr as *const AtomicU64) }.load(Ordering::Acquire))
+    };
+    let got = run();
+    // SAFETY: allocated above with this layout; the registration was dropped inside `run`.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    match got? {
+        MARK => Ok(()),
+        other => Err(format!(
+            "the word holds {other:#x} after the stream wrote {MARK:#x}"
+        )),
+    }
+}
+
+/// The publication path of `device`, probed once per process and device.
+pub(crate) fn path_for(device: i32) -> PathChoice {
+    static CACHE: Mutex<Vec<(i32, PathChoice)>> = Mutex::new(Vec::new());
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, p)) = c.iter().find(|(d, _)| *d == device) {
+        return p.clone();
+    }
+    let env = std::env::var(probe::PUBLISH_ENV).ok();
+    let choice = match probe::env_forces_sync(env.as_deref()) {
+        Err(e) => PathChoice {
+            path: PublishPath::HostSync,
+            reason: e,
+        },
+        Ok(forced) => match driver::context("(probe)", device) {
+            Err(e) => PathChoice {
+                path: PublishPath::HostSync,
+                reason: e.to_string(),
+            },
+            Ok(ctx) => {
+                let caps = caps(&ctx);
+                let trial = (!forced && probe::missing_capability(&caps).is_none())
+                    .then(|| trial_write(&ctx));
+                probe::choose(&caps, forced, trial)
+            }
+        },
+    };
+    c.push((device, choice.clone()));
+    choice
+}
