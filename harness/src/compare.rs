@@ -113,6 +113,7 @@ pub struct Bands {
 
 impl Bands {
     /// One band for every case.
+    #[cfg(test)]
     pub fn uniform(max_regression: f64) -> Self {
         Bands {
             max_regression,
