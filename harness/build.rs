@@ -1,4 +1,5 @@
-//! Records the compiler version and the shmstream version for the report's environment block.
+//! Records the compiler version, the shmstream version and the optimization level for the
+//! report's environment block.
 use std::process::Command;
 
 fn main() {
@@ -26,6 +27,10 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=HARNESS_SHMSTREAM_VERSION={lib_version}");
+    // The optimization of this build (the workspace sets the library's and the harness's
+    // together in the root Cargo.toml): "0" means the numbers are not meaningful.
+    let opt = std::env::var("OPT_LEVEL").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=HARNESS_OPT_LEVEL={opt}");
     println!("cargo:rerun-if-changed=../Cargo.toml");
     println!("cargo:rerun-if-changed=build.rs");
 }

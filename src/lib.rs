@@ -49,6 +49,8 @@ mod notify;
 mod read;
 mod segment;
 mod seqlock;
+#[doc(hidden)]
+pub mod slowdown;
 mod stream;
 mod sys;
 mod trust;

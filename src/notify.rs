@@ -128,5 +128,6 @@ impl Waiter {
 
 /// Wakes every waiter on the stream (all processes).
 pub(crate) fn wake_all(h: &MappedHeader) {
+    let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Wake);
     sys::futex_wake_all(h.futex_word());
 }

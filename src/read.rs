@@ -78,7 +78,9 @@ impl Stream {
                     } else {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);
                         let write_time = f64::from_bits(h.write_time().load(Ordering::Relaxed));
+                        let slow = crate::slowdown::guard(crate::slowdown::HotPath::Read);
                         let valid = copy(src);
+                        drop(slow);
                         if seqlock::validate_read(h, s) {
                             self.check_generation(false)?;
                             if !valid {

@@ -77,6 +77,7 @@ impl Stream {
     }
 
     fn acquire_stamped(&self, timeout: Option<Duration>) -> Result<()> {
+        let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
         let depth = self.lock.acquire_for(generation, timeout, &self.name)?;
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
@@ -112,6 +113,7 @@ impl Stream {
         frame_id: Option<u64>,
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
+        let slow = crate::slowdown::guard(crate::slowdown::HotPath::Write);
         let h = &self.header;
         // Our own unlink leaves a negative sequence: check at once then, else rate-limited.
         self.check_generation(h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0)?;
@@ -138,6 +140,7 @@ impl Stream {
         if let Some(b) = abort.disarm() {
             seqlock::end_write(h, b, now, frame_id);
         }
+        drop(slow);
         if self.notify() {
             notify::wake_all(h);
         }

@@ -127,7 +127,11 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
                 return Ok(());
             }
             last = c;
-            k.run(&a, &xv, &mut yv);
+            {
+                // The case's kernel call (the floor runs the same kernel unslowed).
+                let _slow = shmstream::slowdown::guard(shmstream::slowdown::HotPath::Mvm);
+                k.run(&a, &xv, &mut yv);
+            }
             guard.write_slice(&yv)?;
         }
     })

@@ -115,17 +115,36 @@ impl Environment {
                 .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
             rustc: env!("HARNESS_RUSTC_VERSION").to_string(),
-            profile: if cfg!(debug_assertions) {
-                "debug (numbers are not meaningful)".into()
-            } else {
-                "release".into()
-            },
+            profile: profile(),
             shmstream_version: env!("HARNESS_SHMSTREAM_VERSION").to_string(),
             git_commit,
             gpu,
             mvm_kernel: harness_sys::kernel::isa().name().to_string(),
         }
     }
+}
+
+/// Whether this harness was built without optimization (its numbers are then not meaningful).
+pub fn unoptimized() -> bool {
+    env!("HARNESS_OPT_LEVEL") == "0"
+}
+
+/// The warning shown first on the terminal and in the report's title of an unoptimized build.
+pub const UNOPTIMIZED_WARNING: &str =
+    "UNOPTIMIZED BUILD (opt-level 0): the numbers are not meaningful; see scenarios/README.md";
+
+/// "opt-level 3, debug assertions on" and the like.
+fn profile() -> String {
+    format!(
+        "opt-level {}, debug assertions {}{}",
+        env!("HARNESS_OPT_LEVEL"),
+        if cfg!(debug_assertions) { "on" } else { "off" },
+        if unoptimized() {
+            " (numbers are not meaningful)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).

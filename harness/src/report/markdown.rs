@@ -109,8 +109,13 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     let env = input.env;
     writeln!(
         o,
-        "# shmstream benchmark report: `{}`\n",
-        input.scenario.name
+        "# shmstream benchmark report: `{}`{}\n",
+        input.scenario.name,
+        if super::env::unoptimized() {
+            format!(" — {}", super::env::UNOPTIMIZED_WARNING)
+        } else {
+            String::new()
+        }
     )?;
     if let Some(d) = &input.scenario.description {
         writeln!(o, "{}\n", d.trim())?;
