@@ -14,7 +14,9 @@ use shmstream::{Dtype, StreamOptions};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let name = args.first().ok_or("usage: camera NAME [HxW] [RATE] [SECONDS] [HISTORY]")?;
+    let name = args
+        .first()
+        .ok_or("usage: camera NAME [HxW] [RATE] [SECONDS] [HISTORY]")?;
     let shape: Vec<usize> = arg(1, "240x240")
         .split('x')
         .map(str::parse)

@@ -123,8 +123,12 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     for id in 1..=n {
         let deadline = t0 + (period * (id - 1) as f64) as u64;
         camera::wait_until(deadline);
+        // The publish instant is taken just before the write: a stage woken by it may
+        // publish before this process runs again (it can be preempted after the wake), and
+        // end-to-end latency must never come out negative. It includes the frame copy.
+        let published = monotonic_ns();
         guard.write_slice_frame(&frames[id as usize % frames.len()], id)?;
-        log.push([id, deadline, monotonic_ns(), 0]);
+        log.push([id, deadline, published, 0]);
         kill_me_after("camera", id as usize);
     }
     // One more period before the stop frame: a stage reads the newest frame, so a stop
