@@ -17,7 +17,7 @@ pub enum HotPath {
     Write,
     /// The payload copy of a read.
     Read,
-    /// Taking the write lock.
+    /// Taking and releasing the write lock (each half is slowed).
     Lock,
     /// Waking the stream's waiters after a publication.
     Wake,

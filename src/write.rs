@@ -92,6 +92,8 @@ impl Stream {
     }
 
     pub(crate) fn release_stamped(&self) {
+        // The lock hot path is the pair: taking (`acquire_stamped`) and releasing.
+        let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let h = &self.header;
         self.lock.release(|depth| {
             use std::sync::atomic::Ordering::Relaxed;
@@ -145,6 +147,16 @@ impl Stream {
             notify::wake_all(h);
         }
         Ok(out)
+    }
+
+    /// Wakes every process parked on this stream (notify streams; a no-op on others)
+    /// without publishing: their waits re-check and go back to sleep unless something
+    /// they watch changed, e.g. a stop flag on another stream. Publications wake waiters
+    /// by themselves; this is for signals that do not go through this stream.
+    pub fn wake_waiters(&self) {
+        if self.notify() {
+            notify::wake_all(&self.header);
+        }
     }
 
     /// Takes the lock (default timeout), runs one bracket, releases.

@@ -2,17 +2,19 @@
 //! on the same cores (the machines are shared and noisy; only ratios from one run are
 //! comparable).
 //!
-//! - roundtrip: `memcpy` into a bare shared-memory region, `memcpy` back out (the C
-//!   floor `roundtrip.c`, "reused dst").
+//! - roundtrip: a [`BareStream`] publish then snapshot: what the format makes every
+//!   implementation do (the `flock` pair, the odd/even sequence, the copy, the write time,
+//!   the count; then sequence, copy out, re-check), on a bare shared-memory region (the C
+//!   floor `roundtrip.c`, "reused dst", plus the format's bracket).
 //! - pingpong: the C floor `pingpong_payload.c` with the flock pair: the writer takes
 //!   `flock`, bumps a bare shared sequence word to odd, copies the payload in, publishes
 //!   the even value, unlocks; the reader copies out, re-checks the word and stores an
-//!   ack word. `wait = "futex"`: both sides sleep in `FUTEX_WAIT` (no spinning) and wake
+//!   ack word; the writer also stamps the write time, as the format does. `wait = "futex"`: both sides sleep in `FUTEX_WAIT` (no spinning) and wake
 //!   each other with `FUTEX_WAKE`, the C `futex rtt` floor with a payload; the writer idles
 //!   `gap_us` before each round trip, as in the case.
 //! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use harness_sys::flock::LockFile;
@@ -20,6 +22,7 @@ use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
 
+use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
@@ -31,6 +34,8 @@ const SEQ: usize = 0;
 const ACK: usize = 64;
 const READY: usize = 128;
 const STOP: usize = 192;
+const COUNT: usize = 256;
+const TIME: usize = 320;
 /// The payload starts on its own page.
 pub const PAYLOAD: usize = 4096;
 
@@ -39,18 +44,88 @@ pub fn ping_region_len(job: &Job) -> usize {
     PAYLOAD + job.payload_bytes()
 }
 
-/// Roundtrip floor: two memcpys per iteration through a bare shm region.
+/// Size of a [`BareStream`] region for `payload` bytes of frame.
+pub fn bare_region_len(payload: usize) -> usize {
+    PAYLOAD + payload
+}
+
+/// The least any writer and reader of the format do, over a bare region and lock file:
+/// the floor of every publication and snapshot.
+pub struct BareStream<'a> {
+    region: &'a ShmRegion,
+    lock: LockFile,
+}
+
+impl<'a> BareStream<'a> {
+    /// Over `region` (laid out as the pingpong region: control words, then the payload
+    /// at [`PAYLOAD`]) and the lock file `lock`.
+    pub fn new(region: &'a ShmRegion, lock: &std::path::Path) -> Result<Self> {
+        Ok(BareStream {
+            region,
+            lock: LockFile::open(lock, false)?,
+        })
+    }
+
+    /// Publishes `src`: `flock`, odd sequence, copy, write time, count, even sequence,
+    /// unlock.
+    pub fn publish(&self, src: &[u8]) -> Result<()> {
+        let seq = self.region.atomic_u32(SEQ);
+        self.lock.lock()?;
+        let s = seq.load(Ordering::Relaxed);
+        // Odd: a write is in progress. Release fence: odd before any payload byte.
+        seq.store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.region.copy_in(PAYLOAD, src);
+        stamp(self.region.atomic_u64(TIME));
+        self.region
+            .atomic_u64(COUNT)
+            .fetch_add(1, Ordering::Relaxed);
+        seq.store((s | 1) + 1, Ordering::Release);
+        self.lock.unlock()?;
+        Ok(())
+    }
+
+    /// Copies the published frame into `dst`: sequence, copy, re-check.
+    pub fn snapshot(&self, dst: &mut [u8]) -> Result<()> {
+        let seq = self.region.atomic_u32(SEQ);
+        let s = seq.load(Ordering::Acquire);
+        self.region.copy_out(PAYLOAD, dst);
+        // Acquire fence: the copy completes before the re-check.
+        fence(Ordering::Acquire);
+        if s & 1 == 1 || seq.load(Ordering::Relaxed) != s {
+            bail!("the floor's frame changed under its reader");
+        }
+        Ok(())
+    }
+
+    /// The sequence word (the floor's futex word).
+    pub fn word(&self) -> &AtomicU32 {
+        self.region.atomic_u32(SEQ)
+    }
+}
+
+/// Stores the write time, as every publication of the format does (the pyshmem header's
+/// write time: seconds since the epoch, an f64).
+pub fn stamp(word: &AtomicU64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    word.store(now.to_bits(), Ordering::Relaxed);
+}
+
+/// Roundtrip floor: a bare publish, then a bare snapshot, per iteration.
 pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let n = spec.job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, n).context("opening the floor region")?;
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
+        .context("opening the floor region")?;
     region.prefault();
-    let src = vec![1u8; n];
-    let mut dst = vec![2u8; n];
+    let bare = BareStream::new(&region, &spec.names.lock)?;
+    let src = PageBuf::<u8>::new(n);
+    let mut dst = PageBuf::<u8>::new(n);
     let r = timed_loop(&spec.job.timing, 0.0, |_| {
-        region.copy_in(0, &src);
-        region.copy_out(0, &mut dst);
-        std::hint::black_box(&mut dst);
-        Ok(())
+        bare.publish(src.as_slice())?;
+        bare.snapshot(dst.as_mut_slice())
     })?;
     Ok(r)
 }
@@ -95,6 +170,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let futex_mode = job.wait == Some(Wait::Futex);
     let to = Duration::from_secs_f64(spec.wait_timeout_s);
     let (seq, ack) = (region.atomic_u32(SEQ), region.atomic_u32(ACK));
+    let time = region.atomic_u64(TIME);
     let src = vec![1u8; n];
     region.prefault();
     wait_until(region.atomic_u32(READY), |v| v != 0, false, to)?;
@@ -107,6 +183,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         seq.store(2 * generation - 1, Ordering::Relaxed);
         fence(Ordering::Release);
         region.copy_in(PAYLOAD, &src);
+        stamp(time);
         // Even: published. Pairs with the reader's acquire load.
         seq.store(2 * generation, Ordering::Release);
         lock.unlock()?;

@@ -102,6 +102,87 @@ pub fn timed_loop(
     Ok((m, h))
 }
 
+/// How long each side of [`timed_pair`] runs before the other takes over.
+pub const PAIR_SLICE: Duration = Duration::from_millis(5);
+
+/// One side's accumulating measurement in [`timed_pair`].
+struct PairSide {
+    m: Measured,
+    h: Histogram<u64>,
+    n: u64,
+    busy_ns: u64,
+    wall: Duration,
+}
+
+impl PairSide {
+    /// Runs `step` for one slice (at least one call), recording every call.
+    fn slice(&mut self, step: &mut impl FnMut() -> Result<()>, record: bool) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let t0 = Instant::now();
+            step()?;
+            let t1 = Instant::now();
+            let ns = t1.duration_since(t0).as_nanos() as u64;
+            if record {
+                self.h.saturating_record(ns);
+                self.busy_ns += ns;
+                self.n += 1;
+            }
+            if t1.duration_since(start) >= PAIR_SLICE {
+                if record {
+                    self.wall += t1.duration_since(start);
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn end_repeat(&mut self) {
+        self.m
+            .repeat_hz
+            .push(self.n as f64 / self.wall.as_secs_f64().max(1e-9));
+        self.m
+            .repeat_busy_hz
+            .push(self.n as f64 * 1e9 / self.busy_ns.max(1) as f64);
+        self.m.iterations += self.n;
+        (self.n, self.busy_ns, self.wall) = (0, 0, Duration::ZERO);
+    }
+}
+
+/// [`timed_loop`] for two steps measured in alternation, `a` then `b`, [`PAIR_SLICE`] at
+/// a time, in one process on one core: whatever changes on a shared host over
+/// milliseconds to seconds (other tenants, clock frequency, a neighbour's cache traffic)
+/// hits both alike, so their ratio does not move with it. Each repeat gives each side
+/// `min_seconds` of slices.
+pub fn timed_pair(
+    timing: &Timing,
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<[(Measured, Histogram<u64>); 2]> {
+    let side = || PairSide {
+        m: Measured::default(),
+        h: hist::new(),
+        n: 0,
+        busy_ns: 0,
+        wall: Duration::ZERO,
+    };
+    let (mut sa, mut sb) = (side(), side());
+    let slices = |secs: f64| ((secs / PAIR_SLICE.as_secs_f64()).ceil() as u64).max(1);
+    for _ in 0..slices(timing.warmup / 2.0) {
+        sa.slice(&mut a, false)?;
+        sb.slice(&mut b, false)?;
+    }
+    for _ in 0..timing.repeats {
+        for _ in 0..slices(timing.min_seconds) {
+            sa.slice(&mut a, true)?;
+            sb.slice(&mut b, true)?;
+        }
+        sa.end_repeat();
+        sb.end_repeat();
+    }
+    Ok([(sa.m, sa.h), (sb.m, sb.h)])
+}
+
 /// Busy-waits `us` microseconds (the pingpong gap; the writer's core is its own).
 pub fn spin_for_us(us: f64) {
     if us <= 0.0 {
@@ -134,6 +215,41 @@ mod tests {
         assert_eq!(h.len(), m.iterations);
         assert_eq!(calls, m.iterations + m.warmup_iterations);
         assert!(m.hz() > 0.0);
+    }
+
+    #[test]
+    fn a_pair_measures_both_steps_in_every_repeat() {
+        let timing = Timing {
+            warmup: 0.0,
+            min_seconds: 0.01,
+            repeats: 2,
+        };
+        let (mut na, mut nb) = (0u64, 0u64);
+        let [(ma, ha), (mb, hb)] = timed_pair(
+            &timing,
+            || {
+                na += 1;
+                Ok(())
+            },
+            || {
+                nb += 1;
+                spin_for_us(10.0);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!((ma.repeat_hz.len(), mb.repeat_hz.len()), (2, 2));
+        assert_eq!(ma.iterations, ha.len());
+        assert_eq!(mb.iterations, hb.len());
+        assert!(na > 0 && nb > 0 && ma.iterations <= na && mb.iterations <= nb);
+        assert!(
+            hb.value_at_quantile(0.5) >= 10_000,
+            "the 10 µs step is timed"
+        );
+        assert!(
+            mb.iterations < ma.iterations,
+            "the slow step fits fewer calls per slice"
+        );
     }
 
     #[test]

@@ -172,6 +172,20 @@ impl Runner {
         if job.kind == Kind::AoLoop {
             return cases::ao::run_job(self, idx, job);
         }
+        if job.kind == Kind::Op {
+            let (ours, floor) = match self.op(idx, job) {
+                Ok((o, f)) => (Ok(o), f.map_err(|e| format!("floor failed: {e}"))),
+                Err(e) => (Err(format!("failed: {e}")), Err(format!("failed: {e}"))),
+            };
+            return JobResult {
+                job: job.clone(),
+                ours,
+                floor,
+                peer: Err("no peer for op cases".into()),
+                skipped: None,
+                ao: None,
+            };
+        }
         let floor = self
             .floor(idx, job)
             .map_err(|e| format!("floor failed: {e}"));
@@ -229,8 +243,12 @@ impl Runner {
         }
         match job.kind {
             Kind::Roundtrip => {
-                let _region = ShmRegion::create(&names.region, job.payload_bytes())
-                    .context("creating the floor region")?;
+                let _region = ShmRegion::create(
+                    &names.region,
+                    crate::floor::bare_region_len(job.payload_bytes()),
+                )
+                .context("creating the floor region")?;
+                let _lock = LockFile::open(&names.lock, true)?;
                 self.collect(
                     &[self.spec(Role::FloorRoundtrip, job, &names, idx, "floor")],
                     job,
@@ -247,8 +265,31 @@ impl Runner {
                 self.collect(&specs, job)
             }
             Kind::Mvm => self.collect(&[self.spec(Role::FloorMvm, job, &names, idx, "floor")], job),
+            Kind::Op => crate::error::bail!("an op case measures its floor with ours"),
             Kind::AoLoop => crate::error::bail!("the AO loop composes its floor (cases::ao)"),
         }
+    }
+
+    /// An op case: one child times ours and the floor in alternation.
+    fn op(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
+        let names = self.names(idx, "op");
+        let _streams = cases::create_streams(job, &names)?;
+        let _region = ShmRegion::create(
+            &names.region,
+            crate::floor::bare_region_len(job.payload_bytes()),
+        )
+        .context("creating the floor region")?;
+        let _lock = LockFile::open(&names.lock, true)?;
+        let spec = self.spec(Role::Op, job, &names, idx, "op");
+        let ours = self.collect(std::slice::from_ref(&spec), job)?;
+        let floor = spawn::read_outcome_at(&cases::op::floor_prefix(&spec.result_prefix), Role::Op)
+            .and_then(spawn::ChildOutcome::into_measurement)
+            .map(|(m, hist)| Side {
+                m,
+                hist,
+                placement: ours.placement.clone(),
+            });
+        Ok((ours, floor))
     }
 
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
@@ -264,7 +305,11 @@ impl Runner {
 
 fn role_short(r: Role) -> &'static str {
     match r {
-        Role::Roundtrip | Role::FloorRoundtrip | Role::GpuRoundtrip | Role::FloorGpuCopy => "solo",
+        Role::Roundtrip
+        | Role::FloorRoundtrip
+        | Role::GpuRoundtrip
+        | Role::FloorGpuCopy
+        | Role::Op => "solo",
         Role::PingWriter
         | Role::FloorPingWriter
         | Role::MvmDriver

@@ -109,6 +109,9 @@ pub enum Kind {
     /// A whole AO loop: camera → slopes → reconstructor → DM, stages as processes.
     #[serde(rename = "ao-loop")]
     AoLoop,
+    /// One hot path (write, read, lock, wake, MVM kernel) timed alone in one process,
+    /// beside its bare twin: the CI gate's cases (`scenarios/gate.toml`).
+    Op,
 }
 
 impl Kind {
@@ -119,6 +122,36 @@ impl Kind {
             Kind::Pingpong => "pingpong",
             Kind::Mvm => "mvm",
             Kind::AoLoop => "ao-loop",
+            Kind::Op => "op",
+        }
+    }
+}
+
+/// The hot path a `kind = "op"` case times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotOp {
+    /// `write_slice` of a whole frame (lock pair, bracket, copy, timestamp).
+    Write,
+    /// `read_into_slice` of a published frame (optimistic read, copy, re-check).
+    Read,
+    /// Taking and releasing the write lock.
+    Lock,
+    /// Waking a notify stream's waiters (`wake_waiters`, none parked).
+    Wake,
+    /// The MVM kernel alone, single thread, against a streaming read of the matrix.
+    Kernel,
+}
+
+impl HotOp {
+    /// The lowercase name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            HotOp::Write => "write",
+            HotOp::Read => "read",
+            HotOp::Lock => "lock",
+            HotOp::Wake => "wake",
+            HotOp::Kernel => "kernel",
         }
     }
 }
@@ -129,7 +162,7 @@ impl Kind {
 pub enum Wait {
     /// Busy-wait.
     Spin,
-    /// Notify stream; spin briefly, then park on the futex.
+    /// Notify stream; pingpong parks at once (as its floor), MVM and AO spin briefly first.
     Futex,
 }
 
@@ -255,6 +288,9 @@ pub struct CaseSpec {
     /// MVM only: kernel threads (default: every core; 1 disables rayon).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// kind = "op" only: which hot path.
+    #[serde(default)]
+    pub op: Option<HotOp>,
     /// Run the pyshmem peer for this case (default: `[defaults] peer`).
     #[serde(default)]
     pub peer: Option<bool>,
@@ -311,6 +347,9 @@ pub struct Job {
     pub gap_us: f64,
     /// MVM kernel threads.
     pub threads: usize,
+    /// kind = "op": the hot path.
+    #[serde(default)]
+    pub op: Option<HotOp>,
     /// Timing.
     pub timing: Timing,
     /// Writer core.
@@ -462,12 +501,17 @@ impl Scenario {
                     pipeline: c.resolved_pipeline(),
                     wait,
                     gap_us,
-                    threads: c.threads.unwrap_or(cores).max(1),
+                    threads: if c.kind == Kind::Op {
+                        1
+                    } else {
+                        c.threads.unwrap_or(cores).max(1)
+                    },
+                    op: c.op,
                     timing,
                     writer_cpu: d.writer_cpu,
                     reader_cpu: d.reader_cpu,
                     timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
-                    peer: c.peer.unwrap_or(d.peer),
+                    peer: c.kind != Kind::Op && c.peer.unwrap_or(d.peer),
                     ao: c.ao.clone(),
                 });
             }
@@ -491,6 +535,12 @@ impl CaseSpec {
             Kind::Mvm => {
                 n.push('-');
                 n.push_str(self.pipeline.unwrap_or(Pipeline::HostUpload).name());
+            }
+            Kind::Op => {
+                if let Some(op) = self.op {
+                    n.push('-');
+                    n.push_str(op.name());
+                }
             }
             Kind::AoLoop => {
                 let ao = self.ao.as_ref();
@@ -556,7 +606,7 @@ impl CaseSpec {
         if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
             bail!("pipeline = \"device-resident\" needs a GPU device");
         }
-        if self.wait.is_some() && self.kind == Kind::Roundtrip {
+        if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op) {
             bail!("wait applies to pingpong and mvm only");
         }
         if self.gap_us.is_some() && self.kind != Kind::Pingpong {
@@ -564,6 +614,25 @@ impl CaseSpec {
         }
         if self.threads.is_some() && self.kind != Kind::Mvm {
             bail!("threads applies to kind = \"mvm\" only");
+        }
+        match (self.kind, self.op) {
+            (Kind::Op, None) => {
+                bail!(
+                    "kind = \"op\" needs op = \"write\", \"read\", \"lock\", \"wake\" or \"kernel\""
+                )
+            }
+            (Kind::Op, Some(op)) => {
+                if self.device.is_gpu() {
+                    bail!("kind = \"op\" runs on the CPU only");
+                }
+                if op == HotOp::Kernel
+                    && (self.dtype != "float32" || self.sizes.iter().any(|s| s.len() != 2))
+                {
+                    bail!("op = \"kernel\" takes float32 matrix shapes [rows, cols]");
+                }
+            }
+            (_, Some(_)) => bail!("op applies to kind = \"op\" only"),
+            _ => {}
         }
         if self.kind == Kind::AoLoop {
             self.validate_ao()?;
@@ -707,6 +776,16 @@ pipeline = "device-resident"
             ("kind=\"roundtrip\"\nsizes=[[0]]", "all > 0"),
             ("kind=\"roundtrip\"\nsizes=[[2]]\ndevice=\"tpu\"", "tpu"),
             ("kind=\"teleport\"\nsizes=[[2]]", "teleport"),
+            ("kind=\"op\"\nsizes=[[2]]", "needs op ="),
+            (
+                "kind=\"roundtrip\"\nsizes=[[2]]\nop=\"write\"",
+                "op applies",
+            ),
+            ("kind=\"op\"\nop=\"kernel\"\nsizes=[[2]]", "matrix shapes"),
+            (
+                "kind=\"op\"\nop=\"write\"\nsizes=[[2]]\nwait=\"spin\"",
+                "wait applies",
+            ),
         ] {
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(needle), "{body}: {err}");
@@ -722,6 +801,7 @@ pipeline = "device-resident"
             "mvm.toml",
             "latency.toml",
             "ao.toml",
+            "gate.toml",
         ] {
             Scenario::load(&dir.join(f)).unwrap();
         }

@@ -63,6 +63,9 @@ pub enum Role {
     AoRecon,
     /// Floor of the AO loop's compute: the stages alone on plain memory.
     AoFloorCompute,
+    /// One hot path through the library and its bare twin, timed in alternation
+    /// (`kind = "op"`).
+    Op,
 }
 
 /// Names of the shared objects a job uses (unique per harness run and job).
@@ -281,13 +284,17 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
 }
 
 fn read_outcome(spec: &ChildSpec) -> Result<ChildOutcome> {
-    let json_path = spec.result_prefix.with_extension("json");
+    read_outcome_at(&spec.result_prefix, spec.role)
+}
+
+/// Reads the result files `<prefix>.json` and `<prefix>.hdr` of a child in `role`.
+pub fn read_outcome_at(prefix: &Path, role: Role) -> Result<ChildOutcome> {
+    let json_path = prefix.with_extension("json");
     let report: ChildReport = serde_json::from_slice(
-        &std::fs::read(&json_path)
-            .with_context(|| format!("reading {:?} child result", spec.role))?,
+        &std::fs::read(&json_path).with_context(|| format!("reading {role:?} child result"))?,
     )
     .with_context(|| format!("parsing {}", json_path.display()))?;
-    let hdr_path = spec.result_prefix.with_extension("hdr");
+    let hdr_path = prefix.with_extension("hdr");
     let hist = if hdr_path.exists() {
         Some(hist::from_bytes(&std::fs::read(&hdr_path)?)?)
     } else {
@@ -309,19 +316,27 @@ pub fn child_main(spec_path: &Path) -> Result<()> {
     }
     let result = crate::cases::run_role(&spec)
         .with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
+    write_outcome(&spec.result_prefix, spec.role, pinned, result.as_ref())
+}
+
+/// Writes a child's result files `<prefix>.json` (its report) and `<prefix>.hdr` (its
+/// histogram, when it measured).
+pub fn write_outcome(
+    prefix: &Path,
+    role: Role,
+    pinned: bool,
+    result: Option<&(Measured, Histogram<u64>)>,
+) -> Result<()> {
     let report = ChildReport {
-        role: spec.role,
+        role,
         pinned,
         cpu_seen: harness_sys::current_cpu(),
-        measured: result.as_ref().map(|(m, _)| m.clone()),
+        measured: result.map(|(m, _)| m.clone()),
     };
-    if let Some((_, h)) = &result {
-        std::fs::write(spec.result_prefix.with_extension("hdr"), hist::to_bytes(h)?)?;
+    if let Some((_, h)) = result {
+        std::fs::write(prefix.with_extension("hdr"), hist::to_bytes(h)?)?;
     }
-    std::fs::write(
-        spec.result_prefix.with_extension("json"),
-        serde_json::to_vec(&report)?,
-    )?;
+    std::fs::write(prefix.with_extension("json"), serde_json::to_vec(&report)?)?;
     Ok(())
 }
 

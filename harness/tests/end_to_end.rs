@@ -133,3 +133,48 @@ fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
     assert!(!dir.join("out").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
+    let dir = scratch("ops");
+    let gate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/gate.toml");
+    let out = dir.join("out");
+    let o = harness()
+        .arg(&gate)
+        .arg("--quick")
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let recs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cases: Vec<&str> = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["case"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            "op-write",
+            "op-read",
+            "op-lock-uint8",
+            "op-wake-uint8",
+            "op-kernel"
+        ]
+    );
+    for r in recs.as_array().unwrap() {
+        assert!(r["p50_ns"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["floor_hz"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio_to_floor"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["peer_hz"].is_null(), "op cases have no peer: {r}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

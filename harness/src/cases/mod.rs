@@ -12,6 +12,7 @@
 pub mod ao;
 pub mod gpu;
 pub mod mvm;
+pub mod op;
 pub mod pingpong;
 pub mod roundtrip;
 
@@ -67,6 +68,7 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
         Role::AoSlopes => ao::stage::slopes(spec).map(|()| None)?,
         Role::AoRecon => ao::stage::recon(spec).map(|()| None)?,
         Role::AoFloorCompute => ao::stage::floor_compute(spec).map(|()| None)?,
+        Role::Op => Some(with_dtype!(spec.job.dtype.as_str(), T => op::run::<T>(spec))?),
     };
     Ok(m)
 }
@@ -96,6 +98,37 @@ pub fn touched_buffer<T: shmstream::Element>(n: usize) -> Vec<T> {
         *x = std::hint::black_box(T::default());
     }
     v
+}
+
+/// `n` touched elements starting on a page boundary. Shared payloads start on a page too,
+/// so the library and the floors copy at the same relative alignment of source and
+/// destination (`memcpy`'s speed depends on it, e.g. through 4 KiB aliasing), whatever
+/// addresses the allocator hands out on a given host.
+#[derive(Debug)]
+pub struct PageBuf<T> {
+    v: Vec<T>,
+    start: usize,
+    n: usize,
+}
+
+impl<T: shmstream::Element> PageBuf<T> {
+    /// A page-aligned buffer of `n` elements, every page written once.
+    pub fn new(n: usize) -> Self {
+        let extra = 4096 / std::mem::size_of::<T>().max(1);
+        let v = touched_buffer::<T>(n + extra);
+        let start = v.as_ptr().align_offset(4096).min(extra);
+        PageBuf { v, start, n }
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        &self.v[self.start..self.start + self.n]
+    }
+
+    /// The elements, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.v[self.start..self.start + self.n]
+    }
 }
 
 /// The library's dtype for a numpy name.
@@ -208,6 +241,17 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
                 .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
         Kind::AoLoop => js.streams = ao::create_streams(job, names)?,
+        Kind::Op => {
+            if job.op != Some(crate::scenario::HotOp::Kernel) {
+                let notify = job.op == Some(crate::scenario::HotOp::Wake);
+                js.streams.push(create(
+                    &names.data,
+                    &job.shape,
+                    dtype_of(&job.dtype)?,
+                    notify,
+                )?);
+            }
+        }
     }
     Ok(js)
 }
@@ -222,6 +266,7 @@ pub fn roles(job: &Job) -> &'static [Role] {
         Kind::Pingpong => &[Role::PingReader, Role::PingWriter],
         Kind::Mvm => &[Role::MvmCompute, Role::MvmDriver],
         Kind::AoLoop => &[Role::AoRecon, Role::AoSlopes, Role::AoCamera],
+        Kind::Op => &[Role::Op],
     }
 }
 

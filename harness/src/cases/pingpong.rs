@@ -11,9 +11,10 @@
 //!    `read_after_into_slice`s the next frame and publishes its count on the ack stream;
 //! 3. to stop, the writer publishes the control stream once, then one more data frame.
 //!
-//! `wait = "spin"`: both waits busy-spin. `wait = "futex"`: notify streams and the
-//! library's adaptive wait (spin briefly, then park), with `gap_us` of idle time before
-//! each round trip so that the reader is asleep when the frame comes.
+//! `wait = "spin"`: both waits busy-spin. `wait = "futex"`: notify streams and
+//! [`WaitStrategy::Park`], so both sides sleep in `FUTEX_WAIT` as the floor's do (the
+//! adaptive wait would spin through a fast round trip and beat a floor that sleeps), with
+//! `gap_us` of idle time before each round trip.
 
 use hdrhistogram::Histogram;
 use shmstream::{Element, Stream, WaitStrategy};
@@ -26,7 +27,7 @@ use crate::spawn::ChildSpec;
 
 fn strategy(spec: &ChildSpec) -> WaitStrategy {
     match spec.job.wait {
-        Some(Wait::Futex) => WaitStrategy::Adaptive,
+        Some(Wait::Futex) => WaitStrategy::Park,
         _ => WaitStrategy::Spin,
     }
 }

@@ -45,6 +45,7 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
         wait: Some(wait),
         gap_us: if wait == Wait::Futex { 100.0 } else { 0.0 },
         threads: 1,
+        op: None,
         timing: Timing {
             warmup: 0.05,
             min_seconds: job.timing.min_seconds.min(0.3),
