@@ -44,6 +44,9 @@ impl WaitStrategy {
 
 /// Spins before the first park or sleep (~10–30 µs on current x86 cores).
 const SPIN_ROUNDS: u32 = 4_000;
+/// How many pauses [`WaitStrategy::Adaptive`] spins before it parks (the harness's
+/// adaptive floor spins as long).
+pub const ADAPTIVE_SPIN_ROUNDS: u32 = SPIN_ROUNDS;
 /// Yields after spinning, before sleeping (non-notify streams).
 const YIELD_ROUNDS: u32 = 200;
 

@@ -9,9 +9,11 @@
 //! - pingpong: the C floor `pingpong_payload.c` with the flock pair: the writer takes
 //!   `flock`, bumps a bare shared sequence word to odd, copies the payload in, publishes
 //!   the even value, unlocks; the reader copies out, re-checks the word and stores an
-//!   ack word; the writer also stamps the write time, as the format does. `wait = "futex"`: both sides sleep in `FUTEX_WAIT` (no spinning) and wake
-//!   each other with `FUTEX_WAKE`, the C `futex rtt` floor with a payload; the writer idles
-//!   `gap_us` before each round trip, as in the case.
+//!   ack word; the writer also stamps the write time, as the format does. Each wait form
+//!   waits by the same mechanism as the library's: `spin` spins; `park` (`futex`) sleeps
+//!   in `FUTEX_WAIT` at once, woken by `FUTEX_WAKE` (the C `futex rtt` floor with a
+//!   payload; the writer idles `gap_us` before each round trip, as in the case);
+//!   `adaptive` spins [`shmstream::ADAPTIVE_SPIN_ROUNDS`] pauses, then sleeps.
 //! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
@@ -130,12 +132,23 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok(r)
 }
 
-/// Waits until `pred(word)`: spinning, or sleeping in `FUTEX_WAIT`. The clock is read
-/// only every 1024 rounds so that it does not slow the spin.
+/// Whether a floor waiter in its `rounds`-th pause sleeps in `FUTEX_WAIT` (else it
+/// spins): never for spin, after the library's own spin budget for adaptive, at once for
+/// park. The same mechanism as the library's wait of that name.
+fn sleeps(wait: Option<Wait>, rounds: u32) -> bool {
+    match wait {
+        Some(Wait::Park) => true,
+        Some(Wait::Adaptive) => rounds >= shmstream::ADAPTIVE_SPIN_ROUNDS,
+        _ => false,
+    }
+}
+
+/// Waits until `pred(word)`, spinning or sleeping in `FUTEX_WAIT` as [`sleeps`] says. The
+/// clock is read only every 1024 spins so that it does not slow the spin.
 fn wait_until(
     word: &AtomicU32,
     pred: impl Fn(u32) -> bool,
-    futex_mode: bool,
+    wait: Option<Wait>,
     timeout: Duration,
 ) -> Result<u32> {
     let mut deadline: Option<Instant> = None;
@@ -145,13 +158,14 @@ fn wait_until(
         if pred(v) {
             return Ok(v);
         }
-        if futex_mode {
+        let sleep = sleeps(wait, rounds);
+        if sleep {
             futex::wait(word, v, Duration::from_millis(50));
         } else {
             std::hint::spin_loop();
         }
-        rounds = rounds.wrapping_add(1);
-        if futex_mode || rounds.is_multiple_of(1024) {
+        rounds = rounds.saturating_add(1);
+        if sleep || rounds.is_multiple_of(1024) {
             let now = Instant::now();
             if now > *deadline.get_or_insert(now + timeout) {
                 bail!("floor peer did not answer within {timeout:?}");
@@ -167,13 +181,14 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let region = ShmRegion::open(&spec.names.region, ping_region_len(job))
         .context("opening the floor region")?;
     let lock = LockFile::open(&spec.names.lock, false)?;
-    let futex_mode = job.wait == Some(Wait::Futex);
+    let wait = job.wait;
+    let notify = wait.is_some_and(Wait::notifies);
     let to = Duration::from_secs_f64(spec.wait_timeout_s);
     let (seq, ack) = (region.atomic_u32(SEQ), region.atomic_u32(ACK));
     let time = region.atomic_u64(TIME);
     let src = vec![1u8; n];
     region.prefault();
-    wait_until(region.atomic_u32(READY), |v| v != 0, false, to)?;
+    wait_until(region.atomic_u32(READY), |v| v != 0, None, to)?;
     let mut generation = 0u32;
     let r = timed_loop(&job.timing, job.gap_us, |_| {
         generation += 1;
@@ -187,10 +202,10 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         // Even: published. Pairs with the reader's acquire load.
         seq.store(2 * generation, Ordering::Release);
         lock.unlock()?;
-        if futex_mode {
+        if notify {
             futex::wake_all(seq);
         }
-        wait_until(ack, |v| v == generation, futex_mode, to)?;
+        wait_until(ack, |v| v == generation, wait, to)?;
         Ok(())
     })?;
     region.atomic_u32(STOP).store(1, Ordering::Release);
@@ -204,7 +219,8 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let n = job.payload_bytes();
     let region = ShmRegion::open(&spec.names.region, ping_region_len(job))
         .context("opening the floor region")?;
-    let futex_mode = job.wait == Some(Wait::Futex);
+    let wait = job.wait;
+    let notify = wait.is_some_and(Wait::notifies);
     let to = Duration::from_secs_f64(spec.wait_timeout_s);
     let (seq, ack, stop) = (
         region.atomic_u32(SEQ),
@@ -234,13 +250,14 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
                 std::hint::black_box(&dst);
                 return Ok(());
             }
-            if futex_mode {
+            let sleep = sleeps(wait, rounds);
+            if sleep {
                 futex::wait(seq, s, Duration::from_millis(50));
             } else {
                 std::hint::spin_loop();
             }
-            rounds = rounds.wrapping_add(1);
-            if futex_mode || rounds.is_multiple_of(1024) {
+            rounds = rounds.saturating_add(1);
+            if sleep || rounds.is_multiple_of(1024) {
                 let now = Instant::now();
                 if now > *deadline.get_or_insert(now + to) {
                     bail!("floor writer went silent for {to:?}");
@@ -248,7 +265,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
             }
         }
         ack.store(generation, Ordering::Release);
-        if futex_mode {
+        if notify {
             futex::wake_all(ack);
         }
     }

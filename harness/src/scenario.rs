@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use shmstream::WaitStrategy;
 
 pub use crate::cases::ao::geometry::AoCase;
 use crate::error::{Context, Result, bail};
@@ -160,10 +161,15 @@ impl HotOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wait {
-    /// Busy-wait.
+    /// Busy-wait on the sequence ([`WaitStrategy::Spin`]).
     Spin,
-    /// Notify stream; pingpong parks at once (as its floor), MVM and AO spin briefly first.
-    Futex,
+    /// Notify stream; spin for the library's adaptive budget, then park on the futex
+    /// ([`WaitStrategy::Adaptive`]). Floor: the same spin budget, then `FUTEX_WAIT`.
+    Adaptive,
+    /// Notify stream; park on the futex at once ([`WaitStrategy::Park`]). Floor: both
+    /// sides asleep in `FUTEX_WAIT`. `"futex"` is accepted for it (older scenarios).
+    #[serde(alias = "futex")]
+    Park,
 }
 
 impl Wait {
@@ -171,8 +177,23 @@ impl Wait {
     pub fn name(self) -> &'static str {
         match self {
             Wait::Spin => "spin",
-            Wait::Futex => "futex",
+            Wait::Adaptive => "adaptive",
+            Wait::Park => "park",
         }
+    }
+
+    /// The library's strategy of the same name.
+    pub fn strategy(self) -> WaitStrategy {
+        match self {
+            Wait::Spin => WaitStrategy::Spin,
+            Wait::Adaptive => WaitStrategy::Adaptive,
+            Wait::Park => WaitStrategy::Park,
+        }
+    }
+
+    /// Whether waiters sleep on the futex (notify streams), after spinning or at once.
+    pub fn notifies(self) -> bool {
+        self != Wait::Spin
     }
 }
 
@@ -471,7 +492,7 @@ impl Scenario {
             };
             let gap_us =
                 c.gap_us
-                    .unwrap_or(if wait == Some(Wait::Futex) && c.kind == Kind::Pingpong {
+                    .unwrap_or(if wait == Some(Wait::Park) && c.kind == Kind::Pingpong {
                         100.0
                     } else {
                         0.0
@@ -702,7 +723,7 @@ pipeline = "device-resident"
         let jobs = sut.jobs(false, None);
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].case, "roundtrip");
-        assert_eq!(jobs[2].case, "pingpong-futex-uint8");
+        assert_eq!(jobs[2].case, "pingpong-park-uint8", "\"futex\" is the old name of park");
         assert_eq!(jobs[2].gap_us, 100.0);
         assert_eq!(jobs[2].payload_bytes(), 16);
         assert_eq!(jobs[3].case, "mvm-device-resident-cuda0");

@@ -33,7 +33,7 @@ dtype = "uint8"
 sizes = [[64]]
 [[case]]
 kind = "pingpong"
-wait = "futex"
+wait = "futex" # the old name of "park"
 sizes = [[16]]
 [[case]]
 kind = "mvm"

@@ -92,7 +92,7 @@ fn device_side(job: &Job) -> bool {
 
 fn strategy(job: &Job) -> WaitStrategy {
     match job.wait {
-        Some(Wait::Futex) => WaitStrategy::Adaptive,
+        Some(w) => w.strategy(),
         _ => WaitStrategy::Spin,
     }
 }
@@ -112,7 +112,7 @@ fn gpu_create(job: &Job, name: &str, shape: &[usize], notify: bool) -> Result<St
 /// Creates the streams of a GPU job (the parent owns the device allocations until its
 /// children exit: the library's producer-lifetime contract).
 pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stream>> {
-    let futex = job.wait == Some(Wait::Futex);
+    let futex = job.wait.is_some_and(Wait::notifies);
     let ctl = || super::create(&names.ctl, &[1], Dtype::U64, false);
     Ok(match job.kind {
         Kind::Roundtrip => vec![gpu_create(job, &names.data, &job.shape, false)?],

@@ -196,7 +196,7 @@ pub(crate) fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) ->
 /// Whether the MVM writer waits with futex (notify) rather than spinning.
 pub fn mvm_waits_with_futex(job: &Job) -> bool {
     match job.wait {
-        Some(w) => w == Wait::Futex,
+        Some(w) => w.notifies(),
         None => mvm::kernel_is_parallel(job),
     }
 }
@@ -208,7 +208,7 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
         js.streams = gpu::create_streams(job, names)?;
         return Ok(js);
     }
-    let futex = job.wait == Some(Wait::Futex);
+    let futex = job.wait.is_some_and(Wait::notifies);
     match job.kind {
         Kind::Roundtrip => js.streams.push(create(
             &names.data,

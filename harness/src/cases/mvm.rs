@@ -81,11 +81,11 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     }
     ctl.write_slice(&[1u64])?;
     x.write_slice(&xv)?;
-    let wait = if mvm_waits_with_futex(job) {
-        Wait::Futex
+    let wait = job.wait.unwrap_or(if mvm_waits_with_futex(job) {
+        Wait::Adaptive
     } else {
         Wait::Spin
-    };
+    });
     m.notes.push(("driver_wait".into(), wait.name().into()));
     m.notes.push((
         "kernel_isa".into(),
@@ -100,12 +100,7 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
-    let futex = job.wait == Some(Wait::Futex);
-    x.set_wait_strategy(if futex {
-        WaitStrategy::Adaptive
-    } else {
-        WaitStrategy::Spin
-    });
+    x.set_wait_strategy(job.wait.map_or(WaitStrategy::Spin, Wait::strategy));
     matrix
         .wait_for_count(0, to)
         .context("waiting for the matrix")?;

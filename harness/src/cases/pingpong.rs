@@ -11,10 +11,10 @@
 //!    `read_after_into_slice`s the next frame and publishes its count on the ack stream;
 //! 3. to stop, the writer publishes the control stream once, then one more data frame.
 //!
-//! `wait = "spin"`: both waits busy-spin. `wait = "futex"`: notify streams and
-//! [`WaitStrategy::Park`], so both sides sleep in `FUTEX_WAIT` as the floor's do (the
-//! adaptive wait would spin through a fast round trip and beat a floor that sleeps), with
-//! `gap_us` of idle time before each round trip.
+//! The wait forms, each against the floor of the same mechanism: `wait = "spin"`: both
+//! sides busy-spin. `"adaptive"`: notify streams, spin for the library's budget, then
+//! park. `"park"` (or `"futex"`): notify streams, both sides sleep in `FUTEX_WAIT` at once,
+//! with `gap_us` (default 100) of idle time before each round trip.
 
 use hdrhistogram::Histogram;
 use shmstream::{Element, Stream, WaitStrategy};
@@ -26,10 +26,7 @@ use crate::scenario::Wait;
 use crate::spawn::ChildSpec;
 
 fn strategy(spec: &ChildSpec) -> WaitStrategy {
-    match spec.job.wait {
-        Some(Wait::Futex) => WaitStrategy::Park,
-        _ => WaitStrategy::Spin,
-    }
+    spec.job.wait.map_or(WaitStrategy::Spin, Wait::strategy)
 }
 
 /// Writer side: measures every round trip.

@@ -111,15 +111,17 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                     pass: p50.map(|v| v <= 1200),
                 });
             }
-            if j.wait == Some(Wait::Futex) {
+            if let Some(w) = j.wait.filter(|w| w.notifies()) {
                 let (a, b) = (
                     ours.map(|s| s.hist.value_at_quantile(0.5)),
                     floor.map(|s| s.hist.value_at_quantile(0.5)),
                 );
                 out.push(Target {
                     name: format!(
-                        "pingpong futex {} p50 vs futex floor p50",
-                        crate::report::human_bytes(bytes)
+                        "pingpong {} {} p50 vs {} floor p50",
+                        w.name(),
+                        crate::report::human_bytes(bytes),
+                        w.name()
                     ),
                     measured: match (a, b) {
                         (Some(a), Some(b)) if b > 0 => {

@@ -32,7 +32,11 @@ pub struct Floor {
 /// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way
 /// the stages wait (futex with both sides asleep, or spin).
 fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
-    let wait = job.ao.as_ref().and_then(|a| a.wait).unwrap_or(Wait::Futex);
+    let wait = job
+        .ao
+        .as_ref()
+        .and_then(|a| a.wait)
+        .unwrap_or(Wait::Adaptive);
     Job {
         case: "ao-hop".into(),
         kind: Kind::Pingpong,
@@ -43,7 +47,7 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
         mirror: None,
         pipeline: None,
         wait: Some(wait),
-        gap_us: if wait == Wait::Futex { 100.0 } else { 0.0 },
+        gap_us: if wait == Wait::Park { 100.0 } else { 0.0 },
         threads: 1,
         op: None,
         timing: Timing {
@@ -132,7 +136,7 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
                         job.ao
                             .as_ref()
                             .and_then(|a| a.wait)
-                            .unwrap_or(Wait::Futex)
+                            .unwrap_or(Wait::Adaptive)
                             .name()
                     ),
                 )],

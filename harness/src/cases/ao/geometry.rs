@@ -48,8 +48,9 @@ pub struct AoCase {
     /// Run slopes and reconstructor in one process.
     #[serde(default)]
     pub merged: bool,
-    /// How the stages wait for their input: absent = futex (spin briefly, then park;
-    /// park at once on a shared core); `"spin"` = busy-wait (needs a core per stage).
+    /// How the stages wait for their input: absent or `"adaptive"` = spin briefly, then
+    /// park (park at once on a shared core); `"park"` = park at once; `"spin"` =
+    /// busy-wait (needs a core per stage). The hop floors wait the same way.
     #[serde(default)]
     pub wait: Option<crate::scenario::Wait>,
     /// Search the highest sustainable rate with a ladder of short runs.

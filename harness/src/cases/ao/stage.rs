@@ -74,15 +74,13 @@ fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
     Ok((Geometry::new(&spec.job.shape, ao)?, ao))
 }
 
-/// Input waits spin briefly then park on the futex; a stage sharing its core parks at
-/// once; `wait = "spin"` busy-waits.
+/// The `[case.ao]` wait (default adaptive: spin briefly, then park on the futex); a
+/// stage sharing its core parks at once unless told to spin.
 fn strategy(ao: &super::AoCase, shared: bool) -> WaitStrategy {
-    if ao.wait == Some(crate::scenario::Wait::Spin) {
-        WaitStrategy::Spin
-    } else if shared {
-        WaitStrategy::Park
-    } else {
-        WaitStrategy::Adaptive
+    match ao.wait {
+        Some(w @ (crate::scenario::Wait::Spin | crate::scenario::Wait::Park)) => w.strategy(),
+        _ if shared => WaitStrategy::Park,
+        _ => WaitStrategy::Adaptive,
     }
 }
 
