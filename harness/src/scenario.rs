@@ -723,7 +723,10 @@ pipeline = "device-resident"
         let jobs = sut.jobs(false, None);
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].case, "roundtrip");
-        assert_eq!(jobs[2].case, "pingpong-park-uint8", "\"futex\" is the old name of park");
+        assert_eq!(
+            jobs[2].case, "pingpong-park-uint8",
+            "\"futex\" is the old name of park"
+        );
         assert_eq!(jobs[2].gap_us, 100.0);
         assert_eq!(jobs[2].payload_bytes(), 16);
         assert_eq!(jobs[3].case, "mvm-device-resident-cuda0");

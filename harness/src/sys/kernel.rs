@@ -82,37 +82,6 @@ pub fn sgemv_rows_baseline(a: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     body::<false>(a, cols, x, y);
 }
 
-/// Sums every element of `a` in independent lanes: one streaming read of the matrix,
-/// the least work any `y = A·x` does with it (the floor of the gate's kernel op).
-pub fn read_all(a: &[f32]) -> f32 {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `sgemv_rows`: AVX2 and FMA were detected before `isa()` returned
-        // Avx2Fma, the only precondition of this `#[target_feature]` function.
-        KernelIsa::Avx2Fma => unsafe { read_all_avx2(a) },
-        _ => read_all_body(a),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn read_all_avx2(a: &[f32]) -> f32 {
-    read_all_body(a)
-}
-
-#[inline(always)]
-fn read_all_body(a: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = a.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (l, v) in acc.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn sgemv_avx2_fma(a: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
