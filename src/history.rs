@@ -36,6 +36,64 @@ use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
 use crate::stream::Stream;
 
+/// Rings of at least this many bytes take frames of at least [`STREAM_MIN_FRAME`] with
+/// streaming (non-temporal) stores: a slot comes round again only after the whole ring,
+/// long after it left the caches, so ordinary stores would first read every line of it
+/// back from memory (read for ownership), doubling the traffic of an append.
+const STREAM_MIN_RING: usize = 8 << 20;
+/// See [`STREAM_MIN_RING`].
+const STREAM_MIN_FRAME: usize = 16 << 10;
+
+/// Whether a ring of `ring_bytes` appends frames of `frame_bytes` with streaming stores.
+fn streams(ring_bytes: usize, frame_bytes: usize) -> bool {
+    cfg!(target_arch = "x86_64") && ring_bytes >= STREAM_MIN_RING && frame_bytes >= STREAM_MIN_FRAME
+}
+
+/// Copies `len` bytes with streaming stores, then fences them (they are weakly ordered, and
+/// the stamp stored after the copy must not become visible before them).
+///
+/// # Safety
+/// `src` and `dst` are valid for `len` bytes and do not overlap; `dst` is 16-byte aligned.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    let whole = len / 64 * 64;
+    let mut at = 0;
+    while at < whole {
+        // SAFETY: `at + 64 <= len`, so the four 16-byte loads and stores are in bounds;
+        // `dst + at` is 16-byte aligned (dst is, and `at` is a multiple of 64). SSE2 is
+        // part of the x86_64 baseline.
+        unsafe {
+            let s = src.add(at).cast::<__m128i>();
+            let d = dst.add(at).cast::<__m128i>();
+            let (a, b, c, e) = (
+                _mm_loadu_si128(s),
+                _mm_loadu_si128(s.add(1)),
+                _mm_loadu_si128(s.add(2)),
+                _mm_loadu_si128(s.add(3)),
+            );
+            _mm_stream_si128(d, a);
+            _mm_stream_si128(d.add(1), b);
+            _mm_stream_si128(d.add(2), c);
+            _mm_stream_si128(d.add(3), e);
+        }
+        at += 64;
+    }
+    // SAFETY: the tail `whole..len` is in bounds of both (caller contract); `_mm_sfence`
+    // has no preconditions.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.add(whole), dst.add(whole), len - whole);
+        _mm_sfence();
+    }
+}
+
+/// Never called: `streams` is false off x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+}
+
 /// The deepest history a stream may keep.
 pub const MAX_HISTORY: usize = 1 << 20;
 /// The largest ring segment a stream may create (the payloads of all slots): 64 GiB.
@@ -96,6 +154,8 @@ pub(crate) struct Ring {
     capacity: u64,
     frame_bytes: usize,
     stride: usize,
+    /// Append with streaming stores ([`STREAM_MIN_RING`]).
+    streaming: bool,
 }
 
 impl Ring {
@@ -119,6 +179,7 @@ impl Ring {
             capacity: capacity as u64,
             frame_bytes,
             stride: stride(frame_bytes).unwrap_or(usize::MAX),
+            streaming: streams(bytes, frame_bytes),
         };
         let p = ring.seg.as_ptr();
         // SAFETY: the segment is fresh, private to this creator until the stream's header
@@ -172,6 +233,7 @@ impl Ring {
             capacity: capacity as u64,
             frame_bytes,
             stride: stride(frame_bytes).unwrap_or(usize::MAX),
+            streaming: streams(need, frame_bytes),
         }))
     }
 
@@ -209,15 +271,17 @@ impl Ring {
         // Keeps the frame stores below from becoming visible before the odd stamp.
         fence(Ordering::Release);
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); the slot's
-        // frame area is `frame_bytes` long inside the mapping (checked at attach/create).
-        // Cursors copying it concurrently detect the overlap through the stamp.
+        // frame area is `frame_bytes` long inside the mapping (checked at attach/create),
+        // 64-byte aligned (page-aligned mapping, 64-byte header and stride), and not the
+        // payload. Cursors copying it concurrently detect the overlap through the stamp.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                src,
-                self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES),
-                self.frame_bytes,
-            )
-        };
+            let dst = self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES);
+            if self.streaming {
+                stream_copy(dst, src, self.frame_bytes);
+            } else {
+                std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
+            }
+        }
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
             .store(frame_id, Ordering::Relaxed);
@@ -559,6 +623,24 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streaming_copy_copies_every_byte_including_a_ragged_tail() {
+        for len in [0usize, 1, 63, 64, 65, 4096 + 17] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut dst = vec![0u128; len.div_ceil(16) + 1];
+            let d = dst.as_mut_ptr().cast::<u8>();
+            assert!((d as usize).is_multiple_of(16));
+            // SAFETY: both buffers hold `len` bytes and do not overlap; `d` is 16-byte aligned.
+            unsafe { stream_copy(d, src.as_ptr(), len) };
+            // SAFETY: `dst` holds at least `len` initialized bytes.
+            let got = unsafe { std::slice::from_raw_parts(d, len) };
+            assert_eq!(got, &src[..], "len {len}");
+        }
+        assert!(streams(STREAM_MIN_RING, STREAM_MIN_FRAME) == cfg!(target_arch = "x86_64"));
+        assert!(!streams(STREAM_MIN_RING - 1, STREAM_MIN_FRAME));
+        assert!(!streams(STREAM_MIN_RING, STREAM_MIN_FRAME - 1));
+    }
 
     #[test]
     fn ring_sizes_are_bounded_and_aligned() {
