@@ -99,7 +99,7 @@ pub fn section(results: &[JobResult]) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory plus half the futex ping-pong round trip of each hop's payload, summed sample by sample; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
+        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory plus half the ping-pong floor round trip of each hop's payload (waiting as the hop's stages do: adaptive across cores by default, parked where they share a core), summed sample by sample; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let Some(st) = &a.stats else { continue };

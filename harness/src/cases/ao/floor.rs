@@ -29,14 +29,16 @@ pub struct Floor {
     pub recon_p50_ns: u64,
 }
 
-/// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way
-/// the stages wait (futex with both sides asleep, or spin).
-fn hop_job(job: &Job, bytes: usize, from: usize, to: usize) -> Job {
-    let wait = job
-        .ao
-        .as_ref()
-        .and_then(|a| a.wait)
-        .unwrap_or(Wait::Adaptive);
+/// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way the
+/// receiving stage waits: the case's wait (default adaptive), but parked at once when that
+/// stage shares its core with another (as such stages do: a spinner there only delays its
+/// neighbour).
+fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool) -> Job {
+    let wait = match job.ao.as_ref().and_then(|a| a.wait) {
+        Some(Wait::Spin) => Wait::Spin,
+        _ if shared || from == to => Wait::Park,
+        w => w.unwrap_or(Wait::Adaptive),
+    };
     Job {
         case: "ao-hop".into(),
         kind: Kind::Pingpong,
@@ -90,12 +92,24 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
     let compute = read_log(&spec.result_prefix.with_extension("aolog"))?;
     let mut hops = vec![(
         "camera→slopes floor",
-        hop_job(job, g.pixels() * 2, place.camera, place.slopes),
+        hop_job(
+            job,
+            g.pixels() * 2,
+            place.camera,
+            place.slopes,
+            place.shares(place.slopes),
+        ),
     )];
     if !place.merged {
         hops.push((
             "slopes→recon floor",
-            hop_job(job, g.signals * 4, place.slopes, place.recon),
+            hop_job(
+                job,
+                g.signals * 4,
+                place.slopes,
+                place.recon,
+                place.shares(place.recon),
+            ),
         ));
     }
     let mut hop_hists = Vec::new();
@@ -131,14 +145,9 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
                 warmup_iterations: 10,
                 notes: vec![(
                     "composition".into(),
-                    format!(
-                        "slopes + recon alone on plain memory + {} ping-pong floor round trip / 2 per hop",
-                        job.ao
-                            .as_ref()
-                            .and_then(|a| a.wait)
-                            .unwrap_or(Wait::Adaptive)
-                            .name()
-                    ),
+                    "slopes + recon alone on plain memory + half the ping-pong floor round trip \
+                     of each hop, waiting as its stages do (parked where they share a core)"
+                        .to_string(),
                 )],
             },
             hist: total,
