@@ -826,6 +826,7 @@ pipeline = "device-resident"
             "latency.toml",
             "ao.toml",
             "gate.toml",
+            "mvm-mid.toml",
         ] {
             Scenario::load(&dir.join(f)).unwrap();
         }
