@@ -150,9 +150,10 @@ impl Stream {
     }
 
     /// Wakes every process parked on this stream (notify streams; a no-op on others)
-    /// without publishing: their waits re-check and go back to sleep unless something
-    /// they watch changed, e.g. a stop flag on another stream. Publications wake waiters
-    /// by themselves; this is for signals that do not go through this stream.
+    /// without publishing: each waiter re-checks what it waits for (the sequence, the
+    /// stream's generation) and parks again if nothing changed. Publications wake waiters
+    /// by themselves; this is the wake alone, e.g. for a waiter of your own on the stream's
+    /// futex word, and the hot path the CI gate times (`scenarios/gate.toml`).
     pub fn wake_waiters(&self) {
         if self.notify() {
             notify::wake_all(&self.header);
