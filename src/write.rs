@@ -152,8 +152,8 @@ impl Stream {
     /// Wakes every process parked on this stream (notify streams; a no-op on others)
     /// without publishing: each waiter re-checks what it waits for (the sequence, the
     /// stream's generation) and parks again if nothing changed. Publications wake waiters
-    /// by themselves; this is the wake alone, e.g. for a waiter of your own on the stream's
-    /// futex word, and the hot path the CI gate times (`scenarios/gate.toml`).
+    /// by themselves; this is the wake alone, the hot path the CI gate times
+    /// (`scenarios/gate.toml`).
     pub fn wake_waiters(&self) {
         if self.notify() {
             notify::wake_all(&self.header);
