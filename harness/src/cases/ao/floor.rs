@@ -32,7 +32,8 @@ pub struct Floor {
 /// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way the
 /// receiving stage waits: the case's wait (default adaptive), but parked at once when that
 /// stage shares its core with another (as such stages do: a spinner there only delays its
-/// neighbour).
+/// neighbour). Frames come one camera period apart, as in the loop, so an adaptive waiter
+/// has spent its spin budget and parked when the frame comes, as the stage has.
 fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool) -> Job {
     let wait = match job.ao.as_ref().and_then(|a| a.wait) {
         Some(Wait::Spin) => Wait::Spin,
@@ -49,7 +50,11 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool) -> Job
         mirror: None,
         pipeline: None,
         wait: Some(wait),
-        gap_us: if wait == Wait::Park { 100.0 } else { 0.0 },
+        gap_us: match (wait, job.ao.as_ref()) {
+            (Wait::Spin, _) => 0.0,
+            (_, Some(ao)) if ao.rate_hz > 0.0 => 1e6 / ao.rate_hz,
+            _ => 100.0,
+        },
         threads: 1,
         op: None,
         timing: Timing {
