@@ -28,7 +28,7 @@ use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
-use crate::scenario::{Job, Wait};
+use crate::scenario::Wait;
 use crate::spawn::ChildSpec;
 
 /// Offsets of the control words in the pingpong floor region, one cache line each.
@@ -40,11 +40,6 @@ const COUNT: usize = 256;
 const TIME: usize = 320;
 /// The payload starts on its own page.
 pub const PAYLOAD: usize = 4096;
-
-/// Size of the pingpong floor region for `job`.
-pub fn ping_region_len(job: &Job) -> usize {
-    PAYLOAD + job.payload_bytes()
-}
 
 /// Size of a [`BareStream`] region for `payload` bytes of frame.
 pub fn bare_region_len(payload: usize) -> usize {
@@ -178,30 +173,22 @@ fn wait_until(
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
     let n = job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, ping_region_len(job))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
         .context("opening the floor region")?;
-    let lock = LockFile::open(&spec.names.lock, false)?;
+    let bare = BareStream::new(&region, &spec.names.lock)?;
     let wait = job.wait;
     let notify = wait.is_some_and(Wait::notifies);
     let to = Duration::from_secs_f64(spec.wait_timeout_s);
-    let (seq, ack) = (region.atomic_u32(SEQ), region.atomic_u32(ACK));
-    let time = region.atomic_u64(TIME);
+    let (seq, ack) = (bare.word(), region.atomic_u32(ACK));
     let src = vec![1u8; n];
     region.prefault();
     wait_until(region.atomic_u32(READY), |v| v != 0, None, to)?;
     let mut generation = 0u32;
     let r = timed_loop(&job.timing, job.gap_us, |_| {
         generation += 1;
-        lock.lock()?;
-        // Odd: a write is in progress (readers retry). Release fence: the odd value is
-        // visible before any payload byte.
-        seq.store(2 * generation - 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        region.copy_in(PAYLOAD, &src);
-        stamp(time);
-        // Even: published. Pairs with the reader's acquire load.
-        seq.store(2 * generation, Ordering::Release);
-        lock.unlock()?;
+        // The only writer: publication `generation` leaves the sequence at 2·generation,
+        // which the reader waits for.
+        bare.publish(&src)?;
         if notify {
             futex::wake_all(seq);
         }
@@ -217,7 +204,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let n = job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, ping_region_len(job))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
         .context("opening the floor region")?;
     let wait = job.wait;
     let notify = wait.is_some_and(Wait::notifies);

@@ -243,21 +243,14 @@ impl Runner {
         }
         match job.kind {
             Kind::Roundtrip => {
-                let _region = ShmRegion::create(
-                    &names.region,
-                    crate::floor::bare_region_len(job.payload_bytes()),
-                )
-                .context("creating the floor region")?;
-                let _lock = LockFile::open(&names.lock, true)?;
+                let _bare = bare_floor_objects(&names, job)?;
                 self.collect(
                     &[self.spec(Role::FloorRoundtrip, job, &names, idx, "floor")],
                     job,
                 )
             }
             Kind::Pingpong => {
-                let _region = ShmRegion::create(&names.region, crate::floor::ping_region_len(job))
-                    .context("creating the floor region")?;
-                let _lock = LockFile::open(&names.lock, true)?;
+                let _bare = bare_floor_objects(&names, job)?;
                 let specs = [
                     self.spec(Role::FloorPingReader, job, &names, idx, "floor"),
                     self.spec(Role::FloorPingWriter, job, &names, idx, "floor"),
@@ -274,12 +267,7 @@ impl Runner {
     fn op(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
         let names = self.names(idx, "op");
         let _streams = cases::create_streams(job, &names)?;
-        let _region = ShmRegion::create(
-            &names.region,
-            crate::floor::bare_region_len(job.payload_bytes()),
-        )
-        .context("creating the floor region")?;
-        let _lock = LockFile::open(&names.lock, true)?;
+        let _bare = bare_floor_objects(&names, job)?;
         let spec = self.spec(Role::Op, job, &names, idx, "op");
         let ours = self.collect(std::slice::from_ref(&spec), job)?;
         let floor = spawn::read_outcome_at(&cases::op::floor_prefix(&spec.result_prefix), Role::Op)
@@ -301,6 +289,17 @@ impl Runner {
             .collect();
         self.collect(&specs, job)
     }
+}
+
+/// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
+/// (held until its children exit).
+fn bare_floor_objects(names: &Names, job: &Job) -> Result<(ShmRegion, LockFile)> {
+    let region = ShmRegion::create(
+        &names.region,
+        crate::floor::bare_region_len(job.payload_bytes()),
+    )
+    .context("creating the floor region")?;
+    Ok((region, LockFile::open(&names.lock, true)?))
 }
 
 fn role_short(r: Role) -> &'static str {

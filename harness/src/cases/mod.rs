@@ -210,12 +210,18 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
     }
     let futex = job.wait.is_some_and(Wait::notifies);
     match job.kind {
-        Kind::Roundtrip => js.streams.push(create(
-            &names.data,
-            &job.shape,
-            dtype_of(&job.dtype)?,
-            false,
-        )?),
+        // Roundtrip and the hot-path ops (but the kernel) write one data stream; the wake
+        // op's must be a notify stream.
+        Kind::Roundtrip | Kind::Op => {
+            if job.op != Some(crate::scenario::HotOp::Kernel) {
+                js.streams.push(create(
+                    &names.data,
+                    &job.shape,
+                    dtype_of(&job.dtype)?,
+                    job.op == Some(crate::scenario::HotOp::Wake),
+                )?);
+            }
+        }
         Kind::Pingpong => {
             js.streams.push(create(
                 &names.data,
@@ -241,17 +247,6 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
                 .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
         Kind::AoLoop => js.streams = ao::create_streams(job, names)?,
-        Kind::Op => {
-            if job.op != Some(crate::scenario::HotOp::Kernel) {
-                let notify = job.op == Some(crate::scenario::HotOp::Wake);
-                js.streams.push(create(
-                    &names.data,
-                    &job.shape,
-                    dtype_of(&job.dtype)?,
-                    notify,
-                )?);
-            }
-        }
     }
     Ok(js)
 }
