@@ -140,7 +140,7 @@ pub enum HotOp {
     Lock,
     /// Waking a notify stream's waiters (`wake_waiters`, none parked).
     Wake,
-    /// The MVM kernel alone, single thread, against a streaming read of the matrix.
+    /// The cases' MVM kernel alone, single thread, against the bare kernel function.
     Kernel,
 }
 

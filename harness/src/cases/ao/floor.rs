@@ -30,16 +30,14 @@ pub struct Floor {
 }
 
 /// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way the
-/// receiving stage waits: the case's wait (default adaptive), but parked at once when that
-/// stage shares its core with another (as such stages do: a spinner there only delays its
-/// neighbour). Frames come one camera period apart, as in the loop, so an adaptive waiter
-/// has spent its spin budget and parked when the frame comes, as the stage has.
+/// receiving stage waits ([`super::AoCase::stage_wait`]; `shared`: that stage shares its
+/// core). Frames come one camera period apart, as in the loop, so an adaptive waiter has
+/// spent its spin budget and parked when the frame comes, as the stage has.
 fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool) -> Job {
-    let wait = match job.ao.as_ref().and_then(|a| a.wait) {
-        Some(Wait::Spin) => Wait::Spin,
-        _ if shared || from == to => Wait::Park,
-        w => w.unwrap_or(Wait::Adaptive),
-    };
+    let wait = job
+        .ao
+        .as_ref()
+        .map_or(Wait::Adaptive, |ao| ao.stage_wait(shared || from == to));
     Job {
         case: "ao-hop".into(),
         kind: Kind::Pingpong,

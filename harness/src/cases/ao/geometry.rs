@@ -74,6 +74,20 @@ pub struct AoCase {
     pub leak: f32,
 }
 
+impl AoCase {
+    /// How a stage waits for its input: the case's wait (default adaptive), but parked at
+    /// once when the stage shares its core with another (a spinner there only delays its
+    /// neighbour) unless told to spin. The hop floors wait the same way.
+    pub fn stage_wait(&self, shared: bool) -> crate::scenario::Wait {
+        use crate::scenario::Wait;
+        match self.wait {
+            Some(w @ (Wait::Spin | Wait::Park)) => w,
+            _ if shared => Wait::Park,
+            _ => Wait::Adaptive,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

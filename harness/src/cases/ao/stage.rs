@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness_sys::clock::monotonic_ns;
-use shmstream::{Stream, WaitStrategy};
+use shmstream::Stream;
 
 use super::camera;
 use super::geometry::Geometry;
@@ -74,16 +74,6 @@ fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
     Ok((Geometry::new(&spec.job.shape, ao)?, ao))
 }
 
-/// The `[case.ao]` wait (default adaptive: spin briefly, then park on the futex); a
-/// stage sharing its core parks at once unless told to spin.
-fn strategy(ao: &super::AoCase, shared: bool) -> WaitStrategy {
-    match ao.wait {
-        Some(w @ (crate::scenario::Wait::Spin | crate::scenario::Wait::Park)) => w.strategy(),
-        _ if shared => WaitStrategy::Park,
-        _ => WaitStrategy::Adaptive,
-    }
-}
-
 /// Says "ready" after every stage downstream did: stage `k` (counted from the DM end)
 /// waits for `k - 1` ready marks, then writes `k`.
 fn mark_ready(ready: &Stream, k: u64, to: Option<Duration>) -> Result<()> {
@@ -143,7 +133,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     s.frame
-        .set_wait_strategy(strategy(ao, place.shares(place.slopes)));
+        .set_wait_strategy(ao.stage_wait(place.shares(place.slopes)).strategy());
     let mut stage = Slopes::new(&g);
     let mut recon = if ao.merged {
         Some(Recon::new(
@@ -204,7 +194,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     s.signals
-        .set_wait_strategy(strategy(ao, place.shares(place.recon)));
+        .set_wait_strategy(ao.stage_wait(place.shares(place.recon)).strategy());
     let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut sig = vec![0.0f32; g.signals];
