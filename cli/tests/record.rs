@@ -1,6 +1,7 @@
 //! `shmstream record`: every frame of a history stream into FITS cubes that astropy reads
-//! (shape, dtype, values, per-frame table), `.npy` cubes, a full disk (frames already
-//! written stay intact, exit 1), an unwritable `--out`, and the warning for plain streams.
+//! (shape, dtype, values, per-frame table; every FITS dtype bit for bit), `.npy` cubes, a
+//! full disk in either format (frames already written stay intact, exit 1), an unwritable
+//! `--out`, and the warning for plain streams.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -24,9 +25,22 @@ fn out_dir(tag: &str) -> PathBuf {
 
 /// A camera: writes frame `i` (every pixel `i % 50_000`, frame id `i`) once per
 /// millisecond on its own clock until `recorder` exits; returns its status and stderr.
-fn produce_until_exit(s: &Stream, mut recorder: Proc) -> (ExitStatus, String) {
-    let start = Instant::now();
+fn produce_until_exit(s: &Stream, recorder: Proc) -> (ExitStatus, String) {
     let mut frame = vec![0u16; s.len()];
+    produce_with(s, recorder, |s, i| {
+        frame.fill((i % 50_000) as u16);
+        s.write_slice_frame(&frame, i).unwrap();
+    })
+}
+
+/// A camera that writes frame `i` with `write(stream, i)`, once per millisecond on its own
+/// clock, until `recorder` exits; returns its status and stderr.
+fn produce_with(
+    s: &Stream,
+    mut recorder: Proc,
+    mut write: impl FnMut(&Stream, u64),
+) -> (ExitStatus, String) {
+    let start = Instant::now();
     for i in 1u64.. {
         if let Some(st) = recorder.try_status() {
             // Let the pipe readers collect the summary.
@@ -38,12 +52,19 @@ fn produce_until_exit(s: &Stream, mut recorder: Proc) -> (ExitStatus, String) {
             "recorder still running:\n{}",
             recorder.diagnostics()
         );
-        frame.fill((i % 50_000) as u16);
-        s.write_slice_frame(&frame, i).unwrap();
+        write(s, i);
         // The camera's frame period (pacing a producer, not synchronizing with the test).
         std::thread::sleep(Duration::from_millis(1));
     }
     unreachable!()
+}
+
+/// The bytes of frame `i` in the every-dtype test: every bit pattern shows up, so the sign
+/// bit, the byte order and the BZERO offset of each type are all exercised.
+fn pattern(i: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|j| ((i * 37 + j * 11 + 5) % 256) as u8)
+        .collect()
 }
 
 fn record(name: &str, out: &Path, extra: &[&str]) -> Proc {
@@ -159,27 +180,7 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
 
     // A 4 KiB file-size limit stands in for a full disk: the first cube fills up.
     let out = out_dir("rec-full");
-    let mut c = Command::new(bin());
-    c.args([
-        "record", &name, "--format", "npy", "--frames", "400", "--out",
-    ])
-    .arg(&out)
-    .stdin(Stdio::null());
-    use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
-    unsafe {
-        c.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: 4096,
-                rlim_max: 4096,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
+    let c = record_on_a_full_disk(&[&name, "--format", "npy", "--frames", "400"], &out, 4096);
     let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
     assert_eq!(st.code(), Some(1), "{diag}");
     assert!(diag.contains("FAILED"), "{diag}");
@@ -255,5 +256,137 @@ fn bad_output_dirs_plain_streams_and_bad_arguments_are_clear() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("keeps no history"), "{err}");
     drop(p);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Checks FITS cubes of any dtype: the primary image holds, frame by frame, exactly the
+/// bytes `pattern(frame id)` the camera wrote, as astropy reads them (dtype and values).
+const CHECK_BITS: &str = r#"
+import sys, glob, numpy as np
+from astropy.io import fits
+out, dtype, frames = sys.argv[1], np.dtype(sys.argv[2]), int(sys.argv[3])
+def pattern(i, n):
+    return bytes((i * 37 + j * 11 + 5) % 256 for j in range(n))
+seen = 0
+for f in sorted(glob.glob(f"{out}/*.fits")):
+    with fits.open(f) as h:
+        data, fid = h[0].data, h["FRAMES"].data["FRAME_ID"]
+        assert data.shape[0] == len(fid) and data.shape[1:] == (3, 4), (f, data.shape)
+        le = data.astype(data.dtype.newbyteorder("<"))
+        assert le.dtype == dtype.newbyteorder("<"), (le.dtype, dtype)
+        for k, i in enumerate(fid):
+            assert le[k].tobytes() == pattern(int(i), le[k].nbytes), (f, dtype, k, le[k])
+        seen += len(fid)
+assert seen == frames, (seen, frames)
+print("ok", seen)
+"#;
+
+#[test]
+fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
+    for dtype in [
+        Dtype::U8,
+        Dtype::I8,
+        Dtype::I16,
+        Dtype::U16,
+        Dtype::I32,
+        Dtype::U32,
+        Dtype::I64,
+        Dtype::F32,
+        Dtype::F64,
+    ] {
+        let name = unique_name("rec-dtype");
+        let _c = Cleanup::new([&name]);
+        let s = StreamOptions::new(&name)
+            .shape(&[3, 4])
+            .dtype(dtype)
+            .notify(true)
+            .history(64)
+            .create()
+            .unwrap();
+        let out = out_dir("rec-dtype");
+        let r = record(&name, &out, &["--frames", "20", "--per-file", "8"]);
+        let (st, diag) = produce_with(&s, r, |s, i| {
+            s.write_bytes_frame(&pattern(i, s.size_bytes()), i).unwrap()
+        });
+        assert!(st.success(), "{dtype}: {diag}");
+        if let Some(py) = common::python() {
+            let o = Command::new(py)
+                .args(["-c", CHECK_BITS])
+                .arg(&out)
+                .args([dtype.numpy_name(), "20"])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{dtype}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+/// Runs `shmstream record ARGS --out OUT` with files limited to `limit` bytes (a full disk).
+fn record_on_a_full_disk(args: &[&str], out: &Path, limit: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin());
+    c.arg("record")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    c
+}
+
+#[test]
+fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
+    let (name, _c, s) = camera("rec-fits-full", 512);
+    let out = out_dir("rec-fits-full");
+    // One header block and three data blocks: (4 * 2880 - 2880) / 60 = 144 whole frames.
+    let c = record_on_a_full_disk(&[&name, "--frames", "400"], &out, 4 * 2880);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(diag.contains("FAILED"), "{diag}");
+    if let Some(py) = common::python() {
+        let script = r#"
+import sys, glob, numpy as np
+from astropy.io import fits
+[f] = glob.glob(f"{sys.argv[1]}/*.fits")
+with fits.open(f) as h:
+    d = h[0].data
+    assert d.dtype == np.uint16 and d.shape[1:] == (6, 5), (d.dtype, d.shape)
+    first = int(d[0, 0, 0])
+    for k in range(d.shape[0]):
+        assert (d[k] == (first + k) % 50000).all(), (k, d[k])
+    print(d.shape[0])
+"#;
+        let o = Command::new(py)
+            .args(["-c", script])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(stdout.trim(), "144", "every whole frame kept");
+    }
     let _ = std::fs::remove_dir_all(out);
 }

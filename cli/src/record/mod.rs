@@ -10,6 +10,7 @@
 //! written stay readable (the current file is closed with what it holds).
 
 mod fits;
+mod frame_file;
 mod npy_cube;
 
 use std::io::IsTerminal;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use shmstream::{Error, FrameInfo, Stream};
+use shmstream::{Error, FrameInfo, Stream, WaitStrategy};
 
 use crate::Fallible;
 
@@ -118,6 +119,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     let mut streams = Vec::new();
     for name in &plan.names {
         let s = Stream::open_readonly(name)?;
+        // The ring holds many frames: sleep in the futex between them rather than spin on a
+        // core the producer and the file writer need.
+        s.set_wait_strategy(WaitStrategy::Park);
         if plan.format == Format::Fits {
             fits::image_type(s.dtype()).map_err(|e| format!("stream '{name}': {e}"))?;
         }

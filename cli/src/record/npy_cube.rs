@@ -5,11 +5,12 @@
 //! when the file is finished, so frames stream to disk as they arrive.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use shmstream::Dtype;
 
+use super::frame_file::FrameFile;
 use super::{CubeSink, FrameMeta};
 use crate::Fallible;
 
@@ -59,12 +60,10 @@ fn header(dtype: Dtype, frames: u64, shape: &[usize], len: usize) -> Vec<u8> {
 
 pub(crate) struct NpyCube {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
-    frame_bytes: usize,
+    frames: Option<FrameFile>,
     dtype: Dtype,
     shape: Vec<usize>,
     header_len: usize,
-    written: usize,
     meta: Vec<FrameMeta>,
 }
 
@@ -75,18 +74,16 @@ impl NpyCube {
         shape: &[usize],
         frame_bytes: usize,
     ) -> Fallible<NpyCube> {
-        let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let h = header(dtype, 0, shape, 0);
-        out.write_all(&h)?;
+        file.write_all(&h)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(NpyCube {
             path: path.to_owned(),
-            out: Some(out),
-            frame_bytes,
+            frames: Some(FrameFile::new(path, file, h.len() as u64, frame_bytes)?),
             dtype,
             shape: shape.to_vec(),
             header_len: h.len(),
-            written: 0,
             meta: Vec::new(),
         })
     }
@@ -94,47 +91,33 @@ impl NpyCube {
 
 impl CubeSink for NpyCube {
     fn push(&mut self, bytes: &[u8], meta: FrameMeta) -> Fallible {
-        self.out
+        self.frames
             .as_mut()
             .ok_or("file already closed")?
-            .write_all(bytes)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.written += 1;
+            .push(bytes)?;
         self.meta.push(meta);
         Ok(())
     }
 
     fn frames(&self) -> usize {
-        self.written
+        self.frames
+            .as_ref()
+            .map_or(self.meta.len(), FrameFile::pushed)
     }
 
     fn finish(&mut self) -> Fallible {
-        let Some(out) = self.out.take() else {
+        let Some(frames) = self.frames.take() else {
             return Ok(());
         };
-        // Flush; on failure (a full disk) keep only the frames that reached the file whole:
-        // the buffer is dropped unwritten and the file cut after the last whole frame.
-        let (mut file, flushed) = match out.into_inner() {
-            Ok(f) => (f, Ok(())),
-            Err(e) => {
-                let err = format!("{}: {}", self.path.display(), e.error());
-                (e.into_inner().into_parts().0, Err(err))
-            }
-        };
-        let on_disk = file
-            .metadata()?
-            .len()
-            .saturating_sub(self.header_len as u64)
-            / self.frame_bytes.max(1) as u64;
-        let frames = (self.written as u64).min(on_disk);
-        if flushed.is_err() {
-            file.set_len(self.header_len as u64 + frames * self.frame_bytes as u64)?;
-        }
-        let h = header(self.dtype, frames, &self.shape, self.header_len);
+        // On a full disk keep only the frames that reached the file whole: the file is cut
+        // after the last of them and the header and table say how many.
+        let (mut file, end, frames, flushed) = frames.close();
+        file.set_len(end)?;
+        let h = header(self.dtype, frames as u64, &self.shape, self.header_len);
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&h)?;
         let mut table = String::from("frame_id,count,write_time,record_time\n");
-        for m in &self.meta[..frames as usize] {
+        for m in &self.meta[..frames] {
             table.push_str(&format!(
                 "{},{},{:.9},{:.9}\n",
                 m.frame_id, m.count, m.write_time, m.record_time
