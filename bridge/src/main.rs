@@ -1,6 +1,8 @@
 //! `shmstream-bridge publish|subscribe`: carries shmstream streams between hosts over Zenoh.
 //! Exit status 0 after Ctrl-C (or SIGTERM), 1 on any error, with the reason on stderr.
 
+mod floor;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +66,32 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         history: usize,
     },
+    /// The harness's Zenoh floor, publishing side (see `floor.rs`).
+    #[command(hide = true)]
+    FloorPut {
+        key: String,
+        #[arg(long)]
+        connect: Vec<String>,
+        #[arg(long)]
+        bytes: usize,
+        #[arg(long, default_value_t = 1000.0)]
+        gap_us: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warm_s: f64,
+        #[arg(long, default_value_t = 1.0)]
+        lat_s: f64,
+        #[arg(long, default_value_t = 1.0)]
+        tput_s: f64,
+    },
+    /// The harness's Zenoh floor, subscribing side (see `floor.rs`).
+    #[command(hide = true)]
+    FloorGet {
+        key: String,
+        #[arg(long)]
+        listen: Vec<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +152,37 @@ fn main() -> ExitCode {
                 stop,
             )
         }
+        Command::FloorPut {
+            key,
+            connect,
+            bytes,
+            gap_us,
+            warm_s,
+            lat_s,
+            tput_s,
+        } => floor::put(
+            &key,
+            &Endpoints {
+                listen: vec![],
+                connect,
+            },
+            &floor::PutPlan {
+                bytes,
+                gap_us,
+                warm_s,
+                lat_s,
+                tput_s,
+            },
+        ),
+        Command::FloorGet { key, listen, out } => floor::get(
+            &key,
+            &Endpoints {
+                listen,
+                connect: vec![],
+            },
+            &out,
+            stop,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

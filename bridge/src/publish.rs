@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shmstream::{Error, Stream};
+use shmstream::{Error, Stream, WaitStrategy};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
@@ -98,6 +98,9 @@ fn publish_stream(
             }
             Err(e) => return Err(e.into()),
         };
+        // Sleep in the futex between frames: a network hop follows, and a spinning bridge
+        // would take a core from the writer it serves.
+        s.set_wait_strategy(WaitStrategy::Park);
         if o.lossless && s.history_depth() == 0 {
             return Err(BridgeError::Usage(format!(
                 "stream '{name}' keeps no history: --lossless needs a stream created with history(n)"

@@ -172,6 +172,9 @@ impl Runner {
         if job.kind == Kind::AoLoop {
             return cases::ao::run_job(self, idx, job);
         }
+        if job.kind == Kind::Bridge {
+            return cases::bridge::run_job(self, idx, job);
+        }
         if job.kind == Kind::Op {
             let (ours, floor) = match self.op(idx, job) {
                 Ok((o, f)) => (Ok(o), f.map_err(|e| format!("floor failed: {e}"))),
@@ -260,6 +263,9 @@ impl Runner {
             Kind::Mvm => self.collect(&[self.spec(Role::FloorMvm, job, &names, idx, "floor")], job),
             Kind::Op => crate::error::bail!("an op case measures its floor with ours"),
             Kind::AoLoop => crate::error::bail!("the AO loop composes its floor (cases::ao)"),
+            Kind::Bridge => {
+                crate::error::bail!("the bridge case measures Zenoh's floor (cases::bridge)")
+            }
         }
     }
 

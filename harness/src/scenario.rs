@@ -113,6 +113,9 @@ pub enum Kind {
     /// One hot path (write, read, lock, wake, MVM kernel) timed alone in one process,
     /// beside its bare twin: the CI gate's cases (`scenarios/gate.toml`).
     Op,
+    /// Frames across two `shmstream-bridge` processes over Zenoh on loopback, beside a
+    /// bare Zenoh publisher → subscriber (`cases::bridge`).
+    Bridge,
 }
 
 impl Kind {
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Mvm => "mvm",
             Kind::AoLoop => "ao-loop",
             Kind::Op => "op",
+            Kind::Bridge => "bridge",
         }
     }
 }
@@ -490,13 +494,12 @@ impl Scenario {
                 Kind::Pingpong => Some(c.wait.unwrap_or(Wait::Spin)),
                 _ => c.wait,
             };
-            let gap_us =
-                c.gap_us
-                    .unwrap_or(if wait == Some(Wait::Park) && c.kind == Kind::Pingpong {
-                        100.0
-                    } else {
-                        0.0
-                    });
+            let gap_us = c.gap_us.unwrap_or(match c.kind {
+                Kind::Pingpong if wait == Some(Wait::Park) => 100.0,
+                // One frame a millisecond across the bridge's latency phase.
+                Kind::Bridge => 1000.0,
+                _ => 0.0,
+            });
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
@@ -532,7 +535,7 @@ impl Scenario {
                     writer_cpu: d.writer_cpu,
                     reader_cpu: d.reader_cpu,
                     timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
-                    peer: c.kind != Kind::Op && c.peer.unwrap_or(d.peer),
+                    peer: !matches!(c.kind, Kind::Op | Kind::Bridge) && c.peer.unwrap_or(d.peer),
                     ao: c.ao.clone(),
                 });
             }
@@ -572,7 +575,7 @@ impl CaseSpec {
                     n.push_str("-merged");
                 }
             }
-            Kind::Roundtrip => {}
+            Kind::Roundtrip | Kind::Bridge => {}
         }
         if self.kind != Kind::Mvm && self.resolved_pipeline() == Some(Pipeline::HostUpload) {
             n.push_str("-host");
@@ -627,11 +630,26 @@ impl CaseSpec {
         if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
             bail!("pipeline = \"device-resident\" needs a GPU device");
         }
-        if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op) {
+        if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op | Kind::Bridge) {
             bail!("wait applies to pingpong and mvm only");
         }
-        if self.gap_us.is_some() && self.kind != Kind::Pingpong {
-            bail!("gap_us applies to kind = \"pingpong\" only");
+        if self.gap_us.is_some() && !matches!(self.kind, Kind::Pingpong | Kind::Bridge) {
+            bail!("gap_us applies to kind = \"pingpong\" and \"bridge\" only");
+        }
+        if self.kind == Kind::Bridge {
+            if self.device.is_gpu() {
+                bail!("kind = \"bridge\" carries host streams only");
+            }
+            if self.gap_us.is_some_and(|g| !positive(g)) {
+                bail!("gap_us of a bridge case must be > 0 (the latency phase's frame period)");
+            }
+            let small = self
+                .sizes
+                .iter()
+                .any(|s| s.iter().product::<usize>() * itemsize(&self.dtype).unwrap_or(1) < 16);
+            if small {
+                bail!("bridge payloads must be at least 16 bytes (they carry a write time)");
+            }
         }
         if self.threads.is_some() && self.kind != Kind::Mvm {
             bail!("threads applies to kind = \"mvm\" only");

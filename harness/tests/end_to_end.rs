@@ -178,3 +178,87 @@ fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The bridge binary the harness runs: beside the harness binary (built by
+/// `cargo test --workspace`, as CI runs it).
+fn bridge_binary() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_harness")).with_file_name("shmstream-bridge");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn the_bridge_case_measures_the_mirror_and_zenohs_floor_in_one_run() {
+    let Some(bridge) = bridge_binary() else {
+        eprintln!(
+            "skipped: no shmstream-bridge beside the harness (run `cargo test --workspace`, or `cargo build -p shmstream-bridge` first)"
+        );
+        return;
+    };
+    let dir = scratch("bridge");
+    let scenario = dir.join("bridge.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "bridge-test"
+[defaults]
+min_seconds = 0.2
+warmup = 0.2
+repeats = 1
+timeout_s = 30
+[[case]]
+kind = "bridge"
+dtype = "uint8"
+sizes = [[64]]
+gap_us = 2000
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = harness()
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .env("SHMSTREAM_BRIDGE", &bridge)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let [row] = &rows[..] else {
+        panic!("one bridge row expected: {rows:?}")
+    };
+    assert_eq!(row["kind"], "bridge");
+    // Both sides measured: frames crossed the bridge and the bare Zenoh pair.
+    for key in ["hz", "p50_ns", "floor_hz", "ratio_to_floor"] {
+        assert!(
+            row[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} missing: {row}\n{stderr}"
+        );
+    }
+    // A latency below a microsecond would mean the clock or the phases are wrong.
+    assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
+    let dir = scratch("bridge-bad");
+    let scenario = dir.join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"b\"\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[8]]\n",
+    )
+    .unwrap();
+    let o = harness()
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("at least 16 bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

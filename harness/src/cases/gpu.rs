@@ -130,7 +130,7 @@ pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stre
                 ctl()?,
             ]
         }
-        Kind::AoLoop | Kind::Op => {
+        Kind::AoLoop | Kind::Op | Kind::Bridge => {
             crate::error::bail!("no GPU form of {} here", job.kind.name())
         }
     })
@@ -142,14 +142,14 @@ pub fn roles(kind: Kind) -> &'static [Role] {
         Kind::Roundtrip => &[Role::GpuRoundtrip],
         Kind::Pingpong => &[Role::GpuPingReader, Role::GpuPingWriter],
         Kind::Mvm => &[Role::GpuMvmCompute, Role::GpuMvmDriver],
-        Kind::AoLoop | Kind::Op => &[],
+        Kind::AoLoop | Kind::Op | Kind::Bridge => &[],
     }
 }
 
 /// The floor role of a GPU job.
 pub fn floor_role(kind: Kind) -> Role {
     match kind {
-        Kind::Roundtrip | Kind::Pingpong | Kind::Op => Role::FloorGpuCopy,
+        Kind::Roundtrip | Kind::Pingpong | Kind::Op | Kind::Bridge => Role::FloorGpuCopy,
         Kind::Mvm | Kind::AoLoop => Role::FloorGpuMvm,
     }
 }

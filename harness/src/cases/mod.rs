@@ -10,6 +10,7 @@
 //! place; the children only open.
 
 pub mod ao;
+pub mod bridge;
 pub mod gpu;
 pub mod mvm;
 pub mod op;
@@ -247,6 +248,8 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
                 .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
         Kind::AoLoop => js.streams = ao::create_streams(job, names)?,
+        // The bridge case creates its source stream itself (cases::bridge).
+        Kind::Bridge => {}
     }
     Ok(js)
 }
@@ -262,6 +265,8 @@ pub fn roles(job: &Job) -> &'static [Role] {
         Kind::Mvm => &[Role::MvmCompute, Role::MvmDriver],
         Kind::AoLoop => &[Role::AoRecon, Role::AoSlopes, Role::AoCamera],
         Kind::Op => &[Role::Op],
+        // The bridge case runs its own processes (cases::bridge).
+        Kind::Bridge => &[],
     }
 }
 

@@ -283,6 +283,7 @@ pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
                 Kind::Mvm => "y = A·x per second (Hz)",
                 Kind::AoLoop => "loop frames per second (Hz)",
                 Kind::Op => "calls per second (Hz)",
+                Kind::Bridge => "frames delivered per second (Hz)",
             },
             x_fmt: &bytes_fmt,
             y_fmt: &si,

@@ -145,6 +145,8 @@ pub fn bytes_per_iteration(r: &JobResult) -> f64 {
         Kind::Roundtrip | Kind::Pingpong => 2.0 * j.payload_bytes() as f64,
         // One copy (write or read), or none (lock, wake; the kernel reads the matrix).
         Kind::Op => j.payload_bytes() as f64,
+        // The frame delivered at B (the bridge's throughput).
+        Kind::Bridge => j.payload_bytes() as f64,
         // x and y each written once and read once.
         Kind::Mvm => 2.0 * ((j.shape[0] + j.shape[1]) * j.itemsize) as f64,
         // The frame, the signals and the commands, each written once and read once.

@@ -1,0 +1,150 @@
+//! Zenoh's own floor for the harness's `bridge` case (hidden subcommands `floor-put` and
+//! `floor-get`): a bare Zenoh publisher → subscriber of the same payloads over the same
+//! loopback transport, with none of the bridge's work (no shared memory, no header, no
+//! mirror stream).
+//!
+//! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
+//! clock for both processes on one host). The attachment says the phase: `warm` (ignored:
+//! the session is still connecting), `lat` (paced; the subscriber keeps each one-way
+//! latency), `tput` (flat out with congestion control *block*; the subscriber counts), and
+//! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`: a line `tput <frames> <seconds>` and one
+//! latency in ns per line.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shmstream_bridge::{BridgeError, Endpoints, open_session};
+use zenoh::Wait;
+use zenoh::qos::CongestionControl;
+
+fn zerr(what: &'static str) -> impl FnOnce(zenoh::Error) -> BridgeError {
+    move |e| BridgeError::Zenoh {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What `floor-put` sends.
+#[derive(Debug, Clone)]
+pub struct PutPlan {
+    /// Payload bytes (at least 8).
+    pub bytes: usize,
+    /// Microseconds between latency frames.
+    pub gap_us: f64,
+    /// Seconds of warm-up frames (the session connects meanwhile).
+    pub warm_s: f64,
+    /// Seconds of paced latency frames.
+    pub lat_s: f64,
+    /// Seconds of flat-out frames.
+    pub tput_s: f64,
+}
+
+/// The publishing side.
+pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), BridgeError> {
+    if plan.bytes < 8 {
+        return Err(BridgeError::Usage("--bytes must be at least 8".into()));
+    }
+    let session = open_session(endpoints)?;
+    let publisher = session
+        .declare_publisher(key.to_owned())
+        .congestion_control(CongestionControl::Block)
+        .express(true)
+        .wait()
+        .map_err(zerr("declaring the floor publisher"))?;
+    let mut payload = vec![0u8; plan.bytes];
+    let mut send = |tag: &str| {
+        payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+        publisher
+            .put(payload.clone())
+            .attachment(tag.as_bytes().to_vec())
+            .wait()
+            .map_err(zerr("putting a floor frame"))
+    };
+    let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
+    for (tag, secs, paced) in [
+        ("warm", plan.warm_s, true),
+        ("lat", plan.lat_s, true),
+        ("tput", plan.tput_s, false),
+    ] {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        let mut next = Instant::now();
+        while Instant::now() < until {
+            if paced {
+                // The same pacing as the harness's writer: sleep to the next slot.
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next += gap;
+            }
+            send(tag)?;
+        }
+    }
+    for _ in 0..3 {
+        send("end")?;
+    }
+    drop(publisher);
+    let _ = session.close().wait();
+    Ok(())
+}
+
+/// The subscribing side: runs until `end` (or `stop`), then writes `out`.
+pub fn get(
+    key: &str,
+    endpoints: &Endpoints,
+    out: &std::path::Path,
+    stop: &AtomicBool,
+) -> Result<(), BridgeError> {
+    let session = open_session(endpoints)?;
+    let sub = session
+        .declare_subscriber(key.to_owned())
+        .wait()
+        .map_err(zerr("declaring the floor subscriber"))?;
+    let mut lat = Vec::new();
+    let (mut tput, mut first, mut last) = (0u64, None, Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        let Some(sample) = sub
+            .recv_timeout(Duration::from_millis(100))
+            .map_err(zerr("receiving a floor frame"))?
+        else {
+            // The publisher closing its session may discard the `end` frames queued behind
+            // a backlog: a second without frames after the throughput phase ends it too.
+            if first.is_some() && last.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            continue;
+        };
+        let now = now_ns();
+        let tag = sample.attachment().map(|a| a.to_bytes().to_vec());
+        let payload = sample.payload().to_bytes();
+        let stamp = payload
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        match tag.as_deref() {
+            Some(b"lat") => lat.push(now.saturating_sub(stamp)),
+            Some(b"tput") => {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+                tput += 1;
+            }
+            Some(b"end") => break,
+            _ => {}
+        }
+    }
+    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    let mut text = format!("tput {} {secs:.9}\n", tput.saturating_sub(1));
+    for l in &lat {
+        text.push_str(&format!("{l}\n"));
+    }
+    std::fs::File::create(out)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| BridgeError::Usage(format!("{}: {e}", out.display())))?;
+    drop(sub);
+    let _ = session.close().wait();
+    Ok(())
+}

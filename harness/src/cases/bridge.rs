@@ -1,0 +1,462 @@
+//! `kind = "bridge"`: frames written on side A cross two `shmstream-bridge` processes on
+//! loopback (`publish --lossless` → Zenoh TCP → `subscribe`) and are read from the mirrored
+//! stream on side B; beside it, Zenoh's own floor: a bare publisher → subscriber of the
+//! same payloads (`shmstream-bridge floor-put` / `floor-get`), in the same run.
+//!
+//! The harness does not link Zenoh: it runs the bridge package's binary, found next to its
+//! own executable (`cargo build -p shmstream-bridge`) or at `$SHMSTREAM_BRIDGE`.
+//!
+//! Each frame carries its write time (ns since the Unix epoch, one clock on one host) in its
+//! first 8 bytes and its phase in the 9th; both sides run the same phases:
+//! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
+//! - latency: frames paced `gap_us` apart; one-way latency = read time − write time;
+//! - throughput: frames flat out (ours: bursts of half the source's history, each read
+//!   whole at B before the next, so the lossless path never laps a cursor; the floor:
+//!   congestion control *block*); the rate is frames delivered per second at B.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use shmstream::{Dtype, Error as StreamError, Stream, StreamOptions};
+
+use crate::error::{Context, Result, bail};
+use crate::hist;
+use crate::measure::Measured;
+use crate::run::{JobResult, Runner, Side};
+use crate::scenario::Job;
+
+const WARM: u8 = 0;
+const LAT: u8 = 1;
+const TPUT: u8 = 2;
+const END: u8 = 3;
+
+/// Most bytes of history the source and mirror streams keep.
+const HISTORY_BYTES: usize = 256 << 20;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The bridge binary: `$SHMSTREAM_BRIDGE`, or `shmstream-bridge` beside this executable.
+fn bridge_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SHMSTREAM_BRIDGE") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let p = exe.with_file_name("shmstream-bridge");
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build -p shmstream-bridge` (the same profile as the harness), or set SHMSTREAM_BRIDGE",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A free loopback TCP port (the OS picks it; released just before the bridge binds it).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr().context("reading the port")?.port())
+}
+
+/// Child processes stopped with SIGTERM (the bridge's clean exit) when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // The bridge exits cleanly on SIGTERM; `kill` (SIGKILL) below is the fallback.
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill")
+                    .arg(c.id().to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let err = std::fs::File::create(log).context("creating a bridge log")?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// Measures one bridge job: the floor, then ours.
+pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
+    let work = runner.work().join(format!("{idx}-bridge"));
+    let _ = std::fs::create_dir_all(&work);
+    let floor = floor(job, &work).map_err(|e| format!("floor failed: {e}"));
+    let names = runner.names(idx, "bridge");
+    let ours = ours(job, &names.data, &work).map_err(|e| format!("failed: {e}"));
+    JobResult {
+        job: job.clone(),
+        ours,
+        floor,
+        peer: Err("no peer for bridge cases".into()),
+        skipped: None,
+        ao: None,
+    }
+}
+
+/// Seconds each measured phase lasts.
+fn phase_seconds(job: &Job) -> f64 {
+    job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
+}
+
+fn floor(job: &Job, work: &Path) -> Result<Side> {
+    if job.payload_bytes() < 16 {
+        bail!("bridge payloads must be at least 16 bytes");
+    }
+    let bin = bridge_binary()?;
+    let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
+    let key = format!("hsfloor{}/{}", std::process::id(), job.shape_str());
+    let out = work.join("floor.txt");
+    let _ = std::fs::remove_file(&out);
+    let get = spawn(
+        &bin,
+        &[
+            "floor-get".into(),
+            key.clone(),
+            "--listen".into(),
+            endpoint.clone(),
+            "--out".into(),
+            out.display().to_string(),
+        ],
+        &work.join("floor-get.log"),
+    )?;
+    let mut children = Children(vec![get]);
+    let secs = phase_seconds(job);
+    let status = Command::new(&bin)
+        .args([
+            "floor-put",
+            &key,
+            "--connect",
+            &endpoint,
+            "--bytes",
+            &job.payload_bytes().to_string(),
+            "--gap-us",
+            &job.gap_us.to_string(),
+            "--warm-s",
+            &job.timing.warmup.max(0.5).to_string(),
+            "--lat-s",
+            &secs.to_string(),
+            "--tput-s",
+            &secs.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .status()
+        .context("running floor-put")?;
+    if !status.success() {
+        bail!("floor-put exited with {status}");
+    }
+    // floor-get exits after the `end` frames; wait for it rather than stop it.
+    let get = &mut children.0[0];
+    let deadline = Instant::now() + Duration::from_secs_f64(job.timeout_s);
+    while get.try_wait().context("waiting for floor-get")?.is_none() {
+        if Instant::now() > deadline {
+            bail!("floor-get did not finish (see {})", work.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&out)
+        .with_context(|| format!("reading {} (floor-get's results)", out.display()))?;
+    let mut lines = text.lines();
+    let tput: Vec<f64> = lines
+        .next()
+        .and_then(|l| l.strip_prefix("tput "))
+        .map(|l| l.split(' ').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let mut h = hist::new();
+    for l in lines {
+        h.saturating_record(l.parse::<u64>().context("a floor latency")?);
+    }
+    let [frames, seconds] = tput[..] else {
+        bail!("floor-get wrote no throughput line");
+    };
+    side(
+        job,
+        h,
+        vec![frames / seconds.max(1e-9)],
+        "floor-put, floor-get",
+    )
+}
+
+fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Result<Side> {
+    if hist.is_empty() {
+        bail!("no frame crossed the bridge in the latency phase");
+    }
+    let hz = crate::measure::median(&rates);
+    let m = Measured {
+        iterations: hist.len(),
+        notes: vec![
+            (
+                "throughput".into(),
+                format!(
+                    "{hz:.0} frames/s ({:.1} MB/s)",
+                    hz * job.payload_bytes() as f64 / 1e6
+                ),
+            ),
+            ("mode".into(), "lossless (block)".into()),
+        ],
+        repeat_hz: rates,
+        ..Default::default()
+    };
+    Ok(Side {
+        m,
+        hist,
+        placement: placement.into(),
+    })
+}
+
+/// What the reader at B has seen, for the writer's bursts.
+#[derive(Default)]
+struct Seen {
+    /// The id of the newest frame read (frames a lapped cursor skipped count as seen).
+    accounted: Mutex<u64>,
+    changed: Condvar,
+    /// Frames the mirror's cursor reported overwritten.
+    lost: AtomicU64,
+}
+
+fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
+    if job.payload_bytes() < 16 {
+        bail!("bridge payloads must be at least 16 bytes");
+    }
+    let bin = bridge_binary()?;
+    let dtype = Dtype::from_numpy_name(&job.dtype)
+        .with_context(|| format!("dtype {} is not a stream dtype", job.dtype))?;
+    let depth = (HISTORY_BYTES / job.payload_bytes()).clamp(4, 256);
+    let source = StreamOptions::new(name)
+        .shape(&job.shape)
+        .dtype(dtype)
+        .notify(true)
+        .history(depth)
+        .create()
+        .with_context(|| format!("creating stream {name}"))?;
+    let mirror_name = format!("m-{name}");
+    let prefix = format!("hs{}", std::process::id());
+    let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
+    let publish = spawn(
+        &bin,
+        &[
+            "publish".into(),
+            name.into(),
+            "--listen".into(),
+            endpoint.clone(),
+            "--key-prefix".into(),
+            prefix.clone(),
+            "--lossless".into(),
+        ],
+        &work.join("publish.log"),
+    )?;
+    let subscribe = spawn(
+        &bin,
+        &[
+            "subscribe".into(),
+            name.into(),
+            "--connect".into(),
+            endpoint,
+            "--key-prefix".into(),
+            prefix,
+            "--local-prefix".into(),
+            "m-".into(),
+            "--history".into(),
+            depth.to_string(),
+        ],
+        &work.join("subscribe.log"),
+    )?;
+    let children = Children(vec![publish, subscribe]);
+    let seen = Seen::default();
+    let done = AtomicBool::new(false);
+    let timeout = Duration::from_secs_f64(job.timeout_s);
+    let result = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_mirror(&mirror_name, job, &seen, &done, timeout));
+        let written = write_source(&source, job, depth, &seen, timeout);
+        done.store(true, Ordering::Relaxed);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(crate::error::Error::msg("the reader thread panicked")));
+        written.and_then(|rates| read.map(|h| (h, rates)))
+    });
+    drop(children);
+    let _ = shmstream::unlink_quiet(&mirror_name);
+    let (h, rates) = result?;
+    let lost = seen.lost.load(Ordering::Relaxed);
+    let mut s = side(job, h, rates, "writer+reader threads, bridges unpinned")?;
+    s.m.notes.push(("lost".into(), lost.to_string()));
+    Ok(s)
+}
+
+/// Writes `(stamp, phase)` into `frame` and publishes it.
+fn put(s: &Stream, frame: &mut [u8], id: u64, phase: u8) -> Result<()> {
+    frame[..8].copy_from_slice(&now_ns().to_le_bytes());
+    frame[8] = phase;
+    s.write_bytes_frame(frame, id)
+        .with_context(|| format!("writing {}", s.name()))
+}
+
+/// Side A: warm-up, latency, throughput, end. Returns the per-repeat throughput rates.
+fn write_source(
+    s: &Stream,
+    job: &Job,
+    depth: usize,
+    seen: &Seen,
+    timeout: Duration,
+) -> Result<Vec<f64>> {
+    let mut frame = vec![0u8; s.size_bytes()];
+    let gap = Duration::from_secs_f64(job.gap_us * 1e-6);
+    let mut id = 0u64;
+    let paced = |until: Instant, phase: u8, id: &mut u64, frame: &mut [u8]| -> Result<()> {
+        let mut next = Instant::now();
+        while Instant::now() < until {
+            // Sleep to the next slot (as floor-put does): a spinning pacer would take a
+            // core from the bridges.
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += gap;
+            *id += 1;
+            put(s, frame, *id, phase)?;
+        }
+        Ok(())
+    };
+    // Warm-up: until the mirror has shown frames (the sessions are up) and the time is over.
+    let start = Instant::now();
+    let warm = Duration::from_secs_f64(job.timing.warmup.max(0.5));
+    loop {
+        paced(Instant::now() + warm, WARM, &mut id, &mut frame)?;
+        if *seen.accounted.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
+            break;
+        }
+        if start.elapsed() > timeout {
+            bail!("no frame reached the mirror in {timeout:?} (see the bridge logs)");
+        }
+    }
+    paced(
+        Instant::now() + Duration::from_secs_f64(phase_seconds(job)),
+        LAT,
+        &mut id,
+        &mut frame,
+    )?;
+    // Throughput: bursts that the lossless path can hold whole, each drained at B.
+    wait_accounted(seen, id, timeout)?;
+    let burst = (depth / 2).max(1) as u64;
+    let mut rates = Vec::new();
+    for _ in 0..job.timing.repeats.max(1) {
+        let t0 = Instant::now();
+        let first = id;
+        while t0.elapsed().as_secs_f64() < job.timing.min_seconds {
+            for _ in 0..burst {
+                id += 1;
+                put(s, &mut frame, id, TPUT)?;
+            }
+            wait_accounted(seen, id, timeout)?;
+        }
+        rates.push((id - first) as f64 / t0.elapsed().as_secs_f64());
+    }
+    for _ in 0..3 {
+        id += 1;
+        put(s, &mut frame, id, END)?;
+    }
+    Ok(rates)
+}
+
+/// Waits until the reader has seen frame `n`.
+fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
+    let guard = seen.accounted.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, t) = seen
+        .changed
+        .wait_timeout_while(guard, timeout, |a| *a < n)
+        .unwrap_or_else(|e| e.into_inner());
+    if t.timed_out() {
+        bail!(
+            "the mirror showed {} of {n} frames within {timeout:?}",
+            *guard
+        );
+    }
+    Ok(())
+}
+
+/// Side B: reads every frame of the mirror through a cursor; the latency histogram.
+fn read_mirror(
+    name: &str,
+    job: &Job,
+    seen: &Seen,
+    done: &AtomicBool,
+    timeout: Duration,
+) -> Result<Histogram<u64>> {
+    let start = Instant::now();
+    // The subscriber creates the mirror when the first frame arrives.
+    let mirror = loop {
+        match Stream::open_readonly(name) {
+            Ok(s) => break s,
+            Err(StreamError::NotFound { .. }) if start.elapsed() < timeout => {
+                if done.load(Ordering::Relaxed) {
+                    bail!("the writer stopped before the mirror {name} appeared");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening the mirror {name}")),
+        }
+    };
+    mirror.set_wait_strategy(shmstream::WaitStrategy::Park);
+    let mut cursor = mirror
+        .cursor()
+        .with_context(|| format!("a cursor on {name}"))?;
+    let mut buf = vec![0u8; job.payload_bytes()];
+    let mut h = hist::new();
+    let mut idle = Instant::now();
+    loop {
+        match cursor.next_into_bytes(&mut buf, Some(Duration::from_millis(100))) {
+            Ok(info) => {
+                let now = now_ns();
+                idle = Instant::now();
+                let stamp = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
+                match buf[8] {
+                    LAT => h.saturating_record(now.saturating_sub(stamp)),
+                    END => return Ok(h),
+                    _ => {}
+                }
+                account(seen, info.frame_id);
+            }
+            Err(StreamError::Overrun { lost, .. }) => {
+                seen.lost.fetch_add(lost, Ordering::Relaxed);
+            }
+            Err(StreamError::Timeout { .. }) | Err(StreamError::Inconsistent { .. }) => {
+                if done.load(Ordering::Relaxed)
+                    && idle.elapsed() > timeout.min(Duration::from_secs(5))
+                {
+                    bail!("the end frames never reached the mirror {name}");
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading the mirror {name}")),
+        }
+    }
+}
+
+fn account(seen: &Seen, frame_id: u64) {
+    *seen.accounted.lock().unwrap_or_else(|e| e.into_inner()) = frame_id;
+    seen.changed.notify_all();
+}
