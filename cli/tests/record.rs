@@ -105,22 +105,33 @@ assert all(n == per_file for n in sizes[:-1]), sizes
 print("ok", len(files), len(ids))
 "#;
 
-fn check(out: &Path, fmt: &str, per_file: usize) -> (usize, usize) {
-    let Some(py) = common::python() else {
-        return (0, 0);
-    };
+/// Runs a Python check script with `args` in the test venv; its stdout, or `None` without
+/// Python. Fails the test (with the script's output) if the script fails.
+fn python_check(script: &str, args: &[&std::ffi::OsStr], what: &str) -> Option<String> {
+    let py = common::python()?;
     let o = Command::new(py)
-        .args(["-c", CHECK])
-        .arg(out)
-        .args([fmt, &per_file.to_string()])
+        .args(["-c", script])
+        .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
-        "{fmt} check failed: {stdout}\n{}",
+        "{what} check failed: {stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    Some(stdout)
+}
+
+fn check(out: &Path, fmt: &str, per_file: usize) -> (usize, usize) {
+    let per_file = per_file.to_string();
+    let Some(stdout) = python_check(
+        CHECK,
+        &[out.as_os_str(), fmt.as_ref(), per_file.as_ref()],
+        fmt,
+    ) else {
+        return (0, 0);
+    };
     let v: Vec<usize> = stdout
         .split_whitespace()
         .skip(1)
@@ -309,20 +320,11 @@ fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
             s.write_bytes_frame(&pattern(i, s.size_bytes()), i).unwrap()
         });
         assert!(st.success(), "{dtype}: {diag}");
-        if let Some(py) = common::python() {
-            let o = Command::new(py)
-                .args(["-c", CHECK_BITS])
-                .arg(&out)
-                .args([dtype.numpy_name(), "20"])
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{dtype}: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        python_check(
+            CHECK_BITS,
+            &[out.as_os_str(), dtype.numpy_name().as_ref(), "20".as_ref()],
+            dtype.numpy_name(),
+        );
         let _ = std::fs::remove_dir_all(out);
     }
 }
@@ -362,8 +364,7 @@ fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
     let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
     assert_eq!(st.code(), Some(1), "{diag}");
     assert!(diag.contains("FAILED"), "{diag}");
-    if let Some(py) = common::python() {
-        let script = r#"
+    let script = r#"
 import sys, glob, numpy as np
 from astropy.io import fits
 [f] = glob.glob(f"{sys.argv[1]}/*.fits")
@@ -375,17 +376,7 @@ with fits.open(f) as h:
         assert (d[k] == (first + k) % 50000).all(), (k, d[k])
     print(d.shape[0])
 "#;
-        let o = Command::new(py)
-            .args(["-c", script])
-            .arg(&out)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+    if let Some(stdout) = python_check(script, &[out.as_os_str()], "full-disk FITS") {
         assert_eq!(stdout.trim(), "144", "every whole frame kept");
     }
     let _ = std::fs::remove_dir_all(out);

@@ -112,26 +112,31 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
-    let dir = scratch("bad");
+/// Runs the harness on a scenario it must refuse: exit 1, nothing run; its stderr.
+fn refused(tag: &str, toml: &str) -> String {
+    let dir = scratch(tag);
     let scenario = dir.join("bad.toml");
-    std::fs::write(
-        &scenario,
-        "name = \"bad\"\n[[case]]\nkind = \"roundtrip\"\nsizes = [[4]]\nwiat = \"spin\"\n",
-    )
-    .unwrap();
+    std::fs::write(&scenario, toml).unwrap();
     let o = harness()
         .arg(&scenario)
         .arg("--out")
         .arg(dir.join("out"))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("wiat"), "{err}");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!dir.join("out").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+    err
+}
+
+#[test]
+fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
+    let err = refused(
+        "bad",
+        "name = \"bad\"\n[[case]]\nkind = \"roundtrip\"\nsizes = [[4]]\nwiat = \"spin\"\n",
+    );
+    assert!(err.contains("wiat"), "{err}");
 }
 
 #[test]
@@ -244,21 +249,9 @@ gap_us = 2000
 
 #[test]
 fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
-    let dir = scratch("bridge-bad");
-    let scenario = dir.join("bad.toml");
-    std::fs::write(
-        &scenario,
+    let err = refused(
+        "bridge-bad",
         "name = \"b\"\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[8]]\n",
-    )
-    .unwrap();
-    let o = harness()
-        .arg(&scenario)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    );
     assert!(err.contains("at least 16 bytes"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -42,80 +42,38 @@ pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
     })
 }
 
-/// How a stream's little-endian pixels become FITS pixels of [`image_type`]: big-endian,
-/// and for the types FITS stores with a BZERO offset (u16, u32 as signed; i8 as unsigned)
-/// the offset applied, which is flipping the sign bit.
-#[derive(Debug, Clone, Copy)]
-enum Encoding {
-    /// Bytes as they are (u8, bool).
-    Bytes,
-    /// Bytes with the top bit flipped (i8, BZERO = -128).
-    FlipBytes,
-    /// Byte order reversed in words of 2, 4 or 8 bytes, the top bit flipped if `flip`.
-    Swap { width: usize, flip: bool },
-}
-
-impl Encoding {
-    fn of(dtype: Dtype) -> Encoding {
-        match dtype {
-            Dtype::I8 => Encoding::FlipBytes,
-            Dtype::I16 => Encoding::Swap {
-                width: 2,
-                flip: false,
-            },
-            Dtype::U16 => Encoding::Swap {
-                width: 2,
-                flip: true,
-            },
-            Dtype::I32 | Dtype::F32 => Encoding::Swap {
-                width: 4,
-                flip: false,
-            },
-            Dtype::U32 => Encoding::Swap {
-                width: 4,
-                flip: true,
-            },
-            Dtype::I64 | Dtype::F64 => Encoding::Swap {
-                width: 8,
-                flip: false,
-            },
-            _ => Encoding::Bytes,
+/// Encodes a frame of `dtype` pixels (`src`, little-endian) as FITS pixels of
+/// [`image_type`] into `dst` (same length, both aligned to 8 bytes): big-endian, and for
+/// the types FITS stores with a BZERO offset (u16 and u32 as signed, i8 as unsigned) the
+/// offset applied, which is flipping the sign bit.
+fn encode(dtype: Dtype, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
+    fn words<T: bytemuck::Pod>(
+        src: &[u8],
+        dst: &mut [u8],
+        f: impl Fn(T) -> T,
+    ) -> Result<(), String> {
+        let s: &[T] = bytemuck::try_cast_slice(src).map_err(|e| e.to_string())?;
+        let d: &mut [T] = bytemuck::try_cast_slice_mut(dst).map_err(|e| e.to_string())?;
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = f(*s);
         }
+        Ok(())
     }
-
-    /// Encodes `src` into `dst` (same length, both aligned to 8 bytes).
-    fn encode(self, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
-        fn words<T: bytemuck::Pod>(
-            src: &[u8],
-            dst: &mut [u8],
-            f: impl Fn(T) -> T,
-        ) -> Result<(), String> {
-            let s: &[T] = bytemuck::try_cast_slice(src).map_err(|e| e.to_string())?;
-            let d: &mut [T] = bytemuck::try_cast_slice_mut(dst).map_err(|e| e.to_string())?;
-            for (d, s) in d.iter_mut().zip(s) {
-                *d = f(*s);
-            }
-            Ok(())
+    let flip = matches!(dtype, Dtype::I8 | Dtype::U16 | Dtype::U32);
+    match dtype.itemsize() {
+        1 => {
+            let m = if flip { 0x80 } else { 0 };
+            words(src, dst, |x: u8| x ^ m)
         }
-        match self {
-            Encoding::Bytes => {
-                dst.copy_from_slice(src);
-                Ok(())
-            }
-            Encoding::FlipBytes => words(src, dst, |x: u8| x ^ 0x80),
-            Encoding::Swap { width: 2, flip } => {
-                let m = if flip { 0x8000 } else { 0 };
-                words(src, dst, |x: u16| (x ^ m).swap_bytes())
-            }
-            Encoding::Swap { width: 4, flip } => {
-                let m = if flip { 0x8000_0000 } else { 0 };
-                words(src, dst, |x: u32| (x ^ m).swap_bytes())
-            }
-            Encoding::Swap { flip, .. } => {
-                let m = if flip { 1 << 63 } else { 0 };
-                words(src, dst, |x: u64| (x ^ m).swap_bytes())
-            }
+        2 => {
+            let m = if flip { 0x8000 } else { 0 };
+            words(src, dst, |x: u16| (x ^ m).swap_bytes())
         }
+        4 => {
+            let m = if flip { 0x8000_0000 } else { 0 };
+            words(src, dst, |x: u32| (x ^ m).swap_bytes())
+        }
+        _ => words(src, dst, |x: u64| x.swap_bytes()),
     }
 }
 
@@ -155,7 +113,7 @@ pub(crate) struct FitsCube {
     frames: Option<FrameFile>,
     /// Offset of the NAXIS3 card in the file.
     naxis3_at: u64,
-    encoding: Encoding,
+    dtype: Dtype,
     /// One encoded frame (aligned for every pixel type).
     scratch: Vec<u64>,
     frame_bytes: usize,
@@ -196,7 +154,7 @@ impl FitsCube {
             path: path.to_owned(),
             frames: Some(FrameFile::new(path, file, data_start, frame_bytes)?),
             naxis3_at,
-            encoding: Encoding::of(dtype),
+            dtype,
             scratch: vec![0; frame_bytes.div_ceil(8)],
             frame_bytes,
             meta: Vec::with_capacity(capacity),
@@ -208,8 +166,7 @@ impl CubeSink for FitsCube {
     fn push(&mut self, bytes: &[u8], meta: FrameMeta) -> Fallible {
         let frames = self.frames.as_mut().ok_or("FITS image already closed")?;
         let encoded = &mut bytemuck::cast_slice_mut(&mut self.scratch)[..self.frame_bytes];
-        self.encoding
-            .encode(bytes, encoded)
+        encode(self.dtype, bytes, encoded)
             .map_err(|e| format!("{}: encoding a frame: {e}", self.path.display()))?;
         frames.push(encoded)?;
         self.meta.push(meta);
@@ -217,9 +174,7 @@ impl CubeSink for FitsCube {
     }
 
     fn frames(&self) -> usize {
-        self.frames
-            .as_ref()
-            .map_or(self.meta.len(), FrameFile::pushed)
+        self.meta.len()
     }
 
     fn finish(&mut self) -> Fallible {
@@ -272,7 +227,7 @@ mod tests {
         bytemuck::cast_slice_mut(&mut s)[..src.len()].copy_from_slice(src);
         let src = &bytemuck::cast_slice::<u64, u8>(&s)[..src.len()];
         let dst = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut d)[..src.len()];
-        Encoding::of(dtype).encode(src, dst).unwrap();
+        encode(dtype, src, dst).unwrap();
         dst.to_vec()
     }
 

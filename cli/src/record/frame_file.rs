@@ -25,7 +25,6 @@ pub(crate) struct FrameFile {
     gathered: Vec<u8>,
     /// Frames handed to the kernel whole.
     stored: usize,
-    pushed: usize,
     /// Set by the first failed write: nothing after it can land whole and in order.
     failed: bool,
 }
@@ -47,75 +46,63 @@ impl FrameFile {
             frame_bytes,
             gathered: Vec::with_capacity(if frame_bytes < DIRECT { DIRECT } else { 0 }),
             stored: 0,
-            pushed: 0,
             failed: false,
         })
     }
 
     /// Appends one frame.
     pub(crate) fn push(&mut self, frame: &[u8]) -> Fallible {
-        self.pushed += 1;
         if frame.len() >= DIRECT {
-            self.write_out(frame, 1)
-        } else {
-            self.gathered.extend_from_slice(frame);
-            if self.gathered.len() + frame.len() > DIRECT {
-                self.flush()?;
-            }
-            Ok(())
+            return self.store(Some(frame));
         }
-    }
-
-    /// Frames pushed so far.
-    pub(crate) fn pushed(&self) -> usize {
-        self.pushed
-    }
-
-    /// Hands the gathered frames to the kernel.
-    pub(crate) fn flush(&mut self) -> Fallible {
-        let frames = self.pushed - self.stored;
-        let gathered = std::mem::take(&mut self.gathered);
-        let result = self.write_out(&gathered, frames);
-        self.gathered = gathered;
-        self.gathered.clear();
-        result
-    }
-
-    /// Writes `frames` whole frames; on failure counts those that reached the file whole.
-    fn write_out(&mut self, bytes: &[u8], frames: usize) -> Fallible {
-        if self.failed {
-            return Err(format!("{}: an earlier write failed", self.path.display()).into());
+        self.gathered.extend_from_slice(frame);
+        if self.gathered.len() + frame.len() > DIRECT {
+            self.store(None)?;
         }
-        let mut done = 0;
-        while done < bytes.len() {
-            match self.file.write(&bytes[done..]) {
-                Ok(0) => return self.fail(done, "the file takes no more bytes".into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return self.fail(done, e.to_string()),
-            }
-        }
-        self.stored += frames;
         Ok(())
     }
 
-    fn fail(&mut self, done: usize, why: String) -> Fallible {
-        self.failed = true;
+    /// Hands `frame`, or with `None` the gathered frames, to the kernel, counting the frames
+    /// that reach the file whole (also those before a failure part-way).
+    fn store(&mut self, frame: Option<&[u8]>) -> Fallible {
+        if self.failed {
+            return Err(format!("{}: an earlier write failed", self.path.display()).into());
+        }
+        let bytes = frame.unwrap_or(&self.gathered);
+        let mut done = 0;
+        let mut failure = None;
+        while done < bytes.len() {
+            match self.file.write(&bytes[done..]) {
+                Ok(0) => failure = Some("the file takes no more bytes".to_string()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => failure = Some(e.to_string()),
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
         self.stored += done / self.frame_bytes.max(1);
-        Err(format!("{}: {why}", self.path.display()).into())
+        self.gathered.clear();
+        match failure {
+            None => Ok(()),
+            Some(why) => {
+                self.failed = true;
+                Err(format!("{}: {why}", self.path.display()).into())
+            }
+        }
     }
 
     /// Flushes and returns the file, where its whole frames end, how many there are, and
     /// the flush error if there was one (a full disk). Bytes of a frame that reached the
     /// file only in part lie after that end; the caller cuts or sizes the file there.
     pub(crate) fn close(mut self) -> (File, u64, usize, Result<(), String>) {
-        let flushed = self.flush().map_err(|e| e.to_string());
-        let end = self.data_end(self.stored);
+        let flushed = if self.gathered.is_empty() {
+            Ok(())
+        } else {
+            self.store(None).map_err(|e| e.to_string())
+        };
+        let end = self.data_start + (self.stored * self.frame_bytes) as u64;
         (self.file, end, self.stored, flushed)
-    }
-
-    /// The length of the file's frame data with `frames` whole frames.
-    fn data_end(&self, frames: usize) -> u64 {
-        self.data_start + (frames * self.frame_bytes) as u64
     }
 }

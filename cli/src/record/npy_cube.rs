@@ -100,9 +100,7 @@ impl CubeSink for NpyCube {
     }
 
     fn frames(&self) -> usize {
-        self.frames
-            .as_ref()
-            .map_or(self.meta.len(), FrameFile::pushed)
+        self.meta.len()
     }
 
     fn finish(&mut self) -> Fallible {

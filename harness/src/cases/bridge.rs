@@ -6,8 +6,9 @@
 //! The harness does not link Zenoh: it runs the bridge package's binary, found next to its
 //! own executable (`cargo build -p shmstream-bridge`) or at `$SHMSTREAM_BRIDGE`.
 //!
-//! Each frame carries its write time (ns since the Unix epoch, one clock on one host) in its
-//! first 8 bytes and its phase in the 9th; both sides run the same phases:
+//! Each frame carries its write time (`CLOCK_MONOTONIC` ns; the floor's processes stamp
+//! with the realtime clock, one clock per side) in its first 8 bytes and its phase in the
+//! 9th; both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = read time − write time;
 //! - throughput: frames flat out (ours: bursts of half the source's history, each read
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shmstream::{Dtype, Error as StreamError, Stream, StreamOptions};
@@ -37,12 +38,6 @@ const END: u8 = 3;
 
 /// Most bytes of history the source and mirror streams keep.
 const HISTORY_BYTES: usize = 256 << 20;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// The bridge binary: `$SHMSTREAM_BRIDGE`, or `shmstream-bridge` beside this executable.
 fn bridge_binary() -> Result<PathBuf> {
@@ -66,29 +61,14 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().context("reading the port")?.port())
 }
 
-/// Child processes stopped with SIGTERM (the bridge's clean exit) when dropped.
+/// Bridge processes, killed and reaped when dropped (they hold no state worth a clean
+/// exit: the harness unlinks the mirror stream itself).
 struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &mut self.0 {
-            // The bridge exits cleanly on SIGTERM; `kill` (SIGKILL) below is the fallback.
-            if let Ok(None) = c.try_wait() {
-                let _ = Command::new("kill")
-                    .arg(c.id().to_string())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        for c in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
+            harness_sys::kill(c.id());
             let _ = c.wait();
         }
     }
@@ -174,13 +154,10 @@ fn floor(job: &Job, work: &Path) -> Result<Side> {
         bail!("floor-put exited with {status}");
     }
     // floor-get exits after the `end` frames; wait for it rather than stop it.
-    let get = &mut children.0[0];
-    let deadline = Instant::now() + Duration::from_secs_f64(job.timeout_s);
-    while get.try_wait().context("waiting for floor-get")?.is_none() {
-        if Instant::now() > deadline {
-            bail!("floor-get did not finish (see {})", work.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let get = children.0.pop().context("floor-get's handle")?;
+    let timeout = Duration::from_secs_f64(job.timeout_s);
+    if crate::spawn::wait_timeout(get, timeout)?.is_none() {
+        bail!("floor-get did not finish (see {})", work.display());
     }
     let text = std::fs::read_to_string(&out)
         .with_context(|| format!("reading {} (floor-get's results)", out.display()))?;
@@ -313,7 +290,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
 
 /// Writes `(stamp, phase)` into `frame` and publishes it.
 fn put(s: &Stream, frame: &mut [u8], id: u64, phase: u8) -> Result<()> {
-    frame[..8].copy_from_slice(&now_ns().to_le_bytes());
+    frame[..8].copy_from_slice(&harness_sys::clock::monotonic_ns().to_le_bytes());
     frame[8] = phase;
     s.write_bytes_frame(frame, id)
         .with_context(|| format!("writing {}", s.name()))
@@ -431,7 +408,7 @@ fn read_mirror(
     loop {
         match cursor.next_into_bytes(&mut buf, Some(Duration::from_millis(100))) {
             Ok(info) => {
-                let now = now_ns();
+                let now = harness_sys::clock::monotonic_ns();
                 idle = Instant::now();
                 let stamp = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
                 match buf[8] {
