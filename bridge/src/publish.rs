@@ -107,7 +107,9 @@ fn publish_stream(
             )));
         }
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
-        let mut buf = vec![0u8; s.size_bytes()];
+        // Each frame is read into a buffer of its own that Zenoh then owns (no second copy);
+        // a read that yields no frame keeps its buffer for the next try.
+        let mut buf = Vec::new();
         let mut header = FrameHeader {
             dtype: s.dtype(),
             shape: s.shape().to_vec(),
@@ -116,6 +118,9 @@ fn publish_stream(
             write_time: 0.0,
         };
         while !stop.load(Ordering::Relaxed) {
+            if buf.is_empty() {
+                buf = vec![0u8; s.size_bytes()];
+            }
             let got = match cursor.as_mut() {
                 Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
                 None => s.read_new_into_bytes(&mut buf, Some(POLL)),
@@ -137,7 +142,7 @@ fn publish_stream(
             header.count = info.count;
             header.write_time = info.write_time;
             publisher
-                .put(buf.clone())
+                .put(std::mem::take(&mut buf))
                 .attachment(header.encode())
                 .wait()
                 .map_err(zenoh_err(format!("putting a frame on {k}")))?;
