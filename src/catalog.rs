@@ -12,7 +12,7 @@ use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::segment::{self, Segment};
 use crate::stream::{NameLock, Stream, StreamOptions, decode_retrying, not_found, open_meta};
-use crate::{name, notify, sys};
+use crate::{name, notify, seqlock, sys};
 
 /// A stream's metadata, read without mapping its payload (the JSON of `shmstream stat`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,7 +192,7 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         let h = unsafe { MappedHeader::new(meta) };
         let s = h.sequence().load(Ordering::Acquire);
         h.sequence()
-            .store(-(s.unsigned_abs().max(1) as i64), Ordering::Release);
+            .store(-seqlock::generation(s).max(1), Ordering::Release);
         notify::wake_all(&h);
     }
     let _ = std::fs::remove_file(&lock_path);

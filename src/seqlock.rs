@@ -68,6 +68,14 @@ pub(crate) struct Bracket {
     odd: i64,
 }
 
+/// The generation a sequence value stands for (its magnitude: valid, aborted or invalid
+/// alike), capped 3 below `i64::MAX` so that the odd and even values after it, and its
+/// negation, never overflow, whatever a corrupt or hostile header holds.
+#[inline]
+pub(crate) fn generation(s: i64) -> i64 {
+    s.unsigned_abs().min((i64::MAX - 3) as u64) as i64
+}
+
 /// Starts a write. The caller holds the write lock.
 ///
 /// A negative sequence (aborted write) or an odd one (a writer that died without anybody
@@ -79,7 +87,7 @@ pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
     // Relaxed: only the lock holder stores the sequence, and taking the lock ordered us after
     // the previous holder's stores.
     let s = h.sequence().load(Ordering::Relaxed);
-    let a = s.unsigned_abs() as i64;
+    let a = generation(s);
     let odd = if a & 1 == 1 { a + 2 } else { a + 1 };
     h.sequence().store(odd, Ordering::Relaxed);
     // Keeps the payload stores that follow from becoming visible before the odd value.
@@ -127,6 +135,19 @@ pub(crate) fn invalidate_abandoned(h: &MappedHeader, observed: i64) -> bool {
 mod tests {
     use super::*;
     use crate::segment::Segment;
+
+    #[test]
+    fn generations_of_extreme_sequences_leave_room_for_the_next_write() {
+        for s in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+            let g = generation(s);
+            assert!((0..=i64::MAX - 3).contains(&g), "{s}: {g}");
+            // The next odd and even values and the invalid mark all exist.
+            let odd = if g & 1 == 1 { g + 2 } else { g + 1 };
+            assert!(odd.checked_add(1).is_some() && (-g.max(1)) < 0, "{s}");
+        }
+        assert_eq!(generation(-6), 6);
+        assert_eq!(generation(7), 7);
+    }
 
     fn header(tag: &str) -> (Segment, MappedHeader, String) {
         let id = format!("shmstream_seqlock_test_{}_{tag}", std::process::id());

@@ -567,6 +567,30 @@ fn invalid_bool_bytes_are_refused_until_rewritten() {
     );
 }
 
+#[test]
+fn extreme_sequences_in_a_planted_header_are_written_past_and_unlinked_without_overflow() {
+    for seq in [i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX] {
+        let name = unique_name("seq-extreme");
+        let _c = Cleanup::new([&name]);
+        let mut b = header(&name, Dtype::I16, &[5, 3], 0);
+        put(&mut b, offset::WRITE_SEQUENCE, &seq.to_le_bytes());
+        restamp(&mut b);
+        plant(&name, &b, Some(30));
+        // Open may refuse the header (typed); if it opens, a write starts a valid generation.
+        if let Ok(s) = Stream::open(&name) {
+            let frame: Vec<i16> = (0..15).collect();
+            s.write_slice(&frame).unwrap();
+            assert_eq!(
+                s.read::<i16>().unwrap().as_slice().unwrap(),
+                &frame[..],
+                "{seq}"
+            );
+        }
+        // Unlinking marks the generation invalid (the negation that overflowed before).
+        shmstream::unlink(&name).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
