@@ -24,6 +24,9 @@
 //! its stamp (the seqlock of `seqlock.rs`, per slot): a frame overwritten while it was copied
 //! is reported as lost, never returned torn.
 
+use std::fs::File;
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
@@ -388,6 +391,101 @@ pub(crate) fn depth(stream: &str, instance_id: [u8; 16]) -> usize {
     }
 }
 
+/// A frame in the history ring, lent by [`Cursor::next_in_place`]. Its bytes may change
+/// under it (the writer laps the cursor), which that call detects afterwards; so it offers
+/// no slice of them, only moves that never let Rust code read them.
+#[derive(Debug)]
+pub struct RingFrame<'a> {
+    ptr: *const u8,
+    len: usize,
+    stream: &'a str,
+    _ring: PhantomData<&'a Ring>,
+}
+
+impl RingFrame<'_> {
+    /// The frame's size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame has no bytes (a stream of an empty shape).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the frame into `dst`, which must be [`RingFrame::len`] bytes long.
+    pub fn copy_into(&self, dst: &mut [u8]) -> Result<()> {
+        self.check_len(std::mem::size_of_val(dst))?;
+        // SAFETY: `ptr` is the slot's frame of `len` bytes inside the mapping the borrow
+        // keeps mapped, and `dst` the caller's exclusive buffer of `len` bytes (checked). The
+        // copy may race an append; the cursor discards the frame then.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
+        Ok(())
+    }
+
+    /// Copies the frame into `dst` as words of `T`, each passed through `map` on the way:
+    /// one pass over the ring for a tool that converts pixels (a recorder writing
+    /// big-endian FITS). `dst` must hold exactly [`RingFrame::len`] bytes.
+    pub fn map_into<T: bytemuck::Pod>(&self, dst: &mut [T], map: impl Fn(T) -> T) -> Result<()> {
+        self.check_len(std::mem::size_of_val(dst))?;
+        let src = self.ptr.cast::<T>();
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: word `i` lies within the frame's `len` bytes (checked: `dst` holds as
+            // many words); unaligned reads need no alignment; `T: Pod` accepts any bits. The
+            // read may race an append; the cursor discards the frame then.
+            *d = map(unsafe { src.add(i).read_unaligned() });
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, given: usize) -> Result<()> {
+        if given == self.len {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            name: self.stream.to_owned(),
+            expected: vec![self.len],
+            given: vec![given],
+        })
+    }
+
+    /// Writes the frame to `file` at `offset` straight from the ring: the kernel copies it
+    /// into the file, nothing is copied in user space. An error leaves part of the frame
+    /// written; the file's cursor does not move.
+    pub fn write_at(&self, file: &File, offset: u64) -> std::io::Result<()> {
+        let mut done = 0usize;
+        while done < self.len {
+            let at = offset
+                .checked_add(done as u64)
+                .and_then(|o| libc::off_t::try_from(o).ok())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            // SAFETY: `ptr..ptr + len` is the slot's frame inside the ring's mapping, which
+            // the borrow `'a` keeps mapped; `done < len`. The kernel only reads the bytes
+            // (concurrent stores by the writer make them garbage, not unsound: no Rust
+            // reference to them exists), and the cursor discards a frame overwritten meanwhile.
+            let n = unsafe {
+                libc::pwrite(
+                    file.as_raw_fd(),
+                    self.ptr.add(done).cast(),
+                    self.len - done,
+                    at,
+                )
+            };
+            match n {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads every frame of a history stream, strictly in order ([`Stream::cursor`]).
 ///
 /// A frame that cannot be returned is never skipped silently: when the writer lapped the
@@ -457,6 +555,24 @@ impl Cursor<'_> {
         self.last_count = None;
     }
 
+    /// Moves the cursor forward so that at most `keep` written frames lie ahead of it, and
+    /// returns how many frames it skipped (lost to this reader; 0 when it was already that
+    /// close). A consumer slower than its producer calls this after an [`Error::Overrun`]:
+    /// resuming at the oldest frame races the producer, whose next write overwrites exactly
+    /// that slot, so every frame would be copied while being overwritten; `keep` frames of
+    /// slack leave it time to read before the next lap.
+    pub fn skip_to_recent(&mut self, keep: u64) -> u64 {
+        let head = self.ring.head().load(Ordering::Acquire);
+        let target = head.saturating_sub(keep.min(self.ring.capacity));
+        if target <= self.next {
+            return 0;
+        }
+        let skipped = target - self.next;
+        self.next = target;
+        self.last_count = None;
+        skipped
+    }
+
     /// Frames written to the history and not yet returned by this cursor (more than the
     /// capacity means some are already lost).
     pub fn lag(&self) -> u64 {
@@ -499,6 +615,42 @@ impl Cursor<'_> {
             unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
             true
         })
+    }
+
+    /// The next frame, lent to `consume` where it lies in the ring (no copy): for tools that
+    /// move frames without looking at them, such as a recorder writing each frame to a file
+    /// with [`RingFrame::write_at`]. The writer may overwrite the slot while `consume` runs;
+    /// the cursor checks afterwards and then reports the frame lost ([`Error::Overrun`]) and
+    /// drops `consume`'s result, so what `consume` does must be discardable (a write at an
+    /// offset the caller advances only when this returns `Ok`). Waits up to `timeout`
+    /// (`None`: forever) for the frame to be written.
+    pub fn next_in_place<R>(
+        &mut self,
+        timeout: Option<Duration>,
+        consume: impl FnOnce(RingFrame<'_>) -> R,
+    ) -> Result<(FrameInfo, R)> {
+        let len = self.stream.size_bytes();
+        let stream = self.stream.name.as_str();
+        let mut consume = Some(consume);
+        let mut result = None;
+        let info = self.next_with(timeout, |ptr| {
+            if let Some(f) = consume.take() {
+                result = Some(f(RingFrame {
+                    ptr,
+                    len,
+                    stream,
+                    _ring: PhantomData,
+                }));
+            }
+            true
+        })?;
+        // `next_with` returns a frame only after handing it to its closure once.
+        result
+            .map(|r| (info, r))
+            .ok_or_else(|| Error::InvalidHistory {
+                name: self.stream.name.clone(),
+                reason: "a frame was returned without being read: report this as a bug".into(),
+            })
     }
 
     /// The next frame with its metadata.

@@ -63,7 +63,7 @@ pub use catalog::{
 pub use dtype::{Dtype, Element};
 pub use error::{Error, LossCause, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
-pub use history::{Cursor, MAX_HISTORY};
+pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};
 pub use notify::{ADAPTIVE_SPIN_ROUNDS, WaitStrategy};
 pub use read::{FrameInfo, Publication};

@@ -362,3 +362,108 @@ fn bad_history_sizes_are_refused_and_create_nothing() {
         "{r:?}"
     );
 }
+
+#[test]
+fn frames_lent_in_place_are_written_copied_and_mapped_and_a_lap_during_the_loan_is_a_loss() {
+    let name = unique_name("hist-in-place");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U16)
+        .history(4)
+        .create()
+        .unwrap();
+    let mut c = s.cursor().unwrap();
+    s.write_slice_frame(&[1u16, 2, 3, 0x8000], 10).unwrap();
+    s.write_slice_frame(&[5u16; 4], 11).unwrap();
+
+    // write_at: the frame's bytes at an offset of a file, nothing else touched.
+    let path = std::env::temp_dir().join(unique_name("hist-in-place-file"));
+    let file = std::fs::File::create(&path).unwrap();
+    let (info, written) = c
+        .next_in_place(SHORT, |f| {
+            assert_eq!(f.len(), 8);
+            f.write_at(&file, 3)
+        })
+        .unwrap();
+    written.unwrap();
+    assert_eq!(info.frame_id, 10);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..3], &[0, 0, 0]);
+    assert_eq!(
+        &bytes[3..],
+        bytemuck::cast_slice::<u16, u8>(&[1, 2, 3, 0x8000])
+    );
+    let _ = std::fs::remove_file(&path);
+
+    // copy_into and map_into; a buffer of the wrong size is a typed error naming the stream.
+    c.rewind_to_oldest();
+    let (_, copied) = c
+        .next_in_place(SHORT, |f| {
+            let mut short = [0u8; 7];
+            let err = f.copy_into(&mut short).unwrap_err();
+            assert!(
+                matches!(&err, Error::ShapeMismatch { name: n, .. } if *n == name),
+                "{err}"
+            );
+            let mut whole = [0u8; 8];
+            f.copy_into(&mut whole).map(|()| whole)
+        })
+        .unwrap();
+    assert_eq!(
+        copied.unwrap(),
+        bytemuck::cast::<[u16; 4], [u8; 8]>([1, 2, 3, 0x8000])
+    );
+    let (info, mapped) = c
+        .next_in_place(SHORT, |f| {
+            let mut words = [0u16; 4];
+            f.map_into(&mut words, |x: u16| x.swap_bytes())
+                .map(|()| words)
+        })
+        .unwrap();
+    assert_eq!(info.frame_id, 11);
+    assert_eq!(mapped.unwrap(), [0x0500; 4]);
+
+    // The writer laps the cursor while the frame is lent: the frame is reported lost, never
+    // returned, and the cursor resumes at the oldest frame still held.
+    s.write_slice_frame(&[20u16; 4], 20).unwrap();
+    let lapped = c.next_in_place(SHORT, |_| {
+        for i in 21..25u16 {
+            s.write_slice_frame(&[i; 4], u64::from(i)).unwrap();
+        }
+    });
+    match lapped {
+        Err(Error::Overrun { lost, cause, .. }) => {
+            assert_eq!(lost, 1);
+            assert_eq!(cause, LossCause::Overwritten);
+        }
+        other => panic!("expected an overrun, got {other:?}"),
+    }
+    assert_eq!(c.next::<u16>(SHORT).unwrap().as_slice().unwrap(), &[21; 4]);
+}
+
+#[test]
+fn skipping_to_recent_frames_counts_what_it_skips() {
+    let name = unique_name("hist-skip");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[1])
+        .dtype(Dtype::U32)
+        .history(8)
+        .create()
+        .unwrap();
+    let mut c = s.cursor().unwrap();
+    for i in 0..6u32 {
+        s.write_slice_frame(&[i], u64::from(i)).unwrap();
+    }
+    assert_eq!(c.skip_to_recent(8), 0, "already within 8 of the head");
+    assert_eq!(c.skip_to_recent(2), 4);
+    assert_eq!(c.lag(), 2);
+    assert_eq!(c.next::<u32>(SHORT).unwrap().as_slice().unwrap(), &[4]);
+    // Lapped: keep is capped at the ring's capacity, so skipping also leaves the lost frames.
+    for i in 6..30u32 {
+        s.write_slice_frame(&[i], u64::from(i)).unwrap();
+    }
+    assert_eq!(c.skip_to_recent(100), 30 - 8 - 5);
+    assert_eq!(c.next::<u32>(SHORT).unwrap().as_slice().unwrap(), &[22]);
+}
