@@ -78,6 +78,7 @@ fn record(name: &str, out: &Path, extra: &[&str]) -> Proc {
 const CHECK: &str = r#"
 import sys, glob, csv, numpy as np
 out, fmt, per_file = sys.argv[1], sys.argv[2], int(sys.argv[3])
+shape = tuple(int(d) for d in sys.argv[4].split("x"))
 files = sorted(glob.glob(f"{out}/*.{fmt}"))
 ids, counts, sizes = [], [], []
 for f in files:
@@ -94,7 +95,7 @@ for f in files:
         rows = list(csv.DictReader(open(f[:-4] + ".frames.csv")))
         fid, cnt = [int(r["frame_id"]) for r in rows], [int(r["count"]) for r in rows]
     assert data.dtype == np.uint16, data.dtype
-    assert data.shape[1:] == (6, 5), data.shape
+    assert data.shape[1:] == shape, data.shape
     assert data.shape[0] == len(fid), (data.shape, len(fid))
     for k, i in enumerate(fid):
         assert (data[k] == i % 50000).all(), (f, k, i)
@@ -124,10 +125,20 @@ fn python_check(script: &str, args: &[&std::ffi::OsStr], what: &str) -> Option<S
 }
 
 fn check(out: &Path, fmt: &str, per_file: usize) -> (usize, usize) {
+    check_shaped(out, fmt, per_file, "6x5")
+}
+
+/// [`check`] for frames of `shape` ("HxW").
+fn check_shaped(out: &Path, fmt: &str, per_file: usize, shape: &str) -> (usize, usize) {
     let per_file = per_file.to_string();
     let Some(stdout) = python_check(
         CHECK,
-        &[out.as_os_str(), fmt.as_ref(), per_file.as_ref()],
+        &[
+            out.as_os_str(),
+            fmt.as_ref(),
+            per_file.as_ref(),
+            shape.as_ref(),
+        ],
         fmt,
     ) else {
         return (0, 0);
@@ -200,6 +211,52 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
         assert_eq!(files, 1);
         // (4096 - 128 header bytes) / 60 bytes per frame
         assert_eq!(frames, (4096 - 128) / 60, "every whole frame kept");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_whole_ones() {
+    // 80 KiB frames: over the size a cube writes straight from the history ring.
+    let name = unique_name("rec-large");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[256, 160])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .history(64)
+        .create()
+        .unwrap();
+    let out = out_dir("rec-large");
+    let r = record(
+        &name,
+        &out,
+        &["--frames", "40", "--per-file", "16", "--format", "npy"],
+    );
+    let (st, diag) = produce_until_exit(&s, r);
+    assert!(st.success(), "{diag}");
+    assert!(
+        diag.contains("40 frames in 3 file(s)") && diag.contains(", 0 lost"),
+        "{diag}"
+    );
+    if common::python().is_some() {
+        assert_eq!(check_shaped(&out, "npy", 16, "256x160"), (3, 40));
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
+    // Room for the 128-byte header and two and a half frames: two whole frames stay.
+    let frame = 256 * 160 * 2;
+    let out = out_dir("rec-large-full");
+    let c = record_on_a_full_disk(
+        &[&name, "--format", "npy", "--frames", "40"],
+        &out,
+        128 + 2 * frame + frame / 2,
+    );
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(diag.contains("FAILED"), "{diag}");
+    if common::python().is_some() {
+        assert_eq!(check_shaped(&out, "npy", 40, "256x160"), (1, 2));
     }
     let _ = std::fs::remove_dir_all(out);
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use fitsio::FitsFile;
 use fitsio::images::{ImageDescription, ImageType};
 use fitsio::tables::{ColumnDataType, ColumnDescription};
-use shmstream::Dtype;
+use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::FrameFile;
 use super::{CubeSink, FrameMeta};
@@ -42,20 +42,28 @@ pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
     })
 }
 
-/// Encodes a frame of `dtype` pixels (`src`, little-endian) as FITS pixels of
-/// [`image_type`] into `dst` (same length, both aligned to 8 bytes): big-endian, and for
-/// the types FITS stores with a BZERO offset (u16 and u32 as signed, i8 as unsigned) the
-/// offset applied, which is flipping the sign bit.
-fn encode(dtype: Dtype, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
+/// Where [`encode`] takes a frame's pixels from.
+enum Pixels<'a, 'r> {
+    /// The buffer it encodes, in place.
+    InPlace,
+    /// A frame still in a history ring, encoded into the buffer as it is copied.
+    Ring(&'a RingFrame<'r>),
+}
+
+/// Encodes a frame of `dtype` pixels (little-endian) into `frame` (aligned to 8 bytes) as
+/// FITS pixels of [`image_type`]: big-endian, and for the types FITS stores with a BZERO
+/// offset (u16 and u32 as signed, i8 as unsigned) the offset applied, which is flipping
+/// the sign bit.
+fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), String> {
     fn words<T: bytemuck::Pod>(
-        src: &[u8],
-        dst: &mut [u8],
+        from: Pixels<'_, '_>,
+        frame: &mut [u8],
         f: impl Fn(T) -> T,
     ) -> Result<(), String> {
-        let s: &[T] = bytemuck::try_cast_slice(src).map_err(|e| e.to_string())?;
-        let d: &mut [T] = bytemuck::try_cast_slice_mut(dst).map_err(|e| e.to_string())?;
-        for (d, s) in d.iter_mut().zip(s) {
-            *d = f(*s);
+        let w: &mut [T] = bytemuck::try_cast_slice_mut(frame).map_err(|e| e.to_string())?;
+        match from {
+            Pixels::InPlace => w.iter_mut().for_each(|x| *x = f(*x)),
+            Pixels::Ring(ring) => ring.map_into(w, f).map_err(|e| e.to_string())?,
         }
         Ok(())
     }
@@ -63,17 +71,17 @@ fn encode(dtype: Dtype, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
     match dtype.itemsize() {
         1 => {
             let m = if flip { 0x80 } else { 0 };
-            words(src, dst, |x: u8| x ^ m)
+            words(from, frame, |x: u8| x ^ m)
         }
         2 => {
             let m = if flip { 0x8000 } else { 0 };
-            words(src, dst, |x: u16| (x ^ m).swap_bytes())
+            words(from, frame, |x: u16| (x ^ m).swap_bytes())
         }
         4 => {
             let m = if flip { 0x8000_0000 } else { 0 };
-            words(src, dst, |x: u32| (x ^ m).swap_bytes())
+            words(from, frame, |x: u32| (x ^ m).swap_bytes())
         }
-        _ => words(src, dst, |x: u64| x.swap_bytes()),
+        _ => words(from, frame, |x: u64| x.swap_bytes()),
     }
 }
 
@@ -114,9 +122,6 @@ pub(crate) struct FitsCube {
     /// Offset of the NAXIS3 card in the file.
     naxis3_at: u64,
     dtype: Dtype,
-    /// One encoded frame (aligned for every pixel type).
-    scratch: Vec<u64>,
-    frame_bytes: usize,
     meta: Vec<FrameMeta>,
 }
 
@@ -152,25 +157,43 @@ impl FitsCube {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(FitsCube {
             path: path.to_owned(),
-            frames: Some(FrameFile::new(path, file, data_start, frame_bytes)?),
+            frames: Some(FrameFile::new(path, file, data_start, frame_bytes)),
             naxis3_at,
             dtype,
-            scratch: vec![0; frame_bytes.div_ceil(8)],
-            frame_bytes,
             meta: Vec::with_capacity(capacity),
         })
     }
 }
 
 impl CubeSink for FitsCube {
-    fn push(&mut self, bytes: &[u8], meta: FrameMeta) -> Fallible {
-        let frames = self.frames.as_mut().ok_or("FITS image already closed")?;
-        let encoded = &mut bytemuck::cast_slice_mut(&mut self.scratch)[..self.frame_bytes];
-        encode(self.dtype, bytes, encoded)
+    fn push(&mut self, frame: &mut [u8], meta: FrameMeta) -> Fallible {
+        encode(self.dtype, Pixels::InPlace, frame)
             .map_err(|e| format!("{}: encoding a frame: {e}", self.path.display()))?;
-        frames.push(encoded)?;
+        self.push_stored(frame, meta)
+    }
+
+    fn store_from_ring(&self, frame: &RingFrame<'_>, dst: &mut [u8]) -> Result<(), String> {
+        encode(self.dtype, Pixels::Ring(frame), dst)
+    }
+
+    fn push_stored(&mut self, frame: &[u8], meta: FrameMeta) -> Fallible {
+        let frames = self.frames.as_mut().ok_or("FITS image already closed")?;
+        frames.push(frame)?;
         self.meta.push(meta);
         Ok(())
+    }
+
+    /// Never: FITS pixels are encoded first.
+    fn in_place(&self) -> Option<(&File, u64)> {
+        None
+    }
+
+    fn commit_in_place(&mut self, _: std::io::Result<()>, _: FrameMeta) -> Fallible {
+        Err(format!(
+            "{}: FITS frames are encoded, not written in place",
+            self.path.display()
+        )
+        .into())
     }
 
     fn frames(&self) -> usize {
@@ -222,13 +245,11 @@ mod tests {
     use super::*;
 
     fn encoded(dtype: Dtype, src: &[u8]) -> Vec<u8> {
-        let mut s = vec![0u64; src.len().div_ceil(8)];
-        let mut d = vec![0u64; src.len().div_ceil(8)];
-        bytemuck::cast_slice_mut(&mut s)[..src.len()].copy_from_slice(src);
-        let src = &bytemuck::cast_slice::<u64, u8>(&s)[..src.len()];
-        let dst = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut d)[..src.len()];
-        encode(dtype, src, dst).unwrap();
-        dst.to_vec()
+        let mut w = vec![0u64; src.len().div_ceil(8)];
+        let frame = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut w)[..src.len()];
+        frame.copy_from_slice(src);
+        encode(dtype, Pixels::InPlace, frame).unwrap();
+        frame.to_vec()
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //! counting the frames known to have reached the file, so that a full disk costs only the
 //! frames that did not.
 //!
-//! Frames of at least [`DIRECT`] bytes go to the kernel straight from the caller's buffer
-//! (no copy in user space); smaller ones are gathered so that a stream of small frames does
-//! not cost a system call each.
+//! Every write names its offset (the end of the frames stored so far), so frames may reach
+//! the file three ways: gathered (frames under [`DIRECT`] bytes, so that a stream of small
+//! frames does not cost a system call each), straight from the caller's buffer, or written
+//! by the caller itself at [`FrameFile::in_place`] (straight from a history ring) and
+//! counted with [`FrameFile::commit_in_place`]. A frame that did not land whole is never
+//! counted, and the next one overwrites its bytes.
 
 use std::fs::File;
-use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::Fallible;
@@ -31,15 +35,8 @@ pub(crate) struct FrameFile {
 
 impl FrameFile {
     /// Appends frames of `frame_bytes` to `file` from `data_start` on.
-    pub(crate) fn new(
-        path: &Path,
-        mut file: File,
-        data_start: u64,
-        frame_bytes: usize,
-    ) -> Fallible<FrameFile> {
-        file.seek(SeekFrom::Start(data_start))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FrameFile {
+    pub(crate) fn new(path: &Path, file: File, data_start: u64, frame_bytes: usize) -> FrameFile {
+        FrameFile {
             path: path.to_owned(),
             file,
             data_start,
@@ -47,7 +44,12 @@ impl FrameFile {
             gathered: Vec::with_capacity(if frame_bytes < DIRECT { DIRECT } else { 0 }),
             stored: 0,
             failed: false,
-        })
+        }
+    }
+
+    /// Where the whole frames stored so far end.
+    fn end(&self) -> u64 {
+        self.data_start + (self.stored * self.frame_bytes) as u64
     }
 
     /// Appends one frame.
@@ -62,6 +64,26 @@ impl FrameFile {
         Ok(())
     }
 
+    /// The file and offset at which the caller may write the next frame itself, for frames
+    /// large enough to skip gathering (none is pending then) and while no write has failed.
+    pub(crate) fn in_place(&self) -> Option<(&File, u64)> {
+        (self.frame_bytes >= DIRECT && !self.failed).then(|| (&self.file, self.end()))
+    }
+
+    /// Counts the frame the caller wrote at [`FrameFile::in_place`], or fails with its error.
+    pub(crate) fn commit_in_place(&mut self, written: std::io::Result<()>) -> Fallible {
+        match written {
+            Ok(()) => {
+                self.stored += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(format!("{}: {e}", self.path.display()).into())
+            }
+        }
+    }
+
     /// Hands `frame`, or with `None` the gathered frames, to the kernel, counting the frames
     /// that reach the file whole (also those before a failure part-way).
     fn store(&mut self, frame: Option<&[u8]>) -> Fallible {
@@ -69,10 +91,11 @@ impl FrameFile {
             return Err(format!("{}: an earlier write failed", self.path.display()).into());
         }
         let bytes = frame.unwrap_or(&self.gathered);
+        let at = self.end();
         let mut done = 0;
         let mut failure = None;
         while done < bytes.len() {
-            match self.file.write(&bytes[done..]) {
+            match self.file.write_at(&bytes[done..], at + done as u64) {
                 Ok(0) => failure = Some("the file takes no more bytes".to_string()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -102,7 +125,7 @@ impl FrameFile {
         } else {
             self.store(None).map_err(|e| e.to_string())
         };
-        let end = self.data_start + (self.stored * self.frame_bytes) as u64;
+        let end = self.end();
         (self.file, end, self.stored, flushed)
     }
 }

@@ -1,11 +1,11 @@
 //! `shmstream record NAME... --out DIR (--frames N | --duration S) [--per-file N]
 //! [--format fits|npy]`: every frame of one or more streams into cube files.
 //!
-//! Per stream, a reader thread drains the stream (a history cursor; a plain stream with
-//! `read_new`, warning that frames can be missed) into a fixed pool of preallocated
-//! buffers, and a writer thread does the file I/O. A slow disk therefore shows as a cursor
-//! overrun (counted as lost frames, reported), never as a stall of the producer, which never
-//! waits for us. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
+//! Per stream, one thread waits for each frame and puts it on file: a history stream's
+//! frames through a cursor (a `.npy` cube writes them straight from the ring; FITS copies
+//! and encodes them), a plain stream's with `read_new`, warning that frames can be missed.
+//! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported), never
+//! as a stall of the producer, which never waits for us. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
 //! frames each. Exit status 1 if any frame was lost or any file failed; frames already
 //! written stay readable (the current file is closed with what it holds).
 
@@ -17,15 +17,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use shmstream::{Error, FrameInfo, Stream, WaitStrategy};
+use shmstream::{Error, RingFrame, Stream, WaitStrategy};
 
 use crate::Fallible;
 
-/// Buffers in flight per stream between its reader and writer threads.
-const POOL: usize = 64;
 /// How often a waiting reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -60,8 +57,18 @@ pub(crate) struct FrameMeta {
 
 /// One cube file being filled.
 pub(crate) trait CubeSink {
-    /// Appends one frame (the stream's raw bytes).
-    fn push(&mut self, bytes: &[u8], meta: FrameMeta) -> Fallible;
+    /// Appends one frame (the stream's raw bytes, which the cube may encode in place).
+    fn push(&mut self, frame: &mut [u8], meta: FrameMeta) -> Fallible;
+    /// Copies a frame still in a history ring into `dst` as this cube stores it (encoded on
+    /// the way), for [`CubeSink::push_stored`] once the cursor confirms the frame whole.
+    fn store_from_ring(&self, frame: &RingFrame<'_>, dst: &mut [u8]) -> Result<(), String>;
+    /// Appends a frame made by [`CubeSink::store_from_ring`].
+    fn push_stored(&mut self, frame: &[u8], meta: FrameMeta) -> Fallible;
+    /// The file and offset where the caller may write the next frame unchanged itself
+    /// (straight from a history ring), when this cube stores frames so.
+    fn in_place(&self) -> Option<(&std::fs::File, u64)>;
+    /// Counts the frame written at [`CubeSink::in_place`], or fails with that write's error.
+    fn commit_in_place(&mut self, written: std::io::Result<()>, meta: FrameMeta) -> Fallible;
     /// Frames appended so far.
     fn frames(&self) -> usize;
     /// Writes what remains (sizes, tables) and closes the file. Idempotent.
@@ -75,6 +82,8 @@ struct Progress {
     lost: AtomicU64,
     files: AtomicU64,
     done: AtomicBool,
+    /// Nanoseconds from the start until the last frame was on file (set when done).
+    took_ns: AtomicU64,
 }
 
 /// A frame buffer aligned for every element type (the bytes are viewed as pixels).
@@ -89,9 +98,6 @@ impl Buffer {
             words: vec![0; len.div_ceil(8)],
             len,
         }
-    }
-    fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
@@ -141,7 +147,11 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             .iter()
             .zip(&progress)
             .map(|(s, p)| {
-                scope.spawn(move || record_stream(s, plan, p, started).map_err(|e| e.to_string()))
+                let progress_line = std::thread::current();
+                scope.spawn(move || {
+                    let _done = Done(p, progress_line, started);
+                    record_stream(s, plan, p, started).map_err(|e| e.to_string())
+                })
             })
             .collect();
         show_progress(plan, &progress, started);
@@ -153,11 +163,12 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             })
             .collect()
     });
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
     let mut lost_total = 0;
     for ((s, p), r) in streams.iter().zip(&progress).zip(&results) {
         let frames = p.frames.load(Ordering::Relaxed);
         let lost = p.lost.load(Ordering::Relaxed);
+        // This stream's own time, not the progress line's tick at which we noticed it ended.
+        let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
         lost_total += lost;
         let mb = frames as f64 * s.size_bytes() as f64 / 1e6;
         eprintln!(
@@ -179,6 +190,19 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
     }
     Ok(())
+}
+
+/// Marks a stream's recorder done when it ends (also by a panic): its time, and a wake-up for
+/// the progress line.
+struct Done<'a>(&'a Progress, std::thread::Thread, Instant);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let took = self.2.elapsed().as_nanos() as u64;
+        self.0.took_ns.store(took, Ordering::Relaxed);
+        self.0.done.store(true, Ordering::Release);
+        self.1.unpark();
+    }
 }
 
 /// The progress line on a terminal, until every recorder is done.
@@ -207,117 +231,96 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
     }
 }
 
-/// One stream: a reader (this thread) and a writer thread joined by a buffer pool.
-fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fallible {
-    struct Done<'a>(&'a Progress);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.done.store(true, Ordering::Release);
-        }
-    }
-    let _done = Done(p);
-    let (free_tx, free_rx) = sync_channel::<Buffer>(POOL);
-    let (full_tx, full_rx) = sync_channel::<(Buffer, FrameMeta)>(POOL);
-    for _ in 0..POOL {
-        let _ = free_tx.send(Buffer::new(s.size_bytes()));
-    }
-    std::thread::scope(|scope| {
-        let writer =
-            scope.spawn(|| write_files(s, plan, p, full_rx, free_tx).map_err(|e| e.to_string()));
-        let read = read_frames(s, plan, p, started, &free_rx, full_tx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err("the writer thread panicked".into()));
-        written.map_err(Into::into).and(read)
-    })
+/// Where the frame a read returned is.
+enum Staged {
+    /// Written to the file at the cube's [`CubeSink::in_place`] offset (or the write's error).
+    Written(std::io::Result<()>),
+    /// In the buffer as the cube stores it ([`CubeSink::store_from_ring`]).
+    Stored(Result<(), String>),
+    /// In the buffer as the stream's raw bytes.
+    Raw,
 }
 
-fn read_frames(
-    s: &Stream,
-    plan: &Plan,
-    p: &Progress,
-    started: Instant,
-    free: &Receiver<Buffer>,
-    full: SyncSender<(Buffer, FrameMeta)>,
-) -> Fallible {
+/// One stream, on this thread: wait for the next frame, put it on file, repeat. A history
+/// stream's frames go from the ring to the file (a `.npy` cube writes them where they lie,
+/// [`shmstream::Cursor::next_in_place`]; FITS copies and encodes them first); a plain
+/// stream's are copied out with `read_new`. The producer never waits for us: a disk slower
+/// than the stream shows as frames the ring overwrote, counted as lost.
+fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fallible {
     let mut cursor = if s.history_depth() > 0 {
         Some(s.cursor()?)
     } else {
         None
     };
-    let mut taken = 0u64;
-    // A buffer that did not receive a frame (timeout, overrun) is used for the next try.
-    let mut spare: Option<Buffer> = None;
-    loop {
-        let out_of_time = plan.duration.is_some_and(|d| started.elapsed() >= d);
-        let enough = plan.frames.is_some_and(|n| taken >= n);
-        if out_of_time || enough || crate::watch::stop_requested() {
-            return Ok(());
-        }
-        // The writer hands buffers back; if it failed, it dropped its end and we stop.
-        let mut buf = match spare.take() {
-            Some(b) => b,
-            None => match free.recv() {
-                Ok(b) => b,
-                Err(_) => return Ok(()),
-            },
-        };
-        let got: Result<FrameInfo, Error> = match cursor.as_mut() {
-            Some(c) => c.next_into_bytes(buf.bytes_mut(), Some(POLL)),
-            None => s.read_new_into_bytes(buf.bytes_mut(), Some(POLL)),
-        };
-        match got {
-            Ok(info) => {
-                p.lost.fetch_add(info.missed, Ordering::Relaxed);
-                let meta = FrameMeta {
-                    frame_id: info.frame_id,
-                    count: info.count,
-                    write_time: info.write_time,
-                    record_time: unix_now(),
-                };
-                taken += 1;
-                if full.send((buf, meta)).is_err() {
-                    return Ok(());
-                }
-            }
-            Err(Error::Overrun { lost, .. }) => {
-                p.lost.fetch_add(lost, Ordering::Relaxed);
-                spare = Some(buf);
-            }
-            Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => spare = Some(buf),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn write_files(
-    s: &Stream,
-    plan: &Plan,
-    p: &Progress,
-    full: Receiver<(Buffer, FrameMeta)>,
-    free: SyncSender<Buffer>,
-) -> Fallible {
+    let mut buf = Buffer::new(s.size_bytes());
     let mut sink: Option<Box<dyn CubeSink>> = None;
     let mut index = 0usize;
+    let mut taken = 0u64;
     let result = (|| -> Fallible {
-        for (buf, meta) in full.iter() {
+        loop {
+            let out_of_time = plan.duration.is_some_and(|d| started.elapsed() >= d);
+            let enough = plan.frames.is_some_and(|n| taken >= n);
+            if out_of_time || enough || crate::watch::stop_requested() {
+                return Ok(());
+            }
             if sink.as_ref().is_some_and(|k| k.frames() >= plan.per_file)
                 && let Some(mut k) = sink.take()
             {
                 k.finish()?;
             }
-            if sink.is_none() {
-                sink = Some(open_sink(s, plan, index)?);
-                index += 1;
-                p.files.fetch_add(1, Ordering::Relaxed);
+            let k = match &mut sink {
+                Some(k) => k,
+                None => {
+                    index += 1;
+                    p.files.fetch_add(1, Ordering::Relaxed);
+                    sink.insert(open_sink(s, plan, index - 1)?)
+                }
+            };
+            let got = match (cursor.as_mut(), k.in_place()) {
+                (Some(c), Some((file, at))) => c
+                    .next_in_place(Some(POLL), |frame| frame.write_at(file, at))
+                    .map(|(info, written)| (info, Staged::Written(written))),
+                (Some(c), None) => {
+                    let dst = buf.bytes_mut();
+                    c.next_in_place(Some(POLL), |frame| k.store_from_ring(&frame, dst))
+                        .map(|(info, stored)| (info, Staged::Stored(stored)))
+                }
+                (None, _) => s
+                    .read_new_into_bytes(buf.bytes_mut(), Some(POLL))
+                    .map(|info| (info, Staged::Raw)),
+            };
+            match got {
+                Ok((info, staged)) => {
+                    p.lost.fetch_add(info.missed, Ordering::Relaxed);
+                    let meta = FrameMeta {
+                        frame_id: info.frame_id,
+                        count: info.count,
+                        write_time: info.write_time,
+                        record_time: unix_now(),
+                    };
+                    match staged {
+                        Staged::Written(w) => k.commit_in_place(w, meta)?,
+                        Staged::Stored(Ok(())) => k.push_stored(buf.bytes_mut(), meta)?,
+                        Staged::Stored(Err(e)) => return Err(e.into()),
+                        Staged::Raw => k.push(buf.bytes_mut(), meta)?,
+                    }
+                    taken += 1;
+                    p.frames.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Error::Overrun { lost, .. }) => {
+                    // Lapped: resume an eighth of the ring ahead of the oldest frame, not at
+                    // the slot the writer overwrites next (a writer faster than us would
+                    // overwrite every frame we read there while we read it).
+                    let depth = s.history_depth() as u64;
+                    let skipped = cursor
+                        .as_mut()
+                        .map_or(0, |c| c.skip_to_recent(depth - depth / 8));
+                    p.lost.fetch_add(lost + skipped, Ordering::Relaxed);
+                }
+                Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-            if let Some(k) = sink.as_mut() {
-                k.push(buf.bytes(), meta)?;
-            }
-            p.frames.fetch_add(1, Ordering::Relaxed);
-            let _ = free.send(buf);
         }
-        Ok(())
     })();
     // Close the current file with the frames it holds, also after an error.
     let closed = sink.as_mut().map_or(Ok(()), |k| k.finish());

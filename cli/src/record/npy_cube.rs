@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use shmstream::Dtype;
+use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::FrameFile;
 use super::{CubeSink, FrameMeta};
@@ -80,7 +80,7 @@ impl NpyCube {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(NpyCube {
             path: path.to_owned(),
-            frames: Some(FrameFile::new(path, file, h.len() as u64, frame_bytes)?),
+            frames: Some(FrameFile::new(path, file, h.len() as u64, frame_bytes)),
             dtype,
             shape: shape.to_vec(),
             header_len: h.len(),
@@ -90,11 +90,32 @@ impl NpyCube {
 }
 
 impl CubeSink for NpyCube {
-    fn push(&mut self, bytes: &[u8], meta: FrameMeta) -> Fallible {
+    fn push(&mut self, frame: &mut [u8], meta: FrameMeta) -> Fallible {
+        self.push_stored(frame, meta)
+    }
+
+    fn store_from_ring(&self, frame: &RingFrame<'_>, dst: &mut [u8]) -> Result<(), String> {
+        frame.copy_into(dst).map_err(|e| e.to_string())
+    }
+
+    fn push_stored(&mut self, frame: &[u8], meta: FrameMeta) -> Fallible {
         self.frames
             .as_mut()
             .ok_or("file already closed")?
-            .push(bytes)?;
+            .push(frame)?;
+        self.meta.push(meta);
+        Ok(())
+    }
+
+    fn in_place(&self) -> Option<(&File, u64)> {
+        self.frames.as_ref()?.in_place()
+    }
+
+    fn commit_in_place(&mut self, written: std::io::Result<()>, meta: FrameMeta) -> Fallible {
+        self.frames
+            .as_mut()
+            .ok_or("file already closed")?
+            .commit_in_place(written)?;
         self.meta.push(meta);
         Ok(())
     }
