@@ -7,8 +7,13 @@
 //! clock for both processes on one host). The attachment says the phase: `warm` (ignored:
 //! the session is still connecting), `lat` (paced; the subscriber keeps each one-way
 //! latency), `tput` (flat out with congestion control *block*; the subscriber counts), and
-//! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`: a line `tput <frames> <seconds>` and one
-//! latency in ns per line.
+//! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`:
+//! a line `tput <frames> <seconds>` and one latency in ns per line.
+//!
+//! With `burst` > 0 the throughput phase runs in bursts of that many frames, and the
+//! subscriber acknowledges each burst's last frame on `KEY/ack` before the publisher sends
+//! the next: the shape of the bridge case's lossless bursts, each drained at the far end,
+//! with nothing but Zenoh in the path.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +50,17 @@ pub struct PutPlan {
     pub lat_s: f64,
     /// Seconds of flat-out frames.
     pub tput_s: f64,
+    /// Throughput frames per acknowledged burst (0: flat out, no acknowledgements).
+    pub burst: u64,
 }
+
+/// The key floor-get acknowledges bursts on.
+fn ack_key(key: &str) -> String {
+    format!("{key}/ack")
+}
+
+/// How long floor-put waits for a burst's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The publishing side.
 pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), BridgeError> {
@@ -59,6 +74,10 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
         .express(true)
         .wait()
         .map_err(zerr("declaring the floor publisher"))?;
+    let acks = session
+        .declare_subscriber(ack_key(key))
+        .wait()
+        .map_err(zerr("declaring the floor's acknowledgement subscriber"))?;
     let mut payload = vec![0u8; plan.bytes];
     let mut send = |tag: &str| {
         payload[..8].copy_from_slice(&now_ns().to_le_bytes());
@@ -69,20 +88,23 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
             .map_err(zerr("putting a floor frame"))
     };
     let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
-    for (tag, secs, paced) in [
-        ("warm", plan.warm_s, true),
-        ("lat", plan.lat_s, true),
-        ("tput", plan.tput_s, false),
-    ] {
+    for (tag, secs) in [("warm", plan.warm_s), ("lat", plan.lat_s)] {
         let until = Instant::now() + Duration::from_secs_f64(secs);
         let mut next = Instant::now();
         while Instant::now() < until {
-            if paced {
-                // The same pacing as the harness's writer: sleep to the next slot.
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                next += gap;
-            }
+            // The same pacing as the harness's writer: sleep to the next slot.
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += gap;
             send(tag)?;
+        }
+    }
+    let until = Instant::now() + Duration::from_secs_f64(plan.tput_s);
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        send("tput")?;
+        sent += 1;
+        if plan.burst > 0 && sent.is_multiple_of(plan.burst) {
+            wait_ack(&acks, sent)?;
         }
     }
     for _ in 0..3 {
@@ -93,14 +115,47 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     Ok(())
 }
 
+/// Waits until floor-get has acknowledged `sent` throughput frames.
+fn wait_ack(
+    acks: &zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
+    sent: u64,
+) -> Result<(), BridgeError> {
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(ack) = acks
+            .recv_timeout(left)
+            .map_err(zerr("receiving a floor acknowledgement"))?
+        else {
+            return Err(BridgeError::Usage(format!(
+                "floor-get acknowledged no burst up to frame {sent} within {ACK_TIMEOUT:?}"
+            )));
+        };
+        let bytes = ack.payload().to_bytes();
+        let got = bytes
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        if got >= sent {
+            return Ok(());
+        }
+    }
+}
+
 /// The subscribing side: runs until `end` (or `stop`), then writes `out`.
 pub fn get(
     key: &str,
     endpoints: &Endpoints,
     out: &std::path::Path,
+    burst: u64,
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
     let session = open_session(endpoints)?;
+    let acks = session
+        .declare_publisher(ack_key(key))
+        .congestion_control(CongestionControl::Block)
+        .express(true)
+        .wait()
+        .map_err(zerr("declaring the floor's acknowledgement publisher"))?;
     let sub = session
         .declare_subscriber(key.to_owned())
         .wait()
@@ -131,6 +186,11 @@ pub fn get(
                 first.get_or_insert_with(Instant::now);
                 last = Instant::now();
                 tput += 1;
+                if burst > 0 && tput.is_multiple_of(burst) {
+                    acks.put(tput.to_le_bytes().to_vec())
+                        .wait()
+                        .map_err(zerr("acknowledging a floor burst"))?;
+                }
             }
             Some(b"end") => break,
             _ => {}

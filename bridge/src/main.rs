@@ -82,6 +82,10 @@ enum Command {
         lat_s: f64,
         #[arg(long, default_value_t = 1.0)]
         tput_s: f64,
+        /// Throughput in bursts of this many frames, each acknowledged by floor-get before
+        /// the next (0: flat out).
+        #[arg(long, default_value_t = 0)]
+        burst: u64,
     },
     /// The harness's Zenoh floor, subscribing side (see `floor.rs`).
     #[command(hide = true)]
@@ -91,6 +95,9 @@ enum Command {
         listen: Vec<String>,
         #[arg(long)]
         out: std::path::PathBuf,
+        /// Acknowledge every this many throughput frames (floor-put's `--burst`; 0: never).
+        #[arg(long, default_value_t = 0)]
+        burst: u64,
     },
 }
 
@@ -160,6 +167,7 @@ fn main() -> ExitCode {
             warm_s,
             lat_s,
             tput_s,
+            burst,
         } => floor::put(
             &key,
             &Endpoints {
@@ -172,15 +180,22 @@ fn main() -> ExitCode {
                 warm_s,
                 lat_s,
                 tput_s,
+                burst,
             },
         ),
-        Command::FloorGet { key, listen, out } => floor::get(
+        Command::FloorGet {
+            key,
+            listen,
+            out,
+            burst,
+        } => floor::get(
             &key,
             &Endpoints {
                 listen,
                 connect: vec![],
             },
             &out,
+            burst,
             stop,
         ),
     };

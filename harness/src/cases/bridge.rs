@@ -11,9 +11,10 @@
 //! 9th; both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = read time − write time;
-//! - throughput: frames flat out (ours: bursts of half the source's history, each read
-//!   whole at B before the next, so the lossless path never laps a cursor; the floor:
-//!   congestion control *block*); the rate is frames delivered per second at B.
+//! - throughput: bursts of half the source's history, each read whole at B before the
+//!   next, so the lossless path never laps a cursor; the rate is frames delivered per
+//!   second. The floor runs twice, flat out and in the same bursts (each acknowledged by
+//!   floor-get over Zenoh), congestion control *block*, and the better run is the floor.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,20 @@ const END: u8 = 3;
 
 /// Most bytes of history the source and mirror streams keep.
 const HISTORY_BYTES: usize = 256 << 20;
+/// Most frames of history they keep: a throughput burst is half of it, and each burst ends
+/// with the pipeline drained, so small frames need long bursts for the drain not to count.
+const MAX_DEPTH: usize = 2048;
+
+/// Frames of history the source and mirror streams keep.
+fn depth(job: &Job) -> usize {
+    (HISTORY_BYTES / job.payload_bytes()).clamp(4, MAX_DEPTH)
+}
+
+/// Frames per throughput burst (ours and the floor's alike): half the history, so the
+/// lossless path never laps a cursor.
+fn burst(depth: usize) -> u64 {
+    (depth / 2).max(1) as u64
+}
 
 /// The bridge binary: `$SHMSTREAM_BRIDGE`, or `shmstream-bridge` beside this executable.
 fn bridge_binary() -> Result<PathBuf> {
@@ -89,7 +104,7 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
 pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
-    let floor = floor(job, &work).map_err(|e| format!("floor failed: {e}"));
+    let floor = best_floor(job, &work).map_err(|e| format!("floor failed: {e}"));
     let names = runner.names(idx, "bridge");
     let ours = ours(job, &names.data, &work).map_err(|e| format!("failed: {e}"));
     JobResult {
@@ -107,7 +122,30 @@ fn phase_seconds(job: &Job) -> f64 {
     job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
 }
 
-fn floor(job: &Job, work: &Path) -> Result<Side> {
+/// Zenoh's floor twice, its throughput phase flat out and in our bursts: the floor is the
+/// better of the two (the lower latency p50, the higher throughput). Neither pattern is
+/// Zenoh's best at every payload on a shared machine, and a floor must bound ours.
+fn best_floor(job: &Job, work: &Path) -> Result<Side> {
+    let flat = floor(job, work, 0)?;
+    let bursts = floor(job, work, burst(depth(job)))?;
+    let hz = |s: &Side| crate::measure::median(&s.m.repeat_hz);
+    let (flat_hz, bursts_hz) = (hz(&flat), hz(&bursts));
+    let mut best = if flat.hist.value_at_quantile(0.5) <= bursts.hist.value_at_quantile(0.5) {
+        flat
+    } else {
+        bursts
+    };
+    best.m.repeat_hz = vec![flat_hz.max(bursts_hz)];
+    best.m.notes.push((
+        "floor throughput".into(),
+        format!(
+            "flat out {flat_hz:.0} frames/s, in bursts {bursts_hz:.0} frames/s: the higher counts"
+        ),
+    ));
+    Ok(best)
+}
+
+fn floor(job: &Job, work: &Path, burst: u64) -> Result<Side> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -125,6 +163,8 @@ fn floor(job: &Job, work: &Path) -> Result<Side> {
             endpoint.clone(),
             "--out".into(),
             out.display().to_string(),
+            "--burst".into(),
+            burst.to_string(),
         ],
         &work.join("floor-get.log"),
     )?;
@@ -146,6 +186,8 @@ fn floor(job: &Job, work: &Path) -> Result<Side> {
             &secs.to_string(),
             "--tput-s",
             &secs.to_string(),
+            "--burst",
+            &burst.to_string(),
         ])
         .stdin(Stdio::null())
         .status()
@@ -226,7 +268,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
     let bin = bridge_binary()?;
     let dtype = Dtype::from_numpy_name(&job.dtype)
         .with_context(|| format!("dtype {} is not a stream dtype", job.dtype))?;
-    let depth = (HISTORY_BYTES / job.payload_bytes()).clamp(4, 256);
+    let depth = depth(job);
     let source = StreamOptions::new(name)
         .shape(&job.shape)
         .dtype(dtype)
@@ -339,7 +381,7 @@ fn write_source(
     )?;
     // Throughput: bursts that the lossless path can hold whole, each drained at B.
     wait_accounted(seen, id, timeout)?;
-    let burst = (depth / 2).max(1) as u64;
+    let burst = burst(depth);
     let mut rates = Vec::new();
     for _ in 0..job.timing.repeats.max(1) {
         let t0 = Instant::now();
