@@ -25,7 +25,6 @@
 //! is reported as lost, never returned torn.
 
 use std::fs::File;
-use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -398,8 +397,7 @@ pub(crate) fn depth(stream: &str, instance_id: [u8; 16]) -> usize {
 pub struct RingFrame<'a> {
     ptr: *const u8,
     len: usize,
-    stream: &'a str,
-    _ring: PhantomData<&'a Ring>,
+    stream: &'a Stream,
 }
 
 impl RingFrame<'_> {
@@ -415,7 +413,7 @@ impl RingFrame<'_> {
 
     /// Copies the frame into `dst`, which must be [`RingFrame::len`] bytes long.
     pub fn copy_into(&self, dst: &mut [u8]) -> Result<()> {
-        self.check_len(std::mem::size_of_val(dst))?;
+        self.stream.ensure_byte_len(std::mem::size_of_val(dst))?;
         // SAFETY: `ptr` is the slot's frame of `len` bytes inside the mapping the borrow
         // keeps mapped, and `dst` the caller's exclusive buffer of `len` bytes (checked). The
         // copy may race an append; the cursor discards the frame then.
@@ -427,7 +425,7 @@ impl RingFrame<'_> {
     /// one pass over the ring for a tool that converts pixels (a recorder writing
     /// big-endian FITS). `dst` must hold exactly [`RingFrame::len`] bytes.
     pub fn map_into<T: bytemuck::Pod>(&self, dst: &mut [T], map: impl Fn(T) -> T) -> Result<()> {
-        self.check_len(std::mem::size_of_val(dst))?;
+        self.stream.ensure_byte_len(std::mem::size_of_val(dst))?;
         let src = self.ptr.cast::<T>();
         for (i, d) in dst.iter_mut().enumerate() {
             // SAFETY: word `i` lies within the frame's `len` bytes (checked: `dst` holds as
@@ -436,17 +434,6 @@ impl RingFrame<'_> {
             *d = map(unsafe { src.add(i).read_unaligned() });
         }
         Ok(())
-    }
-
-    fn check_len(&self, given: usize) -> Result<()> {
-        if given == self.len {
-            return Ok(());
-        }
-        Err(Error::ShapeMismatch {
-            name: self.stream.to_owned(),
-            expected: vec![self.len],
-            given: vec![given],
-        })
     }
 
     /// Writes the frame to `file` at `offset` straight from the ring: the kernel copies it
@@ -607,14 +594,10 @@ impl Cursor<'_> {
         dst: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
+        // Refuse a wrong-sized buffer before waiting for a frame.
         self.stream.ensure_byte_len(dst.len())?;
-        let (n, ptr) = (dst.len(), dst.as_mut_ptr());
-        self.next_with(timeout, |src| {
-            // SAFETY: `src` is a slot's frame of `n` bytes (length checked above) and `ptr`
-            // the caller's exclusive buffer of `n` bytes; any byte is a valid `u8`.
-            unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
-            true
-        })
+        let (info, copied) = self.next_in_place(timeout, |frame| frame.copy_into(dst))?;
+        copied.map(|()| info)
     }
 
     /// The next frame, lent to `consume` where it lies in the ring (no copy): for tools that
@@ -629,18 +612,12 @@ impl Cursor<'_> {
         timeout: Option<Duration>,
         consume: impl FnOnce(RingFrame<'_>) -> R,
     ) -> Result<(FrameInfo, R)> {
-        let len = self.stream.size_bytes();
-        let stream = self.stream.name.as_str();
+        let (len, stream) = (self.stream.size_bytes(), self.stream);
         let mut consume = Some(consume);
         let mut result = None;
         let info = self.next_with(timeout, |ptr| {
             if let Some(f) = consume.take() {
-                result = Some(f(RingFrame {
-                    ptr,
-                    len,
-                    stream,
-                    _ring: PhantomData,
-                }));
+                result = Some(f(RingFrame { ptr, len, stream }));
             }
             true
         })?;

@@ -149,7 +149,11 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             .map(|(s, p)| {
                 let progress_line = std::thread::current();
                 scope.spawn(move || {
-                    let _done = Done(p, progress_line, started);
+                    let _done = Done {
+                        progress: p,
+                        progress_line,
+                        started,
+                    };
                     record_stream(s, plan, p, started).map_err(|e| e.to_string())
                 })
             })
@@ -194,14 +198,18 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
 
 /// Marks a stream's recorder done when it ends (also by a panic): its time, and a wake-up for
 /// the progress line.
-struct Done<'a>(&'a Progress, std::thread::Thread, Instant);
+struct Done<'a> {
+    progress: &'a Progress,
+    progress_line: std::thread::Thread,
+    started: Instant,
+}
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
-        let took = self.2.elapsed().as_nanos() as u64;
-        self.0.took_ns.store(took, Ordering::Relaxed);
-        self.0.done.store(true, Ordering::Release);
-        self.1.unpark();
+        let took = self.started.elapsed().as_nanos() as u64;
+        self.progress.took_ns.store(took, Ordering::Relaxed);
+        self.progress.done.store(true, Ordering::Release);
+        self.progress_line.unpark();
     }
 }
 
