@@ -19,15 +19,15 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shmstream_bridge::{BridgeError, Endpoints, open_session};
+use shmstream_bridge::{BridgeError, Endpoints, open_session, zenoh_err};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
-fn zerr(what: &'static str) -> impl FnOnce(zenoh::Error) -> BridgeError {
-    move |e| BridgeError::Zenoh {
-        what: what.into(),
-        reason: e.to_string(),
-    }
+/// The little-endian u64 a floor payload starts with (its stamp, or an acknowledged count).
+fn leading_u64(bytes: &[u8]) -> u64 {
+    bytes
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -37,20 +37,27 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// What `floor-put` sends.
-#[derive(Debug, Clone)]
+/// What `floor-put` sends (its command-line options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct PutPlan {
     /// Payload bytes (at least 8).
+    #[arg(long)]
     pub bytes: usize,
     /// Microseconds between latency frames.
+    #[arg(long, default_value_t = 1000.0)]
     pub gap_us: f64,
     /// Seconds of warm-up frames (the session connects meanwhile).
+    #[arg(long, default_value_t = 1.0)]
     pub warm_s: f64,
     /// Seconds of paced latency frames.
+    #[arg(long, default_value_t = 1.0)]
     pub lat_s: f64,
-    /// Seconds of flat-out frames.
+    /// Seconds of throughput frames.
+    #[arg(long, default_value_t = 1.0)]
     pub tput_s: f64,
-    /// Throughput frames per acknowledged burst (0: flat out, no acknowledgements).
+    /// Throughput frames per burst, each acknowledged by floor-get before the next (0: flat
+    /// out, no acknowledgements).
+    #[arg(long, default_value_t = 0)]
     pub burst: u64,
 }
 
@@ -73,11 +80,13 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
         .congestion_control(CongestionControl::Block)
         .express(true)
         .wait()
-        .map_err(zerr("declaring the floor publisher"))?;
+        .map_err(zenoh_err("declaring the floor publisher"))?;
     let acks = session
         .declare_subscriber(ack_key(key))
         .wait()
-        .map_err(zerr("declaring the floor's acknowledgement subscriber"))?;
+        .map_err(zenoh_err(
+            "declaring the floor's acknowledgement subscriber",
+        ))?;
     let mut payload = vec![0u8; plan.bytes];
     let mut send = |tag: &str| {
         payload[..8].copy_from_slice(&now_ns().to_le_bytes());
@@ -85,7 +94,7 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
             .put(payload.clone())
             .attachment(tag.as_bytes().to_vec())
             .wait()
-            .map_err(zerr("putting a floor frame"))
+            .map_err(zenoh_err("putting a floor frame"))
     };
     let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
     for (tag, secs) in [("warm", plan.warm_s), ("lat", plan.lat_s)] {
@@ -125,17 +134,13 @@ fn wait_ack(
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(ack) = acks
             .recv_timeout(left)
-            .map_err(zerr("receiving a floor acknowledgement"))?
+            .map_err(zenoh_err("receiving a floor acknowledgement"))?
         else {
             return Err(BridgeError::Usage(format!(
                 "floor-get acknowledged no burst up to frame {sent} within {ACK_TIMEOUT:?}"
             )));
         };
-        let bytes = ack.payload().to_bytes();
-        let got = bytes
-            .get(..8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-        if got >= sent {
+        if leading_u64(&ack.payload().to_bytes()) >= sent {
             return Ok(());
         }
     }
@@ -155,17 +160,17 @@ pub fn get(
         .congestion_control(CongestionControl::Block)
         .express(true)
         .wait()
-        .map_err(zerr("declaring the floor's acknowledgement publisher"))?;
+        .map_err(zenoh_err("declaring the floor's acknowledgement publisher"))?;
     let sub = session
         .declare_subscriber(key.to_owned())
         .wait()
-        .map_err(zerr("declaring the floor subscriber"))?;
+        .map_err(zenoh_err("declaring the floor subscriber"))?;
     let mut lat = Vec::new();
     let (mut tput, mut first, mut last) = (0u64, None, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         let Some(sample) = sub
             .recv_timeout(Duration::from_millis(100))
-            .map_err(zerr("receiving a floor frame"))?
+            .map_err(zenoh_err("receiving a floor frame"))?
         else {
             // The publisher closing its session may discard the `end` frames queued behind
             // a backlog: a second without frames after the throughput phase ends it too.
@@ -176,10 +181,7 @@ pub fn get(
         };
         let now = now_ns();
         let tag = sample.attachment().map(|a| a.to_bytes().to_vec());
-        let payload = sample.payload().to_bytes();
-        let stamp = payload
-            .get(..8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        let stamp = leading_u64(&sample.payload().to_bytes());
         match tag.as_deref() {
             Some(b"lat") => lat.push(now.saturating_sub(stamp)),
             Some(b"tput") => {
@@ -189,7 +191,7 @@ pub fn get(
                 if burst > 0 && tput.is_multiple_of(burst) {
                     acks.put(tput.to_le_bytes().to_vec())
                         .wait()
-                        .map_err(zerr("acknowledging a floor burst"))?;
+                        .map_err(zenoh_err("acknowledging a floor burst"))?;
                 }
             }
             Some(b"end") => break,

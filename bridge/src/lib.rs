@@ -51,7 +51,8 @@ pub enum BridgeError {
     Usage(String),
 }
 
-pub(crate) fn zenoh_err(what: impl Into<String>) -> impl FnOnce(zenoh::Error) -> BridgeError {
+/// Turns a Zenoh error into a [`BridgeError`] saying what was being done.
+pub fn zenoh_err(what: impl Into<String>) -> impl FnOnce(zenoh::Error) -> BridgeError {
     let what = what.into();
     move |e| BridgeError::Zenoh {
         what,

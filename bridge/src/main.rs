@@ -72,20 +72,8 @@ enum Command {
         key: String,
         #[arg(long)]
         connect: Vec<String>,
-        #[arg(long)]
-        bytes: usize,
-        #[arg(long, default_value_t = 1000.0)]
-        gap_us: f64,
-        #[arg(long, default_value_t = 1.0)]
-        warm_s: f64,
-        #[arg(long, default_value_t = 1.0)]
-        lat_s: f64,
-        #[arg(long, default_value_t = 1.0)]
-        tput_s: f64,
-        /// Throughput in bursts of this many frames, each acknowledged by floor-get before
-        /// the next (0: flat out).
-        #[arg(long, default_value_t = 0)]
-        burst: u64,
+        #[command(flatten)]
+        plan: floor::PutPlan,
     },
     /// The harness's Zenoh floor, subscribing side (see `floor.rs`).
     #[command(hide = true)]
@@ -159,29 +147,13 @@ fn main() -> ExitCode {
                 stop,
             )
         }
-        Command::FloorPut {
-            key,
-            connect,
-            bytes,
-            gap_us,
-            warm_s,
-            lat_s,
-            tput_s,
-            burst,
-        } => floor::put(
+        Command::FloorPut { key, connect, plan } => floor::put(
             &key,
             &Endpoints {
                 listen: vec![],
                 connect,
             },
-            &floor::PutPlan {
-                bytes,
-                gap_us,
-                warm_s,
-                lat_s,
-                tput_s,
-                burst,
-            },
+            &plan,
         ),
         Command::FloorGet {
             key,
