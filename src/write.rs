@@ -374,6 +374,58 @@ impl Stream {
         }
     }
 
+    /// Zero-copy publication of raw bytes, for tools that move frames of any dtype without
+    /// looking at them (bridges filling a frame from received pieces): `fill` writes the
+    /// frame's `size_bytes()` bytes (C order, native endian) in place, stamped `frame_id`.
+    /// A failing `fill` aborts the generation as in [`Stream::write_view`]; so does, on `bool`
+    /// streams, a byte other than 0 or 1 ([`Error::InvalidData`]): check such input first.
+    pub fn write_bytes_view_frame<R, E>(
+        &self,
+        frame_id: u64,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<R, E>,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write_bytes_view_opt(frame_id, fill, false)
+    }
+
+    fn write_bytes_view_opt<R, E>(
+        &self,
+        frame_id: u64,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<R, E>,
+        locked: bool,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.host_payload()?;
+        let (size, dtype, name) = (self.size, self.dtype, &self.name);
+        let body = move |dst: *mut u8| {
+            // SAFETY: `dst` is the host payload of `size` bytes; we hold the write lock inside
+            // the bracket, so no cooperating writer aliases it, and any byte is a valid `u8`;
+            // the borrow ends before the bracket does.
+            let buf = unsafe { std::slice::from_raw_parts_mut(dst, size) };
+            let out = fill(buf).map_err(|e| Error::WriteAborted {
+                name: name.clone(),
+                source: e.into(),
+            })?;
+            if dtype == Dtype::Bool && buf.iter().any(|&b| b > 1) {
+                return Err(Error::InvalidData {
+                    name: name.clone(),
+                    dtype,
+                    reason: "a bool byte other than 0 or 1",
+                });
+            }
+            Ok(out)
+        };
+        if locked {
+            self.publish_locked(Some(frame_id), body)
+        } else {
+            self.publish(Some(frame_id), body)
+        }
+    }
+
     /// Writes zeros as a new frame.
     pub fn clear(&self) -> Result<()> {
         self.host_payload()?;
@@ -435,6 +487,19 @@ impl WriteGuard<'_> {
     {
         self.stream.ensure_open()?;
         self.stream.write_view_frame_opt(Some(frame_id), fill, true)
+    }
+
+    /// [`Stream::write_bytes_view_frame`] without re-locking.
+    pub fn write_bytes_view_frame<R, E>(
+        &self,
+        frame_id: u64,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<R, E>,
+    ) -> Result<R>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.stream.ensure_open()?;
+        self.stream.write_bytes_view_opt(frame_id, fill, true)
     }
 
     /// The live payload, borrowed without a copy (pyshmem's `read(safe=False)` under the

@@ -707,6 +707,81 @@ fn write_view_error_aborts_the_generation_and_the_next_write_recovers() {
 }
 
 #[test]
+fn raw_bytes_are_written_in_place_with_their_frame_id_under_a_held_lock_or_not() {
+    let name = unique_name("bytesview");
+    let bools = unique_name("bytesview-bool");
+    let _c = Cleanup::new([&name, &bools]);
+    let w = StreamOptions::new(&name)
+        .shape(&[2, 2])
+        .dtype(Dtype::F32)
+        .history(4)
+        .create()
+        .unwrap();
+    let mut cursor = w.cursor().unwrap();
+    let frame: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    // Filled from pieces, as a bridge fills a frame from what it received.
+    w.write_bytes_view_frame(7, |buf: &mut [u8]| -> Result<(), Error> {
+        assert_eq!(buf.len(), 16, "the whole frame, whatever the dtype");
+        let (a, b) = frame.split_at(5);
+        buf[..5].copy_from_slice(a);
+        buf[5..].copy_from_slice(b);
+        Ok(())
+    })
+    .unwrap();
+    {
+        let g = w.lock(Some(SEC)).unwrap();
+        g.write_bytes_view_frame(8, |buf: &mut [u8]| -> Result<(), Error> {
+            buf.copy_from_slice(&frame);
+            buf[..4].copy_from_slice(&9.0f32.to_ne_bytes());
+            Ok(())
+        })
+        .unwrap();
+    }
+    let first = cursor.next_publication::<f32>(Some(SEC)).unwrap();
+    assert_eq!(first.info.frame_id, 7);
+    assert_eq!(first.payload.as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    let second = cursor.next_publication::<f32>(Some(SEC)).unwrap();
+    assert_eq!(second.info.frame_id, 8);
+    assert_eq!(second.payload.as_slice().unwrap(), &[9.0, 2.0, 3.0, 4.0]);
+    assert_eq!(w.frame_id(), 8);
+
+    // A failing fill aborts like write_view; the next write recovers.
+    let e = w
+        .write_bytes_view_frame(9, |_: &mut [u8]| Err::<(), _>("link lost"))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::WriteAborted { .. }) && e.to_string().contains(&name),
+        "{e}"
+    );
+    assert!(matches!(w.read::<f32>(), Err(Error::Inconsistent { .. })));
+
+    // A bool byte other than 0 or 1 is refused, naming the stream.
+    let b = Stream::create(&bools, &[3], Dtype::Bool).unwrap();
+    let e = b
+        .write_bytes_view_frame(1, |buf: &mut [u8]| -> Result<(), Error> {
+            buf.copy_from_slice(&[1, 0, 2]);
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidData { .. }) && e.to_string().contains(&bools),
+        "{e}"
+    );
+    b.write_bytes_view_frame(2, |buf: &mut [u8]| -> Result<(), Error> {
+        buf.copy_from_slice(&[1, 0, 1]);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        b.read::<bool>().unwrap().as_slice().unwrap(),
+        &[true, false, true]
+    );
+}
+
+#[test]
 fn write_view_panic_aborts_releases_the_lock_and_recovers() {
     let name = unique_name("panic");
     let _c = Cleanup::new([&name]);
