@@ -19,15 +19,25 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use shmstream_bridge::{BridgeError, Endpoints, open_session, zenoh_err};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
-/// The little-endian u64 a floor payload starts with (its stamp, or an acknowledged count).
-fn leading_u64(bytes: &[u8]) -> u64 {
-    bytes
-        .get(..8)
-        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+/// The little-endian u64 a floor payload starts with (its stamp, or an acknowledged count),
+/// read from the pieces Zenoh received it in (a large payload is never copied whole).
+fn leading_u64(bytes: &zenoh::bytes::ZBytes) -> u64 {
+    let mut b = [0u8; 8];
+    let mut at = 0;
+    for piece in bytes.slices() {
+        let n = piece.len().min(8 - at);
+        b[at..at + n].copy_from_slice(&piece[..n]);
+        at += n;
+        if at == 8 {
+            break;
+        }
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -87,14 +97,21 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
         .map_err(zenoh_err(
             "declaring the floor's acknowledgement subscriber",
         ))?;
-    let mut payload = vec![0u8; plan.bytes];
+    // One buffer, lent to Zenoh for each put and taken back (as the bridge's publisher
+    // does): a frame's time is Zenoh's alone, with no copy or allocation of ours in it.
+    let mut payload = BytesMut::zeroed(plan.bytes);
     let mut send = |tag: &str| {
         payload[..8].copy_from_slice(&now_ns().to_le_bytes());
-        publisher
-            .put(payload.clone())
+        let frame = std::mem::take(&mut payload).freeze();
+        let put = publisher
+            .put(frame.clone())
             .attachment(tag.as_bytes().to_vec())
             .wait()
-            .map_err(zenoh_err("putting a floor frame"))
+            .map_err(zenoh_err("putting a floor frame"));
+        payload = frame
+            .try_into_mut()
+            .unwrap_or_else(|_| BytesMut::zeroed(plan.bytes));
+        put
     };
     let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
     for (tag, secs) in [("warm", plan.warm_s), ("lat", plan.lat_s)] {
@@ -140,7 +157,7 @@ fn wait_ack(
                 "floor-get acknowledged no burst up to frame {sent} within {ACK_TIMEOUT:?}"
             )));
         };
-        if leading_u64(&ack.payload().to_bytes()) >= sent {
+        if leading_u64(ack.payload()) >= sent {
             return Ok(());
         }
     }
@@ -181,7 +198,7 @@ pub fn get(
         };
         let now = now_ns();
         let tag = sample.attachment().map(|a| a.to_bytes().to_vec());
-        let stamp = leading_u64(&sample.payload().to_bytes());
+        let stamp = leading_u64(sample.payload());
         match tag.as_deref() {
             Some(b"lat") => lat.push(now.saturating_sub(stamp)),
             Some(b"tput") => {

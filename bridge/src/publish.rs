@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use shmstream::{Error, Stream, WaitStrategy};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
@@ -107,9 +108,10 @@ fn publish_stream(
             )));
         }
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
-        // Each frame is read into a buffer of its own that Zenoh then owns (no second copy);
-        // a read that yields no frame keeps its buffer for the next try.
-        let mut buf = Vec::new();
+        // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;
+        // the buffer comes back for the next frame unless Zenoh kept a reference (then a new
+        // one is made), so the hot path neither allocates nor touches fresh pages.
+        let mut buf = BytesMut::zeroed(s.size_bytes());
         let mut header = FrameHeader {
             dtype: s.dtype(),
             shape: s.shape().to_vec(),
@@ -118,9 +120,6 @@ fn publish_stream(
             write_time: 0.0,
         };
         while !stop.load(Ordering::Relaxed) {
-            if buf.is_empty() {
-                buf = vec![0u8; s.size_bytes()];
-            }
             let got = match cursor.as_mut() {
                 Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
                 None => s.read_new_into_bytes(&mut buf, Some(POLL)),
@@ -141,11 +140,15 @@ fn publish_stream(
             header.frame_id = info.frame_id;
             header.count = info.count;
             header.write_time = info.write_time;
+            let frame = std::mem::take(&mut buf).freeze();
             publisher
-                .put(std::mem::take(&mut buf))
+                .put(frame.clone())
                 .attachment(header.encode())
                 .wait()
                 .map_err(zenoh_err(format!("putting a frame on {k}")))?;
+            buf = frame
+                .try_into_mut()
+                .unwrap_or_else(|_| BytesMut::zeroed(s.size_bytes()));
             if let Some(p) = period {
                 pause(p, stop);
             }

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use shmstream::{Error, Stream, StreamOptions};
+use std::time::Duration;
+
+use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
 use zenoh::sample::Sample;
 
@@ -53,6 +55,9 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
     result.map_err(BridgeError::Usage)
 }
 
+/// How long the mirror waits for its local stream's write lock before refusing a frame.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
 fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
@@ -65,63 +70,139 @@ fn mirror(
         .wait()
         .map_err(zenoh_err(format!("declaring the subscriber on {k}")))?;
     let local_name = format!("{}{name}", o.local_prefix);
-    let mut local: Option<Stream> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let sample = match sub.recv_timeout(POLL) {
-            Ok(Some(s)) => s,
-            Ok(None) => continue,
-            Err(e) => return Err(zenoh_err(format!("receiving on {k}"))(e)),
+    let refuse = |reason: &dyn std::fmt::Display| {
+        eprintln!("shmstream-bridge: refused a frame for stream '{local_name}': {reason}");
+    };
+    let recv = || -> Result<Option<Sample>, BridgeError> {
+        while !stop.load(Ordering::Relaxed) {
+            match sub.recv_timeout(POLL) {
+                Ok(Some(s)) => return Ok(Some(s)),
+                Ok(None) => {}
+                Err(e) => return Err(zenoh_err(format!("receiving on {k}"))(e)),
+            }
+        }
+        Ok(None)
+    };
+    // A frame that could not go into the local stream as it was (unlinked meanwhile): it
+    // goes into the stream opened again.
+    let mut pending = None;
+    loop {
+        let Some(sample) = pending.take().map_or_else(&recv, |s| Ok(Some(s)))? else {
+            return Ok(());
         };
-        if let Err(reason) = write_sample(&sample, &local_name, o.history, &mut local) {
-            eprintln!("shmstream-bridge: refused a frame for stream '{local_name}': {reason}");
+        let h = match check(&sample) {
+            Ok(h) => h,
+            Err(reason) => {
+                refuse(&reason);
+                continue;
+            }
+        };
+        let local = match open_or_create(&local_name, &h, o.history) {
+            Ok(s) => s,
+            Err(e) => {
+                refuse(&e);
+                continue;
+            }
+        };
+        // This thread is the local stream's only writer: it holds the write lock while it
+        // mirrors, so each frame is a seqlock publication without a flock pair, and a local
+        // writer that would interleave its frames with the remote ones is kept out.
+        let guard = match local.lock(Some(LOCK_WAIT)) {
+            Ok(g) => g,
+            Err(e) => {
+                refuse(&format!(
+                    "{e} (another process writes it: a mirror must be its stream's only writer)"
+                ));
+                continue;
+            }
+        };
+        let mut next = Some((sample, h));
+        loop {
+            let (sample, h) = match next.take() {
+                Some(x) => x,
+                None => {
+                    let Some(sample) = recv()? else { return Ok(()) };
+                    match check(&sample) {
+                        Ok(h) => (sample, h),
+                        Err(reason) => {
+                            refuse(&reason);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match write_sample(&guard, &sample, &h) {
+                Ok(()) => {}
+                // Unlinked under us: open or create it again for this frame.
+                Err(Refusal::Stale) => {
+                    pending = Some(sample);
+                    break;
+                }
+                Err(Refusal::Reason(r)) => refuse(&r),
+            }
         }
     }
-    Ok(())
 }
 
-/// Checks one sample and writes it; the error is the reason it was refused.
-fn write_sample(
-    sample: &Sample,
-    local_name: &str,
-    history: usize,
-    local: &mut Option<Stream>,
-) -> Result<(), String> {
+/// Why a checked frame was not written.
+enum Refusal {
+    /// The local stream was unlinked: open it again.
+    Stale,
+    /// Anything else, said on stderr; the local stream is left as it was.
+    Reason(String),
+}
+
+/// The header of a sample whose attachment decodes and whose payload has the size the
+/// header gives; the error is the reason it is refused.
+fn check(sample: &Sample) -> Result<FrameHeader, String> {
     let att = sample
         .attachment()
         .ok_or("no attachment (not sent by shmstream-bridge)")?;
     let h = FrameHeader::decode(&att.to_bytes())?;
-    let payload = sample.payload().to_bytes();
-    if payload.len() != h.frame_bytes() {
+    let len = sample.payload().len();
+    if len != h.frame_bytes() {
         return Err(format!(
-            "payload of {} bytes, but its header says {} {:?} ({} bytes)",
-            payload.len(),
+            "payload of {len} bytes, but its header says {} {:?} ({} bytes)",
             h.dtype,
             h.shape,
             h.frame_bytes()
         ));
     }
-    for _attempt in 0..2 {
-        if local.is_none() {
-            *local = Some(open_or_create(local_name, &h, history).map_err(|e| e.to_string())?);
-        }
-        let Some(s) = local.as_ref() else { continue };
-        if s.dtype() != h.dtype || s.shape() != h.shape.as_slice() {
-            return Err(format!(
-                "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new shape",
-                h.dtype,
-                h.shape,
-                s.dtype(),
-                s.shape()
-            ));
-        }
-        match s.write_bytes_frame(&payload, h.frame_id) {
-            Ok(()) => return Ok(()),
-            // Unlinked under us: create it again.
-            Err(Error::Stale { .. }) => *local = None,
-            Err(e) => return Err(e.to_string()),
-        }
+    if h.dtype == Dtype::Bool && sample.payload().slices().flatten().any(|&b| b > 1) {
+        return Err("a bool payload byte other than 0 or 1".into());
     }
-    Err("the local stream was unlinked twice while writing".into())
+    Ok(h)
+}
+
+/// Writes a checked sample into the locked local stream, straight from the pieces Zenoh
+/// received it in.
+fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Result<(), Refusal> {
+    let s = guard.stream();
+    if s.dtype() != h.dtype || s.shape() != h.shape.as_slice() {
+        return Err(Refusal::Reason(format!(
+            "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new shape",
+            h.dtype,
+            h.shape,
+            s.dtype(),
+            s.shape()
+        )));
+    }
+    let fill = |frame: &mut [u8]| -> Result<(), &'static str> {
+        let mut at = 0;
+        for piece in sample.payload().slices() {
+            frame
+                .get_mut(at..at + piece.len())
+                .ok_or("the payload outgrew the frame")?
+                .copy_from_slice(piece);
+            at += piece.len();
+        }
+        Ok(())
+    };
+    match guard.write_bytes_view_frame(h.frame_id, fill) {
+        Ok(()) => Ok(()),
+        Err(Error::Stale { .. }) => Err(Refusal::Stale),
+        Err(e) => Err(Refusal::Reason(e.to_string())),
+    }
 }
 
 fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Error> {

@@ -154,6 +154,68 @@ fn lossless_frames_all_arrive_with_their_ids_and_pyshmem_reads_the_mirror() {
 }
 
 #[test]
+fn frames_larger_than_a_zenoh_batch_arrive_whole_from_their_pieces() {
+    let (a_name, prefix) = (unique_name("br-big"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    // 512 KiB frames: Zenoh splits each into fragments over TCP, and the subscriber writes
+    // the mirror from those pieces; the publisher reuses one buffer for every frame.
+    let shape = [512usize, 512];
+    let a = StreamOptions::new(&a_name)
+        .shape(&shape)
+        .dtype(Dtype::U16)
+        .notify(true)
+        .history(32)
+        .create()
+        .unwrap();
+    let port = free_port();
+    let p = bridge(&[
+        "publish",
+        &a_name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--lossless",
+    ]);
+    let s = bridge(&[
+        "subscribe",
+        &a_name,
+        "--connect",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "m-",
+        "--history",
+        "32",
+    ]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    assert_eq!(b.shape(), &shape);
+    let mut cursor = b.cursor().unwrap();
+    let pattern = |f: u16| -> Vec<u16> {
+        (0..512 * 512u32)
+            .map(|i| (i as u16).wrapping_mul(31).wrapping_add(f))
+            .collect()
+    };
+    let n = 12u16;
+    for f in 1..=n {
+        a.write_slice_frame(&pattern(f), u64::from(f)).unwrap();
+    }
+    let mut buf = vec![0u16; 512 * 512];
+    let mut next = 1u16;
+    while next <= n {
+        let info = cursor.next_into_slice(&mut buf, Some(LONG)).unwrap();
+        if info.frame_id == 0 {
+            continue; // a late probe frame
+        }
+        assert_eq!(info.frame_id, u64::from(next), "every frame, in order");
+        assert!(buf == pattern(next), "frame {next}'s pixels");
+        next += 1;
+    }
+}
+
+#[test]
 fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_intact() {
     use zenoh::Wait;
     let (name, prefix) = (unique_name("br-hostile"), unique_name("br-key"));
@@ -243,7 +305,15 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         }
     }
     assert_eq!(b.shape(), &[3], "the local stream keeps its shape");
+    // The subscriber holds the mirror's write lock: a local writer is kept out (its frames
+    // would interleave with the remote ones), and gets the lock once the bridge is gone.
+    b.set_default_timeout(Duration::from_millis(200));
+    let e = b.write_slice(&[5.0f32; 3]).unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert_eq!(b.frame_id(), 99, "the mirror keeps its last frame");
     s.kill();
+    b.set_default_timeout(LONG);
+    b.write_slice(&[5.0f32; 3]).unwrap();
     let err = s.diagnostics();
     assert!(err.matches("refused a frame").count() >= 4, "{err}");
     assert!(err.contains("unlink it to follow the new shape"), "{err}");
