@@ -6,11 +6,13 @@
 //! The harness does not link Zenoh: it runs the bridge package's binary, found next to its
 //! own executable (`cargo build -p shmstream-bridge`) or at `$SHMSTREAM_BRIDGE`.
 //!
-//! Each frame carries its write time (`CLOCK_MONOTONIC` ns; the floor's processes stamp
-//! with the realtime clock, one clock per side) in its first 8 bytes and its phase in the
-//! 9th; both sides run the same phases:
+//! Each frame carries its phase in its first byte; both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
-//! - latency: frames paced `gap_us` apart; one-way latency = read time − write time;
+//! - latency: frames paced `gap_us` apart; one-way latency = the time the frame is there to
+//!   be read at B (before the reader copies it out) − the time its write at A returned,
+//!   joined by frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's
+//!   equivalent: the time its subscriber receives a sample − the time its put was called
+//!   (the realtime clock, stamped in the payload);
 //! - throughput: bursts of half the source's history, each read whole at B before the
 //!   next, so the lossless path never laps a cursor; the rate is frames delivered per
 //!   second. The floor runs twice, flat out and in the same bursts (each acknowledged by
@@ -256,6 +258,9 @@ fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Re
 struct Seen {
     /// The id of the newest frame read (frames a lapped cursor skipped count as seen).
     accounted: Mutex<u64>,
+    /// The id the writer waits for: the reader wakes it only then, not at every frame (a
+    /// wake-up per frame would take the cores the bridges need).
+    awaited: AtomicU64,
     changed: Condvar,
     /// Frames the mirror's cursor reported overwritten.
     lost: AtomicU64,
@@ -319,37 +324,49 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
         let read = reader
             .join()
             .unwrap_or_else(|_| Err(crate::error::Error::msg("the reader thread panicked")));
-        written.and_then(|rates| read.map(|h| (h, rates)))
+        written.and_then(|(written, rates)| read.map(|seen_at| (written, seen_at, rates)))
     });
     drop(children);
     let _ = shmstream::unlink_quiet(&mirror_name);
-    let (h, rates) = result?;
+    let (written, seen_at, rates) = result?;
+    let written: std::collections::HashMap<u64, u64> = written.into_iter().collect();
+    let mut h = hist::new();
+    for (id, at) in seen_at {
+        if let Some(t) = written.get(&id) {
+            h.saturating_record(at.saturating_sub(*t));
+        }
+    }
     let lost = seen.lost.load(Ordering::Relaxed);
     let mut s = side(job, h, rates, "writer+reader threads, bridges unpinned")?;
     s.m.notes.push(("lost".into(), lost.to_string()));
     Ok(s)
 }
 
-/// Writes `(stamp, phase)` into `frame` and publishes it.
-fn put(s: &Stream, frame: &mut [u8], id: u64, phase: u8) -> Result<()> {
-    frame[..8].copy_from_slice(&harness_sys::clock::monotonic_ns().to_le_bytes());
-    frame[8] = phase;
+/// Writes `phase` into `frame` and publishes it; returns the time the write returned.
+fn put(s: &Stream, frame: &mut [u8], id: u64, phase: u8) -> Result<u64> {
+    frame[0] = phase;
     s.write_bytes_frame(frame, id)
-        .with_context(|| format!("writing {}", s.name()))
+        .with_context(|| format!("writing {}", s.name()))?;
+    Ok(harness_sys::clock::monotonic_ns())
 }
 
-/// Side A: warm-up, latency, throughput, end. Returns the per-repeat throughput rates.
+/// Frame id and time (monotonic ns) of each latency frame, written at A or seen at B.
+type Stamps = Vec<(u64, u64)>;
+
+/// Side A: warm-up, latency, throughput, end. Returns when each latency frame's write
+/// returned and the per-repeat throughput rates.
 fn write_source(
     s: &Stream,
     job: &Job,
     depth: usize,
     seen: &Seen,
     timeout: Duration,
-) -> Result<Vec<f64>> {
+) -> Result<(Stamps, Vec<f64>)> {
     let mut frame = vec![0u8; s.size_bytes()];
     let gap = Duration::from_secs_f64(job.gap_us * 1e-6);
     let mut id = 0u64;
-    let paced = |until: Instant, phase: u8, id: &mut u64, frame: &mut [u8]| -> Result<()> {
+    let mut written = Stamps::new();
+    let mut paced = |until: Instant, phase: u8, id: &mut u64, frame: &mut [u8]| -> Result<()> {
         let mut next = Instant::now();
         while Instant::now() < until {
             // Sleep to the next slot (as floor-put does): a spinning pacer would take a
@@ -357,7 +374,10 @@ fn write_source(
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             next += gap;
             *id += 1;
-            put(s, frame, *id, phase)?;
+            let t = put(s, frame, *id, phase)?;
+            if phase == LAT {
+                written.push((*id, t));
+            }
         }
         Ok(())
     };
@@ -399,12 +419,14 @@ fn write_source(
         id += 1;
         put(s, &mut frame, id, END)?;
     }
-    Ok(rates)
+    Ok((written, rates))
 }
 
 /// Waits until the reader has seen frame `n`.
 fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
     let guard = seen.accounted.lock().unwrap_or_else(|e| e.into_inner());
+    // Set under the lock the reader takes, so its next account sees it.
+    seen.awaited.store(n, Ordering::Relaxed);
     let (guard, t) = seen
         .changed
         .wait_timeout_while(guard, timeout, |a| *a < n)
@@ -418,14 +440,15 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Side B: reads every frame of the mirror through a cursor; the latency histogram.
+/// Side B: reads every frame of the mirror through a cursor; returns when each latency
+/// frame was there to be read.
 fn read_mirror(
     name: &str,
     job: &Job,
     seen: &Seen,
     done: &AtomicBool,
     timeout: Duration,
-) -> Result<Histogram<u64>> {
+) -> Result<Stamps> {
     let start = Instant::now();
     // The subscriber creates the mirror when the first frame arrives.
     let mirror = loop {
@@ -445,17 +468,21 @@ fn read_mirror(
         .cursor()
         .with_context(|| format!("a cursor on {name}"))?;
     let mut buf = vec![0u8; job.payload_bytes()];
-    let mut h = hist::new();
+    let mut seen_at = Stamps::new();
     let mut idle = Instant::now();
     loop {
-        match cursor.next_into_bytes(&mut buf, Some(Duration::from_millis(100))) {
-            Ok(info) => {
-                let now = harness_sys::clock::monotonic_ns();
+        // The frame is there when the cursor lends it; copying it out is the reader's own.
+        let got = cursor.next_in_place(Some(Duration::from_millis(100)), |frame| {
+            let now = harness_sys::clock::monotonic_ns();
+            frame.copy_into(&mut buf).map(|()| now)
+        });
+        match got {
+            Ok((info, copied)) => {
+                let now = copied.with_context(|| format!("reading the mirror {name}"))?;
                 idle = Instant::now();
-                let stamp = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
-                match buf[8] {
-                    LAT => h.saturating_record(now.saturating_sub(stamp)),
-                    END => return Ok(h),
+                match buf[0] {
+                    LAT => seen_at.push((info.frame_id, now)),
+                    END => return Ok(seen_at),
                     _ => {}
                 }
                 account(seen, info.frame_id);
@@ -477,5 +504,7 @@ fn read_mirror(
 
 fn account(seen: &Seen, frame_id: u64) {
     *seen.accounted.lock().unwrap_or_else(|e| e.into_inner()) = frame_id;
-    seen.changed.notify_all();
+    if frame_id >= seen.awaited.load(Ordering::Relaxed) {
+        seen.changed.notify_all();
+    }
 }
