@@ -421,6 +421,29 @@ impl RingFrame<'_> {
         Ok(())
     }
 
+    /// Copies `dst.len()` bytes from `offset` in the frame into `dst`: a part of the frame
+    /// (a header, a region of interest) without copying the rest.
+    pub fn copy_range_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        if offset
+            .checked_add(dst.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(Error::Unsupported {
+                name: self.stream.name.clone(),
+                what: format!(
+                    "bytes {offset}..{} of a {}-byte frame: read a range within the frame",
+                    offset.saturating_add(dst.len()),
+                    self.len
+                ),
+            });
+        }
+        // SAFETY: `offset + dst.len() <= len` (checked), so the source lies within the slot's
+        // frame inside the mapping the borrow keeps mapped; `dst` is the caller's exclusive
+        // buffer. The copy may race an append; the cursor discards the frame then.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
     /// Copies the frame into `dst` as words of `T`, each passed through `map` on the way:
     /// one pass over the ring for a tool that converts pixels (a recorder writing
     /// big-endian FITS). `dst` must hold exactly [`RingFrame::len`] bytes.

@@ -364,7 +364,8 @@ fn bad_history_sizes_are_refused_and_create_nothing() {
 }
 
 #[test]
-fn frames_lent_in_place_are_written_copied_and_mapped_and_a_lap_during_the_loan_is_a_loss() {
+fn frames_lent_in_place_are_written_copied_in_part_or_whole_and_mapped_and_a_lap_during_the_loan_is_a_loss()
+ {
     let name = unique_name("hist-in-place");
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
@@ -406,12 +407,26 @@ fn frames_lent_in_place_are_written_copied_and_mapped_and_a_lap_during_the_loan_
                 matches!(&err, Error::ShapeMismatch { name: n, .. } if *n == name),
                 "{err}"
             );
+            // A range past the frame's end is refused, naming the stream.
+            let err = f.copy_range_into(6, &mut [0u8; 3]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Unsupported { name: n, .. } if *n == name),
+                "{err}"
+            );
+            let mut part = [0u8; 4];
+            f.copy_range_into(2, &mut part)?;
             let mut whole = [0u8; 8];
-            f.copy_into(&mut whole).map(|()| whole)
+            f.copy_into(&mut whole).map(|()| (part, whole))
         })
         .unwrap();
+    let (part, whole) = copied.unwrap();
     assert_eq!(
-        copied.unwrap(),
+        part,
+        bytemuck::cast::<[u16; 2], [u8; 4]>([2, 3]),
+        "words 1 and 2"
+    );
+    assert_eq!(
+        whole,
         bytemuck::cast::<[u16; 4], [u8; 8]>([1, 2, 3, 0x8000])
     );
     let (info, mapped) = c
