@@ -9,7 +9,7 @@
 //! Each frame carries its phase in its first byte; both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = the time the frame is there to
-//!   be read at B (before the reader copies it out) − the time its write at A returned,
+//!   be read at B (its cursor lends it) − the time its write at A returned,
 //!   joined by frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's
 //!   equivalent: the time its subscriber receives a sample − the time its put was called
 //!   (the realtime clock, stamped in the payload);
@@ -124,20 +124,20 @@ fn phase_seconds(job: &Job) -> f64 {
     job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
 }
 
-/// Zenoh's floor twice, its throughput phase flat out and in our bursts: the floor is the
-/// better of the two (the lower latency p50, the higher throughput). Neither pattern is
-/// Zenoh's best at every payload on a shared machine, and a floor must bound ours.
+/// Zenoh's floor twice, its throughput phase flat out and in our bursts. Their latency
+/// phases are the same measurement, so their samples are pooled (the lower of two p50s
+/// would bias the floor low); their throughput phases are two send patterns, neither
+/// Zenoh's best at every payload on a shared machine, and the higher one is the floor (a
+/// floor must bound ours).
 fn best_floor(job: &Job, work: &Path) -> Result<Side> {
     let flat = floor(job, work, 0)?;
     let bursts = floor(job, work, burst(depth(job)))?;
     let hz = |s: &Side| crate::measure::median(&s.m.repeat_hz);
     let (flat_hz, bursts_hz) = (hz(&flat), hz(&bursts));
-    let mut best = if flat.hist.value_at_quantile(0.5) <= bursts.hist.value_at_quantile(0.5) {
-        flat
-    } else {
-        bursts
-    };
-    best.m.repeat_hz = vec![flat_hz.max(bursts_hz)];
+    let mut hist = flat.hist;
+    hist.add(&bursts.hist)
+        .context("pooling the floor's latency samples")?;
+    let mut best = side(job, hist, vec![flat_hz.max(bursts_hz)], &flat.placement)?;
     best.m.notes.push((
         "floor throughput".into(),
         format!(
@@ -318,7 +318,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
     let done = AtomicBool::new(false);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let result = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| read_mirror(&mirror_name, job, &seen, &done, timeout));
+        let reader = scope.spawn(|| read_mirror(&mirror_name, &seen, &done, timeout));
         let written = write_source(&source, job, depth, &seen, timeout);
         done.store(true, Ordering::Relaxed);
         let read = reader
@@ -442,13 +442,7 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
 
 /// Side B: reads every frame of the mirror through a cursor; returns when each latency
 /// frame was there to be read.
-fn read_mirror(
-    name: &str,
-    job: &Job,
-    seen: &Seen,
-    done: &AtomicBool,
-    timeout: Duration,
-) -> Result<Stamps> {
+fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) -> Result<Stamps> {
     let start = Instant::now();
     // The subscriber creates the mirror when the first frame arrives.
     let mirror = loop {
@@ -467,20 +461,24 @@ fn read_mirror(
     let mut cursor = mirror
         .cursor()
         .with_context(|| format!("a cursor on {name}"))?;
-    let mut buf = vec![0u8; job.payload_bytes()];
     let mut seen_at = Stamps::new();
     let mut idle = Instant::now();
     loop {
-        // The frame is there when the cursor lends it; copying it out is the reader's own.
+        // The frame is there when the cursor lends it. The reader reads its phase byte where
+        // it lies, as floor-get reads only its stamp: what a consumer then does with the
+        // frame is its own work, on either side.
         let got = cursor.next_in_place(Some(Duration::from_millis(100)), |frame| {
             let now = harness_sys::clock::monotonic_ns();
-            frame.copy_into(&mut buf).map(|()| now)
+            let mut phase = [0u8];
+            frame
+                .copy_range_into(0, &mut phase)
+                .map(|()| (now, phase[0]))
         });
         match got {
-            Ok((info, copied)) => {
-                let now = copied.with_context(|| format!("reading the mirror {name}"))?;
+            Ok((info, read)) => {
+                let (now, phase) = read.with_context(|| format!("reading the mirror {name}"))?;
                 idle = Instant::now();
-                match buf[0] {
+                match phase {
                     LAT => seen_at.push((info.frame_id, now)),
                     END => return Ok(seen_at),
                     _ => {}
