@@ -13,10 +13,11 @@
 //!   joined by frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's
 //!   equivalent: the time its subscriber receives a sample − the time its put was called
 //!   (the realtime clock, stamped in the payload);
-//! - throughput: bursts of half the source's history, each read whole at B before the
-//!   next, so the lossless path never laps a cursor; the rate is frames delivered per
-//!   second. The floor runs twice, flat out and in the same bursts (each acknowledged by
-//!   floor-get over Zenoh), congestion control *block*, and the better run is the floor.
+//! - throughput: the writer keeps at most half the source's history in flight (written at
+//!   A, not yet read at B), so the lossless path never laps a cursor; the rate is frames
+//!   delivered per second. The floor runs twice, flat out and in bursts of half the history
+//!   (each acknowledged by floor-get over Zenoh), congestion control *block*, and the
+//!   better run is the floor.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use shmstream::{Dtype, Error as StreamError, Stream, StreamOptions};
+use shmstream::{Dtype, Error as StreamError, Stream, StreamOptions, WriteGuard};
 
 use crate::error::{Context, Result, bail};
 use crate::hist;
@@ -50,8 +51,8 @@ fn depth(job: &Job) -> usize {
     (HISTORY_BYTES / job.payload_bytes()).clamp(4, MAX_DEPTH)
 }
 
-/// Frames per throughput burst (ours and the floor's alike): half the history, so the
-/// lossless path never laps a cursor.
+/// Throughput frames in flight at most (ours) and per acknowledged burst (the floor's burst
+/// run): half the history, so the lossless path never laps a cursor.
 fn burst(depth: usize) -> u64 {
     (depth / 2).max(1) as u64
 }
@@ -342,11 +343,15 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
     Ok(s)
 }
 
-/// Writes `phase` into `frame` and publishes it; returns the time the write returned.
-fn put(s: &Stream, frame: &mut [u8], id: u64, phase: u8) -> Result<u64> {
-    frame[0] = phase;
-    s.write_bytes_frame(frame, id)
-        .with_context(|| format!("writing {}", s.name()))?;
+/// Publishes a frame whose first byte is `phase`, filled in place (the rest keeps the
+/// previous frame's bytes, as floor-put stamps its one reused buffer); returns the time the
+/// write returned.
+fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
+    g.write_bytes_view_frame(id, |frame: &mut [u8]| {
+        frame[0] = phase;
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .with_context(|| format!("writing {}", g.stream().name()))?;
     Ok(harness_sys::clock::monotonic_ns())
 }
 
@@ -362,11 +367,15 @@ fn write_source(
     seen: &Seen,
     timeout: Duration,
 ) -> Result<(Stamps, Vec<f64>)> {
-    let mut frame = vec![0u8; s.size_bytes()];
+    // The only writer of the source: it holds the write lock for the run (as the pingpong
+    // reader does), so a frame is a seqlock publication without a flock pair.
+    let g = s
+        .lock(Some(timeout))
+        .with_context(|| format!("locking {}", s.name()))?;
     let gap = Duration::from_secs_f64(job.gap_us * 1e-6);
     let mut id = 0u64;
     let mut written = Stamps::new();
-    let mut paced = |until: Instant, phase: u8, id: &mut u64, frame: &mut [u8]| -> Result<()> {
+    let mut paced = |until: Instant, phase: u8, id: &mut u64| -> Result<()> {
         let mut next = Instant::now();
         while Instant::now() < until {
             // Sleep to the next slot (as floor-put does): a spinning pacer would take a
@@ -374,7 +383,7 @@ fn write_source(
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             next += gap;
             *id += 1;
-            let t = put(s, frame, *id, phase)?;
+            let t = put(&g, *id, phase)?;
             if phase == LAT {
                 written.push((*id, t));
             }
@@ -385,7 +394,7 @@ fn write_source(
     let start = Instant::now();
     let warm = Duration::from_secs_f64(job.timing.warmup.max(0.5));
     loop {
-        paced(Instant::now() + warm, WARM, &mut id, &mut frame)?;
+        paced(Instant::now() + warm, WARM, &mut id)?;
         if *seen.accounted.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             break;
         }
@@ -397,27 +406,30 @@ fn write_source(
         Instant::now() + Duration::from_secs_f64(phase_seconds(job)),
         LAT,
         &mut id,
-        &mut frame,
     )?;
-    // Throughput: bursts that the lossless path can hold whole, each drained at B.
+    // Throughput: at most half the history in flight (written at A, not yet read at B), so
+    // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
+    // been read: the pipeline never runs dry between steps. Each repeat ends drained.
     wait_accounted(seen, id, timeout)?;
-    let burst = burst(depth);
+    let window = burst(depth);
+    let step = window.div_ceil(2);
     let mut rates = Vec::new();
     for _ in 0..job.timing.repeats.max(1) {
         let t0 = Instant::now();
         let first = id;
         while t0.elapsed().as_secs_f64() < job.timing.min_seconds {
-            for _ in 0..burst {
+            wait_accounted(seen, id.saturating_sub(window - step), timeout)?;
+            for _ in 0..step {
                 id += 1;
-                put(s, &mut frame, id, TPUT)?;
+                put(&g, id, TPUT)?;
             }
-            wait_accounted(seen, id, timeout)?;
         }
+        wait_accounted(seen, id, timeout)?;
         rates.push((id - first) as f64 / t0.elapsed().as_secs_f64());
     }
     for _ in 0..3 {
         id += 1;
-        put(s, &mut frame, id, END)?;
+        put(&g, id, END)?;
     }
     Ok((written, rates))
 }
