@@ -10,10 +10,10 @@
 //! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`:
 //! a line `tput <frames> <seconds>` and one latency in ns per line.
 //!
-//! With `burst` > 0 the throughput phase runs in bursts of that many frames, and the
-//! subscriber acknowledges each burst's last frame on `KEY/ack` before the publisher sends
-//! the next: the shape of the bridge case's lossless bursts, each drained at the far end,
-//! with nothing but Zenoh in the path.
+//! With `step` > 0 the throughput phase runs in a window: the subscriber acknowledges every
+//! `step`-th frame on `KEY/ack`, and the publisher keeps at most two steps unacknowledged
+//! (before each step it waits for the one before the last): the shape of the bridge case's
+//! lossless window, with nothing but Zenoh in the path.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,18 +65,18 @@ pub struct PutPlan {
     /// Seconds of throughput frames.
     #[arg(long, default_value_t = 1.0)]
     pub tput_s: f64,
-    /// Throughput frames per burst, each acknowledged by floor-get before the next (0: flat
+    /// Throughput frames per acknowledged step, at most two steps in flight (0: flat
     /// out, no acknowledgements).
     #[arg(long, default_value_t = 0)]
-    pub burst: u64,
+    pub step: u64,
 }
 
-/// The key floor-get acknowledges bursts on.
+/// The key floor-get acknowledges steps on.
 fn ack_key(key: &str) -> String {
     format!("{key}/ack")
 }
 
-/// How long floor-put waits for a burst's acknowledgement.
+/// How long floor-put waits for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The publishing side.
@@ -129,8 +129,9 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     while Instant::now() < until {
         send("tput")?;
         sent += 1;
-        if plan.burst > 0 && sent.is_multiple_of(plan.burst) {
-            wait_ack(&acks, sent)?;
+        if plan.step > 0 && sent.is_multiple_of(plan.step) {
+            // The step just sent may be in flight; the one before must have arrived.
+            wait_ack(&acks, sent - plan.step)?;
         }
     }
     for _ in 0..3 {
@@ -146,6 +147,9 @@ fn wait_ack(
     acks: &zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
     sent: u64,
 ) -> Result<(), BridgeError> {
+    if sent == 0 {
+        return Ok(());
+    }
     let deadline = Instant::now() + ACK_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -154,7 +158,7 @@ fn wait_ack(
             .map_err(zenoh_err("receiving a floor acknowledgement"))?
         else {
             return Err(BridgeError::Usage(format!(
-                "floor-get acknowledged no burst up to frame {sent} within {ACK_TIMEOUT:?}"
+                "floor-get acknowledged no step up to frame {sent} within {ACK_TIMEOUT:?}"
             )));
         };
         if leading_u64(ack.payload()) >= sent {
@@ -168,7 +172,7 @@ pub fn get(
     key: &str,
     endpoints: &Endpoints,
     out: &std::path::Path,
-    burst: u64,
+    step: u64,
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
     let session = open_session(endpoints)?;
@@ -205,10 +209,10 @@ pub fn get(
                 first.get_or_insert_with(Instant::now);
                 last = Instant::now();
                 tput += 1;
-                if burst > 0 && tput.is_multiple_of(burst) {
+                if step > 0 && tput.is_multiple_of(step) {
                     acks.put(tput.to_le_bytes().to_vec())
                         .wait()
-                        .map_err(zenoh_err("acknowledging a floor burst"))?;
+                        .map_err(zenoh_err("acknowledging a floor step"))?;
                 }
             }
             Some(b"end") => break,

@@ -83,9 +83,9 @@ enum Command {
         listen: Vec<String>,
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Acknowledge every this many throughput frames (floor-put's `--burst`; 0: never).
+        /// Acknowledge every this many throughput frames (floor-put's `--step`; 0: never).
         #[arg(long, default_value_t = 0)]
-        burst: u64,
+        step: u64,
     },
 }
 
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
             key,
             listen,
             out,
-            burst,
+            step,
         } => floor::get(
             &key,
             &Endpoints {
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
                 connect: vec![],
             },
             &out,
-            burst,
+            step,
             stop,
         ),
     };

@@ -15,9 +15,9 @@
 //!   (the realtime clock, stamped in the payload);
 //! - throughput: the writer keeps at most half the source's history in flight (written at
 //!   A, not yet read at B), so the lossless path never laps a cursor; the rate is frames
-//!   delivered per second. The floor runs twice, flat out and in bursts of half the history
-//!   (each acknowledged by floor-get over Zenoh), congestion control *block*, and the
-//!   better run is the floor.
+//!   delivered per second. The floor runs twice, flat out and in the same window
+//!   (acknowledged by floor-get over Zenoh), congestion control *block*, and the better
+//!   run is the floor.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -42,8 +42,8 @@ const END: u8 = 3;
 
 /// Most bytes of history the source and mirror streams keep.
 const HISTORY_BYTES: usize = 256 << 20;
-/// Most frames of history they keep: a throughput burst is half of it, and each burst ends
-/// with the pipeline drained, so small frames need long bursts for the drain not to count.
+/// Most frames of history they keep: the throughput window is half of it, refilled in
+/// steps, so small frames need a long window for the waits between steps not to count.
 const MAX_DEPTH: usize = 2048;
 
 /// Frames of history the source and mirror streams keep.
@@ -51,10 +51,15 @@ fn depth(job: &Job) -> usize {
     (HISTORY_BYTES / job.payload_bytes()).clamp(4, MAX_DEPTH)
 }
 
-/// Throughput frames in flight at most (ours) and per acknowledged burst (the floor's burst
-/// run): half the history, so the lossless path never laps a cursor.
-fn burst(depth: usize) -> u64 {
-    (depth / 2).max(1) as u64
+/// Throughput frames in flight at most, ours and the floor's windowed run: half the
+/// history, so the lossless path never laps a cursor. It is refilled in steps of half of it.
+fn window(depth: usize) -> u64 {
+    (depth / 2).max(2) as u64
+}
+
+/// Frames per refill of the throughput window.
+fn step(depth: usize) -> u64 {
+    window(depth) / 2
 }
 
 /// The bridge binary: `$SHMSTREAM_BRIDGE`, or `shmstream-bridge` beside this executable.
@@ -125,30 +130,30 @@ fn phase_seconds(job: &Job) -> f64 {
     job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
 }
 
-/// Zenoh's floor twice, its throughput phase flat out and in our bursts. Their latency
+/// Zenoh's floor twice, its throughput phase flat out and in our window. Their latency
 /// phases are the same measurement, so their samples are pooled (the lower of two p50s
 /// would bias the floor low); their throughput phases are two send patterns, neither
 /// Zenoh's best at every payload on a shared machine, and the higher one is the floor (a
 /// floor must bound ours).
 fn best_floor(job: &Job, work: &Path) -> Result<Side> {
     let flat = floor(job, work, 0)?;
-    let bursts = floor(job, work, burst(depth(job)))?;
+    let windowed = floor(job, work, step(depth(job)))?;
     let hz = |s: &Side| crate::measure::median(&s.m.repeat_hz);
-    let (flat_hz, bursts_hz) = (hz(&flat), hz(&bursts));
+    let (flat_hz, windowed_hz) = (hz(&flat), hz(&windowed));
     let mut hist = flat.hist;
-    hist.add(&bursts.hist)
+    hist.add(&windowed.hist)
         .context("pooling the floor's latency samples")?;
-    let mut best = side(job, hist, vec![flat_hz.max(bursts_hz)], &flat.placement)?;
+    let mut best = side(job, hist, vec![flat_hz.max(windowed_hz)], &flat.placement)?;
     best.m.notes.push((
         "floor throughput".into(),
         format!(
-            "flat out {flat_hz:.0} frames/s, in bursts {bursts_hz:.0} frames/s: the higher counts"
+            "flat out {flat_hz:.0} frames/s, in our window {windowed_hz:.0} frames/s: the higher counts"
         ),
     ));
     Ok(best)
 }
 
-fn floor(job: &Job, work: &Path, burst: u64) -> Result<Side> {
+fn floor(job: &Job, work: &Path, step: u64) -> Result<Side> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -166,8 +171,8 @@ fn floor(job: &Job, work: &Path, burst: u64) -> Result<Side> {
             endpoint.clone(),
             "--out".into(),
             out.display().to_string(),
-            "--burst".into(),
-            burst.to_string(),
+            "--step".into(),
+            step.to_string(),
         ],
         &work.join("floor-get.log"),
     )?;
@@ -189,8 +194,8 @@ fn floor(job: &Job, work: &Path, burst: u64) -> Result<Side> {
             &secs.to_string(),
             "--tput-s",
             &secs.to_string(),
-            "--burst",
-            &burst.to_string(),
+            "--step",
+            &step.to_string(),
         ])
         .stdin(Stdio::null())
         .status()
@@ -254,7 +259,7 @@ fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Re
     })
 }
 
-/// What the reader at B has seen, for the writer's bursts.
+/// What the reader at B has seen, for the writer's window.
 #[derive(Default)]
 struct Seen {
     /// The id of the newest frame read (frames a lapped cursor skipped count as seen).
@@ -411,8 +416,7 @@ fn write_source(
     // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
     // been read: the pipeline never runs dry between steps. Each repeat ends drained.
     wait_accounted(seen, id, timeout)?;
-    let window = burst(depth);
-    let step = window.div_ceil(2);
+    let (window, step) = (window(depth), step(depth));
     let mut rates = Vec::new();
     for _ in 0..job.timing.repeats.max(1) {
         let t0 = Instant::now();
