@@ -104,24 +104,27 @@ fn mirror(
                 continue;
             }
         };
-        // This thread is the local stream's only writer: it holds the write lock while it
-        // mirrors, so each frame is a seqlock publication without a flock pair, and a local
-        // writer that would interleave its frames with the remote ones is kept out.
-        let guard = match local.lock(Some(LOCK_WAIT)) {
-            Ok(g) => g,
-            Err(e) => {
-                refuse(&format!(
-                    "{e} (another process writes it: a mirror must be its stream's only writer)"
-                ));
-                continue;
-            }
-        };
+        // The write lock is held while frames are queued (a backlog is written as seqlock
+        // publications without a flock pair each) and let go whenever the queue is empty or
+        // a frame is refused, so a local `unlink` (the remedy for a new upstream shape) or
+        // another tool gets the lock between bursts.
+        let mut guard: Option<WriteGuard<'_>> = None;
         let mut next = Some((sample, h));
         loop {
             let (sample, h) = match next.take() {
                 Some(x) => x,
                 None => {
-                    let Some(sample) = recv()? else { return Ok(()) };
+                    let queued = sub
+                        .try_recv()
+                        .map_err(zenoh_err(format!("receiving on {k}")))?;
+                    let sample = match queued {
+                        Some(s) => s,
+                        None => {
+                            guard = None;
+                            let Some(s) = recv()? else { return Ok(()) };
+                            s
+                        }
+                    };
                     match check(&sample) {
                         Ok(h) => (sample, h),
                         Err(reason) => {
@@ -131,14 +134,31 @@ fn mirror(
                     }
                 }
             };
-            match write_sample(&guard, &sample, &h) {
+            if guard.is_none() {
+                match local.lock(Some(LOCK_WAIT)) {
+                    Ok(g) => guard = Some(g),
+                    Err(Error::Stale { .. }) => {
+                        pending = Some(sample);
+                        break;
+                    }
+                    Err(e) => {
+                        refuse(&e);
+                        continue;
+                    }
+                }
+            }
+            let Some(g) = guard.as_ref() else { continue };
+            match write_sample(g, &sample, &h) {
                 Ok(()) => {}
                 // Unlinked under us: open or create it again for this frame.
                 Err(Refusal::Stale) => {
                     pending = Some(sample);
                     break;
                 }
-                Err(Refusal::Reason(r)) => refuse(&r),
+                Err(Refusal::Reason(r)) => {
+                    guard = None;
+                    refuse(&r);
+                }
             }
         }
     }
@@ -179,6 +199,10 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
 fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Result<(), Refusal> {
     let s = guard.stream();
     if s.dtype() != h.dtype || s.shape() != h.shape.as_slice() {
+        if replaced(s) {
+            // Unlinked (to follow the new shape, as the refusal says): open or create again.
+            return Err(Refusal::Stale);
+        }
         return Err(Refusal::Reason(format!(
             "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new shape",
             h.dtype,
@@ -202,6 +226,14 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
         Ok(()) => Ok(()),
         Err(Error::Stale { .. }) => Err(Refusal::Stale),
         Err(e) => Err(Refusal::Reason(e.to_string())),
+    }
+}
+
+/// Whether `s`'s name no longer holds `s` (unlinked, or another stream in its place).
+fn replaced(s: &Stream) -> bool {
+    match Stream::open_readonly(s.name()) {
+        Ok(now) => now.instance_id() != s.instance_id(),
+        Err(e) => matches!(e, Error::NotFound { .. }),
     }
 }
 
