@@ -8,7 +8,8 @@
 //! the session is still connecting), `lat` (paced; the subscriber keeps each one-way
 //! latency), `tput` (flat out with congestion control *block*; the subscriber counts), and
 //! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`:
-//! a line `tput <frames> <seconds>` and one latency in ns per line.
+//! a line `tput <frames> <seconds>` per window (the throughput phase cut into `windows`
+//! equal spans, as the harness's repeats) and one latency in ns per line.
 //!
 //! With `step` > 0 the throughput phase runs in a window: the subscriber acknowledges every
 //! `step`-th frame on `KEY/ack`, and the publisher keeps at most two steps unacknowledged
@@ -173,6 +174,7 @@ pub fn get(
     endpoints: &Endpoints,
     out: &std::path::Path,
     step: u64,
+    windows: u32,
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
     let session = open_session(endpoints)?;
@@ -187,6 +189,8 @@ pub fn get(
         .wait()
         .map_err(zenoh_err("declaring the floor subscriber"))?;
     let mut lat = Vec::new();
+    // Arrival of every throughput frame (a few MB at most), cut into windows at the end.
+    let mut arrivals: Vec<Instant> = Vec::new();
     let (mut tput, mut first, mut last) = (0u64, None, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         let Some(sample) = sub
@@ -206,8 +210,9 @@ pub fn get(
         match tag.as_deref() {
             Some(b"lat") => lat.push(now.saturating_sub(stamp)),
             Some(b"tput") => {
-                first.get_or_insert_with(Instant::now);
                 last = Instant::now();
+                first.get_or_insert(last);
+                arrivals.push(last);
                 tput += 1;
                 if step > 0 && tput.is_multiple_of(step) {
                     acks.put(tput.to_le_bytes().to_vec())
@@ -219,8 +224,17 @@ pub fn get(
             _ => {}
         }
     }
-    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    let mut text = format!("tput {} {secs:.9}\n", tput.saturating_sub(1));
+    let mut text = String::new();
+    if let Some(first) = first {
+        let n = windows.max(1);
+        let span = last.duration_since(first) / n;
+        for w in 0..n {
+            let (from, to) = (first + span * w, first + span * (w + 1));
+            // Frames after the window's start, up to its end: rates, not counts, compare.
+            let frames = arrivals.iter().filter(|&&t| t > from && t <= to).count();
+            text.push_str(&format!("tput {frames} {:.9}\n", span.as_secs_f64()));
+        }
+    }
     for l in &lat {
         text.push_str(&format!("{l}\n"));
     }

@@ -86,6 +86,9 @@ enum Command {
         /// Acknowledge every this many throughput frames (floor-put's `--step`; 0: never).
         #[arg(long, default_value_t = 0)]
         step: u64,
+        /// Report the throughput phase's rate in this many equal windows.
+        #[arg(long, default_value_t = 1)]
+        windows: u32,
     },
 }
 
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
             listen,
             out,
             step,
+            windows,
         } => floor::get(
             &key,
             &Endpoints {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
             },
             &out,
             step,
+            windows,
             stop,
         ),
     };
