@@ -185,11 +185,32 @@ impl Drop for JobStreams {
 }
 
 pub(crate) fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) -> Result<Stream> {
+    create_options(name, shape, dtype, notify, 0)
+}
+
+/// A notify stream that keeps `history` frames for cursors.
+pub(crate) fn create_with_history(
+    name: &str,
+    shape: &[usize],
+    dtype: Dtype,
+    history: usize,
+) -> Result<Stream> {
+    create_options(name, shape, dtype, true, history)
+}
+
+fn create_options(
+    name: &str,
+    shape: &[usize],
+    dtype: Dtype,
+    notify: bool,
+    history: usize,
+) -> Result<Stream> {
     let _ = shmstream::unlink(name);
     StreamOptions::new(name)
         .shape(shape)
         .dtype(dtype)
         .notify(notify)
+        .history(history)
         .create()
         .with_context(|| format!("creating stream {name}"))
 }

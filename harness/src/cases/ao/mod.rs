@@ -27,7 +27,7 @@ pub use self::geometry::AoCase;
 use self::geometry::Geometry;
 use self::placement::Placement;
 use self::runner::{LoopRun, Rung, run_loop};
-use crate::cases::create;
+use crate::cases::{create, create_with_history};
 use crate::error::{Context, Result};
 use crate::measure::Measured;
 use crate::peer::PeerSetup;
@@ -75,13 +75,15 @@ impl AoSummary {
 }
 
 /// Creates the loop's streams: frame (u16), signals and commands (f32), all notify, and
-/// the ready stream the stages count themselves in on.
+/// the ready stream the stages count themselves in on. Frame and signals keep
+/// [`stage::HISTORY`] frames for the stages' cursors (the Python peer's pyshmem writers do
+/// not append to it; its stages read the newest frame).
 pub fn create_streams(job: &Job, names: &Names) -> Result<Vec<Stream>> {
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
     let g = Geometry::new(&job.shape, ao)?;
     Ok(vec![
-        create(&names.data, &g.wfs, Dtype::U16, true)?,
-        create(&names.signals, &[g.signals], Dtype::F32, true)?,
+        create_with_history(&names.data, &g.wfs, Dtype::U16, stage::HISTORY)?,
+        create_with_history(&names.signals, &[g.signals], Dtype::F32, stage::HISTORY)?,
         create(&names.commands, &[g.actuators], Dtype::F32, true)?,
         create(&names.ctl, &[1], Dtype::U64, true)?,
     ])

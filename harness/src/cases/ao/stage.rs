@@ -1,6 +1,9 @@
 //! The loop's processes (camera, slopes, recon, slopes+recon merged), each pinned by
 //! [`crate::spawn`]. They meet on notify streams; each frame carries the camera's frame
-//! id through every stage. A stage keeps `[frame id, input time, publish time, mid]`
+//! id through every stage. A stage reads its input through a history cursor, frame after
+//! frame: a stage or camera stalled for a period (a preempted core) catches up instead of
+//! skipping frames, and only a stage more than [`CATCH_UP`] frames behind skips to the
+//! newest (those frames are reported missed). A stage keeps `[frame id, input time, publish time, mid]`
 //! per frame in memory and writes the log once at the end (`<prefix>.aolog`): no
 //! measurement traffic in the loop. The camera ends the run with a frame stamped
 //! [`STOP`], which every stage forwards before it exits.
@@ -9,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness_sys::clock::monotonic_ns;
-use shmstream::Stream;
+use shmstream::{Cursor, Element, FrameInfo, Stream};
 
 use super::camera;
 use super::geometry::Geometry;
@@ -26,6 +29,36 @@ pub const STOP: u64 = u64::MAX;
 /// One log entry: frame id, input (camera: deadline) time, publish time, and for the
 /// merged stage the time the slopes were done (else 0). Monotonic ns.
 pub type Entry = [u64; 4];
+
+/// Frames the frame and signals streams keep, so a stage can read every frame in order.
+pub const HISTORY: usize = 16;
+
+/// Frames a stage may fall behind and still catch up; further behind, it skips to the
+/// newest frame (a loop that cannot keep up drops frames rather than queueing stale ones).
+pub const CATCH_UP: u64 = 4;
+
+/// The next input frame in order into `dst`, or the newest when the stage is more than
+/// [`CATCH_UP`] frames behind.
+fn next_input<T: Element>(
+    cursor: &mut Cursor<'_>,
+    dst: &mut [T],
+    to: Option<Duration>,
+    what: &str,
+) -> Result<FrameInfo> {
+    loop {
+        if cursor.lag() > CATCH_UP {
+            cursor.skip_to_recent(1);
+        }
+        match cursor.next_into_slice(dst, to) {
+            Ok(info) => return Ok(info),
+            // Lapped while stalled: resume at the newest frame.
+            Err(shmstream::Error::Overrun { .. }) => {
+                cursor.skip_to_recent(1);
+            }
+            Err(e) => return Err(e).with_context(|| format!("waiting for {what}")),
+        }
+    }
+}
 
 /// Environment variable naming a stage that kills itself after 20 frames (tests).
 pub const KILL_ENV: &str = "HARNESS_AO_KILL_STAGE";
@@ -119,8 +152,9 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
         log.push([id, deadline, published, 0]);
         kill_me_after("camera", id as usize);
     }
-    // One more period before the stop frame: a stage reads the newest frame, so a stop
-    // right behind the last frame would hide it.
+    // One more period before the stop frame, as between any two frames: a stage that
+    // fell far behind skips to the newest, and a stop right behind the last frame would
+    // hide it.
     camera::wait_until(t0 + (period * n as f64) as u64);
     guard.write_slice_frame(&frames[0], STOP)?;
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
@@ -152,15 +186,11 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
-    let mut last = s.frame.count();
+    let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
     mark_ready(&s.ready, if ao.merged { 1 } else { 2 }, to)?;
     loop {
-        s.frame
-            .wait_for_count(last, to)
-            .context("waiting for a frame")?;
-        let info = s.frame.read_publication_into(&mut frame)?;
+        let info = next_input(&mut input, &mut frame, to, "a frame")?;
         let t_in = monotonic_ns();
-        last = info.count;
         if info.frame_id == STOP {
             match &recon {
                 Some(_) => guard.write_slice_frame(&cmd, STOP)?,
@@ -200,15 +230,14 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
-    let mut last = s.signals.count();
+    let mut input = s
+        .signals
+        .cursor()
+        .context("a cursor on the signals stream")?;
     mark_ready(&s.ready, 1, to)?;
     loop {
-        s.signals
-            .wait_for_count(last, to)
-            .context("waiting for signals")?;
-        let info = s.signals.read_publication_into(&mut sig)?;
+        let info = next_input(&mut input, &mut sig, to, "signals")?;
         let t_in = monotonic_ns();
-        last = info.count;
         if info.frame_id == STOP {
             guard.write_slice_frame(&cmd, STOP)?;
             break;
@@ -245,4 +274,43 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
         }
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shmstream::{Dtype, StreamOptions};
+
+    #[test]
+    fn a_stage_reads_every_frame_in_order_and_skips_to_the_newest_only_when_far_behind() {
+        let name = format!("ao-next-input-{}", std::process::id());
+        let _ = shmstream::unlink(&name);
+        let s = StreamOptions::new(&name)
+            .shape(&[2])
+            .dtype(Dtype::U16)
+            .notify(true)
+            .history(HISTORY)
+            .create()
+            .unwrap();
+        let mut c = s.cursor().unwrap();
+        let to = Some(Duration::from_secs(5));
+        let mut dst = [0u16; 2];
+        // A stall of a few frames: every one is read, in order.
+        for id in 1..=CATCH_UP {
+            s.write_slice_frame(&[id as u16, 0], id).unwrap();
+        }
+        for id in 1..=CATCH_UP {
+            let info = next_input(&mut c, &mut dst, to, "frames").unwrap();
+            assert_eq!((info.frame_id, dst[0]), (id, id as u16));
+        }
+        // Further behind than CATCH_UP (and lapped by the ring): the newest frame next.
+        let last = CATCH_UP + HISTORY as u64 + 3;
+        for id in CATCH_UP + 1..=last {
+            s.write_slice_frame(&[id as u16, 0], id).unwrap();
+        }
+        let info = next_input(&mut c, &mut dst, to, "frames").unwrap();
+        assert_eq!((info.frame_id, dst[0]), (last, last as u16));
+        drop(s);
+        shmstream::unlink(&name).unwrap();
+    }
 }
