@@ -13,12 +13,16 @@
 //!   waits by the same mechanism as the library's: `spin` spins; `park` (`futex`) sleeps
 //!   in `FUTEX_WAIT` at once, woken by `FUTEX_WAKE` (the C `futex rtt` floor with a
 //!   payload; the writer idles `gap_us` before each round trip, as in the case);
-//!   `adaptive` spins [`shmstream::ADAPTIVE_SPIN_ROUNDS`] pauses, then sleeps.
+//!   `adaptive` spins [`shmstream::ADAPTIVE_SPIN_ROUNDS`] pauses, then sleeps. With
+//!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
+//!   one-way latency instead (from its publish's start or its wake's return to the reader's re-checked
+//!   copy, on the shared monotonic clock), as an ao-loop stage measures its input hop.
 //! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
+use harness_sys::clock::monotonic_ns;
 use harness_sys::flock::LockFile;
 use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
@@ -28,7 +32,7 @@ use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
-use crate::scenario::Wait;
+use crate::scenario::{OneWay, Wait};
 use crate::spawn::ChildSpec;
 
 /// Offsets of the control words in the pingpong floor region, one cache line each.
@@ -38,6 +42,8 @@ const READY: usize = 128;
 const STOP: usize = 192;
 const COUNT: usize = 256;
 const TIME: usize = 320;
+/// When the reader held the payload (monotonic ns), for one-way floors.
+const ARRIVED: usize = 384;
 /// The payload starts on its own page.
 pub const PAYLOAD: usize = 4096;
 
@@ -184,20 +190,52 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     region.prefault();
     wait_until(region.atomic_u32(READY), |v| v != 0, None, to)?;
     let mut generation = 0u32;
-    let r = timed_loop(&job.timing, job.gap_us, |_| {
+    let arrived = region.atomic_u64(ARRIVED);
+    let mut one_way = Vec::new();
+    // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
+    // spinning the gap: a sender that spun a whole period is preempted by the receiver
+    // it wakes on a shared core, and a stage woken by its own input is not.
+    let gap_us = if job.one_way.is_some() {
+        0.0
+    } else {
+        job.gap_us
+    };
+    let mut next_slot = monotonic_ns();
+    let (m, h) = timed_loop(&job.timing, gap_us, |_| {
         generation += 1;
+        if let Some(from) = job.one_way {
+            next_slot += (job.gap_us * 1e3) as u64;
+            match from {
+                OneWay::Publish => crate::cases::ao::camera::wait_until(next_slot),
+                OneWay::Published => crate::cases::ao::camera::wait_until_sleeping(next_slot),
+            }
+        }
+        let mut sent = monotonic_ns();
         // The only writer: publication `generation` leaves the sequence at 2·generation,
         // which the reader waits for.
         bare.publish(&src)?;
         if notify {
             futex::wake_all(seq);
         }
+        if job.one_way == Some(OneWay::Published) {
+            sent = monotonic_ns();
+        }
         wait_until(ack, |v| v == generation, wait, to)?;
+        if job.one_way.is_some() {
+            one_way.push(arrived.load(Ordering::Relaxed).saturating_sub(sent));
+        }
         Ok(())
     })?;
     region.atomic_u32(STOP).store(1, Ordering::Release);
     futex::wake_all(seq);
-    Ok(r)
+    if job.one_way.is_none() {
+        return Ok((m, h));
+    }
+    let mut h = crate::hist::new();
+    for &ns in one_way.iter().skip(m.warmup_iterations as usize) {
+        h.saturating_record(ns);
+    }
+    Ok((m, h))
 }
 
 /// Pingpong floor, reader side.
@@ -229,6 +267,10 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == s {
+                    // Before the acknowledgement, which publishes it to the writer.
+                    region
+                        .atomic_u64(ARRIVED)
+                        .store(monotonic_ns(), Ordering::Relaxed);
                     break;
                 }
                 continue;

@@ -388,6 +388,24 @@ pub struct Job {
     /// ao-loop: geometry, rate, placement.
     #[serde(default)]
     pub ao: Option<AoCase>,
+    /// Pingpong floor: record each frame's one-way latency (from [`OneWay`] to the reader
+    /// holding the payload, on the shared monotonic clock) instead of the round trip: the
+    /// floor of an ao-loop hop, whose receiver wakes from an idle core while the writer's
+    /// wake for the acknowledgement comes microseconds after it parked.
+    #[serde(default)]
+    pub one_way: Option<OneWay>,
+}
+
+/// Where a one-way floor starts its clock, as the stage that sends on the hop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OneWay {
+    /// Before the publication (the camera stamps a frame, then writes it); the writer
+    /// paces as the camera does (sleeps, then spins to the slot).
+    Publish,
+    /// When the publication, wake included, has returned (a stage's publish time is when
+    /// its write returned; the write is part of its compute); the writer sleeps to the
+    /// slot, as a stage sleeps until its input comes.
+    Published,
 }
 
 impl Job {
@@ -537,6 +555,7 @@ impl Scenario {
                     timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
                     peer: !matches!(c.kind, Kind::Op | Kind::Bridge) && c.peer.unwrap_or(d.peer),
                     ao: c.ao.clone(),
+                    one_way: None,
                 });
             }
         }

@@ -99,7 +99,7 @@ pub fn section(results: &[JobResult]) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory plus half the ping-pong floor round trip of each hop's payload (waiting as the hop's stages do: adaptive across cores by default, parked where they share a core), summed sample by sample; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
+        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory (one frame a camera period, on a core idle in between as the loop leaves it, unless the stages spin) plus the one-way floor of each hop's payload (a bare publish on plain shared memory and the receiver's copy out, one camera period apart, timed from publish start to the receiver holding the payload on the shared monotonic clock, as the stages time their hops; waiting as the hop's stages do: adaptive across cores by default, parked where they share a core; a same-core hop's floor is 0 where the receiver preempts the sender at the wake), summed sample by sample; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let Some(st) = &a.stats else { continue };

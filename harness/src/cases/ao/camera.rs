@@ -83,3 +83,11 @@ pub fn wait_until(deadline_ns: u64) {
         }
     }
 }
+
+/// Sleeps until `deadline_ns` (monotonic), as a stage sleeps until its input comes.
+pub fn wait_until_sleeping(deadline_ns: u64) {
+    let left = deadline_ns.saturating_sub(monotonic_ns());
+    if left > 0 {
+        std::thread::sleep(Duration::from_nanos(left));
+    }
+}
