@@ -361,6 +361,15 @@ impl Stream {
             .count)
     }
 
+    /// [`Stream::wait_for_count`] that returns the [`FrameInfo`] of the publication it saw
+    /// (count, frame id and write time of one frame) without copying the payload: for a
+    /// reader that only needs to know which frame is there.
+    pub fn wait_for_frame(&self, after: u64, timeout: Option<Duration>) -> Result<FrameInfo> {
+        self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
+            true
+        })
+    }
+
     /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
     pub fn read_after<T: Element>(
         &self,

@@ -627,6 +627,15 @@ fn read_new_returns_frames_newer_than_the_last_read_and_times_out_otherwise() {
     });
     let p = r.read_after_publication::<i64>(4, Some(SEC)).unwrap();
     assert_eq!((p.payload[[0]], p.info.count), (5, 5));
+
+    // wait_for_frame: the same wait, and the frame's id with its count.
+    w.write_slice_frame(&[6i64], 42).unwrap();
+    let info = r.wait_for_frame(5, Some(SEC)).unwrap();
+    assert_eq!((info.count, info.frame_id), (6, 42));
+    assert!(matches!(
+        r.wait_for_frame(6, Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
 }
 
 #[test]

@@ -6,16 +6,19 @@
 //! The harness does not link Zenoh: it runs the bridge package's binary, found next to its
 //! own executable (`cargo build -p shmstream-bridge`) or at `$SHMSTREAM_BRIDGE`.
 //!
-//! Each frame carries its phase in its first byte; both sides run the same phases:
+//! Each frame carries its phase in its first byte (the writer stamps it in place, as
+//! floor-put stamps its payload); both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
-//! - latency: frames paced `gap_us` apart; one-way latency = the time the frame is there to
-//!   be read at B (its cursor lends it) − the time its write at A returned,
-//!   joined by frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's
-//!   equivalent: the time its subscriber receives a sample − the time its put was called
-//!   (the realtime clock, stamped in the payload);
+//! - latency: frames paced `gap_us` apart; one-way latency = the time the mirror (a plain
+//!   stream, as `subscribe` makes by default) shows the frame at B (a reader woken by its
+//!   publication, [`Stream::wait_for_frame`]) − the time its write at A returned, joined by
+//!   frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the
+//!   time its subscriber receives a sample − the time its put was called (the realtime
+//!   clock, stamped in the payload);
 //! - throughput: the writer keeps at most half the source's history in flight (written at
-//!   A, not yet read at B), so the lossless path never laps a cursor; the rate is frames
-//!   delivered per second. The floor runs twice, flat out and in the same window
+//!   A, not yet shown at B), so the lossless path never laps the publisher's cursor; the
+//!   rate is frames delivered per second (every id reaches the mirror: ids and the
+//!   mirror's count advance together, and a gap between them is reported as lost). The floor runs twice, flat out and in the same window
 //!   (acknowledged by floor-get over Zenoh), congestion control *block*, and the better
 //!   run is the floor.
 
@@ -40,13 +43,13 @@ const LAT: u8 = 1;
 const TPUT: u8 = 2;
 const END: u8 = 3;
 
-/// Most bytes of history the source and mirror streams keep.
+/// Most bytes of history the source stream keeps (for `publish --lossless`).
 const HISTORY_BYTES: usize = 256 << 20;
-/// Most frames of history they keep: the throughput window is half of it, refilled in
+/// Most frames of history it keeps: the throughput window is half of it, refilled in
 /// steps, so small frames need a long window for the waits between steps not to count.
 const MAX_DEPTH: usize = 2048;
 
-/// Frames of history the source and mirror streams keep.
+/// Frames of history the source stream keeps.
 fn depth(job: &Job) -> usize {
     (HISTORY_BYTES / job.payload_bytes()).clamp(4, MAX_DEPTH)
 }
@@ -264,14 +267,17 @@ fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Re
 /// What the reader at B has seen, for the writer's window.
 #[derive(Default)]
 struct Seen {
-    /// The id of the newest frame read (frames a lapped cursor skipped count as seen).
+    /// The id of the newest frame the mirror showed.
     accounted: Mutex<u64>,
     /// The id the writer waits for: the reader wakes it only then, not at every frame (a
     /// wake-up per frame would take the cores the bridges need).
     awaited: AtomicU64,
     changed: Condvar,
-    /// Frames the mirror's cursor reported overwritten.
+    /// Frames that never reached the mirror: ids passed over while the mirror's count did
+    /// not advance with them.
     lost: AtomicU64,
+    /// The first id of the end frames (0 until the writer gets there): the reader stops at it.
+    end_from: AtomicU64,
 }
 
 fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
@@ -316,8 +322,6 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
             prefix,
             "--local-prefix".into(),
             "m-".into(),
-            "--history".into(),
-            depth.to_string(),
         ],
         &work.join("subscribe.log"),
     )?;
@@ -433,6 +437,7 @@ fn write_source(
         wait_accounted(seen, id, timeout)?;
         rates.push((id - first) as f64 / t0.elapsed().as_secs_f64());
     }
+    seen.end_from.store(id + 1, Ordering::Relaxed);
     for _ in 0..3 {
         id += 1;
         put(&g, id, END)?;
@@ -458,8 +463,8 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Side B: reads every frame of the mirror through a cursor; returns when each latency
-/// frame was there to be read.
+/// Side B: waits for each publication of the mirror and notes which frame it shows and
+/// when; returns (frame id, time) of every frame it saw.
 fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) -> Result<Stamps> {
     let start = Instant::now();
     // The subscriber creates the mirror when the first frame arrives.
@@ -476,35 +481,31 @@ fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) ->
         }
     };
     mirror.set_wait_strategy(shmstream::WaitStrategy::Park);
-    let mut cursor = mirror
-        .cursor()
-        .with_context(|| format!("a cursor on {name}"))?;
     let mut seen_at = Stamps::new();
+    let mut last_count = 0u64;
+    let mut first: Option<(u64, u64)> = None;
     let mut idle = Instant::now();
     loop {
-        // The frame is there when the cursor lends it. The reader reads its phase byte where
-        // it lies, as floor-get reads only its stamp: what a consumer then does with the
-        // frame is its own work, on either side.
-        let got = cursor.next_in_place(Some(Duration::from_millis(100)), |frame| {
-            let now = harness_sys::clock::monotonic_ns();
-            let mut phase = [0u8];
-            frame
-                .copy_range_into(0, &mut phase)
-                .map(|()| (now, phase[0]))
-        });
-        match got {
-            Ok((info, read)) => {
-                let (now, phase) = read.with_context(|| format!("reading the mirror {name}"))?;
+        // The frame is there when its publication wakes this reader. It reads the frame's id
+        // and count, no payload (floor-get reads only its stamp): what a consumer then does
+        // with the frame is its own work, on either side.
+        match mirror.wait_for_frame(last_count, Some(Duration::from_millis(100))) {
+            Ok(info) => {
+                let now = harness_sys::clock::monotonic_ns();
+                last_count = info.count;
                 idle = Instant::now();
-                match phase {
-                    LAT => seen_at.push((info.frame_id, now)),
-                    END => return Ok(seen_at),
-                    _ => {}
-                }
+                seen_at.push((info.frame_id, now));
+                let (id0, count0) = *first.get_or_insert((info.frame_id, info.count));
+                let passed = info.frame_id.saturating_sub(id0);
+                seen.lost.store(
+                    passed.saturating_sub(info.count - count0),
+                    Ordering::Relaxed,
+                );
                 account(seen, info.frame_id);
-            }
-            Err(StreamError::Overrun { lost, .. }) => {
-                seen.lost.fetch_add(lost, Ordering::Relaxed);
+                let end = seen.end_from.load(Ordering::Relaxed);
+                if end > 0 && info.frame_id >= end {
+                    return Ok(seen_at);
+                }
             }
             Err(StreamError::Timeout { .. }) | Err(StreamError::Inconsistent { .. }) => {
                 if done.load(Ordering::Relaxed)
