@@ -134,6 +134,12 @@ impl Stream {
     pub fn is_stale(&self, max_age: Duration) -> bool {
         self.age().is_none_or(|a| a > max_age)
     }
+    /// Whether this handle's stream was unlinked since it was opened (its name then holds
+    /// nothing, or another stream): one `fstat`, for a tool deciding whether to open the
+    /// name again. Every other call on such a handle fails with [`crate::Error::Stale`].
+    pub fn is_unlinked(&self) -> bool {
+        self.check_generation(true).is_err()
+    }
     /// Whether the creating process is still running (best effort: pid based, one host).
     pub fn producer_alive(&self) -> bool {
         sys::pid_alive(self.creator_pid)

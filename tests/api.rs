@@ -138,9 +138,12 @@ fn recreated_name_makes_old_handles_stale() {
     let old = Stream::create(&name, &[2], Dtype::I32).unwrap();
     old.write_slice(&[1i32, 2]).unwrap();
     let old_id = old.instance_id();
+    assert!(!old.is_unlinked());
     shmstream::unlink(&name).unwrap();
+    assert!(old.is_unlinked());
     let new = Stream::create(&name, &[2], Dtype::I32).unwrap();
     assert_ne!(new.instance_id(), old_id);
+    assert!(old.is_unlinked() && !new.is_unlinked());
     new.write_slice(&[7i32, 8]).unwrap();
     let e = old.read::<i32>().unwrap_err();
     assert!(matches!(e, Error::Stale { .. }), "{e:?}");

@@ -199,7 +199,7 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
 fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Result<(), Refusal> {
     let s = guard.stream();
     if s.dtype() != h.dtype || s.shape() != h.shape.as_slice() {
-        if replaced(s) {
+        if s.is_unlinked() {
             // Unlinked (to follow the new shape, as the refusal says): open or create again.
             return Err(Refusal::Stale);
         }
@@ -226,14 +226,6 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
         Ok(()) => Ok(()),
         Err(Error::Stale { .. }) => Err(Refusal::Stale),
         Err(e) => Err(Refusal::Reason(e.to_string())),
-    }
-}
-
-/// Whether `s`'s name no longer holds `s` (unlinked, or another stream in its place).
-fn replaced(s: &Stream) -> bool {
-    match Stream::open_readonly(s.name()) {
-        Ok(now) => now.instance_id() != s.instance_id(),
-        Err(e) => matches!(e, Error::NotFound { .. }),
     }
 }
 
