@@ -278,7 +278,17 @@ struct Seen {
     lost: AtomicU64,
     /// The first id of the end frames (0 until the writer gets there): the reader stops at it.
     end_from: AtomicU64,
+    /// Set during the throughput phase: the reader then looks at the mirror every
+    /// [`TPUT_POLL`] instead of waking at each publication.
+    flat_out: AtomicBool,
 }
+
+/// How often the reader looks at the mirror during the throughput phase. A wake-up per
+/// frame (tens of thousands a second at 64 B) would take the cores the bridges need, and
+/// the floor's subscriber counts in the bridge's place, with no third process; the window
+/// holds a quarter of the history of slack, milliseconds at any payload, so the writer
+/// never waits on this.
+const TPUT_POLL: Duration = Duration::from_micros(200);
 
 fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
     if job.payload_bytes() < 16 {
@@ -422,6 +432,7 @@ fn write_source(
     // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
     // been read: the pipeline never runs dry between steps. Each repeat ends drained.
     wait_accounted(seen, id, timeout)?;
+    seen.flat_out.store(true, Ordering::Relaxed);
     let (window, step) = (window(depth), step(depth));
     let mut rates = Vec::new();
     for _ in 0..job.timing.repeats.max(1) {
@@ -489,7 +500,13 @@ fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) ->
         // The frame is there when its publication wakes this reader. It reads the frame's id
         // and count, no payload (floor-get reads only its stamp): what a consumer then does
         // with the frame is its own work, on either side.
-        match mirror.wait_for_frame(last_count, Some(Duration::from_millis(100))) {
+        let wait = if seen.flat_out.load(Ordering::Relaxed) {
+            std::thread::sleep(TPUT_POLL);
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match mirror.wait_for_frame(last_count, Some(wait)) {
             Ok(info) => {
                 let now = harness_sys::clock::monotonic_ns();
                 last_count = info.count;
