@@ -3,9 +3,9 @@
 //! id through every stage. A stage reads its input through a history cursor, frame after
 //! frame: a stage or camera stalled for a period (a preempted core) catches up instead of
 //! skipping frames, and only a stage more than [`CATCH_UP`] frames behind skips to the
-//! newest (those frames are reported missed). A stage keeps `[frame id, input time, publish time, mid]`
-//! per frame in memory and writes the log once at the end (`<prefix>.aolog`): no
-//! measurement traffic in the loop. The camera ends the run with a frame stamped
+//! newest (those frames are reported missed). A stage keeps
+//! `[frame id, input time, publish time, mid]` per frame in memory and writes the log once
+//! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the run with a frame stamped
 //! [`STOP`], which every stage forwards before it exits.
 
 use std::path::Path;
