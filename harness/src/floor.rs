@@ -15,8 +15,9 @@
 //!   payload; the writer idles `gap_us` before each round trip, as in the case);
 //!   `adaptive` spins [`shmstream::ADAPTIVE_SPIN_ROUNDS`] pauses, then sleeps. With
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
-//!   one-way latency instead (from its publish's start or its wake's return to the reader's re-checked
-//!   copy, on the shared monotonic clock), as an ao-loop stage measures its input hop.
+//!   one-way latency instead (from its publish's start or its wake's return to the
+//!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
+//!   measures its input hop.
 //! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};

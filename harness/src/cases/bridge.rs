@@ -18,9 +18,9 @@
 //! - throughput: the writer keeps at most half the source's history in flight (written at
 //!   A, not yet shown at B), so the lossless path never laps the publisher's cursor; the
 //!   rate is frames delivered per second (every id reaches the mirror: ids and the
-//!   mirror's count advance together, and a gap between them is reported as lost). The floor runs twice, flat out and in the same window
-//!   (acknowledged by floor-get over Zenoh), congestion control *block*, and the better
-//!   run is the floor.
+//!   mirror's count advance together, and a gap between them is reported as lost). The
+//!   floor runs twice, flat out and in the same window (acknowledged by floor-get over
+//!   Zenoh), congestion control *block*, and the better run is the floor.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

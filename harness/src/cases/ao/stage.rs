@@ -5,8 +5,8 @@
 //! skipping frames, and only a stage more than [`CATCH_UP`] frames behind skips to the
 //! newest (those frames are reported missed). A stage keeps
 //! `[frame id, input time, publish time, mid]` per frame in memory and writes the log once
-//! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the run with a frame stamped
-//! [`STOP`], which every stage forwards before it exits.
+//! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the
+//! run with a frame stamped [`STOP`], which every stage forwards before it exits.
 
 use std::path::Path;
 use std::time::Duration;
