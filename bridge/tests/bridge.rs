@@ -58,6 +58,35 @@ fn wait_linked(a: &Stream, b_name: &str, bridges: &[&Proc]) -> Stream {
     }
 }
 
+/// A lossless pair on a fresh port: `publish NAME --lossless` and `subscribe NAME` into
+/// `LOCAL_PREFIX + NAME`, keeping `history` frames.
+fn lossless_pair(name: &str, prefix: &str, local_prefix: &str, history: usize) -> (Proc, Proc) {
+    let ep = endpoint(free_port());
+    let history = history.to_string();
+    let p = bridge(&[
+        "publish",
+        name,
+        "--listen",
+        &ep,
+        "--key-prefix",
+        prefix,
+        "--lossless",
+    ]);
+    let s = bridge(&[
+        "subscribe",
+        name,
+        "--connect",
+        &ep,
+        "--key-prefix",
+        prefix,
+        "--local-prefix",
+        local_prefix,
+        "--history",
+        &history,
+    ]);
+    (p, s)
+}
+
 fn source(name: &str, history: usize) -> Stream {
     StreamOptions::new(name)
         .shape(&[4, 8])
@@ -75,28 +104,7 @@ fn lossless_frames_all_arrive_with_their_ids_and_pyshmem_reads_the_mirror() {
     let _c = Cleanup::new([&a_name, &b_name]);
     // Deeper than the burst below: the publisher's cursor must not be lapped.
     let a = source(&a_name, 1024);
-    let port = free_port();
-    let p = bridge(&[
-        "publish",
-        &a_name,
-        "--listen",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--lossless",
-    ]);
-    let s = bridge(&[
-        "subscribe",
-        &a_name,
-        "--connect",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--local-prefix",
-        "mirror-",
-        "--history",
-        "512",
-    ]);
+    let (p, s) = lossless_pair(&a_name, &prefix, "mirror-", 512);
     let b = wait_linked(&a, &b_name, &[&p, &s]);
     let mut cursor = b.cursor().unwrap();
     let n = 300u16;
@@ -168,28 +176,7 @@ fn frames_larger_than_a_zenoh_batch_arrive_whole_from_their_pieces() {
         .history(32)
         .create()
         .unwrap();
-    let port = free_port();
-    let p = bridge(&[
-        "publish",
-        &a_name,
-        "--listen",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--lossless",
-    ]);
-    let s = bridge(&[
-        "subscribe",
-        &a_name,
-        "--connect",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--local-prefix",
-        "m-",
-        "--history",
-        "32",
-    ]);
+    let (p, s) = lossless_pair(&a_name, &prefix, "m-", 32);
     let b = wait_linked(&a, &b_name, &[&p, &s]);
     assert_eq!(b.shape(), &shape);
     let mut cursor = b.cursor().unwrap();
