@@ -9,8 +9,14 @@ import os
 import sys
 import time
 
-import numpy as np
-import pyshmem
+if __name__ == "__main__":
+    # Pinned before numpy loads: its BLAS threads start at import and inherit this
+    # affinity, so the stage's matrix products run on the stage's core, as ours do (the
+    # harness also sets OPENBLAS_NUM_THREADS to the case's reconstructor threads).
+    os.sched_setaffinity(0, {json.load(open(sys.argv[1]))["cpus"][sys.argv[2]]})
+
+import numpy as np  # noqa: E402
+import pyshmem  # noqa: E402
 
 STOP = 2**64 - 1
 SPIN_NS = 150_000
@@ -151,7 +157,6 @@ def stage(spec, s, to, role):
 def main():
     spec = json.load(open(sys.argv[1]))
     role = sys.argv[2]
-    os.sched_setaffinity(0, {spec["cpus"][role]})
     n = spec["names"]
     s = {
         "frame": pyshmem.open(n["data"]),

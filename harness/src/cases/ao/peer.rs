@@ -73,6 +73,11 @@ pub fn run(
         .map(|role| {
             let mut command = Command::new(python);
             command.arg(&script).arg(&spec_path).arg(role);
+            // numpy's BLAS gets the reconstructor's threads, as our kernel does (it would
+            // start one per core of the machine).
+            for var in ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+                command.env(var, ao.threads.to_string());
+            }
             GroupMember {
                 command,
                 label: format!("python {role} stage"),
