@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use harness_sys::clock::monotonic_ns;
+use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until};
 use harness_sys::flock::LockFile;
 use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
@@ -207,8 +207,8 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         if let Some(from) = job.one_way {
             next_slot += (job.gap_us * 1e3) as u64;
             match from {
-                OneWay::Publish => crate::cases::ao::camera::wait_until(next_slot),
-                OneWay::Published => crate::cases::ao::camera::wait_until_sleeping(next_slot),
+                OneWay::Publish => sleep_then_spin_until(next_slot),
+                OneWay::Published => sleep_until(next_slot),
             }
         }
         let mut sent = monotonic_ns();

@@ -513,14 +513,15 @@ fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) ->
                 idle = Instant::now();
                 seen_at.push((info.frame_id, now));
                 let (id0, count0) = *first.get_or_insert((info.frame_id, info.count));
-                let passed = info.frame_id.saturating_sub(id0);
-                seen.lost.store(
-                    passed.saturating_sub(info.count - count0),
-                    Ordering::Relaxed,
-                );
                 account(seen, info.frame_id);
                 let end = seen.end_from.load(Ordering::Relaxed);
                 if end > 0 && info.frame_id >= end {
+                    // Every delivered frame moved the count by one and the id by at least one.
+                    let passed = info.frame_id - id0;
+                    seen.lost.store(
+                        passed.saturating_sub(info.count - count0),
+                        Ordering::Relaxed,
+                    );
                     return Ok(seen_at);
                 }
             }

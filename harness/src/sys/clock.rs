@@ -15,6 +15,33 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How long before a deadline [`sleep_then_spin_until`] stops sleeping and spins.
+const SPIN_NS: u64 = 150_000;
+
+/// Waits until `deadline_ns` (monotonic) as a paced source does: sleeps while it is far,
+/// spins the last 150 µs (a sleep alone overshoots by the timer slack and the wake-up).
+pub fn sleep_then_spin_until(deadline_ns: u64) {
+    loop {
+        let now = monotonic_ns();
+        if now >= deadline_ns {
+            return;
+        }
+        let left = deadline_ns - now;
+        if left > SPIN_NS {
+            std::thread::sleep(std::time::Duration::from_nanos(left - SPIN_NS));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Sleeps until `deadline_ns` (monotonic), as a stage sleeps until its input comes.
+pub fn sleep_until(deadline_ns: u64) {
+    std::thread::sleep(std::time::Duration::from_nanos(
+        deadline_ns.saturating_sub(monotonic_ns()),
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,19 +1,12 @@
 //! The camera stage: synthetic WFS frames (u16) published at a fixed rate with absolute
-//! deadlines (sleep to near the deadline, spin the rest), a frame id per frame. Its log
+//! deadlines ([`harness_sys::clock::sleep_then_spin_until`]), a frame id per frame. Its log
 //! keeps each frame's deadline, so the report separates source jitter from pipeline jitter.
-
-use std::time::Duration;
-
-use harness_sys::clock::monotonic_ns;
 
 use super::geometry::{Geometry, SignalKind};
 use super::slopes::Calibration;
 
 /// Frames the camera cycles through (precomputed: generating costs more than publishing).
 pub const FRAMES: usize = 4;
-
-/// How long before a deadline the camera stops sleeping and starts spinning.
-const SPIN_NS: u64 = 150_000;
 
 /// A raw frame whose calibrated centroids are `shifts` (x, y per subaperture, pixels):
 /// a Gaussian spot per cell, divided by the flat and added to the dark.
@@ -66,28 +59,4 @@ pub fn frames(g: &Geometry) -> Vec<Vec<u16>> {
             synthetic_frame(g, &cal, &shifts)
         })
         .collect()
-}
-
-/// Waits until `deadline_ns` (monotonic): sleeps while it is far, spins the rest.
-pub fn wait_until(deadline_ns: u64) {
-    loop {
-        let now = monotonic_ns();
-        if now >= deadline_ns {
-            return;
-        }
-        let left = deadline_ns - now;
-        if left > SPIN_NS {
-            std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-/// Sleeps until `deadline_ns` (monotonic), as a stage sleeps until its input comes.
-pub fn wait_until_sleeping(deadline_ns: u64) {
-    let left = deadline_ns.saturating_sub(monotonic_ns());
-    if left > 0 {
-        std::thread::sleep(Duration::from_nanos(left));
-    }
 }

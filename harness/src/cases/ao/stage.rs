@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use harness_sys::clock::monotonic_ns;
+use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until};
 use shmstream::{Cursor, Element, FrameInfo, Stream};
 
 use super::camera;
@@ -143,7 +143,7 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     let t0 = monotonic_ns() + 1_000_000;
     for id in 1..=n {
         let deadline = t0 + (period * (id - 1) as f64) as u64;
-        camera::wait_until(deadline);
+        sleep_then_spin_until(deadline);
         // The publish instant is taken just before the write: a stage woken by it may
         // publish before this process runs again (it can be preempted after the wake), and
         // end-to-end latency must never come out negative. It includes the frame copy.
@@ -155,7 +155,7 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     // One more period before the stop frame, as between any two frames: a stage that
     // fell far behind skips to the newest, and a stop right behind the last frame would
     // hide it.
-    camera::wait_until(t0 + (period * n as f64) as u64);
+    sleep_then_spin_until(t0 + (period * n as f64) as u64);
     guard.write_slice_frame(&frames[0], STOP)?;
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
@@ -275,7 +275,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     for i in 0..n + 10 {
         if paced {
             slot = (slot + period_ns).max(monotonic_ns());
-            camera::wait_until_sleeping(slot);
+            sleep_until(slot);
         }
         let t0 = monotonic_ns();
         stage.compute(&frames[i as usize % frames.len()], &mut sig);
