@@ -30,6 +30,13 @@ pub enum WaitStrategy {
     /// the core for other work (e.g. a compute thread sharing it) at the cost of the wake-up
     /// latency (a few µs with notify).
     Park = 2,
+    /// Yield the core between checks (`sched_yield`), never park: for a waiter that shares
+    /// its core with a thread doing the work it waits for (a compute worker). That thread
+    /// gets the core whenever it is runnable, and the waiter sees the publication as soon
+    /// as it runs again, with no wake-up to wait for (a parked waiter on an idle core waits
+    /// for the writer's wake to reach that core: microseconds in a virtual machine). One
+    /// core per waiter when nothing else is runnable on it, as with `Spin`.
+    Yield = 3,
 }
 
 impl WaitStrategy {
@@ -37,6 +44,7 @@ impl WaitStrategy {
         match v {
             1 => WaitStrategy::Spin,
             2 => WaitStrategy::Park,
+            3 => WaitStrategy::Yield,
             _ => WaitStrategy::Adaptive,
         }
     }
@@ -86,7 +94,7 @@ impl Waiter {
         match self.strategy {
             WaitStrategy::Spin => true,
             WaitStrategy::Adaptive => self.rounds < SPIN_ROUNDS,
-            WaitStrategy::Park => false,
+            WaitStrategy::Park | WaitStrategy::Yield => false,
         }
     }
 
@@ -117,7 +125,9 @@ impl Waiter {
             }
             None => MAX_PARK,
         };
-        if self.notify {
+        if self.strategy == WaitStrategy::Yield {
+            std::thread::yield_now();
+        } else if self.notify {
             sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK));
         } else if self.rounds < self.yields_until() {
             std::thread::yield_now();

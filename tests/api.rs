@@ -1180,6 +1180,52 @@ fn error_messages_name_the_stream_and_the_remedy() {
 }
 
 #[test]
+fn a_yielding_waiter_reads_each_new_frame_and_keeps_its_deadline() {
+    for notify in [true, false] {
+        let name = unique_name(if notify { "yieldn" } else { "yieldp" });
+        let _c = Cleanup::new([&name]);
+        let s = StreamOptions::new(&name)
+            .shape(&[1])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        s.set_wait_strategy(shmstream::WaitStrategy::Yield);
+        assert_eq!(s.wait_strategy(), shmstream::WaitStrategy::Yield);
+        let w = Stream::open(&name).unwrap();
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let give_up = Instant::now() + common::LONG;
+                for v in 1..=50u32 {
+                    // Each frame only once the reader has the one before (or the reader
+                    // failed: then stop, so its assertion is what the test reports).
+                    while seen.load(std::sync::atomic::Ordering::Acquire) != v - 1 {
+                        if Instant::now() > give_up {
+                            return;
+                        }
+                        std::thread::yield_now();
+                    }
+                    w.write_slice(&[v]).unwrap();
+                }
+            });
+            for v in 1..=50u32 {
+                assert_eq!(s.read_new::<u32>(Some(common::LONG)).unwrap()[[0]], v);
+                seen.store(v, std::sync::atomic::Ordering::Release);
+            }
+        });
+        let t0 = Instant::now();
+        let res = s.read_new::<u32>(Some(Duration::from_millis(30)));
+        assert!(matches!(res, Err(Error::Timeout { .. })), "{res:?}");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+#[test]
 fn default_timeout_and_wait_strategy_are_settable() {
     let name = unique_name("cfgwait");
     let _c = Cleanup::new([&name]);
