@@ -14,6 +14,11 @@ use crate::spawn::pin_to;
 /// (1 Mi floats take ~100 µs on one core; a worker wake-up costs 5–20 µs).
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
 
+/// Row blocks per worker: the calling thread starts on the first block at once and a
+/// worker that wakes late steals what is left, so a slow wake-up costs part of a block,
+/// not half the product.
+const CHUNKS_PER_THREAD: usize = 8;
+
 /// The kernel for one matrix shape and thread count.
 #[derive(Debug)]
 pub struct MvmKernel {
@@ -47,7 +52,7 @@ impl MvmKernel {
             })
             .build()
             .context("building the MVM thread pool")?;
-        let per = rows.div_ceil(threads);
+        let per = rows.div_ceil(threads * CHUNKS_PER_THREAD);
         let chunk_rows = per.div_ceil(harness_sys::kernel::ROWS) * harness_sys::kernel::ROWS;
         Ok(Self {
             pool,

@@ -9,13 +9,15 @@
 //! is its only writer).
 //!
 //! Waiting: when the kernel uses every core, the driver's core is one of the kernel's,
-//! so the driver must not spin: it waits on a notify stream with the library's adaptive
-//! strategy. Otherwise both sides spin. `wait` in the scenario overrides this.
+//! so the driver must not spin: it yields the core between checks
+//! ([`shmstream::WaitStrategy::Yield`]), so the worker runs whenever it has rows to do and
+//! the driver sees y without a wake-up. Otherwise both sides spin. `wait` in the scenario
+//! overrides this (a notify wait then parks on the futex).
 
 use hdrhistogram::Histogram;
 use shmstream::WaitStrategy;
 
-use crate::cases::{MvmStreams, mvm_waits_with_futex, wait_timeout};
+use crate::cases::{MvmStreams, mvm_driver_wait, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
@@ -46,13 +48,7 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     let a = kernel::test_matrix(rows, cols);
     matrix.write_slice(&a)?;
-    // With a 2-thread kernel the driver shares a core with a kernel worker: park at once
-    // so the worker gets the core while y is being computed.
-    y.set_wait_strategy(if mvm_waits_with_futex(job) {
-        WaitStrategy::Park
-    } else {
-        WaitStrategy::Spin
-    });
+    y.set_wait_strategy(mvm_driver_wait(job));
     // Three vectors prepared outside the timing; iteration i publishes xs[i % 3].
     let xs: Vec<Vec<f32>> = (0..3)
         .map(|i| {
@@ -81,12 +77,10 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     }
     ctl.write_slice(&[1u64])?;
     x.write_slice(&xv)?;
-    let wait = job.wait.unwrap_or(if mvm_waits_with_futex(job) {
-        Wait::Adaptive
-    } else {
-        Wait::Spin
-    });
-    m.notes.push(("driver_wait".into(), wait.name().into()));
+    m.notes.push((
+        "driver_wait".into(),
+        format!("{:?}", mvm_driver_wait(job)).to_lowercase(),
+    ));
     m.notes.push((
         "kernel_isa".into(),
         harness_sys::kernel::isa().name().into(),
