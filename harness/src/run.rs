@@ -193,6 +193,15 @@ impl Runner {
             .floor(idx, job)
             .map_err(|e| format!("floor failed: {e}"));
         let ours = self.ours(idx, job).map_err(|e| format!("failed: {e}"));
+        // A CPU MVM product runs at the memory bandwidth the host's other tenants leave,
+        // which drifts over seconds: its floor runs again after ours and the two pool, so
+        // floor and ours see the same conditions on average (with one pass before ours, the
+        // n = 10000 row's ratio read 0.89 and 1.16 in two runs: a floor ours beat).
+        let floor = if job.kind == Kind::Mvm && !job.device.is_gpu() {
+            pool_floors(floor, self.floor(idx, job))
+        } else {
+            floor
+        };
         let peer = if !job.peer {
             Err("peer disabled for this case".to_string())
         } else {
@@ -295,6 +304,28 @@ impl Runner {
             .collect();
         self.collect(&specs, job)
     }
+}
+
+/// A floor measured before ours and again after it, as one side: samples and repeats
+/// pooled. A failed second pass leaves the first.
+fn pool_floors(
+    before: std::result::Result<Side, String>,
+    after: Result<Side>,
+) -> std::result::Result<Side, String> {
+    let (mut b, a) = match (before, after) {
+        (Ok(b), Ok(a)) => (b, a),
+        (before, _) => return before,
+    };
+    if b.hist.add(&a.hist).is_ok() {
+        b.m.repeat_hz.extend(a.m.repeat_hz);
+        b.m.repeat_busy_hz.extend(a.m.repeat_busy_hz);
+        b.m.iterations += a.m.iterations;
+        b.m.notes.push((
+            "floor passes".into(),
+            "two, before and after ours, pooled".into(),
+        ));
+    }
+    Ok(b)
 }
 
 /// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
