@@ -306,17 +306,25 @@ pub fn mvm(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let k = MvmKernel::new(rows, cols, job.threads, crate::cases::mvm::kernel_cpus(job))?;
-    let a = kernel::test_matrix(rows, cols);
+    // Page-aligned operands, as the case's compute process holds them: the kernel's speed
+    // must not depend on where the allocator put them (rows or x straddling cache lines
+    // cost split loads).
+    let mut a = PageBuf::<f32>::new(rows * cols);
+    a.as_mut_slice()
+        .copy_from_slice(&kernel::test_matrix(rows, cols));
+    let a = a.as_slice();
     let r = k.on_first_worker(|| {
-        let mut x = vec![0.0f32; cols];
-        kernel::fill_vector(&mut x, 1);
-        let mut y = vec![0.0f32; rows];
+        let mut x = PageBuf::<f32>::new(cols);
+        kernel::fill_vector(x.as_mut_slice(), 1);
+        let x = x.as_slice();
+        let mut y = PageBuf::<f32>::new(rows);
+        let y = y.as_mut_slice();
         let r = timed_loop(&job.timing, 0.0, |_| {
-            k.run(&a, std::hint::black_box(&x), &mut y);
-            std::hint::black_box(&mut y);
+            k.run(a, std::hint::black_box(x), y);
+            std::hint::black_box(&mut *y);
             Ok(())
         });
-        if kernel::max_rel_error(&a, cols, &x, &y) > 1e-4 {
+        if kernel::max_rel_error(a, cols, x, y) > 1e-4 {
             return Err(crate::error::Error::msg(
                 "floor kernel computed a wrong product",
             ));

@@ -17,7 +17,7 @@
 use hdrhistogram::Histogram;
 use shmstream::WaitStrategy;
 
-use crate::cases::{MvmStreams, mvm_driver_wait, wait_timeout};
+use crate::cases::{MvmStreams, PageBuf, mvm_driver_wait, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
@@ -98,19 +98,23 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
     matrix
         .wait_for_count(0, to)
         .context("waiting for the matrix")?;
-    let mut a = vec![0.0f32; rows * cols];
-    matrix.read_into_slice(&mut a)?;
+    // Page-aligned operands, as the floor's (split loads would make the two differ).
+    let mut a = PageBuf::<f32>::new(rows * cols);
+    matrix.read_into_slice(a.as_mut_slice())?;
+    let a = a.as_slice();
     let k = MvmKernel::new(rows, cols, job.threads, kernel_cpus(job))?;
     k.on_first_worker(|| -> Result<()> {
-        let mut xv = vec![0.0f32; cols];
-        let mut yv = vec![0.0f32; rows];
+        let mut xv = PageBuf::<f32>::new(cols);
+        let xv = xv.as_mut_slice();
+        let mut yv = PageBuf::<f32>::new(rows);
+        let yv = yv.as_mut_slice();
         let guard = y.lock(to).context("locking the y stream")?;
         // Sample x's count before saying "ready": the driver's first x may follow at once.
         let mut last = x.count();
-        guard.write_slice(&yv)?;
+        guard.write_slice(yv)?;
         loop {
             let c = x
-                .read_after_into_slice(last, &mut xv, to)
+                .read_after_into_slice(last, xv, to)
                 .context("waiting for x")?;
             if ctl.count() > 0 {
                 return Ok(());
@@ -119,9 +123,9 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
             {
                 // The case's kernel call (the floor runs the same kernel unslowed).
                 let _slow = shmstream::slowdown::guard(shmstream::slowdown::HotPath::Mvm);
-                k.run(&a, &xv, &mut yv);
+                k.run(a, xv, yv);
             }
-            guard.write_slice(&yv)?;
+            guard.write_slice(yv)?;
         }
     })
 }
