@@ -35,6 +35,13 @@ pub fn sleep_then_spin_until(deadline_ns: u64) {
     }
 }
 
+/// Spins until `deadline_ns` (monotonic), as a busy-waiting stage does until its input comes.
+pub fn spin_until(deadline_ns: u64) {
+    while monotonic_ns() < deadline_ns {
+        std::hint::spin_loop();
+    }
+}
+
 /// Sleeps until `deadline_ns` (monotonic), as a stage sleeps until its input comes.
 pub fn sleep_until(deadline_ns: u64) {
     std::thread::sleep(std::time::Duration::from_nanos(
