@@ -1,5 +1,6 @@
-//! `harness size`: builds the ao-loop scenario for one geometry (split stages and merged
-//! slopes+recon, on the CPU and/or a GPU), runs it with the runner and report writers,
+//! `harness size`: builds the ao-loop scenario for one geometry (split stages, merged
+//! slopes+recon, and merged with busy-waiting stages, on the CPU; split stages on a GPU),
+//! runs it with the runner and report writers,
 //! and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
 //! not fit this machine's memory is refused before anything starts.
 
@@ -116,11 +117,17 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     );
     for d in &devices {
         let tag = d.replace(':', "");
-        for merged in [false, true] {
-            let form = if merged { "merged" } else { "processes" };
+        // The forms a team chooses between: stages as processes (waiting adaptively,
+        // parked where two share a core), slopes+recon merged, and merged with the stages
+        // busy-waiting (a core given to the loop: the lowest latency and highest rate).
+        for (form, merged, wait) in [
+            ("processes", false, ""),
+            ("merged", true, ""),
+            ("merged-spin", true, "wait = \"spin\"\n"),
+        ] {
             write!(
                 t,
-                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n"
+                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}"
             )?;
             if d != "cpu" {
                 break;
@@ -138,7 +145,9 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
         a.rate, a.budget_us
     )?;
     for r in results {
-        let form = if r.job.case.contains("merged") {
+        let form = if r.job.case.contains("merged-spin") {
+            "slopes+recon merged, busy-waiting"
+        } else if r.job.case.contains("merged") {
             "slopes+recon merged"
         } else {
             "stages as processes"
@@ -246,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issue_example_builds_a_valid_scenario_with_both_forms() {
+    fn the_issue_example_builds_a_valid_scenario_with_every_form() {
         let a = args(&[
             "--wfs-pixels",
             "240x240",
@@ -257,8 +266,12 @@ mod tests {
         ]);
         let s = Scenario::parse(&scenario_text(&a).unwrap()).unwrap();
         let jobs = s.jobs(false, None);
-        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs.len(), 3);
         assert_eq!(jobs[1].case, "size-merged-cpu");
+        assert_eq!(jobs[2].case, "size-merged-spin-cpu");
+        let spin = jobs[2].ao.as_ref().unwrap();
+        assert!(spin.merged);
+        assert_eq!(spin.wait, Some(crate::scenario::Wait::Spin));
         assert_eq!(jobs[0].ao.as_ref().unwrap().budget_us, Some(500.0));
     }
 
