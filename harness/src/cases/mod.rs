@@ -218,7 +218,7 @@ fn create_options(
 /// How the MVM driver waits for y. The scenario's `wait` if given; otherwise spin, unless
 /// the kernel uses every core: then the driver's core is a kernel worker's, and the driver
 /// yields it between checks (a runnable worker gets it at once, and y needs no wake-up;
-/// parking measured 3–5 µs slower per product at n = 1000 on a 2-core VM, a wake-up that
+/// parking measured 4–8 µs slower per product at n = 1000 on a 2-core VM, a wake-up that
 /// reaches an idle core).
 pub fn mvm_driver_wait(job: &Job) -> WaitStrategy {
     match job.wait {
