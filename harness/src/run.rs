@@ -359,3 +359,52 @@ fn role_short(r: Role) -> &'static str {
         Role::AoFloorCompute => "compute",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(samples: &[u64], hz: &[f64]) -> Side {
+        let mut hist = crate::hist::new();
+        for &s in samples {
+            hist.saturating_record(s);
+        }
+        Side {
+            m: Measured {
+                repeat_hz: hz.to_vec(),
+                iterations: samples.len() as u64,
+                ..Default::default()
+            },
+            hist,
+            placement: "floor@1".into(),
+        }
+    }
+
+    #[test]
+    fn two_floor_passes_pool_their_samples_and_repeats() {
+        let pooled = pool_floors(
+            Ok(side(&[100, 100, 100], &[10.0])),
+            Ok(side(&[300, 300, 300], &[5.0, 6.0])),
+        )
+        .unwrap();
+        assert_eq!(pooled.hist.len(), 6);
+        assert_eq!(pooled.m.iterations, 6);
+        assert_eq!(pooled.m.repeat_hz, vec![10.0, 5.0, 6.0]);
+        assert!(pooled.m.notes.iter().any(|(k, _)| k == "floor passes"));
+        // The median now lies between the two passes' samples.
+        assert!(pooled.hist.value_at_quantile(0.75) >= 300);
+    }
+
+    #[test]
+    fn a_failed_second_floor_pass_keeps_the_first_and_a_failed_first_stays_failed() {
+        let kept = pool_floors(
+            Ok(side(&[100], &[10.0])),
+            Err(crate::error::Error::msg("second pass died")),
+        )
+        .unwrap();
+        assert_eq!(kept.hist.len(), 1);
+        assert!(kept.m.notes.is_empty());
+        let failed = pool_floors(Err("floor failed: x".into()), Ok(side(&[100], &[10.0])));
+        assert_eq!(failed.unwrap_err(), "floor failed: x");
+    }
+}
