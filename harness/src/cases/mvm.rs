@@ -6,7 +6,7 @@
 //! control matrix until the matrix stream changes), unlike the seed, whose loop re-copied
 //! the matrix every iteration (pyshmem adopter review, 03-performance.md). Like the
 //! pingpong reader, the compute process holds the y stream's write lock for the run (it
-//! is its only writer).
+//! is its only writer), and the driver holds x's.
 //!
 //! Waiting: when the kernel uses every core, the driver's core is one of the kernel's,
 //! so the driver must not spin: it yields the core between checks
@@ -62,21 +62,25 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut ys = y
         .wait_for_count(0, to)
         .context("waiting for the compute process to be ready")?;
+    // The only writer of x, as the compute process is of y: it holds x's write lock for the
+    // run, so a vector is a seqlock publication without a flock pair (what a controller
+    // that owns its stream does).
+    let xg = x.lock(to).context("locking the x stream")?;
     let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
-        x.write_slice(&xs[(i % 3) as usize])?;
+        xg.write_slice(&xs[(i % 3) as usize])?;
         ys = y.read_after_into_slice(ys, &mut yv, to)?;
         Ok(())
     })?;
     // One checked iteration: the pipeline must compute the right product.
     kernel::fill_vector(&mut xv, 1);
-    x.write_slice(&xv)?;
+    xg.write_slice(&xv)?;
     y.read_after_into_slice(ys, &mut yv, to)?;
     let err = kernel::max_rel_error(&a, cols, &xv, &yv);
     if err > 1e-4 {
         bail!("y = A·x is wrong: max relative error {err:.3e}");
     }
     ctl.write_slice(&[1u64])?;
-    x.write_slice(&xv)?;
+    xg.write_slice(&xv)?;
     m.notes.push((
         "driver_wait".into(),
         format!("{:?}", mvm_driver_wait(job)).to_lowercase(),

@@ -571,7 +571,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
          iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
          - The pingpong reader and the MVM compute process hold the write lock of their reply stream for the run \
-         (each is its only writer), so a reply is a seqlock publish without the flock pair; the data writes take the flock pair every time."
+         (each is its only writer), so a reply is a seqlock publish without the flock pair, and so does the MVM driver for x \
+         (a controller owns its streams); the roundtrip and pingpong data writes take the flock pair every time, as their floors do."
     )?;
     Ok(o)
 }
