@@ -310,8 +310,7 @@ pub fn mvm(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     // must not depend on where the allocator put them (rows or x straddling cache lines
     // cost split loads).
     let mut a = PageBuf::<f32>::new(rows * cols);
-    a.as_mut_slice()
-        .copy_from_slice(&kernel::test_matrix(rows, cols));
+    kernel::fill_test_matrix(a.as_mut_slice());
     let a = a.as_slice();
     let r = k.on_first_worker(|| {
         let mut x = PageBuf::<f32>::new(cols);

@@ -97,9 +97,17 @@ impl MvmKernel {
 
 /// The matrix and vector the MVM cases use (deterministic, cheap to check).
 pub fn test_matrix(rows: usize, cols: usize) -> Vec<f32> {
-    (0..rows * cols)
-        .map(|i| ((i % 7) as f32) * 0.25 - 0.5)
-        .collect()
+    let mut a = vec![0.0; rows * cols];
+    fill_test_matrix(&mut a);
+    a
+}
+
+/// Writes [`test_matrix`]'s values into `a` (a row-major matrix of any shape), in place:
+/// a page-aligned buffer gets them without a temporary copy of the whole matrix.
+pub fn fill_test_matrix(a: &mut [f32]) {
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = ((i % 7) as f32) * 0.25 - 0.5;
+    }
 }
 
 /// The vector of iteration `i`.

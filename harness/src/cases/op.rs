@@ -141,8 +141,7 @@ fn kernel(spec: &ChildSpec) -> Result<Sides> {
     // Page-aligned operands: the kernel's speed must not depend on where the allocator
     // put x this run (a vector straddling cache lines costs split loads).
     let mut a = PageBuf::<f32>::new(rows * cols);
-    a.as_mut_slice()
-        .copy_from_slice(&kernel::test_matrix(rows, cols));
+    kernel::fill_test_matrix(a.as_mut_slice());
     let mut x = PageBuf::<f32>::new(cols);
     kernel::fill_vector(x.as_mut_slice(), 1);
     let mut y = PageBuf::<f32>::new(rows);
