@@ -3,7 +3,8 @@
 #   scripts/gpu-check.sh build   (on the build machine, with Rust): builds the release GPU test
 #                                binary, the gpu_bench example and the harness into .gpu-bin/
 #   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests, then the
-#                                harness's GPU rows of scenarios/io.toml and scenarios/mvm.toml
+#                                harness's GPU rows of scenarios/io.toml, scenarios/mvm.toml and
+#                                scenarios/ao-gpu.toml (the ao-loop's GPU form)
 #                                (`--cases cuda --no-peer`), once as is and once under MPS,
 #                                writing everything to ${OUT:-reports/gpu-run}
 # The run records the publication path the probe picks (issue #11) in env.txt.
@@ -51,7 +52,7 @@ run)
     # The harness's GPU rows; its children re-execute .gpu-bin/harness. No Python peer there.
     hflags="${HARNESS_FLAGS:---quick}"
     harness_pass() { # $1: suffix of the report folders
-        for sc in io:90 mvm:60; do
+        for sc in io:90 mvm:60 ao-gpu:150; do
             t="${sc#*:}" sc="${sc%%:*}"
             echo "== harness scenarios/$sc.toml --cases cuda $hflags${1:+ ($1)}" | tee -a "$out/harness.log"
             # shellcheck disable=SC2086

@@ -1,5 +1,6 @@
 //! `harness size`: builds the ao-loop scenario for one geometry (split stages, merged
-//! slopes+recon, and merged with busy-waiting stages, on the CPU; split stages on a GPU),
+//! slopes+recon, and merged with busy-waiting stages, on the CPU; slopes+recon on the
+//! device in the GPU form),
 //! runs it with the runner and report writers,
 //! and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
 //! not fit this machine's memory is refused before anything starts.
@@ -117,21 +118,24 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     );
     for d in &devices {
         let tag = d.replace(':', "");
-        // The forms a team chooses between: stages as processes (waiting adaptively,
-        // parked where two share a core), slopes+recon merged, and merged with the stages
-        // busy-waiting (a core given to the loop: the lowest latency and highest rate).
-        for (form, merged, wait) in [
-            ("processes", false, ""),
-            ("merged", true, ""),
-            ("merged-spin", true, "wait = \"spin\"\n"),
-        ] {
+        // The forms a team chooses between on the CPU: stages as processes (waiting
+        // adaptively, parked where two share a core), slopes+recon merged, and merged with
+        // the stages busy-waiting (a core given to the loop: the lowest latency and highest
+        // rate). On a GPU: slopes and reconstructor on the device, one process.
+        let forms: &[(&str, bool, &str)] = if d == "cpu" {
+            &[
+                ("processes", false, ""),
+                ("merged", true, ""),
+                ("merged-spin", true, "wait = \"spin\"\n"),
+            ]
+        } else {
+            &[("gpu", true, "")]
+        };
+        for (form, merged, wait) in forms {
             write!(
                 t,
                 "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}"
             )?;
-            if d != "cpu" {
-                break;
-            }
         }
     }
     Ok(t)
@@ -273,6 +277,34 @@ mod tests {
         assert!(spin.merged);
         assert_eq!(spin.wait, Some(crate::scenario::Wait::Spin));
         assert_eq!(jobs[0].ao.as_ref().unwrap().budget_us, Some(500.0));
+    }
+
+    #[test]
+    fn device_all_adds_the_gpu_form_with_slopes_and_recon_in_one_process() {
+        let a = args(&[
+            "--wfs-pixels",
+            "240x240",
+            "--subapertures",
+            "20x20",
+            "--device",
+            "all",
+        ]);
+        let jobs = Scenario::parse(&scenario_text(&a).unwrap())
+            .unwrap()
+            .jobs(false, None);
+        let names: Vec<_> = jobs.iter().map(|j| j.case.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "size-processes-cpu",
+                "size-merged-cpu",
+                "size-merged-spin-cpu",
+                "size-gpu-cuda0"
+            ]
+        );
+        let gpu = &jobs[3];
+        assert_eq!(gpu.device, crate::scenario::Device::Cuda(0));
+        assert!(crate::cases::ao::placement::Placement::of(gpu).merged);
     }
 
     #[test]

@@ -197,3 +197,77 @@ fn a_bad_geometry_is_refused_before_anything_starts() {
     assert!(!out.exists(), "nothing may start for a bad geometry");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The GPU form (slopes and reconstructor on the device): where no GPU is usable, each
+/// geometry kind is skipped with a reason naming the device, and the run succeeds; on a
+/// GPU, it runs (after its own check against the CPU stages) and reports its figures.
+#[test]
+fn the_gpu_form_runs_where_a_gpu_is_and_is_skipped_with_a_reason_where_none_is() {
+    let dir = scratch("gpu");
+    let scenario = dir.join("ao-gpu.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"
+name = "ao-gpu-test"
+[defaults]
+min_seconds = 0.3
+warmup = 0.05
+repeats = 1
+timeout_s = {TIMEOUT_S}
+peer = false
+[[case]]
+name = "centroids"
+kind = "ao-loop"
+device = "cuda:0"
+sizes = [[24, 24]]
+[case.ao]
+subapertures = [4, 4]
+modes = 20
+actuators = 25
+rate_hz = 500
+ladder = false
+[[case]]
+name = "pixels"
+kind = "ao-loop"
+device = "cuda:0"
+sizes = [[16, 16]]
+[case.ao]
+slopes = "pixels"
+valid_pixels = 150
+actuators = 40
+rate_hz = 500
+ladder = false
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = harness()
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    if md.contains("skipped: cuda:0:") {
+        eprintln!("no usable GPU here: the GPU form was skipped, as it must be");
+        for r in rows {
+            assert!(r["p50_ns"].is_null(), "a skipped form has no figures: {r}");
+        }
+    } else {
+        for r in rows {
+            assert_eq!(r["kind"], "ao-loop");
+            assert!(r["p50_ns"].as_u64().unwrap() > 0, "{r}");
+            assert!(!r["stages"].is_null(), "{r}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

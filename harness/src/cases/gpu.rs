@@ -53,7 +53,7 @@ pub fn skip_reason(job: &Job) -> Option<String> {
     if ordinal as usize >= n {
         return Some(format!("{}: the driver reports {n} device(s)", job.device));
     }
-    if job.kind == Kind::Mvm && !cublas_available() {
+    if matches!(job.kind, Kind::Mvm | Kind::AoLoop) && !cublas_available() {
         return Some(format!(
             "{}: libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)",
             job.device

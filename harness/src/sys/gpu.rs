@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use shmstream::gpu::cudarc::cublas::{CudaBlas, Gemv, GemvConfig, sys as blas_sys};
-use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
+use shmstream::gpu::cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
+};
 
 /// Whether `libcublas` can be loaded (never panics).
 pub fn cublas_available() -> bool {
@@ -70,15 +72,20 @@ impl Sgemv {
     }
 }
 
-/// `len` zeroed float32 values of page-locked host memory (`cuMemHostAlloc`, flags 0, as the
-/// library's staging buffers), for floors that move host data across the bus as DMA.
-pub fn pinned_zeroed(ctx: &Arc<CudaContext>, len: usize) -> Result<PinnedHostSlice<f32>, String> {
-    // SAFETY: the memory is uninitialized after the call; it is zeroed below before anyone
-    // can read it (the only access is through this function's return value).
-    let mut p = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) }
-        .map_err(|e| format!("cuMemHostAlloc of {len} floats: {e:?}"))?;
+/// `len` zeroed values of page-locked host memory (`cuMemHostAlloc`, flags 0, as the
+/// library's staging buffers), for floors and stages that move host data across the bus
+/// as DMA.
+pub fn pinned_zeroed<T: DeviceRepr + ValidAsZeroBits + Default + Copy>(
+    ctx: &Arc<CudaContext>,
+    len: usize,
+) -> Result<PinnedHostSlice<T>, String> {
+    // SAFETY: the memory is uninitialized after the call; it is filled below before anyone
+    // can read it (the only access is through this function's return value), and every
+    // `T` used here (f32, u16) is valid for any bit pattern anyway.
+    let mut p = unsafe { ctx.alloc_pinned_with_flags::<T>(len, 0) }
+        .map_err(|e| format!("cuMemHostAlloc of {len} values: {e:?}"))?;
     p.as_mut_slice()
         .map_err(|e| format!("mapping pinned memory: {e:?}"))?
-        .fill(0.0);
+        .fill(T::default());
     Ok(p)
 }

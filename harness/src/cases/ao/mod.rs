@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod camera;
 pub mod floor;
 pub mod geometry;
+pub mod gpu;
 pub mod peer;
 pub mod placement;
 pub mod recon;
@@ -134,17 +135,6 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let Some(ao) = job.ao.as_ref() else {
         return failed("ao-loop job without [case.ao]".into());
     };
-    if job.device.is_gpu() {
-        let why = format!(
-            "{}: the GPU form of ao-loop (slopes and cuBLAS reconstructor on the device) \
-             is not implemented yet",
-            job.device
-        );
-        return JobResult {
-            skipped: Some(why.clone()),
-            ..failed(why)
-        };
-    }
     let g = match Geometry::new(&job.shape, ao) {
         Ok(g) => g,
         Err(e) => return failed(format!("failed: {e}")),
@@ -164,6 +154,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let floor = floor::compose(runner, idx, job, &g).map_err(|e| format!("floor failed: {e}"));
     let peer = match (job.peer, runner.peer_setup()) {
         (false, _) => Err("peer disabled for this case".to_string()),
+        (true, _) if job.device.is_gpu() => {
+            Err("no peer for the GPU form (the pyshmem + numpy loop is the CPU forms' peer)".into())
+        }
         (true, PeerSetup::Missing(why)) => Err(why.clone()),
         (true, setup) => {
             peer::run(runner, setup, idx, job, &g).map_err(|e| format!("peer failed: {e}"))

@@ -2,7 +2,8 @@
 
 use crate::scenario::Job;
 
-/// The cores of the stages (`recon == slopes` and one process when merged).
+/// The cores of the stages (`recon == slopes` and one process when merged, as always
+/// in the GPU form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
     /// Camera core.
@@ -21,7 +22,8 @@ impl Placement {
     pub fn of(job: &Job) -> Self {
         let ao = job.ao.as_ref();
         let slopes = ao.and_then(|a| a.slopes_cpu).unwrap_or(job.reader_cpu);
-        let merged = ao.is_some_and(|a| a.merged);
+        // The GPU form runs slopes and reconstructor in one process on the device.
+        let merged = ao.is_some_and(|a| a.merged) || job.device.is_gpu();
         Self {
             camera: ao.and_then(|a| a.camera_cpu).unwrap_or(job.writer_cpu),
             slopes,

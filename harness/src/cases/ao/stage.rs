@@ -39,7 +39,7 @@ pub const CATCH_UP: u64 = 4;
 
 /// The next input frame in order into `dst`, or the newest when the stage is more than
 /// [`CATCH_UP`] frames behind.
-fn next_input<T: Element>(
+pub(super) fn next_input<T: Element>(
     cursor: &mut Cursor<'_>,
     dst: &mut [T],
     to: Option<Duration>,
@@ -81,14 +81,14 @@ pub fn read_log(path: &Path) -> Result<Vec<Entry>> {
         .collect())
 }
 
-struct Streams {
-    frame: Stream,
-    signals: Stream,
-    commands: Stream,
-    ready: Stream,
+pub(super) struct Streams {
+    pub frame: Stream,
+    pub signals: Stream,
+    pub commands: Stream,
+    pub ready: Stream,
 }
 
-fn open(spec: &ChildSpec) -> Result<Streams> {
+pub(super) fn open(spec: &ChildSpec) -> Result<Streams> {
     let n = &spec.names;
     Ok(Streams {
         frame: Stream::open(&n.data).context("opening the frame stream")?,
@@ -98,7 +98,7 @@ fn open(spec: &ChildSpec) -> Result<Streams> {
     })
 }
 
-fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
+pub(super) fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
     let ao = spec
         .job
         .ao
@@ -109,7 +109,7 @@ fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
 
 /// Says "ready" after every stage downstream did: stage `k` (counted from the DM end)
 /// waits for `k - 1` ready marks, then writes `k`.
-fn mark_ready(ready: &Stream, k: u64, to: Option<Duration>) -> Result<()> {
+pub(super) fn mark_ready(ready: &Stream, k: u64, to: Option<Duration>) -> Result<()> {
     if k > 1 {
         ready
             .wait_for_count(k - 1 - 1, to)
@@ -119,7 +119,7 @@ fn mark_ready(ready: &Stream, k: u64, to: Option<Duration>) -> Result<()> {
     Ok(())
 }
 
-fn kill_me_after(role: &str, frames: usize) {
+pub(super) fn kill_me_after(role: &str, frames: usize) {
     if frames == 20 && std::env::var(KILL_ENV).is_ok_and(|v| v == role) {
         harness_sys::kill(std::process::id());
     }
@@ -162,6 +162,9 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
 
 /// Slopes (or slopes+recon when `merged`): frame in, signals (or commands) out.
 pub fn slopes(spec: &ChildSpec) -> Result<()> {
+    if spec.job.device.is_gpu() {
+        return super::gpu::stage(spec);
+    }
     let (g, ao) = geometry(spec)?;
     let s = open(spec)?;
     let to = wait_timeout(spec);
@@ -258,16 +261,38 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
 /// back to back, 10.7 µs in the loop; with spinning stages, slopes and recon alone 1.6 µs
 /// each back to back against 3.4 and 6.9 µs in the loop).
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
+    if spec.job.device.is_gpu() {
+        return super::gpu::floor_compute(spec);
+    }
     let (g, ao) = geometry(spec)?;
     let place = Placement::of(&spec.job);
-    let spins = ao.stage_wait(false) == crate::scenario::Wait::Spin;
-    let period_ns = (1e9 / ao.rate_hz) as u64;
     let mut stage = Slopes::new(&g);
     let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
     let frames = camera::frames(&g);
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
-    let n = place
+    paced_floor(spec, |i| {
+        let t0 = monotonic_ns();
+        stage.compute(&frames[i % frames.len()], &mut sig);
+        let t1 = monotonic_ns();
+        r.step(&sig, &mut cmd);
+        let t2 = monotonic_ns();
+        std::hint::black_box(&cmd);
+        Ok((t1 - t0, t2 - t1))
+    })
+}
+
+/// The floor's frame loop: `frame(i)` (returning its slopes and recon ns) once a camera
+/// period, up to 2 s of frames, the core sleeping in between or spinning when the stages
+/// spin; the first 10 frames warm up. Writes the log `[i, slopes ns, recon ns, 0]`.
+pub(super) fn paced_floor(
+    spec: &ChildSpec,
+    mut frame: impl FnMut(usize) -> Result<(u64, u64)>,
+) -> Result<()> {
+    let (_, ao) = geometry(spec)?;
+    let spins = ao.stage_wait(false) == crate::scenario::Wait::Spin;
+    let period_ns = (1e9 / ao.rate_hz) as u64;
+    let n = Placement::of(&spec.job)
         .frames(&spec.job)
         .clamp(50, 20_000)
         .min(((2.0 * ao.rate_hz) as u64).max(50));
@@ -280,14 +305,9 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
         } else {
             sleep_until(slot);
         }
-        let t0 = monotonic_ns();
-        stage.compute(&frames[i as usize % frames.len()], &mut sig);
-        let t1 = monotonic_ns();
-        r.step(&sig, &mut cmd);
-        let t2 = monotonic_ns();
-        std::hint::black_box(&cmd);
+        let (slopes, recon) = frame(i as usize)?;
         if i >= 10 {
-            log.push([i, t1 - t0, t2 - t1, 0]);
+            log.push([i, slopes, recon, 0]);
         }
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
