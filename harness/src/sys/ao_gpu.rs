@@ -245,6 +245,19 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_ptx_was_built_from_the_kernel_source_as_it_is() {
+        use sha1::{Digest, Sha1};
+        let digest: String = Sha1::digest(include_bytes!("ao_kernels.cu"))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            PTX.contains(&format!("// ao_kernels.cu sha1 {digest}")),
+            "ao_kernels.ptx is stale: run scripts/build-ptx.sh after editing ao_kernels.cu"
+        );
+    }
+
+    #[test]
     fn launch_shapes_cover_every_element_and_refuse_what_a_kernel_cannot_index() {
         let c = blocks(1000).unwrap();
         assert!(c.grid_dim.0 * c.block_dim.0 >= 1000);

@@ -1,12 +1,15 @@
 // The ao-loop's GPU form: the slopes stage and the reconstructor's element-wise steps,
 // the same arithmetic as the CPU stages (harness/src/cases/ao/slopes.rs and recon.rs).
-// Compiled to PTX by scripts/build-ptx.sh (clang, no CUDA toolkit needed) into
-// ao_kernels.ptx, which the harness embeds and the driver JIT-compiles for the card.
+// Checked on the host by scripts/check-ao-kernels.sh, then compiled to PTX by
+// scripts/build-ptx.sh (clang, no CUDA toolkit needed) into ao_kernels.ptx, which the
+// harness embeds and the driver JIT-compiles for the card.
 // Written against clang's NVPTX builtins only, so no CUDA header is needed.
 
+#ifndef AO_HOST_EMULATION // scripts/check-ao-kernels.sh runs these kernels on the host
 #define __global__ __attribute__((global))
 #define __shared__ __attribute__((shared))
 #define __device__ __attribute__((device))
+#endif
 
 typedef unsigned short u16;
 typedef unsigned int u32;
