@@ -39,10 +39,13 @@ pub struct Floor {
 /// on this VM an idle core's wake-up latency takes a second or so to settle, and a 0.3 s
 /// floor came out above the loop's own hop.
 fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start: OneWay) -> Job {
-    let wait = job
-        .ao
-        .as_ref()
-        .map_or(Wait::Adaptive, |ao| ao.stage_wait(shared || from == to));
+    // A stage that wakes ahead of the camera's frames spins when they come: its hop's
+    // floor is the spinning reader's.
+    let wait = match job.ao.as_ref() {
+        Some(ao) if start == OneWay::Publish && ao.wake_ahead_ns().is_some() => Wait::Spin,
+        Some(ao) => ao.stage_wait(shared || from == to),
+        None => Wait::Adaptive,
+    };
     Job {
         case: "ao-hop".into(),
         kind: Kind::Pingpong,

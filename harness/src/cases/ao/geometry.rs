@@ -53,6 +53,14 @@ pub struct AoCase {
     /// busy-wait (needs a core per stage). The hop floors wait the same way.
     #[serde(default)]
     pub wait: Option<crate::scenario::Wait>,
+    /// With the adaptive wait (the default), the stage that reads camera frames wakes this
+    /// many µs before each frame is due (the camera is paced: frame k is due a fixed
+    /// phase + k periods after the first) and spins for it (yielding its core where it
+    /// shares one), instead of parking until the camera's wake-up reaches an idle core.
+    /// Default: an eighth of the period, at least 100 µs, at most half the period; 0 turns
+    /// it off.
+    #[serde(default)]
+    pub wake_ahead_us: Option<f64>,
     /// Search the highest sustainable rate with a ladder of short runs.
     #[serde(default = "yes")]
     pub ladder: bool,
@@ -85,6 +93,20 @@ impl AoCase {
             _ if shared => Wait::Park,
             _ => Wait::Adaptive,
         }
+    }
+
+    /// How long before a camera frame is due the stage reading it wakes, ns (`None`: it
+    /// does not wake ahead: the wait is spin or park, or `wake_ahead_us = 0`).
+    pub fn wake_ahead_ns(&self) -> Option<u64> {
+        use crate::scenario::Wait;
+        if matches!(self.wait, Some(Wait::Spin | Wait::Park)) || self.rate_hz <= 0.0 {
+            return None;
+        }
+        let period_us = 1e6 / self.rate_hz;
+        let us = self
+            .wake_ahead_us
+            .unwrap_or_else(|| (period_us / 8.0).max(100.0).min(period_us / 2.0));
+        (us > 0.0).then(|| (us * 1e3) as u64)
     }
 }
 
@@ -274,6 +296,7 @@ pub(crate) mod tests {
 
     pub(crate) fn case(sub: Option<[usize; 2]>, modes: Option<usize>, act: usize) -> AoCase {
         AoCase {
+            wake_ahead_us: None,
             slopes: SignalKind::Centroids,
             subapertures: sub,
             valid_pixels: None,
@@ -291,6 +314,28 @@ pub(crate) mod tests {
             threads: 1,
             gain: 0.3,
             leak: 0.99,
+        }
+    }
+
+    #[test]
+    fn the_wake_ahead_is_an_eighth_of_the_period_within_100_us_and_half_a_period() {
+        let mut c = case(Some([7, 7]), None, 10);
+        let at = |c: &mut AoCase, hz: f64| {
+            c.rate_hz = hz;
+            c.wake_ahead_ns()
+        };
+        assert_eq!(at(&mut c, 1000.0), Some(125_000));
+        assert_eq!(at(&mut c, 3000.0), Some(100_000));
+        assert_eq!(at(&mut c, 10_000.0), Some(50_000));
+        assert_eq!(at(&mut c, 100.0), Some(1_250_000));
+        c.wake_ahead_us = Some(40.0);
+        assert_eq!(at(&mut c, 1000.0), Some(40_000));
+        c.wake_ahead_us = Some(0.0);
+        assert_eq!(at(&mut c, 1000.0), None, "0 turns it off");
+        c.wake_ahead_us = None;
+        for w in [crate::scenario::Wait::Spin, crate::scenario::Wait::Park] {
+            c.wait = Some(w);
+            assert_eq!(at(&mut c, 1000.0), None, "{w:?} stages do not wake ahead");
         }
     }
 

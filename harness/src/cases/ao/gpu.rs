@@ -268,8 +268,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let s = stage::open(spec)?;
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
-    s.frame
-        .set_wait_strategy(ao.stage_wait(place.shares(place.slopes)).strategy());
+    let mut wait = stage::FrameWait::new(ao, place.shares(place.slopes), &s.frame);
     let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)
         .with_context(|| format!("setting up the GPU form on {}", spec.job.device))?;
     self_check(&g, &mut gpu, ao.gain, ao.leak)?;
@@ -278,7 +277,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
     stage::mark_ready(&s.ready, 1, to)?;
     loop {
-        let info = stage::next_input(&mut input, gpu.frame_mut()?, to, "a frame")?;
+        let info = wait.next(&s.frame, &mut input, gpu.frame_mut()?, to)?;
         let t_in = monotonic_ns();
         if info.frame_id == STOP {
             guard.write_slice_frame(gpu.commands()?, STOP)?;

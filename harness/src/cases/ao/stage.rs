@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until, spin_until};
-use shmstream::{Cursor, Element, FrameInfo, Stream};
+use shmstream::{Cursor, Element, FrameInfo, Stream, WaitStrategy};
 
 use super::camera;
 use super::geometry::Geometry;
@@ -45,18 +45,106 @@ pub(super) fn next_input<T: Element>(
     to: Option<Duration>,
     what: &str,
 ) -> Result<FrameInfo> {
+    next_input_within(cursor, dst, to)
+        .with_context(|| format!("waiting for {what}"))?
+        .with_context(|| format!("waiting for {what}: none came within {to:?}"))
+}
+
+/// [`next_input`], but `None` when nothing came within `to`.
+fn next_input_within<T: Element>(
+    cursor: &mut Cursor<'_>,
+    dst: &mut [T],
+    to: Option<Duration>,
+) -> std::result::Result<Option<FrameInfo>, shmstream::Error> {
     loop {
         if cursor.lag() > CATCH_UP {
             cursor.skip_to_recent(1);
         }
         match cursor.next_into_slice(dst, to) {
-            Ok(info) => return Ok(info),
+            Ok(info) => return Ok(Some(info)),
+            Err(shmstream::Error::Timeout { .. }) => return Ok(None),
             // Lapped while stalled: resume at the newest frame.
             Err(shmstream::Error::Overrun { .. }) => {
                 cursor.skip_to_recent(1);
             }
-            Err(e) => return Err(e).with_context(|| format!("waiting for {what}")),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// How the stage reading camera frames waits for them. The camera is paced, so frame `id`
+/// comes at `phase + id · period` or later; the stage learns `phase` (the earliest
+/// arrival seen, less its id's periods) and, with a wake-ahead
+/// ([`super::AoCase::wake_ahead_ns`]), waits until `margin` before the next frame is
+/// due (parked on the stream's futex, so a frame that comes sooner still wakes it), then
+/// spins for it (yields, on a shared core) for up to a period before it parks again.
+/// An idle core woken by a timer it set itself is awake when the frame comes; one woken by
+/// the camera's `FUTEX_WAKE` pays that wake-up in the frame's latency (tens of µs here).
+#[derive(Debug)]
+pub(super) struct FrameWait {
+    /// (period, margin) ns.
+    ahead: Option<(u64, u64)>,
+    /// The strategy after the early wake, and otherwise.
+    near: WaitStrategy,
+    far: WaitStrategy,
+    /// Earliest `arrival − id · period` seen, ns.
+    phase: Option<u64>,
+    last_id: u64,
+}
+
+impl FrameWait {
+    /// The wait of a stage of `ao` (`shared`: it shares its core with another stage).
+    pub(super) fn new(ao: &super::AoCase, shared: bool, stream: &Stream) -> Self {
+        stream.set_wait_strategy(ao.stage_wait(shared).strategy());
+        Self {
+            ahead: ao.wake_ahead_ns().map(|m| ((1e9 / ao.rate_hz) as u64, m)),
+            near: if shared {
+                WaitStrategy::Yield
+            } else {
+                WaitStrategy::Spin
+            },
+            far: ao.stage_wait(shared).strategy(),
+            phase: None,
+            last_id: 0,
+        }
+    }
+
+    /// The next frame of `stream` through `cursor` into `dst`.
+    pub(super) fn next<T: Element>(
+        &mut self,
+        stream: &Stream,
+        cursor: &mut Cursor<'_>,
+        dst: &mut [T],
+        to: Option<Duration>,
+    ) -> Result<FrameInfo> {
+        let mut got = None;
+        if let (Some((period, margin)), Some(phase)) = (self.ahead, self.phase) {
+            let due = phase + (self.last_id + 1) * period;
+            // Parked until the early wake (a frame that comes sooner wakes it, as without
+            // the wake-ahead), then spinning.
+            let early = due.saturating_sub(margin).saturating_sub(monotonic_ns());
+            got = next_input_within(cursor, dst, Some(Duration::from_nanos(early)))
+                .context("waiting for a frame")?;
+            if got.is_none() {
+                stream.set_wait_strategy(self.near);
+                let spin = due.saturating_sub(monotonic_ns()) + period;
+                got = next_input_within(cursor, dst, Some(Duration::from_nanos(spin)))
+                    .context("waiting for a frame")?;
+                stream.set_wait_strategy(self.far);
+            }
+        }
+        let info = match got {
+            Some(info) => info,
+            None => next_input(cursor, dst, to, "a frame")?,
+        };
+        if let Some((period, _)) = self.ahead
+            && info.frame_id != STOP
+        {
+            let p = monotonic_ns().saturating_sub(info.frame_id * period);
+            self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
+            self.last_id = info.frame_id;
+        }
+        Ok(info)
     }
 }
 
@@ -169,8 +257,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let s = open(spec)?;
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
-    s.frame
-        .set_wait_strategy(ao.stage_wait(place.shares(place.slopes)).strategy());
+    let mut wait = FrameWait::new(ao, place.shares(place.slopes), &s.frame);
     let mut stage = Slopes::new(&g);
     let mut recon = if ao.merged {
         Some(Recon::new(
@@ -192,7 +279,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
     mark_ready(&s.ready, if ao.merged { 1 } else { 2 }, to)?;
     loop {
-        let info = next_input(&mut input, &mut frame, to, "a frame")?;
+        let info = wait.next(&s.frame, &mut input, &mut frame, to)?;
         let t_in = monotonic_ns();
         if info.frame_id == STOP {
             match &recon {
@@ -348,6 +435,60 @@ mod tests {
         let info = next_input(&mut c, &mut dst, to, "frames").unwrap();
         assert_eq!((info.frame_id, dst[0]), (last, last as u16));
         drop(s);
+        shmstream::unlink(&name).unwrap();
+    }
+
+    /// A stage that wakes ahead of paced frames reads every one in order, also those that
+    /// come long before they are due (the futex still wakes it) or late, and a camera that
+    /// stops is a timeout, not a hang.
+    #[test]
+    fn a_stage_waking_ahead_reads_early_late_and_on_time_frames_in_order() {
+        let name = format!("ao-wake-ahead-{}", std::process::id());
+        let _ = shmstream::unlink(&name);
+        let s = StreamOptions::new(&name)
+            .shape(&[1])
+            .dtype(Dtype::U16)
+            .notify(true)
+            .history(HISTORY)
+            .create()
+            .unwrap();
+        let mut ao = crate::cases::ao::geometry::tests::case(Some([1, 1]), None, 1);
+        ao.rate_hz = 200.0; // 5 ms period, 625 µs wake-ahead
+        let mut wait = FrameWait::new(&ao, false, &s);
+        assert!(wait.ahead.is_some());
+        let mut c = s.cursor().unwrap();
+        let to = Some(Duration::from_secs(5));
+        let writer = Stream::open(&name).unwrap();
+        let period = 5_000_000u64;
+        let t0 = monotonic_ns() + period;
+        let frames = 12u64;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for id in 1..=frames {
+                    // Frames 5 and 9 come 4 ms early, frame 7 a period late.
+                    let at = match id {
+                        5 | 9 => t0 + id * period - 4_000_000,
+                        7 => t0 + (id + 1) * period,
+                        _ => t0 + id * period,
+                    };
+                    sleep_until(at);
+                    writer.write_slice_frame(&[id as u16], id).unwrap();
+                }
+            });
+            let mut dst = [0u16];
+            for id in 1..=frames {
+                let info = wait.next(&s, &mut c, &mut dst, to).unwrap();
+                assert_eq!((info.frame_id, dst[0]), (id, id as u16));
+            }
+        });
+        assert!(wait.phase.is_some_and(|p| p <= t0), "phase not learned");
+        let short = Some(Duration::from_millis(30));
+        let err = wait.next(&s, &mut c, &mut [0u16], short).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("waiting for a frame"),
+            "{err:#}"
+        );
+        drop((s, writer));
         shmstream::unlink(&name).unwrap();
     }
 }
