@@ -106,7 +106,7 @@ impl AoCase {
         let us = self
             .wake_ahead_us
             .unwrap_or_else(|| (period_us / 8.0).max(100.0).min(period_us / 2.0));
-        (us > 0.0).then(|| (us * 1e3) as u64)
+        (us > 0.0).then_some((us * 1e3) as u64)
     }
 }
 
