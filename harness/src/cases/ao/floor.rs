@@ -42,7 +42,7 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start:
     // A stage that wakes ahead of the camera's frames spins when they come: its hop's
     // floor is the spinning reader's.
     let wait = match job.ao.as_ref() {
-        Some(ao) if start == OneWay::Publish && ao.wake_ahead_ns().is_some() => Wait::Spin,
+        Some(ao) if start == OneWay::Publish && ao.wake_ahead_ns(shared).is_some() => Wait::Spin,
         Some(ao) => ao.stage_wait(shared || from == to),
         None => Wait::Adaptive,
     };

@@ -57,8 +57,8 @@ pub struct AoCase {
     /// many µs before each frame is due (the camera is paced: frame k is due a fixed
     /// phase + k periods after the first) and spins for it (yielding its core where it
     /// shares one), instead of parking until the camera's wake-up reaches an idle core.
-    /// Default: an eighth of the period, at least 100 µs, at most half the period; 0 turns
-    /// it off.
+    /// Default: an eighth of the period, at least 100 µs, at most half the period, for a
+    /// stage alone on its core; none on a shared core; 0 turns it off.
     #[serde(default)]
     pub wake_ahead_us: Option<f64>,
     /// Search the highest sustainable rate with a ladder of short runs.
@@ -95,17 +95,23 @@ impl AoCase {
         }
     }
 
-    /// How long before a camera frame is due the stage reading it wakes, ns (`None`: it
-    /// does not wake ahead: the wait is spin or park, or `wake_ahead_us = 0`).
-    pub fn wake_ahead_ns(&self) -> Option<u64> {
+    /// How long before a camera frame is due the stage reading it wakes, ns (`shared`: it
+    /// shares its core with another stage). `None`: it does not wake ahead: the wait is
+    /// spin or park, `wake_ahead_us = 0`, or the stage shares its core and the case does
+    /// not ask for it (a stage yielding its shared core for a period's eighth made this
+    /// VM's host deschedule that core for milliseconds: at the Keck-like geometry about
+    /// 100 missed frames in 11,000 against 6-14 parked).
+    pub fn wake_ahead_ns(&self, shared: bool) -> Option<u64> {
         use crate::scenario::Wait;
         if matches!(self.wait, Some(Wait::Spin | Wait::Park)) || self.rate_hz <= 0.0 {
             return None;
         }
         let period_us = 1e6 / self.rate_hz;
-        let us = self
-            .wake_ahead_us
-            .unwrap_or_else(|| (period_us / 8.0).max(100.0).min(period_us / 2.0));
+        let us = match self.wake_ahead_us {
+            Some(us) => us,
+            None if shared => 0.0,
+            None => (period_us / 8.0).max(100.0).min(period_us / 2.0),
+        };
         (us > 0.0).then_some((us * 1e3) as u64)
     }
 }
@@ -318,18 +324,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_wake_ahead_is_an_eighth_of_the_period_within_100_us_and_half_a_period() {
+    fn the_wake_ahead_is_an_eighth_of_the_period_within_100_us_and_half_a_period_alone_on_a_core() {
         let mut c = case(Some([7, 7]), None, 10);
         let at = |c: &mut AoCase, hz: f64| {
             c.rate_hz = hz;
-            c.wake_ahead_ns()
+            c.wake_ahead_ns(false)
         };
         assert_eq!(at(&mut c, 1000.0), Some(125_000));
         assert_eq!(at(&mut c, 3000.0), Some(100_000));
         assert_eq!(at(&mut c, 10_000.0), Some(50_000));
         assert_eq!(at(&mut c, 100.0), Some(1_250_000));
+        assert_eq!(
+            c.wake_ahead_ns(true),
+            None,
+            "not on a shared core unless asked"
+        );
         c.wake_ahead_us = Some(40.0);
         assert_eq!(at(&mut c, 1000.0), Some(40_000));
+        assert_eq!(c.wake_ahead_ns(true), Some(40_000));
         c.wake_ahead_us = Some(0.0);
         assert_eq!(at(&mut c, 1000.0), None, "0 turns it off");
         c.wake_ahead_us = None;

@@ -97,7 +97,9 @@ impl FrameWait {
     pub(super) fn new(ao: &super::AoCase, shared: bool, stream: &Stream) -> Self {
         stream.set_wait_strategy(ao.stage_wait(shared).strategy());
         Self {
-            ahead: ao.wake_ahead_ns().map(|m| ((1e9 / ao.rate_hz) as u64, m)),
+            ahead: ao
+                .wake_ahead_ns(shared)
+                .map(|m| ((1e9 / ao.rate_hz) as u64, m)),
             near: if shared {
                 WaitStrategy::Yield
             } else {
