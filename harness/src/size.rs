@@ -149,7 +149,9 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
         a.rate, a.budget_us
     )?;
     for r in results {
-        let form = if r.job.case.contains("merged-spin") {
+        let form = if r.job.device.is_gpu() {
+            "slopes+recon on the GPU"
+        } else if r.job.case.contains("merged-spin") {
             "slopes+recon merged, busy-waiting"
         } else if r.job.case.contains("merged") {
             "slopes+recon merged"
