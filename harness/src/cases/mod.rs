@@ -188,17 +188,7 @@ pub(crate) fn create(name: &str, shape: &[usize], dtype: Dtype, notify: bool) ->
     create_options(name, shape, dtype, notify, 0)
 }
 
-/// A notify stream that keeps `history` frames for cursors.
-pub(crate) fn create_with_history(
-    name: &str,
-    shape: &[usize],
-    dtype: Dtype,
-    history: usize,
-) -> Result<Stream> {
-    create_options(name, shape, dtype, true, history)
-}
-
-fn create_options(
+pub(crate) fn create_options(
     name: &str,
     shape: &[usize],
     dtype: Dtype,
@@ -231,7 +221,8 @@ pub fn mvm_driver_wait(job: &Job) -> WaitStrategy {
 /// Creates the streams the library side of `job` needs, under `names`.
 pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
     let mut js = JobStreams::default();
-    if job.device.is_gpu() {
+    // The ao-loop's GPU form meets on host streams (cases::ao::create_streams).
+    if job.device.is_gpu() && job.kind != Kind::AoLoop {
         js.streams = gpu::create_streams(job, names)?;
         return Ok(js);
     }
@@ -272,7 +263,10 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
             js.streams
                 .push(create(&names.ctl, &[1], Dtype::U64, false)?);
         }
-        Kind::AoLoop => js.streams = ao::create_streams(job, names)?,
+        Kind::AoLoop => {
+            let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
+            js.streams = ao::create_streams(job, names, ao::notifies(ao))?;
+        }
         // The bridge case creates its source stream itself (cases::bridge).
         Kind::Bridge => {}
     }

@@ -28,7 +28,7 @@ pub use self::geometry::AoCase;
 use self::geometry::Geometry;
 use self::placement::Placement;
 use self::runner::{LoopRun, Rung, run_loop};
-use crate::cases::{create, create_with_history};
+use crate::cases::{create, create_options};
 use crate::error::{Context, Result};
 use crate::measure::Measured;
 use crate::peer::PeerSetup;
@@ -75,19 +75,33 @@ impl AoSummary {
     }
 }
 
-/// Creates the loop's streams: frame (u16), signals and commands (f32), all notify, and
-/// the ready stream the stages count themselves in on. Frame and signals keep
-/// [`stage::HISTORY`] frames for the stages' cursors (the Python peer's pyshmem writers do
-/// not append to it; its stages read the newest frame).
-pub fn create_streams(job: &Job, names: &Names) -> Result<Vec<Stream>> {
+/// Creates the loop's streams (host memory, in the GPU form too: camera and DM are CPU
+/// processes): frame (u16), signals and commands (f32), and the ready stream the stages
+/// count themselves in on. Frame and signals keep [`stage::HISTORY`] frames for the stages'
+/// cursors (the Python peer's pyshmem writers do not append to it; its stages read the
+/// newest frame). They are notify streams (`notify`) unless every stage busy-waits: a
+/// publication then makes no `FUTEX_WAKE` call that nobody waits on, as the spin hop's
+/// floor makes none.
+pub fn create_streams(job: &Job, names: &Names, notify: bool) -> Result<Vec<Stream>> {
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
     let g = Geometry::new(&job.shape, ao)?;
     Ok(vec![
-        create_with_history(&names.data, &g.wfs, Dtype::U16, stage::HISTORY)?,
-        create_with_history(&names.signals, &[g.signals], Dtype::F32, stage::HISTORY)?,
-        create(&names.commands, &[g.actuators], Dtype::F32, true)?,
+        create_options(&names.data, &g.wfs, Dtype::U16, notify, stage::HISTORY)?,
+        create_options(
+            &names.signals,
+            &[g.signals],
+            Dtype::F32,
+            notify,
+            stage::HISTORY,
+        )?,
+        create(&names.commands, &[g.actuators], Dtype::F32, notify)?,
         create(&names.ctl, &[1], Dtype::U64, true)?,
     ])
+}
+
+/// Whether the loop's own streams notify: unless its stages busy-wait.
+pub fn notifies(ao: &AoCase) -> bool {
+    ao.wait != Some(crate::scenario::Wait::Spin)
 }
 
 fn side(run: &LoopRun, job: &Job) -> Side {
@@ -192,5 +206,63 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         peer: peer.map(|r| side(&r, job)),
         skipped: None,
         ao: Some(Box::new(summary)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Scenario, Wait};
+
+    fn job(device: &str, wait: &str) -> Job {
+        let text = format!(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\ndevice = \"{device}\"\nsizes = [[8, 8]]\n\
+             [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 100\n{wait}"
+        );
+        Scenario::parse(&text).unwrap().jobs(false, None).remove(0)
+    }
+
+    fn names(tag: &str) -> Names {
+        let base = format!("ao-streams-{tag}-{}", std::process::id());
+        Names {
+            data: format!("{base}-data"),
+            ack: format!("{base}-ack"),
+            ctl: format!("{base}-ctl"),
+            matrix: format!("{base}-matrix"),
+            region: format!("{base}-region"),
+            lock: std::env::temp_dir().join(format!("{base}.lock")),
+            signals: format!("{base}-signals"),
+            commands: format!("{base}-commands"),
+        }
+    }
+
+    /// The GPU form meets on host streams (camera and DM are CPU processes): creating them
+    /// needs no GPU, and a busy-waiting loop's streams make no futex wake-ups.
+    #[test]
+    fn the_loop_meets_on_host_streams_notifying_unless_its_stages_spin() {
+        for (device, wait, notify) in [
+            ("cuda:0", "", true),
+            ("cpu", "", true),
+            ("cpu", "wait = \"spin\"", false),
+        ] {
+            let j = job(device, wait);
+            let n = names(&format!("{}{}", device.replace(':', ""), wait.len()));
+            let js = crate::cases::create_streams(&j, &n).unwrap();
+            drop(js);
+            assert_eq!(notifies(j.ao.as_ref().unwrap()), notify, "{device} {wait}");
+            assert_eq!(j.ao.as_ref().unwrap().wait == Some(Wait::Spin), !notify);
+        }
+        // The streams themselves: notify as asked, host memory, history for the cursors.
+        let j = job("cuda:0", "");
+        let n = names("direct");
+        let s = create_streams(&j, &n, false).unwrap();
+        assert!(!s[0].notify() && !s[2].notify() && s[3].notify());
+        assert!(!s[0].gpu_attached());
+        assert_eq!(s[0].history_depth(), stage::HISTORY);
+        for st in s {
+            let name = st.name().to_string();
+            drop(st);
+            let _ = shmstream::unlink(&name);
+        }
     }
 }

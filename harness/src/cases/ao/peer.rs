@@ -12,7 +12,6 @@ use super::geometry::{Geometry, SignalKind};
 use super::placement::Placement;
 use super::runner::LoopRun;
 use super::stage::read_log;
-use crate::cases::create_streams;
 use crate::error::{Result, bail};
 use crate::peer::PeerSetup;
 use crate::run::Runner;
@@ -37,7 +36,8 @@ pub fn run(
         bail!("ao-loop job without [case.ao]");
     };
     let names = runner.names(idx, "py");
-    let _streams = create_streams(job, &names)?;
+    // pyRTC's way: notify streams, whatever our stages do.
+    let _streams = super::create_streams(job, &names, true)?;
     let place = Placement::of(job);
     let prefix = runner.work().join(format!("{idx}-aopeer"));
     let script = prefix.with_extension("py");
