@@ -236,6 +236,21 @@ mod tests {
         }
     }
 
+    /// The GPU form is one stage process after the camera (slopes and recon on the
+    /// device), whatever `merged` says: the camera waits for one ready mark, and the logs
+    /// are analysed as the merged form's.
+    #[test]
+    fn the_gpu_form_is_one_stage_process_after_the_camera() {
+        let gpu = Placement::of(&job("cuda:0", ""));
+        assert!(gpu.merged);
+        assert_eq!(gpu.stage_processes(), 1);
+        assert_eq!(gpu.describe(), "camera@0 slopes+recon@1");
+        let cpu = Placement::of(&job("cpu", ""));
+        assert_eq!((cpu.merged, cpu.stage_processes()), (false, 2));
+        let merged = Placement::of(&job("cpu", "merged = true"));
+        assert_eq!(merged.stage_processes(), 1);
+    }
+
     /// The GPU form meets on host streams (camera and DM are CPU processes): creating them
     /// needs no GPU, and a busy-waiting loop's streams make no futex wake-ups.
     #[test]

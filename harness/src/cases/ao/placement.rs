@@ -64,6 +64,12 @@ impl Placement {
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
+    /// Stage processes after the camera (the ready marks the camera waits for): 1 when
+    /// merged (and in the GPU form), else 2.
+    pub fn stage_processes(&self) -> u64 {
+        if self.merged { 1 } else { 2 }
+    }
+
     /// "camera@0 slopes@1 recon@1" or "camera@0 slopes+recon@1".
     pub fn describe(&self) -> String {
         if self.merged {

@@ -222,9 +222,8 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let frames = camera::frames(&g);
     let place = Placement::of(&spec.job);
-    let downstream = if ao.merged { 1 } else { 2 };
     s.ready
-        .wait_for_count(downstream - 1, to)
+        .wait_for_count(place.stage_processes() - 1, to)
         .context("waiting for the stages to be ready")?;
     let period = 1e9 / ao.rate_hz;
     let n = place.frames(&spec.job);
@@ -261,7 +260,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let place = Placement::of(&spec.job);
     let mut wait = FrameWait::new(ao, place.shares(place.slopes), &s.frame);
     let mut stage = Slopes::new(&g);
-    let mut recon = if ao.merged {
+    let mut recon = if place.merged {
         Some(Recon::new(
             &g,
             ao.threads,
@@ -272,14 +271,18 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     } else {
         None
     };
-    let out_stream = if ao.merged { &s.commands } else { &s.signals };
+    let out_stream = if place.merged {
+        &s.commands
+    } else {
+        &s.signals
+    };
     let guard = out_stream.lock(to).context("locking the output stream")?;
     let mut frame = vec![0u16; g.pixels()];
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
-    mark_ready(&s.ready, if ao.merged { 1 } else { 2 }, to)?;
+    mark_ready(&s.ready, place.stage_processes(), to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, &mut frame, to)?;
         let t_in = monotonic_ns();
