@@ -98,9 +98,9 @@ impl AoCase {
     /// How long before a camera frame is due the stage reading it wakes, ns (`shared`: it
     /// shares its core with another stage). `None`: it does not wake ahead: the wait is
     /// spin or park, `wake_ahead_us = 0`, or the stage shares its core and the case does
-    /// not ask for it (a stage yielding its shared core for a period's eighth made this
-    /// VM's host deschedule that core for milliseconds: at the Keck-like geometry about
-    /// 100 missed frames in 11,000 against 6-14 parked).
+    /// not ask for it (a stage yielding its shared core for a period's eighth lost about
+    /// 100 frames in 11,000 at the Keck-like split form in two noisy runs, against 6-14
+    /// parked; see scenarios/README.md).
     pub fn wake_ahead_ns(&self, shared: bool) -> Option<u64> {
         use crate::scenario::Wait;
         if matches!(self.wait, Some(Wait::Spin | Wait::Park)) || self.rate_hz <= 0.0 {
