@@ -131,7 +131,8 @@ pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stre
             ]
         }
         Kind::AoLoop | Kind::Op | Kind::Bridge => {
-            crate::error::bail!("no GPU form of {} here", job.kind.name())
+            // (The ao-loop's GPU form meets on host streams: cases::ao::create_streams.)
+            crate::error::bail!("no GPU streams for kind {}", job.kind.name())
         }
     })
 }

@@ -66,8 +66,13 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
         Role::FloorGpuCopy => Some(gpu::floor_copy(spec)?),
         Role::FloorGpuMvm => Some(gpu::floor_mvm(spec)?),
         Role::AoCamera => ao::stage::camera(spec).map(|()| None)?,
+        // The GPU form's one process takes the slopes role (slopes and recon on the device).
+        Role::AoSlopes if spec.job.device.is_gpu() => ao::gpu::stage(spec).map(|()| None)?,
         Role::AoSlopes => ao::stage::slopes(spec).map(|()| None)?,
         Role::AoRecon => ao::stage::recon(spec).map(|()| None)?,
+        Role::AoFloorCompute if spec.job.device.is_gpu() => {
+            ao::gpu::floor_compute(spec).map(|()| None)?
+        }
         Role::AoFloorCompute => ao::stage::floor_compute(spec).map(|()| None)?,
         Role::Op => Some(with_dtype!(spec.job.dtype.as_str(), T => op::run::<T>(spec))?),
     };
@@ -265,7 +270,8 @@ pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
         }
         Kind::AoLoop => {
             let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
-            js.streams = ao::create_streams(job, names, ao::notifies(ao))?;
+            // A busy-waiting loop's streams make no FUTEX_WAKE that nobody waits on.
+            js.streams = ao::create_streams(job, names, ao.stage_wait(false).notifies())?;
         }
         // The bridge case creates its source stream itself (cases::bridge).
         Kind::Bridge => {}

@@ -16,7 +16,7 @@ pub fn synthetic_frame(g: &Geometry, cal: &Calibration, shifts: &[(f32, f32)]) -
     match g.kind {
         SignalKind::Centroids => {
             let [sy, sx] = g.subapertures;
-            let (ch, cw) = (h / sy, w / sx);
+            let [ch, cw] = g.cell();
             let sigma = (ch.min(cw) as f32 / 6.0).max(0.6);
             for (s, (dx, dy)) in shifts.iter().enumerate().take(sy * sx) {
                 let (y0, x0) = ((s / sx) * ch, (s % sx) * cw);

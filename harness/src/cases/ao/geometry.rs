@@ -230,6 +230,15 @@ impl Geometry {
         }
     }
 
+    /// A subaperture's cell, `[rows, cols]` pixels (centroids; `[0, 0]` for pixel signals).
+    pub fn cell(&self) -> [usize; 2] {
+        let [sy, sx] = self.subapertures;
+        if sy == 0 || sx == 0 {
+            return [0, 0];
+        }
+        [self.wfs[0] / sy, self.wfs[1] / sx]
+    }
+
     /// Matrix bytes the reconstructor reads per frame (f32).
     pub fn recon_bytes(&self) -> u64 {
         self.matrices()

@@ -34,7 +34,7 @@ use super::recon::{CLIP, Recon, matrix};
 use super::slopes::{Calibration, Slopes, valid_pixels};
 use super::stage::{self, STOP};
 use crate::cases::wait_timeout;
-use crate::error::{Context, Error, Result, bail};
+use crate::error::{Context, Result, bail};
 use crate::scenario::Device;
 use crate::spawn::ChildSpec;
 
@@ -45,17 +45,12 @@ pub const SELF_CHECK_FRAMES: usize = 3;
 /// summation order and fused multiply-adds differ, nothing else.
 const TOLERANCE: f32 = 1e-3;
 
-fn err(e: impl std::fmt::Debug) -> Error {
-    Error::msg(format!("{e:?}"))
-}
-
 /// The device side of the loop: buffers, kernels, cuBLAS handles, reused every frame.
 #[derive(Debug)]
 pub struct GpuLoop {
     st: Arc<CudaStream>,
     kernels: AoKernels,
     gemv_r: Sgemv,
-    gemv_m2c: Option<Sgemv>,
     signals: SignalsOnDevice,
     frame_host: PinnedHostSlice<u16>,
     frame: CudaSlice<u16>,
@@ -65,7 +60,8 @@ pub struct GpuLoop {
     r: CudaSlice<f32>,
     modes: CudaSlice<f32>,
     state: CudaSlice<f32>,
-    m2c: Option<CudaSlice<f32>>,
+    /// Modal control: M2C on the device and its `sgemv`.
+    m2c: Option<(CudaSlice<f32>, Sgemv)>,
     cmd: CudaSlice<f32>,
     cmd_host: PinnedHostSlice<f32>,
     start: CudaEvent,
@@ -86,61 +82,59 @@ impl GpuLoop {
         if !cublas_available() {
             bail!("libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)");
         }
-        let ctx = CudaContext::new(ordinal).map_err(err)?;
+        let ctx = CudaContext::new(ordinal)?;
         // The context's default stream: with one stream cudarc records no per-buffer
         // events around each launch and copy (it does once a second stream exists).
         let st = ctx.default_stream();
-        let kernels = AoKernels::new(&ctx, st.clone()).map_err(Error::msg)?;
+        let kernels = AoKernels::new(&ctx, st.clone())?;
         let cal = Calibration::synthetic(g);
-        let dark: Vec<f32> = cal.dark.iter().map(|d| *d as f32).collect();
-        let [h, w] = g.wfs;
         let signals = match g.kind {
             SignalKind::Centroids => {
                 let [sy, sx] = g.subapertures;
+                let [ch, cw] = g.cell();
                 SignalsOnDevice::Centroids(CentroidGrid {
-                    w,
+                    w: g.wfs[1],
                     sy,
                     sx,
-                    ch: h / sy,
-                    cw: w / sx,
+                    ch,
+                    cw,
                 })
             }
             SignalKind::Pixels => {
                 let v = valid_pixels(g);
                 SignalsOnDevice::Pixels {
                     max: v.iter().copied().max().unwrap_or(0),
-                    valid: st.clone_htod(&v).map_err(err)?,
+                    valid: st.clone_htod(&v)?,
                 }
             }
         };
         let mats = g.matrices();
         let (rr, rc) = mats[0];
-        let (m2c, gemv_m2c) = match mats.get(1) {
-            Some(&(ar, ac)) => (
-                Some(st.clone_htod(&matrix(ar, ac)).map_err(err)?),
-                Some(Sgemv::new(st.clone(), ar, ac).map_err(Error::msg)?),
-            ),
-            None => (None, None),
+        let m2c = match mats.get(1) {
+            Some(&(ar, ac)) => Some((
+                st.clone_htod(&matrix(ar, ac))?,
+                Sgemv::new(st.clone(), ar, ac)?,
+            )),
+            None => None,
         };
         let timed = Some(CUevent_flags::CU_EVENT_DEFAULT);
         Ok(Self {
             kernels,
-            gemv_r: Sgemv::new(st.clone(), rr, rc).map_err(Error::msg)?,
-            gemv_m2c,
+            gemv_r: Sgemv::new(st.clone(), rr, rc)?,
             signals,
-            frame_host: pinned_zeroed(&ctx, g.pixels()).map_err(Error::msg)?,
-            frame: st.alloc_zeros(g.pixels()).map_err(err)?,
-            dark: st.clone_htod(&dark).map_err(err)?,
-            flat: st.clone_htod(&cal.flat).map_err(err)?,
-            sig: st.alloc_zeros(g.signals).map_err(err)?,
-            r: st.clone_htod(&matrix(rr, rc)).map_err(err)?,
-            modes: st.alloc_zeros(rr).map_err(err)?,
-            state: st.alloc_zeros(rr).map_err(err)?,
+            frame_host: pinned_zeroed(&ctx, g.pixels())?,
+            frame: st.alloc_zeros(g.pixels())?,
+            dark: st.clone_htod(&cal.dark_f32())?,
+            flat: st.clone_htod(&cal.flat)?,
+            sig: st.alloc_zeros(g.signals)?,
+            r: st.clone_htod(&matrix(rr, rc))?,
+            modes: st.alloc_zeros(rr)?,
+            state: st.alloc_zeros(rr)?,
             m2c,
-            cmd: st.alloc_zeros(g.actuators).map_err(err)?,
-            cmd_host: pinned_zeroed(&ctx, g.actuators).map_err(Error::msg)?,
-            start: ctx.new_event(timed).map_err(err)?,
-            slopes_done: ctx.new_event(timed).map_err(err)?,
+            cmd: st.alloc_zeros(g.actuators)?,
+            cmd_host: pinned_zeroed(&ctx, g.actuators)?,
+            start: ctx.new_event(timed)?,
+            slopes_done: ctx.new_event(timed)?,
             st,
             gain,
             leak,
@@ -150,15 +144,13 @@ impl GpuLoop {
     /// The page-locked frame buffer the next [`Self::step`] uploads (waits for the last
     /// upload to finish first).
     pub fn frame_mut(&mut self) -> Result<&mut [u16]> {
-        self.frame_host.as_mut_slice().map_err(err)
+        Ok(self.frame_host.as_mut_slice()?)
     }
 
     /// One frame on the device, waited for; returns the upload + signals time, ns.
     pub fn step(&mut self) -> Result<u64> {
-        self.start.record(&self.st).map_err(err)?;
-        self.st
-            .memcpy_htod(&self.frame_host, &mut self.frame)
-            .map_err(err)?;
+        self.start.record(&self.st)?;
+        self.st.memcpy_htod(&self.frame_host, &mut self.frame)?;
         match &self.signals {
             SignalsOnDevice::Centroids(grid) => {
                 self.kernels
@@ -172,57 +164,46 @@ impl GpuLoop {
                 &mut self.sig,
                 *max,
             ),
-        }
-        .map_err(Error::msg)?;
-        self.slopes_done.record(&self.st).map_err(err)?;
-        self.gemv_r
-            .run(&self.r, &self.sig, &mut self.modes)
-            .map_err(Error::msg)?;
-        match (&self.m2c, &self.gemv_m2c) {
-            (Some(m2c), Some(gemv)) => {
-                self.kernels
-                    .integrate(
-                        &mut self.state,
-                        &self.modes,
-                        self.gain,
-                        self.leak,
-                        None,
-                        CLIP,
-                    )
-                    .map_err(Error::msg)?;
-                gemv.run(m2c, &self.state, &mut self.cmd)
-                    .map_err(Error::msg)?;
-                self.kernels.clip(&mut self.cmd, CLIP).map_err(Error::msg)?;
-            }
-            _ => self
-                .kernels
-                .integrate(
+        }?;
+        self.slopes_done.record(&self.st)?;
+        self.gemv_r.run(&self.r, &self.sig, &mut self.modes)?;
+        match &self.m2c {
+            Some((m2c, gemv)) => {
+                self.kernels.integrate(
                     &mut self.state,
                     &self.modes,
                     self.gain,
                     self.leak,
-                    Some(&mut self.cmd),
+                    None,
                     CLIP,
-                )
-                .map_err(Error::msg)?,
+                )?;
+                gemv.run(m2c, &self.state, &mut self.cmd)?;
+                self.kernels.clip(&mut self.cmd, CLIP)?;
+            }
+            None => self.kernels.integrate(
+                &mut self.state,
+                &self.modes,
+                self.gain,
+                self.leak,
+                Some(&mut self.cmd),
+                CLIP,
+            )?,
         }
-        self.st
-            .memcpy_dtoh(&self.cmd, &mut self.cmd_host)
-            .map_err(err)?;
-        self.st.synchronize().map_err(err)?;
-        let ms = self.start.elapsed_ms(&self.slopes_done).map_err(err)?;
+        self.st.memcpy_dtoh(&self.cmd, &mut self.cmd_host)?;
+        self.st.synchronize()?;
+        let ms = self.start.elapsed_ms(&self.slopes_done)?;
         Ok((f64::from(ms) * 1e6).max(0.0) as u64)
     }
 
     /// The commands of the last [`Self::step`].
     pub fn commands(&self) -> Result<&[f32]> {
-        self.cmd_host.as_slice().map_err(err)
+        Ok(self.cmd_host.as_slice()?)
     }
 
     /// Zeroes the integrator (after the self-check).
     pub fn reset(&mut self) -> Result<()> {
-        self.st.memset_zeros(&mut self.state).map_err(err)?;
-        self.st.synchronize().map_err(err)
+        self.st.memset_zeros(&mut self.state)?;
+        Ok(self.st.synchronize()?)
     }
 }
 

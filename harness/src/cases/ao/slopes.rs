@@ -23,6 +23,11 @@ impl Calibration {
                 .collect(),
         }
     }
+
+    /// The dark as f32, as the stages subtract it.
+    pub fn dark_f32(&self) -> Vec<f32> {
+        self.dark.iter().map(|d| *d as f32).collect()
+    }
 }
 
 /// The valid pixels of a pixel-signal geometry: the `signals` pixels nearest the
@@ -63,7 +68,7 @@ impl Slopes {
         let cal = Calibration::synthetic(g);
         Self {
             g: *g,
-            dark: cal.dark.iter().map(|d| *d as f32).collect(),
+            dark: cal.dark_f32(),
             cal,
             valid,
             work: vec![0.0; 2 * g.wfs[1]],
@@ -90,9 +95,9 @@ impl Slopes {
     /// column sums weighted by the row in the cell) that the compiler vectorizes; then
     /// per cell three short sums.
     fn centroids(&mut self, frame: &[u16], out: &mut [f32]) {
-        let [h, w] = self.g.wfs;
+        let w = self.g.wfs[1];
         let [sy, sx] = self.g.subapertures;
-        let (ch, cw) = (h / sy, w / sx);
+        let [ch, cw] = self.g.cell();
         let (my, mx) = ((ch as f32 - 1.0) / 2.0, (cw as f32 - 1.0) / 2.0);
         let n = sy * sx;
         let (col, wcol) = self.work.split_at_mut(w);

@@ -95,7 +95,8 @@ pub(super) struct FrameWait {
 impl FrameWait {
     /// The wait of a stage of `ao` (`shared`: it shares its core with another stage).
     pub(super) fn new(ao: &super::AoCase, shared: bool, stream: &Stream) -> Self {
-        stream.set_wait_strategy(ao.stage_wait(shared).strategy());
+        let far = ao.stage_wait(shared).strategy();
+        stream.set_wait_strategy(far);
         Self {
             ahead: ao
                 .wake_ahead_ns(shared)
@@ -105,7 +106,7 @@ impl FrameWait {
             } else {
                 WaitStrategy::Spin
             },
-            far: ao.stage_wait(shared).strategy(),
+            far,
             phase: None,
             last_id: 0,
         }
@@ -251,9 +252,6 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
 
 /// Slopes (or slopes+recon when `merged`): frame in, signals (or commands) out.
 pub fn slopes(spec: &ChildSpec) -> Result<()> {
-    if spec.job.device.is_gpu() {
-        return super::gpu::stage(spec);
-    }
     let (g, ao) = geometry(spec)?;
     let s = open(spec)?;
     let to = wait_timeout(spec);
@@ -353,9 +351,6 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
 /// back to back, 10.7 µs in the loop; with spinning stages, slopes and recon alone 1.6 µs
 /// each back to back against 3.4 and 6.9 µs in the loop).
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
-    if spec.job.device.is_gpu() {
-        return super::gpu::floor_compute(spec);
-    }
     let (g, ao) = geometry(spec)?;
     let place = Placement::of(&spec.job);
     let mut stage = Slopes::new(&g);
