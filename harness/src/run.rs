@@ -122,17 +122,7 @@ impl Runner {
 
     /// Unique shared-object names for job `idx`, side `tag`.
     pub fn names(&self, idx: usize, tag: &str) -> Names {
-        let base = format!("hs{}-{idx}-{tag}", self.pid);
-        Names {
-            data: format!("{base}-data"),
-            ack: format!("{base}-ack"),
-            ctl: format!("{base}-ctl"),
-            matrix: format!("{base}-matrix"),
-            region: format!("{base}-region"),
-            lock: self.work.join(format!("{base}.lock")),
-            signals: format!("{base}-signals"),
-            commands: format!("{base}-commands"),
-        }
+        Names::under(&format!("hs{}-{idx}-{tag}", self.pid), &self.work)
     }
 
     fn spec(&self, role: Role, job: &Job, names: &Names, idx: usize, tag: &str) -> ChildSpec {

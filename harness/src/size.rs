@@ -1,8 +1,7 @@
 //! `harness size`: builds the ao-loop scenario for one geometry (split stages, merged
 //! slopes+recon, and merged with busy-waiting stages, on the CPU; slopes+recon on the
-//! device in the GPU form),
-//! runs it with the runner and report writers,
-//! and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
+//! device in the GPU form), runs it with the runner and report writers, and puts a
+//! verdict table at the top of `report.md`. A geometry that is wrong or does
 //! not fit this machine's memory is refused before anything starts.
 
 use std::fmt::Write as _;
@@ -11,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::cases::ao::placement::Placement;
 use crate::error::{Context, Result, bail};
 use crate::hist::Percentiles;
 use crate::report::us;
@@ -149,14 +149,17 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
         a.rate, a.budget_us
     )?;
     for r in results {
-        let form = if r.job.device.is_gpu() {
-            "slopes+recon on the GPU"
-        } else if r.job.case.contains("merged-spin") {
-            "slopes+recon merged, busy-waiting"
-        } else if r.job.case.contains("merged") {
-            "slopes+recon merged"
-        } else {
-            "stages as processes"
+        // Named from what the job runs, not from its case name.
+        let spins = r
+            .job
+            .ao
+            .as_ref()
+            .is_some_and(|ao| ao.wait == Some(crate::scenario::Wait::Spin));
+        let form = match (r.job.device.is_gpu(), Placement::of(&r.job).merged, spins) {
+            (true, ..) => "slopes+recon on the GPU",
+            (false, true, true) => "slopes+recon merged, busy-waiting",
+            (false, true, false) => "slopes+recon merged",
+            (false, false, _) => "stages as processes",
         };
         let Some(ao) = r.ao.as_deref() else {
             let why = r.skipped.as_deref().unwrap_or("no loop figures");

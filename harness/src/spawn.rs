@@ -91,6 +91,23 @@ pub struct Names {
     pub commands: String,
 }
 
+impl Names {
+    /// The names of one job side: streams `BASE-data`, `BASE-ack`, …, the lock file
+    /// `DIR/BASE.lock`.
+    pub fn under(base: &str, dir: &std::path::Path) -> Self {
+        Self {
+            data: format!("{base}-data"),
+            ack: format!("{base}-ack"),
+            ctl: format!("{base}-ctl"),
+            matrix: format!("{base}-matrix"),
+            region: format!("{base}-region"),
+            lock: dir.join(format!("{base}.lock")),
+            signals: format!("{base}-signals"),
+            commands: format!("{base}-commands"),
+        }
+    }
+}
+
 /// Everything a child needs, written as JSON next to its result files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {

@@ -19,16 +19,25 @@ fn scratch(tag: &str) -> PathBuf {
 
 const TIMEOUT_S: u64 = 20;
 
-fn scenario(dir: &Path, merged: bool) -> PathBuf {
-    let text = format!(
+/// A scenario's head: short runs, no peer.
+fn head(name: &str) -> String {
+    format!(
         r#"
-name = "ao-test"
+name = "{name}"
 [defaults]
 min_seconds = 0.3
 warmup = 0.05
 repeats = 1
 timeout_s = {TIMEOUT_S}
 peer = false
+"#
+    )
+}
+
+fn scenario(dir: &Path, merged: bool) -> PathBuf {
+    let text = head("ao-test")
+        + &format!(
+            r#"
 [[case]]
 kind = "ao-loop"
 sizes = [[24, 24]]
@@ -40,7 +49,7 @@ rate_hz = 500
 merged = {merged}
 ladder = false
 "#
-    );
+        );
     let p = dir.join("ao.toml");
     std::fs::write(&p, text).unwrap();
     p
@@ -207,15 +216,8 @@ fn the_gpu_form_runs_where_a_gpu_is_and_is_skipped_with_a_reason_where_none_is()
     let scenario = dir.join("ao-gpu.toml");
     std::fs::write(
         &scenario,
-        format!(
-            r#"
-name = "ao-gpu-test"
-[defaults]
-min_seconds = 0.3
-warmup = 0.05
-repeats = 1
-timeout_s = {TIMEOUT_S}
-peer = false
+        head("ao-gpu-test")
+            + r#"
 [[case]]
 name = "centroids"
 kind = "ao-loop"
@@ -238,8 +240,7 @@ valid_pixels = 150
 actuators = 40
 rate_hz = 500
 ladder = false
-"#
-        ),
+"#,
     )
     .unwrap();
     let out = dir.join("out");

@@ -99,11 +99,6 @@ pub fn create_streams(job: &Job, names: &Names, notify: bool) -> Result<Vec<Stre
     ])
 }
 
-/// Whether the loop's own streams notify: unless its stages busy-wait.
-pub fn notifies(ao: &AoCase) -> bool {
-    ao.wait != Some(crate::scenario::Wait::Spin)
-}
-
 fn side(run: &LoopRun, job: &Job) -> Side {
     Side {
         m: Measured {
@@ -224,16 +219,7 @@ mod tests {
 
     fn names(tag: &str) -> Names {
         let base = format!("ao-streams-{tag}-{}", std::process::id());
-        Names {
-            data: format!("{base}-data"),
-            ack: format!("{base}-ack"),
-            ctl: format!("{base}-ctl"),
-            matrix: format!("{base}-matrix"),
-            region: format!("{base}-region"),
-            lock: std::env::temp_dir().join(format!("{base}.lock")),
-            signals: format!("{base}-signals"),
-            commands: format!("{base}-commands"),
-        }
+        Names::under(&base, &std::env::temp_dir())
     }
 
     /// The GPU form is one stage process after the camera (slopes and recon on the
@@ -264,8 +250,9 @@ mod tests {
             let n = names(&format!("{}{}", device.replace(':', ""), wait.len()));
             let js = crate::cases::create_streams(&j, &n).unwrap();
             drop(js);
-            assert_eq!(notifies(j.ao.as_ref().unwrap()), notify, "{device} {wait}");
-            assert_eq!(j.ao.as_ref().unwrap().wait == Some(Wait::Spin), !notify);
+            let ao = j.ao.as_ref().unwrap();
+            assert_eq!(ao.stage_wait(false).notifies(), notify, "{device} {wait}");
+            assert_eq!(ao.wait == Some(Wait::Spin), !notify);
         }
         // The streams themselves: notify as asked, host memory, history for the cursors.
         let j = job("cuda:0", "");
