@@ -244,6 +244,21 @@ gap_us = 2000
     }
     // A latency below a microsecond would mean the clock or the phases are wrong.
     assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
+    // The two targets are evaluated from this run, pass or fail.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for target in [
+        "bridge 64 B p50 latency vs Zenoh floor p50",
+        "bridge 64 B frames/s vs Zenoh floor frames/s",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no target row {target:?} in the report:\n{report}"));
+        assert!(
+            line.contains("**pass**") || line.contains("**FAIL**"),
+            "{line}"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

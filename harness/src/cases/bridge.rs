@@ -21,6 +21,9 @@
 //!   mirror's count advance together, and a gap between them is reported as lost). The
 //!   floor runs twice, flat out and in the same window (acknowledged by floor-get over
 //!   Zenoh), congestion control *block*, and the better run is the floor.
+//!
+//! The runs alternate (floor flat out, ours, floor in our window, ours) and ours is pooled
+//! over its two runs, so a minute of host noise on a shared machine weighs on both sides.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -115,9 +118,17 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
 pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
-    let floor = best_floor(job, &work).map_err(|e| format!("floor failed: {e}"));
     let names = runner.names(idx, "bridge");
-    let ours = ours(job, &names.data, &work).map_err(|e| format!("failed: {e}"));
+    let flat = floor(job, &work, 0);
+    let first = ours(job, &names.data, &work);
+    let windowed = floor(job, &work, step(depth(job)));
+    let second = ours(job, &names.data, &work);
+    let floor = flat
+        .and_then(|flat| best_floor(job, flat, windowed?))
+        .map_err(|e| format!("floor failed: {e}"));
+    let ours = first
+        .and_then(|first| pooled(job, first, second?))
+        .map_err(|e| format!("failed: {e}"));
     JobResult {
         job: job.clone(),
         ours,
@@ -128,32 +139,54 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     }
 }
 
+/// What one run of a side measured: latency samples, throughput per window or repeat, and
+/// frames lost (ours).
+struct Run {
+    hist: Histogram<u64>,
+    rates: Vec<f64>,
+    lost: u64,
+}
+
+/// Our two runs as one side: latency samples pooled, the throughput the median of all
+/// their repeats.
+fn pooled(job: &Job, first: Run, mut second: Run) -> Result<Side> {
+    let mut hist = first.hist;
+    hist.add(&second.hist)
+        .context("pooling our latency samples")?;
+    let mut rates = first.rates;
+    rates.append(&mut second.rates);
+    let mut s = side(job, hist, rates, "writer+reader threads, bridges unpinned")?;
+    s.m.notes
+        .push(("lost".into(), (first.lost + second.lost).to_string()));
+    Ok(s)
+}
+
 /// Seconds each measured phase lasts.
 fn phase_seconds(job: &Job) -> f64 {
     job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
 }
 
-/// Zenoh's floor twice, its throughput phase flat out and in our window. Their latency
-/// phases are the same measurement, so their samples are pooled (the lower of two p50s
-/// would bias the floor low); their throughput phases are two send patterns, neither
+/// Zenoh's floor from its two runs, its throughput phase flat out and in our window. Their
+/// latency phases are the same measurement, so their samples are pooled (the lower of two
+/// p50s would bias the floor low); their throughput phases are two send patterns, neither
 /// Zenoh's best at every payload on a shared machine, and the one with the higher median
 /// window is the floor (a floor must bound ours). Median against median: ours is the
 /// median of its repeats, and the best of six windows against a median of three would
 /// measure the machine's noise, not the bridge.
-fn best_floor(job: &Job, work: &Path) -> Result<Side> {
-    let flat = floor(job, work, 0)?;
-    let windowed = floor(job, work, step(depth(job)))?;
-    let hz = |s: &Side| crate::measure::median(&s.m.repeat_hz);
-    let (flat_hz, windowed_hz) = (hz(&flat), hz(&windowed));
+fn best_floor(job: &Job, flat: Run, windowed: Run) -> Result<Side> {
+    let (flat_hz, windowed_hz) = (
+        crate::measure::median(&flat.rates),
+        crate::measure::median(&windowed.rates),
+    );
     let rates = if flat_hz >= windowed_hz {
-        flat.m.repeat_hz.clone()
+        flat.rates
     } else {
-        windowed.m.repeat_hz.clone()
+        windowed.rates
     };
     let mut hist = flat.hist;
     hist.add(&windowed.hist)
         .context("pooling the floor's latency samples")?;
-    let mut best = side(job, hist, rates, &flat.placement)?;
+    let mut best = side(job, hist, rates, "floor-put, floor-get")?;
     best.m.notes.push((
         "floor throughput".into(),
         format!(
@@ -163,7 +196,7 @@ fn best_floor(job: &Job, work: &Path) -> Result<Side> {
     Ok(best)
 }
 
-fn floor(job: &Job, work: &Path, step: u64) -> Result<Side> {
+fn floor(job: &Job, work: &Path, step: u64) -> Result<Run> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -239,7 +272,11 @@ fn floor(job: &Job, work: &Path, step: u64) -> Result<Side> {
     if rates.is_empty() {
         bail!("floor-get wrote no throughput line");
     }
-    side(job, h, rates, "floor-put, floor-get")
+    Ok(Run {
+        hist: h,
+        rates,
+        lost: 0,
+    })
 }
 
 fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Result<Side> {
@@ -284,18 +321,30 @@ struct Seen {
     /// The first id of the end frames (0 until the writer gets there): the reader stops at it.
     end_from: AtomicU64,
     /// Set during the throughput phase: the reader then looks at the mirror every
-    /// [`TPUT_POLL`] instead of waking at each publication.
+    /// [`look_interval`] instead of waking at each publication.
     flat_out: AtomicBool,
 }
 
-/// How often the reader looks at the mirror during the throughput phase. A wake-up per
+/// How often the reader looks at the mirror during the throughput phase: a wake-up per
 /// frame (tens of thousands a second at 64 B) would take the cores the bridges need, and
-/// the floor's subscriber counts in the bridge's place, with no third process; the window
-/// holds a quarter of the history of slack, milliseconds at any payload, so the writer
-/// never waits on this.
-const TPUT_POLL: Duration = Duration::from_micros(200);
+/// the floor's subscriber counts in the bridge's place, with no third process. The writer
+/// keeps a refill step of frames in flight beyond the one it waits for, so the reader looks
+/// once per quarter step at the rate it has seen (a look every 200 µs was 18 sleeps per
+/// 4 MB frame, a fifth of the machine's frames lost to them), within these bounds.
+const TPUT_LOOK: std::ops::RangeInclusive<Duration> =
+    Duration::from_micros(200)..=Duration::from_millis(5);
 
-fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
+/// The reader's pause between looks during the throughput phase: the time a quarter of a
+/// refill step took at the rate seen since the phase began (`frames` in `elapsed`).
+fn look_interval(step: u64, frames: u64, elapsed: Duration) -> Duration {
+    if frames == 0 {
+        return *TPUT_LOOK.start();
+    }
+    let quarter_step = elapsed.mul_f64((step as f64 / 4.0) / frames as f64);
+    quarter_step.clamp(*TPUT_LOOK.start(), *TPUT_LOOK.end())
+}
+
+fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -345,7 +394,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
     let done = AtomicBool::new(false);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let result = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| read_mirror(&mirror_name, &seen, &done, timeout));
+        let reader = scope.spawn(|| read_mirror(&mirror_name, &seen, step(depth), &done, timeout));
         let written = write_source(&source, job, depth, &seen, timeout);
         done.store(true, Ordering::Relaxed);
         let read = reader
@@ -354,7 +403,9 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
         written.and_then(|(written, rates)| read.map(|seen_at| (written, seen_at, rates)))
     });
     drop(children);
+    drop(source);
     let _ = shmstream::unlink_quiet(&mirror_name);
+    let _ = shmstream::unlink_quiet(name);
     let (written, seen_at, rates) = result?;
     let written: std::collections::HashMap<u64, u64> = written.into_iter().collect();
     let mut h = hist::new();
@@ -363,10 +414,11 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Side> {
             h.saturating_record(at.saturating_sub(*t));
         }
     }
-    let lost = seen.lost.load(Ordering::Relaxed);
-    let mut s = side(job, h, rates, "writer+reader threads, bridges unpinned")?;
-    s.m.notes.push(("lost".into(), lost.to_string()));
-    Ok(s)
+    Ok(Run {
+        hist: h,
+        rates,
+        lost: seen.lost.load(Ordering::Relaxed),
+    })
 }
 
 /// Publishes a frame whose first byte is `phase`, filled in place (the rest keeps the
@@ -481,7 +533,13 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
 
 /// Side B: waits for each publication of the mirror and notes which frame it shows and
 /// when; returns (frame id, time) of every frame it saw.
-fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) -> Result<Stamps> {
+fn read_mirror(
+    name: &str,
+    seen: &Seen,
+    step: u64,
+    done: &AtomicBool,
+    timeout: Duration,
+) -> Result<Stamps> {
     let start = Instant::now();
     // The subscriber creates the mirror when the first frame arrives.
     let mirror = loop {
@@ -501,12 +559,15 @@ fn read_mirror(name: &str, seen: &Seen, done: &AtomicBool, timeout: Duration) ->
     let mut last_count = 0u64;
     let mut first: Option<(u64, u64)> = None;
     let mut idle = Instant::now();
+    // When the throughput phase began and the mirror's count then.
+    let mut flat_out_from: Option<(Instant, u64)> = None;
     loop {
         // The frame is there when its publication wakes this reader. It reads the frame's id
         // and count, no payload (floor-get reads only its stamp): what a consumer then does
         // with the frame is its own work, on either side.
         let wait = if seen.flat_out.load(Ordering::Relaxed) {
-            std::thread::sleep(TPUT_POLL);
+            let (t0, count0) = *flat_out_from.get_or_insert((Instant::now(), last_count));
+            std::thread::sleep(look_interval(step, last_count - count0, t0.elapsed()));
             Duration::ZERO
         } else {
             Duration::from_millis(100)
@@ -546,5 +607,35 @@ fn account(seen: &Seen, frame_id: u64) {
     *seen.accounted.lock().unwrap_or_else(|e| e.into_inner()) = frame_id;
     if frame_id >= seen.awaited.load(Ordering::Relaxed) {
         seen.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_looks_once_per_quarter_step_within_its_bounds() {
+        // Nothing seen yet: the shortest pause.
+        assert_eq!(
+            look_interval(16, 0, Duration::from_secs(1)),
+            *TPUT_LOOK.start()
+        );
+        // 4 MB frames at 250 a second, steps of 16: a quarter step is 4 frames, 16 ms,
+        // capped at 5 ms.
+        assert_eq!(
+            look_interval(16, 250, Duration::from_secs(1)),
+            *TPUT_LOOK.end()
+        );
+        // 64 KiB frames at 10 000 a second, steps of 16: 4 frames, 400 µs.
+        assert_eq!(
+            look_interval(16, 10_000, Duration::from_secs(1)),
+            Duration::from_micros(400)
+        );
+        // Faster than a look every 200 µs would need: the bound holds.
+        assert_eq!(
+            look_interval(4, 100_000, Duration::from_secs(1)),
+            *TPUT_LOOK.start()
+        );
     }
 }

@@ -167,6 +167,9 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                 );
             }
         }
+        if j.kind == Kind::Bridge && r.skipped.is_none() {
+            bridge_targets(&mut out, r);
+        }
         gpu_targets(&mut out, r);
     }
     out.push(Target {
@@ -176,6 +179,37 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
         pass: Some(record_ns <= 50.0),
     });
     out
+}
+
+/// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
+/// second ≥ 0.8× the floor's, both from this run.
+fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
+    let (ours, floor) = (r.ours.as_ref().ok(), r.floor.as_ref().ok());
+    let size = crate::report::human_bytes(r.job.payload_bytes());
+    let p50 = |s: &crate::run::Side| s.hist.value_at_quantile(0.5) as f64;
+    let (a, b) = (ours.map(p50), floor.map(p50));
+    out.push(Target {
+        name: format!("bridge {size} p50 latency vs Zenoh floor p50"),
+        measured: match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => {
+                format!("{:.1} µs / {:.1} µs = {:.2}×", a / 1e3, b / 1e3, a / b)
+            }
+            _ => "n/a (a side failed)".into(),
+        },
+        limit: "≤ 1.20×".into(),
+        pass: match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a <= 1.2 * b),
+            _ => None,
+        },
+    });
+    ratio_target(
+        out,
+        format!("bridge {size} frames/s vs Zenoh floor frames/s"),
+        ours.map(|s| s.hz(r.job.kind)),
+        floor.map(|s| s.hz(r.job.kind)),
+        0.8,
+        "a side failed",
+    );
 }
 
 /// The GPU issue's targets (set for an H100): a 64 KiB cross-process round trip (GPU
