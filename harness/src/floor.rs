@@ -187,7 +187,11 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let notify = wait.is_some_and(Wait::notifies);
     let to = Duration::from_secs_f64(spec.wait_timeout_s);
     let (seq, ack) = (bare.word(), region.atomic_u32(ACK));
-    let src = vec![1u8; n];
+    // Page-aligned, as ours' buffers and the region's payload: every run copies at the
+    // same relative alignment (see `PageBuf`).
+    let mut src = PageBuf::<u8>::new(n);
+    src.as_mut_slice().fill(1);
+    let src = src.as_slice();
     region.prefault();
     wait_until(region.atomic_u32(READY), |v| v != 0, None, to)?;
     let mut generation = 0u32;
@@ -214,7 +218,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         let mut sent = monotonic_ns();
         // The only writer: publication `generation` leaves the sequence at 2·generation,
         // which the reader waits for.
-        bare.publish(&src)?;
+        bare.publish(src)?;
         if notify {
             futex::wake_all(seq);
         }
@@ -253,7 +257,9 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
         region.atomic_u32(ACK),
         region.atomic_u32(STOP),
     );
-    let mut dst = vec![2u8; n];
+    let mut dst = PageBuf::<u8>::new(n);
+    let dst = dst.as_mut_slice();
+    dst.fill(2);
     region.atomic_u32(READY).store(1, Ordering::Release);
     let mut generation = 0u32;
     loop {
@@ -264,7 +270,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
         loop {
             let s = seq.load(Ordering::Acquire);
             if s == want {
-                region.copy_out(PAYLOAD, &mut dst);
+                region.copy_out(PAYLOAD, dst);
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == s {
@@ -277,7 +283,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
                 continue;
             }
             if stop.load(Ordering::Acquire) != 0 {
-                std::hint::black_box(&dst);
+                std::hint::black_box(&*dst);
                 return Ok(());
             }
             let sleep = sleeps(wait, rounds);

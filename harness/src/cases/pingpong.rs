@@ -36,17 +36,20 @@ pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     ack.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
-    let src = crate::cases::touched_buffer::<T>(spec.job.elements());
+    // Page-aligned, as the floor's buffers and the stream's payload: every run copies at
+    // the same relative alignment (see `PageBuf`).
+    let src = crate::cases::PageBuf::<T>::new(spec.job.elements());
+    let src = src.as_slice();
     let mut acks = ack
         .wait_for_count(0, to)
         .context("waiting for the reader to be ready")?;
     let (m, h) = timed_loop(&spec.job.timing, spec.job.gap_us, |_| {
-        data.write_slice(&src)?;
+        data.write_slice(src)?;
         acks = ack.wait_for_count(acks, to)?;
         Ok(())
     })?;
     ctl.write_slice(&[1u64])?;
-    data.write_slice(&src)?;
+    data.write_slice(src)?;
     Ok((m, h))
 }
 
@@ -57,13 +60,14 @@ pub fn reader<T: Element>(spec: &ChildSpec) -> Result<()> {
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     data.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
-    let mut buf = crate::cases::touched_buffer::<T>(spec.job.elements());
+    let mut buf = crate::cases::PageBuf::<T>::new(spec.job.elements());
+    let buf = buf.as_mut_slice();
     let guard = ack.lock(to).context("locking the ack stream")?;
     let mut last = data.count();
     guard.write_slice(&[last])?;
     loop {
         let c = data
-            .read_after_into_slice(last, &mut buf, to)
+            .read_after_into_slice(last, buf, to)
             .context("waiting for a frame")?;
         if ctl.count() > 0 {
             break;
