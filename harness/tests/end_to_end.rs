@@ -74,6 +74,16 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     }
     assert!(recs[3]["gflops"].as_f64().unwrap() > 0.0);
     assert!(recs[4]["hz"].is_null(), "the GPU case is skipped here");
+    // Every CPU floor ran twice, before ours and after, and the passes were pooled.
+    let details: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
+    for j in &details["jobs"].as_array().unwrap()[..4] {
+        assert!(
+            j["floor"]["notes"]["floor passes"].is_string(),
+            "one floor pass: {}",
+            j["floor"]
+        );
+    }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("skipped"), "{md}");
     assert!(out.join("hgrm/pingpong-spin-uint8_64_ours.hgrm").exists());
