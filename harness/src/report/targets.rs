@@ -47,6 +47,27 @@ fn ratio_target(
     }
 }
 
+/// Ours against the floor at quantile `q` of their latencies, held to at most `max`×.
+fn quantile_target(out: &mut Vec<Target>, name: String, r: &JobResult, q: f64, max: f64) {
+    let at = |s: &crate::run::Side| s.hist.value_at_quantile(q) as f64;
+    let (a, b) = (r.ours.as_ref().ok().map(at), r.floor.as_ref().ok().map(at));
+    let limit = format!("≤ {max:.2}×");
+    out.push(match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Target {
+            name,
+            measured: format!("{:.2} µs / {:.2} µs = {:.2}×", a / 1e3, b / 1e3, a / b),
+            limit,
+            pass: Some(a <= max * b),
+        },
+        _ => Target {
+            name,
+            measured: "n/a (a side failed)".into(),
+            limit,
+            pass: None,
+        },
+    });
+}
+
 /// Evaluates every target that applies to the jobs of this run.
 pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
     let mut out = Vec::new();
@@ -75,29 +96,13 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
             let bytes = j.payload_bytes();
             if j.wait == Some(Wait::Spin) && bytes == 65536 {
                 for (label, q, max) in [("p50", 0.5, 1.15), ("p99", 0.99, 1.5)] {
-                    let (a, b) = (
-                        ours.map(|s| s.hist.value_at_quantile(q)),
-                        floor.map(|s| s.hist.value_at_quantile(q)),
+                    quantile_target(
+                        &mut out,
+                        format!("pingpong 64 KiB spin {label} vs floor {label}"),
+                        r,
+                        q,
+                        max,
                     );
-                    match (a, b) {
-                        (Some(a), Some(b)) if b > 0 => out.push(Target {
-                            name: format!("pingpong 64 KiB spin {label} vs floor {label}"),
-                            measured: format!(
-                                "{:.2} µs / {:.2} µs = {:.2}×",
-                                a as f64 / 1e3,
-                                b as f64 / 1e3,
-                                a as f64 / b as f64
-                            ),
-                            limit: format!("≤ {max:.2}×"),
-                            pass: Some(a as f64 <= max * b as f64),
-                        }),
-                        _ => out.push(Target {
-                            name: format!("pingpong 64 KiB spin {label} vs floor"),
-                            measured: "n/a (a side failed)".into(),
-                            limit: format!("≤ {max:.2}×"),
-                            pass: None,
-                        }),
-                    }
                 }
             }
             if j.wait == Some(Wait::Spin) && bytes == 64 {
@@ -112,34 +117,18 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                 });
             }
             if let Some(w) = j.wait.filter(|w| w.notifies()) {
-                let (a, b) = (
-                    ours.map(|s| s.hist.value_at_quantile(0.5)),
-                    floor.map(|s| s.hist.value_at_quantile(0.5)),
-                );
-                out.push(Target {
-                    name: format!(
+                quantile_target(
+                    &mut out,
+                    format!(
                         "pingpong {} {} p50 vs {} floor p50",
                         w.name(),
                         crate::report::human_bytes(bytes),
                         w.name()
                     ),
-                    measured: match (a, b) {
-                        (Some(a), Some(b)) if b > 0 => {
-                            format!(
-                                "{:.2} µs / {:.2} µs = {:.2}×",
-                                a as f64 / 1e3,
-                                b as f64 / 1e3,
-                                a as f64 / b as f64
-                            )
-                        }
-                        _ => "n/a (a side failed)".into(),
-                    },
-                    limit: "≤ 2.00×".into(),
-                    pass: match (a, b) {
-                        (Some(a), Some(b)) if b > 0 => Some(a <= 2 * b),
-                        _ => None,
-                    },
-                });
+                    r,
+                    0.5,
+                    2.0,
+                );
             }
         }
         if cpu_f32(r, Kind::Mvm) && j.shape[0] == j.shape[1] {
@@ -184,29 +173,20 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
 /// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
 /// second ≥ 0.8× the floor's, both from this run.
 fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
-    let (ours, floor) = (r.ours.as_ref().ok(), r.floor.as_ref().ok());
     let size = crate::report::human_bytes(r.job.payload_bytes());
-    let p50 = |s: &crate::run::Side| s.hist.value_at_quantile(0.5) as f64;
-    let (a, b) = (ours.map(p50), floor.map(p50));
-    out.push(Target {
-        name: format!("bridge {size} p50 latency vs Zenoh floor p50"),
-        measured: match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => {
-                format!("{:.1} µs / {:.1} µs = {:.2}×", a / 1e3, b / 1e3, a / b)
-            }
-            _ => "n/a (a side failed)".into(),
-        },
-        limit: "≤ 1.20×".into(),
-        pass: match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a <= 1.2 * b),
-            _ => None,
-        },
-    });
+    quantile_target(
+        out,
+        format!("bridge {size} p50 latency vs Zenoh floor p50"),
+        r,
+        0.5,
+        1.2,
+    );
+    let hz = |s: &crate::run::Side| s.hz(r.job.kind);
     ratio_target(
         out,
         format!("bridge {size} frames/s vs Zenoh floor frames/s"),
-        ours.map(|s| s.hz(r.job.kind)),
-        floor.map(|s| s.hz(r.job.kind)),
+        r.ours.as_ref().ok().map(hz),
+        r.floor.as_ref().ok().map(hz),
         0.8,
         "a side failed",
     );
