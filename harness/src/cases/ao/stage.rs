@@ -409,17 +409,23 @@ mod tests {
     use super::*;
     use shmstream::{Dtype, StreamOptions};
 
-    #[test]
-    fn a_stage_reads_every_frame_in_order_and_skips_to_the_newest_only_when_far_behind() {
-        let name = format!("ao-next-input-{}", std::process::id());
+    /// A fresh u16 notify stream with the stages' history, as the camera's frame stream.
+    fn frame_stream(tag: &str, len: usize) -> (String, Stream) {
+        let name = format!("ao-{tag}-{}", std::process::id());
         let _ = shmstream::unlink(&name);
         let s = StreamOptions::new(&name)
-            .shape(&[2])
+            .shape(&[len])
             .dtype(Dtype::U16)
             .notify(true)
             .history(HISTORY)
             .create()
             .unwrap();
+        (name, s)
+    }
+
+    #[test]
+    fn a_stage_reads_every_frame_in_order_and_skips_to_the_newest_only_when_far_behind() {
+        let (name, s) = frame_stream("next-input", 2);
         let mut c = s.cursor().unwrap();
         let to = Some(Duration::from_secs(5));
         let mut dst = [0u16; 2];
@@ -447,15 +453,7 @@ mod tests {
     /// stops is a timeout, not a hang.
     #[test]
     fn a_stage_waking_ahead_reads_early_late_and_on_time_frames_in_order() {
-        let name = format!("ao-wake-ahead-{}", std::process::id());
-        let _ = shmstream::unlink(&name);
-        let s = StreamOptions::new(&name)
-            .shape(&[1])
-            .dtype(Dtype::U16)
-            .notify(true)
-            .history(HISTORY)
-            .create()
-            .unwrap();
+        let (name, s) = frame_stream("wake-ahead", 1);
         let mut ao = crate::cases::ao::geometry::tests::case(Some([1, 1]), None, 1);
         ao.rate_hz = 200.0; // 5 ms period, 625 µs wake-ahead
         let mut wait = FrameWait::new(&ao, false, &s);
