@@ -24,6 +24,12 @@ use shmstream::{Error, Stream, StreamOptions};
 const N: usize = 256;
 /// A read that waits longer than this while the writer runs is a hang.
 const HANG: Duration = Duration::from_secs(5);
+/// Every this many snapshot reads the snapshot reader first waits for a publication it
+/// has not seen (199 waits in 50,000 reads; the check asks for 100 distinct frames), so
+/// its reads race a moving writer even when the host deschedules the writer for a whole
+/// burst: 50,000 snapshot reads take ~30 ms, and on 2 cores shared by 3 processes one CI
+/// run saw the writer publish 5 frames in that time.
+const SNAPSHOT_PACE: u64 = 250;
 
 fn mix(seq: u64, i: usize) -> u32 {
     let x =
@@ -129,6 +135,13 @@ fn child_entry() {
             say("reading");
             let start = Instant::now();
             while t.reads < reads {
+                if !wait_new && t.reads > 0 && t.reads.is_multiple_of(SNAPSHOT_PACE) {
+                    match s.wait_for_count(last_count, Some(HANG)) {
+                        Ok(_) => {}
+                        Err(Error::Timeout { .. }) => t.hangs += 1,
+                        Err(e) => panic!("wait failed: {e}"),
+                    }
+                }
                 let r = if wait_new {
                     s.read_new_into_slice(&mut buf, Some(HANG))
                         .map(|count| (count, None))
