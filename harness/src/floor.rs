@@ -18,7 +18,8 @@
 //!   one-way latency instead (from its publish's start or its wake's return to the
 //!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
 //!   measures its input hop.
-//! - MVM: the same kernel, same threads and pinning, on plain memory (no streams).
+//! - MVM: timed by the compute process itself, in alternation with the pipeline
+//!   ([`crate::cases::mvm`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -31,7 +32,6 @@ use hdrhistogram::Histogram;
 
 use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
-use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_loop};
 use crate::scenario::{OneWay, Wait};
 use crate::spawn::ChildSpec;
@@ -305,43 +305,4 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
             futex::wake_all(ack);
         }
     }
-}
-
-/// MVM floor: the case's kernel on plain memory, same threads and pinning.
-pub fn mvm(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
-    let job = &spec.job;
-    let (rows, cols) = (job.shape[0], job.shape[1]);
-    let k = MvmKernel::new(rows, cols, job.threads, crate::cases::mvm::kernel_cpus(job))?;
-    // Page-aligned operands, as the case's compute process holds them: the kernel's speed
-    // must not depend on where the allocator put them (rows or x straddling cache lines
-    // cost split loads).
-    let mut a = PageBuf::<f32>::new(rows * cols);
-    kernel::fill_test_matrix(a.as_mut_slice());
-    let a = a.as_slice();
-    let r = k.on_first_worker(|| {
-        let mut x = PageBuf::<f32>::new(cols);
-        kernel::fill_vector(x.as_mut_slice(), 1);
-        let x = x.as_slice();
-        let mut y = PageBuf::<f32>::new(rows);
-        let y = y.as_mut_slice();
-        let r = timed_loop(&job.timing, 0.0, |_| {
-            k.run(a, std::hint::black_box(x), y);
-            std::hint::black_box(&mut *y);
-            Ok(())
-        });
-        if kernel::max_rel_error(a, cols, x, y) > 1e-4 {
-            return Err(crate::error::Error::msg(
-                "floor kernel computed a wrong product",
-            ));
-        }
-        r
-    })?;
-    let (mut m, h) = r;
-    m.notes.push((
-        "kernel_isa".into(),
-        harness_sys::kernel::isa().name().into(),
-    ));
-    m.notes
-        .push(("kernel_threads".into(), k.threads().to_string()));
-    Ok((m, h))
 }

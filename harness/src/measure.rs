@@ -105,8 +105,19 @@ pub fn timed_loop(
 /// How long each side of [`timed_pair`] runs before the other takes over.
 pub const PAIR_SLICE: Duration = Duration::from_millis(5);
 
-/// One side's accumulating measurement in [`timed_pair`].
-struct PairSide {
+/// One side of an alternation ([`alternate`]): runs for one slice when told, and closes
+/// a repeat when told.
+pub trait Slicer {
+    /// Runs one slice, recording its iterations when `record` (warm-up otherwise).
+    fn slice(&mut self, record: bool) -> Result<()>;
+    /// Closes the current repeat (one rate per repeat).
+    fn end_repeat(&mut self) -> Result<()>;
+}
+
+/// A side measured in this process: `step` repeated for `len` per slice, every call timed.
+pub struct SliceSide<F> {
+    step: F,
+    len: Duration,
     m: Measured,
     h: Histogram<u64>,
     n: u64,
@@ -114,13 +125,33 @@ struct PairSide {
     wall: Duration,
 }
 
-impl PairSide {
+impl<F: FnMut() -> Result<()>> SliceSide<F> {
+    /// A side that calls `step` for `len` per slice.
+    pub fn new(len: Duration, step: F) -> Self {
+        Self {
+            step,
+            len,
+            m: Measured::default(),
+            h: hist::new(),
+            n: 0,
+            busy_ns: 0,
+            wall: Duration::ZERO,
+        }
+    }
+
+    /// The rates and the histogram of every recorded call.
+    pub fn finish(self) -> (Measured, Histogram<u64>) {
+        (self.m, self.h)
+    }
+}
+
+impl<F: FnMut() -> Result<()>> Slicer for SliceSide<F> {
     /// Runs `step` for one slice (at least one call), recording every call.
-    fn slice(&mut self, step: &mut impl FnMut() -> Result<()>, record: bool) -> Result<()> {
+    fn slice(&mut self, record: bool) -> Result<()> {
         let start = Instant::now();
         loop {
             let t0 = Instant::now();
-            step()?;
+            (self.step)()?;
             let t1 = Instant::now();
             let ns = t1.duration_since(t0).as_nanos() as u64;
             if record {
@@ -128,7 +159,7 @@ impl PairSide {
                 self.busy_ns += ns;
                 self.n += 1;
             }
-            if t1.duration_since(start) >= PAIR_SLICE {
+            if t1.duration_since(start) >= self.len {
                 if record {
                     self.wall += t1.duration_since(start);
                 }
@@ -137,7 +168,7 @@ impl PairSide {
         }
     }
 
-    fn end_repeat(&mut self) {
+    fn end_repeat(&mut self) -> Result<()> {
         self.m
             .repeat_hz
             .push(self.n as f64 / self.wall.as_secs_f64().max(1e-9));
@@ -146,41 +177,48 @@ impl PairSide {
             .push(self.n as f64 * 1e9 / self.busy_ns.max(1) as f64);
         self.m.iterations += self.n;
         (self.n, self.busy_ns, self.wall) = (0, 0, Duration::ZERO);
+        Ok(())
     }
 }
 
-/// [`timed_loop`] for two steps measured in alternation, `a` then `b`, [`PAIR_SLICE`] at
-/// a time, in one process on one core: whatever changes on a shared host over
-/// milliseconds to seconds (other tenants, clock frequency, a neighbour's cache traffic)
-/// hits both alike, so their ratio does not move with it. Each repeat gives each side
+/// Runs two sides in alternation, `a` then `b`, one slice of `len` at a time: whatever
+/// changes on a shared host over milliseconds to seconds (other tenants, clock
+/// frequency, a neighbour's cache traffic) hits both alike, so their ratio does not move
+/// with it. Warm-up gives each side half of `timing.warmup`; each repeat gives each side
 /// `min_seconds` of slices.
-pub fn timed_pair(
+pub fn alternate(
     timing: &Timing,
-    mut a: impl FnMut() -> Result<()>,
-    mut b: impl FnMut() -> Result<()>,
-) -> Result<[(Measured, Histogram<u64>); 2]> {
-    let side = || PairSide {
-        m: Measured::default(),
-        h: hist::new(),
-        n: 0,
-        busy_ns: 0,
-        wall: Duration::ZERO,
-    };
-    let (mut sa, mut sb) = (side(), side());
-    let slices = |secs: f64| ((secs / PAIR_SLICE.as_secs_f64()).ceil() as u64).max(1);
+    len: Duration,
+    a: &mut dyn Slicer,
+    b: &mut dyn Slicer,
+) -> Result<()> {
+    let slices = |secs: f64| ((secs / len.as_secs_f64()).ceil() as u64).max(1);
     for _ in 0..slices(timing.warmup / 2.0) {
-        sa.slice(&mut a, false)?;
-        sb.slice(&mut b, false)?;
+        a.slice(false)?;
+        b.slice(false)?;
     }
     for _ in 0..timing.repeats {
         for _ in 0..slices(timing.min_seconds) {
-            sa.slice(&mut a, true)?;
-            sb.slice(&mut b, true)?;
+            a.slice(true)?;
+            b.slice(true)?;
         }
-        sa.end_repeat();
-        sb.end_repeat();
+        a.end_repeat()?;
+        b.end_repeat()?;
     }
-    Ok([(sa.m, sa.h), (sb.m, sb.h)])
+    Ok(())
+}
+
+/// [`timed_loop`] for two steps measured in alternation ([`alternate`]), [`PAIR_SLICE`]
+/// at a time, in one process on one core.
+pub fn timed_pair(
+    timing: &Timing,
+    a: impl FnMut() -> Result<()>,
+    b: impl FnMut() -> Result<()>,
+) -> Result<[(Measured, Histogram<u64>); 2]> {
+    let mut sa = SliceSide::new(PAIR_SLICE, a);
+    let mut sb = SliceSide::new(PAIR_SLICE, b);
+    alternate(timing, PAIR_SLICE, &mut sa, &mut sb)?;
+    Ok([sa.finish(), sb.finish()])
 }
 
 /// Busy-waits `us` microseconds (the pingpong gap; the writer's core is its own).

@@ -130,7 +130,6 @@ impl Runner {
             Role::PingReader
             | Role::FloorPingReader
             | Role::MvmCompute
-            | Role::FloorMvm
             | Role::GpuPingReader
             | Role::GpuMvmCompute
             | Role::FloorGpuMvm => job.reader_cpu,
@@ -165,16 +164,19 @@ impl Runner {
         if job.kind == Kind::Bridge {
             return cases::bridge::run_job(self, idx, job);
         }
-        if job.kind == Kind::Op {
-            let (ours, floor) = match self.op(idx, job) {
+        // The op case and the CPU MVM pipeline time their floor in alternation with ours,
+        // in one of ours' processes (cases::op, cases::mvm).
+        let paired = job.kind == Kind::Op || job.kind == Kind::Mvm && !job.device.is_gpu();
+        if paired {
+            let (ours, floor) = match self.paired(idx, job) {
                 Ok((o, f)) => (Ok(o), f.map_err(|e| format!("floor failed: {e}"))),
                 Err(e) => (Err(format!("failed: {e}")), Err(format!("failed: {e}"))),
             };
             return JobResult {
+                peer: self.peer(idx, job),
                 job: job.clone(),
                 ours,
                 floor,
-                peer: Err("no peer for op cases".into()),
                 skipped: None,
                 ao: None,
             };
@@ -194,28 +196,11 @@ impl Runner {
         } else {
             pool_floors(floor, self.floor(idx, job))
         };
-        let peer = if !job.peer {
-            Err("peer disabled for this case".to_string())
-        } else {
-            match &self.peer {
-                PeerSetup::Missing(why) => Err(why.clone()),
-                ready => {
-                    let names = self.names(idx, "py");
-                    peer::run(ready, job, &names, &self.work.join(format!("{idx}-peer")))
-                        .map(|(m, hist)| Side {
-                            m,
-                            hist,
-                            placement: format!("writer@{} (python)", job.writer_cpu),
-                        })
-                        .map_err(|e| format!("peer failed: {e}"))
-                }
-            }
-        };
         JobResult {
             job: job.clone(),
             ours,
             floor,
-            peer,
+            peer: self.peer(idx, job),
             skipped: None,
             ao: None,
         }
@@ -261,8 +246,9 @@ impl Runner {
                 ];
                 self.collect(&specs, job)
             }
-            Kind::Mvm => self.collect(&[self.spec(Role::FloorMvm, job, &names, idx, "floor")], job),
-            Kind::Op => crate::error::bail!("an op case measures its floor with ours"),
+            Kind::Op | Kind::Mvm => {
+                crate::error::bail!("this case measures its floor in alternation with ours")
+            }
             Kind::AoLoop => crate::error::bail!("the AO loop composes its floor (cases::ao)"),
             Kind::Bridge => {
                 crate::error::bail!("the bridge case measures Zenoh's floor (cases::bridge)")
@@ -270,14 +256,23 @@ impl Runner {
         }
     }
 
-    /// An op case: one child times ours and the floor in alternation.
-    fn op(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
-        let names = self.names(idx, "op");
+    /// A case whose first child times the floor in alternation with ours (the op child;
+    /// the MVM compute process) and writes it beside its own result.
+    fn paired(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
+        let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
-        let _bare = bare_floor_objects(&names, job)?;
-        let spec = self.spec(Role::Op, job, &names, idx, "op");
-        let ours = self.collect(std::slice::from_ref(&spec), job)?;
-        let floor = spawn::read_outcome_at(&cases::op::floor_prefix(&spec.result_prefix), Role::Op)
+        let _bare = if job.kind == Kind::Op {
+            Some(bare_floor_objects(&names, job)?)
+        } else {
+            None
+        };
+        let specs: Vec<_> = cases::roles(job)
+            .iter()
+            .map(|r| self.spec(*r, job, &names, idx, "ours"))
+            .collect();
+        let ours = self.collect(&specs, job)?;
+        let timer = &specs[0];
+        let floor = spawn::read_outcome_at(&cases::floor_prefix(&timer.result_prefix), timer.role)
             .and_then(spawn::ChildOutcome::into_measurement)
             .map(|(m, hist)| Side {
                 m,
@@ -285,6 +280,30 @@ impl Runner {
                 placement: ours.placement.clone(),
             });
         Ok((ours, floor))
+    }
+
+    /// The pyshmem peer of `job`, where the scenario and this machine have one.
+    fn peer(&self, idx: usize, job: &Job) -> std::result::Result<Side, String> {
+        if job.kind == Kind::Op {
+            return Err("no peer for op cases".into());
+        }
+        if !job.peer {
+            Err("peer disabled for this case".to_string())
+        } else {
+            match &self.peer {
+                PeerSetup::Missing(why) => Err(why.clone()),
+                ready => {
+                    let names = self.names(idx, "py");
+                    peer::run(ready, job, &names, &self.work.join(format!("{idx}-peer")))
+                        .map(|(m, hist)| Side {
+                            m,
+                            hist,
+                            placement: format!("writer@{} (python)", job.writer_cpu),
+                        })
+                        .map_err(|e| format!("peer failed: {e}"))
+                }
+            }
+        }
     }
 
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
@@ -344,7 +363,7 @@ fn role_short(r: Role) -> &'static str {
         | Role::GpuPingWriter
         | Role::GpuMvmDriver => "writer",
         Role::PingReader | Role::FloorPingReader | Role::GpuPingReader => "reader",
-        Role::MvmCompute | Role::FloorMvm | Role::GpuMvmCompute | Role::FloorGpuMvm => "compute",
+        Role::MvmCompute | Role::GpuMvmCompute | Role::FloorGpuMvm => "compute",
         Role::AoCamera => "camera",
         Role::AoSlopes => "slopes",
         Role::AoRecon => "recon",

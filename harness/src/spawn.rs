@@ -38,8 +38,6 @@ pub enum Role {
     FloorPingWriter,
     /// Floor of pingpong, reader side.
     FloorPingReader,
-    /// Floor of MVM: the same kernel on plain memory.
-    FloorMvm,
     /// GPU roundtrip: write then read a GPU stream in one process.
     GpuRoundtrip,
     /// GPU pingpong writer: publishes a frame, waits for its echo (measures).

@@ -74,13 +74,26 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     }
     assert!(recs[3]["gflops"].as_f64().unwrap() > 0.0);
     assert!(recs[4]["hz"].is_null(), "the GPU case is skipped here");
-    // Every CPU floor ran twice, before ours and after, and the passes were pooled.
+    // Every CPU floor ran twice, before ours and after, and the passes were pooled; the
+    // MVM's (the fourth) alternated with ours in the compute process instead.
     let details: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
-    for j in &details["jobs"].as_array().unwrap()[..4] {
+    let jobs = details["jobs"].as_array().unwrap();
+    for (i, j) in jobs[..4].iter().enumerate() {
+        let passes = j["floor"]["notes"]["floor passes"].as_str().unwrap_or("");
+        let want = if i == 3 {
+            "alternating with ours"
+        } else {
+            "before and after ours"
+        };
         assert!(
-            j["floor"]["notes"]["floor passes"].is_string(),
-            "one floor pass: {}",
+            passes.contains(want),
+            "floor passes {passes:?}: {}",
+            j["floor"]
+        );
+        assert!(
+            j["floor"]["iterations"].as_u64().unwrap() > 0,
+            "{}",
             j["floor"]
         );
     }

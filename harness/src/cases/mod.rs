@@ -17,6 +17,7 @@ pub mod op;
 pub mod pingpong;
 pub mod roundtrip;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -51,7 +52,6 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
             crate::floor::ping_reader(spec)?;
             None
         }
-        Role::FloorMvm => Some(crate::floor::mvm(spec)?),
         Role::GpuRoundtrip => Some(gpu::roundtrip(spec)?),
         Role::GpuPingWriter => Some(gpu::ping_writer(spec)?),
         Role::GpuPingReader => {
@@ -165,6 +165,14 @@ impl MvmStreams {
             ctl: Stream::open(&n.ctl).context("opening the control stream")?,
         })
     }
+}
+
+/// Where a child that times its floor beside ours (the op child, the MVM compute process)
+/// writes the floor's result, given its own prefix.
+pub fn floor_prefix(prefix: &Path) -> PathBuf {
+    let mut name = prefix.file_name().unwrap_or_default().to_os_string();
+    name.push("-floor");
+    prefix.with_file_name(name)
 }
 
 /// How long one wait inside a child may block before it gives up.

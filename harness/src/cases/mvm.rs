@@ -13,16 +13,47 @@
 //! ([`shmstream::WaitStrategy::Yield`]), so the worker runs whenever it has rows to do and
 //! the driver sees y without a wake-up. Otherwise both sides spin. `wait` in the scenario
 //! overrides this (a notify wait then parks on the futex).
+//!
+//! The floor (the same kernel alone, on the compute process's own matrix, vectors,
+//! threads and pinning) alternates with the pipeline in [`MVM_SLICE`] slices
+//! ([`crate::measure::alternate`]): the driver times a slice of round trips, then tells
+//! the compute process (through the control stream) to time a slice of bare kernel calls
+//! while the driver sleeps. A product of an L3-sized matrix changes speed by up to 2×
+//! between consecutive seconds on a shared host, so a floor run in its own process
+//! before and after ours (as the other CPU floors) could read slower than the pipeline
+//! it bounds. The compute process writes the floor's result beside its own
+//! ([`crate::cases::floor_prefix`]).
+
+use std::cell::Cell;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use shmstream::WaitStrategy;
+use shmstream::{Stream, WaitStrategy, WriteGuard};
 
-use crate::cases::{MvmStreams, PageBuf, mvm_driver_wait, wait_timeout};
+use crate::cases::{MvmStreams, PageBuf, floor_prefix, mvm_driver_wait, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
-use crate::measure::{Measured, timed_loop};
+use crate::measure::{Measured, SliceSide, Slicer, alternate};
 use crate::scenario::{Job, Wait};
-use crate::spawn::ChildSpec;
+use crate::spawn::{self, ChildSpec};
+
+/// How long the pipeline and its floor each run before the other takes over: tens of
+/// products at n = 3000, far below the seconds over which the host's speed drifts.
+pub const MVM_SLICE: Duration = Duration::from_millis(20);
+
+/// What the driver asks of the compute process through the control stream (its value;
+/// every command is followed by an x publication that wakes the compute process, which
+/// answers with a y publication).
+mod command {
+    /// Stop serving and exit.
+    pub const STOP: u64 = 1;
+    /// Time one slice of bare kernel calls, not recorded (warm-up).
+    pub const FLOOR_WARM: u64 = 2;
+    /// Time one slice of bare kernel calls.
+    pub const FLOOR: u64 = 3;
+    /// Close the floor's repeat.
+    pub const FLOOR_END_REPEAT: u64 = 4;
+}
 
 /// Whether this job's kernel runs row-parallel.
 pub fn kernel_is_parallel(job: &Job) -> bool {
@@ -59,27 +90,43 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         .collect();
     let mut xv = vec![0.0f32; cols];
     let mut yv = vec![0.0f32; rows];
-    let mut ys = y
+    let ys = y
         .wait_for_count(0, to)
         .context("waiting for the compute process to be ready")?;
     // The only writer of x, as the compute process is of y: it holds x's write lock for the
     // run, so a vector is a seqlock publication without a flock pair (what a controller
     // that owns its stream does).
     let xg = x.lock(to).context("locking the x stream")?;
-    let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
-        xg.write_slice(&xs[(i % 3) as usize])?;
-        ys = y.read_after_into_slice(ys, &mut yv, to)?;
+    let seen = Cell::new(ys);
+    let mut i = 0usize;
+    let mut ours = SliceSide::new(MVM_SLICE, || {
+        i += 1;
+        xg.write_slice(&xs[i % 3])?;
+        seen.set(y.read_after_into_slice(seen.get(), &mut yv, to)?);
         Ok(())
-    })?;
+    });
+    let mut floor = RemoteFloor {
+        ctl: &ctl,
+        xg: &xg,
+        x: &xs[0],
+        y: &y,
+        seen: &seen,
+        scratch: vec![0.0f32; rows],
+        wait: mvm_driver_wait(job),
+        to,
+        last_slice: MVM_SLICE,
+    };
+    alternate(&job.timing, MVM_SLICE, &mut ours, &mut floor)?;
+    let (mut m, h) = ours.finish();
     // One checked iteration: the pipeline must compute the right product.
     kernel::fill_vector(&mut xv, 1);
     xg.write_slice(&xv)?;
-    y.read_after_into_slice(ys, &mut yv, to)?;
+    y.read_after_into_slice(seen.get(), &mut yv, to)?;
     let err = kernel::max_rel_error(&a, cols, &xv, &yv);
     if err > 1e-4 {
         bail!("y = A·x is wrong: max relative error {err:.3e}");
     }
-    ctl.write_slice(&[1u64])?;
+    ctl.write_slice(&[command::STOP])?;
     xg.write_slice(&xv)?;
     m.notes.push((
         "driver_wait".into(),
@@ -92,7 +139,66 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok((m, h))
 }
 
-/// Compute: reads the matrix once, then serves x → y until told to stop.
+/// The floor's side of the alternation, seen from the driver: each slice is a command
+/// to the compute process, which times it; the driver sleeps through it, so that its
+/// core is the kernel's alone as in a bare run, then waits for the answer. It sleeps
+/// until just before the previous slice's answer came, so that its wait (yields, then
+/// short sleeps) overlaps as little of the floor's last call as it can.
+struct RemoteFloor<'a> {
+    ctl: &'a Stream,
+    xg: &'a WriteGuard<'a>,
+    x: &'a [f32],
+    y: &'a Stream,
+    seen: &'a Cell<u64>,
+    scratch: Vec<f32>,
+    /// The driver's wait for y in the pipeline, restored after each command.
+    wait: WaitStrategy,
+    to: Option<Duration>,
+    /// How long the last recorded slice took from command to answer.
+    last_slice: Duration,
+}
+
+/// How much earlier than the last slice's answer the driver wakes for the next one.
+const WAKE_EARLY: Duration = Duration::from_micros(200);
+
+impl RemoteFloor<'_> {
+    /// Sends `cmd`, sleeps `sleep`, then waits for the answer; returns the time taken.
+    fn ask(&mut self, cmd: u64, sleep: Duration) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        self.ctl.write_slice(&[cmd])?;
+        self.xg.write_slice(self.x)?;
+        std::thread::sleep(sleep);
+        self.y.set_wait_strategy(WaitStrategy::Park);
+        let got = self
+            .y
+            .read_after_into_slice(self.seen.get(), &mut self.scratch, self.to)
+            .context("waiting for the compute process's floor slice");
+        self.y.set_wait_strategy(self.wait);
+        self.seen.set(got?);
+        Ok(start.elapsed())
+    }
+}
+
+impl Slicer for RemoteFloor<'_> {
+    fn slice(&mut self, record: bool) -> Result<()> {
+        let cmd = if record {
+            command::FLOOR
+        } else {
+            command::FLOOR_WARM
+        };
+        let sleep = self.last_slice.saturating_sub(WAKE_EARLY).max(MVM_SLICE);
+        self.last_slice = self.ask(cmd, sleep)?;
+        Ok(())
+    }
+
+    fn end_repeat(&mut self) -> Result<()> {
+        self.ask(command::FLOOR_END_REPEAT, Duration::ZERO)?;
+        Ok(())
+    }
+}
+
+/// Compute: reads the matrix once, then serves x → y, and times the floor's slices when
+/// asked, until told to stop; writes the floor's result beside its own.
 pub fn compute(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let (rows, cols) = (job.shape[0], job.shape[1]);
@@ -107,29 +213,72 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
     matrix.read_into_slice(a.as_mut_slice())?;
     let a = a.as_slice();
     let k = MvmKernel::new(rows, cols, job.threads, kernel_cpus(job))?;
-    k.on_first_worker(|| -> Result<()> {
+    let floor = k.on_first_worker(|| -> Result<(Measured, Histogram<u64>)> {
         let mut xv = PageBuf::<f32>::new(cols);
         let xv = xv.as_mut_slice();
         let mut yv = PageBuf::<f32>::new(rows);
         let yv = yv.as_mut_slice();
+        // The floor's operands: plain memory, x written once.
+        let mut xf = PageBuf::<f32>::new(cols);
+        kernel::fill_vector(xf.as_mut_slice(), 1);
+        let xf = xf.as_slice();
+        let mut yf = PageBuf::<f32>::new(rows);
+        let yf = yf.as_mut_slice();
+        let mut floor = SliceSide::new(MVM_SLICE, || {
+            k.run(a, std::hint::black_box(xf), yf);
+            std::hint::black_box(&mut *yf);
+            Ok(())
+        });
         let guard = y.lock(to).context("locking the y stream")?;
-        // Sample x's count before saying "ready": the driver's first x may follow at once.
+        // Sample both counts before saying "ready": the driver's first x may follow at once.
         let mut last = x.count();
+        let mut commands = ctl.count();
         guard.write_slice(yv)?;
         loop {
             let c = x
                 .read_after_into_slice(last, xv, to)
                 .context("waiting for x")?;
-            if ctl.count() > 0 {
-                return Ok(());
-            }
             last = c;
-            {
+            if ctl.count() != commands {
+                let mut cmd = [0u64];
+                commands = ctl.read_into_slice(&mut cmd)?;
+                match cmd[0] {
+                    command::STOP => break,
+                    command::FLOOR => floor.slice(true)?,
+                    command::FLOOR_WARM => floor.slice(false)?,
+                    command::FLOOR_END_REPEAT => floor.end_repeat()?,
+                    other => bail!("unknown command {other} on the control stream"),
+                }
+            } else {
                 // The case's kernel call (the floor runs the same kernel unslowed).
                 let _slow = shmstream::slowdown::guard(shmstream::slowdown::HotPath::Mvm);
                 k.run(a, xv, yv);
             }
             guard.write_slice(yv)?;
         }
-    })
+        let (mut m, h) = floor.finish();
+        if kernel::max_rel_error(a, cols, xf, yf) > 1e-4 {
+            bail!("the floor's kernel computed a wrong product");
+        }
+        m.notes.push((
+            "floor passes".into(),
+            format!(
+                "alternating with ours in {} ms slices, in the compute process",
+                MVM_SLICE.as_millis()
+            ),
+        ));
+        m.notes.push((
+            "kernel_isa".into(),
+            harness_sys::kernel::isa().name().into(),
+        ));
+        m.notes
+            .push(("kernel_threads".into(), k.threads().to_string()));
+        Ok((m, h))
+    })?;
+    spawn::write_outcome(
+        &floor_prefix(&spec.result_prefix),
+        spec.role,
+        true,
+        Some(&floor),
+    )
 }

@@ -14,15 +14,13 @@
 //! | `wake`   | `wake_waiters()` (notify stream)  | `FUTEX_WAKE` on a bare word                    |
 //! | `kernel` | the cases' MVM kernel, one thread | the bare `sgemv_rows` call on the same operands |
 
-use std::path::{Path, PathBuf};
-
 use harness_sys::flock::LockFile;
 use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
 use shmstream::slowdown::{HotPath, guard};
 use shmstream::{Element, Stream};
 
-use crate::cases::{PageBuf, check_count, wait_timeout};
+use crate::cases::{PageBuf, check_count, floor_prefix, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::floor::{BareStream, bare_region_len};
 use crate::kernel::{self, MvmKernel};
@@ -32,13 +30,6 @@ use crate::spawn::{self, ChildSpec, Role};
 
 fn op_of(spec: &ChildSpec) -> Result<HotOp> {
     spec.job.op.context("kind = \"op\" without an op")
-}
-
-/// Where the `Role::Op` child writes the floor's result, given its own prefix.
-pub fn floor_prefix(prefix: &Path) -> PathBuf {
-    let mut name = prefix.file_name().unwrap_or_default().to_os_string();
-    name.push("-floor");
-    prefix.with_file_name(name)
 }
 
 type Sides = [(Measured, Histogram<u64>); 2];
