@@ -249,12 +249,17 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
                     command::FLOOR_END_REPEAT => floor.end_repeat()?,
                     other => bail!("unknown command {other} on the control stream"),
                 }
+                guard.write_slice(yv)?;
             } else {
-                // The case's kernel call (the floor runs the same kernel unslowed).
+                // The case's kernel call (the floor runs the same kernel unslowed), writing y
+                // in place in the stream: each worker's rows stay in its core's cache
+                // until the driver reads them, and no copy follows the product.
                 let _slow = shmstream::slowdown::guard(shmstream::slowdown::HotPath::Mvm);
-                k.run(a, xv, yv);
+                guard.write_view(|y: &mut [f32]| {
+                    k.run(a, xv, y);
+                    Ok::<(), std::convert::Infallible>(())
+                })?;
             }
-            guard.write_slice(yv)?;
         }
         let (mut m, h) = floor.finish();
         if kernel::max_rel_error(a, cols, xf, yf) > 1e-4 {
