@@ -155,6 +155,11 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
         ] {
             assert!(!row[key].is_null(), "{key} is null: {row}");
         }
+        // The floor's stages ran alone before the loop and again after it.
+        for pass in 0..2 {
+            let f = log(&work.join(format!("0-aofloor{pass}.aolog")));
+            assert!(!f.is_empty(), "floor pass {pass} logged no frame");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -90,16 +90,25 @@ fn stat(name: &str, h: &Histogram<u64>) -> StageStat {
     }
 }
 
-/// Measures and composes the floor of `job`.
-pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<Floor> {
+/// One pass of the floor's measurements: the stages' compute log and each hop's floor.
+pub struct Parts {
+    /// `[i, slopes ns, recon ns, 0]` per frame.
+    compute: Vec<[u64; 4]>,
+    /// Each hop's one-way floor.
+    hops: Vec<(&'static str, Histogram<u64>)>,
+}
+
+/// Measures one pass of the floor's parts of `job` (`pass` keeps the passes' names and
+/// files apart).
+pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize) -> Result<Parts> {
     let place = Placement::of(job);
-    let names = runner.names(idx, "aofloor");
+    let names = runner.names(idx, &format!("aofloor{pass}"));
     let spec = ChildSpec {
         role: Role::AoFloorCompute,
         job: job.clone(),
         names,
         cpu: place.slopes,
-        result_prefix: runner.work().join(format!("{idx}-aofloor")),
+        result_prefix: runner.work().join(format!("{idx}-aofloor{pass}")),
         wait_timeout_s: job.timeout_s,
     };
     spawn::run_group(
@@ -134,9 +143,31 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
     let mut hop_hists = Vec::new();
     for (k, (name, hj)) in hops.iter().enumerate() {
         let side = runner
-            .floor(idx * 100 + 50 + k, hj)
+            .floor(idx * 100 + 50 + 10 * pass + k, hj)
             .with_context(|| name.to_string())?;
         hop_hists.push((*name, side.hist));
+    }
+    Ok(Parts {
+        compute,
+        hops: hop_hists,
+    })
+}
+
+/// Composes the floor of `job` from its passes (measured before and after the loop: the
+/// host's speed drifts over seconds, as for every CPU floor), pooled.
+pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
+    let place = Placement::of(job);
+    let n_passes = passes.len();
+    let mut passes = passes.into_iter();
+    let Parts {
+        mut compute,
+        hops: mut hop_hists,
+    } = passes.next().context("no floor pass")?;
+    for p in passes {
+        compute.extend(p.compute);
+        for ((_, into), (_, h)) in hop_hists.iter_mut().zip(p.hops) {
+            into.add(&h).context("pooling a hop's floor passes")?;
+        }
     }
     let (mut hs, mut hr, mut total) = (hist::new(), hist::new(), hist::new());
     // Hop samples drawn at quantiles spread by the golden ratio: independent of the
@@ -158,14 +189,20 @@ pub fn compose(runner: &Runner, idx: usize, job: &Job, g: &Geometry) -> Result<F
                 repeat_busy_hz: vec![1e9 / mean],
                 iterations: total.len(),
                 warmup_iterations: 10,
-                notes: vec![(
-                    "composition".into(),
-                    "slopes + recon alone on plain memory (a frame a camera period unless the \
+                notes: vec![
+                    (
+                        "floor passes".into(),
+                        format!("{n_passes}, before and after ours, pooled"),
+                    ),
+                    (
+                        "composition".into(),
+                        "slopes + recon alone on plain memory (a frame a camera period unless the \
                      stages spin) + the one-way floor of each hop (timed as its sender stamps \
                      -> the receiver holds the payload), one camera period apart, waiting as \
                      its stages do (parked where they share a core)"
-                        .to_string(),
-                )],
+                            .to_string(),
+                    ),
+                ],
             },
             hist: total,
             placement: format!("compute@{} + hops", place.slopes),

@@ -154,13 +154,21 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
         ));
     }
+    // The floor's parts are measured before the loop and again after it, pooled: the
+    // host's speed drifts over seconds (as for every CPU floor).
+    let before = floor::measure(runner, idx, job, &g, 0);
     let ours = run_loop(runner, idx, job, "ours").map_err(|e| format!("failed: {e}"));
+    let floor = before
+        .and_then(|b| {
+            let after = floor::measure(runner, idx, job, &g, 1)?;
+            floor::compose(vec![b, after], job)
+        })
+        .map_err(|e| format!("floor failed: {e}"));
     let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {
         runner::ladder(runner, idx, job)
     } else {
         (None, Vec::new())
     };
-    let floor = floor::compose(runner, idx, job, &g).map_err(|e| format!("floor failed: {e}"));
     let peer = match (job.peer, runner.peer_setup()) {
         (false, _) => Err("peer disabled for this case".to_string()),
         (true, _) if job.device.is_gpu() => {
