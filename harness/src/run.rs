@@ -181,20 +181,14 @@ impl Runner {
                 ao: None,
             };
         }
-        let floor = self
-            .floor(idx, job)
-            .map_err(|e| format!("floor failed: {e}"));
-        let ours = self.ours(idx, job).map_err(|e| format!("failed: {e}"));
-        // A CPU case runs at what the host's other tenants leave it (memory bandwidth, cache,
-        // where the host puts our two vCPUs), which drifts over seconds: its floor runs again
-        // after ours and the two pool, so floor and ours see the same conditions on average.
-        // With one pass before ours, the MVM n = 10000 row's ratio read 0.89 and 1.16 in two
-        // runs (a floor ours beat), and the 64 KiB spin ping-pong's 0.33 and 0.99 (a floor
-        // that caught a fast minute of the host).
-        let floor = if job.device.is_gpu() {
-            floor
+        let (floor, ours) = if job.device.is_gpu() {
+            (
+                self.floor(idx, job)
+                    .map_err(|e| format!("floor failed: {e}")),
+                self.ours(idx, job).map_err(|e| format!("failed: {e}")),
+            )
         } else {
-            pool_floors(floor, self.floor(idx, job))
+            self.alternated(idx, job)
         };
         JobResult {
             job: job.clone(),
@@ -306,6 +300,49 @@ impl Runner {
         }
     }
 
+    /// A CPU case's floor and ours, alternating pass by pass: floor, then each of ours'
+    /// repeats as a pass of its own followed by a floor pass; the passes of each side
+    /// pooled. A CPU case runs at what the host's other tenants leave it (memory
+    /// bandwidth, cache, where the host puts our two vCPUs, how fast an idle one wakes),
+    /// which drifts over seconds: each pass of ours lies between two of the floor's. With
+    /// one floor pass before ours, the MVM n = 10000 row's ratio read 0.89 and 1.16 in two
+    /// runs, and the 64 KiB spin ping-pong's 0.33 and 0.99; with one before and one after,
+    /// the park ping-pong's still read 1.23 and 1.12 in two smoke runs.
+    fn alternated(
+        &self,
+        idx: usize,
+        job: &Job,
+    ) -> (
+        std::result::Result<Side, String>,
+        std::result::Result<Side, String>,
+    ) {
+        let pass = Job {
+            timing: crate::scenario::Timing {
+                repeats: 1,
+                ..job.timing
+            },
+            ..job.clone()
+        };
+        let mut floors = vec![self.floor(idx, &pass)];
+        let mut ours = Vec::new();
+        for _ in 0..job.timing.repeats.max(1) {
+            let o = self.ours(idx, &pass);
+            let failed = o.is_err();
+            ours.push(o);
+            if failed {
+                break;
+            }
+            floors.push(self.floor(idx, &pass));
+        }
+        let ours_passes = ours.len();
+        (
+            pool_passes(floors, format!("floor passes: {{n}}, before and after each of ours' {ours_passes} passes, pooled"))
+                .map_err(|e| format!("floor failed: {e}")),
+            pool_passes(ours, "ours passes: {n}, alternating with the floor's, pooled".into())
+                .map_err(|e| format!("failed: {e}")),
+        )
+    }
+
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
@@ -317,26 +354,28 @@ impl Runner {
     }
 }
 
-/// A floor measured before ours and again after it, as one side: samples and repeats
-/// pooled. A failed second pass leaves the first.
-fn pool_floors(
-    before: std::result::Result<Side, String>,
-    after: Result<Side>,
-) -> std::result::Result<Side, String> {
-    let (mut b, a) = match (before, after) {
-        (Ok(b), Ok(a)) => (b, a),
-        (before, _) => return before,
-    };
-    if b.hist.add(&a.hist).is_ok() {
-        b.m.repeat_hz.extend(a.m.repeat_hz);
-        b.m.repeat_busy_hz.extend(a.m.repeat_busy_hz);
-        b.m.iterations += a.m.iterations;
-        b.m.notes.push((
-            "floor passes".into(),
-            "two, before and after ours, pooled".into(),
-        ));
+/// Passes of one side as one side: samples and repeats pooled, with a note
+/// `"KEY: VALUE"` (`{n}` in it: the number pooled). A failed pass is left out, unless it is
+/// the first: then the side failed.
+fn pool_passes(passes: Vec<Result<Side>>, note: String) -> Result<Side> {
+    let mut passes = passes.into_iter();
+    let mut pooled = passes.next().context("no pass ran")??;
+    let mut n = 1;
+    for p in passes.flatten() {
+        if pooled.hist.add(&p.hist).is_ok() {
+            pooled.m.repeat_hz.extend(p.m.repeat_hz);
+            pooled.m.repeat_busy_hz.extend(p.m.repeat_busy_hz);
+            pooled.m.iterations += p.m.iterations;
+            pooled.m.warmup_iterations += p.m.warmup_iterations;
+            n += 1;
+        }
     }
-    Ok(b)
+    if n > 1 {
+        let note = note.replace("{n}", &n.to_string());
+        let (key, value) = note.split_once(": ").unwrap_or(("passes", &note));
+        pooled.m.notes.push((key.into(), value.into()));
+    }
+    Ok(pooled)
 }
 
 /// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
@@ -392,30 +431,52 @@ mod tests {
     }
 
     #[test]
-    fn two_floor_passes_pool_their_samples_and_repeats() {
-        let pooled = pool_floors(
-            Ok(side(&[100, 100, 100], &[10.0])),
-            Ok(side(&[300, 300, 300], &[5.0, 6.0])),
+    fn passes_pool_their_samples_and_repeats() {
+        let pooled = pool_passes(
+            vec![
+                Ok(side(&[100, 100, 100], &[10.0])),
+                Ok(side(&[300, 300, 300], &[5.0, 6.0])),
+            ],
+            "floor passes: {n}, pooled".into(),
         )
         .unwrap();
         assert_eq!(pooled.hist.len(), 6);
         assert_eq!(pooled.m.iterations, 6);
         assert_eq!(pooled.m.repeat_hz, vec![10.0, 5.0, 6.0]);
-        assert!(pooled.m.notes.iter().any(|(k, _)| k == "floor passes"));
+        assert!(
+            pooled
+                .m
+                .notes
+                .iter()
+                .any(|(k, v)| k == "floor passes" && v == "2, pooled")
+        );
         // The median now lies between the two passes' samples.
         assert!(pooled.hist.value_at_quantile(0.75) >= 300);
     }
 
     #[test]
-    fn a_failed_second_floor_pass_keeps_the_first_and_a_failed_first_stays_failed() {
-        let kept = pool_floors(
-            Ok(side(&[100], &[10.0])),
-            Err(crate::error::Error::msg("second pass died")),
+    fn a_failed_later_pass_is_left_out_and_a_failed_first_fails_the_side() {
+        let kept = pool_passes(
+            vec![
+                Ok(side(&[100], &[10.0])),
+                Err(crate::error::Error::msg("second pass died")),
+                Ok(side(&[200], &[5.0])),
+            ],
+            "floor passes: {n}, pooled".into(),
         )
         .unwrap();
-        assert_eq!(kept.hist.len(), 1);
-        assert!(kept.m.notes.is_empty());
-        let failed = pool_floors(Err("floor failed: x".into()), Ok(side(&[100], &[10.0])));
-        assert_eq!(failed.unwrap_err(), "floor failed: x");
+        assert_eq!(kept.hist.len(), 2);
+        assert_eq!(
+            kept.m.notes,
+            vec![("floor passes".into(), "2, pooled".into())]
+        );
+        let failed = pool_passes(
+            vec![
+                Err(crate::error::Error::msg("first pass died")),
+                Ok(side(&[100], &[10.0])),
+            ],
+            "floor passes: {n}, pooled".into(),
+        );
+        assert!(failed.unwrap_err().to_string().contains("first pass died"));
     }
 }

@@ -74,8 +74,9 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     }
     assert!(recs[3]["gflops"].as_f64().unwrap() > 0.0);
     assert!(recs[4]["hz"].is_null(), "the GPU case is skipped here");
-    // Every CPU floor ran twice, before ours and after, and the passes were pooled; the
-    // MVM's (the fourth) alternated with ours in the compute process instead.
+    // Every CPU floor ran before and after each pass of ours (one pass per repeat), and
+    // the passes of each side were pooled; the MVM's floor (the fourth) alternated with
+    // ours in the compute process instead.
     let details: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
     let jobs = details["jobs"].as_array().unwrap();
@@ -84,7 +85,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
         let want = if i == 3 {
             "alternating with ours"
         } else {
-            "before and after ours"
+            "3, before and after each of ours' 2 passes"
         };
         assert!(
             passes.contains(want),
@@ -96,6 +97,13 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
             "{}",
             j["floor"]
         );
+        if i < 3 {
+            assert!(
+                j["ours"]["notes"]["ours passes"].is_string(),
+                "{}",
+                j["ours"]
+            );
+        }
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("skipped"), "{md}");

@@ -567,8 +567,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
          writer and in-process cases on the writer core, reader / compute on the reader core.\n\
          - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency per repeat). \
          One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
-         - Floors run the same loop shape on plain memory in the same run (CPU floors once before ours and once after, \
-         the two passes pooled: the host's share of cache and bandwidth drifts over seconds; the MVM kernel's floor alternates with \
+         - Floors run the same loop shape on plain memory in the same run (CPU floors: a pass before each of ours' repeats and one after the last, \
+         each side's passes pooled: the host's share of cache and bandwidth drifts over seconds; the MVM kernel's floor alternates with \
          the pipeline in 20 ms slices, timed by the compute process on its own matrix); `ratio_to_floor` = the floor's median \
          iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
