@@ -17,7 +17,9 @@
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
 //!   one-way latency instead (from its publish's start or its wake's return to the
 //!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
-//!   measures its input hop.
+//!   measures its input hop. The CPU ping-pong case runs [`FloorPing`] and [`FloorEcho`]
+//!   in its own two processes, alternating with ours ([`crate::cases::pingpong`]); the
+//!   ping-pong roles here serve the AO loop's hop floors.
 //! - MVM: timed by the compute process itself, in alternation with the pipeline
 //!   ([`crate::cases::mvm`]).
 
@@ -45,6 +47,9 @@ const COUNT: usize = 256;
 const TIME: usize = 320;
 /// When the reader held the payload (monotonic ns), for one-way floors.
 const ARRIVED: usize = 384;
+/// Set by a paired ping-pong writer before the frame after which its reader goes back to
+/// ours ([`FloorEcho::serve`] returns [`Echo::Leave`]).
+const LEAVE: usize = 448;
 /// The payload starts on its own page.
 pub const PAYLOAD: usize = 4096;
 
@@ -179,23 +184,10 @@ fn wait_until(
 /// Pingpong floor, writer side (measures).
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
-    let n = job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(job.payload_bytes()))
         .context("opening the floor region")?;
-    let bare = BareStream::new(&region, &spec.names.lock)?;
-    let wait = job.wait;
-    let notify = wait.is_some_and(Wait::notifies);
-    let to = Duration::from_secs_f64(spec.wait_timeout_s);
-    let (seq, ack) = (bare.word(), region.atomic_u32(ACK));
-    // Page-aligned, as ours' buffers and the region's payload: every run copies at the
-    // same relative alignment (see `PageBuf`).
-    let mut src = PageBuf::<u8>::new(n);
-    src.as_mut_slice().fill(1);
-    let src = src.as_slice();
-    region.prefault();
-    wait_until(region.atomic_u32(READY), |v| v != 0, None, to)?;
-    let mut generation = 0u32;
-    let arrived = region.atomic_u64(ARRIVED);
+    let mut ping = FloorPing::new(&region, spec)?;
+    wait_until(region.atomic_u32(READY), |v| v != 0, None, ping.to)?;
     let mut one_way = Vec::new();
     // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
     // spinning the gap: a sender that spun a whole period is preempted by the receiver
@@ -207,7 +199,6 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     };
     let mut next_slot = monotonic_ns();
     let (m, h) = timed_loop(&job.timing, gap_us, |_| {
-        generation += 1;
         if let Some(from) = job.one_way {
             next_slot += (job.gap_us * 1e3) as u64;
             match from {
@@ -216,23 +207,17 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
             }
         }
         let mut sent = monotonic_ns();
-        // The only writer: publication `generation` leaves the sequence at 2·generation,
-        // which the reader waits for.
-        bare.publish(src)?;
-        if notify {
-            futex::wake_all(seq);
-        }
+        ping.publish()?;
         if job.one_way == Some(OneWay::Published) {
             sent = monotonic_ns();
         }
-        wait_until(ack, |v| v == generation, wait, to)?;
+        ping.wait_ack()?;
         if job.one_way.is_some() {
-            one_way.push(arrived.load(Ordering::Relaxed).saturating_sub(sent));
+            one_way.push(ping.arrived().saturating_sub(sent));
         }
         Ok(())
     })?;
-    region.atomic_u32(STOP).store(1, Ordering::Release);
-    futex::wake_all(seq);
+    ping.stop();
     if job.one_way.is_none() {
         return Ok((m, h));
     }
@@ -246,36 +231,71 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// Pingpong floor, reader side.
 pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
-    let n = job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(job.payload_bytes()))
         .context("opening the floor region")?;
-    let wait = job.wait;
-    let notify = wait.is_some_and(Wait::notifies);
-    let to = Duration::from_secs_f64(spec.wait_timeout_s);
-    let (seq, ack, stop) = (
-        region.atomic_u32(SEQ),
-        region.atomic_u32(ACK),
-        region.atomic_u32(STOP),
-    );
-    let mut dst = PageBuf::<u8>::new(n);
-    let dst = dst.as_mut_slice();
-    dst.fill(2);
+    let mut echo = FloorEcho::new(&region, job, Duration::from_secs_f64(spec.wait_timeout_s));
     region.atomic_u32(READY).store(1, Ordering::Release);
-    let mut generation = 0u32;
-    loop {
-        generation += 1;
-        let want = 2 * generation;
+    while echo.serve()? == Echo::Frame {}
+    Ok(())
+}
+
+/// What [`FloorEcho::serve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Copied and acknowledged a frame.
+    Frame,
+    /// Copied and acknowledged a frame the writer marked as the last before ours.
+    Leave,
+    /// The writer said stop.
+    Stop,
+}
+
+/// The ping-pong floor's reader: waits for each bare publication as the job's wait form
+/// says, copies it out, re-checks, stamps its arrival and acknowledges.
+pub struct FloorEcho<'a> {
+    region: &'a ShmRegion,
+    dst: PageBuf<u8>,
+    generation: u32,
+    wait: Option<Wait>,
+    notify: bool,
+    to: Duration,
+}
+
+impl<'a> FloorEcho<'a> {
+    /// The reader of `job`'s floor over `region`; `to`: how long a wait may block.
+    pub fn new(region: &'a ShmRegion, job: &crate::scenario::Job, to: Duration) -> Self {
+        let mut dst = PageBuf::<u8>::new(job.payload_bytes());
+        dst.as_mut_slice().fill(2);
+        FloorEcho {
+            region,
+            dst,
+            generation: 0,
+            wait: job.wait,
+            notify: job.wait.is_some_and(Wait::notifies),
+            to,
+        }
+    }
+
+    /// Serves the next frame, or learns that the writer stopped.
+    pub fn serve(&mut self) -> Result<Echo> {
+        let (seq, ack, stop) = (
+            self.region.atomic_u32(SEQ),
+            self.region.atomic_u32(ACK),
+            self.region.atomic_u32(STOP),
+        );
+        self.generation += 1;
+        let want = 2 * self.generation;
         let mut deadline: Option<Instant> = None;
         let mut rounds = 0u32;
         loop {
             let s = seq.load(Ordering::Acquire);
             if s == want {
-                region.copy_out(PAYLOAD, dst);
+                self.region.copy_out(PAYLOAD, self.dst.as_mut_slice());
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == s {
                     // Before the acknowledgement, which publishes it to the writer.
-                    region
+                    self.region
                         .atomic_u64(ARRIVED)
                         .store(monotonic_ns(), Ordering::Relaxed);
                     break;
@@ -283,10 +303,10 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
                 continue;
             }
             if stop.load(Ordering::Acquire) != 0 {
-                std::hint::black_box(&*dst);
-                return Ok(());
+                std::hint::black_box(self.dst.as_slice());
+                return Ok(Echo::Stop);
             }
-            let sleep = sleeps(wait, rounds);
+            let sleep = sleeps(self.wait, rounds);
             if sleep {
                 futex::wait(seq, s, Duration::from_millis(50));
             } else {
@@ -295,14 +315,97 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
             rounds = rounds.saturating_add(1);
             if sleep || rounds.is_multiple_of(1024) {
                 let now = Instant::now();
-                if now > *deadline.get_or_insert(now + to) {
-                    bail!("floor writer went silent for {to:?}");
+                if now > *deadline.get_or_insert(now + self.to) {
+                    bail!("floor writer went silent for {:?}", self.to);
                 }
             }
         }
-        ack.store(generation, Ordering::Release);
-        if notify {
+        // The writer marks a frame as the last before ours before publishing it, so the
+        // sequence's acquire above makes the mark visible.
+        let leave = self.region.atomic_u32(LEAVE).swap(0, Ordering::Relaxed) != 0;
+        ack.store(self.generation, Ordering::Release);
+        if self.notify {
             futex::wake_all(ack);
         }
+        Ok(if leave { Echo::Leave } else { Echo::Frame })
+    }
+}
+
+/// The ping-pong floor's writer, one round trip at a time: a bare publication, the wake
+/// (notify forms), the wait for the reader's acknowledgement.
+pub struct FloorPing<'a> {
+    bare: BareStream<'a>,
+    src: PageBuf<u8>,
+    generation: u32,
+    wait: Option<Wait>,
+    notify: bool,
+    to: Duration,
+}
+
+impl<'a> FloorPing<'a> {
+    /// The writer of `spec`'s floor over `region` (prefaulted here).
+    pub fn new(region: &'a ShmRegion, spec: &ChildSpec) -> Result<Self> {
+        let job = &spec.job;
+        // Page-aligned, as ours' buffers and the region's payload: every run copies at the
+        // same relative alignment (see `PageBuf`).
+        let mut src = PageBuf::<u8>::new(job.payload_bytes());
+        src.as_mut_slice().fill(1);
+        region.prefault();
+        Ok(FloorPing {
+            bare: BareStream::new(region, &spec.names.lock)?,
+            src,
+            generation: 0,
+            wait: job.wait,
+            notify: job.wait.is_some_and(Wait::notifies),
+            to: Duration::from_secs_f64(spec.wait_timeout_s),
+        })
+    }
+
+    /// Publishes the next frame and wakes the reader.
+    pub fn publish(&mut self) -> Result<()> {
+        self.generation += 1;
+        // The only writer: publication `generation` leaves the sequence at 2·generation,
+        // which the reader waits for.
+        self.bare.publish(self.src.as_slice())?;
+        if self.notify {
+            futex::wake_all(self.bare.word());
+        }
+        Ok(())
+    }
+
+    /// Waits for the reader's acknowledgement of the last frame.
+    pub fn wait_ack(&self) -> Result<()> {
+        let ack = self.bare.region.atomic_u32(ACK);
+        let g = self.generation;
+        wait_until(ack, |v| v == g, self.wait, self.to)?;
+        Ok(())
+    }
+
+    /// One round trip: [`Self::publish`], then [`Self::wait_ack`].
+    pub fn round_trip(&mut self) -> Result<()> {
+        self.publish()?;
+        self.wait_ack()
+    }
+
+    /// Marks the next frame as the last before ours: the reader leaves after it.
+    pub fn mark_leave(&self) {
+        self.bare
+            .region
+            .atomic_u32(LEAVE)
+            .store(1, Ordering::Relaxed);
+    }
+
+    /// Tells the reader to stop.
+    pub fn stop(&self) {
+        self.bare
+            .region
+            .atomic_u32(STOP)
+            .store(1, Ordering::Release);
+        futex::wake_all(self.bare.word());
+    }
+
+    /// When the reader last held a frame (monotonic ns), for one-way floors.
+    pub fn arrived(&self) -> u64 {
+        self.bare.region.atomic_u64(ARRIVED).load(Ordering::Relaxed)
     }
 }

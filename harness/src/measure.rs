@@ -118,6 +118,7 @@ pub trait Slicer {
 pub struct SliceSide<F> {
     step: F,
     len: Duration,
+    gap_us: f64,
     m: Measured,
     h: Histogram<u64>,
     n: u64,
@@ -131,12 +132,20 @@ impl<F: FnMut() -> Result<()>> SliceSide<F> {
         Self {
             step,
             len,
+            gap_us: 0.0,
             m: Measured::default(),
             h: hist::new(),
             n: 0,
             busy_ns: 0,
             wall: Duration::ZERO,
         }
+    }
+
+    /// Busy idle time before each call, outside its timing but inside the slice's wall
+    /// time (as [`timed_loop`]'s `gap_us`).
+    pub fn with_gap_us(mut self, gap_us: f64) -> Self {
+        self.gap_us = gap_us;
+        self
     }
 
     /// The rates and the histogram of every recorded call.
@@ -150,6 +159,7 @@ impl<F: FnMut() -> Result<()>> Slicer for SliceSide<F> {
     fn slice(&mut self, record: bool) -> Result<()> {
         let start = Instant::now();
         loop {
+            spin_for_us(self.gap_us);
             let t0 = Instant::now();
             (self.step)()?;
             let t1 = Instant::now();

@@ -164,10 +164,9 @@ impl Runner {
         if job.kind == Kind::Bridge {
             return cases::bridge::run_job(self, idx, job);
         }
-        // The op case and the CPU MVM pipeline time their floor in alternation with ours,
-        // in one of ours' processes (cases::op, cases::mvm).
-        let paired = job.kind == Kind::Op || job.kind == Kind::Mvm && !job.device.is_gpu();
-        if paired {
+        // The op case, the CPU ping-pong and the CPU MVM pipeline time their floor in
+        // alternation with ours, in ours' processes (cases::op, cases::pingpong, cases::mvm).
+        if cases::floor_timer(job).is_some() {
             let (ours, floor) = match self.paired(idx, job) {
                 Ok((o, f)) => (Ok(o), f.map_err(|e| format!("floor failed: {e}"))),
                 Err(e) => (Err(format!("failed: {e}")), Err(format!("failed: {e}"))),
@@ -250,12 +249,12 @@ impl Runner {
         }
     }
 
-    /// A case whose first child times the floor in alternation with ours (the op child;
-    /// the MVM compute process) and writes it beside its own result.
+    /// A case one of whose children times the floor in alternation with ours
+    /// ([`cases::floor_timer`]) and writes it beside its own result.
     fn paired(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
-        let _bare = if job.kind == Kind::Op {
+        let _bare = if matches!(job.kind, Kind::Op | Kind::Pingpong) {
             Some(bare_floor_objects(&names, job)?)
         } else {
             None
@@ -265,7 +264,10 @@ impl Runner {
             .map(|r| self.spec(*r, job, &names, idx, "ours"))
             .collect();
         let ours = self.collect(&specs, job)?;
-        let timer = &specs[0];
+        let timer = specs
+            .iter()
+            .find(|s| Some(s.role) == cases::floor_timer(job))
+            .context("no child times the floor")?;
         let floor = spawn::read_outcome_at(&cases::floor_prefix(&timer.result_prefix), timer.role)
             .and_then(spawn::ChildOutcome::into_measurement)
             .map(|(m, hist)| Side {
@@ -300,14 +302,13 @@ impl Runner {
         }
     }
 
-    /// A CPU case's floor and ours, alternating pass by pass: floor, then each of ours'
-    /// repeats as a pass of its own followed by a floor pass; the passes of each side
-    /// pooled. A CPU case runs at what the host's other tenants leave it (memory
-    /// bandwidth, cache, where the host puts our two vCPUs, how fast an idle one wakes),
-    /// which drifts over seconds: each pass of ours lies between two of the floor's. With
-    /// one floor pass before ours, the MVM n = 10000 row's ratio read 0.89 and 1.16 in two
-    /// runs, and the 64 KiB spin ping-pong's 0.33 and 0.99; with one before and one after,
-    /// the park ping-pong's still read 1.23 and 1.12 in two smoke runs.
+    /// A CPU case whose floor runs in processes of its own (the roundtrip), alternating
+    /// with ours pass by pass: floor, then each of ours' repeats as a pass of its own
+    /// followed by a floor pass; the passes of each side pooled. A CPU case runs at what
+    /// the host's other tenants leave it (memory bandwidth, cache, where the host puts our
+    /// two vCPUs), which drifts over seconds: each pass of ours lies between two of the
+    /// floor's. With one floor pass before ours and one after, the roundtrip 100² row read
+    /// 0.70 in `reports/io/`; pass by pass, 0.95.
     fn alternated(
         &self,
         idx: usize,

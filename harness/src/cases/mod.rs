@@ -167,6 +167,18 @@ impl MvmStreams {
     }
 }
 
+/// The child of `job` that times the floor in alternation with ours, where one does: the
+/// op child, the CPU ping-pong's writer, the CPU MVM's compute process.
+pub fn floor_timer(job: &Job) -> Option<Role> {
+    match job.kind {
+        Kind::Op => Some(Role::Op),
+        _ if job.device.is_gpu() => None,
+        Kind::Pingpong => Some(Role::PingWriter),
+        Kind::Mvm => Some(Role::MvmCompute),
+        _ => None,
+    }
+}
+
 /// Where a child that times its floor beside ours (the op child, the MVM compute process)
 /// writes the floor's result, given its own prefix.
 pub fn floor_prefix(prefix: &Path) -> PathBuf {

@@ -567,9 +567,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
          writer and in-process cases on the writer core, reader / compute on the reader core.\n\
          - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency per repeat). \
          One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
-         - Floors run the same loop shape on plain memory in the same run (CPU floors: a pass before each of ours' repeats and one after the last, \
-         each side's passes pooled: the host's share of cache and bandwidth drifts over seconds; the MVM kernel's floor alternates with \
-         the pipeline in 20 ms slices, timed by the compute process on its own matrix); `ratio_to_floor` = the floor's median \
+         - Floors run the same loop shape on plain memory in the same run (on the CPU each floor alternates with ours, since the host's share of cache, \
+         bandwidth and wake-ups drifts over seconds: the ping-pong's and the MVM kernel's in ours' own processes, in 10 and 20 ms slices; \
+         the roundtrip's pass by pass, a floor pass before each of ours' repeats and one after the last, each side's passes pooled); `ratio_to_floor` = the floor's median \
          iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
          - The pingpong reader and the MVM compute process hold the write lock of their reply stream for the run \
