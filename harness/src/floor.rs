@@ -321,8 +321,13 @@ impl<'a> FloorEcho<'a> {
             }
         }
         // The writer marks a frame as the last before ours before publishing it, so the
-        // sequence's acquire above makes the mark visible.
-        let leave = self.region.atomic_u32(LEAVE).swap(0, Ordering::Relaxed) != 0;
+        // sequence's acquire above makes the mark visible. A load, not a swap: the floor's
+        // round trip must not pay a locked instruction that ours does not.
+        let mark = self.region.atomic_u32(LEAVE);
+        let leave = mark.load(Ordering::Relaxed) != 0;
+        if leave {
+            mark.store(0, Ordering::Relaxed);
+        }
         ack.store(self.generation, Ordering::Release);
         if self.notify {
             futex::wake_all(ack);
