@@ -65,13 +65,13 @@ fn floor_region(spec: &ChildSpec) -> Result<ShmRegion> {
     .context("opening the floor region")
 }
 
-/// A side of the writer's alternation that first brings the reader to its side.
-struct Side<'a, F> {
+/// A side of the writer's alternation that first brings the reader over to it.
+struct Entered<'a, F> {
     side: SliceSide<F>,
     enter: &'a dyn Fn() -> Result<()>,
 }
 
-impl<F: FnMut() -> Result<()>> Slicer for Side<'_, F> {
+impl<F: FnMut() -> Result<()>> Slicer for Entered<'_, F> {
     fn slice(&mut self, record: bool) -> Result<()> {
         (self.enter)()?;
         self.side.slice(record)
@@ -124,11 +124,11 @@ pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)
         Ok(())
     };
     let gap = spec.job.gap_us;
-    let mut floor = Side {
+    let mut floor = Entered {
         side: SliceSide::new(PING_SLICE, || ping.borrow_mut().round_trip()).with_gap_us(gap),
         enter: &to_floor,
     };
-    let mut ours = Side {
+    let mut ours = Entered {
         side: SliceSide::new(PING_SLICE, ours_round_trip).with_gap_us(gap),
         enter: &to_ours,
     };
