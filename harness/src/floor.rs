@@ -233,7 +233,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let region = ShmRegion::open(&spec.names.region, bare_region_len(job.payload_bytes()))
         .context("opening the floor region")?;
-    let mut echo = FloorEcho::new(&region, job, Duration::from_secs_f64(spec.wait_timeout_s));
+    let mut echo = FloorEcho::new(&region, spec);
     region.atomic_u32(READY).store(1, Ordering::Release);
     while echo.serve()? == Echo::Frame {}
     Ok(())
@@ -262,8 +262,9 @@ pub struct FloorEcho<'a> {
 }
 
 impl<'a> FloorEcho<'a> {
-    /// The reader of `job`'s floor over `region`; `to`: how long a wait may block.
-    pub fn new(region: &'a ShmRegion, job: &crate::scenario::Job, to: Duration) -> Self {
+    /// The reader of `spec`'s floor over `region`.
+    pub fn new(region: &'a ShmRegion, spec: &ChildSpec) -> Self {
+        let job = &spec.job;
         let mut dst = PageBuf::<u8>::new(job.payload_bytes());
         dst.as_mut_slice().fill(2);
         FloorEcho {
@@ -272,7 +273,7 @@ impl<'a> FloorEcho<'a> {
             generation: 0,
             wait: job.wait,
             notify: job.wait.is_some_and(Wait::notifies),
-            to,
+            to: Duration::from_secs_f64(spec.wait_timeout_s),
         }
     }
 

@@ -167,6 +167,36 @@ impl MvmStreams {
     }
 }
 
+/// The commands a driving process sends its partner on a control stream (one `u64` per
+/// publication, each followed by a data frame that wakes the partner): the partner's side.
+pub struct Commands<'a> {
+    ctl: &'a Stream,
+    seen: u64,
+}
+
+impl<'a> Commands<'a> {
+    /// Reads `ctl` from its current count on: call before saying "ready".
+    pub fn new(ctl: &'a Stream) -> Self {
+        Commands {
+            seen: ctl.count(),
+            ctl,
+        }
+    }
+
+    /// The command published since the last call, if any (one count load when none).
+    pub fn next(&mut self) -> Result<Option<u64>> {
+        if self.ctl.count() == self.seen {
+            return Ok(None);
+        }
+        let mut v = [0u64];
+        self.seen = self
+            .ctl
+            .read_into_slice(&mut v)
+            .context("reading the control stream")?;
+        Ok(Some(v[0]))
+    }
+}
+
 /// The child of `job` that times the floor in alternation with ours, where one does: the
 /// op child, the CPU ping-pong's writer, the CPU MVM's compute process.
 pub fn floor_timer(job: &Job) -> Option<Role> {
@@ -179,8 +209,8 @@ pub fn floor_timer(job: &Job) -> Option<Role> {
     }
 }
 
-/// Where a child that times its floor beside ours (the op child, the MVM compute process)
-/// writes the floor's result, given its own prefix.
+/// Where a child that times its floor beside ours ([`floor_timer`]) writes the floor's
+/// result, given its own prefix.
 pub fn floor_prefix(prefix: &Path) -> PathBuf {
     let mut name = prefix.file_name().unwrap_or_default().to_os_string();
     name.push("-floor");

@@ -30,7 +30,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use shmstream::{Stream, WaitStrategy, WriteGuard};
 
-use crate::cases::{MvmStreams, PageBuf, floor_prefix, mvm_driver_wait, wait_timeout};
+use crate::cases::{Commands, MvmStreams, PageBuf, floor_prefix, mvm_driver_wait, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, SliceSide, Slicer, alternate};
@@ -112,7 +112,6 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         y: &y,
         seen: &seen,
         scratch: vec![0.0f32; rows],
-        wait: mvm_driver_wait(job),
         to,
         last_slice: MVM_SLICE,
     };
@@ -151,8 +150,6 @@ struct RemoteFloor<'a> {
     y: &'a Stream,
     seen: &'a Cell<u64>,
     scratch: Vec<f32>,
-    /// The driver's wait for y in the pipeline, restored after each command.
-    wait: WaitStrategy,
     to: Option<Duration>,
     /// How long the last recorded slice took from command to answer.
     last_slice: Duration,
@@ -168,12 +165,14 @@ impl RemoteFloor<'_> {
         self.ctl.write_slice(&[cmd])?;
         self.xg.write_slice(self.x)?;
         std::thread::sleep(sleep);
+        // Parked for the answer; the pipeline's wait comes back after it.
+        let pipeline_wait = self.y.wait_strategy();
         self.y.set_wait_strategy(WaitStrategy::Park);
         let got = self
             .y
             .read_after_into_slice(self.seen.get(), &mut self.scratch, self.to)
             .context("waiting for the compute process's floor slice");
-        self.y.set_wait_strategy(self.wait);
+        self.y.set_wait_strategy(pipeline_wait);
         self.seen.set(got?);
         Ok(start.elapsed())
     }
@@ -232,17 +231,15 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
         let guard = y.lock(to).context("locking the y stream")?;
         // Sample both counts before saying "ready": the driver's first x may follow at once.
         let mut last = x.count();
-        let mut commands = ctl.count();
+        let mut commands = Commands::new(&ctl);
         guard.write_slice(yv)?;
         loop {
             let c = x
                 .read_after_into_slice(last, xv, to)
                 .context("waiting for x")?;
             last = c;
-            if ctl.count() != commands {
-                let mut cmd = [0u64];
-                commands = ctl.read_into_slice(&mut cmd)?;
-                match cmd[0] {
+            if let Some(cmd) = commands.next()? {
+                match cmd {
                     command::STOP => break,
                     command::FLOOR => floor.slice(true)?,
                     command::FLOOR_WARM => floor.slice(false)?,

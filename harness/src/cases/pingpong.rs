@@ -33,7 +33,7 @@ use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
 use shmstream::{Element, Stream, WaitStrategy};
 
-use crate::cases::{floor_prefix, wait_timeout};
+use crate::cases::{Commands, floor_prefix, wait_timeout};
 use crate::error::{Context, Result, bail};
 use crate::floor::{Echo, FloorEcho, FloorPing, bare_region_len};
 use crate::measure::{Measured, SliceSide, Slicer, alternate};
@@ -161,28 +161,19 @@ pub fn reader<T: Element>(spec: &ChildSpec) -> Result<()> {
     data.set_wait_strategy(strategy(spec));
     let to = wait_timeout(spec);
     let region = floor_region(spec)?;
-    let mut echo = FloorEcho::new(
-        &region,
-        &spec.job,
-        Duration::from_secs_f64(spec.wait_timeout_s),
-    );
+    let mut echo = FloorEcho::new(&region, spec);
     let mut buf = crate::cases::PageBuf::<T>::new(spec.job.elements());
     let buf = buf.as_mut_slice();
     let guard = ack.lock(to).context("locking the ack stream")?;
     let mut last = data.count();
-    let mut commands = ctl.count();
+    let mut commands = Commands::new(&ctl);
     guard.write_slice(&[last])?;
     loop {
         let c = data
             .read_after_into_slice(last, buf, to)
             .context("waiting for a frame")?;
         last = c;
-        let mut cmd = None;
-        if ctl.count() != commands {
-            let mut v = [0u64];
-            commands = ctl.read_into_slice(&mut v)?;
-            cmd = Some(v[0]);
-        }
+        let cmd = commands.next()?;
         if cmd == Some(command::STOP) {
             break;
         }
