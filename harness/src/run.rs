@@ -165,22 +165,14 @@ impl Runner {
             return cases::bridge::run_job(self, idx, job);
         }
         // The op case, the CPU ping-pong and the CPU MVM pipeline time their floor in
-        // alternation with ours, in ours' processes (cases::op, cases::pingpong, cases::mvm).
-        if cases::floor_timer(job).is_some() {
-            let (ours, floor) = match self.paired(idx, job) {
-                Ok((o, f)) => (Ok(o), f.map_err(|e| format!("floor failed: {e}"))),
+        // alternation with ours, in ours' processes (cases::op, cases::pingpong, cases::mvm);
+        // the other CPU cases alternate pass by pass.
+        let (floor, ours) = if cases::floor_timer(job).is_some() {
+            match self.paired(idx, job) {
+                Ok((o, f)) => (f.map_err(|e| format!("floor failed: {e}")), Ok(o)),
                 Err(e) => (Err(format!("failed: {e}")), Err(format!("failed: {e}"))),
-            };
-            return JobResult {
-                peer: self.peer(idx, job),
-                job: job.clone(),
-                ours,
-                floor,
-                skipped: None,
-                ao: None,
-            };
-        }
-        let (floor, ours) = if job.device.is_gpu() {
+            }
+        } else if job.device.is_gpu() {
             (
                 self.floor(idx, job)
                     .map_err(|e| format!("floor failed: {e}")),
@@ -337,10 +329,14 @@ impl Runner {
         }
         let ours_passes = ours.len();
         (
-            pool_passes(floors, format!("floor passes: {{n}}, before and after each of ours' {ours_passes} passes, pooled"))
-                .map_err(|e| format!("floor failed: {e}")),
-            pool_passes(ours, "ours passes: {n}, alternating with the floor's, pooled".into())
-                .map_err(|e| format!("failed: {e}")),
+            pool_passes(floors, "floor passes", |n| {
+                format!("{n}, before and after each of ours' {ours_passes} passes, pooled")
+            })
+            .map_err(|e| format!("floor failed: {e}")),
+            pool_passes(ours, "ours passes", |n| {
+                format!("{n}, alternating with the floor's, pooled")
+            })
+            .map_err(|e| format!("failed: {e}")),
         )
     }
 
@@ -355,10 +351,14 @@ impl Runner {
     }
 }
 
-/// Passes of one side as one side: samples and repeats pooled, with a note
-/// `"KEY: VALUE"` (`{n}` in it: the number pooled). A failed pass is left out, unless it is
-/// the first: then the side failed.
-fn pool_passes(passes: Vec<Result<Side>>, note: String) -> Result<Side> {
+/// Passes of one side as one side: samples and repeats pooled, with the note `key`:
+/// `describe(number pooled)` when more than one pooled. A failed pass is left out, unless
+/// it is the first: then the side failed.
+fn pool_passes(
+    passes: Vec<Result<Side>>,
+    key: &str,
+    describe: impl FnOnce(usize) -> String,
+) -> Result<Side> {
     let mut passes = passes.into_iter();
     let mut pooled = passes.next().context("no pass ran")??;
     let mut n = 1;
@@ -372,9 +372,7 @@ fn pool_passes(passes: Vec<Result<Side>>, note: String) -> Result<Side> {
         }
     }
     if n > 1 {
-        let note = note.replace("{n}", &n.to_string());
-        let (key, value) = note.split_once(": ").unwrap_or(("passes", &note));
-        pooled.m.notes.push((key.into(), value.into()));
+        pooled.m.notes.push((key.into(), describe(n)));
     }
     Ok(pooled)
 }
@@ -438,7 +436,8 @@ mod tests {
                 Ok(side(&[100, 100, 100], &[10.0])),
                 Ok(side(&[300, 300, 300], &[5.0, 6.0])),
             ],
-            "floor passes: {n}, pooled".into(),
+            "floor passes",
+            |n| format!("{n}, pooled"),
         )
         .unwrap();
         assert_eq!(pooled.hist.len(), 6);
@@ -463,7 +462,8 @@ mod tests {
                 Err(crate::error::Error::msg("second pass died")),
                 Ok(side(&[200], &[5.0])),
             ],
-            "floor passes: {n}, pooled".into(),
+            "floor passes",
+            |n| format!("{n}, pooled"),
         )
         .unwrap();
         assert_eq!(kept.hist.len(), 2);
@@ -476,7 +476,8 @@ mod tests {
                 Err(crate::error::Error::msg("first pass died")),
                 Ok(side(&[100], &[10.0])),
             ],
-            "floor passes: {n}, pooled".into(),
+            "floor passes",
+            |n| format!("{n}, pooled"),
         );
         assert!(failed.unwrap_err().to_string().contains("first pass died"));
     }
