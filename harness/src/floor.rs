@@ -17,7 +17,8 @@
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
 //!   one-way latency instead (from its publish's start or its wake's return to the
 //!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
-//!   measures its input hop. The CPU ping-pong case runs [`FloorPing`] and [`FloorEcho`]
+//!   measures its input hop, with the hop's [`Job::floor_slots`](crate::scenario::Job::floor_slots)
+//!   and [`Job::wake_ahead_ns`](crate::scenario::Job::wake_ahead_ns). The CPU ping-pong case runs [`FloorPing`] and [`FloorEcho`]
 //!   in its own two processes, alternating with ours ([`crate::cases::pingpong`]); the
 //!   ping-pong roles here serve the AO loop's hop floors.
 //! - MVM: timed by the compute process itself, in alternation with the pipeline
@@ -31,6 +32,7 @@ use harness_sys::flock::LockFile;
 use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
+use shmstream::Element;
 
 use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
@@ -53,16 +55,29 @@ const LEAVE: usize = 448;
 /// The payload starts on its own page.
 pub const PAYLOAD: usize = 4096;
 
-/// Size of a [`BareStream`] region for `payload` bytes of frame.
-pub fn bare_region_len(payload: usize) -> usize {
-    PAYLOAD + payload
+/// Bytes from one payload slot to the next: whole pages, so every slot starts on one.
+fn slot_stride(payload: usize) -> usize {
+    payload.next_multiple_of(4096)
+}
+
+/// Offset of payload slot `slot` for frames of `payload` bytes.
+fn payload_at(slot: usize, payload: usize) -> usize {
+    PAYLOAD + slot * slot_stride(payload)
+}
+
+/// Size of a [`BareStream`] region for `job`'s frames and floor slots
+/// ([`crate::scenario::Job::floor_slots`]).
+pub fn bare_region_len(job: &crate::scenario::Job) -> usize {
+    payload_at(job.floor_slots.max(1), job.payload_bytes())
 }
 
 /// The least any writer and reader of the format do, over a bare region and lock file:
 /// the floor of every publication and snapshot.
 pub struct BareStream<'a> {
     region: &'a ShmRegion,
-    lock: LockFile,
+    /// `None`: the writer owns the stream for the run, as an AO stage holds its output
+    /// stream's write lock, so a publication is the seqlock bracket without the flock pair.
+    lock: Option<LockFile>,
 }
 
 impl<'a> BareStream<'a> {
@@ -71,38 +86,59 @@ impl<'a> BareStream<'a> {
     pub fn new(region: &'a ShmRegion, lock: &std::path::Path) -> Result<Self> {
         Ok(BareStream {
             region,
-            lock: LockFile::open(lock, false)?,
+            lock: Some(LockFile::open(lock, false)?),
         })
     }
 
+    /// Over `region`, for a writer that holds the stream's lock for the run: no flock pair.
+    pub fn held(region: &'a ShmRegion) -> Self {
+        BareStream { region, lock: None }
+    }
+
     /// Publishes `src`: `flock`, odd sequence, copy, write time, count, even sequence,
-    /// unlock.
-    pub fn publish(&self, src: &[u8]) -> Result<()> {
+    /// unlock (no `flock` pair for a writer that [holds](Self::held) the lock).
+    pub fn publish<T: Element>(&self, src: &[T]) -> Result<()> {
+        self.publish_in(0, src)
+    }
+
+    /// [`Self::publish`] into payload slot `slot` (the region must have it).
+    pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> Result<()> {
         let seq = self.region.atomic_u32(SEQ);
-        self.lock.lock()?;
+        if let Some(lock) = &self.lock {
+            lock.lock()?;
+        }
         let s = seq.load(Ordering::Relaxed);
         // Odd: a write is in progress. Release fence: odd before any payload byte.
         seq.store(s | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.region.copy_in(PAYLOAD, src);
+        self.region
+            .copy_in(payload_at(slot, std::mem::size_of_val(src)), src);
         stamp(self.region.atomic_u64(TIME));
         self.region
             .atomic_u64(COUNT)
             .fetch_add(1, Ordering::Relaxed);
         seq.store((s | 1) + 1, Ordering::Release);
-        self.lock.unlock()?;
+        if let Some(lock) = &self.lock {
+            lock.unlock()?;
+        }
         Ok(())
     }
 
     /// Copies the published frame into `dst`: sequence, copy, re-check.
-    pub fn snapshot(&self, dst: &mut [u8]) -> Result<()> {
+    pub fn snapshot<T: Element>(&self, dst: &mut [T]) -> Result<()> {
         let seq = self.region.atomic_u32(SEQ);
         let s = seq.load(Ordering::Acquire);
-        self.region.copy_out(PAYLOAD, dst);
+        let valid = self.region.copy_out(PAYLOAD, dst);
         // Acquire fence: the copy completes before the re-check.
         fence(Ordering::Acquire);
         if s & 1 == 1 || seq.load(Ordering::Relaxed) != s {
             bail!("the floor's frame changed under its reader");
+        }
+        if !valid {
+            bail!(
+                "the floor's frame holds bytes that are not valid {}",
+                T::DTYPE
+            );
         }
         Ok(())
     }
@@ -126,7 +162,7 @@ pub fn stamp(word: &AtomicU64) {
 /// Roundtrip floor: a bare publish, then a bare snapshot, per iteration.
 pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let n = spec.job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
         .context("opening the floor region")?;
     region.prefault();
     let bare = BareStream::new(&region, &spec.names.lock)?;
@@ -184,9 +220,12 @@ fn wait_until(
 /// Pingpong floor, writer side (measures).
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(job.payload_bytes()))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(job))
         .context("opening the floor region")?;
     let mut ping = FloorPing::new(&region, spec)?;
+    let mut src = PageBuf::<u8>::new(job.payload_bytes());
+    src.as_mut_slice().fill(1);
+    let src = src.as_slice();
     wait_until(region.atomic_u32(READY), |v| v != 0, None, ping.to)?;
     let mut one_way = Vec::new();
     // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
@@ -207,7 +246,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
             }
         }
         let mut sent = monotonic_ns();
-        ping.publish()?;
+        ping.publish(src)?;
         if job.one_way == Some(OneWay::Published) {
             sent = monotonic_ns();
         }
@@ -231,11 +270,15 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// Pingpong floor, reader side.
 pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(job.payload_bytes()))
+    let region = ShmRegion::open(&spec.names.region, bare_region_len(job))
         .context("opening the floor region")?;
     let mut echo = FloorEcho::new(&region, spec);
+    let mut dst = PageBuf::<u8>::new(job.payload_bytes());
+    let dst = dst.as_mut_slice();
+    dst.fill(2);
     region.atomic_u32(READY).store(1, Ordering::Release);
-    while echo.serve()? == Echo::Frame {}
+    while echo.serve(dst)? == Echo::Frame {}
+    std::hint::black_box(dst);
     Ok(())
 }
 
@@ -251,10 +294,17 @@ pub enum Echo {
 }
 
 /// The ping-pong floor's reader: waits for each bare publication as the job's wait form
-/// says, copies it out, re-checks, stamps its arrival and acknowledges.
+/// says, copies it out into the caller's buffer (the one ours reads into, where it runs in
+/// ours' reader), re-checks, stamps its arrival and acknowledges.
 pub struct FloorEcho<'a> {
     region: &'a ShmRegion,
-    dst: PageBuf<u8>,
+    /// (period, margin) ns of a reader that wakes ahead of paced frames
+    /// ([`crate::scenario::Job::wake_ahead_ns`]).
+    ahead: Option<(u64, u64)>,
+    /// Earliest `arrival − generation · period` seen, ns: when frames are due.
+    phase: Option<u64>,
+    /// Payload slots the writer rotates over ([`crate::scenario::Job::floor_slots`]).
+    slots: u32,
     generation: u32,
     wait: Option<Wait>,
     notify: bool,
@@ -265,11 +315,13 @@ impl<'a> FloorEcho<'a> {
     /// The reader of `spec`'s floor over `region`.
     pub fn new(region: &'a ShmRegion, spec: &ChildSpec) -> Self {
         let job = &spec.job;
-        let mut dst = PageBuf::<u8>::new(job.payload_bytes());
-        dst.as_mut_slice().fill(2);
         FloorEcho {
             region,
-            dst,
+            ahead: job
+                .wake_ahead_ns
+                .map(|margin| ((job.gap_us * 1e3) as u64, margin)),
+            phase: None,
+            slots: job.floor_slots.max(1) as u32,
             generation: 0,
             wait: job.wait,
             notify: job.wait.is_some_and(Wait::notifies),
@@ -277,8 +329,9 @@ impl<'a> FloorEcho<'a> {
         }
     }
 
-    /// Serves the next frame, or learns that the writer stopped.
-    pub fn serve(&mut self) -> Result<Echo> {
+    /// Serves the next frame into `dst` (the frame's size), or learns that the writer
+    /// stopped.
+    pub fn serve<T: Element>(&mut self, dst: &mut [T]) -> Result<Echo> {
         let (seq, ack, stop) = (
             self.region.atomic_u32(SEQ),
             self.region.atomic_u32(ACK),
@@ -286,25 +339,43 @@ impl<'a> FloorEcho<'a> {
         );
         self.generation += 1;
         let want = 2 * self.generation;
+        let ahead = self.ahead.zip(self.phase);
+        if let Some(((period, margin), phase)) = ahead {
+            // Asleep until `margin` before the frame is due, then spinning for it.
+            let due = phase + u64::from(self.generation) * period;
+            sleep_until(due.saturating_sub(margin));
+        }
         let mut deadline: Option<Instant> = None;
         let mut rounds = 0u32;
         loop {
             let s = seq.load(Ordering::Acquire);
             if s == want {
-                self.region.copy_out(PAYLOAD, self.dst.as_mut_slice());
+                let slot = (self.generation % self.slots) as usize;
+                let at = payload_at(slot, std::mem::size_of_val(dst));
+                let valid = self.region.copy_out(at, dst);
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == s {
+                    if !valid {
+                        bail!(
+                            "the floor's frame holds bytes that are not valid {}",
+                            T::DTYPE
+                        );
+                    }
                     // Before the acknowledgement, which publishes it to the writer.
+                    let now = monotonic_ns();
                     self.region
                         .atomic_u64(ARRIVED)
-                        .store(monotonic_ns(), Ordering::Relaxed);
+                        .store(now, Ordering::Relaxed);
+                    if let Some((period, _)) = self.ahead {
+                        let p = now.saturating_sub(u64::from(self.generation) * period);
+                        self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
+                    }
                     break;
                 }
                 continue;
             }
             if stop.load(Ordering::Acquire) != 0 {
-                std::hint::black_box(self.dst.as_slice());
                 return Ok(Echo::Stop);
             }
             let sleep = sleeps(self.wait, rounds);
@@ -337,11 +408,13 @@ impl<'a> FloorEcho<'a> {
     }
 }
 
-/// The ping-pong floor's writer, one round trip at a time: a bare publication, the wake
+/// The ping-pong floor's writer, one round trip at a time: a bare publication of the
+/// caller's buffer (the one ours writes from, where it runs in ours' writer), the wake
 /// (notify forms), the wait for the reader's acknowledgement.
 pub struct FloorPing<'a> {
     bare: BareStream<'a>,
-    src: PageBuf<u8>,
+    /// Payload slots it rotates over ([`crate::scenario::Job::floor_slots`]).
+    slots: u32,
     generation: u32,
     wait: Option<Wait>,
     notify: bool,
@@ -352,14 +425,17 @@ impl<'a> FloorPing<'a> {
     /// The writer of `spec`'s floor over `region` (prefaulted here).
     pub fn new(region: &'a ShmRegion, spec: &ChildSpec) -> Result<Self> {
         let job = &spec.job;
-        // Page-aligned, as ours' buffers and the region's payload: every run copies at the
-        // same relative alignment (see `PageBuf`).
-        let mut src = PageBuf::<u8>::new(job.payload_bytes());
-        src.as_mut_slice().fill(1);
         region.prefault();
+        // A hop's sender (one way) holds its output stream's write lock for the run, as
+        // every AO stage does: its floor takes no flock pair either.
+        let bare = if job.one_way.is_some() {
+            BareStream::held(region)
+        } else {
+            BareStream::new(region, &spec.names.lock)?
+        };
         Ok(FloorPing {
-            bare: BareStream::new(region, &spec.names.lock)?,
-            src,
+            bare,
+            slots: job.floor_slots.max(1) as u32,
             generation: 0,
             wait: job.wait,
             notify: job.wait.is_some_and(Wait::notifies),
@@ -367,12 +443,13 @@ impl<'a> FloorPing<'a> {
         })
     }
 
-    /// Publishes the next frame and wakes the reader.
-    pub fn publish(&mut self) -> Result<()> {
+    /// Publishes `src` as the next frame and wakes the reader.
+    pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<()> {
         self.generation += 1;
         // The only writer: publication `generation` leaves the sequence at 2·generation,
         // which the reader waits for.
-        self.bare.publish(self.src.as_slice())?;
+        self.bare
+            .publish_in((self.generation % self.slots) as usize, src)?;
         if self.notify {
             futex::wake_all(self.bare.word());
         }
@@ -388,8 +465,8 @@ impl<'a> FloorPing<'a> {
     }
 
     /// One round trip: [`Self::publish`], then [`Self::wait_ack`].
-    pub fn round_trip(&mut self) -> Result<()> {
-        self.publish()?;
+    pub fn round_trip<T: Element>(&mut self, src: &[T]) -> Result<()> {
+        self.publish(src)?;
         self.wait_ack()
     }
 
@@ -413,5 +490,60 @@ impl<'a> FloorPing<'a> {
     /// When the reader last held a frame (monotonic ns), for one-way floors.
     pub fn arrived(&self) -> u64 {
         self.bare.region.atomic_u64(ARRIVED).load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::spawn::{Names, Role};
+
+    fn spec(slots: usize, tag: &str) -> ChildSpec {
+        let text = "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[5000]]\n";
+        let mut job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        job.floor_slots = slots;
+        let base = format!("floor-{tag}-{}", std::process::id());
+        ChildSpec {
+            role: Role::FloorPingWriter,
+            job,
+            names: Names::under(&base, &std::env::temp_dir()),
+            cpu: 0,
+            result_prefix: std::env::temp_dir().join(base),
+            wait_timeout_s: 10.0,
+        }
+    }
+
+    /// Every frame reaches the reader whole, from the slot its generation names: the
+    /// writer rotates over the slots and the reader follows (a reader looking in the wrong
+    /// slot copies another frame's bytes).
+    #[test]
+    fn the_ping_pong_floor_delivers_each_frame_through_its_slot() {
+        for slots in [1, 3] {
+            let spec = spec(slots, &format!("slots{slots}"));
+            let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+            let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+            let n = spec.job.payload_bytes();
+            let received = std::thread::scope(|s| {
+                let reader = s.spawn(|| {
+                    let mut echo = FloorEcho::new(&region, &spec);
+                    let mut dst = vec![0u8; n];
+                    let mut firsts = Vec::new();
+                    while echo.serve(&mut dst).unwrap() == Echo::Frame {
+                        assert!(dst.iter().all(|&b| b == dst[0]), "a torn or mixed frame");
+                        firsts.push(dst[0]);
+                    }
+                    firsts
+                });
+                let mut ping = FloorPing::new(&region, &spec).unwrap();
+                for k in 1..=7u8 {
+                    ping.round_trip(&vec![k; n]).unwrap();
+                }
+                ping.stop();
+                reader.join().unwrap()
+            });
+            assert_eq!(received, (1..=7).collect::<Vec<u8>>(), "{slots} slot(s)");
+            let _ = std::fs::remove_file(&spec.names.lock);
+        }
     }
 }

@@ -380,11 +380,8 @@ fn pool_passes(
 /// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
 /// (held until its children exit).
 fn bare_floor_objects(names: &Names, job: &Job) -> Result<(ShmRegion, LockFile)> {
-    let region = ShmRegion::create(
-        &names.region,
-        crate::floor::bare_region_len(job.payload_bytes()),
-    )
-    .context("creating the floor region")?;
+    let region = ShmRegion::create(&names.region, crate::floor::bare_region_len(job))
+        .context("creating the floor region")?;
     Ok((region, LockFile::open(&names.lock, true)?))
 }
 

@@ -394,6 +394,17 @@ pub struct Job {
     /// wake for the acknowledgement comes microseconds after it parked.
     #[serde(default)]
     pub one_way: Option<OneWay>,
+    /// One-way pingpong floor of a hop whose receiver wakes ahead of the camera's frames
+    /// (`wake_ahead_us`): the floor's reader sleeps until this many ns before each frame is
+    /// due (frames come `gap_us` apart), then spins, as that stage does.
+    #[serde(default)]
+    pub wake_ahead_ns: Option<u64>,
+    /// Pingpong floor: payload slots its writer rotates over, as a stream with history
+    /// appends each frame to the next slot of its ring (an ao-loop hop's input stream), so
+    /// it rarely writes lines the reader still holds. 0 or 1: one payload, as a stream
+    /// without history.
+    #[serde(default)]
+    pub floor_slots: usize,
 }
 
 /// Where a one-way floor starts its clock, as the stage that sends on the hop does.
@@ -556,6 +567,8 @@ impl Scenario {
                     peer: !matches!(c.kind, Kind::Op | Kind::Bridge) && c.peer.unwrap_or(d.peer),
                     ao: c.ao.clone(),
                     one_way: None,
+                    wake_ahead_ns: None,
+                    floor_slots: 0,
                 });
             }
         }

@@ -40,8 +40,7 @@ pub fn run<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let [floor, ours] = match op_of(spec)? {
         HotOp::Kernel => kernel(spec)?,
         op => {
-            let n = spec.job.payload_bytes();
-            let region = ShmRegion::open(&spec.names.region, bare_region_len(n))
+            let region = ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
                 .context("opening the floor region")?;
             region.prefault();
             let stream = || Stream::open(&spec.names.data).context("opening the op stream");
@@ -64,11 +63,11 @@ pub fn run<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 
 fn write<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream) -> Result<Sides> {
     let bare = BareStream::new(region, &spec.names.lock)?;
+    // One buffer for both: see `pingpong::writer`.
     let src = PageBuf::<T>::new(spec.job.elements());
-    let bytes = PageBuf::<u8>::new(spec.job.payload_bytes());
     timed_pair(
         &spec.job.timing,
-        || bare.publish(bytes.as_slice()),
+        || bare.publish(src.as_slice()),
         || Ok(w.write_slice(src.as_slice())?),
     )
 }
@@ -76,16 +75,17 @@ fn write<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream) -> Result<
 fn read<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream, r: Stream) -> Result<Sides> {
     let n = spec.job.elements();
     let bare = BareStream::new(region, &spec.names.lock)?;
-    bare.publish(PageBuf::<u8>::new(spec.job.payload_bytes()).as_slice())?;
-    w.write_slice(PageBuf::<T>::new(n).as_slice())?;
-    let mut bytes = PageBuf::<u8>::new(spec.job.payload_bytes());
-    let mut dst = PageBuf::<T>::new(n);
+    // One buffer for both (see `pingpong::writer`), borrowed by each side in turn.
+    let dst = PageBuf::<T>::new(n);
+    bare.publish(dst.as_slice())?;
+    w.write_slice(dst.as_slice())?;
     let want = r.count();
+    let dst = std::cell::RefCell::new(dst);
     timed_pair(
         &spec.job.timing,
-        || bare.snapshot(bytes.as_mut_slice()),
+        || bare.snapshot(dst.borrow_mut().as_mut_slice()),
         || {
-            let c = r.read_into_slice(dst.as_mut_slice())?;
+            let c = r.read_into_slice(dst.borrow_mut().as_mut_slice())?;
             check_count("op read", c, want)
         },
     )

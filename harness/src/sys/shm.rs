@@ -8,7 +8,8 @@
 //! [`ShmRegion::copy_in`] and [`ShmRegion::copy_out`] may race with the other process
 //! (that is the point of a seqlock). A racing copy can tear; the floor protocol, like
 //! the library's, re-checks the sequence after the copy and discards torn data, and the
-//! bytes are never interpreted as anything but bytes. This is the compromise that
+//! bytes are never interpreted as anything but bytes (or, for `bool`, checked as the library
+//! checks them). This is the compromise that
 //! crossbeam's `AtomicCell::atomic_load` documents; it is the code the floor has to
 //! measure, because it is what `memcpy` on a shared mapping does.
 
@@ -124,38 +125,39 @@ impl ShmRegion {
         unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) }
     }
 
-    /// `memcpy` of `src` into the region at `offset`.
-    pub fn copy_in(&self, offset: usize, src: &[u8]) {
-        self.check(offset, src.len(), 1);
+    /// `memcpy` of `src`'s bytes into the region at `offset` (any element type: a floor
+    /// copies from the same buffers as the stream it bounds).
+    pub fn copy_in<T: shmstream::Element>(&self, offset: usize, src: &[T]) {
+        let len = std::mem::size_of_val(src);
+        self.check(offset, len, 1);
         // SAFETY:
-        // - destination range is inside the mapping (checked), source is a valid slice;
+        // - destination range is inside the mapping (checked), source is a valid slice of
+        //   `len` bytes; element types have no padding, so every source byte is initialized;
         // - the two cannot overlap: `src` is private memory of this process;
         // - a concurrent reader in another process may observe a torn copy; the floor
         //   protocol validates with its sequence word (see the module docs).
         unsafe {
             std::ptr::copy_nonoverlapping(
-                src.as_ptr(),
+                src.as_ptr().cast::<u8>(),
                 self.map.as_mut_ptr().add(offset),
-                src.len(),
+                len,
             )
         }
     }
 
-    /// `memcpy` out of the region at `offset` into `dst`.
-    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        self.check(offset, dst.len(), 1);
+    /// Copies out of the region at `offset` into `dst` as the library copies a frame out
+    /// ([`shmstream::Element::copy_from_shared`]: a plain `memcpy`, bool bytes checked);
+    /// false when the bytes are not valid values of `T` (`dst` then holds valid, meaningless
+    /// values).
+    pub fn copy_out<T: shmstream::Element>(&self, offset: usize, dst: &mut [T]) -> bool {
+        self.check(offset, std::mem::size_of_val(dst), 1);
         // SAFETY:
-        // - source range is inside the mapping (checked), `dst` is a valid private slice,
-        //   so they cannot overlap;
+        // - source range is inside the mapping (checked) and `dst` is valid for writes of
+        //   `dst.len()` elements; `dst` is private, so they cannot overlap;
         // - the bytes may be torn by a concurrent writer; callers re-check their sequence
-        //   word and discard the copy (module docs). Any bit pattern is a valid `u8`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.map.as_ptr().add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        }
+        //   word and discard the copy (module docs); `copy_from_shared` writes only valid
+        //   values of `T`.
+        unsafe { T::copy_from_shared(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
     }
 
     /// Touches every page so that the measurement loop takes no page faults.
