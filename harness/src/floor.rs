@@ -60,21 +60,61 @@ fn slot_stride(payload: usize) -> usize {
     payload.next_multiple_of(4096)
 }
 
-/// Offset of payload slot `slot` for frames of `payload` bytes.
-fn payload_at(slot: usize, payload: usize) -> usize {
-    PAYLOAD + slot * slot_stride(payload)
-}
-
 /// Size of a [`BareStream`] region for `job`'s frames and floor slots
 /// ([`crate::scenario::Job::floor_slots`]).
 pub fn bare_region_len(job: &crate::scenario::Job) -> usize {
-    payload_at(job.floor_slots.max(1), job.payload_bytes())
+    PAYLOAD + job.floor_slots.max(1) * slot_stride(job.payload_bytes())
+}
+
+/// Where a floor's frames lie: after the control words of its own region, or on the
+/// payload pages of the stream it bounds ([`stream_pages`]).
+#[derive(Clone, Copy)]
+pub struct Frames<'a> {
+    pages: &'a ShmRegion,
+    /// Offset of slot 0.
+    base: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// In `region`, from [`PAYLOAD`] on ([`Job::floor_slots`](crate::scenario::Job::floor_slots) of them).
+    pub fn own(region: &'a ShmRegion) -> Self {
+        Frames {
+            pages: region,
+            base: PAYLOAD,
+        }
+    }
+
+    /// On a stream's payload pages (one slot): see [`stream_pages`].
+    pub fn of_stream(pages: &'a ShmRegion) -> Self {
+        Frames { pages, base: 0 }
+    }
+
+    fn copy_in<T: Element>(&self, slot: usize, src: &[T]) {
+        let at = self.base + slot * slot_stride(std::mem::size_of_val(src));
+        self.pages.copy_in(at, src);
+    }
+
+    fn copy_out<T: Element>(&self, slot: usize, dst: &mut [T]) -> bool {
+        let at = self.base + slot * slot_stride(std::mem::size_of_val(dst));
+        self.pages.copy_out(at, dst)
+    }
+}
+
+/// The payload pages of stream `name` (`bytes` long), mapped again for a floor that copies
+/// into and out of the same physical memory as ours: at 16 MB, which pages a copy lands on
+/// moved it by up to 12% here, same `memcpy` on both sides. The floor writes there outside
+/// the stream's seqlock, so only while ours is idle and nobody else reads the stream (the
+/// harness's own streams, in the cases' alternation).
+pub fn stream_pages(name: &str, bytes: usize) -> Result<ShmRegion> {
+    ShmRegion::open(&shmstream::name::segment_id(name), bytes)
+        .with_context(|| format!("mapping the payload pages of stream {name}"))
 }
 
 /// The least any writer and reader of the format do, over a bare region and lock file:
 /// the floor of every publication and snapshot.
 pub struct BareStream<'a> {
     region: &'a ShmRegion,
+    frames: Frames<'a>,
     /// `None`: the writer owns the stream for the run, as an AO stage holds its output
     /// stream's write lock, so a publication is the seqlock bracket without the flock pair.
     lock: Option<LockFile>,
@@ -86,13 +126,23 @@ impl<'a> BareStream<'a> {
     pub fn new(region: &'a ShmRegion, lock: &std::path::Path) -> Result<Self> {
         Ok(BareStream {
             region,
+            frames: Frames::own(region),
             lock: Some(LockFile::open(lock, false)?),
         })
     }
 
     /// Over `region`, for a writer that holds the stream's lock for the run: no flock pair.
     pub fn held(region: &'a ShmRegion) -> Self {
-        BareStream { region, lock: None }
+        BareStream {
+            region,
+            frames: Frames::own(region),
+            lock: None,
+        }
+    }
+
+    /// The same, with its frames on `frames`.
+    pub fn with_frames(self, frames: Frames<'a>) -> Self {
+        BareStream { frames, ..self }
     }
 
     /// Publishes `src`: `flock`, odd sequence, copy, write time, count, even sequence,
@@ -111,8 +161,7 @@ impl<'a> BareStream<'a> {
         // Odd: a write is in progress. Release fence: odd before any payload byte.
         seq.store(s | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.region
-            .copy_in(payload_at(slot, std::mem::size_of_val(src)), src);
+        self.frames.copy_in(slot, src);
         stamp(self.region.atomic_u64(TIME));
         self.region
             .atomic_u64(COUNT)
@@ -128,7 +177,7 @@ impl<'a> BareStream<'a> {
     pub fn snapshot<T: Element>(&self, dst: &mut [T]) -> Result<()> {
         let seq = self.region.atomic_u32(SEQ);
         let s = seq.load(Ordering::Acquire);
-        let valid = self.region.copy_out(PAYLOAD, dst);
+        let valid = self.frames.copy_out(0, dst);
         // Acquire fence: the copy completes before the re-check.
         fence(Ordering::Acquire);
         if s & 1 == 1 || seq.load(Ordering::Relaxed) != s {
@@ -298,6 +347,7 @@ pub enum Echo {
 /// ours' reader), re-checks, stamps its arrival and acknowledges.
 pub struct FloorEcho<'a> {
     region: &'a ShmRegion,
+    frames: Frames<'a>,
     /// (period, margin) ns of a reader that wakes ahead of paced frames
     /// ([`crate::scenario::Job::wake_ahead_ns`]).
     ahead: Option<(u64, u64)>,
@@ -317,6 +367,7 @@ impl<'a> FloorEcho<'a> {
         let job = &spec.job;
         FloorEcho {
             region,
+            frames: Frames::own(region),
             ahead: job
                 .wake_ahead_ns
                 .map(|margin| ((job.gap_us * 1e3) as u64, margin)),
@@ -327,6 +378,11 @@ impl<'a> FloorEcho<'a> {
             notify: job.wait.is_some_and(Wait::notifies),
             to: Duration::from_secs_f64(spec.wait_timeout_s),
         }
+    }
+
+    /// The same, with its frames on `frames` (one slot).
+    pub fn with_frames(self, frames: Frames<'a>) -> Self {
+        FloorEcho { frames, ..self }
     }
 
     /// Serves the next frame into `dst` (the frame's size), or learns that the writer
@@ -351,8 +407,7 @@ impl<'a> FloorEcho<'a> {
             let s = seq.load(Ordering::Acquire);
             if s == want {
                 let slot = (self.generation % self.slots) as usize;
-                let at = payload_at(slot, std::mem::size_of_val(dst));
-                let valid = self.region.copy_out(at, dst);
+                let valid = self.frames.copy_out(slot, dst);
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == s {
@@ -441,6 +496,14 @@ impl<'a> FloorPing<'a> {
             notify: job.wait.is_some_and(Wait::notifies),
             to: Duration::from_secs_f64(spec.wait_timeout_s),
         })
+    }
+
+    /// The same, with its frames on `frames` (one slot).
+    pub fn with_frames(self, frames: Frames<'a>) -> Self {
+        FloorPing {
+            bare: self.bare.with_frames(frames),
+            ..self
+        }
     }
 
     /// Publishes `src` as the next frame and wakes the reader.

@@ -22,7 +22,7 @@ use shmstream::{Element, Stream};
 
 use crate::cases::{PageBuf, check_count, floor_prefix, wait_timeout};
 use crate::error::{Context, Result, bail};
-use crate::floor::{BareStream, bare_region_len};
+use crate::floor::{BareStream, Frames, bare_region_len, stream_pages};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_pair};
 use crate::scenario::HotOp;
@@ -62,8 +62,9 @@ pub fn run<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 }
 
 fn write<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream) -> Result<Sides> {
-    let bare = BareStream::new(region, &spec.names.lock)?;
-    // One buffer for both: see `pingpong::writer`.
+    let pages = stream_pages(&spec.names.data, spec.job.payload_bytes())?;
+    let bare = BareStream::new(region, &spec.names.lock)?.with_frames(Frames::of_stream(&pages));
+    // One buffer for both, and the stream's own payload pages: see `pingpong::writer`.
     let src = PageBuf::<T>::new(spec.job.elements());
     timed_pair(
         &spec.job.timing,
@@ -74,8 +75,10 @@ fn write<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream) -> Result<
 
 fn read<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream, r: Stream) -> Result<Sides> {
     let n = spec.job.elements();
-    let bare = BareStream::new(region, &spec.names.lock)?;
-    // One buffer for both (see `pingpong::writer`), borrowed by each side in turn.
+    let pages = stream_pages(&spec.names.data, spec.job.payload_bytes())?;
+    let bare = BareStream::new(region, &spec.names.lock)?.with_frames(Frames::of_stream(&pages));
+    // One buffer for both, and the stream's own payload pages (see `pingpong::writer`),
+    // the buffer borrowed by each side in turn.
     let dst = PageBuf::<T>::new(n);
     bare.publish(dst.as_slice())?;
     w.write_slice(dst.as_slice())?;
