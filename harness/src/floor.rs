@@ -17,10 +17,12 @@
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
 //!   one-way latency instead (from its publish's start or its wake's return to the
 //!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
-//!   measures its input hop, with the hop's [`Job::floor_slots`](crate::scenario::Job::floor_slots)
-//!   and [`Job::wake_ahead_ns`](crate::scenario::Job::wake_ahead_ns). The CPU ping-pong case runs [`FloorPing`] and [`FloorEcho`]
-//!   in its own two processes, alternating with ours ([`crate::cases::pingpong`]); the
-//!   ping-pong roles here serve the AO loop's hop floors.
+//!   measures its input hop, with the hop's
+//!   [`Job::floor_slots`](crate::scenario::Job::floor_slots) and
+//!   [`Job::wake_ahead_ns`](crate::scenario::Job::wake_ahead_ns). The CPU ping-pong case
+//!   runs [`FloorPing`] and [`FloorEcho`] in its own two processes, alternating with ours
+//!   ([`crate::cases::pingpong`]), on the data stream's own payload pages
+//!   ([`stream_pages`]); the ping-pong roles here serve the AO loop's hop floors.
 //! - MVM: timed by the compute process itself, in alternation with the pipeline
 //!   ([`crate::cases::mvm`]).
 
@@ -76,7 +78,8 @@ pub struct Frames<'a> {
 }
 
 impl<'a> Frames<'a> {
-    /// In `region`, from [`PAYLOAD`] on ([`Job::floor_slots`](crate::scenario::Job::floor_slots) of them).
+    /// In `region`, from [`PAYLOAD`] on (as many slots as
+    /// [`Job::floor_slots`](crate::scenario::Job::floor_slots) says).
     pub fn own(region: &'a ShmRegion) -> Self {
         Frames {
             pages: region,

@@ -154,8 +154,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
         ));
     }
-    // The floor's parts are measured before the loop and again after it, pooled: the
-    // host's speed drifts over seconds (as for every CPU floor).
+    // The floor's parts are measured before the loop and again after it, each from its
+    // faster pass: the host's speed drifts over seconds (as for every CPU floor).
     let before = floor::measure(runner, idx, job, &g, 0);
     let ours = run_loop(runner, idx, job, "ours").map_err(|e| format!("failed: {e}"));
     let floor = before
