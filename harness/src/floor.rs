@@ -211,18 +211,25 @@ pub fn stamp(word: &AtomicU64) {
     word.store(now.to_bits(), Ordering::Relaxed);
 }
 
-/// Roundtrip floor: a bare publish, then a bare snapshot, per iteration.
+/// Roundtrip floor: a bare publish, then a bare snapshot, per iteration, each through a
+/// mapping of its own, as ours writes through one handle and reads through a second (each
+/// maps the stream: twice the TLB entries for the same pages).
 pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let n = spec.job.payload_bytes();
-    let region = ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
-        .context("opening the floor region")?;
-    region.prefault();
-    let bare = BareStream::new(&region, &spec.names.lock)?;
+    let open = || {
+        ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
+            .context("opening the floor region")
+    };
+    let (wregion, rregion) = (open()?, open()?);
+    wregion.prefault();
+    rregion.prefault();
+    let writer = BareStream::new(&wregion, &spec.names.lock)?;
+    let reader = BareStream::new(&rregion, &spec.names.lock)?;
     let src = PageBuf::<u8>::new(n);
     let mut dst = PageBuf::<u8>::new(n);
     let r = timed_loop(&spec.job.timing, 0.0, |_| {
-        bare.publish(src.as_slice())?;
-        bare.snapshot(dst.as_mut_slice())
+        writer.publish(src.as_slice())?;
+        reader.snapshot(dst.as_mut_slice())
     })?;
     Ok(r)
 }
