@@ -13,7 +13,11 @@ if __name__ == "__main__":
     # Pinned before numpy loads: its BLAS threads start at import and inherit this
     # affinity, so the stage's matrix products run on the stage's core, as ours do (the
     # harness also sets OPENBLAS_NUM_THREADS to the case's reconstructor threads).
-    os.sched_setaffinity(0, {json.load(open(sys.argv[1]))["cpus"][sys.argv[2]]})
+    _spec = json.load(open(sys.argv[1]))
+    os.sched_setaffinity(0, {_spec["cpus"][sys.argv[2]]})
+    # The case's rt_priority: SCHED_FIFO, as the harness's own stages run.
+    if _spec.get("rt_priority"):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(_spec["rt_priority"]))
 
 import numpy as np  # noqa: E402
 import pyshmem  # noqa: E402

@@ -405,6 +405,10 @@ pub struct Job {
     /// without history.
     #[serde(default)]
     pub floor_slots: usize,
+    /// Every child of the job runs under `SCHED_FIFO` at this priority (ao-loop's
+    /// `rt_priority`, carried to its floor's processes).
+    #[serde(default)]
+    pub rt_priority: Option<u8>,
 }
 
 /// Where a one-way floor starts its clock, as the stage that sends on the hop does.
@@ -569,6 +573,7 @@ impl Scenario {
                     one_way: None,
                     wake_ahead_ns: None,
                     floor_slots: 0,
+                    rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
                 });
             }
         }

@@ -51,6 +51,11 @@ pub struct SizeArgs {
     /// Seconds of the main run of each form.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Run every stage (ours and the peer's) under SCHED_FIFO at this priority, 1-99
+    /// (needs root, CAP_SYS_NICE or `ulimit -r`); not the busy-waiting form, which the
+    /// kernel would throttle.
+    #[arg(long, value_name = "N")]
+    pub rt_priority: Option<u8>,
     /// Output folder (default: reports/size-<geometry>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -103,6 +108,7 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     if let Some(m) = a.modes {
         writeln!(ao, "modes = {m}")?;
     }
+
     writeln!(
         ao,
         "actuators = {}\nrate_hz = {}\nbudget_us = {}",
@@ -132,9 +138,15 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
             &[("gpu", true, "")]
         };
         for (form, merged, wait) in forms {
+            // SCHED_FIFO for the forms that park between frames: a spinning FIFO task is
+            // throttled by the kernel (see `AoCase::rt_priority`).
+            let rt = match a.rt_priority {
+                Some(p) if wait.is_empty() => format!("rt_priority = {p}\n"),
+                _ => String::new(),
+            };
             write!(
                 t,
-                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}"
+                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}{rt}"
             )?;
         }
     }
@@ -282,6 +294,24 @@ mod tests {
         assert!(spin.merged);
         assert_eq!(spin.wait, Some(crate::scenario::Wait::Spin));
         assert_eq!(jobs[0].ao.as_ref().unwrap().budget_us, Some(500.0));
+    }
+
+    /// `--rt-priority` reaches the forms that park between frames, not the busy-waiting one.
+    #[test]
+    fn rt_priority_runs_the_parking_forms_under_sched_fifo() {
+        let a = args(&[
+            "--wfs-pixels",
+            "49x49",
+            "--subapertures",
+            "7x7",
+            "--rt-priority",
+            "50",
+        ]);
+        let jobs = Scenario::parse(&scenario_text(&a).unwrap())
+            .unwrap()
+            .jobs(false, None);
+        let prio: Vec<_> = jobs.iter().map(|j| j.rt_priority).collect();
+        assert_eq!(prio, vec![Some(50), Some(50), None]);
     }
 
     #[test]

@@ -318,6 +318,16 @@ pub fn read_outcome_at(prefix: &Path, role: Role) -> Result<ChildOutcome> {
     Ok(ChildOutcome { report, hist })
 }
 
+/// Puts this process under `SCHED_FIFO` at `priority`, or says what it needs.
+pub fn real_time(priority: u8) -> Result<()> {
+    harness_sys::set_fifo(priority).with_context(|| {
+        format!(
+            "rt_priority = {priority}: SCHED_FIFO needs root, CAP_SYS_NICE or `ulimit -r` >= {priority}; \
+             run with one of them or remove rt_priority from the case"
+        )
+    })
+}
+
 /// Entry point of the hidden `__child SPEC.json` subcommand.
 pub fn child_main(spec_path: &Path) -> Result<()> {
     let spec: ChildSpec = serde_json::from_slice(
@@ -328,6 +338,9 @@ pub fn child_main(spec_path: &Path) -> Result<()> {
     let pinned = pin_to(spec.cpu);
     if !pinned {
         eprintln!("warning: could not pin {:?} to cpu {}", spec.role, spec.cpu);
+    }
+    if let Some(p) = spec.job.rt_priority {
+        real_time(p).with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
     }
     let result = crate::cases::run_role(&spec)
         .with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
@@ -373,5 +386,30 @@ pub fn wait_timeout(
             let _ = rx.recv_timeout(Duration::from_secs(2));
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod real_time_tests {
+    use super::*;
+
+    /// `rt_priority` puts the process under SCHED_FIFO, or fails saying what it needs
+    /// (run in a thread of its own: the policy is per thread, and the thread ends here).
+    #[test]
+    fn real_time_sets_sched_fifo_or_names_the_remedy() {
+        std::thread::spawn(|| match real_time(1) {
+            Ok(()) => assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_FIFO),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("ulimit -r") && msg.contains("remove rt_priority"),
+                    "{msg}"
+                );
+            }
+        })
+        .join()
+        .unwrap();
+        // This thread kept the time-sharing policy.
+        assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
     }
 }

@@ -27,6 +27,33 @@ pub mod gpu;
 pub mod kernel;
 pub mod shm;
 
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1-99) (`sched_setscheduler`
+/// on thread id 0: this thread; threads it spawns later inherit the policy).
+pub fn set_fifo(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is a valid `sched_param` that the call only reads; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's scheduling policy (`sched_getscheduler`), e.g. `libc::SCHED_FIFO`.
+pub fn scheduler() -> std::io::Result<i32> {
+    // SAFETY: no arguments but the pid (0: the calling thread); touches no memory of ours.
+    let p = unsafe { libc::sched_getscheduler(0) };
+    if p < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(p)
+    }
+}
+
 /// The CPU the calling thread runs on now (`sched_getcpu`), if the call succeeds.
 pub fn current_cpu() -> Option<usize> {
     // SAFETY: `sched_getcpu` takes no arguments, touches no memory of ours and only

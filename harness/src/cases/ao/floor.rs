@@ -93,6 +93,7 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start:
         wake_ahead_ns: ahead,
         // The stages' input streams keep a history ring: a frame goes to the next slot.
         floor_slots: super::stage::HISTORY,
+        rt_priority: job.rt_priority,
     }
 }
 

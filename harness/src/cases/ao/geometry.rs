@@ -61,6 +61,13 @@ pub struct AoCase {
     /// stage alone on its core; none on a shared core; 0 turns it off.
     #[serde(default)]
     pub wake_ahead_us: Option<f64>,
+    /// Run every process of the case (the stages, the floor's, the pyshmem peer's) under
+    /// `SCHED_FIFO` at this priority (1-99), as real-time controllers do: nothing of lower
+    /// priority preempts a stage on its core. Needs root, `CAP_SYS_NICE` or an
+    /// `RLIMIT_RTPRIO` (`ulimit -r`) at least this high; not with `wait = "spin"`, which the
+    /// kernel would throttle. Default: the time-sharing policy.
+    #[serde(default)]
+    pub rt_priority: Option<u8>,
     /// Search the highest sustainable rate with a ladder of short runs.
     #[serde(default = "yes")]
     pub ladder: bool,
@@ -173,6 +180,16 @@ impl Geometry {
         }
         if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
             bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
+        }
+        if ao.rt_priority.is_some_and(|p| !(1..=99).contains(&p)) {
+            bail!("ao-loop: rt_priority is a SCHED_FIFO priority, 1 to 99");
+        }
+        if ao.rt_priority.is_some() && ao.wait == Some(crate::scenario::Wait::Spin) {
+            bail!(
+                "ao-loop: rt_priority with wait = \"spin\": the kernel throttles a busy-waiting \
+                 SCHED_FIFO task (by default it loses its core for 50 ms of every second, \
+                 /proc/sys/kernel/sched_rt_runtime_us); use the adaptive wait with rt_priority"
+            );
         }
         let (subapertures, signals) = match ao.slopes {
             SignalKind::Centroids => {
@@ -312,6 +329,7 @@ pub(crate) mod tests {
     pub(crate) fn case(sub: Option<[usize; 2]>, modes: Option<usize>, act: usize) -> AoCase {
         AoCase {
             wake_ahead_us: None,
+            rt_priority: None,
             slopes: SignalKind::Centroids,
             subapertures: sub,
             valid_pixels: None,
@@ -385,6 +403,17 @@ pub(crate) mod tests {
         p.valid_pixels = Some(50);
         let err = Geometry::new(&[7, 7], &p).unwrap_err().to_string();
         assert!(err.contains("valid_pixels = 50"), "{err}");
+        for bad in [0, 100] {
+            let mut c = case(Some([7, 7]), None, 10);
+            c.rt_priority = Some(bad);
+            let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+            assert!(err.contains("rt_priority"), "{bad}: {err}");
+        }
+        let mut c = case(Some([7, 7]), None, 10);
+        c.rt_priority = Some(50);
+        c.wait = Some(crate::scenario::Wait::Spin);
+        let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+        assert!(err.contains("throttles"), "{err}");
     }
 
     #[test]

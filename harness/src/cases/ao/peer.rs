@@ -59,6 +59,7 @@ pub fn run(
         "gain": ao.gain,
         "leak": ao.leak,
         "timeout_s": job.timeout_s,
+        "rt_priority": job.rt_priority,
         "log_prefix": prefix.to_string_lossy(),
     });
     let spec_path = prefix.with_extension("json");
