@@ -333,6 +333,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
         .unwrap_or(110);
     let mut rng = Rng::new();
     let mut in_bracket = 0;
+    let mut kills = 0;
     let mut total_frames = 0;
     let mut worst = Duration::ZERO;
     for notify in [true, false] {
@@ -354,7 +355,18 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
             })
             .unwrap();
         let write_us = (t.elapsed().as_micros() as u64).max(20);
-        for trial in 0..trials_per_stream {
+        // Kill points are random, so how many land inside a write follows the writer's duty
+        // cycle on this host (53 of 220 on one CI run, against 55 needed): past the planned
+        // trials, keep killing (up to three times as many) until this stream has had its
+        // share of kills inside the bracket, so the test proves as much on a slow host.
+        let stream_target = trials_per_stream.div_ceil(4);
+        let stream_start = in_bracket;
+        let mut trial = 0;
+        while trial < trials_per_stream
+            || (in_bracket - stream_start < stream_target && trial < 3 * trials_per_stream)
+        {
+            trial += 1;
+            kills += 1;
             let ctx = format!("trial {trial} on '{name}' (notify={notify})");
             // The previous trial's writer is dead; a new one must recover the stream.
             let mut w = child("child_entry", "slow_writer")
@@ -442,14 +454,13 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
         );
     }
     eprintln!(
-        "{} kills, {in_bracket} inside the write bracket, {total_frames} frames checked, worst report latency {worst:?}",
-        2 * trials_per_stream
+        "{kills} kills, {in_bracket} inside the write bracket, {total_frames} frames checked, worst report latency {worst:?}"
     );
-    // The kill points must actually hit the bracket most of the time, or this proves little.
+    // Enough kill points must hit the bracket (a quarter of the planned trials on each
+    // stream), or this proves little.
     assert!(
-        in_bracket * 2 >= trials_per_stream,
-        "only {in_bracket} of {} kills landed inside a write",
-        2 * trials_per_stream
+        in_bracket >= 2 * trials_per_stream.div_ceil(4),
+        "only {in_bracket} of {kills} kills landed inside a write"
     );
 }
 
