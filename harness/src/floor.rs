@@ -285,7 +285,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut src = PageBuf::<u8>::new(job.payload_bytes());
     src.as_mut_slice().fill(1);
     let src = src.as_slice();
-    wait_until(region.atomic_u32(READY), |v| v != 0, None, ping.to)?;
+    wait_until(region.atomic_u32(READY), |v| v != 0, None, ping.turns.to)?;
     let mut one_way = Vec::new();
     // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
     // spinning the gap: a sender that spun a whole period is preempted by the receiver
@@ -352,6 +352,36 @@ pub enum Echo {
     Stop,
 }
 
+/// What both halves of the ping-pong floor take from the job and keep in step: the wait
+/// form, the payload slots frames rotate over, and the frame count.
+struct Turns {
+    wait: Option<Wait>,
+    notify: bool,
+    to: Duration,
+    /// Payload slots the writer rotates over ([`crate::scenario::Job::floor_slots`]).
+    slots: u32,
+    generation: u32,
+}
+
+impl Turns {
+    fn of(spec: &ChildSpec) -> Self {
+        let job = &spec.job;
+        Turns {
+            wait: job.wait,
+            notify: job.wait.is_some_and(Wait::notifies),
+            to: Duration::from_secs_f64(spec.wait_timeout_s),
+            slots: job.floor_slots.max(1) as u32,
+            generation: 0,
+        }
+    }
+
+    /// Moves to the next frame: its generation and the payload slot it goes through.
+    fn advance(&mut self) -> (u32, usize) {
+        self.generation += 1;
+        (self.generation, (self.generation % self.slots) as usize)
+    }
+}
+
 /// The ping-pong floor's reader: waits for each bare publication as the job's wait form
 /// says, copies it out into the caller's buffer (the one ours reads into, where it runs in
 /// ours' reader), re-checks, stamps its arrival and acknowledges.
@@ -363,12 +393,7 @@ pub struct FloorEcho<'a> {
     ahead: Option<(u64, u64)>,
     /// Earliest `arrival − generation · period` seen, ns: when frames are due.
     phase: Option<u64>,
-    /// Payload slots the writer rotates over ([`crate::scenario::Job::floor_slots`]).
-    slots: u32,
-    generation: u32,
-    wait: Option<Wait>,
-    notify: bool,
-    to: Duration,
+    turns: Turns,
 }
 
 impl<'a> FloorEcho<'a> {
@@ -382,11 +407,7 @@ impl<'a> FloorEcho<'a> {
                 .wake_ahead_ns
                 .map(|margin| ((job.gap_us * 1e3) as u64, margin)),
             phase: None,
-            slots: job.floor_slots.max(1) as u32,
-            generation: 0,
-            wait: job.wait,
-            notify: job.wait.is_some_and(Wait::notifies),
-            to: Duration::from_secs_f64(spec.wait_timeout_s),
+            turns: Turns::of(spec),
         }
     }
 
@@ -403,12 +424,12 @@ impl<'a> FloorEcho<'a> {
             self.region.atomic_u32(ACK),
             self.region.atomic_u32(STOP),
         );
-        self.generation += 1;
-        let want = 2 * self.generation;
+        let (generation, slot) = self.turns.advance();
+        let want = 2 * generation;
         let ahead = self.ahead.zip(self.phase);
         if let Some(((period, margin), phase)) = ahead {
             // Asleep until `margin` before the frame is due, then spinning for it.
-            let due = phase + u64::from(self.generation) * period;
+            let due = phase + u64::from(generation) * period;
             sleep_until(due.saturating_sub(margin));
         }
         let mut deadline: Option<Instant> = None;
@@ -416,7 +437,6 @@ impl<'a> FloorEcho<'a> {
         loop {
             let s = seq.load(Ordering::Acquire);
             if s == want {
-                let slot = (self.generation % self.slots) as usize;
                 let valid = self.frames.copy_out(slot, dst);
                 // Acquire fence: the copy is complete before the re-check.
                 fence(Ordering::Acquire);
@@ -433,7 +453,7 @@ impl<'a> FloorEcho<'a> {
                         .atomic_u64(ARRIVED)
                         .store(now, Ordering::Relaxed);
                     if let Some((period, _)) = self.ahead {
-                        let p = now.saturating_sub(u64::from(self.generation) * period);
+                        let p = now.saturating_sub(u64::from(generation) * period);
                         self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
                     }
                     break;
@@ -443,7 +463,7 @@ impl<'a> FloorEcho<'a> {
             if stop.load(Ordering::Acquire) != 0 {
                 return Ok(Echo::Stop);
             }
-            let sleep = sleeps(self.wait, rounds);
+            let sleep = sleeps(self.turns.wait, rounds);
             if sleep {
                 futex::wait(seq, s, Duration::from_millis(50));
             } else {
@@ -452,8 +472,8 @@ impl<'a> FloorEcho<'a> {
             rounds = rounds.saturating_add(1);
             if sleep || rounds.is_multiple_of(1024) {
                 let now = Instant::now();
-                if now > *deadline.get_or_insert(now + self.to) {
-                    bail!("floor writer went silent for {:?}", self.to);
+                if now > *deadline.get_or_insert(now + self.turns.to) {
+                    bail!("floor writer went silent for {:?}", self.turns.to);
                 }
             }
         }
@@ -465,8 +485,8 @@ impl<'a> FloorEcho<'a> {
         if leave {
             mark.store(0, Ordering::Relaxed);
         }
-        ack.store(self.generation, Ordering::Release);
-        if self.notify {
+        ack.store(generation, Ordering::Release);
+        if self.turns.notify {
             futex::wake_all(ack);
         }
         Ok(if leave { Echo::Leave } else { Echo::Frame })
@@ -478,12 +498,7 @@ impl<'a> FloorEcho<'a> {
 /// (notify forms), the wait for the reader's acknowledgement.
 pub struct FloorPing<'a> {
     bare: BareStream<'a>,
-    /// Payload slots it rotates over ([`crate::scenario::Job::floor_slots`]).
-    slots: u32,
-    generation: u32,
-    wait: Option<Wait>,
-    notify: bool,
-    to: Duration,
+    turns: Turns,
 }
 
 impl<'a> FloorPing<'a> {
@@ -500,11 +515,7 @@ impl<'a> FloorPing<'a> {
         };
         Ok(FloorPing {
             bare,
-            slots: job.floor_slots.max(1) as u32,
-            generation: 0,
-            wait: job.wait,
-            notify: job.wait.is_some_and(Wait::notifies),
-            to: Duration::from_secs_f64(spec.wait_timeout_s),
+            turns: Turns::of(spec),
         })
     }
 
@@ -518,12 +529,11 @@ impl<'a> FloorPing<'a> {
 
     /// Publishes `src` as the next frame and wakes the reader.
     pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<()> {
-        self.generation += 1;
         // The only writer: publication `generation` leaves the sequence at 2·generation,
         // which the reader waits for.
-        self.bare
-            .publish_in((self.generation % self.slots) as usize, src)?;
-        if self.notify {
+        let (_, slot) = self.turns.advance();
+        self.bare.publish_in(slot, src)?;
+        if self.turns.notify {
             futex::wake_all(self.bare.word());
         }
         Ok(())
@@ -532,8 +542,8 @@ impl<'a> FloorPing<'a> {
     /// Waits for the reader's acknowledgement of the last frame.
     pub fn wait_ack(&self) -> Result<()> {
         let ack = self.bare.region.atomic_u32(ACK);
-        let g = self.generation;
-        wait_until(ack, |v| v == g, self.wait, self.to)?;
+        let t = &self.turns;
+        wait_until(ack, |v| v == t.generation, t.wait, t.to)?;
         Ok(())
     }
 

@@ -261,6 +261,13 @@ mod tests {
         a: SizeArgs,
     }
 
+    /// The jobs of the scenario `harness size` builds from `a`.
+    fn jobs_of(a: &SizeArgs) -> Vec<crate::scenario::Job> {
+        Scenario::parse(&scenario_text(a).unwrap())
+            .unwrap()
+            .jobs(false, None)
+    }
+
     fn args(extra: &[&str]) -> SizeArgs {
         let mut v = vec![
             "size",
@@ -285,8 +292,7 @@ mod tests {
             "--modes",
             "300",
         ]);
-        let s = Scenario::parse(&scenario_text(&a).unwrap()).unwrap();
-        let jobs = s.jobs(false, None);
+        let jobs = jobs_of(&a);
         assert_eq!(jobs.len(), 3);
         assert_eq!(jobs[1].case, "size-merged-cpu");
         assert_eq!(jobs[2].case, "size-merged-spin-cpu");
@@ -307,9 +313,7 @@ mod tests {
             "--rt-priority",
             "50",
         ]);
-        let jobs = Scenario::parse(&scenario_text(&a).unwrap())
-            .unwrap()
-            .jobs(false, None);
+        let jobs = jobs_of(&a);
         let prio: Vec<_> = jobs.iter().map(|j| j.rt_priority).collect();
         assert_eq!(prio, vec![Some(50), Some(50), None]);
     }
@@ -324,9 +328,7 @@ mod tests {
             "--device",
             "all",
         ]);
-        let jobs = Scenario::parse(&scenario_text(&a).unwrap())
-            .unwrap()
-            .jobs(false, None);
+        let jobs = jobs_of(&a);
         let names: Vec<_> = jobs.iter().map(|j| j.case.as_str()).collect();
         assert_eq!(
             names,
