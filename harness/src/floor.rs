@@ -65,7 +65,12 @@ fn slot_stride(payload: usize) -> usize {
 /// Size of a [`BareStream`] region for `job`'s frames and floor slots
 /// ([`crate::scenario::Job::floor_slots`]).
 pub fn bare_region_len(job: &crate::scenario::Job) -> usize {
-    PAYLOAD + job.floor_slots.max(1) * slot_stride(job.payload_bytes())
+    region_len(job.payload_bytes(), job.floor_slots)
+}
+
+/// Size of a [`BareStream`] region for `slots` frames of `payload` bytes.
+fn region_len(payload: usize, slots: usize) -> usize {
+    PAYLOAD + slots.max(1) * slot_stride(payload)
 }
 
 /// Where a floor's frames lie: after the control words of its own region, or on the
@@ -198,6 +203,45 @@ impl<'a> BareStream<'a> {
     /// The sequence word (the floor's futex word).
     pub fn word(&self) -> &AtomicU32 {
         self.region.atomic_u32(SEQ)
+    }
+}
+
+/// The floor of a stage publishing its output, for a writer that holds the stream for the
+/// run: a [held](BareStream::held) bare publication into the next of as many slots as the
+/// stream keeps frames (its history ring, or its one payload), on a region of its own, and
+/// the wake where the stream notifies. Nobody reads it: the floor of a publication alone.
+pub struct BareOutput {
+    region: ShmRegion,
+    slots: usize,
+    next: usize,
+    notify: bool,
+}
+
+impl BareOutput {
+    /// A region `name` for `slots` frames of `bytes`, prefaulted.
+    pub fn create(name: &str, bytes: usize, slots: usize, notify: bool) -> Result<Self> {
+        let region = ShmRegion::create(name, region_len(bytes, slots))
+            .with_context(|| format!("creating the floor region {name}"))?;
+        region.prefault();
+        Ok(BareOutput {
+            region,
+            slots: slots.max(1),
+            next: 0,
+            notify,
+        })
+    }
+
+    /// Publishes `src` as the next frame (and wakes, for a notify stream); returns the
+    /// nanoseconds it took.
+    pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<u64> {
+        let t0 = monotonic_ns();
+        let bare = BareStream::held(&self.region);
+        bare.publish_in(self.next, src)?;
+        if self.notify {
+            futex::wake_all(bare.word());
+        }
+        self.next = (self.next + 1) % self.slots;
+        Ok(monotonic_ns().saturating_sub(t0))
     }
 }
 
@@ -628,5 +672,25 @@ mod tests {
             assert_eq!(received, (1..=7).collect::<Vec<u8>>(), "{slots} slot(s)");
             let _ = std::fs::remove_file(&spec.names.lock);
         }
+    }
+
+    /// A stage output's floor publishes each frame into the next of its slots, as the
+    /// stream's history ring takes it, and counts it as a publication.
+    #[test]
+    fn a_bare_output_rotates_over_its_slots_and_counts_each_publication() {
+        let name = format!("floor-output-{}", std::process::id());
+        let n = 100;
+        let mut out = BareOutput::create(&name, n * 4, 3, true).unwrap();
+        for k in 1..=4u8 {
+            out.publish(&vec![f32::from(k); n]).unwrap();
+        }
+        let frames = Frames::own(&out.region);
+        let mut dst = vec![0f32; n];
+        for (slot, k) in [(0, 4.0), (1, 2.0), (2, 3.0)] {
+            assert!(frames.copy_out(slot, &mut dst));
+            assert!(dst.iter().all(|&v| v == k), "slot {slot}: {}", dst[0]);
+        }
+        assert_eq!(out.region.atomic_u64(COUNT).load(Ordering::Relaxed), 4);
+        assert_eq!(out.region.atomic_u32(SEQ).load(Ordering::Relaxed), 8);
     }
 }

@@ -1,5 +1,6 @@
 //! The loop's floor, composed in the same run: each stage's compute alone on plain
-//! memory (one pinned process) plus the hand-off floor of each hop's payload (the
+//! memory (one pinned process), the bare publication of each stage's output (a stage's
+//! publish time is when its write returned), plus the hand-off floor of each hop's payload (the
 //! harness's ping-pong floor on a bare shared-memory region, futex or spin as the stages
 //! wait, timed one way: the stage's hop is a one-way wake of an idle core, which half a
 //! round trip understates, since the acknowledgement wakes a writer that parked
@@ -107,7 +108,7 @@ fn stat(name: &str, h: &Histogram<u64>) -> StageStat {
 
 /// One pass of the floor's measurements: the stages' compute log and each hop's floor.
 pub struct Parts {
-    /// `[i, slopes ns, recon ns, 0]` per frame.
+    /// `[i, slopes ns, recon ns, publish ns]` per frame.
     compute: Vec<[u64; 4]>,
     /// Each hop's one-way floor.
     hops: Vec<(&'static str, Histogram<u64>)>,
@@ -168,9 +169,9 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
     })
 }
 
-/// Median of the compute time (slopes + recon) of a pass's log.
+/// Median of the compute time (slopes + recon + publish) of a pass's log.
 fn compute_median(compute: &[[u64; 4]]) -> u64 {
-    let mut t: Vec<u64> = compute.iter().map(|e| e[1] + e[2]).collect();
+    let mut t: Vec<u64> = compute.iter().map(|e| e[1] + e[2] + e[3]).collect();
     t.sort_unstable();
     t.get(t.len() / 2).copied().unwrap_or(u64::MAX)
 }
@@ -199,17 +200,22 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
             }
         }
     }
-    let (mut hs, mut hr, mut total) = (hist::new(), hist::new(), hist::new());
+    let (mut hs, mut hr, mut hp, mut total) = (hist::new(), hist::new(), hist::new(), hist::new());
     // Hop samples drawn at quantiles spread by the golden ratio: independent of the
     // compute sample they are added to, and deterministic.
     for (i, e) in compute.iter().enumerate() {
         hs.saturating_record(e[1]);
         hr.saturating_record(e[2]);
+        hp.saturating_record(e[3]);
         let q = ((i as f64 + 0.5) * 0.618_033_988_75).fract();
         let hop: u64 = hop_hists.iter().map(|(_, h)| h.value_at_quantile(q)).sum();
-        total.saturating_record(e[1] + e[2] + hop);
+        total.saturating_record(e[1] + e[2] + e[3] + hop);
     }
-    let mut parts = vec![stat("slopes alone", &hs), stat("recon alone", &hr)];
+    let mut parts = vec![
+        stat("slopes alone", &hs),
+        stat("recon alone", &hr),
+        stat("publish alone", &hp),
+    ];
     parts.extend(hop_hists.iter().map(|(n, h)| stat(n, h)));
     let mean = total.mean().max(1.0);
     Ok(Floor {
@@ -229,7 +235,9 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
                     (
                         "composition".into(),
                         "slopes + recon alone on plain memory (a frame a camera period unless the \
-                     stages spin) + the one-way floor of each hop (timed as its sender stamps \
+                     stages spin) + the bare publication of each stage's output (held, into as \
+                     many slots as its stream keeps frames, wake included where the streams \
+                     notify) + the one-way floor of each hop (timed as its sender stamps \
                      -> the receiver holds the payload; frames rotating over the input \
                      stream's history slots), one camera period apart, waiting as its stages \
                      do (parked where they share a core, waking ahead where they do)"
@@ -256,13 +264,15 @@ mod tests {
         Scenario::parse(text).unwrap().jobs(false, None).remove(0)
     }
 
-    fn pass(slopes_ns: u64, recon_ns: u64, hop_ns: u64) -> Parts {
+    fn pass(slopes_ns: u64, recon_ns: u64, publish_ns: u64, hop_ns: u64) -> Parts {
         let mut h = hist::new();
         for _ in 0..100 {
             h.record(hop_ns).unwrap();
         }
         Parts {
-            compute: (0..100).map(|i| [i, slopes_ns, recon_ns, 0]).collect(),
+            compute: (0..100)
+                .map(|i| [i, slopes_ns, recon_ns, publish_ns])
+                .collect(),
             hops: vec![("camera→slopes floor", h)],
         }
     }
@@ -271,7 +281,10 @@ mod tests {
     #[test]
     fn each_floor_part_comes_from_its_faster_pass() {
         let floor = compose(
-            vec![pass(20_000, 10_000, 9_000), pass(30_000, 15_000, 5_000)],
+            vec![
+                pass(20_000, 10_000, 2_000, 9_000),
+                pass(30_000, 15_000, 1_000, 5_000),
+            ],
             &job(),
         )
         .unwrap();
@@ -286,8 +299,10 @@ mod tests {
             p50("slopes alone")
         );
         assert!(near(p50("recon alone"), 10_000.0));
+        // The publications belong to the compute pass (they are logged with it).
+        assert!(near(p50("publish alone"), 2_000.0));
         assert!(near(p50("camera→slopes floor"), 5_000.0));
         let total = floor.side.hist.value_at_quantile(0.5) as f64;
-        assert!(near(total, 35_000.0), "{total}");
+        assert!(near(total, 37_000.0), "{total}");
     }
 }

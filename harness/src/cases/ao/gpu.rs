@@ -275,17 +275,19 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
 /// Floor of the GPU form's compute: the same device work with no stream around it, one
 /// frame a camera period ([`stage::paced_floor`]). The frame is copied into page-locked
 /// memory before the clock starts. Log: `[i, upload + signals ns, the rest up to the
-/// commands on the host ns, 0]`.
+/// commands on the host ns, their bare publication ns]`.
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = stage::geometry(spec)?;
     let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)?;
     let frames = camera::frames(&g);
+    let mut out = stage::Outputs::create(spec, &g)?;
     stage::paced_floor(spec, |i| {
         gpu.frame_mut()?.copy_from_slice(&frames[i % frames.len()]);
         let t0 = monotonic_ns();
         let slopes_ns = gpu.step()?;
-        std::hint::black_box(gpu.commands()?);
+        let cmd = gpu.commands()?;
         let total = monotonic_ns() - t0;
-        Ok((slopes_ns.min(total), total - slopes_ns.min(total)))
+        let sent = out.commands.publish(cmd)?;
+        Ok([slopes_ns.min(total), total - slopes_ns.min(total), sent])
     })
 }

@@ -21,6 +21,7 @@ use super::recon::Recon;
 use super::slopes::Slopes;
 use crate::cases::wait_timeout;
 use crate::error::{Context, Result};
+use crate::floor::BareOutput;
 use crate::spawn::ChildSpec;
 
 /// Frame id of the frame that ends the run.
@@ -344,12 +345,15 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
 }
 
 /// Floor of the stages' compute: slopes and reconstructor alone on plain memory, on the
-/// slopes stage's core. Log entries: `[i, slopes ns, recon ns, 0]`. One frame a camera
-/// period (up to 2 s of them), the core sleeping in between, or spinning when the stages
-/// spin: a stage computes on a core as the loop leaves it between frames, and a
-/// back-to-back loop measured a hot kernel the loop never runs (pyRTC: slopes alone 2.9 µs
-/// back to back, 10.7 µs in the loop; with spinning stages, slopes and recon alone 1.6 µs
-/// each back to back against 3.4 and 6.9 µs in the loop).
+/// slopes stage's core, and the bare publication of each stage's output (the signals in
+/// the split form, the commands in both: a stage's publish time is when its write
+/// returned, so the loop's latency holds them; [`BareOutput`]). Log entries:
+/// `[i, slopes ns, recon ns, publish ns]`. One frame a camera period (up to 2 s of them),
+/// the core sleeping in between, or spinning when the stages spin: a stage computes on a
+/// core as the loop leaves it between frames, and a back-to-back loop measured a hot kernel
+/// the loop never runs (pyRTC: slopes alone 2.9 µs back to back, 10.7 µs in the loop;
+/// with spinning stages, slopes and recon alone 1.6 µs each back to back against 3.4 and
+/// 6.9 µs in the loop).
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = geometry(spec)?;
     let place = Placement::of(&spec.job);
@@ -359,6 +363,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let mut frame = vec![0u16; g.pixels()];
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
+    let mut out = Outputs::create(spec, &g)?;
     paced_floor(spec, |i| {
         // The stage computes on the frame its hop just copied in (hot in cache; the copy is
         // the hop's floor): so does the floor.
@@ -366,19 +371,60 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
         let t0 = monotonic_ns();
         stage.compute(&frame, &mut sig);
         let t1 = monotonic_ns();
-        r.step(&sig, &mut cmd);
+        let sent = match out.signals.as_mut() {
+            Some(o) => o.publish(&sig)?,
+            None => 0,
+        };
         let t2 = monotonic_ns();
-        std::hint::black_box(&cmd);
-        Ok((t1 - t0, t2 - t1))
+        r.step(&sig, &mut cmd);
+        let t3 = monotonic_ns();
+        let sent = sent + out.commands.publish(&cmd)?;
+        Ok([t1 - t0, t3 - t2, sent])
     })
 }
 
-/// The floor's frame loop: `frame(i)` (returning its slopes and recon ns) once a camera
-/// period, up to 2 s of frames, the core sleeping in between or spinning when the stages
-/// spin; the first 10 frames warm up. Writes the log `[i, slopes ns, recon ns, 0]`.
+/// The floors of the loop's output publications ([`floor_compute`]).
+pub(super) struct Outputs {
+    /// The signals, published only when slopes and recon are separate processes.
+    signals: Option<BareOutput>,
+    pub(super) commands: BareOutput,
+}
+
+impl Outputs {
+    /// Bare outputs as the loop's streams are ([`super::create_streams`]): the signals
+    /// keep [`HISTORY`] frames, the commands one; both notify unless the stages spin.
+    pub(super) fn create(spec: &ChildSpec, g: &Geometry) -> Result<Self> {
+        let (_, ao) = geometry(spec)?;
+        let notify = ao.stage_wait(false).notifies();
+        let region = &spec.names.region;
+        let signals = match Placement::of(&spec.job).merged {
+            true => None,
+            false => Some(BareOutput::create(
+                &format!("{region}-signals"),
+                g.signals * 4,
+                HISTORY,
+                notify,
+            )?),
+        };
+        Ok(Outputs {
+            signals,
+            commands: BareOutput::create(
+                &format!("{region}-commands"),
+                g.actuators * 4,
+                1,
+                notify,
+            )?,
+        })
+    }
+}
+
+/// The floor's frame loop: `frame(i)` (returning its slopes, recon and publish ns) once a
+/// camera period, up to 2 s of frames, the core sleeping in between or spinning when the
+/// stages spin; the first 10 frames warm up. Writes the log `[i, slopes ns, recon ns,
+/// publish ns]`.
 pub(super) fn paced_floor(
     spec: &ChildSpec,
-    mut frame: impl FnMut(usize) -> Result<(u64, u64)>,
+    mut frame: impl FnMut(usize) -> Result<[u64; 3]>,
 ) -> Result<()> {
     let (_, ao) = geometry(spec)?;
     let spins = ao.stage_wait(false) == crate::scenario::Wait::Spin;
@@ -396,9 +442,9 @@ pub(super) fn paced_floor(
         } else {
             sleep_until(slot);
         }
-        let (slopes, recon) = frame(i as usize)?;
+        let [slopes, recon, publish] = frame(i as usize)?;
         if i >= 10 {
-            log.push([i, slopes, recon, 0]);
+            log.push([i, slopes, recon, publish]);
         }
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
