@@ -23,6 +23,12 @@
 //! the next writer appends at the same index. A cursor copies a slot between two loads of
 //! its stamp (the seqlock of `seqlock.rs`, per slot): a frame overwritten while it was copied
 //! is reported as lost, never returned torn.
+//!
+//! A whole-frame write ([`Ring::begin_append`]) fills the slot first and copies it into the
+//! payload after, still inside the bracket: the head moves before the stream's count, and a
+//! cursor (which waits for either) reads the frame while the payload copy runs. A writer
+//! killed between the two leaves a complete frame that cursors may return, and an
+//! unfinished publication that readers of the latest frame see aborted.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -264,34 +270,71 @@ impl Ring {
     /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
     /// the write lock and is inside the publication bracket of the write with this `count`.
     pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) {
-        // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
-        // the previous holder's stores.
-        let k = self.head().load(Ordering::Relaxed);
-        let slot = self.slot_at(k);
-        let stamp = self.word(slot + off::STAMP);
-        stamp.store(2 * k + 1, Ordering::Relaxed);
-        // Keeps the frame stores below from becoming visible before the odd stamp.
-        fence(Ordering::Release);
-        // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); the slot's
-        // frame area is `frame_bytes` long inside the mapping (checked at attach/create),
-        // 64-byte aligned (page-aligned mapping, 64-byte header and stride), and not the
-        // payload. Cursors copying it concurrently detect the overlap through the stamp.
+        let dst = self.begin_append();
+        // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
+        // slot's frame area, `frame_bytes` long inside the mapping (checked at
+        // attach/create), 64-byte aligned (page-aligned mapping, 64-byte header and stride),
+        // and not the payload. Cursors copying it concurrently detect the overlap through
+        // the stamp.
         unsafe {
-            let dst = self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES);
             if self.streaming {
                 stream_copy(dst, src, self.frame_bytes);
             } else {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
+        self.finish_append(count, frame_id, write_time);
+    }
+
+    /// Whether a publication may fill the next slot first and copy it into the payload
+    /// after ([`Ring::begin_append`]): not for rings that append with streaming stores,
+    /// whose slots the fill would first read back from memory.
+    pub(crate) fn fills_first(&self) -> bool {
+        !self.streaming
+    }
+
+    /// Starts append `head`: stamps its slot odd (being written) and returns the slot's
+    /// frame area (`frame_bytes`, 64-byte aligned) for the caller to fill, then
+    /// [`Ring::finish_append`]. The caller holds the write lock and is inside the
+    /// publication bracket; an append never finished leaves the stamp odd and the head
+    /// unmoved, so no cursor returns the slot and the next append reuses it.
+    pub(crate) fn begin_append(&self) -> *mut u8 {
+        // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
+        // the previous holder's stores.
+        let k = self.head().load(Ordering::Relaxed);
+        let slot = self.slot_at(k);
+        self.word(slot + off::STAMP)
+            .store(2 * k + 1, Ordering::Relaxed);
+        // Keeps the frame stores that follow from becoming visible before the odd stamp.
+        fence(Ordering::Release);
+        // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
+        unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) }
+    }
+
+    /// Completes the append [`Ring::begin_append`] started, its frame filled: metadata,
+    /// even stamp, head. From here cursors return the frame.
+    pub(crate) fn finish_append(&self, count: u64, frame_id: u64, write_time: f64) {
+        let k = self.head().load(Ordering::Relaxed);
+        let slot = self.slot_at(k);
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
             .store(frame_id, Ordering::Relaxed);
         self.word(slot + off::WRITE_TIME)
             .store(write_time.to_bits(), Ordering::Relaxed);
         // Release: a cursor that acquires the even stamp (or the new head) sees the frame.
-        stamp.store(2 * k + 2, Ordering::Release);
+        self.word(slot + off::STAMP)
+            .store(2 * k + 2, Ordering::Release);
         self.head().store(k + 1, Ordering::Release);
+    }
+
+    /// Frames appended so far (Acquire: a cursor that sees the head sees the frames).
+    pub(crate) fn appended(&self) -> u64 {
+        self.head().load(Ordering::Acquire)
+    }
+
+    /// Bytes of one frame.
+    pub(crate) fn frame_bytes(&self) -> usize {
+        self.frame_bytes
     }
 
     /// Copies frame `index` with `copy`, or says which later append overwrote its slot.
@@ -744,9 +787,12 @@ impl Cursor<'_> {
                 },
                 None => None,
             };
-            // Nothing new in the ring: wait for the stream's next publication (futex on notify
-            // streams). Aborted writes append nothing; keep waiting past them.
-            match self.stream.wait_for_count(seen_count, remaining) {
+            // Nothing new in the ring: wait for the stream's next publication or append
+            // (futex on notify streams). Aborted writes append nothing; keep waiting past them.
+            match self
+                .stream
+                .wait_for_append(seen_count, self.next, remaining)
+            {
                 Ok(_) | Err(Error::Inconsistent { .. }) | Err(Error::WriteAborted { .. }) => {}
                 Err(Error::Timeout { .. }) => {
                     return Err(Error::Timeout {
@@ -807,5 +853,89 @@ mod tests {
         assert!(ring_bytes(MAX_HISTORY + 1, 4).is_err());
         assert!(ring_bytes(MAX_HISTORY, 1 << 20).is_err(), "1 TiB ring");
         assert!(ring_bytes(1, usize::MAX - 10).is_err(), "overflow");
+    }
+
+    fn stream(tag: &str, len: usize, depth: usize) -> (String, Stream) {
+        let name = format!("hist-{tag}-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::StreamOptions::new(&name)
+            .shape(&[len])
+            .dtype(crate::Dtype::U32)
+            .history(depth)
+            .create()
+            .unwrap();
+        (name, s)
+    }
+
+    /// A ring-first publication completes the slot before its even sequence: a cursor
+    /// returns the frame while the header still says a write is in progress (it used to
+    /// wait for the count).
+    #[test]
+    fn a_cursor_reads_a_complete_slot_before_the_publication_ends() {
+        let (name, s) = stream("ring-first", 4, 4);
+        let mut c = s.cursor().unwrap();
+        // The writer's lock, held: a waiting reader sees a live writer, not a dead one.
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        let b = crate::seqlock::begin_write(&s.header);
+        let slot = ring.begin_append().cast::<u32>();
+        for i in 0..4 {
+            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
+            // the write lock and the slot's stamp is odd.
+            unsafe { slot.add(i).write(7) };
+        }
+        ring.finish_append(1, 42, 0.0);
+        let mut dst = [0u32; 4];
+        let info = c
+            .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!((info.frame_id, dst), (42, [7; 4]));
+        assert_eq!(s.count(), 0, "the publication has not ended");
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(42));
+        assert_eq!(s.count(), 1);
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// Whole-frame writes fill the ring's slot first on rings of ordinary stores; views
+    /// (which start from the previous frame), streams without history and rings that
+    /// append with streaming stores fill the payload; every path leaves the same frame in
+    /// both.
+    #[test]
+    fn whole_frame_writes_fill_the_ring_first_and_views_the_payload() {
+        let cases = [("small", 4usize, 4usize, true), ("none", 4, 0, false)];
+        // A ring that streams: 16 KiB frames, 8 MiB of them.
+        let big = (STREAM_MIN_FRAME / 4, STREAM_MIN_RING / STREAM_MIN_FRAME);
+        let cases = cases.into_iter().chain([("big", big.0, big.1, false)]);
+        for (tag, len, depth, first) in cases {
+            let (name, s) = stream(tag, len, depth);
+            let payload = s.payload.as_ref().unwrap().as_ptr() as usize;
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let frame = vec![9u32; len];
+            let filled = s
+                .publish_locked_whole(None, |dst: *mut u8| {
+                    // SAFETY: `dst` holds the frame's `len` u32s (payload or slot).
+                    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr().cast(), dst, len * 4) };
+                    Ok(dst as usize)
+                })
+                .unwrap();
+            assert_eq!(filled != payload, first, "{tag}: whole-frame fill");
+            let viewed = s.publish_locked(None, |dst| Ok(dst as usize)).unwrap();
+            assert_eq!(viewed, payload, "{tag}: in-place fill");
+            drop(g);
+            assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &frame[..]);
+            if depth > 0 {
+                let mut c = s.cursor().unwrap();
+                c.rewind_to_oldest();
+                let mut dst = vec![0u32; len];
+                for _ in 0..2 {
+                    c.next_into_slice(&mut dst, Some(Duration::ZERO)).unwrap();
+                    assert_eq!(dst, frame, "{tag}: the ring's frames");
+                }
+            }
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 }

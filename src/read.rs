@@ -46,6 +46,9 @@ pub(crate) enum Want {
     Now,
     /// A frame with `count > after` (waits for publications).
     After(u64),
+    /// The same, or the history ring's head past `next` (a cursor's next frame, which a
+    /// publication that fills the ring first completes before its even sequence).
+    AfterOrAppended { after: u64, next: u64 },
 }
 
 impl Stream {
@@ -66,11 +69,23 @@ impl Stream {
             .map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
         let mut waiter: Option<Waiter> = None;
         loop {
+            if let Want::AfterOrAppended { next, .. } = want
+                && self.history.as_ref().is_some_and(|r| r.appended() > next)
+            {
+                // The caller reads the frame from the ring; it needs nothing else from here.
+                return Ok(FrameInfo {
+                    count: h.count().load(Ordering::Acquire),
+                    frame_id: 0,
+                    write_time: 0.0,
+                    missed: 0,
+                });
+            }
             let observed = seqlock::optimistic_read(h);
             let wait_on = match observed {
                 Observed::Stable(s) => {
                     let count = h.count().load(Ordering::Relaxed);
-                    if matches!(want, Want::After(a) if count <= a) {
+                    if matches!(want, Want::After(a) | Want::AfterOrAppended { after: a, .. } if count <= a)
+                    {
                         // Waiting for a publication that may never come: an unlink by
                         // pyshmem leaves the header valid, so look at the file (rate limited).
                         self.check_generation(false)?;
@@ -359,6 +374,23 @@ impl Stream {
                 true
             })?
             .count)
+    }
+
+    /// [`Stream::wait_for_count`], or until the history ring holds frame `next` (a cursor's
+    /// wait: a ring-first publication completes the slot before its even sequence).
+    pub(crate) fn wait_for_append(
+        &self,
+        after: u64,
+        next: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.read_frame(
+            Want::AfterOrAppended { after, next },
+            timeout,
+            "wait for a new frame",
+            |_| true,
+        )
+        .map(drop)
     }
 
     /// [`Stream::wait_for_count`] that returns the [`FrameInfo`] of the publication it saw

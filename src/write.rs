@@ -1,8 +1,10 @@
 //! Writing: whole-frame copies, zero-copy `write_view`, the write lock guard, `clear`.
 //!
 //! Every publication goes through one bracket ([`Stream::publish_locked`]): odd sequence →
-//! fill the payload → stamp time, frame id and count → even sequence → futex wake (notify
-//! streams). If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
+//! fill the payload (and append it to the history ring) → stamp time, frame id and count →
+//! even sequence → futex wake (notify streams). A whole-frame write to a history stream
+//! fills the ring's slot first and copies it into the payload after
+//! ([`Stream::publish_locked_whole`]), so cursors get it one copy earlier. If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
 //! so readers get [`Error::Inconsistent`], never a torn frame, and the next good write recovers.
 
 use std::marker::PhantomData;
@@ -16,6 +18,21 @@ use crate::header::MappedHeader;
 use crate::seqlock::{self, Bracket};
 use crate::stream::Stream;
 use crate::{notify, sys};
+
+/// What a publication's fill writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Into the payload, which holds the previous frame (views, GPU uploads).
+    InPlace,
+    /// The whole frame, wherever it is pointed.
+    Whole,
+}
+
+/// Frames from this size on wake parked readers twice when they go through the ring first
+/// ([`Stream::publish_locked_whole`]): once the slot is complete, so a parked cursor wakes
+/// while the payload copy runs, and after the even sequence. Below it the copy costs less
+/// than the second `FUTEX_WAKE` (about a microsecond here).
+const EARLY_WAKE_MIN_FRAME: usize = 16 << 10;
 
 /// Publishes the invalid generation unless disarmed (runs on error returns and on unwinding).
 struct Abort<'a> {
@@ -115,10 +132,31 @@ impl Stream {
         frame_id: Option<u64>,
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
+        self.bracket(frame_id, Fill::InPlace, fill)
+    }
+
+    /// [`Stream::publish_locked`] for a `fill` that writes the whole frame wherever it is
+    /// pointed (a copy from the caller's data), so on a history stream it may fill the
+    /// ring's next slot first ([`Fill::Whole`]).
+    pub(crate) fn publish_locked_whole<R>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
+        self.bracket(frame_id, Fill::Whole, fill)
+    }
+
+    fn bracket<R>(
+        &self,
+        frame_id: Option<u64>,
+        how: Fill,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
+        use std::sync::atomic::Ordering::Relaxed;
         let slow = crate::slowdown::guard(crate::slowdown::HotPath::Write);
         let h = &self.header;
         // Our own unlink leaves a negative sequence: check at once then, else rate-limited.
-        self.check_generation(h.sequence().load(std::sync::atomic::Ordering::Relaxed) < 0)?;
+        self.check_generation(h.sequence().load(Relaxed) < 0)?;
         crate::gpu::check_writable(self)?;
         let dst = self
             .payload
@@ -129,16 +167,45 @@ impl Stream {
             notify: self.notify(),
             bracket: Some(seqlock::begin_write(h)),
         };
-        let out = fill(dst)?;
-        crate::gpu::after_fill(self, dst)?;
-        let now = sys::unix_now();
-        if let Some(ring) = &self.history {
-            use std::sync::atomic::Ordering::Relaxed;
-            // Same bracket, before the even sequence: the frame just filled, with the count
-            // and frame id this publication is about to stamp (we hold the lock).
-            let id = frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
-            ring.append(dst, h.count().load(Relaxed).wrapping_add(1), id, now);
-        }
+        // The ring's metadata for this publication (we hold the lock): the count it is about
+        // to stamp and its frame id.
+        let next_count = h.count().load(Relaxed).wrapping_add(1);
+        let id = || frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
+        let ring_first = self.history.as_ref().filter(|r| {
+            how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)
+        });
+        let (out, now) = match ring_first {
+            Some(ring) => {
+                // Ring first: cursors read the frame from its slot while it is copied into
+                // the payload, one copy earlier than through the payload.
+                let slot = ring.begin_append();
+                let out = fill(slot)?;
+                let now = sys::unix_now();
+                ring.finish_append(next_count, id(), now);
+                if self.notify() && ring.frame_bytes() >= EARLY_WAKE_MIN_FRAME {
+                    // Parked cursors wake now; plain readers see the odd sequence and park
+                    // again until the wake after the even one.
+                    notify::wake_all(h);
+                }
+                // SAFETY: `slot` and `dst` are the ring slot's frame and the host payload,
+                // each `size` bytes (the ring was attached for this frame size), distinct
+                // mappings; we hold the write lock inside the bracket, so only cursors read
+                // the slot (reads never race this copy's source) and readers of the payload
+                // detect the copy through the odd sequence.
+                unsafe { std::ptr::copy_nonoverlapping(slot.cast_const(), dst, self.size) };
+                (out, now)
+            }
+            None => {
+                let out = fill(dst)?;
+                crate::gpu::after_fill(self, dst)?;
+                let now = sys::unix_now();
+                if let Some(ring) = &self.history {
+                    // Same bracket, before the even sequence: the frame just filled.
+                    ring.append(dst, next_count, id(), now);
+                }
+                (out, now)
+            }
+        };
         if let Some(b) = abort.disarm() {
             seqlock::end_write(h, b, now, frame_id);
         }
@@ -160,10 +227,10 @@ impl Stream {
         }
     }
 
-    /// Takes the lock (default timeout), runs one bracket, releases.
-    pub(crate) fn publish<R>(
+    fn publish_as<R>(
         &self,
         frame_id: Option<u64>,
+        how: Fill,
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
         self.ensure_writable("write")?;
@@ -175,7 +242,25 @@ impl Stream {
             }
         }
         let _release = Release(self);
-        self.publish_locked(frame_id, fill)
+        self.bracket(frame_id, how, fill)
+    }
+
+    /// Takes the lock (default timeout), runs one bracket, releases.
+    pub(crate) fn publish<R>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
+        self.publish_as(frame_id, Fill::InPlace, fill)
+    }
+
+    /// [`Stream::publish`] for a whole-frame `fill` ([`Stream::publish_locked_whole`]).
+    pub(crate) fn publish_whole<R>(
+        &self,
+        frame_id: Option<u64>,
+        fill: impl FnOnce(*mut u8) -> Result<R>,
+    ) -> Result<R> {
+        self.publish_as(frame_id, Fill::Whole, fill)
     }
 
     fn host_fill<'a, T: Element>(
@@ -187,9 +272,10 @@ impl Stream {
         self.host_payload()?;
         Ok(move |dst: *mut u8| {
             let src = as_bytes(data);
-            // SAFETY: `dst` is the host payload of exactly `self.size == src.len()` bytes
-            // (dtype and length checked above); we hold the write lock, so no cooperating
-            // writer touches it, and readers detect this copy through the odd sequence.
+            // SAFETY: `dst` is the host payload or the history ring's next slot, each of
+            // exactly `self.size == src.len()` bytes (dtype and length checked above); we
+            // hold the write lock, so no cooperating writer touches it, and readers detect
+            // this copy through the odd sequence (the slot's stamp).
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
             Ok(())
         })
@@ -198,13 +284,13 @@ impl Stream {
     /// Writes one whole frame from a flat slice in C order.
     pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
         let fill = self.host_fill(data)?;
-        self.publish(None, fill)
+        self.publish_whole(None, fill)
     }
 
     /// [`Stream::write_slice`], stamping `frame_id` in the same publication.
     pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
         let fill = self.host_fill(data)?;
-        self.publish(Some(frame_id), fill)
+        self.publish_whole(Some(frame_id), fill)
     }
 
     /// Writes one whole frame from raw bytes (C order, native endian; `size_bytes()` long),
@@ -220,10 +306,10 @@ impl Stream {
             });
         }
         self.host_payload()?;
-        self.publish(Some(frame_id), |dst: *mut u8| {
-            // SAFETY: `dst` is the host payload of exactly `self.size == bytes.len()` bytes
-            // (checked above); we hold the write lock, and readers detect the copy through
-            // the odd sequence.
+        self.publish_whole(Some(frame_id), |dst: *mut u8| {
+            // SAFETY: `dst` is the host payload or the history ring's next slot, each of
+            // exactly `self.size == bytes.len()` bytes (checked above); we hold the write
+            // lock, and readers detect the copy through the odd sequence (the slot's stamp).
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
             Ok(())
         })
@@ -262,9 +348,9 @@ impl Stream {
         }
         let run = |fill: &mut dyn FnMut(*mut u8) -> Result<()>| {
             if locked {
-                self.publish_locked(frame_id, fill)
+                self.publish_locked_whole(frame_id, fill)
             } else {
-                self.publish(frame_id, fill)
+                self.publish_whole(frame_id, fill)
             }
         };
         match array.as_slice() {
@@ -278,8 +364,9 @@ impl Stream {
                     let dst = dst.cast::<T>();
                     for (i, v) in array.iter().enumerate() {
                         // SAFETY: the array has the stream's shape, so `i < self.len`, and `dst`
-                        // is the host payload of `self.len` elements of `T` (dtype checked),
-                        // aligned to a page; we hold the write lock inside the bracket.
+                        // is the host payload (page aligned) or the history ring's next slot
+                        // (64-byte aligned), each of `self.len` elements of `T` (dtype
+                        // checked); we hold the write lock inside the bracket.
                         unsafe { dst.add(i).write(*v) };
                     }
                     Ok(())
@@ -447,13 +534,13 @@ impl WriteGuard<'_> {
     pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
         self.stream.ensure_open()?;
         let fill = self.stream.host_fill(data)?;
-        self.stream.publish_locked(None, fill)
+        self.stream.publish_locked_whole(None, fill)
     }
     /// [`Stream::write_slice_frame`] without re-locking.
     pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
         self.stream.ensure_open()?;
         let fill = self.stream.host_fill(data)?;
-        self.stream.publish_locked(Some(frame_id), fill)
+        self.stream.publish_locked_whole(Some(frame_id), fill)
     }
     /// [`Stream::write`] without re-locking.
     pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(

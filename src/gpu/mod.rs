@@ -23,7 +23,7 @@
 //! later); when its last handle closes, the allocation is freed and the `_gpu` segment is
 //! marked released. Consumers in other processes must therefore be done before the producer
 //! closes or exits. A consumer that opens a stream whose producer released it or died gets
-//! [`Error::Gpu`](crate::Error::Gpu) naming the producer pid (payload operations report it;
+//! [`crate::Error::Gpu`] naming the producer pid (payload operations report it;
 //! metadata and locking still work); a consumer already attached when the producer dies keeps
 //! whatever the driver keeps mapped and never crashes: failed device copies come back as errors.
 //!
@@ -196,6 +196,12 @@ pub(crate) fn check_writable(s: &crate::stream::Stream) -> Result<()> {
         GpuLink::Detached(r) => Err(detached_error(&s.name, r)),
         _ => Ok(()),
     }
+}
+
+/// Whether `s` is a CPU stream: no device payload that a publication keeps in step with
+/// the host one ([`after_fill`]).
+pub(crate) fn is_cpu(s: &crate::stream::Stream) -> bool {
+    matches!(s.gpu, GpuLink::None)
 }
 
 /// Publish hook, after the fill and before the even sequence: a CPU fill of a mirrored GPU
