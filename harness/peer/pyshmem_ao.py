@@ -18,6 +18,21 @@ if __name__ == "__main__":
     # The case's rt_priority: SCHED_FIFO, as the harness's own stages run.
     if _spec.get("rt_priority"):
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(_spec["rt_priority"]))
+    # The case's slice_us: the fair scheduler's slice, as the harness's own stages ask
+    # (sched_setattr, which Python's os module does not wrap).
+    if _spec.get("slice_ns"):
+        import ctypes
+        import struct
+
+        _attr = struct.pack(
+            "IIQiIQQQII", 56, 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0,
+            _spec["slice_ns"], 0, 0, 0, 0,
+        )
+        _libc = ctypes.CDLL(None, use_errno=True)
+        # SYS_sched_setattr on x86_64 and aarch64 differ: use the number of this machine.
+        _nr = {"x86_64": 314, "aarch64": 274}[os.uname().machine]
+        if _libc.syscall(_nr, 0, ctypes.create_string_buffer(_attr, 56), 0) != 0:
+            raise OSError(ctypes.get_errno(), "sched_setattr (slice_us)")
 
 import numpy as np  # noqa: E402
 import pyshmem  # noqa: E402

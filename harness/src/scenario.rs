@@ -409,6 +409,10 @@ pub struct Job {
     /// `rt_priority`, carried to its floor's processes).
     #[serde(default)]
     pub rt_priority: Option<u8>,
+    /// Every child of the job asks the fair scheduler for this slice, ns (ao-loop's
+    /// `slice_us`, carried to its floor's processes).
+    #[serde(default)]
+    pub slice_ns: Option<u64>,
 }
 
 /// Where a one-way floor starts its clock, as the stage that sends on the hop does.
@@ -574,6 +578,7 @@ impl Scenario {
                     wake_ahead_ns: None,
                     floor_slots: 0,
                     rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
+                    slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
                 });
             }
         }

@@ -56,6 +56,11 @@ pub struct SizeArgs {
     /// kernel would throttle.
     #[arg(long, value_name = "N")]
     pub rt_priority: Option<u8>,
+    /// Every process (ours and the peer's) asks the fair scheduler for a time slice of
+    /// this many µs, 100-100000 (Linux 6.12 or later; no privileges); with
+    /// `--rt-priority`, only the busy-waiting form, which does not run under SCHED_FIFO.
+    #[arg(long, value_name = "US")]
+    pub slice_us: Option<f64>,
     /// Output folder (default: reports/size-<geometry>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -140,8 +145,9 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
         for (form, merged, wait) in forms {
             // SCHED_FIFO for the forms that park between frames: a spinning FIFO task is
             // throttled by the kernel (see `AoCase::rt_priority`).
-            let rt = match a.rt_priority {
-                Some(p) if wait.is_empty() => format!("rt_priority = {p}\n"),
+            let rt = match (a.rt_priority, a.slice_us) {
+                (Some(p), _) if wait.is_empty() => format!("rt_priority = {p}\n"),
+                (_, Some(us)) => format!("slice_us = {us}\n"),
                 _ => String::new(),
             };
             write!(
@@ -316,6 +322,21 @@ mod tests {
         let jobs = jobs_of(&a);
         let prio: Vec<_> = jobs.iter().map(|j| j.rt_priority).collect();
         assert_eq!(prio, vec![Some(50), Some(50), None]);
+    }
+
+    /// `--slice-us` reaches every form, the busy-waiting one too.
+    #[test]
+    fn slice_us_gives_every_form_the_fair_slice() {
+        let a = args(&[
+            "--wfs-pixels",
+            "49x49",
+            "--subapertures",
+            "7x7",
+            "--slice-us",
+            "100",
+        ]);
+        let slices: Vec<_> = jobs_of(&a).iter().map(|j| j.slice_ns).collect();
+        assert_eq!(slices, vec![Some(100_000); 3]);
     }
 
     #[test]

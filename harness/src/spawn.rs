@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, bail};
 use crate::hist;
 use crate::measure::Measured;
 use crate::scenario::Job;
@@ -318,6 +318,36 @@ pub fn read_outcome_at(prefix: &Path, role: Role) -> Result<ChildOutcome> {
     Ok(ChildOutcome { report, hist })
 }
 
+/// Puts this process under the scheduling `job` asks for: `SCHED_FIFO`
+/// ([`Job::rt_priority`](crate::scenario::Job::rt_priority)) or a fair slice
+/// ([`Job::slice_ns`](crate::scenario::Job::slice_ns)); nothing otherwise.
+pub fn scheduling(job: &crate::scenario::Job) -> Result<()> {
+    if let Some(p) = job.rt_priority {
+        real_time(p)?;
+    }
+    if let Some(ns) = job.slice_ns {
+        fair_slice(ns)?;
+    }
+    Ok(())
+}
+
+/// Asks the fair scheduler for a slice of `ns` for this process
+/// ([`harness_sys::set_fair_slice`]), or says why it cannot.
+pub fn fair_slice(ns: u64) -> Result<()> {
+    match harness_sys::set_fair_slice(ns) {
+        Ok(0) => bail!(
+            "slice_us = {}: this kernel ignores a fair task's sched_runtime (custom EEVDF \
+             slices need Linux 6.12 or later); remove slice_us from the case",
+            ns / 1000
+        ),
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "slice_us = {}: sched_setattr refused it ({e}); remove slice_us from the case",
+            ns / 1000
+        ),
+    }
+}
+
 /// Puts this process under `SCHED_FIFO` at `priority`, or says what it needs.
 pub fn real_time(priority: u8) -> Result<()> {
     harness_sys::set_fifo(priority).with_context(|| {
@@ -339,9 +369,7 @@ pub fn child_main(spec_path: &Path) -> Result<()> {
     if !pinned {
         eprintln!("warning: could not pin {:?} to cpu {}", spec.role, spec.cpu);
     }
-    if let Some(p) = spec.job.rt_priority {
-        real_time(p).with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
-    }
+    scheduling(&spec.job).with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
     let result = crate::cases::run_role(&spec)
         .with_context(|| format!("{:?} ({})", spec.role, spec.job.label()))?;
     write_outcome(&spec.result_prefix, spec.role, pinned, result.as_ref())
@@ -411,5 +439,23 @@ mod real_time_tests {
         .unwrap();
         // This thread kept the time-sharing policy.
         assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
+    }
+
+    /// `slice_us` gives the thread that fair slice (the kernel reports it back), or fails
+    /// saying what it needs; the policy stays the time-sharing one.
+    #[test]
+    fn a_fair_slice_is_set_or_names_the_remedy() {
+        std::thread::spawn(|| {
+            match fair_slice(250_000) {
+                Ok(()) => assert_eq!(harness_sys::set_fair_slice(250_000).unwrap(), 250_000),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains("remove slice_us"), "{msg}");
+                }
+            }
+            assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -43,6 +43,66 @@ pub fn set_fifo(priority: u8) -> std::io::Result<()> {
     }
 }
 
+/// The kernel's `struct sched_attr` as `sched_setattr`/`sched_getattr` take it
+/// (`SCHED_ATTR_SIZE_VER1`: 56 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+/// Asks the fair scheduler for a time slice of `ns` for the calling thread: `sched_setattr`
+/// with `SCHED_OTHER` (the thread's nice value kept) and `sched_runtime = ns`, which EEVDF
+/// (Linux 6.12 and later) takes as the thread's slice, clamped to 0.1-100 ms; no privilege
+/// needed. Threads it spawns later inherit it. Returns the slice the kernel then reports:
+/// 0 where the kernel ignores `sched_runtime` for fair threads.
+pub fn set_fair_slice(ns: u64) -> std::io::Result<u64> {
+    // SAFETY: `getpriority` takes two integers and touches no memory of ours. errno is
+    // cleared first: -1 is also a valid nice value.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        nice,
+        runtime: ns,
+        ..SchedAttr::default()
+    };
+    // SAFETY: `attr` is a valid `sched_attr` of the size it declares, which the kernel
+    // only reads; pid 0 is the calling thread; flags 0.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut got = SchedAttr::default();
+    // SAFETY: `got` is writable for the size passed (its own); pid 0 is the calling
+    // thread; flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0,
+            &mut got as *mut SchedAttr,
+            std::mem::size_of::<SchedAttr>() as u32,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(got.runtime)
+}
+
 /// The calling thread's scheduling policy (`sched_getscheduler`), e.g. `libc::SCHED_FIFO`.
 pub fn scheduler() -> std::io::Result<i32> {
     // SAFETY: no arguments but the pid (0: the calling thread); touches no memory of ours.

@@ -95,6 +95,7 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start:
         // The stages' input streams keep a history ring: a frame goes to the next slot.
         floor_slots: super::stage::HISTORY,
         rt_priority: job.rt_priority,
+        slice_ns: job.slice_ns,
     }
 }
 
@@ -275,6 +276,18 @@ mod tests {
                 .collect(),
             hops: vec![("camera→slopes floor", h)],
         }
+    }
+
+    /// The case's scheduling reaches its jobs and its hop floors' processes.
+    #[test]
+    fn the_fair_slice_reaches_the_case_and_its_hop_floors() {
+        let text = "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
+                    [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 100\n\
+                    slice_us = 200\n";
+        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        assert_eq!(job.slice_ns, Some(200_000));
+        let hop = hop_job(&job, 128, 0, 1, false, OneWay::Publish);
+        assert_eq!((hop.slice_ns, hop.rt_priority), (Some(200_000), None));
     }
 
     /// Each part comes from its faster pass: the compute of one, the hop of the other.

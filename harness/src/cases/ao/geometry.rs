@@ -68,6 +68,14 @@ pub struct AoCase {
     /// kernel would throttle. Default: the time-sharing policy.
     #[serde(default)]
     pub rt_priority: Option<u8>,
+    /// Every process of the case (the stages, the floor's, the pyshmem peer's) asks the
+    /// fair scheduler for a time slice of this many µs (100 to 100 000): `sched_setattr`
+    /// with `sched_runtime`, which EEVDF (Linux 6.12 and later) takes as the task's slice,
+    /// without privileges. A stage with a short slice gets its core back sooner from a
+    /// task that woke on it (a kernel worker, another process), so rare preemptions cost
+    /// it less. Not with `rt_priority`. Default: the kernel's base slice.
+    #[serde(default)]
+    pub slice_us: Option<f64>,
     /// Search the highest sustainable rate with a ladder of short runs.
     #[serde(default = "yes")]
     pub ladder: bool,
@@ -100,6 +108,11 @@ impl AoCase {
             _ if shared => Wait::Park,
             _ => Wait::Adaptive,
         }
+    }
+
+    /// The case's fair-scheduler slice in ns ([`AoCase::slice_us`]).
+    pub fn slice_ns(&self) -> Option<u64> {
+        self.slice_us.map(|us| (us * 1e3) as u64)
     }
 
     /// How long before a camera frame is due the stage reading it wakes, ns (`shared`: it
@@ -189,6 +202,18 @@ impl Geometry {
                 "ao-loop: rt_priority with wait = \"spin\": the kernel throttles a busy-waiting \
                  SCHED_FIFO task (by default it loses its core for 50 ms of every second, \
                  /proc/sys/kernel/sched_rt_runtime_us); use the adaptive wait with rt_priority"
+            );
+        }
+        if ao
+            .slice_us
+            .is_some_and(|us| !(us.is_finite() && (100.0..=100_000.0).contains(&us)))
+        {
+            bail!("ao-loop: slice_us is a fair-scheduler time slice, 100 to 100000 µs");
+        }
+        if ao.slice_us.is_some() && ao.rt_priority.is_some() {
+            bail!(
+                "ao-loop: slice_us with rt_priority: SCHED_FIFO tasks have no fair slice; \
+                 choose one"
             );
         }
         let (subapertures, signals) = match ao.slopes {
@@ -330,6 +355,7 @@ pub(crate) mod tests {
         AoCase {
             wake_ahead_us: None,
             rt_priority: None,
+            slice_us: None,
             slopes: SignalKind::Centroids,
             subapertures: sub,
             valid_pixels: None,
@@ -414,6 +440,18 @@ pub(crate) mod tests {
         c.wait = Some(crate::scenario::Wait::Spin);
         let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
         assert!(err.contains("throttles"), "{err}");
+        for bad in [0.0, 99.0, 100_001.0, f64::NAN] {
+            let mut c = case(Some([7, 7]), None, 10);
+            c.slice_us = Some(bad);
+            let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+            assert!(err.contains("slice_us"), "{bad}: {err}");
+        }
+        let mut c = case(Some([7, 7]), None, 10);
+        c.slice_us = Some(100.0);
+        assert!(Geometry::new(&[49, 49], &c).is_ok());
+        c.rt_priority = Some(50);
+        let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+        assert!(err.contains("choose one"), "{err}");
     }
 
     #[test]

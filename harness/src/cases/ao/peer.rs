@@ -60,6 +60,7 @@ pub fn run(
         "leak": ao.leak,
         "timeout_s": job.timeout_s,
         "rt_priority": job.rt_priority,
+        "slice_ns": job.slice_ns,
         "log_prefix": prefix.to_string_lossy(),
     });
     let spec_path = prefix.with_extension("json");

@@ -85,7 +85,10 @@ pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<Loo
         .join(" ")
         + &job
             .rt_priority
-            .map_or(String::new(), |p| format!(", SCHED_FIFO {p}"));
+            .map_or(String::new(), |p| format!(", SCHED_FIFO {p}"))
+        + &job
+            .slice_ns
+            .map_or(String::new(), |ns| format!(", fair slice {} µs", ns / 1000));
     let log = |i: usize| read_log(&specs[i].result_prefix.with_extension("aolog"));
     let (stats, e2e) = if place.merged {
         analyse(&log(1)?, None, &log(0)?, Placement::warmup_frames(job))?
