@@ -914,14 +914,16 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let frame = vec![9u32; len];
             let filled = s
-                .publish_locked_whole(None, |dst: *mut u8| {
+                .publish_locked(None, crate::write::Fill::Whole, |dst: *mut u8| {
                     // SAFETY: `dst` holds the frame's `len` u32s (payload or slot).
                     unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr().cast(), dst, len * 4) };
                     Ok(dst as usize)
                 })
                 .unwrap();
             assert_eq!(filled != payload, first, "{tag}: whole-frame fill");
-            let viewed = s.publish_locked(None, |dst| Ok(dst as usize)).unwrap();
+            let viewed = s
+                .publish_locked(None, crate::write::Fill::InPlace, |dst| Ok(dst as usize))
+                .unwrap();
             assert_eq!(viewed, payload, "{tag}: in-place fill");
             drop(g);
             assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &frame[..]);

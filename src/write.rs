@@ -4,7 +4,7 @@
 //! fill the payload (and append it to the history ring) → stamp time, frame id and count →
 //! even sequence → futex wake (notify streams). A whole-frame write to a history stream
 //! fills the ring's slot first and copies it into the payload after
-//! ([`Stream::publish_locked_whole`]), so cursors get it one copy earlier. If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
+//! ([`Fill::Whole`]), so cursors get it one copy earlier. If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
 //! so readers get [`Error::Inconsistent`], never a torn frame, and the next good write recovers.
 
 use std::marker::PhantomData;
@@ -21,7 +21,7 @@ use crate::{notify, sys};
 
 /// What a publication's fill writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fill {
+pub(crate) enum Fill {
     /// Into the payload, which holds the previous frame (views, GPU uploads).
     InPlace,
     /// The whole frame, wherever it is pointed.
@@ -29,7 +29,7 @@ enum Fill {
 }
 
 /// Frames from this size on wake parked readers twice when they go through the ring first
-/// ([`Stream::publish_locked_whole`]): once the slot is complete, so a parked cursor wakes
+/// ([`Fill::Whole`]): once the slot is complete, so a parked cursor wakes
 /// while the payload copy runs, and after the even sequence. Below it the copy costs less
 /// than the second `FUTEX_WAKE` (about a microsecond here).
 const EARLY_WAKE_MIN_FRAME: usize = 16 << 10;
@@ -126,27 +126,10 @@ impl Stream {
     /// Runs one publication bracket; the caller holds the write lock.
     ///
     /// `fill` receives the host payload pointer (null for GPU streams without a mirror,
-    /// whose fill writes the device buffer instead).
+    /// whose fill writes the device buffer instead), or, for a [`Fill::Whole`] write to a
+    /// history stream, the ring's next slot, which the bracket then copies into the
+    /// payload: cursors get the frame one copy earlier.
     pub(crate) fn publish_locked<R>(
-        &self,
-        frame_id: Option<u64>,
-        fill: impl FnOnce(*mut u8) -> Result<R>,
-    ) -> Result<R> {
-        self.bracket(frame_id, Fill::InPlace, fill)
-    }
-
-    /// [`Stream::publish_locked`] for a `fill` that writes the whole frame wherever it is
-    /// pointed (a copy from the caller's data), so on a history stream it may fill the
-    /// ring's next slot first ([`Fill::Whole`]).
-    pub(crate) fn publish_locked_whole<R>(
-        &self,
-        frame_id: Option<u64>,
-        fill: impl FnOnce(*mut u8) -> Result<R>,
-    ) -> Result<R> {
-        self.bracket(frame_id, Fill::Whole, fill)
-    }
-
-    fn bracket<R>(
         &self,
         frame_id: Option<u64>,
         how: Fill,
@@ -227,7 +210,9 @@ impl Stream {
         }
     }
 
-    fn publish_as<R>(
+    /// Takes the lock (default timeout), runs one bracket ([`Stream::publish_locked`]),
+    /// releases.
+    pub(crate) fn publish<R>(
         &self,
         frame_id: Option<u64>,
         how: Fill,
@@ -242,25 +227,7 @@ impl Stream {
             }
         }
         let _release = Release(self);
-        self.bracket(frame_id, how, fill)
-    }
-
-    /// Takes the lock (default timeout), runs one bracket, releases.
-    pub(crate) fn publish<R>(
-        &self,
-        frame_id: Option<u64>,
-        fill: impl FnOnce(*mut u8) -> Result<R>,
-    ) -> Result<R> {
-        self.publish_as(frame_id, Fill::InPlace, fill)
-    }
-
-    /// [`Stream::publish`] for a whole-frame `fill` ([`Stream::publish_locked_whole`]).
-    pub(crate) fn publish_whole<R>(
-        &self,
-        frame_id: Option<u64>,
-        fill: impl FnOnce(*mut u8) -> Result<R>,
-    ) -> Result<R> {
-        self.publish_as(frame_id, Fill::Whole, fill)
+        self.publish_locked(frame_id, how, fill)
     }
 
     fn host_fill<'a, T: Element>(
@@ -284,13 +251,13 @@ impl Stream {
     /// Writes one whole frame from a flat slice in C order.
     pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
         let fill = self.host_fill(data)?;
-        self.publish_whole(None, fill)
+        self.publish(None, Fill::Whole, fill)
     }
 
     /// [`Stream::write_slice`], stamping `frame_id` in the same publication.
     pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
         let fill = self.host_fill(data)?;
-        self.publish_whole(Some(frame_id), fill)
+        self.publish(Some(frame_id), Fill::Whole, fill)
     }
 
     /// Writes one whole frame from raw bytes (C order, native endian; `size_bytes()` long),
@@ -306,7 +273,7 @@ impl Stream {
             });
         }
         self.host_payload()?;
-        self.publish_whole(Some(frame_id), |dst: *mut u8| {
+        self.publish(Some(frame_id), Fill::Whole, |dst: *mut u8| {
             // SAFETY: `dst` is the host payload or the history ring's next slot, each of
             // exactly `self.size == bytes.len()` bytes (checked above); we hold the write
             // lock, and readers detect the copy through the odd sequence (the slot's stamp).
@@ -348,9 +315,9 @@ impl Stream {
         }
         let run = |fill: &mut dyn FnMut(*mut u8) -> Result<()>| {
             if locked {
-                self.publish_locked_whole(frame_id, fill)
+                self.publish_locked(frame_id, Fill::Whole, fill)
             } else {
-                self.publish_whole(frame_id, fill)
+                self.publish(frame_id, Fill::Whole, fill)
             }
         };
         match array.as_slice() {
@@ -455,9 +422,9 @@ impl Stream {
             })
         };
         if locked {
-            self.publish_locked(frame_id, body)
+            self.publish_locked(frame_id, Fill::InPlace, body)
         } else {
-            self.publish(frame_id, body)
+            self.publish(frame_id, Fill::InPlace, body)
         }
     }
 
@@ -507,9 +474,9 @@ impl Stream {
             Ok(out)
         };
         if locked {
-            self.publish_locked(Some(frame_id), body)
+            self.publish_locked(Some(frame_id), Fill::InPlace, body)
         } else {
-            self.publish(Some(frame_id), body)
+            self.publish(Some(frame_id), Fill::InPlace, body)
         }
     }
 
@@ -517,8 +484,9 @@ impl Stream {
     pub fn clear(&self) -> Result<()> {
         self.host_payload()?;
         let size = self.size;
-        self.publish(None, |dst| {
-            // SAFETY: `dst` is the host payload of `size` bytes, under the lock in the bracket.
+        self.publish(None, Fill::Whole, |dst| {
+            // SAFETY: `dst` is the host payload or the history ring's next slot, each of
+            // `size` bytes, under the lock in the bracket.
             unsafe { std::ptr::write_bytes(dst, 0, size) };
             Ok(())
         })
@@ -534,13 +502,14 @@ impl WriteGuard<'_> {
     pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
         self.stream.ensure_open()?;
         let fill = self.stream.host_fill(data)?;
-        self.stream.publish_locked_whole(None, fill)
+        self.stream.publish_locked(None, Fill::Whole, fill)
     }
     /// [`Stream::write_slice_frame`] without re-locking.
     pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
         self.stream.ensure_open()?;
         let fill = self.stream.host_fill(data)?;
-        self.stream.publish_locked_whole(Some(frame_id), fill)
+        self.stream
+            .publish_locked(Some(frame_id), Fill::Whole, fill)
     }
     /// [`Stream::write`] without re-locking.
     pub fn write<T: Element, S: Data<Elem = T>, D: Dimension>(

@@ -21,6 +21,7 @@ use crate::dtype::{Dtype, Element, as_bytes};
 use crate::error::{Error, Result};
 use crate::read::{FrameInfo, Want};
 use crate::stream::Stream;
+use crate::write::Fill;
 use crate::write::WriteGuard;
 
 fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
@@ -419,7 +420,7 @@ impl Stream {
     /// host mirror is written from the slice too.
     pub fn write_device_from_host<T: Element>(&self, data: &[T]) -> Result<()> {
         let fill = self.host_to_device_fill(data)?;
-        self.publish(None, fill)
+        self.publish(None, Fill::InPlace, fill)
     }
 
     /// [`Stream::write_device_from_host`], stamping `frame_id` in the same publication.
@@ -429,7 +430,7 @@ impl Stream {
         frame_id: u64,
     ) -> Result<()> {
         let fill = self.host_to_device_fill(data)?;
-        self.publish(Some(frame_id), fill)
+        self.publish(Some(frame_id), Fill::InPlace, fill)
     }
 
     /// Writes one frame from a device buffer (device to device, on this handle's CUDA stream,
@@ -438,7 +439,7 @@ impl Stream {
     /// reader's copy waits for that event.
     pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
         let fill = self.device_to_device_fill(src)?;
-        self.publish(None, fill)
+        self.publish(None, Fill::InPlace, fill)
     }
 
     /// [`Stream::write_device`], stamping `frame_id` in the same publication.
@@ -448,7 +449,7 @@ impl Stream {
         frame_id: u64,
     ) -> Result<()> {
         let fill = self.device_to_device_fill(src)?;
-        self.publish(Some(frame_id), fill)
+        self.publish(Some(frame_id), Fill::InPlace, fill)
     }
 
     /// Zero-copy device publication: `fill` writes the frame in place on the device (enqueue
@@ -497,9 +498,9 @@ impl Stream {
             Ok(r)
         };
         if locked {
-            self.publish_locked(frame_id, body)
+            self.publish_locked(frame_id, Fill::InPlace, body)
         } else {
-            self.publish(frame_id, body)
+            self.publish(frame_id, Fill::InPlace, body)
         }
     }
 
@@ -695,14 +696,14 @@ impl WriteGuard<'_> {
         let s = self.stream();
         s.ensure_open()?;
         let fill = s.host_to_device_fill(data)?;
-        s.publish_locked(None, fill)
+        s.publish_locked(None, Fill::InPlace, fill)
     }
     /// [`Stream::write_device`] without re-locking.
     pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
         let s = self.stream();
         s.ensure_open()?;
         let fill = s.device_to_device_fill(src)?;
-        s.publish_locked(None, fill)
+        s.publish_locked(None, Fill::InPlace, fill)
     }
     /// [`Stream::write_device_in_place`] without re-locking.
     pub fn write_device_in_place<R, E>(
