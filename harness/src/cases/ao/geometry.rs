@@ -429,28 +429,32 @@ pub(crate) mod tests {
         p.valid_pixels = Some(50);
         let err = Geometry::new(&[7, 7], &p).unwrap_err().to_string();
         assert!(err.contains("valid_pixels = 50"), "{err}");
-        for bad in [0, 100] {
+        // The pyRTC geometry with one option changed: the error it is refused with.
+        let refused = |edit: &dyn Fn(&mut AoCase)| {
             let mut c = case(Some([7, 7]), None, 10);
-            c.rt_priority = Some(bad);
-            let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+            edit(&mut c);
+            Geometry::new(&[49, 49], &c).unwrap_err().to_string()
+        };
+        for bad in [0, 100] {
+            let err = refused(&|c| c.rt_priority = Some(bad));
             assert!(err.contains("rt_priority"), "{bad}: {err}");
         }
-        let mut c = case(Some([7, 7]), None, 10);
-        c.rt_priority = Some(50);
-        c.wait = Some(crate::scenario::Wait::Spin);
-        let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+        let err = refused(&|c| {
+            c.rt_priority = Some(50);
+            c.wait = Some(crate::scenario::Wait::Spin);
+        });
         assert!(err.contains("throttles"), "{err}");
         for bad in [0.0, 99.0, 100_001.0, f64::NAN] {
-            let mut c = case(Some([7, 7]), None, 10);
-            c.slice_us = Some(bad);
-            let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+            let err = refused(&|c| c.slice_us = Some(bad));
             assert!(err.contains("slice_us"), "{bad}: {err}");
         }
         let mut c = case(Some([7, 7]), None, 10);
         c.slice_us = Some(100.0);
         assert!(Geometry::new(&[49, 49], &c).is_ok());
-        c.rt_priority = Some(50);
-        let err = Geometry::new(&[49, 49], &c).unwrap_err().to_string();
+        let err = refused(&|c| {
+            c.slice_us = Some(100.0);
+            c.rt_priority = Some(50);
+        });
         assert!(err.contains("choose one"), "{err}");
     }
 
