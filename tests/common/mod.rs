@@ -228,6 +228,15 @@ impl ChildBuilder {
     }
 }
 
+/// Sends one message when dropped: a pipe reader's "done", also when it panics.
+struct Notify(std::sync::mpsc::Sender<()>);
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// A running child process with line-oriented stdout, collected stderr, and a stdin pipe.
 /// Killed and reaped on drop.
 #[derive(Debug)]
@@ -241,8 +250,16 @@ pub struct Proc {
     /// Every stdout line, for diagnostics.
     raw: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
+    /// One message from each pipe reader when it reaches the end of its pipe.
+    drained: Receiver<()>,
+    /// Pipe readers known to be done (of 2).
+    pipes_closed: usize,
     status: Option<ExitStatus>,
 }
+
+/// How long a wait for an exited child's output waits for its pipes to close (a grandchild
+/// that keeps them open must not hold a test).
+const PIPES_CLOSE: Duration = Duration::from_secs(5);
 
 impl Proc {
     /// Starts any command with piped stdin/stdout/stderr. Lines on stdout that contain the
@@ -264,9 +281,12 @@ impl Proc {
         let stdout = child.stdout.take().unwrap();
         let mut stderr_pipe = child.stderr.take().unwrap();
         let (tx, rx) = channel();
+        let (drained_tx, drained) = channel();
+        let stdout_drained = drained_tx.clone();
         let raw = Arc::new(Mutex::new(Vec::new()));
         let raw2 = raw.clone();
         std::thread::spawn(move || {
+            let _done = Notify(stdout_drained);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 raw2.lock().unwrap().push(line.clone());
@@ -282,6 +302,7 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let stderr2 = stderr.clone();
         std::thread::spawn(move || {
+            let _done = Notify(drained_tx);
             let mut buf = [0u8; 4096];
             loop {
                 match stderr_pipe.read(&mut buf) {
@@ -301,7 +322,22 @@ impl Proc {
             seen: Vec::new(),
             raw,
             stderr,
+            drained,
+            pipes_closed: 0,
             status: None,
+        }
+    }
+
+    /// Waits (up to [`PIPES_CLOSE`]) until both pipe readers have read everything the
+    /// exited child wrote: its last words are in [`Proc::diagnostics`] after this.
+    fn wait_for_pipes(&mut self) {
+        let deadline = Instant::now() + PIPES_CLOSE;
+        while self.pipes_closed < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.drained.recv_timeout(left).is_err() {
+                return;
+            }
+            self.pipes_closed += 1;
         }
     }
 
@@ -416,6 +452,7 @@ impl Proc {
     /// Waits up to `timeout` for exit; panics (after killing it) if it is still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
         if let Some(st) = self.status {
+            self.wait_for_pipes();
             return st;
         }
         let deadline = Instant::now() + timeout;
@@ -423,7 +460,7 @@ impl Proc {
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 self.status = Some(st);
-                // Let the reader threads drain the pipes.
+                self.wait_for_pipes();
                 return st;
             }
             if Instant::now() >= deadline {
@@ -445,11 +482,6 @@ impl Proc {
     pub fn wait_success(&mut self, timeout: Duration) {
         let st = self.wait_timeout(timeout);
         if !st.success() {
-            // Give the pipe readers a moment to collect the last output for the message.
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < deadline && Arc::strong_count(&self.stderr) > 1 {
-                std::thread::yield_now();
-            }
             panic!("{}: failed with {st}\n{}", self.label, self.diagnostics());
         }
     }
