@@ -183,10 +183,25 @@ fn a_fast_writer_in_another_process_never_makes_a_cursor_skip_silently() {
 
 #[test]
 fn a_writer_killed_mid_append_leaves_no_torn_frame_and_the_next_writer_goes_on() {
-    let name = unique_name("hist-kill");
+    // 4 MiB frames in a 16 MiB ring, which appends with streaming stores after the payload:
+    // the append's copy is about half of each write, so kills land in it.
+    killed_writers_leave_no_torn_frame("hist-kill", 1 << 20);
+}
+
+#[test]
+fn a_writer_killed_in_a_ring_first_write_leaves_no_torn_frame_and_the_next_writer_goes_on() {
+    // 1 MiB frames in a 4 MiB ring: whole-frame writes fill the slot first, then copy it into
+    // the payload, so kills land in the slot (never returned) or after it is complete (its
+    // frame may be returned, whole, though the publication never ended).
+    killed_writers_leave_no_torn_frame("hist-kill-first", 1 << 18);
+}
+
+/// Eight writers of `len`-element frames, each killed wherever it is after a cursor read
+/// three of its frames: the cursor returns whole frames only, in order, and a writer after
+/// them all reaches it.
+fn killed_writers_leave_no_torn_frame(tag: &str, len: usize) {
+    let name = unique_name(tag);
     let _c = Cleanup::new([&name]);
-    // 4 MiB frames: the append's copy is about half of each write, so kills land in it.
-    let len = 1 << 20;
     let s = history_stream(&name, len, 4);
     let mut c = s.cursor().unwrap();
     let mut buf = vec![0u32; len];
