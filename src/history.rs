@@ -270,7 +270,7 @@ impl Ring {
     /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
     /// the write lock and is inside the publication bracket of the write with this `count`.
     pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) {
-        let dst = self.begin_append();
+        let (append, dst) = self.begin_append();
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
         // slot's frame area, `frame_bytes` long inside the mapping (checked at
         // attach/create), 64-byte aligned (page-aligned mapping, 64-byte header and stride),
@@ -283,7 +283,7 @@ impl Ring {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
-        self.finish_append(count, frame_id, write_time);
+        self.finish_append(append, count, frame_id, write_time);
     }
 
     /// Whether a publication may fill the next slot first and copy it into the payload
@@ -293,12 +293,12 @@ impl Ring {
         !self.streaming
     }
 
-    /// Starts append `head`: stamps its slot odd (being written) and returns the slot's
-    /// frame area (`frame_bytes`, 64-byte aligned) for the caller to fill, then
-    /// [`Ring::finish_append`]. The caller holds the write lock and is inside the
+    /// Starts append `head`: stamps its slot odd (being written) and returns the append
+    /// (for [`Ring::finish_append`]) and the slot's frame area (`frame_bytes`, 64-byte
+    /// aligned) for the caller to fill. The caller holds the write lock and is inside the
     /// publication bracket; an append never finished leaves the stamp odd and the head
     /// unmoved, so no cursor returns the slot and the next append reuses it.
-    pub(crate) fn begin_append(&self) -> *mut u8 {
+    pub(crate) fn begin_append(&self) -> (Append, *mut u8) {
         // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
         // the previous holder's stores.
         let k = self.head().load(Ordering::Relaxed);
@@ -308,14 +308,14 @@ impl Ring {
         // Keeps the frame stores that follow from becoming visible before the odd stamp.
         fence(Ordering::Release);
         // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
-        unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) }
+        let frame = unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) };
+        (Append { index: k, slot }, frame)
     }
 
-    /// Completes the append [`Ring::begin_append`] started, its frame filled: metadata,
-    /// even stamp, head. From here cursors return the frame.
-    pub(crate) fn finish_append(&self, count: u64, frame_id: u64, write_time: f64) {
-        let k = self.head().load(Ordering::Relaxed);
-        let slot = self.slot_at(k);
+    /// Completes `append`, its frame filled: metadata, even stamp, head. From here cursors
+    /// return the frame.
+    pub(crate) fn finish_append(&self, append: Append, count: u64, frame_id: u64, write_time: f64) {
+        let Append { index: k, slot } = append;
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
             .store(frame_id, Ordering::Relaxed);
@@ -330,11 +330,6 @@ impl Ring {
     /// Frames appended so far (Acquire: a cursor that sees the head sees the frames).
     pub(crate) fn appended(&self) -> u64 {
         self.head().load(Ordering::Acquire)
-    }
-
-    /// Bytes of one frame.
-    pub(crate) fn frame_bytes(&self) -> usize {
-        self.frame_bytes
     }
 
     /// Copies frame `index` with `copy`, or says which later append overwrote its slot.
@@ -368,6 +363,13 @@ impl Ring {
             },
         }
     }
+}
+
+/// An append [`Ring::begin_append`] started: its index and its slot's offset.
+#[derive(Debug)]
+pub(crate) struct Append {
+    index: u64,
+    slot: usize,
 }
 
 enum SlotRead {
@@ -878,13 +880,14 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let b = crate::seqlock::begin_write(&s.header);
-        let slot = ring.begin_append().cast::<u32>();
+        let (append, slot) = ring.begin_append();
+        let slot = slot.cast::<u32>();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
             // the write lock and the slot's stamp is odd.
             unsafe { slot.add(i).write(7) };
         }
-        ring.finish_append(1, 42, 0.0);
+        ring.finish_append(append, 1, 42, 0.0);
         let mut dst = [0u32; 4];
         let info = c
             .next_into_slice(&mut dst, Some(Duration::from_secs(1)))

@@ -161,11 +161,11 @@ impl Stream {
             Some(ring) => {
                 // Ring first: cursors read the frame from its slot while it is copied into
                 // the payload, one copy earlier than through the payload.
-                let slot = ring.begin_append();
+                let (append, slot) = ring.begin_append();
                 let out = fill(slot)?;
                 let now = sys::unix_now();
-                ring.finish_append(next_count, id(), now);
-                if self.notify() && ring.frame_bytes() >= EARLY_WAKE_MIN_FRAME {
+                ring.finish_append(append, next_count, id(), now);
+                if self.notify() && self.size >= EARLY_WAKE_MIN_FRAME {
                     // Parked cursors wake now; plain readers see the odd sequence and park
                     // again until the wake after the even one.
                     notify::wake_all(h);
