@@ -212,9 +212,7 @@ impl<'a> BareStream<'a> {
 /// the wake where the stream notifies. Nobody reads it: the floor of a publication alone.
 pub struct BareOutput {
     region: ShmRegion,
-    slots: usize,
-    next: usize,
-    notify: bool,
+    turns: Turns,
 }
 
 impl BareOutput {
@@ -225,9 +223,7 @@ impl BareOutput {
         region.prefault();
         Ok(BareOutput {
             region,
-            slots: slots.max(1),
-            next: 0,
-            notify,
+            turns: Turns::new(None, notify, Duration::ZERO, slots),
         })
     }
 
@@ -235,12 +231,7 @@ impl BareOutput {
     /// nanoseconds it took.
     pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<u64> {
         let t0 = monotonic_ns();
-        let bare = BareStream::held(&self.region);
-        bare.publish_in(self.next, src)?;
-        if self.notify {
-            futex::wake_all(bare.word());
-        }
-        self.next = (self.next + 1) % self.slots;
+        self.turns.publish(&BareStream::held(&self.region), src)?;
         Ok(monotonic_ns().saturating_sub(t0))
     }
 }
@@ -408,21 +399,46 @@ struct Turns {
 }
 
 impl Turns {
-    fn of(spec: &ChildSpec) -> Self {
-        let job = &spec.job;
+    fn new(wait: Option<Wait>, notify: bool, to: Duration, slots: usize) -> Self {
         Turns {
-            wait: job.wait,
-            notify: job.wait.is_some_and(Wait::notifies),
-            to: Duration::from_secs_f64(spec.wait_timeout_s),
-            slots: job.floor_slots.max(1) as u32,
+            wait,
+            notify,
+            to,
+            slots: slots.max(1) as u32,
             generation: 0,
         }
     }
 
-    /// Moves to the next frame: its generation and the payload slot it goes through.
+    fn of(spec: &ChildSpec) -> Self {
+        let job = &spec.job;
+        Turns::new(
+            job.wait,
+            job.wait.is_some_and(Wait::notifies),
+            Duration::from_secs_f64(spec.wait_timeout_s),
+            job.floor_slots,
+        )
+    }
+
+    /// Moves to the next frame: its generation and the payload slot it goes through (slot
+    /// 0 first, then each in turn).
     fn advance(&mut self) -> (u32, usize) {
         self.generation += 1;
-        (self.generation, (self.generation % self.slots) as usize)
+        (
+            self.generation,
+            ((self.generation - 1) % self.slots) as usize,
+        )
+    }
+
+    /// Publishes `src` through `bare` as the next frame, into its slot, and wakes the
+    /// reader (notify forms). The only writer: publication `generation` leaves the
+    /// sequence at 2·generation, which the reader waits for.
+    fn publish<T: Element>(&mut self, bare: &BareStream<'_>, src: &[T]) -> Result<()> {
+        let (_, slot) = self.advance();
+        bare.publish_in(slot, src)?;
+        if self.notify {
+            futex::wake_all(bare.word());
+        }
+        Ok(())
     }
 }
 
@@ -573,14 +589,7 @@ impl<'a> FloorPing<'a> {
 
     /// Publishes `src` as the next frame and wakes the reader.
     pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<()> {
-        // The only writer: publication `generation` leaves the sequence at 2·generation,
-        // which the reader waits for.
-        let (_, slot) = self.turns.advance();
-        self.bare.publish_in(slot, src)?;
-        if self.turns.notify {
-            futex::wake_all(self.bare.word());
-        }
-        Ok(())
+        self.turns.publish(&self.bare, src)
     }
 
     /// Waits for the reader's acknowledgement of the last frame.

@@ -280,7 +280,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = stage::geometry(spec)?;
     let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)?;
     let frames = camera::frames(&g);
-    let mut out = stage::Outputs::create(spec, &g)?;
+    let mut out = stage::Outputs::create(spec, &g, ao)?;
     stage::paced_floor(spec, |i| {
         gpu.frame_mut()?.copy_from_slice(&frames[i % frames.len()]);
         let t0 = monotonic_ns();

@@ -363,7 +363,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let mut frame = vec![0u16; g.pixels()];
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
-    let mut out = Outputs::create(spec, &g)?;
+    let mut out = Outputs::create(spec, &g, ao)?;
     paced_floor(spec, |i| {
         // The stage computes on the frame its hop just copied in (hot in cache; the copy is
         // the hop's floor): so does the floor.
@@ -393,8 +393,7 @@ pub(super) struct Outputs {
 impl Outputs {
     /// Bare outputs as the loop's streams are ([`super::create_streams`]): the signals
     /// keep [`HISTORY`] frames, the commands one; both notify unless the stages spin.
-    pub(super) fn create(spec: &ChildSpec, g: &Geometry) -> Result<Self> {
-        let (_, ao) = geometry(spec)?;
+    pub(super) fn create(spec: &ChildSpec, g: &Geometry, ao: &super::AoCase) -> Result<Self> {
         let notify = ao.stage_wait(false).notifies();
         let region = &spec.names.region;
         let signals = match Placement::of(&spec.job).merged {
