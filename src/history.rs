@@ -728,7 +728,9 @@ impl Cursor<'_> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.stream.ensure_open()?;
-            let seen_count = self.stream.header.count().load(Ordering::Acquire);
+            // The head alone decides whether a frame is there: the header's cache line, which
+            // the writer is still storing to (payload copy, even sequence), stays off the
+            // hop's path.
             let head = self.ring.head().load(Ordering::Acquire);
             if self.next < head {
                 let oldest = head.saturating_sub(self.ring.capacity);
@@ -791,6 +793,10 @@ impl Cursor<'_> {
             };
             // Nothing new in the ring: wait for the stream's next publication or append
             // (futex on notify streams). Aborted writes append nothing; keep waiting past them.
+            // The count is read after the head: an append moves the head before its
+            // publication moves the count, and the wait looks at the head first, so a write
+            // landing between the two loads returns at once instead of being waited past.
+            let seen_count = self.stream.header.count().load(Ordering::Acquire);
             match self
                 .stream
                 .wait_for_append(seen_count, self.next, remaining)

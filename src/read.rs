@@ -72,9 +72,10 @@ impl Stream {
             if let Want::AfterOrAppended { next, .. } = want
                 && self.history.as_ref().is_some_and(|r| r.appended() > next)
             {
-                // The caller reads the frame from the ring; it needs nothing else from here.
+                // The caller reads the frame from the ring; it needs nothing else from here
+                // (nor loads the header's line, which the writer is still storing to).
                 return Ok(FrameInfo {
-                    count: h.count().load(Ordering::Acquire),
+                    count: 0,
                     frame_id: 0,
                     write_time: 0.0,
                     missed: 0,
@@ -128,11 +129,9 @@ impl Stream {
                     }
                 }
                 Observed::Writing(s) => {
-                    // While spinning, check every 64 rounds; once pauses park or sleep, check
-                    // after every one (a dead writer wakes nobody: a notify park lasts its full
-                    // MAX_PARK, and 64 of them would delay the report by seconds).
+                    // Not at every pause: see `Waiter::writer_check_due`.
                     if let Some(w) = &waiter
-                        && (w.rounds() % 64 == 63 || !w.spinning())
+                        && w.writer_check_due()
                     {
                         self.check_abandoned(s)?;
                     }

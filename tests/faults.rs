@@ -469,6 +469,59 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
 /// A reader parked on the stream when the writer dies mid-write reports it within 100 ms,
 /// both for `read` (waiting for the bracket to close) and `read_new` (waiting for a frame);
 /// the next writer recovers.
+/// A reader that spins or yields (it never parks, and looks for a dead writer only every
+/// few thousand spins or few yields) still reports a writer that died inside its bracket
+/// within 100 ms, for `read` and `read_new`, and the next writer recovers.
+#[test]
+fn reader_spinning_or_yielding_when_the_writer_dies_reports_it_within_100ms() {
+    let _serial = serial();
+    for strategy in [
+        shmstream::WaitStrategy::Spin,
+        shmstream::WaitStrategy::Yield,
+    ] {
+        let name = unique_name("spinning");
+        let _c = Cleanup::new([&name]);
+        let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+        owner.write_slice_frame(&frame(1), 1).unwrap();
+        for wait_new in [false, true] {
+            let ctx = format!("{strategy:?} read_new={wait_new}");
+            let reader = Stream::open_readonly(&name).unwrap();
+            reader.set_wait_strategy(strategy);
+            let mut w = child("child_entry", "stuck_writer")
+                .param("name", &name)
+                .spawn();
+            w.expect_line("inside", LONG);
+            let (end, at) = std::thread::scope(|s| {
+                let h = s.spawn(|| {
+                    let r = if wait_new {
+                        reader.read_new::<u32>(Some(LONG))
+                    } else {
+                        reader.read::<u32>()
+                    };
+                    (r, Instant::now())
+                });
+                // The reader is waiting on the open bracket, or about to: either way it must
+                // find the writer dead.
+                w.kill();
+                let dead = Instant::now();
+                let (r, at) = h.join().unwrap();
+                (r, at.saturating_duration_since(dead))
+            });
+            assert!(
+                matches!(end, Err(Error::Inconsistent { .. })),
+                "{ctx}: {end:?}"
+            );
+            assert!(at < DETECT, "{ctx}: dead writer reported after {at:?}");
+            owner.write_slice_frame(&frame(2), 2).unwrap();
+            assert_eq!(
+                check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+                Ok(2),
+                "{ctx}"
+            );
+        }
+    }
+}
+
 #[test]
 fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
     let _serial = serial();
