@@ -466,62 +466,61 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
 
 // ----- chosen kill points -----
 
+/// Starts a writer that blocks inside its bracket, waits for a frame in `reader` (`read_new`,
+/// or `read`, which waits for the bracket to close) on another thread, calls `waiting` with
+/// that thread's id, kills the writer, and checks that the reader reports it within 100 ms,
+/// that the half-written frame is never returned, and that the next writer recovers.
+fn dead_writer_is_reported(
+    owner: &Stream,
+    name: &str,
+    reader: &Stream,
+    wait_new: bool,
+    ctx: &str,
+    waiting: impl FnOnce(i64),
+) {
+    let mut w = child("child_entry", "stuck_writer")
+        .param("name", name)
+        .spawn();
+    w.expect_line("inside", LONG);
+    let (end, at) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                tx.send(gettid()).unwrap();
+                let r = if wait_new {
+                    reader.read_new::<u32>(Some(LONG))
+                } else {
+                    reader.read::<u32>()
+                };
+                (r, Instant::now())
+            });
+            waiting(rx.recv().unwrap());
+            w.kill();
+            let dead = Instant::now();
+            let (r, at) = h.join().unwrap();
+            (r, at.saturating_duration_since(dead))
+        })
+    };
+    assert!(
+        matches!(end, Err(Error::Inconsistent { .. })),
+        "{ctx}: {end:?}"
+    );
+    assert!(at < DETECT, "{ctx}: dead writer reported after {at:?}");
+    assert!(
+        matches!(owner.read::<u32>(), Err(Error::Inconsistent { .. })),
+        "{ctx}"
+    );
+    owner.write_slice_frame(&frame(2), 2).unwrap();
+    assert_eq!(
+        check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+        Ok(2),
+        "{ctx}"
+    );
+}
+
 /// A reader parked on the stream when the writer dies mid-write reports it within 100 ms,
 /// both for `read` (waiting for the bracket to close) and `read_new` (waiting for a frame);
 /// the next writer recovers.
-/// A reader that spins or yields (it never parks, and looks for a dead writer only every
-/// few thousand spins or few yields) still reports a writer that died inside its bracket
-/// within 100 ms, for `read` and `read_new`, and the next writer recovers.
-#[test]
-fn reader_spinning_or_yielding_when_the_writer_dies_reports_it_within_100ms() {
-    let _serial = serial();
-    for strategy in [
-        shmstream::WaitStrategy::Spin,
-        shmstream::WaitStrategy::Yield,
-    ] {
-        let name = unique_name("spinning");
-        let _c = Cleanup::new([&name]);
-        let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
-        owner.write_slice_frame(&frame(1), 1).unwrap();
-        for wait_new in [false, true] {
-            let ctx = format!("{strategy:?} read_new={wait_new}");
-            let reader = Stream::open_readonly(&name).unwrap();
-            reader.set_wait_strategy(strategy);
-            let mut w = child("child_entry", "stuck_writer")
-                .param("name", &name)
-                .spawn();
-            w.expect_line("inside", LONG);
-            let (end, at) = std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    let r = if wait_new {
-                        reader.read_new::<u32>(Some(LONG))
-                    } else {
-                        reader.read::<u32>()
-                    };
-                    (r, Instant::now())
-                });
-                // The reader is waiting on the open bracket, or about to: either way it must
-                // find the writer dead.
-                w.kill();
-                let dead = Instant::now();
-                let (r, at) = h.join().unwrap();
-                (r, at.saturating_duration_since(dead))
-            });
-            assert!(
-                matches!(end, Err(Error::Inconsistent { .. })),
-                "{ctx}: {end:?}"
-            );
-            assert!(at < DETECT, "{ctx}: dead writer reported after {at:?}");
-            owner.write_slice_frame(&frame(2), 2).unwrap();
-            assert_eq!(
-                check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-                Ok(2),
-                "{ctx}"
-            );
-        }
-    }
-}
-
 #[test]
 fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
     let _serial = serial();
@@ -536,48 +535,36 @@ fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
             .unwrap();
         owner.write_slice_frame(&frame(1), 1).unwrap();
         for wait_new in [false, true] {
-            let ctx = format!("notify={notify} read_new={wait_new}");
             let reader = Stream::open_readonly(&name).unwrap();
-            let mut w = child("child_entry", "stuck_writer")
-                .param("name", &name)
-                .spawn();
-            w.expect_line("inside", LONG);
-            let (end, at) = {
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::scope(|s| {
-                    let h = s.spawn(|| {
-                        tx.send(gettid()).unwrap();
-                        let r = if wait_new {
-                            reader.read_new::<u32>(Some(LONG))
-                        } else {
-                            reader.read::<u32>()
-                        };
-                        (r, Instant::now())
-                    });
-                    let tid = rx.recv().unwrap();
-                    wait_parked(std::process::id(), Some(tid), &name, notify);
-                    w.kill();
-                    let dead = Instant::now();
-                    let (r, at) = h.join().unwrap();
-                    (r, at.saturating_duration_since(dead))
-                })
-            };
-            assert!(
-                matches!(end, Err(Error::Inconsistent { .. })),
-                "{ctx}: {end:?}"
-            );
-            assert!(at < DETECT, "{ctx}: dead writer reported after {at:?}");
-            // Never the half-written frame; the next writer recovers.
-            assert!(
-                matches!(owner.read::<u32>(), Err(Error::Inconsistent { .. })),
-                "{ctx}"
-            );
-            owner.write_slice_frame(&frame(2), 2).unwrap();
-            assert_eq!(
-                check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-                Ok(2),
-                "{ctx}"
-            );
+            let ctx = format!("notify={notify} read_new={wait_new}");
+            dead_writer_is_reported(&owner, &name, &reader, wait_new, &ctx, |tid| {
+                wait_parked(std::process::id(), Some(tid), &name, notify)
+            });
+        }
+    }
+}
+
+/// A reader that spins or yields never parks, and looks for a dead writer only every few
+/// thousand spins or every few yields (the look is a system call): it still reports a
+/// writer that died inside its bracket within 100 ms, for `read` and `read_new`.
+#[test]
+fn reader_spinning_or_yielding_when_the_writer_dies_reports_it_within_100ms() {
+    let _serial = serial();
+    for strategy in [
+        shmstream::WaitStrategy::Spin,
+        shmstream::WaitStrategy::Yield,
+    ] {
+        let name = unique_name("spinning");
+        let _c = Cleanup::new([&name]);
+        let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+        owner.write_slice_frame(&frame(1), 1).unwrap();
+        for wait_new in [false, true] {
+            let reader = Stream::open_readonly(&name).unwrap();
+            reader.set_wait_strategy(strategy);
+            let ctx = format!("{strategy:?} read_new={wait_new}");
+            // Killed while the reader waits on the open bracket or is about to: either way
+            // it must find the writer dead.
+            dead_writer_is_reported(&owner, &name, &reader, wait_new, &ctx, |_| {});
         }
     }
 }
