@@ -65,8 +65,9 @@ const YIELD_ROUNDS: u32 = 200;
 const SPINS_PER_WRITER_CHECK: u32 = 4096;
 /// Yields between two looks for a dead writer: a yield is a system call already, and on a
 /// busy core one may last a time slice, so a dead writer is still reported within
-/// tens of ms. (Every yield, the look doubled the MVM driver's pauses on the core its
-/// kernel's worker shares, while the kernel ran inside the bracket.)
+/// tens of ms. (At every yield, the look was a second system call in each pause of the MVM
+/// driver, on the core its kernel's worker shares, all the while the kernel ran inside y's
+/// bracket.)
 const YIELDS_PER_WRITER_CHECK: u32 = 16;
 
 /// One wait: call [`Waiter::pause`] each time the condition is still false.
