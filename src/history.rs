@@ -586,7 +586,7 @@ impl Stream {
         })?;
         // Head first, then count: an append moves the head before its publication moves the
         // count, so a write between the two loads is never mistaken for a gap.
-        let next = ring.head().load(Ordering::Acquire);
+        let next = ring.appended();
         let count = self.header.count().load(Ordering::Acquire);
         Ok(Cursor {
             stream: self,
@@ -605,7 +605,7 @@ impl Stream {
 impl Cursor<'_> {
     /// Moves the cursor back to the oldest frame the ring still holds.
     pub fn rewind_to_oldest(&mut self) {
-        let head = self.ring.head().load(Ordering::Acquire);
+        let head = self.ring.appended();
         self.next = head.saturating_sub(self.ring.capacity);
         self.last_count = None;
     }
@@ -617,7 +617,7 @@ impl Cursor<'_> {
     /// that slot, so every frame would be copied while being overwritten; `keep` frames of
     /// slack leave it time to read before the next lap.
     pub fn skip_to_recent(&mut self, keep: u64) -> u64 {
-        let head = self.ring.head().load(Ordering::Acquire);
+        let head = self.ring.appended();
         let target = head.saturating_sub(keep.min(self.ring.capacity));
         if target <= self.next {
             return 0;
@@ -631,10 +631,7 @@ impl Cursor<'_> {
     /// Frames written to the history and not yet returned by this cursor (more than the
     /// capacity means some are already lost).
     pub fn lag(&self) -> u64 {
-        self.ring
-            .head()
-            .load(Ordering::Acquire)
-            .saturating_sub(self.next)
+        self.ring.appended().saturating_sub(self.next)
     }
 
     /// The next frame, copied into `dst` (no allocation). Waits up to `timeout` (`None`:
@@ -731,7 +728,7 @@ impl Cursor<'_> {
             // The head alone decides whether a frame is there: the header's cache line, which
             // the writer is still storing to (payload copy, even sequence), stays off the
             // hop's path.
-            let head = self.ring.head().load(Ordering::Acquire);
+            let head = self.ring.appended();
             if self.next < head {
                 let oldest = head.saturating_sub(self.ring.capacity);
                 if self.next < oldest {

@@ -66,12 +66,9 @@ struct SchedAttr {
 /// needed. Threads it spawns later inherit it. Returns the slice the kernel then reports:
 /// 0 where the kernel ignores `sched_runtime` for fair threads.
 pub fn set_fair_slice(ns: u64) -> std::io::Result<u64> {
-    // SAFETY: `getpriority` takes two integers and touches no memory of ours. errno is
-    // cleared first: -1 is also a valid nice value.
-    let nice = unsafe {
-        *libc::__errno_location() = 0;
-        libc::getpriority(libc::PRIO_PROCESS, 0)
-    };
+    // SAFETY: `getpriority` takes two integers and touches no memory of ours; on the calling
+    // process it cannot fail, so its result is the nice value (-1 included).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
