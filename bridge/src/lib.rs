@@ -99,6 +99,33 @@ pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
         .map_err(zenoh_err("opening the session"))
 }
 
+/// Runs `each` for every name on a thread of its own and waits for them all; the first
+/// failure (`role` names a panicked thread's side) is the result.
+pub(crate) fn per_stream(
+    names: &[String],
+    role: &str,
+    each: impl Fn(&str) -> Result<(), BridgeError> + Sync,
+) -> Result<(), BridgeError> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let each = &each;
+                scope.spawn(move || each(name))
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(BridgeError::Usage(format!("a {role} thread panicked")))
+                })
+            })
+            .collect();
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    })
+}
+
 /// The key of stream `name` under `prefix`.
 pub fn key(prefix: &str, name: &str) -> String {
     format!("{}/{name}", prefix.trim_end_matches('/'))

@@ -9,7 +9,7 @@ use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, key, open_session, zenoh_err};
+use crate::{BridgeError, Endpoints, POLL, key, open_session, per_stream, zenoh_err};
 
 /// What [`publish`] carries and how.
 #[derive(Debug, Clone)]
@@ -34,28 +34,11 @@ pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError>
         ));
     }
     let session = open_session(&o.endpoints)?;
-    let result = std::thread::scope(|scope| {
-        let handles: Vec<_> = o
-            .names
-            .iter()
-            .map(|name| {
-                let session = &session;
-                scope.spawn(move || {
-                    publish_stream(session, o, name, stop).map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a publisher thread panicked".into()))
-            })
-            .collect();
-        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    let result = per_stream(&o.names, "publisher", |name| {
+        publish_stream(&session, o, name, stop)
     });
     let _ = session.close().wait();
-    result.map_err(BridgeError::Usage)
+    result
 }
 
 /// Pauses for a rate limit or for a stream to appear, in slices that watch `stop`.

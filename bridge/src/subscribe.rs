@@ -10,7 +10,7 @@ use zenoh::Wait;
 use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, key, open_session, zenoh_err};
+use crate::{BridgeError, Endpoints, POLL, key, open_session, per_stream, zenoh_err};
 
 /// What [`subscribe`] mirrors and where.
 #[derive(Debug, Clone)]
@@ -33,26 +33,11 @@ pub struct SubscribeOptions {
 /// local stream is left as it was.
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     let session = open_session(&o.endpoints)?;
-    let result = std::thread::scope(|scope| {
-        let handles: Vec<_> = o
-            .names
-            .iter()
-            .map(|name| {
-                let session = &session;
-                scope.spawn(move || mirror(session, o, name, stop).map_err(|e| e.to_string()))
-            })
-            .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a subscriber thread panicked".into()))
-            })
-            .collect();
-        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    let result = per_stream(&o.names, "subscriber", |name| {
+        mirror(&session, o, name, stop)
     });
     let _ = session.close().wait();
-    result.map_err(BridgeError::Usage)
+    result
 }
 
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
