@@ -54,68 +54,86 @@ fn stat(name: &str, v: &Histogram<u64>) -> StageStat {
     }
 }
 
-/// Analyses one run. `dm` is the reconstructor's log, or the merged stage's (then
-/// `slopes` is `None` and each entry's 4th field is the slopes-done time).
-pub fn analyse(
-    camera: &[Entry],
-    slopes: Option<&[Entry]>,
-    dm: &[Entry],
-    warmup: u64,
-) -> Result<(LoopStats, Histogram<u64>)> {
-    let published: HashMap<u64, u64> = camera.iter().map(|e| (e[0], e[2])).collect();
-    let slopes_at: HashMap<u64, (u64, u64)> = slopes
-        .unwrap_or(&[])
-        .iter()
-        .map(|e| (e[0], (e[1], e[2])))
-        .collect();
+/// The logs of one run of the loop: the camera's, the slopes stage's (split form), and the
+/// DM stage's (the reconstructor, or the merged stage: then each entry's 4th field is the
+/// slopes-done time).
+#[derive(Debug, Clone, Default)]
+pub struct Logs {
+    /// The camera's entries.
+    pub camera: Vec<Entry>,
+    /// The slopes stage's, `None` in the merged form.
+    pub slopes: Option<Vec<Entry>>,
+    /// The DM stage's.
+    pub dm: Vec<Entry>,
+}
+
+/// Analyses the runs of one case as one loop: each run's warm-up frames (ids up to
+/// `warmup`) left out, its frames matched by id within the run (each run's camera counts
+/// from the start), samples pooled, and the achieved rate over the runs' measured spans.
+pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)> {
     let mut e2e = hist::new();
     let mut pacing = hist::new();
     let mut h_slopes = hist::new();
     let mut h_recon = hist::new();
     let mut hop1 = hist::new();
     let mut hop2 = hist::new();
-    for e in camera.iter().filter(|e| e[0] > warmup) {
-        pacing.saturating_record(e[2].saturating_sub(e[1]));
-    }
-    let mut seen = 0u64;
-    let (mut first, mut last) = (u64::MAX, 0u64);
-    for &[id, t_in, t_pub, mid] in dm.iter().filter(|e| e[0] > warmup) {
-        let Some(&cam) = published.get(&id) else {
-            bail!("frame id {id} reached the DM but the camera never published it");
-        };
-        seen += 1;
-        first = first.min(t_pub);
-        last = last.max(t_pub);
-        e2e.saturating_record(t_pub.saturating_sub(cam));
-        match slopes_at.get(&id) {
-            Some(&(s_in, s_pub)) => {
-                hop1.saturating_record(s_in.saturating_sub(cam));
-                h_slopes.saturating_record(s_pub.saturating_sub(s_in));
-                hop2.saturating_record(t_in.saturating_sub(s_pub));
-                h_recon.saturating_record(t_pub.saturating_sub(t_in));
+    let (mut frames, mut seen, mut intervals, mut span) = (0u64, 0u64, 0u64, 0u64);
+    for run in runs {
+        let published: HashMap<u64, u64> = run.camera.iter().map(|e| (e[0], e[2])).collect();
+        let slopes_at: HashMap<u64, (u64, u64)> = run
+            .slopes
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|e| (e[0], (e[1], e[2])))
+            .collect();
+        for e in run.camera.iter().filter(|e| e[0] > warmup) {
+            pacing.saturating_record(e[2].saturating_sub(e[1]));
+        }
+        let (mut run_seen, mut first, mut last) = (0u64, u64::MAX, 0u64);
+        for &[id, t_in, t_pub, mid] in run.dm.iter().filter(|e| e[0] > warmup) {
+            let Some(&cam) = published.get(&id) else {
+                bail!("frame id {id} reached the DM but the camera never published it");
+            };
+            run_seen += 1;
+            first = first.min(t_pub);
+            last = last.max(t_pub);
+            e2e.saturating_record(t_pub.saturating_sub(cam));
+            match slopes_at.get(&id) {
+                Some(&(s_in, s_pub)) => {
+                    hop1.saturating_record(s_in.saturating_sub(cam));
+                    h_slopes.saturating_record(s_pub.saturating_sub(s_in));
+                    hop2.saturating_record(t_in.saturating_sub(s_pub));
+                    h_recon.saturating_record(t_pub.saturating_sub(t_in));
+                }
+                None if run.slopes.is_none() => {
+                    hop1.saturating_record(t_in.saturating_sub(cam));
+                    h_slopes.saturating_record(mid.saturating_sub(t_in));
+                    h_recon.saturating_record(t_pub.saturating_sub(mid));
+                }
+                None => bail!("frame id {id} reached the DM without passing the slopes stage"),
             }
-            None if slopes.is_none() => {
-                hop1.saturating_record(t_in.saturating_sub(cam));
-                h_slopes.saturating_record(mid.saturating_sub(t_in));
-                h_recon.saturating_record(t_pub.saturating_sub(mid));
-            }
-            None => bail!("frame id {id} reached the DM without passing the slopes stage"),
+        }
+        frames += run.camera.iter().filter(|e| e[0] > warmup).count() as u64;
+        seen += run_seen;
+        if last > first {
+            intervals += run_seen - 1;
+            span += last - first;
         }
     }
-    let frames = camera.iter().filter(|e| e[0] > warmup).count() as u64;
     if seen == 0 {
         bail!("no frame reached the DM after the warm-up ({frames} camera frames)");
     }
     let mut stages = vec![stat("camera→slopes", &hop1), stat("slopes", &h_slopes)];
-    if slopes.is_some() {
+    if runs.iter().any(|r| r.slopes.is_some()) {
         stages.push(stat("slopes→recon", &hop2));
     }
     stages.push(stat("recon", &h_recon));
     let stats = LoopStats {
         frames,
         missed: frames.saturating_sub(seen),
-        achieved_hz: if last > first {
-            (seen - 1) as f64 * 1e9 / (last - first) as f64
+        achieved_hz: if span > 0 {
+            intervals as f64 * 1e9 / span as f64
         } else {
             0.0
         },
@@ -145,7 +163,12 @@ mod tests {
             .iter()
             .map(|e| [e[0], e[2] + 5, e[2] + 65, 0])
             .collect();
-        let (s, h) = analyse(&cam, Some(&slopes), &dm, 2).unwrap();
+        let run = Logs {
+            camera: cam,
+            slopes: Some(slopes),
+            dm,
+        };
+        let (s, h) = analyse(std::slice::from_ref(&run), 2).unwrap();
         assert_eq!((s.frames, s.missed), (8, 1));
         assert_eq!(h.value_at_quantile(0.5), 100);
         let names: Vec<_> = s
@@ -166,10 +189,47 @@ mod tests {
         assert_eq!(s.pacing_ns[0], 5);
     }
 
+    /// Runs of one case pool: ids are matched within each run (every run's camera counts
+    /// from 1), each run's warm-up is left out, and the rate spans each run, not the gap
+    /// between them.
+    #[test]
+    fn runs_pool_with_ids_matched_within_each_and_the_rate_over_their_spans() {
+        let run = |t0: u64, latency: u64, lost: Option<u64>| {
+            let cam: Vec<Entry> = (1..=10)
+                .map(|i| [i, t0 + i * 1000, t0 + i * 1000, 0])
+                .collect();
+            let dm: Vec<Entry> = cam
+                .iter()
+                .filter(|e| Some(e[0]) != lost)
+                .map(|e| [e[0], e[2] + 1, e[2] + latency, e[2] + 2])
+                .collect();
+            Logs {
+                camera: cam,
+                slopes: None,
+                dm,
+            }
+        };
+        // The second run starts a second after the first and loses frame 5.
+        let runs = [run(0, 100, None), run(1_000_000_000, 300, Some(5))];
+        let (s, h) = analyse(&runs, 2).unwrap();
+        assert_eq!((s.frames, s.missed), (16, 1));
+        assert_eq!(h.len(), 15);
+        assert_eq!(h.min(), 100);
+        assert_eq!(h.max(), 300);
+        // 7 intervals over 7 µs in the first run, 6 over 7 µs in the second: 13 / 14 µs.
+        let want = 13.0 * 1e9 / 14_000.0;
+        assert!((s.achieved_hz - want).abs() < 1.0, "{}", s.achieved_hz);
+    }
+
     #[test]
     fn a_frame_id_the_camera_never_sent_is_an_error() {
         let cam: Vec<Entry> = vec![[1, 0, 1, 0]];
         let dm: Vec<Entry> = vec![[5, 2, 3, 1]];
-        assert!(analyse(&cam, None, &dm, 0).is_err());
+        let run = Logs {
+            camera: cam,
+            slopes: None,
+            dm,
+        };
+        assert!(analyse(&[run], 0).is_err());
     }
 }

@@ -82,6 +82,13 @@ pub struct AoCase {
     /// Seconds of each ladder run.
     #[serde(default = "ladder_seconds")]
     pub ladder_seconds: f64,
+    /// The loop's measured seconds are cut into this many runs (fresh processes each, a
+    /// warm-up each), with a pass of the floor before the first, between each two and
+    /// after the last: each run is compared with the two passes beside it, seconds apart
+    /// rather than the whole case, as the host's speed drifts ([`super::floor::compose`]).
+    /// Missed frames are counted over all of them. Default 2.
+    #[serde(default = "two")]
+    pub runs: u32,
     /// Latency budget, µs: the verdict needs end-to-end p99 below it (and below the
     /// frame period).
     #[serde(default)]
@@ -142,6 +149,10 @@ fn yes() -> bool {
 fn ladder_seconds() -> f64 {
     0.3
 }
+fn two() -> u32 {
+    2
+}
+
 fn one() -> usize {
     1
 }
@@ -193,6 +204,9 @@ impl Geometry {
         }
         if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
             bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
+        }
+        if !(1..=20).contains(&ao.runs) {
+            bail!("ao-loop: runs is how many runs the loop's seconds are cut into, 1 to 20");
         }
         if ao.rt_priority.is_some_and(|p| !(1..=99).contains(&p)) {
             bail!("ao-loop: rt_priority is a SCHED_FIFO priority, 1 to 99");
@@ -369,6 +383,7 @@ pub(crate) mod tests {
             wait: None,
             ladder: false,
             ladder_seconds: 0.3,
+            runs: 2,
             budget_us: None,
             threads: 1,
             gain: 0.3,
@@ -438,6 +453,10 @@ pub(crate) mod tests {
         for bad in [0, 100] {
             let err = refused(&|c| c.rt_priority = Some(bad));
             assert!(err.contains("rt_priority"), "{bad}: {err}");
+        }
+        for bad in [0, 21] {
+            let err = refused(&|c| c.runs = bad);
+            assert!(err.contains("runs"), "{bad}: {err}");
         }
         let err = refused(&|c| {
             c.rt_priority = Some(50);

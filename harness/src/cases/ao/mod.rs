@@ -23,11 +23,11 @@ pub mod stage;
 use serde::Serialize;
 use shmstream::{Dtype, Stream};
 
-use self::analysis::{LoopStats, StageStat};
+use self::analysis::{Logs, LoopStats, StageStat, analyse};
 pub use self::geometry::AoCase;
 use self::geometry::Geometry;
 use self::placement::Placement;
-use self::runner::{LoopRun, Rung, run_loop};
+use self::runner::{LoopRun, Rung, run_logs};
 use crate::cases::{create, create_options};
 use crate::error::{Context, Result};
 use crate::measure::Measured;
@@ -154,15 +154,39 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
         ));
     }
-    // The floor's parts are measured before the loop and again after it, each from its
-    // faster pass: the host's speed drifts over seconds (as for every CPU floor).
-    let before = floor::measure(runner, idx, job, &g, 0);
-    let ours = run_loop(runner, idx, job, "ours").map_err(|e| format!("failed: {e}"));
-    let floor = before
-        .and_then(|b| {
-            let after = floor::measure(runner, idx, job, &g, 1)?;
-            floor::compose(vec![b, after], job)
+    // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
+    // after them: each run is compared with the passes beside it (floor::compose).
+    let runs = ao.runs.max(1);
+    let run_job = runner::at_rate(job, ao.rate_hz, job.timing.min_seconds / f64::from(runs));
+    let mut passes = vec![floor::measure(runner, idx, job, &g, 0)];
+    let mut logs = Vec::new();
+    for r in 0..runs as usize {
+        let run = run_logs(runner, idx, &run_job, &format!("ours{r}"));
+        let failed = run.is_err();
+        logs.push(run);
+        if failed {
+            break;
+        }
+        passes.push(floor::measure(runner, idx, job, &g, r + 1));
+    }
+    let ours = logs
+        .into_iter()
+        .collect::<crate::error::Result<Vec<_>>>()
+        .and_then(|runs| {
+            let placement = runs.first().map(|(_, p)| p.clone()).unwrap_or_default();
+            let logs: Vec<Logs> = runs.into_iter().map(|(l, _)| l).collect();
+            let (stats, e2e) = analyse(&logs, Placement::warmup_frames(&run_job))?;
+            Ok(LoopRun {
+                stats,
+                e2e,
+                placement,
+            })
         })
+        .map_err(|e| format!("failed: {e}"));
+    let floor = passes
+        .into_iter()
+        .collect::<crate::error::Result<Vec<_>>>()
+        .and_then(|p| floor::compose(p, job))
         .map_err(|e| format!("floor failed: {e}"));
     let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {
         runner::ladder(runner, idx, job)

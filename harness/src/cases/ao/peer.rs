@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::analysis::analyse;
+use super::analysis::{Logs, analyse};
 use super::geometry::{Geometry, SignalKind};
 use super::placement::Placement;
 use super::runner::LoopRun;
@@ -90,11 +90,20 @@ pub fn run(
     run_members(members, Duration::from_secs_f64(job.timeout_s))?;
     let log = |role: &str| read_log(&prefix.with_extension(format!("{role}.aolog")));
     let warm = Placement::warmup_frames(job);
-    let (stats, e2e) = if place.merged {
-        analyse(&log("camera")?, None, &log("merged")?, warm)?
+    let logs = if place.merged {
+        Logs {
+            camera: log("camera")?,
+            slopes: None,
+            dm: log("merged")?,
+        }
     } else {
-        analyse(&log("camera")?, Some(&log("slopes")?), &log("recon")?, warm)?
+        Logs {
+            camera: log("camera")?,
+            slopes: Some(log("slopes")?),
+            dm: log("recon")?,
+        }
     };
+    let (stats, e2e) = analyse(&[logs], warm)?;
     Ok(LoopRun {
         stats,
         e2e,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{LoopStats, analyse};
+use super::analysis::{Logs, LoopStats, analyse};
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
@@ -37,8 +37,20 @@ pub fn at_rate(job: &Job, rate_hz: f64, seconds: f64) -> Job {
     j
 }
 
-/// Runs the loop of `job` once, under names tagged `tag`.
+/// Runs the loop of `job` once, under names tagged `tag`, and analyses it.
 pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<LoopRun> {
+    let (logs, placement) = run_logs(runner, idx, job, tag)?;
+    let (stats, e2e) = analyse(&[logs], Placement::warmup_frames(job))?;
+    Ok(LoopRun {
+        stats,
+        e2e,
+        placement,
+    })
+}
+
+/// Runs the loop of `job` once, under names tagged `tag`: the stages' logs and where the
+/// stages ran ("camera@0 slopes@1 recon@1").
+pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Logs, String)> {
     let names = runner.names(idx, tag);
     let _streams = create_streams(job, &names)?;
     let place = Placement::of(job);
@@ -90,21 +102,20 @@ pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<Loo
             .slice_ns
             .map_or(String::new(), |ns| format!(", fair slice {} µs", ns / 1000));
     let log = |i: usize| read_log(&specs[i].result_prefix.with_extension("aolog"));
-    let (stats, e2e) = if place.merged {
-        analyse(&log(1)?, None, &log(0)?, Placement::warmup_frames(job))?
+    let logs = if place.merged {
+        Logs {
+            camera: log(1)?,
+            slopes: None,
+            dm: log(0)?,
+        }
     } else {
-        analyse(
-            &log(2)?,
-            Some(&log(1)?),
-            &log(0)?,
-            Placement::warmup_frames(job),
-        )?
+        Logs {
+            camera: log(2)?,
+            slopes: Some(log(1)?),
+            dm: log(0)?,
+        }
     };
-    Ok(LoopRun {
-        stats,
-        e2e,
-        placement,
-    })
+    Ok((logs, placement))
 }
 
 /// One step of the rate ladder.
