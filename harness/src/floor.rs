@@ -320,7 +320,15 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut src = PageBuf::<u8>::new(job.payload_bytes());
     src.as_mut_slice().fill(1);
     let src = src.as_slice();
-    wait_until(region.atomic_u32(READY), |v| v != 0, None, ping.turns.to)?;
+    // Parked, not spinning: on a core it shares with the reader under SCHED_FIFO (an AO
+    // loop's same-core hop), a spinning writer kept the reader, of the same priority, from
+    // ever running to say it was ready (a 300 s hang, then the case's timeout).
+    wait_until(
+        region.atomic_u32(READY),
+        |v| v != 0,
+        Some(Wait::Park),
+        ping.turns.to,
+    )?;
     let mut one_way = Vec::new();
     // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
     // spinning the gap: a sender that spun a whole period is preempted by the receiver
@@ -370,7 +378,9 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let mut dst = PageBuf::<u8>::new(job.payload_bytes());
     let dst = dst.as_mut_slice();
     dst.fill(2);
-    region.atomic_u32(READY).store(1, Ordering::Release);
+    let ready = region.atomic_u32(READY);
+    ready.store(1, Ordering::Release);
+    futex::wake_all(ready);
     while echo.serve(dst)? == Echo::Frame {}
     std::hint::black_box(dst);
     Ok(())

@@ -84,8 +84,8 @@ pub struct AoCase {
     pub ladder_seconds: f64,
     /// The loop's measured seconds are cut into this many runs (fresh processes each, a
     /// warm-up each), with a pass of the floor before the first, between each two and
-    /// after the last: each run is compared with the two passes beside it, seconds apart
-    /// rather than the whole case, as the host's speed drifts ([`super::floor::compose`]).
+    /// after the last, each part of the floor from its fastest pass: passes spread over the
+    /// loop's time catch the host's states the loop saw ([`super::floor::compose`]).
     /// Missed frames are counted over all of them. Default 2.
     #[serde(default = "two")]
     pub runs: u32,

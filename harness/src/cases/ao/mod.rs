@@ -155,7 +155,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         ));
     }
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
-    // after them: each run is compared with the passes beside it (floor::compose).
+    // after them, each part of the floor from its fastest pass (floor::compose).
     let runs = ao.runs.max(1);
     let run_job = runner::at_rate(job, ao.rate_hz, job.timing.min_seconds / f64::from(runs));
     let mut passes = vec![floor::measure(runner, idx, job, &g, 0)];
