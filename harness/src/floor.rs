@@ -311,6 +311,27 @@ fn wait_until(
     }
 }
 
+/// The ping-pong floor's writer waits for its reader's ready mark parked, not spinning: on
+/// a core it shares with the reader under SCHED_FIFO (an AO loop's same-core hop), a
+/// spinning writer kept the reader, of the same priority, from ever running to set it (a
+/// 300 s hang, then the case's timeout).
+fn wait_for_reader(region: &ShmRegion, timeout: Duration) -> Result<()> {
+    wait_until(
+        region.atomic_u32(READY),
+        |v| v != 0,
+        Some(Wait::Park),
+        timeout,
+    )
+    .map(|_| ())
+}
+
+/// The reader's ready mark, and the wake-up of a writer parked for it.
+fn say_ready(region: &ShmRegion) {
+    let ready = region.atomic_u32(READY);
+    ready.store(1, Ordering::Release);
+    futex::wake_all(ready);
+}
+
 /// Pingpong floor, writer side (measures).
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
@@ -320,15 +341,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut src = PageBuf::<u8>::new(job.payload_bytes());
     src.as_mut_slice().fill(1);
     let src = src.as_slice();
-    // Parked, not spinning: on a core it shares with the reader under SCHED_FIFO (an AO
-    // loop's same-core hop), a spinning writer kept the reader, of the same priority, from
-    // ever running to say it was ready (a 300 s hang, then the case's timeout).
-    wait_until(
-        region.atomic_u32(READY),
-        |v| v != 0,
-        Some(Wait::Park),
-        ping.turns.to,
-    )?;
+    wait_for_reader(&region, ping.turns.to)?;
     let mut one_way = Vec::new();
     // One way, the writer paces itself as the hop's sender does (see `OneWay`) rather than
     // spinning the gap: a sender that spun a whole period is preempted by the receiver
@@ -378,9 +391,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let mut dst = PageBuf::<u8>::new(job.payload_bytes());
     let dst = dst.as_mut_slice();
     dst.fill(2);
-    let ready = region.atomic_u32(READY);
-    ready.store(1, Ordering::Release);
-    futex::wake_all(ready);
+    say_ready(&region);
     while echo.serve(dst)? == Echo::Frame {}
     std::hint::black_box(dst);
     Ok(())
@@ -691,6 +702,39 @@ mod tests {
             assert_eq!(received, (1..=7).collect::<Vec<u8>>(), "{slots} slot(s)");
             let _ = std::fs::remove_file(&spec.names.lock);
         }
+    }
+
+    /// A writer whose reader is late waits for it asleep (it would keep a reader sharing its
+    /// core under SCHED_FIFO from running), and wakes as soon as the reader says it is ready.
+    #[test]
+    fn the_writer_sleeps_until_its_late_reader_is_ready() {
+        let spec = spec(1, "ready");
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        // The calling thread's time on a CPU, ns (the first field of its schedstat).
+        let thread_cpu_ns = || -> u64 {
+            let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            text.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let (cpu, waited) = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let (cpu0, t0) = (thread_cpu_ns(), Instant::now());
+                wait_for_reader(&region, Duration::from_secs(10)).unwrap();
+                (thread_cpu_ns() - cpu0, t0.elapsed())
+            });
+            // The reader comes late (the scenario under test, not a synchronization).
+            std::thread::sleep(Duration::from_millis(300));
+            say_ready(&region);
+            writer.join().unwrap()
+        });
+        assert!(
+            waited >= Duration::from_millis(250),
+            "did not wait: {waited:?}"
+        );
+        assert!(
+            cpu < 30_000_000,
+            "the writer spent {} ms of CPU waiting {waited:?} for its reader",
+            cpu / 1_000_000
+        );
     }
 
     /// A stage output's floor publishes each frame into the next of its slots, as the
