@@ -70,6 +70,19 @@ const SPINS_PER_WRITER_CHECK: u32 = 4096;
 /// bracket.)
 const YIELDS_PER_WRITER_CHECK: u32 = 16;
 
+/// What one pause of a wait does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// A spin-loop hint.
+    Spin,
+    /// `sched_yield`.
+    Yield,
+    /// `FUTEX_WAIT` on the stream's word (notify streams).
+    Park,
+    /// A short sleep, doubling up to 1 ms (streams without notify).
+    Sleep,
+}
+
 /// One wait: call [`Waiter::pause`] each time the condition is still false.
 #[derive(Debug)]
 pub(crate) struct Waiter {
@@ -96,12 +109,18 @@ impl Waiter {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    /// Whether the next pause is still a spin (later pauses yield, sleep or park).
-    pub(crate) fn spinning(&self) -> bool {
+    /// What pause number `round` is: spins first (adaptive), then yields, parks on the
+    /// futex (notify streams) or sleeps, as the strategy says.
+    fn kind(&self, round: u32) -> Pause {
         match self.strategy {
-            WaitStrategy::Spin => true,
-            WaitStrategy::Adaptive => self.rounds < SPIN_ROUNDS,
-            WaitStrategy::Park | WaitStrategy::Yield => false,
+            WaitStrategy::Spin => Pause::Spin,
+            WaitStrategy::Adaptive if round < SPIN_ROUNDS => Pause::Spin,
+            WaitStrategy::Yield => Pause::Yield,
+            _ if self.notify => Pause::Park,
+            WaitStrategy::Park if round < YIELD_ROUNDS => Pause::Yield,
+            WaitStrategy::Park => Pause::Sleep,
+            _ if round < SPIN_ROUNDS + YIELD_ROUNDS => Pause::Yield,
+            _ => Pause::Sleep,
         }
     }
 
@@ -111,31 +130,20 @@ impl Waiter {
     /// sleep takes it every time (a dead writer wakes nobody, and a notify park lasts its
     /// full [`MAX_PARK`]).
     pub(crate) fn writer_check_due(&self) -> bool {
-        let every = if self.spinning() {
-            SPINS_PER_WRITER_CHECK
-        } else if self.strategy == WaitStrategy::Yield
-            || (!self.notify && self.rounds < self.yields_until())
-        {
-            YIELDS_PER_WRITER_CHECK
-        } else {
-            1
+        let every = match self.kind(self.rounds) {
+            Pause::Spin => SPINS_PER_WRITER_CHECK,
+            Pause::Yield => YIELDS_PER_WRITER_CHECK,
+            Pause::Park | Pause::Sleep => 1,
         };
         self.rounds % every == every - 1
-    }
-
-    /// The round after which a non-notify wait sleeps instead of yielding.
-    fn yields_until(&self) -> u32 {
-        match self.strategy {
-            WaitStrategy::Park => YIELD_ROUNDS,
-            _ => SPIN_ROUNDS + YIELD_ROUNDS,
-        }
     }
 
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
     /// against. Returns `false` once the deadline has passed.
     pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
         self.rounds = self.rounds.saturating_add(1);
-        if self.spinning() {
+        let kind = self.kind(self.rounds);
+        if kind == Pause::Spin {
             std::hint::spin_loop();
             // Reading the clock costs ~40 ns: only every 256 spins.
             return !self.rounds.is_multiple_of(256) || !self.expired();
@@ -150,15 +158,13 @@ impl Waiter {
             }
             None => MAX_PARK,
         };
-        if self.strategy == WaitStrategy::Yield {
-            std::thread::yield_now();
-        } else if self.notify {
-            sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK));
-        } else if self.rounds < self.yields_until() {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(self.sleep.min(left));
-            self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
+        match kind {
+            Pause::Spin | Pause::Yield => std::thread::yield_now(),
+            Pause::Park => sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK)),
+            Pause::Sleep => {
+                std::thread::sleep(self.sleep.min(left));
+                self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
+            }
         }
         true
     }
@@ -183,6 +189,35 @@ mod tests {
                 w.writer_check_due()
             })
             .collect()
+    }
+
+    /// Each strategy's pauses, in order: where each kind of pause starts.
+    #[test]
+    fn each_strategy_spins_yields_parks_or_sleeps_in_its_order() {
+        use Pause::*;
+        let at = |strategy, notify, rounds: &[u32]| -> Vec<Pause> {
+            let w = Waiter::new(strategy, notify, None);
+            rounds.iter().map(|&r| w.kind(r)).collect()
+        };
+        let (s, y) = (SPIN_ROUNDS, YIELD_ROUNDS);
+        assert_eq!(at(WaitStrategy::Spin, true, &[0, s + y + 1]), [Spin, Spin]);
+        assert_eq!(
+            at(WaitStrategy::Yield, false, &[0, s + y + 1]),
+            [Yield, Yield]
+        );
+        assert_eq!(
+            at(WaitStrategy::Adaptive, true, &[s - 1, s, s + y + 1]),
+            [Spin, Park, Park]
+        );
+        assert_eq!(
+            at(WaitStrategy::Adaptive, false, &[s - 1, s, s + y - 1, s + y]),
+            [Spin, Yield, Yield, Sleep]
+        );
+        assert_eq!(at(WaitStrategy::Park, true, &[0, y + 1]), [Park, Park]);
+        assert_eq!(
+            at(WaitStrategy::Park, false, &[0, y - 1, y]),
+            [Yield, Yield, Sleep]
+        );
     }
 
     #[test]
