@@ -466,10 +466,37 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
 
 // ----- chosen kill points -----
 
-/// Starts a writer that blocks inside its bracket, waits for a frame in `reader` (`read_new`,
-/// or `read`, which waits for the bracket to close) on another thread, calls `waiting` with
-/// that thread's id, kills the writer, and checks that the reader reports it within 100 ms,
-/// that the half-written frame is never returned, and that the next writer recovers.
+/// Waits for a frame in `reader` (`read_new`, or `read`, which waits for an open bracket to
+/// close) on another thread, calls `waiting` with that thread's id, then `kill`; returns
+/// what the read returned and how long after the kill it returned.
+fn read_across_kill<K>(
+    reader: &Stream,
+    wait_new: bool,
+    waiting: impl FnOnce(i64),
+    kill: impl FnOnce() -> K,
+) -> (shmstream::Result<()>, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            tx.send(gettid()).unwrap();
+            let r = if wait_new {
+                reader.read_new::<u32>(Some(LONG)).map(|_| ())
+            } else {
+                reader.read::<u32>().map(|_| ())
+            };
+            (r, Instant::now())
+        });
+        waiting(rx.recv().unwrap());
+        kill();
+        let dead = Instant::now();
+        let (r, at) = h.join().unwrap();
+        (r, at.saturating_duration_since(dead))
+    })
+}
+
+/// Starts a writer that blocks inside its bracket, reads across its kill
+/// ([`read_across_kill`]), and checks that the reader reports it within 100 ms, that the
+/// half-written frame is never returned, and that the next writer recovers.
 fn dead_writer_is_reported(
     owner: &Stream,
     name: &str,
@@ -482,25 +509,7 @@ fn dead_writer_is_reported(
         .param("name", name)
         .spawn();
     w.expect_line("inside", LONG);
-    let (end, at) = {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                tx.send(gettid()).unwrap();
-                let r = if wait_new {
-                    reader.read_new::<u32>(Some(LONG))
-                } else {
-                    reader.read::<u32>()
-                };
-                (r, Instant::now())
-            });
-            waiting(rx.recv().unwrap());
-            w.kill();
-            let dead = Instant::now();
-            let (r, at) = h.join().unwrap();
-            (r, at.saturating_duration_since(dead))
-        })
-    };
+    let (end, at) = read_across_kill(reader, wait_new, waiting, || w.kill());
     assert!(
         matches!(end, Err(Error::Inconsistent { .. })),
         "{ctx}: {end:?}"
@@ -856,20 +865,12 @@ fn python_writer_killed_mid_write_is_reported_and_recovered() {
         let mut p = py_proc(&py, PY_STUCK_WRITER, &name);
         p.expect_line("inside", LONG);
         assert_eq!(lock_owner_pid(&name), i64::from(p.pid()));
-        let (end, latency) = {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    tx.send(gettid()).unwrap();
-                    (reader.read::<u32>(), Instant::now())
-                });
-                wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, notify);
-                p.kill();
-                let dead = Instant::now();
-                let (r, at) = h.join().unwrap();
-                (r, at.saturating_duration_since(dead))
-            })
-        };
+        let (end, latency) = read_across_kill(
+            &reader,
+            false,
+            |tid| wait_parked(std::process::id(), Some(tid), &name, notify),
+            || p.kill(),
+        );
         assert!(
             matches!(end, Err(Error::Inconsistent { .. })),
             "notify={notify}: {end:?}"
