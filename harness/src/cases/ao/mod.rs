@@ -23,7 +23,7 @@ pub mod stage;
 use serde::Serialize;
 use shmstream::{Dtype, Stream};
 
-use self::analysis::{Logs, LoopStats, StageStat, analyse};
+use self::analysis::{Logs, LoopStats, StageStat};
 pub use self::geometry::AoCase;
 use self::geometry::Geometry;
 use self::placement::Placement;
@@ -175,12 +175,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .and_then(|runs| {
             let placement = runs.first().map(|(_, p)| p.clone()).unwrap_or_default();
             let logs: Vec<Logs> = runs.into_iter().map(|(l, _)| l).collect();
-            let (stats, e2e) = analyse(&logs, Placement::warmup_frames(&run_job))?;
-            Ok(LoopRun {
-                stats,
-                e2e,
-                placement,
-            })
+            LoopRun::analysed(&logs, Placement::warmup_frames(&run_job), placement)
         })
         .map_err(|e| format!("failed: {e}"));
     let floor = passes

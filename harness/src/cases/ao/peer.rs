@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::analysis::{Logs, analyse};
+use super::analysis::Logs;
 use super::geometry::{Geometry, SignalKind};
 use super::placement::Placement;
 use super::runner::LoopRun;
@@ -103,10 +103,5 @@ pub fn run(
             dm: log("recon")?,
         }
     };
-    let (stats, e2e) = analyse(&[logs], warm)?;
-    Ok(LoopRun {
-        stats,
-        e2e,
-        placement: format!("{} (python)", place.describe()),
-    })
+    LoopRun::analysed(&[logs], warm, format!("{} (python)", place.describe()))
 }

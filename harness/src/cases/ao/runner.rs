@@ -26,6 +26,19 @@ pub struct LoopRun {
     pub placement: String,
 }
 
+impl LoopRun {
+    /// The figures of the runs `logs` (warm-up frames up to id `warmup` left out in each),
+    /// their stages placed as `placement` says.
+    pub fn analysed(logs: &[Logs], warmup: u64, placement: String) -> Result<LoopRun> {
+        let (stats, e2e) = analyse(logs, warmup)?;
+        Ok(LoopRun {
+            stats,
+            e2e,
+            placement,
+        })
+    }
+}
+
 /// `job` at another rate and run length (the ladder's short runs).
 pub fn at_rate(job: &Job, rate_hz: f64, seconds: f64) -> Job {
     let mut j = job.clone();
@@ -40,12 +53,7 @@ pub fn at_rate(job: &Job, rate_hz: f64, seconds: f64) -> Job {
 /// Runs the loop of `job` once, under names tagged `tag`, and analyses it.
 pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<LoopRun> {
     let (logs, placement) = run_logs(runner, idx, job, tag)?;
-    let (stats, e2e) = analyse(&[logs], Placement::warmup_frames(job))?;
-    Ok(LoopRun {
-        stats,
-        e2e,
-        placement,
-    })
+    LoopRun::analysed(&[logs], Placement::warmup_frames(job), placement)
 }
 
 /// Runs the loop of `job` once, under names tagged `tag`: the stages' logs and where the
