@@ -382,19 +382,51 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok((m, h))
 }
 
+/// Name of the thread keeping a floor reader's core busy
+/// ([`crate::scenario::Job::busy_reader_core`]).
+const BUSY_CORE_THREAD: &str = "floor-busy-core";
+
 /// Pingpong floor, reader side.
 pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
+    if job.busy_reader_core && job.rt_priority.is_some() {
+        // A spinning thread at the reader's SCHED_FIFO priority would never let it run.
+        bail!(
+            "job {}: a busy reader core needs the fair scheduler, but the job runs under SCHED_FIFO",
+            job.case
+        );
+    }
     let region = ShmRegion::open(&spec.names.region, bare_region_len(job))
         .context("opening the floor region")?;
     let mut echo = FloorEcho::new(&region, spec);
     let mut dst = PageBuf::<u8>::new(job.payload_bytes());
     let dst = dst.as_mut_slice();
     dst.fill(2);
-    say_ready(&region);
-    while echo.serve(dst)? == Echo::Frame {}
-    std::hint::black_box(dst);
-    Ok(())
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if job.busy_reader_core {
+            // Spawned threads keep the reader's core and scheduling: each frame's wake-up
+            // preempts this one, as a stage's preempts the stage computing beside it.
+            std::thread::Builder::new()
+                .name(BUSY_CORE_THREAD.into())
+                .spawn_scoped(s, || {
+                    while !done.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .context("starting the thread that keeps the reader's core busy")?;
+        }
+        say_ready(&region);
+        let served = loop {
+            match echo.serve(dst) {
+                Ok(Echo::Frame) => {}
+                other => break other.map(drop),
+            }
+        };
+        done.store(true, Ordering::Relaxed);
+        std::hint::black_box(dst);
+        served
+    })
 }
 
 /// What [`FloorEcho::serve`] did.
@@ -755,5 +787,64 @@ mod tests {
         }
         assert_eq!(out.region.atomic_u64(COUNT).load(Ordering::Relaxed), 4);
         assert_eq!(out.region.atomic_u32(SEQ).load(Ordering::Relaxed), 8);
+    }
+
+    /// CPU time (ns) of this process's thread named `name`, if one runs.
+    fn thread_cpu_ns(name: &str) -> Option<u64> {
+        std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim() == name).then(|| {
+                let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap();
+                stat.split_whitespace().next().unwrap().parse().unwrap()
+            })
+        })
+    }
+
+    /// With a busy reader core, a thread spins beside the parked reader for the whole run
+    /// (its CPU time grows while the reader waits for a late frame), every frame still
+    /// arrives, and the thread stops with the reader.
+    #[test]
+    fn a_busy_reader_core_spins_beside_the_parked_reader_and_stops_with_it() {
+        let mut spec = spec(1, "busy");
+        spec.job.wait = Some(Wait::Park);
+        spec.job.busy_reader_core = true;
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let n = spec.job.payload_bytes();
+        let spent = std::thread::scope(|s| {
+            let reader = s.spawn(|| ping_reader(&spec));
+            let mut ping = FloorPing::new(&region, &spec).unwrap();
+            ping.round_trip(&vec![1u8; n]).unwrap();
+            let before = thread_cpu_ns(BUSY_CORE_THREAD).expect("no thread keeps the core busy");
+            // The next frame comes 200 ms later (the case under test: a parked reader).
+            std::thread::sleep(Duration::from_millis(200));
+            let spent = thread_cpu_ns(BUSY_CORE_THREAD).unwrap() - before;
+            ping.round_trip(&vec![2u8; n]).unwrap();
+            ping.stop();
+            reader.join().unwrap().unwrap();
+            spent
+        });
+        assert!(
+            spent > 30_000_000,
+            "the busy-core thread ran {} ms of the reader's 200 ms wait",
+            spent / 1_000_000
+        );
+        assert_eq!(
+            thread_cpu_ns(BUSY_CORE_THREAD),
+            None,
+            "the busy-core thread outlived its reader"
+        );
+        let _ = std::fs::remove_file(&spec.names.lock);
+    }
+
+    /// Under SCHED_FIFO a spinning thread would starve the reader beside it: refused.
+    #[test]
+    fn a_busy_reader_core_under_sched_fifo_is_refused() {
+        let mut spec = spec(1, "busy-fifo");
+        spec.job.busy_reader_core = true;
+        spec.job.rt_priority = Some(50);
+        let err = ping_reader(&spec).unwrap_err().to_string();
+        assert!(err.contains("SCHED_FIFO"), "{err}");
     }
 }

@@ -405,6 +405,13 @@ pub struct Job {
     /// without history.
     #[serde(default)]
     pub floor_slots: usize,
+    /// Pingpong floor: a thread of the reader's process spins on the reader's core for the
+    /// whole measurement, so each frame wakes a busy core (a wake-up preempting it) rather
+    /// than an idle one, as an ao-loop stage's core is busy when the stage sharing it
+    /// computes for longer than a frame period (on this VM an idle core's wake-up costs
+    /// twice a busy one's: a 28.8 KB parked round trip read 52-62 µs against 27).
+    #[serde(default)]
+    pub busy_reader_core: bool,
     /// Every child of the job runs under `SCHED_FIFO` at this priority (ao-loop's
     /// `rt_priority`, carried to its floor's processes).
     #[serde(default)]
@@ -577,6 +584,7 @@ impl Scenario {
                     one_way: None,
                     wake_ahead_ns: None,
                     floor_slots: 0,
+                    busy_reader_core: false,
                     rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
                     slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
                 });

@@ -10,7 +10,9 @@
 //! sender holds the lock (no flock pair), frames go to the next of [`super::stage::HISTORY`]
 //! slots as into the input stream's history ring (one slot, rewritten while the reader's
 //! core still held its lines, made a 115 KB hop's floor 15-17 µs against the loop's 13.6),
-//! and a receiver that wakes ahead of the camera sleeps, then spins, as the stage does.
+//! and a receiver that wakes ahead of the camera sleeps, then spins, as the stage does;
+//! where the receiving stage's core is still busy with the reconstructor when a frame comes,
+//! a thread keeps the floor's receiver core busy too ([`slopes_core_busy`]).
 
 use std::time::Duration;
 
@@ -42,10 +44,19 @@ pub struct Floor {
 /// receiving stage waits ([`super::AoCase::stage_wait`]; `shared`: that stage shares its
 /// core). Frames come one camera period apart, as in the loop, so an adaptive waiter has
 /// spent its spin budget and parked when the frame comes, as the stage has. Timed one way
-/// from `start`, as the sending stage stamps; for up to 2 s (the case's seconds if fewer):
+/// from `start`, as the sending stage stamps. `busy`: the receiver's core is busy when
+/// frames come ([`slopes_core_busy`]), so a thread keeps the floor's reader core busy too
+/// (parked receivers only; a spinning one would share its core with it); for up to 2 s (the case's seconds if fewer):
 /// on this VM an idle core's wake-up latency takes a second or so to settle, and a 0.3 s
 /// floor came out above the loop's own hop.
-fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start: OneWay) -> Job {
+fn hop_job(
+    job: &Job,
+    bytes: usize,
+    (from, to): (usize, usize),
+    shared: bool,
+    busy: bool,
+    start: OneWay,
+) -> Job {
     // A stage that wakes ahead of the camera's frames sleeps until shortly before each one
     // is due, then spins: so does its hop's floor reader (one spinning the whole period
     // came out slower than the stage here, 15-17 µs against 13.6 at 115 KB).
@@ -94,9 +105,33 @@ fn hop_job(job: &Job, bytes: usize, from: usize, to: usize, shared: bool, start:
         wake_ahead_ns: ahead,
         // The stages' input streams keep a history ring: a frame goes to the next slot.
         floor_slots: super::stage::HISTORY,
+        busy_reader_core: busy && wait != Wait::Spin,
         rt_priority: job.rt_priority,
         slice_ns: job.slice_ns,
     }
+}
+
+/// Whether the slopes stage's core is busy when a camera frame comes: in the split form
+/// with slopes and recon on one core, a reconstructor that computes and publishes for
+/// longer than a camera period (`compute`'s median: the SCExAO- and ELT-like loops here)
+/// is still at work on an earlier frame, and the camera's wake-up preempts it rather than
+/// waking an idle core (twice as fast on this VM, so an idle-core floor sat above the
+/// loop's own hop: 36.9 against 24.3 µs). Not under SCHED_FIFO, where the woken stage
+/// waits for the reconstructor instead.
+fn slopes_core_busy(job: &Job, compute: &[[u64; 4]]) -> bool {
+    let place = Placement::of(job);
+    let Some(ao) = job.ao.as_ref() else {
+        return false;
+    };
+    let mut recon: Vec<u64> = compute.iter().map(|e| e[2] + e[3]).collect();
+    recon.sort_unstable();
+    let period_ns = 1e9 / ao.rate_hz;
+    !place.merged
+        && place.recon == place.slopes
+        && job.rt_priority.is_none()
+        && recon
+            .get(recon.len() / 2)
+            .is_some_and(|&r| r as f64 >= period_ns)
 }
 
 fn stat(name: &str, h: &Histogram<u64>) -> StageStat {
@@ -138,9 +173,9 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
         hop_job(
             job,
             g.pixels() * 2,
-            place.camera,
-            place.slopes,
+            (place.camera, place.slopes),
             place.shares(place.slopes),
+            slopes_core_busy(job, &compute),
             OneWay::Publish,
         ),
     )];
@@ -150,9 +185,9 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
             hop_job(
                 job,
                 g.signals * 4,
-                place.slopes,
-                place.recon,
+                (place.slopes, place.recon),
                 place.shares(place.recon),
+                false,
                 OneWay::Published,
             ),
         ));
@@ -246,7 +281,9 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
                      notify) + the one-way floor of each hop (timed as its sender stamps \
                      -> the receiver holds the payload; frames rotating over the input \
                      stream's history slots), one camera period apart, waiting as its stages \
-                     do (parked where they share a core, waking ahead where they do)"
+                     do (parked where they share a core, waking ahead where they do; the \
+                     receiver's core kept busy where the reconstructor sharing it outlasts \
+                     a period)"
                             .to_string(),
                     ),
                 ],
@@ -291,7 +328,7 @@ mod tests {
                     slice_us = 200\n";
         let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
         assert_eq!(job.slice_ns, Some(200_000));
-        let hop = hop_job(&job, 128, 0, 1, false, OneWay::Publish);
+        let hop = hop_job(&job, 128, (0, 1), false, false, OneWay::Publish);
         assert_eq!((hop.slice_ns, hop.rt_priority), (Some(200_000), None));
     }
 
@@ -324,5 +361,38 @@ mod tests {
         assert!(near(p50("camera→slopes floor"), 5_000.0));
         let total = floor.side.hist.value_at_quantile(0.5) as f64;
         assert!(near(total, 37_000.0), "{total}");
+    }
+
+    /// The slopes stage's core counts as busy only in the split form with slopes and recon
+    /// sharing it, when the reconstructor outlasts a camera period, and not under
+    /// SCHED_FIFO; only then does the camera→slopes floor keep its reader's core busy.
+    #[test]
+    fn the_slopes_core_is_busy_when_a_reconstructor_sharing_it_outlasts_a_period() {
+        let split = |extra: &str| {
+            let text = format!(
+                "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
+                 [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\n{extra}"
+            );
+            Scenario::parse(&text).unwrap().jobs(false, None).remove(0)
+        };
+        // recon 900 µs + publish 50 µs per frame: below the 1 ms period; 1.2 ms: above.
+        let log = |recon_ns: u64| -> Vec<[u64; 4]> {
+            (0..9).map(|i| [i, 10_000, recon_ns, 50_000]).collect()
+        };
+        let (short, long) = (log(900_000), log(1_200_000));
+        let job = split("");
+        assert!(!slopes_core_busy(&job, &short));
+        assert!(slopes_core_busy(&job, &long));
+        assert!(!slopes_core_busy(&split("merged = true\n"), &long));
+        assert!(!slopes_core_busy(&split("recon_cpu = 0\n"), &long));
+        assert!(!slopes_core_busy(&split("rt_priority = 50\n"), &long));
+        let hop = |busy, ahead: &str| {
+            let job = split(ahead);
+            hop_job(&job, 128, (0, 1), true, busy, OneWay::Publish).busy_reader_core
+        };
+        assert!(hop(true, ""));
+        assert!(!hop(false, ""));
+        // A receiver that spins (its own wait, or waking ahead) does not share its core.
+        assert!(!hop(true, "wait = \"spin\"\n"));
     }
 }
