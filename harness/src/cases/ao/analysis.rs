@@ -67,6 +67,31 @@ pub struct Logs {
     pub dm: Vec<Entry>,
 }
 
+/// A stage whose log a run's [`Logs`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOf {
+    /// The camera.
+    Camera,
+    /// The slopes stage (split form only).
+    Slopes,
+    /// The stage publishing DM commands: the reconstructor, or the merged stage.
+    Dm,
+}
+
+impl Logs {
+    /// The logs of one run in the merged or split form, each read by `read`.
+    pub fn read(merged: bool, mut read: impl FnMut(LogOf) -> Result<Vec<Entry>>) -> Result<Self> {
+        Ok(Logs {
+            camera: read(LogOf::Camera)?,
+            slopes: match merged {
+                true => None,
+                false => Some(read(LogOf::Slopes)?),
+            },
+            dm: read(LogOf::Dm)?,
+        })
+    }
+}
+
 /// Analyses the runs of one case as one loop: each run's warm-up frames (ids up to
 /// `warmup`) left out, its frames matched by id within the run (each run's camera counts
 /// from the start), samples pooled, and the achieved rate over the runs' measured spans.

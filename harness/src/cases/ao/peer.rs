@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::analysis::Logs;
+use super::analysis::{LogOf, Logs};
 use super::geometry::{Geometry, SignalKind};
 use super::placement::Placement;
 use super::runner::LoopRun;
@@ -88,20 +88,15 @@ pub fn run(
         })
         .collect();
     run_members(members, Duration::from_secs_f64(job.timeout_s))?;
-    let log = |role: &str| read_log(&prefix.with_extension(format!("{role}.aolog")));
+    let logs = Logs::read(place.merged, |of| {
+        let role = match (of, place.merged) {
+            (LogOf::Camera, _) => "camera",
+            (LogOf::Slopes, _) => "slopes",
+            (LogOf::Dm, true) => "merged",
+            (LogOf::Dm, false) => "recon",
+        };
+        read_log(&prefix.with_extension(format!("{role}.aolog")))
+    })?;
     let warm = Placement::warmup_frames(job);
-    let logs = if place.merged {
-        Logs {
-            camera: log("camera")?,
-            slopes: None,
-            dm: log("merged")?,
-        }
-    } else {
-        Logs {
-            camera: log("camera")?,
-            slopes: Some(log("slopes")?),
-            dm: log("recon")?,
-        }
-    };
     LoopRun::analysed(&[logs], warm, format!("{} (python)", place.describe()))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{Logs, LoopStats, analyse};
+use super::analysis::{LogOf, Logs, LoopStats, analyse};
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
@@ -109,20 +109,15 @@ pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Lo
         + &job
             .slice_ns
             .map_or(String::new(), |ns| format!(", fair slice {} µs", ns / 1000));
-    let log = |i: usize| read_log(&specs[i].result_prefix.with_extension("aolog"));
-    let logs = if place.merged {
-        Logs {
-            camera: log(1)?,
-            slopes: None,
-            dm: log(0)?,
-        }
-    } else {
-        Logs {
-            camera: log(2)?,
-            slopes: Some(log(1)?),
-            dm: log(0)?,
-        }
-    };
+    // The specs run the DM stage first, then slopes (split form), the camera last.
+    let logs = Logs::read(place.merged, |of| {
+        let i = match of {
+            LogOf::Dm => 0,
+            LogOf::Slopes => 1,
+            LogOf::Camera => specs.len() - 1,
+        };
+        read_log(&specs[i].result_prefix.with_extension("aolog"))
+    })?;
     Ok((logs, placement))
 }
 
