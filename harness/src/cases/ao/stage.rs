@@ -22,6 +22,7 @@ use super::slopes::Slopes;
 use crate::cases::wait_timeout;
 use crate::error::{Context, Result};
 use crate::floor::BareOutput;
+use crate::scenario::OneWay;
 use crate::spawn::ChildSpec;
 
 /// Frame id of the frame that ends the run.
@@ -346,8 +347,9 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
 
 /// Floor of the stages' compute: slopes and reconstructor alone on plain memory, on the
 /// slopes stage's core, and the bare publication of each stage's output (the signals in
-/// the split form, the commands in both: a stage's publish time is when its write
-/// returned, so the loop's latency holds them; [`BareOutput`]). Log entries:
+/// the split form with the stages on two cores, the commands in all: a stage's publish
+/// time is when its write returned, so the loop's latency holds them; [`BareOutput`]).
+/// Log entries:
 /// `[i, slopes ns, recon ns, publish ns]`. One frame a camera period (up to 2 s of them),
 /// the core sleeping in between, spinning when the stages spin, or asleep until the
 /// stage's wake-ahead margin and spinning from there when it wakes ahead: a stage computes on a
@@ -386,7 +388,9 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
 
 /// The floors of the loop's output publications ([`floor_compute`]).
 pub(super) struct Outputs {
-    /// The signals, published only when slopes and recon are separate processes.
+    /// The signals, published only when slopes and recon are separate processes on
+    /// separate cores (on one core, the slopes→recon hop's floor holds their publication:
+    /// [`super::floor::signals_hop_start`]).
     signals: Option<BareOutput>,
     pub(super) commands: BareOutput,
 }
@@ -397,9 +401,11 @@ impl Outputs {
     pub(super) fn create(spec: &ChildSpec, g: &Geometry, ao: &super::AoCase) -> Result<Self> {
         let notify = ao.stage_wait(false).notifies();
         let region = &spec.names.region;
-        let signals = match Placement::of(&spec.job).merged {
-            true => None,
-            false => Some(BareOutput::create(
+        let place = Placement::of(&spec.job);
+        let alone = !place.merged && super::floor::signals_hop_start(&place) == OneWay::Published;
+        let signals = match alone {
+            false => None,
+            true => Some(BareOutput::create(
                 &format!("{region}-signals"),
                 g.signals * 4,
                 HISTORY,
