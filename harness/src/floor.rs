@@ -794,10 +794,12 @@ mod tests {
         std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
             let dir = t.ok()?.path();
             let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            (comm.trim() == name).then(|| {
-                let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap();
-                stat.split_whitespace().next().unwrap().parse().unwrap()
-            })
+            if comm.trim() != name {
+                return None;
+            }
+            // None if it exited since its name was read.
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse().ok()
         })
     }
 
@@ -830,6 +832,12 @@ mod tests {
             "the busy-core thread ran {} ms of the reader's 200 ms wait",
             spent / 1_000_000
         );
+        // Joined when the reader returned; the kernel reaps a thread just after its join
+        // can return, so its entry may linger a moment.
+        let gone = Instant::now() + Duration::from_secs(2);
+        while thread_cpu_ns(BUSY_CORE_THREAD).is_some() && Instant::now() < gone {
+            std::thread::yield_now();
+        }
         assert_eq!(
             thread_cpu_ns(BUSY_CORE_THREAD),
             None,
