@@ -40,28 +40,38 @@ pub struct Floor {
     pub recon_p50_ns: u64,
 }
 
-/// The ping-pong floor job for one hop: `bytes` from `from` to `to`, waiting the way the
-/// receiving stage waits ([`super::AoCase::stage_wait`]; `shared`: that stage shares its
-/// core). Frames come one camera period apart, as in the loop, so an adaptive waiter has
-/// spent its spin budget and parked when the frame comes, as the stage has. Timed one way
-/// from `start`, as the sending stage stamps. `busy`: the receiver's core is busy when
-/// frames come ([`slopes_core_busy`]), so a thread keeps the floor's reader core busy too
-/// (parked receivers only; a spinning one would share its core with it); for up to 2 s (the case's seconds if fewer):
-/// on this VM an idle core's wake-up latency takes a second or so to settle, and a 0.3 s
-/// floor came out above the loop's own hop.
-fn hop_job(
-    job: &Job,
-    bytes: usize,
-    (from, to): (usize, usize),
-    shared: bool,
-    busy: bool,
-    start: OneWay,
-) -> Job {
+/// A hop of the loop, whose floor [`hop_job`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// Camera → slopes (or the merged stage): timed from before the camera's write; the
+    /// receiving stage may wake ahead of the camera's paced frames.
+    Camera,
+    /// Slopes → recon, in the split form: timed as [`signals_hop_start`] says.
+    Signals,
+}
+
+/// The ping-pong floor job for one hop of `bytes`, between the cores of its stages, waiting
+/// the way the receiving stage waits ([`super::AoCase::stage_wait`]; parked where it shares
+/// its core). Frames come one camera period apart, as in the loop, so an adaptive waiter has
+/// spent its spin budget and parked when the frame comes, as the stage has. Timed one way,
+/// as the sending stage stamps. `busy`: the receiver's core is busy when frames come
+/// ([`slopes_core_busy`]), so a thread keeps the floor's reader core busy too (parked
+/// receivers only; a spinning one would share its core with it). For up to 2 s (the case's
+/// seconds if fewer): on this VM an idle core's wake-up latency takes a second or so to
+/// settle, and a 0.3 s floor came out above the loop's own hop.
+fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
+    let place = Placement::of(job);
+    let ((from, to), start) = match hop {
+        Hop::Camera => ((place.camera, place.slopes), OneWay::Publish),
+        Hop::Signals => ((place.slopes, place.recon), signals_hop_start(&place)),
+    };
+    let shared = place.shares(to);
     // A stage that wakes ahead of the camera's frames sleeps until shortly before each one
     // is due, then spins: so does its hop's floor reader (one spinning the whole period
-    // came out slower than the stage here, 15-17 µs against 13.6 at 115 KB).
+    // came out slower than the stage here, 15-17 µs against 13.6 at 115 KB). Only the
+    // camera's frames come on a schedule to wake ahead of.
     let ahead = match job.ao.as_ref() {
-        Some(ao) if start == OneWay::Publish => ao.wake_ahead_ns(shared),
+        Some(ao) if hop == Hop::Camera => ao.wake_ahead_ns(shared),
         _ => None,
     };
     let wait = match job.ao.as_ref() {
@@ -181,28 +191,15 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
         Duration::from_secs_f64(job.timeout_s),
     )?;
     let compute = read_log(&spec.result_prefix.with_extension("aolog"))?;
+    let busy = slopes_core_busy(job, &compute);
     let mut hops = vec![(
         "camera→slopes floor",
-        hop_job(
-            job,
-            g.pixels() * 2,
-            (place.camera, place.slopes),
-            place.shares(place.slopes),
-            slopes_core_busy(job, &compute),
-            OneWay::Publish,
-        ),
+        hop_job(job, g.pixels() * 2, Hop::Camera, busy),
     )];
     if !place.merged {
         hops.push((
             "slopes→recon floor",
-            hop_job(
-                job,
-                g.signals * 4,
-                (place.slopes, place.recon),
-                place.shares(place.recon),
-                false,
-                signals_hop_start(&place),
-            ),
+            hop_job(job, g.signals * 4, Hop::Signals, false),
         ));
     }
     let mut hop_hists = Vec::new();
@@ -342,7 +339,7 @@ mod tests {
                     slice_us = 200\n";
         let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
         assert_eq!(job.slice_ns, Some(200_000));
-        let hop = hop_job(&job, 128, (0, 1), false, false, OneWay::Publish);
+        let hop = hop_job(&job, 128, Hop::Camera, false);
         assert_eq!((hop.slice_ns, hop.rt_priority), (Some(200_000), None));
     }
 
@@ -400,10 +397,8 @@ mod tests {
         assert!(!slopes_core_busy(&split("merged = true\n"), &long));
         assert!(!slopes_core_busy(&split("recon_cpu = 0\n"), &long));
         assert!(!slopes_core_busy(&split("rt_priority = 50\n"), &long));
-        let hop = |busy, ahead: &str| {
-            let job = split(ahead);
-            hop_job(&job, 128, (0, 1), true, busy, OneWay::Publish).busy_reader_core
-        };
+        let hop =
+            |busy, extra: &str| hop_job(&split(extra), 128, Hop::Camera, busy).busy_reader_core;
         assert!(hop(true, ""));
         assert!(!hop(false, ""));
         // A receiver that spins (its own wait, or waking ahead) does not share its core.
@@ -427,5 +422,25 @@ mod tests {
             signals_hop_start(&split("recon_cpu = 0\n")),
             OneWay::Published
         );
+    }
+
+    /// Only the camera hop's reader wakes ahead: the reconstructor is woken by the signals,
+    /// and a floor reader spinning beside its writer on one core took 4 ms time slices.
+    #[test]
+    fn only_the_camera_hop_floor_wakes_ahead() {
+        let text = "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
+                    [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\n\
+                    wake_ahead_us = 100\n";
+        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        let camera = hop_job(&job, 128, Hop::Camera, false);
+        assert_eq!(
+            (camera.wake_ahead_ns, camera.wait),
+            (Some(100_000), Some(Wait::Spin))
+        );
+        let signals = hop_job(&job, 128, Hop::Signals, false);
+        assert_eq!(signals.wake_ahead_ns, None);
+        assert_ne!(signals.wait, Some(Wait::Spin));
+        assert_eq!(signals.one_way, Some(OneWay::Publish));
+        assert_eq!((signals.writer_cpu, signals.reader_cpu), (1, 1));
     }
 }
