@@ -6,8 +6,10 @@
 //! frames into local streams of the same shape and dtype, stamped with the remote frame id,
 //! so local readers (Rust or pyshmem) see them as ordinary streams.
 //!
-//! - Latest-value by default: congestion control *drop*, and a subscriber that falls behind
-//!   keeps only the newest frame. `max_rate` caps the frames put per second (a GUI feed).
+//! - Latest-value by default: congestion control *drop* (a frame that finds the link's
+//!   queue full is dropped), and the subscriber writes each frame into its local stream on
+//!   Zenoh's receiving thread as it comes, so local readers see the newest. `max_rate` caps
+//!   the frames put per second (a GUI feed).
 //! - Lossless: the publisher reads through a history cursor
 //!   ([`shmstream::Stream::cursor`]) with congestion control *block*; lost frames (a
 //!   lapped cursor) are reported, never hidden.

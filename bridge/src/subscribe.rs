@@ -2,7 +2,7 @@
 //! with its frame id, into a local stream of the remote shape and dtype.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
@@ -43,6 +43,10 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
+/// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
+/// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
+/// does a local stream, waking its readers), and frames go in the order they arrive.
 fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
@@ -50,102 +54,81 @@ fn mirror(
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
-    let sub = session
+    let state = Mutex::new(Mirror {
+        name: format!("{}{name}", o.local_prefix),
+        history: o.history,
+        local: None,
+    });
+    let _sub = session
         .declare_subscriber(k.clone())
+        .callback(move |sample| {
+            // A panic while writing poisons nothing we rely on: the stream is reopened or
+            // the frame refused the next time.
+            state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write(&sample);
+        })
         .wait()
         .map_err(zenoh_err(format!("declaring the subscriber on {k}")))?;
-    let local_name = format!("{}{name}", o.local_prefix);
-    let refuse = |reason: &dyn std::fmt::Display| {
-        eprintln!("shmstream-bridge: refused a frame for stream '{local_name}': {reason}");
-    };
-    let recv = || -> Result<Option<Sample>, BridgeError> {
-        while !stop.load(Ordering::Relaxed) {
-            match sub.recv_timeout(POLL) {
-                Ok(Some(s)) => return Ok(Some(s)),
-                Ok(None) => {}
-                Err(e) => return Err(zenoh_err(format!("receiving on {k}"))(e)),
-            }
-        }
-        Ok(None)
-    };
-    // A frame that could not go into the local stream as it was (unlinked meanwhile): it
-    // goes into the stream opened again.
-    let mut pending = None;
-    loop {
-        let Some(sample) = pending.take().map_or_else(&recv, |s| Ok(Some(s)))? else {
-            return Ok(());
-        };
-        let h = match check(&sample) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// One mirrored stream: its local name, and the local stream once a frame opened or
+/// created it.
+struct Mirror {
+    name: String,
+    /// History depth of a local stream this bridge creates.
+    history: usize,
+    local: Option<Stream>,
+}
+
+impl Mirror {
+    /// Writes `sample` into the local stream under its write lock, taken for the frame alone
+    /// (a local `unlink`, the remedy for a new upstream shape, or another tool gets it
+    /// between frames), or refuses it on stderr, leaving the local stream as it was. A
+    /// local stream unlinked meanwhile is opened (or created) again for the frame.
+    fn write(&mut self, sample: &Sample) {
+        let h = match check(sample) {
             Ok(h) => h,
-            Err(reason) => {
-                refuse(&reason);
-                continue;
-            }
+            Err(reason) => return self.refuse(&reason),
         };
-        let local = match open_or_create(&local_name, &h, o.history) {
-            Ok(s) => s,
-            Err(e) => {
-                refuse(&e);
-                continue;
-            }
-        };
-        // The write lock is held while frames are queued (a backlog is written as seqlock
-        // publications without a flock pair each) and let go whenever the queue is empty or
-        // a frame is refused, so a local `unlink` (the remedy for a new upstream shape) or
-        // another tool gets the lock between bursts.
-        let mut guard: Option<WriteGuard<'_>> = None;
-        let mut next = Some((sample, h));
-        loop {
-            let (sample, h) = match next.take() {
-                Some(x) => x,
-                None => {
-                    let queued = sub
-                        .try_recv()
-                        .map_err(zenoh_err(format!("receiving on {k}")))?;
-                    let sample = match queued {
-                        Some(s) => s,
-                        None => {
-                            guard = None;
-                            let Some(s) = recv()? else { return Ok(()) };
-                            s
-                        }
-                    };
-                    match check(&sample) {
-                        Ok(h) => (sample, h),
-                        Err(reason) => {
-                            refuse(&reason);
-                            continue;
-                        }
-                    }
-                }
+        for _ in 0..2 {
+            let local = match self.local.take() {
+                Some(s) => s,
+                None => match open_or_create(&self.name, &h, self.history) {
+                    Ok(s) => s,
+                    Err(e) => return self.refuse(&e),
+                },
             };
-            if guard.is_none() {
-                match local.lock(Some(LOCK_WAIT)) {
-                    Ok(g) => guard = Some(g),
-                    Err(Error::Stale { .. }) => {
-                        pending = Some(sample);
-                        break;
-                    }
-                    Err(e) => {
-                        refuse(&e);
-                        continue;
-                    }
+            let written = match local.lock(Some(LOCK_WAIT)) {
+                Ok(guard) => write_sample(&guard, sample, &h),
+                Err(Error::Stale { .. }) => Err(Refusal::Stale),
+                Err(e) => Err(Refusal::Reason(e.to_string())),
+            };
+            match written {
+                Ok(()) => {
+                    self.local = Some(local);
+                    return;
                 }
-            }
-            let Some(g) = guard.as_ref() else { continue };
-            match write_sample(g, &sample, &h) {
-                Ok(()) => {}
-                // Unlinked under us: open or create it again for this frame.
-                Err(Refusal::Stale) => {
-                    pending = Some(sample);
-                    break;
-                }
+                Err(Refusal::Stale) => {}
                 Err(Refusal::Reason(r)) => {
-                    guard = None;
-                    refuse(&r);
+                    self.local = Some(local);
+                    return self.refuse(&r);
                 }
             }
         }
+        self.refuse(&"the local stream was unlinked again as it was reopened")
+    }
+
+    fn refuse(&self, reason: &dyn std::fmt::Display) {
+        eprintln!(
+            "shmstream-bridge: refused a frame for stream '{}': {reason}",
+            self.name
+        );
     }
 }
 
