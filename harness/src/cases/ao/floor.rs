@@ -312,10 +312,17 @@ mod tests {
     use super::*;
     use crate::scenario::Scenario;
 
+    /// A small ao-loop job on an 8×8 frame, with `ao` added to its `[case.ao]` table.
+    fn ao_job(ao: &str) -> Job {
+        let text = format!(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
+             [case.ao]\nsubapertures = [2, 2]\nactuators = 5\n{ao}"
+        );
+        Scenario::parse(&text).unwrap().jobs(false, None).remove(0)
+    }
+
     fn job() -> Job {
-        let text = "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-                    [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 100\nmerged = true\n";
-        Scenario::parse(text).unwrap().jobs(false, None).remove(0)
+        ao_job("rate_hz = 100\nmerged = true\n")
     }
 
     fn pass(slopes_ns: u64, recon_ns: u64, publish_ns: u64, hop_ns: u64) -> Parts {
@@ -334,10 +341,7 @@ mod tests {
     /// The case's scheduling reaches its jobs and its hop floors' processes.
     #[test]
     fn the_fair_slice_reaches_the_case_and_its_hop_floors() {
-        let text = "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-                    [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 100\n\
-                    slice_us = 200\n";
-        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        let job = ao_job("rate_hz = 100\nslice_us = 200\n");
         assert_eq!(job.slice_ns, Some(200_000));
         let hop = hop_job(&job, 128, Hop::Camera, false);
         assert_eq!((hop.slice_ns, hop.rt_priority), (Some(200_000), None));
@@ -379,13 +383,7 @@ mod tests {
     /// SCHED_FIFO; only then does the camera→slopes floor keep its reader's core busy.
     #[test]
     fn the_slopes_core_is_busy_when_a_reconstructor_sharing_it_outlasts_a_period() {
-        let split = |extra: &str| {
-            let text = format!(
-                "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-                 [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\n{extra}"
-            );
-            Scenario::parse(&text).unwrap().jobs(false, None).remove(0)
-        };
+        let split = |extra: &str| ao_job(&format!("rate_hz = 1000\n{extra}"));
         // recon 900 µs + publish 50 µs per frame: below the 1 ms period; 1.2 ms: above.
         let log = |recon_ns: u64| -> Vec<[u64; 4]> {
             (0..9).map(|i| [i, 10_000, recon_ns, 50_000]).collect()
@@ -410,13 +408,7 @@ mod tests {
     /// timed from the publication's return and the compute floor publishes both.
     #[test]
     fn the_signals_publication_is_in_the_hop_floor_only_when_both_stages_share_a_core() {
-        let split = |extra: &str| {
-            let text = format!(
-                "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-                 [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 100\n{extra}"
-            );
-            Placement::of(&Scenario::parse(&text).unwrap().jobs(false, None).remove(0))
-        };
+        let split = |extra: &str| Placement::of(&ao_job(&format!("rate_hz = 100\n{extra}")));
         assert_eq!(signals_hop_start(&split("")), OneWay::Publish);
         assert_eq!(
             signals_hop_start(&split("recon_cpu = 0\n")),
@@ -428,10 +420,7 @@ mod tests {
     /// and a floor reader spinning beside its writer on one core took 4 ms time slices.
     #[test]
     fn only_the_camera_hop_floor_wakes_ahead() {
-        let text = "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-                    [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\n\
-                    wake_ahead_us = 100\n";
-        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        let job = ao_job("rate_hz = 1000\nwake_ahead_us = 100\n");
         let camera = hop_job(&job, 128, Hop::Camera, false);
         assert_eq!(
             (camera.wake_ahead_ns, camera.wait),
