@@ -687,6 +687,7 @@ mod tests {
     use super::*;
     use crate::scenario::Scenario;
     use crate::spawn::{Names, Role};
+    use std::path::Path;
 
     fn spec(slots: usize, tag: &str) -> ChildSpec {
         let text = "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[5000]]\n";
@@ -742,16 +743,12 @@ mod tests {
     fn the_writer_sleeps_until_its_late_reader_is_ready() {
         let spec = spec(1, "ready");
         let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        // The calling thread's time on a CPU, ns (the first field of its schedstat).
-        let thread_cpu_ns = || -> u64 {
-            let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-            text.split_whitespace().next().unwrap().parse().unwrap()
-        };
+        let own_cpu_ns = || schedstat_cpu_ns(Path::new("/proc/thread-self")).unwrap();
         let (cpu, waited) = std::thread::scope(|s| {
             let writer = s.spawn(|| {
-                let (cpu0, t0) = (thread_cpu_ns(), Instant::now());
+                let (cpu0, t0) = (own_cpu_ns(), Instant::now());
                 wait_for_reader(&region, Duration::from_secs(10)).unwrap();
-                (thread_cpu_ns() - cpu0, t0.elapsed())
+                (own_cpu_ns() - cpu0, t0.elapsed())
             });
             // The reader comes late (the scenario under test, not a synchronization).
             std::thread::sleep(Duration::from_millis(300));
@@ -789,17 +786,19 @@ mod tests {
         assert_eq!(out.region.atomic_u32(SEQ).load(Ordering::Relaxed), 8);
     }
 
+    /// CPU time (ns) of the thread whose `/proc` directory is `dir` (the first field of its
+    /// schedstat), `None` once it has exited.
+    fn schedstat_cpu_ns(dir: &Path) -> Option<u64> {
+        let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        stat.split_whitespace().next()?.parse().ok()
+    }
+
     /// CPU time (ns) of this process's thread named `name`, if one runs.
     fn thread_cpu_ns(name: &str) -> Option<u64> {
         std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
             let dir = t.ok()?.path();
             let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if comm.trim() != name {
-                return None;
-            }
-            // None if it exited since its name was read.
-            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse().ok()
+            (comm.trim() == name).then(|| schedstat_cpu_ns(&dir))?
         })
     }
 

@@ -129,19 +129,12 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
 /// loop's own hop: 36.9 against 24.3 µs). Not under SCHED_FIFO, where the woken stage
 /// waits for the reconstructor instead.
 fn slopes_core_busy(job: &Job, compute: &[[u64; 4]]) -> bool {
-    let place = Placement::of(job);
     let Some(ao) = job.ao.as_ref() else {
         return false;
     };
-    let mut recon: Vec<u64> = compute.iter().map(|e| e[2] + e[3]).collect();
-    recon.sort_unstable();
-    let period_ns = 1e9 / ao.rate_hz;
-    !place.merged
-        && place.recon == place.slopes
+    Placement::of(job).split_on_one_core()
         && job.rt_priority.is_none()
-        && recon
-            .get(recon.len() / 2)
-            .is_some_and(|&r| r as f64 >= period_ns)
+        && median(compute, |e| e[2] + e[3]).is_some_and(|r| r as f64 >= 1e9 / ao.rate_hz)
 }
 
 /// Where the slopes→recon hop's floor starts its clock. With both stages on one core it
@@ -151,7 +144,7 @@ fn slopes_core_busy(job: &Job, compute: &[[u64; 4]]) -> bool {
 /// fell out of the floor (the hop read 0 ns at p50 against 3.5-4.3 µs in the loop).
 /// Across cores, from the publication's return, as the stage stamps it.
 pub(super) fn signals_hop_start(place: &Placement) -> OneWay {
-    match place.recon == place.slopes {
+    match place.split_on_one_core() {
         true => OneWay::Publish,
         false => OneWay::Published,
     }
@@ -215,11 +208,17 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
     })
 }
 
+/// Median of `part` of each entry of a pass's compute log (`[i, slopes, recon, publish]`
+/// ns), `None` for an empty log.
+fn median(compute: &[[u64; 4]], part: impl Fn(&[u64; 4]) -> u64) -> Option<u64> {
+    let mut t: Vec<u64> = compute.iter().map(part).collect();
+    t.sort_unstable();
+    t.get(t.len() / 2).copied()
+}
+
 /// Median of the compute time (slopes + recon + publish) of a pass's log.
 fn compute_median(compute: &[[u64; 4]]) -> u64 {
-    let mut t: Vec<u64> = compute.iter().map(|e| e[1] + e[2] + e[3]).collect();
-    t.sort_unstable();
-    t.get(t.len() / 2).copied().unwrap_or(u64::MAX)
+    median(compute, |e| e[1] + e[2] + e[3]).unwrap_or(u64::MAX)
 }
 
 /// Composes the floor of `job` from its passes, measured beside the loop's runs (before

@@ -49,6 +49,11 @@ impl Placement {
         self.cores().iter().filter(|c| **c == cpu).count() > 1
     }
 
+    /// The split form with slopes and recon on one core (the default split placement).
+    pub fn split_on_one_core(&self) -> bool {
+        !self.merged && self.recon == self.slopes
+    }
+
     /// A note when the stages oversubscribe cores, e.g. "slopes and recon share cpu 1".
     pub fn oversubscribed(&self) -> Option<String> {
         let cores = self.cores();

@@ -22,7 +22,6 @@ use super::slopes::Slopes;
 use crate::cases::wait_timeout;
 use crate::error::{Context, Result};
 use crate::floor::BareOutput;
-use crate::scenario::OneWay;
 use crate::spawn::ChildSpec;
 
 /// Frame id of the frame that ends the run.
@@ -402,7 +401,7 @@ impl Outputs {
         let notify = ao.stage_wait(false).notifies();
         let region = &spec.names.region;
         let place = Placement::of(&spec.job);
-        let alone = !place.merged && super::floor::signals_hop_start(&place) == OneWay::Published;
+        let alone = !place.merged && !place.split_on_one_core();
         let signals = match alone {
             false => None,
             true => Some(BareOutput::create(
