@@ -12,8 +12,9 @@
 //! - [`kernel`]: the float32 matrix-vector kernel, compiled for AVX2+FMA and dispatched
 //!   at run time (`is_x86_feature_detected!`), because the workspace builds for the
 //!   baseline x86-64 target.
-//! - [`gpu`] and [`ao_gpu`]: cuBLAS `sgemv`, page-locked host buffers, and the ao-loop's
-//!   GPU kernels (launches whose arguments the safe wrappers check first).
+//! - [`gpu`] and [`ao_gpu`]: cuBLAS `sgemv`, page-locked host buffers, the GPU floors' bare
+//!   driver copies, and the ao-loop's GPU kernels (launches whose arguments the safe wrappers
+//!   check first).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its obligations.
 #![deny(unsafe_op_in_unsafe_fn)]
