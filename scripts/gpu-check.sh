@@ -25,6 +25,9 @@ build)
             case "$f" in */examples/*) cp "$f" .gpu-bin/gpu_bench ;; *) cp "$f" .gpu-bin/gpu_tests ;; esac
         done
     strip .gpu-bin/* # the carry limit is 64 MiB; unstripped they are ~100 MB
+    # The commit these binaries are built from (the GPU machine's copy of the tree may not
+    # name it): run exports it for the harness's report and writes it to env.txt.
+    echo "$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . ':!.gpu-bin' || echo -dirty)" >.gpu-bin/commit
     ls -la .gpu-bin
     ;;
 run)
@@ -34,7 +37,10 @@ run)
         echo "# GPU check $(date -u +%FT%TZ)"
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
         uname -r
+        echo "binaries built from $(cat .gpu-bin/commit 2>/dev/null || echo 'an unknown commit')"
     } >"$out/env.txt"
+    HARNESS_BUILT_FROM="$(cat .gpu-bin/commit 2>/dev/null)"
+    export HARNESS_BUILT_FROM
     # cudarc loads libcuda/libcublas by name: make the toolkit's and pip's cuBLAS findable.
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib $(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null); do
         [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"

@@ -402,8 +402,8 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     // buffer. Host slices: buffer 0 is the payload.
     let mut raw = RawCopies::new(ctx.new_stream()?, 3, n).map_err(Error::msg)?;
     let (mut m, h) = if device_side(job) {
-        raw.host().copy_from_slice(&host);
-        raw.htod(0).map_err(Error::msg)?;
+        raw.host(0).copy_from_slice(&host);
+        raw.htod(0, 0).map_err(Error::msg)?;
         let out = timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
                 raw.dtod(0, 1).map_err(Error::msg)?;
@@ -411,24 +411,27 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
             }
             Ok(())
         })?;
-        raw.host().fill(0.0);
-        raw.dtoh(2).map_err(Error::msg)?;
-        back.copy_from_slice(raw.host());
+        raw.dtoh(2, 1).map_err(Error::msg)?;
+        back.copy_from_slice(raw.host(1));
         out
     } else {
         // Host slices cross the bus through page-locked memory, as the library's staging
-        // buffer does: slice → pinned (memcpy), HtoD, sync; then DtoH into pinned, sync,
-        // pinned → slice. A mirrored stream's read is a CPU copy of the mirror, so its floor
-        // reads back from the pinned buffer instead of the device (issue #11: floors bound).
+        // buffers do: slice → write stage (memcpy), HtoD, sync; then DtoH into the read
+        // stage, sync, read stage → slice. A mirrored stream's read is a CPU copy of the
+        // mirror, so its floor reads back from the write stage instead of the device
+        // (issue #11: floors bound).
         let mirror = job.mirror == Some(true);
         timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
-                raw.host().copy_from_slice(&host);
-                raw.htod(0).map_err(Error::msg)?;
-                if !mirror {
-                    raw.dtoh(0).map_err(Error::msg)?;
-                }
-                back.copy_from_slice(raw.host());
+                raw.host(0).copy_from_slice(&host);
+                raw.htod(0, 0).map_err(Error::msg)?;
+                let stage = if mirror {
+                    0
+                } else {
+                    raw.dtoh(0, 1).map_err(Error::msg)?;
+                    1
+                };
+                back.copy_from_slice(raw.host(stage));
             }
             Ok(())
         })?
@@ -439,9 +442,9 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let what = if device_side(job) {
         "cuMemcpyDtoDAsync ×2 + cuStreamSynchronize each"
     } else if job.mirror == Some(true) {
-        "memcpy into pinned + cuMemcpyHtoDAsync + cuStreamSynchronize, memcpy out of pinned (the mirror read)"
+        "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, memcpy out of it (the mirror read)"
     } else {
-        "memcpy into pinned + cuMemcpyHtoDAsync + cuStreamSynchronize, cuMemcpyDtoHAsync into pinned + cuStreamSynchronize, memcpy out"
+        "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, cuMemcpyDtoHAsync into a pinned read stage + cuStreamSynchronize, memcpy out"
     };
     m.notes.push((
         "floor".into(),

@@ -93,8 +93,9 @@ pub fn pinned_zeroed<T: DeviceRepr + ValidAsZeroBits + Default + Copy>(
 }
 
 /// Plain buffers for the GPU copy floors, moved with the bare driver calls: `buffers` device
-/// buffers of `len` float32 (`cuMemAlloc`) and one page-locked host buffer (`cuMemHostAlloc`,
-/// flags 0, as the library's staging), each copy `cuMemcpy*Async` + `cuStreamSynchronize`,
+/// buffers of `len` float32 (`cuMemAlloc`) and two page-locked host buffers (`cuMemHostAlloc`,
+/// flags 0: a write and a read stage, as the library's handle has), each copy
+/// `cuMemcpy*Async` + `cuStreamSynchronize`,
 /// as the library's own writes and reads copy. cudarc's safe copies would add their event
 /// waits and records to every copy, which the library does not pay: such a floor is slower
 /// than what it bounds (an H200 run read host-slice rows 1.4-1.7× faster than it).
@@ -103,7 +104,7 @@ pub struct RawCopies {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     dev: Vec<dsys::CUdeviceptr>,
-    host: *mut f32,
+    host: [*mut f32; 2],
     len: usize,
 }
 
@@ -118,21 +119,24 @@ impl RawCopies {
         ctx.bind_to_thread()
             .map_err(|e| format!("binding the context: {e:?}"))?;
         let bytes = len * std::mem::size_of::<f32>();
-        let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
-        // SAFETY: the context is bound to this thread; `p` is a valid out-pointer.
-        driver("cuMemHostAlloc", unsafe {
-            dsys::cuMemHostAlloc(&mut p, bytes.max(1), 0)
-        })?;
-        // SAFETY: `p` points to `bytes` (≥ 1) freshly allocated bytes that nothing else uses.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
         // Owned from here: a failure below frees what was allocated (Drop).
         let mut this = Self {
             ctx,
             stream,
             dev: Vec::with_capacity(buffers),
-            host: p.cast(),
+            host: [std::ptr::null_mut(); 2],
             len,
         };
+        for h in &mut this.host {
+            let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: the context is bound to this thread; `p` is a valid out-pointer.
+            driver("cuMemHostAlloc", unsafe {
+                dsys::cuMemHostAlloc(&mut p, bytes.max(1), 0)
+            })?;
+            // SAFETY: `p` points to `bytes` (≥ 1) fresh bytes that nothing else uses.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+            *h = p.cast();
+        }
         for _ in 0..buffers {
             let mut d: dsys::CUdeviceptr = 0;
             // SAFETY: the context is bound; `d` is a valid out-pointer.
@@ -146,12 +150,13 @@ impl RawCopies {
         Ok(this)
     }
 
-    /// The page-locked host buffer (no copy is in flight: each copy waited for itself).
-    pub fn host(&mut self) -> &mut [f32] {
-        // SAFETY: `host` holds `len` initialized f32 (zeroed, then only written as f32), owned
+    /// Page-locked host buffer `i` (0 or 1; no copy is in flight: each copy waited for itself).
+    pub fn host(&mut self, i: usize) -> &mut [f32] {
+        let p = self.host[i.min(1)];
+        // SAFETY: `p` holds `len` initialized f32 (zeroed, then only written as f32), owned
         // by this value; every copy synchronized its stream before returning, so the device
-        // touches it no more while this borrow lives.
-        unsafe { std::slice::from_raw_parts_mut(self.host, self.len) }
+        // touches it no more while this borrow (of all of `self`) lives.
+        unsafe { std::slice::from_raw_parts_mut(p, self.len) }
     }
 
     fn dev(&self, i: usize) -> Result<dsys::CUdeviceptr, String> {
@@ -173,23 +178,23 @@ impl RawCopies {
         self.len * std::mem::size_of::<f32>()
     }
 
-    /// Host buffer → device buffer `to`, then waits for it.
-    pub fn htod(&self, to: usize) -> Result<(), String> {
-        let d = self.dev(to)?;
+    /// Host buffer `from` → device buffer `to`, then waits for it.
+    pub fn htod(&self, from: usize, to: usize) -> Result<(), String> {
+        let (h, d) = (self.host[from.min(1)], self.dev(to)?);
         // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the copy is
         // waited for before returning, so no borrow of the host buffer can overlap it.
         let r = unsafe {
-            dsys::cuMemcpyHtoDAsync_v2(d, self.host.cast(), self.bytes(), self.stream.cu_stream())
+            dsys::cuMemcpyHtoDAsync_v2(d, h.cast(), self.bytes(), self.stream.cu_stream())
         };
         self.sync("cuMemcpyHtoDAsync", r)
     }
 
-    /// Device buffer `from` → host buffer, then waits for it.
-    pub fn dtoh(&self, from: usize) -> Result<(), String> {
-        let d = self.dev(from)?;
+    /// Device buffer `from` → host buffer `to`, then waits for it.
+    pub fn dtoh(&self, from: usize, to: usize) -> Result<(), String> {
+        let (d, h) = (self.dev(from)?, self.host[to.min(1)]);
         // SAFETY: as `htod`.
         let r = unsafe {
-            dsys::cuMemcpyDtoHAsync_v2(self.host.cast(), d, self.bytes(), self.stream.cu_stream())
+            dsys::cuMemcpyDtoHAsync_v2(h.cast(), d, self.bytes(), self.stream.cu_stream())
         };
         self.sync("cuMemcpyDtoHAsync", r)
     }
@@ -215,7 +220,9 @@ impl Drop for RawCopies {
             for d in self.dev.drain(..) {
                 let _ = dsys::cuMemFree_v2(d);
             }
-            let _ = dsys::cuMemFreeHost(self.host.cast());
+            for h in self.host.into_iter().filter(|h| !h.is_null()) {
+                let _ = dsys::cuMemFreeHost(h.cast());
+            }
         }
     }
 }
