@@ -176,6 +176,11 @@ impl Stream {
         if owner > 0 && sys::pid_alive(owner) {
             return Ok(());
         }
+        // A GPU-side publication whose CUDA stream has not stored the even value yet: the
+        // write lock is free, but its writer is alive.
+        if crate::gpu::publication_landing(self) {
+            return Ok(());
+        }
         if !self.lock.try_acquire(&self.name)? {
             return Ok(());
         }

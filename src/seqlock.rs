@@ -103,6 +103,23 @@ pub(crate) fn end_write(
     write_time: f64,
     frame_id: Option<u64>,
 ) -> u64 {
+    let count = stamp(h, write_time, frame_id);
+    end_write_even(h, b);
+    count
+}
+
+/// Stores the even value of a bracket whose metadata [`stamp`] already stored.
+#[inline]
+pub(crate) fn end_write_even(h: &MappedHeader, b: Bracket) {
+    // Release: synchronizes with the Acquire load in `optimistic_read`.
+    h.sequence().store(b.odd + 1, Ordering::Release);
+}
+
+/// Stores the write's metadata and count while the sequence is still odd (readers trust
+/// neither before the even value). [`end_write`] then stores the even value; a GPU-side
+/// publication has its CUDA stream store it ([`Bracket::even`]) once the payload is written.
+#[inline]
+pub(crate) fn stamp(h: &MappedHeader, write_time: f64, frame_id: Option<u64>) -> u64 {
     h.write_time()
         .store(write_time.to_bits(), Ordering::Relaxed);
     if let Some(f) = frame_id {
@@ -110,9 +127,14 @@ pub(crate) fn end_write(
     }
     let count = h.count().load(Ordering::Relaxed).wrapping_add(1);
     h.count().store(count, Ordering::Relaxed);
-    // Release: synchronizes with the Acquire load in `optimistic_read`.
-    h.sequence().store(b.odd + 1, Ordering::Release);
     count
+}
+
+impl Bracket {
+    /// The even value that ends this bracket.
+    pub(crate) fn even(&self) -> i64 {
+        self.odd + 1
+    }
 }
 
 /// Publishes the invalid generation for an abandoned bracket (pyshmem's `-max(seq, 1)`).

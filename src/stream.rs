@@ -193,11 +193,13 @@ pub struct Stream {
     pub(crate) auto_unlink: bool,
     /// This process's pid, stamped as lock owner.
     pub(crate) pid: i64,
+    /// GPU streams: the device payload (or why this handle has none). Declared before
+    /// `meta` and `payload` so it drops first: it may hold driver registrations of the
+    /// header and payload pages, and its drop waits for its CUDA stream, which may still
+    /// store the header's sequence (GPU-side publication).
+    pub(crate) gpu: crate::gpu::GpuLink,
     pub(crate) header: MappedHeader,
     pub(crate) meta: Segment,
-    /// GPU streams: the device payload (or why this handle has none). Declared before
-    /// `payload` so it drops first: it may hold a driver registration of the payload pages.
-    pub(crate) gpu: crate::gpu::GpuLink,
     /// The host payload; `None` for a GPU stream without a CPU mirror.
     pub(crate) payload: Option<Segment>,
     /// The history ring, for streams created with `history(n)`.

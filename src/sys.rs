@@ -119,6 +119,24 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+/// Wakes every waiter parked on the 32-bit word at `addr`, which need not be mapped any
+/// more: nothing is dereferenced, the address is only the futex key (a CUDA host function
+/// runs this after a GPU-side publication, see `gpu::publish`).
+pub(crate) fn futex_wake_all_at(addr: *const u32) {
+    // SAFETY: FUTEX_WAKE only keys on the address; an unmapped one returns EFAULT.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            addr,
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
 /// Hard links of an open file (0 once it was unlinked).
 pub(crate) fn nlink(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;

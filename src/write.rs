@@ -2,7 +2,9 @@
 //!
 //! Every publication goes through one bracket ([`Stream::publish_locked`]): odd sequence →
 //! fill the payload (and append it to the history ring) → stamp time, frame id and count →
-//! even sequence → futex wake (notify streams). A whole-frame write to a history stream
+//! even sequence → futex wake (notify streams). On a GPU stream whose writes publish on the
+//! GPU, the fill only enqueues its copies and the writer's CUDA stream stores the even
+//! sequence once they are done (`gpu::on_stream`). A whole-frame write to a history stream
 //! fills the ring's slot first and copies it into the payload after
 //! ([`Fill::Whole`]), so cursors get it one copy earlier. If the fill fails or panics, [`Abort`] publishes the invalid generation instead,
 //! so readers get [`Error::Inconsistent`], never a torn frame, and the next good write recovers.
@@ -145,6 +147,9 @@ impl Stream {
             .payload
             .as_ref()
             .map_or(std::ptr::null_mut(), |p| p.as_ptr());
+        // GPU streams: whether the writer's CUDA stream stores the even sequence (after a
+        // previous such publication landed).
+        let on_gpu = crate::gpu::begin_publication(self)?;
         let abort = Abort {
             header: h,
             notify: self.notify(),
@@ -179,8 +184,18 @@ impl Stream {
                 (out, now)
             }
             None => {
-                let out = fill(dst)?;
-                crate::gpu::after_fill(self, dst)?;
+                let filled = fill(dst).and_then(|out| {
+                    crate::gpu::after_fill(self, dst)?;
+                    Ok(out)
+                });
+                let out = match filled {
+                    Err(e) if on_gpu => {
+                        // No copy it enqueued may land after the abort.
+                        crate::gpu::settle_failed_fill(self);
+                        return Err(e);
+                    }
+                    r => r?,
+                };
                 let now = sys::unix_now();
                 if let Some(ring) = &self.history {
                     // Same bracket, before the even sequence: the frame just filled.
@@ -190,7 +205,11 @@ impl Stream {
             }
         };
         if let Some(b) = abort.disarm() {
-            seqlock::end_write(h, b, now, frame_id);
+            if on_gpu {
+                crate::gpu::end_publication_on_gpu(self, b, now, frame_id);
+            } else {
+                seqlock::end_write(h, b, now, frame_id);
+            }
         }
         drop(slow);
         if self.notify() {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, block_on_stdin, child, child_role, param, say, unique_name};
 use shmstream::gpu::cudarc::driver::{CudaSlice, DeviceRepr};
-use shmstream::{Complex32, Complex64, Dtype, Element, Error, Stream, StreamOptions, f16};
+use shmstream::{
+    Complex32, Complex64, Dtype, Element, Error, Stream, StreamOptions, WaitStrategy, f16,
+};
 
 fn gpu_or_skip(test: &str) -> bool {
     if shmstream::gpu_available() {
@@ -236,14 +238,24 @@ fn gpu_child_entry() {
             let reply: String = param("reply");
             let rounds: u64 = param("rounds");
             let mirror: bool = param("mirror");
+            let deadline = parked_deadline();
             let a = Stream::open(&name).unwrap();
             let b = Stream::open(&reply).unwrap();
             assert!(a.gpu_attached(), "child attaches over IPC");
+            if deadline.is_some() {
+                a.set_wait_strategy(WaitStrategy::Park);
+            }
             let st = a.cuda_stream().unwrap();
             let mut dev: CudaSlice<f32> = st.alloc_zeros(a.len()).unwrap();
             say("ready");
             for k in 0..rounds {
-                a.read_device_new_into(&mut dev, Some(LONG)).unwrap();
+                let to = if k == 0 {
+                    LONG
+                } else {
+                    deadline.unwrap_or(LONG)
+                };
+                a.read_device_new_into(&mut dev, Some(to))
+                    .unwrap_or_else(|e| panic!("frame {k}: {e}"));
                 let host = st.clone_dtoh(&dev).unwrap();
                 assert!(
                     host.iter()
@@ -312,7 +324,16 @@ fn gpu_child_entry() {
     }
 }
 
-fn cross_process(mirror: bool) {
+/// The parked-reader deadline of the echo tests (`park_ms`), if set: shorter than the
+/// longest futex park (50 ms), so a GPU-side publication that did not wake a parked reader
+/// fails the read instead of passing at the next capped park.
+fn parked_deadline() -> Option<Duration> {
+    common::param_opt::<u64>("park_ms").map(Duration::from_millis)
+}
+
+const PARK_MS: u64 = 25;
+
+fn cross_process(mirror: bool, park: bool) {
     let (a, b) = (unique_name("gpu-xa"), unique_name("gpu-xb"));
     let _c = Cleanup::new([a.clone(), b.clone()]);
     let n = 16 * 1024; // 64 KiB of f32
@@ -337,15 +358,26 @@ fn cross_process(mirror: bool) {
         .param("name", &a)
         .param("reply", &b)
         .param("rounds", rounds)
-        .param("mirror", mirror)
-        .spawn();
+        .param("mirror", mirror);
+    if park {
+        kid = kid.param("park_ms", PARK_MS);
+        sb.set_wait_strategy(WaitStrategy::Park);
+    }
+    let mut kid = kid.spawn();
     kid.expect_line("ready", LONG);
     let mut back = vec![0f32; n];
     let t = Instant::now();
     for k in 0..rounds {
         let v: Vec<f32> = (0..n).map(|i| (i as u64 + k) as f32).collect();
         sa.write_device_from_host(&v).unwrap();
-        let info = sb.read_device_to_host_new(&mut back, Some(LONG)).unwrap();
+        let to = if park && k > 0 {
+            Duration::from_millis(PARK_MS)
+        } else {
+            LONG
+        };
+        let info = sb
+            .read_device_to_host_new(&mut back, Some(to))
+            .unwrap_or_else(|e| panic!("echo {k}: {e}"));
         assert_eq!(info.count, k + 1);
         assert_eq!(back, v, "echo of frame {k}");
         if mirror {
@@ -353,7 +385,10 @@ fn cross_process(mirror: bool) {
         }
     }
     eprintln!(
-        "cross-process 64 KiB echo, mirror={mirror}: {:.1} us per round trip (incl. checks)",
+        "cross-process 64 KiB echo, mirror={mirror}, parked={park} ({}): {:.1} us per round trip (incl. checks)",
+        sa.gpu_publish_path()
+            .map(|p| p.path.to_string())
+            .unwrap_or_default(),
         t.elapsed().as_secs_f64() * 1e6 / rounds as f64
     );
     kid.expect_line("done", LONG);
@@ -363,15 +398,121 @@ fn cross_process(mirror: bool) {
 #[test]
 fn gpu_cross_process_ipc_no_mirror() {
     if gpu_or_skip("gpu_cross_process_ipc_no_mirror") {
-        cross_process(false);
+        cross_process(false, false);
     }
 }
 
 #[test]
 fn gpu_cross_process_ipc_mirror() {
     if gpu_or_skip("gpu_cross_process_ipc_mirror") {
-        cross_process(true);
+        cross_process(true, false);
     }
+}
+
+/// Issue #11: readers parked on the futex wake when a writer's CUDA stream publishes (the
+/// stream's host function wakes them): each read's deadline is half the longest park.
+#[test]
+fn gpu_side_publication_wakes_parked_readers() {
+    if gpu_or_skip("gpu_side_publication_wakes_parked_readers") {
+        cross_process(false, true);
+        cross_process(true, true);
+    }
+}
+
+/// Issue #11: a handle's writes use the device's publication path (no history, no event
+/// ordering here), and back-to-back writes each wait for the last to land: the last frame
+/// and the count arrive whole, on the device and in the CPU mirror.
+#[test]
+fn gpu_publish_path_per_handle_and_back_to_back_writes() {
+    if !gpu_or_skip("gpu_publish_path_per_handle_and_back_to_back_writes") {
+        return;
+    }
+    for mirror in [false, true] {
+        let name = unique_name("gpu-b2b");
+        let _c = Cleanup::new([name.clone()]);
+        let n = 1 << 18; // 1 MiB of f32
+        let s = StreamOptions::new(&name)
+            .shape(&[n])
+            .dtype(Dtype::F32)
+            .gpu_device(0)
+            .cpu_mirror(mirror)
+            .create()
+            .unwrap();
+        let p = s
+            .gpu_publish_path()
+            .expect("an attached GPU stream has a path");
+        assert_eq!(p.path, shmstream::gpu::publish_path(0).path, "{p}");
+        eprintln!("mirror={mirror}: handle publication path {p}");
+        let st = s.cuda_stream().unwrap();
+        let bufs: Vec<CudaSlice<f32>> = (1..=4)
+            .map(|k| st.clone_htod(&vec![k as f32; n]).unwrap())
+            .collect();
+        for k in 0..64 {
+            s.write_device(&bufs[k % 4]).unwrap();
+        }
+        let mut host = vec![0f32; n];
+        let info = s.read_device_to_host(&mut host).unwrap();
+        assert_eq!(info.count, 64);
+        assert!(host.iter().all(|&x| x == 4.0), "device frame {}", host[0]);
+        if mirror {
+            let m = s.read::<f32>().unwrap();
+            assert!(m.iter().all(|&x| x == 4.0), "mirror frame");
+        }
+    }
+    let cpu = Stream::create(&unique_name("gpu-b2b-cpu"), &[4], Dtype::F32).unwrap();
+    assert!(
+        cpu.gpu_publish_path().is_none(),
+        "a CPU stream has no GPU path"
+    );
+    let _ = shmstream::unlink(cpu.name());
+}
+
+/// Issue #11: a writer killed while it publishes (on the GPU path, its last frame may still
+/// be landing or its bracket left odd) neither hangs the next writer nor hands a reader a
+/// torn frame: the next write recovers and is read whole.
+#[test]
+fn gpu_writer_killed_while_publishing_is_recovered() {
+    if !gpu_or_skip("gpu_writer_killed_while_publishing_is_recovered") {
+        return;
+    }
+    let name = unique_name("gpu-killed");
+    let _c = Cleanup::new([name.clone()]);
+    let n = 1 << 20;
+    let s = StreamOptions::new(&name)
+        .shape(&[n])
+        .dtype(Dtype::I32)
+        .gpu_device(0)
+        .notify(true)
+        .create()
+        .unwrap();
+    s.write_device_from_host(&vec![1i32; n]).unwrap();
+    let mut w = child("gpu_child_entry", "torture_writer")
+        .param("name", &name)
+        .spawn();
+    w.expect_line("ready", LONG);
+    let mut host = vec![0i32; n];
+    // Kill it once it has written a few frames of its own.
+    let mut last = s.read_device_to_host(&mut host).unwrap().count;
+    while last < 12 {
+        last = s
+            .read_device_to_host_after(last, &mut host, Some(LONG))
+            .unwrap()
+            .count;
+    }
+    w.kill();
+    match s.read_device_to_host(&mut host) {
+        Ok(_) => assert!(
+            host.iter().all(|&x| x == host[0]),
+            "torn frame after the kill"
+        ),
+        Err(e) => assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}"),
+    }
+    let t = Instant::now();
+    s.write_device_from_host(&vec![99i32; n]).unwrap();
+    assert!(t.elapsed() < LONG, "the next write waited out its timeout");
+    let info = s.read_device_to_host(&mut host).unwrap();
+    assert!(host.iter().all(|&x| x == 99), "recovered frame {}", host[0]);
+    assert!(info.count > last, "count {} after {last}", info.count);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! cudarc loads `libcuda` lazily and panics on the first call when it is missing, so
 //! nothing here touches the driver before [`probe`] has said it is present.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream, DriverError, result, sys};
@@ -136,7 +136,15 @@ pub(crate) struct Attachment {
     /// hook clears it. Only touched under the write lock.
     pub(crate) device_written: AtomicBool,
     /// The CPU mirror, registered with the driver on first use (issue #11).
-    pub(crate) mirror_reg: super::publish::MirrorRegistration,
+    pub(crate) mirror_reg: super::publish::LazyRegistration,
+    /// The stream header's page, registered on the first GPU-side publication.
+    pub(crate) header_reg: super::publish::LazyRegistration,
+    /// Whether the write in progress is published by the CUDA stream (set by the publish
+    /// hook, read by the fills: they then enqueue without waiting). Under the write lock.
+    pub(crate) gpu_side: AtomicBool,
+    /// Whether this handle's writes may publish on the GPU (`None` until the first write
+    /// asks; see `ops::begin_publication`).
+    pub(crate) gpu_publish: OnceLock<super::probe::PathChoice>,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -162,6 +170,20 @@ impl Attachment {
         // mapped while `self` lives; STATE is 4-aligned; other processes touch this word only
         // with aligned 32-bit stores.
         unsafe { &*self.seg.as_ptr().add(gpu_offset::STATE).cast::<AtomicU32>() }
+    }
+
+    /// The `_gpu` segment's publisher word: the pid whose last write its CUDA stream
+    /// publishes, 0 when the host published it ([`gpu_offset::PUBLISHER_PID`]).
+    pub(crate) fn publisher_pid(&self) -> &AtomicI64 {
+        // SAFETY: as `state_word`; PUBLISHER_PID is 8-aligned and inside the 256 bytes; other
+        // processes touch it only with aligned 64-bit atomics.
+        unsafe {
+            &*self
+                .seg
+                .as_ptr()
+                .add(gpu_offset::PUBLISHER_PID)
+                .cast::<AtomicI64>()
+        }
     }
 
     /// Binds the context to this thread (required before raw driver calls).
@@ -343,6 +365,9 @@ pub(crate) fn create(
             staging: [Mutex::new(None), Mutex::new(None)],
             device_written: AtomicBool::new(false),
             mirror_reg: Default::default(),
+            header_reg: Default::default(),
+            gpu_side: AtomicBool::new(false),
+            gpu_publish: OnceLock::new(),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -429,6 +454,9 @@ pub(crate) fn attach(
         staging: [Mutex::new(None), Mutex::new(None)],
         device_written: AtomicBool::new(false),
         mirror_reg: Default::default(),
+        header_reg: Default::default(),
+        gpu_side: AtomicBool::new(false),
+        gpu_publish: OnceLock::new(),
     })
 }
 

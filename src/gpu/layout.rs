@@ -50,6 +50,11 @@ pub mod gpu_offset {
     pub const CRC: usize = 192;
     /// `u32` state (mutable): 1 live, 2 released. Not covered by the CRC.
     pub const STATE: usize = 196;
+    /// `i64` (mutable) pid of the process whose last write is published by its CUDA stream
+    /// (GPU-side publication: the even sequence lands when the stream gets there), 0 when
+    /// the last write was published by the host. Not covered by the CRC; zero in segments
+    /// written before it existed.
+    pub const PUBLISHER_PID: usize = 200;
 }
 
 /// The content of a `_gpu` segment.

@@ -51,9 +51,10 @@ pub mod slots;
 #[cfg(feature = "cuda")]
 pub(crate) mod driver;
 #[cfg(feature = "cuda")]
+mod on_stream;
+#[cfg(feature = "cuda")]
 mod ops;
 #[cfg(feature = "cuda")]
-#[allow(dead_code)] // the memop primitives are not wired into the write path yet (issue #11)
 pub(crate) mod publish;
 
 /// cudarc, re-exported so users build device buffers with the same version.
@@ -213,6 +214,68 @@ pub(crate) fn after_fill(s: &crate::stream::Stream, host: *mut u8) -> Result<()>
         _ => {
             let _ = host;
             Ok(())
+        }
+    }
+}
+
+/// Publish hook before the bracket opens (write lock held): on a GPU stream, waits for a
+/// previous GPU-side publication to land and says whether this one is published by the
+/// writer's CUDA stream ([`on_stream`]).
+pub(crate) fn begin_publication(s: &crate::stream::Stream) -> Result<bool> {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => on_stream::begin(s, a),
+        _ => Ok(false),
+    }
+}
+
+/// Publish hook that ends a bracket [`begin_publication`] put on the GPU.
+pub(crate) fn end_publication_on_gpu(
+    s: &crate::stream::Stream,
+    b: crate::seqlock::Bracket,
+    write_time: f64,
+    frame_id: Option<u64>,
+) {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => on_stream::end(s, a, b, write_time, frame_id),
+        _ => {
+            crate::seqlock::stamp(&s.header, write_time, frame_id);
+            crate::seqlock::end_write_even(&s.header, b);
+        }
+    }
+}
+
+/// A GPU-side fill failed: waits for what it enqueued before the bracket is aborted.
+pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
+    #[cfg(feature = "cuda")]
+    if let GpuLink::Attached(a) = &s.gpu {
+        on_stream::settle(a);
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = s;
+}
+
+/// Whether an odd sequence is a GPU-side publication still landing rather than a writer
+/// that died mid-write (readers check before they mark a write abandoned).
+pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => on_stream::landing(a),
+        _ => false,
+    }
+}
+
+impl crate::stream::Stream {
+    /// How this handle's writes are published, and why: `gpu-stream` (the writer's CUDA stream
+    /// stores the even sequence; the host does not wait for the copy) or `host-sync` (the host
+    /// waits for the stream, then stores it). `None` for a CPU stream or a handle without a
+    /// device attachment.
+    pub fn gpu_publish_path(&self) -> Option<probe::PathChoice> {
+        match &self.gpu {
+            #[cfg(feature = "cuda")]
+            GpuLink::Attached(a) => Some(on_stream::path(self, a)),
+            _ => None,
         }
     }
 }

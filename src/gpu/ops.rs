@@ -87,6 +87,21 @@ unsafe fn writer_wait(a: &Attachment) -> sys::CUresult {
     }
 }
 
+/// The end of a fill: the host waits for the stream, unless the write is published by the
+/// stream itself (GPU-side publication: its even sequence lands after these copies, and the
+/// next write waits for it before reusing the staging buffer or the mirror).
+///
+/// # Safety
+/// `st` must be a live stream of `a`'s context, bound to this thread.
+unsafe fn host_wait(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
+    if a.gpu_side.load(Ordering::Relaxed) {
+        OK
+    } else {
+        // SAFETY: caller contract.
+        unsafe { sys::cuStreamSynchronize(st) }
+    }
+}
+
 /// Checks a driver result, naming the stream, the step and (if it died) the producer.
 fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
     r.result().map_err(|e| {
@@ -239,7 +254,7 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
             "recording the interprocess event",
             record_event(a, st),
         )?;
-        ck(s, a, "waiting for the upload", sys::cuStreamSynchronize(st))
+        ck(s, a, "waiting for the upload", host_wait(a, st))
     }
 }
 
@@ -337,7 +352,7 @@ impl Stream {
                         self,
                         a,
                         "waiting for the host-to-device copy",
-                        sys::cuStreamSynchronize(st),
+                        host_wait(a, st),
                     )
                 }
             })?;
@@ -372,12 +387,7 @@ impl Stream {
                 record_event(a, st),
             )?;
             if !host.is_null() || !ipc_event_mode() {
-                ck(
-                    self,
-                    a,
-                    "waiting for the device write",
-                    sys::cuStreamSynchronize(st),
-                )?;
+                ck(self, a, "waiting for the device write", host_wait(a, st))?;
             }
         }
         a.device_written.store(true, Ordering::Relaxed);

@@ -132,9 +132,74 @@ pub fn choose(
     }
 }
 
+/// The path one writer handle uses, from its device's path and what the stream is: a
+/// history ring's slots are filled by the host from the payload right after the fill, and the
+/// opt-in interprocess-event ordering (`SHMSTREAM_GPU_IPC_EVENT=1`) publishes its own way, so
+/// both keep the synchronize path.
+pub fn for_handle(device: &PathChoice, history: bool, ipc_event: bool) -> PathChoice {
+    let sync = |reason: &str| PathChoice {
+        path: PublishPath::HostSync,
+        reason: reason.into(),
+    };
+    if device.path == PublishPath::HostSync {
+        device.clone()
+    } else if history {
+        sync("the stream keeps a history ring, which the host fills from the written payload")
+    } else if ipc_event {
+        sync("SHMSTREAM_GPU_IPC_EVENT=1 orders writes with the interprocess event instead")
+    } else {
+        device.clone()
+    }
+}
+
+/// What an odd sequence on a GPU stream means, seen by a writer about to write or a reader
+/// that has waited a while: the `_gpu` segment's publisher word says whether the last write
+/// was published by a CUDA stream (its pid) or by the host (0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OddSequence {
+    /// A GPU-side publication whose stream has not stored the even value yet: wait for it
+    /// (with a deadline).
+    Landing,
+    /// A host-published bracket (or a publisher that exited) left it odd: its writer died
+    /// mid-write; recover it as any abandoned write.
+    Abandoned,
+}
+
+/// Judges an odd sequence from the publisher word and whether that pid is alive.
+pub fn judge_odd(publisher_pid: i64, alive: impl Fn(i64) -> bool) -> OddSequence {
+    if publisher_pid > 0 && alive(publisher_pid) {
+        OddSequence::Landing
+    } else {
+        OddSequence::Abandoned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handle_keeps_the_device_path_unless_its_stream_needs_the_host() {
+        let gpu = choose(&all(1), false, Some(Ok(())));
+        assert_eq!(for_handle(&gpu, false, false), gpu);
+        let ring = for_handle(&gpu, true, false);
+        assert_eq!(ring.path, PublishPath::HostSync);
+        assert!(ring.reason.contains("history"), "{ring}");
+        let event = for_handle(&gpu, false, true);
+        assert_eq!(event.path, PublishPath::HostSync);
+        assert!(event.reason.contains("SHMSTREAM_GPU_IPC_EVENT"), "{event}");
+        let forced = choose(&all(1), true, Some(Ok(())));
+        assert_eq!(for_handle(&forced, false, false), forced);
+    }
+
+    #[test]
+    fn an_odd_sequence_waits_only_for_a_live_gpu_publisher() {
+        assert_eq!(judge_odd(42, |_| true), OddSequence::Landing);
+        assert_eq!(judge_odd(42, |_| false), OddSequence::Abandoned);
+        // Host-published (0) or a corrupt word: a dead writer, whoever is alive.
+        assert_eq!(judge_odd(0, |_| true), OddSequence::Abandoned);
+        assert_eq!(judge_odd(-7, |_| true), OddSequence::Abandoned);
+    }
 
     fn all(v: i32) -> DeviceCaps {
         DeviceCaps {

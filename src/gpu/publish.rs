@@ -89,19 +89,18 @@ impl Drop for HostRegistration {
     }
 }
 
-/// The CPU mirror's registration, made on the first copy that touches it, so device↔mirror
-/// copies are DMA instead of staged through a driver buffer.
+/// A host range registered with the driver on first use (the CPU mirror, so device↔mirror
+/// copies are DMA; the stream header, so a CUDA stream can store its sequence word).
 #[derive(Debug, Default)]
-pub(crate) struct MirrorRegistration(Mutex<Option<(usize, Option<HostRegistration>)>>);
+pub(crate) struct LazyRegistration(Mutex<Option<(usize, Option<HostRegistration>)>>);
 
-impl MirrorRegistration {
-    /// Registers the mirror `host .. host + bytes` the first time it is seen. A failure
-    /// (a read-only mapping, a driver refusing) leaves it unregistered — copies are staged as
-    /// before — and is not retried.
+impl LazyRegistration {
+    /// Registers `host .. host + bytes` the first time it is seen. A failure (a read-only
+    /// mapping, a driver refusing) leaves it unregistered and is not retried.
     ///
     /// # Safety
     /// The mapping at `host` must outlive this value (a stream handle drops its GPU link
-    /// before its host payload).
+    /// before its header and its host payload).
     pub(crate) unsafe fn ensure(&self, ctx: &Arc<CudaContext>, host: *mut u8, bytes: usize) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_some_and(|(p, _)| *p == host as usize) {
@@ -112,11 +111,31 @@ impl MirrorRegistration {
         *g = Some((host as usize, reg));
     }
 
-    /// Whether the mirror is registered.
-    pub(crate) fn is_registered(&self) -> bool {
+    /// The device address of host address `ptr`, if it lies in the registered range.
+    pub(crate) fn device_ptr(&self, ptr: *const u8) -> Option<sys::CUdeviceptr> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(&*g, Some((_, Some(_))))
+        g.as_ref()?.1.as_ref()?.device_ptr(ptr)
     }
+}
+
+unsafe extern "C" fn wake_parked(word: *mut std::ffi::c_void) {
+    crate::sys::futex_wake_all_at(word.cast_const().cast());
+}
+
+/// Enqueues on `stream` a host function that wakes every process parked on the futex word
+/// at `word`: after a GPU-side publication, readers parked on the odd sequence wake when the
+/// stream has stored the even one (the driver cannot issue a `FUTEX_WAKE` itself).
+///
+/// # Safety
+/// `stream` must be a live stream of a context bound to this thread. `word` is only a futex
+/// key (never dereferenced), so it may be unmapped by the time the function runs.
+pub(crate) unsafe fn enqueue_wake(
+    stream: sys::CUstream,
+    word: *const u32,
+) -> Result<(), DriverError> {
+    // SAFETY: `wake_parked` is a plain function with no captured state; the driver calls it
+    // once on its own thread with `word`, which it only passes to FUTEX_WAKE.
+    check(unsafe { sys::cuLaunchHostFunc(stream, Some(wake_parked), word.cast_mut().cast()) })
 }
 
 /// Enqueues on `stream` a write of `value` to the 64-bit word at device address `addr`.
@@ -144,6 +163,7 @@ pub(crate) unsafe fn enqueue_write_u64(
 /// As [`enqueue_write_u64`]. The caller must bound the wait from the host (a timeout on a
 /// later host-side wait): the driver cannot see this dependency and a word that never
 /// reaches `value` stalls the stream.
+#[allow(dead_code)] // for GPU consumers that wait on their own stream: not wired yet (#11)
 pub(crate) unsafe fn enqueue_wait_geq_u64(
     stream: sys::CUstream,
     addr: sys::CUdeviceptr,

@@ -64,8 +64,8 @@ pub fn skip_reason(job: &Job) -> Option<String> {
 
 /// For the report: the publication path the library's probe picks on cuda:0 and why
 /// (`gpu-stream`: stream memory operations are usable; `host-sync`: the synchronize path).
-/// Shows what the device supports; GPU streams publish with `host-sync` until the stream
-/// memop path is wired into the write bracket.
+/// Shows what the device supports; each GPU row's `publication` note says what its writer's
+/// handle uses.
 pub fn publish_probe_note() -> String {
     format!(
         "publication probe cuda:0: {}",
@@ -174,6 +174,15 @@ fn form_note(job: &Job) -> (String, String) {
     ("gpu_form".into(), form.into())
 }
 
+/// How the writer's handle publishes (`gpu-stream`: its CUDA stream stores the even
+/// sequence; `host-sync`: the host waits for the copy first), and why.
+fn publication_note(w: &Stream) -> (String, String) {
+    let path = w
+        .gpu_publish_path()
+        .map_or_else(|| "no device attachment".into(), |p| p.to_string());
+    ("publication".into(), path)
+}
+
 /// Roundtrip: write then read back, one process, two handles.
 pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
@@ -211,6 +220,7 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         bail!("GPU roundtrip read back a different frame");
     }
     m.notes.push(form_note(job));
+    m.notes.push(publication_note(&w));
     Ok((m, h))
 }
 
@@ -256,6 +266,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         bail!("the echoed frame differs from the one written");
     }
     m.notes.push(form_note(job));
+    m.notes.push(publication_note(&data));
     Ok((m, h))
 }
 
@@ -352,6 +363,7 @@ pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     x.write_device_from_host(xv)?;
     m.notes.push(("kernel".into(), "cuBLAS sgemv".into()));
     m.notes.push(("max_rel_error".into(), format!("{err:.1e}")));
+    m.notes.push(publication_note(&x));
     Ok((m, h))
 }
 

@@ -1,0 +1,164 @@
+//! GPU-side publication (feature `cuda`): the writer's CUDA stream stores the even sequence.
+//!
+//! The bracket is the stream's one publication bracket (`Stream::publish_locked`); on this
+//! path three of its steps change:
+//! - **before it opens** ([`begin`]): a previous GPU-side publication that has not landed
+//!   yet (the sequence still odd, its publisher alive) is waited for, with the handle's
+//!   timeout; then the `_gpu` segment's publisher word names this process (or 0 on the host
+//!   path), so that others read an odd sequence right ([`probe::judge_odd`]).
+//! - **the fill** enqueues its copies (and the mirror's) without waiting for them.
+//! - **the end** ([`end`]): the host stamps time, frame id and count while the sequence is
+//!   still odd, then enqueues the even store (`cuStreamWriteValue64_v2` on the registered
+//!   header word, after a stream-scoped system fence) and, on notify streams, a host
+//!   function that wakes parked readers. The host does not wait.
+//!
+//! The host stores the odd value itself, before any copy is enqueued, so a reader whose
+//! copy overlaps the new write's sees it when it re-checks. See `docs/format-gpu.md`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use cudarc::driver::sys;
+
+use super::driver::{Attachment, describe};
+use super::probe::{self, OddSequence, PathChoice, PublishPath};
+use super::publish;
+use crate::error::{Error, Result};
+use crate::seqlock::{self, Bracket};
+use crate::stream::Stream;
+
+/// The path this handle's writes use (decided once per handle, on first asking).
+pub(crate) fn path(s: &Stream, a: &Attachment) -> PathChoice {
+    a.gpu_publish
+        .get_or_init(|| {
+            let device = publish::path_for(s.device_index);
+            let mut p =
+                probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());
+            if p.path == PublishPath::GpuStream {
+                if s.readonly {
+                    p = PathChoice {
+                        path: PublishPath::HostSync,
+                        reason: "a read-only handle does not publish".into(),
+                    };
+                } else if let Err(e) = register_header(s, a) {
+                    p = PathChoice {
+                        path: PublishPath::HostSync,
+                        reason: format!("registering the stream header failed: {e}"),
+                    };
+                }
+            }
+            p
+        })
+        .clone()
+}
+
+fn sequence_ptr(s: &Stream) -> *mut u8 {
+    std::ptr::from_ref::<AtomicI64>(s.header.sequence())
+        .cast_mut()
+        .cast()
+}
+
+fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<(), String> {
+    a.ctx.bind_to_thread().map_err(describe)?;
+    // SAFETY: the header mapping outlives the attachment (`Stream` declares its GPU link
+    // first, so it drops first).
+    unsafe { a.header_reg.ensure(&a.ctx, sequence_ptr(s), 8) };
+    if a.header_reg.device_ptr(sequence_ptr(s)).is_some() {
+        Ok(())
+    } else {
+        Err("cuMemHostRegister refused the header page".into())
+    }
+}
+
+/// Publish hook before the bracket opens (the write lock is held): waits for a previous
+/// GPU-side publication to land, records who publishes this one, and says whether it is
+/// published by the CUDA stream.
+pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
+    wait_for_landing(s, a)?;
+    let on_gpu = path(s, a).path == PublishPath::GpuStream;
+    a.gpu_side.store(on_gpu, Ordering::Relaxed);
+    let pid = if on_gpu { s.pid } else { 0 };
+    let word = a.publisher_pid();
+    if word.load(Ordering::Relaxed) != pid {
+        // Before the odd store: whoever sees this bracket's odd value sees its publisher.
+        word.store(pid, Ordering::Release);
+    }
+    Ok(on_gpu)
+}
+
+fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
+    let h = &s.header;
+    let seq = h.sequence().load(Ordering::Acquire);
+    if seq <= 0 || seq & 1 == 0 {
+        return Ok(());
+    }
+    let alive = |pid| pid == s.pid || crate::sys::pid_alive(pid);
+    let publisher = a.publisher_pid().load(Ordering::Acquire);
+    if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
+        return Ok(()); // `seqlock::begin_write` recovers it
+    }
+    if publisher == s.pid {
+        // Most likely this handle's own last write: its stream reaches the store.
+        settle(a);
+    }
+    let timeout = s.default_timeout();
+    let start = Instant::now();
+    while h.sequence().load(Ordering::Acquire) == seq {
+        if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Timeout {
+                name: s.name.clone(),
+                op: "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
+                timeout,
+            });
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+/// Publish hook that ends a GPU-side bracket: metadata and count by the host, the even
+/// sequence (and the wake) by the CUDA stream. If the driver refuses to enqueue the store,
+/// the host waits for the stream and stores it itself: the frame is published either way.
+pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame_id: Option<u64>) {
+    let h = &s.header;
+    seqlock::stamp(h, write_time, frame_id);
+    let st = a.stream.cu_stream();
+    let enqueued = a.header_reg.device_ptr(sequence_ptr(s)).is_some_and(|d| {
+        // SAFETY: `d` is the device address of the registered, 8-aligned sequence word, whose
+        // mapping outlives the attachment (and so every store its stream makes).
+        unsafe { publish::enqueue_write_u64(st, d, b.even() as u64) }.is_ok()
+    });
+    if !enqueued {
+        settle(a);
+        seqlock::end_write_even(h, b);
+        return;
+    }
+    if s.notify() {
+        // SAFETY: our live stream (context bound by the fill); the word is only a futex key.
+        let woken = unsafe { publish::enqueue_wake(st, h.futex_word().as_ptr()) };
+        if woken.is_err() {
+            // Parked readers wake at their next capped park (50 ms) instead.
+            settle(a);
+            crate::notify::wake_all(h);
+        }
+    }
+}
+
+/// Waits for everything this handle's stream has enqueued (a failed GPU-side fill, before
+/// the bracket is aborted, so no copy of it lands after the abort).
+pub(crate) fn settle(a: &Attachment) {
+    if a.ctx.bind_to_thread().is_ok() {
+        // SAFETY: our own live stream.
+        let _ = unsafe { sys::cuStreamSynchronize(a.stream.cu_stream()) };
+    }
+}
+
+/// Whether an odd sequence seen by a reader is a GPU-side publication still landing (its
+/// publisher alive) rather than a writer that died mid-write.
+pub(crate) fn landing(a: &Attachment) -> bool {
+    let publisher = a.publisher_pid().load(Ordering::Acquire);
+    probe::judge_odd(publisher, crate::sys::pid_alive) == OddSequence::Landing
+}
