@@ -6,6 +6,7 @@
 #                                harness's GPU rows of scenarios/io.toml, scenarios/mvm.toml and
 #                                scenarios/ao-gpu.toml (the ao-loop's GPU form)
 #                                (`--cases cuda --no-peer`), once as is and (io, mvm) once under MPS,
+#                                io and mvm each also with SHMSTREAM_GPU_PUBLISH=gpu (-gpupub),
 #                                writing everything to ${OUT:-reports/gpu-run}
 # The run records the publication path the probe picks (issue #11) in env.txt.
 # Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_AO=0 skips scenarios/ao-gpu.toml,
@@ -25,7 +26,7 @@ build)
         grep -E '/(gpu-[0-9a-f]+|gpu_bench)$' | while read -r f; do
             case "$f" in */examples/*) cp "$f" .gpu-bin/gpu_bench ;; *) cp "$f" .gpu-bin/gpu_tests ;; esac
         done
-    strip .gpu-bin/* # the carry limit is 64 MiB; unstripped they are ~100 MB
+    strip .gpu-bin/harness .gpu-bin/gpu_tests .gpu-bin/gpu_bench # the carry limit is 64 MiB; unstripped ~100 MB
     # The commit these binaries are built from (the GPU machine's copy of the tree may not
     # name it): run exports it for the harness's report and writes it to env.txt.
     echo "$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . ':!.gpu-bin' || echo -dirty)" >.gpu-bin/commit
@@ -53,10 +54,13 @@ run)
     # Issue #11: which publication path the probe picks (attributes 122/99/19 + a trial stream
     # write), and the probe tests again with the fallback forced.
     grep -m1 -o 'publication path cuda:0: .*' "$out/tests.log" >>"$out/env.txt" || echo "publication path: not printed" >>"$out/env.txt"
-    # The same tests with the fallback forced: every GPU stream publishes with host-sync.
-    echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=sync (forced fallback)" | tee -a "$out/tests.log"
-    SHMSTREAM_GPU_PUBLISH=sync timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
-        tee -a "$out/tests.log" || rc=1
+    # The same tests with GPU-side publication (opt-in until validated here) and with the
+    # synchronize path forced (no probe).
+    for setting in gpu sync; do
+        echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=$setting" | tee -a "$out/tests.log"
+        SHMSTREAM_GPU_PUBLISH=$setting timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
+            tee -a "$out/tests.log" || rc=1
+    done
     # The harness's GPU rows; its children re-execute .gpu-bin/harness. No Python peer there.
     hflags="${HARNESS_FLAGS:---quick}"
     harness_pass() { # $1: suffix of the report folders; $2: scenario:timeout_s pairs
@@ -76,6 +80,9 @@ run)
     else
         harness_pass "" "io:90 mvm:60"
     fi
+    # The GPU rows again with GPU-side publication (-gpupub folders; each row's `publication`
+    # note in details.json says which path its writer used).
+    SHMSTREAM_GPU_PUBLISH=gpu harness_pass "-gpupub" "io:90 mvm:60"
     if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
         echo "== gpu_bench" | tee "$out/bench.log"
         timeout 120 .gpu-bin/gpu_bench "$out/bench.json" 2>&1 | tee -a "$out/bench.log" || rc=1
@@ -88,6 +95,7 @@ run)
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
             harness_pass "-mps" "io:90 mvm:60"
+            SHMSTREAM_GPU_PUBLISH=gpu harness_pass "-mps-gpupub" "io:90 mvm:60"
             if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
                 timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
             fi

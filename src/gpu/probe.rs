@@ -12,7 +12,8 @@ pub const ATTR_HOST_REGISTER: i32 = 99;
 /// `CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY`.
 pub const ATTR_CAN_MAP_HOST_MEMORY: i32 = 19;
 
-/// The environment variable that forces the synchronize path (`sync`) in this process.
+/// The environment variable that selects the path in this process: `gpu` (GPU-side
+/// publication where the probe allows), `sync`, or `auto` (default: the synchronize path).
 pub const PUBLISH_ENV: &str = "SHMSTREAM_GPU_PUBLISH";
 
 /// How a GPU stream's writes are published.
@@ -92,43 +93,59 @@ pub fn missing_capability(caps: &DeviceCaps) -> Option<String> {
     })
 }
 
-/// Whether the environment forces the synchronize path: `SHMSTREAM_GPU_PUBLISH=sync`.
-/// Any other value is an error naming the accepted ones.
-pub fn env_forces_sync(value: Option<&str>) -> Result<bool, String> {
+/// What `SHMSTREAM_GPU_PUBLISH` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishSetting {
+    /// Unset, empty or `auto`: the synchronize path. GPU-side publication is opt-in until a
+    /// GPU check has validated it (it was built and unit tested without a GPU).
+    Default,
+    /// `gpu`: GPU-side publication where the device passes the probe.
+    Gpu,
+    /// `sync`: the synchronize path, without probing.
+    Sync,
+}
+
+/// Reads `SHMSTREAM_GPU_PUBLISH`; any other value is an error naming the accepted ones.
+pub fn env_setting(value: Option<&str>) -> Result<PublishSetting, String> {
     match value {
-        None | Some("") | Some("auto") => Ok(false),
-        Some("sync") => Ok(true),
+        None | Some("") | Some("auto") => Ok(PublishSetting::Default),
+        Some("gpu") => Ok(PublishSetting::Gpu),
+        Some("sync") => Ok(PublishSetting::Sync),
         Some(other) => Err(format!(
-            "{PUBLISH_ENV}={other:?} is not understood: use `auto` (default) or `sync`"
+            "{PUBLISH_ENV}={other:?} is not understood: use `auto` (default), `gpu` or `sync`"
         )),
     }
 }
 
-/// The choice: the synchronize path when forced, when a capability is missing or when the
-/// trial write failed (`trial` is `None` when it was not attempted because a capability is
-/// missing); GPU-side publication otherwise.
+/// The choice: the synchronize path when forced, when a capability is missing, when the
+/// trial write failed (`trial` is `None` when it was not attempted) or when GPU-side
+/// publication was not asked for; GPU-side publication otherwise.
 pub fn choose(
     caps: &DeviceCaps,
-    forced_sync: bool,
+    setting: PublishSetting,
     trial: Option<Result<(), String>>,
 ) -> PathChoice {
     let sync = |reason: String| PathChoice {
         path: PublishPath::HostSync,
         reason,
     };
-    if forced_sync {
+    if setting == PublishSetting::Sync {
         return sync(format!("forced by {PUBLISH_ENV}=sync"));
     }
     if let Some(missing) = missing_capability(caps) {
         return sync(missing);
     }
-    match trial {
-        Some(Ok(())) => PathChoice {
+    const CAPABLE: &str = "attributes 122/99/19 set and a trial stream write reached host memory";
+    match (trial, setting) {
+        (Some(Ok(())), PublishSetting::Gpu) => PathChoice {
             path: PublishPath::GpuStream,
-            reason: "attributes 122/99/19 set and a trial stream write reached host memory".into(),
+            reason: CAPABLE.into(),
         },
-        Some(Err(e)) => sync(format!("the trial stream write failed: {e}")),
-        None => sync("the trial stream write was not attempted".into()),
+        (Some(Ok(())), _) => sync(format!(
+            "{CAPABLE}, but GPU-side publication is opt-in until a GPU check has run it: {PUBLISH_ENV}=gpu"
+        )),
+        (Some(Err(e)), _) => sync(format!("the trial stream write failed: {e}")),
+        (None, _) => sync("the trial stream write was not attempted".into()),
     }
 }
 
@@ -180,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_handle_keeps_the_device_path_unless_its_stream_needs_the_host() {
-        let gpu = choose(&all(1), false, Some(Ok(())));
+        let gpu = choose(&all(1), PublishSetting::Gpu, Some(Ok(())));
         assert_eq!(for_handle(&gpu, false, false), gpu);
         let ring = for_handle(&gpu, true, false);
         assert_eq!(ring.path, PublishPath::HostSync);
@@ -188,7 +205,7 @@ mod tests {
         let event = for_handle(&gpu, false, true);
         assert_eq!(event.path, PublishPath::HostSync);
         assert!(event.reason.contains("SHMSTREAM_GPU_IPC_EVENT"), "{event}");
-        let forced = choose(&all(1), true, Some(Ok(())));
+        let forced = choose(&all(1), PublishSetting::Sync, Some(Ok(())));
         assert_eq!(for_handle(&forced, false, false), forced);
     }
 
@@ -211,9 +228,16 @@ mod tests {
 
     #[test]
     fn capable_device_with_a_good_trial_publishes_on_the_gpu() {
-        let c = choose(&all(1), false, Some(Ok(())));
+        let c = choose(&all(1), PublishSetting::Gpu, Some(Ok(())));
         assert_eq!(c.path, PublishPath::GpuStream);
         assert_eq!(c.path.to_string(), "gpu-stream");
+        // Not asked for: the synchronize path, saying the device could and how to ask.
+        let d = choose(&all(1), PublishSetting::Default, Some(Ok(())));
+        assert_eq!(d.path, PublishPath::HostSync);
+        assert!(
+            d.reason.contains("trial stream write reached") && d.reason.contains("=gpu"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -226,7 +250,7 @@ mod tests {
                 &mut caps.can_map_host_memory,
             ];
             *slot.into_iter().nth(i).unwrap() = Some(0);
-            let c = choose(&caps, false, Some(Ok(())));
+            let c = choose(&caps, PublishSetting::Gpu, Some(Ok(())));
             assert_eq!(c.path, PublishPath::HostSync);
             assert!(c.reason.contains(&format!("attribute {attr} is 0")), "{c}");
         }
@@ -238,32 +262,43 @@ mod tests {
             host_register: None,
             ..all(1)
         };
-        let c = choose(&caps, false, Some(Ok(())));
+        let c = choose(&caps, PublishSetting::Gpu, Some(Ok(())));
         assert_eq!(c.path, PublishPath::HostSync);
         assert!(c.reason.contains("querying device attribute 99"), "{c}");
     }
 
     #[test]
     fn a_failed_or_missing_trial_falls_back() {
-        let c = choose(&all(1), false, Some(Err("CUDA_ERROR_NOT_SUPPORTED".into())));
+        let c = choose(
+            &all(1),
+            PublishSetting::Gpu,
+            Some(Err("CUDA_ERROR_NOT_SUPPORTED".into())),
+        );
         assert_eq!(c.path, PublishPath::HostSync);
         assert!(c.reason.contains("CUDA_ERROR_NOT_SUPPORTED"));
-        assert_eq!(choose(&all(1), false, None).path, PublishPath::HostSync);
+        assert_eq!(
+            choose(&all(1), PublishSetting::Gpu, None).path,
+            PublishPath::HostSync
+        );
     }
 
     #[test]
     fn the_environment_can_force_the_fallback() {
-        let c = choose(&all(1), true, Some(Ok(())));
+        let c = choose(&all(1), PublishSetting::Sync, Some(Ok(())));
         assert_eq!(c.path, PublishPath::HostSync);
         assert!(c.reason.contains(PUBLISH_ENV));
     }
 
     #[test]
     fn env_values_are_checked() {
-        assert_eq!(env_forces_sync(None), Ok(false));
-        assert_eq!(env_forces_sync(Some("auto")), Ok(false));
-        assert_eq!(env_forces_sync(Some("sync")), Ok(true));
-        let e = env_forces_sync(Some("fast")).unwrap_err();
-        assert!(e.contains("auto") && e.contains("sync"), "{e}");
+        assert_eq!(env_setting(None), Ok(PublishSetting::Default));
+        assert_eq!(env_setting(Some("auto")), Ok(PublishSetting::Default));
+        assert_eq!(env_setting(Some("gpu")), Ok(PublishSetting::Gpu));
+        assert_eq!(env_setting(Some("sync")), Ok(PublishSetting::Sync));
+        let e = env_setting(Some("fast")).unwrap_err();
+        assert!(
+            e.contains("auto") && e.contains("gpu") && e.contains("sync"),
+            "{e}"
+        );
     }
 }

@@ -238,21 +238,22 @@ pub(crate) fn path_for(device: i32) -> PathChoice {
         return p.clone();
     }
     let env = std::env::var(probe::PUBLISH_ENV).ok();
-    let choice = match probe::env_forces_sync(env.as_deref()) {
+    let choice = match probe::env_setting(env.as_deref()) {
         Err(e) => PathChoice {
             path: PublishPath::HostSync,
             reason: e,
         },
-        Ok(forced) => match driver::context("(probe)", device) {
+        Ok(setting) => match driver::context("(probe)", device) {
             Err(e) => PathChoice {
                 path: PublishPath::HostSync,
                 reason: e.to_string(),
             },
             Ok(ctx) => {
                 let caps = caps(&ctx);
-                let trial = (!forced && probe::missing_capability(&caps).is_none())
-                    .then(|| trial_write(&ctx));
-                probe::choose(&caps, forced, trial)
+                let probe_it = setting != probe::PublishSetting::Sync
+                    && probe::missing_capability(&caps).is_none();
+                let trial = probe_it.then(|| trial_write(&ctx));
+                probe::choose(&caps, setting, trial)
             }
         },
     };
