@@ -125,6 +125,12 @@ pub enum GpuLayoutError {
     State(u32),
 }
 
+/// The mutable publisher word of a `_gpu` segment's bytes (`None` when too short).
+pub fn publisher_pid(b: &[u8]) -> Option<i64> {
+    let w = b.get(gpu_offset::PUBLISHER_PID..gpu_offset::PUBLISHER_PID + 8)?;
+    Some(i64::from_le_bytes(w.try_into().ok()?))
+}
+
 /// Device bytes to allocate for a payload: rounded up to [`GPU_ALLOC_ALIGN`] (at least one
 /// unit). `None` on overflow.
 pub fn alloc_bytes(payload: u64) -> Option<u64> {
@@ -282,6 +288,17 @@ mod tests {
         assert_eq!(alloc_bytes((2 << 20) + 1), Some(4 << 20));
         assert_eq!(alloc_bytes(400_000_000), Some(191 * (2 << 20)));
         assert_eq!(alloc_bytes(u64::MAX), None);
+    }
+
+    #[test]
+    fn the_publisher_word_is_outside_the_crc_and_zero_when_encoded() {
+        let mut b = encode(&record());
+        assert_eq!(publisher_pid(&b), Some(0));
+        b[gpu_offset::PUBLISHER_PID..gpu_offset::PUBLISHER_PID + 8]
+            .copy_from_slice(&4242i64.to_le_bytes());
+        assert_eq!(publisher_pid(&b), Some(4242));
+        assert_eq!(decode(&b).unwrap(), record(), "still a valid segment");
+        assert_eq!(publisher_pid(&b[..100]), None);
     }
 
     #[test]

@@ -257,13 +257,22 @@ pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
 }
 
 /// Whether an odd sequence is a GPU-side publication still landing rather than a writer
-/// that died mid-write (readers check before they mark a write abandoned).
+/// that died mid-write (readers check before they mark a write abandoned). A handle without
+/// a device attachment (a CPU reader of the mirror, a process without CUDA) reads the
+/// `_gpu` segment's publisher word from a fresh mapping: this runs only when a write looks
+/// abandoned.
 pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
-    match &s.gpu {
+    let publisher = match &s.gpu {
+        GpuLink::None => return false,
         #[cfg(feature = "cuda")]
-        GpuLink::Attached(a) => on_stream::landing(a),
-        _ => false,
-    }
+        GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
+        GpuLink::Detached(_) => Segment::open(&crate::name::gpu_id(&s.name), false)
+            .ok()
+            .map(|seg| seg.snapshot(layout::GPU_SEGMENT_BYTES))
+            .and_then(|b| layout::publisher_pid(&b))
+            .unwrap_or(0),
+    };
+    probe::judge_odd(publisher, crate::sys::pid_alive) == probe::OddSequence::Landing
 }
 
 impl crate::stream::Stream {
@@ -480,6 +489,52 @@ mod tests {
         assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &[0.0; 4]);
         let e = s.write_slice(&[1.0f32; 4]).unwrap_err().to_string();
         assert!(e.contains("device payload"), "{e}");
+        crate::unlink(&name).unwrap();
+    }
+
+    /// Issue #11: a reader that waits on an odd sequence with the write lock free asks the
+    /// `_gpu` segment's publisher word before it marks the write abandoned: a live publisher's
+    /// CUDA stream is still landing it (here a CPU-only handle of a mirrored stream, which reads
+    /// the word from a fresh mapping); a dead one died mid-write.
+    #[test]
+    fn an_odd_sequence_with_a_live_gpu_publisher_is_landing_not_abandoned() {
+        use std::sync::atomic::Ordering;
+        if gpu_available() {
+            return;
+        }
+        let name = format!("gpu-landing-{}", std::process::id());
+        fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        let set_publisher = |pid: i64| {
+            let g = Segment::open(&crate::name::gpu_id(&name), true).unwrap();
+            let at = layout::gpu_offset::PUBLISHER_PID;
+            // SAFETY: a live 256-byte mapping; PUBLISHER_PID + 8 is inside it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(pid.to_le_bytes().as_ptr(), g.as_ptr().add(at), 8)
+            };
+            assert_eq!(
+                layout::publisher_pid(&g.snapshot(layout::GPU_SEGMENT_BYTES)),
+                Some(pid)
+            );
+        };
+        s.header.sequence().store(3, Ordering::Release);
+        let mut buf = [0f32; 4];
+        let wait = Some(std::time::Duration::from_millis(60));
+        set_publisher(crate::sys::pid());
+        let e = s.read_after_into_slice(0, &mut buf, wait).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        assert_eq!(
+            s.header.sequence().load(Ordering::Acquire),
+            3,
+            "left landing"
+        );
+        set_publisher(i64::from(i32::MAX) - 1); // no such process
+        let e = s.read_after_into_slice(0, &mut buf, wait).unwrap_err();
+        assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
+        assert!(
+            s.header.sequence().load(Ordering::Acquire) < 0,
+            "marked invalid"
+        );
         crate::unlink(&name).unwrap();
     }
 
