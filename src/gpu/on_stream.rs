@@ -155,10 +155,3 @@ pub(crate) fn settle(a: &Attachment) {
         let _ = unsafe { sys::cuStreamSynchronize(a.stream.cu_stream()) };
     }
 }
-
-/// Whether an odd sequence seen by a reader is a GPU-side publication still landing (its
-/// publisher alive) rather than a writer that died mid-write.
-pub(crate) fn landing(a: &Attachment) -> bool {
-    let publisher = a.publisher_pid().load(Ordering::Acquire);
-    probe::judge_odd(publisher, crate::sys::pid_alive) == OddSequence::Landing
-}
