@@ -80,8 +80,10 @@ pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     let pid = if on_gpu { s.pid } else { 0 };
     let word = a.publisher_pid();
     if word.load(Ordering::Relaxed) != pid {
-        // Before the odd store: whoever sees this bracket's odd value sees its publisher.
-        word.store(pid, Ordering::Release);
+        word.store(pid, Ordering::Relaxed);
+        // Orders the word before the odd store that follows: a reader whose acquire load
+        // sees this bracket's odd value sees its publisher.
+        std::sync::atomic::fence(Ordering::Release);
     }
     Ok(on_gpu)
 }
