@@ -71,14 +71,18 @@ fn data<T: Val>(n: usize, salt: usize) -> Vec<T> {
 
 const SHAPE: [usize; 2] = [3, 5];
 
+/// Options for a GPU stream on cuda:0 (callers add the mirror, notify, ...).
+fn cuda0(name: &str, shape: &[usize], dtype: Dtype) -> StreamOptions {
+    let mut o = StreamOptions::new(name);
+    o.shape(shape).dtype(dtype).gpu_device(0);
+    o
+}
+
 /// Host paths of one dtype in one mode, with a second handle in this process.
 fn host_roundtrip<T: Val + std::fmt::Debug>(mirror: bool) {
     let name = unique_name(&format!("gpu-{}-{}", T::DTYPE, mirror));
     let _c = Cleanup::new([name.clone()]);
-    let s = StreamOptions::new(&name)
-        .shape(&SHAPE)
-        .dtype(T::DTYPE)
-        .gpu_device(0)
+    let s = cuda0(&name, &SHAPE, T::DTYPE)
         .cpu_mirror(mirror)
         .create()
         .unwrap();
@@ -119,10 +123,7 @@ fn host_roundtrip<T: Val + std::fmt::Debug>(mirror: bool) {
 fn device_roundtrip<T: Val + DeviceRepr + std::fmt::Debug>(mirror: bool) {
     let name = unique_name(&format!("gpud-{}-{}", T::DTYPE, mirror));
     let _c = Cleanup::new([name.clone()]);
-    let s = StreamOptions::new(&name)
-        .shape(&SHAPE)
-        .dtype(T::DTYPE)
-        .gpu_device(0)
+    let s = cuda0(&name, &SHAPE, T::DTYPE)
         .cpu_mirror(mirror)
         .create()
         .unwrap();
@@ -304,12 +305,7 @@ fn gpu_child_entry() {
         // its handle first (releases).
         "producer" => {
             let release: bool = param("release");
-            let s = StreamOptions::new(&name)
-                .shape(&[1024])
-                .dtype(Dtype::F32)
-                .gpu_device(0)
-                .create()
-                .unwrap();
+            let s = cuda0(&name, &[1024], Dtype::F32).create().unwrap();
             s.write_device_from_host(&vec![3.0f32; 1024]).unwrap();
             say("ready");
             block_on_stdin();
@@ -337,18 +333,12 @@ fn cross_process(mirror: bool, park: bool) {
     let (a, b) = (unique_name("gpu-xa"), unique_name("gpu-xb"));
     let _c = Cleanup::new([a.clone(), b.clone()]);
     let n = 16 * 1024; // 64 KiB of f32
-    let sa = StreamOptions::new(&a)
-        .shape(&[n])
-        .dtype(Dtype::F32)
-        .gpu_device(0)
+    let sa = cuda0(&a, &[n], Dtype::F32)
         .cpu_mirror(mirror)
         .notify(true)
         .create()
         .unwrap();
-    let sb = StreamOptions::new(&b)
-        .shape(&[n])
-        .dtype(Dtype::F32)
-        .gpu_device(0)
+    let sb = cuda0(&b, &[n], Dtype::F32)
         .cpu_mirror(mirror)
         .notify(true)
         .create()
@@ -431,10 +421,7 @@ fn gpu_publish_path_per_handle_and_back_to_back_writes() {
         let name = unique_name("gpu-b2b");
         let _c = Cleanup::new([name.clone()]);
         let n = 1 << 18; // 1 MiB of f32
-        let s = StreamOptions::new(&name)
-            .shape(&[n])
-            .dtype(Dtype::F32)
-            .gpu_device(0)
+        let s = cuda0(&name, &[n], Dtype::F32)
             .cpu_mirror(mirror)
             .create()
             .unwrap();
@@ -478,10 +465,7 @@ fn gpu_writer_killed_while_publishing_is_recovered() {
     let name = unique_name("gpu-killed");
     let _c = Cleanup::new([name.clone()]);
     let n = 1 << 20;
-    let s = StreamOptions::new(&name)
-        .shape(&[n])
-        .dtype(Dtype::I32)
-        .gpu_device(0)
+    let s = cuda0(&name, &[n], Dtype::I32)
         .notify(true)
         .create()
         .unwrap();
@@ -523,12 +507,7 @@ fn gpu_torn_read_torture_on_the_device() {
     let name = unique_name("gpu-torture");
     let _c = Cleanup::new([name.clone()]);
     let n = 1 << 20; // 4 MiB of i32: copies long enough to overlap some writes
-    let s = StreamOptions::new(&name)
-        .shape(&[n])
-        .dtype(Dtype::I32)
-        .gpu_device(0)
-        .create()
-        .unwrap();
+    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
     s.write_device_from_host(&vec![1i32; n]).unwrap();
     let mut w = child("gpu_child_entry", "torture_writer")
         .param("name", &name)
