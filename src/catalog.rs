@@ -50,6 +50,11 @@ pub struct StreamStat {
     /// Frames of history kept (0 = none; see `StreamOptions::history`).
     #[serde(default)]
     pub history: usize,
+    /// GPU streams: the pid whose CUDA stream published the last write (GPU-side
+    /// publication), 0 when the host published it; `None` for CPU streams or an unreadable
+    /// `_gpu` segment.
+    #[serde(default)]
+    pub gpu_publisher_pid: Option<i64>,
 }
 
 impl StreamStat {
@@ -72,6 +77,10 @@ impl StreamStat {
             instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
                 .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
             history: crate::history::depth(&h.name, h.instance_id),
+            gpu_publisher_pid: h
+                .gpu()
+                .then(|| crate::gpu::last_publisher(&h.name))
+                .flatten(),
         }
     }
 }

@@ -148,6 +148,14 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
                 n => format!("{n} frames"),
             },
         ),
+        (
+            "published_by",
+            match s.gpu_publisher_pid {
+                None => "host".to_owned(),
+                Some(0) => "host (after a stream synchronize)".to_owned(),
+                Some(pid) => format!("the CUDA stream of pid {pid}"),
+            },
+        ),
     ];
     for (k, v) in rows {
         println!("{:<15} {v}", format!("{k}:"));

@@ -18,7 +18,7 @@ use common::{Cleanup, Proc, unique_name};
 use predicates::prelude::*;
 use shmstream::{Dtype, Stream, StreamOptions};
 
-const JSON_KEYS: [&str; 16] = [
+const JSON_KEYS: [&str; 17] = [
     "name",
     "shape",
     "dtype",
@@ -35,6 +35,7 @@ const JSON_KEYS: [&str; 16] = [
     "cpu_mirror",
     "instance_id",
     "history",
+    "gpu_publisher_pid",
 ];
 
 fn cli() -> Command {

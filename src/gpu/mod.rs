@@ -266,13 +266,17 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
         GpuLink::None => return false,
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
-        GpuLink::Detached(_) => Segment::open(&crate::name::gpu_id(&s.name), false)
-            .ok()
-            .map(|seg| seg.snapshot(layout::GPU_SEGMENT_BYTES))
-            .and_then(|b| layout::publisher_pid(&b))
-            .unwrap_or(0),
+        GpuLink::Detached(_) => last_publisher(&s.name).unwrap_or(0),
     };
     probe::judge_odd(publisher, crate::sys::pid_alive) == probe::OddSequence::Landing
+}
+
+/// The `_gpu` segment's publisher word of stream `name`, read from a fresh read-only mapping:
+/// the pid whose CUDA stream published the last write, 0 when the host did; `None` when the
+/// segment cannot be read.
+pub(crate) fn last_publisher(name: &str) -> Option<i64> {
+    let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
+    layout::publisher_pid(&seg.snapshot(layout::GPU_SEGMENT_BYTES))
 }
 
 impl crate::stream::Stream {
@@ -527,6 +531,12 @@ mod tests {
             s.header.sequence().load(Ordering::Acquire),
             3,
             "left landing"
+        );
+        let st = crate::catalog::stat(&name).unwrap();
+        assert_eq!(
+            st.gpu_publisher_pid,
+            Some(crate::sys::pid()),
+            "stat shows it"
         );
         set_publisher(i64::from(i32::MAX) - 1); // no such process
         let e = s.read_after_into_slice(0, &mut buf, wait).unwrap_err();
