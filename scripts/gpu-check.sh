@@ -13,6 +13,9 @@
 # GPU_CHECK_BENCH=1 also runs gpu_bench
 # (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
+# Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
+#   R=/tmp/gpurun; OUT=$R timeout 400 scripts/gpu-check.sh run >$R.log 2>&1; tar czf $OUT/gpu-run.tgz -C /tmp gpurun
+# (2026-11-29, H200, --quick, before the -gpupub passes existed: 150-157 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
