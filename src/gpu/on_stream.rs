@@ -31,6 +31,22 @@ use crate::stream::Stream;
 pub(crate) fn path(s: &Stream, a: &Attachment) -> PathChoice {
     a.gpu_publish
         .get_or_init(|| {
+            let env = std::env::var(probe::PUBLISH_ENV).ok();
+            // Not asked for: no probe (its trial write) in every process that writes.
+            let not_asked = match probe::env_setting(env.as_deref()) {
+                Ok(probe::PublishSetting::Gpu) => None,
+                Ok(probe::PublishSetting::Default) => Some(probe::opt_in()),
+                Ok(probe::PublishSetting::Sync) => {
+                    Some(format!("forced by {}=sync", probe::PUBLISH_ENV))
+                }
+                Err(e) => Some(e),
+            };
+            if let Some(reason) = not_asked {
+                return PathChoice {
+                    path: PublishPath::HostSync,
+                    reason,
+                };
+            }
             let device = publish::path_for(s.device_index);
             let mut p =
                 probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());

@@ -93,6 +93,11 @@ pub fn missing_capability(caps: &DeviceCaps) -> Option<String> {
     })
 }
 
+/// Why the synchronize path is the default on a device that could publish on the GPU.
+pub fn opt_in() -> String {
+    format!("GPU-side publication is opt-in until a GPU check has run it: {PUBLISH_ENV}=gpu")
+}
+
 /// What `SHMSTREAM_GPU_PUBLISH` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishSetting {
@@ -141,9 +146,7 @@ pub fn choose(
             path: PublishPath::GpuStream,
             reason: CAPABLE.into(),
         },
-        (Some(Ok(())), _) => sync(format!(
-            "{CAPABLE}, but GPU-side publication is opt-in until a GPU check has run it: {PUBLISH_ENV}=gpu"
-        )),
+        (Some(Ok(())), _) => sync(format!("{CAPABLE}, but {}", opt_in())),
         (Some(Err(e)), _) => sync(format!("the trial stream write failed: {e}")),
         (None, _) => sync("the trial stream write was not attempted".into()),
     }
