@@ -36,9 +36,7 @@ pub(crate) fn path(s: &Stream, a: &Attachment) -> PathChoice {
             let not_asked = match probe::env_setting(env.as_deref()) {
                 Ok(probe::PublishSetting::Gpu) => None,
                 Ok(probe::PublishSetting::Default) => Some(probe::opt_in()),
-                Ok(probe::PublishSetting::Sync) => {
-                    Some(format!("forced by {}=sync", probe::PUBLISH_ENV))
-                }
+                Ok(probe::PublishSetting::Sync) => Some(probe::forced_sync()),
                 Err(e) => Some(e),
             };
             if let Some(reason) = not_asked {

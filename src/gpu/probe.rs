@@ -98,6 +98,11 @@ pub fn opt_in() -> String {
     format!("GPU-side publication is opt-in until a GPU check has run it: {PUBLISH_ENV}=gpu")
 }
 
+/// Why the synchronize path was taken without probing.
+pub fn forced_sync() -> String {
+    format!("forced by {PUBLISH_ENV}=sync")
+}
+
 /// What `SHMSTREAM_GPU_PUBLISH` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishSetting {
@@ -135,7 +140,7 @@ pub fn choose(
         reason,
     };
     if setting == PublishSetting::Sync {
-        return sync(format!("forced by {PUBLISH_ENV}=sync"));
+        return sync(forced_sync());
     }
     if let Some(missing) = missing_capability(caps) {
         return sync(missing);
