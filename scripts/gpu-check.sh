@@ -109,6 +109,12 @@ run)
     else
         echo "no nvidia-cuda-mps-control on this machine" | tee -a "$out/harness.log"
     fi
+    # Which publication path the GPU rows' writers used, per report folder.
+    for d in "$out"/*/; do
+        [ -f "$d/details.json" ] || continue
+        grep -ho '"publication": "[^"]*"' "$d/details.json" | sort | uniq -c |
+            sed "s|^|$(basename "$d"): |" >>"$out/env.txt"
+    done
     echo "exit $rc" >>"$out/env.txt"
     exit $rc
     ;;
