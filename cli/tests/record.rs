@@ -217,14 +217,17 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
 
 #[test]
 fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_whole_ones() {
-    // 80 KiB frames: over the size a cube writes straight from the history ring.
+    // 80 KiB frames: over the size a cube writes straight from the history ring. The camera
+    // does not wait for the recorder, so the ring is what a stalled recorder has: 512 frames
+    // (40 MiB, half a second at the camera's 1 kHz), as the other record tests keep. With 64
+    // (64 ms) a clean-clone CI run on 2 cores once lost a frame to a recorder stall.
     let name = unique_name("rec-large");
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
         .shape(&[256, 160])
         .dtype(Dtype::U16)
         .notify(true)
-        .history(64)
+        .history(512)
         .create()
         .unwrap();
     let out = out_dir("rec-large");
@@ -364,11 +367,12 @@ fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
     ] {
         let name = unique_name("rec-dtype");
         let _c = Cleanup::new([&name]);
+        // 512 frames: half a second of a stalled recorder at the camera's 1 kHz.
         let s = StreamOptions::new(&name)
             .shape(&[3, 4])
             .dtype(dtype)
             .notify(true)
-            .history(64)
+            .history(512)
             .create()
             .unwrap();
         let out = out_dir("rec-dtype");
