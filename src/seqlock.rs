@@ -112,7 +112,7 @@ pub(crate) fn end_write(
 #[inline]
 pub(crate) fn end_write_even(h: &MappedHeader, b: Bracket) {
     // Release: synchronizes with the Acquire load in `optimistic_read`.
-    h.sequence().store(b.odd + 1, Ordering::Release);
+    h.sequence().store(b.even(), Ordering::Release);
 }
 
 /// Stores the write's metadata and count while the sequence is still odd (readers trust

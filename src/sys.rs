@@ -105,18 +105,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Wakes every waiter parked on `word` (in any process).
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE does not dereference user memory beyond keying on the address.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            0usize,
-            0usize,
-            0u32,
-        );
-    }
+    futex_wake_all_at(word.as_ptr());
 }
 
 /// Wakes every waiter parked on the 32-bit word at `addr`, which need not be mapped any
