@@ -74,20 +74,18 @@ impl Environment {
             .join(" ");
         // A binary carried to another machine (scripts/gpu-check.sh) names the commit it was
         // built from: the work tree it runs in there need not be that commit.
-        let built_from = std::env::var("HARNESS_BUILT_FROM")
-            .ok()
-            .filter(|s| !s.is_empty());
-        let git_commit = match built_from {
-            Some(c) => c,
-            None => match run("git", &["rev-parse", "--short=12", "HEAD"]) {
-                Some(c) => {
-                    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"])
-                        .is_some_and(|s| !s.is_empty());
-                    if dirty { format!("{c}-dirty") } else { c }
-                }
-                None => "unknown (not a git work tree)".into(),
-            },
+        let work_tree = || match run("git", &["rev-parse", "--short=12", "HEAD"]) {
+            Some(c) => {
+                let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| !s.is_empty());
+                if dirty { format!("{c}-dirty") } else { c }
+            }
+            None => "unknown (not a git work tree)".into(),
         };
+        let git_commit = std::env::var("HARNESS_BUILT_FROM")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(work_tree);
         let gpu = if crate::cases::gpu::gpu_available() {
             run(
                 "nvidia-smi",
