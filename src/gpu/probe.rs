@@ -128,8 +128,9 @@ pub fn env_setting(value: Option<&str>) -> Result<PublishSetting, String> {
 }
 
 /// The choice: the synchronize path when forced, when a capability is missing, when the
-/// trial write failed (`trial` is `None` when it was not attempted) or when GPU-side
-/// publication was not asked for; GPU-side publication otherwise.
+/// trial write failed (`trial` is `None` when it was not attempted: it runs only when
+/// GPU-side publication is asked for) or when GPU-side publication was not asked for;
+/// GPU-side publication otherwise.
 pub fn choose(
     caps: &DeviceCaps,
     setting: PublishSetting,
@@ -153,6 +154,7 @@ pub fn choose(
         },
         (Some(Ok(())), _) => sync(format!("{CAPABLE}, but {}", opt_in())),
         (Some(Err(e)), _) => sync(format!("the trial stream write failed: {e}")),
+        (None, PublishSetting::Default) => sync(opt_in()),
         (None, _) => sync("the trial stream write was not attempted".into()),
     }
 }

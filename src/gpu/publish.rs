@@ -250,7 +250,8 @@ pub(crate) fn path_for(device: i32) -> PathChoice {
             },
             Ok(ctx) => {
                 let caps = caps(&ctx);
-                let probe_it = setting != probe::PublishSetting::Sync
+                // The trial write only when asked for: not in every process that writes.
+                let probe_it = setting == probe::PublishSetting::Gpu
                     && probe::missing_capability(&caps).is_none();
                 let trial = probe_it.then(|| trial_write(&ctx));
                 probe::choose(&caps, setting, trial)

@@ -64,8 +64,8 @@ pub fn skip_reason(job: &Job) -> Option<String> {
 
 /// For the report: the publication path the library's probe picks on cuda:0 and why
 /// (`gpu-stream`: stream memory operations are usable; `host-sync`: the synchronize path).
-/// Shows what the device supports; each GPU row's `publication` note says what its writer's
-/// handle uses.
+/// Under `SHMSTREAM_GPU_PUBLISH=gpu` it shows what the device supports (the trial write runs
+/// only then); each GPU row's `publication` note says what its writer's handle uses.
 pub fn publish_probe_note() -> String {
     format!(
         "publication probe cuda:0: {}",
