@@ -37,10 +37,13 @@ pub(crate) enum Fill {
 const EARLY_WAKE_MIN_FRAME: usize = 16 << 10;
 
 /// Publishes the invalid generation unless disarmed (runs on error returns and on unwinding).
+/// A GPU-side publication's guard first waits for what its fill enqueued, so no copy of the
+/// abandoned frame lands after the invalid mark.
 struct Abort<'a> {
     header: &'a MappedHeader,
     notify: bool,
     bracket: Option<Bracket>,
+    on_gpu: Option<&'a Stream>,
 }
 
 impl Abort<'_> {
@@ -52,6 +55,9 @@ impl Abort<'_> {
 impl Drop for Abort<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.bracket.take() {
+            if let Some(s) = self.on_gpu {
+                crate::gpu::settle_failed_fill(s);
+            }
             seqlock::abort_write(self.header, b);
             if self.notify {
                 notify::wake_all(self.header);
@@ -154,6 +160,7 @@ impl Stream {
             header: h,
             notify: self.notify(),
             bracket: Some(seqlock::begin_write(h)),
+            on_gpu: on_gpu.then_some(self),
         };
         // The ring's metadata for this publication (we hold the lock): the count it is about
         // to stamp and its frame id.
@@ -184,18 +191,8 @@ impl Stream {
                 (out, now)
             }
             None => {
-                let filled = fill(dst).and_then(|out| {
-                    crate::gpu::after_fill(self, dst)?;
-                    Ok(out)
-                });
-                let out = match filled {
-                    Err(e) if on_gpu => {
-                        // No copy it enqueued may land after the abort.
-                        crate::gpu::settle_failed_fill(self);
-                        return Err(e);
-                    }
-                    r => r?,
-                };
+                let out = fill(dst)?;
+                crate::gpu::after_fill(self, dst)?;
                 let now = sys::unix_now();
                 if let Some(ring) = &self.history {
                     // Same bracket, before the even sequence: the frame just filled.
