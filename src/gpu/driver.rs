@@ -139,12 +139,9 @@ pub(crate) struct Attachment {
     pub(crate) mirror_reg: super::publish::LazyRegistration,
     /// The stream header's page, registered on the first GPU-side publication.
     pub(crate) header_reg: super::publish::LazyRegistration,
-    /// Whether the write in progress is published by the CUDA stream (set by the publish
-    /// hook, read by the fills: they then enqueue without waiting). Under the write lock.
-    pub(crate) gpu_side: AtomicBool,
-    /// Whether this handle's writes may publish on the GPU (`None` until the first write
-    /// asks; see `ops::begin_publication`).
-    pub(crate) gpu_publish: OnceLock<super::probe::PathChoice>,
+    /// How this handle's writes are published, decided on the first write (or the first
+    /// `gpu_publish_path`; see `on_stream::path`).
+    pub(crate) gpu_publish: OnceLock<super::on_stream::HandlePath>,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -366,7 +363,6 @@ pub(crate) fn create(
             device_written: AtomicBool::new(false),
             mirror_reg: Default::default(),
             header_reg: Default::default(),
-            gpu_side: AtomicBool::new(false),
             gpu_publish: OnceLock::new(),
         })
     };
@@ -455,7 +451,6 @@ pub(crate) fn attach(
         device_written: AtomicBool::new(false),
         mirror_reg: Default::default(),
         header_reg: Default::default(),
-        gpu_side: AtomicBool::new(false),
         gpu_publish: OnceLock::new(),
     })
 }

@@ -240,13 +240,12 @@ pub(crate) fn end_publication_on_gpu(
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => on_stream::end(s, a, b, write_time, frame_id),
         _ => {
-            crate::seqlock::stamp(&s.header, write_time, frame_id);
-            crate::seqlock::end_write_even(&s.header, b);
+            crate::seqlock::end_write(&s.header, b, write_time, frame_id);
         }
     }
 }
 
-/// A GPU-side fill failed: waits for what it enqueued before the bracket is aborted.
+/// A GPU-side bracket is aborted: waits for what its fill enqueued first.
 pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
     if let GpuLink::Attached(a) = &s.gpu {
@@ -287,7 +286,7 @@ impl crate::stream::Stream {
     pub fn gpu_publish_path(&self) -> Option<probe::PathChoice> {
         match &self.gpu {
             #[cfg(feature = "cuda")]
-            GpuLink::Attached(a) => Some(on_stream::path(self, a)),
+            GpuLink::Attached(a) => Some(on_stream::path(self, a).choice.clone()),
             _ => None,
         }
     }

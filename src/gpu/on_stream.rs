@@ -27,43 +27,48 @@ use crate::error::{Error, Result};
 use crate::seqlock::{self, Bracket};
 use crate::stream::Stream;
 
+/// How one handle's writes are published, decided once (on its first write or the first
+/// `gpu_publish_path`).
+#[derive(Debug)]
+pub(crate) struct HandlePath {
+    /// The path and why.
+    pub(crate) choice: PathChoice,
+    /// On the GPU-side path, the device address of the registered sequence word.
+    seq: Option<sys::CUdeviceptr>,
+}
+
+/// Whether this handle's writes are published by its CUDA stream (the fills then enqueue
+/// without waiting).
+pub(crate) fn on_gpu(a: &Attachment) -> bool {
+    a.gpu_publish.get().is_some_and(|p| p.seq.is_some())
+}
+
 /// The path this handle's writes use (decided once per handle, on first asking).
-pub(crate) fn path(s: &Stream, a: &Attachment) -> PathChoice {
-    a.gpu_publish
-        .get_or_init(|| {
-            let env = std::env::var(probe::PUBLISH_ENV).ok();
-            // Not asked for: no probe (its trial write) in every process that writes.
-            let not_asked = match probe::env_setting(env.as_deref()) {
-                Ok(probe::PublishSetting::Gpu) => None,
-                Ok(probe::PublishSetting::Default) => Some(probe::opt_in()),
-                Ok(probe::PublishSetting::Sync) => Some(probe::forced_sync()),
-                Err(e) => Some(e),
-            };
-            if let Some(reason) = not_asked {
-                return PathChoice {
-                    path: PublishPath::HostSync,
-                    reason,
-                };
-            }
-            let device = publish::path_for(s.device_index);
-            let mut p =
-                probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());
-            if p.path == PublishPath::GpuStream {
-                if s.readonly {
-                    p = PathChoice {
-                        path: PublishPath::HostSync,
-                        reason: "a read-only handle does not publish".into(),
-                    };
-                } else if let Err(e) = register_header(s, a) {
-                    p = PathChoice {
-                        path: PublishPath::HostSync,
-                        reason: format!("registering the stream header failed: {e}"),
-                    };
-                }
-            }
-            p
-        })
-        .clone()
+pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
+    a.gpu_publish.get_or_init(|| {
+        let device = publish::path_for(s.device_index);
+        let choice = probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());
+        let sync = |reason: String| HandlePath {
+            choice: PathChoice {
+                path: PublishPath::HostSync,
+                reason,
+            },
+            seq: None,
+        };
+        if choice.path == PublishPath::HostSync {
+            return HandlePath { choice, seq: None };
+        }
+        if s.readonly {
+            return sync("a read-only handle does not publish".into());
+        }
+        match register_header(s, a) {
+            Ok(seq) => HandlePath {
+                choice,
+                seq: Some(seq),
+            },
+            Err(e) => sync(format!("registering the stream header failed: {e}")),
+        }
+    })
 }
 
 fn sequence_ptr(s: &Stream) -> *mut u8 {
@@ -72,16 +77,15 @@ fn sequence_ptr(s: &Stream) -> *mut u8 {
         .cast()
 }
 
-fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<(), String> {
+/// Registers the header page; returns the sequence word's device address.
+fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<sys::CUdeviceptr, String> {
     a.ctx.bind_to_thread().map_err(describe)?;
     // SAFETY: the header mapping outlives the attachment (`Stream` declares its GPU link
     // first, so it drops first).
     unsafe { a.header_reg.ensure(&a.ctx, sequence_ptr(s), 8) };
-    if a.header_reg.device_ptr(sequence_ptr(s)).is_some() {
-        Ok(())
-    } else {
-        Err("cuMemHostRegister refused the header page".into())
-    }
+    a.header_reg
+        .device_ptr(sequence_ptr(s))
+        .ok_or_else(|| "cuMemHostRegister refused the header page".into())
 }
 
 /// Publish hook before the bracket opens (the write lock is held): waits for a previous
@@ -89,8 +93,7 @@ fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<(), String
 /// published by the CUDA stream.
 pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     wait_for_landing(s, a)?;
-    let on_gpu = path(s, a).path == PublishPath::GpuStream;
-    a.gpu_side.store(on_gpu, Ordering::Relaxed);
+    let on_gpu = path(s, a).seq.is_some();
     let pid = if on_gpu { s.pid } else { 0 };
     let word = a.publisher_pid();
     if word.load(Ordering::Relaxed) != pid {
@@ -142,7 +145,7 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     let h = &s.header;
     seqlock::stamp(h, write_time, frame_id);
     let st = a.stream.cu_stream();
-    let enqueued = a.header_reg.device_ptr(sequence_ptr(s)).is_some_and(|d| {
+    let enqueued = path(s, a).seq.is_some_and(|d| {
         // SAFETY: `d` is the device address of the registered, 8-aligned sequence word, whose
         // mapping outlives the attachment (and so every store its stream makes).
         unsafe { publish::enqueue_write_u64(st, d, b.even() as u64) }.is_ok()

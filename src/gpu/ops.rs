@@ -94,7 +94,7 @@ unsafe fn writer_wait(a: &Attachment) -> sys::CUresult {
 /// # Safety
 /// `st` must be a live stream of `a`'s context, bound to this thread.
 unsafe fn host_wait(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
-    if a.gpu_side.load(Ordering::Relaxed) {
+    if super::on_stream::on_gpu(a) {
         OK
     } else {
         // SAFETY: caller contract.
