@@ -22,10 +22,10 @@ struct Tally {
     distinct: u64,
 }
 
-/// Reads until the final frame (`frames - 1`), spinning on safe snapshots (`spin`) or
-/// waiting with `read_new` (not `spin`).
-fn verify(name: &str, len: usize, frames: u64, spin: bool) -> Tally {
-    let s = Stream::open_readonly(name).unwrap();
+/// Reads `s` until the final frame (`frames - 1`), spinning on safe snapshots (`spin`) or
+/// waiting with `read_new` (not `spin`). Open `s` before the writer starts: a handle's
+/// `read_new` waits for frames newer than those published when it was opened.
+fn verify(s: &Stream, len: usize, frames: u64, spin: bool) -> Tally {
     let mut buf = vec![0f64; len];
     let mut t = Tally::default();
     let mut last = -1f64;
@@ -130,7 +130,7 @@ fn child_entry() {
         }
         "reader" => {
             let len: usize = param("len");
-            let t = verify(&name, len, frames, true);
+            let t = verify(&Stream::open_readonly(&name).unwrap(), len, frames, true);
             say(&format!(
                 "tally {} {} {} {} {}",
                 t.snapshots, t.torn, t.mismatched_meta, t.backwards, t.distinct
@@ -162,9 +162,15 @@ fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
             .param("len", len)
             .spawn()
     });
+    // Both handles exist before "go": a read_new handle opened after the last frame would
+    // wait for one more (a clean-clone CI run on 2 cores once lost that race).
+    let (hs, hw) = (
+        Stream::open_readonly(&name).unwrap(),
+        Stream::open_readonly(&name).unwrap(),
+    );
     let (spin, waiting) = std::thread::scope(|sc| {
-        let spin = sc.spawn(|| verify(&name, len, frames, true));
-        let waiting = sc.spawn(|| verify(&name, len, frames, false));
+        let spin = sc.spawn(|| verify(&hs, len, frames, true));
+        let waiting = sc.spawn(|| verify(&hw, len, frames, false));
         writer.send_line("go");
         (spin.join().unwrap(), waiting.join().unwrap())
     });
