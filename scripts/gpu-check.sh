@@ -10,7 +10,8 @@
 #                                writing everything to ${OUT:-reports/gpu-run}
 # The run records the publication path the probe picks (issue #11) in env.txt.
 # Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_AO=0 skips scenarios/ao-gpu.toml,
-# GPU_CHECK_BENCH=1 also runs gpu_bench
+# GPU_CHECK_BENCH=1 also runs gpu_bench, GPU_CHECK_ONLY=gpupub runs only what GPU-side publication
+# touches (the GPU tests under SHMSTREAM_GPU_PUBLISH=gpu, the -gpupub and -mps-gpupub passes)
 # (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
 # Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
@@ -53,10 +54,16 @@ run)
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >>"$out/env.txt"
     rc=0
     echo "== GPU tests" | tee "$out/tests.log"
-    timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    only="${GPU_CHECK_ONLY:-}"
+    settings="gpu sync"
+    if [ "$only" = gpupub ]; then
+        settings=gpu
+    else
+        timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    fi
     # Issue #11: the same tests with GPU-side publication (opt-in until validated here) and with the
     # synchronize path forced (no probe).
-    for setting in gpu sync; do
+    for setting in $settings; do
         echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=$setting" | tee -a "$out/tests.log"
         SHMSTREAM_GPU_PUBLISH=$setting timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
             tee -a "$out/tests.log" || rc=1
@@ -78,7 +85,9 @@ run)
     # The ao-loop's GPU form runs one GPU process (camera and DM are CPU processes), so it
     # runs once, not again under MPS.
     # GPU_CHECK_AO=0 leaves the ao-loop's GPU form out (its streams are host streams).
-    if [ "${GPU_CHECK_AO:-1}" = 1 ]; then
+    if [ "$only" = gpupub ]; then
+        :
+    elif [ "${GPU_CHECK_AO:-1}" = 1 ]; then
         harness_pass "" "io:90 mvm:60 ao-gpu:150"
     else
         harness_pass "" "io:90 mvm:60"
@@ -97,7 +106,7 @@ run)
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
-            harness_pass "-mps" "io:90 mvm:60"
+            [ "$only" = gpupub ] || harness_pass "-mps" "io:90 mvm:60"
             SHMSTREAM_GPU_PUBLISH=gpu harness_pass "-mps-gpupub" "io:90 mvm:60"
             if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
                 timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
