@@ -2,16 +2,17 @@
 # GPU check, in two halves:
 #   scripts/gpu-check.sh build   (on the build machine, with Rust): builds the release GPU test
 #                                binary, the gpu_bench example and the harness into .gpu-bin/
-#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests, then the
-#                                harness's GPU rows of scenarios/io.toml, scenarios/mvm.toml and
+#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests (as is,
+#                                then with SHMSTREAM_GPU_PUBLISH=sync), then the harness's GPU
+#                                rows of scenarios/io.toml, scenarios/mvm.toml and
 #                                scenarios/ao-gpu.toml (the ao-loop's GPU form)
-#                                (`--cases cuda --no-peer`), once as is and (io, mvm) once under MPS,
-#                                io and mvm each also with SHMSTREAM_GPU_PUBLISH=gpu (-gpupub),
-#                                writing everything to ${OUT:-reports/gpu-run}
+#                                (`--cases cuda --no-peer`), once as is and (io, mvm) under MPS,
+#                                as is and with SHMSTREAM_GPU_PUBLISH=sync (-mps-sync), writing
+#                                everything to ${OUT:-reports/gpu-run}
 # The run records the publication path the probe picks (issue #11) in env.txt.
 # Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_AO=0 skips scenarios/ao-gpu.toml,
-# GPU_CHECK_BENCH=1 also runs gpu_bench, GPU_CHECK_ONLY=gpupub runs only what GPU-side publication
-# touches (the GPU tests under SHMSTREAM_GPU_PUBLISH=gpu, the -gpupub and -mps-gpupub passes)
+# GPU_CHECK_SYNC=0 skips the -mps-sync pass, GPU_CHECK_ONLY=mps runs the tests (as is) and the
+# MPS pass only, GPU_CHECK_BENCH=1 also runs gpu_bench
 # (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
 # Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
@@ -55,20 +56,14 @@ run)
     rc=0
     echo "== GPU tests" | tee "$out/tests.log"
     only="${GPU_CHECK_ONLY:-}"
-    settings="gpu sync"
-    if [ "$only" = gpupub ]; then
-        settings=gpu
-    else
-        timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
-    fi
-    # Issue #11: the same tests with GPU-side publication (opt-in until validated here) and with the
-    # synchronize path forced (no probe).
-    for setting in $settings; do
-        echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=$setting" | tee -a "$out/tests.log"
-        SHMSTREAM_GPU_PUBLISH=$setting timeout 90 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
+    timeout 120 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    # The synchronize path forced (no probe): the fallback passes the same tests.
+    if [ "$only" != mps ]; then
+        echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=sync" | tee -a "$out/tests.log"
+        SHMSTREAM_GPU_PUBLISH=sync timeout 120 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
             tee -a "$out/tests.log" || rc=1
-    done
-    # The probe's answer under each setting (the trial write runs only under `gpu`).
+    fi
+    # The probe's answer under each setting (the trial write runs unless `sync`).
     grep -o 'publication path cuda:0: .*' "$out/tests.log" | sort -u >>"$out/env.txt" ||
         echo "publication path: not printed" >>"$out/env.txt"
     # The harness's GPU rows; its children re-execute .gpu-bin/harness. No Python peer there.
@@ -85,16 +80,13 @@ run)
     # The ao-loop's GPU form runs one GPU process (camera and DM are CPU processes), so it
     # runs once, not again under MPS.
     # GPU_CHECK_AO=0 leaves the ao-loop's GPU form out (its streams are host streams).
-    if [ "$only" = gpupub ]; then
+    if [ "$only" = mps ]; then
         :
     elif [ "${GPU_CHECK_AO:-1}" = 1 ]; then
         harness_pass "" "io:90 mvm:60 ao-gpu:150"
     else
         harness_pass "" "io:90 mvm:60"
     fi
-    # The GPU rows again with GPU-side publication (-gpupub folders; each row's `publication`
-    # note in details.json says which path its writer used).
-    SHMSTREAM_GPU_PUBLISH=gpu harness_pass "-gpupub" "io:90 mvm:60"
     if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
         echo "== gpu_bench" | tee "$out/bench.log"
         timeout 120 .gpu-bin/gpu_bench "$out/bench.json" 2>&1 | tee -a "$out/bench.log" || rc=1
@@ -106,8 +98,12 @@ run)
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
-            [ "$only" = gpupub ] || harness_pass "-mps" "io:90 mvm:60"
-            SHMSTREAM_GPU_PUBLISH=gpu harness_pass "-mps-gpupub" "io:90 mvm:60"
+            harness_pass "-mps" "io:90 mvm:60"
+            # The synchronize path in the same run, for comparison (each row's `publication`
+            # note in details.json says which path its writer used).
+            if [ "${GPU_CHECK_SYNC:-1}" = 1 ] && [ "$only" != mps ]; then
+                SHMSTREAM_GPU_PUBLISH=sync harness_pass "-mps-sync" "io:90 mvm:60"
+            fi
             if [ "${GPU_CHECK_BENCH:-0}" = 1 ]; then
                 timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
             fi

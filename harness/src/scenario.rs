@@ -210,6 +210,11 @@ pub enum Pipeline {
     /// Vector and matrix stay on the device.
     #[serde(rename = "device-resident")]
     DeviceResident,
+    /// Device buffers, and every reader is the stream's GPU consumer (issue #11): its CUDA
+    /// stream waits for the frame, copies it and acknowledges; only the timing process's host
+    /// waits, once per iteration.
+    #[serde(rename = "gpu-consumer")]
+    GpuConsumer,
 }
 
 impl Pipeline {
@@ -218,6 +223,7 @@ impl Pipeline {
         match self {
             Pipeline::HostUpload => "host-upload",
             Pipeline::DeviceResident => "device-resident",
+            Pipeline::GpuConsumer => "gpu-consumer",
         }
     }
 }
@@ -627,8 +633,10 @@ impl CaseSpec {
             }
             Kind::Roundtrip | Kind::Bridge => {}
         }
-        if self.kind != Kind::Mvm && self.resolved_pipeline() == Some(Pipeline::HostUpload) {
-            n.push_str("-host");
+        match self.resolved_pipeline() {
+            Some(Pipeline::HostUpload) if self.kind != Kind::Mvm => n.push_str("-host"),
+            Some(Pipeline::GpuConsumer) if self.kind != Kind::Mvm => n.push_str("-consumer"),
+            _ => {}
         }
         if let Device::Cuda(i) = self.device {
             n.push_str(&format!("-cuda{i}"));
@@ -679,6 +687,14 @@ impl CaseSpec {
         }
         if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
             bail!("pipeline = \"device-resident\" needs a GPU device");
+        }
+        if self.pipeline == Some(Pipeline::GpuConsumer)
+            && !(self.device.is_gpu() && matches!(self.kind, Kind::Pingpong | Kind::Mvm))
+        {
+            bail!("pipeline = \"gpu-consumer\" applies to GPU pingpong and mvm cases");
+        }
+        if self.pipeline == Some(Pipeline::GpuConsumer) && self.mirror == Some(true) {
+            bail!("pipeline = \"gpu-consumer\" reads device buffers: mirror = true adds nothing");
         }
         if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op | Kind::Bridge) {
             bail!("wait applies to pingpong and mvm only");

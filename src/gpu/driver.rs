@@ -6,8 +6,9 @@
 //! cudarc loads `libcuda` lazily and panics on the first call when it is missing, so
 //! nothing here touches the driver before [`probe`] has said it is present.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, CudaStream, DriverError, result, sys};
 
@@ -99,6 +100,10 @@ pub(crate) struct Shared {
 
 static REGISTRY: Registry<Shared> = Registry::new();
 
+/// How long dropping a handle waits for its CUDA stream (which may wait for a GPU consumer's
+/// acknowledgement) before it leaks the stream's buffers instead.
+const DROP_SETTLE: Duration = Duration::from_secs(10);
+
 /// A page-locked host buffer, reused for host↔device copies of one handle.
 #[derive(Debug)]
 pub(crate) struct Pinned {
@@ -142,6 +147,12 @@ pub(crate) struct Attachment {
     /// How this handle's writes are published, decided on the first write (or the first
     /// `gpu_publish_path`; see `on_stream::path`).
     pub(crate) gpu_publish: OnceLock<super::on_stream::HandlePath>,
+    /// The `_gpu` segment's page, registered on first use by a GPU consumer (it acknowledges
+    /// from its CUDA stream) or a writer whose stream waits for that acknowledgement.
+    pub(crate) seg_reg: super::publish::LazyRegistration,
+    /// The ack value this handle's CUDA stream was last told to wait for before a write
+    /// (`consumer::gate_writer`), so a writer that finds the consumer dead can release it.
+    pub(crate) awaited_ack: AtomicU64,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -183,6 +194,60 @@ impl Attachment {
         }
     }
 
+    /// The `_gpu` segment's consumer ack word ([`gpu_offset::CONSUMER_ACK`]).
+    pub(crate) fn consumer_ack(&self) -> &AtomicU64 {
+        // SAFETY: as `state_word`; CONSUMER_ACK is 8-aligned and inside the 256 bytes; other
+        // processes (and CUDA streams, through the registration) touch it only with aligned
+        // 64-bit stores.
+        unsafe {
+            &*self
+                .seg
+                .as_ptr()
+                .add(gpu_offset::CONSUMER_ACK)
+                .cast::<AtomicU64>()
+        }
+    }
+
+    /// The `_gpu` segment's consumer pid word ([`gpu_offset::CONSUMER_PID`]).
+    pub(crate) fn consumer_pid(&self) -> &AtomicI64 {
+        // SAFETY: as `publisher_pid`.
+        unsafe {
+            &*self
+                .seg
+                .as_ptr()
+                .add(gpu_offset::CONSUMER_PID)
+                .cast::<AtomicI64>()
+        }
+    }
+
+    /// The host address of the `_gpu` segment's consumer ack word (for registering it).
+    pub(crate) fn consumer_ack_ptr(&self) -> *mut u8 {
+        // SAFETY: inside the 256-byte mapping.
+        unsafe { self.seg.as_ptr().add(gpu_offset::CONSUMER_ACK) }
+    }
+
+    /// Waits up to `timeout` for everything this handle's CUDA stream has enqueued, releasing
+    /// a GPU consumer that died while the stream waits for its acknowledgement
+    /// ([`super::consumer`]). Whether the stream is idle (a failed stream runs nothing more).
+    pub(crate) fn settle_within(&self, timeout: Duration) -> bool {
+        if self.ctx.bind_to_thread().is_err() {
+            return false;
+        }
+        let start = Instant::now();
+        loop {
+            // SAFETY: our own live stream (the Arc is a field).
+            match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
+                sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                _ => return true,
+            }
+            super::consumer::release_if_dead(self, os::pid());
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Binds the context to this thread (required before raw driver calls).
     pub(crate) fn bind(&self, name: &str) -> Result<()> {
         self.ctx
@@ -215,13 +280,17 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: our own stream handle, alive (the Arc is a field).
-        let _ = unsafe { sys::cuStreamSynchronize(self.stream.cu_stream()) };
+        // A stream waiting for a GPU consumer's acknowledgement that never comes (a consumer
+        // alive but stopped) is not waited for forever: its buffers are leaked instead.
+        let idle = self.settle_within(DROP_SETTLE);
+        // The registrations go before the mappings they cover (fields drop after this).
+        self.seg_reg.clear();
         for m in &mut self.staging {
-            if let Some(p) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(p) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take()
+                && idle
+            {
                 // SAFETY: allocated by cuMemHostAlloc in `with_staging`, not freed before; no
-                // copy uses it any more (the stream was synchronized above).
+                // copy uses it any more (the stream is idle).
                 let _ = unsafe { sys::cuMemFreeHost(p.ptr.cast()) };
             }
         }
@@ -236,7 +305,9 @@ impl Drop for Attachment {
                 // cuMemAlloc in `create`.
                 unsafe {
                     let _ = sys::cuEventDestroy_v2(event as sys::CUevent);
-                    let _ = result::free_sync(dptr);
+                    if idle {
+                        let _ = result::free_sync(dptr);
+                    }
                 }
             } else {
                 // SAFETY: the last reference in this process to handles opened by
@@ -364,6 +435,8 @@ pub(crate) fn create(
             mirror_reg: Default::default(),
             header_reg: Default::default(),
             gpu_publish: OnceLock::new(),
+            seg_reg: Default::default(),
+            awaited_ack: AtomicU64::new(0),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -452,6 +525,8 @@ pub(crate) fn attach(
         mirror_reg: Default::default(),
         header_reg: Default::default(),
         gpu_publish: OnceLock::new(),
+        seg_reg: Default::default(),
+        awaited_ack: AtomicU64::new(0),
     })
 }
 

@@ -55,6 +55,13 @@ pub mod gpu_offset {
     /// the last write was published by the host. Not covered by the CRC; zero in segments
     /// written before it existed.
     pub const PUBLISHER_PID: usize = 200;
+    /// `u64` (mutable) the last frame the stream's GPU consumer acknowledged (a frame is
+    /// numbered by its even sequence / 2); written by the consumer's CUDA stream, read by
+    /// writers before they overwrite the payload. Not covered by the CRC.
+    pub const CONSUMER_ACK: usize = 208;
+    /// `i64` (mutable) pid of the process holding the stream's one acknowledging GPU consumer,
+    /// 0 when none. Not covered by the CRC; zero in segments written before it existed.
+    pub const CONSUMER_PID: usize = 216;
 }
 
 /// The content of a `_gpu` segment.

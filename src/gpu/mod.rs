@@ -49,6 +49,8 @@ pub(crate) mod registry;
 pub mod slots;
 
 #[cfg(feature = "cuda")]
+mod consumer;
+#[cfg(feature = "cuda")]
 pub(crate) mod driver;
 #[cfg(feature = "cuda")]
 mod on_stream;
@@ -57,6 +59,8 @@ mod ops;
 #[cfg(feature = "cuda")]
 pub(crate) mod publish;
 
+#[cfg(feature = "cuda")]
+pub use consumer::GpuConsumer;
 /// cudarc, re-exported so users build device buffers with the same version.
 #[cfg(feature = "cuda")]
 pub use cudarc;
@@ -249,7 +253,7 @@ pub(crate) fn end_publication_on_gpu(
 pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
     if let GpuLink::Attached(a) = &s.gpu {
-        on_stream::settle(a);
+        on_stream::settle(s, a);
     }
     #[cfg(not(feature = "cuda"))]
     let _ = s;

@@ -61,7 +61,7 @@ pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
         if s.readonly {
             return sync("a read-only handle does not publish".into());
         }
-        match register_header(s, a) {
+        match header_device_ptr(s, a) {
             Ok(seq) => HandlePath {
                 choice,
                 seq: Some(seq),
@@ -78,7 +78,10 @@ fn sequence_ptr(s: &Stream) -> *mut u8 {
 }
 
 /// Registers the header page; returns the sequence word's device address.
-fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<sys::CUdeviceptr, String> {
+pub(crate) fn header_device_ptr(
+    s: &Stream,
+    a: &Attachment,
+) -> std::result::Result<sys::CUdeviceptr, String> {
     a.ctx.bind_to_thread().map_err(describe)?;
     // SAFETY: the header mapping outlives the attachment (`Stream` declares its GPU link
     // first, so it drops first).
@@ -94,6 +97,8 @@ fn register_header(s: &Stream, a: &Attachment) -> std::result::Result<sys::CUdev
 pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     wait_for_landing(s, a)?;
     let on_gpu = path(s, a).seq.is_some();
+    // A GPU consumer's frame is not overwritten before it acknowledged it.
+    super::consumer::gate_writer(s, a, on_gpu)?;
     let pid = if on_gpu { s.pid } else { 0 };
     let word = a.publisher_pid();
     if word.load(Ordering::Relaxed) != pid {
@@ -117,8 +122,9 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
         return Ok(()); // `seqlock::begin_write` recovers it
     }
     if publisher == s.pid {
-        // Most likely this handle's own last write: its stream reaches the store.
-        settle(a);
+        // Most likely this handle's own last write: its stream reaches the store (or, with
+        // a GPU consumer, waits for its acknowledgement: the loop below has the deadline).
+        let _ = a.settle_within(SETTLE_SLICE);
     }
     let timeout = s.default_timeout();
     let start = Instant::now();
@@ -126,10 +132,19 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
         if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
             return Ok(());
         }
+        // Our stream may wait for a GPU consumer that died: release it.
+        super::consumer::release_if_dead(a, s.pid);
         if start.elapsed() > timeout {
             return Err(Error::Timeout {
                 name: s.name.clone(),
-                op: "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
+                op: match super::consumer::consumer_note(s, a) {
+                    Some(_) => {
+                        "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
+                    }
+                    None => {
+                        "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
+                    }
+                },
                 timeout,
             });
         }
@@ -151,7 +166,7 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
         unsafe { publish::enqueue_write_u64(st, d, b.even() as u64) }.is_ok()
     });
     if !enqueued {
-        settle(a);
+        settle(s, a);
         seqlock::end_write_even(h, b);
         return;
     }
@@ -160,17 +175,18 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
         let woken = unsafe { publish::enqueue_wake(st, h.futex_word().as_ptr()) };
         if woken.is_err() {
             // Parked readers wake at their next capped park (50 ms) instead.
-            settle(a);
+            settle(s, a);
             crate::notify::wake_all(h);
         }
     }
 }
 
 /// Waits for everything this handle's stream has enqueued (a failed GPU-side fill, before
-/// the bracket is aborted, so no copy of it lands after the abort).
-pub(crate) fn settle(a: &Attachment) {
-    if a.ctx.bind_to_thread().is_ok() {
-        // SAFETY: our own live stream.
-        let _ = unsafe { sys::cuStreamSynchronize(a.stream.cu_stream()) };
-    }
+/// the bracket is aborted, so no copy of it lands after the abort), up to the handle's timeout
+/// (the stream may wait for a GPU consumer's acknowledgement).
+pub(crate) fn settle(s: &Stream, a: &Attachment) {
+    let _ = a.settle_within(s.default_timeout());
 }
+
+/// How long a writer lets its own stream run before it polls the sequence with a deadline.
+const SETTLE_SLICE: std::time::Duration = std::time::Duration::from_millis(1);

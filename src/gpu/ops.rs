@@ -136,6 +136,16 @@ pub struct DeviceViewMut<'a> {
 }
 
 impl<'a> DeviceView<'a> {
+    /// The payload of `s`, on `a`'s stream.
+    pub(super) fn of_payload(s: &Stream, a: &'a Attachment) -> Self {
+        DeviceView {
+            ptr: a.dptr,
+            len: s.len,
+            dtype: s.dtype,
+            stream: &a.stream,
+            _lock: PhantomData,
+        }
+    }
     /// The raw device pointer (`CUdeviceptr`), valid while the borrow lasts.
     pub fn device_ptr(&self) -> u64 {
         self.ptr
@@ -260,7 +270,7 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
 
 impl Stream {
     /// The device attachment, or the error saying why there is none.
-    fn attachment(&self) -> Result<&Attachment> {
+    pub(super) fn attachment(&self) -> Result<&Attachment> {
         match &self.gpu {
             GpuLink::Attached(a) => {
                 if a.released() && a.creator_pid != self.pid {

@@ -93,11 +93,6 @@ pub fn missing_capability(caps: &DeviceCaps) -> Option<String> {
     })
 }
 
-/// Why the synchronize path is the default on a device that could publish on the GPU.
-pub fn opt_in() -> String {
-    format!("GPU-side publication is opt-in until a GPU check has run it: {PUBLISH_ENV}=gpu")
-}
-
 /// Why the synchronize path was taken without probing.
 pub fn forced_sync() -> String {
     format!("forced by {PUBLISH_ENV}=sync")
@@ -106,8 +101,8 @@ pub fn forced_sync() -> String {
 /// What `SHMSTREAM_GPU_PUBLISH` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishSetting {
-    /// Unset, empty or `auto`: the synchronize path. GPU-side publication is opt-in until a
-    /// GPU check has validated it (it was built and unit tested without a GPU).
+    /// Unset, empty or `auto`: GPU-side publication where the device passes the probe (the
+    /// default since its GPU check passed on an H200, 2026-11-30).
     Default,
     /// `gpu`: GPU-side publication where the device passes the probe.
     Gpu,
@@ -127,10 +122,9 @@ pub fn env_setting(value: Option<&str>) -> Result<PublishSetting, String> {
     }
 }
 
-/// The choice: the synchronize path when forced, when a capability is missing, when the
-/// trial write failed (`trial` is `None` when it was not attempted: it runs only when
-/// GPU-side publication is asked for) or when GPU-side publication was not asked for;
-/// GPU-side publication otherwise.
+/// The choice: the synchronize path when forced, when a capability is missing or when the
+/// trial write failed or was not attempted (`trial` is `None`); GPU-side publication
+/// otherwise.
 pub fn choose(
     caps: &DeviceCaps,
     setting: PublishSetting,
@@ -147,15 +141,13 @@ pub fn choose(
         return sync(missing);
     }
     const CAPABLE: &str = "attributes 122/99/19 set and a trial stream write reached host memory";
-    match (trial, setting) {
-        (Some(Ok(())), PublishSetting::Gpu) => PathChoice {
+    match trial {
+        Some(Ok(())) => PathChoice {
             path: PublishPath::GpuStream,
             reason: CAPABLE.into(),
         },
-        (Some(Ok(())), _) => sync(format!("{CAPABLE}, but {}", opt_in())),
-        (Some(Err(e)), _) => sync(format!("the trial stream write failed: {e}")),
-        (None, PublishSetting::Default) => sync(opt_in()),
-        (None, _) => sync("the trial stream write was not attempted".into()),
+        Some(Err(e)) => sync(format!("the trial stream write failed: {e}")),
+        None => sync("the trial stream write was not attempted".into()),
     }
 }
 
@@ -241,13 +233,10 @@ mod tests {
         let c = choose(&all(1), PublishSetting::Gpu, Some(Ok(())));
         assert_eq!(c.path, PublishPath::GpuStream);
         assert_eq!(c.path.to_string(), "gpu-stream");
-        // Not asked for: the synchronize path, saying the device could and how to ask.
+        // The default is the same choice.
         let d = choose(&all(1), PublishSetting::Default, Some(Ok(())));
-        assert_eq!(d.path, PublishPath::HostSync);
-        assert!(
-            d.reason.contains("trial stream write reached") && d.reason.contains("=gpu"),
-            "{d}"
-        );
+        assert_eq!(d, c);
+        assert!(d.reason.contains("trial stream write reached"), "{d}");
     }
 
     #[test]

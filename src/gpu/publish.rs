@@ -116,6 +116,11 @@ impl LazyRegistration {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.as_ref()?.1.as_ref()?.device_ptr(ptr)
     }
+
+    /// Unregisters now (before the mapping it covers goes away).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 unsafe extern "C" fn wake_parked(word: *mut std::ffi::c_void) {
@@ -163,7 +168,6 @@ pub(crate) unsafe fn enqueue_write_u64(
 /// As [`enqueue_write_u64`]. The caller must bound the wait from the host (a timeout on a
 /// later host-side wait): the driver cannot see this dependency and a word that never
 /// reaches `value` stalls the stream.
-#[allow(dead_code)] // for GPU consumers that wait on their own stream: not wired yet (#11)
 pub(crate) unsafe fn enqueue_wait_geq_u64(
     stream: sys::CUstream,
     addr: sys::CUdeviceptr,
@@ -230,6 +234,25 @@ fn trial_write(ctx: &Arc<CudaContext>) -> Result<(), String> {
     }
 }
 
+/// Whether stream memory operations work on `device` (the three attributes and one trial
+/// write), probed once per process and device whatever `SHMSTREAM_GPU_PUBLISH` says: GPU
+/// consumers ([`super::consumer`]) need them.
+pub(crate) fn memops_usable(device: i32) -> Result<(), String> {
+    static CACHE: Mutex<Vec<(i32, Result<(), String>)>> = Mutex::new(Vec::new());
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, r)) = c.iter().find(|(d, _)| *d == device) {
+        return r.clone();
+    }
+    let r = driver::context("(probe)", device)
+        .map_err(|e| e.to_string())
+        .and_then(|ctx| match probe::missing_capability(&caps(&ctx)) {
+            Some(missing) => Err(missing),
+            None => trial_write(&ctx).map_err(|e| format!("the trial stream write failed: {e}")),
+        });
+    c.push((device, r.clone()));
+    r
+}
+
 /// The publication path of `device`, probed once per process and device.
 pub(crate) fn path_for(device: i32) -> PathChoice {
     static CACHE: Mutex<Vec<(i32, PathChoice)>> = Mutex::new(Vec::new());
@@ -250,8 +273,7 @@ pub(crate) fn path_for(device: i32) -> PathChoice {
             },
             Ok(ctx) => {
                 let caps = caps(&ctx);
-                // The trial write only when asked for: not in every process that writes.
-                let probe_it = setting == probe::PublishSetting::Gpu
+                let probe_it = setting != probe::PublishSetting::Sync
                     && probe::missing_capability(&caps).is_none();
                 let trial = probe_it.then(|| trial_write(&ctx));
                 probe::choose(&caps, setting, trial)

@@ -90,6 +90,11 @@ fn device_side(job: &Job) -> bool {
     job.pipeline != Some(Pipeline::HostUpload)
 }
 
+/// Whether this job's readers are their streams' GPU consumers (`pipeline = "gpu-consumer"`).
+fn consumers(job: &Job) -> bool {
+    job.pipeline == Some(Pipeline::GpuConsumer)
+}
+
 fn strategy(job: &Job) -> WaitStrategy {
     match job.wait {
         Some(w) => w.strategy(),
@@ -227,6 +232,9 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// Pingpong writer: publishes a frame, reads its echo; measures the round trip.
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
+    if consumers(job) {
+        return ping_writer_consumer(spec);
+    }
     let to = wait_timeout(spec);
     let data = Stream::open(&spec.names.data).context("opening the data stream")?;
     let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
@@ -273,6 +281,9 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// Pingpong reader: reads each frame and echoes it back until the writer says stop.
 pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
+    if consumers(job) {
+        return ping_reader_consumer(spec);
+    }
     let to = wait_timeout(spec);
     let data = Stream::open(&spec.names.data).context("opening the data stream")?;
     let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
@@ -315,6 +326,9 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
 /// process.
 pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
+    if consumers(job) {
+        return mvm_driver_consumer(spec);
+    }
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
@@ -370,6 +384,9 @@ pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// MVM compute: copies the matrix once into its own device buffer, then serves x → y.
 pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
+    if consumers(job) {
+        return mvm_compute_consumer(spec);
+    }
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
@@ -401,6 +418,188 @@ pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
     }
 }
 
+// ----- pipeline = "gpu-consumer" (issue #11) -----
+//
+// Every reader is its stream's GPU consumer: its CUDA stream waits for the frame, copies it and
+// acknowledges; writers publish on their CUDA stream. Only the timing process's host waits,
+// once per iteration. Stopping: a consumer's enqueued wait cannot be taken back, so the
+// timing process tells its partner the last frame number (`ctl` = frames sent + FINAL_ROUNDS)
+// and runs FINAL_ROUNDS more iterations: the partner, which checks `ctl` before each frame and
+// is at most two frames ahead, then ends with nothing left waiting.
+
+/// The host wait of a consumer's stream when the job sets no timeout (it must be bounded).
+const HOST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The untimed iterations after `ctl` tells the partner where to stop.
+const FINAL_ROUNDS: u64 = 2;
+
+/// The partner's loop bound: the last frame to take, once the timing process said it.
+fn last_frame(ctl: &Stream, last: &mut Option<u64>) -> Result<Option<u64>> {
+    if last.is_none() && ctl.count() > 0 {
+        let mut v = [0u64];
+        ctl.read_into_slice(&mut v)?;
+        *last = Some(v[0]);
+    }
+    Ok(*last)
+}
+
+fn consumer_of(s: &Stream) -> Result<shmstream::gpu::GpuConsumer<'_>> {
+    s.gpu_consumer()
+        .with_context(|| format!("making this process {}'s GPU consumer", s.name()))
+}
+
+fn consumer_note() -> (String, String) {
+    (
+        "gpu_form".into(),
+        "device buffers; readers are GPU consumers (wait, copy, acknowledge on their CUDA stream)"
+            .into(),
+    )
+}
+
+fn ping_writer_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let to = wait_timeout(spec);
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let n = job.elements();
+    let host = pattern(n, 2);
+    let mut back = vec![0.0f32; n];
+    // The reader's "ready" frame, landed: our consumer starts after it.
+    ack.read_device_to_host_after(0, &mut back, to)
+        .context("waiting for the reader to be ready")?;
+    let mut c = consumer_of(&ack)?;
+    let src = stream_of(&data)?.clone_htod(&host)?;
+    let mut dst: CudaSlice<f32> = c.cuda_stream().alloc_zeros(n)?;
+    let mut round = |c: &mut shmstream::gpu::GpuConsumer<'_>| -> Result<()> {
+        data.write_device(&src)?;
+        c.enqueue_next_into(&mut dst)?;
+        c.synchronize(to.unwrap_or(HOST_WAIT))?;
+        Ok(())
+    };
+    let mut sent = 0u64;
+    let (mut m, h) = timed_loop(&job.timing, job.gap_us, |_| {
+        sent += 1;
+        round(&mut c)
+    })?;
+    ctl.write_slice(&[sent + FINAL_ROUNDS])?;
+    for _ in 0..FINAL_ROUNDS {
+        round(&mut c)?;
+    }
+    let back = c.cuda_stream().clone_dtoh(&dst)?;
+    if back != host {
+        bail!("the echoed frame differs from the one written");
+    }
+    m.notes.push(consumer_note());
+    m.notes.push(publication_note(&data));
+    Ok((m, h))
+}
+
+fn ping_reader_consumer(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let to = wait_timeout(spec);
+    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
+    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
+    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let n = job.elements();
+    let mut c = consumer_of(&data)?;
+    let mut dev: CudaSlice<f32> = c.cuda_stream().alloc_zeros(n)?;
+    let guard = ack.lock(to).context("locking the echo stream")?;
+    // "Ready", after our consumer took the data stream: every frame the writer sends is ours.
+    guard.write_device_from_host(&vec![0.0f32; n])?;
+    let mut last = None;
+    let mut i = 1u64;
+    while last_frame(&ctl, &mut last)?.is_none_or(|l| i <= l) {
+        c.enqueue_next_into(&mut dev)?;
+        guard.write_device(&dev)?;
+        i += 1;
+    }
+    c.synchronize(to.unwrap_or(HOST_WAIT))?;
+    Ok(())
+}
+
+fn mvm_driver_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
+    let a = kernel::test_matrix(rows, cols);
+    matrix.write_device_from_host(&a)?;
+    let xs: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            let mut v = vec![0.0f32; cols];
+            kernel::fill_vector(&mut v, i);
+            v
+        })
+        .collect();
+    let xst = stream_of(&x)?;
+    let xd: Vec<CudaSlice<f32>> = xs
+        .iter()
+        .map(|v| xst.clone_htod(v).map_err(Error::from))
+        .collect::<Result<_>>()?;
+    let mut yh = vec![0.0f32; rows];
+    y.read_device_to_host_after(0, &mut yh, to)
+        .context("waiting for the compute process to be ready")?;
+    let mut c = consumer_of(&y)?;
+    let mut yd: CudaSlice<f32> = c.cuda_stream().alloc_zeros(rows)?;
+    let mut sent = 0u64;
+    let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
+        x.write_device(&xd[(i % 3) as usize])?;
+        c.enqueue_next_into(&mut yd)?;
+        sent += 1;
+        c.synchronize(to.unwrap_or(HOST_WAIT))?;
+        Ok(())
+    })?;
+    ctl.write_slice(&[sent + FINAL_ROUNDS])?;
+    // The final rounds: x from the host, y checked.
+    let xv = &xs[1];
+    let mut err = 0.0;
+    for _ in 0..FINAL_ROUNDS {
+        x.write_device_from_host(xv)?;
+        c.enqueue_next_into(&mut yd)?;
+        c.synchronize(to.unwrap_or(HOST_WAIT))?;
+        c.cuda_stream().memcpy_dtoh(&yd, &mut yh)?;
+        err = kernel::max_rel_error(&a, cols, xv, &yh);
+    }
+    if err > 1e-4 {
+        bail!("y = A·x is wrong: max relative error {err:.3e}");
+    }
+    m.notes.push(("kernel".into(), "cuBLAS sgemv".into()));
+    m.notes.push(("max_rel_error".into(), format!("{err:.1e}")));
+    m.notes.push(consumer_note());
+    m.notes.push(publication_note(&x));
+    Ok((m, h))
+}
+
+fn mvm_compute_consumer(spec: &ChildSpec) -> Result<()> {
+    let job = &spec.job;
+    let (rows, cols) = (job.shape[0], job.shape[1]);
+    let to = wait_timeout(spec);
+    let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
+    matrix
+        .wait_for_count(0, to)
+        .context("waiting for the matrix")?;
+    let st = stream_of(&y)?;
+    let mut a: CudaSlice<f32> = st.alloc_zeros(rows * cols)?;
+    matrix.read_device_into(&mut a)?;
+    let mut xd: CudaSlice<f32> = st.alloc_zeros(cols)?;
+    let mut yd: CudaSlice<f32> = st.alloc_zeros(rows)?;
+    let gemv = Sgemv::new(st, rows, cols)?;
+    let mut c = consumer_of(&x)?;
+    let guard = y.lock(to).context("locking the y stream")?;
+    guard.write_device(&yd)?;
+    let mut last = None;
+    let mut i = 1u64;
+    while last_frame(&ctl, &mut last)?.is_none_or(|l| i <= l) {
+        c.enqueue_next_into(&mut xd)?;
+        gemv.run(&a, &xd, &mut yd)?;
+        guard.write_device(&yd)?;
+        i += 1;
+    }
+    c.synchronize(to.unwrap_or(HOST_WAIT))?;
+    Ok(())
+}
+
 /// Floor of roundtrip and pingpong: the same copies on plain device memory, one process,
 /// with the bare driver calls ([`RawCopies`]).
 pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
@@ -412,18 +611,27 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut back = vec![0.0f32; n];
     // Device-side: buffer 0 holds the frame, 1 is the stream's payload, 2 the reader's
     // buffer. Host slices: buffer 0 is the payload.
-    let mut raw = RawCopies::new(ctx.new_stream()?, 3, n).map_err(Error::msg)?;
+    let mut raw = RawCopies::new(ctx.new_stream()?, 5, n).map_err(Error::msg)?;
     let (mut m, h) = if device_side(job) {
         raw.host(0).copy_from_slice(&host);
         raw.htod(0, 0).map_err(Error::msg)?;
-        let out = timed_loop(&job.timing, 0.0, |_| {
-            for _ in 0..hops {
-                raw.dtod(0, 1).map_err(Error::msg)?;
-                raw.dtod(1, 2).map_err(Error::msg)?;
-            }
-            Ok(())
-        })?;
-        raw.dtoh(2, 1).map_err(Error::msg)?;
+        let out = if consumers(job) {
+            // The four copies of a round trip back to back on one stream, one synchronize:
+            // what GPU consumers order with stream memory operations instead.
+            timed_loop(&job.timing, 0.0, |_| {
+                raw.dtod_chain(&[0, 1, 2, 3, 4]).map_err(Error::msg)
+            })?
+        } else {
+            timed_loop(&job.timing, 0.0, |_| {
+                for _ in 0..hops {
+                    raw.dtod(0, 1).map_err(Error::msg)?;
+                    raw.dtod(1, 2).map_err(Error::msg)?;
+                }
+                Ok(())
+            })?
+        };
+        let last = if consumers(job) { 4 } else { 2 };
+        raw.dtoh(last, 1).map_err(Error::msg)?;
         back.copy_from_slice(raw.host(1));
         out
     } else {
@@ -451,7 +659,9 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     if back != host {
         bail!("the floor's copies lost data");
     }
-    let what = if device_side(job) {
+    let what = if consumers(job) {
+        "cuMemcpyDtoDAsync ×4 back to back, one cuStreamSynchronize"
+    } else if device_side(job) {
         "cuMemcpyDtoDAsync ×2 + cuStreamSynchronize each"
     } else if job.mirror == Some(true) {
         "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, memcpy out of it (the mirror read)"

@@ -311,7 +311,12 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         )?;
         let host: Vec<&&JobResult> = mvm
             .iter()
-            .filter(|r| r.job.pipeline != Some(Pipeline::DeviceResident))
+            .filter(|r| {
+                !matches!(
+                    r.job.pipeline,
+                    Some(Pipeline::DeviceResident | Pipeline::GpuConsumer)
+                )
+            })
             .collect();
         let mut ns: Vec<usize> = host.iter().filter_map(|r| square(r)).collect();
         ns.sort_unstable();

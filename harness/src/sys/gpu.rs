@@ -208,6 +208,25 @@ impl RawCopies {
     }
 }
 
+impl RawCopies {
+    /// Device buffer `path[0]` → `path[1]` → … enqueued back to back on the stream, then one
+    /// wait for all of them.
+    pub fn dtod_chain(&self, path: &[usize]) -> Result<(), String> {
+        for w in path.windows(2) {
+            let (s, d) = (self.dev(w[0])?, self.dev(w[1])?);
+            // SAFETY: both device buffers hold `bytes()` bytes and are owned by this value;
+            // copies on one stream run in order.
+            let r =
+                unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
+            driver("cuMemcpyDtoDAsync", r)?;
+        }
+        // SAFETY: our own live stream.
+        driver("cuStreamSynchronize", unsafe {
+            dsys::cuStreamSynchronize(self.stream.cu_stream())
+        })
+    }
+}
+
 impl Drop for RawCopies {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_err() {

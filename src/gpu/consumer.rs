@@ -1,0 +1,340 @@
+//! GPU consumers (feature `cuda`): a consumer's CUDA stream waits for each frame on the GPU
+//! (`cuStreamWaitValue64` on the registered header's sequence word), reads the payload, and
+//! acknowledges it (`cuStreamWriteValue64` on the `_gpu` segment's ack word); writers wait for
+//! the acknowledgement before they overwrite the payload. No host synchronize on either side.
+//!
+//! A stream cannot retry a torn read, so the consumer does not use the seqlock's
+//! copy-and-check: the payload is a ring of one slot ([`SlotRing`]) and the writer does not
+//! reuse it until the consumer has acknowledged the frame in it. One acknowledging consumer
+//! per stream (its pid in the `_gpu` segment); CPU readers and other device readers keep the
+//! seqlock as before.
+//!
+//! Frames are numbered by their even sequence / 2. Writers, before the fill
+//! ([`gate_writer`]): on the GPU-side publication path their CUDA stream waits for the ack
+//! (the host does not); on the synchronize path the host waits, with the handle's timeout and
+//! the consumer's liveness ([`slots::wait_ack`]). A consumer that died is released by the
+//! next writer that notices (it stores the awaited ack itself: the word is host memory), so a
+//! dead consumer never stalls a writer for longer than its timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use cudarc::driver::{CudaStream, DevicePtrMut, DriverError, sys};
+
+use super::driver::{Attachment, describe};
+use super::ops::DeviceView;
+use super::publish;
+use super::slots::{self, AckWaitError, SlotRing, WriterStep};
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+
+/// The last frame published before sequence value `seq`: `seq / 2`, rounded down (an odd
+/// value is a write in progress, or one abandoned, whose frame is not there yet).
+fn last_frame(seq: i64) -> u64 {
+    seq.max(0) as u64 / 2
+}
+
+/// Whether `pid` may still acknowledge: this process (`own`), or a live one.
+fn alive(own: i64, pid: i64) -> bool {
+    pid == own || crate::sys::pid_alive(pid)
+}
+
+/// Registers the `_gpu` segment's page with this handle's context; the ack word's device
+/// address.
+fn ack_device_ptr(a: &Attachment) -> Option<sys::CUdeviceptr> {
+    // SAFETY: the `_gpu` mapping is the attachment's; its drop clears this registration
+    // before the mapping goes (`Attachment::drop`).
+    unsafe { a.seg_reg.ensure(&a.ctx, a.consumer_ack_ptr(), 16) };
+    a.seg_reg.device_ptr(a.consumer_ack_ptr())
+}
+
+/// Releases a dead consumer: stores the ack this handle's stream may be waiting for (the
+/// word is host memory, so the stream proceeds), then clears the consumer's pid.
+fn release(a: &Attachment, pid: i64) {
+    let awaited = a.awaited_ack.load(Ordering::Relaxed);
+    let ack = a.consumer_ack();
+    if !slots::geq_wrapping(ack.load(Ordering::Acquire), awaited) {
+        ack.store(awaited, Ordering::Release);
+    }
+    let _ = a
+        .consumer_pid()
+        .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// If the stream's GPU consumer has died, releases it (`own`: this process's pid).
+pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
+    let pid = a.consumer_pid().load(Ordering::Acquire);
+    if pid != 0 && !alive(own, pid) {
+        release(a, pid);
+    }
+}
+
+/// The live GPU consumer a writer waits for, if any (for a timeout's message).
+pub(crate) fn consumer_note(s: &Stream, a: &Attachment) -> Option<String> {
+    let pid = a.consumer_pid().load(Ordering::Acquire);
+    (pid != 0 && alive(s.pid, pid)).then(|| {
+        format!(
+            "its GPU consumer (pid {pid}) acknowledged frame {} and no later one",
+            a.consumer_ack().load(Ordering::Acquire)
+        )
+    })
+}
+
+/// Publish hook before the fill (write lock held, a previous GPU-side publication landed):
+/// if the stream has a GPU consumer, the payload is not overwritten before it acknowledged
+/// the frame in it. `on_gpu`: the write is published by the handle's CUDA stream, which then
+/// waits for the ack itself; otherwise the host waits.
+pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()> {
+    // Pairs with the consumer's fence between storing its pid and reading the sequence: either
+    // it saw our previous frames or we see it.
+    fence(Ordering::SeqCst);
+    let pid = a.consumer_pid().load(Ordering::SeqCst);
+    if pid == 0 {
+        return Ok(());
+    }
+    if !alive(s.pid, pid) {
+        release(a, pid);
+        return Ok(());
+    }
+    let current = last_frame(s.header.sequence().load(Ordering::Acquire));
+    let ring = SlotRing::new(1).expect("one slot");
+    let acked = a.consumer_ack().load(Ordering::Acquire);
+    let WriterStep::WaitAck { ack, .. } = ring.writer_step(current.wrapping_add(1), acked) else {
+        return Ok(());
+    };
+    if on_gpu && let Some(addr) = ack_device_ptr(a) {
+        a.awaited_ack.store(ack, Ordering::Relaxed);
+        // SAFETY: the context is bound (the publication's path was decided on this thread);
+        // `addr` is the registered, 8-aligned ack word, mapped while the attachment lives; a
+        // consumer that never acknowledges is released by the next writer's landing wait
+        // (`on_stream::wait_for_landing`), which has a deadline.
+        let r = unsafe { publish::enqueue_wait_geq_u64(a.stream.cu_stream(), addr, ack) };
+        if r.is_ok() {
+            return Ok(());
+        }
+    }
+    let timeout = s.default_timeout();
+    let got = slots::wait_ack(
+        ack,
+        timeout,
+        || a.consumer_ack().load(Ordering::Acquire),
+        || alive(s.pid, pid),
+        std::thread::yield_now,
+    );
+    match got {
+        Ok(_) => Ok(()),
+        Err(AckWaitError::PeerDead) => {
+            release(a, pid);
+            Ok(())
+        }
+        Err(AckWaitError::Timeout { acked, wanted }) => Err(Error::Timeout {
+            name: s.name.clone(),
+            op: if acked == wanted.wrapping_sub(1) {
+                "wait for the GPU consumer to acknowledge the last frame before overwriting it"
+            } else {
+                "wait for the GPU consumer to acknowledge the frame in the payload"
+            },
+            timeout,
+        }),
+    }
+}
+
+/// The stream's acknowledging GPU consumer ([`Stream::gpu_consumer`]): waits, reads and
+/// acknowledges frames on the handle's CUDA stream, without the host waiting.
+///
+/// Every frame written after it was made is delivered, in order, exactly once (the writer
+/// waits for its acknowledgement), so a consumer that stops enqueueing stalls the writer
+/// until the writer's timeout. Dropping it waits (up to the handle's timeout) for what it
+/// enqueued, then releases the stream.
+#[derive(Debug)]
+pub struct GpuConsumer<'s> {
+    s: &'s Stream,
+    a: &'s Attachment,
+    seq: sys::CUdeviceptr,
+    ack: sys::CUdeviceptr,
+    /// The next frame to consume.
+    next: u64,
+}
+
+impl Stream {
+    /// Makes this handle the stream's acknowledging GPU consumer (issue #11): frames are then
+    /// waited for and read on the handle's CUDA stream ([`GpuConsumer::enqueue_next_into`]),
+    /// and writers do not overwrite a frame before it acknowledged it.
+    ///
+    /// Errors: not a GPU stream or no device attachment, a read-only handle (it writes the ack
+    /// word), a device without stream memory operations, or another live process (or handle)
+    /// already consuming the stream.
+    pub fn gpu_consumer(&self) -> Result<GpuConsumer<'_>> {
+        self.ensure_open()?;
+        let a = self.attachment()?;
+        let fail = |reason: String| Error::Gpu {
+            name: self.name.clone(),
+            reason,
+        };
+        if self.readonly {
+            return Err(Error::ReadOnly {
+                name: self.name.clone(),
+                op: "consume it on the GPU (the consumer writes its acknowledgement)",
+            });
+        }
+        publish::memops_usable(self.device_index)
+            .map_err(|e| fail(format!("GPU consumers need stream memory operations: {e}")))?;
+        a.bind(&self.name)?;
+        let seq = super::on_stream::header_device_ptr(self, a)
+            .map_err(|e| fail(format!("registering the stream header: {e}")))?;
+        let ack = ack_device_ptr(a)
+            .ok_or_else(|| fail("registering the `_gpu` segment's ack word failed".into()))?;
+        let word = a.consumer_pid();
+        let mut cur = word.load(Ordering::SeqCst);
+        loop {
+            if cur != 0 && alive(self.pid, cur) {
+                return Err(fail(format!(
+                    "pid {cur} already consumes it on the GPU (one acknowledging GPU consumer per stream): drop that consumer first"
+                )));
+            }
+            // Whatever the writer sees first is a frame already in the payload.
+            let now = last_frame(self.header.sequence().load(Ordering::SeqCst));
+            a.consumer_ack().store(now, Ordering::SeqCst);
+            match word.compare_exchange(cur, self.pid, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        // Pairs with `gate_writer`'s fence: a write that did not see our pid is visible in the
+        // sequence read here, so the first frame we wait for is one written after it.
+        fence(Ordering::SeqCst);
+        // The first frame we take: the next one after the last published (an odd value is a
+        // write in progress, maybe not gated: its frame is the one we take; we wait for its
+        // even value, after its copy).
+        let next = last_frame(self.header.sequence().load(Ordering::SeqCst)) + 1;
+        a.consumer_ack()
+            .store(next.wrapping_sub(1), Ordering::SeqCst);
+        Ok(GpuConsumer {
+            s: self,
+            a,
+            seq,
+            ack,
+            next,
+        })
+    }
+}
+
+impl<'s> GpuConsumer<'s> {
+    /// The CUDA stream the consumer's work is ordered on (the handle's).
+    pub fn cuda_stream(&self) -> &'s Arc<CudaStream> {
+        &self.a.stream
+    }
+
+    /// The number of the next frame [`Self::enqueue_next_into`] takes (frames are numbered by
+    /// the stream's even sequence / 2).
+    pub fn next_frame(&self) -> u64 {
+        self.next
+    }
+
+    fn ck(&self, what: &str, r: std::result::Result<(), DriverError>) -> Result<()> {
+        r.map_err(|e| Error::Gpu {
+            name: self.s.name.clone(),
+            reason: format!("{what}: {}", describe(e)),
+        })
+    }
+
+    /// Enqueues the wait for the next frame; the caller enqueues its reads, then [`Self::ack`].
+    fn enqueue_wait(&self) -> Result<()> {
+        self.a.bind(&self.s.name)?;
+        let target = slots::published_seq(0, self.next);
+        // SAFETY: `self.seq` is the registered, 8-aligned sequence word's device address,
+        // mapped while the stream handle (and so this consumer) lives; the host bounds the
+        // wait (`synchronize` has a deadline, and a writer always publishes or dies).
+        let r =
+            unsafe { publish::enqueue_wait_geq_u64(self.a.stream.cu_stream(), self.seq, target) };
+        self.ck("enqueueing the wait for the next frame", r)
+    }
+
+    fn ack(&mut self) -> Result<u64> {
+        // SAFETY: `self.ack` is the registered ack word's device address, as above.
+        let r =
+            unsafe { publish::enqueue_write_u64(self.a.stream.cu_stream(), self.ack, self.next) };
+        self.ck("enqueueing the acknowledgement", r)?;
+        let frame = self.next;
+        self.next = self.next.wrapping_add(1);
+        Ok(frame)
+    }
+
+    /// Enqueues on the consumer's CUDA stream: wait for the next frame, copy it into `dst`
+    /// (device to device), acknowledge it. Returns the frame's number; the host does not wait
+    /// (see [`Self::synchronize`]; work enqueued on [`Self::cuda_stream`] after this sees the
+    /// frame in `dst`).
+    pub fn enqueue_next_into<T: Element, D: DevicePtrMut<T>>(
+        &mut self,
+        dst: &mut D,
+    ) -> Result<u64> {
+        self.s.ensure_dtype::<T>()?;
+        self.s.ensure_len(dst.len())?;
+        self.enqueue_wait()?;
+        let st = self.a.stream.cu_stream();
+        {
+            // Orders our stream after pending work on `dst`; records our write on it.
+            let (dp, _guard) = dst.device_ptr_mut(&self.a.stream);
+            // SAFETY: `dp` is the caller's exclusive device buffer of `size` bytes (dtype and
+            // length checked), `dptr` the payload; the writer does not overwrite it before
+            // the acknowledgement enqueued after this copy.
+            let r = unsafe { sys::cuMemcpyDtoDAsync_v2(dp, self.a.dptr, self.s.size, st) };
+            self.ck("enqueueing the copy of the frame", r.result())?;
+        }
+        self.ack()
+    }
+
+    /// Enqueues the wait for the next frame, runs `read` with the payload in place (enqueue
+    /// the kernels that read it on [`DeviceView::stream`]), then enqueues the acknowledgement.
+    /// Returns the frame's number and `read`'s result.
+    pub fn enqueue_next_with<R>(
+        &mut self,
+        read: impl FnOnce(&DeviceView<'_>) -> Result<R>,
+    ) -> Result<(u64, R)> {
+        self.enqueue_wait()?;
+        let r = read(&DeviceView::of_payload(self.s, self.a))?;
+        Ok((self.ack()?, r))
+    }
+
+    /// Waits on the host until the consumer's stream has done everything enqueued so far,
+    /// giving up at `timeout` (a writer that stopped or died, a stream that was unlinked):
+    /// an error, never a hang.
+    pub fn synchronize(&self, timeout: Duration) -> Result<()> {
+        self.a.bind(&self.s.name)?;
+        let st = self.a.stream.cu_stream();
+        let start = Instant::now();
+        loop {
+            // SAFETY: our live stream.
+            match unsafe { sys::cuStreamQuery(st) } {
+                sys::CUresult::CUDA_SUCCESS => return Ok(()),
+                sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                other => return self.ck("waiting for the consumer's stream", other.result()),
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    name: self.s.name.clone(),
+                    op: "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
+                    timeout,
+                });
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for GpuConsumer<'_> {
+    fn drop(&mut self) {
+        // Frames we wait for may never come (a writer that died): bounded, then released. A
+        // stream still waiting then completes when a later write lands, after which it copies
+        // that frame unacknowledged (into a buffer it keeps alive by its event tracking).
+        let _ = self.synchronize(self.s.default_timeout());
+        let _ = self.a.consumer_pid().compare_exchange(
+            self.s.pid,
+            0,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
