@@ -205,7 +205,9 @@ impl Stream {
             if on_gpu {
                 crate::gpu::end_publication_on_gpu(self, b, now, frame_id);
             } else {
+                let even = b.even();
                 seqlock::end_write(h, b, now, frame_id);
+                crate::gpu::published_on_host(self, even);
             }
         }
         drop(slow);

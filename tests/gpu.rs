@@ -836,3 +836,47 @@ fn gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang() {
     c.wait_success(LONG);
     eprintln!("GPU consumer of a killed writer: {end}");
 }
+
+/// Issue #11: a GPU consumer dropped while its stream waits for a frame that is not written
+/// releases its stream (bounded by the handle's timeout) and the stream; the next consumer
+/// waits for a frame written after it (the released word does not let its wait pass early).
+#[test]
+fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
+    if !gpu_or_skip("gpu_consumer_dropped_with_frames_pending_releases_its_stream") {
+        return;
+    }
+    let name = unique_name("gpu-consumer-drop");
+    let _c = Cleanup::new([name.clone()]);
+    let n = 16 * 1024;
+    let short = Duration::from_millis(300);
+    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
+    let r = Stream::open(&name).unwrap();
+    r.set_default_timeout(short);
+    let st = r.cuda_stream().unwrap();
+    let mut dev: CudaSlice<i32> = st.alloc_zeros(n).unwrap();
+    let mut c1 = r.gpu_consumer().unwrap();
+    assert_eq!(r.gpu_consumer_pid(), Some(std::process::id() as i64));
+    c1.enqueue_next_into(&mut dev).unwrap();
+    c1.enqueue_next_into(&mut dev).unwrap(); // never written while c1 lives
+    s.write_device_from_host(&vec![1i32; n]).unwrap();
+    let e = c1.synchronize(short).unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    let t = Instant::now();
+    drop(c1);
+    assert!(t.elapsed() < LONG, "the drop waited {:?}", t.elapsed());
+    assert_eq!(
+        r.gpu_consumer_pid(),
+        None,
+        "the dropped consumer let the stream go"
+    );
+    let mut c2 = r.gpu_consumer().unwrap();
+    c2.enqueue_next_into(&mut dev).unwrap();
+    assert!(
+        c2.synchronize(short).is_err(),
+        "the new consumer's wait passed before its frame was written"
+    );
+    s.write_device_from_host(&vec![2i32; n]).unwrap();
+    c2.synchronize(LONG).unwrap();
+    let host = st.clone_dtoh(&dev).unwrap();
+    assert!(host.iter().all(|&x| x == 2), "got {}", host[0]);
+}

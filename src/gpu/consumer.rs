@@ -1,7 +1,12 @@
 //! GPU consumers (feature `cuda`): a consumer's CUDA stream waits for each frame on the GPU
-//! (`cuStreamWaitValue64` on the registered header's sequence word), reads the payload, and
+//! (`cuStreamWaitValue64` on a registered word of the `_gpu` segment), reads the payload, and
 //! acknowledges it (`cuStreamWriteValue64` on the `_gpu` segment's ack word); writers wait for
 //! the acknowledgement before they overwrite the payload. No host synchronize on either side.
+//!
+//! The consumer waits on the `_gpu` segment's published-frame word, which every publication
+//! stores after its even sequence (the host, or the writer's CUDA stream): a consumer that
+//! gives up on frames that never came (a writer that stopped or died) can then release its own
+//! stream's wait ([`RELEASED_BIT`]) without touching the sequence CPU readers trust.
 //!
 //! A stream cannot retry a torn read, so the consumer does not use the seqlock's
 //! copy-and-check: the payload is a ring of one slot ([`SlotRing`]) and the writer does not
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{CudaStream, DevicePtrMut, DriverError, sys};
 
 use super::driver::{Attachment, describe};
+use super::layout::{RELEASED_BIT, gpu_offset};
 use super::ops::DeviceView;
 use super::publish;
 use super::slots::{self, AckWaitError, SlotRing, WriterStep};
@@ -41,13 +47,9 @@ fn alive(own: i64, pid: i64) -> bool {
     pid == own || crate::sys::pid_alive(pid)
 }
 
-/// Registers the `_gpu` segment's page with this handle's context; the ack word's device
-/// address.
+/// The ack word's device address (registering the `_gpu` segment's page on first use).
 fn ack_device_ptr(a: &Attachment) -> Option<sys::CUdeviceptr> {
-    // SAFETY: the `_gpu` mapping is the attachment's; its drop clears this registration
-    // before the mapping goes (`Attachment::drop`).
-    unsafe { a.seg_reg.ensure(&a.ctx, a.consumer_ack_ptr(), 16) };
-    a.seg_reg.device_ptr(a.consumer_ack_ptr())
+    a.seg_device_ptr(gpu_offset::CONSUMER_ACK)
 }
 
 /// Releases a dead consumer: stores the ack this handle's stream may be waiting for (the
@@ -152,7 +154,9 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
 pub struct GpuConsumer<'s> {
     s: &'s Stream,
     a: &'s Attachment,
-    seq: sys::CUdeviceptr,
+    /// Device address of the `_gpu` segment's published-frame word.
+    published: sys::CUdeviceptr,
+    /// Device address of its ack word.
     ack: sys::CUdeviceptr,
     /// The next frame to consume.
     next: u64,
@@ -182,10 +186,14 @@ impl Stream {
         publish::memops_usable(self.device_index)
             .map_err(|e| fail(format!("GPU consumers need stream memory operations: {e}")))?;
         a.bind(&self.name)?;
-        let seq = super::on_stream::header_device_ptr(self, a)
-            .map_err(|e| fail(format!("registering the stream header: {e}")))?;
-        let ack = ack_device_ptr(a)
-            .ok_or_else(|| fail("registering the `_gpu` segment's ack word failed".into()))?;
+        let (Some(published), Some(ack)) = (
+            a.seg_device_ptr(gpu_offset::PUBLISHED_FRAME),
+            ack_device_ptr(a),
+        ) else {
+            return Err(fail(
+                "registering the `_gpu` segment with the driver failed".into(),
+            ));
+        };
         let word = a.consumer_pid();
         let mut cur = word.load(Ordering::SeqCst);
         loop {
@@ -208,13 +216,21 @@ impl Stream {
         // The first frame we take: the next one after the last published (an odd value is a
         // write in progress, maybe not gated: its frame is the one we take; we wait for its
         // even value, after its copy).
-        let next = last_frame(self.header.sequence().load(Ordering::SeqCst)) + 1;
+        let last = last_frame(self.header.sequence().load(Ordering::SeqCst));
+        let next = last + 1;
+        // A consumer before us gave up and released its stream: the word is not a frame
+        // number until the next publication; make it one (unless a publication just did).
+        let p = a.published_frame();
+        let seen = p.load(Ordering::SeqCst);
+        if seen & RELEASED_BIT != 0 {
+            let _ = p.compare_exchange(seen, last, Ordering::SeqCst, Ordering::SeqCst);
+        }
         a.consumer_ack()
             .store(next.wrapping_sub(1), Ordering::SeqCst);
         Ok(GpuConsumer {
             s: self,
             a,
-            seq,
+            published,
             ack,
             next,
         })
@@ -243,12 +259,12 @@ impl<'s> GpuConsumer<'s> {
     /// Enqueues the wait for the next frame; the caller enqueues its reads, then [`Self::ack`].
     fn enqueue_wait(&self) -> Result<()> {
         self.a.bind(&self.s.name)?;
-        let target = slots::published_seq(0, self.next);
-        // SAFETY: `self.seq` is the registered, 8-aligned sequence word's device address,
-        // mapped while the stream handle (and so this consumer) lives; the host bounds the
-        // wait (`synchronize` has a deadline, and a writer always publishes or dies).
-        let r =
-            unsafe { publish::enqueue_wait_geq_u64(self.a.stream.cu_stream(), self.seq, target) };
+        // SAFETY: `self.published` is the registered, 8-aligned published-frame word's device
+        // address, mapped while the stream handle (and so this consumer) lives; a wait that
+        // never passes is released by `Drop` (RELEASED_BIT), and `synchronize` has a deadline.
+        let r = unsafe {
+            publish::enqueue_wait_geq_u64(self.a.stream.cu_stream(), self.published, self.next)
+        };
         self.ck("enqueueing the wait for the next frame", r)
     }
 
@@ -326,15 +342,37 @@ impl<'s> GpuConsumer<'s> {
 
 impl Drop for GpuConsumer<'_> {
     fn drop(&mut self) {
-        // Frames we wait for may never come (a writer that died): bounded, then released. A
-        // stream still waiting then completes when a later write lands, after which it copies
-        // that frame unacknowledged (into a buffer it keeps alive by its event tracking).
-        let _ = self.synchronize(self.s.default_timeout());
+        // Frames we wait for may never come (a writer that stopped or died): after the
+        // handle's timeout our stream's wait is released (it then copies whatever the payload
+        // holds into the caller's buffer, unacknowledged), and once it is idle the stream is
+        // given up, so no late ack of ours lands after another consumer took the stream.
+        if self.synchronize(self.s.default_timeout()).is_err() {
+            self.a
+                .published_frame()
+                .fetch_or(RELEASED_BIT, Ordering::SeqCst);
+            let _ = self.synchronize(RELEASE_SETTLE);
+        }
         let _ = self.a.consumer_pid().compare_exchange(
             self.s.pid,
             0,
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
+    }
+}
+
+/// How long a dropped consumer waits for its released stream to finish.
+const RELEASE_SETTLE: Duration = Duration::from_secs(5);
+
+impl Stream {
+    /// The pid of the process holding this stream's GPU consumer ([`Stream::gpu_consumer`]),
+    /// if any; `None` also for CPU streams and handles without a device attachment.
+    pub fn gpu_consumer_pid(&self) -> Option<i64> {
+        match &self.gpu {
+            super::GpuLink::Attached(a) => {
+                Some(a.consumer_pid().load(Ordering::Acquire)).filter(|&p| p != 0)
+            }
+            _ => None,
+        }
     }
 }

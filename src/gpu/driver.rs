@@ -194,36 +194,45 @@ impl Attachment {
         }
     }
 
-    /// The `_gpu` segment's consumer ack word ([`gpu_offset::CONSUMER_ACK`]).
-    pub(crate) fn consumer_ack(&self) -> &AtomicU64 {
-        // SAFETY: as `state_word`; CONSUMER_ACK is 8-aligned and inside the 256 bytes; other
-        // processes (and CUDA streams, through the registration) touch it only with aligned
+    /// A mutable 64-bit word of the `_gpu` segment at `off` (one of [`gpu_offset`]'s
+    /// CONSUMER_ACK, CONSUMER_PID, PUBLISHED_FRAME).
+    fn word_at(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= GPU_SEGMENT_BYTES);
+        // SAFETY: as `state_word`; `off` is 8-aligned and inside the 256 bytes; other processes
+        // (and CUDA streams, through a registration) touch these words only with aligned
         // 64-bit stores.
-        unsafe {
-            &*self
-                .seg
-                .as_ptr()
-                .add(gpu_offset::CONSUMER_ACK)
-                .cast::<AtomicU64>()
-        }
+        unsafe { &*self.seg.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
-    /// The `_gpu` segment's consumer pid word ([`gpu_offset::CONSUMER_PID`]).
+    /// The consumer ack word ([`gpu_offset::CONSUMER_ACK`]).
+    pub(crate) fn consumer_ack(&self) -> &AtomicU64 {
+        self.word_at(gpu_offset::CONSUMER_ACK)
+    }
+
+    /// The last published frame ([`gpu_offset::PUBLISHED_FRAME`]).
+    pub(crate) fn published_frame(&self) -> &AtomicU64 {
+        self.word_at(gpu_offset::PUBLISHED_FRAME)
+    }
+
+    /// The consumer pid word ([`gpu_offset::CONSUMER_PID`]).
     pub(crate) fn consumer_pid(&self) -> &AtomicI64 {
-        // SAFETY: as `publisher_pid`.
-        unsafe {
-            &*self
-                .seg
-                .as_ptr()
-                .add(gpu_offset::CONSUMER_PID)
-                .cast::<AtomicI64>()
-        }
+        // SAFETY: as `word_at`; AtomicI64 has AtomicU64's size and alignment.
+        unsafe { &*std::ptr::from_ref(self.word_at(gpu_offset::CONSUMER_PID)).cast::<AtomicI64>() }
     }
 
-    /// The host address of the `_gpu` segment's consumer ack word (for registering it).
-    pub(crate) fn consumer_ack_ptr(&self) -> *mut u8 {
-        // SAFETY: inside the 256-byte mapping.
-        unsafe { self.seg.as_ptr().add(gpu_offset::CONSUMER_ACK) }
+    /// The device address of the `_gpu` segment's word at `off`, registering the segment's
+    /// page with this handle's context on first use (`None` if the driver refuses).
+    pub(crate) fn seg_device_ptr(&self, off: usize) -> Option<sys::CUdeviceptr> {
+        let ptr = std::ptr::from_ref(self.word_at(off))
+            .cast::<u8>()
+            .cast_mut();
+        // SAFETY: the `_gpu` mapping is ours; `Drop` clears this registration before the
+        // mapping goes.
+        unsafe {
+            self.seg_reg
+                .ensure(&self.ctx, self.seg.as_ptr(), GPU_SEGMENT_BYTES)
+        };
+        self.seg_reg.device_ptr(ptr)
     }
 
     /// Waits up to `timeout` for everything this handle's CUDA stream has enqueued, releasing

@@ -62,7 +62,17 @@ pub mod gpu_offset {
     /// `i64` (mutable) pid of the process holding the stream's one acknowledging GPU consumer,
     /// 0 when none. Not covered by the CRC; zero in segments written before it existed.
     pub const CONSUMER_PID: usize = 216;
+    /// `u64` (mutable) the frame number of the last publication (its even sequence / 2),
+    /// stored after the even sequence by the host or the writer's CUDA stream; GPU consumers
+    /// wait on it. A consumer giving up on frames that never came sets [`RELEASED_BIT`] to
+    /// release its own stream; the next publication (or consumer) clears it. Not covered by
+    /// the CRC.
+    pub const PUBLISHED_FRAME: usize = 224;
 }
+
+/// Set in `published_frame` by a GPU consumer that gave up waiting ([`gpu_offset::PUBLISHED_FRAME`]):
+/// above every frame number, so its stream's pending wait passes.
+pub const RELEASED_BIT: u64 = 1 << 62;
 
 /// The content of a `_gpu` segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +316,31 @@ mod tests {
         assert_eq!(publisher_pid(&b), Some(4242));
         assert_eq!(decode(&b).unwrap(), record(), "still a valid segment");
         assert_eq!(publisher_pid(&b[..100]), None);
+        // The GPU consumer's words (issue #11) are mutable too: outside the CRC, zero when
+        // encoded, inside the segment, 8-aligned and distinct.
+        let words = [
+            gpu_offset::PUBLISHER_PID,
+            gpu_offset::CONSUMER_ACK,
+            gpu_offset::CONSUMER_PID,
+            gpu_offset::PUBLISHED_FRAME,
+        ];
+        for (i, &off) in words.iter().enumerate() {
+            assert!(off >= gpu_offset::STATE + 4 && off + 8 <= GPU_SEGMENT_BYTES);
+            assert_eq!(off % 8, 0);
+            assert!(
+                words[i + 1..].iter().all(|&o| o >= off + 8),
+                "overlap at {off}"
+            );
+            let mut c = encode(&record());
+            assert!(c[off..off + 8].iter().all(|&x| x == 0));
+            c[off..off + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+            assert_eq!(
+                decode(&c).unwrap(),
+                record(),
+                "word at {off} is outside the CRC"
+            );
+        }
+        assert!(RELEASED_BIT > u64::from(u32::MAX) && (RELEASED_BIT as i64) > 0);
     }
 
     #[test]

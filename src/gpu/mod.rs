@@ -249,6 +249,18 @@ pub(crate) fn end_publication_on_gpu(
     }
 }
 
+/// Publish hook after the host stored a bracket's even sequence `even`: on a GPU stream, the
+/// `_gpu` segment's published frame follows (GPU consumers wait on it).
+pub(crate) fn published_on_host(s: &crate::stream::Stream, even: i64) {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => on_stream::published_on_host(a, even as u64),
+        _ => {
+            let _ = even;
+        }
+    }
+}
+
 /// A GPU-side bracket is aborted: waits for what its fill enqueued first.
 pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]

@@ -21,6 +21,7 @@ use std::time::Instant;
 use cudarc::driver::sys;
 
 use super::driver::{Attachment, describe};
+use super::layout;
 use super::probe::{self, OddSequence, PathChoice, PublishPath};
 use super::publish;
 use crate::error::{Error, Result};
@@ -33,8 +34,9 @@ use crate::stream::Stream;
 pub(crate) struct HandlePath {
     /// The path and why.
     pub(crate) choice: PathChoice,
-    /// On the GPU-side path, the device address of the registered sequence word.
-    seq: Option<sys::CUdeviceptr>,
+    /// On the GPU-side path, the device addresses of the registered sequence word and of the
+    /// `_gpu` segment's published-frame word.
+    seq: Option<(sys::CUdeviceptr, sys::CUdeviceptr)>,
 }
 
 /// Whether this handle's writes are published by its CUDA stream (the fills then enqueue
@@ -62,9 +64,12 @@ pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
             return sync("a read-only handle does not publish".into());
         }
         match header_device_ptr(s, a) {
-            Ok(seq) => HandlePath {
-                choice,
-                seq: Some(seq),
+            Ok(seq) => match a.seg_device_ptr(layout::gpu_offset::PUBLISHED_FRAME) {
+                Some(published) => HandlePath {
+                    choice,
+                    seq: Some((seq, published)),
+                },
+                None => sync("registering the `_gpu` segment failed".into()),
             },
             Err(e) => sync(format!("registering the stream header failed: {e}")),
         }
@@ -160,14 +165,18 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     let h = &s.header;
     seqlock::stamp(h, write_time, frame_id);
     let st = a.stream.cu_stream();
-    let enqueued = path(s, a).seq.is_some_and(|d| {
-        // SAFETY: `d` is the device address of the registered, 8-aligned sequence word, whose
-        // mapping outlives the attachment (and so every store its stream makes).
-        unsafe { publish::enqueue_write_u64(st, d, b.even() as u64) }.is_ok()
+    let even = b.even() as u64;
+    let enqueued = path(s, a).seq.is_some_and(|(seq, published)| {
+        // SAFETY: `seq` and `published` are the device addresses of registered, 8-aligned words
+        // (the header's sequence, the `_gpu` segment's published frame), whose mappings outlive
+        // the attachment (and so every store its stream makes).
+        unsafe { publish::enqueue_write_u64(st, seq, even) }.is_ok()
+            && unsafe { publish::enqueue_write_u64(st, published, even / 2) }.is_ok()
     });
     if !enqueued {
         settle(s, a);
         seqlock::end_write_even(h, b);
+        published_on_host(a, even);
         return;
     }
     if s.notify() {
@@ -179,6 +188,11 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
             crate::notify::wake_all(h);
         }
     }
+}
+
+/// The host published frame `even / 2` (after its even sequence): GPU consumers wait on it.
+pub(crate) fn published_on_host(a: &Attachment, even: u64) {
+    a.published_frame().store(even / 2, Ordering::Release);
 }
 
 /// Waits for everything this handle's stream has enqueued (a failed GPU-side fill, before

@@ -443,6 +443,19 @@ fn last_frame(ctl: &Stream, last: &mut Option<u64>) -> Result<Option<u64>> {
     Ok(*last)
 }
 
+/// Waits until another process holds `s`'s GPU consumer (the partner's, before the "ready"
+/// frame it must take as its first).
+fn wait_for_consumer(s: &Stream, to: Option<std::time::Duration>) -> Result<()> {
+    let deadline = std::time::Instant::now() + to.unwrap_or(HOST_WAIT);
+    while s.gpu_consumer_pid().is_none() {
+        if std::time::Instant::now() > deadline {
+            bail!("the partner never became {}'s GPU consumer", s.name());
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
 fn consumer_of(s: &Stream) -> Result<shmstream::gpu::GpuConsumer<'_>> {
     s.gpu_consumer()
         .with_context(|| format!("making this process {}'s GPU consumer", s.name()))
@@ -464,13 +477,13 @@ fn ping_writer_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> 
     let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
     let n = job.elements();
     let host = pattern(n, 2);
-    let mut back = vec![0.0f32; n];
-    // The reader's "ready" frame, landed: our consumer starts after it.
-    ack.read_device_to_host_after(0, &mut back, to)
-        .context("waiting for the reader to be ready")?;
+    // Our consumer first: the reader's "ready" frame (written once it sees us) is its first.
     let mut c = consumer_of(&ack)?;
     let src = stream_of(&data)?.clone_htod(&host)?;
     let mut dst: CudaSlice<f32> = c.cuda_stream().alloc_zeros(n)?;
+    c.enqueue_next_into(&mut dst)?;
+    c.synchronize(to.unwrap_or(HOST_WAIT))
+        .context("waiting for the reader to be ready")?;
     let mut round = |c: &mut shmstream::gpu::GpuConsumer<'_>| -> Result<()> {
         data.write_device(&src)?;
         c.enqueue_next_into(&mut dst)?;
@@ -505,7 +518,9 @@ fn ping_reader_consumer(spec: &ChildSpec) -> Result<()> {
     let mut c = consumer_of(&data)?;
     let mut dev: CudaSlice<f32> = c.cuda_stream().alloc_zeros(n)?;
     let guard = ack.lock(to).context("locking the echo stream")?;
-    // "Ready", after our consumer took the data stream: every frame the writer sends is ours.
+    // "Ready", after our consumer took the data stream (every frame the writer sends is ours)
+    // and the writer's took the echo stream (so the ready frame is its first).
+    wait_for_consumer(&ack, to)?;
     guard.write_device_from_host(&vec![0.0f32; n])?;
     let mut last = None;
     let mut i = 1u64;
@@ -538,10 +553,12 @@ fn mvm_driver_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         .map(|v| xst.clone_htod(v).map_err(Error::from))
         .collect::<Result<_>>()?;
     let mut yh = vec![0.0f32; rows];
-    y.read_device_to_host_after(0, &mut yh, to)
-        .context("waiting for the compute process to be ready")?;
+    // Our consumer first: the compute process's "ready" frame is its first.
     let mut c = consumer_of(&y)?;
     let mut yd: CudaSlice<f32> = c.cuda_stream().alloc_zeros(rows)?;
+    c.enqueue_next_into(&mut yd)?;
+    c.synchronize(to.unwrap_or(HOST_WAIT))
+        .context("waiting for the compute process to be ready")?;
     let mut sent = 0u64;
     let (mut m, h) = timed_loop(&job.timing, 0.0, |i| {
         x.write_device(&xd[(i % 3) as usize])?;
@@ -587,6 +604,7 @@ fn mvm_compute_consumer(spec: &ChildSpec) -> Result<()> {
     let gemv = Sgemv::new(st, rows, cols)?;
     let mut c = consumer_of(&x)?;
     let guard = y.lock(to).context("locking the y stream")?;
+    wait_for_consumer(&y, to)?;
     guard.write_device(&yd)?;
     let mut last = None;
     let mut i = 1u64;
