@@ -55,6 +55,10 @@ pub struct StreamStat {
     /// `_gpu` segment.
     #[serde(default)]
     pub gpu_publisher_pid: Option<i64>,
+    /// GPU streams: the pid holding the stream's GPU consumer (`Stream::gpu_consumer`), 0 when
+    /// none; `None` for CPU streams or an unreadable `_gpu` segment.
+    #[serde(default)]
+    pub gpu_consumer_pid: Option<i64>,
 }
 
 impl StreamStat {
@@ -81,6 +85,7 @@ impl StreamStat {
                 .gpu()
                 .then(|| crate::gpu::last_publisher(&h.name))
                 .flatten(),
+            gpu_consumer_pid: h.gpu().then(|| crate::gpu::consumer(&h.name)).flatten(),
         }
     }
 }

@@ -348,6 +348,7 @@ impl Stream {
         );
         s.gpu = gpu;
         s.history = history;
+        crate::gpu::prepare(&s);
         Ok(s)
     }
 
@@ -393,6 +394,7 @@ impl Stream {
         let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
         s.gpu = gpu;
         s.history = history;
+        crate::gpu::prepare(&s);
         Ok(s)
     }
 

@@ -156,6 +156,13 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
                 Some(pid) => format!("the CUDA stream of pid {pid}"),
             },
         ),
+        (
+            "gpu_consumer",
+            match s.gpu_consumer_pid {
+                None | Some(0) => "none".to_owned(),
+                Some(pid) => format!("pid {pid} (acknowledges every frame)"),
+            },
+        ),
     ];
     for (k, v) in rows {
         println!("{:<15} {v}", format!("{k}:"));

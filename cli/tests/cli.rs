@@ -18,7 +18,7 @@ use common::{Cleanup, Proc, unique_name};
 use predicates::prelude::*;
 use shmstream::{Dtype, Stream, StreamOptions};
 
-const JSON_KEYS: [&str; 17] = [
+const JSON_KEYS: [&str; 18] = [
     "name",
     "shape",
     "dtype",
@@ -36,6 +36,7 @@ const JSON_KEYS: [&str; 17] = [
     "instance_id",
     "history",
     "gpu_publisher_pid",
+    "gpu_consumer_pid",
 ];
 
 fn cli() -> Command {

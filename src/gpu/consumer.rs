@@ -149,7 +149,11 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
 /// Every frame written after it was made is delivered, in order, exactly once (the writer
 /// waits for its acknowledgement), so a consumer that stops enqueueing stalls the writer
 /// until the writer's timeout. Dropping it waits (up to the handle's timeout) for what it
-/// enqueued, then releases the stream.
+/// enqueued, then releases its CUDA stream's wait and the stream.
+///
+/// Open every stream handle the process needs before enqueueing waits: registering host memory
+/// with the driver (which opening a writable GPU handle does) waits for work in flight on the
+/// device, including these waits (`docs/format-gpu.md`).
 #[derive(Debug)]
 pub struct GpuConsumer<'s> {
     s: &'s Stream,

@@ -148,6 +148,12 @@ pub fn publisher_pid(b: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(w.try_into().ok()?))
 }
 
+/// The mutable consumer pid word of a `_gpu` segment's bytes (`None` when too short).
+pub fn consumer_pid(b: &[u8]) -> Option<i64> {
+    let w = b.get(gpu_offset::CONSUMER_PID..gpu_offset::CONSUMER_PID + 8)?;
+    Some(i64::from_le_bytes(w.try_into().ok()?))
+}
+
 /// Device bytes to allocate for a payload: rounded up to [`GPU_ALLOC_ALIGN`] (at least one
 /// unit). `None` on overflow.
 pub fn alloc_bytes(payload: u64) -> Option<u64> {

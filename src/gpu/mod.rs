@@ -28,9 +28,12 @@
 //! whatever the driver keeps mapped and never crashes: failed device copies come back as errors.
 //!
 //! # Ordering
-//! Each handle has its own CUDA stream. A writer does its device work on it and waits for
-//! that stream (`cuStreamSynchronize`, never the whole device) before the even sequence, so a
-//! published frame is complete in device memory. A reader copies on its own stream, waits for
+//! Each handle has its own CUDA stream. A writer does its device work on it; where the probe
+//! allows (the default), the stream itself stores the even sequence after that work
+//! (GPU-side publication, `on_stream.rs`), else the host waits for the stream
+//! (`cuStreamSynchronize`, never the whole device) and stores it; either way a published frame
+//! is complete in device memory. GPU consumers (`consumer.rs`) wait, read and acknowledge on
+//! their own CUDA stream. A reader copies on its own stream, waits for
 //! its copy, then re-checks the sequence: a write that overlapped the copy is detected and the
 //! read retried, as on the CPU. Ordering through the interprocess event instead
 //! (`cuStreamWaitEvent`, no host wait for device-side writes) is an opt-in,
@@ -249,6 +252,30 @@ pub(crate) fn end_publication_on_gpu(
     }
 }
 
+/// After a handle is opened or created: a writable handle with a device attachment registers
+/// now the host memory its GPU-side work addresses (the header's sequence word and the `_gpu`
+/// segment for publication and GPU consumers, the CPU mirror), and so decides its
+/// publication path. Registering host memory waits for the work in flight on the device
+/// (a GPU check saw a first write's registration wait forever behind a GPU consumer of the
+/// same process that was waiting for that very write), so it is done before any wait is
+/// enqueued, not on first use.
+pub(crate) fn prepare(s: &crate::stream::Stream) {
+    #[cfg(feature = "cuda")]
+    if let GpuLink::Attached(a) = &s.gpu
+        && !s.readonly
+    {
+        let _ = on_stream::path(s, a);
+        let _ = a.seg_device_ptr(layout::gpu_offset::CONSUMER_ACK);
+        if let Some(mirror) = &s.payload {
+            // SAFETY: the handle drops its GPU link (and so this registration) before its
+            // host payload mapping.
+            unsafe { a.mirror_reg.ensure(&a.ctx, mirror.as_ptr(), a.bytes) };
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = s;
+}
+
 /// Publish hook after the host stored a bracket's even sequence `even`: on a GPU stream, the
 /// `_gpu` segment's published frame follows (GPU consumers wait on it).
 pub(crate) fn published_on_host(s: &crate::stream::Stream, even: i64) {
@@ -292,6 +319,13 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
 pub(crate) fn last_publisher(name: &str) -> Option<i64> {
     let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
     layout::publisher_pid(&seg.snapshot(layout::GPU_SEGMENT_BYTES))
+}
+
+/// The `_gpu` segment's consumer word of stream `name` (the pid holding its GPU consumer, 0
+/// when none), read from a fresh read-only mapping; `None` when it cannot be read.
+pub(crate) fn consumer(name: &str) -> Option<i64> {
+    let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
+    layout::consumer_pid(&seg.snapshot(layout::GPU_SEGMENT_BYTES))
 }
 
 impl crate::stream::Stream {
@@ -553,6 +587,7 @@ mod tests {
             Some(crate::sys::pid()),
             "stat shows it"
         );
+        assert_eq!(st.gpu_consumer_pid, Some(0), "no GPU consumer");
         set_publisher(i64::from(i32::MAX) - 1); // no such process
         let e = s.read_after_into_slice(0, &mut buf, wait).unwrap_err();
         assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
