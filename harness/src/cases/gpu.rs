@@ -686,10 +686,11 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     } else {
         "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, cuMemcpyDtoHAsync into a pinned read stage + cuStreamSynchronize, memcpy out"
     };
+    let times = if consumers(job) { 1 } else { hops };
     m.notes.push((
         "floor".into(),
         format!(
-            "{what}, {hops} time(s) per iteration; bare driver calls, no cudarc event tracking"
+            "{what}, {times} time(s) per iteration; bare driver calls, no cudarc event tracking"
         ),
     ));
     Ok((m, h))
