@@ -17,11 +17,15 @@
 //!   device buffer, y read into a device buffer.
 //!
 //! Floors, measured in the same run, in one process on plain `cuMemAlloc` memory with raw
-//! CUDA copies: roundtrip = the same two copies (each followed by a stream synchronize, as
-//! the library's write and read each wait for their copy); pingpong = the same four copies;
+//! CUDA copies: roundtrip = the same two copies (on the synchronize path each followed by a
+//! stream synchronize, as the library's write and read each wait for their copy; on the
+//! GPU-side publication path the write's copy is not waited for and the wait spins on a
+//! stream-written word); pingpong = the same four copies;
 //! MVM = the bare `sgemv` (synchronized each iteration). Host slices go through page-locked
-//! memory as the library's staging buffers do; a mirrored row's read is the CPU copy of the
-//! mirror, so its floor has no device→host copy either.
+//! memory as the library's staging buffers do; a mirrored host-slice row's read is the CPU
+//! copy of the mirror, so its floor has no device→host copy either; a mirrored device-buffer
+//! row's write also copies the frame into the registered mirror, so its floor copies into a
+//! page-locked buffer too.
 //!
 //! A GPU job is skipped with a reason ([`skip_reason`]) when no CUDA device is usable, never
 //! failed.
@@ -630,6 +634,16 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     // Device-side: buffer 0 holds the frame, 1 is the stream's payload, 2 the reader's
     // buffer. Host slices: buffer 0 is the payload.
     let mut raw = RawCopies::new(ctx.new_stream()?, 5, n).map_err(Error::msg)?;
+    // GPU-side publication (the library's default where the probe passes): a write does not
+    // wait for its copies on the host, and what waits (the next write, a reader of the
+    // mirror) spins on a word the stream writes. The floor then enqueues its write copies
+    // without waiting and waits by a stream-written word too, else it would not bound ours.
+    let gpu_side = shmstream::gpu::publish_path(ordinal(job)? as i32).path
+        == shmstream::gpu::probe::PublishPath::GpuStream;
+    if gpu_side {
+        raw.use_flag_wait().map_err(Error::msg)?;
+    }
+    let mirror = job.mirror == Some(true);
     let (mut m, h) = if device_side(job) {
         raw.host(0).copy_from_slice(&host);
         raw.htod(0, 0).map_err(Error::msg)?;
@@ -638,6 +652,28 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
             // what GPU consumers order with stream memory operations instead.
             timed_loop(&job.timing, 0.0, |_| {
                 raw.dtod_chain(&[0, 1, 2, 3, 4]).map_err(Error::msg)
+            })?
+        } else if mirror {
+            // A mirrored write also copies the frame into the (registered) host mirror; the
+            // write waits for it on the synchronize path.
+            timed_loop(&job.timing, 0.0, |_| {
+                for _ in 0..hops {
+                    raw.enqueue_dtod(0, 1).map_err(Error::msg)?;
+                    raw.enqueue_dtoh(1, 1).map_err(Error::msg)?;
+                    if !gpu_side {
+                        raw.wait().map_err(Error::msg)?;
+                    }
+                    raw.enqueue_dtod(1, 2).map_err(Error::msg)?;
+                    raw.wait().map_err(Error::msg)?;
+                }
+                Ok(())
+            })?
+        } else if gpu_side {
+            timed_loop(&job.timing, 0.0, |_| {
+                for _ in 0..hops {
+                    raw.dtod_chain(&[0, 1, 2]).map_err(Error::msg)?;
+                }
+                Ok(())
             })?
         } else {
             timed_loop(&job.timing, 0.0, |_| {
@@ -658,12 +694,18 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         // stage, sync, read stage → slice. A mirrored stream's read is a CPU copy of the
         // mirror, so its floor reads back from the write stage instead of the device
         // (issue #11: floors bound).
-        let mirror = job.mirror == Some(true);
         timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
                 raw.host(0).copy_from_slice(&host);
-                raw.htod(0, 0).map_err(Error::msg)?;
+                if gpu_side {
+                    raw.enqueue_htod(0, 0).map_err(Error::msg)?;
+                } else {
+                    raw.htod(0, 0).map_err(Error::msg)?;
+                }
                 let stage = if mirror {
+                    if gpu_side {
+                        raw.wait().map_err(Error::msg)?;
+                    }
                     0
                 } else {
                     raw.dtoh(0, 1).map_err(Error::msg)?;
@@ -678,7 +720,15 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         bail!("the floor's copies lost data");
     }
     let what = if consumers(job) {
-        "cuMemcpyDtoDAsync ×4 back to back, one cuStreamSynchronize"
+        "cuMemcpyDtoDAsync ×4 back to back, one wait"
+    } else if device_side(job) && mirror {
+        "cuMemcpyDtoDAsync + cuMemcpyDtoHAsync into a pinned buffer (the mirror; waited for on the synchronize path) + cuMemcpyDtoDAsync, one wait"
+    } else if device_side(job) && gpu_side {
+        "cuMemcpyDtoDAsync ×2 back to back, one wait"
+    } else if gpu_side && job.mirror == Some(true) {
+        "memcpy into a pinned write stage + cuMemcpyHtoDAsync, one wait, memcpy out of it (the mirror read)"
+    } else if gpu_side {
+        "memcpy into a pinned write stage + cuMemcpyHtoDAsync, cuMemcpyDtoHAsync into a pinned read stage, one wait, memcpy out"
     } else if device_side(job) {
         "cuMemcpyDtoDAsync ×2 + cuStreamSynchronize each"
     } else if job.mirror == Some(true) {
@@ -687,10 +737,15 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, cuMemcpyDtoHAsync into a pinned read stage + cuStreamSynchronize, memcpy out"
     };
     let times = if consumers(job) { 1 } else { hops };
+    let waits = if gpu_side {
+        "a wait spins on a host word the stream writes (cuStreamWriteValue64), as GPU-side publication's waiters do"
+    } else {
+        "a wait is cuStreamSynchronize"
+    };
     m.notes.push((
         "floor".into(),
         format!(
-            "{what}, {times} time(s) per iteration; bare driver calls, no cudarc event tracking"
+            "{what}, {times} time(s) per iteration; {waits}; bare driver calls, no cudarc event tracking"
         ),
     ));
     Ok((m, h))

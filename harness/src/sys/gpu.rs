@@ -106,6 +106,10 @@ pub struct RawCopies {
     dev: Vec<dsys::CUdeviceptr>,
     host: [*mut f32; 2],
     len: usize,
+    /// With [`RawCopies::use_flag_wait`]: a page-locked, device-mapped word the stream writes
+    /// (its host and device addresses) and the last value written, so waits spin on it.
+    flag: Option<(*mut u64, dsys::CUdeviceptr)>,
+    flag_value: std::cell::Cell<u64>,
 }
 
 fn driver(what: &str, r: dsys::CUresult) -> Result<(), String> {
@@ -126,6 +130,8 @@ impl RawCopies {
             dev: Vec::with_capacity(buffers),
             host: [std::ptr::null_mut(); 2],
             len,
+            flag: None,
+            flag_value: std::cell::Cell::new(0),
         };
         for h in &mut this.host {
             let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
@@ -166,12 +172,97 @@ impl RawCopies {
             .ok_or_else(|| format!("no device buffer {i} (of {})", self.dev.len()))
     }
 
+    /// Waits for everything enqueued so far: `cuStreamSynchronize`, or with
+    /// [`RawCopies::use_flag_wait`] the stream writes a new value into a mapped host word and the
+    /// host spins until it is there (what GPU-side publication's readers wait for, minus the
+    /// library's bookkeeping).
+    pub fn wait(&self) -> Result<(), String> {
+        let st = self.stream.cu_stream();
+        let Some((host, dev)) = self.flag else {
+            // SAFETY: our own live stream.
+            return driver("cuStreamSynchronize", unsafe {
+                dsys::cuStreamSynchronize(st)
+            });
+        };
+        let v = self.flag_value.get() + 1;
+        self.flag_value.set(v);
+        let flags = dsys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+        // SAFETY: `dev` is the device address of the live, 8-aligned mapped word.
+        driver("cuStreamWriteValue64", unsafe {
+            dsys::cuStreamWriteValue64_v2(st, dev, v, flags)
+        })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // SAFETY: `host` is the live, 8-aligned word; the device writes it, so it is read
+        // volatile.
+        while unsafe { std::ptr::read_volatile(host) } != v {
+            if std::time::Instant::now() > deadline {
+                return Err("the stream's flag write did not land in 10 s".into());
+            }
+            std::hint::spin_loop();
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Makes [`RawCopies::wait`] spin on a stream-written host word instead of
+    /// `cuStreamSynchronize` (needs 64-bit stream memory operations: a device the library's
+    /// probe puts on the GPU-side publication path).
+    pub fn use_flag_wait(&mut self) -> Result<(), String> {
+        let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: the context is bound (by `new` on this thread); `p` is a valid out-pointer.
+        driver("cuMemHostAlloc", unsafe {
+            dsys::cuMemHostAlloc(&mut p, 4096, dsys::CU_MEMHOSTALLOC_DEVICEMAP)
+        })?;
+        // SAFETY: `p` points to 4096 fresh page-locked bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, 8) };
+        let mut d: dsys::CUdeviceptr = 0;
+        // SAFETY: `p` was allocated with DEVICEMAP just above.
+        let got = driver("cuMemHostGetDevicePointer", unsafe {
+            dsys::cuMemHostGetDevicePointer_v2(&mut d, p, 0)
+        });
+        if let Err(e) = got {
+            // SAFETY: allocated above, unused.
+            let _ = unsafe { dsys::cuMemFreeHost(p) };
+            return Err(e);
+        }
+        self.flag = Some((p.cast(), d));
+        Ok(())
+    }
+
     fn sync(&self, what: &str, r: dsys::CUresult) -> Result<(), String> {
         driver(what, r)?;
-        // SAFETY: our own live stream.
-        driver("cuStreamSynchronize", unsafe {
-            dsys::cuStreamSynchronize(self.stream.cu_stream())
-        })
+        self.wait()
+    }
+
+    /// Device buffer `from` → page-locked host buffer `to`, enqueued only (see
+    /// [`RawCopies::wait`]).
+    pub fn enqueue_dtoh(&self, from: usize, to: usize) -> Result<(), String> {
+        let (d, h) = (self.dev(from)?, self.host[to.min(1)]);
+        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the caller
+        // waits before it reads the host buffer.
+        let r = unsafe {
+            dsys::cuMemcpyDtoHAsync_v2(h.cast(), d, self.bytes(), self.stream.cu_stream())
+        };
+        driver("cuMemcpyDtoHAsync", r)
+    }
+
+    /// Device buffer `from` → device buffer `to`, enqueued only (see [`RawCopies::wait`]).
+    pub fn enqueue_dtod(&self, from: usize, to: usize) -> Result<(), String> {
+        let (s, d) = (self.dev(from)?, self.dev(to)?);
+        // SAFETY: both device buffers hold `bytes()` bytes and are owned by this value.
+        let r = unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
+        driver("cuMemcpyDtoDAsync", r)
+    }
+
+    /// Host buffer `from` → device buffer `to`, enqueued only (see [`RawCopies::wait`]).
+    pub fn enqueue_htod(&self, from: usize, to: usize) -> Result<(), String> {
+        let (h, d) = (self.host[from.min(1)], self.dev(to)?);
+        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the caller
+        // waits before it touches the host buffer again.
+        let r = unsafe {
+            dsys::cuMemcpyHtoDAsync_v2(d, h.cast(), self.bytes(), self.stream.cu_stream())
+        };
+        driver("cuMemcpyHtoDAsync", r)
     }
 
     fn bytes(&self) -> usize {
@@ -220,10 +311,7 @@ impl RawCopies {
                 unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
             driver("cuMemcpyDtoDAsync", r)?;
         }
-        // SAFETY: our own live stream.
-        driver("cuStreamSynchronize", unsafe {
-            dsys::cuStreamSynchronize(self.stream.cu_stream())
-        })
+        self.wait()
     }
 }
 
@@ -240,6 +328,9 @@ impl Drop for RawCopies {
                 let _ = dsys::cuMemFree_v2(d);
             }
             for h in self.host.into_iter().filter(|h| !h.is_null()) {
+                let _ = dsys::cuMemFreeHost(h.cast());
+            }
+            if let Some((h, _)) = self.flag.take() {
                 let _ = dsys::cuMemFreeHost(h.cast());
             }
         }
