@@ -31,16 +31,10 @@ use super::driver::{Attachment, describe};
 use super::layout::{RELEASED_BIT, gpu_offset};
 use super::ops::DeviceView;
 use super::publish;
-use super::slots::{self, AckWaitError, SlotRing, WriterStep};
+use super::slots::{self, AckWaitError, WriterGate};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-
-/// The last frame published before sequence value `seq`: `seq / 2`, rounded down (an odd
-/// value is a write in progress, or one abandoned, whose frame is not there yet).
-fn last_frame(seq: i64) -> u64 {
-    seq.max(0) as u64 / 2
-}
 
 /// Whether `pid` may still acknowledge: this process (`own`), or a live one.
 fn alive(own: i64, pid: i64) -> bool {
@@ -93,23 +87,26 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
     // it saw our previous frames or we see it.
     fence(Ordering::SeqCst);
     let pid = a.consumer_pid().load(Ordering::SeqCst);
-    if pid == 0 {
-        return Ok(());
-    }
-    if !alive(s.pid, pid) {
-        release(a, pid);
-        return Ok(());
-    }
-    let current = last_frame(s.header.sequence().load(Ordering::Acquire));
-    let ring = SlotRing::new(1).expect("one slot");
-    let acked = a.consumer_ack().load(Ordering::Acquire);
-    let WriterStep::WaitAck { ack, .. } = ring.writer_step(current.wrapping_add(1), acked) else {
-        return Ok(());
+    let gate = slots::writer_gate(
+        pid,
+        pid != 0 && alive(s.pid, pid),
+        s.header.sequence().load(Ordering::Acquire),
+        a.consumer_ack().load(Ordering::Acquire),
+    );
+    let ack = match gate {
+        WriterGate::Free => return Ok(()),
+        WriterGate::ReleaseDead => {
+            release(a, pid);
+            return Ok(());
+        }
+        WriterGate::WaitAck(ack) => ack,
     };
-    if on_gpu && let Some(addr) = ack_device_ptr(a) {
+    if on_gpu
+        && a.ctx.bind_to_thread().is_ok()
+        && let Some(addr) = ack_device_ptr(a)
+    {
         a.awaited_ack.store(ack, Ordering::Relaxed);
-        // SAFETY: the context is bound (the publication's path was decided on this thread);
-        // `addr` is the registered, 8-aligned ack word, mapped while the attachment lives; a
+        // SAFETY: the context is bound just above; `addr` is the registered, 8-aligned ack word, mapped while the attachment lives; a
         // consumer that never acknowledges is released by the next writer's landing wait
         // (`on_stream::wait_for_landing`), which has a deadline.
         let r = unsafe { publish::enqueue_wait_geq_u64(a.stream.cu_stream(), addr, ack) };
@@ -207,7 +204,7 @@ impl Stream {
                 )));
             }
             // Whatever the writer sees first is a frame already in the payload.
-            let now = last_frame(self.header.sequence().load(Ordering::SeqCst));
+            let (_, now) = slots::consumer_start(self.header.sequence().load(Ordering::SeqCst));
             a.consumer_ack().store(now, Ordering::SeqCst);
             match word.compare_exchange(cur, self.pid, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => break,
@@ -220,8 +217,7 @@ impl Stream {
         // The first frame we take: the next one after the last published (an odd value is a
         // write in progress, maybe not gated: its frame is the one we take; we wait for its
         // even value, after its copy).
-        let last = last_frame(self.header.sequence().load(Ordering::SeqCst));
-        let next = last + 1;
+        let (next, last) = slots::consumer_start(self.header.sequence().load(Ordering::SeqCst));
         // A consumer before us gave up and released its stream: the word is not a frame
         // number until the next publication; make it one (unless a publication just did).
         let p = a.published_frame();
@@ -229,8 +225,7 @@ impl Stream {
         if seen & RELEASED_BIT != 0 {
             let _ = p.compare_exchange(seen, last, Ordering::SeqCst, Ordering::SeqCst);
         }
-        a.consumer_ack()
-            .store(next.wrapping_sub(1), Ordering::SeqCst);
+        a.consumer_ack().store(last, Ordering::SeqCst);
         Ok(GpuConsumer {
             s: self,
             a,

@@ -109,6 +109,51 @@ impl SlotRing {
     }
 }
 
+/// The last frame published before sequence value `seq`: `seq / 2`, rounded down (an odd
+/// value is a write in progress, or one abandoned, whose frame is not there yet; a negative
+/// one, an unlinked stream, counts as 0).
+pub fn last_frame(seq: i64) -> u64 {
+    seq.max(0) as u64 / 2
+}
+
+/// What a writer does about the stream's GPU consumer before it overwrites the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterGate {
+    /// No consumer, or it has acknowledged the frame in the payload: write.
+    Free,
+    /// The consumer's process is gone: release its claim (and any wait on its ack), write.
+    ReleaseDead,
+    /// Wait until the ack word reaches this frame, then write.
+    WaitAck(u64),
+}
+
+/// The gate for a write, given the consumer word (`consumer_pid`, 0 for none), whether that
+/// process is alive, the sequence before the write, and the ack word. The payload is a ring of
+/// one slot: the frame in it must be acknowledged. An odd (abandoned) sequence counts its last
+/// *published* frame, so a consumer waiting for the abandoned frame never deadlocks the writer
+/// that replaces it.
+pub fn writer_gate(consumer_pid: i64, consumer_alive: bool, seq: i64, acked: u64) -> WriterGate {
+    if consumer_pid == 0 {
+        return WriterGate::Free;
+    }
+    if !consumer_alive {
+        return WriterGate::ReleaseDead;
+    }
+    let ring = SlotRing { slots: 1 };
+    match ring.writer_step(last_frame(seq).wrapping_add(1), acked) {
+        WriterStep::Write { .. } => WriterGate::Free,
+        WriterStep::WaitAck { ack, .. } => WriterGate::WaitAck(ack),
+    }
+}
+
+/// A new consumer's first frame and initial ack, from the sequence it read after its claim
+/// became visible: the frame after the last published one (for an odd sequence, the frame
+/// being written, whose even value it waits for), the previous one acknowledged.
+pub fn consumer_start(seq: i64) -> (u64, u64) {
+    let last = last_frame(seq);
+    (last + 1, last)
+}
+
 /// Why a host-side wait for an ack ended without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckWaitError {
@@ -239,6 +284,46 @@ mod tests {
         assert!(r.may_write(near.wrapping_add(3), near.wrapping_add(1)));
         assert!(!r.may_write(near.wrapping_add(3), near));
         assert_eq!(r.in_flight(near.wrapping_add(2), near), 2);
+    }
+
+    #[test]
+    fn a_consumer_takes_every_frame_after_its_start_and_the_writer_waits_for_each() {
+        // Registered on a stream that published frame 3 (seq 6): it takes frame 4 first.
+        assert_eq!(consumer_start(6), (4, 3));
+        // Registered while frame 4 is being written (seq 7): it takes frame 4 (waiting for
+        // its even value), frame 3 counts as acknowledged.
+        assert_eq!(consumer_start(7), (4, 3));
+        assert_eq!(consumer_start(0), (1, 0), "a fresh stream");
+        assert_eq!(
+            consumer_start(-9),
+            (1, 0),
+            "an unlinked stream's negative sequence"
+        );
+        // Writer of frame 4 over frame 3 (seq 6): the consumer acknowledged 3 → free.
+        assert_eq!(writer_gate(42, true, 6, 3), WriterGate::Free);
+        // Writer of frame 5 (seq 8) before the consumer acknowledged 4 → wait for 4.
+        assert_eq!(writer_gate(42, true, 8, 3), WriterGate::WaitAck(4));
+        assert_eq!(writer_gate(42, true, 8, 4), WriterGate::Free);
+        // A consumer ahead (it took a duplicate after a recovery) never blocks.
+        assert_eq!(writer_gate(42, true, 8, 9), WriterGate::Free);
+    }
+
+    #[test]
+    fn no_consumer_or_a_dead_one_never_blocks_the_writer() {
+        assert_eq!(writer_gate(0, false, 100, 0), WriterGate::Free);
+        assert_eq!(writer_gate(0, true, 100, 0), WriterGate::Free);
+        assert_eq!(writer_gate(42, false, 100, 0), WriterGate::ReleaseDead);
+    }
+
+    #[test]
+    fn an_abandoned_write_does_not_deadlock_a_consumer_waiting_for_its_frame() {
+        // Frame 3 published (seq 6); its writer died in frame 4 (seq 7 left odd). The consumer
+        // took 3 and waits for 4; the next writer (frame 4 again, seq 9 → 10) must not wait for
+        // an ack of 4, which only comes once it has written.
+        let (next, acked) = consumer_start(6);
+        assert_eq!((next, acked), (4, 3));
+        assert_eq!(writer_gate(42, true, 7, acked), WriterGate::Free);
+        assert_eq!(last_frame(7), 3);
     }
 
     #[test]
