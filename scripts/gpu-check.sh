@@ -56,12 +56,28 @@ run)
     rc=0
     echo "== GPU tests" | tee "$out/tests.log"
     only="${GPU_CHECK_ONLY:-}"
-    timeout 120 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 | tee -a "$out/tests.log" || rc=1
+    # Each test in a process of its own with its own timeout: one that hangs costs 60 s and
+    # hides no other (a hang in one binary run hid the tests after it, 2026-11-30).
+    gpu_tests() { # $1: label
+        local t failed=0
+        for t in $(.gpu-bin/gpu_tests --list 2>/dev/null | sed -n 's/: test$//p'); do
+            if timeout 60 .gpu-bin/gpu_tests --exact "$t" --nocapture >"$out/test.tmp" 2>&1; then
+                echo "PASS $t" | tee -a "$out/tests.log"
+            else
+                echo "FAIL $t (exit $?; 124 = timed out)" | tee -a "$out/tests.log"
+                failed=1
+            fi
+            grep -v '^$' "$out/test.tmp" | grep -v '^running\|^test result\|^$' >>"$out/tests.log"
+        done
+        rm -f "$out/test.tmp"
+        echo "== $1: $(grep -c '^PASS' "$out/tests.log") passed so far, failed: $failed" | tee -a "$out/tests.log"
+        return $failed
+    }
+    gpu_tests "GPU tests" || rc=1
     # The synchronize path forced (no probe): the fallback passes the same tests.
     if [ "$only" != mps ]; then
         echo "== GPU tests, SHMSTREAM_GPU_PUBLISH=sync" | tee -a "$out/tests.log"
-        SHMSTREAM_GPU_PUBLISH=sync timeout 120 .gpu-bin/gpu_tests --test-threads=1 --nocapture 2>&1 |
-            tee -a "$out/tests.log" || rc=1
+        SHMSTREAM_GPU_PUBLISH=sync gpu_tests "GPU tests, sync" || rc=1
     fi
     # The probe's answer under each setting (the trial write runs unless `sync`).
     grep -o 'publication path cuda:0: .*' "$out/tests.log" | sort -u >>"$out/env.txt" ||
