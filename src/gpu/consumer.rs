@@ -9,7 +9,7 @@
 //! stream's wait ([`RELEASED_BIT`]) without touching the sequence CPU readers trust.
 //!
 //! A stream cannot retry a torn read, so the consumer does not use the seqlock's
-//! copy-and-check: the payload is a ring of one slot ([`SlotRing`]) and the writer does not
+//! copy-and-check: the payload is a ring of one slot ([`slots::SlotRing`]) and the writer does not
 //! reuse it until the consumer has acknowledged the frame in it. One acknowledging consumer
 //! per stream (its pid in the `_gpu` segment); CPU readers and other device readers keep the
 //! seqlock as before.
@@ -106,9 +106,10 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
         && let Some(addr) = ack_device_ptr(a)
     {
         a.awaited_ack.store(ack, Ordering::Relaxed);
-        // SAFETY: the context is bound just above; `addr` is the registered, 8-aligned ack word, mapped while the attachment lives; a
-        // consumer that never acknowledges is released by the next writer's landing wait
-        // (`on_stream::wait_for_landing`), which has a deadline.
+        // SAFETY: the context is bound just above; `addr` is the registered, 8-aligned ack
+        // word, mapped while the attachment lives. A consumer that dies without acknowledging
+        // is released by the next writer's landing wait (`on_stream::wait_for_landing`, which
+        // has a deadline); one that is dropped acknowledges every published frame first.
         let r = unsafe { publish::enqueue_wait_geq_u64(a.stream.cu_stream(), addr, ack) };
         if r.is_ok() {
             return Ok(());
@@ -350,6 +351,14 @@ impl Drop for GpuConsumer<'_> {
                 .published_frame()
                 .fetch_or(RELEASED_BIT, Ordering::SeqCst);
             let _ = self.synchronize(RELEASE_SETTLE);
+        }
+        // A writer that saw us before we let go may wait for an ack of a frame we never
+        // enqueued: acknowledge every frame published so far (still holding the claim, so no
+        // new consumer's ack is overwritten; never beyond a published frame).
+        let published = slots::last_frame(self.s.header.sequence().load(Ordering::SeqCst));
+        let ack = self.a.consumer_ack();
+        if !slots::geq_wrapping(ack.load(Ordering::Acquire), published) {
+            ack.store(published, Ordering::SeqCst);
         }
         let _ = self.a.consumer_pid().compare_exchange(
             self.s.pid,

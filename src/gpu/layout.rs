@@ -64,7 +64,7 @@ pub mod gpu_offset {
     pub const CONSUMER_PID: usize = 216;
     /// `u64` (mutable) the frame number of the last publication (its even sequence / 2),
     /// stored after the even sequence by the host or the writer's CUDA stream; GPU consumers
-    /// wait on it. A consumer giving up on frames that never came sets [`RELEASED_BIT`] to
+    /// wait on it. A consumer giving up on frames that never came sets [`super::RELEASED_BIT`] to
     /// release its own stream; the next publication (or consumer) clears it. Not covered by
     /// the CRC.
     pub const PUBLISHED_FRAME: usize = 224;
