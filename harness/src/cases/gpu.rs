@@ -233,6 +233,24 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok((m, h))
 }
 
+/// The three streams of a GPU pingpong job: data (writer → reader), echo (reader → writer),
+/// control (the writer's stop signal).
+struct PingStreams {
+    data: Stream,
+    ack: Stream,
+    ctl: Stream,
+}
+
+impl PingStreams {
+    fn open(spec: &ChildSpec) -> Result<Self> {
+        Ok(Self {
+            data: Stream::open(&spec.names.data).context("opening the data stream")?,
+            ack: Stream::open(&spec.names.ack).context("opening the echo stream")?,
+            ctl: Stream::open(&spec.names.ctl).context("opening the control stream")?,
+        })
+    }
+}
+
 /// Pingpong writer: publishes a frame, reads its echo; measures the round trip.
 pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
@@ -240,9 +258,7 @@ pub fn ping_writer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         return ping_writer_consumer(spec);
     }
     let to = wait_timeout(spec);
-    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
-    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let PingStreams { data, ack, ctl } = PingStreams::open(spec)?;
     ack.set_wait_strategy(strategy(job));
     let n = job.elements();
     let host = pattern(n, 2);
@@ -289,9 +305,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
         return ping_reader_consumer(spec);
     }
     let to = wait_timeout(spec);
-    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
-    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let PingStreams { data, ack, ctl } = PingStreams::open(spec)?;
     data.set_wait_strategy(strategy(job));
     let n = job.elements();
     let mirror_read = job.mirror == Some(true);
@@ -326,6 +340,27 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     }
 }
 
+/// x vectors on the host and their copies on the device.
+type MvmVectors = (Vec<Vec<f32>>, Vec<CudaSlice<f32>>);
+
+/// The MVM driver's three x vectors, on the host and (on `x`'s CUDA stream) on the device,
+/// prepared outside the timing.
+fn mvm_vectors(x: &Stream, cols: usize) -> Result<MvmVectors> {
+    let xs: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            let mut v = vec![0.0f32; cols];
+            kernel::fill_vector(&mut v, i);
+            v
+        })
+        .collect();
+    let st = stream_of(x)?;
+    let xd = xs
+        .iter()
+        .map(|v| st.clone_htod(v).map_err(Error::from))
+        .collect::<Result<_>>()?;
+    Ok((xs, xd))
+}
+
 /// MVM driver: writes the matrix once, then times x → y round trips through the compute
 /// process.
 pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
@@ -339,19 +374,7 @@ pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let a = kernel::test_matrix(rows, cols);
     matrix.write_device_from_host(&a)?;
     y.set_wait_strategy(strategy(job));
-    // Three vectors prepared outside the timing (on the device too for device-resident).
-    let xs: Vec<Vec<f32>> = (0..3)
-        .map(|i| {
-            let mut v = vec![0.0f32; cols];
-            kernel::fill_vector(&mut v, i);
-            v
-        })
-        .collect();
-    let xst = stream_of(&x)?;
-    let xd: Vec<CudaSlice<f32>> = xs
-        .iter()
-        .map(|v| xst.clone_htod(v).map_err(Error::from))
-        .collect::<Result<_>>()?;
+    let (xs, xd) = mvm_vectors(&x, cols)?;
     let mut yd: CudaSlice<f32> = stream_of(&y)?.alloc_zeros(rows)?;
     let mut yh = vec![0.0f32; rows];
     let mut ys = y
@@ -385,6 +408,40 @@ pub fn mvm_driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok((m, h))
 }
 
+/// The compute process's device buffers (on y's CUDA stream): its copy of the matrix, x, y,
+/// and the `sgemv` that maps one to the other.
+struct ComputeBuffers {
+    a: CudaSlice<f32>,
+    xd: CudaSlice<f32>,
+    yd: CudaSlice<f32>,
+    gemv: Sgemv,
+}
+
+impl ComputeBuffers {
+    /// Waits for the matrix, copies it once into the process's own buffer (a controller keeps
+    /// its matrix).
+    fn new(
+        matrix: &Stream,
+        y: &Stream,
+        rows: usize,
+        cols: usize,
+        to: Option<std::time::Duration>,
+    ) -> Result<Self> {
+        matrix
+            .wait_for_count(0, to)
+            .context("waiting for the matrix")?;
+        let st = stream_of(y)?;
+        let mut a: CudaSlice<f32> = st.alloc_zeros(rows * cols)?;
+        matrix.read_device_into(&mut a)?;
+        Ok(Self {
+            a,
+            xd: st.alloc_zeros(cols)?,
+            yd: st.alloc_zeros(rows)?,
+            gemv: Sgemv::new(st, rows, cols)?,
+        })
+    }
+}
+
 /// MVM compute: copies the matrix once into its own device buffer, then serves x → y.
 pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
@@ -395,15 +452,12 @@ pub fn mvm_compute(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     x.set_wait_strategy(strategy(job));
-    matrix
-        .wait_for_count(0, to)
-        .context("waiting for the matrix")?;
-    let st = stream_of(&y)?;
-    let mut a: CudaSlice<f32> = st.alloc_zeros(rows * cols)?;
-    matrix.read_device_into(&mut a)?;
-    let mut xd: CudaSlice<f32> = st.alloc_zeros(cols)?;
-    let mut yd: CudaSlice<f32> = st.alloc_zeros(rows)?;
-    let gemv = Sgemv::new(st, rows, cols)?;
+    let ComputeBuffers {
+        a,
+        mut xd,
+        mut yd,
+        gemv,
+    } = ComputeBuffers::new(&matrix, &y, rows, cols, to)?;
     let guard = y.lock(to).context("locking the y stream")?;
     // Sample x's count before saying "ready": the driver's first x may follow at once.
     let mut last = x.count();
@@ -476,9 +530,7 @@ fn consumer_note() -> (String, String) {
 fn ping_writer_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let job = &spec.job;
     let to = wait_timeout(spec);
-    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
-    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let PingStreams { data, ack, ctl } = PingStreams::open(spec)?;
     let n = job.elements();
     let host = pattern(n, 2);
     // Our consumer first: the reader's "ready" frame (written once it sees us) is its first.
@@ -515,9 +567,7 @@ fn ping_writer_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> 
 fn ping_reader_consumer(spec: &ChildSpec) -> Result<()> {
     let job = &spec.job;
     let to = wait_timeout(spec);
-    let data = Stream::open(&spec.names.data).context("opening the data stream")?;
-    let ack = Stream::open(&spec.names.ack).context("opening the echo stream")?;
-    let ctl = Stream::open(&spec.names.ctl).context("opening the control stream")?;
+    let PingStreams { data, ack, ctl } = PingStreams::open(spec)?;
     let n = job.elements();
     let mut c = consumer_of(&data)?;
     let mut dev: CudaSlice<f32> = c.cuda_stream().alloc_zeros(n)?;
@@ -544,18 +594,7 @@ fn mvm_driver_consumer(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
     let a = kernel::test_matrix(rows, cols);
     matrix.write_device_from_host(&a)?;
-    let xs: Vec<Vec<f32>> = (0..3)
-        .map(|i| {
-            let mut v = vec![0.0f32; cols];
-            kernel::fill_vector(&mut v, i);
-            v
-        })
-        .collect();
-    let xst = stream_of(&x)?;
-    let xd: Vec<CudaSlice<f32>> = xs
-        .iter()
-        .map(|v| xst.clone_htod(v).map_err(Error::from))
-        .collect::<Result<_>>()?;
+    let (xs, xd) = mvm_vectors(&x, cols)?;
     let mut yh = vec![0.0f32; rows];
     // Our consumer first: the compute process's "ready" frame is its first.
     let mut c = consumer_of(&y)?;
@@ -597,15 +636,12 @@ fn mvm_compute_consumer(spec: &ChildSpec) -> Result<()> {
     let (rows, cols) = (job.shape[0], job.shape[1]);
     let to = wait_timeout(spec);
     let MvmStreams { matrix, x, y, ctl } = MvmStreams::open(spec)?;
-    matrix
-        .wait_for_count(0, to)
-        .context("waiting for the matrix")?;
-    let st = stream_of(&y)?;
-    let mut a: CudaSlice<f32> = st.alloc_zeros(rows * cols)?;
-    matrix.read_device_into(&mut a)?;
-    let mut xd: CudaSlice<f32> = st.alloc_zeros(cols)?;
-    let mut yd: CudaSlice<f32> = st.alloc_zeros(rows)?;
-    let gemv = Sgemv::new(st, rows, cols)?;
+    let ComputeBuffers {
+        a,
+        mut xd,
+        mut yd,
+        gemv,
+    } = ComputeBuffers::new(&matrix, &y, rows, cols, to)?;
     let mut c = consumer_of(&x)?;
     let guard = y.lock(to).context("locking the y stream")?;
     wait_for_consumer(&y, to)?;
