@@ -2,8 +2,9 @@
 # GPU check, in two halves:
 #   scripts/gpu-check.sh build   (on the build machine, with Rust): builds the release GPU test
 #                                binary, the gpu_bench example and the harness into .gpu-bin/
-#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests (as is,
-#                                then with SHMSTREAM_GPU_PUBLISH=sync), then the harness's GPU
+#   scripts/gpu-check.sh run     (on the GPU machine, no Rust needed): runs the GPU tests (each
+#                                in its own process, 60 s each; as is, then with
+#                                SHMSTREAM_GPU_PUBLISH=sync), then the harness's GPU
 #                                rows of scenarios/io.toml, scenarios/mvm.toml and
 #                                scenarios/ao-gpu.toml (the ao-loop's GPU form)
 #                                (`--cases cuda --no-peer`), once as is and (io, mvm) under MPS,
@@ -17,7 +18,8 @@
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
 # Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
 #   R=/tmp/gpurun; OUT=$R timeout 400 scripts/gpu-check.sh run >$R.log 2>&1; tar czf $OUT/gpu-run.tgz -C /tmp gpurun
-# (2026-11-29, H200, --quick, before the -gpupub passes existed: 150-157 s).
+# (2026-11-29, H200, --quick: 150-157 s; 2026-11-30 with the GPU-consumer rows and tests, a full
+# run needs ~350 s: budget one run and a rerun of GPU_CHECK_ONLY=mps within 15 minutes of device time).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
