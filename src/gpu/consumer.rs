@@ -149,6 +149,10 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
 /// until the writer's timeout. Dropping it waits (up to the handle's timeout) for what it
 /// enqueued, then releases its CUDA stream's wait and the stream.
 ///
+/// Run producer and consumer processes under MPS: without it the processes' contexts are
+/// time-sliced, and one whose stream waits on a word keeps its slice (an H200 measured ~4.5 ms
+/// per frame for a cross-process MVM pipeline, 50 µs under MPS; `reports/gpu-h200/2026-11-30/`).
+///
 /// Open every stream handle the process needs before enqueueing waits: registering host memory
 /// with the driver (which opening a writable GPU handle does) waits for work in flight on the
 /// device, including these waits (`docs/format-gpu.md`).
