@@ -681,7 +681,7 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     }
     let mirror = job.mirror == Some(true);
     let (mut m, h) = if device_side(job) {
-        raw.host(0).copy_from_slice(&host);
+        raw.host(0).map_err(Error::msg)?.copy_from_slice(&host);
         raw.htod(0, 0).map_err(Error::msg)?;
         let out = if consumers(job) {
             // The four copies of a round trip back to back on one stream, one synchronize:
@@ -722,7 +722,7 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         };
         let last = if consumers(job) { 4 } else { 2 };
         raw.dtoh(last, 1).map_err(Error::msg)?;
-        back.copy_from_slice(raw.host(1));
+        back.copy_from_slice(raw.host(1).map_err(Error::msg)?);
         out
     } else {
         // Host slices cross the bus through page-locked memory, as the library's staging
@@ -732,7 +732,7 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         // (issue #11: floors bound).
         timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
-                raw.host(0).copy_from_slice(&host);
+                raw.host(0).map_err(Error::msg)?.copy_from_slice(&host);
                 if gpu_side {
                     raw.enqueue_htod(0, 0).map_err(Error::msg)?;
                 } else {
@@ -747,7 +747,7 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
                     raw.dtoh(0, 1).map_err(Error::msg)?;
                     1
                 };
-                back.copy_from_slice(raw.host(stage));
+                back.copy_from_slice(raw.host(stage).map_err(Error::msg)?);
             }
             Ok(())
         })?

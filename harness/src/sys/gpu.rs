@@ -110,6 +110,8 @@ pub struct RawCopies {
     /// (its host and device addresses) and the last value written, so waits spin on it.
     flag: Option<(*mut u64, dsys::CUdeviceptr)>,
     flag_value: std::cell::Cell<u64>,
+    /// Copies enqueued and not yet waited for.
+    in_flight: std::cell::Cell<bool>,
 }
 
 fn driver(what: &str, r: dsys::CUresult) -> Result<(), String> {
@@ -132,6 +134,7 @@ impl RawCopies {
             len,
             flag: None,
             flag_value: std::cell::Cell::new(0),
+            in_flight: std::cell::Cell::new(false),
         };
         for h in &mut this.host {
             let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
@@ -156,13 +159,16 @@ impl RawCopies {
         Ok(this)
     }
 
-    /// Page-locked host buffer `i` (0 or 1; no copy is in flight: each copy waited for itself).
-    pub fn host(&mut self, i: usize) -> &mut [f32] {
+    /// Page-locked host buffer `i` (0 or 1), after waiting for copies still in flight.
+    pub fn host(&mut self, i: usize) -> Result<&mut [f32], String> {
+        if self.in_flight.get() {
+            self.wait()?;
+        }
         let p = self.host[i.min(1)];
         // SAFETY: `p` holds `len` initialized f32 (zeroed, then only written as f32), owned
-        // by this value; every copy synchronized its stream before returning, so the device
-        // touches it no more while this borrow (of all of `self`) lives.
-        unsafe { std::slice::from_raw_parts_mut(p, self.len) }
+        // by this value; no copy is in flight (waited for above), and none can be enqueued
+        // while this borrow (of all of `self`) lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, self.len) })
     }
 
     fn dev(&self, i: usize) -> Result<dsys::CUdeviceptr, String> {
@@ -180,9 +186,11 @@ impl RawCopies {
         let st = self.stream.cu_stream();
         let Some((host, dev)) = self.flag else {
             // SAFETY: our own live stream.
-            return driver("cuStreamSynchronize", unsafe {
+            driver("cuStreamSynchronize", unsafe {
                 dsys::cuStreamSynchronize(st)
-            });
+            })?;
+            self.in_flight.set(false);
+            return Ok(());
         };
         let v = self.flag_value.get() + 1;
         self.flag_value.set(v);
@@ -201,6 +209,7 @@ impl RawCopies {
             std::hint::spin_loop();
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        self.in_flight.set(false);
         Ok(())
     }
 
@@ -229,20 +238,16 @@ impl RawCopies {
         Ok(())
     }
 
-    fn sync(&self, what: &str, r: dsys::CUresult) -> Result<(), String> {
-        driver(what, r)?;
-        self.wait()
-    }
-
     /// Device buffer `from` → page-locked host buffer `to`, enqueued only (see
     /// [`RawCopies::wait`]).
     pub fn enqueue_dtoh(&self, from: usize, to: usize) -> Result<(), String> {
         let (d, h) = (self.dev(from)?, self.host[to.min(1)]);
-        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the caller
-        // waits before it reads the host buffer.
+        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; `host()`
+        // waits for the copy before it lends the host buffer out.
         let r = unsafe {
             dsys::cuMemcpyDtoHAsync_v2(h.cast(), d, self.bytes(), self.stream.cu_stream())
         };
+        self.in_flight.set(true);
         driver("cuMemcpyDtoHAsync", r)
     }
 
@@ -251,17 +256,19 @@ impl RawCopies {
         let (s, d) = (self.dev(from)?, self.dev(to)?);
         // SAFETY: both device buffers hold `bytes()` bytes and are owned by this value.
         let r = unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
+        self.in_flight.set(true);
         driver("cuMemcpyDtoDAsync", r)
     }
 
     /// Host buffer `from` → device buffer `to`, enqueued only (see [`RawCopies::wait`]).
     pub fn enqueue_htod(&self, from: usize, to: usize) -> Result<(), String> {
         let (h, d) = (self.host[from.min(1)], self.dev(to)?);
-        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the caller
-        // waits before it touches the host buffer again.
+        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; `host()`
+        // waits for the copy before it lends the host buffer out.
         let r = unsafe {
             dsys::cuMemcpyHtoDAsync_v2(d, h.cast(), self.bytes(), self.stream.cu_stream())
         };
+        self.in_flight.set(true);
         driver("cuMemcpyHtoDAsync", r)
     }
 
@@ -271,45 +278,27 @@ impl RawCopies {
 
     /// Host buffer `from` → device buffer `to`, then waits for it.
     pub fn htod(&self, from: usize, to: usize) -> Result<(), String> {
-        let (h, d) = (self.host[from.min(1)], self.dev(to)?);
-        // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; the copy is
-        // waited for before returning, so no borrow of the host buffer can overlap it.
-        let r = unsafe {
-            dsys::cuMemcpyHtoDAsync_v2(d, h.cast(), self.bytes(), self.stream.cu_stream())
-        };
-        self.sync("cuMemcpyHtoDAsync", r)
+        self.enqueue_htod(from, to)?;
+        self.wait()
     }
 
     /// Device buffer `from` → host buffer `to`, then waits for it.
     pub fn dtoh(&self, from: usize, to: usize) -> Result<(), String> {
-        let (d, h) = (self.dev(from)?, self.host[to.min(1)]);
-        // SAFETY: as `htod`.
-        let r = unsafe {
-            dsys::cuMemcpyDtoHAsync_v2(h.cast(), d, self.bytes(), self.stream.cu_stream())
-        };
-        self.sync("cuMemcpyDtoHAsync", r)
+        self.enqueue_dtoh(from, to)?;
+        self.wait()
     }
 
     /// Device buffer `from` → device buffer `to`, then waits for it.
     pub fn dtod(&self, from: usize, to: usize) -> Result<(), String> {
-        let (s, d) = (self.dev(from)?, self.dev(to)?);
-        // SAFETY: both device buffers hold `bytes()` bytes and are owned by this value.
-        let r = unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
-        self.sync("cuMemcpyDtoDAsync", r)
+        self.enqueue_dtod(from, to)?;
+        self.wait()
     }
-}
 
-impl RawCopies {
     /// Device buffer `path[0]` → `path[1]` → … enqueued back to back on the stream, then one
     /// wait for all of them.
     pub fn dtod_chain(&self, path: &[usize]) -> Result<(), String> {
         for w in path.windows(2) {
-            let (s, d) = (self.dev(w[0])?, self.dev(w[1])?);
-            // SAFETY: both device buffers hold `bytes()` bytes and are owned by this value;
-            // copies on one stream run in order.
-            let r =
-                unsafe { dsys::cuMemcpyDtoDAsync_v2(d, s, self.bytes(), self.stream.cu_stream()) };
-            driver("cuMemcpyDtoDAsync", r)?;
+            self.enqueue_dtod(w[0], w[1])?;
         }
         self.wait()
     }
