@@ -19,6 +19,12 @@ pub(crate) fn pid() -> i64 {
     i64::from(std::process::id())
 }
 
+/// Whether `pid` is this process (`own`) or a live one (the kill(2) probe is skipped for
+/// ourselves).
+pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
+    pid == own || pid_alive(pid)
+}
+
 /// Whether a process with this pid exists (`kill(pid, 0)`); EPERM counts as alive.
 pub(crate) fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

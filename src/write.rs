@@ -202,13 +202,7 @@ impl Stream {
             }
         };
         if let Some(b) = abort.disarm() {
-            if on_gpu {
-                crate::gpu::end_publication_on_gpu(self, b, now, frame_id);
-            } else {
-                let even = b.even();
-                seqlock::end_write(h, b, now, frame_id);
-                crate::gpu::published_on_host(self, even);
-            }
+            crate::gpu::end_publication(self, b, now, frame_id, on_gpu);
         }
         drop(slow);
         if self.notify() {

@@ -36,16 +36,6 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
 
-/// Whether `pid` may still acknowledge: this process (`own`), or a live one.
-fn alive(own: i64, pid: i64) -> bool {
-    pid == own || crate::sys::pid_alive(pid)
-}
-
-/// The ack word's device address (registering the `_gpu` segment's page on first use).
-fn ack_device_ptr(a: &Attachment) -> Option<sys::CUdeviceptr> {
-    a.seg_device_ptr(gpu_offset::CONSUMER_ACK)
-}
-
 /// Releases a dead consumer: stores the ack this handle's stream may be waiting for (the
 /// word is host memory, so the stream proceeds), then clears the consumer's pid.
 fn release(a: &Attachment, pid: i64) {
@@ -62,34 +52,33 @@ fn release(a: &Attachment, pid: i64) {
 /// If the stream's GPU consumer has died, releases it (`own`: this process's pid).
 pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    if pid != 0 && !alive(own, pid) {
+    if pid != 0 && !crate::sys::is_self_or_alive(own, pid) {
         release(a, pid);
     }
 }
 
-/// The live GPU consumer a writer waits for, if any (for a timeout's message).
-pub(crate) fn consumer_note(s: &Stream, a: &Attachment) -> Option<String> {
+/// Whether the stream has a live GPU consumer (a writer's timeout names it as the cause).
+pub(crate) fn has_live_consumer(s: &Stream, a: &Attachment) -> bool {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    (pid != 0 && alive(s.pid, pid)).then(|| {
-        format!(
-            "its GPU consumer (pid {pid}) acknowledged frame {} and no later one",
-            a.consumer_ack().load(Ordering::Acquire)
-        )
-    })
+    pid != 0 && crate::sys::is_self_or_alive(s.pid, pid)
 }
 
 /// Publish hook before the fill (write lock held, a previous GPU-side publication landed):
 /// if the stream has a GPU consumer, the payload is not overwritten before it acknowledged
-/// the frame in it. `on_gpu`: the write is published by the handle's CUDA stream, which then
-/// waits for the ack itself; otherwise the host waits.
-pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()> {
+/// the frame in it. `ack_word`: on the GPU-side publication path, the ack word's device
+/// address, and the handle's CUDA stream waits for the ack itself; otherwise the host waits.
+pub(crate) fn gate_writer(
+    s: &Stream,
+    a: &Attachment,
+    ack_word: Option<sys::CUdeviceptr>,
+) -> Result<()> {
     // Pairs with the consumer's fence between storing its pid and reading the sequence: either
     // it saw our previous frames or we see it.
     fence(Ordering::SeqCst);
     let pid = a.consumer_pid().load(Ordering::SeqCst);
     let gate = slots::writer_gate(
         pid,
-        pid != 0 && alive(s.pid, pid),
+        pid != 0 && crate::sys::is_self_or_alive(s.pid, pid),
         s.header.sequence().load(Ordering::Acquire),
         a.consumer_ack().load(Ordering::Acquire),
     );
@@ -101,9 +90,8 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
         }
         WriterGate::WaitAck(ack) => ack,
     };
-    if on_gpu
+    if let Some(addr) = ack_word
         && a.ctx.bind_to_thread().is_ok()
-        && let Some(addr) = ack_device_ptr(a)
     {
         a.awaited_ack.store(ack, Ordering::Relaxed);
         // SAFETY: the context is bound just above; `addr` is the registered, 8-aligned ack
@@ -120,7 +108,7 @@ pub(crate) fn gate_writer(s: &Stream, a: &Attachment, on_gpu: bool) -> Result<()
         ack,
         timeout,
         || a.consumer_ack().load(Ordering::Acquire),
-        || alive(s.pid, pid),
+        || crate::sys::is_self_or_alive(s.pid, pid),
         std::thread::yield_now,
     );
     match got {
@@ -194,7 +182,7 @@ impl Stream {
         a.bind(&self.name)?;
         let (Some(published), Some(ack)) = (
             a.seg_device_ptr(gpu_offset::PUBLISHED_FRAME),
-            ack_device_ptr(a),
+            a.seg_device_ptr(gpu_offset::CONSUMER_ACK),
         ) else {
             return Err(fail(
                 "registering the `_gpu` segment with the driver failed".into(),
@@ -203,7 +191,7 @@ impl Stream {
         let word = a.consumer_pid();
         let mut cur = word.load(Ordering::SeqCst);
         loop {
-            if cur != 0 && alive(self.pid, cur) {
+            if cur != 0 && crate::sys::is_self_or_alive(self.pid, cur) {
                 return Err(fail(format!(
                     "pid {cur} already consumes it on the GPU (one acknowledging GPU consumer per stream): drop that consumer first"
                 )));

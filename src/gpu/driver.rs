@@ -483,7 +483,7 @@ pub(crate) fn attach(
         ));
     }
     probe().map_err(|r| format!("{r}; open it on a machine with the GPU and its driver"))?;
-    if rec.creator_pid != os::pid() && !os::pid_alive(rec.creator_pid) {
+    if !os::is_self_or_alive(os::pid(), rec.creator_pid) {
         return Err(format!(
             "its producer process (pid {}) has exited and the device buffer died with it (the creator must outlive the stream's users); recreate the stream",
             rec.creator_pid

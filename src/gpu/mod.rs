@@ -236,17 +236,28 @@ pub(crate) fn begin_publication(s: &crate::stream::Stream) -> Result<bool> {
     }
 }
 
-/// Publish hook that ends a bracket [`begin_publication`] put on the GPU.
-pub(crate) fn end_publication_on_gpu(
+/// Publish hook that ends a bracket: metadata, count and the even sequence, by the host or
+/// (`on_gpu`, as [`begin_publication`] said) by the writer's CUDA stream; on a GPU stream the
+/// `_gpu` segment's published frame follows the even sequence (GPU consumers wait on it).
+#[inline]
+pub(crate) fn end_publication(
     s: &crate::stream::Stream,
     b: crate::seqlock::Bracket,
     write_time: f64,
     frame_id: Option<u64>,
+    on_gpu: bool,
 ) {
     match &s.gpu {
         #[cfg(feature = "cuda")]
-        GpuLink::Attached(a) => on_stream::end(s, a, b, write_time, frame_id),
+        GpuLink::Attached(a) if on_gpu => on_stream::end(s, a, b, write_time, frame_id),
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => {
+            let even = b.even() as u64;
+            crate::seqlock::end_write(&s.header, b, write_time, frame_id);
+            on_stream::published_on_host(a, even);
+        }
         _ => {
+            let _ = on_gpu;
             crate::seqlock::end_write(&s.header, b, write_time, frame_id);
         }
     }
@@ -276,18 +287,6 @@ pub(crate) fn prepare(s: &crate::stream::Stream) {
     let _ = s;
 }
 
-/// Publish hook after the host stored a bracket's even sequence `even`: on a GPU stream, the
-/// `_gpu` segment's published frame follows (GPU consumers wait on it).
-pub(crate) fn published_on_host(s: &crate::stream::Stream, even: i64) {
-    match &s.gpu {
-        #[cfg(feature = "cuda")]
-        GpuLink::Attached(a) => on_stream::published_on_host(a, even as u64),
-        _ => {
-            let _ = even;
-        }
-    }
-}
-
 /// A GPU-side bracket is aborted: waits for what its fill enqueued first.
 pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
@@ -310,7 +309,8 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
         GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
         GpuLink::Detached(_) => last_publisher(&s.name).unwrap_or(0),
     };
-    probe::judge_odd(publisher, crate::sys::pid_alive) == probe::OddSequence::Landing
+    probe::judge_odd(publisher, |pid| crate::sys::is_self_or_alive(s.pid, pid))
+        == probe::OddSequence::Landing
 }
 
 /// The `_gpu` segment's publisher word of stream `name`, read from a fresh read-only mapping:

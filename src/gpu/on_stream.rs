@@ -34,15 +34,26 @@ use crate::stream::Stream;
 pub(crate) struct HandlePath {
     /// The path and why.
     pub(crate) choice: PathChoice,
-    /// On the GPU-side path, the device addresses of the registered sequence word and of the
-    /// `_gpu` segment's published-frame word.
-    seq: Option<(sys::CUdeviceptr, sys::CUdeviceptr)>,
+    /// On the GPU-side path, the device addresses of the words its CUDA stream touches.
+    words: Option<Words>,
+}
+
+/// Device addresses of the registered host words a GPU-side publication's CUDA stream writes
+/// or waits on, resolved once per handle.
+#[derive(Debug, Clone, Copy)]
+struct Words {
+    /// The header's sequence word.
+    seq: sys::CUdeviceptr,
+    /// The `_gpu` segment's published-frame word.
+    published: sys::CUdeviceptr,
+    /// The `_gpu` segment's consumer ack word (a GPU consumer's gate).
+    ack: sys::CUdeviceptr,
 }
 
 /// Whether this handle's writes are published by its CUDA stream (the fills then enqueue
 /// without waiting).
 pub(crate) fn on_gpu(a: &Attachment) -> bool {
-    a.gpu_publish.get().is_some_and(|p| p.seq.is_some())
+    a.gpu_publish.get().is_some_and(|p| p.words.is_some())
 }
 
 /// The path this handle's writes use (decided once per handle, on first asking).
@@ -55,21 +66,32 @@ pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
                 path: PublishPath::HostSync,
                 reason,
             },
-            seq: None,
+            words: None,
         };
         if choice.path == PublishPath::HostSync {
-            return HandlePath { choice, seq: None };
+            return HandlePath {
+                choice,
+                words: None,
+            };
         }
         if s.readonly {
             return sync("a read-only handle does not publish".into());
         }
+        let seg = |off| a.seg_device_ptr(off);
         match header_device_ptr(s, a) {
-            Ok(seq) => match a.seg_device_ptr(layout::gpu_offset::PUBLISHED_FRAME) {
-                Some(published) => HandlePath {
+            Ok(seq) => match (
+                seg(layout::gpu_offset::PUBLISHED_FRAME),
+                seg(layout::gpu_offset::CONSUMER_ACK),
+            ) {
+                (Some(published), Some(ack)) => HandlePath {
                     choice,
-                    seq: Some((seq, published)),
+                    words: Some(Words {
+                        seq,
+                        published,
+                        ack,
+                    }),
                 },
-                None => sync("registering the `_gpu` segment failed".into()),
+                _ => sync("registering the `_gpu` segment failed".into()),
             },
             Err(e) => sync(format!("registering the stream header failed: {e}")),
         }
@@ -101,9 +123,11 @@ pub(crate) fn header_device_ptr(
 /// published by the CUDA stream.
 pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     wait_for_landing(s, a)?;
-    let on_gpu = path(s, a).seq.is_some();
-    // A GPU consumer's frame is not overwritten before it acknowledged it.
-    super::consumer::gate_writer(s, a, on_gpu)?;
+    let words = path(s, a).words;
+    let on_gpu = words.is_some();
+    // A GPU consumer's frame is not overwritten before it acknowledged it (on the GPU-side
+    // path our CUDA stream waits for the ack word).
+    super::consumer::gate_writer(s, a, words.map(|w| w.ack))?;
     let pid = if on_gpu { s.pid } else { 0 };
     let word = a.publisher_pid();
     if word.load(Ordering::Relaxed) != pid {
@@ -121,7 +145,7 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if seq <= 0 || seq & 1 == 0 {
         return Ok(());
     }
-    let alive = |pid| pid == s.pid || crate::sys::pid_alive(pid);
+    let alive = |pid| crate::sys::is_self_or_alive(s.pid, pid);
     let publisher = a.publisher_pid().load(Ordering::Acquire);
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
@@ -142,13 +166,10 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
         if start.elapsed() > timeout {
             return Err(Error::Timeout {
                 name: s.name.clone(),
-                op: match super::consumer::consumer_note(s, a) {
-                    Some(_) => {
-                        "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
-                    }
-                    None => {
-                        "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
-                    }
+                op: if super::consumer::has_live_consumer(s, a) {
+                    "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
+                } else {
+                    "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
                 },
                 timeout,
             });
@@ -166,12 +187,12 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     seqlock::stamp(h, write_time, frame_id);
     let st = a.stream.cu_stream();
     let even = b.even() as u64;
-    let enqueued = path(s, a).seq.is_some_and(|(seq, published)| {
-        // SAFETY: `seq` and `published` are the device addresses of registered, 8-aligned words
-        // (the header's sequence, the `_gpu` segment's published frame), whose mappings outlive
-        // the attachment (and so every store its stream makes).
-        unsafe { publish::enqueue_write_u64(st, seq, even) }.is_ok()
-            && unsafe { publish::enqueue_write_u64(st, published, even / 2) }.is_ok()
+    let enqueued = path(s, a).words.is_some_and(|w| {
+        // SAFETY: `w.seq` and `w.published` are the device addresses of registered, 8-aligned
+        // words (the header's sequence, the `_gpu` segment's published frame), whose mappings
+        // outlive the attachment (and so every store its stream makes).
+        unsafe { publish::enqueue_write_u64(st, w.seq, even) }.is_ok()
+            && unsafe { publish::enqueue_write_u64(st, w.published, even / 2) }.is_ok()
     });
     if !enqueued {
         settle(s, a);

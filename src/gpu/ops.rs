@@ -106,7 +106,7 @@ unsafe fn host_wait(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
     r.result().map_err(|e| {
         let mut err = gpu_err(&s.name, what, e);
-        if a.creator_pid != s.pid && !crate::sys::pid_alive(a.creator_pid) {
+        if !crate::sys::is_self_or_alive(s.pid, a.creator_pid) {
             err = Error::Gpu {
                 name: s.name.clone(),
                 reason: format!("{what} failed ({}): the stream's producer (pid {}) has exited, taking the device buffer with it", describe(e), a.creator_pid),
