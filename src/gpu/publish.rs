@@ -234,52 +234,80 @@ fn trial_write(ctx: &Arc<CudaContext>) -> Result<(), String> {
     }
 }
 
-/// Whether stream memory operations work on `device` (the three attributes and one trial
-/// write), probed once per process and device whatever `SHMSTREAM_GPU_PUBLISH` says: GPU
-/// consumers ([`super::consumer`]) need them.
-pub(crate) fn memops_usable(device: i32) -> Result<(), String> {
-    static CACHE: Mutex<Vec<(i32, Result<(), String>)>> = Mutex::new(Vec::new());
-    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, r)) = c.iter().find(|(d, _)| *d == device) {
-        return r.clone();
-    }
-    let r = driver::context("(probe)", device)
-        .map_err(|e| e.to_string())
-        .and_then(|ctx| match probe::missing_capability(&caps(&ctx)) {
-            Some(missing) => Err(missing),
-            None => trial_write(&ctx).map_err(|e| format!("the trial stream write failed: {e}")),
-        });
-    c.push((device, r.clone()));
-    r
+/// What one device was found to support, probed once per process: its three attributes,
+/// and (made only when they are all set and someone needs it) one trial stream write.
+struct DeviceProbe {
+    device: i32,
+    caps: Result<DeviceCaps, String>,
+    trial: Option<Result<(), String>>,
 }
 
-/// The publication path of `device`, probed once per process and device.
-pub(crate) fn path_for(device: i32) -> PathChoice {
-    static CACHE: Mutex<Vec<(i32, PathChoice)>> = Mutex::new(Vec::new());
+/// The device's attributes and, when `trial` is asked for and the attributes allow it, the
+/// trial write's result: each made once per process and device, whoever asks first (the
+/// publication path, a GPU consumer).
+fn probed(device: i32, trial: bool) -> (Result<DeviceCaps, String>, Option<Result<(), String>>) {
+    static CACHE: Mutex<Vec<DeviceProbe>> = Mutex::new(Vec::new());
     let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, p)) = c.iter().find(|(d, _)| *d == device) {
-        return p.clone();
-    }
-    let env = std::env::var(probe::PUBLISH_ENV).ok();
-    let choice = match probe::env_setting(env.as_deref()) {
-        Err(e) => PathChoice {
-            path: PublishPath::HostSync,
-            reason: e,
-        },
-        Ok(setting) => match driver::context("(probe)", device) {
-            Err(e) => PathChoice {
-                path: PublishPath::HostSync,
-                reason: e.to_string(),
-            },
-            Ok(ctx) => {
-                let caps = caps(&ctx);
-                let probe_it = setting != probe::PublishSetting::Sync
-                    && probe::missing_capability(&caps).is_none();
-                let trial = probe_it.then(|| trial_write(&ctx));
-                probe::choose(&caps, setting, trial)
-            }
-        },
+    let at = match c.iter().position(|p| p.device == device) {
+        Some(i) => i,
+        None => {
+            let caps = driver::context("(probe)", device)
+                .map(|ctx| caps(&ctx))
+                .map_err(|e| e.to_string());
+            c.push(DeviceProbe {
+                device,
+                caps,
+                trial: None,
+            });
+            c.len() - 1
+        }
     };
-    c.push((device, choice.clone()));
-    choice
+    let p = &mut c[at];
+    if trial
+        && p.trial.is_none()
+        && p.caps
+            .as_ref()
+            .is_ok_and(|caps| probe::missing_capability(caps).is_none())
+    {
+        p.trial = Some(
+            driver::context("(probe)", device)
+                .map_err(|e| e.to_string())
+                .and_then(|ctx| trial_write(&ctx)),
+        );
+    }
+    (p.caps.clone(), p.trial.clone())
+}
+
+/// Whether stream memory operations work on `device` (the three attributes and the trial
+/// write), whatever `SHMSTREAM_GPU_PUBLISH` says: GPU consumers ([`super::consumer`]) need
+/// them.
+pub(crate) fn memops_usable(device: i32) -> Result<(), String> {
+    let (caps, trial) = probed(device, true);
+    if let Some(missing) = probe::missing_capability(&caps?) {
+        return Err(missing);
+    }
+    trial
+        .unwrap_or_else(|| Err("not attempted".into()))
+        .map_err(|e| format!("the trial stream write failed: {e}"))
+}
+
+/// The publication path of `device` under `SHMSTREAM_GPU_PUBLISH` (the device probed once
+/// per process; `sync` makes no trial write).
+pub(crate) fn path_for(device: i32) -> PathChoice {
+    let env = std::env::var(probe::PUBLISH_ENV).ok();
+    let sync = |reason| PathChoice {
+        path: PublishPath::HostSync,
+        reason,
+    };
+    match probe::env_setting(env.as_deref()) {
+        Err(e) => sync(e),
+        Ok(setting) => {
+            let (caps, trial) = probed(device, setting != probe::PublishSetting::Sync);
+            match caps {
+                Err(e) => sync(e),
+                // (`choose` takes the forced path before it looks at a trial a consumer made.)
+                Ok(caps) => probe::choose(&caps, setting, trial),
+            }
+        }
+    }
 }
