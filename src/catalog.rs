@@ -63,6 +63,11 @@ pub struct StreamStat {
 
 impl StreamStat {
     fn from_header(h: &Header) -> StreamStat {
+        // GPU streams: the `_gpu` segment's mutable words, from one snapshot.
+        let gpu = h
+            .gpu()
+            .then(|| crate::gpu::segment_bytes(&h.name))
+            .flatten();
         StreamStat {
             name: h.name.clone(),
             shape: h.shape.clone(),
@@ -81,11 +86,8 @@ impl StreamStat {
             instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
                 .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
             history: crate::history::depth(&h.name, h.instance_id),
-            gpu_publisher_pid: h
-                .gpu()
-                .then(|| crate::gpu::last_publisher(&h.name))
-                .flatten(),
-            gpu_consumer_pid: h.gpu().then(|| crate::gpu::consumer(&h.name)).flatten(),
+            gpu_publisher_pid: gpu.as_deref().and_then(crate::gpu::layout::publisher_pid),
+            gpu_consumer_pid: gpu.as_deref().and_then(crate::gpu::layout::consumer_pid),
         }
     }
 }

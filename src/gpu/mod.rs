@@ -307,25 +307,20 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
         GpuLink::None => return false,
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
-        GpuLink::Detached(_) => last_publisher(&s.name).unwrap_or(0),
+        GpuLink::Detached(_) => segment_bytes(&s.name)
+            .and_then(|b| layout::publisher_pid(&b))
+            .unwrap_or(0),
     };
     probe::judge_odd(publisher, |pid| crate::sys::is_self_or_alive(s.pid, pid))
         == probe::OddSequence::Landing
 }
 
-/// The `_gpu` segment's publisher word of stream `name`, read from a fresh read-only mapping:
-/// the pid whose CUDA stream published the last write, 0 when the host did; `None` when the
-/// segment cannot be read.
-pub(crate) fn last_publisher(name: &str) -> Option<i64> {
+/// The bytes of stream `name`'s `_gpu` segment, read from a fresh read-only mapping (its
+/// mutable words: the publisher and the GPU consumer, see [`layout`]); `None` when the segment
+/// cannot be read.
+pub(crate) fn segment_bytes(name: &str) -> Option<Vec<u8>> {
     let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
-    layout::publisher_pid(&seg.snapshot(layout::GPU_SEGMENT_BYTES))
-}
-
-/// The `_gpu` segment's consumer word of stream `name` (the pid holding its GPU consumer, 0
-/// when none), read from a fresh read-only mapping; `None` when it cannot be read.
-pub(crate) fn consumer(name: &str) -> Option<i64> {
-    let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
-    layout::consumer_pid(&seg.snapshot(layout::GPU_SEGMENT_BYTES))
+    Some(seg.snapshot(layout::GPU_SEGMENT_BYTES))
 }
 
 impl crate::stream::Stream {

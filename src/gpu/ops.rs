@@ -502,13 +502,7 @@ impl Stream {
                 writer_wait(a)
             })?;
             let mut v = DeviceViewMut {
-                view: DeviceView {
-                    ptr: a.dptr,
-                    len: self.len,
-                    dtype: self.dtype,
-                    stream: &a.stream,
-                    _lock: PhantomData,
-                },
+                view: DeviceView::of_payload(self, a),
             };
             let r = fill(&mut v).map_err(|e| Error::WriteAborted {
                 name: self.name.clone(),
@@ -703,13 +697,7 @@ impl WriteGuard<'_> {
         ck(s, a, "ordering after the last write", unsafe {
             wait_event(a, a.stream.cu_stream())
         })?;
-        Ok(DeviceView {
-            ptr: a.dptr,
-            len: s.len,
-            dtype: s.dtype,
-            stream: &a.stream,
-            _lock: PhantomData,
-        })
+        Ok(DeviceView::of_payload(s, a))
     }
     /// [`Stream::write_device_from_host`] without re-locking.
     pub fn write_device_from_host<T: Element>(&self, data: &[T]) -> Result<()> {
