@@ -680,74 +680,59 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         raw.use_flag_wait().map_err(Error::msg)?;
     }
     let mirror = job.mirror == Some(true);
+    let e = Error::msg;
+    // One hop = the write's copies, waited for on the host only on the synchronize path,
+    // then the read's, waited for.
     let (mut m, h) = if device_side(job) {
-        raw.host(0).map_err(Error::msg)?.copy_from_slice(&host);
-        raw.htod(0, 0).map_err(Error::msg)?;
+        raw.host(0).map_err(e)?.copy_from_slice(&host);
+        raw.htod(0, 0).map_err(e)?;
         let out = if consumers(job) {
-            // The four copies of a round trip back to back on one stream, one synchronize:
-            // what GPU consumers order with stream memory operations instead.
+            // The four copies of a round trip back to back on one stream, one wait: what
+            // GPU consumers order with stream memory operations instead.
             timed_loop(&job.timing, 0.0, |_| {
-                raw.dtod_chain(&[0, 1, 2, 3, 4]).map_err(Error::msg)
-            })?
-        } else if mirror {
-            // A mirrored write also copies the frame into the (registered) host mirror; the
-            // write waits for it on the synchronize path.
-            timed_loop(&job.timing, 0.0, |_| {
-                for _ in 0..hops {
-                    raw.enqueue_dtod(0, 1).map_err(Error::msg)?;
-                    raw.enqueue_dtoh(1, 1).map_err(Error::msg)?;
-                    if !gpu_side {
-                        raw.wait().map_err(Error::msg)?;
-                    }
-                    raw.enqueue_dtod(1, 2).map_err(Error::msg)?;
-                    raw.wait().map_err(Error::msg)?;
-                }
-                Ok(())
-            })?
-        } else if gpu_side {
-            timed_loop(&job.timing, 0.0, |_| {
-                for _ in 0..hops {
-                    raw.dtod_chain(&[0, 1, 2]).map_err(Error::msg)?;
-                }
-                Ok(())
+                raw.dtod_chain(&[0, 1, 2, 3, 4]).map_err(e)
             })?
         } else {
             timed_loop(&job.timing, 0.0, |_| {
                 for _ in 0..hops {
-                    raw.dtod(0, 1).map_err(Error::msg)?;
-                    raw.dtod(1, 2).map_err(Error::msg)?;
+                    raw.enqueue_dtod(0, 1).map_err(e)?;
+                    if mirror {
+                        // A mirrored write also copies the frame into the registered mirror.
+                        raw.enqueue_dtoh(1, 1).map_err(e)?;
+                    }
+                    if !gpu_side {
+                        raw.wait().map_err(e)?;
+                    }
+                    raw.enqueue_dtod(1, 2).map_err(e)?;
+                    raw.wait().map_err(e)?;
                 }
                 Ok(())
             })?
         };
         let last = if consumers(job) { 4 } else { 2 };
-        raw.dtoh(last, 1).map_err(Error::msg)?;
-        back.copy_from_slice(raw.host(1).map_err(Error::msg)?);
+        raw.dtoh(last, 1).map_err(e)?;
+        back.copy_from_slice(raw.host(1).map_err(e)?);
         out
     } else {
         // Host slices cross the bus through page-locked memory, as the library's staging
-        // buffers do: slice → write stage (memcpy), HtoD, sync; then DtoH into the read
-        // stage, sync, read stage → slice. A mirrored stream's read is a CPU copy of the
-        // mirror, so its floor reads back from the write stage instead of the device
-        // (issue #11: floors bound).
+        // buffers do: slice → write stage (memcpy), HtoD; then DtoH into the read stage,
+        // read stage → slice. A mirrored stream's read is a CPU copy of the mirror, so its
+        // floor reads back from the write stage instead of the device (issue #11: floors
+        // bound); `host()` waits for the copies in flight first.
         timed_loop(&job.timing, 0.0, |_| {
             for _ in 0..hops {
-                raw.host(0).map_err(Error::msg)?.copy_from_slice(&host);
-                if gpu_side {
-                    raw.enqueue_htod(0, 0).map_err(Error::msg)?;
-                } else {
-                    raw.htod(0, 0).map_err(Error::msg)?;
+                raw.host(0).map_err(e)?.copy_from_slice(&host);
+                raw.enqueue_htod(0, 0).map_err(e)?;
+                if !gpu_side {
+                    raw.wait().map_err(e)?;
                 }
                 let stage = if mirror {
-                    if gpu_side {
-                        raw.wait().map_err(Error::msg)?;
-                    }
                     0
                 } else {
-                    raw.dtoh(0, 1).map_err(Error::msg)?;
+                    raw.dtoh(0, 1).map_err(e)?;
                     1
                 };
-                back.copy_from_slice(raw.host(stage).map_err(Error::msg)?);
+                back.copy_from_slice(raw.host(stage).map_err(e)?);
             }
             Ok(())
         })?
@@ -755,22 +740,27 @@ pub fn floor_copy(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     if back != host {
         bail!("the floor's copies lost data");
     }
-    let what = if consumers(job) {
-        "cuMemcpyDtoDAsync ×4 back to back, one wait"
-    } else if device_side(job) && mirror {
-        "cuMemcpyDtoDAsync + cuMemcpyDtoHAsync into a pinned buffer (the mirror; waited for on the synchronize path) + cuMemcpyDtoDAsync, one wait"
-    } else if device_side(job) && gpu_side {
-        "cuMemcpyDtoDAsync ×2 back to back, one wait"
-    } else if gpu_side && job.mirror == Some(true) {
-        "memcpy into a pinned write stage + cuMemcpyHtoDAsync, one wait, memcpy out of it (the mirror read)"
-    } else if gpu_side {
-        "memcpy into a pinned write stage + cuMemcpyHtoDAsync, cuMemcpyDtoHAsync into a pinned read stage, one wait, memcpy out"
-    } else if device_side(job) {
-        "cuMemcpyDtoDAsync ×2 + cuStreamSynchronize each"
-    } else if job.mirror == Some(true) {
-        "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, memcpy out of it (the mirror read)"
+    let write_wait = if gpu_side {
+        " (not waited for)"
     } else {
-        "memcpy into a pinned write stage + cuMemcpyHtoDAsync + cuStreamSynchronize, cuMemcpyDtoHAsync into a pinned read stage + cuStreamSynchronize, memcpy out"
+        ", a wait"
+    };
+    let what = match (consumers(job), device_side(job), mirror) {
+        (true, ..) => "cuMemcpyDtoDAsync ×4 back to back, one wait".to_owned(),
+        (false, true, _) => format!(
+            "cuMemcpyDtoDAsync{}{write_wait}; cuMemcpyDtoDAsync, a wait",
+            if mirror {
+                " + cuMemcpyDtoHAsync into a pinned buffer (the mirror)"
+            } else {
+                ""
+            }
+        ),
+        (false, false, true) => format!(
+            "memcpy into a pinned write stage + cuMemcpyHtoDAsync{write_wait}; memcpy out of it (the mirror read)"
+        ),
+        (false, false, false) => format!(
+            "memcpy into a pinned write stage + cuMemcpyHtoDAsync{write_wait}; cuMemcpyDtoHAsync into a pinned read stage, a wait, memcpy out"
+        ),
     };
     let times = if consumers(job) { 1 } else { hops };
     let waits = if gpu_side {
