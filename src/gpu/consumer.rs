@@ -49,6 +49,9 @@ fn release(a: &Attachment, pid: i64) {
         .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
 }
 
+/// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
+pub(crate) const LIVENESS_POLL: Duration = Duration::from_millis(1);
+
 /// If the stream's GPU consumer has died, releases it (`own`: this process's pid).
 pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
     let pid = a.consumer_pid().load(Ordering::Acquire);

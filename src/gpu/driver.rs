@@ -243,15 +243,20 @@ impl Attachment {
             return false;
         }
         let start = Instant::now();
+        let mut next_probe = start;
         loop {
             // SAFETY: our own live stream (the Arc is a field).
             match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
                 sys::CUresult::CUDA_ERROR_NOT_READY => {}
                 _ => return true,
             }
-            super::consumer::release_if_dead(self, os::pid());
-            if start.elapsed() >= timeout {
-                return false;
+            let now = Instant::now();
+            if now >= next_probe {
+                next_probe = now + super::consumer::LIVENESS_POLL;
+                super::consumer::release_if_dead(self, os::pid());
+                if now - start >= timeout {
+                    return false;
+                }
             }
             std::thread::yield_now();
         }

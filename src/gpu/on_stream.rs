@@ -150,29 +150,31 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
     }
-    if publisher == s.pid {
-        // Most likely this handle's own last write: its stream reaches the store (or, with
-        // a GPU consumer, waits for its acknowledgement: the loop below has the deadline).
-        let _ = a.settle_within(SETTLE_SLICE);
-    }
+    // Spins on the sequence (our own stream, or another writer's, stores it); the liveness
+    // probes (kill(2)) run at most once a millisecond.
     let timeout = s.default_timeout();
     let start = Instant::now();
+    let mut next_probe = start;
     while h.sequence().load(Ordering::Acquire) == seq {
-        if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
-            return Ok(());
-        }
-        // Our stream may wait for a GPU consumer that died: release it.
-        super::consumer::release_if_dead(a, s.pid);
-        if start.elapsed() > timeout {
-            return Err(Error::Timeout {
-                name: s.name.clone(),
-                op: if super::consumer::has_live_consumer(s, a) {
-                    "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
-                } else {
-                    "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
-                },
-                timeout,
-            });
+        let now = Instant::now();
+        if now >= next_probe {
+            next_probe = now + super::consumer::LIVENESS_POLL;
+            if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
+                return Ok(());
+            }
+            // Our stream may wait for a GPU consumer that died: release it.
+            super::consumer::release_if_dead(a, s.pid);
+            if now - start > timeout {
+                return Err(Error::Timeout {
+                    name: s.name.clone(),
+                    op: if super::consumer::has_live_consumer(s, a) {
+                        "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
+                    } else {
+                        "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
+                    },
+                    timeout,
+                });
+            }
         }
         std::thread::yield_now();
     }
@@ -222,6 +224,3 @@ pub(crate) fn published_on_host(a: &Attachment, even: u64) {
 pub(crate) fn settle(s: &Stream, a: &Attachment) {
     let _ = a.settle_within(s.default_timeout());
 }
-
-/// How long a writer lets its own stream run before it polls the sequence with a deadline.
-const SETTLE_SLICE: std::time::Duration = std::time::Duration::from_millis(1);

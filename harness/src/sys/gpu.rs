@@ -94,9 +94,9 @@ pub fn pinned_zeroed<T: DeviceRepr + ValidAsZeroBits + Default + Copy>(
 
 /// Plain buffers for the GPU copy floors, moved with the bare driver calls: `buffers` device
 /// buffers of `len` float32 (`cuMemAlloc`) and two page-locked host buffers (`cuMemHostAlloc`,
-/// flags 0: a write and a read stage, as the library's handle has), each copy
-/// `cuMemcpy*Async` + `cuStreamSynchronize`,
-/// as the library's own writes and reads copy. cudarc's safe copies would add their event
+/// flags 0: a write and a read stage, as the library's handle has), copied with
+/// `cuMemcpy*Async` as the library's own writes and reads copy, and waited for with
+/// `cuStreamSynchronize` or, after [`RawCopies::use_flag_wait`], a stream-written host word. cudarc's safe copies would add their event
 /// waits and records to every copy, which the library does not pay: such a floor is slower
 /// than what it bounds (an H200 run read host-slice rows 1.4-1.7× faster than it).
 #[derive(Debug)]
