@@ -107,11 +107,20 @@ pub(crate) fn gate_writer(
         }
     }
     let timeout = s.default_timeout();
+    // The liveness probe (kill(2)) at most once a millisecond, not on every poll.
+    let (mut next_probe, mut alive) = (Instant::now(), true);
     let got = slots::wait_ack(
         ack,
         timeout,
         || a.consumer_ack().load(Ordering::Acquire),
-        || crate::sys::is_self_or_alive(s.pid, pid),
+        || {
+            let now = Instant::now();
+            if now >= next_probe {
+                next_probe = now + LIVENESS_POLL;
+                alive = crate::sys::is_self_or_alive(s.pid, pid);
+            }
+            alive
+        },
         std::thread::yield_now,
     );
     match got {
