@@ -491,14 +491,34 @@ const HOST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// The untimed iterations after `ctl` tells the partner where to stop.
 const FINAL_ROUNDS: u64 = 2;
 
-/// The partner's loop bound: the last frame to take, once the timing process said it.
-fn last_frame(ctl: &Stream, last: &mut Option<u64>) -> Result<Option<u64>> {
-    if last.is_none() && ctl.count() > 0 {
-        let mut v = [0u64];
-        ctl.read_into_slice(&mut v)?;
-        *last = Some(v[0]);
+/// The partner's frames: it takes one more until it passes the last one the timing process
+/// names on `ctl` (read once, when it appears).
+struct PartnerFrames<'a> {
+    ctl: &'a Stream,
+    last: Option<u64>,
+    next: u64,
+}
+
+impl<'a> PartnerFrames<'a> {
+    fn new(ctl: &'a Stream) -> Self {
+        Self {
+            ctl,
+            last: None,
+            next: 1,
+        }
     }
-    Ok(*last)
+
+    /// Whether to take frame `next` (then counted).
+    fn take_another(&mut self) -> Result<bool> {
+        if self.last.is_none() && self.ctl.count() > 0 {
+            let mut v = [0u64];
+            self.ctl.read_into_slice(&mut v)?;
+            self.last = Some(v[0]);
+        }
+        let more = self.last.is_none_or(|l| self.next <= l);
+        self.next += 1;
+        Ok(more)
+    }
 }
 
 /// Waits until another process holds `s`'s GPU consumer (the partner's, before the "ready"
@@ -576,12 +596,10 @@ fn ping_reader_consumer(spec: &ChildSpec) -> Result<()> {
     // and the writer's took the echo stream (so the ready frame is its first).
     wait_for_consumer(&ack, to)?;
     guard.write_device_from_host(&vec![0.0f32; n])?;
-    let mut last = None;
-    let mut i = 1u64;
-    while last_frame(&ctl, &mut last)?.is_none_or(|l| i <= l) {
+    let mut frames = PartnerFrames::new(&ctl);
+    while frames.take_another()? {
         c.enqueue_next_into(&mut dev)?;
         guard.write_device(&dev)?;
-        i += 1;
     }
     c.synchronize(to.unwrap_or(HOST_WAIT))?;
     Ok(())
@@ -646,13 +664,11 @@ fn mvm_compute_consumer(spec: &ChildSpec) -> Result<()> {
     let guard = y.lock(to).context("locking the y stream")?;
     wait_for_consumer(&y, to)?;
     guard.write_device(&yd)?;
-    let mut last = None;
-    let mut i = 1u64;
-    while last_frame(&ctl, &mut last)?.is_none_or(|l| i <= l) {
+    let mut frames = PartnerFrames::new(&ctl);
+    while frames.take_another()? {
         c.enqueue_next_into(&mut xd)?;
         gemv.run(&a, &xd, &mut yd)?;
         guard.write_device(&yd)?;
-        i += 1;
     }
     c.synchronize(to.unwrap_or(HOST_WAIT))?;
     Ok(())
