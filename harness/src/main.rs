@@ -57,7 +57,7 @@ struct Cli {
     /// Scenario file (TOML), e.g. scenarios/smoke.toml.
     #[arg(required = true)]
     scenario: Option<PathBuf>,
-    /// Output folder (default: reports/<scenario name>/).
+    /// Output folder (default: `reports/<scenario name>/`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Divide warm-up and measuring time by 5 and run one repeat.

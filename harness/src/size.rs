@@ -61,7 +61,7 @@ pub struct SizeArgs {
     /// `--rt-priority`, only the busy-waiting form, which does not run under SCHED_FIFO.
     #[arg(long, value_name = "US")]
     pub slice_us: Option<f64>,
-    /// Output folder (default: reports/size-<geometry>/).
+    /// Output folder (default: `reports/size-<geometry>/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Do not run the pyshmem peer.
