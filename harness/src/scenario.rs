@@ -309,9 +309,15 @@ pub struct CaseSpec {
     #[serde(default)]
     pub pipeline: Option<Pipeline>,
     /// Pingpong (and MVM writer): "spin" or "futex" (pingpong default "spin"; MVM default:
-    /// spin when the kernel runs on one thread, futex when it uses every core).
+    /// spin when the kernel runs on one thread, futex when it uses every core). Bridge: how
+    /// the reader at B waits for the mirror, "park" (default) or "spin" (needs `pinned`).
     #[serde(default)]
     pub wait: Option<Wait>,
+    /// Bridge only: Zenoh's side of ours and of the floor (both bridges, floor-put,
+    /// floor-get) and the writer at A on `writer_cpu`, the reader at B on `reader_cpu`
+    /// (default: left to the scheduler).
+    #[serde(default)]
+    pub pinned: Option<bool>,
     /// Pingpong only: microseconds the writer idles between round trips (lets a futex
     /// waiter fall asleep). Default 0 for spin, 100 for futex.
     #[serde(default)]
@@ -426,6 +432,9 @@ pub struct Job {
     /// `slice_us`, carried to its floor's processes).
     #[serde(default)]
     pub slice_ns: Option<u64>,
+    /// Bridge: the case's `pinned`.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 /// Where a one-way floor starts its clock, as the stage that sends on the hop does.
@@ -593,6 +602,7 @@ impl Scenario {
                     busy_reader_core: false,
                     rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
                     slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
+                    pinned: c.pinned.unwrap_or(false),
                 });
             }
         }
@@ -631,7 +641,15 @@ impl CaseSpec {
                     n.push_str("-merged");
                 }
             }
-            Kind::Roundtrip | Kind::Bridge => {}
+            Kind::Bridge => {
+                if self.pinned == Some(true) {
+                    n.push_str("-pinned");
+                }
+                if self.wait == Some(Wait::Spin) {
+                    n.push_str("-spin");
+                }
+            }
+            Kind::Roundtrip => {}
         }
         match self.resolved_pipeline() {
             Some(Pipeline::HostUpload) if self.kind != Kind::Mvm => n.push_str("-host"),
@@ -696,8 +714,24 @@ impl CaseSpec {
         if self.pipeline == Some(Pipeline::GpuConsumer) && self.mirror == Some(true) {
             bail!("pipeline = \"gpu-consumer\" reads device buffers: mirror = true adds nothing");
         }
-        if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op | Kind::Bridge) {
-            bail!("wait applies to pingpong and mvm only");
+        if self.wait.is_some() && matches!(self.kind, Kind::Roundtrip | Kind::Op) {
+            bail!("wait applies to pingpong, mvm and bridge only");
+        }
+        if self.pinned.is_some() && self.kind != Kind::Bridge {
+            bail!("pinned applies to kind = \"bridge\" only (the other kinds are always pinned)");
+        }
+        if self.kind == Kind::Bridge {
+            match self.wait {
+                Some(Wait::Adaptive) => {
+                    bail!("the bridge case's reader parks or spins: wait = \"park\" or \"spin\"")
+                }
+                // Left to the scheduler, a spinning reader shares its core with Zenoh's
+                // threads, and ours came in under Zenoh's floor (0.56-0.67x at 64 B).
+                Some(Wait::Spin) if self.pinned != Some(true) => bail!(
+                    "a spinning bridge reader needs pinned = true (unpinned, it takes a core the bridges' threads land on)"
+                ),
+                _ => {}
+            }
         }
         if self.gap_us.is_some() && !matches!(self.kind, Kind::Pingpong | Kind::Bridge) {
             bail!("gap_us applies to kind = \"pingpong\" and \"bridge\" only");
@@ -894,10 +928,32 @@ pipeline = "device-resident"
                 "kind=\"op\"\nop=\"write\"\nsizes=[[2]]\nwait=\"spin\"",
                 "wait applies",
             ),
+            (
+                "kind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\nwait=\"adaptive\"",
+                "parks or spins",
+            ),
+            (
+                "kind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\nwait=\"spin\"",
+                "needs pinned = true",
+            ),
+            (
+                "kind=\"roundtrip\"\nsizes=[[2]]\npinned=true",
+                "pinned applies",
+            ),
         ] {
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(needle), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_pinned_bridge_case_with_a_spinning_reader_says_so_in_its_name() {
+        let s = Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\npinned=true\nwait=\"spin\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.cases[0].resolved_name(), "bridge-pinned-spin-uint8");
+        assert!(s.jobs(false, None)[0].pinned);
     }
 
     #[test]
@@ -911,6 +967,8 @@ pipeline = "device-resident"
             "ao.toml",
             "gate.toml",
             "mvm-mid.toml",
+            "bridge.toml",
+            "bridge-pinned.toml",
         ] {
             Scenario::load(&dir.join(f)).unwrap();
         }

@@ -10,7 +10,7 @@
 //! floor-put stamps its payload); both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = the time the mirror (a plain
-//!   stream, as `subscribe` makes by default) shows the frame at B (a reader woken by its
+//!   stream, as `subscribe` makes by default) shows the frame at B (a reader waiting for its
 //!   publication, [`Stream::wait_for_frame`]) − the time its write at A returned, joined by
 //!   frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the
 //!   time its subscriber receives a sample − the time its put was called (the realtime
@@ -24,6 +24,14 @@
 //!
 //! The runs alternate (floor flat out, ours, floor in our window, ours) and ours is pooled
 //! over its two runs, so a minute of host noise on a shared machine weighs on both sides.
+//!
+//! Placement: by default the scheduler places the bridges, the floor's two processes and
+//! the harness's writer and reader threads, and the reader parks. With `pinned = true`
+//! Zenoh's side of both (the two bridges; floor-put and floor-get) and the writer run on
+//! the writer core, the reader on the reader core: neither side then pays a wake of an idle
+//! core inside Zenoh's hop that the other does not. `wait = "spin"` (pinned only) has the
+//! reader spin, so the latency ends when the mirror shows the frame, as the floor's ends
+//! when its callback runs; a parked reader adds its own wake-up, the consumer's cost.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -39,7 +47,7 @@ use crate::error::{Context, Result, bail};
 use crate::hist;
 use crate::measure::Measured;
 use crate::run::{JobResult, Runner, Side};
-use crate::scenario::Job;
+use crate::scenario::{Job, Wait};
 
 const WARM: u8 = 0;
 const LAT: u8 = 1;
@@ -103,15 +111,65 @@ impl Drop for Children {
     }
 }
 
-fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
+/// Starts a bridge process, on `cpu` when given (spawned from a thread pinned there, whose
+/// affinity it and its threads inherit).
+fn spawn(bin: &Path, args: &[String], log: &Path, cpu: Option<usize>) -> Result<Child> {
     let err = std::fs::File::create(log).context("creating a bridge log")?;
-    Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))
+        .stderr(err);
+    on_cpu(cpu, || {
+        cmd.spawn()
+            .with_context(|| format!("starting {}", bin.display()))
+    })
+}
+
+/// Runs `f` on a thread pinned to `cpu`, or here when `None` (the caller's affinity stays
+/// as it was either way).
+fn on_cpu<T: Send>(cpu: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let Some(cpu) = cpu else {
+        return f();
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if !crate::spawn::pin_to(cpu) {
+                bail!("cannot pin to cpu {cpu} (writer_cpu / reader_cpu of a pinned bridge case)");
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(crate::error::Error::msg("a pinned bridge thread panicked")))
+    })
+}
+
+/// The core of Zenoh's side and of the writer at A (pinned cases).
+fn zenoh_cpu(job: &Job) -> Option<usize> {
+    job.pinned.then_some(job.writer_cpu)
+}
+
+/// The core of the reader at B (pinned cases).
+fn reader_cpu(job: &Job) -> Option<usize> {
+    job.pinned.then_some(job.reader_cpu)
+}
+
+/// How the reader at B waits for the mirror.
+fn reader_wait(job: &Job) -> Wait {
+    job.wait.unwrap_or(Wait::Park)
+}
+
+/// The placement column of ours.
+fn our_placement(job: &Job) -> String {
+    let wait = reader_wait(job).name();
+    if job.pinned {
+        format!(
+            "bridges and writer on cpu {}, reader ({wait}) on cpu {}",
+            job.writer_cpu, job.reader_cpu
+        )
+    } else {
+        format!("writer+reader ({wait}) threads, bridges unpinned")
+    }
 }
 
 /// Measures one bridge job: the floor, then ours.
@@ -155,7 +213,7 @@ fn pooled(job: &Job, first: Run, mut second: Run) -> Result<Side> {
         .context("pooling our latency samples")?;
     let mut rates = first.rates;
     rates.append(&mut second.rates);
-    let mut s = side(job, hist, rates, "writer+reader threads, bridges unpinned")?;
+    let mut s = side(job, hist, rates, &our_placement(job))?;
     s.m.notes
         .push(("lost".into(), (first.lost + second.lost).to_string()));
     Ok(s)
@@ -186,7 +244,11 @@ fn best_floor(job: &Job, flat: Run, windowed: Run) -> Result<Side> {
     let mut hist = flat.hist;
     hist.add(&windowed.hist)
         .context("pooling the floor's latency samples")?;
-    let mut best = side(job, hist, rates, "floor-put, floor-get")?;
+    let placement = match zenoh_cpu(job) {
+        Some(cpu) => format!("floor-put, floor-get on cpu {cpu}"),
+        None => "floor-put, floor-get".into(),
+    };
+    let mut best = side(job, hist, rates, &placement)?;
     best.m.notes.push((
         "floor throughput".into(),
         format!(
@@ -220,31 +282,31 @@ fn floor(job: &Job, work: &Path, step: u64) -> Result<Run> {
             job.timing.repeats.max(1).to_string(),
         ],
         &work.join("floor-get.log"),
+        zenoh_cpu(job),
     )?;
     let mut children = Children(vec![get]);
     let secs = phase_seconds(job);
-    let status = Command::new(&bin)
-        .args([
-            "floor-put",
-            &key,
-            "--connect",
-            &endpoint,
-            "--bytes",
-            &job.payload_bytes().to_string(),
-            "--gap-us",
-            &job.gap_us.to_string(),
-            "--warm-s",
-            &job.timing.warmup.max(0.5).to_string(),
-            "--lat-s",
-            &secs.to_string(),
-            "--tput-s",
-            &secs.to_string(),
-            "--step",
-            &step.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .status()
-        .context("running floor-put")?;
+    let mut put = Command::new(&bin);
+    put.args([
+        "floor-put",
+        &key,
+        "--connect",
+        &endpoint,
+        "--bytes",
+        &job.payload_bytes().to_string(),
+        "--gap-us",
+        &job.gap_us.to_string(),
+        "--warm-s",
+        &job.timing.warmup.max(0.5).to_string(),
+        "--lat-s",
+        &secs.to_string(),
+        "--tput-s",
+        &secs.to_string(),
+        "--step",
+        &step.to_string(),
+    ])
+    .stdin(Stdio::null());
+    let status = on_cpu(zenoh_cpu(job), || put.status().context("running floor-put"))?;
     if !status.success() {
         bail!("floor-put exited with {status}");
     }
@@ -375,6 +437,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
             "--lossless".into(),
         ],
         &work.join("publish.log"),
+        zenoh_cpu(job),
     )?;
     let subscribe = spawn(
         &bin,
@@ -389,14 +452,28 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
             "m-".into(),
         ],
         &work.join("subscribe.log"),
+        zenoh_cpu(job),
     )?;
     let children = Children(vec![publish, subscribe]);
     let seen = Seen::default();
     let done = AtomicBool::new(false);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let result = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| read_mirror(&mirror_name, &seen, step(depth), &done, timeout));
-        let written = write_source(&source, job, depth, &seen, timeout);
+        let reader = scope.spawn(|| {
+            on_cpu(reader_cpu(job), || {
+                read_mirror(
+                    &mirror_name,
+                    reader_wait(job),
+                    &seen,
+                    step(depth),
+                    &done,
+                    timeout,
+                )
+            })
+        });
+        let written = on_cpu(zenoh_cpu(job), || {
+            write_source(&source, job, depth, &seen, timeout)
+        });
         done.store(true, Ordering::Relaxed);
         let read = reader
             .join()
@@ -536,6 +613,7 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
 /// when; returns (frame id, time) of every frame it saw.
 fn read_mirror(
     name: &str,
+    wait: Wait,
     seen: &Seen,
     step: u64,
     done: &AtomicBool,
@@ -555,7 +633,7 @@ fn read_mirror(
             Err(e) => return Err(e).with_context(|| format!("opening the mirror {name}")),
         }
     };
-    mirror.set_wait_strategy(shmstream::WaitStrategy::Park);
+    mirror.set_wait_strategy(wait.strategy());
     let mut seen_at = Stamps::new();
     let mut last_count = 0u64;
     let mut first: Option<(u64, u64)> = None;

@@ -173,7 +173,13 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
 /// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
 /// second ≥ 0.8× the floor's, both from this run.
 fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
-    let size = crate::report::human_bytes(r.job.payload_bytes());
+    let j = &r.job;
+    let how = match (j.pinned, j.wait.unwrap_or(crate::scenario::Wait::Park)) {
+        (false, _) => "",
+        (true, crate::scenario::Wait::Spin) => " (pinned, reader spins)",
+        (true, _) => " (pinned, reader parked)",
+    };
+    let size = format!("{}{how}", crate::report::human_bytes(j.payload_bytes()));
     quantile_target(
         out,
         format!("bridge {size} p50 latency vs Zenoh floor p50"),

@@ -118,6 +118,7 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
         busy_reader_core: busy && wait != Wait::Spin,
         rt_priority: job.rt_priority,
         slice_ns: job.slice_ns,
+        pinned: false,
     }
 }
 
