@@ -246,6 +246,13 @@ kind = "bridge"
 dtype = "uint8"
 sizes = [[64]]
 gap_us = 2000
+[[case]]
+kind = "bridge"
+dtype = "uint8"
+sizes = [[64]]
+gap_us = 2000
+pinned = true
+wait = "spin"
 "#,
     )
     .unwrap();
@@ -262,24 +269,29 @@ gap_us = 2000
     assert!(o.status.success(), "{stderr}");
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    let [row] = &rows[..] else {
-        panic!("one bridge row expected: {rows:?}")
+    let [row, pinned] = &rows[..] else {
+        panic!("two bridge rows expected: {rows:?}")
     };
-    assert_eq!(row["kind"], "bridge");
-    // Both sides measured: frames crossed the bridge and the bare Zenoh pair.
-    for key in ["hz", "p50_ns", "floor_hz", "ratio_to_floor"] {
-        assert!(
-            row[key].as_f64().is_some_and(|v| v > 0.0),
-            "{key} missing: {row}\n{stderr}"
-        );
+    assert_eq!(pinned["case"], "bridge-pinned-spin-uint8");
+    assert_eq!(pinned["wait"], "spin");
+    for row in [row, pinned] {
+        assert_eq!(row["kind"], "bridge");
+        // Both sides measured: frames crossed the bridge and the bare Zenoh pair.
+        for key in ["hz", "p50_ns", "floor_hz", "ratio_to_floor"] {
+            assert!(
+                row[key].as_f64().is_some_and(|v| v > 0.0),
+                "{key} missing: {row}\n{stderr}"
+            );
+        }
+        // A latency below a microsecond would mean the clock or the phases are wrong.
+        assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
     }
-    // A latency below a microsecond would mean the clock or the phases are wrong.
-    assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
     // The issue's two targets are evaluated from this run, pass or fail.
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for target in [
         "bridge 64 B p50 latency vs Zenoh floor p50",
         "bridge 64 B frames/s vs Zenoh floor frames/s",
+        "bridge 64 B (pinned, reader spins) p50 latency vs Zenoh floor p50",
     ] {
         let line = report
             .lines()
