@@ -50,7 +50,32 @@ fn release(a: &Attachment, pid: i64) {
 }
 
 /// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
-pub(crate) const LIVENESS_POLL: Duration = Duration::from_millis(1);
+const LIVENESS_POLL: Duration = Duration::from_millis(1);
+
+/// When a host-side wait's liveness probe (and its deadline check) is due: at once, then at
+/// most once per [`LIVENESS_POLL`], not on every poll of the word it waits on.
+#[derive(Debug)]
+pub(crate) struct ProbeTicker {
+    next: Instant,
+}
+
+impl ProbeTicker {
+    /// A ticker whose first probe is due now.
+    pub(crate) fn new() -> Self {
+        Self {
+            next: Instant::now(),
+        }
+    }
+
+    /// Whether a probe is due at `now`; if so, the next one is due a [`LIVENESS_POLL`] later.
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + LIVENESS_POLL;
+        true
+    }
+}
 
 /// If the stream's GPU consumer has died, releases it (`own`: this process's pid).
 pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
@@ -107,16 +132,13 @@ pub(crate) fn gate_writer(
         }
     }
     let timeout = s.default_timeout();
-    // The liveness probe (kill(2)) at most once a millisecond, not on every poll.
-    let (mut next_probe, mut alive) = (Instant::now(), true);
+    let (mut probe, mut alive) = (ProbeTicker::new(), true);
     let got = slots::wait_ack(
         ack,
         timeout,
         || a.consumer_ack().load(Ordering::Acquire),
         || {
-            let now = Instant::now();
-            if now >= next_probe {
-                next_probe = now + LIVENESS_POLL;
+            if probe.due(Instant::now()) {
                 alive = crate::sys::is_self_or_alive(s.pid, pid);
             }
             alive
@@ -386,5 +408,21 @@ impl Stream {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_liveness_probe_is_due_at_once_then_once_per_poll_period() {
+        let mut t = ProbeTicker::new();
+        let now = Instant::now();
+        assert!(t.due(now), "the first probe is due at once");
+        assert!(!t.due(now), "not again on the next poll");
+        assert!(!t.due(now + LIVENESS_POLL / 2));
+        assert!(t.due(now + LIVENESS_POLL), "due again a period later");
+        assert!(!t.due(now + LIVENESS_POLL));
     }
 }

@@ -243,7 +243,7 @@ impl Attachment {
             return false;
         }
         let start = Instant::now();
-        let mut next_probe = start;
+        let mut probe = super::consumer::ProbeTicker::new();
         loop {
             // SAFETY: our own live stream (the Arc is a field).
             match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
@@ -251,8 +251,7 @@ impl Attachment {
                 _ => return true,
             }
             let now = Instant::now();
-            if now >= next_probe {
-                next_probe = now + super::consumer::LIVENESS_POLL;
+            if probe.due(now) {
                 super::consumer::release_if_dead(self, os::pid());
                 if now - start >= timeout {
                     return false;

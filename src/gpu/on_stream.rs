@@ -154,11 +154,10 @@ fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     // probes (kill(2)) run at most once a millisecond.
     let timeout = s.default_timeout();
     let start = Instant::now();
-    let mut next_probe = start;
+    let mut ticker = super::consumer::ProbeTicker::new();
     while h.sequence().load(Ordering::Acquire) == seq {
         let now = Instant::now();
-        if now >= next_probe {
-            next_probe = now + super::consumer::LIVENESS_POLL;
+        if ticker.due(now) {
             if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
                 return Ok(());
             }
