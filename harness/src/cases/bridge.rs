@@ -126,17 +126,25 @@ fn spawn(bin: &Path, args: &[String], log: &Path, cpu: Option<usize>) -> Result<
     })
 }
 
+/// Pins the calling thread to `cpu` (nothing for `None`).
+fn pin(cpu: Option<usize>) -> Result<()> {
+    match cpu {
+        Some(cpu) if !crate::spawn::pin_to(cpu) => {
+            bail!("cannot pin to cpu {cpu} (writer_cpu / reader_cpu of a pinned bridge case)")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `f` on a thread pinned to `cpu`, or here when `None` (the caller's affinity stays
 /// as it was either way).
 fn on_cpu<T: Send>(cpu: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let Some(cpu) = cpu else {
+    if cpu.is_none() {
         return f();
-    };
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
-            if !crate::spawn::pin_to(cpu) {
-                bail!("cannot pin to cpu {cpu} (writer_cpu / reader_cpu of a pinned bridge case)");
-            }
+            pin(cpu)?;
             f()
         })
         .join()
@@ -459,17 +467,17 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
     let done = AtomicBool::new(false);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let result = std::thread::scope(|scope| {
+        // The reader has a thread of its own: pinned in place.
         let reader = scope.spawn(|| {
-            on_cpu(reader_cpu(job), || {
-                read_mirror(
-                    &mirror_name,
-                    reader_wait(job),
-                    &seen,
-                    step(depth),
-                    &done,
-                    timeout,
-                )
-            })
+            pin(reader_cpu(job))?;
+            read_mirror(
+                &mirror_name,
+                reader_wait(job),
+                &seen,
+                step(depth),
+                &done,
+                timeout,
+            )
         });
         let written = on_cpu(zenoh_cpu(job), || {
             write_source(&source, job, depth, &seen, timeout)
