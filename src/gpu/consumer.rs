@@ -106,7 +106,7 @@ pub(crate) fn gate_writer(
     let pid = a.consumer_pid().load(Ordering::SeqCst);
     let gate = slots::writer_gate(
         pid,
-        pid != 0 && crate::sys::is_self_or_alive(s.pid, pid),
+        || crate::sys::is_self_or_alive(s.pid, pid),
         s.header.sequence().load(Ordering::Acquire),
         a.consumer_ack().load(Ordering::Acquire),
     );

@@ -128,20 +128,24 @@ pub enum WriterGate {
 }
 
 /// The gate for a write, given the consumer word (`consumer_pid`, 0 for none), whether that
-/// process is alive, the sequence before the write, and the ack word. The payload is a ring of
-/// one slot: the frame in it must be acknowledged. An odd (abandoned) sequence counts its last
-/// *published* frame, so a consumer waiting for the abandoned frame never deadlocks the writer
-/// that replaces it.
-pub fn writer_gate(consumer_pid: i64, consumer_alive: bool, seq: i64, acked: u64) -> WriterGate {
+/// process is alive (asked only when the write would wait for it: the probe is a system call,
+/// and a consumer that has acknowledged the frame in the payload holds no write back), the
+/// sequence before the write, and the ack word. The payload is a ring of one slot: the frame in
+/// it must be acknowledged. An odd (abandoned) sequence counts its last *published* frame, so a
+/// consumer waiting for the abandoned frame never deadlocks the writer that replaces it.
+pub fn writer_gate(
+    consumer_pid: i64,
+    consumer_alive: impl FnOnce() -> bool,
+    seq: i64,
+    acked: u64,
+) -> WriterGate {
     if consumer_pid == 0 {
         return WriterGate::Free;
-    }
-    if !consumer_alive {
-        return WriterGate::ReleaseDead;
     }
     let ring = SlotRing { slots: 1 };
     match ring.writer_step(last_frame(seq).wrapping_add(1), acked) {
         WriterStep::Write { .. } => WriterGate::Free,
+        WriterStep::WaitAck { .. } if !consumer_alive() => WriterGate::ReleaseDead,
         WriterStep::WaitAck { ack, .. } => WriterGate::WaitAck(ack),
     }
 }
@@ -300,19 +304,38 @@ mod tests {
             "an unlinked stream's negative sequence"
         );
         // Writer of frame 4 over frame 3 (seq 6): the consumer acknowledged 3 → free.
-        assert_eq!(writer_gate(42, true, 6, 3), WriterGate::Free);
+        assert_eq!(writer_gate(42, || true, 6, 3), WriterGate::Free);
         // Writer of frame 5 (seq 8) before the consumer acknowledged 4 → wait for 4.
-        assert_eq!(writer_gate(42, true, 8, 3), WriterGate::WaitAck(4));
-        assert_eq!(writer_gate(42, true, 8, 4), WriterGate::Free);
+        assert_eq!(writer_gate(42, || true, 8, 3), WriterGate::WaitAck(4));
+        assert_eq!(writer_gate(42, || true, 8, 4), WriterGate::Free);
         // A consumer ahead (it took a duplicate after a recovery) never blocks.
-        assert_eq!(writer_gate(42, true, 8, 9), WriterGate::Free);
+        assert_eq!(writer_gate(42, || true, 8, 9), WriterGate::Free);
     }
 
     #[test]
     fn no_consumer_or_a_dead_one_never_blocks_the_writer() {
-        assert_eq!(writer_gate(0, false, 100, 0), WriterGate::Free);
-        assert_eq!(writer_gate(0, true, 100, 0), WriterGate::Free);
-        assert_eq!(writer_gate(42, false, 100, 0), WriterGate::ReleaseDead);
+        assert_eq!(writer_gate(0, || false, 100, 0), WriterGate::Free);
+        assert_eq!(writer_gate(0, || true, 100, 0), WriterGate::Free);
+        assert_eq!(writer_gate(42, || false, 100, 0), WriterGate::ReleaseDead);
+    }
+
+    #[test]
+    fn the_consumer_is_probed_only_when_the_write_would_wait_for_it() {
+        // Frame 3 acknowledged: no probe (a system call) on the write path.
+        let free = writer_gate(
+            42,
+            || panic!("probed a consumer that holds nothing back"),
+            6,
+            3,
+        );
+        assert_eq!(free, WriterGate::Free);
+        let probes = Cell::new(0);
+        let alive = || {
+            probes.set(probes.get() + 1);
+            true
+        };
+        assert_eq!(writer_gate(42, alive, 8, 3), WriterGate::WaitAck(4));
+        assert_eq!(probes.get(), 1, "probed once, before waiting");
     }
 
     #[test]
@@ -322,7 +345,7 @@ mod tests {
         // an ack of 4, which only comes once it has written.
         let (next, acked) = consumer_start(6);
         assert_eq!((next, acked), (4, 3));
-        assert_eq!(writer_gate(42, true, 7, acked), WriterGate::Free);
+        assert_eq!(writer_gate(42, || true, 7, acked), WriterGate::Free);
         assert_eq!(last_frame(7), 3);
     }
 
