@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::cases::ao::AoSummary;
 use crate::run::JobResult;
 use crate::scenario::{Kind, Wait};
 
@@ -156,6 +157,26 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                 );
             }
         }
+        if cpu_f32(r, Kind::Mvm)
+            && j.pipeline == Some(crate::scenario::Pipeline::HostUpload)
+            && j.shape[0] == j.shape[1]
+            && (1000..=3000).contains(&j.shape[0])
+        {
+            ratio_target(
+                &mut out,
+                format!(
+                    "MVM pipeline {}: median iteration, kernel alone ÷ ours",
+                    j.shape_str()
+                ),
+                r.ratio_to_floor(),
+                Some(1.0),
+                0.85,
+                "a side failed",
+            );
+        }
+        if let Some(a) = r.ao.as_deref() {
+            ao_targets(&mut out, r, a);
+        }
         if j.kind == Kind::Bridge && r.skipped.is_none() {
             bridge_targets(&mut out, r);
         }
@@ -168,6 +189,99 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
         pass: Some(record_ns <= 50.0),
     });
     out
+}
+
+/// The AO reference geometries the AO issue holds to targets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AoReference {
+    /// pyRTC's synthetic Shack-Hartmann: 7×7 subapertures on 49×49 px, 97 modes, 1 kHz.
+    PyRtc,
+    /// Keck-like: 20×20 subapertures on 240×240 px, 349 actuators.
+    Keck,
+}
+
+fn ao_reference(a: &AoSummary) -> Option<AoReference> {
+    let g = &a.geometry;
+    match (g.wfs, g.subapertures, g.actuators) {
+        ([49, 49], [7, 7], 97) if g.modes == 97 => Some(AoReference::PyRtc),
+        ([240, 240], [20, 20], 349) => Some(AoReference::Keck),
+        _ => None,
+    }
+}
+
+/// Seconds the no-missed-frame target asks the pyRTC loop to run.
+const AO_MISSED_SECONDS: f64 = 30.0;
+
+/// The AO issue's targets, for the pyRTC and Keck-like geometries: our p50 ≤ 1.25× the
+/// composed floor; at pyRTC's 1 kHz, our p50, p99 and jitter each ≥ 5× lower than the
+/// pyshmem + numpy loop of the same run, and no missed frame over 30 s.
+fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
+    let Some(geometry) = ao_reference(a) else {
+        return;
+    };
+    let label = r.job.label();
+    ratio_target(
+        out,
+        format!("AO `{label}` end-to-end p50: composed floor ÷ ours"),
+        r.ratio_to_floor(),
+        Some(1.0),
+        0.8,
+        "a side failed",
+    );
+    if geometry != AoReference::PyRtc || a.rate_hz != 1000.0 {
+        return;
+    }
+    let (ours, peer) = (r.ours.as_ref().ok(), r.peer.as_ref().ok());
+    let at = |s: &crate::run::Side, q: f64| s.hist.value_at_quantile(q) as f64;
+    for (what, q) in [("p50", 0.5), ("p99", 0.99)] {
+        ratio_target(
+            out,
+            format!("AO `{label}` {what}: pyshmem + numpy ÷ ours"),
+            peer.map(|s| at(s, q)),
+            ours.map(|s| at(s, q)),
+            5.0,
+            "no pyshmem peer in this run",
+        );
+    }
+    ratio_target(
+        out,
+        format!("AO `{label}` jitter (std): pyshmem + numpy ÷ ours"),
+        a.peer.as_ref().map(|p| p.jitter_ns),
+        a.stats.as_ref().map(|s| s.jitter_ns),
+        5.0,
+        "no pyshmem peer in this run",
+    );
+    let limit = format!("0 over ≥ {AO_MISSED_SECONDS:.0} s");
+    out.push(match &a.stats {
+        Some(st) => {
+            let seconds = st.frames as f64 / a.rate_hz;
+            let long_enough = seconds >= AO_MISSED_SECONDS;
+            Target {
+                name: format!("AO `{label}` missed frames"),
+                measured: if long_enough {
+                    format!("{} over {seconds:.0} s", st.missed)
+                } else {
+                    format!(
+                        "{} over {seconds:.1} s (n/a: the run is shorter than {AO_MISSED_SECONDS:.0} s)",
+                        st.missed
+                    )
+                },
+                limit,
+                // A miss in a shorter run already fails; a clean short run proves nothing.
+                pass: if st.missed > 0 {
+                    Some(false)
+                } else {
+                    long_enough.then_some(true)
+                },
+            }
+        }
+        None => Target {
+            name: format!("AO `{label}` missed frames"),
+            measured: "n/a (the loop failed)".into(),
+            limit,
+            pass: None,
+        },
+    });
 }
 
 /// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
@@ -237,5 +351,177 @@ fn gpu_targets(out: &mut Vec<Target>, r: &JobResult) {
             limit: "≥ 1.2 TFLOP/s".into(),
             pass: tf.map(|v| v >= 1.2),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::ao::analysis::LoopStats;
+    use crate::cases::ao::geometry::Geometry;
+    use crate::measure::Measured;
+    use crate::run::Side;
+    use crate::scenario::Scenario;
+
+    /// A side whose every iteration took `ns`.
+    fn side(ns: u64) -> Side {
+        let mut hist = crate::hist::new();
+        for _ in 0..100 {
+            hist.record(ns).unwrap();
+        }
+        Side {
+            m: Measured::default(),
+            hist,
+            placement: "solo@0".into(),
+        }
+    }
+
+    fn stats(frames: u64, missed: u64, jitter_ns: f64) -> LoopStats {
+        LoopStats {
+            frames,
+            missed,
+            jitter_ns,
+            ..Default::default()
+        }
+    }
+
+    /// An ao-loop result: ours, floor and peer p50 (ns), our and the peer's loop figures.
+    fn ao(case: &str, ns: [u64; 3], ours: LoopStats, peer: LoopStats) -> JobResult {
+        let job = Scenario::parse(&format!(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\n{case}"
+        ))
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let spec = job.ao.clone().unwrap();
+        let summary = AoSummary {
+            geometry: Geometry::new(&job.shape, &spec).unwrap(),
+            placement: String::new(),
+            oversubscribed: None,
+            rate_hz: spec.rate_hz,
+            stats: Some(ours),
+            max_rate_hz: None,
+            ladder: Vec::new(),
+            floor_parts: Vec::new(),
+            peer: Some(peer),
+            recon_bytes: 0,
+            needed_gbs: 0.0,
+            measured_gbs: None,
+            verdict: "pass".into(),
+        };
+        JobResult {
+            job,
+            ours: Ok(side(ns[0])),
+            floor: Ok(side(ns[1])),
+            peer: Ok(side(ns[2])),
+            skipped: None,
+            ao: Some(Box::new(summary)),
+        }
+    }
+
+    const PYRTC: &str = "sizes = [[49, 49]]\n[case.ao]\nsubapertures = [7, 7]\nmodes = 97\nactuators = 97\nrate_hz = 1000\n";
+    const KECK: &str = "sizes = [[240, 240]]\n[case.ao]\nsubapertures = [20, 20]\nactuators = 349\nrate_hz = 2000\n";
+
+    fn find<'a>(t: &'a [Target], name: &str) -> &'a Target {
+        t.iter()
+            .find(|t| t.name.contains(name))
+            .unwrap_or_else(|| panic!("no target {name} in {t:#?}"))
+    }
+
+    #[test]
+    fn the_pyrtc_loop_is_held_to_its_floor_its_peer_and_no_missed_frame() {
+        // Floor 9 µs / ours 10 µs = 0.9; peer 100 µs = 10× ours; jitter only 4× lower.
+        let r = ao(
+            PYRTC,
+            [10_000, 9_000, 100_000],
+            stats(31_000, 0, 5_000.0),
+            stats(31_000, 40, 20_000.0),
+        );
+        let t = evaluate(&[r], 5.0);
+        assert_eq!(find(&t, "end-to-end p50").pass, Some(true));
+        assert_eq!(find(&t, " p50: pyshmem").pass, Some(true));
+        assert_eq!(find(&t, " p99: pyshmem").pass, Some(true));
+        assert_eq!(find(&t, "jitter").pass, Some(false));
+        let missed = find(&t, "missed frames");
+        assert_eq!(missed.pass, Some(true), "{missed:?}");
+        assert_eq!(missed.measured, "0 over 31 s");
+    }
+
+    #[test]
+    fn a_short_pyrtc_run_proves_no_missed_frame_target_but_a_miss_fails_it() {
+        let clean = ao(
+            PYRTC,
+            [10_000; 3],
+            stats(5_000, 0, 1.0),
+            stats(5_000, 0, 1.0),
+        );
+        let missed = ao(
+            PYRTC,
+            [10_000; 3],
+            stats(5_000, 2, 1.0),
+            stats(5_000, 0, 1.0),
+        );
+        let t = evaluate(&[clean], 5.0);
+        let m = find(&t, "missed frames");
+        assert_eq!(m.pass, None);
+        assert!(m.measured.contains("shorter than 30 s"), "{m:?}");
+        assert_eq!(
+            find(&evaluate(&[missed], 5.0), "missed frames").pass,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn the_keck_loop_is_held_to_its_floor_only_and_other_geometries_to_nothing() {
+        // Floor 7 µs / ours 10 µs = 0.7 < 0.8.
+        let keck = ao(
+            KECK,
+            [10_000, 7_000, 1_000],
+            stats(1, 0, 1.0),
+            stats(1, 0, 1.0),
+        );
+        let t = evaluate(&[keck], 5.0);
+        assert_eq!(find(&t, "end-to-end p50").pass, Some(false));
+        assert!(!t.iter().any(|t| t.name.contains("pyshmem")), "{t:#?}");
+        let other = ao(
+            "sizes = [[48, 48]]\n[case.ao]\nsubapertures = [8, 8]\nactuators = 60\nrate_hz = 1000\n",
+            [10_000; 3],
+            stats(1, 0, 1.0),
+            stats(1, 0, 1.0),
+        );
+        assert!(
+            !evaluate(&[other], 5.0)
+                .iter()
+                .any(|t| t.name.starts_with("AO"))
+        );
+    }
+
+    #[test]
+    fn the_mvm_pipeline_from_1000_to_3000_is_held_to_its_kernel() {
+        let jobs = Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"mvm\"\npipeline = \"host-upload\"\nsizes = [[500, 500], [1000, 1000], [3000, 3000]]\n",
+        )
+        .unwrap()
+        .jobs(false, None);
+        let results: Vec<JobResult> = jobs
+            .into_iter()
+            .zip([[10_000u64, 8_000], [10_000, 8_400], [10_000, 9_000]])
+            .map(|(job, [ours, floor])| JobResult {
+                job,
+                ours: Ok(side(ours)),
+                floor: Ok(side(floor)),
+                peer: Err("no python".into()),
+                skipped: None,
+                ao: None,
+            })
+            .collect();
+        let t = evaluate(&results, 5.0);
+        let pipeline: Vec<_> = t
+            .iter()
+            .filter(|t| t.name.starts_with("MVM pipeline"))
+            .collect();
+        assert_eq!(pipeline.len(), 2, "{pipeline:#?}");
+        assert_eq!(pipeline[0].pass, Some(false), "0.84 < 0.85");
+        assert_eq!(pipeline[1].pass, Some(true));
     }
 }
