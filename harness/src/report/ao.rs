@@ -125,7 +125,7 @@ pub fn section(results: &[JobResult]) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|"
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage that falls behind reads the newest frame there (`read_new`), so a frame it skips counts as missed and stays out of its percentiles and jitter; ours read every frame in order through cursors (up to 4 behind), so a stall shows in ours as late frames instead.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
