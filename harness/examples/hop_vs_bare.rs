@@ -1,0 +1,154 @@
+//! The AO loop's camera hop, ours against its bare floor, alternating frame by frame in one
+//! process, so the host's drift weighs on both alike (the loop's composed floor measures
+//! its hop in passes of their own before, between and after the loop instead).
+//!
+//! A writer on core 0 publishes a 49×49 u16 frame every `period / 2`, alternately into a
+//! stream with 16 frames of history (`write_slice_frame`, no notify, as the spinning loop's
+//! camera) and into a bare region of 16 slots (the floor's publication: odd sequence, copy,
+//! write time, count, even sequence). A thread on core 1 spins for each, through a cursor or
+//! on the bare sequence, copies it out, and times it from the stamp taken before the write.
+//! With `work_ns`, the reader then busies itself that long, as a stage computes.
+//!
+//! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS]`
+//! (defaults 4000, 1 000 000, 0). Prints p10 / p50 / p90 of each hop in ns; the first 200
+//! frames are warm-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use harness_sys::clock::{monotonic_ns, sleep_then_spin_until};
+use harness_sys::shm::ShmRegion;
+use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
+
+/// Pixels of the pyRTC geometry's frame.
+const PIXELS: usize = 49 * 49;
+/// Frames each side keeps (the stages' input history).
+const SLOTS: usize = 16;
+/// Bare region layout: control words on their own lines, then page-aligned slots.
+const SEQ: usize = 0;
+const COUNT: usize = 256;
+const TIME: usize = 320;
+const BASE: usize = 4096;
+const WARM_UP: u64 = 200;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn pin(core: usize) {
+    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+}
+
+fn percentiles(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    format!("p10 {:6} p50 {:6} p90 {:6}", at(0.1), at(0.5), at(0.9))
+}
+
+/// Busy for `ns`, reading `frame` (a stage's compute).
+fn work(frame: &[u16], ns: u64) {
+    let until = monotonic_ns() + ns;
+    let mut acc = 0u64;
+    while monotonic_ns() < until {
+        acc = frame.iter().fold(acc, |a, &v| a.wrapping_add(u64::from(v)));
+    }
+    std::hint::black_box(acc);
+}
+
+fn arg(i: usize, default: u64) -> Result<u64, Error> {
+    Ok(std::env::args().nth(i).map_or(Ok(default), |a| a.parse())?)
+}
+
+fn main() -> Result<(), Error> {
+    let frames = arg(1, 4000)?;
+    let period = arg(2, 1_000_000)?;
+    let work_ns = arg(3, 0)?;
+    let name = format!("hop-vs-bare-{}", std::process::id());
+    let stream = StreamOptions::new(&name)
+        .shape(&[PIXELS])
+        .dtype(Dtype::U16)
+        .history(SLOTS)
+        .create()?;
+    let stride = (PIXELS * 2).div_ceil(4096) * 4096;
+    let region = Arc::new(ShmRegion::create(
+        &format!("{name}-bare"),
+        BASE + SLOTS * stride,
+    )?);
+    region.prefault();
+    let stamp = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (name, stamp, region) = (name.clone(), stamp.clone(), region.clone());
+        std::thread::spawn(move || -> Result<(Vec<u64>, Vec<u64>), Error> {
+            pin(1);
+            let handle = Stream::open(&name)?;
+            handle.set_wait_strategy(WaitStrategy::Spin);
+            let mut cursor = handle.cursor()?;
+            let seq = region.atomic_u32(SEQ);
+            let mut frame = vec![0u16; PIXELS];
+            let (mut ours, mut bare) = (Vec::new(), Vec::new());
+            for id in 1..=frames {
+                let k = id / 2;
+                if id % 2 == 1 {
+                    cursor.next_into_slice(&mut frame, Some(Duration::from_secs(5)))?;
+                } else {
+                    // Frame k of the bare region; a later one if the reader fell behind.
+                    let want = 2 * k as u32;
+                    loop {
+                        let s = seq.load(Ordering::Acquire);
+                        if s >= want && s % 2 == 0 {
+                            let slot = (s / 2 - 1) as usize % SLOTS;
+                            region.copy_out(BASE + slot * stride, &mut frame);
+                            fence(Ordering::Acquire);
+                            if seq.load(Ordering::Relaxed) == s {
+                                break;
+                            }
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                let hop = monotonic_ns().saturating_sub(stamp.load(Ordering::Acquire));
+                if id > WARM_UP {
+                    if id % 2 == 1 { &mut ours } else { &mut bare }.push(hop);
+                }
+                work(&frame, work_ns);
+            }
+            Ok((ours, bare))
+        })
+    };
+    pin(0);
+    let sources: Vec<Vec<u16>> = (0..4)
+        .map(|k| (0..PIXELS).map(|i| (i * 7 + k) as u16).collect())
+        .collect();
+    let guard = stream.lock(None)?;
+    let seq = region.atomic_u32(SEQ);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut next = monotonic_ns();
+    for id in 1..=frames {
+        next += period / 2;
+        sleep_then_spin_until(next);
+        let src = &sources[id as usize % sources.len()];
+        stamp.store(monotonic_ns(), Ordering::Release);
+        if id % 2 == 1 {
+            guard.write_slice_frame(src, id)?;
+        } else {
+            let slot = (id / 2 - 1) as usize % SLOTS;
+            let s = seq.load(Ordering::Relaxed);
+            seq.store(s | 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            region.copy_in(BASE + slot * stride, src);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs_f64();
+            region
+                .atomic_u64(TIME)
+                .store(now.to_bits(), Ordering::Relaxed);
+            region.atomic_u64(COUNT).fetch_add(1, Ordering::Relaxed);
+            seq.store((s | 1) + 1, Ordering::Release);
+        }
+    }
+    let (ours, bare) = reader.join().map_err(|_| "the reader panicked")??;
+    println!("ours {}   bare {}", percentiles(ours), percentiles(bare));
+    drop(guard);
+    drop(stream);
+    shmstream::unlink(&name)?;
+    Ok(())
+}
