@@ -1,6 +1,7 @@
 //! The ao-loop case end to end: real stage processes on real streams. Frame ids flow
 //! camera → slopes → DM unchanged; a stage that dies is named and the run stops; a bad
-//! geometry is refused before anything starts.
+//! geometry is refused before anything starts; the pyshmem + numpy loop runs beside ours and
+//! the run leaves no stream behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -279,4 +280,67 @@ ladder = false
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The pyshmem + numpy loop beside ours: it runs, and nothing the run created is left in
+/// shared memory when it ends (the streams made for the Python stages included).
+#[test]
+fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
+    let Some(python) = std::env::var_os("SHMSTREAM_PYTHON") else {
+        assert!(
+            std::env::var_os("SHMSTREAM_REQUIRE_PYTHON").is_none(),
+            "SHMSTREAM_REQUIRE_PYTHON is set but SHMSTREAM_PYTHON is not"
+        );
+        eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
+        return;
+    };
+    let dir = scratch("peer");
+    let p = dir.join("ao.toml");
+    let text = head("ao-peer").replace("peer = false", "peer = true")
+        + r#"
+[[case]]
+kind = "ao-loop"
+sizes = [[24, 24]]
+[case.ao]
+subapertures = [4, 4]
+modes = 20
+actuators = 25
+rate_hz = 500
+merged = true
+ladder = false
+"#;
+    std::fs::write(&p, text).unwrap();
+    let out = dir.join("out");
+    let child = harness()
+        .arg(&p)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .arg("--python")
+        .arg(&python)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The harness names its streams after its pid: `hs<pid>-<job>-<role>…`.
+    let prefix = format!("hs{}-", child.id());
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let recs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let r = &recs.as_array().unwrap()[0];
+    assert!(
+        r["peer_p50_ns"].as_u64().unwrap() > 0,
+        "the peer loop ran: {r}"
+    );
+    let left: Vec<String> = shmstream::list_streams()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "streams left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

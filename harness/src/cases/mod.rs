@@ -228,6 +228,13 @@ pub struct JobStreams {
     streams: Vec<Stream>,
 }
 
+impl From<Vec<Stream>> for JobStreams {
+    /// Takes `streams` over: they are unlinked when it drops.
+    fn from(streams: Vec<Stream>) -> Self {
+        JobStreams { streams }
+    }
+}
+
 impl Drop for JobStreams {
     fn drop(&mut self) {
         for s in self.streams.drain(..) {

@@ -36,8 +36,8 @@ pub fn run(
         bail!("ao-loop job without [case.ao]");
     };
     let names = runner.names(idx, "py");
-    // pyRTC's way: notify streams, whatever our stages do.
-    let _streams = super::create_streams(job, &names, true)?;
+    // pyRTC's way: notify streams, whatever our stages do; unlinked when the peer is done.
+    let _streams = crate::cases::JobStreams::from(super::create_streams(job, &names, true)?);
     let place = Placement::of(job);
     let prefix = runner.work().join(format!("{idx}-aopeer"));
     let script = prefix.with_extension("py");
