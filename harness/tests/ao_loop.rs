@@ -22,6 +22,11 @@ const TIMEOUT_S: u64 = 20;
 
 /// A scenario's head: short runs, no peer.
 fn head(name: &str) -> String {
+    head_with_peer(name, false)
+}
+
+/// A scenario's head: short runs, with or without the pyshmem peer.
+fn head_with_peer(name: &str, peer: bool) -> String {
     format!(
         r#"
 name = "{name}"
@@ -30,13 +35,23 @@ min_seconds = 0.3
 warmup = 0.05
 repeats = 1
 timeout_s = {TIMEOUT_S}
-peer = false
+peer = {peer}
 "#
     )
 }
 
+/// The rows of a run's `results.json`.
+fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
 fn scenario(dir: &Path, merged: bool) -> PathBuf {
-    let text = head("ao-test")
+    scenario_with_peer(dir, merged, false)
+}
+
+/// A small loop (24×24 px, 4×4 subapertures, 500 Hz, no ladder) in `dir/ao.toml`.
+fn scenario_with_peer(dir: &Path, merged: bool, peer: bool) -> PathBuf {
+    let text = head_with_peer("ao-test", peer)
         + &format!(
             r#"
 [[case]]
@@ -143,8 +158,7 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
                 sent.len()
             );
         }
-        let rows: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("out/results.json")).unwrap()).unwrap();
+        let rows = results(&dir.join("out"));
         let row = &rows[0];
         assert_eq!(row["kind"], "ao-loop");
         assert_eq!(row["geometry"]["signals"], 32);
@@ -262,8 +276,7 @@ ladder = false
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    let rows: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let rows = results(&out);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -295,21 +308,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
         return;
     };
     let dir = scratch("peer");
-    let p = dir.join("ao.toml");
-    let text = head("ao-peer").replace("peer = false", "peer = true")
-        + r#"
-[[case]]
-kind = "ao-loop"
-sizes = [[24, 24]]
-[case.ao]
-subapertures = [4, 4]
-modes = 20
-actuators = 25
-rate_hz = 500
-merged = true
-ladder = false
-"#;
-    std::fs::write(&p, text).unwrap();
+    let p = scenario_with_peer(&dir, true, true);
     let out = dir.join("out");
     let child = harness()
         .arg(&p)
@@ -329,8 +328,7 @@ ladder = false
         "harness failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let recs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let recs = results(&out);
     let r = &recs.as_array().unwrap()[0];
     assert!(
         r["peer_p50_ns"].as_u64().unwrap() > 0,

@@ -162,8 +162,8 @@ fn reader_cpu(job: &Job) -> Option<usize> {
     job.pinned.then_some(job.reader_cpu)
 }
 
-/// How the reader at B waits for the mirror.
-fn reader_wait(job: &Job) -> Wait {
+/// How the reader at B waits for the mirror (the case's `wait`, parked by default).
+pub(crate) fn reader_wait(job: &Job) -> Wait {
     job.wait.unwrap_or(Wait::Park)
 }
 

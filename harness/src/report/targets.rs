@@ -156,23 +156,21 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                     "no numpy peer or floor",
                 );
             }
-        }
-        if cpu_f32(r, Kind::Mvm)
-            && j.pipeline == Some(crate::scenario::Pipeline::HostUpload)
-            && j.shape[0] == j.shape[1]
-            && (1000..=3000).contains(&j.shape[0])
-        {
-            ratio_target(
-                &mut out,
-                format!(
-                    "MVM pipeline {}: median iteration, kernel alone ÷ ours",
-                    j.shape_str()
-                ),
-                r.ratio_to_floor(),
-                Some(1.0),
-                0.85,
-                "a side failed",
-            );
+            if j.pipeline == Some(crate::scenario::Pipeline::HostUpload)
+                && (1000..=3000).contains(&n)
+            {
+                ratio_target(
+                    &mut out,
+                    format!(
+                        "MVM pipeline {}: median iteration, kernel alone ÷ ours",
+                        j.shape_str()
+                    ),
+                    r.ratio_to_floor(),
+                    Some(1.0),
+                    0.85,
+                    "a side failed",
+                );
+            }
         }
         if let Some(a) = r.ao.as_deref() {
             ao_targets(&mut out, r, a);
@@ -288,7 +286,7 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
 /// second ≥ 0.8× the floor's, both from this run.
 fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
     let j = &r.job;
-    let how = match (j.pinned, j.wait.unwrap_or(crate::scenario::Wait::Park)) {
+    let how = match (j.pinned, crate::cases::bridge::reader_wait(j)) {
         (false, _) => "",
         (true, crate::scenario::Wait::Spin) => " (pinned, reader spins)",
         (true, _) => " (pinned, reader parked)",
