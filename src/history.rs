@@ -298,6 +298,7 @@ impl Ring {
     /// aligned) for the caller to fill. The caller holds the write lock and is inside the
     /// publication bracket; an append never finished leaves the stamp odd and the head
     /// unmoved, so no cursor returns the slot and the next append reuses it.
+    #[inline]
     pub(crate) fn begin_append(&self) -> (Append, *mut u8) {
         // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
         // the previous holder's stores.
@@ -314,6 +315,7 @@ impl Ring {
 
     /// Completes `append`, its frame filled: metadata, even stamp, head. From here cursors
     /// return the frame.
+    #[inline]
     pub(crate) fn finish_append(&self, append: Append, count: u64, frame_id: u64, write_time: f64) {
         let Append { index: k, slot } = append;
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
@@ -328,6 +330,7 @@ impl Ring {
     }
 
     /// Frames appended so far (Acquire: a cursor that sees the head sees the frames).
+    #[inline]
     pub(crate) fn appended(&self) -> u64 {
         self.head().load(Ordering::Acquire)
     }

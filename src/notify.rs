@@ -139,7 +139,9 @@ impl Waiter {
     }
 
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
-    /// against. Returns `false` once the deadline has passed.
+    /// against. Returns `false` once the deadline has passed. The spin step is inlined into
+    /// the caller's loop; the others, which give the core away, are not.
+    #[inline]
     pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
         self.rounds = self.rounds.saturating_add(1);
         let kind = self.kind(self.rounds);
@@ -148,6 +150,12 @@ impl Waiter {
             // Reading the clock costs ~40 ns: only every 256 spins.
             return !self.rounds.is_multiple_of(256) || !self.expired();
         }
+        self.give_way(kind, h, observed)
+    }
+
+    /// A step that yields, parks or sleeps, within the deadline.
+    #[inline(never)]
+    fn give_way(&mut self, kind: Pause, h: &MappedHeader, observed: i64) -> bool {
         let left = match self.deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());

@@ -61,6 +61,7 @@ fn parse(spec: &str) -> Extras {
     extras
 }
 
+#[inline]
 fn extras() -> &'static Option<Extras> {
     static EXTRAS: OnceLock<Option<Extras>> = OnceLock::new();
     EXTRAS.get_or_init(|| std::env::var(VAR).ok().map(|s| parse(&s)))

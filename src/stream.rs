@@ -24,6 +24,8 @@ const DECODE_RETRY: Duration = Duration::from_millis(50);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often reads and writes check that the stream was not unlinked under the handle.
 const GENERATION_CHECK_MS: u64 = 20;
+/// `generation_checked_ms` once the handle learned its stream is gone (sticky).
+const GENERATION_STALE: u64 = u64::MAX;
 
 /// Settings for creating a stream. Start with [`StreamOptions::new`].
 ///
@@ -462,6 +464,7 @@ impl Stream {
         catalog::unlink_generation(&self.name, Some(self.instance_id))
     }
 
+    #[inline]
     pub(crate) fn ensure_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::Closed {
@@ -493,15 +496,21 @@ impl Stream {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn ensure_len(&self, given: usize) -> Result<()> {
         if given != self.len {
-            return Err(Error::ShapeMismatch {
-                name: self.name.clone(),
-                expected: self.shape.clone(),
-                given: vec![given],
-            });
+            return Err(self.len_mismatch(given));
         }
         Ok(())
+    }
+
+    #[cold]
+    fn len_mismatch(&self, given: usize) -> Error {
+        Error::ShapeMismatch {
+            name: self.name.clone(),
+            expected: self.shape.clone(),
+            given: vec![given],
+        }
     }
 
     /// The host payload, or the error explaining why this handle has none.
@@ -516,14 +525,23 @@ impl Stream {
         })
     }
 
+    #[inline]
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
-        self.payload.as_ref().ok_or_else(|| Error::Unsupported {
+        match &self.payload {
+            Some(p) => Ok(p),
+            None => Err(self.no_host_payload()),
+        }
+    }
+
+    #[cold]
+    fn no_host_payload(&self) -> Error {
+        Error::Unsupported {
             name: self.name.clone(),
             what: match self.gpu.detached_reason() {
                 Some(r) => format!("this GPU stream has no CPU mirror and this handle cannot reach the device ({r}): read it where the GPU and its producer are, with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)"),
                 None => "this GPU stream has no CPU mirror: read it with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)".into(),
             },
-        })
+        }
     }
 
     /// Reports [`Error::Stale`] once this handle's stream was unlinked (by us or by pyshmem,
@@ -531,15 +549,25 @@ impl Stream {
     /// [`GENERATION_CHECK_MS`], timed on the coarse monotonic clock (a few ns per call);
     /// `now` skips the rate limit (slow paths: an invalid generation, a timed-out wait).
     /// Sticky: once a handle learns its stream is gone, it stays stale.
+    #[inline]
     pub(crate) fn check_generation(&self, now: bool) -> Result<()> {
-        const STALE: u64 = u64::MAX;
         let last = self.generation_checked_ms.load(Ordering::Relaxed);
-        let t = sys::coarse_now_ms();
-        if !now && last != STALE && t.wrapping_sub(last) < GENERATION_CHECK_MS {
+        if !now
+            && last != GENERATION_STALE
+            && sys::coarse_now_ms().wrapping_sub(last) < GENERATION_CHECK_MS
+        {
             return Ok(());
         }
-        if last == STALE || self.meta.is_unlinked() {
-            self.generation_checked_ms.store(STALE, Ordering::Relaxed);
+        self.check_generation_now(last)
+    }
+
+    /// [`Stream::check_generation`] past its rate limit: looks at the file.
+    #[cold]
+    fn check_generation_now(&self, last: u64) -> Result<()> {
+        let t = sys::coarse_now_ms();
+        if last == GENERATION_STALE || self.meta.is_unlinked() {
+            self.generation_checked_ms
+                .store(GENERATION_STALE, Ordering::Relaxed);
             return Err(Error::Stale {
                 name: self.name.clone(),
             });

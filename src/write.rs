@@ -47,6 +47,7 @@ struct Abort<'a> {
 }
 
 impl Abort<'_> {
+    #[inline]
     fn disarm(mut self) -> Option<Bracket> {
         self.bracket.take()
     }

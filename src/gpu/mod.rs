@@ -199,6 +199,7 @@ pub(crate) fn detached_error(name: &str, reason: &str) -> Error {
 
 /// Publish hook, before the bracket opens: a GPU stream is written only through its device
 /// payload (a CPU-only writer would leave the device stale).
+#[inline]
 pub(crate) fn check_writable(s: &crate::stream::Stream) -> Result<()> {
     match &s.gpu {
         GpuLink::Detached(r) => Err(detached_error(&s.name, r)),
@@ -208,12 +209,14 @@ pub(crate) fn check_writable(s: &crate::stream::Stream) -> Result<()> {
 
 /// Whether `s` is a CPU stream: no device payload that a publication keeps in step with
 /// the host one ([`after_fill`]).
+#[inline]
 pub(crate) fn is_cpu(s: &crate::stream::Stream) -> bool {
     matches!(s.gpu, GpuLink::None)
 }
 
 /// Publish hook, after the fill and before the even sequence: a CPU fill of a mirrored GPU
 /// stream is uploaded to the device (GPU fills did their own device work and set the flag).
+#[inline]
 pub(crate) fn after_fill(s: &crate::stream::Stream, host: *mut u8) -> Result<()> {
     match &s.gpu {
         #[cfg(feature = "cuda")]
@@ -228,6 +231,7 @@ pub(crate) fn after_fill(s: &crate::stream::Stream, host: *mut u8) -> Result<()>
 /// Publish hook before the bracket opens (write lock held): on a GPU stream, waits for a
 /// previous GPU-side publication to land and says whether this one is published by the
 /// writer's CUDA stream ([`on_stream`]).
+#[inline]
 pub(crate) fn begin_publication(s: &crate::stream::Stream) -> Result<bool> {
     match &s.gpu {
         #[cfg(feature = "cuda")]
