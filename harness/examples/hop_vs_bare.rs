@@ -135,9 +135,7 @@ fn main() -> Result<(), Error> {
             seq.store(s | 1, Ordering::Relaxed);
             fence(Ordering::Release);
             region.copy_in(BASE + slot * stride, src);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs_f64();
+            let now = harness_sys::clock::unix_now_s();
             region
                 .atomic_u64(TIME)
                 .store(now.to_bits(), Ordering::Relaxed);

@@ -238,12 +238,12 @@ impl BareOutput {
 
 /// Stores the write time, as every publication of the format does (the pyshmem header's
 /// write time: seconds since the epoch, an f64).
+#[inline]
 pub fn stamp(word: &AtomicU64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    word.store(now.to_bits(), Ordering::Relaxed);
+    word.store(
+        harness_sys::clock::unix_now_s().to_bits(),
+        Ordering::Relaxed,
+    );
 }
 
 /// Roundtrip floor: a bare publish, then a bare snapshot, per iteration, each through a

@@ -2,6 +2,7 @@
 //! stages of an AO loop can stamp publications that the parent compares afterwards.
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (the same clock in every process of the machine).
+#[inline]
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -13,6 +14,22 @@ pub fn monotonic_ns() -> u64 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Seconds since the Unix epoch (`CLOCK_REALTIME`): a floor's write time, taken as the
+/// library takes its own (one inlined `clock_gettime`, not std's `SystemTime` path).
+#[inline]
+pub fn unix_now_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec on our stack; CLOCK_REALTIME always
+    // exists on Linux, so the call only fills `ts`.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// How long before a deadline [`sleep_then_spin_until`] stops sleeping and spins.

@@ -93,6 +93,7 @@ impl ShmRegion {
         self.map.len() == 0
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize, align: usize) {
         assert!(
             offset.is_multiple_of(align),
@@ -107,6 +108,7 @@ impl ShmRegion {
     }
 
     /// The 64-bit atomic at `offset` (must be 8-aligned and inside the region).
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         self.check(offset, 8, 8);
         // SAFETY:
@@ -119,6 +121,7 @@ impl ShmRegion {
     }
 
     /// The 32-bit atomic at `offset` (must be 4-aligned and inside the region); futex words.
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
         // SAFETY: as in `atomic_u64`, with 4-byte size and alignment.
