@@ -161,28 +161,30 @@ pub(crate) fn random_id() -> io::Result<[u8; 16]> {
     Ok(out)
 }
 
-/// Seconds since the UNIX epoch (the format's `write_time`): one `clock_gettime` (vDSO),
-/// inlined into the publication bracket.
+/// `clock_gettime(clock)` (vDSO for the clocks used here: no system call).
 #[inline]
-pub(crate) fn unix_now() -> f64 {
+fn clock_now(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out-pointer; the clock id is a constant Linux supports.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    // SAFETY: `ts` is a valid out-pointer; the callers pass constant clock ids Linux supports.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
+}
+
+/// Seconds since the UNIX epoch (the format's `write_time`), computed as std's
+/// `Duration::as_secs_f64` does: one `clock_gettime`, inlined into the publication bracket.
+#[inline]
+pub(crate) fn unix_now() -> f64 {
+    let ts = clock_now(libc::CLOCK_REALTIME);
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Milliseconds on `CLOCK_MONOTONIC_COARSE` (vDSO, a few ns; resolution one tick, ~4 ms).
 #[inline]
 pub(crate) fn coarse_now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; the clock id is a constant Linux supports.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let ts = clock_now(libc::CLOCK_MONOTONIC_COARSE);
     (ts.tv_sec as u64)
         .wrapping_mul(1000)
         .wrapping_add(ts.tv_nsec as u64 / 1_000_000)

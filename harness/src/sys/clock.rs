@@ -1,18 +1,25 @@
 //! A clock every process of a run shares: `CLOCK_MONOTONIC` in nanoseconds, so the
 //! stages of an AO loop can stamp publications that the parent compares afterwards.
 
-/// Nanoseconds of `CLOCK_MONOTONIC` (the same clock in every process of the machine).
+/// `clock_gettime(clock)`: vDSO, no system call.
 #[inline]
-pub fn monotonic_ns() -> u64 {
+fn clock_now(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec on our stack; CLOCK_MONOTONIC always
-    // exists on Linux, so the call only fills `ts`.
+    // SAFETY: `ts` is a valid, writable timespec on our stack; the callers pass clocks that
+    // always exist on Linux, so the call only fills `ts`.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        libc::clock_gettime(clock, &mut ts);
     }
+    ts
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (the same clock in every process of the machine).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let ts = clock_now(libc::CLOCK_MONOTONIC);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -20,16 +27,8 @@ pub fn monotonic_ns() -> u64 {
 /// library takes its own (one inlined `clock_gettime`, not std's `SystemTime` path).
 #[inline]
 pub fn unix_now_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec on our stack; CLOCK_REALTIME always
-    // exists on Linux, so the call only fills `ts`.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    let ts = clock_now(libc::CLOCK_REALTIME);
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// How long before a deadline [`sleep_then_spin_until`] stops sleeping and spins.
