@@ -4,9 +4,11 @@
 //!
 //! A writer on core 0 publishes a 49×49 u16 frame every `period / 2`, alternately into a
 //! stream with 16 frames of history (`write_slice_frame`, no notify, as the spinning loop's
-//! camera) and into a bare region of 16 slots (the floor's publication: odd sequence, copy,
-//! write time, count, even sequence). A thread on core 1 spins for each, through a cursor or
-//! on the bare sequence, copies it out, and times it from the stamp taken before the write.
+//! camera) and into a bare region of 16 slots (the floor's own publication,
+//! `harness_sys::bare::BareStream::publish_in`: odd sequence, copy, write time, count, even
+//! sequence). A thread on core 1 spins for each, through a cursor or on the bare sequence,
+//! copies it out (`Frames::read_published`, as the floor's reader), and times it from the
+//! stamp taken before the write.
 //! With `work_ns`, the reader then busies itself that long, as a stage computes.
 //!
 //! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS]`
@@ -14,9 +16,10 @@
 //! frames are warm-up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use harness_sys::bare::{BareStream, Frames, SEQ, region_len};
 use harness_sys::clock::{monotonic_ns, sleep_then_spin_until};
 use harness_sys::shm::ShmRegion;
 use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
@@ -25,11 +28,6 @@ use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
 const PIXELS: usize = 49 * 49;
 /// Frames each side keeps (the stages' input history).
 const SLOTS: usize = 16;
-/// Bare region layout: control words on their own lines, then page-aligned slots.
-const SEQ: usize = 0;
-const COUNT: usize = 256;
-const TIME: usize = 320;
-const BASE: usize = 4096;
 const WARM_UP: u64 = 200;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -68,10 +66,9 @@ fn main() -> Result<(), Error> {
         .dtype(Dtype::U16)
         .history(SLOTS)
         .create()?;
-    let stride = (PIXELS * 2).div_ceil(4096) * 4096;
     let region = Arc::new(ShmRegion::create(
         &format!("{name}-bare"),
-        BASE + SLOTS * stride,
+        region_len(PIXELS * 2, SLOTS),
     )?);
     region.prefault();
     let stamp = Arc::new(AtomicU64::new(0));
@@ -82,7 +79,7 @@ fn main() -> Result<(), Error> {
             let handle = Stream::open(&name)?;
             handle.set_wait_strategy(WaitStrategy::Spin);
             let mut cursor = handle.cursor()?;
-            let seq = region.atomic_u32(SEQ);
+            let (seq, slots) = (region.atomic_u32(SEQ), Frames::own(&region));
             let mut frame = vec![0u16; PIXELS];
             let (mut ours, mut bare) = (Vec::new(), Vec::new());
             for id in 1..=frames {
@@ -96,9 +93,7 @@ fn main() -> Result<(), Error> {
                         let s = seq.load(Ordering::Acquire);
                         if s >= want && s % 2 == 0 {
                             let slot = (s / 2 - 1) as usize % SLOTS;
-                            region.copy_out(BASE + slot * stride, &mut frame);
-                            fence(Ordering::Acquire);
-                            if seq.load(Ordering::Relaxed) == s {
+                            if slots.read_published(seq, s, slot, &mut frame).is_some() {
                                 break;
                             }
                         }
@@ -119,7 +114,8 @@ fn main() -> Result<(), Error> {
         .map(|k| (0..PIXELS).map(|i| (i * 7 + k) as u16).collect())
         .collect();
     let guard = stream.lock(None)?;
-    let seq = region.atomic_u32(SEQ);
+    // The floor's publication for a writer that holds its stream for the run (the camera).
+    let bare = BareStream::held(&region);
     std::thread::sleep(Duration::from_millis(100));
     let mut next = monotonic_ns();
     for id in 1..=frames {
@@ -130,17 +126,7 @@ fn main() -> Result<(), Error> {
         if id % 2 == 1 {
             guard.write_slice_frame(src, id)?;
         } else {
-            let slot = (id / 2 - 1) as usize % SLOTS;
-            let s = seq.load(Ordering::Relaxed);
-            seq.store(s | 1, Ordering::Relaxed);
-            fence(Ordering::Release);
-            region.copy_in(BASE + slot * stride, src);
-            let now = harness_sys::clock::unix_now_s();
-            region
-                .atomic_u64(TIME)
-                .store(now.to_bits(), Ordering::Relaxed);
-            region.atomic_u64(COUNT).fetch_add(1, Ordering::Relaxed);
-            seq.store((s | 1) + 1, Ordering::Release);
+            bare.publish_in((id / 2 - 1) as usize % SLOTS, src)?;
         }
     }
     let (ours, bare) = reader.join().map_err(|_| "the reader panicked")??;

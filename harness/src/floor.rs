@@ -25,12 +25,16 @@
 //!   ([`stream_pages`]); the ping-pong roles here serve the AO loop's hop floors.
 //! - MVM: timed by the compute process itself, in alternation with the pipeline
 //!   ([`crate::cases::mvm`]).
+//!
+//! The bare publication and its re-checked copy are [`harness_sys::bare`]'s, which the
+//! harness's examples share.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use harness_sys::bare::{ACK, ARRIVED, LEAVE, READY, SEQ, STOP, region_len};
+pub use harness_sys::bare::{BareStream, Frames};
 use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until};
-use harness_sys::flock::LockFile;
 use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
@@ -42,168 +46,20 @@ use crate::measure::{Measured, timed_loop};
 use crate::scenario::{OneWay, Wait};
 use crate::spawn::ChildSpec;
 
-/// Offsets of the control words in the pingpong floor region, one cache line each.
-const SEQ: usize = 0;
-const ACK: usize = 64;
-const READY: usize = 128;
-const STOP: usize = 192;
-const COUNT: usize = 256;
-const TIME: usize = 320;
-/// When the reader held the payload (monotonic ns), for one-way floors.
-const ARRIVED: usize = 384;
-/// Set by a paired ping-pong writer before the frame after which its reader goes back to
-/// ours ([`FloorEcho::serve`] returns [`Echo::Leave`]).
-const LEAVE: usize = 448;
-/// The payload starts on its own page.
-pub const PAYLOAD: usize = 4096;
-
-/// Bytes from one payload slot to the next: whole pages, so every slot starts on one.
-fn slot_stride(payload: usize) -> usize {
-    payload.next_multiple_of(4096)
-}
-
 /// Size of a [`BareStream`] region for `job`'s frames and floor slots
 /// ([`crate::scenario::Job::floor_slots`]).
 pub fn bare_region_len(job: &crate::scenario::Job) -> usize {
     region_len(job.payload_bytes(), job.floor_slots)
 }
 
-/// Size of a [`BareStream`] region for `slots` frames of `payload` bytes.
-fn region_len(payload: usize, slots: usize) -> usize {
-    PAYLOAD + slots.max(1) * slot_stride(payload)
-}
-
-/// Where a floor's frames lie: after the control words of its own region, or on the
-/// payload pages of the stream it bounds ([`stream_pages`]).
-#[derive(Clone, Copy)]
-pub struct Frames<'a> {
-    pages: &'a ShmRegion,
-    /// Offset of slot 0.
-    base: usize,
-}
-
-impl<'a> Frames<'a> {
-    /// In `region`, from [`PAYLOAD`] on (as many slots as
-    /// [`Job::floor_slots`](crate::scenario::Job::floor_slots) says).
-    pub fn own(region: &'a ShmRegion) -> Self {
-        Frames {
-            pages: region,
-            base: PAYLOAD,
-        }
-    }
-
-    /// On a stream's payload pages (one slot): see [`stream_pages`].
-    pub fn of_stream(pages: &'a ShmRegion) -> Self {
-        Frames { pages, base: 0 }
-    }
-
-    fn copy_in<T: Element>(&self, slot: usize, src: &[T]) {
-        let at = self.base + slot * slot_stride(std::mem::size_of_val(src));
-        self.pages.copy_in(at, src);
-    }
-
-    fn copy_out<T: Element>(&self, slot: usize, dst: &mut [T]) -> bool {
-        let at = self.base + slot * slot_stride(std::mem::size_of_val(dst));
-        self.pages.copy_out(at, dst)
-    }
-}
-
 /// The payload pages of stream `name` (`bytes` long), mapped again for a floor that copies
-/// into and out of the same physical memory as ours: at 16 MB, which pages a copy lands on
-/// moved it by up to 12% here, same `memcpy` on both sides. The floor writes there outside
-/// the stream's seqlock, so only while ours is idle and nobody else reads the stream (the
-/// harness's own streams, in the cases' alternation).
+/// into and out of the same physical memory as ours ([`Frames::of_stream`]): at 16 MB, which
+/// pages a copy lands on moved it by up to 12% here, same `memcpy` on both sides. The floor
+/// writes there outside the stream's seqlock, so only while ours is idle and nobody else
+/// reads the stream (the harness's own streams, in the cases' alternation).
 pub fn stream_pages(name: &str, bytes: usize) -> Result<ShmRegion> {
     ShmRegion::open(&shmstream::name::segment_id(name), bytes)
         .with_context(|| format!("mapping the payload pages of stream {name}"))
-}
-
-/// The least any writer and reader of the format do, over a bare region and lock file:
-/// the floor of every publication and snapshot.
-pub struct BareStream<'a> {
-    region: &'a ShmRegion,
-    frames: Frames<'a>,
-    /// `None`: the writer owns the stream for the run, as an AO stage holds its output
-    /// stream's write lock, so a publication is the seqlock bracket without the flock pair.
-    lock: Option<LockFile>,
-}
-
-impl<'a> BareStream<'a> {
-    /// Over `region` (laid out as the pingpong region: control words, then the payload
-    /// at [`PAYLOAD`]) and the lock file `lock`.
-    pub fn new(region: &'a ShmRegion, lock: &std::path::Path) -> Result<Self> {
-        Ok(BareStream {
-            region,
-            frames: Frames::own(region),
-            lock: Some(LockFile::open(lock, false)?),
-        })
-    }
-
-    /// Over `region`, for a writer that holds the stream's lock for the run: no flock pair.
-    pub fn held(region: &'a ShmRegion) -> Self {
-        BareStream {
-            region,
-            frames: Frames::own(region),
-            lock: None,
-        }
-    }
-
-    /// The same, with its frames on `frames`.
-    pub fn with_frames(self, frames: Frames<'a>) -> Self {
-        BareStream { frames, ..self }
-    }
-
-    /// Publishes `src`: `flock`, odd sequence, copy, write time, count, even sequence,
-    /// unlock (no `flock` pair for a writer that [holds](Self::held) the lock).
-    pub fn publish<T: Element>(&self, src: &[T]) -> Result<()> {
-        self.publish_in(0, src)
-    }
-
-    /// [`Self::publish`] into payload slot `slot` (the region must have it).
-    pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> Result<()> {
-        let seq = self.region.atomic_u32(SEQ);
-        if let Some(lock) = &self.lock {
-            lock.lock()?;
-        }
-        let s = seq.load(Ordering::Relaxed);
-        // Odd: a write is in progress. Release fence: odd before any payload byte.
-        seq.store(s | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.frames.copy_in(slot, src);
-        stamp(self.region.atomic_u64(TIME));
-        self.region
-            .atomic_u64(COUNT)
-            .fetch_add(1, Ordering::Relaxed);
-        seq.store((s | 1) + 1, Ordering::Release);
-        if let Some(lock) = &self.lock {
-            lock.unlock()?;
-        }
-        Ok(())
-    }
-
-    /// Copies the published frame into `dst`: sequence, copy, re-check.
-    pub fn snapshot<T: Element>(&self, dst: &mut [T]) -> Result<()> {
-        let seq = self.region.atomic_u32(SEQ);
-        let s = seq.load(Ordering::Acquire);
-        let valid = self.frames.copy_out(0, dst);
-        // Acquire fence: the copy completes before the re-check.
-        fence(Ordering::Acquire);
-        if s & 1 == 1 || seq.load(Ordering::Relaxed) != s {
-            bail!("the floor's frame changed under its reader");
-        }
-        if !valid {
-            bail!(
-                "the floor's frame holds bytes that are not valid {}",
-                T::DTYPE
-            );
-        }
-        Ok(())
-    }
-
-    /// The sequence word (the floor's futex word).
-    pub fn word(&self) -> &AtomicU32 {
-        self.region.atomic_u32(SEQ)
-    }
 }
 
 /// The floor of a stage publishing its output, for a writer that holds the stream for the
@@ -236,16 +92,6 @@ impl BareOutput {
     }
 }
 
-/// Stores the write time, as every publication of the format does (the pyshmem header's
-/// write time: seconds since the epoch, an f64).
-#[inline]
-pub fn stamp(word: &AtomicU64) {
-    word.store(
-        harness_sys::clock::unix_now_s().to_bits(),
-        Ordering::Relaxed,
-    );
-}
-
 /// Roundtrip floor: a bare publish, then a bare snapshot, per iteration, each through a
 /// mapping of its own, as ours writes through one handle and reads through a second (each
 /// maps the stream: twice the TLB entries for the same pages).
@@ -264,7 +110,7 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let mut dst = PageBuf::<u8>::new(n);
     let r = timed_loop(&spec.job.timing, 0.0, |_| {
         writer.publish(src.as_slice())?;
-        reader.snapshot(dst.as_mut_slice())
+        Ok(reader.snapshot(dst.as_mut_slice())?)
     })?;
     Ok(r)
 }
@@ -550,10 +396,7 @@ impl<'a> FloorEcho<'a> {
         loop {
             let s = seq.load(Ordering::Acquire);
             if s == want {
-                let valid = self.frames.copy_out(slot, dst);
-                // Acquire fence: the copy is complete before the re-check.
-                fence(Ordering::Acquire);
-                if seq.load(Ordering::Relaxed) == s {
+                if let Some(valid) = self.frames.read_published(seq, s, slot, dst) {
                     if !valid {
                         bail!(
                             "the floor's frame holds bytes that are not valid {}",
@@ -647,7 +490,7 @@ impl<'a> FloorPing<'a> {
 
     /// Waits for the reader's acknowledgement of the last frame.
     pub fn wait_ack(&self) -> Result<()> {
-        let ack = self.bare.region.atomic_u32(ACK);
+        let ack = self.bare.region().atomic_u32(ACK);
         let t = &self.turns;
         wait_until(ack, |v| v == t.generation, t.wait, t.to)?;
         Ok(())
@@ -662,7 +505,7 @@ impl<'a> FloorPing<'a> {
     /// Marks the next frame as the last before ours: the reader leaves after it.
     pub fn mark_leave(&self) {
         self.bare
-            .region
+            .region()
             .atomic_u32(LEAVE)
             .store(1, Ordering::Relaxed);
     }
@@ -670,7 +513,7 @@ impl<'a> FloorPing<'a> {
     /// Tells the reader to stop.
     pub fn stop(&self) {
         self.bare
-            .region
+            .region()
             .atomic_u32(STOP)
             .store(1, Ordering::Release);
         futex::wake_all(self.bare.word());
@@ -678,7 +521,10 @@ impl<'a> FloorPing<'a> {
 
     /// When the reader last held a frame (monotonic ns), for one-way floors.
     pub fn arrived(&self) -> u64 {
-        self.bare.region.atomic_u64(ARRIVED).load(Ordering::Relaxed)
+        self.bare
+            .region()
+            .atomic_u64(ARRIVED)
+            .load(Ordering::Relaxed)
     }
 }
 
@@ -687,6 +533,8 @@ mod tests {
     use super::*;
     use crate::scenario::Scenario;
     use crate::spawn::{Names, Role};
+    use harness_sys::bare::COUNT;
+    use harness_sys::flock::LockFile;
     use std::path::Path;
 
     fn spec(slots: usize, tag: &str) -> ChildSpec {

@@ -68,7 +68,7 @@ fn write<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream) -> Result<
     let src = PageBuf::<T>::new(spec.job.elements());
     timed_pair(
         &spec.job.timing,
-        || bare.publish(src.as_slice()),
+        || Ok(bare.publish(src.as_slice())?),
         || Ok(w.write_slice(src.as_slice())?),
     )
 }
@@ -86,7 +86,7 @@ fn read<T: Element>(spec: &ChildSpec, region: &ShmRegion, w: Stream, r: Stream) 
     let dst = std::cell::RefCell::new(dst);
     timed_pair(
         &spec.job.timing,
-        || bare.snapshot(dst.borrow_mut().as_mut_slice()),
+        || Ok(bare.snapshot(dst.borrow_mut().as_mut_slice())?),
         || {
             let c = r.read_into_slice(dst.borrow_mut().as_mut_slice())?;
             check_count("op read", c, want)

@@ -16,11 +16,15 @@
 //!   driver copies, and the ao-loop's GPU kernels (launches whose arguments the safe wrappers
 //!   check first).
 //!
+//! - [`bare`] (safe code over [`shm`]): the floors' bare publication and re-checked copy,
+//!   here so that the harness's floors and its examples time one and the same bare hop.
+//!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its obligations.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod ao_gpu;
+pub mod bare;
 pub mod clock;
 pub mod flock;
 pub mod futex;

@@ -1,0 +1,234 @@
+//! The floors' bare publication over a [`ShmRegion`]: what every writer and reader of the
+//! format does at the least (the `flock` pair, the odd/even sequence, the copy, the write
+//! time, the count; then sequence, copy out, re-check), on plain shared memory. Safe code,
+//! kept beside [`crate::shm`] so that the harness's floors and its examples
+//! (`examples/hop_vs_bare.rs`) time one and the same bare hop.
+//!
+//! The region: control words on their own cache lines, then [`PAYLOAD`]-aligned frame slots
+//! of whole pages ([`slot_stride`]).
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use shmstream::Element;
+
+use crate::flock::LockFile;
+use crate::shm::ShmRegion;
+
+/// The sequence word: odd while a frame is written, 2·k once frame k is published (the
+/// floor's futex word).
+pub const SEQ: usize = 0;
+/// The reader's acknowledgement: the generation it last took (ping-pong floors).
+pub const ACK: usize = 64;
+/// The reader is ready (ping-pong floors).
+pub const READY: usize = 128;
+/// The writer is done (ping-pong floors).
+pub const STOP: usize = 192;
+/// Publications so far, as the format's count.
+pub const COUNT: usize = 256;
+/// The write time, as the format's (seconds since the epoch, an f64's bits).
+pub const TIME: usize = 320;
+/// When the reader held the payload (monotonic ns), for one-way floors.
+pub const ARRIVED: usize = 384;
+/// Set by a paired ping-pong writer before the frame after which its reader goes back to
+/// ours.
+pub const LEAVE: usize = 448;
+/// The payload starts on its own page.
+pub const PAYLOAD: usize = 4096;
+
+/// Bytes from one payload slot to the next: whole pages, so every slot starts on one.
+pub fn slot_stride(payload: usize) -> usize {
+    payload.next_multiple_of(4096)
+}
+
+/// Size of a [`BareStream`] region for `slots` frames of `payload` bytes.
+pub fn region_len(payload: usize, slots: usize) -> usize {
+    PAYLOAD + slots.max(1) * slot_stride(payload)
+}
+
+/// Where a floor's frames lie: after the control words of its own region, or on the
+/// payload pages of the stream it bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Frames<'a> {
+    pages: &'a ShmRegion,
+    /// Offset of slot 0.
+    base: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// In `region`, from [`PAYLOAD`] on (as many slots as the region was made for).
+    pub fn own(region: &'a ShmRegion) -> Self {
+        Frames {
+            pages: region,
+            base: PAYLOAD,
+        }
+    }
+
+    /// On a stream's payload pages (one slot, at offset 0).
+    pub fn of_stream(pages: &'a ShmRegion) -> Self {
+        Frames { pages, base: 0 }
+    }
+
+    /// Copies `src` into slot `slot`.
+    pub fn copy_in<T: Element>(&self, slot: usize, src: &[T]) {
+        let at = self.base + slot * slot_stride(std::mem::size_of_val(src));
+        self.pages.copy_in(at, src);
+    }
+
+    /// Copies slot `slot` into `dst`; false when the bytes are not valid values of `T`.
+    pub fn copy_out<T: Element>(&self, slot: usize, dst: &mut [T]) -> bool {
+        let at = self.base + slot * slot_stride(std::mem::size_of_val(dst));
+        self.pages.copy_out(at, dst)
+    }
+
+    /// Copies the frame published as sequence value `s` (even) from slot `slot` into `dst`
+    /// and re-checks `seq`: `Some(valid)` when it still reads `s` (the copy is whole),
+    /// `None` when a writer moved on meanwhile.
+    pub fn read_published<T: Element>(
+        &self,
+        seq: &AtomicU32,
+        s: u32,
+        slot: usize,
+        dst: &mut [T],
+    ) -> Option<bool> {
+        let valid = self.copy_out(slot, dst);
+        // Acquire fence: the copy is complete before the re-check.
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == s).then_some(valid)
+    }
+}
+
+/// The least any writer and reader of the format do, over a bare region and lock file:
+/// the floor of every publication and snapshot.
+#[derive(Debug)]
+pub struct BareStream<'a> {
+    region: &'a ShmRegion,
+    frames: Frames<'a>,
+    /// `None`: the writer owns the stream for the run, as an AO stage holds its output
+    /// stream's write lock, so a publication is the seqlock bracket without the flock pair.
+    lock: Option<LockFile>,
+}
+
+impl<'a> BareStream<'a> {
+    /// Over `region` (control words, then the payload at [`PAYLOAD`]) and the lock file
+    /// `lock`.
+    pub fn new(region: &'a ShmRegion, lock: &Path) -> io::Result<Self> {
+        Ok(BareStream {
+            region,
+            frames: Frames::own(region),
+            lock: Some(LockFile::open(lock, false)?),
+        })
+    }
+
+    /// Over `region`, for a writer that holds the stream's lock for the run: no flock pair.
+    pub fn held(region: &'a ShmRegion) -> Self {
+        BareStream {
+            region,
+            frames: Frames::own(region),
+            lock: None,
+        }
+    }
+
+    /// The same, with its frames on `frames`.
+    pub fn with_frames(self, frames: Frames<'a>) -> Self {
+        BareStream { frames, ..self }
+    }
+
+    /// The region of its control words.
+    pub fn region(&self) -> &'a ShmRegion {
+        self.region
+    }
+
+    /// Publishes `src`: `flock`, odd sequence, copy, write time, count, even sequence,
+    /// unlock (no `flock` pair for a writer that [holds](Self::held) the lock).
+    pub fn publish<T: Element>(&self, src: &[T]) -> io::Result<()> {
+        self.publish_in(0, src)
+    }
+
+    /// [`Self::publish`] into payload slot `slot` (the region must have it).
+    pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> io::Result<()> {
+        let seq = self.region.atomic_u32(SEQ);
+        if let Some(lock) = &self.lock {
+            lock.lock()?;
+        }
+        let s = seq.load(Ordering::Relaxed);
+        // Odd: a write is in progress. Release fence: odd before any payload byte.
+        seq.store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.frames.copy_in(slot, src);
+        stamp(self.region.atomic_u64(TIME));
+        self.region
+            .atomic_u64(COUNT)
+            .fetch_add(1, Ordering::Relaxed);
+        seq.store((s | 1) + 1, Ordering::Release);
+        if let Some(lock) = &self.lock {
+            lock.unlock()?;
+        }
+        Ok(())
+    }
+
+    /// Copies the published frame into `dst`: sequence, copy, re-check.
+    pub fn snapshot<T: Element>(&self, dst: &mut [T]) -> io::Result<()> {
+        let seq = self.region.atomic_u32(SEQ);
+        let s = seq.load(Ordering::Acquire);
+        match self.frames.read_published(seq, s, 0, dst) {
+            Some(true) if s & 1 == 0 => Ok(()),
+            Some(false) if s & 1 == 0 => Err(io::Error::other(format!(
+                "the floor's frame holds bytes that are not valid {}",
+                T::DTYPE
+            ))),
+            _ => Err(io::Error::other(
+                "the floor's frame changed under its reader",
+            )),
+        }
+    }
+
+    /// The sequence word (the floor's futex word).
+    pub fn word(&self) -> &'a AtomicU32 {
+        self.region.atomic_u32(SEQ)
+    }
+}
+
+/// Stores the write time, as every publication of the format does (the pyshmem header's
+/// write time: seconds since the epoch, an f64), read as the library reads it.
+#[inline]
+pub fn stamp(word: &AtomicU64) {
+    word.store(crate::clock::unix_now_s().to_bits(), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publication lands whole in its slot with its count, write time and even sequence;
+    /// a reader whose sequence value moved on retries; a frame mid-write or of invalid
+    /// bytes is refused.
+    #[test]
+    fn a_bare_publication_reads_back_whole_and_a_moved_sequence_is_retried() {
+        let name = format!("bare-test-{}", std::process::id());
+        let region = ShmRegion::create(&name, region_len(64, 2)).unwrap();
+        let bare = BareStream::held(&region);
+        let frames = Frames::own(&region);
+        bare.publish_in(1, &[7u8; 64]).unwrap();
+        let seq = bare.word();
+        assert_eq!(seq.load(Ordering::Relaxed), 2);
+        assert_eq!(region.atomic_u64(COUNT).load(Ordering::Relaxed), 1);
+        let written = f64::from_bits(region.atomic_u64(TIME).load(Ordering::Relaxed));
+        assert!(written > 1.7e9, "write time {written}");
+
+        let mut dst = [0u8; 64];
+        assert_eq!(frames.read_published(seq, 2, 1, &mut dst), Some(true));
+        assert_eq!(dst, [7u8; 64]);
+        assert_eq!(frames.read_published(seq, 4, 1, &mut dst), None);
+
+        bare.publish(&[2u8; 64]).unwrap();
+        let mut flags = [false; 64];
+        assert_eq!(frames.read_published(seq, 4, 0, &mut flags), Some(false));
+        assert!(bare.snapshot(&mut flags).is_err(), "a bool byte of 2");
+        assert!(bare.snapshot(&mut dst).is_ok());
+        assert_eq!(dst, [2u8; 64]);
+        seq.store(5, Ordering::Relaxed);
+        assert!(bare.snapshot(&mut dst).is_err(), "mid-write");
+    }
+}
