@@ -513,7 +513,6 @@ impl Stream {
         }
     }
 
-    /// The host payload, or the error explaining why this handle has none.
     pub(crate) fn ensure_byte_len(&self, given: usize) -> Result<()> {
         if given == self.size {
             return Ok(());
@@ -525,6 +524,7 @@ impl Stream {
         })
     }
 
+    /// The host payload, or the error explaining why this handle has none.
     #[inline]
     pub(crate) fn host_payload(&self) -> Result<&Segment> {
         match &self.payload {
