@@ -191,7 +191,7 @@ impl<'a> BareStream<'a> {
 }
 
 /// Stores the write time, as every publication of the format does (the pyshmem header's
-/// write time: seconds since the epoch, an f64), read as the library reads it.
+/// write time: seconds since the epoch, an f64), taken as the library takes its own.
 #[inline]
 pub fn stamp(word: &AtomicU64) {
     word.store(crate::clock::unix_now_s().to_bits(), Ordering::Relaxed);
