@@ -587,15 +587,25 @@ impl Stream {
         let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
             name: self.name.clone(),
         })?;
-        // Head first, then count: an append moves the head before its publication moves the
-        // count, so a write between the two loads is never mistaken for a gap.
+        // The count the next frame follows: the header's (frames published without an
+        // append before this cursor existed are not its loss), or the count of the ring's
+        // newest frame where that is higher. An append moves the head before its
+        // publication moves the header's count (a ring-first write copies the frame into
+        // the payload in between), so a cursor made inside that window finds the header one
+        // behind its first frame and would report a frame lost that it never skipped.
         let next = ring.appended();
         let count = self.header.count().load(Ordering::Acquire);
+        let newest = next
+            .checked_sub(1)
+            .and_then(|k| match ring.read(k, &mut |_| true) {
+                SlotRead::Frame { info, .. } => Some(info.count),
+                SlotRead::Overwritten(_) => None,
+            });
         Ok(Cursor {
             stream: self,
             ring,
             next,
-            last_count: Some(count),
+            last_count: Some(newest.map_or(count, |n| n.max(count))),
         })
     }
 
@@ -902,6 +912,32 @@ mod tests {
         assert_eq!(s.count(), 0, "the publication has not ended");
         crate::seqlock::end_write(&s.header, b, 0.0, Some(42));
         assert_eq!(s.count(), 1);
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A cursor made while a write is between its append and the end of its publication
+    /// (the head moved, the header's count not yet) starts after that frame and reports no
+    /// loss on the next one: it used to take the header's stale count and report one lost.
+    #[test]
+    fn a_cursor_made_inside_a_publication_reports_no_frame_lost() {
+        let (name, s) = stream("mid-write-cursor", 4, 4);
+        s.write_slice(&[1u32; 4]).unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        let b = crate::seqlock::begin_write(&s.header);
+        let (append, _) = ring.begin_append();
+        ring.finish_append(append, 2, 2, 0.0);
+        let mut c = s.cursor().unwrap();
+        assert_eq!(s.count(), 1, "the publication has not ended");
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
+        g.write_slice(&[3u32; 4]).unwrap();
+        let mut dst = [0u32; 4];
+        let info = c
+            .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!((info.count, dst), (3, [3; 4]));
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
