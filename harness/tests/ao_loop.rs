@@ -3,20 +3,12 @@
 //! geometry is refused before anything starts; the pyshmem + numpy loop runs beside ours and
 //! the run leaves no stream behind.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn harness() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("harness-ao-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{harness, results, run_on, scratch};
 
 const TIMEOUT_S: u64 = 20;
 
@@ -38,11 +30,6 @@ timeout_s = {TIMEOUT_S}
 peer = {peer}
 "#
     )
-}
-
-/// The rows of a run's `results.json`.
-fn results(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
 
 fn scenario(dir: &Path, merged: bool) -> PathBuf {
@@ -85,13 +72,8 @@ fn log(path: &Path) -> Vec<[u64; 4]> {
 fn run(dir: &Path, merged: bool, kill: Option<&str>) -> (bool, String, PathBuf) {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cmd = harness();
-    cmd.arg(scenario(dir, merged))
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--quiet")
-        .env("TMPDIR", &tmp)
-        .env("HARNESS_KEEP_WORK", "1");
+    let mut cmd = run_on(&scenario(dir, merged), &dir.join("out"));
+    cmd.env("TMPDIR", &tmp).env("HARNESS_KEEP_WORK", "1");
     if let Some(stage) = kill {
         cmd.env("HARNESS_AO_KILL_STAGE", stage);
     }
@@ -267,13 +249,7 @@ ladder = false
     )
     .unwrap();
     let out = dir.join("out");
-    let o = harness()
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let o = run_on(&scenario, &out).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let rows = results(&out);
@@ -310,11 +286,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     let dir = scratch("peer");
     let p = scenario_with_peer(&dir, true, true);
     let out = dir.join("out");
-    let child = harness()
-        .arg(&p)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
+    let child = run_on(&p, &out)
         .arg("--python")
         .arg(&python)
         .stderr(std::process::Stdio::piped())

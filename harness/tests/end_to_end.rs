@@ -1,19 +1,10 @@
 //! Runs the harness binary on a tiny scenario: children spawn, pin, meet on the library's
 //! streams, report back; every report file appears; `compare` gates as documented.
 
+mod common;
+
+use common::{harness, results, run_on, scratch};
 use std::path::PathBuf;
-use std::process::Command;
-
-fn harness() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("harness-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 const SCENARIO: &str = r#"
 name = "e2e"
@@ -50,20 +41,13 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     let scenario = dir.join("e2e.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let out = dir.join("out");
-    let o = harness()
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let o = run_on(&scenario, &out).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "harness failed: {stderr}");
     for f in ["report.md", "results.json", "results.csv", "details.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    let recs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let recs = results(&out);
     let recs = recs.as_array().unwrap();
     assert_eq!(recs.len(), 5);
     for r in &recs[..4] {
@@ -175,21 +159,13 @@ fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
     let dir = scratch("ops");
     let gate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/gate.toml");
     let out = dir.join("out");
-    let o = harness()
-        .arg(&gate)
-        .arg("--quick")
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let o = run_on(&gate, &out).arg("--quick").output().unwrap();
     assert!(
         o.status.success(),
         "harness failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let recs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let recs = results(&out);
     let cases: Vec<&str> = recs
         .as_array()
         .unwrap()
@@ -257,19 +233,14 @@ wait = "spin"
     )
     .unwrap();
     let out = dir.join("out");
-    let o = harness()
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
+    let o = run_on(&scenario, &out)
         .env("SHMSTREAM_BRIDGE", &bridge)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    let [row, pinned] = &rows[..] else {
+    let rows = results(&out);
+    let [row, pinned] = &rows.as_array().unwrap()[..] else {
         panic!("two bridge rows expected: {rows:?}")
     };
     assert_eq!(pinned["case"], "bridge-pinned-spin-uint8");

@@ -1,0 +1,32 @@
+//! What the harness's integration tests share: the binary, a scratch folder, a quiet run on
+//! a scenario, and the rows of its `results.json`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The harness binary.
+pub fn harness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+}
+
+/// A fresh scratch folder for this test process (`tag` keeps tests apart).
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The harness on `scenario`, reporting into `out`, quietly; the caller adds flags and
+/// environment and runs it.
+pub fn run_on(scenario: &Path, out: &Path) -> Command {
+    let mut c = harness();
+    c.arg(scenario).arg("--out").arg(out).arg("--quiet");
+    c
+}
+
+/// The rows of a run's `results.json`.
+pub fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
