@@ -3,20 +3,27 @@
 //! loopback transport, with none of the bridge's work (no shared memory, no header, no
 //! mirror stream).
 //!
-//! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
-//! clock for both processes on one host). The attachment says the phase: `warm` (ignored:
-//! the session is still connecting), `lat` (paced; the subscriber keeps each one-way
-//! latency), `tput` (flat out with congestion control *block*; the subscriber counts), and
-//! `end` (or a second without frames after `tput` ones). The subscriber then writes `FILE`:
-//! a line `tput <frames> <seconds>` per window (the throughput phase cut into `windows`
-//! equal spans, as the harness's repeats) and one latency in ns per line.
+//! floor-put runs the phases the harness asks for on its standard input, one line each,
+//! and answers `done` on its standard output when one is over, so the harness can
+//! interleave the floor's phases with its own run of the bridge:
+//! - `warm SECS`: paced frames, ignored (the session is still connecting);
+//! - `lat SECS`: paced frames; the subscriber keeps each one-way latency;
+//! - `tput SECS RUN STEP`: flat out with congestion control *block*; the subscriber counts
+//!   them as throughput run `RUN`. With `STEP` > 0 the run has a window: the subscriber
+//!   acknowledges every `STEP`-th frame of the run on `KEY/ack`, and the publisher keeps at
+//!   most two steps unacknowledged (before each step it waits for the one before the last):
+//!   the shape of the bridge case's lossless window, with nothing but Zenoh in the path;
+//! - `end`: end frames, acknowledged by the subscriber before the publisher closes its
+//!   session (closing may discard what is still queued), then floor-put exits.
 //!
-//! With `step` > 0 the throughput phase runs in a window: the subscriber acknowledges every
-//! `step`-th frame on `KEY/ack`, and the publisher keeps at most two steps unacknowledged
-//! (before each step it waits for the one before the last): the shape of the bridge case's
-//! lossless window, with nothing but Zenoh in the path.
+//! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
+//! clock for both processes on one host); the attachment says the phase. After `end`
+//! floor-get writes `FILE`: a line `tput <run> <frames> <seconds>` per window of each
+//! throughput run (cut into `windows` equal spans, as the harness's repeats) and one
+//! latency in ns per line.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,39 +56,84 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// What `floor-put` sends (its command-line options).
+/// What `floor-put` sends (its command-line options; the phases come on standard input).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PutPlan {
     /// Payload bytes (at least 8).
     #[arg(long)]
     pub bytes: usize,
-    /// Microseconds between latency frames.
+    /// Microseconds between paced (warm-up and latency) frames.
     #[arg(long, default_value_t = 1000.0)]
     pub gap_us: f64,
-    /// Seconds of warm-up frames (the session connects meanwhile).
-    #[arg(long, default_value_t = 1.0)]
-    pub warm_s: f64,
-    /// Seconds of paced latency frames.
-    #[arg(long, default_value_t = 1.0)]
-    pub lat_s: f64,
-    /// Seconds of throughput frames.
-    #[arg(long, default_value_t = 1.0)]
-    pub tput_s: f64,
-    /// Throughput frames per acknowledged step, at most two steps in flight (0: flat
-    /// out, no acknowledgements).
-    #[arg(long, default_value_t = 0)]
-    pub step: u64,
 }
 
-/// The key floor-get acknowledges steps on.
+/// One phase the harness asks floor-put for (a line of its standard input).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Paced frames for `secs`, tagged `warm`.
+    Warm { secs: f64 },
+    /// Paced frames for `secs`, tagged `lat`.
+    Lat { secs: f64 },
+    /// Frames flat out for `secs`, throughput run `run`, `step` frames per acknowledged
+    /// step (0: no window).
+    Tput { secs: f64, run: u32, step: u64 },
+    /// The end frames.
+    End,
+}
+
+impl Phase {
+    fn parse(line: &str) -> Result<Phase, BridgeError> {
+        let bad = || {
+            BridgeError::Usage(format!(
+                "floor-put: bad phase {line:?} (warm SECS | lat SECS | tput SECS RUN STEP | end)"
+            ))
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let secs = |w: &str| w.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+        Ok(match words[..] {
+            ["warm", s] => Phase::Warm {
+                secs: secs(s).ok_or_else(bad)?,
+            },
+            ["lat", s] => Phase::Lat {
+                secs: secs(s).ok_or_else(bad)?,
+            },
+            ["tput", s, run, step] => Phase::Tput {
+                secs: secs(s).ok_or_else(bad)?,
+                run: run.parse().map_err(|_| bad())?,
+                step: step.parse().map_err(|_| bad())?,
+            },
+            ["end"] => Phase::End,
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// The attachment of a throughput frame: its run and the run's step.
+fn tput_tag(run: u32, step: u64) -> String {
+    format!("tput {run} {step}")
+}
+
+/// The run and step of a throughput frame's attachment.
+fn parse_tput_tag(tag: &[u8]) -> Option<(u32, u64)> {
+    let s = std::str::from_utf8(tag).ok()?.strip_prefix("tput ")?;
+    let (run, step) = s.split_once(' ')?;
+    Some((run.parse().ok()?, step.parse().ok()?))
+}
+
+/// The key floor-get acknowledges steps (and the end) on.
 fn ack_key(key: &str) -> String {
     format!("{key}/ack")
 }
 
+/// The acknowledgement of the end frames.
+const END_ACK: u64 = u64::MAX;
+
 /// How long floor-put waits for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The publishing side.
+type Acks = zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>;
+
+/// The publishing side: runs the phases read from standard input until `end`.
 pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), BridgeError> {
     if plan.bytes < 8 {
         return Err(BridgeError::Usage("--bytes must be at least 8".into()));
@@ -102,12 +154,12 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     // One buffer, lent to Zenoh for each put and taken back (as the bridge's publisher
     // does): a frame's time is Zenoh's alone, with no copy or allocation of ours in it.
     let mut payload = BytesMut::zeroed(plan.bytes);
-    let mut send = |tag: &str| {
+    let mut send = |tag: &[u8]| {
         payload[..8].copy_from_slice(&now_ns().to_le_bytes());
         let frame = std::mem::take(&mut payload).freeze();
         let put = publisher
             .put(frame.clone())
-            .attachment(tag.as_bytes().to_vec())
+            .attachment(tag.to_vec())
             .wait()
             .map_err(zenoh_err("putting a floor frame"));
         payload = frame
@@ -116,39 +168,66 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
         put
     };
     let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
-    for (tag, secs) in [("warm", plan.warm_s), ("lat", plan.lat_s)] {
-        let until = Instant::now() + Duration::from_secs_f64(secs);
-        let mut next = Instant::now();
-        while Instant::now() < until {
-            // The same pacing as the harness's writer: sleep to the next slot.
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += gap;
-            send(tag)?;
+    let usage = |e: std::io::Error| BridgeError::Usage(format!("floor-put's phases: {e}"));
+    let mut answers = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let phase = Phase::parse(&line.map_err(usage)?)?;
+        match phase {
+            Phase::Warm { secs } | Phase::Lat { secs } => {
+                let tag: &[u8] = if matches!(phase, Phase::Warm { .. }) {
+                    b"warm"
+                } else {
+                    b"lat"
+                };
+                let until = Instant::now() + Duration::from_secs_f64(secs);
+                // The same pacing as the harness's writer: the first frame a gap after the
+                // phase begins (the bridge's last frame has had that long to arrive), then
+                // sleep to each next slot.
+                let mut next = Instant::now() + gap;
+                while Instant::now() < until {
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    next += gap;
+                    send(tag)?;
+                }
+            }
+            Phase::Tput { secs, run, step } => {
+                // Acknowledgements of an earlier run are stale.
+                while let Ok(Some(_)) = acks.try_recv() {}
+                let tag = tput_tag(run, step);
+                let until = Instant::now() + Duration::from_secs_f64(secs);
+                let mut sent = 0u64;
+                while Instant::now() < until {
+                    send(tag.as_bytes())?;
+                    sent += 1;
+                    if step > 0 && sent.is_multiple_of(step) {
+                        // The step just sent may be in flight; the one before must have arrived.
+                        wait_ack(&acks, sent - step)?;
+                    }
+                }
+            }
+            Phase::End => {
+                for _ in 0..3 {
+                    send(b"end")?;
+                }
+                wait_ack(&acks, END_ACK)?;
+            }
+        }
+        writeln!(answers, "done")
+            .and_then(|()| answers.flush())
+            .map_err(usage)?;
+        if phase == Phase::End {
+            drop(publisher);
+            let _ = session.close().wait();
+            return Ok(());
         }
     }
-    let until = Instant::now() + Duration::from_secs_f64(plan.tput_s);
-    let mut sent = 0u64;
-    while Instant::now() < until {
-        send("tput")?;
-        sent += 1;
-        if plan.step > 0 && sent.is_multiple_of(plan.step) {
-            // The step just sent may be in flight; the one before must have arrived.
-            wait_ack(&acks, sent - plan.step)?;
-        }
-    }
-    for _ in 0..3 {
-        send("end")?;
-    }
-    drop(publisher);
-    let _ = session.close().wait();
-    Ok(())
+    Err(BridgeError::Usage(
+        "floor-put: its standard input closed before `end`".into(),
+    ))
 }
 
-/// Waits until floor-get has acknowledged `sent` throughput frames.
-fn wait_ack(
-    acks: &zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
-    sent: u64,
-) -> Result<(), BridgeError> {
+/// Waits until floor-get has acknowledged `sent` throughput frames (or the end).
+fn wait_ack(acks: &Acks, sent: u64) -> Result<(), BridgeError> {
     if sent == 0 {
         return Ok(());
     }
@@ -160,7 +239,7 @@ fn wait_ack(
             .map_err(zenoh_err("receiving a floor acknowledgement"))?
         else {
             return Err(BridgeError::Usage(format!(
-                "floor-get acknowledged no step up to frame {sent} within {ACK_TIMEOUT:?}"
+                "floor-get acknowledged nothing up to {sent} within {ACK_TIMEOUT:?}"
             )));
         };
         if leading_u64(ack.payload()) >= sent {
@@ -174,11 +253,12 @@ fn wait_ack(
 struct Seen {
     /// One-way latencies of the `lat` frames, ns.
     lat: Vec<u64>,
-    /// Arrival of every throughput frame (a few MB at most), cut into windows at the end.
-    arrivals: Vec<Instant>,
+    /// Arrival of every throughput frame (a few MB at most) by run, cut into windows at
+    /// the end.
+    arrivals: BTreeMap<u32, Vec<Instant>>,
     /// An `end` frame came.
     ended: bool,
-    /// Acknowledging a step failed.
+    /// Acknowledging a step or the end failed.
     error: Option<BridgeError>,
 }
 
@@ -192,7 +272,6 @@ pub fn get(
     key: &str,
     endpoints: &Endpoints,
     out: &std::path::Path,
-    step: u64,
     windows: u32,
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
@@ -212,21 +291,29 @@ pub fn get(
             let stamp = leading_u64(sample.payload());
             let tag = sample.attachment().map(|a| a.to_bytes().to_vec());
             let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            match tag.as_deref() {
-                Some(b"lat") => s.lat.push(now.saturating_sub(stamp)),
-                Some(b"tput") => {
-                    s.arrivals.push(at);
-                    let n = s.arrivals.len() as u64;
-                    if step > 0 && n.is_multiple_of(step) {
-                        drop(s);
-                        if let Err(e) = acks.put(n.to_le_bytes().to_vec()).wait() {
-                            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                            s.error = Some(zenoh_err("acknowledging a floor step")(e));
-                        }
-                    }
+            let ack = match tag.as_deref() {
+                Some(b"lat") => {
+                    s.lat.push(now.saturating_sub(stamp));
+                    None
                 }
-                Some(b"end") => s.ended = true,
-                _ => {}
+                Some(b"end") => {
+                    s.ended = true;
+                    Some(END_ACK)
+                }
+                Some(t) => parse_tput_tag(t).and_then(|(run, step)| {
+                    let arrivals = s.arrivals.entry(run).or_default();
+                    arrivals.push(at);
+                    let n = arrivals.len() as u64;
+                    (step > 0 && n.is_multiple_of(step)).then_some(n)
+                }),
+                None => None,
+            };
+            drop(s);
+            if let Some(n) = ack
+                && let Err(e) = acks.put(n.to_le_bytes().to_vec()).wait()
+            {
+                let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                s.error = Some(zenoh_err("acknowledging a floor step")(e));
             }
         })
         .wait()
@@ -237,13 +324,7 @@ pub fn get(
             if let Some(e) = s.error.take() {
                 return Err(e);
             }
-            // The publisher closing its session may discard the `end` frames queued behind
-            // a backlog: a second without frames after the throughput phase ends it too.
-            let quiet = s
-                .arrivals
-                .last()
-                .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
-            if s.ended || quiet {
+            if s.ended {
                 break;
             }
         }
@@ -253,14 +334,17 @@ pub fn get(
     let Seen { lat, arrivals, .. } =
         std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
     let mut text = String::new();
-    if let (Some(&first), Some(&last)) = (arrivals.first(), arrivals.last()) {
+    for (run, arrivals) in &arrivals {
+        let (Some(&first), Some(&last)) = (arrivals.first(), arrivals.last()) else {
+            continue;
+        };
         let n = windows.max(1);
         let span = last.duration_since(first) / n;
         for w in 0..n {
             let (from, to) = (first + span * w, first + span * (w + 1));
             // Frames after the window's start, up to its end: rates, not counts, compare.
             let frames = arrivals.iter().filter(|&&t| t > from && t <= to).count();
-            text.push_str(&format!("tput {frames} {:.9}\n", span.as_secs_f64()));
+            text.push_str(&format!("tput {run} {frames} {:.9}\n", span.as_secs_f64()));
         }
     }
     for l in &lat {
@@ -271,4 +355,43 @@ pub fn get(
         .map_err(|e| BridgeError::Usage(format!("{}: {e}", out.display())))?;
     let _ = session.close().wait();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_parse_and_bad_ones_are_refused() {
+        assert_eq!(Phase::parse("warm 0.5").unwrap(), Phase::Warm { secs: 0.5 });
+        assert_eq!(Phase::parse("lat 2").unwrap(), Phase::Lat { secs: 2.0 });
+        assert_eq!(
+            Phase::parse("tput 6 1 512").unwrap(),
+            Phase::Tput {
+                secs: 6.0,
+                run: 1,
+                step: 512
+            }
+        );
+        assert_eq!(Phase::parse("end").unwrap(), Phase::End);
+        for bad in [
+            "",
+            "lat",
+            "lat -1",
+            "lat nan",
+            "tput 1 2",
+            "tput 1 x 3",
+            "stop",
+        ] {
+            let e = Phase::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("bad phase"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_throughput_tag_carries_its_run_and_step() {
+        assert_eq!(parse_tput_tag(tput_tag(3, 64).as_bytes()), Some((3, 64)));
+        assert_eq!(parse_tput_tag(b"lat"), None);
+        assert_eq!(parse_tput_tag(b"tput x 1"), None);
+    }
 }

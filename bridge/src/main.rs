@@ -83,10 +83,7 @@ enum Command {
         listen: Vec<String>,
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Acknowledge every this many throughput frames (floor-put's `--step`; 0: never).
-        #[arg(long, default_value_t = 0)]
-        step: u64,
-        /// Report the throughput phase's rate in this many equal windows.
+        /// Report each throughput run's rate in this many equal windows.
         #[arg(long, default_value_t = 1)]
         windows: u32,
     },
@@ -162,7 +159,6 @@ fn main() -> ExitCode {
             key,
             listen,
             out,
-            step,
             windows,
         } => floor::get(
             &key,
@@ -171,7 +167,6 @@ fn main() -> ExitCode {
                 connect: vec![],
             },
             &out,
-            step,
             windows,
             stop,
         ),

@@ -257,6 +257,21 @@ wait = "spin"
         // A latency below a microsecond would mean the clock or the phases are wrong.
         assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
     }
+    // The floor's latency frames were sent in turns with ours, as many slots and as long.
+    let details: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
+    for j in details["jobs"].as_array().unwrap() {
+        let passes = j["floor"]["notes"]["floor passes"].as_str().unwrap_or("");
+        assert!(passes.contains("alternating with ours"), "{}", j["floor"]);
+        let (floor_n, ours_n) = (
+            j["floor"]["iterations"].as_f64().unwrap(),
+            j["ours"]["iterations"].as_f64().unwrap(),
+        );
+        assert!(
+            floor_n > 0.5 * ours_n && floor_n < 2.0 * ours_n,
+            "latency frames: floor {floor_n}, ours {ours_n}"
+        );
+    }
     // The two targets are evaluated from this run, pass or fail.
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for target in [

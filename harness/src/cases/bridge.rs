@@ -22,8 +22,12 @@
 //!   floor runs twice, flat out and in the same window (acknowledged by floor-get over
 //!   Zenoh), congestion control *block*, and the better run is the floor.
 //!
-//! The runs alternate (floor flat out, ours, floor in our window, ours) and ours is pooled
-//! over its two runs, so a minute of host noise on a shared machine weighs on both sides.
+//! The floor's two processes live through the whole case and run the phases the harness
+//! sends them, in turns with ours: their throughput flat out, our first run, their
+//! throughput in our window, our second run; inside each of our runs the latency phase is
+//! cut into slots of about half a second, each after a slot of the floor's. Ours is pooled
+//! over its two runs and the floor's latency over all its slots, so the host's speed, which
+//! on a shared machine shifts every second or so, weighs on both sides alike.
 //!
 //! Placement: by default the scheduler places the bridges, the floor's two processes and
 //! the harness's writer and reader threads, and the reader parks. With `pinned = true`
@@ -33,11 +37,12 @@
 //! reader spin, so the latency ends when the mirror shows the frame, as the floor's ends
 //! when its callback runs; a parked reader adds its own wake-up, the consumer's cost.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -112,14 +117,19 @@ impl Drop for Children {
 }
 
 /// Starts a bridge process, on `cpu` when given (spawned from a thread pinned there, whose
-/// affinity it and its threads inherit).
-fn spawn(bin: &Path, args: &[String], log: &Path, cpu: Option<usize>) -> Result<Child> {
+/// affinity it and its threads inherit); `piped` gives it pipes for its standard input and
+/// output (floor-put's phases and answers).
+fn spawn(
+    bin: &Path,
+    args: &[String],
+    log: &Path,
+    cpu: Option<usize>,
+    piped: bool,
+) -> Result<Child> {
     let err = std::fs::File::create(log).context("creating a bridge log")?;
+    let io = || if piped { Stdio::piped() } else { Stdio::null() };
     let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err);
+    cmd.args(args).stdin(io()).stdout(io()).stderr(err);
     on_cpu(cpu, || {
         cmd.spawn()
             .with_context(|| format!("starting {}", bin.display()))
@@ -180,17 +190,24 @@ fn our_placement(job: &Job) -> String {
     }
 }
 
-/// Measures one bridge job: the floor, then ours.
+/// Measures one bridge job: Zenoh's floor and ours, in turns (see the module's doc).
 pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
     let names = runner.names(idx, "bridge");
-    let flat = floor(job, &work, 0);
-    let first = ours(job, &names.data, &work);
-    let windowed = floor(job, &work, step(depth(job)));
-    let second = ours(job, &names.data, &work);
-    let floor = flat
-        .and_then(|flat| best_floor(job, flat, windowed?))
+    let secs = phase_seconds(job);
+    let mut floor = Floor::start(job, &work);
+    floor.phase(&format!("tput {secs} 0 0"));
+    let first = ours(job, &names.data, &work, &mut |s| {
+        floor.phase(&format!("lat {s}"))
+    });
+    floor.phase(&format!("tput {secs} 1 {}", step(depth(job))));
+    let second = ours(job, &names.data, &work, &mut |s| {
+        floor.phase(&format!("lat {s}"))
+    });
+    let floor = floor
+        .finish(job)
+        .and_then(|(hist, flat, windowed)| best_floor(job, hist, flat, windowed))
         .map_err(|e| format!("floor failed: {e}"));
     let ours = first
         .and_then(|first| pooled(job, first, second?))
@@ -232,31 +249,49 @@ fn phase_seconds(job: &Job) -> f64 {
     job.timing.min_seconds * f64::from(job.timing.repeats.max(1))
 }
 
-/// Zenoh's floor from its two runs, its throughput phase flat out and in our window. Their
-/// latency phases are the same measurement, so their samples are pooled (the lower of two
-/// p50s would bias the floor low); their throughput phases are two send patterns, neither
-/// Zenoh's best at every payload on a shared machine, and the one with the higher median
-/// window is the floor (a floor must bound ours). Median against median: ours is the
-/// median of its repeats, and the best of six windows against a median of three would
-/// measure the machine's noise, not the bridge.
-fn best_floor(job: &Job, flat: Run, windowed: Run) -> Result<Side> {
+/// Seconds of one latency slot. Ours and the floor take turns at this grain through their
+/// latency phases: on a shared machine the host's speed shifts every second or so (the
+/// floor alone, p50 of each second of one run at 64 KiB: 86, 80, 76, 105, 105, 118 µs), and
+/// turns of a whole phase each (six seconds) let the floor and ours land in different
+/// speeds: at 128 KiB ours read below its floor in two runs of three.
+const LAT_SLOT_S: f64 = 0.5;
+
+/// The latency slots of one of our runs, and each slot's seconds: the phase's length in
+/// slots of about [`LAT_SLOT_S`].
+fn lat_slots(job: &Job) -> (u32, f64) {
+    let secs = phase_seconds(job);
+    let n = (secs / LAT_SLOT_S).round().max(1.0);
+    (n as u32, secs / n)
+}
+
+/// Zenoh's floor from its latency samples (taken in turns with ours) and its two throughput
+/// runs, flat out and in our window: two send patterns, neither Zenoh's best at every
+/// payload on a shared machine, and the one with the higher median window is the floor (a
+/// floor must bound ours). Median against median: ours is the median of its repeats, and
+/// the best of six windows against a median of three would measure the machine's noise,
+/// not the bridge.
+fn best_floor(job: &Job, hist: Histogram<u64>, flat: Vec<f64>, windowed: Vec<f64>) -> Result<Side> {
     let (flat_hz, windowed_hz) = (
-        crate::measure::median(&flat.rates),
-        crate::measure::median(&windowed.rates),
+        crate::measure::median(&flat),
+        crate::measure::median(&windowed),
     );
     let rates = if flat_hz >= windowed_hz {
-        flat.rates
+        flat
     } else {
-        windowed.rates
+        windowed
     };
-    let mut hist = flat.hist;
-    hist.add(&windowed.hist)
-        .context("pooling the floor's latency samples")?;
     let placement = match zenoh_cpu(job) {
         Some(cpu) => format!("floor-put, floor-get on cpu {cpu}"),
         None => "floor-put, floor-get".into(),
     };
     let mut best = side(job, hist, rates, &placement)?;
+    let (slots, slot_s) = lat_slots(job);
+    best.m.notes.push((
+        "floor passes".into(),
+        format!(
+            "latency in {slots} slots of {slot_s:.2} s in each of ours' 2 runs, alternating with ours' slots; throughput flat out before ours' first run and in our window between its two"
+        ),
+    ));
     best.m.notes.push((
         "floor throughput".into(),
         format!(
@@ -266,87 +301,176 @@ fn best_floor(job: &Job, flat: Run, windowed: Run) -> Result<Side> {
     Ok(best)
 }
 
-fn floor(job: &Job, work: &Path, step: u64) -> Result<Run> {
-    if job.payload_bytes() < 16 {
-        bail!("bridge payloads must be at least 16 bytes");
+/// Zenoh's floor through a case: floor-get and floor-put, alive from the case's start to
+/// its end, floor-put running each phase the case sends it (see `floor.rs` in the bridge
+/// package); or the first error they met, after which the case's own runs go on alone.
+struct Floor(Result<FloorProcs>);
+
+/// The floor's processes.
+struct FloorProcs {
+    /// floor-get, then floor-put.
+    children: Children,
+    phases: std::process::ChildStdin,
+    /// floor-put's answers (`done` per phase), read on a thread of their own.
+    answers: mpsc::Receiver<String>,
+    out: PathBuf,
+    /// The case's folder, where the floor's logs are.
+    work: PathBuf,
+    timeout: Duration,
+}
+
+impl Floor {
+    /// Starts floor-get and floor-put and runs the warm-up phase.
+    fn start(job: &Job, work: &Path) -> Floor {
+        let mut floor = Floor(FloorProcs::start(job, work));
+        floor.phase(&format!("warm {}", job.timing.warmup.max(0.5)));
+        floor
     }
-    let bin = bridge_binary()?;
-    let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
-    let key = format!("hsfloor{}/{}", std::process::id(), job.shape_str());
-    let out = work.join("floor.txt");
-    let _ = std::fs::remove_file(&out);
-    let get = spawn(
-        &bin,
-        &[
-            "floor-get".into(),
-            key.clone(),
-            "--listen".into(),
-            endpoint.clone(),
-            "--out".into(),
-            out.display().to_string(),
-            "--step".into(),
-            step.to_string(),
-            "--windows".into(),
-            job.timing.repeats.max(1).to_string(),
-        ],
-        &work.join("floor-get.log"),
-        zenoh_cpu(job),
-    )?;
-    let mut children = Children(vec![get]);
-    let secs = phase_seconds(job);
-    let mut put = Command::new(&bin);
-    put.args([
-        "floor-put",
-        &key,
-        "--connect",
-        &endpoint,
-        "--bytes",
-        &job.payload_bytes().to_string(),
-        "--gap-us",
-        &job.gap_us.to_string(),
-        "--warm-s",
-        &job.timing.warmup.max(0.5).to_string(),
-        "--lat-s",
-        &secs.to_string(),
-        "--tput-s",
-        &secs.to_string(),
-        "--step",
-        &step.to_string(),
-    ])
-    .stdin(Stdio::null());
-    let status = on_cpu(zenoh_cpu(job), || put.status().context("running floor-put"))?;
-    if !status.success() {
-        bail!("floor-put exited with {status}");
-    }
-    // floor-get exits after the `end` frames; wait for it rather than stop it.
-    let get = children.0.pop().context("floor-get's handle")?;
-    let timeout = Duration::from_secs_f64(job.timeout_s);
-    if crate::spawn::wait_timeout(get, timeout)?.is_none() {
-        bail!("floor-get did not finish (see {})", work.display());
-    }
-    let text = std::fs::read_to_string(&out)
-        .with_context(|| format!("reading {} (floor-get's results)", out.display()))?;
-    let mut rates = Vec::new();
-    let mut h = hist::new();
-    for l in text.lines() {
-        if let Some(t) = l.strip_prefix("tput ") {
-            let v: Vec<f64> = t.split(' ').filter_map(|x| x.parse().ok()).collect();
-            let [frames, seconds] = v[..] else {
-                bail!("floor-get wrote a bad throughput line: {l}");
-            };
-            rates.push(frames / seconds.max(1e-9));
-        } else {
-            h.saturating_record(l.parse::<u64>().context("a floor latency")?);
+
+    /// Runs one phase (a line of floor-put's phases) and waits until it is over; the first
+    /// error ends the floor.
+    fn phase(&mut self, line: &str) {
+        if let Ok(p) = &mut self.0
+            && let Err(e) = p.phase(line)
+        {
+            self.0 = Err(e);
         }
     }
-    if rates.is_empty() {
-        bail!("floor-get wrote no throughput line");
+
+    /// Ends the floor's run and reads what floor-get measured: the latency samples and the
+    /// throughput rates of runs 0 (flat out) and 1 (in our window).
+    fn finish(self, job: &Job) -> Result<(Histogram<u64>, Vec<f64>, Vec<f64>)> {
+        let mut p = self.0?;
+        p.phase("end")?;
+        let timeout = Duration::from_secs_f64(job.timeout_s);
+        for name in ["floor-put", "floor-get"] {
+            let child = p
+                .children
+                .0
+                .pop()
+                .with_context(|| format!("{name}'s handle"))?;
+            match crate::spawn::wait_timeout(child, timeout)? {
+                Some(status) if status.success() => {}
+                Some(status) => bail!("{name} exited with {status} (see {})", p.work.display()),
+                None => bail!("{name} did not finish (see {})", p.work.display()),
+            }
+        }
+        let text = std::fs::read_to_string(&p.out)
+            .with_context(|| format!("reading {} (floor-get's results)", p.out.display()))?;
+        let mut runs = [Vec::new(), Vec::new()];
+        let mut h = hist::new();
+        for l in text.lines() {
+            if let Some(t) = l.strip_prefix("tput ") {
+                let v: Vec<f64> = t.split(' ').filter_map(|x| x.parse().ok()).collect();
+                let [run, frames, seconds] = v[..] else {
+                    bail!("floor-get wrote a bad throughput line: {l}");
+                };
+                let Some(rates) = runs.get_mut(run as usize) else {
+                    bail!("floor-get wrote a throughput line of an unknown run: {l}");
+                };
+                rates.push(frames / seconds.max(1e-9));
+            } else {
+                h.saturating_record(l.parse::<u64>().context("a floor latency")?);
+            }
+        }
+        let [flat, windowed] = runs;
+        if flat.is_empty() || windowed.is_empty() {
+            bail!("floor-get wrote no throughput line for one of its runs");
+        }
+        Ok((h, flat, windowed))
     }
-    Ok(Run {
-        hist: h,
-        rates,
-        lost: 0,
-    })
+}
+
+impl FloorProcs {
+    fn start(job: &Job, work: &Path) -> Result<FloorProcs> {
+        if job.payload_bytes() < 16 {
+            bail!("bridge payloads must be at least 16 bytes");
+        }
+        let bin = bridge_binary()?;
+        let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
+        let key = format!("hsfloor{}/{}", std::process::id(), job.shape_str());
+        let out = work.join("floor.txt");
+        let _ = std::fs::remove_file(&out);
+        let get = spawn(
+            &bin,
+            &[
+                "floor-get".into(),
+                key.clone(),
+                "--listen".into(),
+                endpoint.clone(),
+                "--out".into(),
+                out.display().to_string(),
+                "--windows".into(),
+                job.timing.repeats.max(1).to_string(),
+            ],
+            &work.join("floor-get.log"),
+            zenoh_cpu(job),
+            false,
+        )?;
+        let mut children = Children(vec![get]);
+        let mut put = spawn(
+            &bin,
+            &[
+                "floor-put".into(),
+                key,
+                "--connect".into(),
+                endpoint,
+                "--bytes".into(),
+                job.payload_bytes().to_string(),
+                "--gap-us".into(),
+                job.gap_us.to_string(),
+            ],
+            &work.join("floor-put.log"),
+            zenoh_cpu(job),
+            true,
+        )?;
+        let (phases, stdout) = (put.stdin.take(), put.stdout.take());
+        children.0.push(put);
+        let (Some(phases), Some(stdout)) = (phases, stdout) else {
+            bail!("floor-put started without its pipes");
+        };
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(FloorProcs {
+            children,
+            phases,
+            answers,
+            out,
+            work: work.to_path_buf(),
+            timeout: Duration::from_secs_f64(job.timeout_s),
+        })
+    }
+
+    /// Sends floor-put one phase and waits for its `done` (the phase's seconds and the
+    /// case's timeout at most).
+    fn phase(&mut self, line: &str) -> Result<()> {
+        writeln!(self.phases, "{line}")
+            .and_then(|()| self.phases.flush())
+            .with_context(|| format!("sending floor-put its phase `{line}`"))?;
+        let secs = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        match self
+            .answers
+            .recv_timeout(self.timeout + Duration::from_secs_f64(secs))
+        {
+            Ok(a) if a == "done" => Ok(()),
+            Ok(a) => bail!("floor-put answered {a:?} to `{line}`"),
+            Err(_) => bail!(
+                "floor-put did not finish its phase `{line}` (see its log in {})",
+                self.work.display()
+            ),
+        }
+    }
 }
 
 fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Result<Side> {
@@ -415,7 +539,12 @@ fn look_interval(step: u64, frames: u64, elapsed: Duration) -> Duration {
     quarter_step.clamp(*TPUT_LOOK.start(), *TPUT_LOOK.end())
 }
 
-fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
+/// The floor's turn between two latency slots of ours (its argument: the slot's seconds).
+type FloorSlot<'a> = dyn FnMut(f64) + Send + 'a;
+
+/// One run of ours: the bridges started, the phases, the bridges stopped; `floor_slot`
+/// runs the floor's latency slots in turn with ours.
+fn ours(job: &Job, name: &str, work: &Path, floor_slot: &mut FloorSlot<'_>) -> Result<Run> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -446,6 +575,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
         ],
         &work.join("publish.log"),
         zenoh_cpu(job),
+        false,
     )?;
     let subscribe = spawn(
         &bin,
@@ -461,6 +591,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
         ],
         &work.join("subscribe.log"),
         zenoh_cpu(job),
+        false,
     )?;
     let children = Children(vec![publish, subscribe]);
     let seen = Seen::default();
@@ -480,7 +611,7 @@ fn ours(job: &Job, name: &str, work: &Path) -> Result<Run> {
             )
         });
         let written = on_cpu(zenoh_cpu(job), || {
-            write_source(&source, job, depth, &seen, timeout)
+            write_source(&source, job, depth, &seen, timeout, floor_slot)
         });
         done.store(true, Ordering::Relaxed);
         let read = reader
@@ -522,14 +653,15 @@ fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
 /// Frame id and time (monotonic ns) of each latency frame, written at A or seen at B.
 type Stamps = Vec<(u64, u64)>;
 
-/// Side A: warm-up, latency, throughput, end. Returns when each latency frame's write
-/// returned and the per-repeat throughput rates.
+/// Side A: warm-up, latency (in slots, the floor's slots between them), throughput, end.
+/// Returns when each latency frame's write returned and the per-repeat throughput rates.
 fn write_source(
     s: &Stream,
     job: &Job,
     depth: usize,
     seen: &Seen,
     timeout: Duration,
+    floor_slot: &mut FloorSlot<'_>,
 ) -> Result<(Stamps, Vec<f64>)> {
     // The only writer of the source: it holds the write lock for the run (as the pingpong
     // reader does), so a frame is a seqlock publication without a flock pair.
@@ -540,7 +672,9 @@ fn write_source(
     let mut id = 0u64;
     let mut written = Stamps::new();
     let mut paced = |until: Instant, phase: u8, id: &mut u64| -> Result<()> {
-        let mut next = Instant::now();
+        // The first frame a gap after the start, as floor-put paces: the other side's last
+        // frame has had that long to arrive.
+        let mut next = Instant::now() + gap;
         while Instant::now() < until {
             // Sleep to the next slot (as floor-put does): a spinning pacer would take a
             // core from the bridges.
@@ -566,11 +700,17 @@ fn write_source(
             bail!("no frame reached the mirror in {timeout:?} (see the bridge logs)");
         }
     }
-    paced(
-        Instant::now() + Duration::from_secs_f64(phase_seconds(job)),
-        LAT,
-        &mut id,
-    )?;
+    let (slots, slot_s) = lat_slots(job);
+    for _ in 0..slots {
+        // Our frames have all arrived before the floor's turn.
+        wait_accounted(seen, id, timeout)?;
+        floor_slot(slot_s);
+        paced(
+            Instant::now() + Duration::from_secs_f64(slot_s),
+            LAT,
+            &mut id,
+        )?;
+    }
     // Throughput: at most half the history in flight (written at A, not yet read at B), so
     // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
     // been read: the pipeline never runs dry between steps. Each repeat ends drained.
