@@ -11,7 +11,7 @@
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = the time the mirror (a plain
 //!   stream, as `subscribe` makes by default) shows the frame at B (a reader waiting for its
-//!   publication, [`Stream::wait_for_frame`]) − the time its write at A returned, joined by
+//!   publication, [`Stream::wait_for_frame`]) − the time its write at A was called, joined by
 //!   frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the
 //!   time its subscriber receives a sample − the time its put was called (the realtime
 //!   clock, stamped in the payload);
@@ -640,21 +640,25 @@ fn ours(job: &Job, name: &str, work: &Path, floor_slot: &mut FloorSlot<'_>) -> R
 
 /// Publishes a frame whose first byte is `phase`, filled in place (the rest keeps the
 /// previous frame's bytes, as floor-put stamps its one reused buffer); returns the time the
-/// write returned.
+/// write was called, as floor-put stamps its frames before the put: the write wakes the
+/// publishing bridge, which on the writer's core may run before the write returns (a
+/// latency from the return then missed the publisher's read and put, about 20 µs at 64 KiB,
+/// in about a fifth of the frames).
 fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
+    let called = harness_sys::clock::monotonic_ns();
     g.write_bytes_view_frame(id, |frame: &mut [u8]| {
         frame[0] = phase;
         Ok::<(), std::convert::Infallible>(())
     })
     .with_context(|| format!("writing {}", g.stream().name()))?;
-    Ok(harness_sys::clock::monotonic_ns())
+    Ok(called)
 }
 
 /// Frame id and time (monotonic ns) of each latency frame, written at A or seen at B.
 type Stamps = Vec<(u64, u64)>;
 
 /// Side A: warm-up, latency (in slots, the floor's slots between them), throughput, end.
-/// Returns when each latency frame's write returned and the per-repeat throughput rates.
+/// Returns when each latency frame's write was called and the per-repeat throughput rates.
 fn write_source(
     s: &Stream,
     job: &Job,
