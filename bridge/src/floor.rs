@@ -9,18 +9,22 @@
 //! - `warm SECS`: paced frames, ignored (the session is still connecting);
 //! - `lat SECS`: paced frames; the subscriber keeps each one-way latency;
 //! - `tput SECS RUN STEP`: flat out with congestion control *block*; the subscriber counts
-//!   them as throughput run `RUN`. With `STEP` > 0 the run has a window: the subscriber
+//!   them as throughput run `RUN` (one window). With `STEP` > 0 the run has a window: the subscriber
 //!   acknowledges every `STEP`-th frame of the run on `KEY/ack`, and the publisher keeps at
 //!   most two steps unacknowledged (before each step it waits for the one before the last):
 //!   the shape of the bridge case's lossless window, with nothing but Zenoh in the path;
 //! - `end`: end frames, acknowledged by the subscriber before the publisher closes its
 //!   session (closing may discard what is still queued), then floor-put exits.
 //!
+//! Every other phase ends with a `sync` frame that the subscriber acknowledges: when
+//! floor-put answers `done`, all of the phase's frames have arrived, and the bridge's turn
+//! does not overlap the floor's tail.
+//!
 //! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
 //! clock for both processes on one host); the attachment says the phase. After `end`
-//! floor-get writes `FILE`: a line `tput <run> <frames> <seconds>` per window of each
-//! throughput run (cut into `windows` equal spans, as the harness's repeats) and one
-//! latency in ns per line.
+//! floor-get writes `FILE`: a line `tput <run> <frames> <seconds>` per throughput run
+//! (the frames after the run's first, over the time from its first to its last arrival)
+//! and one latency in ns per line.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -128,8 +132,14 @@ fn ack_key(key: &str) -> String {
 /// The acknowledgement of the end frames.
 const END_ACK: u64 = u64::MAX;
 
+/// The acknowledgement of a phase's `sync` frame (above any step's count, below the end's).
+const SYNC_ACK: u64 = u64::MAX - 1;
+
 /// How long floor-put waits for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long floor-put waits for a sync's acknowledgement before it sends the sync again.
+const SYNC_RETRY: Duration = Duration::from_millis(100);
 
 type Acks = zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>;
 
@@ -212,6 +222,22 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
                 wait_ack(&acks, END_ACK)?;
             }
         }
+        if phase != Phase::End {
+            // Sent again until acknowledged: after a warm-up the sessions may still be
+            // connecting, and Zenoh drops a put that has no subscriber yet.
+            let deadline = Instant::now() + ACK_TIMEOUT;
+            loop {
+                send(b"sync")?;
+                if acked(&acks, SYNC_ACK, SYNC_RETRY)? {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(BridgeError::Usage(format!(
+                        "floor-get acknowledged no sync within {ACK_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
         writeln!(answers, "done")
             .and_then(|()| answers.flush())
             .map_err(usage)?;
@@ -228,22 +254,27 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
 
 /// Waits until floor-get has acknowledged `sent` throughput frames (or the end).
 fn wait_ack(acks: &Acks, sent: u64) -> Result<(), BridgeError> {
-    if sent == 0 {
+    if sent == 0 || acked(acks, sent, ACK_TIMEOUT)? {
         return Ok(());
     }
-    let deadline = Instant::now() + ACK_TIMEOUT;
+    Err(BridgeError::Usage(format!(
+        "floor-get acknowledged nothing up to {sent} within {ACK_TIMEOUT:?}"
+    )))
+}
+
+/// Whether an acknowledgement of at least `sent` comes within `timeout`.
+fn acked(acks: &Acks, sent: u64, timeout: Duration) -> Result<bool, BridgeError> {
+    let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(ack) = acks
             .recv_timeout(left)
             .map_err(zenoh_err("receiving a floor acknowledgement"))?
         else {
-            return Err(BridgeError::Usage(format!(
-                "floor-get acknowledged nothing up to {sent} within {ACK_TIMEOUT:?}"
-            )));
+            return Ok(false);
         };
         if leading_u64(ack.payload()) >= sent {
-            return Ok(());
+            return Ok(true);
         }
     }
 }
@@ -253,8 +284,7 @@ fn wait_ack(acks: &Acks, sent: u64) -> Result<(), BridgeError> {
 struct Seen {
     /// One-way latencies of the `lat` frames, ns.
     lat: Vec<u64>,
-    /// Arrival of every throughput frame (a few MB at most) by run, cut into windows at
-    /// the end.
+    /// Arrival of every throughput frame (a few MB at most) by run.
     arrivals: BTreeMap<u32, Vec<Instant>>,
     /// An `end` frame came.
     ended: bool,
@@ -272,7 +302,6 @@ pub fn get(
     key: &str,
     endpoints: &Endpoints,
     out: &std::path::Path,
-    windows: u32,
     stop: &AtomicBool,
 ) -> Result<(), BridgeError> {
     let session = open_session(endpoints)?;
@@ -300,6 +329,7 @@ pub fn get(
                     s.ended = true;
                     Some(END_ACK)
                 }
+                Some(b"sync") => Some(SYNC_ACK),
                 Some(t) => parse_tput_tag(t).and_then(|(run, step)| {
                     let arrivals = s.arrivals.entry(run).or_default();
                     arrivals.push(at);
@@ -338,14 +368,9 @@ pub fn get(
         let (Some(&first), Some(&last)) = (arrivals.first(), arrivals.last()) else {
             continue;
         };
-        let n = windows.max(1);
-        let span = last.duration_since(first) / n;
-        for w in 0..n {
-            let (from, to) = (first + span * w, first + span * (w + 1));
-            // Frames after the window's start, up to its end: rates, not counts, compare.
-            let frames = arrivals.iter().filter(|&&t| t > from && t <= to).count();
-            text.push_str(&format!("tput {run} {frames} {:.9}\n", span.as_secs_f64()));
-        }
+        // The frames after the first, over the time since it: rates, not counts, compare.
+        let span = last.duration_since(first).as_secs_f64();
+        text.push_str(&format!("tput {run} {} {span:.9}\n", arrivals.len() - 1));
     }
     for l in &lat {
         text.push_str(&format!("{l}\n"));

@@ -83,9 +83,6 @@ enum Command {
         listen: Vec<String>,
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Report each throughput run's rate in this many equal windows.
-        #[arg(long, default_value_t = 1)]
-        windows: u32,
     },
 }
 
@@ -155,19 +152,13 @@ fn main() -> ExitCode {
             },
             &plan,
         ),
-        Command::FloorGet {
-            key,
-            listen,
-            out,
-            windows,
-        } => floor::get(
+        Command::FloorGet { key, listen, out } => floor::get(
             &key,
             &Endpoints {
                 listen,
                 connect: vec![],
             },
             &out,
-            windows,
             stop,
         ),
     };

@@ -23,11 +23,13 @@
 //!   Zenoh), congestion control *block*, and the better run is the floor.
 //!
 //! The floor's two processes live through the whole case and run the phases the harness
-//! sends them, in turns with ours: their throughput flat out, our first run, their
-//! throughput in our window, our second run; inside each of our runs the latency phase is
-//! cut into slots of about half a second, each after a slot of the floor's. Ours is pooled
-//! over its two runs and the floor's latency over all its slots, so the host's speed, which
-//! on a shared machine shifts every second or so, weighs on both sides alike.
+//! sends them, in turns with ours, inside each of our two runs: the latency phase is cut
+//! into slots of about half a second, each after a slot of the floor's, and each of our
+//! throughput windows (a repeat) comes after one of the floor's (flat out in our first run,
+//! in our window in the second). Each side starts its turn with the other's frames all
+//! arrived. Ours is pooled over its two runs and the floor's latency over all its slots,
+//! so the host's speed, which on a shared machine shifts every second or so, weighs on
+//! both sides alike.
 //!
 //! Placement: by default the scheduler places the bridges, the floor's two processes and
 //! the harness's writer and reader threads, and the reader parks. With `pinned = true`
@@ -195,16 +197,20 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
     let names = runner.names(idx, "bridge");
-    let secs = phase_seconds(job);
     let mut floor = Floor::start(job, &work);
-    floor.phase(&format!("tput {secs} 0 0"));
-    let first = ours(job, &names.data, &work, &mut |s| {
-        floor.phase(&format!("lat {s}"))
-    });
-    floor.phase(&format!("tput {secs} 1 {}", step(depth(job))));
-    let second = ours(job, &names.data, &work, &mut |s| {
-        floor.phase(&format!("lat {s}"))
-    });
+    let mut run = 0;
+    let first = ours(
+        job,
+        &names.data,
+        &work,
+        &mut floor.turns(job, &mut run, false),
+    );
+    let second = ours(
+        job,
+        &names.data,
+        &work,
+        &mut floor.turns(job, &mut run, true),
+    );
     let floor = floor
         .finish(job)
         .and_then(|(hist, flat, windowed)| best_floor(job, hist, flat, windowed))
@@ -264,8 +270,8 @@ fn lat_slots(job: &Job) -> (u32, f64) {
     (n as u32, secs / n)
 }
 
-/// Zenoh's floor from its latency samples (taken in turns with ours) and its two throughput
-/// runs, flat out and in our window: two send patterns, neither Zenoh's best at every
+/// Zenoh's floor from its latency samples and its throughput windows (taken in turns with
+/// ours), flat out and in our window: two send patterns, neither Zenoh's best at every
 /// payload on a shared machine, and the one with the higher median window is the floor (a
 /// floor must bound ours). Median against median: ours is the median of its repeats, and
 /// the best of six windows against a median of three would measure the machine's noise,
@@ -289,7 +295,7 @@ fn best_floor(job: &Job, hist: Histogram<u64>, flat: Vec<f64>, windowed: Vec<f64
     best.m.notes.push((
         "floor passes".into(),
         format!(
-            "latency in {slots} slots of {slot_s:.2} s in each of ours' 2 runs, alternating with ours' slots; throughput flat out before ours' first run and in our window between its two"
+            "latency in {slots} slots of {slot_s:.2} s in each of ours' 2 runs, alternating with ours' slots; each throughput window before one of ours, flat out in ours' first run, in our window in its second"
         ),
     ));
     best.m.notes.push((
@@ -327,6 +333,25 @@ impl Floor {
         floor
     }
 
+    /// The floor's turns in one of our runs: its latency slots, and its throughput windows,
+    /// each a numbered run (`run`, counted on) flat out in our first run, in our window in
+    /// our second (`windowed`).
+    fn turns<'a>(
+        &'a mut self,
+        job: &'a Job,
+        run: &'a mut u32,
+        windowed: bool,
+    ) -> impl FnMut(Turn) + Send + 'a {
+        let step = if windowed { step(depth(job)) } else { 0 };
+        move |turn| match turn {
+            Turn::Lat(secs) => self.phase(&format!("lat {secs}")),
+            Turn::Tput => {
+                self.phase(&format!("tput {} {run} {step}", job.timing.min_seconds));
+                *run += 1;
+            }
+        }
+    }
+
     /// Runs one phase (a line of floor-put's phases) and waits until it is over; the first
     /// error ends the floor.
     fn phase(&mut self, line: &str) {
@@ -338,7 +363,8 @@ impl Floor {
     }
 
     /// Ends the floor's run and reads what floor-get measured: the latency samples and the
-    /// throughput rates of runs 0 (flat out) and 1 (in our window).
+    /// throughput rates of its windows flat out and in our window (runs numbered from 0 in
+    /// that order, as many of each as the job has repeats).
     fn finish(self, job: &Job) -> Result<(Histogram<u64>, Vec<f64>, Vec<f64>)> {
         let mut p = self.0?;
         p.phase("end")?;
@@ -357,7 +383,8 @@ impl Floor {
         }
         let text = std::fs::read_to_string(&p.out)
             .with_context(|| format!("reading {} (floor-get's results)", p.out.display()))?;
-        let mut runs = [Vec::new(), Vec::new()];
+        let repeats = f64::from(job.timing.repeats.max(1));
+        let (mut flat, mut windowed) = (Vec::new(), Vec::new());
         let mut h = hist::new();
         for l in text.lines() {
             if let Some(t) = l.strip_prefix("tput ") {
@@ -365,15 +392,16 @@ impl Floor {
                 let [run, frames, seconds] = v[..] else {
                     bail!("floor-get wrote a bad throughput line: {l}");
                 };
-                let Some(rates) = runs.get_mut(run as usize) else {
-                    bail!("floor-get wrote a throughput line of an unknown run: {l}");
+                let rates = match run {
+                    r if r < repeats => &mut flat,
+                    r if r < 2.0 * repeats => &mut windowed,
+                    _ => bail!("floor-get wrote a throughput line of an unknown run: {l}"),
                 };
                 rates.push(frames / seconds.max(1e-9));
             } else {
                 h.saturating_record(l.parse::<u64>().context("a floor latency")?);
             }
         }
-        let [flat, windowed] = runs;
         if flat.is_empty() || windowed.is_empty() {
             bail!("floor-get wrote no throughput line for one of its runs");
         }
@@ -400,8 +428,6 @@ impl FloorProcs {
                 endpoint.clone(),
                 "--out".into(),
                 out.display().to_string(),
-                "--windows".into(),
-                job.timing.repeats.max(1).to_string(),
             ],
             &work.join("floor-get.log"),
             zenoh_cpu(job),
@@ -514,9 +540,9 @@ struct Seen {
     lost: AtomicU64,
     /// The first id of the end frames (0 until the writer gets there): the reader stops at it.
     end_from: AtomicU64,
-    /// Set during the throughput phase: the reader then looks at the mirror every
-    /// [`look_interval`] instead of waking at each publication.
-    flat_out: AtomicBool,
+    /// The throughput window under way (0: none): the reader then looks at the mirror
+    /// every [`look_interval`] instead of waking at each publication.
+    flat_out: AtomicU64,
 }
 
 /// How often the reader looks at the mirror during the throughput phase: a wake-up per
@@ -539,12 +565,21 @@ fn look_interval(step: u64, frames: u64, elapsed: Duration) -> Duration {
     quarter_step.clamp(*TPUT_LOOK.start(), *TPUT_LOOK.end())
 }
 
-/// The floor's turn between two latency slots of ours (its argument: the slot's seconds).
-type FloorSlot<'a> = dyn FnMut(f64) + Send + 'a;
+/// A turn of the floor's between two of ours.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// A latency slot of this many seconds.
+    Lat(f64),
+    /// A throughput window (one repeat's seconds).
+    Tput,
+}
 
-/// One run of ours: the bridges started, the phases, the bridges stopped; `floor_slot`
-/// runs the floor's latency slots in turn with ours.
-fn ours(job: &Job, name: &str, work: &Path, floor_slot: &mut FloorSlot<'_>) -> Result<Run> {
+/// Runs the floor's turns.
+type FloorTurns<'a> = dyn FnMut(Turn) + Send + 'a;
+
+/// One run of ours: the bridges started, the phases, the bridges stopped; `floor_turn`
+/// runs the floor's latency slots and throughput windows in turn with ours.
+fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> Result<Run> {
     if job.payload_bytes() < 16 {
         bail!("bridge payloads must be at least 16 bytes");
     }
@@ -611,7 +646,7 @@ fn ours(job: &Job, name: &str, work: &Path, floor_slot: &mut FloorSlot<'_>) -> R
             )
         });
         let written = on_cpu(zenoh_cpu(job), || {
-            write_source(&source, job, depth, &seen, timeout, floor_slot)
+            write_source(&source, job, depth, &seen, timeout, floor_turn)
         });
         done.store(true, Ordering::Relaxed);
         let read = reader
@@ -665,7 +700,7 @@ fn write_source(
     depth: usize,
     seen: &Seen,
     timeout: Duration,
-    floor_slot: &mut FloorSlot<'_>,
+    floor_turn: &mut FloorTurns<'_>,
 ) -> Result<(Stamps, Vec<f64>)> {
     // The only writer of the source: it holds the write lock for the run (as the pingpong
     // reader does), so a frame is a seqlock publication without a flock pair.
@@ -708,7 +743,7 @@ fn write_source(
     for _ in 0..slots {
         // Our frames have all arrived before the floor's turn.
         wait_accounted(seen, id, timeout)?;
-        floor_slot(slot_s);
+        floor_turn(Turn::Lat(slot_s));
         paced(
             Instant::now() + Duration::from_secs_f64(slot_s),
             LAT,
@@ -718,11 +753,15 @@ fn write_source(
     // Throughput: at most half the history in flight (written at A, not yet read at B), so
     // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
     // been read: the pipeline never runs dry between steps. Each repeat ends drained.
-    wait_accounted(seen, id, timeout)?;
-    seen.flat_out.store(true, Ordering::Relaxed);
     let (window, step) = (window(depth), step(depth));
     let mut rates = Vec::new();
-    for _ in 0..job.timing.repeats.max(1) {
+    for repeat in 1..=job.timing.repeats.max(1) {
+        // Drained (all ours arrived, the reader waiting for publications) for the floor's
+        // window, then ours.
+        wait_accounted(seen, id, timeout)?;
+        seen.flat_out.store(0, Ordering::Relaxed);
+        floor_turn(Turn::Tput);
+        seen.flat_out.store(u64::from(repeat), Ordering::Relaxed);
         let t0 = Instant::now();
         let first = id;
         while t0.elapsed().as_secs_f64() < job.timing.min_seconds {
@@ -790,14 +829,19 @@ fn read_mirror(
     let mut last_count = 0u64;
     let mut first: Option<(u64, u64)> = None;
     let mut idle = Instant::now();
-    // When the throughput phase began and the mirror's count then.
-    let mut flat_out_from: Option<(Instant, u64)> = None;
+    // The throughput window under way, when the reader first looked in it and the
+    // mirror's count then.
+    let mut flat_out_from: Option<(u64, Instant, u64)> = None;
     loop {
         // The frame is there when its publication wakes this reader. It reads the frame's id
         // and count, no payload (floor-get reads only its stamp): what a consumer then does
         // with the frame is its own work, on either side.
-        let wait = if seen.flat_out.load(Ordering::Relaxed) {
-            let (t0, count0) = *flat_out_from.get_or_insert((Instant::now(), last_count));
+        let window = seen.flat_out.load(Ordering::Relaxed);
+        let wait = if window > 0 {
+            let (_, t0, count0) = match flat_out_from {
+                Some(from) if from.0 == window => from,
+                _ => *flat_out_from.insert((window, Instant::now(), last_count)),
+            };
             std::thread::sleep(look_interval(step, last_count - count0, t0.elapsed()));
             Duration::ZERO
         } else {
