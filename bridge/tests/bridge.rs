@@ -2,7 +2,7 @@
 //! the mirrored stream on side B (every frame with `--lossless`, read with a cursor and by a
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
 //! stream intact, a subscriber started first and a restarted publisher still connect, and
-//! an idle bridge spends no CPU.
+//! an idle bridge spends no CPU; the harness's Zenoh floor runs the phases it is sent.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -391,4 +391,96 @@ fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_br
         );
     }
     assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+}
+
+/// The harness's Zenoh floor (hidden `floor-put` / `floor-get`): floor-put runs each phase
+/// sent on its standard input and answers `done` once the phase's frames have all arrived;
+/// after `end` floor-get writes a throughput line per run and a latency per paced frame; a
+/// phase it does not know is refused with the forms it takes.
+#[test]
+fn the_floor_pair_runs_the_phases_it_is_sent_and_refuses_a_bad_one() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, Stdio};
+
+    use std::sync::mpsc;
+
+    let bin = env!("CARGO_BIN_EXE_shmstream-bridge");
+    let (port, key) = (free_port(), unique_name("br-floor"));
+    let out = std::env::temp_dir().join(format!("{key}.txt"));
+    let put = |port: u16| {
+        Command::new(bin)
+            .args(["floor-put", &key, "--connect", &endpoint(port)])
+            .args(["--bytes", "64", "--gap-us", "1000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // floor-put's answers, each awaited for at most LONG.
+    let answers = |child: &mut Child| {
+        let (tx, rx) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let mut get = Command::new(bin);
+    get.args(["floor-get", &key, "--listen", &endpoint(port)])
+        .arg("--out")
+        .arg(&out);
+    let mut get = Proc::spawn(get);
+
+    // A phase floor-put does not know: exit 1, the forms it takes on stderr.
+    let mut bad = put(port);
+    let mut stdin = bad.stdin.take().unwrap();
+    writeln!(stdin, "stop").unwrap();
+    drop(stdin);
+    let o = bad.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad phase \"stop\"") && err.contains("tput SECS RUN STEP"),
+        "{err}"
+    );
+
+    let mut p = put(port);
+    let (mut phases, done) = (p.stdin.take().unwrap(), answers(&mut p));
+    for phase in ["warm 0.3", "lat 0.2", "tput 0.1 0 0", "tput 0.1 1 8", "end"] {
+        writeln!(phases, "{phase}").unwrap();
+        let answer = done.recv_timeout(LONG);
+        if answer.as_deref() != Ok("done") {
+            let _ = p.kill();
+            panic!(
+                "floor-put answered {answer:?} to `{phase}`\n{}",
+                get.diagnostics()
+            );
+        }
+    }
+    assert!(p.wait().unwrap().success());
+    assert!(get.wait_timeout(LONG).success(), "{}", get.diagnostics());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let runs: Vec<(u32, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("tput "))
+        .map(|t| {
+            let v: Vec<&str> = t.split(' ').collect();
+            (v[0].parse().unwrap(), v[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(runs.len(), 2, "{text}");
+    assert!(
+        runs.iter()
+            .zip(0..)
+            .all(|(&(run, frames), i)| run == i && frames > 0),
+        "{runs:?}"
+    );
+    // 0.2 s of frames 1 ms apart, each kept once (a second half-phase would mean warm-up or
+    // sync frames counted as latency frames).
+    let lat = text.lines().filter(|l| !l.starts_with("tput ")).count();
+    assert!((100..=201).contains(&lat), "{lat} latency lines");
 }
