@@ -160,6 +160,19 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
             let f = log(&work.join(format!("0-aofloor{pass}.aolog")));
             assert!(!f.is_empty(), "floor pass {pass} logged no frame");
         }
+        // The report gives each part's p50 in each of the three passes.
+        let details: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("out").join("details.json")).unwrap())
+                .unwrap();
+        let per_pass = details["jobs"][0]["floor"]["notes"]["floor per pass"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let hops = if merged { 1 } else { 2 };
+        assert_eq!(per_pass.split("; ").count(), 1 + hops, "{per_pass}");
+        for part in per_pass.split("; ") {
+            assert_eq!(part.matches(", ").count(), 2, "three passes: {part}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -222,6 +222,33 @@ fn compute_median(compute: &[[u64; 4]]) -> u64 {
     median(compute, |e| e[1] + e[2] + e[3]).unwrap_or(u64::MAX)
 }
 
+/// Each part's p50 in each pass, in the passes' order (the compute as slopes + recon +
+/// publish), in µs: the host's state can differ from one pass to the next (the pyRTC
+/// loop's camera-hop floor read 0.9 µs in one pass and 3.1 in the next), and the report
+/// shows which state each part of the floor came from.
+fn per_pass(passes: &[Parts]) -> String {
+    let us = |v: Vec<u64>| {
+        v.iter()
+            .map(|ns| format!("{:.2}", *ns as f64 / 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = vec![format!(
+        "compute {} µs",
+        us(passes.iter().map(|p| compute_median(&p.compute)).collect())
+    )];
+    if let Some(first) = passes.first() {
+        for (k, (name, _)) in first.hops.iter().enumerate() {
+            let p50s = passes
+                .iter()
+                .filter_map(|p| p.hops.get(k).map(|(_, h)| h.value_at_quantile(0.5)))
+                .collect();
+            parts.push(format!("{name} {} µs", us(p50s)));
+        }
+    }
+    parts.join("; ")
+}
+
 /// Composes the floor of `job` from its passes, measured beside the loop's runs (before
 /// the first, between each two, after the last): each part from its fastest pass (the
 /// compute log with the lowest median, each hop's floor with the lowest p50). The host's
@@ -236,6 +263,7 @@ fn compute_median(compute: &[[u64; 4]]) -> u64 {
 pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
     let place = Placement::of(job);
     let n_passes = passes.len();
+    let per_pass = per_pass(&passes);
     let mut passes = passes.into_iter();
     let Parts {
         mut compute,
@@ -283,6 +311,7 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
                             "{n_passes}, before, between and after our runs; each part from its fastest pass"
                         ),
                     ),
+                    ("floor per pass".into(), per_pass),
                     (
                         "composition".into(),
                         "slopes + recon alone on plain memory (a frame a camera period unless the \
@@ -376,6 +405,16 @@ mod tests {
         assert!(near(p50("camera→slopes floor"), 5_000.0));
         let total = floor.side.hist.value_at_quantile(0.5) as f64;
         assert!(near(total, 37_000.0), "{total}");
+        // Every pass's parts are in the report, in order (a hop's p50 as its histogram's
+        // bucket reads it, as everywhere in the report).
+        let note = |k: &str| {
+            let n = floor.side.m.notes.iter().find(|(n, _)| n == k);
+            n.map(|(_, v)| v.clone()).unwrap_or_default()
+        };
+        assert_eq!(
+            note("floor per pass"),
+            "compute 32.00, 54.00, 46.00 µs; camera→slopes floor 9.01, 5.00, 7.00 µs"
+        );
     }
 
     /// The slopes stage's core counts as busy only in the split form with slopes and recon
