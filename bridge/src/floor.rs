@@ -183,23 +183,8 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     for line in std::io::stdin().lock().lines() {
         let phase = Phase::parse(&line.map_err(usage)?)?;
         match phase {
-            Phase::Warm { secs } | Phase::Lat { secs } => {
-                let tag: &[u8] = if matches!(phase, Phase::Warm { .. }) {
-                    b"warm"
-                } else {
-                    b"lat"
-                };
-                let until = Instant::now() + Duration::from_secs_f64(secs);
-                // The same pacing as the harness's writer: the first frame a gap after the
-                // phase begins (the bridge's last frame has had that long to arrive), then
-                // sleep to each next slot.
-                let mut next = Instant::now() + gap;
-                while Instant::now() < until {
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                    next += gap;
-                    send(tag)?;
-                }
-            }
+            Phase::Warm { secs } => pace(&mut send, b"warm", secs, gap)?,
+            Phase::Lat { secs } => pace(&mut send, b"lat", secs, gap)?,
             Phase::Tput { secs, run, step } => {
                 // Acknowledgements of an earlier run are stale.
                 while let Ok(Some(_)) = acks.try_recv() {}
@@ -250,6 +235,25 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     Err(BridgeError::Usage(
         "floor-put: its standard input closed before `end`".into(),
     ))
+}
+
+/// Sends frames tagged `tag` `gap` apart for `secs`, paced as the harness's writer: the
+/// first a gap after the phase begins (the bridge's last frame has had that long to
+/// arrive), then each at its slot, sleeping in between.
+fn pace(
+    send: &mut impl FnMut(&[u8]) -> Result<(), BridgeError>,
+    tag: &[u8],
+    secs: f64,
+    gap: Duration,
+) -> Result<(), BridgeError> {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut next = Instant::now() + gap;
+    while Instant::now() < until {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        next += gap;
+        send(tag)?;
+    }
+    Ok(())
 }
 
 /// Waits until floor-get has acknowledged `sent` throughput frames (or the end).

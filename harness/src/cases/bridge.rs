@@ -199,9 +199,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let _ = std::fs::create_dir_all(&work);
     let names = runner.names(idx, "bridge");
     let mut floor = Floor::start(job, &work);
-    let mut run = 0;
-    let first = ours(job, &names.data, &work, &mut floor.turns(job, &mut run));
-    let second = ours(job, &names.data, &work, &mut floor.turns(job, &mut run));
+    let first = ours(job, &names.data, &work, &mut floor.turns(job));
+    let second = ours(job, &names.data, &work, &mut floor.turns(job));
     let floor = floor
         .finish(job)
         .and_then(|(hist, flat, windowed)| best_floor(job, hist, flat, windowed))
@@ -301,7 +300,40 @@ fn best_floor(job: &Job, hist: Histogram<u64>, flat: Vec<f64>, windowed: Vec<f64
 /// Zenoh's floor through a case: floor-get and floor-put, alive from the case's start to
 /// its end, floor-put running each phase the case sends it (see `floor.rs` in the bridge
 /// package); or the first error they met, after which the case's own runs go on alone.
-struct Floor(Result<FloorProcs>);
+struct Floor {
+    procs: Result<FloorProcs>,
+    /// Throughput windows so far: each is a numbered run of floor-get's.
+    runs: u32,
+}
+
+/// A phase of floor-put's (a line of its standard input; see `floor.rs` in the bridge
+/// package).
+enum FloorPhase {
+    Warm(f64),
+    Lat(f64),
+    Tput { secs: f64, run: u32, step: u64 },
+    End,
+}
+
+impl FloorPhase {
+    /// The line floor-put reads.
+    fn line(&self) -> String {
+        match *self {
+            FloorPhase::Warm(secs) => format!("warm {secs}"),
+            FloorPhase::Lat(secs) => format!("lat {secs}"),
+            FloorPhase::Tput { secs, run, step } => format!("tput {secs} {run} {step}"),
+            FloorPhase::End => "end".into(),
+        }
+    }
+
+    /// How long the phase sends frames.
+    fn secs(&self) -> f64 {
+        match *self {
+            FloorPhase::Warm(secs) | FloorPhase::Lat(secs) | FloorPhase::Tput { secs, .. } => secs,
+            FloorPhase::End => 0.0,
+        }
+    }
+}
 
 /// The floor's processes.
 struct FloorProcs {
@@ -319,42 +351,49 @@ struct FloorProcs {
 impl Floor {
     /// Starts floor-get and floor-put and runs the warm-up phase.
     fn start(job: &Job, work: &Path) -> Floor {
-        let mut floor = Floor(FloorProcs::start(job, work));
-        floor.phase(&format!("warm {}", job.timing.warmup.max(0.5)));
+        let mut floor = Floor {
+            procs: FloorProcs::start(job, work),
+            runs: 0,
+        };
+        floor.phase(FloorPhase::Warm(job.timing.warmup.max(0.5)));
         floor
     }
 
     /// The floor's turns in one of our runs: its latency slots, and its throughput windows,
-    /// each a numbered run (`run`, counted on through the case): flat out when even, in our
-    /// window when odd, so that both patterns sample both of our runs' stretch of time (with
+    /// each a numbered run (counted through the case): flat out when even, in our window
+    /// when odd, so that both patterns sample both of our runs' stretch of time (with
     /// one pattern per run, the better pattern's median was the one that ran while the host
     /// was faster: 327 frames/s at 3.8 MiB against 254 in the other run, ours 255 and 200).
-    fn turns<'a>(&'a mut self, job: &'a Job, run: &'a mut u32) -> impl FnMut(Turn) + Send + 'a {
+    fn turns<'a>(&'a mut self, job: &'a Job) -> impl FnMut(Turn) + Send + 'a {
         move |turn| match turn {
-            Turn::Lat(secs) => self.phase(&format!("lat {secs}")),
+            Turn::Lat(secs) => self.phase(FloorPhase::Lat(secs)),
             Turn::Tput => {
-                let step = if *run % 2 == 1 { step(depth(job)) } else { 0 };
-                self.phase(&format!("tput {} {run} {step}", job.timing.min_seconds));
-                *run += 1;
+                let run = self.runs;
+                let step = if run % 2 == 1 { step(depth(job)) } else { 0 };
+                self.phase(FloorPhase::Tput {
+                    secs: job.timing.min_seconds,
+                    run,
+                    step,
+                });
+                self.runs += 1;
             }
         }
     }
 
-    /// Runs one phase (a line of floor-put's phases) and waits until it is over; the first
-    /// error ends the floor.
-    fn phase(&mut self, line: &str) {
-        if let Ok(p) = &mut self.0
-            && let Err(e) = p.phase(line)
+    /// Runs one phase and waits until it is over; the first error ends the floor.
+    fn phase(&mut self, phase: FloorPhase) {
+        if let Ok(p) = &mut self.procs
+            && let Err(e) = p.phase(&phase)
         {
-            self.0 = Err(e);
+            self.procs = Err(e);
         }
     }
 
     /// Ends the floor's run and reads what floor-get measured: the latency samples and the
     /// throughput rates of its windows flat out (even runs) and in our window (odd runs).
     fn finish(self, job: &Job) -> Result<(Histogram<u64>, Vec<f64>, Vec<f64>)> {
-        let mut p = self.0?;
-        p.phase("end")?;
+        let mut p = self.procs?;
+        p.phase(&FloorPhase::End)?;
         let timeout = Duration::from_secs_f64(job.timeout_s);
         for name in ["floor-put", "floor-get"] {
             let child = p
@@ -465,18 +504,14 @@ impl FloorProcs {
 
     /// Sends floor-put one phase and waits for its `done` (the phase's seconds and the
     /// case's timeout at most).
-    fn phase(&mut self, line: &str) -> Result<()> {
+    fn phase(&mut self, phase: &FloorPhase) -> Result<()> {
+        let line = phase.line();
         writeln!(self.phases, "{line}")
             .and_then(|()| self.phases.flush())
             .with_context(|| format!("sending floor-put its phase `{line}`"))?;
-        let secs = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
         match self
             .answers
-            .recv_timeout(self.timeout + Duration::from_secs_f64(secs))
+            .recv_timeout(self.timeout + Duration::from_secs_f64(phase.secs()))
         {
             Ok(a) if a == "done" => Ok(()),
             Ok(a) => bail!("floor-put answered {a:?} to `{line}`"),
