@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{harness, results, run_on, scratch};
+use common::{details, harness, results, run_on, scratch};
 
 const TIMEOUT_S: u64 = 20;
 
@@ -161,10 +161,7 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
             assert!(!f.is_empty(), "floor pass {pass} logged no frame");
         }
         // The report gives each part's p50 in each of the three passes.
-        let details: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("out").join("details.json")).unwrap())
-                .unwrap();
-        let per_pass = details["jobs"][0]["floor"]["notes"]["floor per pass"]
+        let per_pass = details(&dir.join("out"))["jobs"][0]["floor"]["notes"]["floor per pass"]
             .as_str()
             .unwrap_or_default()
             .to_owned();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{harness, results, run_on, scratch};
+use common::{details, harness, results, run_on, scratch};
 use std::path::PathBuf;
 
 const SCENARIO: &str = r#"
@@ -61,8 +61,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     // The roundtrip's floor ran before and after each pass of ours (one pass per repeat),
     // the passes of each side pooled; the ping-pongs' and the MVM's floors alternated with
     // ours in ours' own processes.
-    let details: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
+    let details = details(&out);
     let jobs = details["jobs"].as_array().unwrap();
     for (i, j) in jobs[..4].iter().enumerate() {
         let passes = j["floor"]["notes"]["floor passes"].as_str().unwrap_or("");
@@ -258,8 +257,7 @@ wait = "spin"
         assert!(row["p50_ns"].as_u64().unwrap() > 1_000, "{row}");
     }
     // The floor's latency frames were sent in turns with ours, as many slots and as long.
-    let details: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap();
+    let details = details(&out);
     for j in details["jobs"].as_array().unwrap() {
         let passes = j["floor"]["notes"]["floor passes"].as_str().unwrap_or("");
         assert!(passes.contains("alternating with ours"), "{}", j["floor"]);

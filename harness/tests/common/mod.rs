@@ -1,5 +1,5 @@
 //! What the harness's integration tests share: the binary, a scratch folder, a quiet run on
-//! a scenario, and the rows of its `results.json`.
+//! a scenario, the rows of its `results.json` and its `details.json`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -29,4 +29,9 @@ pub fn run_on(scenario: &Path, out: &Path) -> Command {
 /// The rows of a run's `results.json`.
 pub fn results(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
+/// A run's `details.json` (every side's measurements and notes, per job).
+pub fn details(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap()
 }
