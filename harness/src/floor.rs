@@ -378,24 +378,39 @@ impl<'a> FloorEcho<'a> {
     /// Serves the next frame into `dst` (the frame's size), or learns that the writer
     /// stopped.
     pub fn serve<T: Element>(&mut self, dst: &mut [T]) -> Result<Echo> {
+        let (generation, _) = self.turns.advance();
+        self.serve_from(generation, dst)
+    }
+
+    /// The generation of the frame served last (0 before the first).
+    pub fn served(&self) -> u32 {
+        self.turns.generation
+    }
+
+    /// Serves the newest frame of generation `from` or later into `dst`, or learns that
+    /// the writer stopped: for a writer that publishes on its own schedule, not waiting
+    /// for each acknowledgement (the AO loop's camera hop between frames). A ping-pong
+    /// writer waits for each, so there it is [`Self::serve`]'s next frame.
+    pub fn serve_from<T: Element>(&mut self, from: u32, dst: &mut [T]) -> Result<Echo> {
         let (seq, ack, stop) = (
             self.region.atomic_u32(SEQ),
             self.region.atomic_u32(ACK),
             self.region.atomic_u32(STOP),
         );
-        let (generation, slot) = self.turns.advance();
-        let want = 2 * generation;
+        let want = 2 * from;
         let ahead = self.ahead.zip(self.phase);
         if let Some(((period, margin), phase)) = ahead {
             // Asleep until `margin` before the frame is due, then spinning for it.
-            let due = phase + u64::from(generation) * period;
+            let due = phase + u64::from(from) * period;
             sleep_until(due.saturating_sub(margin));
         }
         let mut deadline: Option<Instant> = None;
         let mut rounds = 0u32;
-        loop {
+        let generation = loop {
             let s = seq.load(Ordering::Acquire);
-            if s == want {
+            if s >= want && s & 1 == 0 {
+                let generation = s / 2;
+                let slot = ((generation - 1) % self.turns.slots) as usize;
                 if let Some(valid) = self.frames.read_published(seq, s, slot, dst) {
                     if !valid {
                         bail!(
@@ -412,7 +427,7 @@ impl<'a> FloorEcho<'a> {
                         let p = now.saturating_sub(u64::from(generation) * period);
                         self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
                     }
-                    break;
+                    break generation;
                 }
                 continue;
             }
@@ -432,7 +447,8 @@ impl<'a> FloorEcho<'a> {
                     bail!("floor writer went silent for {:?}", self.turns.to);
                 }
             }
-        }
+        };
+        self.turns.generation = generation;
         // The writer marks a frame as the last before ours before publishing it, so the
         // sequence's acquire above makes the mark visible. A load, not a swap: the floor's
         // round trip must not pay a locked instruction that ours does not.
@@ -494,6 +510,12 @@ impl<'a> FloorPing<'a> {
         let t = &self.turns;
         wait_until(ack, |v| v == t.generation, t.wait, t.to)?;
         Ok(())
+    }
+
+    /// Whether the reader acknowledged the last frame (without waiting).
+    pub fn acked(&self) -> bool {
+        let ack = self.bare.region().atomic_u32(ACK);
+        ack.load(Ordering::Acquire) == self.turns.generation
     }
 
     /// One round trip: [`Self::publish`], then [`Self::wait_ack`].

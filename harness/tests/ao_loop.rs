@@ -132,6 +132,21 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
                     e[0]
                 );
             }
+            // The camera hop's floor, timed between the loop's frames (the stages leave
+            // room here): bare frames taken after the camera sent them, in id order.
+            let bare = log(&work.join(format!("0-ours{r}-AoCamera.aohop")));
+            assert!(
+                bare.len() * 2 > sent.len(),
+                "{} bare frames taken",
+                bare.len()
+            );
+            for pair in bare.windows(2) {
+                assert!(pair[0][0] < pair[1][0], "bare ids go backwards: {pair:?}");
+            }
+            assert!(
+                bare.iter().all(|e| e[2] >= e[1]),
+                "a bare frame taken before it was sent"
+            );
             // A loaded machine may drop a few frames, never most of them.
             assert!(
                 dm.len() * 2 > sent.len(),
@@ -170,6 +185,14 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
         for part in per_pass.split("; ") {
             assert_eq!(part.matches(", ").count(), 2, "three passes: {part}");
         }
+        let camera_hop = details(&dir.join("out"))["jobs"][0]["floor"]["notes"]["camera hop floor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            camera_hop.starts_with("timed between the loop's frames"),
+            "{camera_hop}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -119,7 +119,14 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
         rt_priority: job.rt_priority,
         slice_ns: job.slice_ns,
         pinned: false,
+        hop_floor_in_loop: false,
     }
+}
+
+/// The camera hop's floor job for `job` of geometry `g`, as [`super::hop_floor`] times it
+/// between the loop's frames (the receiver's core as the loop leaves it, busy or not).
+pub(super) fn camera_hop_job(job: &Job, g: &Geometry) -> Job {
+    hop_job(job, g.pixels() * 2, Hop::Camera, false)
 }
 
 /// Whether the slopes stage's core is busy when a camera frame comes: in the split form
@@ -209,6 +216,18 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
     })
 }
 
+impl Parts {
+    /// Whether the stages of `job` compute and publish (this pass's median) in under a
+    /// quarter of a camera period, so that the stage reading camera frames is idle half a
+    /// period after each and the camera hop's floor can be timed between the loop's frames
+    /// ([`super::hop_floor`]).
+    pub fn leaves_room_between_frames(&self, job: &Job) -> bool {
+        job.ao.as_ref().is_some_and(|ao| {
+            ao.rate_hz > 0.0 && (compute_median(&self.compute) as f64) < 0.25e9 / ao.rate_hz
+        })
+    }
+}
+
 /// Median of `part` of each entry of a pass's compute log (`[i, slopes, recon, publish]`
 /// ns), `None` for an empty log.
 fn median(compute: &[[u64; 4]], part: impl Fn(&[u64; 4]) -> u64) -> Option<u64> {
@@ -260,7 +279,11 @@ fn per_pass(passes: &[Parts]) -> String {
 /// `scripts/probes/cross-core-copy.c`, moved between 9 and 51 µs within 30 s here); each
 /// run's floor from the two passes beside it alone still read 1.00-1.06 in three cases of
 /// one run.
-pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
+///
+/// `in_loop`: the camera hop's floor timed between the loop's own frames
+/// ([`super::hop_floor`]), which replaces the passes' (they still appear in the note
+/// `floor per pass`): it sees the host as the loop's frames do.
+pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -> Result<Floor> {
     let place = Placement::of(job);
     let n_passes = passes.len();
     let per_pass = per_pass(&passes);
@@ -279,6 +302,18 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
             }
         }
     }
+    let in_loop = in_loop.filter(|h| !h.is_empty());
+    let camera_hop = match (&in_loop, hop_hists.first_mut()) {
+        (Some(h), Some((_, into))) => {
+            *into = h.clone();
+            format!(
+                "timed between the loop's frames in its own processes ({} frames, p50 {:.2} µs)",
+                h.len(),
+                h.value_at_quantile(0.5) as f64 / 1e3
+            )
+        }
+        _ => "from its fastest pass, as the other parts".into(),
+    };
     let (mut hs, mut hr, mut hp, mut total) = (hist::new(), hist::new(), hist::new(), hist::new());
     // Hop samples drawn at quantiles spread by the golden ratio: independent of the
     // compute sample they are added to, and deterministic.
@@ -312,6 +347,7 @@ pub fn compose(passes: Vec<Parts>, job: &Job) -> Result<Floor> {
                         ),
                     ),
                     ("floor per pass".into(), per_pass),
+                    ("camera hop floor".into(), camera_hop),
                     (
                         "composition".into(),
                         "slopes + recon alone on plain memory (a frame a camera period unless the \
@@ -387,6 +423,7 @@ mod tests {
                 pass(30_000, 15_000, 1_000, 7_000),
             ],
             &job(),
+            None,
         )
         .unwrap();
         let p50 = |name: &str| {
@@ -415,6 +452,58 @@ mod tests {
             note("floor per pass"),
             "compute 32.00, 54.00, 46.00 µs; camera→slopes floor 9.01, 5.00, 7.00 µs"
         );
+        assert_eq!(
+            note("camera hop floor"),
+            "from its fastest pass, as the other parts"
+        );
+    }
+
+    /// The camera hop's floor timed between the loop's frames replaces the passes' (even
+    /// a slower one: it saw the host as the loop did), and the note says so; the passes'
+    /// stay in `floor per pass`. An empty one (no frame taken) leaves the passes'.
+    #[test]
+    fn the_camera_hop_timed_between_frames_replaces_the_passes() {
+        let passes = || {
+            vec![
+                pass(20_000, 10_000, 2_000, 5_000),
+                pass(30_000, 15_000, 1_000, 7_000),
+            ]
+        };
+        let mut between = hist::new();
+        for ns in [8_000, 9_000, 10_000] {
+            between.record(ns).unwrap();
+        }
+        let floor = compose(passes(), &job(), Some(between)).unwrap();
+        let hop = floor
+            .parts
+            .iter()
+            .find(|p| p.name == "camera→slopes floor")
+            .unwrap();
+        assert!((hop.p50_ns as f64 - 9_000.0).abs() < 90.0, "{}", hop.p50_ns);
+        let total = floor.side.hist.value_at_quantile(0.5) as f64;
+        assert!((total - 41_000.0).abs() < 410.0, "{total}");
+        let notes = &floor.side.m.notes;
+        let note = |k: &str| notes.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!(
+            note("camera hop floor"),
+            "timed between the loop's frames in its own processes (3 frames, p50 9.01 µs)"
+        );
+        assert!(note("floor per pass").contains("camera→slopes floor 5.00, 7.00 µs"));
+        let floor = compose(passes(), &job(), Some(hist::new())).unwrap();
+        let hop = floor
+            .parts
+            .iter()
+            .find(|p| p.name == "camera→slopes floor")
+            .unwrap();
+        assert!((hop.p50_ns as f64 - 5_000.0).abs() < 50.0, "{}", hop.p50_ns);
+    }
+
+    /// The hop is timed between frames only where the stages' compute and publication take
+    /// under a quarter of a period (100 Hz: 2.5 ms).
+    #[test]
+    fn the_hop_is_timed_between_frames_only_where_the_stages_leave_room() {
+        assert!(pass(1_000_000, 1_000_000, 400_000, 0).leaves_room_between_frames(&job()));
+        assert!(!pass(1_000_000, 1_000_000, 600_000, 0).leaves_room_between_frames(&job()));
     }
 
     /// The slopes stage's core counts as busy only in the split form with slopes and recon

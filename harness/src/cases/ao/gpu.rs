@@ -29,6 +29,7 @@ use shmstream::gpu::cudarc::driver::{
 
 use super::camera;
 use super::geometry::{Geometry, SignalKind};
+use super::hop_floor;
 use super::placement::Placement;
 use super::recon::{CLIP, Recon, matrix};
 use super::slopes::{Calibration, Slopes, valid_pixels};
@@ -256,6 +257,10 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
+    let region = hop_floor::open(spec, &g)?;
+    let mut bare = region
+        .as_ref()
+        .map(|r| hop_floor::Receiver::new(r, spec, &g));
     stage::mark_ready(&s.ready, 1, to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, gpu.frame_mut()?, to)?;
@@ -268,6 +273,9 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
         guard.write_slice_frame(gpu.commands()?, info.frame_id)?;
         log.push([info.frame_id, t_in, monotonic_ns(), t_in + slopes_ns]);
         stage::kill_me_after("slopes", log.len());
+        if let Some(bare) = bare.as_mut() {
+            bare.take(info.frame_id, gpu.frame_mut()?)?;
+        }
     }
     stage::write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }

@@ -1,16 +1,19 @@
 //! Runs the loop once (stages as pinned child processes, logs analysed afterwards) and
 //! the rate ladder: short runs, the rate doubled while the loop keeps up, then bisected.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{LogOf, Logs, LoopStats, analyse};
+use super::geometry::Geometry;
+use super::hop_floor;
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::run::Runner;
 use crate::scenario::Job;
 use crate::spawn::{self, ChildSpec, Role};
@@ -56,11 +59,21 @@ pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<Loo
     LoopRun::analysed(&[logs], Placement::warmup_frames(job), placement)
 }
 
+/// Where the process of `role` of the run of job `idx` tagged `tag` writes its results
+/// (`.aolog`, and the camera's [`hop_floor::LOG`]).
+pub fn result_prefix(runner: &Runner, idx: usize, tag: &str, role: Role) -> PathBuf {
+    runner.work().join(format!("{idx}-{tag}-{role:?}"))
+}
+
 /// Runs the loop of `job` once, under names tagged `tag`: the stages' logs and where the
-/// stages ran ("camera@0 slopes@1 recon@1").
+/// stages ran ("camera@0 slopes@1 recon@1"). With [`Job::hop_floor_in_loop`], the camera
+/// and the stage reading its frames time the camera hop's floor between frames too
+/// ([`hop_floor`]; the camera's log read by [`hop_floor::read`]).
 pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Logs, String)> {
     let names = runner.names(idx, tag);
     let _streams = create_streams(job, &names)?;
+    let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
+    let _bare = hop_floor::create(job, &names, &Geometry::new(&job.shape, ao)?)?;
     let place = Placement::of(job);
     let roles: &[(Role, usize)] = if place.merged {
         &[
@@ -81,7 +94,7 @@ pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Lo
             job: job.clone(),
             names: names.clone(),
             cpu,
-            result_prefix: runner.work().join(format!("{idx}-{tag}-{role:?}")),
+            result_prefix: result_prefix(runner, idx, tag, role),
             wait_timeout_s: job.timeout_s,
         })
         .collect();

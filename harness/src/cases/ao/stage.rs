@@ -6,7 +6,9 @@
 //! newest (those frames are reported missed). A stage keeps
 //! `[frame id, input time, publish time, mid]` per frame in memory and writes the log once
 //! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the
-//! run with a frame stamped [`STOP`], which every stage forwards before it exits.
+//! run with a frame stamped [`STOP`], which every stage forwards before it exits. In the
+//! runs the floor is compared with, the camera and the stage reading its frames also time
+//! the camera hop's floor between frames ([`hop_floor`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use shmstream::{Cursor, Element, FrameInfo, Stream, WaitStrategy};
 
 use super::camera;
 use super::geometry::Geometry;
+use super::hop_floor;
 use super::placement::Placement;
 use super::recon::Recon;
 use super::slopes::Slopes;
@@ -230,6 +233,11 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     let period = 1e9 / ao.rate_hz;
     let n = place.frames(&spec.job);
     let mut log = Vec::with_capacity(n as usize);
+    let region = hop_floor::open(spec, &g)?;
+    let mut bare = match &region {
+        Some(r) => Some(hop_floor::Sender::new(r, spec, &g)?),
+        None => None,
+    };
     let guard = s.frame.lock(to).context("locking the frame stream")?;
     let t0 = monotonic_ns() + 1_000_000;
     for id in 1..=n {
@@ -239,14 +247,22 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
         // publish before this process runs again (it can be preempted after the wake), and
         // end-to-end latency must never come out negative. It includes the frame copy.
         let published = monotonic_ns();
-        guard.write_slice_frame(&frames[id as usize % frames.len()], id)?;
+        let frame = &frames[id as usize % frames.len()];
+        guard.write_slice_frame(frame, id)?;
         log.push([id, deadline, published, 0]);
         kill_me_after("camera", id as usize);
+        if let Some(bare) = bare.as_mut() {
+            sleep_then_spin_until(deadline + (period / 2.0) as u64);
+            bare.send(id, frame)?;
+        }
     }
     // One more period before the stop frame, as between any two frames: a stage that
     // fell far behind skips to the newest, and a stop right behind the last frame would
     // hide it.
     sleep_then_spin_until(t0 + (period * n as f64) as u64);
+    if let Some(bare) = bare {
+        bare.finish(&spec.result_prefix.with_extension(hop_floor::LOG))?;
+    }
     guard.write_slice_frame(&frames[0], STOP)?;
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
@@ -281,6 +297,10 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
+    let region = hop_floor::open(spec, &g)?;
+    let mut bare = region
+        .as_ref()
+        .map(|r| hop_floor::Receiver::new(r, spec, &g));
     mark_ready(&s.ready, place.stage_processes(), to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, &mut frame, to)?;
@@ -307,6 +327,9 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         };
         log.push([info.frame_id, t_in, monotonic_ns(), mid]);
         kill_me_after("slopes", log.len());
+        if let Some(bare) = bare.as_mut() {
+            bare.take(info.frame_id, &mut frame)?;
+        }
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
