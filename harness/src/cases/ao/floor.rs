@@ -343,7 +343,12 @@ pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -
                     (
                         "floor passes".into(),
                         format!(
-                            "{n_passes}, before, between and after our runs; each part from its fastest pass"
+                            "{n_passes}, before, between and after our runs; each part from its fastest pass{}",
+                            if in_loop.is_some() {
+                                " but the camera hop's (timed between the loop's frames)"
+                            } else {
+                                ""
+                            }
                         ),
                     ),
                     ("floor per pass".into(), per_pass),
