@@ -397,6 +397,8 @@ impl<'a> FloorEcho<'a> {
             self.region.atomic_u32(ACK),
             self.region.atomic_u32(STOP),
         );
+        // Generations start at 1 (publication k leaves the sequence at 2·k).
+        let from = from.max(1);
         let want = 2 * from;
         let ahead = self.ahead.zip(self.phase);
         if let Some(((period, margin), phase)) = ahead {
