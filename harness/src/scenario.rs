@@ -437,10 +437,10 @@ pub struct Job {
     pub pinned: bool,
     /// ao-loop: the camera also publishes a bare frame half a period after each of its
     /// frames, which the stage reading them takes between its frames: the camera hop's
-    /// floor, timed in the loop's own processes ([`crate::cases::ao::hop_floor`]). Set on
+    /// floor, timed in the loop's own processes ([`crate::cases::ao::between_frames`]). Set on
     /// the runs the floor is compared with, not from the scenario.
     #[serde(default)]
-    pub hop_floor_in_loop: bool,
+    pub floor_between_frames: bool,
 }
 
 /// Where a one-way floor starts its clock, as the stage that sends on the hop does.
@@ -609,7 +609,7 @@ impl Scenario {
                     rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
                     slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
                     pinned: c.pinned.unwrap_or(false),
-                    hop_floor_in_loop: false,
+                    floor_between_frames: false,
                 });
             }
         }

@@ -147,6 +147,25 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
                 bare.iter().all(|e| e[2] >= e[1]),
                 "a bare frame taken before it was sent"
             );
+            // The merged stage also timed its compute on the bare frames it took.
+            let compute = work.join(format!("0-ours{r}-AoSlopes.aocompute"));
+            if merged {
+                let c = log(&compute);
+                // Every bare frame the camera saw taken was computed on (the stage may have
+                // computed on more: one the camera had stopped looking for).
+                let ids: std::collections::HashSet<u64> = c.iter().map(|e| e[0]).collect();
+                assert!(bare.iter().all(|e| ids.contains(&e[0])), "{ids:?}");
+                assert!(
+                    c.iter().all(|e| e[1] > 0 && e[2] > 0),
+                    "{:?}",
+                    &c[..c.len().min(3)]
+                );
+            } else {
+                assert!(
+                    !compute.exists(),
+                    "the split form's compute floor comes from the passes"
+                );
+            }
             // A loaded machine may drop a few frames, never most of them.
             assert!(
                 dm.len() * 2 > sent.len(),
@@ -192,6 +211,15 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
         assert!(
             camera_hop.starts_with("timed between the loop's frames"),
             "{camera_hop}"
+        );
+        let compute = details(&dir.join("out"))["jobs"][0]["floor"]["notes"]["compute floor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            compute.starts_with("timed between the loop's frames"),
+            merged,
+            "{compute}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

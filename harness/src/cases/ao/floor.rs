@@ -19,6 +19,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::analysis::StageStat;
+use super::between_frames::Timed;
 use super::geometry::Geometry;
 use super::placement::Placement;
 use super::stage::read_log;
@@ -119,11 +120,11 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
         rt_priority: job.rt_priority,
         slice_ns: job.slice_ns,
         pinned: false,
-        hop_floor_in_loop: false,
+        floor_between_frames: false,
     }
 }
 
-/// The camera hop's floor job for `job` of geometry `g`, as [`super::hop_floor`] times it
+/// The camera hop's floor job for `job` of geometry `g`, as [`super::between_frames`] times it
 /// between the loop's frames (the receiver's core as the loop leaves it, busy or not).
 pub(super) fn camera_hop_job(job: &Job, g: &Geometry) -> Job {
     hop_job(job, g.pixels() * 2, Hop::Camera, false)
@@ -220,7 +221,7 @@ impl Parts {
     /// Whether the stages of `job` compute and publish (this pass's median) in under a
     /// quarter of a camera period, so that the stage reading camera frames is idle half a
     /// period after each and the camera hop's floor can be timed between the loop's frames
-    /// ([`super::hop_floor`]).
+    /// ([`super::between_frames`]).
     pub fn leaves_room_between_frames(&self, job: &Job) -> bool {
         job.ao.as_ref().is_some_and(|ao| {
             ao.rate_hz > 0.0 && (compute_median(&self.compute) as f64) < 0.25e9 / ao.rate_hz
@@ -280,10 +281,10 @@ fn per_pass(passes: &[Parts]) -> String {
 /// run's floor from the two passes beside it alone still read 1.00-1.06 in three cases of
 /// one run.
 ///
-/// `in_loop`: the camera hop's floor timed between the loop's own frames
-/// ([`super::hop_floor`]), which replaces the passes' (they still appear in the note
-/// `floor per pass`): it sees the host as the loop's frames do.
-pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -> Result<Floor> {
+/// `between`: the camera hop's floor and (merged form) the compute floor timed between
+/// the loop's own frames ([`super::between_frames`]), which replace the passes' (they
+/// still appear in the note `floor per pass`): they see the host as the loop's frames do.
+pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<Floor> {
     let place = Placement::of(job);
     let n_passes = passes.len();
     let per_pass = per_pass(&passes);
@@ -302,8 +303,15 @@ pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -
             }
         }
     }
-    let in_loop = in_loop.filter(|h| !h.is_empty());
-    let camera_hop = match (&in_loop, hop_hists.first_mut()) {
+    let (between_hop, between_compute) = match between {
+        Some(t) => (
+            Some(t.hop).filter(|h| !h.is_empty()),
+            Some(t.compute).filter(|c| !c.is_empty()),
+        ),
+        None => (None, None),
+    };
+    let from_passes = "from its fastest pass, as the other parts";
+    let camera_hop = match (&between_hop, hop_hists.first_mut()) {
         (Some(h), Some((_, into))) => {
             *into = h.clone();
             format!(
@@ -312,8 +320,20 @@ pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -
                 h.value_at_quantile(0.5) as f64 / 1e3
             )
         }
-        _ => "from its fastest pass, as the other parts".into(),
+        _ => from_passes.into(),
     };
+    let compute_note = match between_compute {
+        Some(c) => {
+            compute = c;
+            format!(
+                "timed between the loop's frames in its stage's process ({} frames, slopes + recon + publish p50 {:.2} µs)",
+                compute.len(),
+                compute_median(&compute) as f64 / 1e3
+            )
+        }
+        None => from_passes.into(),
+    };
+    let between_any = camera_hop != from_passes || compute_note != from_passes;
     let (mut hs, mut hr, mut hp, mut total) = (hist::new(), hist::new(), hist::new(), hist::new());
     // Hop samples drawn at quantiles spread by the golden ratio: independent of the
     // compute sample they are added to, and deterministic.
@@ -344,8 +364,8 @@ pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -
                         "floor passes".into(),
                         format!(
                             "{n_passes}, before, between and after our runs; each part from its fastest pass{}",
-                            if in_loop.is_some() {
-                                " but the camera hop's (timed between the loop's frames)"
+                            if between_any {
+                                " but those timed between the loop's frames (notes camera hop floor, compute floor)"
                             } else {
                                 ""
                             }
@@ -353,6 +373,7 @@ pub fn compose(passes: Vec<Parts>, job: &Job, in_loop: Option<Histogram<u64>>) -
                     ),
                     ("floor per pass".into(), per_pass),
                     ("camera hop floor".into(), camera_hop),
+                    ("compute floor".into(), compute_note),
                     (
                         "composition".into(),
                         "slopes + recon alone on plain memory (a frame a camera period unless the \
@@ -410,7 +431,7 @@ mod tests {
 
     /// The case's scheduling reaches its jobs and its hop floors' processes.
     #[test]
-    fn the_fair_slice_reaches_the_case_and_its_hop_floors() {
+    fn the_fair_slice_reaches_the_case_and_its_between_framess() {
         let job = ao_job("rate_hz = 100\nslice_us = 200\n");
         assert_eq!(job.slice_ns, Some(200_000));
         let hop = hop_job(&job, 128, Hop::Camera, false);
@@ -463,44 +484,67 @@ mod tests {
         );
     }
 
-    /// The camera hop's floor timed between the loop's frames replaces the passes' (even
-    /// a slower one: it saw the host as the loop did), and the note says so; the passes'
-    /// stay in `floor per pass`. An empty one (no frame taken) leaves the passes'.
+    /// The camera hop's floor and the compute floor timed between the loop's frames
+    /// replace the passes' (even slower ones: they saw the host as the loop did), and the
+    /// notes say so; the passes' stay in `floor per pass`. Empty ones (no frame taken, or
+    /// the split form's compute) leave the passes'.
     #[test]
-    fn the_camera_hop_timed_between_frames_replaces_the_passes() {
+    fn the_parts_timed_between_frames_replace_the_passes() {
         let passes = || {
             vec![
                 pass(20_000, 10_000, 2_000, 5_000),
                 pass(30_000, 15_000, 1_000, 7_000),
             ]
         };
-        let mut between = hist::new();
+        let mut hop = hist::new();
         for ns in [8_000, 9_000, 10_000] {
-            between.record(ns).unwrap();
+            hop.record(ns).unwrap();
         }
-        let floor = compose(passes(), &job(), Some(between)).unwrap();
-        let hop = floor
-            .parts
-            .iter()
-            .find(|p| p.name == "camera→slopes floor")
-            .unwrap();
-        assert!((hop.p50_ns as f64 - 9_000.0).abs() < 90.0, "{}", hop.p50_ns);
+        let compute: Vec<[u64; 4]> = (1..=5).map(|i| [i, 25_000, 12_000, 3_000]).collect();
+        let between = Timed { hop, compute };
+        let floor = compose(passes(), &job(), Some(between.clone())).unwrap();
+        let p50 =
+            |f: &Floor, name: &str| f.parts.iter().find(|p| p.name == name).unwrap().p50_ns as f64;
+        let near = |a: f64, b: f64| (a - b).abs() <= b * 0.01;
+        assert!(near(p50(&floor, "camera→slopes floor"), 9_000.0));
+        assert!(near(p50(&floor, "slopes alone"), 25_000.0));
+        assert!(near(p50(&floor, "recon alone"), 12_000.0));
+        assert!(near(p50(&floor, "publish alone"), 3_000.0));
         let total = floor.side.hist.value_at_quantile(0.5) as f64;
-        assert!((total - 41_000.0).abs() < 410.0, "{total}");
+        assert!(near(total, 49_000.0), "{total}");
         let notes = &floor.side.m.notes;
         let note = |k: &str| notes.iter().find(|(n, _)| n == k).unwrap().1.clone();
         assert_eq!(
             note("camera hop floor"),
             "timed between the loop's frames in its own processes (3 frames, p50 9.01 µs)"
         );
+        assert_eq!(
+            note("compute floor"),
+            "timed between the loop's frames in its stage's process (5 frames, slopes + recon + publish p50 40.00 µs)"
+        );
+        assert!(note("floor passes").ends_with("(notes camera hop floor, compute floor)"));
         assert!(note("floor per pass").contains("camera→slopes floor 5.00, 7.00 µs"));
-        let floor = compose(passes(), &job(), Some(hist::new())).unwrap();
-        let hop = floor
-            .parts
-            .iter()
-            .find(|p| p.name == "camera→slopes floor")
-            .unwrap();
-        assert!((hop.p50_ns as f64 - 5_000.0).abs() < 50.0, "{}", hop.p50_ns);
+        // The hop alone (the split form): the compute from the fastest pass.
+        let hop_only = Timed {
+            compute: Vec::new(),
+            ..between
+        };
+        let floor = compose(passes(), &job(), Some(hop_only)).unwrap();
+        assert!(near(p50(&floor, "slopes alone"), 20_000.0));
+        assert!(near(p50(&floor, "camera→slopes floor"), 9_000.0));
+        // Nothing taken: the passes' parts.
+        let none = Timed {
+            hop: hist::new(),
+            compute: Vec::new(),
+        };
+        let floor = compose(passes(), &job(), Some(none)).unwrap();
+        assert!(near(p50(&floor, "camera→slopes floor"), 5_000.0));
+        assert!(!note_of(&floor, "floor passes").contains("timed between"));
+    }
+
+    fn note_of(f: &Floor, k: &str) -> String {
+        let n = f.side.m.notes.iter().find(|(n, _)| n == k);
+        n.map(|(_, v)| v.clone()).unwrap_or_default()
     }
 
     /// The hop is timed between frames only where the stages' compute and publication take
@@ -540,7 +584,7 @@ mod tests {
     /// before it) and the compute floor publishes only the commands; across cores it is
     /// timed from the publication's return and the compute floor publishes both.
     #[test]
-    fn the_signals_publication_is_in_the_hop_floor_only_when_both_stages_share_a_core() {
+    fn the_signals_publication_is_in_the_between_frames_only_when_both_stages_share_a_core() {
         let split = |extra: &str| Placement::of(&ao_job(&format!("rate_hz = 100\n{extra}")));
         assert_eq!(signals_hop_start(&split("")), OneWay::Publish);
         assert_eq!(
@@ -552,7 +596,7 @@ mod tests {
     /// Only the camera hop's reader wakes ahead: the reconstructor is woken by the signals,
     /// and a floor reader spinning beside its writer on one core took 4 ms time slices.
     #[test]
-    fn only_the_camera_hop_floor_wakes_ahead() {
+    fn only_the_camera_between_frames_wakes_ahead() {
         let job = ao_job("rate_hz = 1000\nwake_ahead_us = 100\n");
         let camera = hop_job(&job, 128, Hop::Camera, false);
         assert_eq!(

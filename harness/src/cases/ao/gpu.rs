@@ -27,9 +27,9 @@ use shmstream::gpu::cudarc::driver::{
     CudaContext, CudaEvent, CudaSlice, CudaStream, PinnedHostSlice, sys::CUevent_flags,
 };
 
+use super::between_frames;
 use super::camera;
 use super::geometry::{Geometry, SignalKind};
-use super::hop_floor;
 use super::placement::Placement;
 use super::recon::{CLIP, Recon, matrix};
 use super::slopes::{Calibration, Slopes, valid_pixels};
@@ -257,10 +257,10 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
-    let region = hop_floor::open(spec, &g)?;
+    let region = between_frames::open(spec, &g)?;
     let mut bare = region
         .as_ref()
-        .map(|r| hop_floor::Receiver::new(r, spec, &g));
+        .map(|r| between_frames::Receiver::new(r, spec, &g));
     stage::mark_ready(&s.ready, 1, to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, gpu.frame_mut()?, to)?;
@@ -274,6 +274,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
         log.push([info.frame_id, t_in, monotonic_ns(), t_in + slopes_ns]);
         stage::kill_me_after("slopes", log.len());
         if let Some(bare) = bare.as_mut() {
+            // The hop alone: the device work keeps the passes' floor.
             bare.take(info.frame_id, gpu.frame_mut()?)?;
         }
     }

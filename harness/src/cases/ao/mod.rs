@@ -6,15 +6,15 @@
 //! - [`camera`], [`slopes`], [`recon`]: what each stage computes; [`stage`]: the stage
 //!   processes and their in-memory logs; [`placement`]: cores and frame counts.
 //! - [`runner`]: one run and the rate ladder; [`analysis`]: logs → figures;
-//!   [`floor`]: the composed floor, [`hop_floor`]: its camera hop timed between the loop's
+//!   [`floor`]: the composed floor, [`between_frames`]: its camera hop timed between the loop's
 //!   frames; [`peer`]: the pyshmem + numpy loop.
 
 pub mod analysis;
+pub mod between_frames;
 pub mod camera;
 pub mod floor;
 pub mod geometry;
 pub mod gpu;
-pub mod hop_floor;
 pub mod peer;
 pub mod placement;
 pub mod recon;
@@ -36,7 +36,7 @@ use crate::measure::Measured;
 use crate::peer::PeerSetup;
 use crate::run::{JobResult, Runner, Side};
 use crate::scenario::Job;
-use crate::spawn::Names;
+use crate::spawn::{Names, Role};
 
 /// Everything an ao-loop job reports besides the end-to-end histograms.
 #[derive(Debug, Clone, Serialize)]
@@ -159,16 +159,16 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
     // after them, each part of the floor from its fastest pass (floor::compose), but for
     // the camera hop's, timed between the loop's frames where the stages leave room
-    // (hop_floor).
+    // (between_frames).
     let runs = ao.runs.max(1);
     let mut run_job = runner::at_rate(job, ao.rate_hz, job.timing.min_seconds / f64::from(runs));
     let first = floor::measure(runner, idx, job, &g, 0);
-    run_job.hop_floor_in_loop = first
+    run_job.floor_between_frames = first
         .as_ref()
         .is_ok_and(|p| p.leaves_room_between_frames(job));
     let mut passes = vec![first];
     let mut logs = Vec::new();
-    let mut camera_logs = Vec::new();
+    let (mut cameras, mut stages) = (Vec::new(), Vec::new());
     for r in 0..runs as usize {
         let tag = format!("ours{r}");
         let run = run_logs(runner, idx, &run_job, &tag);
@@ -177,10 +177,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         if failed {
             break;
         }
-        camera_logs.push(
-            runner::result_prefix(runner, idx, &tag, crate::spawn::Role::AoCamera)
-                .with_extension(hop_floor::LOG),
-        );
+        cameras.push(runner::result_prefix(runner, idx, &tag, Role::AoCamera));
+        stages.push(runner::result_prefix(runner, idx, &tag, Role::AoSlopes));
         passes.push(floor::measure(runner, idx, job, &g, r + 1));
     }
     let ours = logs
@@ -196,11 +194,11 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .into_iter()
         .collect::<crate::error::Result<Vec<_>>>()
         .and_then(|p| {
-            let in_loop = run_job
-                .hop_floor_in_loop
-                .then(|| hop_floor::read(&camera_logs, Placement::warmup_frames(&run_job)))
+            let between = run_job
+                .floor_between_frames
+                .then(|| between_frames::Timed::read(&run_job, &cameras, &stages))
                 .transpose()?;
-            floor::compose(p, job, in_loop)
+            floor::compose(p, job, between)
         })
         .map_err(|e| format!("floor failed: {e}"));
     let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {

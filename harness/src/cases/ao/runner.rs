@@ -8,8 +8,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{LogOf, Logs, LoopStats, analyse};
+use super::between_frames;
 use super::geometry::Geometry;
-use super::hop_floor;
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
@@ -60,20 +60,20 @@ pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<Loo
 }
 
 /// Where the process of `role` of the run of job `idx` tagged `tag` writes its results
-/// (`.aolog`, and the camera's [`hop_floor::LOG`]).
+/// (`.aolog`, and the camera's [`between_frames::LOG`]).
 pub fn result_prefix(runner: &Runner, idx: usize, tag: &str, role: Role) -> PathBuf {
     runner.work().join(format!("{idx}-{tag}-{role:?}"))
 }
 
 /// Runs the loop of `job` once, under names tagged `tag`: the stages' logs and where the
-/// stages ran ("camera@0 slopes@1 recon@1"). With [`Job::hop_floor_in_loop`], the camera
+/// stages ran ("camera@0 slopes@1 recon@1"). With [`Job::floor_between_frames`], the camera
 /// and the stage reading its frames time the camera hop's floor between frames too
-/// ([`hop_floor`]; the camera's log read by [`hop_floor::read`]).
+/// ([`between_frames`]; the camera's log read by [`between_frames::read`]).
 pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Logs, String)> {
     let names = runner.names(idx, tag);
     let _streams = create_streams(job, &names)?;
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
-    let _bare = hop_floor::create(job, &names, &Geometry::new(&job.shape, ao)?)?;
+    let _bare = between_frames::create(job, &names, &Geometry::new(&job.shape, ao)?)?;
     let place = Placement::of(job);
     let roles: &[(Role, usize)] = if place.merged {
         &[

@@ -8,7 +8,7 @@
 //! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the
 //! run with a frame stamped [`STOP`], which every stage forwards before it exits. In the
 //! runs the floor is compared with, the camera and the stage reading its frames also time
-//! the camera hop's floor between frames ([`hop_floor`]).
+//! the camera hop's floor between frames ([`between_frames`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,9 +16,9 @@ use std::time::Duration;
 use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until, spin_until};
 use shmstream::{Cursor, Element, FrameInfo, Stream, WaitStrategy};
 
+use super::between_frames;
 use super::camera;
 use super::geometry::Geometry;
-use super::hop_floor;
 use super::placement::Placement;
 use super::recon::Recon;
 use super::slopes::Slopes;
@@ -233,9 +233,9 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     let period = 1e9 / ao.rate_hz;
     let n = place.frames(&spec.job);
     let mut log = Vec::with_capacity(n as usize);
-    let region = hop_floor::open(spec, &g)?;
+    let region = between_frames::open(spec, &g)?;
     let mut bare = match &region {
-        Some(r) => Some(hop_floor::Sender::new(r, spec, &g)?),
+        Some(r) => Some(between_frames::Sender::new(r, spec, &g)?),
         None => None,
     };
     let guard = s.frame.lock(to).context("locking the frame stream")?;
@@ -261,7 +261,7 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     // hide it.
     sleep_then_spin_until(t0 + (period * n as f64) as u64);
     if let Some(bare) = bare {
-        bare.finish(&spec.result_prefix.with_extension(hop_floor::LOG))?;
+        bare.finish(&spec.result_prefix.with_extension(between_frames::LOG))?;
     }
     guard.write_slice_frame(&frames[0], STOP)?;
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
@@ -297,10 +297,14 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
-    let region = hop_floor::open(spec, &g)?;
+    let region = between_frames::open(spec, &g)?;
     let mut bare = region
         .as_ref()
-        .map(|r| hop_floor::Receiver::new(r, spec, &g));
+        .map(|r| between_frames::Receiver::new(r, spec, &g));
+    let mut bare_compute = match &recon {
+        Some(r) => between_frames::Compute::new(spec, &g, r)?,
+        None => None,
+    };
     mark_ready(&s.ready, place.stage_processes(), to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, &mut frame, to)?;
@@ -327,9 +331,19 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         };
         log.push([info.frame_id, t_in, monotonic_ns(), mid]);
         kill_me_after("slopes", log.len());
-        if let Some(bare) = bare.as_mut() {
-            bare.take(info.frame_id, &mut frame)?;
+        if let Some(bare) = bare.as_mut()
+            && let Some(taken) = bare.take(info.frame_id, &mut frame)?
+            && let (Some(c), Some(r)) = (bare_compute.as_mut(), recon.as_mut())
+        {
+            c.frame(taken, &frame, &mut stage, r)?;
         }
+    }
+    if let Some(c) = bare_compute {
+        c.finish(
+            &spec
+                .result_prefix
+                .with_extension(between_frames::COMPUTE_LOG),
+        )?;
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }

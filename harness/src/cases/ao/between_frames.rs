@@ -1,20 +1,23 @@
-//! The camera hop's floor timed between the loop's own frames, in the loop's own
-//! processes: half a period after each of its frames, the camera publishes the same frame
-//! bare ([`FloorPing`], the hop floor's own publication into a region of
+//! The floor timed between the loop's own frames, in the loop's own processes: half a
+//! period after each of its frames, the camera publishes the same frame bare
+//! ([`FloorPing`], the hop floor's own publication into a region of
 //! [`super::stage::HISTORY`] slots), and the stage that reads camera frames takes it
 //! between two of its frames ([`FloorEcho`], waiting as the hop's floor waits:
-//! [`super::floor::camera_hop_job`]). On this VM the host's state changes within seconds and
-//! an idle core's wake-up moved 3× between passes of one run (the pyRTC loop's camera-hop
-//! floor read 0.9 µs in one pass and 3.1 in the next), so a floor measured in passes of its
-//! own before, between and after the loop can land in another state than the loop's
-//! frames; interleaved frame by frame, both hops see the same host.
+//! [`super::floor::camera_hop_job`]): the camera hop's floor. In the merged form on the CPU
+//! (one stage process), that stage then computes the slopes and the reconstructor on the
+//! bare frame as on plain memory ([`Compute`], the same matrices on an integrator state of
+//! its own) and publishes the commands bare: the compute floor. On this VM the host's state
+//! changes within seconds and an idle core's wake-up moved 3× between passes of one run
+//! (the pyRTC loop's camera-hop floor read 0.9 µs in one pass and 3.1 in the next), so a
+//! floor measured in passes of its own before, between and after the loop can land in
+//! another state than the loop's frames; interleaved frame by frame, both see the same host.
 //!
 //! The camera never waits for the stage, so a slow or dead stage costs the loop nothing:
 //! a stage that comes late takes the newest bare frame (the one it missed is not timed).
 //! Only where the stages' compute (the floor's first pass) takes under a
 //! quarter of a period ([`super::floor::Parts::leaves_room_between_frames`]), so that the
-//! stage is idle when the bare frame comes, and only in the runs the floor is compared
-//! with (not the rate ladder's).
+//! stage is idle when the bare frame comes and done with it before the next frame, and
+//! only in the runs the floor is compared with (not the rate ladder's).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +28,10 @@ use hdrhistogram::Histogram;
 
 use super::floor::camera_hop_job;
 use super::geometry::Geometry;
-use super::stage::{Entry, HISTORY, read_log, write_log};
+use super::placement::Placement;
+use super::recon::Recon;
+use super::slopes::Slopes;
+use super::stage::{Entry, HISTORY, Outputs, read_log, write_log};
 use crate::error::{Context, Result};
 use crate::floor::{Echo, FloorEcho, FloorPing};
 use crate::scenario::Job;
@@ -33,6 +39,16 @@ use crate::spawn::{ChildSpec, Names};
 
 /// Extension of the camera's log of bare frames (`<prefix>.aohop`).
 pub const LOG: &str = "aohop";
+
+/// Extension of the merged stage's log of its compute on them (`<prefix>.aocompute`).
+pub const COMPUTE_LOG: &str = "aocompute";
+
+/// Whether the merged stage of a run of `job` also times the compute floor between frames
+/// (the merged form on the CPU; the split form's stages and the GPU form's device work
+/// keep the passes' compute floor).
+pub fn times_compute(job: &Job) -> bool {
+    job.floor_between_frames && Placement::of(job).merged && !job.device.is_gpu()
+}
 
 /// Bytes of the region of `g`'s bare camera frames.
 fn len(g: &Geometry) -> usize {
@@ -42,7 +58,7 @@ fn len(g: &Geometry) -> usize {
 /// Creates the region of the bare camera frames of a run of `job` (kept until dropped),
 /// or `None` when the run does not time its camera hop's floor in the loop.
 pub fn create(job: &Job, names: &Names, g: &Geometry) -> Result<Option<ShmRegion>> {
-    if !job.hop_floor_in_loop {
+    if !job.floor_between_frames {
         return Ok(None);
     }
     let region = ShmRegion::create(&names.region, len(g))
@@ -53,7 +69,7 @@ pub fn create(job: &Job, names: &Names, g: &Geometry) -> Result<Option<ShmRegion
 /// Opens the region in a stage or camera process of `spec`, or `None` when its run does
 /// not time the camera hop's floor.
 pub(super) fn open(spec: &ChildSpec, g: &Geometry) -> Result<Option<ShmRegion>> {
-    if !spec.job.hop_floor_in_loop {
+    if !spec.job.floor_between_frames {
         return Ok(None);
     }
     let region = ShmRegion::open(&spec.names.region, len(g)).with_context(|| {
@@ -138,15 +154,109 @@ impl<'a> Receiver<'a> {
 
     /// After the stage's frame `id`: waits for the bare frame sent after it (or a later
     /// one, when the stage is late) and copies it into `dst` (the buffer the stage reads
-    /// its frames into). At once when it already took one as late, or once the camera
-    /// said it sends no more.
-    pub(super) fn take(&mut self, id: u64, dst: &mut [u16]) -> Result<()> {
+    /// its frames into); the id of the one it took. None at once when it already took one
+    /// as late, or once the camera said it sends no more.
+    pub(super) fn take(&mut self, id: u64, dst: &mut [u16]) -> Result<Option<u64>> {
         let id = u32::try_from(id).context("a frame id beyond the bare stream's count")?;
-        if !self.stopped && self.echo.served() < id {
-            self.stopped = self.echo.serve_from(id, dst)? == Echo::Stop;
+        if self.stopped || self.echo.served() >= id {
+            return Ok(None);
         }
+        self.stopped = self.echo.serve_from(id, dst)? == Echo::Stop;
+        Ok((!self.stopped).then(|| u64::from(self.echo.served())))
+    }
+}
+
+/// The merged stage's compute floor between frames: slopes and reconstructor on the bare
+/// frame just taken (the stage's own [`Slopes`] and [`Recon`], on an integrator state of
+/// its own), the commands published bare as [`super::stage::floor_compute`] does. Keeps
+/// `[frame id, slopes ns, recon ns, publish ns]` per frame.
+pub(super) struct Compute {
+    sig: Vec<f32>,
+    cmd: Vec<f32>,
+    state: Vec<f32>,
+    out: Outputs,
+    log: Vec<Entry>,
+}
+
+impl Compute {
+    /// For the merged stage of `spec` with reconstructor `recon`, or `None` where the run
+    /// does not time the compute between frames ([`times_compute`]).
+    pub(super) fn new(spec: &ChildSpec, g: &Geometry, recon: &Recon) -> Result<Option<Self>> {
+        if !times_compute(&spec.job) {
+            return Ok(None);
+        }
+        let ao = spec
+            .job
+            .ao
+            .as_ref()
+            .context("ao-loop job without [case.ao]")?;
+        Ok(Some(Compute {
+            sig: vec![0.0; g.signals],
+            cmd: vec![0.0; g.actuators],
+            state: recon.fresh_state(),
+            out: Outputs::create(spec, g, ao)?,
+            log: Vec::new(),
+        }))
+    }
+
+    /// Times the compute on `frame` (the bare frame of `id`).
+    pub(super) fn frame(
+        &mut self,
+        id: u64,
+        frame: &[u16],
+        slopes: &mut Slopes,
+        recon: &mut Recon,
+    ) -> Result<()> {
+        let t0 = monotonic_ns();
+        slopes.compute(frame, &mut self.sig);
+        let t1 = monotonic_ns();
+        recon.step_on(&mut self.state, &self.sig, &mut self.cmd);
+        let t2 = monotonic_ns();
+        let sent = self.out.commands.publish(&self.cmd)?;
+        self.log.push([id, t1 - t0, t2 - t1, sent]);
         Ok(())
     }
+
+    /// Writes the log to `path`.
+    pub(super) fn finish(self, path: &Path) -> Result<()> {
+        write_log(path, &self.log)
+    }
+}
+
+/// What the runs timed between their frames: the camera hop's one-way latencies and, in
+/// the merged form on the CPU, the compute entries (else empty).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub hop: Histogram<u64>,
+    pub compute: Vec<Entry>,
+}
+
+impl Timed {
+    /// Reads the camera's and (where [`times_compute`]) the merged stage's logs of the
+    /// runs of `job` whose result prefixes are `cameras` and `stages`.
+    pub fn read(job: &Job, cameras: &[PathBuf], stages: &[PathBuf]) -> Result<Self> {
+        let warmup = Placement::warmup_frames(job);
+        let logs = |prefixes: &[PathBuf], ext: &str| -> Vec<PathBuf> {
+            prefixes.iter().map(|p| p.with_extension(ext)).collect()
+        };
+        Ok(Timed {
+            hop: read(&logs(cameras, LOG), warmup)?,
+            compute: match times_compute(job) {
+                true => read_compute(&logs(stages, COMPUTE_LOG), warmup)?,
+                false => Vec::new(),
+            },
+        })
+    }
+}
+
+/// The compute entries `[frame id, slopes ns, recon ns, publish ns]` of the merged stage's
+/// logs at `paths` (frames after id `warmup` in each).
+fn read_compute(paths: &[PathBuf], warmup: u64) -> Result<Vec<Entry>> {
+    let mut all = Vec::new();
+    for path in paths {
+        all.extend(read_log(path)?.into_iter().filter(|e| e[0] > warmup));
+    }
+    Ok(all)
 }
 
 /// The one-way latencies of the camera logs at `paths` (frames after id `warmup` in each).
@@ -175,7 +285,7 @@ mod tests {
              [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\nmerged = true\n{wait}"
         );
         let mut job = Scenario::parse(&text).unwrap().jobs(false, None).remove(0);
-        job.hop_floor_in_loop = true;
+        job.floor_between_frames = true;
         job.timeout_s = 5.0;
         let g = Geometry::new(&job.shape, job.ao.as_ref().unwrap()).unwrap();
         let base = format!("ao-hop-{tag}-{}", std::process::id());
@@ -210,13 +320,14 @@ mod tests {
                 let stage = s.spawn(move || {
                     let mut rx = Receiver::new(opened, spec, g);
                     let mut dst = vec![9u16; g.pixels()];
-                    for id in 1..=3 {
+                    // Frame 1's after frame 1, frame 3's after frame 2, none after 3.
+                    for (id, took) in [(1, Some(1)), (2, Some(3)), (3, None)] {
                         go.recv().unwrap();
-                        rx.take(id, &mut dst).unwrap();
+                        assert_eq!(rx.take(id, &mut dst).unwrap(), took, "after {id}");
                         taken_tx.send(dst[0]).unwrap();
                     }
                     // No frame comes any more: the camera's stop ends the wait.
-                    rx.take(4, &mut dst).unwrap();
+                    assert_eq!(rx.take(4, &mut dst).unwrap(), None);
                     assert!(rx.stopped);
                 });
                 let until_acked = |tx: &Sender<'_>| {
@@ -263,7 +374,7 @@ mod tests {
     #[test]
     fn runs_without_the_hop_in_the_loop_have_no_region() {
         let (mut spec, g) = spec("none", "");
-        spec.job.hop_floor_in_loop = false;
+        spec.job.floor_between_frames = false;
         assert!(create(&spec.job, &spec.names, &g).unwrap().is_none());
         assert!(open(&spec, &g).unwrap().is_none());
     }
