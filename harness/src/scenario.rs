@@ -436,9 +436,10 @@ pub struct Job {
     #[serde(default)]
     pub pinned: bool,
     /// ao-loop: the camera also publishes a bare frame half a period after each of its
-    /// frames, which the stage reading them takes between its frames: the camera hop's
-    /// floor, timed in the loop's own processes ([`crate::cases::ao::between_frames`]). Set on
-    /// the runs the floor is compared with, not from the scenario.
+    /// frames, which the stage reading them takes (and, merged, computes on) between its
+    /// frames: the floor timed in the loop's own processes
+    /// ([`crate::cases::ao::between_frames`]). Set on the runs the floor is compared with,
+    /// not from the scenario.
     #[serde(default)]
     pub floor_between_frames: bool,
 }

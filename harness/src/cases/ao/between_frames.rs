@@ -227,7 +227,9 @@ impl Compute {
 /// the merged form on the CPU, the compute entries (else empty).
 #[derive(Debug, Clone)]
 pub struct Timed {
+    /// The camera hop's one-way latency per bare frame taken.
     pub hop: Histogram<u64>,
+    /// `[frame id, slopes ns, recon ns, publish ns]` per bare frame computed on.
     pub compute: Vec<Entry>,
 }
 
@@ -260,7 +262,7 @@ fn read_compute(paths: &[PathBuf], warmup: u64) -> Result<Vec<Entry>> {
 }
 
 /// The one-way latencies of the camera logs at `paths` (frames after id `warmup` in each).
-pub fn read(paths: &[PathBuf], warmup: u64) -> Result<Histogram<u64>> {
+fn read(paths: &[PathBuf], warmup: u64) -> Result<Histogram<u64>> {
     let mut h = crate::hist::new();
     for path in paths {
         for [id, sent, arrived, _] in read_log(path)? {
