@@ -11,8 +11,8 @@
 //! stamp taken before the write.
 //! With `work_ns`, the reader then busies itself that long, as a stage computes.
 //!
-//! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS]`
-//! (defaults 4000, 1 000 000, 0). Prints p10 / p50 / p90 of each hop in ns; the first 200
+//! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS] [PIXELS]`
+//! (defaults 4000, 1 000 000, 0, 2401: the pyRTC frame; 1 leaves the fixed cost of a hop). Prints p10 / p50 / p90 of each hop in ns; the first 200
 //! frames are warm-up.
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use harness_sys::clock::{monotonic_ns, sleep_then_spin_until};
 use harness_sys::shm::ShmRegion;
 use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
 
-/// Pixels of the pyRTC geometry's frame.
+/// Pixels of the pyRTC geometry's frame (the default frame).
 const PIXELS: usize = 49 * 49;
 /// Frames each side keeps (the stages' input history).
 const SLOTS: usize = 16;
@@ -60,15 +60,16 @@ fn main() -> Result<(), Error> {
     let frames = arg(1, 4000)?;
     let period = arg(2, 1_000_000)?;
     let work_ns = arg(3, 0)?;
+    let pixels = arg(4, PIXELS as u64)? as usize;
     let name = format!("hop-vs-bare-{}", std::process::id());
     let stream = StreamOptions::new(&name)
-        .shape(&[PIXELS])
+        .shape(&[pixels])
         .dtype(Dtype::U16)
         .history(SLOTS)
         .create()?;
     let region = Arc::new(ShmRegion::create(
         &format!("{name}-bare"),
-        region_len(PIXELS * 2, SLOTS),
+        region_len(pixels * 2, SLOTS),
     )?);
     region.prefault();
     let stamp = Arc::new(AtomicU64::new(0));
@@ -80,7 +81,7 @@ fn main() -> Result<(), Error> {
             handle.set_wait_strategy(WaitStrategy::Spin);
             let mut cursor = handle.cursor()?;
             let (seq, slots) = (region.atomic_u32(SEQ), Frames::own(&region));
-            let mut frame = vec![0u16; PIXELS];
+            let mut frame = vec![0u16; pixels];
             let (mut ours, mut bare) = (Vec::new(), Vec::new());
             for id in 1..=frames {
                 let k = id / 2;
@@ -111,7 +112,7 @@ fn main() -> Result<(), Error> {
     };
     pin(0);
     let sources: Vec<Vec<u16>> = (0..4)
-        .map(|k| (0..PIXELS).map(|i| (i * 7 + k) as u16).collect())
+        .map(|k| (0..pixels).map(|i| (i * 7 + k) as u16).collect())
         .collect();
     let guard = stream.lock(None)?;
     // The floor's publication for a writer that holds its stream for the run (the camera).
