@@ -998,34 +998,29 @@ mod tests {
         // Closed while it spins: Closed, not a spin until the deadline.
         let other = Stream::open(&name).unwrap();
         other.set_wait_strategy(WaitStrategy::Spin);
-        let mut c2 = other.cursor().unwrap();
-        let t0 = Instant::now();
-        let closed = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let waiting = scope.spawn(move || {
-                tx.send(()).unwrap();
-                c2.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(20)))
-            });
-            rx.recv().unwrap();
-            other.close();
-            waiting.join().unwrap()
-        });
+        let closed = while_spinning(other.cursor().unwrap(), || other.close());
         assert!(matches!(closed, Err(Error::Closed { .. })), "{closed:?}");
-        assert!(t0.elapsed() < Duration::from_secs(10), "closed seen late");
         // Unlinked while it spins: Stale.
+        let stale = while_spinning(c, || crate::unlink(&name).unwrap());
+        assert!(matches!(stale, Err(Error::Stale { .. })), "{stale:?}");
+    }
+
+    /// What a spinning cursor's wait for its next frame returns when `act` runs while it
+    /// waits (it has started when `act` runs); within 10 s, far short of its 20 s deadline.
+    fn while_spinning(mut c: Cursor<'_>, act: impl FnOnce()) -> Result<FrameInfo> {
         let t0 = Instant::now();
-        let stale = std::thread::scope(|scope| {
+        let end = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel();
             let waiting = scope.spawn(move || {
                 tx.send(()).unwrap();
                 c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(20)))
             });
             rx.recv().unwrap();
-            crate::unlink(&name).unwrap();
+            act();
             waiting.join().unwrap()
         });
-        assert!(matches!(stale, Err(Error::Stale { .. })), "{stale:?}");
-        assert!(t0.elapsed() < Duration::from_secs(10), "unlink seen late");
+        assert!(t0.elapsed() < Duration::from_secs(10), "seen late: {end:?}");
+        end
     }
 
     /// A cursor made while a write is between its append and the end of its publication
