@@ -322,10 +322,12 @@ impl Turns {
     /// 0 first, then each in turn).
     fn advance(&mut self) -> (u32, usize) {
         self.generation += 1;
-        (
-            self.generation,
-            ((self.generation - 1) % self.slots) as usize,
-        )
+        (self.generation, self.slot_of(self.generation))
+    }
+
+    /// The payload slot publication `generation` (1, 2, …) goes through.
+    fn slot_of(&self, generation: u32) -> usize {
+        ((generation - 1) % self.slots) as usize
     }
 
     /// Publishes `src` through `bare` as the next frame, into its slot, and wakes the
@@ -412,7 +414,7 @@ impl<'a> FloorEcho<'a> {
             let s = seq.load(Ordering::Acquire);
             if s >= want && s & 1 == 0 {
                 let generation = s / 2;
-                let slot = ((generation - 1) % self.turns.slots) as usize;
+                let slot = self.turns.slot_of(generation);
                 if let Some(valid) = self.frames.read_published(seq, s, slot, dst) {
                     if !valid {
                         bail!(
@@ -556,7 +558,7 @@ impl<'a> FloorPing<'a> {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
-    use crate::spawn::{Names, Role};
+    use crate::spawn::Role;
     use harness_sys::bare::COUNT;
     use harness_sys::flock::LockFile;
     use std::path::Path;
@@ -565,15 +567,7 @@ mod tests {
         let text = "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[5000]]\n";
         let mut job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
         job.floor_slots = slots;
-        let base = format!("floor-{tag}-{}", std::process::id());
-        ChildSpec {
-            role: Role::FloorPingWriter,
-            job,
-            names: Names::under(&base, &std::env::temp_dir()),
-            cpu: 0,
-            result_prefix: std::env::temp_dir().join(base),
-            wait_timeout_s: 10.0,
-        }
+        ChildSpec::scratch(Role::FloorPingWriter, job, &format!("floor-{tag}"), 10.0)
     }
 
     /// Every frame reaches the reader whole, from the slot its generation names: the

@@ -123,6 +123,23 @@ pub struct ChildSpec {
     pub wait_timeout_s: f64,
 }
 
+#[cfg(test)]
+impl ChildSpec {
+    /// A spec for unit tests of `job` on core 0: names and result prefix under the
+    /// temporary directory, tagged `tag` and this process.
+    pub fn scratch(role: Role, job: Job, tag: &str, wait_timeout_s: f64) -> Self {
+        let base = format!("{tag}-{}", std::process::id());
+        ChildSpec {
+            role,
+            job,
+            names: Names::under(&base, &std::env::temp_dir()),
+            cpu: 0,
+            result_prefix: std::env::temp_dir().join(base),
+            wait_timeout_s,
+        }
+    }
+}
+
 /// What a child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildReport {

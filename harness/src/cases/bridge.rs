@@ -392,6 +392,7 @@ impl Floor {
     /// Ends the floor's run and reads what floor-get measured: the latency samples and the
     /// throughput rates of its windows flat out (even runs) and in our window (odd runs).
     fn finish(self, job: &Job) -> Result<(Histogram<u64>, Vec<f64>, Vec<f64>)> {
+        let runs = f64::from(self.runs);
         let mut p = self.procs?;
         p.phase(&FloorPhase::End)?;
         let timeout = Duration::from_secs_f64(job.timeout_s);
@@ -409,7 +410,6 @@ impl Floor {
         }
         let text = std::fs::read_to_string(&p.out)
             .with_context(|| format!("reading {} (floor-get's results)", p.out.display()))?;
-        let runs = f64::from(2 * job.timing.repeats.max(1));
         let (mut flat, mut windowed) = (Vec::new(), Vec::new());
         let mut h = hist::new();
         for l in text.lines() {

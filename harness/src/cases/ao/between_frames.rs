@@ -290,15 +290,7 @@ mod tests {
         job.floor_between_frames = true;
         job.timeout_s = 5.0;
         let g = Geometry::new(&job.shape, job.ao.as_ref().unwrap()).unwrap();
-        let base = format!("ao-hop-{tag}-{}", std::process::id());
-        let spec = ChildSpec {
-            role: Role::AoCamera,
-            job,
-            names: Names::under(&base, &std::env::temp_dir()),
-            cpu: 0,
-            result_prefix: std::env::temp_dir().join(base),
-            wait_timeout_s: 5.0,
-        };
+        let spec = ChildSpec::scratch(Role::AoCamera, job, &format!("ao-hop-{tag}"), 5.0);
         (spec, g)
     }
 
