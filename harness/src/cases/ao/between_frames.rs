@@ -81,6 +81,12 @@ pub(super) fn open(spec: &ChildSpec, g: &Geometry) -> Result<Option<ShmRegion>> 
     Ok(Some(region))
 }
 
+/// Frames of the run of `spec`: the logs hold that many, allocated before the loop (a
+/// log that grew in it would copy itself between two frames).
+fn frames(spec: &ChildSpec) -> usize {
+    Placement::of(&spec.job).frames(&spec.job) as usize
+}
+
 /// The spec of the hop's floor in a process of `spec`: its wait, slots and wake-ahead.
 fn hop_spec(spec: &ChildSpec, g: &Geometry) -> ChildSpec {
     ChildSpec {
@@ -104,7 +110,7 @@ impl<'a> Sender<'a> {
         Ok(Sender {
             ping: FloorPing::new(region, &hop_spec(spec, g))?,
             pending: None,
-            log: Vec::new(),
+            log: Vec::with_capacity(frames(spec)),
         })
     }
 
@@ -195,7 +201,7 @@ impl Compute {
             cmd: vec![0.0; g.actuators],
             state: recon.fresh_state(),
             out: Outputs::create(spec, g, ao)?,
-            log: Vec::new(),
+            log: Vec::with_capacity(frames(spec)),
         }))
     }
 
