@@ -23,6 +23,7 @@ mod floor;
 mod hist;
 mod kernel;
 mod measure;
+mod noise;
 mod peer;
 mod report;
 mod run;
@@ -283,6 +284,10 @@ pub fn execute(
     let started = Instant::now();
     let env = report::env::Environment::collect();
     let record_cost = hist::measure_record_cost(20_000_000);
+    let noise = noise::probe(
+        &[scenario.defaults.writer_cpu, scenario.defaults.reader_cpu],
+        if cli.quick { 0.5 } else { 3.0 },
+    );
     let peer_setup = if cli.no_peer {
         peer::PeerSetup::Missing("disabled with --no-peer".into())
     } else {
@@ -344,6 +349,7 @@ pub fn execute(
         env: &env,
         peer: runner.peer_setup(),
         record_cost,
+        noise,
         command_line,
         elapsed_s: started.elapsed().as_secs_f64(),
         quick: cli.quick,

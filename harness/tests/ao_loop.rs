@@ -367,6 +367,22 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
         r["peer_p50_ns"].as_u64().unwrap() > 0,
         "the peer loop ran: {r}"
     );
+    // Beside the peer: each loop's frames of 1 ms and more, and the host noise probe's
+    // figures for the stages' core (probed before the cases: every machine has cpu 0).
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .skip_while(|l| !l.contains("frames ≥ 1 ms (ours / pyshmem)"))
+        .find(|l| l.starts_with("| `"))
+        .unwrap_or_else(|| panic!("no row beside the peer: {md}"));
+    assert_eq!(row.matches(" | ").count(), 5, "six cells: {row}");
+    let details: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
+    let cores = details["host_noise"]["cores"].as_array().unwrap();
+    assert!(
+        cores.iter().any(|c| c["cpu"] == 0 && c["pinned"] == true),
+        "{cores:?}"
+    );
     let left: Vec<String> = shmstream::list_streams()
         .unwrap()
         .into_iter()

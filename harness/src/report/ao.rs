@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::error::Result;
 use crate::hist::Percentiles;
+use crate::noise::HostNoise;
 use crate::run::JobResult;
 
 use super::us;
@@ -18,8 +19,37 @@ fn hz(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.0}"))
 }
 
+/// Frames of `h` that took 1 ms or more: those a pause of the host can make.
+fn over_1ms(h: &hdrhistogram::Histogram<u64>) -> u64 {
+    h.len() - h.count_between(0, 999_999)
+}
+
+/// What the host noise probe saw on the cores the loops' stages ran on, and what it
+/// means for a loop's tail and jitter.
+fn noise_note(
+    o: &mut String,
+    rows: &[(&JobResult, &crate::cases::ao::AoSummary)],
+    noise: &HostNoise,
+) -> Result<()> {
+    let mut cpus: Vec<usize> = rows.iter().map(|(r, _)| r.job.reader_cpu).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    for cpu in cpus {
+        let Some(c) = noise.core(cpu) else { continue };
+        writeln!(
+            o,
+            "\nHost noise on the stages' core (cpu {cpu}), measured before the cases: a spinning thread was paused {} times for 1 ms or more in {:.1} s, the longest {:.2} ms ({:.1} ms lost in pauses of 100 µs or more). The frames a loop has due during such a pause come late by up to its length, in ours and in pyshmem's alike (a stage that sleeps between frames is paused less often than a thread that never gives up its core: the scheduler favours a task that has just woken); one frame 4 ms late among 30 000 adds about 23 µs to a std, so on a host that pauses its cores for milliseconds the jitter ratio is decided by the pauses each loop happened to meet as much as by the loops.",
+            c.gaps_over_1ms,
+            noise.seconds,
+            c.longest_ns as f64 / 1e6,
+            c.lost_ns as f64 / 1e6,
+        )?;
+    }
+    Ok(())
+}
+
 /// The section, or an empty string when the run has no ao-loop job.
-pub fn section(results: &[JobResult]) -> Result<String> {
+pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
     let rows: Vec<(&JobResult, &crate::cases::ao::AoSummary)> = results
         .iter()
         .filter_map(|r| r.ao.as_deref().map(|a| (r, a)))
@@ -125,7 +155,7 @@ pub fn section(results: &[JobResult]) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage that falls behind reads the newest frame there (`read_new`), so a frame it skips counts as missed and stays out of its percentiles and jitter; ours read every frame in order through cursors (up to 4 behind), so a stall shows in ours as late frames instead.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|"
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage that falls behind reads the newest frame there (`read_new`), so a frame it skips counts as missed and stays out of its percentiles and jitter; ours read every frame in order through cursors (up to 4 behind), so a stall shows in ours as late frames instead. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below).\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
@@ -145,12 +175,14 @@ pub fn section(results: &[JobResult]) -> Result<String> {
                 };
                 writeln!(
                     o,
-                    "| `{}` | {ours} | {} / {} / {} | {} | {}, {}, {} |",
+                    "| `{}` | {ours} | {} / {} / {} | {} | {} / {} | {}, {}, {} |",
                     r.job.label(),
                     us(q.p50),
                     us(q.p99),
                     ms_or_us(pst.jitter_ns),
                     pst.missed,
+                    over_1ms(&s.hist),
+                    over_1ms(&ps.hist),
                     ratio(q.p50 as f64, p.p50 as f64),
                     ratio(q.p99 as f64, p.p99 as f64),
                     ratio(pst.jitter_ns, st.jitter_ns)
@@ -164,13 +196,15 @@ pub fn section(results: &[JobResult]) -> Result<String> {
                     .map_or("no statistics", |e| e.lines().next().unwrap_or(""));
                 writeln!(
                     o,
-                    "| `{}` | {ours} | {} | | |",
+                    "| `{}` | {ours} | {} | | | |",
                     r.job.label(),
                     e.replace('|', "\\|")
                 )?;
             }
         }
     }
+
+    noise_note(&mut o, &rows, noise)?;
 
     writeln!(
         o,

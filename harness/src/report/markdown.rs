@@ -179,6 +179,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                 input.record_cost.record_ns, input.record_cost.samples, input.record_cost.clock_ns
             ),
         ),
+        ("Host noise", input.noise.line()),
     ] {
         writeln!(o, "| {k} | {} |", v.replace('|', "\\|"))?;
     }
@@ -200,7 +201,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     writeln!(o)?;
 
     let results = input.results;
-    o.push_str(&super::ao::section(results)?);
+    o.push_str(&super::ao::section(results, &input.noise)?);
     // Seed table 1: IO vs image size.
     let io: Vec<&JobResult> = results
         .iter()

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::error::{Context, Result};
 use crate::hist::{Percentiles, RecordCost};
+use crate::noise::HostNoise;
 use crate::peer::PeerSetup;
 use crate::run::{JobResult, SideResult};
 use crate::scenario::Scenario;
@@ -35,6 +36,8 @@ pub struct ReportInput<'a> {
     pub peer: &'a PeerSetup,
     /// Measured histogram recording cost.
     pub record_cost: RecordCost,
+    /// What the machine took from the scenario's cores before the cases.
+    pub noise: HostNoise,
     /// How the harness was invoked.
     pub command_line: String,
     /// Wall time of the run.
@@ -81,6 +84,7 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
         "environment": input.env,
         "peer_setup": input.peer,
         "histogram_record_cost": input.record_cost,
+        "host_noise": input.noise,
         "targets": targets,
         "plots": plot_files,
         "jobs": input.results.iter().map(|r| json!({
@@ -244,6 +248,7 @@ mod write_tests {
                 clock_ns: 20.0,
                 samples: 10,
             },
+            noise: HostNoise::default(),
             command_line: "harness w.toml".into(),
             elapsed_s: 1.0,
             quick: false,
@@ -266,6 +271,7 @@ mod write_tests {
             "{md}"
         );
         assert!(md.contains("`roundtrip-cuda0/100x100` skipped: cuda:0: no CUDA driver"));
+        assert!(md.contains("| Host noise | not probed |"), "{md}");
         assert!(dir.join("hgrm/roundtrip_100x100_ours.hgrm").exists());
         assert!(dir.join("plots/latency_roundtrip_100x100.png").exists());
         assert!(dir.join("results.csv").exists() && dir.join("details.json").exists());

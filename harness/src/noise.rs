@@ -1,0 +1,318 @@
+//! Host noise: how often this machine takes a core from a thread that never gives it up.
+//!
+//! Before the cases, a thread pinned to each core the scenario places its processes on
+//! spins on the monotonic clock for a few seconds, all cores at once, and keeps every gap
+//! between two readings: a gap is time the core spent on something else (another task,
+//! an interrupt, the hypervisor). Per core: the gaps of 100 µs and more, of 1 ms and more,
+//! the longest, the time lost, and the host's steal over the probe (`/proc/stat`); for the
+//! machine, the other tasks that used the most CPU meanwhile (`/proc/<pid>/stat`). A loop's
+//! tail latency and jitter cannot be below what the machine takes from its cores, so this
+//! is what bounds them on this host, measured in the same run.
+
+use std::collections::HashMap;
+
+use harness_sys::clock::monotonic_ns;
+use serde::Serialize;
+
+use crate::spawn::pin_to;
+
+/// Gaps from this length on are counted (a clock reading and a loop turn take tens of ns).
+const SHORT_NS: u64 = 100_000;
+/// Gaps from this length on are a frame's worth at 1 kHz.
+const LONG_NS: u64 = 1_000_000;
+/// `/proc/stat` and `/proc/<pid>/stat` count in USER_HZ ticks, 100 a second on Linux (ABI).
+const TICK_MS: f64 = 10.0;
+/// Other tasks listed.
+const BUSIEST: usize = 3;
+
+/// What one core's spinning thread saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreNoise {
+    /// The core.
+    pub cpu: usize,
+    /// Whether the thread could be pinned there (else the core was not probed).
+    pub pinned: bool,
+    /// Gaps of 100 µs and more.
+    pub gaps_over_100us: u64,
+    /// Gaps of 1 ms and more.
+    pub gaps_over_1ms: u64,
+    /// The longest gap, ns.
+    pub longest_ns: u64,
+    /// The gaps of 100 µs and more, summed, ns.
+    pub lost_ns: u64,
+    /// The host's steal on this core over the probe, ms (ticks of 10 ms), when readable.
+    pub steal_ms: Option<f64>,
+}
+
+/// The probe's result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostNoise {
+    /// How long each core was probed, s.
+    pub seconds: f64,
+    /// One entry per probed core.
+    pub cores: Vec<CoreNoise>,
+    /// The other tasks (processes and kernel threads) that used the most CPU over the
+    /// probe: name and ms (ticks of 10 ms).
+    pub busiest_other_tasks: Vec<(String, f64)>,
+}
+
+impl HostNoise {
+    /// One line for the report's environment table.
+    pub fn line(&self) -> String {
+        if self.cores.is_empty() {
+            return "not probed".into();
+        }
+        let cores = self
+            .cores
+            .iter()
+            .map(|c| {
+                if !c.pinned {
+                    return format!("cpu {}: could not pin a thread there", c.cpu);
+                }
+                let steal = c
+                    .steal_ms
+                    .map(|s| format!(", host steal {s:.0} ms"))
+                    .unwrap_or_default();
+                format!(
+                    "cpu {}: {} pauses ≥ 1 ms and {} ≥ 100 µs, longest {:.2} ms, {:.1} ms lost{steal}",
+                    c.cpu,
+                    c.gaps_over_1ms,
+                    c.gaps_over_100us,
+                    c.longest_ns as f64 / 1e6,
+                    c.lost_ns as f64 / 1e6,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let others = if self.busiest_other_tasks.is_empty() {
+            "no other task used a tick".to_string()
+        } else {
+            self.busiest_other_tasks
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.0} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "a thread spinning {:.1} s on each core: {cores}. Other tasks meanwhile: {others}",
+            self.seconds
+        )
+    }
+
+    /// The entry of `cpu`, when probed.
+    pub fn core(&self, cpu: usize) -> Option<&CoreNoise> {
+        self.cores.iter().find(|c| c.cpu == cpu && c.pinned)
+    }
+}
+
+/// Spins on each of `cpus` (duplicates once) for `seconds`, all at once.
+pub fn probe(cpus: &[usize], seconds: f64) -> HostNoise {
+    let mut cpus = cpus.to_vec();
+    cpus.sort_unstable();
+    cpus.dedup();
+    if seconds <= 0.0 || cpus.is_empty() {
+        return HostNoise::default();
+    }
+    let steal_before = steal_ticks();
+    let tasks_before = task_ticks();
+    let span_ns = (seconds * 1e9) as u64;
+    let mut cores: Vec<CoreNoise> = std::thread::scope(|s| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| s.spawn(move || spin(cpu, span_ns)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(&cpus)
+            .map(|(h, &cpu)| {
+                h.join().unwrap_or(CoreNoise {
+                    cpu,
+                    ..CoreNoise::default()
+                })
+            })
+            .collect()
+    });
+    let steal_after = steal_ticks();
+    for c in &mut cores {
+        c.steal_ms = match (steal_before.get(&c.cpu), steal_after.get(&c.cpu)) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(*b) as f64 * TICK_MS),
+            _ => None,
+        };
+    }
+    HostNoise {
+        seconds,
+        cores,
+        busiest_other_tasks: busiest(&tasks_before, &task_ticks(), std::process::id()),
+    }
+}
+
+/// One core's spinning thread.
+fn spin(cpu: usize, span_ns: u64) -> CoreNoise {
+    let mut n = CoreNoise {
+        cpu,
+        ..CoreNoise::default()
+    };
+    if !pin_to(cpu) {
+        return n;
+    }
+    n.pinned = true;
+    let start = monotonic_ns();
+    let mut prev = start;
+    while prev - start < span_ns {
+        let now = monotonic_ns();
+        n.record(now - prev);
+        prev = now;
+    }
+    n
+}
+
+impl CoreNoise {
+    fn record(&mut self, gap: u64) {
+        self.longest_ns = self.longest_ns.max(gap);
+        if gap >= SHORT_NS {
+            self.gaps_over_100us += 1;
+            self.lost_ns += gap;
+        }
+        if gap >= LONG_NS {
+            self.gaps_over_1ms += 1;
+        }
+    }
+}
+
+/// Steal ticks per core, from `/proc/stat` (empty when unreadable).
+fn steal_ticks() -> HashMap<usize, u64> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|t| parse_steal(&t))
+        .unwrap_or_default()
+}
+
+/// `cpuN user nice system idle iowait irq softirq steal …` → N → steal.
+fn parse_steal(stat: &str) -> HashMap<usize, u64> {
+    stat.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let steal = f.nth(7)?.parse().ok()?;
+            Some((cpu, steal))
+        })
+        .collect()
+}
+
+/// User + system ticks of every process and kernel thread, by pid: (name, ticks).
+fn task_ticks() -> HashMap<u32, (String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        Some((pid, parse_task(&stat)?))
+    })
+    .collect()
+}
+
+/// `pid (comm) state ppid … utime stime …` → (comm, utime + stime). The name may hold
+/// spaces and parentheses, so the fields are counted from the last `)`.
+fn parse_task(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let mut f = stat.get(close + 1..)?.split_whitespace();
+    // After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// The tasks other than `own` whose ticks grew most between the snapshots.
+fn busiest(
+    before: &HashMap<u32, (String, u64)>,
+    after: &HashMap<u32, (String, u64)>,
+    own: u32,
+) -> Vec<(String, f64)> {
+    let mut grew: Vec<(String, u64)> = after
+        .iter()
+        .filter(|(pid, _)| **pid != own)
+        .filter_map(|(pid, (name, t))| {
+            let d = t.saturating_sub(before.get(pid).map_or(0, |b| b.1));
+            (d > 0).then(|| (format!("{name} ({pid})"), d))
+        })
+        .collect();
+    grew.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    grew.into_iter()
+        .take(BUSIEST)
+        .map(|(n, d)| (n, d as f64 * TICK_MS))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_counted_by_length() {
+        let mut c = CoreNoise::default();
+        for gap in [50, 99_999, 100_000, 999_999, 1_000_000, 4_000_000] {
+            c.record(gap);
+        }
+        assert_eq!((c.gaps_over_100us, c.gaps_over_1ms), (4, 2));
+        assert_eq!(c.longest_ns, 4_000_000);
+        assert_eq!(c.lost_ns, 100_000 + 999_999 + 1_000_000 + 4_000_000);
+    }
+
+    #[test]
+    fn steal_is_read_per_core_and_the_total_line_is_skipped() {
+        let stat = "cpu  3804656 0 447436 2500283 18951 0 28104 2029 0 0\n\
+                    cpu0 1 2 3 4 5 6 7 11 0 0\n\
+                    cpu1 1 2 3 4 5 6 7 22 0 0\n\
+                    intr 123\n";
+        let s = parse_steal(stat);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[&0], s[&1]), (11, 22));
+    }
+
+    #[test]
+    fn a_tasks_ticks_are_read_past_a_name_with_spaces_and_parentheses() {
+        let stat = "77 (kd (a) b) S 2 0 0 0 -1 2129984 0 0 0 0 600 40 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_task(stat), Some(("kd (a) b".into(), 640)));
+        assert_eq!(parse_task("garbage"), None);
+    }
+
+    #[test]
+    fn the_busiest_other_tasks_come_first_and_our_own_is_left_out() {
+        let before: HashMap<u32, (String, u64)> = [
+            (1, ("a".into(), 10)),
+            (2, ("b".into(), 10)),
+            (9, ("us".into(), 0)),
+        ]
+        .into();
+        let after: HashMap<u32, (String, u64)> = [
+            (1, ("a".into(), 11)),
+            (2, ("b".into(), 16)),
+            (3, ("new".into(), 3)),
+            (9, ("us".into(), 500)),
+        ]
+        .into();
+        assert_eq!(
+            busiest(&before, &after, 9),
+            vec![
+                ("b (2)".to_string(), 60.0),
+                ("new (3)".to_string(), 30.0),
+                ("a (1)".to_string(), 10.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_short_probe_covers_each_core_once_and_says_so() {
+        let n = probe(&[0, 0], 0.1);
+        assert_eq!(n.cores.len(), 1);
+        assert!(n.cores[0].pinned, "core 0 exists on every machine");
+        assert!(
+            n.line()
+                .starts_with("a thread spinning 0.1 s on each core: cpu 0: ")
+        );
+        assert!(probe(&[0], 0.0).line() == "not probed");
+    }
+}
