@@ -253,15 +253,24 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         python: cli.python.clone(),
         no_peer: cli.no_peer,
     };
-    execute(&scenario, &opts).map(|(code, _, _)| code)
+    execute(&scenario, &opts).map(|run| run.code)
 }
 
-/// Runs `scenario` and writes its report set; returns the exit code, the output folder
-/// and the results.
-pub fn execute(
-    scenario: &Scenario,
-    cli: &RunOptions,
-) -> Result<(ExitCode, PathBuf, Vec<JobResult>)> {
+/// What [`execute`] ran and where it wrote the report set.
+#[derive(Debug)]
+pub struct Executed {
+    /// Failure when a case failed.
+    pub code: ExitCode,
+    /// The report folder.
+    pub out: PathBuf,
+    /// One result per job.
+    pub results: Vec<JobResult>,
+    /// What the host noise probe saw before the cases.
+    pub noise: noise::HostNoise,
+}
+
+/// Runs `scenario` and writes its report set.
+pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     let filter = cli
         .cases
         .as_deref()
@@ -349,7 +358,7 @@ pub fn execute(
         env: &env,
         peer: runner.peer_setup(),
         record_cost,
-        noise,
+        noise: &noise,
         command_line,
         elapsed_s: started.elapsed().as_secs_f64(),
         quick: cli.quick,
@@ -371,14 +380,20 @@ pub fn execute(
             out.join("report.md").display()
         );
     }
-    if failed.is_empty() {
-        Ok((ExitCode::SUCCESS, out, results))
+    let code = if failed.is_empty() {
+        ExitCode::SUCCESS
     } else {
         eprintln!(
             "error: {} case(s) failed: {}",
             failed.len(),
             failed.join(", ")
         );
-        Ok((ExitCode::FAILURE, out, results))
-    }
+        ExitCode::FAILURE
+    };
+    Ok(Executed {
+        code,
+        out,
+        results,
+        noise,
+    })
 }

@@ -13,6 +13,7 @@ use clap::Args;
 use crate::cases::ao::placement::Placement;
 use crate::error::{Context, Result, bail};
 use crate::hist::Percentiles;
+use crate::noise::HostNoise;
 use crate::report::us;
 use crate::run::JobResult;
 use crate::scenario::Scenario;
@@ -159,11 +160,11 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     Ok(t)
 }
 
-fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
+fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Result<String> {
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period.\n\n| form | device | p50 / p99 µs at the rate | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period.\n\n| form | device | p50 / p99 µs at the rate | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -183,7 +184,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
             let why = r.skipped.as_deref().unwrap_or("no loop figures");
             writeln!(
                 o,
-                "| {form} | {} | not measured: {} | | | | | n/a |",
+                "| {form} | {} | not measured: {} | | | | | | n/a |",
                 r.job.device,
                 why.replace('|', "\\|")
             )?;
@@ -202,10 +203,11 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
                 let p = Percentiles::of(&s.hist);
                 writeln!(
                     o,
-                    "| {form} | {} | {} / {} | {} | {} | {} | {bw} | **{}** |",
+                    "| {form} | {} | {} / {} | {} | {} | {} | {} | {bw} | **{}** |",
                     r.job.device,
                     us(p.p50),
                     us(p.p99),
+                    us(st.jitter_ns as u64),
                     st.missed,
                     ao.max_rate_hz.map_or("—".into(), |v| format!("{v:.0}")),
                     st.dominant().map_or("—", |d| d.name.as_str()),
@@ -214,17 +216,29 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs) -> Result<String> {
             }
             (_, _, Some(why)) => writeln!(
                 o,
-                "| {form} | {} | not measured: {why} | | | | | n/a |",
+                "| {form} | {} | not measured: {why} | | | | | | n/a |",
                 r.job.device
             )?,
             (Err(e), _, _) => writeln!(
                 o,
-                "| {form} | {} | failed: {} | | | | | **fail** |",
+                "| {form} | {} | failed: {} | | | | | | **fail** |",
                 r.job.device,
                 e.lines().next().unwrap_or("").replace('|', "\\|")
             )?,
             _ => {}
         }
+    }
+    let stage_cpus: std::collections::BTreeSet<usize> =
+        results.iter().map(|r| r.job.reader_cpu).collect();
+    for c in stage_cpus.iter().filter_map(|&cpu| noise.core(cpu)) {
+        writeln!(
+            o,
+            "\nThis machine paused a spinning thread on the stages' core (cpu {}) {} times for 1 ms or more in {:.1} s before the loops ran, the longest {:.2} ms (`Host noise` below): frames due during such a pause come late by up to its length whatever the loop, so a p99 or jitter budget below that is this machine's to miss. Real-time placement (`--rt-priority`) or an isolated core keeps other tasks off the stages' core; the hypervisor's pauses remain.",
+            c.cpu,
+            c.gaps_over_1ms,
+            noise.seconds,
+            c.longest_ns as f64 / 1e6
+        )?;
     }
     writeln!(o)?;
     Ok(o)
@@ -243,17 +257,18 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
         python: a.python.clone(),
         no_peer: a.no_peer,
     };
-    let (code, out, results) = execute(&scenario, &opts)?;
+    let run = execute(&scenario, &opts)?;
+    let (out, results) = (&run.out, &run.results);
     std::fs::write(out.join("scenario.toml"), &text)?;
     let md_path = out.join("report.md");
     let md = std::fs::read_to_string(&md_path)?;
-    let table = verdict_table(&results, a)?;
+    let table = verdict_table(results, a, &run.noise)?;
     let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
     std::fs::write(&md_path, format!("{}{table}{}", &md[..at], &md[at..]))?;
     if !a.quiet {
         eprint!("{table}");
     }
-    Ok(code)
+    Ok(run.code)
 }
 
 #[cfg(test)]

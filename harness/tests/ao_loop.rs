@@ -273,6 +273,57 @@ fn a_bad_geometry_is_refused_before_anything_starts() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `harness size` runs every CPU form of a small geometry and puts its verdict table, with
+/// each form's latency, jitter and result, and what the host noise probe saw on the
+/// stages' core, at the top of the report.
+#[test]
+fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
+    let dir = scratch("size");
+    let out = dir.join("out");
+    let o = harness()
+        .args(["size", "--wfs-pixels", "24x24", "--subapertures", "4x4"])
+        .args(["--actuators", "16", "--rate", "500", "--budget-us", "2000"])
+        .args(["--seconds", "0.3", "--no-peer", "--quiet"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let verdict = md.find("## Verdict").expect("a verdict section");
+    assert!(
+        verdict < md.find("## Environment").unwrap(),
+        "verdict first"
+    );
+    let rows: Vec<&str> = md[verdict..]
+        .lines()
+        .take_while(|l| !l.starts_with("## Environment"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| form") && !l.starts_with("|--"))
+        .collect();
+    assert_eq!(rows.len(), 3, "split, merged, busy-waiting: {rows:?}");
+    for row in &rows {
+        assert_eq!(row.matches(" | ").count(), 8, "nine cells: {row}");
+        assert!(
+            row.ends_with("| **pass** |") || row.contains("| **fail"),
+            "{row}"
+        );
+    }
+    let details: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
+    let probed_stage_core = details["host_noise"]["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["cpu"] == 1 && c["pinned"] == true);
+    assert_eq!(
+        md.contains("paused a spinning thread on the stages' core (cpu 1)"),
+        probed_stage_core,
+        "{md}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The GPU form (slopes and reconstructor on the device): where no GPU is usable, each
 /// geometry kind is skipped with a reason naming the device, and the run succeeds; on a
 /// GPU, it runs (after its own check against the CPU stages) and reports its figures.

@@ -201,7 +201,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     writeln!(o)?;
 
     let results = input.results;
-    o.push_str(&super::ao::section(results, &input.noise)?);
+    o.push_str(&super::ao::section(results, input.noise)?);
     // Seed table 1: IO vs image size.
     let io: Vec<&JobResult> = results
         .iter()

@@ -37,7 +37,7 @@ pub struct ReportInput<'a> {
     /// Measured histogram recording cost.
     pub record_cost: RecordCost,
     /// What the machine took from the scenario's cores before the cases.
-    pub noise: HostNoise,
+    pub noise: &'a HostNoise,
     /// How the harness was invoked.
     pub command_line: String,
     /// Wall time of the run.
@@ -248,7 +248,7 @@ mod write_tests {
                 clock_ns: 20.0,
                 samples: 10,
             },
-            noise: HostNoise::default(),
+            noise: &HostNoise::default(),
             command_line: "harness w.toml".into(),
             elapsed_s: 1.0,
             quick: false,
