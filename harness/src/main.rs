@@ -295,7 +295,7 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     let record_cost = hist::measure_record_cost(20_000_000);
     let noise = noise::probe(
         &[scenario.defaults.writer_cpu, scenario.defaults.reader_cpu],
-        if cli.quick { 0.5 } else { 3.0 },
+        scenario.noise_seconds / if cli.quick { 5.0 } else { 1.0 },
     );
     let peer_setup = if cli.no_peer {
         peer::PeerSetup::Missing("disabled with --no-peer".into())

@@ -55,12 +55,20 @@ pub struct Scenario {
     /// Free text shown at the top of the report.
     #[serde(default)]
     pub description: Option<String>,
+    /// Seconds the host noise probe spins on each of the defaults' cores before the
+    /// cases ([`crate::noise`]); 0 skips it.
+    #[serde(default = "default_noise_seconds")]
+    pub noise_seconds: f64,
     /// Defaults for every case.
     #[serde(default)]
     pub defaults: Defaults,
     /// The cases, in order.
     #[serde(rename = "case", default)]
     pub cases: Vec<CaseSpec>,
+}
+
+fn default_noise_seconds() -> f64 {
+    3.0
 }
 
 /// `[defaults]`: timing and placement shared by every case.
@@ -515,6 +523,12 @@ impl Scenario {
         {
             bail!("[defaults]: min_seconds and timeout_s must be > 0, warmup >= 0, repeats >= 1");
         }
+        if !non_negative(self.noise_seconds) || self.noise_seconds > 60.0 {
+            bail!(
+                "noise_seconds = {} must be between 0 (no probe) and 60",
+                self.noise_seconds
+            );
+        }
         if self.cases.is_empty() {
             bail!("no [[case]] tables");
         }
@@ -878,6 +892,22 @@ pipeline = "device-resident"
             Scenario::parse("name = \"x\"\nbogus = 1\n[[case]]\nkind=\"mvm\"\nsizes=[[2,2]]\n")
                 .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_noise_probe_lasts_3_s_unless_the_scenario_says_and_stays_within_a_minute() {
+        assert_eq!(Scenario::parse(GOOD).unwrap().noise_seconds, 3.0);
+        let with = |v: &str| {
+            Scenario::parse(&format!(
+                "name = \"x\"\nnoise_seconds = {v}\n[[case]]\nkind=\"mvm\"\nsizes=[[2,2]]\n"
+            ))
+        };
+        assert_eq!(with("0").unwrap().noise_seconds, 0.0);
+        assert_eq!(with("0.5").unwrap().noise_seconds, 0.5);
+        for bad in ["-1", "61", "nan"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("noise_seconds"), "{bad}: {err}");
+        }
     }
 
     #[test]

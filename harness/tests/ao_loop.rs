@@ -22,6 +22,7 @@ fn head_with_peer(name: &str, peer: bool) -> String {
     format!(
         r#"
 name = "{name}"
+noise_seconds = 0.2
 [defaults]
 min_seconds = 0.3
 warmup = 0.05
@@ -426,7 +427,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
         .skip_while(|l| !l.contains("frames ≥ 1 ms (ours / pyshmem)"))
         .find(|l| l.starts_with("| `"))
         .unwrap_or_else(|| panic!("no row beside the peer: {md}"));
-    assert_eq!(row.matches(" | ").count(), 5, "six cells: {row}");
+    assert_eq!(row.matches(" | ").count(), 6, "seven cells: {row}");
     let details: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
     let cores = details["host_noise"]["cores"].as_array().unwrap();

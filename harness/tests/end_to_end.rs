@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 const SCENARIO: &str = r#"
 name = "e2e"
+noise_seconds = 0.2
 [defaults]
 min_seconds = 0.03
 warmup = 0.01
@@ -90,6 +91,11 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("skipped"), "{md}");
+    // The host noise probe ran on the defaults' cores for the scenario's noise_seconds.
+    assert!(
+        md.contains("| Host noise | a thread spinning 0.2 s on each core: cpu 0: "),
+        "{md}"
+    );
     assert!(out.join("hgrm/pingpong-spin-uint8_64_ours.hgrm").exists());
     assert!(out.join("plots/latency_mvm-host-upload_64x64.png").exists());
 
@@ -211,6 +217,7 @@ fn the_bridge_case_measures_the_mirror_and_zenohs_floor_in_one_run() {
         &scenario,
         r#"
 name = "bridge-test"
+noise_seconds = 0.2
 [defaults]
 min_seconds = 0.2
 warmup = 0.2

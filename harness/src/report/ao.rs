@@ -155,7 +155,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage that falls behind reads the newest frame there (`read_new`), so a frame it skips counts as missed and stays out of its percentiles and jitter; ours read every frame in order through cursors (up to 4 behind), so a stall shows in ours as late frames instead. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below).\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) |\n|---|---|---|---|---|---|"
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage that falls behind reads the newest frame there (`read_new`), so a frame it skips counts as missed and stays out of its percentiles and jitter; ours read every frame in order through cursors (up to 4 behind), so a stall shows in ours as late frames instead. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below). Peer ÷ floor: the same ratios with the composed floor in ours' place (its p50, p99 and std), what a loop as fast as its floor would read against this peer on this host: where it is below a target, no loop of that form meets the target here.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) | peer ÷ floor (p50, p99, jitter) |\n|---|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
@@ -173,9 +173,21 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                         "—".into()
                     }
                 };
+                let ceiling = match &r.floor {
+                    Ok(f) => {
+                        let fp = Percentiles::of(&f.hist);
+                        format!(
+                            "{}, {}, {}",
+                            ratio(q.p50 as f64, fp.p50 as f64),
+                            ratio(q.p99 as f64, fp.p99 as f64),
+                            ratio(pst.jitter_ns, f.hist.stdev())
+                        )
+                    }
+                    Err(_) => "no floor".into(),
+                };
                 writeln!(
                     o,
-                    "| `{}` | {ours} | {} / {} / {} | {} | {} / {} | {}, {}, {} |",
+                    "| `{}` | {ours} | {} / {} / {} | {} | {} / {} | {}, {}, {} | {ceiling} |",
                     r.job.label(),
                     us(q.p50),
                     us(q.p99),
@@ -196,7 +208,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     .map_or("no statistics", |e| e.lines().next().unwrap_or(""));
                 writeln!(
                     o,
-                    "| `{}` | {ours} | {} | | | |",
+                    "| `{}` | {ours} | {} | | | | |",
                     r.job.label(),
                     e.replace('|', "\\|")
                 )?;
