@@ -40,7 +40,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::dtype::Element;
 use crate::error::{Error, LossCause, Result};
 use crate::name;
-use crate::notify::WaitStrategy;
+use crate::notify::{ADAPTIVE_SPIN_ROUNDS, WaitStrategy};
 use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
 use crate::stream::Stream;
@@ -765,6 +765,8 @@ impl Cursor<'_> {
         mut copy: impl FnMut(*const u8) -> bool,
     ) -> Result<FrameInfo> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // Pauses spun on the next frame's slot in this call.
+        let mut slot_spins = 0u32;
         loop {
             self.stream.ensure_open()?;
             // The head alone decides whether a frame is there: the header's cache line, which
@@ -830,21 +832,30 @@ impl Cursor<'_> {
                 },
                 None => None,
             };
-            // A spinning cursor waits on its next frame's slot alone, with the stream's own
-            // checks (closed, unlinked: rate limited; the deadline) every SLOT_SPIN_ROUNDS
-            // pauses. Spinning on the head and the header instead pulled both lines away
-            // from the writer in the middle of its publication: a 2-byte frame's hop took
-            // 326 ns longer than a bare one's, 219 ns this way (p50, six alternations of
+            // A cursor spins on its next frame's slot alone: forever when it spins, for the
+            // adaptive budget before it parks, with the stream's own checks (closed,
+            // unlinked: rate limited; the deadline, above) every SLOT_SPIN_ROUNDS pauses.
+            // Spinning on the head and the header instead pulled both lines away from the
+            // writer in the middle of its publication: a 2-byte frame's hop took 326 ns
+            // longer than a bare one's, 219 ns this way (p50, six alternations of
             // `harness/examples/hop_vs_bare.rs` each). A writer that dies mid-append leaves
             // the slot odd, and the next writer appends at the same index, ending the spin.
-            if self.stream.wait_strategy() == WaitStrategy::Spin {
+            let strategy = self.stream.wait_strategy();
+            let spins = match strategy {
+                WaitStrategy::Spin => true,
+                WaitStrategy::Adaptive => slot_spins < ADAPTIVE_SPIN_ROUNDS,
+                _ => false,
+            };
+            if spins {
+                slot_spins = slot_spins.saturating_add(SLOT_SPIN_ROUNDS);
                 if !self.ring.spin_until_finished(self.next, SLOT_SPIN_ROUNDS) {
                     self.stream.check_generation(false)?;
                 }
                 continue;
             }
             // Nothing new in the ring: wait for the stream's next publication or append
-            // (futex on notify streams). Aborted writes append nothing; keep waiting past them.
+            // (futex on notify streams; an adaptive cursor, which has spun on its slot,
+            // parks at once). Aborted writes append nothing; keep waiting past them.
             // The count is read after the head: an append moves the head before its
             // publication moves the count, and the wait looks at the head first, so a write
             // landing between the two loads returns at once instead of being waited past.
@@ -959,67 +970,87 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
-    /// A spinning cursor waits on its next frame's slot alone: it returns a frame whose
-    /// slot holds its even stamp while the head has not moved yet, and it still times out,
-    /// sees the handle closed and the stream unlinked instead of spinning on.
+    /// A spinning cursor, and an adaptive one for its spin, waits on its next frame's slot
+    /// alone: it returns a frame whose slot holds its even stamp while the head has not
+    /// moved yet, and it still times out, takes a frame written while it waits (an adaptive
+    /// one parks once its spin is over), and sees the handle closed and the stream unlinked
+    /// instead of waiting on.
     #[test]
-    fn a_spinning_cursor_waits_on_its_slot_and_still_sees_timeouts_closes_and_unlinks() {
-        let (name, s) = stream("spin-slot", 4, 4);
-        s.set_wait_strategy(WaitStrategy::Spin);
-        let mut c = s.cursor().unwrap();
-        let mut dst = [0u32; 4];
-        let err = c
-            .next_into_slice(&mut dst, Some(Duration::from_millis(30)))
-            .unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        // An append stopped between its even stamp and its head (as a writer is for an
-        // instant): the frame is complete, and the cursor takes it.
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        let ring = s.history.as_ref().unwrap();
-        let b = crate::seqlock::begin_write(&s.header);
-        let (append, frame) = ring.begin_append();
-        for i in 0..4 {
-            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
-            // the write lock and the slot's stamp is odd.
-            unsafe { frame.cast::<u32>().add(i).write(9) };
+    fn a_cursor_waits_on_its_slot_and_still_sees_timeouts_frames_closes_and_unlinks() {
+        for (tag, strategy) in [
+            ("spin-slot", WaitStrategy::Spin),
+            ("adaptive-slot", WaitStrategy::Adaptive),
+        ] {
+            let (name, s) = stream(tag, 4, 4);
+            s.set_wait_strategy(strategy);
+            let mut c = s.cursor().unwrap();
+            let mut dst = [0u32; 4];
+            let err = c
+                .next_into_slice(&mut dst, Some(Duration::from_millis(30)))
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Timeout { .. }),
+                "{strategy:?}: {err:?}"
+            );
+            // An append stopped between its even stamp and its head (as a writer is for an
+            // instant): the frame is complete, and the cursor takes it.
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let ring = s.history.as_ref().unwrap();
+            let b = crate::seqlock::begin_write(&s.header);
+            let (append, frame) = ring.begin_append();
+            for i in 0..4 {
+                // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we
+                // hold the write lock and the slot's stamp is odd.
+                unsafe { frame.cast::<u32>().add(i).write(9) };
+            }
+            let Append { index, slot } = append;
+            ring.word(slot + off::COUNT).store(1, Ordering::Relaxed);
+            ring.word(slot + off::FRAME_ID).store(7, Ordering::Relaxed);
+            ring.word(slot + off::STAMP)
+                .store(2 * index + 2, Ordering::Release);
+            let info = c
+                .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+                .unwrap();
+            assert_eq!((info.frame_id, dst, ring.appended()), (7, [9; 4], 0));
+            ring.head().store(index + 1, Ordering::Release);
+            crate::seqlock::end_write(&s.header, b, 0.0, Some(7));
+            drop(g);
+            // A frame written while it waits.
+            let (c, written) = while_waiting(c, || s.write_slice_frame(&[5u32; 4], 8).unwrap());
+            let written = written.unwrap();
+            assert_eq!((written.frame_id, written.count), (8, 2), "{strategy:?}");
+            // Closed while it waits: Closed, not a wait until the deadline.
+            let other = Stream::open(&name).unwrap();
+            other.set_wait_strategy(strategy);
+            let (_, closed) = while_waiting(other.cursor().unwrap(), || other.close());
+            assert!(matches!(closed, Err(Error::Closed { .. })), "{closed:?}");
+            // Unlinked while it waits: Stale.
+            let (_, stale) = while_waiting(c, || crate::unlink(&name).unwrap());
+            assert!(matches!(stale, Err(Error::Stale { .. })), "{stale:?}");
         }
-        let Append { index, slot } = append;
-        ring.word(slot + off::COUNT).store(1, Ordering::Relaxed);
-        ring.word(slot + off::FRAME_ID).store(7, Ordering::Relaxed);
-        ring.word(slot + off::STAMP)
-            .store(2 * index + 2, Ordering::Release);
-        let info = c
-            .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
-            .unwrap();
-        assert_eq!((info.frame_id, dst, ring.appended()), (7, [9; 4], 0));
-        ring.head().store(index + 1, Ordering::Release);
-        crate::seqlock::end_write(&s.header, b, 0.0, Some(7));
-        drop(g);
-        // Closed while it spins: Closed, not a spin until the deadline.
-        let other = Stream::open(&name).unwrap();
-        other.set_wait_strategy(WaitStrategy::Spin);
-        let closed = while_spinning(other.cursor().unwrap(), || other.close());
-        assert!(matches!(closed, Err(Error::Closed { .. })), "{closed:?}");
-        // Unlinked while it spins: Stale.
-        let stale = while_spinning(c, || crate::unlink(&name).unwrap());
-        assert!(matches!(stale, Err(Error::Stale { .. })), "{stale:?}");
     }
 
-    /// What a spinning cursor's wait for its next frame returns when `act` runs while it
-    /// waits (it has started when `act` runs); within 10 s, far short of its 20 s deadline.
-    fn while_spinning(mut c: Cursor<'_>, act: impl FnOnce()) -> Result<FrameInfo> {
+    /// What a cursor's wait for its next frame returns when `act` runs while it waits (it
+    /// has started when `act` runs), and the cursor; within 10 s, far short of its 20 s
+    /// deadline.
+    fn while_waiting<'s>(mut c: Cursor<'s>, act: impl FnOnce()) -> (Cursor<'s>, Result<FrameInfo>) {
         let t0 = Instant::now();
         let end = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel();
             let waiting = scope.spawn(move || {
                 tx.send(()).unwrap();
-                c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(20)))
+                let got = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(20)));
+                (c, got)
             });
             rx.recv().unwrap();
             act();
             waiting.join().unwrap()
         });
-        assert!(t0.elapsed() < Duration::from_secs(10), "seen late: {end:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "seen late: {:?}",
+            end.1
+        );
         end
     }
 

@@ -12,7 +12,7 @@ use ndarray::{ArrayD, ArrayViewMut, Dimension, IxDyn};
 
 use crate::dtype::Element;
 use crate::error::{Error, Result};
-use crate::notify::Waiter;
+use crate::notify::{WaitStrategy, Waiter};
 use crate::seqlock::{self, Observed};
 use crate::stream::Stream;
 use crate::sys;
@@ -67,6 +67,13 @@ impl Stream {
             .payload
             .as_ref()
             .map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
+        // A cursor's wait (`AfterOrAppended`) comes here once its adaptive spin on its next
+        // frame's slot is over ([`crate::history`]): it parks at once rather than spin again
+        // on the header and the ring's head.
+        let strategy = match (want, self.wait_strategy()) {
+            (Want::AfterOrAppended { .. }, WaitStrategy::Adaptive) => WaitStrategy::Park,
+            (_, s) => s,
+        };
         let mut waiter: Option<Waiter> = None;
         loop {
             if let Want::AfterOrAppended { next, .. } = want
@@ -115,9 +122,8 @@ impl Stream {
                         }
                         // A writer overlapped the copy: retry at once, but within the deadline
                         // (a writer publishing faster than one copy would otherwise starve us).
-                        let w = waiter.get_or_insert_with(|| {
-                            Waiter::new(self.wait_strategy(), self.notify(), timeout)
-                        });
+                        let w = waiter
+                            .get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
                         if w.expired() {
                             return Err(Error::Timeout {
                                 name: self.name.clone(),
@@ -151,8 +157,7 @@ impl Stream {
                     s
                 }
             };
-            let w = waiter
-                .get_or_insert_with(|| Waiter::new(self.wait_strategy(), self.notify(), timeout));
+            let w = waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
             if !w.pause(h, wait_on) {
                 self.check_generation(true)?;
                 if let Observed::Writing(s) = seqlock::optimistic_read(h) {

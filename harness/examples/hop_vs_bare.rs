@@ -11,8 +11,9 @@
 //! stamp taken before the write.
 //! With `work_ns`, the reader then busies itself that long, as a stage computes.
 //!
-//! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS] [PIXELS]`
-//! (defaults 4000, 1 000 000, 0, 2401: the pyRTC frame; 1 leaves the fixed cost of a hop). Prints p10 / p50 / p90 of each hop in ns; the first 200
+//! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS] [PIXELS] [ADAPTIVE]`
+//! (defaults 4000, 1 000 000, 0, 2401: the pyRTC frame; 1 leaves the fixed cost of a hop; ADAPTIVE 1: the cursor
+//! waits adaptively, spinning for its budget before it parks, so frames must come sooner than that: a short period). Prints p10 / p50 / p90 of each hop in ns; the first 200
 //! frames are warm-up.
 
 use std::sync::Arc;
@@ -61,6 +62,11 @@ fn main() -> Result<(), Error> {
     let period = arg(2, 1_000_000)?;
     let work_ns = arg(3, 0)?;
     let pixels = arg(4, PIXELS as u64)? as usize;
+    let strategy = if arg(5, 0)? == 1 {
+        WaitStrategy::Adaptive
+    } else {
+        WaitStrategy::Spin
+    };
     let name = format!("hop-vs-bare-{}", std::process::id());
     let stream = StreamOptions::new(&name)
         .shape(&[pixels])
@@ -78,7 +84,7 @@ fn main() -> Result<(), Error> {
         std::thread::spawn(move || -> Result<(Vec<u64>, Vec<u64>), Error> {
             pin(1);
             let handle = Stream::open(&name)?;
-            handle.set_wait_strategy(WaitStrategy::Spin);
+            handle.set_wait_strategy(strategy);
             let mut cursor = handle.cursor()?;
             let (seq, slots) = (region.atomic_u32(SEQ), Frames::own(&region));
             let mut frame = vec![0u16; pixels];
