@@ -62,6 +62,10 @@ pub struct SizeArgs {
     /// `--rt-priority`, only the busy-waiting form, which does not run under SCHED_FIFO.
     #[arg(long, value_name = "US")]
     pub slice_us: Option<f64>,
+    /// Frames a stage may fall behind and still read every one in order, 0-15 (default 4);
+    /// 0: always the newest frame, as pyshmem's `read_new` and pyRTC's loops do.
+    #[arg(long, value_name = "N")]
+    pub catch_up: Option<u64>,
     /// Output folder (default: `reports/size-<geometry>/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -113,6 +117,9 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     }
     if let Some(m) = a.modes {
         writeln!(ao, "modes = {m}")?;
+    }
+    if let Some(c) = a.catch_up {
+        writeln!(ao, "catch_up = {c}")?;
     }
 
     writeln!(
@@ -352,6 +359,22 @@ mod tests {
         ]);
         let slices: Vec<_> = jobs_of(&a).iter().map(|j| j.slice_ns).collect();
         assert_eq!(slices, vec![Some(100_000); 3]);
+    }
+
+    /// `--catch-up` reaches every form; a value the stages' streams cannot hold is refused
+    /// before anything runs.
+    #[test]
+    fn catch_up_reaches_every_form_and_is_bounded_by_the_streams_history() {
+        let geometry = ["--wfs-pixels", "49x49", "--subapertures", "7x7"];
+        let a = args(&[&geometry[..], &["--catch-up", "0"]].concat());
+        let c: Vec<_> = jobs_of(&a)
+            .iter()
+            .map(|j| j.ao.as_ref().unwrap().catch_up())
+            .collect();
+        assert_eq!(c, vec![0; 3]);
+        let a = args(&[&geometry[..], &["--catch-up", "16"]].concat());
+        let err = Scenario::parse(&scenario_text(&a).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("catch_up is at most 15"), "{err}");
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub struct AoCase {
     /// it less. Not with `rt_priority`. Default: the kernel's base slice.
     #[serde(default)]
     pub slice_us: Option<f64>,
+    /// Frames a stage may fall behind and still read every one in order; further behind,
+    /// it skips to the newest frame (those it skips are missed). 0: always the newest
+    /// frame, as pyshmem's `read_new` (and so pyRTC's loops) does. 0 to 15, the input
+    /// streams keeping 16 frames. Default [`super::stage::CATCH_UP`] (4).
+    #[serde(default)]
+    pub catch_up: Option<u64>,
     /// Search the highest sustainable rate with a ladder of short runs.
     #[serde(default = "yes")]
     pub ladder: bool,
@@ -115,6 +121,11 @@ impl AoCase {
             _ if shared => Wait::Park,
             _ => Wait::Adaptive,
         }
+    }
+
+    /// Frames a stage may fall behind and still read every one ([`AoCase::catch_up`]).
+    pub fn catch_up(&self) -> u64 {
+        self.catch_up.unwrap_or(super::stage::CATCH_UP)
     }
 
     /// The case's fair-scheduler slice in ns ([`AoCase::slice_us`]).
@@ -204,6 +215,16 @@ impl Geometry {
         }
         if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
             bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
+        }
+        if ao
+            .catch_up
+            .is_some_and(|c| c >= super::stage::HISTORY as u64)
+        {
+            bail!(
+                "ao-loop: catch_up is at most {} (a stage's input stream keeps {} frames)",
+                super::stage::HISTORY - 1,
+                super::stage::HISTORY
+            );
         }
         if !(1..=20).contains(&ao.runs) {
             bail!("ao-loop: runs is how many runs the loop's seconds are cut into, 1 to 20");
@@ -370,6 +391,7 @@ pub(crate) mod tests {
             wake_ahead_us: None,
             rt_priority: None,
             slice_us: None,
+            catch_up: None,
             slopes: SignalKind::Centroids,
             subapertures: sub,
             valid_pixels: None,

@@ -122,7 +122,12 @@ pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Lo
             .map_or(String::new(), |p| format!(", SCHED_FIFO {p}"))
         + &job
             .slice_ns
-            .map_or(String::new(), |ns| format!(", fair slice {} µs", ns / 1000));
+            .map_or(String::new(), |ns| format!(", fair slice {} µs", ns / 1000))
+        + &match ao.catch_up {
+            Some(0) => ", newest frame".to_string(),
+            Some(c) => format!(", catch up {c}"),
+            None => String::new(),
+        };
     // The specs run the DM stage first, then slopes (split form), the camera last.
     let logs = Logs::read(place.merged, |of| {
         let i = match of {

@@ -37,19 +37,21 @@ pub type Entry = [u64; 4];
 /// Frames the frame and signals streams keep, so a stage can read every frame in order.
 pub const HISTORY: usize = 16;
 
-/// Frames a stage may fall behind and still catch up; further behind, it skips to the
-/// newest frame (a loop that cannot keep up drops frames rather than queueing stale ones).
+/// Frames a stage may fall behind and still catch up, by default ([`super::AoCase::catch_up`]);
+/// further behind, it skips to the newest frame (a loop that cannot keep up drops frames
+/// rather than queueing stale ones).
 pub const CATCH_UP: u64 = 4;
 
 /// The next input frame in order into `dst`, or the newest when the stage is more than
-/// [`CATCH_UP`] frames behind.
+/// `catch_up` frames behind.
 pub(super) fn next_input<T: Element>(
     cursor: &mut Cursor<'_>,
     dst: &mut [T],
     to: Option<Duration>,
+    catch_up: u64,
     what: &str,
 ) -> Result<FrameInfo> {
-    next_input_within(cursor, dst, to)
+    next_input_within(cursor, dst, to, catch_up)
         .with_context(|| format!("waiting for {what}"))?
         .with_context(|| format!("waiting for {what}: none came within {to:?}"))
 }
@@ -59,9 +61,10 @@ fn next_input_within<T: Element>(
     cursor: &mut Cursor<'_>,
     dst: &mut [T],
     to: Option<Duration>,
+    catch_up: u64,
 ) -> std::result::Result<Option<FrameInfo>, shmstream::Error> {
     loop {
-        if cursor.lag() > CATCH_UP {
+        if cursor.lag() > catch_up {
             cursor.skip_to_recent(1);
         }
         match cursor.next_into_slice(dst, to) {
@@ -94,6 +97,8 @@ pub(super) struct FrameWait {
     /// Earliest `arrival − id · period` seen, ns.
     phase: Option<u64>,
     last_id: u64,
+    /// [`super::AoCase::catch_up`].
+    catch_up: u64,
 }
 
 impl FrameWait {
@@ -113,6 +118,7 @@ impl FrameWait {
             far,
             phase: None,
             last_id: 0,
+            catch_up: ao.catch_up(),
         }
     }
 
@@ -130,19 +136,25 @@ impl FrameWait {
             // Parked until the early wake (a frame that comes sooner wakes it, as without
             // the wake-ahead), then spinning.
             let early = due.saturating_sub(margin).saturating_sub(monotonic_ns());
-            got = next_input_within(cursor, dst, Some(Duration::from_nanos(early)))
-                .context("waiting for a frame")?;
+            got = next_input_within(
+                cursor,
+                dst,
+                Some(Duration::from_nanos(early)),
+                self.catch_up,
+            )
+            .context("waiting for a frame")?;
             if got.is_none() {
                 stream.set_wait_strategy(self.near);
                 let spin = due.saturating_sub(monotonic_ns()) + period;
-                got = next_input_within(cursor, dst, Some(Duration::from_nanos(spin)))
-                    .context("waiting for a frame")?;
+                got =
+                    next_input_within(cursor, dst, Some(Duration::from_nanos(spin)), self.catch_up)
+                        .context("waiting for a frame")?;
                 stream.set_wait_strategy(self.far);
             }
         }
         let info = match got {
             Some(info) => info,
-            None => next_input(cursor, dst, to, "a frame")?,
+            None => next_input(cursor, dst, to, self.catch_up, "a frame")?,
         };
         if let Some((period, _)) = self.ahead
             && info.frame_id != STOP
@@ -367,7 +379,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
         .context("a cursor on the signals stream")?;
     mark_ready(&s.ready, 1, to)?;
     loop {
-        let info = next_input(&mut input, &mut sig, to, "signals")?;
+        let info = next_input(&mut input, &mut sig, to, ao.catch_up(), "signals")?;
         let t_in = monotonic_ns();
         if info.frame_id == STOP {
             guard.write_slice_frame(&cmd, STOP)?;
@@ -531,7 +543,7 @@ mod tests {
             s.write_slice_frame(&[id as u16, 0], id).unwrap();
         }
         for id in 1..=CATCH_UP {
-            let info = next_input(&mut c, &mut dst, to, "frames").unwrap();
+            let info = next_input(&mut c, &mut dst, to, CATCH_UP, "frames").unwrap();
             assert_eq!((info.frame_id, dst[0]), (id, id as u16));
         }
         // Further behind than CATCH_UP (and lapped by the ring): the newest frame next.
@@ -539,8 +551,18 @@ mod tests {
         for id in CATCH_UP + 1..=last {
             s.write_slice_frame(&[id as u16, 0], id).unwrap();
         }
-        let info = next_input(&mut c, &mut dst, to, "frames").unwrap();
+        let info = next_input(&mut c, &mut dst, to, CATCH_UP, "frames").unwrap();
         assert_eq!((info.frame_id, dst[0]), (last, last as u16));
+        // With no catching up (`catch_up = 0`, pyshmem's `read_new`): two frames behind,
+        // the newest; one behind (the next is the newest), that one.
+        for id in last + 1..=last + 2 {
+            s.write_slice_frame(&[id as u16, 0], id).unwrap();
+        }
+        let info = next_input(&mut c, &mut dst, to, 0, "frames").unwrap();
+        assert_eq!(info.frame_id, last + 2);
+        s.write_slice_frame(&[0u16, 0], last + 3).unwrap();
+        let info = next_input(&mut c, &mut dst, to, 0, "frames").unwrap();
+        assert_eq!(info.frame_id, last + 3);
         drop(s);
         shmstream::unlink(&name).unwrap();
     }
