@@ -245,25 +245,28 @@ fn a_killed_stage_is_named_and_the_run_stops_without_hanging() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `harness size` with the geometry's and the loop's arguments, quiet, into `out`.
+fn harness_size(out: &Path, geometry: &[&str], rest: &[&str]) -> std::process::Output {
+    harness()
+        .arg("size")
+        .args(geometry)
+        .args(rest)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_geometry_is_refused_before_anything_starts() {
     let dir = scratch("bad");
     let out = dir.join("out");
-    let o = harness()
-        .args(["size", "--wfs-pixels", "240x240", "--subapertures", "7x7"])
-        .args([
-            "--actuators",
-            "349",
-            "--rate",
-            "2000",
-            "--budget-us",
-            "500",
-            "--quiet",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = harness_size(
+        &out,
+        &["--wfs-pixels", "240x240", "--subapertures", "7x7"],
+        &["--actuators", "349", "--rate", "2000", "--budget-us", "500"],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
@@ -281,14 +284,21 @@ fn a_bad_geometry_is_refused_before_anything_starts() {
 fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
     let dir = scratch("size");
     let out = dir.join("out");
-    let o = harness()
-        .args(["size", "--wfs-pixels", "24x24", "--subapertures", "4x4"])
-        .args(["--actuators", "16", "--rate", "500", "--budget-us", "2000"])
-        .args(["--seconds", "0.3", "--no-peer", "--quiet"])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = harness_size(
+        &out,
+        &["--wfs-pixels", "24x24", "--subapertures", "4x4"],
+        &[
+            "--actuators",
+            "16",
+            "--rate",
+            "500",
+            "--budget-us",
+            "2000",
+            "--seconds",
+            "0.3",
+            "--no-peer",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
