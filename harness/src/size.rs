@@ -171,7 +171,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period.\n\n| form | device | p50 / p99 µs at the rate | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Floor: the form's composed floor (each stage's compute alone and each hop's bare hand-off, measured in the same run): its p50 bounds what any implementation of this form reaches on this machine; its p99 sums the parts' tails, an estimate of the form's tail here, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -191,7 +191,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             let why = r.skipped.as_deref().unwrap_or("no loop figures");
             writeln!(
                 o,
-                "| {form} | {} | not measured: {} | | | | | | n/a |",
+                "| {form} | {} | not measured: {} | | | | | | | n/a |",
                 r.job.device,
                 why.replace('|', "\\|")
             )?;
@@ -208,9 +208,13 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
         match (&r.ours, &ao.stats, &r.skipped) {
             (Ok(s), Some(st), _) => {
                 let p = Percentiles::of(&s.hist);
+                let floor = r.floor.as_ref().map_or("—".into(), |f| {
+                    let f = Percentiles::of(&f.hist);
+                    format!("{} / {}", us(f.p50), us(f.p99))
+                });
                 writeln!(
                     o,
-                    "| {form} | {} | {} / {} | {} | {} | {} | {} | {bw} | **{}** |",
+                    "| {form} | {} | {} / {} | {floor} | {} | {} | {} | {} | {bw} | **{}** |",
                     r.job.device,
                     us(p.p50),
                     us(p.p99),
@@ -223,12 +227,12 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             }
             (_, _, Some(why)) => writeln!(
                 o,
-                "| {form} | {} | not measured: {why} | | | | | | n/a |",
+                "| {form} | {} | not measured: {why} | | | | | | | n/a |",
                 r.job.device
             )?,
             (Err(e), _, _) => writeln!(
                 o,
-                "| {form} | {} | failed: {} | | | | | | **fail** |",
+                "| {form} | {} | failed: {} | | | | | | | **fail** |",
                 r.job.device,
                 e.lines().next().unwrap_or("").replace('|', "\\|")
             )?,

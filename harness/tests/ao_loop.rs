@@ -314,7 +314,14 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
         .collect();
     assert_eq!(rows.len(), 3, "split, merged, busy-waiting: {rows:?}");
     for row in &rows {
-        assert_eq!(row.matches(" | ").count(), 8, "nine cells: {row}");
+        assert_eq!(row.matches(" | ").count(), 9, "ten cells: {row}");
+        let floor = row.split(" | ").nth(3).unwrap();
+        assert!(
+            floor
+                .split(" / ")
+                .all(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0)),
+            "the form's floor p50 / p99: {row}"
+        );
         assert!(
             row.ends_with("| **pass** |") || row.contains("| **fail"),
             "{row}"
