@@ -45,8 +45,8 @@ use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
 use crate::stream::Stream;
 
-/// Pauses a spinning cursor waits on its next frame's slot between the stream's checks
-/// (tens of µs).
+/// Pauses a cursor spinning on its next frame's slot (spinning, or adaptive for its
+/// budget) makes between the stream's checks (tens of µs).
 const SLOT_SPIN_ROUNDS: u32 = 1024;
 
 /// Rings of at least this many bytes take frames of at least [`STREAM_MIN_FRAME`] with

@@ -99,9 +99,23 @@ impl HostNoise {
         )
     }
 
-    /// The entry of `cpu`, when probed.
-    pub fn core(&self, cpu: usize) -> Option<&CoreNoise> {
-        self.cores.iter().find(|c| c.cpu == cpu && c.pinned)
+    /// The probed entries of `cpus`, each once, in core order (the cores a run's stages
+    /// ran on).
+    pub fn cores_of(&self, cpus: impl IntoIterator<Item = usize>) -> Vec<&CoreNoise> {
+        let cpus: std::collections::BTreeSet<usize> = cpus.into_iter().collect();
+        cpus.into_iter()
+            .filter_map(|cpu| self.cores.iter().find(|c| c.cpu == cpu && c.pinned))
+            .collect()
+    }
+
+    /// "N times for 1 ms or more in S s, the longest X ms": what `c` saw, for a sentence.
+    pub fn pauses(&self, c: &CoreNoise) -> String {
+        format!(
+            "{} times for 1 ms or more in {:.1} s, the longest {:.2} ms",
+            c.gaps_over_1ms,
+            self.seconds,
+            c.longest_ns as f64 / 1e6
+        )
     }
 }
 
@@ -314,5 +328,14 @@ mod tests {
                 .starts_with("a thread spinning 0.1 s on each core: cpu 0: ")
         );
         assert!(probe(&[0], 0.0).line() == "not probed");
+        assert_eq!(
+            n.cores_of([0, 0, 7]).len(),
+            1,
+            "core 0 once, core 7 not probed"
+        );
+        assert!(
+            n.pauses(&n.cores[0])
+                .contains(" times for 1 ms or more in 0.1 s, the longest ")
+        );
     }
 }

@@ -239,16 +239,12 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             _ => {}
         }
     }
-    let stage_cpus: std::collections::BTreeSet<usize> =
-        results.iter().map(|r| r.job.reader_cpu).collect();
-    for c in stage_cpus.iter().filter_map(|&cpu| noise.core(cpu)) {
+    for c in noise.cores_of(results.iter().map(|r| r.job.reader_cpu)) {
         writeln!(
             o,
-            "\nThis machine paused a spinning thread on the stages' core (cpu {}) {} times for 1 ms or more in {:.1} s before the loops ran, the longest {:.2} ms (`Host noise` below): frames due during such a pause come late by up to its length whatever the loop, so a p99 or jitter budget below that is this machine's to miss. Real-time placement (`--rt-priority`) or an isolated core keeps other tasks off the stages' core; the hypervisor's pauses remain.",
+            "\nThis machine paused a spinning thread on the stages' core (cpu {}) {} before the loops ran (`Host noise` below): frames due during such a pause come late by up to its length whatever the loop, so a p99 or jitter budget below that is this machine's to miss. Real-time placement (`--rt-priority`) or an isolated core keeps other tasks off the stages' core; the hypervisor's pauses remain.",
             c.cpu,
-            c.gaps_over_1ms,
-            noise.seconds,
-            c.longest_ns as f64 / 1e6
+            noise.pauses(c)
         )?;
     }
     writeln!(o)?;

@@ -31,17 +31,12 @@ fn noise_note(
     rows: &[(&JobResult, &crate::cases::ao::AoSummary)],
     noise: &HostNoise,
 ) -> Result<()> {
-    let mut cpus: Vec<usize> = rows.iter().map(|(r, _)| r.job.reader_cpu).collect();
-    cpus.sort_unstable();
-    cpus.dedup();
-    for cpu in cpus {
-        let Some(c) = noise.core(cpu) else { continue };
+    for c in noise.cores_of(rows.iter().map(|(r, _)| r.job.reader_cpu)) {
         writeln!(
             o,
-            "\nHost noise on the stages' core (cpu {cpu}), measured before the cases: a spinning thread was paused {} times for 1 ms or more in {:.1} s, the longest {:.2} ms ({:.1} ms lost in pauses of 100 µs or more). The frames a loop has due during such a pause come late by up to its length, in ours and in pyshmem's alike (a stage that sleeps between frames is paused less often than a thread that never gives up its core: the scheduler favours a task that has just woken); one frame 4 ms late among 30 000 adds about 23 µs to a std, so on a host that pauses its cores for milliseconds the jitter ratio is decided by the pauses each loop happened to meet as much as by the loops.",
-            c.gaps_over_1ms,
-            noise.seconds,
-            c.longest_ns as f64 / 1e6,
+            "\nHost noise on the stages' core (cpu {}), measured before the cases: a spinning thread was paused {} ({:.1} ms lost in pauses of 100 µs or more). The frames a loop has due during such a pause come late by up to its length, in ours and in pyshmem's alike (a stage that sleeps between frames is paused less often than a thread that never gives up its core: the scheduler favours a task that has just woken); one frame 4 ms late among 30 000 adds about 23 µs to a std, so on a host that pauses its cores for milliseconds the jitter ratio is decided by the pauses each loop happened to meet as much as by the loops.",
+            c.cpu,
+            noise.pauses(c),
             c.lost_ns as f64 / 1e6,
         )?;
     }
