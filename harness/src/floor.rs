@@ -76,11 +76,23 @@ impl BareOutput {
     pub fn create(name: &str, bytes: usize, slots: usize, notify: bool) -> Result<Self> {
         let region = ShmRegion::create(name, region_len(bytes, slots))
             .with_context(|| format!("creating the floor region {name}"))?;
+        Ok(Self::over(region, slots, notify))
+    }
+
+    /// The same over region `name`, which another process created (and removes: a
+    /// process killed mid-run leaves nothing behind).
+    pub fn open(name: &str, bytes: usize, slots: usize, notify: bool) -> Result<Self> {
+        let region = ShmRegion::open(name, region_len(bytes, slots))
+            .with_context(|| format!("opening the floor region {name}"))?;
+        Ok(Self::over(region, slots, notify))
+    }
+
+    fn over(region: ShmRegion, slots: usize, notify: bool) -> Self {
         region.prefault();
-        Ok(BareOutput {
+        BareOutput {
             region,
             turns: Turns::new(None, notify, Duration::ZERO, slots),
-        })
+        }
     }
 
     /// Publishes `src` as the next frame (and wakes, for a notify stream); returns the
@@ -336,10 +348,28 @@ impl Turns {
     fn publish<T: Element>(&mut self, bare: &BareStream<'_>, src: &[T]) -> Result<()> {
         let (_, slot) = self.advance();
         bare.publish_in(slot, src)?;
+        self.wake(bare);
+        Ok(())
+    }
+
+    /// [`Self::publish`] as publication `generation` (later than the last).
+    fn publish_as<T: Element>(
+        &mut self,
+        bare: &BareStream<'_>,
+        generation: u32,
+        src: &[T],
+    ) -> Result<()> {
+        self.generation = generation;
+        bare.publish_in_as(self.slot_of(generation), generation, src)?;
+        self.wake(bare);
+        Ok(())
+    }
+
+    /// Wakes the reader (notify forms).
+    fn wake(&self, bare: &BareStream<'_>) {
         if self.notify {
             futex::wake_all(bare.word());
         }
-        Ok(())
     }
 }
 
@@ -506,6 +536,19 @@ impl<'a> FloorPing<'a> {
     /// Publishes `src` as the next frame and wakes the reader.
     pub fn publish<T: Element>(&mut self, src: &[T]) -> Result<()> {
         self.turns.publish(&self.bare, src)
+    }
+
+    /// Publishes `src` as publication `generation` (later than the last one: a writer
+    /// that numbers its frames by the loop's frame ids and skips some) and wakes the
+    /// reader, which serves it as [`FloorEcho::serve_from`] any generation up to it.
+    pub fn publish_as<T: Element>(&mut self, generation: u32, src: &[T]) -> Result<()> {
+        if generation <= self.turns.generation {
+            bail!(
+                "floor publication {generation} after publication {}",
+                self.turns.generation
+            );
+        }
+        self.turns.publish_as(&self.bare, generation, src)
     }
 
     /// Waits for the reader's acknowledgement of the last frame.

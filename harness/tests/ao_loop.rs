@@ -78,7 +78,20 @@ fn run(dir: &Path, merged: bool, kill: Option<&str>) -> (bool, String, PathBuf) 
     if let Some(stage) = kill {
         cmd.env("HARNESS_AO_KILL_STAGE", stage);
     }
-    let o = cmd.output().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    // The run's bare regions (`hs<pid>-…`) are gone, a killed stage's included.
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("hs{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let work = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -148,24 +161,32 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
                 bare.iter().all(|e| e[2] >= e[1]),
                 "a bare frame taken before it was sent"
             );
-            // The merged stage also timed its compute on the bare frames it took.
-            let compute = work.join(format!("0-ours{r}-AoSlopes.aocompute"));
+            // The stage also timed its compute on the bare frames it took.
+            let c = log(&work.join(format!("0-ours{r}-AoSlopes.aocompute")));
+            // Every bare frame the camera saw taken was computed on (the stage may have
+            // computed on more: one the camera had stopped looking for).
+            let ids: std::collections::HashSet<u64> = c.iter().map(|e| e[0]).collect();
+            assert!(bare.iter().all(|e| ids.contains(&e[0])), "{ids:?}");
+            let sample = &c[..c.len().min(3)];
             if merged {
-                let c = log(&compute);
-                // Every bare frame the camera saw taken was computed on (the stage may have
-                // computed on more: one the camera had stopped looking for).
-                let ids: std::collections::HashSet<u64> = c.iter().map(|e| e[0]).collect();
-                assert!(bare.iter().all(|e| ids.contains(&e[0])), "{ids:?}");
-                assert!(
-                    c.iter().all(|e| e[1] > 0 && e[2] > 0),
-                    "{:?}",
-                    &c[..c.len().min(3)]
-                );
+                assert!(c.iter().all(|e| e[1] > 0 && e[2] > 0), "{sample:?}");
             } else {
+                // The split form's slopes stage computes the slopes and sends them bare to
+                // the reconstructor, which takes them and computes its part.
+                assert!(c.iter().all(|e| e[1] > 0 && e[2] == 0), "{sample:?}");
+                let sent = log(&work.join(format!("0-ours{r}-AoSlopes.aosighop")));
                 assert!(
-                    !compute.exists(),
-                    "the split form's compute floor comes from the passes"
+                    sent.len() * 2 > c.len(),
+                    "{} of {} taken",
+                    sent.len(),
+                    c.len()
                 );
+                assert!(sent.iter().all(|e| ids.contains(&e[0]) && e[2] >= e[1]));
+                let rc = log(&work.join(format!("0-ours{r}-AoRecon.aocompute")));
+                assert!(rc.iter().all(|e| e[1] == 0 && e[2] > 0 && e[3] > 0));
+                let taken: Vec<u64> = sent.iter().map(|e| e[0]).collect();
+                let computed: Vec<u64> = rc.iter().map(|e| e[0]).collect();
+                assert!(taken.iter().all(|id| computed.contains(id)), "{computed:?}");
             }
             // A loaded machine may drop a few frames, never most of them.
             assert!(
@@ -213,14 +234,17 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
             camera_hop.starts_with("timed between the loop's frames"),
             "{camera_hop}"
         );
-        let compute = details(&dir.join("out"))["jobs"][0]["floor"]["notes"]["compute floor"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert_eq!(
+        let notes = &details(&dir.join("out"))["jobs"][0]["floor"]["notes"];
+        let compute = notes["compute floor"].as_str().unwrap_or_default();
+        assert!(
             compute.starts_with("timed between the loop's frames"),
-            merged,
             "{compute}"
+        );
+        let signals = notes["signals hop floor"].as_str();
+        assert_eq!(
+            signals.map(|n| n.starts_with("timed between the loop's frames")),
+            (!merged).then_some(true),
+            "{signals:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

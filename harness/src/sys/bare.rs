@@ -148,20 +148,42 @@ impl<'a> BareStream<'a> {
 
     /// [`Self::publish`] into payload slot `slot` (the region must have it).
     pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> io::Result<()> {
+        self.publish_numbered(slot, None, src)
+    }
+
+    /// [`Self::publish_in`] as publication `generation` (sequence `2·generation`, later
+    /// than the last): for a writer that numbers its publications by frame ids it skips
+    /// some of.
+    pub fn publish_in_as<T: Element>(
+        &self,
+        slot: usize,
+        generation: u32,
+        src: &[T],
+    ) -> io::Result<()> {
+        self.publish_numbered(slot, Some(generation), src)
+    }
+
+    fn publish_numbered<T: Element>(
+        &self,
+        slot: usize,
+        generation: Option<u32>,
+        src: &[T],
+    ) -> io::Result<()> {
         let seq = self.region.atomic_u32(SEQ);
         if let Some(lock) = &self.lock {
             lock.lock()?;
         }
         let s = seq.load(Ordering::Relaxed);
+        let even = generation.map_or((s | 1) + 1, |g| g.saturating_mul(2).max(2));
         // Odd: a write is in progress. Release fence: odd before any payload byte.
-        seq.store(s | 1, Ordering::Relaxed);
+        seq.store(even - 1, Ordering::Relaxed);
         fence(Ordering::Release);
         self.frames.copy_in(slot, src);
         stamp(self.region.atomic_u64(TIME));
         self.region
             .atomic_u64(COUNT)
             .fetch_add(1, Ordering::Relaxed);
-        seq.store((s | 1) + 1, Ordering::Release);
+        seq.store(even, Ordering::Release);
         if let Some(lock) = &self.lock {
             lock.unlock()?;
         }

@@ -130,6 +130,12 @@ pub(super) fn camera_hop_job(job: &Job, g: &Geometry) -> Job {
     hop_job(job, g.pixels() * 2, Hop::Camera, false)
 }
 
+/// The signals hop's floor job for `job` of geometry `g` (the split form), as
+/// [`super::between_frames`] times it between the loop's frames.
+pub(super) fn signals_hop_job(job: &Job, g: &Geometry) -> Job {
+    hop_job(job, g.signals * 4, Hop::Signals, false)
+}
+
 /// Whether the slopes stage's core is busy when a camera frame comes: in the split form
 /// with slopes and recon on one core, a reconstructor that computes and publishes for
 /// longer than a camera period (`compute`'s median: the SCExAO- and ELT-like loops here)
@@ -281,9 +287,9 @@ fn per_pass(passes: &[Parts]) -> String {
 /// run's floor from the two passes beside it alone still read 1.00-1.06 in three cases of
 /// one run.
 ///
-/// `between`: the camera hop's floor and (merged form) the compute floor timed between
-/// the loop's own frames ([`super::between_frames`]), which replace the passes' (they
-/// still appear in the note `floor per pass`): they see the host as the loop's frames do.
+/// `between`: the hops' floors and (on the CPU) the compute floor timed between the
+/// loop's own frames ([`super::between_frames`]), which replace the passes' (they still
+/// appear in the note `floor per pass`): they see the host as the loop's frames do.
 pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<Floor> {
     let place = Placement::of(job);
     let n_passes = passes.len();
@@ -303,37 +309,52 @@ pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<
             }
         }
     }
-    let (between_hop, between_compute) = match between {
+    let (between_hop, between_signals, between_compute) = match between {
         Some(t) => (
             Some(t.hop).filter(|h| !h.is_empty()),
+            Some(t.signals_hop).filter(|h| !h.is_empty()),
             Some(t.compute).filter(|c| !c.is_empty()),
         ),
-        None => (None, None),
+        None => (None, None, None),
     };
     let from_passes = "from its fastest pass, as the other parts";
-    let camera_hop = match (&between_hop, hop_hists.first_mut()) {
+    let mut hop_note = |between: Option<Histogram<u64>>, k: usize| match (
+        between,
+        hop_hists.get_mut(k),
+    ) {
         (Some(h), Some((_, into))) => {
-            *into = h.clone();
-            format!(
+            let note = format!(
                 "timed between the loop's frames in its own processes ({} frames, p50 {:.2} µs)",
                 h.len(),
                 h.value_at_quantile(0.5) as f64 / 1e3
-            )
+            );
+            *into = h;
+            note
         }
-        _ => from_passes.into(),
+        _ => from_passes.to_string(),
     };
+    let camera_hop = hop_note(between_hop, 0);
+    // The split form's (the merged form has no signals hop).
+    let signals_hop = (!place.merged).then(|| hop_note(between_signals, 1));
     let compute_note = match between_compute {
         Some(c) => {
             compute = c;
             format!(
-                "timed between the loop's frames in its stage's process ({} frames, slopes + recon + publish p50 {:.2} µs)",
+                "timed between the loop's frames in {} ({} frames, slopes + recon + publish p50 {:.2} µs)",
+                match place.merged {
+                    true => "its stage's process",
+                    false => "its stages' processes",
+                },
                 compute.len(),
                 compute_median(&compute) as f64 / 1e3
             )
         }
         None => from_passes.into(),
     };
-    let between_any = camera_hop != from_passes || compute_note != from_passes;
+    let between_any = [Some(&camera_hop), signals_hop.as_ref(), Some(&compute_note)]
+        .into_iter()
+        .flatten()
+        .any(|n| n != from_passes);
     let (mut hs, mut hr, mut hp, mut total) = (hist::new(), hist::new(), hist::new(), hist::new());
     // Hop samples drawn at quantiles spread by the golden ratio: independent of the
     // compute sample they are added to, and deterministic.
@@ -359,20 +380,24 @@ pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<
                 repeat_busy_hz: vec![1e9 / mean],
                 iterations: total.len(),
                 warmup_iterations: 10,
-                notes: vec![
+                notes: [
                     (
                         "floor passes".into(),
                         format!(
                             "{n_passes}, before, between and after our runs; each part from its fastest pass{}",
-                            if between_any {
-                                " but those timed between the loop's frames (notes camera hop floor, compute floor)"
-                            } else {
-                                ""
+                            match (between_any, signals_hop.is_some()) {
+                                (false, _) => "",
+                                (true, false) => " but those timed between the loop's frames (notes camera hop floor, compute floor)",
+                                (true, true) => " but those timed between the loop's frames (notes camera hop floor, signals hop floor, compute floor)",
                             }
                         ),
                     ),
                     ("floor per pass".into(), per_pass),
                     ("camera hop floor".into(), camera_hop),
+                ]
+                .into_iter()
+                .chain(signals_hop.map(|n| ("signals hop floor".into(), n)))
+                .chain([
                     ("compute floor".into(), compute_note),
                     (
                         "composition".into(),
@@ -388,7 +413,8 @@ pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<
                      a period)"
                             .to_string(),
                     ),
-                ],
+                ])
+                .collect(),
             },
             hist: total,
             placement: format!("compute@{} + hops", place.slopes),
@@ -501,7 +527,11 @@ mod tests {
             hop.record(ns).unwrap();
         }
         let compute: Vec<[u64; 4]> = (1..=5).map(|i| [i, 25_000, 12_000, 3_000]).collect();
-        let between = Timed { hop, compute };
+        let between = Timed {
+            hop,
+            signals_hop: hist::new(),
+            compute,
+        };
         let floor = compose(passes(), &job(), Some(between.clone())).unwrap();
         let p50 =
             |f: &Floor, name: &str| f.parts.iter().find(|p| p.name == name).unwrap().p50_ns as f64;
@@ -524,7 +554,8 @@ mod tests {
         );
         assert!(note("floor passes").ends_with("(notes camera hop floor, compute floor)"));
         assert!(note("floor per pass").contains("camera→slopes floor 5.00, 7.00 µs"));
-        // The hop alone (the split form): the compute from the fastest pass.
+        assert!(!notes.iter().any(|(n, _)| n == "signals hop floor"));
+        // The hop alone (the GPU form): the compute from the fastest pass.
         let hop_only = Timed {
             compute: Vec::new(),
             ..between
@@ -535,11 +566,66 @@ mod tests {
         // Nothing taken: the passes' parts.
         let none = Timed {
             hop: hist::new(),
+            signals_hop: hist::new(),
             compute: Vec::new(),
         };
         let floor = compose(passes(), &job(), Some(none)).unwrap();
         assert!(near(p50(&floor, "camera→slopes floor"), 5_000.0));
         assert!(!note_of(&floor, "floor passes").contains("timed between"));
+    }
+
+    /// In the split form the signals hop's floor timed between frames replaces the
+    /// passes' too, with a note of its own; without it the passes' stays, and says so.
+    #[test]
+    fn the_split_forms_signals_hop_timed_between_frames_replaces_the_passes() {
+        let split = ao_job("rate_hz = 100\n");
+        let passes = || {
+            let mut p = pass(20_000, 10_000, 2_000, 5_000);
+            let mut h = hist::new();
+            for _ in 0..100 {
+                h.record(4_000).unwrap();
+            }
+            p.hops.push(("slopes→recon floor", h));
+            vec![p]
+        };
+        let times = |ns: &[u64]| {
+            let mut h = hist::new();
+            for &v in ns {
+                h.record(v).unwrap();
+            }
+            h
+        };
+        let between = Timed {
+            hop: times(&[9_000; 3]),
+            signals_hop: times(&[6_000, 7_000, 8_000]),
+            compute: (1..=5).map(|i| [i, 25_000, 12_000, 3_000]).collect(),
+        };
+        let floor = compose(passes(), &split, Some(between.clone())).unwrap();
+        let p50 = |f: &Floor, name: &str| f.parts.iter().find(|p| p.name == name).unwrap().p50_ns;
+        assert_eq!(p50(&floor, "slopes→recon floor") / 100, 70);
+        let total = floor.side.hist.value_at_quantile(0.5) / 1000;
+        assert!(
+            (55..=57).contains(&total),
+            "25 + 12 + 3 + 9 + 7 µs: {total}"
+        );
+        assert_eq!(
+            note_of(&floor, "signals hop floor"),
+            "timed between the loop's frames in its own processes (3 frames, p50 7.00 µs)"
+        );
+        assert!(
+            note_of(&floor, "floor passes")
+                .ends_with("(notes camera hop floor, signals hop floor, compute floor)")
+        );
+        let no_signals = Timed {
+            signals_hop: hist::new(),
+            ..between
+        };
+        let floor = compose(passes(), &split, Some(no_signals)).unwrap();
+        assert_eq!(p50(&floor, "slopes→recon floor") / 100, 40);
+        assert_eq!(
+            note_of(&floor, "signals hop floor"),
+            "from its fastest pass, as the other parts"
+        );
     }
 
     fn note_of(f: &Floor, k: &str) -> String {

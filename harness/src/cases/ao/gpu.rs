@@ -257,10 +257,10 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
-    let region = between_frames::open(spec, &g)?;
-    let mut bare = region
+    let regions = between_frames::open(spec, &g)?;
+    let mut bare = regions
         .as_ref()
-        .map(|r| between_frames::Receiver::new(r, spec, &g));
+        .map(|r| between_frames::Receiver::camera(r, spec, &g));
     stage::mark_ready(&s.ready, 1, to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, gpu.frame_mut()?, to)?;

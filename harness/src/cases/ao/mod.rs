@@ -6,7 +6,7 @@
 //! - [`camera`], [`slopes`], [`recon`]: what each stage computes; [`stage`]: the stage
 //!   processes and their in-memory logs; [`placement`]: cores and frame counts.
 //! - [`runner`]: one run and the rate ladder; [`analysis`]: logs → figures;
-//!   [`floor`]: the composed floor, [`between_frames`]: its camera hop timed between the loop's
+//!   [`floor`]: the composed floor, [`between_frames`]: its parts timed between the loop's
 //!   frames; [`peer`]: the pyshmem + numpy loop.
 
 pub mod analysis;
@@ -158,8 +158,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     }
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
     // after them, each part of the floor from its fastest pass (floor::compose), but for
-    // the camera hop's, timed between the loop's frames where the stages leave room
-    // (between_frames).
+    // those timed between the loop's frames where the stages leave room (between_frames).
     let runs = ao.runs.max(1);
     let mut run_job = runner::at_rate(job, ao.rate_hz, job.timing.min_seconds / f64::from(runs));
     let first = floor::measure(runner, idx, job, &g, 0);
@@ -168,7 +167,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .is_ok_and(|p| p.leaves_room_between_frames(job));
     let mut passes = vec![first];
     let mut logs = Vec::new();
-    let (mut cameras, mut stages) = (Vec::new(), Vec::new());
+    let (mut cameras, mut stages, mut recons) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..runs as usize {
         let tag = format!("ours{r}");
         let run = run_logs(runner, idx, &run_job, &tag);
@@ -179,6 +178,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         }
         cameras.push(runner::result_prefix(runner, idx, &tag, Role::AoCamera));
         stages.push(runner::result_prefix(runner, idx, &tag, Role::AoSlopes));
+        recons.push(runner::result_prefix(runner, idx, &tag, Role::AoRecon));
         passes.push(floor::measure(runner, idx, job, &g, r + 1));
     }
     let ours = logs
@@ -196,7 +196,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .and_then(|p| {
             let between = run_job
                 .floor_between_frames
-                .then(|| between_frames::Timed::read(&run_job, &cameras, &stages))
+                .then(|| between_frames::Timed::read(&run_job, &cameras, &stages, &recons))
                 .transpose()?;
             floor::compose(p, job, between)
         })

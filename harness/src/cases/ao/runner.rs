@@ -67,9 +67,8 @@ pub fn result_prefix(runner: &Runner, idx: usize, tag: &str, role: Role) -> Path
 
 /// Runs the loop of `job` once, under names tagged `tag`: the stages' logs and where the
 /// stages ran ("camera@0 slopes@1 recon@1"). With [`Job::floor_between_frames`], the camera
-/// and the stage reading its frames also time the floor between frames ([`between_frames`]:
-/// the camera hop, and the merged stage's compute; read back by
-/// [`between_frames::Timed::read`]).
+/// and the stages also time the floor between frames ([`between_frames`]: the hops and, on
+/// the CPU, the compute; read back by [`between_frames::Timed::read`]).
 pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Logs, String)> {
     let names = runner.names(idx, tag);
     let _streams = create_streams(job, &names)?;

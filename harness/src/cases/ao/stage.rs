@@ -7,8 +7,8 @@
 //! `[frame id, input time, publish time, mid]` per frame in memory and writes the log once
 //! at the end (`<prefix>.aolog`): no measurement traffic in the loop. The camera ends the
 //! run with a frame stamped [`STOP`], which every stage forwards before it exits. In the
-//! runs the floor is compared with, the camera and the stage reading its frames also time
-//! the camera hop's floor between frames ([`between_frames`]).
+//! runs the floor is compared with, the camera and the stages also time the floor between
+//! frames ([`between_frames`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -245,9 +245,9 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     let period = 1e9 / ao.rate_hz;
     let n = place.frames(&spec.job);
     let mut log = Vec::with_capacity(n as usize);
-    let region = between_frames::open(spec, &g)?;
-    let mut bare = match &region {
-        Some(r) => Some(between_frames::Sender::new(r, spec, &g)?),
+    let regions = between_frames::open(spec, &g)?;
+    let mut bare = match &regions {
+        Some(r) => Some(between_frames::Sender::camera(r, spec, &g)?),
         None => None,
     };
     let guard = s.frame.lock(to).context("locking the frame stream")?;
@@ -309,12 +309,14 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let mut cmd = vec![0.0f32; g.actuators];
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
-    let region = between_frames::open(spec, &g)?;
-    let mut bare = region
+    let regions = between_frames::open(spec, &g)?;
+    let mut bare = regions
         .as_ref()
-        .map(|r| between_frames::Receiver::new(r, spec, &g));
-    let mut bare_compute = match &recon {
-        Some(r) => between_frames::Compute::new(spec, &g, r)?,
+        .map(|r| between_frames::Receiver::camera(r, spec, &g));
+    let mut bare_compute = between_frames::Compute::new(spec, &g, recon.as_ref())?;
+    // The split form's: the slopes computed on the bare frame go on to the reconstructor.
+    let mut bare_signals = match &regions {
+        Some(r) => between_frames::Sender::signals(r, spec, &g)?,
         None => None,
     };
     mark_ready(&s.ready, place.stage_processes(), to)?;
@@ -345,10 +347,23 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         kill_me_after("slopes", log.len());
         if let Some(bare) = bare.as_mut()
             && let Some(taken) = bare.take(info.frame_id, &mut frame)?
-            && let (Some(c), Some(r)) = (bare_compute.as_mut(), recon.as_mut())
+            && let Some(c) = bare_compute.as_mut()
         {
-            c.frame(taken, &frame, &mut stage, r)?;
+            let slopes_ns = c.slopes(&frame, &mut stage);
+            let (recon_ns, publish_ns) = match (recon.as_mut(), bare_signals.as_mut()) {
+                (Some(r), _) => c.recon(r)?,
+                (None, Some(tx)) => (0, tx.send(taken, c.signals())?),
+                (None, None) => (0, 0),
+            };
+            c.log([taken, slopes_ns, recon_ns, publish_ns]);
         }
+    }
+    if let Some(tx) = bare_signals {
+        tx.finish(
+            &spec
+                .result_prefix
+                .with_extension(between_frames::SIGNALS_LOG),
+        )?;
     }
     if let Some(c) = bare_compute {
         c.finish(
@@ -377,6 +392,11 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
         .signals
         .cursor()
         .context("a cursor on the signals stream")?;
+    let regions = between_frames::open(spec, &g)?;
+    let mut bare = regions
+        .as_ref()
+        .and_then(|regions| between_frames::Receiver::signals(regions, spec, &g));
+    let mut bare_compute = between_frames::Compute::new(spec, &g, Some(&r))?;
     mark_ready(&s.ready, 1, to)?;
     loop {
         let info = next_input(&mut input, &mut sig, to, ao.catch_up(), "signals")?;
@@ -389,6 +409,20 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
         guard.write_slice_frame(&cmd, info.frame_id)?;
         log.push([info.frame_id, t_in, monotonic_ns(), 0]);
         kill_me_after("recon", log.len());
+        // The bare signals the slopes stage sends between this frame and the next.
+        if let (Some(bare), Some(c)) = (bare.as_mut(), bare_compute.as_mut())
+            && let Some(taken) = bare.take(info.frame_id, c.signals())?
+        {
+            let (recon_ns, publish_ns) = c.recon(&mut r)?;
+            c.log([taken, 0, recon_ns, publish_ns]);
+        }
+    }
+    if let Some(c) = bare_compute {
+        c.finish(
+            &spec
+                .result_prefix
+                .with_extension(between_frames::COMPUTE_LOG),
+        )?;
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
