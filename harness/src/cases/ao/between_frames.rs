@@ -155,6 +155,8 @@ pub(super) struct Sender<'a> {
     ping: FloorPing<'a>,
     /// Where the hop's clock starts, as its floor's job says.
     start: OneWay,
+    /// The extension of its log ([`LOG`], [`SIGNALS_LOG`]).
+    ext: &'static str,
     /// Frame id, send time and the publication's return of the last frame sent, until it
     /// is seen taken.
     pending: Option<(u64, u64, u64)>,
@@ -164,7 +166,7 @@ pub(super) struct Sender<'a> {
 impl<'a> Sender<'a> {
     /// The camera's, to the stage that reads its frames.
     pub(super) fn camera(regions: &'a Regions, spec: &ChildSpec, g: &Geometry) -> Result<Self> {
-        Self::new(&regions.camera, spec, camera_hop_job(&spec.job, g))
+        Self::new(&regions.camera, spec, camera_hop_job(&spec.job, g), LOG)
     }
 
     /// The split form's slopes stage's, to the reconstructor (`None` where the run does
@@ -177,15 +179,16 @@ impl<'a> Sender<'a> {
         regions
             .signals
             .as_ref()
-            .map(|r| Self::new(r, spec, signals_hop_job(&spec.job, g)))
+            .map(|r| Self::new(r, spec, signals_hop_job(&spec.job, g), SIGNALS_LOG))
             .transpose()
     }
 
-    fn new(region: &'a ShmRegion, spec: &ChildSpec, hop: Job) -> Result<Self> {
+    fn new(region: &'a ShmRegion, spec: &ChildSpec, hop: Job, ext: &'static str) -> Result<Self> {
         let start = hop.one_way.unwrap_or(OneWay::Publish);
         Ok(Sender {
             ping: FloorPing::new(region, &hop_spec(spec, hop))?,
             start,
+            ext,
             pending: None,
             log: Vec::with_capacity(frames(spec)),
         })
@@ -221,11 +224,12 @@ impl<'a> Sender<'a> {
     }
 
     /// Logs the last frame if taken, tells the receiver there are no more (before the
-    /// stop frame, which the receiver reads after), and writes the log to `path`.
-    pub(super) fn finish(mut self, path: &Path) -> Result<()> {
+    /// stop frame, which the receiver reads after), and writes the log beside the process's
+    /// results (`prefix` with its extension).
+    pub(super) fn finish(mut self, prefix: &Path) -> Result<()> {
         self.settle();
         self.ping.stop();
-        write_log(path, &self.log)
+        write_log(&prefix.with_extension(self.ext), &self.log)
     }
 }
 
@@ -348,9 +352,9 @@ impl Compute {
         self.log.push(entry);
     }
 
-    /// Writes the log to `path`.
-    pub(super) fn finish(self, path: &Path) -> Result<()> {
-        write_log(path, &self.log)
+    /// Writes the log beside the process's results (`prefix`.[`COMPUTE_LOG`]).
+    pub(super) fn finish(self, prefix: &Path) -> Result<()> {
+        write_log(&prefix.with_extension(COMPUTE_LOG), &self.log)
     }
 }
 
@@ -513,7 +517,7 @@ mod tests {
                 go_tx.send(()).unwrap();
                 assert_eq!(taken.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
                 until_acked(&tx);
-                tx.finish(&log).unwrap();
+                tx.finish(&spec.result_prefix).unwrap();
                 stage.join().unwrap();
             });
             let entries = read_log(&log).unwrap();
@@ -561,7 +565,7 @@ mod tests {
         let log = spec.result_prefix.with_extension(SIGNALS_LOG);
         std::thread::scope(|s| {
             let waiting = s.spawn(|| rx.take(4, &mut dst).unwrap());
-            tx.finish(&log).unwrap();
+            tx.finish(&spec.result_prefix).unwrap();
             assert_eq!(waiting.join().unwrap(), None, "released by the stop");
         });
         let ids: Vec<u64> = read_log(&log).unwrap().iter().map(|e| e[0]).collect();

@@ -273,7 +273,7 @@ pub fn camera(spec: &ChildSpec) -> Result<()> {
     // hide it.
     sleep_then_spin_until(t0 + (period * n as f64) as u64);
     if let Some(bare) = bare {
-        bare.finish(&spec.result_prefix.with_extension(between_frames::LOG))?;
+        bare.finish(&spec.result_prefix)?;
     }
     guard.write_slice_frame(&frames[0], STOP)?;
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
@@ -359,18 +359,10 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         }
     }
     if let Some(tx) = bare_signals {
-        tx.finish(
-            &spec
-                .result_prefix
-                .with_extension(between_frames::SIGNALS_LOG),
-        )?;
+        tx.finish(&spec.result_prefix)?;
     }
     if let Some(c) = bare_compute {
-        c.finish(
-            &spec
-                .result_prefix
-                .with_extension(between_frames::COMPUTE_LOG),
-        )?;
+        c.finish(&spec.result_prefix)?;
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
@@ -418,11 +410,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
         }
     }
     if let Some(c) = bare_compute {
-        c.finish(
-            &spec
-                .result_prefix
-                .with_extension(between_frames::COMPUTE_LOG),
-        )?;
+        c.finish(&spec.result_prefix)?;
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
