@@ -165,6 +165,12 @@ pub fn run(
             stderr.trim()
         )));
     };
+    // pyshmem 1.4.0's `unlink` keeps a stream's lock file, so the peer's streams leave theirs
+    // in the lock folder both libraries share. The names are this run's alone and the
+    // peer's processes have exited: unlink what is left, which takes the lock files too.
+    for name in names.streams().into_iter().filter(|n| !n.is_empty()) {
+        let _ = shmstream::unlink_quiet(name);
+    }
     if !status.success() {
         let tail: String = stderr
             .trim()

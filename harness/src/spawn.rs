@@ -104,6 +104,18 @@ impl Names {
             commands: format!("{base}-commands"),
         }
     }
+
+    /// The stream names among them (the floor's region and lock file are not streams).
+    pub fn streams(&self) -> [&str; 6] {
+        [
+            &self.data,
+            &self.ack,
+            &self.ctl,
+            &self.matrix,
+            &self.signals,
+            &self.commands,
+        ]
+    }
 }
 
 /// Everything a child needs, written as JSON next to its result files.

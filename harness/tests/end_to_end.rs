@@ -304,3 +304,60 @@ fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
     );
     assert!(err.contains("at least 16 bytes"), "{err}");
 }
+
+/// The pyshmem peer runs beside the roundtrip and the ping-pong, and the run leaves no lock
+/// file behind in the lock folder it shares with pyshmem (pyshmem 1.4.0's `unlink` keeps a
+/// stream's lock file; the harness removes those of the peer's streams once it has exited).
+#[test]
+fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
+    let Some(python) = std::env::var_os("SHMSTREAM_PYTHON") else {
+        assert!(
+            std::env::var_os("SHMSTREAM_REQUIRE_PYTHON").is_none(),
+            "SHMSTREAM_REQUIRE_PYTHON is set but SHMSTREAM_PYTHON is not"
+        );
+        eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
+        return;
+    };
+    let dir = scratch("peer-locks");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let scenario = dir.join("peer.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"peer\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.03\nwarmup = 0.01\n\
+         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n\
+         [[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[64]]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = run_on(&scenario, &out)
+        .arg("--python")
+        .arg(&python)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for r in results(&out).as_array().unwrap() {
+        assert!(
+            r["peer_hz"].as_f64().unwrap_or(0.0) > 0.0,
+            "the peer ran: {r}"
+        );
+    }
+    let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pyshmem-locks-")
+        })
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .collect();
+    assert!(left.is_empty(), "lock files left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
