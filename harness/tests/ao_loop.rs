@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{details, harness, results, run_on, scratch};
+use common::{details, harness, python, results, run_on, scratch};
 
 const TIMEOUT_S: u64 = 20;
 
@@ -429,12 +429,7 @@ ladder = false
 /// shared memory when it ends (the streams made for the Python stages included).
 #[test]
 fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
-    let Some(python) = std::env::var_os("SHMSTREAM_PYTHON") else {
-        assert!(
-            std::env::var_os("SHMSTREAM_REQUIRE_PYTHON").is_none(),
-            "SHMSTREAM_REQUIRE_PYTHON is set but SHMSTREAM_PYTHON is not"
-        );
-        eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
+    let Some(python) = python() else {
         return;
     };
     let dir = scratch("peer");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{details, harness, results, run_on, scratch};
+use common::{details, harness, python, results, run_on, scratch};
 use std::path::PathBuf;
 
 const SCENARIO: &str = r#"
@@ -310,12 +310,7 @@ fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
 /// stream's lock file; the harness removes those of the peer's streams once it has exited).
 #[test]
 fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
-    let Some(python) = std::env::var_os("SHMSTREAM_PYTHON") else {
-        assert!(
-            std::env::var_os("SHMSTREAM_REQUIRE_PYTHON").is_none(),
-            "SHMSTREAM_REQUIRE_PYTHON is set but SHMSTREAM_PYTHON is not"
-        );
-        eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
+    let Some(python) = python() else {
         return;
     };
     let dir = scratch("peer-locks");

@@ -35,3 +35,18 @@ pub fn results(out: &Path) -> serde_json::Value {
 pub fn details(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("details.json")).unwrap()).unwrap()
 }
+
+/// The Python with pyshmem and numpy that the peer needs (`SHMSTREAM_PYTHON`), or `None`
+/// with a message saying the test is skipped; with `SHMSTREAM_REQUIRE_PYTHON` set (CI),
+/// a missing one fails the test instead.
+pub fn python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("SHMSTREAM_PYTHON");
+    if python.is_none() {
+        assert!(
+            std::env::var_os("SHMSTREAM_REQUIRE_PYTHON").is_none(),
+            "SHMSTREAM_REQUIRE_PYTHON is set but SHMSTREAM_PYTHON is not"
+        );
+        eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
+    }
+    python
+}
