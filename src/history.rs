@@ -860,9 +860,13 @@ impl Cursor<'_> {
             // publication moves the count, and the wait looks at the head first, so a write
             // landing between the two loads returns at once instead of being waited past.
             let seen_count = self.stream.header.count().load(Ordering::Acquire);
+            let after_spin = match strategy {
+                WaitStrategy::Adaptive => WaitStrategy::Park,
+                s => s,
+            };
             match self
                 .stream
-                .wait_for_append(seen_count, self.next, remaining)
+                .wait_for_append(after_spin, seen_count, self.next, remaining)
             {
                 Ok(_) | Err(Error::Inconsistent { .. }) | Err(Error::WriteAborted { .. }) => {}
                 Err(Error::Timeout { .. }) => {

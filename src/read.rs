@@ -54,8 +54,21 @@ pub(crate) enum Want {
 impl Stream {
     /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
     /// without a host mirror) and says whether the bytes were valid; it may run several times.
+    /// Waits with the handle's strategy.
     pub(crate) fn read_frame(
         &self,
+        want: Want,
+        timeout: Option<Duration>,
+        op: &'static str,
+        copy: impl FnMut(*const u8) -> bool,
+    ) -> Result<FrameInfo> {
+        self.read_frame_waiting(self.wait_strategy(), want, timeout, op, copy)
+    }
+
+    /// [`Stream::read_frame`], waiting with `strategy`.
+    fn read_frame_waiting(
+        &self,
+        strategy: WaitStrategy,
         want: Want,
         timeout: Option<Duration>,
         op: &'static str,
@@ -67,13 +80,6 @@ impl Stream {
             .payload
             .as_ref()
             .map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
-        // A cursor's wait (`AfterOrAppended`) comes here once its adaptive spin on its next
-        // frame's slot is over ([`crate::history`]): it parks at once rather than spin again
-        // on the header and the ring's head.
-        let strategy = match (want, self.wait_strategy()) {
-            (Want::AfterOrAppended { .. }, WaitStrategy::Adaptive) => WaitStrategy::Park,
-            (_, s) => s,
-        };
         let mut waiter: Option<Waiter> = None;
         loop {
             if let Want::AfterOrAppended { next, .. } = want
@@ -386,14 +392,17 @@ impl Stream {
     }
 
     /// [`Stream::wait_for_count`], or until the history ring holds frame `next` (a cursor's
-    /// wait: a ring-first publication completes the slot before its even sequence).
+    /// wait: a ring-first publication completes the slot before its even sequence), waiting
+    /// with `strategy`.
     pub(crate) fn wait_for_append(
         &self,
+        strategy: WaitStrategy,
         after: u64,
         next: u64,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.read_frame(
+        self.read_frame_waiting(
+            strategy,
             Want::AfterOrAppended { after, next },
             timeout,
             "wait for a new frame",
