@@ -239,7 +239,10 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             _ => {}
         }
     }
-    for c in noise.cores_of(results.iter().map(|r| r.job.reader_cpu)) {
+    let stages = results
+        .iter()
+        .flat_map(|r| Placement::of(&r.job).stage_cores());
+    for c in noise.cores_of(stages) {
         writeln!(
             o,
             "\nThis machine paused a spinning thread on the stages' core (cpu {}) {} before the loops ran (`Host noise` below): frames due during such a pause come late by up to its length whatever the loop, so a p99 or jitter budget below that is this machine's to miss. Real-time placement (`--rt-priority`) or an isolated core keeps other tasks off the stages' core; the hypervisor's pauses remain.",

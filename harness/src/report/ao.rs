@@ -31,7 +31,10 @@ fn noise_note(
     rows: &[(&JobResult, &crate::cases::ao::AoSummary)],
     noise: &HostNoise,
 ) -> Result<()> {
-    for c in noise.cores_of(rows.iter().map(|(r, _)| r.job.reader_cpu)) {
+    let stages = rows
+        .iter()
+        .flat_map(|(r, _)| crate::cases::ao::placement::Placement::of(&r.job).stage_cores());
+    for c in noise.cores_of(stages) {
         writeln!(
             o,
             "\nHost noise on the stages' core (cpu {}), measured before the cases: a spinning thread was paused {} ({:.1} ms lost in pauses of 100 µs or more). The frames a loop has due during such a pause come late by up to its length, in ours and in pyshmem's alike (a stage that sleeps between frames is paused less often than a thread that never gives up its core: the scheduler favours a task that has just woken); one frame 4 ms late among 30 000 adds about 23 µs to a std, so on a host that pauses its cores for milliseconds the jitter ratio is decided by the pauses each loop happened to meet as much as by the loops.",

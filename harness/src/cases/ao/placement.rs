@@ -44,6 +44,14 @@ impl Placement {
         v
     }
 
+    /// The cores of the stages after the camera (slopes, reconstructor; one when merged or
+    /// both on one core).
+    pub fn stage_cores(&self) -> Vec<usize> {
+        let mut v = vec![self.slopes, self.recon];
+        v.dedup();
+        v
+    }
+
     /// Whether another stage process runs on `cpu` besides one.
     pub fn shares(&self, cpu: usize) -> bool {
         self.cores().iter().filter(|c| **c == cpu).count() > 1
@@ -99,5 +107,24 @@ impl Placement {
     pub fn warmup_frames(job: &Job) -> u64 {
         let rate = job.ao.as_ref().map_or(1000.0, |a| a.rate_hz);
         (job.timing.warmup * rate).ceil() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stages' cores: slopes and reconstructor, once where they share one.
+    #[test]
+    fn the_stage_cores_are_the_slopes_and_reconstructor_cores_each_once() {
+        let p = |slopes, recon, merged| Placement {
+            camera: 0,
+            slopes,
+            recon,
+            merged,
+        };
+        assert_eq!(p(1, 1, false).stage_cores(), [1]);
+        assert_eq!(p(1, 2, false).stage_cores(), [1, 2]);
+        assert_eq!(p(3, 3, true).stage_cores(), [3]);
     }
 }
