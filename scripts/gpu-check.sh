@@ -12,6 +12,8 @@
 #                                everything to ${OUT:-reports/gpu-run}
 # The run records the publication path the probe picks (issue #11) in env.txt.
 # Knobs for `run`: HARNESS_FLAGS (default --quick), GPU_CHECK_AO=0 skips scenarios/ao-gpu.toml,
+# GPU_CHECK_AO_DIRECT=1 runs scenarios/ao-gpu.toml again with direct launches instead of one CUDA
+# graph a frame (SHMSTREAM_AO_GPU_GRAPH=0, reports ao-gpu-direct; ~70 s),
 # GPU_CHECK_SYNC=0 skips the -mps-sync pass, GPU_CHECK_ONLY=mps runs the tests (as is) and the
 # MPS pass only, GPU_CHECK_BENCH=1 also runs gpu_bench
 # (default, event-ordering and MPS passes, as the first H200 report did).
@@ -102,6 +104,10 @@ run)
         :
     elif [ "${GPU_CHECK_AO:-1}" = 1 ]; then
         harness_pass "" "io:90 mvm:60 ao-gpu:150"
+        if [ "${GPU_CHECK_AO_DIRECT:-0}" = 1 ]; then
+            # Each row's `device work` note says which launch path ran.
+            SHMSTREAM_AO_GPU_GRAPH=0 harness_pass "-direct" "ao-gpu:150"
+        fi
     else
         harness_pass "" "io:90 mvm:60"
     fi

@@ -421,6 +421,17 @@ ladder = false
             assert!(r["p50_ns"].as_u64().unwrap() > 0, "{r}");
             assert!(!r["stages"].is_null(), "{r}");
         }
+        // Both the stage and the floor's compute replay each frame as one CUDA graph.
+        let d = details(&out);
+        for job in d["jobs"].as_array().unwrap() {
+            for side in ["ours", "floor"] {
+                let path = job[side]["notes"]["device work"].as_str().unwrap_or("");
+                assert!(
+                    path.starts_with("one CUDA graph launch a frame"),
+                    "{side}: {path:?}"
+                );
+            }
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -69,7 +69,8 @@ impl Sgemv {
         };
         // SAFETY: the lengths were checked above (A holds rows·cols elements, x cols, y rows),
         // the dimensions fit in i32 (checked in `new`), and cudarc orders the three buffers on
-        // the handle's stream (it waits for their pending work and records this use).
+        // the handle's stream (it waits for their pending work and records this use; where
+        // a context has its events off, `ao_step`, all of its buffers live on this stream).
         unsafe { self.blas.gemv(cfg, a, x, y) }.map_err(|e| format!("cublasSgemv: {e:?}"))
     }
 }

@@ -14,7 +14,8 @@
 //!   baseline x86-64 target.
 //! - [`gpu`] and [`ao_gpu`]: cuBLAS `sgemv`, page-locked host buffers, the GPU floors' bare
 //!   driver copies, and the ao-loop's GPU kernels (launches whose arguments the safe wrappers
-//!   check first).
+//!   check first); [`ao_step`]: the ao-loop's device work a frame, captured as one CUDA graph
+//!   (its page-locked buffers are copied by bare driver calls a capture can hold).
 //!
 //! - [`bare`] (safe code over [`shm`]): the floors' bare publication and re-checked copy,
 //!   here so that the harness's floors and its examples time one and the same bare hop.
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod ao_gpu;
+pub mod ao_step;
 pub mod bare;
 pub mod clock;
 pub mod flock;

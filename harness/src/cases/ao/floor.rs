@@ -14,6 +14,7 @@
 //! where the receiving stage's core is still busy with the reconstructor when a frame comes,
 //! a thread keeps the floor's receiver core busy too ([`slopes_core_busy`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -181,6 +182,11 @@ pub struct Parts {
     hops: Vec<(&'static str, Histogram<u64>)>,
 }
 
+/// Where the compute process of the floor's pass `pass` of job `idx` writes its results.
+pub fn result_prefix(runner: &Runner, idx: usize, pass: usize) -> PathBuf {
+    runner.work().join(format!("{idx}-aofloor{pass}"))
+}
+
 /// Measures one pass of the floor's parts of `job` (`pass` keeps the passes' names and
 /// files apart).
 pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize) -> Result<Parts> {
@@ -191,7 +197,7 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
         job: job.clone(),
         names,
         cpu: place.slopes,
-        result_prefix: runner.work().join(format!("{idx}-aofloor{pass}")),
+        result_prefix: result_prefix(runner, idx, pass),
         wait_timeout_s: job.timeout_s,
     };
     spawn::run_group(

@@ -9,23 +9,24 @@
 //! 4. the commands come back into page-locked memory, one stream synchronize, and the
 //!    stage publishes them on the (CPU) commands stream, as a DM driver reads them.
 //!
-//! Every step is enqueued on one CUDA stream; the host waits once per frame. Events
-//! around steps 1-2 give the stage log its "slopes done" time without another wait, so
-//! the report's `slopes` is upload + signals and `recon` the rest up to the publish.
+//! Steps 1-4 are captured once as a CUDA graph and replayed with one launch a frame
+//! (`harness_sys::ao_step`; direct launches where the capture fails, or with
+//! `SHMSTREAM_AO_GPU_GRAPH=0`); the host waits once per frame. Events around steps 1-2
+//! give the stage log its "slopes done" time without another wait, so the report's
+//! `slopes` is upload + signals and `recon` the rest up to the publish. The stage's
+//! `device work` note says which launch path ran.
 //!
 //! Before it says ready, the stage runs [`SELF_CHECK_FRAMES`] frames through the CPU
 //! stages and the GPU and fails if the commands differ: a wrong kernel cannot produce a
 //! report. The floor ([`floor_compute`]) is the same device work on the same buffers with
 //! no stream around it, a frame a camera period.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use harness_sys::ao_gpu::{AoKernels, CentroidGrid};
+use harness_sys::ao_gpu::CentroidGrid;
+use harness_sys::ao_step::{AoStep, Matrix, Setup, Signals};
 use harness_sys::clock::monotonic_ns;
-use harness_sys::gpu::{Sgemv, cublas_available, pinned_zeroed};
-use shmstream::gpu::cudarc::driver::{
-    CudaContext, CudaEvent, CudaSlice, CudaStream, PinnedHostSlice, sys::CUevent_flags,
-};
+use harness_sys::gpu::cublas_available;
 
 use super::between_frames;
 use super::camera;
@@ -46,54 +47,35 @@ pub const SELF_CHECK_FRAMES: usize = 3;
 /// summation order and fused multiply-adds differ, nothing else.
 const TOLERANCE: f32 = 1e-3;
 
-/// The device side of the loop: buffers, kernels, cuBLAS handles, reused every frame.
+/// Set to `0` to launch the GPU form's device work directly each frame instead of replaying
+/// it as one CUDA graph (to compare the two on a GPU).
+pub const GRAPH_ENV: &str = "SHMSTREAM_AO_GPU_GRAPH";
+
+/// The device side of the loop ([`AoStep`]: buffers, kernels, cuBLAS handles, the graph),
+/// set up from a geometry.
 #[derive(Debug)]
 pub struct GpuLoop {
-    st: Arc<CudaStream>,
-    kernels: AoKernels,
-    gemv_r: Sgemv,
-    signals: SignalsOnDevice,
-    frame_host: PinnedHostSlice<u16>,
-    frame: CudaSlice<u16>,
-    dark: CudaSlice<f32>,
-    flat: CudaSlice<f32>,
-    sig: CudaSlice<f32>,
-    r: CudaSlice<f32>,
-    modes: CudaSlice<f32>,
-    state: CudaSlice<f32>,
-    /// Modal control: M2C on the device and its `sgemv`.
-    m2c: Option<(CudaSlice<f32>, Sgemv)>,
-    cmd: CudaSlice<f32>,
-    cmd_host: PinnedHostSlice<f32>,
-    start: CudaEvent,
-    slopes_done: CudaEvent,
-    gain: f32,
-    leak: f32,
-}
-
-#[derive(Debug)]
-enum SignalsOnDevice {
-    Centroids(CentroidGrid),
-    Pixels { valid: CudaSlice<u32>, max: u32 },
+    step: AoStep,
 }
 
 impl GpuLoop {
-    /// Uploads the calibration and matrices of `g` to device `ordinal`.
+    /// Uploads the calibration and matrices of `g` to device `ordinal` and captures one
+    /// frame's work as a CUDA graph (unless [`GRAPH_ENV`] is `0`; a failed capture leaves
+    /// direct launches, [`Self::path`] says which).
     pub fn new(g: &Geometry, ordinal: usize, gain: f32, leak: f32) -> Result<Self> {
         if !cublas_available() {
             bail!("libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)");
         }
-        let ctx = CudaContext::new(ordinal)?;
-        // The context's default stream: with one stream cudarc records no per-buffer
-        // events around each launch and copy (it does once a second stream exists).
-        let st = ctx.default_stream();
-        let kernels = AoKernels::new(&ctx, st.clone())?;
         let cal = Calibration::synthetic(g);
+        let valid = match g.kind {
+            SignalKind::Centroids => Vec::new(),
+            SignalKind::Pixels => valid_pixels(g),
+        };
         let signals = match g.kind {
             SignalKind::Centroids => {
                 let [sy, sx] = g.subapertures;
                 let [ch, cw] = g.cell();
-                SignalsOnDevice::Centroids(CentroidGrid {
+                Signals::Centroids(CentroidGrid {
                     w: g.wfs[1],
                     sy,
                     sx,
@@ -101,110 +83,62 @@ impl GpuLoop {
                     cw,
                 })
             }
-            SignalKind::Pixels => {
-                let v = valid_pixels(g);
-                SignalsOnDevice::Pixels {
-                    max: v.iter().copied().max().unwrap_or(0),
-                    valid: st.clone_htod(&v)?,
-                }
-            }
+            SignalKind::Pixels => Signals::Pixels(&valid),
         };
         let mats = g.matrices();
-        let (rr, rc) = mats[0];
-        let m2c = match mats.get(1) {
-            Some(&(ar, ac)) => Some((
-                st.clone_htod(&matrix(ar, ac))?,
-                Sgemv::new(st.clone(), ar, ac)?,
-            )),
-            None => None,
+        let values: Vec<Vec<f32>> = mats.iter().map(|&(r, c)| matrix(r, c)).collect();
+        let as_matrix = |i: usize| Matrix {
+            rows: mats[i].0,
+            cols: mats[i].1,
+            values: &values[i],
         };
-        let timed = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        Ok(Self {
-            kernels,
-            gemv_r: Sgemv::new(st.clone(), rr, rc)?,
-            signals,
-            frame_host: pinned_zeroed(&ctx, g.pixels())?,
-            frame: st.alloc_zeros(g.pixels())?,
-            dark: st.clone_htod(&cal.dark_f32())?,
-            flat: st.clone_htod(&cal.flat)?,
-            sig: st.alloc_zeros(g.signals)?,
-            r: st.clone_htod(&matrix(rr, rc))?,
-            modes: st.alloc_zeros(rr)?,
-            state: st.alloc_zeros(rr)?,
-            m2c,
-            cmd: st.alloc_zeros(g.actuators)?,
-            cmd_host: pinned_zeroed(&ctx, g.actuators)?,
-            start: ctx.new_event(timed)?,
-            slopes_done: ctx.new_event(timed)?,
-            st,
-            gain,
-            leak,
-        })
+        let mut step = AoStep::new(
+            ordinal,
+            &Setup {
+                pixels: g.pixels(),
+                dark: &cal.dark_f32(),
+                flat: &cal.flat,
+                signals,
+                n_signals: g.signals,
+                recon: as_matrix(0),
+                m2c: (mats.len() > 1).then(|| as_matrix(1)),
+                actuators: g.actuators,
+                gain,
+                leak,
+                clip: CLIP,
+            },
+        )?;
+        if std::env::var(GRAPH_ENV).as_deref() != Ok("0") {
+            // A failure is kept for the report's note; the loop runs with direct launches.
+            let _ = step.capture();
+            step.reset()?;
+        }
+        Ok(Self { step })
     }
 
-    /// The page-locked frame buffer the next [`Self::step`] uploads (waits for the last
-    /// upload to finish first).
+    /// How each frame's device work is launched.
+    pub fn path(&self) -> String {
+        self.step.path()
+    }
+
+    /// The page-locked frame buffer the next [`Self::step`] uploads.
     pub fn frame_mut(&mut self) -> Result<&mut [u16]> {
-        Ok(self.frame_host.as_mut_slice()?)
+        Ok(self.step.frame_mut()?)
     }
 
     /// One frame on the device, waited for; returns the upload + signals time, ns.
     pub fn step(&mut self) -> Result<u64> {
-        self.start.record(&self.st)?;
-        self.st.memcpy_htod(&self.frame_host, &mut self.frame)?;
-        match &self.signals {
-            SignalsOnDevice::Centroids(grid) => {
-                self.kernels
-                    .centroids(&self.frame, &self.dark, &self.flat, &mut self.sig, *grid)
-            }
-            SignalsOnDevice::Pixels { valid, max } => self.kernels.pixels(
-                &self.frame,
-                &self.dark,
-                &self.flat,
-                valid,
-                &mut self.sig,
-                *max,
-            ),
-        }?;
-        self.slopes_done.record(&self.st)?;
-        self.gemv_r.run(&self.r, &self.sig, &mut self.modes)?;
-        match &self.m2c {
-            Some((m2c, gemv)) => {
-                self.kernels.integrate(
-                    &mut self.state,
-                    &self.modes,
-                    self.gain,
-                    self.leak,
-                    None,
-                    CLIP,
-                )?;
-                gemv.run(m2c, &self.state, &mut self.cmd)?;
-                self.kernels.clip(&mut self.cmd, CLIP)?;
-            }
-            None => self.kernels.integrate(
-                &mut self.state,
-                &self.modes,
-                self.gain,
-                self.leak,
-                Some(&mut self.cmd),
-                CLIP,
-            )?,
-        }
-        self.st.memcpy_dtoh(&self.cmd, &mut self.cmd_host)?;
-        self.st.synchronize()?;
-        let ms = self.start.elapsed_ms(&self.slopes_done)?;
-        Ok((f64::from(ms) * 1e6).max(0.0) as u64)
+        Ok(self.step.step()?)
     }
 
     /// The commands of the last [`Self::step`].
     pub fn commands(&self) -> Result<&[f32]> {
-        Ok(self.cmd_host.as_slice()?)
+        Ok(self.step.commands()?)
     }
 
     /// Zeroes the integrator (after the self-check).
     pub fn reset(&mut self) -> Result<()> {
-        self.st.memset_zeros(&mut self.state)?;
-        Ok(self.st.synchronize()?)
+        Ok(self.step.reset()?)
     }
 }
 
@@ -237,6 +171,22 @@ pub fn self_check(g: &Geometry, gpu: &mut GpuLoop, gain: f32, leak: f32) -> Resu
     gpu.reset()
 }
 
+/// The file beside a GPU process's results that holds its [`GpuLoop::path`].
+fn path_file(result_prefix: &Path) -> PathBuf {
+    result_prefix.with_extension("aopath")
+}
+
+/// The launch path a GPU stage or floor process with results at `result_prefix` wrote, if
+/// it wrote one (the note `device work`).
+pub fn read_path(result_prefix: &Path) -> Option<String> {
+    std::fs::read_to_string(path_file(result_prefix)).ok()
+}
+
+fn write_path(spec: &ChildSpec, gpu: &GpuLoop) -> Result<()> {
+    let f = path_file(&spec.result_prefix);
+    std::fs::write(&f, gpu.path()).with_context(|| format!("writing {}", f.display()))
+}
+
 fn ordinal(spec: &ChildSpec) -> Result<usize> {
     match spec.job.device {
         Device::Cuda(i) => Ok(i as usize),
@@ -253,7 +203,8 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let mut wait = stage::FrameWait::new(ao, place.shares(place.slopes), &s.frame);
     let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)
         .with_context(|| format!("setting up the GPU form on {}", spec.job.device))?;
-    self_check(&g, &mut gpu, ao.gain, ao.leak)?;
+    self_check(&g, &mut gpu, ao.gain, ao.leak).with_context(|| gpu.path())?;
+    write_path(spec, &gpu)?;
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut log = Vec::with_capacity(place.frames(&spec.job) as usize);
     let mut input = s.frame.cursor().context("a cursor on the frame stream")?;
@@ -288,6 +239,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = stage::geometry(spec)?;
     let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)?;
+    write_path(spec, &gpu)?;
     let frames = camera::frames(&g);
     let mut out = stage::Outputs::create(spec, &g, ao)?;
     stage::paced_floor(spec, |i| {

@@ -239,10 +239,25 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             |r| verdict(r, ao.rate_hz, ao.budget_us),
         ),
     };
+    let mut ours = ours.map(|r| side(&r, job));
+    let mut floor = floor.map(|f| f.side);
+    if job.device.is_gpu() {
+        // Which launch path the GPU stage and the floor's compute ran (one CUDA graph a
+        // frame, or direct launches and why).
+        let noted = [
+            (ours.as_mut(), stages.first().cloned()),
+            (floor.as_mut(), Some(floor::result_prefix(runner, idx, 0))),
+        ];
+        for (side, prefix) in noted {
+            if let (Ok(side), Some(path)) = (side, prefix.as_deref().and_then(gpu::read_path)) {
+                side.m.notes.push(("device work".into(), path));
+            }
+        }
+    }
     JobResult {
         job: job.clone(),
-        ours: ours.map(|r| side(&r, job)),
-        floor: floor.map(|f| f.side),
+        ours,
+        floor,
         peer: peer.map(|r| side(&r, job)),
         skipped: None,
         ao: Some(Box::new(summary)),
