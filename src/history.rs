@@ -40,7 +40,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::dtype::Element;
 use crate::error::{Error, LossCause, Result};
 use crate::name;
-use crate::notify::{ADAPTIVE_SPIN_ROUNDS, WaitStrategy};
+use crate::notify::{ADAPTIVE_SPIN, WaitStrategy};
 use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
 use crate::stream::Stream;
@@ -765,8 +765,9 @@ impl Cursor<'_> {
         mut copy: impl FnMut(*const u8) -> bool,
     ) -> Result<FrameInfo> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        // Pauses spun on the next frame's slot in this call.
-        let mut slot_spins = 0u32;
+        // When an adaptive cursor stops spinning on the next frame's slot in this call (set
+        // at its first spin).
+        let mut spin_until: Option<Instant> = None;
         loop {
             self.stream.ensure_open()?;
             // The head alone decides whether a frame is there: the header's cache line, which
@@ -843,11 +844,13 @@ impl Cursor<'_> {
             let strategy = self.stream.wait_strategy();
             let spins = match strategy {
                 WaitStrategy::Spin => true,
-                WaitStrategy::Adaptive => slot_spins < ADAPTIVE_SPIN_ROUNDS,
+                WaitStrategy::Adaptive => {
+                    let now = Instant::now();
+                    now < *spin_until.get_or_insert(now + ADAPTIVE_SPIN)
+                }
                 _ => false,
             };
             if spins {
-                slot_spins = slot_spins.saturating_add(SLOT_SPIN_ROUNDS);
                 if !self.ring.spin_until_finished(self.next, SLOT_SPIN_ROUNDS) {
                     self.stream.check_generation(false)?;
                 }

@@ -65,7 +65,7 @@ pub use error::{Error, LossCause, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
 pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};
-pub use notify::{ADAPTIVE_SPIN_ROUNDS, WaitStrategy};
+pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
 pub use read::{FrameInfo, Publication};
 pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::WriteGuard;

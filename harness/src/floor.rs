@@ -13,7 +13,7 @@
 //!   waits by the same mechanism as the library's: `spin` spins; `park` (`futex`) sleeps
 //!   in `FUTEX_WAIT` at once, woken by `FUTEX_WAKE` (the C `futex rtt` floor with a
 //!   payload; the writer idles `gap_us` before each round trip, as in the case);
-//!   `adaptive` spins [`shmstream::ADAPTIVE_SPIN_ROUNDS`] pauses, then sleeps. With
+//!   `adaptive` spins for [`shmstream::ADAPTIVE_SPIN`], then sleeps. With
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
 //!   one-way latency instead (from its publish's start or its wake's return to the
 //!   reader's re-checked copy, on the shared monotonic clock), as an ao-loop stage
@@ -127,44 +127,71 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok(r)
 }
 
-/// Whether a floor waiter in its `rounds`-th pause sleeps in `FUTEX_WAIT` (else it
-/// spins): never for spin, after the library's own spin budget for adaptive, at once for
-/// park. The same mechanism as the library's wait of that name.
-fn sleeps(wait: Option<Wait>, rounds: u32) -> bool {
-    match wait {
-        Some(Wait::Park) => true,
-        Some(Wait::Adaptive) => rounds >= shmstream::ADAPTIVE_SPIN_ROUNDS,
-        _ => false,
+/// A floor waiter's pauses, by the same mechanism as the library's wait of that name:
+/// spin never sleeps; adaptive spins for the library's own spin time
+/// ([`shmstream::ADAPTIVE_SPIN`]), then sleeps in `FUTEX_WAIT`; park sleeps at once. Made
+/// at the first pause, as the library's waiter is. The clock is read only every 1024 spins
+/// so that it does not slow the spin (an adaptive spin may then last a few µs longer than
+/// the library's: the floor's wait is never the slower).
+struct Pauses {
+    sleep: bool,
+    /// Adaptive: when the spin ends.
+    spin_until: Option<Instant>,
+    /// Set at the first clock read.
+    deadline: Option<Instant>,
+    timeout: Duration,
+    rounds: u32,
+}
+
+impl Pauses {
+    fn new(wait: Option<Wait>, timeout: Duration) -> Pauses {
+        let spin_until = (wait == Some(Wait::Adaptive)).then(Instant::now);
+        Pauses {
+            sleep: wait == Some(Wait::Park),
+            spin_until: spin_until.map(|t| t + shmstream::ADAPTIVE_SPIN),
+            deadline: spin_until.map(|t| t + timeout),
+            timeout,
+            rounds: 0,
+        }
+    }
+
+    /// One pause while `word` still holds `v`; `false` once the deadline has passed.
+    fn pause(&mut self, word: &AtomicU32, v: u32) -> bool {
+        if self.sleep {
+            futex::wait(word, v, Duration::from_millis(50));
+        } else {
+            std::hint::spin_loop();
+        }
+        self.rounds = self.rounds.saturating_add(1);
+        if self.sleep || self.rounds.is_multiple_of(1024) {
+            let now = Instant::now();
+            if now > *self.deadline.get_or_insert(now + self.timeout) {
+                return false;
+            }
+            self.sleep |= self.spin_until.is_some_and(|end| now >= end);
+        }
+        true
     }
 }
 
-/// Waits until `pred(word)`, spinning or sleeping in `FUTEX_WAIT` as [`sleeps`] says. The
-/// clock is read only every 1024 spins so that it does not slow the spin.
+/// Waits until `pred(word)`, pausing as [`Pauses`] says.
 fn wait_until(
     word: &AtomicU32,
     pred: impl Fn(u32) -> bool,
     wait: Option<Wait>,
     timeout: Duration,
 ) -> Result<u32> {
-    let mut deadline: Option<Instant> = None;
-    let mut rounds = 0u32;
+    let mut pauses: Option<Pauses> = None;
     loop {
         let v = word.load(Ordering::Acquire);
         if pred(v) {
             return Ok(v);
         }
-        let sleep = sleeps(wait, rounds);
-        if sleep {
-            futex::wait(word, v, Duration::from_millis(50));
-        } else {
-            std::hint::spin_loop();
-        }
-        rounds = rounds.saturating_add(1);
-        if sleep || rounds.is_multiple_of(1024) {
-            let now = Instant::now();
-            if now > *deadline.get_or_insert(now + timeout) {
-                bail!("floor peer did not answer within {timeout:?}");
-            }
+        if !pauses
+            .get_or_insert_with(|| Pauses::new(wait, timeout))
+            .pause(word, v)
+        {
+            bail!("floor peer did not answer within {timeout:?}");
         }
     }
 }
@@ -438,8 +465,7 @@ impl<'a> FloorEcho<'a> {
             let due = phase + u64::from(from) * period;
             sleep_until(due.saturating_sub(margin));
         }
-        let mut deadline: Option<Instant> = None;
-        let mut rounds = 0u32;
+        let mut pauses: Option<Pauses> = None;
         let generation = loop {
             let s = seq.load(Ordering::Acquire);
             if s >= want && s & 1 == 0 {
@@ -468,18 +494,11 @@ impl<'a> FloorEcho<'a> {
             if stop.load(Ordering::Acquire) != 0 {
                 return Ok(Echo::Stop);
             }
-            let sleep = sleeps(self.turns.wait, rounds);
-            if sleep {
-                futex::wait(seq, s, Duration::from_millis(50));
-            } else {
-                std::hint::spin_loop();
-            }
-            rounds = rounds.saturating_add(1);
-            if sleep || rounds.is_multiple_of(1024) {
-                let now = Instant::now();
-                if now > *deadline.get_or_insert(now + self.turns.to) {
-                    bail!("floor writer went silent for {:?}", self.turns.to);
-                }
+            if !pauses
+                .get_or_insert_with(|| Pauses::new(self.turns.wait, self.turns.to))
+                .pause(seq, s)
+            {
+                bail!("floor writer went silent for {:?}", self.turns.to);
             }
         };
         self.turns.generation = generation;
