@@ -110,13 +110,15 @@ enum AdaptiveSpin {
 
 impl Waiter {
     pub(crate) fn new(strategy: WaitStrategy, notify: bool, timeout: Option<Duration>) -> Waiter {
-        let now = Instant::now();
+        // One clock read, and none where nothing needs it.
+        let adaptive = strategy == WaitStrategy::Adaptive;
+        let now = (adaptive || timeout.is_some()).then(Instant::now);
         Waiter {
             strategy,
             notify,
-            deadline: timeout.map(|t| now + t),
-            spin: match strategy {
-                WaitStrategy::Adaptive => AdaptiveSpin::Until(now + ADAPTIVE_SPIN),
+            deadline: now.zip(timeout).map(|(n, t)| n + t),
+            spin: match now {
+                Some(n) if adaptive => AdaptiveSpin::Until(n + ADAPTIVE_SPIN),
                 _ => AdaptiveSpin::EndedAt(0),
             },
             rounds: 0,
