@@ -105,9 +105,15 @@ run)
     elif [ "${GPU_CHECK_AO:-1}" = 1 ]; then
         harness_pass "" "io:90 mvm:60 ao-gpu:150"
         if [ "${GPU_CHECK_AO_DIRECT:-0}" = 1 ]; then
-            # Each row's `device work` note says which launch path ran.
             SHMSTREAM_AO_GPU_GRAPH=0 harness_pass "-direct" "ao-gpu:150"
         fi
+        # Which launch path the GPU form's stage and floor ran (the `device work` notes: one
+        # CUDA graph a frame, or direct launches and why).
+        for d in "$out"/ao-gpu*; do
+            [ -f "$d/details.json" ] || continue
+            grep -o '"device work": "[^"]*"' "$d/details.json" | sort | uniq -c |
+                sed "s|^|$(basename "$d"): |" >>"$out/env.txt"
+        done
     else
         harness_pass "" "io:90 mvm:60"
     fi
