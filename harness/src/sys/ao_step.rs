@@ -25,7 +25,7 @@ use shmstream::gpu::cudarc::driver::{
 };
 
 use crate::ao_gpu::{AoKernels, CentroidGrid};
-use crate::gpu::Sgemv;
+use crate::gpu::{HostBuffer, Sgemv, driver};
 
 /// How the frame becomes signals on the device.
 #[derive(Debug, Clone, Copy)]
@@ -72,54 +72,6 @@ pub struct Setup<'a> {
     pub leak: f32,
     /// Commands are clipped to ±`clip`.
     pub clip: f32,
-}
-
-/// `len` values of page-locked host memory (`cuMemHostAlloc`, flags 0), zeroed, with no
-/// event: the owner guarantees no copy is in flight while it lends a slice out.
-#[derive(Debug)]
-struct HostBuffer<T> {
-    ctx: Arc<CudaContext>,
-    ptr: *mut T,
-    len: usize,
-}
-
-impl<T: Copy> HostBuffer<T> {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, String> {
-        let bytes = (len * std::mem::size_of::<T>()).max(1);
-        ctx.bind_to_thread()
-            .map_err(|e| format!("binding the context: {e:?}"))?;
-        let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
-        // SAFETY: the context is bound to this thread; `p` is a valid out-pointer.
-        driver("cuMemHostAlloc", unsafe {
-            dsys::cuMemHostAlloc(&mut p, bytes, 0)
-        })?;
-        // SAFETY: `p` points to `bytes` fresh bytes nothing else uses; all-zero bits are a
-        // valid u16 and f32, the only `T` used here.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
-        Ok(Self {
-            ctx: ctx.clone(),
-            ptr: p.cast(),
-            len,
-        })
-    }
-
-    fn bytes(&self) -> usize {
-        self.len * std::mem::size_of::<T>()
-    }
-}
-
-impl<T> Drop for HostBuffer<T> {
-    fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: allocated by `new`, freed once; the owning `AoStep` waited for its
-            // stream before its fields drop.
-            let _ = unsafe { dsys::cuMemFreeHost(self.ptr.cast()) };
-        }
-    }
-}
-
-fn driver(what: &str, r: dsys::CUresult) -> Result<(), String> {
-    r.result().map_err(|e| format!("{what}: {e:?}"))
 }
 
 fn cuda<T>(what: &'static str) -> impl FnOnce(T) -> String
@@ -296,7 +248,12 @@ impl AoStep {
         // SAFETY: `frame` and `frame_host` both hold `pixels` u16 (made so in `new`); the
         // host buffer is not lent out until the stream has run this copy (`settle`).
         driver("cuMemcpyHtoDAsync", unsafe {
-            dsys::cuMemcpyHtoDAsync_v2(dst, self.frame_host.ptr.cast(), self.frame_host.bytes(), st)
+            dsys::cuMemcpyHtoDAsync_v2(
+                dst,
+                self.frame_host.ptr().cast(),
+                self.frame_host.bytes(),
+                st,
+            )
         })?;
         match &self.signals {
             OnDevice::Centroids(grid) => {
@@ -340,7 +297,7 @@ impl AoStep {
         // SAFETY: `cmd` and `cmd_host` both hold `actuators` f32; the host buffer is not
         // lent out until the stream has run this copy (`settle`).
         driver("cuMemcpyDtoHAsync", unsafe {
-            dsys::cuMemcpyDtoHAsync_v2(self.cmd_host.ptr.cast(), src, self.cmd_host.bytes(), st)
+            dsys::cuMemcpyDtoHAsync_v2(self.cmd_host.ptr().cast(), src, self.cmd_host.bytes(), st)
         })
     }
 
@@ -358,7 +315,7 @@ impl AoStep {
         self.settle()?;
         // SAFETY: `ptr` holds `len` initialized u16 owned by this step; nothing on the
         // stream uses it now (settled), and no step can start while this borrow lives.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.frame_host.ptr, self.frame_host.len) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.frame_host.ptr(), self.frame_host.len()) })
     }
 
     /// One frame on the device, waited for; returns the upload + signals time, ns.
@@ -382,7 +339,7 @@ impl AoStep {
         self.settle()?;
         // SAFETY: `ptr` holds `len` initialized f32 owned by this step; nothing on the
         // stream writes it now (settled), and no step can start while this borrow lives.
-        Ok(unsafe { std::slice::from_raw_parts(self.cmd_host.ptr, self.cmd_host.len) })
+        Ok(unsafe { std::slice::from_raw_parts(self.cmd_host.ptr(), self.cmd_host.len()) })
     }
 
     /// Zeroes the integrator.

@@ -105,7 +105,7 @@ pub struct RawCopies {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     dev: Vec<dsys::CUdeviceptr>,
-    host: [*mut f32; 2],
+    host: [HostBuffer<f32>; 2],
     len: usize,
     /// With [`RawCopies::use_flag_wait`]: a page-locked, device-mapped word the stream writes
     /// (its host and device addresses) and the last value written, so waits spin on it.
@@ -115,38 +115,85 @@ pub struct RawCopies {
     in_flight: std::cell::Cell<bool>,
 }
 
-fn driver(what: &str, r: dsys::CUresult) -> Result<(), String> {
+/// A driver call's result, its error naming the call.
+pub(crate) fn driver(what: &str, r: dsys::CUresult) -> Result<(), String> {
     r.result().map_err(|e| format!("{what}: {e:?}"))
+}
+
+/// `len` values of page-locked host memory (`cuMemHostAlloc`, flags 0, as the library's
+/// staging buffers), zeroed, freed when dropped, with no event: its owner copies it with the
+/// bare driver calls and lends it out only once no copy is in flight.
+#[derive(Debug)]
+pub(crate) struct HostBuffer<T> {
+    ctx: Arc<CudaContext>,
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T: Copy> HostBuffer<T> {
+    /// Allocates on `ctx` (bound to this thread here).
+    pub(crate) fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, String> {
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        ctx.bind_to_thread()
+            .map_err(|e| format!("binding the context: {e:?}"))?;
+        let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: the context is bound to this thread; `p` is a valid out-pointer.
+        driver("cuMemHostAlloc", unsafe {
+            dsys::cuMemHostAlloc(&mut p, bytes, 0)
+        })?;
+        // SAFETY: `p` points to `bytes` fresh bytes nothing else uses; all-zero bits are a
+        // valid u16 and f32, the only `T` used here.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        Ok(Self {
+            ctx: ctx.clone(),
+            ptr: p.cast(),
+            len,
+        })
+    }
+
+    /// The first value's address (for the driver's copies, and the owner's slices).
+    pub(crate) fn ptr(&self) -> *mut T {
+        self.ptr
+    }
+
+    /// Values.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+}
+
+impl<T> Drop for HostBuffer<T> {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by `new`, freed once; owners wait for their stream before
+            // their buffers drop.
+            let _ = unsafe { dsys::cuMemFreeHost(self.ptr.cast()) };
+        }
+    }
 }
 
 impl RawCopies {
     /// Allocates the buffers on `stream`'s context, all zeroed.
     pub fn new(stream: Arc<CudaStream>, buffers: usize, len: usize) -> Result<Self, String> {
         let ctx = stream.context().clone();
-        ctx.bind_to_thread()
-            .map_err(|e| format!("binding the context: {e:?}"))?;
         let bytes = len * std::mem::size_of::<f32>();
+        let host = [HostBuffer::new(&ctx, len)?, HostBuffer::new(&ctx, len)?];
         // Owned from here: a failure below frees what was allocated (Drop).
         let mut this = Self {
             ctx,
             stream,
             dev: Vec::with_capacity(buffers),
-            host: [std::ptr::null_mut(); 2],
+            host,
             len,
             flag: None,
             flag_value: std::cell::Cell::new(0),
             in_flight: std::cell::Cell::new(false),
         };
-        for h in &mut this.host {
-            let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
-            // SAFETY: the context is bound to this thread; `p` is a valid out-pointer.
-            driver("cuMemHostAlloc", unsafe {
-                dsys::cuMemHostAlloc(&mut p, bytes.max(1), 0)
-            })?;
-            // SAFETY: `p` points to `bytes` (≥ 1) fresh bytes that nothing else uses.
-            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
-            *h = p.cast();
-        }
         for _ in 0..buffers {
             let mut d: dsys::CUdeviceptr = 0;
             // SAFETY: the context is bound; `d` is a valid out-pointer.
@@ -165,7 +212,7 @@ impl RawCopies {
         if self.in_flight.get() {
             self.wait()?;
         }
-        let p = self.host[i.min(1)];
+        let p = self.host[i.min(1)].ptr();
         // SAFETY: `p` holds `len` initialized f32 (zeroed, then only written as f32), owned
         // by this value; no copy is in flight (waited for above), and none can be enqueued
         // while this borrow (of all of `self`) lives.
@@ -242,7 +289,7 @@ impl RawCopies {
     /// Device buffer `from` → page-locked host buffer `to`, enqueued only (see
     /// [`RawCopies::wait`]).
     pub fn enqueue_dtoh(&self, from: usize, to: usize) -> Result<(), String> {
-        let (d, h) = (self.dev(from)?, self.host[to.min(1)]);
+        let (d, h) = (self.dev(from)?, self.host[to.min(1)].ptr());
         // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; `host()`
         // waits for the copy before it lends the host buffer out.
         let r = unsafe {
@@ -263,7 +310,7 @@ impl RawCopies {
 
     /// Host buffer `from` → device buffer `to`, enqueued only (see [`RawCopies::wait`]).
     pub fn enqueue_htod(&self, from: usize, to: usize) -> Result<(), String> {
-        let (h, d) = (self.host[from.min(1)], self.dev(to)?);
+        let (h, d) = (self.host[from.min(1)].ptr(), self.dev(to)?);
         // SAFETY: both buffers hold `bytes()` bytes and are owned by this value; `host()`
         // waits for the copy before it lends the host buffer out.
         let r = unsafe {
@@ -311,14 +358,11 @@ impl Drop for RawCopies {
             return;
         }
         // SAFETY: our own stream; afterwards no copy uses the buffers, each allocated above
-        // and freed once here.
+        // and freed once here (the host buffers free themselves after this, as fields).
         unsafe {
             let _ = dsys::cuStreamSynchronize(self.stream.cu_stream());
             for d in self.dev.drain(..) {
                 let _ = dsys::cuMemFree_v2(d);
-            }
-            for h in self.host.into_iter().filter(|h| !h.is_null()) {
-                let _ = dsys::cuMemFreeHost(h.cast());
             }
             if let Some((h, _)) = self.flag.take() {
                 let _ = dsys::cuMemFreeHost(h.cast());

@@ -51,100 +51,67 @@ const TOLERANCE: f32 = 1e-3;
 /// it as one CUDA graph (to compare the two on a GPU).
 pub const GRAPH_ENV: &str = "SHMSTREAM_AO_GPU_GRAPH";
 
-/// The device side of the loop ([`AoStep`]: buffers, kernels, cuBLAS handles, the graph),
-/// set up from a geometry.
-#[derive(Debug)]
-pub struct GpuLoop {
-    step: AoStep,
-}
-
-impl GpuLoop {
-    /// Uploads the calibration and matrices of `g` to device `ordinal` and captures one
-    /// frame's work as a CUDA graph (unless [`GRAPH_ENV`] is `0`; a failed capture leaves
-    /// direct launches, [`Self::path`] says which).
-    pub fn new(g: &Geometry, ordinal: usize, gain: f32, leak: f32) -> Result<Self> {
-        if !cublas_available() {
-            bail!("libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)");
+/// The device side of the loop for geometry `g` on device `ordinal` ([`AoStep`]: its
+/// buffers, kernels, cuBLAS handles), with one frame's work captured as a CUDA graph (unless
+/// [`GRAPH_ENV`] is `0`; a failed capture leaves direct launches, [`AoStep::path`] says
+/// which).
+pub fn gpu_loop(g: &Geometry, ordinal: usize, gain: f32, leak: f32) -> Result<AoStep> {
+    if !cublas_available() {
+        bail!("libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)");
+    }
+    let cal = Calibration::synthetic(g);
+    let valid = match g.kind {
+        SignalKind::Centroids => Vec::new(),
+        SignalKind::Pixels => valid_pixels(g),
+    };
+    let signals = match g.kind {
+        SignalKind::Centroids => {
+            let [sy, sx] = g.subapertures;
+            let [ch, cw] = g.cell();
+            Signals::Centroids(CentroidGrid {
+                w: g.wfs[1],
+                sy,
+                sx,
+                ch,
+                cw,
+            })
         }
-        let cal = Calibration::synthetic(g);
-        let valid = match g.kind {
-            SignalKind::Centroids => Vec::new(),
-            SignalKind::Pixels => valid_pixels(g),
-        };
-        let signals = match g.kind {
-            SignalKind::Centroids => {
-                let [sy, sx] = g.subapertures;
-                let [ch, cw] = g.cell();
-                Signals::Centroids(CentroidGrid {
-                    w: g.wfs[1],
-                    sy,
-                    sx,
-                    ch,
-                    cw,
-                })
-            }
-            SignalKind::Pixels => Signals::Pixels(&valid),
-        };
-        let mats = g.matrices();
-        let values: Vec<Vec<f32>> = mats.iter().map(|&(r, c)| matrix(r, c)).collect();
-        let as_matrix = |i: usize| Matrix {
-            rows: mats[i].0,
-            cols: mats[i].1,
-            values: &values[i],
-        };
-        let mut step = AoStep::new(
-            ordinal,
-            &Setup {
-                pixels: g.pixels(),
-                dark: &cal.dark_f32(),
-                flat: &cal.flat,
-                signals,
-                n_signals: g.signals,
-                recon: as_matrix(0),
-                m2c: (mats.len() > 1).then(|| as_matrix(1)),
-                actuators: g.actuators,
-                gain,
-                leak,
-                clip: CLIP,
-            },
-        )?;
-        if std::env::var(GRAPH_ENV).as_deref() != Ok("0") {
-            // A failure is kept for the report's note; the loop runs with direct launches.
-            let _ = step.capture();
-            step.reset()?;
-        }
-        Ok(Self { step })
+        SignalKind::Pixels => Signals::Pixels(&valid),
+    };
+    let mats = g.matrices();
+    let values: Vec<Vec<f32>> = mats.iter().map(|&(r, c)| matrix(r, c)).collect();
+    let as_matrix = |i: usize| Matrix {
+        rows: mats[i].0,
+        cols: mats[i].1,
+        values: &values[i],
+    };
+    let mut step = AoStep::new(
+        ordinal,
+        &Setup {
+            pixels: g.pixels(),
+            dark: &cal.dark_f32(),
+            flat: &cal.flat,
+            signals,
+            n_signals: g.signals,
+            recon: as_matrix(0),
+            m2c: (mats.len() > 1).then(|| as_matrix(1)),
+            actuators: g.actuators,
+            gain,
+            leak,
+            clip: CLIP,
+        },
+    )?;
+    if std::env::var(GRAPH_ENV).as_deref() != Ok("0") {
+        // A failure is kept for the report's note; the loop runs with direct launches.
+        let _ = step.capture();
+        step.reset()?;
     }
-
-    /// How each frame's device work is launched.
-    pub fn path(&self) -> String {
-        self.step.path()
-    }
-
-    /// The page-locked frame buffer the next [`Self::step`] uploads.
-    pub fn frame_mut(&mut self) -> Result<&mut [u16]> {
-        Ok(self.step.frame_mut()?)
-    }
-
-    /// One frame on the device, waited for; returns the upload + signals time, ns.
-    pub fn step(&mut self) -> Result<u64> {
-        Ok(self.step.step()?)
-    }
-
-    /// The commands of the last [`Self::step`].
-    pub fn commands(&self) -> Result<&[f32]> {
-        Ok(self.step.commands()?)
-    }
-
-    /// Zeroes the integrator (after the self-check).
-    pub fn reset(&mut self) -> Result<()> {
-        Ok(self.step.reset()?)
-    }
+    Ok(step)
 }
 
 /// Runs [`SELF_CHECK_FRAMES`] camera frames through the CPU stages and `gpu` from a zero
 /// integrator; fails naming the first command that differs by more than [`TOLERANCE`].
-pub fn self_check(g: &Geometry, gpu: &mut GpuLoop, gain: f32, leak: f32) -> Result<()> {
+pub fn self_check(g: &Geometry, gpu: &mut AoStep, gain: f32, leak: f32) -> Result<()> {
     let frames = camera::frames(g);
     let mut slopes = Slopes::new(g);
     let mut recon = Recon::new(g, 1, &[], gain, leak)?;
@@ -168,10 +135,10 @@ pub fn self_check(g: &Geometry, gpu: &mut GpuLoop, gain: f32, leak: f32) -> Resu
             );
         }
     }
-    gpu.reset()
+    Ok(gpu.reset()?)
 }
 
-/// The file beside a GPU process's results that holds its [`GpuLoop::path`].
+/// The file beside a GPU process's results that holds its [`AoStep::path`].
 fn path_file(result_prefix: &Path) -> PathBuf {
     result_prefix.with_extension("aopath")
 }
@@ -182,7 +149,7 @@ pub fn read_path(result_prefix: &Path) -> Option<String> {
     std::fs::read_to_string(path_file(result_prefix)).ok()
 }
 
-fn write_path(spec: &ChildSpec, gpu: &GpuLoop) -> Result<()> {
+fn write_path(spec: &ChildSpec, gpu: &AoStep) -> Result<()> {
     let f = path_file(&spec.result_prefix);
     std::fs::write(&f, gpu.path()).with_context(|| format!("writing {}", f.display()))
 }
@@ -201,7 +168,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     let mut wait = stage::FrameWait::new(ao, place.shares(place.slopes), &s.frame);
-    let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)
+    let mut gpu = gpu_loop(&g, ordinal(spec)?, ao.gain, ao.leak)
         .with_context(|| format!("setting up the GPU form on {}", spec.job.device))?;
     self_check(&g, &mut gpu, ao.gain, ao.leak).with_context(|| gpu.path())?;
     write_path(spec, &gpu)?;
@@ -238,7 +205,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
 /// commands on the host ns, their bare publication ns]`.
 pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = stage::geometry(spec)?;
-    let mut gpu = GpuLoop::new(&g, ordinal(spec)?, ao.gain, ao.leak)?;
+    let mut gpu = gpu_loop(&g, ordinal(spec)?, ao.gain, ao.leak)?;
     write_path(spec, &gpu)?;
     let frames = camera::frames(&g);
     let mut out = stage::Outputs::create(spec, &g, ao)?;
