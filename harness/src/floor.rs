@@ -145,11 +145,12 @@ struct Pauses {
 
 impl Pauses {
     fn new(wait: Option<Wait>, timeout: Duration) -> Pauses {
-        let spin_until = (wait == Some(Wait::Adaptive)).then(Instant::now);
+        // Only an adaptive wait reads the clock at its start (as the library's does).
+        let started = (wait == Some(Wait::Adaptive)).then(Instant::now);
         Pauses {
             sleep: wait == Some(Wait::Park),
-            spin_until: spin_until.map(|t| t + shmstream::ADAPTIVE_SPIN),
-            deadline: spin_until.map(|t| t + timeout),
+            spin_until: started.map(|t| t + shmstream::ADAPTIVE_SPIN),
+            deadline: started.map(|t| t + timeout),
             timeout,
             rounds: 0,
         }

@@ -398,13 +398,16 @@ impl Timed {
                 (true, Some(stage)) => Some(one_way(&log(stage, SIGNALS_LOG)?)),
                 _ => None,
             };
-            let compute = match (times_compute(job), stages.get(r), recons.get(r)) {
-                (false, ..) | (true, None, _) => Vec::new(),
-                (true, Some(stage), _) if signals.is_none() => log(stage, COMPUTE_LOG)?,
-                (true, Some(stage), Some(recon)) => {
+            // The merged stage logs its whole compute; the split form's two stages each
+            // log their part, joined by frame id.
+            let compute = match (stages.get(r), recons.get(r)) {
+                (Some(stage), _) if times_compute(job) && signals.is_none() => {
+                    log(stage, COMPUTE_LOG)?
+                }
+                (Some(stage), Some(recon)) if signals.is_some() => {
                     join(&log(stage, COMPUTE_LOG)?, &log(recon, COMPUTE_LOG)?)
                 }
-                (true, Some(_), None) => Vec::new(),
+                _ => Vec::new(),
             };
             for ns in hop.values() {
                 t.hop.saturating_record(*ns);

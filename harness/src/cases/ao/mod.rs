@@ -244,15 +244,13 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     if job.device.is_gpu() {
         // Which launch path the GPU stage and the floor's compute ran (one CUDA graph a
         // frame, or direct launches and why).
-        let noted = [
-            (ours.as_mut(), stages.first().cloned()),
-            (floor.as_mut(), Some(floor::result_prefix(runner, idx, 0))),
-        ];
-        for (side, prefix) in noted {
-            if let (Ok(side), Some(path)) = (side, prefix.as_deref().and_then(gpu::read_path)) {
+        let note = |side: Result<&mut Side, _>, prefix: Option<&std::path::Path>| {
+            if let (Ok(side), Some(path)) = (side, prefix.and_then(gpu::read_path)) {
                 side.m.notes.push(("device work".into(), path));
             }
-        }
+        };
+        note(ours.as_mut(), stages.first().map(|p| p.as_path()));
+        note(floor.as_mut(), Some(&floor::result_prefix(runner, idx, 0)));
     }
     JobResult {
         job: job.clone(),
