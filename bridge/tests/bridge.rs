@@ -1,8 +1,10 @@
 //! Two bridge processes on loopback (a port per test): frames written on side A appear in
 //! the mirrored stream on side B (every frame with `--lossless`, read with a cursor and by a
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
-//! stream intact, a subscriber started first and a restarted publisher still connect, and
-//! an idle bridge spends no CPU; the harness's Zenoh floor runs the phases it is sent.
+//! stream intact, a subscriber started first and a restarted publisher still connect, an
+//! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
+//! newest frame, and SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole;
+//! the harness's Zenoh floor runs the phases it is sent.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -83,6 +85,26 @@ fn lossless_pair(name: &str, prefix: &str, local_prefix: &str, history: usize) -
         local_prefix,
         "--history",
         &history,
+    ]);
+    (p, s)
+}
+
+/// A latest-value pair on a fresh port: `publish NAME [PUBLISH_ARGS]` and `subscribe NAME`
+/// into `m-NAME`.
+fn latest_pair(name: &str, prefix: &str, publish_args: &[&str]) -> (Proc, Proc) {
+    let ep = endpoint(free_port());
+    let mut publish = vec!["publish", name, "--listen", &ep, "--key-prefix", prefix];
+    publish.extend_from_slice(publish_args);
+    let p = bridge(&publish);
+    let s = bridge(&[
+        "subscribe",
+        name,
+        "--connect",
+        &ep,
+        "--key-prefix",
+        prefix,
+        "--local-prefix",
+        "m-",
     ]);
     (p, s)
 }
@@ -483,4 +505,113 @@ fn the_floor_pair_runs_the_phases_it_is_sent_and_refuses_a_bad_one() {
     // sync frames counted as latency frames).
     let lat = text.lines().filter(|l| !l.starts_with("tput ")).count();
     assert!((100..=201).contains(&lat), "{lat} latency lines");
+}
+
+/// Waits until the mirror `b` shows frame `id`, writing `frame` with that id on `a` again at
+/// each 200 ms look (a latest-value feed may drop a frame; the rewrite is its retry).
+fn wait_mirrored(a: &Stream, b: &Stream, frame: &[u16], id: u64, bridges: &[&Proc]) {
+    let deadline = Instant::now() + LONG;
+    while b.frame_id() != id {
+        a.write_slice_frame(frame, id).unwrap();
+        match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
+            Ok(_) | Err(Error::Timeout { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frame {id} not mirrored within {LONG:?}\n{}",
+            bridges
+                .iter()
+                .map(|p| p.diagnostics())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
+    let (a_name, prefix) = (unique_name("br-rate"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    let rate = 20.0;
+    let (p, s) = latest_pair(&a_name, &prefix, &["--max-rate", &rate.to_string()]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    let before = b.count();
+    let start = Instant::now();
+    // A source at about 1 kHz for a second (the sleep paces the source; nothing waits on it).
+    let mut id = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        id += 1;
+        a.write_slice_frame(&[id as u16; 32], id).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The newest frame goes out at the publisher's next slot.
+    wait_mirrored(&a, &b, &[id as u16; 32], id, &[&p, &s]);
+    let elapsed = start.elapsed().as_secs_f64();
+    let mirrored = b.count() - before;
+    assert!(id >= 200, "the source wrote only {id} frames in its second");
+    // At most one frame a slot from the start, and a late probe frame or two.
+    let cap = rate * elapsed + 3.0;
+    assert!(
+        mirrored as f64 <= cap,
+        "{mirrored} frames mirrored in {elapsed:.2} s at --max-rate {rate} (cap {cap:.0}) of {id} written"
+    );
+    assert!(
+        mirrored >= 5,
+        "{mirrored} frames mirrored in {elapsed:.2} s: the capped feed stalled"
+    );
+    assert_eq!(
+        b.read::<u16>().unwrap().as_slice().unwrap(),
+        &[id as u16; 32]
+    );
+    if let Some(py) = common::python() {
+        let dir = std::env::temp_dir().join(unique_name("br-py"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("m.json");
+        let file = dir.join("frame.bin");
+        std::fs::write(
+            &manifest,
+            serde_json::json!([{ "name": b_name, "file": file }]).to_string(),
+        )
+        .unwrap();
+        let lines = common::run_py(
+            &py,
+            "peer.py",
+            &["read_dump", manifest.to_str().unwrap()],
+            LONG,
+        );
+        assert_eq!(
+            lines[0].split(' ').nth(3),
+            Some(id.to_string().as_str()),
+            "pyshmem reads the newest frame's id: {lines:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_bridges_cleanly_and_leave_the_mirror_intact() {
+    let (a_name, prefix) = (unique_name("br-stop"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    let (mut p, mut s) = latest_pair(&a_name, &prefix, &[]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    wait_mirrored(&a, &b, &[9u16; 32], 9, &[&p, &s]);
+    for (proc, sig, what) in [
+        (&mut p, libc::SIGINT, "publish after SIGINT"),
+        (&mut s, libc::SIGTERM, "subscribe after SIGTERM"),
+    ] {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+        assert_eq!(unsafe { libc::kill(proc.pid() as libc::pid_t, sig) }, 0);
+        let st = proc.wait_timeout(LONG);
+        let said = proc.diagnostics();
+        assert!(st.success(), "{what}: {st}\n{said}");
+        assert!(!said.contains("panicked"), "{what}:\n{said}");
+    }
+    // The mirror outlives its bridge, whole: a local reader still has the last frame.
+    assert_eq!(b.frame_id(), 9);
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[9u16; 32]);
 }
