@@ -3,7 +3,8 @@
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
 //! stream intact, a subscriber started first and a restarted publisher still connect, an
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
-//! newest frame, and SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole;
+//! newest frame, SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole, and
+//! the library API bridges several streams from an application's threads until stopped;
 //! the harness's Zenoh floor runs the phases it is sent.
 
 #[path = "../../tests/common/mod.rs"]
@@ -614,4 +615,66 @@ fn sigint_and_sigterm_stop_the_bridges_cleanly_and_leave_the_mirror_intact() {
     // The mirror outlives its bridge, whole: a local reader still has the last frame.
     assert_eq!(b.frame_id(), 9);
     assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[9u16; 32]);
+}
+
+#[test]
+fn the_library_api_bridges_two_streams_on_threads_and_returns_once_stopped() {
+    use shmstream_bridge::{
+        BridgeError, Endpoints, PublishOptions, SubscribeOptions, publish, subscribe,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let names = [unique_name("br-lib"), unique_name("br-lib")];
+    let mirrors = names.clone().map(|n| format!("lib-{n}"));
+    let prefix = unique_name("br-key");
+    let _c = Cleanup::new(names.iter().chain(&mirrors));
+    let sources = names.clone().map(|n| source(&n, 0));
+    let ep = endpoint(free_port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = PublishOptions {
+        names: names.to_vec(),
+        endpoints: Endpoints {
+            listen: vec![ep.clone()],
+            connect: vec![],
+        },
+        prefix: prefix.clone(),
+        max_rate: None,
+        lossless: false,
+    };
+    let subscriber = SubscribeOptions {
+        names: names.to_vec(),
+        endpoints: Endpoints {
+            listen: vec![],
+            connect: vec![ep],
+        },
+        prefix,
+        local_prefix: "lib-".into(),
+        history: 0,
+    };
+    // Each bridge runs on a thread of its own and sends its result when it returns.
+    let (done, results) = std::sync::mpsc::channel();
+    type Side = Box<dyn FnOnce(&AtomicBool) -> Result<(), BridgeError> + Send>;
+    let sides: [Side; 2] = [
+        Box::new(move |stop| publish(&publisher, stop)),
+        Box::new(move |stop| subscribe(&subscriber, stop)),
+    ];
+    for side in sides {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || done.send(side(&stop)));
+    }
+    for (i, (a, m)) in sources.iter().zip(&mirrors).enumerate() {
+        let b = wait_linked(a, m, &[]);
+        let frame = [100 + i as u16; 32];
+        wait_mirrored(a, &b, &frame, 5 + i as u64, &[]);
+        assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &frame);
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Both return within a few of their 100 ms stop checks.
+    for _ in 0..2 {
+        let result = results
+            .recv_timeout(LONG)
+            .expect("a bridge thread ignored its stop flag");
+        result.unwrap();
+    }
 }
