@@ -35,6 +35,12 @@ fn endpoint(port: u16) -> String {
     format!("tcp/127.0.0.1:{port}")
 }
 
+/// What the bridges said on stderr, one after the other.
+fn said(bridges: &[&Proc]) -> String {
+    let said: Vec<String> = bridges.iter().map(|p| p.diagnostics()).collect();
+    said.join("\n")
+}
+
 /// Writes probe frames (id 0) on `a` until the mirror `b` exists and has one: the link is up.
 /// (Retries at a bounded interval: nothing announces that two Zenoh peers matched.)
 fn wait_linked(a: &Stream, b_name: &str, bridges: &[&Proc]) -> Stream {
@@ -51,63 +57,75 @@ fn wait_linked(a: &Stream, b_name: &str, bridges: &[&Proc]) -> Stream {
         assert!(
             Instant::now() < deadline,
             "no mirrored frame within {LONG:?}\n{}",
-            bridges
-                .iter()
-                .map(|p| p.diagnostics())
-                .collect::<Vec<_>>()
-                .join("\n")
+            said(bridges)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// A lossless pair on a fresh port: `publish NAME --lossless` and `subscribe NAME` into
-/// `LOCAL_PREFIX + NAME`, keeping `history` frames.
-fn lossless_pair(name: &str, prefix: &str, local_prefix: &str, history: usize) -> (Proc, Proc) {
+/// A publish/subscribe pair of stream `name` on a fresh port under key prefix `prefix`, each
+/// with its extra arguments.
+fn pair(name: &str, prefix: &str, publish_args: &[&str], subscribe_args: &[&str]) -> (Proc, Proc) {
     let ep = endpoint(free_port());
-    let history = history.to_string();
-    let p = bridge(&[
-        "publish",
-        name,
-        "--listen",
-        &ep,
-        "--key-prefix",
-        prefix,
-        "--lossless",
-    ]);
-    let s = bridge(&[
-        "subscribe",
-        name,
-        "--connect",
-        &ep,
-        "--key-prefix",
-        prefix,
-        "--local-prefix",
-        local_prefix,
-        "--history",
-        &history,
-    ]);
-    (p, s)
+    let side = |verb: &str, endpoint_flag: &str, extra: &[&str]| {
+        let mut args = vec![verb, name, endpoint_flag, &ep, "--key-prefix", prefix];
+        args.extend_from_slice(extra);
+        bridge(&args)
+    };
+    (
+        side("publish", "--listen", publish_args),
+        side("subscribe", "--connect", subscribe_args),
+    )
 }
 
-/// A latest-value pair on a fresh port: `publish NAME [PUBLISH_ARGS]` and `subscribe NAME`
-/// into `m-NAME`.
-fn latest_pair(name: &str, prefix: &str, publish_args: &[&str]) -> (Proc, Proc) {
-    let ep = endpoint(free_port());
-    let mut publish = vec!["publish", name, "--listen", &ep, "--key-prefix", prefix];
-    publish.extend_from_slice(publish_args);
-    let p = bridge(&publish);
-    let s = bridge(&[
-        "subscribe",
+/// A lossless pair: `publish NAME --lossless` and `subscribe NAME` into
+/// `LOCAL_PREFIX + NAME`, keeping `history` frames.
+fn lossless_pair(name: &str, prefix: &str, local_prefix: &str, history: usize) -> (Proc, Proc) {
+    let history = history.to_string();
+    pair(
         name,
-        "--connect",
-        &ep,
-        "--key-prefix",
         prefix,
-        "--local-prefix",
-        "m-",
-    ]);
-    (p, s)
+        &["--lossless"],
+        &["--local-prefix", local_prefix, "--history", &history],
+    )
+}
+
+/// A latest-value pair: `publish NAME [PUBLISH_ARGS]` and `subscribe NAME` into `m-NAME`.
+fn latest_pair(name: &str, prefix: &str, publish_args: &[&str]) -> (Proc, Proc) {
+    pair(name, prefix, publish_args, &["--local-prefix", "m-"])
+}
+
+/// What a pyshmem reader sees in u16 stream `name`: its frame id and values, or `None`
+/// where no Python is configured.
+fn pyshmem_reads(name: &str) -> Option<(u64, Vec<u16>)> {
+    let py = common::python()?;
+    let dir = std::env::temp_dir().join(unique_name("br-py"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("m.json");
+    let file = dir.join("frame.bin");
+    std::fs::write(
+        &manifest,
+        serde_json::json!([{ "name": name, "file": file }]).to_string(),
+    )
+    .unwrap();
+    let lines = common::run_py(
+        &py,
+        "peer.py",
+        &["read_dump", manifest.to_str().unwrap()],
+        LONG,
+    );
+    assert!(lines[0].starts_with(&format!("read {name} ")), "{lines:?}");
+    let frame_id = lines[0].split(' ').nth(3).and_then(|v| v.parse().ok());
+    let vals = std::fs::read(&file)
+        .unwrap()
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let _ = std::fs::remove_dir_all(dir);
+    Some((
+        frame_id.unwrap_or_else(|| panic!("no frame id: {lines:?}")),
+        vals,
+    ))
 }
 
 fn source(name: &str, history: usize) -> Stream {
@@ -149,38 +167,9 @@ fn lossless_frames_all_arrive_with_their_ids_and_pyshmem_reads_the_mirror() {
         assert_eq!(buf, [next; 32]);
         next += 1;
     }
-    if let Some(py) = common::python() {
-        let dir = std::env::temp_dir().join(unique_name("br-py"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let manifest = dir.join("m.json");
-        let file = dir.join("frame.bin");
-        std::fs::write(
-            &manifest,
-            serde_json::json!([{ "name": b_name, "file": file }]).to_string(),
-        )
-        .unwrap();
-        let lines = common::run_py(
-            &py,
-            "peer.py",
-            &["read_dump", manifest.to_str().unwrap()],
-            LONG,
-        );
-        assert!(
-            lines[0].starts_with(&format!("read {b_name} ")),
-            "{lines:?}"
-        );
-        assert_eq!(
-            lines[0].split(' ').nth(3),
-            Some(n.to_string().as_str()),
-            "frame id"
-        );
-        let bytes = std::fs::read(&file).unwrap();
-        let vals: Vec<u16> = bytes
-            .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
+    if let Some((frame_id, vals)) = pyshmem_reads(&b_name) {
+        assert_eq!(frame_id, u64::from(n), "pyshmem reads the last frame's id");
         assert_eq!(vals, vec![n; 32]);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -521,11 +510,7 @@ fn wait_mirrored(a: &Stream, b: &Stream, frame: &[u16], id: u64, bridges: &[&Pro
         assert!(
             Instant::now() < deadline,
             "frame {id} not mirrored within {LONG:?}\n{}",
-            bridges
-                .iter()
-                .map(|p| p.diagnostics())
-                .collect::<Vec<_>>()
-                .join("\n")
+            said(bridges)
         );
     }
 }
@@ -567,28 +552,9 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
         b.read::<u16>().unwrap().as_slice().unwrap(),
         &[id as u16; 32]
     );
-    if let Some(py) = common::python() {
-        let dir = std::env::temp_dir().join(unique_name("br-py"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let manifest = dir.join("m.json");
-        let file = dir.join("frame.bin");
-        std::fs::write(
-            &manifest,
-            serde_json::json!([{ "name": b_name, "file": file }]).to_string(),
-        )
-        .unwrap();
-        let lines = common::run_py(
-            &py,
-            "peer.py",
-            &["read_dump", manifest.to_str().unwrap()],
-            LONG,
-        );
-        assert_eq!(
-            lines[0].split(' ').nth(3),
-            Some(id.to_string().as_str()),
-            "pyshmem reads the newest frame's id: {lines:?}"
-        );
-        let _ = std::fs::remove_dir_all(dir);
+    if let Some((frame_id, vals)) = pyshmem_reads(&b_name) {
+        assert_eq!(frame_id, id, "pyshmem reads the newest frame's id");
+        assert_eq!(vals, vec![id as u16; 32]);
     }
 }
 
