@@ -60,10 +60,7 @@ pub fn gpu_loop(g: &Geometry, ordinal: usize, gain: f32, leak: f32) -> Result<Ao
         bail!("libcublas cannot be loaded (add its folder to LD_LIBRARY_PATH)");
     }
     let cal = Calibration::synthetic(g);
-    let valid = match g.kind {
-        SignalKind::Centroids => Vec::new(),
-        SignalKind::Pixels => valid_pixels(g),
-    };
+    let valid: Vec<u32>;
     let signals = match g.kind {
         SignalKind::Centroids => {
             let [sy, sx] = g.subapertures;
@@ -76,7 +73,10 @@ pub fn gpu_loop(g: &Geometry, ordinal: usize, gain: f32, leak: f32) -> Result<Ao
                 cw,
             })
         }
-        SignalKind::Pixels => Signals::Pixels(&valid),
+        SignalKind::Pixels => {
+            valid = valid_pixels(g);
+            Signals::Pixels(&valid)
+        }
     };
     let mats = g.matrices();
     let values: Vec<Vec<f32>> = mats.iter().map(|&(r, c)| matrix(r, c)).collect();
