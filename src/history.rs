@@ -43,6 +43,7 @@ use crate::name;
 use crate::notify::{ADAPTIVE_SPIN, WaitStrategy};
 use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
+use crate::spin::Spin;
 use crate::stream::Stream;
 
 /// Pauses a cursor spinning on its next frame's slot (spinning, or adaptive for its
@@ -350,16 +351,16 @@ impl Ring {
             >= 2 * index + 2
     }
 
-    /// Spins for up to `rounds` pauses until [`Ring::finished`]`(index)`; whether it did.
-    /// It loads that slot's metadata line alone: neither the stream's header nor the head,
-    /// which the writer stores to in the same publication.
+    /// Spins for up to `rounds` pauses of `spin` until [`Ring::finished`]`(index)`; whether
+    /// it did. It loads that slot's metadata line alone: neither the stream's header nor the
+    /// head, which the writer stores to in the same publication.
     #[inline]
-    fn spin_until_finished(&self, index: u64, rounds: u32) -> bool {
+    fn spin_until_finished(&self, index: u64, rounds: u32, spin: &mut Spin) -> bool {
         for _ in 0..rounds {
             if self.finished(index) {
                 return true;
             }
-            std::hint::spin_loop();
+            spin.pause();
         }
         false
     }
@@ -768,6 +769,7 @@ impl Cursor<'_> {
         // When an adaptive cursor stops spinning on the next frame's slot in this call (set
         // at its first spin).
         let mut spin_until: Option<Instant> = None;
+        let mut spin = Spin::new();
         loop {
             self.stream.ensure_open()?;
             // The head alone decides whether a frame is there: the header's cache line, which
@@ -852,7 +854,10 @@ impl Cursor<'_> {
                 _ => false,
             };
             if spins {
-                if !self.ring.spin_until_finished(self.next, SLOT_SPIN_ROUNDS) {
+                if !self
+                    .ring
+                    .spin_until_finished(self.next, SLOT_SPIN_ROUNDS, &mut spin)
+                {
                     self.stream.check_generation(false)?;
                 }
                 continue;

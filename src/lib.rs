@@ -22,7 +22,7 @@
 //!
 //! Modules, bottom up: `format` (the header, pure), `segment` (shm objects), `header`
 //! (atomics over the mapped header), `lock` (write lock), `seqlock` (publication protocol),
-//! `notify` (waiting), `history` (the frame ring and its cursors), then `stream`, `write`,
+//! `spin` (one pause of a busy wait), `notify` (waiting), `history` (the frame ring and its cursors), then `stream`, `write`,
 //! `read`, `catalog` (the public API).
 //!
 //! Several streams at once: [`lock_many`] takes their write locks in one global order under
@@ -51,6 +51,7 @@ mod segment;
 mod seqlock;
 #[doc(hidden)]
 pub mod slowdown;
+pub mod spin;
 mod stream;
 mod sys;
 mod trust;

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::header::MappedHeader;
+use crate::spin::Spin;
 use crate::sys;
 
 /// Longest single futex park; checks between parks catch dead writers and closed handles.
@@ -56,9 +57,6 @@ impl WaitStrategy {
 /// was took 100 µs on this project's AMD EPYC host, where every committed figure was
 /// measured; the budget keeps that time on every core.
 pub const ADAPTIVE_SPIN: Duration = Duration::from_micros(100);
-/// Spins between two clock reads while spinning (a read costs ~20–40 ns): the deadline and
-/// the end of an adaptive spin are seen within a few µs.
-const SPINS_PER_CLOCK_READ: u32 = 256;
 /// Yields after spinning, before sleeping (non-notify streams).
 const YIELD_ROUNDS: u32 = 200;
 
@@ -96,6 +94,8 @@ pub(crate) struct Waiter {
     /// Adaptive: when its spin ends, then the round it ended at.
     spin: AdaptiveSpin,
     rounds: u32,
+    /// The spin's pauses, and its breaks' clock reads.
+    pauses: Spin,
     sleep: Duration,
 }
 
@@ -122,6 +122,7 @@ impl Waiter {
                 _ => AdaptiveSpin::EndedAt(0),
             },
             rounds: 0,
+            pauses: Spin::new(),
             sleep: Duration::from_micros(20),
         }
     }
@@ -174,15 +175,14 @@ impl Waiter {
         self.give_way(kind, h, observed)
     }
 
-    /// One spin; every [`SPINS_PER_CLOCK_READ`] spins, a look at the clock for the deadline
-    /// and the end of an adaptive spin. Returns `false` once the deadline has passed.
+    /// One spin ([`Spin::pause`]); at each of its breaks, a look at the clock it read for the
+    /// deadline and the end of an adaptive spin. Returns `false` once the deadline has
+    /// passed.
     #[inline]
     fn spin_once(&mut self) -> bool {
-        std::hint::spin_loop();
-        if !self.rounds.is_multiple_of(SPINS_PER_CLOCK_READ) {
+        let Some(now) = self.pauses.pause() else {
             return true;
-        }
-        let now = Instant::now();
+        };
         if let AdaptiveSpin::Until(end) = self.spin
             && now >= end
         {
@@ -297,7 +297,7 @@ mod tests {
             spins += 1;
             w.spin_once()
         } {}
-        assert_eq!(spins, SPINS_PER_CLOCK_READ);
+        assert_eq!(spins, crate::spin::PAUSES_PER_BREAK);
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl Drop for Guard {
 }
 
 fn spin_until(until: Instant) {
+    let mut spin = crate::spin::Spin::new();
     while Instant::now() < until {
-        std::hint::spin_loop();
+        spin.pause();
     }
 }
 

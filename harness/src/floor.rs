@@ -39,6 +39,7 @@ use harness_sys::futex;
 use harness_sys::shm::ShmRegion;
 use hdrhistogram::Histogram;
 use shmstream::Element;
+use shmstream::spin::Spin;
 
 use crate::cases::PageBuf;
 use crate::error::{Context, Result, bail};
@@ -130,9 +131,9 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// A floor waiter's pauses, by the same mechanism as the library's wait of that name:
 /// spin never sleeps; adaptive spins for the library's own spin time
 /// ([`shmstream::ADAPTIVE_SPIN`]), then sleeps in `FUTEX_WAIT`; park sleeps at once. Made
-/// at the first pause, as the library's waiter is. The clock is read only every 1024 spins
-/// so that it does not slow the spin (an adaptive spin may then last a few µs longer than
-/// the library's: the floor's wait is never the slower).
+/// at the first pause, as the library's waiter is. A spin pauses as the library's busy
+/// waits do ([`shmstream::spin::Spin`], whose breaks keep the hypervisor from stopping it),
+/// and reads the clock only at those breaks, as the library's waiter does.
 struct Pauses {
     sleep: bool,
     /// Adaptive: when the spin ends.
@@ -140,7 +141,7 @@ struct Pauses {
     /// Set at the first clock read.
     deadline: Option<Instant>,
     timeout: Duration,
-    rounds: u32,
+    spin: Spin,
 }
 
 impl Pauses {
@@ -152,20 +153,19 @@ impl Pauses {
             spin_until: started.map(|t| t + shmstream::ADAPTIVE_SPIN),
             deadline: started.map(|t| t + timeout),
             timeout,
-            rounds: 0,
+            spin: Spin::new(),
         }
     }
 
     /// One pause while `word` still holds `v`; `false` once the deadline has passed.
     fn pause(&mut self, word: &AtomicU32, v: u32) -> bool {
-        if self.sleep {
+        let read = if self.sleep {
             futex::wait(word, v, Duration::from_millis(50));
+            Some(Instant::now())
         } else {
-            std::hint::spin_loop();
-        }
-        self.rounds = self.rounds.saturating_add(1);
-        if self.sleep || self.rounds.is_multiple_of(1024) {
-            let now = Instant::now();
+            self.spin.pause()
+        };
+        if let Some(now) = read {
             if now > *self.deadline.get_or_insert(now + self.timeout) {
                 return false;
             }
@@ -296,8 +296,9 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
             std::thread::Builder::new()
                 .name(BUSY_CORE_THREAD.into())
                 .spawn_scoped(s, || {
+                    let mut spin = Spin::new();
                     while !done.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
+                        spin.pause();
                     }
                 })
                 .context("starting the thread that keeps the reader's core busy")?;

@@ -237,8 +237,9 @@ pub fn spin_for_us(us: f64) {
         return;
     }
     let until = Instant::now() + Duration::from_secs_f64(us * 1e-6);
+    let mut spin = shmstream::spin::Spin::new();
     while Instant::now() < until {
-        std::hint::spin_loop();
+        spin.pause();
     }
 }
 

@@ -1,6 +1,8 @@
 //! A clock every process of a run shares: `CLOCK_MONOTONIC` in nanoseconds, so the
 //! stages of an AO loop can stamp publications that the parent compares afterwards.
 
+use shmstream::spin::Spin;
+
 /// `clock_gettime(clock)`: vDSO, no system call.
 #[inline]
 fn clock_now(clock: libc::clockid_t) -> libc::timespec {
@@ -37,6 +39,7 @@ const SPIN_NS: u64 = 150_000;
 /// Waits until `deadline_ns` (monotonic) as a paced source does: sleeps while it is far,
 /// spins the last 150 µs (a sleep alone overshoots by the timer slack and the wake-up).
 pub fn sleep_then_spin_until(deadline_ns: u64) {
+    let mut spin = Spin::new();
     loop {
         let now = monotonic_ns();
         if now >= deadline_ns {
@@ -46,15 +49,16 @@ pub fn sleep_then_spin_until(deadline_ns: u64) {
         if left > SPIN_NS {
             std::thread::sleep(std::time::Duration::from_nanos(left - SPIN_NS));
         } else {
-            std::hint::spin_loop();
+            spin.pause();
         }
     }
 }
 
 /// Spins until `deadline_ns` (monotonic), as a busy-waiting stage does until its input comes.
 pub fn spin_until(deadline_ns: u64) {
+    let mut spin = Spin::new();
     while monotonic_ns() < deadline_ns {
-        std::hint::spin_loop();
+        spin.pause();
     }
 }
 

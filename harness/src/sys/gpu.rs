@@ -248,13 +248,14 @@ impl RawCopies {
             dsys::cuStreamWriteValue64_v2(st, dev, v, flags)
         })?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut spin = shmstream::spin::Spin::new();
         // SAFETY: `host` is the live, 8-aligned word; the device writes it, so it is read
         // volatile.
         while unsafe { std::ptr::read_volatile(host) } != v {
             if std::time::Instant::now() > deadline {
                 return Err("the stream's flag write did not land in 10 s".into());
             }
-            std::hint::spin_loop();
+            spin.pause();
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         self.in_flight.set(false);
