@@ -22,8 +22,8 @@
 //!
 //! Modules, bottom up: `format` (the header, pure), `segment` (shm objects), `header`
 //! (atomics over the mapped header), `lock` (write lock), `seqlock` (publication protocol),
-//! `spin` (one pause of a busy wait), `notify` (waiting), `history` (the frame ring and its cursors), then `stream`, `write`,
-//! `read`, `catalog` (the public API).
+//! `spin` (one pause of a busy wait), `notify` (waiting), `history` (the frame ring and its
+//! cursors), then `stream`, `write`, `read`, `catalog` (the public API).
 //!
 //! Several streams at once: [`lock_many`] takes their write locks in one global order under
 //! one deadline. Async waits for tokio (`read_new_async`, `wait_for_count_async`,

@@ -87,15 +87,8 @@ impl Drop for Guard {
     fn drop(&mut self) {
         if let Some((start, extra)) = self.0 {
             let until = Instant::now() + start.elapsed().mul_f64(extra);
-            spin_until(until);
+            crate::spin::spin_until(until);
         }
-    }
-}
-
-fn spin_until(until: Instant) {
-    let mut spin = crate::spin::Spin::new();
-    while Instant::now() < until {
-        spin.pause();
     }
 }
 

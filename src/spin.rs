@@ -58,6 +58,14 @@ impl Spin {
     }
 }
 
+/// Busy-waits until `until`, pausing as [`Spin::pause`] does.
+pub fn spin_until(until: Instant) {
+    let mut spin = Spin::new();
+    while Instant::now() < until {
+        spin.pause();
+    }
+}
+
 /// Spins `len` on the clock alone, without a `pause`; the last read.
 #[cold]
 #[inline(never)]

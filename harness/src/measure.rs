@@ -236,11 +236,7 @@ pub fn spin_for_us(us: f64) {
     if us <= 0.0 {
         return;
     }
-    let until = Instant::now() + Duration::from_secs_f64(us * 1e-6);
-    let mut spin = shmstream::spin::Spin::new();
-    while Instant::now() < until {
-        spin.pause();
-    }
+    shmstream::spin::spin_until(Instant::now() + Duration::from_secs_f64(us * 1e-6));
 }
 
 #[cfg(test)]
