@@ -122,6 +122,11 @@ impl FrameWait {
         }
     }
 
+    /// Whether it sleeps until shortly before each frame is due (armed by a timer).
+    pub(super) fn wakes_ahead(&self) -> bool {
+        self.ahead.is_some()
+    }
+
     /// The next frame of `stream` through `cursor` into `dst`.
     pub(super) fn next<T: Element>(
         &mut self,
@@ -319,6 +324,12 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         Some(r) => between_frames::Sender::signals(r, spec, &g)?,
         None => None,
     };
+    // A stage that sleeps ahead of each frame, sharing its core with the reconstructor,
+    // yields the core to it after publishing the signals (and its floor after the bare
+    // ones), before it goes back to sleep: a sleep that arms a timer ending before the
+    // next tick made the reconstructor's wake-up cost about 5 us more here
+    // (scripts/probes/timer-handoff.c).
+    let hand_over = place.split_on_one_core() && wait.wakes_ahead();
     mark_ready(&s.ready, place.stage_processes(), to)?;
     loop {
         let info = wait.next(&s.frame, &mut input, &mut frame, to)?;
@@ -344,6 +355,9 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
             }
         };
         log.push([info.frame_id, t_in, monotonic_ns(), mid]);
+        if hand_over {
+            std::thread::yield_now();
+        }
         kill_me_after("slopes", log.len());
         if let Some(bare) = bare.as_mut()
             && let Some(taken) = bare.take(info.frame_id, &mut frame)?
@@ -352,7 +366,13 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
             let slopes_ns = c.slopes(&frame, &mut stage);
             let (recon_ns, publish_ns) = match (recon.as_mut(), bare_signals.as_mut()) {
                 (Some(r), _) => c.recon(r)?,
-                (None, Some(tx)) => (0, tx.send(taken, c.signals())?),
+                (None, Some(tx)) => {
+                    let sent = tx.send(taken, c.signals())?;
+                    if hand_over {
+                        std::thread::yield_now();
+                    }
+                    (0, sent)
+                }
                 (None, None) => (0, 0),
             };
             c.log([taken, slopes_ns, recon_ns, publish_ns]);
