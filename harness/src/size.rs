@@ -219,7 +219,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                     us(p.p50),
                     us(p.p99),
                     us(st.jitter_ns as u64),
-                    st.missed,
+                    st.missed_text(),
                     ao.max_rate_hz.map_or("—".into(), |v| format!("{v:.0}")),
                     st.dominant().map_or("—", |d| d.name.as_str()),
                     ao.verdict

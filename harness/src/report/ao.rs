@@ -61,7 +61,11 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
         "## AO loops\n\nEnd to end = DM publish − camera publish of the same frame id (each \
          stage logs frame id and times in memory, handed back at the end). Jitter = std of \
          the end-to-end latency. Missed = camera frames (after warm-up) whose id never \
-         reached the DM. Camera pacing = publish − deadline. µs unless noted.\n"
+         reached the DM; \"late at the camera\": of those, frames the camera published a \
+         period or more after their deadline (its own core paused, then the overdue frames \
+         back to back, the stale ones skipped), the source's loss, which the verdict leaves \
+         out as it does the pacing error. Camera pacing = publish − deadline. µs unless \
+         noted.\n"
     )?;
     writeln!(
         o,
@@ -86,7 +90,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     us(p.p999),
                     us(p.max),
                     ms_or_us(st.jitter_ns),
-                    st.missed,
+                    st.missed_text(),
                     us(st.pacing_ns[1]),
                     a.verdict
                 )?;
@@ -190,7 +194,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     us(q.p50),
                     us(q.p99),
                     ms_or_us(pst.jitter_ns),
-                    pst.missed,
+                    pst.missed_text(),
                     over_1ms(&s.hist),
                     over_1ms(&ps.hist),
                     ratio(q.p50 as f64, p.p50 as f64),

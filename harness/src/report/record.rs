@@ -66,6 +66,10 @@ pub struct Record {
     /// ao-loop: camera frames whose id never reached the DM.
     #[serde(default)]
     pub missed: Option<u64>,
+    /// ao-loop: of those, frames the camera published a period or more late (its core
+    /// paused), which the verdict leaves to the source.
+    #[serde(default)]
+    pub missed_at_source: Option<u64>,
     /// ao-loop: standard deviation of the end-to-end latency, ns.
     #[serde(default)]
     pub jitter_ns: Option<f64>,
@@ -105,7 +109,7 @@ pub struct AoGeometry {
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 30] = [
+pub const COLUMNS: [&str; 31] = [
     "case",
     "kind",
     "shape",
@@ -129,6 +133,7 @@ pub const COLUMNS: [&str; 30] = [
     "rate_hz",
     "achieved_hz",
     "missed",
+    "missed_at_source",
     "jitter_ns",
     "stages",
     "max_rate_hz",
@@ -184,6 +189,7 @@ impl Record {
             rate_hz: ao.map(|a| a.rate_hz),
             achieved_hz: stats.map(|s| s.achieved_hz),
             missed: stats.map(|s| s.missed),
+            missed_at_source: stats.map(|s| s.missed_at_source),
             jitter_ns: stats.map(|s| s.jitter_ns),
             stages: stats.map(|s| s.stages.clone()),
             max_rate_hz: ao.and_then(|a| a.max_rate_hz),
@@ -295,6 +301,7 @@ impl TableWriter for CsvWriter {
                 opt(&r.rate_hz),
                 opt(&r.achieved_hz),
                 opt(&r.missed),
+                opt(&r.missed_at_source),
                 opt(&r.jitter_ns),
                 json_opt(&r.stages),
                 opt(&r.max_rate_hz),
@@ -353,6 +360,7 @@ pub(crate) mod tests {
             rate_hz: None,
             achieved_hz: None,
             missed: None,
+            missed_at_source: None,
             jitter_ns: None,
             stages: None,
             max_rate_hz: None,

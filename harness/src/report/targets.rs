@@ -269,19 +269,27 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
         Some(st) => {
             let seconds = st.frames as f64 / a.rate_hz;
             let long_enough = seconds >= AO_MISSED_SECONDS;
+            // Frames the camera itself published a period late (its core paused) are the
+            // source's loss: shown, not judged, as its pacing error is.
+            let source = match st.missed_at_source {
+                0 => String::new(),
+                n => format!(
+                    " (and {n} the camera published a period or more late, its core paused: the source's, not judged)"
+                ),
+            };
             Target {
                 name: format!("AO `{label}` missed frames"),
                 measured: if long_enough {
-                    format!("{} over {seconds:.0} s", st.missed)
+                    format!("{} over {seconds:.0} s{source}", st.pipeline_missed())
                 } else {
                     format!(
-                        "{} over {seconds:.1} s (n/a: the run is shorter than {AO_MISSED_SECONDS:.0} s)",
-                        st.missed
+                        "{} over {seconds:.1} s{source} (n/a: the run is shorter than {AO_MISSED_SECONDS:.0} s)",
+                        st.pipeline_missed()
                     )
                 },
                 limit,
                 // A miss in a shorter run already fails; a clean short run proves nothing.
-                pass: if st.missed > 0 {
+                pass: if st.pipeline_missed() > 0 {
                     Some(false)
                 } else {
                     long_enough.then_some(true)
@@ -482,6 +490,28 @@ mod tests {
             find(&evaluate(&[missed], 5.0), "missed frames").pass,
             Some(false)
         );
+    }
+
+    /// Frames the camera published a period late (its core paused) and the stages skipped
+    /// are shown beside the target, not judged; one more lost in the pipeline fails it.
+    #[test]
+    fn frames_the_camera_published_late_are_shown_but_not_judged() {
+        let at_source = |missed, late| LoopStats {
+            missed_at_source: late,
+            ..stats(31_000, missed, 1.0)
+        };
+        let source_only = ao(PYRTC, [10_000; 3], at_source(33, 33), stats(31_000, 0, 1.0));
+        let m = find(&evaluate(&[source_only], 5.0), "missed frames").clone();
+        assert_eq!(m.pass, Some(true), "{m:?}");
+        assert!(
+            m.measured
+                .starts_with("0 over 31 s (and 33 the camera published"),
+            "{m:?}"
+        );
+        let one_more = ao(PYRTC, [10_000; 3], at_source(34, 33), stats(31_000, 0, 1.0));
+        let m = find(&evaluate(&[one_more], 5.0), "missed frames").clone();
+        assert_eq!(m.pass, Some(false), "{m:?}");
+        assert!(m.measured.starts_with("1 over 31 s"), "{m:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! publish − camera publish), per-stage compute and per-hop latencies, missed frames,
 //! camera pacing error, achieved rate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,11 @@ pub struct LoopStats {
     pub frames: u64,
     /// Of those, frames whose id never reached the DM.
     pub missed: u64,
+    /// Of the missed, frames the camera published a period or more after their deadline
+    /// (its own core was paused; it then publishes the overdue frames back to back and the
+    /// stages skip the stale ones): the source's loss, not the pipeline's.
+    #[serde(default)]
+    pub missed_at_source: u64,
     /// DM frames per second over the measured part.
     pub achieved_hz: f64,
     /// Standard deviation of the end-to-end latency, ns.
@@ -40,6 +45,21 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
+    /// Missed frames the camera published in time: the pipeline's loss, which verdicts
+    /// judge.
+    pub fn pipeline_missed(&self) -> u64 {
+        self.missed - self.missed_at_source
+    }
+
+    /// The missed count for a table, with the source's share where it has one, e.g.
+    /// "34 (33 late at the camera)".
+    pub fn missed_text(&self) -> String {
+        match self.missed_at_source {
+            0 => self.missed.to_string(),
+            n => format!("{} ({n} late at the camera)", self.missed),
+        }
+    }
+
     /// The stage or hop with the largest median.
     pub fn dominant(&self) -> Option<&StageStat> {
         self.stages.iter().max_by_key(|s| s.p50_ns)
@@ -92,6 +112,17 @@ impl Logs {
     }
 }
 
+/// The camera's frame period, ns, from its deadlines (evenly spaced); `None` under two
+/// frames.
+fn camera_period(camera: &[Entry]) -> Option<u64> {
+    match (camera.first(), camera.last()) {
+        (Some(a), Some(b)) if camera.len() > 1 => {
+            Some(b[1].saturating_sub(a[1]) / (camera.len() as u64 - 1))
+        }
+        _ => None,
+    }
+}
+
 /// Analyses the runs of one case as one loop: each run's warm-up frames (ids up to
 /// `warmup`) left out, its frames matched by id within the run (each run's camera counts
 /// from the start), samples pooled, and the achieved rate over the runs' measured spans.
@@ -103,6 +134,7 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
     let mut hop1 = hist::new();
     let mut hop2 = hist::new();
     let (mut frames, mut seen, mut intervals, mut span) = (0u64, 0u64, 0u64, 0u64);
+    let mut missed_at_source = 0u64;
     for run in runs {
         let published: HashMap<u64, u64> = run.camera.iter().map(|e| (e[0], e[2])).collect();
         let slopes_at: HashMap<u64, (u64, u64)> = run
@@ -115,6 +147,14 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
         for e in run.camera.iter().filter(|e| e[0] > warmup) {
             pacing.saturating_record(e[2].saturating_sub(e[1]));
         }
+        let reached: HashSet<u64> = run.dm.iter().map(|e| e[0]).collect();
+        let period = camera_period(&run.camera);
+        missed_at_source += run
+            .camera
+            .iter()
+            .filter(|e| e[0] > warmup && !reached.contains(&e[0]))
+            .filter(|e| period.is_some_and(|p| e[2].saturating_sub(e[1]) >= p))
+            .count() as u64;
         let (mut run_seen, mut first, mut last) = (0u64, u64::MAX, 0u64);
         for &[id, t_in, t_pub, mid] in run.dm.iter().filter(|e| e[0] > warmup) {
             let Some(&cam) = published.get(&id) else {
@@ -157,6 +197,7 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
     let stats = LoopStats {
         frames,
         missed: frames.saturating_sub(seen),
+        missed_at_source,
         achieved_hz: if span > 0 {
             intervals as f64 * 1e9 / span as f64
         } else {
@@ -244,6 +285,35 @@ mod tests {
         // 7 intervals over 7 µs in the first run, 6 over 7 µs in the second: 13 / 14 µs.
         let want = 13.0 * 1e9 / 14_000.0;
         assert!((s.achieved_hz - want).abs() < 1.0, "{}", s.achieved_hz);
+    }
+
+    /// A frame the camera published a period or more late (its core paused, then the
+    /// overdue frames back to back) and the stages skipped counts as the source's loss; one
+    /// published in time and lost is the pipeline's.
+    #[test]
+    fn missed_frames_the_camera_published_late_are_the_sources() {
+        // Deadlines every 1000 ns; frames 4-6 published together at 6500, frame 8 on time.
+        let cam: Vec<Entry> = (1..=10)
+            .map(|i| {
+                let late = (4..=6).contains(&i);
+                [i, i * 1000, if late { 6500 } else { i * 1000 + 5 }, 0]
+            })
+            .collect();
+        let dm: Vec<Entry> = cam
+            .iter()
+            .filter(|e| ![4, 5, 8].contains(&e[0]))
+            .map(|e| [e[0], e[2] + 1, e[2] + 50, e[2] + 2])
+            .collect();
+        let run = Logs {
+            camera: cam,
+            slopes: None,
+            dm,
+        };
+        let (s, _) = analyse(&[run], 0).unwrap();
+        // Frame 4 was 2500 ns late and frame 5 1500 (both skipped), frame 6 500 (taken).
+        assert_eq!((s.missed, s.missed_at_source), (3, 2));
+        assert_eq!(s.pipeline_missed(), 1);
+        assert_eq!(s.missed_text(), "3 (2 late at the camera)");
     }
 
     #[test]
