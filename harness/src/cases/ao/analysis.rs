@@ -48,7 +48,7 @@ impl LoopStats {
     /// Missed frames the camera published in time: the pipeline's loss, which verdicts
     /// judge.
     pub fn pipeline_missed(&self) -> u64 {
-        self.missed - self.missed_at_source
+        self.missed.saturating_sub(self.missed_at_source)
     }
 
     /// The missed count for a table, with the source's share where it has one, e.g.

@@ -118,8 +118,8 @@ fn side(run: &LoopRun, job: &Job) -> Side {
     }
 }
 
-/// The verdict at a rate: no missed frame (the camera's own late frames aside) and p99 below the frame period and below
-/// `budget_us` when given.
+/// The verdict at a rate: no missed frame (the camera's own late frames aside) and p99
+/// below the frame period and below `budget_us` when given.
 pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
     let p99 = run.e2e.value_at_quantile(0.99);
     let period = 1e9 / rate_hz;
