@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::cases::ao::geometry::default_wake_ahead_us;
 use crate::cases::ao::placement::Placement;
 use crate::error::{Context, Result, bail};
 use crate::hist::Percentiles;
@@ -141,20 +142,33 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
         // adaptively, parked where two share a core), slopes+recon merged, and merged with
         // the stages busy-waiting (a core given to the loop: the lowest latency and highest
         // rate). On a GPU: slopes and reconstructor on the device, one process.
-        let forms: &[(&str, bool, &str)] = if d == "cpu" {
-            &[
-                ("processes", false, ""),
+        // Under SCHED_FIFO also the processes whose slopes stage wakes ahead of each frame
+        // on the core it shares with the reconstructor (off by default there: under the fair
+        // scheduler its spin lost frames; under SCHED_FIFO it gave the lowest split latency,
+        // README `reports/ao-rt/`).
+        let ahead = format!(
+            "wake_ahead_us = {}\n",
+            default_wake_ahead_us(a.rate).round()
+        );
+        let forms: Vec<(&str, bool, &str)> = if d == "cpu" {
+            let mut f = vec![("processes", false, "")];
+            if a.rt_priority.is_some() {
+                f.push(("processes-ahead", false, ahead.as_str()));
+            }
+            f.extend([
                 ("merged", true, ""),
                 ("merged-spin", true, "wait = \"spin\"\n"),
-            ]
+            ]);
+            f
         } else {
-            &[("gpu", true, "")]
+            vec![("gpu", true, "")]
         };
         for (form, merged, wait) in forms {
             // SCHED_FIFO for the forms that park between frames: a spinning FIFO task is
             // throttled by the kernel (see `AoCase::rt_priority`).
+            let spins = wait.contains("spin");
             let rt = match (a.rt_priority, a.slice_us) {
-                (Some(p), _) if wait.is_empty() => format!("rt_priority = {p}\n"),
+                (Some(p), _) if !spins => format!("rt_priority = {p}\n"),
                 (_, Some(us)) => format!("slice_us = {us}\n"),
                 _ => String::new(),
             };
@@ -181,10 +195,16 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             .ao
             .as_ref()
             .is_some_and(|ao| ao.wait == Some(crate::scenario::Wait::Spin));
+        let ahead = r
+            .job
+            .ao
+            .as_ref()
+            .is_some_and(|ao| ao.wake_ahead_us.is_some_and(|us| us > 0.0));
         let form = match (r.job.device.is_gpu(), Placement::of(&r.job).merged, spins) {
             (true, ..) => "slopes+recon on the GPU",
             (false, true, true) => "slopes+recon merged, busy-waiting",
             (false, true, false) => "slopes+recon merged",
+            (false, false, _) if ahead => "stages as processes, slopes waking ahead",
             (false, false, _) => "stages as processes",
         };
         let Some(ao) = r.ao.as_deref() else {
@@ -346,7 +366,16 @@ mod tests {
         ]);
         let jobs = jobs_of(&a);
         let prio: Vec<_> = jobs.iter().map(|j| j.rt_priority).collect();
-        assert_eq!(prio, vec![Some(50), Some(50), None]);
+        assert_eq!(prio, vec![Some(50), Some(50), Some(50), None]);
+        // Under SCHED_FIFO the split form also runs with its slopes stage waking ahead (an
+        // eighth of the 500 µs period, at least 100 µs), the others as without it.
+        let ahead: Vec<_> = jobs
+            .iter()
+            .map(|j| j.ao.as_ref().unwrap().wake_ahead_us)
+            .collect();
+        assert_eq!(ahead, vec![None, Some(100.0), None, None]);
+        assert_eq!(jobs[1].case, "size-processes-ahead-cpu");
+        assert!(!jobs[1].ao.as_ref().unwrap().merged);
     }
 
     /// `--slice-us` reaches every form, the busy-waiting one too.

@@ -144,14 +144,20 @@ impl AoCase {
         if matches!(self.wait, Some(Wait::Spin | Wait::Park)) || self.rate_hz <= 0.0 {
             return None;
         }
-        let period_us = 1e6 / self.rate_hz;
         let us = match self.wake_ahead_us {
             Some(us) => us,
             None if shared => 0.0,
-            None => (period_us / 8.0).max(100.0).min(period_us / 2.0),
+            None => default_wake_ahead_us(self.rate_hz),
         };
         (us > 0.0).then_some((us * 1e3) as u64)
     }
+}
+
+/// How long before each camera frame a stage with a core of its own wakes at `rate_hz`, µs:
+/// an eighth of the period, at least 100 µs and at most half the period.
+pub fn default_wake_ahead_us(rate_hz: f64) -> f64 {
+    let period_us = 1e6 / rate_hz;
+    (period_us / 8.0).max(100.0).min(period_us / 2.0)
 }
 
 fn yes() -> bool {
