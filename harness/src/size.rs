@@ -1,6 +1,6 @@
-//! `harness size`: builds the ao-loop scenario for one geometry (split stages, merged
-//! slopes+recon, and merged with busy-waiting stages, on the CPU; slopes+recon on the
-//! device in the GPU form), runs it with the runner and report writers, and puts a
+//! `harness size`: builds the ao-loop scenario for one geometry (split stages, under
+//! SCHED_FIFO also with the slopes stage waking ahead, merged slopes+recon, and merged with
+//! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it with the runner and report writers, and puts a
 //! verdict table at the top of `report.md`. A geometry that is wrong or does
 //! not fit this machine's memory is refused before anything starts.
 
@@ -55,7 +55,7 @@ pub struct SizeArgs {
     pub seconds: f64,
     /// Run every stage (ours and the peer's) under SCHED_FIFO at this priority, 1-99
     /// (needs root, CAP_SYS_NICE or `ulimit -r`); not the busy-waiting form, which the
-    /// kernel would throttle.
+    /// kernel would throttle. Adds the split form whose slopes stage wakes ahead.
     #[arg(long, value_name = "N")]
     pub rt_priority: Option<u8>,
     /// Every process (ours and the peer's) asks the fair scheduler for a time slice of
