@@ -1,7 +1,7 @@
 //! `harness size`: builds the ao-loop scenario for one geometry (split stages, under
 //! SCHED_FIFO also with the slopes stage waking ahead, merged slopes+recon, and merged with
-//! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it with the runner and report writers, and puts a
-//! verdict table at the top of `report.md`. A geometry that is wrong or does
+//! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it
+//! with the runner and report writers, and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
 //! not fit this machine's memory is refused before anything starts.
 
 use std::fmt::Write as _;
@@ -146,27 +146,28 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
         // on the core it shares with the reconstructor (off by default there: under the fair
         // scheduler its spin lost frames; under SCHED_FIFO it gave the lowest split latency,
         // README `reports/ao-rt/`).
-        let ahead = format!(
-            "wake_ahead_us = {}\n",
-            default_wake_ahead_us(a.rate).round()
-        );
-        let forms: Vec<(&str, bool, &str)> = if d == "cpu" {
-            let mut f = vec![("processes", false, "")];
-            if a.rt_priority.is_some() {
-                f.push(("processes-ahead", false, ahead.as_str()));
-            }
-            f.extend([
-                ("merged", true, ""),
-                ("merged-spin", true, "wait = \"spin\"\n"),
-            ]);
-            f
+        // (name, merged, busy-waiting, wake-ahead margin in µs)
+        let forms: Vec<(&str, bool, bool, Option<f64>)> = if d == "cpu" {
+            let ahead = a.rt_priority.map(|_| {
+                let us = default_wake_ahead_us(a.rate);
+                ("processes-ahead", false, false, Some(us))
+            });
+            [("processes", false, false, None)]
+                .into_iter()
+                .chain(ahead)
+                .chain([
+                    ("merged", true, false, None),
+                    ("merged-spin", true, true, None),
+                ])
+                .collect()
         } else {
-            vec![("gpu", true, "")]
+            vec![("gpu", true, false, None)]
         };
-        for (form, merged, wait) in forms {
+        for (form, merged, spins, ahead) in forms {
+            let wait = if spins { "wait = \"spin\"\n" } else { "" };
+            let ahead = ahead.map_or(String::new(), |us| format!("wake_ahead_us = {us}\n"));
             // SCHED_FIFO for the forms that park between frames: a spinning FIFO task is
             // throttled by the kernel (see `AoCase::rt_priority`).
-            let spins = wait.contains("spin");
             let rt = match (a.rt_priority, a.slice_us) {
                 (Some(p), _) if !spins => format!("rt_priority = {p}\n"),
                 (_, Some(us)) => format!("slice_us = {us}\n"),
@@ -174,7 +175,7 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
             };
             write!(
                 t,
-                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}{rt}"
+                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}{ahead}{rt}"
             )?;
         }
     }
