@@ -1,8 +1,9 @@
 //! `harness size`: builds the ao-loop scenario for one geometry (split stages, under
 //! SCHED_FIFO also with the slopes stage waking ahead, merged slopes+recon, and merged with
 //! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it
-//! with the runner and report writers, and puts a verdict table at the top of `report.md`. A geometry that is wrong or does
-//! not fit this machine's memory is refused before anything starts.
+//! with the runner and report writers, and puts a verdict table at the top of `report.md`.
+//! A geometry that is wrong or does not fit this machine's memory is refused before
+//! anything starts.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -191,16 +192,9 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     )?;
     for r in results {
         // Named from what the job runs, not from its case name.
-        let spins = r
-            .job
-            .ao
-            .as_ref()
-            .is_some_and(|ao| ao.wait == Some(crate::scenario::Wait::Spin));
-        let ahead = r
-            .job
-            .ao
-            .as_ref()
-            .is_some_and(|ao| ao.wake_ahead_us.is_some_and(|us| us > 0.0));
+        let case = r.job.ao.as_ref();
+        let spins = case.is_some_and(|c| c.wait == Some(crate::scenario::Wait::Spin));
+        let ahead = case.is_some_and(|c| c.wake_ahead_us.is_some_and(|us| us > 0.0));
         let form = match (r.job.device.is_gpu(), Placement::of(&r.job).merged, spins) {
             (true, ..) => "slopes+recon on the GPU",
             (false, true, true) => "slopes+recon merged, busy-waiting",
