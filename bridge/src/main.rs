@@ -17,6 +17,10 @@ use shmstream_bridge::{
     about = "Carries shmstream streams over Zenoh"
 )]
 struct Cli {
+    /// Run every thread of the bridge (Zenoh's too) under SCHED_FIFO at this priority, 1-99
+    /// (needs root, CAP_SYS_NICE or `ulimit -r`).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(1..=99))]
+    rt_priority: Option<u8>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +102,12 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(p) = cli.rt_priority
+        && let Err(e) = shmstream_bridge::run_real_time(p)
+    {
+        eprintln!("shmstream-bridge: error: {e}");
+        return ExitCode::from(1);
+    }
     let stop = shmstream_bridge::stop_on_signals();
     let result = match cli.command {
         Command::Publish {

@@ -5,7 +5,8 @@
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
 //! newest frame, SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole, and
 //! the library API bridges several streams from an application's threads until stopped;
-//! the harness's Zenoh floor runs the phases it is sent.
+//! `--rt-priority` puts every bridge thread under SCHED_FIFO (or says what it needs); the
+//! harness's Zenoh floor runs the phases it is sent.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -642,5 +643,71 @@ fn the_library_api_bridges_two_streams_on_threads_and_returns_once_stopped() {
             .recv_timeout(LONG)
             .expect("a bridge thread ignored its stop flag");
         result.unwrap();
+    }
+}
+
+/// (SCHED_FIFO priority, policy) of every thread of process `pid`, from
+/// `/proc/PID/task/*/stat` (fields 40 and 41).
+fn thread_policies(pid: u32) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+        // Fields after the command name's closing parenthesis start at field 3.
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        out.push((f[40 - 3].parse().unwrap(), f[41 - 3].parse().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn rt_priority_runs_every_bridge_thread_under_sched_fifo_or_says_what_it_needs() {
+    // Out of range: refused before anything runs.
+    let mut bad = bridge(&["--rt-priority", "0", "subscribe", "x"]);
+    assert_eq!(bad.wait_timeout(LONG).code(), Some(1));
+    assert!(
+        bad.diagnostics().contains("1..=99"),
+        "{}",
+        bad.diagnostics()
+    );
+
+    // Whether this test may use SCHED_FIFO, asked on a thread of its own (the policy is
+    // per thread, and that thread ends here).
+    let allowed = std::thread::spawn(|| shmstream_bridge::run_real_time(7).is_ok())
+        .join()
+        .unwrap();
+    let (a_name, prefix) = (unique_name("br-rt"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    let rt = ["--rt-priority", "7"];
+    let (mut p, mut s) = pair(
+        &a_name,
+        &prefix,
+        &rt,
+        &["--local-prefix", "m-", rt[0], rt[1]],
+    );
+    if !allowed {
+        for proc in [&mut p, &mut s] {
+            assert_eq!(proc.wait_timeout(LONG).code(), Some(1));
+            let said = proc.diagnostics();
+            assert!(
+                said.contains("CAP_SYS_NICE") && said.contains("drop --rt-priority"),
+                "{said}"
+            );
+        }
+        return;
+    }
+    // Frames flow, so Zenoh's runtime threads exist: each one inherited the policy.
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    wait_mirrored(&a, &b, &[3u16; 32], 3, &[&p, &s]);
+    for proc in [&p, &s] {
+        let threads = thread_policies(proc.pid());
+        assert!(threads.len() > 1, "Zenoh's threads: {threads:?}");
+        assert!(
+            threads.iter().all(|&t| t == (7, libc::SCHED_FIFO as u32)),
+            "every thread at SCHED_FIFO 7: {threads:?}"
+        );
     }
 }
