@@ -326,6 +326,12 @@ pub struct CaseSpec {
     /// (default: left to the scheduler).
     #[serde(default)]
     pub pinned: Option<bool>,
+    /// Bridge only: both bridges and Zenoh's floor processes run under `SCHED_FIFO` at this
+    /// priority (1-99, `shmstream-bridge --rt-priority`); the writer at A and the reader at
+    /// B, the application's side, stay under the fair scheduler. (An ao-loop case sets its
+    /// own in `ao.rt_priority`.)
+    #[serde(default)]
+    pub rt_priority: Option<u8>,
     /// Pingpong only: microseconds the writer idles between round trips (lets a futex
     /// waiter fall asleep). Default 0 for spin, 100 for futex.
     #[serde(default)]
@@ -621,7 +627,11 @@ impl Scenario {
                     wake_ahead_ns: None,
                     floor_slots: 0,
                     busy_reader_core: false,
-                    rt_priority: c.ao.as_ref().and_then(|ao| ao.rt_priority),
+                    rt_priority: c
+                        .ao
+                        .as_ref()
+                        .and_then(|ao| ao.rt_priority)
+                        .or(c.rt_priority),
                     slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
                     pinned: c.pinned.unwrap_or(false),
                     floor_between_frames: false,
@@ -669,6 +679,9 @@ impl CaseSpec {
                 }
                 if self.wait == Some(Wait::Spin) {
                     n.push_str("-spin");
+                }
+                if self.rt_priority.is_some() {
+                    n.push_str("-rt");
                 }
             }
             Kind::Roundtrip => {}
@@ -741,6 +754,16 @@ impl CaseSpec {
         }
         if self.pinned.is_some() && self.kind != Kind::Bridge {
             bail!("pinned applies to kind = \"bridge\" only (the other kinds are always pinned)");
+        }
+        if let Some(p) = self.rt_priority {
+            if self.kind != Kind::Bridge {
+                bail!(
+                    "rt_priority applies to kind = \"bridge\" only (an ao-loop case sets ao.rt_priority)"
+                );
+            }
+            if !(1..=99).contains(&p) {
+                bail!("rt_priority is a SCHED_FIFO priority, 1 to 99");
+            }
         }
         if self.kind == Kind::Bridge {
             match self.wait {
@@ -978,6 +1001,14 @@ pipeline = "device-resident"
                 "kind=\"roundtrip\"\nsizes=[[2]]\npinned=true",
                 "pinned applies",
             ),
+            (
+                "kind=\"pingpong\"\nsizes=[[2]]\nrt_priority=20",
+                "rt_priority applies",
+            ),
+            (
+                "kind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\nrt_priority=100",
+                "1 to 99",
+            ),
         ] {
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(needle), "{body}: {err}");
@@ -992,6 +1023,16 @@ pipeline = "device-resident"
         .unwrap();
         assert_eq!(s.cases[0].resolved_name(), "bridge-pinned-spin-uint8");
         assert!(s.jobs(false, None)[0].pinned);
+    }
+
+    #[test]
+    fn a_bridge_case_under_sched_fifo_carries_its_priority_and_says_so_in_its_name() {
+        let s = Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\npinned=true\nrt_priority=20\n",
+        )
+        .unwrap();
+        assert_eq!(s.cases[0].resolved_name(), "bridge-pinned-rt-uint8");
+        assert_eq!(s.jobs(false, None)[0].rt_priority, Some(20));
     }
 
     #[test]

@@ -39,6 +39,10 @@
 //! core inside Zenoh's hop that the other does not. `wait = "spin"` (pinned only) has the
 //! reader spin, so the latency ends when the mirror shows the frame, as the floor's ends
 //! when its callback runs; a parked reader adds its own wake-up, the consumer's cost.
+//! `rt_priority = N` runs Zenoh's side of both under `SCHED_FIFO` at `N`
+//! (`shmstream-bridge --rt-priority`), the writer and reader (the application) staying
+//! under the fair scheduler: a frame's wake-up then hands the writer's core to the
+//! publishing bridge at once.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -119,21 +123,19 @@ impl Drop for Children {
     }
 }
 
-/// Starts a bridge process, on `cpu` when given (spawned from a thread pinned there, whose
-/// affinity it and its threads inherit); `piped` gives it pipes for its standard input and
-/// output (floor-put's phases and answers).
-fn spawn(
-    bin: &Path,
-    args: &[String],
-    log: &Path,
-    cpu: Option<usize>,
-    piped: bool,
-) -> Result<Child> {
+/// Starts a bridge process for `job`: on Zenoh's core of a pinned job (spawned from a
+/// thread pinned there, whose affinity it and its threads inherit), under `SCHED_FIFO` at
+/// the job's `rt_priority`; `piped` gives it pipes for its standard input and output
+/// (floor-put's phases and answers).
+fn spawn(bin: &Path, job: &Job, args: &[String], log: &Path, piped: bool) -> Result<Child> {
     let err = std::fs::File::create(log).context("creating a bridge log")?;
     let io = || if piped { Stdio::piped() } else { Stdio::null() };
     let mut cmd = Command::new(bin);
+    if let Some(p) = job.rt_priority {
+        cmd.arg("--rt-priority").arg(p.to_string());
+    }
     cmd.args(args).stdin(io()).stdout(io()).stderr(err);
-    on_cpu(cpu, || {
+    on_cpu(zenoh_cpu(job), || {
         cmd.spawn()
             .with_context(|| format!("starting {}", bin.display()))
     })
@@ -183,14 +185,21 @@ pub(crate) fn reader_wait(job: &Job) -> Wait {
 /// The placement column of ours.
 fn our_placement(job: &Job) -> String {
     let wait = reader_wait(job).name();
-    if job.pinned {
+    let placed = if job.pinned {
         format!(
             "bridges and writer on cpu {}, reader ({wait}) on cpu {}",
             job.writer_cpu, job.reader_cpu
         )
     } else {
         format!("writer+reader ({wait}) threads, bridges unpinned")
-    }
+    };
+    placed + &fifo(job, "bridges")
+}
+
+/// What of the job runs under `SCHED_FIFO`, for the placement columns ("" when nothing).
+fn fifo(job: &Job, who: &str) -> String {
+    job.rt_priority
+        .map_or(String::new(), |p| format!("; {who} SCHED_FIFO {p}"))
 }
 
 /// Measures one bridge job: Zenoh's floor and ours, in turns (see the module's doc).
@@ -279,7 +288,7 @@ fn best_floor(job: &Job, hist: Histogram<u64>, flat: Vec<f64>, windowed: Vec<f64
     let placement = match zenoh_cpu(job) {
         Some(cpu) => format!("floor-put, floor-get on cpu {cpu}"),
         None => "floor-put, floor-get".into(),
-    };
+    } + &fifo(job, "both");
     let mut best = side(job, hist, rates, &placement)?;
     let (slots, slot_s) = lat_slots(job);
     best.m.notes.push((
@@ -449,6 +458,7 @@ impl FloorProcs {
         let _ = std::fs::remove_file(&out);
         let get = spawn(
             &bin,
+            job,
             &[
                 "floor-get".into(),
                 key.clone(),
@@ -458,12 +468,12 @@ impl FloorProcs {
                 out.display().to_string(),
             ],
             &work.join("floor-get.log"),
-            zenoh_cpu(job),
             false,
         )?;
         let mut children = Children(vec![get]);
         let mut put = spawn(
             &bin,
+            job,
             &[
                 "floor-put".into(),
                 key,
@@ -475,7 +485,6 @@ impl FloorProcs {
                 job.gap_us.to_string(),
             ],
             &work.join("floor-put.log"),
-            zenoh_cpu(job),
             true,
         )?;
         let (phases, stdout) = (put.stdin.take(), put.stdout.take());
@@ -623,6 +632,7 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
     let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
     let publish = spawn(
         &bin,
+        job,
         &[
             "publish".into(),
             name.into(),
@@ -633,11 +643,11 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
             "--lossless".into(),
         ],
         &work.join("publish.log"),
-        zenoh_cpu(job),
         false,
     )?;
     let subscribe = spawn(
         &bin,
+        job,
         &[
             "subscribe".into(),
             name.into(),
@@ -649,7 +659,6 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
             "m-".into(),
         ],
         &work.join("subscribe.log"),
-        zenoh_cpu(job),
         false,
     )?;
     let children = Children(vec![publish, subscribe]);
