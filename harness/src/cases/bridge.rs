@@ -204,6 +204,19 @@ fn fifo(job: &Job, who: &str) -> String {
 
 /// Measures one bridge job: Zenoh's floor and ours, in turns (see the module's doc).
 pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
+    if let Some(Err(e)) = job.rt_priority.map(may_run_real_time) {
+        // Said before any bridge starts: each would exit at once, and the case would wait
+        // out its timeout for a mirror that never comes.
+        let e = format!("{e:#}");
+        return JobResult {
+            job: job.clone(),
+            ours: Err(e.clone()),
+            floor: Err(e),
+            peer: Err("no peer for bridge cases".into()),
+            skipped: None,
+            ao: None,
+        };
+    }
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
     let names = runner.names(idx, "bridge");
@@ -225,6 +238,15 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         skipped: None,
         ao: None,
     }
+}
+
+/// Whether this process may put a thread under `SCHED_FIFO` at `priority`, asked on a
+/// thread of its own (the policy is per thread, and that thread ends here), with the
+/// harness's message for a case that may not.
+fn may_run_real_time(priority: u8) -> Result<()> {
+    std::thread::spawn(move || crate::spawn::real_time(priority))
+        .join()
+        .unwrap_or_else(|_| Err(crate::error::Error::msg("the SCHED_FIFO probe panicked")))
 }
 
 /// What one run of a side measured: latency samples, throughput per window or repeat, and
@@ -921,6 +943,23 @@ fn account(seen: &Seen, frame_id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe leaves the asking thread's policy alone, and answers the same as the
+    /// bridges would get: allowed here, or refused naming the remedy.
+    #[test]
+    fn the_sched_fifo_probe_answers_without_changing_the_caller() {
+        match may_run_real_time(1) {
+            Ok(()) => {}
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("ulimit -r") && msg.contains("remove rt_priority"),
+                    "{msg}"
+                );
+            }
+        }
+        assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
+    }
 
     #[test]
     fn the_reader_looks_once_per_quarter_step_within_its_bounds() {
