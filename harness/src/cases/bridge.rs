@@ -58,7 +58,7 @@ use shmstream::{Dtype, Error as StreamError, Stream, StreamOptions, WriteGuard};
 use crate::error::{Context, Result, bail};
 use crate::hist;
 use crate::measure::Measured;
-use crate::run::{JobResult, Runner, Side};
+use crate::run::{JobResult, Runner, Side, SideResult};
 use crate::scenario::{Job, Wait};
 
 const WARM: u8 = 0;
@@ -208,14 +208,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         // Said before any bridge starts: each would exit at once, and the case would wait
         // out its timeout for a mirror that never comes.
         let e = format!("{e:#}");
-        return JobResult {
-            job: job.clone(),
-            ours: Err(e.clone()),
-            floor: Err(e),
-            peer: Err("no peer for bridge cases".into()),
-            skipped: None,
-            ao: None,
-        };
+        return result(job, Err(e.clone()), Err(e));
     }
     let work = runner.work().join(format!("{idx}-bridge"));
     let _ = std::fs::create_dir_all(&work);
@@ -230,6 +223,11 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let ours = first
         .and_then(|first| pooled(job, first, second?))
         .map_err(|e| format!("failed: {e}"));
+    result(job, ours, floor)
+}
+
+/// A bridge job's result: ours and the floor's sides (bridge cases have no peer).
+fn result(job: &Job, ours: SideResult, floor: SideResult) -> JobResult {
     JobResult {
         job: job.clone(),
         ours,
