@@ -289,6 +289,7 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
     let dst = dst.as_mut_slice();
     dst.fill(2);
     let done = std::sync::atomic::AtomicBool::new(false);
+    let spinning = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         if job.busy_reader_core {
             // Spawned threads keep the reader's core and scheduling: each frame's wake-up
@@ -296,12 +297,19 @@ pub fn ping_reader(spec: &ChildSpec) -> Result<()> {
             std::thread::Builder::new()
                 .name(BUSY_CORE_THREAD.into())
                 .spawn_scoped(s, || {
+                    spinning.store(true, Ordering::Release);
                     let mut spin = Spin::new();
                     while !done.load(Ordering::Relaxed) {
                         spin.pause();
                     }
                 })
                 .context("starting the thread that keeps the reader's core busy")?;
+            // Ready only once the core is busy: a new thread first runs when the scheduler
+            // gets to it (on the core it shares with this one), and until then neither
+            // spins nor bears its name.
+            while !spinning.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
         }
         say_ready(&region);
         let served = loop {
