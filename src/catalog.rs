@@ -1,6 +1,7 @@
 //! Streams by name: list, stat (metadata without mapping the payload), unlink, purge, and
 //! the scratch guard that creates a stream and unlinks it on drop.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -232,6 +233,9 @@ pub struct PurgeReport {
     /// `/dev/shm` objects of creations whose creator died before publishing the stream
     /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
     pub abandoned: Vec<String>,
+    /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
+    /// with `dry_run`, that would be).
+    pub lock_files: Vec<PathBuf>,
     /// One error per stream or object that could not be removed.
     pub failed: Vec<Error>,
 }
@@ -262,9 +266,9 @@ pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
     purge_matching(opts, |_| true)
 }
 
-/// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations
-/// (whose names are unknown) are removed whatever `select` says: their creator is dead and
-/// nobody can open them.
+/// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations and
+/// orphan lock files (whose names are unknown) are removed whatever `select` says: no stream
+/// owns them.
 pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
     let mut report = PurgeReport::default();
     for h in scan()? {
@@ -283,7 +287,73 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         report.removed.push(StreamStat::from_header(&h));
     }
     sweep_abandoned(opts.dry_run, &mut report)?;
+    sweep_orphan_locks(opts.dry_run, &mut report)?;
     Ok(report)
+}
+
+/// Removes lock files that no stream owns: pyshmem never removes its lock files, and a
+/// process killed between making one and its cleanup leaves one. Each goes as `unlink`
+/// removes a missing stream's lock file: under its lock, after checking again that no
+/// segment has appeared. One that somebody holds (a creation under way) is left. A process
+/// that opened the file before it went and then waits for its flock moves to the file now at
+/// the path once it gets it ([`NameLock`]); pyshmem checks the file only before its flock.
+fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match std::fs::read_dir(name::lock_dir()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("*", "listing the lock directory", e)),
+    };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let file = entry.file_name();
+        let Some(id) = file
+            .to_str()
+            .and_then(|f| f.strip_suffix(".lock"))
+            .filter(|id| name::looks_like_segment_id(id))
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
+        if !ours || has_segments(id) {
+            continue;
+        }
+        let path = entry.path();
+        match remove_orphan_lock(&path, id, dry_run) {
+            Ok(true) => report.lock_files.push(path),
+            Ok(false) => {}
+            Err(e) => report.failed.push(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether any segment of payload id `id` exists (a stream, or a part of one).
+fn has_segments(id: &str) -> bool {
+    ["", "_meta", "_hist", "_gpu"]
+        .iter()
+        .any(|suffix| segment::exists(&format!("{id}{suffix}")))
+}
+
+/// Removes the orphan lock file at `path` under its lock (with `dry_run`, only takes the
+/// lock); `false` if somebody holds the lock or a segment has appeared.
+fn remove_orphan_lock(path: &Path, id: &str, dry_run: bool) -> Result<bool> {
+    let lock = LockFile::attach(path, id)?;
+    let Some(_held) = NameLock::try_take(&lock, id)? else {
+        return Ok(false);
+    };
+    if has_segments(id) {
+        return Ok(false);
+    }
+    if dry_run {
+        return Ok(true);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(id, "removing its orphan lock file", e)),
+    }
 }
 
 /// Removes `ps_….creating-<pid>` objects of dead creators that are this user's files.

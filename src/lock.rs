@@ -155,21 +155,29 @@ impl LockFile {
         {
             return Ok(());
         }
-        let result = self.reopen_if_unlinked(stream);
+        let result = self.reopen_if_unlinked(stream).map(drop);
         self.owner.store(0, Ordering::Release);
         self.wake_waiters();
         result
     }
 
-    /// Moves to the file now at the path if ours was unlinked. The caller owns the owner
-    /// word and holds no flock (so nobody in this process uses the old descriptor).
-    fn reopen_if_unlinked(&self, stream: &str) -> Result<()> {
+    /// Moves to the file now at the path if ours was unlinked; returns whether it did. The
+    /// caller owns the owner word and holds no flock (so nobody in this process uses the old
+    /// descriptor). Lock files are only ever removed, never renamed, so a file that still has
+    /// a link is the one at the path.
+    fn reopen_if_unlinked(&self, stream: &str) -> Result<bool> {
         let mut file = lock_poisoned(&self.file);
         if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
             *file = open_file(&self.path, stream)?;
             self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Whether the file we hold was removed from the path.
+    fn is_unlinked(&self) -> bool {
+        sys::nlink(&lock_poisoned(&self.file)).is_ok_and(|n| n == 0)
     }
 
     fn flock(&self, op: libc::c_int) -> io::Result<bool> {
@@ -179,7 +187,18 @@ impl LockFile {
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
     /// Returns the depth now held. `None` waits forever.
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.acquire_for(0, timeout, stream)
+        self.take(0, timeout, stream, false)
+    }
+
+    /// [`LockFile::acquire`] for a lifecycle operation (create, unlink, purge's sweep), which
+    /// must exclude every other process that locks the path. A file removed while this
+    /// process waited for its flock (another process's unlink or purge removes the file under
+    /// the lock, and a waiter then gets the flock of a file nobody else will open) is dropped
+    /// after the flock, and the file now at the path locked instead. Writes need no such
+    /// check: a lock file is removed only with its stream, and a write into a removed stream
+    /// reports [`Error::Stale`] under whatever lock it took.
+    pub(crate) fn acquire_at_path(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
+        self.take(0, timeout, stream, true)
     }
 
     /// [`LockFile::acquire`] for a handle of stream generation `generation` (non-zero): the
@@ -192,6 +211,18 @@ impl LockFile {
         generation: u64,
         timeout: Option<Duration>,
         stream: &str,
+    ) -> Result<u32> {
+        self.take(generation, timeout, stream, false)
+    }
+
+    /// The acquisitions above; `at_path` re-checks, after a fresh flock, that the file is
+    /// still the one at the path.
+    fn take(
+        &self,
+        generation: u64,
+        timeout: Option<Duration>,
+        stream: &str,
+        at_path: bool,
     ) -> Result<u32> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
@@ -216,32 +247,38 @@ impl LockFile {
         {
             return Err(timed_out());
         }
+        let give_up = |e: Error| {
+            self.owner.store(0, Ordering::Release);
+            self.wake_waiters();
+            Err(e)
+        };
         if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
             if let Err(e) = self.reopen_if_unlinked(stream) {
-                self.owner.store(0, Ordering::Release);
-                self.wake_waiters();
-                return Err(e);
+                return give_up(e);
             }
             self.generation.store(generation, Ordering::Relaxed);
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
-        let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(true) => Ok(true),
-            Ok(false) => self.poll_flock(deadline()),
-            Err(e) => Err(e),
-        };
-        match got {
-            Ok(true) => {
-                self.depth.store(1, Ordering::Relaxed);
-                Ok(1)
-            }
-            other => {
-                self.owner.store(0, Ordering::Release);
-                self.wake_waiters();
-                match other {
-                    Err(e) => Err(Error::io(stream, "flock", e)),
-                    _ => Err(timed_out()),
+        loop {
+            let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(true) => Ok(true),
+                Ok(false) => self.poll_flock(deadline()),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(true) if at_path && self.is_unlinked() => {
+                    // Locked a removed file: let it go and lock the one at the path.
+                    let _ = self.flock(libc::LOCK_UN);
+                    if let Err(e) = self.reopen_if_unlinked(stream) {
+                        return give_up(e);
+                    }
                 }
+                Ok(true) => {
+                    self.depth.store(1, Ordering::Relaxed);
+                    return Ok(1);
+                }
+                Ok(false) => return give_up(timed_out()),
+                Err(e) => return give_up(Error::io(stream, "flock", e)),
             }
         }
     }
@@ -322,7 +359,16 @@ impl LockFile {
 
     /// Takes the lock only if nobody (no thread, no process) holds it.
     pub(crate) fn try_acquire(&self, stream: &str) -> Result<bool> {
-        match self.acquire(Some(Duration::ZERO), stream) {
+        Self::taken(self.acquire(Some(Duration::ZERO), stream))
+    }
+
+    /// [`LockFile::try_acquire`] with [`LockFile::acquire_at_path`]'s check.
+    pub(crate) fn try_acquire_at_path(&self, stream: &str) -> Result<bool> {
+        Self::taken(self.acquire_at_path(Some(Duration::ZERO), stream))
+    }
+
+    fn taken(acquired: Result<u32>) -> Result<bool> {
+        match acquired {
             Ok(_) => Ok(true),
             Err(Error::Timeout { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -379,6 +425,43 @@ mod tests {
             d
         });
         assert_eq!(t.join().unwrap(), 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_lifecycle_lock_taken_on_a_removed_file_moves_to_the_file_at_the_path() {
+        let path = temp_lock("moved");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        // Another process's unlink: it removes the file under its flock, then lets go.
+        let unlinker = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&unlinker, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        sys::flock(&unlinker, libc::LOCK_UN).unwrap();
+
+        assert_eq!(
+            sut.acquire_at_path(Some(Duration::from_secs(5)), "t")
+                .unwrap(),
+            1
+        );
+        let newcomer = open_file(&path, "t").unwrap();
+        assert!(
+            !sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap(),
+            "the lock is held on the removed file: a process opening the path takes it too"
+        );
+        sut.release(|_| {});
+        assert!(sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        // The same with nobody waiting: a zero timeout moves too.
+        std::fs::remove_file(&path).unwrap();
+        sys::flock(&newcomer, libc::LOCK_UN).unwrap();
+        assert!(sut.try_acquire_at_path("t").unwrap());
+        assert!(
+            !sys::flock(
+                &open_file(&path, "t").unwrap(),
+                libc::LOCK_EX | libc::LOCK_NB
+            )
+            .unwrap()
+        );
+        sut.release(|_| {});
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -246,15 +246,23 @@ pub(crate) fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<u
         .ok_or_else(|| bad("the payload is larger than this machine can map"))
 }
 
-/// Holds the write lock for a lifecycle operation (create, unlink) without touching a header.
+/// Holds the write lock for a lifecycle operation (create, unlink) without touching a header:
+/// the lock of the file at the lock path, even if the file this process opened was removed
+/// meanwhile ([`LockFile::acquire_at_path`]).
 pub(crate) struct NameLock<'a> {
     lock: &'a LockFile,
 }
 
 impl<'a> NameLock<'a> {
     pub(crate) fn take(lock: &'a LockFile, stream: &str) -> Result<NameLock<'a>> {
-        lock.acquire(Some(DEFAULT_TIMEOUT), stream)?;
+        lock.acquire_at_path(Some(DEFAULT_TIMEOUT), stream)?;
         Ok(NameLock { lock })
+    }
+
+    /// The lock if nobody holds it now, else `None`.
+    pub(crate) fn try_take(lock: &'a LockFile, stream: &str) -> Result<Option<NameLock<'a>>> {
+        // Lazily: a NameLock made for nothing would release a lock it never took on drop.
+        Ok(lock.try_acquire_at_path(stream)?.then(|| NameLock { lock }))
     }
 }
 

@@ -578,6 +578,10 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
             "trial {trial}: left {:?}",
             entries_of(&id)
         );
+        assert!(
+            !name::lock_path(&name).exists(),
+            "trial {trial}: the killed creator's lock file is left"
+        );
         let again = Stream::create(&name, &[4], Dtype::U8);
         assert!(again.is_ok(), "trial {trial}: {again:?}");
     }
@@ -616,4 +620,98 @@ fn failed_calls_leave_no_lock_files() {
             "a refused create left a lock file"
         );
     }
+}
+
+/// Defect 8: `purge` removes lock files no stream owns (pyshmem leaves one for every stream
+/// it unlinks; a process killed between making one and its cleanup leaves one), each under
+/// its lock. A lock file somebody holds (here a child process's flock, as during a creation),
+/// a live stream's, and anything that is not a `ps_….lock` file of ours stay. The body runs
+/// in a child with a lock directory of its own, which no other test's purge sweeps.
+#[test]
+fn purge_sweeps_lock_files_of_no_stream_and_leaves_held_ones() {
+    let test = "purge_sweeps_lock_files_of_no_stream_and_leaves_held_ones";
+    match child_role().as_deref() {
+        None => {
+            let dir = std::env::temp_dir().join(format!("shmstream-sweep-{}", std::process::id()));
+            child(test, "body").env("PYSHMEM_LOCK_DIR", &dir).run(LONG);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        Some("body") => sweep_lock_files(test),
+        Some(role) => {
+            assert_eq!(role, "hold_lock");
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::create(param::<String>("path")).unwrap();
+            // SAFETY: flock on a descriptor this process owns, open for the call.
+            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+            say("held");
+            common::block_on_stdin();
+        }
+    }
+}
+
+fn sweep_lock_files(test: &str) {
+    let [orphan, held, live, linked] =
+        ["orphan", "held", "live", "linked"].map(|t| unique_name(&format!("lockfile-{t}")));
+    let _c = Cleanup::new([&orphan, &held, &live, &linked]);
+    let _live = Stream::create(&live, &[4], Dtype::U8).unwrap();
+    let lock = |n: &str| name::lock_path(n);
+    assert!(lock(&live).exists(), "the live stream has no lock file");
+    std::fs::write(lock(&orphan), b"").unwrap();
+    let mut holder = child(test, "hold_lock")
+        .param("path", lock(&held).display())
+        .spawn();
+    holder.expect_line("held", LONG);
+    // Look-alikes: another suffix, and a symlink named as a lock file.
+    let notes = lock(&orphan).with_extension("notes");
+    std::fs::write(&notes, b"not a lock file").unwrap();
+    std::os::unix::fs::symlink(&notes, lock(&linked)).unwrap();
+
+    let sweep = |dry_run| {
+        within("purge", move || {
+            shmstream::purge_matching(
+                PurgeOptions {
+                    all: false,
+                    dry_run,
+                },
+                |_| false,
+            )
+        })
+        .unwrap()
+    };
+    let would = sweep(true);
+    assert_eq!(would.lock_files, [lock(&orphan)], "{would:?}");
+    assert!(lock(&orphan).exists(), "a dry run removed a lock file");
+    let report = sweep(false);
+    assert_eq!(report.lock_files, [lock(&orphan)], "{report:?}");
+    assert!(!lock(&orphan).exists(), "the orphan lock file is left");
+    for kept in [lock(&held), lock(&live), lock(&linked), notes.clone()] {
+        assert!(
+            std::fs::symlink_metadata(&kept).is_ok(),
+            "{} is gone",
+            kept.display()
+        );
+    }
+    // Once the holder is gone, nothing owns its lock file.
+    holder.kill();
+    assert_eq!(sweep(false).lock_files, [lock(&held)]);
+    assert!(!lock(&held).exists());
+    std::fs::remove_file(lock(&linked)).unwrap();
+    std::fs::remove_file(&notes).unwrap();
+
+    // pyshmem keeps the lock files of the streams it unlinks.
+    let Some(py) = common::python() else { return };
+    let by_python = unique_name("lockfile-pyshmem");
+    let _c = Cleanup::new([&by_python]);
+    common::run_py(
+        &py,
+        "peer.py",
+        &["create_unlink_loop", &by_python, "1"],
+        LONG,
+    );
+    assert!(
+        lock(&by_python).exists(),
+        "pyshmem removed its lock file (this test's premise)"
+    );
+    assert_eq!(sweep(false).lock_files, [lock(&by_python)]);
+    assert!(!lock(&by_python).exists());
 }

@@ -98,7 +98,8 @@ enum Command {
         quiet_missing: bool,
     },
     /// Removes validated streams whose creator process is dead (all validated streams with
-    /// --all). Other files in /dev/shm are never touched.
+    /// --all), abandoned creations and lock files of no stream. Other files in /dev/shm are
+    /// never touched.
     Purge {
         /// Only list what would be removed.
         #[arg(long)]
@@ -308,10 +309,18 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     for id in &report.abandoned {
         println!("{verb} /dev/shm/{id} (abandoned creation)");
     }
+    for path in &report.lock_files {
+        let path = path.display().to_string();
+        println!("{verb} {} (lock file of no stream)", term::printable(&path));
+    }
     for e in &report.failed {
         eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
     }
-    if report.removed.is_empty() && report.abandoned.is_empty() && report.failed.is_empty() {
+    if report.removed.is_empty()
+        && report.abandoned.is_empty()
+        && report.lock_files.is_empty()
+        && report.failed.is_empty()
+    {
         println!("nothing to purge");
     }
     match report.failed.len() {

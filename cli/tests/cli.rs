@@ -526,6 +526,30 @@ impl Drop for Foreign {
 }
 
 #[test]
+fn purge_names_each_lock_file_of_no_stream_it_removes() {
+    // A lock directory of its own: another test's purge would sweep the file first.
+    let dir = std::env::temp_dir().join(unique_name("cli-lockdir"));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join(format!("{}.lock", shmstream::name::segment_id("orphan")));
+    std::fs::write(&path, b"").unwrap();
+    let line = |verb: &str| format!("{verb} {} (lock file of no stream)", path.display());
+    let purge = |dry_run: &[&str]| {
+        cli()
+            .env("PYSHMEM_LOCK_DIR", &dir)
+            .arg("purge")
+            .args(dry_run)
+            .args(["--prefix", "orphan"])
+            .assert()
+            .success()
+    };
+    purge(&["--dry-run"]).stdout(predicate::str::contains(line("would remove")));
+    assert!(path.exists(), "a dry run removed the lock file");
+    purge(&[]).stdout(predicate::str::contains(line("removed")));
+    assert!(!path.exists());
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
 fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
     let prefix = unique_name("cli-purge") + "-";
     let dead = format!("{prefix}dead");
@@ -601,11 +625,12 @@ fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
         assert!(f.exists(), "foreign file {} was touched", f.display());
     }
 
+    // No stream left to remove (lock files of no stream, other tests' too, may still be).
     cli()
         .args(["purge", "--prefix", &prefix])
         .assert()
         .success()
-        .stdout(predicate::str::contains("nothing to purge"));
+        .stdout(predicate::str::contains("removed '").not());
     cli()
         .args(["purge", "--all", "--prefix", &prefix])
         .assert()
