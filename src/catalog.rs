@@ -276,8 +276,9 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
             continue;
         }
         if !opts.dry_run {
-            match unlink(&h.name) {
-                Ok(()) | Err(Error::NotFound { .. }) => {}
+            match unlink_scanned(&h) {
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
                     report.failed.push(e);
                     continue;
@@ -353,6 +354,17 @@ fn remove_orphan_lock(path: &Path, id: &str, dry_run: bool) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(id, "removing its orphan lock file", e)),
+    }
+}
+
+/// Unlinks the generation `h` describes; `false` if it is gone or was replaced since it was
+/// scanned. A stream made again under the name meanwhile (by a live process, perhaps, which
+/// a purge of dead creators' streams must spare) is not the one purge chose.
+fn unlink_scanned(h: &Header) -> Result<bool> {
+    match unlink_generation(&h.name, Some(h.instance_id)) {
+        Ok(()) => Ok(true),
+        Err(Error::Stale { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -438,4 +450,32 @@ impl TryFrom<String> for Dtype {
 fn _assert_stream_is_send_sync() {
     fn ok<T: Send + Sync>() {}
     ok::<Stream>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_unlinks_only_the_generation_it_scanned() {
+        let name = format!("catalog-regen-{}", std::process::id());
+        let _ = unlink(&name);
+        let old = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        let scanned = validated(&name::segment_id(&name)).expect("the stream is listed");
+        drop(old);
+        unlink(&name).unwrap();
+        let new = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        assert!(
+            !unlink_scanned(&scanned).unwrap(),
+            "a stream made again since the scan was taken for the one scanned"
+        );
+        let current = validated(&name::segment_id(&name)).expect("the new stream is left");
+        assert_eq!(current.instance_id, new.instance_id);
+        assert!(unlink_scanned(&current).unwrap());
+        assert!(matches!(stat(&name), Err(Error::NotFound { .. })));
+        assert!(
+            !unlink_scanned(&current).unwrap(),
+            "gone: nothing to unlink"
+        );
+    }
 }
