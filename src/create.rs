@@ -69,8 +69,12 @@ pub(crate) fn build(
     // Leftovers of an earlier process with our pid are dead creations: replace them.
     forget_building();
     let made = (|| {
-        let payload = Segment::create(&building[0], size).map_err(io)?;
-        let meta = Segment::create(&building[1], META_BYTES).map_err(io)?;
+        let segment = |id: &str, bytes: usize| {
+            Segment::create(id, bytes)
+                .map_err(|e| Error::creating(name, "creating a shared-memory segment", bytes, e))
+        };
+        let payload = segment(&building[0], size)?;
+        let meta = segment(&building[1], META_BYTES)?;
         let instance_id =
             sys::random_id().map_err(|e| Error::io(name, "drawing an instance id", e))?;
         let history = match o.history {

@@ -220,6 +220,19 @@ pub enum Error {
         /// What is wrong, and the remedy.
         reason: String,
     },
+    /// `/dev/shm` has no room for a new stream's segment.
+    #[error(
+        "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {}: remove streams nobody uses (`shmstream purge`), make this one smaller, or enlarge /dev/shm",
+        room(.available)
+    )]
+    NoSpace {
+        /// The stream.
+        name: String,
+        /// Bytes of the segment that did not fit.
+        needed: u64,
+        /// Bytes free in `/dev/shm` when it failed, if known.
+        available: Option<u64>,
+    },
     /// An operating-system call failed.
     #[error("{op} failed for stream '{name}': {source}")]
     Io {
@@ -263,6 +276,13 @@ fn known_hint(known: &[String]) -> String {
     }
 }
 
+fn room(available: &Option<u64>) -> String {
+    match available {
+        Some(b) => format!("{b} bytes free"),
+        None => "no room".into(),
+    }
+}
+
 impl Error {
     /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`].
     pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
@@ -281,6 +301,24 @@ impl Error {
             op,
             source,
         }
+    }
+
+    /// Creating a shared-memory segment of `bytes` failed: [`Error::NoSpace`] when `/dev/shm`
+    /// is full, else [`Error::Io`] doing `op`.
+    pub(crate) fn creating(
+        name: &str,
+        op: &'static str,
+        bytes: usize,
+        source: std::io::Error,
+    ) -> Error {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::NoSpace {
+                name: name.to_owned(),
+                needed: bytes as u64,
+                available: crate::sys::shm_available(),
+            };
+        }
+        Error::io(name, op, source)
     }
 
     /// The stream the error is about.
@@ -308,6 +346,7 @@ impl Error {
             | Error::Overrun { name, .. }
             | Error::NoHistory { name }
             | Error::InvalidHistory { name, .. }
+            | Error::NoSpace { name, .. }
             | Error::Io { name, .. } => name,
         }
     }
@@ -328,5 +367,21 @@ mod tests {
             "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)"
         );
         assert_eq!(e.stream_name(), "cam0");
+    }
+
+    #[test]
+    fn a_full_dev_shm_is_no_space_naming_the_stream_the_room_and_the_remedy() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = Error::creating("cam0", "creating a shared-memory segment", 4096, full);
+        assert!(matches!(e, Error::NoSpace { needed: 4096, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("stream 'cam0' needs 4096 bytes of shared memory and /dev/shm has "),
+            "{text}"
+        );
+        assert!(text.contains("shmstream purge"), "{text}");
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = Error::creating("cam0", "creating a shared-memory segment", 4096, other);
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
     }
 }

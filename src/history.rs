@@ -187,7 +187,7 @@ impl Ring {
             reason,
         })?;
         let seg = Segment::create(id, bytes)
-            .map_err(|e| Error::io(stream, "creating the history segment", e))?;
+            .map_err(|e| Error::creating(stream, "creating the history segment", bytes, e))?;
         let ring = Ring {
             seg,
             capacity: capacity as u64,

@@ -12,10 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::{sys, trust};
+use crate::sys::{self, SHM_DIR};
+use crate::trust;
 
-/// Where Linux keeps POSIX shared-memory objects.
-const SHM_DIR: &str = "/dev/shm";
 /// Infix of the ids a creator builds its segments under before publishing them.
 const CREATING: &str = ".creating-";
 
@@ -27,12 +26,14 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates a new object of `len` bytes (mode 0600, zero-filled), failing if it exists.
+    /// Creates a new object of `len` bytes (mode 0600, zero-filled), failing if it exists or
+    /// if `/dev/shm` has no room for all of it (`ENOSPC`).
     pub(crate) fn create(id: &str, len: usize) -> io::Result<Segment> {
         let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)?;
         let made = (|| {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.set_len(len as u64)?;
+            sys::reserve(&file, len)?;
             map(&file, len, true)
         })();
         match made {

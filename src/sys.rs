@@ -38,6 +38,43 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Reserves the first `len` bytes of `file`'s storage (`posix_fallocate`): a shared-memory
+/// object larger than the room left in `/dev/shm` then fails here with `ENOSPC`, where a
+/// sparse one would be created and kill its writer with `SIGBUS` when the pages run out. A
+/// file system that cannot reserve (`EOPNOTSUPP`) is left sparse.
+pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: plain integers and a descriptor that `file` keeps open for the call.
+        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, len) };
+        match rc {
+            0 | libc::EOPNOTSUPP => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Bytes free for an unprivileged process in `/dev/shm` (`statvfs`), if it can be read.
+pub(crate) fn shm_available() -> Option<u64> {
+    let path = CString::new(SHM_DIR).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes of one `statvfs`.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: statvfs filled `st` when it returned 0.
+    (rc == 0).then(|| unsafe { st.assume_init() }).map(|st| {
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        free
+    })
+}
+
+/// Where Linux keeps POSIX shared-memory objects.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
 fn shm_path(id: &str) -> io::Result<CString> {
     CString::new(format!("/{id}")).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }

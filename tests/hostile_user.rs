@@ -715,3 +715,46 @@ fn sweep_lock_files(test: &str) {
     assert_eq!(sweep(false).lock_files, [lock(&by_python)]);
     assert!(!lock(&by_python).exists());
 }
+
+/// Defect 9: a stream larger than `/dev/shm` is refused at `create` with `Error::NoSpace`
+/// naming the stream, the room and the remedy (it used to be created sparse, and its first
+/// write would have died of `SIGBUS`), and leaves nothing behind.
+#[test]
+fn a_stream_larger_than_dev_shm_is_refused_up_front() {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and room for one statvfs.
+    let rc = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) };
+    assert_eq!(rc, 0, "statvfs /dev/shm");
+    // SAFETY: the call above filled it.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let total = st.f_blocks as u64 * st.f_frsize as u64;
+    if total == 0 {
+        eprintln!("skipping: /dev/shm has no size limit");
+        return;
+    }
+    let name = unique_name("nospace");
+    let _c = Cleanup::new([&name]);
+    let too_big = total as usize + (1 << 20);
+    let n = name.clone();
+    let made = within("create", move || {
+        Stream::create(&n, &[too_big], Dtype::U8).map(drop)
+    });
+    match &made {
+        Err(
+            e @ Error::NoSpace {
+                name: n,
+                needed,
+                available,
+            },
+        ) => {
+            assert_eq!(n, &name);
+            assert_eq!(*needed, too_big as u64);
+            assert!(available.is_some_and(|a| a <= total), "{available:?}");
+            assert!(e.to_string().contains("shmstream purge"), "{e}");
+        }
+        other => panic!("a stream larger than /dev/shm ({total} bytes): {other:?}"),
+    }
+    assert!(entries_of(&name::segment_id(&name)).is_empty());
+    assert!(!name::lock_path(&name).exists());
+}
