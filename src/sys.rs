@@ -25,7 +25,9 @@ pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
     pid == own || pid_alive(pid)
 }
 
-/// Whether a process with this pid exists (`kill(pid, 0)`); EPERM counts as alive.
+/// Whether a process with this pid is running: it exists (`kill(pid, 0)`; EPERM counts as
+/// existing) and has not exited. A process that exited but that its parent has not reaped
+/// yet (a zombie) is dead: it holds no lock and will never finish a write.
 pub(crate) fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -35,7 +37,22 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
     }
     // SAFETY: signal 0 performs the permission and existence checks only.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !exited(pid)
+}
+
+/// Whether `/proc` shows `pid` as exited and not reaped (state `Z`, or `X` while it goes). A
+/// `/proc` that does not show the process (another pid namespace, `hidepid`) says nothing.
+fn exited(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so look after the last ')'.
+    let state = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .and_then(|close| stat.get(close + 2));
+    matches!(state, Some(b'Z' | b'X'))
 }
 
 /// Reserves the first `len` bytes of `file`'s storage (`posix_fallocate`): a shared-memory

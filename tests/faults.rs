@@ -505,11 +505,27 @@ fn dead_writer_is_reported(
     ctx: &str,
     waiting: impl FnOnce(i64),
 ) {
+    dead_writer_is_reported_reaped(owner, name, reader, wait_new, ctx, waiting, true)
+}
+
+/// [`dead_writer_is_reported`], the writer reaped at its death or left a zombie.
+fn dead_writer_is_reported_reaped(
+    owner: &Stream,
+    name: &str,
+    reader: &Stream,
+    wait_new: bool,
+    ctx: &str,
+    waiting: impl FnOnce(i64),
+    reaped: bool,
+) {
     let mut w = child("child_entry", "stuck_writer")
         .param("name", name)
         .spawn();
     w.expect_line("inside", LONG);
-    let (end, at) = read_across_kill(reader, wait_new, waiting, || w.kill());
+    let (end, at) = read_across_kill(reader, wait_new, waiting, || match reaped {
+        true => drop(w.kill()),
+        false => w.kill_unreaped(),
+    });
     assert!(
         matches!(end, Err(Error::Inconsistent { .. })),
         "{ctx}: {end:?}"
@@ -550,6 +566,29 @@ fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
                 wait_parked(std::process::id(), Some(tid), &name, notify)
             });
         }
+    }
+}
+
+/// A writer that died mid-write and that its parent has not reaped yet (a zombie; here the
+/// parent is this test, which holds its exit status back) is dead too: a parked reader
+/// reports it within 100 ms. It used to count as alive, and readers waited for their timeout.
+#[test]
+fn a_writer_dead_but_not_reaped_is_reported_within_100ms() {
+    let _serial = serial();
+    let name = unique_name("zombie");
+    let _c = Cleanup::new([&name]);
+    let owner = StreamOptions::new(&name)
+        .shape(&[N])
+        .dtype(Dtype::U32)
+        .notify(true)
+        .create()
+        .unwrap();
+    owner.write_slice_frame(&frame(1), 1).unwrap();
+    for wait_new in [false, true] {
+        let reader = Stream::open_readonly(&name).unwrap();
+        let ctx = format!("unreaped, read_new={wait_new}");
+        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, true);
+        dead_writer_is_reported_reaped(&owner, &name, &reader, wait_new, &ctx, parked, false);
     }
 }
 

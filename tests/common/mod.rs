@@ -441,6 +441,12 @@ impl Proc {
         self.stdin = None;
     }
 
+    /// Sends SIGKILL and leaves the child unreaped: a zombie until [`Proc::kill`], a wait
+    /// or the drop reaps it.
+    pub fn kill_unreaped(&mut self) {
+        let _ = self.child.kill();
+    }
+
     /// Sends SIGKILL and reaps the child.
     pub fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();
