@@ -221,7 +221,8 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
 pub struct PurgeOptions {
     /// Remove every valid stream, not only those whose creator is dead.
     pub all: bool,
-    /// Only report what would be removed.
+    /// Only report what would be removed: what has no stream now, without taking locks (a
+    /// real purge spares the parts and lock files whose lock somebody holds).
     pub dry_run: bool,
 }
 
@@ -233,6 +234,10 @@ pub struct PurgeReport {
     /// `/dev/shm` objects of creations whose creator died before publishing the stream
     /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
     pub abandoned: Vec<String>,
+    /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
+    /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
+    /// published its header leaves its `_gpu`), removed (or, with `dry_run`, that would be).
+    pub leftovers: Vec<String>,
     /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
     /// with `dry_run`, that would be).
     pub lock_files: Vec<PathBuf>,
@@ -288,8 +293,69 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         report.removed.push(StreamStat::from_header(&h));
     }
     sweep_abandoned(opts.dry_run, &mut report)?;
+    sweep_leftovers(opts.dry_run, &mut report)?;
     sweep_orphan_locks(opts.dry_run, &mut report)?;
     Ok(report)
+}
+
+/// Removes the parts of no stream (see [`PurgeReport::leftovers`]) that are this user's
+/// files. Each goes under its name's lock (taken through the lock file of its payload id),
+/// after checking again that neither `_meta` nor payload has appeared: a creation or unlink
+/// under way holds that lock, and is left to finish.
+fn sweep_leftovers(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match std::fs::read_dir(sys::SHM_DIR) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
+    };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(id) = ["_hist", "_gpu"]
+            .iter()
+            .find_map(|part| file.strip_suffix(part))
+            .filter(|id| name::looks_like_segment_id(id))
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
+        if !ours || has_stream(id) {
+            continue;
+        }
+        match remove_leftover(id, &file, dry_run) {
+            Ok(true) => report.leftovers.push(file),
+            Ok(false) => {}
+            Err(e) => report.failed.push(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether payload id `id` has its `_meta` or its payload (a stream, or one being removed).
+fn has_stream(id: &str) -> bool {
+    segment::exists(id) || segment::exists(&format!("{id}_meta"))
+}
+
+/// Removes leftover `file` of payload id `id` under the name's lock (with `dry_run`, only
+/// says it would); `false` if somebody holds the lock or the stream has appeared. A lock file made
+/// for this goes with the next step of the purge (it belongs to no stream).
+fn remove_leftover(id: &str, file: &str, dry_run: bool) -> Result<bool> {
+    if dry_run {
+        return Ok(true);
+    }
+    let lock = LockFile::attach(&name::lock_dir().join(format!("{id}.lock")), id)?;
+    let Some(_held) = NameLock::try_take(&lock, id)? else {
+        return Ok(false);
+    };
+    if has_stream(id) {
+        return Ok(false);
+    }
+    segment::unlink(file).map_err(|e| Error::io(file, "removing a part of no stream", e))?;
+    Ok(true)
 }
 
 /// Removes lock files that no stream owns: pyshmem never removes its lock files, and a
@@ -337,18 +403,18 @@ fn has_segments(id: &str) -> bool {
         .any(|suffix| segment::exists(&format!("{id}{suffix}")))
 }
 
-/// Removes the orphan lock file at `path` under its lock (with `dry_run`, only takes the
-/// lock); `false` if somebody holds the lock or a segment has appeared.
+/// Removes the orphan lock file at `path` under its lock (with `dry_run`, only says it would);
+/// `false` if somebody holds the lock or a segment has appeared.
 fn remove_orphan_lock(path: &Path, id: &str, dry_run: bool) -> Result<bool> {
+    if dry_run {
+        return Ok(true);
+    }
     let lock = LockFile::attach(path, id)?;
     let Some(_held) = NameLock::try_take(&lock, id)? else {
         return Ok(false);
     };
     if has_segments(id) {
         return Ok(false);
-    }
-    if dry_run {
-        return Ok(true);
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),

@@ -93,6 +93,11 @@ pub(crate) fn build(
     let pid = sys::pid();
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
     // published, so an opener that sees the header can attach.
+    // A `_gpu` left by a GPU creator killed before it published its header (no stream of
+    // this name exists, and we hold its lock): replace it, as a crashed ring is below.
+    if o.gpu_device.is_some() {
+        let _ = segment::unlink(&name::gpu_id(name));
+    }
     #[cfg(feature = "cuda")]
     let gpu = match o.gpu_device {
         Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {

@@ -33,6 +33,13 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
         .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?} (blocked?)"))
 }
 
+/// Serializes this binary's tests that purge: a purge sweeps what belongs to no stream,
+/// whichever test planted it, and each such test checks what its own purge removed.
+fn purging() -> std::sync::MutexGuard<'static, ()> {
+    static PURGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PURGING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `/dev/shm` entries whose name starts with `id` (the segments of one stream, and any
 /// `.creating-<pid>` objects of its creators).
 fn entries_of(id: &str) -> Vec<String> {
@@ -106,6 +113,7 @@ fn remove(paths: &[PathBuf]) {
 /// `Error::Untrusted` for the stream it names, and leave the planted object alone.
 #[test]
 fn planted_non_files_never_block_and_are_refused() {
+    let _purging = purging();
     for plant in Plant::ALL {
         for as_meta in [true, false] {
             let name = unique_name("plant");
@@ -363,6 +371,7 @@ fn purge_carries_on_past_a_stream_it_cannot_remove() {
         eprintln!("skipping: switching to another uid needs root");
         return;
     }
+    let _purging = purging();
     let prefix = unique_name("purgeon");
     let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
     let test = "purge_carries_on_past_a_stream_it_cannot_remove";
@@ -524,6 +533,7 @@ fn a_waiting_reader_notices_an_unlink_that_leaves_the_header_valid() {
 /// be created again.
 #[test]
 fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
+    let _purging = purging();
     if let Some(role) = child_role() {
         assert_eq!(role, "create_big");
         let name: String = param("name");
@@ -632,21 +642,26 @@ fn purge_sweeps_lock_files_of_no_stream_and_leaves_held_ones() {
     let test = "purge_sweeps_lock_files_of_no_stream_and_leaves_held_ones";
     match child_role().as_deref() {
         None => {
+            let _purging = purging();
             let dir = std::env::temp_dir().join(format!("shmstream-sweep-{}", std::process::id()));
             child(test, "body").env("PYSHMEM_LOCK_DIR", &dir).run(LONG);
             std::fs::remove_dir_all(&dir).unwrap();
         }
         Some("body") => sweep_lock_files(test),
-        Some(role) => {
-            assert_eq!(role, "hold_lock");
-            use std::os::fd::AsRawFd;
-            let f = std::fs::File::create(param::<String>("path")).unwrap();
-            // SAFETY: flock on a descriptor this process owns, open for the call.
-            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-            say("held");
-            common::block_on_stdin();
-        }
+        Some(role) => hold_lock(role),
     }
+}
+
+/// Child role `hold_lock`: holds the flock of the file at parameter `path` (as a creation
+/// under way does) until the parent writes to stdin or dies.
+fn hold_lock(role: &str) {
+    use std::os::fd::AsRawFd;
+    assert_eq!(role, "hold_lock");
+    let f = std::fs::File::create(param::<String>("path")).unwrap();
+    // SAFETY: flock on a descriptor this process owns, open for the call.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    say("held");
+    common::block_on_stdin();
 }
 
 fn sweep_lock_files(test: &str) {
@@ -678,8 +693,12 @@ fn sweep_lock_files(test: &str) {
         })
         .unwrap()
     };
-    let would = sweep(true);
-    assert_eq!(would.lock_files, [lock(&orphan)], "{would:?}");
+    // A dry run takes no lock: it lists the held file too.
+    let mut would = sweep(true).lock_files;
+    would.sort();
+    let mut no_stream = vec![lock(&orphan), lock(&held)];
+    no_stream.sort();
+    assert_eq!(would, no_stream);
     assert!(lock(&orphan).exists(), "a dry run removed a lock file");
     let report = sweep(false);
     assert_eq!(report.lock_files, [lock(&orphan)], "{report:?}");
@@ -757,4 +776,90 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
     }
     assert!(entries_of(&name::segment_id(&name)).is_empty());
     assert!(!name::lock_path(&name).exists());
+}
+
+/// Defect 10: `purge` removes the parts of no stream: the history ring of a stream that
+/// pyshmem unlinked (pyshmem removes the payload, `_meta` and `_gpu` only; the ring held
+/// shared memory until reboot) and the `_gpu` segment of a GPU creator killed before it
+/// published its header (planted here). A live stream's ring and a part whose name's lock is
+/// held (a creation under way) stay.
+#[test]
+fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
+    let test = "purge_removes_parts_of_no_stream_and_spares_held_ones";
+    if let Some(role) = child_role() {
+        return hold_lock(&role);
+    }
+    let _purging = purging();
+    let [ringed, crashed, live, held] =
+        ["ringed", "crashed", "live", "held"].map(|t| unique_name(&format!("parts-{t}")));
+    let _c = Cleanup::new([&ringed, &crashed, &live, &held]);
+    let with_ring = |n: &str| {
+        StreamOptions::new(n)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(2)
+            .create()
+            .unwrap()
+    };
+    let live_stream = with_ring(&live);
+    drop(with_ring(&ringed));
+    match common::python() {
+        Some(py) => drop(common::run_py(&py, "peer.py", &["unlink", &ringed], LONG)),
+        // pyshmem's unlink, by hand.
+        None => {
+            for id in [name::segment_id(&ringed), name::meta_id(&ringed)] {
+                std::fs::remove_file(shm(&id)).unwrap();
+            }
+        }
+    }
+    let ring = name::history_id(&ringed);
+    assert!(
+        shm(&ring).exists(),
+        "pyshmem's unlink removed our ring (the premise)"
+    );
+    let gpu = name::gpu_id(&crashed);
+    std::fs::write(shm(&gpu), [0u8; 256]).unwrap();
+    let held_gpu = name::gpu_id(&held);
+    std::fs::write(shm(&held_gpu), [0u8; 256]).unwrap();
+    let mut holder = child(test, "hold_lock")
+        .param("path", name::lock_path(&held).display())
+        .spawn();
+    holder.expect_line("held", LONG);
+
+    let purge = |dry_run| {
+        within("purge", move || {
+            shmstream::purge_matching(
+                PurgeOptions {
+                    all: false,
+                    dry_run,
+                },
+                |_| false,
+            )
+        })
+        .unwrap()
+    };
+    let would = purge(true);
+    for part in [&ring, &gpu, &held_gpu] {
+        assert!(would.leftovers.contains(part), "{part}: {would:?}");
+        assert!(shm(part).exists(), "a dry run removed {part}");
+    }
+    let report = purge(false);
+    assert!(report.failed.is_empty(), "{report:?}");
+    for part in [&ring, &gpu] {
+        assert!(report.leftovers.contains(part), "{part}: {report:?}");
+        assert!(!shm(part).exists(), "{part} is left");
+    }
+    assert!(!report.leftovers.contains(&held_gpu), "{report:?}");
+    assert!(
+        shm(&held_gpu).exists(),
+        "a part whose lock is held was removed"
+    );
+    assert!(
+        shm(&name::history_id(&live)).exists() && live_stream.cursor().is_ok(),
+        "a live stream's ring was removed"
+    );
+    // The creation holding the lock dies without finishing: its part goes next time.
+    holder.kill();
+    assert!(purge(false).leftovers.contains(&held_gpu));
+    assert!(!shm(&held_gpu).exists());
 }

@@ -98,8 +98,8 @@ enum Command {
         quiet_missing: bool,
     },
     /// Removes validated streams whose creator process is dead (all validated streams with
-    /// --all), abandoned creations and lock files of no stream. Other files in /dev/shm are
-    /// never touched.
+    /// --all), abandoned creations, and the parts (`_hist`, `_gpu`) and lock files of no
+    /// stream. Other files in /dev/shm are never touched.
     Purge {
         /// Only list what would be removed.
         #[arg(long)]
@@ -309,6 +309,9 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     for id in &report.abandoned {
         println!("{verb} /dev/shm/{id} (abandoned creation)");
     }
+    for file in &report.leftovers {
+        println!("{verb} /dev/shm/{file} (part of no stream)");
+    }
     for path in &report.lock_files {
         let path = path.display().to_string();
         println!("{verb} {} (lock file of no stream)", term::printable(&path));
@@ -318,6 +321,7 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     }
     if report.removed.is_empty()
         && report.abandoned.is_empty()
+        && report.leftovers.is_empty()
         && report.lock_files.is_empty()
         && report.failed.is_empty()
     {

@@ -525,14 +525,36 @@ impl Drop for Foreign {
     }
 }
 
+/// Serializes the tests that purge: a purge sweeps what belongs to no stream, whichever test
+/// planted it.
+fn purging() -> std::sync::MutexGuard<'static, ()> {
+    static PURGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PURGING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
-fn purge_names_each_lock_file_of_no_stream_it_removes() {
-    // A lock directory of its own: another test's purge would sweep the file first.
+fn purge_names_each_part_and_lock_file_of_no_stream_it_removes() {
+    let _purging = purging();
+    // A lock directory of its own, which no other test binary's purge sweeps.
     let dir = std::env::temp_dir().join(unique_name("cli-lockdir"));
     std::fs::create_dir(&dir).unwrap();
-    let path = dir.join(format!("{}.lock", shmstream::name::segment_id("orphan")));
-    std::fs::write(&path, b"").unwrap();
-    let line = |verb: &str| format!("{verb} {} (lock file of no stream)", path.display());
+    let lock = dir.join(format!("{}.lock", shmstream::name::segment_id("orphan")));
+    std::fs::write(&lock, b"").unwrap();
+    // A history ring whose stream is gone (pyshmem's unlink leaves it).
+    let gone = unique_name("cli-ring-of-no-stream");
+    let ring = shmstream::name::history_id(&gone);
+    let ring_path = Path::new("/dev/shm").join(&ring);
+    let _ring = Foreign(ring_path.clone());
+    std::fs::write(&ring_path, [0u8; 64]).unwrap();
+    let lines = |verb: &str| {
+        predicate::str::contains(format!(
+            "{verb} {} (lock file of no stream)",
+            lock.display()
+        ))
+        .and(predicate::str::contains(format!(
+            "{verb} /dev/shm/{ring} (part of no stream)"
+        )))
+    };
     let purge = |dry_run: &[&str]| {
         cli()
             .env("PYSHMEM_LOCK_DIR", &dir)
@@ -542,15 +564,21 @@ fn purge_names_each_lock_file_of_no_stream_it_removes() {
             .assert()
             .success()
     };
-    purge(&["--dry-run"]).stdout(predicate::str::contains(line("would remove")));
-    assert!(path.exists(), "a dry run removed the lock file");
-    purge(&[]).stdout(predicate::str::contains(line("removed")));
-    assert!(!path.exists());
+    purge(&["--dry-run"]).stdout(lines("would remove"));
+    assert!(
+        lock.exists() && ring_path.exists(),
+        "a dry run removed something"
+    );
+    purge(&[]).stdout(lines("removed"));
+    assert!(!lock.exists() && !ring_path.exists());
+    // The ring's own lock file, made to remove it, went with it.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir(&dir).unwrap();
 }
 
 #[test]
 fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
+    let _purging = purging();
     let prefix = unique_name("cli-purge") + "-";
     let dead = format!("{prefix}dead");
     let live = format!("{prefix}live");
