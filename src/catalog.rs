@@ -79,7 +79,7 @@ impl StreamStat {
             write_time: h.write_time,
             frame_id: h.frame_id,
             creator_pid: h.creator_pid,
-            creator_alive: sys::pid_alive(h.creator_pid),
+            creator_alive: sys::process_running(h.creator_pid),
             notify: h.notify(),
             gpu_enabled: h.gpu(),
             gpu_device: h.gpu().then(|| format!("cuda:{}", h.device_index)),
@@ -277,7 +277,7 @@ pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
 pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
     let mut report = PurgeReport::default();
     for h in scan()? {
-        if !select(&h.name) || (!opts.all && sys::pid_alive(h.creator_pid)) {
+        if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
             continue;
         }
         if !opts.dry_run {
@@ -452,7 +452,7 @@ fn sweep_abandoned(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         let ours = entry
             .metadata()
             .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
-        if !ours || sys::pid_alive(pid) {
+        if !ours || sys::process_running(pid) {
             continue;
         }
         if !dry_run && let Err(e) = segment::unlink(&file) {

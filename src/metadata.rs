@@ -140,9 +140,10 @@ impl Stream {
     pub fn is_unlinked(&self) -> bool {
         self.check_generation(true).is_err()
     }
-    /// Whether the creating process is still running (best effort: pid based, one host).
+    /// Whether the creating process is still running (best effort: pid based, one host; a
+    /// zombie, exited but not yet reaped, is not running).
     pub fn producer_alive(&self) -> bool {
-        sys::pid_alive(self.creator_pid)
+        sys::process_running(self.creator_pid)
     }
 
     /// The configuration to recreate this stream elsewhere.

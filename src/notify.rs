@@ -155,10 +155,10 @@ impl Waiter {
     }
 
     /// Whether the caller should look for a writer that died inside its bracket before
-    /// this pause. The look is a `kill(pid, 0)` system call, so spins and yields take it
-    /// only every [`SPINS_PER_WRITER_CHECK`] / [`YIELDS_PER_WRITER_CHECK`] rounds; a park or
-    /// sleep takes it every time (a dead writer wakes nobody, and a notify park lasts its
-    /// full [`MAX_PARK`]).
+    /// this pause. The look tries the write lock (a system call or two), so spins and yields
+    /// take it only every [`SPINS_PER_WRITER_CHECK`] / [`YIELDS_PER_WRITER_CHECK`] rounds; a
+    /// park or sleep takes it every time (a dead writer wakes nobody, and a notify park lasts
+    /// its full [`MAX_PARK`]).
     pub(crate) fn writer_check_due(&self) -> bool {
         let every = match self.kind(self.rounds) {
             Pause::Spin => SPINS_PER_WRITER_CHECK,

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::notify::{WaitStrategy, Waiter};
 use crate::seqlock::{self, Observed};
 use crate::stream::Stream;
-use crate::sys;
 
 /// Metadata of one frame, sampled inside the same verified seqlock generation as its payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,13 +179,11 @@ impl Stream {
     }
 
     /// A writer has been inside its bracket for a while: if it is dead, mark the generation
-    /// invalid and report it. Taking the lock proves nobody is writing (a live writer holds
-    /// the flock for the whole bracket; the kernel drops a dead holder's flock).
+    /// invalid and report it. Taking the lock proves nobody is writing: a live writer holds
+    /// the flock for the whole bracket, and the kernel drops a dead holder's flock when it
+    /// exits, reaped or not (its pid would pass for alive while it is a zombie). A try that
+    /// fails costs what asking for the pid did (a system call or two).
     fn check_abandoned(&self, observed: i64) -> Result<()> {
-        let owner = self.header.lock_owner_pid().load(Ordering::Relaxed);
-        if owner > 0 && sys::pid_alive(owner) {
-            return Ok(());
-        }
         // A GPU-side publication whose CUDA stream has not stored the even value yet: the
         // write lock is free, but its writer is alive.
         if crate::gpu::publication_landing(self) {

@@ -25,9 +25,9 @@ pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
     pid == own || pid_alive(pid)
 }
 
-/// Whether a process with this pid is running: it exists (`kill(pid, 0)`; EPERM counts as
-/// existing) and has not exited. A process that exited but that its parent has not reaped
-/// yet (a zombie) is dead: it holds no lock and will never finish a write.
+/// Whether a process with this pid exists (`kill(pid, 0)`; EPERM counts as existing). One
+/// system call, for the paths that ask often; a zombie (exited, not yet reaped by its parent)
+/// exists: [`process_running`] tells them apart.
 pub(crate) fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -37,8 +37,14 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
     }
     // SAFETY: signal 0 performs the permission and existence checks only.
     let rc = unsafe { libc::kill(pid, 0) };
-    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && !exited(pid)
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether a process with this pid exists and has not exited: a zombie is dead (it holds no
+/// lock and will never finish a write). Reads `/proc` (about 12 µs here, against 0.5 µs for
+/// [`pid_alive`]), so it serves listings and purges, not waits.
+pub(crate) fn process_running(pid: i64) -> bool {
+    pid_alive(pid) && libc::pid_t::try_from(pid).is_ok_and(|pid| !exited(pid))
 }
 
 /// Whether `/proc` shows `pid` as exited and not reaped (state `Z`, or `X` while it goes). A
@@ -242,4 +248,33 @@ pub(crate) fn coarse_now_ms() -> u64 {
     (ts.tv_sec as u64)
         .wrapping_mul(1000)
         .wrapping_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_exists_but_is_not_running() {
+        assert!(pid_alive(pid()) && process_running(pid()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let p = i64::from(child.id());
+        // Not reaped yet: it becomes a zombie once it exits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !exited(child.id() as libc::pid_t) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::yield_now();
+        }
+        assert!(pid_alive(p), "kill(2) still finds a zombie");
+        assert!(
+            !process_running(p),
+            "a zombie was taken for a running process"
+        );
+        child.wait().unwrap();
+        assert!(!pid_alive(p) && !process_running(p));
+        assert!(!process_running(0) && !process_running(-1) && !process_running(i64::MAX));
+    }
 }
