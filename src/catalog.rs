@@ -1,7 +1,6 @@
-//! Streams by name: list, stat (metadata without mapping the payload), unlink, purge, and
-//! the scratch guard that creates a stream and unlinks it on drop.
+//! Streams by name: list, stat (metadata without mapping the payload), unlink, and the
+//! scratch guard that creates a stream and unlinks it on drop (`purge` has its own module).
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -63,7 +62,7 @@ pub struct StreamStat {
 }
 
 impl StreamStat {
-    fn from_header(h: &Header) -> StreamStat {
+    pub(crate) fn from_header(h: &Header) -> StreamStat {
         // GPU streams: the `_gpu` segment's mutable words, from one snapshot.
         let gpu = h
             .gpu()
@@ -105,7 +104,7 @@ pub fn stat(name: &str) -> Result<StreamStat> {
 
 /// Validates the stream behind a payload segment id: its metadata's name must hash back to
 /// the id and the header must pass every rule. Anything else in `/dev/shm` is not ours.
-fn validated(id: &str) -> Option<Header> {
+pub(crate) fn validated(id: &str) -> Option<Header> {
     if !name::looks_like_segment_id(id) {
         return None;
     }
@@ -117,7 +116,7 @@ fn validated(id: &str) -> Option<Header> {
     decode_retrying(&meta, Some(&stored)).ok()
 }
 
-fn scan() -> Result<Vec<Header>> {
+pub(crate) fn scan() -> Result<Vec<Header>> {
     let dir = match std::fs::read_dir("/dev/shm") {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -216,256 +215,6 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
     Ok(())
 }
 
-/// What [`purge_with`] removes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PurgeOptions {
-    /// Remove every valid stream, not only those whose creator is dead.
-    pub all: bool,
-    /// Only report what would be removed: what has no stream now, without taking locks (a
-    /// real purge spares the parts and lock files whose lock somebody holds).
-    pub dry_run: bool,
-}
-
-/// What a purge did: it carries on past streams it cannot remove and reports each.
-#[derive(Debug, Default)]
-pub struct PurgeReport {
-    /// Streams removed (or, with `dry_run`, that would be).
-    pub removed: Vec<StreamStat>,
-    /// `/dev/shm` objects of creations whose creator died before publishing the stream
-    /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
-    pub abandoned: Vec<String>,
-    /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
-    /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
-    /// published its header leaves its `_gpu`), removed (or, with `dry_run`, that would be).
-    pub leftovers: Vec<String>,
-    /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
-    /// with `dry_run`, that would be).
-    pub lock_files: Vec<PathBuf>,
-    /// One error per stream or object that could not be removed.
-    pub failed: Vec<Error>,
-}
-
-impl PurgeReport {
-    /// The names of the streams removed.
-    pub fn names(&self) -> Vec<String> {
-        self.removed.iter().map(|s| s.name.clone()).collect()
-    }
-}
-
-/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
-/// `/dev/shm` that are not validated streams are never touched. Streams that cannot be
-/// removed do not stop it: the first such error is returned after trying every stream.
-pub fn purge() -> Result<Vec<String>> {
-    let mut report = purge_with(PurgeOptions {
-        all: true,
-        dry_run: false,
-    })?;
-    if !report.failed.is_empty() {
-        return Err(report.failed.swap_remove(0));
-    }
-    Ok(report.names())
-}
-
-/// Removes valid streams whose creator is dead (or all with `all`), and abandoned creations.
-pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
-    purge_matching(opts, |_| true)
-}
-
-/// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations and
-/// orphan lock files (whose names are unknown) are removed whatever `select` says: no stream
-/// owns them.
-pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
-    let mut report = PurgeReport::default();
-    for h in scan()? {
-        if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
-            continue;
-        }
-        if !opts.dry_run {
-            match unlink_scanned(&h) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    report.failed.push(e);
-                    continue;
-                }
-            }
-        }
-        report.removed.push(StreamStat::from_header(&h));
-    }
-    sweep_abandoned(opts.dry_run, &mut report)?;
-    sweep_leftovers(opts.dry_run, &mut report)?;
-    sweep_orphan_locks(opts.dry_run, &mut report)?;
-    Ok(report)
-}
-
-/// Removes the parts of no stream (see [`PurgeReport::leftovers`]) that are this user's
-/// files. Each goes under its name's lock (taken through the lock file of its payload id),
-/// after checking again that neither `_meta` nor payload has appeared: a creation or unlink
-/// under way holds that lock, and is left to finish.
-fn sweep_leftovers(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = match std::fs::read_dir(sys::SHM_DIR) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
-    };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let Some(id) = ["_hist", "_gpu"]
-            .iter()
-            .find_map(|part| file.strip_suffix(part))
-            .filter(|id| name::looks_like_segment_id(id))
-        else {
-            continue;
-        };
-        let ours = entry
-            .metadata()
-            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
-        if !ours || has_stream(id) {
-            continue;
-        }
-        match remove_leftover(id, &file, dry_run) {
-            Ok(true) => report.leftovers.push(file),
-            Ok(false) => {}
-            Err(e) => report.failed.push(e),
-        }
-    }
-    Ok(())
-}
-
-/// Whether payload id `id` has its `_meta` or its payload (a stream, or one being removed).
-fn has_stream(id: &str) -> bool {
-    segment::exists(id) || segment::exists(&format!("{id}_meta"))
-}
-
-/// Removes leftover `file` of payload id `id` under the name's lock (with `dry_run`, only
-/// says it would); `false` if somebody holds the lock or the stream has appeared. A lock file made
-/// for this goes with the next step of the purge (it belongs to no stream).
-fn remove_leftover(id: &str, file: &str, dry_run: bool) -> Result<bool> {
-    if dry_run {
-        return Ok(true);
-    }
-    let lock = LockFile::attach(&name::lock_dir().join(format!("{id}.lock")), id)?;
-    let Some(_held) = NameLock::try_take(&lock, id)? else {
-        return Ok(false);
-    };
-    if has_stream(id) {
-        return Ok(false);
-    }
-    segment::unlink(file).map_err(|e| Error::io(file, "removing a part of no stream", e))?;
-    Ok(true)
-}
-
-/// Removes lock files that no stream owns: pyshmem never removes its lock files, and a
-/// process killed between making one and its cleanup leaves one. Each goes as `unlink`
-/// removes a missing stream's lock file: under its lock, after checking again that no
-/// segment has appeared. One that somebody holds (a creation under way) is left. A process
-/// that opened the file before it went and then waits for its flock moves to the file now at
-/// the path once it gets it ([`NameLock`]); pyshmem checks the file only before its flock.
-fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = match std::fs::read_dir(name::lock_dir()) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("*", "listing the lock directory", e)),
-    };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let file = entry.file_name();
-        let Some(id) = file
-            .to_str()
-            .and_then(|f| f.strip_suffix(".lock"))
-            .filter(|id| name::looks_like_segment_id(id))
-        else {
-            continue;
-        };
-        let ours = entry
-            .metadata()
-            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
-        if !ours || has_segments(id) {
-            continue;
-        }
-        let path = entry.path();
-        match remove_orphan_lock(&path, id, dry_run) {
-            Ok(true) => report.lock_files.push(path),
-            Ok(false) => {}
-            Err(e) => report.failed.push(e),
-        }
-    }
-    Ok(())
-}
-
-/// Whether any segment of payload id `id` exists (a stream, or a part of one).
-fn has_segments(id: &str) -> bool {
-    ["", "_meta", "_hist", "_gpu"]
-        .iter()
-        .any(|suffix| segment::exists(&format!("{id}{suffix}")))
-}
-
-/// Removes the orphan lock file at `path` under its lock (with `dry_run`, only says it would);
-/// `false` if somebody holds the lock or a segment has appeared.
-fn remove_orphan_lock(path: &Path, id: &str, dry_run: bool) -> Result<bool> {
-    if dry_run {
-        return Ok(true);
-    }
-    let lock = LockFile::attach(path, id)?;
-    let Some(_held) = NameLock::try_take(&lock, id)? else {
-        return Ok(false);
-    };
-    if has_segments(id) {
-        return Ok(false);
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(id, "removing its orphan lock file", e)),
-    }
-}
-
-/// Unlinks the generation `h` describes; `false` if it is gone or was replaced since it was
-/// scanned. A stream made again under the name meanwhile (by a live process, perhaps, which
-/// a purge of dead creators' streams must spare) is not the one purge chose.
-fn unlink_scanned(h: &Header) -> Result<bool> {
-    match unlink_generation(&h.name, Some(h.instance_id)) {
-        Ok(()) => Ok(true),
-        Err(Error::Stale { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes `ps_….creating-<pid>` objects of dead creators that are this user's files.
-fn sweep_abandoned(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = match std::fs::read_dir("/dev/shm") {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
-    };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let Some(pid) = segment::abandoned_creation(&file) else {
-            continue;
-        };
-        let ours = entry
-            .metadata()
-            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid());
-        if !ours || sys::process_running(pid) {
-            continue;
-        }
-        if !dry_run && let Err(e) = segment::unlink(&file) {
-            report
-                .failed
-                .push(Error::io(&file, "removing an abandoned creation", e));
-            continue;
-        }
-        report.abandoned.push(file);
-    }
-    Ok(())
-}
-
 /// A stream that is unlinked when this guard drops (pyshmem's `stream(...)` context manager).
 /// Derefs to [`Stream`].
 #[derive(Debug)]
@@ -516,32 +265,4 @@ impl TryFrom<String> for Dtype {
 fn _assert_stream_is_send_sync() {
     fn ok<T: Send + Sync>() {}
     ok::<Stream>();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn purge_unlinks_only_the_generation_it_scanned() {
-        let name = format!("catalog-regen-{}", std::process::id());
-        let _ = unlink(&name);
-        let old = Stream::create(&name, &[4], Dtype::U8).unwrap();
-        let scanned = validated(&name::segment_id(&name)).expect("the stream is listed");
-        drop(old);
-        unlink(&name).unwrap();
-        let new = Stream::create(&name, &[4], Dtype::U8).unwrap();
-        assert!(
-            !unlink_scanned(&scanned).unwrap(),
-            "a stream made again since the scan was taken for the one scanned"
-        );
-        let current = validated(&name::segment_id(&name)).expect("the new stream is left");
-        assert_eq!(current.instance_id, new.instance_id);
-        assert!(unlink_scanned(&current).unwrap());
-        assert!(matches!(stat(&name), Err(Error::NotFound { .. })));
-        assert!(
-            !unlink_scanned(&current).unwrap(),
-            "gone: nothing to unlink"
-        );
-    }
 }

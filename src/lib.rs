@@ -46,6 +46,7 @@ mod lock_many;
 mod metadata;
 pub mod name;
 mod notify;
+mod purge;
 mod read;
 mod segment;
 mod seqlock;
@@ -58,8 +59,7 @@ mod trust;
 mod write;
 
 pub use catalog::{
-    PurgeOptions, PurgeReport, Scratch, StreamStat, list_stats, list_streams, purge,
-    purge_matching, purge_with, scratch, stat, unlink, unlink_quiet,
+    Scratch, StreamStat, list_stats, list_streams, scratch, stat, unlink, unlink_quiet,
 };
 pub use dtype::{Dtype, Element};
 pub use error::{Error, LossCause, Result};
@@ -67,6 +67,7 @@ pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
 pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};
 pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
+pub use purge::{PurgeOptions, PurgeReport, purge, purge_matching, purge_with};
 pub use read::{FrameInfo, Publication};
 pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::WriteGuard;

@@ -75,7 +75,12 @@ pub fn lock_dir() -> PathBuf {
 
 /// The lock file of a stream: `<lock_dir>/<segment_id>.lock`.
 pub fn lock_path(name: &str) -> PathBuf {
-    lock_dir().join(format!("{}.lock", segment_id(name)))
+    lock_path_of_id(&segment_id(name))
+}
+
+/// The lock file of the stream whose payload id is `id`.
+pub(crate) fn lock_path_of_id(id: &str) -> PathBuf {
+    lock_dir().join(format!("{id}.lock"))
 }
 
 #[cfg(test)]

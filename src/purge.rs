@@ -1,0 +1,266 @@
+//! `purge`: removing the streams whose creator is dead (or all of them), and whatever belongs
+//! to no stream: creations abandoned mid-way, stream parts left without their stream, and
+//! lock files of no stream.
+//!
+//! Streams go by [`unlink`](crate::unlink) of the generation listed. Everything else goes
+//! under its name's lock (the lock file of its payload id, [`NameLock`]), after checking
+//! again that no stream has appeared, so a creation or unlink under way, which holds that
+//! lock, is left to finish.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{StreamStat, scan, unlink_generation};
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::lock::LockFile;
+use crate::segment;
+use crate::stream::NameLock;
+use crate::{name, sys};
+
+/// What [`purge_with`] removes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PurgeOptions {
+    /// Remove every valid stream, not only those whose creator is dead.
+    pub all: bool,
+    /// Only report what would be removed: what has no stream now, without taking locks (a
+    /// real purge spares the parts and lock files whose lock somebody holds).
+    pub dry_run: bool,
+}
+
+/// What a purge did: it carries on past streams it cannot remove and reports each.
+#[derive(Debug, Default)]
+pub struct PurgeReport {
+    /// Streams removed (or, with `dry_run`, that would be).
+    pub removed: Vec<StreamStat>,
+    /// `/dev/shm` objects of creations whose creator died before publishing the stream
+    /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
+    pub abandoned: Vec<String>,
+    /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
+    /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
+    /// published its header leaves its `_gpu`), removed (or, with `dry_run`, that would be).
+    pub leftovers: Vec<String>,
+    /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
+    /// with `dry_run`, that would be).
+    pub lock_files: Vec<PathBuf>,
+    /// One error per stream or object that could not be removed.
+    pub failed: Vec<Error>,
+}
+
+impl PurgeReport {
+    /// The names of the streams removed.
+    pub fn names(&self) -> Vec<String> {
+        self.removed.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
+/// `/dev/shm` that are not validated streams are never touched. Streams that cannot be
+/// removed do not stop it: the first such error is returned after trying every stream.
+pub fn purge() -> Result<Vec<String>> {
+    let mut report = purge_with(PurgeOptions {
+        all: true,
+        dry_run: false,
+    })?;
+    if !report.failed.is_empty() {
+        return Err(report.failed.swap_remove(0));
+    }
+    Ok(report.names())
+}
+
+/// Removes valid streams whose creator is dead (or all with `all`), and what belongs to no
+/// stream (see [`PurgeReport`]).
+pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
+    purge_matching(opts, |_| true)
+}
+
+/// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations,
+/// parts and lock files of no stream (whose names are unknown) are removed whatever `select`
+/// says: no stream owns them.
+pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
+    let mut report = PurgeReport::default();
+    for h in scan()? {
+        if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
+            continue;
+        }
+        if !opts.dry_run {
+            match unlink_scanned(&h) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    report.failed.push(e);
+                    continue;
+                }
+            }
+        }
+        report.removed.push(StreamStat::from_header(&h));
+    }
+    sweep_abandoned(opts.dry_run, &mut report)?;
+    sweep_leftovers(opts.dry_run, &mut report)?;
+    sweep_orphan_locks(opts.dry_run, &mut report)?;
+    Ok(report)
+}
+
+/// Unlinks the generation `h` describes; `false` if it is gone or was replaced since it was
+/// scanned. A stream made again under the name meanwhile (by a live process, perhaps, which
+/// a purge of dead creators' streams must spare) is not the one purge chose.
+fn unlink_scanned(h: &Header) -> Result<bool> {
+    match unlink_generation(&h.name, Some(h.instance_id)) {
+        Ok(()) => Ok(true),
+        Err(Error::Stale { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `ps_….creating-<pid>` objects of dead creators.
+fn sweep_abandoned(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
+        let Some(pid) = segment::abandoned_creation(&file) else {
+            continue;
+        };
+        if sys::process_running(pid) {
+            continue;
+        }
+        if !dry_run && let Err(e) = segment::unlink(&file) {
+            report
+                .failed
+                .push(Error::io(&file, "removing an abandoned creation", e));
+            continue;
+        }
+        report.abandoned.push(file);
+    }
+    Ok(())
+}
+
+/// Removes the parts of no stream (see [`PurgeReport::leftovers`]).
+fn sweep_leftovers(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
+        let Some(id) = ["_hist", "_gpu"]
+            .iter()
+            .find_map(|part| file.strip_suffix(part))
+            .filter(|id| name::looks_like_segment_id(id))
+        else {
+            continue;
+        };
+        let unowned = || !has_stream(id);
+        let removed = remove_unowned(id, dry_run, unowned, || segment::unlink(&file));
+        match removed {
+            Ok(true) => report.leftovers.push(file.clone()),
+            Ok(false) => {}
+            Err(e) => report.failed.push(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes lock files that no stream owns: pyshmem never removes its lock files, and a
+/// process killed between making one and its cleanup leaves one. Each goes as `unlink`
+/// removes a missing stream's lock file. A process that opened the file before it went and
+/// then waits for its flock moves to the file now at the path once it gets it
+/// ([`NameLock`]); pyshmem checks the file only before its flock.
+fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+    for (file, path) in our_files(&name::lock_dir(), "listing the lock directory")? {
+        let Some(id) = file
+            .strip_suffix(".lock")
+            .filter(|id| name::looks_like_segment_id(id))
+        else {
+            continue;
+        };
+        let unowned = || !has_segments(id);
+        let removed = remove_unowned(id, dry_run, unowned, || std::fs::remove_file(&path));
+        match removed {
+            Ok(true) => report.lock_files.push(path),
+            Ok(false) => {}
+            Err(e) => report.failed.push(e),
+        }
+    }
+    Ok(())
+}
+
+/// The regular files of this user in `dir` (name and path); none if `dir` does not exist.
+fn our_files(dir: &Path, listing: &'static str) -> Result<Vec<(String, PathBuf)>> {
+    use std::os::unix::fs::MetadataExt;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("*", listing, e)),
+    };
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid())
+        })
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect())
+}
+
+/// Whether payload id `id` has its `_meta` or its payload (a stream, or one being removed).
+fn has_stream(id: &str) -> bool {
+    segment::exists(id) || segment::exists(&format!("{id}_meta"))
+}
+
+/// Whether any segment of payload id `id` exists (a stream, or a part of one).
+fn has_segments(id: &str) -> bool {
+    ["", "_meta", "_hist", "_gpu"]
+        .iter()
+        .any(|suffix| segment::exists(&format!("{id}{suffix}")))
+}
+
+/// Removes something of payload id `id` that `unowned` says belongs to no stream, under the
+/// name's lock once `unowned` says so again there (with `dry_run`, only says it would, taking
+/// no lock). `false` if it belongs to a stream (whose lock is then left alone), somebody
+/// holds the lock, or the thing is gone. A lock file made to take the lock belongs to no
+/// stream: the lock-file sweep, which runs last, removes it.
+fn remove_unowned(
+    id: &str,
+    dry_run: bool,
+    unowned: impl Fn() -> bool,
+    remove: impl FnOnce() -> io::Result<()>,
+) -> Result<bool> {
+    let no_stream = unowned();
+    if !no_stream || dry_run {
+        return Ok(no_stream);
+    }
+    let lock = LockFile::attach(&name::lock_path_of_id(id), id)?;
+    let Some(_held) = NameLock::try_take(&lock, id)? else {
+        return Ok(false);
+    };
+    if !unowned() {
+        return Ok(false);
+    }
+    match remove() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(id, "removing what belongs to no stream", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dtype, Stream, catalog::validated, unlink};
+
+    #[test]
+    fn purge_unlinks_only_the_generation_it_scanned() {
+        let name = format!("catalog-regen-{}", std::process::id());
+        let _ = unlink(&name);
+        let old = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        let scanned = validated(&name::segment_id(&name)).expect("the stream is listed");
+        drop(old);
+        unlink(&name).unwrap();
+        let new = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        assert!(
+            !unlink_scanned(&scanned).unwrap(),
+            "a stream made again since the scan was taken for the one scanned"
+        );
+        let current = validated(&name::segment_id(&name)).expect("the new stream is left");
+        assert_eq!(current.instance_id, new.instance_id);
+        assert!(unlink_scanned(&current).unwrap());
+        assert!(matches!(crate::stat(&name), Err(Error::NotFound { .. })));
+        assert!(
+            !unlink_scanned(&current).unwrap(),
+            "gone: nothing to unlink"
+        );
+    }
+}
