@@ -157,6 +157,18 @@ fn lock_owner_pid(name: &str) -> i64 {
     i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
+/// Overwrites the stream's lock owner stamp in its `_meta` segment.
+fn stamp_lock_owner(name: &str, pid: i64) {
+    use std::os::unix::fs::FileExt;
+    let meta = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
+        .unwrap();
+    let off = shmstream::format::offset::LOCK_OWNER_PID as u64;
+    meta.write_all_at(&pid.to_le_bytes(), off).unwrap();
+    assert_eq!(lock_owner_pid(name), pid);
+}
+
 fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -505,26 +517,42 @@ fn dead_writer_is_reported(
     ctx: &str,
     waiting: impl FnOnce(i64),
 ) {
-    dead_writer_is_reported_reaped(owner, name, reader, wait_new, ctx, waiting, true)
+    dead_writer_is_reported_after(owner, name, reader, wait_new, ctx, waiting, Death::Reaped)
 }
 
-/// [`dead_writer_is_reported`], the writer reaped at its death or left a zombie.
-fn dead_writer_is_reported_reaped(
+/// How the stuck writer dies.
+#[derive(Debug, Clone, Copy)]
+enum Death {
+    /// Killed and reaped.
+    Reaped,
+    /// Killed and left a zombie (not reaped until the check is over).
+    Unreaped,
+    /// Killed and reaped, and its owner stamp then names a live process, as when its pid is
+    /// reused (the stamp is set to 1: init, always there).
+    PidReused,
+}
+
+/// [`dead_writer_is_reported`], the writer dying as `death` says.
+fn dead_writer_is_reported_after(
     owner: &Stream,
     name: &str,
     reader: &Stream,
     wait_new: bool,
     ctx: &str,
     waiting: impl FnOnce(i64),
-    reaped: bool,
+    death: Death,
 ) {
     let mut w = child("child_entry", "stuck_writer")
         .param("name", name)
         .spawn();
     w.expect_line("inside", LONG);
-    let (end, at) = read_across_kill(reader, wait_new, waiting, || match reaped {
-        true => drop(w.kill()),
-        false => w.kill_unreaped(),
+    let (end, at) = read_across_kill(reader, wait_new, waiting, || match death {
+        Death::Reaped => drop(w.kill()),
+        Death::Unreaped => w.kill_unreaped(),
+        Death::PidReused => {
+            w.kill();
+            stamp_lock_owner(name, 1);
+        }
     });
     assert!(
         matches!(end, Err(Error::Inconsistent { .. })),
@@ -588,7 +616,32 @@ fn a_writer_dead_but_not_reaped_is_reported_within_100ms() {
         let reader = Stream::open_readonly(&name).unwrap();
         let ctx = format!("unreaped, read_new={wait_new}");
         let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, true);
-        dead_writer_is_reported_reaped(&owner, &name, &reader, wait_new, &ctx, parked, false);
+        let unreaped = Death::Unreaped;
+        dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, unreaped);
+    }
+}
+
+/// A writer that died mid-write and whose pid now names a live process (pid reuse) is
+/// reported within 100 ms too: the write lock, which the dead writer no longer holds, decides,
+/// not its pid. It used to count as alive, and readers waited for their timeout.
+#[test]
+fn a_dead_writer_whose_pid_now_names_a_live_process_is_reported_within_100ms() {
+    let _serial = serial();
+    let name = unique_name("pid-reused");
+    let _c = Cleanup::new([&name]);
+    let owner = StreamOptions::new(&name)
+        .shape(&[N])
+        .dtype(Dtype::U32)
+        .notify(true)
+        .create()
+        .unwrap();
+    owner.write_slice_frame(&frame(1), 1).unwrap();
+    for wait_new in [false, true] {
+        let reader = Stream::open_readonly(&name).unwrap();
+        let ctx = format!("pid reused, read_new={wait_new}");
+        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, true);
+        let reused = Death::PidReused;
+        dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, reused);
     }
 }
 
