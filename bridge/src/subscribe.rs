@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
@@ -58,6 +58,7 @@ fn mirror(
         name: format!("{}{name}", o.local_prefix),
         history: o.history,
         local: None,
+        refusals: Refusals::default(),
     });
     let _sub = session
         .declare_subscriber(k.clone())
@@ -84,6 +85,7 @@ struct Mirror {
     /// History depth of a local stream this bridge creates.
     history: usize,
     local: Option<Stream>,
+    refusals: Refusals,
 }
 
 impl Mirror {
@@ -112,6 +114,9 @@ impl Mirror {
             match written {
                 Ok(()) => {
                     self.local = Some(local);
+                    if let Some(line) = self.refusals.written() {
+                        self.say(&line);
+                    }
                     return;
                 }
                 Err(Refusal::Stale) => {}
@@ -124,12 +129,63 @@ impl Mirror {
         self.refuse(&"the local stream was unlinked again as it was reopened")
     }
 
-    fn refuse(&self, reason: &dyn std::fmt::Display) {
-        eprintln!(
-            "shmstream-bridge: refused a frame for stream '{}': {reason}",
-            self.name
-        );
+    /// Says why a frame was refused: the first of a run of frames refused for one reason,
+    /// then how many more were, when the reason changes, a frame is written, or every
+    /// [`REPEAT_EVERY`] (a sender that keeps sending a bad frame at its rate must not fill the
+    /// log).
+    fn refuse(&mut self, reason: &dyn std::fmt::Display) {
+        for line in self.refusals.refused(reason.to_string(), Instant::now()) {
+            self.say(&line);
+        }
     }
+
+    fn say(&self, line: &str) {
+        eprintln!("shmstream-bridge: stream '{}': {line}", self.name);
+    }
+}
+
+/// How often a run of frames refused for one reason is summed up while it lasts.
+const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// The run of refusals being counted: its reason, the frames refused since it was last said,
+/// and when it was last said.
+#[derive(Debug, Default)]
+struct Refusals {
+    run: Option<(String, u64, Instant)>,
+}
+
+impl Refusals {
+    /// A frame refused for `reason` at `now`: the lines to say (none while a run repeats).
+    fn refused(&mut self, reason: String, now: Instant) -> Vec<String> {
+        let mut lines = Vec::new();
+        match &mut self.run {
+            Some((same, more, said)) if *same == reason => {
+                *more += 1;
+                if now.saturating_duration_since(*said) >= REPEAT_EVERY {
+                    lines.push(repeated(*more, same));
+                    (*more, *said) = (0, now);
+                }
+                return lines;
+            }
+            Some(_) => lines.extend(self.written()),
+            None => {}
+        }
+        lines.push(format!("refused a frame: {reason}"));
+        self.run = Some((reason, 0, now));
+        lines
+    }
+
+    /// A frame was written: ends the run, with the line that sums it up if frames went unsaid.
+    fn written(&mut self) -> Option<String> {
+        match self.run.take() {
+            Some((reason, more, _)) if more > 0 => Some(repeated(more, &reason)),
+            _ => None,
+        }
+    }
+}
+
+fn repeated(more: u64, reason: &str) -> String {
+    format!("refused {more} more frame(s) for the same reason: {reason}")
 }
 
 /// Why a checked frame was not written.
@@ -210,5 +266,51 @@ fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream,
             other => other,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_frames_refused_for_one_reason_is_said_once_then_summed_up() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = Refusals::default();
+        let bad = || "no attachment".to_owned();
+        assert_eq!(r.refused(bad(), at(0)), ["refused a frame: no attachment"]);
+        for ms in 1..100 {
+            assert!(r.refused(bad(), at(ms)).is_empty(), "said again at {ms} ms");
+        }
+        // Every REPEAT_EVERY while it lasts.
+        assert_eq!(
+            r.refused(bad(), at(10_000)),
+            ["refused 100 more frame(s) for the same reason: no attachment"]
+        );
+        assert!(r.refused(bad(), at(10_001)).is_empty());
+        // Another reason: the run so far is summed up, the new reason said.
+        assert_eq!(
+            r.refused("bad magic".into(), at(10_002)),
+            [
+                "refused 1 more frame(s) for the same reason: no attachment",
+                "refused a frame: bad magic"
+            ]
+        );
+        // Nothing more refused before a frame was written: nothing to sum up.
+        assert_eq!(r.written(), None);
+        assert_eq!(
+            r.refused(bad(), at(10_003)),
+            ["refused a frame: no attachment"]
+        );
+        r.refused(bad(), at(10_004));
+        assert_eq!(
+            r.written().as_deref(),
+            Some("refused 1 more frame(s) for the same reason: no attachment")
+        );
+        assert_eq!(
+            r.refused(bad(), at(10_005)),
+            ["refused a frame: no attachment"]
+        );
     }
 }

@@ -243,7 +243,12 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     })
     .unwrap();
     let key = shmstream_bridge::key(&prefix, &name);
-    let publisher = session.declare_publisher(key).wait().unwrap();
+    // Block, not drop: every hostile frame reaches the subscriber.
+    let publisher = session
+        .declare_publisher(key)
+        .congestion_control(zenoh::qos::CongestionControl::Block)
+        .wait()
+        .unwrap();
     let good = |id: u64| FrameHeader {
         dtype: Dtype::F32,
         shape: vec![3],
@@ -274,12 +279,17 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         shape: vec![4],
         ..good(7)
     };
-    let hostile: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
-        (frame(9.0), None),
-        (frame(9.0), Some(b"garbage".to_vec())),
-        (frame(9.0)[..8].to_vec(), Some(good(5).encode())),
-        ([frame(9.0), vec![0; 4]].concat(), Some(changed.encode())),
-    ];
+    // The same garbage 20 times in a row: said once, then summed up (a sender repeating a
+    // bad frame at its rate must not fill the log).
+    let garbage = (frame(9.0), Some(b"garbage".to_vec()));
+    let hostile: Vec<(Vec<u8>, Option<Vec<u8>>)> = [(frame(9.0), None)]
+        .into_iter()
+        .chain(std::iter::repeat_n(garbage, 20))
+        .chain([
+            (frame(9.0)[..8].to_vec(), Some(good(5).encode())),
+            ([frame(9.0), vec![0; 4]].concat(), Some(changed.encode())),
+        ])
+        .collect();
     for (payload, att) in hostile {
         match att {
             Some(a) => publisher.put(payload).attachment(a).wait().unwrap(),
@@ -329,6 +339,14 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     let err = s.diagnostics();
     assert!(err.matches("refused a frame").count() >= 4, "{err}");
     assert!(err.contains("unlink it to follow the new shape"), "{err}");
+    let short = "attachment of 7 bytes is too short";
+    assert_eq!(err.matches(short).count(), 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "refused 19 more frame(s) for the same reason: {short}"
+        )),
+        "{err}"
+    );
     let _ = session.close().wait();
 }
 
