@@ -68,6 +68,16 @@ pub(crate) fn build(
     };
     // Leftovers of an earlier process with our pid are dead creations: replace them.
     forget_building();
+    // Parts an earlier generation left under their real ids (no stream of this name exists
+    // now, and we hold its lock): a ring (pyshmem's unlink leaves it, as does a crash), and
+    // the `_gpu` of a GPU creator killed before it published its header. Replaced by this
+    // stream's own.
+    if o.history > 0 {
+        let _ = segment::unlink(&history_id);
+    }
+    if o.gpu_device.is_some() {
+        let _ = segment::unlink(&name::gpu_id(name));
+    }
     let made = (|| {
         let segment = |id: &str, bytes: usize| {
             Segment::create(id, bytes)
@@ -93,11 +103,6 @@ pub(crate) fn build(
     let pid = sys::pid();
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
     // published, so an opener that sees the header can attach.
-    // A `_gpu` left by a GPU creator killed before it published its header (no stream of
-    // this name exists, and we hold its lock): replace it, as a crashed ring is below.
-    if o.gpu_device.is_some() {
-        let _ = segment::unlink(&name::gpu_id(name));
-    }
     #[cfg(feature = "cuda")]
     let gpu = match o.gpu_device {
         Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
@@ -144,11 +149,6 @@ pub(crate) fn build(
             rule,
         }
     })?;
-    // A ring of a crashed generation may still hold `_hist` (no stream of this name
-    // exists now: the checks above found none): replace it.
-    if history.is_some() {
-        let _ = segment::unlink(&history_id);
-    }
     let published = segment::publish(&building[1], &meta_id).and_then(|()| {
         let ring = match history {
             Some(_) => segment::publish(&building[2], &history_id),

@@ -95,8 +95,7 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         }
         report.removed.push(StreamStat::from_header(&h));
     }
-    sweep_abandoned(opts.dry_run, &mut report)?;
-    sweep_leftovers(opts.dry_run, &mut report)?;
+    sweep_shm(opts.dry_run, &mut report)?;
     sweep_orphan_locks(opts.dry_run, &mut report)?;
     Ok(report)
 }
@@ -112,29 +111,22 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
     }
 }
 
-/// Removes `ps_….creating-<pid>` objects of dead creators.
-fn sweep_abandoned(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
+/// Removes from `/dev/shm`, in one listing, the `ps_….creating-<pid>` objects of dead
+/// creators and the parts of no stream (see [`PurgeReport::leftovers`]).
+fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
     for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
-        let Some(pid) = segment::abandoned_creation(&file) else {
-            continue;
-        };
-        if sys::process_running(pid) {
+        if let Some(pid) = segment::abandoned_creation(&file) {
+            if sys::process_running(pid) {
+                continue;
+            }
+            if !dry_run && let Err(e) = segment::unlink(&file) {
+                let e = Error::io(&file, "removing an abandoned creation", e);
+                report.failed.push(e);
+            } else {
+                report.abandoned.push(file);
+            }
             continue;
         }
-        if !dry_run && let Err(e) = segment::unlink(&file) {
-            report
-                .failed
-                .push(Error::io(&file, "removing an abandoned creation", e));
-            continue;
-        }
-        report.abandoned.push(file);
-    }
-    Ok(())
-}
-
-/// Removes the parts of no stream (see [`PurgeReport::leftovers`]).
-fn sweep_leftovers(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
         let Some(id) = ["_hist", "_gpu"]
             .iter()
             .find_map(|part| file.strip_suffix(part))
@@ -142,10 +134,9 @@ fn sweep_leftovers(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         else {
             continue;
         };
-        let unowned = || !has_stream(id);
-        let removed = remove_unowned(id, dry_run, unowned, || segment::unlink(&file));
+        let removed = remove_unowned(id, dry_run, || !has_stream(id), || segment::unlink(&file));
         match removed {
-            Ok(true) => report.leftovers.push(file.clone()),
+            Ok(true) => report.leftovers.push(file),
             Ok(false) => {}
             Err(e) => report.failed.push(e),
         }

@@ -576,24 +576,8 @@ fn dead_writer_is_reported_after(
 /// the next writer recovers.
 #[test]
 fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
-    let _serial = serial();
     for notify in [true, false] {
-        let name = unique_name("parked");
-        let _c = Cleanup::new([&name]);
-        let owner = StreamOptions::new(&name)
-            .shape(&[N])
-            .dtype(Dtype::U32)
-            .notify(notify)
-            .create()
-            .unwrap();
-        owner.write_slice_frame(&frame(1), 1).unwrap();
-        for wait_new in [false, true] {
-            let reader = Stream::open_readonly(&name).unwrap();
-            let ctx = format!("notify={notify} read_new={wait_new}");
-            dead_writer_is_reported(&owner, &name, &reader, wait_new, &ctx, |tid| {
-                wait_parked(std::process::id(), Some(tid), &name, notify)
-            });
-        }
+        parked_readers_report_a_writer_dying_as(Death::Reaped, notify);
     }
 }
 
@@ -602,23 +586,7 @@ fn reader_parked_when_the_writer_dies_reports_it_within_100ms() {
 /// reports it within 100 ms. It used to count as alive, and readers waited for their timeout.
 #[test]
 fn a_writer_dead_but_not_reaped_is_reported_within_100ms() {
-    let _serial = serial();
-    let name = unique_name("zombie");
-    let _c = Cleanup::new([&name]);
-    let owner = StreamOptions::new(&name)
-        .shape(&[N])
-        .dtype(Dtype::U32)
-        .notify(true)
-        .create()
-        .unwrap();
-    owner.write_slice_frame(&frame(1), 1).unwrap();
-    for wait_new in [false, true] {
-        let reader = Stream::open_readonly(&name).unwrap();
-        let ctx = format!("unreaped, read_new={wait_new}");
-        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, true);
-        let unreaped = Death::Unreaped;
-        dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, unreaped);
-    }
+    parked_readers_report_a_writer_dying_as(Death::Unreaped, true);
 }
 
 /// A writer that died mid-write and whose pid now names a live process (pid reuse) is
@@ -626,22 +594,28 @@ fn a_writer_dead_but_not_reaped_is_reported_within_100ms() {
 /// not its pid. It used to count as alive, and readers waited for their timeout.
 #[test]
 fn a_dead_writer_whose_pid_now_names_a_live_process_is_reported_within_100ms() {
+    parked_readers_report_a_writer_dying_as(Death::PidReused, true);
+}
+
+/// A reader parked in `read` and one parked in `read_new` (futex parks on a notify stream,
+/// sleeps otherwise) each report a writer that died inside its bracket as `death` says
+/// ([`dead_writer_is_reported_after`]).
+fn parked_readers_report_a_writer_dying_as(death: Death, notify: bool) {
     let _serial = serial();
-    let name = unique_name("pid-reused");
+    let name = unique_name(&format!("parked-{death:?}"));
     let _c = Cleanup::new([&name]);
     let owner = StreamOptions::new(&name)
         .shape(&[N])
         .dtype(Dtype::U32)
-        .notify(true)
+        .notify(notify)
         .create()
         .unwrap();
     owner.write_slice_frame(&frame(1), 1).unwrap();
     for wait_new in [false, true] {
         let reader = Stream::open_readonly(&name).unwrap();
-        let ctx = format!("pid reused, read_new={wait_new}");
-        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, true);
-        let reused = Death::PidReused;
-        dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, reused);
+        let ctx = format!("{death:?}, notify={notify} read_new={wait_new}");
+        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, notify);
+        dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, death);
     }
 }
 

@@ -40,6 +40,21 @@ fn purging() -> std::sync::MutexGuard<'static, ()> {
     PURGING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A purge that selects no stream: it removes only what belongs to none (abandoned
+/// creations, parts and lock files of no stream), within [`BOUND`].
+fn purge_no_stream(dry_run: bool) -> shmstream::PurgeReport {
+    within("purge", move || {
+        shmstream::purge_matching(
+            PurgeOptions {
+                all: false,
+                dry_run,
+            },
+            |_| false,
+        )
+    })
+    .unwrap()
+}
+
 /// `/dev/shm` entries whose name starts with `id` (the segments of one stream, and any
 /// `.creating-<pid>` objects of its creators).
 fn entries_of(id: &str) -> Vec<String> {
@@ -681,26 +696,14 @@ fn sweep_lock_files(test: &str) {
     std::fs::write(&notes, b"not a lock file").unwrap();
     std::os::unix::fs::symlink(&notes, lock(&linked)).unwrap();
 
-    let sweep = |dry_run| {
-        within("purge", move || {
-            shmstream::purge_matching(
-                PurgeOptions {
-                    all: false,
-                    dry_run,
-                },
-                |_| false,
-            )
-        })
-        .unwrap()
-    };
     // A dry run takes no lock: it lists the held file too.
-    let mut would = sweep(true).lock_files;
+    let mut would = purge_no_stream(true).lock_files;
     would.sort();
     let mut no_stream = vec![lock(&orphan), lock(&held)];
     no_stream.sort();
     assert_eq!(would, no_stream);
     assert!(lock(&orphan).exists(), "a dry run removed a lock file");
-    let report = sweep(false);
+    let report = purge_no_stream(false);
     assert_eq!(report.lock_files, [lock(&orphan)], "{report:?}");
     assert!(!lock(&orphan).exists(), "the orphan lock file is left");
     for kept in [lock(&held), lock(&live), lock(&linked), notes.clone()] {
@@ -712,7 +715,7 @@ fn sweep_lock_files(test: &str) {
     }
     // Once the holder is gone, nothing owns its lock file.
     holder.kill();
-    assert_eq!(sweep(false).lock_files, [lock(&held)]);
+    assert_eq!(purge_no_stream(false).lock_files, [lock(&held)]);
     assert!(!lock(&held).exists());
     std::fs::remove_file(lock(&linked)).unwrap();
     std::fs::remove_file(&notes).unwrap();
@@ -731,7 +734,7 @@ fn sweep_lock_files(test: &str) {
         lock(&by_python).exists(),
         "pyshmem removed its lock file (this test's premise)"
     );
-    assert_eq!(sweep(false).lock_files, [lock(&by_python)]);
+    assert_eq!(purge_no_stream(false).lock_files, [lock(&by_python)]);
     assert!(!lock(&by_python).exists());
 }
 
@@ -826,24 +829,12 @@ fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
         .spawn();
     holder.expect_line("held", LONG);
 
-    let purge = |dry_run| {
-        within("purge", move || {
-            shmstream::purge_matching(
-                PurgeOptions {
-                    all: false,
-                    dry_run,
-                },
-                |_| false,
-            )
-        })
-        .unwrap()
-    };
-    let would = purge(true);
+    let would = purge_no_stream(true);
     for part in [&ring, &gpu, &held_gpu] {
         assert!(would.leftovers.contains(part), "{part}: {would:?}");
         assert!(shm(part).exists(), "a dry run removed {part}");
     }
-    let report = purge(false);
+    let report = purge_no_stream(false);
     assert!(report.failed.is_empty(), "{report:?}");
     for part in [&ring, &gpu] {
         assert!(report.leftovers.contains(part), "{part}: {report:?}");
@@ -860,6 +851,6 @@ fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
     );
     // The creation holding the lock dies without finishing: its part goes next time.
     holder.kill();
-    assert!(purge(false).leftovers.contains(&held_gpu));
+    assert!(purge_no_stream(false).leftovers.contains(&held_gpu));
     assert!(!shm(&held_gpu).exists());
 }
