@@ -23,6 +23,7 @@ mod subscribe;
 pub use publish::{PublishOptions, publish};
 pub use subscribe::{SubscribeOptions, subscribe};
 
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -101,31 +102,53 @@ pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
         .map_err(zenoh_err("opening the session"))
 }
 
+/// When the threads of [`per_stream`] stop: when the caller's flag is set, or once one of
+/// them has failed (a bridge that cannot carry one of its streams says so and exits, rather
+/// than carrying the others as if nothing were wrong).
+pub(crate) struct Stop<'a> {
+    asked: &'a AtomicBool,
+    failed: AtomicBool,
+}
+
+impl Stop<'_> {
+    pub(crate) fn is_set(&self) -> bool {
+        self.asked.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs `each` for every name on a thread of its own and waits for them all; the first
-/// failure (`role` names a panicked thread's side) is the result.
+/// failure stops the others and is the result (`role` names a panicked thread's side).
 pub(crate) fn per_stream(
     names: &[String],
     role: &str,
-    each: impl Fn(&str) -> Result<(), BridgeError> + Sync,
+    asked: &AtomicBool,
+    each: impl Fn(&str, &Stop) -> Result<(), BridgeError> + Sync,
 ) -> Result<(), BridgeError> {
+    let stop = Stop {
+        asked,
+        failed: AtomicBool::new(false),
+    };
+    let failed: std::sync::Mutex<Option<BridgeError>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|name| {
-                let each = &each;
-                scope.spawn(move || each(name))
-            })
-            .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(BridgeError::Usage(format!("a {role} thread panicked")))
-                })
-            })
-            .collect();
-        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-    })
+        for name in names {
+            let (each, stop, failed) = (&each, &stop, &failed);
+            scope.spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(name, stop)))
+                    .unwrap_or_else(|_| {
+                        Err(BridgeError::Usage(format!("a {role} thread panicked")))
+                    });
+                if let Err(e) = r {
+                    let mut first = failed.lock().unwrap_or_else(PoisonError::into_inner);
+                    first.get_or_insert(e);
+                    stop.failed.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The key of stream `name` under `prefix`.

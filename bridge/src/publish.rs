@@ -1,6 +1,6 @@
 //! Local streams → Zenoh: one thread per stream waits for its frames and puts each one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -9,7 +9,7 @@ use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, key, open_session, per_stream, zenoh_err};
+use crate::{BridgeError, Endpoints, POLL, Stop, key, open_session, per_stream, zenoh_err};
 
 /// What [`publish`] carries and how.
 #[derive(Debug, Clone)]
@@ -28,24 +28,30 @@ pub struct PublishOptions {
 
 /// Publishes until `stop` is set (checked every 100 ms) or a stream fails.
 pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
-    if o.max_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(BridgeError::Usage(
-            "--max-rate must be a positive number of frames per second".into(),
-        ));
-    }
+    let period = o.max_rate.map(period_of).transpose()?;
     let session = open_session(&o.endpoints)?;
-    let result = per_stream(&o.names, "publisher", |name| {
-        publish_stream(&session, o, name, stop)
+    let result = per_stream(&o.names, "publisher", stop, |name, stop| {
+        publish_stream(&session, o, period, name, stop)
     });
     let _ = session.close().wait();
     result
 }
 
+/// The pause between two frames that `--max-rate rate` asks for.
+fn period_of(rate: f64) -> Result<Duration, BridgeError> {
+    match Duration::try_from_secs_f64(1.0 / rate) {
+        Ok(p) if rate > 0.0 && rate.is_finite() => Ok(p),
+        _ => Err(BridgeError::Usage(format!(
+            "--max-rate {rate}: give a positive, finite number of frames per second of at least 1e-19"
+        ))),
+    }
+}
+
 /// Pauses for a rate limit or for a stream to appear, in slices that watch `stop`.
-fn pause(d: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
+fn pause(d: Duration, stop: &Stop) {
+    let until = Instant::now().checked_add(d);
+    while !stop.is_set() {
+        let left = until.map_or(POLL, |u| u.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return;
         }
@@ -56,8 +62,9 @@ fn pause(d: Duration, stop: &AtomicBool) {
 fn publish_stream(
     session: &zenoh::Session,
     o: &PublishOptions,
+    period: Option<Duration>,
     name: &str,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
     let publisher = session
@@ -70,8 +77,7 @@ fn publish_stream(
         .express(true)
         .wait()
         .map_err(zenoh_err(format!("declaring the publisher on {k}")))?;
-    let period = o.max_rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         // A stream that does not exist yet (or was unlinked) is waited for: the bridge may
         // start before the writer. There is no wait for creation, so look again every 100 ms.
         let s = match Stream::open_readonly(name) {
@@ -102,7 +108,7 @@ fn publish_stream(
             count: 0,
             write_time: 0.0,
         };
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_set() {
             let got = match cursor.as_mut() {
                 Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
                 None => s.read_new_into_bytes(&mut buf, Some(POLL)),
@@ -138,4 +144,24 @@ fn publish_stream(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_max_rate_whose_period_does_not_fit_is_a_usage_error_not_a_panic() {
+        assert_eq!(period_of(2.0).unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            period_of(1e-19).unwrap(),
+            Duration::from_secs(10u64.pow(19))
+        );
+        for r in [0.0, -1.0, 1e-20, 5e-324, f64::NAN, f64::INFINITY] {
+            match period_of(r) {
+                Err(BridgeError::Usage(m)) => assert!(m.starts_with("--max-rate "), "{m}"),
+                other => panic!("--max-rate {r}: {other:?}"),
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Zenoh → local streams: each remote frame is checked against its attachment and written,
 //! with its frame id, into a local stream of the remote shape and dtype.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use zenoh::Wait;
 use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, key, open_session, per_stream, zenoh_err};
+use crate::{BridgeError, Endpoints, POLL, Stop, key, open_session, per_stream, zenoh_err};
 
 /// What [`subscribe`] mirrors and where.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct SubscribeOptions {
 /// local stream is left as it was.
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     let session = open_session(&o.endpoints)?;
-    let result = per_stream(&o.names, "subscriber", |name| {
+    let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
         mirror(&session, o, name, stop)
     });
     let _ = session.close().wait();
@@ -51,7 +51,7 @@ fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
     name: &str,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
     let state = Mutex::new(Mirror {
@@ -72,7 +72,7 @@ fn mirror(
         })
         .wait()
         .map_err(zenoh_err(format!("declaring the subscriber on {k}")))?;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         std::thread::sleep(POLL);
     }
     Ok(())

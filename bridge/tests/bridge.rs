@@ -729,3 +729,40 @@ fn rt_priority_runs_every_bridge_thread_under_sched_fifo_or_says_what_it_needs()
         );
     }
 }
+
+/// One stream the bridge cannot carry (`--lossless` on a stream without history) ends the
+/// whole bridge with status 1 and the reason, though its other stream is fine: a bridge
+/// must not run on as if it carried everything it was asked to.
+#[test]
+fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
+    let (good, bad) = (unique_name("br-good"), unique_name("br-nohist"));
+    let _c = Cleanup::new([&good, &bad]);
+    let _g = source(&good, 8);
+    let _b = source(&bad, 0);
+    let ep = endpoint(free_port());
+    let prefix = unique_name("br-key");
+    let mut p = bridge(&[
+        "publish",
+        &good,
+        &bad,
+        "--lossless",
+        "--listen",
+        &ep,
+        "--key-prefix",
+        &prefix,
+    ]);
+    let st = p.wait_timeout(LONG);
+    let said = p.diagnostics();
+    assert_eq!(st.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("stream '{bad}' keeps no history")),
+        "{said}"
+    );
+    // A rate whose period does not fit a Duration is a usage error, not a panic.
+    let mut p = bridge(&["publish", &good, "--max-rate", "1e-20", "--listen", &ep]);
+    let st = p.wait_timeout(LONG);
+    let said = p.diagnostics();
+    assert_eq!(st.code(), Some(1), "{said}");
+    assert!(said.contains("of at least 1e-19"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
