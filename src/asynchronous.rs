@@ -144,7 +144,7 @@ impl Stream {
         mut attempt: impl FnMut(&Stream) -> Result<R>,
     ) -> Result<R> {
         self.ensure_open()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
             if self.count() > after {
                 match attempt(self) {

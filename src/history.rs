@@ -765,7 +765,7 @@ impl Cursor<'_> {
         timeout: Option<Duration>,
         mut copy: impl FnMut(*const u8) -> bool,
     ) -> Result<FrameInfo> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::after(Instant::now(), timeout);
         // When an adaptive cursor stops spinning on the next frame's slot in this call (set
         // at its first spin).
         let mut spin_until: Option<Instant> = None;

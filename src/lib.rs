@@ -35,6 +35,7 @@
 pub mod asynchronous;
 mod catalog;
 mod create;
+mod deadline;
 mod dtype;
 mod error;
 pub mod format;

@@ -232,7 +232,7 @@ impl LockFile {
         }
         // The deadline is computed only on a contended path (a clock read costs ~25 ns).
         let started = std::cell::OnceCell::new();
-        let deadline = || timeout.map(|t| *started.get_or_init(Instant::now) + t);
+        let deadline = || crate::deadline::after(*started.get_or_init(Instant::now), timeout);
         let timed_out = || Error::Timeout {
             name: stream.to_owned(),
             op: "take the write lock",
@@ -247,15 +247,12 @@ impl LockFile {
         {
             return Err(timed_out());
         }
-        let give_up = |e: Error| {
-            self.owner.store(0, Ordering::Release);
-            self.wake_waiters();
-            Err(e)
-        };
+        // Until the flock is ours, the claim is given back on every way out, a panic
+        // included: a thread that kept the owner word without the flock would lock every
+        // other thread out, and pass for the holder at its next `lock`.
+        let claim = OwnerClaim(self);
         if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-            if let Err(e) = self.reopen_if_unlinked(stream) {
-                return give_up(e);
-            }
+            self.reopen_if_unlinked(stream)?;
             self.generation.store(generation, Ordering::Relaxed);
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
@@ -269,16 +266,15 @@ impl LockFile {
                 Ok(true) if at_path && self.is_unlinked() => {
                     // Locked a removed file: let it go and lock the one at the path.
                     let _ = self.flock(libc::LOCK_UN);
-                    if let Err(e) = self.reopen_if_unlinked(stream) {
-                        return give_up(e);
-                    }
+                    self.reopen_if_unlinked(stream)?;
                 }
                 Ok(true) => {
                     self.depth.store(1, Ordering::Relaxed);
+                    std::mem::forget(claim);
                     return Ok(1);
                 }
-                Ok(false) => return give_up(timed_out()),
-                Err(e) => return give_up(Error::io(stream, "flock", e)),
+                Ok(false) => return Err(timed_out()),
+                Err(e) => return Err(Error::io(stream, "flock", e)),
             }
         }
     }
@@ -390,6 +386,17 @@ impl LockFile {
             self.wake_waiters();
         }
         depth
+    }
+}
+
+/// This thread's claim on a lock's owner word before it holds the flock: dropped (an error,
+/// a panic), it frees the word and wakes the threads waiting for it.
+struct OwnerClaim<'a>(&'a LockFile);
+
+impl Drop for OwnerClaim<'_> {
+    fn drop(&mut self) {
+        self.0.owner.store(0, Ordering::Release);
+        self.0.wake_waiters();
     }
 }
 

@@ -85,7 +85,7 @@ pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Resul
     let mut order: Vec<&'a Stream> = streams.to_vec();
     order.sort_by(|a, b| a.name().cmp(b.name()));
     order.dedup_by(|a, b| a.name() == b.name());
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = crate::deadline::after(Instant::now(), timeout);
     let mut guards = Vec::with_capacity(order.len());
     for s in order {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

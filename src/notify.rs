@@ -122,7 +122,7 @@ impl Waiter {
         Waiter {
             strategy,
             notify,
-            deadline: now.zip(timeout).map(|(n, t)| n + t),
+            deadline: now.and_then(|n| crate::deadline::after(n, timeout)),
             spin: match now {
                 Some(n) if adaptive => AdaptiveSpin::Until(n + ADAPTIVE_SPIN),
                 _ => AdaptiveSpin::EndedAt(0),

@@ -671,18 +671,26 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
         check(owner.read::<u32>().unwrap().as_slice().unwrap()),
         Ok(5)
     );
-    holder.kill();
-    let t = Instant::now();
-    let g = owner
-        .lock(Some(LONG))
-        .expect("the lock of a dead holder is free");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
-    );
-    g.write_slice(&frame(8)).unwrap();
-    drop(g);
+    // A writer waiting for it with a timeout too long for the clock (what callers pass to
+    // mean "forever") waits, parked, and takes it as soon as its holder is dead.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let took = std::thread::scope(|sc| {
+        let owner = &owner;
+        let waiter = sc.spawn(move || {
+            tx.send(gettid()).unwrap();
+            let g = owner
+                .lock(Some(Duration::MAX))
+                .expect("the lock of a dead holder is free");
+            let at = Instant::now();
+            g.write_slice(&frame(8)).unwrap();
+            at
+        });
+        wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, false);
+        holder.kill();
+        let t = Instant::now();
+        waiter.join().unwrap().saturating_duration_since(t)
+    });
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(
         check(owner.read::<u32>().unwrap().as_slice().unwrap()),
         Ok(8)
@@ -840,7 +848,8 @@ fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
 fn close_wakes_a_blocked_reader_with_closed() {
     let _serial = serial();
     for notify in [true, false] {
-        for forever in [true, false] {
+        // No timeout, a long one, and one too long for the clock (no deadline either).
+        for timeout in [None, Some(LONG), Some(Duration::MAX)] {
             let name = unique_name("close");
             let _c = Cleanup::new([&name]);
             let w = StreamOptions::new(&name)
@@ -856,7 +865,6 @@ fn close_wakes_a_blocked_reader_with_closed() {
                 std::thread::scope(|s| {
                     let h = s.spawn(|| {
                         tx.send(gettid()).unwrap();
-                        let timeout = if forever { None } else { Some(LONG) };
                         let e = r.wait_for_count(r.count(), timeout);
                         (e, Instant::now())
                     });

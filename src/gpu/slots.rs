@@ -182,7 +182,7 @@ pub fn wait_ack(
     mut peer_alive: impl FnMut() -> bool,
     mut pause: impl FnMut(),
 ) -> Result<u64, AckWaitError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::deadline::after(Instant::now(), Some(timeout));
     loop {
         let acked = read_ack();
         if geq_wrapping(acked, wanted) {
@@ -197,7 +197,7 @@ pub fn wait_ack(
                 Err(AckWaitError::PeerDead)
             };
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(AckWaitError::Timeout { acked, wanted });
         }
         pause();
