@@ -55,14 +55,16 @@
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
 //! `select!`) stops the background wait within one slice of at most 100 ms: the pool thread
 //! waits in slices and checks a cancel flag between them, so an abandoned `None`-timeout wait
-//! never pins a pool thread forever.
+//! never pins a pool thread forever. A wait abandoned that way and ending meanwhile in the
+//! report of a writer's death (made once per handle and invalid generation) gives the report
+//! back, so the handle's next wait makes it.
 //!
 //! **Bookkeeping.** `read_new_async` counts from the frame this handle last returned, like
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
 //! blocking calls (they share the handle).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
@@ -76,12 +78,50 @@ use crate::stream::Stream;
 const SLICE: Duration = Duration::from_millis(100);
 const OP: &str = "wait for a new frame";
 
-/// Sets the cancel flag when the waiting future is dropped (finished or abandoned).
-struct CancelOnDrop(Arc<AtomicBool>);
+/// A background wait's outcome, handed to its future under a lock, and whether the future
+/// is gone. A waiting read reports each invalid generation once per handle (the report is
+/// marked in the handle when made); an outcome nobody will receive gives its report back,
+/// so the handle's next wait makes it instead of waiting in silence.
+#[derive(Default)]
+struct Handoff {
+    gone: bool,
+    outcome: Option<Outcome>,
+}
+
+/// What the pool thread's wait returned, and the handle's report mark before it.
+struct Outcome {
+    result: Result<Option<u64>>,
+    mark_before: i64,
+}
+
+impl Outcome {
+    /// Undoes the report this outcome made, if it made one.
+    fn give_back(self, stream: &Stream) {
+        if matches!(self.result, Err(Error::Inconsistent { .. })) {
+            let mark = &stream.reads.reported_invalid;
+            let now = mark.load(Ordering::Relaxed);
+            let _ =
+                mark.compare_exchange(now, self.mark_before, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sets the cancel flag when the waiting future is dropped (finished or abandoned), and
+/// gives back the report of an outcome it did not take.
+struct CancelOnDrop {
+    flag: Arc<AtomicBool>,
+    handoff: Arc<Mutex<Handoff>>,
+    stream: Arc<Stream>,
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.flag.store(true, Ordering::Relaxed);
+        let mut h = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
+        h.gone = true;
+        if let Some(o) = h.outcome.take() {
+            o.give_back(&self.stream);
+        }
     }
 }
 
@@ -93,31 +133,52 @@ impl Stream {
         after: u64,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
-        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-        let flag = cancel.0.clone();
+        let cancel = CancelOnDrop {
+            flag: Arc::new(AtomicBool::new(false)),
+            handoff: Arc::default(),
+            stream: Arc::clone(self),
+        };
+        let (flag, handoff) = (cancel.flag.clone(), cancel.handoff.clone());
         let stream = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
-            loop {
+            let mark_before = stream.reads.reported_invalid.load(Ordering::Relaxed);
+            let result = loop {
                 let slice = match deadline {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if left.is_zero() {
-                            return Ok(None);
+                            break Ok(None);
                         }
                         left.min(SLICE)
                     }
                     None => SLICE,
                 };
                 match stream.wait_for_count(after, Some(slice)) {
-                    Ok(c) => return Ok(Some(c)),
+                    Ok(c) => break Ok(Some(c)),
                     Err(Error::Timeout { .. }) if !flag.load(Ordering::Relaxed) => continue,
-                    Err(Error::Timeout { .. }) => return Ok(None),
-                    Err(e) => return Err(e),
+                    Err(Error::Timeout { .. }) => break Ok(None),
+                    Err(e) => break Err(e),
                 }
+            };
+            let outcome = Outcome {
+                result,
+                mark_before,
+            };
+            let mut h = handoff.lock().unwrap_or_else(PoisonError::into_inner);
+            if h.gone {
+                outcome.give_back(&stream);
+            } else {
+                h.outcome = Some(outcome);
             }
         });
         let out = match task.await {
-            Ok(r) => r,
+            Ok(()) => cancel
+                .handoff
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .outcome
+                .take()
+                .map_or(Ok(None), |o| o.result),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(Error::Closed {
                 name: self.name.clone(),

@@ -291,3 +291,40 @@ fn works_on_a_current_thread_runtime_too() {
         assert_eq!(r.unwrap()[[0]], 42);
     });
 }
+
+/// A wait abandoned (its future dropped) that then sees the writer fail mid-write does not
+/// swallow the report of it: the handle reports each invalid generation once, and the next
+/// wait on the handle makes that report instead of waiting in silence.
+#[test]
+fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
+    let name = unique_name("async-report");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .notify(true)
+        .create()
+        .unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    let r = Arc::new(Stream::open_readonly(&name).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let abandoned = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), r.read_new_async::<u8>(None)).await
+    });
+    assert!(abandoned.is_err(), "{abandoned:?}");
+    // The abandoned wait lingers on the pool for the rest of its slice, parked on the
+    // stream: this failed write wakes it, and it sees the invalid generation.
+    let aborted = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
+    assert!(
+        matches!(aborted, Err(Error::WriteAborted { .. })),
+        "{aborted:?}"
+    );
+    // Shutting the runtime down waits for the lingering wait to end.
+    rt.shutdown_timeout(common::LONG);
+    let next = r.read_new::<u8>(Some(Duration::from_millis(300)));
+    assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
+}
