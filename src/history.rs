@@ -63,14 +63,20 @@ fn streams(ring_bytes: usize, frame_bytes: usize) -> bool {
     cfg!(target_arch = "x86_64") && ring_bytes >= STREAM_MIN_RING && frame_bytes >= STREAM_MIN_FRAME
 }
 
-/// Copies `len` bytes with streaming stores, then fences them (they are weakly ordered, and
-/// the stamp stored after the copy must not become visible before them).
+/// Copies `len` bytes with streaming stores, fenced on both sides. Streaming stores are
+/// weakly ordered, even after earlier ordinary stores (Intel SDM vol. 3, 8.2.2): without the
+/// first fence, part of a new frame could become visible before the odd stamp stored ahead
+/// of the copy, and a cursor copying that slot would find its old even stamp on both sides
+/// of a torn copy; without the last, the even stamp stored after the copy could become
+/// visible before the frame.
 ///
 /// # Safety
 /// `src` and `dst` are valid for `len` bytes and do not overlap; `dst` is 16-byte aligned.
 #[cfg(target_arch = "x86_64")]
 unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
     use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    // SAFETY: `_mm_sfence` has no preconditions (SSE is part of the x86_64 baseline).
+    unsafe { _mm_sfence() };
     let whole = len / 64 * 64;
     let mut at = 0;
     while at < whole {
@@ -312,7 +318,8 @@ impl Ring {
         let slot = self.slot_at(k);
         self.word(slot + off::STAMP)
             .store(2 * k + 1, Ordering::Relaxed);
-        // Keeps the frame stores that follow from becoming visible before the odd stamp.
+        // Keeps the frame stores that follow from becoming visible before the odd stamp
+        // (ordinary stores; a streaming copy fences itself).
         fence(Ordering::Release);
         // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
         let frame = unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) };
