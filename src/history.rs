@@ -138,6 +138,18 @@ mod off {
     pub const WRITE_TIME: usize = 24;
 }
 
+/// The stamp of a slot while append `k` writes it (`2k + 1`), and once it holds that frame
+/// (`2k + 2`). Wrapping: a head planted near `u64::MAX` (the ring is shared memory) makes
+/// mismatched stamps, which cursors report, never an overflow panic.
+fn writing_stamp(k: u64) -> u64 {
+    k.wrapping_mul(2).wrapping_add(1)
+}
+
+/// See [`writing_stamp`].
+fn written_stamp(k: u64) -> u64 {
+    k.wrapping_mul(2).wrapping_add(2)
+}
+
 /// Bytes from one slot to the next for frames of `frame_bytes`.
 fn stride(frame_bytes: usize) -> Option<usize> {
     frame_bytes
@@ -317,7 +329,7 @@ impl Ring {
         let k = self.head().load(Ordering::Relaxed);
         let slot = self.slot_at(k);
         self.word(slot + off::STAMP)
-            .store(2 * k + 1, Ordering::Relaxed);
+            .store(writing_stamp(k), Ordering::Relaxed);
         // Keeps the frame stores that follow from becoming visible before the odd stamp
         // (ordinary stores; a streaming copy fences itself).
         fence(Ordering::Release);
@@ -338,8 +350,8 @@ impl Ring {
             .store(write_time.to_bits(), Ordering::Relaxed);
         // Release: a cursor that acquires the even stamp (or the new head) sees the frame.
         self.word(slot + off::STAMP)
-            .store(2 * k + 2, Ordering::Release);
-        self.head().store(k + 1, Ordering::Release);
+            .store(written_stamp(k), Ordering::Release);
+        self.head().store(k.wrapping_add(1), Ordering::Release);
     }
 
     /// Frames appended so far (Acquire: a cursor that sees the head sees the frames).
@@ -355,7 +367,7 @@ impl Ring {
     fn finished(&self, index: u64) -> bool {
         self.word(self.slot_at(index) + off::STAMP)
             .load(Ordering::Acquire)
-            >= 2 * index + 2
+            >= written_stamp(index)
     }
 
     /// Spins for up to `rounds` pauses of `spin` until [`Ring::finished`]`(index)`; whether
@@ -378,7 +390,7 @@ impl Ring {
         let stamp = self.word(slot + off::STAMP);
         // Acquire: synchronizes with the Release store of the even stamp in `append`.
         let s = stamp.load(Ordering::Acquire);
-        if s != 2 * index + 2 {
+        if s != written_stamp(index) {
             // Odd 2k+1 or even 2k+2: append k holds or is writing the slot.
             return SlotRead::Overwritten(s.saturating_sub(1) / 2);
         }
@@ -823,7 +835,7 @@ impl Cursor<'_> {
                                 reason: "a bool byte other than 0 or 1",
                             });
                         }
-                        self.next += 1;
+                        self.next = self.next.wrapping_add(1);
                         self.last_count = Some(info.count);
                         return Ok(info);
                     }

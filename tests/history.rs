@@ -497,3 +497,44 @@ fn skipping_to_recent_frames_counts_what_it_skips() {
     assert_eq!(c.skip_to_recent(100), 30 - 8 - 5);
     assert_eq!(c.next::<u32>(SHORT).unwrap().as_slice().unwrap(), &[22]);
 }
+
+/// A head planted in the `_hist` segment near the top of `u64` (bytes written without the
+/// lock are hostile input) makes cursors and appends report or return whatever the ring
+/// holds, never an overflow panic; the stream's own frame is untouched.
+#[test]
+fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
+    use std::os::unix::fs::FileExt;
+    /// The ring header's head word (`off::HEAD` in src/history.rs).
+    const HEAD: u64 = 40;
+    for planted in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1] {
+        let name = unique_name("hist-head");
+        let _c = Cleanup::new([&name]);
+        let s = StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U16)
+            .history(4)
+            .create()
+            .unwrap();
+        s.write_slice(&[1u16; 4]).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))
+            .unwrap()
+            .write_all_at(&planted.to_le_bytes(), HEAD)
+            .unwrap();
+        let mut c = s.cursor().unwrap();
+        let _ = c.next::<u16>(Some(Duration::ZERO));
+        let _ = (c.lag(), c.skip_to_recent(2));
+        c.rewind_to_oldest();
+        let _ = c.next::<u16>(Some(Duration::ZERO));
+        s.write_slice(&[2u16; 4]).unwrap();
+        for _ in 0..6 {
+            let _ = c.next::<u16>(Some(Duration::ZERO));
+        }
+        assert_eq!(
+            s.read::<u16>().unwrap().as_slice().unwrap(),
+            &[2u16; 4],
+            "head {planted}"
+        );
+    }
+}
