@@ -76,6 +76,19 @@ pub(crate) fn generation(s: i64) -> i64 {
     s.unsigned_abs().min((i64::MAX - 3) as u64) as i64
 }
 
+/// The odd value a write after sequence `s` stores: the next beyond its generation, or 1
+/// again once the generation reached the cap (a hostile header can put it there). Every
+/// write must change the sequence, else a reader whose copy overlapped a whole write would
+/// find the same value on both sides of it and accept a torn frame.
+#[inline]
+fn next_odd(s: i64) -> i64 {
+    match generation(s) {
+        a if a >= i64::MAX - 3 => 1,
+        a if a & 1 == 1 => a + 2,
+        a => a + 1,
+    }
+}
+
 /// Starts a write. The caller holds the write lock.
 ///
 /// A negative sequence (aborted write) or an odd one (a writer that died without anybody
@@ -87,8 +100,7 @@ pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
     // Relaxed: only the lock holder stores the sequence, and taking the lock ordered us after
     // the previous holder's stores.
     let s = h.sequence().load(Ordering::Relaxed);
-    let a = generation(s);
-    let odd = if a & 1 == 1 { a + 2 } else { a + 1 };
+    let odd = next_odd(s);
     h.sequence().store(odd, Ordering::Relaxed);
     // Keeps the payload stores that follow from becoming visible before the odd value.
     fence(Ordering::Release);
@@ -164,9 +176,23 @@ mod tests {
             let g = generation(s);
             assert!((0..=i64::MAX - 3).contains(&g), "{s}: {g}");
             // The next odd and even values and the invalid mark all exist.
-            let odd = if g & 1 == 1 { g + 2 } else { g + 1 };
-            assert!(odd.checked_add(1).is_some() && (-g.max(1)) < 0, "{s}");
+            let odd = next_odd(s);
+            assert!(
+                odd & 1 == 1 && odd.checked_add(1).is_some() && (-g.max(1)) < 0,
+                "{s}"
+            );
+            // Each write stores values the last one did not.
+            assert!(odd != s && odd + 1 != s, "{s}: {odd}");
         }
+        // Writes from the cap restart low, so the sequence keeps changing.
+        let (mut s, mut seen) = (i64::MAX - 1, vec![]);
+        for _ in 0..4 {
+            let odd = next_odd(s);
+            assert!(!seen.contains(&(odd + 1)), "{seen:?} then {}", odd + 1);
+            s = odd + 1;
+            seen.push(s);
+        }
+        assert_eq!(seen, [2, 4, 6, 8]);
         assert_eq!(generation(-6), 6);
         assert_eq!(generation(7), 7);
     }

@@ -568,7 +568,8 @@ fn invalid_bool_bytes_are_refused_until_rewritten() {
 }
 
 #[test]
-fn extreme_sequences_in_a_planted_header_are_written_past_and_unlinked_without_overflow() {
+fn extreme_sequences_in_a_planted_header_are_written_past_with_a_new_sequence_each_and_unlinked_without_overflow()
+ {
     for seq in [i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX] {
         let name = unique_name("seq-extreme");
         let _c = Cleanup::new([&name]);
@@ -577,9 +578,20 @@ fn extreme_sequences_in_a_planted_header_are_written_past_and_unlinked_without_o
         restamp(&mut b);
         plant(&name, &b, Some(30));
         // Open may refuse the header (typed); if it opens, a write starts a valid generation.
+        // Every write stores a sequence the one before did not (else a reader whose copy
+        // overlapped a whole write would accept it torn).
         if let Ok(s) = Stream::open(&name) {
             let frame: Vec<i16> = (0..15).collect();
-            s.write_slice(&frame).unwrap();
+            let mut seen = vec![s.write_sequence()];
+            for _ in 0..3 {
+                s.write_slice(&frame).unwrap();
+                assert!(
+                    !seen.contains(&s.write_sequence()),
+                    "{seq}: {seen:?} then {}",
+                    s.write_sequence()
+                );
+                seen.push(s.write_sequence());
+            }
             assert_eq!(
                 s.read::<i16>().unwrap().as_slice().unwrap(),
                 &frame[..],
