@@ -353,6 +353,11 @@ impl LockFile {
         }
     }
 
+    /// Whether the calling thread holds this lock.
+    pub(crate) fn held_here(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread_token()
+    }
+
     /// Takes the lock only if nobody (no thread, no process) holds it.
     pub(crate) fn try_acquire(&self, stream: &str) -> Result<bool> {
         Self::taken(self.acquire(Some(Duration::ZERO), stream))

@@ -189,11 +189,14 @@ impl Stream {
         if crate::gpu::publication_landing(self) {
             return Ok(());
         }
+        // This thread may hold the lock already (a guard, `lock_many`): then the lock stamps
+        // in the header are its own, and stay.
+        let held = self.lock.held_here();
         if !self.lock.try_acquire(&self.name)? {
             return Ok(());
         }
         let invalid = seqlock::invalidate_abandoned(&self.header, observed);
-        if invalid {
+        if invalid && !held {
             self.header.lock_owner_pid().store(0, Ordering::Relaxed);
             self.header.lock_depth().store(0, Ordering::Relaxed);
         }

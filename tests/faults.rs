@@ -169,6 +169,25 @@ fn stamp_lock_owner(name: &str, pid: i64) {
     assert_eq!(lock_owner_pid(name), pid);
 }
 
+/// The stream's lock depth stamp in its `_meta` segment.
+fn lock_depth(name: &str) -> i64 {
+    let b = meta_bytes(name);
+    let off = shmstream::format::offset::LOCK_DEPTH;
+    i64::from(u32::from_le_bytes(b[off..off + 4].try_into().unwrap()))
+}
+
+/// Overwrites the stream's write sequence in its `_meta` segment (an odd one: a writer
+/// inside its bracket, or dead there).
+fn stamp_sequence(name: &str, seq: i64) {
+    use std::os::unix::fs::FileExt;
+    let meta = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
+        .unwrap();
+    let off = shmstream::format::offset::WRITE_SEQUENCE as u64;
+    meta.write_all_at(&seq.to_le_bytes(), off).unwrap();
+}
+
 fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -1006,4 +1025,32 @@ fn a_reader_racing_unlink_gets_stale_not_inconsistent() {
             "iteration {i}: {end:?}"
         );
     }
+}
+
+/// A thread holding the write lock (a guard) that reads a frame whose writer died mid-write
+/// gets the report, and the lock stamps in the header stay its own: other processes
+/// (pyshmem's readers among them, which look at the owner pid) still see who holds it.
+#[test]
+fn a_lock_holder_reading_a_dead_writers_frame_keeps_its_lock_stamps() {
+    let _serial = serial();
+    let name = unique_name("held-read");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    // A writer that died inside its bracket: the sequence odd, nobody holding the lock.
+    stamp_sequence(&name, s.write_sequence() + 1);
+    let g = s.lock(Some(LONG)).unwrap();
+    let me = i64::from(std::process::id());
+    assert_eq!((lock_owner_pid(&name), lock_depth(&name)), (me, 1));
+    let r = s.read::<u32>();
+    assert!(matches!(r, Err(Error::Inconsistent { .. })), "{r:?}");
+    assert_eq!(
+        (lock_owner_pid(&name), lock_depth(&name)),
+        (me, 1),
+        "the holder's lock stamps"
+    );
+    g.write_slice(&frame(2)).unwrap();
+    drop(g);
+    assert_eq!((lock_owner_pid(&name), lock_depth(&name)), (0, 0));
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
 }
