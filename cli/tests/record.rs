@@ -1,7 +1,8 @@
 //! `shmstream record`: every frame of a history stream into FITS cubes that astropy reads
-//! (shape, dtype, values, per-frame table; every FITS dtype bit for bit), `.npy` cubes, a
-//! full disk in either format (frames already written stay intact, exit 1), an unwritable
-//! `--out`, and the warning for plain streams.
+//! (shape, dtype, values, per-frame table; every FITS dtype bit for bit; 1-D and 3-D
+//! frames), `.npy` cubes, a full disk in either format (frames already written stay intact
+//! with their table, exit 1), an unwritable `--out`, streams sharing file names, existing
+//! files (never overwritten), a huge `--per-file`, and the warning for plain streams.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -85,6 +86,7 @@ for f in files:
     if fmt == "fits":
         from astropy.io import fits
         with fits.open(f) as h:
+            h.verify("exception")
             data = h[0].data
             assert h[0].header["BITPIX"] == 16 and h[0].header["BZERO"] == 32768, h[0].header
             t = h["FRAMES"].data
@@ -152,10 +154,15 @@ fn check_shaped(out: &Path, fmt: &str, per_file: usize, shape: &str) -> (usize, 
 }
 
 fn camera(tag: &str, history: usize) -> (String, Cleanup, Stream) {
-    let name = unique_name(tag);
+    camera_shaped(&unique_name(tag), &[6, 5], history)
+}
+
+/// A u16 camera stream `name` of frames of `shape`.
+fn camera_shaped(name: &str, shape: &[usize], history: usize) -> (String, Cleanup, Stream) {
+    let name = name.to_owned();
     let c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
-        .shape(&[6, 5])
+        .shape(shape)
         .dtype(Dtype::U16)
         .notify(true)
         .history(history)
@@ -416,29 +423,211 @@ fn record_on_a_full_disk(args: &[&str], out: &Path, limit: u64) -> Command {
     c
 }
 
-#[test]
-fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
-    let (name, _c, s) = camera("rec-fits-full", 512);
-    let out = out_dir("rec-fits-full");
-    // One header block and three data blocks: (4 * 2880 - 2880) / 60 = 144 whole frames.
-    let c = record_on_a_full_disk(&[&name, "--frames", "400"], &out, 4 * 2880);
-    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
-    assert_eq!(st.code(), Some(1), "{diag}");
-    assert!(diag.contains("FAILED"), "{diag}");
-    let script = r#"
+/// Checks a FITS cube cut short by a full disk: valid FITS, frames consecutive with pixels
+/// = frame id % 50000 and one `FRAMES` row each; prints the frames.
+const CHECK_FULL_FITS: &str = r#"
 import sys, glob, numpy as np
 from astropy.io import fits
 [f] = glob.glob(f"{sys.argv[1]}/*.fits")
 with fits.open(f) as h:
-    d = h[0].data
+    h.verify("exception")
+    d, ids = h[0].data, list(h["FRAMES"].data["FRAME_ID"])
     assert d.dtype == np.uint16 and d.shape[1:] == (6, 5), (d.dtype, d.shape)
-    first = int(d[0, 0, 0])
-    for k in range(d.shape[0]):
-        assert (d[k] == (first + k) % 50000).all(), (k, d[k])
+    assert len(ids) == d.shape[0], (len(ids), d.shape)
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids
+    for k, i in enumerate(ids):
+        assert (d[k] == i % 50000).all(), (k, i, d[k])
     print(d.shape[0])
 "#;
-    if let Some(stdout) = python_check(script, &[out.as_os_str()], "full-disk FITS") {
-        assert_eq!(stdout.trim(), "144", "every whole frame kept");
+
+#[test]
+fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
+    let (name, _c, s) = camera("rec-fits-full", 512);
+    // One header block and three more: 144 frames of 60 bytes fill them, but with their
+    // table (a header block and a block of rows) only 48 fit: 2880 + 2880 + 2880 + 2880.
+    // 400 frames: the frames fill the file; 96: the frames fit (two blocks), their table
+    // does not.
+    for (frames, whole) in [("400", 144), ("96", 96)] {
+        let out = out_dir("rec-fits-full");
+        let c = record_on_a_full_disk(&[&name, "--frames", frames], &out, 4 * 2880);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        assert_eq!(st.code(), Some(1), "{diag}");
+        assert!(diag.contains("FAILED"), "{diag}");
+        assert!(
+            diag.contains(&format!(
+                "kept the first 48 of {whole} whole frames, dropping the last {}",
+                whole - 48
+            )) && diag.contains("FRAMES table"),
+            "{diag}"
+        );
+        if let Some(stdout) = python_check(CHECK_FULL_FITS, &[out.as_os_str()], "full-disk FITS") {
+            assert_eq!(stdout.trim(), "48", "the whole frames whose table fits");
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+#[test]
+fn a_frame_table_cut_short_by_a_full_disk_keeps_only_the_npy_frames_it_lists() {
+    // 2-byte frames and ~50-byte rows: 448 frames fill a 1 KiB cube ((1024 - 128) / 2)
+    // while a 1 KiB table holds only about 19 rows.
+    let (name, _c, s) = camera_shaped(&unique_name("rec-csv-full"), &[1], 512);
+    let out = out_dir("rec-csv-full");
+    let c = record_on_a_full_disk(&[&name, "--format", "npy", "--frames", "500"], &out, 1024);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(
+        diag.contains(".frames.csv: writing the frame table")
+            && diag.contains("of 448 whole frames whose rows it holds"),
+        "{diag}"
+    );
+    if common::python().is_some() {
+        let (files, frames) = check_shaped(&out, "npy", 500, "1");
+        assert_eq!(files, 1);
+        assert!((10..30).contains(&frames), "{frames} frames");
     }
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn fits_cubes_of_1d_and_3d_streams_have_the_frames_on_their_last_axis() {
+    for (shape, shown) in [(&[7][..], "7"), (&[2, 3, 4][..], "2x3x4")] {
+        let (name, _c, s) = camera_shaped(&unique_name("rec-ndim"), shape, 512);
+        let out = out_dir("rec-ndim");
+        let r = record(&name, &out, &["--frames", "20", "--per-file", "8"]);
+        let (st, diag) = produce_until_exit(&s, r);
+        assert!(st.success(), "{shown}: {diag}");
+        if common::python().is_some() {
+            assert_eq!(check_shaped(&out, "fits", 8, shown), (3, 20), "{shown}");
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+#[test]
+fn a_huge_per_file_records_without_reserving_it() {
+    let (name, _c, s) = camera("rec-huge", 512);
+    for (per_file, format) in [
+        ("1000000000000", "fits"),
+        ("18446744073709551615", "fits"),
+        ("18446744073709551615", "npy"),
+    ] {
+        let out = out_dir("rec-huge");
+        let r = record(
+            &name,
+            &out,
+            &["--frames", "1", "--per-file", per_file, "--format", format],
+        );
+        let (st, diag) = produce_until_exit(&s, r);
+        assert!(st.success(), "--per-file {per_file}: {diag}");
+        assert!(!diag.contains("panicked"), "{diag}");
+        if common::python().is_some() {
+            assert_eq!(
+                check_shaped(&out, format, per_file.parse().unwrap(), "6x5"),
+                (1, 1)
+            );
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+/// `shmstream record ARGS --duration 0.2 --out OUT` with no camera: its status and stderr.
+fn record_briefly(args: &[&str], out: &Path) -> (Option<i32>, String) {
+    let o = Command::new(bin())
+        .arg("record")
+        .args(args)
+        .args(["--duration", "0.2", "--out"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn streams_that_would_share_files_are_refused_before_recording() {
+    let base = unique_name("rec-dup");
+    let (spaced, _c1, _s1) = camera_shaped(&format!("{base} x"), &[2], 8);
+    let (underscored, _c2, _s2) = camera_shaped(&format!("{base}_x"), &[2], 8);
+    let out = out_dir("rec-dup");
+    let (code, err) = record_briefly(&[&spaced, &underscored, "--format", "npy"], &out);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("'{spaced}' and '{underscored}'"))
+            && err.contains("separate --out directories"),
+        "{err}"
+    );
+    let (code, err) = record_briefly(&[&spaced, "--format", "npy", &spaced], &out);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("'{spaced}' is given twice")), "{err}");
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn existing_recording_files_are_never_overwritten() {
+    let (name, _c, s) = camera("rec-exists", 512);
+    // Any one of a cube's files in the way refuses the recording, naming it, and leaves it
+    // as it was (the FITS cube was refused so before; npy now matches it).
+    for (format, file) in [
+        ("npy", "_000000.npy"),
+        ("npy", "_000000.frames.csv"),
+        ("fits", "_000000.fits"),
+    ] {
+        let out = out_dir("rec-exists");
+        let there = out.join(format!("{name}{file}"));
+        std::fs::write(&there, "an earlier recording").unwrap();
+        let (code, err) = record_briefly(&[&name, "--format", format], &out);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{}: already exists", there.display())),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&there).unwrap(),
+            "an earlier recording"
+        );
+        assert_eq!(files_in(&out).len(), 1, "{:?}", files_in(&out));
+        let _ = std::fs::remove_dir_all(out);
+    }
+    // A later file in the way fails the stream when it is due: the first cube is whole, the
+    // file in the way intact, and the cube beside a table in the way is not left behind.
+    for file in ["_000001.npy", "_000001.frames.csv"] {
+        let out = out_dir("rec-exists-later");
+        let there = out.join(format!("{name}{file}"));
+        std::fs::write(&there, "an earlier recording").unwrap();
+        let r = record(
+            &name,
+            &out,
+            &["--frames", "10", "--per-file", "5", "--format", "npy"],
+        );
+        let (st, diag) = produce_until_exit(&s, r);
+        assert_eq!(st.code(), Some(1), "{diag}");
+        assert!(
+            diag.contains(&format!("{}: already exists", there.display())),
+            "{diag}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&there).unwrap(),
+            "an earlier recording"
+        );
+        std::fs::remove_file(&there).unwrap();
+        if common::python().is_some() {
+            assert_eq!(check(&out, "npy", 5), (1, 5));
+        }
+        assert_eq!(files_in(&out).len(), 2, "{:?}", files_in(&out));
+        let _ = std::fs::remove_dir_all(out);
+    }
 }

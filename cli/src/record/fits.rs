@@ -1,26 +1,39 @@
-//! FITS cubes for `record`: the frames as one image (NAXIS3 = frames, the stream's dtype
-//! mapped to BITPIX with cfitsio's BZERO convention for unsigned types) and a binary table
-//! `FRAMES` of frame id, count, write time and record time per frame.
+//! FITS cubes for `record`: the frames as one image (the frame axis last, NAXIS(ndim+1) =
+//! frames, so numpy sees `(frames, *shape)`; the stream's dtype mapped to BITPIX with
+//! cfitsio's BZERO convention for unsigned types) and a binary table `FRAMES` of frame id,
+//! count, write time and record time per frame.
 //!
-//! cfitsio (the `fitsio` crate) writes the headers and the table. The pixels in between are
+//! cfitsio (the `fitsio` crate) writes the primary header. The pixels after it are
 //! big-endian values, offset by BZERO where the type needs it; we encode each frame in one
 //! pass and append it to the data unit ourselves, because cfitsio's own path (convert, swap,
 //! write in 28,800-byte pieces, and zero-fill the whole cube first) does not keep up with a
-//! 2 kHz camera on a small host. The cube is created with NAXIS3 = 0 (so cfitsio fills
-//! nothing) and its NAXIS3 card set to the frames written when the file is finished.
+//! 2 kHz camera on a small host. The cube is created with a frame axis of 0 (so cfitsio
+//! fills nothing) and that axis's card set to the frames written when the file is finished.
+//!
+//! The table we write ourselves too, when the file is finished: its size is then known to
+//! the byte (one header block and the rows, each padded to 2880 bytes), so after a full disk
+//! the cube keeps as many whole frames as fit with their table, and every write error is
+//! seen (cfitsio reports none of those it meets when it closes a file).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use fitsio::FitsFile;
 use fitsio::images::{ImageDescription, ImageType};
-use fitsio::tables::{ColumnDataType, ColumnDescription};
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::FrameFile;
+use super::frame_file::{Closed, FrameFile};
 use super::{CubeSink, FrameMeta};
 use crate::Fallible;
+
+/// FITS files are made of blocks of this many bytes.
+const BLOCK: u64 = 2880;
+/// Bytes of one row of the `FRAMES` table (four 8-byte columns).
+const ROW_BYTES: u64 = 32;
+/// At most this many frames' metadata is reserved up front (`--per-file` may be huge).
+const META_RESERVE: usize = 4096;
 
 /// The FITS image type of a stream dtype, or why it has none.
 pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
@@ -85,47 +98,122 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
     }
 }
 
-/// The primary header of a FITS file as cfitsio wrote it: where its `NAXIS3` card is and
-/// where the data unit starts (after the 2880-byte block holding `END`).
-fn primary_layout(path: &Path) -> Fallible<(u64, u64)> {
+/// The primary header of a FITS file as cfitsio wrote it: where the card of axis `axis`
+/// (`NAXISn`) is and where the data unit starts (after the 2880-byte block holding `END`).
+fn primary_layout(path: &Path, axis: usize) -> Fallible<(u64, u64)> {
+    let key = format!("{:<8}=", format!("NAXIS{axis}"));
     let mut f = File::open(path)?;
-    let mut block = [0u8; 2880];
-    let mut naxis3 = None;
+    let mut block = [0u8; BLOCK as usize];
+    let mut axis_at = None;
     let mut at = 0u64;
     loop {
         f.read_exact(&mut block)
             .map_err(|e| format!("{}: reading the FITS header back: {e}", path.display()))?;
         for card in block.chunks(80) {
-            if card.starts_with(b"NAXIS3  =") {
-                naxis3 = Some(at);
+            if card.starts_with(key.as_bytes()) {
+                axis_at = Some(at);
             }
             if card.starts_with(b"END     ") {
-                let naxis3 = naxis3.ok_or_else(|| format!("{}: no NAXIS3 card", path.display()))?;
-                return Ok((naxis3, (at + 80).next_multiple_of(2880)));
+                let axis_at =
+                    axis_at.ok_or_else(|| format!("{}: no NAXIS{axis} card", path.display()))?;
+                return Ok((axis_at, (at + 80).next_multiple_of(BLOCK)));
             }
             at += 80;
         }
     }
 }
 
-/// A fixed-format integer card (the value right-justified in columns 11-30).
-fn naxis3_card(frames: usize) -> Vec<u8> {
-    let mut card = format!("NAXIS3  = {frames:>20} / length of data axis 3").into_bytes();
+/// A fixed-format card: `value` as written (an integer right-justified in columns 11-30,
+/// a quoted string from column 11), then ` / comment`.
+fn card(key: &str, value: &str, comment: &str) -> Vec<u8> {
+    let mut card = format!("{key:<8}= {value:>20}");
+    if !comment.is_empty() {
+        card.push_str(&format!(" / {comment}"));
+    }
+    let mut card = card.into_bytes();
     card.resize(80, b' ');
     card
+}
+
+/// A fixed-format string value: quoted, at least 8 characters between the quotes.
+fn text(s: &str) -> String {
+    format!("{:<20}", format!("'{s:<8}'"))
+}
+
+/// The card giving the length of data axis `axis`: `frames`.
+fn axis_card(axis: usize, frames: usize) -> Vec<u8> {
+    card(
+        &format!("NAXIS{axis}"),
+        &frames.to_string(),
+        &format!("length of data axis {axis}"),
+    )
+}
+
+/// The `FRAMES` binary table extension of `meta`, header and rows, padded to whole blocks.
+fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
+    let int = |key: &str, v: u64, comment: &str| card(key, &v.to_string(), comment);
+    let mut hdu = [
+        card("XTENSION", &text("BINTABLE"), "binary table extension"),
+        int("BITPIX", 8, "8-bit bytes"),
+        int("NAXIS", 2, "2-dimensional binary table"),
+        int("NAXIS1", ROW_BYTES, "width of table in bytes"),
+        int("NAXIS2", meta.len() as u64, "number of rows in table"),
+        int("PCOUNT", 0, "size of special data area"),
+        int("GCOUNT", 1, "one data group (required keyword)"),
+        int("TFIELDS", 4, "number of fields in each row"),
+        card("TTYPE1", &text("FRAME_ID"), "label for field 1"),
+        card(
+            "TFORM1",
+            &text("1K"),
+            "data format of field: 8-byte INTEGER",
+        ),
+        card("TTYPE2", &text("COUNT"), "label for field 2"),
+        card(
+            "TFORM2",
+            &text("1K"),
+            "data format of field: 8-byte INTEGER",
+        ),
+        card("TTYPE3", &text("WRITE_TIME"), "label for field 3"),
+        card("TFORM3", &text("1D"), "data format of field: 8-byte DOUBLE"),
+        card("TTYPE4", &text("RECORD_TIME"), "label for field 4"),
+        card("TFORM4", &text("1D"), "data format of field: 8-byte DOUBLE"),
+        card(
+            "EXTNAME",
+            &text("FRAMES"),
+            "name of this binary table extension",
+        ),
+    ]
+    .concat();
+    hdu.extend_from_slice(format!("{:<80}", "END").as_bytes());
+    hdu.resize(BLOCK as usize, b' ');
+    for m in meta {
+        hdu.extend_from_slice(&(m.frame_id as i64).to_be_bytes());
+        hdu.extend_from_slice(&(m.count as i64).to_be_bytes());
+        hdu.extend_from_slice(&m.write_time.to_be_bytes());
+        hdu.extend_from_slice(&m.record_time.to_be_bytes());
+    }
+    hdu.resize(hdu.len().next_multiple_of(BLOCK as usize), 0);
+    hdu
 }
 
 /// One FITS file being filled.
 pub(crate) struct FitsCube {
     path: PathBuf,
     frames: Option<FrameFile>,
-    /// Offset of the NAXIS3 card in the file.
-    naxis3_at: u64,
+    /// The frame axis: NAXISn with n = the stream's ndim + 1 (the last FITS axis).
+    axis: usize,
+    /// Offset of that axis's card in the file.
+    axis_at: u64,
+    /// Where the data unit starts.
+    data_start: u64,
+    frame_bytes: u64,
     dtype: Dtype,
     meta: Vec<FrameMeta>,
 }
 
 impl FitsCube {
+    /// Creates `path` (never over an existing file) for frames of `shape`, `capacity` of
+    /// them at most; on failure no file is left behind.
     pub(crate) fn create(
         path: &Path,
         stream: &str,
@@ -133,35 +221,91 @@ impl FitsCube {
         shape: &[usize],
         capacity: usize,
     ) -> Fallible<FitsCube> {
+        super::refuse_existing(path)?;
+        if path.to_str().is_none() {
+            return Err(format!(
+                "{}: cfitsio takes UTF-8 file names only: give an --out directory whose path is UTF-8",
+                path.display()
+            )
+            .into());
+        }
+        // fitsio gives cfitsio the dimensions last first: the frames (0 for now) are the
+        // last FITS axis.
         let mut dims = vec![0];
         dims.extend_from_slice(shape);
         let desc = ImageDescription {
             data_type: image_type(dtype)?,
             dimensions: &dims,
         };
-        {
-            let mut file = FitsFile::create(path)
-                .with_custom_primary(&desc)
-                .open()
-                .map_err(|e| format!("{}: creating the FITS file: {e}", path.display()))?;
-            let hdu = file.primary_hdu()?;
-            hdu.write_key(&mut file, "STREAM", stream.to_owned())?;
-            hdu.write_key(&mut file, "DTYPE", dtype.numpy_name().to_owned())?;
-            hdu.write_key(&mut file, "ORIGIN", "shmstream record".to_owned())?;
+        let mut fits = FitsFile::create(path)
+            .with_custom_primary(&desc)
+            .open()
+            .map_err(|e| format!("{}: creating the FITS file: {e}", path.display()))?;
+        let axis = shape.len() + 1;
+        let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
+        let opened = (move || -> Fallible<FitsCube> {
+            let hdu = fits.primary_hdu()?;
+            hdu.write_key(&mut fits, "STREAM", stream.to_owned())?;
+            hdu.write_key(&mut fits, "DTYPE", dtype.numpy_name().to_owned())?;
+            hdu.write_key(&mut fits, "ORIGIN", "shmstream record".to_owned())?;
+            // Closing writes the header (cfitsio keeps it until then).
+            drop(fits);
+            let (axis_at, data_start) = primary_layout(path, axis)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(FitsCube {
+                path: path.to_owned(),
+                frames: Some(FrameFile::new(path, file, data_start, frame_bytes as usize)),
+                axis,
+                axis_at,
+                data_start,
+                frame_bytes,
+                dtype,
+                meta: Vec::with_capacity(capacity.min(META_RESERVE)),
+            })
+        })();
+        if opened.is_err() {
+            let _ = std::fs::remove_file(path);
         }
-        let frame_bytes = shape.iter().product::<usize>() * dtype.itemsize();
-        let (naxis3_at, data_start) = primary_layout(path)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FitsCube {
-            path: path.to_owned(),
-            frames: Some(FrameFile::new(path, file, data_start, frame_bytes)),
-            naxis3_at,
-            dtype,
-            meta: Vec::with_capacity(capacity),
-        })
+        opened
+    }
+
+    /// Where the data unit of `frames` frames ends, padded to a whole block.
+    fn image_end(&self, frames: usize) -> u64 {
+        self.data_start + (frames as u64 * self.frame_bytes).next_multiple_of(BLOCK)
+    }
+
+    /// The length of a file of `frames` frames and their table.
+    fn file_len(&self, frames: usize) -> u64 {
+        self.image_end(frames) + BLOCK + (frames as u64 * ROW_BYTES).next_multiple_of(BLOCK)
+    }
+
+    /// The most of the first `frames` frames that fit in `room` bytes with their table (all
+    /// of them without a limit; none if not even an empty table fits).
+    fn frames_that_fit(&self, frames: usize, room: Option<u64>) -> usize {
+        let Some(room) = room else { return frames };
+        let (mut fit, mut over) = (0, frames + 1);
+        while over - fit > 1 {
+            let mid = fit + (over - fit) / 2;
+            if self.file_len(mid) <= room {
+                fit = mid;
+            } else {
+                over = mid;
+            }
+        }
+        fit
+    }
+
+    /// Makes `file` a cube of its first `frames` frames and their table: cuts it after
+    /// them (dropping any part-written frame), sets the frame axis, pads the data unit with
+    /// zeros to a whole block and writes the table after it.
+    fn write_tail(&self, file: &File, frames: usize) -> std::io::Result<()> {
+        file.set_len(self.data_start + frames as u64 * self.frame_bytes)?;
+        file.write_all_at(&axis_card(self.axis, frames), self.axis_at)?;
+        file.set_len(self.image_end(frames))?;
+        file.write_all_at(&frames_table(&self.meta[..frames]), self.image_end(frames))
     }
 }
 
@@ -200,43 +344,52 @@ impl CubeSink for FitsCube {
         self.meta.len()
     }
 
+    /// Keeps every whole frame with its table; after a full disk, the most whole frames
+    /// whose table still fits in the room the file had (the rest are dropped, and said so).
     fn finish(&mut self) -> Fallible {
         let Some(frames) = self.frames.take() else {
             return Ok(());
         };
-        // On a full disk the cube keeps the frames that reached the file whole: the file is
-        // cut after them (and zero-padded to a whole 2880-byte block, as FITS requires; the
-        // data unit starts on one) and NAXIS3 says how many.
-        let (mut file, end, frames, flushed) = frames.close();
-        file.set_len(end)?;
-        file.seek(SeekFrom::Start(self.naxis3_at))?;
-        file.write_all(&naxis3_card(frames))
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        file.set_len(end.next_multiple_of(2880))?;
-        drop(file);
-        let mut fits = FitsFile::edit(&self.path)
-            .map_err(|e| format!("{}: reopening the FITS file: {e}", self.path.display()))?;
-        let col =
-            |name: &str, t: ColumnDataType| ColumnDescription::new(name).with_type(t).create();
-        let table = fits.create_table(
-            "FRAMES",
-            &[
-                col("FRAME_ID", ColumnDataType::LongLong)?,
-                col("COUNT", ColumnDataType::LongLong)?,
-                col("WRITE_TIME", ColumnDataType::Double)?,
-                col("RECORD_TIME", ColumnDataType::Double)?,
-            ],
-        )?;
-        let meta = &self.meta[..frames];
-        let ids: Vec<i64> = meta.iter().map(|m| m.frame_id as i64).collect();
-        let counts: Vec<i64> = meta.iter().map(|m| m.count as i64).collect();
-        let writes: Vec<f64> = meta.iter().map(|m| m.write_time).collect();
-        let records: Vec<f64> = meta.iter().map(|m| m.record_time).collect();
-        table.write_col(&mut fits, "FRAME_ID", &ids)?;
-        table.write_col(&mut fits, "COUNT", &counts)?;
-        table.write_col(&mut fits, "WRITE_TIME", &writes)?;
-        table.write_col(&mut fits, "RECORD_TIME", &records)?;
-        flushed.map_err(Into::into)
+        let Closed {
+            file,
+            frames: whole,
+            flushed,
+            mut room,
+            ..
+        } = frames.close();
+        let path = self.path.display();
+        let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        let written = loop {
+            let keep = self.frames_that_fit(whole, room);
+            match self.write_tail(&file, keep) {
+                Ok(()) => break Ok(keep),
+                // The disk filled up just now: once more, in the room it had.
+                Err(e) if room.is_none() => {
+                    errors.push(format!("{path}: writing the FRAMES table: {e}"));
+                    room = Some(file.metadata().map_or(0, |m| m.len()));
+                }
+                Err(e) => break Err((keep, e)),
+            }
+        };
+        match written {
+            Ok(keep) if keep < whole => errors.push(format!(
+                "{path}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the FRAMES table of those kept",
+                whole - keep
+            )),
+            Ok(_) => {}
+            Err((keep, e)) => {
+                // A valid FITS file still: the image of the frames kept, without the table.
+                let _ = file.set_len(self.image_end(keep));
+                errors.push(format!(
+                    "{path}: writing the FRAMES table: {e}: the file holds {keep} frames without their frame ids and times; free some space and record again"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; ").into())
+        }
     }
 }
 
@@ -253,10 +406,28 @@ mod tests {
     }
 
     #[test]
-    fn the_naxis3_card_is_a_fixed_format_integer() {
-        let card = naxis3_card(1234);
+    fn the_frame_axis_card_is_a_fixed_format_integer() {
+        let card = axis_card(3, 1234);
         assert_eq!(card.len(), 80);
         assert_eq!(&card[..30], b"NAXIS3  =                 1234");
+        assert_eq!(&axis_card(20, 5)[..30], b"NAXIS20 =                    5");
+    }
+
+    #[test]
+    fn the_frames_table_is_one_header_block_and_its_rows_in_whole_blocks() {
+        let meta = FrameMeta {
+            frame_id: 7,
+            count: 8,
+            write_time: 1.5,
+            record_time: 2.5,
+        };
+        let t = frames_table(&[meta; 91]);
+        assert_eq!(t.len(), 3 * 2880, "91 rows of 32 bytes take two blocks");
+        assert_eq!(&t[..30], b"XTENSION= 'BINTABLE'          ");
+        assert_eq!(&t[2880..2888], &7i64.to_be_bytes());
+        assert_eq!(&t[2880 + 24..2880 + 32], &2.5f64.to_be_bytes());
+        assert!(t[2880 + 91 * 32..].iter().all(|&b| b == 0));
+        assert_eq!(frames_table(&[]).len(), 2880);
     }
 
     #[test]

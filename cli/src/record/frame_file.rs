@@ -91,41 +91,62 @@ impl FrameFile {
             return Err(format!("{}: an earlier write failed", self.path.display()).into());
         }
         let bytes = frame.unwrap_or(&self.gathered);
-        let at = self.end();
-        let mut done = 0;
-        let mut failure = None;
-        while done < bytes.len() {
-            match self.file.write_at(&bytes[done..], at + done as u64) {
-                Ok(0) => failure = Some("the file takes no more bytes".to_string()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => failure = Some(e.to_string()),
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
+        let (done, written) = write_counted(&self.file, bytes, self.end());
         self.stored += done / self.frame_bytes.max(1);
         self.gathered.clear();
-        match failure {
-            None => Ok(()),
-            Some(why) => {
-                self.failed = true;
-                Err(format!("{}: {why}", self.path.display()).into())
-            }
-        }
+        written.map_err(|why| {
+            self.failed = true;
+            format!("{}: {why}", self.path.display()).into()
+        })
     }
 
-    /// Flushes and returns the file, where its whole frames end, how many there are, and
-    /// the flush error if there was one (a full disk). Bytes of a frame that reached the
-    /// file only in part lie after that end; the caller cuts or sizes the file there.
-    pub(crate) fn close(mut self) -> (File, u64, usize, Result<(), String>) {
+    /// Flushes and closes: the file, where its whole frames end, how many there are, the
+    /// flush error if there was one (a full disk), and after any failed write the room the
+    /// file had. Bytes of a frame that reached the file only in part lie after that end; the
+    /// caller cuts or sizes the file there.
+    pub(crate) fn close(mut self) -> Closed {
         let flushed = if self.gathered.is_empty() {
             Ok(())
         } else {
             self.store(None).map_err(|e| e.to_string())
         };
         let end = self.end();
-        (self.file, end, self.stored, flushed)
+        // The file grew as far as the disk let the failed write take it.
+        let room = self
+            .failed
+            .then(|| self.file.metadata().map_or(end, |m| m.len().max(end)));
+        Closed {
+            file: self.file,
+            end,
+            frames: self.stored,
+            flushed,
+            room,
+        }
     }
+}
+
+/// A [`FrameFile`] closed: see [`FrameFile::close`].
+pub(crate) struct Closed {
+    pub(crate) file: File,
+    /// Where the whole frames end.
+    pub(crate) end: u64,
+    /// Whole frames on file.
+    pub(crate) frames: usize,
+    pub(crate) flushed: Result<(), String>,
+    /// After a failed write (a full disk), the bytes the file could hold: its length then.
+    pub(crate) room: Option<u64>,
+}
+
+/// Writes `bytes` to `file` at `at`: how many landed (from the start), and why not all.
+pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, Result<(), String>) {
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write_at(&bytes[done..], at + done as u64) {
+            Ok(0) => return (done, Err("the file takes no more bytes".into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e.to_string())),
+        }
+    }
+    (done, Ok(()))
 }

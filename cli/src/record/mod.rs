@@ -6,15 +6,19 @@
 //! and encodes them), a plain stream's with `read_new`, warning that frames can be missed.
 //! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported), never
 //! as a stall of the producer, which never waits for us. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
-//! frames each. Exit status 1 if any frame was lost or any file failed; frames already
-//! written stay readable (the current file is closed with what it holds).
+//! frames each, `<name>` with every character but `[A-Za-z0-9._-]` made `_`; streams whose
+//! files would share names, and existing files, are refused (nothing is overwritten). Exit
+//! status 1 if any frame was lost or any file failed; frames already written stay readable
+//! (the current file is closed with what it holds).
 
 mod fits;
 mod frame_file;
 mod npy_cube;
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{ErrorKind, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -110,17 +114,105 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The start of a stream's file names: its name with every character but `[A-Za-z0-9._-]`
+/// made `_`.
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The file of cube `index` of a stream with files `stem`.
+fn cube_path(plan: &Plan, stem: &str, index: usize) -> PathBuf {
+    let ext = match plan.format {
+        Format::Fits => "fits",
+        Format::Npy => "npy",
+    };
+    plan.out.join(format!("{stem}_{index:06}.{ext}"))
+}
+
+/// That file and any table beside it.
+fn cube_files(plan: &Plan, stem: &str, index: usize) -> Vec<PathBuf> {
+    let cube = cube_path(plan, stem, index);
+    match plan.format {
+        Format::Fits => vec![cube],
+        Format::Npy => vec![npy_cube::sidecar(&cube), cube],
+    }
+}
+
+/// Refuses two streams whose files would share names (one name twice, or names that differ
+/// only in characters [`file_stem`] replaces): both would write into one file.
+fn refuse_shared_files(names: &[String]) -> Fallible {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for name in names {
+        if let Some(first) = seen.insert(file_stem(name), name) {
+            return Err(if first == name {
+                format!("stream '{name}' is given twice: give each stream once")
+            } else {
+                format!(
+                    "streams '{first}' and '{name}' would both be recorded into files named '{}_*': record them in separate --out directories",
+                    file_stem(name)
+                )
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to record over `path` if anything is there.
+pub(crate) fn refuse_existing(path: &Path) -> Fallible {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        _ => Err(already_there(path)),
+    }
+}
+
+/// Creates `path` for writing, never over an existing file.
+pub(crate) fn create_new(path: &Path) -> Fallible<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => already_there(path),
+            _ => format!("{}: {e}", path.display()).into(),
+        })
+}
+
+fn already_there(path: &Path) -> Box<dyn std::error::Error> {
+    format!(
+        "{}: already exists (record never overwrites a file): move it away or record into another --out directory",
+        path.display()
+    )
+    .into()
+}
+
 /// `shmstream record`.
 pub(crate) fn record(plan: &Plan) -> Fallible {
     if plan.per_file == 0 {
         return Err("--per-file must be at least 1".into());
     }
+    refuse_shared_files(&plan.names)?;
     std::fs::create_dir_all(&plan.out).map_err(|e| {
         format!(
             "--out {}: cannot create the directory: {e}",
             plan.out.display()
         )
     })?;
+    // The first files of every stream: an earlier recording there fails at once (a later
+    // file found in the way fails its stream when it is due).
+    for name in &plan.names {
+        for path in cube_files(plan, &file_stem(name), 0) {
+            refuse_existing(&path)?;
+        }
+    }
     // Open everything before recording anything: a bad name or dtype fails at once.
     let mut streams = Vec::new();
     for name in &plan.names {
@@ -330,34 +422,27 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
             }
         }
     })();
-    // Close the current file with the frames it holds, also after an error.
+    // Close the current file with the frames it holds, also after an error (whose
+    // consequences for the file closing may add to it).
     let closed = sink.as_mut().map_or(Ok(()), |k| k.finish());
-    result.and(closed)
+    match (result, closed) {
+        (Err(e), Err(also)) => Err(format!("{e}; {also}").into()),
+        (result, closed) => result.and(closed),
+    }
 }
 
 fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink>> {
-    let stem: String = s
-        .name()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = |ext: &str| -> PathBuf { plan.out.join(format!("{stem}_{index:06}.{ext}")) };
+    let path = cube_path(plan, &file_stem(s.name()), index);
     Ok(match plan.format {
         Format::Fits => Box::new(fits::FitsCube::create(
-            &path("fits"),
+            &path,
             s.name(),
             s.dtype(),
             s.shape(),
             plan.per_file,
         )?),
         Format::Npy => Box::new(npy_cube::NpyCube::create(
-            &path("npy"),
+            &path,
             s.dtype(),
             s.shape(),
             s.size_bytes(),

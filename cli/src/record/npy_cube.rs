@@ -2,15 +2,18 @@
 //! sidecar table `<file>.frames.csv` of frame id, count, write time and record time.
 //!
 //! The header is written with room for any frame count and rewritten with the real count
-//! when the file is finished, so frames stream to disk as they arrive.
+//! when the file is finished, so frames stream to disk as they arrive. Both files are
+//! created when the cube is (neither over an existing file); the table is written when the
+//! cube is finished, and the cube keeps only the frames whose rows reached it whole (a full
+//! disk can cut the table short).
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::FrameFile;
+use super::frame_file::{Closed, FrameFile, write_counted};
 use super::{CubeSink, FrameMeta};
 use crate::Fallible;
 
@@ -58,32 +61,83 @@ fn header(dtype: Dtype, frames: u64, shape: &[usize], len: usize) -> Vec<u8> {
     h
 }
 
+/// The table beside the cube `path`: `<stem>.frames.csv`.
+pub(crate) fn sidecar(path: &Path) -> PathBuf {
+    path.with_extension("frames.csv")
+}
+
+/// The frame table as CSV lines, the column names first.
+fn table_lines(meta: &[FrameMeta]) -> Vec<String> {
+    let names = "frame_id,count,write_time,record_time\n".to_string();
+    let rows = meta.iter().map(|m| {
+        format!(
+            "{},{},{:.9},{:.9}\n",
+            m.frame_id, m.count, m.write_time, m.record_time
+        )
+    });
+    std::iter::once(names).chain(rows).collect()
+}
+
+/// Writes `lines` to the empty `file` and cuts it after the last that landed whole: the
+/// rows on file (lines after the first), and why not all.
+fn write_table(file: &File, lines: &[String]) -> (usize, Result<(), String>) {
+    let (done, written) = write_counted(file, lines.concat().as_bytes(), 0);
+    let (mut end, mut whole) = (0, 0usize);
+    for l in lines {
+        if end + l.len() > done {
+            break;
+        }
+        end += l.len();
+        whole += 1;
+    }
+    let cut = file.set_len(end as u64).map_err(|e| e.to_string());
+    (whole.saturating_sub(1), written.and(cut))
+}
+
 pub(crate) struct NpyCube {
     path: PathBuf,
     frames: Option<FrameFile>,
+    /// The sidecar table, empty until the cube is finished.
+    table: File,
     dtype: Dtype,
     shape: Vec<usize>,
     header_len: usize,
+    frame_bytes: usize,
     meta: Vec<FrameMeta>,
 }
 
 impl NpyCube {
+    /// Creates `path` and its [`sidecar`] (neither over an existing file); on failure
+    /// neither is left behind.
     pub(crate) fn create(
         path: &Path,
         dtype: Dtype,
         shape: &[usize],
         frame_bytes: usize,
     ) -> Fallible<NpyCube> {
-        let mut file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = super::create_new(path)?;
+        let table_path = sidecar(path);
+        let table = match super::create_new(&table_path) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
         let h = header(dtype, 0, shape, 0);
-        file.write_all(&h)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Err(e) = file.write_all_at(&h, 0) {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&table_path);
+            return Err(format!("{}: {e}", path.display()).into());
+        }
         Ok(NpyCube {
             path: path.to_owned(),
             frames: Some(FrameFile::new(path, file, h.len() as u64, frame_bytes)),
+            table,
             dtype,
             shape: shape.to_vec(),
             header_len: h.len(),
+            frame_bytes,
             meta: Vec::new(),
         })
     }
@@ -124,27 +178,40 @@ impl CubeSink for NpyCube {
         self.meta.len()
     }
 
+    /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
+    /// table short: the frames after its last row are dropped, and said so).
     fn finish(&mut self) -> Fallible {
         let Some(frames) = self.frames.take() else {
             return Ok(());
         };
-        // On a full disk keep only the frames that reached the file whole: the file is cut
-        // after the last of them and the header and table say how many.
-        let (mut file, end, frames, flushed) = frames.close();
-        file.set_len(end)?;
-        let h = header(self.dtype, frames as u64, &self.shape, self.header_len);
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&h)?;
-        let mut table = String::from("frame_id,count,write_time,record_time\n");
-        for m in &self.meta[..frames] {
-            table.push_str(&format!(
-                "{},{},{:.9},{:.9}\n",
-                m.frame_id, m.count, m.write_time, m.record_time
+        let Closed {
+            file,
+            end,
+            frames: whole,
+            flushed,
+            ..
+        } = frames.close();
+        // First cut any part-written frame: on a full disk that frees room for the table.
+        file.set_len(end)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let (rows, tabled) = write_table(&self.table, &table_lines(&self.meta[..whole]));
+        let h = header(self.dtype, rows as u64, &self.shape, self.header_len);
+        file.set_len((self.header_len + rows * self.frame_bytes) as u64)
+            .and_then(|()| file.write_all_at(&h, 0))
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        if let Err(e) = tabled {
+            errors.push(format!(
+                "{}: writing the frame table: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; free some space and record again",
+                sidecar(&self.path).display(),
+                whole - rows
             ));
         }
-        let sidecar = self.path.with_extension("frames.csv");
-        std::fs::write(&sidecar, table).map_err(|e| format!("{}: {e}", sidecar.display()))?;
-        flushed.map_err(Into::into)
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; ").into())
+        }
     }
 }
 
