@@ -665,6 +665,15 @@ impl Stream {
 }
 
 impl Cursor<'_> {
+    /// Moves the cursor back to the first frame of this generation of the stream: the next
+    /// frame returned is its oldest the ring still holds, after an [`Error::Overrun`] for
+    /// those it no longer holds. For a reader that must carry every frame of a stream made
+    /// after it started waiting for it (a bridge, a recorder started first).
+    pub fn rewind_to_start(&mut self) {
+        self.next = 0;
+        self.last_count = Some(0);
+    }
+
     /// Moves the cursor back to the oldest frame the ring still holds.
     pub fn rewind_to_oldest(&mut self) {
         let head = self.ring.appended();

@@ -366,11 +366,33 @@ impl Stream {
         dst: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
+        let after = self.reads.last_count.load(Ordering::Relaxed);
+        self.read_bytes_with(Want::After(after), dst, timeout, "read a new frame")
+    }
+
+    /// [`Stream::read_publication_into`] into raw bytes (C order, native endian): the
+    /// current frame with its count, frame id and write time. `dst` must be `size_bytes()`
+    /// long.
+    pub fn read_publication_into_bytes(&self, dst: &mut [u8]) -> Result<FrameInfo> {
+        self.read_bytes_with(
+            Want::Now,
+            dst,
+            Some(self.default_timeout()),
+            "read a stable frame",
+        )
+    }
+
+    fn read_bytes_with(
+        &self,
+        want: Want,
+        dst: &mut [u8],
+        timeout: Option<Duration>,
+        op: &'static str,
+    ) -> Result<FrameInfo> {
         self.ensure_byte_len(dst.len())?;
         self.host_payload()?;
         let (n, ptr) = (dst.len(), dst.as_mut_ptr());
-        let after = self.reads.last_count.load(Ordering::Relaxed);
-        let f = self.read_frame(Want::After(after), timeout, "read a new frame", |src| {
+        let f = self.read_frame(want, timeout, op, |src| {
             // SAFETY: `src` is the host payload of `n` bytes (checked above), `ptr` the
             // caller's exclusive buffer of `n` bytes; the result is used only once validated.
             unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };

@@ -538,3 +538,50 @@ fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
         );
     }
 }
+
+/// `rewind_to_start` carries a generation from its first frame: frames the ring no longer
+/// holds come as one overrun, then every frame it holds, in order, with its id; the current
+/// frame reads into bytes with its id too.
+#[test]
+fn a_cursor_rewound_to_the_start_reports_the_frames_gone_then_returns_the_rest() {
+    let name = unique_name("hist-start");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[2])
+        .dtype(Dtype::U8)
+        .history(4)
+        .create()
+        .unwrap();
+    let mut buf = [0u8; 2];
+    // Fewer frames than the ring holds: all of them, no loss.
+    for id in 1..=2u64 {
+        s.write_slice_frame(&[id as u8; 2], id).unwrap();
+    }
+    let mut c = s.cursor().unwrap();
+    c.rewind_to_start();
+    for id in 1..=2u64 {
+        let info = c.next_into_bytes(&mut buf, SHORT).unwrap();
+        assert_eq!((info.frame_id, info.count, buf), (id, id, [id as u8; 2]));
+    }
+    // More than it holds: the first two are gone.
+    for id in 3..=6u64 {
+        s.write_slice_frame(&[id as u8; 2], id).unwrap();
+    }
+    c.rewind_to_start();
+    match c.next_into_bytes(&mut buf, SHORT) {
+        Err(Error::Overrun { lost, cause, .. }) => {
+            assert_eq!((lost, cause), (2, LossCause::Overwritten))
+        }
+        other => panic!("expected an overrun of 2, got {other:?}"),
+    }
+    for id in 3..=6u64 {
+        let info = c.next_into_bytes(&mut buf, SHORT).unwrap();
+        assert_eq!((info.frame_id, buf), (id, [id as u8; 2]));
+    }
+    assert!(matches!(
+        c.next_into_bytes(&mut buf, SHORT),
+        Err(Error::Timeout { .. })
+    ));
+    let info = s.read_publication_into_bytes(&mut buf).unwrap();
+    assert_eq!((info.frame_id, info.count, buf), (6, 6, [6u8; 2]));
+}

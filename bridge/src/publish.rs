@@ -22,7 +22,9 @@ pub struct PublishOptions {
     pub prefix: String,
     /// At most this many frames per second per stream (the newest frame at each slot).
     pub max_rate: Option<f64>,
-    /// Every frame, through a history cursor, with congestion control *block*.
+    /// Every frame, through a history cursor, with congestion control *block*: of a stream
+    /// there at the start from its current frame on, of one made (again) while the bridge
+    /// waits for it from its first frame.
     pub lossless: bool,
 }
 
@@ -77,12 +79,18 @@ fn publish_stream(
         .express(true)
         .wait()
         .map_err(zenoh_err(format!("declaring the publisher on {k}")))?;
+    // Whether the stream was made (or made again) while this thread waited for it: then every
+    // frame of its generation is this bridge's to carry. (A stream there when the bridge
+    // starts is carried from its current frame on.)
+    let mut made_since = false;
+    let mut losses = Losses::default();
     while !stop.is_set() {
         // A stream that does not exist yet (or was unlinked) is waited for: the bridge may
         // start before the writer. There is no wait for creation, so look again every 100 ms.
         let s = match Stream::open_readonly(name) {
             Ok(s) => s,
             Err(Error::NotFound { .. }) => {
+                made_since = true;
                 pause(POLL, stop);
                 continue;
             }
@@ -97,6 +105,12 @@ fn publish_stream(
             )));
         }
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
+        if let Some(c) = cursor.as_mut().filter(|_| made_since) {
+            c.rewind_to_start();
+        }
+        // Latest-value: the frame the stream holds when it is opened goes first, so a writer
+        // that writes once and then idles is mirrored too.
+        let mut current_first = cursor.is_none();
         // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;
         // the buffer comes back for the next frame unless Zenoh kept a reference (then a new
         // one is made), so the hot path neither allocates nor touches fresh pages.
@@ -111,15 +125,26 @@ fn publish_stream(
         while !stop.is_set() {
             let got = match cursor.as_mut() {
                 Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
+                None if std::mem::take(&mut current_first) => {
+                    match s.read_publication_into_bytes(&mut buf) {
+                        Ok(info) if info.count == 0 => continue, // never written
+                        other => other,
+                    }
+                }
                 None => s.read_new_into_bytes(&mut buf, Some(POLL)),
             };
             let info = match got {
                 Ok(info) => info,
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => continue,
                 Err(Error::Overrun { lost, .. }) => {
-                    eprintln!(
-                        "shmstream-bridge: stream '{name}': {lost} frame(s) lost before they could be published (deepen the stream's history)"
-                    );
+                    // Lapped: resume an eighth of the ring ahead of the oldest frame, as
+                    // `record` does, not at the slot the writer overwrites next.
+                    let depth = s.history_depth() as u64;
+                    let skipped = cursor
+                        .as_mut()
+                        .map_or(0, |c| c.skip_to_recent(depth - depth / 8));
+                    losses.lost(lost + skipped);
+                    say(name, losses.due(Instant::now()));
                     continue;
                 }
                 // Unlinked or replaced: open the new generation (its shape may differ).
@@ -138,17 +163,93 @@ fn publish_stream(
             buf = frame
                 .try_into_mut()
                 .unwrap_or_else(|_| BytesMut::zeroed(s.size_bytes()));
+            say(name, losses.due(Instant::now()));
             if let Some(p) = period {
                 pause(p, stop);
             }
         }
+        made_since = true;
     }
+    say(name, losses.rest());
     Ok(())
+}
+
+/// How often a run of lost frames is summed up while it lasts.
+const SAY_LOSSES_EVERY: Duration = Duration::from_secs(10);
+
+/// Frames a lossless publisher lost: the first loss is said at once, later ones summed up
+/// at most every [`SAY_LOSSES_EVERY`] and when the publisher ends (one that stays behind its
+/// writer loses frames at almost every frame, and must not fill the log with a line each).
+#[derive(Debug, Default)]
+struct Losses {
+    unsaid: u64,
+    said_at: Option<Instant>,
+}
+
+impl Losses {
+    fn lost(&mut self, frames: u64) {
+        self.unsaid += frames;
+    }
+
+    /// The line to say now, if losses are unsaid and the last line is old enough.
+    fn due(&mut self, now: Instant) -> Option<String> {
+        if self.unsaid == 0
+            || self
+                .said_at
+                .is_some_and(|t| now.saturating_duration_since(t) < SAY_LOSSES_EVERY)
+        {
+            return None;
+        }
+        self.said_at = Some(now);
+        self.rest()
+    }
+
+    /// The line for the losses not said yet, if any.
+    fn rest(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.unsaid);
+        (n > 0).then(|| {
+            format!(
+                "{n} frame(s) lost before they could be published (deepen the stream's history)"
+            )
+        })
+    }
+}
+
+fn say(name: &str, line: Option<String>) {
+    if let Some(line) = line {
+        eprintln!("shmstream-bridge: stream '{name}': {line}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_are_said_at_once_then_summed_up_every_ten_seconds_and_at_the_end() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut l = Losses::default();
+        assert_eq!(l.due(at(0)), None);
+        l.lost(3);
+        let line = |n: u64| {
+            Some(format!(
+                "{n} frame(s) lost before they could be published (deepen the stream's history)"
+            ))
+        };
+        assert_eq!(l.due(at(0)), line(3));
+        for s in 1..10 {
+            l.lost(1);
+            assert_eq!(l.due(at(s)), None, "said again at {s} s");
+        }
+        assert_eq!(l.due(at(10)), line(9));
+        assert_eq!(l.due(at(25)), None, "nothing unsaid");
+        l.lost(2);
+        assert_eq!(l.due(at(25)), line(2));
+        l.lost(4);
+        assert_eq!(l.rest(), line(4));
+        assert_eq!(l.rest(), None);
+    }
 
     #[test]
     fn a_max_rate_whose_period_does_not_fit_is_a_usage_error_not_a_panic() {

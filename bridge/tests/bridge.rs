@@ -766,3 +766,73 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
     assert!(said.contains("of at least 1e-19"), "{said}");
     assert!(!said.contains("panicked"), "{said}");
 }
+
+/// A source stream made again while the bridges run (a writer restarting: unlink, create,
+/// write at once, before the publisher looks again) is carried from its first frame: with
+/// `--lossless` every frame of the new generation arrives, in order, with its id; a
+/// latest-value publisher mirrors the one frame a writer wrote and then left.
+#[test]
+fn a_source_made_again_is_carried_from_its_first_frame() {
+    for lossless in [true, false] {
+        let (a_name, prefix) = (unique_name("br-again"), unique_name("br-key"));
+        let b_name = format!("m-{a_name}");
+        let _c = Cleanup::new([&a_name, &b_name]);
+        let history = if lossless { 64 } else { 0 };
+        let a = source(&a_name, history);
+        let (p, s) = if lossless {
+            lossless_pair(&a_name, &prefix, "m-", 64)
+        } else {
+            latest_pair(&a_name, &prefix, &[])
+        };
+        let b = wait_linked(&a, &b_name, &[&p, &s]);
+        shmstream::unlink(&a_name).unwrap();
+        drop(a);
+        let a = source(&a_name, history);
+        let ids: Vec<u64> = if lossless {
+            let mut c = b.cursor().unwrap();
+            for id in 100..110u64 {
+                a.write_slice_frame(&[id as u16; 32], id).unwrap();
+            }
+            let mut buf = [0u16; 32];
+            let mut got = vec![];
+            while got.len() < 10 {
+                let info = match c.next_into_slice(&mut buf, Some(LONG)) {
+                    Ok(info) => info,
+                    Err(e) => panic!("{e} after {got:?}\n{}", said(&[&p, &s])),
+                };
+                if info.frame_id != 0 {
+                    assert_eq!(buf, [info.frame_id as u16; 32]);
+                    got.push(info.frame_id);
+                }
+            }
+            got
+        } else {
+            a.write_slice_frame(&[7u16; 32], 7).unwrap();
+            let deadline = Instant::now() + LONG;
+            while b.frame_id() != 7 {
+                match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
+                    Ok(_) | Err(Error::Timeout { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the frame written once was not mirrored within {LONG:?}\n{}",
+                    said(&[&p, &s])
+                );
+            }
+            assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+            vec![7]
+        };
+        let want: Vec<u64> = if lossless {
+            (100..110).collect()
+        } else {
+            vec![7]
+        };
+        assert_eq!(ids, want, "lossless={lossless}");
+        assert!(
+            !said(&[&p, &s]).contains("lost"),
+            "lossless={lossless}: {}",
+            said(&[&p, &s])
+        );
+    }
+}
