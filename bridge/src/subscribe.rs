@@ -2,7 +2,7 @@
 //! with its frame id, into a local stream of the remote shape and dtype.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
@@ -54,27 +54,33 @@ fn mirror(
     stop: &Stop,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
-    let state = Mutex::new(Mirror {
+    let state = Arc::new(Mutex::new(Mirror {
         name: format!("{}{name}", o.local_prefix),
         history: o.history,
         local: None,
         refusals: Refusals::default(),
-    });
+        closed: false,
+    }));
+    let receiving = Arc::clone(&state);
     let _sub = session
         .declare_subscriber(k.clone())
         .callback(move |sample| {
             // A panic while writing poisons nothing we rely on: the stream is reopened or
             // the frame refused the next time.
-            state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .write(&sample);
+            let mut m = receiving.lock().unwrap_or_else(PoisonError::into_inner);
+            if !m.closed {
+                m.write(&sample);
+            }
         })
         .wait()
         .map_err(zenoh_err(format!("declaring the subscriber on {k}")))?;
     while !stop.is_set() {
         std::thread::sleep(POLL);
     }
+    // Neither dropping the subscriber nor closing the session waits for a callback that is
+    // running, and the process may exit next: wait here for a frame being written into the
+    // local stream (the lock), and let no other start, so the mirror is left whole.
+    state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
     Ok(())
 }
 
@@ -86,6 +92,8 @@ struct Mirror {
     history: usize,
     local: Option<Stream>,
     refusals: Refusals,
+    /// Set when the bridge stops: no frame is written after.
+    closed: bool,
 }
 
 impl Mirror {
