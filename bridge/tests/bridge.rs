@@ -873,11 +873,10 @@ fn a_subscriber_stopped_mid_stream_of_large_frames_leaves_the_mirror_whole() {
             // Frames are flowing into the mirror: stop the subscriber among them.
             let seen = b.count();
             b.wait_for_count(seen + 2, Some(LONG)).unwrap();
+            let pid = s.pid() as libc::pid_t;
             // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-            assert_eq!(
-                unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) },
-                0
-            );
+            let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert_eq!(sent, 0);
             let st = s.wait_timeout(LONG);
             done.store(true, Ordering::Relaxed);
             assert!(st.success(), "round {round}: {st}\n{}", s.diagnostics());
