@@ -122,10 +122,18 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
     };
-    let mut out: Vec<Header> = dir
+    // A stream is found by its payload or by its `_meta`: a creator killed between
+    // publishing the two leaves a header without payload, which is listed (and so purged)
+    // like any stream.
+    let ids: std::collections::BTreeSet<String> = dir
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(validated))
+        .filter_map(|e| {
+            let file = e.file_name();
+            let file = file.to_str()?;
+            Some(file.strip_suffix("_meta").unwrap_or(file).to_owned())
+        })
         .collect();
+    let mut out: Vec<Header> = ids.iter().filter_map(|id| validated(id)).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

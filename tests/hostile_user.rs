@@ -612,6 +612,48 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
     }
 }
 
+/// The state a creator killed between publishing `_meta` and the payload leaves (a
+/// microseconds-wide window the random kills above rarely hit), made by hand: a valid header
+/// and history ring without payload. `list` shows the stream as `stat` does, `purge`
+/// removes all of it, and the name can be created again.
+#[test]
+fn a_header_left_without_its_payload_is_listed_and_purged() {
+    let _purging = purging();
+    let name = unique_name("nopayload");
+    let _c = Cleanup::new([&name]);
+    let id = name::segment_id(&name);
+    drop(
+        shmstream::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(4)
+            .create()
+            .unwrap(),
+    );
+    std::fs::remove_file(shm(&id)).unwrap();
+    assert!(shmstream::stat(&name).is_ok());
+    assert!(
+        shmstream::list_streams().unwrap().contains(&name),
+        "a header without payload is not listed"
+    );
+    let n = name.clone();
+    let report = within("purge", move || {
+        shmstream::purge_matching(
+            PurgeOptions {
+                all: true,
+                dry_run: false,
+            },
+            |x| x == n,
+        )
+    })
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.names(), [name.clone()]);
+    assert!(entries_of(&id).is_empty(), "left {:?}", entries_of(&id));
+    let again = Stream::create(&name, &[4], Dtype::U8);
+    assert!(again.is_ok(), "{again:?}");
+}
+
 /// Defect 7: `unlink` of a missing name and a failed `create` leave no lock file behind.
 #[test]
 fn failed_calls_leave_no_lock_files() {
