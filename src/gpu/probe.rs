@@ -13,7 +13,7 @@ pub const ATTR_HOST_REGISTER: i32 = 99;
 pub const ATTR_CAN_MAP_HOST_MEMORY: i32 = 19;
 
 /// The environment variable that selects the path in this process: `gpu` (GPU-side
-/// publication where the probe allows), `sync`, or `auto` (default: the synchronize path).
+/// publication where the probe allows), `sync`, or `auto` (default: the same as `gpu`).
 pub const PUBLISH_ENV: &str = "SHMSTREAM_GPU_PUBLISH";
 
 /// How a GPU stream's writes are published.

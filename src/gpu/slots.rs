@@ -109,11 +109,12 @@ impl SlotRing {
     }
 }
 
-/// The last frame published before sequence value `seq`: `seq / 2`, rounded down (an odd
-/// value is a write in progress, or one abandoned, whose frame is not there yet; a negative
-/// one, an unlinked stream, counts as 0).
+/// The last frame published before sequence value `seq`: its generation / 2, rounded down
+/// (an odd value is a write in progress, or one abandoned, whose frame is not there yet; a
+/// negative one marks the generation it negates invalid: a write aborted or abandoned on a
+/// live stream, or an unlink, and the frames published before it stay published).
 pub fn last_frame(seq: i64) -> u64 {
-    seq.max(0) as u64 / 2
+    crate::seqlock::generation(seq) as u64 / 2
 }
 
 /// What a writer does about the stream's GPU consumer before it overwrites the payload.
@@ -298,11 +299,22 @@ mod tests {
         // its even value), frame 3 counts as acknowledged.
         assert_eq!(consumer_start(7), (4, 3));
         assert_eq!(consumer_start(0), (1, 0), "a fresh stream");
+        // Frames 1-3 published (seq 6), then the write of frame 4 aborted or its writer
+        // found dead (seq -7): a new consumer waits for the next frame, 4, as after seq 6 or
+        // 7, not for frames 1-3 again; a writer waits for the ack of frame 3. (An unlink
+        // marks -6: the same count, and the consumer of an unlinked stream gets `Stale`.)
         assert_eq!(
-            consumer_start(-9),
-            (1, 0),
+            consumer_start(-7),
+            (4, 3),
+            "an aborted write's negative sequence"
+        );
+        assert_eq!(
+            consumer_start(-6),
+            (4, 3),
             "an unlinked stream's negative sequence"
         );
+        assert_eq!(writer_gate(42, || true, -7, 2), WriterGate::WaitAck(3));
+        assert_eq!(writer_gate(42, || true, -7, 3), WriterGate::Free);
         // Writer of frame 4 over frame 3 (seq 6): the consumer acknowledged 3 → free.
         assert_eq!(writer_gate(42, || true, 6, 3), WriterGate::Free);
         // Writer of frame 5 (seq 8) before the consumer acknowledged 4 → wait for 4.
