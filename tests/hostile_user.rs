@@ -648,7 +648,7 @@ fn a_header_left_without_its_payload_is_listed_and_purged() {
     })
     .unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_eq!(report.names(), [name.clone()]);
+    assert_eq!(report.names(), [name.as_str()]);
     assert!(entries_of(&id).is_empty(), "left {:?}", entries_of(&id));
     let again = Stream::create(&name, &[4], Dtype::U8);
     assert!(again.is_ok(), "{again:?}");
