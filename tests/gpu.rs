@@ -808,6 +808,59 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
     );
 }
 
+/// A GPU consumer killed while one writer handle's CUDA stream waits for its ack is released
+/// by the next write through *another* handle: a release acknowledges every published frame,
+/// so the waiting stream proceeds too (it used to store only the releasing handle's own
+/// awaited ack, and both writes waited out their timeouts).
+#[test]
+fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_next_writer() {
+    if !gpu_or_skip(
+        "gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_next_writer",
+    ) {
+        return;
+    }
+    let name = unique_name("gpu-ack-kill2");
+    let _c = Cleanup::new([name.clone()]);
+    let n = 16 * 1024;
+    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
+    s.set_default_timeout(LONG);
+    let mut k = child("gpu_child_entry", "stalled_consumer")
+        .param("name", &name)
+        .spawn();
+    k.expect_line("ready", LONG);
+    let t = Instant::now();
+    let first = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let w = Stream::open(&name).unwrap();
+            w.set_default_timeout(LONG);
+            // Frame 3 waits for the ack of frame 2, which the stalled consumer never sends
+            // (on the GPU-side path its CUDA stream waits; the host returns).
+            for v in 1..=3 {
+                w.write_device_from_host(&vec![v; n])
+                    .unwrap_or_else(|e| panic!("frame {v}: {e}"));
+            }
+            w
+        })
+    };
+    k.kill();
+    let second = Stream::open(&name).unwrap();
+    second.set_default_timeout(LONG);
+    second
+        .write_device_from_host(&vec![4; n])
+        .expect("frame 4, through another handle");
+    let first = first.join().expect("the first writer finished");
+    assert!(
+        t.elapsed() < LONG,
+        "the writers waited out their timeout ({:?}) instead of releasing the dead consumer",
+        t.elapsed()
+    );
+    let mut host = vec![0i32; n];
+    s.read_device_to_host(&mut host).unwrap();
+    assert!(host.iter().all(|&x| x == 4), "last frame {}", host[0]);
+    drop(first);
+}
+
 /// Issue #11: a writer killed while a GPU consumer waits for its next frame is an error on
 /// the consumer's host wait (a timeout), never a hang, and the consumer's process exits.
 /// Also a torture of the consumer: every frame it took from the fast writer was whole.

@@ -36,13 +36,21 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
 
-/// Releases a dead consumer: stores the ack this handle's stream may be waiting for (the
-/// word is host memory, so the stream proceeds), then clears the consumer's pid.
+/// Releases a dead consumer: acknowledges every frame published so far and at least the one
+/// this handle's stream may be waiting for (the word is host memory, so the stream proceeds;
+/// the stream waiting may be another writer handle's, for the ack of the frame in the
+/// payload), then clears the consumer's pid.
 fn release(a: &Attachment, pid: i64) {
     let awaited = a.awaited_ack.load(Ordering::Relaxed);
+    let published = a.published_frame().load(Ordering::Acquire) & !RELEASED_BIT;
+    let target = if slots::geq_wrapping(published, awaited) {
+        published
+    } else {
+        awaited
+    };
     let ack = a.consumer_ack();
-    if !slots::geq_wrapping(ack.load(Ordering::Acquire), awaited) {
-        ack.store(awaited, Ordering::Release);
+    if !slots::geq_wrapping(ack.load(Ordering::Acquire), target) {
+        ack.store(target, Ordering::Release);
     }
     let _ = a
         .consumer_pid()
