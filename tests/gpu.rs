@@ -911,6 +911,17 @@ fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
     assert_eq!(r.gpu_consumer_pid(), Some(std::process::id() as i64));
     c1.enqueue_next_into(&mut dev).unwrap();
     c1.enqueue_next_into(&mut dev).unwrap(); // never written while c1 lives
+    // The consumer's own handle reads and writes the payload only once the consumer is
+    // dropped: its CUDA stream is queued behind the consumer's waits (refused at once, not a
+    // wait past the timeout).
+    let mut host = vec![0i32; n];
+    let refused = [
+        r.write_device_from_host(&vec![9i32; n]).unwrap_err(),
+        r.read_device_to_host(&mut host).unwrap_err(),
+    ];
+    for e in refused {
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
     s.write_device_from_host(&vec![1i32; n]).unwrap();
     let e = c1.synchronize(short).unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
@@ -922,6 +933,8 @@ fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
         None,
         "the dropped consumer let the stream go"
     );
+    r.read_device_to_host(&mut host).unwrap();
+    assert!(host.iter().all(|&x| x == 1), "got {}", host[0]);
     let mut c2 = r.gpu_consumer().unwrap();
     c2.enqueue_next_into(&mut dev).unwrap();
     assert!(

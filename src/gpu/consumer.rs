@@ -261,6 +261,7 @@ impl Stream {
             let _ = p.compare_exchange(seen, last, Ordering::SeqCst, Ordering::SeqCst);
         }
         a.consumer_ack().store(last, Ordering::SeqCst);
+        a.consuming.store(true, Ordering::Release);
         Ok(GpuConsumer {
             s: self,
             a,
@@ -400,6 +401,7 @@ impl Drop for GpuConsumer<'_> {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
+        self.a.consuming.store(false, Ordering::Release);
     }
 }
 

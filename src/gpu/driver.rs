@@ -153,6 +153,9 @@ pub(crate) struct Attachment {
     /// The ack value this handle's CUDA stream was last told to wait for before a write
     /// (`consumer::gate_writer`), so a writer that finds the consumer dead can release it.
     pub(crate) awaited_ack: AtomicU64,
+    /// Whether this handle's GPU consumer exists: its waits come first on the handle's CUDA
+    /// stream, so the handle's own reads and writes there would wait behind them.
+    pub(crate) consuming: AtomicBool,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -450,6 +453,7 @@ pub(crate) fn create(
             gpu_publish: OnceLock::new(),
             seg_reg: Default::default(),
             awaited_ack: AtomicU64::new(0),
+            consuming: AtomicBool::new(false),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -540,6 +544,7 @@ pub(crate) fn attach(
         gpu_publish: OnceLock::new(),
         seg_reg: Default::default(),
         awaited_ack: AtomicU64::new(0),
+        consuming: AtomicBool::new(false),
     })
 }
 

@@ -292,6 +292,21 @@ impl Stream {
         }
     }
 
+    /// [`Stream::attachment`] for a read or write of the device payload, refused while this
+    /// handle has a GPU consumer: the consumer's waits come first on the handle's CUDA
+    /// stream, and a write or read queued behind them would wait for a frame that it alone
+    /// could publish (or for another writer), past any timeout.
+    fn attachment_for_io(&self) -> Result<&Attachment> {
+        let a = self.attachment()?;
+        if a.consuming.load(Ordering::Acquire) {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a read or write of the device payload through the handle that holds its GPU consumer (both would queue on one CUDA stream, behind the consumer's waits): use another handle (Stream::open) or drop the consumer first".into(),
+            });
+        }
+        Ok(a)
+    }
+
     /// Whether this handle reaches the device payload (a GPU stream opened where the driver
     /// works and the producer lives).
     pub fn gpu_attached(&self) -> bool {
@@ -324,7 +339,7 @@ impl Stream {
     ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(data.len())?;
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         Ok(move |host: *mut u8| {
             let src = as_bytes(data);
             a.bind(&self.name)?;
@@ -410,7 +425,7 @@ impl Stream {
     ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(src.len())?;
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         Ok(move |host: *mut u8| {
             a.bind(&self.name)?;
             let st = a.stream.cu_stream();
@@ -494,7 +509,7 @@ impl Stream {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         let body = |host: *mut u8| -> Result<R> {
             a.bind(&self.name)?;
             // Depth-1 pipelining, as in `device_to_device_fill`. SAFETY: the live event.
@@ -528,7 +543,7 @@ impl Stream {
         mut enqueue: impl FnMut(&Attachment, sys::CUstream) -> Result<()>,
         mut finish: impl FnMut() -> bool,
     ) -> Result<FrameInfo> {
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         a.bind(&self.name)?;
         let st = a.stream.cu_stream();
         let mut failed: Option<Error> = None;
@@ -569,7 +584,7 @@ impl Stream {
     ) -> Result<FrameInfo> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         let size = self.size;
         // `device_ptr_mut` orders our stream after pending work on `dst` and records our
         // write on it when the guard drops.
@@ -599,7 +614,7 @@ impl Stream {
     ) -> Result<FrameInfo> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
-        let a = self.attachment()?;
+        let a = self.attachment_for_io()?;
         let (n, size, ptr) = (dst.len(), self.size, dst.as_mut_ptr());
         a.with_staging(&self.name, Staging::Read, |stage| {
             self.device_read(
