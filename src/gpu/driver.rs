@@ -299,8 +299,18 @@ impl Drop for Attachment {
         // A stream waiting for a GPU consumer's acknowledgement that never comes (a consumer
         // alive but stopped) is not waited for forever: its buffers are leaked instead.
         let idle = self.settle_within(DROP_SETTLE);
-        // The registrations go before the mappings they cover (fields drop after this).
-        self.seg_reg.clear();
+        if idle {
+            // The registrations go before the mappings they cover (fields drop after this).
+            self.seg_reg.clear();
+        } else {
+            // The stream may still store into the registered words (the sequence, the
+            // published frame) and copy into the mirror: their registrations are leaked with
+            // the buffers, so those pages stay pinned and mapped for the device whatever the
+            // host unmaps (unregistering under work in flight may block or fault the context).
+            for r in [&self.seg_reg, &self.header_reg, &self.mirror_reg] {
+                r.leak();
+            }
+        }
         for m in &mut self.staging {
             if let Some(p) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take()
                 && idle

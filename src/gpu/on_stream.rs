@@ -190,8 +190,9 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     let even = b.even() as u64;
     let enqueued = path(s, a).words.is_some_and(|w| {
         // SAFETY: `w.seq` and `w.published` are the device addresses of registered, 8-aligned
-        // words (the header's sequence, the `_gpu` segment's published frame), whose mappings
-        // outlive the attachment (and so every store its stream makes).
+        // words (the header's sequence, the `_gpu` segment's published frame), registered
+        // until the attachment drops once its stream is idle, or never (a drop that timed out
+        // waiting for the stream leaks the registrations): they outlive every store it makes.
         unsafe { publish::enqueue_write_u64(st, w.seq, even) }.is_ok()
             && unsafe { publish::enqueue_write_u64(st, w.published, even / 2) }.is_ok()
     });

@@ -121,6 +121,14 @@ impl LazyRegistration {
     pub(crate) fn clear(&self) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+
+    /// Never unregisters: the pages stay pinned and mapped for the device, for a stream that
+    /// may still store into them (a drop that timed out waiting for it).
+    pub(crate) fn leak(&self) {
+        if let Some((_, reg)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            std::mem::forget(reg);
+        }
+    }
 }
 
 unsafe extern "C" fn wake_parked(word: *mut std::ffi::c_void) {
