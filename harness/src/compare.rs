@@ -29,6 +29,8 @@ pub struct Change {
     pub regressed: bool,
     /// The tolerated drop for this case.
     pub band: f64,
+    /// Why the case did not run in NEW, when it was skipped there.
+    pub skipped: Option<String>,
 }
 
 /// The comparison of two result sets.
@@ -46,6 +48,28 @@ impl Comparison {
     /// Whether any case regressed.
     pub fn has_regression(&self) -> bool {
         self.changes.iter().any(|c| c.regressed)
+    }
+
+    /// Why the comparison fails, `None` when it passes: a case regressed, or no case of the
+    /// baseline is in the new results (an empty NEW, one from another scenario, an empty
+    /// baseline): nothing was compared, so nothing can pass.
+    pub fn failure(&self) -> Option<String> {
+        if self.has_regression() {
+            return Some(
+                "at least one case's ratio_to_floor dropped by more than its band, or lost its \
+                 measurement"
+                    .into(),
+            );
+        }
+        if self.changes.is_empty() {
+            return Some(format!(
+                "no case of the baseline is in the new results ({} case(s) only in OLD, {} only \
+                 in NEW): nothing was compared; compare runs of the baseline's scenario",
+                self.missing.len(),
+                self.added.len()
+            ));
+        }
+        None
     }
 
     /// A plain-text table.
@@ -67,6 +91,8 @@ impl Comparison {
         for c in &self.changes {
             let status = if c.regressed {
                 format!("REGRESSION (> {:.0}% drop)", c.band * 100.0)
+            } else if let (Some(_), None, Some(why)) = (c.old, c.new, &c.skipped) {
+                format!("skipped in NEW ({why})")
             } else if c.old.is_none() || c.new.is_none() {
                 "no ratio (skipped or failed)".to_string()
             } else {
@@ -148,7 +174,8 @@ pub fn best_of(runs: &[Vec<Record>]) -> Vec<Record> {
 
 /// Compares `old` with `new`: a case regresses when both have a ratio and
 /// `(old - new) / old` exceeds its band. A ratio that went missing (the case failed
-/// in NEW but had a ratio in OLD) is also a regression.
+/// in NEW but had a ratio in OLD) is also a regression; one skipped in NEW (a GPU case
+/// without a usable device, [`Record::skipped`]) is not.
 pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
     let new_by_key: BTreeMap<String, &Record> = new.iter().map(|r| (r.key(), r)).collect();
     let old_keys: std::collections::HashSet<String> = old.iter().map(Record::key).collect();
@@ -165,7 +192,7 @@ pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
         };
         let regressed = match (a, b) {
             (Some(a), Some(_)) if a > 0.0 => change.is_some_and(|c| -c > bands.for_case(o)),
-            (Some(_), None) => n.device == "cpu" && n.hz.is_none(),
+            (Some(_), None) => n.hz.is_none() && n.skipped.is_none(),
             _ => false,
         };
         cmp.changes.push(Change {
@@ -175,6 +202,7 @@ pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
             change,
             regressed,
             band: bands.for_case(o),
+            skipped: n.skipped.clone(),
         });
     }
     cmp.added = new
@@ -211,16 +239,41 @@ mod tests {
         assert_eq!(sut.changes[0].change, Some(1.0));
     }
 
+    /// A case on one side only is listed, not gated, beside the cases both have.
     #[test]
     fn missing_and_added_cases_are_listed_but_not_gated() {
         let sut = compare(
-            &[sample("a", Some(1.0))],
-            &[sample("b", Some(1.0))],
+            &[sample("a", Some(1.0)), sample("c", Some(1.0))],
+            &[sample("b", Some(1.0)), sample("c", Some(1.0))],
             Bands::uniform(0.25),
         );
         assert!(!sut.has_regression());
+        assert_eq!(sut.failure(), None);
         assert_eq!(sut.missing, vec!["a 100x100"]);
         assert_eq!(sut.added, vec!["b 100x100"]);
+        let table = sut.table();
+        assert!(table.contains("only in OLD (not gated)") && table.contains("only in NEW"));
+    }
+
+    /// With no case of the baseline in NEW nothing was compared: an empty NEW, one from
+    /// another scenario and an empty baseline fail, naming why.
+    #[test]
+    fn nothing_compared_fails() {
+        let old = [sample("a", Some(1.0)), sample("b", Some(0.8))];
+        for new in [vec![], vec![sample("other", Some(1.0))]] {
+            let sut = compare(&old, &new, Bands::uniform(0.25));
+            assert!(!sut.has_regression(), "no case regressed");
+            let why = sut.failure().expect("nothing compared must fail");
+            assert!(
+                why.contains("no case of the baseline is in the new results")
+                    && why.contains("2 case(s) only in OLD"),
+                "{why}"
+            );
+        }
+        let sut = compare(&[], &[sample("a", Some(1.0))], Bands::uniform(0.25));
+        assert!(sut.failure().is_some());
+        let sut = compare(&old, &old, Bands::uniform(0.25));
+        assert_eq!(sut.failure(), None);
     }
 
     #[test]
@@ -229,6 +282,32 @@ mod tests {
         failed.hz = None;
         let sut = compare(&[sample("a", Some(1.0))], &[failed], Bands::uniform(0.25));
         assert!(sut.has_regression());
+        assert!(sut.failure().is_some());
+    }
+
+    /// A GPU case that crashed lost its measurement (a regression) where one skipped for
+    /// want of a device did not: results.json says which ([`Record::skipped`]).
+    #[test]
+    fn a_gpu_case_that_crashed_is_a_regression_one_skipped_is_not() {
+        let gpu = |ratio| {
+            let mut r = sample("g", ratio);
+            r.device = "cuda:0".into();
+            r
+        };
+        let mut crashed = gpu(None);
+        crashed.hz = None;
+        let sut = compare(&[gpu(Some(1.0))], &[crashed.clone()], Bands::uniform(0.25));
+        assert!(sut.has_regression(), "a crashed GPU case passed the gate");
+        let mut skipped = crashed;
+        skipped.skipped = Some("cuda:0: no CUDA driver".into());
+        let sut = compare(&[gpu(Some(1.0))], &[skipped], Bands::uniform(0.25));
+        assert!(!sut.has_regression());
+        assert!(
+            sut.table()
+                .contains("skipped in NEW (cuda:0: no CUDA driver)"),
+            "{}",
+            sut.table()
+        );
     }
 
     #[test]

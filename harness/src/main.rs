@@ -88,11 +88,12 @@ enum Command {
         /// New results.json files.
         #[arg(required = true)]
         new: Vec<PathBuf>,
-        /// Largest tolerated relative drop of ratio_to_floor (0.2 = 20 %).
-        #[arg(long, default_value_t = 0.2)]
+        /// Largest tolerated relative drop of ratio_to_floor (0.2 = 20 %; 1 or more gates
+        /// only cases that lost their measurement).
+        #[arg(long, default_value_t = 0.2, value_parser = band, allow_hyphen_values = true)]
         max_regression: f64,
         /// The same for cases whose floor iteration is under a microsecond (64 B ping-pong).
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = band, allow_hyphen_values = true)]
         max_regression_sub_us: f64,
     },
     /// Merge repeats of one scenario into one results.json, each case's best repeat
@@ -114,6 +115,21 @@ enum Command {
         /// The child's spec file.
         spec: PathBuf,
     },
+}
+
+/// A `--max-regression` band: a finite relative drop >= 0 (NaN would pass every case, a
+/// negative band fail every steady one).
+fn band(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number ({e})"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!(
+            "{s:?} is not a relative drop: give a finite number >= 0 (0.2 = 20 %)"
+        ));
+    }
+    Ok(v)
 }
 
 fn main() -> ExitCode {
@@ -160,8 +176,8 @@ fn run_compare(old: &std::path::Path, new: &[PathBuf], bands: compare::Bands) ->
     let cmp = compare::compare(&a, &b, bands);
     println!("best of {} run(s) against {}", new.len(), old.display());
     print!("{}", cmp.table());
-    if cmp.has_regression() {
-        println!("FAIL: at least one case's ratio_to_floor dropped by more than its band");
+    if let Some(why) = cmp.failure() {
+        println!("FAIL: {why}");
         Ok(ExitCode::FAILURE)
     } else {
         println!("ok: no case's ratio_to_floor dropped by more than its band");
@@ -396,4 +412,45 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         results,
         noise,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compare_with(flag: &str, value: &str) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(["harness", "compare", "old.json", "new.json", flag, value])
+    }
+
+    /// A band that is not a finite relative drop >= 0 is refused before anything is read:
+    /// NaN compared false with every drop and passed every case.
+    #[test]
+    fn a_nan_negative_or_infinite_band_is_refused_naming_the_flag() {
+        for flag in ["--max-regression", "--max-regression-sub-us"] {
+            for bad in ["nan", "NaN", "-0.1", "inf", "-inf", "x"] {
+                let err = compare_with(flag, bad).unwrap_err().to_string();
+                assert!(
+                    err.contains(flag) && err.contains(bad),
+                    "{flag} {bad}: {err}"
+                );
+            }
+            for good in ["0", "0.2", "1"] {
+                let cli = compare_with(flag, good).unwrap();
+                let Some(Command::Compare {
+                    max_regression,
+                    max_regression_sub_us,
+                    ..
+                }) = cli.command
+                else {
+                    panic!("not compare");
+                };
+                let got = if flag == "--max-regression" {
+                    max_regression
+                } else {
+                    max_regression_sub_us
+                };
+                assert_eq!(got, good.parse::<f64>().unwrap());
+            }
+        }
+    }
 }

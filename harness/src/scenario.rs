@@ -41,6 +41,30 @@ fn non_negative(v: f64) -> bool {
     v.is_finite() && v >= 0.0
 }
 
+/// The longest `timeout_s` a scenario may give, seconds (a day): every timeout becomes an
+/// instant ahead of now, which a number of seconds beyond any run cannot be.
+pub const MAX_TIMEOUT_S: f64 = 86_400.0;
+
+/// Refuses a `timeout_s` that is not a number of seconds in (0, [`MAX_TIMEOUT_S`]]; `table`
+/// says where it was set (`"[defaults]"`, or empty inside a `[[case]]`, whose context names it).
+fn check_timeout(table: &str, v: f64) -> Result<()> {
+    if !(positive(v) && v <= MAX_TIMEOUT_S) {
+        bail!(
+            "{table}timeout_s = {v} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S} \
+             (a day): a case's process still running then is killed and the case reported failed"
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of a payload of `shape` with items of `itemsize` bytes, `None` when they cannot be
+/// counted (the product overflows).
+pub fn shape_bytes(shape: &[usize], itemsize: usize) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(itemsize, |bytes, d| bytes.checked_mul(*d))
+}
+
 /// Item size in bytes of a numpy dtype name, if it is one of [`DTYPES`].
 pub fn itemsize(dtype: &str) -> Option<usize> {
     DTYPES.iter().find(|(n, _)| *n == dtype).map(|(_, s)| *s)
@@ -471,14 +495,15 @@ pub enum OneWay {
 }
 
 impl Job {
-    /// Number of elements of the payload.
+    /// Number of elements of the payload (a scenario's shapes were counted when it was
+    /// parsed: see [`shape_bytes`]; saturated otherwise).
     pub fn elements(&self) -> usize {
-        self.shape.iter().product()
+        shape_bytes(&self.shape, 1).unwrap_or(usize::MAX)
     }
 
-    /// Payload bytes of one frame (MVM: the matrix).
+    /// Payload bytes of one frame (MVM: the matrix; saturated as [`Job::elements`]).
     pub fn payload_bytes(&self) -> usize {
-        self.elements() * self.itemsize
+        shape_bytes(&self.shape, self.itemsize).unwrap_or(usize::MAX)
     }
 
     /// "100x100".
@@ -522,13 +547,10 @@ impl Scenario {
             bail!("name {:?} must be a plain folder name", self.name);
         }
         let d = &self.defaults;
-        if !positive(d.min_seconds)
-            || !non_negative(d.warmup)
-            || d.repeats == 0
-            || !positive(d.timeout_s)
-        {
-            bail!("[defaults]: min_seconds and timeout_s must be > 0, warmup >= 0, repeats >= 1");
+        if !positive(d.min_seconds) || !non_negative(d.warmup) || d.repeats == 0 {
+            bail!("[defaults]: min_seconds must be > 0, warmup >= 0, repeats >= 1");
         }
+        check_timeout("[defaults] ", d.timeout_s)?;
         if !non_negative(self.noise_seconds) || self.noise_seconds > 60.0 {
             bail!(
                 "noise_seconds = {} must be between 0 (no probe) and 60",
@@ -542,6 +564,12 @@ impl Scenario {
         for (i, c) in self.cases.iter().enumerate() {
             let name = c.resolved_name();
             c.validate()
+                .and_then(|()| {
+                    // ao-loop: every process paces its frames within the case's timeout.
+                    self.case_jobs(c, false)
+                        .iter()
+                        .try_for_each(crate::cases::ao::placement::Placement::check_timeout)
+                })
                 .with_context(|| format!("[[case]] #{} ({name})", i + 1))?;
             if !names.insert(name.clone()) {
                 bail!(
@@ -556,87 +584,94 @@ impl Scenario {
     /// Expands the cases into jobs (case × size), with defaults resolved. `quick`
     /// divides the timing by 5 and runs one repeat.
     pub fn jobs(&self, quick: bool, filter: Option<&regex::Regex>) -> Vec<Job> {
-        let d = &self.defaults;
         let mut out = Vec::new();
         for c in &self.cases {
-            let case = c.resolved_name();
             if let Some(re) = filter
-                && !re.is_match(&case)
+                && !re.is_match(&c.resolved_name())
                 && !re.is_match(c.kind.name())
             {
                 continue;
             }
-            let mut timing = Timing {
-                warmup: c.warmup.unwrap_or(d.warmup),
-                min_seconds: c.min_seconds.unwrap_or(d.min_seconds),
-                repeats: c.repeats.unwrap_or(d.repeats),
-            };
-            if quick {
-                timing.warmup /= 5.0;
-                timing.min_seconds /= 5.0;
-                timing.repeats = 1;
-            }
-            let wait = match c.kind {
-                Kind::Pingpong => Some(c.wait.unwrap_or(Wait::Spin)),
-                _ => c.wait,
-            };
-            let gap_us = c.gap_us.unwrap_or(match c.kind {
-                Kind::Pingpong if wait == Some(Wait::Park) => 100.0,
-                // One frame a millisecond across the bridge's latency phase.
-                Kind::Bridge => 1000.0,
-                _ => 0.0,
+            out.extend(self.case_jobs(c, quick));
+        }
+        out
+    }
+
+    /// The jobs of case `c` (one per size), with defaults resolved; `quick` as [`Self::jobs`].
+    fn case_jobs(&self, c: &CaseSpec, quick: bool) -> Vec<Job> {
+        let d = &self.defaults;
+        let case = c.resolved_name();
+        let mut out = Vec::new();
+        let mut timing = Timing {
+            warmup: c.warmup.unwrap_or(d.warmup),
+            min_seconds: c.min_seconds.unwrap_or(d.min_seconds),
+            repeats: c.repeats.unwrap_or(d.repeats),
+        };
+        if quick {
+            timing.warmup /= 5.0;
+            timing.min_seconds /= 5.0;
+            timing.repeats = 1;
+        }
+        let wait = match c.kind {
+            Kind::Pingpong => Some(c.wait.unwrap_or(Wait::Spin)),
+            _ => c.wait,
+        };
+        let gap_us = c.gap_us.unwrap_or(match c.kind {
+            Kind::Pingpong if wait == Some(Wait::Park) => 100.0,
+            // One frame a millisecond across the bridge's latency phase.
+            Kind::Bridge => 1000.0,
+            _ => 0.0,
+        });
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        // ao-loop frames are always u16 (the dtype key may be left at its default).
+        let dtype = if c.kind == Kind::AoLoop {
+            "uint16".to_string()
+        } else {
+            c.dtype.clone()
+        };
+        for shape in &c.sizes {
+            out.push(Job {
+                case: case.clone(),
+                kind: c.kind,
+                shape: shape.clone(),
+                itemsize: itemsize(&dtype).unwrap_or(1),
+                dtype: dtype.clone(),
+                device: c.device,
+                mirror: if c.device.is_gpu() {
+                    Some(c.mirror.unwrap_or(false))
+                } else {
+                    None
+                },
+                pipeline: c.resolved_pipeline(),
+                wait,
+                gap_us,
+                threads: if c.kind == Kind::Op {
+                    1
+                } else {
+                    c.threads.unwrap_or(cores).max(1)
+                },
+                op: c.op,
+                timing,
+                writer_cpu: d.writer_cpu,
+                reader_cpu: d.reader_cpu,
+                timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
+                peer: !matches!(c.kind, Kind::Op | Kind::Bridge) && c.peer.unwrap_or(d.peer),
+                ao: c.ao.clone(),
+                one_way: None,
+                wake_ahead_ns: None,
+                floor_slots: 0,
+                busy_reader_core: false,
+                rt_priority: c
+                    .ao
+                    .as_ref()
+                    .and_then(|ao| ao.rt_priority)
+                    .or(c.rt_priority),
+                slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
+                pinned: c.pinned.unwrap_or(false),
+                floor_between_frames: false,
             });
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            // ao-loop frames are always u16 (the dtype key may be left at its default).
-            let dtype = if c.kind == Kind::AoLoop {
-                "uint16".to_string()
-            } else {
-                c.dtype.clone()
-            };
-            for shape in &c.sizes {
-                out.push(Job {
-                    case: case.clone(),
-                    kind: c.kind,
-                    shape: shape.clone(),
-                    itemsize: itemsize(&dtype).unwrap_or(1),
-                    dtype: dtype.clone(),
-                    device: c.device,
-                    mirror: if c.device.is_gpu() {
-                        Some(c.mirror.unwrap_or(false))
-                    } else {
-                        None
-                    },
-                    pipeline: c.resolved_pipeline(),
-                    wait,
-                    gap_us,
-                    threads: if c.kind == Kind::Op {
-                        1
-                    } else {
-                        c.threads.unwrap_or(cores).max(1)
-                    },
-                    op: c.op,
-                    timing,
-                    writer_cpu: d.writer_cpu,
-                    reader_cpu: d.reader_cpu,
-                    timeout_s: c.timeout_s.unwrap_or(d.timeout_s),
-                    peer: !matches!(c.kind, Kind::Op | Kind::Bridge) && c.peer.unwrap_or(d.peer),
-                    ao: c.ao.clone(),
-                    one_way: None,
-                    wake_ahead_ns: None,
-                    floor_slots: 0,
-                    busy_reader_core: false,
-                    rt_priority: c
-                        .ao
-                        .as_ref()
-                        .and_then(|ao| ao.rt_priority)
-                        .or(c.rt_priority),
-                    slice_ns: c.ao.as_ref().and_then(|ao| ao.slice_ns()),
-                    pinned: c.pinned.unwrap_or(false),
-                    floor_between_frames: false,
-                });
-            }
         }
         out
     }
@@ -721,10 +756,25 @@ impl CaseSpec {
         if self.sizes.is_empty() {
             bail!("sizes is empty");
         }
+        // ao-loop frames are u16 whatever the dtype key says.
+        let item = match self.kind {
+            Kind::AoLoop => 2,
+            _ => itemsize(&self.dtype).unwrap_or(1),
+        };
         for s in &self.sizes {
             if s.is_empty() || s.contains(&0) {
                 bail!("shape {s:?}: every shape needs at least one dimension, all > 0");
             }
+            if shape_bytes(s, item).is_none() {
+                bail!(
+                    "shape {s:?}: a payload of {item}-byte items that large needs more memory \
+                     than can be counted (over 2^{} bytes); use a smaller shape",
+                    usize::BITS
+                );
+            }
+        }
+        if let Some(t) = self.timeout_s {
+            check_timeout("", t)?;
         }
         if self.mirror.is_some() && !self.device.is_gpu() {
             bail!(
@@ -791,7 +841,7 @@ impl CaseSpec {
             let small = self
                 .sizes
                 .iter()
-                .any(|s| s.iter().product::<usize>() * itemsize(&self.dtype).unwrap_or(1) < 16);
+                .any(|s| shape_bytes(s, item).is_some_and(|b| b < 16));
             if small {
                 bail!("bridge payloads must be at least 16 bytes (they carry a write time)");
             }
@@ -1013,6 +1063,106 @@ pipeline = "device-resident"
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(needle), "{body}: {err}");
         }
+    }
+
+    /// `[defaults] timeout_s` and a case's own are numbers of seconds up to a day: beyond,
+    /// the runner's `Duration::from_secs_f64` or `Instant::now() + timeout` panicked.
+    #[test]
+    fn every_timeout_is_a_number_of_seconds_up_to_a_day() {
+        let with = |defaults: &str, case: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\n{defaults}\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n{case}\n"
+            ))
+        };
+        for bad in ["1e20", "0", "-1", "nan", "inf", "86401"] {
+            let err = with(&format!("timeout_s = {bad}"), "")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("[defaults] timeout_s = ") && err.contains("at most 86400"),
+                "{bad}: {err}"
+            );
+            let err = with("", &format!("timeout_s = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("[[case]] #1 (roundtrip): timeout_s = ")
+                    && err.contains("at most 86400"),
+                "{bad}: {err}"
+            );
+        }
+        let s = with("timeout_s = 86400", "timeout_s = 0.5").unwrap();
+        assert_eq!(s.jobs(false, None)[0].timeout_s, 0.5);
+    }
+
+    /// A shape whose bytes overflow is refused at parse, for every kind (the bridge's size
+    /// check and `Job::payload_bytes` multiplied without a check and panicked).
+    #[test]
+    fn a_shape_whose_bytes_cannot_be_counted_is_refused_not_a_panic() {
+        for body in [
+            "kind=\"roundtrip\"\nsizes=[[4294967296, 4294967296]]",
+            "kind=\"pingpong\"\nsizes=[[8], [4294967296, 4294967296]]",
+            "kind=\"bridge\"\ndtype=\"uint8\"\nsizes=[[4294967296, 4294967296]]",
+            "kind=\"mvm\"\nsizes=[[4294967296, 4294967296]]",
+            "kind=\"roundtrip\"\ndtype=\"complex128\"\nsizes=[[1152921504606846976]]",
+        ] {
+            let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("[[case]] #1")
+                    && err.contains("needs more memory than can be counted")
+                    && err.contains("use a smaller shape"),
+                "{body}: {err}"
+            );
+        }
+        // A job made by hand saturates rather than panicking.
+        let mut job = Scenario::parse(GOOD).unwrap().jobs(false, None).remove(0);
+        job.shape = vec![1 << 32, 1 << 32];
+        assert_eq!(job.payload_bytes(), usize::MAX);
+        assert_eq!(job.elements(), usize::MAX);
+    }
+
+    /// An ao-loop rate so low that the fewest frames a process paces take longer than the
+    /// case's timeout could only time out: refused, naming both figures; so is a case whose
+    /// seconds run its peer past it.
+    #[test]
+    fn an_ao_rate_whose_frames_cannot_fit_the_timeout_is_refused_naming_both() {
+        let ao = |rate: &str, defaults: &str, case: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\n{defaults}\n[[case]]\nkind=\"ao-loop\"\n\
+                 sizes=[[8, 8]]\n{case}\n[case.ao]\nsubapertures=[2, 2]\nactuators=5\nrate_hz={rate}\n"
+            ))
+        };
+        // 0.1 Hz: the floor's 50 + 10 frames take 600 s, the runs' 30 + 1 take 310 s.
+        let err = ao("0.1", "peer = false", "").unwrap_err().to_string();
+        assert!(
+            err.starts_with("[[case]] #1 (ao-loop): ao-loop: at rate_hz = 0.1")
+                && err.contains("60 frames, 600.0 s")
+                && err.contains("timeout_s = 120")
+                && err.contains("above 600.0")
+                && err.contains("rate_hz above 0.500 Hz"),
+            "{err}"
+        );
+        // The case's own timeout is the one compared.
+        let err = ao("1", "peer = false", "timeout_s = 45")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("60 frames, 60.0 s") && err.contains("timeout_s = 45"),
+            "{err}"
+        );
+        assert!(ao("1", "peer = false", "timeout_s = 61").is_ok());
+        assert!(ao("0.6", "timeout_s = 120\npeer = false", "").is_ok());
+        // The peer's loop runs the case's whole seconds in one go.
+        let err = ao("1000", "timeout_s = 60\npeer = true\nmin_seconds = 100", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the pyshmem peer's loop publishes 100200 frames, 100.2 s")
+                && err.contains("shorten min_seconds / warmup, or set peer = false"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -450,6 +450,18 @@ mod tests {
                 ],
                 "available",
             ),
+            // The products of these sizes overflow 64 bits: refused, not a panic.
+            (
+                vec![
+                    "--wfs-pixels",
+                    "240x240",
+                    "--subapertures",
+                    "20x20",
+                    "--modes",
+                    "10000000000000000",
+                ],
+                "needs more memory than can be counted",
+            ),
         ] {
             let a = args(&extra);
             let err = scenario_text(&a)

@@ -250,8 +250,18 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
     let mut labels = Vec::new();
     let mut stderr_paths = Vec::new();
     for (i, mut m) in members.into_iter().enumerate() {
-        let err_file =
-            File::create(&m.stderr).with_context(|| format!("creating {}", m.stderr.display()))?;
+        let err_file = match File::create(&m.stderr) {
+            Ok(f) => f,
+            Err(e) => {
+                // The members already started would wait for this one: stop them.
+                pids.iter().for_each(|p| harness_sys::kill(*p));
+                return Err(Error::msg(format!(
+                    "creating {} for {}: {e}",
+                    m.stderr.display(),
+                    m.label
+                )));
+            }
+        };
         let spawned = m
             .command
             .stdin(Stdio::null())
@@ -486,5 +496,50 @@ mod real_time_tests {
         })
         .join()
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod run_members_tests {
+    use super::*;
+
+    /// A member whose stderr file cannot be created fails the group, and the members
+    /// started before it are stopped, not left waiting for a partner that never comes.
+    #[test]
+    fn a_member_that_cannot_start_stops_those_started_before_it() {
+        let dir = std::env::temp_dir().join(format!("run-members-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The first member marks a file a second after it starts, unless it was killed.
+        let mark = dir.join("still-running");
+        let mut first = Command::new("sh");
+        first
+            .arg("-c")
+            .arg(format!("sleep 1; touch '{}'", mark.display()));
+        let members = vec![
+            GroupMember {
+                command: first,
+                label: "first".into(),
+                stderr: dir.join("first.stderr"),
+            },
+            GroupMember {
+                command: Command::new("true"),
+                label: "second".into(),
+                stderr: dir.join("missing").join("second.stderr"),
+            },
+        ];
+        let err = run_members(members, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("second") && err.contains("second.stderr"),
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            !mark.exists(),
+            "the member started before the failing one was left running"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

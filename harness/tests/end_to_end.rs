@@ -356,3 +356,57 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     assert!(left.is_empty(), "lock files left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `compare` fails when no case of the baseline is in the new results (an empty
+/// results.json, one from another scenario), and refuses a band that is not a finite
+/// relative drop >= 0 before reading anything: both passed with nothing gated.
+#[test]
+fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing() {
+    let dir = scratch("compare-nothing");
+    let rec = |case: &str| {
+        serde_json::json!({
+            "case": case, "kind": "roundtrip", "shape": [8], "dtype": "float32",
+            "device": "cpu", "hz": 1000.0, "floor_hz": 1100.0, "ratio_to_floor": 0.9
+        })
+    };
+    let write = |name: &str, v: serde_json::Value| {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        p
+    };
+    let old = write("old.json", serde_json::json!([rec("a")]));
+    let same = write("same.json", serde_json::json!([rec("a")]));
+    let empty = write("empty.json", serde_json::json!([]));
+    let other = write("other.json", serde_json::json!([rec("b")]));
+    let compare = |new: &PathBuf, extra: &[&str]| {
+        harness()
+            .arg("compare")
+            .arg(&old)
+            .arg(new)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = compare(&same, &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    for new in [&empty, &other] {
+        let o = compare(new, &[]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{}: {stdout}", new.display());
+        assert!(
+            stdout.contains("FAIL: no case of the baseline is in the new results"),
+            "{stdout}"
+        );
+    }
+    for bad in ["nan", "-0.2", "inf"] {
+        let o = compare(&same, &["--max-regression", bad]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--max-regression"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -265,6 +265,9 @@ mod write_tests {
         let r = recs[0].ratio_to_floor.unwrap();
         assert!((r - 0.75).abs() < 0.01, "{r}");
         assert_eq!(recs[1].hz, None);
+        // results.json says which case was skipped (and why) and which ran.
+        assert_eq!(recs[0].skipped, None);
+        assert_eq!(recs[1].skipped.as_deref(), Some("cuda:0: no CUDA driver"));
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
         assert!(
             md.contains("| 100×100 | 0.038 | 180 311 | 14.42 | **250 000** |"),

@@ -91,6 +91,11 @@ pub struct Record {
     /// ao-loop: "pass" or "fail: …" at the rate.
     #[serde(default)]
     pub verdict: Option<String>,
+    /// Why the case did not run here (a GPU case without a usable CUDA device), null when it
+    /// ran: a case without figures and without a reason failed. (Absent in files written
+    /// before it, read as null.)
+    #[serde(default)]
+    pub skipped: Option<String>,
 }
 
 /// The `geometry` key of an ao-loop row.
@@ -109,7 +114,7 @@ pub struct AoGeometry {
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 32] = [
     "case",
     "kind",
     "shape",
@@ -141,6 +146,7 @@ pub const COLUMNS: [&str; 31] = [
     "peer_p99_ns",
     "peer_jitter_ns",
     "verdict",
+    "skipped",
 ];
 
 /// Bytes written + read per iteration (the seed's IO convention).
@@ -222,6 +228,7 @@ impl Record {
             floor_hz,
             ratio_to_floor: r.ratio_to_floor(),
             peer_hz: r.peer.as_ref().ok().map(|s| s.hz(j.kind)),
+            skipped: r.skipped.clone(),
         }
     }
 
@@ -309,6 +316,7 @@ impl TableWriter for CsvWriter {
                 opt(&r.peer_p99_ns),
                 opt(&r.peer_jitter_ns),
                 opt(&r.verdict),
+                opt(&r.skipped),
             ])?;
         }
         c.flush()?;
@@ -368,6 +376,7 @@ pub(crate) mod tests {
             peer_p99_ns: None,
             peer_jitter_ns: None,
             verdict: None,
+            skipped: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, bail};
+use crate::error::{Context, Result, bail};
 
 /// How the slopes stage turns a frame into signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -197,15 +197,80 @@ pub struct Geometry {
     pub actuators: usize,
 }
 
-/// Bytes the machine must keep free beside the matrices (frames, buffers, processes).
+/// Bytes the machine must keep free beside what [`Geometry::memory`] counts by size (the
+/// processes themselves: code, libraries, stacks, logs).
 const OVERHEAD_BYTES: u64 = 256 << 20;
 
+/// Bytes one run of the loop holds per pixel of the (u16) frame at its peak: an estimate from
+/// what its processes allocate, counted as if every process's largest moment came at once
+/// (they start together). The loop's runs are the job's peak: the floor's passes and the
+/// peer run between them, each holding less.
+/// - /dev/shm: the frame stream's [`super::stage::HISTORY`] frames (16 × 2 B) and, in the runs
+///   that time the floor between frames, the bare camera region's as many (16 × 2 B): 64;
+/// - the camera: its [`super::camera::FRAMES`] precomputed frames (4 × 2 B) and, while it
+///   makes them, the synthetic calibration (dark u16 + flat f32, 6 B) and a spot buffer
+///   (f32, 4 B): 18;
+/// - the stage reading frames, in its largest form (the GPU form, whose self-check holds the
+///   camera's frames beside the CPU stages' calibration and dark as f32, plus the frame's
+///   page-locked copy): 8 + 6 + 4 + 2 = 20.
+const BYTES_PER_PIXEL: u64 = 64 + 18 + 20;
+
+/// Pixel signals: the valid-pixel index the slopes stage builds over every pixel (u32) and
+/// its sort's scratch (half as many u32), per pixel.
+const VALID_INDEX_BYTES_PER_PIXEL: u64 = 4 + 2;
+
+/// Bytes per signal (f32): the signals stream's [`super::stage::HISTORY`] frames and the
+/// bare signals region's as many (2 × 16 × 4 B), and the stages' buffers (3 × 4 B).
+const BYTES_PER_SIGNAL: u64 = 2 * 16 * 4 + 3 * 4;
+
+/// Bytes per actuator (f32): the commands stream and the bare commands region (one frame
+/// each) and the stages' buffers (3).
+const BYTES_PER_ACTUATOR: u64 = 5 * 4;
+
+/// What one run of a geometry needs, bytes ([`Geometry::memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// The f32 reconstructor matrices, once (the reconstructor's process; the floor and the
+    /// peer hold their own copy one at a time).
+    pub matrices: u64,
+    /// What grows with the frame, the signals and the actuators (estimated).
+    pub frames: u64,
+    /// The processes themselves.
+    pub overhead: u64,
+}
+
+impl Memory {
+    /// The whole ([`Geometry::memory`] counted it; saturated for one made otherwise).
+    pub fn total(&self) -> u64 {
+        self.matrices
+            .saturating_add(self.frames)
+            .saturating_add(self.overhead)
+    }
+}
+
 impl Geometry {
-    /// Checks `ao` against the frame shape and derives the sizes.
+    /// Checks `ao` against the frame shape, derives the sizes and refuses a geometry that
+    /// does not fit this machine's available memory (now). The stage processes, started
+    /// once the job's streams hold part of that memory, use [`Geometry::derive`].
     pub fn new(wfs: &[usize], ao: &AoCase) -> Result<Self> {
+        let g = Self::derive(wfs, ao)?;
+        g.check_memory(available_memory())?;
+        Ok(g)
+    }
+
+    /// [`Geometry::new`] without the memory check (its sizes are still counted, so a
+    /// geometry whose bytes cannot be counted is refused).
+    pub fn derive(wfs: &[usize], ao: &AoCase) -> Result<Self> {
         let [h, w] = match wfs {
             [h, w] if *h > 0 && *w > 0 => [*h, *w],
             _ => bail!("ao-loop: the WFS frame must be [rows, cols] with both > 0, got {wfs:?}"),
+        };
+        let Some(pixels) = h.checked_mul(w) else {
+            bail!(
+                "ao-loop: the {h}x{w} WFS frame needs more memory than can be counted ({h} × {w} \
+                 pixels overflow {} bits); use a smaller frame",
+                usize::BITS
+            );
         };
         if ao.actuators == 0 {
             bail!("ao-loop: actuators must be > 0");
@@ -271,18 +336,20 @@ impl Geometry {
                          cells of at least 2x2 pixels"
                     );
                 }
-                ([sy, sx], 2 * sy * sx)
+                // Cells of at least 2x2 pixels: 2·sy·sx <= pixels / 2, which was counted.
+                let signals = sy
+                    .checked_mul(sx)
+                    .and_then(|n| n.checked_mul(2))
+                    .context("ao-loop: the subaperture grid's signals cannot be counted")?;
+                ([sy, sx], signals)
             }
             SignalKind::Pixels => {
                 if ao.subapertures.is_some() {
                     bail!("ao-loop: subapertures applies to slopes = \"centroids\" only");
                 }
-                let n = ao.valid_pixels.unwrap_or(h * w);
-                if n == 0 || n > h * w {
-                    bail!(
-                        "ao-loop: valid_pixels = {n} must be in 1..={} ({h}x{w})",
-                        h * w
-                    );
+                let n = ao.valid_pixels.unwrap_or(pixels);
+                if n == 0 || n > pixels {
+                    bail!("ao-loop: valid_pixels = {n} must be in 1..={pixels} ({h}x{w})");
                 }
                 ([0, 0], n)
             }
@@ -295,7 +362,8 @@ impl Geometry {
             modes: ao.modes.unwrap_or(0),
             actuators: ao.actuators,
         };
-        g.check_memory(available_memory())?;
+        // Nothing is available to compare with here, but a size that overflows is refused.
+        g.check_memory(None)?;
         Ok(g)
     }
 
@@ -322,38 +390,93 @@ impl Geometry {
         [self.wfs[0] / sy, self.wfs[1] / sx]
     }
 
-    /// Matrix bytes the reconstructor reads per frame (f32).
+    /// Matrix bytes the reconstructor reads per frame (f32), `None` when they cannot be
+    /// counted in 64 bits.
+    fn recon_bytes_checked(&self) -> Option<u64> {
+        self.matrices().iter().try_fold(0u64, |sum, &(r, c)| {
+            let bytes = u64::try_from(r)
+                .ok()?
+                .checked_mul(u64::try_from(c).ok()?)?
+                .checked_mul(4)?;
+            sum.checked_add(bytes)
+        })
+    }
+
+    /// Matrix bytes the reconstructor reads per frame (f32; a geometry that passed
+    /// [`Geometry::derive`] counts them exactly, saturated otherwise).
     pub fn recon_bytes(&self) -> u64 {
+        self.recon_bytes_checked().unwrap_or(u64::MAX)
+    }
+
+    /// Memory one run needs ([`Memory`]): the matrices, what grows with the frame, the
+    /// signals and the actuators ([`BYTES_PER_PIXEL`], [`BYTES_PER_SIGNAL`],
+    /// [`BYTES_PER_ACTUATOR`]: estimated), and a fixed overhead. `None` when it cannot be
+    /// counted in 64 bits.
+    pub fn memory(&self) -> Option<Memory> {
+        let count = |n: usize, each: u64| u64::try_from(n).ok()?.checked_mul(each);
+        let per_pixel = BYTES_PER_PIXEL
+            + match self.kind {
+                SignalKind::Pixels => VALID_INDEX_BYTES_PER_PIXEL,
+                SignalKind::Centroids => 0,
+            };
+        let pixels = self.wfs[0].checked_mul(self.wfs[1])?;
+        let frames = count(pixels, per_pixel)?
+            .checked_add(count(self.signals, BYTES_PER_SIGNAL)?)?
+            .checked_add(count(self.actuators, BYTES_PER_ACTUATOR)?)?;
+        let m = Memory {
+            matrices: self.recon_bytes_checked()?,
+            frames,
+            overhead: OVERHEAD_BYTES,
+        };
+        m.matrices.checked_add(m.frames)?.checked_add(m.overhead)?;
+        Some(m)
+    }
+
+    /// "100000x200000 + …": the matrices, for messages.
+    fn matrices_text(&self) -> String {
         self.matrices()
             .iter()
-            .map(|(r, c)| (*r * *c * 4) as u64)
-            .sum()
+            .map(|(r, c)| format!("{r}x{c}"))
+            .collect::<Vec<_>>()
+            .join(" + ")
     }
 
-    /// Memory one run needs: the matrices once in the reconstructor process (the floor
-    /// and the peer hold their own copy one at a time) plus a fixed overhead.
-    pub fn memory_needed(&self) -> u64 {
-        self.recon_bytes() + OVERHEAD_BYTES
-    }
-
-    /// Refuses a geometry whose matrices do not fit `available` bytes (None: unknown).
+    /// Refuses a geometry whose memory ([`Geometry::memory`]) does not fit `available`
+    /// bytes (None: unknown), or cannot be counted at all.
     pub fn check_memory(&self, available: Option<u64>) -> Result<()> {
-        let need = self.memory_needed();
-        if let Some(avail) = available
-            && need > avail
-        {
+        let Some(need) = self.memory() else {
             bail!(
-                "ao-loop: this geometry needs {:.2} GB ({:.2} GB of f32 reconstructor matrices \
-                 {}) but the machine has {:.2} GB available; use a smaller geometry or a \
-                 larger machine",
-                need as f64 / 1e9,
-                self.recon_bytes() as f64 / 1e9,
-                self.matrices()
-                    .iter()
-                    .map(|(r, c)| format!("{r}x{c}"))
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-                avail as f64 / 1e9
+                "ao-loop: this geometry needs more memory than can be counted in 64 bits (f32 \
+                 reconstructor matrices {}, {}x{} px frames, {} signals, {} actuators); use a \
+                 smaller geometry",
+                self.matrices_text(),
+                self.wfs[0],
+                self.wfs[1],
+                self.signals,
+                self.actuators
+            );
+        };
+        if let Some(avail) = available
+            && need.total() > avail
+        {
+            let gb = |b: u64| b as f64 / 1e9;
+            bail!(
+                "ao-loop: this geometry needs an estimated {:.2} GB ({:.2} GB of f32 \
+                 reconstructor matrices {}; {:.2} GB that grows with the {}x{} px frame, the \
+                 {} signals and the {} actuators: the streams' and bare floor regions' frame \
+                 histories in /dev/shm, the camera's precomputed frames, the calibration and \
+                 the stages' buffers; {:.2} GB for the processes) but the machine has {:.2} GB \
+                 available; use a smaller geometry or a larger machine",
+                gb(need.total()),
+                gb(need.matrices),
+                self.matrices_text(),
+                gb(need.frames),
+                self.wfs[0],
+                self.wfs[1],
+                self.signals,
+                self.actuators,
+                gb(need.overhead),
+                gb(avail)
             );
         }
         Ok(())
@@ -503,6 +626,74 @@ pub(crate) mod tests {
             c.rt_priority = Some(50);
         });
         assert!(err.contains("choose one"), "{err}");
+    }
+
+    /// Sizes whose products overflow are refused with a message, never a panic (the dev
+    /// profile keeps overflow checks): the matrices, the frame's pixels.
+    #[test]
+    fn a_geometry_whose_sizes_overflow_is_refused_not_a_panic() {
+        // `harness size --wfs-pixels 240x240 --subapertures 20x20 --actuators 349 --modes 1e16`.
+        let err = Geometry::new(
+            &[240, 240],
+            &case(Some([20, 20]), Some(10_000_000_000_000_000), 349),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("more memory than can be counted")
+                && err.contains("10000000000000000x800 + 349x10000000000000000"),
+            "{err}"
+        );
+        let huge = 1usize << 33;
+        let err = Geometry::new(&[huge, huge], &case(Some([2, 2]), None, 10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("8589934592x8589934592 WFS frame needs more memory than can be counted"),
+            "{err}"
+        );
+        let mut p = case(None, None, 10);
+        p.slopes = SignalKind::Pixels;
+        p.valid_pixels = Some(5);
+        let err = Geometry::new(&[huge, huge], &p).unwrap_err().to_string();
+        assert!(err.contains("more memory than can be counted"), "{err}");
+        // A geometry made by hand reports saturated figures rather than panicking.
+        let g = Geometry::new(&[10, 10], &case(Some([5, 5]), None, 10)).unwrap();
+        let big = Geometry {
+            signals: usize::MAX,
+            actuators: usize::MAX,
+            ..g
+        };
+        assert_eq!(big.recon_bytes(), u64::MAX);
+        assert_eq!(big.memory(), None);
+        assert!(big.check_memory(Some(1 << 40)).is_err());
+    }
+
+    /// What grows with the frame counts: a 30000x30000 px frame with a 2x2 grid and 10
+    /// actuators has tiny matrices but 102 B per pixel of streams, bare regions, camera
+    /// frames, calibration and buffers (92 GB in all).
+    #[test]
+    fn a_geometry_whose_frames_do_not_fit_is_refused_with_the_figure() {
+        let g = Geometry::derive(&[30000, 30000], &case(Some([2, 2]), None, 10)).unwrap();
+        let m = g.memory().unwrap();
+        assert_eq!(m.matrices, 10 * 8 * 4);
+        assert_eq!(m.frames, 900_000_000 * 102 + 8 * 140 + 10 * 20);
+        let err = g.check_memory(Some(64 << 30)).unwrap_err().to_string();
+        assert!(
+            err.contains("needs an estimated 92.07 GB")
+                && err.contains("91.80 GB that grows with the 30000x30000 px frame")
+                && err.contains("68.72 GB available"),
+            "{err}"
+        );
+        // Pixel signals add the valid-pixel index over every pixel.
+        let mut p = case(None, None, 10);
+        p.slopes = SignalKind::Pixels;
+        p.valid_pixels = Some(100);
+        let px = Geometry::derive(&[1000, 1000], &p)
+            .unwrap()
+            .memory()
+            .unwrap();
+        assert_eq!(px.frames, 1_000_000 * 108 + 100 * 140 + 10 * 20);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl AoSummary {
 /// floor makes none.
 pub fn create_streams(job: &Job, names: &Names, notify: bool) -> Result<Vec<Stream>> {
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
-    let g = Geometry::new(&job.shape, ao)?;
+    let g = Geometry::derive(&job.shape, ao)?;
     Ok(vec![
         create_options(&names.data, &g.wfs, Dtype::U16, notify, stage::HISTORY)?,
         create_options(

@@ -73,7 +73,7 @@ pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Lo
     let names = runner.names(idx, tag);
     let _streams = create_streams(job, &names)?;
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
-    let _bare = between_frames::create(job, &names, &Geometry::new(&job.shape, ao)?)?;
+    let _bare = between_frames::create(job, &names, &Geometry::derive(&job.shape, ao)?)?;
     let place = Placement::of(job);
     let roles: &[(Role, usize)] = if place.merged {
         &[

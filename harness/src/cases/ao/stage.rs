@@ -210,13 +210,15 @@ pub(super) fn open(spec: &ChildSpec) -> Result<Streams> {
     })
 }
 
+/// The geometry and `[case.ao]` of a stage's job. Not checked against the memory available
+/// now: the job's streams already hold part of what the parent checked at the job's start.
 pub(super) fn geometry(spec: &ChildSpec) -> Result<(Geometry, &super::AoCase)> {
     let ao = spec
         .job
         .ao
         .as_ref()
         .context("ao-loop job without [case.ao]")?;
-    Ok((Geometry::new(&spec.job.shape, ao)?, ao))
+    Ok((Geometry::derive(&spec.job.shape, ao)?, ao))
 }
 
 /// Says "ready" after every stage downstream did: stage `k` (counted from the DM end)
@@ -531,13 +533,11 @@ pub(super) fn paced_floor(
     // loop beside them).
     let ahead = ao.wake_ahead_ns(place.shares(place.slopes));
     let period_ns = (1e9 / ao.rate_hz) as u64;
-    let n = place
-        .frames(&spec.job)
-        .clamp(50, 20_000)
-        .min(((2.0 * ao.rate_hz) as u64).max(50));
+    let n = place.floor_frames(&spec.job);
+    let warm = super::placement::FLOOR_WARMUP_FRAMES;
     let mut log = Vec::with_capacity(n as usize);
     let mut slot = monotonic_ns();
-    for i in 0..n + 10 {
+    for i in 0..n + warm {
         slot = (slot + period_ns).max(monotonic_ns());
         if spins {
             spin_until(slot);
@@ -548,7 +548,7 @@ pub(super) fn paced_floor(
             sleep_until(slot);
         }
         let [slopes, recon, publish] = frame(i as usize)?;
-        if i >= 10 {
+        if i >= warm {
             log.push([i, slopes, recon, publish]);
         }
     }
