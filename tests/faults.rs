@@ -157,15 +157,21 @@ fn lock_owner_pid(name: &str) -> i64 {
     i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-/// Overwrites the stream's lock owner stamp in its `_meta` segment.
-fn stamp_lock_owner(name: &str, pid: i64) {
+/// Overwrites an 8-byte word of the stream's `_meta` segment (as a process without the
+/// lock, or one killed mid-write, leaves it).
+fn stamp_meta(name: &str, offset: usize, value: i64) {
     use std::os::unix::fs::FileExt;
     let meta = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
         .unwrap();
-    let off = shmstream::format::offset::LOCK_OWNER_PID as u64;
-    meta.write_all_at(&pid.to_le_bytes(), off).unwrap();
+    meta.write_all_at(&value.to_le_bytes(), offset as u64)
+        .unwrap();
+}
+
+/// Overwrites the stream's lock owner stamp in its `_meta` segment.
+fn stamp_lock_owner(name: &str, pid: i64) {
+    stamp_meta(name, shmstream::format::offset::LOCK_OWNER_PID, pid);
     assert_eq!(lock_owner_pid(name), pid);
 }
 
@@ -179,13 +185,7 @@ fn lock_depth(name: &str) -> i64 {
 /// Overwrites the stream's write sequence in its `_meta` segment (an odd one: a writer
 /// inside its bracket, or dead there).
 fn stamp_sequence(name: &str, seq: i64) {
-    use std::os::unix::fs::FileExt;
-    let meta = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
-        .unwrap();
-    let off = shmstream::format::offset::WRITE_SEQUENCE as u64;
-    meta.write_all_at(&seq.to_le_bytes(), off).unwrap();
+    stamp_meta(name, shmstream::format::offset::WRITE_SEQUENCE, seq);
 }
 
 fn die_with_parent() {

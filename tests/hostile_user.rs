@@ -40,6 +40,21 @@ fn purging() -> std::sync::MutexGuard<'static, ()> {
     PURGING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A purge of the stream `name` alone (whatever its creator), within [`BOUND`].
+fn purge_only(name: &str) -> shmstream::PurgeReport {
+    let n = name.to_owned();
+    within("purge", move || {
+        shmstream::purge_matching(
+            PurgeOptions {
+                all: true,
+                dry_run: false,
+            },
+            |x| x == n,
+        )
+    })
+    .unwrap()
+}
+
 /// A purge that selects no stream: it removes only what belongs to none (abandoned
 /// creations, parts and lock files of no stream), within [`BOUND`].
 fn purge_no_stream(dry_run: bool) -> shmstream::PurgeReport {
@@ -582,17 +597,7 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
             listed,
             "trial {trial}: stat {stat:?} vs list {listed}"
         );
-        let n = name.clone();
-        let report = within("purge", move || {
-            shmstream::purge_matching(
-                PurgeOptions {
-                    all: true,
-                    dry_run: false,
-                },
-                |x| x == n,
-            )
-        })
-        .unwrap();
+        let report = purge_only(&name);
         assert!(
             report.failed.is_empty(),
             "trial {trial}: {:?}",
@@ -636,17 +641,7 @@ fn a_header_left_without_its_payload_is_listed_and_purged() {
         shmstream::list_streams().unwrap().contains(&name),
         "a header without payload is not listed"
     );
-    let n = name.clone();
-    let report = within("purge", move || {
-        shmstream::purge_matching(
-            PurgeOptions {
-                all: true,
-                dry_run: false,
-            },
-            |x| x == n,
-        )
-    })
-    .unwrap();
+    let report = purge_only(&name);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.names(), [name.as_str()]);
     assert!(entries_of(&id).is_empty(), "left {:?}", entries_of(&id));
