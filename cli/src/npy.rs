@@ -11,7 +11,7 @@ use npyz::{DType, Order, TypeChar, WriterBuilder};
 use shmstream::ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use shmstream::{Complex32, Complex64, Dtype, Error, Stream, StreamOptions, f16, with_dtype};
 
-use crate::Fallible;
+use crate::{Fallible, term};
 
 /// The stream dtype of a `.npy` type string, or an error naming what the file holds.
 fn stream_dtype(file: &Path, dtype: &DType) -> Fallible<Dtype> {
@@ -52,43 +52,142 @@ fn describe(dtype: Dtype, shape: &[usize]) -> String {
     format!("{dtype} {shape:?}")
 }
 
-/// `shmstream load NAME FILE.npy`.
-/// npyz multiplies the header's dimensions unchecked (a debug build panics, a release build
-/// wraps), so a shape whose element count overflows is refused before npyz sees the file.
-fn check_shape_product(file: &Path) -> Fallible {
-    let mut head = Vec::new();
-    File::open(file)
-        .and_then(|f| f.take(65_536 + 10).read_to_end(&mut head))
-        .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let text = String::from_utf8_lossy(&head);
-    let Some(key) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
-        return Ok(()); // npyz reports the missing key
+/// The longest `.npy` header `load` reads. numpy's `np.load` refuses those over 10 000
+/// bytes unless told otherwise, and numpy writes a plain dtype's in 128; a version 1 header
+/// is at most 65 535. npyz's parser (`py_literal`, a PEG grammar built with pest) takes
+/// about a second for 128 KiB of the slowest literals.
+const MAX_HEADER_LEN: u64 = 1 << 17;
+
+/// How many brackets the header of a dtype a stream holds opens: the dict, and the shape
+/// tuple in it. More is a structured dtype (or values besides), which `load` refuses before
+/// npyz parses it: the parser reads the last element of every list, tuple and dict twice,
+/// and a dict's elements once more when they are a set's, so each level of nesting doubles
+/// or quadruples its time (a 100-byte header nesting 25 deep takes it hours). Brackets are
+/// counted anywhere, in strings too: the nesting the parser sees is never deeper.
+const MAX_HEADER_BRACKETS: usize = 2;
+
+/// `load`'s check of a `.npy` header before npyz reads the file. npyz multiplies the
+/// dimensions unchecked (their product, and the strides: every partial product, from the
+/// left for Fortran order, from the right for C order), so a debug build panics and a
+/// release build wraps on a shape whose product overflows, even one with a zero in it. So
+/// the header is read here as npyz reads it: the whole length the file declares (at most
+/// [`MAX_HEADER_LEN`]) and, when it opens no more brackets than a plain dtype's
+/// ([`MAX_HEADER_BRACKETS`]), parsed with `py_literal`, npyz's parser. A header that does
+/// not parse is refused, and so is every `shape` entry (a key may repeat; npyz keeps the
+/// last) but a list or tuple of 64-bit integers whose nonzero ones multiply within 64 bits
+/// (then every partial product does). What npyz refuses before it reads the header (no
+/// magic, an unknown version) is left to it.
+fn check_header(file: &Path) -> Fallible {
+    let refuse = |why: String| -> Box<dyn std::error::Error> {
+        format!("{} is not a readable .npy file: {why}", file.display()).into()
     };
-    let rest = &text[key..];
-    let (Some(open), Some(close)) = (rest.find('('), rest.find(')')) else {
-        return Ok(());
-    };
-    if open > close {
-        return Ok(());
+    let mut f = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let mut pre = [0u8; 8];
+    if f.read_exact(&mut pre).is_err() || &pre[..6] != b"\x93NUMPY" {
+        return Ok(()); // npyz reports it
     }
-    let mut count: u64 = 1;
-    for dim in rest[open + 1..close]
-        .split(',')
-        .filter_map(|d| d.trim().parse::<u64>().ok())
-    {
-        count = count.checked_mul(dim).ok_or_else(|| {
-            format!(
-                "{} is not a readable .npy file: its shape {} has more elements than fit in 64 bits",
-                file.display(),
-                &rest[open..=close]
-            )
-        })?;
+    let len = match (pre[6], pre[7]) {
+        (1, 0) => {
+            let mut b = [0u8; 2];
+            f.read_exact(&mut b)
+                .map_err(|_| refuse("the file ends in its header length".into()))?;
+            u64::from(u16::from_le_bytes(b))
+        }
+        (2, 0) | (3, 0) => {
+            let mut b = [0u8; 4];
+            f.read_exact(&mut b)
+                .map_err(|_| refuse("the file ends in its header length".into()))?;
+            u64::from(u32::from_le_bytes(b))
+        }
+        _ => return Ok(()), // npyz reports the version
+    };
+    if len > MAX_HEADER_LEN {
+        return Err(refuse(format!(
+            "its header is {len} bytes long (load reads headers of at most {MAX_HEADER_LEN})"
+        )));
+    }
+    let mut header = Vec::new();
+    f.take(len)
+        .read_to_end(&mut header)
+        .map_err(|e| refuse(format!("reading its header: {e}")))?;
+    if header.len() as u64 != len {
+        return Err(refuse(format!(
+            "its header is cut short ({} of the {len} bytes it declares)",
+            header.len()
+        )));
+    }
+    // As npyz: one line end dropped, UTF-8, a Python literal.
+    let header = header.strip_suffix(b"\n").unwrap_or(&header);
+    let text = std::str::from_utf8(header).map_err(|_| refuse("its header is not UTF-8".into()))?;
+    let brackets = text
+        .chars()
+        .filter(|c| matches!(c, '(' | '[' | '{'))
+        .count();
+    if brackets > MAX_HEADER_BRACKETS {
+        let known: Vec<_> = Dtype::ALL.iter().map(|d| d.numpy_name()).collect();
+        return Err(format!(
+            "{}: unsupported .npy header: it opens {brackets} brackets, as a structured dtype's does (streams hold {}, whose headers open {MAX_HEADER_BRACKETS}: the dict and the shape)",
+            file.display(),
+            known.join(", ")
+        )
+        .into());
+    }
+    let value: py_literal::Value = text.parse().map_err(|e: py_literal::ParseError| {
+        // A syntax error quotes the whole line it is in (up to the whole header): keep its
+        // first line (the position) and what was expected.
+        let e = e.to_string();
+        let mut lines = e.lines().map(str::trim);
+        let first = lines.next().unwrap_or_default();
+        let expected = lines.filter(|l| l.starts_with('='));
+        let why: String = std::iter::once(first)
+            .chain(expected)
+            .collect::<Vec<_>>()
+            .join(" ");
+        refuse(format!(
+            "its header is not a Python literal: {}",
+            why.chars().take(300).collect::<String>()
+        ))
+    })?;
+    let py_literal::Value::Dict(entries) = value else {
+        return Err(refuse("its header is not a Python dict".into()));
+    };
+    for (key, value) in &entries {
+        if key.as_string().map(String::as_str) != Some("shape") {
+            continue;
+        }
+        let (py_literal::Value::Tuple(dims) | py_literal::Value::List(dims)) = value else {
+            return Err(refuse("its shape is not a tuple".into()));
+        };
+        let dims = dims
+            .iter()
+            .map(|d| match d {
+                py_literal::Value::Integer(n) => u64::try_from(n).map_err(|_| {
+                    refuse(if n.to_string().starts_with('-') {
+                        "its shape has a negative dimension".into()
+                    } else {
+                        "its shape has a dimension larger than 64 bits".into()
+                    })
+                }),
+                _ => Err(refuse(
+                    "its shape holds something other than integers".into(),
+                )),
+            })
+            .collect::<Fallible<Vec<u64>>>()?;
+        let mut nonzero = dims.iter().filter(|&&d| d != 0);
+        if nonzero.try_fold(1u64, |n, &d| n.checked_mul(d)).is_none() {
+            let shown: Vec<String> = dims.iter().map(u64::to_string).collect();
+            return Err(refuse(format!(
+                "its shape ({}) has dimensions that multiply past 64 bits",
+                shown.join(", ")
+            )));
+        }
     }
     Ok(())
 }
 
+/// `shmstream load NAME FILE.npy`.
 pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Duration) -> Fallible {
-    check_shape_product(file)?;
+    check_header(file)?;
     let reader = BufReader::new(
         File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?,
     );
@@ -153,8 +252,9 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
             }
         }
         println!(
-            "loaded {} into '{name}'{}: {} (count {})",
+            "loaded {} into '{}'{}: {} (count {})",
             file.display(),
+            term::printable(name),
             if created { " (created)" } else { "" },
             describe(dtype, &shape),
             stream.count()
@@ -172,11 +272,11 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         match output {
             Some(path) => {
                 write_npy(path, stream.shape(), data)?;
-                println!("dumped '{name}' ({}, count {}) to {}", describe(stream.dtype(), stream.shape()), p.info.count, path.display());
+                println!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, path.display());
             }
             None => {
                 let s = T::summarize(data);
-                println!("name:   {name}");
+                println!("name:   {}", term::printable(name));
                 println!("shape:  {:?}", stream.shape());
                 println!("dtype:  {}", stream.dtype());
                 println!("count:  {}", p.info.count);

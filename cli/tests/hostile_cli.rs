@@ -32,17 +32,23 @@ fn run(args: &[&str]) -> (i32, String) {
     (code, stderr)
 }
 
-/// A `.npy` file: magic, version, header (padded to 64 bytes), data.
+/// A `.npy` file: magic, version, header (padded to 64 bytes), data. Version 1 stores the
+/// header length in 2 bytes, versions 2 and 3 in 4.
 fn npy(version: (u8, u8), header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.to_owned();
-    let fixed = 6 + 2 + 2;
+    let len_bytes = if version.0 == 1 { 2 } else { 4 };
+    let fixed = 6 + 2 + len_bytes;
     while !(fixed + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
     let mut v = b"\x93NUMPY".to_vec();
     v.extend_from_slice(&[version.0, version.1]);
-    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    if len_bytes == 2 {
+        v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    } else {
+        v.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    }
     v.extend_from_slice(h.as_bytes());
     v.extend_from_slice(data);
     v
@@ -113,6 +119,114 @@ fn bad_files() -> Vec<(&'static str, Vec<u8>)> {
                 &f32x6,
             ),
         ),
+        // npyz multiplies the dimensions unchecked (the product, and the strides: every
+        // prefix product in one order or the other), which panics in a debug build: each of
+        // these must be refused before npyz sees it.
+        (
+            "a leading zero dim, the rest overflowing",
+            npy(
+                (1, 0),
+                &dict("<f4", false, "(0, 4294967296, 4294967296)"),
+                &[],
+            ),
+        ),
+        (
+            "a trailing zero dim, the rest overflowing",
+            npy(
+                (1, 0),
+                &dict("<f4", true, "(4294967296, 4294967296, 0)"),
+                &[],
+            ),
+        ),
+        (
+            "hex dims overflowing",
+            npy(
+                (1, 0),
+                &dict("<f4", false, "(0x100000000, 0x100000000)"),
+                &f32x6,
+            ),
+        ),
+        (
+            "underscored dims overflowing",
+            npy(
+                (1, 0),
+                &dict("<f4", false, "(4_294_967_296, 4_294_967_296)"),
+                &f32x6,
+            ),
+        ),
+        (
+            "octal and binary dims overflowing",
+            npy(
+                (1, 0),
+                &dict(
+                    "<f4",
+                    false,
+                    "(0o40000000000, 0b1_0000_0000_0000_0000_0000_0000_0000_0000)",
+                ),
+                &f32x6,
+            ),
+        ),
+        (
+            "dims overflowing in a list",
+            npy(
+                (1, 0),
+                &dict("<f4", false, "[4294967296, 4294967296, 4]"),
+                &f32x6,
+            ),
+        ),
+        (
+            "shape key spelled with an escape",
+            npy(
+                (1, 0),
+                "{'descr': '<f4', 'fortran_order': False, 'sh\\x61pe': (4294967296, 4294967296, 4), }",
+                &f32x6,
+            ),
+        ),
+        (
+            "shape key given twice, the last overflowing",
+            npy(
+                (1, 0),
+                "{'shape': (2, 3), 'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4), }",
+                &f32x6,
+            ),
+        ),
+        (
+            "v2 header padded past 64 KiB",
+            npy(
+                (2, 0),
+                &format!(
+                    "{{'descr': '<f4', 'fortran_order': False,{} 'shape': (4294967296, 4294967296, 4), }}",
+                    " ".repeat(70_000)
+                ),
+                &f32x6,
+            ),
+        ),
+        (
+            "v3 header overflowing",
+            npy(
+                (3, 0),
+                &dict("<f4", false, "(4294967296, 4294967296, 4)"),
+                &f32x6,
+            ),
+        ),
+        (
+            // npyz's parser takes hours over this (its time doubles with each level).
+            "brackets nested 30 deep",
+            npy(
+                (1, 0),
+                &format!(
+                    "{{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': {}{}}}",
+                    "[".repeat(30),
+                    "]".repeat(30)
+                ),
+                &f32x6,
+            ),
+        ),
+        ("v2 header length of 4 GiB", {
+            let mut v = npy((2, 0), &dict("<f4", false, "(2, 3)"), &f32x6);
+            v[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+            v
+        }),
         (
             "data shorter than the shape",
             npy((1, 0), &dict("<f4", false, "(2, 3)"), &f32x6[..10]),

@@ -246,6 +246,20 @@ fn a_closed_stdout_pipe_ends_the_tool_quietly() {
     }
 }
 
+/// A version-1 `.npy` file of a float32 (2, 3) array of zeros.
+fn npy_f32_2x3() -> Vec<u8> {
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_owned();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(&[0; 24]);
+    v
+}
+
 /// Names come from shared memory: control characters (ESC, newline) and bidi overrides are
 /// escaped in the human-readable output, so a name cannot move the cursor or fake a row.
 #[test]
@@ -255,7 +269,53 @@ fn names_with_control_characters_are_escaped_for_the_terminal() {
     Stream::create(&name, &[4], Dtype::U8).unwrap();
     let listed = run_within(tool(&["list"]));
     let stat = run_within(tool(&["stat", &name]));
-    for (what, out) in [("list", &listed.stdout), ("stat", &stat.stdout)] {
+    let dir = tempdir("esc");
+    let file = dir.join("frame.npy");
+    let file_s = file.to_str().unwrap();
+    let out_dir = dir.join("rec");
+    let out_dir_s = out_dir.to_str().unwrap();
+    let wrong = dir.join("wrong.npy");
+    std::fs::write(&wrong, npy_f32_2x3()).unwrap();
+    let wrong_s = wrong.to_str().unwrap();
+    let summary = run_within(tool(&["dump", &name]));
+    let dumped = run_within(tool(&["dump", &name, "-o", file_s]));
+    let loaded = run_within(tool(&["load", &name, file_s]));
+    let mismatch = run_within(tool(&["load", &name, wrong_s]));
+    // A plain stream: a warning that names it, then its line in the summary.
+    let recorded = run_within(tool(&[
+        "record",
+        &name,
+        "--out",
+        out_dir_s,
+        "--duration",
+        "0.2",
+        "--format",
+        "npy",
+    ]));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (what, ran) in [
+        ("dump", &summary),
+        ("dump -o", &dumped),
+        ("load", &loaded),
+        ("record", &recorded),
+    ] {
+        assert!(
+            ran.status.success(),
+            "{what}: {:?}\n{}",
+            ran.status,
+            ran.stderr
+        );
+    }
+    assert_eq!(mismatch.status.code(), Some(1), "{}", mismatch.stderr);
+    for (what, out) in [
+        ("list", &listed.stdout),
+        ("stat", &stat.stdout),
+        ("dump", &summary.stdout),
+        ("dump -o", &dumped.stdout),
+        ("load", &loaded.stdout),
+        ("load (mismatch) stderr", &mismatch.stderr),
+        ("record stderr", &recorded.stderr),
+    ] {
         assert!(
             !out.contains('\x1b') && !out.contains('\u{202e}'),
             "{what}: {out:?}"

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use shmstream::{Error, RingFrame, Stream, WaitStrategy};
 
-use crate::Fallible;
+use crate::{Fallible, term};
 
 /// How often a waiting reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(100);
@@ -225,7 +225,8 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         }
         if s.history_depth() == 0 {
             eprintln!(
-                "shmstream: warning: stream '{name}' keeps no history: frames written faster than they are read are missed (counted as lost); create it with history(n) to record every frame"
+                "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); create it with history(n) to record every frame",
+                term::printable(name)
             );
         }
         streams.push(s);
@@ -269,13 +270,13 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         let mb = frames as f64 * s.size_bytes() as f64 / 1e6;
         eprintln!(
             "{}: {frames} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}",
-            s.name(),
+            term::printable(s.name()),
             p.files.load(Ordering::Relaxed),
             mb,
             mb / secs,
             match r {
                 Ok(()) => String::new(),
-                Err(e) => format!(", FAILED: {e}"),
+                Err(e) => format!(", FAILED: {}", term::printable(e)),
             }
         );
     }
