@@ -71,6 +71,7 @@ pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
 pub use purge::{PurgeOptions, PurgeReport, purge, purge_matching, purge_with};
 pub use read::{FrameInfo, Publication};
 pub use stream::{Stream, StreamConfig, StreamOptions};
+pub use write::LiveView;
 pub use write::WriteGuard;
 
 pub use half::f16;

@@ -43,6 +43,24 @@ pub(crate) struct LockFile {
     /// The stream generation (instance id bits) the lock file was last checked for.
     generation: AtomicU64,
     wake: (Mutex<()>, Condvar),
+    /// Loans of the payload by the lock holder ([`LockFile::lend`]): a fill in progress, a
+    /// live view.
+    lent: AtomicU32,
+}
+
+/// The lock holder's loan of the payload (a write's fill, a `WriteGuard::live` view); it
+/// ends when dropped.
+#[derive(Debug)]
+pub(crate) struct Loan<'a>(&'a LockFile);
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        // Plain load and store: only the lock holder's thread lends, and a loan does not
+        // leave it (a fill is a call, a live view is neither `Send` nor outlives the guard);
+        // the lock's handover orders them for the next holder.
+        let n = self.0.lent.load(Ordering::Relaxed);
+        self.0.lent.store(n - 1, Ordering::Relaxed);
+    }
 }
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<LockFile>>> {
@@ -139,6 +157,7 @@ impl LockFile {
             waiters: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             wake: (Mutex::new(()), Condvar::new()),
+            lent: AtomicU32::new(0),
         });
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(path.to_owned(), Arc::downgrade(&lock));
@@ -351,6 +370,20 @@ impl LockFile {
                 pause = (pause * 2).min(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Lends the payload until the loan drops. Only the lock holder lends (a fill runs under
+    /// the lock, a live view borrows a guard), so only its thread sees the count move.
+    pub(crate) fn lend(&self) -> Loan<'_> {
+        let n = self.lent.load(Ordering::Relaxed);
+        self.lent.store(n + 1, Ordering::Relaxed);
+        Loan(self)
+    }
+
+    /// Whether the payload is lent out: then the holder must not publish (its thread is
+    /// inside a fill, or holds a view of the payload that a write would change under it).
+    pub(crate) fn is_lent(&self) -> bool {
+        self.lent.load(Ordering::Relaxed) > 0
     }
 
     /// Whether the calling thread holds this lock.

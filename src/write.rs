@@ -145,6 +145,13 @@ impl Stream {
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.lock.is_lent() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a write while this thread has the payload lent out (inside a write_view fill, or while a WriteGuard::live view lives): finish the fill or drop the view first".into(),
+            });
+        }
+        let _loan = self.lock.lend();
         let slow = crate::slowdown::guard(crate::slowdown::HotPath::Write);
         let h = &self.header;
         // Our own unlink leaves a negative sequence: check at once then, else rate-limited.
@@ -572,9 +579,11 @@ impl WriteGuard<'_> {
     }
 
     /// The live payload, borrowed without a copy (pyshmem's `read(safe=False)` under the
-    /// lock). Cooperating writers are excluded while the guard lives, so the view is stable.
-    /// For `bool` streams the bytes are checked first ([`Error::InvalidData`]).
-    pub fn live<T: Element>(&self) -> Result<ArrayViewD<'_, T>> {
+    /// lock). Cooperating writers are excluded while the guard lives, and while the view
+    /// lives this thread's own writes to the stream are refused ([`Error::Unsupported`]),
+    /// so the view is stable: read it, drop it, then write. For `bool` streams the bytes are
+    /// checked first ([`Error::InvalidData`]).
+    pub fn live<T: Element>(&self) -> Result<LiveView<'_, T>> {
         let s = self.stream;
         s.ensure_open()?;
         s.ensure_dtype::<T>()?;
@@ -590,15 +599,41 @@ impl WriteGuard<'_> {
                 });
             }
         }
+        let loan = s.lock.lend();
         // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
-        // cooperating writers out for the borrow's lifetime (tied to `&self`).
+        // cooperating writers out for the borrow's lifetime (tied to `&self`), and the loan,
+        // which lives as long as the view, makes this thread's own publications refuse.
         let slice = unsafe { std::slice::from_raw_parts(p.cast_const().cast::<T>(), s.len) };
-        ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch {
-            name: s.name.clone(),
-            expected: s.shape.clone(),
-            given: vec![s.len],
+        let view =
+            ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch {
+                name: s.name.clone(),
+                expected: s.shape.clone(),
+                given: vec![s.len],
+            })?;
+        Ok(LiveView {
+            view,
+            _loan: loan,
+            _not_send: PhantomData,
         })
+    }
+}
+
+/// A view of the live payload ([`WriteGuard::live`]); it dereferences to an `ArrayViewD`.
+/// While it lives, writes to the stream from the guard's thread are refused.
+#[derive(Debug)]
+pub struct LiveView<'a, T> {
+    view: ArrayViewD<'a, T>,
+    _loan: crate::lock::Loan<'a>,
+    /// Not `Send`: the loan ends on the thread that holds the lock.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a, T> std::ops::Deref for LiveView<'a, T> {
+    type Target = ArrayViewD<'a, T>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.view
     }
 }
 

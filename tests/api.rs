@@ -1256,3 +1256,46 @@ fn default_timeout_and_wait_strategy_are_settable() {
     });
     drop(g);
 }
+
+/// A write from inside a `write_view` fill, or while a `WriteGuard::live` view lives, is
+/// refused: it would publish in the middle of the open bracket (readers would take a frame
+/// never published, and the sequence would go back) or change the payload under the view.
+#[test]
+fn writes_while_the_payload_is_lent_out_are_refused() {
+    let name = unique_name("lent");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+    s.write_slice(&[1u32; 4]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    r.set_default_timeout(Duration::from_millis(50));
+    let before = s.write_sequence();
+    s.write_view(|buf: &mut [u32]| {
+        buf[0] = 2;
+        let nested = s.write_slice(&[7u32; 4]);
+        assert!(
+            matches!(nested, Err(Error::Unsupported { .. })),
+            "{nested:?}"
+        );
+        buf[1] = 3;
+        // Still inside the bracket: nothing was published halfway.
+        let seen = r.read::<u32>();
+        assert!(seen.is_err(), "a reader took {seen:?} from inside the fill");
+        Ok::<(), std::io::Error>(())
+    })
+    .unwrap();
+    assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[2, 3, 1, 1]);
+    assert_eq!(s.write_sequence(), before + 2, "one publication");
+    let g = s.lock(Some(SEC)).unwrap();
+    let v = g.live::<u32>().unwrap();
+    for e in [
+        g.write_slice(&[5u32; 4]).unwrap_err(),
+        s.write_slice(&[5u32; 4]).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+    assert_eq!(v.as_slice().unwrap(), &[2, 3, 1, 1]);
+    drop(v);
+    g.write_slice(&[5u32; 4]).unwrap();
+    drop(g);
+    assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[5u32; 4]);
+}
