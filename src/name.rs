@@ -10,7 +10,12 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// Why a name was refused.
 pub(crate) fn check(name: &str) -> Result<(), &'static str> {
-    if name.trim().is_empty() {
+    // Python's `str.strip()` (pyshmem's check) also strips the separators U+001C-U+001F,
+    // which Rust's `trim` keeps: a name of only those would be ours alone.
+    if name
+        .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+        .is_empty()
+    {
         return Err("a name must contain a non-space character");
     }
     if name.len() > MAX_NAME_BYTES {
@@ -99,6 +104,11 @@ mod tests {
     fn bad_names_are_refused() {
         assert!(check("").is_err());
         assert!(check("   ").is_err());
+        // Blank to Python's `str.strip()` too (pyshmem refuses them): U+001C-U+001F, U+0085,
+        // U+00A0, U+3000.
+        assert!(check("\u{1c}\u{1d}\u{1e}\u{1f}").is_err());
+        assert!(check("\u{85}\u{a0}\u{3000}").is_err());
+        assert!(check("\u{1f}x").is_ok());
         assert!(check(&"x".repeat(257)).is_err());
         assert!(check("a/b").is_err());
         assert!(check("a\0b").is_err());
