@@ -33,8 +33,11 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
         .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?} (blocked?)"))
 }
 
-/// Serializes this binary's tests that purge: a purge sweeps what belongs to no stream,
-/// whichever test planted it, and each such test checks what its own purge removed.
+/// Serializes this binary's tests that purge, and those that check a lock file is gone: a
+/// purge sweeps what belongs to no stream, whichever test planted it, and each such test
+/// checks what its own purge removed; and a purge's lock-file sweep opens a path it listed
+/// (making the file again for a moment if its stream's failed create just removed it) to
+/// lock it before it removes it.
 fn purging() -> std::sync::MutexGuard<'static, ()> {
     static PURGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     PURGING.lock().unwrap_or_else(|e| e.into_inner())
@@ -652,6 +655,7 @@ fn a_header_left_without_its_payload_is_listed_and_purged() {
 /// Defect 7: `unlink` of a missing name and a failed `create` leave no lock file behind.
 #[test]
 fn failed_calls_leave_no_lock_files() {
+    let _purging = purging();
     let missing = unique_name("nolock");
     assert!(matches!(
         shmstream::unlink(&missing),
@@ -780,6 +784,7 @@ fn sweep_lock_files(test: &str) {
 /// write would have died of `SIGBUS`), and leaves nothing behind.
 #[test]
 fn a_stream_larger_than_dev_shm_is_refused_up_front() {
+    let _purging = purging();
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: a NUL-terminated path and room for one statvfs.
     let rc = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) };
