@@ -547,8 +547,14 @@ impl Scenario {
             bail!("name {:?} must be a plain folder name", self.name);
         }
         let d = &self.defaults;
-        if !positive(d.min_seconds) || !non_negative(d.warmup) || d.repeats == 0 {
-            bail!("[defaults]: min_seconds must be > 0, warmup >= 0, repeats >= 1");
+        if !positive(d.min_seconds)
+            || !non_negative(d.warmup)
+            || d.repeats == 0
+            || d.min_seconds.max(d.warmup) > MAX_TIMEOUT_S
+        {
+            bail!(
+                "[defaults]: min_seconds must be > 0, warmup >= 0 (both at most {MAX_TIMEOUT_S} s, a day), repeats >= 1"
+            );
         }
         check_timeout("[defaults] ", d.timeout_s)?;
         if !non_negative(self.noise_seconds) || self.noise_seconds > 60.0 {
@@ -881,11 +887,23 @@ impl CaseSpec {
                 bail!("mvm sizes are matrix shapes [rows, cols]");
             }
         }
-        if self.min_seconds.is_some_and(|v| !positive(v))
+        if self
+            .min_seconds
+            .is_some_and(|v| !positive(v) || v > MAX_TIMEOUT_S)
             || self.repeats == Some(0)
-            || self.warmup.is_some_and(|v| !non_negative(v))
+            || self
+                .warmup
+                .is_some_and(|v| !non_negative(v) || v > MAX_TIMEOUT_S)
         {
-            bail!("min_seconds must be > 0, repeats >= 1, warmup >= 0");
+            bail!(
+                "min_seconds must be > 0, warmup >= 0 (both at most {MAX_TIMEOUT_S} s, a day), repeats >= 1"
+            );
+        }
+        if self
+            .gap_us
+            .is_some_and(|g| !non_negative(g) || g > MAX_TIMEOUT_S * 1e6)
+        {
+            bail!("gap_us must be a number of microseconds >= 0 and at most a day");
         }
         Ok(())
     }
@@ -1093,6 +1111,24 @@ pipeline = "device-resident"
         }
         let s = with("timeout_s = 86400", "timeout_s = 0.5").unwrap();
         assert_eq!(s.jobs(false, None)[0].timeout_s, 0.5);
+        // The other durations become instants ahead of now as well.
+        for (defaults, case) in [
+            ("min_seconds = 1e20", ""),
+            ("warmup = 1e20", ""),
+            ("", "min_seconds = 1e20"),
+            ("", "warmup = 1e20"),
+        ] {
+            let err = with(defaults, case).unwrap_err().to_string();
+            assert!(err.contains("at most 86400 s"), "{defaults}{case}: {err}");
+        }
+        for gap in ["-1", "1e30", "nan"] {
+            let err = Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"pingpong\"\nsizes=[[8]]\ngap_us = {gap}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("gap_us must be"), "{gap}: {err}");
+        }
     }
 
     /// A shape whose bytes overflow is refused at parse, for every kind (the bridge's size
