@@ -253,7 +253,7 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         }
         println!(
             "loaded {} into '{}'{}: {} (count {})",
-            file.display(),
+            term::printable(&file.display().to_string()),
             term::printable(name),
             if created { " (created)" } else { "" },
             describe(dtype, &shape),
@@ -272,7 +272,7 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         match output {
             Some(path) => {
                 write_npy(path, stream.shape(), data)?;
-                println!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, path.display());
+                println!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
             }
             None => {
                 let s = T::summarize(data);

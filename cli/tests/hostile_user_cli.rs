@@ -270,7 +270,8 @@ fn names_with_control_characters_are_escaped_for_the_terminal() {
     let listed = run_within(tool(&["list"]));
     let stat = run_within(tool(&["stat", &name]));
     let dir = tempdir("esc");
-    let file = dir.join("frame.npy");
+    // A file name as hostile as the stream's: paths are printed escaped too.
+    let file = dir.join("frame\x1b[2J\nfake-row\u{202e}.npy");
     let file_s = file.to_str().unwrap();
     let out_dir = dir.join("rec");
     let out_dir_s = out_dir.to_str().unwrap();
