@@ -54,8 +54,8 @@
 //!
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
 //! `select!`) stops the background wait within one slice of at most 100 ms: the pool thread
-//! waits in slices and checks a cancel flag between them, so an abandoned `None`-timeout wait
-//! never pins a pool thread forever. A wait abandoned that way and ending meanwhile in the
+//! waits in slices and checks between them whether its future is gone, so an abandoned
+//! `None`-timeout wait never pins a pool thread forever. A wait abandoned that way and ending meanwhile in the
 //! report of a writer's death (made once per handle and invalid generation) gives the report
 //! back, so the handle's next wait makes it.
 //!
@@ -63,7 +63,7 @@
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
 //! blocking calls (they share the handle).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ use crate::error::{Error, Result};
 use crate::read::Publication;
 use crate::stream::Stream;
 
-/// Longest slice of one background wait; the cancel flag is checked between slices.
+/// Longest slice of one background wait; whether its future is gone is checked between slices.
 const SLICE: Duration = Duration::from_millis(100);
 const OP: &str = "wait for a new frame";
 
@@ -106,17 +106,15 @@ impl Outcome {
     }
 }
 
-/// Sets the cancel flag when the waiting future is dropped (finished or abandoned), and
-/// gives back the report of an outcome it did not take.
+/// Marks the future gone when it is dropped (finished or abandoned), and gives back the
+/// report of an outcome it did not take.
 struct CancelOnDrop {
-    flag: Arc<AtomicBool>,
     handoff: Arc<Mutex<Handoff>>,
     stream: Arc<Stream>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.flag.store(true, Ordering::Relaxed);
         let mut h = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
         h.gone = true;
         if let Some(o) = h.outcome.take() {
@@ -134,11 +132,12 @@ impl Stream {
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
         let cancel = CancelOnDrop {
-            flag: Arc::new(AtomicBool::new(false)),
             handoff: Arc::default(),
             stream: Arc::clone(self),
         };
-        let (flag, handoff) = (cancel.flag.clone(), cancel.handoff.clone());
+        let handoff = Arc::clone(&cancel.handoff);
+        // Whether the future is gone (looked at once a slice, at most every 100 ms).
+        let gone = |h: &Mutex<Handoff>| h.lock().unwrap_or_else(PoisonError::into_inner).gone;
         let stream = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
             let mark_before = stream.reads.reported_invalid.load(Ordering::Relaxed);
@@ -155,7 +154,7 @@ impl Stream {
                 };
                 match stream.wait_for_count(after, Some(slice)) {
                     Ok(c) => break Ok(Some(c)),
-                    Err(Error::Timeout { .. }) if !flag.load(Ordering::Relaxed) => continue,
+                    Err(Error::Timeout { .. }) if !gone(&handoff) => continue,
                     Err(Error::Timeout { .. }) => break Ok(None),
                     Err(e) => break Err(e),
                 }
