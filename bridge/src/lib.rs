@@ -27,6 +27,16 @@ use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// How often a run of repeated trouble on one stream (frames refused for one reason, frames
+/// lost) is summed up on stderr while it lasts: said once at its start, then at most this
+/// often, so a stream in trouble at its frame rate cannot fill the log.
+pub(crate) const SUM_UP_EVERY: Duration = Duration::from_secs(10);
+
+/// Says `line` on stderr about stream `name`.
+pub(crate) fn say(name: &str, line: &str) {
+    eprintln!("shmstream-bridge: stream '{name}': {line}");
+}
+
 /// How often a waiting bridge thread checks its stop flag.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 

@@ -9,7 +9,9 @@ use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, Stop, key, open_session, per_stream, zenoh_err};
+use crate::{
+    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, key, open_session, per_stream, say, zenoh_err,
+};
 
 /// What [`publish`] carries and how.
 #[derive(Debug, Clone)]
@@ -144,7 +146,7 @@ fn publish_stream(
                         .as_mut()
                         .map_or(0, |c| c.skip_to_recent(depth - depth / 8));
                     losses.lost(lost + skipped);
-                    say(name, losses.due(Instant::now()));
+                    say_any(name, losses.due());
                     continue;
                 }
                 // Unlinked or replaced: open the new generation (its shape may differ).
@@ -163,22 +165,26 @@ fn publish_stream(
             buf = frame
                 .try_into_mut()
                 .unwrap_or_else(|_| BytesMut::zeroed(s.size_bytes()));
-            say(name, losses.due(Instant::now()));
+            say_any(name, losses.due());
             if let Some(p) = period {
                 pause(p, stop);
             }
         }
         made_since = true;
     }
-    say(name, losses.rest());
+    say_any(name, losses.rest());
     Ok(())
 }
 
-/// How often a run of lost frames is summed up while it lasts.
-const SAY_LOSSES_EVERY: Duration = Duration::from_secs(10);
+/// Says `line`, if there is one.
+fn say_any(name: &str, line: Option<String>) {
+    if let Some(line) = line {
+        say(name, &line);
+    }
+}
 
 /// Frames a lossless publisher lost: the first loss is said at once, later ones summed up
-/// at most every [`SAY_LOSSES_EVERY`] and when the publisher ends (one that stays behind its
+/// at most every [`SUM_UP_EVERY`] and when the publisher ends (one that stays behind its
 /// writer loses frames at almost every frame, and must not fill the log with a line each).
 #[derive(Debug, Default)]
 struct Losses {
@@ -191,12 +197,21 @@ impl Losses {
         self.unsaid += frames;
     }
 
-    /// The line to say now, if losses are unsaid and the last line is old enough.
-    fn due(&mut self, now: Instant) -> Option<String> {
+    /// The line to say now, if losses are unsaid and the last line is old enough (the
+    /// clock is read only then: this runs after every frame put).
+    fn due(&mut self) -> Option<String> {
+        if self.unsaid == 0 {
+            return None;
+        }
+        self.due_at(Instant::now())
+    }
+
+    /// [`Losses::due`] at `now`.
+    fn due_at(&mut self, now: Instant) -> Option<String> {
         if self.unsaid == 0
             || self
                 .said_at
-                .is_some_and(|t| now.saturating_duration_since(t) < SAY_LOSSES_EVERY)
+                .is_some_and(|t| now.saturating_duration_since(t) < SUM_UP_EVERY)
         {
             return None;
         }
@@ -215,12 +230,6 @@ impl Losses {
     }
 }
 
-fn say(name: &str, line: Option<String>) {
-    if let Some(line) = line {
-        eprintln!("shmstream-bridge: stream '{name}': {line}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,22 +239,22 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut l = Losses::default();
-        assert_eq!(l.due(at(0)), None);
+        assert_eq!(l.due_at(at(0)), None);
         l.lost(3);
         let line = |n: u64| {
             Some(format!(
                 "{n} frame(s) lost before they could be published (deepen the stream's history)"
             ))
         };
-        assert_eq!(l.due(at(0)), line(3));
+        assert_eq!(l.due_at(at(0)), line(3));
         for s in 1..10 {
             l.lost(1);
-            assert_eq!(l.due(at(s)), None, "said again at {s} s");
+            assert_eq!(l.due_at(at(s)), None, "said again at {s} s");
         }
-        assert_eq!(l.due(at(10)), line(9));
-        assert_eq!(l.due(at(25)), None, "nothing unsaid");
+        assert_eq!(l.due_at(at(10)), line(9));
+        assert_eq!(l.due_at(at(25)), None, "nothing unsaid");
         l.lost(2);
-        assert_eq!(l.due(at(25)), line(2));
+        assert_eq!(l.due_at(at(25)), line(2));
         l.lost(4);
         assert_eq!(l.rest(), line(4));
         assert_eq!(l.rest(), None);

@@ -10,7 +10,9 @@ use zenoh::Wait;
 use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
-use crate::{BridgeError, Endpoints, POLL, Stop, key, open_session, per_stream, zenoh_err};
+use crate::{
+    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, key, open_session, per_stream, zenoh_err,
+};
 
 /// What [`subscribe`] mirrors and where.
 #[derive(Debug, Clone)]
@@ -139,7 +141,7 @@ impl Mirror {
 
     /// Says why a frame was refused: the first of a run of frames refused for one reason,
     /// then how many more were, when the reason changes, a frame is written, or every
-    /// [`REPEAT_EVERY`] (a sender that keeps sending a bad frame at its rate must not fill the
+    /// [`SUM_UP_EVERY`] (a sender that keeps sending a bad frame at its rate must not fill the
     /// log).
     fn refuse(&mut self, reason: &dyn std::fmt::Display) {
         for line in self.refusals.refused(reason.to_string(), Instant::now()) {
@@ -148,12 +150,9 @@ impl Mirror {
     }
 
     fn say(&self, line: &str) {
-        eprintln!("shmstream-bridge: stream '{}': {line}", self.name);
+        crate::say(&self.name, line);
     }
 }
-
-/// How often a run of frames refused for one reason is summed up while it lasts.
-const REPEAT_EVERY: Duration = Duration::from_secs(10);
 
 /// The run of refusals being counted: its reason, the frames refused since it was last said,
 /// and when it was last said.
@@ -169,7 +168,7 @@ impl Refusals {
         match &mut self.run {
             Some((same, more, said)) if *same == reason => {
                 *more += 1;
-                if now.saturating_duration_since(*said) >= REPEAT_EVERY {
+                if now.saturating_duration_since(*said) >= SUM_UP_EVERY {
                     lines.push(repeated(*more, same));
                     (*more, *said) = (0, now);
                 }
@@ -291,7 +290,7 @@ mod tests {
         for ms in 1..100 {
             assert!(r.refused(bad(), at(ms)).is_empty(), "said again at {ms} ms");
         }
-        // Every REPEAT_EVERY while it lasts.
+        // Every SUM_UP_EVERY while it lasts.
         assert_eq!(
             r.refused(bad(), at(10_000)),
             ["refused 100 more frame(s) for the same reason: no attachment"]
