@@ -760,6 +760,45 @@ fn gpu_consumer_gets_every_frame_whole_beside_seqlock_readers() {
     );
 }
 
+/// Frames of the stalled-consumer tests: 16 Ki `i32`.
+const STALLED_N: usize = 16 * 1024;
+
+/// A GPU stream (timeout [`LONG`]) whose GPU consumer, a child process, takes frame 1,
+/// acknowledges it and then stalls (frame 3 waits for an ack of frame 2 that never comes).
+fn stream_with_a_stalled_consumer(tag: &str) -> (String, Cleanup, Stream, common::Proc) {
+    let name = unique_name(tag);
+    let c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[STALLED_N], Dtype::I32).create().unwrap();
+    s.set_default_timeout(LONG);
+    let mut k = child("gpu_child_entry", "stalled_consumer")
+        .param("name", &name)
+        .spawn();
+    k.expect_line("ready", LONG);
+    (name, c, s, k)
+}
+
+/// Writes frames `1..=last` (every value `v` in frame `v`) through a handle of its own on a
+/// thread, which returns the handle.
+fn write_frames_on_a_thread(name: &str, last: i32) -> std::thread::JoinHandle<Stream> {
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        let w = Stream::open(&name).unwrap();
+        w.set_default_timeout(LONG);
+        for v in 1..=last {
+            w.write_device_from_host(&vec![v; STALLED_N])
+                .unwrap_or_else(|e| panic!("frame {v}: {e}"));
+        }
+        w
+    })
+}
+
+/// The stream's device payload holds frame `v` whole.
+fn assert_last_frame(s: &Stream, v: i32) {
+    let mut host = vec![0i32; STALLED_N];
+    s.read_device_to_host(&mut host).unwrap();
+    assert!(host.iter().all(|&x| x == v), "last frame {}", host[0]);
+}
+
 /// Issue #11: a GPU consumer killed while the writer waits for its acknowledgement does not
 /// stall the writer: it notices the dead consumer, releases the stream and publishes; a new
 /// consumer may then take the stream.
@@ -768,29 +807,11 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
     if !gpu_or_skip("gpu_consumer_killed_while_the_writer_waits_for_its_ack") {
         return;
     }
-    let name = unique_name("gpu-ack-kill");
-    let _c = Cleanup::new([name.clone()]);
-    let n = 16 * 1024;
-    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
-    s.set_default_timeout(LONG);
-    let mut k = child("gpu_child_entry", "stalled_consumer")
-        .param("name", &name)
-        .spawn();
-    k.expect_line("ready", LONG);
+    let (name, _c, s, mut k) = stream_with_a_stalled_consumer("gpu-ack-kill");
     let t = Instant::now();
-    let writer = {
-        let name = name.clone();
-        std::thread::spawn(move || {
-            let w = Stream::open(&name).unwrap();
-            w.set_default_timeout(LONG);
-            // Frame 1 is the consumer's; frame 2 overwrites it after its ack; frame 3 would
-            // overwrite frame 2, never acknowledged; frame 4 waits for frame 3 to land.
-            for v in 1..=4 {
-                w.write_device_from_host(&vec![v; n])
-                    .unwrap_or_else(|e| panic!("frame {v}: {e}"));
-            }
-        })
-    };
+    // Frame 1 is the consumer's; frame 2 overwrites it after its ack; frame 3 would
+    // overwrite frame 2, never acknowledged; frame 4 waits for frame 3 to land.
+    let writer = write_frames_on_a_thread(&name, 4);
     k.kill();
     writer.join().expect("the writer finished");
     assert!(
@@ -798,9 +819,7 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
         "the writer waited out its timeout ({:?}) instead of noticing the dead consumer",
         t.elapsed()
     );
-    let mut host = vec![0i32; n];
-    s.read_device_to_host(&mut host).unwrap();
-    assert!(host.iter().all(|&x| x == 4), "last frame {}", host[0]);
+    assert_last_frame(&s, 4);
     let again = Stream::open(&name).unwrap();
     assert!(
         again.gpu_consumer().is_ok(),
@@ -819,35 +838,16 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
     ) {
         return;
     }
-    let name = unique_name("gpu-ack-kill2");
-    let _c = Cleanup::new([name.clone()]);
-    let n = 16 * 1024;
-    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
-    s.set_default_timeout(LONG);
-    let mut k = child("gpu_child_entry", "stalled_consumer")
-        .param("name", &name)
-        .spawn();
-    k.expect_line("ready", LONG);
+    let (name, _c, s, mut k) = stream_with_a_stalled_consumer("gpu-ack-kill2");
     let t = Instant::now();
-    let first = {
-        let name = name.clone();
-        std::thread::spawn(move || {
-            let w = Stream::open(&name).unwrap();
-            w.set_default_timeout(LONG);
-            // Frame 3 waits for the ack of frame 2, which the stalled consumer never sends
-            // (on the GPU-side path its CUDA stream waits; the host returns).
-            for v in 1..=3 {
-                w.write_device_from_host(&vec![v; n])
-                    .unwrap_or_else(|e| panic!("frame {v}: {e}"));
-            }
-            w
-        })
-    };
+    // Frame 3 waits for the ack of frame 2, which the stalled consumer never sends (on the
+    // GPU-side path its CUDA stream waits; the host returns).
+    let first = write_frames_on_a_thread(&name, 3);
     k.kill();
     let second = Stream::open(&name).unwrap();
     second.set_default_timeout(LONG);
     second
-        .write_device_from_host(&vec![4; n])
+        .write_device_from_host(&vec![4; STALLED_N])
         .expect("frame 4, through another handle");
     let first = first.join().expect("the first writer finished");
     assert!(
@@ -855,9 +855,7 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
         "the writers waited out their timeout ({:?}) instead of releasing the dead consumer",
         t.elapsed()
     );
-    let mut host = vec![0i32; n];
-    s.read_device_to_host(&mut host).unwrap();
-    assert!(host.iter().all(|&x| x == 4), "last frame {}", host[0]);
+    assert_last_frame(&s, 4);
     drop(first);
 }
 
