@@ -130,7 +130,8 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
         .filter_map(|e| {
             let file = e.file_name();
             let file = file.to_str()?;
-            Some(file.strip_suffix("_meta").unwrap_or(file).to_owned())
+            let id = file.strip_suffix("_meta").unwrap_or(file);
+            name::looks_like_segment_id(id).then(|| id.to_owned())
         })
         .collect();
     let mut out: Vec<Header> = ids.iter().filter_map(|id| validated(id)).collect();
