@@ -509,13 +509,8 @@ fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
     for planted in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1] {
         let name = unique_name("hist-head");
         let _c = Cleanup::new([&name]);
-        let s = StreamOptions::new(&name)
-            .shape(&[4])
-            .dtype(Dtype::U16)
-            .history(4)
-            .create()
-            .unwrap();
-        s.write_slice(&[1u16; 4]).unwrap();
+        let s = history_stream(&name, 4, 4);
+        s.write_slice(&[1u32; 4]).unwrap();
         std::fs::OpenOptions::new()
             .write(true)
             .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))
@@ -523,17 +518,17 @@ fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
             .write_all_at(&planted.to_le_bytes(), HEAD)
             .unwrap();
         let mut c = s.cursor().unwrap();
-        let _ = c.next::<u16>(Some(Duration::ZERO));
+        let _ = c.next::<u32>(Some(Duration::ZERO));
         let _ = (c.lag(), c.skip_to_recent(2));
         c.rewind_to_oldest();
-        let _ = c.next::<u16>(Some(Duration::ZERO));
-        s.write_slice(&[2u16; 4]).unwrap();
+        let _ = c.next::<u32>(Some(Duration::ZERO));
+        s.write_slice(&[2u32; 4]).unwrap();
         for _ in 0..6 {
-            let _ = c.next::<u16>(Some(Duration::ZERO));
+            let _ = c.next::<u32>(Some(Duration::ZERO));
         }
         assert_eq!(
-            s.read::<u16>().unwrap().as_slice().unwrap(),
-            &[2u16; 4],
+            s.read::<u32>().unwrap().as_slice().unwrap(),
+            &[2u32; 4],
             "head {planted}"
         );
     }
