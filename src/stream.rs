@@ -377,8 +377,16 @@ impl Stream {
         let deadline = Instant::now() + DECODE_RETRY;
         let (meta, decoded, payload) = loop {
             let (meta, decoded) = open_meta(name)?;
+            #[cfg(test)]
+            tests::between_opens();
             match open_payload(name, &decoded, readonly) {
-                Ok(payload) => break (meta, decoded, payload),
+                // `_meta` still linked after the payload was opened: that payload is this
+                // header's (a new generation's needs the name, which the header held).
+                Ok(payload) if !meta.is_unlinked() => break (meta, decoded, payload),
+                // The generation was unlinked (perhaps recreated) between the two opens: the
+                // payload may be the next one's, under this header's seqlock.
+                Ok(_) if Instant::now() < deadline => {}
+                Ok(_) => return Err(not_found(name)),
                 // A creator between publishing `_meta` and the payload, or a generation
                 // unlinked (and perhaps recreated) under us: look again for a moment.
                 Err(Error::NotFound { .. } | Error::PayloadTooSmall { .. })
@@ -714,5 +722,53 @@ pub(crate) fn decode_retrying(
             Err(_) => {}
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    thread_local! {
+        /// Run once between an open's `_meta` and its payload (by this thread's next open).
+        static BETWEEN_OPENS: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn between_opens() {
+        if let Some(f) = BETWEEN_OPENS.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    #[test]
+    fn an_open_racing_an_unlink_and_recreate_never_pairs_two_generations() {
+        let name = format!("open-race-{}", sys::pid());
+        let _ = catalog::unlink(&name);
+        let first = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        let second: std::rc::Rc<RefCell<Option<Stream>>> = Default::default();
+        let made = second.clone();
+        let recreated = name.clone();
+        BETWEEN_OPENS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                catalog::unlink(&recreated).unwrap();
+                let s = Stream::create(&recreated, &[4], Dtype::U8).unwrap();
+                s.write_slice(&[9u8; 4]).unwrap();
+                *made.borrow_mut() = Some(s);
+            }))
+        });
+        let opened = Stream::open(&name).unwrap();
+        let second = second.borrow_mut().take().unwrap();
+        assert_ne!(first.instance_id, second.instance_id);
+        assert_eq!(
+            opened.instance_id, second.instance_id,
+            "header of the old generation"
+        );
+        let mut out = [0u8; 4];
+        let info = opened.read_publication_into(&mut out).unwrap();
+        assert_eq!((out, info.count), ([9u8; 4], 1));
+        drop(first);
+        second.unlink().unwrap();
     }
 }
