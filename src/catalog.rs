@@ -200,13 +200,13 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
             });
         }
     }
-    for id in [
-        name::segment_id(name),
-        name::meta_id(name),
-        name::gpu_id(name),
-        name::history_id(name),
-    ] {
+    for id in [name::segment_id(name), name::meta_id(name)] {
         segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
+    }
+    // The optional parts: one this user cannot remove is not this stream's (a file another
+    // user planted under the name of a stream without a ring), and the stream is gone already.
+    for id in [name::gpu_id(name), name::history_id(name)] {
+        let _ = segment::unlink(&id);
     }
     if let Some(meta) = meta.as_ref() {
         // Tell every attached handle: the generation goes invalid (they report Stale, seeing

@@ -56,6 +56,13 @@ pub(crate) fn build(
         }
     }
     let history_id = name::history_id(name);
+    // A ring name squatted by something not ours is said as such too (ours, a leftover, is
+    // replaced below).
+    if o.history > 0
+        && let Ok(m) = std::fs::symlink_metadata(segment::path(&history_id))
+    {
+        crate::trust::check_metadata(&m, &segment::path(&history_id)).map_err(io)?;
+    }
     let building = [
         segment::creating_id(&payload_id),
         segment::creating_id(&meta_id),

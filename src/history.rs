@@ -240,20 +240,30 @@ impl Ring {
         instance_id: [u8; 16],
         writable: bool,
     ) -> Result<Option<Ring>> {
-        let Some((seg, capacity)) = open_header(stream, instance_id, writable)? else {
+        let Some((head, capacity)) = open_header(stream, instance_id, false, HEADER_BYTES)? else {
             return Ok(None);
         };
         let corrupt = |reason: String| Error::InvalidHistory {
             name: stream.to_owned(),
             reason: format!("{reason}: unlink and recreate the stream"),
         };
-        let declared = read_u64(&seg, off::FRAME_BYTES);
+        let declared = read_u64(&head, off::FRAME_BYTES);
         if declared != frame_bytes as u64 {
             return Err(corrupt(format!(
                 "the history segment holds frames of {declared} bytes, the stream {frame_bytes}"
             )));
         }
         let need = ring_bytes(capacity, frame_bytes).map_err(corrupt)?;
+        // Map the slots the header declares, no more: a ring grown past them (corrupt or
+        // hostile) is not faulted in. The header is checked again on this second mapping.
+        let Some((seg, again)) = open_header(stream, instance_id, writable, need)? else {
+            return Ok(None);
+        };
+        if again != capacity {
+            return Err(corrupt(format!(
+                "the history segment's capacity changed from {capacity} to {again} frames"
+            )));
+        }
         if seg.len() < need {
             return Err(corrupt(format!(
                 "the history segment is {} bytes, {need} expected",
@@ -438,17 +448,28 @@ fn read_u64(seg: &Segment, at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }
 
-/// Opens `_hist` and checks its header: `None` when there is none, or it belongs to another
-/// generation (a leftover), else the segment and its capacity.
+/// Opens `_hist`, mapping at most `max_len` bytes, and checks its header: `None` when there
+/// is none, it belongs to another generation (a leftover), or it is not ours to use (another
+/// user's file or a FIFO planted under the name of a stream without a ring: the stream is
+/// usable, without history); else the segment and its capacity.
 fn open_header(
     stream: &str,
     instance_id: [u8; 16],
     writable: bool,
+    max_len: usize,
 ) -> Result<Option<(Segment, usize)>> {
-    let seg = match Segment::open(&name::history_id(stream), writable) {
+    let seg = match Segment::open_prefix(&name::history_id(stream), writable, max_len) {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::PermissionDenied
+            ) || crate::trust::is_refused(&e) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(Error::io(stream, "opening the history segment", e)),
     };
     if seg.len() < HEADER_BYTES {
@@ -481,7 +502,7 @@ fn open_header(
 
 /// The history depth of a stream generation, for `stat` and `list` (0 = none).
 pub(crate) fn depth(stream: &str, instance_id: [u8; 16]) -> usize {
-    match open_header(stream, instance_id, false) {
+    match open_header(stream, instance_id, false, HEADER_BYTES) {
         Ok(Some((_, capacity))) => capacity,
         _ => 0,
     }

@@ -28,6 +28,11 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Whether `e` is a [`Refused`] file (not a regular file of this user).
+pub(crate) fn is_refused(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<Refused>())
+}
+
 fn refuse(path: &Path, reason: String) -> io::Error {
     io::Error::other(Refused {
         path: path.to_owned(),

@@ -485,12 +485,18 @@ fn short_empty_and_missing_segments_are_typed_errors() {
 fn oversized_segments_are_not_faulted_in() {
     let name = unique_name("oversized");
     let _c = Cleanup::new([&name]);
-    let w = Stream::create(&name, &[16], Dtype::U32).unwrap();
+    let w = shmstream::StreamOptions::new(&name)
+        .shape(&[16])
+        .dtype(Dtype::U32)
+        .history(2)
+        .create()
+        .unwrap();
     w.write_slice(&[3u32; 16]).unwrap();
     let big = 64u64 << 20;
     let ids = [
         shmstream::name::meta_id(&name),
         shmstream::name::segment_id(&name),
+        shmstream::name::history_id(&name),
     ];
     for id in &ids {
         std::fs::OpenOptions::new()
@@ -502,10 +508,12 @@ fn oversized_segments_are_not_faulted_in() {
     }
     let r = Stream::open_readonly(&name).unwrap();
     assert_eq!(r.read::<u32>().unwrap().sum(), 48);
+    let mut cursor = r.cursor().unwrap();
     let rw = Stream::open(&name).unwrap();
     rw.write_slice(&[4u32; 16]).unwrap();
+    assert_eq!(cursor.next::<u32>(Some(LONG)).unwrap().sum(), 64);
     assert!(shmstream::list_streams().unwrap().contains(&name));
-    shmstream::stat(&name).unwrap();
+    assert_eq!(shmstream::stat(&name).unwrap().history, 2);
     for id in &ids {
         let allocated = std::fs::metadata(shm_path(id)).unwrap().blocks() * 512;
         assert!(

@@ -236,6 +236,54 @@ fn planted_non_files_never_block_and_are_refused() {
     }
 }
 
+/// The ring's name of a stream without history is free while the stream lives, so anyone may
+/// plant something there. The stream stays usable (without history): `open` and `stat` work,
+/// `unlink` removes the stream and its lock file, and a `create` with history of a name whose
+/// ring is squatted says so instead of "already exists".
+#[test]
+fn a_planted_ring_leaves_the_stream_usable_and_is_named_by_create() {
+    let _purging = purging();
+    for plant in Plant::ALL {
+        let name = unique_name("ringplant");
+        let _c = Cleanup::new([&name]);
+        Stream::create(&name, &[4], Dtype::U8).unwrap();
+        let planted = plant.make(&shm(&name::history_id(&name)));
+        let n = name.clone();
+        let opened = within("open", move || {
+            Stream::open_readonly(&n).map(|s| s.history_depth())
+        });
+        assert!(matches!(opened, Ok(0)), "{plant:?}: open gave {opened:?}");
+        let n = name.clone();
+        let stat = within("stat", move || shmstream::stat(&n).map(|s| s.history));
+        assert!(matches!(stat, Ok(0)), "{plant:?}: stat gave {stat:?}");
+        let n = name.clone();
+        let unlinked = within("unlink", move || shmstream::unlink(&n));
+        assert!(unlinked.is_ok(), "{plant:?}: unlink gave {unlinked:?}");
+        assert!(
+            !name::lock_path(&name).exists() && entries_of(&name::segment_id(&name)).len() <= 1,
+            "{plant:?}: left {:?}",
+            entries_of(&name::segment_id(&name))
+        );
+        // The name is free, its ring's name squatted (planted again: ours, it may be gone).
+        remove(&planted);
+        let planted = plant.make(&shm(&name::history_id(&name)));
+        let n = name.clone();
+        let created = within("create", move || {
+            StreamOptions::new(&n)
+                .shape(&[4])
+                .dtype(Dtype::U8)
+                .history(4)
+                .create()
+                .map(|_| ())
+        });
+        assert!(
+            matches!(&created, Err(Error::Untrusted { name: n, .. }) if *n == name),
+            "{plant:?}: create gave {created:?}"
+        );
+        remove(&planted);
+    }
+}
+
 /// Defect 1, lock files: a dangling symlink (or FIFO) in place of a lock file is neither
 /// followed nor blocks; the stream's operations fail with `Untrusted` naming it.
 #[test]
