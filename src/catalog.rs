@@ -1,6 +1,7 @@
 //! Streams by name: list, stat (metadata without mapping the payload), unlink, and the
 //! scratch guard that creates a stream and unlinks it on drop (`purge` has its own module).
 
+use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -173,31 +174,35 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
     let lock_path = name::lock_path(name);
     let lock = LockFile::attach(&lock_path, name)?;
     let _held = NameLock::take(&lock, name)?;
-    let meta = Segment::open_prefix(&name::meta_id(name), true, format::META_BYTES).ok();
-    let payload_exists = segment::exists(&name::segment_id(name));
-    if meta.is_none() && !payload_exists {
-        if !segment::exists(&name::meta_id(name)) {
-            // No stream by that name: the lock file attach just made would only leak.
-            let _ = std::fs::remove_file(&lock_path);
-        }
+    // A `_meta` too short to hold a header (a creator killed before sizing it) is no
+    // generation's, but it holds the name: `unlink` by name removes it. Any other failure to
+    // open it (not ours, out of descriptors) must not pass for "no header".
+    let meta = match Segment::open_prefix(&name::meta_id(name), true, format::META_BYTES) {
+        Ok(m) => Some(m).filter(|m| m.len() >= format::META_BYTES),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidData) => None,
+        Err(e) => return Err(Error::io(name, "opening the metadata segment", e)),
+    };
+    let stale = || Error::Stale {
+        name: name.to_owned(),
+    };
+    let exists = segment::exists(&name::segment_id(name)) || segment::exists(&name::meta_id(name));
+    if !exists {
+        // No stream by that name: the lock file attach just made would only leak.
+        let _ = std::fs::remove_file(&lock_path);
         return Err(match expected {
-            Some(_) => Error::Stale {
-                name: name.to_owned(),
-            },
+            Some(_) => stale(),
             None => not_found(name),
         });
     }
-    let meta = meta.filter(|m| m.len() >= format::META_BYTES);
-    if let (Some(meta), Some(want)) = (meta.as_ref(), expected) {
-        let mut current = [0u8; 16];
-        current.copy_from_slice(
-            &meta.snapshot(format::META_BYTES)
-                [format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16],
-        );
-        if current != want {
-            return Err(Error::Stale {
-                name: name.to_owned(),
-            });
+    if let Some(want) = expected {
+        // Only the generation whose header says so: parts without a header are nobody's.
+        let current = meta.as_ref().map(|m| {
+            m.snapshot(format::META_BYTES)
+                [format::offset::INSTANCE_ID..format::offset::INSTANCE_ID + 16]
+                .to_vec()
+        });
+        if current.as_deref() != Some(&want[..]) {
+            return Err(stale());
         }
     }
     for id in [name::segment_id(name), name::meta_id(name)] {

@@ -1022,3 +1022,32 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
         "the sample must hold both kinds ({accepted} accepted)"
     );
 }
+
+/// A `_meta` too short for a header (a creator killed before sizing it) holds the name:
+/// `unlink` by name removes it so the name can be created again, while a handle's own
+/// unlink never takes it (or a payload beside it) for its generation.
+#[test]
+fn a_headerless_meta_is_removed_by_name_and_never_by_a_stale_handle() {
+    let name = unique_name("emptymeta");
+    let _c = Cleanup::new([&name]);
+    let (meta, payload) = (
+        std::path::PathBuf::from(shm_path(&shmstream::name::meta_id(&name))),
+        std::path::PathBuf::from(shm_path(&shmstream::name::segment_id(&name))),
+    );
+    let old = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+    std::fs::write(&meta, b"").unwrap();
+    assert!(matches!(old.unlink(), Err(Error::Stale { .. })));
+    assert!(
+        meta.exists() && payload.exists(),
+        "a stale handle removed parts"
+    );
+    std::fs::remove_file(&payload).unwrap();
+    assert!(matches!(
+        Stream::create(&name, &[4], Dtype::U8),
+        Err(Error::AlreadyExists { .. })
+    ));
+    shmstream::unlink(&name).unwrap();
+    assert!(!meta.exists());
+    Stream::create(&name, &[4], Dtype::U8).unwrap();
+}
