@@ -85,6 +85,12 @@ impl FrameHeader {
         if ndim == 0 || ndim > MAX_DIMS {
             return Err(format!("{ndim} dimensions (1..={MAX_DIMS} allowed)"));
         }
+        if b[7] != 0 {
+            return Err(format!(
+                "reserved byte {} is not 0: run the same shmstream-bridge version on both hosts",
+                b[7]
+            ));
+        }
         if b.len() != FIXED + 8 * ndim {
             return Err(format!(
                 "attachment of {} bytes for {ndim} dimensions ({} expected)",
@@ -158,6 +164,9 @@ mod tests {
         let mut v = good.clone();
         v[6] = 40;
         cases.push(("too many dims", v));
+        let mut v = good.clone();
+        v[7] = 1;
+        cases.push(("reserved byte", v));
         let mut v = good.clone();
         v[32..40].copy_from_slice(&0u64.to_le_bytes());
         cases.push(("zero dim", v));

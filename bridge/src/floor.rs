@@ -75,12 +75,12 @@ pub struct PutPlan {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     /// Paced frames for `secs`, tagged `warm`.
-    Warm { secs: f64 },
+    Warm { secs: Duration },
     /// Paced frames for `secs`, tagged `lat`.
-    Lat { secs: f64 },
+    Lat { secs: Duration },
     /// Frames flat out for `secs`, throughput run `run`, `step` frames per acknowledged
     /// step (0: no window).
-    Tput { secs: f64, run: u32, step: u64 },
+    Tput { secs: Duration, run: u32, step: u64 },
     /// The end frames.
     End,
 }
@@ -93,7 +93,8 @@ impl Phase {
             ))
         };
         let words: Vec<&str> = line.split_whitespace().collect();
-        let secs = |w: &str| w.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+        // Negative, not a number or too large: bad.
+        let secs = |w: &str| Duration::try_from_secs_f64(w.parse().ok()?).ok();
         Ok(match words[..] {
             ["warm", s] => Phase::Warm {
                 secs: secs(s).ok_or_else(bad)?,
@@ -148,6 +149,12 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     if plan.bytes < 8 {
         return Err(BridgeError::Usage("--bytes must be at least 8".into()));
     }
+    let gap = Duration::try_from_secs_f64(plan.gap_us * 1e-6).map_err(|_| {
+        BridgeError::Usage(format!(
+            "--gap-us {}: give a number of microseconds from 0 to 1.8e25",
+            plan.gap_us
+        ))
+    })?;
     let session = open_session(endpoints)?;
     let publisher = session
         .declare_publisher(key.to_owned())
@@ -177,7 +184,6 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
             .unwrap_or_else(|_| BytesMut::zeroed(plan.bytes));
         put
     };
-    let gap = Duration::from_secs_f64(plan.gap_us * 1e-6);
     let usage = |e: std::io::Error| BridgeError::Usage(format!("floor-put's phases: {e}"));
     let mut answers = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
@@ -189,7 +195,7 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
                 // Acknowledgements of an earlier run are stale.
                 while let Ok(Some(_)) = acks.try_recv() {}
                 let tag = tput_tag(run, step);
-                let until = Instant::now() + Duration::from_secs_f64(secs);
+                let until = later(Instant::now(), secs, "the phase")?;
                 let mut sent = 0u64;
                 while Instant::now() < until {
                     send(tag.as_bytes())?;
@@ -243,17 +249,25 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
 fn pace(
     send: &mut impl FnMut(&[u8]) -> Result<(), BridgeError>,
     tag: &[u8],
-    secs: f64,
+    secs: Duration,
     gap: Duration,
 ) -> Result<(), BridgeError> {
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let mut next = Instant::now() + gap;
+    let (until, mut next) = (later(Instant::now(), secs, "the phase")?, Instant::now());
     while Instant::now() < until {
+        next = later(next, gap, "--gap-us")?;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        next += gap;
         send(tag)?;
     }
     Ok(())
+}
+
+/// `d` after `t`; a usage error naming `what` where that is beyond the clock's range.
+fn later(t: Instant, d: Duration, what: &str) -> Result<Instant, BridgeError> {
+    t.checked_add(d).ok_or_else(|| {
+        BridgeError::Usage(format!(
+            "floor-put: {what} ({d:?}) reaches beyond the clock's range: give a shorter time"
+        ))
+    })
 }
 
 /// Waits until floor-get has acknowledged `sent` throughput frames (or the end).
@@ -392,12 +406,19 @@ mod tests {
 
     #[test]
     fn phases_parse_and_bad_ones_are_refused() {
-        assert_eq!(Phase::parse("warm 0.5").unwrap(), Phase::Warm { secs: 0.5 });
-        assert_eq!(Phase::parse("lat 2").unwrap(), Phase::Lat { secs: 2.0 });
+        let secs = Duration::from_secs_f64;
+        assert_eq!(
+            Phase::parse("warm 0.5").unwrap(),
+            Phase::Warm { secs: secs(0.5) }
+        );
+        assert_eq!(
+            Phase::parse("lat 2").unwrap(),
+            Phase::Lat { secs: secs(2.0) }
+        );
         assert_eq!(
             Phase::parse("tput 6 1 512").unwrap(),
             Phase::Tput {
-                secs: 6.0,
+                secs: secs(6.0),
                 run: 1,
                 step: 512
             }
@@ -408,6 +429,9 @@ mod tests {
             "lat",
             "lat -1",
             "lat nan",
+            "lat 1e300",
+            "warm inf",
+            "tput 1e20 0 0",
             "tput 1 2",
             "tput 1 x 3",
             "stop",
@@ -415,6 +439,18 @@ mod tests {
             let e = Phase::parse(bad).unwrap_err().to_string();
             assert!(e.contains("bad phase"), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn times_beyond_a_duration_or_the_clock_are_usage_errors_not_panics() {
+        for gap_us in [-1.0, f64::NAN, 1e300] {
+            match put("k", &Endpoints::default(), &PutPlan { bytes: 64, gap_us }) {
+                Err(BridgeError::Usage(m)) => assert!(m.starts_with("--gap-us "), "{m}"),
+                other => panic!("--gap-us {gap_us}: {other:?}"),
+            }
+        }
+        let e = later(Instant::now(), Duration::MAX, "the phase").unwrap_err();
+        assert!(e.to_string().contains("beyond the clock's range"), "{e}");
     }
 
     #[test]

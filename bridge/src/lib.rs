@@ -166,6 +166,30 @@ pub fn key(prefix: &str, name: &str) -> String {
     format!("{}/{name}", prefix.trim_end_matches('/'))
 }
 
+/// Refuses a prefix or name whose key Zenoh would read as a wildcard (`*`, `**`, `$*`: it
+/// would reach other streams) or refuse (`?`, `#`, a lone `$`, an empty chunk), before
+/// anything is opened.
+pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeError> {
+    use zenoh::key_expr::nonwild_keyexpr;
+    const WHY: &str =
+        "for its wildcard or reserved characters (`*`, `$`, `?`, `#`) or empty '/' parts";
+    if nonwild_keyexpr::new(prefix.trim_end_matches('/')).is_err() {
+        return Err(BridgeError::Usage(format!(
+            "--key-prefix {prefix:?} cannot be carried over Zenoh, {WHY}: give one without them"
+        )));
+    }
+    for name in names {
+        let k = key(prefix, name);
+        if nonwild_keyexpr::new(k.as_str()).is_err() {
+            return Err(BridgeError::Usage(format!(
+                "stream '{name}': its name cannot be carried over Zenoh (key {k:?}), {WHY}: \
+                 rename the stream without them"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A stop flag that SIGINT and SIGTERM set (for the binary).
 pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);

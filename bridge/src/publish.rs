@@ -10,7 +10,8 @@ use zenoh::qos::CongestionControl;
 
 use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, key, open_session, per_stream, say, zenoh_err,
+    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session, per_stream,
+    say, zenoh_err,
 };
 
 /// What [`publish`] carries and how.
@@ -32,6 +33,7 @@ pub struct PublishOptions {
 
 /// Publishes until `stop` is set (checked every 100 ms) or a stream fails.
 pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
+    check_keys(&o.prefix, &o.names)?;
     let period = o.max_rate.map(period_of).transpose()?;
     let session = open_session(&o.endpoints)?;
     let result = per_stream(&o.names, "publisher", stop, |name, stop| {

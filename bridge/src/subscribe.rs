@@ -11,7 +11,8 @@ use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, key, open_session, per_stream, zenoh_err,
+    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session, per_stream,
+    zenoh_err,
 };
 
 /// What [`subscribe`] mirrors and where.
@@ -34,6 +35,7 @@ pub struct SubscribeOptions {
 /// stream, or whose attachment is malformed, is refused with a message on stderr and the
 /// local stream is left as it was.
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
+    check_keys(&o.prefix, &o.names)?;
     let session = open_session(&o.endpoints)?;
     let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
         mirror(&session, o, name, stop)

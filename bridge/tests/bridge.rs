@@ -891,3 +891,89 @@ fn a_subscriber_stopped_mid_stream_of_large_frames_leaves_the_mirror_whole() {
         }
     }
 }
+
+/// A name or key prefix Zenoh would read as a wildcard (reaching other streams) or refuse
+/// is refused before any session or stream is touched, by the library and by the binary,
+/// with the stream (or prefix) named: `subscribe '*'` makes no local stream `*`.
+#[test]
+fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
+    use shmstream_bridge::{BridgeError, Endpoints, PublishOptions, SubscribeOptions};
+    use std::sync::atomic::AtomicBool;
+
+    let _c = Cleanup::new(["*"]);
+    // Already stopped: a bridge that accepts its options returns at once, without error.
+    let stopped = AtomicBool::new(true);
+    let run = |prefix: &str, name: &str| {
+        let names = vec![name.to_owned()];
+        let endpoints = || Endpoints {
+            listen: vec![endpoint(free_port())],
+            connect: vec![],
+        };
+        let publish = PublishOptions {
+            names: names.clone(),
+            endpoints: endpoints(),
+            prefix: prefix.to_owned(),
+            max_rate: None,
+            lossless: false,
+        };
+        let subscribe = SubscribeOptions {
+            names,
+            endpoints: endpoints(),
+            prefix: prefix.to_owned(),
+            local_prefix: String::new(),
+            history: 0,
+        };
+        [
+            shmstream_bridge::publish(&publish, &stopped),
+            shmstream_bridge::subscribe(&subscribe, &stopped),
+        ]
+    };
+    let prefix = unique_name("br-key");
+    for name in ["*", "**", "a*", "$*", "a$*b", "?", "a#", "$"] {
+        for r in run(&prefix, name) {
+            match r {
+                Err(BridgeError::Usage(m)) => assert!(
+                    m.starts_with(&format!(
+                        "stream '{name}': its name cannot be carried over Zenoh"
+                    )),
+                    "{m}"
+                ),
+                other => panic!("stream {name:?}: {other:?}"),
+            }
+        }
+    }
+    for bad in ["**", "a/*", "a?", "", "a//b"] {
+        for r in run(bad, "x") {
+            let m = r.unwrap_err().to_string();
+            assert!(
+                m.starts_with(&format!("--key-prefix {bad:?} cannot")),
+                "{m}"
+            );
+        }
+    }
+    for r in run(&format!("{prefix}/"), &unique_name("br-ok")) {
+        r.unwrap();
+    }
+
+    let ep = endpoint(free_port());
+    for (verb, name, flag) in [
+        ("subscribe", "*", "--connect"),
+        ("publish", "a*", "--listen"),
+    ] {
+        let mut b = bridge(&[verb, name, flag, &ep, "--key-prefix", &prefix]);
+        let st = b.wait_timeout(LONG);
+        let said = b.diagnostics();
+        assert_eq!(st.code(), Some(1), "{verb}: {said}");
+        assert!(
+            said.contains(&format!(
+                "stream '{name}': its name cannot be carried over Zenoh (key \"{prefix}/{name}\"), \
+                 for its wildcard or reserved characters"
+            )),
+            "{said}"
+        );
+    }
+    assert!(
+        matches!(Stream::open_readonly("*"), Err(Error::NotFound { .. })),
+        "a local stream named '*' was made"
+    );
+}
