@@ -56,8 +56,8 @@ impl Comparison {
     pub fn failure(&self) -> Option<String> {
         if self.has_regression() {
             return Some(
-                "at least one case's ratio_to_floor dropped by more than its band, or lost its \
-                 measurement"
+                "at least one case's ratio_to_floor dropped by more than its band, or went \
+                 missing"
                     .into(),
             );
         }
@@ -89,7 +89,9 @@ impl Comparison {
         );
         let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
         for c in &self.changes {
-            let status = if c.regressed {
+            let status = if c.regressed && c.new.is_none() {
+                "REGRESSION (no ratio in NEW)".to_string()
+            } else if c.regressed {
                 format!("REGRESSION (> {:.0}% drop)", c.band * 100.0)
             } else if let (Some(_), None, Some(why)) = (c.old, c.new, &c.skipped) {
                 format!("skipped in NEW ({why})")
@@ -173,9 +175,9 @@ pub fn best_of(runs: &[Vec<Record>]) -> Vec<Record> {
 }
 
 /// Compares `old` with `new`: a case regresses when both have a ratio and
-/// `(old - new) / old` exceeds its band. A ratio that went missing (the case failed
-/// in NEW but had a ratio in OLD) is also a regression; one skipped in NEW (a GPU case
-/// without a usable device, [`Record::skipped`]) is not.
+/// `(old - new) / old` exceeds its band. A ratio that went missing (the case, or only its
+/// floor, failed in NEW but had a ratio in OLD) is also a regression; one skipped in NEW (a
+/// GPU case without a usable device, [`Record::skipped`]) is not.
 pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
     let new_by_key: BTreeMap<String, &Record> = new.iter().map(|r| (r.key(), r)).collect();
     let old_keys: std::collections::HashSet<String> = old.iter().map(Record::key).collect();
@@ -192,7 +194,7 @@ pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
         };
         let regressed = match (a, b) {
             (Some(a), Some(_)) if a > 0.0 => change.is_some_and(|c| -c > bands.for_case(o)),
-            (Some(_), None) => n.hz.is_none() && n.skipped.is_none(),
+            (Some(_), None) => n.skipped.is_none(),
             _ => false,
         };
         cmp.changes.push(Change {
@@ -283,6 +285,20 @@ mod tests {
         let sut = compare(&[sample("a", Some(1.0))], &[failed], Bands::uniform(0.25));
         assert!(sut.has_regression());
         assert!(sut.failure().is_some());
+    }
+
+    /// Ours measured but the floor failed in NEW: the ratio went missing, a regression.
+    #[test]
+    fn a_case_whose_floor_failed_is_a_regression() {
+        let no_floor = sample("a", None);
+        assert!(no_floor.hz.is_some() && no_floor.floor_hz.is_none());
+        let sut = compare(&[sample("a", Some(1.0))], &[no_floor], Bands::uniform(0.25));
+        assert!(sut.has_regression());
+        assert!(
+            sut.table().contains("REGRESSION (no ratio in NEW)"),
+            "{}",
+            sut.table()
+        );
     }
 
     /// A GPU case that crashed lost its measurement (a regression) where one skipped for

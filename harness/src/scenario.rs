@@ -767,7 +767,11 @@ impl CaseSpec {
             Kind::AoLoop => 2,
             _ => itemsize(&self.dtype).unwrap_or(1),
         };
-        for s in &self.sizes {
+        for (i, s) in self.sizes.iter().enumerate() {
+            // Its rows would share one key: compare keeps one, hgrm files overwrite each other.
+            if self.sizes[..i].contains(s) {
+                bail!("sizes lists the shape {} twice", shape_str(s));
+            }
             if s.is_empty() || s.contains(&0) {
                 bail!("shape {s:?}: every shape needs at least one dimension, all > 0");
             }
@@ -975,6 +979,18 @@ pipeline = "device-resident"
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].timing.repeats, 1);
         assert!((jobs[0].timing.min_seconds - 0.02).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_shape_listed_twice_in_a_case_is_an_error_naming_the_case_and_shape() {
+        let err =
+            Scenario::parse("name = \"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[16],[4],[16]]\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err, "[[case]] #1 (roundtrip): sizes lists the shape 16 twice",
+            "{err}"
+        );
     }
 
     #[test]

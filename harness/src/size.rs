@@ -102,6 +102,13 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
     match a.slopes.as_str() {
+        "centroids" if a.valid_pixels.is_some() => bail!(
+            "--valid-pixels applies to --slopes pixels; centroid slopes (--subapertures) take no \
+             valid-pixel count"
+        ),
+        "pixels" if a.subapertures.is_some() => {
+            bail!("--subapertures applies to centroid slopes; --slopes pixels takes --valid-pixels")
+        }
         "centroids" => {
             let Some(sub) = &a.subapertures else {
                 bail!("--subapertures RxC is needed for centroid slopes (or --slopes pixels)");
@@ -438,6 +445,29 @@ mod tests {
                 "must divide",
             ),
             (vec!["--wfs-pixels", "240"], "ROWSxCOLS"),
+            // Options of the other kind of slopes are refused, not dropped.
+            (
+                vec![
+                    "--wfs-pixels",
+                    "240x240",
+                    "--subapertures",
+                    "20x20",
+                    "--valid-pixels",
+                    "10",
+                ],
+                "--valid-pixels applies to --slopes pixels; centroid slopes (--subapertures)",
+            ),
+            (
+                vec![
+                    "--wfs-pixels",
+                    "240x240",
+                    "--slopes",
+                    "pixels",
+                    "--subapertures",
+                    "20x20",
+                ],
+                "--subapertures applies to centroid slopes; --slopes pixels takes --valid-pixels",
+            ),
             (vec!["--wfs-pixels", "240x240"], "--subapertures"),
             (
                 vec![

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cases::ao::geometry::MAX_RATE_HZ;
 use crate::error::Result;
 use crate::hist::Percentiles;
 use crate::noise::HostNoise;
@@ -222,13 +223,19 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (no missed frame, p99 below the frame period), else halved, then bisected. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (no missed frame, the camera's own late frames aside, as in the verdict; p99 below the frame period) up to {MAX_RATE_HZ} Hz, else halved, then bisected. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
             .ladder
             .iter()
-            .map(|g| format!("{:.0}:{}", g.rate_hz, if g.ok { "ok" } else { "no" }))
+            .map(|g| {
+                let late = match g.missed_at_source {
+                    Some(n) if n > 0 => format!(" ({n} late at the camera)"),
+                    _ => String::new(),
+                };
+                format!("{:.0}:{}{late}", g.rate_hz, if g.ok { "ok" } else { "no" })
+            })
             .collect::<Vec<_>>()
             .join(" ");
         writeln!(

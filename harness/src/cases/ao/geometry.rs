@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Result, bail};
 
+/// The highest camera rate an ao-loop case may ask for, Hz.
+pub const MAX_RATE_HZ: f64 = 1e5;
+
 /// How the slopes stage turns a frame into signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -275,9 +278,9 @@ impl Geometry {
         if ao.actuators == 0 {
             bail!("ao-loop: actuators must be > 0");
         }
-        if !(ao.rate_hz.is_finite() && ao.rate_hz > 0.0 && ao.rate_hz <= 1e5) {
+        if !(ao.rate_hz.is_finite() && ao.rate_hz > 0.0 && ao.rate_hz <= MAX_RATE_HZ) {
             bail!(
-                "ao-loop: rate_hz must be in (0, 100000], got {}",
+                "ao-loop: rate_hz must be in (0, {MAX_RATE_HZ}], got {}",
                 ao.rate_hz
             );
         }

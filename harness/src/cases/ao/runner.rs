@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{LogOf, Logs, LoopStats, analyse};
 use super::between_frames;
-use super::geometry::Geometry;
+use super::geometry::{Geometry, MAX_RATE_HZ};
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
@@ -144,7 +144,7 @@ pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Lo
 pub struct Rung {
     /// Camera rate, Hz.
     pub rate_hz: f64,
-    /// Whether the loop kept up: no missed frame and p99 below the frame period.
+    /// Whether the loop kept up ([`sustainable`]).
     pub ok: bool,
     /// End-to-end p50, ns (None when the run failed).
     pub p50_ns: Option<u64>,
@@ -152,22 +152,27 @@ pub struct Rung {
     pub p99_ns: Option<u64>,
     /// Missed frames.
     pub missed: Option<u64>,
+    /// Of those, frames the camera itself published late ([`LoopStats::missed_at_source`]).
+    #[serde(default)]
+    pub missed_at_source: Option<u64>,
 }
 
-/// Whether a run at `rate_hz` is sustainable.
+/// Whether a run at `rate_hz` is sustainable: the verdict's rule at the frame period (no
+/// missed frame, the camera's own late frames aside, and p99 below the period).
 pub fn sustainable(stats: &LoopStats, e2e: &Histogram<u64>, rate_hz: f64) -> bool {
-    stats.missed == 0 && (e2e.value_at_quantile(0.99) as f64) < 1e9 / rate_hz
+    stats.pipeline_missed() == 0 && (e2e.value_at_quantile(0.99) as f64) < 1e9 / rate_hz
 }
 
-/// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (or
-/// halved until it does), then 3 bisection steps. Returns the best rate and every rung.
+/// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
+/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. Returns the best
+/// rate and every rung.
 pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>) {
     let Some(ao) = &job.ao else {
         return (None, Vec::new());
     };
     let secs = ao.ladder_seconds;
     let mut rungs = Vec::new();
-    let try_rate = |rate: f64, rungs: &mut Vec<Rung>| -> bool {
+    let best = climb(ao.rate_hz, |rate| {
         let j = at_rate(job, rate, secs);
         let r = run_loop(runner, idx, &j, &format!("lad{}", rungs.len()));
         let rung = match &r {
@@ -177,6 +182,7 @@ pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>
                 p50_ns: Some(run.e2e.value_at_quantile(0.5)),
                 p99_ns: Some(run.e2e.value_at_quantile(0.99)),
                 missed: Some(run.stats.missed),
+                missed_at_source: Some(run.stats.missed_at_source),
             },
             Err(_) => Rung {
                 rate_hz: rate,
@@ -184,21 +190,28 @@ pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>
                 p50_ns: None,
                 p99_ns: None,
                 missed: None,
+                missed_at_source: None,
             },
         };
         let ok = rung.ok;
         rungs.push(rung);
         ok
-    };
+    });
+    (best, rungs)
+}
+
+/// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
+/// kept up.
+fn climb(start: f64, mut kept_up: impl FnMut(f64) -> bool) -> Option<f64> {
     let (mut lo, mut hi) = (None::<f64>, None::<f64>);
-    let mut rate = ao.rate_hz;
+    let mut rate = start;
     for _ in 0..8 {
-        if try_rate(rate, &mut rungs) {
+        if kept_up(rate) {
             lo = Some(rate);
-            if hi.is_some() || rate >= 64_000.0 {
+            if hi.is_some() || rate >= MAX_RATE_HZ {
                 break;
             }
-            rate *= 2.0;
+            rate = (rate * 2.0).min(MAX_RATE_HZ);
         } else {
             hi = Some(rate);
             if lo.is_some() {
@@ -210,7 +223,7 @@ pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>
     if let (Some(mut l), Some(mut h)) = (lo, hi) {
         for _ in 0..3 {
             let mid = (l * h).sqrt();
-            if try_rate(mid, &mut rungs) {
+            if kept_up(mid) {
                 l = mid;
             } else {
                 h = mid;
@@ -218,5 +231,63 @@ pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>
         }
         lo = Some(l);
     }
-    (lo, rungs)
+    lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::ao::verdict;
+
+    /// Frames the camera itself published late do not fail a rung, as they do not fail the
+    /// verdict: the ladder's highest rate and the verdict agree.
+    #[test]
+    fn a_rung_judges_missed_frames_as_the_verdict_does() {
+        let stats = LoopStats {
+            missed: 3,
+            missed_at_source: 3,
+            ..LoopStats::default()
+        };
+        let mut e2e = Histogram::<u64>::new(3).unwrap();
+        e2e.record(400_000).unwrap();
+        let run = LoopRun {
+            stats,
+            e2e,
+            placement: String::new(),
+        };
+        assert_eq!(verdict(&run, 2000.0, None), "pass");
+        assert!(sustainable(&run.stats, &run.e2e, 2000.0));
+        assert!(
+            !sustainable(&run.stats, &run.e2e, 2600.0),
+            "p99 over the period"
+        );
+        let lost = LoopStats {
+            missed_at_source: 2,
+            ..run.stats.clone()
+        };
+        assert!(
+            !sustainable(&lost, &run.e2e, 2000.0),
+            "a frame the pipeline lost"
+        );
+    }
+
+    /// The ladder stops at the harness's rate limit: it measures the limit itself, never a
+    /// rate above it.
+    #[test]
+    fn the_ladder_never_tries_a_rate_above_the_limit() {
+        let climbed = |start: f64, keeps_up_to: f64| {
+            let mut tried = Vec::new();
+            let best = climb(start, |r| {
+                tried.push(r);
+                r <= keeps_up_to
+            });
+            assert!(tried.iter().all(|&r| r <= MAX_RATE_HZ), "{tried:?}");
+            (best.unwrap(), tried)
+        };
+        let (best, tried) = climbed(800.0, f64::INFINITY);
+        assert_eq!((best, tried.last()), (MAX_RATE_HZ, Some(&MAX_RATE_HZ)));
+        let (best, tried) = climbed(60_000.0, 80_000.0);
+        assert!((60_000.0..=80_000.0).contains(&best), "{tried:?}");
+        assert_eq!(tried[1], MAX_RATE_HZ);
+    }
 }
