@@ -12,7 +12,9 @@ use crate::format::{self, Header};
 use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::segment::{self, Segment};
-use crate::stream::{NameLock, Stream, StreamOptions, decode_retrying, not_found, open_meta};
+use crate::stream::{
+    NameLock, Stream, StreamOptions, clear_dead_lock_stamps, decode_retrying, not_found, open_meta,
+};
 use crate::{name, notify, seqlock, sys};
 
 /// A stream's metadata, read without mapping its payload (the JSON of `shmstream stat`).
@@ -114,7 +116,16 @@ pub(crate) fn validated(id: &str) -> Option<Header> {
     if name::segment_id(&stored) != id {
         return None;
     }
-    decode_retrying(&meta, Some(&stored)).ok()
+    match decode_retrying(&meta, Some(&stored)) {
+        // A writer killed between its lock stamps: listed (and so purged) as `open` finds it.
+        Err(format::FormatError::LockInconsistent) => {
+            let meta =
+                Segment::open_prefix(&format!("{id}_meta"), true, format::META_BYTES).ok()?;
+            clear_dead_lock_stamps(&meta, &stored).ok()?.then_some(())?;
+            decode_retrying(&meta, Some(&stored)).ok()
+        }
+        h => h.ok(),
+    }
 }
 
 pub(crate) fn scan() -> Result<Vec<Header>> {

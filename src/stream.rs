@@ -690,7 +690,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
 /// release) leaves them inconsistent, which the format refuses, so nobody could open the
 /// stream again. When nobody holds the write lock (the kernel dropped the dead holder's
 /// flock), the stamps are leftovers: clear them under the lock. Returns whether it did.
-fn clear_dead_lock_stamps(meta: &Segment, name: &str) -> Result<bool> {
+pub(crate) fn clear_dead_lock_stamps(meta: &Segment, name: &str) -> Result<bool> {
     let lock = LockFile::attach(&name::lock_path(name), name)?;
     if !lock.try_acquire(name)? {
         return Ok(false);

@@ -744,6 +744,12 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
         f.write_all_at(&depth.to_le_bytes(), LOCK_DEPTH as u64)
             .unwrap();
         let ctx = format!("owner {pid} depth {depth}");
+        // Listed (and so purgeable) as `open` finds it, stamps cleared.
+        assert!(
+            shmstream::list_streams().unwrap().contains(&name),
+            "{ctx}: not listed"
+        );
+        assert_eq!(lock_owner_pid(&name), 0, "{ctx}: after list");
         let w = Stream::open(&name).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         w.write_slice(&frame(4)).unwrap();
         assert_eq!(
