@@ -76,7 +76,8 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
 pub(crate) fn list(json: bool) -> Fallible {
     let stats = shmstream::list_stats()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let json = serde_json::to_string_pretty(&stats)?;
+        println!("{}", crate::term::printable_json(&json));
         return Ok(());
     }
     if stats.is_empty() {
@@ -114,7 +115,8 @@ pub(crate) fn list(json: bool) -> Fallible {
 pub(crate) fn stat(name: &str, json: bool) -> Fallible {
     let s = shmstream::stat(name)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let json = serde_json::to_string_pretty(&s)?;
+        println!("{}", crate::term::printable_json(&json));
         return Ok(());
     }
     let rows = [

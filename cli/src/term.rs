@@ -24,6 +24,25 @@ pub(crate) fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `json` as serde_json writes it with the characters [`printable`] escapes that JSON
+/// leaves raw (DEL, C1 controls, bidi controls) written as `\uXXXX`: they occur only inside
+/// strings, where the escape stands for the same character.
+pub(crate) fn printable_json(json: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c > '\u{1f}') || is_bidi_control(c);
+    if !json.chars().any(unsafe_char) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
@@ -48,5 +67,18 @@ mod tests {
         assert!(matches!(printable("cam0 ü"), Cow::Borrowed("cam0 ü")));
         assert_eq!(printable("a\x1b[2Jb\nc\\"), "a\\u{1b}[2Jb\\nc\\\\");
         assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+    }
+
+    #[test]
+    fn json_escapes_what_serde_json_leaves_raw_and_keeps_its_layout() {
+        let json = serde_json::to_string_pretty(&["a\u{7f}\u{9b}\u{202e}\u{2066}b\n ü"]).unwrap();
+        let safe = printable_json(&json);
+        assert_eq!(safe, "[\n  \"a\\u007f\\u009b\\u202e\\u2066b\\n ü\"\n]");
+        let back: Vec<String> = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, ["a\u{7f}\u{9b}\u{202e}\u{2066}b\n ü"]);
+        assert!(matches!(
+            printable_json("{\n  \"a\": 1\n}"),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -88,17 +88,18 @@ impl Track {
                 };
                 self.last = Some((now, s));
             }
-            Err(Error::NotFound { .. }) => {
-                self.state = "gone".into();
-                self.last = None;
-                self.rate = None;
-            }
-            Err(e) => {
-                self.state = format!("error: {}", crate::term::printable(&e.to_string()));
-                self.last = None;
-                self.rate = None;
-            }
+            // What is counted next is a new instance's, if any.
+            Err(Error::NotFound { .. }) => self.forget("gone".into()),
+            Err(e) => self.forget(format!("error: {}", crate::term::printable(&e.to_string()))),
         }
+    }
+
+    /// Drops what was seen of the stream, now in `state`.
+    fn forget(&mut self, state: String) {
+        self.state = state;
+        self.last = None;
+        self.rate = None;
+        self.missed = None;
     }
 
     fn row(&self) -> Vec<String> {
@@ -209,4 +210,48 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
         let _ = out.flush();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shmstream::Dtype;
+
+    /// Unlinks the stream on drop, also when the test fails.
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = shmstream::unlink_quiet(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_recreated_stream_starts_counting_missed_frames_afresh() {
+        let name = format!("t-watch-missed-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        let mut t = Track {
+            name: name.clone(),
+            last: None,
+            rate: None,
+            missed: None,
+            state: String::new(),
+        };
+        let missed = |t: &mut Track| {
+            t.sample();
+            t.row()[4].clone()
+        };
+        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        s.write_slice_frame(&[0u8], 1).unwrap();
+        assert_eq!(missed(&mut t), "0");
+        // One frame written, frame ids 2 to 9 skipped.
+        s.write_slice_frame(&[0u8], 10).unwrap();
+        assert_eq!(missed(&mut t), "8");
+        s.unlink().unwrap();
+        drop(s);
+        assert_eq!(missed(&mut t), "-");
+        assert_eq!(t.state, "gone");
+        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        s.write_slice_frame(&[0u8], 1).unwrap();
+        assert_eq!(missed(&mut t), "0", "the new instance has missed nothing");
+    }
 }

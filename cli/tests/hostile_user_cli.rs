@@ -260,11 +260,15 @@ fn npy_f32_2x3() -> Vec<u8> {
     v
 }
 
-/// Names come from shared memory: control characters (ESC, newline) and bidi overrides are
-/// escaped in the human-readable output, so a name cannot move the cursor or fake a row.
+/// Names come from shared memory: control characters (ESC, newline, C1 CSI) and bidi
+/// overrides are escaped in the human-readable output, so a name cannot move the cursor or
+/// fake a row; in JSON too, as `\uXXXX` where JSON itself leaves them raw.
 #[test]
 fn names_with_control_characters_are_escaped_for_the_terminal() {
-    let name = format!("{}\x1b[2J\nfake-row\u{202e}", unique_name("esc"));
+    let name = format!(
+        "{}\x1b[2J\nfake-row\u{202e}\u{9b}2J\u{7f}",
+        unique_name("esc")
+    );
     let _c = Cleanup::new([&name]);
     Stream::create(&name, &[4], Dtype::U8).unwrap();
     let listed = run_within(tool(&["list"]));
@@ -318,7 +322,7 @@ fn names_with_control_characters_are_escaped_for_the_terminal() {
         ("record stderr", &recorded.stderr),
     ] {
         assert!(
-            !out.contains('\x1b') && !out.contains('\u{202e}'),
+            !out.contains(['\x1b', '\u{202e}', '\u{9b}', '\u{7f}']),
             "{what}: {out:?}"
         );
         assert!(
@@ -330,14 +334,27 @@ fn names_with_control_characters_are_escaped_for_the_terminal() {
             "{what}: {out:?}"
         );
     }
-    let json = run_within(tool(&["list", "--json"]));
-    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let listed_json = run_within(tool(&["list", "--json"]));
+    let stat_json = run_within(tool(&["stat", &name, "--json"]));
+    for (what, out) in [
+        ("list --json", &listed_json.stdout),
+        ("stat --json", &stat_json.stdout),
+    ] {
+        assert!(
+            !out.contains(['\x1b', '\u{202e}', '\u{9b}', '\u{7f}'])
+                && out.contains("fake-row\\u202e\\u009b2J\\u007f"),
+            "{what}: {out:?}"
+        );
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&listed_json.stdout).unwrap();
     assert!(
         parsed
             .as_array()
             .unwrap()
             .iter()
             .any(|s| s["name"] == name.as_str()),
-        "JSON keeps the exact name (escaped by JSON itself)"
+        "JSON keeps the exact name"
     );
+    let parsed: serde_json::Value = serde_json::from_str(&stat_json.stdout).unwrap();
+    assert_eq!(parsed["name"], name.as_str(), "JSON keeps the exact name");
 }

@@ -80,7 +80,7 @@ const CHECK: &str = r#"
 import sys, glob, csv, numpy as np
 out, fmt, per_file = sys.argv[1], sys.argv[2], int(sys.argv[3])
 shape = tuple(int(d) for d in sys.argv[4].split("x"))
-files = sorted(glob.glob(f"{out}/*.{fmt}"))
+files = sorted(glob.glob(f"{glob.escape(out)}/*.{fmt}"))
 ids, counts, sizes = [], [], []
 for f in files:
     if fmt == "fits":
@@ -630,4 +630,76 @@ fn existing_recording_files_are_never_overwritten() {
         assert_eq!(files_in(&out).len(), 2, "{:?}", files_in(&out));
         let _ = std::fs::remove_dir_all(out);
     }
+}
+
+#[test]
+fn fits_files_are_created_at_exactly_the_out_path_given() {
+    // cfitsio reads `!` as "overwrite", skips leading spaces, and `(` and `[` open a
+    // template and a filter: none of that applies to an --out path.
+    let (name, _c, s) = camera("rec-literal", 512);
+    let base = out_dir("rec-literal");
+    let cube = format!("{name}_000000.fits");
+    let earlier = base.join("x").join(&cube);
+    std::fs::create_dir_all(earlier.parent().unwrap()).unwrap();
+    std::fs::write(&earlier, "an earlier recording").unwrap();
+    let outs = ["!x", " y", "run (2)", "take[x]"];
+    for out in outs {
+        // Relative to the current directory: `!x` is not `x` there.
+        let mut c = Command::new(bin());
+        c.current_dir(&base)
+            .args(["record", &name, "--frames", "3", "--out", out]);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        assert_eq!(
+            std::fs::read(&earlier).unwrap(),
+            b"an earlier recording",
+            "--out {out:?}"
+        );
+        assert!(st.success(), "--out {out:?}: {diag}");
+        assert_eq!(files_in(&base.join(out)), [cube.as_str()], "--out {out:?}");
+        if common::python().is_some() {
+            assert_eq!(check(&base.join(out), "fits", 3), (1, 3), "--out {out:?}");
+        }
+    }
+    let mut all: Vec<String> = outs.iter().map(|o| o.to_string()).collect();
+    all.push("x".into());
+    all.sort();
+    assert_eq!(files_in(&base), all, "nothing created beside them");
+    let _ = std::fs::remove_dir_all(base);
+}
+
+/// Reads the `FRAMES` table of the one FITS cube in `sys.argv[1]`: prints its frame ids and
+/// counts and their numpy dtype.
+const CHECK_IDS: &str = r#"
+import sys, glob
+from astropy.io import fits
+[f] = glob.glob(f"{glob.escape(sys.argv[1])}/*.fits")
+with fits.open(f) as h:
+    h.verify("exception")
+    t = h["FRAMES"].data
+    print(t["FRAME_ID"].dtype, *[int(i) for i in t["FRAME_ID"]], *[int(c) for c in t["COUNT"]])
+"#;
+
+#[test]
+fn frame_ids_above_i64_max_read_back_exactly() {
+    let (name, _c, s) = camera("rec-u64", 512);
+    let out = out_dir("rec-u64");
+    let r = record(&name, &out, &["--frames", "3"]);
+    // Ids on both sides of 2^63, and the largest.
+    let ids = [i64::MAX as u64, 1 << 63, u64::MAX];
+    let (st, diag) = produce_with(&s, r, |s, i| {
+        let frame = vec![0u16; s.len()];
+        s.write_slice_frame(&frame, ids[(i as usize - 1) % 3])
+            .unwrap()
+    });
+    assert!(st.success(), "{diag}");
+    if let Some(stdout) = python_check(CHECK_IDS, &[out.as_os_str()], "u64 frame ids") {
+        let v: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(v[0], "uint64", "{stdout}");
+        let read: Vec<u64> = v[1..].iter().map(|x| x.parse().unwrap()).collect();
+        let first = ids.iter().position(|&i| i == read[0]).unwrap();
+        let expected: Vec<u64> = (0..3).map(|k| ids[(first + k) % 3]).collect();
+        assert_eq!(read[..3], expected, "{stdout}");
+        assert_eq!(read[4], read[3] + 1, "counts: {stdout}");
+    }
+    let _ = std::fs::remove_dir_all(out);
 }

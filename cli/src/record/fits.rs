@@ -15,13 +15,15 @@
 //! the cube keeps as many whole frames as fit with their table, and every write error is
 //! seen (cfitsio reports none of those it meets when it closes a file).
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use fitsio::FitsFile;
 use fitsio::images::{ImageDescription, ImageType};
+use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::{Closed, FrameFile};
@@ -102,7 +104,7 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
 /// (`NAXISn`) is and where the data unit starts (after the 2880-byte block holding `END`).
 fn primary_layout(path: &Path, axis: usize) -> Fallible<(u64, u64)> {
     let key = format!("{:<8}=", format!("NAXIS{axis}"));
-    let mut f = File::open(path)?;
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut block = [0u8; BLOCK as usize];
     let mut axis_at = None;
     let mut at = 0u64;
@@ -149,6 +151,11 @@ fn axis_card(axis: usize, frames: usize) -> Vec<u8> {
     )
 }
 
+/// The TZEROn of the u64 columns (frame id and count): FITS stores an unsigned 64-bit
+/// value `v` as the signed `v - 2^63`, which is `v` with its sign bit flipped.
+const U64_ZERO: &str = "9223372036854775808";
+const U64_FLIP: u64 = 1 << 63;
+
 /// The `FRAMES` binary table extension of `meta`, header and rows, padded to whole blocks.
 fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     let int = |key: &str, v: u64, comment: &str| card(key, &v.to_string(), comment);
@@ -167,12 +174,14 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
             &text("1K"),
             "data format of field: 8-byte INTEGER",
         ),
+        card("TZERO1", U64_ZERO, "offset for unsigned integers"),
         card("TTYPE2", &text("COUNT"), "label for field 2"),
         card(
             "TFORM2",
             &text("1K"),
             "data format of field: 8-byte INTEGER",
         ),
+        card("TZERO2", U64_ZERO, "offset for unsigned integers"),
         card("TTYPE3", &text("WRITE_TIME"), "label for field 3"),
         card("TFORM3", &text("1D"), "data format of field: 8-byte DOUBLE"),
         card("TTYPE4", &text("RECORD_TIME"), "label for field 4"),
@@ -187,13 +196,32 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     hdu.extend_from_slice(format!("{:<80}", "END").as_bytes());
     hdu.resize(BLOCK as usize, b' ');
     for m in meta {
-        hdu.extend_from_slice(&(m.frame_id as i64).to_be_bytes());
-        hdu.extend_from_slice(&(m.count as i64).to_be_bytes());
+        hdu.extend_from_slice(&(m.frame_id ^ U64_FLIP).to_be_bytes());
+        hdu.extend_from_slice(&(m.count ^ U64_FLIP).to_be_bytes());
         hdu.extend_from_slice(&m.write_time.to_be_bytes());
         hdu.extend_from_slice(&m.record_time.to_be_bytes());
     }
     hdu.resize(hdu.len().next_multiple_of(BLOCK as usize), 0);
     hdu
+}
+
+/// Creates the FITS file `path`, named literally: cfitsio's `ffinit` (behind
+/// `FitsFile::create`) parses the name, where a leading `!` overwrites an existing file and
+/// `(` or `[` start a template or a filter; its disk-file twin `ffdkinit` only skips leading
+/// spaces (kept here behind `./`), and never creates over an existing file.
+fn create_literally(path: &Path) -> Fallible<FitsFile> {
+    let name = if path.is_relative() {
+        Path::new(".").join(path)
+    } else {
+        path.to_owned()
+    };
+    let name = CString::new(name.into_os_string().into_vec())?;
+    let (mut fptr, mut status) = (std::ptr::null_mut(), 0);
+    // SAFETY: a NUL-terminated name and pointers to locals, valid for the call.
+    unsafe { fitsio::sys::ffdkinit(&mut fptr, name.as_ptr(), &mut status) };
+    fitsio::errors::check_status(status)?;
+    // SAFETY: cfitsio just created `fptr` without error: an open read-write file.
+    Ok(unsafe { FitsFile::from_raw(fptr, FileOpenMode::READWRITE) }?)
 }
 
 /// One FITS file being filled.
@@ -237,14 +265,12 @@ impl FitsCube {
             data_type: image_type(dtype)?,
             dimensions: &dims,
         };
-        let mut fits = FitsFile::create(path)
-            .with_custom_primary(&desc)
-            .open()
+        let mut fits = create_literally(path)
             .map_err(|e| format!("{}: creating the FITS file: {e}", path.display()))?;
         let axis = shape.len() + 1;
         let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
         let opened = (move || -> Fallible<FitsCube> {
-            let hdu = fits.primary_hdu()?;
+            let hdu = fits.create_image("_PRIMARY", &desc)?;
             hdu.write_key(&mut fits, "STREAM", stream.to_owned())?;
             hdu.write_key(&mut fits, "DTYPE", dtype.numpy_name().to_owned())?;
             hdu.write_key(&mut fits, "ORIGIN", "shmstream record".to_owned())?;
@@ -424,7 +450,11 @@ mod tests {
         let t = frames_table(&[meta; 91]);
         assert_eq!(t.len(), 3 * 2880, "91 rows of 32 bytes take two blocks");
         assert_eq!(&t[..30], b"XTENSION= 'BINTABLE'          ");
-        assert_eq!(&t[2880..2888], &7i64.to_be_bytes());
+        assert_eq!(
+            &t[2880..2888],
+            &(7 - i64::MAX - 1).to_be_bytes(),
+            "7 - TZERO1"
+        );
         assert_eq!(&t[2880 + 24..2880 + 32], &2.5f64.to_be_bytes());
         assert!(t[2880 + 91 * 32..].iter().all(|&b| b == 0));
         assert_eq!(frames_table(&[]).len(), 2880);
