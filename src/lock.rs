@@ -51,7 +51,17 @@ pub(crate) struct LockFile {
 /// The lock holder's loan of the payload (a write's fill, a `WriteGuard::live` view); it
 /// ends when dropped.
 #[derive(Debug)]
-pub(crate) struct Loan<'a>(&'a LockFile);
+pub(crate) struct Loan<'a>(&'a LockFile, u32);
+
+/// What a [`Loan`] lends: a write's fill borrows the payload mutably, a live view shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lent {
+    Fill,
+    View,
+}
+
+/// A fill's weight in [`LockFile::lent`], above any count of live views.
+const FILL: u32 = 1 << 16;
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
@@ -59,7 +69,7 @@ impl Drop for Loan<'_> {
         // leave it (a fill is a call, a live view is neither `Send` nor outlives the guard);
         // the lock's handover orders them for the next holder.
         let n = self.0.lent.load(Ordering::Relaxed);
-        self.0.lent.store(n - 1, Ordering::Relaxed);
+        self.0.lent.store(n - self.1, Ordering::Relaxed);
     }
 }
 
@@ -374,10 +384,20 @@ impl LockFile {
 
     /// Lends the payload until the loan drops. Only the lock holder lends (a fill runs under
     /// the lock, a live view borrows a guard), so only its thread sees the count move.
-    pub(crate) fn lend(&self) -> Loan<'_> {
+    pub(crate) fn lend(&self, what: Lent) -> Loan<'_> {
+        let weight = match what {
+            Lent::Fill => FILL,
+            Lent::View => 1,
+        };
         let n = self.lent.load(Ordering::Relaxed);
-        self.lent.store(n + 1, Ordering::Relaxed);
-        Loan(self)
+        self.lent.store(n + weight, Ordering::Relaxed);
+        Loan(self, weight)
+    }
+
+    /// Whether a write's fill is in progress: on the lock holder's thread (check
+    /// [`LockFile::held_here`]), the payload must not be read or viewed then either.
+    pub(crate) fn is_filling(&self) -> bool {
+        self.lent.load(Ordering::Relaxed) >= FILL
     }
 
     /// Whether the payload is lent out: then the holder must not publish (its thread is

@@ -140,6 +140,14 @@ impl Stream {
                     }
                 }
                 Observed::Writing(s) => {
+                    // This thread's own bracket, open around its fill: no frame to wait for
+                    // (and no dead writer to report).
+                    if self.lock.is_filling() && self.lock.held_here() {
+                        return Err(Error::Unsupported {
+                            name: self.name.clone(),
+                            what: "a read inside this thread's own write_view fill (its frame is not published yet): read the fill's buffer, or read before or after the write".into(),
+                        });
+                    }
                     // Not at every pause: see `Waiter::writer_check_due`.
                     if let Some(w) = &waiter
                         && w.writer_check_due()
@@ -228,7 +236,7 @@ impl Stream {
             let total = self.reads.total_missed.load(Ordering::Relaxed);
             self.reads
                 .total_missed
-                .store(total + missed, Ordering::Relaxed);
+                .store(total.saturating_add(missed), Ordering::Relaxed);
         }
         FrameInfo { missed, ..f }
     }

@@ -49,13 +49,22 @@ pub const VAR: &str = "SHMSTREAM_TEST_SLOWDOWN";
 /// Extra time per path, as a fraction of the path's own time (0: not slowed).
 type Extras = [f64; 5];
 
+/// The largest slowdown: a path made 1001 times as long.
+const MAX_EXTRA: f64 = 1000.0;
+
 fn parse(spec: &str) -> Extras {
     let mut extras = [0.0; 5];
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, factor) = item.split_once(':').unwrap_or((item, "1.5"));
         let factor: f64 = factor.trim().parse().unwrap_or(1.5);
         if let Some(p) = HotPath::ALL.iter().find(|p| p.name() == name.trim()) {
-            extras[p.bit()] = (factor - 1.0).max(0.0);
+            // Bounded: an infinite or huge factor would overflow the clock in `Guard::drop`,
+            // inside a write's bracket.
+            extras[p.bit()] = if factor.is_finite() {
+                (factor - 1.0).clamp(0.0, MAX_EXTRA)
+            } else {
+                0.0
+            };
         }
     }
     extras
@@ -117,6 +126,12 @@ mod tests {
         );
         assert_eq!(extra_for("read:2, mvm", HotPath::Lock), Duration::ZERO);
         assert_eq!(extra_for("bogus,lock:0.5", HotPath::Lock), Duration::ZERO);
+        // Factors the clock could not add stay bounded (`extra_for` panics on inf).
+        assert_eq!(extra_for("write:inf", HotPath::Write), Duration::ZERO);
+        assert_eq!(
+            extra_for("write:1e300", HotPath::Write),
+            Duration::from_secs(1000)
+        );
     }
 
     #[test]

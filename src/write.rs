@@ -151,7 +151,7 @@ impl Stream {
                 what: "a write while this thread has the payload lent out (inside a write_view fill, or while a WriteGuard::live view lives): finish the fill or drop the view first".into(),
             });
         }
-        let _loan = self.lock.lend();
+        let _loan = self.lock.lend(crate::lock::Lent::Fill);
         let slow = crate::slowdown::guard(crate::slowdown::HotPath::Write);
         let h = &self.header;
         // Our own unlink leaves a negative sequence: check at once then, else rate-limited.
@@ -599,7 +599,13 @@ impl WriteGuard<'_> {
                 });
             }
         }
-        let loan = s.lock.lend();
+        if s.lock.is_filling() {
+            return Err(Error::Unsupported {
+                name: s.name.clone(),
+                what: "a live view inside this thread's own write_view fill (it would alias the buffer being filled): use the fill's buffer".into(),
+            });
+        }
+        let loan = s.lock.lend(crate::lock::Lent::View);
         // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
         // cooperating writers out for the borrow's lifetime (tied to `&self`), and the loan,

@@ -1277,9 +1277,17 @@ fn writes_while_the_payload_is_lent_out_are_refused() {
             "{nested:?}"
         );
         buf[1] = 3;
-        // Still inside the bracket: nothing was published halfway.
+        // Still inside the bracket: nothing was published halfway, and this thread's own
+        // open bracket is not taken for a dead writer's (no generation marked invalid).
         let seen = r.read::<u32>();
-        assert!(seen.is_err(), "a reader took {seen:?} from inside the fill");
+        assert!(
+            matches!(seen, Err(Error::Unsupported { .. })),
+            "a reader inside the fill got {seen:?}"
+        );
+        assert!(
+            s.write_sequence() > 0,
+            "the fill's generation was invalidated"
+        );
         Ok::<(), std::io::Error>(())
     })
     .unwrap();
@@ -1294,7 +1302,19 @@ fn writes_while_the_payload_is_lent_out_are_refused() {
         assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
     }
     assert_eq!(v.as_slice().unwrap(), &[2, 3, 1, 1]);
+    // Views share the payload with each other, never with a fill.
+    assert_eq!(g.live::<u32>().unwrap().as_slice(), v.as_slice());
     drop(v);
+    g.write_view(|buf: &mut [u32]| {
+        let aliased = g.live::<u32>().map(|_| ());
+        assert!(
+            matches!(aliased, Err(Error::Unsupported { .. })),
+            "a live view inside the fill: {aliased:?}"
+        );
+        buf.fill(6);
+        Ok::<(), std::io::Error>(())
+    })
+    .unwrap();
     g.write_slice(&[5u32; 4]).unwrap();
     drop(g);
     assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[5u32; 4]);
