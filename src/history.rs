@@ -40,9 +40,10 @@ use ndarray::{ArrayD, IxDyn};
 use crate::dtype::Element;
 use crate::error::{Error, LossCause, Result};
 use crate::name;
-use crate::notify::{ADAPTIVE_SPIN, WaitStrategy};
+use crate::notify::{ADAPTIVE_SPIN, WaitStrategy, Waiter};
 use crate::read::{FrameInfo, Publication};
 use crate::segment::Segment;
+use crate::seqlock::{self, Observed};
 use crate::spin::Spin;
 use crate::stream::Stream;
 
@@ -819,6 +820,9 @@ impl Cursor<'_> {
         // at its first spin).
         let mut spin_until: Option<Instant> = None;
         let mut spin = Spin::new();
+        // The wait for the next writer after an aborted write or a dead writer (made at the
+        // first such wait in this call, kept so that its pauses progress).
+        let mut invalid_wait: Option<Waiter> = None;
         loop {
             self.stream.ensure_open()?;
             // The head alone decides whether a frame is there: the header's cache line, which
@@ -871,6 +875,35 @@ impl Cursor<'_> {
                     }
                 }
             }
+            // No ring frame at `next`: publications past the last frame returned that never
+            // reached the ring (pyshmem's, which do not append) are reported now, not when a
+            // ring frame follows them (none may ever come).
+            if let Some(last) = self.last_count
+                && let Some(count) = self.published_count()
+                && count > last
+            {
+                // Race-free: `published_count` acquired the even sequence of the publication
+                // that stored `count` (Release, after its count and, for a Rust writer, after
+                // its append's head store), so the head loaded now is at or past every append
+                // of the publications up to `count`. Ring frames of index >= `next` have counts
+                // above `last` (counts rise with the append index; `next`'s frame follows the
+                // one of count `last`), and those below `next` counts up to `last`: so if the
+                // head is still at `next`, none of the publications `last + 1 ..= count`
+                // appended, and all of them are lost to the ring. If it moved (or the slot at
+                // `next` is already complete), the frame is read at the top of the loop and
+                // its count reports the gap before it. The count is not loaded on its own:
+                // stored Relaxed after the head, it could be seen before the head on a weakly
+                // ordered CPU.
+                if self.ring.appended() <= self.next && !self.ring.finished(self.next) {
+                    self.last_count = Some(count);
+                    return Err(Error::Overrun {
+                        name: self.stream.name.clone(),
+                        lost: count - last,
+                        cause: LossCause::NotRecorded,
+                    });
+                }
+                continue;
+            }
             let strategy = self.stream.wait_strategy();
             // One clock read serves the deadline and the adaptive spin's end.
             let now = (deadline.is_some() || strategy == WaitStrategy::Adaptive).then(Instant::now);
@@ -911,22 +944,61 @@ impl Cursor<'_> {
                 }
                 continue;
             }
-            // Nothing new in the ring: wait for the stream's next publication or append
-            // (futex on notify streams; an adaptive cursor, which has spun on its slot,
-            // parks at once). Aborted writes append nothing; keep waiting past them.
-            // The count is read after the head: an append moves the head before its
-            // publication moves the count, and the wait looks at the head first, so a write
-            // landing between the two loads returns at once instead of being waited past.
-            let seen_count = self.stream.header.count().load(Ordering::Acquire);
             let after_spin = match strategy {
                 WaitStrategy::Adaptive => WaitStrategy::Park,
                 s => s,
             };
+            // The last write was aborted or its writer died: wait here for the next writer,
+            // not in the stream's wait, which would report it again at once (the report it
+            // made is given back below) and turn this wait into a busy loop. The ring is
+            // untouched by it: a dead writer's slot stays odd and is never returned.
+            if let Observed::Invalid(s) = seqlock::optimistic_read(&self.stream.header) {
+                // As the stream's wait does on an invalid generation: unlinked, stale.
+                self.stream.check_generation(true)?;
+                let w = invalid_wait.get_or_insert_with(|| {
+                    Waiter::new(after_spin, self.stream.notify(), remaining)
+                });
+                if !w.pause(&self.stream.header, s) {
+                    return Err(Error::Timeout {
+                        name: self.stream.name.clone(),
+                        op: "read the next frame of the history",
+                        timeout: timeout.unwrap_or_default(),
+                    });
+                }
+                continue;
+            }
+            // Nothing new in the ring: wait for the stream's next publication or append
+            // (futex on notify streams; an adaptive cursor, which has spun on its slot,
+            // parks at once). Aborted writes append nothing; keep waiting past them.
+            // With a last count, wait for a publication past it: the check above found none
+            // (or none finished), and one finishing since returns at once, to be reported.
+            // Without one, the count is read after the head: an append moves the head before
+            // its publication moves the count, and the wait looks at the head first, so a
+            // write landing between the two loads returns at once instead of being waited past.
+            let seen_count = self
+                .last_count
+                .unwrap_or_else(|| self.stream.header.count().load(Ordering::Acquire));
+            // The handle reports a writer's death once to its waits (`reads.reported_invalid`,
+            // marked when made); a report the cursor does not pass on is given back, so the
+            // handle's next read or wait makes it (as an abandoned async wait gives it back).
+            let mark = &self.stream.reads.reported_invalid;
+            let mark_before = mark.load(Ordering::Relaxed);
             match self
                 .stream
                 .wait_for_append(after_spin, seen_count, self.next, remaining)
             {
-                Ok(_) | Err(Error::Inconsistent { .. }) | Err(Error::WriteAborted { .. }) => {}
+                Ok(_) | Err(Error::WriteAborted { .. }) => {}
+                Err(Error::Inconsistent { .. }) => {
+                    let now = mark.load(Ordering::Relaxed);
+                    if now != mark_before {
+                        let _ = mark.compare_exchange(
+                            now,
+                            mark_before,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                }
                 Err(Error::Timeout { .. }) => {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),
@@ -939,10 +1011,28 @@ impl Cursor<'_> {
         }
     }
 
+    /// The header's count as of the last finished publication, if none is in progress (the
+    /// seqlock's even sequence, acquired, and unchanged after the count was loaded).
+    fn published_count(&self) -> Option<u64> {
+        let h = &self.stream.header;
+        let Observed::Stable(s) = seqlock::optimistic_read(h) else {
+            return None;
+        };
+        let count = h.count().load(Ordering::Relaxed);
+        seqlock::validate_read(h, s).then_some(count)
+    }
+
     fn lost(&mut self, oldest: u64, cause: LossCause) -> Error {
         let lost = oldest - self.next;
         self.next = oldest;
-        self.last_count = None;
+        // The frames lost are the ring's appends `next..oldest`, each with its own count
+        // above the last one returned (counts rise with the append index): the first frame
+        // still held has a count of at least `last + lost + 1`, and what lies beyond that is
+        // publications that never entered the ring, which its gap check then reports
+        // (NotRecorded). Forgetting the count instead (`None`) skipped that check, and those
+        // frames were neither returned nor reported. Saturating: a planted head can make
+        // `lost` anything.
+        self.last_count = self.last_count.map(|c| c.saturating_add(lost));
         Error::Overrun {
             name: self.stream.name.clone(),
             lost,
@@ -1138,6 +1228,98 @@ mod tests {
             .unwrap();
         assert_eq!((info.count, dst), (3, [3; 4]));
         drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A publication that does not append to the ring, as pyshmem's: under the lock, a
+    /// bracket that moves the header's count alone.
+    fn publish_without_ring(s: &Stream, frame_id: u64) {
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let b = crate::seqlock::begin_write(&s.header);
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(frame_id));
+        drop(g);
+    }
+
+    /// What a cursor returns until it times out: `frame <count>` and `lost <n> <cause>`.
+    fn drain(c: &mut Cursor<'_>) -> Vec<String> {
+        let mut events = vec![];
+        loop {
+            match c.next_into_slice(&mut [0u32; 4], Some(Duration::from_millis(20))) {
+                Ok(info) => events.push(format!("frame {}", info.count)),
+                Err(Error::Overrun { lost, cause, .. }) => {
+                    events.push(format!("lost {lost} {cause:?}"))
+                }
+                Err(Error::Timeout { .. }) => return events,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Publications that skip the ring are reported when no ring frame follows them, by a
+    /// cursor of every wait strategy, made before any write or after some; and one waiting
+    /// when they land reports them. They used to be reported only once a ring frame came.
+    #[test]
+    fn publications_that_skip_the_ring_are_reported_with_no_ring_frame_after_them() {
+        for (tag, strategy) in [
+            ("skip-spin", WaitStrategy::Spin),
+            ("skip-adaptive", WaitStrategy::Adaptive),
+            ("skip-park", WaitStrategy::Park),
+            ("skip-yield", WaitStrategy::Yield),
+        ] {
+            let (name, s) = stream(tag, 4, 4);
+            s.set_wait_strategy(strategy);
+            let mut fresh = s.cursor().unwrap();
+            publish_without_ring(&s, 1);
+            publish_without_ring(&s, 2);
+            assert_eq!(drain(&mut fresh), ["lost 2 NotRecorded"], "{strategy:?}");
+            s.write_slice(&[3u32; 4]).unwrap();
+            let mut later = s.cursor().unwrap();
+            publish_without_ring(&s, 4);
+            assert_eq!(
+                drain(&mut fresh),
+                ["frame 3", "lost 1 NotRecorded"],
+                "{strategy:?}"
+            );
+            assert_eq!(drain(&mut later), ["lost 1 NotRecorded"], "{strategy:?}");
+            let (_, waited) = while_waiting(later, || publish_without_ring(&s, 5));
+            assert!(
+                matches!(
+                    waited,
+                    Err(Error::Overrun {
+                        lost: 1,
+                        cause: LossCause::NotRecorded,
+                        ..
+                    })
+                ),
+                "{strategy:?}: {waited:?}"
+            );
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// Frames returned plus frames reported lost equal frames written across a lap over a
+    /// publication that skipped the ring, and after a rewind to the start: the lap used to
+    /// forget the last count, and with it the gap check of the next frame.
+    #[test]
+    fn a_publication_that_skipped_the_ring_inside_a_lapped_region_is_counted_lost() {
+        let (name, s) = stream("skip-lap", 4, 2);
+        let mut c = s.cursor().unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        publish_without_ring(&s, 2);
+        for i in 3..=5u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        let expected = [
+            "lost 2 Overwritten",
+            "lost 1 NotRecorded",
+            "frame 4",
+            "frame 5",
+        ];
+        assert_eq!(drain(&mut c), expected);
+        c.rewind_to_start();
+        assert_eq!(drain(&mut c), expected, "rewound to the start");
         drop(s);
         crate::unlink(&name).unwrap();
     }

@@ -46,6 +46,16 @@ fn child_entry() {
                 }
             }
         }
+        // Starts a write and blocks inside its bracket, before its append (until killed).
+        "stuck" => {
+            s.write_view(|buf: &mut [u32]| {
+                buf.fill(0xdead);
+                common::say("inside");
+                common::block_on_stdin();
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -288,6 +298,166 @@ fn frames_written_by_pyshmem_show_up_as_a_reported_gap() {
     assert_eq!((buf, info.frame_id, info.count), ([20; 4], 20, 6));
     // pyshmem reads the latest frame of a history stream as of any other.
     assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[20; 4]);
+}
+
+/// Frames pyshmem writes (it never appends to the ring) are reported when no ring frame
+/// follows them: written before the cursor's call, or while it waits. The cursor used to
+/// wait on past them (the head never moves) and time out, reporting nothing.
+#[test]
+fn frames_written_by_pyshmem_with_no_ring_frame_after_them_are_reported() {
+    let Some(py) = common::python() else { return };
+    let name = unique_name("hist-py-last");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 4, 8);
+    let mut c = s.cursor().unwrap();
+    let mut buf = [0u32; 4];
+    let lines = common::run_py(&py, "peer.py", &["write_n", &name, "2", "10"], LONG);
+    assert!(lines.iter().any(|l| l == "wrote 2"), "{lines:?}");
+    match c.next_into_slice(&mut buf, SHORT) {
+        Err(Error::Overrun { lost, cause, .. }) => {
+            assert_eq!((lost, cause), (2, LossCause::NotRecorded));
+        }
+        other => panic!("expected the pyshmem frames reported, got {other:?}"),
+    }
+    assert!(matches!(
+        c.next_into_slice(&mut buf, SHORT),
+        Err(Error::Timeout { .. })
+    ));
+    s.write_slice_frame(&[3u32; 4], 3).unwrap();
+    let info = c.next_into_slice(&mut buf, SHORT).unwrap();
+    assert_eq!((info.frame_id, info.count, buf), (3, 3, [3; 4]));
+
+    // Written while the cursor waits (reported as they land, in one or more gaps).
+    let mut lost_total = 0;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let lines = common::run_py(&py, "peer.py", &["write_n", &name, "3", "20"], LONG);
+            assert!(lines.iter().any(|l| l == "wrote 6"), "{lines:?}");
+        });
+        while lost_total < 3 {
+            match c.next_into_slice(&mut buf, Some(LONG)) {
+                Err(Error::Overrun { lost, cause, .. }) => {
+                    assert_eq!(cause, LossCause::NotRecorded);
+                    lost_total += lost;
+                }
+                other => panic!("expected the pyshmem frames reported, got {other:?}"),
+            }
+        }
+        writer.join().unwrap();
+    });
+    assert_eq!(lost_total, 3);
+    assert!(matches!(
+        c.next_into_slice(&mut buf, SHORT),
+        Err(Error::Timeout { .. })
+    ));
+}
+
+/// A pyshmem frame inside the region a lap overwrote is reported too: frames returned plus
+/// frames reported lost equal frames written (the lap used to forget the last count, and
+/// the frame went unreported).
+#[test]
+fn a_pyshmem_frame_inside_a_lapped_region_is_counted_lost() {
+    let Some(py) = common::python() else { return };
+    let name = unique_name("hist-py-lap");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 4, 2);
+    let mut c = s.cursor().unwrap();
+    s.write_slice_frame(&[1u32; 4], 1).unwrap();
+    let lines = common::run_py(&py, "peer.py", &["write_n", &name, "1", "2"], LONG);
+    assert!(lines.iter().any(|l| l == "wrote 2"), "{lines:?}");
+    for i in 3..=5u32 {
+        s.write_slice_frame(&[i; 4], u64::from(i)).unwrap();
+    }
+    let mut buf = [0u32; 4];
+    let mut events = vec![];
+    let (mut returned, mut lost_total) = (0u64, 0u64);
+    loop {
+        match c.next_into_slice(&mut buf, SHORT) {
+            Ok(info) => {
+                events.push(format!("frame {}", info.count));
+                returned += 1;
+            }
+            Err(Error::Overrun { lost, cause, .. }) => {
+                events.push(format!("lost {lost} {cause:?}"));
+                lost_total += lost;
+            }
+            Err(Error::Timeout { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            "lost 2 Overwritten",
+            "lost 1 NotRecorded",
+            "frame 4",
+            "frame 5"
+        ]
+    );
+    assert_eq!(returned + lost_total, s.count(), "{events:?}");
+}
+
+/// A cursor whose wait finds a writer dead inside its bracket does not report it (the ring
+/// is whole), and gives the handle's one report back: a later `read_new` on the same handle
+/// reports it instead of waiting in silence.
+#[test]
+fn a_cursor_leaves_the_report_of_a_dead_writer_to_the_handles_next_read() {
+    let name = unique_name("hist-dead");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 4, 4);
+    s.write_slice_frame(&[1u32; 4], 1).unwrap();
+    let mut c = s.cursor().unwrap();
+    let mut w = common::child("child_entry", "stuck")
+        .param("name", &name)
+        .spawn();
+    w.expect_line("inside", LONG);
+    w.kill();
+    assert_eq!(
+        s.write_sequence() & 1,
+        1,
+        "the dead writer's bracket is open"
+    );
+    let mut buf = [0u32; 4];
+    let r = c.next_into_slice(&mut buf, Some(Duration::from_millis(300)));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(
+        s.write_sequence() < 0,
+        "the cursor's wait found the writer dead and marked the generation invalid"
+    );
+    // Once more, in the invalid generation: still a quiet wait, parked, not a loop on the
+    // report the handle keeps making and the cursor keeps giving back.
+    let cpu = thread_cpu_time();
+    let r = c.next_into_slice(&mut buf, Some(Duration::from_millis(300)));
+    let cpu = thread_cpu_time() - cpu;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(
+        cpu < Duration::from_millis(150),
+        "the wait took {cpu:?} of CPU"
+    );
+    let r = s.read_new::<u32>(Some(Duration::from_millis(300)));
+    assert!(matches!(r, Err(Error::Inconsistent { .. })), "{r:?}");
+    // Reported once per handle: the next wait is quiet; the next writer recovers both.
+    let r = s.read_new::<u32>(SHORT);
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    s.write_slice_frame(&[2u32; 4], 2).unwrap();
+    let info = c.next_into_slice(&mut buf, SHORT).unwrap();
+    assert_eq!((info.frame_id, buf), (2, [2; 4]));
+    assert_eq!(
+        s.read_new::<u32>(SHORT).unwrap().as_slice().unwrap(),
+        &[2; 4]
+    );
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 #[test]
