@@ -45,11 +45,6 @@ impl Segment {
         }
     }
 
-    /// Opens and maps an existing object with its current size (see [`Segment::open_prefix`]).
-    pub(crate) fn open(id: &str, writable: bool) -> io::Result<Segment> {
-        Segment::open_prefix(id, writable, usize::MAX)
-    }
-
     /// Opens an existing object and maps at most its first `max_len` bytes: the bytes the
     /// caller uses. An object grown larger (corrupt or hostile) is not faulted in, since the
     /// mapping is populated. `len()` is then `min(object size, max_len)`; an empty object is

@@ -402,7 +402,7 @@ impl Stream {
         // kept alive next to `header` in the Stream.
         let header = unsafe { MappedHeader::new(&meta) };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
-        let gpu = crate::gpu::attach_at_open(name, &decoded, !readonly);
+        let gpu = crate::gpu::attach_at_open(name, &decoded);
         let history = crate::history::Ring::attach(
             name,
             decoded.size as usize,

@@ -651,6 +651,28 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
     p.wait_timeout(LONG);
 }
 
+/// A read-only handle that is the creating process's last handle marks the buffer released
+/// when it drops (its `_gpu` record was mapped read-only, and that store faulted the process).
+#[test]
+fn gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer() {
+    if !gpu_or_skip("gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer") {
+        return;
+    }
+    let name = unique_name("gpu-ro-last");
+    let _c = Cleanup::new([name.clone()]);
+    let w = cuda0(&name, &[1024], Dtype::F32).create().unwrap();
+    w.write_device_from_host(&vec![5f32; 1024]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    drop(w);
+    let mut back = vec![0f32; 1024];
+    r.read_device_to_host(&mut back).unwrap();
+    assert_eq!(back[0], 5.0);
+    drop(r);
+    let again = Stream::open_readonly(&name).unwrap();
+    let e = again.read_device_to_host(&mut back).unwrap_err().to_string();
+    assert!(e.contains("released"), "{e}");
+}
+
 /// Issue #11: the publication-path probe never panics, also without a driver, and always
 /// says why it chose its path.
 #[test]

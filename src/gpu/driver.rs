@@ -487,12 +487,8 @@ fn handle_chars(b: &[u8; 64]) -> [std::ffi::c_char; 64] {
 
 /// Attaches an existing GPU stream's device payload. `Err(reason)` leaves the handle
 /// usable for metadata and locking; payload operations report the reason.
-pub(crate) fn attach(
-    name: &str,
-    h: &Header,
-    writable: bool,
-) -> std::result::Result<Attachment, String> {
-    let rec = super::read_record(name, h, writable)?;
+pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, String> {
+    let rec = super::read_record(name, h)?;
     let (seg, rec) = rec;
     if rec.state == STATE_RELEASED {
         return Err(format!(

@@ -149,21 +149,26 @@ impl GpuLink {
 }
 
 /// Opens and decodes a stream's `_gpu` segment, checked against its header.
+/// Mapped writable whatever the handle (as `_meta` is): the creating process's last handle,
+/// read-only or not, marks the allocation released there, and any handle's settle releases a
+/// dead GPU consumer; stores into a read-only mapping would fault. Only the record's bytes
+/// are mapped.
 pub(crate) fn read_record(
     name: &str,
     h: &Header,
-    writable: bool,
 ) -> std::result::Result<(Segment, layout::GpuRecord), String> {
     if h.flags & crate::format::FLAG_CUDA_IPC == 0 {
         return Err("it was created by pyshmem (torch IPC pickle), which this library does not read; create GPU streams with shmstream".into());
     }
-    let seg = Segment::open(&crate::name::gpu_id(name), writable).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            "its `_gpu` segment is missing (the stream was unlinked or is still being created)"
-                .to_owned()
-        }
-        _ => format!("opening its `_gpu` segment failed: {e}"),
-    })?;
+    let id = crate::name::gpu_id(name);
+    let seg =
+        Segment::open_prefix(&id, true, layout::GPU_SEGMENT_BYTES).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "its `_gpu` segment is missing (the stream was unlinked or is still being created)"
+                    .to_owned()
+            }
+            _ => format!("opening its `_gpu` segment failed: {e}"),
+        })?;
     let rec =
         layout::decode(&seg.snapshot(layout::GPU_SEGMENT_BYTES)).map_err(|e| e.to_string())?;
     layout::matches_header(&rec, h)?;
@@ -171,20 +176,20 @@ pub(crate) fn read_record(
 }
 
 /// Attaches a GPU stream at open; never fails (a detached link carries the reason).
-pub(crate) fn attach_at_open(name: &str, h: &Header, writable: bool) -> GpuLink {
+pub(crate) fn attach_at_open(name: &str, h: &Header) -> GpuLink {
     if !h.gpu() {
         return GpuLink::None;
     }
     #[cfg(feature = "cuda")]
     {
-        match driver::attach(name, h, writable) {
+        match driver::attach(name, h) {
             Ok(a) => GpuLink::Attached(Box::new(a)),
             Err(r) => GpuLink::Detached(r),
         }
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = (name, writable);
+        let _ = name;
         GpuLink::Detached("this build has no CUDA support (the `cuda` feature is off)".into())
     }
 }
@@ -323,7 +328,8 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
 /// mutable words: the publisher and the GPU consumer, see [`layout`]); `None` when the segment
 /// cannot be read.
 pub(crate) fn segment_bytes(name: &str) -> Option<Vec<u8>> {
-    let seg = Segment::open(&crate::name::gpu_id(name), false).ok()?;
+    let seg =
+        Segment::open_prefix(&crate::name::gpu_id(name), false, layout::GPU_SEGMENT_BYTES).ok()?;
     Some(seg.snapshot(layout::GPU_SEGMENT_BYTES))
 }
 
@@ -558,7 +564,9 @@ mod tests {
         fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
         let s = crate::Stream::open(&name).unwrap();
         let set_publisher = |pid: i64| {
-            let g = Segment::open(&crate::name::gpu_id(&name), true).unwrap();
+            let g =
+                Segment::open_prefix(&crate::name::gpu_id(&name), true, layout::GPU_SEGMENT_BYTES)
+                    .unwrap();
             let at = layout::gpu_offset::PUBLISHER_PID;
             // SAFETY: a live 256-byte mapping; PUBLISHER_PID + 8 is inside it.
             unsafe {
