@@ -238,14 +238,17 @@ impl Stream {
                     "pid {cur} already consumes it on the GPU (one acknowledging GPU consumer per stream): drop that consumer first"
                 )));
             }
-            // Whatever the writer sees first is a frame already in the payload.
-            let (_, now) = slots::consumer_start(self.header.sequence().load(Ordering::SeqCst));
-            a.consumer_ack().store(now, Ordering::SeqCst);
             match word.compare_exchange(cur, self.pid, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => break,
                 Err(v) => cur = v,
             }
         }
+        // Claimed: acknowledge a frame already in the payload (a writer that saw our pid
+        // before this store waits for it, a moment). Only after the claim: a process that
+        // loses the claim must not move the winner's acknowledgement past the frame the
+        // winner is copying.
+        let (_, now) = slots::consumer_start(self.header.sequence().load(Ordering::SeqCst));
+        a.consumer_ack().store(now, Ordering::SeqCst);
         // Pairs with `gate_writer`'s fence: a write that did not see our pid is visible in the
         // sequence read here, so the first frame we wait for is one written after it.
         fence(Ordering::SeqCst);
