@@ -43,7 +43,9 @@ struct Abort<'a> {
     header: &'a MappedHeader,
     notify: bool,
     bracket: Option<Bracket>,
-    on_gpu: Option<&'a Stream>,
+    /// The stream written: a failed fill's device work (on the GPU-side path or not) is
+    /// waited for before the abort, so none of it lands after the next writer's frame.
+    stream: &'a Stream,
 }
 
 impl Abort<'_> {
@@ -56,9 +58,7 @@ impl Abort<'_> {
 impl Drop for Abort<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.bracket.take() {
-            if let Some(s) = self.on_gpu {
-                crate::gpu::settle_failed_fill(s);
-            }
+            crate::gpu::settle_failed_fill(self.stream);
             seqlock::abort_write(self.header, b);
             if self.notify {
                 notify::wake_all(self.header);
@@ -168,7 +168,7 @@ impl Stream {
             header: h,
             notify: self.notify(),
             bracket: Some(seqlock::begin_write(h)),
-            on_gpu: on_gpu.then_some(self),
+            stream: self,
         };
         // The ring's metadata for this publication (we hold the lock): the count it is about
         // to stamp and its frame id.
