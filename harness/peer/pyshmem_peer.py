@@ -5,7 +5,9 @@ Runs one harness case (roundtrip, pingpong or mvm) with pyshmem 1.4.0 and numpy,
 the same loop shape as the Rust side (warm-up seconds, then `repeats` repeats of at least
 `min_seconds`, one latency sample per iteration around the step only), and prints one
 JSON line on stdout.  Per-iteration latencies (ns, little-endian uint64) go to
-spec["samples_path"].
+spec["samples_path"].  With spec["notify"] (set where ours' wait form notifies: park,
+adaptive) the pingpong and mvm streams notify and their waiters park; the result's
+notes["notify"] says whether pyshmem did use notify streams.
 
 Usage: pyshmem_peer.py SPEC.json            (the measuring side)
        pyshmem_peer.py --role ROLE SPEC.json (the partner process it spawns itself)
@@ -144,9 +146,14 @@ def finish_partner(proc):
         raise RuntimeError(f"peer partner process exited with {rc}")
 
 
+def notify(spec):
+    """Whether the streams notify and their waiters park: whenever ours do (park, adaptive)."""
+    return bool(spec.get("notify"))
+
+
 def poll(spec):
-    # spin: sleep(0) between polls (pyshmem's own benchmark does the same); futex: park.
-    return 0.0 if spec.get("wait") != "futex" else 1e-5
+    # spin: sleep(0) between polls (pyshmem's own benchmark does the same); notify: park.
+    return 1e-5 if notify(spec) else 0.0
 
 
 # ---------------------------------------------------------------- roundtrip
@@ -178,9 +185,8 @@ def ping_writer(spec, spec_path):
     pin(spec["writer_cpu"])
     n = spec["names"]
     shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
-    notify = spec.get("wait") == "futex"
-    data = pyshmem.create(n["data"], shape=shape, dtype=dtype, notify=notify)
-    ack = pyshmem.create(n["ack"], shape=(1,), dtype=np.int64, notify=notify)
+    data = pyshmem.create(n["data"], shape=shape, dtype=dtype, notify=notify(spec))
+    ack = pyshmem.create(n["ack"], shape=(1,), dtype=np.int64, notify=notify(spec))
     ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
     proc = spawn_partner("ping-reader", spec_path)
     src = np.ones(shape, dtype=dtype)
@@ -194,6 +200,7 @@ def ping_writer(spec, spec_path):
             state["acks"] = ack.wait_for_count(after=state["acks"], timeout=30, poll_interval=pi)
 
         out = timed(spec, step, spec.get("gap_us", 0.0))
+        out["notes"] = {"notify": data.notify and ack.notify}
         ctl.write(np.ones(1, dtype=np.int64))
         data.write(src)
         finish_partner(proc)
@@ -231,12 +238,11 @@ def mvm_driver(spec, spec_path):
     pin(spec["writer_cpu"])
     n = spec["names"]
     rows, cols = spec["shape"]
-    notify = spec.get("wait") == "futex"
     # Same values as the Rust side (i % 7) * 0.25 - 0.5, without an int64 temporary.
     a = np.resize(np.arange(7, dtype=np.float32) * 0.25 - 0.5, rows * cols).reshape(rows, cols)
     m = pyshmem.create(n["matrix"], shape=(rows, cols), dtype=np.float32)
-    x = pyshmem.create(n["data"], shape=(cols,), dtype=np.float32)
-    y = pyshmem.create(n["ack"], shape=(rows,), dtype=np.float32, notify=notify)
+    x = pyshmem.create(n["data"], shape=(cols,), dtype=np.float32, notify=notify(spec))
+    y = pyshmem.create(n["ack"], shape=(rows,), dtype=np.float32, notify=notify(spec))
     ctl = pyshmem.create(n["ctl"], shape=(1,), dtype=np.int64)
     m.write(a)
     proc = spawn_partner("mvm-compute", spec_path, unpinned=True)
@@ -261,6 +267,7 @@ def mvm_driver(spec, spec_path):
         finish_partner(proc)
         with open(spec["kernel_path"]) as f:
             out["notes"] = json.load(f)
+        out["notes"]["notify"] = x.notify and y.notify
         return out
     finally:
         if proc.poll() is None:

@@ -303,6 +303,19 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     let work = std::env::temp_dir().join(format!("harness-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
+    // scratch folder go with it; its children die with it (`spawn::run_members`).
+    if harness_sys::block_termination().is_ok() {
+        let work = work.clone();
+        std::thread::spawn(move || {
+            let Ok(sig) = harness_sys::wait_termination() else {
+                return;
+            };
+            peer::kill_running();
+            run::clean_up(std::process::id(), &work);
+            std::process::exit(128 + sig);
+        });
+    }
     if report::env::unoptimized() {
         eprintln!("harness: {}", report::env::UNOPTIMIZED_WARNING);
     }

@@ -8,8 +8,10 @@
 //! `OPENBLAS_L2_SIZE` removed from its environment (they slow current numpy builds on
 //! this machine kind) and records which OpenBLAS kernel ran.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result, bail};
 use crate::hist;
 use crate::measure::Measured;
-use crate::scenario::{Job, Kind};
+use crate::scenario::{Job, Kind, Wait};
 use crate::spawn::Names;
 
 /// The bundled script.
@@ -99,6 +101,8 @@ struct PeerSpec<'a> {
     shape: &'a [usize],
     dtype: &'a str,
     wait: Option<&'static str>,
+    /// Whether the streams notify and their waiters park, as ours do for this wait form.
+    notify: bool,
     gap_us: f64,
     timing: crate::scenario::Timing,
     writer_cpu: usize,
@@ -106,6 +110,36 @@ struct PeerSpec<'a> {
     names: &'a Names,
     samples_path: PathBuf,
     kernel_path: PathBuf,
+}
+
+impl<'a> PeerSpec<'a> {
+    fn of(job: &'a Job, names: &'a Names, prefix: &Path) -> Self {
+        PeerSpec {
+            kind: job.kind.name(),
+            shape: &job.shape,
+            dtype: &job.dtype,
+            wait: job.wait.map(|w| w.name()),
+            notify: job.wait.is_some_and(Wait::notifies),
+            gap_us: job.gap_us,
+            timing: job.timing,
+            writer_cpu: job.writer_cpu,
+            reader_cpu: job.reader_cpu,
+            names,
+            samples_path: prefix.with_extension("samples"),
+            kernel_path: prefix.with_extension("kernel.json"),
+        }
+    }
+}
+
+/// The process group of the peer running now (0: none), for [`kill_running`].
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+
+/// Kills the peer running now, its partner process with it (the harness is stopped).
+pub fn kill_running() {
+    let group = RUNNING.load(Ordering::Relaxed);
+    if group != 0 {
+        harness_sys::kill_group(group);
+    }
 }
 
 /// Runs the peer for `job`. `prefix` names its files; `names` are fresh shm names.
@@ -120,25 +154,15 @@ pub fn run(
     };
     let script = prefix.with_extension("py");
     std::fs::write(&script, SCRIPT)?;
-    let spec = PeerSpec {
-        kind: job.kind.name(),
-        shape: &job.shape,
-        dtype: &job.dtype,
-        wait: job.wait.map(|w| w.name()),
-        gap_us: job.gap_us,
-        timing: job.timing,
-        writer_cpu: job.writer_cpu,
-        reader_cpu: job.reader_cpu,
-        names,
-        samples_path: prefix.with_extension("samples"),
-        kernel_path: prefix.with_extension("kernel.json"),
-    };
+    let spec = PeerSpec::of(job, names, prefix);
     let spec_path = prefix.with_extension("peer.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let err_path = prefix.with_extension("peer.stderr");
     let out_path = prefix.with_extension("peer.stdout");
     let mut cmd = Command::new(python);
-    cmd.arg(&script)
+    // A group of its own, so that a timeout kills the partner process it starts too.
+    cmd.process_group(0)
+        .arg(&script)
         .arg(&spec_path)
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::fs::File::create(&out_path)?))
@@ -152,11 +176,15 @@ pub fn run(
             cmd.env_remove(v);
         }
     }
+    harness_sys::die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", python.display()))?;
+    RUNNING.store(child.id(), Ordering::Relaxed);
     let timeout = Duration::from_secs_f64(job.timeout_s);
-    let status = crate::spawn::wait_timeout(child, timeout)?;
+    let status = crate::spawn::wait_timeout(child, timeout, true);
+    RUNNING.store(0, Ordering::Relaxed);
+    let status = status?;
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let Some(status) = status else {
         return Err(Error::msg(format!(
@@ -225,4 +253,94 @@ pub fn run(
         notes,
     };
     Ok((m, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    /// The script parks on notify streams (`"notify": true`) whenever ours' wait form
+    /// notifies: park (also spelled "futex") and adaptive, not spin.
+    #[test]
+    fn the_peer_is_told_to_notify_whenever_ours_does() {
+        for (wait, notify) in [
+            ("park", true),
+            ("futex", true),
+            ("adaptive", true),
+            ("spin", false),
+        ] {
+            let text = format!(
+                "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nwait = \"{wait}\"\nsizes = [[8]]\n"
+            );
+            let job = Scenario::parse(&text).unwrap().jobs(false, None).remove(0);
+            let names = Names::under("t", Path::new("/tmp"));
+            let spec =
+                serde_json::to_value(PeerSpec::of(&job, &names, Path::new("/tmp/t"))).unwrap();
+            assert_eq!(spec["notify"], notify, "{wait}: {spec}");
+        }
+    }
+
+    /// At the timeout the peer's partner process dies with it: a stand-in for Python starts
+    /// a partner that holds a FIFO open and would write "late" there after 30 s; the FIFO
+    /// reads to its end with nothing more once the peer timed out.
+    #[test]
+    fn a_peer_that_times_out_takes_its_partner_with_it() {
+        let dir = std::env::temp_dir().join(format!("peer-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let python = dir.join("python");
+        std::fs::write(
+            &python,
+            format!(
+                "#!/bin/sh\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // Opened read-write first, so neither open blocks before the partner's.
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Read};
+            let mut up = String::new();
+            let _ = reader.read_line(&mut up);
+            drop(writer);
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            let _ = tx.send((up, rest));
+        });
+        let text = "name = \"t\"\n[defaults]\ntimeout_s = 2\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
+        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        let ready = PeerSetup::Ready {
+            python,
+            pyshmem: "1.4.0".into(),
+            numpy: "2".into(),
+        };
+        let names = Names::under(&format!("pg{}", std::process::id()), &dir);
+        let err = run(&ready, &job, &names, &dir.join("0-peer")).unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        let (up, rest) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            (up.as_str(), rest.as_str()),
+            ("up\n", ""),
+            "the partner outlived the peer"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

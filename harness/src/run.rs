@@ -29,12 +29,12 @@ pub struct Side {
 }
 
 impl Side {
-    /// Iterations per second. Pingpong uses pyshmem's convention (samples / Σ latency,
-    /// so an idle gap between round trips does not count); the others use the median of
-    /// the per-repeat wall-clock rates.
+    /// Iterations per second: the median over repeats of each repeat's rate. Pingpong uses
+    /// pyshmem's convention (round trips / Σ latency, so an idle gap between round trips
+    /// does not count); the others the wall-clock rates.
     pub fn hz(&self, kind: Kind) -> f64 {
-        if kind == Kind::Pingpong && !self.hist.is_empty() {
-            1e9 / self.hist.mean()
+        if kind == Kind::Pingpong && !self.m.repeat_busy_hz.is_empty() {
+            crate::measure::median(&self.m.repeat_busy_hz)
         } else {
             self.m.hz()
         }
@@ -275,6 +275,10 @@ impl Runner {
         if job.kind == Kind::Op {
             return Err("no peer for op cases".into());
         }
+        // The script runs pyshmem's CPU streams only: its figures are no GPU row's peer.
+        if job.device.is_gpu() {
+            return Err("no GPU peer".into());
+        }
         if !job.peer {
             Err("peer disabled for this case".to_string())
         } else {
@@ -329,11 +333,11 @@ impl Runner {
         }
         let ours_passes = ours.len();
         (
-            pool_passes(floors, "floor passes", |n| {
+            pool_passes(floors, "floor passes", true, |n| {
                 format!("{n}, before and after each of ours' {ours_passes} passes, pooled")
             })
             .map_err(|e| format!("floor failed: {e}")),
-            pool_passes(ours, "ours passes", |n| {
+            pool_passes(ours, "ours passes", false, |n| {
                 format!("{n}, alternating with the floor's, pooled")
             })
             .map_err(|e| format!("failed: {e}")),
@@ -352,17 +356,23 @@ impl Runner {
 }
 
 /// Passes of one side as one side: samples and repeats pooled, with the note `key`:
-/// `describe(number pooled)` when more than one pooled. A failed pass is left out, unless
-/// it is the first: then the side failed.
+/// `describe(number pooled)` when more than one pooled. A failed first pass fails the side;
+/// a later one is left out when `lenient` (the floor's), and fails the side otherwise (ours).
 fn pool_passes(
     passes: Vec<Result<Side>>,
     key: &str,
+    lenient: bool,
     describe: impl FnOnce(usize) -> String,
 ) -> Result<Side> {
     let mut passes = passes.into_iter();
     let mut pooled = passes.next().context("no pass ran")??;
     let mut n = 1;
-    for p in passes.flatten() {
+    for (i, p) in passes.enumerate() {
+        let p = match p {
+            Ok(p) => p,
+            Err(_) if lenient => continue,
+            Err(e) => return Err(e).context(format!("pass {}", i + 2)),
+        };
         if pooled.hist.add(&p.hist).is_ok() {
             pooled.m.repeat_hz.extend(p.m.repeat_hz);
             pooled.m.repeat_busy_hz.extend(p.m.repeat_busy_hz);
@@ -375,6 +385,33 @@ fn pool_passes(
         pooled.m.notes.push((key.into(), describe(n)));
     }
     Ok(pooled)
+}
+
+/// Removes what the run of harness `pid` has in the shared folders now, when it is stopped
+/// from outside: its streams (`hs<pid>-…`, the bridge's mirrors `m-hs<pid>-…`), its floors'
+/// regions (`/dev/shm/hs<pid>-…`) and its scratch folder `work`. Its children die with it
+/// ([`harness_sys::die_with_parent`]); the peer's partner goes with [`peer::kill_running`].
+pub fn clean_up(pid: u32, work: &std::path::Path) {
+    let prefix = format!("hs{pid}-");
+    for name in shmstream::list_streams().unwrap_or_default() {
+        if name
+            .strip_prefix("m-")
+            .unwrap_or(&name)
+            .starts_with(&prefix)
+        {
+            let _ = shmstream::unlink_quiet(&name);
+        }
+    }
+    for e in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir_all(work);
 }
 
 /// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
@@ -434,6 +471,7 @@ mod tests {
                 Ok(side(&[300, 300, 300], &[5.0, 6.0])),
             ],
             "floor passes",
+            true,
             |n| format!("{n}, pooled"),
         )
         .unwrap();
@@ -451,8 +489,9 @@ mod tests {
         assert!(pooled.hist.value_at_quantile(0.75) >= 300);
     }
 
+    /// The floor's failed later pass is left out; a failed first pass fails the side.
     #[test]
-    fn a_failed_later_pass_is_left_out_and_a_failed_first_fails_the_side() {
+    fn a_failed_later_floor_pass_is_left_out_and_a_failed_first_fails_the_side() {
         let kept = pool_passes(
             vec![
                 Ok(side(&[100], &[10.0])),
@@ -460,6 +499,7 @@ mod tests {
                 Ok(side(&[200], &[5.0])),
             ],
             "floor passes",
+            true,
             |n| format!("{n}, pooled"),
         )
         .unwrap();
@@ -468,14 +508,90 @@ mod tests {
             kept.m.notes,
             vec![("floor passes".into(), "2, pooled".into())]
         );
+        for lenient in [true, false] {
+            let failed = pool_passes(
+                vec![
+                    Err(crate::error::Error::msg("first pass died")),
+                    Ok(side(&[100], &[10.0])),
+                ],
+                "floor passes",
+                lenient,
+                |n| format!("{n}, pooled"),
+            );
+            assert!(failed.unwrap_err().to_string().contains("first pass died"));
+        }
+    }
+
+    /// What a stopped run leaves goes: its streams and mirrors, its regions and scratch
+    /// folder; another run's stream stays.
+    #[test]
+    fn a_stopped_run_leaves_no_stream_region_nor_scratch_folder() {
+        let pid = 4_200_000_000 + std::process::id();
+        let other = format!("hs{pid}0-0-ours-data");
+        let names = [
+            format!("hs{pid}-0-ours-data"),
+            format!("m-hs{pid}-1-bridge-data"),
+        ];
+        for n in names.iter().chain([&other]) {
+            crate::cases::create(n, &[4], shmstream::Dtype::U8, false).unwrap();
+        }
+        let region = ShmRegion::create(&format!("hs{pid}-0-floor-region"), 64).unwrap();
+        let work = std::env::temp_dir().join(format!("harness-{pid}"));
+        std::fs::create_dir_all(&work).unwrap();
+        clean_up(pid, &work);
+        for n in &names {
+            assert!(shmstream::stat(n).is_err(), "{n} was left");
+        }
+        assert!(shmstream::stat(&other).is_ok());
+        shmstream::unlink(&other).unwrap();
+        assert!(ShmRegion::open(&format!("hs{pid}-0-floor-region"), 64).is_err());
+        assert!(!work.exists());
+        drop(region);
+    }
+
+    /// Pingpong Hz is the median over repeats of round trips / Σ latency, as the report
+    /// says, not the inverse of the pooled mean latency; the others' the median wall rate.
+    #[test]
+    fn pingpong_hz_is_the_median_of_the_per_repeat_busy_rates() {
+        let mut s = side(&[1_000, 1_000, 1_000_000], &[1.0, 2.0, 3.0]);
+        s.m.repeat_busy_hz = vec![900.0, 1000.0, 10.0];
+        assert_eq!(s.hz(Kind::Pingpong), 900.0);
+        assert_eq!(s.hz(Kind::Roundtrip), 2.0);
+    }
+
+    /// A GPU case has no peer (the script's CPU streams measure no GPU row), even where
+    /// Python is ready.
+    #[test]
+    fn a_gpu_case_has_no_peer() {
+        let text =
+            "name = \"t\"\n[[case]]\nkind = \"roundtrip\"\ndevice = \"cuda:0\"\nsizes = [[8]]\n";
+        let job = crate::scenario::Scenario::parse(text)
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+        assert!(job.peer);
+        let ready = PeerSetup::Ready {
+            python: "/nonexistent/python".into(),
+            pyshmem: "1.4.0".into(),
+            numpy: "2".into(),
+        };
+        let runner = Runner::new(std::env::temp_dir(), ready);
+        assert_eq!(runner.peer(0, &job).unwrap_err(), "no GPU peer");
+    }
+
+    /// A failed pass of ours fails the side with its message, not a pass fewer.
+    #[test]
+    fn a_failed_later_pass_of_ours_fails_the_side() {
         let failed = pool_passes(
             vec![
-                Err(crate::error::Error::msg("first pass died")),
                 Ok(side(&[100], &[10.0])),
+                Ok(side(&[200], &[5.0])),
+                Err(crate::error::Error::msg("reader hung")),
             ],
-            "floor passes",
+            "ours passes",
+            false,
             |n| format!("{n}, pooled"),
         );
-        assert!(failed.unwrap_err().to_string().contains("first pass died"));
+        assert_eq!(failed.unwrap_err().to_string(), "pass 3: reader hung");
     }
 }

@@ -3,6 +3,7 @@
 //! (`<prefix>.json`) and, when it measured, its histogram (`<prefix>.hdr`, V2 format).
 //! The parent waits without polling (one thread blocked in `wait()` per child), kills the
 //! group on the first failure or at the timeout, and quotes each failed child's stderr.
+//! Children die with the parent (`PR_SET_PDEATHSIG`), however it exits.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -262,6 +263,8 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
                 )));
             }
         };
+        // Killed when this process exits, however it exits (the caller waits for them).
+        harness_sys::die_with_parent(&mut m.command);
         let spawned = m
             .command
             .stdin(Stdio::null())
@@ -435,11 +438,13 @@ pub fn write_outcome(
     Ok(())
 }
 
-/// Waits for `child` at most `timeout` without polling; kills it at the timeout and
-/// returns `None`.
+/// Waits for `child` at most `timeout` without polling; kills it at the timeout (with
+/// `group`, its whole process group: a child started with `process_group(0)`) and returns
+/// `None`.
 pub fn wait_timeout(
     mut child: std::process::Child,
     timeout: Duration,
+    group: bool,
 ) -> Result<Option<std::process::ExitStatus>> {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -449,7 +454,13 @@ pub fn wait_timeout(
     match rx.recv_timeout(timeout) {
         Ok(r) => Ok(Some(r?)),
         Err(_) => {
-            harness_sys::kill(pid);
+            // A group outlives its leader while any member lives: this reaches what the
+            // child started even if the child itself has just exited.
+            if group {
+                harness_sys::kill_group(pid);
+            } else {
+                harness_sys::kill(pid);
+            }
             let _ = rx.recv_timeout(Duration::from_secs(2));
             Ok(None)
         }

@@ -5,6 +5,8 @@ mod common;
 
 use common::{details, harness, python, results, run_on, scratch};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const SCENARIO: &str = r#"
 name = "e2e"
@@ -305,9 +307,10 @@ fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
     assert!(err.contains("at least 16 bytes"), "{err}");
 }
 
-/// The pyshmem peer runs beside the roundtrip and the ping-pong, and the run leaves no lock
-/// file behind in the lock folder it shares with pyshmem (pyshmem 1.4.0's `unlink` keeps a
-/// stream's lock file; the harness removes those of the peer's streams once it has exited).
+/// The pyshmem peer runs beside the roundtrip and the ping-pong, with notify streams where
+/// ours notify (its note `notify`), and the run leaves no lock file behind in the lock folder
+/// it shares with pyshmem (pyshmem 1.4.0's `unlink` keeps a stream's lock file; the harness
+/// removes those of the peer's streams once it has exited).
 #[test]
 fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     let Some(python) = python() else {
@@ -321,7 +324,8 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
         &scenario,
         "name = \"peer\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.03\nwarmup = 0.01\n\
          repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n\
-         [[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[64]]\n",
+         [[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[64]]\n\
+         [[case]]\nkind = \"pingpong\"\nwait = \"park\"\ndtype = \"uint8\"\nsizes = [[64]]\n",
     )
     .unwrap();
     let out = dir.join("out");
@@ -342,6 +346,17 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
             "the peer ran: {r}"
         );
     }
+    let notify: Vec<_> = details(&out)["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["peer"]["notes"]["notify"].clone())
+        .collect();
+    assert_eq!(
+        notify,
+        [serde_json::Value::Null, "false".into(), "true".into()],
+        "the peer's ping-pong notifies where ours does"
+    );
     let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -408,5 +423,82 @@ fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing(
         assert_eq!(o.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("--max-regression"), "{stderr}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A harness stopped by SIGTERM while its peer runs exits 143 and leaves nothing behind: the
+/// peer's processes, the `/dev/shm` objects of its prefix and its scratch folder go. A
+/// stand-in for Python makes a region `hs<harness pid>-…` and starts a partner holding a
+/// FIFO open, which would write "late" there after 30 s.
+#[test]
+fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
+    use std::io::{BufRead, Read};
+    let dir = scratch("sigterm");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let python = dir.join("python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
+             touch /dev/shm/hs$PPID-stand-in\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Opened read-write first, so neither open blocks before the partner's.
+    let writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let (rest_tx, rest_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut up = String::new();
+        let _ = reader.read_line(&mut up);
+        let _ = up_tx.send(up);
+        drop(writer);
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        let _ = rest_tx.send(rest);
+    });
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
+         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
+    )
+    .unwrap();
+    let mut h = run_on(&scenario, &dir.join("out"))
+        .arg("--python")
+        .arg(&python)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = up_rx.recv_timeout(Duration::from_secs(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &h.id().to_string()])
+        .status()
+        .unwrap();
+    let status = h.wait().unwrap();
+    assert_eq!(up.unwrap(), "up\n", "the peer started");
+    assert!(killed.success());
+    assert_eq!(status.code(), Some(143), "{status}");
+    let rest = rest_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(rest, "", "the peer's partner outlived the harness");
+    let region = PathBuf::from(format!("/dev/shm/hs{}-stand-in", h.id()));
+    assert!(!region.exists(), "{} was left", region.display());
+    let work = std::env::temp_dir().join(format!("harness-{}", h.id()));
+    assert!(!work.exists(), "{} was left", work.display());
     std::fs::remove_dir_all(&dir).unwrap();
 }

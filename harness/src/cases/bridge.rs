@@ -431,7 +431,7 @@ impl Floor {
                 .0
                 .pop()
                 .with_context(|| format!("{name}'s handle"))?;
-            match crate::spawn::wait_timeout(child, timeout)? {
+            match crate::spawn::wait_timeout(child, timeout, false)? {
                 Some(status) if status.success() => {}
                 Some(status) => bail!("{name} exited with {status} (see {})", p.work.display()),
                 None => bail!("{name} did not finish (see {})", p.work.display()),
@@ -630,16 +630,32 @@ enum Turn {
 /// Runs the floor's turns.
 type FloorTurns<'a> = dyn FnMut(Turn) + Send + 'a;
 
-/// One run of ours: the bridges started, the phases, the bridges stopped; `floor_turn`
-/// runs the floor's latency slots and throughput windows in turn with ours.
-fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> Result<Run> {
-    if job.payload_bytes() < 16 {
-        bail!("bridge payloads must be at least 16 bytes");
+/// Streams unlinked when dropped, on every way out of a run of ours (the source stream is
+/// created without `auto_unlink`; the mirror is `subscribe`'s).
+struct Unlinked(Vec<String>);
+
+impl Drop for Unlinked {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = shmstream::unlink_quiet(name);
+        }
     }
-    let bin = bridge_binary()?;
+}
+
+/// The source stream `name` created and the two bridges mirroring it as `m-{name}` started:
+/// the guard that unlinks both, the source and the bridges (each killed on drop from the
+/// moment it started).
+fn start_bridges(
+    bin: &Path,
+    job: &Job,
+    name: &str,
+    work: &Path,
+    depth: usize,
+) -> Result<(Unlinked, Stream, Children)> {
     let dtype = Dtype::from_numpy_name(&job.dtype)
         .with_context(|| format!("dtype {} is not a stream dtype", job.dtype))?;
-    let depth = depth(job);
+    let mirror_name = format!("m-{name}");
+    let unlinked = Unlinked(vec![name.to_string(), mirror_name]);
     let source = StreamOptions::new(name)
         .shape(&job.shape)
         .dtype(dtype)
@@ -647,11 +663,11 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
         .history(depth)
         .create()
         .with_context(|| format!("creating stream {name}"))?;
-    let mirror_name = format!("m-{name}");
     let prefix = format!("hs{}", std::process::id());
     let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
-    let publish = spawn(
-        &bin,
+    let mut children = Children(Vec::new());
+    children.0.push(spawn(
+        bin,
         job,
         &[
             "publish".into(),
@@ -664,9 +680,9 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
         ],
         &work.join("publish.log"),
         false,
-    )?;
-    let subscribe = spawn(
-        &bin,
+    )?);
+    children.0.push(spawn(
+        bin,
         job,
         &[
             "subscribe".into(),
@@ -680,8 +696,20 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
         ],
         &work.join("subscribe.log"),
         false,
-    )?;
-    let children = Children(vec![publish, subscribe]);
+    )?);
+    Ok((unlinked, source, children))
+}
+
+/// One run of ours: the bridges started, the phases, the bridges stopped; `floor_turn`
+/// runs the floor's latency slots and throughput windows in turn with ours.
+fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> Result<Run> {
+    if job.payload_bytes() < 16 {
+        bail!("bridge payloads must be at least 16 bytes");
+    }
+    let bin = bridge_binary()?;
+    let depth = depth(job);
+    let (unlinked, source, children) = start_bridges(&bin, job, name, work, depth)?;
+    let mirror_name = format!("m-{name}");
     let seen = Seen::default();
     let done = AtomicBool::new(false);
     let timeout = Duration::from_secs_f64(job.timeout_s);
@@ -709,8 +737,7 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
     });
     drop(children);
     drop(source);
-    let _ = shmstream::unlink_quiet(&mirror_name);
-    let _ = shmstream::unlink_quiet(name);
+    drop(unlinked);
     let (written, seen_at, rates) = result?;
     let written: std::collections::HashMap<u64, u64> = written.into_iter().collect();
     let mut h = hist::new();
@@ -957,6 +984,44 @@ mod tests {
             }
         }
         assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
+    }
+
+    /// When the second bridge cannot start, the first is killed and reaped and the source
+    /// stream unlinked: a stand-in bridge binary sleeps, and `subscribe`'s log cannot be made.
+    #[test]
+    fn a_bridge_that_cannot_start_leaves_no_stream_nor_first_bridge() {
+        let pid = std::process::id();
+        let work = std::env::temp_dir().join(format!("bridge-start-{pid}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.join("subscribe.log")).unwrap();
+        // The stand-in's command line names the stream, then (once it execs) a duration no
+        // other process sleeps: either finds it in /proc.
+        let nap = format!("30.{pid}");
+        let bin = work.join("bridge");
+        std::fs::write(&bin, format!("#!/bin/sh\nexec sleep {nap}\n")).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let text = "name = \"t\"\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[64]]\n";
+        let job = crate::scenario::Scenario::parse(text)
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+        let name = format!("bridge-start-{pid}");
+        let err = start_bridges(&bin, &job, &name, &work, 4).err().unwrap();
+        assert!(err.to_string().contains("bridge log"), "{err}");
+        assert!(
+            shmstream::stat(&name).is_err(),
+            "the source stream was left"
+        );
+        let sleeping = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .any(|c| {
+                c == format!("sleep\0{nap}\0").as_bytes()
+                    || c.split(|b| *b == 0).any(|a| a == name.as_bytes())
+            });
+        assert!(!sleeping, "the first bridge was left running");
+        std::fs::remove_dir_all(&work).unwrap();
     }
 
     #[test]

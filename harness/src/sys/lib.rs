@@ -141,3 +141,105 @@ pub fn kill(pid: u32) {
         libc::kill(pid, libc::SIGKILL);
     }
 }
+
+/// Sends `SIGKILL` to every process of group `pgid` (a child this process started as the
+/// leader of a group of its own, and what it started); errors are ignored because the
+/// group may already be gone.
+pub fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: `kill` takes two integers and touches no memory; `-pgid` (pgid > 1) names the
+    // group `pgid` only, never every process (-1) nor our own group (0).
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Has `command`'s process killed (`SIGKILL`) when the thread that spawns it ends: for a
+/// child spawned by the main thread, when this process exits, however it exits
+/// (`PR_SET_PDEATHSIG`). The child does not start if this process is already gone.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the hook runs in the forked child before `exec`; it calls only `prctl` and
+    // `getppid`, both async-signal-safe, and allocates nothing (its errors are OS codes).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent exited before the `prctl`: no signal would come.
+            if u32::try_from(libc::getppid()) != Ok(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The signals that stop a run from outside: `SIGINT`, `SIGTERM` and `SIGHUP`.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: `sigemptyset` initialises the set `set` points to; `sigaddset` adds valid
+    // signal numbers to that initialised set.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the termination signals in the calling thread and the threads it spawns from
+/// then on, so that [`wait_termination`] takes them; call it before spawning any thread.
+/// Spawned processes start with no signal blocked (`std::process::Command` clears the mask).
+pub fn block_termination() -> std::io::Result<()> {
+    let set = termination_signals();
+    // SAFETY: `set` is an initialised signal set the call only reads; the old mask is not
+    // asked for (null).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits for a termination signal blocked by [`block_termination`] and returns its number.
+pub fn wait_termination() -> std::io::Result<i32> {
+    let set = termination_signals();
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised signal set the call only reads; `sig` is writable.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc == 0 {
+        Ok(sig)
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A child spawned with [`die_with_parent`] is killed when its spawning thread ends
+    /// (as the harness's children are when the harness exits), not left to finish.
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        let mut child = std::thread::spawn(|| {
+            let mut c = std::process::Command::new("sleep");
+            c.arg("30");
+            die_with_parent(&mut c);
+            c.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+}
