@@ -172,7 +172,7 @@ fn recreated_name_makes_old_handles_stale() {
 
 #[test]
 fn invalid_names_and_shapes_are_refused() {
-    for bad in ["", "   ", "a/b", "nul\0byte"] {
+    for bad in ["", "   ", "nul\0byte"] {
         let e = Stream::create(bad, &[1], Dtype::U8).unwrap_err();
         assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e:?}");
     }

@@ -390,6 +390,37 @@ fn unlink_from_either_side_is_seen_by_the_other() {
     );
 }
 
+/// pyshmem hashes any non-blank name, `/` included: such a stream made on either side is
+/// opened, read, stat'ed and unlinked on the other (it was listed but refused here).
+#[test]
+fn names_with_a_slash_are_shared_with_pyshmem() {
+    let Some(py) = python() else { return };
+    let theirs = format!("{}/left", unique_name("cams"));
+    let ours = format!("{}/right", unique_name("cams"));
+    let _c = Cleanup::new([&theirs, &ours]);
+    let dir = TmpDir(tmp_dir("interop-slash"));
+    let file = dir.0.join("t.bin");
+    std::fs::write(&file, bytes_of(&[7u8; 4])).unwrap();
+    let mf = dir.0.join("m.json");
+    std::fs::write(&mf, serde_json::to_vec(&serde_json::json!([{"name": theirs, "dtype": "uint8", "shape": [4], "file": s(&file), "frame_id": 0}])).unwrap()).unwrap();
+    run_py(&py, "peer.py", &["create_write", s(&mf)], LONG);
+    let r = Stream::open(&theirs).unwrap();
+    assert_eq!(r.read::<u8>().unwrap().as_slice().unwrap(), &[7; 4]);
+    assert_eq!(shmstream::stat(&theirs).unwrap().name, theirs);
+    drop(r);
+    shmstream::unlink(&theirs).unwrap();
+    assert_eq!(
+        one(&run_py(&py, "peer.py", &["open", &theirs], LONG), "open "),
+        "open missing"
+    );
+    let w = Stream::create(&ours, &[1], Dtype::U8).unwrap();
+    w.write_slice(&[5u8]).unwrap();
+    assert_eq!(
+        one(&run_py(&py, "peer.py", &["open", &ours], LONG), "open "),
+        "open ok 5"
+    );
+}
+
 #[test]
 fn python_and_rust_writers_serialize_on_the_same_lock() {
     let Some(py) = python() else { return };
