@@ -116,15 +116,32 @@ fn prepare_dir_checked(dir: &Path, stream: &str) -> Result<()> {
         path: dir.to_owned(),
         reason,
     };
-    let meta =
-        std::fs::metadata(dir).map_err(|e| Error::io(stream, "checking the lock directory", e))?;
+    let check =
+        || std::fs::metadata(dir).map_err(|e| Error::io(stream, "checking the lock directory", e));
+    let mut meta = check()?;
     if meta.uid() != sys::uid() {
         return Err(refuse("it is owned by another user"));
+    }
+    if meta.mode() & 0o022 != 0 && is_default(dir) {
+        // pyshmem makes the default directory with the umask's mode (0775 under the common
+        // umask 002): ours, made for this use, so tightened. One named by PYSHMEM_LOCK_DIR
+        // is the user's to change.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
+        meta = check()?;
     }
     if meta.mode() & 0o022 != 0 {
         return Err(refuse("it is writable by group or others"));
     }
     Ok(())
+}
+
+/// Whether `dir` is the default lock directory (`pyshmem-locks-<uid>`, no PYSHMEM_LOCK_DIR).
+fn is_default(dir: &Path) -> bool {
+    std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty())
+        && dir
+            .file_name()
+            .is_some_and(|n| *n == *crate::name::default_lock_dir_name())
 }
 
 /// Opens (creating, 0600) a lock file. A symlink is not followed (a dangling one would
@@ -589,6 +606,14 @@ mod tests {
         let fresh = dir.join("sub");
         prepare_dir(&fresh, "cam").unwrap();
         assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+        // The default directory as pyshmem makes it under umask 002 is made private instead.
+        let default = dir.join(crate::name::default_lock_dir_name());
+        std::fs::create_dir(&default).unwrap();
+        std::fs::set_permissions(&default, std::fs::Permissions::from_mode(0o775)).unwrap();
+        if std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty()) {
+            prepare_dir(&default, "cam").unwrap();
+            assert_eq!(std::fs::metadata(&default).unwrap().mode() & 0o777, 0o700);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

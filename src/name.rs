@@ -1,7 +1,7 @@
 //! Stream names and the names derived from them: the `ps_<sha1(name)[:14]>` segment id
 //! pyshmem uses, its `_meta` / `_gpu` companions, and the lock-file path.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
@@ -62,17 +62,61 @@ pub(crate) fn looks_like_segment_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The directory holding lock files: `$PYSHMEM_LOCK_DIR`, else `$TMPDIR/pyshmem-locks-<uid>`
-/// (Python's `tempfile.gettempdir()` falls back to `/tmp`).
+/// The directory holding lock files, pyshmem's: `$PYSHMEM_LOCK_DIR`, else
+/// `pyshmem-locks-<uid>` in Python's temporary directory ([`python_tempdir`]).
 pub fn lock_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PYSHMEM_LOCK_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let tmp = std::env::var_os("TMPDIR")
+    python_tempdir().join(default_lock_dir_name())
+}
+
+/// The name of the default lock directory, `pyshmem-locks-<uid>`.
+pub(crate) fn default_lock_dir_name() -> String {
+    format!("pyshmem-locks-{}", crate::sys::uid())
+}
+
+/// Python's `tempfile.gettempdir()`, as pyshmem gets it: the first of `$TMPDIR`, `$TEMP`,
+/// `$TMP` (those set and not empty), `/tmp`, `/var/tmp` and `/usr/tmp` that is a directory
+/// this process may create files in, made absolute as `os.path.abspath` does (lexically);
+/// else the working directory. (A different choice put Rust's lock files beside pyshmem's
+/// and let writers of both write at once.)
+fn python_tempdir() -> PathBuf {
+    let cwd = std::env::current_dir().ok();
+    let from_env = ["TMPDIR", "TEMP", "TMP"]
+        .into_iter()
+        .filter_map(std::env::var_os)
         .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    tmp.join(format!("pyshmem-locks-{}", crate::sys::uid()))
+        .map(PathBuf::from);
+    let fixed = ["/tmp", "/var/tmp", "/usr/tmp"]
+        .into_iter()
+        .map(PathBuf::from);
+    from_env
+        .chain(fixed)
+        .map(|d| absolute(&d, cwd.as_deref()))
+        .find(|d| crate::sys::writable_dir(d))
+        .or(cwd)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `path` joined to `cwd` if relative, with `.` and `..` resolved lexically (Python's
+/// `os.path.abspath`).
+fn absolute(path: &Path, cwd: Option<&Path>) -> PathBuf {
+    let joined = match cwd {
+        Some(c) if path.is_relative() => c.join(path),
+        _ => path.to_owned(),
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The lock file of a stream: `<lock_dir>/<segment_id>.lock`.
@@ -95,6 +139,20 @@ mod tests {
         assert_eq!(segment_id("cam0"), "ps_dd33c901d45621");
         assert!(looks_like_segment_id(&segment_id("anything")));
         assert_eq!(meta_id("a"), format!("{}_meta", segment_id("a")));
+    }
+
+    #[test]
+    fn paths_are_made_absolute_as_python_does() {
+        let cwd = Path::new("/w/d");
+        assert_eq!(
+            absolute(Path::new("a/./b/../c"), Some(cwd)),
+            Path::new("/w/d/a/c")
+        );
+        assert_eq!(absolute(Path::new("../.."), Some(cwd)), Path::new("/"));
+        assert_eq!(
+            absolute(Path::new("/x/../../y/"), Some(cwd)),
+            Path::new("/y")
+        );
     }
 
     #[test]

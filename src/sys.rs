@@ -14,6 +14,18 @@ pub(crate) fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Whether `dir` is a directory this process may create files in (`access(W_OK | X_OK)`),
+/// as Python's `tempfile` requires of a temporary directory.
+pub(crate) fn writable_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; access reads it only.
+    let ok = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    ok && dir.is_dir()
+}
+
 /// This process's id.
 pub(crate) fn pid() -> i64 {
     i64::from(std::process::id())

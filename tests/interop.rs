@@ -8,7 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, LONG, Proc, py_command, python, run_py, unique_name};
+use common::{
+    Cleanup, LONG, Proc, child, child_role, param, py_command, python, run_py, say, unique_name,
+};
 use shmstream::{Complex32, Complex64, Dtype, Element, Error, Stream, StreamOptions, f16};
 
 /// The raw bytes of a slice of elements (C order, native = little endian on our targets).
@@ -388,6 +390,63 @@ fn unlink_from_either_side_is_seen_by_the_other() {
         one(&run_py(&py, "peer.py", &["open", &theirs], LONG), "open "),
         "open ok 4"
     );
+}
+
+/// The lock file is where pyshmem has it whatever temporary-directory variables are set
+/// (Python's `tempfile.gettempdir()` order: `$TMPDIR`, `$TEMP`, `$TMP`, usable ones only,
+/// made absolute): a Rust writer and a pyshmem writer elsewhere would write at once.
+#[test]
+fn the_lock_file_is_where_pyshmem_has_it() {
+    if child_role().as_deref() == Some("lock-path") {
+        let name: String = param("name");
+        say(&format!(
+            "path {}",
+            shmstream::name::lock_path(&name).display()
+        ));
+        return;
+    }
+    let Some(py) = python() else { return };
+    let dir = TmpDir(tmp_dir("interop-tmpvars"));
+    let (tmp, temp) = (dir.0.join("tmp"), dir.0.join("temp"));
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir(&temp).unwrap();
+    let missing = dir.0.join("missing");
+    let dotted = format!("{}/./x/..", s(&temp));
+    let name = unique_name("lockpath");
+    for vars in [
+        [("TMPDIR", ""), ("TEMP", ""), ("TMP", s(&tmp))],
+        [
+            ("TMPDIR", s(&missing)),
+            ("TEMP", s(&temp)),
+            ("TMP", s(&tmp)),
+        ],
+        [("TMPDIR", dotted.as_str()), ("TEMP", ""), ("TMP", "")],
+    ] {
+        let out = std::process::Command::new(&py)
+            .args([
+                "-c",
+                "import sys, pyshmem._shared as s; print(s._lock_path(sys.argv[1]))",
+                &name,
+            ])
+            .envs(vars)
+            .env("PYSHMEM_LOCK_DIR", "")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{vars:?}: {out:?}");
+        let theirs = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut c = child("the_lock_file_is_where_pyshmem_has_it", "lock-path")
+            .param("name", &name)
+            .env("PYSHMEM_LOCK_DIR", "");
+        for (k, v) in vars {
+            c = c.env(k, v);
+        }
+        let lines = c.run(LONG);
+        let ours = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("path "))
+            .unwrap_or_else(|| panic!("{vars:?}: {lines:?}"));
+        assert_eq!(ours, theirs, "{vars:?}");
+    }
 }
 
 /// pyshmem hashes any non-blank name, `/` included: such a stream made on either side is
