@@ -46,7 +46,12 @@ pub(crate) struct LockFile {
     /// Loans of the payload by the lock holder ([`LockFile::lend`]): a fill in progress, a
     /// live view.
     lent: AtomicU32,
+    /// When [`LockFile::follow_path`] last looked at the path (coarse clock, ms).
+    path_checked_ms: AtomicU64,
 }
+
+/// How often a first-level write lock looks whether its file is still at the path.
+const PATH_CHECK_MS: u64 = 20;
 
 /// The lock holder's loan of the payload (a write's fill, a `WriteGuard::live` view); it
 /// ends when dropped.
@@ -185,6 +190,7 @@ impl LockFile {
             generation: AtomicU64::new(0),
             wake: (Mutex::new(()), Condvar::new()),
             lent: AtomicU32::new(0),
+            path_checked_ms: AtomicU64::new(sys::coarse_now_ms()),
         });
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(path.to_owned(), Arc::downgrade(&lock));
@@ -219,6 +225,31 @@ impl LockFile {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Moves to the file at the path when ours was removed from it while its stream lives
+    /// (`stream_linked`): a temporary-file cleaner ages out an old, never written lock file,
+    /// and pyshmem's next lock makes and locks a new one there, as this does. A file removed
+    /// with its stream is kept (the caller reports the stream gone; a new one would leak).
+    /// With `due_only`, looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a
+    /// coarse clock read otherwise); a file replaced since is followed within that time.
+    pub(crate) fn follow_path(
+        &self,
+        stream: &str,
+        due_only: bool,
+        stream_linked: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        if due_only {
+            let now = sys::coarse_now_ms();
+            if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
+                return Ok(());
+            }
+            self.path_checked_ms.store(now, Ordering::Relaxed);
+        }
+        if self.is_unlinked() && stream_linked() {
+            self.refresh_if_unlinked(stream)?;
+        }
+        Ok(())
     }
 
     /// Whether the file we hold was removed from the path.

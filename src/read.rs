@@ -200,6 +200,9 @@ impl Stream {
         // This thread may hold the lock already (a guard, `lock_many`): then the lock stamps
         // in the header are its own, and stay.
         let held = self.lock.held_here();
+        // The writer locks the file at the path: so must the proof that it is gone.
+        self.lock
+            .follow_path(&self.name, false, || !self.meta.is_unlinked())?;
         if !self.lock.try_acquire(&self.name)? {
             return Ok(());
         }

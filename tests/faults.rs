@@ -769,6 +769,43 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     }
 }
 
+/// A lock file removed while its stream lives (a temporary-file cleaner ages out an old file
+/// nobody writes) and made again by another process's lock, as pyshmem's next lock does:
+/// this process's write lock follows it to the path and waits for that holder, instead of
+/// locking the removed file beside it (two writers at once).
+#[test]
+fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
+    let _serial = serial();
+    let name = unique_name("lockgone");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
+    let mut holder = child("child_entry", "lock_holder")
+        .param("name", &name)
+        .spawn();
+    holder.expect_line("locked", LONG);
+    // The path is looked at every 20 ms at most: within a few periods a lock finds it.
+    let t = Instant::now();
+    let waited_for_the_holder = loop {
+        match s.lock(Some(Duration::from_millis(30))) {
+            Err(Error::Timeout { .. }) => break true,
+            Ok(g) => drop(g),
+            Err(e) => panic!("{e}"),
+        }
+        if t.elapsed() > Duration::from_secs(2) {
+            break false;
+        }
+    };
+    assert!(
+        waited_for_the_holder,
+        "locked the removed file beside the holder's"
+    );
+    holder.kill();
+    s.write_slice(&frame(2)).unwrap();
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+}
+
 // ----- unlink, recreate and close under live handles -----
 
 #[test]
