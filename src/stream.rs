@@ -608,6 +608,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
         if self.owner && self.auto_unlink {
+            crate::gpu::settle(self);
             // Never panic in drop; a stream replaced meanwhile is left alone (Stale).
             let _ = catalog::unlink_generation(&self.name, Some(self.instance_id));
         }

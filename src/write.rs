@@ -58,7 +58,7 @@ impl Abort<'_> {
 impl Drop for Abort<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.bracket.take() {
-            crate::gpu::settle_failed_fill(self.stream);
+            crate::gpu::settle(self.stream);
             seqlock::abort_write(self.header, b);
             if self.notify {
                 notify::wake_all(self.header);

@@ -320,7 +320,9 @@ impl Drop for Attachment {
                 let _ = unsafe { sys::cuMemFreeHost(p.ptr.cast()) };
             }
         }
-        if let Some(last) = REGISTRY.release(&self.key) {
+        // Freed or closed only if no handle of this process left work queued on it: each
+        // handle's stream is its own, and the last one idle says nothing of the others'.
+        if let Some(last) = REGISTRY.release(&self.key, idle) {
             let Shared { dptr, event } = last.value;
             if last.owned {
                 // Tell other processes first: a later open reports "released" instead of
@@ -331,16 +333,19 @@ impl Drop for Attachment {
                 // cuMemAlloc in `create`.
                 unsafe {
                     let _ = sys::cuEventDestroy_v2(event as sys::CUevent);
-                    if idle {
+                    if last.settled {
                         let _ = result::free_sync(dptr);
                     }
                 }
             } else {
                 // SAFETY: the last reference in this process to handles opened by
-                // cuIpcOpenEventHandle / cuIpcOpenMemHandle in `attach`.
+                // cuIpcOpenEventHandle / cuIpcOpenMemHandle in `attach`; the mapping is closed
+                // only when no stream of ours may still use it.
                 unsafe {
                     let _ = sys::cuEventDestroy_v2(event as sys::CUevent);
-                    let _ = sys::cuIpcCloseMemHandle(dptr);
+                    if last.settled {
+                        let _ = sys::cuIpcCloseMemHandle(dptr);
+                    }
                 }
             }
         }
@@ -442,7 +447,7 @@ pub(crate) fn create(
         let stream = match ctx.new_stream() {
             Ok(s) => s,
             Err(e) => {
-                REGISTRY.release(&key);
+                REGISTRY.release(&key, true);
                 let _ = segment::unlink(&id);
                 return Err(gpu_err(name, "creating a CUDA stream", e));
             }
@@ -528,7 +533,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
     let stream = match ctx.new_stream() {
         Ok(s) => s,
         Err(e) => {
-            if let Some(last) = REGISTRY.release(&key) {
+            if let Some(last) = REGISTRY.release(&key, true) {
                 close_imported(last.value, last.owned);
             }
             return Err(format!("creating a CUDA stream: {}", describe(e)));

@@ -296,8 +296,11 @@ pub(crate) fn prepare(s: &crate::stream::Stream) {
     let _ = s;
 }
 
-/// A GPU-side bracket is aborted: waits for what its fill enqueued first.
-pub(crate) fn settle_failed_fill(s: &crate::stream::Stream) {
+/// Waits (up to the handle's timeout) for the work this handle queued on its CUDA stream:
+/// before a failed fill's abort, and before the creator's auto-unlink marks the generation
+/// invalid (a publication landing after that mark would overwrite it, and other handles
+/// would learn of the unlink only from its `_meta`'s link count).
+pub(crate) fn settle(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
     if let GpuLink::Attached(a) = &s.gpu {
         on_stream::settle(s, a);

@@ -19,6 +19,8 @@ struct Entry<V> {
     value: V,
     refs: usize,
     owned: bool,
+    /// Whether a reference left with work still queued on its CUDA stream.
+    unsettled: bool,
 }
 
 /// What [`Registry::release`] hands back when the last reference goes.
@@ -27,6 +29,9 @@ pub(crate) struct Last<V> {
     pub(crate) value: V,
     /// True for the creator's own allocation (free it); false for an imported one (close it).
     pub(crate) owned: bool,
+    /// Whether every reference left with its CUDA stream idle. When one did not, work it
+    /// queued may still use the memory: free or close nothing (leak it).
+    pub(crate) settled: bool,
 }
 
 /// The registry. A `Vec` scanned linearly: a process attaches a handful of streams.
@@ -60,6 +65,7 @@ impl<V: Clone> Registry<V> {
             value,
             refs: 1,
             owned: true,
+            unsettled: false,
         });
         true
     }
@@ -78,16 +84,19 @@ impl<V: Clone> Registry<V> {
             value: value.clone(),
             refs: 1,
             owned: false,
+            unsettled: false,
         });
         Ok(value)
     }
 
-    /// Drops one reference; returns the value when it was the last (the caller closes or
-    /// frees it, outside the registry lock).
-    pub(crate) fn release(&self, key: &Key) -> Option<Last<V>> {
+    /// Drops one reference, whose CUDA stream is idle or not (`settled`); returns the value
+    /// when it was the last (the caller closes or frees it, outside the registry lock, if
+    /// every reference left settled).
+    pub(crate) fn release(&self, key: &Key, settled: bool) -> Option<Last<V>> {
         let mut e = self.lock();
         let i = e.iter().position(|x| &x.key == key)?;
         e[i].refs -= 1;
+        e[i].unsettled |= !settled;
         if e[i].refs > 0 {
             return None;
         }
@@ -95,6 +104,7 @@ impl<V: Clone> Registry<V> {
         Some(Last {
             value: x.value,
             owned: x.owned,
+            settled: !x.unsettled,
         })
     }
 
@@ -129,18 +139,19 @@ mod tests {
         assert_eq!(r.acquire(key(1), open).unwrap(), 0xdead);
         assert_eq!(opens.get(), 1, "one IPC open per process");
         assert_eq!(r.refs(&key(1)), 3);
-        assert_eq!(r.release(&key(1)), None);
-        assert_eq!(r.release(&key(1)), None);
+        assert_eq!(r.release(&key(1), true), None);
+        assert_eq!(r.release(&key(1), true), None);
         assert_eq!(
-            r.release(&key(1)),
+            r.release(&key(1), true),
             Some(Last {
                 value: 0xdead,
-                owned: false
+                owned: false,
+                settled: true
             })
         );
         assert_eq!(r.refs(&key(1)), 0);
         assert_eq!(
-            r.release(&key(1)),
+            r.release(&key(1), true),
             None,
             "releasing an unknown key is a no-op"
         );
@@ -167,12 +178,31 @@ mod tests {
         assert!(!r.insert_owned(key(3), 78), "a key registers once");
         // Another handle in the creating process must not call cuIpcOpenMemHandle.
         assert_eq!(r.acquire(key(3), || Err::<u64, _>("must not open")), Ok(77));
-        assert_eq!(r.release(&key(3)), None);
+        assert_eq!(r.release(&key(3), true), None);
         assert_eq!(
-            r.release(&key(3)),
+            r.release(&key(3), true),
             Some(Last {
                 value: 77,
-                owned: true
+                owned: true,
+                settled: true
+            })
+        );
+    }
+
+    /// A reference that left with work queued keeps the memory from being freed or closed
+    /// by whichever reference leaves last, idle or not.
+    #[test]
+    fn a_reference_that_left_unsettled_leaks_the_memory() {
+        let r: Registry<u64> = Registry::new();
+        assert!(r.insert_owned(key(6), 6));
+        r.acquire(key(6), || Err::<u64, ()>(())).unwrap();
+        assert_eq!(r.release(&key(6), false), None);
+        assert_eq!(
+            r.release(&key(6), true),
+            Some(Last {
+                value: 6,
+                owned: true,
+                settled: false
             })
         );
     }
@@ -184,10 +214,11 @@ mod tests {
         r.acquire((1, [4; 64]), || Ok::<_, ()>(41)).unwrap();
         assert_eq!(r.refs(&key(4)), 1);
         assert_eq!(
-            r.release(&(1, [4; 64])),
+            r.release(&(1, [4; 64]), true),
             Some(Last {
                 value: 41,
-                owned: false
+                owned: false,
+                settled: true
             })
         );
         assert_eq!(r.refs(&key(4)), 1);
