@@ -435,6 +435,16 @@ pub(crate) struct Append {
     slot: usize,
 }
 
+/// What [`Cursor::unrecorded_gap`] found.
+enum Gap {
+    /// Nothing past the last frame returned, or no last frame.
+    None,
+    /// A ring frame is there after all: read it.
+    Moved,
+    /// Publications that never reached the ring, reported.
+    Lost(Error),
+}
+
 enum SlotRead {
     Frame {
         valid: bool,
@@ -875,35 +885,6 @@ impl Cursor<'_> {
                     }
                 }
             }
-            // No ring frame at `next`: publications past the last frame returned that never
-            // reached the ring (pyshmem's, which do not append) are reported now, not when a
-            // ring frame follows them (none may ever come).
-            if let Some(last) = self.last_count
-                && let Some(count) = self.published_count()
-                && count > last
-            {
-                // Race-free: `published_count` acquired the even sequence of the publication
-                // that stored `count` (Release, after its count and, for a Rust writer, after
-                // its append's head store), so the head loaded now is at or past every append
-                // of the publications up to `count`. Ring frames of index >= `next` have counts
-                // above `last` (counts rise with the append index; `next`'s frame follows the
-                // one of count `last`), and those below `next` counts up to `last`: so if the
-                // head is still at `next`, none of the publications `last + 1 ..= count`
-                // appended, and all of them are lost to the ring. If it moved (or the slot at
-                // `next` is already complete), the frame is read at the top of the loop and
-                // its count reports the gap before it. The count is not loaded on its own:
-                // stored Relaxed after the head, it could be seen before the head on a weakly
-                // ordered CPU.
-                if self.ring.appended() <= self.next && !self.ring.finished(self.next) {
-                    self.last_count = Some(count);
-                    return Err(Error::Overrun {
-                        name: self.stream.name.clone(),
-                        lost: count - last,
-                        cause: LossCause::NotRecorded,
-                    });
-                }
-                continue;
-            }
             let strategy = self.stream.wait_strategy();
             // One clock read serves the deadline and the adaptive spin's end.
             let now = (deadline.is_some() || strategy == WaitStrategy::Adaptive).then(Instant::now);
@@ -941,8 +922,17 @@ impl Cursor<'_> {
                     .spin_until_finished(self.next, SLOT_SPIN_ROUNDS, &mut spin)
                 {
                     self.stream.check_generation(false)?;
+                    // Once a round, not at every pause: the header's line stays the writer's.
+                    if let Gap::Lost(e) = self.unrecorded_gap() {
+                        return Err(e);
+                    }
                 }
                 continue;
+            }
+            match self.unrecorded_gap() {
+                Gap::Lost(e) => return Err(e),
+                Gap::Moved => continue,
+                Gap::None => {}
             }
             let after_spin = match strategy {
                 WaitStrategy::Adaptive => WaitStrategy::Park,
@@ -1009,6 +999,39 @@ impl Cursor<'_> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// With no ring frame at `next`: publications past the last frame returned that never
+    /// reached the ring (pyshmem's, which do not append), reported now rather than when a
+    /// ring frame follows them (none may ever come). Reads the header: a spinning cursor asks
+    /// once per spin round.
+    fn unrecorded_gap(&mut self) -> Gap {
+        let Some(last) = self.last_count else {
+            return Gap::None;
+        };
+        let Some(count) = self.published_count().filter(|&c| c > last) else {
+            return Gap::None;
+        };
+        // Race-free: `published_count` acquired the even sequence of the publication that
+        // stored `count` (Release, after its count and, for a Rust writer, after its append's
+        // head store), so the head loaded now is at or past every append of the publications
+        // up to `count`. Ring frames of index >= `next` have counts above `last` (counts rise
+        // with the append index; `next`'s frame follows the one of count `last`), and those
+        // below `next` counts up to `last`: so if the head is still at `next`, none of the
+        // publications `last + 1 ..= count` appended, and all of them are lost to the ring.
+        // If it moved (or the slot at `next` is already complete), the frame is read at the
+        // top of the loop and its count reports the gap before it. The count is not loaded on
+        // its own: stored Relaxed after the head, it could be seen before the head on a
+        // weakly ordered CPU.
+        if self.ring.appended() > self.next || self.ring.finished(self.next) {
+            return Gap::Moved;
+        }
+        self.last_count = Some(count);
+        Gap::Lost(Error::Overrun {
+            name: self.stream.name.clone(),
+            lost: count - last,
+            cause: LossCause::NotRecorded,
+        })
     }
 
     /// The header's count as of the last finished publication, if none is in progress (the
