@@ -231,21 +231,20 @@ impl LockFile {
     /// (`stream_linked`): a temporary-file cleaner ages out an old, never written lock file,
     /// and pyshmem's next lock makes and locks a new one there, as this does. A file removed
     /// with its stream is kept (the caller reports the stream gone; a new one would leak).
-    /// With `due_only`, looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a
-    /// coarse clock read otherwise); a file replaced since is followed within that time.
+    /// Looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a coarse clock read
+    /// otherwise); a file replaced since is followed within that time.
+    /// (A writer of this process that has not followed yet may hold the removed file
+    /// meanwhile: see [`LockFile::try_acquire_either`].)
     pub(crate) fn follow_path(
         &self,
         stream: &str,
-        due_only: bool,
         stream_linked: impl FnOnce() -> bool,
     ) -> Result<()> {
-        if due_only {
-            let now = sys::coarse_now_ms();
-            if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
-                return Ok(());
-            }
-            self.path_checked_ms.store(now, Ordering::Relaxed);
+        let now = sys::coarse_now_ms();
+        if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
+            return Ok(());
         }
+        self.path_checked_ms.store(now, Ordering::Relaxed);
         if self.is_unlinked() && stream_linked() {
             self.refresh_if_unlinked(stream)?;
         }
@@ -462,6 +461,27 @@ impl LockFile {
     /// Takes the lock only if nobody (no thread, no process) holds it.
     pub(crate) fn try_acquire(&self, stream: &str) -> Result<bool> {
         Self::taken(self.acquire(Some(Duration::ZERO), stream))
+    }
+
+    /// [`LockFile::try_acquire`] proving that no writer holds the lock, in this file or in the
+    /// one now at the path: when ours was removed while its stream lives (`stream_linked`), a
+    /// writer may lock either (one that followed the path, one that has not yet), so the
+    /// lock is ours only if both are free. Returns with the lock held (depth 1) or not.
+    pub(crate) fn try_acquire_either(
+        &self,
+        stream: &str,
+        stream_linked: impl FnOnce() -> bool,
+    ) -> Result<bool> {
+        let held_before = self.held_here();
+        if !self.try_acquire(stream)? {
+            return Ok(false);
+        }
+        if held_before || !self.is_unlinked() || !stream_linked() {
+            return Ok(true);
+        }
+        self.release(|_| {});
+        self.refresh_if_unlinked(stream)?;
+        self.try_acquire(stream)
     }
 
     /// [`LockFile::try_acquire`] with [`LockFile::acquire_at_path`]'s check.

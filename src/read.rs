@@ -200,10 +200,11 @@ impl Stream {
         // This thread may hold the lock already (a guard, `lock_many`): then the lock stamps
         // in the header are its own, and stay.
         let held = self.lock.held_here();
-        // The writer locks the file at the path: so must the proof that it is gone.
-        self.lock
-            .follow_path(&self.name, false, || !self.meta.is_unlinked())?;
-        if !self.lock.try_acquire(&self.name)? {
+        // A writer may lock a removed lock file or the one now at the path: both must be free.
+        if !self
+            .lock
+            .try_acquire_either(&self.name, || !self.meta.is_unlinked())?
+        {
             return Ok(());
         }
         let invalid = seqlock::invalidate_abandoned(&self.header, observed);

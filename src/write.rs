@@ -106,7 +106,7 @@ impl Stream {
         let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
         self.lock
-            .follow_path(&self.name, true, || !self.meta.is_unlinked())?;
+            .follow_path(&self.name, || !self.meta.is_unlinked())?;
         let depth = self.lock.acquire_for(generation, timeout, &self.name)?;
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
         // writer that died mid-write.

@@ -806,6 +806,30 @@ fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
 }
 
+/// A writer inside its bracket keeps the lock file it took, though the file is removed from
+/// its path meanwhile: a reader's dead-writer check must find it held there, not take the
+/// file now at the path for proof that nobody writes (and mark the live write invalid).
+#[test]
+fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
+    let _serial = serial();
+    let name = unique_name("lockgone-live");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    let mut writer = child("child_entry", "stuck_writer")
+        .param("name", &name)
+        .spawn();
+    writer.expect_line("inside", LONG);
+    std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
+    let r = s.read_new::<u32>(Some(Duration::from_millis(200)));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(
+        s.write_sequence() > 0,
+        "the live writer's bracket was marked invalid"
+    );
+    writer.kill();
+}
+
 // ----- unlink, recreate and close under live handles -----
 
 #[test]
