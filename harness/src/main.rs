@@ -304,7 +304,8 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     let work = std::env::temp_dir().join(format!("harness-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
-    // scratch folder go with it; its children die with it (`spawn::run_members`).
+    // scratch folder go with it; its pinned children die with it (`spawn::run_members`), its
+    // bridge and Zenoh floor processes are killed (`cases::bridge::kill_running`).
     if harness_sys::block_termination().is_ok() {
         let work = work.clone();
         std::thread::spawn(move || {
@@ -312,6 +313,7 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
                 return;
             };
             peer::kill_running();
+            cases::bridge::kill_running();
             run::clean_up(std::process::id(), &work);
             std::process::exit(128 + sig);
         });
