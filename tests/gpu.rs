@@ -669,7 +669,10 @@ fn gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer() {
     assert_eq!(back[0], 5.0);
     drop(r);
     let again = Stream::open_readonly(&name).unwrap();
-    let e = again.read_device_to_host(&mut back).unwrap_err().to_string();
+    let e = again
+        .read_device_to_host(&mut back)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("released"), "{e}");
 }
 
