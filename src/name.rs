@@ -63,7 +63,8 @@ pub(crate) fn looks_like_segment_id(id: &str) -> bool {
 }
 
 /// The directory holding lock files, pyshmem's: `$PYSHMEM_LOCK_DIR`, else
-/// `pyshmem-locks-<uid>` in Python's temporary directory ([`python_tempdir`]).
+/// `pyshmem-locks-<uid>` in Python's temporary directory (`tempfile.gettempdir()`: the first
+/// usable of `$TMPDIR`, `$TEMP`, `$TMP`, `/tmp`, `/var/tmp`, `/usr/tmp`, made absolute).
 pub fn lock_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PYSHMEM_LOCK_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
