@@ -140,8 +140,12 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
         "all" => vec!["cpu".into(), "cuda:0".into()],
         d => vec![d.to_string()],
     };
+    // Each run's own bound: the peer's loop runs the whole `--seconds` in one go, after its
+    // start (10 minutes at least, as a scenario's own default would be far too short; a day
+    // at most, as any scenario's).
+    let timeout_s = (2.0 * a.seconds + 300.0).clamp(600.0, crate::scenario::MAX_TIMEOUT_S);
     let mut t = format!(
-        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = 600\n",
+        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s}\n",
         a.actuators, a.rate, a.budget_us, a.seconds
     );
     for d in &devices {
@@ -333,6 +337,17 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         T::parse_from(v).a
+    }
+
+    /// A long `--seconds` gets a timeout that holds it: the fixed 600 s refused any form run
+    /// longer than the timeout allowed, naming a `timeout_s` the user cannot set.
+    #[test]
+    fn long_runs_get_a_timeout_that_holds_them() {
+        let geometry = ["--wfs-pixels", "240x240", "--subapertures", "20x20"];
+        let jobs = jobs_of(&args(&[&geometry[..], &["--seconds", "900"]].concat()));
+        assert!(jobs.iter().all(|j| j.timeout_s >= 2.0 * 900.0), "{jobs:?}");
+        let jobs = jobs_of(&args(&geometry));
+        assert!(jobs.iter().all(|j| j.timeout_s == 600.0));
     }
 
     #[test]
