@@ -87,7 +87,9 @@ pub enum Error {
         actual: u64,
     },
     /// A wait ran out of time.
-    #[error("timed out after {timeout:?} waiting to {op} on stream '{name}'")]
+    #[error(
+        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry with a longer timeout, or check that its writer (or the lock holder, `lock_owner_pid`) is alive"
+    )]
     Timeout {
         /// The stream.
         name: String,
@@ -136,10 +138,10 @@ pub enum Error {
         /// What and how to fix it.
         what: String,
     },
-    /// A consistent snapshot held bytes that are not valid values (a `bool` other than 0/1).
-    #[error(
-        "stream '{name}' holds invalid {dtype} data ({reason}); the writer is not a valid producer"
-    )]
+    /// Bytes that are not valid values (a `bool` other than 0/1): in a consistent snapshot (a
+    /// foreign producer's frame), or given to a write (refused before anything changed, or
+    /// its generation aborted); `reason` says which, and the remedy.
+    #[error("stream '{name}': invalid {dtype} data: {reason}")]
     InvalidData {
         /// The stream.
         name: String,
@@ -383,5 +385,21 @@ mod tests {
         let other = std::io::Error::from_raw_os_error(libc::EACCES);
         let e = Error::creating("cam0", "creating a shared-memory segment", 4096, other);
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_timeout_names_the_stream_and_the_remedy() {
+        let e = Error::Timeout {
+            name: "cam0".into(),
+            op: "take the write lock",
+            timeout: Duration::from_secs(1),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("timed out after 1s waiting to take the write lock on stream 'cam0'")
+                && text.contains("longer timeout")
+                && text.contains("lock_owner_pid"),
+            "{text}"
+        );
     }
 }

@@ -876,7 +876,7 @@ impl Cursor<'_> {
                             return Err(Error::InvalidData {
                                 name: self.stream.name.clone(),
                                 dtype: self.stream.dtype,
-                                reason: "a bool byte other than 0 or 1",
+                                reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
                             });
                         }
                         self.next = self.next.wrapping_add(1);

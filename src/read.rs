@@ -115,7 +115,7 @@ impl Stream {
                                 return Err(Error::InvalidData {
                                     name: self.name.clone(),
                                     dtype: self.dtype,
-                                    reason: "a bool byte other than 0 or 1",
+                                    reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
                                 });
                             }
                             return Ok(FrameInfo {

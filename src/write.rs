@@ -291,7 +291,7 @@ impl Stream {
             return Err(Error::InvalidData {
                 name: self.name.clone(),
                 dtype: self.dtype,
-                reason: "a bool byte other than 0 or 1",
+                reason: "a bool byte other than 0 or 1 given to the write: pass only 0 or 1 (nothing was written)",
             });
         }
         self.host_payload()?;
@@ -490,7 +490,7 @@ impl Stream {
                 return Err(Error::InvalidData {
                     name: name.clone(),
                     dtype,
-                    reason: "a bool byte other than 0 or 1",
+                    reason: "the fill wrote a bool byte other than 0 or 1: write only 0 or 1 (the write was aborted)",
                 });
             }
             Ok(out)
@@ -597,7 +597,7 @@ impl WriteGuard<'_> {
                 return Err(Error::InvalidData {
                     name: s.name.clone(),
                     dtype: s.dtype,
-                    reason: "a bool byte other than 0 or 1",
+                    reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
                 });
             }
         }

@@ -568,11 +568,23 @@ fn invalid_bool_bytes_are_refused_until_rewritten() {
         w.read_into_slice(&mut buf),
         Err(Error::InvalidData { .. })
     ));
+    assert!(e.to_string().contains("not a valid producer"), "{e}");
     w.write_slice(&[false, true, false, true]).unwrap();
     assert_eq!(
         w.read::<bool>().unwrap().as_slice().unwrap(),
         &[false, true, false, true]
     );
+    // A bad byte given to a write blames the write, says the remedy and changes nothing.
+    let count = w.count();
+    let e = w.write_bytes_frame(&[0, 2, 0, 0], 5).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, Error::InvalidData { .. })
+            && text.contains("pass only 0 or 1")
+            && !text.contains("valid producer"),
+        "{text}"
+    );
+    assert_eq!(w.count(), count);
 }
 
 #[test]
