@@ -83,7 +83,9 @@ impl Drop for ManyGuard<'_> {
 /// ```
 pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Result<ManyGuard<'a>> {
     let mut order: Vec<&'a Stream> = streams.to_vec();
-    order.sort_by(|a, b| a.name().cmp(b.name()));
+    // Of several handles of one stream, one that may lock it (open, writable) is kept.
+    let cannot_lock = |s: &Stream| s.is_readonly() || s.is_closed();
+    order.sort_by(|a, b| (a.name(), cannot_lock(a)).cmp(&(b.name(), cannot_lock(b))));
     order.dedup_by(|a, b| a.name() == b.name());
     let deadline = crate::deadline::after(Instant::now(), timeout);
     let mut guards = Vec::with_capacity(order.len());

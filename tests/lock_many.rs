@@ -143,6 +143,12 @@ fn locks_are_taken_by_name_once_per_name_and_released_on_drop() {
     });
     assert_eq!(sy.read::<u8>().unwrap().as_slice().unwrap(), &[1, 2]);
     assert!(lock_many(&[], None).unwrap().is_empty());
+    // Of a stream's handles, one that may lock it is kept, whatever comes first.
+    let rx = Stream::open_readonly(&x).unwrap();
+    let closed = Stream::open(&x).unwrap();
+    closed.close();
+    let held = lock_many(&[&rx, &closed, &sx], Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(held.names(), vec![x.as_str()]);
 }
 
 #[test]
