@@ -11,7 +11,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -131,17 +130,6 @@ impl<'a> PeerSpec<'a> {
     }
 }
 
-/// The process group of the peer running now (0: none), for [`kill_running`].
-static RUNNING: AtomicU32 = AtomicU32::new(0);
-
-/// Kills the peer running now, its partner process with it (the harness is stopped).
-pub fn kill_running() {
-    let group = RUNNING.load(Ordering::Relaxed);
-    if group != 0 {
-        harness_sys::kill_group(group);
-    }
-}
-
 /// Runs the peer for `job`. `prefix` names its files; `names` are fresh shm names.
 pub fn run(
     setup: &PeerSetup,
@@ -180,10 +168,12 @@ pub fn run(
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", python.display()))?;
-    RUNNING.store(child.id(), Ordering::Relaxed);
+    // Its group, partners included, goes if a signal stops the harness.
+    let pid = child.id();
+    crate::spawn::track(pid, true);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let status = crate::spawn::wait_timeout(child, timeout, true);
-    RUNNING.store(0, Ordering::Relaxed);
+    crate::spawn::untrack(pid);
     let status = status?;
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let Some(status) = status else {

@@ -390,8 +390,8 @@ fn pool_passes(
 /// Removes what the run of harness `pid` has in the shared folders now, when it is stopped
 /// from outside: its streams (`hs<pid>-…`, the bridge's mirrors `m-hs<pid>-…`), its floors'
 /// regions (`/dev/shm/hs<pid>-…`) and its scratch folder `work`. Its children die with it
-/// ([`harness_sys::die_with_parent`]); the peer's partner goes with [`peer::kill_running`],
-/// the bridges with `cases::bridge::kill_running`.
+/// ([`harness_sys::die_with_parent`]); the peer's partner and the bridges go with
+/// [`crate::spawn::kill_tracked`].
 pub fn clean_up(pid: u32, work: &std::path::Path) {
     let prefix = format!("hs{pid}-");
     for name in shmstream::list_streams().unwrap_or_default() {

@@ -438,6 +438,44 @@ pub fn write_outcome(
     Ok(())
 }
 
+/// Processes running now that cannot die with the harness by `PR_SET_PDEATHSIG` (the
+/// pyshmem peer's partners, which it starts itself; the bridges, started from a short-lived
+/// pinned thread, whose end would fire the signal): a harness stopped by a signal kills them
+/// ([`kill_tracked`]). `(pid, group)`: with `group`, the pid leads a process group, killed
+/// whole.
+static TRACKED: std::sync::Mutex<Vec<(u32, bool)>> = std::sync::Mutex::new(Vec::new());
+
+fn tracked() -> std::sync::MutexGuard<'static, Vec<(u32, bool)>> {
+    TRACKED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tracks `pid` (a group leader with `group`) until [`untrack`].
+pub fn track(pid: u32, group: bool) {
+    tracked().push((pid, group));
+}
+
+/// Stops tracking `pid`: before it is reaped, since its pid may be reused after.
+pub fn untrack(pid: u32) {
+    tracked().retain(|&(p, _)| p != pid);
+}
+
+/// Whether `pid` is tracked.
+#[cfg(test)]
+pub fn is_tracked(pid: u32) -> bool {
+    tracked().iter().any(|&(p, _)| p == pid)
+}
+
+/// Kills every tracked process (the harness is stopped).
+pub fn kill_tracked() {
+    for &(pid, group) in tracked().iter() {
+        if group {
+            harness_sys::kill_group(pid);
+        } else {
+            harness_sys::kill(pid);
+        }
+    }
+}
+
 /// Waits for `child` at most `timeout` without polling; kills it at the timeout (with
 /// `group`, its whole process group: a child started with `process_group(0)`) and returns
 /// `None`.

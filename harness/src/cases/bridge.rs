@@ -118,30 +118,9 @@ impl Drop for Children {
     fn drop(&mut self) {
         for c in &mut self.0 {
             harness_sys::kill(c.id());
-            // Forgotten before it is reaped: its pid may be reused after.
-            forget_started(c.id());
+            crate::spawn::untrack(c.id());
             let _ = c.wait();
         }
-    }
-}
-
-/// The bridge and Zenoh floor processes running now. They cannot die with the harness by
-/// `PR_SET_PDEATHSIG` (a short-lived pinned thread starts them, and the signal follows the
-/// thread), so a harness stopped by a signal kills them from here ([`kill_running`]).
-static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-fn started() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    STARTED.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn forget_started(pid: u32) {
-    started().retain(|&p| p != pid);
-}
-
-/// Kills the bridge and floor processes running now (the harness is stopped).
-pub fn kill_running() {
-    for &pid in started().iter() {
-        harness_sys::kill(pid);
     }
 }
 
@@ -161,7 +140,8 @@ fn spawn(bin: &Path, job: &Job, args: &[String], log: &Path, piped: bool) -> Res
         cmd.spawn()
             .with_context(|| format!("starting {}", bin.display()))
     })?;
-    started().push(child.id());
+    // Not `die_with_parent`: this thread ends at once, and the signal would follow it.
+    crate::spawn::track(child.id(), false);
     Ok(child)
 }
 
@@ -993,21 +973,21 @@ fn account(seen: &Seen, frame_id: u64) {
 mod tests {
     use super::*;
 
-    /// A process started as a bridge is killed by `kill_running` (a harness stopped by a
+    /// A process tracked as a bridge is killed by `kill_tracked` (a harness stopped by a
     /// signal), and one reaped by `Children` is forgotten (its pid may be reused).
     #[test]
     fn started_bridges_are_killed_when_the_harness_is_stopped() {
         use std::os::unix::process::ExitStatusExt;
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        started().push(child.id());
-        kill_running();
+        crate::spawn::track(child.id(), false);
+        crate::spawn::kill_tracked();
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         let other = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = other.id();
-        started().push(pid);
+        crate::spawn::track(pid, false);
         drop(Children(vec![other]));
-        assert!(!started().contains(&pid));
-        forget_started(child.id());
+        assert!(!crate::spawn::is_tracked(pid));
+        crate::spawn::untrack(child.id());
     }
 
     /// The probe leaves the asking thread's policy alone, and answers the same as the
