@@ -9,33 +9,37 @@ use std::fmt::Write;
 /// `s` with control characters, bidi controls and backslashes escaped Rust-style
 /// (`\u{1b}`, `\n`, `\\`); borrowed unchanged when there is nothing to escape.
 pub(crate) fn printable(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c == '\\' || c.is_control() || is_bidi_control(c);
-    if !s.chars().any(unsafe_char) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    escaped(
+        s,
+        |c| c == '\\' || c.is_control() || is_bidi_control(c),
+        |out, c| write!(out, "{}", c.escape_default()),
+    )
 }
 
 /// `json` as serde_json writes it with the characters [`printable`] escapes that JSON
 /// leaves raw (DEL, C1 controls, bidi controls) written as `\uXXXX`: they occur only inside
 /// strings, where the escape stands for the same character.
 pub(crate) fn printable_json(json: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| (c.is_control() && c > '\u{1f}') || is_bidi_control(c);
-    if !json.chars().any(unsafe_char) {
-        return Cow::Borrowed(json);
+    escaped(
+        json,
+        |c| (c.is_control() && c > '\u{1f}') || is_bidi_control(c),
+        |out, c| write!(out, "\\u{:04x}", c as u32),
+    )
+}
+
+/// `s` with each character `unsafe_char` picks written by `escape`; borrowed when none is.
+fn escaped(
+    s: &str,
+    unsafe_char: impl Fn(char) -> bool,
+    escape: impl Fn(&mut String, char) -> std::fmt::Result,
+) -> Cow<'_, str> {
+    if !s.chars().any(&unsafe_char) {
+        return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(json.len() + 8);
-    for c in json.chars() {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
         if unsafe_char(c) {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let _ = escape(&mut out, c);
         } else {
             out.push(c);
         }
