@@ -63,7 +63,6 @@
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
 //! blocking calls (they share the handle).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -98,10 +97,7 @@ impl Outcome {
     /// Undoes the report this outcome made, if it made one.
     fn give_back(self, stream: &Stream) {
         if matches!(self.result, Err(Error::Inconsistent { .. })) {
-            let mark = &stream.reads.reported_invalid;
-            let now = mark.load(Ordering::Relaxed);
-            let _ =
-                mark.compare_exchange(now, self.mark_before, Ordering::Relaxed, Ordering::Relaxed);
+            stream.reads.give_back_report(self.mark_before);
         }
     }
 }
@@ -140,7 +136,7 @@ impl Stream {
         let gone = |h: &Mutex<Handoff>| h.lock().unwrap_or_else(PoisonError::into_inner).gone;
         let stream = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
-            let mark_before = stream.reads.reported_invalid.load(Ordering::Relaxed);
+            let mark_before = stream.reads.report_mark();
             let result = loop {
                 let slice = match deadline {
                     Some(d) => {

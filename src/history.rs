@@ -971,24 +971,13 @@ impl Cursor<'_> {
             // The handle reports a writer's death once to its waits (`reads.reported_invalid`,
             // marked when made); a report the cursor does not pass on is given back, so the
             // handle's next read or wait makes it (as an abandoned async wait gives it back).
-            let mark = &self.stream.reads.reported_invalid;
-            let mark_before = mark.load(Ordering::Relaxed);
+            let mark_before = self.stream.reads.report_mark();
             match self
                 .stream
                 .wait_for_append(after_spin, seen_count, self.next, remaining)
             {
                 Ok(_) | Err(Error::WriteAborted { .. }) => {}
-                Err(Error::Inconsistent { .. }) => {
-                    let now = mark.load(Ordering::Relaxed);
-                    if now != mark_before {
-                        let _ = mark.compare_exchange(
-                            now,
-                            mark_before,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                    }
-                }
+                Err(Error::Inconsistent { .. }) => self.stream.reads.give_back_report(mark_before),
                 Err(Error::Timeout { .. }) => {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),

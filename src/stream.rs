@@ -159,6 +159,28 @@ pub(crate) struct ReadState {
     pub(crate) reported_invalid: AtomicI64,
 }
 
+impl ReadState {
+    /// The report mark before a wait, for [`ReadState::give_back_report`].
+    pub(crate) fn report_mark(&self) -> i64 {
+        self.reported_invalid.load(Ordering::Relaxed)
+    }
+
+    /// Undoes the report of an invalid generation a wait made since `before` but did not
+    /// pass on (an abandoned async wait, a cursor that waits on past it), so the handle's
+    /// next read or wait makes it. A report made meanwhile by another wait stays.
+    pub(crate) fn give_back_report(&self, before: i64) {
+        let now = self.reported_invalid.load(Ordering::Relaxed);
+        if now != before {
+            let _ = self.reported_invalid.compare_exchange(
+                now,
+                before,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
 /// A handle on a named shared-memory stream: a latest-value n-d array with a seqlock,
 /// a cross-process write lock and optional futex wake-ups.
 ///
