@@ -33,6 +33,23 @@ pub(crate) type Built = (
     Option<crate::history::Ring>,
 );
 
+/// Fails with [`Error::AlreadyExists`] when a `_meta` or payload of `name` exists, or with
+/// [`Error::Untrusted`] when what is there is not a stream of ours. Needs
+/// no lock: [`Stream::create`](crate::Stream::create) asks before it waits for the name's
+/// lock (a writer may hold that for its whole run), and [`build`] again under it.
+pub(crate) fn refuse_taken(name: &str) -> Result<()> {
+    for id in [name::meta_id(name), name::segment_id(name)] {
+        if let Ok(m) = std::fs::symlink_metadata(segment::path(&id)) {
+            crate::trust::check_metadata(&m, &segment::path(&id))
+                .map_err(|e| Error::io(name, "creating a shared-memory segment", e))?;
+            return Err(Error::AlreadyExists {
+                name: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
 /// holds the stream's name lock.
 pub(crate) fn build(
@@ -47,14 +64,8 @@ pub(crate) fn build(
     };
     let io = |e| Error::io(name, "creating a shared-memory segment", e);
     let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));
-    // Fail early without building a large payload for nothing (the links re-check), and
-    // say so when the name is squatted by something that is not a stream of ours.
-    for id in [&meta_id, &payload_id] {
-        if let Ok(m) = std::fs::symlink_metadata(segment::path(id)) {
-            crate::trust::check_metadata(&m, &segment::path(id)).map_err(io)?;
-            return Err(taken());
-        }
-    }
+    // Fail early without building a large payload for nothing (the links re-check).
+    refuse_taken(name)?;
     let history_id = name::history_id(name);
     // A ring name squatted by something not ours is said as such too (ours, a leftover, is
     // replaced below).

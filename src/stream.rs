@@ -354,6 +354,9 @@ impl Stream {
                 what: "this build has no CUDA support: enable the `cuda` feature".into(),
             });
         }
+        // A live stream's writer may hold the name's lock for its whole run: say the name is
+        // taken now, not after waiting for that lock.
+        crate::create::refuse_taken(name)?;
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
         let built = crate::create::build(o, size, flags, device_index);

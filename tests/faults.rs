@@ -675,6 +675,13 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
         .spawn();
     holder.expect_line("locked", LONG);
     assert_eq!(lock_owner_pid(&name), i64::from(holder.pid()));
+    // Creating the name again says it is taken, without waiting for the held lock (that
+    // wait timed out after 5 s, and its remedy, a longer timeout, could not help).
+    let again = Stream::create(&name, &[N], Dtype::U32);
+    assert!(
+        matches!(again, Err(Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
     // The lock excludes us while its holder lives; readers never need it.
     assert!(matches!(
         owner.lock(Some(Duration::from_millis(20))),
