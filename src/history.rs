@@ -727,7 +727,9 @@ impl Cursor<'_> {
         }
         let skipped = target - self.next;
         self.next = target;
-        self.last_count = None;
+        // As `lost` does: the count is kept, so the next frame's gap check reports the
+        // publications in the skipped region that never entered the ring.
+        self.last_count = self.last_count.map(|c| c.saturating_add(skipped));
         skipped
     }
 
@@ -892,6 +894,13 @@ impl Cursor<'_> {
                 Some((d, now)) => match d.checked_duration_since(now) {
                     Some(r) if !r.is_zero() => Some(r),
                     _ => {
+                        // Publications that skipped the ring are reported before the
+                        // timeout: a poller with no time to wait would never see them.
+                        match self.unrecorded_gap() {
+                            Gap::Lost(e) => return Err(e),
+                            Gap::Moved => continue,
+                            Gap::None => {}
+                        }
                         return Err(Error::Timeout {
                             name: self.stream.name.clone(),
                             op: "read the next frame of the history",
@@ -922,6 +931,8 @@ impl Cursor<'_> {
                     .spin_until_finished(self.next, SLOT_SPIN_ROUNDS, &mut spin)
                 {
                     self.stream.check_generation(false)?;
+                    // This thread's own fill, which the ring's next frame is waiting on.
+                    self.stream.refuse_inside_own_fill()?;
                     // Once a round, not at every pause: the header's line stays the writer's.
                     if let Gap::Lost(e) = self.unrecorded_gap() {
                         return Err(e);
@@ -1334,6 +1345,92 @@ mod tests {
         assert_eq!(drain(&mut c), expected, "rewound to the start");
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A consumer that skips ahead after a lap keeps counting: publications that never
+    /// entered the ring, inside the region it skipped, are reported before the next frame
+    /// (skipping forgot the last count, and returned + lost fell short of written).
+    #[test]
+    fn a_skip_ahead_after_a_lap_still_reports_publications_that_skipped_the_ring() {
+        let (name, s) = stream("skip-ahead", 4, 4);
+        let mut c = s.cursor().unwrap();
+        for i in 1..=5u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        publish_without_ring(&s, 6);
+        for i in 7..=10u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        let lapped = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)));
+        assert!(
+            matches!(
+                lapped,
+                Err(Error::Overrun {
+                    lost: 5,
+                    cause: LossCause::Overwritten,
+                    ..
+                })
+            ),
+            "{lapped:?}"
+        );
+        assert_eq!(c.skip_to_recent(2), 2);
+        // 5 lost + 2 skipped + 1 not recorded + 2 returned = 10 written.
+        assert_eq!(drain(&mut c), ["lost 1 NotRecorded", "frame 9", "frame 10"]);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A poll with no time to wait reports publications that skipped the ring, as a wait
+    /// does (it timed out before looking for them, so a poller never saw them).
+    #[test]
+    fn a_poll_without_a_wait_reports_publications_that_skipped_the_ring() {
+        let (name, s) = stream("skip-poll", 4, 4);
+        let mut c = s.cursor().unwrap();
+        publish_without_ring(&s, 1);
+        publish_without_ring(&s, 2);
+        let polled = c.next_into_slice(&mut [0u32; 4], Some(Duration::ZERO));
+        assert!(
+            matches!(
+                polled,
+                Err(Error::Overrun {
+                    lost: 2,
+                    cause: LossCause::NotRecorded,
+                    ..
+                })
+            ),
+            "{polled:?}"
+        );
+        let again = c.next_into_slice(&mut [0u32; 4], Some(Duration::ZERO));
+        assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A cursor asked for its next frame inside its own thread's fill is refused, whatever
+    /// its wait strategy: the frame is the fill's own, unpublished (a spinning cursor spun
+    /// until its deadline, holding the write lock all along).
+    #[test]
+    fn a_cursor_inside_its_own_fill_is_refused_whatever_it_waits_with() {
+        for (tag, strategy) in [
+            ("fill-spin", WaitStrategy::Spin),
+            ("fill-adaptive", WaitStrategy::Adaptive),
+            ("fill-park", WaitStrategy::Park),
+        ] {
+            let (name, s) = stream(tag, 4, 4);
+            s.set_wait_strategy(strategy);
+            let mut c = s.cursor().unwrap();
+            let inside = s
+                .write_view(|_: &mut [u32]| {
+                    Ok::<_, Error>(c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(5))))
+                })
+                .unwrap();
+            assert!(
+                matches!(inside, Err(Error::Unsupported { .. })),
+                "{strategy:?}: {inside:?}"
+            );
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 
     /// Whole-frame writes fill the ring's slot first on rings of ordinary stores; views

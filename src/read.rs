@@ -142,12 +142,7 @@ impl Stream {
                 Observed::Writing(s) => {
                     // This thread's own bracket, open around its fill: no frame to wait for
                     // (and no dead writer to report).
-                    if self.lock.is_filling() && self.lock.held_here() {
-                        return Err(Error::Unsupported {
-                            name: self.name.clone(),
-                            what: "a read inside this thread's own write_view fill (its frame is not published yet): read the fill's buffer, or read before or after the write".into(),
-                        });
-                    }
+                    self.refuse_inside_own_fill()?;
                     // Not at every pause: see `Waiter::writer_check_due`.
                     if let Some(w) = &waiter
                         && w.writer_check_due()
@@ -184,6 +179,18 @@ impl Stream {
             }
             self.ensure_open()?;
         }
+    }
+
+    /// Refuses a read or wait from inside this thread's own `write_view` fill: the frame it
+    /// would wait for is the one this thread has not published yet.
+    pub(crate) fn refuse_inside_own_fill(&self) -> Result<()> {
+        if self.lock.is_filling() && self.lock.held_here() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a read inside this thread's own write_view fill (its frame is not published yet): read the fill's buffer, or read before or after the write".into(),
+            });
+        }
+        Ok(())
     }
 
     /// A writer has been inside its bracket for a while: if it is dead, mark the generation
