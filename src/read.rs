@@ -224,10 +224,15 @@ impl Stream {
             if self.notify() {
                 crate::notify::wake_all(&self.header);
             }
-            self.reads.reported_invalid.store(
-                self.header.sequence().load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
+            // The value `invalidate_abandoned` stored, not a fresh load: a writer that took
+            // the lock since and aborted its own write left another invalid value, which is
+            // still to be reported.
+            self.reads
+                .reported_invalid
+                .store(observed.wrapping_neg(), Ordering::Relaxed);
+            // A stream unlinked meanwhile (pyshmem's unlink leaves the header as it was) is
+            // stale, as every other read of an invalid generation says.
+            self.check_generation(true)?;
             return Err(Error::Inconsistent {
                 name: self.name.clone(),
                 reason: "its writer process died mid-write",

@@ -837,6 +837,31 @@ fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
     writer.kill();
 }
 
+/// A writer killed mid-write, then its stream unlinked as pyshmem does (segments removed,
+/// the header left as it was): a reader finding the dead bracket says the stream is stale,
+/// as every read of an unlinked stream does, not that its writer died.
+#[test]
+fn a_dead_writers_stream_unlinked_leaving_its_header_is_stale() {
+    let _serial = serial();
+    let name = unique_name("dead-unlinked");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    let mut writer = child("child_entry", "stuck_writer")
+        .param("name", &name)
+        .spawn();
+    writer.expect_line("inside", LONG);
+    writer.kill();
+    for id in [
+        shmstream::name::segment_id(&name),
+        shmstream::name::meta_id(&name),
+    ] {
+        std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+    }
+    let r = s.read::<u32>();
+    assert!(matches!(r, Err(Error::Stale { .. })), "{r:?}");
+}
+
 // ----- unlink, recreate and close under live handles -----
 
 #[test]
