@@ -292,11 +292,15 @@ fn works_on_a_current_thread_runtime_too() {
     });
 }
 
-/// A wait abandoned (its future dropped) that then sees the writer fail mid-write does not
-/// swallow the report of it: the handle reports each invalid generation once, and the next
-/// wait on the handle makes that report instead of waiting in silence.
+/// A wait abandoned (its future dropped) after its background wait saw the writer fail
+/// mid-write does not swallow the report of it: the handle reports each invalid generation
+/// once, and the next wait on the handle makes that report instead of waiting in silence.
+/// The future is polled once by hand and dropped only once its background wait has ended in
+/// the report, so the report always sits in the hand-off, to be given back.
 #[test]
 fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
     let name = unique_name("async-report");
     let _c = Cleanup::new([&name]);
     let w = StreamOptions::new(&name)
@@ -312,19 +316,29 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
         .enable_all()
         .build()
         .unwrap();
-    let abandoned = rt.block_on(async {
-        tokio::time::timeout(Duration::from_millis(50), r.read_new_async::<u8>(None)).await
-    });
-    assert!(abandoned.is_err(), "{abandoned:?}");
-    // The abandoned wait lingers on the pool for the rest of its slice, parked on the
-    // stream: this failed write wakes it, and it sees the invalid generation.
+    let _in_runtime = rt.enter();
+    let mut abandoned = Box::pin(r.read_new_async::<u8>(None));
+    let polled = abandoned
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(polled.is_pending(), "{polled:?}");
+    // The handle, the future's clone, and the background wait's on the pool.
+    let until = |clones: usize, what: &str| {
+        let deadline = Instant::now() + common::LONG;
+        while Arc::strong_count(&r) != clones {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::yield_now();
+        }
+    };
+    until(3, "the background wait never started");
+    // The background wait wakes on this failed write and ends in its report.
     let aborted = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
     assert!(
         matches!(aborted, Err(Error::WriteAborted { .. })),
         "{aborted:?}"
     );
-    // Shutting the runtime down waits for the lingering wait to end.
-    rt.shutdown_timeout(common::LONG);
+    until(2, "the background wait never ended");
+    drop(abandoned);
     let next = r.read_new::<u8>(Some(Duration::from_millis(300)));
     assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
 }
