@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -166,6 +166,15 @@ fn open_file(path: &Path, stream: &str) -> Result<File> {
     file.map_err(|e| Error::io(stream, "opening the lock file", e))
 }
 
+/// [`open_file`] at a path whose directory may have been removed since it was prepared (a
+/// temporary-file cleaner ages out an empty one): made again first.
+fn open_at_path(path: &Path, stream: &str) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        prepare_dir(dir, stream)?;
+    }
+    open_file(path, stream)
+}
+
 impl LockFile {
     /// The process-wide state for `path`, created on first use. A file that was unlinked
     /// since (the stream was removed and perhaps recreated) is reopened, so every process
@@ -220,7 +229,7 @@ impl LockFile {
     fn reopen_if_unlinked(&self, stream: &str) -> Result<bool> {
         let mut file = lock_poisoned(&self.file);
         if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
-            *file = open_file(&self.path, stream)?;
+            *file = open_at_path(&self.path, stream)?;
             self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
             return Ok(true);
         }
@@ -233,11 +242,16 @@ impl LockFile {
     /// with its stream is kept (the caller reports the stream gone; a new one would leak).
     /// Looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a coarse clock read
     /// otherwise); a file replaced since is followed within that time.
+    /// A thread that holds the lock (a guard kept for a producer's whole run) moves too: it
+    /// takes the flock of the file at the path, waiting up to `timeout` for a writer that
+    /// locked that one meanwhile, then lets go of the removed one, so a writer that locks the
+    /// file at the path waits for it from then on.
     /// (A writer of this process that has not followed yet may hold the removed file
     /// meanwhile: see [`LockFile::try_acquire_either`].)
     pub(crate) fn follow_path(
         &self,
         stream: &str,
+        timeout: Option<Duration>,
         stream_linked: impl FnOnce() -> bool,
     ) -> Result<()> {
         let now = sys::coarse_now_ms();
@@ -246,8 +260,35 @@ impl LockFile {
         }
         self.path_checked_ms.store(now, Ordering::Relaxed);
         if self.is_unlinked() && stream_linked() {
-            self.refresh_if_unlinked(stream)?;
+            if self.held_here() {
+                self.move_held(stream, timeout)?;
+            } else {
+                self.refresh_if_unlinked(stream)?;
+            }
         }
+        Ok(())
+    }
+
+    /// The holder's move to the file now at the path (see [`LockFile::follow_path`]). Only
+    /// the holder's thread uses the descriptor while it holds the lock, so swapping it here
+    /// races with nobody; dropping the old file releases its flock.
+    fn move_held(&self, stream: &str, timeout: Option<Duration>) -> Result<()> {
+        let file = open_at_path(&self.path, stream)?;
+        let deadline = crate::deadline::after(Instant::now(), timeout);
+        match Self::poll_flock(file.as_raw_fd(), deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::Timeout {
+                    name: stream.to_owned(),
+                    op: "take the write lock (its lock file was removed, and another writer holds the one made again at its path)",
+                    timeout: timeout.unwrap_or_default(),
+                });
+            }
+            Err(e) => return Err(Error::io(stream, "flock", e)),
+        }
+        let mut held = lock_poisoned(&self.file);
+        self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
+        *held = file;
         Ok(())
     }
 
@@ -335,7 +376,7 @@ impl LockFile {
         loop {
             let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(true) => Ok(true),
-                Ok(false) => self.poll_flock(deadline()),
+                Ok(false) => Self::poll_flock(self.fd.load(Ordering::Relaxed), deadline()),
                 Err(e) => Err(e),
             };
             match got {
@@ -407,12 +448,13 @@ impl LockFile {
         }
     }
 
-    /// Polls a non-blocking flock until `deadline`: yields first, then sleeps growing to 1 ms.
-    fn poll_flock(&self, deadline: Option<Instant>) -> io::Result<bool> {
+    /// Polls a non-blocking flock of `fd` until `deadline`: yields first, then sleeps growing
+    /// to 1 ms.
+    fn poll_flock(fd: RawFd, deadline: Option<Instant>) -> io::Result<bool> {
         let mut pause = Duration::from_micros(5);
         let mut tries = 0u32;
         loop {
-            if self.flock(libc::LOCK_EX | libc::LOCK_NB)? {
+            if sys::flock_fd(fd, libc::LOCK_EX | libc::LOCK_NB)? {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -106,7 +106,7 @@ impl Stream {
         let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
         self.lock
-            .follow_path(&self.name, || !self.meta.is_unlinked())?;
+            .follow_path(&self.name, timeout, || !self.meta.is_unlinked())?;
         let depth = self.lock.acquire_for(generation, timeout, &self.name)?;
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
         // writer that died mid-write.
@@ -520,15 +520,25 @@ impl WriteGuard<'_> {
     pub fn stream(&self) -> &Stream {
         self.stream
     }
+    /// Before each write through the guard: the stream is open, and a lock file removed
+    /// from its path is followed ([`crate::lock::LockFile::follow_path`]: a guard kept for a producer's
+    /// run takes no lock per write, so its writes look; a coarse clock read otherwise).
+    pub(crate) fn ready(&self) -> Result<&Stream> {
+        let s = self.stream;
+        s.ensure_open()?;
+        s.lock
+            .follow_path(&s.name, Some(s.default_timeout()), || !s.meta.is_unlinked())?;
+        Ok(s)
+    }
     /// [`Stream::write_slice`] without re-locking.
     pub fn write_slice<T: Element>(&self, data: &[T]) -> Result<()> {
-        self.stream.ensure_open()?;
+        self.ready()?;
         let fill = self.stream.host_fill(data)?;
         self.stream.publish_locked(None, Fill::Whole, fill)
     }
     /// [`Stream::write_slice_frame`] without re-locking.
     pub fn write_slice_frame<T: Element>(&self, data: &[T], frame_id: u64) -> Result<()> {
-        self.stream.ensure_open()?;
+        self.ready()?;
         let fill = self.stream.host_fill(data)?;
         self.stream
             .publish_locked(Some(frame_id), Fill::Whole, fill)
@@ -538,7 +548,7 @@ impl WriteGuard<'_> {
         &self,
         array: &ArrayBase<S, D>,
     ) -> Result<()> {
-        self.stream.ensure_open()?;
+        self.ready()?;
         self.stream.write_array(array, None, true)
     }
     /// [`Stream::write_view`] without re-locking.
@@ -550,7 +560,7 @@ impl WriteGuard<'_> {
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.stream.ensure_open()?;
+        self.ready()?;
         self.stream.write_view_frame_opt(None, fill, true)
     }
     /// [`Stream::write_view_frame`] without re-locking.
@@ -563,7 +573,7 @@ impl WriteGuard<'_> {
         T: Element,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.stream.ensure_open()?;
+        self.ready()?;
         self.stream.write_view_frame_opt(Some(frame_id), fill, true)
     }
 
@@ -576,7 +586,7 @@ impl WriteGuard<'_> {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.stream.ensure_open()?;
+        self.ready()?;
         self.stream.write_bytes_view_opt(frame_id, fill, true)
     }
 

@@ -238,6 +238,19 @@ fn child_entry() {
             })
             .unwrap();
         }
+        // Takes the write lock and keeps it, writing a frame through its guard for each line
+        // the parent sends (a producer that owns its stream), until stdin closes.
+        "guard_writer" => {
+            let s = Stream::open(&name).unwrap();
+            let g = s.lock(Some(LONG)).unwrap();
+            say("locked");
+            let mut seed = 0u32;
+            while !block_on_stdin().is_empty() {
+                seed += 1;
+                g.write_slice(&frame(seed)).unwrap();
+                say(&format!("wrote {seed}"));
+            }
+        }
         // Takes the write lock and blocks holding it.
         "lock_holder" => {
             let s = Stream::open(&name).unwrap();
@@ -811,6 +824,83 @@ fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
     holder.kill();
     s.write_slice(&frame(2)).unwrap();
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+}
+
+/// A producer that keeps the write lock (a guard for its whole run) follows a lock file
+/// removed from its path too: it takes the file now at the path, so a writer that locks that
+/// file waits for it, instead of both writing at once (the guard kept the removed file, and
+/// the next writer locked a new one beside it).
+#[test]
+fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
+    let _serial = serial();
+    let name = unique_name("lockgone-guard");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    let mut producer = child("child_entry", "guard_writer")
+        .param("name", &name)
+        .spawn();
+    producer.expect_line("locked", LONG);
+    let path = shmstream::name::lock_path(&name);
+    std::fs::remove_file(&path).unwrap();
+    // The holder looks at the path every 20 ms at most, at a write.
+    let deadline = Instant::now() + LONG;
+    let mut wrote = 0;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the guard holder never moved to a file at the path ({wrote} writes)"
+        );
+        producer.send_line("write");
+        wrote += 1;
+        assert_eq!(producer.expect_line("wrote", LONG), wrote.to_string());
+    }
+    let beside = s.lock(Some(Duration::from_millis(100)));
+    assert!(
+        matches!(beside, Err(Error::Timeout { .. })),
+        "locked beside the guard holder: {beside:?}"
+    );
+    producer.send_line("write");
+    assert_eq!(producer.expect_line("wrote", LONG), (wrote + 1).to_string());
+    producer.close_stdin();
+    producer.wait_success(LONG);
+    s.write_slice(&frame(50)).unwrap();
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(50));
+}
+
+/// A stream's lock file and its directory removed (a temporary-file cleaner ages out an
+/// empty directory too): the writer makes both again at its next check and writes on; it
+/// failed every 20 ms with "opening the lock file". In a child with a lock directory of its
+/// own, which no other test uses.
+#[test]
+fn a_removed_lock_directory_is_made_again_by_the_writer() {
+    let test = "a_removed_lock_directory_is_made_again_by_the_writer";
+    if child_role().as_deref() == Some("body") {
+        let name = unique_name("lockdir-gone");
+        let _c = Cleanup::new([&name]);
+        let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+        let path = shmstream::name::lock_path(&name);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+        // Writes across several of the 20 ms path checks.
+        let t = Instant::now();
+        let mut seed = 0;
+        while t.elapsed() < Duration::from_millis(100) || !path.exists() {
+            assert!(t.elapsed() < LONG, "the lock file was never made again");
+            seed += 1;
+            s.write_slice(&frame(seed)).unwrap();
+        }
+        assert_eq!(
+            check(s.read::<u32>().unwrap().as_slice().unwrap()),
+            Ok(seed)
+        );
+        return;
+    }
+    if child_role().is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shmstream-lockdir-gone-{}", std::process::id()));
+    child(test, "body").env("PYSHMEM_LOCK_DIR", &dir).run(LONG);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A writer inside its bracket keeps the lock file it took, though the file is removed from

@@ -716,15 +716,13 @@ impl WriteGuard<'_> {
     }
     /// [`Stream::write_device_from_host`] without re-locking.
     pub fn write_device_from_host<T: Element>(&self, data: &[T]) -> Result<()> {
-        let s = self.stream();
-        s.ensure_open()?;
+        let s = self.ready()?;
         let fill = s.host_to_device_fill(data)?;
         s.publish_locked(None, Fill::InPlace, fill)
     }
     /// [`Stream::write_device`] without re-locking.
     pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
-        let s = self.stream();
-        s.ensure_open()?;
+        let s = self.ready()?;
         let fill = s.device_to_device_fill(src)?;
         s.publish_locked(None, Fill::InPlace, fill)
     }
@@ -736,8 +734,7 @@ impl WriteGuard<'_> {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let s = self.stream();
-        s.ensure_open()?;
+        let s = self.ready()?;
         s.in_place(None, fill, true)
     }
 }
