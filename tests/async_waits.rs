@@ -300,7 +300,7 @@ fn works_on_a_current_thread_runtime_too() {
 #[test]
 fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
     let name = unique_name("async-report");
     let _c = Cleanup::new([&name]);
     let w = StreamOptions::new(&name)
