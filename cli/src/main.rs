@@ -111,7 +111,8 @@ enum Command {
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// A live view of count, rate, age, missed frames and writer liveness.
+    /// A live view of count, rate, age, missed frames and writer liveness, until Ctrl-C,
+    /// SIGTERM, SIGHUP or SIGQUIT (or --duration).
     Watch {
         /// Stream names.
         #[arg(required = true)]
@@ -124,8 +125,10 @@ enum Command {
         duration: Option<Duration>,
     },
     /// Records every frame of streams into FITS (or .npy) cubes: history streams losslessly
-    /// through cursors; plain streams with a warning (missed frames are counted). Exit status
-    /// 1 if any frame was lost.
+    /// through cursors; plain streams with a warning (missed frames are counted from the
+    /// first frame taken). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM, SIGHUP and
+    /// SIGQUIT stop it cleanly (the files finished); SIGKILL leaves the current file without
+    /// its frame count (`np.load` refuses it; FITS: 0 frames) or frame table.
     Record {
         /// Stream names.
         #[arg(required = true)]

@@ -1,7 +1,7 @@
 //! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
 //! age, missed frames and writer liveness. On a terminal the table is redrawn in place; when
 //! stdout is not a terminal, every sample is printed as plain lines. Stops on Ctrl-C
-//! (SIGINT) or SIGTERM, or after `--duration`.
+//! (SIGINT), SIGTERM, SIGHUP (terminal closed) or SIGQUIT, or after `--duration`.
 //!
 //! "Missed" counts frames the writer skipped according to its own frame ids: over one
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
@@ -18,7 +18,7 @@ use crate::show::{human_age, print_table, writer_str};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Whether SIGINT or SIGTERM arrived since [`install_handlers`].
+/// Whether a stopping signal arrived since [`install_handlers`].
 pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
@@ -28,9 +28,11 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// Makes SIGINT and SIGTERM set the stop flag (`watch` and `record` end cleanly).
+/// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed, an SSH session dropped) and SIGQUIT
+/// set the stop flag, so `watch` and `record` end cleanly (`record` finishes its files) on
+/// any of them. SIGKILL cannot be handled: see `record`'s module doc for what it leaves.
 pub(crate) fn install_handlers() -> Fallible {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
         // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
         let rc = unsafe {

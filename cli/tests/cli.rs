@@ -739,7 +739,13 @@ fn watch_prints_plain_lines_when_not_a_terminal_and_stops_after_duration() {
     let _c = Cleanup::new([&name]);
     let s = Stream::create(&name, &[4], Dtype::F32).unwrap();
     s.write_slice(&[0.0f32; 4]).unwrap();
-    let out = stdout_of(cli().args(["watch", &name, "--interval", "0.05", "--duration", "0.2"]));
+    // A duration of 20 intervals: a stall of most of a second on a loaded machine still
+    // leaves a second sample. The timeout only bounds a watch that never stops by itself.
+    let out = stdout_of(
+        cli()
+            .args(["watch", &name, "--interval", "0.05", "--duration", "1.0"])
+            .timeout(common::LONG),
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.len() >= 2, "one line per sample:\n{out}");
     assert!(

@@ -2,7 +2,10 @@
 //! (shape, dtype, values, per-frame table; every FITS dtype bit for bit; 1-D and 3-D
 //! frames), `.npy` cubes, a full disk in either format (frames already written stay intact
 //! with their table, exit 1), an unwritable `--out`, streams sharing file names, existing
-//! files (never overwritten), a huge `--per-file`, and the warning for plain streams.
+//! files (never overwritten), a huge `--per-file`, the warning for plain streams and the
+//! frames published while their recorder starts (not lost), a recording stopped by SIGHUP
+//! or SIGQUIT (files finished), names too long for a file name, and the `STREAM` card
+//! (whole, however long).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -700,6 +703,185 @@ fn frame_ids_above_i64_max_read_back_exactly() {
         let expected: Vec<u64> = (0..3).map(|k| ids[(first + k) % 3]).collect();
         assert_eq!(read[..3], expected, "{stdout}");
         assert_eq!(read[4], read[3] + 1, "counts: {stdout}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The files and frames of the summary line `<name>: N frames in K file(s), ...`.
+fn summary(diag: &str) -> (usize, usize) {
+    let line = diag
+        .lines()
+        .find(|l| l.contains(" frames in "))
+        .unwrap_or_else(|| panic!("no summary line:\n{diag}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "frames").unwrap();
+    (
+        words[at + 2].parse().unwrap(),
+        words[at - 1].parse().unwrap(),
+    )
+}
+
+/// Waits until `done()` while `recorder` runs (failing if it exits or `LONG` passes).
+fn wait_until(recorder: &mut Proc, what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            recorder.try_status().is_none(),
+            "recorder exited before {what}:\n{}",
+            recorder.diagnostics()
+        );
+        assert!(
+            start.elapsed() < LONG,
+            "no {what} after {LONG:?}:\n{}",
+            recorder.diagnostics()
+        );
+        // Polling the file system, which has no wait for a file; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_hangup_or_quit_signal_stops_the_recording_with_its_files_finished() {
+    // 80 KiB frames reach the file as they are taken (none is gathered in memory): a file
+    // longer than one frame holds at least one.
+    let frame = 256 * 160 * 2;
+    for (signal, format) in [(libc::SIGHUP, "npy"), (libc::SIGQUIT, "fits")] {
+        let (name, _c, s) = camera_shaped(&unique_name("rec-hup"), &[256, 160], 512);
+        let out = out_dir("rec-hup");
+        let cube = out.join(format!("{name}_000000.{format}"));
+        let r = record(&name, &out, &["--duration", "600", "--format", format]);
+        let pid = r.pid() as i32;
+        let mut sent = false;
+        let mut pixels = vec![0u16; s.len()];
+        let (st, diag) = produce_with(&s, r, |s, i| {
+            pixels.fill((i % 50_000) as u16);
+            s.write_slice_frame(&pixels, i).unwrap();
+            if !sent && std::fs::metadata(&cube).is_ok_and(|m| m.len() > frame) {
+                // SAFETY: signalling our own child.
+                assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+                sent = true;
+            }
+        });
+        assert!(st.success(), "signal {signal} ({format}): {diag}");
+        let (files, frames) = summary(&diag);
+        assert_eq!(files, 1, "{diag}");
+        assert!(frames >= 1, "{diag}");
+        if common::python().is_some() {
+            assert_eq!(
+                check_shaped(&out, format, 1000, "256x160"),
+                (1, frames),
+                "signal {signal}: the cube loads with every frame taken"
+            );
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+#[test]
+fn a_stream_name_too_long_for_a_file_name_is_recorded_under_a_shortened_one() {
+    let mut name = unique_name("rec-long");
+    name.extend(std::iter::repeat_n('a', 250 - name.len()));
+    let (name, _c, s) = camera_shaped(&name, &[6, 5], 512);
+    let out = out_dir("rec-long");
+    let (st, diag) = produce_until_exit(&s, record(&name, &out, &["--frames", "1"]));
+    assert!(st.success(), "{diag}");
+    let files = files_in(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].len() <= 255, "{files:?}");
+    assert!(
+        files[0].starts_with(&name[..150]) && files[0].ends_with("_000000.fits"),
+        "{files:?}"
+    );
+    if common::python().is_some() {
+        assert_eq!(check(&out, "fits", 1000), (1, 1));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Prints, as JSON, the `STREAM` card of the one FITS cube in `sys.argv[1]` as astropy
+/// reads it, and that card percent-decoded.
+const CHECK_STREAM: &str = r#"
+import sys, glob, json, urllib.parse
+from astropy.io import fits
+[f] = glob.glob(f"{glob.escape(sys.argv[1])}/*.fits")
+with fits.open(f) as h:
+    h.verify("exception")
+    card = h[0].header["STREAM"]
+    assert h[0].header["DTYPE"] == "uint16", h[0].header
+    print(json.dumps([card, urllib.parse.unquote(card)]))
+"#;
+
+#[test]
+fn the_fits_stream_card_holds_a_long_name_whole() {
+    let base = unique_name("rec-card");
+    let pad = "x".repeat(100 - base.len() - " o'brien".len());
+    let plain = format!("{base}{pad} o'brien");
+    assert_eq!(plain.len(), 100);
+    // `%`, non-ASCII and trailing spaces, which FITS drops, are percent-encoded.
+    let other = format!("{plain} µ 100% ");
+    let other_card = format!("{plain} %C2%B5 100%25%20");
+    for (name, card) in [(&plain, &plain), (&other, &other_card)] {
+        let (name, _c, s) = camera_shaped(name, &[6, 5], 512);
+        let out = out_dir("rec-card");
+        let (st, diag) = produce_until_exit(&s, record(&name, &out, &["--frames", "1"]));
+        assert!(st.success(), "{diag}");
+        if let Some(stdout) = python_check(CHECK_STREAM, &[out.as_os_str()], "STREAM card") {
+            let read: Vec<String> = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(read, [card.as_str(), name.as_str()], "{stdout}");
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+#[test]
+fn frames_published_while_a_plain_stream_recorder_starts_are_not_lost() {
+    let name = unique_name("rec-plain-start");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[6, 5])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .create()
+        .unwrap();
+    let out = out_dir("rec-plain-start");
+    let mut r = record(
+        &name,
+        &out,
+        &["--frames", "2", "--per-file", "1", "--format", "npy"],
+    );
+    let pid = r.pid() as i32;
+    let write = |i: u64| {
+        s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
+            .unwrap()
+    };
+    // The first cube exists once the stream is open and before the first frame is taken:
+    // frozen there, the recorder takes the last of five frames first.
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    // SAFETY: signalling and waiting for our own child; WUNTRACED returns once it stopped
+    // (a stop is no exit: std's later wait still reaps it).
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
+        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
+    }
+    (1..=5).for_each(write);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // The second cube exists once the first frame is taken: the next one is the second.
+    let second = out.join(format!("{name}_000001.npy"));
+    wait_until(&mut r, "second cube", || second.exists());
+    write(6);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(st.success(), "{diag}");
+    assert!(
+        diag.contains("2 frames in 2 file(s)") && diag.contains(", 0 lost"),
+        "{diag}"
+    );
+    if common::python().is_some() {
+        assert_eq!(check(&out, "npy", 1), (2, 2));
     }
     let _ = std::fs::remove_dir_all(out);
 }

@@ -1,7 +1,11 @@
 //! FITS cubes for `record`: the frames as one image (the frame axis last, NAXIS(ndim+1) =
 //! frames, so numpy sees `(frames, *shape)`; the stream's dtype mapped to BITPIX with
 //! cfitsio's BZERO convention for unsigned types) and a binary table `FRAMES` of frame id,
-//! count, write time and record time per frame.
+//! count, write time and record time per frame. The header's `STREAM` card holds the
+//! stream's name whole, continued over `CONTINUE` cards past 68 characters (the FITS 4.0
+//! long-string convention, which astropy joins), with `%`, every byte outside printable
+//! ASCII and the spaces it ends with (which FITS ignores) written `%XX` (the bytes of its
+//! UTF-8, as in URLs: `urllib.parse.unquote` gives the name back).
 //!
 //! cfitsio (the `fitsio` crate) writes the primary header. The pixels after it are
 //! big-endian values, offset by BZERO where the type needs it; we encode each frame in one
@@ -224,6 +228,42 @@ fn create_literally(path: &Path) -> Fallible<FitsFile> {
     Ok(unsafe { FitsFile::from_raw(fptr, FileOpenMode::READWRITE) }?)
 }
 
+/// A stream name as a FITS string value: see the module doc.
+fn escaped(name: &str) -> String {
+    let kept = name.trim_end_matches(' ').len();
+    let mut s = String::with_capacity(name.len());
+    for (i, &b) in name.as_bytes().iter().enumerate() {
+        if i < kept && (b' '..=b'~').contains(&b) && b != b'%' {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Writes the string `value` (printable ASCII) as keyword `key` of the current HDU,
+/// continued over `CONTINUE` cards past 68 characters, where `write_key` (cfitsio's
+/// `ffpkys`) would cut it.
+fn write_long_string(fits: &mut FitsFile, key: &str, value: &str) -> Fallible {
+    let (key, value) = (CString::new(key)?, CString::new(value)?);
+    let mut status = 0;
+    // SAFETY: `as_raw` gives the open file's pointer, used only during the call (`fits` is
+    // borrowed mutably meanwhile); NUL-terminated strings, a null comment (none) and a
+    // pointer to a local, all valid for the call.
+    unsafe {
+        fitsio::sys::ffpkls(
+            fits.as_raw(),
+            key.as_ptr(),
+            value.as_ptr(),
+            std::ptr::null(),
+            &mut status,
+        )
+    };
+    fitsio::errors::check_status(status)?;
+    Ok(())
+}
+
 /// One FITS file being filled.
 pub(crate) struct FitsCube {
     path: PathBuf,
@@ -271,7 +311,7 @@ impl FitsCube {
         let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
         let opened = (move || -> Fallible<FitsCube> {
             let hdu = fits.create_image("_PRIMARY", &desc)?;
-            hdu.write_key(&mut fits, "STREAM", stream.to_owned())?;
+            write_long_string(&mut fits, "STREAM", &escaped(stream))?;
             hdu.write_key(&mut fits, "DTYPE", dtype.numpy_name().to_owned())?;
             hdu.write_key(&mut fits, "ORIGIN", "shmstream record".to_owned())?;
             // Closing writes the header (cfitsio keeps it until then).
@@ -429,6 +469,13 @@ mod tests {
         frame.copy_from_slice(src);
         encode(dtype, Pixels::InPlace, frame).unwrap();
         frame.to_vec()
+    }
+
+    #[test]
+    fn stream_names_are_escaped_only_where_fits_would_lose_them() {
+        assert_eq!(escaped("cam 0 o'brien"), "cam 0 o'brien");
+        assert_eq!(escaped(" 5% µ  "), " 5%25 %C2%B5%20%20");
+        assert_eq!(escaped("a\tb\u{7f}"), "a%09b%7F");
     }
 
     #[test]

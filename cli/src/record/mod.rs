@@ -4,12 +4,18 @@
 //! Per stream, one thread waits for each frame and puts it on file: a history stream's
 //! frames through a cursor (a `.npy` cube writes them straight from the ring; FITS copies
 //! and encodes them), a plain stream's with `read_new`, warning that frames can be missed.
-//! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported), never
-//! as a stall of the producer, which never waits for us. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
-//! frames each, `<name>` with every character but `[A-Za-z0-9._-]` made `_`; streams whose
-//! files would share names, and existing files, are refused (nothing is overwritten). Exit
-//! status 1 if any frame was lost or any file failed; frames already written stay readable
-//! (the current file is closed with what it holds).
+//! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported),
+//! never as a stall of the producer, which never waits for us. Recording starts at the
+//! first frame taken: frames published before it (while the recorder starts) are not lost
+//! ones. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
+//! frames each, `<name>` as [`file_stem`] makes it; streams whose files would share names,
+//! and existing files, are refused (nothing is overwritten). Exit status 1 if any frame was
+//! lost or any file failed; frames already written stay readable (the current file is
+//! closed with what it holds), also when SIGINT, SIGTERM, SIGHUP or SIGQUIT stops the
+//! recording. SIGKILL (or a crash) leaves the current file unfinished: the frames already
+//! handed to the kernel are there, but a `.npy` header still gives `2**64 - 1` frames
+//! (`np.load` refuses it) beside an empty `.frames.csv`, and a FITS header 0 frames, with
+//! no `FRAMES` table.
 
 mod fits;
 mod frame_file;
@@ -114,10 +120,16 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Longest [`file_stem`]: with `_`, a cube index of up to 20 digits and `.frames.csv`,
+/// file names stay under the 255 bytes of `NAME_MAX`.
+const MAX_STEM: usize = 200;
+
 /// The start of a stream's file names: its name with every character but `[A-Za-z0-9._-]`
-/// made `_`.
+/// made `_`; one longer than [`MAX_STEM`] is cut to fit with `-` and the 14 hex digits of
+/// the stream's segment id (a SHA-1 of the whole name) at the end.
 fn file_stem(name: &str) -> String {
-    name.chars()
+    let stem: String = name
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c
@@ -125,7 +137,14 @@ fn file_stem(name: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if stem.len() <= MAX_STEM {
+        return stem;
+    }
+    // `ps_` + 14 hex digits.
+    let hash = &shmstream::name::segment_id(name)[3..];
+    // Only ASCII is left: any byte is a character boundary.
+    format!("{}-{hash}", &stem[..MAX_STEM - 1 - hash.len()])
 }
 
 /// The file of cube `index` of a stream with files `stem`.
@@ -166,11 +185,16 @@ fn refuse_shared_files(names: &[String]) -> Fallible {
     Ok(())
 }
 
-/// Refuses to record over `path` if anything is there.
+/// Refuses to record over `path` if anything is there, or if whether it is cannot be told.
 pub(crate) fn refuse_existing(path: &Path) -> Fallible {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        _ => Err(already_there(path)),
+        Ok(_) => Err(already_there(path)),
+        Err(e) => Err(format!(
+            "{}: cannot check that no file is there: {e}: record into another --out directory",
+            path.display()
+        )
+        .into()),
     }
 }
 
@@ -392,7 +416,11 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
             };
             match got {
                 Ok((info, staged)) => {
-                    p.lost.fetch_add(info.missed, Ordering::Relaxed);
+                    // Frames before the first one taken were published while the recorder
+                    // started, before recording did.
+                    if taken > 0 {
+                        p.lost.fetch_add(info.missed, Ordering::Relaxed);
+                    }
                     let meta = FrameMeta {
                         frame_id: info.frame_id,
                         count: info.count,
@@ -449,4 +477,31 @@ fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink
             s.size_bytes(),
         )?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_get_short_distinct_stems_and_short_ones_keep_theirs() {
+        assert_eq!(file_stem("cam 0/µ"), "cam_0__");
+        let long = "a".repeat(256);
+        let stem = file_stem(&long);
+        assert_eq!(stem.len(), MAX_STEM);
+        assert!(stem.starts_with(&"a".repeat(185)), "{stem}");
+        assert_eq!(stem, file_stem(&long), "the same every time");
+        let other = format!("{}b", "a".repeat(255));
+        assert_ne!(file_stem(&other), stem, "the cut-off part still counts");
+        assert_eq!(file_stem(&long[..MAX_STEM]), long[..MAX_STEM]);
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_checked_is_reported_as_itself_not_as_existing() {
+        let path = std::env::temp_dir().join("x".repeat(300));
+        let e = refuse_existing(&path).unwrap_err().to_string();
+        let too_long = std::io::Error::from_raw_os_error(libc::ENAMETOOLONG).to_string();
+        assert!(e.contains(&too_long) && e.contains("--out"), "{e}");
+        assert!(!e.contains("already exists"), "{e}");
+    }
 }
