@@ -126,8 +126,11 @@ def camera(spec, s, to):
     for i in range(1, n + 1):
         deadline = t0 + int(period * (i - 1))
         wait_until(deadline)
+        # Stamped before the write, as the harness's camera does: the hop includes the
+        # frame copy, and a stage woken by the write never comes out ahead of it.
+        published = time.monotonic_ns()
         s["frame"].write(frames[i % 4], frame_id=i)
-        log[i - 1] = (i, deadline, time.monotonic_ns(), 0)
+        log[i - 1] = (i, deadline, published, 0)
     wait_until(t0 + int(period * n))
     # read_new folds a frame published while the stage was busy into its baseline:
     # repeat the stop frame until it comes out of the DM end.

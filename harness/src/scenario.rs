@@ -571,10 +571,12 @@ impl Scenario {
             let name = c.resolved_name();
             c.validate()
                 .and_then(|()| {
-                    // ao-loop: every process paces its frames within the case's timeout.
-                    self.case_jobs(c, false)
-                        .iter()
-                        .try_for_each(crate::cases::ao::placement::Placement::check_timeout)
+                    // ao-loop: every process paces its frames within the case's timeout, and
+                    // a run fits this machine's memory, its stages' logs included.
+                    use crate::cases::ao::placement::Placement;
+                    self.case_jobs(c, false).iter().try_for_each(|j| {
+                        Placement::check_timeout(j).and_then(|()| Placement::check_memory(j))
+                    })
                 })
                 .with_context(|| format!("[[case]] #{} ({name})", i + 1))?;
             if !names.insert(name.clone()) {
@@ -1183,7 +1185,8 @@ pipeline = "device-resident"
         let ao = |rate: &str, defaults: &str, case: &str| {
             Scenario::parse(&format!(
                 "name=\"x\"\n[defaults]\n{defaults}\n[[case]]\nkind=\"ao-loop\"\n\
-                 sizes=[[8, 8]]\n{case}\n[case.ao]\nsubapertures=[2, 2]\nactuators=5\nrate_hz={rate}\n"
+                 sizes=[[8, 8]]\n{case}\n[case.ao]\nsubapertures=[2, 2]\nactuators=5\nrate_hz={rate}\n\
+                 ladder=false\n"
             ))
         };
         // 0.1 Hz: the floor's 50 + 10 frames take 600 s, the runs' 30 + 1 take 310 s.
@@ -1213,6 +1216,40 @@ pipeline = "device-resident"
         assert!(
             err.contains("the pyshmem peer's loop publishes 100200 frames, 100.2 s")
                 && err.contains("shorten min_seconds / warmup, or set peer = false"),
+            "{err}"
+        );
+    }
+
+    /// The rate ladder's rungs must fit the case's timeout too: its slowest possible rung
+    /// (the rate halved at each try) or a long `ladder_seconds` is refused at parse, naming
+    /// the case, the figures and the remedies.
+    #[test]
+    fn an_ao_ladder_whose_rungs_cannot_fit_the_timeout_is_refused_naming_the_case() {
+        let ao = |rate: &str, timeout: &str, extra: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\npeer = false\ntimeout_s = {timeout}\n[[case]]\n\
+                 kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
+                 actuators=5\nrate_hz={rate}\n{extra}"
+            ))
+        };
+        // 10 Hz: the runs fit 61 s, but a rung at 10/128 Hz publishes 31 frames in 396.8 s.
+        let err = ao("10", "61", "").unwrap_err().to_string();
+        assert!(
+            err.starts_with("[[case]] #1 (ao-loop): ao-loop: at rate_hz = 10 the rate ladder's")
+                && err.contains("slowest rung, at 0.078125 Hz")
+                && err.contains("31 frames, 396.8 s")
+                && err.contains("raise timeout_s above 396.8")
+                && err.contains("raise rate_hz above 65.049 Hz, or set ladder = false"),
+            "{err}"
+        );
+        assert!(ao("10", "61", "ladder = false").is_ok());
+        assert!(ao("10", "400", "").is_ok());
+        // Long rungs: their seconds, not their rate, are the remedy.
+        let err = ao("1000", "61", "ladder_seconds = 100")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shorten ladder_seconds / warmup, or set ladder = false"),
             "{err}"
         );
     }

@@ -198,7 +198,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Floor: the form's composed floor (each stage's compute alone and each hop's bare hand-off, measured in the same run): its p50 bounds what any implementation of this form reaches on this machine; its p99 sums the parts' tails, an estimate of the form's tail here, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone and each hop's bare hand-off, measured in the same run): its p50 bounds what any implementation of this form reaches on this machine; its p99 sums the parts' tails, an estimate of the form's tail here, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -246,7 +246,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                     us(p.p99),
                     us(st.jitter_ns as u64),
                     st.missed_text(),
-                    ao.max_rate_hz.map_or("—".into(), |v| format!("{v:.0}")),
+                    ao.max_rate_text(),
                     st.dominant().map_or("—", |d| d.name.as_str()),
                     ao.verdict
                 )?;

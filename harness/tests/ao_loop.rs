@@ -490,3 +490,47 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     assert!(left.is_empty(), "streams left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The Python camera stamps each frame's publish time before it writes the frame, as ours
+/// does (the camera → slopes hop includes the frame copy on both sides): its loop run on
+/// stand-in streams that note when each write begins.
+#[test]
+fn the_python_camera_stamps_each_frame_before_writing_it() {
+    let Some(python) = python() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
+    let check = r#"
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("pyshmem_ao", sys.argv[1])
+ao = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ao)
+
+class Frame:
+    def __init__(self):
+        self.begun = {}
+    def write(self, payload, frame_id):
+        self.begun.setdefault(frame_id, time.monotonic_ns())
+
+class Ready:
+    def wait_for_count(self, after, timeout):
+        pass
+
+class Commands:
+    frame_id = ao.STOP
+
+frame = Frame()
+streams = {"frame": frame, "ready": Ready(), "commands": Commands()}
+spec = {"geometry": {"wfs": [4, 4]}, "merged": True, "rate_hz": 10000, "frames": 20}
+log = ao.camera(spec, streams, 5)
+late = [int(i) for i, _, stamp, _ in log if stamp > frame.begun[int(i)]]
+assert len(log) == 20 and not late, f"stamped after the write began: frames {late}"
+"#;
+    let o = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(check)
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

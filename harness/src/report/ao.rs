@@ -16,10 +16,6 @@ fn ms_or_us(ns: f64) -> String {
     us(ns as u64)
 }
 
-fn hz(v: Option<f64>) -> String {
-    v.map_or("—".into(), |v| format!("{v:.0}"))
-}
-
 /// Frames of `h` that took 1 ms or more: those a pause of the host can make.
 fn over_1ms(h: &hdrhistogram::Histogram<u64>) -> u64 {
     h.len() - h.count_between(0, 999_999)
@@ -223,7 +219,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (no missed frame, the camera's own late frames aside, as in the verdict; p99 below the frame period) up to {MAX_RATE_HZ} Hz, else halved, then bisected. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved, then bisected; \"≥ N\": no rate it tried failed (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
@@ -242,7 +238,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
             o,
             "| `{}` | {} | {} | {} | {:.3} | {} |",
             r.job.label(),
-            hz(a.max_rate_hz),
+            a.max_rate_text(),
             if ladder.is_empty() {
                 "not run".into()
             } else {

@@ -422,6 +422,7 @@ mod tests {
             rate_hz: spec.rate_hz,
             stats: Some(ours),
             max_rate_hz: None,
+            max_rate_lower_bound: false,
             ladder: Vec::new(),
             floor_parts: Vec::new(),
             peer: Some(peer),

@@ -201,7 +201,7 @@ pub struct Geometry {
 }
 
 /// Bytes the machine must keep free beside what [`Geometry::memory`] counts by size (the
-/// processes themselves: code, libraries, stacks, logs).
+/// processes themselves: code, libraries, stacks; their logs are [`Memory::logs`]).
 const OVERHEAD_BYTES: u64 = 256 << 20;
 
 /// Bytes one run of the loop holds per pixel of the (u16) frame at its peak: an estimate from
@@ -238,6 +238,9 @@ pub struct Memory {
     pub matrices: u64,
     /// What grows with the frame, the signals and the actuators (estimated).
     pub frames: u64,
+    /// The stages' logs of the job's largest run (sized to its frames:
+    /// [`super::placement::Placement::log_bytes`]); 0 for a geometry alone.
+    pub logs: u64,
     /// The processes themselves.
     pub overhead: u64,
 }
@@ -247,6 +250,7 @@ impl Memory {
     pub fn total(&self) -> u64 {
         self.matrices
             .saturating_add(self.frames)
+            .saturating_add(self.logs)
             .saturating_add(self.overhead)
     }
 }
@@ -257,7 +261,7 @@ impl Geometry {
     /// once the job's streams hold part of that memory, use [`Geometry::derive`].
     pub fn new(wfs: &[usize], ao: &AoCase) -> Result<Self> {
         let g = Self::derive(wfs, ao)?;
-        g.check_memory(available_memory())?;
+        g.check_memory(available_memory(), 0)?;
         Ok(g)
     }
 
@@ -366,7 +370,7 @@ impl Geometry {
             actuators: ao.actuators,
         };
         // Nothing is available to compare with here, but a size that overflows is refused.
-        g.check_memory(None)?;
+        g.check_memory(None, 0)?;
         Ok(g)
     }
 
@@ -429,6 +433,7 @@ impl Geometry {
         let m = Memory {
             matrices: self.recon_bytes_checked()?,
             frames,
+            logs: 0,
             overhead: OVERHEAD_BYTES,
         };
         m.matrices.checked_add(m.frames)?.checked_add(m.overhead)?;
@@ -444,10 +449,11 @@ impl Geometry {
             .join(" + ")
     }
 
-    /// Refuses a geometry whose memory ([`Geometry::memory`]) does not fit `available`
-    /// bytes (None: unknown), or cannot be counted at all.
-    pub fn check_memory(&self, available: Option<u64>) -> Result<()> {
-        let Some(need) = self.memory() else {
+    /// Refuses a geometry whose memory ([`Geometry::memory`]) with `logs` bytes of the
+    /// stages' logs ([`Memory::logs`]) does not fit `available` bytes (None: unknown), or
+    /// cannot be counted at all.
+    pub fn check_memory(&self, available: Option<u64>, logs: u64) -> Result<()> {
+        let Some(mut need) = self.memory() else {
             bail!(
                 "ao-loop: this geometry needs more memory than can be counted in 64 bits (f32 \
                  reconstructor matrices {}, {}x{} px frames, {} signals, {} actuators); use a \
@@ -459,17 +465,20 @@ impl Geometry {
                 self.actuators
             );
         };
+        need.logs = logs;
         if let Some(avail) = available
             && need.total() > avail
         {
             let gb = |b: u64| b as f64 / 1e9;
             bail!(
-                "ao-loop: this geometry needs an estimated {:.2} GB ({:.2} GB of f32 \
+                "ao-loop: a run of this case needs an estimated {:.2} GB ({:.2} GB of f32 \
                  reconstructor matrices {}; {:.2} GB that grows with the {}x{} px frame, the \
                  {} signals and the {} actuators: the streams' and bare floor regions' frame \
                  histories in /dev/shm, the camera's precomputed frames, the calibration and \
-                 the stages' buffers; {:.2} GB for the processes) but the machine has {:.2} GB \
-                 available; use a smaller geometry or a larger machine",
+                 the stages' buffers; {:.2} GB for the stages' logs of its longest run, sized to \
+                 its seconds × rate_hz frames; {:.2} GB for the processes) but the \
+                 machine has {:.2} GB available; use a smaller geometry, shorter runs \
+                 (min_seconds, warmup, ladder_seconds) or a larger machine",
                 gb(need.total()),
                 gb(need.matrices),
                 self.matrices_text(),
@@ -478,6 +487,7 @@ impl Geometry {
                 self.wfs[1],
                 self.signals,
                 self.actuators,
+                gb(need.logs),
                 gb(need.overhead),
                 gb(avail)
             );
@@ -669,7 +679,7 @@ pub(crate) mod tests {
         };
         assert_eq!(big.recon_bytes(), u64::MAX);
         assert_eq!(big.memory(), None);
-        assert!(big.check_memory(Some(1 << 40)).is_err());
+        assert!(big.check_memory(Some(1 << 40), 0).is_err());
     }
 
     /// What grows with the frame counts: a 30000x30000 px frame with a 2x2 grid and 10
@@ -681,7 +691,7 @@ pub(crate) mod tests {
         let m = g.memory().unwrap();
         assert_eq!(m.matrices, 10 * 8 * 4);
         assert_eq!(m.frames, 900_000_000 * 102 + 8 * 140 + 10 * 20);
-        let err = g.check_memory(Some(64 << 30)).unwrap_err().to_string();
+        let err = g.check_memory(Some(64 << 30), 0).unwrap_err().to_string();
         assert!(
             err.contains("needs an estimated 92.07 GB")
                 && err.contains("91.80 GB that grows with the 30000x30000 px frame")
@@ -707,7 +717,7 @@ pub(crate) mod tests {
             actuators: 100_000,
             ..g
         };
-        let err = big.check_memory(Some(8 << 30)).unwrap_err().to_string();
+        let err = big.check_memory(Some(8 << 30), 0).unwrap_err().to_string();
         assert!(
             err.contains("80.00 GB") && err.contains("100000x200000"),
             "{err}"

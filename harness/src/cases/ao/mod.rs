@@ -53,6 +53,8 @@ pub struct AoSummary {
     pub stats: Option<LoopStats>,
     /// Highest sustainable rate found by the ladder.
     pub max_rate_hz: Option<f64>,
+    /// Whether that rate is only a lower bound: no higher rate the ladder tried failed.
+    pub max_rate_lower_bound: bool,
     /// The ladder's runs.
     pub ladder: Vec<Rung>,
     /// The floor's parts.
@@ -70,6 +72,16 @@ pub struct AoSummary {
 }
 
 impl AoSummary {
+    /// The highest sustainable rate for a table: "2400", "≥ 12800" when only a lower
+    /// bound, "—" when none.
+    pub fn max_rate_text(&self) -> String {
+        match (self.max_rate_hz, self.max_rate_lower_bound) {
+            (None, _) => "—".into(),
+            (Some(hz), false) => format!("{hz:.0}"),
+            (Some(hz), true) => format!("≥ {hz:.0}"),
+        }
+    }
+
     /// Bytes of one frame's hand-offs: the frame, the signals, the commands.
     pub fn bytes_per_frame(&self) -> usize {
         let g = &self.geometry;
@@ -101,13 +113,14 @@ pub fn create_streams(job: &Job, names: &Names, notify: bool) -> Result<Vec<Stre
     ])
 }
 
-fn side(run: &LoopRun, job: &Job) -> Side {
+/// A loop's side, `warmup_frames` left out of its runs in all.
+fn side(run: &LoopRun, warmup_frames: u64) -> Side {
     Side {
         m: Measured {
             repeat_hz: vec![run.stats.achieved_hz],
             repeat_busy_hz: vec![run.stats.achieved_hz],
             iterations: run.e2e.len(),
-            warmup_iterations: Placement::warmup_frames(job),
+            warmup_iterations: warmup_frames,
             notes: vec![
                 ("missed".into(), run.stats.missed_text()),
                 ("jitter_ns".into(), format!("{:.0}", run.stats.jitter_ns)),
@@ -118,19 +131,31 @@ fn side(run: &LoopRun, job: &Job) -> Side {
     }
 }
 
-/// The verdict at a rate: no missed frame (the camera's own late frames aside) and p99
-/// below the frame period and below `budget_us` when given.
-pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
+/// Why a run at a rate fails, `None` when it passes: no missed frame (the camera's own
+/// late frames aside) and p99 below the frame period and below `budget_us` when given. The
+/// verdict and the rate ladder's rungs ([`runner::sustainable`]) judge by it.
+pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<String> {
     let p99 = run.e2e.value_at_quantile(0.99);
     let period = 1e9 / rate_hz;
     let limit = budget_us.map_or(period, |b| (b * 1e3).min(period)) as u64;
     if run.stats.pipeline_missed() > 0 {
-        format!("fail: {} missed frames", run.stats.pipeline_missed())
+        Some(format!("{} missed frames", run.stats.pipeline_missed()))
     } else if p99 >= limit {
-        format!("fail: p99 {} µs ≥ {} µs", p99 / 1000, limit / 1000)
+        Some(format!("p99 {} µs ≥ {} µs", p99 / 1000, limit / 1000))
     } else {
-        "pass".into()
+        None
     }
+}
+
+/// The verdict at a rate: "pass", or "fail: " and the [`failure`].
+pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
+    failure(run, rate_hz, budget_us).map_or_else(|| "pass".into(), |why| format!("fail: {why}"))
+}
+
+/// Warm-up frames left out of `job`'s own runs in all: each run's, as its analysis leaves
+/// them out (not the job's warm-up, which a run's is cut to at most half its seconds).
+fn warmup_frames_of_runs(job: &Job, ao: &AoCase) -> u64 {
+    Placement::warmup_frames(&runner::each_run(job)) * u64::from(ao.runs.max(1))
 }
 
 /// Measures one ao-loop job: ours, the ladder, the composed floor, the peer.
@@ -146,7 +171,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     let Some(ao) = job.ao.as_ref() else {
         return failed("ao-loop job without [case.ao]".into());
     };
-    let g = match Geometry::new(&job.shape, ao) {
+    let g = match Placement::geometry(job, ao, geometry::available_memory()) {
         Ok(g) => g,
         Err(e) => return failed(format!("failed: {e}")),
     };
@@ -160,7 +185,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     // after them, each part of the floor from its fastest pass (floor::compose), but for
     // those timed between the loop's frames where the stages leave room (between_frames).
     let runs = ao.runs.max(1);
-    let mut run_job = runner::at_rate(job, ao.rate_hz, job.timing.min_seconds / f64::from(runs));
+    let mut run_job = runner::each_run(job);
     let first = floor::measure(runner, idx, job, &g, 0);
     run_job.floor_between_frames = first
         .as_ref()
@@ -201,10 +226,13 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             floor::compose(p, job, between)
         })
         .map_err(|e| format!("floor failed: {e}"));
-    let (max_rate_hz, ladder) = if ao.ladder && ours.is_ok() {
-        runner::ladder(runner, idx, job)
-    } else {
-        (None, Vec::new())
+    // A rung whose run failed fails the case, the main run's figures kept in the summary.
+    let (ladder, ladder_failed) = match ao.ladder && ours.is_ok() {
+        true => match runner::ladder(runner, idx, job) {
+            Ok(l) => (l, None),
+            Err(e) => (runner::Ladder::default(), Some(format!("failed: {e}"))),
+        },
+        false => (runner::Ladder::default(), None),
     };
     let peer = match (job.peer, runner.peer_setup()) {
         (false, _) => Err("peer disabled for this case".to_string()),
@@ -225,8 +253,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         oversubscribed: place.oversubscribed(),
         rate_hz: ao.rate_hz,
         stats: ours.as_ref().ok().map(|r| r.stats.clone()),
-        max_rate_hz,
-        ladder,
+        max_rate_hz: ladder.best.map(|m| m.hz),
+        max_rate_lower_bound: ladder.best.is_some_and(|m| !m.bounded),
+        ladder: ladder.rungs,
         floor_parts: floor.as_ref().map(|f| f.parts.clone()).unwrap_or_default(),
         peer: peer.as_ref().ok().map(|r| r.stats.clone()),
         recon_bytes: g.recon_bytes(),
@@ -234,12 +263,13 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         measured_gbs: recon_p50
             .filter(|p| *p > 0)
             .map(|p| g.recon_bytes() as f64 / p as f64),
-        verdict: ours.as_ref().map_or_else(
-            |e| format!("fail: {e}"),
-            |r| verdict(r, ao.rate_hz, ao.budget_us),
-        ),
+        verdict: match (&ours, &ladder_failed) {
+            (Err(e), _) | (_, Some(e)) => format!("fail: {e}"),
+            (Ok(r), None) => verdict(r, ao.rate_hz, ao.budget_us),
+        },
     };
-    let mut ours = ours.map(|r| side(&r, job));
+    let ours = ours.and_then(|r| ladder_failed.map_or(Ok(r), Err));
+    let mut ours = ours.map(|r| side(&r, warmup_frames_of_runs(job, ao)));
     let mut floor = floor.map(|f| f.side);
     if job.device.is_gpu() {
         // Which launch path the GPU stage and the floor's compute ran (one CUDA graph a
@@ -256,7 +286,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         job: job.clone(),
         ours,
         floor,
-        peer: peer.map(|r| side(&r, job)),
+        peer: peer.map(|r| side(&r, Placement::warmup_frames(job))),
         skipped: None,
         ao: Some(Box::new(summary)),
     }
@@ -293,6 +323,51 @@ mod tests {
         assert_eq!((cpu.merged, cpu.stage_processes()), (false, 2));
         let merged = Placement::of(&job("cpu", "merged = true"));
         assert_eq!(merged.stage_processes(), 1);
+    }
+
+    /// details.json reports the warm-up the runs left out: each run's, cut to half its
+    /// seconds, not the job's.
+    #[test]
+    fn the_reported_warm_up_is_the_one_the_runs_left_out() {
+        let j = Scenario::parse(
+            "name = \"t\"\n[defaults]\nwarmup = 1\nmin_seconds = 0.3\n[[case]]\n\
+             kind = \"ao-loop\"\nsizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\n\
+             actuators = 5\nrate_hz = 1000\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let ao = j.ao.as_ref().unwrap();
+        assert_eq!(Placement::warmup_frames(&j), 1000);
+        // Two runs of 0.15 s, each warming up 0.075 s: 75 frames each.
+        assert_eq!(warmup_frames_of_runs(&j, ao), 150);
+    }
+
+    /// A highest rate no failing rate bounds is printed as the lower bound it is.
+    #[test]
+    fn a_highest_rate_that_is_only_a_lower_bound_is_printed_as_one() {
+        let j = job("cpu", "");
+        let mut sut = AoSummary {
+            geometry: Geometry::derive(&j.shape, j.ao.as_ref().unwrap()).unwrap(),
+            placement: String::new(),
+            oversubscribed: None,
+            rate_hz: 100.0,
+            stats: None,
+            max_rate_hz: None,
+            max_rate_lower_bound: false,
+            ladder: Vec::new(),
+            floor_parts: Vec::new(),
+            peer: None,
+            recon_bytes: 0,
+            needed_gbs: 0.0,
+            measured_gbs: None,
+            verdict: String::new(),
+        };
+        assert_eq!(sut.max_rate_text(), "—");
+        sut.max_rate_hz = Some(12800.0);
+        assert_eq!(sut.max_rate_text(), "12800");
+        sut.max_rate_lower_bound = true;
+        assert_eq!(sut.max_rate_text(), "≥ 12800");
     }
 
     /// The GPU form meets on host streams (camera and DM are CPU processes): creating them

@@ -1,5 +1,7 @@
 //! Where the loop's stages run and how many frames a run publishes.
 
+use super::geometry::{AoCase, Geometry, MAX_RATE_HZ};
+use super::runner::{at_rate, each_run, lowest_rung_hz};
 use crate::error::{Result, bail};
 use crate::scenario::{Job, Kind};
 
@@ -11,6 +13,16 @@ pub const MIN_FLOOR_FRAMES: u64 = 50;
 
 /// Frames the floor's compute pass runs before those it measures.
 pub const FLOOR_WARMUP_FRAMES: u64 = 10;
+
+/// Bytes of our stages' logs per frame of a run: a 32 B entry in each of up to 7 logs, all
+/// sized to the run's frames at their start (the camera's and its bare frames' sender's;
+/// the slopes (or GPU) stage's, its bare compute's and its bare signals' sender's; the
+/// reconstructor's and its bare compute's).
+pub const LOG_BYTES_PER_FRAME: u64 = 7 * 32;
+
+/// Bytes of the Python peer's logs per frame and stage after the camera: about 150 B of a
+/// list of tuples, then their 32 B copy as an array (the camera's is 32 B).
+const PEER_LOG_BYTES_PER_FRAME: u64 = 150 + 32;
 
 /// The cores of the stages (`recon == slopes` and one process when merged, as always
 /// in the GPU form).
@@ -126,8 +138,9 @@ impl Placement {
     /// Refuses an ao-loop job a process of which cannot pace its frames, one a camera
     /// period, within the job's `timeout_s` (a process still running then is killed): each
     /// run of the loop (its frames and the period before the stop frame), the floor's
-    /// compute pass, the pyshmem peer's loop. A rate so low that even the fewest frames
-    /// they publish take longer could only time out. Other kinds pass.
+    /// compute pass, the pyshmem peer's loop, the rate ladder's slowest possible rung. A
+    /// rate so low that even the fewest frames they publish take longer could only time
+    /// out. Other kinds pass.
     pub fn check_timeout(job: &Job) -> Result<()> {
         let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
             return Ok(());
@@ -137,15 +150,10 @@ impl Placement {
             return Ok(()); // the geometry refuses it, saying so
         }
         let place = Self::of(job);
-        let runs = f64::from(ao.runs.max(1));
-        let run = place.frames(&super::runner::at_rate(
-            job,
-            rate,
-            job.timing.min_seconds / runs,
-        ));
-        // (what, frames paced, the remedy besides a longer timeout). Where a process paces
-        // the fewest frames it paces at any rate, a higher rate shortens it; otherwise its
-        // frames follow the case's seconds.
+        let run = place.frames(&each_run(job));
+        // (what, frames paced, at which rate, the remedy besides a longer timeout). Where a
+        // process paces the fewest frames it paces at any rate, a higher rate shortens it;
+        // otherwise its frames follow the case's seconds.
         let timeout = job.timeout_s;
         let remedy = |frames: u64, paced: u64, least: u64| match paced == least {
             true => format!("raise rate_hz above {:.3} Hz", frames as f64 / timeout),
@@ -154,36 +162,106 @@ impl Placement {
         let floor = place.floor_frames(job);
         let mut paced = vec![
             (
-                "each run of the loop publishes",
+                "each run of the loop publishes".to_string(),
                 run + 1,
+                rate,
                 remedy(run + 1, run, MIN_FRAMES),
             ),
             (
-                "the floor's compute pass paces",
+                "the floor's compute pass paces".to_string(),
                 floor + FLOOR_WARMUP_FRAMES,
+                rate,
                 remedy(floor + FLOOR_WARMUP_FRAMES, floor, MIN_FLOOR_FRAMES),
             ),
         ];
         if job.peer && !job.device.is_gpu() {
             let n = place.frames(job);
             paced.push((
-                "the pyshmem peer's loop publishes",
+                "the pyshmem peer's loop publishes".to_string(),
                 n,
+                rate,
                 format!("{}, or set peer = false", remedy(n, n, MIN_FRAMES)),
             ));
         }
-        let longest = paced.into_iter().max_by_key(|(_, frames, _)| *frames);
-        if let Some((what, frames, remedy)) = longest {
-            let secs = frames as f64 / rate;
-            if secs >= timeout {
-                bail!(
-                    "ao-loop: at rate_hz = {rate} {what} {frames} frames, {secs:.1} s, but \
-                     timeout_s = {timeout} kills a process still running then; raise timeout_s \
-                     above {secs:.1}, or {remedy}"
-                );
-            }
+        if ao.ladder {
+            // The slowest rung the ladder may run: its rate halved at every try.
+            let low = lowest_rung_hz(rate);
+            let rung = place.frames(&at_rate(job, low, ao.ladder_seconds));
+            let fix = match rung == MIN_FRAMES {
+                true => format!(
+                    "raise rate_hz above {:.3} Hz",
+                    (rung + 1) as f64 / timeout * rate / low
+                ),
+                false => "shorten ladder_seconds / warmup".to_string(),
+            };
+            paced.push((
+                format!(
+                    "the rate ladder's slowest rung, at {low} Hz (the rate halved at each \
+                     of its tries), publishes"
+                ),
+                rung + 1,
+                low,
+                format!("{fix}, or set ladder = false"),
+            ));
+        }
+        let longest = paced
+            .into_iter()
+            .map(|(what, frames, hz, remedy)| (what, frames, frames as f64 / hz, remedy))
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        if let Some((what, frames, secs, remedy)) = longest
+            && secs >= timeout
+        {
+            bail!(
+                "ao-loop: at rate_hz = {rate} {what} {frames} frames, {secs:.1} s, but \
+                 timeout_s = {timeout} kills a process still running then; raise timeout_s \
+                 above {secs:.1}, or {remedy}"
+            );
         }
         Ok(())
+    }
+
+    /// Bytes the stages' logs of `job`'s longest run hold by its end, saturated: ours
+    /// [`LOG_BYTES_PER_FRAME`] a frame of one run of the loop, or of the ladder's longest
+    /// rung (at [`MAX_RATE_HZ`]); the Python peer's, whose one run is the job's whole
+    /// seconds, [`PEER_LOG_BYTES_PER_FRAME`] a frame per stage and 32 B for its camera.
+    pub fn log_bytes(job: &Job) -> u64 {
+        let Some(ao) = job.ao.as_ref() else {
+            return 0;
+        };
+        let place = Self::of(job);
+        let rung = match ao.ladder {
+            true => place.frames(&at_rate(job, MAX_RATE_HZ, ao.ladder_seconds)),
+            false => 0,
+        };
+        let ours = place
+            .frames(&each_run(job))
+            .max(rung)
+            .saturating_mul(LOG_BYTES_PER_FRAME);
+        let peer = match job.peer && !job.device.is_gpu() {
+            true => place
+                .frames(job)
+                .saturating_mul(32 + PEER_LOG_BYTES_PER_FRAME * place.stage_processes()),
+            false => 0,
+        };
+        ours.max(peer)
+    }
+
+    /// Refuses an ao-loop job a run of which does not fit this machine's available memory
+    /// now: its geometry's ([`Geometry::memory`]) and its stages' logs
+    /// ([`Self::log_bytes`]). Other kinds pass.
+    pub fn check_memory(job: &Job) -> Result<()> {
+        match job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) {
+            Some(ao) => Self::geometry(job, ao, super::geometry::available_memory()).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The geometry of ao-loop `job` (its `[case.ao]` `ao`), refused where a run of it,
+    /// its stages' logs included, does not fit `available` bytes (None: unknown).
+    pub fn geometry(job: &Job, ao: &AoCase, available: Option<u64>) -> Result<Geometry> {
+        let g = Geometry::derive(&job.shape, ao)?;
+        g.check_memory(available, Self::log_bytes(job))?;
+        Ok(g)
     }
 
     /// Warm-up frames left out of the statistics.
@@ -209,5 +287,45 @@ mod tests {
         assert_eq!(p(1, 1, false).stage_cores(), [1]);
         assert_eq!(p(1, 2, false).stage_cores(), [1, 2]);
         assert_eq!(p(3, 3, true).stage_cores(), [3]);
+    }
+
+    /// The stages' logs are sized to a run's frames (seconds × rate_hz): a case whose logs
+    /// alone exceed the machine is refused when the scenario is read, before anything
+    /// starts, with the figure.
+    #[test]
+    fn a_case_whose_logs_do_not_fit_memory_is_refused_before_anything_starts() {
+        let text = |peer: bool| {
+            format!(
+                "name = \"t\"\n[defaults]\nmin_seconds = 80000\nwarmup = 0.5\n\
+                 timeout_s = 86400\npeer = {peer}\n[[case]]\nkind = \"ao-loop\"\n\
+                 sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 1e5\nladder = false\n"
+            )
+        };
+        let err = crate::scenario::Scenario::parse(&text(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("[[case]] #1 (ao-loop): ao-loop: a run of this case needs")
+                && err.contains("GB for the stages' logs of its longest run"),
+            "{err}"
+        );
+        // Without the peer: two runs of 40000.5 s at 100 kHz, 224 B a frame.
+        let mut job = crate::scenario::Scenario::parse(&text(false).replace("80000", "1"))
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+        job.timing.min_seconds = 80000.0;
+        assert_eq!(
+            Placement::log_bytes(&job),
+            4_000_050_000 * LOG_BYTES_PER_FRAME
+        );
+        let ao = job.ao.clone().unwrap();
+        let err = Placement::geometry(&job, &ao, Some(64 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("896.01 GB for the stages' logs"), "{err}");
+        job.timing.min_seconds = 1.0;
+        assert!(Placement::geometry(&job, &ao, Some(64 << 30)).is_ok());
     }
 }

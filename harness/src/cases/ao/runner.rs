@@ -53,6 +53,16 @@ pub fn at_rate(job: &Job, rate_hz: f64, seconds: f64) -> Job {
     j
 }
 
+/// The job of each of `job`'s own runs: the loop's seconds cut into `[case.ao] runs`, each
+/// with the warm-up [`at_rate`] leaves it.
+pub fn each_run(job: &Job) -> Job {
+    let (rate, runs) = job
+        .ao
+        .as_ref()
+        .map_or((1000.0, 1), |a| (a.rate_hz, a.runs.max(1)));
+    at_rate(job, rate, job.timing.min_seconds / f64::from(runs))
+}
+
 /// Runs the loop of `job` once, under names tagged `tag`, and analyses it.
 pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<LoopRun> {
     let (logs, placement) = run_logs(runner, idx, job, tag)?;
@@ -146,9 +156,9 @@ pub struct Rung {
     pub rate_hz: f64,
     /// Whether the loop kept up ([`sustainable`]).
     pub ok: bool,
-    /// End-to-end p50, ns (None when the run failed).
+    /// End-to-end p50, ns.
     pub p50_ns: Option<u64>,
-    /// End-to-end p99, ns (None when the run failed).
+    /// End-to-end p99, ns.
     pub p99_ns: Option<u64>,
     /// Missed frames.
     pub missed: Option<u64>,
@@ -157,56 +167,75 @@ pub struct Rung {
     pub missed_at_source: Option<u64>,
 }
 
-/// Whether a run at `rate_hz` is sustainable: the verdict's rule at the frame period (no
-/// missed frame, the camera's own late frames aside, and p99 below the period).
-pub fn sustainable(stats: &LoopStats, e2e: &Histogram<u64>, rate_hz: f64) -> bool {
-    stats.pipeline_missed() == 0 && (e2e.value_at_quantile(0.99) as f64) < 1e9 / rate_hz
+/// Whether a run at `rate_hz` is sustainable: it passes the verdict's rule
+/// ([`super::failure`]), the case's `budget_us` included.
+pub fn sustainable(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> bool {
+    super::failure(run, rate_hz, budget_us).is_none()
+}
+
+/// The highest rate the ladder found sustainable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxRate {
+    /// Hz.
+    pub hz: f64,
+    /// Whether a higher rate it tried failed; if none did (it stopped at [`MAX_RATE_HZ`] or
+    /// after its last try), `hz` is only a lower bound.
+    pub bounded: bool,
+}
+
+/// The rate ladder's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Ladder {
+    /// The highest sustainable rate, `None` when no rate tried was.
+    pub best: Option<MaxRate>,
+    /// Every rung, in the order run.
+    pub rungs: Vec<Rung>,
+}
+
+/// Rates the ladder tries at most before it bisects.
+const TRIES: u32 = 8;
+
+/// The lowest rate the ladder from `start` Hz may try (halved at every try).
+pub fn lowest_rung_hz(start: f64) -> f64 {
+    start / f64::from(1u32 << (TRIES - 1))
 }
 
 /// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
-/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. Returns the best
-/// rate and every rung.
-pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> (Option<f64>, Vec<Rung>) {
-    let Some(ao) = &job.ao else {
-        return (None, Vec::new());
-    };
-    let secs = ao.ladder_seconds;
+/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. A rung whose run
+/// fails (not one that misses its deadline) stops the ladder with its error.
+pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> Result<Ladder> {
+    search(job, |j, tag| run_loop(runner, idx, j, tag))
+}
+
+/// [`ladder`] with `run` running the loop of a rung's job under a tag.
+fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<LoopRun>) -> Result<Ladder> {
+    let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
     let mut rungs = Vec::new();
     let best = climb(ao.rate_hz, |rate| {
-        let j = at_rate(job, rate, secs);
-        let r = run_loop(runner, idx, &j, &format!("lad{}", rungs.len()));
-        let rung = match &r {
-            Ok(run) => Rung {
-                rate_hz: rate,
-                ok: sustainable(&run.stats, &run.e2e, rate),
-                p50_ns: Some(run.e2e.value_at_quantile(0.5)),
-                p99_ns: Some(run.e2e.value_at_quantile(0.99)),
-                missed: Some(run.stats.missed),
-                missed_at_source: Some(run.stats.missed_at_source),
-            },
-            Err(_) => Rung {
-                rate_hz: rate,
-                ok: false,
-                p50_ns: None,
-                p99_ns: None,
-                missed: None,
-                missed_at_source: None,
-            },
-        };
-        let ok = rung.ok;
-        rungs.push(rung);
-        ok
-    });
-    (best, rungs)
+        let tag = format!("lad{}", rungs.len());
+        let r = run(&at_rate(job, rate, ao.ladder_seconds), &tag)
+            .with_context(|| format!("the rate ladder's run at {rate:.0} Hz"))?;
+        let ok = sustainable(&r, rate, ao.budget_us);
+        rungs.push(Rung {
+            rate_hz: rate,
+            ok,
+            p50_ns: Some(r.e2e.value_at_quantile(0.5)),
+            p99_ns: Some(r.e2e.value_at_quantile(0.99)),
+            missed: Some(r.stats.missed),
+            missed_at_source: Some(r.stats.missed_at_source),
+        });
+        Ok(ok)
+    })?;
+    Ok(Ladder { best, rungs })
 }
 
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
-/// kept up.
-fn climb(start: f64, mut kept_up: impl FnMut(f64) -> bool) -> Option<f64> {
+/// kept up, and whether a higher one failed; the first error of `kept_up` stops it.
+fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<bool>) -> Result<Option<MaxRate>> {
     let (mut lo, mut hi) = (None::<f64>, None::<f64>);
     let mut rate = start;
-    for _ in 0..8 {
-        if kept_up(rate) {
+    for _ in 0..TRIES {
+        if kept_up(rate)? {
             lo = Some(rate);
             if hi.is_some() || rate >= MAX_RATE_HZ {
                 break;
@@ -223,7 +252,7 @@ fn climb(start: f64, mut kept_up: impl FnMut(f64) -> bool) -> Option<f64> {
     if let (Some(mut l), Some(mut h)) = (lo, hi) {
         for _ in 0..3 {
             let mid = (l * h).sqrt();
-            if kept_up(mid) {
+            if kept_up(mid)? {
                 l = mid;
             } else {
                 h = mid;
@@ -231,7 +260,10 @@ fn climb(start: f64, mut kept_up: impl FnMut(f64) -> bool) -> Option<f64> {
         }
         lo = Some(l);
     }
-    lo
+    Ok(lo.map(|hz| MaxRate {
+        hz,
+        bounded: hi.is_some(),
+    }))
 }
 
 #[cfg(test)]
@@ -239,36 +271,45 @@ mod tests {
     use super::*;
     use crate::cases::ao::verdict;
 
+    /// A run with these missed frames (of which `at_source` the camera's) and every frame's
+    /// end-to-end latency `e2e_ns`.
+    fn run(missed: u64, at_source: u64, e2e_ns: u64) -> LoopRun {
+        let mut e2e = Histogram::<u64>::new(3).unwrap();
+        e2e.record(e2e_ns).unwrap();
+        LoopRun {
+            stats: LoopStats {
+                missed,
+                missed_at_source: at_source,
+                ..LoopStats::default()
+            },
+            e2e,
+            placement: String::new(),
+        }
+    }
+
     /// Frames the camera itself published late do not fail a rung, as they do not fail the
     /// verdict: the ladder's highest rate and the verdict agree.
     #[test]
     fn a_rung_judges_missed_frames_as_the_verdict_does() {
-        let stats = LoopStats {
-            missed: 3,
-            missed_at_source: 3,
-            ..LoopStats::default()
-        };
-        let mut e2e = Histogram::<u64>::new(3).unwrap();
-        e2e.record(400_000).unwrap();
-        let run = LoopRun {
-            stats,
-            e2e,
-            placement: String::new(),
-        };
-        assert_eq!(verdict(&run, 2000.0, None), "pass");
-        assert!(sustainable(&run.stats, &run.e2e, 2000.0));
+        let sut = run(3, 3, 400_000);
+        assert_eq!(verdict(&sut, 2000.0, None), "pass");
+        assert!(sustainable(&sut, 2000.0, None));
+        assert!(!sustainable(&sut, 2600.0, None), "p99 over the period");
         assert!(
-            !sustainable(&run.stats, &run.e2e, 2600.0),
-            "p99 over the period"
-        );
-        let lost = LoopStats {
-            missed_at_source: 2,
-            ..run.stats.clone()
-        };
-        assert!(
-            !sustainable(&lost, &run.e2e, 2000.0),
+            !sustainable(&run(3, 2, 400_000), 2000.0, None),
             "a frame the pipeline lost"
         );
+    }
+
+    /// A rung is judged by the verdict's rule, the case's budget included: p99 400 µs fits
+    /// the 500 µs period at 2000 Hz but not a 300 µs budget.
+    #[test]
+    fn a_rung_within_the_period_but_over_the_budget_is_not_sustainable() {
+        let sut = run(0, 0, 400_000);
+        assert!(!sustainable(&sut, 2000.0, Some(300.0)));
+        assert!(verdict(&sut, 2000.0, Some(300.0)).starts_with("fail"));
+        assert!(sustainable(&sut, 2000.0, Some(450.0)));
+        assert!(sustainable(&sut, 2000.0, None));
     }
 
     /// The ladder stops at the harness's rate limit: it measures the limit itself, never a
@@ -279,15 +320,75 @@ mod tests {
             let mut tried = Vec::new();
             let best = climb(start, |r| {
                 tried.push(r);
-                r <= keeps_up_to
-            });
+                Ok(r <= keeps_up_to)
+            })
+            .unwrap();
             assert!(tried.iter().all(|&r| r <= MAX_RATE_HZ), "{tried:?}");
-            (best.unwrap(), tried)
+            (best.unwrap().hz, tried)
         };
         let (best, tried) = climbed(800.0, f64::INFINITY);
         assert_eq!((best, tried.last()), (MAX_RATE_HZ, Some(&MAX_RATE_HZ)));
         let (best, tried) = climbed(60_000.0, 80_000.0);
         assert!((60_000.0..=80_000.0).contains(&best), "{tried:?}");
         assert_eq!(tried[1], MAX_RATE_HZ);
+    }
+
+    /// A ladder whose every try kept up found no upper bound: its rate is a lower bound, so
+    /// reported; one that saw a higher rate fail is bounded.
+    #[test]
+    fn a_ladder_that_never_saw_a_rate_fail_reports_a_lower_bound() {
+        let mut tried = Vec::new();
+        let sut = climb(100.0, |r| {
+            tried.push(r);
+            Ok(true)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(tried.len(), TRIES as usize);
+        assert_eq!(sut.hz, 100.0 * f64::from(1u32 << (TRIES - 1)));
+        assert!(!sut.bounded);
+        let at_limit = climb(60_000.0, |_| Ok(true)).unwrap().unwrap();
+        assert_eq!((at_limit.hz, at_limit.bounded), (MAX_RATE_HZ, false));
+        let bounded = climb(100.0, |r| Ok(r <= 1000.0)).unwrap().unwrap();
+        assert!(bounded.bounded && (800.0..=1000.0).contains(&bounded.hz));
+        let mut lowest = f64::INFINITY;
+        assert_eq!(
+            climb(100.0, |r| {
+                lowest = lowest.min(r);
+                Ok(false)
+            })
+            .unwrap(),
+            None
+        );
+        assert_eq!(lowest, lowest_rung_hz(100.0));
+    }
+
+    /// A rung whose run fails (a stage died, a timeout) is not a rate the loop missed: the
+    /// ladder stops with the run's error, naming the rate.
+    #[test]
+    fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
+        let job = crate::scenario::Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
+             [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 400\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let mut rates = Vec::new();
+        let err = search(&job, |j, _| {
+            let rate = j.ao.as_ref().unwrap().rate_hz;
+            rates.push(rate);
+            match rate > 1000.0 {
+                true => Err("the slopes stage died".into()),
+                false => Ok(run(0, 0, 100)),
+            }
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(rates, [400.0, 800.0, 1600.0]);
+        assert_eq!(
+            err,
+            "the rate ladder's run at 1600 Hz: the slopes stage died"
+        );
     }
 }
