@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,8 @@ fn thread_token() -> usize {
 /// The per-process state of one lock file.
 ///
 /// `owner` holds the token of the thread that holds (or is taking) the lock, 0 when free;
-/// only that thread touches `depth` and the flock. The fd is replaced only while the lock is
-/// free and held in the `file` mutex for that moment (see `refresh_if_unlinked`).
+/// only that thread touches `depth` and the flock. The fd is replaced while the lock is free
+/// (`refresh_if_unlinked`) or by its holder (`move_held`), under the `file` mutex.
 #[derive(Debug)]
 pub(crate) struct LockFile {
     path: PathBuf,
@@ -48,6 +48,11 @@ pub(crate) struct LockFile {
     lent: AtomicU32,
     /// When [`LockFile::follow_path`] last looked at the path (coarse clock, ms).
     path_checked_ms: AtomicU64,
+    /// Removed files the holder moved away from ([`LockFile::move_held`]), still locked until
+    /// its last release, so a writer waiting on one does not get in meanwhile; and whether
+    /// there are any (the holder's thread alone sets and clears both).
+    retired: Mutex<Vec<File>>,
+    has_retired: AtomicBool,
 }
 
 /// How often a first-level write lock looks whether its file is still at the path.
@@ -200,13 +205,17 @@ impl LockFile {
             wake: (Mutex::new(()), Condvar::new()),
             lent: AtomicU32::new(0),
             path_checked_ms: AtomicU64::new(sys::coarse_now_ms()),
+            retired: Mutex::new(Vec::new()),
+            has_retired: AtomicBool::new(false),
         });
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(path.to_owned(), Arc::downgrade(&lock));
         Ok(lock)
     }
 
-    fn refresh_if_unlinked(&self, stream: &str) -> Result<()> {
+    /// Moves to the file at the path if ours was unlinked, unless a thread of this process
+    /// holds the lock; returns whether it could look (nobody held it).
+    fn refresh_if_unlinked(&self, stream: &str) -> Result<bool> {
         // Only while nobody in this process holds the lock: claim it with a sentinel token.
         const REFRESHING: usize = 1;
         if self
@@ -214,9 +223,9 @@ impl LockFile {
             .compare_exchange(0, REFRESHING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return Ok(());
+            return Ok(false);
         }
-        let result = self.reopen_if_unlinked(stream).map(drop);
+        let result = self.reopen_if_unlinked(stream).map(|_| true);
         self.owner.store(0, Ordering::Release);
         self.wake_waiters();
         result
@@ -244,35 +253,45 @@ impl LockFile {
     /// otherwise); a file replaced since is followed within that time.
     /// A thread that holds the lock (a guard kept for a producer's whole run) moves too: it
     /// takes the flock of the file at the path, waiting up to `timeout` for a writer that
-    /// locked that one meanwhile, then lets go of the removed one, so a writer that locks the
-    /// file at the path waits for it from then on.
+    /// locked that one meanwhile, and keeps the removed one locked until its last release,
+    /// so writers on either file wait for it. A look another thread's hold prevented is not
+    /// counted: the holder's next write looks.
     /// (A writer of this process that has not followed yet may hold the removed file
     /// meanwhile: see [`LockFile::try_acquire_either`].)
     pub(crate) fn follow_path(
         &self,
         stream: &str,
         timeout: Option<Duration>,
-        stream_linked: impl FnOnce() -> bool,
+        stream_linked: impl Fn() -> bool,
     ) -> Result<()> {
         let now = sys::coarse_now_ms();
         if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
             return Ok(());
         }
-        self.path_checked_ms.store(now, Ordering::Relaxed);
-        if self.is_unlinked() && stream_linked() {
-            if self.held_here() {
-                self.move_held(stream, timeout)?;
-            } else {
-                self.refresh_if_unlinked(stream)?;
-            }
+        let looked = if !self.is_unlinked() || !stream_linked() {
+            true
+        } else if self.held_here() {
+            self.move_held(stream, timeout, stream_linked)?;
+            true
+        } else {
+            self.refresh_if_unlinked(stream)?
+        };
+        if looked {
+            self.path_checked_ms.store(now, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// The holder's move to the file now at the path (see [`LockFile::follow_path`]). Only
     /// the holder's thread uses the descriptor while it holds the lock, so swapping it here
-    /// races with nobody; dropping the old file releases its flock.
-    fn move_held(&self, stream: &str, timeout: Option<Duration>) -> Result<()> {
+    /// races with nobody. A stream unlinked meanwhile (its lock file with it) is not followed:
+    /// a file this made again for it is removed, under its flock.
+    fn move_held(
+        &self,
+        stream: &str,
+        timeout: Option<Duration>,
+        stream_linked: impl Fn() -> bool,
+    ) -> Result<()> {
         let file = open_at_path(&self.path, stream)?;
         let deadline = crate::deadline::after(Instant::now(), timeout);
         match Self::poll_flock(file.as_raw_fd(), deadline) {
@@ -286,9 +305,17 @@ impl LockFile {
             }
             Err(e) => return Err(Error::io(stream, "flock", e)),
         }
+        if !stream_linked() {
+            if sys::same_file_at(&file, &self.path) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            return Ok(());
+        }
         let mut held = lock_poisoned(&self.file);
         self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
-        *held = file;
+        let removed = std::mem::replace(&mut *held, file);
+        lock_poisoned(&self.retired).push(removed);
+        self.has_retired.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -550,6 +577,11 @@ impl LockFile {
         before_unlock(depth);
         if depth == 0 {
             let _ = self.flock(libc::LOCK_UN);
+            if self.has_retired.load(Ordering::Relaxed) {
+                // Closing them releases their flocks.
+                lock_poisoned(&self.retired).clear();
+                self.has_retired.store(false, Ordering::Relaxed);
+            }
             self.owner.store(0, Ordering::Release);
             self.wake_waiters();
         }

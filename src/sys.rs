@@ -211,6 +211,15 @@ pub(crate) fn nlink(file: &File) -> io::Result<u64> {
     Ok(file.metadata()?.nlink())
 }
 
+/// Whether `path` names the open `file` (same device and inode; no symlink followed).
+pub(crate) fn same_file_at(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// 16 random bytes from the kernel (`getrandom(2)`), for instance ids.
 pub(crate) fn random_id() -> io::Result<[u8; 16]> {
     let mut out = [0u8; 16];

@@ -251,6 +251,16 @@ fn child_entry() {
                 say(&format!("wrote {seed}"));
             }
         }
+        // Opens the lock file and waits in a blocking flock on it, as pyshmem's lock does.
+        "flock_waiter" => {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
+            say("opened");
+            // SAFETY: flock on a descriptor this process owns.
+            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+            say("locked");
+            block_on_stdin();
+        }
         // Takes the write lock and blocks holding it.
         "lock_holder" => {
             let s = Stream::open(&name).unwrap();
@@ -829,7 +839,8 @@ fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
 /// A producer that keeps the write lock (a guard for its whole run) follows a lock file
 /// removed from its path too: it takes the file now at the path, so a writer that locks that
 /// file waits for it, instead of both writing at once (the guard kept the removed file, and
-/// the next writer locked a new one beside it).
+/// the next writer locked a new one beside it); and it keeps the removed one locked, so a
+/// writer already waiting there waits on.
 #[test]
 fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     let _serial = serial();
@@ -840,6 +851,10 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
         .param("name", &name)
         .spawn();
     producer.expect_line("locked", LONG);
+    let mut waiter = child("child_entry", "flock_waiter")
+        .param("name", &name)
+        .spawn();
+    waiter.expect_line("opened", LONG);
     let path = shmstream::name::lock_path(&name);
     std::fs::remove_file(&path).unwrap();
     // The holder looks at the path every 20 ms at most, at a write.
@@ -861,8 +876,14 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     );
     producer.send_line("write");
     assert_eq!(producer.expect_line("wrote", LONG), (wrote + 1).to_string());
+    // A writer that was waiting on the removed file (pyshmem's blocking flock) still waits:
+    // the holder keeps that file locked until it lets go of the lock.
+    let waiting = waiter.line_within(Duration::from_millis(300));
+    assert_eq!(waiting, None, "a writer waiting on the removed file got in");
     producer.close_stdin();
     producer.wait_success(LONG);
+    waiter.expect_line("locked", LONG);
+    drop(waiter);
     s.write_slice(&frame(50)).unwrap();
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(50));
 }
