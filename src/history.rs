@@ -337,7 +337,18 @@ impl Ring {
     pub(crate) fn begin_append(&self) -> (Append, *mut u8) {
         // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
         // the previous holder's stores.
-        let k = self.head().load(Ordering::Relaxed);
+        let mut k = self.head().load(Ordering::Relaxed);
+        // A writer killed between its slot's even stamp and its head store left frame `k`
+        // complete, and a cursor waiting on the slot may have returned it: keep it as
+        // appended and append after it (rewriting the slot hid this frame from that cursor).
+        if self
+            .word(self.slot_at(k) + off::STAMP)
+            .load(Ordering::Relaxed)
+            == written_stamp(k)
+        {
+            k = k.wrapping_add(1);
+            self.head().store(k, Ordering::Release);
+        }
         let slot = self.slot_at(k);
         self.word(slot + off::STAMP)
             .store(writing_stamp(k), Ordering::Relaxed);
@@ -1343,6 +1354,44 @@ mod tests {
         assert_eq!(drain(&mut c), expected);
         c.rewind_to_start();
         assert_eq!(drain(&mut c), expected, "rewound to the start");
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A writer killed between its slot's even stamp and its head store: a cursor waiting on
+    /// the slot returns that frame, and the next writer's frame after it (the next writer
+    /// rewrote the slot, and the cursor, already past it, never saw that frame).
+    #[test]
+    fn a_frame_finished_by_a_writer_killed_before_its_head_store_is_kept() {
+        let (name, s) = stream("stamp-no-head", 4, 4);
+        let mut c = s.cursor().unwrap();
+        let mut dst = [0u32; 4];
+        let ring = s.history.as_ref().unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        // The killed writer: its bracket stays open, its append stops after the even stamp.
+        let _bracket = crate::seqlock::begin_write(&s.header);
+        let (Append { index, slot }, frame) = ring.begin_append();
+        for i in 0..4 {
+            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
+            // the write lock and the slot's stamp is odd.
+            unsafe { frame.cast::<u32>().add(i).write(9) };
+        }
+        ring.word(slot + off::COUNT).store(1, Ordering::Relaxed);
+        ring.word(slot + off::FRAME_ID).store(7, Ordering::Relaxed);
+        ring.word(slot + off::STAMP)
+            .store(written_stamp(index), Ordering::Release);
+        drop(g);
+        let first = c
+            .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!((first.frame_id, dst), (7, [9; 4]));
+        s.write_slice_frame(&[5u32; 4], 8).unwrap();
+        let next = c.next_into_slice(&mut dst, Some(Duration::from_secs(1)));
+        assert!(
+            matches!(next, Ok(FrameInfo { frame_id: 8, .. })),
+            "{next:?}"
+        );
+        assert_eq!(dst, [5; 4]);
         drop(s);
         crate::unlink(&name).unwrap();
     }
