@@ -112,7 +112,8 @@ enum Command {
         prefix: Option<String>,
     },
     /// A live view of count, rate, age, missed frames and writer liveness, until Ctrl-C,
-    /// SIGTERM, SIGHUP or SIGQUIT (or --duration).
+    /// SIGTERM, SIGHUP or SIGQUIT (or --duration); one ignored at the start (`nohup`) stays
+    /// ignored.
     Watch {
         /// Stream names.
         #[arg(required = true)]
@@ -125,10 +126,11 @@ enum Command {
         duration: Option<Duration>,
     },
     /// Records every frame of streams into FITS (or .npy) cubes: history streams losslessly
-    /// through cursors; plain streams with a warning (missed frames are counted from the
-    /// first frame taken). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM, SIGHUP and
-    /// SIGQUIT stop it cleanly (the files finished); SIGKILL leaves the current file without
-    /// its frame count (`np.load` refuses it; FITS: 0 frames) or frame table.
+    /// through cursors; plain streams with a warning (frames missed once the recorder waits
+    /// for them are counted lost). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM,
+    /// SIGHUP and SIGQUIT stop it cleanly (the files finished; one ignored at the start, as
+    /// under `nohup`, stays ignored); SIGKILL leaves the current file without its frame count
+    /// (`np.load` refuses it; FITS: 0 frames) or frame table.
     Record {
         /// Stream names.
         #[arg(required = true)]

@@ -1,7 +1,10 @@
 //! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
 //! age, missed frames and writer liveness. On a terminal the table is redrawn in place; when
 //! stdout is not a terminal, every sample is printed as plain lines. Stops on Ctrl-C
-//! (SIGINT), SIGTERM, SIGHUP (terminal closed) or SIGQUIT, or after `--duration`.
+//! (SIGINT), SIGTERM, SIGHUP (terminal closed) or SIGQUIT (those not ignored when it
+//! started, as `nohup` ignores SIGHUP), or after `--duration`. A sample due while the
+//! process was stopped (Ctrl-Z, a suspend) is taken on waking and the next one an interval
+//! later: samples never come back to back to make up for the stall.
 //!
 //! "Missed" counts frames the writer skipped according to its own frame ids: over one
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
@@ -30,16 +33,24 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed, an SSH session dropped) and SIGQUIT
 /// set the stop flag, so `watch` and `record` end cleanly (`record` finishes its files) on
-/// any of them. SIGKILL cannot be handled: see `record`'s module doc for what it leaves.
+/// any of them. A signal ignored when we started stays ignored: `nohup` ignores SIGHUP, and
+/// a shell's background jobs SIGINT and SIGQUIT, so that they outlive the terminal or a
+/// Ctrl-C. SIGKILL cannot be handled: see `record`'s module doc for what it leaves.
 pub(crate) fn install_handlers() -> Fallible {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
-        // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
+        // SAFETY: zeroed sigactions are valid starting values; a null new action only reads
+        // the current one into `old`; the handler only stores to an atomic
+        // (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
         let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
+            let mut old: libc::sigaction = std::mem::zeroed();
+            let mut rc = libc::sigaction(sig, std::ptr::null(), &mut old);
+            if rc == 0 && old.sa_sigaction != libc::SIG_IGN {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                libc::sigemptyset(&mut sa.sa_mask);
+                rc = libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+            rc
         };
         if rc != 0 {
             return Err(format!(
@@ -192,6 +203,12 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
         }
         let _ = out.flush();
         next += interval;
+        // After a stall (Ctrl-Z, a suspend) that tick is past: the next sample is an interval
+        // from now, not one per tick missed, back to back (with rates over microseconds).
+        let now = Instant::now();
+        if next < now {
+            next = now + interval;
+        }
         if let Some(e) = end {
             next = next.min(e);
         }

@@ -786,6 +786,53 @@ fn watch_reports_rate_and_missed_frames_and_stops_on_ctrl_c() {
     assert_eq!(w.exit_code(common::LONG), Some(0), "Ctrl-C is a clean stop");
 }
 
+#[test]
+fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back() {
+    let name = unique_name("cli-watch-stall");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2], Dtype::U32).unwrap();
+    s.write_slice(&[1u32, 2]).unwrap();
+    let (interval, duration) = (0.05, 3.0);
+    let w = Lines::spawn(&[
+        "watch",
+        &name,
+        "--interval",
+        &interval.to_string(),
+        "--duration",
+        &duration.to_string(),
+    ]);
+    let mut lines = vec![w.wait_for(common::LONG, |_| true)];
+    let pid = w.child.id() as i32;
+    // SAFETY: signalling and waiting for our own child; WUNTRACED returns once it stopped
+    // (a stop is no exit: the later wait still reaps it).
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
+        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
+    }
+    let stopped = std::time::Instant::now();
+    // The stall itself (what is checked is measured, not assumed to last this long).
+    std::thread::sleep(Duration::from_secs(1));
+    let stall = stopped.elapsed().as_secs_f64();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    while let Ok(l) = w.rx.recv_timeout(common::LONG) {
+        lines.push(l);
+    }
+    assert_eq!(w.exit_code(common::LONG), Some(0));
+    // Samples come an interval apart or more (a loaded machine only spaces them further),
+    // bar the first after the stall and the last at the end: at most this many, where
+    // making up the stall adds one per interval it lasted (20 for a second).
+    let most = ((duration - stall) / interval).ceil() as usize + 5;
+    assert!(
+        lines.len() <= most,
+        "{} samples, at most {most} after a stall of {stall:.2} s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Python pyshmem 1.4.0 interop
 // ---------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 //! frames), `.npy` cubes, a full disk in either format (frames already written stay intact
 //! with their table, exit 1), an unwritable `--out`, streams sharing file names, existing
 //! files (never overwritten), a huge `--per-file`, the warning for plain streams and the
-//! frames published while their recorder starts (not lost), a recording stopped by SIGHUP
-//! or SIGQUIT (files finished), names too long for a file name, and the `STREAM` card
-//! (whole, however long).
+//! frames their recorder misses while it waits for the first one (lost; those published
+//! while it starts are not: a unit test of `record_stream`), a recording stopped by SIGHUP
+//! or SIGQUIT (files finished) and not by a SIGHUP ignored as under `nohup`, names too long
+//! for a file name, and the `STREAM` card (whole, however long, whatever its characters).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -402,7 +404,6 @@ fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
 
 /// Runs `shmstream record ARGS --out OUT` with files limited to `limit` bytes (a full disk).
 fn record_on_a_full_disk(args: &[&str], out: &Path, limit: u64) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut c = Command::new(bin());
     c.arg("record")
         .args(args)
@@ -778,6 +779,60 @@ fn a_hangup_or_quit_signal_stops_the_recording_with_its_files_finished() {
 }
 
 #[test]
+fn a_hangup_ignored_when_the_recording_starts_as_under_nohup_does_not_stop_it() {
+    // 80 KiB frames reach the file as they are taken: its length counts them.
+    let frame = 256 * 160 * 2;
+    let (name, _c, s) = camera_shaped(&unique_name("rec-nohup"), &[256, 160], 512);
+    let out = out_dir("rec-nohup");
+    let cube = out.join(format!("{name}_000000.npy"));
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--out"])
+        .arg(&out)
+        .args(["--duration", "600", "--format", "npy"]);
+    // SAFETY: the hook only calls `signal`, async-signal-safe as the forked child needs;
+    // the SIG_IGN it sets survives the exec, as `nohup`'s does.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let r = Proc::spawn(c);
+    let pid = r.pid() as i32;
+    // The cube's length when SIGHUP was sent, and whether SIGTERM was.
+    let (mut hung_up_at, mut terminated) = (None, false);
+    let mut pixels = vec![0u16; s.len()];
+    let (st, diag) = produce_with(&s, r, |s, i| {
+        pixels.fill((i % 50_000) as u16);
+        s.write_slice_frame(&pixels, i).unwrap();
+        let len = std::fs::metadata(&cube).map_or(0, |m| m.len());
+        match hung_up_at {
+            None if len > frame => {
+                // SAFETY: signalling our own child.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+                hung_up_at = Some(len);
+            }
+            // 20 frames more: a recorder that took SIGHUP stops at the next frame.
+            Some(at) if !terminated && len >= at + 20 * frame => {
+                // SAFETY: signalling our own child.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+                terminated = true;
+            }
+            _ => {}
+        }
+    });
+    assert!(terminated, "stopped by the ignored SIGHUP: {diag}");
+    assert!(st.success(), "{diag}");
+    let (files, frames) = summary(&diag);
+    assert_eq!(files, 1, "{diag}");
+    assert!(frames > 20, "{diag}");
+    if common::python().is_some() {
+        assert_eq!(check_shaped(&out, "npy", 1000, "256x160"), (1, frames));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
 fn a_stream_name_too_long_for_a_file_name_is_recorded_under_a_shortened_one() {
     let mut name = unique_name("rec-long");
     name.extend(std::iter::repeat_n('a', 250 - name.len()));
@@ -814,16 +869,39 @@ with fits.open(f) as h:
 #[test]
 fn the_fits_stream_card_holds_a_long_name_whole() {
     let base = unique_name("rec-card");
-    let pad = "x".repeat(100 - base.len() - " o'brien".len());
-    let plain = format!("{base}{pad} o'brien");
+    let pad = "x".repeat(100 - base.len() - " obrien".len());
+    let plain = format!("{base}{pad} obrien");
     assert_eq!(plain.len(), 100);
-    // `%`, non-ASCII and trailing spaces, which FITS drops, are percent-encoded.
-    let other = format!("{plain} µ 100% ");
-    let other_card = format!("{plain} %C2%B5 100%25%20");
-    for (name, card) in [(&plain, &plain), (&other, &other_card)] {
+    // `%`, non-ASCII and trailing spaces, which FITS drops, are percent-encoded, and so are
+    // `'` and `&`, which cfitsio's and astropy's continuations mishandle: a first card of
+    // all but one quote made cfitsio add CONTINUE cards forever, and a value ending in `&`
+    // lost it.
+    let cases = [
+        (plain.clone(), plain.clone()),
+        (
+            format!("{plain} µ 100% "),
+            format!("{plain} %C2%B5 100%25%20"),
+        ),
+        (
+            format!("c{}{base}", "'".repeat(67)),
+            format!("c{}{base}", "%27".repeat(67)),
+        ),
+        (
+            format!("{base}{}&", "a".repeat(80)),
+            format!("{base}{}%26", "a".repeat(80)),
+        ),
+    ];
+    for (name, card) in &cases {
         let (name, _c, s) = camera_shaped(name, &[6, 5], 512);
         let out = out_dir("rec-card");
-        let (st, diag) = produce_until_exit(&s, record(&name, &out, &["--frames", "1"]));
+        // Files of 1 MiB at most: a header that grows without end fails at once, without
+        // filling the disk (and the camera's wait bounds the recorder's).
+        let r = Proc::spawn(record_on_a_full_disk(
+            &[&name, "--frames", "1"],
+            &out,
+            1 << 20,
+        ));
+        let (st, diag) = produce_until_exit(&s, r);
         assert!(st.success(), "{diag}");
         if let Some(stdout) = python_check(CHECK_STREAM, &[out.as_os_str()], "STREAM card") {
             let read: Vec<String> = serde_json::from_str(&stdout).unwrap();
@@ -834,8 +912,8 @@ fn the_fits_stream_card_holds_a_long_name_whole() {
 }
 
 #[test]
-fn frames_published_while_a_plain_stream_recorder_starts_are_not_lost() {
-    let name = unique_name("rec-plain-start");
+fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
+    let name = unique_name("rec-plain-wait");
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
         .shape(&[6, 5])
@@ -843,7 +921,7 @@ fn frames_published_while_a_plain_stream_recorder_starts_are_not_lost() {
         .notify(true)
         .create()
         .unwrap();
-    let out = out_dir("rec-plain-start");
+    let out = out_dir("rec-plain-wait");
     let mut r = record(
         &name,
         &out,
@@ -854,8 +932,8 @@ fn frames_published_while_a_plain_stream_recorder_starts_are_not_lost() {
         s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
             .unwrap()
     };
-    // The first cube exists once the stream is open and before the first frame is taken:
-    // frozen there, the recorder takes the last of five frames first.
+    // The first cube is created in the read loop, before the first read: the recorder waits
+    // for frames once it exists. Frozen there, it takes the last of five frames first.
     let first = out.join(format!("{name}_000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
     // SAFETY: signalling and waiting for our own child; WUNTRACED returns once it stopped
@@ -875,13 +953,15 @@ fn frames_published_while_a_plain_stream_recorder_starts_are_not_lost() {
     write(6);
     let st = r.wait_timeout(LONG);
     let diag = r.diagnostics();
-    assert!(st.success(), "{diag}");
+    assert_eq!(st.code(), Some(1), "frames 1 to 4 are lost: {diag}");
     assert!(
-        diag.contains("2 frames in 2 file(s)") && diag.contains(", 0 lost"),
+        diag.contains("2 frames in 2 file(s)")
+            && diag.contains(", 4 lost")
+            && diag.contains("4 frame(s) lost while recording"),
         "{diag}"
     );
     if common::python().is_some() {
-        assert_eq!(check(&out, "npy", 1), (2, 2));
+        assert_eq!(check(&out, "npy", 1), (2, 2), "frames 5 and 6");
     }
     let _ = std::fs::remove_dir_all(out);
 }

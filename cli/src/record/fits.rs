@@ -4,8 +4,10 @@
 //! count, write time and record time per frame. The header's `STREAM` card holds the
 //! stream's name whole, continued over `CONTINUE` cards past 68 characters (the FITS 4.0
 //! long-string convention, which astropy joins), with `%`, every byte outside printable
-//! ASCII and the spaces it ends with (which FITS ignores) written `%XX` (the bytes of its
-//! UTF-8, as in URLs: `urllib.parse.unquote` gives the name back).
+//! ASCII, the spaces it ends with (which FITS ignores), `'` (doubled in a FITS string,
+//! which cfitsio's continuation does not cut safely) and `&` (the continuation mark, lost at
+//! the end of a value) written `%XX` (the bytes of its UTF-8, as in URLs:
+//! `urllib.parse.unquote` gives the name back).
 //!
 //! cfitsio (the `fitsio` crate) writes the primary header. The pixels after it are
 //! big-endian values, offset by BZERO where the type needs it; we encode each frame in one
@@ -233,7 +235,7 @@ fn escaped(name: &str) -> String {
     let kept = name.trim_end_matches(' ').len();
     let mut s = String::with_capacity(name.len());
     for (i, &b) in name.as_bytes().iter().enumerate() {
-        if i < kept && (b' '..=b'~').contains(&b) && b != b'%' {
+        if i < kept && (b' '..=b'~').contains(&b) && !b"%'&".contains(&b) {
             s.push(char::from(b));
         } else {
             s.push_str(&format!("%{b:02X}"));
@@ -242,9 +244,10 @@ fn escaped(name: &str) -> String {
     s
 }
 
-/// Writes the string `value` (printable ASCII) as keyword `key` of the current HDU,
-/// continued over `CONTINUE` cards past 68 characters, where `write_key` (cfitsio's
-/// `ffpkys`) would cut it.
+/// Writes the string `value` (printable ASCII without `'` or `&`) as keyword `key` of the
+/// current HDU, continued over `CONTINUE` cards past 68 characters, where `write_key`
+/// (cfitsio's `ffpkys`) would cut it. `ffpkls` takes 68 less the number of quotes for each
+/// card without a floor: mostly quotes make it loop forever or read before its buffer.
 fn write_long_string(fits: &mut FitsFile, key: &str, value: &str) -> Fallible {
     let (key, value) = (CString::new(key)?, CString::new(value)?);
     let mut status = 0;
@@ -473,7 +476,8 @@ mod tests {
 
     #[test]
     fn stream_names_are_escaped_only_where_fits_would_lose_them() {
-        assert_eq!(escaped("cam 0 o'brien"), "cam 0 o'brien");
+        assert_eq!(escaped("cam 0 o'brien"), "cam 0 o%27brien");
+        assert_eq!(escaped("a&b&"), "a%26b%26");
         assert_eq!(escaped(" 5% µ  "), " 5%25 %C2%B5%20%20");
         assert_eq!(escaped("a\tb\u{7f}"), "a%09b%7F");
     }

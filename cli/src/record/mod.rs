@@ -5,17 +5,18 @@
 //! frames through a cursor (a `.npy` cube writes them straight from the ring; FITS copies
 //! and encodes them), a plain stream's with `read_new`, warning that frames can be missed.
 //! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported),
-//! never as a stall of the producer, which never waits for us. Recording starts at the
-//! first frame taken: frames published before it (while the recorder starts) are not lost
-//! ones. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file`
-//! frames each, `<name>` as [`file_stem`] makes it; streams whose files would share names,
-//! and existing files, are refused (nothing is overwritten). Exit status 1 if any frame was
-//! lost or any file failed; frames already written stay readable (the current file is
-//! closed with what it holds), also when SIGINT, SIGTERM, SIGHUP or SIGQUIT stops the
-//! recording. SIGKILL (or a crash) leaves the current file unfinished: the frames already
-//! handed to the kernel are there, but a `.npy` header still gives `2**64 - 1` frames
-//! (`np.load` refuses it) beside an empty `.frames.csv`, and a FITS header 0 frames, with
-//! no `FRAMES` table.
+//! never as a stall of the producer, which never waits for us. Recording starts when that
+//! thread starts waiting: frames published before (while the recorder starts) are not lost
+//! ones, those it misses after are. Files: `DIR/<name>_<index>.fits` (or `.npy` +
+//! `.frames.csv`), `--per-file` frames each, `<name>` as [`file_stem`] makes it; streams
+//! whose files would share names, and existing files, are refused (nothing is overwritten).
+//! Exit status 1 if any frame was lost or any file failed; frames already written stay
+//! readable (the current file is closed with what it holds), also when SIGINT, SIGTERM,
+//! SIGHUP or SIGQUIT stops the recording (one ignored when it started stays ignored, as
+//! `nohup` ignores SIGHUP). SIGKILL (or a crash) leaves the current file unfinished: the
+//! frames already handed to the kernel are there, but a `.npy` header still gives
+//! `2**64 - 1` frames (`np.load` refuses it) beside an empty `.frames.csv`, and a FITS
+//! header 0 frames, with no `FRAMES` table.
 
 mod fits;
 mod frame_file;
@@ -381,6 +382,9 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
     let mut sink: Option<Box<dyn CubeSink>> = None;
     let mut index = 0usize;
     let mut taken = 0u64;
+    // Recording starts here. A plain stream's first `read_new` counts as missed every frame
+    // since it was opened (while the recorder started): its lost ones are those after this.
+    let start_count = s.count();
     let result = (|| -> Fallible {
         loop {
             let out_of_time = plan.duration.is_some_and(|d| started.elapsed() >= d);
@@ -416,11 +420,12 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
             };
             match got {
                 Ok((info, staged)) => {
-                    // Frames before the first one taken were published while the recorder
-                    // started, before recording did.
-                    if taken > 0 {
-                        p.lost.fetch_add(info.missed, Ordering::Relaxed);
-                    }
+                    let lost = if taken == 0 && cursor.is_none() {
+                        info.count.saturating_sub(start_count).saturating_sub(1)
+                    } else {
+                        info.missed
+                    };
+                    p.lost.fetch_add(lost, Ordering::Relaxed);
                     let meta = FrameMeta {
                         frame_id: info.frame_id,
                         count: info.count,
@@ -494,6 +499,32 @@ mod tests {
         let other = format!("{}b", "a".repeat(255));
         assert_ne!(file_stem(&other), stem, "the cut-off part still counts");
         assert_eq!(file_stem(&long[..MAX_STEM]), long[..MAX_STEM]);
+    }
+
+    #[test]
+    fn frames_published_between_opening_a_plain_stream_and_recording_it_are_not_lost() {
+        let name = format!("t-rec-unit-start-{}", std::process::id());
+        let w = shmstream::scratch(&name, &[2], shmstream::Dtype::U16).unwrap();
+        let s = Stream::open_readonly(&name).unwrap();
+        // Published while the recorder starts: the first read takes frame 5.
+        for i in 1..=5u16 {
+            w.write_slice_frame(&[i; 2], u64::from(i)).unwrap();
+        }
+        let plan = Plan {
+            names: vec![name.clone()],
+            out: std::env::temp_dir().join(&name),
+            frames: Some(1),
+            duration: None,
+            per_file: 1,
+            format: Format::Npy,
+        };
+        std::fs::create_dir_all(&plan.out).unwrap();
+        let p = Progress::default();
+        let recorded = record_stream(&s, &plan, &p, Instant::now());
+        let _ = std::fs::remove_dir_all(&plan.out);
+        recorded.unwrap();
+        assert_eq!(p.frames.load(Ordering::Relaxed), 1);
+        assert_eq!(p.lost.load(Ordering::Relaxed), 0);
     }
 
     #[test]
