@@ -18,7 +18,7 @@ use crate::hist::Percentiles;
 use crate::noise::HostNoise;
 use crate::report::us;
 use crate::run::JobResult;
-use crate::scenario::Scenario;
+use crate::scenario::{MAX_TIMEOUT_S, Scenario};
 use crate::{RunOptions, execute};
 
 /// `harness size` options.
@@ -97,8 +97,27 @@ fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
     }
 }
 
-/// The scenario text for `a` (also written next to the report, to rerun it).
+/// The scenario text for `a` (also written next to the report, to rerun it). Its
+/// `timeout_s`, each process's own bound, is twice the longest a process of any of its
+/// forms paces its frames (the pyshmem peer's loop runs the whole `--seconds` in one go;
+/// the rate ladder's slowest possible rung, at the rate halved at each of its tries, its
+/// fewest frames: 794 s at `--rate 5`) and 300 s for its start: 10 minutes at least, as a
+/// scenario's own default would be far too short, and a day at most, as any scenario's.
+/// `harness size` exposes neither `timeout_s` nor the ladder, so a rate whose ladder would
+/// not fit a fixed bound is not refused with remedies the user cannot apply.
 pub fn scenario_text(a: &SizeArgs) -> Result<String> {
+    let unchecked: Scenario =
+        toml::from_str(&scenario_text_with(a, MAX_TIMEOUT_S)?).context("harness size")?;
+    let longest = unchecked
+        .jobs(false, None)
+        .iter()
+        .map(Placement::longest_paced_s)
+        .fold(0.0, f64::max);
+    scenario_text_with(a, (2.0 * longest + 300.0).clamp(600.0, MAX_TIMEOUT_S))
+}
+
+/// The scenario text for `a`, its processes bound by `timeout_s`.
+fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
     match a.slopes.as_str() {
@@ -140,10 +159,6 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
         "all" => vec!["cpu".into(), "cuda:0".into()],
         d => vec![d.to_string()],
     };
-    // Each run's own bound: the peer's loop runs the whole `--seconds` in one go, after its
-    // start (10 minutes at least, as a scenario's own default would be far too short; a day
-    // at most, as any scenario's).
-    let timeout_s = (2.0 * a.seconds + 300.0).clamp(600.0, crate::scenario::MAX_TIMEOUT_S);
     let mut t = format!(
         "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s}\n",
         a.actuators, a.rate, a.budget_us, a.seconds
@@ -348,6 +363,30 @@ mod tests {
         assert!(jobs.iter().all(|j| j.timeout_s >= 2.0 * 900.0), "{jobs:?}");
         let jobs = jobs_of(&args(&geometry));
         assert!(jobs.iter().all(|j| j.timeout_s == 600.0));
+    }
+
+    /// A low `--rate` gets a timeout that holds the rate ladder's slowest possible rung (the
+    /// rate halved at each of its tries: 31 frames at 5/128 Hz, 793.6 s): a fixed 600 s
+    /// refused any rate up to 6.6 Hz, naming a `timeout_s` and a ladder the user cannot set.
+    #[test]
+    fn a_low_rate_gets_a_timeout_that_holds_the_ladders_slowest_rung() {
+        let a = T::parse_from([
+            "size",
+            "--wfs-pixels",
+            "49x49",
+            "--subapertures",
+            "7x7",
+            "--actuators",
+            "97",
+            "--rate",
+            "5",
+            "--budget-us",
+            "100000",
+        ])
+        .a;
+        let jobs = jobs_of(&a);
+        assert!(!jobs.is_empty());
+        assert!(jobs.iter().all(|j| j.timeout_s > 793.6), "{jobs:?}");
     }
 
     #[test]

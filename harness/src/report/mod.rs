@@ -137,8 +137,13 @@ pub fn human_bytes(b: usize) -> String {
     }
 }
 
-/// Hz with thin grouping, as the seed prints them: "180 311", "20.4".
+/// Hz with thin grouping, as the seed prints them: "180 311", "20.4"; below 1 Hz with 3
+/// significant digits: "0.0391".
 pub fn fmt_hz(v: f64) -> String {
+    if v > 0.0 && v < 1.0 {
+        let decimals = (2.0 - v.log10().floor()) as usize;
+        return format!("{v:.decimals$}");
+    }
     if v < 100.0 {
         return format!("{v:.1}");
     }
@@ -179,6 +184,8 @@ mod tests {
         assert_eq!(fmt_hz(180_311.4), "180 311");
         assert_eq!(fmt_hz(9_922.0), "9 922");
         assert_eq!(fmt_hz(20.44), "20.4");
+        assert_eq!(fmt_hz(0.625), "0.625");
+        assert_eq!(fmt_hz(5.0 / 128.0), "0.0391");
         assert_eq!(human_bytes(64), "64 B");
         assert_eq!(human_bytes(65536), "64 KiB");
         assert_eq!(human_bytes(40000), "39.1 KiB");

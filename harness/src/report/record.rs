@@ -79,6 +79,10 @@ pub struct Record {
     /// ao-loop: highest sustainable rate found by the rate ladder, Hz.
     #[serde(default)]
     pub max_rate_hz: Option<f64>,
+    /// ao-loop: whether `max_rate_hz` is only a lower bound (no higher rate the ladder tried
+    /// failed; "≥ N" in report.md); null without a rate.
+    #[serde(default)]
+    pub max_rate_lower_bound: Option<bool>,
     /// ao-loop: the pyshmem + numpy loop's end-to-end p50, ns.
     #[serde(default)]
     pub peer_p50_ns: Option<u64>,
@@ -114,7 +118,7 @@ pub struct AoGeometry {
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 32] = [
+pub const COLUMNS: [&str; 33] = [
     "case",
     "kind",
     "shape",
@@ -142,6 +146,7 @@ pub const COLUMNS: [&str; 32] = [
     "jitter_ns",
     "stages",
     "max_rate_hz",
+    "max_rate_lower_bound",
     "peer_p50_ns",
     "peer_p99_ns",
     "peer_jitter_ns",
@@ -199,6 +204,7 @@ impl Record {
             jitter_ns: stats.map(|s| s.jitter_ns),
             stages: stats.map(|s| s.stages.clone()),
             max_rate_hz: ao.and_then(|a| a.max_rate_hz),
+            max_rate_lower_bound: ao.and_then(|a| a.max_rate_hz.map(|_| a.max_rate_lower_bound)),
             peer_p50_ns: peer_side.map(|s| s.pct().p50),
             peer_p99_ns: peer_side.map(|s| s.pct().p99),
             peer_jitter_ns: peer_side.map(|s| s.hist.stdev()),
@@ -312,6 +318,7 @@ impl TableWriter for CsvWriter {
                 opt(&r.jitter_ns),
                 json_opt(&r.stages),
                 opt(&r.max_rate_hz),
+                opt(&r.max_rate_lower_bound),
                 opt(&r.peer_p50_ns),
                 opt(&r.peer_p99_ns),
                 opt(&r.peer_jitter_ns),
@@ -372,6 +379,7 @@ pub(crate) mod tests {
             jitter_ns: None,
             stages: None,
             max_rate_hz: None,
+            max_rate_lower_bound: None,
             peer_p50_ns: None,
             peer_p99_ns: None,
             peer_jitter_ns: None,
@@ -395,6 +403,37 @@ pub(crate) mod tests {
         assert!(v[1]["ratio_to_floor"].is_null());
         let back: Vec<Record> = serde_json::from_slice(&buf).unwrap();
         assert_eq!(back, recs);
+    }
+
+    /// Whether the ladder's highest rate is only a lower bound ("≥ N" in report.md) reaches
+    /// both files beside that rate; null where the row has no rate.
+    #[test]
+    fn a_highest_rate_that_is_only_a_lower_bound_is_flagged_in_both_files() {
+        use crate::report::targets::tests::{PYRTC, ao};
+        let mut r = ao(PYRTC, [1, 1, 1], Default::default(), Default::default());
+        let summary = r.ao.as_mut().unwrap();
+        summary.max_rate_hz = Some(12_800.0);
+        summary.max_rate_lower_bound = true;
+        let recs = [Record::from_result(&r), sample("b", None)];
+        let mut json = Vec::new();
+        JsonWriter.write(&recs, &mut json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v[0]["max_rate_lower_bound"], serde_json::Value::Bool(true));
+        assert!(v[1]["max_rate_lower_bound"].is_null());
+        let mut csv = Vec::new();
+        CsvWriter.write(&recs, &mut csv).unwrap();
+        let mut rows = csv::Reader::from_reader(&csv[..]);
+        let col = rows
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "max_rate_lower_bound")
+            .unwrap();
+        let cells: Vec<_> = rows
+            .records()
+            .map(|row| row.unwrap()[col].to_string())
+            .collect();
+        assert_eq!(cells, ["true", ""]);
     }
 
     #[test]

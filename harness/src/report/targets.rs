@@ -376,7 +376,7 @@ fn gpu_targets(out: &mut Vec<Target>, r: &JobResult) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cases::ao::analysis::LoopStats;
     use crate::cases::ao::geometry::Geometry;
@@ -407,7 +407,7 @@ mod tests {
     }
 
     /// An ao-loop result: ours, floor and peer p50 (ns), our and the peer's loop figures.
-    fn ao(case: &str, ns: [u64; 3], ours: LoopStats, peer: LoopStats) -> JobResult {
+    pub(crate) fn ao(case: &str, ns: [u64; 3], ours: LoopStats, peer: LoopStats) -> JobResult {
         let job = Scenario::parse(&format!(
             "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\n{case}"
         ))
@@ -441,7 +441,7 @@ mod tests {
         }
     }
 
-    const PYRTC: &str = "sizes = [[49, 49]]\n[case.ao]\nsubapertures = [7, 7]\nmodes = 97\nactuators = 97\nrate_hz = 1000\n";
+    pub(crate) const PYRTC: &str = "sizes = [[49, 49]]\n[case.ao]\nsubapertures = [7, 7]\nmodes = 97\nactuators = 97\nrate_hz = 1000\n";
     const KECK: &str = "sizes = [[240, 240]]\n[case.ao]\nsubapertures = [20, 20]\nactuators = 349\nrate_hz = 2000\n";
 
     fn find<'a>(t: &'a [Target], name: &str) -> &'a Target {

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::stage::Entry;
-use crate::error::{Result, bail};
+use crate::error::{Error, Result};
 use crate::hist;
 
 /// p50 / p99 of one stage's compute or one hop.
@@ -123,10 +123,43 @@ fn camera_period(camera: &[Entry]) -> Option<u64> {
     }
 }
 
+/// Why a run's logs give no figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnalysisError {
+    /// No frame reached the DM after the warm-up, of `frames` the camera published. With
+    /// frames, the loop could not sustain the rate at all (a stage starved until the stop
+    /// frame, as a reconstructor sharing the slopes stage's core under SCHED_FIFO is): an
+    /// overload, which the rate ladder counts as a failed rung.
+    NoFrameReachedDm {
+        /// Camera frames after the warm-up.
+        frames: u64,
+    },
+    /// The logs contradict each other (a frame id the camera never published): a fault.
+    Inconsistent(String),
+}
+
+impl std::fmt::Display for AnalysisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoFrameReachedDm { frames } => write!(
+                f,
+                "no frame reached the DM after the warm-up ({frames} camera frames)"
+            ),
+            Self::Inconsistent(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<AnalysisError> for Error {
+    fn from(e: AnalysisError) -> Self {
+        Error::msg(e.to_string())
+    }
+}
+
 /// Analyses the runs of one case as one loop: each run's warm-up frames (ids up to
 /// `warmup`) left out, its frames matched by id within the run (each run's camera counts
 /// from the start), samples pooled, and the achieved rate over the runs' measured spans.
-pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)> {
+pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>), AnalysisError> {
     let mut e2e = hist::new();
     let mut pacing = hist::new();
     let mut h_slopes = hist::new();
@@ -158,7 +191,9 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
         let (mut run_seen, mut first, mut last) = (0u64, u64::MAX, 0u64);
         for &[id, t_in, t_pub, mid] in run.dm.iter().filter(|e| e[0] > warmup) {
             let Some(&cam) = published.get(&id) else {
-                bail!("frame id {id} reached the DM but the camera never published it");
+                return Err(AnalysisError::Inconsistent(format!(
+                    "frame id {id} reached the DM but the camera never published it"
+                )));
             };
             run_seen += 1;
             first = first.min(t_pub);
@@ -182,7 +217,11 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
                     h_slopes.saturating_record(mid.saturating_sub(t_in));
                     h_recon.saturating_record(t_pub.saturating_sub(mid));
                 }
-                None => bail!("frame id {id} reached the DM without passing the slopes stage"),
+                None => {
+                    return Err(AnalysisError::Inconsistent(format!(
+                        "frame id {id} reached the DM without passing the slopes stage"
+                    )));
+                }
             }
         }
         frames += run.camera.iter().filter(|e| e[0] > warmup).count() as u64;
@@ -193,7 +232,7 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
         }
     }
     if seen == 0 {
-        bail!("no frame reached the DM after the warm-up ({frames} camera frames)");
+        return Err(AnalysisError::NoFrameReachedDm { frames });
     }
     let mut stages = vec![stat("camera→slopes", &hop1), stat("slopes", &h_slopes)];
     if runs.iter().any(|r| r.slopes.is_some()) {
@@ -340,6 +379,23 @@ mod tests {
         assert!(sum <= 180, "{:?}", s.stages);
     }
 
+    /// A run no frame of which reached the DM after the warm-up is told apart from a fault:
+    /// the loop overloaded, its camera's frames counted.
+    #[test]
+    fn a_run_no_frame_of_which_reached_the_dm_is_an_overload_not_a_fault() {
+        let run = Logs {
+            camera: (1..=10).map(|i| [i, i * 1000, i * 1000, 0]).collect(),
+            slopes: Some(vec![[1, 1001, 1002, 0]]),
+            dm: vec![[1, 1003, 1004, 0]],
+        };
+        let err = analyse(&[run], 2).unwrap_err();
+        assert_eq!(err, AnalysisError::NoFrameReachedDm { frames: 8 });
+        assert_eq!(
+            err.to_string(),
+            "no frame reached the DM after the warm-up (8 camera frames)"
+        );
+    }
+
     #[test]
     fn a_frame_id_the_camera_never_sent_is_an_error() {
         let cam: Vec<Entry> = vec![[1, 0, 1, 0]];
@@ -349,6 +405,9 @@ mod tests {
             slopes: None,
             dm,
         };
-        assert!(analyse(&[run], 0).is_err());
+        assert!(matches!(
+            analyse(&[run], 0),
+            Err(AnalysisError::Inconsistent(_))
+        ));
     }
 }

@@ -226,14 +226,13 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
             floor::compose(p, job, between)
         })
         .map_err(|e| format!("floor failed: {e}"));
-    // A rung whose run failed fails the case, the main run's figures kept in the summary.
-    let (ladder, ladder_failed) = match ao.ladder && ours.is_ok() {
-        true => match runner::ladder(runner, idx, job) {
-            Ok(l) => (l, None),
-            Err(e) => (runner::Ladder::default(), Some(format!("failed: {e}"))),
-        },
-        false => (runner::Ladder::default(), None),
+    // A rung whose run failed fails the case, the main run's figures and the rungs run
+    // before it kept in the summary.
+    let ladder = match ao.ladder && ours.is_ok() {
+        true => runner::ladder(runner, idx, job),
+        false => runner::Ladder::default(),
     };
+    let ladder_failed = ladder.failed.as_ref().map(|e| format!("failed: {e}"));
     let peer = match (job.peer, runner.peer_setup()) {
         (false, _) => Err("peer disabled for this case".to_string()),
         (true, _) if job.device.is_gpu() => {

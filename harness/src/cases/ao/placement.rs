@@ -24,6 +24,19 @@ pub const LOG_BYTES_PER_FRAME: u64 = 7 * 32;
 /// list of tuples, then their 32 B copy as an array (the camera's is 32 B).
 const PEER_LOG_BYTES_PER_FRAME: u64 = 150 + 32;
 
+/// A process of an ao-loop job pacing its frames, one a camera period
+/// ([`Placement::check_timeout`]).
+struct Paced {
+    /// What it is and does: "each run of the loop publishes".
+    what: String,
+    /// Frames it paces.
+    frames: u64,
+    /// Seconds they take.
+    secs: f64,
+    /// The remedy, besides a longer timeout, when they take too long.
+    remedy: String,
+}
+
 /// The cores of the stages (`recon == slopes` and one process when merged, as always
 /// in the GPU form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +155,38 @@ impl Placement {
     /// rate so low that even the fewest frames they publish take longer could only time
     /// out. Other kinds pass.
     pub fn check_timeout(job: &Job) -> Result<()> {
-        let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
-            return Ok(());
-        };
+        if let Some(Paced {
+            what,
+            frames,
+            secs,
+            remedy,
+        }) = Self::longest_paced(job)
+            && secs >= job.timeout_s
+        {
+            bail!(
+                "ao-loop: at rate_hz = {} {what} {frames} frames, {secs:.1} s, but \
+                 timeout_s = {} kills a process still running then; raise timeout_s \
+                 above {secs:.1}, or {remedy}",
+                job.ao.as_ref().map_or(0.0, |a| a.rate_hz),
+                job.timeout_s
+            );
+        }
+        Ok(())
+    }
+
+    /// The longest a process of an ao-loop `job` paces its frames, seconds
+    /// ([`Self::check_timeout`]); 0 for other kinds.
+    pub fn longest_paced_s(job: &Job) -> f64 {
+        Self::longest_paced(job).map_or(0.0, |p| p.secs)
+    }
+
+    /// The process of an ao-loop `job` that paces its frames the longest, `None` for other
+    /// kinds or a rate the geometry refuses.
+    fn longest_paced(job: &Job) -> Option<Paced> {
+        let ao = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop)?;
         let rate = ao.rate_hz;
         if !(rate.is_finite() && rate > 0.0) {
-            return Ok(()); // the geometry refuses it, saying so
+            return None; // the geometry refuses it, saying so
         }
         let place = Self::of(job);
         let run = place.frames(&each_run(job));
@@ -204,20 +243,15 @@ impl Placement {
                 format!("{fix}, or set ladder = false"),
             ));
         }
-        let longest = paced
+        paced
             .into_iter()
-            .map(|(what, frames, hz, remedy)| (what, frames, frames as f64 / hz, remedy))
-            .max_by(|a, b| a.2.total_cmp(&b.2));
-        if let Some((what, frames, secs, remedy)) = longest
-            && secs >= timeout
-        {
-            bail!(
-                "ao-loop: at rate_hz = {rate} {what} {frames} frames, {secs:.1} s, but \
-                 timeout_s = {timeout} kills a process still running then; raise timeout_s \
-                 above {secs:.1}, or {remedy}"
-            );
-        }
-        Ok(())
+            .map(|(what, frames, hz, remedy)| Paced {
+                what,
+                frames,
+                secs: frames as f64 / hz,
+                remedy,
+            })
+            .max_by(|a, b| a.secs.total_cmp(&b.secs))
     }
 
     /// Bytes the stages' logs of `job`'s longest run hold by its end, saturated: ours

@@ -7,13 +7,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{LogOf, Logs, LoopStats, analyse};
+use super::analysis::{AnalysisError, LogOf, Logs, LoopStats, analyse};
 use super::between_frames;
 use super::geometry::{Geometry, MAX_RATE_HZ};
 use super::placement::Placement;
 use super::stage::read_log;
 use crate::cases::create_streams;
 use crate::error::{Context, Result};
+use crate::report::fmt_hz;
 use crate::run::Runner;
 use crate::scenario::Job;
 use crate::spawn::{self, ChildSpec, Role};
@@ -40,6 +41,32 @@ impl LoopRun {
             placement,
         })
     }
+
+    /// The figures of a rung's run, as [`Self::analysed`], but for a run no frame of which
+    /// reached the DM after the warm-up: the loop overloaded (a stage starved until the stop
+    /// frame), a run that missed every frame, which fails its rung; not an error as a fault
+    /// is (a stage that died, a timeout, a frame id the camera never published).
+    fn of_rung(logs: Logs, warmup: u64, placement: String) -> Result<LoopRun> {
+        match analyse(&[logs], warmup) {
+            Err(AnalysisError::NoFrameReachedDm { frames }) if frames > 0 => Ok(LoopRun {
+                stats: LoopStats {
+                    frames,
+                    missed: frames,
+                    ..LoopStats::default()
+                },
+                e2e: crate::hist::new(),
+                placement,
+            }),
+            analysed => {
+                let (stats, e2e) = analysed?;
+                Ok(LoopRun {
+                    stats,
+                    e2e,
+                    placement,
+                })
+            }
+        }
+    }
 }
 
 /// `job` at another rate and run length (the ladder's short runs).
@@ -61,12 +88,6 @@ pub fn each_run(job: &Job) -> Job {
         .as_ref()
         .map_or((1000.0, 1), |a| (a.rate_hz, a.runs.max(1)));
     at_rate(job, rate, job.timing.min_seconds / f64::from(runs))
-}
-
-/// Runs the loop of `job` once, under names tagged `tag`, and analyses it.
-pub fn run_loop(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<LoopRun> {
-    let (logs, placement) = run_logs(runner, idx, job, tag)?;
-    LoopRun::analysed(&[logs], Placement::warmup_frames(job), placement)
 }
 
 /// Where the process of `role` of the run of job `idx` tagged `tag` writes its results
@@ -156,9 +177,9 @@ pub struct Rung {
     pub rate_hz: f64,
     /// Whether the loop kept up ([`sustainable`]).
     pub ok: bool,
-    /// End-to-end p50, ns.
+    /// End-to-end p50, ns (None when no frame reached the DM).
     pub p50_ns: Option<u64>,
-    /// End-to-end p99, ns.
+    /// End-to-end p99, ns (None when no frame reached the DM).
     pub p99_ns: Option<u64>,
     /// Missed frames.
     pub missed: Option<u64>,
@@ -186,10 +207,13 @@ pub struct MaxRate {
 /// The rate ladder's outcome.
 #[derive(Debug, Clone, Default)]
 pub struct Ladder {
-    /// The highest sustainable rate, `None` when no rate tried was.
+    /// The highest sustainable rate, `None` when no rate tried was or the ladder failed.
     pub best: Option<MaxRate>,
-    /// Every rung, in the order run.
+    /// Every rung, in the order run (those before the failure where it failed).
     pub rungs: Vec<Rung>,
+    /// Why the ladder stopped short: a rung whose run failed (not one that missed its
+    /// deadline), which fails the case.
+    pub failed: Option<String>,
 }
 
 /// Rates the ladder tries at most before it bisects.
@@ -201,32 +225,55 @@ pub fn lowest_rung_hz(start: f64) -> f64 {
 }
 
 /// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
-/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. A rung whose run
-/// fails (not one that misses its deadline) stops the ladder with its error.
-pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> Result<Ladder> {
-    search(job, |j, tag| run_loop(runner, idx, j, tag))
+/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. A rung no frame of
+/// which reached the DM failed ([`LoopRun::of_rung`]); a rung whose run fails (a stage
+/// died, a timeout) stops the ladder, [`Ladder::failed`] saying why.
+pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> Ladder {
+    search(job, |j, tag| run_logs(runner, idx, j, tag))
 }
 
-/// [`ladder`] with `run` running the loop of a rung's job under a tag.
-fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<LoopRun>) -> Result<Ladder> {
-    let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
+/// [`ladder`] with `run` running the loop of a rung's job under a tag (its logs and where
+/// its stages ran).
+fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) -> Ladder {
+    let Some(ao) = job.ao.as_ref() else {
+        return Ladder {
+            failed: Some("ao-loop job without [case.ao]".into()),
+            ..Ladder::default()
+        };
+    };
     let mut rungs = Vec::new();
     let best = climb(ao.rate_hz, |rate| {
         let tag = format!("lad{}", rungs.len());
-        let r = run(&at_rate(job, rate, ao.ladder_seconds), &tag)
-            .with_context(|| format!("the rate ladder's run at {rate:.0} Hz"))?;
+        let j = at_rate(job, rate, ao.ladder_seconds);
+        let r = run(&j, &tag)
+            .and_then(|(logs, placement)| {
+                LoopRun::of_rung(logs, Placement::warmup_frames(&j), placement)
+            })
+            .with_context(|| format!("the rate ladder's run at {} Hz", fmt_hz(rate)))?;
         let ok = sustainable(&r, rate, ao.budget_us);
+        let reached = !r.e2e.is_empty();
         rungs.push(Rung {
             rate_hz: rate,
             ok,
-            p50_ns: Some(r.e2e.value_at_quantile(0.5)),
-            p99_ns: Some(r.e2e.value_at_quantile(0.99)),
+            p50_ns: reached.then(|| r.e2e.value_at_quantile(0.5)),
+            p99_ns: reached.then(|| r.e2e.value_at_quantile(0.99)),
             missed: Some(r.stats.missed),
             missed_at_source: Some(r.stats.missed_at_source),
         });
         Ok(ok)
-    })?;
-    Ok(Ladder { best, rungs })
+    });
+    match best {
+        Ok(best) => Ladder {
+            best,
+            rungs,
+            failed: None,
+        },
+        Err(e) => Ladder {
+            best: None,
+            rungs,
+            failed: Some(e.to_string()),
+        },
+    }
 }
 
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
@@ -363,32 +410,110 @@ mod tests {
         assert_eq!(lowest, lowest_rung_hz(100.0));
     }
 
-    /// A rung whose run fails (a stage died, a timeout) is not a rate the loop missed: the
-    /// ladder stops with the run's error, naming the rate.
-    #[test]
-    fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
-        let job = crate::scenario::Scenario::parse(
-            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n\
-             [case.ao]\nsubapertures = [2, 2]\nactuators = 5\nrate_hz = 400\n",
-        )
+    /// An ao-loop job at `rate_hz` with the default ladder (and a timeout that holds it).
+    fn ladder_job(rate_hz: f64) -> Job {
+        crate::scenario::Scenario::parse(&format!(
+            "name = \"t\"\n[defaults]\ntimeout_s = 1000\n[[case]]\nkind = \"ao-loop\"\n\
+             sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+             rate_hz = {rate_hz}\n"
+        ))
         .unwrap()
         .jobs(false, None)
-        .remove(0);
+        .remove(0)
+    }
+
+    /// The split form's logs of a run of rung `j`: ten frames after its warm-up, each
+    /// through the slopes stage, and to the DM 100 ns after the camera when `reached`.
+    fn rung_logs(j: &Job, reached: bool) -> Result<(Logs, String)> {
+        let period = (1e9 / j.ao.as_ref().unwrap().rate_hz) as u64;
+        let ids = 1..=Placement::warmup_frames(j) + 10;
+        let at = |i: u64| i * period;
+        let logs = Logs {
+            camera: ids.clone().map(|i| [i, at(i), at(i), 0]).collect(),
+            slopes: Some(
+                ids.clone()
+                    .map(|i| [i, at(i) + 10, at(i) + 40, 0])
+                    .collect(),
+            ),
+            dm: match reached {
+                true => ids.map(|i| [i, at(i) + 50, at(i) + 100, 0]).collect(),
+                false => Vec::new(),
+            },
+        };
+        Ok((logs, String::new()))
+    }
+
+    /// A rate the loop cannot sustain at all, no frame reaching the DM (a reconstructor
+    /// starved by the slopes stage on its SCHED_FIFO core until the stop frame), fails its
+    /// rung: the ladder bisects below it, as for any rung that missed frames.
+    #[test]
+    fn a_rung_no_frame_of_which_reached_the_dm_fails_and_the_ladder_bisects() {
+        let sut = search(&ladder_job(400.0), |j, _| {
+            rung_logs(j, j.ao.as_ref().unwrap().rate_hz <= 1000.0)
+        });
+        assert_eq!(sut.failed, None);
+        let best = sut.best.unwrap();
+        assert!(
+            best.bounded && (800.0..=1000.0).contains(&best.hz),
+            "{best:?}"
+        );
+        let starved = &sut.rungs[2];
+        assert_eq!((starved.rate_hz, starved.ok), (1600.0, false));
+        assert_eq!((starved.p50_ns, starved.missed), (None, Some(10)));
+        assert_eq!(sut.rungs.len(), 6, "{:?}", sut.rungs);
+    }
+
+    /// A rung whose run fails (a stage died, a timeout) is not a rate the loop missed: the
+    /// ladder stops with the run's error, naming the rate, and keeps the rungs run before
+    /// it for the report.
+    #[test]
+    fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
         let mut rates = Vec::new();
-        let err = search(&job, |j, _| {
+        let sut = search(&ladder_job(400.0), |j, _| {
             let rate = j.ao.as_ref().unwrap().rate_hz;
             rates.push(rate);
             match rate > 1000.0 {
                 true => Err("the slopes stage died".into()),
-                false => Ok(run(0, 0, 100)),
+                false => rung_logs(j, true),
             }
-        })
-        .unwrap_err()
-        .to_string();
+        });
         assert_eq!(rates, [400.0, 800.0, 1600.0]);
         assert_eq!(
-            err,
-            "the rate ladder's run at 1600 Hz: the slopes stage died"
+            sut.failed.as_deref(),
+            Some("the rate ladder's run at 1 600 Hz: the slopes stage died")
         );
+        assert_eq!(sut.best, None);
+        let kept: Vec<_> = sut.rungs.iter().map(|r| (r.rate_hz, r.ok)).collect();
+        assert_eq!(kept, [(400.0, true), (800.0, true)]);
+        // Logs that contradict each other are a fault too, not an overload.
+        let sut = search(&ladder_job(400.0), |j, _| {
+            let (mut logs, placement) = rung_logs(j, true)?;
+            logs.dm[0][0] = 1_000_000;
+            Ok((logs, placement))
+        });
+        assert!(
+            sut.failed
+                .as_deref()
+                .is_some_and(|e| e.contains("frame id 1000000 reached the DM")),
+            "{:?}",
+            sut.failed
+        );
+        assert!(sut.rungs.is_empty());
+    }
+
+    /// A rung below 1 Hz is named with its significant digits, not rounded to "0 Hz".
+    #[test]
+    fn a_failed_rung_below_one_hz_is_named_with_its_digits() {
+        let sut = search(&ladder_job(5.0), |j, _| {
+            match j.ao.as_ref().unwrap().rate_hz < 1.0 {
+                true => Err("timed out".into()),
+                false => rung_logs(j, false),
+            }
+        });
+        assert_eq!(
+            sut.failed.as_deref(),
+            Some("the rate ladder's run at 0.625 Hz: timed out")
+        );
+        assert_eq!(sut.rungs.len(), 3);
     }
 }
