@@ -181,15 +181,23 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
-/// The signals that stop a run from outside: `SIGINT`, `SIGTERM` and `SIGHUP`.
+/// The signals that stop a run from outside: `SIGINT`, `SIGTERM` and `SIGHUP`, less those
+/// this process was started ignoring (`nohup` ignores `SIGHUP`: a run under it must outlive
+/// the terminal, and a blocked signal is taken by `sigwait` even when ignored).
 fn termination_signals() -> libc::sigset_t {
     // SAFETY: `sigemptyset` initialises the set `set` points to; `sigaddset` adds valid
-    // signal numbers to that initialised set.
+    // signal numbers to that initialised set; `sigaction` with a null new action only writes
+    // the current one into the zeroed `old`.
     unsafe {
         let mut set = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
+            let mut old = std::mem::zeroed::<libc::sigaction>();
+            let ignored = libc::sigaction(s, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN;
+            if !ignored {
+                libc::sigaddset(&mut set, s);
+            }
         }
         set
     }
@@ -227,6 +235,25 @@ pub fn wait_termination() -> std::io::Result<i32> {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    /// A signal the process was started ignoring (`nohup`'s `SIGHUP`) does not stop a run;
+    /// the others still do.
+    #[test]
+    fn a_signal_ignored_at_start_is_not_a_termination_signal() {
+        let member = |set: &libc::sigset_t, s| {
+            // SAFETY: `set` is an initialised signal set; `s` a valid signal number.
+            unsafe { libc::sigismember(set, s) == 1 }
+        };
+        assert!(member(&termination_signals(), libc::SIGHUP));
+        // SAFETY: setting a disposition to SIG_IGN and back installs no handler code; no
+        // other test of this binary sends or waits for SIGHUP.
+        let before = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let set = termination_signals();
+        // SAFETY: as above, restoring the disposition `signal` returned.
+        unsafe { libc::signal(libc::SIGHUP, before) };
+        assert!(!member(&set, libc::SIGHUP));
+        assert!(member(&set, libc::SIGINT) && member(&set, libc::SIGTERM));
+    }
 
     /// A child spawned with [`die_with_parent`] is killed when its spawning thread ends
     /// (as the harness's children are when the harness exits), not left to finish.
