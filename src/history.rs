@@ -744,6 +744,21 @@ impl Cursor<'_> {
         skipped
     }
 
+    /// What a consumer slower than its producer does after an [`Error::Overrun`] of `cause`,
+    /// returning the frames it skipped (lost to it too): after a lap (`Overwritten`),
+    /// [`Cursor::skip_to_recent`] with an eighth of the ring as slack; after publications
+    /// that never entered the ring (`NotRecorded`), nothing: the frames after them are
+    /// still there to read.
+    pub fn skip_after_overrun(&mut self, cause: LossCause) -> u64 {
+        match cause {
+            LossCause::Overwritten => {
+                let depth = self.ring.capacity;
+                self.skip_to_recent(depth - depth / 8)
+            }
+            LossCause::NotRecorded => 0,
+        }
+    }
+
     /// Frames written to the history and not yet returned by this cursor (more than the
     /// capacity means some are already lost).
     pub fn lag(&self) -> u64 {
@@ -1425,6 +1440,53 @@ mod tests {
         assert_eq!(c.skip_to_recent(2), 2);
         // 5 lost + 2 skipped + 1 not recorded + 2 returned = 10 written.
         assert_eq!(drain(&mut c), ["lost 1 NotRecorded", "frame 9", "frame 10"]);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// After a lap a consumer skips ahead; after publications that skipped the ring it reads
+    /// on: the frames after them are still held (it skipped a second time, losing frames it
+    /// could still read).
+    #[test]
+    fn only_a_lap_makes_a_consumer_skip_ahead() {
+        let (name, s) = stream("skip-cause", 4, 8);
+        let mut c = s.cursor().unwrap();
+        for i in 1..=5u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        publish_without_ring(&s, 6);
+        for i in 7..=13u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        let mut events = vec![];
+        let mut dst = [0u32; 4];
+        loop {
+            match c.next_into_slice(&mut dst, Some(Duration::from_millis(20))) {
+                Ok(info) => events.push(format!("frame {}", info.count)),
+                Err(Error::Overrun { lost, cause, .. }) => {
+                    let skipped = c.skip_after_overrun(cause);
+                    events.push(format!("lost {lost} {cause:?}, skipped {skipped}"));
+                }
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // 12 ring frames (counts 1-5, 7-13) in 8 slots: 4 overwritten, then 1 skipped to keep
+        // 7 ahead; count 6 never entered the ring; counts 7-13 all read.
+        assert_eq!(
+            events,
+            [
+                "lost 4 Overwritten, skipped 1",
+                "lost 1 NotRecorded, skipped 0",
+                "frame 7",
+                "frame 8",
+                "frame 9",
+                "frame 10",
+                "frame 11",
+                "frame 12",
+                "frame 13",
+            ]
+        );
         drop(s);
         crate::unlink(&name).unwrap();
     }

@@ -140,13 +140,10 @@ fn publish_stream(
             let info = match got {
                 Ok(info) => info,
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => continue,
-                Err(Error::Overrun { lost, .. }) => {
+                Err(Error::Overrun { lost, cause, .. }) => {
                     // Lapped: resume an eighth of the ring ahead of the oldest frame, as
                     // `record` does, not at the slot the writer overwrites next.
-                    let depth = s.history_depth() as u64;
-                    let skipped = cursor
-                        .as_mut()
-                        .map_or(0, |c| c.skip_to_recent(depth - depth / 8));
+                    let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     losses.lost(lost + skipped);
                     say_any(name, losses.due());
                     continue;

@@ -441,14 +441,11 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     taken += 1;
                     p.frames.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(Error::Overrun { lost, .. }) => {
+                Err(Error::Overrun { lost, cause, .. }) => {
                     // Lapped: resume an eighth of the ring ahead of the oldest frame, not at
                     // the slot the writer overwrites next (a writer faster than us would
                     // overwrite every frame we read there while we read it).
-                    let depth = s.history_depth() as u64;
-                    let skipped = cursor
-                        .as_mut()
-                        .map_or(0, |c| c.skip_to_recent(depth - depth / 8));
+                    let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     p.lost.fetch_add(lost + skipped, Ordering::Relaxed);
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
