@@ -309,6 +309,7 @@ impl LockFile {
             if sys::same_file_at(&file, &self.path) {
                 let _ = std::fs::remove_file(&self.path);
             }
+            let _ = sys::flock_fd(file.as_raw_fd(), libc::LOCK_UN);
             return Ok(());
         }
         let mut held = lock_poisoned(&self.file);
@@ -578,8 +579,12 @@ impl LockFile {
         if depth == 0 {
             let _ = self.flock(libc::LOCK_UN);
             if self.has_retired.load(Ordering::Relaxed) {
-                // Closing them releases their flocks.
-                lock_poisoned(&self.retired).clear();
+                // Unlocked before they close: a child forked without exec shares them.
+                let mut retired = lock_poisoned(&self.retired);
+                for f in retired.iter() {
+                    let _ = sys::flock_fd(f.as_raw_fd(), libc::LOCK_UN);
+                }
+                retired.clear();
                 self.has_retired.store(false, Ordering::Relaxed);
             }
             self.owner.store(0, Ordering::Release);
