@@ -686,7 +686,7 @@ struct Lines {
 
 impl Lines {
     fn spawn(args: &[&str]) -> Lines {
-        let mut child = StdCommand::new(bin())
+        let mut child = common::default_stop_signals(&mut StdCommand::new(bin()))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

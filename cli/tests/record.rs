@@ -76,6 +76,7 @@ fn pattern(i: u64, len: usize) -> Vec<u8> {
 fn record(name: &str, out: &Path, extra: &[&str]) -> Proc {
     let mut c = Command::new(bin());
     c.args(["record", name, "--out"]).arg(out).args(extra);
+    common::default_stop_signals(&mut c);
     Proc::spawn(c)
 }
 
@@ -789,8 +790,10 @@ fn a_hangup_ignored_when_the_recording_starts_as_under_nohup_does_not_stop_it() 
     c.args(["record", &name, "--out"])
         .arg(&out)
         .args(["--duration", "600", "--format", "npy"]);
+    common::default_stop_signals(&mut c);
     // SAFETY: the hook only calls `signal`, async-signal-safe as the forked child needs;
-    // the SIG_IGN it sets survives the exec, as `nohup`'s does.
+    // the SIG_IGN it sets survives the exec, as `nohup`'s does (it runs after the hook
+    // above, which set the default).
     unsafe {
         c.pre_exec(|| {
             libc::signal(libc::SIGHUP, libc::SIG_IGN);

@@ -84,6 +84,23 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Makes `cmd`'s child start with the default action for the signals a test sends to stop
+/// it (SIGINT, SIGTERM, SIGHUP, SIGQUIT): a tool honours a signal it was started ignoring
+/// (`nohup`'s SIGHUP, a script's background job's SIGINT and SIGQUIT), and a test suite run
+/// that way would otherwise pass those on to it.
+pub fn default_stop_signals(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the hook only calls `signal`, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A stream name unique to this process, call and moment: `t-<tag>-<pid>-<n>-<nanos>`.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

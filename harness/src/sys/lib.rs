@@ -244,15 +244,22 @@ mod tests {
             // SAFETY: `set` is an initialised signal set; `s` a valid signal number.
             unsafe { libc::sigismember(set, s) == 1 }
         };
-        assert!(member(&termination_signals(), libc::SIGHUP));
-        // SAFETY: setting a disposition to SIG_IGN and back installs no handler code; no
-        // other test of this binary sends or waits for SIGHUP.
-        let before = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-        let set = termination_signals();
-        // SAFETY: as above, restoring the disposition `signal` returned.
-        unsafe { libc::signal(libc::SIGHUP, before) };
-        assert!(!member(&set, libc::SIGHUP));
-        assert!(member(&set, libc::SIGINT) && member(&set, libc::SIGTERM));
+        let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+        // SAFETY: setting dispositions to SIG_DFL or SIG_IGN (and back) installs no handler
+        // code; no other test of this binary sends or waits for these signals. From the
+        // default, whatever this test run was started with (`nohup`, a background job).
+        let before = signals.map(|s| unsafe { libc::signal(s, libc::SIG_DFL) });
+        let all = termination_signals();
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let without_hup = termination_signals();
+        for (s, b) in signals.into_iter().zip(before) {
+            // SAFETY: as above, restoring the disposition `signal` returned.
+            unsafe { libc::signal(s, b) };
+        }
+        assert!(signals.iter().all(|&s| member(&all, s)));
+        assert!(!member(&without_hup, libc::SIGHUP));
+        assert!(member(&without_hup, libc::SIGINT) && member(&without_hup, libc::SIGTERM));
     }
 
     /// A child spawned with [`die_with_parent`] is killed when its spawning thread ends
