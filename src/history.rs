@@ -1444,48 +1444,46 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
-    /// After a lap a consumer skips ahead; after publications that skipped the ring it reads
-    /// on: the frames after them are still held (it skipped a second time, losing frames it
-    /// could still read).
+    /// After publications that skipped the ring a consumer reads on: the frames after them
+    /// are still held (it skipped ahead as after a lap, losing frames it could still read);
+    /// after a lap it skips ahead.
     #[test]
     fn only_a_lap_makes_a_consumer_skip_ahead() {
+        let drain_skipping = |c: &mut Cursor<'_>| {
+            let mut events = vec![];
+            let mut dst = [0u32; 4];
+            loop {
+                match c.next_into_slice(&mut dst, Some(Duration::from_millis(20))) {
+                    Ok(info) => events.push(format!("frame {}", info.count)),
+                    Err(Error::Overrun { lost, cause, .. }) => {
+                        let skipped = c.skip_after_overrun(cause);
+                        events.push(format!("lost {lost} {cause:?}, skipped {skipped}"));
+                    }
+                    Err(Error::Timeout { .. }) => return events,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
         let (name, s) = stream("skip-cause", 4, 8);
         let mut c = s.cursor().unwrap();
-        for i in 1..=5u32 {
+        // Count 1 never enters the ring; counts 2-9 fill its 8 slots, none overwritten.
+        publish_without_ring(&s, 1);
+        for i in 2..=9u32 {
             s.write_slice(&[i; 4]).unwrap();
         }
-        publish_without_ring(&s, 6);
-        for i in 7..=13u32 {
+        let frames: Vec<String> = (2..=9).map(|n| format!("frame {n}")).collect();
+        let mut expected = vec!["lost 1 NotRecorded, skipped 0".to_owned()];
+        expected.extend(frames);
+        assert_eq!(drain_skipping(&mut c), expected);
+        // A lap: counts 10-21 over the 8 slots, 4 overwritten, then 1 skipped to keep 7 ahead.
+        for i in 10..=21u32 {
             s.write_slice(&[i; 4]).unwrap();
         }
-        let mut events = vec![];
-        let mut dst = [0u32; 4];
-        loop {
-            match c.next_into_slice(&mut dst, Some(Duration::from_millis(20))) {
-                Ok(info) => events.push(format!("frame {}", info.count)),
-                Err(Error::Overrun { lost, cause, .. }) => {
-                    let skipped = c.skip_after_overrun(cause);
-                    events.push(format!("lost {lost} {cause:?}, skipped {skipped}"));
-                }
-                Err(Error::Timeout { .. }) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        // 12 ring frames (counts 1-5, 7-13) in 8 slots: 4 overwritten, then 1 skipped to keep
-        // 7 ahead; count 6 never entered the ring; counts 7-13 all read.
+        let lapped = drain_skipping(&mut c);
+        assert_eq!(lapped[0], "lost 4 Overwritten, skipped 1");
         assert_eq!(
-            events,
-            [
-                "lost 4 Overwritten, skipped 1",
-                "lost 1 NotRecorded, skipped 0",
-                "frame 7",
-                "frame 8",
-                "frame 9",
-                "frame 10",
-                "frame 11",
-                "frame 12",
-                "frame 13",
-            ]
+            lapped[1..],
+            (15..=21).map(|n| format!("frame {n}")).collect::<Vec<_>>()
         );
         drop(s);
         crate::unlink(&name).unwrap();
