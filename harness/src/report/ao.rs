@@ -230,7 +230,11 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     Some(n) if n > 0 => format!(" ({n} late at the camera)"),
                     _ => String::new(),
                 };
-                format!("{:.0}:{}{late}", g.rate_hz, if g.ok { "ok" } else { "no" })
+                format!(
+                    "{}:{}{late}",
+                    super::fmt_rate_plain(g.rate_hz),
+                    if g.ok { "ok" } else { "no" }
+                )
             })
             .collect::<Vec<_>>()
             .join(" ");

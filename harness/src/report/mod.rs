@@ -158,6 +158,16 @@ pub fn fmt_hz(v: f64) -> String {
     out
 }
 
+/// A rate in a list or a sentence, whole Hz without grouping ("12800", "5"); below 1 Hz
+/// with 3 significant digits, as [`fmt_hz`] ("0.0391", not "0").
+pub fn fmt_rate_plain(v: f64) -> String {
+    if v > 0.0 && v < 1.0 {
+        fmt_hz(v)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// Formats `Some` with `f`, `None` as "—".
 pub fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or("—".into(), f)
@@ -186,6 +196,9 @@ mod tests {
         assert_eq!(fmt_hz(20.44), "20.4");
         assert_eq!(fmt_hz(0.625), "0.625");
         assert_eq!(fmt_hz(5.0 / 128.0), "0.0391");
+        assert_eq!(fmt_rate_plain(12_800.0), "12800");
+        assert_eq!(fmt_rate_plain(0.3125), "0.312");
+        assert_eq!(fmt_rate_plain(5.0 / 128.0), "0.0391");
         assert_eq!(human_bytes(64), "64 B");
         assert_eq!(human_bytes(65536), "64 KiB");
         assert_eq!(human_bytes(40000), "39.1 KiB");

@@ -77,8 +77,8 @@ impl AoSummary {
     pub fn max_rate_text(&self) -> String {
         match (self.max_rate_hz, self.max_rate_lower_bound) {
             (None, _) => "—".into(),
-            (Some(hz), false) => format!("{hz:.0}"),
-            (Some(hz), true) => format!("≥ {hz:.0}"),
+            (Some(hz), false) => crate::report::fmt_rate_plain(hz),
+            (Some(hz), true) => format!("≥ {}", crate::report::fmt_rate_plain(hz)),
         }
     }
 
