@@ -1198,17 +1198,7 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let ring = s.history.as_ref().unwrap();
             let b = crate::seqlock::begin_write(&s.header);
-            let (append, frame) = ring.begin_append();
-            for i in 0..4 {
-                // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we
-                // hold the write lock and the slot's stamp is odd.
-                unsafe { frame.cast::<u32>().add(i).write(9) };
-            }
-            let Append { index, slot } = append;
-            ring.word(slot + off::COUNT).store(1, Ordering::Relaxed);
-            ring.word(slot + off::FRAME_ID).store(7, Ordering::Relaxed);
-            ring.word(slot + off::STAMP)
-                .store(2 * index + 2, Ordering::Release);
+            let index = append_up_to_the_even_stamp(ring, 9, 1, 7);
             let info = c
                 .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
                 .unwrap();
@@ -1279,6 +1269,24 @@ mod tests {
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// An append of a 4-`u32` frame of `value`s stopped after its slot's even stamp, before
+    /// its head store (as a writer is for an instant, or one killed there leaves it); returns
+    /// its index. The caller holds the write lock.
+    fn append_up_to_the_even_stamp(ring: &Ring, value: u32, count: u64, frame_id: u64) -> u64 {
+        let (Append { index, slot }, frame) = ring.begin_append();
+        for i in 0..4 {
+            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; the caller
+            // holds the write lock and the slot's stamp is odd.
+            unsafe { frame.cast::<u32>().add(i).write(value) };
+        }
+        ring.word(slot + off::COUNT).store(count, Ordering::Relaxed);
+        ring.word(slot + off::FRAME_ID)
+            .store(frame_id, Ordering::Relaxed);
+        ring.word(slot + off::STAMP)
+            .store(written_stamp(index), Ordering::Release);
+        index
     }
 
     /// A publication that does not append to the ring, as pyshmem's: under the lock, a
@@ -1385,16 +1393,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         // The killed writer: its bracket stays open, its append stops after the even stamp.
         let _bracket = crate::seqlock::begin_write(&s.header);
-        let (Append { index, slot }, frame) = ring.begin_append();
-        for i in 0..4 {
-            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
-            // the write lock and the slot's stamp is odd.
-            unsafe { frame.cast::<u32>().add(i).write(9) };
-        }
-        ring.word(slot + off::COUNT).store(1, Ordering::Relaxed);
-        ring.word(slot + off::FRAME_ID).store(7, Ordering::Relaxed);
-        ring.word(slot + off::STAMP)
-            .store(written_stamp(index), Ordering::Release);
+        append_up_to_the_even_stamp(ring, 9, 1, 7);
         drop(g);
         let first = c
             .next_into_slice(&mut dst, Some(Duration::from_secs(1)))

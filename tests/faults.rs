@@ -135,6 +135,16 @@ fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
 }
 
 /// Waits (yielding, with a deadline) until a reader is parked on the stream.
+/// A child process inside a write's bracket on stream `name`, its frame half filled, until
+/// it is killed.
+fn writer_stuck_inside(name: &str) -> Proc {
+    let mut w = child("child_entry", "stuck_writer")
+        .param("name", name)
+        .spawn();
+    w.expect_line("inside", LONG);
+    w
+}
+
 fn wait_parked(pid: u32, tid: Option<i64>, name: &str, notify: bool) {
     let deadline = Instant::now() + LONG;
     while !parked_on(pid, tid, name, notify) {
@@ -584,10 +594,7 @@ fn dead_writer_is_reported_after(
     waiting: impl FnOnce(i64),
     death: Death,
 ) {
-    let mut w = child("child_entry", "stuck_writer")
-        .param("name", name)
-        .spawn();
-    w.expect_line("inside", LONG);
+    let mut w = writer_stuck_inside(name);
     let (end, at) = read_across_kill(reader, wait_new, waiting, || match death {
         Death::Reaped => drop(w.kill()),
         Death::Unreaped => w.kill_unreaped(),
@@ -934,10 +941,7 @@ fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
     let _c = Cleanup::new([&name]);
     let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
     s.write_slice(&frame(1)).unwrap();
-    let mut writer = child("child_entry", "stuck_writer")
-        .param("name", &name)
-        .spawn();
-    writer.expect_line("inside", LONG);
+    let mut writer = writer_stuck_inside(&name);
     std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
     let r = s.read_new::<u32>(Some(Duration::from_millis(200)));
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
@@ -958,10 +962,7 @@ fn a_dead_writers_stream_unlinked_leaving_its_header_is_stale() {
     let _c = Cleanup::new([&name]);
     let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
     s.write_slice(&frame(1)).unwrap();
-    let mut writer = child("child_entry", "stuck_writer")
-        .param("name", &name)
-        .spawn();
-    writer.expect_line("inside", LONG);
+    let mut writer = writer_stuck_inside(&name);
     writer.kill();
     for id in [
         shmstream::name::segment_id(&name),
