@@ -803,20 +803,12 @@ fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back()
     ]);
     let mut lines = vec![w.wait_for(common::LONG, |_| true)];
     let pid = w.child.id() as i32;
-    // SAFETY: signalling and waiting for our own child; WUNTRACED returns once it stopped
-    // (a stop is no exit: the later wait still reaps it).
-    unsafe {
-        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
-        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
-    }
+    common::freeze(pid);
     let stopped = std::time::Instant::now();
     // The stall itself (what is checked is measured, not assumed to last this long).
     std::thread::sleep(Duration::from_secs(1));
     let stall = stopped.elapsed().as_secs_f64();
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    common::thaw(pid);
     while let Ok(l) = w.rx.recv_timeout(common::LONG) {
         lines.push(l);
     }

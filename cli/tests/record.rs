@@ -939,17 +939,9 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
     // for frames once it exists. Frozen there, it takes the last of five frames first.
     let first = out.join(format!("{name}_000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
-    // SAFETY: signalling and waiting for our own child; WUNTRACED returns once it stopped
-    // (a stop is no exit: std's later wait still reaps it).
-    unsafe {
-        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
-        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
-    }
+    common::freeze(pid);
     (1..=5).for_each(write);
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    common::thaw(pid);
     // The second cube exists once the first frame is taken: the next one is the second.
     let second = out.join(format!("{name}_000001.npy"));
     wait_until(&mut r, "second cube", || second.exists());

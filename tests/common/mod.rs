@@ -84,6 +84,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Stops child `pid` (SIGSTOP) and returns once it has stopped (`waitpid` with
+/// `WUNTRACED`; a stop is no exit, so the child's later wait still reaps it).
+pub fn freeze(pid: i32) {
+    // SAFETY: signalling and waiting for our own child, into a local status word.
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
+        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
+    }
+}
+
+/// Lets a child [`freeze`] stopped run on (SIGCONT).
+pub fn thaw(pid: i32) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+}
+
 /// Makes `cmd`'s child start with the default action for the signals a test sends to stop
 /// it (SIGINT, SIGTERM, SIGHUP, SIGQUIT): a tool honours a signal it was started ignoring
 /// (`nohup`'s SIGHUP, a script's background job's SIGINT and SIGQUIT), and a test suite run
