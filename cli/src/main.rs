@@ -190,22 +190,25 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            // Help and version exit 0; every usage error exits 1 (clap's own code is 2).
-            let _ = e.print();
-            return if e.exit_code() == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            // Help and version (on stdout) exit 0 unless stdout fails; every usage error
+            // exits 1 (clap's own code is 2).
+            return match e.print() {
+                Ok(()) if e.exit_code() == 0 => ExitCode::SUCCESS,
+                Err(p) if e.exit_code() == 0 => fail(&*term::stdout_error(p)),
+                _ => ExitCode::from(1),
             };
         }
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&*e),
     }
+}
+
+/// Reports `e` on stderr; exit status 1.
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+    ExitCode::from(1)
 }
 
 fn run(command: Command) -> Fallible {
@@ -223,14 +226,13 @@ fn run(command: Command) -> Fallible {
                 .dtype(dtype)
                 .notify(notify)
                 .create()?;
-            println!(
+            term::outln!(
                 "created '{}': {} {:?}{}",
                 term::printable(s.name()),
                 s.dtype(),
                 s.shape(),
                 if notify { " (notify)" } else { "" }
-            );
-            Ok(())
+            )
         }
         Command::Load {
             name,
@@ -276,9 +278,9 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     for name in names {
         let shown = term::printable(name);
         match shmstream::unlink(name) {
-            Ok(()) => println!("unlinked '{shown}'"),
+            Ok(()) => term::outln!("unlinked '{shown}'")?,
             Err(Error::NotFound { .. }) if quiet_missing => {
-                println!("'{shown}' not found (ignored)")
+                term::outln!("'{shown}' not found (ignored)")?
             }
             Err(e) => {
                 eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
@@ -309,17 +311,17 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         } else {
             format!("creator {} dead", s.creator_pid)
         };
-        println!("{verb} '{}' ({why})", term::printable(&s.name));
+        term::outln!("{verb} '{}' ({why})", term::printable(&s.name))?;
     }
     for id in &report.abandoned {
-        println!("{verb} /dev/shm/{id} (abandoned creation)");
+        term::outln!("{verb} /dev/shm/{id} (abandoned creation)")?;
     }
     for file in &report.leftovers {
-        println!("{verb} /dev/shm/{file} (part of no stream)");
+        term::outln!("{verb} /dev/shm/{file} (part of no stream)")?;
     }
     for path in &report.lock_files {
         let path = path.display().to_string();
-        println!("{verb} {} (lock file of no stream)", term::printable(&path));
+        term::outln!("{verb} {} (lock file of no stream)", term::printable(&path))?;
     }
     for e in &report.failed {
         eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
@@ -330,7 +332,7 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         && report.lock_files.is_empty()
         && report.failed.is_empty()
     {
-        println!("nothing to purge");
+        term::outln!("nothing to purge")?;
     }
     match report.failed.len() {
         0 => Ok(()),

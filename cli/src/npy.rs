@@ -3,7 +3,7 @@
 //! bool and complex64/128).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter, Cursor, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -76,48 +76,44 @@ const MAX_HEADER_BRACKETS: usize = 2;
 /// not parse is refused, and so is every `shape` entry (a key may repeat; npyz keeps the
 /// last) but a list or tuple of 64-bit integers whose nonzero ones multiply within 64 bits
 /// (then every partial product does). What npyz refuses before it reads the header (no
-/// magic, an unknown version) is left to it.
-fn check_header(file: &Path) -> Fallible {
+/// magic, an unknown version) is left to it. Returns the bytes it read from `f`, which npyz
+/// reads again ahead of the rest: the file is read once, so it may be a pipe
+/// (`/dev/stdin`, `<(...)`).
+fn check_header(file: &Path, f: &mut impl Read) -> Fallible<Vec<u8>> {
     let refuse = |why: String| -> Box<dyn std::error::Error> {
         format!("{} is not a readable .npy file: {why}", file.display()).into()
     };
-    let mut f = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let mut pre = [0u8; 8];
-    if f.read_exact(&mut pre).is_err() || &pre[..6] != b"\x93NUMPY" {
-        return Ok(()); // npyz reports it
+    let mut seen = Vec::new();
+    // Appends up to `n` more bytes of the file to `seen` (fewer at its end).
+    let mut read = |seen: &mut Vec<u8>, n: u64| f.by_ref().take(n).read_to_end(seen);
+    if read(&mut seen, 8).is_err() || seen.len() < 8 || !seen.starts_with(b"\x93NUMPY") {
+        return Ok(seen); // npyz reports it
     }
-    let len = match (pre[6], pre[7]) {
-        (1, 0) => {
-            let mut b = [0u8; 2];
-            f.read_exact(&mut b)
-                .map_err(|_| refuse("the file ends in its header length".into()))?;
-            u64::from(u16::from_le_bytes(b))
-        }
-        (2, 0) | (3, 0) => {
-            let mut b = [0u8; 4];
-            f.read_exact(&mut b)
-                .map_err(|_| refuse("the file ends in its header length".into()))?;
-            u64::from(u32::from_le_bytes(b))
-        }
-        _ => return Ok(()), // npyz reports the version
+    let len_size = match (seen[6], seen[7]) {
+        (1, 0) => 2,
+        (2, 0) | (3, 0) => 4,
+        _ => return Ok(seen), // npyz reports the version
     };
+    if !matches!(read(&mut seen, len_size), Ok(n) if n as u64 == len_size) {
+        return Err(refuse("the file ends in its header length".into()));
+    }
+    let mut le = [0u8; 4];
+    le[..seen.len() - 8].copy_from_slice(&seen[8..]);
+    let len = u64::from(u32::from_le_bytes(le));
     if len > MAX_HEADER_LEN {
         return Err(refuse(format!(
             "its header is {len} bytes long (load reads headers of at most {MAX_HEADER_LEN})"
         )));
     }
-    let mut header = Vec::new();
-    f.take(len)
-        .read_to_end(&mut header)
-        .map_err(|e| refuse(format!("reading its header: {e}")))?;
-    if header.len() as u64 != len {
+    let got = read(&mut seen, len).map_err(|e| refuse(format!("reading its header: {e}")))?;
+    if got as u64 != len {
         return Err(refuse(format!(
-            "its header is cut short ({} of the {len} bytes it declares)",
-            header.len()
+            "its header is cut short ({got} of the {len} bytes it declares)"
         )));
     }
     // As npyz: one line end dropped, UTF-8, a Python literal.
-    let header = header.strip_suffix(b"\n").unwrap_or(&header);
+    let header = &seen[seen.len() - got..];
+    let header = header.strip_suffix(b"\n").unwrap_or(header);
     let text = std::str::from_utf8(header).map_err(|_| refuse("its header is not UTF-8".into()))?;
     let brackets = text
         .chars()
@@ -182,16 +178,16 @@ fn check_header(file: &Path) -> Fallible {
             )));
         }
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// `shmstream load NAME FILE.npy`.
 pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Duration) -> Fallible {
-    check_header(file)?;
-    let reader = BufReader::new(
+    let mut reader = BufReader::new(
         File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?,
     );
-    let npy = npyz::NpyFile::new(reader)
+    let seen = check_header(file, &mut reader)?;
+    let npy = npyz::NpyFile::new(Cursor::new(seen).chain(reader))
         .map_err(|e| format!("{} is not a readable .npy file: {e}", file.display()))?;
     let dtype = stream_dtype(file, &npy.dtype())?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
@@ -251,14 +247,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
                 None => stream.write_slice(&data)?,
             }
         }
-        println!(
+        term::outln!(
             "loaded {} into '{}'{}: {} (count {})",
             term::printable(&file.display().to_string()),
             term::printable(name),
             if created { " (created)" } else { "" },
             describe(dtype, &shape),
             stream.count()
-        );
+        )?;
     });
     Ok(())
 }
@@ -272,17 +268,17 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         match output {
             Some(path) => {
                 write_npy(path, stream.shape(), data)?;
-                println!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
+                term::outln!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()))?;
             }
             None => {
                 let s = T::summarize(data);
-                println!("name:   {}", term::printable(name));
-                println!("shape:  {:?}", stream.shape());
-                println!("dtype:  {}", stream.dtype());
-                println!("count:  {}", p.info.count);
-                println!("min:    {}", s.min);
-                println!("max:    {}", s.max);
-                println!("mean:   {}", s.mean);
+                term::outln!("name:   {}", term::printable(name))?;
+                term::outln!("shape:  {:?}", stream.shape())?;
+                term::outln!("dtype:  {}", stream.dtype())?;
+                term::outln!("count:  {}", p.info.count)?;
+                term::outln!("min:    {}", s.min)?;
+                term::outln!("max:    {}", s.max)?;
+                term::outln!("mean:   {}", s.mean)?;
             }
         }
     });

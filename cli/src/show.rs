@@ -3,6 +3,7 @@
 use shmstream::StreamStat;
 
 use crate::Fallible;
+use crate::term::outln;
 
 /// Seconds since the last write, or `None` if never written.
 pub(crate) fn age_secs(write_time: f64) -> Option<f64> {
@@ -51,7 +52,7 @@ fn gpu_str(s: &StreamStat) -> String {
 }
 
 /// Prints rows as left-aligned columns separated by two spaces.
-pub(crate) fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) -> Fallible {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -68,8 +69,9 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
             .enumerate()
             .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
+    Ok(())
 }
 
 /// `shmstream list [--json]`.
@@ -77,12 +79,10 @@ pub(crate) fn list(json: bool) -> Fallible {
     let stats = shmstream::list_stats()?;
     if json {
         let json = serde_json::to_string_pretty(&stats)?;
-        println!("{}", crate::term::printable_json(&json));
-        return Ok(());
+        return outln!("{}", crate::term::printable_json(&json));
     }
     if stats.is_empty() {
-        println!("no streams");
-        return Ok(());
+        return outln!("no streams");
     }
     let mut rows = vec![
         [
@@ -107,8 +107,7 @@ pub(crate) fn list(json: bool) -> Fallible {
             },
         ]);
     }
-    print_table(&rows);
-    Ok(())
+    print_table(&rows)
 }
 
 /// `shmstream stat NAME [--json]`.
@@ -116,8 +115,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
     let s = shmstream::stat(name)?;
     if json {
         let json = serde_json::to_string_pretty(&s)?;
-        println!("{}", crate::term::printable_json(&json));
-        return Ok(());
+        return outln!("{}", crate::term::printable_json(&json));
     }
     let rows = [
         ("name", crate::term::printable(&s.name).into_owned()),
@@ -167,7 +165,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         ),
     ];
     for (k, v) in rows {
-        println!("{:<15} {v}", format!("{k}:"));
+        outln!("{:<15} {v}", format!("{k}:"))?;
     }
     Ok(())
 }

@@ -1,10 +1,43 @@
 //! What the tool prints to a terminal: stream names come from shared memory that any
 //! process of the user can write, so control characters (ESC, newline, ...) and bidi
-//! overrides are escaped instead of reaching the terminal; and a closed stdout pipe ends
-//! the tool quietly, as it does `cat` or `head`.
+//! overrides are escaped instead of reaching the terminal; a closed stdout pipe ends the
+//! tool quietly, as it does `cat` or `head`; and any other failed write to stdout (a full
+//! disk, `> /dev/full`) is an error, through [`out!`] and [`outln!`] (`println!` panics).
 
 use std::borrow::Cow;
 use std::fmt::Write;
+
+/// `print!` that returns a [`Fallible`](crate::Fallible) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::term::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that returns a [`Fallible`](crate::Fallible) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::term::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
+
+/// Writes to stdout (line-buffered: a line's failure shows at its end, the rest of a line
+/// at [`flush_stdout`]). Every stdout write of the tool goes through here.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> crate::Fallible {
+    std::io::Write::write_fmt(&mut std::io::stdout().lock(), args).map_err(stdout_error)
+}
+
+/// Writes out what [`write_stdout`] holds of an unfinished line.
+pub(crate) fn flush_stdout() -> crate::Fallible {
+    std::io::Write::flush(&mut std::io::stdout()).map_err(stdout_error)
+}
+
+/// The error of a failed write to stdout.
+pub(crate) fn stdout_error(e: std::io::Error) -> Box<dyn std::error::Error> {
+    format!("cannot write to standard output: {e}").into()
+}
 
 /// `s` with control characters, bidi controls and backslashes escaped Rust-style
 /// (`\u{1b}`, `\n`, `\\`); borrowed unchanged when there is nothing to escape.

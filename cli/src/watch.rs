@@ -10,7 +10,7 @@
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
 //! camera frame counter, say); `-` for streams whose frame id is never set.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use shmstream::{Error, StreamStat};
 
 use crate::Fallible;
 use crate::show::{human_age, print_table, writer_str};
+use crate::term::{flush_stdout, out, outln};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -167,68 +168,72 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
         })
         .collect();
     let mut drawn_lines = 0usize;
-    let mut out = std::io::stdout();
     if tty {
-        print!("\x1b[?25l"); // hide the cursor while redrawing
+        out!("\x1b[?25l")?; // hide the cursor while redrawing
     }
     let mut next = start;
-    loop {
-        for t in &mut tracks {
-            t.sample();
-        }
-        if tty {
-            if drawn_lines > 0 {
-                print!("\x1b[{drawn_lines}F"); // back to the first line of the last draw
+    let mut draw = || -> Fallible {
+        loop {
+            for t in &mut tracks {
+                t.sample();
             }
-            let mut rows = vec![HEADER.map(String::from).to_vec()];
-            rows.extend(tracks.iter().map(Track::row));
-            print!("\x1b[J"); // clear from here down
-            print_table(&rows);
-            drawn_lines = rows.len();
-        } else {
-            let t = start.elapsed().as_secs_f64();
-            for tr in &tracks {
-                let r = tr.row();
-                println!(
-                    "t={t:.2}s {} count={} rate={}Hz age={} missed={} writer={} state={}",
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5].replace(' ', ":"),
-                    r[6]
-                );
+            if tty {
+                if drawn_lines > 0 {
+                    out!("\x1b[{drawn_lines}F")?; // back to the first line of the last draw
+                }
+                let mut rows = vec![HEADER.map(String::from).to_vec()];
+                rows.extend(tracks.iter().map(Track::row));
+                out!("\x1b[J")?; // clear from here down
+                print_table(&rows)?;
+                drawn_lines = rows.len();
+            } else {
+                let t = start.elapsed().as_secs_f64();
+                for tr in &tracks {
+                    let r = tr.row();
+                    outln!(
+                        "t={t:.2}s {} count={} rate={}Hz age={} missed={} writer={} state={}",
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5].replace(' ', ":"),
+                        r[6]
+                    )?;
+                }
             }
-        }
-        let _ = out.flush();
-        next += interval;
-        // After a stall (Ctrl-Z, a suspend) that tick is past: the next sample is an interval
-        // from now, not one per tick missed, back to back (with rates over microseconds).
-        let now = Instant::now();
-        if next < now {
-            next = now + interval;
-        }
-        if let Some(e) = end {
-            next = next.min(e);
-        }
-        // Sleep to the next sample in short steps so Ctrl-C is handled promptly.
-        while !STOP.load(Ordering::Relaxed) {
+            flush_stdout()?;
+            next += interval;
+            // After a stall (Ctrl-Z, a suspend) that tick is past: the next sample is an
+            // interval from now, not one per tick missed, back to back (with rates over
+            // microseconds).
             let now = Instant::now();
-            if now >= next {
-                break;
+            if next < now {
+                next = now + interval;
             }
-            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            if let Some(e) = end {
+                next = next.min(e);
+            }
+            // Sleep to the next sample in short steps so Ctrl-C is handled promptly.
+            while !STOP.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            }
+            if STOP.load(Ordering::Relaxed) || end.is_some_and(|e| Instant::now() >= e) {
+                return Ok(());
+            }
         }
-        if STOP.load(Ordering::Relaxed) || end.is_some_and(|e| Instant::now() >= e) {
-            break;
-        }
+    };
+    let drawn = draw();
+    if !tty {
+        return drawn;
     }
-    if tty {
-        print!("\x1b[?25h");
-        let _ = out.flush();
-    }
-    Ok(())
+    // The cursor comes back however the loop ended, a failed write included.
+    let shown = out!("\x1b[?25h").and_then(|()| flush_stdout());
+    drawn.and(shown)
 }
 
 #[cfg(test)]

@@ -446,6 +446,44 @@ fn load_rejects_missing_bad_and_unsupported_files() {
     assert!(shmstream::stat(&name).is_err());
 }
 
+/// `load` reads its file once, so it takes a `.npy` from a pipe (`load NAME /dev/stdin <
+/// x.npy`, or a process substitution `<(...)`).
+#[test]
+fn load_reads_a_npy_file_from_a_pipe() {
+    use npyz::WriterBuilder;
+    let name = unique_name("cli-load-pipe");
+    let _c = Cleanup::new([&name]);
+    let data = [1.5f64, -2.0, 3.25, 4.0, 5.5, -6.0];
+    let mut npy = std::io::Cursor::new(Vec::new());
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[2, 3])
+        .writer(&mut npy)
+        .begin_nd()
+        .unwrap();
+    w.extend(data).unwrap();
+    w.finish().unwrap();
+    let mut child = StdCommand::new(bin())
+        .args(["load", &name, "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A tool that stops reading early closes the pipe: its exit status says why.
+    let _ = child.stdin.take().unwrap().write_all(npy.get_ref());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Stream::open_readonly(&name).unwrap();
+    assert_eq!((s.shape(), s.dtype()), (&[2, 3][..], Dtype::F64));
+    assert_eq!(s.read::<f64>().unwrap().as_slice().unwrap(), &data);
+}
+
 #[test]
 fn dump_without_output_prints_a_summary() {
     let name = unique_name("cli-summary");
@@ -464,6 +502,63 @@ fn dump_without_output_prints_a_summary() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// stdout errors
+// ---------------------------------------------------------------------------------------
+
+/// A stdout that fails (`> /dev/full`) ends every subcommand that prints with the tool's
+/// error and status 1, never a panic (status 101).
+#[test]
+fn a_failing_stdout_is_an_error_with_status_1_not_a_panic() {
+    let name = unique_name("cli-full");
+    let (made, gone) = (unique_name("cli-full-made"), unique_name("cli-full-gone"));
+    let _c = Cleanup::new([&name, &made, &gone]);
+    Stream::create(&name, &[4], Dtype::U8)
+        .unwrap()
+        .write_slice(&[1u8, 2, 3, 4])
+        .unwrap();
+    Stream::create(&gone, &[1], Dtype::U8).unwrap();
+    let dir = TempDir::new("full");
+    let file = dir.file("x.npy");
+    let file = file.to_str().unwrap();
+    let nothing = unique_name("cli-full-none-");
+    let cases: [&[&str]; 13] = [
+        &["list"],
+        &["list", "--json"],
+        &["stat", &name],
+        &["stat", &name, "--json"],
+        &["dump", &name],
+        &["dump", &name, "-o", file],
+        &["load", &name, file],
+        &["create", &made, "--shape", "2"],
+        &["unlink", &gone],
+        &["purge", "--dry-run", "--prefix", &nothing],
+        &["watch", &name, "--duration", "0.1"],
+        &["--help"],
+        &["--version"],
+    ];
+    let mut failures = Vec::new();
+    for args in cases {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = StdCommand::new(bin())
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1)
+            || !stderr.contains("shmstream: error: cannot write to standard output")
+            || stderr.contains("panicked")
+        {
+            failures.push(format!("{args:?}: {:?}\n{stderr}", out.status));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------
