@@ -500,8 +500,16 @@ impl Stream {
     }
 
     /// Unlinks this stream. Fails with [`Error::Stale`] if the name now belongs to a newer
-    /// stream (this handle's generation is gone already).
+    /// stream (this handle's generation is gone already), and with [`Error::ReadOnly`]
+    /// through a read-only handle (as pyshmem's `unlink` does; [`crate::unlink`] removes a
+    /// stream by name).
     pub fn unlink(&self) -> Result<()> {
+        if self.readonly {
+            return Err(Error::ReadOnly {
+                name: self.name.clone(),
+                op: "unlink it (or use shmstream::unlink(name))",
+            });
+        }
         catalog::unlink_generation(&self.name, Some(self.instance_id))
     }
 
@@ -703,6 +711,9 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
             decode_retrying(&meta, Some(name))
         }
+        Err(e @ (FormatError::BadMagic | FormatError::MissingName)) => {
+            decode_after_creation(&meta, name, e)?
+        }
         decoded => decoded,
     };
     let h = h.map_err(|rule| Error::CorruptHeader {
@@ -710,6 +721,37 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         rule,
     })?;
     Ok((meta, h))
+}
+
+/// pyshmem's `create` zero-fills the payload before it writes the header's magic, and sets up
+/// CUDA before it writes the name, all under the name's lock: a header without them whose lock
+/// is held may be a creation in progress (seconds for a large or GPU stream). Waits for the
+/// lock to be free (up to [`DEFAULT_TIMEOUT`], then the stream is not there yet: `NotFound`,
+/// as row 19 promises) and decodes again under it; a creator that died leaves the header as
+/// corrupt as it was, and `first` is what a lock this process cannot open reports.
+fn decode_after_creation(
+    meta: &Segment,
+    name: &str,
+    first: FormatError,
+) -> Result<std::result::Result<Header, FormatError>> {
+    let Ok(lock) = LockFile::attach(&name::lock_path(name), name) else {
+        return Ok(Err(first));
+    };
+    let deadline = Instant::now() + DEFAULT_TIMEOUT;
+    loop {
+        match NameLock::try_take(&lock, name) {
+            Ok(Some(_held)) => return Ok(format::decode(&meta.snapshot(META_BYTES), Some(name))),
+            Ok(None) => {}
+            Err(_) => return Ok(Err(first)),
+        }
+        if let Ok(h) = format::decode(&meta.snapshot(META_BYTES), Some(name)) {
+            return Ok(Ok(h));
+        }
+        if Instant::now() >= deadline {
+            return Err(not_found(name));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A writer killed between its two lock stamps (owner pid, then depth; or the reverse on

@@ -956,6 +956,11 @@ fn readonly_handles_refuse_every_write() {
     );
     check(r.clear().unwrap_err());
     check(r.lock(Some(SEC)).map(|_| ()).unwrap_err());
+    check(r.unlink().unwrap_err());
+    assert!(
+        shmstream::stat(&name).is_ok(),
+        "a read-only handle unlinked"
+    );
     assert_eq!(r.count(), 1);
     assert_eq!(r.read::<u8>().unwrap().as_slice().unwrap(), &[1, 2]);
 }

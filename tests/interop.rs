@@ -451,6 +451,26 @@ fn the_lock_file_is_where_pyshmem_has_it() {
 
 /// pyshmem hashes any non-blank name, `/` included: such a stream made on either side is
 /// opened, read, stat'ed and unlinked on the other (it was listed but refused here).
+/// pyshmem writes a header's magic only after zero-filling the payload (and its name after
+/// a GPU stream's CUDA setup), holding the name's lock: `open` and `stat` during that time
+/// wait for the creation, never reporting a corrupt header (row 19).
+#[test]
+fn open_during_a_slow_pyshmem_create_waits_for_the_stream() {
+    let Some(py) = python() else { return };
+    let name = unique_name("interop-slow-create");
+    let _c = Cleanup::new([&name]);
+    let mut p = Proc::spawn(py_command(&py, "peer.py", &["create_slowly", &name, "1.0"]));
+    p.expect_line("creating", LONG);
+    let st = shmstream::stat(&name).expect("stat during the creation");
+    assert_eq!((st.shape.as_slice(), st.dtype), (&[4usize][..], Dtype::U8));
+    let s = Stream::open_readonly(&name).expect("open after the creation");
+    assert_eq!(s.count(), 0);
+    p.expect_line("created", LONG);
+    p.expect_line("ready", LONG);
+    p.send_line("go");
+    p.wait_success(LONG);
+}
+
 #[test]
 fn names_with_a_slash_are_shared_with_pyshmem() {
     let Some(py) = python() else { return };

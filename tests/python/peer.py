@@ -159,6 +159,26 @@ def cmd_create_unlink_loop(name, n):
     say("looped")
 
 
+def cmd_create_slowly(name, seconds):
+    """Creates `name` as pyshmem does, with its header's initialization delayed by
+    `seconds` after `_meta` exists (as a large payload's zero fill or a GPU stream's CUDA
+    setup delays it), saying "creating" then; says "created" when done, and holds the
+    stream until 'go'."""
+    init = pyshmem._shared._MetadataView.__init__
+
+    def slow(self, buffer, *, initialize=False):
+        if initialize:
+            say("creating")
+            time.sleep(float(seconds))
+        init(self, buffer, initialize=initialize)
+
+    pyshmem._shared._MetadataView.__init__ = slow
+    s = pyshmem.create(name, shape=(4,), dtype=np.uint8)
+    say("created")
+    wait_go()
+    s.close()
+
+
 COMMANDS = {
     "create_write": cmd_create_write,
     "read_dump": cmd_read_dump,
@@ -173,6 +193,7 @@ COMMANDS = {
     "abort_write": cmd_abort_write,
     "create_unlink_loop": cmd_create_unlink_loop,
     "write_n": cmd_write_n,
+    "create_slowly": cmd_create_slowly,
 }
 
 if __name__ == "__main__":
