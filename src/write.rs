@@ -617,6 +617,7 @@ impl WriteGuard<'_> {
                 what: "a live view inside this thread's own write_view fill (it would alias the buffer being filled): use the fill's buffer".into(),
             });
         }
+        crate::gpu::wait_for_landing(s)?;
         let loan = s.lock.lend(crate::lock::Lent::View);
         // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps

@@ -916,6 +916,37 @@ fn gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang() {
 /// Issue #11: a GPU consumer dropped while its stream waits for a frame that is not written
 /// releases its stream (bounded by the handle's timeout) and the stream; the next consumer
 /// waits for a frame written after it (the released word does not let its wait pass early).
+/// A CPU write to a mirrored stream through the handle that holds its GPU consumer is
+/// refused at once, as its device reads and writes are: its upload would queue behind the
+/// consumer's waits on the handle's CUDA stream (a host-synchronized write then never
+/// returned, holding the write lock).
+#[test]
+fn gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang() {
+    if !gpu_or_skip("gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang") {
+        return;
+    }
+    let name = unique_name("gpu-consumer-cpu-write");
+    let _c = Cleanup::new([name.clone()]);
+    let n = 1024;
+    let s = cuda0(&name, &[n], Dtype::I32)
+        .cpu_mirror(true)
+        .history(4)
+        .create()
+        .unwrap();
+    s.set_default_timeout(Duration::from_millis(300));
+    let mut dev: CudaSlice<i32> = s.cuda_stream().unwrap().alloc_zeros(n).unwrap();
+    let mut c = s.gpu_consumer().unwrap();
+    c.enqueue_next_into(&mut dev).unwrap();
+    let t = Instant::now();
+    let e = s.write_slice(&vec![7i32; n]).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    assert!(t.elapsed() < LONG, "the refusal took {:?}", t.elapsed());
+    assert_eq!(s.count(), 0, "the refused write published");
+    drop(c);
+    s.write_slice(&vec![7i32; n]).unwrap();
+    assert_eq!(s.count(), 1);
+}
+
 #[test]
 fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
     if !gpu_or_skip("gpu_consumer_dropped_with_frames_pending_releases_its_stream") {

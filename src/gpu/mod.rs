@@ -203,12 +203,15 @@ pub(crate) fn detached_error(name: &str, reason: &str) -> Error {
 }
 
 /// Publish hook, before the bracket opens: a GPU stream is written only through its device
-/// payload (a CPU-only writer would leave the device stale).
+/// payload (a CPU-only writer would leave the device stale), and not through the handle
+/// that holds its GPU consumer.
 #[inline]
 pub(crate) fn check_writable(s: &crate::stream::Stream) -> Result<()> {
     match &s.gpu {
         GpuLink::Detached(r) => Err(detached_error(&s.name, r)),
-        _ => Ok(()),
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => s.refuse_while_consuming(a),
+        GpuLink::None => Ok(()),
     }
 }
 
@@ -242,6 +245,21 @@ pub(crate) fn begin_publication(s: &crate::stream::Stream) -> Result<bool> {
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => on_stream::begin(s, a),
         _ => Ok(false),
+    }
+}
+
+/// Before the payload is lent under the write lock ([`WriteGuard::live`],
+/// [`WriteGuard::device_view`]): the lock is released while a GPU-side publication is still
+/// landing (its CUDA stream copies the frame, then stores the even sequence), so wait for it;
+/// the view would otherwise alias memory the copy engine writes.
+///
+/// [`WriteGuard::live`]: crate::WriteGuard::live
+/// [`WriteGuard::device_view`]: crate::WriteGuard::device_view
+pub(crate) fn wait_for_landing(s: &crate::stream::Stream) -> Result<()> {
+    match &s.gpu {
+        #[cfg(feature = "cuda")]
+        GpuLink::Attached(a) => on_stream::wait_for_landing(s, a),
+        _ => Ok(()),
     }
 }
 

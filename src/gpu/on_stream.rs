@@ -139,7 +139,9 @@ pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     Ok(on_gpu)
 }
 
-fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
+/// Waits (up to the handle's timeout) while the header's odd sequence is a GPU-side
+/// publication landing: its CUDA stream has yet to copy the frame and store the even value.
+pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     let h = &s.header;
     let seq = h.sequence().load(Ordering::Acquire);
     if seq <= 0 || seq & 1 == 0 {

@@ -293,18 +293,26 @@ impl Stream {
     }
 
     /// [`Stream::attachment`] for a read or write of the device payload, refused while this
-    /// handle has a GPU consumer: the consumer's waits come first on the handle's CUDA
-    /// stream, and a write or read queued behind them would wait for a frame that it alone
-    /// could publish (or for another writer), past any timeout.
+    /// handle has a GPU consumer ([`Stream::refuse_while_consuming`]).
     fn attachment_for_io(&self) -> Result<&Attachment> {
         let a = self.attachment()?;
+        self.refuse_while_consuming(a)?;
+        Ok(a)
+    }
+
+    /// Refuses IO through a handle that holds its GPU consumer: the consumer's waits come
+    /// first on the handle's CUDA stream, and IO queued behind them (a device read or write,
+    /// or the upload of a CPU write to a mirrored stream) would wait for a frame that it
+    /// alone could publish, past any timeout and, on a host-synchronized write, holding the
+    /// write lock.
+    pub(super) fn refuse_while_consuming(&self, a: &Attachment) -> Result<()> {
         if a.consuming.load(Ordering::Acquire) {
             return Err(Error::Unsupported {
                 name: self.name.clone(),
-                what: "a read or write of the device payload through the handle that holds its GPU consumer (both would queue on one CUDA stream, behind the consumer's waits): use another handle (Stream::open) or drop the consumer first".into(),
+                what: "a read or write through the handle that holds the stream's GPU consumer (both would queue on one CUDA stream, behind the consumer's waits): use another handle (Stream::open) or drop the consumer first".into(),
             });
         }
-        Ok(a)
+        Ok(())
     }
 
     /// Whether this handle reaches the device payload (a GPU stream opened where the driver
@@ -708,6 +716,7 @@ impl WriteGuard<'_> {
         s.ensure_open()?;
         let a = s.attachment()?;
         a.bind(&s.name)?;
+        super::on_stream::wait_for_landing(s, a)?;
         // SAFETY: our live stream handle and the attachment's event.
         ck(s, a, "ordering after the last write", unsafe {
             wait_event(a, a.stream.cu_stream())
