@@ -20,6 +20,12 @@
 //! floor-put answers `done`, all of the phase's frames have arrived, and the bridge's turn
 //! does not overlap the floor's tail.
 //!
+//! floor-put numbers its phases from 1. A frame floor-get acknowledges (throughput, `sync`,
+//! `end`) carries its phase's number as the attachment's last word, and each
+//! acknowledgement ([`Ack`]) names it: floor-put accepts only one of the phase it waits in,
+//! and of the kind it waits for ([`Awaited`]), so a late or repeated acknowledgement (a
+//! sync sent again after [`SYNC_RETRY`] is acknowledged twice) never ends a later wait.
+//!
 //! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
 //! clock for both processes on one host); the attachment says the phase. After `end`
 //! floor-get writes `FILE`: a line `tput <run> <frames> <seconds>` per throughput run
@@ -37,7 +43,7 @@ use shmstream_bridge::{BridgeError, Endpoints, open_session, zenoh_err};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
-/// The little-endian u64 a floor payload starts with (its stamp, or an acknowledged count),
+/// The little-endian u64 a floor payload starts with (its stamp),
 /// read from the pieces Zenoh received it in (a large payload is never copied whole).
 fn leading_u64(bytes: &zenoh::bytes::ZBytes) -> u64 {
     let mut b = [0u8; 8];
@@ -125,7 +131,19 @@ fn parse_tput_tag(tag: &[u8]) -> Option<(u32, u64)> {
     Some((run.parse().ok()?, step.parse().ok()?))
 }
 
-/// The key floor-get acknowledges steps (and the end) on.
+/// The attachment of a frame floor-get acknowledges: `what` (`sync`, `end` or a
+/// [`tput_tag`]), then its phase's number.
+fn acked_tag(what: &str, phase: u64) -> String {
+    format!("{what} {phase}")
+}
+
+/// What an acknowledged frame's attachment says and its phase's number.
+fn parse_acked_tag(tag: &[u8]) -> Option<(&str, u64)> {
+    let (what, phase) = std::str::from_utf8(tag).ok()?.rsplit_once(' ')?;
+    Some((what, phase.parse().ok()?))
+}
+
+/// The key floor-get acknowledges steps, syncs and the end on.
 fn ack_key(key: &str) -> String {
     format!("{key}/ack")
 }
@@ -135,6 +153,63 @@ const END_ACK: u64 = u64::MAX;
 
 /// The acknowledgement of a phase's `sync` frame (above any step's count, below the end's).
 const SYNC_ACK: u64 = u64::MAX - 1;
+
+/// An acknowledgement on `KEY/ack` (two little-endian u64s): the number of the phase it
+/// belongs to, and what it acknowledges: a count of the run's frames, [`SYNC_ACK`] or
+/// [`END_ACK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ack {
+    phase: u64,
+    what: u64,
+}
+
+impl Ack {
+    fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.phase.to_le_bytes());
+        b[8..].copy_from_slice(&self.what.to_le_bytes());
+        b
+    }
+
+    /// `None` for a payload of another length.
+    fn from_bytes(b: &[u8]) -> Option<Ack> {
+        let (phase, what) = b.split_first_chunk::<8>()?;
+        Some(Ack {
+            phase: u64::from_le_bytes(*phase),
+            what: u64::from_le_bytes(what.try_into().ok()?),
+        })
+    }
+}
+
+/// What floor-put waits for in phase `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Awaited {
+    phase: u64,
+    kind: AckKind,
+}
+
+/// The kind of acknowledgement floor-put waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckKind {
+    /// At least this many of the run's frames.
+    Frames(u64),
+    /// The phase's `sync`.
+    Sync,
+    /// The end frames.
+    End,
+}
+
+impl Awaited {
+    /// Whether `ack` ends this wait: it is of this phase and of this kind.
+    fn is_answered_by(self, ack: Ack) -> bool {
+        ack.phase == self.phase
+            && match self.kind {
+                AckKind::Frames(n) => (n..SYNC_ACK).contains(&ack.what),
+                AckKind::Sync => ack.what == SYNC_ACK,
+                AckKind::End => ack.what == END_ACK,
+            }
+    }
+}
 
 /// How long floor-put waits for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,15 +261,20 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
     };
     let usage = |e: std::io::Error| BridgeError::Usage(format!("floor-put's phases: {e}"));
     let mut answers = std::io::stdout().lock();
-    for line in std::io::stdin().lock().lines() {
+    for (line, number) in std::io::stdin().lock().lines().zip(1u64..) {
         let phase = Phase::parse(&line.map_err(usage)?)?;
+        let awaited = |kind| Awaited {
+            phase: number,
+            kind,
+        };
+        // Earlier phases' acknowledgements are ignored anyway; dropping them keeps the
+        // queue short.
+        while let Ok(Some(_)) = acks.try_recv() {}
         match phase {
             Phase::Warm { secs } => pace(&mut send, b"warm", secs, gap)?,
             Phase::Lat { secs } => pace(&mut send, b"lat", secs, gap)?,
             Phase::Tput { secs, run, step } => {
-                // Acknowledgements of an earlier run are stale.
-                while let Ok(Some(_)) = acks.try_recv() {}
-                let tag = tput_tag(run, step);
+                let tag = acked_tag(&tput_tag(run, step), number);
                 let until = later(Instant::now(), secs, "the phase")?;
                 let mut sent = 0u64;
                 while Instant::now() < until {
@@ -202,24 +282,25 @@ pub fn put(key: &str, endpoints: &Endpoints, plan: &PutPlan) -> Result<(), Bridg
                     sent += 1;
                     if step > 0 && sent.is_multiple_of(step) {
                         // The step just sent may be in flight; the one before must have arrived.
-                        wait_ack(&acks, sent - step)?;
+                        wait_ack(&acks, awaited(AckKind::Frames(sent - step)))?;
                     }
                 }
             }
             Phase::End => {
+                let tag = acked_tag("end", number);
                 for _ in 0..3 {
-                    send(b"end")?;
+                    send(tag.as_bytes())?;
                 }
-                wait_ack(&acks, END_ACK)?;
+                wait_ack(&acks, awaited(AckKind::End))?;
             }
         }
         if phase != Phase::End {
             // Sent again until acknowledged: after a warm-up the sessions may still be
             // connecting, and Zenoh drops a put that has no subscriber yet.
-            let deadline = Instant::now() + ACK_TIMEOUT;
+            let (tag, deadline) = (acked_tag("sync", number), Instant::now() + ACK_TIMEOUT);
             loop {
-                send(b"sync")?;
-                if acked(&acks, SYNC_ACK, SYNC_RETRY)? {
+                send(tag.as_bytes())?;
+                if acked(&acks, awaited(AckKind::Sync), SYNC_RETRY)? {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -270,18 +351,20 @@ fn later(t: Instant, d: Duration, what: &str) -> Result<Instant, BridgeError> {
     })
 }
 
-/// Waits until floor-get has acknowledged `sent` throughput frames (or the end).
-fn wait_ack(acks: &Acks, sent: u64) -> Result<(), BridgeError> {
-    if sent == 0 || acked(acks, sent, ACK_TIMEOUT)? {
+/// Waits until floor-get has acknowledged what `awaited` names (no frames: at once).
+fn wait_ack(acks: &Acks, awaited: Awaited) -> Result<(), BridgeError> {
+    if awaited.kind == AckKind::Frames(0) || acked(acks, awaited, ACK_TIMEOUT)? {
         return Ok(());
     }
     Err(BridgeError::Usage(format!(
-        "floor-get acknowledged nothing up to {sent} within {ACK_TIMEOUT:?}"
+        "floor-get did not acknowledge {:?} of phase {} within {ACK_TIMEOUT:?}",
+        awaited.kind, awaited.phase
     )))
 }
 
-/// Whether an acknowledgement of at least `sent` comes within `timeout`.
-fn acked(acks: &Acks, sent: u64, timeout: Duration) -> Result<bool, BridgeError> {
+/// Whether an acknowledgement that answers `awaited` comes within `timeout` (any other
+/// is dropped).
+fn acked(acks: &Acks, awaited: Awaited, timeout: Duration) -> Result<bool, BridgeError> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -291,7 +374,7 @@ fn acked(acks: &Acks, sent: u64, timeout: Duration) -> Result<bool, BridgeError>
         else {
             return Ok(false);
         };
-        if leading_u64(ack.payload()) >= sent {
+        if Ack::from_bytes(&ack.payload().to_bytes()).is_some_and(|a| awaited.is_answered_by(a)) {
             return Ok(true);
         }
     }
@@ -343,22 +426,27 @@ pub fn get(
                     s.lat.push(now.saturating_sub(stamp));
                     None
                 }
-                Some(b"end") => {
-                    s.ended = true;
-                    Some(END_ACK)
-                }
-                Some(b"sync") => Some(SYNC_ACK),
-                Some(t) => parse_tput_tag(t).and_then(|(run, step)| {
-                    let arrivals = s.arrivals.entry(run).or_default();
-                    arrivals.push(at);
-                    let n = arrivals.len() as u64;
-                    (step > 0 && n.is_multiple_of(step)).then_some(n)
+                Some(t) => parse_acked_tag(t).and_then(|(what, phase)| {
+                    let what = match what {
+                        "end" => {
+                            s.ended = true;
+                            Some(END_ACK)
+                        }
+                        "sync" => Some(SYNC_ACK),
+                        t => parse_tput_tag(t.as_bytes()).and_then(|(run, step)| {
+                            let arrivals = s.arrivals.entry(run).or_default();
+                            arrivals.push(at);
+                            let n = arrivals.len() as u64;
+                            (step > 0 && n.is_multiple_of(step)).then_some(n)
+                        }),
+                    }?;
+                    Some(Ack { phase, what })
                 }),
                 None => None,
             };
             drop(s);
-            if let Some(n) = ack
-                && let Err(e) = acks.put(n.to_le_bytes().to_vec()).wait()
+            if let Some(ack) = ack
+                && let Err(e) = acks.put(ack.to_bytes().to_vec()).wait()
             {
                 let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 s.error = Some(zenoh_err("acknowledging a floor step")(e));
@@ -458,5 +546,45 @@ mod tests {
         assert_eq!(parse_tput_tag(tput_tag(3, 64).as_bytes()), Some((3, 64)));
         assert_eq!(parse_tput_tag(b"lat"), None);
         assert_eq!(parse_tput_tag(b"tput x 1"), None);
+        let tag = acked_tag(&tput_tag(3, 64), 7);
+        let (what, phase) = parse_acked_tag(tag.as_bytes()).unwrap();
+        assert_eq!((parse_tput_tag(what.as_bytes()), phase), (Some((3, 64)), 7));
+        assert_eq!(parse_acked_tag(b"warm"), None);
+    }
+
+    /// The first of `queue` (acknowledgements as they came) that answers `awaited`.
+    fn first_answer(queue: &[Ack], awaited: Awaited) -> Option<usize> {
+        queue
+            .iter()
+            .map(|a| Ack::from_bytes(&a.to_bytes()).unwrap())
+            .position(|a| awaited.is_answered_by(a))
+    }
+
+    #[test]
+    fn a_late_or_repeated_acknowledgement_never_ends_a_later_phases_wait() {
+        let sync = |phase| Ack {
+            phase,
+            what: SYNC_ACK,
+        };
+        let frames = |phase, what| Ack { phase, what };
+        let wait = |phase, kind| Awaited { phase, kind };
+        // Phase 1's sync was sent twice (its first acknowledgement came after SYNC_RETRY):
+        // the second acknowledgement is still queued when phase 2 waits for its own sync.
+        let queue = [sync(1), frames(2, 8), sync(2)];
+        assert_eq!(first_answer(&queue, wait(2, AckKind::Sync)), Some(2));
+        // Nor does it (or a step of an earlier run) count as frames of a throughput run.
+        let queue = [sync(1), frames(1, 64), sync(3), frames(3, 16)];
+        assert_eq!(first_answer(&queue, wait(3, AckKind::Frames(16))), Some(3));
+        assert_eq!(first_answer(&queue, wait(3, AckKind::Frames(24))), None);
+        // Nor a sync as the end.
+        let queue = [
+            sync(4),
+            Ack {
+                phase: 4,
+                what: END_ACK,
+            },
+        ];
+        assert_eq!(first_answer(&queue, wait(4, AckKind::End)), Some(1));
+        assert_eq!(Ack::from_bytes(&[0; 8]), None);
     }
 }
