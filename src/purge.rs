@@ -115,15 +115,15 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
 /// creators and the parts of no stream (see [`PurgeReport::leftovers`]).
 fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
     for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
-        if let Some(pid) = segment::abandoned_creation(&file) {
-            if sys::process_running(pid) {
-                continue;
-            }
-            if !dry_run && let Err(e) = segment::unlink(&file) {
-                let e = Error::io(&file, "removing an abandoned creation", e);
-                report.failed.push(e);
-            } else {
-                report.abandoned.push(file);
+        if let Some((id, pid)) = segment::abandoned_creation(&file) {
+            // Under the name's lock, which a live creator holds for its whole build: its pid
+            // alone can misjudge it (a process whose main thread exited shows as a zombie; a
+            // creator in another pid namespace).
+            let dead = || !sys::process_running(pid);
+            match remove_unowned(id, dry_run, dead, || segment::unlink(&file)) {
+                Ok(true) => report.abandoned.push(file),
+                Ok(false) => {}
+                Err(e) => report.failed.push(e),
             }
             continue;
         }

@@ -141,8 +141,9 @@ pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
     std::fs::hard_link(path(building), path(id))
 }
 
-/// For a `/dev/shm` entry named like [`creating_id`] of a stream segment: the creator's pid.
-pub(crate) fn abandoned_creation(file_name: &str) -> Option<i64> {
+/// For a `/dev/shm` entry named like [`creating_id`] of a stream segment: its stream's payload
+/// id (whose lock names the stream) and the creator's pid.
+pub(crate) fn abandoned_creation(file_name: &str) -> Option<(&str, i64)> {
     let (id, pid) = file_name.split_once(CREATING)?;
     let base = ["_meta", "_hist"]
         .iter()
@@ -151,5 +152,5 @@ pub(crate) fn abandoned_creation(file_name: &str) -> Option<i64> {
     if !crate::name::looks_like_segment_id(base) || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    pid.parse().ok()
+    Some((base, pid.parse().ok()?))
 }

@@ -913,6 +913,10 @@ fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
     std::fs::write(shm(&gpu), [0u8; 256]).unwrap();
     let held_gpu = name::gpu_id(&held);
     std::fs::write(shm(&held_gpu), [0u8; 256]).unwrap();
+    // A creation whose pid looks dead (above pid_max) but whose name's lock is held: a live
+    // creator holds it for its whole build (its pid may be one this namespace cannot see).
+    let held_building = format!("{}.creating-{}", name::segment_id(&held), 0x3fff_ffff);
+    std::fs::write(shm(&held_building), [0u8; 64]).unwrap();
     let mut holder = child(test, "hold_lock")
         .param("path", name::lock_path(&held).display())
         .spawn();
@@ -934,12 +938,19 @@ fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
         shm(&held_gpu).exists(),
         "a part whose lock is held was removed"
     );
+    assert!(!report.abandoned.contains(&held_building), "{report:?}");
+    assert!(
+        shm(&held_building).exists(),
+        "a creation whose name's lock is held was removed"
+    );
     assert!(
         shm(&name::history_id(&live)).exists() && live_stream.cursor().is_ok(),
         "a live stream's ring was removed"
     );
     // The creation holding the lock dies without finishing: its part goes next time.
     holder.kill();
-    assert!(purge_no_stream(false).leftovers.contains(&held_gpu));
-    assert!(!shm(&held_gpu).exists());
+    let report = purge_no_stream(false);
+    assert!(report.leftovers.contains(&held_gpu), "{report:?}");
+    assert!(report.abandoned.contains(&held_building), "{report:?}");
+    assert!(!shm(&held_gpu).exists() && !shm(&held_building).exists());
 }
