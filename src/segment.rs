@@ -29,7 +29,8 @@ impl Segment {
     /// Creates a new object of `len` bytes (mode 0600, zero-filled), failing if it exists or
     /// if `/dev/shm` has no room for all of it (`ENOSPC`).
     pub(crate) fn create(id: &str, len: usize) -> io::Result<Segment> {
-        let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)?;
+        let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)
+            .map_err(|e| taken_by_what(e, id))?;
         let made = (|| {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.set_len(len as u64)?;
@@ -126,6 +127,21 @@ pub(crate) fn exists(id: &str) -> bool {
 /// The path of an object.
 pub(crate) fn path(id: &str) -> std::path::PathBuf {
     std::path::Path::new(SHM_DIR).join(id)
+}
+
+/// An exclusive create's `EEXIST` where what holds the id is not a regular file of this
+/// user (another user's file, a directory, a FIFO, a symlink planted in the world-writable
+/// `/dev/shm`) becomes [`crate::trust::Refused`] saying what is there: no unlink of ours can
+/// make room, and "exists" would send the caller looking for a stream that is not there.
+fn taken_by_what(e: io::Error, id: &str) -> io::Error {
+    if e.kind() != io::ErrorKind::AlreadyExists {
+        return e;
+    }
+    let p = path(id);
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) => trust::check_metadata(&m, &p).err().unwrap_or(e),
+        Err(_) => e,
+    }
 }
 
 /// The id this process builds segment `id` under before [`publish`]ing it:

@@ -236,6 +236,43 @@ fn planted_non_files_never_block_and_are_refused() {
     }
 }
 
+/// `create` builds a stream under ids anyone can predict (`<id>.creating-<pid>`); what it
+/// cannot remove there (a directory; another user's file, where it is not root) is named,
+/// with what it is, instead of an "exists" for a name that has no stream.
+#[test]
+fn a_planted_build_id_is_named_by_create() {
+    let _purging = purging();
+    let name = unique_name("buildplant");
+    let _c = Cleanup::new([&name]);
+    let building = shm(&format!(
+        "{}.creating-{}",
+        name::segment_id(&name),
+        std::process::id()
+    ));
+    let planted = Plant::Directory.make(&building);
+    let n = name.clone();
+    let made = within("create", move || {
+        Stream::create(&n, &[4], Dtype::U8).map(|_| ())
+    });
+    remove(&planted);
+    match made {
+        Err(Error::Untrusted {
+            name: n,
+            path,
+            reason,
+        }) => {
+            assert_eq!((n, path), (name.clone(), building), "{reason}");
+            assert!(reason.contains("directory"), "{reason}");
+        }
+        other => panic!("create gave {other:?}"),
+    }
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    Stream::create(&name, &[4], Dtype::U8).unwrap();
+}
+
 /// The ring's name of a stream without history is free while the stream lives, so anyone may
 /// plant something there. The stream stays usable (without history): `open` and `stat` work,
 /// `unlink` removes the stream and its lock file, and a `create` with history of a name whose
