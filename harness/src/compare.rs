@@ -6,7 +6,9 @@
 //! is judged by its best repeat, so a repeat hit by load does not fail the gate, while a
 //! real slowdown lowers every repeat. Cases whose floor iteration is under a microsecond
 //! (64 B ping-pong) move with the host far more than the others, so they get their own,
-//! wider band.
+//! wider band. A case whose ratio exceeds
+//! [`FLOOR_BOUND_SLACK`](crate::report::record::FLOOR_BOUND_SLACK) in either file is listed
+//! as one its floor may not bound, without failing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,6 +44,9 @@ pub struct Comparison {
     pub missing: Vec<String>,
     /// Cases only in the new file.
     pub added: Vec<String>,
+    /// Cases whose floor may not bound them ([`Record::floor_bound_note`]), in either file:
+    /// listed, not gated.
+    pub unbounded: Vec<String>,
 }
 
 impl Comparison {
@@ -117,6 +122,9 @@ impl Comparison {
         }
         for a in &self.added {
             let _ = writeln!(o, "{a:<w$}  only in NEW (not gated)");
+        }
+        for u in &self.unbounded {
+            let _ = writeln!(o, "note: {u}");
         }
         o
     }
@@ -212,6 +220,13 @@ pub fn compare(old: &[Record], new: &[Record], bands: Bands) -> Comparison {
         .filter(|r| !old_keys.contains(&r.key()))
         .map(label)
         .collect();
+    for (file, records) in [("OLD", old), ("NEW", new)] {
+        cmp.unbounded.extend(
+            records
+                .iter()
+                .filter_map(|r| Some(format!("{} in {file}: {}", label(r), r.floor_bound_note()?))),
+        );
+    }
     cmp
 }
 
@@ -358,6 +373,33 @@ mod tests {
             sut.changes[1].regressed,
             "a 25% drop is outside the 20% band"
         );
+    }
+
+    /// A ratio above 1.10, in either file, is listed as a floor that may not bound its case,
+    /// without failing the gate; one below 1 is not.
+    #[test]
+    fn a_ratio_above_the_floor_is_flagged_but_not_gated() {
+        let flag = "the floor may not bound this case (it measures something else, or noise)";
+        let sut = compare(
+            &[sample("a", Some(0.95)), sample("b", Some(1.5))],
+            &[sample("a", Some(1.5)), sample("b", Some(0.95))],
+            Bands::uniform(0.5),
+        );
+        assert!(!sut.has_regression());
+        assert_eq!(sut.failure(), None);
+        let table = sut.table();
+        assert!(
+            table.contains(&format!("a 100x100 in NEW: ratio 1.50 > 1.10: {flag}"))
+                && table.contains(&format!("b 100x100 in OLD: ratio 1.50 > 1.10: {flag}")),
+            "{table}"
+        );
+        assert_eq!(table.matches(flag).count(), 2, "{table}");
+        let sut = compare(
+            &[sample("a", Some(0.95))],
+            &[sample("a", Some(0.95))],
+            Bands::uniform(0.25),
+        );
+        assert!(!sut.table().contains(flag), "{}", sut.table());
     }
 
     #[test]

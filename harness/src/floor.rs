@@ -676,32 +676,44 @@ mod tests {
     }
 
     /// A writer whose reader is late waits for it asleep (it would keep a reader sharing its
-    /// core under SCHED_FIFO from running), and wakes as soon as the reader says it is ready.
+    /// core under SCHED_FIFO from running), does not go on before the reader says it is
+    /// ready, and goes on once it has. Observed through the writer thread's state, not a
+    /// duration: a spinning writer is never asleep, one that stopped waiting finishes.
     #[test]
     fn the_writer_sleeps_until_its_late_reader_is_ready() {
+        const WRITER: &str = "floor-ready-wr";
         let spec = spec(1, "ready");
         let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        let own_cpu_ns = || schedstat_cpu_ns(Path::new("/proc/thread-self")).unwrap();
-        let (cpu, waited) = std::thread::scope(|s| {
-            let writer = s.spawn(|| {
-                let (cpu0, t0) = (own_cpu_ns(), Instant::now());
-                wait_for_reader(&region, Duration::from_secs(10)).unwrap();
-                (own_cpu_ns() - cpu0, t0.elapsed())
-            });
-            // The reader comes late (the scenario under test, not a synchronization).
-            std::thread::sleep(Duration::from_millis(300));
+        let passed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writer = std::thread::Builder::new()
+                .name(WRITER.into())
+                .spawn_scoped(s, || {
+                    wait_for_reader(&region, Duration::from_secs(10)).unwrap();
+                    passed.store(true, Ordering::Release);
+                })
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while thread_state(WRITER) != Some('S') {
+                assert!(
+                    !passed.load(Ordering::Acquire),
+                    "the writer went on before its reader was ready"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "the writer never slept waiting for its reader (state {:?})",
+                    thread_state(WRITER)
+                );
+                std::thread::yield_now();
+            }
+            assert!(
+                !passed.load(Ordering::Acquire),
+                "the writer went on before its reader was ready"
+            );
             say_ready(&region);
-            writer.join().unwrap()
+            writer.join().unwrap();
         });
-        assert!(
-            waited >= Duration::from_millis(250),
-            "did not wait: {waited:?}"
-        );
-        assert!(
-            cpu < 30_000_000,
-            "the writer spent {} ms of CPU waiting {waited:?} for its reader",
-            cpu / 1_000_000
-        );
+        assert!(passed.load(Ordering::Acquire));
     }
 
     /// A stage output's floor publishes each frame into the next of its slots, as the
@@ -731,13 +743,25 @@ mod tests {
         stat.split_whitespace().next()?.parse().ok()
     }
 
-    /// CPU time (ns) of this process's thread named `name`, if one runs.
-    fn thread_cpu_ns(name: &str) -> Option<u64> {
+    /// The `/proc` directory of this process's thread named `name`, if one runs.
+    fn thread_dir(name: &str) -> Option<std::path::PathBuf> {
         std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
             let dir = t.ok()?.path();
             let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            (comm.trim() == name).then(|| schedstat_cpu_ns(&dir))?
+            (comm.trim() == name).then_some(dir)
         })
+    }
+
+    /// CPU time (ns) of this process's thread named `name`, if one runs.
+    fn thread_cpu_ns(name: &str) -> Option<u64> {
+        schedstat_cpu_ns(&thread_dir(name)?)
+    }
+
+    /// The scheduler state of this process's thread named `name` (`R` running, `S`
+    /// asleep, ...; the field after the command in its `stat`), if one runs.
+    fn thread_state(name: &str) -> Option<char> {
+        let stat = std::fs::read_to_string(thread_dir(name)?.join("stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
     }
 
     /// With a busy reader core, a thread spins beside the parked reader for the whole run

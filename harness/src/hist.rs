@@ -83,7 +83,10 @@ pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> Result<()> {
     )?;
     let scale = 1000.0; // ns -> us
     if !h.is_empty() {
+        // TotalCount is the running total up to the value, as HdrHistogram prints it.
+        let mut total = 0u64;
         for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
             let inv = if q < 1.0 {
                 format!("{:14.2}", 1.0 / (1.0 - q))
@@ -95,7 +98,7 @@ pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> Result<()> {
                 "{:12.3} {:2.12} {:10} {inv}",
                 v.value_iterated_to() as f64 / scale,
                 q,
-                v.count_since_last_iteration()
+                total
             )?;
         }
         writeln!(
@@ -197,5 +200,31 @@ mod tests {
         assert!(text.starts_with("       Value     Percentile"));
         assert!(text.contains("Total count    =         1000"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The TotalCount column is the running total up to each value, as HdrHistogram's
+    /// `outputPercentileDistribution` prints it: never decreasing, every sample at the end.
+    #[test]
+    fn an_hgrm_files_total_count_column_is_the_running_total() {
+        let mut h = new();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("hgrm-total-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.hgrm");
+        write_hgrm(&h, &p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let totals: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(totals.len() > 10, "{text}");
+        assert!(totals.windows(2).all(|w| w[0] <= w[1]), "{totals:?}");
+        assert_eq!(totals.last(), Some(&1000), "{text}");
     }
 }

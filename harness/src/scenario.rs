@@ -65,6 +65,27 @@ pub fn shape_bytes(shape: &[usize], itemsize: usize) -> Option<usize> {
         .try_fold(itemsize, |bytes, d| bytes.checked_mul(*d))
 }
 
+/// `cores` (ascending) as ranges: "0-3, 6, 8-9".
+fn core_list(cores: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &c in cores {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => runs.push((c, c)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Item size in bytes of a numpy dtype name, if it is one of [`DTYPES`].
 pub fn itemsize(dtype: &str) -> Option<usize> {
     DTYPES.iter().find(|(n, _)| *n == dtype).map(|(_, s)| *s)
@@ -105,9 +126,9 @@ pub struct Defaults {
     pub warmup: f64,
     /// Measured repeats; the reported rate is their median.
     pub repeats: u32,
-    /// Core of the writer (and of in-process cases).
+    /// Core of the writer (and of in-process cases); one this process may run on.
     pub writer_cpu: usize,
-    /// Core of the reader / compute process.
+    /// Core of the reader / compute process; one this process may run on.
     pub reader_cpu: usize,
     /// Seconds after which a child process is killed and the case reported as failed.
     pub timeout_s: f64,
@@ -586,6 +607,42 @@ impl Scenario {
                 );
             }
         }
+        match crate::spawn::allowed_cores() {
+            Some(cores) => self.check_cores(&cores),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a core key (`writer_cpu`, `reader_cpu`, an ao-loop stage's `*_cpu`) naming a
+    /// core outside `allowed`, the cores this process may run on: a child pinned there would
+    /// run unpinned, with only a warning in its stderr.
+    fn check_cores(&self, allowed: &[usize]) -> Result<()> {
+        let check = |table: &str, key: &str, cpu: usize| {
+            if allowed.contains(&cpu) {
+                return Ok(());
+            }
+            bail!(
+                "{table} {key} = {cpu}: this process may run on cores {} only (its \
+                 sched_getaffinity mask), so a child pinned to cpu {cpu} would run unpinned; set \
+                 {key} to one of them",
+                core_list(allowed)
+            )
+        };
+        check("[defaults]", "writer_cpu", self.defaults.writer_cpu)?;
+        check("[defaults]", "reader_cpu", self.defaults.reader_cpu)?;
+        for (i, c) in self.cases.iter().enumerate() {
+            let Some(ao) = &c.ao else { continue };
+            for (key, cpu) in [
+                ("camera_cpu", ao.camera_cpu),
+                ("slopes_cpu", ao.slopes_cpu),
+                ("recon_cpu", ao.recon_cpu),
+            ] {
+                if let Some(cpu) = cpu {
+                    check("[case.ao]", key, cpu)
+                        .with_context(|| format!("[[case]] #{} ({})", i + 1, c.resolved_name()))?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -658,7 +715,7 @@ impl Scenario {
                 threads: if c.kind == Kind::Op {
                     1
                 } else {
-                    c.threads.unwrap_or(cores).max(1)
+                    c.threads.unwrap_or(cores)
                 },
                 op: c.op,
                 timing,
@@ -860,6 +917,12 @@ impl CaseSpec {
         }
         if self.threads.is_some() && self.kind != Kind::Mvm {
             bail!("threads applies to kind = \"mvm\" only");
+        }
+        if self.threads == Some(0) {
+            bail!(
+                "threads = 0: the MVM kernel needs at least 1 thread (1 runs it on the compute \
+                 core alone; leave threads out for one per core)"
+            );
         }
         match (self.kind, self.op) {
             (Kind::Op, None) => {
@@ -1272,6 +1335,64 @@ pipeline = "device-resident"
         .unwrap();
         assert_eq!(s.cases[0].resolved_name(), "bridge-pinned-rt-uint8");
         assert_eq!(s.jobs(false, None)[0].rt_priority, Some(20));
+    }
+
+    /// A core this process may not run on is refused at parse, naming the key, the value
+    /// and the cores it may use: pinned there, a child would run unpinned while the report
+    /// said otherwise.
+    #[test]
+    fn a_core_this_process_may_not_run_on_is_refused_naming_the_key_and_the_cores() {
+        let err = Scenario::parse(
+            "name=\"x\"\n[defaults]\nwriter_cpu = 1000000\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("[defaults] writer_cpu = 1000000: this process may run on cores ")
+                && err.contains("set writer_cpu to one of them"),
+            "{err}"
+        );
+        let unchecked = |text: &str| -> Scenario { toml::from_str(text).unwrap() };
+        let two = [0, 1];
+        let sut = unchecked(
+            "name=\"x\"\n[defaults]\nreader_cpu = 7\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n",
+        );
+        assert_eq!(
+            sut.check_cores(&two).unwrap_err().to_string(),
+            "[defaults] reader_cpu = 7: this process may run on cores 0-1 only (its \
+             sched_getaffinity mask), so a child pinned to cpu 7 would run unpinned; set \
+             reader_cpu to one of them"
+        );
+        for key in ["camera_cpu", "slopes_cpu", "recon_cpu"] {
+            let sut = unchecked(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n[[case]]\n\
+                 kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
+                 actuators=5\nrate_hz=1000\n{key} = 2\n"
+            ));
+            let err = sut.check_cores(&two).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "[[case]] #2 (ao-loop): [case.ao] {key} = 2: this process may run on cores 0-1 only"
+                )),
+                "{err}"
+            );
+            assert!(sut.check_cores(&[0, 1, 2]).is_ok());
+        }
+        assert_eq!(core_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3, 6, 8-9");
+    }
+
+    /// `threads = 0` was run on one thread without a word: refused, naming the remedy.
+    #[test]
+    fn an_mvm_case_with_no_threads_is_refused() {
+        let err =
+            Scenario::parse("name=\"x\"\n[[case]]\nkind=\"mvm\"\nsizes=[[2, 2]]\nthreads = 0\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "[[case]] #1 (mvm-host-upload): threads = 0: the MVM kernel needs at least 1 thread \
+             (1 runs it on the compute core alone; leave threads out for one per core)"
+        );
     }
 
     #[test]

@@ -197,6 +197,18 @@ pub fn pin_to(cpu: usize) -> bool {
     core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
 
+/// The cores the calling thread may run on (its `sched_getaffinity` mask, ascending), which
+/// a scenario's cores must be among ([`pin_to`] fails on any other); `None` when it cannot
+/// be read. Called before anything is pinned, it is the process's.
+pub fn allowed_cores() -> Option<Vec<usize>> {
+    let mut cores: Vec<usize> = core_affinity::get_core_ids()?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cores.sort_unstable();
+    Some(cores)
+}
+
 fn tail_of(path: &Path, max: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let t = text.trim_end();

@@ -215,7 +215,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         writeln!(
             o,
             "Seed: pyshmem 1.0.4 README (RTX 5090 host). Ours: this run. GB/s counts write + read bytes. \
-             Floor: two `memcpy`s through a bare shared-memory region, same core, same run. Ratio to floor = floor median iteration time / ours.\n"
+             Floor: a bare publish then snapshot on a plain shared-memory region, each through a mapping of its own, same core, same run: \
+             the `flock` pair, the odd/even sequence, the copy in, the write time and count; then the sequence, the copy out, the re-check \
+             (what the format makes every implementation do). Ratio to floor = floor median iteration time / ours.\n"
         )?;
         writeln!(
             o,
@@ -521,6 +523,23 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         )?;
     }
     writeln!(o)?;
+
+    // A floor must bound what it is compared with.
+    let unbounded: Vec<String> = records
+        .iter()
+        .zip(results)
+        .filter_map(|(rec, r)| {
+            Some(format!(
+                "- `{}`: {}",
+                r.job.label(),
+                rec.floor_bound_note()?
+            ))
+        })
+        .collect();
+    if !unbounded.is_empty() {
+        writeln!(o, "## Floors that may not bound their case\n")?;
+        writeln!(o, "{}\n", unbounded.join("\n"))?;
+    }
 
     // Skipped / failed / empty columns.
     let mut notes = Vec::new();

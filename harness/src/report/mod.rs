@@ -232,6 +232,70 @@ mod write_tests {
         }
     }
 
+    /// report.md for one float32 roundtrip case whose iterations take `ours_ns` and its
+    /// floor's `floor_ns`.
+    fn roundtrip_report(ours_ns: u64, floor_ns: u64) -> String {
+        let scenario =
+            Scenario::parse("name=\"w\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[100,100]]\n")
+                .unwrap();
+        let results = [JobResult {
+            job: scenario.jobs(false, None).remove(0),
+            ours: Ok(side(ours_ns, 1e9 / ours_ns as f64)),
+            floor: Ok(side(floor_ns, 1e9 / floor_ns as f64)),
+            peer: Err("no python".into()),
+            skipped: None,
+            ao: None,
+        }];
+        let env = Environment::collect();
+        let input = ReportInput {
+            scenario: &scenario,
+            results: &results,
+            env: &env,
+            peer: &PeerSetup::Missing("no python".into()),
+            record_cost: RecordCost {
+                record_ns: 12.0,
+                clock_ns: 20.0,
+                samples: 10,
+            },
+            noise: &HostNoise::default(),
+            command_line: "harness w.toml".into(),
+            elapsed_s: 1.0,
+            quick: false,
+        };
+        let records: Vec<Record> = results.iter().map(Record::from_result).collect();
+        let targets = targets::evaluate(&results, 12.0);
+        markdown::render(&input, &records, &targets).unwrap()
+    }
+
+    /// The roundtrip's floor is described as what `floor::roundtrip` runs: a bare publish
+    /// and snapshot, not two bare copies.
+    #[test]
+    fn the_roundtrip_floor_is_described_as_the_bare_publish_and_snapshot_it_runs() {
+        let md = roundtrip_report(4000, 3000);
+        assert!(!md.contains("two `memcpy`s"), "{md}");
+        assert!(
+            md.contains("Floor: a bare publish then snapshot")
+                && md.contains("the odd/even sequence")
+                && md.contains("the re-check"),
+            "{md}"
+        );
+    }
+
+    /// A floor must bound what it is compared with: a ratio above 1.10 is flagged (not
+    /// failed), one below 1 is not.
+    #[test]
+    fn a_ratio_above_the_floor_is_flagged_in_the_report() {
+        let flag =
+            "> 1.10: the floor may not bound this case (it measures something else, or noise)";
+        let md = roundtrip_report(2000, 3000);
+        assert!(
+            md.contains(&format!("`roundtrip/100x100`: ratio 1.50 {flag}")),
+            "{md}"
+        );
+        let md = roundtrip_report(4000, 3800);
+        assert!(!md.contains(flag), "{md}");
+    }
+
     #[test]
     fn every_report_file_is_written_with_seed_columns_and_skip_lines() {
         let scenario = Scenario::parse(

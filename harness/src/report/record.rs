@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::cases::ao::analysis::StageStat;
 use crate::error::Result;
 use crate::run::JobResult;
-use crate::scenario::{Kind, shape_str};
+use crate::scenario::{HotOp, Kind, shape_str};
 
 /// One row of `results.json` / `results.csv`. `None` is `null` (JSON) or empty (CSV).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +34,8 @@ pub struct Record {
     pub wait: Option<String>,
     /// Iterations (round trips, products) per second.
     pub hz: Option<f64>,
-    /// Write + read bytes per second (the seed's convention).
+    /// Write + read bytes per second (the seed's convention); null for an op that moves
+    /// no payload (lock, wake).
     pub bytes_per_s: Option<f64>,
     /// MVM: 2·rows·cols·hz / 1e9.
     pub gflops: Option<f64>,
@@ -154,26 +155,39 @@ pub const COLUMNS: [&str; 33] = [
     "skipped",
 ];
 
-/// Bytes written + read per iteration (the seed's IO convention).
-pub fn bytes_per_iteration(r: &JobResult) -> f64 {
+/// Bytes written + read per iteration (the seed's IO convention); `None` for an op that
+/// moves no payload (lock, wake), whose `bytes_per_s` is then null.
+pub fn bytes_per_iteration(r: &JobResult) -> Option<f64> {
     let j = &r.job;
     match j.kind {
-        Kind::Roundtrip | Kind::Pingpong => 2.0 * j.payload_bytes() as f64,
-        // One copy (write or read), or none (lock, wake; the kernel reads the matrix).
-        Kind::Op => j.payload_bytes() as f64,
+        Kind::Roundtrip | Kind::Pingpong => Some(2.0 * j.payload_bytes() as f64),
+        Kind::Op if matches!(j.op, Some(HotOp::Lock | HotOp::Wake)) => None,
+        // One copy (write or read; the kernel reads the matrix).
+        Kind::Op => Some(j.payload_bytes() as f64),
         // The frame delivered at B (the bridge's throughput).
-        Kind::Bridge => j.payload_bytes() as f64,
+        Kind::Bridge => Some(j.payload_bytes() as f64),
         // x and y each written once and read once.
-        Kind::Mvm => 2.0 * ((j.shape[0] + j.shape[1]) * j.itemsize) as f64,
+        Kind::Mvm => Some(2.0 * ((j.shape[0] + j.shape[1]) * j.itemsize) as f64),
         // The frame, the signals and the commands, each written once and read once.
-        Kind::AoLoop => {
-            r.ao.as_ref()
-                .map_or(0.0, |a| 2.0 * a.bytes_per_frame() as f64)
-        }
+        Kind::AoLoop => r.ao.as_ref().map(|a| 2.0 * a.bytes_per_frame() as f64),
     }
 }
 
+/// The highest `ratio_to_floor` noise explains: a floor bounds its case, so a case beating
+/// its floor by more ([`Record::floor_bound_note`]) is flagged, not failed.
+pub const FLOOR_BOUND_SLACK: f64 = 1.10;
+
 impl Record {
+    /// Why this row's floor may not bound it, when its ratio exceeds [`FLOOR_BOUND_SLACK`]
+    /// (report.md and `harness compare` list it).
+    pub fn floor_bound_note(&self) -> Option<String> {
+        let r = self.ratio_to_floor.filter(|r| *r > FLOOR_BOUND_SLACK)?;
+        Some(format!(
+            "ratio {r:.2} > {FLOOR_BOUND_SLACK:.2}: the floor may not bound this case (it \
+             measures something else, or noise)"
+        ))
+    }
+
     /// The row for one job.
     pub fn from_result(r: &JobResult) -> Self {
         let j = &r.job;
@@ -224,7 +238,7 @@ impl Record {
                 j.wait.map(|w| w.name().into())
             },
             hz,
-            bytes_per_s: hz.map(|h| h * bytes_per_iteration(r)),
+            bytes_per_s: hz.zip(bytes_per_iteration(r)).map(|(h, b)| h * b),
             gflops,
             p50_ns: pct.map(|p| p.p50),
             p90_ns: pct.map(|p| p.p90),
@@ -434,6 +448,44 @@ pub(crate) mod tests {
             .map(|row| row.unwrap()[col].to_string())
             .collect();
         assert_eq!(cells, ["true", ""]);
+    }
+
+    /// Taking the lock or waking waiters moves no payload: no bytes/s, where a write, a
+    /// read and the kernel (which reads the matrix) count their payload.
+    #[test]
+    fn an_op_that_moves_no_payload_has_no_bytes_per_s() {
+        use crate::measure::Measured;
+        use crate::run::{JobResult, Side};
+        let side = || Side {
+            m: Measured {
+                repeat_hz: vec![1000.0],
+                ..Default::default()
+            },
+            hist: crate::hist::new(),
+            placement: "solo@0".into(),
+        };
+        let bytes_per_s = |op: &str, shape: &str| {
+            let job = crate::scenario::Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"op\"\nop=\"{op}\"\nsizes=[{shape}]\n"
+            ))
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+            let r = JobResult {
+                job,
+                ours: Ok(side()),
+                floor: Ok(side()),
+                peer: Err("no peer".into()),
+                skipped: None,
+                ao: None,
+            };
+            Record::from_result(&r).bytes_per_s
+        };
+        assert_eq!(bytes_per_s("lock", "[1]"), None);
+        assert_eq!(bytes_per_s("wake", "[1]"), None);
+        assert_eq!(bytes_per_s("write", "[256]"), Some(1000.0 * 1024.0));
+        assert_eq!(bytes_per_s("read", "[256]"), Some(1000.0 * 1024.0));
+        assert_eq!(bytes_per_s("kernel", "[4, 8]"), Some(1000.0 * 128.0));
     }
 
     #[test]
