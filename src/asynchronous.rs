@@ -191,8 +191,10 @@ impl Stream {
         }
     }
 
-    /// The shared loop: try `attempt` inline (it must not wait: it is called with a zero
-    /// timeout and only when the count is past `after`), else park on the pool and retry.
+    /// The shared loop: try `attempt` inline (it must not wait: it is the blocking twin with a
+    /// zero timeout) when the count is past `after`, else park on the pool and retry. At the
+    /// deadline `attempt` runs once more, so what the blocking twin reports instead of a
+    /// timeout (an aborted or abandoned write, an unlinked stream) is reported here too.
     async fn wait_then<R>(
         self: &Arc<Self>,
         after: u64,
@@ -202,18 +204,18 @@ impl Stream {
         self.ensure_open()?;
         let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
-            if self.count() > after {
+            let passed = deadline.is_some_and(|d| Instant::now() >= d);
+            if passed || self.count() > after {
                 match attempt(self) {
                     // A writer is inside its bracket right now: wait for it on the pool.
-                    Err(Error::Timeout { .. }) => {}
+                    Err(Error::Timeout { .. }) if !passed => {}
+                    Err(Error::Timeout { .. }) => return Err(self.timeout_error(timeout)),
                     other => return other,
                 }
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(self.timeout_error(timeout));
-            }
             if self.park_until_count(after, deadline).await?.is_none() {
-                return Err(self.timeout_error(timeout));
+                // The deadline passed: the next round's last attempt says how.
+                continue;
             }
         }
     }

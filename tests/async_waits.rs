@@ -342,3 +342,40 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
     let next = r.read_new::<u8>(Some(Duration::from_millis(300)));
     assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
 }
+
+/// A wait that reaches its deadline reports what its blocking twin reports instead of a
+/// timeout, zero timeout included: an aborted write (`Inconsistent`), an unlinked stream
+/// (`Stale`). A loop polling with a zero timeout would otherwise never learn of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_wait_at_its_deadline_reports_what_its_blocking_twin_does() {
+    let name = unique_name("async-deadline");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .notify(true)
+        .create()
+        .unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    let r = Arc::new(Stream::open_readonly(&name).unwrap());
+    let twin = Stream::open_readonly(&name).unwrap();
+    let _ = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("aborted")));
+    let blocking = twin.read_new::<u8>(Some(Duration::ZERO)).unwrap_err();
+    assert!(
+        matches!(blocking, Error::Inconsistent { .. }),
+        "{blocking:?}"
+    );
+    for timeout in [Duration::ZERO, Duration::from_millis(20)] {
+        let r = Arc::new(Stream::open_readonly(&name).unwrap());
+        let e = r.read_new_async::<u8>(Some(timeout)).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Inconsistent { .. }),
+            "{timeout:?}: {e:?}"
+        );
+    }
+    shmstream::unlink(&name).unwrap();
+    for timeout in [Duration::ZERO, Duration::from_millis(20)] {
+        let e = r.wait_for_count_async(1, Some(timeout)).await.unwrap_err();
+        assert!(matches!(e, Error::Stale { .. }), "{timeout:?}: {e:?}");
+    }
+}
