@@ -9,10 +9,14 @@
 //! - Latest-value by default: congestion control *drop* (a frame that finds the link's
 //!   queue full is dropped), and the subscriber writes each frame into its local stream on
 //!   Zenoh's receiving thread as it comes, so local readers see the newest. `max_rate` caps
-//!   the frames put per second (a GUI feed).
+//!   the frames put per second (a GUI feed). A subscriber that arrives after a frame was put
+//!   still gets the current frame: the publisher puts it again when it goes from no matched
+//!   subscriber to one, and answers the subscriber's query for it; a frame received twice
+//!   is written once.
 //! - Lossless: the publisher reads through a history cursor
-//!   ([`shmstream::Stream::cursor`]) with congestion control *block*; lost frames (a
-//!   lapped cursor) are reported, never hidden.
+//!   ([`shmstream::Stream::cursor`]) with congestion control *block*, from the current frame
+//!   on, and only while a subscriber is matched (frames wait in the ring meanwhile); lost
+//!   frames (a lapped cursor) are reported, never hidden.
 //! - Loopback by default, multicast scouting off: nothing listens beyond this host unless
 //!   asked. Peers that go away are reconnected by Zenoh (`connect` endpoints retry forever).
 

@@ -3,10 +3,14 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use shmstream::{Error, Stream, WaitStrategy};
+use bytes::{Bytes, BytesMut};
+use shmstream::{Error, FrameInfo, Stream, WaitStrategy};
 use zenoh::Wait;
+use zenoh::handlers::{RingChannel, RingChannelHandler};
+use zenoh::matching::{MatchingListener, MatchingStatus};
+use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
+use zenoh::query::{Query, Queryable};
 
 use crate::codec::FrameHeader;
 use crate::{
@@ -53,18 +57,6 @@ fn period_of(rate: f64) -> Result<Duration, BridgeError> {
     }
 }
 
-/// Pauses for a rate limit or for a stream to appear, in slices that watch `stop`.
-fn pause(d: Duration, stop: &Stop) {
-    let until = Instant::now().checked_add(d);
-    while !stop.is_set() {
-        let left = until.map_or(POLL, |u| u.saturating_duration_since(Instant::now()));
-        if left.is_zero() {
-            return;
-        }
-        std::thread::sleep(left.min(POLL));
-    }
-}
-
 fn publish_stream(
     session: &zenoh::Session,
     o: &PublishOptions,
@@ -83,6 +75,7 @@ fn publish_stream(
         .express(true)
         .wait()
         .map_err(zenoh_err(format!("declaring the publisher on {k}")))?;
+    let mut link = Link::declare(session, &publisher, &k, o.lossless)?;
     // Whether the stream was made (or made again) while this thread waited for it: then every
     // frame of its generation is this bridge's to carry. (A stream there when the bridge
     // starts is carried from its current frame on.)
@@ -95,7 +88,7 @@ fn publish_stream(
             Ok(s) => s,
             Err(Error::NotFound { .. }) => {
                 made_since = true;
-                pause(POLL, stop);
+                std::thread::sleep(POLL);
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -109,8 +102,14 @@ fn publish_stream(
             )));
         }
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
-        if let Some(c) = cursor.as_mut().filter(|_| made_since) {
-            c.rewind_to_start();
+        if let Some(c) = cursor.as_mut() {
+            if made_since {
+                c.rewind_to_start();
+            } else {
+                // From the current frame on: the ring's newest comes next.
+                c.rewind_to_oldest();
+                c.skip_to_recent(1);
+            }
         }
         // Latest-value: the frame the stream holds when it is opened goes first, so a writer
         // that writes once and then idles is mirrored too.
@@ -126,7 +125,28 @@ fn publish_stream(
             count: 0,
             write_time: 0.0,
         };
+        // Until when `max_rate` holds the next frame back (`Some(None)`: a period past the
+        // clock's end, for good).
+        let mut held: Option<Option<Instant>> = None;
         while !stop.is_set() {
+            if cursor.is_none() {
+                match link.serve(&s, &publisher, &mut buf, &mut header) {
+                    Ok(()) => {}
+                    // Unlinked or replaced: open the new generation.
+                    Err(BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })) => break,
+                    Err(e) => return Err(e),
+                }
+            } else if !link.wait_matched() {
+                continue;
+            }
+            if let Some(until) = held {
+                let left = until.map_or(POLL, |u| u.saturating_duration_since(Instant::now()));
+                if !left.is_zero() {
+                    std::thread::sleep(left.min(POLL));
+                    continue;
+                }
+                held = None;
+            }
             let got = match cursor.as_mut() {
                 Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
                 None if std::mem::take(&mut current_first) => {
@@ -152,27 +172,161 @@ fn publish_stream(
                 Err(Error::Stale { .. }) | Err(Error::Closed { .. }) => break,
                 Err(e) => return Err(e.into()),
             };
-            header.frame_id = info.frame_id;
-            header.count = info.count;
-            header.write_time = info.write_time;
-            let frame = std::mem::take(&mut buf).freeze();
-            publisher
-                .put(frame.clone())
-                .attachment(header.encode())
-                .wait()
-                .map_err(zenoh_err(format!("putting a frame on {k}")))?;
-            buf = frame
-                .try_into_mut()
-                .unwrap_or_else(|_| BytesMut::zeroed(s.size_bytes()));
+            stamp(&mut header, &info);
+            lend(&mut buf, |frame| {
+                publisher.put(frame).attachment(header.encode()).wait()
+            })
+            .map_err(zenoh_err(format!("putting a frame on {k}")))?;
             say_any(name, losses.due());
-            if let Some(p) = period {
-                pause(p, stop);
-            }
+            held = period.map(|p| Instant::now().checked_add(p));
         }
         made_since = true;
     }
     say_any(name, losses.rest());
     Ok(())
+}
+
+/// What a publisher hears from Zenoh between frames: whether a subscriber is matched, and
+/// (latest-value) queries for the current frame.
+///
+/// Zenoh delivers a put only to the subscribers it knows at that moment, so a frame put
+/// before a subscriber arrived (a writer that writes once and idles, a subscriber started or
+/// restarted later, a link that comes back) never reaches it. Latest-value therefore puts the
+/// current frame again whenever the publisher goes from no matched subscriber to one, and
+/// answers queries for it: a subscriber that arrives while another is matched makes no such
+/// change, so it asks ([`crate::subscribe`]). Lossless puts nothing while no subscriber is
+/// matched: its frames wait in the ring (and those beyond its depth are reported lost).
+struct Link {
+    matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
+    /// Latest-value only: a lossless frame must not arrive out of its order.
+    queries: Option<Queryable<RingChannelHandler<Query>>>,
+    matched: bool,
+}
+
+impl Link {
+    fn declare(
+        session: &zenoh::Session,
+        publisher: &Publisher<'_>,
+        k: &str,
+        lossless: bool,
+    ) -> Result<Link, BridgeError> {
+        // Ring channels: a burst of queries or status changes drops the oldest rather than
+        // blocking Zenoh's thread (a dropped query gets no reply; only the newest status
+        // matters).
+        let matching = publisher
+            .matching_listener()
+            .with(RingChannel::new(8))
+            .wait()
+            .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
+        let queries = if lossless {
+            None
+        } else {
+            Some(
+                session
+                    .declare_queryable(k)
+                    .with(RingChannel::new(16))
+                    .wait()
+                    .map_err(zenoh_err(format!("declaring the queryable on {k}")))?,
+            )
+        };
+        Ok(Link {
+            matching,
+            queries,
+            matched: false,
+        })
+    }
+
+    /// Takes the status changes that came since the last call: whether the publisher went
+    /// from no matched subscriber to one.
+    fn newly_matched(&mut self) -> bool {
+        let mut newly = false;
+        while let Ok(Some(status)) = self.matching.try_recv() {
+            newly |= status.matching() && !self.matched;
+            self.matched = status.matching();
+        }
+        newly
+    }
+
+    /// Lossless: whether a subscriber is matched, else waits up to [`POLL`] for a status
+    /// change and says `false` (the caller looks at its stop flag and asks again).
+    fn wait_matched(&mut self) -> bool {
+        self.newly_matched();
+        if !self.matched {
+            match self.matching.recv_timeout(POLL) {
+                Ok(Some(status)) => self.matched = status.matching(),
+                Ok(None) => {}
+                // The session is closing: no status will come.
+                Err(_) => std::thread::sleep(POLL),
+            }
+        }
+        self.matched
+    }
+
+    /// Latest-value: answers the queries that came with the current frame, then puts it
+    /// (again) if a subscriber newly matched or the main loop has not put it yet (reading it
+    /// here makes it this handle's last read, so the loop's next `read_new` waits past it).
+    /// Nothing is sent for a stream never written.
+    fn serve(
+        &mut self,
+        s: &Stream,
+        publisher: &Publisher<'_>,
+        buf: &mut BytesMut,
+        header: &mut FrameHeader,
+    ) -> Result<(), BridgeError> {
+        let newly = self.newly_matched();
+        let queries: Vec<Query> = self
+            .queries
+            .as_ref()
+            .map(|q| std::iter::from_fn(|| q.try_recv().ok().flatten()).collect())
+            .unwrap_or_default();
+        if !newly && queries.is_empty() {
+            return Ok(());
+        }
+        // The frame is read afresh (and counts as this handle's last read), so nothing
+        // older than a frame already put goes out.
+        let info = match s.read_publication_into_bytes(buf) {
+            Ok(info) if info.count > 0 => info,
+            // Never written, or no stable frame now: the next frame is put as it comes.
+            Ok(_) | Err(Error::Timeout { .. } | Error::Inconsistent { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // `header` describes the last frame put (or served): a newer one is everyone's.
+        let unput = info.count != header.count;
+        stamp(header, &info);
+        let k = publisher.key_expr();
+        for q in queries {
+            // A reply that fails only means the asker left.
+            let _ = lend(buf, |frame| {
+                q.reply(k.clone(), frame).attachment(header.encode()).wait()
+            });
+        }
+        if newly || unput {
+            lend(buf, |frame| {
+                publisher.put(frame).attachment(header.encode()).wait()
+            })
+            .map_err(zenoh_err(format!("putting the current frame again on {k}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Describes the frame `info` in `header`.
+fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
+    header.frame_id = info.frame_id;
+    header.count = info.count;
+    header.write_time = info.write_time;
+}
+
+/// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or
+/// makes a new one where Zenoh kept a reference.
+fn lend<R>(buf: &mut BytesMut, send: impl FnOnce(Bytes) -> R) -> R {
+    let len = buf.len();
+    let frame = std::mem::take(buf).freeze();
+    let r = send(frame.clone());
+    *buf = frame
+        .try_into_mut()
+        .unwrap_or_else(|_| BytesMut::zeroed(len));
+    r
 }
 
 /// Says `line`, if there is one.

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
+use zenoh::handlers::RingChannel;
+use zenoh::query::Querier;
 use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
@@ -47,10 +49,19 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a query for a publisher's current frame waits for its reply.
+const QUERY_WAIT: Duration = Duration::from_secs(5);
+
 /// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
 /// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
 /// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
 /// does a local stream, waking its readers), and frames go in the order they arrive.
+///
+/// A put reaches only the subscribers its publisher knows at that moment, and a publisher
+/// puts its current frame again only when it goes from no matched subscriber to one; a
+/// subscriber that arrives while another is matched would wait for the writer's next frame.
+/// So each time a latest-value publisher's queryable appears (at the start, after a link
+/// comes back), the mirror asks it for its current frame ([`ask`]).
 fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
@@ -64,6 +75,8 @@ fn mirror(
         local: None,
         refusals: Refusals::default(),
         closed: false,
+        last: None,
+        written: 0,
     }));
     let receiving = Arc::clone(&state);
     let _sub = session
@@ -78,14 +91,50 @@ fn mirror(
         })
         .wait()
         .map_err(zenoh_err(format!("declaring the subscriber on {k}")))?;
+    let querier = session
+        .declare_querier(k.clone())
+        .timeout(QUERY_WAIT)
+        .wait()
+        .map_err(zenoh_err(format!("declaring the querier on {k}")))?;
+    // A ring channel: only the newest status matters.
+    let publishers = querier
+        .matching_listener()
+        .with(RingChannel::new(1))
+        .wait()
+        .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
     while !stop.is_set() {
-        std::thread::sleep(POLL);
+        match publishers.recv_timeout(POLL) {
+            Ok(Some(status)) if status.matching() => ask(&querier, &state, &k)?,
+            Ok(_) => {}
+            // The session is closing: no status will come.
+            Err(_) => std::thread::sleep(POLL),
+        }
     }
     // Neither dropping the subscriber nor closing the session waits for a callback that is
     // running, and the process may exit next: wait here for a frame being written into the
     // local stream (the lock), and let no other start, so the mirror is left whole.
     state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
     Ok(())
+}
+
+/// Asks the publishers on `k` for their current frame, and writes a reply as a sample
+/// ([`Mirror::write`]) only if no frame was written since: a reply never overwrites a newer
+/// live frame.
+fn ask(querier: &Querier<'_>, state: &Arc<Mutex<Mirror>>, k: &str) -> Result<(), BridgeError> {
+    let asked_at = state.lock().unwrap_or_else(PoisonError::into_inner).written;
+    let answering = Arc::clone(state);
+    querier
+        .get()
+        .callback(move |reply| {
+            if let Ok(sample) = reply.result() {
+                let mut m = answering.lock().unwrap_or_else(PoisonError::into_inner);
+                if !m.closed && m.written == asked_at {
+                    m.write(sample);
+                }
+            }
+        })
+        .wait()
+        .map_err(zenoh_err(format!("asking {k} for its current frame")))
 }
 
 /// One mirrored stream: its local name, and the local stream once a frame opened or
@@ -98,18 +147,29 @@ struct Mirror {
     refusals: Refusals,
     /// Set when the bridge stops: no frame is written after.
     closed: bool,
+    /// The (count, frame id, write time bits) of the last frame written: the same frame put
+    /// again, or also answering a query, is not written twice.
+    last: Option<(u64, u64, u64)>,
+    /// Frames written so far.
+    written: u64,
 }
 
 impl Mirror {
     /// Writes `sample` into the local stream under its write lock, taken for the frame alone
     /// (a local `unlink`, the remedy for a new upstream shape, or another tool gets it
     /// between frames), or refuses it on stderr, leaving the local stream as it was. A
-    /// local stream unlinked meanwhile is opened (or created) again for the frame.
+    /// local stream unlinked meanwhile is opened (or created) again for the frame. The frame
+    /// last written, received again (put again, or a reply), is skipped: local readers
+    /// never see one publication twice.
     fn write(&mut self, sample: &Sample) {
         let h = match check(sample) {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
         };
+        let id = (h.count, h.frame_id, h.write_time.to_bits());
+        if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
+            return;
+        }
         for _ in 0..2 {
             let local = match self.local.take() {
                 Some(s) => s,
@@ -126,6 +186,8 @@ impl Mirror {
             match written {
                 Ok(()) => {
                     self.local = Some(local);
+                    self.last = Some(id);
+                    self.written += 1;
                     if let Some(line) = self.refusals.written() {
                         self.say(&line);
                     }

@@ -4,7 +4,10 @@
 //! stream intact, a subscriber started first and a restarted publisher still connect, an
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
 //! newest frame, SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole, and
-//! the library API bridges several streams from an application's threads until stopped;
+//! the library API bridges several streams from an application's threads until stopped; a
+//! frame written once reaches subscribers started after it was put (put again as they match,
+//! or asked for), once each; `--lossless` waits for a subscriber and starts at the current
+//! frame;
 //! `--rt-priority` puts every bridge thread under SCHED_FIFO (or says what it needs); the
 //! harness's Zenoh floor runs the phases it is sent.
 
@@ -534,6 +537,233 @@ fn wait_mirrored(a: &Stream, b: &Stream, frame: &[u16], id: u64, bridges: &[&Pro
     }
 }
 
+/// Waits, writing nothing, until the mirror `b` shows frame `id`.
+fn wait_frame(b: &Stream, id: u64, bridges: &[&Proc]) {
+    let deadline = Instant::now() + LONG;
+    while b.frame_id() != id {
+        match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
+            Ok(_) | Err(Error::Timeout { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frame {id} not mirrored within {LONG:?} (the mirror shows {})\n{}",
+            b.frame_id(),
+            said(bridges)
+        );
+    }
+}
+
+/// Waits, writing nothing, until a subscriber made mirror `name` (nothing announces a
+/// stream's creation: it is looked for every 20 ms).
+fn wait_made(name: &str, bridges: &[&Proc]) -> Stream {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Ok(b) = Stream::open_readonly(name) {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mirror {name} not made within {LONG:?}\n{}",
+            said(bridges)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until bridge `p` has mapped shm segment `id`, i.e. opened its stream (it says
+/// nothing when it does; `/proc/PID/maps` is looked at every 20 ms).
+fn wait_opened(p: &Proc, id: &str) {
+    let (deadline, path) = (Instant::now() + LONG, format!("/dev/shm/{id}"));
+    let mapped = || {
+        std::fs::read_to_string(format!("/proc/{}/maps", p.pid()))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(&path))
+    };
+    while !mapped() {
+        assert!(
+            Instant::now() < deadline,
+            "{path} not opened within {LONG:?}\n{}",
+            p.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `subscribe NAME --connect EP` into `LOCAL_PREFIX + NAME`, with extra arguments.
+fn subscriber(name: &str, ep: &str, prefix: &str, local_prefix: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["subscribe", name, "--connect", ep, "--key-prefix", prefix];
+    args.extend_from_slice(&["--local-prefix", local_prefix]);
+    args.extend_from_slice(extra);
+    bridge(&args)
+}
+
+/// `publish NAME --listen EP`, with extra arguments.
+fn publisher(name: &str, ep: &str, prefix: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["publish", name, "--listen", ep, "--key-prefix", prefix];
+    args.extend_from_slice(extra);
+    bridge(&args)
+}
+
+/// The natural start order: a writer wrote once and idles, the publisher puts that frame
+/// as it opens the stream (to no one), and the subscriber starts later. It still gets the
+/// frame: the publisher puts it again when the subscriber matches, and the subscriber asks.
+#[test]
+fn a_frame_written_once_reaches_a_subscriber_started_after_the_publisher_put_it() {
+    let (a_name, prefix) = (unique_name("br-late"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    // It puts the current frame right after opening the stream.
+    wait_opened(&p, &shmstream::name::segment_id(&a_name));
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
+    let b = wait_made(&b_name, &[&p, &s]);
+    wait_frame(&b, 5, &[&p, &s]);
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[5u16; 32]);
+}
+
+/// A subscriber that does not ask (a plain Zenoh one) still gets the frame a writer wrote
+/// once before it started: the publisher puts it again as the subscriber matches.
+#[test]
+fn a_plain_zenoh_subscriber_matched_late_gets_the_current_frame_put_again() {
+    use zenoh::Wait;
+    let (a_name, prefix) = (unique_name("br-plain"), unique_name("br-key"));
+    let _c = Cleanup::new([&a_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    wait_opened(&p, &shmstream::name::segment_id(&a_name));
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![ep],
+    })
+    .unwrap();
+    let sub = session
+        .declare_subscriber(shmstream_bridge::key(&prefix, &a_name))
+        .wait()
+        .unwrap();
+    let sample = sub
+        .recv_timeout(LONG)
+        .unwrap()
+        .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
+    let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
+    assert_eq!(h.frame_id, 5);
+    let want: Vec<u8> = [5u16; 32].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    assert_eq!(sample.payload().to_bytes(), want);
+    let _ = session.close().wait();
+}
+
+/// A subscriber that starts while another is matched makes no matching change at the
+/// publisher (nothing is put again): it gets the current frame by asking for it.
+#[test]
+fn a_second_subscriber_started_while_another_mirrors_an_idle_stream_gets_its_current_frame() {
+    let (a_name, prefix) = (unique_name("br-second"), unique_name("br-key"));
+    let (b_name, n_name) = (format!("m-{a_name}"), format!("n-{a_name}"));
+    let _c = Cleanup::new([&a_name, &b_name, &n_name]);
+    let a = source(&a_name, 0);
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    let s1 = subscriber(&a_name, &ep, &prefix, "m-", &[]);
+    let b = wait_linked(&a, &b_name, &[&p, &s1]);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    wait_frame(&b, 5, &[&p, &s1]);
+    let s2 = subscriber(&a_name, &ep, &prefix, "n-", &[]);
+    let n = wait_made(&n_name, &[&p, &s1, &s2]);
+    wait_frame(&n, 5, &[&p, &s1, &s2]);
+    assert_eq!(n.read::<u16>().unwrap().as_slice().unwrap(), &[5u16; 32]);
+}
+
+/// A restarted subscriber receives the current frame twice (put again as it matches, and
+/// the reply to its query): local readers see it once, then the next frame.
+#[test]
+fn a_frame_put_again_is_mirrored_once() {
+    let (a_name, prefix) = (unique_name("br-once"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    let mut s1 = subscriber(&a_name, &ep, &prefix, "m-", &["--history", "16"]);
+    let b = wait_linked(&a, &b_name, &[&p, &s1]);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    wait_frame(&b, 5, &[&p, &s1]);
+    let mut c = b.cursor().unwrap();
+    s1.kill();
+    let s2 = subscriber(&a_name, &ep, &prefix, "m-", &["--history", "16"]);
+    let mut next = || match c.next_publication::<u16>(Some(LONG)) {
+        Ok(f) => f.info.frame_id,
+        Err(e) => panic!("{e}\n{}", said(&[&p, &s2])),
+    };
+    assert_eq!(
+        next(),
+        5,
+        "the restarted subscriber writes the current frame"
+    );
+    a.write_slice_frame(&[6u16; 32], 6).unwrap();
+    assert_eq!(
+        next(),
+        6,
+        "and then the next one, not the current one again"
+    );
+}
+
+/// Lossless, publisher first: the frames a writer wrote before any subscriber existed wait
+/// in the ring (they are not put to no one) and all arrive once a subscriber matches.
+#[test]
+fn lossless_frames_written_before_any_subscriber_all_arrive_once_one_starts() {
+    let (a_name, prefix) = (unique_name("br-early"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &["--lossless"]);
+    let a = source(&a_name, 64);
+    wait_opened(&p, &shmstream::name::history_id(&a_name));
+    for id in 1..=10u16 {
+        a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
+    }
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &["--history", "64"]);
+    let b = wait_made(&b_name, &[&p, &s]);
+    let mut c = b.cursor().unwrap();
+    c.rewind_to_oldest();
+    let mut buf = [0u16; 32];
+    for id in 1..=10u16 {
+        match c.next_into_slice(&mut buf, Some(LONG)) {
+            Ok(info) => assert_eq!((info.frame_id, buf), (u64::from(id), [id; 32])),
+            Err(e) => panic!("frame {id}: {e}\n{}", said(&[&p, &s])),
+        }
+    }
+    assert!(!said(&[&p, &s]).contains("lost"), "{}", said(&[&p, &s]));
+}
+
+/// Lossless carries a stream there at its start from its current frame on, as latest-value
+/// does: the frame written before the bridges started arrives first.
+#[test]
+fn lossless_carries_the_current_frame_of_a_stream_there_at_the_start() {
+    let (a_name, prefix) = (unique_name("br-current"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 64);
+    for id in 4..=5u16 {
+        a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
+    }
+    let (p, s) = lossless_pair(&a_name, &prefix, "m-", 64);
+    let b = wait_made(&b_name, &[&p, &s]);
+    let mut c = b.cursor().unwrap();
+    c.rewind_to_oldest();
+    let mut next = || match c.next_publication::<u16>(Some(LONG)) {
+        Ok(f) => f.info.frame_id,
+        Err(e) => panic!("{e}\n{}", said(&[&p, &s])),
+    };
+    assert_eq!(next(), 5, "the current frame, not the one before it");
+    a.write_slice_frame(&[6u16; 32], 6).unwrap();
+    assert_eq!(next(), 6);
+}
+
 #[test]
 fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
     let (a_name, prefix) = (unique_name("br-rate"), unique_name("br-key"));
@@ -552,8 +782,9 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
         a.write_slice_frame(&[id as u16; 32], id).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
-    // The newest frame goes out at the publisher's next slot.
-    wait_mirrored(&a, &b, &[id as u16; 32], id, &[&p, &s]);
+    // The newest frame goes out at the publisher's next slot, though it was written during
+    // the publisher's pause: waited for, not written again.
+    wait_frame(&b, id, &[&p, &s]);
     let elapsed = start.elapsed().as_secs_f64();
     let mirrored = b.count() - before;
     assert!(id >= 200, "the source wrote only {id} frames in its second");
@@ -808,18 +1039,7 @@ fn a_source_made_again_is_carried_from_its_first_frame() {
             got
         } else {
             a.write_slice_frame(&[7u16; 32], 7).unwrap();
-            let deadline = Instant::now() + LONG;
-            while b.frame_id() != 7 {
-                match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
-                    Ok(_) | Err(Error::Timeout { .. }) => {}
-                    Err(e) => panic!("{e}"),
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the frame written once was not mirrored within {LONG:?}\n{}",
-                    said(&[&p, &s])
-                );
-            }
+            wait_frame(&b, 7, &[&p, &s]);
             assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
             vec![7]
         };
