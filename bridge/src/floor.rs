@@ -393,6 +393,49 @@ struct Seen {
     error: Option<BridgeError>,
 }
 
+/// Notes one sample of floor-get's (its attachment `tag`, its payload's `stamp`, its
+/// arrival `(ns since the epoch, instant)`) in `seen` and sends the acknowledgement it calls
+/// for with `ack`. The end is noted only once its acknowledgement is sent: `get` closes the
+/// session when it sees the end, which would drop an acknowledgement still to be put.
+fn on_sample(
+    seen: &Mutex<Seen>,
+    tag: Option<&[u8]>,
+    stamp: u64,
+    (now, at): (u64, Instant),
+    ack: impl FnOnce(Ack) -> Result<(), BridgeError>,
+) {
+    let mut s = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    let due = match tag {
+        Some(b"lat") => {
+            s.lat.push(now.saturating_sub(stamp));
+            None
+        }
+        Some(t) => parse_acked_tag(t).and_then(|(what, phase)| {
+            let what = match what {
+                "end" => Some(END_ACK),
+                "sync" => Some(SYNC_ACK),
+                t => parse_tput_tag(t.as_bytes()).and_then(|(run, step)| {
+                    let arrivals = s.arrivals.entry(run).or_default();
+                    arrivals.push(at);
+                    let n = arrivals.len() as u64;
+                    (step > 0 && n.is_multiple_of(step)).then_some(n)
+                }),
+            }?;
+            Some(Ack { phase, what })
+        }),
+        None => None,
+    };
+    drop(s);
+    let Some(due) = due else { return };
+    let sent = ack(due);
+    let mut s = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    match sent {
+        Err(e) => s.error = Some(e),
+        Ok(()) if due.what == END_ACK => s.ended = true,
+        Ok(()) => {}
+    }
+}
+
 /// The subscribing side: runs until `end` (or `stop`), then writes `out`. Each sample is
 /// timed in the subscriber's callback, on Zenoh's receiving thread: the first code of an
 /// application a sample reaches, as the bridge's mirror writes its local stream from there.
@@ -420,37 +463,11 @@ pub fn get(
             let (now, at) = (now_ns(), Instant::now());
             let stamp = leading_u64(sample.payload());
             let tag = sample.attachment().map(|a| a.to_bytes().to_vec());
-            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            let ack = match tag.as_deref() {
-                Some(b"lat") => {
-                    s.lat.push(now.saturating_sub(stamp));
-                    None
-                }
-                Some(t) => parse_acked_tag(t).and_then(|(what, phase)| {
-                    let what = match what {
-                        "end" => {
-                            s.ended = true;
-                            Some(END_ACK)
-                        }
-                        "sync" => Some(SYNC_ACK),
-                        t => parse_tput_tag(t.as_bytes()).and_then(|(run, step)| {
-                            let arrivals = s.arrivals.entry(run).or_default();
-                            arrivals.push(at);
-                            let n = arrivals.len() as u64;
-                            (step > 0 && n.is_multiple_of(step)).then_some(n)
-                        }),
-                    }?;
-                    Some(Ack { phase, what })
-                }),
-                None => None,
-            };
-            drop(s);
-            if let Some(ack) = ack
-                && let Err(e) = acks.put(ack.to_bytes().to_vec()).wait()
-            {
-                let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                s.error = Some(zenoh_err("acknowledging a floor step")(e));
-            }
+            on_sample(&shared, tag.as_deref(), stamp, (now, at), |ack| {
+                acks.put(ack.to_bytes().to_vec())
+                    .wait()
+                    .map_err(zenoh_err("acknowledging a floor step"))
+            });
         })
         .wait()
         .map_err(zenoh_err("declaring the floor subscriber"))?;
@@ -586,5 +603,38 @@ mod tests {
         ];
         assert_eq!(first_answer(&queue, wait(4, AckKind::End)), Some(1));
         assert_eq!(Ack::from_bytes(&[0; 8]), None);
+    }
+
+    /// floor-get notes the end only after its acknowledgement was put: once it is noted,
+    /// `get` may close the session, and an acknowledgement put after that never reaches
+    /// floor-put, which then fails the floor at its timeout.
+    #[test]
+    fn the_end_is_noted_only_after_its_acknowledgement_is_sent() {
+        let seen = Mutex::new(Seen::default());
+        let at = (now_ns(), Instant::now());
+        let mut sent = Vec::new();
+        on_sample(&seen, Some(acked_tag("end", 5).as_bytes()), 0, at, |ack| {
+            assert!(
+                !seen.lock().unwrap().ended,
+                "the end was noted before its acknowledgement was sent"
+            );
+            sent.push(ack);
+            Ok(())
+        });
+        assert_eq!(
+            sent,
+            [Ack {
+                phase: 5,
+                what: END_ACK
+            }]
+        );
+        assert!(seen.lock().unwrap().ended);
+        // An acknowledgement that fails is the error `get` returns, not the end.
+        let seen = Mutex::new(Seen::default());
+        on_sample(&seen, Some(acked_tag("end", 6).as_bytes()), 0, at, |_| {
+            Err(BridgeError::Usage("closed".into()))
+        });
+        let s = seen.lock().unwrap();
+        assert!(!s.ended && s.error.is_some());
     }
 }

@@ -9,19 +9,22 @@
 //! Each frame carries its phase in its first byte (the writer stamps it in place, as
 //! floor-put stamps its payload); both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
-//! - latency: frames paced `gap_us` apart; one-way latency = the time the mirror (a plain
-//!   stream, as `subscribe` makes by default) shows the frame at B (a reader waiting for its
-//!   publication, [`Stream::wait_for_frame`]) − the time its write at A was called, joined by
-//!   frame id after the run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the
-//!   time its subscriber receives a sample − the time its put was called (the realtime
-//!   clock, stamped in the payload);
+//! - latency: frames paced `gap_us` apart; one-way latency = the time the reader at B gets
+//!   the frame from the mirror (`subscribe --history`, read with a [`Cursor`]: every frame
+//!   in order, so frames that reach the mirror in a burst each get their sample, as each
+//!   of floor-get's does) − the time its write at A was called, joined by frame id after the
+//!   run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the time its subscriber
+//!   receives a sample − the time its put was called (the realtime clock, stamped in the
+//!   payload);
 //! - throughput: the writer keeps at most half the source's history in flight (written at
-//!   A, not yet shown at B), so the lossless path never laps the publisher's cursor; the
-//!   rate is frames delivered per second (every id reaches the mirror: ids and the
-//!   mirror's count advance together, and a gap between them is reported as lost). The
-//!   floor's windows run flat out and in the same window (acknowledged by floor-get over
-//!   Zenoh), congestion control *block*, and the pattern with the higher median is the
-//!   floor.
+//!   A, not yet read at B), so the lossless path never laps the publisher's cursor nor the
+//!   reader's; a window's rate is the frames after its first over the time from the reader
+//!   getting its first to getting its last, as floor-get counts its windows. The floor's
+//!   windows run flat out and in the same window (acknowledged by floor-get over Zenoh),
+//!   congestion control *block*, and the pattern with the higher median is the floor.
+//!
+//! Ids the reader never got (lost on the way, or overwritten in the mirror's history before
+//! it read them) are reported as `lost`.
 //!
 //! The floor's two processes live through the whole case and run the phases the harness
 //! sends them, in turns with ours, inside each of our two runs: the latency phase is cut
@@ -252,11 +255,13 @@ fn may_run_real_time(priority: u8) -> Result<()> {
 }
 
 /// What one run of a side measured: latency samples, throughput per window or repeat, and
-/// frames lost (ours).
+/// ids the reader never got (ours; of them, `overrun` were overwritten in the mirror's
+/// history before it read them).
 struct Run {
     hist: Histogram<u64>,
     rates: Vec<f64>,
     lost: u64,
+    overrun: u64,
 }
 
 /// Our two runs as one side: latency samples pooled, the throughput the median of all
@@ -268,8 +273,12 @@ fn pooled(job: &Job, first: Run, mut second: Run) -> Result<Side> {
     let mut rates = first.rates;
     rates.append(&mut second.rates);
     let mut s = side(job, hist, rates, &our_placement(job))?;
-    s.m.notes
-        .push(("lost".into(), (first.lost + second.lost).to_string()));
+    let (lost, overrun) = (first.lost + second.lost, first.overrun + second.overrun);
+    let lost = match overrun {
+        0 => lost.to_string(),
+        n => format!("{lost} ({n} overwritten in the mirror's history before the reader got them)"),
+    };
+    s.m.notes.push(("lost".into(), lost));
     Ok(s)
 }
 
@@ -435,7 +444,12 @@ impl Floor {
                 .0
                 .pop()
                 .with_context(|| format!("{name}'s handle"))?;
-            match crate::spawn::wait_timeout(child, timeout, false)? {
+            let pid = child.id();
+            let status = crate::spawn::wait_timeout(child, timeout, false);
+            // Reaped (killed first at the timeout): its pid may be reused, so a harness
+            // stopped later must not kill it.
+            crate::spawn::untrack(pid);
+            match status? {
                 Some(status) if status.success() => {}
                 Some(status) => bail!("{name} exited with {status} (see {})", p.work.display()),
                 None => bail!("{name} did not finish (see {})", p.work.display()),
@@ -475,13 +489,17 @@ impl FloorProcs {
         if job.payload_bytes() < 16 {
             bail!("bridge payloads must be at least 16 bytes");
         }
-        let bin = bridge_binary()?;
+        Self::start_with(&bridge_binary()?, job, work)
+    }
+
+    /// Starts floor-get and floor-put of the bridge binary `bin`.
+    fn start_with(bin: &Path, job: &Job, work: &Path) -> Result<FloorProcs> {
         let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
         let key = format!("hsfloor{}/{}", std::process::id(), job.shape_str());
         let out = work.join("floor.txt");
         let _ = std::fs::remove_file(&out);
         let get = spawn(
-            &bin,
+            bin,
             job,
             &[
                 "floor-get".into(),
@@ -496,7 +514,7 @@ impl FloorProcs {
         )?;
         let mut children = Children(vec![get]);
         let mut put = spawn(
-            &bin,
+            bin,
             job,
             &[
                 "floor-put".into(),
@@ -586,19 +604,19 @@ fn side(job: &Job, hist: Histogram<u64>, rates: Vec<f64>, placement: &str) -> Re
 /// What the reader at B has seen, for the writer's window.
 #[derive(Default)]
 struct Seen {
-    /// The id of the newest frame the mirror showed.
+    /// The id of the newest frame the reader got.
     accounted: Mutex<u64>,
     /// The id the writer waits for: the reader wakes it only then, not at every frame (a
     /// wake-up per frame would take the cores the bridges need).
     awaited: AtomicU64,
     changed: Condvar,
-    /// Frames that never reached the mirror: ids passed over while the mirror's count did
-    /// not advance with them.
-    lost: AtomicU64,
     /// The first id of the end frames (0 until the writer gets there): the reader stops at it.
     end_from: AtomicU64,
     /// The throughput window under way (0: none): the reader then looks at the mirror
-    /// every [`look_interval`] instead of waking at each publication.
+    /// every [`look_interval`] instead of waking at each publication, and counts the frames
+    /// it gets as that window's. The writer sets it before the window's first frame and
+    /// moves it on only once the reader has accounted for the window's last; the frames'
+    /// way through the bridges orders the store before the reader's load.
     flat_out: AtomicU64,
 }
 
@@ -646,9 +664,9 @@ impl Drop for Unlinked {
     }
 }
 
-/// The source stream `name` created and the two bridges mirroring it as `m-{name}` started:
-/// the guard that unlinks both, the source and the bridges (each killed on drop from the
-/// moment it started).
+/// The source stream `name` created and the two bridges mirroring it as `m-{name}` started,
+/// both with `depth` frames of history: the guard that unlinks both, the source and the
+/// bridges (each killed on drop from the moment it started).
 fn start_bridges(
     bin: &Path,
     job: &Job,
@@ -697,6 +715,10 @@ fn start_bridges(
             prefix,
             "--local-prefix".into(),
             "m-".into(),
+            // Twice the frames ever in flight (the throughput window): every frame stays
+            // in the mirror's history until the reader has read it.
+            "--history".into(),
+            depth.to_string(),
         ],
         &work.join("subscribe.log"),
         false,
@@ -737,23 +759,24 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
         let read = reader
             .join()
             .unwrap_or_else(|_| Err(crate::error::Error::msg("the reader thread panicked")));
-        written.and_then(|(written, rates)| read.map(|seen_at| (written, seen_at, rates)))
+        written.and_then(|written| read.map(|tally| (written, tally)))
     });
     drop(children);
     drop(source);
     drop(unlinked);
-    let (written, seen_at, rates) = result?;
+    let (written, tally) = result?;
     let written: std::collections::HashMap<u64, u64> = written.into_iter().collect();
     let mut h = hist::new();
-    for (id, at) in seen_at {
-        if let Some(t) = written.get(&id) {
+    for (id, at) in &tally.stamps {
+        if let Some(t) = written.get(id) {
             h.saturating_record(at.saturating_sub(*t));
         }
     }
     Ok(Run {
         hist: h,
-        rates,
-        lost: seen.lost.load(Ordering::Relaxed),
+        rates: tally.rates()?,
+        lost: tally.lost,
+        overrun: tally.overrun,
     })
 }
 
@@ -776,8 +799,9 @@ fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
 /// Frame id and time (monotonic ns) of each latency frame, written at A or seen at B.
 type Stamps = Vec<(u64, u64)>;
 
-/// Side A: warm-up, latency (in slots, the floor's slots between them), throughput, end.
-/// Returns when each latency frame's write was called and the per-repeat throughput rates.
+/// Side A: warm-up, latency (in slots, the floor's slots between them), throughput windows
+/// (one per repeat, the floor's before each), end. Returns when each latency frame's write
+/// was called.
 fn write_source(
     s: &Stream,
     job: &Job,
@@ -785,7 +809,7 @@ fn write_source(
     seen: &Seen,
     timeout: Duration,
     floor_turn: &mut FloorTurns<'_>,
-) -> Result<(Stamps, Vec<f64>)> {
+) -> Result<Stamps> {
     // The only writer of the source: it holds the write lock for the run (as the pingpong
     // reader does), so a frame is a seqlock publication without a flock pair.
     let g = s
@@ -837,8 +861,8 @@ fn write_source(
     // Throughput: at most half the history in flight (written at A, not yet read at B), so
     // the lossless path never laps a cursor, topped up by a quarter whenever a quarter has
     // been read: the pipeline never runs dry between steps. Each repeat ends drained.
+    // The reader times each window (see `Seen::flat_out`).
     let (window, step) = (window(depth), step(depth));
-    let mut rates = Vec::new();
     for repeat in 1..=job.timing.repeats.max(1) {
         // Drained (all ours arrived, the reader waiting for publications) for the floor's
         // window, then ours.
@@ -847,7 +871,6 @@ fn write_source(
         floor_turn(Turn::Tput);
         seen.flat_out.store(u64::from(repeat), Ordering::Relaxed);
         let t0 = Instant::now();
-        let first = id;
         while t0.elapsed().as_secs_f64() < job.timing.min_seconds {
             wait_accounted(seen, id.saturating_sub(window - step), timeout)?;
             for _ in 0..step {
@@ -856,14 +879,14 @@ fn write_source(
             }
         }
         wait_accounted(seen, id, timeout)?;
-        rates.push((id - first) as f64 / t0.elapsed().as_secs_f64());
     }
+    seen.flat_out.store(0, Ordering::Relaxed);
     seen.end_from.store(id + 1, Ordering::Relaxed);
     for _ in 0..3 {
         id += 1;
         put(&g, id, END)?;
     }
-    Ok((written, rates))
+    Ok(written)
 }
 
 /// Waits until the reader has seen frame `n`.
@@ -884,8 +907,91 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Side B: waits for each publication of the mirror and notes which frame it shows and
-/// when; returns (frame id, time) of every frame it saw.
+/// What the reader at B got, counted as it gets each frame (no allocation but the stamps'
+/// and one entry per throughput window).
+#[derive(Debug, Default)]
+struct Tally {
+    /// (frame id, time got) of each frame outside the throughput windows (warm-up, latency,
+    /// end).
+    stamps: Stamps,
+    /// Our throughput windows, in order.
+    windows: Vec<WindowSeen>,
+    /// The newest id got.
+    newest: Option<u64>,
+    /// Ids after the first got that the reader never got: lost on the way, or overwritten
+    /// in the mirror's history before it read them.
+    lost: u64,
+    /// Of those, the ones the mirror's history overwrote ([`StreamError::Overrun`]).
+    overrun: u64,
+}
+
+/// One of our throughput windows as the reader got it: its number ([`Seen::flat_out`]), its
+/// frames, and when the reader got the first and the last (monotonic ns).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WindowSeen {
+    number: u64,
+    frames: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+impl Tally {
+    /// Frame `id` got at `at_ns`, in throughput window `window` (0: none).
+    fn got(&mut self, id: u64, at_ns: u64, window: u64) {
+        if let Some(newest) = self.newest {
+            self.lost += id.saturating_sub(newest + 1);
+        }
+        self.newest = Some(self.newest.map_or(id, |n| n.max(id)));
+        if window == 0 {
+            self.stamps.push((id, at_ns));
+            return;
+        }
+        match self.windows.last_mut() {
+            Some(w) if w.number == window => {
+                w.frames += 1;
+                w.last_ns = at_ns;
+            }
+            _ => self.windows.push(WindowSeen {
+                number: window,
+                frames: 1,
+                first_ns: at_ns,
+                last_ns: at_ns,
+            }),
+        }
+    }
+
+    /// `lost` frames overwritten in the mirror's history before the reader got them (those
+    /// before its first frame were warm-up frames of a mirror it opened late: not counted).
+    fn overrun(&mut self, lost: u64) {
+        if self.newest.is_some() {
+            self.overrun += lost;
+        }
+    }
+
+    /// Each window's rate (see [`WindowSeen::rate`]).
+    fn rates(&self) -> Result<Vec<f64>> {
+        self.windows.iter().map(WindowSeen::rate).collect()
+    }
+}
+
+impl WindowSeen {
+    /// Frames per second: the frames after the first over the time from the first to the
+    /// last, as floor-get counts its windows.
+    fn rate(&self) -> Result<f64> {
+        let ns = self.last_ns.saturating_sub(self.first_ns);
+        if self.frames < 2 || ns == 0 {
+            bail!(
+                "throughput window {}: the reader got {} frame(s), too few to time (raise min_seconds)",
+                self.number,
+                self.frames
+            );
+        }
+        Ok((self.frames - 1) as f64 * 1e9 / ns as f64)
+    }
+}
+
+/// Side B: gets every frame of the mirror in order through a cursor over its history and
+/// notes which frame it got and when (see [`Tally`]); stops at the first end frame.
 fn read_mirror(
     name: &str,
     wait: Wait,
@@ -893,7 +999,7 @@ fn read_mirror(
     step: u64,
     done: &AtomicBool,
     timeout: Duration,
-) -> Result<Stamps> {
+) -> Result<Tally> {
     let start = Instant::now();
     // The subscriber creates the mirror when the first frame arrives.
     let mirror = loop {
@@ -909,48 +1015,63 @@ fn read_mirror(
         }
     };
     mirror.set_wait_strategy(wait.strategy());
-    let mut seen_at = Stamps::new();
-    let mut last_count = 0u64;
-    let mut first: Option<(u64, u64)> = None;
+    let mut cursor = mirror.cursor().with_context(|| {
+        format!("reading the mirror {name} frame by frame (`subscribe --history` creates it with a history; unlink a leftover of that name)")
+    })?;
+    // From the mirror's first frame: none of ours is written before the reader got one.
+    cursor.rewind_to_start();
+    let mut tally = Tally::default();
+    let mut got = 0u64;
+    // Whether the last look found no frame left to get.
+    let mut drained = true;
     let mut idle = Instant::now();
-    // The throughput window under way, when the reader first looked in it and the
-    // mirror's count then.
+    // The throughput window under way, when the reader first looked in it and the frames
+    // got by then.
     let mut flat_out_from: Option<(u64, Instant, u64)> = None;
     loop {
-        // The frame is there when its publication wakes this reader. It reads the frame's id
-        // and count, no payload (floor-get reads only its stamp): what a consumer then does
-        // with the frame is its own work, on either side.
+        // The frame is there when its append wakes this reader. It reads the frame's id,
+        // no payload (floor-get reads only its stamp): what a consumer then does with the
+        // frame is its own work, on either side.
         let window = seen.flat_out.load(Ordering::Relaxed);
         let wait = if window > 0 {
-            let (_, t0, count0) = match flat_out_from {
+            let (_, t0, got0) = match flat_out_from {
                 Some(from) if from.0 == window => from,
-                _ => *flat_out_from.insert((window, Instant::now(), last_count)),
+                _ => *flat_out_from.insert((window, Instant::now(), got)),
             };
-            std::thread::sleep(look_interval(step, last_count - count0, t0.elapsed()));
+            if drained {
+                std::thread::sleep(look_interval(step, got - got0, t0.elapsed()));
+            }
             Duration::ZERO
         } else {
             Duration::from_millis(100)
         };
-        match mirror.wait_for_frame(last_count, Some(wait)) {
-            Ok(info) => {
+        match cursor.next_in_place(Some(wait), |_| ()) {
+            Ok((info, ())) => {
+                let frame_id = info.frame_id;
                 let now = harness_sys::clock::monotonic_ns();
-                last_count = info.count;
+                got += 1;
+                drained = false;
                 idle = Instant::now();
-                seen_at.push((info.frame_id, now));
-                let (id0, count0) = *first.get_or_insert((info.frame_id, info.count));
-                account(seen, info.frame_id);
                 let end = seen.end_from.load(Ordering::Relaxed);
-                if end > 0 && info.frame_id >= end {
-                    // Every delivered frame moved the count by one and the id by at least one.
-                    let passed = info.frame_id - id0;
-                    seen.lost.store(
-                        passed.saturating_sub(info.count - count0),
-                        Ordering::Relaxed,
-                    );
-                    return Ok(seen_at);
+                let ended = end > 0 && frame_id >= end;
+                // Loaded after the frame was got: see `Seen::flat_out`.
+                let window = if ended {
+                    0
+                } else {
+                    seen.flat_out.load(Ordering::Relaxed)
+                };
+                tally.got(frame_id, now, window);
+                account(seen, frame_id);
+                if ended {
+                    return Ok(tally);
                 }
             }
-            Err(StreamError::Timeout { .. }) | Err(StreamError::Inconsistent { .. }) => {
+            Err(StreamError::Overrun { lost, .. }) => {
+                tally.overrun(lost);
+                drained = false;
+            }
+            Err(StreamError::Timeout { .. }) => {
+                drained = true;
                 if done.load(Ordering::Relaxed)
                     && idle.elapsed() > timeout.min(Duration::from_secs(5))
                 {
@@ -973,11 +1094,30 @@ fn account(seen: &Seen, frame_id: u64) {
 mod tests {
     use super::*;
 
+    /// Held by the tests that track processes: `kill_tracked` kills every tracked one.
+    static TRACKING: Mutex<()> = Mutex::new(());
+
+    fn tracking() -> std::sync::MutexGuard<'static, ()> {
+        TRACKING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A bridge case of 64 B frames, timing out after `timeout_s`.
+    fn bridge_job(timeout_s: u32) -> Job {
+        let text = format!(
+            "name = \"t\"\n[defaults]\ntimeout_s = {timeout_s}\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[64]]\n"
+        );
+        crate::scenario::Scenario::parse(&text)
+            .unwrap()
+            .jobs(false, None)
+            .remove(0)
+    }
+
     /// A process tracked as a bridge is killed by `kill_tracked` (a harness stopped by a
     /// signal), and one reaped by `Children` is forgotten (its pid may be reused).
     #[test]
     fn started_bridges_are_killed_when_the_harness_is_stopped() {
         use std::os::unix::process::ExitStatusExt;
+        let _tracking = tracking();
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         crate::spawn::track(child.id(), false);
         crate::spawn::kill_tracked();
@@ -1011,6 +1151,7 @@ mod tests {
     /// stream unlinked: a stand-in bridge binary sleeps, and `subscribe`'s log cannot be made.
     #[test]
     fn a_bridge_that_cannot_start_leaves_no_stream_nor_first_bridge() {
+        let _tracking = tracking();
         let pid = std::process::id();
         let work = std::env::temp_dir().join(format!("bridge-start-{pid}"));
         let _ = std::fs::remove_dir_all(&work);
@@ -1022,11 +1163,7 @@ mod tests {
         std::fs::write(&bin, format!("#!/bin/sh\nexec sleep {nap}\n")).unwrap();
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let text = "name = \"t\"\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[64]]\n";
-        let job = crate::scenario::Scenario::parse(text)
-            .unwrap()
-            .jobs(false, None)
-            .remove(0);
+        let job = bridge_job(120);
         let name = format!("bridge-start-{pid}");
         let err = start_bridges(&bin, &job, &name, &work, 4).err().unwrap();
         assert!(err.to_string().contains("bridge log"), "{err}");
@@ -1043,6 +1180,128 @@ mod tests {
             });
         assert!(!sleeping, "the first bridge was left running");
         std::fs::remove_dir_all(&work).unwrap();
+    }
+
+    /// floor-put and floor-get, reaped when the floor finishes, are no longer tracked: a
+    /// harness stopped later would kill their pids, perhaps another process's by then.
+    /// Stand-ins: floor-put answers `done` to each phase and exits after `end`; floor-get
+    /// writes its results and exits.
+    #[test]
+    fn the_floors_processes_are_forgotten_once_reaped() {
+        let _tracking = tracking();
+        let work = std::env::temp_dir().join(format!("bridge-floor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let bin = work.join("bridge");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\ncase \"$1\" in\n\
+             floor-get) printf 'tput 0 99 1\\ntput 1 49 1\\n5000\\n' > \"$6\" ;;\n\
+             floor-put) while read -r phase; do echo done; [ \"$phase\" = end ] && exit 0; done; exit 1 ;;\n\
+             esac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let job = bridge_job(30);
+        let procs = FloorProcs::start_with(&bin, &job, &work).unwrap();
+        let pids: Vec<u32> = procs.children.0.iter().map(Child::id).collect();
+        assert!(pids.iter().all(|p| crate::spawn::is_tracked(*p)));
+        let mut floor = Floor {
+            procs: Ok(procs),
+            runs: 0,
+        };
+        let mut turns = floor.turns(&job);
+        turns(Turn::Tput);
+        turns(Turn::Tput);
+        drop(turns);
+        let (hist, flat, windowed) = floor.finish(&job).unwrap();
+        assert_eq!((hist.len(), flat, windowed), (1, vec![99.0], vec![49.0]));
+        for pid in pids {
+            assert!(
+                !crate::spawn::is_tracked(pid),
+                "reaped pid {pid} is still tracked"
+            );
+        }
+        std::fs::remove_dir_all(&work).unwrap();
+    }
+
+    /// A history stream standing in for the mirror, with `ids` written (all before the
+    /// reader starts, as a bridge path that stalled for a while delivers them at once);
+    /// the reader, stopped at `end`, and what it got.
+    fn read_burst(tag: &str, ids: &[u64], end: u64, history: usize) -> Tally {
+        let name = format!("bridge-{tag}-{}", std::process::id());
+        let _unlinked = Unlinked(vec![name.clone()]);
+        let mirror = StreamOptions::new(&name)
+            .shape(&[16])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .history(history)
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let g = mirror.lock(Some(timeout)).unwrap();
+        for &id in ids {
+            put(&g, id, LAT).unwrap();
+        }
+        drop(g);
+        let seen = Seen::default();
+        seen.end_from.store(end, Ordering::Relaxed);
+        let done = AtomicBool::new(true);
+        read_mirror(&name, Wait::Park, &seen, 1, &done, timeout).unwrap()
+    }
+
+    /// Frames that reach the mirror in a burst each get their latency sample, as each of
+    /// floor-get's samples does: not only the newest of the burst.
+    #[test]
+    fn frames_that_reach_the_mirror_in_a_burst_each_get_a_sample() {
+        let ids: Vec<u64> = (1..=12).collect();
+        let tally = read_burst("burst", &ids, 10, 64);
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+        assert!(tally.stamps.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert_eq!((tally.lost, tally.overrun), (0, 0));
+    }
+
+    /// An id that never reached the mirror (a latency frame without a sample) is counted
+    /// lost; the warm-up frames a ring lapped before the reader's first are not.
+    #[test]
+    fn ids_the_reader_never_got_are_counted_lost() {
+        let tally = read_burst("gap", &[1, 2, 4, 5, 7], 7, 64);
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        assert_eq!((got, tally.lost), (vec![1, 2, 4, 5, 7], 2));
+        let ids: Vec<u64> = (1..=10).collect();
+        let tally = read_burst("lapped", &ids, 10, 4);
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        assert_eq!((got, tally.lost, tally.overrun), (vec![7, 8, 9, 10], 0, 0));
+        // Overwritten after the first frame: lost, and said to be the history's.
+        let mut tally = Tally::default();
+        tally.got(1, 10, 0);
+        tally.overrun(3);
+        tally.got(5, 20, 0);
+        assert_eq!((tally.lost, tally.overrun), (3, 3));
+    }
+
+    /// A throughput window's rate runs from the reader getting its first frame to getting
+    /// its last, as floor-get's does: 5 frames over 4 ms are 1000 frames/s, whatever came
+    /// before the first (the pipeline's fill, its first latency).
+    #[test]
+    fn a_windows_rate_runs_from_its_first_frame_got_to_its_last() {
+        let mut tally = Tally::default();
+        tally.got(1, 0, 0);
+        for (i, id) in (2..=6).enumerate() {
+            tally.got(id, 1_000_000_000 + i as u64 * 1_000_000, 1);
+        }
+        for (i, id) in (7..=9).enumerate() {
+            tally.got(id, 2_000_000_000 + i as u64 * 500_000, 2);
+        }
+        tally.got(10, 3_000_000_000, 0);
+        assert_eq!(tally.rates().unwrap(), [1000.0, 2000.0]);
+        assert_eq!(tally.stamps.len(), 2);
+        let mut one = Tally::default();
+        one.got(1, 5, 1);
+        let e = one.rates().unwrap_err().to_string();
+        assert!(e.contains("raise min_seconds"), "{e}");
     }
 
     #[test]
