@@ -317,6 +317,9 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
             std::process::exit(128 + sig);
         });
     }
+    for w in scenario.core_warnings() {
+        eprintln!("harness: warning: {w}");
+    }
     if report::env::unoptimized() {
         eprintln!("harness: {}", report::env::UNOPTIMIZED_WARNING);
     }

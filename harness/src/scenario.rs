@@ -607,29 +607,37 @@ impl Scenario {
                 );
             }
         }
-        match crate::spawn::allowed_cores() {
-            Some(cores) => self.check_cores(&cores),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
-    /// Refuses a core key (`writer_cpu`, `reader_cpu`, an ao-loop stage's `*_cpu`) naming a
-    /// core outside `allowed`, the cores this process may run on: a child pinned there would
-    /// run unpinned, with only a warning in its stderr.
-    fn check_cores(&self, allowed: &[usize]) -> Result<()> {
-        let check = |table: &str, key: &str, cpu: usize| {
-            if allowed.contains(&cpu) {
-                return Ok(());
-            }
-            bail!(
+    /// What the run says (on stderr and in the report's Pinning row) of core keys naming a
+    /// core this process may not run on: its children pinned there run unpinned. Not a
+    /// refusal: a 1-core VM or a cpuset still runs every scenario (and `harness size`, which
+    /// has no core flags), and says so.
+    pub fn core_warnings(&self) -> Vec<String> {
+        crate::spawn::allowed_cores().map_or_else(Vec::new, |cores| self.cores_outside(&cores))
+    }
+
+    /// The core keys (`writer_cpu`, `reader_cpu`, an ao-loop stage's `*_cpu`) naming a core
+    /// outside `allowed`, each as a line naming the key, the core and the allowed ones.
+    fn cores_outside(&self, allowed: &[usize]) -> Vec<String> {
+        let line = |table: String, key: &str, cpu: usize| {
+            format!(
                 "{table} {key} = {cpu}: this process may run on cores {} only (its \
-                 sched_getaffinity mask), so a child pinned to cpu {cpu} would run unpinned; set \
-                 {key} to one of them",
+                 sched_getaffinity mask), so what it pins there runs unpinned; set {key} to one \
+                 of them to pin it",
                 core_list(allowed)
             )
         };
-        check("[defaults]", "writer_cpu", self.defaults.writer_cpu)?;
-        check("[defaults]", "reader_cpu", self.defaults.reader_cpu)?;
+        let mut out = Vec::new();
+        for (key, cpu) in [
+            ("writer_cpu", self.defaults.writer_cpu),
+            ("reader_cpu", self.defaults.reader_cpu),
+        ] {
+            if !allowed.contains(&cpu) {
+                out.push(line("[defaults]".into(), key, cpu));
+            }
+        }
         for (i, c) in self.cases.iter().enumerate() {
             let Some(ao) = &c.ao else { continue };
             for (key, cpu) in [
@@ -637,13 +645,13 @@ impl Scenario {
                 ("slopes_cpu", ao.slopes_cpu),
                 ("recon_cpu", ao.recon_cpu),
             ] {
-                if let Some(cpu) = cpu {
-                    check("[case.ao]", key, cpu)
-                        .with_context(|| format!("[[case]] #{} ({})", i + 1, c.resolved_name()))?;
+                if let Some(cpu) = cpu.filter(|c| !allowed.contains(c)) {
+                    let table = format!("[[case]] #{} ({}) [case.ao]", i + 1, c.resolved_name());
+                    out.push(line(table, key, cpu));
                 }
             }
         }
-        Ok(())
+        out
     }
 
     /// Expands the cases into jobs (case × size), with defaults resolved. `quick`
@@ -1337,46 +1345,53 @@ pipeline = "device-resident"
         assert_eq!(s.jobs(false, None)[0].rt_priority, Some(20));
     }
 
-    /// A core this process may not run on is refused at parse, naming the key, the value
-    /// and the cores it may use: pinned there, a child would run unpinned while the report
-    /// said otherwise.
+    /// A core key naming a core this process may not run on is warned of, naming the key,
+    /// the value and the cores it may use (its children would run unpinned while the report
+    /// said otherwise), and still parses: a 1-core VM or a cpuset runs every scenario.
     #[test]
-    fn a_core_this_process_may_not_run_on_is_refused_naming_the_key_and_the_cores() {
-        let err = Scenario::parse(
+    fn a_core_this_process_may_not_run_on_is_warned_of_naming_the_key_and_the_cores() {
+        let far = Scenario::parse(
             "name=\"x\"\n[defaults]\nwriter_cpu = 1000000\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n",
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+        let warned = far.core_warnings();
         assert!(
-            err.starts_with("[defaults] writer_cpu = 1000000: this process may run on cores ")
-                && err.contains("set writer_cpu to one of them"),
-            "{err}"
+            warned.len() == 1
+                && warned[0]
+                    .starts_with("[defaults] writer_cpu = 1000000: this process may run on cores ")
+                && warned[0].contains("set writer_cpu to one of them"),
+            "{warned:?}"
         );
-        let unchecked = |text: &str| -> Scenario { toml::from_str(text).unwrap() };
         let two = [0, 1];
-        let sut = unchecked(
+        let sut = Scenario::parse(
             "name=\"x\"\n[defaults]\nreader_cpu = 7\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n",
-        );
+        )
+        .unwrap();
         assert_eq!(
-            sut.check_cores(&two).unwrap_err().to_string(),
-            "[defaults] reader_cpu = 7: this process may run on cores 0-1 only (its \
-             sched_getaffinity mask), so a child pinned to cpu 7 would run unpinned; set \
-             reader_cpu to one of them"
+            sut.cores_outside(&two),
+            vec![
+                "[defaults] reader_cpu = 7: this process may run on cores 0-1 only (its \
+                 sched_getaffinity mask), so what it pins there runs unpinned; set reader_cpu to \
+                 one of them to pin it"
+                    .to_owned()
+            ]
         );
         for key in ["camera_cpu", "slopes_cpu", "recon_cpu"] {
-            let sut = unchecked(&format!(
+            let sut = Scenario::parse(&format!(
                 "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n[[case]]\n\
                  kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
                  actuators=5\nrate_hz=1000\n{key} = 2\n"
-            ));
-            let err = sut.check_cores(&two).unwrap_err().to_string();
+            ))
+            .unwrap();
+            let warned = sut.cores_outside(&two);
             assert!(
-                err.starts_with(&format!(
-                    "[[case]] #2 (ao-loop): [case.ao] {key} = 2: this process may run on cores 0-1 only"
-                )),
-                "{err}"
+                warned.len() == 1
+                    && warned[0].starts_with(&format!(
+                        "[[case]] #2 (ao-loop) [case.ao] {key} = 2: this process may run on cores 0-1 only"
+                    )),
+                "{warned:?}"
             );
-            assert!(sut.check_cores(&[0, 1, 2]).is_ok());
+            assert!(sut.cores_outside(&[0, 1, 2]).is_empty());
         }
         assert_eq!(core_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3, 6, 8-9");
     }

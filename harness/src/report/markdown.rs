@@ -135,10 +135,13 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
 
     // Environment.
     writeln!(o, "## Environment\n\n| | |\n|---|---|")?;
-    let pin = format!(
+    let mut pin = format!(
         "writer/in-process cases on cpu {}, reader/compute on cpu {} (sched_setaffinity per child; observed cores in the per-case table)",
         input.scenario.defaults.writer_cpu, input.scenario.defaults.reader_cpu
     );
+    for w in input.scenario.core_warnings() {
+        pin.push_str(&format!("; **{w}**"));
+    }
     let peer = match input.peer {
         PeerSetup::Ready {
             python,
