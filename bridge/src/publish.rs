@@ -317,15 +317,14 @@ fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
     header.write_time = info.write_time;
 }
 
-/// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or
-/// makes a new one where Zenoh kept a reference.
+/// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or,
+/// where Zenoh kept a reference, a copy of the frame (`serve` lends one frame several times).
 fn lend<R>(buf: &mut BytesMut, send: impl FnOnce(Bytes) -> R) -> R {
-    let len = buf.len();
     let frame = std::mem::take(buf).freeze();
     let r = send(frame.clone());
     *buf = frame
         .try_into_mut()
-        .unwrap_or_else(|_| BytesMut::zeroed(len));
+        .unwrap_or_else(|kept| BytesMut::from(&kept[..]));
     r
 }
 
@@ -386,6 +385,19 @@ impl Losses {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame Zenoh kept a reference to comes back as a copy, not zeros: `serve` lends one
+    /// frame to every query reply and then to the put.
+    #[test]
+    fn a_frame_lent_and_kept_comes_back_whole() {
+        let mut buf = BytesMut::from(&b"frame"[..]);
+        let mut kept = Vec::new();
+        for _ in 0..3 {
+            lend(&mut buf, |f| kept.push(f));
+        }
+        assert!(kept.iter().all(|f| &f[..] == b"frame"), "{kept:?}");
+        assert_eq!(&buf[..], b"frame");
+    }
 
     #[test]
     fn losses_are_said_at_once_then_summed_up_every_ten_seconds_and_at_the_end() {
