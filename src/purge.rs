@@ -24,7 +24,9 @@ pub struct PurgeOptions {
     /// Remove every valid stream, not only those whose creator is dead.
     pub all: bool,
     /// Only report what would be removed: what has no stream now, without taking locks (a
-    /// real purge spares the parts and lock files whose lock somebody holds).
+    /// real purge spares the abandoned creations, parts and lock files whose lock somebody
+    /// holds: a creator still building, or the writer of a stream made since that keeps its
+    /// guard for its run).
     pub dry_run: bool,
 }
 
@@ -34,7 +36,8 @@ pub struct PurgeReport {
     /// Streams removed (or, with `dry_run`, that would be).
     pub removed: Vec<StreamStat>,
     /// `/dev/shm` objects of creations whose creator died before publishing the stream
-    /// (`ps_….creating-<pid>`), removed (or, with `dry_run`, that would be).
+    /// (`ps_….creating-<pid>`), removed under the name's lock (or, with `dry_run`, that
+    /// would be).
     pub abandoned: Vec<String>,
     /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
     /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
