@@ -147,6 +147,16 @@ pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<St
     }
 }
 
+/// Whether a run failed on the budget alone: no missed frame and p99 below the frame period
+/// (the loop keeps up) but not below `budget_us`. A lower rate loosens only the period, so it
+/// leaves the loop as far over its budget.
+pub fn over_budget_only(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> bool {
+    let p99 = run.e2e.value_at_quantile(0.99) as f64;
+    run.stats.pipeline_missed() == 0
+        && p99 < 1e9 / rate_hz
+        && budget_us.is_some_and(|b| p99 >= b * 1e3)
+}
+
 /// The verdict at a rate: "pass", or "fail: " and the [`failure`].
 pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
     failure(run, rate_hz, budget_us).map_or_else(|| "pass".into(), |why| format!("fail: {why}"))

@@ -251,6 +251,13 @@ fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) 
             })
             .with_context(|| format!("the rate ladder's run at {} Hz", fmt_hz(rate)))?;
         let ok = sustainable(&r, rate, ao.budget_us);
+        let kept = if ok {
+            Kept::Yes
+        } else if super::over_budget_only(&r, rate, ao.budget_us) {
+            Kept::OverBudget
+        } else {
+            Kept::No
+        };
         let reached = !r.e2e.is_empty();
         rungs.push(Rung {
             rate_hz: rate,
@@ -260,7 +267,7 @@ fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) 
             missed: Some(r.stats.missed),
             missed_at_source: Some(r.stats.missed_at_source),
         });
-        Ok(ok)
+        Ok(kept)
     });
     match best {
         Ok(best) => Ladder {
@@ -276,13 +283,35 @@ fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) 
     }
 }
 
+/// How a rung of the ladder went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kept {
+    /// Sustainable ([`sustainable`]).
+    Yes,
+    /// Not sustainable.
+    No,
+    /// Not sustainable on the budget alone ([`super::over_budget_only`]): no lower rate is
+    /// tried after it.
+    OverBudget,
+}
+
+impl From<bool> for Kept {
+    fn from(ok: bool) -> Kept {
+        if ok { Kept::Yes } else { Kept::No }
+    }
+}
+
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
-/// kept up, and whether a higher one failed; the first error of `kept_up` stops it.
-fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<bool>) -> Result<Option<MaxRate>> {
+/// kept up, and whether a higher one failed; the first error of `kept_up` stops it. Halving
+/// stops at a rate that failed on the budget alone: the loop keeps up there, and a lower rate
+/// loosens only the period (at a low rate each rung runs for long: eight of them at 5 Hz
+/// took about 26 minutes).
+fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<Kept>) -> Result<Option<MaxRate>> {
     let (mut lo, mut hi) = (None::<f64>, None::<f64>);
     let mut rate = start;
     for _ in 0..TRIES {
-        if kept_up(rate)? {
+        let kept = kept_up(rate)?;
+        if kept == Kept::Yes {
             lo = Some(rate);
             if hi.is_some() || rate >= MAX_RATE_HZ {
                 break;
@@ -290,7 +319,7 @@ fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<bool>) -> Result<Opt
             rate = (rate * 2.0).min(MAX_RATE_HZ);
         } else {
             hi = Some(rate);
-            if lo.is_some() {
+            if lo.is_some() || kept == Kept::OverBudget {
                 break;
             }
             rate /= 2.0;
@@ -299,7 +328,7 @@ fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<bool>) -> Result<Opt
     if let (Some(mut l), Some(mut h)) = (lo, hi) {
         for _ in 0..3 {
             let mid = (l * h).sqrt();
-            if kept_up(mid)? {
+            if kept_up(mid)? == Kept::Yes {
                 l = mid;
             } else {
                 h = mid;
@@ -359,6 +388,55 @@ mod tests {
         assert!(sustainable(&sut, 2000.0, None));
     }
 
+    /// A rung that failed on the budget alone (the loop keeps its period) ends the halving:
+    /// a lower rate loosens only the period. One that failed otherwise is halved as before.
+    #[test]
+    fn halving_stops_at_a_rung_that_failed_on_the_budget_alone() {
+        let sut = run(0, 0, 400_000);
+        assert!(super::super::over_budget_only(&sut, 2000.0, Some(300.0)));
+        assert!(
+            !super::super::over_budget_only(&sut, 2600.0, Some(300.0)),
+            "over the period"
+        );
+        assert!(!super::super::over_budget_only(
+            &run(1, 0, 400_000),
+            2000.0,
+            Some(300.0)
+        ));
+        assert!(!super::super::over_budget_only(&sut, 2000.0, None));
+        assert!(
+            !super::super::over_budget_only(&sut, 2000.0, Some(450.0)),
+            "passes"
+        );
+        let mut tried = Vec::new();
+        let best = climb(1000.0, |r| {
+            tried.push(r);
+            Ok(if r >= 1000.0 {
+                Kept::No
+            } else {
+                Kept::OverBudget
+            })
+        })
+        .unwrap();
+        assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
+        let mut tried = Vec::new();
+        let best = climb(100.0, |r| {
+            tried.push(r);
+            Ok(if r <= 200.0 {
+                Kept::Yes
+            } else {
+                Kept::OverBudget
+            })
+        })
+        .unwrap()
+        .unwrap();
+        assert!(
+            best.bounded && (200.0..400.0).contains(&best.hz),
+            "{best:?}"
+        );
+        assert_eq!(tried.len(), 3 + 3, "{tried:?}");
+    }
+
     /// The ladder stops at the harness's rate limit: it measures the limit itself, never a
     /// rate above it.
     #[test]
@@ -367,7 +445,7 @@ mod tests {
             let mut tried = Vec::new();
             let best = climb(start, |r| {
                 tried.push(r);
-                Ok(r <= keeps_up_to)
+                Ok((r <= keeps_up_to).into())
             })
             .unwrap();
             assert!(tried.iter().all(|&r| r <= MAX_RATE_HZ), "{tried:?}");
@@ -387,22 +465,22 @@ mod tests {
         let mut tried = Vec::new();
         let sut = climb(100.0, |r| {
             tried.push(r);
-            Ok(true)
+            Ok(Kept::Yes)
         })
         .unwrap()
         .unwrap();
         assert_eq!(tried.len(), TRIES as usize);
         assert_eq!(sut.hz, 100.0 * f64::from(1u32 << (TRIES - 1)));
         assert!(!sut.bounded);
-        let at_limit = climb(60_000.0, |_| Ok(true)).unwrap().unwrap();
+        let at_limit = climb(60_000.0, |_| Ok(Kept::Yes)).unwrap().unwrap();
         assert_eq!((at_limit.hz, at_limit.bounded), (MAX_RATE_HZ, false));
-        let bounded = climb(100.0, |r| Ok(r <= 1000.0)).unwrap().unwrap();
+        let bounded = climb(100.0, |r| Ok((r <= 1000.0).into())).unwrap().unwrap();
         assert!(bounded.bounded && (800.0..=1000.0).contains(&bounded.hz));
         let mut lowest = f64::INFINITY;
         assert_eq!(
             climb(100.0, |r| {
                 lowest = lowest.min(r);
-                Ok(false)
+                Ok(Kept::No)
             })
             .unwrap(),
             None
