@@ -207,7 +207,7 @@ fn main() -> ExitCode {
 
 /// Reports `e` on stderr; exit status 1.
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+    term::errln!("shmstream: error: {}", term::printable(&e.to_string()));
     ExitCode::from(1)
 }
 
@@ -273,21 +273,27 @@ fn run(command: Command) -> Fallible {
     }
 }
 
+/// `unlink`: removes each name, carrying on past those it cannot remove (each reported on
+/// stderr) and past a failed stdout, whose error it ends with once every name was tried.
 fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
     let mut failed = 0;
+    let mut printed = Ok(());
     for name in names {
         let shown = term::printable(name);
-        match shmstream::unlink(name) {
-            Ok(()) => term::outln!("unlinked '{shown}'")?,
+        let line = match shmstream::unlink(name) {
+            Ok(()) => term::outln!("unlinked '{shown}'"),
             Err(Error::NotFound { .. }) if quiet_missing => {
-                term::outln!("'{shown}' not found (ignored)")?
+                term::outln!("'{shown}' not found (ignored)")
             }
             Err(e) => {
-                eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+                term::errln!("shmstream: error: {}", term::printable(&e.to_string()));
                 failed += 1;
+                Ok(())
             }
-        }
+        };
+        printed = printed.and(line);
     }
+    printed?;
     match failed {
         0 => Ok(()),
         n => Err(format!("{n} of {} name(s) could not be unlinked", names.len()).into()),
@@ -296,7 +302,8 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
 
 /// `purge`: the library's [`shmstream::purge_matching`] rule (validated streams only;
 /// creator dead unless `all`), optionally restricted to a name prefix. It carries on past
-/// streams it cannot remove, reports each on stderr and then fails.
+/// streams it cannot remove, reports each on stderr and then fails; a failed stdout is
+/// reported last, after everything else.
 fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     let report =
         shmstream::purge_matching(opts, |name| prefix.is_none_or(|p| name.starts_with(p)))?;
@@ -305,26 +312,33 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     } else {
         "removed"
     };
+    let mut printed = Ok(());
     for s in &report.removed {
         let why = if s.creator_alive {
             "creator alive".to_owned()
         } else {
             format!("creator {} dead", s.creator_pid)
         };
-        term::outln!("{verb} '{}' ({why})", term::printable(&s.name))?;
+        printed = printed.and(term::outln!(
+            "{verb} '{}' ({why})",
+            term::printable(&s.name)
+        ));
     }
     for id in &report.abandoned {
-        term::outln!("{verb} /dev/shm/{id} (abandoned creation)")?;
+        printed = printed.and(term::outln!("{verb} /dev/shm/{id} (abandoned creation)"));
     }
     for file in &report.leftovers {
-        term::outln!("{verb} /dev/shm/{file} (part of no stream)")?;
+        printed = printed.and(term::outln!("{verb} /dev/shm/{file} (part of no stream)"));
     }
     for path in &report.lock_files {
         let path = path.display().to_string();
-        term::outln!("{verb} {} (lock file of no stream)", term::printable(&path))?;
+        printed = printed.and(term::outln!(
+            "{verb} {} (lock file of no stream)",
+            term::printable(&path)
+        ));
     }
     for e in &report.failed {
-        eprintln!("shmstream: error: {}", term::printable(&e.to_string()));
+        term::errln!("shmstream: error: {}", term::printable(&e.to_string()));
     }
     if report.removed.is_empty()
         && report.abandoned.is_empty()
@@ -332,8 +346,9 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         && report.lock_files.is_empty()
         && report.failed.is_empty()
     {
-        term::outln!("nothing to purge")?;
+        printed = printed.and(term::outln!("nothing to purge"));
     }
+    printed?;
     match report.failed.len() {
         0 => Ok(()),
         n => Err(format!("{n} stream(s) could not be removed").into()),

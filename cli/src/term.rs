@@ -1,8 +1,10 @@
 //! What the tool prints to a terminal: stream names come from shared memory that any
 //! process of the user can write, so control characters (ESC, newline, ...) and bidi
 //! overrides are escaped instead of reaching the terminal; a closed stdout pipe ends the
-//! tool quietly, as it does `cat` or `head`; and any other failed write to stdout (a full
-//! disk, `> /dev/full`) is an error, through [`out!`] and [`outln!`] (`println!` panics).
+//! tool quietly, as it does `cat` or `head`; any other failed write to stdout (a full
+//! disk, `> /dev/full`) is an error, through [`out!`] and [`outln!`] (`println!` panics);
+//! and a failed write to stderr (a terminal hung up, `2> /dev/full`) is ignored, through
+//! [`err!`] and [`errln!`] (`eprintln!` panics): there is nowhere left to report it.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -21,7 +23,24 @@ macro_rules! outln {
     };
 }
 
-pub(crate) use {out, outln};
+/// `eprint!` that ignores a failed write instead of panicking.
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::term::write_stderr(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that ignores a failed write instead of panicking.
+macro_rules! errln {
+    () => {
+        $crate::term::write_stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::term::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {err, errln, out, outln};
 
 /// Writes to stdout (line-buffered: a line's failure shows at its end, the rest of a line
 /// at [`flush_stdout`]). Every stdout write of the tool goes through here.
@@ -32,6 +51,12 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> crate::Fallible {
 /// Writes out what [`write_stdout`] holds of an unfinished line.
 pub(crate) fn flush_stdout() -> crate::Fallible {
     std::io::Write::flush(&mut std::io::stdout()).map_err(stdout_error)
+}
+
+/// Writes to stderr (unbuffered), ignoring a failure: stderr is where failures are
+/// reported. Every stderr write of the tool goes through here.
+pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr().lock(), args);
 }
 
 /// The error of a failed write to stdout.

@@ -227,13 +227,14 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
             }
         }
     };
-    let drawn = draw();
-    if !tty {
-        return drawn;
+    let mut drawn = draw();
+    if tty {
+        // The cursor comes back however the loop ended, a failed write included.
+        drawn = drawn.and(out!("\x1b[?25h").and_then(|()| flush_stdout()));
     }
-    // The cursor comes back however the loop ended, a failed write included.
-    let shown = out!("\x1b[?25h").and_then(|()| flush_stdout());
-    drawn.and(shown)
+    // A stop by signal is a clean stop, also when the terminal is gone: a hangup makes
+    // writes to it fail (EIO) and then sends SIGHUP.
+    if stop_requested() { Ok(()) } else { drawn }
 }
 
 #[cfg(test)]

@@ -508,8 +508,17 @@ fn dump_without_output_prints_a_summary() {
 // stdout errors
 // ---------------------------------------------------------------------------------------
 
+/// `/dev/full`, opened for writing: every write to it fails (ENOSPC).
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
 /// A stdout that fails (`> /dev/full`) ends every subcommand that prints with the tool's
-/// error and status 1, never a panic (status 101).
+/// error and status 1, never a panic (status 101); so does a stderr that fails too
+/// (`> /dev/full 2>&1`: the error is lost, the status stays).
 #[test]
 fn a_failing_stdout_is_an_error_with_status_1_not_a_panic() {
     let name = unique_name("cli-full");
@@ -541,24 +550,45 @@ fn a_failing_stdout_is_an_error_with_status_1_not_a_panic() {
     ];
     let mut failures = Vec::new();
     for args in cases {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let out = StdCommand::new(bin())
-            .args(args)
-            .stdout(full)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() != Some(1)
-            || !stderr.contains("shmstream: error: cannot write to standard output")
-            || stderr.contains("panicked")
-        {
-            failures.push(format!("{args:?}: {:?}\n{stderr}", out.status));
+        for stderr_too in [false, true] {
+            let full = dev_full();
+            let mut cmd = StdCommand::new(bin());
+            if stderr_too {
+                cmd.stderr(full.try_clone().unwrap());
+            }
+            let out = cmd.args(args).stdout(full).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() != Some(1)
+                || !(stderr_too
+                    || stderr.contains("shmstream: error: cannot write to standard output"))
+                || stderr.contains("panicked")
+            {
+                failures.push(format!(
+                    "{args:?} (stderr too: {stderr_too}): {:?}\n{stderr}",
+                    out.status
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // `record` writes to stderr only (a warning for a plain stream, the summary): nothing
+    // lost, so status 0 however those writes went.
+    let rec = dir.file("rec");
+    let st = StdCommand::new(bin())
+        .args([
+            "record",
+            &name,
+            "--duration",
+            "0.1",
+            "--format",
+            "npy",
+            "--out",
+        ])
+        .arg(&rec)
+        .stderr(dev_full())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "record with a failing stderr");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -605,6 +635,38 @@ fn unlink_reports_each_name_and_missing_is_an_error_unless_quiet() {
                 .and(predicate::str::contains(format!("unlinked '{a}'"))),
         );
     cli().arg("unlink").assert().code(1); // no names
+}
+
+/// `unlink` carries on past a failed stdout: every name is removed, and then it fails with
+/// the stdout error.
+#[test]
+fn unlink_with_a_failing_stdout_still_removes_every_name() {
+    let names: Vec<String> = (0..3)
+        .map(|i| unique_name(&format!("cli-unl-full{i}")))
+        .collect();
+    let _c = Cleanup::new(&names);
+    for n in &names {
+        Stream::create(n, &[1], Dtype::U8).unwrap();
+    }
+    let out = StdCommand::new(bin())
+        .arg("unlink")
+        .args(&names)
+        .stdout(dev_full())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
+    );
+    for n in &names {
+        let left = shmstream::stat(n);
+        assert!(
+            matches!(left, Err(shmstream::Error::NotFound { .. })),
+            "'{n}' was not unlinked: {left:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -810,22 +872,28 @@ impl Lines {
             }
         }
     }
-    /// Waits for exit (within `timeout`, on a helper thread) and returns the exit code.
-    fn exit_code(mut self, timeout: Duration) -> Option<i32> {
-        let (tx, rx) = channel();
-        let pid = self.child.id();
-        let waiter = std::thread::spawn(move || {
-            let st = self.child.wait();
-            let _ = tx.send(());
-            st
-        });
-        if rx.recv_timeout(timeout).is_err() {
-            // SAFETY: killing our own child by pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("process {pid} did not exit within {timeout:?}");
-        }
-        waiter.join().unwrap().unwrap().code()
+    /// Waits for exit (within `timeout`) and returns the exit code.
+    fn exit_code(self, timeout: Duration) -> Option<i32> {
+        exit_code_within(self.child, timeout)
     }
+}
+
+/// Waits for `child` to exit (within `timeout`, on a helper thread; killed and the test
+/// failed if it does not) and returns its exit code.
+fn exit_code_within(mut child: std::process::Child, timeout: Duration) -> Option<i32> {
+    let (tx, rx) = channel();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || {
+        let st = child.wait();
+        let _ = tx.send(());
+        st
+    });
+    if rx.recv_timeout(timeout).is_err() {
+        // SAFETY: killing our own child by pid.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        panic!("process {pid} did not exit within {timeout:?}");
+    }
+    waiter.join().unwrap().unwrap().code()
 }
 
 #[test]
@@ -918,6 +986,166 @@ fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back()
         lines.len(),
         lines.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// a terminal that hangs up
+// ---------------------------------------------------------------------------------------
+
+/// The tool run on a new pseudo-terminal (stdin, stdout and stderr) as the session leader
+/// whose controlling terminal it is, like a shell in a terminal window.
+struct OnTerminal {
+    child: std::process::Child,
+    master: Option<std::fs::File>,
+    seen: String,
+}
+
+impl OnTerminal {
+    /// Runs the tool with `args`; `SIGHUP` ignored (as under `nohup`) if `ignore_hup`. `None`
+    /// (the caller skips, saying so) where this machine has no pseudo-terminals.
+    fn spawn(args: &[&str], ignore_hup: bool) -> Option<OnTerminal> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::process::CommandExt;
+        // SAFETY: `posix_openpt` returns a new descriptor (close-on-exec, so that no child
+        // of a concurrent test keeps the terminal open), owned by the File from here on;
+        // `ptsname_r` writes a NUL-terminated path of at most `path.len()` bytes.
+        let (master, path) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 {
+                let e = std::io::Error::last_os_error();
+                eprintln!("skipped: no pseudo-terminal here (posix_openpt: {e})");
+                return None;
+            }
+            let master = std::fs::File::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0);
+            assert_eq!(libc::unlockpt(fd), 0);
+            let mut path = [0 as libc::c_char; 64];
+            assert_eq!(libc::ptsname_r(fd, path.as_mut_ptr(), path.len()), 0);
+            let path = std::ffi::CStr::from_ptr(path.as_ptr());
+            (master, path.to_str().unwrap().to_owned())
+        };
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+            .unwrap();
+        let mut cmd = StdCommand::new(bin());
+        common::default_stop_signals(&mut cmd)
+            .args(args)
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: between fork and exec the hook only calls `setsid`, `ioctl` and `signal`,
+        // async-signal-safe; stdin is the terminal by then.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if ignore_hup {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                }
+                Ok(())
+            });
+        }
+        Some(OnTerminal {
+            child: cmd.spawn().unwrap(),
+            master: Some(master),
+            seen: String::new(),
+        })
+    }
+
+    /// Reads the terminal until the tool has written `text` to it.
+    fn wait_for(&mut self, text: &str, timeout: Duration) {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let master = self.master.as_ref().unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.seen.contains(text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{text:?} not on the terminal within {timeout:?}: {:?}",
+                self.seen
+            );
+            let mut p = libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut p, 1, left.as_millis().min(60_000) as i32) } > 0 {
+                let mut buf = [0u8; 4096];
+                let n = (&*master)
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| panic!("{e}, after {:?}", self.seen));
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    }
+
+    /// Closes the terminal, as closing its window does: the kernel hangs it up (writes to
+    /// it fail with EIO) and sends SIGHUP to the tool. Returns the tool's exit code.
+    fn hang_up(mut self) -> Option<i32> {
+        drop(self.master.take());
+        exit_code_within(self.child, common::LONG)
+    }
+}
+
+/// A `watch` whose terminal is closed stops cleanly on the SIGHUP (status 0), though the
+/// cursor can no longer be shown again; one that ignores SIGHUP fails on its next draw.
+#[test]
+fn watch_on_a_terminal_that_hangs_up_stops_cleanly() {
+    let name = unique_name("cli-watch-hup");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    // One draw, then nothing but waiting for the signal.
+    let Some(mut w) = OnTerminal::spawn(&["watch", &name, "--interval", "1000"], false) else {
+        return;
+    };
+    w.wait_for(&name, common::LONG);
+    assert_eq!(w.hang_up(), Some(0), "a hangup is a clean stop");
+    let Some(mut w) = OnTerminal::spawn(&["watch", &name, "--interval", "0.05"], true) else {
+        return;
+    };
+    w.wait_for(&name, common::LONG);
+    assert_eq!(w.hang_up(), Some(1), "a failed draw is an error");
+}
+
+/// A `record` whose terminal is closed finishes its files and exits by its own rule (here
+/// 0: nothing written, nothing lost), though its progress line and summary are lost.
+#[test]
+fn record_on_a_terminal_that_hangs_up_stops_cleanly() {
+    let name = unique_name("cli-rec-hup");
+    let _c = Cleanup::new([&name]);
+    StreamOptions::new(&name)
+        .shape(&[1])
+        .dtype(Dtype::U8)
+        .history(4)
+        .create()
+        .unwrap();
+    let dir = TempDir::new("rec-hup");
+    let out = dir.file("out");
+    let Some(mut r) = OnTerminal::spawn(
+        &[
+            "record",
+            &name,
+            "--duration",
+            "1000",
+            "--format",
+            "npy",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        false,
+    ) else {
+        return;
+    };
+    r.wait_for("recording 1 stream(s)", common::LONG);
+    assert_eq!(r.hang_up(), Some(0));
+    assert!(out.join(format!("{name}_000000.npy")).exists());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -36,17 +36,20 @@ struct Ran {
 
 /// Runs `cmd` (stdout and stderr captured unless set) and kills it if it outlives [`BOUND`],
 /// failing the test. A panic (exit 101) fails the test too.
-fn run_within(mut cmd: Command) -> Ran {
+fn run_within(cmd: Command) -> Ran {
+    run_within_to(cmd, None)
+}
+
+/// [`run_within`] with stdout on `stdout` when given (`Ran::stdout` is then empty).
+fn run_within_to(mut cmd: Command, stdout: Option<std::fs::File>) -> Ran {
     let what = format!("{cmd:?}");
     let dir = tempdir(&format!("run-{}", std::process::id()));
     let (out, err) = (dir.join("out"), dir.join("err"));
     if cmd.get_program() == bin().as_os_str() {
         cmd.stderr(std::fs::File::create(&err).unwrap());
     }
-    let mut child = cmd
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
+    let stdout = stdout.unwrap_or_else(|| std::fs::File::create(&out).unwrap());
+    let mut child = cmd.stdout(stdout).spawn().unwrap();
     let deadline = Instant::now() + BOUND;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -146,67 +149,87 @@ fn planted_fifos_never_hang_any_subcommand() {
 
 /// Defect 3: `purge` run by a user (not root, so the sticky `/dev/shm` forbids removing
 /// another user's file) carries on past the stream it cannot remove, removes the others,
-/// reports the failure and exits 1.
+/// reports the failure and exits 1; also when its stdout fails (`> /dev/full`), whose error
+/// comes last.
 #[test]
 fn purge_carries_on_reports_each_failure_and_exits_1() {
     if !is_root() {
         eprintln!("skipping: switching to another uid needs root");
         return;
     }
-    let prefix = unique_name("cli-purgeon");
     let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
-    let as_other = |args: &[&str]| {
+    let as_other = |args: &[&str], stdout: Option<std::fs::File>| {
         let mut c = tool(args);
         c.uid(OTHER_UID)
             .gid(OTHER_UID)
             .env("PYSHMEM_LOCK_DIR", &lock_dir);
-        run_within(c)
+        run_within_to(c, stdout)
     };
-    for t in ["a", "b", "c"] {
-        let made = as_other(&[
-            "create",
-            &format!("{prefix}{t}"),
-            "--shape",
-            "4",
-            "--dtype",
-            "uint8",
-        ]);
-        assert!(made.status.success(), "{}", made.stderr);
+    for stdout_fails in [false, true] {
+        let prefix = unique_name("cli-purgeon");
+        for t in ["a", "b", "c"] {
+            let made = as_other(
+                &[
+                    "create",
+                    &format!("{prefix}{t}"),
+                    "--shape",
+                    "4",
+                    "--dtype",
+                    "uint8",
+                ],
+                None,
+            );
+            assert!(made.status.success(), "{}", made.stderr);
+        }
+        let b = format!("{prefix}b");
+        let b_payload = shm(&name::segment_id(&b));
+        std::fs::remove_file(&b_payload).unwrap();
+        std::fs::write(&b_payload, [0u8; 4]).unwrap(); // now root's: the user cannot remove it
+        let full = stdout_fails.then(|| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+        });
+        let purged = as_other(&["purge", "--all", "--prefix", &prefix], full);
+        let leftovers: Vec<_> = ["a", "c"]
+            .iter()
+            .filter(|t| shm(&name::meta_id(&format!("{prefix}{t}"))).exists())
+            .collect();
+        for id in [name::segment_id(&b), name::meta_id(&b)] {
+            let _ = std::fs::remove_file(shm(&id));
+        }
+        assert_eq!(
+            purged.status.code(),
+            Some(1),
+            "{}{}",
+            purged.stdout,
+            purged.stderr
+        );
+        assert!(
+            leftovers.is_empty(),
+            "purge stopped early: {leftovers:?} left"
+        );
+        assert!(purged.stderr.contains(&b), "{}", purged.stderr);
+        if stdout_fails {
+            assert!(
+                purged
+                    .stderr
+                    .trim_end()
+                    .ends_with("No space left on device (os error 28)"),
+                "the stdout error last:\n{}",
+                purged.stderr
+            );
+            continue;
+        }
+        for t in ["a", "c"] {
+            assert!(
+                purged.stdout.contains(&format!("removed '{prefix}{t}'")),
+                "{}",
+                purged.stdout
+            );
+        }
     }
-    let b = format!("{prefix}b");
-    let b_payload = shm(&name::segment_id(&b));
-    std::fs::remove_file(&b_payload).unwrap();
-    std::fs::write(&b_payload, [0u8; 4]).unwrap(); // now root's: the user cannot remove it
-    let purged = as_other(&["purge", "--all", "--prefix", &prefix]);
-    let leftovers: Vec<_> = ["a", "c"]
-        .iter()
-        .filter(|t| shm(&name::meta_id(&format!("{prefix}{t}"))).exists())
-        .collect();
-    for id in [name::segment_id(&b), name::meta_id(&b)] {
-        let _ = std::fs::remove_file(shm(&id));
-    }
-    assert_eq!(
-        purged.status.code(),
-        Some(1),
-        "{}{}",
-        purged.stdout,
-        purged.stderr
-    );
-    assert!(
-        leftovers.is_empty(),
-        "purge stopped early: {leftovers:?} left"
-    );
-    assert!(
-        purged.stdout.contains(&format!("removed '{prefix}a'")),
-        "{}",
-        purged.stdout
-    );
-    assert!(
-        purged.stdout.contains(&format!("removed '{prefix}c'")),
-        "{}",
-        purged.stdout
-    );
-    assert!(purged.stderr.contains(&b), "{}", purged.stderr);
 }
 
 /// Defect 8: a reader that closed the pipe (`| head -c 10`) ends the tool by SIGPIPE, as

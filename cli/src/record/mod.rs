@@ -249,7 +249,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             fits::image_type(s.dtype()).map_err(|e| format!("stream '{name}': {e}"))?;
         }
         if s.history_depth() == 0 {
-            eprintln!(
+            term::errln!(
                 "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); create it with history(n) to record every frame",
                 term::printable(name)
             );
@@ -293,7 +293,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
         lost_total += lost;
         let mb = frames as f64 * s.size_bytes() as f64 / 1e6;
-        eprintln!(
+        term::errln!(
             "{}: {frames} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}",
             term::printable(s.name()),
             p.files.load(Ordering::Relaxed),
@@ -345,7 +345,7 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
                 .iter()
                 .map(|p| p.lost.load(Ordering::Relaxed))
                 .sum();
-            eprint!(
+            term::err!(
                 "\rrecording {} stream(s): {frames} frames, {lost} lost, {:.1} s   ",
                 plan.names.len(),
                 started.elapsed().as_secs_f64()
@@ -353,7 +353,7 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
         }
     }
     if tty {
-        eprintln!();
+        term::errln!();
     }
 }
 
