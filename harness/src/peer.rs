@@ -5,8 +5,8 @@
 //! The Python interpreter is `--python`, else `.venv/bin/python` when it exists, else
 //! `python3`. When it cannot `import pyshmem` the peer column stays empty and the report
 //! says why. For MVM the peer process runs with `OPENBLAS_CORETYPE` and
-//! `OPENBLAS_L2_SIZE` removed from its environment (they slow current numpy builds on
-//! this machine kind) and records which OpenBLAS kernel ran.
+//! `OPENBLAS_L2_SIZE` removed from its environment ([`unset_openblas_tuning`], as the AO
+//! loop's Python stages do) and records which OpenBLAS kernel ran.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,8 +25,27 @@ use crate::spawn::Names;
 /// The bundled script.
 pub const SCRIPT: &str = include_str!("../peer/pyshmem_peer.py");
 
-/// Environment variables removed for the MVM peer.
+/// Environment variables removed for the peers that run numpy's BLAS (MVM, the AO loop).
 pub const OPENBLAS_VARS: [&str; 2] = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
+
+/// Removes [`OPENBLAS_VARS`] from `cmd`'s environment (they slow current numpy builds on
+/// this machine kind) and returns the note that records it, `openblas_env`: what they
+/// were here.
+pub fn unset_openblas_tuning(cmd: &mut Command) -> (String, String) {
+    let mut removed = Vec::new();
+    for v in OPENBLAS_VARS {
+        if let Ok(val) = std::env::var(v) {
+            removed.push(format!("{v}={val}"));
+        }
+        cmd.env_remove(v);
+    }
+    let what = if removed.is_empty() {
+        "unset (were not set)".to_string()
+    } else {
+        format!("unset (were {})", removed.join(", "))
+    };
+    ("openblas_env".into(), what)
+}
 
 /// Whether the peer can run, and with what.
 #[derive(Debug, Clone, Serialize)]
@@ -44,42 +63,79 @@ pub enum PeerSetup {
     Missing(String),
 }
 
-/// Finds the interpreter and checks it has pyshmem and numpy.
+/// Longest the interpreter may take to import pyshmem and numpy in [`probe`].
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Finds the interpreter and checks it has pyshmem and numpy, within [`PROBE_TIMEOUT`].
 pub fn probe(python: Option<&Path>) -> PeerSetup {
+    probe_within(python, PROBE_TIMEOUT)
+}
+
+/// [`probe`], the interpreter killed (its process group with it) and the peer `Missing`
+/// when it has not answered within `timeout`.
+fn probe_within(python: Option<&Path>, timeout: Duration) -> PeerSetup {
     let exe = match python {
         Some(p) => p.to_path_buf(),
         None if Path::new(".venv/bin/python").exists() => PathBuf::from(".venv/bin/python"),
         None => PathBuf::from("python3"),
     };
-    let out = Command::new(&exe)
-        .args([
-            "-c",
-            "import pyshmem, numpy; print(pyshmem.__version__, numpy.__version__)",
-        ])
+    const IMPORT: &str = "import pyshmem, numpy; print(pyshmem.__version__, numpy.__version__)";
+    let mut cmd = Command::new(&exe);
+    cmd.process_group(0)
+        .args(["-c", IMPORT])
         .stdin(Stdio::null())
-        .output();
-    match out {
-        Err(e) => PeerSetup::Missing(format!("{} cannot run: {e}", exe.display())),
-        Ok(o) if !o.status.success() => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err.trim().lines().last().unwrap_or("").to_string();
-            PeerSetup::Missing(format!(
-                "`{} -c \"import pyshmem\"` failed: {last}",
-                exe.display()
-            ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    harness_sys::die_with_parent(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return PeerSetup::Missing(format!("{} cannot run: {e}", exe.display())),
+    };
+    // Read while it runs, so that a long traceback cannot fill a pipe and stall it.
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let status = match crate::spawn::wait_timeout(child, timeout, true) {
+        Err(e) => return PeerSetup::Missing(format!("waiting for {}: {e}", exe.display())),
+        Ok(None) => {
+            return PeerSetup::Missing(format!(
+                "`{} -c \"import pyshmem, numpy\"` did not finish within {:.0} s (killed); \
+                 fix that interpreter or pass another with --python",
+                exe.display(),
+                timeout.as_secs_f64()
+            ));
         }
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let mut it = text.split_whitespace();
-            let pyshmem = it.next().unwrap_or("?").to_string();
-            let numpy = it.next().unwrap_or("?").to_string();
-            PeerSetup::Ready {
-                python: exe,
-                pyshmem,
-                numpy,
-            }
-        }
+        Ok(Some(status)) => status,
+    };
+    let (out, err) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    if !status.success() {
+        let last = err.trim().lines().last().unwrap_or("").to_string();
+        return PeerSetup::Missing(format!(
+            "`{} -c \"import pyshmem\"` failed: {last}",
+            exe.display()
+        ));
     }
+    let mut it = out.split_whitespace();
+    let pyshmem = it.next().unwrap_or("?").to_string();
+    let numpy = it.next().unwrap_or("?").to_string();
+    PeerSetup::Ready {
+        python: exe,
+        pyshmem,
+        numpy,
+    }
+}
+
+/// A thread reading `pipe` to its end.
+fn read_all(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
 }
 
 /// What the peer script sends back.
@@ -155,15 +211,7 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::fs::File::create(&out_path)?))
         .stderr(Stdio::from(std::fs::File::create(&err_path)?));
-    let mut removed = Vec::new();
-    if job.kind == Kind::Mvm {
-        for v in OPENBLAS_VARS {
-            if let Ok(val) = std::env::var(v) {
-                removed.push(format!("{v}={val}"));
-            }
-            cmd.env_remove(v);
-        }
-    }
+    let openblas = (job.kind == Kind::Mvm).then(|| unset_openblas_tuning(&mut cmd));
     harness_sys::die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
@@ -227,14 +275,7 @@ pub fn run(
             )
         })
         .collect();
-    if job.kind == Kind::Mvm {
-        let what = if removed.is_empty() {
-            "unset (were not set)".to_string()
-        } else {
-            format!("unset (were {})", removed.join(", "))
-        };
-        notes.push(("openblas_env".into(), what));
-    }
+    notes.extend(openblas);
     let m = Measured {
         repeat_hz: out.repeat_hz,
         repeat_busy_hz: out.repeat_busy_hz,
@@ -269,6 +310,28 @@ mod tests {
                 serde_json::to_value(PeerSpec::of(&job, &names, Path::new("/tmp/t"))).unwrap();
             assert_eq!(spec["notify"], notify, "{wait}: {spec}");
         }
+    }
+
+    /// An interpreter that hangs on import leaves the peer `Missing`, saying so, once the
+    /// probe's bound has passed (a stand-in for Python that sleeps 30 s, bound 1 s).
+    #[test]
+    fn a_python_that_hangs_is_missing_after_the_bound() {
+        let dir = std::env::temp_dir().join(format!("peer-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let python = dir.join("python");
+        std::fs::write(&python, "#!/bin/sh\nsleep 30\n").unwrap();
+        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let setup = probe_within(Some(&python), Duration::from_secs(1));
+        let took = t0.elapsed();
+        match setup {
+            PeerSetup::Missing(why) => assert!(why.contains("did not finish within 1 s"), "{why}"),
+            ready => panic!("a hung interpreter probed as {ready:?}"),
+        }
+        assert!(took < Duration::from_secs(20), "the probe waited {took:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// At the timeout the peer's partner process dies with it: a stand-in for Python starts

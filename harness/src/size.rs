@@ -65,7 +65,8 @@ pub struct SizeArgs {
     #[arg(long, value_name = "US")]
     pub slice_us: Option<f64>,
     /// Frames a stage may fall behind and still read every one in order, 0-15 (default 4);
-    /// 0: always the newest frame, as pyshmem's `read_new` and pyRTC's loops do.
+    /// 0: always the newest frame, taken at once when it came while the stage was busy
+    /// (pyshmem's `read_new`, as pyRTC's loops read, skips it and waits for the next).
     #[arg(long, value_name = "N")]
     pub catch_up: Option<u64>,
     /// Output folder (default: `reports/size-<geometry>/`).

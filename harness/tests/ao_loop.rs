@@ -436,8 +436,9 @@ ladder = false
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The pyshmem + numpy loop beside ours: it runs, and nothing the run created is left in
-/// shared memory when it ends (the streams made for the Python stages included).
+/// The pyshmem + numpy loop beside ours: it runs, without the OpenBLAS tuning variables
+/// (note `openblas_env`), and nothing the run created is left in shared memory when it
+/// ends (the streams made for the Python stages included).
 #[test]
 fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     let Some(python) = python() else {
@@ -477,6 +478,12 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     assert_eq!(row.matches(" | ").count(), 6, "seven cells: {row}");
     let details: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
+    // Its stages ran without the OpenBLAS tuning, as the MVM peer does.
+    let openblas = &details["jobs"][0]["peer"]["notes"]["openblas_env"];
+    assert!(
+        openblas.as_str().is_some_and(|n| n.starts_with("unset")),
+        "{openblas}"
+    );
     let cores = details["host_noise"]["cores"].as_array().unwrap();
     assert!(
         cores.iter().any(|c| c["cpu"] == 0 && c["pinned"] == true),

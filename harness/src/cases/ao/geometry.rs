@@ -81,8 +81,9 @@ pub struct AoCase {
     pub slice_us: Option<f64>,
     /// Frames a stage may fall behind and still read every one in order; further behind,
     /// it skips to the newest frame (those it skips are missed). 0: always the newest
-    /// frame, as pyshmem's `read_new` (and so pyRTC's loops) does. 0 to 15, the input
-    /// streams keeping 16 frames. Default [`super::stage::CATCH_UP`] (4).
+    /// frame, taken at once (late) when one came while the stage was busy; pyshmem's
+    /// `read_new` (and so pyRTC's loops) skips that one too and waits for the next. 0 to
+    /// 15, the input streams keeping 16 frames. Default [`super::stage::CATCH_UP`] (4).
     #[serde(default)]
     pub catch_up: Option<u64>,
     /// Search the highest sustainable rate with a ladder of short runs.

@@ -266,7 +266,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         max_rate_lower_bound: ladder.best.is_some_and(|m| !m.bounded),
         ladder: ladder.rungs,
         floor_parts: floor.as_ref().map(|f| f.parts.clone()).unwrap_or_default(),
-        peer: peer.as_ref().ok().map(|r| r.stats.clone()),
+        peer: peer.as_ref().ok().map(|(r, _)| r.stats.clone()),
         recon_bytes: g.recon_bytes(),
         needed_gbs: g.recon_bytes() as f64 * ao.rate_hz / 1e9,
         measured_gbs: recon_p50
@@ -295,7 +295,11 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         job: job.clone(),
         ours,
         floor,
-        peer: peer.map(|r| side(&r, Placement::warmup_frames(job))),
+        peer: peer.map(|(r, notes)| {
+            let mut side = side(&r, Placement::warmup_frames(job));
+            side.m.notes.extend(notes);
+            side
+        }),
         skipped: None,
         ao: Some(Box::new(summary)),
     }

@@ -1,7 +1,9 @@
 //! The same loop written the way pyRTC runs it: each stage a Python process with
 //! pyshmem 1.4.0 notify streams, `read_new` and numpy (`harness/peer/pyshmem_ao.py`),
-//! same geometry, same pinning, analysed from the same logs.
+//! same geometry, same pinning, analysed from the same logs. The stages run without the
+//! OpenBLAS tuning variables, as the MVM peer does (note `openblas_env`).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,14 +23,14 @@ use crate::spawn::{GroupMember, run_members};
 /// The peer script, embedded so the harness binary is self-contained.
 pub const SCRIPT: &str = include_str!("../../../peer/pyshmem_ao.py");
 
-/// Runs the Python loop once.
+/// Runs the Python loop once; with it, the notes to record on the peer's side.
 pub fn run(
     runner: &Runner,
     setup: &PeerSetup,
     idx: usize,
     job: &Job,
     g: &Geometry,
-) -> Result<LoopRun> {
+) -> Result<(LoopRun, Vec<(String, String)>)> {
     let PeerSetup::Ready { python, .. } = setup else {
         bail!("peer unavailable");
     };
@@ -70,16 +72,12 @@ pub fn run(
     } else {
         &["recon", "slopes", "camera"]
     };
+    let mut openblas = None;
     let members = roles
         .iter()
         .map(|role| {
-            let mut command = Command::new(python);
-            command.arg(&script).arg(&spec_path).arg(role);
-            // numpy's BLAS gets the reconstructor's threads, as our kernel does (it would
-            // start one per core of the machine).
-            for var in ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
-                command.env(var, ao.threads.to_string());
-            }
+            let (command, note) = stage_command(python, &script, &spec_path, role, ao.threads);
+            openblas = Some(note);
             GroupMember {
                 command,
                 label: format!("python {role} stage"),
@@ -98,5 +96,50 @@ pub fn run(
         read_log(&prefix.with_extension(format!("{role}.aolog")))
     })?;
     let warm = Placement::warmup_frames(job);
-    LoopRun::analysed(&[logs], warm, format!("{} (python)", place.describe()))
+    let run = LoopRun::analysed(&[logs], warm, format!("{} (python)", place.describe()))?;
+    Ok((run, openblas.into_iter().collect()))
+}
+
+/// The command of the Python stage `role`, and the note of the OpenBLAS tuning taken from
+/// its environment ([`crate::peer::unset_openblas_tuning`], as for the MVM peer).
+fn stage_command(
+    python: &Path,
+    script: &Path,
+    spec: &Path,
+    role: &str,
+    threads: usize,
+) -> (Command, (String, String)) {
+    let mut command = Command::new(python);
+    command.arg(script).arg(spec).arg(role);
+    // numpy's BLAS gets the reconstructor's threads, as our kernel does (it would start one
+    // per core of the machine).
+    for var in ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+        command.env(var, threads.to_string());
+    }
+    let note = crate::peer::unset_openblas_tuning(&mut command);
+    (command, note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    /// The Python stages run without the OpenBLAS tuning the MVM peer drops too, with the
+    /// reconstructor's threads, and say so in the note.
+    #[test]
+    fn a_python_stage_runs_without_the_openblas_tuning() {
+        let p = Path::new("/x");
+        let (command, note) = stage_command(p, p, p, "recon", 2);
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = command.get_envs().collect();
+        for var in crate::peer::OPENBLAS_VARS {
+            assert!(
+                envs.contains(&(OsStr::new(var), None)),
+                "{var} kept: {envs:?}"
+            );
+        }
+        assert!(envs.contains(&(OsStr::new("OPENBLAS_NUM_THREADS"), Some(OsStr::new("2")))));
+        assert_eq!(note.0, "openblas_env");
+        assert!(note.1.starts_with("unset (were "), "{note:?}");
+    }
 }

@@ -595,8 +595,9 @@ mod tests {
         }
         let info = next_input(&mut c, &mut dst, to, CATCH_UP, "frames").unwrap();
         assert_eq!((info.frame_id, dst[0]), (last, last as u16));
-        // With no catching up (`catch_up = 0`, pyshmem's `read_new`): two frames behind,
-        // the newest; one behind (the next is the newest), that one.
+        // With no catching up (`catch_up = 0`): two frames behind, the newest; one behind
+        // (the next is the newest), that one, at once. pyshmem's `read_new` differs there:
+        // it waits for a frame published after the call, so it skips that pending one.
         for id in last + 1..=last + 2 {
             s.write_slice_frame(&[id as u16, 0], id).unwrap();
         }
