@@ -117,8 +117,9 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     };
     alternate(&job.timing, MVM_SLICE, &mut ours, &mut floor)?;
     let (mut m, h) = ours.finish();
-    // One checked iteration: the pipeline must compute the right product.
-    kernel::fill_vector(&mut xv, 1);
+    // One checked iteration: the pipeline must compute the right product, of a vector no
+    // timed iteration published (a y one product behind would not match it).
+    kernel::fill_vector(&mut xv, 3);
     xg.write_slice(&xv)?;
     y.read_after_into_slice(seen.get(), &mut yv, to)?;
     let err = kernel::max_rel_error(&a, cols, &xv, &yv);
