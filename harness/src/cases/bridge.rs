@@ -10,7 +10,7 @@
 //! floor-put stamps its payload); both sides run the same phases:
 //! - warm-up: paced frames until the sessions are connected and the warm-up time is over;
 //! - latency: frames paced `gap_us` apart; one-way latency = the time the reader at B gets
-//!   the frame from the mirror (`subscribe --history`, read with a [`Cursor`]: every frame
+//!   the frame from the mirror (`subscribe --history`, read with a [`Cursor`](shmstream::Cursor): every frame
 //!   in order, so frames that reach the mirror in a burst each get their sample, as each
 //!   of floor-get's does) − the time its write at A was called, joined by frame id after the
 //!   run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the time its subscriber
