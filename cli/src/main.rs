@@ -3,7 +3,8 @@
 //! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`, `record`
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
 //! success, 1 on any error (usage errors included), with the reason on stderr; a closed
-//! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell).
+//! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell), except `unlink`,
+//! which removes every name first and then exits 1.
 
 mod npy;
 mod record;
@@ -274,8 +275,10 @@ fn run(command: Command) -> Fallible {
 }
 
 /// `unlink`: removes each name, carrying on past those it cannot remove (each reported on
-/// stderr) and past a failed stdout, whose error it ends with once every name was tried.
+/// stderr) and past a failed stdout (a closed pipe included: no SIGPIPE), whose error it
+/// ends with once every name was tried.
 fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
+    term::fail_on_closed_pipe();
     let mut failed = 0;
     let mut printed = Ok(());
     for name in names {

@@ -1,7 +1,8 @@
 //! What the tool prints to a terminal: stream names come from shared memory that any
 //! process of the user can write, so control characters (ESC, newline, ...) and bidi
 //! overrides are escaped instead of reaching the terminal; a closed stdout pipe ends the
-//! tool quietly, as it does `cat` or `head`; any other failed write to stdout (a full
+//! tool quietly, as it does `cat` or `head` (not `unlink`: there it is a stdout error like
+//! any other, reported once every name was tried); any other failed write to stdout (a full
 //! disk, `> /dev/full`) is an error, through [`out!`] and [`outln!`] (`println!` panics);
 //! and a failed write to stderr (a terminal hung up, `2> /dev/full`) is ignored, through
 //! [`err!`] and [`errln!`] (`eprintln!` panics): there is nowhere left to report it.
@@ -117,6 +118,16 @@ pub(crate) fn die_quietly_on_closed_pipe() {
     // done first thing in main, before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Ignores `SIGPIPE` again, for a command that must finish its work past a reader that
+/// went away (`unlink`): a write to the closed pipe then fails with EPIPE, an ordinary
+/// stdout error.
+pub(crate) fn fail_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

@@ -518,39 +518,42 @@ fn dev_full() -> std::fs::File {
 
 /// A stdout that fails (`> /dev/full`) ends every subcommand that prints with the tool's
 /// error and status 1, never a panic (status 101); so does a stderr that fails too
-/// (`> /dev/full 2>&1`: the error is lost, the status stays).
+/// (`> /dev/full 2>&1`: the error is lost, the status stays). `create` and `unlink` get
+/// fresh names each time, so that their work succeeds and only stdout can fail them.
 #[test]
 fn a_failing_stdout_is_an_error_with_status_1_not_a_panic() {
     let name = unique_name("cli-full");
-    let (made, gone) = (unique_name("cli-full-made"), unique_name("cli-full-gone"));
-    let _c = Cleanup::new([&name, &made, &gone]);
+    let mut cleanup = Cleanup::new([&name]);
     Stream::create(&name, &[4], Dtype::U8)
         .unwrap()
         .write_slice(&[1u8, 2, 3, 4])
         .unwrap();
-    Stream::create(&gone, &[1], Dtype::U8).unwrap();
     let dir = TempDir::new("full");
     let file = dir.file("x.npy");
     let file = file.to_str().unwrap();
     let nothing = unique_name("cli-full-none-");
-    let cases: [&[&str]; 13] = [
-        &["list"],
-        &["list", "--json"],
-        &["stat", &name],
-        &["stat", &name, "--json"],
-        &["dump", &name],
-        &["dump", &name, "-o", file],
-        &["load", &name, file],
-        &["create", &made, "--shape", "2"],
-        &["unlink", &gone],
-        &["purge", "--dry-run", "--prefix", &nothing],
-        &["watch", &name, "--duration", "0.1"],
-        &["--help"],
-        &["--version"],
-    ];
     let mut failures = Vec::new();
-    for args in cases {
-        for stderr_too in [false, true] {
+    for stderr_too in [false, true] {
+        let (made, gone) = (unique_name("cli-full-made"), unique_name("cli-full-gone"));
+        cleanup.add(&made);
+        cleanup.add(&gone);
+        Stream::create(&gone, &[1], Dtype::U8).unwrap();
+        let cases: [&[&str]; 13] = [
+            &["list"],
+            &["list", "--json"],
+            &["stat", &name],
+            &["stat", &name, "--json"],
+            &["dump", &name],
+            &["dump", &name, "-o", file],
+            &["load", &name, file],
+            &["create", &made, "--shape", "2"],
+            &["unlink", &gone],
+            &["purge", "--dry-run", "--prefix", &nothing],
+            &["watch", &name, "--duration", "0.1"],
+            &["--help"],
+            &["--version"],
+        ];
+        for args in cases {
             let full = dev_full();
             let mut cmd = StdCommand::new(bin());
             if stderr_too {
@@ -569,6 +572,17 @@ fn a_failing_stdout_is_an_error_with_status_1_not_a_panic() {
                 ));
             }
         }
+        assert!(
+            shmstream::stat(&made).is_ok(),
+            "create did not create '{made}' (stderr too: {stderr_too})"
+        );
+        assert!(
+            matches!(
+                shmstream::stat(&gone),
+                Err(shmstream::Error::NotFound { .. })
+            ),
+            "unlink did not remove '{gone}' (stderr too: {stderr_too})"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // `record` writes to stderr only (a warning for a plain stream, the summary): nothing
@@ -655,6 +669,47 @@ fn unlink_with_a_failing_stdout_still_removes_every_name() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
+    );
+    for n in &names {
+        let left = shmstream::stat(n);
+        assert!(
+            matches!(left, Err(shmstream::Error::NotFound { .. })),
+            "'{n}' was not unlinked: {left:?}"
+        );
+    }
+}
+
+/// `unlink | grep -q ..`: a reader that went away is an ordinary stdout error for `unlink`,
+/// not a SIGPIPE that kills it halfway: every name is removed, then it exits 1.
+#[test]
+fn unlink_into_a_closed_pipe_still_removes_every_name_and_exits_1() {
+    use std::os::unix::process::ExitStatusExt;
+    let names: Vec<String> = (0..3)
+        .map(|i| unique_name(&format!("cli-unl-pipe{i}")))
+        .collect();
+    let _c = Cleanup::new(&names);
+    for n in &names {
+        Stream::create(n, &[1], Dtype::U8).unwrap();
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before the tool writes anything
+    let out = StdCommand::new(bin())
+        .arg("unlink")
+        .args(&names)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "killed: {:?}\n{stderr}",
+        out.status
+    );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot write to standard output"),
@@ -1144,8 +1199,22 @@ fn record_on_a_terminal_that_hangs_up_stops_cleanly() {
         return;
     };
     r.wait_for("recording 1 stream(s)", common::LONG);
+    // The progress line can show before the recorder thread opens its first file: hang up
+    // only once it has, or the SIGHUP may stop the recording before there is one.
+    let first = out.join(format!("{name}_000000.npy"));
+    let deadline = std::time::Instant::now() + common::LONG;
+    while !first.exists() {
+        assert!(r.child.try_wait().unwrap().is_none(), "record exited early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{first:?} not created within {:?}",
+            common::LONG
+        );
+        // Polling the file system, which has no wait for a file; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(r.hang_up(), Some(0));
-    assert!(out.join(format!("{name}_000000.npy")).exists());
+    assert!(first.exists());
 }
 
 // ---------------------------------------------------------------------------------------
