@@ -35,7 +35,9 @@ pub struct PublishOptions {
     pub lossless: bool,
 }
 
-/// Publishes until `stop` is set (checked every 100 ms) or a stream fails.
+/// Publishes until `stop` is set (checked every 100 ms) or a stream fails. Says on stderr
+/// when it starts carrying a stream (`stream 'NAME': carrying (lossless) from its first
+/// frame`), once each time it opens one.
 pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
     let period = o.max_rate.map(period_of).transpose()?;
@@ -102,15 +104,23 @@ fn publish_stream(
             )));
         }
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
-        if let Some(c) = cursor.as_mut() {
-            if made_since {
+        let from = match cursor.as_mut() {
+            Some(c) if made_since => {
                 c.rewind_to_start();
-            } else {
+                "(lossless) from its first frame"
+            }
+            Some(c) => {
                 // From the current frame on: the ring's newest comes next.
                 c.rewind_to_oldest();
                 c.skip_to_recent(1);
+                "(lossless) from its current frame"
             }
-        }
+            None => "(latest value) from its current frame",
+        };
+        // Said once the read position is set: no frame written after this line is missed
+        // (latest value: but for one a newer frame replaced). Operators see the stream
+        // picked up, and tests wait for it.
+        say(name, &format!("carrying {from}"));
         // Latest-value: the frame the stream holds when it is opened goes first, so a writer
         // that writes once and then idles is mirrored too.
         let mut current_first = cursor.is_none();

@@ -7,7 +7,7 @@
 //! the library API bridges several streams from an application's threads until stopped; a
 //! frame written once reaches subscribers started after it was put (put again as they match,
 //! or asked for), once each; `--lossless` waits for a subscriber and starts at the current
-//! frame;
+//! frame; the publisher says once per opening of a stream where it carries it from;
 //! `--rt-priority` puts every bridge thread under SCHED_FIFO (or says what it needs); the
 //! harness's Zenoh floor runs the phases it is sent.
 
@@ -571,20 +571,18 @@ fn wait_made(name: &str, bridges: &[&Proc]) -> Stream {
     }
 }
 
-/// Waits until bridge `p` has mapped shm segment `id`, i.e. opened its stream (it says
-/// nothing when it does; `/proc/PID/maps` is looked at every 20 ms).
-fn wait_opened(p: &Proc, id: &str) {
-    let (deadline, path) = (Instant::now() + LONG, format!("/dev/shm/{id}"));
-    let mapped = || {
-        std::fs::read_to_string(format!("/proc/{}/maps", p.pid()))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.ends_with(&path))
-    };
-    while !mapped() {
+/// Waits until publisher `p` says `stream 'NAME': carrying HOW…` (`HOW` a prefix such as
+/// `(lossless)`), which it says once its read position in the stream is set: a frame
+/// written after that is carried. Its stderr is looked at every 20 ms.
+fn wait_carrying(p: &Proc, name: &str, how: &str) {
+    let (deadline, line) = (
+        Instant::now() + LONG,
+        format!("stream '{name}': carrying {how}"),
+    );
+    while !p.diagnostics().contains(&line) {
         assert!(
             Instant::now() < deadline,
-            "{path} not opened within {LONG:?}\n{}",
+            "the publisher did not say {line:?} within {LONG:?}\n{}",
             p.diagnostics()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -618,8 +616,8 @@ fn a_frame_written_once_reaches_a_subscriber_started_after_the_publisher_put_it(
     a.write_slice_frame(&[5u16; 32], 5).unwrap();
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &[]);
-    // It puts the current frame right after opening the stream.
-    wait_opened(&p, &shmstream::name::segment_id(&a_name));
+    // It puts the current frame right after saying so.
+    wait_carrying(&p, &a_name, "(latest value) from its current frame");
     let s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
     let b = wait_made(&b_name, &[&p, &s]);
     wait_frame(&b, 5, &[&p, &s]);
@@ -637,7 +635,7 @@ fn a_plain_zenoh_subscriber_matched_late_gets_the_current_frame_put_again() {
     a.write_slice_frame(&[5u16; 32], 5).unwrap();
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &[]);
-    wait_opened(&p, &shmstream::name::segment_id(&a_name));
+    wait_carrying(&p, &a_name, "(latest value)");
     let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
         listen: vec![],
         connect: vec![ep],
@@ -722,7 +720,9 @@ fn lossless_frames_written_before_any_subscriber_all_arrive_once_one_starts() {
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &["--lossless"]);
     let a = source(&a_name, 64);
-    wait_opened(&p, &shmstream::name::history_id(&a_name));
+    // From its first frame if the publisher looked before the source was made, else from
+    // its current one; either way, once it says so, the frames below are its to carry.
+    wait_carrying(&p, &a_name, "(lossless)");
     for id in 1..=10u16 {
         a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
     }
@@ -752,6 +752,7 @@ fn lossless_carries_the_current_frame_of_a_stream_there_at_the_start() {
         a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
     }
     let (p, s) = lossless_pair(&a_name, &prefix, "m-", 64);
+    wait_carrying(&p, &a_name, "(lossless) from its current frame");
     let b = wait_made(&b_name, &[&p, &s]);
     let mut c = b.cursor().unwrap();
     c.rewind_to_oldest();
@@ -762,6 +763,8 @@ fn lossless_carries_the_current_frame_of_a_stream_there_at_the_start() {
     assert_eq!(next(), 5, "the current frame, not the one before it");
     a.write_slice_frame(&[6u16; 32], 6).unwrap();
     assert_eq!(next(), 6);
+    let said = p.diagnostics();
+    assert_eq!(said.matches("carrying").count(), 1, "once per open: {said}");
 }
 
 #[test]
@@ -1036,6 +1039,8 @@ fn a_source_made_again_is_carried_from_its_first_frame() {
                     got.push(info.frame_id);
                 }
             }
+            // And the publisher said so as it opened the new generation.
+            wait_carrying(&p, &a_name, "(lossless) from its first frame");
             got
         } else {
             a.write_slice_frame(&[7u16; 32], 7).unwrap();
