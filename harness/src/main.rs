@@ -31,6 +31,10 @@ mod scenario;
 mod size;
 mod spawn;
 
+#[cfg(test)]
+#[path = "../tests/common/script.rs"]
+mod script;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

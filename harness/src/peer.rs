@@ -312,6 +312,35 @@ mod tests {
         }
     }
 
+    /// A stand-in script runs at once although another thread forks all the while: written
+    /// from this process, one run in a hundred or so failed with "Text file busy" (a child
+    /// forked meanwhile held the write descriptor until it exec'd).
+    #[test]
+    fn a_script_written_for_a_test_runs_at_once_while_another_thread_forks() {
+        let dir = std::env::temp_dir().join(format!("peer-script-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::thread::scope(|s| {
+            // The forker stops once `running` is dropped, on a panic too.
+            let (running, forking) = std::sync::mpsc::channel::<()>();
+            s.spawn(move || {
+                while forking.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                    let _ = Command::new("true").status();
+                }
+            });
+            let failed = (0..300)
+                .filter(|i| {
+                    let script = dir.join(format!("s{i}"));
+                    crate::script::write_script(&script, "#!/bin/sh\nexit 0\n");
+                    !matches!(Command::new(&script).status(), Ok(s) if s.success())
+                })
+                .count();
+            drop(running);
+            assert_eq!(failed, 0, "runs of a fresh script that failed");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// An interpreter that hangs on import leaves the peer `Missing`, saying so, once the
     /// probe's bound has passed (a stand-in for Python that sleeps 30 s, bound 1 s).
     #[test]
@@ -320,9 +349,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let python = dir.join("python");
-        std::fs::write(&python, "#!/bin/sh\nsleep 30\n").unwrap();
-        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        crate::script::write_script(&python, "#!/bin/sh\nsleep 30\n");
         let t0 = std::time::Instant::now();
         let setup = probe_within(Some(&python), Duration::from_secs(1));
         let took = t0.elapsed();
@@ -351,16 +378,13 @@ mod tests {
                 .success()
         );
         let python = dir.join("python");
-        std::fs::write(
+        crate::script::write_script(
             &python,
-            format!(
+            &format!(
                 "#!/bin/sh\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
                 fifo.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         // Opened read-write first, so neither open blocks before the partner's.
         let writer = std::fs::OpenOptions::new()
             .read(true)

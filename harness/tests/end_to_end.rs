@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::script::write_script;
 use common::{details, harness, python, results, run_on, scratch};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -459,16 +460,14 @@ fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
             .success()
     );
     let python = dir.join("python");
-    std::fs::write(
+    write_script(
         &python,
-        format!(
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
              touch /dev/shm/hs$PPID-stand-in\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
             fifo.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     // Opened read-write first, so neither open blocks before the partner's.
     let writer = std::fs::OpenOptions::new()
         .read(true)

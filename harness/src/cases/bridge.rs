@@ -1160,9 +1160,7 @@ mod tests {
         // other process sleeps: either finds it in /proc.
         let nap = format!("30.{pid}");
         let bin = work.join("bridge");
-        std::fs::write(&bin, format!("#!/bin/sh\nexec sleep {nap}\n")).unwrap();
-        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        crate::script::write_script(&bin, &format!("#!/bin/sh\nexec sleep {nap}\n"));
         let job = bridge_job(120);
         let name = format!("bridge-start-{pid}");
         let err = start_bridges(&bin, &job, &name, &work, 4).err().unwrap();
@@ -1193,16 +1191,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         let bin = work.join("bridge");
-        std::fs::write(
+        crate::script::write_script(
             &bin,
             "#!/bin/sh\ncase \"$1\" in\n\
              floor-get) printf 'tput 0 99 1\\ntput 1 49 1\\n5000\\n' > \"$6\" ;;\n\
              floor-put) while read -r phase; do echo done; [ \"$phase\" = end ] && exit 0; done; exit 1 ;;\n\
              esac\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         let job = bridge_job(30);
         let procs = FloorProcs::start_with(&bin, &job, &work).unwrap();
         let pids: Vec<u32> = procs.children.0.iter().map(Child::id).collect();

@@ -1,9 +1,12 @@
 //! What the harness's integration tests share: the binary, a scratch folder, a quiet run on
-//! a scenario, the rows of its `results.json` and its `details.json`.
+//! a scenario, the rows of its `results.json` and its `details.json`, an executable stand-in
+//! script ([`script`]).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod script;
 
 /// The harness binary.
 pub fn harness() -> Command {

@@ -290,8 +290,8 @@ enum Kept {
     Yes,
     /// Not sustainable.
     No,
-    /// Not sustainable on the budget alone ([`super::over_budget_only`]): no lower rate is
-    /// tried after it.
+    /// Not sustainable on the budget alone ([`super::over_budget_only`]): below the start
+    /// rate, no lower rate is tried after it.
     OverBudget,
 }
 
@@ -303,9 +303,11 @@ impl From<bool> for Kept {
 
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
 /// kept up, and whether a higher one failed; the first error of `kept_up` stops it. Halving
-/// stops at a rate that failed on the budget alone: the loop keeps up there, and a lower rate
-/// loosens only the period (at a low rate each rung runs for long: eight of them at 5 Hz
-/// took about 26 minutes).
+/// stops at a rate below `start` that failed on the budget alone: the loop keeps up there,
+/// and a lower rate loosens only the period (at a low rate each rung runs for long: eight of
+/// them at 5 Hz took about 26 minutes). At `start` itself such a rung is halved as any
+/// failure is: it is a short run at the rate the main run judged, and a noisy one must not
+/// leave the case without a rate.
 fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<Kept>) -> Result<Option<MaxRate>> {
     let (mut lo, mut hi) = (None::<f64>, None::<f64>);
     let mut rate = start;
@@ -319,7 +321,7 @@ fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<Kept>) -> Result<Opt
             rate = (rate * 2.0).min(MAX_RATE_HZ);
         } else {
             hi = Some(rate);
-            if lo.is_some() || kept == Kept::OverBudget {
+            if lo.is_some() || (kept == Kept::OverBudget && rate < start) {
                 break;
             }
             rate /= 2.0;
@@ -388,8 +390,10 @@ mod tests {
         assert!(sustainable(&sut, 2000.0, None));
     }
 
-    /// A rung that failed on the budget alone (the loop keeps its period) ends the halving:
-    /// a lower rate loosens only the period. One that failed otherwise is halved as before.
+    /// A rung below the case's rate that failed on the budget alone (the loop keeps its
+    /// period) ends the halving: a lower rate loosens only the period. One that failed
+    /// otherwise, or on the budget at the case's rate (a short, maybe noisy rerun of the
+    /// main run), is halved as before.
     #[test]
     fn halving_stops_at_a_rung_that_failed_on_the_budget_alone() {
         let sut = run(0, 0, 400_000);
@@ -419,6 +423,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
+        let mut tried = Vec::new();
+        let best = climb(1000.0, |r| {
+            tried.push(r);
+            Ok(Kept::OverBudget)
+        })
+        .unwrap();
+        assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
+        let best = climb(1000.0, |r| {
+            Ok(if r >= 1000.0 {
+                Kept::OverBudget
+            } else {
+                Kept::Yes
+            })
+        })
+        .unwrap()
+        .unwrap();
+        assert!(
+            // Bisected between 500 and 1000: the first step, √(500·1000) ≈ 707, kept up.
+            best.bounded && (707.0..1000.0).contains(&best.hz),
+            "{best:?}"
+        );
         let mut tried = Vec::new();
         let best = climb(100.0, |r| {
             tried.push(r);
