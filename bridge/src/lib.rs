@@ -38,7 +38,15 @@ pub(crate) const SUM_UP_EVERY: Duration = Duration::from_secs(10);
 
 /// Says `line` on stderr about stream `name`.
 pub(crate) fn say(name: &str, line: &str) {
-    eprintln!("shmstream-bridge: stream '{name}': {line}");
+    say_line(format_args!("shmstream-bridge: stream '{name}': {line}"));
+}
+
+/// Writes a line to stderr, ignoring a failure (a full disk, a closed pipe, a terminal that
+/// hung up): the bridge carries on, as there is nowhere left to say it (`eprintln!` would
+/// panic and stop every stream).
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// How often a waiting bridge thread checks its stop flag.

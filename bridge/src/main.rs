@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     if let Some(p) = cli.rt_priority
         && let Err(e) = shmstream_bridge::run_real_time(p)
     {
-        eprintln!("shmstream-bridge: error: {e}");
+        shmstream_bridge::say_line(format_args!("shmstream-bridge: error: {e}"));
         return ExitCode::from(1);
     }
     let stop = shmstream_bridge::stop_on_signals();
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shmstream-bridge: error: {e}");
+            shmstream_bridge::say_line(format_args!("shmstream-bridge: error: {e}"));
             ExitCode::from(1)
         }
     }

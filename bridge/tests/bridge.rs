@@ -811,6 +811,38 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
     }
 }
 
+/// A publisher whose stderr fails (a full disk, a closed pipe, a terminal that hung up)
+/// carries on: it says it is carrying the stream as it opens it, and a failed line is
+/// dropped, never a panic that stops every stream.
+#[test]
+fn a_publisher_whose_stderr_fails_carries_on() {
+    let (a_name, prefix) = (unique_name("br-full"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let a = source(&a_name, 0);
+    let ep = endpoint(free_port());
+    let mut c = Command::new("sh");
+    c.args(["-c", "exec \"$0\" \"$@\" 2>/dev/full"])
+        .arg(env!("CARGO_BIN_EXE_shmstream-bridge"))
+        .args(["publish", &a_name, "--listen", &ep, "--key-prefix", &prefix]);
+    let mut p = Proc::spawn(c);
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
+    let b = wait_linked(&a, &b_name, &[&p, &s]);
+    wait_mirrored(&a, &b, &[9u16; 32], 9, &[&p, &s]);
+    assert!(
+        p.try_status().is_none(),
+        "the publisher ended: {:?}",
+        p.try_status()
+    );
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    assert_eq!(
+        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let st = p.wait_timeout(LONG);
+    assert!(st.success(), "publish after SIGTERM: {st}");
+}
+
 #[test]
 fn sigint_and_sigterm_stop_the_bridges_cleanly_and_leave_the_mirror_intact() {
     let (a_name, prefix) = (unique_name("br-stop"), unique_name("br-key"));

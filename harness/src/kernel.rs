@@ -119,14 +119,18 @@ pub fn fill_vector(x: &mut [f32], i: u64) {
     }
 }
 
-/// Largest relative difference between `y` and a single-thread reference product.
+/// Largest relative difference between `y` and a single-thread reference product; infinite
+/// where an element is NaN (`f64::max` would drop it, and a y left unwritten would pass).
 pub fn max_rel_error(a: &[f32], cols: usize, x: &[f32], y: &[f32]) -> f64 {
     let mut want = vec![0.0f32; y.len()];
     harness_sys::kernel::sgemv_rows_baseline(a, cols, x, &mut want);
     let scale = cols.max(1) as f64;
     y.iter()
         .zip(&want)
-        .map(|(g, w)| (f64::from(*g) - f64::from(*w)).abs() / scale)
+        .map(|(g, w)| {
+            let e = (f64::from(*g) - f64::from(*w)).abs() / scale;
+            if e.is_nan() { f64::INFINITY } else { e }
+        })
         .fold(0.0, f64::max)
 }
 
@@ -146,6 +150,11 @@ mod tests {
         sut.on_first_worker(|| ());
         sut.run(&a, &x, &mut y);
         assert!(max_rel_error(&a, cols, &x, &y) < 1e-5);
+        assert_eq!(
+            max_rel_error(&a, cols, &x, &vec![f32::NAN; rows]),
+            f64::INFINITY,
+            "a y left unwritten passes the check"
+        );
     }
 
     #[test]
