@@ -835,10 +835,8 @@ fn a_publisher_whose_stderr_fails_carries_on() {
         p.try_status()
     );
     // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    assert_eq!(
-        unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     let st = p.wait_timeout(LONG);
     assert!(st.success(), "publish after SIGTERM: {st}");
 }
