@@ -303,13 +303,7 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
     use std::task::{Context, Waker};
     let name = unique_name("async-report");
     let _c = Cleanup::new([&name]);
-    let w = StreamOptions::new(&name)
-        .shape(&[4])
-        .dtype(Dtype::U8)
-        .notify(true)
-        .create()
-        .unwrap();
-    w.write_slice(&[1u8; 4]).unwrap();
+    let w = notify_stream_with_one_frame(&name);
     let r = Arc::new(Stream::open_readonly(&name).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -350,13 +344,7 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
 async fn a_wait_at_its_deadline_reports_what_its_blocking_twin_does() {
     let name = unique_name("async-deadline");
     let _c = Cleanup::new([&name]);
-    let w = StreamOptions::new(&name)
-        .shape(&[4])
-        .dtype(Dtype::U8)
-        .notify(true)
-        .create()
-        .unwrap();
-    w.write_slice(&[1u8; 4]).unwrap();
+    let w = notify_stream_with_one_frame(&name);
     let r = Arc::new(Stream::open_readonly(&name).unwrap());
     let twin = Stream::open_readonly(&name).unwrap();
     let _ = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("aborted")));
@@ -378,4 +366,16 @@ async fn a_wait_at_its_deadline_reports_what_its_blocking_twin_does() {
         let e = r.wait_for_count_async(1, Some(timeout)).await.unwrap_err();
         assert!(matches!(e, Error::Stale { .. }), "{timeout:?}: {e:?}");
     }
+}
+
+/// A notify stream of 4 bytes named `name`, with one frame (all 1) written.
+fn notify_stream_with_one_frame(name: &str) -> Stream {
+    let w = StreamOptions::new(name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .notify(true)
+        .create()
+        .unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    w
 }

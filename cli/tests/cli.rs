@@ -655,52 +655,31 @@ fn unlink_reports_each_name_and_missing_is_an_error_unless_quiet() {
 /// the stdout error.
 #[test]
 fn unlink_with_a_failing_stdout_still_removes_every_name() {
-    let names: Vec<String> = (0..3)
-        .map(|i| unique_name(&format!("cli-unl-full{i}")))
-        .collect();
-    let _c = Cleanup::new(&names);
-    for n in &names {
-        Stream::create(n, &[1], Dtype::U8).unwrap();
-    }
-    let out = StdCommand::new(bin())
-        .arg("unlink")
-        .args(&names)
-        .stdout(dev_full())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot write to standard output"),
-        "{stderr}"
-    );
-    for n in &names {
-        let left = shmstream::stat(n);
-        assert!(
-            matches!(left, Err(shmstream::Error::NotFound { .. })),
-            "'{n}' was not unlinked: {left:?}"
-        );
-    }
+    unlink_three_into("cli-unl-full", dev_full());
 }
 
 /// `unlink | grep -q ..`: a reader that went away is an ordinary stdout error for `unlink`,
 /// not a SIGPIPE that kills it halfway: every name is removed, then it exits 1.
 #[test]
 fn unlink_into_a_closed_pipe_still_removes_every_name_and_exits_1() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before the tool writes anything
+    unlink_three_into("cli-unl-pipe", writer);
+}
+
+/// Runs `unlink` on three new streams with `stdout`, which fails every write: it is not
+/// killed by a signal, removes every name, says the stdout error and exits 1.
+fn unlink_three_into(tag: &str, stdout: impl Into<Stdio>) {
     use std::os::unix::process::ExitStatusExt;
-    let names: Vec<String> = (0..3)
-        .map(|i| unique_name(&format!("cli-unl-pipe{i}")))
-        .collect();
+    let names: Vec<String> = (0..3).map(|i| unique_name(&format!("{tag}{i}"))).collect();
     let _c = Cleanup::new(&names);
     for n in &names {
         Stream::create(n, &[1], Dtype::U8).unwrap();
     }
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader); // closed before the tool writes anything
     let out = StdCommand::new(bin())
         .arg("unlink")
         .args(&names)
-        .stdout(writer)
+        .stdout(stdout)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

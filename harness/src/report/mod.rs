@@ -232,6 +232,31 @@ mod write_tests {
         }
     }
 
+    /// The report input of a test run of `scenario`: no Python peer, no host noise.
+    fn test_input<'a>(
+        scenario: &'a Scenario,
+        results: &'a [JobResult],
+        env: &'a Environment,
+        peer: &'a PeerSetup,
+        noise: &'a HostNoise,
+    ) -> ReportInput<'a> {
+        ReportInput {
+            scenario,
+            results,
+            env,
+            peer,
+            record_cost: RecordCost {
+                record_ns: 12.0,
+                clock_ns: 20.0,
+                samples: 10,
+            },
+            noise,
+            command_line: "harness w.toml".into(),
+            elapsed_s: 1.0,
+            quick: false,
+        }
+    }
+
     /// report.md for one float32 roundtrip case whose iterations take `ours_ns` and its
     /// floor's `floor_ns`.
     fn roundtrip_report(ours_ns: u64, floor_ns: u64) -> String {
@@ -247,21 +272,8 @@ mod write_tests {
             ao: None,
         }];
         let env = Environment::collect();
-        let input = ReportInput {
-            scenario: &scenario,
-            results: &results,
-            env: &env,
-            peer: &PeerSetup::Missing("no python".into()),
-            record_cost: RecordCost {
-                record_ns: 12.0,
-                clock_ns: 20.0,
-                samples: 10,
-            },
-            noise: &HostNoise::default(),
-            command_line: "harness w.toml".into(),
-            elapsed_s: 1.0,
-            quick: false,
-        };
+        let (peer, noise) = (PeerSetup::Missing("no python".into()), HostNoise::default());
+        let input = test_input(&scenario, &results, &env, &peer, &noise);
         let records: Vec<Record> = results.iter().map(Record::from_result).collect();
         let targets = targets::evaluate(&results, 12.0);
         markdown::render(&input, &records, &targets).unwrap()
@@ -322,21 +334,8 @@ mod write_tests {
             },
         ];
         let env = Environment::collect();
-        let input = ReportInput {
-            scenario: &scenario,
-            results: &results,
-            env: &env,
-            peer: &PeerSetup::Missing("no python".into()),
-            record_cost: RecordCost {
-                record_ns: 12.0,
-                clock_ns: 20.0,
-                samples: 10,
-            },
-            noise: &HostNoise::default(),
-            command_line: "harness w.toml".into(),
-            elapsed_s: 1.0,
-            quick: false,
-        };
+        let (peer, noise) = (PeerSetup::Missing("no python".into()), HostNoise::default());
+        let input = test_input(&scenario, &results, &env, &peer, &noise);
         let dir = std::env::temp_dir().join(format!("report-test-{}", std::process::id()));
         let targets = write_all(&input, &dir).unwrap();
         let pass = targets
