@@ -74,6 +74,11 @@ pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::LiveView;
 pub use write::WriteGuard;
 
+/// Whether this build of the library has debug assertions on (a benchmark report says how
+/// the code it measured was built; the dev profile keeps them on here, off in the harness).
+#[doc(hidden)]
+pub const BUILT_WITH_DEBUG_ASSERTIONS: bool = cfg!(debug_assertions);
+
 pub use half::f16;
 pub use ndarray;
 pub use num_complex::{Complex32, Complex64};

@@ -139,18 +139,36 @@ pub fn unoptimized() -> bool {
 pub const UNOPTIMIZED_WARNING: &str =
     "UNOPTIMIZED BUILD (opt-level 0): the numbers are not meaningful; see scenarios/README.md";
 
-/// "opt-level 3, debug assertions on" and the like.
+/// "opt-level 3, debug assertions on" and the like; when the harness and the library it
+/// measures differ (the dev profile keeps the library's on), both are named.
 fn profile() -> String {
     format!(
-        "opt-level {}, debug assertions {}{}",
+        "opt-level {}, {}{}",
         env!("HARNESS_OPT_LEVEL"),
-        if cfg!(debug_assertions) { "on" } else { "off" },
+        assertions(
+            cfg!(debug_assertions),
+            shmstream::BUILT_WITH_DEBUG_ASSERTIONS
+        ),
         if unoptimized() {
             " (numbers are not meaningful)"
         } else {
             ""
         }
     )
+}
+
+/// The debug assertions of the harness and of the library.
+fn assertions(harness: bool, library: bool) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    if harness == library {
+        format!("debug assertions {}", on(harness))
+    } else {
+        format!(
+            "debug assertions {} in the library, {} in the harness",
+            on(library),
+            on(harness)
+        )
+    }
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
@@ -192,5 +210,24 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(format_utc(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn the_profile_names_the_library_s_debug_assertions_where_they_differ() {
+        assert_eq!(assertions(false, false), "debug assertions off");
+        assert_eq!(
+            assertions(false, true),
+            "debug assertions on in the library, off in the harness"
+        );
+        let library = if shmstream::BUILT_WITH_DEBUG_ASSERTIONS {
+            "on"
+        } else {
+            "off"
+        };
+        assert!(
+            profile().contains(&format!("debug assertions {library}")),
+            "{}",
+            profile()
+        );
     }
 }
