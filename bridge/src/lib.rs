@@ -178,11 +178,14 @@ pub fn key(prefix: &str, name: &str) -> String {
     format!("{}/{name}", prefix.trim_end_matches('/'))
 }
 
-/// Refuses a prefix or name whose key Zenoh would read as a wildcard (`*`, `**`, `$*`: it
-/// would reach other streams) or refuse (`?`, `#`, a lone `$`, an empty chunk), before
-/// anything is opened.
+/// Refuses, before anything is opened, a prefix or name whose key Zenoh would read as a
+/// wildcard (`*`, `**`, `$*`: it would reach other streams) or refuse (`?`, `#`, a lone `$`,
+/// an empty chunk), and a name given twice: its frames would go out twice on one key, or be
+/// written twice into one mirror. (Distinct names give distinct keys and local names: one
+/// prefix goes before them all.)
 pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeError> {
     use zenoh::key_expr::nonwild_keyexpr;
+    let mut seen = std::collections::HashSet::new();
     const WHY: &str =
         "for its wildcard or reserved characters (`*`, `$`, `?`, `#`) or empty '/' parts";
     if nonwild_keyexpr::new(prefix.trim_end_matches('/')).is_err() {
@@ -196,6 +199,11 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
             return Err(BridgeError::Usage(format!(
                 "stream '{name}': its name cannot be carried over Zenoh (key {k:?}), {WHY}: \
                  rename the stream without them"
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(BridgeError::Usage(format!(
+                "stream '{name}' is given twice: give each stream once"
             )));
         }
     }

@@ -14,6 +14,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,33 @@ use common::{Cleanup, LONG, Proc, unique_name};
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 use shmstream_bridge::codec::FrameHeader;
 
+/// A loopback port free now, for a bridge to listen on, never handed out before by this
+/// test binary: its tests run in parallel, and `bind(0)` may give the port it gave another
+/// test a moment ago (freed again once probed) before that test's bridge has bound it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::{Mutex, PoisonError};
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn free_port_never_hands_out_one_port_twice() {
+    // 500 ports of the kernel's ~14 000 for `bind(0)`: some repeat without the memory.
+    let ports: Vec<u16> = (0..500).map(|_| free_port()).collect();
+    assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), ports.len());
 }
 
 fn bridge(args: &[&str]) -> Proc {
@@ -1092,6 +1114,15 @@ fn a_source_made_again_is_carried_from_its_first_frame() {
     }
 }
 
+/// Sets its flag when dropped, on a panic too.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// SIGTERM while the subscriber writes large frames into its mirror, back to back: the
 /// bridge finishes the frame it is writing and starts no other, so the mirror it leaves is
 /// whole (never a frame a reader reports as its writer dying mid-write). Zenoh 1.10 waits
@@ -1115,6 +1146,9 @@ fn a_subscriber_stopped_mid_stream_of_large_frames_leaves_the_mirror_whole() {
         let b = wait_linked(&a, &b_name, &[&s]);
         let done = AtomicBool::new(false);
         std::thread::scope(|sc| {
+            // Stops the writer however this closure ends: the scope waits for it, and a
+            // failed check below would otherwise hang the test instead of failing it.
+            let _stop_writer = SetOnDrop(&done);
             sc.spawn(|| {
                 let mut frame = vec![0u16; 1024 * 2048];
                 for id in 1u64.. {
@@ -1133,7 +1167,6 @@ fn a_subscriber_stopped_mid_stream_of_large_frames_leaves_the_mirror_whole() {
             let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
             assert_eq!(sent, 0);
             let st = s.wait_timeout(LONG);
-            done.store(true, Ordering::Relaxed);
             assert!(st.success(), "round {round}: {st}\n{}", s.diagnostics());
         });
         let m = Stream::open_readonly(&b_name).unwrap();
@@ -1147,42 +1180,48 @@ fn a_subscriber_stopped_mid_stream_of_large_frames_leaves_the_mirror_whole() {
     }
 }
 
+/// What `publish` and then `subscribe` of the library return for streams `names` under key
+/// prefix `prefix`, started already stopped: a bridge that accepts its options returns at
+/// once, without error.
+fn start_stopped(prefix: &str, names: &[&str]) -> [Result<(), shmstream_bridge::BridgeError>; 2] {
+    use shmstream_bridge::{Endpoints, PublishOptions, SubscribeOptions};
+    use std::sync::atomic::AtomicBool;
+
+    let stopped = AtomicBool::new(true);
+    let names: Vec<String> = names.iter().map(|&n| n.to_owned()).collect();
+    let endpoints = || Endpoints {
+        listen: vec![endpoint(free_port())],
+        connect: vec![],
+    };
+    let publish = PublishOptions {
+        names: names.clone(),
+        endpoints: endpoints(),
+        prefix: prefix.to_owned(),
+        max_rate: None,
+        lossless: false,
+    };
+    let subscribe = SubscribeOptions {
+        names,
+        endpoints: endpoints(),
+        prefix: prefix.to_owned(),
+        local_prefix: String::new(),
+        history: 0,
+    };
+    [
+        shmstream_bridge::publish(&publish, &stopped),
+        shmstream_bridge::subscribe(&subscribe, &stopped),
+    ]
+}
+
 /// A name or key prefix Zenoh would read as a wildcard (reaching other streams) or refuse
 /// is refused before any session or stream is touched, by the library and by the binary,
 /// with the stream (or prefix) named: `subscribe '*'` makes no local stream `*`.
 #[test]
 fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
-    use shmstream_bridge::{BridgeError, Endpoints, PublishOptions, SubscribeOptions};
-    use std::sync::atomic::AtomicBool;
+    use shmstream_bridge::BridgeError;
 
     let _c = Cleanup::new(["*"]);
-    // Already stopped: a bridge that accepts its options returns at once, without error.
-    let stopped = AtomicBool::new(true);
-    let run = |prefix: &str, name: &str| {
-        let names = vec![name.to_owned()];
-        let endpoints = || Endpoints {
-            listen: vec![endpoint(free_port())],
-            connect: vec![],
-        };
-        let publish = PublishOptions {
-            names: names.clone(),
-            endpoints: endpoints(),
-            prefix: prefix.to_owned(),
-            max_rate: None,
-            lossless: false,
-        };
-        let subscribe = SubscribeOptions {
-            names,
-            endpoints: endpoints(),
-            prefix: prefix.to_owned(),
-            local_prefix: String::new(),
-            history: 0,
-        };
-        [
-            shmstream_bridge::publish(&publish, &stopped),
-            shmstream_bridge::subscribe(&subscribe, &stopped),
-        ]
-    };
+    let run = |prefix: &str, name: &str| start_stopped(prefix, &[name]);
     let prefix = unique_name("br-key");
     for name in ["*", "**", "a*", "$*", "a$*b", "?", "a#", "$"] {
         for r in run(&prefix, name) {
@@ -1231,4 +1270,45 @@ fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
         matches!(Stream::open_readonly("*"), Err(Error::NotFound { .. })),
         "a local stream named '*' was made"
     );
+}
+
+/// A stream given twice is refused before any session or stream is touched, by the library
+/// and by the binary, with the stream named: carried twice, its frames would go out twice
+/// on one key (lossless: a mirror whose frame ids go backwards) or be written twice into
+/// one mirror.
+#[test]
+fn a_stream_given_twice_is_refused_at_start() {
+    let (name, other, prefix) = (
+        unique_name("br-twice"),
+        unique_name("br-twice"),
+        unique_name("br-key"),
+    );
+    let _c = Cleanup::new([&name, &other, &format!("m-{name}")]);
+    let refusal = format!("stream '{name}' is given twice: give each stream once");
+    for r in start_stopped(&prefix, &[&name, &other, &name]) {
+        match r {
+            Err(shmstream_bridge::BridgeError::Usage(m)) => assert_eq!(m, refusal),
+            other => panic!("{other:?}"),
+        }
+    }
+    let ep = endpoint(free_port());
+    for (verb, flag, extra) in [
+        ("publish", "--listen", "--lossless"),
+        ("subscribe", "--connect", "--local-prefix=m-"),
+    ] {
+        let mut b = bridge(&[
+            verb,
+            &name,
+            &name,
+            flag,
+            &ep,
+            "--key-prefix",
+            &prefix,
+            extra,
+        ]);
+        let st = b.wait_timeout(LONG);
+        let said = b.diagnostics();
+        assert_eq!(st.code(), Some(1), "{verb}: {said}");
+        assert!(said.contains(&refusal), "{verb}: {said}");
+    }
 }
