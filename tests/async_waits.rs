@@ -187,8 +187,47 @@ async fn wait_for_count_and_read_after_into_slice_async() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn timeouts_expire_while_other_tasks_run_and_dropped_waits_are_harmless() {
+/// A multi-thread runtime with ONE worker that a failing test does not hang in: dropped
+/// while the test panics, it shuts down without waiting for a wait still parked on its
+/// blocking pool (a plain drop waits for that one forever).
+struct OneWorker(Option<tokio::runtime::Runtime>);
+
+impl OneWorker {
+    fn new() -> OneWorker {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        OneWorker(Some(rt))
+    }
+}
+
+impl std::ops::Deref for OneWorker {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl Drop for OneWorker {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(rt) = self.0.take()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[test]
+fn timeouts_expire_while_other_tasks_run_and_dropped_waits_are_harmless() {
+    // Not `#[tokio::test]`: that runtime's drop, when this test fails, would wait forever
+    // for a wait without a timeout still parked on its blocking pool.
+    OneWorker::new().block_on(timeouts_and_dropped_waits());
+}
+
+async fn timeouts_and_dropped_waits() {
     let name = unique_name("async-timeout");
     let _c = Cleanup::new([&name]);
     let s = Arc::new(
@@ -305,11 +344,7 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
     let _c = Cleanup::new([&name]);
     let w = notify_stream_with_one_frame(&name);
     let r = Arc::new(Stream::open_readonly(&name).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = OneWorker::new();
     let _in_runtime = rt.enter();
     let mut abandoned = Box::pin(r.read_new_async::<u8>(None));
     let polled = abandoned

@@ -8,7 +8,8 @@
 mod common;
 
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, Proc, block_on_stdin, child, child_role, param, say, unique_name};
@@ -153,6 +154,32 @@ fn wait_parked(pid: u32, tid: Option<i64>, name: &str, notify: bool) {
             "reader never parked on '{name}' (notify={notify})"
         );
         std::thread::yield_now();
+    }
+}
+
+/// Runs `wait` on a detached thread; returns that thread's tid and the receiver of `wait`'s
+/// result. A wait that never ends then leaves only that thread stuck (a test binary ends
+/// without it), so [`ended_within`] fails the test where a join would hang it.
+fn detached<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> (i64, Receiver<T>) {
+    let (tid_tx, tid_rx) = channel();
+    let (end_tx, end_rx) = channel();
+    std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        let _ = end_tx.send(wait());
+    });
+    let tid = tid_rx
+        .recv()
+        .expect("the waiting thread died before it started");
+    (tid, end_rx)
+}
+
+/// The result of a [`detached`] wait, which must end within [`LONG`]; panics naming `what`
+/// otherwise.
+fn ended_within<T>(end: &Receiver<T>, what: &str) -> T {
+    match end.recv_timeout(LONG) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what}: the wait did not end within {LONG:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the waiting thread panicked"),
     }
 }
 
@@ -698,8 +725,9 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
     let _serial = serial();
     let name = unique_name("lockkill");
     let _c = Cleanup::new([&name]);
-    let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    let owner = Arc::new(Stream::create(&name, &[N], Dtype::U32).unwrap());
     owner.write_slice(&frame(5)).unwrap();
+    // Killed and reaped on drop, so also when this test fails before its kill below.
     let mut holder = child("child_entry", "lock_holder")
         .param("name", &name)
         .spawn();
@@ -729,23 +757,20 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
     );
     // A writer waiting for it with a timeout too long for the clock (what callers pass to
     // mean "forever") waits, parked, and takes it as soon as its holder is dead.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let took = std::thread::scope(|sc| {
-        let owner = &owner;
-        let waiter = sc.spawn(move || {
-            tx.send(gettid()).unwrap();
-            let g = owner
-                .lock(Some(Duration::MAX))
-                .expect("the lock of a dead holder is free");
-            let at = Instant::now();
-            g.write_slice(&frame(8)).unwrap();
-            at
-        });
-        wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, false);
-        holder.kill();
-        let t = Instant::now();
-        waiter.join().unwrap().saturating_duration_since(t)
+    let waiting = owner.clone();
+    let (tid, end) = detached(move || {
+        let g = waiting
+            .lock(Some(Duration::MAX))
+            .expect("the lock of a dead holder is free");
+        let at = Instant::now();
+        g.write_slice(&frame(8)).unwrap();
+        at
     });
+    wait_parked(std::process::id(), Some(tid), &name, false);
+    holder.kill();
+    let t = Instant::now();
+    let took = ended_within(&end, "a writer waiting for a killed holder's lock")
+        .saturating_duration_since(t);
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(
         check(owner.read::<u32>().unwrap().as_slice().unwrap()),
@@ -1089,22 +1114,20 @@ fn close_wakes_a_blocked_reader_with_closed() {
                 .create()
                 .unwrap();
             w.write_slice(&frame(1)).unwrap();
-            let r = Stream::open_readonly(&name).unwrap();
-            let (end, latency) = {
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::scope(|s| {
-                    let h = s.spawn(|| {
-                        tx.send(gettid()).unwrap();
-                        let e = r.wait_for_count(r.count(), timeout);
-                        (e, Instant::now())
-                    });
-                    wait_parked(std::process::id(), Some(rx.recv().unwrap()), &name, notify);
-                    let t = Instant::now();
-                    r.close();
-                    let (e, at) = h.join().unwrap();
-                    (e, at.saturating_duration_since(t))
-                })
-            };
+            let r = Arc::new(Stream::open_readonly(&name).unwrap());
+            let waiting = r.clone();
+            let (tid, waited) = detached(move || {
+                let e = waiting.wait_for_count(waiting.count(), timeout);
+                (e, Instant::now())
+            });
+            wait_parked(std::process::id(), Some(tid), &name, notify);
+            let t = Instant::now();
+            r.close();
+            let (end, at) = ended_within(
+                &waited,
+                &format!("notify={notify} timeout={timeout:?}: close of a reader parked in it"),
+            );
+            let latency = at.saturating_duration_since(t);
             assert!(
                 matches!(end, Err(Error::Closed { .. })),
                 "notify={notify}: {end:?}"

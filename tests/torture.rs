@@ -37,17 +37,15 @@ fn verify(s: &Stream, len: usize, frames: u64, spin: bool) -> Tally {
                 Err(e) => panic!("read failed: {e}"),
             }
         } else {
-            let count = match s.read_new_into_slice(&mut buf, Some(Duration::from_secs(60))) {
-                Ok(c) => c,
+            // The publication form: its count and frame id are the header's, from the same
+            // generation as the payload, so the check below can catch a mix.
+            let p = match s.read_new_publication::<f64>(Some(Duration::from_secs(60))) {
+                Ok(p) => p,
                 Err(Error::Timeout { .. }) => panic!("no new frame within 60 s"),
                 Err(e) => panic!("read_new failed: {e}"),
             };
-            shmstream::FrameInfo {
-                count,
-                frame_id: buf[0] as u64,
-                write_time: 0.0,
-                missed: 0,
-            }
+            buf.copy_from_slice(p.payload.as_slice().expect("a standard-layout frame"));
+            p.info
         };
         if info.count == 0 {
             assert!(Instant::now() < deadline, "no frame published in time");
