@@ -28,7 +28,8 @@
 //! payload after, still inside the bracket: the head moves before the stream's count, and a
 //! cursor (which waits for either) reads the frame while the payload copy runs. A writer
 //! killed between the two leaves a complete frame that cursors may return, and an
-//! unfinished publication that readers of the latest frame see aborted.
+//! unfinished publication that readers of the latest frame see aborted; the next writer's
+//! count goes on past that frame's ([`Ring::finish_append`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -303,8 +304,9 @@ impl Ring {
     }
 
     /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
-    /// the write lock and is inside the publication bracket of the write with this `count`.
-    pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) {
+    /// the write lock and is inside the publication bracket of the write with this `count`;
+    /// returns the count the frame got ([`Ring::finish_append`]).
+    pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) -> u64 {
         let (append, dst) = self.begin_append();
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
         // slot's frame area, `frame_bytes` long inside the mapping (checked at
@@ -318,7 +320,7 @@ impl Ring {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
-        self.finish_append(append, count, frame_id, write_time);
+        self.finish_append(append, count, frame_id, write_time)
     }
 
     /// Whether a publication may fill the next slot first and copy it into the payload
@@ -349,6 +351,14 @@ impl Ring {
             k = k.wrapping_add(1);
             self.head().store(k, Ordering::Release);
         }
+        // The count of the frame before this one, read before a ring of one slot rewrites it:
+        // a writer killed after its append (before or after its head store) and before its
+        // publication stamped the header's count left that frame counted past the header.
+        let prev = k.checked_sub(1).and_then(|p| {
+            let at = self.slot_at(p);
+            (self.word(at + off::STAMP).load(Ordering::Relaxed) == written_stamp(p))
+                .then(|| self.word(at + off::COUNT).load(Ordering::Relaxed))
+        });
         let slot = self.slot_at(k);
         self.word(slot + off::STAMP)
             .store(writing_stamp(k), Ordering::Relaxed);
@@ -357,14 +367,34 @@ impl Ring {
         fence(Ordering::Release);
         // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
         let frame = unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) };
-        (Append { index: k, slot }, frame)
+        (
+            Append {
+                index: k,
+                slot,
+                prev,
+            },
+            frame,
+        )
     }
 
     /// Completes `append`, its frame filled: metadata, even stamp, head. From here cursors
-    /// return the frame.
+    /// return the frame. Returns its count: `count` (the header's next), or the one after
+    /// the previous frame's where that is higher (its writer was killed before stamping the
+    /// header): two frames never share a count. The caller's publication stamps this count.
     #[inline]
-    pub(crate) fn finish_append(&self, append: Append, count: u64, frame_id: u64, write_time: f64) {
-        let Append { index: k, slot } = append;
+    pub(crate) fn finish_append(
+        &self,
+        append: Append,
+        count: u64,
+        frame_id: u64,
+        write_time: f64,
+    ) -> u64 {
+        let Append {
+            index: k,
+            slot,
+            prev,
+        } = append;
+        let count = prev.map_or(count, |p| count.max(p.wrapping_add(1)));
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
             .store(frame_id, Ordering::Relaxed);
@@ -374,6 +404,7 @@ impl Ring {
         self.word(slot + off::STAMP)
             .store(written_stamp(k), Ordering::Release);
         self.head().store(k.wrapping_add(1), Ordering::Release);
+        count
     }
 
     /// Frames appended so far (Acquire: a cursor that sees the head sees the frames).
@@ -439,11 +470,13 @@ impl Ring {
     }
 }
 
-/// An append [`Ring::begin_append`] started: its index and its slot's offset.
+/// An append [`Ring::begin_append`] started: its index, its slot's offset, and the count of
+/// the frame before it where the ring still holds that frame.
 #[derive(Debug)]
 pub(crate) struct Append {
     index: u64,
     slot: usize,
+    prev: Option<u64>,
 }
 
 /// What [`Cursor::unrecorded_gap`] found.
@@ -679,31 +712,60 @@ impl Stream {
         let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
             name: self.name.clone(),
         })?;
-        // The count the next frame follows: the header's (frames published without an
-        // append before this cursor existed are not its loss), or the count of the ring's
-        // newest frame where that is higher. An append moves the head before its
-        // publication moves the header's count (a ring-first write copies the frame into
-        // the payload in between), so a cursor made inside that window finds the header one
-        // behind its first frame and would report a frame lost that it never skipped.
         let next = ring.appended();
         let count = self.header.count().load(Ordering::Acquire);
-        let newest = next
-            .checked_sub(1)
-            .and_then(|k| match ring.read(k, &mut |_| true) {
-                SlotRead::Frame { info, .. } => Some(info.count),
-                SlotRead::Overwritten(_) => None,
-            });
-        Ok(Cursor {
-            stream: self,
-            ring,
-            next,
-            last_count: Some(newest.map_or(count, |n| n.max(count))),
-        })
+        Ok(Cursor::after_newest(self, ring, next, count))
     }
 
     /// Frames this stream's history keeps (0 = none).
     pub fn history_depth(&self) -> usize {
         self.history.as_ref().map_or(0, |r| r.capacity() as usize)
+    }
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at append `next`, the head loaded, then `count`, the header's count. The count
+    /// its first frame follows: the header's (frames published without an append before
+    /// this cursor existed are not its loss), or the count of the ring's newest frame where
+    /// that is higher. An append moves the head before its publication moves the header's
+    /// count (a ring-first write copies the frame into the payload in between), so a cursor
+    /// made inside that window finds the header one behind its first frame and would report
+    /// a frame lost that it never skipped.
+    fn after_newest(stream: &'a Stream, ring: &'a Ring, mut next: u64, mut count: u64) -> Self {
+        // A few tries: each one past the first needs the writer to have lapped the ring
+        // while the previous one read the newest slot.
+        for _ in 0..4 {
+            let Some(newest) = next.checked_sub(1) else {
+                break;
+            };
+            match ring.read(newest, &mut |_| true) {
+                SlotRead::Frame { info, .. } => {
+                    count = count.max(info.count);
+                    break;
+                }
+                SlotRead::Overwritten(_) => {
+                    // A later append took the newest frame's slot: it began after that
+                    // frame's publication stamped the header's count. The fence makes the
+                    // stamp read (either load) synchronize with that append's bracket
+                    // (`seqlock::begin_write`'s release fence, after the count), so the count
+                    // loaded now is at least the newest frame's. With the head unmoved it
+                    // is the count to follow; else read the new newest frame.
+                    fence(Ordering::Acquire);
+                    let head = ring.appended();
+                    count = stream.header.count().load(Ordering::Acquire);
+                    if head == next {
+                        break;
+                    }
+                    next = head;
+                }
+            }
+        }
+        Cursor {
+            stream,
+            ring,
+            next,
+            last_count: Some(count),
+        }
     }
 }
 
@@ -766,7 +828,8 @@ impl Cursor<'_> {
     }
 
     /// The next frame, copied into `dst` (no allocation). Waits up to `timeout` (`None`:
-    /// forever) for it to be written.
+    /// forever) for it to be written; the thread that holds the stream's write lock is
+    /// refused a wait ([`Error::Unsupported`]).
     pub fn next_into_slice<T: Element>(
         &mut self,
         dst: &mut [T],
@@ -861,6 +924,9 @@ impl Cursor<'_> {
         // The wait for the next writer after an aborted write or a dead writer (made at the
         // first such wait in this call, kept so that its pauses progress).
         let mut invalid_wait: Option<Waiter> = None;
+        // Only this thread takes the lock for itself: whether it holds it stays true or false
+        // for the whole call.
+        let own_lock = self.stream.lock.held_here();
         loop {
             self.stream.ensure_open()?;
             // The head alone decides whether a frame is there: the header's cache line, which
@@ -911,6 +977,16 @@ impl Cursor<'_> {
                         self.last_count = Some(info.count);
                         return Ok(info);
                     }
+                }
+            }
+            if own_lock {
+                // No frame to return, and none can come while this thread holds the write
+                // lock: refused at once, after reporting publications that skipped the ring.
+                self.stream.refuse_inside_own_fill()?;
+                match self.unrecorded_gap() {
+                    Gap::Lost(e) => return Err(e),
+                    Gap::Moved => continue,
+                    Gap::None => self.stream.refuse_wait_under_own_lock()?,
                 }
             }
             let strategy = self.stream.wait_strategy();
@@ -1271,11 +1347,41 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A cursor that loaded the head inside a ring-first publication's window (head moved,
+    /// header count not yet) and then found the newest slot taken by the next append (a
+    /// ring of one) follows the count loaded after that: it used to keep the stale header
+    /// count and report the next frame's predecessor lost, a frame it never skipped.
+    #[test]
+    fn a_cursor_whose_newest_slot_is_taken_while_it_is_made_reports_no_frame_lost() {
+        let (name, s) = stream("newest-taken", 4, 1);
+        s.write_slice(&[1u32; 4]).unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        let b = crate::seqlock::begin_write(&s.header);
+        let (append, _) = ring.begin_append();
+        ring.finish_append(append, 2, 2, 0.0);
+        // What `cursor` loads inside the window: the head past frame 2, the count of 1.
+        let (head, count) = (ring.appended(), s.header.count().load(Ordering::Acquire));
+        assert_eq!((head, count), (2, 1));
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
+        // The next publication's append takes the ring's only slot before `cursor` reads it.
+        let b = crate::seqlock::begin_write(&s.header);
+        let (append, _) = ring.begin_append();
+        let mut c = Cursor::after_newest(&s, ring, head, count);
+        ring.finish_append(append, 3, 3, 0.0);
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(3));
+        drop(g);
+        let next = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)));
+        assert!(matches!(next, Ok(FrameInfo { count: 3, .. })), "{next:?}");
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// An append of a 4-`u32` frame of `value`s stopped after its slot's even stamp, before
     /// its head store (as a writer is for an instant, or one killed there leaves it); returns
     /// its index. The caller holds the write lock.
     fn append_up_to_the_even_stamp(ring: &Ring, value: u32, count: u64, frame_id: u64) -> u64 {
-        let (Append { index, slot }, frame) = ring.begin_append();
+        let (Append { index, slot, .. }, frame) = ring.begin_append();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; the caller
             // holds the write lock and the slot's stamp is odd.
@@ -1382,8 +1488,8 @@ mod tests {
     }
 
     /// A writer killed between its slot's even stamp and its head store: a cursor waiting on
-    /// the slot returns that frame, and the next writer's frame after it (the next writer
-    /// rewrote the slot, and the cursor, already past it, never saw that frame).
+    /// the slot returns that frame, and the next writer's frame after it, counted past it
+    /// (the two shared a count, and cursors returned both).
     #[test]
     fn a_frame_finished_by_a_writer_killed_before_its_head_store_is_kept() {
         let (name, s) = stream("stamp-no-head", 4, 4);
@@ -1402,12 +1508,63 @@ mod tests {
         s.write_slice_frame(&[5u32; 4], 8).unwrap();
         let next = c.next_into_slice(&mut dst, Some(Duration::from_secs(1)));
         assert!(
-            matches!(next, Ok(FrameInfo { frame_id: 8, .. })),
-            "{next:?}"
+            matches!(
+                next,
+                Ok(FrameInfo {
+                    frame_id: 8,
+                    count: 2,
+                    ..
+                })
+            ),
+            "{next:?}, after count {}",
+            first.count
         );
-        assert_eq!(dst, [5; 4]);
+        assert_eq!((dst, s.count()), ([5; 4], 2));
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A writer killed after its append (head stored) and before its publication stamped
+    /// the header's count: the next frame is counted past the one the ring kept, so a
+    /// cursor returns two frames of two counts (they shared one, breaking returned + lost
+    /// = written).
+    #[test]
+    fn a_frame_appended_by_a_writer_killed_before_its_count_stamp_is_counted_past() {
+        for (tag, ring_first) in [("count-ring-first", true), ("count-payload-first", false)] {
+            let (name, s) = stream(tag, 4, 4);
+            let mut c = s.cursor().unwrap();
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            // The killed writer: its bracket stays open after a whole append of count 1.
+            let _bracket = crate::seqlock::begin_write(&s.header);
+            let (append, _) = ring.begin_append();
+            ring.finish_append(append, 1, 7, 0.0);
+            assert_eq!((ring.appended(), s.count()), (1, 0));
+            // The next writer: a ring-first write, or a view (ring after the payload).
+            if ring_first {
+                g.write_slice_frame(&[5u32; 4], 8).unwrap();
+            } else {
+                g.write_view_frame(8, |b: &mut [u32]| {
+                    b.fill(5);
+                    Ok::<_, Error>(())
+                })
+                .unwrap();
+            }
+            drop(g);
+            let counts: Vec<(u64, u64)> = (0..2)
+                .map(|_| {
+                    let f = c
+                        .next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)))
+                        .unwrap();
+                    (f.count, f.frame_id)
+                })
+                .collect();
+            assert_eq!(counts, [(1, 7), (2, 8)], "{tag}");
+            assert_eq!(s.count(), 2, "{tag}");
+            assert_eq!(s.read_publication::<u32>().unwrap().info.count, 2, "{tag}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 
     /// A consumer that skips ahead after a lap keeps counting: publications that never

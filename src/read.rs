@@ -102,6 +102,7 @@ impl Stream {
                         // Waiting for a publication that may never come: an unlink by
                         // pyshmem leaves the header valid, so look at the file (rate limited).
                         self.check_generation(false)?;
+                        self.refuse_wait_under_own_lock()?;
                         s
                     } else {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);
@@ -162,6 +163,7 @@ impl Stream {
                     {
                         return Err(err);
                     }
+                    self.refuse_wait_under_own_lock()?;
                     s
                 }
             };
@@ -188,6 +190,18 @@ impl Stream {
             return Err(Error::Unsupported {
                 name: self.name.clone(),
                 what: "a read inside this thread's own write_view fill (its frame is not published yet): read the fill's buffer, or read before or after the write".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a wait for a new publication while this thread holds the stream's write
+    /// lock: every other writer (pyshmem's included) waits for that lock, so none can come.
+    pub(crate) fn refuse_wait_under_own_lock(&self) -> Result<()> {
+        if self.lock.held_here() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a wait for a new frame while this thread holds the stream's write lock (no other writer can publish): release the WriteGuard first, or write the frame through it".into(),
             });
         }
         Ok(())
@@ -428,7 +442,8 @@ impl Stream {
     // ----- waits -----
 
     /// Waits until the stream's count exceeds `after` (level-triggered: a count already past
-    /// `after` returns at once) and returns the count. `None` waits forever.
+    /// `after` returns at once) and returns the count. `None` waits forever. The thread that
+    /// holds the stream's write lock is refused a wait ([`Error::Unsupported`]).
     pub fn wait_for_count(&self, after: u64, timeout: Option<Duration>) -> Result<u64> {
         Ok(self
             .read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
@@ -500,12 +515,16 @@ impl Stream {
         Ok(Publication { payload, info })
     }
 
-    /// Returns the first frame newer than the one this handle last returned.
+    /// Returns the newest frame, once it is newer than the one this handle last returned;
+    /// frames written in between are skipped and counted in [`FrameInfo::missed`] (a history
+    /// [`Cursor`](crate::Cursor) returns every frame).
     ///
     /// "Last returned" starts at the count the handle saw when it was opened. This differs
     /// from pyshmem 1.4.0, whose `read_new` counts from the moment of the call: there a frame
     /// published just before the call is folded into the baseline, which deadlocks ping-pong
     /// loops. Here a frame published any time after this handle's previous read is returned.
+    /// A wait by the thread that holds the stream's write lock is refused
+    /// ([`Error::Unsupported`]): no other writer could publish.
     pub fn read_new<T: Element>(&self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
         self.read_after(self.last_read_count(), timeout)
     }

@@ -179,14 +179,14 @@ impl Stream {
         let ring_first = self.history.as_ref().filter(|r| {
             how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)
         });
-        let (out, now) = match ring_first {
+        let (out, now, appended) = match ring_first {
             Some(ring) => {
                 // Ring first: cursors read the frame from its slot while it is copied into
                 // the payload, one copy earlier than through the payload.
                 let (append, slot) = ring.begin_append();
                 let out = fill(slot)?;
                 let now = sys::unix_now();
-                ring.finish_append(append, next_count, id(), now);
+                let appended = ring.finish_append(append, next_count, id(), now);
                 if self.notify() && self.size >= EARLY_WAKE_MIN_FRAME {
                     // Parked cursors wake now; plain readers see the odd sequence and park
                     // again until the wake after the even one.
@@ -198,19 +198,26 @@ impl Stream {
                 // the slot (reads never race this copy's source) and readers of the payload
                 // detect the copy through the odd sequence.
                 unsafe { std::ptr::copy_nonoverlapping(slot.cast_const(), dst, self.size) };
-                (out, now)
+                (out, now, Some(appended))
             }
             None => {
                 let out = fill(dst)?;
                 crate::gpu::after_fill(self, dst)?;
                 let now = sys::unix_now();
-                if let Some(ring) = &self.history {
-                    // Same bracket, before the even sequence: the frame just filled.
-                    ring.append(dst, next_count, id(), now);
-                }
-                (out, now)
+                // Same bracket, before the even sequence: the frame just filled.
+                let appended = self
+                    .history
+                    .as_ref()
+                    .map(|ring| ring.append(dst, next_count, id(), now));
+                (out, now, appended)
             }
         };
+        if let Some(c) = appended.filter(|&c| c != next_count) {
+            // The ring kept a frame counted past the header (its writer was killed before
+            // stamping it): the count goes on past that frame, which the stamp below makes
+            // this publication's. Readers trust no count while the sequence is odd.
+            h.count().store(c.wrapping_sub(1), Relaxed);
+        }
         if let Some(b) = abort.disarm() {
             crate::gpu::end_publication(self, b, now, frame_id, on_gpu);
         }
@@ -368,7 +375,9 @@ impl Stream {
     ///
     /// If `fill` returns an error or panics, the generation is **aborted**: readers get
     /// [`Error::Inconsistent`] (never the half-written frame) until the next good write.
-    /// The buffer holds the previous frame when `fill` starts.
+    /// The buffer holds the previous frame when `fill` starts; after an aborted write (or a
+    /// writer that died mid-write) it may hold that write's bytes instead: write every
+    /// element then.
     ///
     /// ```
     /// use shmstream::{Dtype, Stream};
@@ -594,12 +603,33 @@ impl WriteGuard<'_> {
     /// lock). Cooperating writers are excluded while the guard lives, and while the view
     /// lives this thread's own writes to the stream are refused ([`Error::Unsupported`]),
     /// so the view is stable: read it, drop it, then write. For `bool` streams the bytes are
-    /// checked first ([`Error::InvalidData`]).
+    /// checked first ([`Error::InvalidData`]). After an aborted write, or a writer that died
+    /// mid-write, the payload holds a half-written frame: [`Error::Inconsistent`] until a
+    /// whole frame is written ([`WriteGuard::write_slice`], [`WriteGuard::write`]).
     pub fn live<T: Element>(&self) -> Result<LiveView<'_, T>> {
         let s = self.stream;
         s.ensure_open()?;
         s.ensure_dtype::<T>()?;
         let p = s.host_payload()?.as_ptr();
+        if s.lock.is_filling() {
+            return Err(Error::Unsupported {
+                name: s.name.clone(),
+                what: "a live view inside this thread's own write_view fill (it would alias the buffer being filled): use the fill's buffer".into(),
+            });
+        }
+        crate::gpu::wait_for_landing(s)?;
+        // An aborted write (negative sequence) or a dead writer's open bracket (odd, the lock
+        // now ours) may have left a half-written frame: refused, as readers refuse it.
+        if !matches!(
+            seqlock::optimistic_read(&s.header),
+            seqlock::Observed::Stable(_)
+        ) {
+            s.check_generation(true)?;
+            return Err(Error::Inconsistent {
+                name: s.name.clone(),
+                reason: "the last write was aborted or its writer died: write a whole frame (write, write_slice) before a live view",
+            });
+        }
         if T::DTYPE == Dtype::Bool {
             // SAFETY: the payload has `s.len` readable bytes for a bool stream.
             let bytes = unsafe { std::slice::from_raw_parts(p.cast_const(), s.len) };
@@ -611,13 +641,6 @@ impl WriteGuard<'_> {
                 });
             }
         }
-        if s.lock.is_filling() {
-            return Err(Error::Unsupported {
-                name: s.name.clone(),
-                what: "a live view inside this thread's own write_view fill (it would alias the buffer being filled): use the fill's buffer".into(),
-            });
-        }
-        crate::gpu::wait_for_landing(s)?;
         let loan = s.lock.lend(crate::lock::Lent::View);
         // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
@@ -659,5 +682,30 @@ impl<'a, T> std::ops::Deref for LiveView<'a, T> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         self.stream.release_stamped();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that died inside its bracket (the sequence left odd) and this process then
+    /// taking the lock: the live view is refused, not lent as the half-written frame.
+    #[test]
+    fn a_live_view_over_a_dead_writers_open_bracket_is_refused() {
+        let name = format!("write-live-dead-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        // The dead writer: its bracket stays open, its lock is gone.
+        let _abandoned = seqlock::begin_write(&s.header);
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let e = g.live::<u32>().map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
+        g.write_slice(&[2u32; 4]).unwrap();
+        assert_eq!(g.live::<u32>().unwrap().as_slice().unwrap(), &[2; 4]);
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 }

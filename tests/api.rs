@@ -932,6 +932,91 @@ fn lock_serializes_read_modify_write_across_threads() {
     assert_eq!(s.count(), 3 * N as u64 + 1);
 }
 
+/// A live view after a fill aborted under the same guard is refused: the payload holds the
+/// aborted bytes (it used to be lent as the frame, so a read-modify-write published torn
+/// data); the next fill starts from those bytes, and a whole-frame write recovers.
+#[test]
+fn a_live_view_after_an_aborted_write_is_refused_until_a_whole_frame_is_written() {
+    let name = unique_name("live-abort");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+    s.write_slice(&[1u32; 4]).unwrap();
+    let g = s.lock(Some(SEC)).unwrap();
+    let aborted = g.write_view(|buf: &mut [u32]| {
+        buf[0] = 9;
+        Err::<(), _>(std::io::Error::other("camera unplugged"))
+    });
+    assert!(
+        matches!(aborted, Err(Error::WriteAborted { .. })),
+        "{aborted:?}"
+    );
+    let e = g.live::<u32>().map(|_| ()).unwrap_err();
+    assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
+    let m = e.to_string();
+    assert!(m.contains(&name) && m.contains("write_slice"), "{m}");
+    g.write_view(|buf: &mut [u32]| {
+        assert_eq!(
+            buf,
+            &[9, 1, 1, 1],
+            "the aborted write's bytes, not the previous frame"
+        );
+        Err::<(), _>(std::io::Error::other("again"))
+    })
+    .unwrap_err();
+    g.write_slice(&[2u32; 4]).unwrap();
+    assert_eq!(g.live::<u32>().unwrap().as_slice().unwrap(), &[2; 4]);
+}
+
+/// A wait for a new frame while this thread holds the stream's write lock is refused at
+/// once (nobody else can publish: it waited out its whole timeout, or forever); a frame
+/// already newer than the one waited past is still returned, and after the guard the same
+/// wait works.
+#[test]
+fn waits_for_a_new_frame_under_this_threads_own_lock_are_refused_at_once() {
+    let name = unique_name("wait-own-lock");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2], Dtype::U16).unwrap();
+    let g = s.lock(Some(SEC)).unwrap();
+    g.write_slice(&[1u16, 2]).unwrap();
+    assert_eq!(
+        s.read_new::<u16>(Some(SEC)).unwrap().as_slice().unwrap(),
+        &[1, 2]
+    );
+    assert_eq!(s.wait_for_count(0, Some(SEC)).unwrap(), 1);
+    let t0 = Instant::now();
+    for e in [
+        s.read_new::<u16>(Some(SEC)).map(|_| ()).unwrap_err(),
+        s.read_new_into_slice(&mut [0u16; 2], Some(SEC))
+            .map(|_| ())
+            .unwrap_err(),
+        s.wait_for_count(1, Some(SEC)).map(|_| ()).unwrap_err(),
+        s.read_after::<u16>(1, Some(SEC)).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains(&name) && m.contains("WriteGuard"), "{m}");
+    }
+    assert!(t0.elapsed() < SEC / 2, "refused late: {:?}", t0.elapsed());
+    // An aborted write under the guard is reported once, then a wait is refused.
+    g.write_view(|_: &mut [u16]| Err::<(), _>(std::io::Error::other("aborted")))
+        .unwrap_err();
+    let first = s.read_new::<u16>(Some(SEC)).unwrap_err();
+    assert!(matches!(first, Error::Inconsistent { .. }), "{first:?}");
+    let again = s.read_new::<u16>(Some(SEC)).unwrap_err();
+    assert!(matches!(again, Error::Unsupported { .. }), "{again:?}");
+    drop(g);
+    std::thread::scope(|sc| {
+        sc.spawn(|| s.write_slice(&[3u16, 4]).unwrap());
+        assert_eq!(
+            s.read_new::<u16>(Some(5 * SEC))
+                .unwrap()
+                .as_slice()
+                .unwrap(),
+            &[3, 4]
+        );
+    });
+}
+
 // ----- read-only and closed handles -----
 
 #[test]

@@ -750,3 +750,40 @@ fn a_cursor_rewound_to_the_start_reports_the_frames_gone_then_returns_the_rest()
     let info = s.read_publication_into_bytes(&mut buf).unwrap();
     assert_eq!((info.frame_id, info.count, buf), (6, 6, [6u8; 2]));
 }
+
+/// A cursor's wait for its next frame while this thread holds the stream's write lock is
+/// refused at once, whatever it waits with (a spinning one spun until its deadline, a
+/// parked one slept through it); a frame written through the guard is still returned.
+#[test]
+fn a_cursor_waiting_under_its_own_threads_lock_is_refused_at_once() {
+    use shmstream::WaitStrategy;
+    let name = unique_name("hist-own-lock");
+    let _c = Cleanup::new([&name]);
+    let s = history_stream(&name, 4, 4);
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Park,
+        WaitStrategy::Yield,
+    ] {
+        s.set_wait_strategy(strategy);
+        let mut c = s.cursor().unwrap();
+        let g = s.lock(Some(LONG)).unwrap();
+        g.write_slice_frame(&[7u32; 4], 7).unwrap();
+        let frame = c.next_publication::<u32>(Some(Duration::from_secs(1)));
+        assert_eq!(frame.unwrap().info.frame_id, 7, "{strategy:?}");
+        let t0 = std::time::Instant::now();
+        let e = c.next::<u32>(Some(Duration::from_secs(1))).unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }),
+            "{strategy:?}: {e:?}"
+        );
+        assert!(e.to_string().contains(&name), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{strategy:?}: refused late, {:?}",
+            t0.elapsed()
+        );
+        drop(g);
+    }
+}
