@@ -53,6 +53,9 @@ pub(crate) struct LockFile {
     /// there are any (the holder's thread alone sets and clears both).
     retired: Mutex<Vec<File>>,
     has_retired: AtomicBool,
+    /// [`sys::forks`] when this process's state was made: another value means a child forked
+    /// without exec inherited it ([`LockFile::adopt_after_fork`]).
+    forks: AtomicU64,
 }
 
 /// How often a first-level write lock looks whether its file is still at the path.
@@ -105,32 +108,44 @@ pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut b = std::fs::DirBuilder::new();
             std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            match b.recursive(true).create(dir) {
-                Ok(()) => {
-                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            // `create` also succeeds when a directory (or a link to one, planted since the
+            // look above) is there: the check below, which follows no link, decides.
+            let made = match b.recursive(true).create(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(Error::io(stream, "creating the lock directory", e)),
-            }
-            prepare_dir_checked(dir, stream)
+            };
+            prepare_dir_checked(dir, stream, made)
         }
         Err(e) => Err(Error::io(stream, "checking the lock directory", e)),
         Ok(meta) if !meta.is_dir() => Err(refuse("it is not a directory")),
-        Ok(_) => prepare_dir_checked(dir, stream),
+        Ok(_) => prepare_dir_checked(dir, stream, false),
     }
 }
 
-fn prepare_dir_checked(dir: &Path, stream: &str) -> Result<()> {
+/// Checks the lock directory without following a link, then makes it private (0700) if this
+/// call `made` it (a umask may have cut its mode) or pyshmem made the default one open.
+fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     let refuse = |reason| Error::LockDir {
         name: stream.to_owned(),
         path: dir.to_owned(),
         reason,
     };
-    let check =
-        || std::fs::metadata(dir).map_err(|e| Error::io(stream, "checking the lock directory", e));
+    let check = || {
+        std::fs::symlink_metadata(dir)
+            .map_err(|e| Error::io(stream, "checking the lock directory", e))
+    };
     let mut meta = check()?;
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory"));
+    }
     if meta.uid() != sys::uid() {
         return Err(refuse("it is owned by another user"));
+    }
+    if made && meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
+        meta = check()?;
     }
     if meta.mode() & 0o022 != 0 && is_default(dir) {
         // pyshmem makes the default directory with the umask's mode (0775 under the common
@@ -188,6 +203,7 @@ impl LockFile {
         if let Some(dir) = path.parent() {
             prepare_dir(dir, stream)?;
         }
+        sys::watch_forks();
         let mut reg = lock_poisoned(registry());
         if let Some(existing) = reg.get(path).and_then(Weak::upgrade) {
             existing.refresh_if_unlinked(stream)?;
@@ -207,6 +223,7 @@ impl LockFile {
             path_checked_ms: AtomicU64::new(sys::coarse_now_ms()),
             retired: Mutex::new(Vec::new()),
             has_retired: AtomicBool::new(false),
+            forks: AtomicU64::new(sys::forks()),
         });
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(path.to_owned(), Arc::downgrade(&lock));
@@ -369,6 +386,9 @@ impl LockFile {
         stream: &str,
         at_path: bool,
     ) -> Result<u32> {
+        if self.inherited() {
+            self.adopt_after_fork(stream)?;
+        }
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
             let d = self.depth.load(Ordering::Relaxed) + 1;
@@ -422,6 +442,39 @@ impl LockFile {
                 Err(e) => return Err(Error::io(stream, "flock", e)),
             }
         }
+    }
+
+    /// Whether this state came from a parent through a fork without exec.
+    fn inherited(&self) -> bool {
+        self.forks.load(Ordering::Relaxed) != sys::forks()
+    }
+
+    /// Makes the state a forked child inherited its own: a flock belongs to the open file
+    /// description, which fork shares, so the parent's descriptor would let the child in
+    /// while the parent holds the lock (and its unlock would free the parent's). The child
+    /// opens the file afresh and starts with nobody here holding it: a hold the forking
+    /// thread had is the parent's. Closing the inherited descriptors leaves the parent's
+    /// flock alone (the parent still has them open). Runs once, under the `file` mutex
+    /// (a parent thread inside that mutex at the fork would leave it locked for good: a
+    /// window of a few instructions, around a path check every 20 ms).
+    #[cold]
+    fn adopt_after_fork(&self, stream: &str) -> Result<()> {
+        let mut file = lock_poisoned(&self.file);
+        if !self.inherited() {
+            return Ok(()); // another thread of this child did it
+        }
+        let fresh = open_at_path(&self.path, stream)?;
+        self.fd.store(fresh.as_raw_fd(), Ordering::Relaxed);
+        *file = fresh;
+        lock_poisoned(&self.retired).clear();
+        self.has_retired.store(false, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
+        self.depth.store(0, Ordering::Relaxed);
+        self.lent.store(0, Ordering::Relaxed);
+        self.waiters.store(0, Ordering::Relaxed);
+        self.generation.store(0, Ordering::Relaxed);
+        self.forks.store(sys::forks(), Ordering::Release);
+        Ok(())
     }
 
     /// Waits until this thread claims the owner word, or the deadline passes.
@@ -523,9 +576,10 @@ impl LockFile {
         self.lent.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether the calling thread holds this lock.
+    /// Whether the calling thread holds this lock (a hold inherited through a fork is the
+    /// parent's).
     pub(crate) fn held_here(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) == thread_token()
+        self.owner.load(Ordering::Relaxed) == thread_token() && !self.inherited()
     }
 
     /// Takes the lock only if nobody (no thread, no process) holds it.
@@ -745,5 +799,22 @@ mod tests {
             assert_eq!(std::fs::metadata(&default).unwrap().mode() & 0o777, 0o700);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_link_planted_before_the_lock_directory_is_made_is_refused_and_its_target_untouched() {
+        let base =
+            std::env::temp_dir().join(format!("shmstream-lockdir-link-{}", std::process::id()));
+        let target = base.join("theirs");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // As if planted between `prepare_dir`'s first look and its `create`, which then
+        // succeeds on the directory the link reaches.
+        let dir = base.join("locks");
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        let err = prepare_dir_checked(&dir, "cam", true).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o755);
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -215,8 +215,6 @@ pub struct Stream {
     pub(crate) readonly: bool,
     pub(crate) owner: bool,
     pub(crate) auto_unlink: bool,
-    /// This process's pid, stamped as lock owner.
-    pub(crate) pid: i64,
     /// GPU streams: the device payload (or why this handle has none). Declared before
     /// `meta` and `payload` so it drops first: it may hold driver registrations of the
     /// header and payload pages, and its drop waits for its CUDA stream, which may still
@@ -470,7 +468,6 @@ impl Stream {
             readonly,
             owner,
             auto_unlink,
-            pid: sys::pid(),
             header,
             meta,
             payload,
@@ -485,7 +482,8 @@ impl Stream {
         }
     }
 
-    /// Closes the handle: later operations return [`Error::Closed`], and readers of this
+    /// Closes the handle: later reads, writes, locks and waits return [`Error::Closed`]
+    /// ([`Stream::unlink`] still removes the stream by its name), and readers of this
     /// handle blocked in a wait wake up and return [`Error::Closed`]. (Other processes' waiters
     /// are woken too; they re-check and go back to waiting.) Idempotent.
     pub fn close(&self) {

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The real user id of this process.
@@ -26,9 +26,49 @@ pub(crate) fn writable_dir(dir: &std::path::Path) -> bool {
     ok && dir.is_dir()
 }
 
-/// This process's id.
+/// This process's id, cached (`getpid` is a system call) and renewed in a forked child.
 pub(crate) fn pid() -> i64 {
-    i64::from(std::process::id())
+    let p = OWN_PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    watch_forks();
+    let p = i64::from(std::process::id());
+    OWN_PID.store(p, Ordering::Relaxed);
+    p
+}
+
+/// [`pid`]'s cache; 0 until first asked.
+static OWN_PID: AtomicI64 = AtomicI64::new(0);
+
+/// How many forks this process descends through since [`watch_forks`] (0 in the process that
+/// called it): state inherited across a fork without exec (a lock's file description and
+/// owner) is the parent's, which a changed count tells.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// The fork count ([`FORKS`]); one relaxed load.
+pub(crate) fn forks() -> u64 {
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// Runs in a child right after `fork`: an atomic add and `getpid`, both async-signal-safe, as
+/// a child handler of a multi-threaded parent must be.
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: getpid has no preconditions and cannot fail.
+    OWN_PID.store(i64::from(unsafe { libc::getpid() }), Ordering::Relaxed);
+}
+
+/// Starts counting forks ([`forks`]), once per process; before any state a child would
+/// inherit exists.
+pub(crate) fn watch_forks() {
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    WATCHING.call_once(|| {
+        // SAFETY: the handler is a plain `extern "C" fn()` that lives for the whole program
+        // and only does what is allowed in a child of a multi-threaded fork (see above). A
+        // failure (ENOMEM) leaves forks uncounted, as before this existed.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
 }
 
 /// Whether `pid` is this process (`own`) or a live one (the kill(2) probe is skipped for

@@ -87,6 +87,9 @@ impl Drop for Abort<'_> {
 #[derive(Debug)]
 pub struct WriteGuard<'a> {
     stream: &'a Stream,
+    /// [`sys::forks`](crate::sys::forks) when taken: a copy a child forked without exec
+    /// inherited is its parent's hold, which the child's drop leaves alone.
+    forks: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -98,6 +101,7 @@ impl Stream {
         self.acquire_stamped(timeout)?;
         Ok(WriteGuard {
             stream: self,
+            forks: crate::sys::forks(),
             _not_send: PhantomData,
         })
     }
@@ -115,7 +119,7 @@ impl Stream {
             .store(depth, std::sync::atomic::Ordering::Relaxed);
         self.header
             .lock_owner_pid()
-            .store(self.pid, std::sync::atomic::Ordering::Relaxed);
+            .store(crate::sys::pid(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -529,11 +533,19 @@ impl WriteGuard<'_> {
     pub fn stream(&self) -> &Stream {
         self.stream
     }
-    /// Before each write through the guard: the stream is open, and a lock file removed
-    /// from its path is followed ([`crate::lock::LockFile::follow_path`]: a guard kept for a producer's
-    /// run takes no lock per write, so its writes look; a coarse clock read otherwise).
+    /// Before each write through the guard: the guard is this process's (a copy a child
+    /// forked without exec inherited is the parent's hold), the stream is open, and a lock
+    /// file removed from its path is followed ([`crate::lock::LockFile::follow_path`]: a
+    /// guard kept for a producer's run takes no lock per write, so its writes look; a coarse
+    /// clock read otherwise).
     pub(crate) fn ready(&self) -> Result<&Stream> {
         let s = self.stream;
+        if self.forks != crate::sys::forks() {
+            return Err(Error::Unsupported {
+                name: s.name.clone(),
+                what: "a write through a WriteGuard taken before this process was forked (the lock is its parent's): take the lock in this process".into(),
+            });
+        }
         s.ensure_open()?;
         s.lock
             .follow_path(&s.name, Some(s.default_timeout()), || !s.meta.is_unlinked())?;
@@ -607,8 +619,7 @@ impl WriteGuard<'_> {
     /// mid-write, the payload holds a half-written frame: [`Error::Inconsistent`] until a
     /// whole frame is written ([`WriteGuard::write_slice`], [`WriteGuard::write`]).
     pub fn live<T: Element>(&self) -> Result<LiveView<'_, T>> {
-        let s = self.stream;
-        s.ensure_open()?;
+        let s = self.ready()?;
         s.ensure_dtype::<T>()?;
         let p = s.host_payload()?.as_ptr();
         if s.lock.is_filling() {
@@ -681,7 +692,9 @@ impl<'a, T> std::ops::Deref for LiveView<'a, T> {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.stream.release_stamped();
+        if self.forks == crate::sys::forks() {
+            self.stream.release_stamped();
+        }
     }
 }
 

@@ -79,6 +79,48 @@ fn child_entry() {
             });
             say("not killed");
         }
+        // Takes the write lock, then forks without exec. The forked child tries the lock
+        // through the inherited handle, drops its copy of the guard, tries through a handle
+        // opened after the fork, and says what each did. The parent holds on until stdin
+        // closes.
+        "fork_holder" => {
+            let s = Stream::open(&name).unwrap();
+            let g = s.lock(Some(LONG)).unwrap();
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let outcome = |r: Result<(), Error>| match r {
+                    Ok(()) => "took it".to_owned(),
+                    Err(Error::Timeout { .. }) => "excluded".to_owned(),
+                    Err(e) => format!("error {e}"),
+                };
+                let inherited = outcome(s.lock(Some(Duration::ZERO)).map(drop));
+                let write = match g.write_slice(&[1i32; 4]) {
+                    Err(Error::Unsupported { .. }) => "refused",
+                    Ok(()) => "written",
+                    Err(_) => "failed",
+                };
+                drop(g);
+                let fresh = outcome(
+                    Stream::open(&name).and_then(|t| t.lock(Some(Duration::ZERO)).map(drop)),
+                );
+                say(&format!(
+                    "forked: inherited {inherited}, its guard's write {write}, fresh {fresh}"
+                ));
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(waited, pid);
+            say("holding");
+            block_on_stdin();
+            drop(g);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -350,4 +392,29 @@ fn writer_killed_mid_write_then_written_before_anyone_reads() {
         "{}",
         s.write_sequence()
     );
+}
+
+#[test]
+fn a_child_forked_without_exec_is_excluded_by_its_parent_s_lock() {
+    let name = unique_name("fork");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::I32).unwrap();
+    let mut p = child("child_entry", "fork_holder")
+        .param("name", &name)
+        .spawn();
+    // A flock belongs to the open file description, which fork shares: through the
+    // inherited one the child would take the lock its parent holds.
+    assert_eq!(
+        p.expect_line("forked: ", LONG),
+        "inherited excluded, its guard's write refused, fresh excluded"
+    );
+    p.expect_line("holding", LONG);
+    // The child's drop of its copy of the parent's guard left the parent's lock held.
+    assert!(matches!(
+        s.lock(Some(Duration::ZERO)),
+        Err(Error::Timeout { .. })
+    ));
+    p.close_stdin();
+    p.wait_success(LONG);
+    drop(s.lock(Some(LONG)).unwrap());
 }

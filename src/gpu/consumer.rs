@@ -94,9 +94,9 @@ pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
 }
 
 /// Whether the stream has a live GPU consumer (a writer's timeout names it as the cause).
-pub(crate) fn has_live_consumer(s: &Stream, a: &Attachment) -> bool {
+pub(crate) fn has_live_consumer(a: &Attachment) -> bool {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    pid != 0 && crate::sys::is_self_or_alive(s.pid, pid)
+    pid != 0 && crate::sys::is_self_or_alive(crate::sys::pid(), pid)
 }
 
 /// Publish hook before the fill (write lock held, a previous GPU-side publication landed):
@@ -114,7 +114,7 @@ pub(crate) fn gate_writer(
     let pid = a.consumer_pid().load(Ordering::SeqCst);
     let gate = slots::writer_gate(
         pid,
-        || crate::sys::is_self_or_alive(s.pid, pid),
+        || crate::sys::is_self_or_alive(crate::sys::pid(), pid),
         s.header.sequence().load(Ordering::Acquire),
         a.consumer_ack().load(Ordering::Acquire),
     );
@@ -147,7 +147,7 @@ pub(crate) fn gate_writer(
         || a.consumer_ack().load(Ordering::Acquire),
         || {
             if probe.due(Instant::now()) {
-                alive = crate::sys::is_self_or_alive(s.pid, pid);
+                alive = crate::sys::is_self_or_alive(crate::sys::pid(), pid);
             }
             alive
         },
@@ -233,12 +233,13 @@ impl Stream {
         let word = a.consumer_pid();
         let mut cur = word.load(Ordering::SeqCst);
         loop {
-            if cur != 0 && crate::sys::is_self_or_alive(self.pid, cur) {
+            if cur != 0 && crate::sys::is_self_or_alive(crate::sys::pid(), cur) {
                 return Err(fail(format!(
                     "pid {cur} already consumes it on the GPU (one acknowledging GPU consumer per stream): drop that consumer first"
                 )));
             }
-            match word.compare_exchange(cur, self.pid, Ordering::SeqCst, Ordering::SeqCst) {
+            match word.compare_exchange(cur, crate::sys::pid(), Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => break,
                 Err(v) => cur = v,
             }
@@ -399,7 +400,7 @@ impl Drop for GpuConsumer<'_> {
             ack.store(published, Ordering::SeqCst);
         }
         let _ = self.a.consumer_pid().compare_exchange(
-            self.s.pid,
+            crate::sys::pid(),
             0,
             Ordering::SeqCst,
             Ordering::SeqCst,

@@ -341,8 +341,9 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
             .and_then(|b| layout::publisher_pid(&b))
             .unwrap_or(0),
     };
-    probe::judge_odd(publisher, |pid| crate::sys::is_self_or_alive(s.pid, pid))
-        == probe::OddSequence::Landing
+    probe::judge_odd(publisher, |pid| {
+        crate::sys::is_self_or_alive(crate::sys::pid(), pid)
+    }) == probe::OddSequence::Landing
 }
 
 /// The bytes of stream `name`'s `_gpu` segment, read from a fresh read-only mapping (its

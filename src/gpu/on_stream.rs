@@ -128,7 +128,7 @@ pub(crate) fn begin(s: &Stream, a: &Attachment) -> Result<bool> {
     // A GPU consumer's frame is not overwritten before it acknowledged it (on the GPU-side
     // path our CUDA stream waits for the ack word).
     super::consumer::gate_writer(s, a, words.map(|w| w.ack))?;
-    let pid = if on_gpu { s.pid } else { 0 };
+    let pid = if on_gpu { crate::sys::pid() } else { 0 };
     let word = a.publisher_pid();
     if word.load(Ordering::Relaxed) != pid {
         word.store(pid, Ordering::Relaxed);
@@ -147,7 +147,7 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if seq <= 0 || seq & 1 == 0 {
         return Ok(());
     }
-    let alive = |pid| crate::sys::is_self_or_alive(s.pid, pid);
+    let alive = |pid| crate::sys::is_self_or_alive(crate::sys::pid(), pid);
     let publisher = a.publisher_pid().load(Ordering::Acquire);
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
@@ -164,11 +164,11 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
                 return Ok(());
             }
             // Our stream may wait for a GPU consumer that died: release it.
-            super::consumer::release_if_dead(a, s.pid);
+            super::consumer::release_if_dead(a, crate::sys::pid());
             if now - start > timeout {
                 return Err(Error::Timeout {
                     name: s.name.clone(),
-                    op: if super::consumer::has_live_consumer(s, a) {
+                    op: if super::consumer::has_live_consumer(a) {
                         "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
                     } else {
                         "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"

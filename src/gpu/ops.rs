@@ -106,7 +106,7 @@ unsafe fn host_wait(a: &Attachment, st: sys::CUstream) -> sys::CUresult {
 fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
     r.result().map_err(|e| {
         let mut err = gpu_err(&s.name, what, e);
-        if !crate::sys::is_self_or_alive(s.pid, a.creator_pid) {
+        if !crate::sys::is_self_or_alive(crate::sys::pid(), a.creator_pid) {
             err = Error::Gpu {
                 name: s.name.clone(),
                 reason: format!("{what} failed ({}): the stream's producer (pid {}) has exited, taking the device buffer with it", describe(e), a.creator_pid),
@@ -273,7 +273,7 @@ impl Stream {
     pub(super) fn attachment(&self) -> Result<&Attachment> {
         match &self.gpu {
             GpuLink::Attached(a) => {
-                if a.released() && a.creator_pid != self.pid {
+                if a.released() && a.creator_pid != crate::sys::pid() {
                     return Err(Error::Gpu {
                         name: self.name.clone(),
                         reason: format!(
