@@ -414,3 +414,24 @@ fn notify_stream_with_one_frame(name: &str) -> Stream {
     w.write_slice(&[1u8; 4]).unwrap();
     w
 }
+
+/// An async wait polled by the thread that holds the stream's write lock (a `block_on`
+/// under a guard) is refused at once, as the blocking waits are: it waited on the blocking
+/// pool for a frame no writer could publish.
+#[test]
+fn an_async_wait_under_this_threads_own_lock_is_refused_at_once() {
+    let name = unique_name("async-own-lock");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(notify_stream_with_one_frame(&name));
+    s.read_new::<u8>(Some(Duration::ZERO)).unwrap(); // its one frame, read
+    let rt = OneWorker::new();
+    let g = s.lock(Some(Duration::from_secs(5))).unwrap();
+    let t0 = Instant::now();
+    let waited = rt.block_on(s.read_new_async::<u8>(Some(Duration::from_secs(20))));
+    assert!(
+        matches!(waited, Err(Error::Unsupported { .. })),
+        "{waited:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    drop(g);
+}
