@@ -16,6 +16,7 @@ use crate::cases::ao::placement::Placement;
 use crate::error::{Context, Result, bail};
 use crate::hist::Percentiles;
 use crate::noise::HostNoise;
+use crate::report::ao::us_if_any;
 use crate::report::us;
 use crate::run::JobResult;
 use crate::scenario::{MAX_TIMEOUT_S, Scenario};
@@ -214,7 +215,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone and each hop's bare hand-off, measured in the same run): its p50 bounds what any implementation of this form reaches on this machine; its p99 sums the parts' tails, an estimate of the form's tail here, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule, at least the rate where the main run passed (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run, summed sample by sample): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -229,27 +230,28 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
             (false, false, _) if ahead => "stages as processes, slopes waking ahead",
             (false, false, _) => "stages as processes",
         };
-        let Some(ao) = r.ao.as_deref() else {
-            let why = r.skipped.as_deref().unwrap_or("no loop figures");
+        // A row without figures: what happened and the result.
+        let no_figures = |o: &mut String, what: String, result: &str| {
             writeln!(
                 o,
-                "| {form} | {} | not measured: {} | | | | | | | n/a |",
+                "| {form} | {} | {} | | | | | | | {result} |",
                 r.job.device,
-                why.replace('|', "\\|")
-            )?;
-            continue;
+                what.replace('|', "\\|")
+            )
         };
-        let bw = match ao.measured_gbs {
-            Some(m) => format!(
-                "needs {:.3} GB/s; measured {m:.1} GB/s (estimated ceiling {:.0} Hz from it)",
-                ao.needed_gbs,
-                m * 1e9 / ao.recon_bytes.max(1) as f64
-            ),
-            None => format!("needs {:.3} GB/s; not measured", ao.needed_gbs),
-        };
-        match (&r.ours, &ao.stats, &r.skipped) {
-            (Ok(s), Some(st), _) => {
+        let figures = r.ao.as_deref().and_then(|a| Some((a, a.stats.as_ref()?)));
+        match (&r.ours, figures, &r.skipped) {
+            (Ok(s), Some((ao, st)), _) => {
+                let bw = match ao.measured_gbs {
+                    Some(m) => format!(
+                        "needs {:.3} GB/s; measured {m:.1} GB/s (estimated ceiling {:.0} Hz from it)",
+                        ao.needed_gbs,
+                        m * 1e9 / ao.recon_bytes.max(1) as f64
+                    ),
+                    None => format!("needs {:.3} GB/s; not measured", ao.needed_gbs),
+                };
                 let p = Percentiles::of(&s.hist);
+                let lat = |ns: f64| us_if_any(&s.hist, ns);
                 let floor = r.floor.as_ref().map_or("—".into(), |f| {
                     let f = Percentiles::of(&f.hist);
                     format!("{} / {}", us(f.p50), us(f.p99))
@@ -258,27 +260,25 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                     o,
                     "| {form} | {} | {} / {} | {floor} | {} | {} | {} | {} | {bw} | **{}** |",
                     r.job.device,
-                    us(p.p50),
-                    us(p.p99),
-                    us(st.jitter_ns as u64),
+                    lat(p.p50 as f64),
+                    lat(p.p99 as f64),
+                    lat(st.jitter_ns),
                     st.missed_text(),
                     ao.max_rate_text(),
                     st.dominant().map_or("—", |d| d.name.as_str()),
                     ao.verdict
                 )?;
             }
-            (_, _, Some(why)) => writeln!(
-                o,
-                "| {form} | {} | not measured: {why} | | | | | | | n/a |",
-                r.job.device
-            )?,
-            (Err(e), _, _) => writeln!(
-                o,
-                "| {form} | {} | failed: {} | | | | | | | **fail** |",
-                r.job.device,
-                e.lines().next().unwrap_or("").replace('|', "\\|")
-            )?,
-            _ => {}
+            (_, _, Some(why)) => no_figures(&mut o, format!("not measured: {why}"), "n/a")?,
+            // A form that failed, in its loop or before it started (ao: None).
+            (Err(e), ..) => {
+                let why = e.lines().next().unwrap_or("");
+                let why = why.strip_prefix("failed: ").unwrap_or(why);
+                no_figures(&mut o, format!("failed: {why}"), "**fail**")?
+            }
+            (Ok(_), None, None) => {
+                no_figures(&mut o, "not measured: no loop figures".into(), "n/a")?
+            }
         }
     }
     let stages = results
@@ -464,6 +464,47 @@ mod tests {
         let a = args(&[&geometry[..], &["--catch-up", "16"]].concat());
         let err = Scenario::parse(&scenario_text(&a).unwrap()).unwrap_err();
         assert!(err.to_string().contains("catch_up is at most 15"), "{err}");
+    }
+
+    /// A form that failed before its loop started (no loop figures: the run-time memory
+    /// re-check) is a failed row, as the exit code says; a loop no frame of which reached
+    /// the DM shows no latency, but its missed frames and verdict.
+    #[test]
+    fn a_form_that_failed_before_its_loop_started_is_a_failed_row() {
+        use crate::cases::ao::analysis::LoopStats;
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 2000\n";
+        let stats = |missed| LoopStats {
+            frames: 10,
+            missed,
+            ..LoopStats::default()
+        };
+        let result = || crate::report::targets::tests::ao(case, [300_000; 3], stats(0), stats(0));
+        let mut failed = result();
+        failed.ours = Err("failed: ao-loop: a run of this case needs 9 GB | 8 GB free".into());
+        failed.ao = None;
+        let mut overloaded = result();
+        overloaded.ours.as_mut().unwrap().hist = crate::hist::new();
+        let summary = overloaded.ao.as_mut().unwrap();
+        summary.stats = Some(stats(10));
+        summary.verdict = "fail: 10 missed frames".into();
+        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let table = verdict_table(&[failed, overloaded], &a, &HostNoise::default()).unwrap();
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("| stages"))
+            .collect();
+        assert_eq!(
+            rows[0],
+            "| stages as processes | cpu | failed: ao-loop: a run of this case needs 9 GB \\| \
+             8 GB free | | | | | | | **fail** |"
+        );
+        assert!(
+            rows[1].starts_with("| stages as processes | cpu | — / — | 300.0 / 300.0 | — | 10 |")
+                && rows[1].ends_with("| **fail: 10 missed frames** |"),
+            "{}",
+            rows[1]
+        );
     }
 
     #[test]

@@ -16,6 +16,15 @@ fn ms_or_us(ns: f64) -> String {
     us(ns as u64)
 }
 
+/// `ns` of a loop whose end-to-end histogram is `h` in µs, or "—" where `h` is empty: no
+/// frame reached the DM (the loop overloaded), and its figures hold no latency or pacing.
+pub fn us_if_any(h: &hdrhistogram::Histogram<u64>, ns: f64) -> String {
+    match h.is_empty() {
+        true => "—".into(),
+        false => ms_or_us(ns),
+    }
+}
+
 /// Frames of `h` that took 1 ms or more: those a pause of the host can make.
 fn over_1ms(h: &hdrhistogram::Histogram<u64>) -> u64 {
     h.len() - h.count_between(0, 999_999)
@@ -61,7 +70,9 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
          reached the DM; \"late at the camera\": of those, frames the camera published a \
          period or more after their deadline (its own core paused, then the overdue frames \
          back to back, the stale ones skipped), the source's loss, which the verdict leaves \
-         out as it does the pacing error. Camera pacing = publish − deadline. µs unless \
+         out as it does the pacing error; counted only where the camera has its core to \
+         itself (on a core it shares with a stage, the stages' overrun is what delays it, and \
+         such frames are the pipeline's loss). Camera pacing = publish − deadline. µs unless \
          noted.\n"
     )?;
     writeln!(
@@ -73,6 +84,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
         match (&r.ours, &a.stats) {
             (Ok(s), Some(st)) => {
                 let p = Percentiles::of(&s.hist);
+                let lat = |ns: u64| us_if_any(&s.hist, ns as f64);
                 writeln!(
                     o,
                     "| `{label}` | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -80,15 +92,15 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     a.placement,
                     a.rate_hz,
                     st.achieved_hz,
-                    ms_or_us(p.mean),
-                    us(p.p50),
-                    us(p.p90),
-                    us(p.p99),
-                    us(p.p999),
-                    us(p.max),
-                    ms_or_us(st.jitter_ns),
+                    us_if_any(&s.hist, p.mean),
+                    lat(p.p50),
+                    lat(p.p90),
+                    lat(p.p99),
+                    lat(p.p999),
+                    lat(p.max),
+                    us_if_any(&s.hist, st.jitter_ns),
                     st.missed_text(),
-                    us(st.pacing_ns[1]),
+                    lat(st.pacing_ns[1]),
                     a.verdict
                 )?;
             }
@@ -154,14 +166,20 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage there waits for a frame published after it calls `read_new`: every frame that came while it was busy, the newest included, is skipped, counts as missed and stays out of its percentiles and jitter, and the next one comes to a waiting stage. Ours read every frame in order through cursors (up to the case's `catch_up` frames behind: 4 unless the placement column says `catch up N`), so a stall shows in ours as late frames instead; where it says `newest frame` (`catch_up = 0`) a stage takes the newest frame that came while it was busy at once, one late frame where pyshmem's skips it. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below). Peer ÷ floor: the same ratios with the composed floor in ours' place (its p50, p99 and std), what a loop as fast as its floor would read against this peer on this host: where it is below a target, no loop of that form meets the target here.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) | peer ÷ floor (p50, p99, jitter) |\n|---|---|---|---|---|---|---|"
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage there waits for a frame published after it calls `read_new`: every frame that came while it was busy, the newest included, is skipped, counts as missed and stays out of its percentiles and jitter, and the next one comes to a waiting stage. Ours read every frame in order through cursors (up to the case's `catch_up` frames behind: 4 unless the placement column says `catch up N`), so a stall shows in ours as late frames instead; where it says `newest frame` (`catch_up = 0`) a stage takes the newest frame that came while it was busy at once, one late frame where pyshmem's skips it. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below). Peer ÷ floor: the same ratios with the composed floor in ours' place (its p50, p99 and std), what a loop as fast as its floor would read against this peer on this host. The floor's p50 is that of this harness's own kernels (single-threaded unless the case sets `threads`) in this placement: where its ratio is below a target, no loop built on them here meets it (other kernels may); its p99 and std, from per-sample sums of the parts, are estimates, not bounds.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) | peer ÷ floor (p50, p99, jitter) |\n|---|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
             continue;
         };
         let p = Percentiles::of(&s.hist);
-        let ours = format!("{} / {} / {}", us(p.p50), us(p.p99), ms_or_us(st.jitter_ns));
+        let lat = |ns: f64| us_if_any(&s.hist, ns);
+        let ours = format!(
+            "{} / {} / {}",
+            lat(p.p50 as f64),
+            lat(p.p99 as f64),
+            lat(st.jitter_ns)
+        );
         match (&r.peer, &a.peer) {
             (Ok(ps), Some(pst)) => {
                 let q = Percentiles::of(&ps.hist);
@@ -219,7 +237,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved (but not past a rate below the case's rate that failed on the budget alone, the loop keeping its period: a lower rate loosens only the period), then bisected; \"≥ N\": no rate it tried failed (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate (from twice it where the main run passed: the case's rate is then the lowest it reports), doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved (but not past a rate below the case's rate that failed on the budget alone, the loop keeping its period: a lower rate loosens only the period), then bisected; \"≥ N\": no rate it tried failed (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
@@ -255,4 +273,49 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
     }
     writeln!(o)?;
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::ao::analysis::LoopStats;
+
+    /// A loop no frame of which reached the DM (overloaded) has no latency to show: its rows
+    /// say "—" where an empty histogram would read 0 µs, and keep its missed frames and
+    /// verdict.
+    #[test]
+    fn a_loop_no_frame_of_which_reached_the_dm_shows_no_latency() {
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 2000\n";
+        let stats = LoopStats {
+            frames: 10,
+            missed: 10,
+            ..LoopStats::default()
+        };
+        let mut sut =
+            crate::report::targets::tests::ao(case, [300_000; 3], stats, LoopStats::default());
+        sut.ours.as_mut().unwrap().hist = crate::hist::new();
+        sut.ao.as_mut().unwrap().verdict = "fail: 10 missed frames".into();
+        let text = section(std::slice::from_ref(&sut), &HostNoise::default()).unwrap();
+        let row = |header: &str| {
+            let at = text.find(header).unwrap();
+            text[at..]
+                .lines()
+                .find(|l| l.starts_with("| `"))
+                .unwrap()
+                .to_string()
+        };
+        let main = row("| case | geometry");
+        assert!(
+            main.ends_with("| 0 | — | — | — | — | — | — | — | 10 | — | fail: 10 missed frames |"),
+            "{main}"
+        );
+        let peer = row("| case | ours p50");
+        assert!(peer.contains("| — / — / — |"), "{peer}");
+        // Nor in results.csv / results.json, nor in the rate plot.
+        let record = crate::report::record::Record::from_result(&sut);
+        assert_eq!((record.p50_ns, record.p99_ns), (None, None));
+        let series = crate::report::ao_plots::rate_series(&sut, sut.ao.as_deref().unwrap());
+        assert!(series[0].points.is_empty(), "{:?}", series[0].points);
+    }
 }

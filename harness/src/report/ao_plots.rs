@@ -17,14 +17,17 @@ fn lighter(c: RGBColor) -> RGBColor {
     RGBColor(l(c.0), l(c.1), l(c.2))
 }
 
-fn rate_series(r: &JobResult, a: &AoSummary) -> Vec<Series> {
+/// The rate plot's lines: ours (the ladder's rungs and the main run, those that have a
+/// latency), the floor's p50, the peer.
+pub(crate) fn rate_series(r: &JobResult, a: &AoSummary) -> Vec<Series> {
     let [ours, floor, peer] = SIDE_COLORS;
     let mut rungs: Vec<(f64, u64, u64)> = a
         .ladder
         .iter()
         .filter_map(|g| Some((g.rate_hz, g.p50_ns?, g.p99_ns?)))
         .collect();
-    if let Ok(s) = &r.ours {
+    // A main run no frame of which reached the DM has no latency, as such a rung has none.
+    if let Some(s) = r.ours.as_ref().ok().filter(|s| !s.hist.is_empty()) {
         rungs.push((
             a.rate_hz,
             s.hist.value_at_quantile(0.5),
@@ -164,7 +167,7 @@ pub fn write(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
             )?);
         }
         let mut bars = Vec::new();
-        if let Some(s) = &a.stats {
+        if let Some(s) = a.stats.as_ref().filter(|s| !s.stages.is_empty()) {
             bars.push(("shmstream".to_string(), s.stages.clone()));
         }
         if let Some(p) = &a.peer {

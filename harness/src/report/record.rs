@@ -193,7 +193,8 @@ impl Record {
         let j = &r.job;
         let ours = r.ours.as_ref().ok();
         let hz = ours.map(|s| s.hz(j.kind));
-        let pct = ours.map(|s| s.pct());
+        // No percentiles of an empty histogram (an AO loop no frame of which reached the DM).
+        let pct = ours.filter(|s| !s.hist.is_empty()).map(|s| s.pct());
         let floor_hz = r.floor.as_ref().ok().map(|s| s.hz(j.kind));
         let gflops = if j.kind == Kind::Mvm {
             hz.map(|h| 2.0 * (j.shape[0] * j.shape[1]) as f64 * h / 1e9)

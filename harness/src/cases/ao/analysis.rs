@@ -31,7 +31,9 @@ pub struct LoopStats {
     pub missed: u64,
     /// Of the missed, frames the camera published a period or more after their deadline
     /// (its own core was paused; it then publishes the overdue frames back to back and the
-    /// stages skip the stale ones): the source's loss, not the pipeline's.
+    /// stages skip the stale ones): the source's loss, not the pipeline's. Counted only
+    /// where the camera has its core to itself ([`analyse`]'s `camera_alone`): on a core it
+    /// shares with a stage, the stages' overrun is what delays it.
     #[serde(default)]
     pub missed_at_source: u64,
     /// DM frames per second over the measured part.
@@ -159,7 +161,14 @@ impl From<AnalysisError> for Error {
 /// Analyses the runs of one case as one loop: each run's warm-up frames (ids up to
 /// `warmup`) left out, its frames matched by id within the run (each run's camera counts
 /// from the start), samples pooled, and the achieved rate over the runs' measured spans.
-pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>), AnalysisError> {
+/// `camera_alone`: the camera had its core to itself
+/// ([`super::placement::Placement::camera_alone`]), so its late frames are the source's
+/// loss ([`LoopStats::missed_at_source`]).
+pub fn analyse(
+    runs: &[Logs],
+    warmup: u64,
+    camera_alone: bool,
+) -> Result<(LoopStats, Histogram<u64>), AnalysisError> {
     let mut e2e = hist::new();
     let mut pacing = hist::new();
     let mut h_slopes = hist::new();
@@ -181,7 +190,7 @@ pub fn analyse(runs: &[Logs], warmup: u64) -> Result<(LoopStats, Histogram<u64>)
             pacing.saturating_record(e[2].saturating_sub(e[1]));
         }
         let reached: HashSet<u64> = run.dm.iter().map(|e| e[0]).collect();
-        let period = camera_period(&run.camera);
+        let period = camera_period(&run.camera).filter(|_| camera_alone);
         missed_at_source += run
             .camera
             .iter()
@@ -279,7 +288,7 @@ mod tests {
             slopes: Some(slopes),
             dm,
         };
-        let (s, h) = analyse(std::slice::from_ref(&run), 2).unwrap();
+        let (s, h) = analyse(std::slice::from_ref(&run), 2, true).unwrap();
         assert_eq!((s.frames, s.missed), (8, 1));
         assert_eq!(h.value_at_quantile(0.5), 100);
         let names: Vec<_> = s
@@ -322,7 +331,7 @@ mod tests {
         };
         // The second run starts a second after the first and loses frame 5.
         let runs = [run(0, 100, None), run(1_000_000_000, 300, Some(5))];
-        let (s, h) = analyse(&runs, 2).unwrap();
+        let (s, h) = analyse(&runs, 2, true).unwrap();
         assert_eq!((s.frames, s.missed), (16, 1));
         assert_eq!(h.len(), 15);
         assert_eq!(h.min(), 100);
@@ -354,7 +363,7 @@ mod tests {
             slopes: None,
             dm,
         };
-        let (s, _) = analyse(&[run], 0).unwrap();
+        let (s, _) = analyse(&[run], 0, true).unwrap();
         // Frame 4 was 2500 ns late and frame 5 1500 (both skipped), frame 6 500 (taken).
         assert_eq!((s.missed, s.missed_at_source), (3, 2));
         assert_eq!(s.pipeline_missed(), 1);
@@ -371,7 +380,7 @@ mod tests {
             slopes: Some(vec![[1, 10, 200, 0]]),
             dm: vec![[1, 150, 180, 0]],
         };
-        let (s, e2e) = analyse(&[run], 0).unwrap();
+        let (s, e2e) = analyse(&[run], 0, true).unwrap();
         let p50 = |name: &str| s.stages.iter().find(|s| s.name == name).unwrap().p50_ns;
         assert!(p50("slopes") <= 140, "{:?}", s.stages);
         let sum: u64 = s.stages.iter().map(|s| s.p50_ns).sum();
@@ -388,7 +397,7 @@ mod tests {
             slopes: Some(vec![[1, 1001, 1002, 0]]),
             dm: vec![[1, 1003, 1004, 0]],
         };
-        let err = analyse(&[run], 2).unwrap_err();
+        let err = analyse(&[run], 2, true).unwrap_err();
         assert_eq!(err, AnalysisError::NoFrameReachedDm { frames: 8 });
         assert_eq!(
             err.to_string(),
@@ -406,7 +415,7 @@ mod tests {
             dm,
         };
         assert!(matches!(
-            analyse(&[run], 0),
+            analyse(&[run], 0, true),
             Err(AnalysisError::Inconsistent(_))
         ));
     }

@@ -132,8 +132,9 @@ fn side(run: &LoopRun, warmup_frames: u64) -> Side {
 }
 
 /// Why a run at a rate fails, `None` when it passes: no missed frame (the camera's own
-/// late frames aside) and p99 below the frame period and below `budget_us` when given. The
-/// verdict and the rate ladder's rungs ([`runner::sustainable`]) judge by it.
+/// late frames aside, where it has its core to itself: [`LoopStats::pipeline_missed`]) and
+/// p99 below the frame period and below `budget_us` when given. The verdict and the rate
+/// ladder's rungs ([`runner::sustainable`]) judge by it.
 pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<String> {
     let p99 = run.e2e.value_at_quantile(0.99);
     let period = 1e9 / rate_hz;
@@ -160,6 +161,26 @@ pub fn over_budget_only(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> 
 /// The verdict at a rate: "pass", or "fail: " and the [`failure`].
 pub fn verdict(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> String {
     failure(run, rate_hz, budget_us).map_or_else(|| "pass".into(), |why| format!("fail: {why}"))
+}
+
+/// The main run of a job from its runs' logs and placements (`warmup` frames left out of
+/// each; `camera_alone` as [`analysis::analyse`] takes it): a loop so overloaded that no
+/// frame reached the DM is a run that missed every frame ([`LoopRun::of_ours`]), which
+/// fails its verdict, not the case; a run that failed, or logs that contradict each other,
+/// fail the case.
+fn main_run(
+    runs: Vec<Result<(Logs, String)>>,
+    warmup: u64,
+    camera_alone: bool,
+) -> std::result::Result<LoopRun, String> {
+    runs.into_iter()
+        .collect::<Result<Vec<_>>>()
+        .and_then(|runs| {
+            let placement = runs.first().map(|(_, p)| p.clone()).unwrap_or_default();
+            let logs: Vec<Logs> = runs.into_iter().map(|(l, _)| l).collect();
+            LoopRun::of_ours(&logs, warmup, camera_alone, placement)
+        })
+        .map_err(|e| format!("failed: {e}"))
 }
 
 /// Warm-up frames left out of `job`'s own runs in all: each run's, as its analysis leaves
@@ -216,15 +237,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         recons.push(runner::result_prefix(runner, idx, &tag, Role::AoRecon));
         passes.push(floor::measure(runner, idx, job, &g, r + 1));
     }
-    let ours = logs
-        .into_iter()
-        .collect::<crate::error::Result<Vec<_>>>()
-        .and_then(|runs| {
-            let placement = runs.first().map(|(_, p)| p.clone()).unwrap_or_default();
-            let logs: Vec<Logs> = runs.into_iter().map(|(l, _)| l).collect();
-            LoopRun::analysed(&logs, Placement::warmup_frames(&run_job), placement)
-        })
-        .map_err(|e| format!("failed: {e}"));
+    let warmup = Placement::warmup_frames(&run_job);
+    let ours = main_run(logs, warmup, place.camera_alone_here());
     let floor = passes
         .into_iter()
         .collect::<crate::error::Result<Vec<_>>>()
@@ -237,10 +251,13 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         })
         .map_err(|e| format!("floor failed: {e}"));
     // A rung whose run failed fails the case, the main run's figures and the rungs run
-    // before it kept in the summary.
-    let ladder = match ao.ladder && ours.is_ok() {
-        true => runner::ladder(runner, idx, job),
-        false => runner::Ladder::default(),
+    // before it kept in the summary. A main run that passed is the ladder's first rung.
+    let ladder = match &ours {
+        Ok(r) if ao.ladder => {
+            let passed = failure(r, ao.rate_hz, ao.budget_us).is_none();
+            runner::ladder(runner, idx, job, passed)
+        }
+        _ => runner::Ladder::default(),
     };
     let ladder_failed = ladder.failed.as_ref().map(|e| format!("failed: {e}"));
     let peer = match (job.peer, runner.peer_setup()) {
@@ -383,6 +400,82 @@ mod tests {
         assert_eq!(sut.max_rate_text(), "≥ 12800");
     }
 
+    /// The camera's ten frames after the warm-up, deadlines 1 ms apart; `late` are
+    /// published together at 6.5 ms.
+    fn camera(late: &[u64]) -> Vec<stage::Entry> {
+        (1..=10)
+            .map(|i| {
+                let t = i * 1_000_000;
+                [i, t, if late.contains(&i) { 6_500_000 } else { t }, 0]
+            })
+            .collect()
+    }
+
+    /// A main run so overloaded that no frame reached the DM (a reconstructor starved by
+    /// the slopes stage on its SCHED_FIFO core) missed every frame: it fails its verdict,
+    /// not the case, so the rate ladder still runs. A run that failed, or logs that
+    /// contradict each other, still fail the case.
+    #[test]
+    fn a_main_run_no_frame_of_which_reached_the_dm_missed_every_frame() {
+        let logs = Logs {
+            camera: camera(&[]),
+            slopes: Some(Vec::new()),
+            dm: Vec::new(),
+        };
+        let placement = "camera@0 slopes@1 recon@1".to_string();
+        let sut = main_run(vec![Ok((logs.clone(), placement.clone()))], 0, true).unwrap();
+        assert_eq!((sut.stats.frames, sut.stats.missed), (10, 10));
+        assert!(sut.e2e.is_empty());
+        assert_eq!(sut.placement, placement);
+        assert_eq!(verdict(&sut, 1000.0, Some(500.0)), "fail: 10 missed frames");
+        let died = main_run(vec![Err("the slopes stage died".into())], 0, true);
+        assert_eq!(died.unwrap_err(), "failed: the slopes stage died");
+        let mut bad = logs;
+        bad.dm.push([99, 1, 2, 0]);
+        let err = main_run(vec![Ok((bad, placement))], 0, true).unwrap_err();
+        assert!(err.contains("frame id 99 reached the DM"), "{err}");
+    }
+
+    /// Frames the camera published late are its own loss only where it has its core to
+    /// itself: on the slopes stage's core, the stages' overrun is what delays it, and the
+    /// frames the stages then skip fail the verdict as the pipeline's.
+    #[test]
+    fn late_frames_of_a_camera_on_a_stages_core_are_the_pipelines_loss() {
+        let mask = [0, 1];
+        let shared = Placement::of(&job("cpu", "camera_cpu = 1\nslopes_cpu = 1"));
+        assert_eq!((shared.camera, shared.slopes), (1, 1));
+        assert!(!shared.camera_alone(Some(&mask)));
+        let alone = Placement::of(&job("cpu", ""));
+        assert!(alone.camera_alone(Some(&mask)) && alone.camera_alone(None));
+        // A stage placed outside the mask (a 1-core machine) runs unpinned, anywhere.
+        assert!(!alone.camera_alone(Some(&[0])));
+        // Frames 4 and 5, published 2.5 and 1.5 ms late, skipped; 6 taken.
+        let logs = Logs {
+            camera: camera(&[4, 5, 6]),
+            slopes: None,
+            dm: camera(&[4, 5, 6])
+                .iter()
+                .filter(|e| ![4, 5].contains(&e[0]))
+                .map(|e| [e[0], e[2] + 10, e[2] + 50, e[2] + 20])
+                .collect(),
+        };
+        let judged = |p: Placement| {
+            let run = LoopRun::of_ours(
+                std::slice::from_ref(&logs),
+                0,
+                p.camera_alone(Some(&mask)),
+                p.describe(),
+            )
+            .unwrap();
+            (run.stats.missed_text(), verdict(&run, 1000.0, None))
+        };
+        assert_eq!(
+            judged(alone),
+            ("2 (2 late at the camera)".into(), "pass".into())
+        );
+        assert_eq!(judged(shared), ("2".into(), "fail: 2 missed frames".into()));
+    }
+
     /// The GPU form meets on host streams (camera and DM are CPU processes): creating them
     /// needs no GPU, and a busy-waiting loop's streams make no futex wake-ups.
     #[test]
@@ -395,6 +488,9 @@ mod tests {
             let j = job(device, wait);
             let n = names(&format!("{}{}", device.replace(':', ""), wait.len()));
             let js = crate::cases::create_streams(&j, &n).unwrap();
+            let notifies: Vec<_> = js.streams.iter().map(|s| s.notify()).collect();
+            // Frame, signals and commands as the stages wait; the ready stream always.
+            assert_eq!(notifies, [notify, notify, notify, true], "{device} {wait}");
             drop(js);
             let ao = j.ao.as_ref().unwrap();
             assert_eq!(ao.stage_wait(false).notifies(), notify, "{device} {wait}");

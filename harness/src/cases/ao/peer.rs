@@ -96,7 +96,8 @@ pub fn run(
         read_log(&prefix.with_extension(format!("{role}.aolog")))
     })?;
     let warm = Placement::warmup_frames(job);
-    let run = LoopRun::analysed(&[logs], warm, format!("{} (python)", place.describe()))?;
+    let placement = format!("{} (python)", place.describe());
+    let run = LoopRun::analysed(&[logs], warm, place.camera_alone_here(), placement)?;
     Ok((run, openblas.into_iter().collect()))
 }
 

@@ -92,6 +92,21 @@ impl Placement {
         self.cores().iter().filter(|c| **c == cpu).count() > 1
     }
 
+    /// Whether the camera has its core to itself: no stage placed on it, and every process
+    /// pinned where placed, each core among `allowed` (this process's affinity mask, `None`
+    /// when unknown; a process placed outside it runs unpinned, on any core, the camera's
+    /// too, as everything does on a 1-core machine). Only then are the frames it publishes
+    /// late its own loss ([`super::analysis::LoopStats::missed_at_source`]).
+    pub fn camera_alone(&self, allowed: Option<&[usize]>) -> bool {
+        !self.shares(self.camera)
+            && allowed.is_none_or(|a| self.cores().iter().all(|c| a.contains(c)))
+    }
+
+    /// [`Self::camera_alone`] on this process's affinity mask.
+    pub fn camera_alone_here(&self) -> bool {
+        self.camera_alone(crate::spawn::allowed_cores().as_deref())
+    }
+
     /// The split form with slopes and recon on one core (the default split placement).
     pub fn split_on_one_core(&self) -> bool {
         !self.merged && self.recon == self.slopes

@@ -31,10 +31,15 @@ pub struct LoopRun {
 }
 
 impl LoopRun {
-    /// The figures of the runs `logs` (warm-up frames up to id `warmup` left out in each),
-    /// their stages placed as `placement` says.
-    pub fn analysed(logs: &[Logs], warmup: u64, placement: String) -> Result<LoopRun> {
-        let (stats, e2e) = analyse(logs, warmup)?;
+    /// The figures of the runs `logs` (warm-up frames up to id `warmup` left out in each;
+    /// `camera_alone` as [`analyse`] takes it), their stages placed as `placement` says.
+    pub fn analysed(
+        logs: &[Logs],
+        warmup: u64,
+        camera_alone: bool,
+        placement: String,
+    ) -> Result<LoopRun> {
+        let (stats, e2e) = analyse(logs, warmup, camera_alone)?;
         Ok(LoopRun {
             stats,
             e2e,
@@ -42,30 +47,33 @@ impl LoopRun {
         })
     }
 
-    /// The figures of a rung's run, as [`Self::analysed`], but for a run no frame of which
-    /// reached the DM after the warm-up: the loop overloaded (a stage starved until the stop
-    /// frame), a run that missed every frame, which fails its rung; not an error as a fault
-    /// is (a stage that died, a timeout, a frame id the camera never published).
-    fn of_rung(logs: Logs, warmup: u64, placement: String) -> Result<LoopRun> {
-        match analyse(&[logs], warmup) {
-            Err(AnalysisError::NoFrameReachedDm { frames }) if frames > 0 => Ok(LoopRun {
-                stats: LoopStats {
+    /// The figures of our loop's runs (the main run's, a rung's), as [`Self::analysed`],
+    /// but for runs no frame of which reached the DM after the warm-up: the loop overloaded
+    /// (a stage starved until the stop frame), runs that missed every frame, which fail
+    /// their verdict or rung; not an error as a fault is (a stage that died, a timeout, a
+    /// frame id the camera never published).
+    pub fn of_ours(
+        logs: &[Logs],
+        warmup: u64,
+        camera_alone: bool,
+        placement: String,
+    ) -> Result<LoopRun> {
+        let (stats, e2e) = match analyse(logs, warmup, camera_alone) {
+            Err(AnalysisError::NoFrameReachedDm { frames }) if frames > 0 => {
+                let stats = LoopStats {
                     frames,
                     missed: frames,
                     ..LoopStats::default()
-                },
-                e2e: crate::hist::new(),
-                placement,
-            }),
-            analysed => {
-                let (stats, e2e) = analysed?;
-                Ok(LoopRun {
-                    stats,
-                    e2e,
-                    placement,
-                })
+                };
+                (stats, crate::hist::new())
             }
-        }
+            analysed => analysed?,
+        };
+        Ok(LoopRun {
+            stats,
+            e2e,
+            placement,
+        })
     }
 }
 
@@ -225,16 +233,21 @@ pub fn lowest_rung_hz(start: f64) -> f64 {
 }
 
 /// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
-/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps. A rung no frame of
-/// which reached the DM failed ([`LoopRun::of_rung`]); a rung whose run fails (a stage
-/// died, a timeout) stops the ladder, [`Ladder::failed`] saying why.
-pub fn ladder(runner: &Runner, idx: usize, job: &Job) -> Ladder {
-    search(job, |j, tag| run_logs(runner, idx, j, tag))
+/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps; `passed`: the main
+/// run passed at the job's rate, which is then the first rung, kept up ([`climb`]). A rung no
+/// frame of which reached the DM failed ([`LoopRun::of_ours`]); a rung whose run fails (a
+/// stage died, a timeout) stops the ladder, [`Ladder::failed`] saying why.
+pub fn ladder(runner: &Runner, idx: usize, job: &Job, passed: bool) -> Ladder {
+    search(job, passed, |j, tag| run_logs(runner, idx, j, tag))
 }
 
 /// [`ladder`] with `run` running the loop of a rung's job under a tag (its logs and where
 /// its stages ran).
-fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) -> Ladder {
+fn search(
+    job: &Job,
+    passed: bool,
+    mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>,
+) -> Ladder {
     let Some(ao) = job.ao.as_ref() else {
         return Ladder {
             failed: Some("ao-loop job without [case.ao]".into()),
@@ -242,12 +255,14 @@ fn search(job: &Job, mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>) 
         };
     };
     let mut rungs = Vec::new();
-    let best = climb(ao.rate_hz, |rate| {
+    let camera_alone = Placement::of(job).camera_alone_here();
+    let best = climb(ao.rate_hz, passed, |rate| {
         let tag = format!("lad{}", rungs.len());
         let j = at_rate(job, rate, ao.ladder_seconds);
         let r = run(&j, &tag)
             .and_then(|(logs, placement)| {
-                LoopRun::of_rung(logs, Placement::warmup_frames(&j), placement)
+                let warmup = Placement::warmup_frames(&j);
+                LoopRun::of_ours(&[logs], warmup, camera_alone, placement)
             })
             .with_context(|| format!("the rate ladder's run at {} Hz", fmt_hz(rate)))?;
         let ok = sustainable(&r, rate, ao.budget_us);
@@ -302,16 +317,31 @@ impl From<bool> for Kept {
 }
 
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
-/// kept up, and whether a higher one failed; the first error of `kept_up` stops it. Halving
+/// kept up, and whether a higher one failed; the first error of `kept_up` stops it. Where
+/// the main run `passed` at `start` (seconds long, where a rung is short), `start` is the
+/// first try, kept up: the search goes up from there and never reports a lower rate. Halving
 /// stops at a rate below `start` that failed on the budget alone: the loop keeps up there,
 /// and a lower rate loosens only the period (at a low rate each rung runs for long: eight of
-/// them at 5 Hz took about 26 minutes). At `start` itself such a rung is halved as any
-/// failure is: it is a short run at the rate the main run judged, and a noisy one must not
-/// leave the case without a rate.
-fn climb(start: f64, mut kept_up: impl FnMut(f64) -> Result<Kept>) -> Result<Option<MaxRate>> {
-    let (mut lo, mut hi) = (None::<f64>, None::<f64>);
-    let mut rate = start;
-    for _ in 0..TRIES {
+/// them at 5 Hz took about 26 minutes). At `start` itself (the main run did not pass) such
+/// a rung is halved as any failure is: it is a short run at the rate the main run judged,
+/// and a noisy one must not leave the case without a rate.
+fn climb(
+    start: f64,
+    passed: bool,
+    mut kept_up: impl FnMut(f64) -> Result<Kept>,
+) -> Result<Option<MaxRate>> {
+    // A main run that passed is the first try, kept up: the next is the rate doubled.
+    let (mut lo, mut hi) = (passed.then_some(start), None::<f64>);
+    let mut rate = if passed {
+        (start * 2.0).min(MAX_RATE_HZ)
+    } else {
+        start
+    };
+    let tries = match passed {
+        true if start >= MAX_RATE_HZ => 0,
+        _ => TRIES - u32::from(passed),
+    };
+    for _ in 0..tries {
         let kept = kept_up(rate)?;
         if kept == Kept::Yes {
             lo = Some(rate);
@@ -413,7 +443,7 @@ mod tests {
             "passes"
         );
         let mut tried = Vec::new();
-        let best = climb(1000.0, |r| {
+        let best = climb(1000.0, false, |r| {
             tried.push(r);
             Ok(if r >= 1000.0 {
                 Kept::No
@@ -424,13 +454,13 @@ mod tests {
         .unwrap();
         assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
         let mut tried = Vec::new();
-        let best = climb(1000.0, |r| {
+        let best = climb(1000.0, false, |r| {
             tried.push(r);
             Ok(Kept::OverBudget)
         })
         .unwrap();
         assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
-        let best = climb(1000.0, |r| {
+        let best = climb(1000.0, false, |r| {
             Ok(if r >= 1000.0 {
                 Kept::OverBudget
             } else {
@@ -445,7 +475,7 @@ mod tests {
             "{best:?}"
         );
         let mut tried = Vec::new();
-        let best = climb(100.0, |r| {
+        let best = climb(100.0, false, |r| {
             tried.push(r);
             Ok(if r <= 200.0 {
                 Kept::Yes
@@ -468,7 +498,7 @@ mod tests {
     fn the_ladder_never_tries_a_rate_above_the_limit() {
         let climbed = |start: f64, keeps_up_to: f64| {
             let mut tried = Vec::new();
-            let best = climb(start, |r| {
+            let best = climb(start, false, |r| {
                 tried.push(r);
                 Ok((r <= keeps_up_to).into())
             })
@@ -488,7 +518,7 @@ mod tests {
     #[test]
     fn a_ladder_that_never_saw_a_rate_fail_reports_a_lower_bound() {
         let mut tried = Vec::new();
-        let sut = climb(100.0, |r| {
+        let sut = climb(100.0, false, |r| {
             tried.push(r);
             Ok(Kept::Yes)
         })
@@ -497,13 +527,15 @@ mod tests {
         assert_eq!(tried.len(), TRIES as usize);
         assert_eq!(sut.hz, 100.0 * f64::from(1u32 << (TRIES - 1)));
         assert!(!sut.bounded);
-        let at_limit = climb(60_000.0, |_| Ok(Kept::Yes)).unwrap().unwrap();
+        let at_limit = climb(60_000.0, false, |_| Ok(Kept::Yes)).unwrap().unwrap();
         assert_eq!((at_limit.hz, at_limit.bounded), (MAX_RATE_HZ, false));
-        let bounded = climb(100.0, |r| Ok((r <= 1000.0).into())).unwrap().unwrap();
+        let bounded = climb(100.0, false, |r| Ok((r <= 1000.0).into()))
+            .unwrap()
+            .unwrap();
         assert!(bounded.bounded && (800.0..=1000.0).contains(&bounded.hz));
         let mut lowest = f64::INFINITY;
         assert_eq!(
-            climb(100.0, |r| {
+            climb(100.0, false, |r| {
                 lowest = lowest.min(r);
                 Ok(Kept::No)
             })
@@ -511,6 +543,71 @@ mod tests {
             None
         );
         assert_eq!(lowest, lowest_rung_hz(100.0));
+    }
+
+    /// A main run that passed at the case's rate (seconds long, where a rung is short) is
+    /// the ladder's first rung, kept up: the search goes up from it and never reports a
+    /// lower rate, where a short, noisy rung there would have been halved and the case left
+    /// with none. Where the main run did not pass, the ladder starts from scratch.
+    #[test]
+    fn a_main_run_that_passed_bounds_the_highest_rate_from_below() {
+        let mut tried = Vec::new();
+        let sut = climb(1000.0, true, |r| {
+            tried.push(r);
+            Ok(Kept::No)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((sut.hz, sut.bounded), (1000.0, true));
+        assert_eq!(tried[0], 2000.0);
+        assert!(tried.iter().all(|&r| r > 1000.0), "{tried:?}");
+        let sut = climb(1000.0, true, |_| Ok(Kept::OverBudget));
+        assert_eq!(sut.unwrap().map(|m| m.hz), Some(1000.0));
+        assert_eq!(
+            climb(1000.0, false, |_| Ok(Kept::OverBudget)).unwrap(),
+            None
+        );
+        let sut = climb(1000.0, true, |r| Ok((r <= 3000.0).into()));
+        let sut = sut.unwrap().unwrap();
+        assert!(
+            sut.bounded && (2000.0..=3000.0).contains(&sut.hz),
+            "{sut:?}"
+        );
+        // The main run is the first of the ladder's tries: it spans the same rates.
+        let mut tried = Vec::new();
+        let sut = climb(100.0, true, |r| {
+            tried.push(r);
+            Ok(Kept::Yes)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(tried.len(), TRIES as usize - 1);
+        assert_eq!(
+            (sut.hz, sut.bounded),
+            (100.0 * f64::from(1u32 << (TRIES - 1)), false)
+        );
+        let at_limit = climb(MAX_RATE_HZ, true, |r| panic!("tried {r} Hz")).unwrap();
+        assert_eq!(
+            at_limit,
+            Some(MaxRate {
+                hz: MAX_RATE_HZ,
+                bounded: false
+            })
+        );
+        // Through the ladder: no rung at the case's rate, none below it.
+        let sut = search(&ladder_job(400.0), true, |j, _| rung_logs(j, false));
+        assert_eq!(
+            sut.best,
+            Some(MaxRate {
+                hz: 400.0,
+                bounded: true
+            })
+        );
+        assert!(
+            sut.rungs.iter().all(|g| g.rate_hz > 400.0),
+            "{:?}",
+            sut.rungs
+        );
     }
 
     /// An ao-loop job at `rate_hz` with the default ladder (and a timeout that holds it).
@@ -551,7 +648,7 @@ mod tests {
     /// rung: the ladder bisects below it, as for any rung that missed frames.
     #[test]
     fn a_rung_no_frame_of_which_reached_the_dm_fails_and_the_ladder_bisects() {
-        let sut = search(&ladder_job(400.0), |j, _| {
+        let sut = search(&ladder_job(400.0), false, |j, _| {
             rung_logs(j, j.ao.as_ref().unwrap().rate_hz <= 1000.0)
         });
         assert_eq!(sut.failed, None);
@@ -572,7 +669,7 @@ mod tests {
     #[test]
     fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
         let mut rates = Vec::new();
-        let sut = search(&ladder_job(400.0), |j, _| {
+        let sut = search(&ladder_job(400.0), false, |j, _| {
             let rate = j.ao.as_ref().unwrap().rate_hz;
             rates.push(rate);
             match rate > 1000.0 {
@@ -589,7 +686,7 @@ mod tests {
         let kept: Vec<_> = sut.rungs.iter().map(|r| (r.rate_hz, r.ok)).collect();
         assert_eq!(kept, [(400.0, true), (800.0, true)]);
         // Logs that contradict each other are a fault too, not an overload.
-        let sut = search(&ladder_job(400.0), |j, _| {
+        let sut = search(&ladder_job(400.0), false, |j, _| {
             let (mut logs, placement) = rung_logs(j, true)?;
             logs.dm[0][0] = 1_000_000;
             Ok((logs, placement))
@@ -607,7 +704,7 @@ mod tests {
     /// A rung below 1 Hz is named with its significant digits, not rounded to "0 Hz".
     #[test]
     fn a_failed_rung_below_one_hz_is_named_with_its_digits() {
-        let sut = search(&ladder_job(5.0), |j, _| {
+        let sut = search(&ladder_job(5.0), false, |j, _| {
             match j.ao.as_ref().unwrap().rate_hz < 1.0 {
                 true => Err("timed out".into()),
                 false => rung_logs(j, false),
