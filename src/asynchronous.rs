@@ -127,9 +127,6 @@ impl Stream {
         after: u64,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
-        // Polled on the thread that holds the write lock (a `block_on` under a guard), the
-        // wait would outlast it: refused as the blocking waits refuse it.
-        self.refuse_wait_under_own_lock()?;
         let cancel = CancelOnDrop {
             handoff: Arc::default(),
             stream: Arc::clone(self),

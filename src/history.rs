@@ -986,7 +986,7 @@ impl Cursor<'_> {
                 match self.unrecorded_gap() {
                     Gap::Lost(e) => return Err(e),
                     Gap::Moved => continue,
-                    Gap::None => self.stream.refuse_wait_under_own_lock()?,
+                    Gap::None => self.stream.refuse_wait_under_own_lock(timeout)?,
                 }
             }
             let strategy = self.stream.wait_strategy();

@@ -234,7 +234,12 @@ impl LockFile {
     /// holds the lock; returns whether it could look (nobody held it).
     fn refresh_if_unlinked(&self, stream: &str) -> Result<bool> {
         // Only while nobody in this process holds the lock: claim it with a sentinel token.
+        // Not in a forked child before its adoption, which resets the owner word (a claim
+        // made before it would be given back over a lock taken after it) and reopens anyway.
         const REFRESHING: usize = 1;
+        if self.inherited() {
+            return Ok(false);
+        }
         if self
             .owner
             .compare_exchange(0, REFRESHING, Ordering::Acquire, Ordering::Relaxed)
@@ -446,7 +451,8 @@ impl LockFile {
 
     /// Whether this state came from a parent through a fork without exec.
     fn inherited(&self) -> bool {
-        self.forks.load(Ordering::Relaxed) != sys::forks()
+        // Acquire: a thread that sees the adoption's count sees its descriptor.
+        self.forks.load(Ordering::Acquire) != sys::forks()
     }
 
     /// Makes the state a forked child inherited its own: a flock belongs to the open file

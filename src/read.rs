@@ -102,7 +102,7 @@ impl Stream {
                         // Waiting for a publication that may never come: an unlink by
                         // pyshmem leaves the header valid, so look at the file (rate limited).
                         self.check_generation(false)?;
-                        self.refuse_wait_under_own_lock()?;
+                        self.refuse_wait_under_own_lock(timeout)?;
                         s
                     } else {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);
@@ -163,7 +163,7 @@ impl Stream {
                     {
                         return Err(err);
                     }
-                    self.refuse_wait_under_own_lock()?;
+                    self.refuse_wait_under_own_lock(timeout)?;
                     s
                 }
             };
@@ -197,8 +197,9 @@ impl Stream {
 
     /// Refuses a wait for a new publication while this thread holds the stream's write
     /// lock: every other writer (pyshmem's included) waits for that lock, so none can come.
-    pub(crate) fn refuse_wait_under_own_lock(&self) -> Result<()> {
-        if self.lock.held_here() {
+    /// A poll (`timeout` zero) waits for nothing and times out as usual.
+    pub(crate) fn refuse_wait_under_own_lock(&self, timeout: Option<Duration>) -> Result<()> {
+        if timeout != Some(Duration::ZERO) && self.lock.held_here() {
             return Err(Error::Unsupported {
                 name: self.name.clone(),
                 what: "a wait for a new frame while this thread holds the stream's write lock (no other writer can publish): release the WriteGuard first, or write the frame through it".into(),

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The real user id of this process.
@@ -62,13 +62,15 @@ extern "C" fn after_fork_in_child() {
 /// Starts counting forks ([`forks`]), once per process; before any state a child would
 /// inherit exists.
 pub(crate) fn watch_forks() {
-    static WATCHING: std::sync::Once = std::sync::Once::new();
-    WATCHING.call_once(|| {
+    // A flag, not a `Once`: a fork while another thread ran a `Once` would leave the
+    // child's copy running for good, and every lock there waiting on it.
+    static WATCHING: AtomicBool = AtomicBool::new(false);
+    if !WATCHING.load(Ordering::Relaxed) && !WATCHING.swap(true, Ordering::Relaxed) {
         // SAFETY: the handler is a plain `extern "C" fn()` that lives for the whole program
         // and only does what is allowed in a child of a multi-threaded fork (see above). A
         // failure (ENOMEM) leaves forks uncounted, as before this existed.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    }
 }
 
 /// Whether `pid` is this process (`own`) or a live one (the kill(2) probe is skipped for

@@ -997,6 +997,9 @@ fn waits_for_a_new_frame_under_this_threads_own_lock_are_refused_at_once() {
         assert!(m.contains(&name) && m.contains("WriteGuard"), "{m}");
     }
     assert!(t0.elapsed() < SEC / 2, "refused late: {:?}", t0.elapsed());
+    // A poll waits for nothing: it times out as it does without the lock.
+    let polled = s.read_new::<u16>(Some(Duration::ZERO)).unwrap_err();
+    assert!(matches!(polled, Error::Timeout { .. }), "{polled:?}");
     // An aborted write under the guard is reported once, then a wait is refused.
     g.write_view(|_: &mut [u16]| Err::<(), _>(std::io::Error::other("aborted")))
         .unwrap_err();

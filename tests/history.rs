@@ -784,6 +784,12 @@ fn a_cursor_waiting_under_its_own_threads_lock_is_refused_at_once() {
             "{strategy:?}: refused late, {:?}",
             t0.elapsed()
         );
+        // A poll waits for nothing: it times out as it does without the lock.
+        let polled = c.next::<u32>(Some(Duration::ZERO)).unwrap_err();
+        assert!(
+            matches!(polled, Error::Timeout { .. }),
+            "{strategy:?}: {polled:?}"
+        );
         drop(g);
     }
 }
