@@ -130,8 +130,9 @@ enum Command {
     /// through cursors; plain streams with a warning (frames missed once the recorder waits
     /// for them are counted lost). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM,
     /// SIGHUP and SIGQUIT stop it cleanly (the files finished; one ignored at the start, as
-    /// under `nohup`, stays ignored); SIGKILL leaves the current file without its frame count
-    /// (`np.load` refuses it; FITS: 0 frames) or frame table.
+    /// under `nohup`, stays ignored); SIGKILL leaves the current file (with --fsync, also one
+    /// still being put on the disk) without its frame count (`np.load` refuses it; FITS: 0
+    /// frames) or frame table.
     Record {
         /// Stream names.
         #[arg(required = true)]
@@ -155,6 +156,11 @@ enum Command {
         /// File format.
         #[arg(long, value_enum, default_value = "fits")]
         format: record::Format,
+        /// Put each file on the disk (fdatasync) as it is finished and fail on the write
+        /// errors a disk reports only then (NFS ENOSPC or quota, writeback EIO); the
+        /// recording then goes at the disk's write speed, not the page cache's.
+        #[arg(long)]
+        fsync: bool,
     },
 }
 
@@ -263,6 +269,7 @@ fn run(command: Command) -> Fallible {
             duration,
             per_file,
             format,
+            fsync,
         } => record::record(&record::Plan {
             names,
             out,
@@ -270,6 +277,7 @@ fn run(command: Command) -> Fallible {
             duration,
             per_file,
             format,
+            fsync,
         }),
     }
 }

@@ -7,6 +7,11 @@
 //! while it starts are not: a unit test of `record_stream`), a recording stopped by SIGHUP
 //! or SIGQUIT (files finished) and not by a SIGHUP ignored as under `nohup`, names too long
 //! for a file name, and the `STREAM` card (whole, however long, whatever its characters).
+//! Also: the summary counts the frames on file (not those a full disk dropped), no empty
+//! file after a stop at a file boundary, frames left unread at a signal, a `--duration`
+//! stop taking every frame published in time, GPU streams without a CPU mirror refused up
+//! front, and write errors the disk reports only at `fdatasync` with `--fsync` (injected by
+//! `LD_PRELOAD`), which is never called without it.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -219,11 +224,17 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
     let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
     assert_eq!(st.code(), Some(1), "{diag}");
     assert!(diag.contains("FAILED"), "{diag}");
+    // (4096 - 128 header bytes) / 60 bytes per frame; the summary counts those on file.
+    let kept = (4096 - 128) / 60;
+    assert_eq!(summary(&diag), (1, kept), "{diag}");
+    assert!(
+        diag.contains(&format!(", {} not recorded", 400 - kept)),
+        "{diag}"
+    );
     if common::python().is_some() {
         let (files, frames) = check(&out, "npy", 400);
         assert_eq!(files, 1);
-        // (4096 - 128 header bytes) / 60 bytes per frame
-        assert_eq!(frames, (4096 - 128) / 60, "every whole frame kept");
+        assert_eq!(frames, kept, "every whole frame kept");
     }
     let _ = std::fs::remove_dir_all(out);
 }
@@ -465,6 +476,16 @@ fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
             )) && diag.contains("FRAMES table"),
             "{diag}"
         );
+        assert_eq!(
+            summary(&diag),
+            (1, 48),
+            "the summary counts the frames on file: {diag}"
+        );
+        let taken: usize = frames.parse().unwrap();
+        assert!(
+            diag.contains(&format!(", {} not recorded", taken - 48)),
+            "{diag}"
+        );
         if let Some(stdout) = python_check(CHECK_FULL_FITS, &[out.as_os_str()], "full-disk FITS") {
             assert_eq!(stdout.trim(), "48", "the whole frames whose table fits");
         }
@@ -629,6 +650,7 @@ fn existing_recording_files_are_never_overwritten() {
             "an earlier recording"
         );
         std::fs::remove_file(&there).unwrap();
+        assert!(diag.contains("5 frames in 1 file(s)"), "{diag}");
         if common::python().is_some() {
             assert_eq!(check(&out, "npy", 5), (1, 5));
         }
@@ -942,9 +964,10 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
     common::freeze(pid);
     (1..=5).for_each(write);
     common::thaw(pid);
-    // The second cube exists once the first frame is taken: the next one is the second.
-    let second = out.join(format!("{name}_000001.npy"));
-    wait_until(&mut r, "second cube", || second.exists());
+    // The first cube is finished (its table written) once its frame is taken: the next
+    // one is the second.
+    let table = out.join(format!("{name}_000000.frames.csv"));
+    wait_until(&mut r, "first table", || table_rows(&table) == 1);
     write(6);
     let st = r.wait_timeout(LONG);
     let diag = r.diagnostics();
@@ -959,4 +982,257 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
         assert_eq!(check(&out, "npy", 1), (2, 2), "frames 5 and 6");
     }
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// Rows of the `.frames.csv` table `path` (0 while it is missing or empty).
+fn table_rows(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+/// Writes frames `frames` (every pixel and the frame id `i`) to the u16 stream `s`.
+fn publish(s: &Stream, frames: std::ops::RangeInclusive<u64>) {
+    for i in frames {
+        s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
+    let (name, _c, s) = camera("rec-whole", 512);
+    let out = out_dir("rec-whole");
+    let mut r = record(
+        &name,
+        &out,
+        &["--duration", "600", "--per-file", "2", "--format", "npy"],
+    );
+    let pid = r.pid() as i32;
+    // The first cube is there once the recorder reads the stream: every frame after is its.
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    publish(&s, 1..=4);
+    // A file is finished (its table written) once its last frame is taken.
+    let second = out.join(format!("{name}_000001.frames.csv"));
+    wait_until(&mut r, "second table", || table_rows(&second) == 2);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(st.success(), "{diag}");
+    assert!(diag.contains("4 frames in 2 file(s)"), "{diag}");
+    assert_eq!(
+        files_in(&out).len(),
+        4,
+        "no third cube: {:?}",
+        files_in(&out)
+    );
+    if common::python().is_some() {
+        assert_eq!(check(&out, "npy", 2), (2, 4));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
+    let (name, _c, s) = camera("rec-unread", 512);
+    let out = out_dir("rec-unread");
+    let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    // Frozen, the recorder finds three frames and the signal together when it runs again.
+    common::freeze(pid);
+    publish(&s, 1..=3);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    common::thaw(pid);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(st.success(), "{diag}");
+    let (files, frames) = summary(&diag);
+    assert_eq!(files, 1, "{diag}");
+    let unread = 3 - frames;
+    assert_eq!(
+        diag.contains(&format!(", {unread} left unread")),
+        unread > 0,
+        "{diag}"
+    );
+    if common::python().is_some() {
+        assert_eq!(check(&out, "npy", 1000).1, frames);
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
+    let (name, _c, s) = camera("rec-drain", 512);
+    let out = out_dir("rec-drain");
+    // Time for the recorder to start on a loaded machine; the frames come well within it.
+    let duration = Duration::from_secs(6);
+    let spawned = Instant::now();
+    let mut r = record(&name, &out, &["--duration", "6", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    // The recorder's clock started before its first cube was there.
+    let time_up = Instant::now() + duration;
+    common::freeze(pid);
+    publish(&s, 1..=20);
+    assert!(
+        spawned.elapsed() < duration,
+        "the frames came {:?} after the recorder started, too late for its {duration:?}",
+        spawned.elapsed()
+    );
+    // Its time runs out while it is frozen (its clock runs on): the frames are published
+    // but not read then.
+    std::thread::sleep(time_up.saturating_duration_since(Instant::now()));
+    common::thaw(pid);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(st.success(), "{diag}");
+    assert!(
+        diag.contains("20 frames in 1 file(s)") && diag.contains(", 0 lost"),
+        "{diag}"
+    );
+    assert_eq!(table_rows(&npy_table(&first)), 20);
+    if common::python().is_some() {
+        assert_eq!(check(&out, "npy", 1000), (1, 20));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The `.frames.csv` table beside the `.npy` cube `cube`.
+fn npy_table(cube: &Path) -> PathBuf {
+    cube.with_extension("frames.csv")
+}
+
+#[test]
+fn a_gpu_stream_without_a_cpu_mirror_is_refused_before_any_file_is_made() {
+    use shmstream::format::{FLAG_CUDA_IPC, FLAG_GPU, NewHeader};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Its header as its producer writes it, planted: the recorder refuses the stream from
+    // the header alone, so no GPU is needed.
+    let name = unique_name("rec-gpu");
+    let _c = Cleanup::new([&name]);
+    let meta = shmstream::format::encode_new(&NewHeader {
+        name: &name,
+        dtype: Dtype::F32,
+        shape: &[4],
+        flags: FLAG_GPU | FLAG_CUDA_IPC,
+        device_index: 0,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [7; 16],
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(&name)))
+        .unwrap()
+        .write_all(&meta)
+        .unwrap();
+    let out = out_dir("rec-gpu");
+    let (code, err) = record_briefly(&[&name, "--format", "npy"], &out);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("GPU stream without a CPU mirror") && err.contains("cpu_mirror(true)"),
+        "{err}"
+    );
+    assert!(!err.contains("keeps no history"), "{err}");
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A library for `LD_PRELOAD` whose `fdatasync` and `fsync` fail with EIO, as they do when
+/// the disk refuses data it had accepted (a writeback EIO, NFS ENOSPC or quota at the flush),
+/// and say on stderr that they were called ([`SYNC_CALLED`]).
+const FAILING_SYNC: &str = r#"
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+static int refuse(const char *said) {
+    (void)!write(2, said, strlen(said));
+    errno = EIO;
+    return -1;
+}
+int fdatasync(int fd) { (void)fd; return refuse("failing_sync: fdatasync called\n"); }
+int fsync(int fd) { (void)fd; return refuse("failing_sync: fsync called\n"); }
+"#;
+
+/// What [`FAILING_SYNC`] writes on stderr when it is called.
+const SYNC_CALLED: &str = "failing_sync: ";
+
+/// Records 3 frames, 2 a file, in each format with [`FAILING_SYNC`] preloaded and `extra`
+/// arguments, then `check(format, status, diagnostics, cube files)`. Skipped (said on
+/// stderr) without a C compiler.
+fn record_with_failing_sync(
+    tag: &str,
+    extra: &[&str],
+    check: impl Fn(&str, ExitStatus, &str, [PathBuf; 2]),
+) {
+    let lib_dir = out_dir(&format!("{tag}-lib"));
+    let (src, lib) = (
+        lib_dir.join("failing_sync.c"),
+        lib_dir.join("failing_sync.so"),
+    );
+    std::fs::write(&src, FAILING_SYNC).unwrap();
+    // The C compiler that builds cfitsio for this crate.
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output();
+    if !built.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    }
+    let (name, _c, s) = camera(tag, 512);
+    for format in ["npy", "fits"] {
+        let out = out_dir(tag);
+        let mut c = Command::new(bin());
+        c.args(["record", &name, "--frames", "3", "--per-file", "2"])
+            .args(["--format", format])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .env("LD_PRELOAD", &lib);
+        common::default_stop_signals(&mut c);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        let cubes = [0, 1].map(|i| out.join(format!("{name}_00000{i}.{format}")));
+        check(format, st, &diag, cubes);
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+#[test]
+fn a_write_error_reported_only_when_a_file_is_put_on_the_disk_fails_the_recording() {
+    let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
+    record_with_failing_sync("rec-sync", &["--fsync"], |format, st, diag, cubes| {
+        assert_eq!(st.code(), Some(1), "{format}: {diag}");
+        assert!(
+            diag.contains(SYNC_CALLED) && diag.contains("FAILED") && diag.contains(&eio),
+            "{format}: {diag}"
+        );
+        // The first, finished while the second filled, and the second.
+        for cube in cubes {
+            assert!(
+                diag.contains(&format!("{}: putting it on the disk", cube.display())),
+                "{format}: {diag}"
+            );
+        }
+    });
+}
+
+#[test]
+fn without_fsync_the_recorder_never_asks_the_disk_to_sync_a_file() {
+    record_with_failing_sync("rec-nosync", &[], |format, st, diag, _| {
+        assert!(st.success(), "{format}: {diag}");
+        assert!(
+            diag.contains("3 frames in 2 file(s)") && !diag.contains(SYNC_CALLED),
+            "{format}: {diag}"
+        );
+    });
 }

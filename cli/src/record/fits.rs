@@ -19,7 +19,9 @@
 //! The table we write ourselves too, when the file is finished: its size is then known to
 //! the byte (one header block and the rows, each padded to 2880 bytes), so after a full disk
 //! the cube keeps as many whole frames as fit with their table, and every write error is
-//! seen (cfitsio reports none of those it meets when it closes a file).
+//! seen (cfitsio reports none of those it meets when it closes a file; with `--fsync` the
+//! file is put on the disk with `sync_data` before it counts as finished, so errors a disk
+//! reports late are seen too).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -32,8 +34,8 @@ use fitsio::images::{ImageDescription, ImageType};
 use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::{Closed, FrameFile};
-use super::{CubeSink, FrameMeta};
+use super::frame_file::{self, Closed, FrameFile};
+use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// FITS files are made of blocks of this many bytes.
@@ -415,9 +417,9 @@ impl CubeSink for FitsCube {
 
     /// Keeps every whole frame with its table; after a full disk, the most whole frames
     /// whose table still fits in the room the file had (the rest are dropped, and said so).
-    fn finish(&mut self) -> Fallible {
+    fn finish(&mut self, sync: bool) -> Finished {
         let Some(frames) = self.frames.take() else {
-            return Ok(());
+            return Finished::new(0, Vec::new());
         };
         let Closed {
             file,
@@ -440,25 +442,29 @@ impl CubeSink for FitsCube {
                 Err(e) => break Err((keep, e)),
             }
         };
-        match written {
-            Ok(keep) if keep < whole => errors.push(format!(
-                "{path}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the FRAMES table of those kept",
-                whole - keep
-            )),
-            Ok(_) => {}
+        let kept = match written {
+            Ok(keep) => {
+                if keep < whole {
+                    errors.push(format!(
+                        "{path}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the FRAMES table of those kept",
+                        whole - keep
+                    ));
+                }
+                keep
+            }
             Err((keep, e)) => {
                 // A valid FITS file still: the image of the frames kept, without the table.
                 let _ = file.set_len(self.image_end(keep));
                 errors.push(format!(
                     "{path}: writing the FRAMES table: {e}: the file holds {keep} frames without their frame ids and times; free some space and record again"
                 ));
+                keep
             }
+        };
+        if sync {
+            errors.extend(frame_file::sync(&self.path, &file).err());
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; ").into())
-        }
+        Finished::new(kept, errors)
     }
 }
 

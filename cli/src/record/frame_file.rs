@@ -150,3 +150,14 @@ pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, Resul
     }
     (done, Ok(()))
 }
+
+/// Puts `file` (at `path`) on the disk: a write the disk refuses after accepting it (NFS
+/// ENOSPC or quota, a writeback EIO) is reported here, and nowhere else.
+pub(crate) fn sync(path: &Path, file: &File) -> Result<(), String> {
+    file.sync_data().map_err(|e| {
+        format!(
+            "{}: putting it on the disk: {e}: it may not hold what was written; check the disk (space, quota, errors) and record again",
+            path.display()
+        )
+    })
+}

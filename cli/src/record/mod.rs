@@ -1,5 +1,5 @@
 //! `shmstream record NAME... --out DIR (--frames N | --duration S) [--per-file N]
-//! [--format fits|npy]`: every frame of one or more streams into cube files.
+//! [--format fits|npy] [--fsync]`: every frame of one or more streams into cube files.
 //!
 //! Per stream, one thread waits for each frame and puts it on file: a history stream's
 //! frames through a cursor (a `.npy` cube writes them straight from the ring; FITS copies
@@ -7,16 +7,23 @@
 //! A slow disk therefore shows as a cursor overrun (counted as lost frames, reported),
 //! never as a stall of the producer, which never waits for us. Recording starts when that
 //! thread starts waiting: frames published before (while the recorder starts) are not lost
-//! ones, those it misses after are. Files: `DIR/<name>_<index>.fits` (or `.npy` +
-//! `.frames.csv`), `--per-file` frames each, `<name>` as [`file_stem`] makes it; streams
-//! whose files would share names, and existing files, are refused (nothing is overwritten).
+//! ones, those it misses after are. When `--duration` is up it still takes the frames
+//! published by then, without waiting for more; SIGINT, SIGTERM, SIGHUP or SIGQUIT stops it
+//! at once (one ignored when it started stays ignored, as `nohup` ignores SIGHUP), counting
+//! the frames left unread. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`),
+//! `--per-file` frames each, `<name>` as [`file_stem`] makes it: the first is created when
+//! recording starts, each next one when its first frame is in hand. Streams whose files
+//! would share names, and existing files, are refused (nothing is overwritten). A full file
+//! is finished (table, header: cheap) before the next one fills, and left to the page
+//! cache; with `--fsync` it is also put on the disk (`fdatasync`, failing on the write
+//! errors a disk reports only then), on a thread of its own while the next one fills, so
+//! the recording goes at the disk's write speed. The summary counts the frames on file.
 //! Exit status 1 if any frame was lost or any file failed; frames already written stay
-//! readable (the current file is closed with what it holds), also when SIGINT, SIGTERM,
-//! SIGHUP or SIGQUIT stops the recording (one ignored when it started stays ignored, as
-//! `nohup` ignores SIGHUP). SIGKILL (or a crash) leaves the current file unfinished: the
-//! frames already handed to the kernel are there, but a `.npy` header still gives
-//! `2**64 - 1` frames (`np.load` refuses it) beside an empty `.frames.csv`, and a FITS
-//! header 0 frames, with no `FRAMES` table.
+//! readable (the current file is closed with what it holds), also after a signal. SIGKILL
+//! (or a crash) leaves the current file (with `--fsync`, also one still being finished)
+//! unfinished: the frames already handed to the kernel are there, but a `.npy` header still
+//! gives `2**64 - 1` frames (`np.load` refuses it) beside an empty `.frames.csv`, and a
+//! FITS header 0 frames, with no `FRAMES` table.
 
 mod fits;
 mod frame_file;
@@ -55,6 +62,8 @@ pub(crate) struct Plan {
     pub(crate) duration: Option<Duration>,
     pub(crate) per_file: usize,
     pub(crate) format: Format,
+    /// Put each file on the disk as it is finished (`--fsync`).
+    pub(crate) fsync: bool,
 }
 
 /// Per-frame metadata kept beside the cube.
@@ -82,16 +91,46 @@ pub(crate) trait CubeSink {
     fn commit_in_place(&mut self, written: std::io::Result<()>, meta: FrameMeta) -> Fallible;
     /// Frames appended so far.
     fn frames(&self) -> usize;
-    /// Writes what remains (sizes, tables) and closes the file. Idempotent.
-    fn finish(&mut self) -> Fallible;
+    /// Writes what remains (sizes, tables), with `sync` puts the file on the disk
+    /// (`sync_data`, which reports the write errors a disk reports late: NFS ENOSPC or
+    /// quota, writeback EIO), and closes it. A second call finds nothing to finish (0 frames).
+    fn finish(&mut self, sync: bool) -> Finished;
+}
+
+/// A cube file finished: the frames it holds, and why not all those appended (or why they
+/// may not be on the disk).
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) frames: usize,
+    pub(crate) result: Result<(), String>,
+}
+
+impl Finished {
+    /// `frames` on file, and the errors met finishing it (none: it holds every frame).
+    pub(crate) fn new(frames: usize, errors: Vec<String>) -> Finished {
+        Finished {
+            frames,
+            result: if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            },
+        }
+    }
 }
 
 /// Counters one stream's threads update and the progress line reads.
 #[derive(Debug, Default)]
 struct Progress {
+    /// Frames taken from the stream.
     frames: AtomicU64,
+    /// Frames in finished files.
+    kept: AtomicU64,
     lost: AtomicU64,
+    /// Files opened.
     files: AtomicU64,
+    /// Frames published and not read when a signal stopped the recording.
+    unread: AtomicU64,
     done: AtomicBool,
     /// Nanoseconds from the start until the last frame was on file (set when done).
     took_ns: AtomicU64,
@@ -245,6 +284,12 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         // The ring holds many frames: sleep in the futex between them rather than spin on a
         // core the producer and the file writer need.
         s.set_wait_strategy(WaitStrategy::Park);
+        if s.gpu_enabled() && !s.cpu_mirror() {
+            return Err(format!(
+                "stream '{name}' is a GPU stream without a CPU mirror, and record reads frames from host memory: have its producer create it with cpu_mirror(true) (and history(n), to record every frame)"
+            )
+            .into());
+        }
         if plan.format == Format::Fits {
             fits::image_type(s.dtype()).map_err(|e| format!("stream '{name}': {e}"))?;
         }
@@ -287,18 +332,30 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     });
     let mut lost_total = 0;
     for ((s, p), r) in streams.iter().zip(&progress).zip(&results) {
-        let frames = p.frames.load(Ordering::Relaxed);
+        let kept = p.kept.load(Ordering::Relaxed);
+        // Taken but not on file (a full disk, a file that failed): the error says why.
+        let not_recorded = p.frames.load(Ordering::Relaxed).saturating_sub(kept);
+        let unread = p.unread.load(Ordering::Relaxed);
         let lost = p.lost.load(Ordering::Relaxed);
         // This stream's own time, not the progress line's tick at which we noticed it ended.
         let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
         lost_total += lost;
-        let mb = frames as f64 * s.size_bytes() as f64 / 1e6;
+        let mb = kept as f64 * s.size_bytes() as f64 / 1e6;
+        let count = |n: u64, what: &str| {
+            if n > 0 {
+                format!(", {n} {what}")
+            } else {
+                String::new()
+            }
+        };
         term::errln!(
-            "{}: {frames} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}",
+            "{}: {kept} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}{}{}",
             term::printable(s.name()),
             p.files.load(Ordering::Relaxed),
             mb,
             mb / secs,
+            count(not_recorded, "not recorded"),
+            count(unread, "left unread"),
             match r {
                 Ok(()) => String::new(),
                 Err(e) => format!(", FAILED: {}", term::printable(e)),
@@ -370,7 +427,8 @@ enum Staged {
 /// One stream, on this thread: wait for the next frame, put it on file, repeat. A history
 /// stream's frames go from the ring to the file (a `.npy` cube writes them where they lie,
 /// [`shmstream::Cursor::next_in_place`]; FITS copies and encodes them first); a plain
-/// stream's are copied out with `read_new`. The producer never waits for us: a disk slower
+/// stream's, and the first of each file after the first, are copied out (`read_new`,
+/// [`shmstream::Cursor::next_into_bytes`]). The producer never waits for us: a disk slower
 /// than the stream shows as frames the ring overwrote, counted as lost.
 fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fallible {
     let mut cursor = if s.history_depth() > 0 {
@@ -379,43 +437,63 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
         None
     };
     let mut buf = Buffer::new(s.size_bytes());
-    let mut sink: Option<Box<dyn CubeSink>> = None;
-    let mut index = 0usize;
+    let mut cubes = Cubes {
+        s,
+        plan,
+        p,
+        current: None,
+        next: 0,
+        finishing: None,
+    };
     let mut taken = 0u64;
     // Recording starts here. A plain stream's first `read_new` counts as missed every frame
     // since it was opened (while the recorder started): its lost ones are those after this.
     let start_count = s.count();
+    // The count of the last frame taken.
+    let mut last = start_count;
+    // Once `--duration` is up, the stream's count then: the frames up to it are still taken.
+    let mut drain_to = None;
     let result = (|| -> Fallible {
+        // The first file is there from the start.
+        cubes.current()?;
         loop {
-            let out_of_time = plan.duration.is_some_and(|d| started.elapsed() >= d);
-            let enough = plan.frames.is_some_and(|n| taken >= n);
-            if out_of_time || enough || crate::watch::stop_requested() {
+            if plan.frames.is_some_and(|n| taken >= n) {
                 return Ok(());
             }
-            if sink.as_ref().is_some_and(|k| k.frames() >= plan.per_file)
-                && let Some(mut k) = sink.take()
-            {
-                k.finish()?;
+            if crate::watch::stop_requested() {
+                p.unread
+                    .store(s.count().saturating_sub(last), Ordering::Relaxed);
+                return Ok(());
             }
-            let k = match &mut sink {
-                Some(k) => k,
-                None => {
-                    index += 1;
-                    p.files.fetch_add(1, Ordering::Relaxed);
-                    sink.insert(open_sink(s, plan, index - 1)?)
-                }
-            };
-            let got = match (cursor.as_mut(), k.in_place()) {
-                (Some(c), Some((file, at))) => c
-                    .next_in_place(Some(POLL), |frame| frame.write_at(file, at))
-                    .map(|(info, written)| (info, Staged::Written(written))),
-                (Some(c), None) => {
-                    let dst = buf.bytes_mut();
-                    c.next_in_place(Some(POLL), |frame| k.store_from_ring(&frame, dst))
-                        .map(|(info, stored)| (info, Staged::Stored(stored)))
-                }
+            if drain_to.is_none() && plan.duration.is_some_and(|d| started.elapsed() >= d) {
+                drain_to = Some(s.count());
+            }
+            if drain_to.is_some_and(|to| last >= to) {
+                return Ok(());
+            }
+            // After the time is up, only frames already there.
+            let wait = Some(if drain_to.is_some() {
+                Duration::ZERO
+            } else {
+                POLL
+            });
+            let got = match (cursor.as_mut(), cubes.current.as_deref()) {
+                (Some(c), Some(k)) => match k.in_place() {
+                    Some((file, at)) => c
+                        .next_in_place(wait, |frame| frame.write_at(file, at))
+                        .map(|(info, written)| (info, Staged::Written(written))),
+                    None => {
+                        let dst = buf.bytes_mut();
+                        c.next_in_place(wait, |frame| k.store_from_ring(&frame, dst))
+                            .map(|(info, stored)| (info, Staged::Stored(stored)))
+                    }
+                },
+                // No file open: the frame waits in the buffer while the next one is opened.
+                (Some(c), None) => c
+                    .next_into_bytes(buf.bytes_mut(), wait)
+                    .map(|info| (info, Staged::Raw)),
                 (None, _) => s
-                    .read_new_into_bytes(buf.bytes_mut(), Some(POLL))
+                    .read_new_into_bytes(buf.bytes_mut(), wait)
                     .map(|info| (info, Staged::Raw)),
             };
             match got {
@@ -426,20 +504,25 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                         info.missed
                     };
                     p.lost.fetch_add(lost, Ordering::Relaxed);
+                    taken += 1;
+                    last = info.count;
+                    p.frames.fetch_add(1, Ordering::Relaxed);
                     let meta = FrameMeta {
                         frame_id: info.frame_id,
                         count: info.count,
                         write_time: info.write_time,
                         record_time: unix_now(),
                     };
+                    let k = cubes.current()?;
                     match staged {
                         Staged::Written(w) => k.commit_in_place(w, meta)?,
                         Staged::Stored(Ok(())) => k.push_stored(buf.bytes_mut(), meta)?,
                         Staged::Stored(Err(e)) => return Err(e.into()),
                         Staged::Raw => k.push(buf.bytes_mut(), meta)?,
                     }
-                    taken += 1;
-                    p.frames.fetch_add(1, Ordering::Relaxed);
+                    if k.frames() >= plan.per_file {
+                        cubes.close()?;
+                    }
                 }
                 Err(Error::Overrun { lost, cause, .. }) => {
                     // Lapped: resume an eighth of the ring ahead of the oldest frame, not at
@@ -448,6 +531,12 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     p.lost.fetch_add(lost + skipped, Ordering::Relaxed);
                 }
+                // Drained: no more frames are there.
+                Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. })
+                    if drain_to.is_some() =>
+                {
+                    return Ok(());
+                }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -455,14 +544,97 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
     })();
     // Close the current file with the frames it holds, also after an error (whose
     // consequences for the file closing may add to it).
-    let closed = sink.as_mut().map_or(Ok(()), |k| k.finish());
-    match (result, closed) {
-        (Err(e), Err(also)) => Err(format!("{e}; {also}").into()),
-        (result, closed) => result.and(closed),
+    both(result, cubes.finish_all())
+}
+
+/// `a`, and `b`'s error too.
+fn both(a: Fallible, b: Fallible) -> Fallible {
+    match (a, b) {
+        (Err(a), Err(b)) => Err(format!("{a}; {b}").into()),
+        (a, b) => a.and(b),
     }
 }
 
-fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink>> {
+/// One stream's cube files: the one being filled, and with `--fsync` the one before it being
+/// finished.
+struct Cubes<'a> {
+    s: &'a Stream,
+    plan: &'a Plan,
+    p: &'a Progress,
+    current: Option<Box<dyn CubeSink + Send>>,
+    /// Index of the next file to open.
+    next: usize,
+    /// The thread finishing the last file closed (`--fsync` only).
+    finishing: Option<std::thread::JoinHandle<Finished>>,
+}
+
+impl Cubes<'_> {
+    /// The file being filled, opening the next one if none is.
+    fn current(&mut self) -> Fallible<&mut (dyn CubeSink + Send + 'static)> {
+        let k = match self.current.take() {
+            Some(k) => k,
+            None => {
+                let k = open_sink(self.s, self.plan, self.next)?;
+                self.next += 1;
+                self.p.files.fetch_add(1, Ordering::Relaxed);
+                k
+            }
+        };
+        Ok(&mut **self.current.insert(k))
+    }
+
+    /// Finishes the current file: here, or with `--fsync` on a thread of its own (putting it
+    /// on the disk takes a while, and the stream does not wait; here if none starts) once
+    /// the one before it is finished. Fails with the errors of the files finished by then.
+    fn close(&mut self) -> Fallible {
+        let Some(mut k) = self.current.take() else {
+            return Ok(());
+        };
+        if !self.plan.fsync {
+            return self.count(k.finish(false));
+        }
+        let before = self.join();
+        let (file, to_finish) = std::sync::mpsc::sync_channel::<Box<dyn CubeSink + Send>>(1);
+        let thread = std::thread::Builder::new().spawn(move || match to_finish.recv() {
+            Ok(mut k) => k.finish(true),
+            Err(_) => Finished::new(0, Vec::new()),
+        });
+        // A thread that did not start dropped its end: the file comes back.
+        let here = match file.send(k) {
+            Ok(()) => {
+                self.finishing = thread.ok();
+                Ok(())
+            }
+            Err(std::sync::mpsc::SendError(mut k)) => self.count(k.finish(true)),
+        };
+        both(before, here)
+    }
+
+    /// Waits until the last file closed is finished, counting its frames.
+    fn join(&mut self) -> Fallible {
+        let Some(h) = self.finishing.take() else {
+            return Ok(());
+        };
+        let done = h.join().unwrap_or_else(|_| {
+            Finished::new(0, vec!["a thread finishing a file panicked".into()])
+        });
+        self.count(done)
+    }
+
+    /// Counts the frames of a finished file; fails with its error.
+    fn count(&self, done: Finished) -> Fallible {
+        self.p.kept.fetch_add(done.frames as u64, Ordering::Relaxed);
+        done.result.map_err(Into::into)
+    }
+
+    /// Closes the current file and waits until every file is finished.
+    fn finish_all(&mut self) -> Fallible {
+        let closed = self.close();
+        both(closed, self.join())
+    }
+}
+
+fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink + Send>> {
     let path = cube_path(plan, &file_stem(s.name()), index);
     Ok(match plan.format {
         Format::Fits => Box::new(fits::FitsCube::create(
@@ -514,6 +686,7 @@ mod tests {
             duration: None,
             per_file: 1,
             format: Format::Npy,
+            fsync: false,
         };
         std::fs::create_dir_all(&plan.out).unwrap();
         let p = Progress::default();

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::{Closed, FrameFile, write_counted};
-use super::{CubeSink, FrameMeta};
+use super::frame_file::{self, Closed, FrameFile, write_counted};
+use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// numpy's type string for a stream dtype (little-endian, as streams are on x86-64).
@@ -180,9 +180,9 @@ impl CubeSink for NpyCube {
 
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
     /// table short: the frames after its last row are dropped, and said so).
-    fn finish(&mut self) -> Fallible {
+    fn finish(&mut self, sync: bool) -> Finished {
         let Some(frames) = self.frames.take() else {
-            return Ok(());
+            return Finished::new(0, Vec::new());
         };
         let Closed {
             file,
@@ -191,15 +191,14 @@ impl CubeSink for NpyCube {
             flushed,
             ..
         } = frames.close();
-        // First cut any part-written frame: on a full disk that frees room for the table.
-        file.set_len(end)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let (rows, tabled) = write_table(&self.table, &table_lines(&self.meta[..whole]));
-        let h = header(self.dtype, rows as u64, &self.shape, self.header_len);
-        file.set_len((self.header_len + rows * self.frame_bytes) as u64)
-            .and_then(|()| file.write_all_at(&h, 0))
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        let failed = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        // First cut any part-written frame: on a full disk that frees room for the table.
+        if let Err(e) = file.set_len(end) {
+            errors.push(failed(e));
+            return Finished::new(0, errors);
+        }
+        let (rows, tabled) = write_table(&self.table, &table_lines(&self.meta[..whole]));
         if let Err(e) = tabled {
             errors.push(format!(
                 "{}: writing the frame table: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; free some space and record again",
@@ -207,11 +206,27 @@ impl CubeSink for NpyCube {
                 whole - rows
             ));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; ").into())
+        let h = header(self.dtype, rows as u64, &self.shape, self.header_len);
+        // Without its real header the cube holds no frame `np.load` reads.
+        let kept = match file
+            .set_len((self.header_len + rows * self.frame_bytes) as u64)
+            .and_then(|()| file.write_all_at(&h, 0))
+        {
+            Ok(()) => rows,
+            Err(e) => {
+                errors.push(failed(e));
+                0
+            }
+        };
+        if sync {
+            for (path, f) in [
+                (self.path.clone(), &file),
+                (sidecar(&self.path), &self.table),
+            ] {
+                errors.extend(frame_file::sync(&path, f).err());
+            }
         }
+        Finished::new(kept, errors)
     }
 }
 
