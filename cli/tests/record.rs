@@ -1063,6 +1063,40 @@ fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// The number before `what` in the summary line (", 12 lost"), 0 if it is not there.
+fn summary_count(diag: &str, what: &str) -> u64 {
+    let line = diag.lines().find(|l| l.contains(" frames in ")).unwrap();
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(what)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A signal after the writer lapped the recorder's cursor: every frame published is on
+/// file, lost or left unread, once (the lapped ones were counted lost and again unread).
+#[test]
+fn frames_lost_to_a_lap_before_a_signal_are_not_counted_unread_too() {
+    let (name, _c, s) = camera("rec-lap-unread", 8);
+    let out = out_dir("rec-lap-unread");
+    let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    common::freeze(pid);
+    publish(&s, 1..=20);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    common::thaw(pid);
+    r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    let kept = summary(&diag).1 as u64;
+    let (lost, unread) = (
+        summary_count(&diag, "lost"),
+        summary_count(&diag, "left unread"),
+    );
+    assert_eq!(kept + lost + unread, 20, "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
     let (name, _c, s) = camera("rec-drain", 512);

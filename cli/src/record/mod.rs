@@ -530,11 +530,18 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     // overwrite every frame we read there while we read it).
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     p.lost.fetch_add(lost + skipped, Ordering::Relaxed);
+                    // Counted: not to be counted again as unread, nor drained past.
+                    last = last.saturating_add(lost + skipped);
                 }
-                // Drained: no more frames are there.
+                // Drained: no more frames are there. A plain stream's read found none (a write
+                // in flight, with no time to wait for it): those published by the deadline
+                // and not taken are lost.
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. })
-                    if drain_to.is_some() =>
+                    if let Some(to) = drain_to =>
                 {
+                    if cursor.is_none() {
+                        p.lost.fetch_add(to.saturating_sub(last), Ordering::Relaxed);
+                    }
                     return Ok(());
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
