@@ -1192,7 +1192,14 @@ static int refuse(const char *said) {
 }
 int fdatasync(int fd) { (void)fd; return refuse("failing_sync: fdatasync called\n"); }
 int fsync(int fd) { (void)fd; return refuse("failing_sync: fsync called\n"); }
+__attribute__((constructor)) static void loaded(void) {
+    (void)!write(2, "failing_sync loaded\n", 20);
+}
 "#;
+
+/// What [`FAILING_SYNC`] writes on stderr when the loader preloads it: without it a test
+/// of the library's effect would test nothing.
+const SYNC_LOADED: &str = "failing_sync loaded";
 
 /// What [`FAILING_SYNC`] writes on stderr when it is called.
 const SYNC_CALLED: &str = "failing_sync: ";
@@ -1235,6 +1242,10 @@ fn record_with_failing_sync(
         common::default_stop_signals(&mut c);
         let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
         let cubes = [0, 1].map(|i| out.join(format!("{name}_00000{i}.{format}")));
+        assert!(
+            diag.contains(SYNC_LOADED),
+            "{format}: not preloaded: {diag}"
+        );
         check(format, st, &diag, cubes);
         let _ = std::fs::remove_dir_all(out);
     }
