@@ -77,7 +77,8 @@ impl StreamOptions {
         self.notify = notify;
         self
     }
-    /// Unlink the stream when the creating handle is dropped.
+    /// Unlink the stream when the creating handle is dropped (in the creating process: a
+    /// child forked without exec that drops its copy leaves the stream).
     pub fn auto_unlink(&mut self, auto_unlink: bool) -> &mut Self {
         self.auto_unlink = auto_unlink;
         self
@@ -215,6 +216,9 @@ pub struct Stream {
     pub(crate) readonly: bool,
     pub(crate) owner: bool,
     pub(crate) auto_unlink: bool,
+    /// [`sys::forks`] when opened: a copy a child forked without exec inherited is its
+    /// parent's, whose auto-unlink the child's drop leaves alone.
+    forks: u64,
     /// GPU streams: the device payload (or why this handle has none). Declared before
     /// `meta` and `payload` so it drops first: it may hold driver registrations of the
     /// header and payload pages, and its drop waits for its CUDA stream, which may still
@@ -468,6 +472,7 @@ impl Stream {
             readonly,
             owner,
             auto_unlink,
+            forks: sys::forks(),
             header,
             meta,
             payload,
@@ -638,7 +643,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
-        if self.owner && self.auto_unlink {
+        if self.owner && self.auto_unlink && self.forks == sys::forks() {
             crate::gpu::settle(self);
             // Never panic in drop; a stream replaced meanwhile is left alone (Stale).
             let _ = catalog::unlink_generation(&self.name, Some(self.instance_id));
@@ -738,6 +743,9 @@ fn decode_after_creation(
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
     loop {
         match NameLock::try_take(&lock, name) {
+            // A creation that failed removed what it made (pyshmem unlinks its segments when
+            // its CUDA setup fails): the stream is not there, whatever our mapping shows.
+            Ok(Some(_held)) if meta.is_unlinked() => return Err(not_found(name)),
             Ok(Some(_held)) => return Ok(format::decode(&meta.snapshot(META_BYTES), Some(name))),
             Ok(None) => {}
             Err(_) => return Ok(Err(first)),

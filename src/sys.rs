@@ -101,9 +101,23 @@ pub(crate) fn process_running(pid: i64) -> bool {
     pid_alive(pid) && !exited(pid)
 }
 
-/// Whether `/proc` shows `pid` as exited and not reaped (state `Z`, or `X` while it goes). A
-/// `/proc` that does not show the process (another pid namespace, `hidepid`) says nothing.
+/// Whether `/proc` shows `pid` as exited and not reaped (state `Z`, or `X` while it goes),
+/// with no thread left: a main thread that ended while others run shows `Z` too, and the
+/// process lives on. A `/proc` that does not show the process (another pid namespace,
+/// `hidepid`) says nothing.
 fn exited(pid: i64) -> bool {
+    leader_exited(pid) && !has_other_threads(pid)
+}
+
+/// Whether `pid`'s thread group has a thread besides its leader (`/proc/PID/task`).
+fn has_other_threads(pid: i64) -> bool {
+    let leader = pid.to_string();
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .is_ok_and(|d| d.flatten().any(|t| t.file_name() != leader.as_str()))
+}
+
+/// Whether `/proc` shows `pid`'s main thread as exited (state `Z` or `X`).
+fn leader_exited(pid: i64) -> bool {
     let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -340,5 +354,54 @@ mod tests {
         child.wait().unwrap();
         assert!(!pid_alive(p) && !process_running(p));
         assert!(!process_running(0) && !process_running(-1) && !process_running(i64::MAX));
+    }
+
+    /// A process whose main thread ended while another thread runs (`pthread_exit` in
+    /// `main`, the `exit` system call here) shows its leader as a zombie, and is running: its streams are live ones
+    /// (`list` called them dead, and `purge` removed them).
+    #[test]
+    fn a_process_whose_main_thread_ended_is_running_while_another_thread_runs() {
+        extern "C" fn sleeper(_: *mut libc::c_void) -> *mut libc::c_void {
+            // SAFETY: plain calls; the parent kills the process well before the sleep ends.
+            unsafe {
+                libc::sleep(60);
+                libc::_exit(0)
+            }
+        }
+        // SAFETY: the forked child only starts a thread and ends its own (async-signal-safe
+        // enough under glibc, whose fork resets the allocator's locks); it never returns here.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: `t` is a valid out-pointer; `sleeper` lives for the whole program.
+            unsafe {
+                if libc::pthread_create(&mut t, std::ptr::null(), sleeper, std::ptr::null_mut())
+                    != 0
+                {
+                    libc::_exit(1);
+                }
+                // The thread alone ends (`exit`, not `exit_group`; `pthread_exit` would
+                // unwind through Rust frames).
+                libc::syscall(libc::SYS_exit, 0);
+                libc::_exit(1);
+            }
+        }
+        let p = i64::from(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !leader_exited(p) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child's main thread never ended"
+            );
+            std::thread::yield_now();
+        }
+        let running = process_running(p);
+        // SAFETY: our own child, killed and reaped.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(running, "a process with a live thread was taken for exited");
     }
 }

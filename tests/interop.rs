@@ -471,6 +471,26 @@ fn open_during_a_slow_pyshmem_create_waits_for_the_stream() {
     p.wait_success(LONG);
 }
 
+/// A pyshmem creation that fails after its `_meta` exists removes its segments: `open` and
+/// `stat` waiting for it then report the stream not found (they reported a corrupt header,
+/// whose remedy, unlink, then said "not found" too).
+#[test]
+fn open_during_a_pyshmem_create_that_fails_finds_no_stream() {
+    let Some(py) = python() else { return };
+    let name = unique_name("interop-failed-create");
+    let _c = Cleanup::new([&name]);
+    let mut p = Proc::spawn(py_command(
+        &py,
+        "peer.py",
+        &["create_failing", &name, "1.0"],
+    ));
+    p.expect_line("creating", LONG);
+    let opened = Stream::open_readonly(&name).map(drop);
+    assert!(matches!(opened, Err(Error::NotFound { .. })), "{opened:?}");
+    p.expect_line("failed", LONG);
+    p.wait_success(LONG);
+}
+
 #[test]
 fn names_with_a_slash_are_shared_with_pyshmem() {
     let Some(py) = python() else { return };

@@ -121,6 +121,33 @@ fn child_entry() {
             block_on_stdin();
             drop(g);
         }
+        // Creates `name` with auto-unlink, forks without exec; the forked child drops its
+        // copy of the handle and leaves. The parent says whether the stream is still there,
+        // then drops its own.
+        "fork_auto_unlink" => {
+            let s = StreamOptions::new(&name)
+                .shape(&[4])
+                .dtype(Dtype::I32)
+                .auto_unlink(true)
+                .create()
+                .unwrap();
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                drop(s);
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            let there = shmstream::stat(&name).is_ok();
+            say(&format!("after the child's drop: there {there}"));
+            drop(s);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -417,4 +444,20 @@ fn a_child_forked_without_exec_is_excluded_by_its_parent_s_lock() {
     p.close_stdin();
     p.wait_success(LONG);
     drop(s.lock(Some(LONG)).unwrap());
+}
+
+#[test]
+fn a_child_forked_without_exec_leaves_its_parent_s_auto_unlink_stream() {
+    let name = unique_name("fork-auto");
+    let _c = Cleanup::new([&name]);
+    let mut p = child("child_entry", "fork_auto_unlink")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(
+        p.expect_line("after the child's drop: ", LONG),
+        "there true"
+    );
+    p.wait_success(LONG);
+    // The parent's own drop removed it.
+    assert!(shmstream::stat(&name).is_err());
 }

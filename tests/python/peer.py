@@ -179,6 +179,26 @@ def cmd_create_slowly(name, seconds):
     s.close()
 
 
+def cmd_create_failing(name, seconds):
+    """Starts creating `name` as pyshmem does, saying "creating", and fails `seconds` later
+    inside the header's initialization (as a GPU stream's CUDA setup can): pyshmem removes
+    the segments it made. Says "failed"."""
+    init = pyshmem._shared._MetadataView.__init__
+
+    def failing(self, buffer, *, initialize=False):
+        if initialize:
+            say("creating")
+            time.sleep(float(seconds))
+            raise RuntimeError("the creation fails here")
+        init(self, buffer, initialize=initialize)
+
+    pyshmem._shared._MetadataView.__init__ = failing
+    try:
+        pyshmem.create(name, shape=(4,), dtype=np.uint8)
+    except RuntimeError:
+        say("failed")
+
+
 COMMANDS = {
     "create_write": cmd_create_write,
     "read_dump": cmd_read_dump,
@@ -194,6 +214,7 @@ COMMANDS = {
     "create_unlink_loop": cmd_create_unlink_loop,
     "write_n": cmd_write_n,
     "create_slowly": cmd_create_slowly,
+    "create_failing": cmd_create_failing,
 }
 
 if __name__ == "__main__":
