@@ -692,38 +692,48 @@ pub(crate) fn not_found(name: &str) -> Error {
 /// [`DECODE_RETRY`] before it counts as corrupt.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
-    let meta = loop {
-        match Segment::open_prefix(&name::meta_id(name), true, META_BYTES) {
-            Ok(m) if m.len() >= META_BYTES || Instant::now() >= deadline => break m,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData && Instant::now() < deadline => {}
-            Ok(_) => {}
-            Err(e) => {
-                return Err(match e.kind() {
-                    std::io::ErrorKind::NotFound => not_found(name),
-                    std::io::ErrorKind::InvalidData => Error::CorruptHeader {
-                        name: name.to_owned(),
-                        rule: FormatError::TooShort(0),
-                    },
-                    _ => Error::io(name, "opening the metadata segment", e),
-                });
+    // A `_meta` removed under a creation we waited for (it failed) is looked for again: a
+    // new generation may have taken the name since.
+    'look: loop {
+        let meta = loop {
+            match Segment::open_prefix(&name::meta_id(name), true, META_BYTES) {
+                Ok(m) if m.len() >= META_BYTES || Instant::now() >= deadline => break m,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::InvalidData && Instant::now() < deadline => {
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(match e.kind() {
+                        std::io::ErrorKind::NotFound => not_found(name),
+                        std::io::ErrorKind::InvalidData => Error::CorruptHeader {
+                            name: name.to_owned(),
+                            rule: FormatError::TooShort(0),
+                        },
+                        _ => Error::io(name, "opening the metadata segment", e),
+                    });
+                }
             }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let h = match decode_retrying(&meta, Some(name)) {
-        Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
-            decode_retrying(&meta, Some(name))
-        }
-        Err(e @ (FormatError::BadMagic | FormatError::MissingName)) => {
-            decode_after_creation(&meta, name, e)?
-        }
-        decoded => decoded,
-    };
-    let h = h.map_err(|rule| Error::CorruptHeader {
-        name: name.to_owned(),
-        rule,
-    })?;
-    Ok((meta, h))
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let h = match decode_retrying(&meta, Some(name)) {
+            Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
+                decode_retrying(&meta, Some(name))
+            }
+            Err(e @ (FormatError::BadMagic | FormatError::MissingName)) => {
+                match decode_after_creation(&meta, name, e)? {
+                    Some(decoded) => decoded,
+                    None if Instant::now() < deadline + DEFAULT_TIMEOUT => continue 'look,
+                    None => return Err(not_found(name)),
+                }
+            }
+            decoded => decoded,
+        };
+        let h = h.map_err(|rule| Error::CorruptHeader {
+            name: name.to_owned(),
+            rule,
+        })?;
+        return Ok((meta, h));
+    }
 }
 
 /// pyshmem's `create` zero-fills the payload before it writes the header's magic, and sets up
@@ -731,27 +741,30 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
 /// is held may be a creation in progress (seconds for a large or GPU stream). Waits for the
 /// lock to be free (up to [`DEFAULT_TIMEOUT`], then the stream is not there yet: `NotFound`,
 /// as row 19 promises) and decodes again under it; a creator that died leaves the header as
-/// corrupt as it was, and `first` is what a lock this process cannot open reports.
+/// corrupt as it was, and `first` is what a lock this process cannot open reports. `None`:
+/// the creation failed and removed this `_meta` (look at the name again).
 fn decode_after_creation(
     meta: &Segment,
     name: &str,
     first: FormatError,
-) -> Result<std::result::Result<Header, FormatError>> {
+) -> Result<Option<std::result::Result<Header, FormatError>>> {
     let Ok(lock) = LockFile::attach(&name::lock_path(name), name) else {
-        return Ok(Err(first));
+        return Ok(Some(Err(first)));
     };
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
     loop {
         match NameLock::try_take(&lock, name) {
             // A creation that failed removed what it made (pyshmem unlinks its segments when
             // its CUDA setup fails): the stream is not there, whatever our mapping shows.
-            Ok(Some(_held)) if meta.is_unlinked() => return Err(not_found(name)),
-            Ok(Some(_held)) => return Ok(format::decode(&meta.snapshot(META_BYTES), Some(name))),
+            Ok(Some(_held)) if meta.is_unlinked() => return Ok(None),
+            Ok(Some(_held)) => {
+                return Ok(Some(format::decode(&meta.snapshot(META_BYTES), Some(name))));
+            }
             Ok(None) => {}
-            Err(_) => return Ok(Err(first)),
+            Err(_) => return Ok(Some(Err(first))),
         }
         if let Ok(h) = format::decode(&meta.snapshot(META_BYTES), Some(name)) {
-            return Ok(Ok(h));
+            return Ok(Some(Ok(h)));
         }
         if Instant::now() >= deadline {
             return Err(not_found(name));

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The real user id of this process.
@@ -62,14 +62,30 @@ extern "C" fn after_fork_in_child() {
 /// Starts counting forks ([`forks`]), once per process; before any state a child would
 /// inherit exists.
 pub(crate) fn watch_forks() {
-    // A flag, not a `Once`: a fork while another thread ran a `Once` would leave the
-    // child's copy running for good, and every lock there waiting on it.
-    static WATCHING: AtomicBool = AtomicBool::new(false);
-    if !WATCHING.load(Ordering::Relaxed) && !WATCHING.swap(true, Ordering::Relaxed) {
+    // Not a `Once`: a fork while another thread ran it would leave the child's copy running
+    // for good, and every lock there waiting on it. A thread that finds the registration
+    // under way waits for it a moment (in such a child, that moment ends).
+    const NONE: u8 = 0;
+    const UNDER_WAY: u8 = 1;
+    const DONE: u8 = 2;
+    static WATCHING: AtomicU8 = AtomicU8::new(NONE);
+    if WATCHING.load(Ordering::Acquire) == DONE {
+        return;
+    }
+    if WATCHING
+        .compare_exchange(NONE, UNDER_WAY, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
         // SAFETY: the handler is a plain `extern "C" fn()` that lives for the whole program
         // and only does what is allowed in a child of a multi-threaded fork (see above). A
         // failure (ENOMEM) leaves forks uncounted, as before this existed.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        WATCHING.store(DONE, Ordering::Release);
+        return;
+    }
+    let since = std::time::Instant::now();
+    while WATCHING.load(Ordering::Acquire) != DONE && since.elapsed() < Duration::from_millis(1) {
+        std::hint::spin_loop();
     }
 }
 
@@ -106,27 +122,35 @@ pub(crate) fn process_running(pid: i64) -> bool {
 /// process lives on. A `/proc` that does not show the process (another pid namespace,
 /// `hidepid`) says nothing.
 fn exited(pid: i64) -> bool {
-    leader_exited(pid) && !has_other_threads(pid)
+    leader_exited(pid) && !has_live_threads(pid)
 }
 
-/// Whether `pid`'s thread group has a thread besides its leader (`/proc/PID/task`).
-fn has_other_threads(pid: i64) -> bool {
+/// Whether a thread of `pid`'s group besides its leader has not exited (`/proc/PID/task`; a
+/// traced process's dead threads stay there, exited, until their tracer reaps them).
+fn has_live_threads(pid: i64) -> bool {
     let leader = pid.to_string();
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .is_ok_and(|d| d.flatten().any(|t| t.file_name() != leader.as_str()))
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| {
+        d.flatten().any(|t| {
+            t.file_name() != leader.as_str()
+                && !shows_exited(&t.path().join("stat")).unwrap_or(true)
+        })
+    })
 }
 
 /// Whether `/proc` shows `pid`'s main thread as exited (state `Z` or `X`).
 fn leader_exited(pid: i64) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    shows_exited(std::path::Path::new(&format!("/proc/{pid}/stat"))).unwrap_or(false)
+}
+
+/// Whether a `/proc` `stat` file shows state `Z` or `X`; `None` if it cannot be read.
+fn shows_exited(stat: &std::path::Path) -> Option<bool> {
+    let stat = std::fs::read(stat).ok()?;
     // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so look after the last ')'.
     let state = stat
         .iter()
         .rposition(|&b| b == b')')
         .and_then(|close| stat.get(close + 2));
-    matches!(state, Some(b'Z' | b'X'))
+    Some(matches!(state, Some(b'Z' | b'X')))
 }
 
 /// Reserves the first `len` bytes of `file`'s storage (`posix_fallocate`): a shared-memory
