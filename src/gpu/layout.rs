@@ -142,15 +142,24 @@ pub enum GpuLayoutError {
     State(u32),
 }
 
-/// The mutable publisher word of a `_gpu` segment's bytes (`None` when too short).
+/// The mutable publisher word of a `_gpu` segment's bytes (`None` when too short, or not this
+/// layout: a pyshmem GPU stream's `_gpu` holds a torch IPC pickle, whose bytes there are part
+/// of a memory handle, not a pid).
 pub fn publisher_pid(b: &[u8]) -> Option<i64> {
-    let w = b.get(gpu_offset::PUBLISHER_PID..gpu_offset::PUBLISHER_PID + 8)?;
-    Some(i64::from_le_bytes(w.try_into().ok()?))
+    word(b, gpu_offset::PUBLISHER_PID)
 }
 
-/// The mutable consumer pid word of a `_gpu` segment's bytes (`None` when too short).
+/// The mutable consumer pid word of a `_gpu` segment's bytes (as [`publisher_pid`]).
 pub fn consumer_pid(b: &[u8]) -> Option<i64> {
-    let w = b.get(gpu_offset::CONSUMER_PID..gpu_offset::CONSUMER_PID + 8)?;
+    word(b, gpu_offset::CONSUMER_PID)
+}
+
+/// The little-endian word at `at` of a `_gpu` segment of this layout (its magic first).
+fn word(b: &[u8], at: usize) -> Option<i64> {
+    if b.get(..8)? != GPU_MAGIC {
+        return None;
+    }
+    let w = b.get(at..at + 8)?;
     Some(i64::from_le_bytes(w.try_into().ok()?))
 }
 
@@ -282,6 +291,25 @@ pub fn matches_header(r: &GpuRecord, h: &crate::format::Header) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pid_words_of_a_segment_not_of_this_layout_are_none() {
+        let mut ours = [0u8; GPU_SEGMENT_BYTES];
+        put(&mut ours, gpu_offset::MAGIC, &GPU_MAGIC);
+        put(&mut ours, gpu_offset::PUBLISHER_PID, &4321i64.to_le_bytes());
+        put(&mut ours, gpu_offset::CONSUMER_PID, &765i64.to_le_bytes());
+        assert_eq!(
+            (publisher_pid(&ours), consumer_pid(&ours)),
+            (Some(4321), Some(765))
+        );
+        // A pickle (protocol 4 starts 0x80 0x04) with handle bytes where our words are.
+        let mut pickle = ours;
+        pickle[..2].copy_from_slice(&[0x80, 0x04]);
+        assert_eq!(
+            (publisher_pid(&pickle), consumer_pid(&pickle)),
+            (None, None)
+        );
+    }
 
     fn record() -> GpuRecord {
         let mut mem = [0u8; 64];
