@@ -356,20 +356,22 @@ pub(crate) fn coarse_now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// Yields until `done()`; fails saying `never` after 10 s.
+    fn until(never: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{never}");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_zombie_exists_but_is_not_running() {
         assert!(pid_alive(pid()) && process_running(pid()));
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let p = i64::from(child.id());
         // Not reaped yet: it becomes a zombie once it exits.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !exited(p) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the child never exited"
-            );
-            std::thread::yield_now();
-        }
+        until("the child never exited", || exited(p));
         assert!(pid_alive(p), "kill(2) still finds a zombie");
         assert!(
             !process_running(p),
@@ -412,14 +414,7 @@ mod tests {
             }
         }
         let p = i64::from(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !leader_exited(p) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the child's main thread never ended"
-            );
-            std::thread::yield_now();
-        }
+        until("the child's main thread never ended", || leader_exited(p));
         let running = process_running(p);
         // SAFETY: our own child, killed and reaped.
         unsafe {

@@ -1037,18 +1037,8 @@ fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
 fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
     let (name, _c, s) = camera("rec-unread", 512);
     let out = out_dir("rec-unread");
-    let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
-    let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
     // Frozen, the recorder finds three frames and the signal together when it runs again.
-    common::freeze(pid);
-    publish(&s, 1..=3);
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    common::thaw(pid);
-    let st = r.wait_timeout(LONG);
-    let diag = r.diagnostics();
+    let (st, diag) = signalled_while_frozen(&name, &s, &out, 3);
     assert!(st.success(), "{diag}");
     let (files, frames) = summary(&diag);
     assert_eq!(files, 1, "{diag}");
@@ -1062,6 +1052,23 @@ fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
         assert_eq!(check(&out, "npy", 1000).1, frames);
     }
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// Records `name` as `.npy` into `out` until stopped: once its first cube is there, the
+/// recorder is frozen, `frames` frames are published and SIGTERM sent, then it runs again
+/// and finds them all at once. Its exit status and diagnostics.
+fn signalled_while_frozen(name: &str, s: &Stream, out: &Path, frames: u64) -> (ExitStatus, String) {
+    let mut r = record(name, out, &["--duration", "600", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    let first = out.join(format!("{name}_000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    common::freeze(pid);
+    publish(s, 1..=frames);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    common::thaw(pid);
+    let st = r.wait_timeout(LONG);
+    (st, r.diagnostics())
 }
 
 /// The number before `what` in the summary line (", 12 lost"), 0 if it is not there.
@@ -1078,17 +1085,7 @@ fn summary_count(diag: &str, what: &str) -> u64 {
 fn frames_lost_to_a_lap_before_a_signal_are_not_counted_unread_too() {
     let (name, _c, s) = camera("rec-lap-unread", 8);
     let out = out_dir("rec-lap-unread");
-    let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
-    let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
-    common::freeze(pid);
-    publish(&s, 1..=20);
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    common::thaw(pid);
-    r.wait_timeout(LONG);
-    let diag = r.diagnostics();
+    let (_, diag) = signalled_while_frozen(&name, &s, &out, 20);
     let kept = summary(&diag).1 as u64;
     let (lost, unread) = (
         summary_count(&diag, "lost"),
