@@ -57,7 +57,8 @@ impl Comparison {
 
     /// Why the comparison fails, `None` when it passes: a case regressed, or no case of the
     /// baseline is in the new results (an empty NEW, one from another scenario, an empty
-    /// baseline): nothing was compared, so nothing can pass.
+    /// baseline), or none of those has a ratio in both (a baseline of null ratios): nothing
+    /// was compared, so nothing can pass.
     pub fn failure(&self) -> Option<String> {
         if self.has_regression() {
             return Some(
@@ -72,6 +73,17 @@ impl Comparison {
                  in NEW): nothing was compared; compare runs of the baseline's scenario",
                 self.missing.len(),
                 self.added.len()
+            ));
+        }
+        if !self
+            .changes
+            .iter()
+            .any(|c| c.old.is_some() && c.new.is_some())
+        {
+            return Some(format!(
+                "none of the {} case(s) in both files has a ratio_to_floor in both: nothing was \
+                 compared; compare against a baseline whose cases have ratios",
+                self.changes.len()
             ));
         }
         None
@@ -344,11 +356,30 @@ mod tests {
     #[test]
     fn skipped_cases_without_ratios_on_both_sides_pass() {
         let sut = compare(
-            &[sample("a", None)],
-            &[sample("a", None)],
+            &[sample("a", None), sample("b", Some(1.0))],
+            &[sample("a", None), sample("b", Some(1.0))],
             Bands::uniform(0.25),
         );
         assert!(!sut.has_regression());
+        assert_eq!(sut.failure(), None);
+    }
+
+    /// Cases in both files, but none with a ratio in both (a baseline of null ratios): nothing
+    /// was compared, and the gate fails whatever NEW says.
+    #[test]
+    fn no_ratio_in_both_files_fails() {
+        for (old, new) in [
+            (sample("a", None), sample("a", Some(0.1))),
+            (sample("a", None), sample("a", None)),
+        ] {
+            let sut = compare(&[old], &[new], Bands::uniform(0.25));
+            assert!(!sut.has_regression(), "no case regressed");
+            let why = sut.failure().expect("nothing compared must fail");
+            assert!(
+                why.contains("none of the 1 case(s) in both files has a ratio_to_floor in both"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -412,10 +412,13 @@ impl Turns {
 
 /// The ping-pong floor's reader: waits for each bare publication as the job's wait form
 /// says, copies it out into the caller's buffer (the one ours reads into, where it runs in
-/// ours' reader), re-checks, stamps its arrival and acknowledges.
+/// ours' reader), re-checks, stamps its arrival (one-way floors) and acknowledges.
 pub struct FloorEcho<'a> {
     region: &'a ShmRegion,
     frames: Frames<'a>,
+    /// The job is one way ([`crate::scenario::Job::one_way`]): its writer reads each
+    /// frame's arrival ([`FloorPing::arrived`]). A round trip, as ours, reads no clock.
+    one_way: bool,
     /// (period, margin) ns of a reader that wakes ahead of paced frames
     /// ([`crate::scenario::Job::wake_ahead_ns`]).
     ahead: Option<(u64, u64)>,
@@ -431,6 +434,7 @@ impl<'a> FloorEcho<'a> {
         FloorEcho {
             region,
             frames: Frames::own(region),
+            one_way: job.one_way.is_some(),
             ahead: job
                 .wake_ahead_ns
                 .map(|margin| ((job.gap_us * 1e3) as u64, margin)),
@@ -488,15 +492,7 @@ impl<'a> FloorEcho<'a> {
                             T::DTYPE
                         );
                     }
-                    // Before the acknowledgement, which publishes it to the writer.
-                    let now = monotonic_ns();
-                    self.region
-                        .atomic_u64(ARRIVED)
-                        .store(now, Ordering::Relaxed);
-                    if let Some((period, _)) = self.ahead {
-                        let p = now.saturating_sub(u64::from(generation) * period);
-                        self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
-                    }
+                    self.stamp_arrival(generation);
                     break generation;
                 }
                 continue;
@@ -525,6 +521,25 @@ impl<'a> FloorEcho<'a> {
             futex::wake_all(ack);
         }
         Ok(if leave { Echo::Leave } else { Echo::Frame })
+    }
+
+    /// Stamps when frame `generation` arrived, for a one-way writer (before the
+    /// acknowledgement, which publishes it), and learns when frames are due for a reader
+    /// that wakes ahead of them; a round trip reads no clock here.
+    fn stamp_arrival(&mut self, generation: u32) {
+        if !self.one_way && self.ahead.is_none() {
+            return;
+        }
+        let now = monotonic_ns();
+        if self.one_way {
+            self.region
+                .atomic_u64(ARRIVED)
+                .store(now, Ordering::Relaxed);
+        }
+        if let Some((period, _)) = self.ahead {
+            let p = now.saturating_sub(u64::from(generation) * period);
+            self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
+        }
     }
 }
 
@@ -671,6 +686,33 @@ mod tests {
                 reader.join().unwrap()
             });
             assert_eq!(received, (1..=7).collect::<Vec<u8>>(), "{slots} slot(s)");
+            let _ = std::fs::remove_file(&spec.names.lock);
+        }
+    }
+
+    /// Only a one-way floor's reader stamps each frame's arrival for its writer: a round
+    /// trip, as ours, reads no clock between the copy and the acknowledgement.
+    #[test]
+    fn only_a_one_way_floors_reader_stamps_the_arrival() {
+        for one_way in [None, Some(OneWay::Publish)] {
+            let spec = {
+                let mut s = spec(1, &format!("arrival-{}", one_way.is_some()));
+                s.job.one_way = one_way;
+                s
+            };
+            let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+            let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+            let n = spec.job.payload_bytes();
+            let mut ping = FloorPing::new(&region, &spec).unwrap();
+            let mut echo = FloorEcho::new(&region, &spec);
+            let before = monotonic_ns();
+            ping.publish(&vec![1u8; n]).unwrap();
+            assert_eq!(echo.serve(&mut vec![0u8; n]).unwrap(), Echo::Frame);
+            ping.wait_ack().unwrap();
+            match one_way {
+                None => assert_eq!(ping.arrived(), 0, "a round trip stamped its arrival"),
+                Some(_) => assert!(ping.arrived() >= before, "no arrival stamped"),
+            }
             let _ = std::fs::remove_file(&spec.names.lock);
         }
     }

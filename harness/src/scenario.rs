@@ -592,11 +592,14 @@ impl Scenario {
             let name = c.resolved_name();
             c.validate()
                 .and_then(|()| {
-                    // ao-loop: every process paces its frames within the case's timeout, and
-                    // a run fits this machine's memory, its stages' logs included.
+                    // ao-loop: every process paces its frames within the case's timeout, a
+                    // run fits this machine's memory, its stages' logs included, and the
+                    // reconstructor has a core per kernel thread.
                     use crate::cases::ao::placement::Placement;
                     self.case_jobs(c, false).iter().try_for_each(|j| {
-                        Placement::check_timeout(j).and_then(|()| Placement::check_memory(j))
+                        Placement::check_timeout(j)
+                            .and_then(|()| Placement::check_memory(j))
+                            .and_then(|()| Placement::check_threads(j))
                     })
                 })
                 .with_context(|| format!("[[case]] #{} ({name})", i + 1))?;

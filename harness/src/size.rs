@@ -215,7 +215,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule, at least the rate where the main run passed (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run, summed sample by sample): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself) and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule, at least the rate where the main run passed (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run, summed sample by sample): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -464,6 +464,21 @@ mod tests {
         let a = args(&[&geometry[..], &["--catch-up", "16"]].concat());
         let err = Scenario::parse(&scenario_text(&a).unwrap()).unwrap_err();
         assert!(err.to_string().contains("catch_up is at most 15"), "{err}");
+    }
+
+    /// The header states the rule the verdict judges by ([`crate::cases::ao::failure`]):
+    /// frames late at a camera alone on its core are its own loss, not the form's.
+    #[test]
+    fn the_verdict_header_leaves_the_cameras_late_frames_aside() {
+        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let table = verdict_table(&[], &a, &HostNoise::default()).unwrap();
+        assert!(
+            table.contains(
+                "Pass = no missed frame (the camera's own late frames aside, where it has its \
+                 core to itself) and p99 below"
+            ),
+            "{table}"
+        );
     }
 
     /// A form that failed before its loop started (no loop figures: the run-time memory

@@ -489,7 +489,12 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     }
 
     // Everything.
-    writeln!(o, "## All results\n")?;
+    writeln!(
+        o,
+        "## All results\n\nFloor Hz: the floor's iterations per second, except on ao-loop rows, where it \
+         is 1 / the composed floor's mean latency, not a rate (Hz there is the DM frame rate \
+         achieved, at most the camera's): compare them through the ratio (median latencies).\n"
+    )?;
     writeln!(
         o,
         "| case | shape | dtype | device | wait | Hz | bytes/s | GFLOP/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor Hz | ratio | peer Hz | placement (ours) |"

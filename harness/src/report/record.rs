@@ -49,7 +49,8 @@ pub struct Record {
     pub p999_ns: Option<u64>,
     /// Largest latency, ns.
     pub max_ns: Option<u64>,
-    /// The same loop on plain memory, same run, same cores.
+    /// The same loop on plain memory, same run, same cores (ao-loop: 1 / the composed
+    /// floor's mean latency, not a rate).
     pub floor_hz: Option<f64>,
     /// Floor median iteration time / ours (see [`JobResult::ratio_to_floor`]).
     pub ratio_to_floor: Option<f64>,

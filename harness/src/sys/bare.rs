@@ -180,9 +180,14 @@ impl<'a> BareStream<'a> {
         fence(Ordering::Release);
         self.frames.copy_in(slot, src);
         stamp(self.region.atomic_u64(TIME));
-        self.region
-            .atomic_u64(COUNT)
-            .fetch_add(1, Ordering::Relaxed);
+        // A load and a store, as the library's count, not a locked add it does not pay: one
+        // writer publishes at a time (the flock pair, or the one writer that holds the
+        // stream for the run), so nothing else stores the count between them.
+        let count = self.region.atomic_u64(COUNT);
+        count.store(
+            count.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         seq.store(even, Ordering::Release);
         if let Some(lock) = &self.lock {
             lock.unlock()?;

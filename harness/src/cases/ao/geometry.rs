@@ -103,7 +103,8 @@ pub struct AoCase {
     /// frame period).
     #[serde(default)]
     pub budget_us: Option<f64>,
-    /// Reconstructor kernel threads (default 1).
+    /// Reconstructor kernel threads (default 1); no more than the placement gives the
+    /// reconstructor cores, one ([`super::placement::Placement::check_threads`]).
     #[serde(default = "one")]
     pub threads: usize,
     /// Integrator gain.

@@ -127,6 +127,33 @@ impl Placement {
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
+    /// The cores the reconstructor's kernel workers are pinned to, in turn: its stage's
+    /// one (the slopes stage's when merged).
+    pub fn recon_cores(&self) -> Vec<usize> {
+        vec![self.recon]
+    }
+
+    /// Refuses an ao-loop job whose reconstructor asks for more kernel threads than the
+    /// placement gives it cores ([`Self::recon_cores`]): its workers would take turns on
+    /// them, the stage asleep while they compute, no faster than one thread. Other kinds
+    /// pass.
+    pub fn check_threads(job: &Job) -> Result<()> {
+        let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
+            return Ok(());
+        };
+        let cores = Self::of(job).recon_cores();
+        if ao.threads > cores.len() {
+            bail!(
+                "ao-loop: threads = {}, but the placement gives the reconstructor {} core(s) \
+                 ({cores:?}): its kernel's workers would take turns on them, no faster than \
+                 one thread; leave threads out (1)",
+                ao.threads,
+                cores.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Stage processes after the camera (the ready marks the camera waits for): 1 when
     /// merged (and in the GPU form), else 2.
     pub fn stage_processes(&self) -> u64 {
@@ -336,6 +363,28 @@ mod tests {
         assert_eq!(p(1, 1, false).stage_cores(), [1]);
         assert_eq!(p(1, 2, false).stage_cores(), [1, 2]);
         assert_eq!(p(3, 3, true).stage_cores(), [3]);
+    }
+
+    /// The placement gives the reconstructor one core: more kernel threads than that are
+    /// refused when the scenario is read, naming the case, instead of taking turns on it.
+    #[test]
+    fn more_reconstructor_threads_than_its_cores_are_refused() {
+        let text = |threads: usize| {
+            format!(
+                "name = \"t\"\n[[case]]\nname = \"ao-threads\"\nkind = \"ao-loop\"\n\
+                 sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 1000\nrecon_cpu = 1\nthreads = {threads}\n"
+            )
+        };
+        let err = crate::scenario::Scenario::parse(&text(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("[[case]] #1 (ao-threads): ao-loop: threads = 2")
+                && err.contains("gives the reconstructor 1 core(s) ([1])"),
+            "{err}"
+        );
+        assert!(crate::scenario::Scenario::parse(&text(1)).is_ok());
     }
 
     /// The stages' logs are sized to a run's frames (seconds × rate_hz): a case whose logs

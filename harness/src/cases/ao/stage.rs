@@ -298,7 +298,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
         Some(Recon::new(
             &g,
             ao.threads,
-            &[place.slopes],
+            &place.recon_cores(),
             ao.gain,
             ao.leak,
         )?)
@@ -397,7 +397,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
     let place = Placement::of(&spec.job);
     s.signals
         .set_wait_strategy(ao.stage_wait(place.shares(place.recon)).strategy());
-    let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
+    let mut r = Recon::new(&g, ao.threads, &place.recon_cores(), ao.gain, ao.leak)?;
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
@@ -453,7 +453,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let (g, ao) = geometry(spec)?;
     let place = Placement::of(&spec.job);
     let mut stage = Slopes::new(&g);
-    let mut r = Recon::new(&g, ao.threads, &[place.recon], ao.gain, ao.leak)?;
+    let mut r = Recon::new(&g, ao.threads, &place.recon_cores(), ao.gain, ao.leak)?;
     let frames = camera::frames(&g);
     let mut frame = vec![0u16; g.pixels()];
     let mut sig = vec![0.0f32; g.signals];
