@@ -951,6 +951,7 @@ fn a_removed_lock_directory_is_made_again_by_the_writer() {
     if child_role().is_some() {
         return;
     }
+    let _serial = serial();
     let dir = std::env::temp_dir().join(format!("shmstream-lockdir-gone-{}", std::process::id()));
     child(test, "body").env("PYSHMEM_LOCK_DIR", &dir).run(LONG);
     let _ = std::fs::remove_dir_all(&dir);

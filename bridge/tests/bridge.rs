@@ -812,9 +812,14 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
     wait_frame(&b, id, &[&p, &s]);
     let elapsed = start.elapsed().as_secs_f64();
     let mirrored = b.count() - before;
-    assert!(id >= 200, "the source wrote only {id} frames in its second");
     // At most one frame a slot from the start, and a late probe frame or two.
     let cap = rate * elapsed + 3.0;
+    // The cap means something only where the source wrote well past it (a loaded machine
+    // may give the paced source far less than its 1 kHz).
+    assert!(
+        id as f64 >= 2.0 * cap,
+        "the source wrote only {id} frames in {elapsed:.2} s: too few to test a cap of {cap:.0}"
+    );
     assert!(
         mirrored as f64 <= cap,
         "{mirrored} frames mirrored in {elapsed:.2} s at --max-rate {rate} (cap {cap:.0}) of {id} written"

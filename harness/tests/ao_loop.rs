@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{details, harness, python, results, run_on, scratch};
+use common::{details, harness, pinned_runs, python, results, run_on, scratch};
 
 const TIMEOUT_S: u64 = 20;
 
@@ -111,6 +111,7 @@ fn run(dir: &Path, merged: bool, kill: Option<&str>) -> (bool, String, PathBuf) 
 
 #[test]
 fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
+    let _runs = pinned_runs();
     for merged in [false, true] {
         let dir = scratch(if merged { "ids-merged" } else { "ids" });
         let (ok, stderr, work) = run(&dir, merged, None);
@@ -306,6 +307,7 @@ fn a_bad_geometry_is_refused_before_anything_starts() {
 /// stages' core, at the top of the report.
 #[test]
 fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
+    let _runs = pinned_runs();
     let dir = scratch("size");
     let out = dir.join("out");
     let o = harness_size(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::script::write_script;
-use common::{details, harness, python, results, run_on, scratch};
+use common::{details, harness, pinned_runs, python, results, run_on, scratch};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,6 +41,7 @@ sizes = [[8]]
 
 #[test]
 fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
+    let _runs = pinned_runs();
     let dir = scratch("run");
     let scenario = dir.join("e2e.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
@@ -227,6 +228,7 @@ fn the_bridge_case_measures_the_mirror_and_zenohs_floor_in_one_run() {
         );
         return;
     };
+    let _runs = pinned_runs();
     let dir = scratch("bridge");
     let scenario = dir.join("bridge.toml");
     std::fs::write(

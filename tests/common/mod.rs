@@ -482,11 +482,12 @@ impl Proc {
         let _ = self.child.kill();
     }
 
-    /// Sends SIGKILL and reaps the child.
+    /// Sends SIGKILL, reaps the child and waits for what it wrote before dying to be read.
     pub fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();
         let st = self.child.wait().expect("wait");
         self.status = Some(st);
+        self.wait_for_pipes();
         st
     }
 

@@ -21,6 +21,15 @@ pub fn scratch(tag: &str) -> PathBuf {
     d
 }
 
+/// Held by the tests whose runs time their loops or pin a spinning process: the harness pins
+/// every run's roles to cpus 0 and 1, so two such runs at once (libtest runs tests two at a
+/// time here) would share both cores and starve each other's loops.
+pub fn pinned_runs() -> std::sync::MutexGuard<'static, ()> {
+    static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RUNS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The harness on `scenario`, reporting into `out`, quietly; the caller adds flags and
 /// environment and runs it.
 pub fn run_on(scenario: &Path, out: &Path) -> Command {
