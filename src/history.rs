@@ -966,15 +966,15 @@ impl Cursor<'_> {
                                 cause: LossCause::NotRecorded,
                             });
                         }
+                        self.next = self.next.wrapping_add(1);
+                        self.last_count = Some(info.count);
                         if !valid {
                             return Err(Error::InvalidData {
                                 name: self.stream.name.clone(),
                                 dtype: self.stream.dtype,
-                                reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
+                                reason: "a bool byte other than 0 or 1 in a frame of the history: its writer is not a valid producer (the cursor skipped that frame; the next call returns the next one)",
                             });
                         }
-                        self.next = self.next.wrapping_add(1);
-                        self.last_count = Some(info.count);
                         return Ok(info);
                     }
                 }

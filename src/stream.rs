@@ -402,16 +402,31 @@ impl Stream {
     fn open_with(name: &str, readonly: bool) -> Result<Stream> {
         check_name(name)?;
         let deadline = Instant::now() + DECODE_RETRY;
-        let (meta, decoded, payload) = loop {
+        let (meta, decoded, payload, history) = loop {
             let (meta, decoded) = open_meta(name)?;
             #[cfg(test)]
             tests::between_opens();
-            match open_payload(name, &decoded, readonly) {
-                // `_meta` still linked after the payload was opened: that payload is this
-                // header's (a new generation's needs the name, which the header held).
-                Ok(payload) if !meta.is_unlinked() => break (meta, decoded, payload),
-                // The generation was unlinked (perhaps recreated) between the two opens: the
-                // payload may be the next one's, under this header's seqlock.
+            let parts = open_payload(name, &decoded, readonly).and_then(|payload| {
+                #[cfg(test)]
+                tests::before_ring();
+                let ring = crate::history::Ring::attach(
+                    name,
+                    decoded.size as usize,
+                    decoded.instance_id,
+                    !readonly,
+                )?;
+                Ok((payload, ring))
+            });
+            match parts {
+                // `_meta` still linked after the payload and ring were opened: they are this
+                // header's (a new generation's need the name, which the header held; a ring
+                // is published before its payload and unlinked after its `_meta`).
+                Ok((payload, ring)) if !meta.is_unlinked() => {
+                    break (meta, decoded, payload, ring);
+                }
+                // The generation was unlinked (perhaps recreated) between the opens: the
+                // payload may be the next one's, under this header's seqlock, and the ring
+                // gone or the next one's (ignored: no history).
                 Ok(_) if Instant::now() < deadline => {}
                 Ok(_) => return Err(not_found(name)),
                 // A creator between publishing `_meta` and the payload, or a generation
@@ -430,12 +445,6 @@ impl Stream {
         let header = unsafe { MappedHeader::new(&meta) };
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let gpu = crate::gpu::attach_at_open(name, &decoded);
-        let history = crate::history::Ring::attach(
-            name,
-            decoded.size as usize,
-            decoded.instance_id,
-            !readonly,
-        )?;
         let mut s = Stream::assemble(decoded, header, meta, payload, lock, readonly, false, false);
         s.gpu = gpu;
         s.history = history;
@@ -818,14 +827,76 @@ mod tests {
 
     use super::*;
 
+    type Hook = RefCell<Option<Box<dyn FnOnce()>>>;
+
     thread_local! {
         /// Run once between an open's `_meta` and its payload (by this thread's next open).
-        static BETWEEN_OPENS: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+        static BETWEEN_OPENS: Hook = RefCell::new(None);
+        /// Run once between an open's payload and its history ring (by this thread's next
+        /// open that finds a payload).
+        static BEFORE_RING: Hook = RefCell::new(None);
+    }
+
+    fn run(hook: &'static std::thread::LocalKey<Hook>) {
+        if let Some(f) = hook.with(|h| h.borrow_mut().take()) {
+            f();
+        }
     }
 
     pub(super) fn between_opens() {
-        if let Some(f) = BETWEEN_OPENS.with(|h| h.borrow_mut().take()) {
-            f();
+        run(&BETWEEN_OPENS);
+    }
+
+    pub(super) fn before_ring() {
+        run(&BEFORE_RING);
+    }
+
+    /// A stream with a history ring of `depth` frames of 4 bytes.
+    fn with_history(name: &str, depth: usize) -> Stream {
+        StreamOptions::new(name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(depth)
+            .create()
+            .unwrap()
+    }
+
+    /// An unlink (and a recreate, with a new ring) landing between an open's payload and its
+    /// ring: the open looks again, and returns the new generation with its history, or
+    /// `NotFound`, never a handle without the history its stream keeps.
+    #[test]
+    fn an_open_racing_an_unlink_before_its_ring_never_drops_the_history() {
+        for recreate in [true, false] {
+            let name = format!("open-ring-race-{recreate}-{}", sys::pid());
+            let _ = catalog::unlink(&name);
+            let first = with_history(&name, 4);
+            let second: std::rc::Rc<RefCell<Option<Stream>>> = Default::default();
+            let made = second.clone();
+            let recreated = name.clone();
+            BEFORE_RING.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    catalog::unlink(&recreated).unwrap();
+                    if recreate {
+                        *made.borrow_mut() = Some(with_history(&recreated, 8));
+                    }
+                }))
+            });
+            let opened = Stream::open(&name);
+            match second.borrow_mut().take() {
+                Some(second) => {
+                    let opened = opened.unwrap();
+                    assert_eq!(opened.history_depth(), 8, "the new generation's ring");
+                    assert_eq!(opened.instance_id, second.instance_id);
+                    assert!(opened.cursor().is_ok());
+                    second.unlink().unwrap();
+                }
+                None => assert!(
+                    matches!(opened, Err(Error::NotFound { .. })),
+                    "{:?}",
+                    opened.map(|s| s.history_depth())
+                ),
+            }
+            drop(first);
         }
     }
 

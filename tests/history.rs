@@ -704,6 +704,44 @@ fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
     }
 }
 
+/// A frame of the ring with a bool byte other than 0 or 1 (planted without the lock: hostile
+/// input) is reported once as invalid data and skipped: the cursor's next call returns the
+/// frame after it.
+#[test]
+fn a_cursor_skips_a_frame_with_an_invalid_bool_byte_after_reporting_it() {
+    use std::os::unix::fs::FileExt;
+    /// Slot 0's frame in the `_hist` segment (see the layout in src/history.rs).
+    const SLOT0_FRAME: u64 = 128;
+    let name = unique_name("hist-bad-bool");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[3])
+        .dtype(Dtype::Bool)
+        .history(4)
+        .create()
+        .unwrap();
+    let mut c = s.cursor().unwrap();
+    s.write_slice(&[true, false, true]).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))
+        .unwrap()
+        .write_all_at(&[2], SLOT0_FRAME)
+        .unwrap();
+    s.write_slice(&[false, true, true]).unwrap();
+    let e = c.next::<bool>(SHORT).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidData { .. }) && e.to_string().contains("skipped"),
+        "{e}"
+    );
+    let next = c.next_publication::<bool>(SHORT).unwrap();
+    assert_eq!(
+        (next.payload.as_slice().unwrap(), next.info.count),
+        (&[false, true, true][..], 2)
+    );
+    assert_eq!(c.lag(), 0);
+}
+
 /// `rewind_to_start` carries a generation from its first frame: frames the ring no longer
 /// holds come as one overrun, then every frame it holds, in order, with its id; the current
 /// frame reads into bytes with its id too.
