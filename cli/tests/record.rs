@@ -11,7 +11,9 @@
 //! file after a stop at a file boundary, frames left unread at a signal, a `--duration`
 //! stop taking every frame published in time, GPU streams without a CPU mirror refused up
 //! front, and write errors the disk reports only at `fdatasync` with `--fsync` (injected by
-//! `LD_PRELOAD`), which is never called without it.
+//! `LD_PRELOAD`), which is never called without it. FITS cubes are never created over a
+//! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
+//! name the OS error when the disk refuses their header, and record under umask 0222.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -660,6 +662,153 @@ fn existing_recording_files_are_never_overwritten() {
     }
 }
 
+/// An `LD_PRELOAD` library that hides every `.fits` path from `statx` (what Rust's
+/// `symlink_metadata` calls): as if a file were put there just after the recorder checked
+/// that none is.
+const HIDE_FITS: &str = r#"
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf) {
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".fits") == 0) {
+        (void)!write(2, "hide_fits: hidden\n", 18);
+        errno = ENOENT;
+        return -1;
+    }
+    return syscall(SYS_statx, dirfd, path, flags, mask, buf);
+}
+"#;
+
+#[test]
+fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there_late() {
+    let (name, _c, s) = camera("rec-link", 512);
+    let lib_dir = out_dir("rec-link-lib");
+    // Without the library: refused by the check; with it: by the creation itself.
+    let mut preloads = vec![None];
+    preloads.extend(preload_lib(&lib_dir, "hide_fits", HIDE_FITS).map(Some));
+    for preload in preloads {
+        for kind in ["file", "link to a file", "dangling link"] {
+            let out = out_dir("rec-link");
+            let (there, victim) = (out.join(format!("{name}_000000.fits")), out.join("victim"));
+            match kind {
+                "file" => std::fs::write(&there, "an earlier recording").unwrap(),
+                _ => std::os::unix::fs::symlink(&victim, &there).unwrap(),
+            }
+            if kind == "link to a file" {
+                std::fs::write(&victim, "an earlier recording").unwrap();
+            }
+            let mut c = Command::new(bin());
+            c.args(["record", &name, "--frames", "3", "--out"])
+                .arg(&out);
+            if let Some(lib) = &preload {
+                c.env("LD_PRELOAD", lib);
+            }
+            let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+            let what = format!("{kind}, preloaded: {}", preload.is_some());
+            assert_eq!(st.code(), Some(1), "{what}: {diag}");
+            assert!(
+                diag.contains(&format!("{}: already exists", there.display())),
+                "{what}: {diag}"
+            );
+            assert_eq!(
+                preload.is_some(),
+                diag.contains("hide_fits: hidden"),
+                "{what}: {diag}"
+            );
+            let left = if kind == "file" { &there } else { &victim };
+            match std::fs::read_to_string(left) {
+                Ok(text) => assert_eq!(text, "an earlier recording", "{what}"),
+                Err(e) => assert!(kind == "dangling link", "{what}: {e}"),
+            }
+            assert!(
+                kind != "dangling link" || !victim.exists(),
+                "{what}: created through the link"
+            );
+            let _ = std::fs::remove_dir_all(out);
+        }
+    }
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+#[test]
+fn a_fits_header_the_disk_refuses_names_the_os_error_and_leaves_no_file() {
+    let (name, _c, s) = camera("rec-fits-header-full", 512);
+    let out = out_dir("rec-fits-header-full");
+    // Less than the header's one block.
+    let c = record_on_a_full_disk(&[&name, "--frames", "3"], &out, 1000);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(st.code(), Some(1), "{diag}");
+    let too_large = std::io::Error::from_raw_os_error(libc::EFBIG).to_string();
+    assert!(
+        diag.contains("writing the FITS header") && diag.contains(&too_large),
+        "{diag}"
+    );
+    assert!(!diag.contains("failed to fill whole buffer"), "{diag}");
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Makes `c`'s child start with umask 0222 (files it creates are read-only) and, as root,
+/// without `CAP_DAC_OVERRIDE` in its bounding set (so it has none after `exec`, and opens
+/// files as their mode says, as any other user does).
+fn read_only_umask(c: &mut Command) -> &mut Command {
+    // SAFETY: between fork and exec only async-signal-safe calls (umask, geteuid, prctl).
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o222);
+            // CAP_DAC_OVERRIDE (linux/capability.h).
+            const CAP_DAC_OVERRIDE: libc::c_ulong = 1;
+            if libc::geteuid() == 0 && libc::prctl(libc::PR_CAPBSET_DROP, CAP_DAC_OVERRIDE) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn a_fits_recording_under_a_read_only_umask_succeeds() {
+    // Whether a child started so still writes files regardless of their mode.
+    let probe = read_only_umask(Command::new("cat").arg("/proc/self/status")).output();
+    let overrides = probe.as_ref().map(|o| {
+        let status = String::from_utf8_lossy(&o.stdout).into_owned();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
+            .is_none_or(|caps| caps & 2 != 0)
+    });
+    if !matches!(overrides, Ok(false)) {
+        eprintln!(
+            "SKIP: cannot start a recorder without CAP_DAC_OVERRIDE here (root without CAP_SETPCAP?): {probe:?}"
+        );
+        return;
+    }
+    let (name, _c, s) = camera("rec-umask", 512);
+    let out = out_dir("rec-umask");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "5", "--per-file", "3", "--out"])
+        .arg(&out);
+    read_only_umask(&mut c);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert!(st.success(), "{diag}");
+    assert!(diag.contains("5 frames in 2 file(s)"), "{diag}");
+    use std::os::unix::fs::PermissionsExt;
+    for f in files_in(&out) {
+        let mode = std::fs::metadata(out.join(&f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o444, "{f}: the umask applies");
+    }
+    if common::python().is_some() {
+        assert_eq!(check(&out, "fits", 3), (2, 5));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn fits_files_are_created_at_exactly_the_out_path_given() {
     // cfitsio reads `!` as "overwrite", skips leading spaces, and `(` and `[` open a
@@ -1202,6 +1351,27 @@ const SYNC_LOADED: &str = "failing_sync loaded";
 /// What [`FAILING_SYNC`] writes on stderr when it is called.
 const SYNC_CALLED: &str = "failing_sync: ";
 
+/// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
+/// without a C compiler.
+fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let (src, lib) = (
+        dir.join(format!("{name}.c")),
+        dir.join(format!("{name}.so")),
+    );
+    std::fs::write(&src, source).unwrap();
+    // The C compiler that builds cfitsio for this crate.
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output();
+    if !built.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
+        return None;
+    }
+    Some(lib)
+}
+
 /// Records 3 frames, 2 a file, in each format with [`FAILING_SYNC`] preloaded and `extra`
 /// arguments, then `check(format, status, diagnostics, cube files)`. Skipped (said on
 /// stderr) without a C compiler.
@@ -1211,22 +1381,10 @@ fn record_with_failing_sync(
     check: impl Fn(&str, ExitStatus, &str, [PathBuf; 2]),
 ) {
     let lib_dir = out_dir(&format!("{tag}-lib"));
-    let (src, lib) = (
-        lib_dir.join("failing_sync.c"),
-        lib_dir.join("failing_sync.so"),
-    );
-    std::fs::write(&src, FAILING_SYNC).unwrap();
-    // The C compiler that builds cfitsio for this crate.
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output();
-    if !built.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
+    let Some(lib) = preload_lib(&lib_dir, "failing_sync", FAILING_SYNC) else {
         let _ = std::fs::remove_dir_all(lib_dir);
         return;
-    }
+    };
     let (name, _c, s) = camera(tag, 512);
     for format in ["npy", "fits"] {
         let out = out_dir(tag);

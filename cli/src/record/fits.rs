@@ -9,7 +9,10 @@
 //! the end of a value) written `%XX` (the bytes of its UTF-8, as in URLs:
 //! `urllib.parse.unquote` gives the name back).
 //!
-//! cfitsio (the `fitsio` crate) writes the primary header. The pixels after it are
+//! cfitsio (the `fitsio` crate) makes the primary header, in memory: we create the file
+//! (`O_EXCL`, so never over an existing file nor through a link, however late it appeared;
+//! the one descriptor kept, so a umask that makes it read-only does not stop us) and write
+//! the header to it, so a failed write names its OS error. The pixels after it are
 //! big-endian values, offset by BZERO where the type needs it; we encode each frame in one
 //! pass and append it to the data unit ourselves, because cfitsio's own path (convert, swap,
 //! write in 28,800-byte pieces, and zero-fill the whole cube first) does not keep up with a
@@ -23,18 +26,17 @@
 //! file is put on the disk with `sync_data` before it counts as finished, so errors a disk
 //! reports late are seen too).
 
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{CString, c_void};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use fitsio::hdu::FitsHdu;
 use fitsio::images::{ImageDescription, ImageType};
 use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::{self, Closed, FrameFile};
+use super::frame_file::{self, Closed, FrameFile, write_counted};
 use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
@@ -108,29 +110,21 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
     }
 }
 
-/// The primary header of a FITS file as cfitsio wrote it: where the card of axis `axis`
-/// (`NAXISn`) is and where the data unit starts (after the 2880-byte block holding `END`).
-fn primary_layout(path: &Path, axis: usize) -> Fallible<(u64, u64)> {
+/// In a primary header: where the card of axis `axis` (`NAXISn`) is and where the data unit
+/// starts (after the 2880-byte block holding `END`).
+fn primary_layout(header: &[u8], axis: usize) -> Option<(u64, u64)> {
     let key = format!("{:<8}=", format!("NAXIS{axis}"));
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut block = [0u8; BLOCK as usize];
     let mut axis_at = None;
-    let mut at = 0u64;
-    loop {
-        f.read_exact(&mut block)
-            .map_err(|e| format!("{}: reading the FITS header back: {e}", path.display()))?;
-        for card in block.chunks(80) {
-            if card.starts_with(key.as_bytes()) {
-                axis_at = Some(at);
-            }
-            if card.starts_with(b"END     ") {
-                let axis_at =
-                    axis_at.ok_or_else(|| format!("{}: no NAXIS{axis} card", path.display()))?;
-                return Ok((axis_at, (at + 80).next_multiple_of(BLOCK)));
-            }
-            at += 80;
+    for (i, card) in header.chunks_exact(80).enumerate() {
+        let at = i as u64 * 80;
+        if card.starts_with(key.as_bytes()) {
+            axis_at = Some(at);
+        }
+        if card.starts_with(b"END     ") {
+            return Some((axis_at?, (at + 80).next_multiple_of(BLOCK)));
         }
     }
+    None
 }
 
 /// A fixed-format card: `value` as written (an integer right-justified in columns 11-30,
@@ -213,23 +207,63 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     hdu
 }
 
-/// Creates the FITS file `path`, named literally: cfitsio's `ffinit` (behind
-/// `FitsFile::create`) parses the name, where a leading `!` overwrites an existing file and
-/// `(` or `[` start a template or a filter; its disk-file twin `ffdkinit` only skips leading
-/// spaces (kept here behind `./`), and never creates over an existing file.
-fn create_literally(path: &Path) -> Fallible<FitsFile> {
-    let name = if path.is_relative() {
-        Path::new(".").join(path)
-    } else {
-        path.to_owned()
-    };
-    let name = CString::new(name.into_os_string().into_vec())?;
-    let (mut fptr, mut status) = (std::ptr::null_mut(), 0);
-    // SAFETY: a NUL-terminated name and pointers to locals, valid for the call.
-    unsafe { fitsio::sys::ffdkinit(&mut fptr, name.as_ptr(), &mut status) };
-    fitsio::errors::check_status(status)?;
-    // SAFETY: cfitsio just created `fptr` without error: an open read-write file.
-    Ok(unsafe { FitsFile::from_raw(fptr, FileOpenMode::READWRITE) }?)
+/// A FITS file cfitsio writes in memory (`ffimem`): the buffer and its size, which cfitsio
+/// reallocates as the file grows.
+struct MemFile {
+    buf: *mut c_void,
+    len: usize,
+}
+
+impl MemFile {
+    /// The primary header cfitsio makes of `desc` with the cards `cards` write: its bytes,
+    /// built without a file on the disk (we create that ourselves).
+    fn header(
+        desc: &ImageDescription,
+        cards: impl FnOnce(&mut FitsFile, &FitsHdu) -> Fallible,
+    ) -> Fallible<Vec<u8>> {
+        // Boxed: cfitsio keeps pointers to both fields until the file is closed.
+        let mut mem = Box::new(MemFile {
+            buf: std::ptr::null_mut(),
+            len: 0,
+        });
+        let (mut fptr, mut status) = (std::ptr::null_mut(), 0);
+        // SAFETY: pointers to locals and to `mem`'s fields, which outlive the memory file
+        // (closed below, before `mem` is dropped); an empty buffer (null, 0) that cfitsio
+        // grows with `realloc`, whose blocks `MemFile`'s drop frees.
+        unsafe {
+            fitsio::sys::ffimem(
+                &mut fptr,
+                &raw mut mem.buf,
+                &raw mut mem.len,
+                0,
+                Some(libc::realloc),
+                &mut status,
+            )
+        };
+        fitsio::errors::check_status(status)?;
+        // SAFETY: cfitsio just created `fptr` without error: an open read-write file.
+        let mut fits = unsafe { FitsFile::from_raw(fptr, FileOpenMode::READWRITE) }?;
+        let hdu = fits.create_image("_PRIMARY", desc)?;
+        cards(&mut fits, &hdu)?;
+        // SAFETY: `as_raw` gives the open file's pointer, used only during the call, and a
+        // pointer to a local.
+        unsafe { fitsio::sys::ffflus(fits.as_raw(), &mut status) };
+        fitsio::errors::check_status(status)?;
+        // Closes the file (its header is in the buffer already, flushed).
+        drop(fits);
+        if mem.buf.is_null() {
+            return Err("cfitsio wrote no header".into());
+        }
+        // SAFETY: the file is closed: `buf` is cfitsio's last allocation, `len` bytes long.
+        Ok(unsafe { std::slice::from_raw_parts(mem.buf.cast::<u8>(), mem.len) }.to_vec())
+    }
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        // SAFETY: `buf` is null or the block cfitsio last got from `realloc`, freed once.
+        unsafe { libc::free(self.buf) };
+    }
 }
 
 /// A stream name as a FITS string value: see the module doc.
@@ -285,8 +319,8 @@ pub(crate) struct FitsCube {
 }
 
 impl FitsCube {
-    /// Creates `path` (never over an existing file) for frames of `shape`, `capacity` of
-    /// them at most; on failure no file is left behind.
+    /// Creates `path` (never over an existing file, nor through a link there) for frames of
+    /// `shape`, `capacity` of them at most; on failure no file is left behind.
     pub(crate) fn create(
         path: &Path,
         stream: &str,
@@ -294,14 +328,6 @@ impl FitsCube {
         shape: &[usize],
         capacity: usize,
     ) -> Fallible<FitsCube> {
-        super::refuse_existing(path)?;
-        if path.to_str().is_none() {
-            return Err(format!(
-                "{}: cfitsio takes UTF-8 file names only: give an --out directory whose path is UTF-8",
-                path.display()
-            )
-            .into());
-        }
         // fitsio gives cfitsio the dimensions last first: the frames (0 for now) are the
         // last FITS axis.
         let mut dims = vec![0];
@@ -310,37 +336,37 @@ impl FitsCube {
             data_type: image_type(dtype)?,
             dimensions: &dims,
         };
-        let mut fits = create_literally(path)
-            .map_err(|e| format!("{}: creating the FITS file: {e}", path.display()))?;
         let axis = shape.len() + 1;
-        let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
-        let opened = (move || -> Fallible<FitsCube> {
-            let hdu = fits.create_image("_PRIMARY", &desc)?;
-            write_long_string(&mut fits, "STREAM", &escaped(stream))?;
-            hdu.write_key(&mut fits, "DTYPE", dtype.numpy_name().to_owned())?;
-            hdu.write_key(&mut fits, "ORIGIN", "shmstream record".to_owned())?;
-            // Closing writes the header (cfitsio keeps it until then).
-            drop(fits);
-            let (axis_at, data_start) = primary_layout(path, axis)?;
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(FitsCube {
-                path: path.to_owned(),
-                frames: Some(FrameFile::new(path, file, data_start, frame_bytes as usize)),
-                axis,
-                axis_at,
-                data_start,
-                frame_bytes,
-                dtype,
-                meta: Vec::with_capacity(capacity.min(META_RESERVE)),
-            })
-        })();
-        if opened.is_err() {
+        let header = MemFile::header(&desc, |fits, hdu| {
+            write_long_string(fits, "STREAM", &escaped(stream))?;
+            hdu.write_key(fits, "DTYPE", dtype.numpy_name().to_owned())?;
+            hdu.write_key(fits, "ORIGIN", "shmstream record".to_owned())?;
+            Ok(())
+        })
+        .map_err(|e| format!("{}: making the FITS header: {e}", path.display()))?;
+        let (axis_at, data_start) = primary_layout(&header, axis)
+            .filter(|&(_, end)| end <= header.len() as u64)
+            .ok_or_else(|| format!("{}: cfitsio made no whole FITS header", path.display()))?;
+        // O_EXCL: atomic, and never through a symbolic link; the descriptor is kept (the
+        // file's mode, after a umask, may not let it be opened for writing again).
+        let file = super::create_new(path)?;
+        let (_, written) = write_counted(&file, &header[..data_start as usize], 0);
+        if let Err(e) = written {
+            drop(file);
             let _ = std::fs::remove_file(path);
+            return Err(format!("{}: writing the FITS header: {e}", path.display()).into());
         }
-        opened
+        let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
+        Ok(FitsCube {
+            path: path.to_owned(),
+            frames: Some(FrameFile::new(path, file, data_start, frame_bytes as usize)),
+            axis,
+            axis_at,
+            data_start,
+            frame_bytes,
+            dtype,
+            meta: Vec::with_capacity(capacity.min(META_RESERVE)),
+        })
     }
 
     /// Where the data unit of `frames` frames ends, padded to a whole block.

@@ -503,7 +503,8 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     } else {
                         info.missed
                     };
-                    p.lost.fetch_add(lost, Ordering::Relaxed);
+                    p.lost
+                        .fetch_add(lost_by(last, drain_to, lost, 0), Ordering::Relaxed);
                     taken += 1;
                     last = info.count;
                     p.frames.fetch_add(1, Ordering::Relaxed);
@@ -529,9 +530,10 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     // the slot the writer overwrites next (a writer faster than us would
                     // overwrite every frame we read there while we read it).
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
-                    p.lost.fetch_add(lost + skipped, Ordering::Relaxed);
+                    let lost = lost_by(last, drain_to, lost, skipped);
+                    p.lost.fetch_add(lost, Ordering::Relaxed);
                     // Counted: not to be counted again as unread, nor drained past.
-                    last = last.saturating_add(lost + skipped);
+                    last = last.saturating_add(lost);
                 }
                 // Drained: no more frames are there. A plain stream's read found none (a write
                 // in flight, with no time to wait for it): those published by the deadline
@@ -552,6 +554,14 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
     // Close the current file with the frames it holds, also after an error (whose
     // consequences for the file closing may add to it).
     both(result, cubes.finish_all())
+}
+
+/// The frames lost to the recording when `lost` frames after count `last` were missed and
+/// `skipped` more stepped over: all of them, or once `--duration` is up (`drain_to`) only
+/// those up to that count (the ring head read at a lap, and so `lost`, runs on past it).
+fn lost_by(last: u64, drain_to: Option<u64>, lost: u64, skipped: u64) -> u64 {
+    let all = lost.saturating_add(skipped);
+    drain_to.map_or(all, |to| all.min(to.saturating_sub(last)))
 }
 
 /// `a`, and `b`'s error too.
@@ -675,6 +685,21 @@ mod tests {
         let other = format!("{}b", "a".repeat(255));
         assert_ne!(file_stem(&other), stem, "the cut-off part still counts");
         assert_eq!(file_stem(&long[..MAX_STEM]), long[..MAX_STEM]);
+    }
+
+    #[test]
+    fn frames_lost_past_the_end_of_a_duration_are_not_counted() {
+        // Ring of 8, time up at count 100, cursor at 92, writer at 120 when it is read:
+        // only 93..=100 were lost within the recording.
+        assert_eq!(lost_by(92, Some(100), 20, 1), 8);
+        assert_eq!(lost_by(92, None, 20, 1), 21);
+        assert_eq!(
+            lost_by(92, Some(100), 3, 1),
+            4,
+            "a lap inside the window counts whole"
+        );
+        assert_eq!(lost_by(100, Some(100), 5, 0), 0);
+        assert_eq!(lost_by(0, None, u64::MAX, 1), u64::MAX);
     }
 
     #[test]
