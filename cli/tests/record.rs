@@ -167,6 +167,12 @@ fn check_shaped(out: &Path, fmt: &str, per_file: usize, shape: &str) -> (usize, 
     (v[0], v[1])
 }
 
+/// The ring of the small-frame cameras: the camera never waits for the recorder, so this is
+/// the stall a recorder may have without losing a frame (4 s at 1 kHz; with 64 frames a
+/// clean-clone CI run on 2 cores once lost one, and the astropy checks of two tests at once
+/// take both cores for a while).
+const RING: usize = 4096;
+
 fn camera(tag: &str, history: usize) -> (String, Cleanup, Stream) {
     camera_shaped(&unique_name(tag), &[6, 5], history)
 }
@@ -187,7 +193,7 @@ fn camera_shaped(name: &str, shape: &[usize], history: usize) -> (String, Cleanu
 
 #[test]
 fn every_frame_of_a_history_stream_lands_in_fits_cubes_that_astropy_reads() {
-    let (name, _c, s) = camera("rec-fits", 512);
+    let (name, _c, s) = camera("rec-fits", RING);
     let out = out_dir("rec-fits");
     let r = record(&name, &out, &["--frames", "300", "--per-file", "120"]);
     let (st, diag) = produce_until_exit(&s, r);
@@ -204,7 +210,7 @@ fn every_frame_of_a_history_stream_lands_in_fits_cubes_that_astropy_reads() {
 
 #[test]
 fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
-    let (name, _c, s) = camera("rec-npy", 512);
+    let (name, _c, s) = camera("rec-npy", RING);
     let out = out_dir("rec-npy");
     let (st, diag) = produce_until_exit(
         &s,
@@ -461,7 +467,7 @@ with fits.open(f) as h:
 
 #[test]
 fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
-    let (name, _c, s) = camera("rec-fits-full", 512);
+    let (name, _c, s) = camera("rec-fits-full", RING);
     // One header block and three more: 144 frames of 60 bytes fill them, but with their
     // table (a header block and a block of rows) only 48 fit: 2880 + 2880 + 2880 + 2880.
     // 400 frames: the frames fill the file; 96: the frames fit (two blocks), their table
@@ -535,7 +541,7 @@ fn fits_cubes_of_1d_and_3d_streams_have_the_frames_on_their_last_axis() {
 
 #[test]
 fn a_huge_per_file_records_without_reserving_it() {
-    let (name, _c, s) = camera("rec-huge", 512);
+    let (name, _c, s) = camera("rec-huge", RING);
     for (per_file, format) in [
         ("1000000000000", "fits"),
         ("18446744073709551615", "fits"),
@@ -607,7 +613,7 @@ fn streams_that_would_share_files_are_refused_before_recording() {
 
 #[test]
 fn existing_recording_files_are_never_overwritten() {
-    let (name, _c, s) = camera("rec-exists", 512);
+    let (name, _c, s) = camera("rec-exists", RING);
     // Any one of a cube's files in the way refuses the recording, naming it, and leaves it
     // as it was (the FITS cube was refused so before; npy now matches it).
     for (format, file) in [
@@ -683,7 +689,7 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf) 
 
 #[test]
 fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there_late() {
-    let (name, _c, s) = camera("rec-link", 512);
+    let (name, _c, s) = camera("rec-link", RING);
     let lib_dir = out_dir("rec-link-lib");
     // Without the library: refused by the check; with it: by the creation itself.
     let mut preloads = vec![None];
@@ -734,7 +740,7 @@ fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there
 
 #[test]
 fn a_fits_header_the_disk_refuses_names_the_os_error_and_leaves_no_file() {
-    let (name, _c, s) = camera("rec-fits-header-full", 512);
+    let (name, _c, s) = camera("rec-fits-header-full", RING);
     let out = out_dir("rec-fits-header-full");
     // Less than the header's one block.
     let c = record_on_a_full_disk(&[&name, "--frames", "3"], &out, 1000);
@@ -786,7 +792,7 @@ fn a_fits_recording_under_a_read_only_umask_succeeds() {
         );
         return;
     }
-    let (name, _c, s) = camera("rec-umask", 512);
+    let (name, _c, s) = camera("rec-umask", RING);
     let out = out_dir("rec-umask");
     let mut c = Command::new(bin());
     c.args(["record", &name, "--frames", "5", "--per-file", "3", "--out"])
@@ -813,7 +819,7 @@ fn a_fits_recording_under_a_read_only_umask_succeeds() {
 fn fits_files_are_created_at_exactly_the_out_path_given() {
     // cfitsio reads `!` as "overwrite", skips leading spaces, and `(` and `[` open a
     // template and a filter: none of that applies to an --out path.
-    let (name, _c, s) = camera("rec-literal", 512);
+    let (name, _c, s) = camera("rec-literal", RING);
     let base = out_dir("rec-literal");
     let cube = format!("{name}_000000.fits");
     let earlier = base.join("x").join(&cube);
@@ -1149,7 +1155,7 @@ fn publish(s: &Stream, frames: std::ops::RangeInclusive<u64>) {
 
 #[test]
 fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
-    let (name, _c, s) = camera("rec-whole", 512);
+    let (name, _c, s) = camera("rec-whole", RING);
     let out = out_dir("rec-whole");
     let mut r = record(
         &name,
@@ -1184,7 +1190,7 @@ fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
 
 #[test]
 fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
-    let (name, _c, s) = camera("rec-unread", 512);
+    let (name, _c, s) = camera("rec-unread", RING);
     let out = out_dir("rec-unread");
     // Frozen, the recorder finds three frames and the signal together when it runs again.
     let (st, diag) = signalled_while_frozen(&name, &s, &out, 3);
@@ -1246,7 +1252,7 @@ fn frames_lost_to_a_lap_before_a_signal_are_not_counted_unread_too() {
 
 #[test]
 fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
-    let (name, _c, s) = camera("rec-drain", 512);
+    let (name, _c, s) = camera("rec-drain", RING);
     let out = out_dir("rec-drain");
     // Time for the recorder to start on a loaded machine; the frames come well within it.
     let duration = Duration::from_secs(6);
