@@ -17,6 +17,26 @@ use crate::sys;
 /// Longest single futex park; checks between parks catch dead writers and closed handles.
 pub(crate) const MAX_PARK: Duration = Duration::from_millis(50);
 
+#[cfg(test)]
+thread_local! {
+    /// This thread's park cap in unit tests: a test raises it so that a wake that misses
+    /// leaves its waiter parked until the timeout instead of polling every [`MAX_PARK`].
+    static PARK_CAP: std::cell::Cell<Duration> = const { std::cell::Cell::new(MAX_PARK) };
+}
+
+/// The longest single park.
+#[cfg(not(test))]
+#[inline]
+fn max_park() -> Duration {
+    MAX_PARK
+}
+
+/// The longest single park: this thread's `PARK_CAP`.
+#[cfg(test)]
+fn max_park() -> Duration {
+    PARK_CAP.with(std::cell::Cell::get)
+}
+
 /// How a handle waits for new data.
 ///
 /// A park sleeps on a timer: the caller's timeout, or 50 ms at a time without one. In a
@@ -208,11 +228,11 @@ impl Waiter {
                 }
                 left
             }
-            None => MAX_PARK,
+            None => max_park(),
         };
         match kind {
             Pause::Spin | Pause::Yield => std::thread::yield_now(),
-            Pause::Park => sys::futex_wait(h.futex_word(), observed as u32, left.min(MAX_PARK)),
+            Pause::Park => sys::futex_wait(h.futex_word(), observed as u32, left.min(max_park())),
             Pause::Sleep => {
                 std::thread::sleep(self.sleep.min(left));
                 self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
@@ -341,5 +361,62 @@ mod tests {
             YIELD_ROUNDS / YIELDS_PER_WRITER_CHECK
         );
         assert_eq!(p.iter().filter(|&&r| r >= YIELD_ROUNDS).count(), 10);
+    }
+
+    /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
+    fn parked_on(task: &std::path::Path, word: usize) -> bool {
+        let path = std::path::Path::new("/proc").join(task).join("syscall");
+        let syscall = std::fs::read_to_string(path).unwrap_or_default();
+        let mut f = syscall.split_whitespace();
+        f.next() == Some(libc::SYS_futex.to_string().as_str())
+            && f.next() == Some(format!("{word:#x}").as_str())
+            && f.next() == Some("0x0")
+    }
+
+    /// A waiter parked on a notify stream's futex is woken by a write's wake, not by its
+    /// park cap: the wait has no timeout and its thread's cap is raised to an hour, so a
+    /// wake that missed the word it waits on (another address, a private futex) leaves it
+    /// parked past the test's bound. tests/interop.rs shows the same wake reaching a parked
+    /// pyshmem reader.
+    #[test]
+    fn a_parked_wait_is_woken_by_the_writers_wake_not_its_cap() {
+        let name = format!("notify-wake-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let w = crate::StreamOptions::new(&name)
+            .shape(&[1])
+            .dtype(crate::Dtype::U32)
+            .notify(true)
+            .create()
+            .unwrap();
+        w.write_slice(&[1u32]).unwrap();
+        let r = crate::Stream::open_readonly(&name).unwrap();
+        r.set_wait_strategy(WaitStrategy::Park);
+        let word = r.header.futex_word().as_ptr() as usize;
+        let (task_tx, task_rx) = std::sync::mpsc::channel();
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        // Detached: a wait never woken leaves only this thread parked, and the test fails.
+        std::thread::spawn(move || {
+            PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
+            task_tx
+                .send(std::fs::read_link("/proc/thread-self").unwrap())
+                .unwrap();
+            let got = r
+                .read_new_publication::<u32>(None)
+                .map(|p| (p.payload.into_raw_vec_and_offset().0, p.info.count));
+            let _ = got_tx.send(got);
+        });
+        let task = task_rx.recv().unwrap();
+        let bound = Duration::from_secs(30);
+        let deadline = Instant::now() + bound;
+        while !parked_on(&task, word) {
+            assert!(Instant::now() < deadline, "the reader never parked");
+            std::thread::yield_now();
+        }
+        w.write_slice(&[2u32]).unwrap();
+        let got = got_rx.recv_timeout(bound);
+        drop(w);
+        crate::unlink(&name).unwrap();
+        let got = got.expect("the write's wake missed the parked reader");
+        assert_eq!(got.unwrap(), (vec![2], 2));
     }
 }

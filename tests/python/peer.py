@@ -65,13 +65,15 @@ def cmd_increment(name, n):
     s.close()
 
 
-def cmd_read_new(name, timeout):
-    """Parks in read_new and reports the value, the count and how long it waited."""
+def cmd_read_new_parked(name):
+    """read_new without a timeout, in one futex park: pyshmem's park cap (50 ms, after which
+    it looks at the count again) is raised to an hour, so only a writer's wake ends the
+    wait soon. Says "waiting <count> <futex word address>", then "got <value> <count>"."""
+    pyshmem._shared._NOTIFY_MAX_PARK = 3600.0
     s = pyshmem.open(name, readonly=True)
-    say(f"waiting {s.count}")
-    t0 = time.monotonic()
-    v = s.read_new(timeout=float(timeout))
-    say(f"got {v.reshape(-1)[0]} {s.last_read_count} {time.monotonic() - t0:.3f}")
+    say(f"waiting {s.count} {s._seq_word_addr:#x}")
+    v = s.read_new()
+    say(f"got {v.reshape(-1)[0]} {s.last_read_count}")
     s.close()
 
 
@@ -118,6 +120,17 @@ def cmd_open(name):
         say(f"open ok {v.reshape(-1)[0]}")
     except Exception as exc:  # report the class: the Rust side checks it
         say(f"open error {type(exc).__name__}")
+    s.close()
+
+
+def cmd_open_refused(name):
+    """Opens `name`: says "opened", or "refused <class>: <message>"."""
+    try:
+        s = pyshmem.open(name)
+    except Exception as exc:
+        say(f"refused {type(exc).__name__}: {exc}")
+        return
+    say("opened")
     s.close()
 
 
@@ -203,11 +216,12 @@ COMMANDS = {
     "create_write": cmd_create_write,
     "read_dump": cmd_read_dump,
     "increment": cmd_increment,
-    "read_new": cmd_read_new,
+    "read_new_parked": cmd_read_new_parked,
     "write_on_go": cmd_write_on_go,
     "list": cmd_list,
     "stat": cmd_stat,
     "open": cmd_open,
+    "open_refused": cmd_open_refused,
     "unlink": cmd_unlink,
     "read_error": cmd_read_error,
     "abort_write": cmd_abort_write,
