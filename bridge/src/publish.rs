@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shmstream::{Error, FrameInfo, Stream, WaitStrategy};
+use shmstream::{Cursor, Error, FrameInfo, Stream, WaitStrategy};
 use zenoh::Wait;
 use zenoh::handlers::{RingChannel, RingChannelHandler};
 use zenoh::matching::{MatchingListener, MatchingStatus};
@@ -30,8 +30,9 @@ pub struct PublishOptions {
     /// At most this many frames per second per stream (the newest frame at each slot).
     pub max_rate: Option<f64>,
     /// Every frame, through a history cursor, with congestion control *block*: of a stream
-    /// there at the start from its current frame on, of one made (again) while the bridge
-    /// waits for it from its first frame.
+    /// there at the start from its current frame on (from the next where the current one
+    /// is not in the history: a pyshmem write), of one made (again) while the bridge waits
+    /// for it from its first frame.
     pub lossless: bool,
 }
 
@@ -103,18 +104,28 @@ fn publish_stream(
                 "stream '{name}' keeps no history: --lossless needs a stream created with history(n)"
             )));
         }
+        // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;
+        // the buffer comes back for the next frame unless Zenoh kept a reference (then a new
+        // one is made), so the hot path neither allocates nor touches fresh pages.
+        let mut buf = BytesMut::zeroed(s.size_bytes());
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
+        // Lossless: the current frame, already read into `buf`, to put first.
+        let mut first = None;
         let from = match cursor.as_mut() {
             Some(c) if made_since => {
                 c.rewind_to_start();
                 "(lossless) from its first frame"
             }
-            Some(c) => {
-                // From the current frame on: the ring's newest comes next.
-                c.rewind_to_oldest();
-                c.skip_to_recent(1);
-                "(lossless) from its current frame"
-            }
+            Some(c) => match current_in_ring(&s, c, &mut buf) {
+                Some((after, info)) => {
+                    *c = after;
+                    first = Some(info);
+                    "(lossless) from its current frame"
+                }
+                // None yet, or one that skipped the ring (a pyshmem write): publications
+                // after it that skip the ring too are reported lost, not those before it.
+                None => "(lossless) from its next frame",
+            },
             None => "(latest value) from its current frame",
         };
         // Said once the read position is set: no frame written after this line is missed
@@ -124,10 +135,6 @@ fn publish_stream(
         // Latest-value: the frame the stream holds when it is opened goes first, so a writer
         // that writes once and then idles is mirrored too.
         let mut current_first = cursor.is_none();
-        // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;
-        // the buffer comes back for the next frame unless Zenoh kept a reference (then a new
-        // one is made), so the hot path neither allocates nor touches fresh pages.
-        let mut buf = BytesMut::zeroed(s.size_bytes());
         let mut header = FrameHeader {
             dtype: s.dtype(),
             shape: s.shape().to_vec(),
@@ -158,7 +165,10 @@ fn publish_stream(
                 held = None;
             }
             let got = match cursor.as_mut() {
-                Some(c) => c.next_into_bytes(&mut buf, Some(POLL)),
+                Some(c) => match first.take() {
+                    Some(info) => Ok(info),
+                    None => c.next_into_bytes(&mut buf, Some(POLL)),
+                },
                 None if std::mem::take(&mut current_first) => {
                     match s.read_publication_into_bytes(&mut buf) {
                         Ok(info) if info.count == 0 => continue, // never written
@@ -318,6 +328,27 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// The ring's newest frame, read into `buf`, and a cursor after it, where that frame is the
+/// stream's current one for `c`, a cursor just made at the ring's head. `None` where the
+/// ring is empty, a frame came since `c` was made (`c` carries it), or the current frame
+/// skipped the ring (a pyshmem write): `c` follows it, and reports later ones that skip the
+/// ring lost, not earlier ones (rewound to the newest ring frame, a cursor follows no count:
+/// later ones went unreported, and earlier ones after that frame were reported lost).
+fn current_in_ring<'s>(
+    s: &'s Stream,
+    c: &Cursor<'s>,
+    buf: &mut [u8],
+) -> Option<(Cursor<'s>, FrameInfo)> {
+    let mut newest = s.cursor().ok()?;
+    newest.rewind_to_oldest();
+    newest.skip_to_recent(1);
+    let info = newest.next_into_bytes(buf, Some(Duration::ZERO)).ok()?;
+    // The head unmoved since `c` was made: that frame was `c`'s newest too. The count `c`
+    // follows is at most the header's, loaded after it, so a newest frame counting at least
+    // as much is the one `c` follows (an append precedes its publication's count).
+    (c.lag() == 0 && info.count >= s.count()).then_some((newest, info))
 }
 
 /// Describes the frame `info` in `header`.

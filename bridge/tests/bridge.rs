@@ -7,9 +7,10 @@
 //! the library API bridges several streams from an application's threads until stopped; a
 //! frame written once reaches subscribers started after it was put (put again as they match,
 //! or asked for), once each; `--lossless` waits for a subscriber and starts at the current
-//! frame; the publisher says once per opening of a stream where it carries it from;
-//! `--rt-priority` puts every bridge thread under SCHED_FIFO (or says what it needs); the
-//! harness's Zenoh floor runs the phases it is sent.
+//! frame, counting pyshmem frames written after it started lost, not those before; the
+//! publisher says once per opening of a stream where it carries it from; `--rt-priority`
+//! puts every bridge thread under SCHED_FIFO (or says what it needs); the harness's Zenoh
+//! floor runs the phases it is sent.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -597,11 +598,13 @@ fn wait_made(name: &str, bridges: &[&Proc]) -> Stream {
 /// `(lossless)`), which it says once its read position in the stream is set: a frame
 /// written after that is carried. Its stderr is looked at every 20 ms.
 fn wait_carrying(p: &Proc, name: &str, how: &str) {
-    let (deadline, line) = (
-        Instant::now() + LONG,
-        format!("stream '{name}': carrying {how}"),
-    );
-    while !p.diagnostics().contains(&line) {
+    wait_said(p, &format!("stream '{name}': carrying {how}"));
+}
+
+/// Waits until `p` says `line` on stderr, looked at every 20 ms.
+fn wait_said(p: &Proc, line: &str) {
+    let deadline = Instant::now() + LONG;
+    while !p.diagnostics().contains(line) {
         assert!(
             Instant::now() < deadline,
             "the publisher did not say {line:?} within {LONG:?}\n{}",
@@ -787,6 +790,61 @@ fn lossless_carries_the_current_frame_of_a_stream_there_at_the_start() {
     assert_eq!(next(), 6);
     let said = p.diagnostics();
     assert_eq!(said.matches("carrying").count(), 1, "once per open: {said}");
+}
+
+/// Lossless, on a stream pyshmem writes too (its frames never enter the ring): the frames
+/// pyshmem writes after the publisher starts are counted lost, those before it are not, and
+/// a current frame pyshmem wrote is not replaced by an older ring frame. The publisher used
+/// to start at the ring's newest frame following no count: with the ring empty, it counted
+/// nothing lost; past an older ring frame, it put that one and counted all five lost.
+#[test]
+fn lossless_counts_pyshmem_frames_written_after_it_started_lost_and_not_those_before() {
+    let Some(py) = common::python() else { return };
+    for rust_before in [0u16, 1] {
+        let (a_name, prefix) = (unique_name("br-pygap"), unique_name("br-key"));
+        let b_name = format!("m-{a_name}");
+        let _c = Cleanup::new([&a_name, &b_name]);
+        let a = source(&a_name, 64);
+        for id in 1..=rust_before {
+            a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
+        }
+        let py_write = |n: u16, first: u16| {
+            let args = ["write_n", &a_name, &n.to_string(), &first.to_string()];
+            let lines = common::run_py(&py, "peer.py", &args, LONG);
+            assert!(
+                lines.contains(&format!("wrote {}", first + n - 1)),
+                "{lines:?}"
+            );
+        };
+        py_write(3, rust_before + 1);
+        let ep = endpoint(free_port());
+        // No subscriber yet: the lossless publisher reads nothing before one matches, so
+        // the frames below reach it at once, and their loss is said in one line.
+        let p = publisher(&a_name, &ep, &prefix, &["--lossless"]);
+        wait_carrying(&p, &a_name, "(lossless)");
+        py_write(2, rust_before + 4);
+        let last = rust_before + 6;
+        a.write_slice_frame(&[last; 32], u64::from(last)).unwrap();
+        let s = subscriber(&a_name, &ep, &prefix, "m-", &["--history", "64"]);
+        let b = wait_made(&b_name, &[&p, &s]);
+        let mut c = b.cursor().unwrap();
+        c.rewind_to_oldest();
+        match c.next_publication::<u16>(Some(LONG)) {
+            Ok(f) => assert_eq!(f.info.frame_id, u64::from(last), "{rust_before} before"),
+            Err(e) => panic!("{e}\n{}", said(&[&p, &s])),
+        }
+        wait_said(&p, "frame(s) lost");
+        let said = p.diagnostics();
+        assert!(
+            said.contains("carrying (lossless) from its next frame"),
+            "{said}"
+        );
+        assert!(
+            said.contains(": 2 frame(s) lost"),
+            "{rust_before} before: {said}"
+        );
+        assert_eq!(said.matches("frame(s) lost").count(), 1, "{said}");
+    }
 }
 
 #[test]
