@@ -19,9 +19,13 @@
 # (default, event-ordering and MPS passes, as the first H200 report did).
 # The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
 # Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
-#   R=/tmp/gpurun; OUT=$R timeout 400 scripts/gpu-check.sh run >$R.log 2>&1; tar czf $OUT/gpu-run.tgz -C /tmp gpurun
+#   R=/tmp/gpurun; OUT=$R timeout 540 scripts/gpu-check.sh run >$R.log 2>&1; tar czf $OUT/gpu-run.tgz -C /tmp gpurun
 # (2026-11-29, H200, --quick: 150-157 s; 2026-11-30 with the GPU-consumer rows and tests, a full
-# run needs ~350 s: budget one run and a rerun of GPU_CHECK_ONLY=mps within 15 minutes of device time).
+# run needs ~350 s: budget one run and a rerun of GPU_CHECK_ONLY=mps within 15 minutes of device time;
+# the inner timeouts add up to more than 540 s only when tests or rows hang).
+# The run fails (exit 1, and `exit 1` in env.txt) unless the GPU work really ran: a missing test
+# binary or an empty test list, a GPU test that skipped for want of a GPU, a harness GPU row
+# skipped, or MPS that did not start all count as failures, not as passes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -58,15 +62,41 @@ run)
     done
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >>"$out/env.txt"
     rc=0
+    mps_up=0
+    # However the run ends (a failure, the outer timeout's TERM), the MPS daemon is stopped and
+    # env.txt says how it ended.
+    finish() {
+        [ "$mps_up" = 1 ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+        mps_up=0
+        echo "exit $rc" >>"$out/env.txt"
+    }
+    trap 'rc=143; exit 143' TERM INT
+    trap finish EXIT
+    if [ ! -x .gpu-bin/gpu_tests ] || [ ! -x .gpu-bin/harness ]; then
+        echo "no .gpu-bin/gpu_tests or .gpu-bin/harness: run \`scripts/gpu-check.sh build\` and carry .gpu-bin/" | tee "$out/tests.log"
+        rc=1
+        exit 1
+    fi
     echo "== GPU tests" | tee "$out/tests.log"
     only="${GPU_CHECK_ONLY:-}"
     # Each test in a process of its own with its own timeout: one that hangs costs 60 s and
     # hides no other (a hang in one binary run hid the tests after it, 2026-11-30).
     gpu_tests() { # $1: label
-        local t failed=0
-        for t in $(.gpu-bin/gpu_tests --list 2>/dev/null | sed -n 's/: test$//p'); do
+        local t failed=0 tests
+        tests=$(.gpu-bin/gpu_tests --list 2>/dev/null | sed -n 's/: test$//p')
+        if [ -z "$tests" ]; then
+            echo "FAIL: .gpu-bin/gpu_tests lists no test" | tee -a "$out/tests.log"
+            return 1
+        fi
+        for t in $tests; do
             if timeout 60 .gpu-bin/gpu_tests --exact "$t" --nocapture >"$out/test.tmp" 2>&1; then
-                echo "PASS $t" | tee -a "$out/tests.log"
+                # A test that found no GPU skips and returns: not a pass on the GPU machine.
+                if grep -q '^SKIP .*: no GPU' "$out/test.tmp"; then
+                    echo "FAIL $t (skipped: no GPU)" | tee -a "$out/tests.log"
+                    failed=1
+                else
+                    echo "PASS $t" | tee -a "$out/tests.log"
+                fi
             else
                 echo "FAIL $t (exit $?; 124 = timed out)" | tee -a "$out/tests.log"
                 failed=1
@@ -95,6 +125,19 @@ run)
             # shellcheck disable=SC2086
             timeout "$t" .gpu-bin/harness "scenarios/$sc.toml" --cases cuda --no-peer --quiet $hflags \
                 --out "$out/$sc$1" 2>&1 | tee -a "$out/harness.log" || rc=1
+            # A GPU row the harness skipped (no device, no driver, MPS clients refused) did
+            # not run: the check fails, naming it.
+            if [ -f "$out/$sc$1/details.json" ]; then
+                python3 - "$out/$sc$1/details.json" <<'PY' | tee -a "$out/harness.log" | grep -q . && rc=1
+import json, sys
+for j in json.load(open(sys.argv[1]))["jobs"]:
+    if j.get("skipped"):
+        print(f"FAIL: row {j['job'].get('case', '?')} skipped: {j['skipped']}")
+PY
+            else
+                echo "FAIL: no report in $out/$sc$1" | tee -a "$out/harness.log"
+                rc=1
+            fi
         done
     }
     # The ao-loop's GPU form runs one GPU process (camera and DM are CPU processes), so it
@@ -128,6 +171,7 @@ run)
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
+            mps_up=1
             harness_pass "-mps" "io:90 mvm:60"
             # The synchronize path in the same run, for comparison (each row's `publication`
             # note in details.json says which path its writer used).
@@ -138,11 +182,14 @@ run)
                 timeout 120 .gpu-bin/gpu_bench "$out/bench-mps.json" 2>&1 | tee -a "$out/bench.log" || rc=1
             fi
             echo quit | nvidia-cuda-mps-control
+            mps_up=0
         else
-            echo "MPS did not start" | tee -a "$out/harness.log"
+            echo "FAIL: MPS did not start" | tee -a "$out/harness.log"
+            rc=1
         fi
     else
-        echo "no nvidia-cuda-mps-control on this machine" | tee -a "$out/harness.log"
+        echo "FAIL: no nvidia-cuda-mps-control on this machine (the MPS rows did not run)" | tee -a "$out/harness.log"
+        rc=1
     fi
     # Which publication path the GPU rows' writers used, per report folder.
     for d in "$out"/*/; do
@@ -150,7 +197,6 @@ run)
         grep -ho '"publication": "[^"]*"' "$d/details.json" | sort | uniq -c |
             sed "s|^|$(basename "$d"): |" >>"$out/env.txt"
     done
-    echo "exit $rc" >>"$out/env.txt"
     exit $rc
     ;;
 *)
