@@ -477,7 +477,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
                 // A random kill point, not a synchronization: sleeping leaves both cores to
                 // the writer and the reader.
                 std::thread::sleep(delay);
-                w.kill();
+                w.kill_reaped();
                 let dead = Instant::now();
                 let seq = owner.write_sequence();
                 let killed_inside = seq < 0 || seq & 1 == 1;
@@ -623,10 +623,10 @@ fn dead_writer_is_reported_after(
 ) {
     let mut w = writer_stuck_inside(name);
     let (end, at) = read_across_kill(reader, wait_new, waiting, || match death {
-        Death::Reaped => drop(w.kill()),
+        Death::Reaped => drop(w.kill_reaped()),
         Death::Unreaped => w.kill_unreaped(),
         Death::PidReused => {
-            w.kill();
+            w.kill_reaped();
             stamp_lock_owner(name, 1);
         }
     });

@@ -169,8 +169,8 @@ fn check_shaped(out: &Path, fmt: &str, per_file: usize, shape: &str) -> (usize, 
 
 /// The ring of the small-frame cameras: the camera never waits for the recorder, so this is
 /// the stall a recorder may have without losing a frame (4 s at 1 kHz; with 64 frames a
-/// clean-clone CI run on 2 cores once lost one, and the astropy checks of two tests at once
-/// take both cores for a while).
+/// clean-clone CI run on 2 cores once lost one, and 512 left half a second, while the astropy
+/// checks of two tests at once take both cores for a while).
 const RING: usize = 4096;
 
 fn camera(tag: &str, history: usize) -> (String, Cleanup, Stream) {
@@ -252,8 +252,8 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
 fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_whole_ones() {
     // 80 KiB frames: over the size a cube writes straight from the history ring. The camera
     // does not wait for the recorder, so the ring is what a stalled recorder has: 512 frames
-    // (40 MiB, half a second at the camera's 1 kHz), as the other record tests keep. With 64
-    // (64 ms) a clean-clone CI run on 2 cores once lost a frame to a recorder stall.
+    // (40 MiB, half a second at the camera's 1 kHz; the small-frame tests keep [`RING`]). With
+    // 64 (64 ms) a clean-clone CI run on 2 cores once lost a frame to a recorder stall.
     let name = unique_name("rec-large");
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
@@ -400,12 +400,12 @@ fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
     ] {
         let name = unique_name("rec-dtype");
         let _c = Cleanup::new([&name]);
-        // 512 frames: half a second of a stalled recorder at the camera's 1 kHz.
+        // RING frames: seconds of a stalled recorder at the camera's 1 kHz.
         let s = StreamOptions::new(&name)
             .shape(&[3, 4])
             .dtype(dtype)
             .notify(true)
-            .history(512)
+            .history(RING)
             .create()
             .unwrap();
         let out = out_dir("rec-dtype");
@@ -506,7 +506,7 @@ fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
 fn a_frame_table_cut_short_by_a_full_disk_keeps_only_the_npy_frames_it_lists() {
     // 2-byte frames and ~50-byte rows: 448 frames fill a 1 KiB cube ((1024 - 128) / 2)
     // while a 1 KiB table holds only about 19 rows.
-    let (name, _c, s) = camera_shaped(&unique_name("rec-csv-full"), &[1], 512);
+    let (name, _c, s) = camera_shaped(&unique_name("rec-csv-full"), &[1], RING);
     let out = out_dir("rec-csv-full");
     let c = record_on_a_full_disk(&[&name, "--format", "npy", "--frames", "500"], &out, 1024);
     let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
@@ -527,7 +527,7 @@ fn a_frame_table_cut_short_by_a_full_disk_keeps_only_the_npy_frames_it_lists() {
 #[test]
 fn fits_cubes_of_1d_and_3d_streams_have_the_frames_on_their_last_axis() {
     for (shape, shown) in [(&[7][..], "7"), (&[2, 3, 4][..], "2x3x4")] {
-        let (name, _c, s) = camera_shaped(&unique_name("rec-ndim"), shape, 512);
+        let (name, _c, s) = camera_shaped(&unique_name("rec-ndim"), shape, RING);
         let out = out_dir("rec-ndim");
         let r = record(&name, &out, &["--frames", "20", "--per-file", "8"]);
         let (st, diag) = produce_until_exit(&s, r);
@@ -864,7 +864,7 @@ with fits.open(f) as h:
 
 #[test]
 fn frame_ids_above_i64_max_read_back_exactly() {
-    let (name, _c, s) = camera("rec-u64", 512);
+    let (name, _c, s) = camera("rec-u64", RING);
     let out = out_dir("rec-u64");
     let r = record(&name, &out, &["--frames", "3"]);
     // Ids on both sides of 2^63, and the largest.
@@ -1017,7 +1017,7 @@ fn a_hangup_ignored_when_the_recording_starts_as_under_nohup_does_not_stop_it() 
 fn a_stream_name_too_long_for_a_file_name_is_recorded_under_a_shortened_one() {
     let mut name = unique_name("rec-long");
     name.extend(std::iter::repeat_n('a', 250 - name.len()));
-    let (name, _c, s) = camera_shaped(&name, &[6, 5], 512);
+    let (name, _c, s) = camera_shaped(&name, &[6, 5], RING);
     let out = out_dir("rec-long");
     let (st, diag) = produce_until_exit(&s, record(&name, &out, &["--frames", "1"]));
     assert!(st.success(), "{diag}");
@@ -1073,7 +1073,7 @@ fn the_fits_stream_card_holds_a_long_name_whole() {
         ),
     ];
     for (name, card) in &cases {
-        let (name, _c, s) = camera_shaped(name, &[6, 5], 512);
+        let (name, _c, s) = camera_shaped(name, &[6, 5], RING);
         let out = out_dir("rec-card");
         // Files of 1 MiB at most: a header that grows without end fails at once, without
         // filling the disk (and the camera's wait bounds the recorder's).
@@ -1391,7 +1391,7 @@ fn record_with_failing_sync(
         let _ = std::fs::remove_dir_all(lib_dir);
         return;
     };
-    let (name, _c, s) = camera(tag, 512);
+    let (name, _c, s) = camera(tag, RING);
     for format in ["npy", "fits"] {
         let out = out_dir(tag);
         let mut c = Command::new(bin());

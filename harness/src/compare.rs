@@ -80,9 +80,16 @@ impl Comparison {
             .iter()
             .any(|c| c.old.is_some() && c.new.is_some())
         {
+            // Say which side lacks them: NEW skipped every case (a GPU scenario on a machine
+            // without one), or OLD has none.
+            let remedy = if self.changes.iter().all(|c| c.skipped.is_some()) {
+                "every case was skipped in NEW (see why in the table): run it where they can run"
+            } else {
+                "compare against a baseline whose cases have ratios"
+            };
             return Some(format!(
                 "none of the {} case(s) in both files has a ratio_to_floor in both: nothing was \
-                 compared; compare against a baseline whose cases have ratios",
+                 compared; {remedy}",
                 self.changes.len()
             ));
         }
@@ -351,6 +358,9 @@ mod tests {
             "{}",
             sut.table()
         );
+        // Only that case: nothing was compared, and the failure says NEW skipped it.
+        let why = sut.failure().expect("nothing compared must fail");
+        assert!(why.contains("every case was skipped in NEW"), "{why}");
     }
 
     #[test]

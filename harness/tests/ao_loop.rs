@@ -253,6 +253,7 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
 
 #[test]
 fn a_killed_stage_is_named_and_the_run_stops_without_hanging() {
+    let _runs = pinned_runs();
     let dir = scratch("kill");
     let t0 = Instant::now();
     let (ok, stderr, _) = run(&dir, false, Some("slopes"));
@@ -373,6 +374,7 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
 /// GPU, it runs (after its own check against the CPU stages) and reports its figures.
 #[test]
 fn the_gpu_form_runs_where_a_gpu_is_and_is_skipped_with_a_reason_where_none_is() {
+    let _runs = pinned_runs();
     let dir = scratch("gpu");
     let scenario = dir.join("ao-gpu.toml");
     std::fs::write(
@@ -446,6 +448,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     let Some(python) = python() else {
         return;
     };
+    let _runs = pinned_runs();
     let dir = scratch("peer");
     let p = scenario_with_peer(&dir, true, true);
     let out = dir.join("out");

@@ -178,6 +178,7 @@ fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
 
 #[test]
 fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
+    let _runs = pinned_runs();
     let dir = scratch("ops");
     let gate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/gate.toml");
     let out = dir.join("out");
@@ -335,6 +336,7 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     let Some(python) = python() else {
         return;
     };
+    let _runs = pinned_runs();
     let dir = scratch("peer-locks");
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();

@@ -484,10 +484,17 @@ impl Proc {
 
     /// Sends SIGKILL, reaps the child and waits for what it wrote before dying to be read.
     pub fn kill(&mut self) -> ExitStatus {
+        let st = self.kill_reaped();
+        self.wait_for_pipes();
+        st
+    }
+
+    /// Sends SIGKILL and reaps the child, at once: for a test that times what follows the
+    /// death (its output may not all be read yet; [`Proc::wait_timeout`] waits for it).
+    pub fn kill_reaped(&mut self) -> ExitStatus {
         let _ = self.child.kill();
         let st = self.child.wait().expect("wait");
         self.status = Some(st);
-        self.wait_for_pipes();
         st
     }
 
