@@ -61,10 +61,10 @@ pub(crate) struct LockFile {
 /// How often a first-level write lock looks whether its file is still at the path.
 const PATH_CHECK_MS: u64 = 20;
 
-/// The lock holder's loan of the payload (a write's fill, a `WriteGuard::live` view); it
-/// ends when dropped.
+/// The lock holder's loan of the payload (a write's fill, a `WriteGuard::live` view) of a
+/// weight, made at a [`sys::forks`] count; it ends when dropped.
 #[derive(Debug)]
-pub(crate) struct Loan<'a>(&'a LockFile, u32);
+pub(crate) struct Loan<'a>(&'a LockFile, u32, u64);
 
 /// What a [`Loan`] lends: a write's fill borrows the payload mutably, a live view shares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,12 @@ impl Drop for Loan<'_> {
     fn drop(&mut self) {
         // Plain load and store: only the lock holder's thread lends, and a loan does not
         // leave it (a fill is a call, a live view is neither `Send` nor outlives the guard);
-        // the lock's handover orders them for the next holder.
+        // the lock's handover orders them for the next holder. A copy a child forked without
+        // exec inherited is its parent's loan, which the child's first lock clears
+        // (`LockFile::adopt_after_fork`).
+        if self.2 != sys::forks() {
+            return;
+        }
         let n = self.0.lent.load(Ordering::Relaxed);
         self.0.lent.store(n - self.1, Ordering::Relaxed);
     }
@@ -247,7 +252,7 @@ impl LockFile {
         {
             return Ok(false);
         }
-        let result = self.reopen_if_unlinked(stream).map(|_| true);
+        let result = self.reopen_if_unlinked(stream, || true).map(|_| true);
         self.owner.store(0, Ordering::Release);
         self.wake_waiters();
         result
@@ -256,10 +261,21 @@ impl LockFile {
     /// Moves to the file now at the path if ours was unlinked; returns whether it did. The
     /// caller owns the owner word and holds no flock (so nobody in this process uses the old
     /// descriptor). Lock files are only ever removed, never renamed, so a file that still has
-    /// a link is the one at the path.
-    fn reopen_if_unlinked(&self, stream: &str) -> Result<bool> {
+    /// a link is the one at the path. A file removed with the caller's stream (not
+    /// `stream_linked`: an unlink removes `_meta` before the lock file) is not made again,
+    /// which would leave it until purge: [`Error::Stale`].
+    fn reopen_if_unlinked(
+        &self,
+        stream: &str,
+        stream_linked: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         let mut file = lock_poisoned(&self.file);
         if sys::nlink(&file).map(|n| n == 0).unwrap_or(false) {
+            if !stream_linked() {
+                return Err(Error::Stale {
+                    name: stream.to_owned(),
+                });
+            }
             *file = open_at_path(&self.path, stream)?;
             self.fd.store(file.as_raw_fd(), Ordering::Relaxed);
             return Ok(true);
@@ -354,7 +370,7 @@ impl LockFile {
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
     /// Returns the depth now held. `None` waits forever.
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, false)
+        self.take(0, timeout, stream, false, || true)
     }
 
     /// [`LockFile::acquire`] for a lifecycle operation (create, unlink, purge's sweep), which
@@ -365,21 +381,23 @@ impl LockFile {
     /// check: a lock file is removed only with its stream, and a write into a removed stream
     /// reports [`Error::Stale`] under whatever lock it took.
     pub(crate) fn acquire_at_path(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, true)
+        self.take(0, timeout, stream, true, || true)
     }
 
     /// [`LockFile::acquire`] for a handle of stream generation `generation` (non-zero): the
     /// first time a generation takes the lock, a lock file unlinked since it was opened (the
     /// stream was removed and recreated, perhaps by pyshmem) is replaced by the one now at the
-    /// path before the flock is taken, so every process converges on one inode. One compare
-    /// per acquisition otherwise.
+    /// path before the flock is taken, so every process converges on one inode; one removed
+    /// with the handle's stream (not `stream_linked`) is [`Error::Stale`]. One compare per
+    /// acquisition otherwise.
     pub(crate) fn acquire_for(
         &self,
         generation: u64,
         timeout: Option<Duration>,
         stream: &str,
+        stream_linked: impl FnOnce() -> bool,
     ) -> Result<u32> {
-        self.take(generation, timeout, stream, false)
+        self.take(generation, timeout, stream, false, stream_linked)
     }
 
     /// The acquisitions above; `at_path` re-checks, after a fresh flock, that the file is
@@ -390,6 +408,7 @@ impl LockFile {
         timeout: Option<Duration>,
         stream: &str,
         at_path: bool,
+        stream_linked: impl FnOnce() -> bool,
     ) -> Result<u32> {
         if self.inherited() {
             self.adopt_after_fork(stream)?;
@@ -422,7 +441,7 @@ impl LockFile {
         // other thread out, and pass for the holder at its next `lock`.
         let claim = OwnerClaim(self);
         if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-            self.reopen_if_unlinked(stream)?;
+            self.reopen_if_unlinked(stream, stream_linked)?;
             self.generation.store(generation, Ordering::Relaxed);
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
@@ -436,7 +455,7 @@ impl LockFile {
                 Ok(true) if at_path && self.is_unlinked() => {
                     // Locked a removed file: let it go and lock the one at the path.
                     let _ = self.flock(libc::LOCK_UN);
-                    self.reopen_if_unlinked(stream)?;
+                    self.reopen_if_unlinked(stream, || true)?;
                 }
                 Ok(true) => {
                     self.depth.store(1, Ordering::Relaxed);
@@ -567,7 +586,7 @@ impl LockFile {
         };
         let n = self.lent.load(Ordering::Relaxed);
         self.lent.store(n + weight, Ordering::Relaxed);
-        Loan(self, weight)
+        Loan(self, weight, sys::forks())
     }
 
     /// Whether a write's fill is in progress: on the lock holder's thread (check
@@ -760,7 +779,7 @@ mod tests {
     fn a_new_generation_moves_to_the_lock_file_now_at_the_path() {
         let path = temp_lock("generation");
         let sut = LockFile::attach(&path, "t").unwrap();
-        sut.acquire_for(11, None, "t").unwrap();
+        sut.acquire_for(11, None, "t", || true).unwrap();
         sut.release(|_| {});
         // The stream is unlinked and recreated elsewhere: a new file at the path, held by
         // another process (here: another open file description).
@@ -768,11 +787,13 @@ mod tests {
         let foreign = open_file(&path, "t").unwrap();
         assert!(sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         // A handle of the new generation must contend on the new file, not the orphan.
-        let err = sut.acquire_for(22, Some(Duration::ZERO), "t").unwrap_err();
+        let err = sut
+            .acquire_for(22, Some(Duration::ZERO), "t", || true)
+            .unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         sys::flock(&foreign, libc::LOCK_UN).unwrap();
         assert_eq!(
-            sut.acquire_for(22, Some(Duration::from_secs(1)), "t")
+            sut.acquire_for(22, Some(Duration::from_secs(1)), "t", || true)
                 .unwrap(),
             1
         );

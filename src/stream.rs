@@ -409,6 +409,12 @@ impl Stream {
             let parts = open_payload(name, &decoded, readonly).and_then(|payload| {
                 #[cfg(test)]
                 tests::before_ring();
+                // A ring keeps copies of the host payload: a stream without one (a GPU stream
+                // without a CPU mirror, which `create` gives no history) attaches none, whatever
+                // segment was planted under its name.
+                if payload.is_none() {
+                    return Ok((payload, None));
+                }
                 let ring = crate::history::Ring::attach(
                     name,
                     decoded.size as usize,

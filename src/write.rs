@@ -12,7 +12,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use ndarray::{ArrayBase, ArrayViewD, Data, Dimension, IxDyn};
+use ndarray::{ArrayBase, ArrayRef, ArrayViewD, Data, Dimension, IxDyn};
 
 use crate::dtype::{Dtype, Element, as_bytes};
 use crate::error::{Error, Result};
@@ -111,7 +111,9 @@ impl Stream {
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
         self.lock
             .follow_path(&self.name, timeout, || !self.meta.is_unlinked())?;
-        let depth = self.lock.acquire_for(generation, timeout, &self.name)?;
+        let depth = self
+            .lock
+            .acquire_for(generation, timeout, &self.name, || !self.meta.is_unlinked())?;
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
         // writer that died mid-write.
         self.header
@@ -208,10 +210,12 @@ impl Stream {
                 let out = fill(dst)?;
                 crate::gpu::after_fill(self, dst)?;
                 let now = sys::unix_now();
-                // Same bracket, before the even sequence: the frame just filled.
+                // Same bracket, before the even sequence: the frame just filled (from the host
+                // payload: a stream without one has no ring).
                 let appended = self
                     .history
                     .as_ref()
+                    .filter(|_| !dst.is_null())
                     .map(|ring| ring.append(dst, next_count, id(), now));
                 (out, now, appended)
             }
@@ -672,8 +676,67 @@ impl WriteGuard<'_> {
     }
 }
 
-/// A view of the live payload ([`WriteGuard::live`]); it dereferences to an `ArrayViewD`.
-/// While it lives, writes to the stream from the guard's thread are refused.
+/// A view of the live payload ([`WriteGuard::live`]); it dereferences to an
+/// [`ArrayRef`](ndarray::ArrayRef), so every borrow of the payload it gives (`as_slice`,
+/// `view`, indexing, iterators) lives no longer than it. While it lives, writes to the
+/// stream from the guard's thread are refused.
+///
+/// ```
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-live-{}", std::process::id());
+/// let s = Stream::create(&name, &[4], Dtype::U32)?;
+/// let g = s.lock(None)?;
+/// let v = g.live::<u32>()?;
+/// let old: &[u32] = v.as_slice().unwrap();
+/// assert_eq!(old, &[0; 4]);
+/// drop(v);
+/// g.write_view(|b: &mut [u32]| { b[0] = 7; Ok::<_, std::io::Error>(()) })?;
+/// # drop(g);
+/// # shmstream::unlink(&name)?;
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+///
+/// A borrow kept past the view (the write below would alias it) does not compile:
+///
+/// ```compile_fail,E0505
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-live-escape-{}", std::process::id());
+/// let s = Stream::create(&name, &[4], Dtype::U32)?;
+/// let g = s.lock(None)?;
+/// let v = g.live::<u32>()?;
+/// let old: &[u32] = v.as_slice().unwrap();
+/// drop(v);
+/// g.write_view(|b: &mut [u32]| { b[0] = 7; Ok::<_, std::io::Error>(()) })?;
+/// assert_eq!(old[0], 7);
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+///
+/// nor does one through a temporary view:
+///
+/// ```compile_fail,E0716
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-live-escape-{}", std::process::id());
+/// let s = Stream::create(&name, &[4], Dtype::U32)?;
+/// let g = s.lock(None)?;
+/// let old: &[u32] = g.live::<u32>()?.as_slice().unwrap();
+/// g.write_view(|b: &mut [u32]| { b[0] = 7; Ok::<_, std::io::Error>(()) })?;
+/// assert_eq!(old[0], 7);
+/// # Ok::<(), shmstream::Error>(())
+/// ```
+///
+/// and the `ArrayView` methods whose borrows would carry the guard's lifetime instead
+/// (`to_slice`, `clone`) are not reached:
+///
+/// ```compile_fail,E0599
+/// use shmstream::{Dtype, Stream};
+/// let name = format!("doc-live-escape-{}", std::process::id());
+/// let s = Stream::create(&name, &[4], Dtype::U32)?;
+/// let g = s.lock(None)?;
+/// let old: &[u32] = g.live::<u32>()?.to_slice().unwrap();
+/// g.write_view(|b: &mut [u32]| { b[0] = 7; Ok::<_, std::io::Error>(()) })?;
+/// assert_eq!(old[0], 7);
+/// # Ok::<(), shmstream::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct LiveView<'a, T> {
     view: ArrayViewD<'a, T>,
@@ -682,10 +745,12 @@ pub struct LiveView<'a, T> {
     _not_send: PhantomData<*const ()>,
 }
 
-impl<'a, T> std::ops::Deref for LiveView<'a, T> {
-    type Target = ArrayViewD<'a, T>;
+/// To the view's `ArrayRef`, not the `ArrayViewD` itself: that one's borrows (`to_slice`,
+/// `clone`) carry the guard's lifetime and would outlive the view, and its loan.
+impl<T> std::ops::Deref for LiveView<'_, T> {
+    type Target = ArrayRef<T, IxDyn>;
 
-    fn deref(&self) -> &Self::Target {
+    fn deref(&self) -> &ArrayRef<T, IxDyn> {
         &self.view
     }
 }

@@ -170,6 +170,32 @@ fn recreated_name_makes_old_handles_stale() {
     assert!(shmstream::stat(&name).is_err());
 }
 
+/// The first lock of a handle whose stream another handle unlinked (its lock file with it):
+/// Stale, and the removed stream's lock file is not made again at its path.
+#[test]
+fn locking_an_unlinked_stream_is_stale_and_leaves_no_lock_file() {
+    let name = unique_name("stale-lock");
+    let _c = Cleanup::new([&name]);
+    let creator = Stream::create(&name, &[2], Dtype::I32).unwrap();
+    let s = Stream::open(&name).unwrap();
+    let lock_path = shmstream::name::lock_path(&name);
+    assert!(lock_path.exists());
+    creator.unlink().unwrap();
+    assert!(!lock_path.exists());
+    let e = s.write_slice(&[1i32, 2]).unwrap_err();
+    assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+    let e = s.lock(Some(SEC)).map(drop).unwrap_err();
+    assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+    let e = shmstream::lock_many(&[&s], Some(SEC))
+        .map(drop)
+        .unwrap_err();
+    assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+    assert!(
+        !lock_path.exists(),
+        "the removed stream's lock file made again"
+    );
+}
+
 #[test]
 fn invalid_names_and_shapes_are_refused() {
     for bad in ["", "   ", "nul\0byte"] {

@@ -15,8 +15,8 @@ use common::{Cleanup, LONG, unique_name};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use shmstream::format::{
-    self, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError, HEADER_BYTES, Header, KNOWN_FLAGS,
-    MAX_DIMS, META_BYTES, NewHeader, offset,
+    self, FLAG_CPU_MIRROR, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError, HEADER_BYTES,
+    Header, KNOWN_FLAGS, MAX_DIMS, META_BYTES, NewHeader, offset,
 };
 use shmstream::ndarray::Array2;
 use shmstream::{Dtype, Error, Stream, StreamConfig};
@@ -521,6 +521,37 @@ fn oversized_segments_are_not_faulted_in() {
             "{id}: {allocated} bytes allocated after open"
         );
     }
+}
+
+/// A history segment under a GPU stream without a CPU mirror (none is ever made: its ring
+/// would copy a host payload it has not) is not attached: a device write would append from
+/// the null host payload.
+#[test]
+fn a_history_segment_under_a_gpu_stream_without_a_mirror_is_not_attached() {
+    let name = unique_name("gpu-hist");
+    let _c = Cleanup::new([&name]);
+    let w = shmstream::StreamOptions::new(&name)
+        .shape(&[16])
+        .dtype(Dtype::F32)
+        .history(2)
+        .create()
+        .unwrap();
+    // The same generation (instance id, so the ring matches), relabelled a mirrorless GPU
+    // stream on device 0.
+    let meta = shm_path(&shmstream::name::meta_id(&name));
+    let mut b: [u8; META_BYTES] = std::fs::read(&meta).unwrap()[..META_BYTES]
+        .try_into()
+        .unwrap();
+    let flags = (u32_at(&b, offset::FLAGS) | FLAG_GPU) & !FLAG_CPU_MIRROR;
+    put(&mut b, offset::FLAGS, &flags.to_le_bytes());
+    put(&mut b, offset::DEVICE_INDEX, &0i32.to_le_bytes());
+    restamp(&mut b);
+    drop(w);
+    std::fs::write(&meta, b).unwrap();
+    let s = Stream::open(&name).unwrap();
+    assert!(s.gpu_enabled() && !s.cpu_mirror());
+    assert_eq!(s.history_depth(), 0, "the planted ring was attached");
+    assert!(s.cursor().is_err());
 }
 
 /// Bytes from a segment are data: a stored name full of format directives comes back

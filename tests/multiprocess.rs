@@ -121,6 +121,44 @@ fn child_entry() {
             block_on_stdin();
             drop(g);
         }
+        // Takes the write lock and a live view, then forks without exec and lets both go. The
+        // forked child writes once its parent released, drops its copy of the view (the
+        // parent's loan), writes again, and says what each did.
+        "fork_live_view" => {
+            let s = Stream::open(&name).unwrap();
+            let g = s.lock(Some(LONG)).unwrap();
+            let v = g.live::<i32>().unwrap();
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let write = |r: Result<(), Error>| match r {
+                    Ok(()) => "written".to_owned(),
+                    Err(e) => format!("error {e}"),
+                };
+                let first = write(
+                    s.lock(Some(LONG))
+                        .and_then(|mine| mine.write_slice(&[1i32; 4])),
+                );
+                let dropped =
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v))) {
+                        Ok(()) => "dropped",
+                        Err(_) => "panicked",
+                    };
+                drop(g);
+                let again = write(s.write_slice(&[2i32; 4]));
+                say(&format!("forked: {first}, view {dropped}, then {again}"));
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            drop(v);
+            drop(g);
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        }
         // Creates `name` with auto-unlink, forks without exec; the forked child drops its
         // copy of the handle and leaves. The parent says whether the stream is still there,
         // then drops its own.
@@ -444,6 +482,25 @@ fn a_child_forked_without_exec_is_excluded_by_its_parent_s_lock() {
     p.close_stdin();
     p.wait_success(LONG);
     drop(s.lock(Some(LONG)).unwrap());
+}
+
+/// A live view held across a fork without exec is the parent's loan: the child's drop of its
+/// copy leaves the child's own lock state alone, and its writes go on.
+#[test]
+fn a_live_view_a_child_inherited_through_a_fork_does_not_lend_its_payload() {
+    let name = unique_name("fork-view");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::I32).unwrap();
+    s.write_slice(&[0i32; 4]).unwrap();
+    let mut p = child("child_entry", "fork_live_view")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(
+        p.expect_line("forked: ", LONG),
+        "written, view dropped, then written"
+    );
+    p.wait_success(LONG);
+    assert_eq!(s.read::<i32>().unwrap().as_slice().unwrap(), &[2; 4]);
 }
 
 #[test]
