@@ -311,13 +311,46 @@ trait Summarize: Sized {
     fn summarize(data: &[Self]) -> Summary;
 }
 
+/// Whether `v` is printed in scientific notation: finite, non-zero and outside 1e-4..1e15
+/// (not as `0.000000000000000000000000000001` or 39 digits).
+fn scientific(v: f64) -> bool {
+    v != 0.0 && v.is_finite() && !(1e-4..1e15).contains(&v.abs())
+}
+
+/// A mean: `nan`, scientific notation (see [`scientific`]), whole numbers with `.0`.
 fn fmt_f64(v: f64) -> String {
-    if v.is_finite() && v == v.trunc() && v.abs() < 1e15 {
+    if v.is_nan() {
+        "nan".into()
+    } else if scientific(v) {
+        format!("{v:e}")
+    } else if v == v.trunc() {
         format!("{v:.1}")
     } else {
         format!("{v}")
     }
 }
+
+/// An element as `dump` prints it: floats far from 1 in scientific notation.
+trait Shown: Copy {
+    fn shown(self) -> String;
+}
+
+macro_rules! shown {
+    (as_is: $($t:ty),*; float: $($f:ty),*) => {
+        $(impl Shown for $t {
+            fn shown(self) -> String {
+                self.to_string()
+            }
+        })*
+        $(impl Shown for $f {
+            fn shown(self) -> String {
+                if scientific(f64::from(self)) { format!("{self:e}") } else { self.to_string() }
+            }
+        })*
+    };
+}
+
+shown!(as_is: i8, i16, i32, i64, u8, u16, u32, u64, bool; float: f16, f32, f64);
 
 macro_rules! real_summary {
     ($($t:ty => |$v:ident| $f:expr),* $(,)?) => {$(
@@ -336,7 +369,7 @@ macro_rules! real_summary {
                     // numpy's min/max/mean all propagate NaN.
                     return Summary { min: "nan".into(), max: "nan".into(), mean: "nan".into() };
                 }
-                Summary { min: min.to_string(), max: max.to_string(), mean: fmt_f64(sum / data.len() as f64) }
+                Summary { min: min.shown(), max: max.shown(), mean: fmt_f64(sum / data.len() as f64) }
             }
         }
     )*};
@@ -353,17 +386,23 @@ macro_rules! complex_summary {
     ($($t:ty),*) => {$(
         impl Summarize for $t {
             fn summarize(data: &[$t]) -> Summary {
-                let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+                let (mut lo, mut hi, mut nan) = (f64::INFINITY, f64::NEG_INFINITY, false);
                 let (mut re, mut im) = (0.0f64, 0.0f64);
                 for z in data {
                     let m = f64::from(z.norm());
+                    nan |= m.is_nan();
                     lo = lo.min(m);
                     hi = hi.max(m);
                     re += f64::from(z.re);
                     im += f64::from(z.im);
                 }
-                let n = data.len() as f64;
-                Summary { min: format!("{} (|z|)", fmt_f64(lo)), max: format!("{} (|z|)", fmt_f64(hi)), mean: format!("{}{:+}j", fmt_f64(re / n), im / n) }
+                if nan {
+                    // As numpy's min/max of |z|, NaN propagates (`f64::min` skips it).
+                    (lo, hi) = (f64::NAN, f64::NAN);
+                }
+                let (re, im) = (re / data.len() as f64, im / data.len() as f64);
+                let sign = if im.is_sign_negative() && !im.is_nan() { "-" } else { "+" };
+                Summary { min: format!("{} (|z|)", fmt_f64(lo)), max: format!("{} (|z|)", fmt_f64(hi)), mean: format!("{}{sign}{}j", fmt_f64(re), fmt_f64(im.abs())) }
             }
         }
     )*};

@@ -53,6 +53,14 @@ fn gpu_str(s: &StreamStat) -> String {
 
 /// Prints rows as left-aligned columns separated by two spaces.
 pub(crate) fn print_table(rows: &[Vec<String>]) -> Fallible {
+    for line in table(rows) {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// The lines of rows as left-aligned columns separated by two spaces.
+pub(crate) fn table(rows: &[Vec<String>]) -> Vec<String> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -63,15 +71,16 @@ pub(crate) fn print_table(rows: &[Vec<String>]) -> Fallible {
                 .unwrap_or(0)
         })
         .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
-            .collect();
-        outln!("{}", line.join("  ").trim_end())?;
-    }
-    Ok(())
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+                .collect();
+            line.join("  ").trim_end().to_owned()
+        })
+        .collect()
 }
 
 /// `shmstream list [--json]`.
@@ -109,6 +118,10 @@ pub(crate) fn list(json: bool) -> Fallible {
     }
     print_table(&rows)
 }
+
+/// A GPU stream's publisher or consumer when its `_gpu` segment does not say (missing, or
+/// pyshmem's torch IPC pickle).
+const GPU_WORD_UNKNOWN: &str = "unknown (its _gpu segment is unreadable or pyshmem's)";
 
 /// `shmstream stat NAME [--json]`.
 pub(crate) fn stat(name: &str, json: bool) -> Fallible {
@@ -151,6 +164,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         (
             "published_by",
             match s.gpu_publisher_pid {
+                None if s.gpu_enabled => GPU_WORD_UNKNOWN.to_owned(),
                 None => "host".to_owned(),
                 Some(0) => "host (after a stream synchronize)".to_owned(),
                 Some(pid) => format!("the CUDA stream of pid {pid}"),
@@ -159,6 +173,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         (
             "gpu_consumer",
             match s.gpu_consumer_pid {
+                None if s.gpu_enabled => GPU_WORD_UNKNOWN.to_owned(),
                 None | Some(0) => "none".to_owned(),
                 Some(pid) => format!("pid {pid} (acknowledges every frame)"),
             },

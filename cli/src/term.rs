@@ -3,19 +3,16 @@
 //! overrides are escaped instead of reaching the terminal; a closed stdout pipe ends the
 //! tool quietly, as it does `cat` or `head` (not `unlink`: there it is a stdout error like
 //! any other, reported once every name was tried); any other failed write to stdout (a full
-//! disk, `> /dev/full`) is an error, through [`out!`] and [`outln!`] (`println!` panics);
+//! disk, `> /dev/full`) is an error, through [`outln!`] (`println!` panics) or, for output
+//! a stop signal must be able to cut short, [`write_or_stop`];
 //! and a failed write to stderr (a terminal hung up, `2> /dev/full`) is ignored, through
 //! [`err!`] and [`errln!`] (`eprintln!` panics): there is nowhere left to report it.
 
 use std::borrow::Cow;
-use std::fmt::Write;
-
-/// `print!` that returns a [`Fallible`](crate::Fallible) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {
-        $crate::term::write_stdout(format_args!($($arg)*))
-    };
-}
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{ErrorKind, Write as _};
+use std::os::fd::AsFd;
 
 /// `println!` that returns a [`Fallible`](crate::Fallible) instead of panicking.
 macro_rules! outln {
@@ -41,17 +38,37 @@ macro_rules! errln {
     };
 }
 
-pub(crate) use {err, errln, out, outln};
+pub(crate) use {err, errln, outln};
 
-/// Writes to stdout (line-buffered: a line's failure shows at its end, the rest of a line
-/// at [`flush_stdout`]). Every stdout write of the tool goes through here.
+/// Writes to stdout (line-buffered: a line's failure shows at its end). Every stdout write
+/// of the tool but `watch`'s ([`write_or_stop`]) goes through here.
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> crate::Fallible {
     std::io::Write::write_fmt(&mut std::io::stdout().lock(), args).map_err(stdout_error)
 }
 
-/// Writes out what [`write_stdout`] holds of an unfinished line.
-pub(crate) fn flush_stdout() -> crate::Fallible {
-    std::io::Write::flush(&mut std::io::stdout()).map_err(stdout_error)
+/// Stdout without std's buffer (a duplicate of descriptor 1), for [`write_or_stop`].
+pub(crate) fn unbuffered_stdout() -> crate::Fallible<File> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned();
+    Ok(File::from(fd.map_err(stdout_error)?))
+}
+
+/// Writes all of `text` to `out`, or returns early (`Ok`) when a write a signal cut short
+/// leaves `stop()` true. std's writes retry an interrupted write, so a reader that stopped
+/// reading (`| less` paused, `| sleep 600`) would keep a tool blocked past a stop signal.
+pub(crate) fn write_or_stop(mut out: &File, text: &str, stop: fn() -> bool) -> crate::Fallible {
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match out.write(rest) {
+            Ok(0) => return Err(stdout_error(ErrorKind::WriteZero.into())),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(stdout_error(e)),
+        }
+        if !rest.is_empty() && stop() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Writes to stderr (unbuffered), ignoring a failure: stderr is where failures are

@@ -1,15 +1,17 @@
 //! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
-//! age, missed frames and writer liveness. On a terminal the table is redrawn in place; when
-//! stdout is not a terminal, every sample is printed as plain lines. Stops on Ctrl-C
-//! (SIGINT), SIGTERM, SIGHUP (terminal closed) or SIGQUIT (those not ignored when it
-//! started, as `nohup` ignores SIGHUP), or after `--duration`. A sample due while the
-//! process was stopped (Ctrl-Z, a suspend) is taken on waking and the next one an interval
-//! later: samples never come back to back to make up for the stall.
+//! age, missed frames and writer liveness. On a terminal the table is redrawn in place
+//! (autowrap off, cut to the terminal's height); when stdout is not a terminal, every sample
+//! is printed as plain lines. Stops on Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal closed) or
+//! SIGQUIT (those not ignored when it started, as `nohup` ignores SIGHUP), also while a
+//! reader that stopped reading holds up its output, or after `--duration`. A sample due
+//! while the process was stopped (Ctrl-Z, a suspend) is taken on waking and the next one an
+//! interval later: samples never come back to back to make up for the stall.
 //!
 //! "Missed" counts frames the writer skipped according to its own frame ids: over one
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
 //! camera frame counter, say); `-` for streams whose frame id is never set.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +19,8 @@ use std::time::{Duration, Instant};
 use shmstream::{Error, StreamStat};
 
 use crate::Fallible;
-use crate::show::{human_age, print_table, writer_str};
-use crate::term::{flush_stdout, out, outln};
+use crate::show::{human_age, table, writer_str};
+use crate::term::{unbuffered_stdout, write_or_stop};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -146,6 +148,49 @@ const HEADER: [&str; 7] = [
     "NAME", "COUNT", "RATE_HZ", "AGE", "MISSED", "WRITER", "STATE",
 ];
 
+/// Terminal modes while the table is redrawn in place: cursor hidden, and autowrap off, so
+/// that a line wider than the terminal is cut at its edge instead of wrapping onto a row
+/// the next redraw would not go back over.
+const TTY_ENTER: &str = "\x1b[?25l\x1b[?7l";
+
+/// Undoes [`TTY_ENTER`].
+const TTY_LEAVE: &str = "\x1b[?7h\x1b[?25h";
+
+/// The text that draws `rows` over the previous draw of `drawn` lines, and its number of
+/// lines: on a terminal of `height` rows, at most `height - 1` of them, the last saying how
+/// many were left out (lines scrolled off the top cannot be gone back over).
+fn redraw(drawn: usize, rows: &[Vec<String>], height: Option<usize>) -> (String, usize) {
+    let mut lines = table(rows);
+    let fit = height.map_or(usize::MAX, |h| h.saturating_sub(1).max(2));
+    if lines.len() > fit {
+        let left_out = lines.len() - (fit - 1);
+        lines.truncate(fit - 1);
+        lines.push(format!(
+            "({left_out} more streams: the terminal is too short)"
+        ));
+    }
+    let mut text = String::new();
+    if drawn > 0 {
+        let _ = write!(text, "\x1b[{drawn}F"); // back to the first line of the last draw
+    }
+    text.push_str("\x1b[J"); // clear from here down
+    for l in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    (text, lines.len())
+}
+
+/// The height in rows of the terminal on stdout, if it tells.
+fn terminal_height() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ only writes one `winsize` through the pointer, to a zeroed one.
+    let (rc, ws) = unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(1, libc::TIOCGWINSZ, &mut ws), ws)
+    };
+    (rc == 0 && ws.ws_row > 0).then_some(usize::from(ws.ws_row))
+}
+
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
     // Every name must exist when the watch starts (a typo is an error, not an empty view).
@@ -167,9 +212,12 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
             state: String::new(),
         })
         .collect();
+    // Unbuffered, so that a stop signal ends a write blocked on a reader that stopped.
+    let stdout = unbuffered_stdout()?;
+    let write = |text: &str| write_or_stop(&stdout, text, stop_requested);
     let mut drawn_lines = 0usize;
     if tty {
-        out!("\x1b[?25l")?; // hide the cursor while redrawing
+        write(TTY_ENTER)?;
     }
     let mut next = start;
     let mut draw = || -> Fallible {
@@ -178,19 +226,18 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
                 t.sample();
             }
             if tty {
-                if drawn_lines > 0 {
-                    out!("\x1b[{drawn_lines}F")?; // back to the first line of the last draw
-                }
                 let mut rows = vec![HEADER.map(String::from).to_vec()];
                 rows.extend(tracks.iter().map(Track::row));
-                out!("\x1b[J")?; // clear from here down
-                print_table(&rows)?;
-                drawn_lines = rows.len();
+                let (text, lines) = redraw(drawn_lines, &rows, terminal_height());
+                write(&text)?;
+                drawn_lines = lines;
             } else {
                 let t = start.elapsed().as_secs_f64();
+                let mut text = String::new();
                 for tr in &tracks {
                     let r = tr.row();
-                    outln!(
+                    let _ = writeln!(
+                        text,
                         "t={t:.2}s {} count={} rate={}Hz age={} missed={} writer={} state={}",
                         r[0],
                         r[1],
@@ -199,10 +246,10 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
                         r[4],
                         r[5].replace(' ', ":"),
                         r[6]
-                    )?;
+                    );
                 }
+                write(&text)?;
             }
-            flush_stdout()?;
             next += interval;
             // After a stall (Ctrl-Z, a suspend) that tick is past: the next sample is an
             // interval from now, not one per tick missed, back to back (with rates over
@@ -229,8 +276,8 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
     };
     let mut drawn = draw();
     if tty {
-        // The cursor comes back however the loop ended, a failed write included.
-        drawn = drawn.and(out!("\x1b[?25h").and_then(|()| flush_stdout()));
+        // The cursor and autowrap come back however the loop ended, a failed write included.
+        drawn = drawn.and(write(TTY_LEAVE));
     }
     // A stop by signal is a clean stop, also when the terminal is gone: a hangup makes
     // writes to it fail (EIO) and then sends SIGHUP.

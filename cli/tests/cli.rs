@@ -201,6 +201,37 @@ fn list_shows_rows_and_json_matches_stat() {
     assert_eq!(mine["creator_alive"], true);
 }
 
+/// A GPU stream whose `_gpu` segment cannot be read (here: missing, under a planted `_meta`
+/// with the GPU flag; no GPU needed) has an unknown publisher and consumer, not the host and
+/// none; a CPU stream's publisher is the host.
+#[test]
+fn stat_of_a_gpu_stream_without_its_gpu_segment_shows_an_unknown_publisher() {
+    let (gpu, cpu) = (unique_name("cli-stat-gpu"), unique_name("cli-stat-cpu"));
+    let _c = Cleanup::new([&gpu, &cpu]);
+    let meta = shmstream::format::encode_new(&shmstream::format::NewHeader {
+        name: &gpu,
+        dtype: Dtype::F32,
+        shape: &[4],
+        flags: shmstream::format::FLAG_GPU,
+        device_index: 0,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [1; 16],
+    });
+    std::fs::write(format!("/dev/shm/{}", shmstream::name::meta_id(&gpu)), meta).unwrap();
+    let out = stdout_of(cli().args(["stat", &gpu]));
+    assert!(out.contains("gpu_enabled:    true"), "{out}");
+    assert!(
+        out.contains("published_by:   unknown (its _gpu segment is unreadable or pyshmem's)\n")
+            && out.contains(
+                "gpu_consumer:   unknown (its _gpu segment is unreadable or pyshmem's)\n"
+            ),
+        "{out}"
+    );
+    Stream::create(&cpu, &[4], Dtype::F32).unwrap();
+    let out = stdout_of(cli().args(["stat", &cpu]));
+    assert!(out.contains("published_by:   host\n"), "{out}");
+}
+
 #[test]
 fn create_errors_exit_1_with_a_message() {
     let name = unique_name("cli-create-err");
@@ -502,6 +533,35 @@ fn dump_without_output_prints_a_summary() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+}
+
+/// numpy's min/max/mean propagate NaN, for complex data too (|z| of a NaN is NaN), and
+/// values far from 1 are printed in scientific notation, not with 30 zeros or 39 digits.
+#[test]
+fn dump_summary_propagates_nan_and_writes_extreme_values_in_scientific_notation() {
+    let (cplx, real) = (unique_name("cli-sum-c"), unique_name("cli-sum-f"));
+    let _c = Cleanup::new([&cplx, &real]);
+    let z = |re, im| shmstream::Complex32::new(re, im);
+    Stream::create(&cplx, &[3], Dtype::Complex64)
+        .unwrap()
+        .write_slice(&[z(1.0, 1.0), z(f32::NAN, 0.0), z(3.0, 4.0)])
+        .unwrap();
+    let out = stdout_of(cli().args(["dump", &cplx]));
+    for want in ["min:    nan", "max:    nan", "mean:   nan+"] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    Stream::create(&real, &[3], Dtype::F32)
+        .unwrap()
+        .write_slice(&[1e-30f32, 3.4e38, 2.0])
+        .unwrap();
+    let out = stdout_of(cli().args(["dump", &real]));
+    for want in ["min:    1e-30\n", "max:    3.4e38\n", "mean:   1.13"] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(
+        out.trim_end().ends_with("e38"),
+        "mean in scientific notation:\n{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -983,6 +1043,54 @@ fn watch_reports_rate_and_missed_frames_and_stops_on_ctrl_c() {
     assert_eq!(w.exit_code(common::LONG), Some(0), "Ctrl-C is a clean stop");
 }
 
+/// A `watch` blocked writing to a pipe nobody reads (`| less` paused, `| sleep 600`) still
+/// stops on SIGTERM, cleanly: the write the signal interrupts is not retried.
+#[test]
+fn watch_blocked_on_a_full_stdout_pipe_stops_on_sigterm() {
+    let name = unique_name("cli-watch-full");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    // 16 rows a sample fill the pipe's 64 KiB within a second.
+    let mut args = vec!["watch", "--interval", "0.001"];
+    args.extend([name.as_str(); 16]);
+    let mut child = common::default_stop_signals(&mut StdCommand::new(bin()))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _never_read = child.stdout.take();
+    let pid = child.id();
+    // In a write to (a duplicate of) its stdout, as /proc/PID/syscall shows it: the syscall
+    // number, then the descriptor.
+    let fd_target = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    let blocked = || {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let mut f = syscall.split_whitespace();
+        f.next().and_then(|n| n.parse().ok()) == Some(libc::SYS_write)
+            && f.next()
+                .and_then(|fd| i64::from_str_radix(fd.strip_prefix("0x")?, 16).ok())
+                .is_some_and(|fd| {
+                    fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
+                })
+    };
+    let deadline = std::time::Instant::now() + common::LONG;
+    while !blocked() {
+        if std::time::Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("watch never blocked writing to its full stdout");
+        }
+        std::thread::yield_now();
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        exit_code_within(child, common::LONG),
+        Some(0),
+        "SIGTERM is a clean stop"
+    );
+}
+
 #[test]
 fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back() {
     let name = unique_name("cli-watch-stall");
@@ -1026,8 +1134,9 @@ fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back()
 // a terminal that hangs up
 // ---------------------------------------------------------------------------------------
 
-/// The tool run on a new pseudo-terminal (stdin, stdout and stderr) as the session leader
-/// whose controlling terminal it is, like a shell in a terminal window.
+/// The tool run on a new pseudo-terminal of 24 rows by 80 columns (stdin, stdout and
+/// stderr) as the session leader whose controlling terminal it is, like a shell in a
+/// terminal window.
 struct OnTerminal {
     child: std::process::Child,
     master: Option<std::fs::File>,
@@ -1043,7 +1152,8 @@ impl OnTerminal {
         use std::os::unix::process::CommandExt;
         // SAFETY: `posix_openpt` returns a new descriptor (close-on-exec, so that no child
         // of a concurrent test keeps the terminal open), owned by the File from here on;
-        // `ptsname_r` writes a NUL-terminated path of at most `path.len()` bytes.
+        // `ptsname_r` writes a NUL-terminated path of at most `path.len()` bytes; TIOCSWINSZ
+        // only reads one `winsize`.
         let (master, path) = unsafe {
             let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
             if fd < 0 {
@@ -1054,6 +1164,13 @@ impl OnTerminal {
             let master = std::fs::File::from_raw_fd(fd);
             assert_eq!(libc::grantpt(fd), 0);
             assert_eq!(libc::unlockpt(fd), 0);
+            let size = libc::winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            assert_eq!(libc::ioctl(fd, libc::TIOCSWINSZ, &size), 0);
             let mut path = [0 as libc::c_char; 64];
             assert_eq!(libc::ptsname_r(fd, path.as_mut_ptr(), path.len()), 0);
             let path = std::ffi::CStr::from_ptr(path.as_ptr());
@@ -1146,6 +1263,50 @@ fn watch_on_a_terminal_that_hangs_up_stops_cleanly() {
     };
     w.wait_for(&name, common::LONG);
     assert_eq!(w.hang_up(), Some(1), "a failed draw is an error");
+}
+
+/// On a terminal, `watch` redraws with autowrap off (a row wider than the terminal would wrap
+/// onto lines the next redraw does not go back over) and a table cut to the terminal's
+/// height (lines scrolled off the top cannot be gone back over), and a stop restores
+/// autowrap and the cursor.
+#[test]
+fn watch_on_a_terminal_redraws_exactly_the_lines_it_drew() {
+    let name = unique_name("cli-watch-wrap");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    // 30 rows of over 80 columns, on 24 rows by 80 columns.
+    let mut args = vec!["watch", "--interval", "0.05"];
+    args.extend([name.as_str(); 30]);
+    let Some(mut w) = OnTerminal::spawn(&args, false) else {
+        return;
+    };
+    w.wait_for("F\x1b[J", common::LONG); // a redraw
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) }, 0);
+    w.wait_for("\x1b[?7h\x1b[?25h", common::LONG);
+    let seen = std::mem::take(&mut w.seen);
+    assert_eq!(w.hang_up(), Some(0));
+    assert!(
+        seen.starts_with("\x1b[?25l\x1b[?7l\x1b[J"),
+        "cursor hidden and autowrap off first: {seen:?}"
+    );
+    let mut redraws = 0;
+    // Each draw up to the next one's move back up over it.
+    for draw in seen.split("\x1b[J").skip(1) {
+        let Some((drawn, up)) = draw.rsplit_once("\x1b[") else {
+            continue;
+        };
+        let Some(Ok(up)) = up.strip_suffix('F').map(str::parse::<usize>) else {
+            continue;
+        };
+        let lines = drawn.matches('\n').count();
+        assert!(
+            up == lines && lines < 24,
+            "{lines} lines drawn, {up} gone back over: {draw:?}"
+        );
+        redraws += 1;
+    }
+    assert!(redraws > 0, "{seen:?}");
 }
 
 /// A `record` whose terminal is closed finishes its files and exits by its own rule (here
