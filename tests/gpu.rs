@@ -371,6 +371,14 @@ fn gpu_child_entry() {
             };
             say(&format!("stopped after {got}: {err}"));
         }
+        // Tries to become the GPU consumer (run with `SHMSTREAM_GPU_IPC_EVENT=1`).
+        "event_mode_consumer" => {
+            let s = Stream::open(&name).unwrap();
+            match s.gpu_consumer() {
+                Ok(_) => say("consumer accepted"),
+                Err(e) => say(&format!("consumer refused: {e:?}")),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -728,6 +736,11 @@ fn gpu_consumer_gets_every_frame_whole_beside_seqlock_readers() {
     let (n, frames) = (1usize << 18, 240usize); // 1 MiB frames
     let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
     let r = Stream::open(&name).unwrap();
+    // The seqlock reader's handle, opened and used before the consumer's waits are enqueued:
+    // registering host memory (which opening a writable handle does) or allocating the pinned
+    // staging buffer (its first read) would wait behind them, until the last frame.
+    let h = Stream::open_readonly(&name).unwrap();
+    h.read_device_to_host(&mut vec![0i32; n]).unwrap();
     let mut c = r.gpu_consumer().unwrap();
     assert!(
         Stream::open(&name).unwrap().gpu_consumer().is_err(),
@@ -745,27 +758,29 @@ fn gpu_consumer_gets_every_frame_whole_beside_seqlock_readers() {
         .param("frames", frames)
         .spawn();
     w.expect_line("ready", LONG);
-    // A seqlock reader on the device, meanwhile.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (name, stop) = (name.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let h = Stream::open(&name).unwrap();
-            let mut host = vec![0i32; n];
-            let mut reads = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                h.read_device_to_host(&mut host).unwrap();
-                assert!(host.iter().all(|&x| x == host[0]), "torn seqlock read");
+    // A seqlock reader on the device, meanwhile, until it reads the last frame.
+    let reader = std::thread::spawn(move || {
+        let mut host = vec![0i32; n];
+        let (mut reads, t) = (0u64, Instant::now());
+        loop {
+            h.read_device_to_host(&mut host).unwrap();
+            assert!(host.iter().all(|&x| x == host[0]), "torn seqlock read");
+            if host[0] > 0 {
                 reads += 1;
             }
-            reads
-        })
-    };
+            if host[0] == frames as i32 || t.elapsed() > LONG {
+                return (reads, host[0]);
+            }
+        }
+    });
     c.synchronize(LONG).unwrap();
     w.expect_line("wrote all", LONG);
     w.wait_success(LONG);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let reads = reader.join().unwrap();
+    let (reads, last) = reader.join().unwrap();
+    assert!(
+        reads > 0 && last == frames as i32,
+        "the seqlock reader read {reads} written frames, the last {last}"
+    );
     let host = st.clone_dtoh(&all).unwrap();
     for k in 0..frames {
         let f = &host[k * n..(k + 1) * n];
@@ -778,7 +793,7 @@ fn gpu_consumer_gets_every_frame_whole_beside_seqlock_readers() {
         );
     }
     eprintln!(
-        "GPU consumer: {frames} frames of 1 MiB whole and in order ({}), {reads} seqlock reads beside",
+        "GPU consumer: {frames} frames of 1 MiB whole and in order ({}), {reads} seqlock reads of written frames beside",
         s.gpu_publish_path()
             .map(|p| p.path.to_string())
             .unwrap_or_default()
@@ -817,6 +832,41 @@ fn write_frames_on_a_thread(name: &str, last: i32) -> std::thread::JoinHandle<St
     })
 }
 
+/// Waits (up to [`LONG`]) until the writer of a stalled-consumer stream is blocked on the
+/// consumer's ack of frame 2, which never comes: on the GPU-side path frame 3 was enqueued
+/// behind that ack (its count stamped, its sequence still odd: it cannot land without it); on
+/// the synchronize path the writer waits on the host, holding the lock with frame 2 the last
+/// published (a lock attempt times out meanwhile).
+fn wait_until_the_writer_waits_for_the_ack(s: &Stream) {
+    use shmstream::gpu::probe::PublishPath;
+    let gpu_side = s
+        .gpu_publish_path()
+        .is_some_and(|p| p.path == PublishPath::GpuStream);
+    let t = Instant::now();
+    loop {
+        let (count, seq) = (s.count(), s.write_sequence());
+        let blocked = if gpu_side {
+            count == 3 && seq & 1 == 1
+        } else {
+            count == 2
+                && seq & 1 == 0
+                && matches!(
+                    s.lock(Some(Duration::from_millis(100))),
+                    Err(Error::Timeout { .. })
+                )
+                && s.count() == 2
+        };
+        if blocked {
+            return;
+        }
+        assert!(
+            t.elapsed() < LONG,
+            "the writer never blocked on the consumer's ack (gpu-side {gpu_side}): count {count}, sequence {seq}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// The stream's device payload holds frame `v` whole.
 fn assert_last_frame(s: &Stream, v: i32) {
     let mut host = vec![0i32; STALLED_N];
@@ -837,6 +887,8 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
     // Frame 1 is the consumer's; frame 2 overwrites it after its ack; frame 3 would
     // overwrite frame 2, never acknowledged; frame 4 waits for frame 3 to land.
     let writer = write_frames_on_a_thread(&name, 4);
+    wait_until_the_writer_waits_for_the_ack(&s);
+    assert_eq!(s.gpu_consumer_pid(), Some(i64::from(k.pid())));
     k.kill();
     writer.join().expect("the writer finished");
     assert!(
@@ -868,6 +920,8 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
     // Frame 3 waits for the ack of frame 2, which the stalled consumer never sends (on the
     // GPU-side path its CUDA stream waits; the host returns).
     let first = write_frames_on_a_thread(&name, 3);
+    wait_until_the_writer_waits_for_the_ack(&s);
+    assert_eq!(s.gpu_consumer_pid(), Some(i64::from(k.pid())));
     k.kill();
     let second = Stream::open(&name).unwrap();
     second.set_default_timeout(LONG);
@@ -913,9 +967,6 @@ fn gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang() {
     eprintln!("GPU consumer of a killed writer: {end}");
 }
 
-/// Issue #11: a GPU consumer dropped while its stream waits for a frame that is not written
-/// releases its stream (bounded by the handle's timeout) and the stream; the next consumer
-/// waits for a frame written after it (the released word does not let its wait pass early).
 /// A CPU write to a mirrored stream through the handle that holds its GPU consumer is
 /// refused at once, as its device reads and writes are: its upload would queue behind the
 /// consumer's waits on the handle's CUDA stream (a host-synchronized write then never
@@ -947,6 +998,68 @@ fn gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang() {
     assert_eq!(s.count(), 1);
 }
 
+/// A device view under the lock of the handle that holds the stream's GPU consumer is refused
+/// at once, as its reads are: work on the view would queue on the handle's CUDA stream behind
+/// the consumer's wait, whose frame the held lock keeps from being written (a hang).
+#[test]
+fn gpu_device_view_through_the_consumers_handle_is_refused_not_a_hang() {
+    if !gpu_or_skip("gpu_device_view_through_the_consumers_handle_is_refused_not_a_hang") {
+        return;
+    }
+    let name = unique_name("gpu-consumer-view");
+    let _c = Cleanup::new([name.clone()]);
+    let n = 1024;
+    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
+    // The writer's first write (its pinned staging buffer) before any wait is enqueued.
+    s.write_device_from_host(&vec![1i32; n]).unwrap();
+    let r = Stream::open(&name).unwrap();
+    let mut dev: CudaSlice<i32> = r.cuda_stream().unwrap().alloc_zeros(n).unwrap();
+    let mut c = r.gpu_consumer().unwrap();
+    c.enqueue_next_into(&mut dev).unwrap(); // frame 2
+    let g = r.lock(Some(LONG)).unwrap();
+    let e = g.device_view().unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    drop(g);
+    // Another handle's view and writes work; the consumer gets the frame.
+    let g = s.lock(Some(LONG)).unwrap();
+    assert_eq!(g.device_view().unwrap().len(), n);
+    drop(g);
+    s.write_device_from_host(&vec![5i32; n]).unwrap();
+    c.synchronize(LONG).unwrap();
+    let host = r.cuda_stream().unwrap().clone_dtoh(&dev).unwrap();
+    assert!(host.iter().all(|&x| x == 5), "got {}", host[0]);
+}
+
+/// Under `SHMSTREAM_GPU_IPC_EVENT=1` a device-side write is published before its copy is done
+/// (readers order their copies on the interprocess event), so a GPU consumer, whose wait for
+/// the frame is enqueued ahead of it, could copy a frame still being written: it is refused,
+/// naming the variable.
+#[test]
+fn gpu_consumer_is_refused_under_ipc_event_ordering() {
+    if !gpu_or_skip("gpu_consumer_is_refused_under_ipc_event_ordering") {
+        return;
+    }
+    let name = unique_name("gpu-consumer-event");
+    let _c = Cleanup::new([name.clone()]);
+    let _s = cuda0(&name, &[1024], Dtype::I32).create().unwrap();
+    let out = child("gpu_child_entry", "event_mode_consumer")
+        .param("name", &name)
+        .env("SHMSTREAM_GPU_IPC_EVENT", "1")
+        .run(LONG);
+    let line = out
+        .iter()
+        .find(|l| l.starts_with("consumer"))
+        .unwrap_or_else(|| panic!("no verdict from the child: {out:?}"));
+    assert!(
+        line.starts_with("consumer refused: Unsupported")
+            && line.contains("SHMSTREAM_GPU_IPC_EVENT"),
+        "{line}"
+    );
+}
+
+/// Issue #11: a GPU consumer dropped while its stream waits for a frame that is not written
+/// releases its stream (bounded by the handle's timeout) and the stream; the next consumer
+/// waits for a frame written after it (the released word does not let its wait pass early).
 #[test]
 fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
     if !gpu_or_skip("gpu_consumer_dropped_with_frames_pending_releases_its_stream") {

@@ -9,8 +9,8 @@
 //! stream's wait ([`RELEASED_BIT`]) without touching the sequence CPU readers trust.
 //!
 //! A stream cannot retry a torn read, so the consumer does not use the seqlock's
-//! copy-and-check: the payload is a ring of one slot ([`slots::SlotRing`]) and the writer does not
-//! reuse it until the consumer has acknowledged the frame in it. One acknowledging consumer
+//! copy-and-check: the payload holds one frame, and the writer does not overwrite it until the
+//! consumer has acknowledged that frame ([`slots::writer_gate`]). One acknowledging consumer
 //! per stream (its pid in the `_gpu` segment); CPU readers and other device readers keep the
 //! seqlock as before.
 //!
@@ -20,6 +20,10 @@
 //! the consumer's liveness ([`slots::wait_ack`]). A consumer that died is released by the
 //! next writer that notices (it stores the awaited ack itself: the word is host memory), so a
 //! dead consumer never stalls a writer for longer than its timeout.
+//!
+//! Not under `SHMSTREAM_GPU_IPC_EVENT=1`: there a device-side write is published before its
+//! copy is done, ordered for readers by the interprocess event, which a wait enqueued before
+//! the frame cannot follow; [`Stream::gpu_consumer`] refuses.
 
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
@@ -41,20 +45,22 @@ use crate::stream::Stream;
 /// the stream waiting may be another writer handle's, for the ack of the frame in the
 /// payload), then clears the consumer's pid.
 fn release(a: &Attachment, pid: i64) {
-    let awaited = a.awaited_ack.load(Ordering::Relaxed);
-    let published = a.published_frame().load(Ordering::Acquire) & !RELEASED_BIT;
-    let target = if slots::geq_wrapping(published, awaited) {
-        published
-    } else {
-        awaited
-    };
-    let ack = a.consumer_ack();
-    if !slots::geq_wrapping(ack.load(Ordering::Acquire), target) {
-        ack.store(target, Ordering::Release);
-    }
+    let target = slots::release_target(
+        a.published_frame().load(Ordering::Acquire),
+        a.awaited_ack.load(Ordering::Relaxed),
+    );
+    raise_ack(a, target);
     let _ = a
         .consumer_pid()
         .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Raises the ack word to `target` (never lowers it).
+fn raise_ack(a: &Attachment, target: u64) {
+    let ack = a.consumer_ack();
+    if let Some(v) = slots::raised_ack(ack.load(Ordering::Acquire), target) {
+        ack.store(v, Ordering::SeqCst);
+    }
 }
 
 /// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
@@ -203,12 +209,19 @@ impl Stream {
     /// waited for and read on the handle's CUDA stream ([`GpuConsumer::enqueue_next_into`]),
     /// and writers do not overwrite a frame before it acknowledged it.
     ///
-    /// Errors: not a GPU stream or no device attachment, a read-only handle (it writes the ack
-    /// word), a device without stream memory operations, or another live process (or handle)
-    /// already consuming the stream.
+    /// Errors: not a GPU stream or no device attachment, `SHMSTREAM_GPU_IPC_EVENT=1` (its
+    /// device-side writes are published before their copy is done), a read-only handle (it
+    /// writes the ack word), a device without stream memory operations, or another live
+    /// process (or handle) already consuming the stream.
     pub fn gpu_consumer(&self) -> Result<GpuConsumer<'_>> {
         self.ensure_open()?;
         let a = self.attachment()?;
+        if super::ops::ipc_event_mode() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a GPU consumer under SHMSTREAM_GPU_IPC_EVENT=1 (device-side writes are then published before their copy is done, ordered only for readers that wait on the interprocess event, which a consumer's wait enqueued ahead of the frame cannot): unset SHMSTREAM_GPU_IPC_EVENT in every process using the stream".into(),
+            });
+        }
         let fail = |reason: String| Error::Gpu {
             name: self.name.clone(),
             reason,
@@ -261,7 +274,7 @@ impl Stream {
         // number until the next publication; make it one (unless a publication just did).
         let p = a.published_frame();
         let seen = p.load(Ordering::SeqCst);
-        if seen & RELEASED_BIT != 0 {
+        if slots::is_released(seen) {
             let _ = p.compare_exchange(seen, last, Ordering::SeqCst, Ordering::SeqCst);
         }
         a.consumer_ack().store(last, Ordering::SeqCst);
@@ -379,26 +392,48 @@ impl<'s> GpuConsumer<'s> {
     }
 }
 
-impl Drop for GpuConsumer<'_> {
-    fn drop(&mut self) {
-        // Frames we wait for may never come (a writer that stopped or died): after the
-        // handle's timeout our stream's wait is released (it then copies whatever the payload
-        // holds into the caller's buffer, unacknowledged), and once it is idle the stream is
-        // given up, so no late ack of ours lands after another consumer took the stream.
-        if self.synchronize(self.s.default_timeout()).is_err() {
+impl GpuConsumer<'_> {
+    /// Waits for the consumer's stream to be idle: up to the handle's timeout for the frames
+    /// it waits for, then up to [`RELEASE_SETTLE`] with its waits released ([`RELEASED_BIT`],
+    /// set again while a publication may have stored a frame number over it). Whether it got
+    /// idle (a stream that failed runs nothing more: idle).
+    fn settle_for_drop(&self) -> bool {
+        let idle = |r: Result<()>| !matches!(r, Err(Error::Timeout { .. }));
+        if idle(self.synchronize(self.s.default_timeout())) {
+            return true;
+        }
+        let start = Instant::now();
+        loop {
             self.a
                 .published_frame()
                 .fetch_or(RELEASED_BIT, Ordering::SeqCst);
-            let _ = self.synchronize(RELEASE_SETTLE);
+            if idle(self.synchronize(LIVENESS_POLL)) {
+                return true;
+            }
+            if start.elapsed() >= RELEASE_SETTLE {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for GpuConsumer<'_> {
+    fn drop(&mut self) {
+        // Frames we wait for may never come (a writer that stopped or died): after the
+        // handle's timeout our stream's waits are released (each then copies whatever the
+        // payload holds into the caller's buffer, unacknowledged). The stream is given up only
+        // once idle, so no late ack of ours lands after another consumer took the stream: one
+        // that never gets idle (the caller's own work on it stuck) keeps the claim while this
+        // process lives, and writers wait for it as for any live consumer that stopped
+        // acknowledging (their timeout, never a hang).
+        if !self.settle_for_drop() {
+            return;
         }
         // A writer that saw us before we let go may wait for an ack of a frame we never
         // enqueued: acknowledge every frame published so far (still holding the claim, so no
         // new consumer's ack is overwritten; never beyond a published frame).
         let published = slots::last_frame(self.s.header.sequence().load(Ordering::SeqCst));
-        let ack = self.a.consumer_ack();
-        if !slots::geq_wrapping(ack.load(Ordering::Acquire), published) {
-            ack.store(published, Ordering::SeqCst);
-        }
+        raise_ack(self.a, published);
         let _ = self.a.consumer_pid().compare_exchange(
             crate::sys::pid(),
             0,

@@ -6,6 +6,7 @@
 //! cudarc loads `libcuda` lazily and panics on the first call when it is missing, so
 //! nothing here touches the driver before [`probe`] has said it is present.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -133,7 +134,9 @@ pub(crate) struct Attachment {
     pub(crate) bytes: usize,
     pub(crate) creator_pid: i64,
     /// The mapped `_gpu` segment (its state word says whether the allocation still lives).
-    seg: Segment,
+    /// Unmapped by `Drop` only once the CUDA stream is idle: a stream that never got idle may
+    /// still store into it through a leaked registration, so its mapping is leaked too.
+    seg: ManuallyDrop<Segment>,
     /// Pinned staging buffers: one for writes, one for reads (a read waiting for a new
     /// frame must not block a writer of the same handle).
     pub(crate) staging: [Mutex<Option<Pinned>>; 2],
@@ -305,8 +308,10 @@ impl Drop for Attachment {
         } else {
             // The stream may still store into the registered words (the sequence, the
             // published frame) and copy into the mirror: their registrations are leaked with
-            // the buffers, so those pages stay pinned and mapped for the device whatever the
-            // host unmaps (unregistering under work in flight may block or fault the context).
+            // the buffers, so those pages stay pinned and mapped for the device (unregistering
+            // under work in flight may block or fault the context). The `_gpu` mapping stays
+            // too (below); the header's and the mirror's belong to the stream handle, which
+            // unmaps them (a known gap, `docs/format-gpu.md`).
             for r in [&self.seg_reg, &self.header_reg, &self.mirror_reg] {
                 r.leak();
             }
@@ -348,6 +353,12 @@ impl Drop for Attachment {
                     }
                 }
             }
+        }
+        if idle {
+            // SAFETY: the last use of `seg` (the state word above); its registration was
+            // cleared first. Not idle: never dropped, so the mapping its leaked registration
+            // covers lives as long as the process.
+            unsafe { ManuallyDrop::drop(&mut self.seg) };
         }
     }
 }
@@ -460,7 +471,7 @@ pub(crate) fn create(
             event: event as usize,
             bytes: payload,
             creator_pid,
-            seg,
+            seg: ManuallyDrop::new(seg),
             staging: [Mutex::new(None), Mutex::new(None)],
             device_written: AtomicBool::new(false),
             mirror_reg: Default::default(),
@@ -547,7 +558,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         event: shared.event,
         bytes: h.size as usize,
         creator_pid: rec.creator_pid,
-        seg,
+        seg: ManuallyDrop::new(seg),
         staging: [Mutex::new(None), Mutex::new(None)],
         device_written: AtomicBool::new(false),
         mirror_reg: Default::default(),

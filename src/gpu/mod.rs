@@ -38,8 +38,9 @@
 //! read retried, as on the CPU. Ordering through the interprocess event instead
 //! (`cuStreamWaitEvent`, no host wait for device-side writes) is an opt-in,
 //! `SHMSTREAM_GPU_IPC_EVENT=1` in every process, because it measured ~150 us per hop (see
-//! `reports/gpu-h200/README.md`). Without MPS, device work of two processes on one GPU is
-//! time-sliced (~150 us per switch); run GPU producer/consumer pairs under MPS.
+//! `reports/gpu-h200/README.md`); GPU consumers refuse it. Without MPS, device work of two
+//! processes on one GPU is time-sliced (~150 us per switch); run GPU producer/consumer pairs
+//! under MPS.
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};

@@ -39,7 +39,8 @@ fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
 /// readers need no event. Measured on an H200: recording and waiting on an interprocess event
 /// cost ~150 us per hop, ten times the synchronize (see `reports/gpu-h200/`).
 /// On: device-side writes without a mirror publish without a host wait, readers' copies wait
-/// on the event (`cuStreamWaitEvent`), and writers wait for the previous write's event.
+/// on the event (`cuStreamWaitEvent`), and writers wait for the previous write's event; GPU
+/// consumers are refused (their waits, enqueued ahead of the frame, cannot follow the event).
 pub(crate) fn ipc_event_mode() -> bool {
     static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *MODE.get_or_init(|| std::env::var("SHMSTREAM_GPU_IPC_EVENT").is_ok_and(|v| v == "1"))
@@ -710,11 +711,13 @@ impl Stream {
 impl WriteGuard<'_> {
     /// The device payload, borrowed while this guard holds the write lock (cooperating
     /// writers are excluded, so it is stable). The handle's CUDA stream has been ordered
-    /// after the last write; enqueue reads on [`DeviceView::stream`].
+    /// after the last write; enqueue reads on [`DeviceView::stream`]. Refused through the
+    /// handle that holds the stream's GPU consumer, as its reads are: work on the view would
+    /// queue behind the consumer's waits while the lock keeps their frame from being written.
     pub fn device_view(&self) -> Result<DeviceView<'_>> {
         let s = self.stream();
         s.ensure_open()?;
-        let a = s.attachment()?;
+        let a = s.attachment_for_io()?;
         a.bind(&s.name)?;
         super::on_stream::wait_for_landing(s, a)?;
         // SAFETY: our live stream handle and the attachment's event.

@@ -123,7 +123,9 @@ impl LazyRegistration {
     }
 
     /// Never unregisters: the pages stay pinned and mapped for the device, for a stream that
-    /// may still store into them (a drop that timed out waiting for it).
+    /// may still store into them (a drop that timed out waiting for it). The mapping it covers
+    /// must then be kept for the process's life too: a registered range that is unmapped and
+    /// mapped again by something else is not what the device writes into.
     pub(crate) fn leak(&self) {
         if let Some((_, reg)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
             std::mem::forget(reg);

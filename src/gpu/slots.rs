@@ -1,10 +1,15 @@
-//! The slot ring and ack word of GPU consumers, as plain integer logic (no driver).
+//! The ack word of GPU consumers, as plain integer logic (no driver).
 //!
 //! A CUDA stream cannot retry a torn read, so a GPU consumer does not use the optimistic
-//! copy-and-check: the writer publishes frame `k` into slot `(k - 1) % n` of an `n`-slot
-//! ring, the consumer's stream waits for the frame (`seq ≥ base + 2k`, GEQ), reads the slot, then
-//! writes `k` into its ack word. Before reusing a slot the writer waits until the ack
-//! reaches `k - n`, so a slot is never overwritten while its reader may still be reading.
+//! copy-and-check. The payload holds one frame; frame `k` is the one published at even
+//! sequence `2k`. The consumer's CUDA stream waits until the `_gpu` segment's published-frame
+//! word reaches `k` (GEQ), reads the payload, then writes `k` into the ack word; a writer does
+//! not overwrite the payload before the ack reaches the frame in it ([`writer_gate`]).
+//!
+//! A consumer that gives up waiting sets [`RELEASED_BIT`] in the published-frame word, so its
+//! own stream's pending waits pass ([`published_frame`] reads the word without it); one that
+//! died is released by the next writer that waits for it, which raises the ack itself
+//! ([`release_target`], [`raised_ack`]).
 //!
 //! Counters are `u64` and compared the way the driver's GEQ wait compares them (the
 //! difference read as signed), so wrap-around is harmless. The host-side wait for an ack
@@ -13,100 +18,43 @@
 
 use std::time::{Duration, Instant};
 
+use super::layout::RELEASED_BIT;
+
 /// `a ≥ b` as the driver's `CU_STREAM_WAIT_VALUE_GEQ` evaluates it: `(a - b)` as a signed
 /// number is ≥ 0, so a counter that wrapped still compares after its predecessors.
 pub fn geq_wrapping(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) >= 0
 }
 
-/// The seqlock value at which frame `k` (1-based, counted from when the ring started) is
-/// published: the even value `k` brackets after `base` (the even sequence the ring started
-/// at), the same number CPU readers see in the header.
-pub fn published_seq(base: u64, frame: u64) -> u64 {
-    base.wrapping_add(frame.wrapping_mul(2))
+/// The frame number in the published-frame word: the word without [`RELEASED_BIT`].
+pub fn published_frame(word: u64) -> u64 {
+    word & !RELEASED_BIT
 }
 
-/// A ring of `n` slots shared by one writer and one acknowledging GPU consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotRing {
-    slots: u64,
+/// Whether a consumer that gave up released its stream's waits through the published-frame
+/// word ([`RELEASED_BIT`]): the word holds no frame number until the next publication (or
+/// consumer) stores one.
+pub fn is_released(word: u64) -> bool {
+    word & RELEASED_BIT != 0
 }
 
-/// What the writer must do before writing a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriterStep {
-    /// The slot is free: write the frame into it.
-    Write {
-        /// The slot to write.
-        slot: usize,
-    },
-    /// The slot still holds a frame the consumer has not acknowledged: wait until the ack
-    /// word reaches `ack` (GEQ), then write into `slot`.
-    WaitAck {
-        /// The ack value to wait for.
-        ack: u64,
-        /// The slot to write after it.
-        slot: usize,
-    },
+/// The ack that releases a GPU consumer that died: every frame published so far (the
+/// published-frame `word`, [`RELEASED_BIT`] ignored), and at least `awaited`, the ack a
+/// writer's CUDA stream was last told to wait for (its publication may not have reached the
+/// word yet), whichever is later in the wrap-around order.
+pub fn release_target(word: u64, awaited: u64) -> u64 {
+    let published = published_frame(word);
+    if geq_wrapping(published, awaited) {
+        published
+    } else {
+        awaited
+    }
 }
 
-impl SlotRing {
-    /// A ring of `slots` slots; `None` for 0 (a ring needs at least one slot).
-    pub fn new(slots: usize) -> Option<Self> {
-        (slots > 0).then_some(Self {
-            slots: slots as u64,
-        })
-    }
-
-    /// The number of slots.
-    pub fn len(&self) -> usize {
-        self.slots as usize
-    }
-
-    /// Always false: a ring has at least one slot.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The slot frame `frame` (1-based) goes to.
-    pub fn slot_of(&self, frame: u64) -> usize {
-        (frame.wrapping_sub(1) % self.slots) as usize
-    }
-
-    /// The ack value that frees the slot of `frame`: the consumer has finished the frame
-    /// that used that slot before, `frame - n`, wrapping (on the first lap it is "behind"
-    /// the initial ack 0 in the wrap-around order, so already satisfied).
-    pub fn ack_needed(&self, frame: u64) -> u64 {
-        frame.wrapping_sub(self.slots)
-    }
-
-    /// Whether the writer may write `frame` now, given the last acknowledged frame.
-    pub fn may_write(&self, frame: u64, acked: u64) -> bool {
-        geq_wrapping(acked, self.ack_needed(frame))
-    }
-
-    /// The writer's next step for `frame`, given the ack word's current value.
-    pub fn writer_step(&self, frame: u64, acked: u64) -> WriterStep {
-        let slot = self.slot_of(frame);
-        if self.may_write(frame, acked) {
-            WriterStep::Write { slot }
-        } else {
-            WriterStep::WaitAck {
-                ack: self.ack_needed(frame),
-                slot,
-            }
-        }
-    }
-
-    /// Frames written but not yet acknowledged (what is in flight), given the last written
-    /// and the last acknowledged frame.
-    pub fn in_flight(&self, written: u64, acked: u64) -> u64 {
-        if geq_wrapping(written, acked) {
-            written.wrapping_sub(acked)
-        } else {
-            0
-        }
-    }
+/// What to store in the ack word, now `ack`, to raise it to `target`; `None` when it is
+/// there already (an ack never steps back).
+pub fn raised_ack(ack: u64, target: u64) -> Option<u64> {
+    (!geq_wrapping(ack, target)).then_some(target)
 }
 
 /// The last frame published before sequence value `seq`: its generation / 2, rounded down
@@ -131,23 +79,23 @@ pub enum WriterGate {
 /// The gate for a write, given the consumer word (`consumer_pid`, 0 for none), whether that
 /// process is alive (asked only when the write would wait for it: the probe is a system call,
 /// and a consumer that has acknowledged the frame in the payload holds no write back), the
-/// sequence before the write, and the ack word. The payload is a ring of one slot: the frame in
-/// it must be acknowledged. An odd (abandoned) sequence counts its last *published* frame, so a
-/// consumer waiting for the abandoned frame never deadlocks the writer that replaces it.
+/// sequence before the write, and the ack word. The payload holds one frame, the last
+/// published: it must be acknowledged. An odd (abandoned) sequence counts its last *published*
+/// frame, so a consumer waiting for the abandoned frame never deadlocks the writer that
+/// replaces it.
 pub fn writer_gate(
     consumer_pid: i64,
     consumer_alive: impl FnOnce() -> bool,
     seq: i64,
     acked: u64,
 ) -> WriterGate {
-    if consumer_pid == 0 {
-        return WriterGate::Free;
-    }
-    let ring = SlotRing { slots: 1 };
-    match ring.writer_step(last_frame(seq).wrapping_add(1), acked) {
-        WriterStep::Write { .. } => WriterGate::Free,
-        WriterStep::WaitAck { .. } if !consumer_alive() => WriterGate::ReleaseDead,
-        WriterStep::WaitAck { ack, .. } => WriterGate::WaitAck(ack),
+    let in_payload = last_frame(seq);
+    if consumer_pid == 0 || geq_wrapping(acked, in_payload) {
+        WriterGate::Free
+    } else if !consumer_alive() {
+        WriterGate::ReleaseDead
+    } else {
+        WriterGate::WaitAck(in_payload)
     }
 }
 
@@ -220,75 +168,54 @@ mod tests {
     }
 
     #[test]
-    fn published_seq_is_the_even_value_after_k_brackets() {
-        assert_eq!(published_seq(0, 0), 0);
-        assert_eq!(published_seq(0, 1), 2);
-        assert_eq!(published_seq(10, 7), 24);
-        assert_eq!(published_seq(10, 7) % 2, 0);
+    fn a_release_acknowledges_every_published_frame_and_the_awaited_one() {
+        // Frames up to 7 published, a writer's stream waits for the ack of 5: ack 7.
+        assert_eq!(release_target(7, 5), 7);
+        // A GPU-side publication whose frame number has not reached the word yet: the ack its
+        // writer's stream waits for is later than the word, and is what frees that stream.
+        assert_eq!(release_target(7, 8), 8);
+        // Nothing awaited yet (0): the published frames.
+        assert_eq!(release_target(3, 0), 3);
     }
 
     #[test]
-    fn empty_ring_is_refused() {
-        assert_eq!(SlotRing::new(0), None);
-        assert_eq!(SlotRing::new(3).map(|r| r.len()), Some(3));
-    }
-
-    #[test]
-    fn frames_cycle_through_slots() {
-        let r = SlotRing::new(3).unwrap();
-        let slots: Vec<usize> = (1..=7).map(|k| r.slot_of(k)).collect();
-        assert_eq!(slots, vec![0, 1, 2, 0, 1, 2, 0]);
-    }
-
-    #[test]
-    fn first_lap_needs_no_ack_then_each_slot_waits_for_its_previous_frame() {
-        let r = SlotRing::new(2).unwrap();
-        assert_eq!(r.writer_step(1, 0), WriterStep::Write { slot: 0 });
-        assert_eq!(r.writer_step(2, 0), WriterStep::Write { slot: 1 });
-        // Frame 3 reuses slot 0: frame 1 must be acknowledged first.
-        assert_eq!(r.writer_step(3, 0), WriterStep::WaitAck { ack: 1, slot: 0 });
-        assert_eq!(r.writer_step(3, 1), WriterStep::Write { slot: 0 });
-        assert_eq!(r.writer_step(4, 1), WriterStep::WaitAck { ack: 2, slot: 1 });
-        assert_eq!(r.writer_step(4, 3), WriterStep::Write { slot: 1 });
-    }
-
-    #[test]
-    fn writer_never_gets_more_than_n_frames_ahead() {
-        // Simulate a slow consumer acking one frame per two writes; at every step the
-        // writer's permission must keep in-flight frames within the ring and never hand out
-        // a slot whose previous frame is unacknowledged.
-        let r = SlotRing::new(4).unwrap();
-        let (mut written, mut acked) = (0u64, 0u64);
-        let mut holder = [0u64; 4]; // frame currently in each slot
-        for step in 0..1000u64 {
-            let next = written + 1;
-            match r.writer_step(next, acked) {
-                WriterStep::Write { slot } => {
-                    assert!(
-                        holder[slot] <= acked,
-                        "slot {slot} reused before frame {} was acknowledged",
-                        holder[slot]
-                    );
-                    holder[slot] = next;
-                    written = next;
-                }
-                WriterStep::WaitAck { ack, .. } => assert!(ack > acked),
-            }
-            assert!(r.in_flight(written, acked) <= r.len() as u64);
-            if step % 2 == 1 && acked < written {
-                acked += 1;
-            }
+    fn a_release_ignores_the_released_bit() {
+        // A consumer that gave up set the bit: the word's frame number is the one below it,
+        // and an ack with the bit would count frames never written as acknowledged.
+        let word = 7 | RELEASED_BIT;
+        assert!(is_released(word) && !is_released(7));
+        assert_eq!(published_frame(word), 7);
+        assert_eq!(published_frame(7), 7, "a word without the bit is its frame");
+        assert_eq!(release_target(word, 5), 7);
+        assert_eq!(release_target(word, 9), 9);
+        // Once the bit is set the word passes every wait a consumer can have pending; the
+        // frame number alone does not.
+        for next in [8, 9, 1 << 40] {
+            assert!(geq_wrapping(word, next) && !geq_wrapping(7, next), "{next}");
         }
-        assert!(written > 400, "the writer progressed ({written} frames)");
     }
 
     #[test]
-    fn ring_logic_survives_counter_wrap() {
-        let r = SlotRing::new(2).unwrap();
+    fn a_release_holds_at_the_largest_frame_numbers_and_across_the_wrap() {
+        // Frames are generation / 2, below the bit: the bit is never part of a frame number.
+        let top = last_frame(i64::MAX);
+        assert!(top < RELEASED_BIT && top > RELEASED_BIT / 2, "{top}");
+        assert_eq!(published_frame(top | RELEASED_BIT), top);
+        assert_eq!(release_target(top | RELEASED_BIT, top - 1), top);
+        assert_eq!(release_target(top - 1, top), top);
+        // The ack word compares as the driver's GEQ wait does: a counter that wrapped past 0
+        // is later than one just below the wrap.
         let near = u64::MAX - 1;
-        assert!(r.may_write(near.wrapping_add(3), near.wrapping_add(1)));
-        assert!(!r.may_write(near.wrapping_add(3), near));
-        assert_eq!(r.in_flight(near.wrapping_add(2), near), 2);
+        assert_eq!(release_target(near, 1), 1);
+        assert_eq!(raised_ack(near, 1), Some(1), "raised across the wrap");
+        assert_eq!(raised_ack(1, near), None, "never stepped back across it");
+    }
+
+    #[test]
+    fn an_ack_is_only_raised() {
+        assert_eq!(raised_ack(3, 7), Some(7));
+        assert_eq!(raised_ack(7, 7), None);
+        assert_eq!(raised_ack(9, 7), None, "a consumer ahead keeps its ack");
     }
 
     #[test]
