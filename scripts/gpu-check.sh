@@ -63,14 +63,21 @@ run)
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >>"$out/env.txt"
     rc=0
     mps_up=0
-    # However the run ends (a failure, the outer timeout's TERM), the MPS daemon is stopped and
-    # env.txt says how it ended.
+    ended=0
+    # However the run ends (a failure, or killed by the outer timeout's TERM: bash runs this
+    # then, and dies at once, with no trap of its own to wait for the command in flight), the
+    # MPS daemon is stopped and env.txt says how it ended.
     finish() {
+        local st=$?
         [ "$mps_up" = 1 ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
-        mps_up=0
-        echo "exit $rc" >>"$out/env.txt"
+        if [ "$ended" = 1 ]; then
+            echo "exit $rc"
+        elif [ "$st" != 0 ]; then
+            echo "exit $st"
+        else
+            echo "exit 143 (killed: a signal, e.g. the outer timeout)"
+        fi >>"$out/env.txt"
     }
-    trap 'rc=143; exit 143' TERM INT
     trap finish EXIT
     if [ ! -x .gpu-bin/gpu_tests ] || [ ! -x .gpu-bin/harness ]; then
         echo "no .gpu-bin/gpu_tests or .gpu-bin/harness: run \`scripts/gpu-check.sh build\` and carry .gpu-bin/" | tee "$out/tests.log"
@@ -91,7 +98,8 @@ run)
         for t in $tests; do
             if timeout 60 .gpu-bin/gpu_tests --exact "$t" --nocapture >"$out/test.tmp" 2>&1; then
                 # A test that found no GPU skips and returns: not a pass on the GPU machine.
-                if grep -q '^SKIP .*: no GPU' "$out/test.tmp"; then
+                # (libtest prints it after `test NAME ... ` when it runs one test at a time.)
+                if grep -q 'SKIP [^ ]*: no GPU' "$out/test.tmp"; then
                     echo "FAIL $t (skipped: no GPU)" | tee -a "$out/tests.log"
                     failed=1
                 else
@@ -128,12 +136,18 @@ run)
             # A GPU row the harness skipped (no device, no driver, MPS clients refused) did
             # not run: the check fails, naming it.
             if [ -f "$out/$sc$1/details.json" ]; then
-                python3 - "$out/$sc$1/details.json" <<'PY' | tee -a "$out/harness.log" | grep -q . && rc=1
+                # Exits 1 when a row was skipped, or when it cannot tell (no python3, another
+                # layout): a check that cannot look does not pass.
+                if ! python3 - "$out/$sc$1/details.json" >>"$out/harness.log" 2>&1 <<'PY'; then
 import json, sys
-for j in json.load(open(sys.argv[1]))["jobs"]:
-    if j.get("skipped"):
-        print(f"FAIL: row {j['job'].get('case', '?')} skipped: {j['skipped']}")
+skipped = [j for j in json.load(open(sys.argv[1]))["jobs"] if j.get("skipped")]
+for j in skipped:
+    print(f"FAIL: row {j['job'].get('case', '?')} skipped: {j['skipped']}")
+sys.exit(1 if skipped else 0)
 PY
+                    echo "FAIL: a harness row of $sc$1 skipped, or its report unreadable (see harness.log)"
+                    rc=1
+                fi
             else
                 echo "FAIL: no report in $out/$sc$1" | tee -a "$out/harness.log"
                 rc=1
@@ -197,6 +211,7 @@ PY
         grep -ho '"publication": "[^"]*"' "$d/details.json" | sort | uniq -c |
             sed "s|^|$(basename "$d"): |" >>"$out/env.txt"
     done
+    ended=1
     exit $rc
     ;;
 *)
