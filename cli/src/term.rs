@@ -52,20 +52,19 @@ pub(crate) fn unbuffered_stdout() -> crate::Fallible<File> {
     Ok(File::from(fd.map_err(stdout_error)?))
 }
 
-/// Writes all of `text` to `out`, or returns early (`Ok`) when a write a signal cut short
-/// leaves `stop()` true. std's writes retry an interrupted write, so a reader that stopped
-/// reading (`| less` paused, `| sleep 600`) would keep a tool blocked past a stop signal.
+/// Writes all of `text` to `out`, or returns early (`Ok`) once `stop()` is true, checked
+/// before each write: after a write a signal cut short, and before the first (a signal that
+/// came before it interrupts no write). std's writes retry an interrupted write, so a
+/// reader that stopped reading (`| less` paused, `| sleep 600`) would keep a tool blocked
+/// past a stop signal.
 pub(crate) fn write_or_stop(mut out: &File, text: &str, stop: fn() -> bool) -> crate::Fallible {
     let mut rest = text.as_bytes();
-    while !rest.is_empty() {
+    while !rest.is_empty() && !stop() {
         match out.write(rest) {
             Ok(0) => return Err(stdout_error(ErrorKind::WriteZero.into())),
             Ok(n) => rest = &rest[n..],
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(stdout_error(e)),
-        }
-        if !rest.is_empty() && stop() {
-            return Ok(());
         }
     }
     Ok(())

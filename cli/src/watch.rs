@@ -12,7 +12,9 @@
 //! camera frame counter, say); `-` for streams whose frame id is never set.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal, Write as _};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -156,6 +158,40 @@ const TTY_ENTER: &str = "\x1b[?25l\x1b[?7l";
 /// Undoes [`TTY_ENTER`].
 const TTY_LEAVE: &str = "\x1b[?7h\x1b[?25h";
 
+/// Writes [`TTY_LEAVE`] after a stop signal if the terminal takes it within 100 ms, and
+/// never blocks: no signal is left to interrupt a write the terminal holds up (Ctrl-S, a
+/// terminal program that stopped reading). Through the terminal opened anew, non-blocking
+/// (`O_NONBLOCK` on stdout would be the shell's too). A terminal that does not take it is
+/// left as it is: it was not reading anyway.
+fn leave_after_stop() {
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open("/proc/self/fd/1")
+    else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let mut rest = TTY_LEAVE.as_bytes();
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: tty.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, of a descriptor `tty` holds open.
+        if left.is_zero() || unsafe { libc::poll(&mut p, 1, left.as_millis() as i32) } <= 0 {
+            return;
+        }
+        match (&tty).write(rest) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+    }
+}
+
 /// The text that draws `rows` over the previous draw of `drawn` lines, and its number of
 /// lines: on a terminal of `height` rows, at most `height - 1` of them, the last saying how
 /// many were left out (lines scrolled off the top cannot be gone back over).
@@ -275,8 +311,11 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
         }
     };
     let mut drawn = draw();
-    if tty {
-        // The cursor and autowrap come back however the loop ended, a failed write included.
+    // The cursor and autowrap come back however the loop ended, a failed write included;
+    // after a stop signal, only if the terminal takes them without waiting.
+    if tty && stop_requested() {
+        leave_after_stop();
+    } else if tty {
         drawn = drawn.and(write(TTY_LEAVE));
     }
     // A stop by signal is a clean stop, also when the terminal is gone: a hangup makes

@@ -1060,9 +1060,21 @@ fn watch_blocked_on_a_full_stdout_pipe_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let _never_read = child.stdout.take();
+    wait_blocked_writing_stdout(&mut child);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        exit_code_within(child, common::LONG),
+        Some(0),
+        "SIGTERM is a clean stop"
+    );
+}
+
+/// Waits (within LONG) until `child` is in a write to (a duplicate of) its stdout, as
+/// /proc/PID/syscall shows it: the syscall number, then the descriptor. Kills it and fails
+/// the test if it never is.
+fn wait_blocked_writing_stdout(child: &mut std::process::Child) {
     let pid = child.id();
-    // In a write to (a duplicate of) its stdout, as /proc/PID/syscall shows it: the syscall
-    // number, then the descriptor.
     let fd_target = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
     let blocked = || {
         let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
@@ -1078,17 +1090,10 @@ fn watch_blocked_on_a_full_stdout_pipe_stops_on_sigterm() {
     while !blocked() {
         if std::time::Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
-            panic!("watch never blocked writing to its full stdout");
+            panic!("watch never blocked writing to its stdout");
         }
         std::thread::yield_now();
     }
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
-    assert_eq!(
-        exit_code_within(child, common::LONG),
-        Some(0),
-        "SIGTERM is a clean stop"
-    );
 }
 
 #[test]
@@ -1307,6 +1312,31 @@ fn watch_on_a_terminal_redraws_exactly_the_lines_it_drew() {
         redraws += 1;
     }
     assert!(redraws > 0, "{seen:?}");
+}
+
+/// A `watch` blocked writing to a terminal that stopped reading (Ctrl-S, a terminal program
+/// that hangs) stops on one SIGTERM: nothing after the stop, restoring the terminal's modes
+/// included, waits for the terminal.
+#[test]
+fn watch_blocked_on_a_terminal_that_stopped_reading_stops_on_sigterm() {
+    let name = unique_name("cli-watch-held");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    // Draws of 23 lines of over 80 columns, 100 a second, fill the terminal's buffers
+    // within a second: its master side is never read.
+    let mut args = vec!["watch", "--interval", "0.001"];
+    args.extend([name.as_str(); 30]);
+    let Some(mut w) = OnTerminal::spawn(&args, false) else {
+        return;
+    };
+    wait_blocked_writing_stdout(&mut w.child);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        exit_code_within(w.child, common::LONG),
+        Some(0),
+        "one SIGTERM is a clean stop"
+    );
 }
 
 /// A `record` whose terminal is closed finishes its files and exits by its own rule (here
