@@ -89,10 +89,9 @@ pub(crate) fn build(
     // Parts an earlier generation left under their real ids (no stream of this name exists
     // now, and we hold its lock): a ring (pyshmem's unlink leaves it, as does a crash), and
     // the `_gpu` of a GPU creator killed before it published its header. Replaced by this
-    // stream's own.
-    if o.history > 0 {
-        let _ = segment::unlink(&history_id);
-    }
+    // stream's own; a ring goes even when this stream keeps none (it cannot be this
+    // generation's, and nothing else would remove it while the name has a stream).
+    let _ = segment::unlink(&history_id);
     if o.gpu_device.is_some() {
         let _ = segment::unlink(&name::gpu_id(name));
     }

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{StreamStat, scan, unlink_generation};
+use crate::catalog::{StreamStat, scan, unlink_generation, validated};
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::lock::LockFile;
@@ -41,7 +41,9 @@ pub struct PurgeReport {
     pub abandoned: Vec<String>,
     /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
     /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
-    /// published its header leaves its `_gpu`), removed (or, with `dry_run`, that would be).
+    /// published its header leaves its `_gpu`), and rings of an earlier generation beside the
+    /// stream now under the name (a ring pyshmem's unlink left, the name created again
+    /// without history), removed (or, with `dry_run`, that would be).
     pub leftovers: Vec<String>,
     /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
     /// with `dry_run`, that would be).
@@ -57,9 +59,11 @@ impl PurgeReport {
     }
 }
 
-/// Removes every valid stream (pyshmem's `purge()`), returning their names. Files in
-/// `/dev/shm` that are not validated streams are never touched. Streams that cannot be
-/// removed do not stop it: the first such error is returned after trying every stream.
+/// Removes every valid stream (pyshmem's `purge()`), returning their names, and what
+/// belongs to no stream, as [`purge_with`] does: abandoned creations, parts of no stream and
+/// lock files of no stream (see [`PurgeReport`]'s categories). Nothing else in `/dev/shm` is
+/// touched. What cannot be removed does not stop it: the first such error is returned
+/// after trying everything.
 pub fn purge() -> Result<Vec<String>> {
     let mut report = purge_with(PurgeOptions {
         all: true,
@@ -130,14 +134,15 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
             }
             continue;
         }
-        let Some(id) = ["_hist", "_gpu"]
+        let Some((id, part)) = ["_hist", "_gpu"]
             .iter()
-            .find_map(|part| file.strip_suffix(part))
-            .filter(|id| name::looks_like_segment_id(id))
+            .find_map(|part| Some((file.strip_suffix(part)?, *part)))
+            .filter(|(id, _)| name::looks_like_segment_id(id))
         else {
             continue;
         };
-        let removed = remove_unowned(id, dry_run, || !has_stream(id), || segment::unlink(&file));
+        let unowned = || !has_stream(id) || (part == "_hist" && ring_of_another_generation(id));
+        let removed = remove_unowned(id, dry_run, unowned, || segment::unlink(&file));
         match removed {
             Ok(true) => report.leftovers.push(file),
             Ok(false) => {}
@@ -194,6 +199,19 @@ fn has_stream(id: &str) -> bool {
     segment::exists(id) || segment::exists(&format!("{id}_meta"))
 }
 
+/// Whether the `_hist` of payload id `id` is not the ring of the stream there (an earlier
+/// generation's, which pyshmem's unlink left before the name was created again without
+/// history): compared by the instance id in the ring's header. A ring beside a `_meta` that
+/// does not validate is kept, as is one whose header names this generation but does not fit.
+fn ring_of_another_generation(id: &str) -> bool {
+    validated(id).is_some_and(|h| {
+        matches!(
+            crate::history::Ring::attach(&h.name, h.size as usize, h.instance_id, false),
+            Ok(None)
+        )
+    })
+}
+
 /// Whether any segment of payload id `id` exists (a stream, or a part of one).
 fn has_segments(id: &str) -> bool {
     ["", "_meta", "_hist", "_gpu"]
@@ -233,7 +251,7 @@ fn remove_unowned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Dtype, Stream, catalog::validated, unlink};
+    use crate::{Dtype, Stream, unlink};
 
     #[test]
     fn purge_unlinks_only_the_generation_it_scanned() {

@@ -991,3 +991,80 @@ fn purge_removes_parts_of_no_stream_and_spares_held_ones() {
     assert!(report.abandoned.contains(&held_building), "{report:?}");
     assert!(!shm(&held_gpu).exists() && !shm(&held_building).exists());
 }
+
+/// A stream of ours with a ring, unlinked as pyshmem unlinks (by pyshmem when there is one,
+/// else by hand): its payload and `_meta` go, its ring stays. Returns the ring's id.
+fn ringed_then_unlinked_by_pyshmem(name: &str) -> String {
+    drop(
+        StreamOptions::new(name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(2)
+            .create()
+            .unwrap(),
+    );
+    match common::python() {
+        Some(py) => drop(common::run_py(&py, "peer.py", &["unlink", name], LONG)),
+        None => {
+            for id in [name::segment_id(name), name::meta_id(name)] {
+                std::fs::remove_file(shm(&id)).unwrap();
+            }
+        }
+    }
+    let ring = name::history_id(name);
+    assert!(
+        shm(&ring).exists(),
+        "pyshmem's unlink removed our ring (the premise)"
+    );
+    ring
+}
+
+/// Review item 1: the ring an earlier generation left (pyshmem's unlink) beside a stream
+/// created again under the name without history is removed by the default purge; the new
+/// stream stays. The new generation is made by `create`, the old ring put back after it
+/// (as pyshmem's create, which never touches the ring, leaves it).
+#[test]
+fn purge_removes_an_earlier_generations_ring_beside_a_new_stream() {
+    let _purging = purging();
+    let name = unique_name("oldring");
+    let _c = Cleanup::new([&name]);
+    let ring = ringed_then_unlinked_by_pyshmem(&name);
+    let aside = shm(&format!("{ring}.aside"));
+    std::fs::rename(shm(&ring), &aside).unwrap();
+    let made = Stream::create(&name, &[4], Dtype::U8);
+    std::fs::rename(&aside, shm(&ring)).unwrap();
+    let new = made.unwrap();
+    new.write_slice(&[7u8; 4]).unwrap();
+
+    let would = purge_no_stream(true);
+    assert!(would.leftovers.contains(&ring), "{would:?}");
+    assert!(shm(&ring).exists(), "a dry run removed the ring");
+    let report = purge_no_stream(false);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.leftovers.contains(&ring), "{report:?}");
+    assert!(
+        !shm(&ring).exists(),
+        "the earlier generation's ring is left"
+    );
+    let opened = Stream::open_readonly(&name).unwrap();
+    assert_eq!(opened.instance_id(), new.instance_id());
+    let mut got = [0u8; 4];
+    opened.read_into_slice(&mut got).unwrap();
+    assert_eq!(got, [7u8; 4]);
+}
+
+/// Review item 1: `create` without history removes the ring an earlier generation left
+/// (it cannot be the new generation's), as `create` with history replaces it.
+#[test]
+fn create_without_history_removes_an_earlier_generations_ring() {
+    let _purging = purging();
+    let name = unique_name("ringless");
+    let _c = Cleanup::new([&name]);
+    let ring = ringed_then_unlinked_by_pyshmem(&name);
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    assert!(
+        !shm(&ring).exists(),
+        "the earlier generation's ring is left"
+    );
+    assert_eq!(s.history_depth(), 0);
+}
