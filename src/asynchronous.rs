@@ -52,18 +52,30 @@
 //! comes back to copy the frame on the calling task (so `_into_slice` variants can fill a
 //! caller-owned buffer).
 //!
+//! **Each pending wait occupies a blocking-pool thread** while it waits (tokio's
+//! `max_blocking_threads`, 512 by default, bounds them; past it, waits queue for a thread,
+//! as does the application's other blocking work). Timeouts hold regardless: a timed wait
+//! is woken at its deadline by one process-wide timer thread (started with the first timed
+//! wait that has to wait; no tokio time driver needed), gives up its background wait, makes
+//! one last non-blocking attempt inline and returns that or [`Error::Timeout`].
+//!
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
-//! `select!`) stops the background wait within one slice of at most 100 ms: the pool thread
-//! waits in slices and checks between them whether its future is gone, so an abandoned
-//! `None`-timeout wait never pins a pool thread forever. A wait abandoned that way and ending meanwhile in the
-//! report of a writer's death (made once per handle and invalid generation) gives the report
-//! back, so the handle's next wait makes it.
+//! `select!`) ends its background wait at once: the wait looks at a cancel flag after every
+//! pause, and the drop wakes a futex park (notify streams; other streams pause at most a
+//! millisecond), so the pool thread and the wait's clone of the `Arc<Stream>` are released
+//! right away (an `auto_unlink` stream goes when its last handle does). A wait abandoned
+//! that way and ending meanwhile in the report of a writer's death (made once per handle and
+//! invalid generation) gives the report back, so the handle's next wait makes it.
 //!
 //! **Bookkeeping.** `read_new_async` counts from the frame this handle last returned, like
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
 //! blocking calls (they share the handle).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
@@ -73,17 +85,17 @@ use crate::error::{Error, Result};
 use crate::read::Publication;
 use crate::stream::Stream;
 
-/// Longest slice of one background wait; whether its future is gone is checked between slices.
-const SLICE: Duration = Duration::from_millis(100);
 const OP: &str = "wait for a new frame";
 
 /// A background wait's outcome, handed to its future under a lock, and whether the future
-/// is gone. A waiting read reports each invalid generation once per handle (the report is
-/// marked in the handle when made); an outcome nobody will receive gives its report back,
-/// so the handle's next wait makes it instead of waiting in silence.
+/// is gone (`cancel`, which the background wait's pauses also look at). A waiting read
+/// reports each invalid generation once per handle (the report is marked in the handle when
+/// made); an outcome nobody will receive gives its report back, so the handle's next wait
+/// makes it instead of waiting in silence.
 #[derive(Default)]
 struct Handoff {
-    gone: bool,
+    /// The background wait has ended.
+    done: bool,
     outcome: Option<Outcome>,
 }
 
@@ -102,26 +114,117 @@ impl Outcome {
     }
 }
 
-/// Marks the future gone when it is dropped (finished or abandoned), and gives back the
-/// report of an outcome it did not take.
+/// Marks the future gone when it is dropped (finished, abandoned or past its deadline),
+/// wakes a background wait still parked so that it lets go of the stream at once, and gives
+/// back the report of an outcome it did not take.
 struct CancelOnDrop {
     handoff: Arc<Mutex<Handoff>>,
+    cancel: Arc<AtomicBool>,
     stream: Arc<Stream>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let mut h = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
-        h.gone = true;
+        self.cancel.store(true, Ordering::Release);
         if let Some(o) = h.outcome.take() {
             o.give_back(&self.stream);
+        }
+        if !h.done && self.stream.notify() {
+            // The flag is looked at after every pause; this ends a futex park now.
+            crate::notify::wake_all(&self.stream.header);
+        }
+    }
+}
+
+/// The process's one deadline timer: a thread (started with the first timed async wait that
+/// has to wait) sleeping until the earliest registered deadline, then waking that
+/// deadline's task. It makes an async wait's timeout hold however busy tokio's blocking pool
+/// is, on any runtime (tokio's timers need its time driver, which a runtime may lack). A
+/// wait that ends first leaves its entry until the deadline; waking a finished task is
+/// harmless.
+mod timer {
+    use std::cmp::Ordering;
+    use std::collections::BinaryHeap;
+    use std::sync::{Condvar, Mutex, Once, PoisonError};
+    use std::task::Waker;
+    use std::time::Instant;
+
+    /// A task to wake at `at`; the heap's top is the earliest.
+    struct Entry {
+        at: Instant,
+        waker: Waker,
+    }
+
+    impl PartialEq for Entry {
+        fn eq(&self, other: &Self) -> bool {
+            self.at == other.at
+        }
+    }
+    impl Eq for Entry {}
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Entry {
+        fn cmp(&self, other: &Self) -> Ordering {
+            other.at.cmp(&self.at)
+        }
+    }
+
+    static HEAP: Mutex<BinaryHeap<Entry>> = Mutex::new(BinaryHeap::new());
+    static CHANGED: Condvar = Condvar::new();
+    static START: Once = Once::new();
+
+    /// Wakes `waker` at `at` (or soon after).
+    pub(super) fn wake_at(at: Instant, waker: Waker) {
+        START.call_once(|| {
+            // Without the thread, a deadline is still seen when anything else polls the
+            // future (its background wait ends at the same deadline).
+            let _ = std::thread::Builder::new()
+                .name("shmstream-timer".into())
+                .spawn(run);
+        });
+        let mut heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
+        if heap.peek().is_none_or(|e| at < e.at) {
+            CHANGED.notify_one();
+        }
+        heap.push(Entry { at, waker });
+    }
+
+    fn run() {
+        let mut heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while heap.peek().is_some_and(|e| e.at <= now) {
+                due.extend(heap.pop());
+            }
+            if !due.is_empty() {
+                drop(heap);
+                due.into_iter().for_each(|e| e.waker.wake());
+                heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            heap = match heap.peek() {
+                Some(e) => {
+                    let left = e.at - now;
+                    CHANGED
+                        .wait_timeout(heap, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => CHANGED.wait(heap).unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 }
 
 impl Stream {
     /// Waits on tokio's blocking pool until the count exceeds `after` or `deadline` passes.
-    /// `Ok(None)` means the deadline passed.
+    /// `Ok(None)` means the deadline passed; the deadline holds even while the wait is still
+    /// queued for a pool thread (see [`timer`]).
     async fn park_until_count(
         self: &Arc<Self>,
         after: u64,
@@ -129,53 +232,68 @@ impl Stream {
     ) -> Result<Option<u64>> {
         let cancel = CancelOnDrop {
             handoff: Arc::default(),
+            cancel: Arc::default(),
             stream: Arc::clone(self),
         };
-        let handoff = Arc::clone(&cancel.handoff);
-        // Whether the future is gone (looked at once a slice, at most every 100 ms).
-        let gone = |h: &Mutex<Handoff>| h.lock().unwrap_or_else(PoisonError::into_inner).gone;
+        let (handoff, flag) = (Arc::clone(&cancel.handoff), Arc::clone(&cancel.cancel));
         let stream = Arc::clone(self);
-        let task = tokio::task::spawn_blocking(move || {
+        let mut task = tokio::task::spawn_blocking(move || {
             let mark_before = stream.reads.report_mark();
-            let result = loop {
-                let slice = match deadline {
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break Ok(None);
-                        }
-                        left.min(SLICE)
+            // A wait queued until after its future was gone does not start.
+            let result = if flag.load(Ordering::Acquire) {
+                Ok(None)
+            } else {
+                let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                crate::notify::cancellable(Arc::clone(&flag), || {
+                    match stream.wait_for_count(after, timeout) {
+                        Ok(c) => Ok(Some(c)),
+                        Err(Error::Timeout { .. }) => Ok(None),
+                        Err(e) => Err(e),
                     }
-                    None => SLICE,
-                };
-                match stream.wait_for_count(after, Some(slice)) {
-                    Ok(c) => break Ok(Some(c)),
-                    Err(Error::Timeout { .. }) if !gone(&handoff) => continue,
-                    Err(Error::Timeout { .. }) => break Ok(None),
-                    Err(e) => break Err(e),
-                }
+                })
             };
             let outcome = Outcome {
                 result,
                 mark_before,
             };
             let mut h = handoff.lock().unwrap_or_else(PoisonError::into_inner);
-            if h.gone {
+            h.done = true;
+            if flag.load(Ordering::Acquire) {
                 outcome.give_back(&stream);
             } else {
                 h.outcome = Some(outcome);
             }
         });
-        let out = match task.await {
-            Ok(()) => cancel
+        // The background wait's end, or `None` at the deadline.
+        let mut armed: Option<Waker> = None;
+        let joined = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut task).poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let Some(d) = deadline else {
+                return Poll::Pending;
+            };
+            if Instant::now() >= d {
+                return Poll::Ready(None);
+            }
+            if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                timer::wake_at(d, cx.waker().clone());
+                armed = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+        let out = match joined {
+            None => Ok(None),
+            Some(Ok(())) => cancel
                 .handoff
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .outcome
                 .take()
                 .map_or(Ok(None), |o| o.result),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Error::Closed {
+            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Some(Err(_)) => Err(Error::Closed {
                 name: self.name.clone(),
             }), // runtime shutting down
         };
@@ -239,6 +357,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
+        self.host_payload()?;
         self.wait_then(after, timeout, |s| {
             s.read_after::<T>(after, Some(Duration::ZERO))
         })
@@ -252,6 +371,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
+        self.host_payload()?;
         self.wait_then(after, timeout, |s| {
             s.read_after_publication::<T>(after, Some(Duration::ZERO))
         })
@@ -267,6 +387,7 @@ impl Stream {
     ) -> Result<u64> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
+        self.host_payload()?;
         self.wait_then(after, timeout, |s| {
             s.read_after_into_slice(after, dst, Some(Duration::ZERO))
         })

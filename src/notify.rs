@@ -8,6 +8,8 @@
 //! the new sequence *before* `FUTEX_WAKE`, and why a parked wait is capped (50 ms, as in
 //! pyshmem) so dead-writer checks and `close()` keep running.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::header::MappedHeader;
@@ -35,6 +37,35 @@ fn max_park() -> Duration {
 #[cfg(test)]
 fn max_park() -> Duration {
     PARK_CAP.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    /// This thread's cancel flag (an async wait's, on a blocking-pool thread): once set, the
+    /// thread's waits end at their next pause as if their deadline had passed.
+    static CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `cancel` as this thread's cancel flag: its waits end (time out) at the
+/// first pause after the flag is set.
+#[cfg(feature = "tokio")]
+pub(crate) fn cancellable<R>(cancel: Arc<AtomicBool>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Arc<AtomicBool>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CANCEL.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(CANCEL.with(|c| c.borrow_mut().replace(cancel)));
+    f()
+}
+
+/// Whether this thread's wait was cancelled.
+fn cancelled() -> bool {
+    CANCEL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    })
 }
 
 /// How a handle waits for new data.
@@ -202,8 +233,8 @@ impl Waiter {
     }
 
     /// One spin ([`Spin::pause`]); at each of its breaks, a look at the clock it read for the
-    /// deadline and the end of an adaptive spin. Returns `false` once the deadline has
-    /// passed.
+    /// deadline and the end of an adaptive spin, and at the thread's cancel flag. Returns
+    /// `false` once the deadline has passed or the wait was cancelled.
     #[inline]
     fn spin_once(&mut self) -> bool {
         let Some(now) = self.pauses.pause() else {
@@ -214,10 +245,11 @@ impl Waiter {
         {
             self.spin = AdaptiveSpin::EndedAt(self.rounds);
         }
-        self.deadline.is_none_or(|d| now < d)
+        self.deadline.is_none_or(|d| now < d) && !cancelled()
     }
 
-    /// A step that yields, parks or sleeps, within the deadline.
+    /// A step that yields, parks or sleeps, within the deadline; `false` once the deadline
+    /// has passed or the wait was cancelled.
     #[inline(never)]
     fn give_way(&mut self, kind: Pause, h: &MappedHeader, observed: i64) -> bool {
         let left = match self.deadline {
@@ -238,7 +270,7 @@ impl Waiter {
                 self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
             }
         }
-        true
+        !cancelled()
     }
 }
 

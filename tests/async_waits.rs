@@ -194,8 +194,14 @@ struct OneWorker(Option<tokio::runtime::Runtime>);
 
 impl OneWorker {
     fn new() -> OneWorker {
+        OneWorker::with_blocking_threads(512)
+    }
+
+    /// One worker, and at most `n` blocking-pool threads.
+    fn with_blocking_threads(n: usize) -> OneWorker {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .max_blocking_threads(n)
             .enable_all()
             .build()
             .unwrap();
@@ -441,4 +447,131 @@ fn an_async_wait_beside_a_task_holding_the_lock_on_one_thread_gets_its_frame() {
         wait.await.unwrap()
     });
     assert_eq!(got.unwrap().as_slice().unwrap(), &[7; 4]);
+}
+
+/// A timed wait returns at its timeout even while no blocking-pool thread is free to run its
+/// background wait: the pool's only thread is taken by another stream's endless wait.
+#[test]
+fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
+    use std::future::Future;
+    use std::task::Poll;
+    let (a_name, b_name) = (unique_name("async-pool-a"), unique_name("async-pool-b"));
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let idle = |name: &str| Arc::new(Stream::create(name, &[2], Dtype::U8).unwrap());
+    let (a, b) = (idle(&a_name), idle(&b_name));
+    OneWorker::with_blocking_threads(1).block_on(async {
+        // Polled once: its background wait takes the pool's only thread, for good.
+        let mut endless = Box::pin(a.read_new_async::<u8>(None));
+        std::future::poll_fn(|cx| {
+            assert!(endless.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let t0 = Instant::now();
+        let timeout = Duration::from_millis(200);
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            b.read_new_async::<u8>(Some(timeout)),
+        )
+        .await
+        .expect("the wait did not return at its timeout: it waited for a pool thread");
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        assert!(t0.elapsed() >= timeout, "{:?}", t0.elapsed());
+        a.close();
+        drop(endless);
+    });
+}
+
+/// Dropping a pending wait releases its background wait's clone of the stream at once, so an
+/// `auto_unlink` stream is gone as soon as its last user-visible handle is (a background wait
+/// that looked for its future only between slices of 100 ms kept it up to a slice longer).
+#[test]
+fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let name = unique_name("async-release");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(
+        StreamOptions::new(&name)
+            .shape(&[2])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .auto_unlink(true)
+            .create()
+            .unwrap(),
+    );
+    let rt = OneWorker::new();
+    let _in_runtime = rt.enter();
+    let mut abandoned = Box::pin(s.read_new_async::<u8>(None));
+    let polled = abandoned
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(polled.is_pending(), "{polled:?}");
+    // The handle, the future's clone, and the background wait's.
+    assert_eq!(Arc::strong_count(&s), 3);
+    drop(abandoned);
+    drop(s);
+    let t0 = Instant::now();
+    while shmstream::stat(&name).is_ok() {
+        assert!(t0.elapsed() < common::LONG, "the stream was never unlinked");
+        std::thread::yield_now();
+    }
+    // Inside the 100 ms a slice lasted (about 100 ms here before; a few ms now: the margin
+    // is for a loaded machine).
+    assert!(
+        t0.elapsed() < Duration::from_millis(90),
+        "unlinked only after {:?}",
+        t0.elapsed()
+    );
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+}
+
+/// An async read of a GPU stream without a CPU mirror is refused before any wait, as its
+/// blocking twin is: the first poll returns `Unsupported`. (A planted `_meta`: the stream
+/// relabelled a mirrorless GPU stream, no GPU needed.)
+#[test]
+fn an_async_read_without_a_host_payload_is_refused_before_waiting() {
+    use shmstream::format::{self, FLAG_CPU_MIRROR, FLAG_GPU, FLAG_HEADER_CRC, META_BYTES, offset};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let name = unique_name("async-no-mirror");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[4], Dtype::F32).unwrap();
+    let meta = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
+    let mut b: [u8; META_BYTES] = std::fs::read(&meta).unwrap()[..META_BYTES]
+        .try_into()
+        .unwrap();
+    let u32_at = |b: &[u8], off: usize| u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+    let flags = (u32_at(&b, offset::FLAGS) | FLAG_GPU) & !FLAG_CPU_MIRROR;
+    b[offset::FLAGS..offset::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    b[offset::DEVICE_INDEX..offset::DEVICE_INDEX + 4].copy_from_slice(&0i32.to_le_bytes());
+    if flags & FLAG_HEADER_CRC != 0 {
+        let c = format::crc(&b);
+        b[offset::HEADER_CRC..offset::HEADER_CRC + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    drop(w);
+    std::fs::write(&meta, b).unwrap();
+    let s = Arc::new(Stream::open_readonly(&name).unwrap());
+    assert!(s.gpu_enabled() && !s.cpu_mirror());
+    let rt = OneWorker::new();
+    let _in_runtime = rt.enter();
+    fn first_poll<R: std::fmt::Debug>(f: impl Future<Output = shmstream::Result<R>>) {
+        let got = std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            matches!(got, Poll::Ready(Err(Error::Unsupported { .. }))),
+            "{got:?}"
+        );
+    }
+    let t = Some(common::LONG);
+    let mut buf = [0.0f32; 4];
+    first_poll(s.read_after_async::<f32>(0, t));
+    first_poll(s.read_after_publication_async::<f32>(0, t));
+    first_poll(s.read_after_into_slice_async(0, &mut buf, t));
+    first_poll(s.read_new_async::<f32>(t));
+    first_poll(s.read_new_publication_async::<f32>(t));
+    first_poll(s.read_new_into_slice_async(&mut buf, t));
 }
