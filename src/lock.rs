@@ -388,14 +388,15 @@ impl LockFile {
     /// first time a generation takes the lock, a lock file unlinked since it was opened (the
     /// stream was removed and recreated, perhaps by pyshmem) is replaced by the one now at the
     /// path before the flock is taken, so every process converges on one inode; one removed
-    /// with the handle's stream (not `stream_linked`) is [`Error::Stale`]. One compare per
-    /// acquisition otherwise.
+    /// with the handle's stream (not `stream_linked`) is [`Error::Stale`], also in a child
+    /// forked without exec ([`LockFile::adopt_after_fork`]). One compare per acquisition
+    /// otherwise.
     pub(crate) fn acquire_for(
         &self,
         generation: u64,
         timeout: Option<Duration>,
         stream: &str,
-        stream_linked: impl FnOnce() -> bool,
+        stream_linked: impl Fn() -> bool,
     ) -> Result<u32> {
         self.take(generation, timeout, stream, false, stream_linked)
     }
@@ -408,10 +409,10 @@ impl LockFile {
         timeout: Option<Duration>,
         stream: &str,
         at_path: bool,
-        stream_linked: impl FnOnce() -> bool,
+        stream_linked: impl Fn() -> bool,
     ) -> Result<u32> {
         if self.inherited() {
-            self.adopt_after_fork(stream)?;
+            self.adopt_after_fork(stream, &stream_linked)?;
         }
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
@@ -441,7 +442,7 @@ impl LockFile {
         // other thread out, and pass for the holder at its next `lock`.
         let claim = OwnerClaim(self);
         if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-            self.reopen_if_unlinked(stream, stream_linked)?;
+            self.reopen_if_unlinked(stream, &stream_linked)?;
             self.generation.store(generation, Ordering::Relaxed);
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
@@ -481,12 +482,19 @@ impl LockFile {
     /// thread had is the parent's. Closing the inherited descriptors leaves the parent's
     /// flock alone (the parent still has them open). Runs once, under the `file` mutex
     /// (a parent thread inside that mutex at the fork would leave it locked for good: a
-    /// window of a few instructions, around a path check every 20 ms).
+    /// window of a few instructions, around a path check every 20 ms). A file removed with
+    /// the caller's stream (not `stream_linked`) is not made again at the path, as in
+    /// [`LockFile::reopen_if_unlinked`]: [`Error::Stale`], the state left inherited.
     #[cold]
-    fn adopt_after_fork(&self, stream: &str) -> Result<()> {
+    fn adopt_after_fork(&self, stream: &str, stream_linked: impl FnOnce() -> bool) -> Result<()> {
         let mut file = lock_poisoned(&self.file);
         if !self.inherited() {
             return Ok(()); // another thread of this child did it
+        }
+        if sys::nlink(&file).is_ok_and(|n| n == 0) && !stream_linked() {
+            return Err(Error::Stale {
+                name: stream.to_owned(),
+            });
         }
         let fresh = open_at_path(&self.path, stream)?;
         self.fd.store(fresh.as_raw_fd(), Ordering::Relaxed);
@@ -619,10 +627,10 @@ impl LockFile {
     pub(crate) fn try_acquire_either(
         &self,
         stream: &str,
-        stream_linked: impl FnOnce() -> bool,
+        stream_linked: impl Fn() -> bool,
     ) -> Result<bool> {
         let held_before = self.held_here();
-        if !self.try_acquire(stream)? {
+        if !Self::taken(self.take(0, Some(Duration::ZERO), stream, false, &stream_linked))? {
             return Ok(false);
         }
         if held_before || !self.is_unlinked() || !stream_linked() {

@@ -1113,3 +1113,93 @@ fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
     let host = st.clone_dtoh(&dev).unwrap();
     assert!(host.iter().all(|&x| x == 2), "got {}", host[0]);
 }
+
+/// Frames of the kept-claim tests.
+const KEPT_N: usize = 1024;
+
+/// Runs `then` with a GPU stream's handle `s` and a handle `r` whose GPU consumer was dropped
+/// while `r`'s CUDA stream was held by the caller's own work (a wait on an event recorded
+/// behind another stream's consumer, whose frame is not written yet), so it kept its claim;
+/// the third argument writes that frame, letting `r`'s stream finish.
+fn with_a_kept_claim(tag: &str, then: impl FnOnce(&Stream, Stream, &dyn Fn())) {
+    let (name, other) = (unique_name(tag), unique_name(&format!("{tag}-other")));
+    let _c = Cleanup::new([name.clone(), other.clone()]);
+    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    let o = cuda0(&other, &[KEPT_N], Dtype::I32).create().unwrap();
+    let r = Stream::open(&name).unwrap();
+    let q = Stream::open(&other).unwrap();
+    r.set_default_timeout(Duration::from_millis(300));
+    // The first writes and reads (their pinned staging buffers) before any wait is enqueued.
+    s.write_device_from_host(&[1i32; KEPT_N]).unwrap();
+    o.write_device_from_host(&[1i32; KEPT_N]).unwrap();
+    r.read_device_to_host(&mut [0i32; KEPT_N]).unwrap();
+    let mut dev: CudaSlice<i32> = q.cuda_stream().unwrap().alloc_zeros(KEPT_N).unwrap();
+    let mut qc = q.gpu_consumer().unwrap();
+    qc.enqueue_next_into(&mut dev).unwrap(); // frame 2 of `other`, not written yet
+    let held = q.cuda_stream().unwrap().record_event(None).unwrap();
+    let c = r.gpu_consumer().unwrap();
+    r.cuda_stream().unwrap().wait(&held).unwrap();
+    let t = Instant::now();
+    drop(c);
+    assert!(t.elapsed() < LONG, "the drop waited {:?}", t.elapsed());
+    assert_eq!(
+        r.gpu_consumer_pid(),
+        Some(std::process::id() as i64),
+        "the claim was kept while the consumer's stream was busy"
+    );
+    then(&s, r, &|| {
+        o.write_device_from_host(&[2i32; KEPT_N]).unwrap();
+        qc.synchronize(LONG).unwrap();
+    });
+    drop(held);
+}
+
+/// A claim a dropped GPU consumer kept while its handle's CUDA stream was busy is given up by
+/// the handle's next IO once that stream is idle (it was never given up: the process's other
+/// handles could not consume the stream, and writers waited for its ack, for the process's
+/// life); until then that IO and new consumers are refused at once.
+#[test]
+fn gpu_a_kept_consumer_claim_is_given_up_by_the_next_io_once_the_stream_is_idle() {
+    if !gpu_or_skip("gpu_a_kept_consumer_claim_is_given_up_by_the_next_io_once_the_stream_is_idle")
+    {
+        return;
+    }
+    with_a_kept_claim("gpu-kept-claim-io", |s, r, unblock| {
+        let mut host = [0i32; KEPT_N];
+        let e = r.read_device_to_host(&mut host).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let e = r.gpu_consumer().map(drop).unwrap_err();
+        assert!(matches!(e, Error::Gpu { .. }), "{e:?}");
+        let e = s.gpu_consumer().map(drop).unwrap_err();
+        assert!(matches!(e, Error::Gpu { .. }), "{e:?}");
+        unblock();
+        r.cuda_stream().unwrap().synchronize().unwrap();
+        r.read_device_to_host(&mut host).unwrap();
+        assert!(host.iter().all(|&x| x == 1), "got {}", host[0]);
+        assert_eq!(
+            r.gpu_consumer_pid(),
+            None,
+            "the kept claim was not given up"
+        );
+        drop(s.gpu_consumer().unwrap());
+    });
+}
+
+/// A claim a dropped GPU consumer kept is given up when its handle is dropped once the
+/// handle's CUDA stream is idle: another handle may then consume the stream.
+#[test]
+fn gpu_a_kept_consumer_claim_is_given_up_when_its_handle_drops() {
+    if !gpu_or_skip("gpu_a_kept_consumer_claim_is_given_up_when_its_handle_drops") {
+        return;
+    }
+    with_a_kept_claim("gpu-kept-claim-drop", |s, r, unblock| {
+        unblock();
+        drop(r);
+        assert_eq!(
+            s.gpu_consumer_pid(),
+            None,
+            "the kept claim was not given up"
+        );
+        drop(s.gpu_consumer().unwrap());
+    });
+}

@@ -186,6 +186,32 @@ fn child_entry() {
             say(&format!("after the child's drop: there {there}"));
             drop(s);
         }
+        // Opens `name`, has another handle unlink it, then forks without exec. The forked
+        // child locks through the inherited handle and says what it got and whether a lock
+        // file is at the stream's lock path afterwards.
+        "fork_unlinked_lock" => {
+            let s = Stream::open(&name).unwrap();
+            Stream::open(&name).unwrap().unlink().unwrap();
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let got = match s.lock(Some(Duration::ZERO)).map(drop) {
+                    Ok(()) => "a guard".to_owned(),
+                    Err(Error::Stale { .. }) => "stale".to_owned(),
+                    Err(e) => format!("error {e}"),
+                };
+                let file = shmstream::name::lock_path(&name).exists();
+                say(&format!("forked: {got}, lock file {file}"));
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -501,6 +527,21 @@ fn a_live_view_a_child_inherited_through_a_fork_does_not_lend_its_payload() {
     );
     p.wait_success(LONG);
     assert_eq!(s.read::<i32>().unwrap().as_slice().unwrap(), &[2; 4]);
+}
+
+/// A child forked without exec that locks an inherited handle of a stream removed meanwhile
+/// gets Stale, and the removed stream's lock file is not made again at its path.
+#[test]
+fn a_forked_child_s_lock_of_an_unlinked_stream_is_stale_and_leaves_no_lock_file() {
+    let name = unique_name("fork-stale");
+    let _c = Cleanup::new([&name]);
+    let _s = Stream::create(&name, &[4], Dtype::I32).unwrap();
+    let mut p = child("child_entry", "fork_unlinked_lock")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(p.expect_line("forked: ", LONG), "stale, lock file false");
+    p.wait_success(LONG);
+    assert!(!shmstream::name::lock_path(&name).exists());
 }
 
 #[test]

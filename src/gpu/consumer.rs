@@ -63,6 +63,52 @@ fn raise_ack(a: &Attachment, target: u64) {
     }
 }
 
+/// Gives up this handle's claim once its CUDA stream is idle (no late ack of its consumer can
+/// land): a writer that saw the consumer may wait for an ack of a frame it never enqueued, so
+/// every frame published before `seq` (the stream's sequence) is acknowledged first, still
+/// holding the claim (no new consumer's ack is overwritten; never beyond a published frame).
+/// The handle's flag ([`Attachment::consuming`]) is cleared before the pid, so it never
+/// clears the flag of a consumer that claims the stream next through this handle. A claim
+/// this process does not hold (a forked child's copy) is left alone.
+pub(crate) fn give_up_claim(a: &Attachment, seq: i64) {
+    let own = crate::sys::pid();
+    if a.consumer_pid().load(Ordering::SeqCst) == own {
+        raise_ack(a, slots::last_frame(seq));
+        a.consuming.store(false, Ordering::SeqCst);
+        let _ = a
+            .consumer_pid()
+            .compare_exchange(own, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// A claim this handle's dropped consumer kept (its CUDA stream was not idle then,
+/// [`Attachment::kept_claim`]) is given up if the stream is idle now: one look, no wait.
+/// Whether the handle is free of its consumer ([`Attachment::consuming`] clear).
+pub(crate) fn settle_kept_claim(s: &Stream, a: &Attachment) -> bool {
+    if !a.kept_claim.load(Ordering::Acquire).is_null()
+        && stream_idle_now(a)
+        && !a
+            .kept_claim
+            .swap(std::ptr::null_mut(), Ordering::AcqRel)
+            .is_null()
+    {
+        give_up_claim(a, s.header.sequence().load(Ordering::SeqCst));
+    }
+    !a.consuming.load(Ordering::Acquire)
+}
+
+/// Whether the handle's CUDA stream is idle now (a stream that failed runs nothing more:
+/// idle); a context that cannot be bound ([`Attachment::bind_for_query`]) says nothing of the
+/// stream: not idle.
+fn stream_idle_now(a: &Attachment) -> bool {
+    if !a.bind_for_query() {
+        return false;
+    }
+    // SAFETY: the handle's live stream (the Arc is a field); the context is bound above.
+    let r = unsafe { sys::cuStreamQuery(a.stream.cu_stream()) };
+    r != sys::CUresult::CUDA_ERROR_NOT_READY
+}
+
 /// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
 const LIVENESS_POLL: Duration = Duration::from_millis(1);
 
@@ -234,6 +280,7 @@ impl Stream {
         }
         publish::memops_usable(self.device_index)
             .map_err(|e| fail(format!("GPU consumers need stream memory operations: {e}")))?;
+        settle_kept_claim(self, a);
         a.bind(&self.name)?;
         let (Some(published), Some(ack)) = (
             a.seg_device_ptr(gpu_offset::PUBLISHED_FRAME),
@@ -247,6 +294,9 @@ impl Stream {
         let mut cur = word.load(Ordering::SeqCst);
         loop {
             if cur != 0 && crate::sys::is_self_or_alive(crate::sys::pid(), cur) {
+                if !a.kept_claim.load(Ordering::Acquire).is_null() {
+                    return Err(fail(KEPT_CLAIM.into()));
+                }
                 return Err(fail(format!(
                     "pid {cur} already consumes it on the GPU (one acknowledging GPU consumer per stream): drop that consumer first"
                 )));
@@ -371,6 +421,12 @@ impl<'s> GpuConsumer<'s> {
     /// an error, never a hang.
     pub fn synchronize(&self, timeout: Duration) -> Result<()> {
         self.a.bind(&self.s.name)?;
+        self.wait_idle(timeout)
+    }
+
+    /// [`Self::synchronize`] with the context bound: its errors are the stream query's own
+    /// failure or the timeout.
+    fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let st = self.a.stream.cu_stream();
         let start = Instant::now();
         loop {
@@ -396,10 +452,14 @@ impl GpuConsumer<'_> {
     /// Waits for the consumer's stream to be idle: up to the handle's timeout for the frames
     /// it waits for, then up to [`RELEASE_SETTLE`] with its waits released ([`RELEASED_BIT`],
     /// set again while a publication may have stored a frame number over it). Whether it got
-    /// idle (a stream that failed runs nothing more: idle).
+    /// idle: a stream whose query failed runs nothing more (idle); a context that cannot be
+    /// bound ([`Attachment::bind_for_query`]) says nothing of the stream (not idle).
     fn settle_for_drop(&self) -> bool {
+        if !self.a.bind_for_query() {
+            return false;
+        }
         let idle = |r: Result<()>| !matches!(r, Err(Error::Timeout { .. }));
-        if idle(self.synchronize(self.s.default_timeout())) {
+        if idle(self.wait_idle(self.s.default_timeout())) {
             return true;
         }
         let start = Instant::now();
@@ -407,7 +467,7 @@ impl GpuConsumer<'_> {
             self.a
                 .published_frame()
                 .fetch_or(RELEASED_BIT, Ordering::SeqCst);
-            if idle(self.synchronize(LIVENESS_POLL)) {
+            if idle(self.wait_idle(LIVENESS_POLL)) {
                 return true;
             }
             if start.elapsed() >= RELEASE_SETTLE {
@@ -422,27 +482,25 @@ impl Drop for GpuConsumer<'_> {
         // Frames we wait for may never come (a writer that stopped or died): after the
         // handle's timeout our stream's waits are released (each then copies whatever the
         // payload holds into the caller's buffer, unacknowledged). The stream is given up only
-        // once idle, so no late ack of ours lands after another consumer took the stream: one
-        // that never gets idle (the caller's own work on it stuck) keeps the claim while this
-        // process lives, and writers wait for it as for any live consumer that stopped
-        // acknowledging (their timeout, never a hang).
+        // once idle, so no late ack of ours lands after another consumer took the stream. One
+        // not idle yet (the caller's own work on it stuck) keeps the claim, recorded on the
+        // attachment: it is given up the next time the handle finds its stream idle (its
+        // next IO or `gpu_consumer`, one look each; its drop, with a bounded wait), and
+        // meanwhile writers wait for it as for any live consumer that stopped acknowledging
+        // (their timeout, never a hang).
+        let seq = self.s.header.sequence();
         if !self.settle_for_drop() {
+            self.a
+                .kept_claim
+                .store(std::ptr::from_ref(seq).cast_mut(), Ordering::Release);
             return;
         }
-        // A writer that saw us before we let go may wait for an ack of a frame we never
-        // enqueued: acknowledge every frame published so far (still holding the claim, so no
-        // new consumer's ack is overwritten; never beyond a published frame).
-        let published = slots::last_frame(self.s.header.sequence().load(Ordering::SeqCst));
-        raise_ack(self.a, published);
-        let _ = self.a.consumer_pid().compare_exchange(
-            crate::sys::pid(),
-            0,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        self.a.consuming.store(false, Ordering::Release);
+        give_up_claim(self.a, seq.load(Ordering::SeqCst));
     }
 }
+
+/// Why a handle whose dropped consumer kept its claim still refuses.
+pub(crate) const KEPT_CLAIM: &str = "this handle's GPU consumer was dropped while its CUDA stream still had work queued, so it keeps its claim on the stream until that work is done: finish the work enqueued on the handle's CUDA stream (Stream::cuda_stream), or drop the handle";
 
 /// How long a dropped consumer waits for its released stream to finish.
 const RELEASE_SETTLE: Duration = Duration::from_secs(5);

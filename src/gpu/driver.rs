@@ -7,7 +7,7 @@
 //! nothing here touches the driver before [`probe`] has said it is present.
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,11 @@ pub(crate) struct Attachment {
     /// Whether this handle's GPU consumer exists: its waits come first on the handle's CUDA
     /// stream, so the handle's own reads and writes there would wait behind them.
     pub(crate) consuming: AtomicBool,
+    /// Set when this handle's GPU consumer was dropped before its CUDA stream got idle, so
+    /// it kept its claim: the handle's header sequence word, for the acknowledgement given
+    /// when the claim is given up once the stream is idle (`consumer::settle_kept_claim`, or
+    /// `Drop` here; the header is unmapped after the attachment). Null otherwise.
+    pub(crate) kept_claim: AtomicPtr<AtomicI64>,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -245,7 +250,7 @@ impl Attachment {
     /// a GPU consumer that died while the stream waits for its acknowledgement
     /// ([`super::consumer`]). Whether the stream is idle (a failed stream runs nothing more).
     pub(crate) fn settle_within(&self, timeout: Duration) -> bool {
-        if self.ctx.bind_to_thread().is_err() {
+        if !self.bind_for_query() {
             return false;
         }
         let start = Instant::now();
@@ -265,6 +270,13 @@ impl Attachment {
             }
             std::thread::yield_now();
         }
+    }
+
+    /// Binds the context before a look at this handle's CUDA stream; whether it is bound.
+    /// cudarc's bind first reports (and clears) an error recorded earlier by an unrelated
+    /// drop (`check_err`), not one of this stream's: retried once.
+    pub(crate) fn bind_for_query(&self) -> bool {
+        self.ctx.bind_to_thread().is_ok() || self.ctx.bind_to_thread().is_ok()
     }
 
     /// Binds the context to this thread (required before raw driver calls).
@@ -302,6 +314,16 @@ impl Drop for Attachment {
         // A stream waiting for a GPU consumer's acknowledgement that never comes (a consumer
         // alive but stopped) is not waited for forever: its buffers are leaked instead.
         let idle = self.settle_within(DROP_SETTLE);
+        let kept = self
+            .kept_claim
+            .swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if idle && !kept.is_null() {
+            // SAFETY: the handle's header sequence word (a dropped consumer stored it), mapped
+            // until after the attachment drops (`Stream` declares its GPU link first). Not
+            // idle: the claim stays while this process lives, as the consumer's drop says.
+            let seq = unsafe { &*kept }.load(Ordering::SeqCst);
+            super::consumer::give_up_claim(self, seq);
+        }
         if idle {
             // The registrations go before the mappings they cover (fields drop after this).
             self.seg_reg.clear();
@@ -480,6 +502,7 @@ pub(crate) fn create(
             seg_reg: Default::default(),
             awaited_ack: AtomicU64::new(0),
             consuming: AtomicBool::new(false),
+            kept_claim: AtomicPtr::new(std::ptr::null_mut()),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -567,6 +590,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         seg_reg: Default::default(),
         awaited_ack: AtomicU64::new(0),
         consuming: AtomicBool::new(false),
+        kept_claim: AtomicPtr::new(std::ptr::null_mut()),
     })
 }
 

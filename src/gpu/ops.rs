@@ -305,9 +305,16 @@ impl Stream {
     /// first on the handle's CUDA stream, and IO queued behind them (a device read or write,
     /// or the upload of a CPU write to a mirrored stream) would wait for a frame that it
     /// alone could publish, past any timeout and, on a host-synchronized write, holding the
-    /// write lock.
+    /// write lock. A claim a dropped consumer kept is given up here once the stream is idle
+    /// (`consumer::settle_kept_claim`).
     pub(super) fn refuse_while_consuming(&self, a: &Attachment) -> Result<()> {
-        if a.consuming.load(Ordering::Acquire) {
+        if a.consuming.load(Ordering::Acquire) && !super::consumer::settle_kept_claim(self, a) {
+            if !a.kept_claim.load(Ordering::Acquire).is_null() {
+                return Err(Error::Unsupported {
+                    name: self.name.clone(),
+                    what: super::consumer::KEPT_CLAIM.into(),
+                });
+            }
             return Err(Error::Unsupported {
                 name: self.name.clone(),
                 what: "a read or write through the handle that holds the stream's GPU consumer (both would queue on one CUDA stream, behind the consumer's waits): use another handle (Stream::open) or drop the consumer first".into(),
