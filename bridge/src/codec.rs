@@ -5,13 +5,15 @@
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `SHMB` |
-//! | 1 | format version (1) |
+//! | 1 | format version (2) |
 //! | 1 | dtype (pyshmem's dtype code) |
 //! | 1 | number of dimensions `n` (1..=19, as the v3 header) |
-//! | 1 | reserved (0) |
+//! | 1 | flags: bit 0 lossless, the others 0 |
 //! | 8 | frame id |
 //! | 8 | count (the writer's publication count) |
 //! | 8 | write time (UNIX seconds, f64) |
+//! | 16 | instance id of the source stream (its generation; zeros: none) |
+//! | 8 | frames of the source the publisher reported lost so far |
 //! | 8·n | shape |
 //!
 //! Decoding checks every field and bounds the frame size, so a hostile or corrupt attachment
@@ -22,8 +24,10 @@ use shmstream::format::MAX_DIMS;
 
 const MAGIC: [u8; 4] = *b"SHMB";
 /// The attachment format this build writes and reads.
-pub const VERSION: u8 = 1;
-const FIXED: usize = 32;
+pub const VERSION: u8 = 2;
+const FIXED: usize = 56;
+/// Flags bit: the frame is carried lossless (every frame of the source, in order).
+const LOSSLESS: u8 = 1;
 /// The largest frame a subscriber accepts (1 GiB).
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 
@@ -40,6 +44,12 @@ pub struct FrameHeader {
     pub count: u64,
     /// UNIX time of the write on the publishing host.
     pub write_time: f64,
+    /// The source stream's instance id (zeros where it has none).
+    pub source: [u8; 16],
+    /// Whether the publisher carries every frame (`--lossless`).
+    pub lossless: bool,
+    /// Frames of the source the publisher reported lost so far.
+    pub lost: u64,
 }
 
 impl FrameHeader {
@@ -55,10 +65,12 @@ impl FrameHeader {
         b.push(VERSION);
         b.push(self.dtype.code() as u8);
         b.push(self.shape.len() as u8);
-        b.push(0);
+        b.push(if self.lossless { LOSSLESS } else { 0 });
         b.extend_from_slice(&self.frame_id.to_le_bytes());
         b.extend_from_slice(&self.count.to_le_bytes());
         b.extend_from_slice(&self.write_time.to_le_bytes());
+        b.extend_from_slice(&self.source);
+        b.extend_from_slice(&self.lost.to_le_bytes());
         for &d in &self.shape {
             b.extend_from_slice(&(d as u64).to_le_bytes());
         }
@@ -85,9 +97,9 @@ impl FrameHeader {
         if ndim == 0 || ndim > MAX_DIMS {
             return Err(format!("{ndim} dimensions (1..={MAX_DIMS} allowed)"));
         }
-        if b[7] != 0 {
+        if b[7] & !LOSSLESS != 0 {
             return Err(format!(
-                "reserved byte {} is not 0: run the same shmstream-bridge version on both hosts",
+                "flags {:#04x} has unknown bits: run the same shmstream-bridge version on both hosts",
                 b[7]
             ));
         }
@@ -117,6 +129,9 @@ impl FrameHeader {
             frame_id: word(8),
             count: word(16),
             write_time: f64::from_bits(word(24)),
+            source: b[32..48].try_into().unwrap_or([0; 16]),
+            lossless: b[7] & LOSSLESS != 0,
+            lost: word(48),
         })
     }
 }
@@ -132,6 +147,9 @@ mod tests {
             frame_id: 7,
             count: 9,
             write_time: 1.5e9,
+            source: [3; 16],
+            lossless: true,
+            lost: 4,
         }
     }
 
@@ -149,6 +167,7 @@ mod tests {
         let good = sample().encode();
         let mut cases: Vec<(&str, Vec<u8>)> = vec![
             ("too short", good[..10].to_vec()),
+            ("a version 1 size", good[..32 + 16].to_vec()),
             ("bad magic", [b"XXXX".as_slice(), &good[4..]].concat()),
             ("trailing bytes", [good.as_slice(), &[0]].concat()),
         ];
@@ -165,13 +184,13 @@ mod tests {
         v[6] = 40;
         cases.push(("too many dims", v));
         let mut v = good.clone();
-        v[7] = 1;
-        cases.push(("reserved byte", v));
+        v[7] = 2;
+        cases.push(("unknown flag", v));
         let mut v = good.clone();
-        v[32..40].copy_from_slice(&0u64.to_le_bytes());
+        v[FIXED..FIXED + 8].copy_from_slice(&0u64.to_le_bytes());
         cases.push(("zero dim", v));
         let mut v = good.clone();
-        v[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        v[FIXED..FIXED + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         cases.push(("huge", v));
         for (what, bytes) in cases {
             assert!(FrameHeader::decode(&bytes).is_err(), "{what} was accepted");

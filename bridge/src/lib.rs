@@ -29,12 +29,73 @@ pub use subscribe::{SubscribeOptions, subscribe};
 
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a run of repeated trouble on one stream (frames refused for one reason, frames
 /// lost) is summed up on stderr while it lasts: said once at its start, then at most this
 /// often, so a stream in trouble at its frame rate cannot fill the log.
 pub(crate) const SUM_UP_EVERY: Duration = Duration::from_secs(10);
+
+/// Frames lost on a lossless stream (by a publisher lapped by its writer, or in transit):
+/// the first loss is said at once, later ones summed up at most every [`SUM_UP_EVERY`] and
+/// when the bridge ends (one that stays behind its writer loses frames at almost every
+/// frame, and must not fill the log with a line each).
+#[derive(Debug)]
+pub(crate) struct Losses {
+    /// Frames reported lost so far (a publisher's go out in every frame's attachment).
+    pub(crate) total: u64,
+    unsaid: u64,
+    said_at: Option<Instant>,
+    /// How they were lost, and the remedy: the end of the line.
+    why: &'static str,
+}
+
+impl Losses {
+    pub(crate) fn new(why: &'static str) -> Losses {
+        Losses {
+            total: 0,
+            unsaid: 0,
+            said_at: None,
+            why,
+        }
+    }
+
+    pub(crate) fn lost(&mut self, frames: u64) {
+        self.total += frames;
+        self.unsaid += frames;
+    }
+
+    /// The line to say now, if losses are unsaid and the last line is old enough (the
+    /// clock is read only then: this runs after every frame put).
+    pub(crate) fn due(&mut self) -> Option<String> {
+        if self.unsaid == 0 {
+            return None;
+        }
+        self.due_at(Instant::now())
+    }
+
+    /// [`Losses::due`] at `now`.
+    pub(crate) fn due_at(&mut self, now: Instant) -> Option<String> {
+        if self.unsaid == 0
+            || self
+                .said_at
+                .is_some_and(|t| now.saturating_duration_since(t) < SUM_UP_EVERY)
+        {
+            return None;
+        }
+        self.said_at = Some(now);
+        self.rest()
+    }
+
+    /// The line for the losses not said yet, if any.
+    pub(crate) fn rest(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.unsaid);
+        (n > 0).then(|| {
+            let why = self.why;
+            format!("{n} frame(s) {why}")
+        })
+    }
+}
 
 /// Says `line` on stderr about stream `name`.
 pub(crate) fn say(name: &str, line: &str) {
@@ -171,6 +232,19 @@ pub(crate) fn per_stream(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The instance id (generation) of stream `s` as bytes: zeros where it has none.
+pub(crate) fn instance_of(s: &shmstream::Stream) -> [u8; 16] {
+    let hex = s.instance_id();
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    id
 }
 
 /// The key of stream `name` under `prefix`.

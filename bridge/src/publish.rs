@@ -14,8 +14,8 @@ use zenoh::query::{Query, Queryable};
 
 use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session, per_stream,
-    say, zenoh_err,
+    BridgeError, Endpoints, Losses, POLL, Stop, check_keys, key, open_session, per_stream, say,
+    zenoh_err,
 };
 
 /// What [`publish`] carries and how.
@@ -41,6 +41,13 @@ pub struct PublishOptions {
 /// frame`), once each time it opens one.
 pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
+    if o.lossless && o.max_rate.is_some() {
+        return Err(BridgeError::Usage(
+            "--max-rate keeps only the latest frame at each slot, --lossless every frame: \
+             give one of them"
+                .into(),
+        ));
+    }
     let period = o.max_rate.map(period_of).transpose()?;
     let session = open_session(&o.endpoints)?;
     let result = per_stream(&o.names, "publisher", stop, |name, stop| {
@@ -83,7 +90,8 @@ fn publish_stream(
     // frame of its generation is this bridge's to carry. (A stream there when the bridge
     // starts is carried from its current frame on.)
     let mut made_since = false;
-    let mut losses = Losses::default();
+    let mut losses =
+        Losses::new("lost before they could be published (deepen the stream's history)");
     while !stop.is_set() {
         // A stream that does not exist yet (or was unlinked) is waited for: the bridge may
         // start before the writer. There is no wait for creation, so look again every 100 ms.
@@ -141,14 +149,22 @@ fn publish_stream(
             frame_id: 0,
             count: 0,
             write_time: 0.0,
+            source: crate::instance_of(&s),
+            lossless: o.lossless,
+            lost: 0,
         };
+        // Latest-value: whether the frame last put goes out once more, with congestion
+        // control *block*, when the writer next idles (see [`Resend`]).
+        let mut resend = Resend::default();
+        // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
+        let mut deferred = false;
         // Until when `max_rate` holds the next frame back (`Some(None)`: a period past the
         // clock's end, for good).
         let mut held: Option<Option<Instant>> = None;
         while !stop.is_set() {
             if cursor.is_none() {
-                match link.serve(&s, &publisher, &mut buf, &mut header) {
-                    Ok(()) => {}
+                match link.serve(&s, &publisher, &mut buf, &mut header, held.is_some()) {
+                    Ok(unput) => deferred |= unput,
                     // Unlinked or replaced: open the new generation.
                     Err(BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })) => break,
                     Err(e) => return Err(e),
@@ -163,6 +179,12 @@ fn publish_stream(
                     continue;
                 }
                 held = None;
+                if std::mem::take(&mut deferred) {
+                    put(&publisher, &mut buf, &header, &k)?;
+                    resend.put();
+                    held = period.map(|p| Instant::now().checked_add(p));
+                    continue;
+                }
             }
             let got = match cursor.as_mut() {
                 Some(c) => match first.take() {
@@ -179,6 +201,10 @@ fn publish_stream(
             };
             let info = match got {
                 Ok(info) => info,
+                Err(Error::Timeout { .. }) if resend.idle() => {
+                    resend_blocking(session, &k, &mut buf, &header)?;
+                    continue;
+                }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => continue,
                 Err(Error::Overrun { lost, cause, .. }) => {
                     // Lapped: resume an eighth of the ring ahead of the oldest frame, as
@@ -193,10 +219,11 @@ fn publish_stream(
                 Err(e) => return Err(e.into()),
             };
             stamp(&mut header, &info);
-            lend(&mut buf, |frame| {
-                publisher.put(frame).attachment(header.encode()).wait()
-            })
-            .map_err(zenoh_err(format!("putting a frame on {k}")))?;
+            header.lost = losses.total;
+            put(&publisher, &mut buf, &header, &k)?;
+            if cursor.is_none() {
+                resend.put();
+            }
             say_any(name, losses.due());
             held = period.map(|p| Instant::now().checked_add(p));
         }
@@ -285,14 +312,16 @@ impl Link {
     /// Latest-value: answers the queries that came with the current frame, then puts it
     /// (again) if a subscriber newly matched or the main loop has not put it yet (reading it
     /// here makes it this handle's last read, so the loop's next `read_new` waits past it).
-    /// Nothing is sent for a stream never written.
+    /// Nothing is sent for a stream never written. While `held` (`max_rate`'s pause) queries
+    /// are answered but nothing is put: the result says that a put is owed at the next slot.
     fn serve(
         &mut self,
         s: &Stream,
         publisher: &Publisher<'_>,
         buf: &mut BytesMut,
         header: &mut FrameHeader,
-    ) -> Result<(), BridgeError> {
+        held: bool,
+    ) -> Result<bool, BridgeError> {
         let newly = self.newly_matched();
         let queries: Vec<Query> = self
             .queries
@@ -300,14 +329,14 @@ impl Link {
             .map(|q| std::iter::from_fn(|| q.try_recv().ok().flatten()).collect())
             .unwrap_or_default();
         if !newly && queries.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         // The frame is read afresh (and counts as this handle's last read), so nothing
         // older than a frame already put goes out.
         let info = match s.read_publication_into_bytes(buf) {
             Ok(info) if info.count > 0 => info,
             // Never written, or no stable frame now: the next frame is put as it comes.
-            Ok(_) | Err(Error::Timeout { .. } | Error::Inconsistent { .. }) => return Ok(()),
+            Ok(_) | Err(Error::Timeout { .. } | Error::Inconsistent { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         // `header` describes the last frame put (or served): a newer one is everyone's.
@@ -320,13 +349,68 @@ impl Link {
                 q.reply(k.clone(), frame).attachment(header.encode()).wait()
             });
         }
+        if held {
+            return Ok(newly || unput);
+        }
         if newly || unput {
             lend(buf, |frame| {
                 publisher.put(frame).attachment(header.encode()).wait()
             })
             .map_err(zenoh_err(format!("putting the current frame again on {k}")))?;
         }
-        Ok(())
+        Ok(false)
+    }
+}
+
+/// Puts the frame in `buf`, described by `header`, on `k`.
+fn put(
+    publisher: &Publisher<'_>,
+    buf: &mut BytesMut,
+    header: &FrameHeader,
+    k: &str,
+) -> Result<(), BridgeError> {
+    lend(buf, |frame| {
+        publisher.put(frame).attachment(header.encode()).wait()
+    })
+    .map_err(zenoh_err(format!("putting a frame on {k}")))
+}
+
+/// Puts the frame in `buf` once more with congestion control *block*: a latest-value put
+/// that found the link's queue full was dropped, and the writer's next frame, which would
+/// replace it, may never come. A subscriber that got it already skips it (same count).
+fn resend_blocking(
+    session: &zenoh::Session,
+    k: &str,
+    buf: &mut BytesMut,
+    header: &FrameHeader,
+) -> Result<(), BridgeError> {
+    lend(buf, |frame| {
+        session
+            .put(k, frame)
+            .congestion_control(CongestionControl::Block)
+            .express(true)
+            .attachment(header.encode())
+            .wait()
+    })
+    .map_err(zenoh_err(format!("putting the last frame again on {k}")))
+}
+
+/// Latest-value: the last frame put goes out once more when the writer first idles after
+/// it (a read that times out), so a put dropped under congestion is not the last word.
+#[derive(Debug, Default)]
+struct Resend {
+    due: bool,
+}
+
+impl Resend {
+    /// A frame was put.
+    fn put(&mut self) {
+        self.due = true;
+    }
+
+    /// The writer idles: whether to put the last frame again (once per frame put).
+    fn idle(&mut self) -> bool {
+        std::mem::take(&mut self.due)
     }
 }
 
@@ -376,53 +460,6 @@ fn say_any(name: &str, line: Option<String>) {
     }
 }
 
-/// Frames a lossless publisher lost: the first loss is said at once, later ones summed up
-/// at most every [`SUM_UP_EVERY`] and when the publisher ends (one that stays behind its
-/// writer loses frames at almost every frame, and must not fill the log with a line each).
-#[derive(Debug, Default)]
-struct Losses {
-    unsaid: u64,
-    said_at: Option<Instant>,
-}
-
-impl Losses {
-    fn lost(&mut self, frames: u64) {
-        self.unsaid += frames;
-    }
-
-    /// The line to say now, if losses are unsaid and the last line is old enough (the
-    /// clock is read only then: this runs after every frame put).
-    fn due(&mut self) -> Option<String> {
-        if self.unsaid == 0 {
-            return None;
-        }
-        self.due_at(Instant::now())
-    }
-
-    /// [`Losses::due`] at `now`.
-    fn due_at(&mut self, now: Instant) -> Option<String> {
-        if self.unsaid == 0
-            || self
-                .said_at
-                .is_some_and(|t| now.saturating_duration_since(t) < SUM_UP_EVERY)
-        {
-            return None;
-        }
-        self.said_at = Some(now);
-        self.rest()
-    }
-
-    /// The line for the losses not said yet, if any.
-    fn rest(&mut self) -> Option<String> {
-        let n = std::mem::take(&mut self.unsaid);
-        (n > 0).then(|| {
-            format!(
-                "{n} frame(s) lost before they could be published (deepen the stream's history)"
-            )
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,7 +481,8 @@ mod tests {
     fn losses_are_said_at_once_then_summed_up_every_ten_seconds_and_at_the_end() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut l = Losses::default();
+        let mut l =
+            Losses::new("lost before they could be published (deepen the stream's history)");
         assert_eq!(l.due_at(at(0)), None);
         l.lost(3);
         let line = |n: u64| {
@@ -478,6 +516,36 @@ mod tests {
                 Err(BridgeError::Usage(m)) => assert!(m.starts_with("--max-rate "), "{m}"),
                 other => panic!("--max-rate {r}: {other:?}"),
             }
+        }
+    }
+
+    /// Latest-value: the frame last put goes out again once when the writer idles after it,
+    /// not at every idle read.
+    #[test]
+    fn the_last_frame_is_put_again_once_when_the_writer_idles() {
+        let mut r = Resend::default();
+        assert!(!r.idle(), "nothing put yet");
+        r.put();
+        assert!(r.idle());
+        assert!(!r.idle(), "once");
+        r.put();
+        r.put();
+        assert!(r.idle());
+        assert!(!r.idle());
+    }
+
+    #[test]
+    fn max_rate_with_lossless_is_refused_at_start() {
+        let o = PublishOptions {
+            names: vec!["x".into()],
+            endpoints: Endpoints::default(),
+            prefix: "p".into(),
+            max_rate: Some(5.0),
+            lossless: true,
+        };
+        match publish(&o, &AtomicBool::new(true)) {
+            Err(BridgeError::Usage(m)) => assert!(m.contains("--max-rate"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }

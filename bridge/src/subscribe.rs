@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use shmstream::{Dtype, Error, Stream, StreamOptions, WriteGuard};
+use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
 use zenoh::handlers::RingChannel;
 use zenoh::query::Querier;
@@ -13,8 +13,8 @@ use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session, per_stream,
-    zenoh_err,
+    BridgeError, Endpoints, Losses, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session,
+    per_stream, zenoh_err,
 };
 
 /// What [`subscribe`] mirrors and where.
@@ -38,12 +38,34 @@ pub struct SubscribeOptions {
 /// local stream is left as it was.
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
+    check_local(o)?;
     let session = open_session(&o.endpoints)?;
     let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
         mirror(&session, o, name, stop)
     });
     let _ = session.close().wait();
     result
+}
+
+/// Refuses, before anything is opened, options no frame could be mirrored with: a history
+/// depth over the library's bound, a local name (`--local-prefix` + name) it refuses.
+fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
+    if o.history > MAX_HISTORY {
+        return Err(BridgeError::Usage(format!(
+            "--history {}: a stream keeps at most {MAX_HISTORY} frames: give a smaller depth",
+            o.history
+        )));
+    }
+    for name in &o.names {
+        let local = format!("{}{name}", o.local_prefix);
+        if let Err(Error::InvalidName { reason, .. }) = shmstream::stat(&local) {
+            return Err(BridgeError::Usage(format!(
+                "stream '{name}': its mirror '{local}' is not a valid stream name ({reason}): \
+                 give a shorter or other --local-prefix"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
@@ -70,16 +92,24 @@ fn mirror(
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
     let state = Arc::new(Mutex::new(Mirror {
+        remote: name.to_owned(),
         name: format!("{}{name}", o.local_prefix),
         history: o.history,
         local: None,
+        local_id: [0; 16],
         refusals: Refusals::default(),
         closed: false,
+        fatal: None,
+        uncreatable: None,
         last: None,
         written: 0,
+        seen: None,
+        gaps: Losses::new(
+            "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
+        ),
     }));
     let receiving = Arc::clone(&state);
-    let _sub = session
+    let sub = session
         .declare_subscriber(k.clone())
         .callback(move |sample| {
             // A panic while writing poisons nothing we rely on: the stream is reopened or
@@ -102,7 +132,17 @@ fn mirror(
         .with(RingChannel::new(1))
         .wait()
         .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
+    let mut result = Ok(());
     while !stop.is_set() {
+        if let Some(e) = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fatal
+            .take()
+        {
+            result = Err(e);
+            break;
+        }
         match publishers.recv_timeout(POLL) {
             Ok(Some(status)) if status.matching() => ask(&querier, &state, &k)?,
             Ok(_) => {}
@@ -110,11 +150,18 @@ fn mirror(
             Err(_) => std::thread::sleep(POLL),
         }
     }
+    // No frame is taken from Zenoh past this point (dropped after `closed`, it would be
+    // received and not written: lost, unsaid).
+    drop(sub);
     // Neither dropping the subscriber nor closing the session waits for a callback that is
     // running, and the process may exit next: wait here for a frame being written into the
     // local stream (the lock), and let no other start, so the mirror is left whole.
-    state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
-    Ok(())
+    let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
+    m.closed = true;
+    if let Some(line) = m.gaps.rest() {
+        m.say(&line);
+    }
+    result
 }
 
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
@@ -140,18 +187,30 @@ fn ask(querier: &Querier<'_>, state: &Arc<Mutex<Mirror>>, k: &str) -> Result<(),
 /// One mirrored stream: its local name, and the local stream once a frame opened or
 /// created it.
 struct Mirror {
+    /// The remote stream's name.
+    remote: String,
     name: String,
     /// History depth of a local stream this bridge creates.
     history: usize,
     local: Option<Stream>,
+    /// The instance id of `local`.
+    local_id: [u8; 16],
     refusals: Refusals,
-    /// Set when the bridge stops: no frame is written after.
+    /// Set when the bridge stops, or on a fatal error: no frame is written after.
     closed: bool,
+    /// Why the mirror cannot go on (its thread ends the bridge with it).
+    fatal: Option<BridgeError>,
+    /// The dtype and shape whose local stream could not be created, and why.
+    uncreatable: Option<(Dtype, Vec<usize>, String)>,
     /// The (count, frame id, write time bits) of the last frame written: the same frame put
     /// again, or also answering a query, is not written twice.
     last: Option<(u64, u64, u64)>,
     /// Frames written so far.
     written: u64,
+    /// Lossless: the (source instance, count, publisher's losses) of the last frame received.
+    seen: Option<([u8; 16], u64, u64)>,
+    /// Lossless frames missed in transit.
+    gaps: Losses,
 }
 
 impl Mirror {
@@ -166,18 +225,59 @@ impl Mirror {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
         };
+        if h.lossless {
+            if self.seen.is_none() {
+                self.resumed(&h);
+            }
+            self.gaps.lost(missed(self.seen, &h));
+            if self
+                .seen
+                .is_none_or(|(src, count, _)| src != h.source || h.count > count)
+            {
+                self.seen = Some((h.source, h.count, h.lost));
+            }
+            if let Some(line) = self.gaps.due() {
+                self.say(&line);
+            }
+        }
         let id = (h.count, h.frame_id, h.write_time.to_bits());
         if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
             return;
+        }
+        // A create that failed (no room, no permission) is not tried again on Zenoh's
+        // receiving thread for every frame of that shape.
+        if self.local.is_none()
+            && let Some((dtype, shape, reason)) = &self.uncreatable
+            && (*dtype, shape.as_slice()) == (h.dtype, h.shape.as_slice())
+        {
+            let reason = reason.clone();
+            return self.refuse(&reason);
         }
         for _ in 0..2 {
             let local = match self.local.take() {
                 Some(s) => s,
                 None => match open_or_create(&self.name, &h, self.history) {
-                    Ok(s) => s,
-                    Err(e) => return self.refuse(&e),
+                    Ok(s) => {
+                        self.local_id = crate::instance_of(&s);
+                        s
+                    }
+                    Err(Opening::Open(e)) => return self.refuse(&e),
+                    Err(Opening::Create(e)) => {
+                        let reason = format!("creating the mirror failed: {e}");
+                        self.uncreatable = Some((h.dtype, h.shape.clone(), reason.clone()));
+                        return self.refuse(&reason);
+                    }
                 },
             };
+            if h.source != [0; 16] && h.source == self.local_id {
+                let hex: String = h.source.iter().map(|b| format!("{b:02x}")).collect();
+                return self.fail(BridgeError::Usage(format!(
+                    "stream '{}': its mirror '{}' is the source stream itself (instance id {hex}): \
+                     writing into it would loop the frames back to the publisher; give \
+                     --local-prefix (e.g. --local-prefix mirror-) so the mirror is a stream of its own",
+                    self.remote, self.name
+                )));
+            }
             let written = match local.lock(Some(LOCK_WAIT)) {
                 Ok(guard) => write_sample(&guard, sample, &h),
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
@@ -203,6 +303,32 @@ impl Mirror {
         self.refuse(&"the local stream was unlinked again as it was reopened")
     }
 
+    /// The first lossless frame this bridge receives, into a mirror that already holds frames
+    /// (a restarted subscriber): frames the publisher put to the one before it as it went
+    /// away are not known here, so that possible gap is said.
+    fn resumed(&self, h: &FrameHeader) {
+        if let Ok(s) = Stream::open_readonly(&self.name)
+            && s.count() > 0
+        {
+            self.say(&format!(
+                "resumed at the publisher's frame count {} (frame id {}) into a mirror that holds \
+                 frames (the last, frame id {}): frames put as the previous subscriber went away \
+                 are not known here and may be missing",
+                h.count,
+                h.frame_id,
+                s.frame_id()
+            ));
+        }
+    }
+
+    /// Stops the mirror for good: nothing more is written, and its thread ends the bridge
+    /// with `e`.
+    fn fail(&mut self, e: BridgeError) {
+        self.local = None;
+        self.closed = true;
+        self.fatal.get_or_insert(e);
+    }
+
     /// Says why a frame was refused: the first of a run of frames refused for one reason,
     /// then how many more were, when the reason changes, a frame is written, or every
     /// [`SUM_UP_EVERY`] (a sender that keeps sending a bad frame at its rate must not fill the
@@ -218,8 +344,10 @@ impl Mirror {
     }
 }
 
-/// The run of refusals being counted: its reason, the frames refused since it was last said,
-/// and when it was last said.
+/// The run of refusals being counted: its reason (the last one said or refused), the frames
+/// refused since it was last said, and when it was last said. Reasons that differ only in
+/// their numbers (sizes, dimensions a sender chose) are one reason: a sender varying them
+/// must not fill the log either.
 #[derive(Debug, Default)]
 struct Refusals {
     run: Option<(String, u64, Instant)>,
@@ -230,8 +358,9 @@ impl Refusals {
     fn refused(&mut self, reason: String, now: Instant) -> Vec<String> {
         let mut lines = Vec::new();
         match &mut self.run {
-            Some((same, more, said)) if *same == reason => {
+            Some((same, more, said)) if class(same).eq(class(&reason)) => {
                 *more += 1;
+                *same = reason;
                 if now.saturating_duration_since(*said) >= SUM_UP_EVERY {
                     lines.push(repeated(*more, same));
                     (*more, *said) = (0, now);
@@ -255,6 +384,12 @@ impl Refusals {
     }
 }
 
+/// A refusal's reason without its numbers.
+fn class(reason: &str) -> impl Iterator<Item = char> + '_ {
+    reason.chars().filter(|c| !c.is_ascii_digit())
+}
+
+/// The line summing up `more` frames refused, `reason` the last one's.
 fn repeated(more: u64, reason: &str) -> String {
     format!("refused {more} more frame(s) for the same reason: {reason}")
 }
@@ -324,7 +459,32 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
     }
 }
 
-fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Error> {
+/// Lossless frames of one source instance between the frame last seen (`seen`) and `h` that
+/// the publisher did not report lost: its count of reported losses went up by those it
+/// reported; went down, it restarted, and only the losses it reported since then are known.
+fn missed(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
+    match seen {
+        Some((src, count, lost)) if src == h.source && h.count > count => {
+            let gap = h.count - count - 1;
+            let reported = if h.lost >= lost {
+                h.lost - lost
+            } else {
+                h.lost
+            };
+            gap.saturating_sub(reported)
+        }
+        _ => 0,
+    }
+}
+
+/// Why the local stream could not be had: opening it failed (tried again with the next
+/// frame), or creating it did (not tried again for that dtype and shape).
+enum Opening {
+    Open(Error),
+    Create(Error),
+}
+
+fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Opening> {
     match Stream::open(name) {
         Err(Error::NotFound { .. }) => match StreamOptions::new(name)
             .shape(&h.shape)
@@ -333,10 +493,10 @@ fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream,
             .history(history)
             .create()
         {
-            Err(Error::AlreadyExists { .. }) => Stream::open(name),
-            other => other,
+            Err(Error::AlreadyExists { .. }) => Stream::open(name).map_err(Opening::Open),
+            other => other.map_err(Opening::Create),
         },
-        other => other,
+        other => other.map_err(Opening::Open),
     }
 }
 
@@ -383,5 +543,53 @@ mod tests {
             r.refused(bad(), at(10_005)),
             ["refused a frame: no attachment"]
         );
+    }
+
+    /// A sender varying the numbers in its bad frames (here attachments of 1 to 20 bytes)
+    /// gets one line, not one per frame.
+    #[test]
+    fn refusals_differing_only_in_their_numbers_are_one_run() {
+        let t0 = Instant::now();
+        let mut r = Refusals::default();
+        let mut lines = Vec::new();
+        for len in 1..=20u64 {
+            let reason = FrameHeader::decode(&vec![0; len as usize]).unwrap_err();
+            lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
+        }
+        lines.extend(r.written());
+        assert_eq!(
+            lines,
+            [
+                "refused a frame: attachment of 1 bytes is too short",
+                "refused 19 more frame(s) for the same reason: attachment of 20 bytes is too short"
+            ]
+        );
+    }
+
+    #[test]
+    fn lossless_gaps_the_publisher_did_not_report_are_counted() {
+        let h = |source: u8, count: u64, lost: u64| FrameHeader {
+            dtype: Dtype::U8,
+            shape: vec![1],
+            frame_id: count,
+            count,
+            write_time: 0.0,
+            source: [source; 16],
+            lossless: true,
+            lost,
+        };
+        let seen = Some(([1; 16], 10, 4));
+        assert_eq!(missed(None, &h(1, 20, 0)), 0, "nothing to compare with");
+        assert_eq!(missed(seen, &h(1, 11, 4)), 0, "the next frame");
+        assert_eq!(missed(seen, &h(1, 10, 4)), 0, "the same frame again");
+        assert_eq!(missed(seen, &h(1, 15, 4)), 4, "4 missed, none reported");
+        assert_eq!(missed(seen, &h(1, 15, 7)), 1, "4 missed, 3 reported");
+        assert_eq!(missed(seen, &h(1, 15, 9)), 0, "all reported");
+        assert_eq!(
+            missed(seen, &h(1, 15, 1)),
+            3,
+            "a restarted publisher reported 1"
+        );
+        assert_eq!(missed(seen, &h(2, 15, 0)), 0, "another source instance");
     }
 }
