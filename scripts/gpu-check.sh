@@ -70,18 +70,17 @@ run)
     finish() {
         local st=$?
         [ "$mps_up" = 1 ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+        # (`$?` says nothing of a signal: it is the last command's status.)
         if [ "$ended" = 1 ]; then
             echo "exit $rc"
-        elif [ "$st" != 0 ]; then
-            echo "exit $st"
         else
-            echo "exit 143 (killed: a signal, e.g. the outer timeout)"
+            echo "exit 143 (killed: a signal, e.g. the outer timeout; last status $st)"
         fi >>"$out/env.txt"
     }
     trap finish EXIT
     if [ ! -x .gpu-bin/gpu_tests ] || [ ! -x .gpu-bin/harness ]; then
         echo "no .gpu-bin/gpu_tests or .gpu-bin/harness: run \`scripts/gpu-check.sh build\` and carry .gpu-bin/" | tee "$out/tests.log"
-        rc=1
+        rc=1 ended=1
         exit 1
     fi
     echo "== GPU tests" | tee "$out/tests.log"

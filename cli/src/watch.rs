@@ -162,14 +162,21 @@ const TTY_LEAVE: &str = "\x1b[?7h\x1b[?25h";
 /// never blocks: no signal is left to interrupt a write the terminal holds up (Ctrl-S, a
 /// terminal program that stopped reading). Through the terminal opened anew, non-blocking
 /// (`O_NONBLOCK` on stdout would be the shell's too). A terminal that does not take it is
-/// left as it is: it was not reading anyway.
+/// left as it is: it was not reading anyway. Where the terminal cannot be opened anew (no
+/// `/proc`, or a terminal of another user after `su`: opening checks its mode, a write to
+/// the descriptor we hold does not), through stdout itself, once `poll` says it takes bytes
+/// (12 bytes to a terminal with room do not block).
 fn leave_after_stop() {
-    let Ok(tty) = std::fs::OpenOptions::new()
+    let tty = match std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open("/proc/self/fd/1")
-    else {
-        return;
+    {
+        Ok(tty) => tty,
+        Err(_) => match unbuffered_stdout() {
+            Ok(out) => out,
+            Err(_) => return,
+        },
     };
     let deadline = Instant::now() + Duration::from_millis(100);
     let mut rest = TTY_LEAVE.as_bytes();

@@ -97,16 +97,32 @@ pub(crate) fn settle_kept_claim(s: &Stream, a: &Attachment) -> bool {
     !a.consuming.load(Ordering::Acquire)
 }
 
-/// Whether the handle's CUDA stream is idle now (a stream that failed runs nothing more:
-/// idle); a context that cannot be bound ([`Attachment::bind_for_query`]) says nothing of the
-/// stream: not idle.
+/// Whether the handle's CUDA stream is idle now: its work done, or the context lost (a stream
+/// of a failed context runs nothing more). A context that cannot be bound
+/// ([`Attachment::bind_for_query`]) says nothing of the stream, nor does a query refused for
+/// another reason (the caller capturing a graph on the stream: the waits are still queued):
+/// not idle.
 fn stream_idle_now(a: &Attachment) -> bool {
+    use sys::CUresult as R;
     if !a.bind_for_query() {
         return false;
     }
     // SAFETY: the handle's live stream (the Arc is a field); the context is bound above.
     let r = unsafe { sys::cuStreamQuery(a.stream.cu_stream()) };
-    r != sys::CUresult::CUDA_ERROR_NOT_READY
+    matches!(
+        r,
+        R::CUDA_SUCCESS
+            | R::CUDA_ERROR_ILLEGAL_ADDRESS
+            | R::CUDA_ERROR_LAUNCH_FAILED
+            | R::CUDA_ERROR_HARDWARE_STACK_ERROR
+            | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | R::CUDA_ERROR_MISALIGNED_ADDRESS
+            | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
+            | R::CUDA_ERROR_INVALID_PC
+            | R::CUDA_ERROR_ECC_UNCORRECTABLE
+            | R::CUDA_ERROR_CONTEXT_IS_DESTROYED
+            | R::CUDA_ERROR_DEINITIALIZED
+    )
 }
 
 /// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
