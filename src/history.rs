@@ -534,6 +534,17 @@ fn open_header(
     if h[..8] != MAGIC || h[off::INSTANCE_ID..off::INSTANCE_ID + 16] != instance_id {
         return Ok(None);
     }
+    check_version(stream, &h)?;
+    let capacity = u32::from_le_bytes(
+        h[off::CAPACITY..off::CAPACITY + 4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
+    Ok(Some((seg, capacity as usize)))
+}
+
+/// Refuses a ring header `h` of another format version.
+fn check_version(stream: &str, h: &[u8]) -> Result<()> {
     let version = u32::from_le_bytes(
         h[off::VERSION..off::VERSION + 4]
             .try_into()
@@ -547,12 +558,30 @@ fn open_header(
             ),
         });
     }
-    let capacity = u32::from_le_bytes(
-        h[off::CAPACITY..off::CAPACITY + 4]
-            .try_into()
-            .unwrap_or([0; 4]),
-    );
-    Ok(Some((seg, capacity as usize)))
+    Ok(())
+}
+
+/// Whether the `_hist` of `stream` is the ring of a generation other than `instance_id` (an
+/// earlier one's, which pyshmem's unlink left), from its header alone (for `purge`, which
+/// must not map every ring): `false` when there is none or it names this generation; an
+/// error when it cannot be read or is no ring of this format (too short, no magic, another
+/// version), which proves nothing.
+pub(crate) fn of_another_generation(stream: &str, instance_id: [u8; 16]) -> Result<bool> {
+    let seg = match Segment::open_prefix(&name::history_id(stream), false, HEADER_BYTES) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(stream, "opening the history segment", e)),
+    };
+    let h = seg.snapshot(HEADER_BYTES);
+    if h.len() < HEADER_BYTES || h[..8] != MAGIC {
+        return Err(Error::InvalidHistory {
+            name: stream.to_owned(),
+            reason: "the history segment has no ring header: unlink and recreate the stream"
+                .to_owned(),
+        });
+    }
+    check_version(stream, &h)?;
+    Ok(h[off::INSTANCE_ID..off::INSTANCE_ID + 16] != instance_id)
 }
 
 /// The history depth of a stream generation, for `stat` and `list` (0 = none).
@@ -1213,6 +1242,42 @@ mod tests {
             .create()
             .unwrap();
         (name, s)
+    }
+
+    /// The header-only check `purge` uses: a ring naming this generation is not another's,
+    /// one naming another is; a missing ring is none; a truncated header, garbage and
+    /// another format version prove nothing (an error, so purge keeps the ring).
+    #[test]
+    fn a_rings_header_alone_tells_another_generation() {
+        let (name, s) = stream("generation", 4, 2);
+        let id = s.instance_id;
+        let mut other = id;
+        other[0] ^= 1;
+        assert!(matches!(of_another_generation(&name, id), Ok(false)));
+        assert!(matches!(of_another_generation(&name, other), Ok(true)));
+        let path = crate::segment::path(&name::history_id(&name));
+        let header = std::fs::read(&path).unwrap()[..HEADER_BYTES].to_vec();
+        let mut bad_version = header.clone();
+        bad_version[off::VERSION] ^= 0xff;
+        for (what, planted) in [
+            ("truncated", header[..HEADER_BYTES - 8].to_vec()),
+            ("garbage", vec![0xab; HEADER_BYTES]),
+            ("another version", bad_version),
+            ("empty", Vec::new()),
+        ] {
+            // A new file: the stream's mapping of the ring is left as it was.
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, &planted).unwrap();
+            let r = of_another_generation(&name, other);
+            assert!(
+                matches!(r, Err(Error::InvalidHistory { .. } | Error::Io { .. })),
+                "{what}: {r:?}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(of_another_generation(&name, other), Ok(false)));
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 
     /// A ring-first publication completes the slot before its even sequence: a cursor

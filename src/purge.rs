@@ -201,13 +201,14 @@ fn has_stream(id: &str) -> bool {
 
 /// Whether the `_hist` of payload id `id` is not the ring of the stream there (an earlier
 /// generation's, which pyshmem's unlink left before the name was created again without
-/// history): compared by the instance id in the ring's header. A ring beside a `_meta` that
-/// does not validate is kept, as is one whose header names this generation but does not fit.
+/// history): compared by the instance id in the ring's header, which alone is mapped (a ring
+/// may be 64 GiB). A ring beside a `_meta` that does not validate is kept, as is one whose
+/// header cannot be read or is no ring header of this format.
 fn ring_of_another_generation(id: &str) -> bool {
     validated(id).is_some_and(|h| {
         matches!(
-            crate::history::Ring::attach(&h.name, h.size as usize, h.instance_id, false),
-            Ok(None)
+            crate::history::of_another_generation(&h.name, h.instance_id),
+            Ok(true)
         )
     })
 }

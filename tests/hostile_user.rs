@@ -1053,6 +1053,45 @@ fn purge_removes_an_earlier_generations_ring_beside_a_new_stream() {
     assert_eq!(got, [7u8; 4]);
 }
 
+/// Purge tells an earlier generation's ring from a live stream's own by the ring's header
+/// alone: it mapped the whole ring (up to 64 GiB) on every run, dry runs included, faulting
+/// in every page. The ring planted here names the stream's generation and declares 2^18
+/// slots over a sparse file: every purge keeps it, and it stays sparse.
+#[test]
+fn purge_maps_only_the_header_of_a_ring_beside_a_live_stream() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let _purging = purging();
+    let name = unique_name("bigring");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let hex = s.instance_id();
+    let capacity = 1u32 << 18;
+    let mut header = b"SHMHIST1".to_vec();
+    header.extend(1u32.to_le_bytes());
+    header.extend(capacity.to_le_bytes());
+    header.extend(4u64.to_le_bytes());
+    header.extend((0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()));
+    header.resize(64, 0);
+    let ring = name::history_id(&name);
+    let mut file = std::fs::File::create(shm(&ring)).unwrap();
+    file.write_all(&header).unwrap();
+    // 64 bytes of header and slots of 64 + 64 bytes (frames of 4 bytes): 32 MiB.
+    file.set_len(64 + u64::from(capacity) * 128).unwrap();
+    let resident = || shm(&ring).metadata().unwrap().blocks() * 512;
+    for dry_run in [true, false] {
+        let report = purge_no_stream(dry_run);
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert!(!report.leftovers.contains(&ring), "{report:?}");
+        assert!(shm(&ring).exists(), "the stream's own ring was removed");
+        assert!(
+            resident() < 1 << 20,
+            "purge (dry run {dry_run}) faulted in {} bytes of the ring",
+            resident()
+        );
+    }
+}
+
 /// Review item 1: `create` without history removes the ring an earlier generation left
 /// (it cannot be the new generation's), as `create` with history replaces it.
 #[test]
