@@ -56,16 +56,20 @@
 //! `max_blocking_threads`, 512 by default, bounds them; past it, waits queue for a thread,
 //! as does the application's other blocking work). Timeouts hold regardless: a timed wait
 //! is woken at its deadline by one process-wide timer thread (started with the first timed
-//! wait that has to wait; no tokio time driver needed), gives up its background wait, makes
-//! one last non-blocking attempt inline and returns that or [`Error::Timeout`].
+//! wait that has to wait; no tokio time driver needed; a wait that ends first withdraws its
+//! deadline), gives up its background wait, makes one last non-blocking attempt inline and
+//! returns that or [`Error::Timeout`].
 //!
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
-//! `select!`) ends its background wait at once: the wait looks at a cancel flag after every
-//! pause, and the drop wakes a futex park (notify streams; other streams pause at most a
-//! millisecond), so the pool thread and the wait's clone of the `Arc<Stream>` are released
-//! right away (an `auto_unlink` stream goes when its last handle does). A wait abandoned
-//! that way and ending meanwhile in the report of a writer's death (made once per handle and
-//! invalid generation) gives the report back, so the handle's next wait makes it.
+//! `select!`) ends its background wait: the wait looks at a cancel flag after every pause,
+//! and the drop wakes the stream's futex if (and only if) that wait is parked on it (notify
+//! streams; other streams pause at most a millisecond). So the pool thread and the wait's
+//! clone of the `Arc<Stream>` are released at once, or after at most one park cap (50 ms)
+//! when the drop races the park (an `auto_unlink` stream goes when its last handle does).
+//! A wait that returns at its deadline wakes nobody: its background wait ends at the same
+//! deadline. A wait abandoned and ending meanwhile in the report of a writer's death (made
+//! once per handle and invalid generation) gives the report back, so the handle's next wait
+//! makes it.
 //!
 //! **Bookkeeping.** `read_new_async` counts from the frame this handle last returned, like
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
@@ -73,29 +77,27 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
 
 use crate::dtype::Element;
 use crate::error::{Error, Result};
+use crate::notify::Cancel;
 use crate::read::Publication;
 use crate::stream::Stream;
 
 const OP: &str = "wait for a new frame";
 
-/// A background wait's outcome, handed to its future under a lock, and whether the future
-/// is gone (`cancel`, which the background wait's pauses also look at). A waiting read
+/// A background wait's outcome, handed to its future under a lock (whether the future is
+/// gone is its [`Cancel`], which the background wait's pauses also look at). A waiting read
 /// reports each invalid generation once per handle (the report is marked in the handle when
 /// made); an outcome nobody will receive gives its report back, so the handle's next wait
 /// makes it instead of waiting in silence.
 #[derive(Default)]
 struct Handoff {
-    /// The background wait has ended.
-    done: bool,
     outcome: Option<Outcome>,
 }
 
@@ -115,22 +117,25 @@ impl Outcome {
 }
 
 /// Marks the future gone when it is dropped (finished, abandoned or past its deadline),
-/// wakes a background wait still parked so that it lets go of the stream at once, and gives
-/// back the report of an outcome it did not take.
+/// wakes a background wait still parked so that it lets go of the stream at once (unless
+/// its deadline passed: then it ends by itself), and gives back the report of an outcome it
+/// did not take.
 struct CancelOnDrop {
     handoff: Arc<Mutex<Handoff>>,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<Cancel>,
     stream: Arc<Stream>,
+    /// The deadline passed: the background wait's park ends at it too, no wake needed.
+    expired: bool,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let mut h = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
-        self.cancel.store(true, Ordering::Release);
+        let parked = self.cancel.cancel();
         if let Some(o) = h.outcome.take() {
             o.give_back(&self.stream);
         }
-        if !h.done && self.stream.notify() {
+        if parked && !self.expired {
             // The flag is looked at after every pause; this ends a futex park now.
             crate::notify::wake_all(&self.stream.header);
         }
@@ -141,81 +146,91 @@ impl Drop for CancelOnDrop {
 /// has to wait) sleeping until the earliest registered deadline, then waking that
 /// deadline's task. It makes an async wait's timeout hold however busy tokio's blocking pool
 /// is, on any runtime (tokio's timers need its time driver, which a runtime may lack). A
-/// wait that ends first leaves its entry until the deadline; waking a finished task is
-/// harmless.
+/// wait that ends first removes its entry ([`Alarm`]'s drop).
 mod timer {
-    use std::cmp::Ordering;
-    use std::collections::BinaryHeap;
-    use std::sync::{Condvar, Mutex, Once, PoisonError};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
     use std::task::Waker;
     use std::time::Instant;
 
-    /// A task to wake at `at`; the heap's top is the earliest.
-    struct Entry {
-        at: Instant,
-        waker: Waker,
-    }
-
-    impl PartialEq for Entry {
-        fn eq(&self, other: &Self) -> bool {
-            self.at == other.at
-        }
-    }
-    impl Eq for Entry {}
-    impl PartialOrd for Entry {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Entry {
-        fn cmp(&self, other: &Self) -> Ordering {
-            other.at.cmp(&self.at)
-        }
-    }
-
-    static HEAP: Mutex<BinaryHeap<Entry>> = Mutex::new(BinaryHeap::new());
+    /// The tasks to wake, by deadline (and a number telling equal deadlines apart).
+    static DUE: Mutex<BTreeMap<(Instant, u64), Waker>> = Mutex::new(BTreeMap::new());
     static CHANGED: Condvar = Condvar::new();
     static START: Once = Once::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
 
-    /// Wakes `waker` at `at` (or soon after).
-    pub(super) fn wake_at(at: Instant, waker: Waker) {
-        START.call_once(|| {
-            // Without the thread, a deadline is still seen when anything else polls the
-            // future (its background wait ends at the same deadline).
-            let _ = std::thread::Builder::new()
-                .name("shmstream-timer".into())
-                .spawn(run);
-        });
-        let mut heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
-        if heap.peek().is_none_or(|e| at < e.at) {
-            CHANGED.notify_one();
+    fn due() -> MutexGuard<'static, BTreeMap<(Instant, u64), Waker>> {
+        DUE.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A task to wake at a deadline; dropping it removes it from the timer.
+    pub(super) struct Alarm((Instant, u64));
+
+    impl Alarm {
+        /// Wakes `waker` at `at` (or soon after).
+        pub(super) fn set(at: Instant, waker: &Waker) -> Alarm {
+            START.call_once(|| {
+                // Without the thread, a deadline is still seen when anything else polls the
+                // future (its background wait ends at the same deadline).
+                let _ = std::thread::Builder::new()
+                    .name("shmstream-timer".into())
+                    .spawn(run);
+            });
+            let key = (at, NEXT.fetch_add(1, Ordering::Relaxed));
+            let mut due = due();
+            if due.first_key_value().is_none_or(|(k, _)| key < *k) {
+                CHANGED.notify_one();
+            }
+            due.insert(key, waker.clone());
+            Alarm(key)
         }
-        heap.push(Entry { at, waker });
+
+        /// Wakes `waker` instead, if it is another task's (the future moved).
+        pub(super) fn rearm(&self, waker: &Waker) {
+            if let Some(w) = due().get_mut(&self.0)
+                && !w.will_wake(waker)
+            {
+                w.clone_from(waker);
+            }
+        }
+    }
+
+    impl Drop for Alarm {
+        fn drop(&mut self) {
+            due().remove(&self.0);
+        }
+    }
+
+    /// How many tasks wait to be woken with `waker`.
+    #[cfg(test)]
+    pub(super) fn armed_with(waker: &Waker) -> usize {
+        due().values().filter(|w| w.will_wake(waker)).count()
     }
 
     fn run() {
-        let mut heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut due = due();
         loop {
             let now = Instant::now();
-            let mut due = Vec::new();
-            while heap.peek().is_some_and(|e| e.at <= now) {
-                due.extend(heap.pop());
+            let mut wake = Vec::new();
+            while let Some(e) = due.first_entry().filter(|e| e.key().0 <= now) {
+                wake.push(e.remove());
             }
-            if !due.is_empty() {
-                drop(heap);
-                due.into_iter().for_each(|e| e.waker.wake());
-                heap = HEAP.lock().unwrap_or_else(PoisonError::into_inner);
+            if !wake.is_empty() {
+                drop(due);
+                wake.into_iter().for_each(Waker::wake);
+                due = self::due();
                 continue;
             }
-            heap = match heap.peek() {
-                Some(e) => {
-                    let left = e.at - now;
+            due = match due.first_key_value() {
+                Some(((at, _), _)) => {
+                    let left = *at - now;
                     CHANGED
-                        .wait_timeout(heap, left)
+                        .wait_timeout(due, left)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
-                None => CHANGED.wait(heap).unwrap_or_else(PoisonError::into_inner),
+                None => CHANGED.wait(due).unwrap_or_else(PoisonError::into_inner),
             };
         }
     }
@@ -230,17 +245,18 @@ impl Stream {
         after: u64,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
-        let cancel = CancelOnDrop {
+        let mut cancel = CancelOnDrop {
             handoff: Arc::default(),
             cancel: Arc::default(),
             stream: Arc::clone(self),
+            expired: false,
         };
         let (handoff, flag) = (Arc::clone(&cancel.handoff), Arc::clone(&cancel.cancel));
         let stream = Arc::clone(self);
         let mut task = tokio::task::spawn_blocking(move || {
             let mark_before = stream.reads.report_mark();
             // A wait queued until after its future was gone does not start.
-            let result = if flag.load(Ordering::Acquire) {
+            let result = if flag.is_set() {
                 Ok(None)
             } else {
                 let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -257,15 +273,14 @@ impl Stream {
                 mark_before,
             };
             let mut h = handoff.lock().unwrap_or_else(PoisonError::into_inner);
-            h.done = true;
-            if flag.load(Ordering::Acquire) {
+            if flag.is_set() {
                 outcome.give_back(&stream);
             } else {
                 h.outcome = Some(outcome);
             }
         });
         // The background wait's end, or `None` at the deadline.
-        let mut armed: Option<Waker> = None;
+        let mut alarm: Option<timer::Alarm> = None;
         let joined = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = Pin::new(&mut task).poll(cx) {
                 return Poll::Ready(Some(r));
@@ -276,15 +291,19 @@ impl Stream {
             if Instant::now() >= d {
                 return Poll::Ready(None);
             }
-            if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                timer::wake_at(d, cx.waker().clone());
-                armed = Some(cx.waker().clone());
+            match &alarm {
+                Some(a) => a.rearm(cx.waker()),
+                None => alarm = Some(timer::Alarm::set(d, cx.waker())),
             }
             Poll::Pending
         })
         .await;
+        drop(alarm);
         let out = match joined {
-            None => Ok(None),
+            None => {
+                cancel.expired = true;
+                Ok(None)
+            }
             Some(Ok(())) => cancel
                 .handoff
                 .lock()
@@ -419,5 +438,118 @@ impl Stream {
     ) -> Result<u64> {
         self.read_after_into_slice_async(self.last_read_count(), dst, timeout)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::task::{Context, Wake, Waker};
+
+    /// A waker that counts its wakes and signals each.
+    struct Counting(AtomicUsize, Mutex<mpsc::Sender<()>>);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let _ = self.1.lock().unwrap().send(());
+        }
+    }
+
+    fn counting() -> (Arc<Counting>, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        (Arc::new(Counting(AtomicUsize::new(0), Mutex::new(tx))), rx)
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    /// A notify stream named `tag` and this process's id, created anew.
+    fn notify_stream(tag: &str) -> Arc<Stream> {
+        let name = format!("async-{tag}-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::StreamOptions::new(&name)
+            .shape(&[2])
+            .dtype(crate::Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap();
+        Arc::new(s)
+    }
+
+    /// Timed waits that end early (a frame is published) withdraw their deadlines from the
+    /// timer: no entry is left behind, and the task is not woken once they are done, even
+    /// after their deadlines passed (a later deadline's wake shows the timer got past them).
+    #[test]
+    fn a_timed_wait_that_ends_early_leaves_nothing_in_the_timer() {
+        let s = notify_stream("timer");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _in_runtime = rt.enter();
+        let (counter, woken) = counting();
+        let waker = Waker::from(Arc::clone(&counter));
+        let timeout = Duration::from_secs(1);
+        for i in 0..8u8 {
+            let mut wait = Box::pin(s.read_new_async::<u8>(Some(timeout)));
+            let mut cx = Context::from_waker(&waker);
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(timer::armed_with(&waker), 1);
+            s.write_slice(&[i, i]).unwrap();
+            let got = loop {
+                woken
+                    .recv_timeout(LONG)
+                    .expect("the finished wait woke nobody");
+                if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
+                    break r;
+                }
+            };
+            assert_eq!(got.unwrap().as_slice().unwrap(), &[i, i]);
+            assert_eq!(timer::armed_with(&waker), 0, "wait {i} left its deadline");
+        }
+        let wakes = counter.0.load(Ordering::SeqCst);
+        let (fence, fenced) = counting();
+        let _fence = timer::Alarm::set(Instant::now() + timeout, &Waker::from(fence));
+        fenced.recv_timeout(LONG + timeout).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), wakes, "woken after done");
+        crate::unlink(&s.name).unwrap();
+    }
+
+    /// Dropping a wait whose background wait is not parked (queued for the pool's only
+    /// thread, which another stream's endless wait holds), or one that returned at its
+    /// deadline, wakes nobody: every waiter of the stream, in every process, would be.
+    #[test]
+    fn a_dropped_wait_wakes_the_stream_only_if_it_is_parked() {
+        let (a, b) = (notify_stream("drop-a"), notify_stream("drop-b"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut endless = Box::pin(a.read_new_async::<u8>(None));
+        assert!(endless.as_mut().poll(&mut cx).is_pending());
+        let mut queued = Box::pin(b.read_new_async::<u8>(None));
+        assert!(queued.as_mut().poll(&mut cx).is_pending());
+        let wakes = || crate::notify::WAKES.with(std::cell::Cell::get);
+        let before = wakes();
+        drop(queued);
+        assert_eq!(wakes(), before, "the drop of a queued wait woke the stream");
+        a.close();
+        drop(endless);
+        let c = notify_stream("drop-c");
+        let before = wakes();
+        let timed_out = rt.block_on(c.read_new_async::<u8>(Some(Duration::from_millis(20))));
+        assert!(
+            matches!(timed_out, Err(Error::Timeout { .. })),
+            "{timed_out:?}"
+        );
+        assert_eq!(wakes(), before, "a wait at its deadline woke the stream");
+        for s in [a, b, c] {
+            crate::unlink(&s.name).unwrap();
+        }
     }
 }

@@ -39,17 +39,42 @@ fn max_park() -> Duration {
     PARK_CAP.with(std::cell::Cell::get)
 }
 
+/// An async wait's cancel flag, and whether its background wait is parked on the futex
+/// (the only pause a wake has to end).
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    cancel: AtomicBool,
+    parked: AtomicBool,
+}
+
+impl Cancel {
+    /// Whether the wait was cancelled.
+    pub(crate) fn is_set(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Cancels the wait; returns whether it may be parked (then the caller wakes it). Both
+    /// sides store, then load the other's flag (SeqCst): a park either sees the cancel and
+    /// does not start, or is seen here. A wake that lands just before the park ends it only
+    /// if the word moved meanwhile; else the park lasts its cap ([`MAX_PARK`]).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn cancel(&self) -> bool {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.parked.load(Ordering::SeqCst)
+    }
+}
+
 thread_local! {
     /// This thread's cancel flag (an async wait's, on a blocking-pool thread): once set, the
     /// thread's waits end at their next pause as if their deadline had passed.
-    static CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
+    static CANCEL: std::cell::RefCell<Option<Arc<Cancel>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` with `cancel` as this thread's cancel flag: its waits end (time out) at the
 /// first pause after the flag is set.
 #[cfg(feature = "tokio")]
-pub(crate) fn cancellable<R>(cancel: Arc<AtomicBool>, f: impl FnOnce() -> R) -> R {
-    struct Reset(Option<Arc<AtomicBool>>);
+pub(crate) fn cancellable<R>(cancel: Arc<Cancel>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Arc<Cancel>>);
     impl Drop for Reset {
         fn drop(&mut self) {
             CANCEL.with(|c| *c.borrow_mut() = self.0.take());
@@ -61,10 +86,21 @@ pub(crate) fn cancellable<R>(cancel: Arc<AtomicBool>, f: impl FnOnce() -> R) -> 
 
 /// Whether this thread's wait was cancelled.
 fn cancelled() -> bool {
-    CANCEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Acquire))
+    CANCEL.with(|c| c.borrow().as_ref().is_some_and(|f| f.is_set()))
+}
+
+/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; with a
+/// cancel flag, marked parked meanwhile, and not at all once cancelled ([`Cancel::cancel`]).
+fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
+    CANCEL.with(|c| match c.borrow().as_ref() {
+        None => sys::futex_wait(h.futex_word(), observed as u32, timeout),
+        Some(c) => {
+            c.parked.store(true, Ordering::SeqCst);
+            if !c.is_set() {
+                sys::futex_wait(h.futex_word(), observed as u32, timeout);
+            }
+            c.parked.store(false, Ordering::SeqCst);
+        }
     })
 }
 
@@ -264,7 +300,7 @@ impl Waiter {
         };
         match kind {
             Pause::Spin | Pause::Yield => std::thread::yield_now(),
-            Pause::Park => sys::futex_wait(h.futex_word(), observed as u32, left.min(max_park())),
+            Pause::Park => park(h, observed, left.min(max_park())),
             Pause::Sleep => {
                 std::thread::sleep(self.sleep.min(left));
                 self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
@@ -274,8 +310,16 @@ impl Waiter {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many wakes this thread made (unit tests).
+    pub(crate) static WAKES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Wakes every waiter on the stream (all processes).
 pub(crate) fn wake_all(h: &MappedHeader) {
+    #[cfg(test)]
+    WAKES.with(|w| w.set(w.get() + 1));
     let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Wake);
     sys::futex_wake_all(h.futex_word());
 }
