@@ -61,8 +61,9 @@ impl Losses {
     }
 
     pub(crate) fn lost(&mut self, frames: u64) {
-        self.total += frames;
-        self.unsaid += frames;
+        // Saturating: a subscriber counts gaps from counts a hostile sender chose.
+        self.total = self.total.saturating_add(frames);
+        self.unsaid = self.unsaid.saturating_add(frames);
     }
 
     /// The line to say now, if losses are unsaid and the last line is old enough (the

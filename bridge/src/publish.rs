@@ -153,8 +153,8 @@ fn publish_stream(
             lossless: o.lossless,
             lost: 0,
         };
-        // Latest-value: whether the frame last put goes out once more, with congestion
-        // control *block*, when the writer next idles (see [`Resend`]).
+        // Latest-value: whether the frame last put goes out once more when the writer has
+        // idled a while after it (see [`Resend`]).
         let mut resend = Resend::default();
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
@@ -179,7 +179,11 @@ fn publish_stream(
                     continue;
                 }
                 held = None;
-                if std::mem::take(&mut deferred) {
+                // Read again: a failed read since `serve` took the frame may have written
+                // into `buf` (a read copies, then checks).
+                if std::mem::take(&mut deferred)
+                    && current_again(&s, &mut buf, &mut header, losses.total)?
+                {
                     put(&publisher, &mut buf, &header, &k)?;
                     resend.put();
                     held = period.map(|p| Instant::now().checked_add(p));
@@ -202,7 +206,11 @@ fn publish_stream(
             let info = match got {
                 Ok(info) => info,
                 Err(Error::Timeout { .. }) if resend.idle() => {
-                    resend_blocking(session, &k, &mut buf, &header)?;
+                    // The current frame read again (the timed-out read may have written
+                    // into `buf`): the last one put, or a newer one.
+                    if current_again(&s, &mut buf, &mut header, losses.total)? {
+                        put(&publisher, &mut buf, &header, &k)?;
+                    }
                     continue;
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => continue,
@@ -375,42 +383,60 @@ fn put(
     .map_err(zenoh_err(format!("putting a frame on {k}")))
 }
 
-/// Puts the frame in `buf` once more with congestion control *block*: a latest-value put
-/// that found the link's queue full was dropped, and the writer's next frame, which would
-/// replace it, may never come. A subscriber that got it already skips it (same count).
-fn resend_blocking(
-    session: &zenoh::Session,
-    k: &str,
+/// Reads the stream's current frame into `buf` and describes it in `header` (with the
+/// publisher's lost count `lost`); whether there is one to put (none: never written, or no
+/// stable frame now — then the next frame is put as it comes).
+fn current_again(
+    s: &Stream,
     buf: &mut BytesMut,
-    header: &FrameHeader,
-) -> Result<(), BridgeError> {
-    lend(buf, |frame| {
-        session
-            .put(k, frame)
-            .congestion_control(CongestionControl::Block)
-            .express(true)
-            .attachment(header.encode())
-            .wait()
-    })
-    .map_err(zenoh_err(format!("putting the last frame again on {k}")))
+    header: &mut FrameHeader,
+    lost: u64,
+) -> Result<bool, BridgeError> {
+    match s.read_publication_into_bytes(buf) {
+        Ok(info) if info.count > 0 => {
+            stamp(header, &info);
+            header.lost = lost;
+            Ok(true)
+        }
+        Ok(_) | Err(Error::Timeout { .. } | Error::Inconsistent { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Latest-value: the last frame put goes out once more when the writer first idles after
-/// it (a read that times out), so a put dropped under congestion is not the last word.
+/// How long the writer idles after a put before the last frame goes out once more.
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
+/// Latest-value: the last frame put goes out once more (with congestion control drop, as
+/// every latest-value put: after a second's idling the link's queue has drained) once the
+/// writer has idled [`RESEND_AFTER`] since it, so a put dropped under congestion at the end
+/// of a burst is not the last word; a subscriber that got it skips it (same count). Only
+/// writers slower than 1 Hz pay a second put for each frame.
 #[derive(Debug, Default)]
 struct Resend {
-    due: bool,
+    /// When the last frame was put, until it went out again.
+    due: Option<Instant>,
 }
 
 impl Resend {
     /// A frame was put.
     fn put(&mut self) {
-        self.due = true;
+        self.due = Some(Instant::now());
     }
 
-    /// The writer idles: whether to put the last frame again (once per frame put).
+    /// The writer idles: whether to put the last frame again (once per frame put, once it
+    /// has idled [`RESEND_AFTER`]).
     fn idle(&mut self) -> bool {
-        std::mem::take(&mut self.due)
+        self.idle_at(Instant::now())
+    }
+
+    fn idle_at(&mut self, now: Instant) -> bool {
+        match self.due {
+            Some(at) if now.saturating_duration_since(at) >= RESEND_AFTER => {
+                self.due = None;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -519,19 +545,24 @@ mod tests {
         }
     }
 
-    /// Latest-value: the frame last put goes out again once when the writer idles after it,
-    /// not at every idle read.
+    /// Latest-value: the frame last put goes out again once when the writer has idled a
+    /// second after it, not at every idle read, nor sooner.
     #[test]
     fn the_last_frame_is_put_again_once_when_the_writer_idles() {
         let mut r = Resend::default();
-        assert!(!r.idle(), "nothing put yet");
+        let later = |d: u64| Instant::now() + Duration::from_millis(d);
+        assert!(!r.idle_at(later(2000)), "nothing put yet");
         r.put();
-        assert!(r.idle());
-        assert!(!r.idle(), "once");
+        assert!(
+            !r.idle_at(later(100)),
+            "a short idle (a writer under 10 Hz) is no idle"
+        );
+        assert!(r.idle_at(later(1100)));
+        assert!(!r.idle_at(later(2200)), "once");
         r.put();
         r.put();
-        assert!(r.idle());
-        assert!(!r.idle());
+        assert!(r.idle_at(later(1100)));
+        assert!(!r.idle_at(later(1200)));
     }
 
     #[test]

@@ -71,6 +71,9 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a failed create of the mirror is remembered before it is tried again.
+const RETRY_CREATE: Duration = Duration::from_secs(10);
+
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
@@ -200,8 +203,8 @@ struct Mirror {
     closed: bool,
     /// Why the mirror cannot go on (its thread ends the bridge with it).
     fatal: Option<BridgeError>,
-    /// The dtype and shape whose local stream could not be created, and why.
-    uncreatable: Option<(Dtype, Vec<usize>, String)>,
+    /// The dtype and shape whose local stream could not be created, why, and when.
+    uncreatable: Option<(Dtype, Vec<usize>, String, std::time::Instant)>,
     /// The (count, frame id, write time bits) of the last frame written: the same frame put
     /// again, or also answering a query, is not written twice.
     last: Option<(u64, u64, u64)>,
@@ -245,10 +248,12 @@ impl Mirror {
             return;
         }
         // A create that failed (no room, no permission) is not tried again on Zenoh's
-        // receiving thread for every frame of that shape.
+        // receiving thread for every frame of that shape: again after [`RETRY_CREATE`] (room
+        // freed, or the mirror made by hand meanwhile).
         if self.local.is_none()
-            && let Some((dtype, shape, reason)) = &self.uncreatable
+            && let Some((dtype, shape, reason, at)) = &self.uncreatable
             && (*dtype, shape.as_slice()) == (h.dtype, h.shape.as_slice())
+            && at.elapsed() < RETRY_CREATE
         {
             let reason = reason.clone();
             return self.refuse(&reason);
@@ -264,7 +269,12 @@ impl Mirror {
                     Err(Opening::Open(e)) => return self.refuse(&e),
                     Err(Opening::Create(e)) => {
                         let reason = format!("creating the mirror failed: {e}");
-                        self.uncreatable = Some((h.dtype, h.shape.clone(), reason.clone()));
+                        self.uncreatable = Some((
+                            h.dtype,
+                            h.shape.clone(),
+                            reason.clone(),
+                            std::time::Instant::now(),
+                        ));
                         return self.refuse(&reason);
                     }
                 },
@@ -478,7 +488,7 @@ fn missed(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
 }
 
 /// Why the local stream could not be had: opening it failed (tried again with the next
-/// frame), or creating it did (not tried again for that dtype and shape).
+/// frame), or creating it did (tried again for that dtype and shape after [`RETRY_CREATE`]).
 enum Opening {
     Open(Error),
     Create(Error),
