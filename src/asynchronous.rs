@@ -149,15 +149,16 @@ impl Drop for CancelOnDrop {
 /// wait that ends first removes its entry ([`Alarm`]'s drop).
 mod timer {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
     use std::task::Waker;
     use std::time::Instant;
 
     /// The tasks to wake, by deadline (and a number telling equal deadlines apart).
     static DUE: Mutex<BTreeMap<(Instant, u64), Waker>> = Mutex::new(BTreeMap::new());
     static CHANGED: Condvar = Condvar::new();
-    static START: Once = Once::new();
+    /// The process that started the timer thread (a child forked since has none).
+    static STARTED_IN: AtomicU32 = AtomicU32::new(0);
     static NEXT: AtomicU64 = AtomicU64::new(0);
 
     fn due() -> MutexGuard<'static, BTreeMap<(Instant, u64), Waker>> {
@@ -170,13 +171,14 @@ mod timer {
     impl Alarm {
         /// Wakes `waker` at `at` (or soon after).
         pub(super) fn set(at: Instant, waker: &Waker) -> Alarm {
-            START.call_once(|| {
+            let pid = std::process::id();
+            if STARTED_IN.swap(pid, Ordering::AcqRel) != pid {
                 // Without the thread, a deadline is still seen when anything else polls the
                 // future (its background wait ends at the same deadline).
                 let _ = std::thread::Builder::new()
                     .name("shmstream-timer".into())
                     .spawn(run);
-            });
+            }
             let key = (at, NEXT.fetch_add(1, Ordering::Relaxed));
             let mut due = due();
             if due.first_key_value().is_none_or(|(k, _)| key < *k) {
@@ -188,17 +190,21 @@ mod timer {
 
         /// Wakes `waker` instead, if it is another task's (the future moved).
         pub(super) fn rearm(&self, waker: &Waker) {
-            if let Some(w) = due().get_mut(&self.0)
-                && !w.will_wake(waker)
-            {
-                w.clone_from(waker);
-            }
+            // The waker replaced is dropped after the lock: dropping a task's last waker may
+            // drop its future, and with it another alarm, which takes the lock.
+            let replaced = due()
+                .get_mut(&self.0)
+                .filter(|w| !w.will_wake(waker))
+                .map(|w| std::mem::replace(w, waker.clone()));
+            drop(replaced);
         }
     }
 
     impl Drop for Alarm {
         fn drop(&mut self) {
-            due().remove(&self.0);
+            // The waker removed is dropped after the lock (see `rearm`).
+            let removed = due().remove(&self.0);
+            drop(removed);
         }
     }
 

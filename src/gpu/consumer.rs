@@ -97,32 +97,36 @@ pub(crate) fn settle_kept_claim(s: &Stream, a: &Attachment) -> bool {
     !a.consuming.load(Ordering::Acquire)
 }
 
-/// Whether the handle's CUDA stream is idle now: its work done, or the context lost (a stream
-/// of a failed context runs nothing more). A context that cannot be bound
-/// ([`Attachment::bind_for_query`]) says nothing of the stream, nor does a query refused for
-/// another reason (the caller capturing a graph on the stream: the waits are still queued):
-/// not idle.
-fn stream_idle_now(a: &Attachment) -> bool {
+/// Whether a `cuStreamQuery` result says the stream runs nothing more: its work done, or an
+/// error of the stream or its context (a failed context runs nothing more). Busy: work still
+/// queued (`NOT_READY`), or a query refused while the caller captures a graph on the stream
+/// (the waits are still queued). The one judgement of every "is it idle" look.
+pub(crate) fn query_says_idle(r: sys::CUresult) -> bool {
     use sys::CUresult as R;
+    !matches!(
+        r,
+        R::CUDA_ERROR_NOT_READY
+            | R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+            | R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+            | R::CUDA_ERROR_STREAM_CAPTURE_MERGE
+            | R::CUDA_ERROR_STREAM_CAPTURE_UNMATCHED
+            | R::CUDA_ERROR_STREAM_CAPTURE_UNJOINED
+            | R::CUDA_ERROR_STREAM_CAPTURE_ISOLATION
+            | R::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+            | R::CUDA_ERROR_CAPTURED_EVENT
+            | R::CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD
+    )
+}
+
+/// Whether the handle's CUDA stream is idle now ([`query_says_idle`]). A context that cannot
+/// be bound ([`Attachment::bind_for_query`]) says nothing of the stream: not idle.
+fn stream_idle_now(a: &Attachment) -> bool {
     if !a.bind_for_query() {
         return false;
     }
     // SAFETY: the handle's live stream (the Arc is a field); the context is bound above.
     let r = unsafe { sys::cuStreamQuery(a.stream.cu_stream()) };
-    matches!(
-        r,
-        R::CUDA_SUCCESS
-            | R::CUDA_ERROR_ILLEGAL_ADDRESS
-            | R::CUDA_ERROR_LAUNCH_FAILED
-            | R::CUDA_ERROR_HARDWARE_STACK_ERROR
-            | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
-            | R::CUDA_ERROR_MISALIGNED_ADDRESS
-            | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
-            | R::CUDA_ERROR_INVALID_PC
-            | R::CUDA_ERROR_ECC_UNCORRECTABLE
-            | R::CUDA_ERROR_CONTEXT_IS_DESTROYED
-            | R::CUDA_ERROR_DEINITIALIZED
-    )
+    query_says_idle(r)
 }
 
 /// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
@@ -449,7 +453,7 @@ impl<'s> GpuConsumer<'s> {
             // SAFETY: our live stream.
             match unsafe { sys::cuStreamQuery(st) } {
                 sys::CUresult::CUDA_SUCCESS => return Ok(()),
-                sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                r if !query_says_idle(r) => {}
                 other => return self.ck("waiting for the consumer's stream", other.result()),
             }
             if start.elapsed() >= timeout {

@@ -257,9 +257,9 @@ impl Attachment {
         let mut probe = super::consumer::ProbeTicker::new();
         loop {
             // SAFETY: our own live stream (the Arc is a field).
-            match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
-                sys::CUresult::CUDA_ERROR_NOT_READY => {}
-                _ => return true,
+            let r = unsafe { sys::cuStreamQuery(self.stream.cu_stream()) };
+            if super::consumer::query_says_idle(r) {
+                return true;
             }
             let now = Instant::now();
             if probe.due(now) {
