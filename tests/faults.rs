@@ -104,15 +104,6 @@ fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The syscall a task is blocked in, with its first argument.
-fn blocked_syscall(pid: u32, tid: i64) -> Option<(i64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-    let mut it = s.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    let arg0 = u64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
-    Some((nr, arg0))
-}
-
 /// Whether some task of `pid` (or only `tid`) is parked in `futex` on the header of `name`
 /// (notify streams) or in a sleep (polling waits).
 fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
@@ -126,13 +117,17 @@ fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
             })
             .unwrap_or_default(),
     };
-    tids.iter().any(|&t| match blocked_syscall(pid, t) {
-        Some((nr, addr)) if notify => {
-            nr == libc::SYS_futex && ranges.iter().any(|&(a, b)| addr >= a && addr < b)
-        }
-        Some((nr, _)) => nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep,
-        None => false,
-    })
+    tids.iter()
+        .any(|&t| match common::blocked_syscall(pid, t as u32) {
+            Some((nr, args)) if notify => {
+                nr == libc::SYS_futex
+                    && args
+                        .first()
+                        .is_some_and(|&addr| ranges.iter().any(|&(a, b)| addr >= a && addr < b))
+            }
+            Some((nr, _)) => nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep,
+            None => false,
+        })
 }
 
 /// Waits (yielding, with a deadline) until a reader is parked on the stream.

@@ -554,13 +554,9 @@ fn python_and_rust_writers_serialize_on_the_same_lock() {
 /// Whether the main thread of process `pid` is blocked in a shared `FUTEX_WAIT` on the
 /// word at `addr` (in its address space), as `/proc/PID/task/PID/syscall` shows it.
 fn parked_on(pid: u32, addr: u64) -> bool {
-    let syscall =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")).unwrap_or_default();
-    let mut f = syscall.split_whitespace();
-    let hex = |a: Option<&str>| a.and_then(|a| u64::from_str_radix(a.strip_prefix("0x")?, 16).ok());
-    f.next().and_then(|n| n.parse().ok()) == Some(libc::SYS_futex)
-        && hex(f.next()) == Some(addr)
-        && hex(f.next()) == Some(libc::FUTEX_WAIT as u64)
+    common::blocked_syscall(pid, pid).is_some_and(|(nr, args)| {
+        nr == libc::SYS_futex && args.get(..2) == Some(&[addr, libc::FUTEX_WAIT as u64][..])
+    })
 }
 
 /// Waits (yielding, within [`LONG`]) until [`parked_on`] holds.

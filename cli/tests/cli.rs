@@ -1077,14 +1077,12 @@ fn wait_blocked_writing_stdout(child: &mut std::process::Child) {
     let pid = child.id();
     let fd_target = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
     let blocked = || {
-        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-        let mut f = syscall.split_whitespace();
-        f.next().and_then(|n| n.parse().ok()) == Some(libc::SYS_write)
-            && f.next()
-                .and_then(|fd| i64::from_str_radix(fd.strip_prefix("0x")?, 16).ok())
-                .is_some_and(|fd| {
+        common::blocked_syscall(pid, pid).is_some_and(|(nr, args)| {
+            nr == libc::SYS_write
+                && args.first().is_some_and(|fd| {
                     fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
                 })
+        })
     };
     let deadline = std::time::Instant::now() + common::LONG;
     while !blocked() {

@@ -78,6 +78,18 @@ pub const LONG: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The system call task `tid` of process `pid` is blocked in, and its arguments, as
+/// `/proc/PID/task/TID/syscall` shows them (none while it runs).
+pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(i64, Vec<u64>)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let mut it = s.split_whitespace();
+    let nr = it.next()?.parse().ok()?;
+    let args = it
+        .map_while(|a| u64::from_str_radix(a.strip_prefix("0x")?, 16).ok())
+        .collect();
+    Some((nr, args))
+}
+
 /// Whether the tests run as root (and so can switch users and chown files).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
