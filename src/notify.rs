@@ -8,7 +8,9 @@
 //! the new sequence *before* `FUTEX_WAKE`, and why a parked wait is capped (50 ms, as in
 //! pyshmem) so dead-writer checks and `close()` keep running.
 
+#[cfg(feature = "tokio")]
 use std::sync::Arc;
+#[cfg(feature = "tokio")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,13 +42,16 @@ fn max_park() -> Duration {
 }
 
 /// An async wait's cancel flag, and whether its background wait is parked on the futex
-/// (the only pause a wake has to end).
+/// (the only pause a wake has to end). Only async waits have one: without the `tokio`
+/// feature, a blocking wait's pauses look at no flag.
+#[cfg(feature = "tokio")]
 #[derive(Debug, Default)]
 pub(crate) struct Cancel {
     cancel: AtomicBool,
     parked: AtomicBool,
 }
 
+#[cfg(feature = "tokio")]
 impl Cancel {
     /// Whether the wait was cancelled.
     pub(crate) fn is_set(&self) -> bool {
@@ -57,13 +62,13 @@ impl Cancel {
     /// sides store, then load the other's flag (SeqCst): a park either sees the cancel and
     /// does not start, or is seen here. A wake that lands just before the park ends it only
     /// if the word moved meanwhile; else the park lasts its cap ([`MAX_PARK`]).
-    #[cfg(feature = "tokio")]
     pub(crate) fn cancel(&self) -> bool {
         self.cancel.store(true, Ordering::SeqCst);
         self.parked.load(Ordering::SeqCst)
     }
 }
 
+#[cfg(feature = "tokio")]
 thread_local! {
     /// This thread's cancel flag (an async wait's, on a blocking-pool thread): once set, the
     /// thread's waits end at their next pause as if their deadline had passed.
@@ -85,12 +90,27 @@ pub(crate) fn cancellable<R>(cancel: Arc<Cancel>, f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether this thread's wait was cancelled.
+#[cfg(feature = "tokio")]
 fn cancelled() -> bool {
     CANCEL.with(|c| c.borrow().as_ref().is_some_and(|f| f.is_set()))
 }
 
+/// Whether this thread's wait was cancelled: never, without async waits.
+#[cfg(not(feature = "tokio"))]
+#[inline(always)]
+fn cancelled() -> bool {
+    false
+}
+
+/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`.
+#[cfg(not(feature = "tokio"))]
+fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
+    sys::futex_wait(h.futex_word(), observed as u32, timeout);
+}
+
 /// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; with a
 /// cancel flag, marked parked meanwhile, and not at all once cancelled ([`Cancel::cancel`]).
+#[cfg(feature = "tokio")]
 fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
     CANCEL.with(|c| match c.borrow().as_ref() {
         None => sys::futex_wait(h.futex_word(), observed as u32, timeout),
