@@ -340,16 +340,13 @@ impl Link {
             return Ok(false);
         }
         // The frame is read afresh (and counts as this handle's last read), so nothing
-        // older than a frame already put goes out.
-        let info = match s.read_publication_into_bytes(buf) {
-            Ok(info) if info.count > 0 => info,
-            // Never written, or no stable frame now: the next frame is put as it comes.
-            Ok(_) | Err(Error::Timeout { .. } | Error::Inconsistent { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        // `header` describes the last frame put (or served): a newer one is everyone's.
-        let unput = info.count != header.count;
-        stamp(header, &info);
+        // older than a frame already put goes out. `header` describes the last frame put (or
+        // served): a newer one is everyone's.
+        let last = header.count;
+        if !current_again(s, buf, header, header.lost)? {
+            return Ok(false);
+        }
+        let unput = header.count != last;
         let k = publisher.key_expr();
         for q in queries {
             // A reply that fails only means the asker left.
