@@ -1252,12 +1252,30 @@ fn frames_lost_to_a_lap_before_a_signal_are_not_counted_unread_too() {
 
 #[test]
 fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
+    // Time for the recorder to start on a loaded machine; the frames come well within it.
+    // A start too slow for it proves nothing, and is tried again with twice the time (the
+    // test waits out the whole duration, so the first try is short).
+    let mut duration = Duration::from_secs(6);
+    while !duration_stop_drains_frames_published_in_time(duration) {
+        duration *= 2;
+        assert!(
+            duration <= 2 * LONG,
+            "the recorder never started in time for a duration of up to {:?}",
+            duration / 2
+        );
+    }
+}
+
+/// Records a fresh camera as `.npy` for `duration`: once its first cube is there, the
+/// recorder is frozen, 20 frames are published, and it runs again only once its time is
+/// up; it must still take all 20. `false`, with nothing asserted, where the frames came
+/// too late for the recorder's time (a slow start).
+fn duration_stop_drains_frames_published_in_time(duration: Duration) -> bool {
     let (name, _c, s) = camera("rec-drain", RING);
     let out = out_dir("rec-drain");
-    // Time for the recorder to start on a loaded machine; the frames come well within it.
-    let duration = Duration::from_secs(6);
     let spawned = Instant::now();
-    let mut r = record(&name, &out, &["--duration", "6", "--format", "npy"]);
+    let secs = duration.as_secs().to_string();
+    let mut r = record(&name, &out, &["--duration", &secs, "--format", "npy"]);
     let pid = r.pid() as i32;
     let first = out.join(format!("{name}_000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
@@ -1265,11 +1283,15 @@ fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
     let time_up = Instant::now() + duration;
     common::freeze(pid);
     publish(&s, 1..=20);
-    assert!(
-        spawned.elapsed() < duration,
-        "the frames came {:?} after the recorder started, too late for its {duration:?}",
-        spawned.elapsed()
-    );
+    if spawned.elapsed() >= duration {
+        eprintln!(
+            "the frames came {:?} after the recorder started, too late for its {duration:?}",
+            spawned.elapsed()
+        );
+        r.kill();
+        let _ = std::fs::remove_dir_all(out);
+        return false;
+    }
     // Its time runs out while it is frozen (its clock runs on): the frames are published
     // but not read then.
     std::thread::sleep(time_up.saturating_duration_since(Instant::now()));
@@ -1286,6 +1308,7 @@ fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
         assert_eq!(check(&out, "npy", 1000), (1, 20));
     }
     let _ = std::fs::remove_dir_all(out);
+    true
 }
 
 /// The `.frames.csv` table beside the `.npy` cube `cube`.
