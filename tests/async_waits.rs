@@ -484,51 +484,59 @@ fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
 
 /// Dropping a pending wait releases its background wait's clone of the stream at once (at
 /// most one 50 ms park cap later, when the drop's wake races the park), so an `auto_unlink`
-/// stream is gone as soon as its last user-visible handle is (a background wait that looked
-/// for its future only between slices of 100 ms kept it up to a slice longer).
+/// stream is gone as soon as its last user-visible handle is. A background wait that looked
+/// for its future only between slices of 100 ms kept it up to a slice longer: about 50 ms
+/// in the median. The median of five drops must stay under 25 ms, so one drop that races
+/// the park or waits for a loaded host to start a pool thread cannot fail the test.
 #[test]
 fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
     use std::future::Future;
     use std::task::{Context, Waker};
-    let name = unique_name("async-release");
-    let _c = Cleanup::new([&name]);
-    let s = Arc::new(
-        StreamOptions::new(&name)
-            .shape(&[2])
-            .dtype(Dtype::U8)
-            .notify(true)
-            .auto_unlink(true)
-            .create()
-            .unwrap(),
-    );
     let rt = OneWorker::new();
     let _in_runtime = rt.enter();
-    let mut abandoned = Box::pin(s.read_new_async::<u8>(None));
-    let polled = abandoned
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()));
-    assert!(polled.is_pending(), "{polled:?}");
-    // The handle, the future's clone, and the background wait's.
-    assert_eq!(Arc::strong_count(&s), 3);
-    drop(abandoned);
-    drop(s);
-    let t0 = Instant::now();
-    while shmstream::stat(&name).is_ok() {
-        assert!(t0.elapsed() < common::LONG, "the stream was never unlinked");
-        std::thread::yield_now();
-    }
-    // Inside the 100 ms a slice lasted (about 100 ms here before; a few ms now, 50 ms at
-    // most when the drop races the park: the margin is for a loaded machine).
+    let mut unlinked_after: Vec<Duration> = (0..5)
+        .map(|_| {
+            let name = unique_name("async-release");
+            let _c = Cleanup::new([&name]);
+            let s = Arc::new(
+                StreamOptions::new(&name)
+                    .shape(&[2])
+                    .dtype(Dtype::U8)
+                    .notify(true)
+                    .auto_unlink(true)
+                    .create()
+                    .unwrap(),
+            );
+            let mut abandoned = Box::pin(s.read_new_async::<u8>(None));
+            let polled = abandoned
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            assert!(polled.is_pending(), "{polled:?}");
+            // The handle, the future's clone, and the background wait's.
+            assert_eq!(Arc::strong_count(&s), 3);
+            drop(abandoned);
+            drop(s);
+            let t0 = Instant::now();
+            while shmstream::stat(&name).is_ok() {
+                assert!(t0.elapsed() < common::LONG, "the stream was never unlinked");
+                std::thread::yield_now();
+            }
+            let took = t0.elapsed();
+            assert!(matches!(
+                shmstream::stat(&name),
+                Err(Error::NotFound { .. })
+            ));
+            drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+            took
+        })
+        .collect();
+    unlinked_after.sort();
+    eprintln!("unlinked after {unlinked_after:?}");
+    let median = unlinked_after[unlinked_after.len() / 2];
     assert!(
-        t0.elapsed() < Duration::from_millis(90),
-        "unlinked only after {:?}",
-        t0.elapsed()
+        median < Duration::from_millis(25),
+        "unlinked after {unlinked_after:?} (median {median:?})"
     );
-    assert!(matches!(
-        shmstream::stat(&name),
-        Err(Error::NotFound { .. })
-    ));
-    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
 }
 
 /// An async read of a GPU stream without a CPU mirror is refused before any wait, as its
