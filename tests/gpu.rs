@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, block_on_stdin, child, child_role, param, say, unique_name};
@@ -14,6 +15,15 @@ use shmstream::gpu::cudarc::driver::{CudaSlice, DeviceRepr};
 use shmstream::{
     Complex32, Complex64, Dtype, Element, Error, Stream, StreamOptions, WaitStrategy, f16,
 };
+
+/// The tests in this binary run one at a time: they share one device, and several count
+/// reads that took longer than a bound (CI machines have 2 cores). The child entry, which
+/// runs alone in its own process, does not take it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn gpu_or_skip(test: &str) -> bool {
     if shmstream::gpu_available() {
@@ -173,6 +183,7 @@ fn view_stream_copy<T: DeviceRepr>(buf: &mut CudaSlice<T>, host: &[T]) {
 
 #[test]
 fn gpu_probe_never_panics() {
+    let _serial = serial();
     let n = shmstream::device_count();
     assert_eq!(shmstream::gpu_available(), n > 0);
     eprintln!("device_count = {n}");
@@ -180,6 +191,7 @@ fn gpu_probe_never_panics() {
 
 #[test]
 fn gpu_create_without_a_driver_is_a_clear_error() {
+    let _serial = serial();
     if shmstream::gpu_available() {
         return;
     }
@@ -195,6 +207,7 @@ fn gpu_create_without_a_driver_is_a_clear_error() {
 
 #[test]
 fn gpu_every_supported_dtype_both_modes() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_every_supported_dtype_both_modes") {
         return;
     }
@@ -239,24 +252,24 @@ fn gpu_child_entry() {
             let reply: String = param("reply");
             let rounds: u64 = param("rounds");
             let mirror: bool = param("mirror");
-            let deadline = parked_deadline();
+            let late_after = parked_late_after();
             let a = Stream::open(&name).unwrap();
             let b = Stream::open(&reply).unwrap();
             assert!(a.gpu_attached(), "child attaches over IPC");
-            if deadline.is_some() {
+            if late_after.is_some() {
                 a.set_wait_strategy(WaitStrategy::Park);
             }
             let st = a.cuda_stream().unwrap();
             let mut dev: CudaSlice<f32> = st.alloc_zeros(a.len()).unwrap();
             say("ready");
+            let mut late = 0u64;
             for k in 0..rounds {
-                let to = if k == 0 {
-                    LONG
-                } else {
-                    deadline.unwrap_or(LONG)
-                };
-                a.read_device_new_into(&mut dev, Some(to))
+                let t = Instant::now();
+                a.read_device_new_into(&mut dev, Some(LONG))
                     .unwrap_or_else(|e| panic!("frame {k}: {e}"));
+                if k > 0 && late_after.is_some_and(|d| t.elapsed() > d) {
+                    late += 1;
+                }
                 let host = st.clone_dtoh(&dev).unwrap();
                 assert!(
                     host.iter()
@@ -269,7 +282,7 @@ fn gpu_child_entry() {
                 }
                 b.write_device(&dev).unwrap();
             }
-            say("done");
+            say(&format!("done {late}"));
         }
         // Writes uniform frames from prefilled device buffers as fast as it can (device to
         // device, no host wait without a mirror) until told to stop.
@@ -383,14 +396,17 @@ fn gpu_child_entry() {
     }
 }
 
-/// The parked-reader deadline of the echo tests (`park_ms`), if set: shorter than the
+/// In the parked echo tests (`park_ms` set), the time past which a read is late: half the
 /// longest futex park (50 ms), so a GPU-side publication that did not wake a parked reader
-/// fails the read instead of passing at the next capped park.
-fn parked_deadline() -> Option<Duration> {
+/// makes its round late, as it would nearly every round.
+fn parked_late_after() -> Option<Duration> {
     common::param_opt::<u64>("park_ms").map(Duration::from_millis)
 }
 
 const PARK_MS: u64 = 25;
+/// The share of late reads (per side, in percent) a parked echo tolerates: reads wait up
+/// to [`LONG`], and a stall of the host or the driver makes a round late, not the test fail.
+const LATE_PERCENT: u64 = 10;
 
 fn cross_process(mirror: bool, park: bool) {
     let (a, b) = (unique_name("gpu-xa"), unique_name("gpu-xb"));
@@ -419,37 +435,46 @@ fn cross_process(mirror: bool, park: bool) {
     let mut kid = kid.spawn();
     kid.expect_line("ready", LONG);
     let mut back = vec![0f32; n];
+    let mut late = 0u64;
     let t = Instant::now();
     for k in 0..rounds {
         let v: Vec<f32> = (0..n).map(|i| (i as u64 + k) as f32).collect();
         sa.write_device_from_host(&v).unwrap();
-        let to = if park && k > 0 {
-            Duration::from_millis(PARK_MS)
-        } else {
-            LONG
-        };
+        let read_at = Instant::now();
         let info = sb
-            .read_device_to_host_new(&mut back, Some(to))
+            .read_device_to_host_new(&mut back, Some(LONG))
             .unwrap_or_else(|e| panic!("echo {k}: {e}"));
+        if park && k > 0 && read_at.elapsed() > Duration::from_millis(PARK_MS) {
+            late += 1;
+        }
         assert_eq!(info.count, k + 1);
         assert_eq!(back, v, "echo of frame {k}");
         if mirror {
             assert_eq!(sb.read::<f32>().unwrap().as_slice().unwrap(), &v[..]);
         }
     }
+    let per_round_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    let child_late: u64 = kid.expect_line("done", LONG).parse().unwrap();
+    kid.wait_success(LONG);
     eprintln!(
-        "cross-process 64 KiB echo, mirror={mirror}, parked={park} ({}): {:.1} us per round trip (incl. checks)",
+        "cross-process 64 KiB echo, mirror={mirror}, parked={park} ({}): {per_round_us:.1} us per round trip (incl. checks), reads over {PARK_MS} ms: {late} here, {child_late} in the child",
         sa.gpu_publish_path()
             .map(|p| p.path.to_string())
             .unwrap_or_default(),
-        t.elapsed().as_secs_f64() * 1e6 / rounds as f64
     );
-    kid.expect_line("done", LONG);
-    kid.wait_success(LONG);
+    if park {
+        for (side, late) in [("this process", late), ("the child", child_late)] {
+            assert!(
+                late * 100 <= rounds * LATE_PERCENT,
+                "mirror={mirror}: {late} of {rounds} parked reads in {side} took over {PARK_MS} ms: publications do not wake parked readers"
+            );
+        }
+    }
 }
 
 #[test]
 fn gpu_cross_process_ipc_no_mirror() {
+    let _serial = serial();
     if gpu_or_skip("gpu_cross_process_ipc_no_mirror") {
         cross_process(false, false);
     }
@@ -457,15 +482,18 @@ fn gpu_cross_process_ipc_no_mirror() {
 
 #[test]
 fn gpu_cross_process_ipc_mirror() {
+    let _serial = serial();
     if gpu_or_skip("gpu_cross_process_ipc_mirror") {
         cross_process(true, false);
     }
 }
 
 /// Issue #11: readers parked on the futex wake when a writer's CUDA stream publishes (the
-/// stream's host function wakes them): each read's deadline is half the longest park.
+/// stream's host function wakes them): few reads (at most [`LATE_PERCENT`]) may take more
+/// than half the longest park, which a missed wake makes nearly every read take.
 #[test]
 fn gpu_side_publication_wakes_parked_readers() {
+    let _serial = serial();
     if gpu_or_skip("gpu_side_publication_wakes_parked_readers") {
         cross_process(false, true);
         cross_process(true, true);
@@ -477,6 +505,7 @@ fn gpu_side_publication_wakes_parked_readers() {
 /// and the count arrive whole, on the device and in the CPU mirror.
 #[test]
 fn gpu_publish_path_per_handle_and_back_to_back_writes() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_publish_path_per_handle_and_back_to_back_writes") {
         return;
     }
@@ -522,6 +551,7 @@ fn gpu_publish_path_per_handle_and_back_to_back_writes() {
 /// torn frame: the next write recovers and is read whole.
 #[test]
 fn gpu_writer_killed_while_publishing_is_recovered() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_writer_killed_while_publishing_is_recovered") {
         return;
     }
@@ -564,6 +594,7 @@ fn gpu_writer_killed_while_publishing_is_recovered() {
 
 #[test]
 fn gpu_torn_read_torture_on_the_device() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_torn_read_torture_on_the_device") {
         return;
     }
@@ -608,6 +639,7 @@ fn gpu_torn_read_torture_on_the_device() {
 
 #[test]
 fn gpu_producer_death_is_an_error_not_a_crash() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_producer_death_is_an_error_not_a_crash") {
         return;
     }
@@ -663,6 +695,7 @@ fn gpu_producer_death_is_an_error_not_a_crash() {
 /// when it drops (its `_gpu` record was mapped read-only, and that store faulted the process).
 #[test]
 fn gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer") {
         return;
     }
@@ -688,6 +721,7 @@ fn gpu_a_read_only_last_handle_of_the_creator_releases_the_buffer() {
 /// says why it chose its path.
 #[test]
 fn publish_path_probe_never_panics_and_gives_a_reason() {
+    let _serial = serial();
     use shmstream::gpu::probe::PublishPath;
     let c = shmstream::gpu::publish_path(0);
     assert!(!c.reason.is_empty(), "{c:?}");
@@ -704,6 +738,7 @@ fn publish_path_probe_never_panics_and_gives_a_reason() {
 /// (`cuStreamWriteValue64_v2` into registered host memory), so the memop primitives work there.
 #[test]
 fn publish_path_trial_write_passes_on_a_capable_device() {
+    let _serial = serial();
     use shmstream::gpu::probe::PublishPath;
     if !gpu_or_skip("publish_path_trial_write_passes_on_a_capable_device") {
         return;
@@ -728,6 +763,7 @@ fn publish_path_trial_write_passes_on_a_capable_device() {
 /// consumer's frames before the writer starts and waits once.
 #[test]
 fn gpu_consumer_gets_every_frame_whole_beside_seqlock_readers() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_consumer_gets_every_frame_whole_beside_seqlock_readers") {
         return;
     }
@@ -879,6 +915,7 @@ fn assert_last_frame(s: &Stream, v: i32) {
 /// consumer may then take the stream.
 #[test]
 fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_consumer_killed_while_the_writer_waits_for_its_ack") {
         return;
     }
@@ -910,6 +947,7 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
 /// awaited ack, and both writes waited out their timeouts).
 #[test]
 fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_next_writer() {
+    let _serial = serial();
     if !gpu_or_skip(
         "gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_next_writer",
     ) {
@@ -943,6 +981,7 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
 /// Also a torture of the consumer: every frame it took from the fast writer was whole.
 #[test]
 fn gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang") {
         return;
     }
@@ -973,6 +1012,7 @@ fn gpu_consumer_whose_writer_is_killed_gets_an_error_not_a_hang() {
 /// returned, holding the write lock).
 #[test]
 fn gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang") {
         return;
     }
@@ -1003,6 +1043,7 @@ fn gpu_cpu_write_through_the_consumers_handle_is_refused_not_a_hang() {
 /// the consumer's wait, whose frame the held lock keeps from being written (a hang).
 #[test]
 fn gpu_device_view_through_the_consumers_handle_is_refused_not_a_hang() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_device_view_through_the_consumers_handle_is_refused_not_a_hang") {
         return;
     }
@@ -1036,6 +1077,7 @@ fn gpu_device_view_through_the_consumers_handle_is_refused_not_a_hang() {
 /// naming the variable.
 #[test]
 fn gpu_consumer_is_refused_under_ipc_event_ordering() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_consumer_is_refused_under_ipc_event_ordering") {
         return;
     }
@@ -1062,6 +1104,7 @@ fn gpu_consumer_is_refused_under_ipc_event_ordering() {
 /// waits for a frame written after it (the released word does not let its wait pass early).
 #[test]
 fn gpu_consumer_dropped_with_frames_pending_releases_its_stream() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_consumer_dropped_with_frames_pending_releases_its_stream") {
         return;
     }
@@ -1160,6 +1203,7 @@ fn with_a_kept_claim(tag: &str, then: impl FnOnce(&Stream, Stream, &dyn Fn())) {
 /// life); until then that IO and new consumers are refused at once.
 #[test]
 fn gpu_a_kept_consumer_claim_is_given_up_by_the_next_io_once_the_stream_is_idle() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_a_kept_consumer_claim_is_given_up_by_the_next_io_once_the_stream_is_idle")
     {
         return;
@@ -1189,6 +1233,7 @@ fn gpu_a_kept_consumer_claim_is_given_up_by_the_next_io_once_the_stream_is_idle(
 /// handle's CUDA stream is idle: another handle may then consume the stream.
 #[test]
 fn gpu_a_kept_consumer_claim_is_given_up_when_its_handle_drops() {
+    let _serial = serial();
     if !gpu_or_skip("gpu_a_kept_consumer_claim_is_given_up_when_its_handle_drops") {
         return;
     }
