@@ -612,26 +612,32 @@ mod tests {
 
     /// A stage that wakes ahead of paced frames reads every one in order, also those that
     /// come long before they are due (the futex still wakes it) or late, and a camera that
-    /// stops is a timeout, not a hang.
+    /// stops is a timeout, not a hang. The phase it learns comes from an early frame: one
+    /// seen up to 16 ms after it came (a test thread preempted on a loaded host).
     #[test]
     fn a_stage_waking_ahead_reads_early_late_and_on_time_frames_in_order() {
         let (name, s) = frame_stream("wake-ahead", 1);
+        let frames = 12u64;
         let mut ao = crate::cases::ao::geometry::tests::case(Some([1, 1]), None, 1);
-        ao.rate_hz = 200.0; // 5 ms period, 625 µs wake-ahead
+        ao.rate_hz = 50.0; // 20 ms period, 2.5 ms wake-ahead
+        // Every frame in order, however long the reader stalls: it never falls more than
+        // `catch_up` behind (which would skip to the newest) and the ring, deeper than the
+        // run, never laps it. Skipping is the other test's.
+        ao.catch_up = Some(frames);
+        assert!(frames <= HISTORY as u64);
         let mut wait = FrameWait::new(&ao, false, &s);
         assert!(wait.ahead.is_some());
         let mut c = s.cursor().unwrap();
         let to = Some(Duration::from_secs(5));
         let writer = Stream::open(&name).unwrap();
-        let period = 5_000_000u64;
+        let period = 20_000_000u64;
         let t0 = monotonic_ns() + period;
-        let frames = 12u64;
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 for id in 1..=frames {
-                    // Frames 5 and 9 come 4 ms early, frame 7 a period late.
+                    // Frames 5 and 9 come 16 ms early, frame 7 a period late.
                     let at = match id {
-                        5 | 9 => t0 + id * period - 4_000_000,
+                        5 | 9 => t0 + id * period - 16_000_000,
                         7 => t0 + (id + 1) * period,
                         _ => t0 + id * period,
                     };
