@@ -213,12 +213,10 @@ pub fn run(
         .stderr(Stdio::from(std::fs::File::create(&err_path)?));
     let openblas = (job.kind == Kind::Mvm).then(|| unset_openblas_tuning(&mut cmd));
     harness_sys::die_with_parent(&mut cmd);
-    let child = cmd
-        .spawn()
+    // Its group, partners included, goes if a signal stops the harness, from its start.
+    let child = crate::spawn::spawn_tracked(&mut cmd, true)
         .with_context(|| format!("starting {}", python.display()))?;
-    // Its group, partners included, goes if a signal stops the harness.
     let pid = child.id();
-    crate::spawn::track(pid, true);
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let status = crate::spawn::wait_timeout(child, timeout, true);
     crate::spawn::untrack(pid);
@@ -362,8 +360,8 @@ mod tests {
     }
 
     /// At the timeout the peer's partner process dies with it: a stand-in for Python starts
-    /// a partner that holds a FIFO open and would write "late" there after 30 s; the FIFO
-    /// reads to its end with nothing more once the peer timed out.
+    /// a partner that holds a FIFO open, writes "up" there and would write "late" after
+    /// 30 s; the FIFO reads to its end with nothing more once the peer timed out.
     #[test]
     fn a_peer_that_times_out_takes_its_partner_with_it() {
         let dir = std::env::temp_dir().join(format!("peer-group-{}", std::process::id()));
@@ -385,7 +383,9 @@ mod tests {
                 fifo.display()
             ),
         );
-        // Opened read-write first, so neither open blocks before the partner's.
+        // Opened read-write first, so neither open blocks before the partner's; kept until
+        // the peer's run has returned, when the partner has written "up" or never will (its
+        // group killed): then the FIFO reads to its end once no partner holds it.
         let writer = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -397,12 +397,11 @@ mod tests {
             use std::io::{BufRead, Read};
             let mut up = String::new();
             let _ = reader.read_line(&mut up);
-            drop(writer);
             let mut rest = String::new();
             let _ = reader.read_to_string(&mut rest);
             let _ = tx.send((up, rest));
         });
-        let text = "name = \"t\"\n[defaults]\ntimeout_s = 2\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
+        let text = "name = \"t\"\n[defaults]\ntimeout_s = 5\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
         let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
         let ready = PeerSetup::Ready {
             python,
@@ -410,14 +409,18 @@ mod tests {
             numpy: "2".into(),
         };
         let names = Names::under(&format!("pg{}", std::process::id()), &dir);
-        let err = run(&ready, &job, &names, &dir.join("0-peer")).unwrap_err();
+        let err = run(&ready, &job, &names, &dir.join("0-peer"));
+        drop(writer);
+        let err = err.unwrap_err();
         assert!(err.to_string().contains("timed out"), "{err}");
-        let (up, rest) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (up, rest) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the FIFO still open a minute after the peer's timeout");
         assert_eq!(
-            (up.as_str(), rest.as_str()),
-            ("up\n", ""),
-            "the partner outlived the peer"
+            up, "up\n",
+            "the partner never started within the peer's 5 s"
         );
+        assert_eq!(rest, "", "the partner outlived the peer");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

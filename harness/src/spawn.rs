@@ -461,9 +461,25 @@ fn tracked() -> std::sync::MutexGuard<'static, Vec<(u32, bool)>> {
     TRACKED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Tracks `pid` (a group leader with `group`) until [`untrack`].
+/// Tracks `pid` (a group leader with `group`) until [`untrack`]; the harness tracks the
+/// children it starts as it starts them ([`spawn_tracked`]).
+#[cfg(test)]
 pub fn track(pid: u32, group: bool) {
     tracked().push((pid, group));
+}
+
+/// Starts `cmd` and tracks the child (a group leader with `group`) under one hold of the
+/// registry, so that a stopping signal's [`kill_tracked`] waits for it to be tracked
+/// rather than miss a child started just before. `spawn` returns once the child has
+/// exec'd or failed to, and nothing it runs takes the registry.
+pub fn spawn_tracked(
+    cmd: &mut std::process::Command,
+    group: bool,
+) -> std::io::Result<std::process::Child> {
+    let mut tracked = tracked();
+    let child = cmd.spawn()?;
+    tracked.push((child.id(), group));
+    Ok(child)
 }
 
 /// Stops tracking `pid`: before it is reaped, since its pid may be reused after.

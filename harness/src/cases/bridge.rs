@@ -139,13 +139,12 @@ fn spawn(bin: &Path, job: &Job, args: &[String], log: &Path, piped: bool) -> Res
         cmd.arg("--rt-priority").arg(p.to_string());
     }
     cmd.args(args).stdin(io()).stdout(io()).stderr(err);
-    let child = on_cpu(zenoh_cpu(job), || {
-        cmd.spawn()
+    // Tracked as it starts, not `die_with_parent`: this thread ends at once, and the
+    // signal would follow it.
+    on_cpu(zenoh_cpu(job), || {
+        crate::spawn::spawn_tracked(&mut cmd, false)
             .with_context(|| format!("starting {}", bin.display()))
-    })?;
-    // Not `die_with_parent`: this thread ends at once, and the signal would follow it.
-    crate::spawn::track(child.id(), false);
-    Ok(child)
+    })
 }
 
 /// Pins the calling thread to `cpu` (nothing for `None`).
