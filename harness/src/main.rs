@@ -309,14 +309,14 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
     // scratch folder go with it; its pinned children die with it (`spawn::run_members`), its
-    // peer and bridge processes are killed (`spawn::kill_tracked`).
+    // peer and bridge processes are killed and no more start (`spawn::stop_tracked`).
     if harness_sys::block_termination().is_ok() {
         let work = work.clone();
         std::thread::spawn(move || {
             let Ok(sig) = harness_sys::wait_termination() else {
                 return;
             };
-            spawn::kill_tracked();
+            spawn::stop_tracked();
             run::clean_up(std::process::id(), &work);
             std::process::exit(128 + sig);
         });

@@ -391,7 +391,7 @@ fn pool_passes(
 /// from outside: its streams (`hs<pid>-…`, the bridge's mirrors `m-hs<pid>-…`), its floors'
 /// regions (`/dev/shm/hs<pid>-…`) and its scratch folder `work`. Its children die with it
 /// ([`harness_sys::die_with_parent`]); the peer's partner and the bridges go with
-/// [`crate::spawn::kill_tracked`].
+/// [`crate::spawn::stop_tracked`].
 pub fn clean_up(pid: u32, work: &std::path::Path) {
     let prefix = format!("hs{pid}-");
     for name in shmstream::list_streams().unwrap_or_default() {

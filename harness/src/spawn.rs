@@ -468,15 +468,23 @@ pub fn track(pid: u32, group: bool) {
     tracked().push((pid, group));
 }
 
+/// Set, under the registry's lock, once a stopping signal has killed the tracked
+/// processes ([`stop_tracked`]): no process starts after.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Starts `cmd` and tracks the child (a group leader with `group`) under one hold of the
-/// registry, so that a stopping signal's [`kill_tracked`] waits for it to be tracked
-/// rather than miss a child started just before. `spawn` returns once the child has
-/// exec'd or failed to, and nothing it runs takes the registry.
+/// registry, so that a stopping signal's [`stop_tracked`] waits for it to be tracked
+/// rather than miss a child started just before, and a spawn after it is refused rather
+/// than left running. `spawn` returns once the child has exec'd or failed to, and nothing
+/// it runs takes the registry.
 pub fn spawn_tracked(
     cmd: &mut std::process::Command,
     group: bool,
 ) -> std::io::Result<std::process::Child> {
     let mut tracked = tracked();
+    if STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(std::io::Error::other("the harness is stopping"));
+    }
     let child = cmd.spawn()?;
     tracked.push((child.id(), group));
     Ok(child)
@@ -493,9 +501,21 @@ pub fn is_tracked(pid: u32) -> bool {
     tracked().iter().any(|&(p, _)| p == pid)
 }
 
-/// Kills every tracked process (the harness is stopped).
+/// Kills every tracked process and refuses new ones (the harness is stopped by a signal).
+pub fn stop_tracked() {
+    let tracked = tracked();
+    STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
+    kill_all(&tracked);
+}
+
+/// Kills every tracked process.
+#[cfg(test)]
 pub fn kill_tracked() {
-    for &(pid, group) in tracked().iter() {
+    kill_all(&tracked());
+}
+
+fn kill_all(tracked: &[(u32, bool)]) {
+    for &(pid, group) in tracked {
         if group {
             harness_sys::kill_group(pid);
         } else {
