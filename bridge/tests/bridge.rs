@@ -421,10 +421,10 @@ fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_br
     let (p0, s0) = (ticks(p.pid()), ticks(s.pid()));
     std::thread::sleep(Duration::from_secs(1)); // the measurement window, not a synchronization
     let (p1, s1) = (ticks(p.pid()), ticks(s.pid()));
-    // Clock ticks are 10 ms: allow a quarter of a core, a loaded host's scheduling and
-    // late setup work included; a spinning bridge takes 90-100 a second.
+    // Clock ticks are 10 ms: allow a tenth of a core (a loaded host delays an idle bridge,
+    // it does not make it spend more); a spinning bridge takes 90-100 a second.
     assert!(
-        p1 - p0 <= 25 && s1 - s0 <= 25,
+        p1 - p0 <= 10 && s1 - s0 <= 10,
         "idle CPU ticks: publisher {}, subscriber {}",
         p1 - p0,
         s1 - s0
@@ -546,11 +546,11 @@ fn the_floor_pair_runs_the_phases_it_is_sent_and_refuses_a_bad_one() {
         "{runs:?}"
     );
     // At most 0.2 s of frames 1 ms apart, each kept once: more would mean warm-up or sync
-    // frames counted as latency frames. Fewer is no fault: floor-put catches up missed slots
-    // only until the phase's end, so a stall near it leaves slots unsent, and floor-put does
-    // not say how many it sent.
+    // frames counted as latency frames. A few fewer is no fault: floor-put catches up missed
+    // slots only until the phase's end, so a stall near it leaves slots unsent (floor-put
+    // does not say how many); a tenth of them means the pacing or the pair is wrong.
     let lat = text.lines().filter(|l| !l.starts_with("tput ")).count();
-    assert!((1..=201).contains(&lat), "{lat} latency lines");
+    assert!((20..=201).contains(&lat), "{lat} latency lines");
 }
 
 /// Waits until the mirror `b` shows frame `id`, writing `frame` with that id on `a` again at

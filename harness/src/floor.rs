@@ -826,7 +826,10 @@ mod tests {
             let before = thread_cpu_ns(BUSY_CORE_THREAD).expect("no thread keeps the core busy");
             // The next frame comes once the thread has spun 30 ms beside the parked reader
             // (the case under test).
+            // Whenever it is looked at, it is runnable (`R`, on a core or waiting for one): a
+            // thread that slept between short runs would also gather the CPU time, slowly.
             let deadline = Instant::now() + Duration::from_secs(10);
+            let (mut looks, mut runnable) = (0u32, 0u32);
             loop {
                 let spent = thread_cpu_ns(BUSY_CORE_THREAD)
                     .expect("the busy-core thread stopped while its reader waited")
@@ -839,8 +842,14 @@ mod tests {
                     "the busy-core thread ran {} ms in 10 s of the reader's wait",
                     spent / 1_000_000
                 );
+                looks += 1;
+                runnable += u32::from(thread_state(BUSY_CORE_THREAD) == Some('R'));
                 std::thread::yield_now();
             }
+            assert!(
+                runnable * 10 >= looks * 9,
+                "the busy-core thread was runnable at {runnable} of {looks} looks: it does not spin"
+            );
             ping.round_trip(&vec![2u8; n]).unwrap();
             ping.stop();
             reader.join().unwrap().unwrap();

@@ -212,10 +212,11 @@ fn frame_ids_flow_from_the_camera_to_the_dm_unchanged() {
                     note("floor passes")
                 );
             }
-            // A loaded machine may drop frames, but some reach the DM.
+            // A loaded machine may drop frames, never nearly all of them.
             assert!(
-                !dm.is_empty(),
-                "none of {} frames reached the DM",
+                dm.len() * 4 > sent.len(),
+                "{} of {} frames reached the DM",
+                dm.len(),
                 sent.len()
             );
         }
