@@ -453,11 +453,49 @@ pub fn write_outcome(
 /// Processes running now that cannot die with the harness by `PR_SET_PDEATHSIG` (the
 /// pyshmem peer's partners, which it starts itself; the bridges, started from a short-lived
 /// pinned thread, whose end would fire the signal): a harness stopped by a signal kills them
-/// ([`kill_tracked`]). `(pid, group)`: with `group`, the pid leads a process group, killed
-/// whole.
-static TRACKED: std::sync::Mutex<Vec<(u32, bool)>> = std::sync::Mutex::new(Vec::new());
+/// ([`stop_tracked`]).
+#[derive(Debug, Default)]
+struct Registry {
+    /// `(pid, group)`: with `group`, the pid leads a process group, killed whole.
+    procs: Vec<(u32, bool)>,
+    /// Set once a stopping signal has killed the tracked processes: no process starts after.
+    stopping: bool,
+}
 
-fn tracked() -> std::sync::MutexGuard<'static, Vec<(u32, bool)>> {
+impl Registry {
+    /// Starts `cmd` and tracks the child, unless the harness is stopping.
+    fn spawn(
+        &mut self,
+        cmd: &mut std::process::Command,
+        group: bool,
+    ) -> std::io::Result<std::process::Child> {
+        if self.stopping {
+            return Err(std::io::Error::other("the harness is stopping"));
+        }
+        let child = cmd.spawn()?;
+        self.procs.push((child.id(), group));
+        Ok(child)
+    }
+
+    /// Kills every tracked process; with `stop`, refuses new ones from then on.
+    fn kill_all(&mut self, stop: bool) {
+        self.stopping |= stop;
+        for &(pid, group) in &self.procs {
+            if group {
+                harness_sys::kill_group(pid);
+            } else {
+                harness_sys::kill(pid);
+            }
+        }
+    }
+}
+
+static TRACKED: std::sync::Mutex<Registry> = std::sync::Mutex::new(Registry {
+    procs: Vec::new(),
+    stopping: false,
+});
+
+fn tracked() -> std::sync::MutexGuard<'static, Registry> {
     TRACKED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -465,12 +503,8 @@ fn tracked() -> std::sync::MutexGuard<'static, Vec<(u32, bool)>> {
 /// children it starts as it starts them ([`spawn_tracked`]).
 #[cfg(test)]
 pub fn track(pid: u32, group: bool) {
-    tracked().push((pid, group));
+    tracked().procs.push((pid, group));
 }
-
-/// Set, under the registry's lock, once a stopping signal has killed the tracked
-/// processes ([`stop_tracked`]): no process starts after.
-static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Starts `cmd` and tracks the child (a group leader with `group`) under one hold of the
 /// registry, so that a stopping signal's [`stop_tracked`] waits for it to be tracked
@@ -481,47 +515,29 @@ pub fn spawn_tracked(
     cmd: &mut std::process::Command,
     group: bool,
 ) -> std::io::Result<std::process::Child> {
-    let mut tracked = tracked();
-    if STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(std::io::Error::other("the harness is stopping"));
-    }
-    let child = cmd.spawn()?;
-    tracked.push((child.id(), group));
-    Ok(child)
+    tracked().spawn(cmd, group)
 }
 
 /// Stops tracking `pid`: before it is reaped, since its pid may be reused after.
 pub fn untrack(pid: u32) {
-    tracked().retain(|&(p, _)| p != pid);
+    tracked().procs.retain(|&(p, _)| p != pid);
 }
 
 /// Whether `pid` is tracked.
 #[cfg(test)]
 pub fn is_tracked(pid: u32) -> bool {
-    tracked().iter().any(|&(p, _)| p == pid)
+    tracked().procs.iter().any(|&(p, _)| p == pid)
 }
 
 /// Kills every tracked process and refuses new ones (the harness is stopped by a signal).
 pub fn stop_tracked() {
-    let tracked = tracked();
-    STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
-    kill_all(&tracked);
+    tracked().kill_all(true);
 }
 
-/// Kills every tracked process.
+/// Kills every tracked process, as [`stop_tracked`] does, but lets new ones start.
 #[cfg(test)]
 pub fn kill_tracked() {
-    kill_all(&tracked());
-}
-
-fn kill_all(tracked: &[(u32, bool)]) {
-    for &(pid, group) in tracked {
-        if group {
-            harness_sys::kill_group(pid);
-        } else {
-            harness_sys::kill(pid);
-        }
-    }
+    tracked().kill_all(false);
 }
 
 /// Waits for `child` at most `timeout` without polling; kills it at the timeout (with
@@ -593,6 +609,25 @@ mod real_time_tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Once stopping, a registry kills what it tracks and refuses to start anything more
+    /// (a signal that stops the harness while a bridge is about to start leaves none behind).
+    #[test]
+    fn a_stopping_registry_kills_its_processes_and_starts_no_more() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut registry = Registry::default();
+        let mut child = registry
+            .spawn(std::process::Command::new("sleep").arg("30"), false)
+            .unwrap();
+        assert_eq!(registry.procs, [(child.id(), false)]);
+        registry.kill_all(true);
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let refused = registry
+            .spawn(std::process::Command::new("sleep").arg("30"), false)
+            .unwrap_err();
+        assert!(refused.to_string().contains("stopping"), "{refused}");
+        assert_eq!(registry.procs.len(), 1);
     }
 }
 

@@ -1111,8 +1111,9 @@ mod tests {
             .remove(0)
     }
 
-    /// A process tracked as a bridge is killed by `kill_tracked` (a harness stopped by a
-    /// signal), and one reaped by `Children` is forgotten (its pid may be reused).
+    /// A process tracked as a bridge is killed by `kill_tracked` (the kill a harness
+    /// stopped by a signal does, in `stop_tracked`), and one reaped by `Children` is
+    /// forgotten (its pid may be reused).
     #[test]
     fn started_bridges_are_killed_when_the_harness_is_stopped() {
         use std::os::unix::process::ExitStatusExt;
