@@ -1234,8 +1234,15 @@ fn describe_and_display_summarize_the_stream() {
             .map(str::to_owned)
             .collect()
     };
-    assert!(d.lines().any(|l| l.starts_with("age:")), "{d}");
-    assert_eq!(without_age(&format!("{s}")), without_age(&d));
+    let shown = format!("{s}");
+    for t in [&d, &shown] {
+        assert_eq!(
+            t.lines().filter(|l| l.starts_with("age:")).count(),
+            1,
+            "{t}"
+        );
+    }
+    assert_eq!(without_age(&shown), without_age(&d));
 }
 
 #[test]

@@ -486,8 +486,9 @@ fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
 /// most one 50 ms park cap later, when the drop's wake races the park), so an `auto_unlink`
 /// stream is gone as soon as its last user-visible handle is. A background wait that looked
 /// for its future only between slices of 100 ms kept it about a slice longer (the slice
-/// began just before the drop), and one the drop did not wake kept it a whole park (50 ms). The median of five drops must stay under 25 ms, so one drop that races
-/// the park or waits for a loaded host to start a pool thread cannot fail the test.
+/// began just before the drop), and one the drop did not wake kept it a whole park (50 ms).
+/// The median of five drops must stay under 25 ms, so one drop that races the park or
+/// waits for a loaded host to start a pool thread cannot fail the test.
 #[test]
 fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
     use std::future::Future;
