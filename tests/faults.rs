@@ -116,6 +116,13 @@ fn runq_wait(tid: i64) -> Option<Duration> {
     ns.map(Duration::from_nanos)
 }
 
+/// The run-queue wait between two [`runq_wait`] readings of one thread; zero where either
+/// is unknown (the bound is then on the whole latency).
+fn runq_between(start: Option<Duration>, end: Option<Duration>) -> Duration {
+    end.zip(start)
+        .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start))
+}
+
 /// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
 fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
@@ -524,10 +531,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
                 }
                 let log = h.join().unwrap();
                 let latency = log.at.saturating_duration_since(dead);
-                let runq = log
-                    .runq
-                    .zip(runq_at_kill)
-                    .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start));
+                let runq = runq_between(runq_at_kill, log.runq);
                 let own = latency.saturating_sub(runq);
                 worst = worst.max((own, latency, runq));
                 longest_runq = longest_runq.max(runq);
@@ -629,10 +633,11 @@ fn read_across_kill<K>(
         let dead = Instant::now();
         let runq_at_kill = runq_wait(tid);
         let (r, at, runq) = h.join().unwrap();
-        let runq = runq
-            .zip(runq_at_kill)
-            .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start));
-        (r, at.saturating_duration_since(dead), runq)
+        (
+            r,
+            at.saturating_duration_since(dead),
+            runq_between(runq_at_kill, runq),
+        )
     })
 }
 
