@@ -454,7 +454,7 @@ pub fn write_outcome(
 /// pyshmem peer's partners, which it starts itself; the bridges, started from a short-lived
 /// pinned thread, whose end would fire the signal): a harness stopped by a signal kills them
 /// ([`stop_tracked`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Registry {
     /// `(pid, group)`: with `group`, the pid leads a process group, killed whole.
     procs: Vec<(u32, bool)>,
@@ -463,6 +463,14 @@ struct Registry {
 }
 
 impl Registry {
+    /// Nothing tracked, not stopping.
+    const fn new() -> Self {
+        Self {
+            procs: Vec::new(),
+            stopping: false,
+        }
+    }
+
     /// Starts `cmd` and tracks the child, unless the harness is stopping.
     fn spawn(
         &mut self,
@@ -490,10 +498,7 @@ impl Registry {
     }
 }
 
-static TRACKED: std::sync::Mutex<Registry> = std::sync::Mutex::new(Registry {
-    procs: Vec::new(),
-    stopping: false,
-});
+static TRACKED: std::sync::Mutex<Registry> = std::sync::Mutex::new(Registry::new());
 
 fn tracked() -> std::sync::MutexGuard<'static, Registry> {
     TRACKED.lock().unwrap_or_else(|p| p.into_inner())
@@ -616,7 +621,7 @@ mod real_time_tests {
     #[test]
     fn a_stopping_registry_kills_its_processes_and_starts_no_more() {
         use std::os::unix::process::ExitStatusExt;
-        let mut registry = Registry::default();
+        let mut registry = Registry::new();
         let mut child = registry
             .spawn(std::process::Command::new("sleep").arg("30"), false)
             .unwrap();
