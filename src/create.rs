@@ -87,14 +87,12 @@ pub(crate) fn build(
     // Leftovers of an earlier process with our pid are dead creations: replace them.
     forget_building();
     // Parts an earlier generation left under their real ids (no stream of this name exists
-    // now, and we hold its lock): a ring (pyshmem's unlink leaves it, as does a crash), and
-    // the `_gpu` of a GPU creator killed before it published its header. Replaced by this
-    // stream's own; a ring goes even when this stream keeps none (it cannot be this
-    // generation's, and nothing else would remove it while the name has a stream).
+    // now, and we hold its lock, as every creator, pyshmem's too, does while it builds): a
+    // ring (pyshmem's unlink leaves it, as does a crash), and the `_gpu` of a GPU creator
+    // killed before it published its header. Replaced by this stream's own; each goes even
+    // when this stream keeps none (it cannot be this generation's).
     let _ = segment::unlink(&history_id);
-    if o.gpu_device.is_some() {
-        let _ = segment::unlink(&name::gpu_id(name));
-    }
+    let _ = segment::unlink(&name::gpu_id(name));
     let made = (|| {
         let segment = |id: &str, bytes: usize| {
             Segment::create(id, bytes)

@@ -41,9 +41,10 @@ pub struct PurgeReport {
     pub abandoned: Vec<String>,
     /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
     /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
-    /// published its header leaves its `_gpu`), and rings of an earlier generation beside the
+    /// published its header leaves its `_gpu`), and parts of an earlier generation beside the
     /// stream now under the name (a ring pyshmem's unlink left, the name created again
-    /// without history), removed (or, with `dry_run`, that would be).
+    /// without history; a `_gpu` beside a CPU stream, or whose record names another
+    /// generation), removed (or, with `dry_run`, that would be).
     pub leftovers: Vec<String>,
     /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
     /// with `dry_run`, that would be).
@@ -141,7 +142,13 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         else {
             continue;
         };
-        let unowned = || !has_stream(id) || (part == "_hist" && ring_of_another_generation(id));
+        let unowned = || {
+            !has_stream(id)
+                || match part {
+                    "_hist" => ring_of_another_generation(id),
+                    _ => gpu_record_of_another_generation(id),
+                }
+        };
         let removed = remove_unowned(id, dry_run, unowned, || segment::unlink(&file));
         match removed {
             Ok(true) => report.leftovers.push(file),
@@ -213,6 +220,24 @@ fn ring_of_another_generation(id: &str) -> bool {
     })
 }
 
+/// Whether the `_gpu` of payload id `id` is not the GPU record of the stream there: the
+/// stream is a CPU stream (an earlier GPU generation's creator was killed before it published
+/// its header, and the name was created again without a device), or a stream of ours on the
+/// GPU whose record names another generation. A `_gpu` beside a `_meta` that does not
+/// validate is kept, as is one beside a pyshmem GPU stream (a torch IPC pickle, not read
+/// here) or one whose record cannot be read or decoded.
+fn gpu_record_of_another_generation(id: &str) -> bool {
+    validated(id).is_some_and(|h| {
+        if !h.gpu() {
+            return true;
+        }
+        h.flags & crate::format::FLAG_CUDA_IPC != 0
+            && crate::gpu::segment_bytes(&h.name)
+                .and_then(|b| crate::gpu::layout::decode(&b).ok())
+                .is_some_and(|r| r.instance_id != h.instance_id)
+    })
+}
+
 /// Whether any segment of payload id `id` exists (a stream, or a part of one).
 fn has_segments(id: &str) -> bool {
     ["", "_meta", "_hist", "_gpu"]
@@ -275,5 +300,51 @@ mod tests {
             !unlink_scanned(&current).unwrap(),
             "gone: nothing to unlink"
         );
+    }
+
+    /// A `_gpu` beside a stream is an earlier generation's when the stream is a CPU stream
+    /// or its record names another generation; one beside a pyshmem GPU stream, or whose
+    /// record does not decode, is kept.
+    #[test]
+    fn a_gpu_record_is_another_generations_only_when_it_says_so() {
+        use crate::gpu::layout;
+        let name = format!("purge-gpu-gen-{}", std::process::id());
+        let id = name::segment_id(&name);
+        let gpu = name::gpu_id(&name);
+        let gpu_path = segment::path(&gpu);
+        let _ = unlink(&name);
+        let cpu = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        std::fs::write(&gpu_path, [0u8; 256]).unwrap();
+        assert!(gpu_record_of_another_generation(&id), "beside a CPU stream");
+        drop(cpu);
+        unlink(&name).unwrap();
+
+        crate::gpu::tests::fake_gpu_stream(&name, false, true, layout::STATE_LIVE);
+        assert!(
+            !gpu_record_of_another_generation(&id),
+            "the stream's own record"
+        );
+        let mut record = layout::decode(&crate::gpu::segment_bytes(&name).unwrap()).unwrap();
+        record.instance_id = [1; 16];
+        std::fs::write(&gpu_path, layout::encode(&record)).unwrap();
+        assert!(
+            gpu_record_of_another_generation(&id),
+            "a record of another generation"
+        );
+        std::fs::write(&gpu_path, [0u8; 256]).unwrap();
+        assert!(
+            !gpu_record_of_another_generation(&id),
+            "a record that does not decode"
+        );
+        unlink(&name).unwrap();
+
+        crate::gpu::tests::fake_gpu_stream(&name, false, false, layout::STATE_LIVE);
+        std::fs::write(&gpu_path, [0u8; 256]).unwrap();
+        assert!(
+            !gpu_record_of_another_generation(&id),
+            "a pyshmem GPU stream's"
+        );
+        unlink(&name).unwrap();
+        assert!(!segment::exists(&gpu));
     }
 }

@@ -1107,3 +1107,39 @@ fn create_without_history_removes_an_earlier_generations_ring() {
     );
     assert_eq!(s.history_depth(), 0);
 }
+
+/// The `_gpu` a GPU creator killed before it published its header leaves (planted here) is no
+/// part of a CPU stream made later under the name: `create` removes it, and the default purge
+/// removes one put back beside the CPU stream (as a pyshmem create, which never touches it,
+/// would leave it); the stream stays, its data intact.
+#[test]
+fn an_earlier_generations_gpu_record_goes_beside_a_cpu_stream() {
+    let _purging = purging();
+    let name = unique_name("oldgpu");
+    let _c = Cleanup::new([&name]);
+    let gpu = name::gpu_id(&name);
+    std::fs::write(shm(&gpu), [0u8; 256]).unwrap();
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    assert!(
+        !shm(&gpu).exists(),
+        "create left an earlier generation's `_gpu`"
+    );
+    s.write_slice(&[7u8; 4]).unwrap();
+    std::fs::write(shm(&gpu), [0u8; 256]).unwrap();
+
+    let would = purge_no_stream(true);
+    assert!(would.leftovers.contains(&gpu), "{would:?}");
+    assert!(shm(&gpu).exists(), "a dry run removed the `_gpu`");
+    let report = purge_no_stream(false);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.leftovers.contains(&gpu), "{report:?}");
+    assert!(
+        !shm(&gpu).exists(),
+        "the `_gpu` beside a CPU stream is left"
+    );
+    let opened = Stream::open_readonly(&name).unwrap();
+    assert_eq!(opened.instance_id(), s.instance_id());
+    let mut got = [0u8; 4];
+    opened.read_into_slice(&mut got).unwrap();
+    assert_eq!(got, [7u8; 4]);
+}

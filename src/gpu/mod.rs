@@ -425,7 +425,7 @@ pub(crate) fn parse_device(name: &str, device: &str) -> Result<i32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -439,7 +439,12 @@ mod tests {
 
     /// Builds a GPU stream's segments by hand (as a GPU producer would), so the no-driver
     /// paths are tested here.
-    fn fake_gpu_stream(name: &str, mirror: bool, ipc_flag: bool, state: u32) -> [u8; 16] {
+    pub(crate) fn fake_gpu_stream(
+        name: &str,
+        mirror: bool,
+        ipc_flag: bool,
+        state: u32,
+    ) -> [u8; 16] {
         use crate::format::{self, NewHeader};
         let shape = [4usize];
         let mut flags = format::FLAG_GPU;
