@@ -171,19 +171,19 @@ impl WaitStrategy {
 /// measured; the budget keeps that time on every core.
 pub const ADAPTIVE_SPIN: Duration = Duration::from_micros(100);
 /// Yields after spinning, before sleeping (non-notify streams).
-const YIELD_ROUNDS: u32 = 200;
+const YIELD_ROUNDS: u64 = 200;
 
 /// Spins between two looks for a dead writer while a bracket stays open (about 100 µs of
 /// spinning here). Every 64, the look (a system call) often fell inside a live writer's
 /// bracket of a 4.8 KB frame and held a spinning cursor's hop p90 at 2.2-2.6 µs (1.4-1.7
 /// without it).
-const SPINS_PER_WRITER_CHECK: u32 = 4096;
+const SPINS_PER_WRITER_CHECK: u64 = 4096;
 /// Yields between two looks for a dead writer: a yield is a system call already, and on a
 /// busy core one may last a time slice, so a dead writer is still reported within
 /// tens of ms. (At every yield, the look was a second system call in each pause of the MVM
 /// driver, on the core its kernel's worker shares, all the while the kernel ran inside y's
 /// bracket.)
-const YIELDS_PER_WRITER_CHECK: u32 = 16;
+const YIELDS_PER_WRITER_CHECK: u64 = 16;
 
 /// What one pause of a wait does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +206,9 @@ pub(crate) struct Waiter {
     deadline: Option<Instant>,
     /// Adaptive: when its spin ends, then the round it ended at.
     spin: AdaptiveSpin,
-    rounds: u32,
+    /// Pauses so far: 64 bits, which no wait exhausts (32 saturated after two minutes of
+    /// spinning, and the dead-writer look then fell due at every pause).
+    rounds: u64,
     /// The spin's pauses, and its breaks' clock reads.
     pauses: Spin,
     sleep: Duration,
@@ -218,7 +220,7 @@ enum AdaptiveSpin {
     /// Spinning until this time.
     Until(Instant),
     /// Spun out at this round (for other strategies: from the start).
-    EndedAt(u32),
+    EndedAt(u64),
 }
 
 impl Waiter {
@@ -247,7 +249,7 @@ impl Waiter {
 
     /// What pause number `round` is: spins first (adaptive, until its spin ends), then
     /// yields, parks on the futex (notify streams) or sleeps, as the strategy says.
-    fn kind(&self, round: u32) -> Pause {
+    fn kind(&self, round: u64) -> Pause {
         let after_spin = match self.spin {
             AdaptiveSpin::Until(_) => return Pause::Spin,
             AdaptiveSpin::EndedAt(r) => round.saturating_sub(r),
@@ -349,7 +351,7 @@ mod tests {
     use super::*;
 
     /// The rounds, out of the first `n`, at which a waiter looks for a dead writer.
-    fn checks(strategy: WaitStrategy, notify: bool, n: u32) -> Vec<u32> {
+    fn checks(strategy: WaitStrategy, notify: bool, n: u64) -> Vec<u64> {
         let mut w = Waiter::new(strategy, notify, None);
         (0..n)
             .filter(|&r| {
@@ -360,7 +362,7 @@ mod tests {
     }
 
     /// An adaptive waiter whose spin ended at round `at`.
-    fn spun_out(notify: bool, at: u32) -> Waiter {
+    fn spun_out(notify: bool, at: u64) -> Waiter {
         let mut w = Waiter::new(WaitStrategy::Adaptive, notify, None);
         w.spin = AdaptiveSpin::EndedAt(at);
         w
@@ -370,10 +372,10 @@ mod tests {
     #[test]
     fn each_strategy_spins_yields_parks_or_sleeps_in_its_order() {
         use Pause::*;
-        let kinds = |w: &Waiter, rounds: &[u32]| -> Vec<Pause> {
+        let kinds = |w: &Waiter, rounds: &[u64]| -> Vec<Pause> {
             rounds.iter().map(|&r| w.kind(r)).collect()
         };
-        let at = |strategy, notify, rounds: &[u32]| -> Vec<Pause> {
+        let at = |strategy, notify, rounds: &[u64]| -> Vec<Pause> {
             kinds(&Waiter::new(strategy, notify, None), rounds)
         };
         let (s, y) = (4000, YIELD_ROUNDS);
@@ -384,7 +386,7 @@ mod tests {
         );
         // Adaptive spins while its time lasts, whatever the round.
         assert_eq!(
-            at(WaitStrategy::Adaptive, true, &[0, s, u32::MAX]),
+            at(WaitStrategy::Adaptive, true, &[0, s, u64::MAX]),
             [Spin, Spin, Spin]
         );
         assert_eq!(kinds(&spun_out(true, s), &[s, s + y + 1]), [Park, Park]);
@@ -453,10 +455,30 @@ mod tests {
         // Park without notify yields YIELD_ROUNDS times, then sleeps: every pause after.
         let p = checks(WaitStrategy::Park, false, YIELD_ROUNDS + 10);
         assert_eq!(
-            p.iter().filter(|&&r| r < YIELD_ROUNDS).count() as u32,
+            p.iter().filter(|&&r| r < YIELD_ROUNDS).count() as u64,
             YIELD_ROUNDS / YIELDS_PER_WRITER_CHECK
         );
         assert_eq!(p.iter().filter(|&&r| r >= YIELD_ROUNDS).count(), 10);
+    }
+
+    /// A wait that has paused more than `u32::MAX` times (about two minutes of spinning)
+    /// still looks for a dead writer once per [`SPINS_PER_WRITER_CHECK`] pauses: its count
+    /// once saturated at `u32::MAX`, where the look fell due at every pause.
+    #[test]
+    fn a_spin_past_u32_max_pauses_still_looks_for_a_dead_writer_rarely() {
+        let name = format!("notify-long-spin-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::Stream::create(&name, &[4], crate::Dtype::U8).unwrap();
+        let mut w = Waiter::new(WaitStrategy::Spin, false, None);
+        w.rounds = u64::from(u32::MAX) - 10;
+        let mut due = 0;
+        for _ in 0..2 * SPINS_PER_WRITER_CHECK {
+            assert!(w.pause(&s.header, 0), "a wait without a deadline ended");
+            due += u64::from(w.writer_check_due());
+        }
+        assert_eq!(due, 2);
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 
     /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
