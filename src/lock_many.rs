@@ -82,11 +82,14 @@ impl Drop for ManyGuard<'_> {
 /// # Ok::<(), shmstream::Error>(())
 /// ```
 pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Result<ManyGuard<'a>> {
-    let mut order: Vec<&'a Stream> = streams.to_vec();
-    // Of several handles of one stream, one that may lock it (open, writable) is kept.
+    // Of several handles of one stream, one that may lock it (open, writable) is kept. Each
+    // key is taken once: another thread may close a handle during the sort, and a key that
+    // changes under it breaks the sort's order.
     let cannot_lock = |s: &Stream| s.is_readonly() || s.is_closed();
-    order.sort_by(|a, b| (a.name(), cannot_lock(a)).cmp(&(b.name(), cannot_lock(b))));
-    order.dedup_by(|a, b| a.name() == b.name());
+    let mut keyed: Vec<(bool, &'a Stream)> = streams.iter().map(|s| (cannot_lock(s), *s)).collect();
+    keyed.sort_by(|(a_no, a), (b_no, b)| (a.name(), a_no).cmp(&(b.name(), b_no)));
+    keyed.dedup_by(|(_, a), (_, b)| a.name() == b.name());
+    let order = keyed.into_iter().map(|(_, s)| s);
     let deadline = crate::deadline::after(Instant::now(), timeout);
     let mut guards = Vec::with_capacity(order.len());
     for s in order {
