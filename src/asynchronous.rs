@@ -318,9 +318,14 @@ impl Stream {
                 .take()
                 .map_or(Ok(None), |o| o.result),
             Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Some(Err(_)) => Err(Error::Closed {
+            // Cancelled, not panicked: the runtime shut down before the pool ran the wait
+            // (nothing here aborts it). The handle is fine; the runtime is what went.
+            Some(Err(_)) => Err(Error::Unsupported {
                 name: self.name.clone(),
-            }), // runtime shutting down
+                what: "the tokio runtime shut down while this wait was queued for its blocking \
+                       pool: wait on a running runtime"
+                    .into(),
+            }),
         };
         drop(cancel);
         out
