@@ -88,8 +88,10 @@ impl Track {
                         let dt = now.duration_since(*t).as_secs_f64();
                         self.rate = (dt > 0.0).then(|| dc as f64 / dt);
                         if s.frame_id != 0 && prev.frame_id != 0 && dc > 0 {
+                            // Saturating throughout: a writer's ids may jump anywhere in
+                            // the 64 bits, and back (counted as nothing missed).
                             let gap = s.frame_id.saturating_sub(prev.frame_id).saturating_sub(dc);
-                            self.missed = Some(self.missed.unwrap_or(0) + gap);
+                            self.missed = Some(self.missed.unwrap_or(0).saturating_add(gap));
                         }
                     } else {
                         self.rate = None;
@@ -371,5 +373,27 @@ mod tests {
         let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
         s.write_slice_frame(&[0u8], 1).unwrap();
         assert_eq!(missed(&mut t), "0", "the new instance has missed nothing");
+    }
+
+    #[test]
+    fn frame_ids_jumping_across_the_64_bits_saturate_the_missed_count() {
+        let name = format!("t-watch-jumps-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        let mut t = Track {
+            name: name.clone(),
+            last: None,
+            rate: None,
+            missed: None,
+            state: String::new(),
+        };
+        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        // 1, MAX, 1, MAX: each jump up skips MAX - 2 ids, each jump back none; the second
+        // jump up overflowed the sum (a panic in a debug build).
+        for id in [1, u64::MAX, 1, u64::MAX] {
+            s.write_slice_frame(&[0u8], id).unwrap();
+            t.sample();
+        }
+        assert_eq!(t.row()[4], u64::MAX.to_string());
+        assert_eq!(t.state, "ok");
     }
 }
