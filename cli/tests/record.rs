@@ -591,6 +591,25 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A stream that cannot be recorded (missing, or with no FITS type) creates no `--out`
+/// directory.
+#[test]
+fn a_refused_recording_creates_no_out_directory() {
+    let missing = unique_name("rec-missing");
+    let plain = unique_name("rec-nodir");
+    let _p = Cleanup::new([&plain]);
+    Stream::create(&plain, &[4], Dtype::Complex64).unwrap();
+    let parent = out_dir("rec-nodir");
+    let out = parent.join("new");
+    for (stream, why) in [(&missing, "not found"), (&plain, "--format npy")] {
+        let (code, err) = record_briefly(&[stream], &out);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!out.exists(), "{stream}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(parent);
+}
+
 #[test]
 fn streams_that_would_share_files_are_refused_before_recording() {
     let base = unique_name("rec-dup");

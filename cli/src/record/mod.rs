@@ -264,20 +264,8 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         return Err("--per-file must be at least 1".into());
     }
     refuse_shared_files(&plan.names)?;
-    std::fs::create_dir_all(&plan.out).map_err(|e| {
-        format!(
-            "--out {}: cannot create the directory: {e}",
-            plan.out.display()
-        )
-    })?;
-    // The first files of every stream: an earlier recording there fails at once (a later
-    // file found in the way fails its stream when it is due).
-    for name in &plan.names {
-        for path in cube_files(plan, &file_stem(name), 0) {
-            refuse_existing(&path)?;
-        }
-    }
-    // Open everything before recording anything: a bad name or dtype fails at once.
+    // Open everything before creating or recording anything: a bad name or dtype fails at
+    // once, and leaves no directory behind.
     let mut streams = Vec::new();
     for name in &plan.names {
         let s = Stream::open_readonly(name)?;
@@ -293,13 +281,29 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         if plan.format == Format::Fits {
             fits::image_type(s.dtype()).map_err(|e| format!("stream '{name}': {e}"))?;
         }
+        streams.push(s);
+    }
+    std::fs::create_dir_all(&plan.out).map_err(|e| {
+        format!(
+            "--out {}: cannot create the directory: {e}",
+            plan.out.display()
+        )
+    })?;
+    // The first files of every stream: an earlier recording there fails at once (a later
+    // file found in the way fails its stream when it is due).
+    for name in &plan.names {
+        for path in cube_files(plan, &file_stem(name), 0) {
+            refuse_existing(&path)?;
+        }
+    }
+    // Warned only once nothing stands in the way of the recording.
+    for (name, s) in plan.names.iter().zip(&streams) {
         if s.history_depth() == 0 {
             term::errln!(
                 "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); create it with history(n) to record every frame",
                 term::printable(name)
             );
         }
-        streams.push(s);
     }
     crate::watch::install_handlers()?;
     let started = Instant::now();
