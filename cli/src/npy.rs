@@ -2,8 +2,9 @@
 //! `half` and `complex` features, it covers all 14 stream dtypes: ints, uints, float16/32/64,
 //! bool and complex64/128).
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Cursor, Read};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Cursor, ErrorKind, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -205,10 +206,11 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     let mismatch = |s: &Stream| -> Fallible {
         if s.shape() != shape.as_slice() || s.dtype() != dtype {
             return Err(format!(
-                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}",
+                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}: load it under another name, or `shmstream unlink {}` first",
                 describe(s.dtype(), s.shape()),
                 file.display(),
-                describe(dtype, &shape)
+                describe(dtype, &shape),
+                shell_word(name)
             )
             .into());
         }
@@ -259,6 +261,22 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     Ok(())
 }
 
+/// `name` as one shell word, for a command to copy: as it is when nothing in it is special
+/// to a shell, else single-quoted; after `--` when it starts with `-` (not an option).
+fn shell_word(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c);
+    let word = if name.chars().all(plain) {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', r"'\''"))
+    };
+    if name.starts_with('-') {
+        format!("-- {word}")
+    } else {
+        word
+    }
+}
+
 /// `shmstream dump NAME [-o FILE.npy]`.
 pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
     let stream = Stream::open_readonly(name)?;
@@ -267,7 +285,8 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
-                write_npy(path, stream.shape(), data)?;
+                write_npy(path, stream.shape(), data)
+                    .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
                 term::outln!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()))?;
             }
             None => {
@@ -285,19 +304,67 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
     Ok(())
 }
 
-fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Fallible {
-    let ctx = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let file = File::create(path).map_err(ctx)?;
+fn write_npy<T: npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[usize],
+    data: &[T],
+) -> io::Result<()> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(BufWriter::new(file))
-        .begin_nd()
-        .map_err(ctx)?;
-    w.extend(data.iter().copied()).map_err(ctx)?;
-    w.finish().map_err(ctx)?;
-    Ok(())
+    write_whole(path, |out| {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(out)
+            .begin_nd()?;
+        w.extend(data.iter().copied())?;
+        w.finish()
+    })
+}
+
+/// Writes `path` whole or not at all: into a new file beside it (`.NAME.tmp-PID`), renamed
+/// over it once complete, so that a failure (a full disk) leaves an earlier file as it was
+/// rather than cut short; the temporary file is removed on failure. An existing file must
+/// be writable, as it had to be when it was truncated in place; its mode is kept, and a
+/// link to it stays one. What is not a regular file (`/dev/stdout`, a pipe) is written in
+/// place: there is nothing to keep, and its directory is not ours to write in.
+fn write_whole(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let (target, mode) = match OpenOptions::new().write(true).open(path) {
+        Ok(f) if !f.metadata()?.is_file() => {
+            let mut out = BufWriter::new(f);
+            write(&mut out)?;
+            return out.flush();
+        }
+        Ok(f) => (
+            std::fs::canonicalize(path)?,
+            Some(f.metadata()?.permissions()),
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => (path.to_owned(), None),
+        Err(e) => return Err(e),
+    };
+    let Some(file_name) = target.file_name() else {
+        return Err(io::Error::new(ErrorKind::InvalidInput, "not a file name"));
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = target.with_file_name(tmp_name);
+    let file = File::options().write(true).create_new(true).open(&tmp)?;
+    let written = (|| {
+        if let Some(mode) = mode {
+            file.set_permissions(mode)?;
+        }
+        let mut out = BufWriter::new(file);
+        write(&mut out)?;
+        out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// min / max / mean as printed by `dump` without `-o`.
@@ -409,3 +476,73 @@ macro_rules! complex_summary {
 }
 
 complex_summary!(Complex32, Complex64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let d =
+                std::env::temp_dir().join(format!("shmstream-npy-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+        fn files(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_earlier_file_as_it_was_and_no_temporary_file() {
+        let dir = Scratch::new("failed");
+        let target = dir.0.join("frame.npy");
+        std::fs::write(&target, b"earlier").unwrap();
+        let e = write_whole(&target, |out| {
+            // More than BufWriter holds: the bytes reach the temporary file.
+            out.write_all(&[0u8; 100_000])?;
+            Err(io::Error::other("the disk is full"))
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "the disk is full");
+        assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
+        assert_eq!(dir.files(), ["frame.npy"]);
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_a_link_to_it_stays_a_link() {
+        let dir = Scratch::new("replaced");
+        let real = dir.0.join("real.npy");
+        let link = dir.0.join("link.npy");
+        std::fs::write(&real, b"earlier").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink("real.npy", &link).unwrap();
+        write_whole(&link, |out| out.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(link.symlink_metadata().unwrap().is_symlink());
+        let mode = real.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(dir.files(), ["link.npy", "real.npy"]);
+    }
+
+    #[test]
+    fn a_remedy_names_the_stream_as_one_shell_word() {
+        assert_eq!(shell_word("cam0"), "cam0");
+        assert_eq!(shell_word("my cam's"), r"'my cam'\''s'");
+        assert_eq!(shell_word("-x"), "-- -x");
+    }
+}

@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -421,7 +422,10 @@ fn load_mismatch_shows_both_shapes_and_dtypes() {
     cli().args(["load", &b]).arg(&file).assert().code(1).stderr(
         predicate::str::contains("mismatch")
             .and(predicate::str::contains("float32 [2, 3]"))
-            .and(predicate::str::contains("float64 [3, 2]")),
+            .and(predicate::str::contains("float64 [3, 2]"))
+            .and(predicate::str::contains(format!(
+                "load it under another name, or `shmstream unlink {b}` first"
+            ))),
     );
     // Same shape, other dtype.
     let c = unique_name("cli-mm-c");
@@ -433,6 +437,69 @@ fn load_mismatch_shows_both_shapes_and_dtypes() {
     // The streams were not written.
     assert_eq!(Stream::open_readonly(&b).unwrap().count(), 0);
     assert_eq!(Stream::open_readonly(&c).unwrap().count(), 0);
+}
+
+/// `dump -o` onto an earlier file, stopped by a full disk (here a file size limit, which
+/// the binary meets as EFBIG): the earlier file stays whole and no temporary file is left.
+#[test]
+fn a_dump_the_disk_refuses_leaves_the_earlier_file_as_it_was() {
+    let dir = TempDir::new("dumpfull");
+    let name = unique_name("cli-dumpfull");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[64, 1024], Dtype::U8)
+        .unwrap()
+        .write_slice(&[7u8; 64 * 1024])
+        .unwrap();
+    let file = dir.file("frame.npy");
+    std::fs::write(&file, b"earlier").unwrap();
+    let mut c = StdCommand::new(bin());
+    c.args(["dump", &name, "-o"]).arg(&file);
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("dumping '{name}' to {}", file.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"earlier");
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["frame.npy"]);
+}
+
+/// What is not a regular file is written in place: `-o /dev/stdout` still pipes the .npy.
+#[test]
+fn dump_to_dev_stdout_writes_the_npy_there() {
+    let name = unique_name("cli-dumpstdout");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&[5u8, 6])
+        .unwrap();
+    let out = cli()
+        .args(["dump", &name, "-o", "/dev/stdout"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(out.starts_with(b"\x93NUMPY"), "{out:?}");
 }
 
 #[test]
