@@ -28,8 +28,15 @@ pub const VERSION: u8 = 2;
 const FIXED: usize = 56;
 /// Flags bit: the frame is carried lossless (every frame of the source, in order).
 const LOSSLESS: u8 = 1;
-/// The largest frame a subscriber accepts (1 GiB).
+/// The largest frame the bridge carries (1 GiB): a publisher refuses a stream of larger
+/// frames at open, a subscriber refuses an attachment that describes one.
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
+/// The largest message the receiving end of a link accepts (Zenoh's
+/// `transport/link/rx/max_message_size`, set by [`crate::open_session`]): the largest frame
+/// and room for what travels with it, its attachment (at most 208 bytes), its key and
+/// Zenoh's headers. Zenoh's default (1 GiB) drops a message of a 1 GiB frame, saying so only
+/// in its trace log.
+pub const MAX_MESSAGE_BYTES: u64 = MAX_FRAME_BYTES + (1 << 20);
 
 /// One frame's description.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +167,20 @@ mod tests {
             assert_eq!(FrameHeader::decode(&h.encode()), Ok(h.clone()));
             assert_eq!(h.frame_bytes(), 240 * 240 * dtype.itemsize());
         }
+    }
+
+    /// The largest frame, with the largest attachment, fits the message a link accepts
+    /// (with room to spare for its key and Zenoh's headers).
+    #[test]
+    fn the_largest_frame_and_attachment_fit_a_link_message() {
+        let h = FrameHeader {
+            dtype: Dtype::U8,
+            shape: vec![1; MAX_DIMS],
+            ..sample()
+        };
+        let attachment = h.encode().len() as u64;
+        assert_eq!(attachment, 208, "the bound said in MAX_MESSAGE_BYTES' doc");
+        assert!(MAX_FRAME_BYTES + attachment + 64 * 1024 <= MAX_MESSAGE_BYTES);
     }
 
     #[test]

@@ -156,9 +156,18 @@ pub struct Endpoints {
     pub connect: Vec<String>,
 }
 
-/// Opens a Zenoh peer session: the given endpoints only, multicast scouting off.
+/// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, and
+/// messages up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge
+/// carries).
 pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
     use zenoh::Wait;
+    zenoh::open(session_config(e)?)
+        .wait()
+        .map_err(zenoh_err("opening the session"))
+}
+
+/// The configuration [`open_session`] opens.
+fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
     let mut c = zenoh::Config::default();
     let json = |v: &[String]| {
         format!(
@@ -176,14 +185,16 @@ pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
         ("connect/endpoints", json(&e.connect)),
         ("connect/timeout_ms", "-1".to_owned()),
         ("connect/exit_on_failure", "false".to_owned()),
+        (
+            "transport/link/rx/max_message_size",
+            codec::MAX_MESSAGE_BYTES.to_string(),
+        ),
     ];
     for (key, value) in settings {
         c.insert_json5(key, &value)
             .map_err(zenoh_err(format!("setting {key} = {value}")))?;
     }
-    zenoh::open(c)
-        .wait()
-        .map_err(zenoh_err("opening the session"))
+    Ok(c)
 }
 
 /// When the threads of [`per_stream`] stop: when the caller's flag is set, or once one of
@@ -200,8 +211,9 @@ impl Stop<'_> {
     }
 }
 
-/// Runs `each` for every name on a thread of its own and waits for them all; the first
-/// failure stops the others and is the result (`role` names a panicked thread's side).
+/// Runs `each` for every name on a thread of its own, named `ROLE NAME` (Rust's panic
+/// message names it), and waits for them all; the first failure stops the others and is the
+/// result.
 pub(crate) fn per_stream(
     names: &[String],
     role: &str,
@@ -216,17 +228,31 @@ pub(crate) fn per_stream(
     std::thread::scope(|scope| {
         for name in names {
             let (each, stop, failed) = (&each, &stop, &failed);
-            scope.spawn(move || {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(name, stop)))
-                    .unwrap_or_else(|_| {
-                        Err(BridgeError::Usage(format!("a {role} thread panicked")))
-                    });
-                if let Err(e) = r {
-                    let mut first = failed.lock().unwrap_or_else(PoisonError::into_inner);
-                    first.get_or_insert(e);
-                    stop.failed.store(true, Ordering::Relaxed);
-                }
-            });
+            let fail = move |e: BridgeError| {
+                let mut first = failed.lock().unwrap_or_else(PoisonError::into_inner);
+                first.get_or_insert(e);
+                stop.failed.store(true, Ordering::Relaxed);
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("{role} {name}"))
+                .spawn_scoped(scope, move || {
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(name, stop)))
+                            .unwrap_or_else(|_| {
+                                Err(BridgeError::Usage(format!(
+                                    "stream '{name}': its {role} thread panicked, a bug: report \
+                                     it with the message above"
+                                )))
+                            });
+                    if let Err(e) = r {
+                        fail(e);
+                    }
+                });
+            if let Err(e) = spawned {
+                fail(BridgeError::Usage(format!(
+                    "stream '{name}': starting its {role} thread failed ({e})"
+                )));
+            }
         }
     });
     match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
@@ -331,4 +357,50 @@ pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
          or `ulimit -r` >= {priority}: run with one of them or drop --rt-priority",
         std::io::Error::last_os_error()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zenoh's default (1 GiB) would drop a message of the largest frame the codec accepts,
+    /// silently: the session takes what the codec allows, its attachment and headers.
+    #[test]
+    fn a_session_receives_messages_of_the_largest_frame_the_codec_accepts() {
+        let c = session_config(&Endpoints::default()).unwrap();
+        let max: u64 = c
+            .get_json("transport/link/rx/max_message_size")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(max, codec::MAX_MESSAGE_BYTES);
+        assert!(max > codec::MAX_FRAME_BYTES);
+    }
+
+    /// Rust's panic message names the thread, `ROLE NAME`; the bridge's error names the
+    /// stream and says it is a bug.
+    #[test]
+    fn a_panicked_stream_thread_is_named_and_its_error_names_the_stream() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let asked = AtomicBool::new(false);
+        let r = per_stream(&names(&["cam0"]), "publisher", &asked, |_, _| {
+            let me = std::thread::current().name().map(str::to_owned);
+            Err(BridgeError::Usage(format!("{me:?}")))
+        });
+        match r {
+            Err(BridgeError::Usage(m)) => assert_eq!(m, r#"Some("publisher cam0")"#),
+            other => panic!("{other:?}"),
+        }
+        let r = per_stream(&names(&["dm0"]), "subscriber", &asked, |_, _| {
+            panic!("on purpose")
+        });
+        match r {
+            Err(BridgeError::Usage(m)) => assert_eq!(
+                m,
+                "stream 'dm0': its subscriber thread panicked, a bug: report it with the \
+                 message above"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
 use zenoh::query::{Query, Queryable};
 
-use crate::codec::FrameHeader;
+use crate::codec::{FrameHeader, MAX_FRAME_BYTES};
 use crate::{
     BridgeError, Endpoints, Losses, POLL, Stop, check_keys, key, open_session, per_stream, say,
     zenoh_err,
@@ -55,6 +55,19 @@ pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError>
     });
     let _ = session.close().wait();
     result
+}
+
+/// Refuses stream `name` of frames of `bytes` over [`MAX_FRAME_BYTES`]: the subscriber would
+/// refuse each one, and Zenoh drop it before that ([`crate::codec::MAX_MESSAGE_BYTES`]).
+fn check_carried(name: &str, bytes: usize) -> Result<(), BridgeError> {
+    if bytes as u64 <= MAX_FRAME_BYTES {
+        return Ok(());
+    }
+    Err(BridgeError::Usage(format!(
+        "stream '{name}': its frames of {bytes} bytes are over the {MAX_FRAME_BYTES} bytes \
+         (1 GiB) the bridge carries: split it into smaller streams, or carry a smaller one \
+         (cropped, binned or of a narrower dtype)"
+    )))
 }
 
 /// The pause between two frames that `--max-rate rate` asks for.
@@ -104,6 +117,7 @@ fn publish_stream(
             }
             Err(e) => return Err(e.into()),
         };
+        check_carried(name, s.size_bytes())?;
         // Sleep in the futex between frames: a network hop follows, and a spinning bridge
         // would take a core from the writer it serves.
         s.set_wait_strategy(WaitStrategy::Park);
@@ -164,7 +178,13 @@ fn publish_stream(
         while !stop.is_set() {
             if cursor.is_none() {
                 match link.serve(&s, &publisher, &mut buf, &mut header, held.is_some()) {
-                    Ok(unput) => deferred |= unput,
+                    Ok(Served::Nothing) => {}
+                    Ok(Served::Owed) => deferred = true,
+                    // A put as the main loop's: `max_rate` holds the next frame back from it.
+                    Ok(Served::Put) => {
+                        resend.put();
+                        held = period.map(|p| Instant::now().checked_add(p));
+                    }
                     // Unlinked or replaced: open the new generation.
                     Err(BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })) => break,
                     Err(e) => return Err(e),
@@ -321,7 +341,8 @@ impl Link {
     /// (again) if a subscriber newly matched or the main loop has not put it yet (reading it
     /// here makes it this handle's last read, so the loop's next `read_new` waits past it).
     /// Nothing is sent for a stream never written. While `held` (`max_rate`'s pause) queries
-    /// are answered but nothing is put: the result says that a put is owed at the next slot.
+    /// are answered but nothing is put: a put is owed at the next slot. A put is said, so
+    /// that the caller holds the next frame back from it as from its own.
     fn serve(
         &mut self,
         s: &Stream,
@@ -329,7 +350,7 @@ impl Link {
         buf: &mut BytesMut,
         header: &mut FrameHeader,
         held: bool,
-    ) -> Result<bool, BridgeError> {
+    ) -> Result<Served, BridgeError> {
         let newly = self.newly_matched();
         let queries: Vec<Query> = self
             .queries
@@ -337,14 +358,14 @@ impl Link {
             .map(|q| std::iter::from_fn(|| q.try_recv().ok().flatten()).collect())
             .unwrap_or_default();
         if !newly && queries.is_empty() {
-            return Ok(false);
+            return Ok(Served::Nothing);
         }
         // The frame is read afresh (and counts as this handle's last read), so nothing
         // older than a frame already put goes out. `header` describes the last frame put (or
         // served): a newer one is everyone's.
         let last = header.count;
         if !current_again(s, buf, header, header.lost)? {
-            return Ok(false);
+            return Ok(Served::Nothing);
         }
         let unput = header.count != last;
         let k = publisher.key_expr();
@@ -354,17 +375,29 @@ impl Link {
                 q.reply(k.clone(), frame).attachment(header.encode()).wait()
             });
         }
+        if !newly && !unput {
+            return Ok(Served::Nothing);
+        }
         if held {
-            return Ok(newly || unput);
+            return Ok(Served::Owed);
         }
-        if newly || unput {
-            lend(buf, |frame| {
-                publisher.put(frame).attachment(header.encode()).wait()
-            })
-            .map_err(zenoh_err(format!("putting the current frame again on {k}")))?;
-        }
-        Ok(false)
+        lend(buf, |frame| {
+            publisher.put(frame).attachment(header.encode()).wait()
+        })
+        .map_err(zenoh_err(format!("putting the current frame again on {k}")))?;
+        Ok(Served::Put)
     }
+}
+
+/// What [`Link::serve`] did beyond answering queries.
+#[derive(Debug, PartialEq)]
+enum Served {
+    /// Nothing was put.
+    Nothing,
+    /// The current frame was put.
+    Put,
+    /// The current frame is owed a put at the next slot (`max_rate` held it back).
+    Owed,
 }
 
 /// Puts the frame in `buf`, described by `header`, on `k`.
@@ -560,6 +593,22 @@ mod tests {
         r.put();
         assert!(r.idle_at(later(1100)));
         assert!(!r.idle_at(later(1200)));
+    }
+
+    /// Zenoh would drop a larger frame at the receiving end, saying so only in its trace log:
+    /// refused at open, with the stream and the remedy.
+    #[test]
+    fn a_stream_of_frames_over_what_the_bridge_carries_is_refused() {
+        let most = MAX_FRAME_BYTES as usize;
+        assert!(check_carried("cam0", 1).is_ok());
+        assert!(check_carried("cam0", most).is_ok());
+        match check_carried("cam0", most + 1) {
+            Err(BridgeError::Usage(m)) => {
+                assert!(m.starts_with("stream 'cam0': "), "{m}");
+                assert!(m.contains("split it into smaller streams"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
-use zenoh::handlers::RingChannel;
+use zenoh::handlers::{RingChannel, RingChannelHandler};
+use zenoh::matching::{MatchingListener, MatchingStatus};
 use zenoh::query::Querier;
 use zenoh::sample::Sample;
 
@@ -94,23 +95,11 @@ fn mirror(
     stop: &Stop,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
-    let state = Arc::new(Mutex::new(Mirror {
-        remote: name.to_owned(),
-        name: format!("{}{name}", o.local_prefix),
-        history: o.history,
-        local: None,
-        local_id: [0; 16],
-        refusals: Refusals::default(),
-        closed: false,
-        fatal: None,
-        uncreatable: None,
-        last: None,
-        written: 0,
-        seen: None,
-        gaps: Losses::new(
-            "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
-        ),
-    }));
+    let state = Arc::new(Mutex::new(Mirror::new(
+        name,
+        format!("{}{name}", o.local_prefix),
+        o.history,
+    )));
     let receiving = Arc::clone(&state);
     let sub = session
         .declare_subscriber(k.clone())
@@ -135,24 +124,8 @@ fn mirror(
         .with(RingChannel::new(1))
         .wait()
         .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
-    let mut result = Ok(());
-    while !stop.is_set() {
-        if let Some(e) = state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fatal
-            .take()
-        {
-            result = Err(e);
-            break;
-        }
-        match publishers.recv_timeout(POLL) {
-            Ok(Some(status)) if status.matching() => ask(&querier, &state, &k)?,
-            Ok(_) => {}
-            // The session is closing: no status will come.
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
+    // However it ends, the mirror is closed below.
+    let result = follow(stop, &state, &querier, &publishers, &k);
     // No frame is taken from Zenoh past this point (dropped after `closed`, it would be
     // received and not written: lost, unsaid).
     drop(sub);
@@ -160,11 +133,38 @@ fn mirror(
     // running, and the process may exit next: wait here for a frame being written into the
     // local stream (the lock), and let no other start, so the mirror is left whole.
     let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
-    m.closed = true;
-    if let Some(line) = m.gaps.rest() {
+    for line in m.close() {
         m.say(&line);
     }
     result
+}
+
+/// Asks each publisher on `k` that appears for its current frame, until `stop` is set or the
+/// mirror fails; the result is the mirror's.
+fn follow(
+    stop: &Stop,
+    state: &Arc<Mutex<Mirror>>,
+    querier: &Querier<'_>,
+    publishers: &MatchingListener<RingChannelHandler<MatchingStatus>>,
+    k: &str,
+) -> Result<(), BridgeError> {
+    while !stop.is_set() {
+        if let Some(e) = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fatal
+            .take()
+        {
+            return Err(e);
+        }
+        match publishers.recv_timeout(POLL) {
+            Ok(Some(status)) if status.matching() => ask(querier, state, k)?,
+            Ok(_) => {}
+            // The session is closing: no status will come.
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+    Ok(())
 }
 
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
@@ -214,9 +214,51 @@ struct Mirror {
     seen: Option<([u8; 16], u64, u64)>,
     /// Lossless frames missed in transit.
     gaps: Losses,
+    /// Lossless frames of new source generations that the publisher did not carry.
+    uncarried: Losses,
 }
 
 impl Mirror {
+    /// The mirror of remote stream `remote` into local stream `name`, which this bridge
+    /// creates (where it has to) with `history` frames of history.
+    fn new(remote: &str, name: String, history: usize) -> Mirror {
+        Mirror {
+            remote: remote.to_owned(),
+            name,
+            history,
+            local: None,
+            local_id: [0; 16],
+            refusals: Refusals::default(),
+            closed: false,
+            fatal: None,
+            uncreatable: None,
+            last: None,
+            written: 0,
+            seen: None,
+            gaps: Losses::new(
+                "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
+            ),
+            uncarried: Losses::new(
+                "of new source generations not carried (the publisher opened them after those \
+                 frames were written) and not reported lost by it",
+            ),
+        }
+    }
+
+    /// Writes no frame from now on (the bridge stops) and gives the lines still unsaid:
+    /// losses and refusals not summed up yet, which would otherwise go unreported.
+    fn close(&mut self) -> Vec<String> {
+        self.closed = true;
+        [
+            self.gaps.rest(),
+            self.uncarried.rest(),
+            self.refusals.end_run(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Writes `sample` into the local stream under its write lock, taken for the frame alone
     /// (a local `unlink`, the remedy for a new upstream shape, or another tool gets it
     /// between frames), or refuses it on stderr, leaving the local stream as it was. A
@@ -233,6 +275,16 @@ impl Mirror {
                 self.resumed(&h);
             }
             self.gaps.lost(missed(self.seen, &h));
+            let uncarried = uncarried(self.seen, &h);
+            if uncarried > 0 {
+                self.uncarried.lost(uncarried);
+                if let Some(line) = self.uncarried.due() {
+                    self.say(&format!(
+                        "a new source generation's first frame arrived at count {}: {line}",
+                        h.count
+                    ));
+                }
+            }
             if self
                 .seen
                 .is_none_or(|(src, count, _)| src != h.source || h.count > count)
@@ -298,7 +350,7 @@ impl Mirror {
                     self.local = Some(local);
                     self.last = Some(id);
                     self.written += 1;
-                    if let Some(line) = self.refusals.written() {
+                    if let Some(line) = self.refusals.end_run() {
                         self.say(&line);
                     }
                     return;
@@ -377,7 +429,7 @@ impl Refusals {
                 }
                 return lines;
             }
-            Some(_) => lines.extend(self.written()),
+            Some(_) => lines.extend(self.end_run()),
             None => {}
         }
         lines.push(format!("refused a frame: {reason}"));
@@ -385,8 +437,9 @@ impl Refusals {
         lines
     }
 
-    /// A frame was written: ends the run, with the line that sums it up if frames went unsaid.
-    fn written(&mut self) -> Option<String> {
+    /// Ends the run (a frame was written, or the mirror closes), with the line that sums it
+    /// up if frames went unsaid.
+    fn end_run(&mut self) -> Option<String> {
         match self.run.take() {
             Some((reason, more, _)) if more > 0 => Some(repeated(more, &reason)),
             _ => None,
@@ -470,20 +523,40 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
 }
 
 /// Lossless frames of one source instance between the frame last seen (`seen`) and `h` that
-/// the publisher did not report lost: its count of reported losses went up by those it
-/// reported; went down, it restarted, and only the losses it reported since then are known.
+/// the publisher did not report lost ([`reported`]).
 fn missed(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
     match seen {
         Some((src, count, lost)) if src == h.source && h.count > count => {
             let gap = h.count - count - 1;
-            let reported = if h.lost >= lost {
-                h.lost - lost
-            } else {
-                h.lost
-            };
-            gap.saturating_sub(reported)
+            gap.saturating_sub(reported(lost, h))
         }
         _ => 0,
+    }
+}
+
+/// Lossless frames of a new source generation (the source stream made again) before `h`, the
+/// first of it received here, that the publisher did not report lost: frames 1 to
+/// `h.count - 1` of it were not carried (a publisher restarted meanwhile carries it from
+/// its current frame on). None for the first frame this mirror sees: frames before it
+/// were put to no one ([`Mirror::resumed`] says what is known).
+fn uncarried(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
+    match seen {
+        Some((src, _, lost)) if src != h.source => {
+            let before = h.count.saturating_sub(1);
+            before.saturating_sub(reported(lost, h))
+        }
+        _ => 0,
+    }
+}
+
+/// The losses the publisher reported since the frame last seen, whose count of reported
+/// losses was `lost`: its count went up by those; went down, it restarted, and only the
+/// losses it reported since then are known.
+fn reported(lost: u64, h: &FrameHeader) -> u64 {
+    if h.lost >= lost {
+        h.lost - lost
+    } else {
+        h.lost
     }
 }
 
@@ -539,14 +612,14 @@ mod tests {
             ]
         );
         // Nothing more refused before a frame was written: nothing to sum up.
-        assert_eq!(r.written(), None);
+        assert_eq!(r.end_run(), None);
         assert_eq!(
             r.refused(bad(), at(10_003)),
             ["refused a frame: no attachment"]
         );
         r.refused(bad(), at(10_004));
         assert_eq!(
-            r.written().as_deref(),
+            r.end_run().as_deref(),
             Some("refused 1 more frame(s) for the same reason: no attachment")
         );
         assert_eq!(
@@ -566,7 +639,7 @@ mod tests {
             let reason = FrameHeader::decode(&vec![0; len as usize]).unwrap_err();
             lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
         }
-        lines.extend(r.written());
+        lines.extend(r.end_run());
         assert_eq!(
             lines,
             [
@@ -576,9 +649,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn lossless_gaps_the_publisher_did_not_report_are_counted() {
-        let h = |source: u8, count: u64, lost: u64| FrameHeader {
+    /// A lossless frame of source instance `source` ([u8; 16] of it) at `count`, its
+    /// publisher having reported `lost` frames lost.
+    fn h(source: u8, count: u64, lost: u64) -> FrameHeader {
+        FrameHeader {
             dtype: Dtype::U8,
             shape: vec![1],
             frame_id: count,
@@ -587,7 +661,11 @@ mod tests {
             source: [source; 16],
             lossless: true,
             lost,
-        };
+        }
+    }
+
+    #[test]
+    fn lossless_gaps_the_publisher_did_not_report_are_counted() {
         let seen = Some(([1; 16], 10, 4));
         assert_eq!(missed(None, &h(1, 20, 0)), 0, "nothing to compare with");
         assert_eq!(missed(seen, &h(1, 11, 4)), 0, "the next frame");
@@ -601,5 +679,64 @@ mod tests {
             "a restarted publisher reported 1"
         );
         assert_eq!(missed(seen, &h(2, 15, 0)), 0, "another source instance");
+    }
+
+    /// A new source generation whose first frame arrives at count 5 had 4 frames before it
+    /// that were not carried, less those its publisher reported lost (frames lapped in its
+    /// ring before it opened the new generation).
+    #[test]
+    fn frames_of_a_new_source_generation_before_its_first_carried_one_are_counted() {
+        let seen = Some(([1; 16], 10, 4));
+        assert_eq!(
+            uncarried(seen, &h(2, 1, 4)),
+            0,
+            "carried from its first frame"
+        );
+        assert_eq!(
+            uncarried(seen, &h(2, 5, 4)),
+            4,
+            "from count 5, none reported"
+        );
+        assert_eq!(uncarried(seen, &h(2, 5, 7)), 1, "3 of them reported lost");
+        assert_eq!(
+            uncarried(seen, &h(2, 5, 2)),
+            2,
+            "a restarted publisher reported 2"
+        );
+        assert_eq!(
+            uncarried(seen, &h(1, 15, 4)),
+            0,
+            "the same source: gaps, not this"
+        );
+        assert_eq!(uncarried(None, &h(2, 5, 0)), 0, "the first frame seen here");
+    }
+
+    /// Losses and refusals not summed up yet when the bridge stops are said then, not lost
+    /// with it; the mirror writes nothing more.
+    #[test]
+    fn what_is_unsaid_at_close_is_said() {
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        assert!(m.close().is_empty(), "nothing unsaid");
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        m.refuse(&"no attachment");
+        m.refuse(&"no attachment");
+        m.gaps.lost(1);
+        m.gaps.lost(2);
+        m.uncarried.lost(4);
+        let lines = m.close();
+        assert!(m.closed);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("3 frame(s) lost in transit"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("4 frame(s) of new source generations not carried"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2],
+            "refused 1 more frame(s) for the same reason: no attachment"
+        );
     }
 }

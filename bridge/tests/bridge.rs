@@ -3,7 +3,7 @@
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
 //! stream intact, a subscriber started first and a restarted publisher still connect, an
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
-//! newest frame, SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole, and
+//! newest frame (a put as a subscriber matches counts against it too), SIGINT / SIGTERM stop both bridges with status 0 and the mirror whole, and
 //! the library API bridges several streams from an application's threads until stopped; a
 //! frame written once reaches subscribers started after it was put (put again as they match,
 //! or asked for), once each; `--lossless` waits for a subscriber and starts at the current
@@ -919,6 +919,64 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
         assert_eq!(frame_id, id, "pyshmem reads the newest frame's id");
         assert_eq!(vals, vec![id as u16; 32]);
     }
+}
+
+/// A put as a subscriber matches is held to `--max-rate` like any other: the writer's next
+/// frame goes out a period after it, not at once.
+#[test]
+fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
+    use zenoh::Wait;
+    type Handler = zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>;
+    let (a_name, prefix) = (unique_name("br-hold"), unique_name("br-key"));
+    let _c = Cleanup::new([&a_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let period = Duration::from_secs(2);
+    let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.5"]);
+    let k = shmstream_bridge::key(&prefix, &a_name);
+    // A plain Zenoh subscriber in a session of its own: closing the session leaves the
+    // publisher with no matched subscriber before the next session can connect.
+    let subscribe = || {
+        let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+            listen: vec![],
+            connect: vec![ep.clone()],
+        })
+        .unwrap();
+        let sub = session.declare_subscriber(&k).wait().unwrap();
+        (session, sub)
+    };
+    // The id of the next frame put, and when it arrived.
+    let next = |sub: &zenoh::pubsub::Subscriber<Handler>| {
+        let sample = sub
+            .recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
+        let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
+        (h.frame_id, Instant::now())
+    };
+    // Frame 5, put as this subscriber matched (or at the next slot), then once more a second
+    // after (the writer idles): after that the publisher neither holds nor owes a put.
+    let (session, sub) = subscribe();
+    for _ in 0..2 {
+        assert_eq!(next(&sub).0, 5);
+    }
+    session.close().wait().unwrap();
+    // Matched anew: frame 5 is put at once, and the next frame a period later.
+    let (session, sub) = subscribe();
+    let (id, put_at) = next(&sub);
+    assert_eq!(id, 5);
+    a.write_slice_frame(&[6u16; 32], 6).unwrap();
+    let (id, next_at) = next(&sub);
+    assert_eq!(id, 6);
+    // Less the time frame 5 took to arrive: a second of it is plenty on loopback.
+    let apart = next_at - put_at;
+    assert!(
+        apart >= period / 2,
+        "frame 6 arrived {apart:?} after frame 5 at --max-rate 0.5 (a put every {period:?})\n{}",
+        p.diagnostics()
+    );
+    let _ = session.close().wait();
 }
 
 /// A publisher whose stderr fails (a full disk, a closed pipe, a terminal that hung up)
