@@ -255,7 +255,15 @@ impl Ring {
                 "the history segment holds frames of {declared} bytes, the stream {frame_bytes}"
             )));
         }
-        let need = ring_bytes(capacity, frame_bytes).map_err(corrupt)?;
+        // The creator's limits, said as what the header declares (their remedies are a
+        // creator's: the opener's is below).
+        let need = ring_bytes(capacity, frame_bytes).map_err(|_| {
+            corrupt(format!(
+                "the history segment declares {capacity} frames of {frame_bytes} bytes, outside \
+                 what a ring may hold (1..={MAX_HISTORY} frames, at most {} GiB)",
+                MAX_RING_BYTES >> 30
+            ))
+        })?;
         // Map the slots the header declares, no more: a ring grown past them (corrupt or
         // hostile) is not faulted in. The header is checked again on this second mapping.
         let Some((seg, again)) = open_header(stream, instance_id, writable, need)? else {
@@ -893,8 +901,10 @@ impl Cursor<'_> {
     /// with [`RingFrame::write_at`]. The writer may overwrite the slot while `consume` runs;
     /// the cursor checks afterwards and then reports the frame lost ([`Error::Overrun`]) and
     /// drops `consume`'s result, so what `consume` does must be discardable (a write at an
-    /// offset the caller advances only when this returns `Ok`). Waits up to `timeout`
-    /// (`None`: forever) for the frame to be written.
+    /// offset the caller advances only when this returns `Ok`). The same goes for a frame
+    /// after publications that skipped the ring (a pyshmem writer's): `consume` has run on it
+    /// when the gap is reported ([`LossCause::NotRecorded`]), and the next call lends it
+    /// again. Waits up to `timeout` (`None`: forever) for the frame to be written.
     pub fn next_in_place<R>(
         &mut self,
         timeout: Option<Duration>,
@@ -1276,6 +1286,42 @@ mod tests {
         }
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(of_another_generation(&name, other), Ok(false)));
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A ring whose header declares a depth no ring may have is refused at open with the
+    /// opener's remedy, not the creator's (which said to leave history unset, or to use a
+    /// smaller depth, to someone who chose neither).
+    #[test]
+    fn a_ring_declaring_an_impossible_depth_is_refused_with_the_openers_remedy() {
+        let (name, s) = stream("depth", 4, 2);
+        let path = crate::segment::path(&name::history_id(&name));
+        let ring = std::fs::read(&path).unwrap();
+        for capacity in [0, u32::MAX] {
+            let mut planted = ring.clone();
+            planted[off::CAPACITY..off::CAPACITY + 4].copy_from_slice(&capacity.to_le_bytes());
+            // A new file: the stream's mapping of the ring is left as it was.
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, &planted).unwrap();
+            match Stream::open_readonly(&name) {
+                Err(Error::InvalidHistory { reason, .. }) => {
+                    assert!(
+                        reason.contains(&format!("declares {capacity} frames of 16 bytes")),
+                        "{reason}"
+                    );
+                    assert!(
+                        reason.ends_with("unlink and recreate the stream"),
+                        "{reason}"
+                    );
+                    assert!(
+                        !reason.contains("leave history unset") && !reason.contains("smaller"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("capacity {capacity}: {other:?}"),
+            }
+        }
         drop(s);
         crate::unlink(&name).unwrap();
     }
