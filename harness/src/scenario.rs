@@ -593,13 +593,15 @@ impl Scenario {
             c.validate()
                 .and_then(|()| {
                     // ao-loop: every process paces its frames within the case's timeout, a
-                    // run fits this machine's memory, its stages' logs included, and the
-                    // reconstructor has a core per kernel thread.
+                    // run fits this machine's memory, its stages' logs included, the
+                    // reconstructor has a core per kernel thread, and busy-waiting stages a
+                    // core each: refused here, not when the case's turn comes.
                     use crate::cases::ao::placement::Placement;
                     self.case_jobs(c, false).iter().try_for_each(|j| {
                         Placement::check_timeout(j)
                             .and_then(|()| Placement::check_memory(j))
                             .and_then(|()| Placement::check_threads(j))
+                            .and_then(|()| Placement::check_spin(j))
                     })
                 })
                 .with_context(|| format!("[[case]] #{} ({name})", i + 1))?;
@@ -1326,6 +1328,37 @@ pipeline = "device-resident"
             err.contains("shorten ladder_seconds / warmup, or set ladder = false"),
             "{err}"
         );
+        // Rungs longer than any timeout: refused naming the key, not an overflow panic in
+        // counting their frames.
+        let err = ao("1000", "61", "ladder_seconds = 1e20")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ladder_seconds = 100000000000000000000 must be at most 86400"),
+            "{err}"
+        );
+    }
+
+    /// A split ao-loop case whose busy-waiting stages share a core is refused when the
+    /// scenario is read, before the cases ahead of it run, naming the case and the core.
+    #[test]
+    fn a_spinning_ao_case_on_a_shared_core_is_refused_before_any_case_runs() {
+        let text = |wait: &str| {
+            format!(
+                "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n[[case]]\n\
+                 kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
+                 actuators=5\nrate_hz=1000\nladder=false\nslopes_cpu=1\nrecon_cpu=1\n\
+                 wait=\"{wait}\"\n"
+            )
+        };
+        let err = Scenario::parse(&text("spin")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "[[case]] #2 (ao-loop): ao-loop: wait = \"spin\" needs a core per stage"
+            ) && err.contains("slopes and recon share cpu 1"),
+            "{err}"
+        );
+        assert!(Scenario::parse(&text("park")).is_ok());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! SCHED_FIFO also with the slopes stage waking ahead, merged slopes+recon, and merged with
 //! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it
 //! with the runner and report writers, and puts a verdict table at the top of `report.md`.
-//! A geometry that is wrong or does not fit this machine's memory is refused before
-//! anything starts.
+//! A geometry that is wrong or does not fit this machine's memory, a number flag out of
+//! range, or a `--device cuda:N` that cannot run here is refused before anything starts.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,15 +11,16 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cases::ao::geometry::default_wake_ahead_us;
+use crate::cases::ao::geometry::{MAX_RATE_HZ, default_wake_ahead_us};
 use crate::cases::ao::placement::Placement;
+use crate::cases::ao::stage::HISTORY;
 use crate::error::{Context, Result, bail};
 use crate::hist::Percentiles;
 use crate::noise::HostNoise;
 use crate::report::ao::us_if_any;
 use crate::report::us;
 use crate::run::JobResult;
-use crate::scenario::{MAX_TIMEOUT_S, Scenario};
+use crate::scenario::{Job, MAX_TIMEOUT_S, Scenario};
 use crate::{RunOptions, execute};
 
 /// `harness size` options.
@@ -108,6 +109,7 @@ fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
 /// `harness size` exposes neither `timeout_s` nor the ladder, so a rate whose ladder would
 /// not fit a fixed bound is not refused with remedies the user cannot apply.
 pub fn scenario_text(a: &SizeArgs) -> Result<String> {
+    check_numbers(a)?;
     let unchecked: Scenario =
         toml::from_str(&scenario_text_with(a, MAX_TIMEOUT_S)?).context("harness size")?;
     let longest = unchecked
@@ -118,7 +120,67 @@ pub fn scenario_text(a: &SizeArgs) -> Result<String> {
     scenario_text_with(a, (2.0 * longest + 300.0).clamp(600.0, MAX_TIMEOUT_S))
 }
 
-/// The scenario text for `a`, its processes bound by `timeout_s`.
+/// Refuses a number flag outside what the scenario takes, naming the flag. Pasted into the
+/// scenario unchecked, NaN did not parse as TOML, 1e20 printed as an integer TOML cannot
+/// hold, an infinite `--seconds` overflowed counting frames before the scenario was checked,
+/// and the scenario's refusals named its keys (`min_seconds`), not the flags.
+fn check_numbers(a: &SizeArgs) -> Result<()> {
+    let within = |flag: &str, v: f64, low: f64, high: f64, what: &str| -> Result<()> {
+        if !(v.is_finite() && v > low && v <= high) {
+            bail!("{flag} {v}: {what}");
+        }
+        Ok(())
+    };
+    within(
+        "--rate",
+        a.rate,
+        0.0,
+        MAX_RATE_HZ,
+        &format!("the loop rate must be above 0 and at most {MAX_RATE_HZ} Hz"),
+    )?;
+    within(
+        "--budget-us",
+        a.budget_us,
+        0.0,
+        f64::MAX,
+        "the latency budget must be a number of µs above 0",
+    )?;
+    within(
+        "--seconds",
+        a.seconds,
+        0.0,
+        MAX_TIMEOUT_S / 2.0,
+        &format!(
+            "each form's main run must last above 0 and at most {} s (half a day: each \
+             process's timeout holds twice its run, at most a day)",
+            MAX_TIMEOUT_S / 2.0
+        ),
+    )?;
+    if let Some(us) = a.slice_us
+        && !(us.is_finite() && (100.0..=100_000.0).contains(&us))
+    {
+        bail!("--slice-us {us}: the fair-scheduler time slice must be 100 to 100000 µs");
+    }
+    if a.actuators == 0 {
+        bail!("--actuators 0: the DM needs at least 1 actuator");
+    }
+    if a.valid_pixels == Some(0) {
+        bail!("--valid-pixels 0: at least 1 pixel must be valid");
+    }
+    if let Some(p) = a.rt_priority.filter(|p| !(1..=99).contains(p)) {
+        bail!("--rt-priority {p}: a SCHED_FIFO priority is 1 to 99");
+    }
+    if let Some(c) = a.catch_up.filter(|c| *c >= HISTORY as u64) {
+        bail!(
+            "--catch-up {c}: at most {} (a stage's input stream keeps {HISTORY} frames)",
+            HISTORY - 1
+        );
+    }
+    Ok(())
+}
+
+/// The scenario text for `a`, its processes bound by `timeout_s`; numbers as `{:?}` prints
+/// them, which TOML reads back as floats ([`check_numbers`] passed only finite ones).
 fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
@@ -154,7 +216,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
 
     writeln!(
         ao,
-        "actuators = {}\nrate_hz = {}\nbudget_us = {}",
+        "actuators = {}\nrate_hz = {:?}\nbudget_us = {:?}",
         a.actuators, a.rate, a.budget_us
     )?;
     let devices: Vec<String> = match a.device.as_str() {
@@ -162,7 +224,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
         d => vec![d.to_string()],
     };
     let mut t = format!(
-        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s}\n",
+        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {:?}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s:?}\n",
         a.actuators, a.rate, a.budget_us, a.seconds
     );
     for d in &devices {
@@ -194,12 +256,12 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
         };
         for (form, merged, spins, ahead) in forms {
             let wait = if spins { "wait = \"spin\"\n" } else { "" };
-            let ahead = ahead.map_or(String::new(), |us| format!("wake_ahead_us = {us}\n"));
+            let ahead = ahead.map_or(String::new(), |us| format!("wake_ahead_us = {us:?}\n"));
             // SCHED_FIFO for the forms that park between frames: a spinning FIFO task is
             // throttled by the kernel (see `AoCase::rt_priority`).
             let rt = match (a.rt_priority, a.slice_us) {
                 (Some(p), _) if !spins => format!("rt_priority = {p}\n"),
-                (_, Some(us)) => format!("slice_us = {us}\n"),
+                (_, Some(us)) => format!("slice_us = {us:?}\n"),
                 _ => String::new(),
             };
             write!(
@@ -296,11 +358,38 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     Ok(o)
 }
 
+/// Refuses `--device cuda:N` where that device cannot run ([`crate::cases::gpu::skip_reason`]):
+/// every form would be skipped and the run, nothing measured, would pass. `--device all`
+/// still runs its CPU forms, its GPU form's row saying it was not measured.
+fn check_device(a: &SizeArgs, jobs: &[Job]) -> Result<()> {
+    match nothing_measurable(&a.device, jobs.iter().map(crate::cases::gpu::skip_reason)) {
+        Some(why) => bail!("--device {}: nothing can be measured here: {why}", a.device),
+        None => Ok(()),
+    }
+}
+
+/// Why a `--device` would measure nothing: it names one device (not `all`) and every job
+/// of it is skipped (`skips`: each job's reason, `None` where it runs); the first reason.
+fn nothing_measurable(
+    device: &str,
+    skips: impl IntoIterator<Item = Option<String>>,
+) -> Option<String> {
+    if device == "all" {
+        return None;
+    }
+    let skips: Vec<_> = skips.into_iter().collect();
+    match skips.iter().all(Option::is_some) {
+        true => skips.into_iter().flatten().next(),
+        false => None,
+    }
+}
+
 /// Runs `harness size`.
 pub fn run(a: &SizeArgs) -> Result<ExitCode> {
     let text = scenario_text(a)?;
     // Parsing checks the geometry and this machine's memory before anything starts.
     let scenario = Scenario::parse(&text).context("harness size")?;
+    check_device(a, &scenario.jobs(false, None))?;
     let opts = RunOptions {
         out: a.out.clone(),
         quick: false,
@@ -362,6 +451,12 @@ mod tests {
         let geometry = ["--wfs-pixels", "240x240", "--subapertures", "20x20"];
         let jobs = jobs_of(&args(&[&geometry[..], &["--seconds", "900"]].concat()));
         assert!(jobs.iter().all(|j| j.timeout_s >= 2.0 * 900.0), "{jobs:?}");
+        // The longest run the flag takes is one the scenario takes too (at a rate whose
+        // stage logs fit this machine's memory).
+        let mut long = args(&[&geometry[..], &["--seconds", "43200"]].concat());
+        long.rate = 10.0;
+        let jobs = jobs_of(&long);
+        assert!(jobs.iter().all(|j| j.timeout_s > 43200.5), "{jobs:?}");
         let jobs = jobs_of(&args(&geometry));
         assert!(jobs.iter().all(|j| j.timeout_s == 600.0));
     }
@@ -462,8 +557,125 @@ mod tests {
             .collect();
         assert_eq!(c, vec![0; 3]);
         let a = args(&[&geometry[..], &["--catch-up", "16"]].concat());
-        let err = Scenario::parse(&scenario_text(&a).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("catch_up is at most 15"), "{err}");
+        let err = scenario_text(&a).unwrap_err();
+        assert!(
+            err.to_string().contains("--catch-up 16: at most 15"),
+            "{err}"
+        );
+    }
+
+    /// A number flag the scenario would not take is refused naming the flag, before the
+    /// scenario is built: `--seconds inf` overflowed counting frames (a panic), `--rate nan`
+    /// was a TOML error, and in-range refusals named the scenario's keys.
+    #[test]
+    fn number_flags_out_of_range_are_refused_naming_the_flag() {
+        let geometry = ["--wfs-pixels", "8x8", "--subapertures", "2x2"];
+        let pixels = ["--wfs-pixels", "8x8", "--slopes", "pixels"];
+        for (flag, value, needle) in [
+            (
+                "--seconds",
+                "inf",
+                "--seconds inf: each form's main run must last above 0",
+            ),
+            ("--seconds", "1e17", "at most 43200 s (half a day"),
+            ("--seconds", "43201", "at most 43200 s (half a day"),
+            ("--seconds", "0", "--seconds 0:"),
+            ("--rate", "nan", "--rate NaN: the loop rate must be above 0"),
+            ("--rate", "1e20", "at most 100000 Hz"),
+            ("--rate", "0", "--rate 0:"),
+            ("--budget-us", "inf", "--budget-us inf: the latency budget"),
+            ("--budget-us", "0", "--budget-us 0:"),
+            (
+                "--slice-us",
+                "50",
+                "--slice-us 50: the fair-scheduler time slice",
+            ),
+            (
+                "--rt-priority",
+                "0",
+                "--rt-priority 0: a SCHED_FIFO priority is 1 to 99",
+            ),
+            ("--actuators", "0", "--actuators 0:"),
+            ("--valid-pixels", "0", "--valid-pixels 0:"),
+        ] {
+            let mut v = vec![
+                "size",
+                "--actuators",
+                "5",
+                "--rate",
+                "1000",
+                "--budget-us",
+                "900",
+            ];
+            v.extend(if flag == "--valid-pixels" {
+                pixels
+            } else {
+                geometry
+            });
+            // The flag's value replaces the one above, or the flag is added.
+            match v.iter().position(|f| *f == flag) {
+                Some(i) => v[i + 1] = value,
+                None => v.extend([flag, value]),
+            }
+            let err = scenario_text(&T::parse_from(v).a).unwrap_err().to_string();
+            assert!(err.contains(needle), "{flag} {value}: {err}");
+        }
+    }
+
+    /// Numbers reach the scenario as TOML floats: a budget of 1e20 µs printed as an integer
+    /// TOML cannot hold.
+    #[test]
+    fn large_numbers_reach_the_scenario_as_floats() {
+        let a = T::parse_from([
+            "size",
+            "--wfs-pixels",
+            "8x8",
+            "--subapertures",
+            "2x2",
+            "--actuators",
+            "5",
+            "--rate",
+            "1000",
+            "--budget-us",
+            "1e20",
+        ])
+        .a;
+        let jobs = jobs_of(&a);
+        assert!(
+            jobs.iter()
+                .all(|j| j.ao.as_ref().unwrap().budget_us == Some(1e20))
+        );
+    }
+
+    /// `--device cuda:N` that no form can run on measures nothing: refused with the reason.
+    /// `--device all` runs its CPU forms, and `cpu` never skips.
+    #[test]
+    fn a_device_every_form_of_which_is_skipped_is_refused_with_the_reason() {
+        let no = || Some("cuda:0: no CUDA driver".to_string());
+        assert_eq!(nothing_measurable("cuda:0", [no()]), no());
+        assert_eq!(nothing_measurable("all", [None, None, None, no()]), None);
+        assert_eq!(nothing_measurable("cuda:0", [None]), None);
+        assert_eq!(nothing_measurable("cpu", [None, None]), None);
+        // This machine's own answer: refused where it has no usable GPU, run where it has.
+        let a = args(&[
+            "--wfs-pixels",
+            "8x8",
+            "--subapertures",
+            "2x2",
+            "--device",
+            "cuda:0",
+        ]);
+        let jobs = jobs_of(&a);
+        match crate::cases::gpu::skip_reason(&jobs[0]) {
+            Some(why) => {
+                let err = check_device(&a, &jobs).unwrap_err().to_string();
+                assert_eq!(
+                    err,
+                    format!("--device cuda:0: nothing can be measured here: {why}")
+                );
+            }
+            None => assert!(check_device(&a, &jobs).is_ok()),
+        }
     }
 
     /// The header states the rule the verdict judges by ([`crate::cases::ao::failure`]):

@@ -668,8 +668,9 @@ mod tests {
             |busy, extra: &str| hop_job(&split(extra), 128, Hop::Camera, busy).busy_reader_core;
         assert!(hop(true, ""));
         assert!(!hop(false, ""));
-        // A receiver that spins (its own wait, or waking ahead) does not share its core.
-        assert!(!hop(true, "wait = \"spin\"\n"));
+        // A receiver that spins (its own wait, or waking ahead) does not share its core
+        // (spinning stages have a core each: the scenario refuses them sharing one).
+        assert!(!hop(true, "wait = \"spin\"\nmerged = true\n"));
     }
 
     /// On one core the slopes→recon floor holds the signals' publication (timed from

@@ -296,6 +296,16 @@ impl Geometry {
         if ao.threads == 0 || !(ao.ladder_seconds.is_finite() && ao.ladder_seconds > 0.0) {
             bail!("ao-loop: threads must be >= 1 and ladder_seconds > 0");
         }
+        // A rung's frames are counted in 64 bits and its run bound by a timeout: no longer
+        // than the longest timeout a scenario may give.
+        let max_s = crate::scenario::MAX_TIMEOUT_S;
+        if ao.ladder_seconds > max_s {
+            bail!(
+                "ao-loop: ladder_seconds = {} must be at most {max_s} (a day, the longest \
+                 timeout_s)",
+                ao.ladder_seconds
+            );
+        }
         if ao
             .catch_up
             .is_some_and(|c| c >= super::stage::HISTORY as u64)

@@ -207,10 +207,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         Err(e) => return failed(format!("failed: {e}")),
     };
     let place = Placement::of(job);
-    if let (Some(crate::scenario::Wait::Spin), Some(note)) = (ao.wait, place.oversubscribed()) {
-        return failed(format!(
-            "failed: ao-loop wait = \"spin\" needs a core per stage, but {note}"
-        ));
+    // Scenario::validate refused it already; a job made otherwise fails here.
+    if let Err(e) = Placement::check_spin(job) {
+        return failed(format!("failed: {e}"));
     }
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
     // after them, each part of the floor from its fastest pass (floor::compose), but for
@@ -483,7 +482,8 @@ mod tests {
         for (device, wait, notify) in [
             ("cuda:0", "", true),
             ("cpu", "", true),
-            ("cpu", "wait = \"spin\"", false),
+            // Spinning stages need a core each: merged, on 2 cores.
+            ("cpu", "merged = true\nwait = \"spin\"", false),
         ] {
             let j = job(device, wait);
             let n = names(&format!("{}{}", device.replace(':', ""), wait.len()));

@@ -127,6 +127,21 @@ impl Placement {
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
+    /// Refuses an ao-loop job whose stages busy-wait (`wait = "spin"`) where two share a
+    /// core: a spinner there only delays its neighbour. Checked when the scenario is read,
+    /// so no case of it has run when it is refused. Other kinds pass.
+    pub fn check_spin(job: &Job) -> Result<()> {
+        let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
+            return Ok(());
+        };
+        if let (Some(crate::scenario::Wait::Spin), Some(note)) =
+            (ao.wait, Self::of(job).oversubscribed())
+        {
+            bail!("ao-loop: wait = \"spin\" needs a core per stage, but {note}");
+        }
+        Ok(())
+    }
+
     /// The cores the reconstructor's kernel workers are pinned to, in turn: its stage's
     /// one (the slopes stage's when merged).
     pub fn recon_cores(&self) -> Vec<usize> {
@@ -240,19 +255,22 @@ impl Placement {
             true => format!("raise rate_hz above {:.3} Hz", frames as f64 / timeout),
             false => "shorten min_seconds / warmup".to_string(),
         };
+        // Saturating: frame counts saturate for seconds no scenario passes, and the counts
+        // are compared with a timeout, not used.
         let floor = place.floor_frames(job);
+        let floor_paced = floor.saturating_add(FLOOR_WARMUP_FRAMES);
         let mut paced = vec![
             (
                 "each run of the loop publishes".to_string(),
-                run + 1,
+                run.saturating_add(1),
                 rate,
-                remedy(run + 1, run, MIN_FRAMES),
+                remedy(run.saturating_add(1), run, MIN_FRAMES),
             ),
             (
                 "the floor's compute pass paces".to_string(),
-                floor + FLOOR_WARMUP_FRAMES,
+                floor_paced,
                 rate,
-                remedy(floor + FLOOR_WARMUP_FRAMES, floor, MIN_FLOOR_FRAMES),
+                remedy(floor_paced, floor, MIN_FLOOR_FRAMES),
             ),
         ];
         if job.peer && !job.device.is_gpu() {
@@ -271,7 +289,7 @@ impl Placement {
             let fix = match rung == MIN_FRAMES {
                 true => format!(
                     "raise rate_hz above {:.3} Hz",
-                    (rung + 1) as f64 / timeout * rate / low
+                    rung.saturating_add(1) as f64 / timeout * rate / low
                 ),
                 false => "shorten ladder_seconds / warmup".to_string(),
             };
@@ -280,7 +298,7 @@ impl Placement {
                     "the rate ladder's slowest rung, at {low} Hz (the rate halved at each \
                      of its tries), publishes"
                 ),
-                rung + 1,
+                rung.saturating_add(1),
                 low,
                 format!("{fix}, or set ladder = false"),
             ));
@@ -363,6 +381,25 @@ mod tests {
         assert_eq!(p(1, 1, false).stage_cores(), [1]);
         assert_eq!(p(1, 2, false).stage_cores(), [1, 2]);
         assert_eq!(p(3, 3, true).stage_cores(), [3]);
+    }
+
+    /// A job whose frames saturate their count (seconds no scenario passes: `harness size`
+    /// asked for the longest pacing before validating) gives an unbounded figure, not an
+    /// overflow panic in counting the frame after the last.
+    #[test]
+    fn frame_counts_that_saturate_give_a_figure_not_a_panic() {
+        let mut job = crate::scenario::Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n[case.ao]\n\
+             subapertures = [2, 2]\nactuators = 5\nrate_hz = 1000\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        job.timing.min_seconds = f64::INFINITY;
+        assert!(Placement::longest_paced_s(&job) >= u64::MAX as f64 / 1000.0);
+        job.timing.min_seconds = 1.0;
+        job.ao.as_mut().unwrap().ladder_seconds = 1e20;
+        assert!(Placement::longest_paced_s(&job) >= u64::MAX as f64 / 1000.0);
     }
 
     /// The placement gives the reconstructor one core: more kernel threads than that are
