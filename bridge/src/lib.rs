@@ -212,8 +212,9 @@ impl Stop<'_> {
 }
 
 /// Runs `each` for every name on a thread of its own, named `ROLE NAME` (Rust's panic
-/// message names it), and waits for them all; the first failure stops the others and is the
-/// result.
+/// message names it; the name escaped, as a thread's name cannot hold a NUL, which the
+/// library API lets through), and waits for them all; the first failure stops the others
+/// and is the result.
 pub(crate) fn per_stream(
     names: &[String],
     role: &str,
@@ -234,7 +235,7 @@ pub(crate) fn per_stream(
                 stop.failed.store(true, Ordering::Relaxed);
             };
             let spawned = std::thread::Builder::new()
-                .name(format!("{role} {name}"))
+                .name(format!("{role} {}", name.escape_debug()))
                 .spawn_scoped(scope, move || {
                     let r =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(name, stop)))
@@ -400,6 +401,32 @@ mod tests {
                 "stream 'dm0': its subscriber thread panicked, a bug: report it with the \
                  message above"
             ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A thread whose name holds a NUL cannot be spawned (Rust panics): its name is escaped;
+    /// the error names the stream as given.
+    #[test]
+    fn a_stream_name_holding_a_nul_gets_a_thread_named_with_it_escaped() {
+        let names = vec!["cam\0 1".to_owned()];
+        let asked = AtomicBool::new(false);
+        let r = per_stream(&names, "publisher", &asked, |_, _| {
+            let me = std::thread::current().name().map(str::to_owned);
+            Err(BridgeError::Usage(format!("{me:?}")))
+        });
+        match r {
+            Err(BridgeError::Usage(m)) => assert_eq!(m, r#"Some("publisher cam\\0 1")"#),
+            other => panic!("{other:?}"),
+        }
+        let r = per_stream(&names, "publisher", &asked, |_, _| panic!("on purpose"));
+        match r {
+            Err(BridgeError::Usage(m)) => {
+                assert!(
+                    m.starts_with("stream 'cam\0 1': its publisher thread"),
+                    "{m}"
+                )
+            }
             other => panic!("{other:?}"),
         }
     }

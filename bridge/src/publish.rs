@@ -230,6 +230,8 @@ fn publish_stream(
                     // into `buf`): the last one put, or a newer one.
                     if current_again(&s, &mut buf, &mut header, losses.total)? {
                         put(&publisher, &mut buf, &header, &k)?;
+                        // Every put counts against `max_rate`, this one too.
+                        held = period.map(|p| Instant::now().checked_add(p));
                     }
                     continue;
                 }
@@ -440,7 +442,8 @@ const RESEND_AFTER: Duration = Duration::from_secs(1);
 /// every latest-value put: after a second's idling the link's queue has drained) once the
 /// writer has idled [`RESEND_AFTER`] since it, so a put dropped under congestion at the end
 /// of a burst is not the last word; a subscriber that got it skips it (same count). Only
-/// writers slower than 1 Hz pay a second put for each frame.
+/// writers slower than 1 Hz pay a second put for each frame. Under `max_rate` it is a put
+/// like the others: the next frame is held back a period from it.
 #[derive(Debug, Default)]
 struct Resend {
     /// When the last frame was put, until it went out again.

@@ -210,8 +210,10 @@ struct Mirror {
     last: Option<(u64, u64, u64)>,
     /// Frames written so far.
     written: u64,
-    /// Lossless: the (source instance, count, publisher's losses) of the last frame received.
-    seen: Option<([u8; 16], u64, u64)>,
+    /// Lossless: the source instances whose frames arrived here.
+    sources: Sources,
+    /// Whether frames of several sources were said to arrive interleaved (said once).
+    interleaving_said: bool,
     /// Lossless frames missed in transit.
     gaps: Losses,
     /// Lossless frames of new source generations that the publisher did not carry.
@@ -234,7 +236,8 @@ impl Mirror {
             uncreatable: None,
             last: None,
             written: 0,
-            seen: None,
+            sources: Sources::default(),
+            interleaving_said: false,
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
@@ -271,29 +274,7 @@ impl Mirror {
             Err(reason) => return self.refuse(&reason),
         };
         if h.lossless {
-            if self.seen.is_none() {
-                self.resumed(&h);
-            }
-            self.gaps.lost(missed(self.seen, &h));
-            let uncarried = uncarried(self.seen, &h);
-            if uncarried > 0 {
-                self.uncarried.lost(uncarried);
-                if let Some(line) = self.uncarried.due() {
-                    self.say(&format!(
-                        "a new source generation's first frame arrived at count {}: {line}",
-                        h.count
-                    ));
-                }
-            }
-            if self
-                .seen
-                .is_none_or(|(src, count, _)| src != h.source || h.count > count)
-            {
-                self.seen = Some((h.source, h.count, h.lost));
-            }
-            if let Some(line) = self.gaps.due() {
-                self.say(&line);
-            }
+            self.account(&h);
         }
         let id = (h.count, h.frame_id, h.write_time.to_bits());
         if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
@@ -363,6 +344,40 @@ impl Mirror {
             }
         }
         self.refuse(&"the local stream was unlinked again as it was reopened")
+    }
+
+    /// Counts (and says) the lossless frames not received before `h`: gaps in the counts of
+    /// its source, and frames of a new source before its first one received.
+    fn account(&mut self, h: &FrameHeader) {
+        match self.sources.arrived(h) {
+            Arrival::First => self.resumed(h),
+            Arrival::Known { last, back } => {
+                self.gaps.lost(missed(last, h));
+                if back && !std::mem::replace(&mut self.interleaving_said, true) {
+                    self.say(&format!(
+                        "frames of several source streams '{}' arrive interleaved (several \
+                         publishers on one --key-prefix) and are mixed in this mirror: give \
+                         each publisher its own --key-prefix",
+                        self.remote
+                    ));
+                }
+            }
+            Arrival::New { lost } => {
+                let uncarried = uncarried(lost, h);
+                if uncarried > 0 {
+                    self.uncarried.lost(uncarried);
+                    if let Some(line) = self.uncarried.due() {
+                        self.say(&format!(
+                            "a new source generation's first frame arrived at count {}: {line}",
+                            h.count
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(line) = self.gaps.due() {
+            self.say(&line);
+        }
     }
 
     /// The first lossless frame this bridge receives, into a mirror that already holds frames
@@ -522,31 +537,80 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
     }
 }
 
-/// Lossless frames of one source instance between the frame last seen (`seen`) and `h` that
-/// the publisher did not report lost ([`reported`]).
-fn missed(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
-    match seen {
-        Some((src, count, lost)) if src == h.source && h.count > count => {
-            let gap = h.count - count - 1;
-            gap.saturating_sub(reported(lost, h))
+/// How many source instances [`Sources`] remembers: more than publishers interleaving on
+/// one key would plausibly be, few enough to look through at every frame.
+const SOURCES_KEPT: usize = 8;
+
+/// Lossless: the source instances whose frames arrived here, the most recent last, each with
+/// the (count, publisher's losses) of its newest frame received; at most [`SOURCES_KEPT`],
+/// the least recent forgotten first (an old generation, which sends no more).
+#[derive(Debug, Default)]
+struct Sources {
+    seen: Vec<([u8; 16], (u64, u64))>,
+}
+
+/// What a lossless frame's source is to [`Sources`].
+#[derive(Debug, PartialEq)]
+enum Arrival {
+    /// The first lossless frame received here.
+    First,
+    /// A source seen before, whose newest frame received had (count, losses) `last`; `back`:
+    /// frames of another source came in between (publishers interleaving on one key).
+    Known { last: (u64, u64), back: bool },
+    /// A source not seen before (a new generation); the frame received before it had a
+    /// publisher's losses `lost`.
+    New { lost: u64 },
+}
+
+impl Sources {
+    /// Remembers the frame `h` of its source and says what that source is.
+    fn arrived(&mut self, h: &FrameHeader) -> Arrival {
+        let Some(&(newest, (_, lost))) = self.seen.last() else {
+            self.seen.push((h.source, (h.count, h.lost)));
+            return Arrival::First;
+        };
+        let Some(at) = self.seen.iter().position(|(src, _)| *src == h.source) else {
+            if self.seen.len() == SOURCES_KEPT {
+                self.seen.remove(0);
+            }
+            self.seen.push((h.source, (h.count, h.lost)));
+            return Arrival::New { lost };
+        };
+        let (src, last) = self.seen.remove(at);
+        // A frame again, or an older one, leaves the newest as it was.
+        let kept = if h.count > last.0 {
+            (h.count, h.lost)
+        } else {
+            last
+        };
+        self.seen.push((src, kept));
+        Arrival::Known {
+            last,
+            back: src != newest,
         }
-        _ => 0,
+    }
+}
+
+/// Lossless frames of one source instance between its frame last received, with (count,
+/// publisher's losses) `last`, and `h` that the publisher did not report lost
+/// ([`reported`]).
+fn missed((count, lost): (u64, u64), h: &FrameHeader) -> u64 {
+    if h.count > count {
+        let gap = h.count - count - 1;
+        gap.saturating_sub(reported(lost, h))
+    } else {
+        0
     }
 }
 
 /// Lossless frames of a new source generation (the source stream made again) before `h`, the
-/// first of it received here, that the publisher did not report lost: frames 1 to
-/// `h.count - 1` of it were not carried (a publisher restarted meanwhile carries it from
-/// its current frame on). None for the first frame this mirror sees: frames before it
-/// were put to no one ([`Mirror::resumed`] says what is known).
-fn uncarried(seen: Option<([u8; 16], u64, u64)>, h: &FrameHeader) -> u64 {
-    match seen {
-        Some((src, _, lost)) if src != h.source => {
-            let before = h.count.saturating_sub(1);
-            before.saturating_sub(reported(lost, h))
-        }
-        _ => 0,
-    }
+/// first of it received here, that the publisher did not report lost, `lost` the losses
+/// reported with the frame received before `h`: frames 1 to `h.count - 1` of it were not
+/// carried (a publisher restarted meanwhile carries it from its current frame on). Not
+/// asked for the first frame this mirror receives: frames before it were put to no one
+/// ([`Mirror::resumed`] says what is known).
+fn uncarried(lost: u64, h: &FrameHeader) -> u64 {
+    h.count.saturating_sub(1).saturating_sub(reported(lost, h))
 }
 
 /// The losses the publisher reported since the frame last seen, whose count of reported
@@ -666,19 +730,17 @@ mod tests {
 
     #[test]
     fn lossless_gaps_the_publisher_did_not_report_are_counted() {
-        let seen = Some(([1; 16], 10, 4));
-        assert_eq!(missed(None, &h(1, 20, 0)), 0, "nothing to compare with");
-        assert_eq!(missed(seen, &h(1, 11, 4)), 0, "the next frame");
-        assert_eq!(missed(seen, &h(1, 10, 4)), 0, "the same frame again");
-        assert_eq!(missed(seen, &h(1, 15, 4)), 4, "4 missed, none reported");
-        assert_eq!(missed(seen, &h(1, 15, 7)), 1, "4 missed, 3 reported");
-        assert_eq!(missed(seen, &h(1, 15, 9)), 0, "all reported");
+        let last = (10, 4);
+        assert_eq!(missed(last, &h(1, 11, 4)), 0, "the next frame");
+        assert_eq!(missed(last, &h(1, 10, 4)), 0, "the same frame again");
+        assert_eq!(missed(last, &h(1, 15, 4)), 4, "4 missed, none reported");
+        assert_eq!(missed(last, &h(1, 15, 7)), 1, "4 missed, 3 reported");
+        assert_eq!(missed(last, &h(1, 15, 9)), 0, "all reported");
         assert_eq!(
-            missed(seen, &h(1, 15, 1)),
+            missed(last, &h(1, 15, 1)),
             3,
             "a restarted publisher reported 1"
         );
-        assert_eq!(missed(seen, &h(2, 15, 0)), 0, "another source instance");
     }
 
     /// A new source generation whose first frame arrives at count 5 had 4 frames before it
@@ -686,29 +748,79 @@ mod tests {
     /// ring before it opened the new generation).
     #[test]
     fn frames_of_a_new_source_generation_before_its_first_carried_one_are_counted() {
-        let seen = Some(([1; 16], 10, 4));
+        assert_eq!(uncarried(4, &h(2, 1, 4)), 0, "carried from its first frame");
+        assert_eq!(uncarried(4, &h(2, 5, 4)), 4, "from count 5, none reported");
+        assert_eq!(uncarried(4, &h(2, 5, 7)), 1, "3 of them reported lost");
         assert_eq!(
-            uncarried(seen, &h(2, 1, 4)),
-            0,
-            "carried from its first frame"
-        );
-        assert_eq!(
-            uncarried(seen, &h(2, 5, 4)),
-            4,
-            "from count 5, none reported"
-        );
-        assert_eq!(uncarried(seen, &h(2, 5, 7)), 1, "3 of them reported lost");
-        assert_eq!(
-            uncarried(seen, &h(2, 5, 2)),
+            uncarried(4, &h(2, 5, 2)),
             2,
             "a restarted publisher reported 2"
         );
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        m.account(&h(1, 10, 4));
+        m.account(&h(1, 11, 4));
         assert_eq!(
-            uncarried(seen, &h(1, 15, 4)),
-            0,
-            "the same source: gaps, not this"
+            m.uncarried.total, 0,
+            "the first frame received, then its source again"
         );
-        assert_eq!(uncarried(None, &h(2, 5, 0)), 0, "the first frame seen here");
+        m.account(&h(2, 5, 4));
+        assert_eq!(m.uncarried.total, 4);
+        assert_eq!(m.gaps.total, 0);
+    }
+
+    /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each
+    /// source's frames are compared with its own, never with the other's.
+    #[test]
+    fn interleaved_sources_count_neither_uncarried_frames_nor_gaps() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        // A at counts 100 to 109, having reported 5 lost; B at 10 to 19, none.
+        for count in 100..110 {
+            m.account(&h(1, count, 5));
+            m.account(&h(2, count - 90, 0));
+            assert_eq!(m.uncarried.total, 9, "B's first frame only, at count 10");
+            assert_eq!(m.gaps.total, 0);
+        }
+        assert!(m.interleaving_said);
+        // Each source's gap of 2, against its own count and losses: 1 reported by each.
+        m.account(&h(1, 112, 6));
+        m.account(&h(2, 22, 1));
+        assert_eq!(m.gaps.total, 1 + 1);
+        m.account(&h(3, 5, 1));
+        assert_eq!(m.uncarried.total, 9 + 4, "a third source is new");
+    }
+
+    /// At most [`SOURCES_KEPT`] sources are kept, the least recent forgotten first.
+    #[test]
+    fn the_least_recent_source_is_forgotten_first() {
+        let mut s = Sources::default();
+        assert_eq!(s.arrived(&h(0, 1, 0)), Arrival::First);
+        for src in 1..SOURCES_KEPT as u8 {
+            assert_eq!(s.arrived(&h(src, 1, 0)), Arrival::New { lost: 0 });
+        }
+        let back = Arrival::Known {
+            last: (1, 0),
+            back: true,
+        };
+        assert_eq!(
+            s.arrived(&h(0, 1, 0)),
+            back,
+            "source 0 is now the most recent"
+        );
+        assert_eq!(s.arrived(&h(99, 1, 0)), Arrival::New { lost: 0 });
+        assert_eq!(s.seen.len(), SOURCES_KEPT);
+        assert_eq!(s.arrived(&h(0, 2, 0)), back, "kept");
+        assert_eq!(
+            s.arrived(&h(1, 2, 0)),
+            Arrival::New { lost: 0 },
+            "forgotten"
+        );
+        assert_eq!(
+            s.arrived(&h(1, 3, 0)),
+            Arrival::Known {
+                last: (2, 0),
+                back: false
+            }
+        );
     }
 
     /// Losses and refusals not summed up yet when the bridge stops are said then, not lost
