@@ -321,20 +321,29 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 }
 
 /// Writes `path` in place (truncated first, as `numpy.save` does, so its owner, mode,
-/// links and mount stay as they were) and removes it when the write fails (a full disk, a
-/// quota): a cut-short `.npy` keeps its full header and would read as a whole dump. What is
-/// not a regular file (`/dev/stdout`, a pipe) is only written.
+/// links and mount stay as they were) and, when the write fails (a full disk, a quota),
+/// empties the file through its handle and removes its name if that name is the file's only
+/// one: a cut-short `.npy` keeps its full header and would read as a whole dump. (A link, or
+/// a name that is not the file written, is left as it is, pointing at an empty file.) What
+/// is not a regular file (`/dev/stdout` to a terminal or pipe) is only written.
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let file = File::create(path)?;
-    let regular = file.metadata()?.is_file();
+    let meta = file.metadata()?;
     let mut out = BufWriter::new(file);
     let written = write(&mut out).and_then(|()| out.flush());
-    if written.is_err() && regular {
-        drop(out);
-        let _ = std::fs::remove_file(path);
+    if written.is_err() && meta.is_file() {
+        let file = out.get_ref();
+        let _ = file.set_len(0);
+        let only_name = std::fs::symlink_metadata(path).is_ok_and(|m| {
+            m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() && m.nlink() == 1
+        });
+        if only_name {
+            let _ = std::fs::remove_file(path);
+        }
     }
     written
 }
@@ -486,6 +495,29 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.to_string(), "the disk is full");
         assert!(!target.exists(), "a cut-short file is left");
+    }
+
+    /// Through a symlink or a second hard link, a failed write empties the file and leaves
+    /// the names: no cut-short `.npy` behind either.
+    #[test]
+    fn a_failed_write_through_a_link_empties_the_file() {
+        let dir = Scratch::new("linked");
+        let real = dir.0.join("real.npy");
+        let soft = dir.0.join("soft.npy");
+        let hard = dir.0.join("hard.npy");
+        std::fs::write(&real, b"earlier").unwrap();
+        std::os::unix::fs::symlink("real.npy", &soft).unwrap();
+        std::fs::hard_link(&real, &hard).unwrap();
+        for via in [&soft, &hard] {
+            write_whole(via, |out| {
+                out.write_all(&[1u8; 100_000])?;
+                Err(io::Error::other("the disk is full"))
+            })
+            .unwrap_err();
+            assert!(soft.symlink_metadata().unwrap().is_symlink());
+            assert_eq!(std::fs::read(&real).unwrap().len(), 0, "via {via:?}");
+            assert_eq!(std::fs::read(&hard).unwrap().len(), 0, "via {via:?}");
+        }
     }
 
     /// A file replaced by a dump keeps its mode, and a link to it stays a link.
