@@ -216,8 +216,6 @@ struct Mirror {
     interleaving_said: bool,
     /// Lossless frames missed in transit.
     gaps: Losses,
-    /// Lossless frames of new source generations that the publisher did not carry.
-    uncarried: Losses,
 }
 
 impl Mirror {
@@ -241,10 +239,6 @@ impl Mirror {
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
-            uncarried: Losses::new(
-                "of new source generations not carried (the publisher opened them after those \
-                 frames were written) and not reported lost by it",
-            ),
         }
     }
 
@@ -252,14 +246,10 @@ impl Mirror {
     /// losses and refusals not summed up yet, which would otherwise go unreported.
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
-        [
-            self.gaps.rest(),
-            self.uncarried.rest(),
-            self.refusals.end_run(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        [self.gaps.rest(), self.refusals.end_run()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Writes `sample` into the local stream under its write lock, taken for the frame alone
@@ -346,8 +336,8 @@ impl Mirror {
         self.refuse(&"the local stream was unlinked again as it was reopened")
     }
 
-    /// Counts (and says) the lossless frames not received before `h`: gaps in the counts of
-    /// its source, and frames of a new source before its first one received.
+    /// Counts (and says) the lossless frames not received before `h`, gaps in the counts of
+    /// its source; says those of a new source before its first one received.
     fn account(&mut self, h: &FrameHeader) {
         match self.sources.arrived(h) {
             Arrival::First => self.resumed(h),
@@ -363,15 +353,8 @@ impl Mirror {
                 }
             }
             Arrival::New { lost } => {
-                let uncarried = uncarried(lost, h);
-                if uncarried > 0 {
-                    self.uncarried.lost(uncarried);
-                    if let Some(line) = self.uncarried.due() {
-                        self.say(&format!(
-                            "a new source generation's first frame arrived at count {}: {line}",
-                            h.count
-                        ));
-                    }
+                if let Some(line) = new_source_line(lost, h) {
+                    self.say(&line);
                 }
             }
         }
@@ -613,6 +596,22 @@ fn uncarried(lost: u64, h: &FrameHeader) -> u64 {
     h.count.saturating_sub(1).saturating_sub(reported(lost, h))
 }
 
+/// What is said of the first frame of a new source received here when frames of it came
+/// before it ([`uncarried`]): said, not counted, since a source new here may also be another
+/// publisher's stream of the same name on the key (interleaving, said once when it shows),
+/// whose earlier frames were never this mirror's, and `lost` then is that other publisher's.
+fn new_source_line(lost: u64, h: &FrameHeader) -> Option<String> {
+    let before = uncarried(lost, h);
+    (before > 0).then(|| {
+        format!(
+            "a new source generation's first frame arrived at count {}: up to {before} \
+             frame(s) of it before were not carried here (written before the publisher opened \
+             it, or lost in transit) and not reported lost by the publisher",
+            h.count
+        )
+    })
+}
+
 /// The losses the publisher reported since the frame last seen, whose count of reported
 /// losses was `lost`: its count went up by those; went down, it restarted, and only the
 /// losses it reported since then are known.
@@ -745,9 +744,9 @@ mod tests {
 
     /// A new source generation whose first frame arrives at count 5 had 4 frames before it
     /// that were not carried, less those its publisher reported lost (frames lapped in its
-    /// ring before it opened the new generation).
+    /// ring before it opened the new generation): said, not counted.
     #[test]
-    fn frames_of_a_new_source_generation_before_its_first_carried_one_are_counted() {
+    fn frames_of_a_new_source_generation_before_its_first_carried_one_are_said() {
         assert_eq!(uncarried(4, &h(2, 1, 4)), 0, "carried from its first frame");
         assert_eq!(uncarried(4, &h(2, 5, 4)), 4, "from count 5, none reported");
         assert_eq!(uncarried(4, &h(2, 5, 7)), 1, "3 of them reported lost");
@@ -756,28 +755,25 @@ mod tests {
             2,
             "a restarted publisher reported 2"
         );
+        assert_eq!(new_source_line(4, &h(2, 1, 4)), None);
+        let line = new_source_line(4, &h(2, 5, 4)).unwrap();
+        assert!(line.contains("at count 5: up to 4 frame(s)"), "{line}");
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        m.account(&h(1, 10, 4));
-        m.account(&h(1, 11, 4));
-        assert_eq!(
-            m.uncarried.total, 0,
-            "the first frame received, then its source again"
-        );
-        m.account(&h(2, 5, 4));
-        assert_eq!(m.uncarried.total, 4);
-        assert_eq!(m.gaps.total, 0);
+        for frame in [h(1, 10, 4), h(1, 11, 4), h(2, 5, 4)] {
+            m.account(&frame);
+        }
+        assert_eq!(m.gaps.total, 0, "counted as gaps");
     }
 
     /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each
     /// source's frames are compared with its own, never with the other's.
     #[test]
-    fn interleaved_sources_count_neither_uncarried_frames_nor_gaps() {
+    fn interleaved_sources_count_no_gaps() {
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
         // A at counts 100 to 109, having reported 5 lost; B at 10 to 19, none.
         for count in 100..110 {
             m.account(&h(1, count, 5));
             m.account(&h(2, count - 90, 0));
-            assert_eq!(m.uncarried.total, 9, "B's first frame only, at count 10");
             assert_eq!(m.gaps.total, 0);
         }
         assert!(m.interleaving_said);
@@ -785,8 +781,6 @@ mod tests {
         m.account(&h(1, 112, 6));
         m.account(&h(2, 22, 1));
         assert_eq!(m.gaps.total, 1 + 1);
-        m.account(&h(3, 5, 1));
-        assert_eq!(m.uncarried.total, 9 + 4, "a third source is new");
     }
 
     /// At most [`SOURCES_KEPT`] sources are kept, the least recent forgotten first.
@@ -834,20 +828,15 @@ mod tests {
         m.refuse(&"no attachment");
         m.gaps.lost(1);
         m.gaps.lost(2);
-        m.uncarried.lost(4);
         let lines = m.close();
         assert!(m.closed);
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(
             lines[0].starts_with("3 frame(s) lost in transit"),
             "{lines:?}"
         );
-        assert!(
-            lines[1].starts_with("4 frame(s) of new source generations not carried"),
-            "{lines:?}"
-        );
         assert_eq!(
-            lines[2],
+            lines[1],
             "refused 1 more frame(s) for the same reason: no attachment"
         );
     }
