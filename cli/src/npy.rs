@@ -324,8 +324,9 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 /// links and mount stay as they were) and, when the write fails (a full disk, a quota),
 /// empties the file through its handle and removes its name if that name is the file's only
 /// one: a cut-short `.npy` keeps its full header and would read as a whole dump. (A link, or
-/// a name that is not the file written, is left as it is, pointing at an empty file.) What
-/// is not a regular file (`/dev/stdout` to a terminal or pipe) is only written.
+/// another name of the file, is left pointing at the emptied file; a name replaced meanwhile
+/// is left alone.) What is not a regular file (`/dev/stdout` to a terminal or pipe) is only
+/// written.
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -336,7 +337,8 @@ fn write_whole(
     let mut out = BufWriter::new(file);
     let written = write(&mut out).and_then(|()| out.flush());
     if written.is_err() && meta.is_file() {
-        let file = out.get_ref();
+        // The bytes still buffered are dropped, not written after the truncation.
+        let (file, _unwritten) = out.into_parts();
         let _ = file.set_len(0);
         let only_name = std::fs::symlink_metadata(path).is_ok_and(|m| {
             m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() && m.nlink() == 1
@@ -511,6 +513,8 @@ mod tests {
         for via in [&soft, &hard] {
             write_whole(via, |out| {
                 out.write_all(&[1u8; 100_000])?;
+                // Left in the buffer: never written after the file is emptied.
+                out.write_all(&[2u8; 100])?;
                 Err(io::Error::other("the disk is full"))
             })
             .unwrap_err();
