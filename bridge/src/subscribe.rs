@@ -214,6 +214,9 @@ struct Mirror {
     sources: Sources,
     /// Whether frames of several sources were said to arrive interleaved (said once).
     interleaving_said: bool,
+    /// When frames of a new source before its first one received were last said: at most
+    /// every [`SUM_UP_EVERY`] (sources interleaving past [`SOURCES_KEPT`] are each new again).
+    new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
 }
@@ -236,6 +239,7 @@ impl Mirror {
             written: 0,
             sources: Sources::default(),
             interleaving_said: false,
+            new_source_said_at: None,
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
@@ -353,7 +357,12 @@ impl Mirror {
                 }
             }
             Arrival::New { lost } => {
-                if let Some(line) = new_source_line(lost, h) {
+                if let Some(line) = new_source_line(lost, h)
+                    && self
+                        .new_source_said_at
+                        .is_none_or(|t| t.elapsed() >= SUM_UP_EVERY)
+                {
+                    self.new_source_said_at = Some(Instant::now());
                     self.say(&line);
                 }
             }
@@ -759,9 +768,18 @@ mod tests {
         let line = new_source_line(4, &h(2, 5, 4)).unwrap();
         assert!(line.contains("at count 5: up to 4 frame(s)"), "{line}");
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        for frame in [h(1, 10, 4), h(1, 11, 4), h(2, 5, 4)] {
+        for frame in [h(1, 10, 4), h(1, 11, 4), h(2, 1, 4)] {
             m.account(&frame);
         }
+        assert_eq!(
+            m.new_source_said_at, None,
+            "a new source carried from its first frame"
+        );
+        m.account(&h(3, 5, 4));
+        let said = m.new_source_said_at.expect("the frames before it are said");
+        // Said at most every SUM_UP_EVERY, and never counted as gaps.
+        m.account(&h(4, 5, 4));
+        assert_eq!(m.new_source_said_at, Some(said));
         assert_eq!(m.gaps.total, 0, "counted as gaps");
     }
 
