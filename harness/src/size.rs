@@ -44,7 +44,7 @@ pub struct SizeArgs {
     /// Controlled modes (default: zonal control).
     #[arg(long)]
     pub modes: Option<usize>,
-    /// Loop rate, Hz.
+    /// Loop rate, 1 to 100000 Hz.
     #[arg(long)]
     pub rate: f64,
     /// End-to-end latency budget, µs (p99 must stay below it).
