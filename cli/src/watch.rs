@@ -78,6 +78,17 @@ struct Track {
 }
 
 impl Track {
+    /// A stream not looked at yet.
+    fn new(name: &str) -> Track {
+        Track {
+            name: name.to_owned(),
+            last: None,
+            rate: None,
+            missed: None,
+            state: String::new(),
+        }
+    }
+
     fn sample(&mut self) {
         let now = Instant::now();
         match shmstream::stat(&self.name) {
@@ -247,16 +258,7 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let end = duration.map(|d| start + d);
-    let mut tracks: Vec<Track> = names
-        .iter()
-        .map(|n| Track {
-            name: n.clone(),
-            last: None,
-            rate: None,
-            missed: None,
-            state: String::new(),
-        })
-        .collect();
+    let mut tracks: Vec<Track> = names.iter().map(|n| Track::new(n)).collect();
     // Unbuffered, so that a stop signal ends a write blocked on a reader that stopped.
     let stdout = unbuffered_stdout()?;
     let write = |text: &str| write_or_stop(&stdout, text, stop_requested);
@@ -349,13 +351,7 @@ mod tests {
     fn a_recreated_stream_starts_counting_missed_frames_afresh() {
         let name = format!("t-watch-missed-{}", std::process::id());
         let _u = Unlink(name.clone());
-        let mut t = Track {
-            name: name.clone(),
-            last: None,
-            rate: None,
-            missed: None,
-            state: String::new(),
-        };
+        let mut t = Track::new(&name);
         let missed = |t: &mut Track| {
             t.sample();
             t.row()[4].clone()
@@ -379,13 +375,7 @@ mod tests {
     fn frame_ids_jumping_across_the_64_bits_saturate_the_missed_count() {
         let name = format!("t-watch-jumps-{}", std::process::id());
         let _u = Unlink(name.clone());
-        let mut t = Track {
-            name: name.clone(),
-            last: None,
-            rate: None,
-            missed: None,
-            state: String::new(),
-        };
+        let mut t = Track::new(&name);
         let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
         // 1, MAX, 1, MAX: each jump up skips MAX - 2 ids, each jump back none; the second
         // jump up overflowed the sum (a panic in a debug build).
