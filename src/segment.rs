@@ -151,10 +151,20 @@ pub(crate) fn creating_id(id: &str) -> String {
     format!("{id}{CREATING}{}", std::process::id())
 }
 
-/// Gives the object `building` its final id (a hard link, so the object appears complete
-/// and at once); `AlreadyExists` if the id is taken. `building` stays until unlinked.
+/// Gives the object `building` its final id, at once and complete; `AlreadyExists` if the id
+/// is taken. A rename that refuses to replace: the object never has both names (a creator
+/// killed between a hard link and the unlink of `building` left a second name, and with it
+/// a stream whose unlink no handle noticed, their check being that the object has none).
+/// Where the file system lacks such a rename, a hard link, then `building` unlinked.
 pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
-    std::fs::hard_link(path(building), path(id))
+    let (from, to) = (path(building), path(id));
+    match sys::rename_noreplace(&from, &to) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            std::fs::hard_link(&from, &to)?;
+            std::fs::remove_file(&from)
+        }
+        r => r,
+    }
 }
 
 /// For a `/dev/shm` entry named like [`creating_id`] of a stream segment: its stream's payload
@@ -169,4 +179,34 @@ pub(crate) fn abandoned_creation(file_name: &str) -> Option<(&str, i64)> {
         return None;
     }
     Some((base, pid.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A published object has its final id alone (a second name, from a creator killed
+    /// before it removed it, hid the stream's unlink from every handle); an id taken is
+    /// refused, the object left under its building id.
+    #[test]
+    fn a_published_object_has_one_name() {
+        let id = format!("ps_test_publish_{}", std::process::id());
+        let building = creating_id(&id);
+        let _ = unlink(&id);
+        let seg = Segment::create(&building, 64).unwrap();
+        publish(&building, &id).unwrap();
+        assert!(!exists(&building), "the building id still names the object");
+        assert_eq!(std::fs::metadata(path(&id)).unwrap().nlink(), 1);
+        unlink(&id).unwrap();
+        assert!(seg.is_unlinked(), "an unlink by its id went unnoticed");
+
+        let other = Segment::create(&building, 64).unwrap();
+        let taken = Segment::create(&id, 64).unwrap();
+        let e = publish(&building, &id).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(exists(&building) && !other.is_unlinked() && !taken.is_unlinked());
+        unlink(&building).unwrap();
+        unlink(&id).unwrap();
+    }
 }

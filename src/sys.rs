@@ -217,6 +217,38 @@ pub(crate) fn shm_unlink(id: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `renameat2(from, to, RENAME_NOREPLACE)`: `to` names the object at once and `from` no
+/// longer does, with no moment where it has both names; `AlreadyExists` if `to` is taken.
+/// `Unsupported` where the file system or kernel lacks the flag.
+pub(crate) fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; the other
+    // arguments are plain integers (AT_FDCWD: paths taken as given).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EINVAL | libc::ENOSYS) => io::Error::from(io::ErrorKind::Unsupported),
+            _ => e,
+        });
+    }
+    Ok(())
+}
+
 /// `flock(fd, op)`; `Ok(false)` when `LOCK_NB` was given and the lock is held elsewhere.
 #[cfg(test)]
 pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
