@@ -36,8 +36,8 @@ pub struct PurgeReport {
     /// Streams removed (or, with `dry_run`, that would be).
     pub removed: Vec<StreamStat>,
     /// `/dev/shm` objects of creations whose creator died before publishing the stream
-    /// (`ps_….creating-<pid>`), removed under the name's lock (or, with `dry_run`, that
-    /// would be).
+    /// (`ps_….creating-<pid>`), removed under the name's lock, which a creator holds while
+    /// it builds, whatever the pid (or, with `dry_run`, those whose pid is not running).
     pub abandoned: Vec<String>,
     /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
     /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
@@ -91,6 +91,8 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
             continue;
         }
+        // Before the unlink: its ring's depth and GPU record go with it.
+        let stat = StreamStat::from_header(&h);
         if !opts.dry_run {
             match unlink_scanned(&h) {
                 Ok(true) => {}
@@ -101,7 +103,7 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
                 }
             }
         }
-        report.removed.push(StreamStat::from_header(&h));
+        report.removed.push(stat);
     }
     sweep_shm(opts.dry_run, &mut report)?;
     sweep_orphan_locks(opts.dry_run, &mut report)?;
@@ -124,11 +126,12 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
 fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
     for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
         if let Some((id, pid)) = segment::abandoned_creation(&file) {
-            // Under the name's lock, which a live creator holds for its whole build: its pid
-            // alone can misjudge it (a process whose main thread exited shows as a zombie; a
-            // creator in another pid namespace).
-            let dead = || !sys::process_running(pid);
-            match remove_unowned(id, dry_run, dead, || segment::unlink(&file)) {
+            // Decided under the name's lock, which a creator holds for its whole build: a
+            // creation left behind while nobody holds it is abandoned, whatever its pid (which
+            // a later process may have taken, or which names a creator in another pid
+            // namespace). A dry run, which takes no lock, goes by the pid.
+            let abandoned = || !dry_run || !sys::process_running(pid);
+            match remove_unowned(id, dry_run, abandoned, || segment::unlink(&file)) {
                 Ok(true) => report.abandoned.push(file),
                 Ok(false) => {}
                 Err(e) => report.failed.push(e),
