@@ -36,8 +36,8 @@ pub struct PurgeReport {
     /// Streams removed (or, with `dry_run`, that would be).
     pub removed: Vec<StreamStat>,
     /// `/dev/shm` objects of creations whose creator died before publishing the stream
-    /// (`ps_….creating-<pid>`), removed under the name's lock, which a creator holds while
-    /// it builds, whatever the pid (or, with `dry_run`, those whose pid is not running).
+    /// (`ps_….creating-<pid>`), removed under the name's lock (or, with `dry_run`, that
+    /// would be).
     pub abandoned: Vec<String>,
     /// Parts of no stream: `<id>_hist` rings and `<id>_gpu` segments beside neither `_meta`
     /// nor payload (pyshmem's unlink leaves our history ring; a GPU creator killed before it
@@ -126,12 +126,14 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
 fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
     for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
         if let Some((id, pid)) = segment::abandoned_creation(&file) {
-            // Decided under the name's lock, which a creator holds for its whole build: a
-            // creation left behind while nobody holds it is abandoned, whatever its pid (which
-            // a later process may have taken, or which names a creator in another pid
-            // namespace). A dry run, which takes no lock, goes by the pid.
-            let abandoned = || !dry_run || !sys::process_running(pid);
-            match remove_unowned(id, dry_run, abandoned, || segment::unlink(&file)) {
+            // A dead pid, then under the name's lock, which a live creator holds for its whole
+            // build: its pid alone can misjudge it (a process whose main thread exited shows
+            // as a zombie; a creator in another pid namespace). Both, since a creator using
+            // another lock directory (`PYSHMEM_LOCK_DIR`, a private `$TMPDIR`) holds a lock
+            // this purge does not see; a live process that took a dead creator's pid keeps
+            // its objects until it is gone.
+            let dead = || !sys::process_running(pid);
+            match remove_unowned(id, dry_run, dead, || segment::unlink(&file)) {
                 Ok(true) => report.abandoned.push(file),
                 Ok(false) => {}
                 Err(e) => report.failed.push(e),

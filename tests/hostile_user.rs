@@ -1144,29 +1144,6 @@ fn an_earlier_generations_gpu_record_goes_beside_a_cpu_stream() {
     assert_eq!(got, [7u8; 4]);
 }
 
-/// An abandoned creation whose pid a live process holds (a restarted producer often gets
-/// the same small pid; here this test's own) is removed by a real purge, which decides under
-/// the name's lock that every creator holds while it builds; it leaked until the name was
-/// created again. A dry run, which takes no lock, goes by the pid and spares it.
-#[test]
-fn an_abandoned_creation_under_a_live_pid_is_purged() {
-    let _purging = purging();
-    let name = unique_name("reusedpid");
-    let _c = Cleanup::new([&name]);
-    let building = format!(
-        "{}.creating-{}",
-        name::segment_id(&name),
-        std::process::id()
-    );
-    std::fs::write(shm(&building), [0u8; 64]).unwrap();
-    let would = purge_no_stream(true);
-    assert!(!would.abandoned.contains(&building), "{would:?}");
-    let report = purge_no_stream(false);
-    assert!(report.failed.is_empty(), "{report:?}");
-    assert!(report.abandoned.contains(&building), "{report:?}");
-    assert!(!shm(&building).exists(), "the abandoned creation is left");
-}
-
 /// A purged stream is reported as it was, its history depth included (it was read after
 /// the unlink had removed the ring: 0).
 #[test]
