@@ -3,10 +3,11 @@
 //!
 //! The payload and `_meta` are built under private ids (`<id>.creating-<pid>`, see
 //! [`segment::creating_id`]): sized, mapped, header written. Only then are they published
-//! under their real ids with hard links, `_meta` first (an opener that finds the header but
-//! not yet the payload retries for a moment), then the payload. So a crash leaves:
+//! under their real ids by exclusive renames ([`segment::publish`]), `_meta` first (an opener
+//! that finds the header but not yet the payload retries for a moment), then the payload. So
+//! a crash leaves:
 //! - before publishing: only `*.creating-<pid>` objects of a dead pid, which `purge` removes;
-//! - between the two links: a valid header without payload, a stream that `list` shows and
+//! - between the two renames: a valid header without payload, a stream that `list` shows and
 //!   `unlink`/`purge` remove;
 //! - after: a complete stream.
 //!

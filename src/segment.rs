@@ -161,7 +161,10 @@ pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
     match sys::rename_noreplace(&from, &to) {
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             std::fs::hard_link(&from, &to)?;
-            std::fs::remove_file(&from)
+            // Published only with one name: else the caller's clean-up misses `to`.
+            std::fs::remove_file(&from).inspect_err(|_| {
+                let _ = std::fs::remove_file(&to);
+            })
         }
         r => r,
     }

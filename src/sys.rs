@@ -232,11 +232,11 @@ pub(crate) fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> 
     let r = unsafe {
         libc::syscall(
             libc::SYS_renameat2,
-            libc::AT_FDCWD,
+            libc::c_long::from(libc::AT_FDCWD),
             from.as_ptr(),
-            libc::AT_FDCWD,
+            libc::c_long::from(libc::AT_FDCWD),
             to.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            libc::c_long::from(libc::RENAME_NOREPLACE),
         )
     };
     if r < 0 {
