@@ -1163,3 +1163,28 @@ fn a_purged_stream_is_reported_with_its_history() {
     assert_eq!(report.names(), std::slice::from_ref(&name), "{report:?}");
     assert_eq!(report.removed[0].history, 3, "{report:?}");
 }
+
+/// A creation of a live pid whose name's lock is free is spared: its creator may hold the
+/// lock in another lock directory (`PYSHMEM_LOCK_DIR`, a private `$TMPDIR`), which this
+/// purge does not see. (Here the pid is this test's own.)
+#[test]
+fn a_creation_of_a_live_pid_is_spared_whatever_its_lock() {
+    let _purging = purging();
+    let name = unique_name("livepid");
+    let _c = Cleanup::new([&name]);
+    let building = format!(
+        "{}.creating-{}",
+        name::segment_id(&name),
+        std::process::id()
+    );
+    std::fs::write(shm(&building), [0u8; 64]).unwrap();
+    for dry_run in [true, false] {
+        let report = purge_no_stream(dry_run);
+        assert!(!report.abandoned.contains(&building), "{report:?}");
+        assert!(
+            shm(&building).exists(),
+            "a live creator's build was removed"
+        );
+    }
+    std::fs::remove_file(shm(&building)).unwrap();
+}
