@@ -65,7 +65,7 @@ pub(crate) fn build(
     };
     let io = |e| Error::io(name, "creating a shared-memory segment", e);
     let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));
-    // Fail early without building a large payload for nothing (the links re-check).
+    // Fail early without building a large payload for nothing (the renames re-check).
     refuse_taken(name)?;
     let history_id = name::history_id(name);
     // A ring name squatted by something not ours is said as such too (ours, a leftover, is
@@ -149,7 +149,7 @@ pub(crate) fn build(
     // (both go into the Stream built from the result).
     let header = unsafe { MappedHeader::new(&meta) };
     // SYNC POINT (init): every byte after the magic first, then the magic with Release.
-    // The object is still private; the Release store also orders the header before the link
+    // The object is still private; the Release store also orders the header before the rename
     // that publishes it.
     // SAFETY: the mapping is META_BYTES long and nobody else can reach it yet.
     unsafe {

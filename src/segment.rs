@@ -161,10 +161,15 @@ pub(crate) fn publish(building: &str, id: &str) -> io::Result<()> {
     match sys::rename_noreplace(&from, &to) {
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             std::fs::hard_link(&from, &to)?;
-            // Published only with one name: else the caller's clean-up misses `to`.
-            std::fs::remove_file(&from).inspect_err(|_| {
-                let _ = std::fs::remove_file(&to);
-            })
+            // Published only with one name: else the caller's clean-up misses `to` (which is
+            // ours: every creator and remover holds the name's lock, as the caller does).
+            match std::fs::remove_file(&from) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&to);
+                    Err(e)
+                }
+                _ => Ok(()),
+            }
         }
         r => r,
     }
