@@ -206,11 +206,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         Ok(g) => g,
         Err(e) => return failed(format!("failed: {e}")),
     };
+    // Spinning stages on a shared core were refused with the scenario (every job comes from
+    // `Scenario::parse`, which validates), as were the timeout, memory and thread checks.
     let place = Placement::of(job);
-    // Scenario::validate refused it already; a job made otherwise fails here.
-    if let Err(e) = Placement::check_spin(job) {
-        return failed(format!("failed: {e}"));
-    }
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
     // after them, each part of the floor from its fastest pass (floor::compose), but for
     // those timed between the loop's frames where the stages leave room (between_frames).
