@@ -13,13 +13,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No stream of that name exists.
-    #[error("stream '{name}' not found: create it first or check the name{}", known_hint(.known))]
+    /// No stream of that name exists, or only its header does (see `unfinished`).
+    #[error("stream '{name}' not found: {}", not_found_advice(.name, .known, *.unfinished))]
     NotFound {
         /// The name asked for.
         name: String,
-        /// Streams that do exist (for the hint).
+        /// Streams that do exist (for the hint; empty when `unfinished`, the name being right).
         known: Vec<String>,
+        /// Its header exists without its payload: a creation under way, or one whose creator
+        /// died. Still `NotFound`, so callers waiting for a stream to appear keep waiting.
+        unfinished: bool,
     },
     /// A stream of that name already exists.
     #[error("stream '{name}' already exists: open it with Stream::open, or unlink it first")]
@@ -270,6 +273,19 @@ impl std::fmt::Display for LossCause {
     }
 }
 
+/// An unfinished stream is waited for or removed; any other missing name is created or
+/// corrected, with the streams that do exist as a hint.
+fn not_found_advice(name: &str, known: &[String], unfinished: bool) -> String {
+    if unfinished {
+        return format!(
+            "its header exists without its payload (a creation under way, or one whose \
+             creator died): wait and retry, or remove it with `shmstream purge` (abandoned \
+             creations) or `shmstream unlink {name}`"
+        );
+    }
+    format!("create it first or check the name{}", known_hint(known))
+}
+
 fn known_hint(known: &[String]) -> String {
     match known.len() {
         0 => String::new(),
@@ -363,10 +379,27 @@ mod tests {
         let e = Error::NotFound {
             name: "cam0".into(),
             known: vec!["cam0_raw".into(), "cam1".into()],
+            unfinished: false,
         };
         assert_eq!(
             e.to_string(),
             "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)"
+        );
+        assert_eq!(e.stream_name(), "cam0");
+    }
+
+    #[test]
+    fn an_unfinished_stream_is_not_found_saying_to_wait_or_remove_it() {
+        let e = Error::NotFound {
+            name: "cam0".into(),
+            known: Vec::new(),
+            unfinished: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "stream 'cam0' not found: its header exists without its payload (a creation under \
+             way, or one whose creator died): wait and retry, or remove it with `shmstream \
+             purge` (abandoned creations) or `shmstream unlink cam0`"
         );
         assert_eq!(e.stream_name(), "cam0");
     }

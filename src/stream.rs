@@ -442,6 +442,13 @@ impl Stream {
                 {
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                // Still a header without its payload: a creation under way or one whose
+                // creator died, which `create` calls existing and `list` shows, so say so.
+                Err(
+                    e @ Error::NotFound {
+                        unfinished: true, ..
+                    },
+                ) if !meta.is_unlinked() => return Err(e),
                 Err(Error::NotFound { .. }) => return Err(not_found(name)),
                 Err(e) => return Err(e),
             }
@@ -667,7 +674,7 @@ impl Drop for Stream {
 }
 
 /// Maps the declared frame of a stream's host payload, if it has one. A missing payload is
-/// `NotFound` without the list of streams (the caller adds it when it gives up).
+/// an `unfinished` `NotFound` (the header exists; the caller says otherwise if it was unlinked).
 fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<Segment>> {
     if !decoded.cpu_mirror() {
         return Ok(None);
@@ -683,6 +690,7 @@ fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<S
             std::io::ErrorKind::NotFound => Error::NotFound {
                 name: name.to_owned(),
                 known: Vec::new(),
+                unfinished: true,
             },
             std::io::ErrorKind::InvalidData => too_small(0),
             _ => Error::io(name, "opening the payload segment", e),
@@ -699,6 +707,7 @@ pub(crate) fn not_found(name: &str) -> Error {
     Error::NotFound {
         name: name.to_owned(),
         known,
+        unfinished: false,
     }
 }
 

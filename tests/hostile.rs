@@ -479,6 +479,51 @@ fn short_empty_and_missing_segments_are_typed_errors() {
     );
 }
 
+/// A header whose payload never appears (its creator killed between the two segments) is
+/// `NotFound` still, so waiters keep waiting, but says it is unfinished and how to remove
+/// it: `create` calls the name taken, so "create it first" would mislead.
+#[test]
+fn a_header_without_its_payload_is_an_unfinished_not_found_naming_the_remedy() {
+    let name = unique_name("unfinished");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+    std::fs::remove_file(shm_path(&shmstream::name::segment_id(&name))).unwrap();
+    match Stream::open(&name) {
+        Err(
+            e @ Error::NotFound {
+                unfinished: true, ..
+            },
+        ) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("'{name}'"))
+                    && msg.contains("shmstream purge")
+                    && msg.contains(&format!("shmstream unlink {name}"))
+                    && !msg.contains("create it first"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Stream::create(&name, &[4], Dtype::U8),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let missing = unique_name("unfinished-missing");
+    assert!(
+        matches!(
+            Stream::open(&missing),
+            Err(Error::NotFound {
+                unfinished: false,
+                ..
+            })
+        ),
+        "{missing}"
+    );
+    shmstream::unlink(&name).unwrap();
+    assert!(!std::path::Path::new(&shm_path(&shmstream::name::meta_id(&name))).exists());
+}
+
 /// A segment grown far past what its header declares is not faulted in: open, read and
 /// list map only the bytes they use (a 64 MiB sparse object must not become 64 MiB of RAM).
 #[test]

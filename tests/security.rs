@@ -283,7 +283,11 @@ fn many_corrupt_metas_of_ours_are_skipped_by_list() {
     }
     let missing = unique_name("corrupt-many-missing");
     match Stream::open(&missing) {
-        Err(Error::NotFound { name, known }) => {
+        Err(Error::NotFound {
+            name,
+            known,
+            unfinished: false,
+        }) => {
             assert_eq!(name, missing);
             assert!(known.contains(&live) && !names.iter().any(|n| known.contains(n)));
         }
