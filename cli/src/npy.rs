@@ -2,8 +2,9 @@
 //! `half` and `complex` features, it covers all 14 stream dtypes: ints, uints, float16/32/64,
 //! bool and complex64/128).
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -284,9 +285,17 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
-                write_npy(path, stream.shape(), data)
+                let written = write_npy(path, stream.shape(), data)
                     .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
-                term::outln!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()))?;
+                let line = format!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
+                // A status line for a person, never in the .npy: on stdout unless the .npy
+                // went there (`-o /dev/stdout`, `-o F > F`: it would follow the bytes, or
+                // overwrite the header), then on stderr unless it went there too (`2>&1`).
+                if !is_open_on(&written, io::stdout().as_fd()) {
+                    term::outln!("{line}")?;
+                } else if !is_open_on(&written, io::stderr().as_fd()) {
+                    term::errln!("{line}");
+                }
             }
             None => {
                 let s = T::summarize(data);
@@ -303,11 +312,25 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
     Ok(())
 }
 
+/// Whether `fd` is open on the file `written` describes (same device and inode): the pipe
+/// or terminal `/dev/stdout` opens, or the file a shell's `>` opened. A descriptor that
+/// cannot be duplicated or stat'ed counts as another file.
+fn is_open_on(written: &Metadata, fd: BorrowedFd<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = fd.try_clone_to_owned() else {
+        return false;
+    };
+    File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == written.dev() && m.ino() == written.ino())
+}
+
+/// Writes `data` as a `.npy` to `path` (see [`write_whole`]); returns what it wrote to.
 fn write_npy<T: npyz::AutoSerialize + Copy>(
     path: &Path,
     shape: &[usize],
     data: &[T],
-) -> io::Result<()> {
+) -> io::Result<Metadata> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     write_whole(path, |out| {
         let mut w = npyz::WriteOptions::new()
@@ -326,11 +349,11 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 /// one: a cut-short `.npy` keeps its full header and would read as a whole dump. (A link, or
 /// another name of the file, is left pointing at the emptied file; a name replaced meanwhile
 /// is left alone.) What is not a regular file (`/dev/stdout` to a terminal or pipe) is only
-/// written.
+/// written. Returns the metadata of the file it wrote through (fstat of its descriptor).
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<Metadata> {
     use std::os::unix::fs::MetadataExt;
     let file = File::create(path)?;
     let meta = file.metadata()?;
@@ -347,7 +370,7 @@ fn write_whole(
             let _ = std::fs::remove_file(path);
         }
     }
-    written
+    written.map(|()| meta)
 }
 
 /// min / max / mean as printed by `dump` without `-o`.

@@ -478,24 +478,76 @@ fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
     assert!(!file.exists(), "a cut-short .npy is left");
 }
 
-/// What is not a regular file is only written: `-o /dev/stdout` pipes the .npy (the
-/// `dumped …` line follows it there).
+/// Asserts `bytes` is exactly one version 1 `.npy` of a `uint8 [2]` holding `data`: the
+/// header numpy reads, then the data, and nothing after it.
+fn assert_exact_npy(bytes: &[u8], data: [u8; 2]) {
+    assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"), "{bytes:?}");
+    let header_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+    let header = String::from_utf8_lossy(&bytes[10..10 + header_len]);
+    assert!(
+        header.contains("'descr': '|u1'") && header.contains("'shape': (2,"),
+        "{header}"
+    );
+    assert_eq!(
+        &bytes[10 + header_len..],
+        data,
+        "exactly the data after the header"
+    );
+}
+
+/// `-o` onto the tool's own stdout (`/dev/stdout` on a pipe, or `-o F > F`) leaves only
+/// the .npy there: the `dumped …` line goes to stderr, or nowhere when stderr is the same
+/// file (`2>&1`). To an ordinary file, the line is on stdout.
 #[test]
-fn dump_to_dev_stdout_writes_the_npy_there() {
+fn a_dump_to_stdout_keeps_its_dumped_line_out_of_the_npy() {
     let name = unique_name("cli-dumpstdout");
     let _c = Cleanup::new([&name]);
     Stream::create(&name, &[2], Dtype::U8)
         .unwrap()
         .write_slice(&[5u8, 6])
         .unwrap();
+    let dumped = format!("dumped '{name}' (uint8 [2], count 1) to ");
+
+    // `-o /dev/stdout`, stdout a pipe.
     let out = cli()
         .args(["dump", &name, "-o", "/dev/stdout"])
         .assert()
         .success()
         .get_output()
-        .stdout
         .clone();
-    assert!(out.starts_with(b"\x93NUMPY"), "{out:?}");
+    assert_exact_npy(&out.stdout, [5, 6]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err, format!("{dumped}/dev/stdout\n"));
+
+    // `-o F > F`, then `-o F > F 2>&1`: the shell's `>` truncates, without O_APPEND.
+    let dir = TempDir::new("dumpstdout");
+    let file = dir.file("frame.npy");
+    for stderr_too in [false, true] {
+        let redirect = std::fs::File::create(&file).unwrap();
+        let mut cmd = StdCommand::new(bin());
+        cmd.args(["dump", &name, "-o"]).arg(&file);
+        if stderr_too {
+            cmd.stderr(redirect.try_clone().unwrap());
+        }
+        let out = cmd.stdout(redirect).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_exact_npy(&std::fs::read(&file).unwrap(), [5, 6]);
+        if !stderr_too {
+            assert_eq!(err, format!("{dumped}{}\n", file.display()));
+        }
+    }
+
+    // An ordinary file: the line on stdout, nothing on stderr.
+    std::fs::remove_file(&file).unwrap();
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(format!("{dumped}{}\n", file.display()))
+        .stderr("");
+    assert_exact_npy(&std::fs::read(&file).unwrap(), [5, 6]);
 }
 
 #[test]
