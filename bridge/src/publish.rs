@@ -167,24 +167,16 @@ fn publish_stream(
             lossless: o.lossless,
             lost: 0,
         };
-        // Latest-value: whether the frame last put goes out once more when the writer has
-        // idled a while after it (see [`Resend`]).
-        let mut resend = Resend::default();
+        let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
-        // Until when `max_rate` holds the next frame back (`Some(None)`: a period past the
-        // clock's end, for good).
-        let mut held: Option<Option<Instant>> = None;
         while !stop.is_set() {
             if cursor.is_none() {
-                match link.serve(&s, &publisher, &mut buf, &mut header, held.is_some()) {
+                match link.serve(&s, &publisher, &mut buf, &mut header, pace.held()) {
                     Ok(Served::Nothing) => {}
                     Ok(Served::Owed) => deferred = true,
                     // A put as the main loop's: `max_rate` holds the next frame back from it.
-                    Ok(Served::Put) => {
-                        resend.put();
-                        held = period.map(|p| Instant::now().checked_add(p));
-                    }
+                    Ok(Served::Put) => pace.put(),
                     // Unlinked or replaced: open the new generation.
                     Err(BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })) => break,
                     Err(e) => return Err(e),
@@ -192,21 +184,19 @@ fn publish_stream(
             } else if !link.wait_matched() {
                 continue;
             }
-            if let Some(until) = held {
-                let left = until.map_or(POLL, |u| u.saturating_duration_since(Instant::now()));
+            if let Some(left) = pace.left() {
                 if !left.is_zero() {
                     std::thread::sleep(left.min(POLL));
                     continue;
                 }
-                held = None;
+                pace.release();
                 // Read again: a failed read since `serve` took the frame may have written
                 // into `buf` (a read copies, then checks).
                 if std::mem::take(&mut deferred)
                     && current_again(&s, &mut buf, &mut header, losses.total)?
                 {
                     put(&publisher, &mut buf, &header, &k)?;
-                    resend.put();
-                    held = period.map(|p| Instant::now().checked_add(p));
+                    pace.put();
                     continue;
                 }
             }
@@ -225,13 +215,12 @@ fn publish_stream(
             };
             let info = match got {
                 Ok(info) => info,
-                Err(Error::Timeout { .. }) if resend.idle() => {
+                Err(Error::Timeout { .. }) if pace.resend_due() => {
                     // The current frame read again (the timed-out read may have written
                     // into `buf`): the last one put, or a newer one.
                     if current_again(&s, &mut buf, &mut header, losses.total)? {
                         put(&publisher, &mut buf, &header, &k)?;
-                        // Every put counts against `max_rate`, this one too.
-                        held = period.map(|p| Instant::now().checked_add(p));
+                        pace.resent();
                     }
                     continue;
                 }
@@ -251,11 +240,8 @@ fn publish_stream(
             stamp(&mut header, &info);
             header.lost = losses.total;
             put(&publisher, &mut buf, &header, &k)?;
-            if cursor.is_none() {
-                resend.put();
-            }
+            pace.put();
             say_any(name, losses.due());
-            held = period.map(|p| Instant::now().checked_add(p));
         }
         made_since = true;
     }
@@ -435,6 +421,72 @@ fn current_again(
     }
 }
 
+/// What each put sets going: `max_rate`'s hold on the next frame (every put counts, a resend
+/// too) and, latest-value, the [`Resend`] of a new frame. One place, so that no put site
+/// starts one and forgets the other.
+#[derive(Debug)]
+struct Pace {
+    /// `max_rate`'s pause between two puts.
+    period: Option<Duration>,
+    /// Until when the next frame is held back (`Some(None)`: a period past the clock's end,
+    /// for good).
+    held: Option<Option<Instant>>,
+    /// Latest-value only: a lossless frame is never put twice.
+    resend: Option<Resend>,
+}
+
+impl Pace {
+    fn new(period: Option<Duration>, latest_value: bool) -> Pace {
+        Pace {
+            period,
+            held: None,
+            resend: latest_value.then(Resend::default),
+        }
+    }
+
+    /// A new frame went out.
+    fn put(&mut self) {
+        if let Some(r) = self.resend.as_mut() {
+            r.put();
+        }
+        self.hold();
+    }
+
+    /// The last frame went out again: held back from like any put, but not resent again.
+    fn resent(&mut self) {
+        self.hold();
+    }
+
+    fn hold(&mut self) {
+        self.held = self.period.map(|p| Instant::now().checked_add(p));
+    }
+
+    /// Whether `max_rate` holds the next frame back (until it is released).
+    fn held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Under a hold, how long it has left ([`Duration::MAX`]: for good; zero: run out, to
+    /// release).
+    fn left(&self) -> Option<Duration> {
+        self.left_at(Instant::now())
+    }
+
+    fn left_at(&self, now: Instant) -> Option<Duration> {
+        self.held
+            .map(|until| until.map_or(Duration::MAX, |u| u.saturating_duration_since(now)))
+    }
+
+    fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// The writer idles: whether to put the last frame again (see [`Resend::idle`]).
+    fn resend_due(&mut self) -> bool {
+        self.resend.as_mut().is_some_and(Resend::idle)
+    }
+}
+
 /// How long the writer idles after a put before the last frame goes out once more.
 const RESEND_AFTER: Duration = Duration::from_secs(1);
 
@@ -596,6 +648,43 @@ mod tests {
         r.put();
         assert!(r.idle_at(later(1100)));
         assert!(!r.idle_at(later(1200)));
+    }
+
+    /// Every put holds the next frame back a period, a resend too; only a new latest-value
+    /// frame is resent, and without `max_rate` nothing is held.
+    #[test]
+    fn a_put_holds_the_next_frame_back_and_only_a_new_latest_value_frame_is_resent() {
+        let hour = Duration::from_secs(3600);
+        let later = |d: u64| Instant::now() + Duration::from_millis(d);
+        let mut p = Pace::new(Some(hour), true);
+        assert!(!p.held() && p.left().is_none(), "nothing put yet");
+        p.put();
+        assert!(p.held());
+        assert!(p.left().is_some_and(|l| !l.is_zero() && l <= hour));
+        assert_eq!(p.left_at(later(3_601_000)), Some(Duration::ZERO), "run out");
+        p.release();
+        assert!(!p.held());
+        assert!(!p.resend_due(), "not idle yet");
+        let mut r = p.resend.take().unwrap();
+        assert!(r.idle_at(later(1100)), "put armed the resend");
+
+        let mut p = Pace::new(Some(hour), true);
+        p.resent();
+        assert!(p.held(), "a resend is held back from too");
+        assert!(
+            !p.resend.as_mut().unwrap().idle_at(later(1100)),
+            "resend not armed"
+        );
+
+        let mut p = Pace::new(Some(Duration::MAX), true);
+        p.put();
+        assert_eq!(p.left_at(later(3_601_000)), Some(Duration::MAX), "for good");
+
+        let mut p = Pace::new(None, false);
+        p.put();
+        p.resent();
+        assert!(!p.held() && p.left().is_none(), "no max_rate: never held");
+        assert!(p.resend.is_none(), "lossless: nothing to resend");
     }
 
     /// Zenoh would drop a larger frame at the receiving end, saying so only in its trace log:
