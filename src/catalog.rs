@@ -50,9 +50,16 @@ pub struct StreamStat {
     pub cpu_mirror: bool,
     /// Generation id (hex), if the stream has one.
     pub instance_id: Option<String>,
-    /// Frames of history kept (0 = none; see `StreamOptions::history`).
+    /// Frames of history kept (0 = none, or a ring every open refuses; see
+    /// `StreamOptions::history`).
     #[serde(default)]
     pub history: usize,
+    /// Why every open of the stream refuses its history ring (corrupt: its header contradicts
+    /// the stream, or the segment is shorter than it declares), with the remedy; `None` when
+    /// the ring is usable or there is none. Left out of the JSON when `None`, so the keys of
+    /// a healthy stream are those older readers know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_problem: Option<String>,
     /// GPU streams: the pid whose CUDA stream published the last write (GPU-side
     /// publication), 0 when the host published it; `None` for CPU streams or an unreadable
     /// `_gpu` segment.
@@ -71,6 +78,15 @@ impl StreamStat {
             .gpu()
             .then(|| crate::gpu::segment_bytes(&h.name))
             .flatten();
+        // `open` attaches a ring only beside a host payload: so does the view of it.
+        let (history, history_problem) = match h.cpu_mirror() {
+            false => (0, None),
+            true => match crate::history::depth(&h.name, h.size as usize, h.instance_id) {
+                Ok(depth) => (depth, None),
+                Err(Error::InvalidHistory { reason, .. }) => (0, Some(reason)),
+                Err(e) => (0, Some(e.to_string())),
+            },
+        };
         StreamStat {
             name: h.name.clone(),
             shape: h.shape.clone(),
@@ -88,7 +104,8 @@ impl StreamStat {
             cpu_mirror: h.cpu_mirror(),
             instance_id: (h.flags & format::FLAG_INSTANCE_ID != 0)
                 .then(|| h.instance_id.iter().map(|b| format!("{b:02x}")).collect()),
-            history: crate::history::depth(&h.name, h.instance_id),
+            history,
+            history_problem,
             gpu_publisher_pid: gpu.as_deref().and_then(crate::gpu::layout::publisher_pid),
             gpu_consumer_pid: gpu.as_deref().and_then(crate::gpu::layout::consumer_pid),
         }

@@ -245,41 +245,19 @@ impl Ring {
         let Some((head, capacity)) = open_header(stream, instance_id, false, HEADER_BYTES)? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| Error::InvalidHistory {
-            name: stream.to_owned(),
-            reason: format!("{reason}: unlink and recreate the stream"),
-        };
-        let declared = read_u64(&head, off::FRAME_BYTES);
-        if declared != frame_bytes as u64 {
-            return Err(corrupt(format!(
-                "the history segment holds frames of {declared} bytes, the stream {frame_bytes}"
-            )));
-        }
-        // The creator's limits, said as what the header declares (their remedies are a
-        // creator's: the opener's is below).
-        let need = ring_bytes(capacity, frame_bytes).map_err(|_| {
-            corrupt(format!(
-                "the history segment declares {capacity} frames of {frame_bytes} bytes, outside \
-                 what a ring may hold (1..={MAX_HISTORY} frames, at most {} GiB)",
-                MAX_RING_BYTES >> 30
-            ))
-        })?;
+        let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
         // Map the slots the header declares, no more: a ring grown past them (corrupt or
         // hostile) is not faulted in. The header is checked again on this second mapping.
         let Some((seg, again)) = open_header(stream, instance_id, writable, need)? else {
             return Ok(None);
         };
         if again != capacity {
-            return Err(corrupt(format!(
-                "the history segment's capacity changed from {capacity} to {again} frames"
-            )));
+            return Err(corrupt(
+                stream,
+                format!("the history segment's capacity changed from {capacity} to {again} frames"),
+            ));
         }
-        if seg.len() < need {
-            return Err(corrupt(format!(
-                "the history segment is {} bytes, {need} expected",
-                seg.len()
-            )));
-        }
+        check_holds(stream, seg.len(), need)?;
         Ok(Some(Ring {
             seg,
             capacity: capacity as u64,
@@ -592,12 +570,83 @@ pub(crate) fn of_another_generation(stream: &str, instance_id: [u8; 16]) -> Resu
     Ok(h[off::INSTANCE_ID..off::INSTANCE_ID + 16] != instance_id)
 }
 
-/// The history depth of a stream generation, for `stat` and `list` (0 = none).
-pub(crate) fn depth(stream: &str, instance_id: [u8; 16]) -> usize {
-    match open_header(stream, instance_id, false, HEADER_BYTES) {
-        Ok(Some((_, capacity))) => capacity,
-        _ => 0,
+/// A ring [`Ring::attach`] refuses: its header or size contradicts the stream.
+fn corrupt(stream: &str, reason: String) -> Error {
+    Error::InvalidHistory {
+        name: stream.to_owned(),
+        reason: format!("{reason}: unlink and recreate the stream"),
     }
+}
+
+/// The bytes the ring whose header `head` declares `capacity` frames needs, if it fits a
+/// stream of frames of `frame_bytes`. Checked by [`Ring::attach`] before it maps the slots
+/// and by [`depth`], which never maps them: `stat` refuses exactly the rings `open` does.
+fn declared_bytes(
+    stream: &str,
+    head: &Segment,
+    capacity: usize,
+    frame_bytes: usize,
+) -> Result<usize> {
+    let declared = read_u64(head, off::FRAME_BYTES);
+    if declared != frame_bytes as u64 {
+        return Err(corrupt(
+            stream,
+            format!(
+                "the history segment holds frames of {declared} bytes, the stream {frame_bytes}"
+            ),
+        ));
+    }
+    // The creator's limits, said as what the header declares (their remedies are a
+    // creator's: the opener's is in `corrupt`).
+    ring_bytes(capacity, frame_bytes).map_err(|_| {
+        corrupt(
+            stream,
+            format!(
+                "the history segment declares {capacity} frames of {frame_bytes} bytes, outside \
+                 what a ring may hold (1..={MAX_HISTORY} frames, at most {} GiB)",
+                MAX_RING_BYTES >> 30
+            ),
+        )
+    })
+}
+
+/// Refuses a ring segment of `len` bytes where its header declares `need`
+/// ([`declared_bytes`]): its last slots would lie past the end of the object.
+fn check_holds(stream: &str, len: usize, need: usize) -> Result<()> {
+    if len < need {
+        return Err(corrupt(
+            stream,
+            format!("the history segment is {len} bytes, {need} expected"),
+        ));
+    }
+    Ok(())
+}
+
+/// The history depth of a stream generation with frames of `frame_bytes`, for `stat` and
+/// `list`: 0 when it keeps none, else the ring's capacity, or the error [`Ring::attach`]
+/// would refuse it with (the same checks, from the header and the object's size: the
+/// slots are never mapped, so `stat` stays cheap beside rings of gigabytes).
+pub(crate) fn depth(stream: &str, frame_bytes: usize, instance_id: [u8; 16]) -> Result<usize> {
+    let Some((head, capacity)) = open_header(stream, instance_id, false, HEADER_BYTES)? else {
+        return Ok(0);
+    };
+    let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
+    // `Segment` knows only the bytes it mapped (the header), so the object's size comes from
+    // its name. An object no longer under that name (`head` unlinked: the stream was
+    // unlinked or recreated meanwhile) is not this generation's ring, which `open` then
+    // ignores too.
+    let size = std::fs::symlink_metadata(crate::segment::path(&name::history_id(stream)))
+        .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX));
+    if head.is_unlinked() {
+        return Ok(0);
+    }
+    let size = match size {
+        Ok(size) => size,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(stream, "reading the history segment's size", e)),
+    };
+    check_holds(stream, size, need)?;
+    Ok(capacity)
 }
 
 /// A frame in the history ring, lent by [`Cursor::next_in_place`]. Its bytes may change

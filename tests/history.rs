@@ -506,6 +506,69 @@ fn history_is_shown_kept_by_config_and_removed_with_the_stream() {
     }
 }
 
+/// `stat` and `list` read a ring's depth from its header without mapping its slots; they
+/// showed the declared depth of a ring every `open` refuses. Now they make the checks `open`
+/// makes and say why instead: a ring declaring frames of another size, a depth outside the
+/// limits, or a segment shorter than its header declares.
+#[test]
+fn stat_and_list_report_the_corrupt_ring_open_refuses() {
+    use std::os::unix::fs::FileExt;
+    /// The ring header's capacity and frame-bytes fields (`off` in src/history.rs).
+    const CAPACITY: u64 = 12;
+    const FRAME_BYTES: u64 = 16;
+    let healthy = unique_name("hist-healthy");
+    let _h = Cleanup::new([&healthy]);
+    let _s = history_stream(&healthy, 6, 64);
+    let stat = shmstream::stat(&healthy).unwrap();
+    assert_eq!((stat.history, stat.history_problem), (64, None));
+
+    type Corrupt = fn(&std::fs::File);
+    let cases: [(&str, Corrupt, &str); 3] = [
+        (
+            "frame bytes",
+            |f| f.write_all_at(&8u64.to_le_bytes(), FRAME_BYTES).unwrap(),
+            "frames of 8 bytes, the stream 24",
+        ),
+        (
+            "capacity 0",
+            |f| f.write_all_at(&0u32.to_le_bytes(), CAPACITY).unwrap(),
+            "declares 0 frames of 24 bytes",
+        ),
+        (
+            "truncated",
+            |f| f.set_len(64 + 128).unwrap(),
+            "segment is 192 bytes",
+        ),
+    ];
+    for (what, corrupt, says) in cases {
+        let name = unique_name("hist-corrupt");
+        let _c = Cleanup::new([&name]);
+        // Dropped before the ring shrinks under its mapping.
+        drop(history_stream(&name, 6, 64));
+        corrupt(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))
+                .unwrap(),
+        );
+        match Stream::open(&name) {
+            Err(Error::InvalidHistory { reason, .. }) => {
+                assert!(reason.contains(says), "{what}: {reason}")
+            }
+            other => panic!("{what}: expected InvalidHistory, got {other:?}"),
+        }
+        let stat = shmstream::stat(&name).unwrap();
+        let problem = stat.history_problem.as_deref().unwrap_or_default();
+        assert!(
+            stat.history == 0 && problem.contains(says) && problem.contains("recreate"),
+            "{what}: {stat:?}"
+        );
+        let listed = shmstream::list_stats().unwrap();
+        let entry = listed.iter().find(|x| x.name == name).unwrap();
+        assert_eq!(entry.history_problem, stat.history_problem, "{what}");
+    }
+}
+
 #[test]
 fn bad_history_sizes_are_refused_and_create_nothing() {
     for (depth, shape) in [

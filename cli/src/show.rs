@@ -110,9 +110,10 @@ pub(crate) fn list(json: bool) -> Fallible {
             writer_str(s.creator_pid, s.creator_alive),
             if s.notify { "yes" } else { "no" }.into(),
             gpu_str(s),
-            match s.history {
-                0 => "-".to_owned(),
-                n => n.to_string(),
+            match (s.history, &s.history_problem) {
+                (_, Some(_)) => "corrupt".to_owned(),
+                (0, None) => "-".to_owned(),
+                (n, None) => n.to_string(),
             },
         ]);
     }
@@ -156,9 +157,13 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         ),
         (
             "history",
-            match s.history {
-                0 => "none".to_owned(),
-                n => format!("{n} frames"),
+            match (s.history, &s.history_problem) {
+                (_, Some(why)) => format!(
+                    "corrupt, so every open refuses the stream: {}",
+                    crate::term::printable(why)
+                ),
+                (0, None) => "none".to_owned(),
+                (n, None) => format!("{n} frames"),
             },
         ),
         (

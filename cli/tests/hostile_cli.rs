@@ -394,3 +394,73 @@ fn a_corrupt_stream_is_reported_skipped_and_removable() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(shmstream::stat(&name).unwrap().shape, vec![4]);
 }
+
+/// A history ring every `open` refuses (its header declares frames of another size):
+/// `stat` still prints the stream's metadata and exits 0 (it reports; it is `open` that
+/// fails), its history line saying the ring is corrupt and why; `list` shows the stream
+/// with history `corrupt`. They showed the declared depth, as if the ring were usable.
+#[test]
+fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
+    use std::os::unix::fs::FileExt;
+    /// The ring header's frame-bytes field (`off::FRAME_BYTES` in src/history.rs).
+    const FRAME_BYTES: u64 = 16;
+    let name = unique_name("hcli-ring");
+    let _c = Cleanup::new([&name]);
+    drop(
+        shmstream::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(64)
+            .create()
+            .unwrap(),
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))
+        .unwrap()
+        .write_all_at(&8u64.to_le_bytes(), FRAME_BYTES)
+        .unwrap();
+    assert!(matches!(
+        Stream::open(&name),
+        Err(Error::InvalidHistory { .. })
+    ));
+    let stdout = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stat = stdout(&["stat", &name]);
+    let line = |key: &str| {
+        stat.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line:\n{stat}"))
+            .to_owned()
+    };
+    assert!(line("shape:").contains("[4]"), "{stat}");
+    let history = line("history:");
+    assert!(
+        history.contains("corrupt")
+            && history.contains("frames of 8 bytes, the stream 4")
+            && history.contains("recreate"),
+        "{stat}"
+    );
+    let list = stdout(&["list"]);
+    let row = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{list}"));
+    assert_eq!(row.split_whitespace().last(), Some("corrupt"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&["stat", &name, "--json"])).unwrap();
+    assert_eq!(json["history"], 0);
+    assert!(
+        json["history_problem"]
+            .as_str()
+            .unwrap()
+            .contains("frames of 8 bytes")
+    );
+}
