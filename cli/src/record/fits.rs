@@ -244,6 +244,9 @@ impl MemFile {
         // SAFETY: cfitsio just created `fptr` without error: an open read-write file.
         let mut fits = unsafe { FitsFile::from_raw(fptr, FileOpenMode::READWRITE) }?;
         let hdu = fits.create_image("_PRIMARY", desc)?;
+        // fitsio names every image it creates, the primary one too: `EXTNAME` belongs to
+        // extensions, and FITS tools stricter than astropy may refuse it there.
+        delete_key(&mut fits, "EXTNAME")?;
         cards(&mut fits, &hdu)?;
         // SAFETY: `as_raw` gives the open file's pointer, used only during the call, and a
         // pointer to a local.
@@ -299,6 +302,18 @@ fn write_long_string(fits: &mut FitsFile, key: &str, value: &str) -> Fallible {
             &mut status,
         )
     };
+    fitsio::errors::check_status(status)?;
+    Ok(())
+}
+
+/// Deletes keyword `key` from the current HDU (cfitsio's `ffdkey`; fitsio has no call for it).
+fn delete_key(fits: &mut FitsFile, key: &str) -> Fallible {
+    let key = CString::new(key)?;
+    let mut status = 0;
+    // SAFETY: `as_raw` gives the open file's pointer, used only during the call (`fits` is
+    // borrowed mutably meanwhile); a NUL-terminated string and a pointer to a local, both
+    // valid for the call.
+    unsafe { fitsio::sys::ffdkey(fits.as_raw(), key.as_ptr(), &mut status) };
     fitsio::errors::check_status(status)?;
     Ok(())
 }

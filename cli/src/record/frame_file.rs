@@ -161,3 +161,37 @@ pub(crate) fn sync(path: &Path, file: &File) -> Result<(), String> {
         )
     })
 }
+
+/// The directory the files are created in, kept open to put its entries on the disk: a new
+/// file's entry reaches the disk with the directory, not with the file (`fsync(2)`).
+pub(crate) struct Directory {
+    path: PathBuf,
+    dir: File,
+}
+
+impl Directory {
+    /// Opens the directory `path` (for `--fsync`).
+    pub(crate) fn open(path: &Path) -> Fallible<Directory> {
+        let dir = File::open(path).map_err(|e| {
+            format!(
+                "--out {}: cannot open the directory to put its files' entries on the disk (--fsync): {e}",
+                path.display()
+            )
+        })?;
+        Ok(Directory {
+            path: path.to_owned(),
+            dir,
+        })
+    }
+
+    /// Puts the directory's entries on the disk (`fsync`): the files created in it so far
+    /// can be found after a crash.
+    pub(crate) fn sync(&self) -> Result<(), String> {
+        self.dir.sync_all().map_err(|e| {
+            format!(
+                "{}: putting the directory's entries on the disk: {e}: its files may not be found after a crash; check the disk (space, quota, errors) and record again",
+                self.path.display()
+            )
+        })
+    }
+}

@@ -10,14 +10,17 @@
 //! ones, those it misses after are. When `--duration` is up it still takes the frames
 //! published by then, without waiting for more; SIGINT, SIGTERM, SIGHUP or SIGQUIT stops it
 //! at once (one ignored when it started stays ignored, as `nohup` ignores SIGHUP), counting
-//! the frames left unread. Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`),
-//! `--per-file` frames each, `<name>` as [`file_stem`] makes it: the first is created when
-//! recording starts, each next one when its first frame is in hand. Streams whose files
+//! the frames left unread (of those it still wanted). A file-size limit (`ulimit -f`) acts as
+//! a full disk: SIGXFSZ is ignored, so the write past it fails and the file is finished.
+//! Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file` frames each,
+//! `<name>` as [`file_stem`] makes it: the first is created when recording starts, each next
+//! one when its first frame is in hand. Streams whose files
 //! would share names, and existing files, are refused (nothing is overwritten). A full file
 //! is finished (table, header: cheap) before the next one fills, and left to the page
 //! cache; with `--fsync` it is also put on the disk (`fdatasync`, failing on the write
-//! errors a disk reports only then), on a thread of its own while the next one fills, so
-//! the recording goes at the disk's write speed. The summary counts the frames on file.
+//! errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
+//! directory), on a thread of its own while the next one fills, so the recording goes at the
+//! disk's write speed. The summary counts the frames on file.
 //! Exit status 1 if any frame was lost or any file failed; frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. SIGKILL
 //! (or a crash) leaves the current file (with `--fsync`, also one still being finished)
@@ -129,7 +132,8 @@ struct Progress {
     lost: AtomicU64,
     /// Files opened.
     files: AtomicU64,
-    /// Frames published and not read when a signal stopped the recording.
+    /// Frames published and not read when a signal stopped the recording (of those it still
+    /// wanted: no more than `--frames` left to take, none past the end of `--duration`).
     unread: AtomicU64,
     done: AtomicBool,
     /// Nanoseconds from the start until the last frame was on file (set when done).
@@ -305,6 +309,13 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             );
         }
     }
+    // With `--fsync`, files count as on the disk only with their entries in the directory.
+    let dir = if plan.fsync {
+        Some(Arc::new(frame_file::Directory::open(&plan.out)?))
+    } else {
+        None
+    };
+    ignore_file_size_signal()?;
     crate::watch::install_handlers()?;
     let started = Instant::now();
     let progress: Vec<Arc<Progress>> = streams.iter().map(|_| Arc::default()).collect();
@@ -315,13 +326,14 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             .zip(&progress)
             .map(|(s, p)| {
                 let progress_line = std::thread::current();
+                let dir = dir.clone();
                 scope.spawn(move || {
                     let _done = Done {
                         progress: p,
                         progress_line,
                         started,
                     };
-                    record_stream(s, plan, p, started).map_err(|e| e.to_string())
+                    record_stream(s, plan, p, started, dir).map_err(|e| e.to_string())
                 })
             })
             .collect();
@@ -371,6 +383,22 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     }
     if lost_total > 0 {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
+    }
+    Ok(())
+}
+
+/// Makes a write past the file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) fail with EFBIG as
+/// one to a full disk does, where SIGXFSZ would kill the recorder (its default action) and
+/// leave the current files unfinished: the full-disk path then keeps the whole frames and
+/// finishes the file. Nothing else of the recorder's raises it.
+fn ignore_file_size_signal() -> Fallible {
+    // SAFETY: SIG_IGN installs no handler; `signal` only swaps the disposition.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(format!(
+            "ignoring SIGXFSZ (so that a file-size limit fails a write instead of killing the recorder): {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
     }
     Ok(())
 }
@@ -434,7 +462,14 @@ enum Staged {
 /// stream's, and the first of each file after the first, are copied out (`read_new`,
 /// [`shmstream::Cursor::next_into_bytes`]). The producer never waits for us: a disk slower
 /// than the stream shows as frames the ring overwrote, counted as lost.
-fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fallible {
+/// With `--fsync` (`dir`), each file and its entry in the directory are put on the disk.
+fn record_stream(
+    s: &Stream,
+    plan: &Plan,
+    p: &Progress,
+    started: Instant,
+    dir: Option<Arc<frame_file::Directory>>,
+) -> Fallible {
     let mut cursor = if s.history_depth() > 0 {
         Some(s.cursor()?)
     } else {
@@ -448,6 +483,7 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
         current: None,
         next: 0,
         finishing: None,
+        dir,
     };
     let mut taken = 0u64;
     // Recording starts here. A plain stream's first `read_new` counts as missed every frame
@@ -457,6 +493,9 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
     let mut last = start_count;
     // Once `--duration` is up, the stream's count then: the frames up to it are still taken.
     let mut drain_to = None;
+    // Whether a cursor that found none of the frames counted by then that it had still to
+    // take has waited once for them.
+    let mut drain_waited = false;
     let result = (|| -> Fallible {
         // The first file is there from the start.
         cubes.current()?;
@@ -465,8 +504,9 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                 return Ok(());
             }
             if crate::watch::stop_requested() {
+                let wanted = plan.frames.map(|n| n.saturating_sub(taken));
                 p.unread
-                    .store(s.count().saturating_sub(last), Ordering::Relaxed);
+                    .store(unread(s.count(), last, drain_to, wanted), Ordering::Relaxed);
                 return Ok(());
             }
             if drain_to.is_none() && plan.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -475,8 +515,8 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
             if drain_to.is_some_and(|to| last >= to) {
                 return Ok(());
             }
-            // After the time is up, only frames already there.
-            let wait = Some(if drain_to.is_some() {
+            // After the time is up, only frames already there (but for the one wait below).
+            let wait = Some(if drain_to.is_some() && !drain_waited {
                 Duration::ZERO
             } else {
                 POLL
@@ -539,15 +579,23 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
                     // Counted: not to be counted again as unread, nor drained past.
                     last = last.saturating_add(lost);
                 }
-                // Drained: no more frames are there. A plain stream's read found none (a write
-                // in flight, with no time to wait for it): those published by the deadline
-                // and not taken are lost.
+                // Drained: no more frames are there. Those published by the deadline and
+                // neither taken nor counted lost yet are lost: a plain stream's read found
+                // none (a write in flight, with no time to wait for it); a cursor neither
+                // returned nor reported them (publications that skipped the ring, a pyshmem
+                // writer's, with a write in flight when it looked; normally none are left).
+                // A cursor first waits once: on a weakly ordered CPU the count can be seen
+                // before the ring's head, so frames appended by then may not be in sight yet.
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. })
                     if let Some(to) = drain_to =>
                 {
-                    if cursor.is_none() {
-                        p.lost.fetch_add(to.saturating_sub(last), Ordering::Relaxed);
+                    if cursor.is_some() && last < to && !drain_waited {
+                        drain_waited = true;
+                        continue;
                     }
+                    // `last` already covers every frame counted lost (the overrun arm), and the
+                    // cursor reports nothing more: counted once.
+                    p.lost.fetch_add(to.saturating_sub(last), Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
@@ -566,6 +614,15 @@ fn record_stream(s: &Stream, plan: &Plan, p: &Progress, started: Instant) -> Fal
 fn lost_by(last: u64, drain_to: Option<u64>, lost: u64, skipped: u64) -> u64 {
     let all = lost.saturating_add(skipped);
     drain_to.map_or(all, |to| all.min(to.saturating_sub(last)))
+}
+
+/// Frames left unread when a signal stops the recording at the stream's `count`, the last
+/// taken being `last`: those published since, but none past the end of `--duration`
+/// (`drain_to`) nor more than `--frames` still wanted (`wanted`).
+fn unread(count: u64, last: u64, drain_to: Option<u64>, wanted: Option<u64>) -> u64 {
+    let published = drain_to.map_or(count, |to| count.min(to));
+    let left = published.saturating_sub(last);
+    wanted.map_or(left, |n| left.min(n))
 }
 
 /// `a`, and `b`'s error too.
@@ -587,6 +644,8 @@ struct Cubes<'a> {
     next: usize,
     /// The thread finishing the last file closed (`--fsync` only).
     finishing: Option<std::thread::JoinHandle<Finished>>,
+    /// With `--fsync`, the directory whose entries are put on the disk with each file.
+    dir: Option<Arc<frame_file::Directory>>,
 }
 
 impl Cubes<'_> {
@@ -611,13 +670,14 @@ impl Cubes<'_> {
         let Some(mut k) = self.current.take() else {
             return Ok(());
         };
-        if !self.plan.fsync {
+        let Some(dir) = self.dir.clone() else {
             return self.count(k.finish(false));
-        }
+        };
         let before = self.join();
         let (file, to_finish) = std::sync::mpsc::sync_channel::<Box<dyn CubeSink + Send>>(1);
+        let on_thread = dir.clone();
         let thread = std::thread::Builder::new().spawn(move || match to_finish.recv() {
-            Ok(mut k) => k.finish(true),
+            Ok(mut k) => finish_on_disk(&mut *k, &on_thread),
             Err(_) => Finished::new(0, Vec::new()),
         });
         // A thread that did not start dropped its end: the file comes back.
@@ -626,7 +686,7 @@ impl Cubes<'_> {
                 self.finishing = thread.ok();
                 Ok(())
             }
-            Err(std::sync::mpsc::SendError(mut k)) => self.count(k.finish(true)),
+            Err(std::sync::mpsc::SendError(mut k)) => self.count(finish_on_disk(&mut *k, &dir)),
         };
         both(before, here)
     }
@@ -653,6 +713,19 @@ impl Cubes<'_> {
         let closed = self.close();
         both(closed, self.join())
     }
+}
+
+/// Finishes `k` and puts it on the disk, and then its entry in `dir` (created with it, and
+/// not on the disk until the directory is synced too).
+fn finish_on_disk(k: &mut dyn CubeSink, dir: &frame_file::Directory) -> Finished {
+    let mut done = k.finish(true);
+    if let Err(e) = dir.sync() {
+        done.result = Err(match done.result {
+            Ok(()) => e,
+            Err(before) => format!("{before}; {e}"),
+        });
+    }
+    done
 }
 
 fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink + Send>> {
@@ -707,6 +780,22 @@ mod tests {
     }
 
     #[test]
+    fn frames_left_unread_are_only_those_the_recording_still_wanted() {
+        // Last taken 5 of a stream now at 1005.
+        assert_eq!(unread(1005, 5, None, None), 1000);
+        assert_eq!(unread(1005, 5, None, Some(5)), 5, "--frames 10, 5 taken");
+        assert_eq!(unread(1005, 5, Some(8), None), 3, "time up at count 8");
+        assert_eq!(unread(1005, 5, Some(8), Some(2)), 2);
+        assert_eq!(
+            unread(7, 5, Some(8), None),
+            2,
+            "the drain still had frames to take"
+        );
+        assert_eq!(unread(5, 5, None, Some(5)), 0);
+        assert_eq!(unread(3, 5, None, None), 0, "none before the last taken");
+    }
+
+    #[test]
     fn frames_published_between_opening_a_plain_stream_and_recording_it_are_not_lost() {
         let name = format!("t-rec-unit-start-{}", std::process::id());
         let w = shmstream::scratch(&name, &[2], shmstream::Dtype::U16).unwrap();
@@ -726,7 +815,7 @@ mod tests {
         };
         std::fs::create_dir_all(&plan.out).unwrap();
         let p = Progress::default();
-        let recorded = record_stream(&s, &plan, &p, Instant::now());
+        let recorded = record_stream(&s, &plan, &p, Instant::now(), None);
         let _ = std::fs::remove_dir_all(&plan.out);
         recorded.unwrap();
         assert_eq!(p.frames.load(Ordering::Relaxed), 1);
