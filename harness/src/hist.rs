@@ -109,13 +109,19 @@ pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> Result<()> {
             h.max() as f64 / scale,
             h.len(),
             h.buckets(),
-            h.distinct_values()
+            sub_buckets(h)
         )?;
     }
     let mut f =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(out.as_bytes())?;
     Ok(())
+}
+
+/// Sub-buckets per bucket, as HdrHistogram's `.hgrm` footer prints them: the power of two
+/// that gives unit resolution up to 2·10^sigfig (2048 at 3 significant digits).
+fn sub_buckets(h: &Histogram<u64>) -> u32 {
+    (2 * 10u32.pow(u32::from(h.sigfig()))).next_power_of_two()
 }
 
 /// Measured cost of one `record` call (ns/sample), and of one `Instant::now()` for scale.
@@ -200,6 +206,23 @@ mod tests {
         assert!(text.starts_with("       Value     Percentile"));
         assert!(text.contains("Total count    =         1000"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The footer's SubBuckets is the sub-bucket count HdrHistogram prints (2048 at 3
+    /// significant digits, 256 at 2), not the number of counts the histogram holds.
+    #[test]
+    fn an_hgrm_files_sub_buckets_are_those_of_one_bucket() {
+        let mut h = new();
+        h.record(1000).unwrap();
+        let dir = std::env::temp_dir().join(format!("hgrm-sub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.hgrm");
+        write_hgrm(&h, &p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        let two = Histogram::<u64>::new_with_bounds(1, MAX_NS, 2).unwrap();
+        assert_eq!(sub_buckets(&two), 256);
     }
 
     /// The TotalCount column is the running total up to each value, as HdrHistogram's

@@ -204,7 +204,8 @@ pub fn run(
     let err_path = prefix.with_extension("peer.stderr");
     let out_path = prefix.with_extension("peer.stdout");
     let mut cmd = Command::new(python);
-    // A group of its own, so that a timeout kills the partner process it starts too.
+    // A group of its own, so that a timeout or its exit (a crash too) kills the partner
+    // process it starts.
     cmd.process_group(0)
         .arg(&script)
         .arg(&spec_path)
@@ -420,6 +421,72 @@ mod tests {
             up, "up\n",
             "the partner never started within the peer's 5 s"
         );
+        assert_eq!(rest, "", "the partner outlived the peer");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A peer that dies hard (SIGKILL, as a segfault or the OOM killer would end it) takes
+    /// its partner with it: a stand-in for Python starts a partner that writes "up" to a FIFO,
+    /// kills its parent and would write "late" after 30 s; the FIFO reads to its end with
+    /// nothing more once the peer's run has returned.
+    #[test]
+    fn a_peer_that_dies_hard_takes_its_partner_with_it() {
+        let dir = std::env::temp_dir().join(format!("peer-crash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let python = dir.join("python");
+        // `$$` in the subshell is the stand-in's own pid: the partner kills its parent.
+        crate::script::write_script(
+            &python,
+            &format!(
+                "#!/bin/sh
+(echo up; kill -9 $$; sleep 30; echo late) > '{}' &
+wait
+",
+                fifo.display()
+            ),
+        );
+        // As in the timeout test: held until the run has returned, so that the FIFO reads
+        // to its end only once no partner holds it.
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Read};
+            let mut up = String::new();
+            let _ = reader.read_line(&mut up);
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            let _ = tx.send((up, rest));
+        });
+        let text = "name = \"t\"\n[defaults]\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
+        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        let ready = PeerSetup::Ready {
+            python,
+            pyshmem: "1.4.0".into(),
+            numpy: "2".into(),
+        };
+        let names = Names::under(&format!("pc{}", std::process::id()), &dir);
+        let err = run(&ready, &job, &names, &dir.join("0-peer"));
+        drop(writer);
+        let err = err.unwrap_err();
+        assert!(err.to_string().contains("peer failed"), "{err}");
+        let (up, rest) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the FIFO still open a minute after the peer died");
+        assert_eq!(up, "up\n", "the partner never started");
         assert_eq!(rest, "", "the partner outlived the peer");
         std::fs::remove_dir_all(&dir).unwrap();
     }

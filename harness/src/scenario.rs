@@ -57,6 +57,19 @@ fn check_timeout(table: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a core id no CPU set can name ([`crate::spawn::MAX_CORES`]): pinning there would
+/// fail in every process, and no machine has that core, so it is a typo.
+fn check_core(table: &str, key: &str, cpu: usize) -> Result<()> {
+    let max = crate::spawn::MAX_CORES;
+    if cpu >= max {
+        bail!(
+            "{table}{key} = {cpu}: core ids must be below {max} (the most a CPU set names); \
+             set {key} to a core this machine has"
+        );
+    }
+    Ok(())
+}
+
 /// Bytes of a payload of `shape` with items of `itemsize` bytes, `None` when they cannot be
 /// counted (the product overflows).
 pub fn shape_bytes(shape: &[usize], itemsize: usize) -> Option<usize> {
@@ -578,6 +591,8 @@ impl Scenario {
             );
         }
         check_timeout("[defaults] ", d.timeout_s)?;
+        check_core("[defaults] ", "writer_cpu", d.writer_cpu)?;
+        check_core("[defaults] ", "reader_cpu", d.reader_cpu)?;
         if !non_negative(self.noise_seconds) || self.noise_seconds > 60.0 {
             bail!(
                 "noise_seconds = {} must be between 0 (no probe) and 60",
@@ -994,6 +1009,13 @@ impl CaseSpec {
         let Some(ao) = &self.ao else {
             bail!("kind = \"ao-loop\" needs a [case.ao] table (actuators, rate_hz, ...)");
         };
+        for (key, cpu) in [
+            ("camera_cpu", ao.camera_cpu),
+            ("slopes_cpu", ao.slopes_cpu),
+            ("recon_cpu", ao.recon_cpu),
+        ] {
+            cpu.map_or(Ok(()), |cpu| check_core("[case.ao] ", key, cpu))?;
+        }
         if self.dtype != "uint16" && self.dtype != "float32" {
             bail!("ao-loop frames are uint16: leave dtype out or set dtype = \"uint16\"");
         }
@@ -1388,7 +1410,7 @@ pipeline = "device-resident"
     #[test]
     fn a_core_this_process_may_not_run_on_is_warned_of_naming_the_key_and_the_cores() {
         let far = Scenario::parse(
-            "name=\"x\"\n[defaults]\nwriter_cpu = 1000000\nreader_cpu = 1000000\n[[case]]\n\
+            "name=\"x\"\n[defaults]\nwriter_cpu = 1023\nreader_cpu = 1023\n[[case]]\n\
              kind=\"roundtrip\"\nsizes=[[2]]\n",
         )
         .unwrap();
@@ -1397,7 +1419,7 @@ pipeline = "device-resident"
         for (line, key) in warned.iter().zip(["writer_cpu", "reader_cpu"]) {
             assert!(
                 line.starts_with(&format!(
-                    "[defaults] {key} = 1000000: this process may run on cores "
+                    "[defaults] {key} = 1023: this process may run on cores "
                 )) && line.contains(&format!("set {key} to one of them")),
                 "{warned:?}"
             );
@@ -1434,6 +1456,42 @@ pipeline = "device-resident"
             assert!(sut.cores_outside(&[0, 1, 2]).is_empty());
         }
         assert_eq!(core_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3, 6, 8-9");
+    }
+
+    /// A core id no CPU set can name (1024 and up) panicked in every process that pinned to
+    /// it: refused, naming the table and the key, the default keys and a stage's alike.
+    #[test]
+    fn a_core_id_no_cpu_set_can_name_is_refused_naming_the_case_and_key() {
+        for key in ["writer_cpu", "reader_cpu"] {
+            let err = Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\n{key} = 100000\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "[defaults] {key} = 100000: core ids must be below 1024 (the most a CPU set \
+                     names); set {key} to a core this machine has"
+                )
+            );
+        }
+        for key in ["camera_cpu", "slopes_cpu", "recon_cpu"] {
+            let err = Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n[[case]]\n\
+                 kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
+                 actuators=5\nrate_hz=1000\n{key} = 1024\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "[[case]] #2 (ao-loop): [case.ao] {key} = 1024: core ids must be below 1024"
+                )),
+                "{err}"
+            );
+        }
+        assert!(!crate::spawn::pin_to(100_000));
     }
 
     /// `threads = 0` was run on one thread without a word: refused, naming the remedy.

@@ -194,8 +194,13 @@ impl ChildOutcome {
 /// affinity mask, so a thread spawned by an already pinned thread could never move to
 /// another core (the MVM pool's second worker would silently share the first's core).
 pub fn pin_to(cpu: usize) -> bool {
-    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    // `core_affinity` indexes a fixed `cpu_set_t` with the id and panics past its end.
+    cpu < MAX_CORES && core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
+
+/// Core ids a `cpu_set_t` can name (`CPU_SETSIZE`): [`pin_to`] fails on any id from here
+/// on, and a scenario naming one is refused.
+pub const MAX_CORES: usize = libc::CPU_SETSIZE as usize;
 
 /// The cores the calling thread may run on (its `sched_getaffinity` mask, ascending), which
 /// a scenario's cores must be among ([`pin_to`] fails on any other); `None` when it cannot
@@ -547,7 +552,9 @@ pub fn kill_tracked() {
 
 /// Waits for `child` at most `timeout` without polling; kills it at the timeout (with
 /// `group`, its whole process group: a child started with `process_group(0)`) and returns
-/// `None`.
+/// `None`. With `group`, the group is killed after any exit too: a leader that died hard
+/// (SIGSEGV, the OOM killer) would leave what it started (a pyshmem peer's partner, maybe
+/// spinning on a core the next job times) running.
 pub fn wait_timeout(
     mut child: std::process::Child,
     timeout: Duration,
@@ -559,7 +566,14 @@ pub fn wait_timeout(
         let _ = tx.send(child.wait());
     });
     match rx.recv_timeout(timeout) {
-        Ok(r) => Ok(Some(r?)),
+        Ok(r) => {
+            // The group id is not reused while a member lives, and the child led a group of
+            // its own (`process_group(0)`), never the harness's.
+            if group {
+                harness_sys::kill_group(pid);
+            }
+            Ok(Some(r?))
+        }
         Err(_) => {
             // A group outlives its leader while any member lives: this reaches what the
             // child started even if the child itself has just exited.

@@ -9,7 +9,7 @@ use crate::report::record::Record;
 use crate::report::targets::Target;
 use crate::report::{ReportInput, fmt_hz, fmt_opt, human_bytes, us};
 use crate::run::{JobResult, Side};
-use crate::scenario::{Kind, Pipeline};
+use crate::scenario::{Job, Kind, Pipeline};
 
 /// The seed's published numbers (pyshmem 1.0.4 README, RTX 5090 host), by n.
 struct SeedIo {
@@ -86,6 +86,15 @@ fn square(r: &JobResult) -> Option<usize> {
         [a, b] if a == b => Some(*a),
         _ => None,
     }
+}
+
+/// Whether `job` is the GPU variant a seed table's GPU column shows: the seed's `pipeline`
+/// (device buffers for IO and the device-resident table, host slices for the host-upload
+/// table) without the CPU mirror, as pyshmem 1.0.4's GPU streams ran. A scenario may list
+/// several GPU variants of a shape (scenarios/io.toml lists four); the others are in "All
+/// results".
+fn is_seed_gpu_variant(job: &Job, pipeline: Pipeline) -> bool {
+    job.device.is_gpu() && job.pipeline == Some(pipeline) && job.mirror == Some(false)
 }
 
 fn side_hz(s: &Result<Side, String>, kind: Kind) -> Option<f64> {
@@ -220,7 +229,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             "Seed: pyshmem 1.0.4 README (RTX 5090 host). Ours: this run. GB/s counts write + read bytes. \
              Floor: a bare publish then snapshot on a plain shared-memory region, each through a mapping of its own, same core, same run: \
              the `flock` pair, the odd/even sequence, the copy in, the write time and count; then the sequence, the copy out, the re-check \
-             (what the format makes every implementation do). Ratio to floor = floor median iteration time / ours.\n"
+             (what the format makes every implementation do). Ratio to floor = floor median iteration time / ours. \
+             GPU: device buffers without the CPU mirror (`pipeline = \"device-resident\"`, `mirror = false`), the seed's GPU variant; \
+             the other GPU variants are in \"All results\".\n"
         )?;
         writeln!(
             o,
@@ -237,9 +248,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             let cpu = io
                 .iter()
                 .find(|r| r.job.shape == shape && !r.job.device.is_gpu());
-            let gpu = io
-                .iter()
-                .find(|r| r.job.shape == shape && r.job.device.is_gpu());
+            let gpu = io.iter().find(|r| {
+                r.job.shape == shape && is_seed_gpu_variant(&r.job, Pipeline::DeviceResident)
+            });
             let bytes = shape.iter().product::<usize>() as f64 * 4.0;
             let seed = match shape.as_slice() {
                 [a, b] if a == b => SEED_IO.iter().find(|s| s.n == *a),
@@ -305,7 +316,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             o,
             "Ours: the driver process publishes x, the compute process (matrix read once from its stream) publishes y = A·x, \
              the driver waits for y; GFLOP/s = 2n² × Hz. Kernel: the same kernel alone on plain memory (the floor). \
-             numpy: `np.dot(A, x, out=y)` alone (OpenBLAS sgemv) and the same pipeline with pyshmem 1.4.0.\n"
+             numpy: `np.dot(A, x, out=y)` alone (OpenBLAS sgemv) and the same pipeline with pyshmem 1.4.0. \
+             GPU: host-upload without the CPU mirror (`mirror = false`), the seed's GPU variant; the others are in \"All results\".\n"
         )?;
         writeln!(
             o,
@@ -331,9 +343,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             let cpu = host
                 .iter()
                 .find(|r| square(r) == Some(*n) && !r.job.device.is_gpu());
-            let gpu = host
-                .iter()
-                .find(|r| square(r) == Some(*n) && r.job.device.is_gpu());
+            let gpu = host.iter().find(|r| {
+                square(r) == Some(*n) && is_seed_gpu_variant(&r.job, Pipeline::HostUpload)
+            });
             let seed = SEED_MVM.iter().find(|s| s.n == *n);
             let flops = 2.0 * (*n * *n) as f64;
             let gf = |h: Option<f64>| h.map_or("—".into(), |h| format!("{:.2}", h * flops / 1e9));
@@ -408,7 +420,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         )?;
         let dev: Vec<&&JobResult> = mvm
             .iter()
-            .filter(|r| r.job.pipeline == Some(Pipeline::DeviceResident))
+            .filter(|r| is_seed_gpu_variant(&r.job, Pipeline::DeviceResident))
             .collect();
         for s in &SEED_MVM {
             let r = dev.iter().find(|r| square(r) == Some(s.n));
@@ -493,7 +505,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         o,
         "## All results\n\nFloor Hz: the floor's iterations per second, except on ao-loop rows, where it \
          is 1 / the composed floor's mean latency, not a rate (Hz there is the DM frame rate \
-         achieved, at most the camera's): compare them through the ratio (median latencies).\n"
+         achieved, at most the camera's): compare them through the ratio (median latencies). \
+         bytes/s: write + read bytes per second of wall time, so a pingpong's idle gaps count there though not in its Hz.\n"
     )?;
     writeln!(
         o,
@@ -610,4 +623,44 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
          (a controller owns its streams); the roundtrip and pingpong data writes take the flock pair every time, as their floors do."
     )?;
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    /// A scenario may list several GPU variants of a shape (io.toml lists four): each seed
+    /// table's GPU column takes the seed's, device buffers (IO) or host slices (MVM) without
+    /// the mirror, however they are ordered; here it is listed last.
+    #[test]
+    fn the_seed_gpu_columns_take_the_seeds_variant_whatever_the_order() {
+        let mut text = String::from("name=\"x\"\n");
+        for kind in ["roundtrip", "mvm"] {
+            for (pipeline, mirror) in [
+                ("host-upload", true),
+                ("device-resident", true),
+                ("host-upload", false),
+                ("device-resident", false),
+            ] {
+                text.push_str(&format!(
+                    "[[case]]\nkind=\"{kind}\"\ndevice=\"cuda:0\"\npipeline=\"{pipeline}\"\n\
+                     mirror={mirror}\nsizes=[[100, 100]]\n"
+                ));
+            }
+        }
+        let jobs = Scenario::parse(&text).unwrap().jobs(false, None);
+        for (kind, pipeline) in [
+            (Kind::Roundtrip, Pipeline::DeviceResident),
+            (Kind::Mvm, Pipeline::HostUpload),
+            (Kind::Mvm, Pipeline::DeviceResident),
+        ] {
+            let seed: Vec<(Option<Pipeline>, Option<bool>)> = jobs
+                .iter()
+                .filter(|j| j.kind == kind && is_seed_gpu_variant(j, pipeline))
+                .map(|j| (j.pipeline, j.mirror))
+                .collect();
+            assert_eq!(seed, [(Some(pipeline), Some(false))], "{kind:?}");
+        }
+    }
 }

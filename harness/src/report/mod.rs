@@ -54,7 +54,11 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
     write_file(&CsvWriter, &records, &out.join("results.csv"))?;
     let targets = targets::evaluate(input.results, input.record_cost.record_ns);
 
+    // A run into an earlier run's folder (`--cases`) would leave its figures beside a
+    // results.json that no longer lists them.
     let hgrm = out.join("hgrm");
+    remove_written(&hgrm, &["hgrm"])?;
+    remove_written(&out.join("plots"), &["png", "svg"])?;
     std::fs::create_dir_all(&hgrm)?;
     for r in input.results {
         for (side, s) in [("ours", &r.ours), ("floor", &r.floor), ("peer", &r.peer)] {
@@ -104,6 +108,30 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
     let md = markdown::render(input, &records, &targets)?;
     std::fs::write(out.join("report.md"), md)?;
     Ok(targets)
+}
+
+/// Removes the regular files of `dir` whose extension is one of `exts` (what the report
+/// writes there), nothing else: no folder, no link, nothing through a link (a `dir` that is
+/// a link is left alone). A missing `dir` has nothing to remove.
+fn remove_written(dir: &Path, exts: &[&str]) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let ours = path
+            .extension()
+            .is_some_and(|x| exts.iter().any(|e| x == *e));
+        if ours && entry.file_type()?.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing the earlier {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn side_json(s: &SideResult, kind: crate::scenario::Kind) -> serde_json::Value {
@@ -306,6 +334,68 @@ mod write_tests {
         );
         let md = roundtrip_report(4000, 3800);
         assert!(!md.contains(flag), "{md}");
+    }
+
+    /// An earlier run's `.hgrm` files and plots go before a run writes into its folder; what
+    /// the report does not write (another extension, a folder, a link and what it points to,
+    /// files beside `hgrm/` and `plots/`) stays.
+    #[test]
+    fn an_earlier_runs_histograms_and_plots_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("report-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (hgrm, plots, elsewhere) = (dir.join("hgrm"), dir.join("plots"), dir.join("keep"));
+        for d in [&hgrm, &plots, &elsewhere, &plots.join("sub.png")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let outside = elsewhere.join("target.png");
+        for f in [
+            hgrm.join("old_64_ours.hgrm"),
+            plots.join("old.png"),
+            plots.join("old.svg"),
+            hgrm.join("notes.txt"),
+            plots.join("notes.txt"),
+            dir.join("stray.png"),
+            outside.clone(),
+        ] {
+            std::fs::write(f, "x").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, plots.join("link.png")).unwrap();
+        remove_written(&hgrm, &["hgrm"]).unwrap();
+        remove_written(&plots, &["png", "svg"]).unwrap();
+        remove_written(&dir.join("missing"), &["png"]).unwrap();
+        let mut left: Vec<String> = walk(&dir)
+            .into_iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "hgrm",
+                "hgrm/notes.txt",
+                "keep",
+                "keep/target.png",
+                "plots",
+                "plots/link.png",
+                "plots/notes.txt",
+                "plots/sub.png",
+                "stray.png"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every path under `dir`, links not followed.
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            out.push(e.path());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out
     }
 
     #[test]

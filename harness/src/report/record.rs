@@ -34,8 +34,9 @@ pub struct Record {
     pub wait: Option<String>,
     /// Iterations (round trips, products) per second.
     pub hz: Option<f64>,
-    /// Write + read bytes per second (the seed's convention); null for an op that moves
-    /// no payload (lock, wake).
+    /// Write + read bytes per second of wall time (the seed's convention): what moved, so a
+    /// pingpong's idle gaps count here though not in its `hz`; null for an op that moves no
+    /// payload (lock, wake).
     pub bytes_per_s: Option<f64>,
     /// MVM: 2·rows·cols·hz / 1e9.
     pub gflops: Option<f64>,
@@ -240,7 +241,11 @@ impl Record {
                 j.wait.map(|w| w.name().into())
             },
             hz,
-            bytes_per_s: hz.zip(bytes_per_iteration(r)).map(|(h, b)| h * b),
+            // The wall rate: a pingpong's `hz` counts busy time only.
+            bytes_per_s: ours
+                .map(|s| s.m.hz())
+                .zip(bytes_per_iteration(r))
+                .map(|(h, b)| h * b),
             gflops,
             p50_ns: pct.map(|p| p.p50),
             p90_ns: pct.map(|p| p.p90),
@@ -488,6 +493,41 @@ pub(crate) mod tests {
         assert_eq!(bytes_per_s("write", "[256]"), Some(1000.0 * 1024.0));
         assert_eq!(bytes_per_s("read", "[256]"), Some(1000.0 * 1024.0));
         assert_eq!(bytes_per_s("kernel", "[4, 8]"), Some(1000.0 * 128.0));
+    }
+
+    /// A pingpong's Hz leaves its idle gaps out (pyshmem's convention); its bytes/s is what
+    /// moved per second of wall time: here round trips busy half the time move half the
+    /// bytes the busy rate would say.
+    #[test]
+    fn a_pingpongs_bytes_per_s_counts_its_idle_gaps() {
+        use crate::measure::Measured;
+        use crate::run::{JobResult, Side};
+        let job = crate::scenario::Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\nsizes=[[64]]\ndtype=\"uint8\"\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let side = Side {
+            m: Measured {
+                repeat_hz: vec![500.0],
+                repeat_busy_hz: vec![1000.0],
+                ..Default::default()
+            },
+            hist: crate::hist::new(),
+            placement: "writer@0 reader@1".into(),
+        };
+        let r = JobResult {
+            job,
+            ours: Ok(side),
+            floor: Err("no floor".into()),
+            peer: Err("no peer".into()),
+            skipped: None,
+            ao: None,
+        };
+        let rec = Record::from_result(&r);
+        assert_eq!(rec.hz, Some(1000.0));
+        assert_eq!(rec.bytes_per_s, Some(500.0 * 2.0 * 64.0));
     }
 
     #[test]
