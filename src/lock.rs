@@ -37,7 +37,7 @@ pub(crate) struct LockFile {
     owner: AtomicUsize,
     depth: AtomicU32,
     fd: AtomicI32,
-    file: Mutex<File>,
+    file: Mutex<LockFd>,
     /// Threads of this process waiting for `owner` to become 0.
     waiters: AtomicU32,
     /// The stream generation (instance id bits) the lock file was last checked for.
@@ -51,7 +51,7 @@ pub(crate) struct LockFile {
     /// Removed files the holder moved away from ([`LockFile::move_held`]), still locked until
     /// its last release, so a writer waiting on one does not get in meanwhile; and whether
     /// there are any (the holder's thread alone sets and clears both).
-    retired: Mutex<Vec<File>>,
+    retired: Mutex<Vec<LockFd>>,
     has_retired: AtomicBool,
     /// [`sys::forks`] when this process's state was made: another value means a child forked
     /// without exec inherited it ([`LockFile::adopt_after_fork`]).
@@ -174,10 +174,62 @@ fn is_default(dir: &Path) -> bool {
             .is_some_and(|n| *n == *crate::name::default_lock_dir_name())
 }
 
+/// An open lock file: listed for a child forked without exec to drop
+/// ([`sys::register_lock_fd`]) from its open until just before its close, so that a child
+/// that never locks does not keep its parent's flock alive after the parent dies. Also the
+/// file's identity, which in such a child (its descriptor then `/dev/null`) tells whether
+/// the file is still the one at the path.
+#[derive(Debug)]
+struct LockFd {
+    file: File,
+    dev: u64,
+    ino: u64,
+}
+
+impl LockFd {
+    fn new(file: File) -> io::Result<LockFd> {
+        // Listed first: the drop below takes it off again on an error.
+        sys::register_lock_fd(file.as_raw_fd());
+        let mut fd = LockFd {
+            file,
+            dev: 0,
+            ino: 0,
+        };
+        let meta = fd.file.metadata()?;
+        (fd.dev, fd.ino) = (meta.dev(), meta.ino());
+        Ok(fd)
+    }
+
+    /// Whether `path` still names this file, judged by the identity recorded at its open
+    /// (no descriptor needed): missing or another inode means it was removed from there. A
+    /// path that cannot be looked at counts as still there.
+    fn is_at(&self, path: &Path) -> bool {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => m.dev() == self.dev && m.ino() == self.ino,
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
+    }
+}
+
+impl std::ops::Deref for LockFd {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for LockFd {
+    fn drop(&mut self) {
+        // Off the list before the field's drop closes the number, which may then be reused.
+        sys::unregister_lock_fd(self.file.as_raw_fd());
+    }
+}
+
 /// Opens (creating, 0600) a lock file. A symlink is not followed (a dangling one would
 /// otherwise create a file at its target), a FIFO does not block, and anything but a
 /// regular file of ours is refused ([`Error::Untrusted`]).
-fn open_file(path: &Path, stream: &str) -> Result<File> {
+fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -187,13 +239,14 @@ fn open_file(path: &Path, stream: &str) -> Result<File> {
         .custom_flags(libc::O_CLOEXEC | trust::OPEN_FLAGS)
         .open(path)
         .map_err(|e| trust::open_error(e, path))
+        .and_then(LockFd::new)
         .and_then(|f| trust::check_file(&f, path).map(|()| f));
     file.map_err(|e| Error::io(stream, "opening the lock file", e))
 }
 
 /// [`open_file`] at a path whose directory may have been removed since it was prepared (a
 /// temporary-file cleaner ages out an empty one): made again first.
-fn open_at_path(path: &Path, stream: &str) -> Result<File> {
+fn open_at_path(path: &Path, stream: &str) -> Result<LockFd> {
     if let Some(dir) = path.parent() {
         prepare_dir(dir, stream)?;
     }
@@ -479,8 +532,10 @@ impl LockFile {
     /// description, which fork shares, so the parent's descriptor would let the child in
     /// while the parent holds the lock (and its unlock would free the parent's). The child
     /// opens the file afresh and starts with nobody here holding it: a hold the forking
-    /// thread had is the parent's. Closing the inherited descriptors leaves the parent's
-    /// flock alone (the parent still has them open). Runs once, under the `file` mutex
+    /// thread had is the parent's. The inherited descriptors are `/dev/null` by now (the
+    /// fork handler made them so, see [`sys::register_lock_fd`], lest a child that never
+    /// locks keep a dead parent's flock); closing them leaves the parent's flock alone
+    /// either way (the parent still has its own open). Runs once, under the `file` mutex
     /// (a parent thread inside that mutex at the fork would leave it locked for good: a
     /// window of a few instructions, around a path check every 20 ms). A file removed with
     /// the caller's stream (not `stream_linked`) is not made again at the path, as in
@@ -491,7 +546,9 @@ impl LockFile {
         if !self.inherited() {
             return Ok(()); // another thread of this child did it
         }
-        if sys::nlink(&file).is_ok_and(|n| n == 0) && !stream_linked() {
+        // Its descriptor is `/dev/null` here (see `sys::register_lock_fd`): the path tells
+        // whether the file was removed, as its link count did.
+        if !file.is_at(&self.path) && !stream_linked() {
             return Err(Error::Stale {
                 name: stream.to_owned(),
             });

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The real user id of this process.
@@ -51,12 +51,93 @@ pub(crate) fn forks() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// Runs in a child right after `fork`: an atomic add and `getpid`, both async-signal-safe, as
-/// a child handler of a multi-threaded parent must be.
+/// Runs in a child right after `fork`: atomic loads and stores, `getpid` and `dup3`, all
+/// async-signal-safe (no allocation, no lock), as a child handler of a multi-threaded parent
+/// must be. Every registered lock descriptor ([`register_lock_fd`]) is made a descriptor of
+/// `/dev/null`: a flock belongs to the open file description, which fork shares, so a child
+/// that kept it (a helper that never touches the stream) would keep a dead parent's lock
+/// held until it exits. The number stays open, so the child's own close of it later is
+/// harmless; a child that locks opens the file afresh (`LockFile::adopt_after_fork`).
 extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions and cannot fail.
     OWN_PID.store(i64::from(unsafe { libc::getpid() }), Ordering::Relaxed);
+    let null = DEV_NULL.load(Ordering::Relaxed);
+    if null < 0 {
+        return;
+    }
+    for slot in &LOCK_FDS {
+        let fd = slot.load(Ordering::Relaxed);
+        if fd < 0 {
+            continue;
+        }
+        loop {
+            // SAFETY: dup3 takes plain integers: it closes `fd` (ours: registered only while
+            // open) and makes it a copy of the `/dev/null` descriptor kept for good.
+            let rc = unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
+            if rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+    }
+}
+
+/// How many lock descriptors [`register_lock_fd`] can list; one past them (a process with
+/// more than this many lock files open at once) is not covered: a child forked without exec
+/// keeps it, and the parent's flock on it, as before the registry existed.
+const LOCK_FD_SLOTS: usize = 1024;
+/// An empty slot of [`LOCK_FDS`].
+const NO_FD: i32 = -1;
+/// The open lock descriptors of this process, for [`after_fork_in_child`]: lock-free, as a
+/// fork handler needs (a fork while another thread held a mutex would leave it locked).
+static LOCK_FDS: [AtomicI32; LOCK_FD_SLOTS] = [const { AtomicI32::new(NO_FD) }; LOCK_FD_SLOTS];
+/// A descriptor of `/dev/null` (close-on-exec), opened with the first lock file and kept for
+/// the process's life: what a forked child's lock descriptors become. [`NO_FD`] until then,
+/// or if it could not be opened (then children keep their lock descriptors).
+static DEV_NULL: AtomicI32 = AtomicI32::new(NO_FD);
+
+/// Lists `fd`, an open lock file descriptor, for a child forked without exec to drop (see
+/// [`after_fork_in_child`]); call it before the descriptor is first locked, and
+/// [`unregister_lock_fd`] before it is closed (a listed number reused by another file would
+/// be clobbered in the child). Returns whether it is covered: `false` when every slot is
+/// taken or `/dev/null` cannot be opened.
+pub(crate) fn register_lock_fd(fd: std::os::fd::RawFd) -> bool {
+    watch_forks();
+    if DEV_NULL.load(Ordering::Acquire) < 0 {
+        // SAFETY: a constant NUL-terminated path and plain flags.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if null < 0 {
+            return false;
+        }
+        if DEV_NULL
+            .compare_exchange(NO_FD, null, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `null` was just opened here, and another thread's won the slot.
+            unsafe { libc::close(null) };
+        }
+    }
+    // SeqCst: listed before the caller locks it, so a fork that sees the lock sees the entry.
+    LOCK_FDS.iter().any(|slot| {
+        slot.compare_exchange(NO_FD, fd, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Takes `fd` off the list [`register_lock_fd`] made, before it is closed (no-op if it was
+/// not listed).
+pub(crate) fn unregister_lock_fd(fd: std::os::fd::RawFd) {
+    if fd < 0 {
+        return;
+    }
+    for slot in &LOCK_FDS {
+        if slot
+            .compare_exchange(fd, NO_FD, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
 }
 
 /// Starts counting forks ([`forks`]), once per process; before any state a child would
@@ -395,6 +476,63 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{never}");
             std::thread::yield_now();
         }
+    }
+
+    /// (device, inode) of an open descriptor, with fstat only (async-signal-safe, for a
+    /// forked child).
+    fn identity(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for writes of one `stat`; fstat takes a plain descriptor.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: fstat filled `st` (it returned 0).
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        Some((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    /// Forks; the child exits 0 if `fd` is `expected` there and 1 otherwise. Returns whether
+    /// it was.
+    fn in_a_forked_child(fd: std::os::fd::RawFd, expected: (u64, u64)) -> bool {
+        // SAFETY: the child only calls fstat and `_exit` (async-signal-safe) and never
+        // returns here.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let code = if identity(fd) == Some(expected) { 0 } else { 1 };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` outlives the call.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
+    #[test]
+    fn a_forked_child_holds_dev_null_where_a_registered_lock_descriptor_was() {
+        use std::os::fd::AsRawFd;
+        let file = File::open(std::env::current_exe().unwrap()).unwrap();
+        let fd = file.as_raw_fd();
+        let own = identity(fd).unwrap();
+        let null = identity(File::open("/dev/null").unwrap().as_raw_fd()).unwrap();
+        assert!(in_a_forked_child(fd, own), "unlisted: the child keeps it");
+        assert!(register_lock_fd(fd));
+        assert!(
+            in_a_forked_child(fd, null),
+            "listed: the child holds /dev/null"
+        );
+        assert_eq!(
+            identity(fd),
+            Some(own),
+            "the parent's descriptor is untouched"
+        );
+        unregister_lock_fd(fd);
+        assert!(
+            in_a_forked_child(fd, own),
+            "unlisted again: the child keeps it"
+        );
     }
 
     #[test]

@@ -260,6 +260,50 @@ fn die_with_parent() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 }
 
+/// Forks without exec a child that never touches a stream (a Python multiprocessing worker,
+/// a daemon helper): it closes its copies of stdout and stderr (the test's pipes, which must
+/// close when its parent dies) and waits for the end of stdin, the test's pipe, which comes
+/// when the test kills it, or ends. Returns its pid. Not killed with its parent: a parent
+/// death signal is not inherited through fork.
+fn fork_idle_helper() -> libc::pid_t {
+    // SAFETY: the forked child makes only async-signal-safe calls (close, read, `_exit`) and
+    // never returns here.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut buf = [0u8; 64];
+        // SAFETY: plain descriptors, and `buf` is valid for writes of its length.
+        unsafe {
+            libc::close(1);
+            libc::close(2);
+            loop {
+                let n = libc::read(0, buf.as_mut_ptr().cast(), buf.len());
+                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                    libc::_exit(0);
+                }
+            }
+        }
+    }
+    pid
+}
+
+/// A process this test did not start (a child of a child), SIGKILLed on drop.
+struct KilledOnDrop(libc::pid_t);
+
+impl KilledOnDrop {
+    fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.0, 0) == 0 }
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to a pid that stays ours (see the test) until then.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
 // ----- child roles -----
 
 /// Child roles run by re-executing this binary (see tests/common/mod.rs).
@@ -299,6 +343,26 @@ fn child_entry() {
             let s = Stream::open(&name).unwrap();
             s.write_view(|buf: &mut [u32]| {
                 buf[..N / 2].fill(0xdead_beef);
+                say("inside");
+                block_on_stdin();
+                Ok::<_, Infallible>(())
+            })
+            .unwrap();
+        }
+        // Forks a helper without exec that never touches the stream ([`fork_idle_helper`])
+        // and says its pid, right after opening the stream (`fork_at` "open") or inside the
+        // write (holding the lock); then blocks inside a write's bracket, as `stuck_writer`.
+        "forking_stuck_writer" => {
+            let s = Stream::open(&name).unwrap();
+            let at_open = param::<String>("fork_at") == "open";
+            if at_open {
+                say(&format!("helper {}", fork_idle_helper()));
+            }
+            s.write_view(|buf: &mut [u32]| {
+                buf[..N / 2].fill(0xdead_beef);
+                if !at_open {
+                    say(&format!("helper {}", fork_idle_helper()));
+                }
                 say("inside");
                 block_on_stdin();
                 Ok::<_, Infallible>(())
@@ -776,6 +840,49 @@ fn reader_spinning_or_yielding_when_the_writer_dies_reports_it_within_100ms() {
             // it must find the writer dead.
             dead_writer_is_reported(&owner, &name, &reader, wait_new, &ctx, |_| {});
         }
+    }
+}
+
+/// A writer that forked a helper without exec (a Python multiprocessing worker, a daemon
+/// helper) and is killed inside a write: the helper never touches the stream, yet its copy of
+/// the lock file's descriptor shared the writer's flock, so while it lived the dead writer's
+/// lock stayed held: readers got `Timeout` instead of the dead writer, and every writer timed
+/// out. With the helper alive, a reader now reports the dead writer and the next writer takes
+/// over, for a helper forked at the open and one forked while the lock was held.
+#[test]
+fn a_helper_forked_by_a_writer_killed_mid_write_does_not_keep_its_lock() {
+    let _serial = serial();
+    for fork_at in ["open", "inside"] {
+        let name = unique_name(&format!("forkhelper-{fork_at}"));
+        let _c = Cleanup::new([&name]);
+        let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
+        owner.write_slice_frame(&frame(1), 1).unwrap();
+        owner.set_default_timeout(Duration::from_secs(5));
+        let mut w = child("child_entry", "forking_stuck_writer")
+            .param("name", &name)
+            .param("fork_at", fork_at)
+            .spawn();
+        // Dropped (killed) before `w`, whose stdin it waits on: it cannot have ended, and its
+        // pid cannot have been reused, until then.
+        let helper = KilledOnDrop(w.expect_line("helper", LONG).parse().unwrap());
+        w.expect_line("inside", LONG);
+        w.kill_reaped();
+        let reader = Stream::open_readonly(&name).unwrap();
+        reader.set_default_timeout(Duration::from_secs(5));
+        let read = reader.read::<u32>().map(drop);
+        assert!(
+            matches!(read, Err(Error::Inconsistent { .. })),
+            "fork at {fork_at}: {read:?}"
+        );
+        owner
+            .write_slice_frame(&frame(2), 2)
+            .unwrap_or_else(|e| panic!("fork at {fork_at}: the next write: {e}"));
+        assert_eq!(
+            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
+            Ok(2),
+            "fork at {fork_at}"
+        );
+        assert!(helper.alive(), "fork at {fork_at}: the helper ended early");
     }
 }
 
