@@ -86,7 +86,7 @@ use ndarray::ArrayD;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::notify::Cancel;
-use crate::read::Publication;
+use crate::read::{Publication, Want};
 use crate::stream::Stream;
 
 const OP: &str = "wait for a new frame";
@@ -243,12 +243,12 @@ mod timer {
 }
 
 impl Stream {
-    /// Waits on tokio's blocking pool until the count exceeds `after` or `deadline` passes.
-    /// `Ok(None)` means the deadline passed; the deadline holds even while the wait is still
-    /// queued for a pool thread (see [`timer`]).
+    /// Waits on tokio's blocking pool until a read for `want` would find its frame or
+    /// `deadline` passes. `Ok(None)` means the deadline passed; the deadline holds even while
+    /// the wait is still queued for a pool thread (see [`timer`]).
     async fn park_until_count(
         self: &Arc<Self>,
-        after: u64,
+        want: Want,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
         let mut cancel = CancelOnDrop {
@@ -267,7 +267,7 @@ impl Stream {
             } else {
                 let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 crate::notify::cancellable(Arc::clone(&flag), || {
-                    match stream.wait_for_count(after, timeout) {
+                    match stream.wait_for(want, timeout) {
                         Ok(c) => Ok(Some(c)),
                         Err(Error::Timeout { .. }) => Ok(None),
                         Err(e) => Err(e),
@@ -340,12 +340,13 @@ impl Stream {
     }
 
     /// The shared loop: try `attempt` inline (it must not wait: it is the blocking twin with a
-    /// zero timeout) when the count is past `after`, else park on the pool and retry. At the
-    /// deadline `attempt` runs once more, so what the blocking twin reports instead of a
-    /// timeout (an aborted or abandoned write, an unlinked stream) is reported here too.
+    /// zero timeout) when the frame `want` names may be there, else park on the pool and
+    /// retry. At the deadline `attempt` runs once more, so what the blocking twin reports
+    /// instead of a timeout (an aborted or abandoned write, an unlinked stream) is reported
+    /// here too.
     async fn wait_then<R>(
         self: &Arc<Self>,
-        after: u64,
+        want: Want,
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&Stream) -> Result<R>,
     ) -> Result<R> {
@@ -353,7 +354,7 @@ impl Stream {
         let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
             let passed = deadline.is_some_and(|d| Instant::now() >= d);
-            if passed || self.count() > after {
+            if passed || self.may_find(want) {
                 match attempt(self) {
                     // A writer is inside its bracket right now: wait for it on the pool.
                     Err(Error::Timeout { .. }) if !passed => {}
@@ -361,7 +362,7 @@ impl Stream {
                     other => return other,
                 }
             }
-            if self.park_until_count(after, deadline).await?.is_none() {
+            if self.park_until_count(want, deadline).await?.is_none() {
                 // The deadline passed: the next round's last attempt says how.
                 continue;
             }
@@ -374,7 +375,7 @@ impl Stream {
         after: u64,
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.wait_then(after, timeout, |s| {
+        self.wait_then(Want::After(after), timeout, |s| {
             s.wait_for_count(after, Some(Duration::ZERO))
         })
         .await
@@ -388,7 +389,7 @@ impl Stream {
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(after, timeout, |s| {
+        self.wait_then(Want::After(after), timeout, |s| {
             s.read_after::<T>(after, Some(Duration::ZERO))
         })
         .await
@@ -402,7 +403,7 @@ impl Stream {
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(after, timeout, |s| {
+        self.wait_then(Want::After(after), timeout, |s| {
             s.read_after_publication::<T>(after, Some(Duration::ZERO))
         })
         .await
@@ -418,7 +419,7 @@ impl Stream {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
         self.host_payload()?;
-        self.wait_then(after, timeout, |s| {
+        self.wait_then(Want::After(after), timeout, |s| {
             s.read_after_into_slice(after, dst, Some(Duration::ZERO))
         })
         .await
@@ -429,7 +430,12 @@ impl Stream {
         self: &Arc<Self>,
         timeout: Option<Duration>,
     ) -> Result<ArrayD<T>> {
-        self.read_after_async(self.last_read_count(), timeout).await
+        self.ensure_dtype::<T>()?;
+        self.host_payload()?;
+        self.wait_then(self.want_new(), timeout, |s| {
+            s.read_new::<T>(Some(Duration::ZERO))
+        })
+        .await
     }
 
     /// Async [`Stream::read_new_publication`].
@@ -437,8 +443,12 @@ impl Stream {
         self: &Arc<Self>,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
-        self.read_after_publication_async(self.last_read_count(), timeout)
-            .await
+        self.ensure_dtype::<T>()?;
+        self.host_payload()?;
+        self.wait_then(self.want_new(), timeout, |s| {
+            s.read_new_publication::<T>(Some(Duration::ZERO))
+        })
+        .await
     }
 
     /// Async [`Stream::read_new_into_slice`]; returns the frame's count.
@@ -447,8 +457,13 @@ impl Stream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.read_after_into_slice_async(self.last_read_count(), dst, timeout)
-            .await
+        self.ensure_dtype::<T>()?;
+        self.ensure_len(dst.len())?;
+        self.host_payload()?;
+        self.wait_then(self.want_new(), timeout, |s| {
+            s.read_new_into_slice(dst, Some(Duration::ZERO))
+        })
+        .await
     }
 }
 
@@ -490,6 +505,36 @@ mod tests {
             .create()
             .unwrap();
         Arc::new(s)
+    }
+
+    /// A handle opened inside a write whose count was already stamped returns that frame
+    /// once published, from the async `read_new`s too: they waited for the count to pass
+    /// the baseline, which that frame's count equals (`read::tests` has the blocking twin).
+    #[test]
+    fn an_async_read_new_returns_the_write_in_progress_at_open() {
+        let w = notify_stream("open-mid-write");
+        w.write_slice(&[1u8, 1]).unwrap();
+        let guard = w.lock(Some(LONG)).unwrap();
+        let b = crate::seqlock::begin_write(&w.header);
+        // SAFETY: the payload holds the stream's 2 bytes; we hold the write lock and the
+        // sequence is odd, as a writer's fill.
+        unsafe { std::ptr::write_bytes(w.payload.as_ref().unwrap().as_ptr(), 2, 2) };
+        crate::seqlock::stamp(&w.header, 0.0, None);
+        let r = Arc::new(Stream::open(&w.name).unwrap());
+        crate::seqlock::end_write_even(&w.header, b);
+        drop(guard);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let got = rt
+            .block_on(r.read_new_publication_async::<u8>(Some(LONG)))
+            .unwrap();
+        assert_eq!(
+            (got.info.count, got.payload.as_slice().unwrap()),
+            (2, &[2u8, 2][..])
+        );
+        let again = rt.block_on(r.read_new_async::<u8>(Some(Duration::from_millis(1))));
+        assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
+        drop(r);
+        crate::unlink(&w.name).unwrap();
     }
 
     /// Timed waits that end early (a frame is published) withdraw their deadlines from the

@@ -45,6 +45,9 @@ pub(crate) enum Want {
     Now,
     /// A frame with `count > after` (waits for publications).
     After(u64),
+    /// `read_new`'s frame: [`Want::After`] the handle's last count, or the write that was in
+    /// progress when the handle was opened (`ReadState::pending_even`), once published.
+    New(u64),
     /// The same, or the history ring's head past `next` (a cursor's next frame, which a
     /// publication that fills the ring first completes before its even sequence).
     AfterOrAppended { after: u64, next: u64 },
@@ -97,8 +100,12 @@ impl Stream {
             let wait_on = match observed {
                 Observed::Stable(s) => {
                     let count = h.count().load(Ordering::Relaxed);
-                    if matches!(want, Want::After(a) | Want::AfterOrAppended { after: a, .. } if count <= a)
-                    {
+                    let waiting = match want {
+                        Want::Now => false,
+                        Want::After(a) | Want::AfterOrAppended { after: a, .. } => count <= a,
+                        Want::New(a) => count <= a && !self.published_since_open(s, count, a),
+                    };
+                    if waiting {
                         // Waiting for a publication that may never come: an unlink by
                         // pyshmem leaves the header valid, so look at the file (rate limited).
                         self.check_generation(false)?;
@@ -128,6 +135,8 @@ impl Stream {
                         }
                         // A writer overlapped the copy: retry at once, but within the deadline
                         // (a writer publishing faster than one copy would otherwise starve us).
+                        // And not past a close: with no deadline, this loop is all there is.
+                        self.ensure_open()?;
                         let w = waiter
                             .get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
                         if w.expired() {
@@ -256,11 +265,22 @@ impl Stream {
         Ok(())
     }
 
+    /// Whether the stable generation `s` with `count` is the write that was in progress when
+    /// this handle was opened, now published: its count is the handle's baseline `after`
+    /// (stored before the even value), yet the handle never returned it. Looked at only
+    /// while waiting (the frame is not new by its count).
+    fn published_since_open(&self, s: i64, count: u64, after: u64) -> bool {
+        let pending = self.reads.pending_even.load(Ordering::Relaxed);
+        pending != 0 && s == pending && count == after
+    }
+
     pub(crate) fn record_read(&self, f: FrameInfo) -> FrameInfo {
         // Plain loads and stores, no read-modify-write: the counters are per handle and
         // advisory, and threads sharing one handle race on them only for their bookkeeping.
         let last = self.reads.last_count.load(Ordering::Relaxed);
         self.reads.last_count.store(f.count, Ordering::Relaxed);
+        // The baseline it qualified is gone.
+        self.reads.pending_even.store(0, Ordering::Relaxed);
         let missed = f.count.saturating_sub(last).saturating_sub(1);
         self.reads.last_missed.store(missed, Ordering::Relaxed);
         if missed > 0 {
@@ -405,8 +425,7 @@ impl Stream {
         dst: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        let after = self.reads.last_count.load(Ordering::Relaxed);
-        self.read_bytes_with(Want::After(after), dst, timeout, "read a new frame")
+        self.read_bytes_with(self.want_new(), dst, timeout, "read a new frame")
     }
 
     /// [`Stream::read_publication_into`] into raw bytes (C order, native endian): the
@@ -446,11 +465,28 @@ impl Stream {
     /// `after` returns at once) and returns the count. `None` waits forever. The thread that
     /// holds the stream's write lock is refused a wait ([`Error::Unsupported`]).
     pub fn wait_for_count(&self, after: u64, timeout: Option<Duration>) -> Result<u64> {
+        self.wait_for(Want::After(after), timeout)
+    }
+
+    /// Waits until a read for `want` would find its frame; returns the frame's count (nothing
+    /// copied, nothing recorded).
+    pub(crate) fn wait_for(&self, want: Want, timeout: Option<Duration>) -> Result<u64> {
         Ok(self
-            .read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
-                true
-            })?
+            .read_frame(want, timeout, "wait for a new frame", |_| true)?
             .count)
+    }
+
+    /// Whether a read for `want` may find its frame now, from the count alone (a cheap look
+    /// before a wait; the read itself decides).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn may_find(&self, want: Want) -> bool {
+        match want {
+            Want::Now => true,
+            Want::After(a) | Want::AfterOrAppended { after: a, .. } => self.count() > a,
+            Want::New(a) => {
+                self.count() > a || self.reads.pending_even.load(Ordering::Relaxed) != 0
+            }
+        }
     }
 
     /// [`Stream::wait_for_count`], or until the history ring holds frame `next` (a cursor's
@@ -520,14 +556,17 @@ impl Stream {
     /// frames written in between are skipped and counted in [`FrameInfo::missed`] (a history
     /// [`Cursor`](crate::Cursor) returns every frame).
     ///
-    /// "Last returned" starts at the count the handle saw when it was opened. This differs
-    /// from pyshmem 1.4.0, whose `read_new` counts from the moment of the call: there a frame
-    /// published just before the call is folded into the baseline, which deadlocks ping-pong
-    /// loops. Here a frame published any time after this handle's previous read is returned.
+    /// "Last returned" starts at the count the handle saw when it was opened (a write in
+    /// progress then is returned once it is published). This differs from pyshmem 1.4.0,
+    /// whose `read_new` counts from the moment of the call: there a frame published just
+    /// before the call is folded into the baseline, which deadlocks ping-pong loops. Here a
+    /// frame published any time after this handle's previous read is returned.
     /// A wait by the thread that holds the stream's write lock is refused
     /// ([`Error::Unsupported`]): no other writer could publish.
     pub fn read_new<T: Element>(&self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
-        self.read_after(self.last_read_count(), timeout)
+        Ok(self
+            .read_array(self.want_new(), timeout, "wait for a new frame")?
+            .0)
     }
 
     /// [`Stream::read_new`] into a caller-owned buffer; returns the frame's count.
@@ -536,7 +575,9 @@ impl Stream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.read_after_into_slice(self.last_read_count(), dst, timeout)
+        Ok(self
+            .read_into_slice_with(self.want_new(), dst, timeout, "wait for a new frame")?
+            .count)
     }
 
     /// [`Stream::read_new`] with the frame's metadata.
@@ -544,6 +585,99 @@ impl Stream {
         &self,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
-        self.read_after_publication(self.last_read_count(), timeout)
+        let (payload, info) = self.read_array(self.want_new(), timeout, "wait for a new frame")?;
+        Ok(Publication { payload, info })
+    }
+
+    /// What `read_new` waits for: a frame past this handle's last one.
+    pub(crate) fn want_new(&self) -> Want {
+        Want::New(self.last_read_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dtype;
+
+    fn stream(tag: &str) -> (String, Stream) {
+        let name = format!("read-{tag}-{}", crate::sys::pid());
+        let _ = crate::unlink(&name);
+        let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        (name, s)
+    }
+
+    /// A handle opened inside a writer's bracket after the writer stored the frame's count
+    /// (writers do, before the even sequence; a GPU-side publication's CUDA stream stores
+    /// that value much later) took that count as already seen and waited past the frame:
+    /// a ping-pong loop stalled until its timeout.
+    #[test]
+    fn a_handle_opened_during_a_write_returns_that_frame_once_published() {
+        for stamped_before_open in [true, false] {
+            let (name, w) = stream(&format!("open-mid-write-{stamped_before_open}"));
+            w.write_slice(&[1u8; 4]).unwrap();
+            let guard = w.lock(Some(Duration::from_secs(5))).unwrap();
+            let b = seqlock::begin_write(&w.header);
+            let payload = w.payload.as_ref().unwrap().as_ptr();
+            // SAFETY: the payload holds the stream's 4 bytes; we hold the write lock and the
+            // sequence is odd, as a writer's fill.
+            unsafe { std::ptr::write_bytes(payload, 2, 4) };
+            if stamped_before_open {
+                seqlock::stamp(&w.header, 0.0, Some(2));
+            }
+            let r = Stream::open(&name).unwrap();
+            if !stamped_before_open {
+                seqlock::stamp(&w.header, 0.0, Some(2));
+            }
+            seqlock::end_write_even(&w.header, b);
+            drop(guard);
+            let got = r
+                .read_new_publication::<u8>(Some(Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(
+                (
+                    got.info.count,
+                    got.info.frame_id,
+                    got.payload.as_slice().unwrap()
+                ),
+                (2, 2, &[2u8; 4][..]),
+                "stamped before open: {stamped_before_open}"
+            );
+            // Returned once.
+            let again = r.read_new::<u8>(Some(Duration::ZERO));
+            assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
+            // A handle opened with no write in progress waits for the next one.
+            let idle = Stream::open(&name).unwrap();
+            let waited = idle.read_new::<u8>(Some(Duration::from_millis(1)));
+            assert!(matches!(waited, Err(Error::Timeout { .. })), "{waited:?}");
+            drop((r, idle, w));
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A writer that overlaps every copy keeps a read in the retry loop, which used to
+    /// look only at the deadline: with no timeout, `close` never ended it.
+    #[test]
+    fn a_read_starved_by_overlapping_writes_ends_at_close() {
+        let (name, s) = stream("starved-close");
+        s.write_slice(&[1u8; 4]).unwrap();
+        let mut copies = 0;
+        let read = s.read_frame(Want::Now, None, "read a stable frame", |_| {
+            copies += 1;
+            if copies == 1 {
+                s.close();
+            }
+            // A whole write lands during each copy (a bounded number, so that a read
+            // that ignores the close still ends, with the frame).
+            if copies < 1000 {
+                let b = seqlock::begin_write(&s.header);
+                seqlock::end_write(&s.header, b, 0.0, None);
+            }
+            true
+        });
+        assert!(matches!(read, Err(Error::Closed { .. })), "{read:?}");
+        assert_eq!(copies, 1, "ended at the first retry");
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 }

@@ -158,13 +158,46 @@ pub(crate) fn abort_write(h: &MappedHeader, b: Bracket) {
 /// did. A value already invalid is not claimed: another reader's mark, or an unlink's, which
 /// the reader classifies when it reads it. The caller holds the write lock (so the dead
 /// writer's bracket cannot be resumed by anyone).
+///
+/// A compare-and-swap, not a load then a store: a writer still on a removed lock file (one
+/// the lock we took does not exclude) may publish in between, and its frame must not be
+/// overwritten with the invalid value.
 pub(crate) fn invalidate_abandoned(h: &MappedHeader, observed: i64) -> bool {
-    let now = h.sequence().load(Ordering::Acquire);
-    if now == observed && now > 0 && now & 1 == 1 {
-        h.sequence().store(-now, Ordering::Release);
-        return true;
+    observed > 0
+        && observed & 1 == 1
+        && h.sequence()
+            .compare_exchange(observed, -observed, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
+/// Tries [`count_at_open`] makes before it takes an unverified sample: each retry means a
+/// publication landed between its loads, so a writer this fast publishes again soon.
+const COUNT_SAMPLES: usize = 8;
+
+/// The count a new handle starts from, sampled under the seqlock, and the even value that
+/// will publish a write in progress at the sample (0 when none was).
+///
+/// Writers store the count while the sequence is still odd ([`stamp`]), so the count of a
+/// write in progress may be the unpublished one: a handle that took it as "already seen"
+/// would wait past that frame. The caller keeps the count and lets the even value, once
+/// published with that same count, pass as new. Never waits for the writer: a GPU-side
+/// publication, or a dead writer, can keep the sequence odd for long.
+pub(crate) fn count_at_open(h: &MappedHeader) -> (u64, i64) {
+    let mut sample = (0, 0);
+    for _ in 0..COUNT_SAMPLES {
+        let s = h.sequence().load(Ordering::Acquire);
+        let count = h.count().load(Ordering::Relaxed);
+        // (A hostile header's `i64::MAX` has no even value after it: no writer stores it.)
+        let pending_even = match s {
+            s if s > 0 && s & 1 == 1 => s.checked_add(1).unwrap_or(0),
+            _ => 0,
+        };
+        sample = (count, pending_even);
+        if validate_read(h, s) {
+            break;
+        }
     }
-    false
+    sample
 }
 
 #[cfg(test)]
@@ -245,6 +278,35 @@ mod tests {
         assert!(!invalidate_abandoned(&sut, 5));
         assert!(!invalidate_abandoned(&sut, -5));
         assert_eq!(optimistic_read(&sut), Observed::Invalid(-5));
+        // A writer (on a removed lock file) that published since the observation keeps
+        // its frame.
+        let b = begin_write(&sut);
+        let observed = b.odd;
+        end_write(&sut, b, 1.0, None);
+        assert!(!invalidate_abandoned(&sut, observed));
+        assert_eq!(optimistic_read(&sut), Observed::Stable(observed + 1));
+        crate::segment::unlink(&id).unwrap();
+    }
+
+    #[test]
+    fn the_count_at_open_names_the_write_in_progress() {
+        let (_seg, sut, id) = header("at-open");
+        assert_eq!(count_at_open(&sut), (0, 0));
+        let b = begin_write(&sut);
+        assert_eq!(count_at_open(&sut), (0, 2), "before the stamp");
+        stamp(&sut, 1.0, None);
+        assert_eq!(count_at_open(&sut), (1, 2), "the unpublished count");
+        end_write_even(&sut, b);
+        assert_eq!(count_at_open(&sut), (1, 0));
+        let b = begin_write(&sut);
+        abort_write(&sut, b);
+        assert_eq!(
+            count_at_open(&sut),
+            (1, 0),
+            "an aborted write publishes nothing"
+        );
+        sut.sequence().store(i64::MAX, Ordering::Relaxed);
+        assert_eq!(count_at_open(&sut), (1, 0), "no even value after it");
         crate::segment::unlink(&id).unwrap();
     }
 }

@@ -153,7 +153,14 @@ fn default_dtype() -> Dtype {
 /// Per-handle read bookkeeping (pyshmem's `last_read_count` / missed counters).
 #[derive(Debug, Default)]
 pub(crate) struct ReadState {
+    /// The count of the frame this handle last returned (at open: the count then).
     pub(crate) last_count: AtomicU64,
+    /// The even sequence value that publishes the write in progress when the handle was
+    /// opened (0: none). Its count is stored before that value, so `last_count` may be the
+    /// count of a frame not yet published; `read_new` returns that frame once published
+    /// (sequence this value, count `last_count`) instead of waiting past it. Qualifies the
+    /// baseline only: every read that moves `last_count` clears it.
+    pub(crate) pending_even: AtomicI64,
     pub(crate) last_missed: AtomicU64,
     pub(crate) total_missed: AtomicU64,
     /// The last invalid generation reported by a waiting read (reported once per handle).
@@ -477,9 +484,9 @@ impl Stream {
         auto_unlink: bool,
     ) -> Stream {
         let reads = ReadState::default();
-        reads
-            .last_count
-            .store(header.count().load(Ordering::Acquire), Ordering::Relaxed);
+        let (count, pending_even) = crate::seqlock::count_at_open(&header);
+        reads.last_count.store(count, Ordering::Relaxed);
+        reads.pending_even.store(pending_even, Ordering::Relaxed);
         let len = h.shape.iter().product();
         Stream {
             size: h.size as usize,

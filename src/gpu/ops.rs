@@ -681,7 +681,7 @@ impl Stream {
         dst: &mut D,
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_after_into(self.last_read_count(), dst, timeout)
+        self.read_device_into_with(self.want_new(), dst, timeout, "wait for a new frame")
     }
 
     /// A snapshot of the current frame, copied from the device into host memory (through the
@@ -711,7 +711,7 @@ impl Stream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_to_host_after(self.last_read_count(), dst, timeout)
+        self.read_device_to_host_with(self.want_new(), dst, timeout, "wait for a new frame")
     }
 }
 
