@@ -919,14 +919,33 @@ fn gpu_consumer_killed_while_the_writer_waits_for_its_ack() {
     if !gpu_or_skip("gpu_consumer_killed_while_the_writer_waits_for_its_ack") {
         return;
     }
-    let (name, _c, s, mut k) = stream_with_a_stalled_consumer("gpu-ack-kill");
+    consumer_killed_while_the_writer_waits("gpu-ack-kill", |k| {
+        k.kill();
+    });
+}
+
+/// As above with the killed consumer left a zombie (its parent has not reaped it): kill(2)
+/// still finds it, and it used to stall the writer for its whole timeout.
+#[test]
+fn gpu_consumer_killed_and_unreaped_while_the_writer_waits_for_its_ack() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_consumer_killed_and_unreaped_while_the_writer_waits_for_its_ack") {
+        return;
+    }
+    consumer_killed_while_the_writer_waits("gpu-ack-zombie", common::Proc::kill_unreaped);
+}
+
+/// Kills (with `kill`) a stalled GPU consumer while the writer waits for its ack; asserts
+/// the writer goes on well before its timeout and a new consumer may take the stream.
+fn consumer_killed_while_the_writer_waits(tag: &str, kill: impl FnOnce(&mut common::Proc)) {
+    let (name, _c, s, mut k) = stream_with_a_stalled_consumer(tag);
     let t = Instant::now();
     // Frame 1 is the consumer's; frame 2 overwrites it after its ack; frame 3 would
     // overwrite frame 2, never acknowledged; frame 4 waits for frame 3 to land.
     let writer = write_frames_on_a_thread(&name, 4);
     wait_until_the_writer_waits_for_the_ack(&s);
     assert_eq!(s.gpu_consumer_pid(), Some(i64::from(k.pid())));
-    k.kill();
+    kill(&mut k);
     writer.join().expect("the writer finished");
     assert!(
         t.elapsed() < LONG,
@@ -954,6 +973,11 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
         return;
     }
     let (name, _c, s, mut k) = stream_with_a_stalled_consumer("gpu-ack-kill2");
+    // Opened before any CUDA stream of this process waits: registering host memory (which
+    // opening a writable handle does) waits for the work in flight, that wait included
+    // (`docs/format-gpu.md`, "Ordering caveat").
+    let second = Stream::open(&name).unwrap();
+    second.set_default_timeout(LONG);
     let t = Instant::now();
     // Frame 3 waits for the ack of frame 2, which the stalled consumer never sends (on the
     // GPU-side path its CUDA stream waits; the host returns).
@@ -961,8 +985,6 @@ fn gpu_consumer_killed_while_another_handles_stream_waits_is_released_by_the_nex
     wait_until_the_writer_waits_for_the_ack(&s);
     assert_eq!(s.gpu_consumer_pid(), Some(i64::from(k.pid())));
     k.kill();
-    let second = Stream::open(&name).unwrap();
-    second.set_default_timeout(LONG);
     second
         .write_device_from_host(&vec![4; STALLED_N])
         .expect("frame 4, through another handle");

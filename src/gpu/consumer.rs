@@ -129,7 +129,8 @@ fn stream_idle_now(a: &Attachment) -> bool {
     query_says_idle(r)
 }
 
-/// How often a host-side wait probes whether a process it waits for is alive (kill(2)).
+/// How often a host-side wait probes whether a process it waits for is alive (`/proc`,
+/// [`super::running_or_self`]).
 const LIVENESS_POLL: Duration = Duration::from_millis(1);
 
 /// When a host-side wait's liveness probe (and its deadline check) is due: at once, then at
@@ -157,10 +158,11 @@ impl ProbeTicker {
     }
 }
 
-/// If the stream's GPU consumer has died, releases it (`own`: this process's pid).
+/// If the stream's GPU consumer has died (a zombie too), releases it (`own`: this process's
+/// pid). Reads `/proc`: callers probe at most once per [`LIVENESS_POLL`].
 pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    if pid != 0 && !crate::sys::is_self_or_alive(own, pid) {
+    if pid != 0 && pid != own && !crate::sys::process_running(pid) {
         release(a, pid);
     }
 }
@@ -168,7 +170,7 @@ pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
 /// Whether the stream has a live GPU consumer (a writer's timeout names it as the cause).
 pub(crate) fn has_live_consumer(a: &Attachment) -> bool {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    pid != 0 && crate::sys::is_self_or_alive(crate::sys::pid(), pid)
+    pid != 0 && super::running_or_self(pid)
 }
 
 /// Publish hook before the fill (write lock held, a previous GPU-side publication landed):
@@ -184,6 +186,10 @@ pub(crate) fn gate_writer(
     // it saw our previous frames or we see it.
     fence(Ordering::SeqCst);
     let pid = a.consumer_pid().load(Ordering::SeqCst);
+    // A plain kill(2) probe here, on every write that finds the consumer behind: a `/proc`
+    // read per write would cost the pipeline. A zombie consumer passes it, and is released by
+    // the wait that follows, which probes with `/proc` (the host's `wait_ack` below, or the
+    // next write's `on_stream::wait_for_landing` for a wait enqueued on our CUDA stream).
     let gate = slots::writer_gate(
         pid,
         || crate::sys::is_self_or_alive(crate::sys::pid(), pid),
@@ -219,7 +225,7 @@ pub(crate) fn gate_writer(
         || a.consumer_ack().load(Ordering::Acquire),
         || {
             if probe.due(Instant::now()) {
-                alive = crate::sys::is_self_or_alive(crate::sys::pid(), pid);
+                alive = super::running_or_self(pid);
             }
             alive
         },
@@ -313,7 +319,7 @@ impl Stream {
         let word = a.consumer_pid();
         let mut cur = word.load(Ordering::SeqCst);
         loop {
-            if cur != 0 && crate::sys::is_self_or_alive(crate::sys::pid(), cur) {
+            if cur != 0 && super::running_or_self(cur) {
                 if !a.kept_claim.load(Ordering::Acquire).is_null() {
                     return Err(fail(KEPT_CLAIM.into()));
                 }
@@ -508,6 +514,10 @@ impl Drop for GpuConsumer<'_> {
         // next IO or `gpu_consumer`, one look each; its drop, with a bounded wait), and
         // meanwhile writers wait for it as for any live consumer that stopped acknowledging
         // (their timeout, never a hang).
+        if self.a.inherited() {
+            // A child forked without exec: the claim and the stream's waits are the parent's.
+            return;
+        }
         let seq = self.s.header.sequence();
         if !self.settle_for_drop() {
             self.a

@@ -164,6 +164,9 @@ pub(crate) struct Attachment {
     /// when the claim is given up once the stream is idle (`consumer::settle_kept_claim`, or
     /// `Drop` here; the header is unmapped after the attachment). Null otherwise.
     pub(crate) kept_claim: AtomicPtr<AtomicI64>,
+    /// [`os::forks`] when attached: another value means a child forked without exec inherited
+    /// this copy ([`Attachment::inherited`]).
+    forks: u64,
 }
 
 // SAFETY: the raw pointers inside (device pointer, event, pinned buffer) are handles owned by
@@ -174,6 +177,14 @@ unsafe impl Send for Attachment {}
 unsafe impl Sync for Attachment {}
 
 impl Attachment {
+    /// Whether this is a copy a child forked without exec inherited: its allocation, event,
+    /// CUDA stream and registrations are the parent's (CUDA calls fail in such a child), its
+    /// registry entry counts the parent's references, and a consumer claim on it is the
+    /// parent's. Its drops leave all of that, and every word shared with other processes, alone.
+    pub(crate) fn inherited(&self) -> bool {
+        inherited(self.forks)
+    }
+
     /// The raw event.
     pub(crate) fn event(&self) -> sys::CUevent {
         self.event as sys::CUevent
@@ -309,8 +320,37 @@ impl Attachment {
     }
 }
 
+/// Whether state made at fork count `made_at` ([`fork_count`]) was inherited across a fork
+/// without exec.
+fn inherited(made_at: u64) -> bool {
+    made_at != os::forks()
+}
+
+/// The fork count an attachment made now records ([`os::forks`]), counting forks from here on
+/// if nothing did yet.
+fn fork_count() -> u64 {
+    os::watch_forks();
+    os::forks()
+}
+
 impl Drop for Attachment {
     fn drop(&mut self) {
+        if self.inherited() {
+            // The parent's attachment: marking the allocation released (the registry copy may
+            // say this was the last reference) would detach every other process. Nothing is
+            // freed, waited for or locked (a lock another thread of the parent held at the
+            // fork stays held here): the registrations and the CUDA stream are leaked without
+            // a driver call, and the `_gpu` mapping with them (`seg` is not dropped).
+            for r in [
+                &mut self.seg_reg,
+                &mut self.header_reg,
+                &mut self.mirror_reg,
+            ] {
+                std::mem::forget(std::mem::take(r));
+            }
+            std::mem::forget(Arc::clone(&self.stream));
+            return;
+        }
         // A stream waiting for a GPU consumer's acknowledgement that never comes (a consumer
         // alive but stopped) is not waited for forever: its buffers are leaked instead.
         let idle = self.settle_within(DROP_SETTLE);
@@ -503,6 +543,7 @@ pub(crate) fn create(
             awaited_ack: AtomicU64::new(0),
             consuming: AtomicBool::new(false),
             kept_claim: AtomicPtr::new(std::ptr::null_mut()),
+            forks: fork_count(),
         })
     };
     finish().inspect_err(|_| undo(event))
@@ -591,6 +632,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         awaited_ack: AtomicU64::new(0),
         consuming: AtomicBool::new(false),
         kept_claim: AtomicPtr::new(std::ptr::null_mut()),
+        forks: fork_count(),
     })
 }
 
@@ -608,4 +650,34 @@ fn close_imported(s: Shared, owned: bool) {
 /// The registry's reference count for an attachment (tests and diagnostics).
 pub(crate) fn attachment_refs(a: &Attachment) -> usize {
     REGISTRY.refs(&a.key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked without exec tells its copy of an attachment from one of its own, so the
+    /// copy's drop leaves the shared `_gpu` state alone; the parent's stays its own.
+    #[test]
+    fn an_attachment_made_before_a_fork_is_inherited_in_the_child_only() {
+        let made_at = fork_count();
+        assert!(!inherited(made_at), "the parent's own attachment");
+        // SAFETY: the child only loads an atomic and calls `_exit` (async-signal-safe) and
+        // never returns here.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let code = if inherited(made_at) { 0 } else { 1 };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` outlives the call.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child took the parent's attachment for its own"
+        );
+        assert!(!inherited(made_at), "the parent's attachment stays its own");
+    }
 }

@@ -342,9 +342,15 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
             .and_then(|b| layout::publisher_pid(&b))
             .unwrap_or(0),
     };
-    probe::judge_odd(publisher, |pid| {
-        crate::sys::is_self_or_alive(crate::sys::pid(), pid)
-    }) == probe::OddSequence::Landing
+    probe::judge_odd(publisher, running_or_self) == probe::OddSequence::Landing
+}
+
+/// Whether `pid` is this process or one still running. A zombie (killed, not yet reaped by
+/// its parent) is dead: it will never land, publish or acknowledge anything, where `kill(2)`
+/// still finds it. Another process costs a `/proc` read ([`crate::sys::process_running`]), so
+/// this serves rate-limited liveness probes and waits, not every write.
+pub(crate) fn running_or_self(pid: i64) -> bool {
+    pid == crate::sys::pid() || crate::sys::process_running(pid)
 }
 
 /// The bytes of stream `name`'s `_gpu` segment, read from a fresh read-only mapping (its
@@ -623,6 +629,21 @@ pub(crate) mod tests {
             "stat shows it"
         );
         assert_eq!(st.gpu_consumer_pid, Some(0), "no GPU consumer");
+        // A publisher killed and not reaped yet (a zombie, which kill(2) still finds) is dead.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let z = i64::from(zombie.id());
+        let since = std::time::Instant::now();
+        while crate::sys::process_running(z) {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(10),
+                "`true` never exited"
+            );
+            std::thread::yield_now();
+        }
+        assert!(crate::sys::pid_alive(z), "not reaped: still a zombie");
+        set_publisher(z);
+        assert!(!publication_landing(&s), "a zombie publisher lands nothing");
+        zombie.wait().unwrap();
         set_publisher(i64::from(i32::MAX) - 1); // no such process
         let e = s.read_after_into_slice(0, &mut buf, wait).unwrap_err();
         assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");

@@ -147,13 +147,13 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if seq <= 0 || seq & 1 == 0 {
         return Ok(());
     }
-    let alive = |pid| crate::sys::is_self_or_alive(crate::sys::pid(), pid);
+    let alive = super::running_or_self;
     let publisher = a.publisher_pid().load(Ordering::Acquire);
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
     }
     // Spins on the sequence (our own stream, or another writer's, stores it); the liveness
-    // probes (kill(2)) run at most once a millisecond.
+    // probes (`/proc`) run at most once a millisecond.
     let timeout = s.default_timeout();
     let start = Instant::now();
     let mut ticker = super::consumer::ProbeTicker::new();
