@@ -58,7 +58,10 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
     // results.json that no longer lists them.
     let hgrm = out.join("hgrm");
     remove_written(&hgrm, &["hgrm"])?;
-    remove_written(&out.join("plots"), &["png", "svg"])?;
+    // Plots are optional (below): an earlier run's that cannot go is said, not fatal.
+    if let Err(e) = remove_written(&out.join("plots"), &["png", "svg"]) {
+        eprintln!("warning: an earlier run's plots left in place: {e:#}");
+    }
     std::fs::create_dir_all(&hgrm)?;
     for r in input.results {
         for (side, s) in [("ours", &r.ours), ("floor", &r.floor), ("peer", &r.peer)] {
