@@ -346,13 +346,17 @@ impl Stream {
     /// here too.
     async fn wait_then<R>(
         self: &Arc<Self>,
-        want: Want,
+        want: impl Fn(&Stream) -> Want,
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&Stream) -> Result<R>,
     ) -> Result<R> {
         self.ensure_open()?;
         let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
+            // Taken afresh each round, as `attempt` takes it: a `read_new`'s baseline moves
+            // when another reader of this handle returns the frame it waited for (a stale
+            // one would find that frame at once, every round: a spin).
+            let want = want(self);
             let passed = deadline.is_some_and(|d| Instant::now() >= d);
             if passed || self.may_find(want) {
                 match attempt(self) {
@@ -375,9 +379,11 @@ impl Stream {
         after: u64,
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.wait_then(Want::After(after), timeout, |s| {
-            s.wait_for_count(after, Some(Duration::ZERO))
-        })
+        self.wait_then(
+            |_| Want::After(after),
+            timeout,
+            |s| s.wait_for_count(after, Some(Duration::ZERO)),
+        )
         .await
     }
 
@@ -389,9 +395,11 @@ impl Stream {
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(Want::After(after), timeout, |s| {
-            s.read_after::<T>(after, Some(Duration::ZERO))
-        })
+        self.wait_then(
+            |_| Want::After(after),
+            timeout,
+            |s| s.read_after::<T>(after, Some(Duration::ZERO)),
+        )
         .await
     }
 
@@ -403,9 +411,11 @@ impl Stream {
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(Want::After(after), timeout, |s| {
-            s.read_after_publication::<T>(after, Some(Duration::ZERO))
-        })
+        self.wait_then(
+            |_| Want::After(after),
+            timeout,
+            |s| s.read_after_publication::<T>(after, Some(Duration::ZERO)),
+        )
         .await
     }
 
@@ -419,9 +429,11 @@ impl Stream {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
         self.host_payload()?;
-        self.wait_then(Want::After(after), timeout, |s| {
-            s.read_after_into_slice(after, dst, Some(Duration::ZERO))
-        })
+        self.wait_then(
+            |_| Want::After(after),
+            timeout,
+            |s| s.read_after_into_slice(after, dst, Some(Duration::ZERO)),
+        )
         .await
     }
 
@@ -432,7 +444,7 @@ impl Stream {
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(self.want_new(), timeout, |s| {
+        self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new::<T>(Some(Duration::ZERO))
         })
         .await
@@ -445,7 +457,7 @@ impl Stream {
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
         self.host_payload()?;
-        self.wait_then(self.want_new(), timeout, |s| {
+        self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new_publication::<T>(Some(Duration::ZERO))
         })
         .await
@@ -460,7 +472,7 @@ impl Stream {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
         self.host_payload()?;
-        self.wait_then(self.want_new(), timeout, |s| {
+        self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new_into_slice(dst, Some(Duration::ZERO))
         })
         .await

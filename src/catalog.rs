@@ -54,8 +54,9 @@ pub struct StreamStat {
     /// `StreamOptions::history`).
     #[serde(default)]
     pub history: usize,
-    /// Why every open of the stream refuses its history ring (corrupt: its header contradicts
-    /// the stream, or the segment is shorter than it declares), with the remedy; `None` when
+    /// Why every open of the stream refuses its history ring (its header contradicts the
+    /// stream, the segment is shorter than it declares, another format version, or it cannot
+    /// be read), with the remedy; `None` when
     /// the ring is usable or there is none. Left out of the JSON when `None`, so the keys of
     /// a healthy stream are those older readers know.
     #[serde(default, skip_serializing_if = "Option::is_none")]

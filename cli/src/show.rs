@@ -111,7 +111,7 @@ pub(crate) fn list(json: bool) -> Fallible {
             if s.notify { "yes" } else { "no" }.into(),
             gpu_str(s),
             match (s.history, &s.history_problem) {
-                (_, Some(_)) => "corrupt".to_owned(),
+                (_, Some(_)) => "unusable".to_owned(),
                 (0, None) => "-".to_owned(),
                 (n, None) => n.to_string(),
             },
@@ -159,7 +159,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
             "history",
             match (s.history, &s.history_problem) {
                 (_, Some(why)) => format!(
-                    "corrupt, so every open refuses the stream: {}",
+                    "unusable, so every open refuses the stream: {}",
                     crate::term::printable(why)
                 ),
                 (0, None) => "none".to_owned(),

@@ -397,8 +397,8 @@ fn a_corrupt_stream_is_reported_skipped_and_removable() {
 
 /// A history ring every `open` refuses (its header declares frames of another size):
 /// `stat` still prints the stream's metadata and exits 0 (it reports; it is `open` that
-/// fails), its history line saying the ring is corrupt and why; `list` shows the stream
-/// with history `corrupt`. They showed the declared depth, as if the ring were usable.
+/// fails), its history line saying the ring is unusable and why; `list` shows the stream
+/// with history `unusable`. They showed the declared depth, as if the ring were usable.
 #[test]
 fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
     use std::os::unix::fs::FileExt;
@@ -443,7 +443,7 @@ fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
     assert!(line("shape:").contains("[4]"), "{stat}");
     let history = line("history:");
     assert!(
-        history.contains("corrupt")
+        history.contains("unusable")
             && history.contains("frames of 8 bytes, the stream 4")
             && history.contains("recreate"),
         "{stat}"
@@ -453,7 +453,7 @@ fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name.as_str()))
         .unwrap_or_else(|| panic!("{name} not listed:\n{list}"));
-    assert_eq!(row.split_whitespace().last(), Some("corrupt"), "{list}");
+    assert_eq!(row.split_whitespace().last(), Some("unusable"), "{list}");
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&["stat", &name, "--json"])).unwrap();
     assert_eq!(json["history"], 0);
