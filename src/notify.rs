@@ -242,9 +242,10 @@ impl Waiter {
         }
     }
 
-    /// Whether the deadline passed (checked without a clock read while spinning early on).
+    /// Whether the deadline passed or the wait was cancelled (an abandoned async wait): a
+    /// read retrying without pauses looks here, not at [`Waiter::pause`].
     pub(crate) fn expired(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline.is_some_and(|d| Instant::now() >= d) || cancelled()
     }
 
     /// What pause number `round` is: spins first (adaptive, until its spin ends), then

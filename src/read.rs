@@ -134,8 +134,9 @@ impl Stream {
                             });
                         }
                         // A writer overlapped the copy: retry at once, but within the deadline
-                        // (a writer publishing faster than one copy would otherwise starve us).
-                        // And not past a close: with no deadline, this loop is all there is.
+                        // (a writer publishing faster than one copy would otherwise starve us),
+                        // and not past a close or an abandoned async wait: with no deadline,
+                        // this loop is all there is.
                         self.ensure_open()?;
                         let w = waiter
                             .get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
@@ -653,6 +654,34 @@ mod tests {
             drop((r, idle, w));
             crate::unlink(&name).unwrap();
         }
+    }
+
+    /// The same starved read, inside an async wait that was abandoned (its cancel flag
+    /// set): it ends like a wait at its deadline, without a pause to notice the flag in.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_read_starved_by_overlapping_writes_ends_when_its_async_wait_is_cancelled() {
+        let (name, s) = stream("starved-cancel");
+        s.write_slice(&[1u8; 4]).unwrap();
+        let cancel = std::sync::Arc::new(crate::notify::Cancel::default());
+        let mut copies = 0;
+        let read = crate::notify::cancellable(std::sync::Arc::clone(&cancel), || {
+            s.read_frame(Want::Now, None, "read a stable frame", |_| {
+                copies += 1;
+                if copies == 1 {
+                    cancel.cancel();
+                }
+                if copies < 1000 {
+                    let b = seqlock::begin_write(&s.header);
+                    seqlock::end_write(&s.header, b, 0.0, None);
+                }
+                true
+            })
+        });
+        assert!(matches!(read, Err(Error::Timeout { .. })), "{read:?}");
+        assert_eq!(copies, 1, "ended at the first retry");
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 
     /// A writer that overlaps every copy keeps a read in the retry loop, which used to
