@@ -549,6 +549,47 @@ mod tests {
         crate::unlink(&w.name).unwrap();
     }
 
+    /// An async `read_new` whose frame another read of the same handle took first waits for
+    /// the next one: it kept the baseline it started with, found the taken frame again on
+    /// every round, and spun through the blocking pool until its deadline.
+    #[test]
+    fn an_async_read_new_whose_frame_another_read_took_waits_for_the_next() {
+        let s = notify_stream("moved-baseline");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _in_runtime = rt.enter();
+        let (counter, woken) = counting();
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = Box::pin(s.read_new_async::<u8>(Some(LONG)));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        s.write_slice(&[1u8, 1]).unwrap();
+        let taken = s.read_new::<u8>(Some(LONG)).unwrap();
+        assert_eq!(taken.as_slice().unwrap(), &[1, 1]);
+        woken
+            .recv_timeout(LONG)
+            .expect("the parked wait saw the frame");
+        assert!(
+            wait.as_mut().poll(&mut cx).is_pending(),
+            "the frame was taken: the wait goes on"
+        );
+        // Nothing more is published, so nothing wakes the wait (a spin woke it at once).
+        assert!(
+            woken.recv_timeout(Duration::from_millis(300)).is_err(),
+            "woken with no new frame"
+        );
+        s.write_slice(&[2u8, 2]).unwrap();
+        let got = loop {
+            woken
+                .recv_timeout(LONG)
+                .expect("the next frame woke nobody");
+            if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
+                break r;
+            }
+        };
+        assert_eq!(got.unwrap().as_slice().unwrap(), &[2, 2]);
+        crate::unlink(&s.name).unwrap();
+    }
+
     /// Timed waits that end early (a frame is published) withdraw their deadlines from the
     /// timer: no entry is left behind, and the task is not woken once they are done, even
     /// after their deadlines passed (a later deadline's wake shows the timer got past them).

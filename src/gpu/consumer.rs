@@ -133,23 +133,26 @@ fn stream_idle_now(a: &Attachment) -> bool {
 /// [`super::running_or_self`]).
 const LIVENESS_POLL: Duration = Duration::from_millis(1);
 
-/// When a host-side wait's liveness probe (and its deadline check) is due: at once, then at
-/// most once per [`LIVENESS_POLL`], not on every poll of the word it waits on.
+/// When a host-side wait's liveness probe (and its deadline check) is due: a
+/// [`LIVENESS_POLL`] in (or at its timeout, if sooner), then at most once per poll period,
+/// not on every poll of the word it waits on.
 #[derive(Debug)]
 pub(crate) struct ProbeTicker {
     next: Instant,
 }
 
 impl ProbeTicker {
-    /// A ticker whose first probe is due a [`LIVENESS_POLL`] from now: a probe reads `/proc`,
-    /// and a pipelined writer starts such a wait on most frames, which mostly end sooner.
-    pub(crate) fn new() -> Self {
-        Self::starting(Instant::now())
+    /// A ticker for a wait of at most `timeout`: its first probe is due a [`LIVENESS_POLL`]
+    /// from now (a probe reads `/proc`, and a pipelined writer starts such a wait on most
+    /// frames, which mostly end sooner), or at the timeout if sooner, so that a short wait
+    /// still probes before it gives up (a zombie it waits for is released, not waited out).
+    pub(crate) fn within(timeout: Duration) -> Self {
+        Self::starting(Instant::now(), timeout)
     }
 
-    fn starting(now: Instant) -> Self {
+    fn starting(now: Instant, timeout: Duration) -> Self {
         Self {
-            next: now + LIVENESS_POLL,
+            next: now + LIVENESS_POLL.min(timeout),
         }
     }
 
@@ -223,7 +226,7 @@ pub(crate) fn gate_writer(
         }
     }
     let timeout = s.default_timeout();
-    let (mut probe, mut alive) = (ProbeTicker::new(), true);
+    let (mut probe, mut alive) = (ProbeTicker::within(timeout), true);
     let got = slots::wait_ack(
         ack,
         timeout,
@@ -560,11 +563,16 @@ mod tests {
     #[test]
     fn a_liveness_probe_is_due_a_poll_period_in_then_once_per_period() {
         let now = Instant::now();
-        let mut t = ProbeTicker::starting(now);
+        let mut t = ProbeTicker::starting(now, Duration::from_secs(5));
         assert!(!t.due(now), "not at once: most waits end sooner");
         assert!(!t.due(now + LIVENESS_POLL / 2));
         assert!(t.due(now + LIVENESS_POLL), "the first probe, a period in");
         assert!(!t.due(now + LIVENESS_POLL), "not again on the next poll");
         assert!(t.due(now + 2 * LIVENESS_POLL), "due again a period later");
+        let mut short = ProbeTicker::starting(now, Duration::ZERO);
+        assert!(
+            short.due(now),
+            "a wait shorter than a period probes at once"
+        );
     }
 }

@@ -265,7 +265,7 @@ impl Attachment {
             return false;
         }
         let start = Instant::now();
-        let mut probe = super::consumer::ProbeTicker::new();
+        let mut probe = super::consumer::ProbeTicker::within(timeout);
         loop {
             // SAFETY: our own live stream (the Arc is a field).
             let r = unsafe { sys::cuStreamQuery(self.stream.cu_stream()) };

@@ -156,7 +156,7 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     // probes (`/proc`) run at most once a millisecond.
     let timeout = s.default_timeout();
     let start = Instant::now();
-    let mut ticker = super::consumer::ProbeTicker::new();
+    let mut ticker = super::consumer::ProbeTicker::within(timeout);
     while h.sequence().load(Ordering::Acquire) == seq {
         let now = Instant::now();
         if ticker.due(now) {
