@@ -122,7 +122,28 @@ impl Stream {
         self.header
             .lock_owner_pid()
             .store(crate::sys::pid(), std::sync::atomic::Ordering::Relaxed);
+        if depth == 1 {
+            self.invalidate_inherited_bracket();
+        }
         Ok(())
+    }
+
+    /// Marks invalid a bracket a writer that died mid-write left odd, found by the next
+    /// holder of the lock (whose holding proves that writer gone), and wakes the waiters: they
+    /// report the dead writer now, not at this holder's first write (a guard may be held idle
+    /// for long, and the readers' own check cannot take the lock meanwhile). One load when the
+    /// sequence is even; a GPU-side publication still landing is left alone.
+    fn invalidate_inherited_bracket(&self) {
+        let h = &self.header;
+        let s = h.sequence().load(std::sync::atomic::Ordering::Acquire);
+        if s > 0
+            && s & 1 == 1
+            && !crate::gpu::publication_landing(self)
+            && seqlock::invalidate_abandoned(h, s)
+            && self.notify()
+        {
+            notify::wake_all(h);
+        }
     }
 
     pub(crate) fn release_stamped(&self) {
@@ -766,6 +787,34 @@ impl Drop for WriteGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that died inside its bracket, and a guard then held without a write (a
+    /// producer idling before its first frame): readers report the dead writer at once.
+    /// Their own check needs the lock the guard holds, so they waited out their timeout.
+    #[test]
+    fn a_dead_writers_bracket_is_reported_once_the_next_holder_takes_the_lock() {
+        let name = format!("write-inherited-bracket-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U32)
+            .notify(true)
+            .create()
+            .unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        let reader = Stream::open_readonly(&name).unwrap();
+        // The dead writer: its bracket stays open, its lock is gone.
+        let _abandoned = seqlock::begin_write(&s.header);
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let read =
+            std::thread::scope(|t| t.spawn(|| reader.read_publication::<u32>()).join().unwrap());
+        assert!(matches!(read, Err(Error::Inconsistent { .. })), "{read:?}");
+        g.write_slice(&[2u32; 4]).unwrap();
+        drop(g);
+        assert_eq!(reader.read::<u32>().unwrap().as_slice().unwrap(), &[2; 4]);
+        drop((reader, s));
+        crate::unlink(&name).unwrap();
+    }
 
     /// A writer that died inside its bracket (the sequence left odd) and this process then
     /// taking the lock: the live view is refused, not lent as the half-written frame.
