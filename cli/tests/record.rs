@@ -12,8 +12,9 @@
 //! stop taking every frame published in time, GPU streams without a CPU mirror refused up
 //! front, frames published in time that a `--duration` stop never sees (pyshmem's, a write
 //! in flight) counted lost, frames left unread only of those still wanted, and write errors
-//! the disk reports only at `fdatasync` (and the directory's `fsync`) with `--fsync`
-//! (injected by `LD_PRELOAD`), which is never called without it. The full disk is a
+//! the disk reports only at `fdatasync` (and the directory's `fsync`, also of those holding
+//! the directories it creates for `--out`) with `--fsync` (injected by `LD_PRELOAD`), which
+//! is never called without it. The full disk is a
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
 //! name the OS error when the disk refuses their header, and record under umask 0222.
@@ -1587,4 +1588,60 @@ fn without_fsync_the_recorder_never_asks_the_disk_to_sync_a_file() {
             "{format}: {diag}"
         );
     });
+}
+
+/// With `--fsync`, an `--out` the recorder creates (here two levels) has its entry put on
+/// the disk too: in each directory holding a created one, its failure reported. (That the
+/// entries survive a power loss cannot be tested here: only that they are synced.)
+#[test]
+fn with_fsync_the_directories_created_for_out_are_put_on_the_disk_too() {
+    let (name, _c, s) = camera("rec-sync-new", RING);
+    let base = out_dir("rec-sync-new");
+    let args = [
+        "--frames",
+        "3",
+        "--per-file",
+        "2",
+        "--format",
+        "npy",
+        "--fsync",
+    ];
+    let out = base.join("made").join("here");
+    let (st, diag) = produce_until_exit(&s, record(&name, &out, &args));
+    assert!(st.success(), "{diag}");
+    assert!(diag.contains("3 frames in 2 file(s)"), "{diag}");
+    let cubes = files_in(&out);
+    assert!(
+        [0, 1]
+            .map(|i| format!("{name}_00000{i}.npy"))
+            .iter()
+            .all(|c| cubes.contains(c)),
+        "{cubes:?}"
+    );
+    if let Some(lib) = preload_lib(&base, "failing_sync", FAILING_SYNC) {
+        let made = base.join("failed");
+        let out = made.join("here");
+        let mut c = Command::new(bin());
+        c.args(["record", &name, "--out"])
+            .arg(&out)
+            .args(args)
+            .env("LD_PRELOAD", &lib);
+        common::default_stop_signals(&mut c);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        assert!(diag.contains(SYNC_LOADED), "not preloaded: {diag}");
+        assert_eq!(st.code(), Some(1), "{diag}");
+        // Refused before recording: no file claimed to be on the disk.
+        assert!(files_in(&out).is_empty(), "{diag}");
+        for (dir, holder) in [(&out, &made), (&made, &base)] {
+            assert!(
+                diag.contains(&format!(
+                    "{}: putting the directory's entries on the disk",
+                    holder.display()
+                )) && diag.contains(&format!("the directory {} created", dir.display())),
+                "{}: {diag}",
+                dir.display()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(base);
 }

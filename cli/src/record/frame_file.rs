@@ -195,3 +195,40 @@ impl Directory {
         })
     }
 }
+
+/// The directories of `path` that do not exist yet, `path` first: those `create_dir_all`
+/// is about to create.
+pub(crate) fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && matches!(d.try_exists(), Ok(false)))
+        .map(Path::to_owned)
+        .collect()
+}
+
+/// Puts the entry of each directory in `created` on the disk (`fsync` of the directory
+/// holding it): a directory the recorder created is found after a crash, with the files in
+/// it, only then. Every failure is reported.
+pub(crate) fn sync_created_dirs(created: &[PathBuf]) -> Fallible {
+    let failed: Vec<String> = created
+        .iter()
+        .filter_map(|dir| {
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let synced = File::open(parent).and_then(|p| p.sync_all());
+            synced.err().map(|e| {
+                format!(
+                    "{}: putting the directory's entries on the disk: {e}: the directory {} created in it may not be found after a crash, nor the files recorded there; check the disk (space, quota, errors) and record again",
+                    parent.display(),
+                    dir.display()
+                )
+            })
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n").into())
+    }
+}

@@ -20,7 +20,8 @@
 //! cache; with `--fsync` it is also put on the disk (`fdatasync`, failing on the write
 //! errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
 //! directory), on a thread of its own while the next one fills, so the recording goes at the
-//! disk's write speed. The summary counts the frames on file.
+//! disk's write speed; a `DIR` it creates (and each directory created above it) has its own
+//! entry put on the disk once, before recording. The summary counts the frames on file.
 //! Exit status 1 if any frame was lost or any file failed; frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. SIGKILL
 //! (or a crash) leaves the current file (with `--fsync`, also one still being finished)
@@ -287,12 +288,19 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         }
         streams.push(s);
     }
+    // With `--fsync`, the directories created for `--out` are put on the disk too.
+    let created = if plan.fsync {
+        frame_file::missing_dirs(&plan.out)
+    } else {
+        Vec::new()
+    };
     std::fs::create_dir_all(&plan.out).map_err(|e| {
         format!(
             "--out {}: cannot create the directory: {e}",
             plan.out.display()
         )
     })?;
+    frame_file::sync_created_dirs(&created)?;
     // The first files of every stream: an earlier recording there fails at once (a later
     // file found in the way fails its stream when it is due).
     for name in &plan.names {
