@@ -563,17 +563,16 @@ pub fn wait_timeout(
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // The group is killed while its leader is still unreaped (a zombie): its id cannot
+        // be reused until then, even by a group of its own once every member has gone. The
+        // child led a group of its own (`process_group(0)`), never the harness's.
+        if group && harness_sys::wait_exited(pid).is_ok() {
+            harness_sys::kill_group(pid);
+        }
         let _ = tx.send(child.wait());
     });
     match rx.recv_timeout(timeout) {
-        Ok(r) => {
-            // The group id is not reused while a member lives, and the child led a group of
-            // its own (`process_group(0)`), never the harness's.
-            if group {
-                harness_sys::kill_group(pid);
-            }
-            Ok(Some(r?))
-        }
+        Ok(r) => Ok(Some(r?)),
         Err(_) => {
             // A group outlives its leader while any member lives: this reaches what the
             // child started even if the child itself has just exited.

@@ -159,6 +159,28 @@ pub fn kill_group(pgid: u32) {
     }
 }
 
+/// Waits until child `pid` (of this process) has exited, leaving it unreaped (`waitid` with
+/// `WNOWAIT`): until it is reaped (`Child::wait`) its pid, and a group id equal to it,
+/// cannot be reused, so its group can still be killed safely.
+pub fn wait_exited(pid: u32) -> std::io::Result<()> {
+    let pid = libc::id_t::from(pid);
+    loop {
+        // SAFETY: `siginfo_t` is a plain C struct, for which all zero bytes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT;
+        // SAFETY: `waitid` writes only `info`, which is ours and lives across the call;
+        // `WNOWAIT` leaves the child to be reaped by its `Child`.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Has `command`'s process killed (`SIGKILL`) when the thread that spawns it ends: for a
 /// child spawned by the main thread, when this process exits, however it exits
 /// (`PR_SET_PDEATHSIG`). The child does not start if this process is already gone.
