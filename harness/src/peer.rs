@@ -221,6 +221,13 @@ pub fn run(
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let status = crate::spawn::wait_timeout(child, timeout, true);
     crate::spawn::untrack(pid);
+    // pyshmem 1.4.0's `unlink` keeps a stream's lock file, so the peer's streams leave theirs
+    // in the lock folder both libraries share. The names are this run's alone and the
+    // peer's processes have exited or been killed: unlink what is left, which takes the lock
+    // files too, before any return (a timeout, a failed wait) can skip it.
+    for name in names.streams().into_iter().filter(|n| !n.is_empty()) {
+        let _ = shmstream::unlink_quiet(name);
+    }
     let status = status?;
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let Some(status) = status else {
@@ -230,12 +237,6 @@ pub fn run(
             stderr.trim()
         )));
     };
-    // pyshmem 1.4.0's `unlink` keeps a stream's lock file, so the peer's streams leave theirs
-    // in the lock folder both libraries share. The names are this run's alone and the
-    // peer's processes have exited: unlink what is left, which takes the lock files too.
-    for name in names.streams().into_iter().filter(|n| !n.is_empty()) {
-        let _ = shmstream::unlink_quiet(name);
-    }
     if !status.success() {
         let tail: String = stderr
             .trim()
@@ -360,9 +361,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// At the timeout the peer's partner process dies with it: a stand-in for Python starts
-    /// a partner that holds a FIFO open, writes "up" there and would write "late" after
-    /// 30 s; the FIFO reads to its end with nothing more once the peer timed out.
+    /// At the timeout the peer's partner process dies with it, and its streams are unlinked:
+    /// a stand-in for Python starts a partner that holds a FIFO open, writes "up" there and
+    /// would write "late" after 30 s; the FIFO reads to its end with nothing more once the
+    /// peer timed out.
     #[test]
     fn a_peer_that_times_out_takes_its_partner_with_it() {
         let dir = std::env::temp_dir().join(format!("peer-group-{}", std::process::id()));
@@ -410,10 +412,20 @@ mod tests {
             numpy: "2".into(),
         };
         let names = Names::under(&format!("pg{}", std::process::id()), &dir);
+        // A stream left behind as the peer's side would leave it (dropping a stream does not
+        // unlink it): the timeout unlinks it too.
+        drop(crate::cases::create(&names.data, &[8], shmstream::Dtype::F32, false).unwrap());
         let err = run(&ready, &job, &names, &dir.join("0-peer"));
         drop(writer);
         let err = err.unwrap_err();
         assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(
+            matches!(
+                shmstream::stat(&names.data),
+                Err(shmstream::Error::NotFound { .. })
+            ),
+            "the peer's stream outlived its timeout"
+        );
         let (up, rest) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the FIFO still open a minute after the peer's timeout");

@@ -37,7 +37,7 @@ use hdrhistogram::Histogram;
 use shmstream::gpu::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
 
-use crate::cases::{MvmStreams, check_count, wait_timeout};
+use crate::cases::{JobStreams, MvmStreams, check_count, wait_timeout};
 use crate::error::{Context, Error, Result, bail};
 use crate::kernel;
 use crate::measure::{Measured, timed_loop};
@@ -119,31 +119,39 @@ fn gpu_create(job: &Job, name: &str, shape: &[usize], notify: bool) -> Result<St
 }
 
 /// Creates the streams of a GPU job (the parent owns the device allocations until its
-/// children exit: the library's producer-lifetime contract).
-pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<Vec<Stream>> {
+/// children exit: the library's producer-lifetime contract). Each is owned as it comes, so
+/// that a later failure (device memory full) unlinks the earlier ones.
+pub fn create_streams(job: &Job, names: &crate::spawn::Names) -> Result<JobStreams> {
     let futex = job.wait.is_some_and(Wait::notifies);
     let ctl = || super::create(&names.ctl, &[1], Dtype::U64, false);
-    Ok(match job.kind {
-        Kind::Roundtrip => vec![gpu_create(job, &names.data, &job.shape, false)?],
-        Kind::Pingpong => vec![
-            gpu_create(job, &names.data, &job.shape, futex)?,
-            gpu_create(job, &names.ack, &job.shape, futex)?,
-            ctl()?,
-        ],
+    let mut js = JobStreams::default();
+    match job.kind {
+        Kind::Roundtrip => js
+            .streams
+            .push(gpu_create(job, &names.data, &job.shape, false)?),
+        Kind::Pingpong => {
+            js.streams
+                .push(gpu_create(job, &names.data, &job.shape, futex)?);
+            js.streams
+                .push(gpu_create(job, &names.ack, &job.shape, futex)?);
+            js.streams.push(ctl()?);
+        }
         Kind::Mvm => {
             let (rows, cols) = (job.shape[0], job.shape[1]);
-            vec![
-                gpu_create(job, &names.matrix, &job.shape, false)?,
-                gpu_create(job, &names.data, &[cols], futex)?,
-                gpu_create(job, &names.ack, &[rows], futex)?,
-                ctl()?,
-            ]
+            js.streams
+                .push(gpu_create(job, &names.matrix, &job.shape, false)?);
+            js.streams
+                .push(gpu_create(job, &names.data, &[cols], futex)?);
+            js.streams
+                .push(gpu_create(job, &names.ack, &[rows], futex)?);
+            js.streams.push(ctl()?);
         }
         Kind::AoLoop | Kind::Op | Kind::Bridge => {
             // (The ao-loop's GPU form meets on host streams: cases::ao::create_streams.)
             crate::error::bail!("no GPU streams for kind {}", job.kind.name())
         }
-    })
+    }
+    Ok(js)
 }
 
 /// The child roles of a GPU job, readers first.

@@ -235,6 +235,14 @@ impl From<Vec<Stream>> for JobStreams {
     }
 }
 
+impl JobStreams {
+    /// Hands the streams over to a caller that owns them from then on (a creator pushes
+    /// each stream here as it comes, so that a later failure unlinks the earlier ones).
+    fn into_streams(mut self) -> Vec<Stream> {
+        std::mem::take(&mut self.streams)
+    }
+}
+
 impl Drop for JobStreams {
     fn drop(&mut self) {
         for s in self.streams.drain(..) {
@@ -282,12 +290,11 @@ pub fn mvm_driver_wait(job: &Job) -> WaitStrategy {
 
 /// Creates the streams the library side of `job` needs, under `names`.
 pub fn create_streams(job: &Job, names: &Names) -> Result<JobStreams> {
-    let mut js = JobStreams::default();
     // The ao-loop's GPU form meets on host streams (cases::ao::create_streams).
     if job.device.is_gpu() && job.kind != Kind::AoLoop {
-        js.streams = gpu::create_streams(job, names)?;
-        return Ok(js);
+        return gpu::create_streams(job, names);
     }
+    let mut js = JobStreams::default();
     let futex = job.wait.is_some_and(Wait::notifies);
     match job.kind {
         // Roundtrip and the hot-path ops (but the kernel) write one data stream; the wake

@@ -30,7 +30,7 @@ pub use self::geometry::AoCase;
 use self::geometry::Geometry;
 use self::placement::Placement;
 use self::runner::{LoopRun, Rung, run_logs};
-use crate::cases::{create, create_options};
+use crate::cases::{JobStreams, create, create_options};
 use crate::error::{Context, Result};
 use crate::measure::Measured;
 use crate::peer::PeerSetup;
@@ -99,18 +99,26 @@ impl AoSummary {
 pub fn create_streams(job: &Job, names: &Names, notify: bool) -> Result<Vec<Stream>> {
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
     let g = Geometry::derive(&job.shape, ao)?;
-    Ok(vec![
-        create_options(&names.data, &g.wfs, Dtype::U16, notify, stage::HISTORY)?,
-        create_options(
-            &names.signals,
-            &[g.signals],
-            Dtype::F32,
-            notify,
-            stage::HISTORY,
-        )?,
-        create(&names.commands, &[g.actuators], Dtype::F32, notify)?,
-        create(&names.ctl, &[1], Dtype::U64, true)?,
-    ])
+    // Each owned as it comes, so that a later failure (/dev/shm full) unlinks the earlier ones.
+    let mut js = JobStreams::default();
+    js.streams.push(create_options(
+        &names.data,
+        &g.wfs,
+        Dtype::U16,
+        notify,
+        stage::HISTORY,
+    )?);
+    js.streams.push(create_options(
+        &names.signals,
+        &[g.signals],
+        Dtype::F32,
+        notify,
+        stage::HISTORY,
+    )?);
+    js.streams
+        .push(create(&names.commands, &[g.actuators], Dtype::F32, notify)?);
+    js.streams.push(create(&names.ctl, &[1], Dtype::U64, true)?);
+    Ok(js.into_streams())
 }
 
 /// A loop's side, `warmup_frames` left out of its runs in all.
@@ -505,6 +513,26 @@ mod tests {
             let name = st.name().to_string();
             drop(st);
             let _ = shmstream::unlink(&name);
+        }
+    }
+
+    /// A stream that fails to be created (here a name the library refuses; /dev/shm full in
+    /// earnest) takes the ones created before it away: none is left in /dev/shm.
+    #[test]
+    fn a_failed_create_unlinks_the_streams_created_before_it() {
+        let j = job("cpu", "");
+        let mut n = names("fails");
+        n.ctl = "bad\0name".into();
+        let e = create_streams(&j, &n, false).unwrap_err();
+        assert!(format!("{e:#}").contains("creating stream"), "{e:#}");
+        for name in [&n.data, &n.signals, &n.commands] {
+            assert!(
+                matches!(
+                    shmstream::stat(name),
+                    Err(shmstream::Error::NotFound { .. })
+                ),
+                "{name} left behind"
+            );
         }
     }
 }
