@@ -412,7 +412,7 @@ impl LockFile {
     }
 
     /// Whether the file we hold was removed from the path.
-    fn is_unlinked(&self) -> bool {
+    pub(crate) fn is_unlinked(&self) -> bool {
         sys::nlink(&lock_poisoned(&self.file)).is_ok_and(|n| n == 0)
     }
 

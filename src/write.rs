@@ -132,13 +132,16 @@ impl Stream {
     /// holder of the lock (whose holding proves that writer gone), and wakes the waiters: they
     /// report the dead writer now, not at this holder's first write (a guard may be held idle
     /// for long, and the readers' own check cannot take the lock meanwhile). One load when the
-    /// sequence is even; a GPU-side publication still landing is left alone.
+    /// sequence is even. Left alone: a GPU-side publication still landing, and any bracket
+    /// while the lock file held was removed (a live writer may hold the one now at the path,
+    /// which this holder has not followed yet: guarantees row 38).
     fn invalidate_inherited_bracket(&self) {
         let h = &self.header;
         let s = h.sequence().load(std::sync::atomic::Ordering::Acquire);
         if s > 0
             && s & 1 == 1
             && !crate::gpu::publication_landing(self)
+            && !self.lock.is_unlinked()
             && seqlock::invalidate_abandoned(h, s)
             && self.notify()
         {
@@ -813,6 +816,44 @@ mod tests {
         drop(g);
         assert_eq!(reader.read::<u32>().unwrap().as_slice().unwrap(), &[2; 4]);
         drop((reader, s));
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A live writer on the lock file now at the path, inside its bracket, while this
+    /// handle still holds the removed one (its path check is rate limited): taking the lock
+    /// there proves nothing about that writer, whose bracket stays as it is.
+    #[test]
+    fn a_bracket_is_left_alone_by_a_holder_of_a_removed_lock_file() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = format!("write-removed-lock-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        let path = crate::name::lock_path(&name);
+        std::fs::remove_file(&path).unwrap();
+        // The live writer: the file now at the path, locked (another open file description
+        // excludes this handle's), and its bracket open.
+        let theirs = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        assert!(crate::sys::flock_fd(theirs.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let open = seqlock::begin_write(&s.header);
+        let odd = s.write_sequence();
+        // This handle either still takes its removed file (within its path check's period)
+        // or follows the path and times out on the writer's: the bracket stays open either way.
+        drop(s.lock(Some(Duration::from_millis(50))));
+        assert_eq!(
+            s.write_sequence(),
+            odd,
+            "a live writer's bracket was marked"
+        );
+        seqlock::end_write_even(&s.header, open);
+        drop(theirs);
+        drop(s);
         crate::unlink(&name).unwrap();
     }
 
