@@ -656,26 +656,36 @@ mod tests {
         }
     }
 
+    /// A read of `s` (no timeout) that a writer starves: a whole write lands during each
+    /// copy (a bounded number, so that a read that ignores `on_first_copy` still ends, with
+    /// the frame). Returns the read and how many copies it made.
+    fn starved_read(s: &Stream, on_first_copy: impl Fn()) -> (Result<FrameInfo>, u32) {
+        s.write_slice(&[1u8; 4]).unwrap();
+        let mut copies = 0;
+        let read = s.read_frame(Want::Now, None, "read a stable frame", |_| {
+            copies += 1;
+            if copies == 1 {
+                on_first_copy();
+            }
+            if copies < 1000 {
+                let b = seqlock::begin_write(&s.header);
+                seqlock::end_write(&s.header, b, 0.0, None);
+            }
+            true
+        });
+        (read, copies)
+    }
+
     /// The same starved read, inside an async wait that was abandoned (its cancel flag
     /// set): it ends like a wait at its deadline, without a pause to notice the flag in.
     #[cfg(feature = "tokio")]
     #[test]
     fn a_read_starved_by_overlapping_writes_ends_when_its_async_wait_is_cancelled() {
         let (name, s) = stream("starved-cancel");
-        s.write_slice(&[1u8; 4]).unwrap();
         let cancel = std::sync::Arc::new(crate::notify::Cancel::default());
-        let mut copies = 0;
-        let read = crate::notify::cancellable(std::sync::Arc::clone(&cancel), || {
-            s.read_frame(Want::Now, None, "read a stable frame", |_| {
-                copies += 1;
-                if copies == 1 {
-                    cancel.cancel();
-                }
-                if copies < 1000 {
-                    let b = seqlock::begin_write(&s.header);
-                    seqlock::end_write(&s.header, b, 0.0, None);
-                }
-                true
+        let (read, copies) = crate::notify::cancellable(std::sync::Arc::clone(&cancel), || {
+            starved_read(&s, || {
+                cancel.cancel();
             })
         });
         assert!(matches!(read, Err(Error::Timeout { .. })), "{read:?}");
@@ -689,21 +699,7 @@ mod tests {
     #[test]
     fn a_read_starved_by_overlapping_writes_ends_at_close() {
         let (name, s) = stream("starved-close");
-        s.write_slice(&[1u8; 4]).unwrap();
-        let mut copies = 0;
-        let read = s.read_frame(Want::Now, None, "read a stable frame", |_| {
-            copies += 1;
-            if copies == 1 {
-                s.close();
-            }
-            // A whole write lands during each copy (a bounded number, so that a read
-            // that ignores the close still ends, with the frame).
-            if copies < 1000 {
-                let b = seqlock::begin_write(&s.header);
-                seqlock::end_write(&s.header, b, 0.0, None);
-            }
-            true
-        });
+        let (read, copies) = starved_read(&s, || s.close());
         assert!(matches!(read, Err(Error::Closed { .. })), "{read:?}");
         assert_eq!(copies, 1, "ended at the first retry");
         drop(s);

@@ -361,63 +361,96 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A stand-in for Python, run as a peer, whose only work is a `partner` subshell writing
+    /// to a FIFO: what a test needs to run it, and then to read what the partner wrote.
+    struct StandIn {
+        dir: std::path::PathBuf,
+        ready: PeerSetup,
+        job: Job,
+        /// Opened read-write first, so neither open blocks before the partner's; kept until
+        /// the peer's run has returned, when the partner has written "up" or never will (its
+        /// group killed): then the FIFO reads to its end once no partner holds it.
+        writer: std::fs::File,
+        /// The first line the partner wrote, then the rest, once the FIFO has no writer left.
+        written: std::sync::mpsc::Receiver<(String, String)>,
+    }
+
+    impl StandIn {
+        fn new(tag: &str, partner: &str, timeout_s: u32) -> StandIn {
+            let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let fifo = dir.join("fifo");
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let python = dir.join("python");
+            crate::script::write_script(
+                &python,
+                &format!("#!/bin/sh\n{partner} > '{}' &\nwait\n", fifo.display()),
+            );
+            let writer = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+            let (tx, written) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Read};
+                let mut up = String::new();
+                let _ = reader.read_line(&mut up);
+                let mut rest = String::new();
+                let _ = reader.read_to_string(&mut rest);
+                let _ = tx.send((up, rest));
+            });
+            let text = format!(
+                "name = \"t\"\n[defaults]\ntimeout_s = {timeout_s}\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n"
+            );
+            let job = Scenario::parse(&text).unwrap().jobs(false, None).remove(0);
+            let ready = PeerSetup::Ready {
+                python,
+                pyshmem: "1.4.0".into(),
+                numpy: "2".into(),
+            };
+            StandIn {
+                dir,
+                ready,
+                job,
+                writer,
+                written,
+            }
+        }
+
+        /// What the partner wrote (its first line, then the rest), once the peer's run has
+        /// returned and no partner holds the FIFO.
+        fn partner_wrote(self) -> (String, String) {
+            drop(self.writer);
+            let out = self
+                .written
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the FIFO still open a minute after the peer's run returned");
+            std::fs::remove_dir_all(&self.dir).unwrap();
+            out
+        }
+    }
+
     /// At the timeout the peer's partner process dies with it, and its streams are unlinked:
     /// a stand-in for Python starts a partner that holds a FIFO open, writes "up" there and
     /// would write "late" after 30 s; the FIFO reads to its end with nothing more once the
     /// peer timed out.
     #[test]
     fn a_peer_that_times_out_takes_its_partner_with_it() {
-        let dir = std::env::temp_dir().join(format!("peer-group-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        assert!(
-            Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let python = dir.join("python");
-        crate::script::write_script(
-            &python,
-            &format!(
-                "#!/bin/sh\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
-                fifo.display()
-            ),
-        );
-        // Opened read-write first, so neither open blocks before the partner's; kept until
-        // the peer's run has returned, when the partner has written "up" or never will (its
-        // group killed): then the FIFO reads to its end once no partner holds it.
-        let writer = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&fifo)
-            .unwrap();
-        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::{BufRead, Read};
-            let mut up = String::new();
-            let _ = reader.read_line(&mut up);
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-            let _ = tx.send((up, rest));
-        });
-        let text = "name = \"t\"\n[defaults]\ntimeout_s = 5\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
-        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
-        let ready = PeerSetup::Ready {
-            python,
-            pyshmem: "1.4.0".into(),
-            numpy: "2".into(),
-        };
-        let names = Names::under(&format!("pg{}", std::process::id()), &dir);
+        let peer = StandIn::new("peer-group", "(echo up; sleep 30; echo late)", 5);
+        let names = Names::under(&format!("pg{}", std::process::id()), &peer.dir);
         // A stream left behind as the peer's side would leave it (dropping a stream does not
         // unlink it): the timeout unlinks it too.
         drop(crate::cases::create(&names.data, &[8], shmstream::Dtype::F32, false).unwrap());
-        let err = run(&ready, &job, &names, &dir.join("0-peer"));
-        drop(writer);
-        let err = err.unwrap_err();
+        let err = run(&peer.ready, &peer.job, &names, &peer.dir.join("0-peer")).unwrap_err();
         assert!(err.to_string().contains("timed out"), "{err}");
         assert!(
             matches!(
@@ -426,15 +459,12 @@ mod tests {
             ),
             "the peer's stream outlived its timeout"
         );
-        let (up, rest) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the FIFO still open a minute after the peer's timeout");
+        let (up, rest) = peer.partner_wrote();
         assert_eq!(
             up, "up\n",
             "the partner never started within the peer's 5 s"
         );
         assert_eq!(rest, "", "the partner outlived the peer");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A peer that dies hard (SIGKILL, as a segfault or the OOM killer would end it) takes
@@ -443,63 +473,17 @@ mod tests {
     /// nothing more once the peer's run has returned.
     #[test]
     fn a_peer_that_dies_hard_takes_its_partner_with_it() {
-        let dir = std::env::temp_dir().join(format!("peer-crash-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        assert!(
-            Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let python = dir.join("python");
         // `$$` in the subshell is the stand-in's own pid: the partner kills its parent.
-        crate::script::write_script(
-            &python,
-            &format!(
-                "#!/bin/sh
-(echo up; kill -9 $$; sleep 30; echo late) > '{}' &
-wait
-",
-                fifo.display()
-            ),
+        let peer = StandIn::new(
+            "peer-crash",
+            "(echo up; kill -9 $$; sleep 30; echo late)",
+            60,
         );
-        // As in the timeout test: held until the run has returned, so that the FIFO reads
-        // to its end only once no partner holds it.
-        let writer = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&fifo)
-            .unwrap();
-        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::{BufRead, Read};
-            let mut up = String::new();
-            let _ = reader.read_line(&mut up);
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-            let _ = tx.send((up, rest));
-        });
-        let text = "name = \"t\"\n[defaults]\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
-        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
-        let ready = PeerSetup::Ready {
-            python,
-            pyshmem: "1.4.0".into(),
-            numpy: "2".into(),
-        };
-        let names = Names::under(&format!("pc{}", std::process::id()), &dir);
-        let err = run(&ready, &job, &names, &dir.join("0-peer"));
-        drop(writer);
-        let err = err.unwrap_err();
+        let names = Names::under(&format!("pc{}", std::process::id()), &peer.dir);
+        let err = run(&peer.ready, &peer.job, &names, &peer.dir.join("0-peer")).unwrap_err();
         assert!(err.to_string().contains("peer failed"), "{err}");
-        let (up, rest) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the FIFO still open a minute after the peer died");
+        let (up, rest) = peer.partner_wrote();
         assert_eq!(up, "up\n", "the partner never started");
         assert_eq!(rest, "", "the partner outlived the peer");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
