@@ -176,6 +176,14 @@ pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
     pid == own || pid_alive(pid)
 }
 
+/// Whether `pid` is this process or one still running: [`is_self_or_alive`] that counts a
+/// zombie (killed, not yet reaped by its parent) as dead, for waits on a process that must
+/// act (land, publish, acknowledge). Another process costs a `/proc` read
+/// ([`process_running`]), so this serves rate-limited liveness probes, not every write.
+pub(crate) fn is_self_or_running(pid: i64) -> bool {
+    pid == self::pid() || process_running(pid)
+}
+
 /// Whether a process with this pid exists (`kill(pid, 0)`; EPERM counts as existing). One
 /// system call, for the paths that ask often; a zombie (exited, not yet reaped by its parent)
 /// exists: [`process_running`] tells them apart.

@@ -130,7 +130,7 @@ fn stream_idle_now(a: &Attachment) -> bool {
 }
 
 /// How often a host-side wait probes whether a process it waits for is alive (`/proc`,
-/// [`super::running_or_self`]).
+/// [`crate::sys::is_self_or_running`]).
 const LIVENESS_POLL: Duration = Duration::from_millis(1);
 
 /// When a host-side wait's liveness probe (and its deadline check) is due: a
@@ -178,7 +178,7 @@ pub(crate) fn release_if_dead(a: &Attachment, own: i64) {
 /// Whether the stream has a live GPU consumer (a writer's timeout names it as the cause).
 pub(crate) fn has_live_consumer(a: &Attachment) -> bool {
     let pid = a.consumer_pid().load(Ordering::Acquire);
-    pid != 0 && super::running_or_self(pid)
+    pid != 0 && crate::sys::is_self_or_running(pid)
 }
 
 /// Publish hook before the fill (write lock held, a previous GPU-side publication landed):
@@ -233,7 +233,7 @@ pub(crate) fn gate_writer(
         || a.consumer_ack().load(Ordering::Acquire),
         || {
             if probe.due(Instant::now()) {
-                alive = super::running_or_self(pid);
+                alive = crate::sys::is_self_or_running(pid);
             }
             alive
         },
@@ -327,7 +327,7 @@ impl Stream {
         let word = a.consumer_pid();
         let mut cur = word.load(Ordering::SeqCst);
         loop {
-            if cur != 0 && super::running_or_self(cur) {
+            if cur != 0 && crate::sys::is_self_or_running(cur) {
                 if !a.kept_claim.load(Ordering::Acquire).is_null() {
                     return Err(fail(KEPT_CLAIM.into()));
                 }

@@ -342,15 +342,7 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
             .and_then(|b| layout::publisher_pid(&b))
             .unwrap_or(0),
     };
-    probe::judge_odd(publisher, running_or_self) == probe::OddSequence::Landing
-}
-
-/// Whether `pid` is this process or one still running. A zombie (killed, not yet reaped by
-/// its parent) is dead: it will never land, publish or acknowledge anything, where `kill(2)`
-/// still finds it. Another process costs a `/proc` read ([`crate::sys::process_running`]), so
-/// this serves rate-limited liveness probes and waits, not every write.
-pub(crate) fn running_or_self(pid: i64) -> bool {
-    pid == crate::sys::pid() || crate::sys::process_running(pid)
+    probe::judge_odd(publisher, crate::sys::is_self_or_running) == probe::OddSequence::Landing
 }
 
 /// The bytes of stream `name`'s `_gpu` segment, read from a fresh read-only mapping (its

@@ -147,7 +147,7 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if seq <= 0 || seq & 1 == 0 {
         return Ok(());
     }
-    let alive = super::running_or_self;
+    let alive = crate::sys::is_self_or_running;
     let publisher = a.publisher_pid().load(Ordering::Acquire);
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
