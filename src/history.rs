@@ -631,20 +631,14 @@ pub(crate) fn depth(stream: &str, frame_bytes: usize, instance_id: [u8; 16]) -> 
         return Ok(0);
     };
     let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
-    // `Segment` knows only the bytes it mapped (the header), so the object's size comes from
-    // its name. An object no longer under that name (`head` unlinked: the stream was
-    // unlinked or recreated meanwhile) is not this generation's ring, which `open` then
-    // ignores too.
-    let size = std::fs::symlink_metadata(crate::segment::path(&name::history_id(stream)))
-        .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX));
+    // An object no longer under its name (the stream was unlinked or recreated meanwhile) is
+    // not this generation's ring, which `open` then ignores too.
     if head.is_unlinked() {
         return Ok(0);
     }
-    let size = match size {
-        Ok(size) => size,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(stream, "reading the history segment's size", e)),
-    };
+    let size = head
+        .object_len()
+        .map_err(|e| Error::io(stream, "reading the history segment's size", e))?;
     check_holds(stream, size, need)?;
     Ok(capacity)
 }

@@ -73,6 +73,13 @@ impl Segment {
         self.map.len()
     }
 
+    /// The object's size now (`fstat` of the descriptor this mapping was made from), which
+    /// may exceed [`Segment::len`] for an object opened by [`Segment::open_prefix`].
+    pub(crate) fn object_len(&self) -> io::Result<usize> {
+        usize::try_from(self.file.metadata()?.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+
     /// Base address of the mapping (page aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
