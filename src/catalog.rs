@@ -233,6 +233,14 @@ pub(crate) fn unlink_generation(name: &str, expected: Option<[u8; 16]>) -> Resul
         name: name.to_owned(),
         reason,
     })?;
+    unlink_named_generation(name, expected)
+}
+
+/// [`unlink_generation`] of a name a scan read from a validated `_meta`: its name hashes to
+/// the ids it was found under, so it is not checked again. A header may carry a name
+/// [`name::check`] refuses (blank: pyshmem refuses those, a planted or damaged `_meta` does
+/// not), which `list` shows and `purge` must be able to remove.
+pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) -> Result<()> {
     let lock_path = name::lock_path(name);
     let lock = LockFile::attach(&lock_path, name)?;
     let _held = NameLock::take(&lock, name)?;

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{StreamStat, scan, unlink_generation, validated};
+use crate::catalog::{StreamStat, scan, unlink_named_generation, validated};
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::lock::LockFile;
@@ -114,7 +114,7 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
 /// scanned. A stream made again under the name meanwhile (by a live process, perhaps, which
 /// a purge of dead creators' streams must spare) is not the one purge chose.
 fn unlink_scanned(h: &Header) -> Result<bool> {
-    match unlink_generation(&h.name, Some(h.instance_id)) {
+    match unlink_named_generation(&h.name, Some(h.instance_id)) {
         Ok(()) => Ok(true),
         Err(Error::Stale { .. }) => Ok(false),
         Err(e) => Err(e),

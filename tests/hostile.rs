@@ -423,6 +423,47 @@ fn every_rule_broken_in_a_planted_meta_segment_is_reported_by_open_and_stat() {
     }
 }
 
+/// A valid `_meta` whose stored name is blank (pyshmem refuses such names; a planted or
+/// damaged header does not) is listed, so `purge` removes it: it used to fail on it, on every
+/// run, with the name check `unlink` makes of names typed by a user.
+#[test]
+fn purge_removes_a_listed_stream_whose_stored_name_is_blank() {
+    // Blank and unique to this process: the pid's bits as spaces and tabs.
+    let name: String = (0..32)
+        .map(|bit| {
+            if std::process::id() >> bit & 1 == 1 {
+                '\t'
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let ids = [
+        shmstream::name::meta_id(&name),
+        shmstream::name::segment_id(&name),
+    ];
+    plant(&name, &header(&name, Dtype::U16, &[8, 8], 0), Some(128));
+    assert!(shmstream::list_streams().unwrap().contains(&name));
+    let report = shmstream::purge_matching(
+        shmstream::PurgeOptions {
+            all: true,
+            dry_run: false,
+        },
+        |n| n == name,
+    );
+    let left: Vec<_> = ids
+        .iter()
+        .filter(|id| std::path::Path::new(&shm_path(id)).exists())
+        .collect();
+    for id in &left {
+        let _ = std::fs::remove_file(shm_path(id));
+    }
+    let report = report.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.names(), [name]);
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}
+
 #[test]
 fn short_empty_and_missing_segments_are_typed_errors() {
     let name = unique_name("short");
