@@ -596,6 +596,34 @@ impl Stream {
     }
 }
 
+/// Opens a new handle to `w`'s stream inside a write of `fill` bytes made by hand (lock,
+/// odd sequence, fill, count and `frame_id` stamped before or after the open, even
+/// sequence), for the tests of a handle opened during a write.
+#[cfg(test)]
+pub(crate) fn open_during_a_write(
+    w: &Stream,
+    fill: u8,
+    frame_id: Option<u64>,
+    stamped_before_open: bool,
+) -> Stream {
+    let guard = w.lock(Some(std::time::Duration::from_secs(5))).unwrap();
+    let b = seqlock::begin_write(&w.header);
+    let payload = w.payload.as_ref().unwrap();
+    // SAFETY: the payload mapping holds the stream's `len()` bytes; we hold the write lock
+    // and the sequence is odd, as a writer's fill.
+    unsafe { std::ptr::write_bytes(payload.as_ptr(), fill, payload.len()) };
+    if stamped_before_open {
+        seqlock::stamp(&w.header, 0.0, frame_id);
+    }
+    let r = Stream::open(&w.name).unwrap();
+    if !stamped_before_open {
+        seqlock::stamp(&w.header, 0.0, frame_id);
+    }
+    seqlock::end_write_even(&w.header, b);
+    drop(guard);
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,21 +645,7 @@ mod tests {
         for stamped_before_open in [true, false] {
             let (name, w) = stream(&format!("open-mid-write-{stamped_before_open}"));
             w.write_slice(&[1u8; 4]).unwrap();
-            let guard = w.lock(Some(Duration::from_secs(5))).unwrap();
-            let b = seqlock::begin_write(&w.header);
-            let payload = w.payload.as_ref().unwrap().as_ptr();
-            // SAFETY: the payload holds the stream's 4 bytes; we hold the write lock and the
-            // sequence is odd, as a writer's fill.
-            unsafe { std::ptr::write_bytes(payload, 2, 4) };
-            if stamped_before_open {
-                seqlock::stamp(&w.header, 0.0, Some(2));
-            }
-            let r = Stream::open(&name).unwrap();
-            if !stamped_before_open {
-                seqlock::stamp(&w.header, 0.0, Some(2));
-            }
-            seqlock::end_write_even(&w.header, b);
-            drop(guard);
+            let r = open_during_a_write(&w, 2, Some(2), stamped_before_open);
             let got = r
                 .read_new_publication::<u8>(Some(Duration::from_secs(5)))
                 .unwrap();
