@@ -12,7 +12,8 @@
 //!
 //! They take `self: &Arc<Stream>` (the stream must outlive a wait that may continue on
 //! another thread), have the same semantics, errors and timeouts as their blocking twins
-//! (`None` waits forever), and never block an executor thread:
+//! (`None` waits forever), with the two exceptions below, and never block an executor
+//! thread:
 //!
 //! ```no_run
 //! # async fn demo() -> shmstream::Result<()> {
@@ -25,6 +26,20 @@
 //! }
 //! # }
 //! ```
+//!
+//! The exceptions:
+//!
+//! * **They need a tokio runtime.** Polled outside one (e.g. by
+//!   `futures::executor::block_on`), they return [`Error::Unsupported`] on the first poll,
+//!   whether or not the frame is already there: call them from within a tokio runtime, or
+//!   use the blocking read.
+//! * **A wait under this thread's own write lock is not refused.** The blocking twin
+//!   refuses it ([`Error::Unsupported`]: no other writer can publish while the lock is
+//!   held). The async wait cannot tell the task holding a [`WriteGuard`](crate::WriteGuard)
+//!   from another task on the same executor thread, which may well publish the frame and
+//!   release the lock; so it waits. A task that holds the guard itself across the `.await`
+//!   therefore waits until its timeout (forever with `None`): drop the guard first, or write
+//!   the frame through it.
 //!
 //! # How the wait is bridged (and why)
 //!
@@ -66,6 +81,9 @@
 //! streams; other streams pause at most a millisecond). So the pool thread and the wait's
 //! clone of the `Arc<Stream>` are released at once, or after at most one park cap (50 ms)
 //! when the drop races the park (an `auto_unlink` stream goes when its last handle does).
+//! A wait still queued for a pool thread holds no clone at all (only a weak reference, up
+//! to the moment it starts), so a full pool keeps no stream alive for dropped or timed-out
+//! waits.
 //! A wait that returns at its deadline wakes nobody: its background wait ends at the same
 //! deadline. A wait abandoned and ending meanwhile in the report of a writer's death (made
 //! once per handle and invalid generation) gives the report back, so the handle's next wait
@@ -171,14 +189,13 @@ mod timer {
     impl Alarm {
         /// Wakes `waker` at `at` (or soon after).
         pub(super) fn set(at: Instant, waker: &Waker) -> Alarm {
-            let pid = std::process::id();
-            if STARTED_IN.swap(pid, Ordering::AcqRel) != pid {
-                // Without the thread, a deadline is still seen when anything else polls the
-                // future (its background wait ends at the same deadline).
-                let _ = std::thread::Builder::new()
+            // Without the thread, a deadline is still seen when anything else polls the
+            // future (its background wait ends at the same deadline).
+            start_once(&STARTED_IN, || {
+                std::thread::Builder::new()
                     .name("shmstream-timer".into())
-                    .spawn(run);
-            }
+                    .spawn(run)
+            });
             let key = (at, NEXT.fetch_add(1, Ordering::Relaxed));
             let mut due = due();
             if due.first_key_value().is_none_or(|(k, _)| key < *k) {
@@ -205,6 +222,16 @@ mod timer {
             // The waker removed is dropped after the lock (see `rearm`).
             let removed = due().remove(&self.0);
             drop(removed);
+        }
+    }
+
+    /// Runs `spawn` unless this process started the timer thread already (`started_in`
+    /// holds the pid that did). A spawn that fails (`EAGAIN`) is not recorded, so the next
+    /// timed wait tries again instead of every later one going without the timer.
+    fn start_once<T>(started_in: &AtomicU32, spawn: impl FnOnce() -> std::io::Result<T>) {
+        let pid = std::process::id();
+        if started_in.swap(pid, Ordering::AcqRel) != pid && spawn().is_err() {
+            started_in.store(0, Ordering::Release);
         }
     }
 
@@ -240,6 +267,33 @@ mod timer {
             };
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A timer thread that failed to start is started by the next timed wait; one that
+        /// started is not started again.
+        #[test]
+        fn a_timer_thread_that_failed_to_spawn_is_spawned_by_the_next_wait() {
+            let started_in = AtomicU32::new(0);
+            let tries = std::cell::Cell::new(0);
+            let spawn = |ok: bool| {
+                tries.set(tries.get() + 1);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::from(std::io::ErrorKind::WouldBlock))
+                }
+            };
+            start_once(&started_in, || spawn(false));
+            assert_eq!(tries.get(), 1);
+            start_once(&started_in, || spawn(true));
+            assert_eq!(tries.get(), 2, "a failed spawn was never retried");
+            start_once(&started_in, || spawn(true));
+            assert_eq!(tries.get(), 2, "the timer thread was started twice");
+        }
+    }
 }
 
 impl Stream {
@@ -258,22 +312,27 @@ impl Stream {
             expired: false,
         };
         let (handoff, flag) = (Arc::clone(&cancel.handoff), Arc::clone(&cancel.cancel));
-        let stream = Arc::clone(self);
+        // Weak while queued: a wait whose future is gone before a pool thread frees up
+        // must not keep the stream (an `auto_unlink` stream goes with its last handle).
+        let stream = Arc::downgrade(self);
         let mut task = tokio::task::spawn_blocking(move || {
-            let mark_before = stream.reads.report_mark();
-            // A wait queued until after its future was gone does not start.
-            let result = if flag.is_set() {
-                Ok(None)
-            } else {
-                let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                crate::notify::cancellable(Arc::clone(&flag), || {
-                    match stream.wait_for(want, timeout) {
-                        Ok(c) => Ok(Some(c)),
-                        Err(Error::Timeout { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })
+            // A wait queued until after its future was gone does not start: the upgrade
+            // fails if the stream went with it, the flag tells if the stream lives on.
+            let Some(stream) = stream.upgrade() else {
+                return;
             };
+            if flag.is_set() {
+                return;
+            }
+            let mark_before = stream.reads.report_mark();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let result = crate::notify::cancellable(Arc::clone(&flag), || {
+                match stream.wait_for(want, timeout) {
+                    Ok(c) => Ok(Some(c)),
+                    Err(Error::Timeout { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
             let outcome = Outcome {
                 result,
                 mark_before,
@@ -351,6 +410,17 @@ impl Stream {
         mut attempt: impl FnMut(&Stream) -> Result<R>,
     ) -> Result<R> {
         self.ensure_open()?;
+        // Refused before the inline try, so that whether it is refused does not depend on
+        // whether the frame happens to be there (a wait would panic in `spawn_blocking`).
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "an async wait outside a tokio runtime (its wait runs on the runtime's \
+                       blocking pool): call it from within a tokio runtime, or use the \
+                       blocking read"
+                    .into(),
+            });
+        }
         let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
             // Taken afresh each round, as `attempt` takes it: a `read_new`'s baseline moves
@@ -526,15 +596,7 @@ mod tests {
     fn an_async_read_new_returns_the_write_in_progress_at_open() {
         let w = notify_stream("open-mid-write");
         w.write_slice(&[1u8, 1]).unwrap();
-        let guard = w.lock(Some(LONG)).unwrap();
-        let b = crate::seqlock::begin_write(&w.header);
-        // SAFETY: the payload holds the stream's 2 bytes; we hold the write lock and the
-        // sequence is odd, as a writer's fill.
-        unsafe { std::ptr::write_bytes(w.payload.as_ref().unwrap().as_ptr(), 2, 2) };
-        crate::seqlock::stamp(&w.header, 0.0, None);
-        let r = Arc::new(Stream::open(&w.name).unwrap());
-        crate::seqlock::end_write_even(&w.header, b);
-        drop(guard);
+        let r = Arc::new(crate::read::open_during_a_write(&w, 2, None, true));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let got = rt
             .block_on(r.read_new_publication_async::<u8>(Some(LONG)))

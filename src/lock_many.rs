@@ -5,6 +5,12 @@
 //! makes such a cycle impossible, whatever order callers list the streams in and however
 //! their sets overlap, across threads and processes alike. pyshmem's `locked_many` orders
 //! by name too, so Rust and Python callers agree on the order.
+//!
+//! That assumes the thread holds none of the streams' locks on entry. A thread holding
+//! `b`'s lock (a [`WriteGuard`] from [`Stream::lock`], or an earlier `lock_many`) that calls
+//! `lock_many(&[&a, &b], ..)` takes `a` after `b`, against the order, and can deadlock with
+//! a thread taking both in order (until the timeout, if there is one). Take every lock the
+//! thread needs in one `lock_many` call, or drop what it holds first.
 
 use std::time::{Duration, Instant};
 

@@ -477,6 +477,10 @@ fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
         .expect("the wait did not return at its timeout: it waited for a pool thread");
         assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
         assert!(t0.elapsed() >= timeout, "{:?}", t0.elapsed());
+        // The timed-out wait's background wait, still queued for the pool, holds no clone
+        // of the stream: an `auto_unlink` stream goes with its last handle, and retries
+        // queued behind a busy pool do not pile up clones.
+        assert_eq!(Arc::strong_count(&b), 1, "a queued wait kept the stream");
         a.close();
         drop(endless);
     });
@@ -513,8 +517,16 @@ fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));
             assert!(polled.is_pending(), "{polled:?}");
-            // The handle, the future's clone, and the background wait's.
-            assert_eq!(Arc::strong_count(&s), 3);
+            // The handle, the future's clone, and the background wait's once it runs on a
+            // pool thread (queued, it holds none).
+            let t0 = Instant::now();
+            while Arc::strong_count(&s) != 3 {
+                assert!(
+                    t0.elapsed() < common::LONG,
+                    "the background wait never started"
+                );
+                std::thread::yield_now();
+            }
             drop(abandoned);
             drop(s);
             let t0 = Instant::now();
@@ -584,4 +596,47 @@ fn an_async_read_without_a_host_payload_is_refused_before_waiting() {
     first_poll(s.read_new_async::<f32>(t));
     first_poll(s.read_new_publication_async::<f32>(t));
     first_poll(s.read_new_into_slice_async(&mut buf, t));
+}
+
+/// Outside a tokio runtime an async wait is refused on its first poll with `Unsupported`
+/// naming the stream and the remedy, whether or not its frame is already there: it neither
+/// panics when it would have to wait (its background wait needs a runtime's blocking pool)
+/// nor succeeds only while the reader is behind the writer.
+#[test]
+fn an_async_wait_outside_a_tokio_runtime_is_refused_whether_or_not_a_frame_is_ready() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let name = unique_name("async-no-runtime");
+    let _c = Cleanup::new([&name]);
+    let w = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let s = Arc::new(Stream::open_readonly(&name).unwrap());
+    w.write_slice(&[1u8; 4]).unwrap();
+    fn first_poll<R: std::fmt::Debug>(name: &str, f: impl Future<Output = shmstream::Result<R>>) {
+        let got = std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop()));
+        let Poll::Ready(Err(Error::Unsupported { name: n, what })) = &got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(n, name);
+        assert!(what.contains("tokio runtime"), "{what}");
+        assert!(what.contains("blocking"), "{what}");
+    }
+    let t = Some(common::LONG);
+    let mut buf = [0u8; 4];
+    // A frame is there (count 1 is past 0, and this handle has returned none yet).
+    first_poll(&name, s.wait_for_count_async(0, t));
+    first_poll(&name, s.read_after_async::<u8>(0, t));
+    first_poll(&name, s.read_new_async::<u8>(t));
+    // None is: each would have to wait.
+    first_poll(&name, s.wait_for_count_async(1, t));
+    first_poll(&name, s.read_after_into_slice_async(1, &mut buf, t));
+    assert_eq!(
+        s.read_new::<u8>(Some(Duration::ZERO))
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &[1; 4]
+    );
+    first_poll(&name, s.read_new_async::<u8>(t));
+    first_poll(&name, s.read_new_publication_async::<u8>(None));
+    drop(w);
 }
