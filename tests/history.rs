@@ -263,6 +263,77 @@ fn killed_writers_leave_no_torn_frame(tag: &str, len: usize) {
     assert!(buf.iter().all(|&v| v == 5));
 }
 
+/// Writers killed in ring-first writes of 1 MiB frames (in a 4 MiB ring), most often while
+/// they copy the frame from its slot into the payload: the header already counts the frame
+/// the ring holds, so a writer that never appends (pyshmem) counts its frame past it, and
+/// the cursor reports that frame lost. The header's count was stored only after the copy: a
+/// kill left it one behind the ring's newest frame, pyshmem's frame took that frame's count,
+/// and the cursor, which had returned the ring's frame of that count, never reported it
+/// (returned + lost fell short of written).
+#[test]
+fn a_writer_killed_in_a_ring_first_copy_leaves_the_header_counting_its_ring_frame() {
+    let name = unique_name("hist-kill-count");
+    let _c = Cleanup::new([&name]);
+    let len = 1 << 18;
+    let s = history_stream(&name, len, 4);
+    let py = common::python();
+    let mut c = s.cursor().unwrap();
+    let mut buf = vec![0u32; len];
+    let mut last_count = 0u64;
+    for round in 0..8u64 {
+        let mut w = common::child("child_entry", "forever")
+            .param("name", &name)
+            .param("start", (round + 1) * 1_000_000)
+            .spawn();
+        w.expect_line("writing", LONG);
+        // A few frames of this writer, then the kill, wherever it is.
+        let mut got = 0;
+        while got < 3 {
+            match c.next_into_slice(&mut buf, Some(LONG)) {
+                Ok(info) => {
+                    last_count = info.count;
+                    got += 1;
+                }
+                Err(Error::Overrun { cause, .. }) => assert_eq!(cause, LossCause::Overwritten),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        w.kill();
+        loop {
+            match c.next_into_slice(&mut buf, SHORT) {
+                Ok(info) => last_count = info.count,
+                Err(Error::Overrun { cause, .. }) => assert_eq!(cause, LossCause::Overwritten),
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("round {round}: after the kill: {e}"),
+            }
+        }
+        let count = s.count();
+        assert!(
+            count >= last_count,
+            "round {round}: the header's count {count} is behind the ring's newest frame, counted {last_count}"
+        );
+        // A frame written as pyshmem writes (count + 1, no append) is reported.
+        let Some(py) = &py else { continue };
+        let value = (round + 1).to_string();
+        let lines = common::run_py(py, "peer.py", &["write_n", &name, "1", &value], LONG);
+        assert!(
+            lines.iter().any(|l| l == &format!("wrote {}", count + 1)),
+            "{lines:?}"
+        );
+        match c.next_into_slice(&mut buf, SHORT) {
+            Err(Error::Overrun { lost, cause, .. }) => {
+                assert_eq!(
+                    (lost, cause),
+                    (count + 1 - last_count, LossCause::NotRecorded),
+                    "round {round}"
+                );
+            }
+            other => panic!("round {round}: expected pyshmem's frame reported, got {other:?}"),
+        }
+        last_count = count + 1;
+    }
+}
+
 #[test]
 fn frames_written_by_pyshmem_show_up_as_a_reported_gap() {
     let Some(py) = common::python() else { return };
