@@ -195,6 +195,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     term::die_quietly_on_closed_pipe();
+    term::fail_writes_past_file_size_limit();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -206,11 +206,11 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     let mismatch = |s: &Stream| -> Fallible {
         if s.shape() != shape.as_slice() || s.dtype() != dtype {
             return Err(format!(
-                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}: load it under another name, or `shmstream unlink {}` first",
+                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}: load it under another name, or {}",
                 describe(s.dtype(), s.shape()),
                 file.display(),
                 describe(dtype, &shape),
-                shell_word(name)
+                unlink_remedy(name)
             )
             .into());
         }
@@ -259,6 +259,18 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
+}
+
+/// The advice to unlink stream `name`, for an error message (which is printed through
+/// [`term::printable`]): a command to copy, unless the name has characters the message
+/// shows escaped (a backslash, control characters): the command shown would name another
+/// stream.
+fn unlink_remedy(name: &str) -> String {
+    if term::printable(name) == name {
+        format!("`shmstream unlink {}` first", shell_word(name))
+    } else {
+        "unlink it first with `shmstream unlink` (its name has characters this message shows escaped, Rust-style: give the name itself, not as shown here)".to_owned()
+    }
 }
 
 /// `name` as one shell word, for a command to copy: as it is when nothing in it is special
@@ -344,12 +356,14 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 }
 
 /// Writes `path` in place (truncated first, as `numpy.save` does, so its owner, mode,
-/// links and mount stay as they were) and, when the write fails (a full disk, a quota),
-/// empties the file through its handle and removes its name if that name is the file's only
-/// one: a cut-short `.npy` keeps its full header and would read as a whole dump. (A link, or
-/// another name of the file, is left pointing at the emptied file; a name replaced meanwhile
-/// is left alone.) What is not a regular file (`/dev/stdout` to a terminal or pipe) is only
-/// written. Returns the metadata of the file it wrote through (fstat of its descriptor).
+/// links and mount stay as they were), puts a regular file on the disk (`fdatasync`: NFS
+/// reports ENOSPC and quotas, and a disk writeback EIO, only then or at close, never to a
+/// write) and, when either fails, empties the file through its handle and removes its name
+/// if that name is the file's only one: a cut-short `.npy` keeps its full header and would
+/// read as a whole dump. (A link, or another name of the file, is left pointing at the
+/// emptied file; a name replaced meanwhile is left alone.) What is not a regular file
+/// (`/dev/stdout` to a terminal or pipe) is only written. Returns the metadata of the file
+/// it wrote through (fstat of its descriptor).
 fn write_whole(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -358,10 +372,16 @@ fn write_whole(
     let file = File::create(path)?;
     let meta = file.metadata()?;
     let mut out = BufWriter::new(file);
-    let written = write(&mut out).and_then(|()| out.flush());
+    let mut written = write(&mut out).and_then(|()| out.flush());
+    // After a failure, the bytes still buffered are dropped, not written after the
+    // truncation.
+    let (file, _unwritten) = out.into_parts();
+    if written.is_ok() && meta.is_file() {
+        written = file
+            .sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}")));
+    }
     if written.is_err() && meta.is_file() {
-        // The bytes still buffered are dropped, not written after the truncation.
-        let (file, _unwritten) = out.into_parts();
         let _ = file.set_len(0);
         let only_name = std::fs::symlink_metadata(path).is_ok_and(|m| {
             m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() && m.nlink() == 1
@@ -568,5 +588,17 @@ mod tests {
         assert_eq!(shell_word("cam0"), "cam0");
         assert_eq!(shell_word("my cam's"), r"'my cam'\''s'");
         assert_eq!(shell_word("-x"), "-- -x");
+        assert_eq!(
+            unlink_remedy("my cam's"),
+            r"`shmstream unlink 'my cam'\''s'` first"
+        );
+        // Shown escaped in the message (`a\\b`, `a\nb`): no command naming another stream.
+        for name in ["a\\b", "a\nb", "a\u{202e}b"] {
+            let r = unlink_remedy(name);
+            assert!(
+                r.contains("shows escaped") && !r.contains(&shell_word(name)),
+                "{r}"
+            );
+        }
     }
 }

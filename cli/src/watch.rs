@@ -3,9 +3,12 @@
 //! (autowrap off, cut to the terminal's height); when stdout is not a terminal, every sample
 //! is printed as plain lines. Stops on Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal closed) or
 //! SIGQUIT (those not ignored when it started, as `nohup` ignores SIGHUP), also while a
-//! reader that stopped reading holds up its output, or after `--duration`. A sample due
-//! while the process was stopped (Ctrl-Z, a suspend) is taken on waking and the next one an
-//! interval later: samples never come back to back to make up for the stall.
+//! reader that stopped reading holds up its output, or after `--duration`. On a terminal,
+//! Ctrl-Z (SIGTSTP, unless ignored when it started) gives the terminal back its cursor and
+//! autowrap before the process stops, and on `fg` the table is drawn afresh below what the
+//! shell wrote meanwhile. A sample due while the process was stopped (Ctrl-Z, a suspend) is
+//! taken on waking and the next one an interval later: samples never come back to back to
+//! make up for the stall.
 //!
 //! "Missed" counts frames the writer skipped according to its own frame ids: over one
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
@@ -26,6 +29,9 @@ use crate::term::{unbuffered_stdout, write_or_stop};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Set by Ctrl-Z (SIGTSTP) while `watch` draws on a terminal: see [`suspend`].
+static SUSPEND: AtomicBool = AtomicBool::new(false);
+
 /// Whether a stopping signal arrived since [`install_handlers`].
 pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
@@ -36,6 +42,16 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+extern "C" fn on_suspend(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    SUSPEND.store(true, Ordering::Relaxed);
+}
+
+/// Whether a stopping signal or a Ctrl-Z arrived: what cuts a draw short.
+fn stop_or_suspend() -> bool {
+    stop_requested() || SUSPEND.load(Ordering::Relaxed)
+}
+
 /// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed, an SSH session dropped) and SIGQUIT
 /// set the stop flag, so `watch` and `record` end cleanly (`record` finishes its files) on
 /// any of them. A signal ignored when we started stays ignored: `nohup` ignores SIGHUP, and
@@ -43,28 +59,54 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Ctrl-C. SIGKILL cannot be handled: see `record`'s module doc for what it leaves.
 pub(crate) fn install_handlers() -> Fallible {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: zeroed sigactions are valid starting values; a null new action only reads
-        // the current one into `old`; the handler only stores to an atomic
-        // (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
-        let rc = unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            let mut rc = libc::sigaction(sig, std::ptr::null(), &mut old);
-            if rc == 0 && old.sa_sigaction != libc::SIG_IGN {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                rc = libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
-            rc
-        };
-        if rc != 0 {
-            return Err(format!(
-                "installing the signal handler: {}",
-                std::io::Error::last_os_error()
-            )
-            .into());
-        }
+        catch(sig, on_signal)?;
     }
+    Ok(())
+}
+
+/// Makes `handler` (an atomic store) catch `sig`, without `SA_RESTART` (a blocked write
+/// returns), unless `sig` is ignored: returns whether it catches it.
+fn catch(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> Fallible<bool> {
+    // SAFETY: zeroed sigactions are valid starting values; a null new action only reads
+    // the current one into `old`; the handler only stores to an atomic
+    // (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
+    let (rc, caught) = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        let mut rc = libc::sigaction(sig, std::ptr::null(), &mut old);
+        let caught = rc == 0 && old.sa_sigaction != libc::SIG_IGN;
+        if caught {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            rc = libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        (rc, caught)
+    };
+    if rc != 0 {
+        return Err(format!(
+            "installing the signal handler: {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
+    }
+    Ok(caught)
+}
+
+/// Ctrl-Z (SIGTSTP, caught on a terminal): gives the terminal back its cursor and autowrap
+/// (as after a stop signal: without waiting for a terminal that does not take them), stops
+/// the process as SIGTSTP's default action does, and once it is continued (`fg`, SIGCONT)
+/// catches SIGTSTP again. The caller then enters its modes again and draws the table afresh:
+/// the shell wrote below the last draw meanwhile. (In an orphaned process group the kernel
+/// discards the stop, as it would the default action's: `watch` carries on.)
+fn suspend() -> Fallible {
+    leave_after_stop();
+    // SAFETY: SIG_DFL installs no handler code; `raise` sends SIGTSTP to this thread, whose
+    // default action stops the process until SIGCONT.
+    unsafe {
+        libc::signal(libc::SIGTSTP, libc::SIG_DFL);
+        libc::raise(libc::SIGTSTP);
+    }
+    catch(libc::SIGTSTP, on_suspend)?;
     Ok(())
 }
 
@@ -171,11 +213,11 @@ const TTY_ENTER: &str = "\x1b[?25l\x1b[?7l";
 /// Undoes [`TTY_ENTER`].
 const TTY_LEAVE: &str = "\x1b[?7h\x1b[?25h";
 
-/// Writes [`TTY_LEAVE`] after a stop signal if the terminal takes it within 100 ms, and
-/// never blocks: no signal is left to interrupt a write the terminal holds up (Ctrl-S, a
-/// terminal program that stopped reading). Through the terminal opened anew, non-blocking
-/// (`O_NONBLOCK` on stdout would be the shell's too). A terminal that does not take it is
-/// left as it is: it was not reading anyway. Where the terminal cannot be opened anew (no
+/// Writes [`TTY_LEAVE`] after a stop signal or a Ctrl-Z if the terminal takes it within
+/// 100 ms, and never blocks: no signal is left to interrupt a write the terminal holds up
+/// (Ctrl-S, a terminal program that stopped reading). Through the terminal opened anew,
+/// non-blocking (`O_NONBLOCK` on stdout would be the shell's too). A terminal that does not
+/// take it is left as it is: it was not reading anyway. Where the terminal cannot be opened anew (no
 /// `/proc`, or a terminal of another user after `su`: opening checks its mode, a write to
 /// the descriptor we hold does not), through stdout itself, once `poll` says it takes bytes
 /// (12 bytes to a terminal with room do not block).
@@ -256,12 +298,17 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
     install_handlers()?;
     let interval = interval.max(Duration::from_millis(10));
     let tty = std::io::stdout().is_terminal();
+    if tty {
+        catch(libc::SIGTSTP, on_suspend)?;
+    }
     let start = Instant::now();
     let end = duration.map(|d| start + d);
     let mut tracks: Vec<Track> = names.iter().map(|n| Track::new(n)).collect();
     // Unbuffered, so that a stop signal ends a write blocked on a reader that stopped.
     let stdout = unbuffered_stdout()?;
-    let write = |text: &str| write_or_stop(&stdout, text, stop_requested);
+    // A draw is cut short by a Ctrl-Z too, so that the process stops at once, also while a
+    // terminal that stopped reading holds it up.
+    let write = |text: &str| write_or_stop(&stdout, text, stop_or_suspend);
     let mut drawn_lines = 0usize;
     if tty {
         write(TTY_ENTER)?;
@@ -308,8 +355,17 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
             if let Some(e) = end {
                 next = next.min(e);
             }
-            // Sleep to the next sample in short steps so Ctrl-C is handled promptly.
+            // Sleep to the next sample in short steps so Ctrl-C and Ctrl-Z are handled
+            // promptly.
             while !STOP.load(Ordering::Relaxed) {
+                if SUSPEND.swap(false, Ordering::Relaxed) {
+                    suspend()?;
+                    // Continued: the modes again, and the table drawn now, below what the
+                    // shell wrote, not over it.
+                    write(TTY_ENTER)?;
+                    drawn_lines = 0;
+                    break;
+                }
                 let now = Instant::now();
                 if now >= next {
                     break;
@@ -327,7 +383,8 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
     if tty && stop_requested() {
         leave_after_stop();
     } else if tty {
-        drawn = drawn.and(write(TTY_LEAVE));
+        // Not cut short by a Ctrl-Z that came last.
+        drawn = drawn.and(write_or_stop(&stdout, TTY_LEAVE, stop_requested));
     }
     // A stop by signal is a clean stop, also when the terminal is gone: a hangup makes
     // writes to it fail (EIO) and then sends SIGHUP.

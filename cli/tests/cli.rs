@@ -439,8 +439,93 @@ fn load_mismatch_shows_both_shapes_and_dtypes() {
     assert_eq!(Stream::open_readonly(&c).unwrap().count(), 0);
 }
 
+/// A `.npy` file (version 1.0) of `data` under a header of `descr`, `fortran` order and
+/// `shape` (a Python tuple), padded with spaces and a newline to a multiple of 64 bytes.
+fn npy_file(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// `load` of hand-built files numpy writes but `dump` never does: Fortran order (the
+/// stream holds the array, in C order) and big-endian data (the stream holds native values).
+#[test]
+fn load_reads_fortran_order_and_big_endian_files() {
+    let dir = TempDir::new("load-layouts");
+    let names = ["fortran", "be-i4", "be-f8"].map(|t| (t, unique_name(&format!("cli-load-{t}"))));
+    let _c = Cleanup::new(names.iter().map(|(_, n)| n));
+    let load = |tag: &str, bytes: Vec<u8>| -> Stream {
+        let name = &names.iter().find(|(t, _)| *t == tag).unwrap().1;
+        let file = dir.file(&format!("{tag}.npy"));
+        std::fs::write(&file, bytes).unwrap();
+        cli()
+            .args(["load", name])
+            .arg(&file)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("(created)"));
+        Stream::open_readonly(name).unwrap()
+    };
+    // (2, 3) in Fortran order holding 0..6: column by column, [[0, 2, 4], [1, 3, 5]].
+    let data: Vec<u8> = (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    let s = load("fortran", npy_file("<f4", true, "(2, 3)", &data));
+    assert_eq!((s.shape(), s.dtype()), (&[2usize, 3][..], Dtype::F32));
+    assert_eq!(
+        s.read::<f32>().unwrap().as_slice().unwrap(),
+        &[0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
+    );
+    let ints = [1i32, -2, i32::MIN, i32::MAX];
+    let data: Vec<u8> = ints.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let s = load("be-i4", npy_file(">i4", false, "(4,)", &data));
+    assert_eq!((s.shape(), s.dtype()), (&[4usize][..], Dtype::I32));
+    assert_eq!(s.read::<i32>().unwrap().as_slice().unwrap(), &ints);
+    let floats = [1.5f64, -2.25, f64::MAX, 1e-300];
+    let data: Vec<u8> = floats.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let s = load("be-f8", npy_file(">f8", false, "(2, 2)", &data));
+    assert_eq!((s.shape(), s.dtype()), (&[2usize, 2][..], Dtype::F64));
+    assert_eq!(s.read::<f64>().unwrap().as_slice().unwrap(), &floats);
+}
+
+/// The remedy for a mismatch gives no command to copy for a name the message shows escaped
+/// (`a\b` as `a\\b`): pasted, it would name another stream.
+#[test]
+fn a_load_mismatch_gives_no_command_naming_an_escaped_stream() {
+    let dir = TempDir::new("mismatch-bs");
+    let name = format!("{}\\b", unique_name("cli-mm-bs"));
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[3], Dtype::U8).unwrap();
+    let file = dir.file("two.npy");
+    std::fs::write(&file, npy_file("|u1", false, "(2,)", &[1, 2])).unwrap();
+    let o = cli().args(["load", &name]).arg(&file).assert().code(1);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    let shown = name.replace('\\', "\\\\");
+    assert!(
+        err.contains(&format!("stream '{shown}' holds uint8 [3]")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("`shmstream unlink ") && !err.contains(&format!("unlink '{shown}'")),
+        "a command naming the escaped name: {err}"
+    );
+    assert!(
+        err.contains("load it under another name, or unlink it first with `shmstream unlink` (its name has characters this message shows escaped"),
+        "{err}"
+    );
+    assert_eq!(Stream::open_readonly(&name).unwrap().count(), 0);
+}
+
 /// `dump -o` stopped by a full disk (here a file size limit, which the binary meets as
-/// EFBIG) leaves no file: the cut-short one kept its full header and read as a whole dump.
+/// EFBIG: it ignores SIGXFSZ itself) leaves no file: the cut-short one kept its full header
+/// and read as a whole dump.
 #[test]
 fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
     let dir = TempDir::new("dumpfull");
@@ -457,7 +542,9 @@ fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
     // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
     unsafe {
         c.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            // SIGXFSZ's default action (kill), whatever this test process was started with:
+            // the tool must ignore it itself, or the write past the limit kills it.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             let lim = libc::rlimit {
                 rlim_cur: 4096,
                 rlim_max: 4096,
@@ -470,12 +557,88 @@ fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
     };
     let o = c.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
     assert!(
         err.contains(&format!("dumping '{name}' to {}", file.display())),
         "{err}"
     );
     assert!(!file.exists(), "a cut-short .npy is left");
+}
+
+/// A library for `LD_PRELOAD` whose `fdatasync` and `fsync` fail with EIO, as they do when
+/// the disk refuses data it had accepted (NFS ENOSPC or quota at the flush, a writeback
+/// EIO), and that says on stderr that it was loaded ([`SYNC_LOADED`]).
+const FAILING_SYNC: &str = r#"
+#include <errno.h>
+#include <unistd.h>
+int fdatasync(int fd) { (void)fd; errno = EIO; return -1; }
+int fsync(int fd) { (void)fd; errno = EIO; return -1; }
+__attribute__((constructor)) static void loaded(void) {
+    (void)!write(2, "failing_sync loaded\n", 20);
+}
+"#;
+
+/// What [`FAILING_SYNC`] writes on stderr when the loader preloads it: without it the test
+/// of its effect would test nothing.
+const SYNC_LOADED: &str = "failing_sync loaded";
+
+/// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
+/// without a C compiler.
+fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let (src, lib) = (
+        dir.join(format!("{name}.c")),
+        dir.join(format!("{name}.so")),
+    );
+    std::fs::write(&src, source).unwrap();
+    // The C compiler that builds cfitsio for this crate.
+    let built = StdCommand::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output();
+    if !built.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
+        return None;
+    }
+    Some(lib)
+}
+
+/// `dump -o` to a file whose bytes the disk refuses only when they are put on it (NFS
+/// ENOSPC or quota, a writeback EIO: here `fdatasync` fails, through `LD_PRELOAD`) fails
+/// and leaves no file: the whole .npy was written to the page cache, and would read as a
+/// whole dump until the disk dropped it. Skipped (said on stderr) without a C compiler.
+#[test]
+fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_no_file() {
+    let dir = TempDir::new("dumpsync");
+    let Some(lib) = preload_lib(&dir.0, "failing_sync", FAILING_SYNC) else {
+        return;
+    };
+    let name = unique_name("cli-dumpsync");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&[1u8, 2])
+        .unwrap();
+    let file = dir.file("frame.npy");
+    std::fs::write(&file, b"earlier").unwrap();
+    let o = StdCommand::new(bin())
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .env("LD_PRELOAD", &lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(SYNC_LOADED), "not preloaded: {err}");
+    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
+    let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
+    assert!(
+        err.contains(&format!(
+            "dumping '{name}' to {}: putting it on the disk: {eio}",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!file.exists(), "a file the disk refused is left");
 }
 
 /// Asserts `bytes` is exactly one version 1 `.npy` of a `uint8 [2]` holding `data`: the
@@ -1313,6 +1476,8 @@ impl OnTerminal {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Ctrl-Z's default action, whatever this test process was started with.
+                libc::signal(libc::SIGTSTP, libc::SIG_DFL);
                 if ignore_hup {
                     libc::signal(libc::SIGHUP, libc::SIG_IGN);
                 }
@@ -1425,6 +1590,49 @@ fn watch_on_a_terminal_redraws_exactly_the_lines_it_drew() {
         redraws += 1;
     }
     assert!(redraws > 0, "{seen:?}");
+}
+
+/// Ctrl-Z (SIGTSTP) gives the terminal back its cursor and autowrap before `watch` stops,
+/// and once it is continued (`fg`) the table is drawn afresh, not over what the shell wrote
+/// meanwhile. Here the tool's process group is orphaned (its parent, this test, is in
+/// another session), so the kernel discards the stop, as it would SIGTSTP's default action:
+/// `watch` carries on as after a `fg`, and stops cleanly on Ctrl-C.
+#[test]
+fn watch_on_a_terminal_gives_it_back_on_ctrl_z_and_draws_afresh_after() {
+    const ENTER: &str = "\x1b[?25l\x1b[?7l";
+    const LEAVE: &str = "\x1b[?7h\x1b[?25h";
+    let name = unique_name("cli-watch-tstp");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    let Some(mut w) = OnTerminal::spawn(&["watch", &name, "--interval", "0.05"], false) else {
+        return;
+    };
+    let pid = w.child.id() as i32;
+    // What the terminal showed after the first `text` on it (from `w.seen`).
+    let after = |w: &mut OnTerminal, text: &str| {
+        w.wait_for(text, common::LONG);
+        let seen = std::mem::take(&mut w.seen);
+        seen.split_once(text).unwrap().1.to_owned()
+    };
+    w.wait_for("F\x1b[J", common::LONG); // a redraw
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTSTP) }, 0);
+    w.seen = after(&mut w, LEAVE);
+    w.seen = after(&mut w, ENTER);
+    w.wait_for("F\x1b[J", common::LONG); // it carries on redrawing
+    assert!(
+        w.seen.starts_with("\x1b[J") && !w.seen.contains(LEAVE),
+        "the first draw after the Ctrl-Z goes back over nothing: {:?}",
+        w.seen
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    w.wait_for(LEAVE, common::LONG);
+    assert_eq!(
+        w.hang_up(),
+        Some(0),
+        "Ctrl-C after a Ctrl-Z is a clean stop"
+    );
 }
 
 /// A `watch` blocked writing to a terminal that stopped reading (Ctrl-S, a terminal program

@@ -323,7 +323,10 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     } else {
         None
     };
-    ignore_file_size_signal()?;
+    // SIGXFSZ is ignored from the start (`main`, for every command): a write past the
+    // file-size limit (`ulimit -f`) fails with EFBIG as one to a full disk does, where
+    // SIGXFSZ would kill the recorder and leave the current files unfinished; the full-disk
+    // path then keeps the whole frames and finishes the file.
     crate::watch::install_handlers()?;
     let started = Instant::now();
     let progress: Vec<Arc<Progress>> = streams.iter().map(|_| Arc::default()).collect();
@@ -391,22 +394,6 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     }
     if lost_total > 0 {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
-    }
-    Ok(())
-}
-
-/// Makes a write past the file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) fail with EFBIG as
-/// one to a full disk does, where SIGXFSZ would kill the recorder (its default action) and
-/// leave the current files unfinished: the full-disk path then keeps the whole frames and
-/// finishes the file. Nothing else of the recorder's raises it.
-fn ignore_file_size_signal() -> Fallible {
-    // SAFETY: SIG_IGN installs no handler; `signal` only swaps the disposition.
-    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
-        return Err(format!(
-            "ignoring SIGXFSZ (so that a file-size limit fails a write instead of killing the recorder): {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
     }
     Ok(())
 }
