@@ -6,6 +6,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod preload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use assert_cmd::Command;
 use common::{Cleanup, Proc, unique_name};
 use predicates::prelude::*;
+use preload::{FAILING_SYNC, SYNC_LOADED, preload_lib};
 use shmstream::{Dtype, Stream, StreamOptions};
 
 const JSON_KEYS: [&str; 18] = [
@@ -563,44 +565,6 @@ fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
         "{err}"
     );
     assert!(!file.exists(), "a cut-short .npy is left");
-}
-
-/// A library for `LD_PRELOAD` whose `fdatasync` and `fsync` fail with EIO, as they do when
-/// the disk refuses data it had accepted (NFS ENOSPC or quota at the flush, a writeback
-/// EIO), and that says on stderr that it was loaded ([`SYNC_LOADED`]).
-const FAILING_SYNC: &str = r#"
-#include <errno.h>
-#include <unistd.h>
-int fdatasync(int fd) { (void)fd; errno = EIO; return -1; }
-int fsync(int fd) { (void)fd; errno = EIO; return -1; }
-__attribute__((constructor)) static void loaded(void) {
-    (void)!write(2, "failing_sync loaded\n", 20);
-}
-"#;
-
-/// What [`FAILING_SYNC`] writes on stderr when the loader preloads it: without it the test
-/// of its effect would test nothing.
-const SYNC_LOADED: &str = "failing_sync loaded";
-
-/// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
-/// without a C compiler.
-fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
-    let (src, lib) = (
-        dir.join(format!("{name}.c")),
-        dir.join(format!("{name}.so")),
-    );
-    std::fs::write(&src, source).unwrap();
-    // The C compiler that builds cfitsio for this crate.
-    let built = StdCommand::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output();
-    if !built.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
-        return None;
-    }
-    Some(lib)
 }
 
 /// `dump -o` to a file whose bytes the disk refuses only when they are put on it (NFS

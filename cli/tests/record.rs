@@ -21,6 +21,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod preload;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, Proc, unique_name};
+use preload::{FAILING_SYNC, SYNC_CALLED, SYNC_LOADED, preload_lib};
 use shmstream::{Dtype, Stream, StreamOptions};
 
 fn bin() -> PathBuf {
@@ -1466,53 +1468,6 @@ fn a_gpu_stream_without_a_cpu_mirror_is_refused_before_any_file_is_made() {
     assert!(!err.contains("keeps no history"), "{err}");
     assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
     let _ = std::fs::remove_dir_all(out);
-}
-
-/// A library for `LD_PRELOAD` whose `fdatasync` and `fsync` fail with EIO, as they do when
-/// the disk refuses data it had accepted (a writeback EIO, NFS ENOSPC or quota at the flush),
-/// and say on stderr that they were called ([`SYNC_CALLED`]).
-const FAILING_SYNC: &str = r#"
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
-static int refuse(const char *said) {
-    (void)!write(2, said, strlen(said));
-    errno = EIO;
-    return -1;
-}
-int fdatasync(int fd) { (void)fd; return refuse("failing_sync: fdatasync called\n"); }
-int fsync(int fd) { (void)fd; return refuse("failing_sync: fsync called\n"); }
-__attribute__((constructor)) static void loaded(void) {
-    (void)!write(2, "failing_sync loaded\n", 20);
-}
-"#;
-
-/// What [`FAILING_SYNC`] writes on stderr when the loader preloads it: without it a test
-/// of the library's effect would test nothing.
-const SYNC_LOADED: &str = "failing_sync loaded";
-
-/// What [`FAILING_SYNC`] writes on stderr when it is called.
-const SYNC_CALLED: &str = "failing_sync: ";
-
-/// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
-/// without a C compiler.
-fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
-    let (src, lib) = (
-        dir.join(format!("{name}.c")),
-        dir.join(format!("{name}.so")),
-    );
-    std::fs::write(&src, source).unwrap();
-    // The C compiler that builds cfitsio for this crate.
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output();
-    if !built.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
-        return None;
-    }
-    Some(lib)
 }
 
 /// Records 3 frames, 2 a file, in each format with [`FAILING_SYNC`] preloaded and `extra`

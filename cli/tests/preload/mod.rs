@@ -1,0 +1,55 @@
+//! Fault-injecting libraries for `LD_PRELOAD`, built with the C compiler at test time, shared
+//! by the CLI's test files (each is its own crate).
+
+// Each test file uses its own part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A library for `LD_PRELOAD` whose `fdatasync` and `fsync` fail with EIO, as they do when
+/// the disk refuses data it had accepted (a writeback EIO, NFS ENOSPC or quota at the flush),
+/// and say on stderr that they were called ([`SYNC_CALLED`]).
+pub const FAILING_SYNC: &str = r#"
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+static int refuse(const char *said) {
+    (void)!write(2, said, strlen(said));
+    errno = EIO;
+    return -1;
+}
+int fdatasync(int fd) { (void)fd; return refuse("failing_sync: fdatasync called\n"); }
+int fsync(int fd) { (void)fd; return refuse("failing_sync: fsync called\n"); }
+__attribute__((constructor)) static void loaded(void) {
+    (void)!write(2, "failing_sync loaded\n", 20);
+}
+"#;
+
+/// What [`FAILING_SYNC`] writes on stderr when the loader preloads it: without it a test
+/// of the library's effect would test nothing.
+pub const SYNC_LOADED: &str = "failing_sync loaded";
+
+/// What [`FAILING_SYNC`] writes on stderr when it is called.
+pub const SYNC_CALLED: &str = "failing_sync: ";
+
+/// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
+/// without a C compiler.
+pub fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let (src, lib) = (
+        dir.join(format!("{name}.c")),
+        dir.join(format!("{name}.so")),
+    );
+    std::fs::write(&src, source).unwrap();
+    // The C compiler that builds cfitsio for this crate.
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output();
+    if !built.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
+        return None;
+    }
+    Some(lib)
+}
