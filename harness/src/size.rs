@@ -108,17 +108,26 @@ fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
 /// fewest frames: 794 s at `--rate 5`) and 300 s for its start: 10 minutes at least, as a
 /// scenario's own default would be far too short, and a day at most, as any scenario's.
 /// `harness size` exposes neither `timeout_s` nor the ladder, so a rate whose ladder would
-/// not fit a fixed bound is not refused with remedies the user cannot apply.
+/// not fit a fixed bound is not refused with remedies the user cannot apply. Nor the cores:
+/// the busy-waiting form is left out where its stages cannot each be pinned to a core of
+/// their own here ([`Placement::check_spin`]: a 1-core machine, a cpuset of one core),
+/// which would refuse the scenario, every form with it.
 pub fn scenario_text(a: &SizeArgs) -> Result<String> {
+    scenario_text_on(a, |j| Placement::check_spin(j).is_ok())
+}
+
+/// [`scenario_text`], the busy-waiting form kept where `spin_fits` each job.
+fn scenario_text_on(a: &SizeArgs, spin_fits: impl Fn(&Job) -> bool) -> Result<String> {
     check_numbers(a)?;
     let unchecked: Scenario =
-        toml::from_str(&scenario_text_with(a, MAX_TIMEOUT_S)?).context("harness size")?;
-    let longest = unchecked
-        .jobs(false, None)
+        toml::from_str(&scenario_text_with(a, MAX_TIMEOUT_S, true)?).context("harness size")?;
+    let jobs = unchecked.jobs(false, None);
+    let spin = jobs.iter().all(spin_fits);
+    let longest = jobs
         .iter()
         .map(Placement::longest_paced_s)
         .fold(0.0, f64::max);
-    scenario_text_with(a, (2.0 * longest + 300.0).clamp(600.0, MAX_TIMEOUT_S))
+    scenario_text_with(a, (2.0 * longest + 300.0).clamp(600.0, MAX_TIMEOUT_S), spin)
 }
 
 /// Refuses a number flag outside what the scenario takes, naming the flag. Pasted into the
@@ -180,9 +189,10 @@ fn check_numbers(a: &SizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The scenario text for `a`, its processes bound by `timeout_s`; numbers as `{:?}` prints
-/// them, which TOML reads back as floats ([`check_numbers`] passed only finite ones).
-fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
+/// The scenario text for `a`, its processes bound by `timeout_s`, the busy-waiting form
+/// where `spin`; numbers as `{:?}` prints them, which TOML reads back as floats
+/// ([`check_numbers`] passed only finite ones).
+fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String> {
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
     match a.slopes.as_str() {
@@ -244,13 +254,14 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
                 let us = default_wake_ahead_us(a.rate);
                 ("processes-ahead", false, false, Some(us))
             });
+            if !spin {
+                t.push_str(SPIN_LEFT_OUT);
+            }
             [("processes", false, false, None)]
                 .into_iter()
                 .chain(ahead)
-                .chain([
-                    ("merged", true, false, None),
-                    ("merged-spin", true, true, None),
-                ])
+                .chain([("merged", true, false, None)])
+                .chain(spin.then_some(("merged-spin", true, true, None)))
                 .collect()
         } else {
             vec![("gpu", true, false, None)]
@@ -273,6 +284,10 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64) -> Result<String> {
     }
     Ok(t)
 }
+
+/// What `harness size` says where it leaves the busy-waiting form out (a TOML comment in
+/// its scenario, a line under its verdict table).
+const SPIN_LEFT_OUT: &str = "\n# The busy-waiting form (slopes+recon merged, busy-waiting) is left out: its stages cannot each be pinned to a core of their own here (a 1-core machine, or a cpuset of one core), and a stage spinning on a shared core only delays its neighbour.\n";
 
 fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Result<String> {
     let mut o = String::new();
@@ -343,6 +358,15 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                 no_figures(&mut o, "not measured: no loop figures".into(), "n/a")?
             }
         }
+    }
+    let spins = |r: &JobResult| {
+        r.job
+            .ao
+            .as_ref()
+            .is_some_and(|c| c.wait == Some(crate::scenario::Wait::Spin))
+    };
+    if results.iter().any(|r| !r.job.device.is_gpu()) && !results.iter().any(spins) {
+        write!(o, "{}", SPIN_LEFT_OUT.replace("\n# ", "\n"))?;
     }
     let stages = results
         .iter()
@@ -508,6 +532,53 @@ mod tests {
         assert!(spin.merged);
         assert_eq!(spin.wait, Some(crate::scenario::Wait::Spin));
         assert_eq!(jobs[0].ao.as_ref().unwrap().budget_us, Some(500.0));
+    }
+
+    /// Where the stages cannot each be pinned to a core of their own (`allowed` = [0]: a
+    /// 1-core machine, a cpuset of one core; the merged stage's default core is 1), the
+    /// busy-waiting form is left out, saying so in the scenario and under the verdict
+    /// table, instead of the scenario, every form with it, being refused.
+    #[test]
+    fn the_busy_waiting_form_is_left_out_where_its_stages_cannot_be_pinned_apart() {
+        let a = args(&["--wfs-pixels", "49x49", "--subapertures", "7x7"]);
+        let fits = |allowed: &'static [usize]| {
+            move |j: &Job| Placement::check_spin_on(j, Some(allowed)).is_ok()
+        };
+        let text = scenario_text_on(&a, fits(&[0])).unwrap();
+        assert!(text.contains(SPIN_LEFT_OUT), "{text}");
+        let names: Vec<String> = Scenario::parse(&text)
+            .unwrap()
+            .jobs(false, None)
+            .into_iter()
+            .map(|j| j.case)
+            .collect();
+        assert_eq!(names, ["size-processes-cpu", "size-merged-cpu"]);
+        let text = scenario_text_on(&a, fits(&[0, 1])).unwrap();
+        assert!(!text.contains(SPIN_LEFT_OUT), "{text}");
+        assert_eq!(Scenario::parse(&text).unwrap().jobs(false, None).len(), 3);
+        // Under the verdict table.
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 2000\n";
+        let r = |extra: &str| {
+            crate::report::targets::tests::ao(
+                &format!("{case}{extra}"),
+                [300_000; 3],
+                Default::default(),
+                Default::default(),
+            )
+        };
+        let said = "\nThe busy-waiting form (slopes+recon merged, busy-waiting) is left out: its \
+                    stages cannot each be pinned to a core of their own here";
+        let table =
+            verdict_table(&[r(""), r("merged = true\n")], &a, &HostNoise::default()).unwrap();
+        assert!(table.contains(said), "{table}");
+        let all = [
+            r(""),
+            r("merged = true\n"),
+            r("merged = true\nwait = \"spin\"\n"),
+        ];
+        let table = verdict_table(&all, &a, &HostNoise::default()).unwrap();
+        assert!(!table.contains("is left out"), "{table}");
     }
 
     /// `--rt-priority` reaches the forms that park between frames, not the busy-waiting one.

@@ -52,6 +52,25 @@ fn noise_note(
     Ok(())
 }
 
+/// How the stages of an oversubscribed placement of `ao` wait ([`AoCase::stage_wait`] and
+/// [`AoCase::wake_ahead_ns`] for a stage that shares its core): parked at once on a futex,
+/// but for the stage that reads camera frames where its case sets a wake-ahead margin: it
+/// sleeps until that margin before each frame is due, then spins, yielding its core.
+///
+/// [`AoCase::stage_wait`]: crate::cases::ao::AoCase::stage_wait
+/// [`AoCase::wake_ahead_ns`]: crate::cases::ao::AoCase::wake_ahead_ns
+fn shared_wait(ao: Option<&crate::cases::ao::AoCase>) -> String {
+    match ao.and_then(|ao| ao.wake_ahead_ns(true)) {
+        Some(ns) => format!(
+            "those stages wait with futex wake-ups, parked until a frame comes, but for the \
+             one reading camera frames, which wakes {} µs before each is due and spins for it, \
+             yielding its core",
+            us(ns)
+        ),
+        None => "those stages wait with futex wake-ups, parking at once".into(),
+    }
+}
+
 /// The section, or an empty string when the run has no ao-loop job.
 pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
     let rows: Vec<(&JobResult, &crate::cases::ao::AoSummary)> = results
@@ -128,8 +147,9 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
         .filter_map(|(r, a)| {
             a.oversubscribed.as_ref().map(|n| {
                 format!(
-                    "`{}`: {n} (those stages wait with futex wake-ups, parking at once)",
-                    r.job.label()
+                    "`{}`: {n} ({})",
+                    r.job.label(),
+                    shared_wait(r.job.ao.as_ref())
                 )
             })
         })
@@ -237,7 +257,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate (from twice it where the main run passed: the case's rate is then the lowest it reports), doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved (but not past a rate below the case's rate that failed on the budget alone, the loop keeping its period: a lower rate loosens only the period), then bisected; \"≥ N\": no rate it tried failed (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, the main run its first rung (from twice the rate where the main run passed: the case's rate is then the lowest it reports; from half of it where the main run failed: the highest it reports is then below the case's rate), doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved (but not past a rate below the case's rate that failed on the budget alone, the loop keeping its period: a lower rate loosens only the period), then bisected; \"≥ N\": no rate it tried failed, the main run's included (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
@@ -279,6 +299,46 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 mod tests {
     use super::*;
     use crate::cases::ao::analysis::LoopStats;
+
+    /// The note on an oversubscribed placement says how its stages wait: parked at once,
+    /// but for a stage that wakes ahead of the camera's frames (`wake_ahead_us`, as
+    /// `harness size --rt-priority` sets it for the split form), which spins from that margin.
+    #[test]
+    fn the_oversubscription_note_says_a_stage_that_wakes_ahead_spins() {
+        let note = |extra: &str| {
+            let case = format!(
+                "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 2000\n{extra}"
+            );
+            let mut sut = crate::report::targets::tests::ao(
+                &case,
+                [300_000; 3],
+                LoopStats::default(),
+                LoopStats::default(),
+            );
+            sut.ao.as_mut().unwrap().oversubscribed = Some("slopes and recon share cpu 1".into());
+            let text = section(std::slice::from_ref(&sut), &HostNoise::default()).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("Oversubscribed placements:"))
+                .unwrap()
+                .to_string()
+        };
+        let ahead = note("wake_ahead_us = 125\n");
+        assert!(
+            !ahead.contains("parking at once")
+                && ahead.contains("slopes and recon share cpu 1")
+                && ahead.contains("wakes 125.0 µs before each is due and spins for it"),
+            "{ahead}"
+        );
+        let parked = note("");
+        assert!(
+            parked.contains(
+                "slopes and recon share cpu 1 (those stages wait with futex \
+                 wake-ups, parking at once)"
+            ),
+            "{parked}"
+        );
+    }
 
     /// A loop no frame of which reached the DM (overloaded) has no latency to show: its rows
     /// say "—" where an empty histogram would read 0 µs, and keep its missed frames and

@@ -67,7 +67,7 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
         Hop::Camera => ((place.camera, place.slopes), OneWay::Publish),
         Hop::Signals => ((place.slopes, place.recon), signals_hop_start(&place)),
     };
-    let shared = place.shares(to);
+    let shared = place.shares_here(to);
     // A stage that wakes ahead of the camera's frames sleeps until shortly before each one
     // is due, then spins: so does its hop's floor reader (one spinning the whole period
     // came out slower than the stage here, 15-17 µs against 13.6 at 115 KB). Only the

@@ -167,7 +167,7 @@ pub fn stage(spec: &ChildSpec) -> Result<()> {
     let s = stage::open(spec)?;
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
-    let mut wait = stage::FrameWait::new(ao, place.shares(place.slopes), &s.frame);
+    let mut wait = stage::FrameWait::new(ao, place.shares_here(place.slopes), &s.frame);
     let mut gpu = gpu_loop(&g, ordinal(spec)?, ao.gain, ao.leak)
         .with_context(|| format!("setting up the GPU form on {}", spec.job.device))?;
     self_check(&g, &mut gpu, ao.gain, ao.leak).with_context(|| gpu.path())?;

@@ -217,6 +217,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     // Spinning stages on a shared core were refused with the scenario (every job comes from
     // `Scenario::parse`, which validates), as were the timeout, memory and thread checks.
     let place = Placement::of(job);
+    // The cores its processes can be pinned to here: one placed elsewhere runs unpinned.
+    let pinnable = place.pinnable_here();
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
     // after them, each part of the floor from its fastest pass (floor::compose), but for
     // those timed between the loop's frames where the stages leave room (between_frames).
@@ -243,7 +245,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         passes.push(floor::measure(runner, idx, job, &g, r + 1));
     }
     let warmup = Placement::warmup_frames(&run_job);
-    let ours = main_run(logs, warmup, place.camera_alone_here());
+    let ours = main_run(logs, warmup, place.camera_alone(pinnable.as_deref()));
     let floor = passes
         .into_iter()
         .collect::<crate::error::Result<Vec<_>>>()
@@ -256,7 +258,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         })
         .map_err(|e| format!("floor failed: {e}"));
     // A rung whose run failed fails the case, the main run's figures and the rungs run
-    // before it kept in the summary. A main run that passed is the ladder's first rung.
+    // before it kept in the summary. The main run is the ladder's first rung: kept up
+    // where it passed, failed where it did not (the ladder then reports a lower rate).
     let ladder = match &ours {
         Ok(r) if ao.ladder => {
             let passed = failure(r, ao.rate_hz, ao.budget_us).is_none();
@@ -281,7 +284,7 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         placement: ours
             .as_ref()
             .map_or_else(|_| place.describe(), |r| r.placement.clone()),
-        oversubscribed: place.oversubscribed(),
+        oversubscribed: place.oversubscribed(pinnable.as_deref()),
         rate_hz: ao.rate_hz,
         stats: ours.as_ref().ok().map(|r| r.stats.clone()),
         max_rate_hz: ladder.best.map(|m| m.hz),

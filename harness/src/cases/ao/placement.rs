@@ -87,24 +87,70 @@ impl Placement {
         v
     }
 
-    /// Whether another stage process runs on `cpu` besides one.
-    pub fn shares(&self, cpu: usize) -> bool {
-        self.cores().iter().filter(|c| **c == cpu).count() > 1
+    /// The cores among `cores` a process can be pinned to here: those
+    /// [`crate::spawn::pin_to`] succeeds on, tried from a scratch thread (the caller's own
+    /// affinity stays as it is); `None` when that thread could not run. A process placed on
+    /// any other core (one this machine lacks, or its cpuset leaves out, as on a 1-core VM
+    /// or in a container given one core) runs unpinned, anywhere its mask allows. Tried, not
+    /// read from the affinity mask ([`crate::spawn::allowed_cores`]): a stage, pinned
+    /// before it asks, has a mask of its own core only, and `sched_setaffinity` pins a
+    /// process outside the mask it inherited (under `taskset`) wherever the cpuset allows.
+    pub fn pinnable_cores(cores: &[usize]) -> Option<Vec<usize>> {
+        let mut cores = cores.to_vec();
+        cores.sort_unstable();
+        cores.dedup();
+        std::thread::Builder::new()
+            .name("pin-probe".into())
+            .spawn(move || {
+                cores
+                    .into_iter()
+                    .filter(|&c| crate::spawn::pin_to(c))
+                    .collect()
+            })
+            .ok()?
+            .join()
+            .ok()
+    }
+
+    /// [`Self::pinnable_cores`] among this placement's cores.
+    pub fn pinnable_here(&self) -> Option<Vec<usize>> {
+        Self::pinnable_cores(&self.cores())
+    }
+
+    /// Whether a process placed on `cpu` runs pinned there: `cpu` among `allowed` (the
+    /// cores a process can be pinned to, [`Self::pinnable_cores`]; `None`: unknown, each
+    /// taken as pinned).
+    fn pinned_on(cpu: usize, allowed: Option<&[usize]>) -> bool {
+        allowed.is_none_or(|a| a.contains(&cpu))
+    }
+
+    /// Whether the process placed on `cpu` shares a core with another: another is placed on
+    /// `cpu`, or one of them runs unpinned ([`Self::pinned_on`] on `allowed`), on any core,
+    /// so beside every other process.
+    pub fn shares(&self, cpu: usize, allowed: Option<&[usize]>) -> bool {
+        let cores = self.cores();
+        cores.iter().filter(|c| **c == cpu).count() > 1
+            || cores.iter().any(|&c| !Self::pinned_on(c, allowed))
+    }
+
+    /// [`Self::shares`] on the cores a process can be pinned to here.
+    pub fn shares_here(&self, cpu: usize) -> bool {
+        self.shares(cpu, self.pinnable_here().as_deref())
     }
 
     /// Whether the camera has its core to itself: no stage placed on it, and every process
-    /// pinned where placed, each core among `allowed` (this process's affinity mask, `None`
-    /// when unknown; a process placed outside it runs unpinned, on any core, the camera's
-    /// too, as everything does on a 1-core machine). Only then are the frames it publishes
-    /// late its own loss ([`super::analysis::LoopStats::missed_at_source`]).
+    /// pinned where placed, each core among `allowed` (the cores a process can be pinned to,
+    /// [`Self::pinnable_cores`], `None` when unknown; a process placed elsewhere runs
+    /// unpinned, on any core, the camera's too, as everything does on a 1-core machine).
+    /// Only then are the frames it publishes late its own loss
+    /// ([`super::analysis::LoopStats::missed_at_source`]).
     pub fn camera_alone(&self, allowed: Option<&[usize]>) -> bool {
-        !self.shares(self.camera)
-            && allowed.is_none_or(|a| self.cores().iter().all(|c| a.contains(c)))
+        !self.shares(self.camera, allowed)
     }
 
-    /// [`Self::camera_alone`] on this process's affinity mask.
+    /// [`Self::camera_alone`] on the cores a process can be pinned to here.
     pub fn camera_alone_here(&self) -> bool {
-        self.camera_alone(crate::spawn::allowed_cores().as_deref())
+        self.camera_alone(self.pinnable_here().as_deref())
     }
 
     /// The split form with slopes and recon on one core (the default split placement).
@@ -112,8 +158,10 @@ impl Placement {
         !self.merged && self.recon == self.slopes
     }
 
-    /// A note when the stages oversubscribe cores, e.g. "slopes and recon share cpu 1".
-    pub fn oversubscribed(&self) -> Option<String> {
+    /// A note when the stages oversubscribe cores, e.g. "slopes and recon share cpu 1", or
+    /// run unpinned, placed on a core not among `allowed` (the cores a process can be
+    /// pinned to, [`Self::pinnable_cores`]; `None`: unknown, each taken as pinned).
+    pub fn oversubscribed(&self, allowed: Option<&[usize]>) -> Option<String> {
         let cores = self.cores();
         let names = ["camera", "slopes", "recon"];
         let mut notes = Vec::new();
@@ -124,20 +172,50 @@ impl Placement {
                 }
             }
         }
+        let unpinned: Vec<String> = cores
+            .iter()
+            .zip(names)
+            .filter(|&(&c, _)| !Self::pinned_on(c, allowed))
+            .map(|(c, name)| format!("{name} (cpu {c})"))
+            .collect();
+        if !unpinned.is_empty() {
+            notes.push(format!(
+                "{} cannot be pinned here (a core this machine lacks or its cpuset leaves \
+                 out), so {} unpinned, sharing a core with the other stages",
+                unpinned.join(" and "),
+                if unpinned.len() == 1 { "runs" } else { "run" }
+            ));
+        }
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
     /// Refuses an ao-loop job whose stages busy-wait (`wait = "spin"`) where two share a
-    /// core: a spinner there only delays its neighbour. Checked when the scenario is read,
-    /// so no case of it has run when it is refused. Other kinds pass.
+    /// core, or where one runs unpinned (placed on a core it cannot be pinned to here): a
+    /// spinner there only delays its neighbour. Checked when the scenario is read, so no
+    /// case of it has run when it is refused. Other kinds pass.
     pub fn check_spin(job: &Job) -> Result<()> {
+        match job.ao.as_ref() {
+            Some(ao) if ao.wait == Some(crate::scenario::Wait::Spin) => {
+                Self::check_spin_on(job, Self::of(job).pinnable_here().as_deref())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Self::check_spin`] with `allowed` the cores a process can be pinned to
+    /// ([`Self::pinnable_cores`]; `None`: unknown, each taken as pinned).
+    pub fn check_spin_on(job: &Job, allowed: Option<&[usize]>) -> Result<()> {
         let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
             return Ok(());
         };
         if let (Some(crate::scenario::Wait::Spin), Some(note)) =
-            (ao.wait, Self::of(job).oversubscribed())
+            (ao.wait, Self::of(job).oversubscribed(allowed))
         {
-            bail!("ao-loop: wait = \"spin\" needs a core per stage, but {note}");
+            bail!(
+                "ao-loop: wait = \"spin\" needs a core per stage, but {note}; give each \
+                 stage a core of its own that it can be pinned to here (camera_cpu, \
+                 slopes_cpu, recon_cpu), or leave wait out (adaptive)"
+            );
         }
         Ok(())
     }
@@ -381,6 +459,93 @@ mod tests {
         assert_eq!(p(1, 1, false).stage_cores(), [1]);
         assert_eq!(p(1, 2, false).stage_cores(), [1, 2]);
         assert_eq!(p(3, 3, true).stage_cores(), [3]);
+    }
+
+    /// A process placed on a core it cannot be pinned to (a 1-core machine, a cpuset of
+    /// one core: `allowed` = [0]) runs unpinned, anywhere: it shares a core with every other
+    /// process, the placement is oversubscribed, and busy-waiting stages are refused, where
+    /// with both cores pinnable (or the cores unknown) nothing changes.
+    #[test]
+    fn a_stage_placed_on_a_core_it_cannot_be_pinned_to_shares_every_core() {
+        let job = |extra: &str| {
+            crate::scenario::Scenario::parse(&format!(
+                "name = \"t\"\n[[case]]\nname = \"spin\"\nkind = \"ao-loop\"\n\
+                 sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 1000\nmerged = true\n{extra}"
+            ))
+            .unwrap()
+            .jobs(false, None)
+            .remove(0)
+        };
+        let merged = Placement::of(&job(""));
+        assert_eq!((merged.camera, merged.slopes), (0, 1));
+        let one: &[usize] = &[0];
+        let two: &[usize] = &[0, 1];
+        assert!(merged.shares(1, Some(one)) && merged.shares(0, Some(one)));
+        assert!(!merged.camera_alone(Some(one)));
+        let note = merged.oversubscribed(Some(one)).unwrap();
+        assert!(
+            note.contains("slopes (cpu 1) cannot be pinned here"),
+            "{note}"
+        );
+        for known in [Some(two), None] {
+            assert!(!merged.shares(1, known) && !merged.shares(0, known));
+            assert_eq!(merged.oversubscribed(known), None);
+        }
+        let spin = job("wait = \"spin\"\n");
+        let err = Placement::check_spin_on(&spin, Some(one))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ao-loop: wait = \"spin\" needs a core per stage, but slopes (cpu 1)")
+                && err.contains("give each stage a core of its own that it can be pinned to here")
+                && err.contains("or leave wait out"),
+            "{err}"
+        );
+        assert!(Placement::check_spin_on(&spin, Some(two)).is_ok());
+        assert!(Placement::check_spin_on(&spin, None).is_ok());
+        // Refused with the case's name where the scenario is read.
+        let refused = crate::scenario::Scenario::parse(
+            "name = \"t\"\n[defaults]\nreader_cpu = 1023\n[[case]]\nname = \"spin\"\n\
+             kind = \"ao-loop\"\nsizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\n\
+             actuators = 5\nrate_hz = 1000\nmerged = true\nwait = \"spin\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.starts_with("[[case]] #1 (spin): ao-loop: wait = \"spin\" needs a core")
+                && refused.contains("slopes (cpu 1023) cannot be pinned here"),
+            "{refused}"
+        );
+        // The split form: its stages share cpu 1 either way, and run unpinned with [0].
+        let split = Placement {
+            merged: false,
+            recon: 1,
+            ..merged
+        };
+        assert_eq!(
+            split.oversubscribed(Some(two)).as_deref(),
+            Some("slopes and recon share cpu 1")
+        );
+        let note = split.oversubscribed(Some(one)).unwrap();
+        assert!(
+            note.starts_with("slopes and recon share cpu 1; slopes (cpu 1) and recon (cpu 1)"),
+            "{note}"
+        );
+    }
+
+    /// The cores a process can be pinned to are tried, leaving the caller's own affinity
+    /// as it was: one of its own is among them, one no `cpu_set_t` can name is not.
+    #[test]
+    fn the_pinnable_cores_are_tried_without_moving_the_caller() {
+        let before = crate::spawn::allowed_cores().unwrap();
+        let mine = before[0];
+        let none = crate::spawn::MAX_CORES + 1;
+        assert_eq!(
+            Placement::pinnable_cores(&[none, mine, mine]),
+            Some(vec![mine])
+        );
+        assert_eq!(crate::spawn::allowed_cores().unwrap(), before);
     }
 
     /// A job whose frames saturate their count (seconds no scenario passes: `harness size`

@@ -207,8 +207,8 @@ pub fn sustainable(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> bool 
 pub struct MaxRate {
     /// Hz.
     pub hz: f64,
-    /// Whether a higher rate it tried failed; if none did (it stopped at [`MAX_RATE_HZ`] or
-    /// after its last try), `hz` is only a lower bound.
+    /// Whether a higher rate it tried (the main run's included) failed; if none did (it
+    /// stopped at [`MAX_RATE_HZ`] or after its last try), `hz` is only a lower bound.
     pub bounded: bool,
 }
 
@@ -234,7 +234,8 @@ pub fn lowest_rung_hz(start: f64) -> f64 {
 
 /// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
 /// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps; `passed`: the main
-/// run passed at the job's rate, which is then the first rung, kept up ([`climb`]). A rung no
+/// run passed at the job's rate, which is then the first rung, kept up, else the first
+/// rung, failed ([`climb`]). A rung no
 /// frame of which reached the DM failed ([`LoopRun::of_ours`]); a rung whose run fails (a
 /// stage died, a timeout) stops the ladder, [`Ladder::failed`] saying why.
 pub fn ladder(runner: &Runner, idx: usize, job: &Job, passed: bool) -> Ladder {
@@ -317,29 +318,32 @@ impl From<bool> for Kept {
 }
 
 /// The ladder's search from `start` Hz, `kept_up` trying one rate: the highest rate that
-/// kept up, and whether a higher one failed; the first error of `kept_up` stops it. Where
-/// the main run `passed` at `start` (seconds long, where a rung is short), `start` is the
-/// first try, kept up: the search goes up from there and never reports a lower rate. Halving
-/// stops at a rate below `start` that failed on the budget alone: the loop keeps up there,
-/// and a lower rate loosens only the period (at a low rate each rung runs for long: eight of
-/// them at 5 Hz took about 26 minutes). At `start` itself (the main run did not pass) such
-/// a rung is halved as any failure is: it is a short run at the rate the main run judged,
-/// and a noisy one must not leave the case without a rate.
+/// kept up, and whether a higher one failed; the first error of `kept_up` stops it. The
+/// main run at `start` (seconds long, where a rung is short) is the first try, never rerun
+/// as a rung: where it `passed`, kept up, the search goes up from there and never reports a
+/// lower rate; where it failed, the search goes down from half of it and never reports
+/// `start` or a higher rate (a short rung there could pass where the full run failed).
+/// Halving stops at a rate below `start` that failed on the budget alone: the loop keeps
+/// up there, and a lower rate loosens only the period (at a low rate each rung runs for
+/// long: eight of them at 5 Hz took about 26 minutes).
 fn climb(
     start: f64,
     passed: bool,
     mut kept_up: impl FnMut(f64) -> Result<Kept>,
 ) -> Result<Option<MaxRate>> {
-    // A main run that passed is the first try, kept up: the next is the rate doubled.
-    let (mut lo, mut hi) = (passed.then_some(start), None::<f64>);
+    // The main run is the first try: kept up where it passed, the next try the rate
+    // doubled; failed where it did not, the next try the rate halved. Either way one try
+    // fewer is left, so the rates tried span those of a ladder from `start` (the lowest
+    // rung stays at [`lowest_rung_hz`]).
+    let (mut lo, mut hi) = (passed.then_some(start), (!passed).then_some(start));
     let mut rate = if passed {
         (start * 2.0).min(MAX_RATE_HZ)
     } else {
-        start
+        start / 2.0
     };
     let tries = match passed {
         true if start >= MAX_RATE_HZ => 0,
-        _ => TRIES - u32::from(passed),
+        _ => TRIES - 1,
     };
     for _ in 0..tries {
         let kept = kept_up(rate)?;
@@ -422,8 +426,7 @@ mod tests {
 
     /// A rung below the case's rate that failed on the budget alone (the loop keeps its
     /// period) ends the halving: a lower rate loosens only the period. One that failed
-    /// otherwise, or on the budget at the case's rate (a short, maybe noisy rerun of the
-    /// main run), is halved as before.
+    /// otherwise is halved as before, and one above the case's rate bounds the search.
     #[test]
     fn halving_stops_at_a_rung_that_failed_on_the_budget_alone() {
         let sut = run(0, 0, 400_000);
@@ -442,6 +445,8 @@ mod tests {
             !super::super::over_budget_only(&sut, 2000.0, Some(450.0)),
             "passes"
         );
+        // The main run failed at 1000 Hz: its first rung, 500 Hz, failed on the budget
+        // alone, so no lower rate is tried.
         let mut tried = Vec::new();
         let best = climb(1000.0, false, |r| {
             tried.push(r);
@@ -452,14 +457,19 @@ mod tests {
             })
         })
         .unwrap();
-        assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
+        assert_eq!((best, tried), (None, vec![500.0]));
+        // One that failed otherwise is halved.
         let mut tried = Vec::new();
         let best = climb(1000.0, false, |r| {
             tried.push(r);
-            Ok(Kept::OverBudget)
+            Ok(if r >= 500.0 {
+                Kept::No
+            } else {
+                Kept::OverBudget
+            })
         })
         .unwrap();
-        assert_eq!((best, tried), (None, vec![1000.0, 500.0]));
+        assert_eq!((best, tried), (None, vec![500.0, 250.0]));
         let best = climb(1000.0, false, |r| {
             Ok(if r >= 1000.0 {
                 Kept::OverBudget
@@ -474,8 +484,10 @@ mod tests {
             best.bounded && (707.0..1000.0).contains(&best.hz),
             "{best:?}"
         );
+        // Above the case's rate (the main run passed) a rung that failed on the budget
+        // bounds the search, which bisects below it.
         let mut tried = Vec::new();
-        let best = climb(100.0, false, |r| {
+        let best = climb(100.0, true, |r| {
             tried.push(r);
             Ok(if r <= 200.0 {
                 Kept::Yes
@@ -489,7 +501,7 @@ mod tests {
             best.bounded && (200.0..400.0).contains(&best.hz),
             "{best:?}"
         );
-        assert_eq!(tried.len(), 3 + 3, "{tried:?}");
+        assert_eq!(tried.len(), 2 + 3, "{tried:?}");
     }
 
     /// The ladder stops at the harness's rate limit: it measures the limit itself, never a
@@ -498,7 +510,7 @@ mod tests {
     fn the_ladder_never_tries_a_rate_above_the_limit() {
         let climbed = |start: f64, keeps_up_to: f64| {
             let mut tried = Vec::new();
-            let best = climb(start, false, |r| {
+            let best = climb(start, true, |r| {
                 tried.push(r);
                 Ok((r <= keeps_up_to).into())
             })
@@ -510,29 +522,35 @@ mod tests {
         assert_eq!((best, tried.last()), (MAX_RATE_HZ, Some(&MAX_RATE_HZ)));
         let (best, tried) = climbed(60_000.0, 80_000.0);
         assert!((60_000.0..=80_000.0).contains(&best), "{tried:?}");
-        assert_eq!(tried[1], MAX_RATE_HZ);
+        assert_eq!(tried[0], MAX_RATE_HZ);
     }
 
-    /// A ladder whose every try kept up found no upper bound: its rate is a lower bound, so
-    /// reported; one that saw a higher rate fail is bounded.
+    /// A ladder whose every try, the main run's included, kept up found no upper bound: its
+    /// rate is a lower bound, so reported; one that saw a higher rate fail is bounded, the
+    /// main run's failed rate too.
     #[test]
     fn a_ladder_that_never_saw_a_rate_fail_reports_a_lower_bound() {
         let mut tried = Vec::new();
-        let sut = climb(100.0, false, |r| {
+        let sut = climb(100.0, true, |r| {
             tried.push(r);
             Ok(Kept::Yes)
         })
         .unwrap()
         .unwrap();
-        assert_eq!(tried.len(), TRIES as usize);
+        assert_eq!(tried.len(), TRIES as usize - 1);
         assert_eq!(sut.hz, 100.0 * f64::from(1u32 << (TRIES - 1)));
         assert!(!sut.bounded);
-        let at_limit = climb(60_000.0, false, |_| Ok(Kept::Yes)).unwrap().unwrap();
+        let at_limit = climb(60_000.0, true, |_| Ok(Kept::Yes)).unwrap().unwrap();
         assert_eq!((at_limit.hz, at_limit.bounded), (MAX_RATE_HZ, false));
-        let bounded = climb(100.0, false, |r| Ok((r <= 1000.0).into()))
+        let bounded = climb(100.0, true, |r| Ok((r <= 1000.0).into()))
             .unwrap()
             .unwrap();
         assert!(bounded.bounded && (800.0..=1000.0).contains(&bounded.hz));
+        let below = climb(100.0, false, |_| Ok(Kept::Yes)).unwrap().unwrap();
+        assert!(
+            below.bounded && (50.0..100.0).contains(&below.hz),
+            "{below:?}"
+        );
         let mut lowest = f64::INFINITY;
         assert_eq!(
             climb(100.0, false, |r| {
@@ -548,7 +566,8 @@ mod tests {
     /// A main run that passed at the case's rate (seconds long, where a rung is short) is
     /// the ladder's first rung, kept up: the search goes up from it and never reports a
     /// lower rate, where a short, noisy rung there would have been halved and the case left
-    /// with none. Where the main run did not pass, the ladder starts from scratch.
+    /// with none. Where the main run did not pass, the ladder goes down from it
+    /// (`a_main_run_that_failed_bounds_the_highest_rate_from_above`).
     #[test]
     fn a_main_run_that_passed_bounds_the_highest_rate_from_below() {
         let mut tried = Vec::new();
@@ -610,6 +629,57 @@ mod tests {
         );
     }
 
+    /// A main run that failed at the case's rate is the ladder's first rung, failed: the
+    /// ladder goes down from half of it and reports a rate below it, bounded by it, where a
+    /// short rung rerun at the case's rate, passing, reported that rate or a higher one
+    /// beside a verdict that failed it ("fail: 2 missed frames" at 1000 Hz beside "highest
+    /// sustainable rate 1542 Hz", or "≥ 100000").
+    #[test]
+    fn a_main_run_that_failed_bounds_the_highest_rate_from_above() {
+        let mut tried = Vec::new();
+        let sut = climb(1000.0, false, |r| {
+            tried.push(r);
+            Ok(Kept::Yes)
+        })
+        .unwrap()
+        .unwrap();
+        assert!(
+            sut.bounded && (500.0..1000.0).contains(&sut.hz),
+            "{sut:?} {tried:?}"
+        );
+        assert_eq!(tried[0], 500.0);
+        assert!(tried.iter().all(|&r| r < 1000.0), "{tried:?}");
+        // Through the ladder: no rung at the case's rate or above it.
+        let sut = search(&ladder_job(400.0), false, |j, _| rung_logs(j, true));
+        let best = sut.best.unwrap();
+        assert!(
+            best.bounded && (200.0..400.0).contains(&best.hz),
+            "{best:?}"
+        );
+        assert!(
+            sut.rungs.iter().all(|g| g.rate_hz < 400.0),
+            "{:?}",
+            sut.rungs
+        );
+        // Halving still ends at the same lowest rung, and at a rung that failed on the
+        // budget alone.
+        let mut tried = Vec::new();
+        let none = climb(1000.0, false, |r| {
+            tried.push(r);
+            Ok(Kept::No)
+        })
+        .unwrap();
+        assert_eq!(none, None);
+        assert_eq!(tried.len(), TRIES as usize - 1);
+        assert_eq!(tried.last(), Some(&lowest_rung_hz(1000.0)));
+        let mut tried = Vec::new();
+        let none = climb(1000.0, false, |r| {
+            tried.push(r);
+            Ok(Kept::OverBudget)
+        });
+        assert_eq!((none.unwrap(), tried), (None, vec![500.0]));
+    }
+
     /// An ao-loop job at `rate_hz` with the default ladder (and a timeout that holds it).
     fn ladder_job(rate_hz: f64) -> Job {
         crate::scenario::Scenario::parse(&format!(
@@ -648,7 +718,7 @@ mod tests {
     /// rung: the ladder bisects below it, as for any rung that missed frames.
     #[test]
     fn a_rung_no_frame_of_which_reached_the_dm_fails_and_the_ladder_bisects() {
-        let sut = search(&ladder_job(400.0), false, |j, _| {
+        let sut = search(&ladder_job(400.0), true, |j, _| {
             rung_logs(j, j.ao.as_ref().unwrap().rate_hz <= 1000.0)
         });
         assert_eq!(sut.failed, None);
@@ -657,10 +727,10 @@ mod tests {
             best.bounded && (800.0..=1000.0).contains(&best.hz),
             "{best:?}"
         );
-        let starved = &sut.rungs[2];
+        let starved = &sut.rungs[1];
         assert_eq!((starved.rate_hz, starved.ok), (1600.0, false));
         assert_eq!((starved.p50_ns, starved.missed), (None, Some(10)));
-        assert_eq!(sut.rungs.len(), 6, "{:?}", sut.rungs);
+        assert_eq!(sut.rungs.len(), 5, "{:?}", sut.rungs);
     }
 
     /// A rung whose run fails (a stage died, a timeout) is not a rate the loop missed: the
@@ -669,7 +739,7 @@ mod tests {
     #[test]
     fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
         let mut rates = Vec::new();
-        let sut = search(&ladder_job(400.0), false, |j, _| {
+        let sut = search(&ladder_job(200.0), true, |j, _| {
             let rate = j.ao.as_ref().unwrap().rate_hz;
             rates.push(rate);
             match rate > 1000.0 {
@@ -714,6 +784,7 @@ mod tests {
             sut.failed.as_deref(),
             Some("the rate ladder's run at 0.625 Hz: timed out")
         );
-        assert_eq!(sut.rungs.len(), 3);
+        // 2.5 and 1.25 Hz, the main run's 5 Hz not rerun.
+        assert_eq!(sut.rungs.len(), 2);
     }
 }

@@ -292,7 +292,7 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
     let s = open(spec)?;
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
-    let mut wait = FrameWait::new(ao, place.shares(place.slopes), &s.frame);
+    let mut wait = FrameWait::new(ao, place.shares_here(place.slopes), &s.frame);
     let mut stage = Slopes::new(&g);
     let mut recon = if place.merged {
         Some(Recon::new(
@@ -396,7 +396,7 @@ pub fn recon(spec: &ChildSpec) -> Result<()> {
     let to = wait_timeout(spec);
     let place = Placement::of(&spec.job);
     s.signals
-        .set_wait_strategy(ao.stage_wait(place.shares(place.recon)).strategy());
+        .set_wait_strategy(ao.stage_wait(place.shares_here(place.recon)).strategy());
     let mut r = Recon::new(&g, ao.threads, &place.recon_cores(), ao.gain, ao.leak)?;
     let guard = s.commands.lock(to).context("locking the commands stream")?;
     let mut sig = vec![0.0f32; g.signals];
@@ -531,7 +531,7 @@ pub(super) fn paced_floor(
     // spinning, for that margin: so does its floor (asleep the whole period, the pyRTC
     // merged form's slopes and recon alone read 2.5 and 4.2 µs against 1.6 and 2.8 in the
     // loop beside them).
-    let ahead = ao.wake_ahead_ns(place.shares(place.slopes));
+    let ahead = ao.wake_ahead_ns(place.shares_here(place.slopes));
     let period_ns = (1e9 / ao.rate_hz) as u64;
     let n = place.floor_frames(&spec.job);
     let warm = super::placement::FLOOR_WARMUP_FRAMES;
