@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every valid stream (ours and pyshmem's): name, shape, dtype, count, age, writer, notify, gpu.
+    /// Every valid stream (ours and pyshmem's): name, shape, dtype, count, age, writer, notify, gpu,
+    /// history (depth, or `unusable`).
     List {
         /// A JSON array of the same objects as `stat --json`.
         #[arg(long)]
@@ -157,9 +158,10 @@ enum Command {
         /// File format.
         #[arg(long, value_enum, default_value = "fits")]
         format: record::Format,
-        /// Put each file on the disk (fdatasync) as it is finished and fail on the write
-        /// errors a disk reports only then (NFS ENOSPC or quota, writeback EIO); the
-        /// recording then goes at the disk's write speed, not the page cache's.
+        /// Put each file on the disk (fdatasync) as it is finished, with its entry in the
+        /// directory (fsync of DIR, and of the directories created for --out, once), and fail
+        /// on the write errors a disk reports only then (NFS ENOSPC or quota, writeback EIO);
+        /// the recording then goes at the disk's write speed, not the page cache's.
         #[arg(long)]
         fsync: bool,
     },
