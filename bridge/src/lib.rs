@@ -156,9 +156,29 @@ pub struct Endpoints {
     pub connect: Vec<String>,
 }
 
-/// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, and
-/// messages up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge
-/// carries).
+/// The slowest link the bridge is sized for, in bits per second: 1 Gbit/s (1 GbE). Zenoh
+/// gives a message one deadline, [`HANDOVER_DEADLINE`], to be handed to the link whole, and
+/// that deadline is sized so a frame of [`codec::MAX_FRAME_BYTES`] fits at this speed. On a
+/// slower link a frame that takes longer than the deadline to send is not carried: a
+/// latest-value one is dropped partway (silently: the put still succeeds, and so does its
+/// idle resend), a lossless one makes Zenoh close the connection (an error on stderr; the
+/// peers reconnect, and the frame is lost). Frames that such a link sends within the
+/// deadline (about 134 MB at 100 Mbit/s) still get through.
+pub const MIN_LINK_BITS_PER_SEC: u64 = 1_000_000_000;
+
+/// How long Zenoh may take to hand one message to the link (Zenoh's defaults: 51 ms from a
+/// latest-value frame's first fragment, 5 s for a lossless one): the largest message,
+/// [`codec::MAX_MESSAGE_BYTES`], at [`MIN_LINK_BITS_PER_SEC`] (8.6 s), and a quarter more
+/// for the TCP/IP and Zenoh headers and a link shared with other traffic: about 10.75 s.
+/// Set as congestion control *drop*'s fragment deadline and *block*'s close deadline. The
+/// cost: a lossless link whose peer stops reading is closed after this long, not 5 s (the
+/// put blocks meanwhile, as it would while a large frame goes out).
+pub const HANDOVER_DEADLINE: Duration =
+    Duration::from_micros(codec::MAX_MESSAGE_BYTES * 8 * 1_000_000 / MIN_LINK_BITS_PER_SEC * 5 / 4);
+
+/// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, messages
+/// up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge carries), and
+/// [`HANDOVER_DEADLINE`] to send one.
 pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
     use zenoh::Wait;
     zenoh::open(session_config(e)?)
@@ -188,6 +208,18 @@ fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
         (
             "transport/link/rx/max_message_size",
             codec::MAX_MESSAGE_BYTES.to_string(),
+        ),
+        // Zenoh gives a fragmented message one deadline from its first fragment (in µs):
+        // with the defaults a latest-value frame that cannot be queued within ~51 ms is
+        // dropped partway, put() still returning Ok, and a lossless one that cannot within
+        // 5 s closes the connection, so a large frame over 1 GbE never arrived live.
+        (
+            "transport/link/tx/queue/congestion_control/drop/max_wait_before_drop_fragments",
+            HANDOVER_DEADLINE.as_micros().to_string(),
+        ),
+        (
+            "transport/link/tx/queue/congestion_control/block/wait_before_close",
+            HANDOVER_DEADLINE.as_micros().to_string(),
         ),
     ];
     for (key, value) in settings {
@@ -376,6 +408,27 @@ mod tests {
             .unwrap();
         assert_eq!(max, codec::MAX_MESSAGE_BYTES);
         assert!(max > codec::MAX_FRAME_BYTES);
+    }
+
+    /// Zenoh's defaults give a message 51 ms (latest value) or 5 s (lossless) to be handed
+    /// to the link whole, after which it is dropped partway (silently) or the connection is
+    /// closed: the session gives it long enough for the largest frame at the slowest link
+    /// speed the bridge is sized for.
+    #[test]
+    fn a_session_gives_the_largest_frame_time_to_go_out_at_the_slowest_link_it_is_sized_for() {
+        let c = session_config(&Endpoints::default()).unwrap();
+        let us = |key: &str| -> u64 {
+            let key = format!("transport/link/tx/queue/congestion_control/{key}");
+            c.get_json(&key).unwrap().parse().unwrap()
+        };
+        let needed = codec::MAX_MESSAGE_BYTES * 8 * 1_000_000 / MIN_LINK_BITS_PER_SEC;
+        assert!(needed >= 8_000_000, "1 GiB at 1 Gbit/s: {needed} µs");
+        // Drop: the first batch's wait, then a budget shared by the following fragments.
+        let drop = us("drop/wait_before_drop") + us("drop/max_wait_before_drop_fragments");
+        assert!(drop >= needed, "drop deadline {drop} µs < {needed} µs");
+        // Block: one deadline for the whole message.
+        let block = us("block/wait_before_close");
+        assert!(block >= needed, "block deadline {block} µs < {needed} µs");
     }
 
     /// Rust's panic message names the thread, `ROLE NAME`; the bridge's error names the

@@ -90,7 +90,26 @@ enum Command {
     },
 }
 
+/// Sends Zenoh's log (through `tracing`) to stderr, warnings and errors only unless
+/// `RUST_LOG` says otherwise (e.g. `RUST_LOG=zenoh=debug`): without a subscriber, Zenoh's
+/// errors (a connection closed because a frame could not be sent in time) go nowhere. Plain
+/// text, and a failed write is ignored, as the bridge's own lines ([`say_line`]): a closed
+/// stderr must not panic a Zenoh thread.
+///
+/// [`say_line`]: shmstream_bridge::say_line
+fn log_zenoh_to_stderr() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
+    log_zenoh_to_stderr();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

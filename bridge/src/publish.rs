@@ -105,18 +105,26 @@ fn publish_stream(
     let mut made_since = false;
     let mut losses =
         Losses::new("lost before they could be published (deepen the stream's history)");
+    // Whether the wait for the stream to be made (again) was said: once per wait.
+    let mut waiting_said = false;
     while !stop.is_set() {
         // A stream that does not exist yet (or was unlinked) is waited for: the bridge may
         // start before the writer. There is no wait for creation, so look again every 100 ms.
         let s = match Stream::open_readonly(name) {
             Ok(s) => s,
-            Err(Error::NotFound { .. }) => {
+            Err(e @ Error::NotFound { .. }) => {
+                // Said once, with the library's reason: it names the streams that do exist
+                // (a misspelt name) and one whose creation never finished (and the remedy).
+                if !std::mem::replace(&mut waiting_said, true) {
+                    say(name, &format!("waiting for it to be created: {e}"));
+                }
                 made_since = true;
                 std::thread::sleep(POLL);
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
+        waiting_said = false;
         check_carried(name, s.size_bytes())?;
         // Sleep in the futex between frames: a network hop follows, and a spinning bridge
         // would take a core from the writer it serves.
@@ -178,7 +186,7 @@ fn publish_stream(
                     // A put as the main loop's: `max_rate` holds the next frame back from it.
                     Ok(Served::Put) => pace.put(),
                     // Unlinked or replaced: open the new generation.
-                    Err(BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })) => break,
+                    Err(e) if unlinked(&e) => break,
                     Err(e) => return Err(e),
                 }
             } else if !link.wait_matched() {
@@ -192,12 +200,17 @@ fn publish_stream(
                 pace.release();
                 // Read again: a failed read since `serve` took the frame may have written
                 // into `buf` (a read copies, then checks).
-                if std::mem::take(&mut deferred)
-                    && current_again(&s, &mut buf, &mut header, losses.total)?
-                {
-                    put(&publisher, &mut buf, &header, &k)?;
-                    pace.put();
-                    continue;
+                if std::mem::take(&mut deferred) {
+                    match current_again(&s, &mut buf, &mut header, losses.total) {
+                        Ok(true) => {
+                            put(&publisher, &mut buf, &header, &k)?;
+                            pace.put();
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) if unlinked(&e) => break,
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             let got = match cursor.as_mut() {
@@ -218,9 +231,14 @@ fn publish_stream(
                 Err(Error::Timeout { .. }) if pace.resend_due() => {
                     // The current frame read again (the timed-out read may have written
                     // into `buf`): the last one put, or a newer one.
-                    if current_again(&s, &mut buf, &mut header, losses.total)? {
-                        put(&publisher, &mut buf, &header, &k)?;
-                        pace.resent();
+                    match current_again(&s, &mut buf, &mut header, losses.total) {
+                        Ok(true) => {
+                            put(&publisher, &mut buf, &header, &k)?;
+                            pace.resent();
+                        }
+                        Ok(false) => {}
+                        Err(e) if unlinked(&e) => break,
+                        Err(e) => return Err(e),
                     }
                     continue;
                 }
@@ -263,6 +281,9 @@ struct Link {
     matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
     /// Latest-value only: a lossless frame must not arrive out of its order.
     queries: Option<Queryable<RingChannelHandler<Query>>>,
+    /// Queries taken from `queries` and not answered yet: those that came as the stream was
+    /// found unlinked, answered with the next generation's frame once it is opened.
+    asked: Vec<Query>,
     matched: bool,
 }
 
@@ -295,6 +316,7 @@ impl Link {
         Ok(Link {
             matching,
             queries,
+            asked: Vec::new(),
             matched: false,
         })
     }
@@ -330,7 +352,9 @@ impl Link {
     /// here makes it this handle's last read, so the loop's next `read_new` waits past it).
     /// Nothing is sent for a stream never written. While `held` (`max_rate`'s pause) queries
     /// are answered but nothing is put: a put is owed at the next slot. A put is said, so
-    /// that the caller holds the next frame back from it as from its own.
+    /// that the caller holds the next frame back from it as from its own. A stream found
+    /// unlinked is [`Error::Stale`] (the caller opens the new generation), its frame sent to
+    /// no one and the queries kept for the new generation's frame.
     fn serve(
         &mut self,
         s: &Stream,
@@ -340,12 +364,11 @@ impl Link {
         held: bool,
     ) -> Result<Served, BridgeError> {
         let newly = self.newly_matched();
-        let queries: Vec<Query> = self
-            .queries
-            .as_ref()
-            .map(|q| std::iter::from_fn(|| q.try_recv().ok().flatten()).collect())
-            .unwrap_or_default();
-        if !newly && queries.is_empty() {
+        if let Some(q) = self.queries.as_ref() {
+            self.asked
+                .extend(std::iter::from_fn(|| q.try_recv().ok().flatten()));
+        }
+        if !newly && self.asked.is_empty() {
             return Ok(Served::Nothing);
         }
         // The frame is read afresh (and counts as this handle's last read), so nothing
@@ -353,11 +376,13 @@ impl Link {
         // served): a newer one is everyone's.
         let last = header.count;
         if !current_again(s, buf, header, header.lost)? {
+            // None to answer with: the askers wait for a put.
+            self.asked.clear();
             return Ok(Served::Nothing);
         }
         let unput = header.count != last;
         let k = publisher.key_expr();
-        for q in queries {
+        for q in std::mem::take(&mut self.asked) {
             // A reply that fails only means the asker left.
             let _ = lend(buf, |frame| {
                 q.reply(k.clone(), frame).attachment(header.encode()).wait()
@@ -404,6 +429,12 @@ fn put(
 /// Reads the stream's current frame into `buf` and describes it in `header` (with the
 /// publisher's lost count `lost`); whether there is one to put (none: never written, or no
 /// stable frame now — then the next frame is put as it comes).
+///
+/// A stream unlinked since `s` was opened is [`Error::Stale`], though the read succeeded:
+/// the library's reads look at the file only every ~20 ms, and the old generation's frame
+/// (perhaps of the old shape) would go out as the current one, to a subscriber that then
+/// makes its mirror of that shape and refuses every frame of the new one. (Asked only of a
+/// frame put again or sent in a reply: one `fstat`, off the path of new frames.)
 fn current_again(
     s: &Stream,
     buf: &mut BytesMut,
@@ -411,6 +442,10 @@ fn current_again(
     lost: u64,
 ) -> Result<bool, BridgeError> {
     match s.read_publication_into_bytes(buf) {
+        Ok(_) if s.is_unlinked() => Err(Error::Stale {
+            name: s.name().to_owned(),
+        }
+        .into()),
         Ok(info) if info.count > 0 => {
             stamp(header, &info);
             header.lost = lost;
@@ -544,6 +579,15 @@ fn current_in_ring<'s>(
     // follows is at most the header's, loaded after it, so a newest frame counting at least
     // as much is the one `c` follows (an append precedes its publication's count).
     (c.lag() == 0 && info.count >= s.count()).then_some((newest, info))
+}
+
+/// Whether `e` says the stream was unlinked or replaced: its publisher opens the new
+/// generation.
+fn unlinked(e: &BridgeError) -> bool {
+    matches!(
+        e,
+        BridgeError::Stream(Error::Stale { .. } | Error::Closed { .. })
+    )
 }
 
 /// Describes the frame `info` in `header`.
@@ -701,6 +745,91 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A query answered right after the source was unlinked by pyshmem (its segments removed,
+    /// the header left valid: the library's `unlink` also invalidates it, which reads see at
+    /// once) and made again with another shape, before the library's reads notice (they look
+    /// at the file every ~20 ms), gets no frame of the old shape (a subscriber would make its
+    /// mirror of that shape and refuse every real frame): `serve` says the stream is stale,
+    /// and the query is answered with the new generation's frame once that is opened. The
+    /// sequence runs again until it fits in 10 ms from the open, well inside the reads'
+    /// blind spot.
+    #[test]
+    fn a_query_as_the_source_is_made_again_gets_no_frame_of_the_old_generation() {
+        use shmstream::{Dtype, StreamOptions};
+        let name = format!("br-unit-serve-{}", std::process::id());
+        let _ = shmstream::unlink(&name);
+        let session = crate::open_session(&Endpoints::default()).unwrap();
+        let k = key("br-unit", &name);
+        let publisher = session.declare_publisher(k.clone()).wait().unwrap();
+        let mut link = Link::declare(&session, &publisher, &k, false).unwrap();
+        let make = |elems: usize, id: u64| {
+            let s = StreamOptions::new(&name)
+                .shape(&[elems])
+                .dtype(Dtype::U8)
+                .create()
+                .unwrap();
+            s.write_bytes_frame(&vec![1; elems], id).unwrap();
+            s
+        };
+        let header_of = |s: &Stream| FrameHeader {
+            dtype: s.dtype(),
+            shape: s.shape().to_vec(),
+            frame_id: 0,
+            count: 0,
+            write_time: 0.0,
+            source: [0; 16],
+            lossless: false,
+            lost: 0,
+        };
+        // As pyshmem's `unlink` does.
+        let pyshmem_unlink = || {
+            use shmstream::name::{meta_id, segment_id};
+            for id in [segment_id(&name), meta_id(&name)] {
+                std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+            }
+        };
+        let mut in_time = false;
+        for _ in 0..50 {
+            let _old = make(4, 1);
+            let opened = Instant::now();
+            let s = Stream::open_readonly(&name).unwrap();
+            pyshmem_unlink();
+            let _new = make(8, 2);
+            let replies = session.get(k.as_str()).wait().unwrap();
+            let (mut buf, mut header) = (BytesMut::zeroed(s.size_bytes()), header_of(&s));
+            let served = link.serve(&s, &publisher, &mut buf, &mut header, false);
+            in_time = opened.elapsed() < Duration::from_millis(10);
+            // The new generation, as the publisher opens it next.
+            let s2 = Stream::open_readonly(&name).unwrap();
+            let (mut buf2, mut header2) = (BytesMut::zeroed(s2.size_bytes()), header_of(&s2));
+            let served2 = link.serve(&s2, &publisher, &mut buf2, &mut header2, false);
+            let reply = replies.recv_timeout(Duration::from_secs(5)).unwrap();
+            let shape = reply.map(|r| {
+                let sample = r.result().unwrap();
+                let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
+                (h.shape, h.frame_id)
+            });
+            shmstream::unlink(&name).unwrap();
+            if !in_time {
+                continue;
+            }
+            assert!(
+                matches!(served, Err(BridgeError::Stream(Error::Stale { .. }))),
+                "served from a generation unlinked {:?} before: {served:?}",
+                opened.elapsed()
+            );
+            assert!(served2.is_ok(), "{served2:?}");
+            assert_eq!(
+                shape,
+                Some((vec![8], 2)),
+                "answered with the new generation"
+            );
+            break;
+        }
+        assert!(in_time, "never within 10 ms of the open in 50 tries");
+        let _ = session.close().wait();
     }
 
     #[test]

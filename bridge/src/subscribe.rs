@@ -70,7 +70,12 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
 }
 
 /// How long the mirror waits for its local stream's write lock before refusing a frame.
-const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// Short: the write runs in Zenoh's receive callback, on the task that receives every key of
+/// the connection, so while it waits no frame of any other stream from that publisher is
+/// received. Long enough for a local tool's write of a frame to end (a copy of tens of MiB),
+/// not for a lock held idle (a `WriteGuard` kept, a stuck writer): those frames are refused,
+/// said ([`locked_out`]), and the other streams go on.
+const LOCK_WAIT: Duration = Duration::from_millis(10);
 
 /// How long a failed create of the mirror is remembered before it is tried again.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
@@ -318,6 +323,9 @@ impl Mirror {
             let written = match local.lock(Some(LOCK_WAIT)) {
                 Ok(guard) => write_sample(&guard, sample, &h),
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
+                Err(Error::Timeout { .. }) => {
+                    Err(Refusal::Reason(locked_out(&self.name, &self.remote)))
+                }
                 Err(e) => Err(Refusal::Reason(e.to_string())),
             };
             match written {
@@ -462,6 +470,18 @@ fn class(reason: &str) -> impl Iterator<Item = char> + '_ {
 /// The line summing up `more` frames refused, `reason` the last one's.
 fn repeated(more: u64, reason: &str) -> String {
     format!("refused {more} more frame(s) for the same reason: {reason}")
+}
+
+/// The reason a frame of remote stream `remote` is refused when its mirror `name` stayed
+/// write-locked for [`LOCK_WAIT`].
+fn locked_out(name: &str, remote: &str) -> String {
+    format!(
+        "something local holds the write lock of the mirror '{name}' (for over {LOCK_WAIT:?}): \
+         frames of remote stream '{remote}' are refused, not waited for, so that the other \
+         streams on this connection are not held up; release the lock (an idle write guard, \
+         a stuck writer: its pid is the header's lock_owner_pid) and mirroring resumes with \
+         the next frame"
+    )
 }
 
 /// Why a checked frame was not written.

@@ -242,6 +242,99 @@ fn frames_larger_than_a_zenoh_batch_arrive_whole_from_their_pieces() {
     }
 }
 
+/// A 128 MiB latest-value frame reaches a receiver that stalls for a while as it comes (a
+/// link slower than the sender: its queue fills, and the put waits for room). Zenoh's
+/// defaults gave a message put with congestion control drop ~51 ms from its first fragment
+/// to be queued whole: past that it was dropped partway, `put` still returning Ok, and its
+/// idle resend a second later too, so the frame never arrived. The session now gives it
+/// [`shmstream_bridge::HANDOVER_DEADLINE`]. (On loopback with a receiver that keeps up, the
+/// queue never waits and the frame arrived without the fix: the receiver here is the test's
+/// own Zenoh session, whose callback for the small stream holds the connection's receive
+/// task for [`STALL`], as a slow link would.)
+#[test]
+fn a_large_latest_value_frame_reaches_a_receiver_that_stalls_as_it_comes() {
+    use std::sync::Mutex;
+    use std::sync::mpsc::channel;
+    use zenoh::Wait;
+    /// How long the receiver stalls: past the publisher's idle resend (1 s after the put).
+    const STALL: Duration = Duration::from_secs(3);
+    let (small, big) = (unique_name("br-link"), unique_name("br-huge"));
+    let prefix = unique_name("br-key");
+    let _c = Cleanup::new([&small, &big]);
+    let a = source(&small, 0);
+    let bytes = 128usize << 20;
+    let big_a = StreamOptions::new(&big)
+        .shape(&[bytes])
+        .dtype(Dtype::U8)
+        .notify(true)
+        .create()
+        .unwrap();
+    let ep = endpoint(free_port());
+    let p = bridge(&[
+        "publish",
+        &small,
+        &big,
+        "--listen",
+        &ep,
+        "--key-prefix",
+        &prefix,
+    ]);
+    wait_carrying(&p, &big, "(latest value)");
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![ep],
+    })
+    .unwrap();
+    // The large stream's subscriber first: once the publisher knows the small one, it
+    // knows this one too (declarations arrive in order).
+    let (got, arrived) = channel();
+    let _big_sub = session
+        .declare_subscriber(shmstream_bridge::key(&prefix, &big))
+        .callback(move |sample| {
+            let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
+            let _ = got.send((h.frame_id, sample.payload().len()));
+        })
+        .wait()
+        .unwrap();
+    let (stalling, stalled) = channel();
+    let stalling = Mutex::new(Some(stalling));
+    let _small_sub = session
+        .declare_subscriber(shmstream_bridge::key(&prefix, &small))
+        .callback(move |_| {
+            if let Some(tell) = stalling.lock().unwrap().take() {
+                let _ = tell.send(());
+                // The fault: this connection's receive task does nothing for STALL.
+                std::thread::sleep(STALL);
+            }
+        })
+        .wait()
+        .unwrap();
+    // Probe frames on the small stream until one arrived: the receiver now stalls.
+    let deadline = Instant::now() + LONG;
+    let zeros = [0u16; 32];
+    loop {
+        a.write_slice_frame(&zeros, 0).unwrap();
+        if stalled.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", p.diagnostics());
+    }
+    let frame: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let written = Instant::now();
+    big_a.write_bytes_frame(&frame, 7).unwrap();
+    drop(frame);
+    let within = STALL + Duration::from_secs(5);
+    match arrived.recv_timeout(within) {
+        Ok(got) => assert_eq!(got, (7, bytes)),
+        Err(e) => panic!(
+            "the frame did not arrive within {within:?} ({e})\n{}",
+            p.diagnostics()
+        ),
+    }
+    assert!(written.elapsed() >= STALL / 2, "it came after the stall");
+    let _ = session.close().wait();
+}
+
 #[test]
 fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_intact() {
     use zenoh::Wait;
@@ -574,7 +667,12 @@ fn wait_mirrored(a: &Stream, b: &Stream, frame: &[u16], id: u64, bridges: &[&Pro
 
 /// Waits, writing nothing, until the mirror `b` shows frame `id`.
 fn wait_frame(b: &Stream, id: u64, bridges: &[&Proc]) {
-    let deadline = Instant::now() + LONG;
+    wait_frame_within(b, id, LONG, bridges);
+}
+
+/// [`wait_frame`], for at most `within`.
+fn wait_frame_within(b: &Stream, id: u64, within: Duration, bridges: &[&Proc]) {
+    let deadline = Instant::now() + within;
     while b.frame_id() != id {
         match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
             Ok(_) | Err(Error::Timeout { .. }) => {}
@@ -582,7 +680,7 @@ fn wait_frame(b: &Stream, id: u64, bridges: &[&Proc]) {
         }
         assert!(
             Instant::now() < deadline,
-            "frame {id} not mirrored within {LONG:?} (the mirror shows {})\n{}",
+            "frame {id} not mirrored within {within:?} (the mirror shows {})\n{}",
             b.frame_id(),
             said(bridges)
         );
@@ -592,14 +690,19 @@ fn wait_frame(b: &Stream, id: u64, bridges: &[&Proc]) {
 /// Waits, writing nothing, until a subscriber made mirror `name` (nothing announces a
 /// stream's creation: it is looked for every 20 ms).
 fn wait_made(name: &str, bridges: &[&Proc]) -> Stream {
-    let deadline = Instant::now() + LONG;
+    wait_made_within(name, LONG, bridges)
+}
+
+/// [`wait_made`], for at most `within`.
+fn wait_made_within(name: &str, within: Duration, bridges: &[&Proc]) -> Stream {
+    let deadline = Instant::now() + within;
     loop {
         if let Ok(b) = Stream::open_readonly(name) {
             return b;
         }
         assert!(
             Instant::now() < deadline,
-            "mirror {name} not made within {LONG:?}\n{}",
+            "mirror {name} not made within {within:?}\n{}",
             said(bridges)
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -745,6 +848,86 @@ fn a_frame_put_again_is_mirrored_once() {
         6,
         "and then the next one, not the current one again"
     );
+}
+
+/// Something local holding one mirror's write lock (here the test, with an idle guard)
+/// holds up no other stream: the subscriber writes every stream from one publisher on the
+/// connection's receive task, and waited up to a second for the lock at each frame of the
+/// locked mirror, so each held every other stream's frames back a second. Now it waits a
+/// few ms, refuses the frame saying why, and the other stream's frames arrive at once; the
+/// locked mirror resumes once the lock is released.
+#[test]
+fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
+    let (a_name, b_name) = (unique_name("br-held"), unique_name("br-free"));
+    let (ma_name, mb_name) = (format!("m-{a_name}"), format!("m-{b_name}"));
+    let prefix = unique_name("br-key");
+    let _c = Cleanup::new([&a_name, &b_name, &ma_name, &mb_name]);
+    let (a, b) = (source(&a_name, 64), source(&b_name, 64));
+    let ep = endpoint(free_port());
+    let p = bridge(&[
+        "publish",
+        &a_name,
+        &b_name,
+        "--lossless",
+        "--listen",
+        &ep,
+        "--key-prefix",
+        &prefix,
+    ]);
+    let s = bridge(&[
+        "subscribe",
+        &a_name,
+        &b_name,
+        "--connect",
+        &ep,
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "m-",
+        "--history",
+        "64",
+    ]);
+    let ma = wait_linked(&a, &ma_name, &[&p, &s]);
+    let mb = wait_linked(&b, &mb_name, &[&p, &s]);
+    let held = Stream::open(&ma_name).unwrap();
+    let guard = held.lock(None).unwrap();
+    // Ten frames for the locked mirror first (a second each, before the fix), on their way
+    // to the subscriber once it refuses the first.
+    for id in 1..=10u64 {
+        a.write_slice_frame(&[id as u16; 32], id).unwrap();
+    }
+    wait_said(
+        &s,
+        &format!("refused a frame: something local holds the write lock of the mirror '{ma_name}'"),
+    );
+    let mut c = mb.cursor().unwrap();
+    let written = Instant::now();
+    for id in 1..=20u64 {
+        b.write_slice_frame(&[id as u16; 32], id).unwrap();
+    }
+    let within = Duration::from_secs(5);
+    let mut buf = [0u16; 32];
+    let mut next = 1u64;
+    while next <= 20 {
+        let left = within.saturating_sub(written.elapsed());
+        let info = match c.next_into_slice(&mut buf, Some(left)) {
+            Ok(info) => info,
+            Err(e) => panic!(
+                "frame {next} of 20 not mirrored within {within:?} while another mirror is \
+                 held locked ({e})\n{}",
+                said(&[&p, &s])
+            ),
+        };
+        if info.frame_id == 0 {
+            continue; // a late probe frame
+        }
+        assert_eq!(info.frame_id, next, "every frame, in order");
+        next += 1;
+    }
+    // Released: the locked mirror takes the next frame.
+    drop(guard);
+    a.write_slice_frame(&[11u16; 32], 11).unwrap();
+    wait_frame(&ma, 11, &[&p, &s]);
 }
 
 /// Lossless, publisher first: the frames a writer wrote before any subscriber existed wait
@@ -1174,6 +1357,31 @@ fn rt_priority_runs_every_bridge_thread_under_sched_fifo_or_says_what_it_needs()
             "every thread at SCHED_FIFO 7: {threads:?}"
         );
     }
+}
+
+/// A publisher waiting for a stream that does not exist says so once per wait, with the
+/// library's reason (it names the streams that do exist, or a creation that never finished
+/// and the remedy), instead of waiting silently for a misspelt name.
+#[test]
+fn a_publisher_waiting_for_a_stream_says_so_once_with_the_reason() {
+    let name = unique_name("br-no-such-stream");
+    let _c = Cleanup::new([&name]);
+    let ep = endpoint(free_port());
+    let mut p = publisher(&name, &ep, &unique_name("br-key"), &[]);
+    let waiting =
+        format!("stream '{name}': waiting for it to be created: stream '{name}' not found: ");
+    wait_said(&p, &waiting);
+    let _a = source(&name, 0);
+    wait_carrying(&p, &name, "(latest value)");
+    assert_eq!(p.diagnostics().matches(&waiting).count(), 1, "said once");
+    // Unlinked: a new wait, said again.
+    shmstream::unlink(&name).unwrap();
+    let deadline = Instant::now() + LONG;
+    while p.diagnostics().matches(&waiting).count() < 2 {
+        assert!(Instant::now() < deadline, "{}", p.diagnostics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.kill();
 }
 
 /// One stream the bridge cannot carry (`--lossless` on a stream without history) ends the
