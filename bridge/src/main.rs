@@ -99,7 +99,10 @@ enum Command {
 /// [`say_line`]: shmstream_bridge::say_line
 fn log_zenoh_to_stderr() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Less Zenoh's warning that a session found no peer within its scouting delay: a
+    // subscriber started before its publisher (the usual order) would print it every time.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,zenoh::net::runtime::orchestrator=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
