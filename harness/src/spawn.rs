@@ -493,7 +493,12 @@ impl Registry {
     /// Kills every tracked process; with `stop`, refuses new ones from then on.
     fn kill_all(&mut self, stop: bool) {
         self.stopping |= stop;
-        for &(pid, group) in &self.procs {
+        self.kill_where(|_| true);
+    }
+
+    /// Kills the tracked processes whose pid `pick` accepts (a group leader's whole group).
+    fn kill_where(&self, pick: impl Fn(u32) -> bool) {
+        for &(pid, group) in self.procs.iter().filter(|(pid, _)| pick(*pid)) {
             if group {
                 harness_sys::kill_group(pid);
             } else {
@@ -544,10 +549,12 @@ pub fn stop_tracked() {
     tracked().kill_all(true);
 }
 
-/// Kills every tracked process, as [`stop_tracked`] does, but lets new ones start.
+/// Kills the tracked processes among `pids`, as [`stop_tracked`] kills every tracked one,
+/// and lets new ones start. Only those: tests run in parallel, and another test's tracked
+/// processes (a peer's stand-in and its partner) must live on.
 #[cfg(test)]
-pub fn kill_tracked() {
-    tracked().kill_all(false);
+pub fn kill_tracked(pids: &[u32]) {
+    tracked().kill_where(|pid| pids.contains(&pid));
 }
 
 /// Waits for `child` at most `timeout` without polling; kills it at the timeout (with
@@ -653,6 +660,26 @@ mod real_time_tests {
 mod run_members_tests {
     use super::*;
 
+    /// The children of the calling thread (`/proc/thread-self/children`: the processes
+    /// it spawned, zombies included, until they are reaped), each with its state letter
+    /// (`None` where it went between the two reads).
+    fn my_children() -> Vec<(u32, Option<char>)> {
+        let list = std::fs::read_to_string("/proc/thread-self/children")
+            .expect("reading /proc/thread-self/children (CONFIG_PROC_CHILDREN)");
+        list.split_whitespace()
+            .map(|p| {
+                let pid: u32 = p.parse().unwrap();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+                // The state follows the command name, which is in parentheses.
+                let state = stat.and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.trim_start().chars().next()
+                });
+                (pid, state)
+            })
+            .collect()
+    }
+
     /// A member whose stderr file cannot be created fails the group, and the members
     /// started before it are stopped, not left waiting for a partner that never comes.
     #[test]
@@ -660,12 +687,14 @@ mod run_members_tests {
         let dir = std::env::temp_dir().join(format!("run-members-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // The first member marks a file a second after it starts, unless it was killed.
-        let mark = dir.join("still-running");
-        let mut first = Command::new("sh");
-        first
-            .arg("-c")
-            .arg(format!("sleep 1; touch '{}'", mark.display()));
+        // The test's thread (a thread of its own) has started nothing yet: whatever child
+        // it has after `run_members` is the first member.
+        assert_eq!(my_children(), [], "the test's thread already had children");
+        // The first member would sleep for half a minute unless killed. It is started
+        // from this thread, so it is this thread's child until the group's waiter reaps it;
+        // it may well be killed before it runs at all, so it cannot report its own pid.
+        let mut first = Command::new("sleep");
+        first.arg("30");
         let members = vec![
             GroupMember {
                 command: first,
@@ -685,11 +714,23 @@ mod run_members_tests {
             err.contains("second") && err.contains("second.stderr"),
             "{err}"
         );
-        std::thread::sleep(Duration::from_millis(2500));
-        assert!(
-            !mark.exists(),
-            "the member started before the failing one was left running"
-        );
+        // Killed, it is soon a zombie or reaped (gone from the list); left running, it
+        // stays a sleeping child for 30 s, past the bound.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let live: Vec<_> = my_children()
+                .into_iter()
+                .filter(|&(_, state)| state != Some('Z'))
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the member started before the failing one was left running: {live:?}"
+            );
+            std::thread::yield_now();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1093,13 +1093,6 @@ fn account(seen: &Seen, frame_id: u64) {
 mod tests {
     use super::*;
 
-    /// Held by the tests that track processes: `kill_tracked` kills every tracked one.
-    static TRACKING: Mutex<()> = Mutex::new(());
-
-    fn tracking() -> std::sync::MutexGuard<'static, ()> {
-        TRACKING.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A bridge case of 64 B frames, timing out after `timeout_s`.
     fn bridge_job(timeout_s: u32) -> Job {
         let text = format!(
@@ -1113,21 +1106,37 @@ mod tests {
 
     /// A process tracked as a bridge is killed by `kill_tracked` (the kill a harness
     /// stopped by a signal does, in `stop_tracked`), and one reaped by `Children` is
-    /// forgotten (its pid may be reused).
+    /// forgotten (its pid may be reused). The kill reaches only this test's process: a
+    /// process another test tracks at the same time (a peer's stand-in, here a `cat`) lives
+    /// on, and exits by itself once its input ends.
     #[test]
     fn started_bridges_are_killed_when_the_harness_is_stopped() {
         use std::os::unix::process::ExitStatusExt;
-        let _tracking = tracking();
+        let mut bystander = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::spawn::track(bystander.id(), false);
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         crate::spawn::track(child.id(), false);
-        crate::spawn::kill_tracked();
+        crate::spawn::kill_tracked(&[child.id()]);
+        // Untracked before it is reaped, as `Children` does: its pid may be reused after.
+        crate::spawn::untrack(child.id());
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // Had the kill reached it, its exit would be that SIGKILL's, whatever came after.
+        drop(bystander.stdin.take());
+        crate::spawn::untrack(bystander.id());
+        let status = bystander.wait().unwrap();
+        assert!(
+            status.success(),
+            "another test's tracked process was killed: {status}"
+        );
         let other = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = other.id();
         crate::spawn::track(pid, false);
         drop(Children(vec![other]));
         assert!(!crate::spawn::is_tracked(pid));
-        crate::spawn::untrack(child.id());
     }
 
     /// The probe leaves the asking thread's policy alone, and answers the same as the
@@ -1151,7 +1160,6 @@ mod tests {
     /// stream unlinked: a stand-in bridge binary sleeps, and `subscribe`'s log cannot be made.
     #[test]
     fn a_bridge_that_cannot_start_leaves_no_stream_nor_first_bridge() {
-        let _tracking = tracking();
         let pid = std::process::id();
         let work = std::env::temp_dir().join(format!("bridge-start-{pid}"));
         let _ = std::fs::remove_dir_all(&work);
@@ -1186,7 +1194,6 @@ mod tests {
     /// writes its results and exits.
     #[test]
     fn the_floors_processes_are_forgotten_once_reaped() {
-        let _tracking = tracking();
         let work = std::env::temp_dir().join(format!("bridge-floor-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();

@@ -49,19 +49,50 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
+    use std::time::Instant;
 
+    /// Whether the task at `/proc/<task>` is in a shared `FUTEX_WAIT` on `word` now
+    /// (`/proc/<task>/syscall`: the syscall number, then its arguments in hex).
+    fn parked_on(task: &std::path::Path, word: usize) -> bool {
+        let path = std::path::Path::new("/proc").join(task).join("syscall");
+        let syscall = std::fs::read_to_string(path).unwrap_or_default();
+        let mut f = syscall.split_whitespace();
+        f.next() == Some(libc::SYS_futex.to_string().as_str())
+            && f.next() == Some(format!("{word:#x}").as_str())
+            && f.next() == Some(format!("{:#x}", libc::FUTEX_WAIT).as_str())
+    }
+
+    /// A waiter parked in `wait` is woken by `wake_all`, not by its timeout: the wait's
+    /// timeout is a minute and the store and wake come only once the waiter's thread is
+    /// seen parked on the word, so a `wake_all` that woke nobody leaves it parked past the
+    /// test's 10 s bound.
     #[test]
     fn a_waiter_wakes_after_a_store_and_wake() {
         let word = Arc::new(AtomicU32::new(0));
         let w2 = Arc::clone(&word);
-        let t = std::thread::spawn(move || {
+        let (task_tx, task_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Detached: a waiter never woken leaves only this thread parked, and the test fails.
+        std::thread::spawn(move || {
+            task_tx
+                .send(std::fs::read_link("/proc/thread-self").unwrap())
+                .unwrap();
             while w2.load(Ordering::Acquire) == 0 {
-                wait(&w2, 0, Duration::from_millis(100));
+                wait(&w2, 0, Duration::from_secs(60));
             }
+            let _ = done_tx.send(());
         });
-        std::thread::sleep(Duration::from_millis(5));
+        let task = task_rx.recv().unwrap();
+        let addr = word.as_ptr() as usize;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !parked_on(&task, addr) {
+            assert!(Instant::now() < deadline, "the waiter never parked");
+            std::thread::yield_now();
+        }
         word.store(1, Ordering::Release);
         wake_all(&word);
-        t.join().unwrap();
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wake_all did not wake the parked waiter");
     }
 }

@@ -161,14 +161,22 @@ impl FrameWait {
             Some(info) => info,
             None => next_input(cursor, dst, to, self.catch_up, "a frame")?,
         };
-        if let Some((period, _)) = self.ahead
-            && info.frame_id != STOP
-        {
-            let p = monotonic_ns().saturating_sub(info.frame_id * period);
-            self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
-            self.last_id = info.frame_id;
-        }
+        self.saw(info.frame_id, monotonic_ns());
         Ok(info)
+    }
+
+    /// Learns from frame `frame_id`, read at `now` (monotonic ns): with a wake-ahead, the
+    /// phase becomes the earliest `now − id · period` yet (a frame read late, after a
+    /// preemption or as it came late, never moves it later) and the next frame due is the
+    /// one after `frame_id`. The end of the run ([`STOP`]) teaches nothing.
+    fn saw(&mut self, frame_id: u64, now: u64) {
+        if let Some((period, _)) = self.ahead
+            && frame_id != STOP
+        {
+            let p = now.saturating_sub(frame_id * period);
+            self.phase = Some(self.phase.map_or(p, |q| q.min(p)));
+            self.last_id = frame_id;
+        }
     }
 }
 
@@ -610,10 +618,60 @@ mod tests {
         shmstream::unlink(&name).unwrap();
     }
 
+    /// The phase a stage learns is the earliest `arrival − id · period` of the frames it has
+    /// read, whenever it read them: frames read late (a stage preempted, a frame that came
+    /// a period late) leave it where an earlier one put it, an early frame moves it earlier,
+    /// and the end of the run leaves it and the next frame due alone. A stage that does not
+    /// wake ahead learns nothing. Arrivals are given, not timed.
+    #[test]
+    fn the_phase_is_the_earliest_arrival_less_its_periods() {
+        let period = 20_000_000u64;
+        let t0 = 1_000_000_000_000u64;
+        let ahead = |ahead| FrameWait {
+            ahead,
+            near: WaitStrategy::Spin,
+            far: WaitStrategy::Park,
+            phase: None,
+            last_id: 0,
+            catch_up: CATCH_UP,
+        };
+        let mut wait = ahead(Some((period, 2_500_000)));
+        // (frame id, read at, the phase then).
+        let arrivals = [
+            // Read 3 ms after it was due: the first phase, 3 ms late.
+            (1, t0 + period + 3_000_000, t0 + 3_000_000),
+            // On time: earlier.
+            (2, t0 + 2 * period, t0),
+            // Read 16 ms late (a preempted stage): no later.
+            (3, t0 + 3 * period + 16_000_000, t0),
+            // 16 ms early: earlier.
+            (4, t0 + 4 * period - 16_000_000, t0 - 16_000_000),
+            // A period late, then on time: no later.
+            (5, t0 + 6 * period, t0 - 16_000_000),
+            (6, t0 + 6 * period, t0 - 16_000_000),
+            // After a stall, several read at once, long after: no later.
+            (7, t0 + 10 * period, t0 - 16_000_000),
+            (8, t0 + 10 * period, t0 - 16_000_000),
+            // 17 ms early: earlier still.
+            (9, t0 + 9 * period - 17_000_000, t0 - 17_000_000),
+        ];
+        for (id, now, phase) in arrivals {
+            wait.saw(id, now);
+            assert_eq!((wait.phase, wait.last_id), (Some(phase), id), "frame {id}");
+        }
+        wait.saw(STOP, t0);
+        assert_eq!((wait.phase, wait.last_id), (Some(t0 - 17_000_000), 9));
+        let mut plain = ahead(None);
+        plain.saw(1, t0);
+        assert_eq!((plain.phase, plain.last_id), (None, 0));
+    }
+
     /// A stage that wakes ahead of paced frames reads every one in order, also those that
     /// come long before they are due (the futex still wakes it) or late, and a camera that
-    /// stops is a timeout, not a hang. The phase it learns comes from an early frame: one
-    /// seen up to 16 ms after it came (a test thread preempted on a loaded host).
+    /// stops is a timeout, not a hang. It learns a phase, between the earliest it could
+    /// (frame 5 or 9 read as soon as it came, 16 ms early) and the last frame's read less
+    /// its periods; which one it is depends on when this thread ran, and
+    /// `the_phase_is_the_earliest_arrival_less_its_periods` shows how it is learned.
     #[test]
     fn a_stage_waking_ahead_reads_early_late_and_on_time_frames_in_order() {
         let (name, s) = frame_stream("wake-ahead", 1);
@@ -651,7 +709,14 @@ mod tests {
                 assert_eq!((info.frame_id, dst[0]), (id, id as u16));
             }
         });
-        assert!(wait.phase.is_some_and(|p| p <= t0), "phase not learned");
+        let read_all = monotonic_ns();
+        let phase = wait.phase.expect("phase not learned");
+        assert!(
+            (t0 - 16_000_000..=read_all - frames * period).contains(&phase),
+            "phase {phase} out of [{}, {}]",
+            t0 - 16_000_000,
+            read_all - frames * period
+        );
         let short = Some(Duration::from_millis(30));
         let err = wait.next(&s, &mut c, &mut [0u16], short).unwrap_err();
         assert!(
