@@ -808,9 +808,9 @@ impl<'a> Cursor<'a> {
     /// its first frame follows: the header's (frames published without an append before
     /// this cursor existed are not its loss), or the count of the ring's newest frame where
     /// that is higher. An append moves the head before its publication moves the header's
-    /// count (a few stores later; a ring-first write stores the count before it copies the
-    /// frame into the payload), so a cursor made inside that window finds the header one
-    /// behind its first frame and would report a frame lost that it never skipped.
+    /// count (a ring-first write copies the frame into the payload in between), so a cursor
+    /// made inside that window finds the header one behind its first frame and would report
+    /// a frame lost that it never skipped.
     fn after_newest(stream: &'a Stream, ring: &'a Ring, mut next: u64, mut count: u64) -> Self {
         // A few tries: each one past the first needs the writer to have lapped the ring
         // while the previous one read the newest slot.

@@ -217,15 +217,6 @@ impl Stream {
                 let out = fill(slot)?;
                 let now = sys::unix_now();
                 let appended = ring.finish_append(append, next_count, id(), now);
-                // The header counts the frame now, not after the copy below: a writer killed
-                // during that copy (a whole frame, up to MBs) would leave the ring holding a
-                // frame counted past the header. A Rust writer after it counts past that frame
-                // (`finish_append`), but pyshmem, which never reads the ring, would stamp its
-                // frame with the ring frame's count, and cursors would never report it
-                // (returned + lost = written). Readers trust no count while the sequence is
-                // odd; `seqlock::count_at_open` already takes a count stamped before the even
-                // value as the pending publication's.
-                h.count().store(appended, Relaxed);
                 if self.notify() && self.size >= EARLY_WAKE_MIN_FRAME {
                     // Parked cursors wake now; plain readers see the odd sequence and park
                     // again until the wake after the even one.
@@ -253,14 +244,10 @@ impl Stream {
                 (out, now, appended)
             }
         };
-        if let Some(c) = appended.filter(|&c| c != next_count || ring_first.is_some()) {
-            // The stamp below adds one to the header's count, which goes one short of this
-            // frame's: where the ring-first path already stored the frame's count, and where
-            // the ring kept a frame counted past the header (its writer was killed before
-            // stamping it) so that the count goes on past that frame. A ring-first writer
-            // killed now leaves the header behind its ring frame only between two adjacent
-            // stores (the head and the count above; this one and the stamp), not during a
-            // whole frame copy. Readers trust no count while the sequence is odd.
+        if let Some(c) = appended.filter(|&c| c != next_count) {
+            // The ring kept a frame counted past the header (its writer was killed before
+            // stamping it): the count goes on past that frame, which the stamp below makes
+            // this publication's. Readers trust no count while the sequence is odd.
             h.count().store(c.wrapping_sub(1), Relaxed);
         }
         if let Some(b) = abort.disarm() {
