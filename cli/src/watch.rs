@@ -106,6 +106,9 @@ fn suspend() -> Fallible {
         libc::signal(libc::SIGTSTP, libc::SIG_DFL);
         libc::raise(libc::SIGTSTP);
     }
+    // A second Ctrl-Z caught while the modes were being left (before the default action was
+    // back) is spent by this stop: it must not stop the process again right after `fg`.
+    SUSPEND.store(false, Ordering::Relaxed);
     catch(libc::SIGTSTP, on_suspend)?;
     Ok(())
 }
