@@ -69,7 +69,8 @@ pub struct JobResult {
     pub floor: SideResult,
     /// The pyshmem peer.
     pub peer: SideResult,
-    /// Set when the whole job was skipped (GPU without CUDA), with the reason.
+    /// Set when the whole job was skipped (GPU without CUDA, a busy-waiting ao-loop stage
+    /// that cannot be pinned here), with the reason.
     pub skipped: Option<String>,
     /// ao-loop: stages, hops, rate ladder, floor parts, peer loop, bandwidth.
     pub ao: Option<Box<cases::ao::AoSummary>>,
@@ -147,7 +148,11 @@ impl Runner {
 
     /// Measures one job: floor, ours, peer.
     pub fn run_job(&self, idx: usize, job: &Job) -> JobResult {
-        if let Some(reason) = cases::gpu::skip_reason(job) {
+        // A GPU job without a usable device; a busy-waiting ao-loop job a stage of which
+        // cannot be pinned here (a 1-core machine or cpuset): skipped with the reason.
+        if let Some(reason) = cases::gpu::skip_reason(job)
+            .or_else(|| cases::ao::placement::Placement::skip_reason(job))
+        {
             let why = format!("skipped: {reason}");
             return JobResult {
                 job: job.clone(),

@@ -110,10 +110,11 @@ fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
 /// `harness size` exposes neither `timeout_s` nor the ladder, so a rate whose ladder would
 /// not fit a fixed bound is not refused with remedies the user cannot apply. Nor the cores:
 /// the busy-waiting form is left out where its stages cannot each be pinned to a core of
-/// their own here ([`Placement::check_spin`]: a 1-core machine, a cpuset of one core),
-/// which would refuse the scenario, every form with it.
+/// their own here ([`Placement::skip_reason`]: cores 0 and 1 cannot both be pinned to, as
+/// on a 1-core machine or a cpuset of one core), saying so in `harness size`'s terms,
+/// instead of a row skipped with a remedy naming scenario keys it has no flags for.
 pub fn scenario_text(a: &SizeArgs) -> Result<String> {
-    scenario_text_on(a, |j| Placement::check_spin(j).is_ok())
+    scenario_text_on(a, |j| Placement::skip_reason(j).is_none())
 }
 
 /// [`scenario_text`], the busy-waiting form kept where `spin_fits` each job.
@@ -287,7 +288,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
 
 /// What `harness size` says where it leaves the busy-waiting form out (a TOML comment in
 /// its scenario, a line under its verdict table).
-const SPIN_LEFT_OUT: &str = "\n# The busy-waiting form (slopes+recon merged, busy-waiting) is left out: its stages cannot each be pinned to a core of their own here (a 1-core machine, or a cpuset of one core), and a stage spinning on a shared core only delays its neighbour.\n";
+const SPIN_LEFT_OUT: &str = "\n# The busy-waiting form (slopes+recon merged, busy-waiting) is left out: cores 0 and 1 (where `harness size` places the loop) cannot both be pinned to here, and a stage spinning unpinned, on a core it shares, only delays its neighbour.\n";
 
 fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Result<String> {
     let mut o = String::new();
@@ -535,14 +536,15 @@ mod tests {
     }
 
     /// Where the stages cannot each be pinned to a core of their own (`allowed` = [0]: a
-    /// 1-core machine, a cpuset of one core; the merged stage's default core is 1), the
-    /// busy-waiting form is left out, saying so in the scenario and under the verdict
-    /// table, instead of the scenario, every form with it, being refused.
+    /// 1-core machine, a cpuset of one core; the merged stage's default core is 1; or
+    /// [1, 2]: a cpuset without core 0, where the camera is placed), the busy-waiting form
+    /// is left out, saying so in the scenario and under the verdict table in `harness
+    /// size`'s terms, instead of its row being skipped with a remedy naming scenario keys.
     #[test]
     fn the_busy_waiting_form_is_left_out_where_its_stages_cannot_be_pinned_apart() {
         let a = args(&["--wfs-pixels", "49x49", "--subapertures", "7x7"]);
         let fits = |allowed: &'static [usize]| {
-            move |j: &Job| Placement::check_spin_on(j, Some(allowed)).is_ok()
+            move |j: &Job| Placement::spin_skip_reason(j, Some(allowed)).is_none()
         };
         let text = scenario_text_on(&a, fits(&[0])).unwrap();
         assert!(text.contains(SPIN_LEFT_OUT), "{text}");
@@ -553,6 +555,8 @@ mod tests {
             .map(|j| j.case)
             .collect();
         assert_eq!(names, ["size-processes-cpu", "size-merged-cpu"]);
+        let text = scenario_text_on(&a, fits(&[1, 2])).unwrap();
+        assert!(text.contains(SPIN_LEFT_OUT), "{text}");
         let text = scenario_text_on(&a, fits(&[0, 1])).unwrap();
         assert!(!text.contains(SPIN_LEFT_OUT), "{text}");
         assert_eq!(Scenario::parse(&text).unwrap().jobs(false, None).len(), 3);
@@ -567,8 +571,9 @@ mod tests {
                 Default::default(),
             )
         };
-        let said = "\nThe busy-waiting form (slopes+recon merged, busy-waiting) is left out: its \
-                    stages cannot each be pinned to a core of their own here";
+        let said = "\nThe busy-waiting form (slopes+recon merged, busy-waiting) is left out: \
+                    cores 0 and 1 (where `harness size` places the loop) cannot both be pinned \
+                    to here";
         let table =
             verdict_table(&[r(""), r("merged = true\n")], &a, &HostNoise::default()).unwrap();
         assert!(table.contains(said), "{table}");

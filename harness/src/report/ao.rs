@@ -52,15 +52,26 @@ fn noise_note(
     Ok(())
 }
 
-/// How the stages of an oversubscribed placement of `ao` wait ([`AoCase::stage_wait`] and
+/// How the stages of an oversubscribed placement of `job` wait ([`AoCase::stage_wait`] and
 /// [`AoCase::wake_ahead_ns`] for a stage that shares its core): parked at once on a futex,
-/// but for the stage that reads camera frames where its case sets a wake-ahead margin: it
-/// sleeps until that margin before each frame is due, then spins, yielding its core.
+/// but for the stage that reads camera frames where it is among those sharing a core
+/// ([`Placement::shares`] on `allowed`, the cores a process can be pinned to,
+/// [`Placement::pinnable_cores`]) and its case sets a wake-ahead margin: it sleeps until
+/// that margin before each frame is due, then spins, yielding its core. (Alone on its core,
+/// it is not among the stages the note is about, however it waits.)
 ///
 /// [`AoCase::stage_wait`]: crate::cases::ao::AoCase::stage_wait
 /// [`AoCase::wake_ahead_ns`]: crate::cases::ao::AoCase::wake_ahead_ns
-fn shared_wait(ao: Option<&crate::cases::ao::AoCase>) -> String {
-    match ao.and_then(|ao| ao.wake_ahead_ns(true)) {
+/// [`Placement::shares`]: crate::cases::ao::placement::Placement::shares
+/// [`Placement::pinnable_cores`]: crate::cases::ao::placement::Placement::pinnable_cores
+fn shared_wait(job: &crate::scenario::Job, allowed: Option<&[usize]>) -> String {
+    let place = crate::cases::ao::placement::Placement::of(job);
+    let ahead = job
+        .ao
+        .as_ref()
+        .filter(|_| place.shares(place.slopes, allowed))
+        .and_then(|ao| ao.wake_ahead_ns(true));
+    match ahead {
         Some(ns) => format!(
             "those stages wait with futex wake-ups, parked until a frame comes, but for the \
              one reading camera frames, which wakes {} µs before each is due and spins for it, \
@@ -146,10 +157,11 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
         .iter()
         .filter_map(|(r, a)| {
             a.oversubscribed.as_ref().map(|n| {
+                let place = crate::cases::ao::placement::Placement::of(&r.job);
                 format!(
                     "`{}`: {n} ({})",
                     r.job.label(),
-                    shared_wait(r.job.ao.as_ref())
+                    shared_wait(&r.job, place.pinnable_here().as_deref())
                 )
             })
         })
@@ -337,6 +349,31 @@ mod tests {
                  wake-ups, parking at once)"
             ),
             "{parked}"
+        );
+    }
+
+    /// Where the stage reading camera frames has its core to itself (camera 0, slopes 1,
+    /// recon 0: camera and reconstructor share cpu 0), the note on the sharing stages says
+    /// nothing of its wake-ahead margin; where it runs unpinned (cpu 1 cannot be pinned
+    /// to), it shares every core, and the note says it wakes ahead.
+    #[test]
+    fn the_oversubscription_note_leaves_out_a_wake_ahead_stage_alone_on_its_core() {
+        let job = crate::scenario::Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"ao-loop\"\nsizes = [[8, 8]]\n[case.ao]\n\
+             subapertures = [2, 2]\nactuators = 5\nrate_hz = 2000\ncamera_cpu = 0\n\
+             slopes_cpu = 1\nrecon_cpu = 0\nwake_ahead_us = 125\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let parked = "those stages wait with futex wake-ups, parking at once";
+        for allowed in [Some(&[0, 1][..]), None] {
+            assert_eq!(shared_wait(&job, allowed), parked);
+        }
+        let unpinned = shared_wait(&job, Some(&[0]));
+        assert!(
+            unpinned.contains("wakes 125.0 µs before each is due"),
+            "{unpinned}"
         );
     }
 

@@ -214,8 +214,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         Ok(g) => g,
         Err(e) => return failed(format!("failed: {e}")),
     };
-    // Spinning stages on a shared core were refused with the scenario (every job comes from
-    // `Scenario::parse`, which validates), as were the timeout, memory and thread checks.
+    // Spinning stages placed on one core were refused with the scenario (every job comes
+    // from `Scenario::parse`, which validates), as were the timeout, memory and thread
+    // checks; spinning stages that cannot be pinned here were skipped (`Runner::run_job`).
     let place = Placement::of(job);
     // The cores its processes can be pinned to here: one placed elsewhere runs unpinned.
     let pinnable = place.pinnable_here();

@@ -189,35 +189,77 @@ impl Placement {
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
-    /// Refuses an ao-loop job whose stages busy-wait (`wait = "spin"`) where two share a
-    /// core, or where one runs unpinned (placed on a core it cannot be pinned to here): a
-    /// spinner there only delays its neighbour. Checked when the scenario is read, so no
-    /// case of it has run when it is refused. Other kinds pass.
-    pub fn check_spin(job: &Job) -> Result<()> {
-        match job.ao.as_ref() {
-            Some(ao) if ao.wait == Some(crate::scenario::Wait::Spin) => {
-                Self::check_spin_on(job, Self::of(job).pinnable_here().as_deref())
-            }
-            _ => Ok(()),
-        }
+    /// Whether `job` is an ao-loop job whose stages busy-wait (`wait = "spin"`).
+    fn spins(job: &Job) -> bool {
+        job.kind == Kind::AoLoop
+            && job
+                .ao
+                .as_ref()
+                .is_some_and(|ao| ao.wait == Some(crate::scenario::Wait::Spin))
     }
 
-    /// [`Self::check_spin`] with `allowed` the cores a process can be pinned to
-    /// ([`Self::pinnable_cores`]; `None`: unknown, each taken as pinned).
-    pub fn check_spin_on(job: &Job, allowed: Option<&[usize]>) -> Result<()> {
-        let Some(ao) = job.ao.as_ref().filter(|_| job.kind == Kind::AoLoop) else {
+    /// Refuses an ao-loop job whose stages busy-wait (`wait = "spin"`) where two are placed
+    /// on one core: a spinner there only delays its neighbour. Checked when the scenario is
+    /// read, so no case of it has run when it is refused; it does not depend on the machine
+    /// (where a stage cannot be pinned here, the job is skipped when its turn comes,
+    /// [`Self::skip_reason`], and the scenario's other cases run). Other kinds pass.
+    pub fn check_spin(job: &Job) -> Result<()> {
+        if !Self::spins(job) {
             return Ok(());
-        };
-        if let (Some(crate::scenario::Wait::Spin), Some(note)) =
-            (ao.wait, Self::of(job).oversubscribed(allowed))
-        {
+        }
+        if let Some(note) = Self::of(job).oversubscribed(None) {
             bail!(
                 "ao-loop: wait = \"spin\" needs a core per stage, but {note}; give each \
-                 stage a core of its own that it can be pinned to here (camera_cpu, \
-                 slopes_cpu, recon_cpu), or leave wait out (adaptive)"
+                 stage a core of its own (camera_cpu, slopes_cpu, recon_cpu), or leave wait \
+                 out (adaptive)"
             );
         }
         Ok(())
+    }
+
+    /// Why ao-loop `job` cannot run here, or `None` when it can: its stages busy-wait
+    /// (`wait = "spin"`) and one of its processes cannot be pinned where it is placed
+    /// ([`Self::pinnable_cores`]: a core this machine lacks or its cpuset leaves out), so
+    /// it would run unpinned, spinning beside the others. The job is skipped with this
+    /// reason, as a GPU job without a device is, not failed. Other jobs: `None` (probing
+    /// nothing).
+    pub fn skip_reason(job: &Job) -> Option<String> {
+        if !Self::spins(job) {
+            return None;
+        }
+        Self::spin_skip_reason(job, Self::of(job).pinnable_here().as_deref())
+    }
+
+    /// [`Self::skip_reason`] with `allowed` the cores a process can be pinned to
+    /// ([`Self::pinnable_cores`]; `None`: unknown, each taken as pinned).
+    pub fn spin_skip_reason(job: &Job, allowed: Option<&[usize]>) -> Option<String> {
+        if !Self::spins(job) {
+            return None;
+        }
+        let place = Self::of(job);
+        let names = match place.merged {
+            true => ["camera", "slopes+recon", ""],
+            false => ["camera", "slopes", "recon"],
+        };
+        let unpinned: Vec<String> = place
+            .cores()
+            .iter()
+            .zip(names)
+            .filter(|&(&c, _)| !Self::pinned_on(c, allowed))
+            .map(|(c, name)| format!("{name} (cpu {c})"))
+            .collect();
+        if unpinned.is_empty() {
+            return None;
+        }
+        let verb = if unpinned.len() == 1 { "is" } else { "are" };
+        Some(format!(
+            "wait = \"spin\" needs each stage pinned to a core of its own, but {} {verb} \
+             placed on a core no process can be pinned to here (one this machine lacks or its \
+             cpuset leaves out) and would run unpinned, spinning beside the other stages; \
+             place each stage on a core it can be pinned to here (camera_cpu, slopes_cpu, \
+             recon_cpu; writer_cpu and reader_cpu by default), or leave wait out (adaptive)",
+            unpinned.join(" and ")
+        ))
     }
 
     /// The cores the reconstructor's kernel workers are pinned to, in turn: its stage's
@@ -463,7 +505,7 @@ mod tests {
 
     /// A process placed on a core it cannot be pinned to (a 1-core machine, a cpuset of
     /// one core: `allowed` = [0]) runs unpinned, anywhere: it shares a core with every other
-    /// process, the placement is oversubscribed, and busy-waiting stages are refused, where
+    /// process, the placement is oversubscribed, and busy-waiting stages are skipped, where
     /// with both cores pinnable (or the cores unknown) nothing changes.
     #[test]
     fn a_stage_placed_on_a_core_it_cannot_be_pinned_to_shares_every_core() {
@@ -492,31 +534,22 @@ mod tests {
             assert!(!merged.shares(1, known) && !merged.shares(0, known));
             assert_eq!(merged.oversubscribed(known), None);
         }
+        // Busy-waiting stages on cores a process cannot be pinned to are skipped, saying
+        // where and what to do; the scenario itself is not refused for it.
         let spin = job("wait = \"spin\"\n");
-        let err = Placement::check_spin_on(&spin, Some(one))
-            .unwrap_err()
-            .to_string();
+        assert!(Placement::check_spin(&spin).is_ok());
+        let why = Placement::spin_skip_reason(&spin, Some(one)).unwrap();
         assert!(
-            err.starts_with("ao-loop: wait = \"spin\" needs a core per stage, but slopes (cpu 1)")
-                && err.contains("give each stage a core of its own that it can be pinned to here")
-                && err.contains("or leave wait out"),
-            "{err}"
+            why.starts_with(
+                "wait = \"spin\" needs each stage pinned to a core of its own, but \
+                 slopes+recon (cpu 1) is placed on a core no process can be pinned to here"
+            ) && why.contains("place each stage on a core it can be pinned to here")
+                && why.contains("or leave wait out"),
+            "{why}"
         );
-        assert!(Placement::check_spin_on(&spin, Some(two)).is_ok());
-        assert!(Placement::check_spin_on(&spin, None).is_ok());
-        // Refused with the case's name where the scenario is read.
-        let refused = crate::scenario::Scenario::parse(
-            "name = \"t\"\n[defaults]\nreader_cpu = 1023\n[[case]]\nname = \"spin\"\n\
-             kind = \"ao-loop\"\nsizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\n\
-             actuators = 5\nrate_hz = 1000\nmerged = true\nwait = \"spin\"\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            refused.starts_with("[[case]] #1 (spin): ao-loop: wait = \"spin\" needs a core")
-                && refused.contains("slopes (cpu 1023) cannot be pinned here"),
-            "{refused}"
-        );
+        assert_eq!(Placement::spin_skip_reason(&spin, Some(two)), None);
+        assert_eq!(Placement::spin_skip_reason(&spin, None), None);
+        assert_eq!(Placement::spin_skip_reason(&job(""), Some(one)), None);
         // The split form: its stages share cpu 1 either way, and run unpinned with [0].
         let split = Placement {
             merged: false,
@@ -531,6 +564,53 @@ mod tests {
         assert!(
             note.starts_with("slopes and recon share cpu 1; slopes (cpu 1) and recon (cpu 1)"),
             "{note}"
+        );
+    }
+
+    /// A busy-waiting case placed on a core no process can be pinned to here (1023 on any
+    /// machine of fewer cores) still parses, a scenario's other cases with it (`--cases`
+    /// may leave it out), and its job is skipped when its turn comes, naming the core,
+    /// without starting anything. Placed with two stages on one core, it is refused when
+    /// read, on any machine.
+    #[test]
+    fn a_spinning_stage_that_cannot_be_pinned_here_is_skipped_not_refused() {
+        let text = |cores: &str| {
+            format!(
+                "name = \"t\"\n[defaults]\nmin_seconds = 0.05\nwarmup = 0\n\
+                 {cores}\n[[case]]\nname = \"other\"\nkind = \"roundtrip\"\n\
+                 sizes = [[2]]\n[[case]]\nname = \"spin\"\nkind = \"ao-loop\"\n\
+                 sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 1000\nmerged = true\nwait = \"spin\"\nladder = false\n"
+            )
+        };
+        let far =
+            crate::scenario::Scenario::parse(&text("writer_cpu = 0\nreader_cpu = 1023")).unwrap();
+        let job = far.jobs(false, None).remove(1);
+        assert_eq!(job.case, "spin");
+        let why = Placement::skip_reason(&job).unwrap();
+        assert!(
+            why.contains(
+                "slopes+recon (cpu 1023) is placed on a core no process can be pinned to here"
+            ),
+            "{why}"
+        );
+        assert_eq!(Placement::skip_reason(&far.jobs(false, None)[0]), None);
+        let runner = crate::run::Runner::new(
+            std::env::temp_dir(),
+            crate::peer::PeerSetup::Missing("no peer here".into()),
+        );
+        let r = runner.run_job(1, &job);
+        assert_eq!(r.skipped.as_deref(), Some(why.as_str()));
+        assert!(!r.failed() && r.ao.is_none());
+        let same = crate::scenario::Scenario::parse(&text("writer_cpu = 1023\nreader_cpu = 1023"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            same.starts_with(
+                "[[case]] #2 (spin): ao-loop: wait = \"spin\" needs a core per stage, \
+                 but camera and slopes share cpu 1023"
+            ),
+            "{same}"
         );
     }
 
