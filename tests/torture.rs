@@ -128,7 +128,10 @@ fn child_entry() {
         }
         "reader" => {
             let len: usize = param("len");
-            let t = verify(&Stream::open_readonly(&name).unwrap(), len, frames, true);
+            let s = Stream::open_readonly(&name).unwrap();
+            // Open and about to spin: the parent starts the writer only after this.
+            say("ready");
+            let t = verify(&s, len, frames, true);
             say(&format!(
                 "tally {} {} {} {} {}",
                 t.snapshots, t.torn, t.mismatched_meta, t.backwards, t.distinct
@@ -138,7 +141,10 @@ fn child_entry() {
     }
 }
 
-fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
+/// Runs a writer process publishing `frames` frames of `len` f64 against two reader threads
+/// (and a reader process if `reader_process`); the spinning readers must each have seen at
+/// least `spin_min_distinct` distinct frames (the last one included).
+fn torture(tag: &str, len: usize, frames: u64, reader_process: bool, spin_min_distinct: u64) {
     let name = unique_name(tag);
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
@@ -160,6 +166,11 @@ fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
             .param("len", len)
             .spawn()
     });
+    // The reader process reads from the first frame on: one started late could open after
+    // the writer finished, read the last frame alone, and pass.
+    if let Some(r) = reader.as_mut() {
+        r.expect_line("ready", common::LONG);
+    }
     // Both handles exist before "go": a read_new handle opened after the last frame would
     // wait for one more (a clean-clone CI run on 2 cores once lost that race).
     let (hs, hw) = (
@@ -185,6 +196,13 @@ fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
         assert_eq!(t.backwards, 0, "{who} saw frames go backwards: {t:?}");
         assert!(t.snapshots > 0);
     }
+    // A spinning reader that saw only the final frame checked no frame written while it
+    // read (see the callers for the bounds).
+    assert!(
+        spin.distinct >= spin_min_distinct,
+        "the spinning reader saw only {} distinct frame(s): {spin:?}",
+        spin.distinct
+    );
     // The waiting reader gets strictly newer frames each time.
     assert_eq!(
         waiting.distinct, waiting.snapshots,
@@ -204,6 +222,11 @@ fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
             "reader process saw torn or mixed frames: {tally}"
         );
         assert!(v[0] > 0);
+        assert!(
+            v[4] >= spin_min_distinct,
+            "the reader process saw only {} distinct frame(s): {tally}",
+            v[4]
+        );
     }
     eprintln!(
         "{tag}: {frames} frames of {} bytes in {:?}",
@@ -213,13 +236,26 @@ fn torture(tag: &str, len: usize, frames: u64, reader_process: bool) {
 }
 
 /// ≥ 10^5 small frames (256 f64), two reader threads and a reader process.
+///
+/// The spinning readers (started before the writer, and spinning, runnable, through its
+/// whole run) must see at least 2 distinct frames: one before the last. A 2 KiB copy is
+/// short next to a write: here (2 cores, also with three busy loops competing for them)
+/// each saw at least 30 (thousands in some runs, about one every 3000 frames in others).
+/// Only 2 is required, so a host that hardly schedules them during the run cannot fail the
+/// test, while a reader that saw only the final frame does.
 #[test]
 fn no_torn_frames_small() {
-    torture("torture-small", 256, 100_000, true);
+    torture("torture-small", 256, 100_000, true, 2);
 }
 
 /// Fewer, 64 KiB frames: long copies on both sides.
+///
+/// The spinning reader need see only the last frame: a 64 KiB copy needs a window longer
+/// than the writer leaves between its back-to-back writes, so it may be starved until the
+/// writer stops (docs/guarantees.md, "Reader starvation"). Here (2 cores) it saw 2 to
+/// about 1400 distinct frames, depending on when the writer was descheduled between
+/// writes: nothing a test may count on.
 #[test]
 fn no_torn_frames_64k() {
-    torture("torture-64k", 8192, 4_000, false);
+    torture("torture-64k", 8192, 4_000, false, 1);
 }

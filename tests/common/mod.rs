@@ -40,7 +40,10 @@
 //! in a line. The child's stdin is a pipe: a child that must block "forever" (e.g. to be
 //! SIGKILLed mid-write) calls [`block_on_stdin`], which returns when the parent writes a line or
 //! dies (EOF), so no orphan outlives its parent. A [`Proc`] is killed and reaped on drop; its
-//! stderr is collected and shown in failure messages.
+//! stderr is collected and shown in failure messages. A child is also SIGKILLed when the
+//! thread that spawned it ends ([`die_with_spawner`]), so a test binary killed outright leaves
+//! none running: spawn children from the test's thread, not from a helper thread that ends
+//! first.
 //!
 //! [`Proc`] also wraps other programs (the Python peer): [`Proc::spawn`] takes any `Command`.
 //!
@@ -125,6 +128,26 @@ pub fn default_stop_signals(cmd: &mut Command) -> &mut Command {
         cmd.pre_exec(|| {
             for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
                 libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Makes `cmd`'s child get SIGKILL when the thread that spawns it ends (`PR_SET_PDEATHSIG`),
+/// so also when its process dies: spawn it from a thread that lives as long as the child must
+/// (a test's own thread, which ends with the test). A child whose parent died before the
+/// setting took effect kills itself at once.
+pub fn die_with_spawner(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the hook only calls `prctl`, `getppid` and `raise`,
+    // async-signal-safe, with plain integers.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGKILL);
             }
             Ok(())
         })
@@ -216,11 +239,16 @@ pub fn block_on_stdin() -> String {
 // ---------------------------------------------------------------------------------------
 
 /// A builder for a child process playing `role` in test function `test_fn` of this binary.
+///
+/// The child is SIGKILLed when the thread that spawns it ends ([`die_with_spawner`]): a test
+/// binary killed outright (SIGKILL, no drop of its [`Proc`]s) leaves no child behind, such as
+/// a writer that writes until told to stop.
 pub fn child(test_fn: &str, role: &str) -> ChildBuilder {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args([test_fn, "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, role);
+    die_with_spawner(&mut cmd);
     // Children must not inherit a parent's parameters by accident.
     for (k, _) in std::env::vars_os() {
         if let Some(k) = k.to_str()
