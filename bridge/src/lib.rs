@@ -171,8 +171,13 @@ pub const MIN_LINK_BITS_PER_SEC: u64 = 1_000_000_000;
 /// [`codec::MAX_MESSAGE_BYTES`], at [`MIN_LINK_BITS_PER_SEC`] (8.6 s), and a quarter more
 /// for the TCP/IP and Zenoh headers and a link shared with other traffic: about 10.75 s.
 /// Set as congestion control *drop*'s fragment deadline and *block*'s close deadline. The
-/// cost: a lossless link whose peer stops reading is closed after this long, not 5 s (the
-/// put blocks meanwhile, as it would while a large frame goes out).
+/// costs: a lossless link whose peer stops reading is closed after this long, not 5 s (the
+/// put blocks meanwhile, as it would while a large frame goes out); a large latest-value put
+/// to a slow subscriber blocks the stream's thread up to this long, not 51 ms, and Zenoh
+/// sends to each subscriber in turn from it, so one slow subscriber throttles the others
+/// for frames bigger than the send queue, and small streams of the publisher wait behind it
+/// under congestion; a stop ([`stop_on_signals`]) may take as long. (A peer that stops
+/// entirely is cut off by Zenoh's 10 s lease all the same.)
 pub const HANDOVER_DEADLINE: Duration =
     Duration::from_micros(codec::MAX_MESSAGE_BYTES * 8 * 1_000_000 / MIN_LINK_BITS_PER_SEC * 5 / 4);
 
@@ -344,24 +349,47 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
     Ok(())
 }
 
-/// A stop flag that SIGINT and SIGTERM set (for the binary).
+/// The signals that stop the bridge ([`stop_on_signals`]).
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// A stop flag that SIGINT and SIGTERM set (for the binary), once: the first of them sets
+/// it and gives both back their default action, so a second one ends the process at once
+/// (killed by that signal). A clean stop can take up to [`HANDOVER_DEADLINE`] (a put
+/// blocked on it returns first), and a second Ctrl-C must not be lost meanwhile.
 pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
-        // Only an atomic store: async-signal-safe.
+        // An atomic store and `sigaction` alone: both async-signal-safe.
         STOP.store(true, Ordering::Relaxed);
-    }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is a valid starting value; the handler only stores to an
-        // atomic (async-signal-safe), and `sa_mask` is initialized by `sigemptyset`.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        for sig in STOP_SIGNALS {
+            set_action(sig, libc::SIG_DFL, 0);
         }
     }
+    for sig in STOP_SIGNALS {
+        // SA_RESETHAND: the signal caught is back to its default as it is delivered, before
+        // the handler runs (which then resets the other one).
+        set_action(
+            sig,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            libc::SA_RESETHAND,
+        );
+    }
     &STOP
+}
+
+/// Sets signal `sig`'s action to `handler` (a function, or `SIG_DFL`) with `flags`; the
+/// signal is not blocked while it runs beyond what `flags` says. Async-signal-safe.
+fn set_action(sig: libc::c_int, handler: libc::sighandler_t, flags: libc::c_int) {
+    // SAFETY: a zeroed sigaction is a valid starting value, `sa_mask` is initialized by
+    // `sigemptyset`, and `handler` is SIG_DFL or `on_signal`, which only stores to an atomic
+    // and calls this (`sigemptyset` and `sigaction` are async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
 }
 
 /// Puts the calling thread under `SCHED_FIFO` at `priority` (1-99); threads it starts
@@ -429,6 +457,39 @@ mod tests {
         // Block: one deadline for the whole message.
         let block = us("block/wait_before_close");
         assert!(block >= needed, "block deadline {block} µs < {needed} µs");
+    }
+
+    /// The handler of signal `sig` now.
+    fn action_of(sig: libc::c_int) -> libc::sighandler_t {
+        // SAFETY: a null new action only reads the current one into `old`, which a zeroed
+        // sigaction is a valid value for.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0);
+            old.sa_sigaction
+        }
+    }
+
+    /// A stop can take up to HANDOVER_DEADLINE (a put blocked on it): the first SIGINT or
+    /// SIGTERM asks for it and gives both back their default action, so a second one ends
+    /// the process at once. (Before, the handler stayed, and a second Ctrl-C did nothing.)
+    #[test]
+    fn the_first_stop_signal_gives_both_back_their_default_action() {
+        let stop = stop_on_signals();
+        for sig in STOP_SIGNALS {
+            assert_ne!(action_of(sig), libc::SIG_DFL, "signal {sig} caught");
+        }
+        // SAFETY: `raise` delivers SIGINT to this thread before it returns, to the handler
+        // just installed (which only sets the flag and resets the actions).
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        assert!(stop.load(Ordering::Relaxed));
+        for sig in STOP_SIGNALS {
+            assert_eq!(
+                action_of(sig),
+                libc::SIG_DFL,
+                "signal {sig}: a second one would be caught and do nothing"
+            );
+        }
     }
 
     /// Rust's panic message names the thread, `ROLE NAME`; the bridge's error names the

@@ -69,13 +69,26 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
     Ok(())
 }
 
-/// How long the mirror waits for its local stream's write lock before refusing a frame.
-/// Short: the write runs in Zenoh's receive callback, on the task that receives every key of
-/// the connection, so while it waits no frame of any other stream from that publisher is
-/// received. Long enough for a local tool's write of a frame to end (a copy of tens of MiB),
-/// not for a lock held idle (a `WriteGuard` kept, a stuck writer): those frames are refused,
-/// said ([`locked_out`]), and the other streams go on.
+/// How long the mirror waits for its local stream's write lock before refusing a
+/// latest-value frame. Short: the write runs in Zenoh's receive callback, on the task that
+/// receives every key of the connection, so while it waits no frame of any other stream from
+/// that publisher is received. Long enough for a local tool's write of a frame to end (a copy
+/// of tens of MiB), not for a lock held idle (a `WriteGuard` kept, a stuck writer): those
+/// frames are refused, said ([`locked_out`]), and the other streams go on. After a refusal
+/// the frames that follow only try the lock, without waiting ([`Mirror::locked_out`]), until
+/// one gets in: at a high frame rate even this wait at every frame would take the receive
+/// task's whole time (10 ms a frame at 100 Hz), and hold up the other streams after all.
 const LOCK_WAIT: Duration = Duration::from_millis(10);
+
+/// How long the mirror waits for its local stream's write lock before refusing a lossless
+/// frame. Long: a zero-copy reader holds the write lock while it works on a frame (pyshmem's
+/// `with shm.locked(): work(shm.read(safe=False))`, the library's `WriteGuard::live`), and a
+/// lossless frame refused for that is lost. Lossless trades the other streams' latency for
+/// completeness: while it waits, no frame of any other stream of the connection is received,
+/// and the receive task is its backpressure (TCP holds the publisher's blocking put, whose
+/// frames wait in its ring). Not shortened after a refusal, unlike [`LOCK_WAIT`]: each
+/// lossless frame gets the whole wait.
+const LOSSLESS_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a failed create of the mirror is remembered before it is tried again.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
@@ -224,6 +237,9 @@ struct Mirror {
     new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
+    /// A latest-value frame was refused for the write lock, and none got it since: the
+    /// latest-value frames that follow try the lock without waiting ([`LOCK_WAIT`]).
+    locked_out: bool,
 }
 
 impl Mirror {
@@ -248,6 +264,7 @@ impl Mirror {
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
+            locked_out: false,
         }
     }
 
@@ -320,11 +337,24 @@ impl Mirror {
                     self.remote, self.name
                 )));
             }
-            let written = match local.lock(Some(LOCK_WAIT)) {
-                Ok(guard) => write_sample(&guard, sample, &h),
+            let wait = match (h.lossless, self.locked_out) {
+                (true, _) => LOSSLESS_LOCK_WAIT,
+                (false, false) => LOCK_WAIT,
+                (false, true) => Duration::ZERO,
+            };
+            let written = match local.lock(Some(wait)) {
+                Ok(guard) => {
+                    self.locked_out = false;
+                    write_sample(&guard, sample, &h)
+                }
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
                 Err(Error::Timeout { .. }) => {
-                    Err(Refusal::Reason(locked_out(&self.name, &self.remote)))
+                    self.locked_out |= !h.lossless;
+                    Err(Refusal::Reason(locked_out(
+                        &self.name,
+                        &self.remote,
+                        h.lossless,
+                    )))
                 }
                 Err(e) => Err(Refusal::Reason(e.to_string())),
             };
@@ -473,14 +503,26 @@ fn repeated(more: u64, reason: &str) -> String {
 }
 
 /// The reason a frame of remote stream `remote` is refused when its mirror `name` stayed
-/// write-locked for [`LOCK_WAIT`].
-fn locked_out(name: &str, remote: &str) -> String {
+/// write-locked for [`LOCK_WAIT`] (latest value, then not waited for) or
+/// [`LOSSLESS_LOCK_WAIT`] (`lossless`).
+fn locked_out(name: &str, remote: &str, lossless: bool) -> String {
+    let how = if lossless {
+        format!(
+            "for over {LOSSLESS_LOCK_WAIT:?}, the wait for a lossless frame): lossless frames \
+             of remote stream '{remote}' are refused after that wait, and every other stream \
+             on this connection is held up while it lasts"
+        )
+    } else {
+        format!(
+            "for over {LOCK_WAIT:?}): frames of remote stream '{remote}' are refused, and \
+             those that follow are not waited for until one gets the lock, so that the other \
+             streams on this connection are not held up"
+        )
+    };
     format!(
-        "something local holds the write lock of the mirror '{name}' (for over {LOCK_WAIT:?}): \
-         frames of remote stream '{remote}' are refused, not waited for, so that the other \
-         streams on this connection are not held up; release the lock (an idle write guard, \
-         a stuck writer: its pid is the header's lock_owner_pid) and mirroring resumes with \
-         the next frame"
+        "something local holds the write lock of the mirror '{name}' ({how}; release the lock \
+         (an idle write guard, a stuck writer: its pid is the header's lock_owner_pid) and \
+         mirroring resumes with the next frame"
     )
 }
 

@@ -919,80 +919,141 @@ fn a_frame_put_again_is_mirrored_once() {
     );
 }
 
+/// The test's own Zenoh peer, connected to a subscriber listening on `ep`, putting frames of
+/// the u16 [4, 8] streams of [`source`] itself: it chooses which are lossless, and puts every
+/// one (congestion control block), however slowly the subscriber takes them. One session,
+/// one connection: the subscriber receives all its keys on one task.
+struct RawPublisher {
+    session: zenoh::Session,
+    prefix: String,
+}
+
+impl RawPublisher {
+    fn connect(ep: &str, prefix: &str) -> RawPublisher {
+        let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+            listen: vec![],
+            connect: vec![ep.to_owned()],
+        })
+        .unwrap();
+        RawPublisher {
+            session,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn publisher(&self, name: &str) -> zenoh::pubsub::Publisher<'static> {
+        use zenoh::Wait;
+        self.session
+            .declare_publisher(shmstream_bridge::key(&self.prefix, name))
+            .congestion_control(zenoh::qos::CongestionControl::Block)
+            .wait()
+            .unwrap()
+    }
+}
+
+impl Drop for RawPublisher {
+    fn drop(&mut self) {
+        use zenoh::Wait;
+        let _ = self.session.close().wait();
+    }
+}
+
+/// Puts frame `id` (every value `id`) on `p`, its header saying `lossless` or not.
+fn put_frame(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) {
+    use zenoh::Wait;
+    let h = FrameHeader {
+        dtype: Dtype::U16,
+        shape: vec![4, 8],
+        frame_id: id,
+        count: id,
+        write_time: id as f64,
+        source: [7; 16],
+        lossless,
+        lost: 0,
+    };
+    let payload: Vec<u8> = [id as u16; 32]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    p.put(payload).attachment(h.encode()).wait().unwrap();
+}
+
+/// Puts latest-value probe frames (id 0) on `p` until mirror `m` holds a frame: the
+/// subscriber is matched (nothing announces it), and frames put from now on reach it.
+fn probe(p: &zenoh::pubsub::Publisher<'_>, m: &Stream, bridges: &[&Proc]) {
+    let deadline = Instant::now() + LONG;
+    while m
+        .wait_for_count(0, Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        put_frame(p, 0, false);
+        assert!(
+            Instant::now() < deadline,
+            "no probe frame mirrored within {LONG:?}\n{}",
+            said(bridges)
+        );
+    }
+}
+
 /// Something local holding one mirror's write lock (here the test, with an idle guard)
-/// holds up no other stream: the subscriber writes every stream from one publisher on the
-/// connection's receive task, and waited up to a second for the lock at each frame of the
-/// locked mirror, so each held every other stream's frames back a second. Now it waits a
-/// few ms, refuses the frame saying why, and the other stream's frames arrive at once; the
-/// locked mirror resumes once the lock is released.
+/// holds up no other stream, even at a high frame rate: the subscriber writes every stream
+/// of a connection on its receive task, and waited up to a second for the lock at each frame
+/// of the locked mirror, then 10 ms at each, which at 100 Hz and over takes the task's whole
+/// time all the same. Now it waits 10 ms once, refuses the frame saying why, and only tries
+/// the lock for the frames that follow, until one gets in: the other stream's frames arrive
+/// at once, and the locked mirror resumes with the first frame after the lock is released.
 #[test]
 fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
     let (a_name, b_name) = (unique_name("br-held"), unique_name("br-free"));
     let (ma_name, mb_name) = (format!("m-{a_name}"), format!("m-{b_name}"));
     let prefix = unique_name("br-key");
-    let _c = Cleanup::new([&a_name, &b_name, &ma_name, &mb_name]);
-    // The locked mirror's frames, each held every other stream's frames back a second before
-    // the fix: twice LONG of them, so the old wait holds the other stream's frames back
-    // far past the bound of LONG below however fast the host, while the new one (a few ms
-    // each) stays far inside it however slow.
-    let locked_frames = LONG.as_secs() * 2;
-    let (a, b) = (
-        source(&a_name, 2 * locked_frames as usize),
-        source(&b_name, 64),
-    );
-    let ep = endpoint(free_port());
-    let p = bridge(&[
-        "publish",
-        &a_name,
-        &b_name,
-        "--lossless",
-        "--listen",
-        &ep,
-        "--key-prefix",
-        &prefix,
-    ]);
+    let _c = Cleanup::new([&ma_name, &mb_name]);
+    // The mirrors exist first; the other stream's with history, so each of its frames is
+    // seen.
+    let (ma, mb) = (source(&ma_name, 0), source(&mb_name, 64));
+    let port = free_port();
     let s = bridge(&[
         "subscribe",
         &a_name,
         &b_name,
-        "--connect",
-        &ep,
+        "--listen",
+        &endpoint(port),
         "--key-prefix",
         &prefix,
         "--local-prefix",
         "m-",
-        "--history",
-        "64",
     ]);
-    let ma = wait_linked(&a, &ma_name, &[&p, &s]);
-    let mb = wait_linked(&b, &mb_name, &[&p, &s]);
+    let raw = RawPublisher::connect(&endpoint(port), &prefix);
+    let (pa, pb) = (raw.publisher(&a_name), raw.publisher(&b_name));
+    probe(&pa, &ma, &[&s]);
+    probe(&pb, &mb, &[&s]);
     let held = Stream::open(&ma_name).unwrap();
-    let guard = held.lock(None).unwrap();
-    // The locked mirror's frames first, on their way to the subscriber once it refuses the
-    // first.
-    for id in 1..=locked_frames {
-        a.write_slice_frame(&[id as u16; 32], id).unwrap();
-    }
-    wait_said(
-        &s,
-        &format!("refused a frame: something local holds the write lock of the mirror '{ma_name}'"),
-    );
+    let guard = held.lock(Some(LONG)).unwrap();
     let mut c = mb.cursor().unwrap();
+    // Frames of the locked mirror, as fast as Zenoh takes them, with one of the other
+    // stream's after every 150; all in the order put, on one connection. 10 ms for each
+    // locked frame would hold the other stream's last frame back 30 s, twice the bound
+    // below, however fast the host; one try for each stays far inside it however slow.
+    let (locked_frames, every) = (3000u64, 150u64);
+    let within = Duration::from_millis(10) * locked_frames as u32 / 2;
     let written = Instant::now();
-    for id in 1..=20u64 {
-        b.write_slice_frame(&[id as u16; 32], id).unwrap();
+    for id in 1..=locked_frames {
+        put_frame(&pa, id, false);
+        if id % every == 0 {
+            put_frame(&pb, id / every, false);
+        }
     }
-    let within = LONG;
+    let other_frames = locked_frames / every;
     let mut buf = [0u16; 32];
     let mut next = 1u64;
-    while next <= 20 {
+    while next <= other_frames {
         let left = within.saturating_sub(written.elapsed());
         let info = match c.next_into_slice(&mut buf, Some(left)) {
             Ok(info) => info,
             Err(e) => panic!(
-                "frame {next} of 20 not mirrored within {within:?} while another mirror is \
-                 held locked ({e})\n{}",
-                said(&[&p, &s])
+                "frame {next} of {other_frames} not mirrored within {within:?} while another \
+                 mirror is held locked ({e})\n{}",
+                s.diagnostics()
             ),
         };
         if info.frame_id == 0 {
@@ -1001,11 +1062,130 @@ fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
         assert_eq!(info.frame_id, next, "every frame, in order");
         next += 1;
     }
-    // Released: the locked mirror takes the next frame.
+    let refused = format!(
+        "refused a frame: something local holds the write lock of the mirror '{ma_name}' \
+         (for over 10ms): frames of remote stream '{a_name}' are refused, and those that \
+         follow are not waited for until one gets the lock"
+    );
+    assert!(s.diagnostics().contains(&refused), "{}", s.diagnostics());
+    assert_eq!(ma.frame_id(), 0, "a frame got past the lock");
+    // Released: the locked mirror takes the next frame, without waiting for the lock.
     drop(guard);
     let last = locked_frames + 1;
-    a.write_slice_frame(&[last as u16; 32], last).unwrap();
-    wait_frame(&ma, last, &[&p, &s]);
+    put_frame(&pa, last, false);
+    wait_frame(&ma, last, &[&s]);
+}
+
+/// A zero-copy reader holds the mirror's write lock while it works on each frame
+/// (pyshmem's `with shm.locked(): work(shm.read(safe=False))`, here 30 ms a frame), and each
+/// next lossless frame comes while it works: every one waits for the lock and is mirrored.
+/// With the 10 ms wait of latest-value frames they were refused: lost.
+#[test]
+fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const WORK: Duration = Duration::from_millis(30);
+    let (name, prefix) = (unique_name("br-zc"), unique_name("br-key"));
+    let m_name = format!("m-{name}");
+    let _c = Cleanup::new([&m_name]);
+    let frames = 40u64;
+    let m = source(&m_name, 2 * frames as usize);
+    let port = free_port();
+    let s = bridge(&[
+        "subscribe",
+        &name,
+        "--listen",
+        &endpoint(port),
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "m-",
+    ]);
+    let raw = RawPublisher::connect(&endpoint(port), &prefix);
+    let p = raw.publisher(&name);
+    probe(&p, &m, &[&s]);
+    let mut c = m.cursor().unwrap();
+    /// Sets its flag when dropped, also as the test panics: the scope below waits for the
+    /// reader, which stops only then.
+    struct SetOnDrop<'a>(&'a AtomicBool);
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let done = AtomicBool::new(false);
+    // The reader says when it holds the lock (the frame id it works on), and the next frame
+    // is put then: it comes while the lock is held.
+    let (holding, held) = std::sync::mpsc::channel::<u64>();
+    // Counted before the first frame is put: the reader wakes for it however late it
+    // starts.
+    let r = Stream::open(&m_name).unwrap();
+    let mut seen = r.count();
+    let holds = std::thread::scope(|scope| {
+        let stop_reader = SetOnDrop(&done);
+        let reader = scope.spawn(|| {
+            let mut holds = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                seen = match r.wait_for_count(seen, Some(Duration::from_millis(100))) {
+                    Ok(count) => count,
+                    Err(Error::Timeout { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                };
+                let guard = r.lock(Some(LONG)).unwrap();
+                let _ = holding.send(guard.stream().frame_id());
+                // The work on the frame, under the lock: a sleep stands for it (it orders
+                // nothing between the test's actors).
+                std::thread::sleep(WORK);
+                drop(guard);
+                holds += 1;
+            }
+            holds
+        });
+        put_frame(&p, 1, true);
+        for id in 2..=frames {
+            // Late probe frames may make the reader take the lock first: wait for it to
+            // hold the frame before this one.
+            loop {
+                match held.recv_timeout(LONG) {
+                    Ok(working_on) if working_on == id - 1 => break,
+                    Ok(_) => {}
+                    Err(_) => panic!(
+                        "frame {} not mirrored within {LONG:?} while a reader works on each \
+                         frame under the lock\n{}",
+                        id - 1,
+                        s.diagnostics()
+                    ),
+                }
+            }
+            put_frame(&p, id, true);
+        }
+        let mut next = 1u64;
+        while next <= frames {
+            let info = match c.next_publication::<u16>(Some(LONG)) {
+                Ok(f) => f.info,
+                Err(e) => panic!(
+                    "frame {next} of {frames} not mirrored within {LONG:?} ({e})\n{}",
+                    s.diagnostics()
+                ),
+            };
+            if info.frame_id == 0 {
+                continue; // a late probe frame
+            }
+            assert_eq!(
+                info.frame_id,
+                next,
+                "every frame, in order\n{}",
+                s.diagnostics()
+            );
+            next += 1;
+        }
+        drop(stop_reader);
+        reader.join().unwrap()
+    });
+    assert!(
+        holds >= frames,
+        "the reader held the lock only {holds} times"
+    );
+    assert!(!s.diagnostics().contains("refused"), "{}", s.diagnostics());
 }
 
 /// Lossless, publisher first: the frames a writer wrote before any subscriber existed wait
