@@ -86,8 +86,10 @@ const LOCK_WAIT: Duration = Duration::from_millis(10);
 /// lossless frame refused for that is lost. Lossless trades the other streams' latency for
 /// completeness: while it waits, no frame of any other stream of the connection is received,
 /// and the receive task is its backpressure (TCP holds the publisher's blocking put, whose
-/// frames wait in its ring). Not shortened after a refusal, unlike [`LOCK_WAIT`]: each
-/// lossless frame gets the whole wait.
+/// frames wait in its ring). After a refusal the frames that follow only try the lock until
+/// one gets in, as for [`LOCK_WAIT`]: a lock held idle would otherwise take a second of the
+/// receive task per frame, a backlog that grows without end and stalls every stream of the
+/// connection. A reader working under the lock for less than this wait never causes that.
 const LOSSLESS_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a failed create of the mirror is remembered before it is tried again.
@@ -237,8 +239,8 @@ struct Mirror {
     new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
-    /// A latest-value frame was refused for the write lock, and none got it since: the
-    /// latest-value frames that follow try the lock without waiting ([`LOCK_WAIT`]).
+    /// A frame was refused for the write lock, and none got it since: the frames that follow
+    /// try the lock without waiting ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]).
     locked_out: bool,
 }
 
@@ -338,9 +340,9 @@ impl Mirror {
                 )));
             }
             let wait = match (h.lossless, self.locked_out) {
-                (true, _) => LOSSLESS_LOCK_WAIT,
+                (_, true) => Duration::ZERO,
+                (true, false) => LOSSLESS_LOCK_WAIT,
                 (false, false) => LOCK_WAIT,
-                (false, true) => Duration::ZERO,
             };
             let written = match local.lock(Some(wait)) {
                 Ok(guard) => {
@@ -349,7 +351,7 @@ impl Mirror {
                 }
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
                 Err(Error::Timeout { .. }) => {
-                    self.locked_out |= !h.lossless;
+                    self.locked_out = true;
                     Err(Refusal::Reason(locked_out(
                         &self.name,
                         &self.remote,
@@ -508,9 +510,10 @@ fn repeated(more: u64, reason: &str) -> String {
 fn locked_out(name: &str, remote: &str, lossless: bool) -> String {
     let how = if lossless {
         format!(
-            "for over {LOSSLESS_LOCK_WAIT:?}, the wait for a lossless frame): lossless frames \
-             of remote stream '{remote}' are refused after that wait, and every other stream \
-             on this connection is held up while it lasts"
+            "for over {LOSSLESS_LOCK_WAIT:?}, the wait for a lossless frame, during which \
+             every other stream on this connection was held up): lossless frames of remote \
+             stream '{remote}' are refused (lost), and those that follow are not waited for \
+             until one gets the lock"
         )
     } else {
         format!(

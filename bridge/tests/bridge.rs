@@ -1004,7 +1004,25 @@ fn probe(p: &zenoh::pubsub::Publisher<'_>, m: &Stream, bridges: &[&Proc]) {
 /// at once, and the locked mirror resumes with the first frame after the lock is released.
 #[test]
 fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
-    let (a_name, b_name) = (unique_name("br-held"), unique_name("br-free"));
+    mirror_held_locked(false);
+}
+
+/// [`a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream`] with lossless
+/// frames: the first waits the whole second, the rest only try the lock. Each waited its
+/// second before, a backlog without end behind which every other stream of the
+/// connection waited.
+#[test]
+fn a_mirror_held_locked_idle_holds_up_no_other_stream_with_lossless_frames() {
+    mirror_held_locked(true);
+}
+
+/// Holds one mirror's lock idle while its frames (`lossless` or not) and another stream's
+/// come on one connection: the other stream's are mirrored in time, the locked one's refused.
+fn mirror_held_locked(lossless: bool) {
+    let (a_name, b_name) = (
+        unique_name(&format!("br-held-{lossless}")),
+        unique_name(&format!("br-free-{lossless}")),
+    );
     let (ma_name, mb_name) = (format!("m-{a_name}"), format!("m-{b_name}"));
     let prefix = unique_name("br-key");
     let _c = Cleanup::new([&ma_name, &mb_name]);
@@ -1031,14 +1049,18 @@ fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
     let guard = held.lock(Some(LONG)).unwrap();
     let mut c = mb.cursor().unwrap();
     // Frames of the locked mirror, as fast as Zenoh takes them, with one of the other
-    // stream's after every 150; all in the order put, on one connection. 10 ms for each
-    // locked frame would hold the other stream's last frame back 30 s, twice the bound
-    // below, however fast the host; one try for each stays far inside it however slow.
-    let (locked_frames, every) = (3000u64, 150u64);
-    let within = Duration::from_millis(10) * locked_frames as u32 / 2;
+    // stream's after every `every`; all in the order put, on one connection. The whole
+    // wait (10 ms, or 1 s for a lossless frame) for each locked frame would hold the other
+    // stream's last frame back twice the bound below, however fast the host; one try for
+    // each after the first stays far inside it however slow.
+    let (locked_frames, every, wait) = match lossless {
+        false => (3000u64, 150u64, Duration::from_millis(10)),
+        true => (60, 10, Duration::from_secs(1)),
+    };
+    let within = wait * locked_frames as u32 / 2;
     let written = Instant::now();
     for id in 1..=locked_frames {
-        put_frame(&pa, id, false);
+        put_frame(&pa, id, lossless);
         if id % every == 0 {
             put_frame(&pb, id / every, false);
         }
@@ -1062,17 +1084,27 @@ fn a_mirror_held_locked_refuses_its_frames_and_holds_up_no_other_stream() {
         assert_eq!(info.frame_id, next, "every frame, in order");
         next += 1;
     }
-    let refused = format!(
-        "refused a frame: something local holds the write lock of the mirror '{ma_name}' \
-         (for over 10ms): frames of remote stream '{a_name}' are refused, and those that \
-         follow are not waited for until one gets the lock"
-    );
-    assert!(s.diagnostics().contains(&refused), "{}", s.diagnostics());
+    let refused = match lossless {
+        false => format!(
+            "refused a frame: something local holds the write lock of the mirror '{ma_name}' \
+             (for over 10ms): frames of remote stream '{a_name}' are refused, and those that \
+             follow are not waited for until one gets the lock"
+        ),
+        true => format!(
+            "refused a frame: something local holds the write lock of the mirror '{ma_name}' \
+             (for over 1s, the wait for a lossless frame, during which every other stream on \
+             this connection was held up): lossless frames of remote stream '{a_name}' are \
+             refused (lost), and those that follow are not waited for until one gets the lock"
+        ),
+    };
+    // Said once the first locked frame's wait ends, which the other stream's frames need not
+    // wait for: lossless and latest-value frames may be sent on queues of their own.
+    wait_said(&s, &refused);
     assert_eq!(ma.frame_id(), 0, "a frame got past the lock");
     // Released: the locked mirror takes the next frame, without waiting for the lock.
     drop(guard);
     let last = locked_frames + 1;
-    put_frame(&pa, last, false);
+    put_frame(&pa, last, lossless);
     wait_frame(&ma, last, &[&s]);
 }
 
@@ -1185,7 +1217,12 @@ fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
         holds >= frames,
         "the reader held the lock only {holds} times"
     );
-    assert!(!s.diagnostics().contains("refused"), "{}", s.diagnostics());
+    // A latest-value probe frame refused while the reader held the lock is not a loss.
+    assert!(
+        !s.diagnostics().contains("lossless frames of remote stream"),
+        "{}",
+        s.diagnostics()
+    );
 }
 
 /// Lossless, publisher first: the frames a writer wrote before any subscriber existed wait

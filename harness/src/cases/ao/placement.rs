@@ -583,8 +583,14 @@ mod tests {
                  rate_hz = 1000\nmerged = true\nwait = \"spin\"\nladder = false\n"
             )
         };
-        let far =
-            crate::scenario::Scenario::parse(&text("writer_cpu = 0\nreader_cpu = 1023")).unwrap();
+        // The camera on a core this process runs on, which it can be pinned to.
+        let own = crate::spawn::allowed_cores()
+            .and_then(|c| c.first().copied())
+            .unwrap_or(0);
+        let far = crate::scenario::Scenario::parse(&text(&format!(
+            "writer_cpu = {own}\nreader_cpu = 1023"
+        )))
+        .unwrap();
         let job = far.jobs(false, None).remove(1);
         assert_eq!(job.case, "spin");
         let why = Placement::skip_reason(&job).unwrap();
