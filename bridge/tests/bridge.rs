@@ -919,6 +919,23 @@ fn a_frame_put_again_is_mirrored_once() {
     );
 }
 
+/// A subscriber mirroring `names` (as `m-<name>`) under `prefix`, listening on a free port,
+/// and the test's own publisher connected to it.
+fn subscriber_and_raw_publisher(names: &[&str], prefix: &str) -> (Proc, RawPublisher) {
+    let ep = endpoint(free_port());
+    let mut args = vec!["subscribe"];
+    args.extend_from_slice(names);
+    args.extend([
+        "--listen",
+        &ep,
+        "--key-prefix",
+        prefix,
+        "--local-prefix",
+        "m-",
+    ]);
+    (bridge(&args), RawPublisher::connect(&ep, prefix))
+}
+
 /// The test's own Zenoh peer, connected to a subscriber listening on `ep`, putting frames of
 /// the u16 [4, 8] streams of [`source`] itself: it chooses which are lossless, and puts every
 /// one (congestion control block), however slowly the subscriber takes them. One session,
@@ -1029,19 +1046,7 @@ fn mirror_held_locked(lossless: bool) {
     // The mirrors exist first; the other stream's with history, so each of its frames is
     // seen.
     let (ma, mb) = (source(&ma_name, 0), source(&mb_name, 64));
-    let port = free_port();
-    let s = bridge(&[
-        "subscribe",
-        &a_name,
-        &b_name,
-        "--listen",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--local-prefix",
-        "m-",
-    ]);
-    let raw = RawPublisher::connect(&endpoint(port), &prefix);
+    let (s, raw) = subscriber_and_raw_publisher(&[&a_name, &b_name], &prefix);
     let (pa, pb) = (raw.publisher(&a_name), raw.publisher(&b_name));
     probe(&pa, &ma, &[&s]);
     probe(&pb, &mb, &[&s]);
@@ -1121,18 +1126,7 @@ fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
     let _c = Cleanup::new([&m_name]);
     let frames = 40u64;
     let m = source(&m_name, 2 * frames as usize);
-    let port = free_port();
-    let s = bridge(&[
-        "subscribe",
-        &name,
-        "--listen",
-        &endpoint(port),
-        "--key-prefix",
-        &prefix,
-        "--local-prefix",
-        "m-",
-    ]);
-    let raw = RawPublisher::connect(&endpoint(port), &prefix);
+    let (s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
     let p = raw.publisher(&name);
     probe(&p, &m, &[&s]);
     let mut c = m.cursor().unwrap();
