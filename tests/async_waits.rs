@@ -500,52 +500,14 @@ fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
     });
 }
 
-/// How long a thread of this process (`/proc/self/task/<tid>`, or `/proc/thread-self` for
-/// the calling one) has so far waited, runnable, for a CPU (field 2 of its `schedstat`;
-/// `None` where the kernel does not tell). As in `tests/faults.rs`: a latency is bounded less
-/// the run-queue waits of the threads it depends on, which a loaded host delays and no
-/// library bounds.
-fn runq_wait(thread: &str) -> Option<Duration> {
-    std::fs::read_to_string(format!("{thread}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-        .map(Duration::from_nanos)
-}
-
-/// The run-queue wait between two [`runq_wait`] readings; zero where either is unknown.
-fn runq_between(start: Option<Duration>, end: Option<Duration>) -> Duration {
-    end.zip(start)
-        .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start))
-}
-
 /// The thread of this process parked in `futex` on the header of stream `name` (in its
 /// `_meta` mapping), if one is (seen through `/proc`).
 fn thread_parked_on(name: &str) -> Option<u32> {
-    let suffix = format!("/dev/shm/{}", shmstream::name::meta_id(name));
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let ranges: Vec<(u64, u64)> = maps
-        .lines()
-        .filter(|l| l.trim_end().ends_with(&suffix) || l.contains(&format!("{suffix} ")))
-        .filter_map(|l| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
-        .collect();
     let pid = std::process::id();
     std::fs::read_dir("/proc/self/task")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&tid| {
-            common::blocked_syscall(pid, tid).is_some_and(|(nr, args)| {
-                nr == libc::SYS_futex
-                    && args
-                        .first()
-                        .is_some_and(|&addr| ranges.iter().any(|&(a, b)| addr >= a && addr < b))
-            })
-        })
+        .find(|&tid| common::futex_parked_on_stream(pid, tid, name))
 }
 
 /// The last status change of an open file (its `ctime`): an unlink sets it, so a descriptor
@@ -582,7 +544,7 @@ fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
     use std::task::{Context, Waker};
     let rt = OneWorker::new();
     let _in_runtime = rt.enter();
-    let me = "/proc/thread-self";
+    let me = common::gettid();
     let mut unlinked_after: Vec<(Duration, Duration, Duration)> = (0..5)
         .map(|_| {
             let name = unique_name("async-release");
@@ -607,7 +569,7 @@ fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
             let t0 = Instant::now();
             let pool = loop {
                 if let Some(tid) = thread_parked_on(&name) {
-                    break format!("/proc/self/task/{tid}");
+                    break i64::from(tid);
                 }
                 assert!(
                     t0.elapsed() < common::LONG,
@@ -617,17 +579,17 @@ fn an_abandoned_wait_lets_go_of_the_stream_at_once() {
             };
             // The handle, the future's clone, and the background wait's.
             assert_eq!(Arc::strong_count(&s), 3);
-            let (pool_before, me_before) = (runq_wait(&pool), runq_wait(me));
+            let (pool_before, me_before) = (common::runq_wait(pool), common::runq_wait(me));
             let dropped = std::time::SystemTime::now();
             drop(abandoned);
             drop(s);
-            let me_dropping = runq_between(me_before, runq_wait(me));
+            let me_dropping = common::runq_between(me_before, common::runq_wait(me));
             let t0 = Instant::now();
             while shmstream::stat(&name).is_ok() || std::path::Path::new(&meta_path).exists() {
                 assert!(t0.elapsed() < common::LONG, "the stream was never unlinked");
                 std::thread::yield_now();
             }
-            let runq = runq_between(pool_before, runq_wait(&pool)) + me_dropping;
+            let runq = common::runq_between(pool_before, common::runq_wait(pool)) + me_dropping;
             let took = ctime(&meta)
                 .duration_since(dropped)
                 .unwrap_or(Duration::ZERO);

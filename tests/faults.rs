@@ -12,7 +12,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, LONG, Proc, block_on_stdin, child, child_role, param, say, unique_name};
+use common::{
+    Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param, runq_between, runq_wait,
+    say, unique_name,
+};
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 
 /// Frame length (u32 elements) of the fault streams: small, so trials are fast.
@@ -94,55 +97,9 @@ fn check(buf: &[u32]) -> Result<u32, String> {
 
 // ----- observing other threads and processes without sleeping -----
 
-fn gettid() -> i64 {
-    // SAFETY: gettid has no preconditions.
-    i64::from(unsafe { libc::gettid() })
-}
-
-/// How long thread `tid` of this process has so far waited, runnable, for a CPU (field 2 of
-/// its `schedstat`); `None` where the thread has ended or the kernel does not tell (said
-/// once). Report latencies are bounded less the reporting thread's run-queue wait over
-/// their window: a loaded host delays when that thread runs, which no library bounds. (A
-/// wait already under way at the window's start is counted whole: the bound errs toward
-/// the host.)
-fn runq_wait(tid: i64) -> Option<Duration> {
-    static SAID: std::sync::Once = std::sync::Once::new();
-    let ns = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok());
-    if ns.is_none() && std::fs::metadata("/proc/thread-self/schedstat").is_err() {
-        SAID.call_once(|| eprintln!("no schedstat: latency bounds include run-queue waits"));
-    }
-    ns.map(Duration::from_nanos)
-}
-
-/// The run-queue wait between two [`runq_wait`] readings of one thread; zero where either
-/// is unknown (the bound is then on the whole latency).
-fn runq_between(start: Option<Duration>, end: Option<Duration>) -> Duration {
-    end.zip(start)
-        .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start))
-}
-
-/// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
-fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let suffix = format!("/dev/shm/{id}");
-    maps.lines()
-        .filter(|l| l.trim_end().ends_with(&suffix) || l.contains(&format!("{suffix} ")))
-        .filter_map(|l| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
-        .collect()
-}
-
 /// Whether some task of `pid` (or only `tid`) is parked in `futex` on the header of `name`
 /// (notify streams) or in a sleep (polling waits).
 fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
-    let ranges = mapping_ranges(pid, &shmstream::name::meta_id(name));
     let tids: Vec<i64> = match tid {
         Some(t) => vec![t],
         None => std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -152,17 +109,11 @@ fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
             })
             .unwrap_or_default(),
     };
-    tids.iter()
-        .any(|&t| match common::blocked_syscall(pid, t as u32) {
-            Some((nr, args)) if notify => {
-                nr == libc::SYS_futex
-                    && args
-                        .first()
-                        .is_some_and(|&addr| ranges.iter().any(|&(a, b)| addr >= a && addr < b))
-            }
-            Some((nr, _)) => nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep,
-            None => false,
-        })
+    tids.iter().any(|&t| match notify {
+        true => common::futex_parked_on_stream(pid, t as u32, name),
+        false => common::blocked_syscall(pid, t as u32)
+            .is_some_and(|(nr, _)| nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep),
+    })
 }
 
 /// Waits (yielding, with a deadline) until a reader is parked on the stream.

@@ -93,6 +93,64 @@ pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(i64, Vec<u64>)> {
     Some((nr, args))
 }
 
+/// This thread's id.
+pub fn gettid() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    i64::from(unsafe { libc::gettid() })
+}
+
+/// How long thread `tid` of this process has so far waited, runnable, for a CPU (field 2 of
+/// its `schedstat`); `None` where the thread has ended or the kernel does not tell (said
+/// once). Report latencies are bounded less the reporting thread's run-queue wait over
+/// their window: a loaded host delays when that thread runs, which no library bounds. (A
+/// wait already under way at the window's start is counted whole: the bound errs toward
+/// the host.)
+pub fn runq_wait(tid: i64) -> Option<Duration> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let ns = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok());
+    if ns.is_none() && std::fs::metadata("/proc/thread-self/schedstat").is_err() {
+        SAID.call_once(|| eprintln!("no schedstat: latency bounds include run-queue waits"));
+    }
+    ns.map(Duration::from_nanos)
+}
+
+/// The run-queue wait between two [`runq_wait`] readings of one thread; zero where either
+/// is unknown (the bound is then on the whole latency).
+pub fn runq_between(start: Option<Duration>, end: Option<Duration>) -> Duration {
+    end.zip(start)
+        .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start))
+}
+
+/// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
+pub fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let suffix = format!("/dev/shm/{id}");
+    maps.lines()
+        .filter(|l| l.trim_end().ends_with(&suffix) || l.contains(&format!("{suffix} ")))
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Whether task `tid` of process `pid` is blocked in `futex` on a word of the header of
+/// stream `name` (in that process's mapping of its `_meta`).
+pub fn futex_parked_on_stream(pid: u32, tid: u32, name: &str) -> bool {
+    blocked_syscall(pid, tid).is_some_and(|(nr, args)| {
+        let ranges = mapping_ranges(pid, &shmstream::name::meta_id(name));
+        nr == libc::SYS_futex
+            && args
+                .first()
+                .is_some_and(|&addr| ranges.iter().any(|&(a, b)| addr >= a && addr < b))
+    })
+}
+
 /// Whether the tests run as root (and so can switch users and chown files).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
