@@ -6,11 +6,12 @@
 //! their sets overlap, across threads and processes alike. pyshmem's `locked_many` orders
 //! by name too, so Rust and Python callers agree on the order.
 //!
-//! That assumes the thread holds none of the streams' locks on entry. A thread holding
-//! `b`'s lock (a [`WriteGuard`] from [`Stream::lock`], or an earlier `lock_many`) that calls
-//! `lock_many(&[&a, &b], ..)` takes `a` after `b`, against the order, and can deadlock with
-//! a thread taking both in order (until the timeout, if there is one). Take every lock the
-//! thread needs in one `lock_many` call, or drop what it holds first.
+//! That needs the locks the thread already holds on entry to come first in the order. A
+//! thread holding `b`'s lock (a [`WriteGuard`] from [`Stream::lock`], or an earlier
+//! `lock_many`) that took `a` next would take it after `b`, against the order, and could
+//! deadlock with a thread taking both in order: `lock_many(&[&a, &b], ..)` is refused then
+//! ([`Error::Unsupported`]), before it waits for anything. Locks held that come first in the
+//! order are taken again (the locks are reentrant).
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,9 @@ impl Drop for ManyGuard<'_> {
 /// Handles that name the same stream are locked once (the lock is per name). If any lock
 /// cannot be taken before the deadline, the ones already taken are released and
 /// [`Error::Timeout`] names the stream that was unavailable; other errors (a read-only or
-/// closed handle) are returned the same way. `None` waits forever. The locks are reentrant
+/// closed handle) are returned the same way. A set in which a lock this thread already holds
+/// comes after one it does not is refused with [`Error::Unsupported`] before any wait (it
+/// could deadlock: see the module docs). `None` waits forever. The locks are reentrant
 /// per thread, like [`Stream::lock`]: writing through the streams themselves while the guard
 /// is held does not deadlock.
 ///
@@ -95,7 +98,8 @@ pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Resul
     let mut keyed: Vec<(bool, &'a Stream)> = streams.iter().map(|s| (cannot_lock(s), *s)).collect();
     keyed.sort_by(|(a_no, a), (b_no, b)| (a.name(), a_no).cmp(&(b.name(), b_no)));
     keyed.dedup_by(|(_, a), (_, b)| a.name() == b.name());
-    let order = keyed.into_iter().map(|(_, s)| s);
+    let order: Vec<&'a Stream> = keyed.into_iter().map(|(_, s)| s).collect();
+    refuse_out_of_order(&order)?;
     let deadline = crate::deadline::after(Instant::now(), timeout);
     let mut guards = Vec::with_capacity(order.len());
     for s in order {
@@ -117,4 +121,25 @@ pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Resul
         }
     }
     Ok(ManyGuard { guards })
+}
+
+/// Refuses a set in which a lock this thread holds comes after one it does not hold: taking
+/// the one not held would go against the order (see the module docs).
+fn refuse_out_of_order(order: &[&Stream]) -> Result<()> {
+    let Some(first_free) = order.iter().position(|s| !s.lock.held_here()) else {
+        return Ok(());
+    };
+    match order[first_free..].iter().find(|s| s.lock.held_here()) {
+        None => Ok(()),
+        Some(held) => Err(Error::Unsupported {
+            name: held.name().to_owned(),
+            what: format!(
+                "lock_many while this thread already holds this stream's write lock but not \
+                 that of '{}', which comes before it in lock_many's order (by name): taking \
+                 it now could deadlock with another lock_many of both; drop the guard held \
+                 first, or take every lock the thread needs in one lock_many call",
+                order[first_free].name()
+            ),
+        }),
+    }
 }

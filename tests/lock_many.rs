@@ -195,3 +195,34 @@ fn one_deadline_and_partial_locks_are_released_on_failure() {
         t.spawn(|| assert!(Stream::open(&p).unwrap().lock(Some(Duration::ZERO)).is_ok()));
     });
 }
+
+#[test]
+fn a_held_lock_after_one_not_held_is_refused_and_a_held_first_one_is_taken_again() {
+    let base = unique_name("many-held");
+    let (a, b) = (format!("{base}-a"), format!("{base}-b"));
+    let _c = Cleanup::new([&a, &b]);
+    let sa = Stream::create(&a, &[1], Dtype::U8).unwrap();
+    let sb = Stream::create(&b, &[1], Dtype::U8).unwrap();
+    {
+        // Holding `b`, then asking for `a` too: `a` would be taken after `b`.
+        let _held = sb.lock(Some(Duration::from_secs(5))).unwrap();
+        let t0 = Instant::now();
+        let err = lock_many(&[&sa, &sb], Some(Duration::from_secs(30))).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unsupported { name, what } if name == &b && what.contains(&a)),
+            "{err}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "refused without waiting"
+        );
+        // Nothing was taken: another thread gets `a` at once.
+        std::thread::scope(|t| {
+            t.spawn(|| assert!(Stream::open(&a).unwrap().lock(Some(Duration::ZERO)).is_ok()));
+        });
+    }
+    // Holding `a` (first in the order): the set is taken, `a` again.
+    let _held = sa.lock(Some(Duration::from_secs(5))).unwrap();
+    let both = lock_many(&[&sb, &sa], Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(both.names(), vec![a.as_str(), b.as_str()]);
+}
