@@ -280,7 +280,8 @@ fn not_found_advice(name: &str, known: &[String], unfinished: bool) -> String {
         return format!(
             "its header exists without its payload (a creation under way, or one whose \
              creator died): wait and retry, or remove it with `shmstream purge` (abandoned \
-             creations) or `shmstream unlink {name}`"
+             creations) or `shmstream unlink {}`",
+            crate::name::shell_word(name)
         );
     }
     format!("create it first or check the name{}", known_hint(known))
@@ -402,6 +403,15 @@ mod tests {
              purge` (abandoned creations) or `shmstream unlink cam0`"
         );
         assert_eq!(e.stream_name(), "cam0");
+        let spaced = Error::NotFound {
+            name: "my cam".into(),
+            known: Vec::new(),
+            unfinished: true,
+        };
+        assert!(
+            spaced.to_string().ends_with("`shmstream unlink 'my cam'`"),
+            "{spaced}"
+        );
     }
 
     #[test]

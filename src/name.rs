@@ -27,6 +27,23 @@ pub(crate) fn check(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `name` as one shell word, for a command in a message: as it is when nothing in it is
+/// special to a shell, else single-quoted; after `--` when it starts with `-` (not an
+/// option).
+pub fn shell_word(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c);
+    let word = if name.chars().all(plain) {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', r"'\''"))
+    };
+    if name.starts_with('-') {
+        format!("-- {word}")
+    } else {
+        word
+    }
+}
+
 /// The payload segment id: `ps_` + the first 14 hex digits of SHA-1 of the UTF-8 name.
 pub fn segment_id(name: &str) -> String {
     let digest = Sha1::digest(name.as_bytes());
@@ -133,6 +150,14 @@ pub(crate) fn lock_path_of_id(id: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_in_a_command_is_one_shell_word() {
+        assert_eq!(shell_word("cam0"), "cam0");
+        assert_eq!(shell_word("my cam's"), r"'my cam'\''s'");
+        assert_eq!(shell_word("-x"), "-- -x");
+        assert_eq!(shell_word("-my cam"), "-- '-my cam'");
+    }
 
     #[test]
     fn segment_id_is_pyshmem_sha1_prefix() {

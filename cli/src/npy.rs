@@ -267,25 +267,12 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
 /// stream.
 fn unlink_remedy(name: &str) -> String {
     if term::printable(name) == name {
-        format!("`shmstream unlink {}` first", shell_word(name))
+        format!(
+            "`shmstream unlink {}` first",
+            shmstream::name::shell_word(name)
+        )
     } else {
         "unlink it first with `shmstream unlink` (its name has characters this message shows escaped, Rust-style: give the name itself, not as shown here)".to_owned()
-    }
-}
-
-/// `name` as one shell word, for a command to copy: as it is when nothing in it is special
-/// to a shell, else single-quoted; after `--` when it starts with `-` (not an option).
-fn shell_word(name: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c);
-    let word = if name.chars().all(plain) {
-        name.to_owned()
-    } else {
-        format!("'{}'", name.replace('\'', r"'\''"))
-    };
-    if name.starts_with('-') {
-        format!("-- {word}")
-    } else {
-        word
     }
 }
 
@@ -585,9 +572,6 @@ mod tests {
 
     #[test]
     fn a_remedy_names_the_stream_as_one_shell_word() {
-        assert_eq!(shell_word("cam0"), "cam0");
-        assert_eq!(shell_word("my cam's"), r"'my cam'\''s'");
-        assert_eq!(shell_word("-x"), "-- -x");
         assert_eq!(
             unlink_remedy("my cam's"),
             r"`shmstream unlink 'my cam'\''s'` first"
@@ -596,7 +580,7 @@ mod tests {
         for name in ["a\\b", "a\nb", "a\u{202e}b"] {
             let r = unlink_remedy(name);
             assert!(
-                r.contains("shows escaped") && !r.contains(&shell_word(name)),
+                r.contains("shows escaped") && !r.contains(&shmstream::name::shell_word(name)),
                 "{r}"
             );
         }
