@@ -1173,8 +1173,41 @@ fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
 
 /// A spawned binary whose stdout lines arrive on a channel.
 struct Lines {
-    child: std::process::Child,
+    child: Reaped,
     rx: Receiver<String>,
+}
+
+/// A child process killed and reaped when dropped unless taken: a test that fails before
+/// it stops its `watch` or `record` does not leave it running.
+struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    /// The child, no longer killed on drop.
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("the child was taken once")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("the child was taken")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the child was taken")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Lines {
@@ -1194,7 +1227,10 @@ impl Lines {
                 }
             }
         });
-        Lines { child, rx }
+        Lines {
+            child: Reaped(Some(child)),
+            rx,
+        }
     }
     /// The next line satisfying `pred` within `timeout`.
     fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
@@ -1209,8 +1245,8 @@ impl Lines {
         }
     }
     /// Waits for exit (within `timeout`) and returns the exit code.
-    fn exit_code(self, timeout: Duration) -> Option<i32> {
-        exit_code_within(self.child, timeout)
+    fn exit_code(mut self, timeout: Duration) -> Option<i32> {
+        exit_code_within(self.child.take(), timeout)
     }
 }
 
@@ -1383,7 +1419,7 @@ fn watch_stopped_for_a_second_does_not_make_up_the_missed_samples_back_to_back()
 /// stderr) as the session leader whose controlling terminal it is, like a shell in a
 /// terminal window.
 struct OnTerminal {
-    child: std::process::Child,
+    child: Reaped,
     master: Option<std::fs::File>,
     seen: String,
 }
@@ -1449,7 +1485,7 @@ impl OnTerminal {
             });
         }
         Some(OnTerminal {
-            child: cmd.spawn().unwrap(),
+            child: Reaped(Some(cmd.spawn().unwrap())),
             master: Some(master),
             seen: String::new(),
         })
@@ -1488,7 +1524,7 @@ impl OnTerminal {
     /// it fail with EIO) and sends SIGHUP to the tool. Returns the tool's exit code.
     fn hang_up(mut self) -> Option<i32> {
         drop(self.master.take());
-        exit_code_within(self.child, common::LONG)
+        exit_code_within(self.child.take(), common::LONG)
     }
 }
 
@@ -1618,7 +1654,7 @@ fn watch_blocked_on_a_terminal_that_stopped_reading_stops_on_sigterm() {
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) }, 0);
     assert_eq!(
-        exit_code_within(w.child, common::LONG),
+        exit_code_within(w.child.take(), common::LONG),
         Some(0),
         "one SIGTERM is a clean stop"
     );
