@@ -91,7 +91,7 @@ pub enum Error {
     },
     /// A wait ran out of time.
     #[error(
-        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry with a longer timeout, or check that its writer (or the lock holder, `lock_owner_pid`) is alive"
+        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that its writer (or the lock holder, `lock_owner_pid`) is alive"
     )]
     Timeout {
         /// The stream.
