@@ -76,8 +76,9 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
 /// of tens of MiB), not for a lock held idle (a `WriteGuard` kept, a stuck writer): those
 /// frames are refused, said ([`locked_out`]), and the other streams go on. After a refusal
 /// the frames that follow only try the lock, without waiting ([`Mirror::locked_out`]), until
-/// one gets in: at a high frame rate even this wait at every frame would take the receive
-/// task's whole time (10 ms a frame at 100 Hz), and hold up the other streams after all.
+/// one gets in or one comes over [`LOCK_OUT_LASTS`] after the last refusal ([`lock_wait`]):
+/// at a high frame rate even this wait at every frame would take the receive task's whole
+/// time (10 ms a frame at 100 Hz), and hold up the other streams after all.
 const LOCK_WAIT: Duration = Duration::from_millis(10);
 
 /// How long the mirror waits for its local stream's write lock before refusing a lossless
@@ -87,10 +88,23 @@ const LOCK_WAIT: Duration = Duration::from_millis(10);
 /// completeness: while it waits, no frame of any other stream of the connection is received,
 /// and the receive task is its backpressure (TCP holds the publisher's blocking put, whose
 /// frames wait in its ring). After a refusal the frames that follow only try the lock until
-/// one gets in, as for [`LOCK_WAIT`]: a lock held idle would otherwise take a second of the
-/// receive task per frame, a backlog that grows without end and stalls every stream of the
-/// connection. A reader working under the lock for less than this wait never causes that.
+/// one gets in (or [`LOCK_OUT_LASTS`] passes), as for [`LOCK_WAIT`]: a lock held idle would
+/// otherwise take a second of the receive task per frame, a backlog that grows without end
+/// and stalls every stream of the connection. A reader working under the lock for less than
+/// this wait never causes that.
 const LOSSLESS_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a lock-out lasts ([`Mirror::locked_out`]): a frame that comes longer than this
+/// after the last frame refused for the write lock waits for it as usual ([`LOCK_WAIT`],
+/// [`LOSSLESS_LOCK_WAIT`]) instead of only trying it. Otherwise the first frame after a quiet
+/// spell would be refused for meeting a local process that holds the lock for an instant (its
+/// own write, a reader's moment under it), said as a lock held "for over" a wait it was never
+/// given, and, lossless, lost. The lock-out is for frames that come in a run, closer together
+/// than this: while the lock is held idle, a frame waits for it in vain only after a second
+/// in which no frame of the stream was refused (at most 1% of the receive task for latest
+/// value; for lossless, no longer than the quiet second before it, so no backlog builds up).
+/// As long as [`LOSSLESS_LOCK_WAIT`], the longest of the waits it cuts short.
+const LOCK_OUT_LASTS: Duration = Duration::from_secs(1);
 
 /// How long a failed create of the mirror is remembered before it is tried again.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
@@ -239,9 +253,10 @@ struct Mirror {
     new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
-    /// A frame was refused for the write lock, and none got it since: the frames that follow
-    /// try the lock without waiting ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]).
-    locked_out: bool,
+    /// When a frame was last refused for the write lock, where none got it since: the frames
+    /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
+    /// ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]), later ones wait as usual ([`lock_wait`]).
+    locked_out: Option<Instant>,
 }
 
 impl Mirror {
@@ -266,7 +281,7 @@ impl Mirror {
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
-            locked_out: false,
+            locked_out: None,
         }
     }
 
@@ -339,19 +354,15 @@ impl Mirror {
                     self.remote, self.name
                 )));
             }
-            let wait = match (h.lossless, self.locked_out) {
-                (_, true) => Duration::ZERO,
-                (true, false) => LOSSLESS_LOCK_WAIT,
-                (false, false) => LOCK_WAIT,
-            };
+            let wait = lock_wait(h.lossless, self.locked_out, Instant::now());
             let written = match local.lock(Some(wait)) {
                 Ok(guard) => {
-                    self.locked_out = false;
+                    self.locked_out = None;
                     write_sample(&guard, sample, &h)
                 }
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
                 Err(Error::Timeout { .. }) => {
-                    self.locked_out = true;
+                    self.locked_out = Some(Instant::now());
                     Err(Refusal::Reason(locked_out(
                         &self.name,
                         &self.remote,
@@ -505,21 +516,22 @@ fn repeated(more: u64, reason: &str) -> String {
 }
 
 /// The reason a frame of remote stream `remote` is refused when its mirror `name` stayed
-/// write-locked for [`LOCK_WAIT`] (latest value, then not waited for) or
-/// [`LOSSLESS_LOCK_WAIT`] (`lossless`).
+/// write-locked for [`LOCK_WAIT`] (latest value) or [`LOSSLESS_LOCK_WAIT`] (`lossless`),
+/// then not waited for while locked out ([`lock_wait`]).
 fn locked_out(name: &str, remote: &str, lossless: bool) -> String {
+    let or_later = format!(" or comes over {LOCK_OUT_LASTS:?} after the last one refused");
     let how = if lossless {
         format!(
             "for over {LOSSLESS_LOCK_WAIT:?}, the wait for a lossless frame, during which \
              every other stream on this connection was held up): lossless frames of remote \
              stream '{remote}' are refused (lost), and those that follow are not waited for \
-             until one gets the lock"
+             until one gets the lock{or_later}"
         )
     } else {
         format!(
             "for over {LOCK_WAIT:?}): frames of remote stream '{remote}' are refused, and \
-             those that follow are not waited for until one gets the lock, so that the other \
-             streams on this connection are not held up"
+             those that follow are not waited for until one gets the lock{or_later}, \
+             so that the other streams on this connection are not held up"
         )
     };
     format!(
@@ -527,6 +539,17 @@ fn locked_out(name: &str, remote: &str, lossless: bool) -> String {
          (an idle write guard, a stuck writer: its pid is the header's lock_owner_pid) and \
          mirroring resumes with the next frame"
     )
+}
+
+/// How long a frame (`lossless` or not) waits for its mirror's write lock at `now`, the
+/// mirror locked out since `locked_out` (the last frame refused for the lock, none written
+/// since): not at all within [`LOCK_OUT_LASTS`] of it, the usual wait otherwise.
+fn lock_wait(lossless: bool, locked_out: Option<Instant>, now: Instant) -> Duration {
+    match locked_out {
+        Some(t) if now.saturating_duration_since(t) <= LOCK_OUT_LASTS => Duration::ZERO,
+        _ if lossless => LOSSLESS_LOCK_WAIT,
+        _ => LOCK_WAIT,
+    }
 }
 
 /// Why a checked frame was not written.
@@ -723,6 +746,37 @@ fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock-out stops a run of frames from each waiting for a lock held idle; a frame
+    /// after a quiet spell waits as usual, so a local process holding the lock for an
+    /// instant does not get it refused. (Before, the lock-out lasted until a frame got the
+    /// lock, however long after.)
+    #[test]
+    fn a_lock_out_lets_frames_try_the_lock_only_until_it_is_old() {
+        let t0 = Instant::now();
+        for (lossless, usual) in [(false, LOCK_WAIT), (true, LOSSLESS_LOCK_WAIT)] {
+            assert_eq!(lock_wait(lossless, None, t0), usual, "lossless {lossless}");
+            let fresh = [Duration::ZERO, Duration::from_millis(1), LOCK_OUT_LASTS];
+            for since in fresh {
+                assert_eq!(
+                    lock_wait(lossless, Some(t0), t0 + since),
+                    Duration::ZERO,
+                    "lossless {lossless}, locked out {since:?} ago"
+                );
+            }
+            let old = [
+                LOCK_OUT_LASTS + Duration::from_millis(1),
+                300 * LOCK_OUT_LASTS,
+            ];
+            for since in old {
+                assert_eq!(
+                    lock_wait(lossless, Some(t0), t0 + since),
+                    usual,
+                    "lossless {lossless}, locked out {since:?} ago"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_run_of_frames_refused_for_one_reason_is_said_once_then_summed_up() {
