@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, out_of_resources};
 use crate::format::{self, FormatError, Header};
 use crate::header::MappedHeader;
 use crate::lock::LockFile;
@@ -73,7 +73,10 @@ pub struct StreamStat {
 }
 
 impl StreamStat {
-    pub(crate) fn from_header(h: &Header) -> StreamStat {
+    /// The stat of the stream `h` describes. Fails only when the system is out of a resource
+    /// ([`exhausted`]) while it reads the history ring's header: that says nothing about the
+    /// ring, so it is no [`StreamStat::history_problem`].
+    pub(crate) fn from_header(h: &Header) -> Result<StreamStat> {
         // GPU streams: the `_gpu` segment's mutable words, from one snapshot.
         let gpu = h
             .gpu()
@@ -85,10 +88,11 @@ impl StreamStat {
             true => match crate::history::depth(&h.name, h.size as usize, h.instance_id) {
                 Ok(depth) => (depth, None),
                 Err(Error::InvalidHistory { reason, .. }) => (0, Some(reason)),
+                Err(e) if exhausted(&e) => return Err(e),
                 Err(e) => (0, Some(e.to_string())),
             },
         };
-        StreamStat {
+        Ok(StreamStat {
             name: h.name.clone(),
             shape: h.shape.clone(),
             dtype: h.dtype,
@@ -109,7 +113,7 @@ impl StreamStat {
             history_problem,
             gpu_publisher_pid: gpu.as_deref().and_then(crate::gpu::layout::publisher_pid),
             gpu_consumer_pid: gpu.as_deref().and_then(crate::gpu::layout::consumer_pid),
-        }
+        })
     }
 }
 
@@ -120,34 +124,66 @@ pub fn stat(name: &str) -> Result<StreamStat> {
         reason,
     })?;
     let (_meta, h) = open_meta(name)?;
-    Ok(StreamStat::from_header(&h))
+    StreamStat::from_header(&h)
+}
+
+/// Whether `e` is the system out of a resource (descriptors, memory) while a scan or a stat
+/// opened something ([`out_of_resources`]): that proves nothing about what it opened, which
+/// is then neither skipped as not ours nor reported as unusable; the caller fails instead.
+pub(crate) fn exhausted(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if out_of_resources(source))
+}
+
+/// Opens the `_meta` segment `meta_id` a scan met: `None` if it is not one of ours to read
+/// (gone since the listing, another user's, not a regular file, empty); an error only when
+/// the system is out of a resource, when it may be a stream's all the same.
+fn open_scanned(meta_id: &str, writable: bool) -> Result<Option<Segment>> {
+    match Segment::open_prefix(meta_id, writable, format::META_BYTES) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if out_of_resources(&e) => Err(Error::io(
+            meta_id,
+            "opening a metadata segment found in /dev/shm",
+            e,
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Validates the stream behind a payload segment id: its metadata's name must hash back to
-/// the id and the header must pass every rule. Anything else in `/dev/shm` is not ours.
-pub(crate) fn validated(id: &str) -> Option<Header> {
+/// the id and the header must pass every rule. Anything else in `/dev/shm` is not ours
+/// (`None`). An error only when the system is out of a resource ([`exhausted`]) reading it:
+/// a stream left out for that would be listed as none, and never purged.
+pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
     if !name::looks_like_segment_id(id) {
-        return None;
+        return Ok(None);
     }
-    let meta = Segment::open_prefix(&format!("{id}_meta"), false, format::META_BYTES).ok()?;
-    let stored = format::stored_name(&meta.snapshot(format::META_BYTES))?;
+    let meta_id = format!("{id}_meta");
+    let Some(meta) = open_scanned(&meta_id, false)? else {
+        return Ok(None);
+    };
+    let Some(stored) = format::stored_name(&meta.snapshot(format::META_BYTES)) else {
+        return Ok(None);
+    };
     if name::segment_id(&stored) != id {
-        return None;
+        return Ok(None);
     }
     let decode = |meta: &Segment| format::decode(&meta.snapshot(format::META_BYTES), Some(&stored));
-    match decode_scanned(|| decode(&meta)) {
+    Ok(match decode_scanned(|| decode(&meta)) {
         // A writer killed between its lock stamps: listed (and so purged) as `open` finds it.
         // One alive between them holds the lock and is done in a moment: waited for.
         Err(FormatError::LockInconsistent) => {
-            let meta =
-                Segment::open_prefix(&format!("{id}_meta"), true, format::META_BYTES).ok()?;
-            match clear_dead_lock_stamps(&meta, &stored).ok()? {
-                true => decode(&meta).ok(),
-                false => decode_retrying(&meta, Some(&stored)).ok(),
+            let Some(meta) = open_scanned(&meta_id, true)? else {
+                return Ok(None);
+            };
+            match clear_dead_lock_stamps(&meta, &stored) {
+                Ok(true) => decode(&meta).ok(),
+                Ok(false) => decode_retrying(&meta, Some(&stored)).ok(),
+                Err(e) if exhausted(&e) => return Err(e),
+                Err(_) => None,
             }
         }
         h => h.ok(),
-    }
+    })
 }
 
 /// How long a scan waits before it decodes again a `_meta` that [`may_settle`].
@@ -197,7 +233,10 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
             name::looks_like_segment_id(id).then(|| id.to_owned())
         })
         .collect();
-    let mut out: Vec<Header> = ids.iter().filter_map(|id| validated(id)).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in &ids {
+        out.extend(validated(id)?);
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -209,7 +248,7 @@ pub fn list_streams() -> Result<Vec<String>> {
 
 /// Metadata of every valid stream, sorted by name.
 pub fn list_stats() -> Result<Vec<StreamStat>> {
-    Ok(scan()?.iter().map(StreamStat::from_header).collect())
+    scan()?.iter().map(StreamStat::from_header).collect()
 }
 
 /// Removes a stream (its segments and lock file). Fails with [`Error::NotFound`] if there is
@@ -408,6 +447,32 @@ mod tests {
             Err(FormatError::LockInconsistent)
         ));
         assert_eq!(attempts(&stamping), 2);
+    }
+
+    /// Only the system out of descriptors or memory fails a scan or a stat: what says a
+    /// `_meta` is not ours (gone, another user's) or a ring unusable does not.
+    #[test]
+    fn only_resource_exhaustion_fails_a_scan() {
+        let io = |errno| {
+            Error::io(
+                "ps_x_meta",
+                "opening",
+                std::io::Error::from_raw_os_error(errno),
+            )
+        };
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            assert!(exhausted(&io(errno)), "{errno}");
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ELOOP, libc::EINVAL] {
+            assert!(!exhausted(&io(errno)), "{errno}");
+        }
+        assert!(!exhausted(&Error::InvalidHistory {
+            name: "x".into(),
+            reason: "r".into()
+        }));
+        // An object of no stream, or gone: not ours, skipped, as before.
+        let gone = name::segment_id(&format!("catalog-gone-{}", std::process::id()));
+        assert!(matches!(validated(&gone), Ok(None)));
     }
 
     #[test]

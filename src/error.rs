@@ -238,8 +238,9 @@ pub enum Error {
         /// Bytes free in `/dev/shm` when it failed, if known.
         available: Option<u64>,
     },
-    /// An operating-system call failed.
-    #[error("{op} failed for stream '{name}': {source}")]
+    /// An operating-system call failed. The process or the system out of file descriptors
+    /// (`EMFILE`, `ENFILE`) or memory (`ENOMEM`) is said with the remedy.
+    #[error("{op} failed for stream '{name}': {source}{}", exhaustion_remedy(.source))]
     Io {
         /// The stream.
         name: String,
@@ -292,6 +293,29 @@ fn known_hint(known: &[String]) -> String {
         0 => String::new(),
         n if n <= 8 => format!(" (streams: {})", known.join(", ")),
         n => format!(" (streams: {}, and {} more)", known[..8].join(", "), n - 8),
+    }
+}
+
+/// Whether `e` is the process or the system out of a resource (descriptors: `EMFILE`,
+/// `ENFILE`; memory: `ENOMEM`): a transient failure, which proves nothing about the file it
+/// was opening (that it is not a stream's, that a stream's part is unusable).
+pub(crate) fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// What to do about an [`out_of_resources`] error ("" for any other).
+fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => ": close some files or raise `ulimit -n`, then retry",
+        Some(libc::ENFILE) => {
+            ": the system's open-file table is full: close some files (or raise \
+             fs.file-max), then retry"
+        }
+        Some(libc::ENOMEM) => ": free some memory, then retry",
+        _ => "",
     }
 }
 
@@ -428,6 +452,38 @@ mod tests {
         let other = std::io::Error::from_raw_os_error(libc::EACCES);
         let e = Error::creating("cam0", "creating a shared-memory segment", 4096, other);
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    }
+
+    /// Out of descriptors or memory, an OS error says what to do; others read as before.
+    #[test]
+    fn an_io_error_out_of_resources_says_the_remedy() {
+        let io = |errno| {
+            Error::io(
+                "ps_x_meta",
+                "opening",
+                std::io::Error::from_raw_os_error(errno),
+            )
+        };
+        let text = io(libc::EMFILE).to_string();
+        assert!(
+            text.starts_with("opening failed for stream 'ps_x_meta': Too many open files")
+                && text.ends_with("close some files or raise `ulimit -n`, then retry"),
+            "{text}"
+        );
+        assert!(io(libc::ENFILE).to_string().contains("fs.file-max"));
+        assert!(
+            io(libc::ENOMEM)
+                .to_string()
+                .ends_with("free some memory, then retry")
+        );
+        let text = io(libc::EACCES).to_string();
+        assert!(text.ends_with("Permission denied (os error 13)"), "{text}");
+        assert!(out_of_resources(&std::io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        assert!(!out_of_resources(&std::io::Error::from_raw_os_error(
+            libc::ENOENT
+        )));
     }
 
     #[test]

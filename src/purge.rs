@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{StreamStat, scan, unlink_named_generation, validated};
+use crate::catalog::{StreamStat, exhausted, scan, unlink_named_generation, validated};
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::lock::LockFile;
@@ -92,7 +92,13 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
             continue;
         }
         // Before the unlink: its ring's depth and GPU record go with it.
-        let stat = StreamStat::from_header(&h);
+        let stat = match StreamStat::from_header(&h) {
+            Ok(stat) => stat,
+            Err(e) => {
+                report.failed.push(e);
+                continue;
+            }
+        };
         if !opts.dry_run {
             match unlink_scanned(&h) {
                 Ok(true) => {}
@@ -132,7 +138,7 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
             // another lock directory (`PYSHMEM_LOCK_DIR`, a private `$TMPDIR`) holds a lock
             // this purge does not see; a live process that took a dead creator's pid keeps
             // its objects until it is gone.
-            let dead = || !sys::process_running(pid);
+            let dead = || Ok(!sys::process_running(pid));
             match remove_unowned(id, dry_run, dead, || segment::unlink(&file)) {
                 Ok(true) => report.abandoned.push(file),
                 Ok(false) => {}
@@ -148,11 +154,11 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
             continue;
         };
         let unowned = || {
-            !has_stream(id)
+            Ok(!has_stream(id)
                 || match part {
-                    "_hist" => ring_of_another_generation(id),
-                    _ => gpu_record_of_another_generation(id),
-                }
+                    "_hist" => ring_of_another_generation(id)?,
+                    _ => gpu_record_of_another_generation(id)?,
+                })
         };
         let removed = remove_unowned(id, dry_run, unowned, || segment::unlink(&file));
         match removed {
@@ -177,7 +183,7 @@ fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         else {
             continue;
         };
-        let unowned = || !has_segments(id);
+        let unowned = || Ok(!has_segments(id));
         let removed = remove_unowned(id, dry_run, unowned, || std::fs::remove_file(&path));
         match removed {
             Ok(true) => report.lock_files.push(path),
@@ -215,14 +221,17 @@ fn has_stream(id: &str) -> bool {
 /// generation's, which pyshmem's unlink left before the name was created again without
 /// history): compared by the instance id in the ring's header, which alone is mapped (a ring
 /// may be 64 GiB). A ring beside a `_meta` that does not validate is kept, as is one whose
-/// header cannot be read or is no ring header of this format.
-fn ring_of_another_generation(id: &str) -> bool {
-    validated(id).is_some_and(|h| {
-        matches!(
-            crate::history::of_another_generation(&h.name, h.instance_id),
-            Ok(true)
-        )
-    })
+/// header cannot be read or is no ring header of this format. An error only when the system
+/// is out of a resource ([`exhausted`]) reading the `_meta` or the ring's header.
+fn ring_of_another_generation(id: &str) -> Result<bool> {
+    let Some(h) = validated(id)? else {
+        return Ok(false);
+    };
+    match crate::history::of_another_generation(&h.name, h.instance_id) {
+        Ok(another) => Ok(another),
+        Err(e) if exhausted(&e) => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Whether the `_gpu` of payload id `id` is not the GPU record of the stream there: the
@@ -230,9 +239,10 @@ fn ring_of_another_generation(id: &str) -> bool {
 /// its header, and the name was created again without a device), or a stream of ours on the
 /// GPU whose record names another generation. A `_gpu` beside a `_meta` that does not
 /// validate is kept, as is one beside a pyshmem GPU stream (a torch IPC pickle, not read
-/// here) or one whose record cannot be read or decoded.
-fn gpu_record_of_another_generation(id: &str) -> bool {
-    validated(id).is_some_and(|h| {
+/// here) or one whose record cannot be read or decoded. An error only when the system is out
+/// of a resource ([`exhausted`]) reading the `_meta`.
+fn gpu_record_of_another_generation(id: &str) -> Result<bool> {
+    Ok(validated(id)?.is_some_and(|h| {
         if !h.gpu() {
             return true;
         }
@@ -240,7 +250,7 @@ fn gpu_record_of_another_generation(id: &str) -> bool {
             && crate::gpu::segment_bytes(&h.name)
                 .and_then(|b| crate::gpu::layout::decode(&b).ok())
                 .is_some_and(|r| r.instance_id != h.instance_id)
-    })
+    }))
 }
 
 /// Whether any segment of payload id `id` exists (a stream, or a part of one).
@@ -254,14 +264,15 @@ fn has_segments(id: &str) -> bool {
 /// name's lock once `unowned` says so again there (with `dry_run`, only says it would, taking
 /// no lock). `false` if it belongs to a stream (whose lock is then left alone), somebody
 /// holds the lock, or the thing is gone. A lock file made to take the lock belongs to no
-/// stream: the lock-file sweep, which runs last, removes it.
+/// stream: the lock-file sweep, which runs last, removes it. An error from `unowned` (the
+/// system out of a resource, which proves nothing either way) is returned.
 fn remove_unowned(
     id: &str,
     dry_run: bool,
-    unowned: impl Fn() -> bool,
+    unowned: impl Fn() -> Result<bool>,
     remove: impl FnOnce() -> io::Result<()>,
 ) -> Result<bool> {
-    let no_stream = unowned();
+    let no_stream = unowned()?;
     if !no_stream || dry_run {
         return Ok(no_stream);
     }
@@ -269,7 +280,7 @@ fn remove_unowned(
     let Some(_held) = NameLock::try_take(&lock, id)? else {
         return Ok(false);
     };
-    if !unowned() {
+    if !unowned()? {
         return Ok(false);
     }
     match remove() {
@@ -289,7 +300,9 @@ mod tests {
         let name = format!("catalog-regen-{}", std::process::id());
         let _ = unlink(&name);
         let old = Stream::create(&name, &[4], Dtype::U8).unwrap();
-        let scanned = validated(&name::segment_id(&name)).expect("the stream is listed");
+        let scanned = validated(&name::segment_id(&name))
+            .unwrap()
+            .expect("the stream is listed");
         drop(old);
         unlink(&name).unwrap();
         let new = Stream::create(&name, &[4], Dtype::U8).unwrap();
@@ -297,7 +310,9 @@ mod tests {
             !unlink_scanned(&scanned).unwrap(),
             "a stream made again since the scan was taken for the one scanned"
         );
-        let current = validated(&name::segment_id(&name)).expect("the new stream is left");
+        let current = validated(&name::segment_id(&name))
+            .unwrap()
+            .expect("the new stream is left");
         assert_eq!(current.instance_id, new.instance_id);
         assert!(unlink_scanned(&current).unwrap());
         assert!(matches!(crate::stat(&name), Err(Error::NotFound { .. })));
@@ -320,25 +335,28 @@ mod tests {
         let _ = unlink(&name);
         let cpu = Stream::create(&name, &[4], Dtype::U8).unwrap();
         std::fs::write(&gpu_path, [0u8; 256]).unwrap();
-        assert!(gpu_record_of_another_generation(&id), "beside a CPU stream");
+        assert!(
+            gpu_record_of_another_generation(&id).unwrap(),
+            "beside a CPU stream"
+        );
         drop(cpu);
         unlink(&name).unwrap();
 
         crate::gpu::tests::fake_gpu_stream(&name, false, true, layout::STATE_LIVE);
         assert!(
-            !gpu_record_of_another_generation(&id),
+            !gpu_record_of_another_generation(&id).unwrap(),
             "the stream's own record"
         );
         let mut record = layout::decode(&crate::gpu::segment_bytes(&name).unwrap()).unwrap();
         record.instance_id = [1; 16];
         std::fs::write(&gpu_path, layout::encode(&record)).unwrap();
         assert!(
-            gpu_record_of_another_generation(&id),
+            gpu_record_of_another_generation(&id).unwrap(),
             "a record of another generation"
         );
         std::fs::write(&gpu_path, [0u8; 256]).unwrap();
         assert!(
-            !gpu_record_of_another_generation(&id),
+            !gpu_record_of_another_generation(&id).unwrap(),
             "a record that does not decode"
         );
         unlink(&name).unwrap();
@@ -346,7 +364,7 @@ mod tests {
         crate::gpu::tests::fake_gpu_stream(&name, false, false, layout::STATE_LIVE);
         std::fs::write(&gpu_path, [0u8; 256]).unwrap();
         assert!(
-            !gpu_record_of_another_generation(&id),
+            !gpu_record_of_another_generation(&id).unwrap(),
             "a pyshmem GPU stream's"
         );
         unlink(&name).unwrap();

@@ -6,10 +6,12 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod preload;
 
 use std::path::{Path, PathBuf};
 
 use common::{Cleanup, unique_name};
+use preload::{SHM_EMFILE, SHM_EMFILE_LOADED, SHM_EMFILE_REFUSED, preload_lib};
 use shmstream::{Dtype, Error, Stream};
 
 fn bin() -> &'static Path {
@@ -463,4 +465,116 @@ fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
             .unwrap()
             .contains("frames of 8 bytes")
     );
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the CLI with [`SHM_EMFILE`] preloaded (refusing objects ending in `suffix`); returns
+/// (exit code, stdout, stderr), having checked that the library was loaded and refused one.
+fn run_out_of_descriptors(lib: &Path, suffix: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env("LD_PRELOAD", lib)
+        .env("SHM_EMFILE_SUFFIX", suffix)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains(SHM_EMFILE_LOADED),
+        "{args:?}: not preloaded: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{SHM_EMFILE_REFUSED}/")) && stderr.contains(suffix),
+        "{args:?}: no {suffix} was refused: {stderr}"
+    );
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("{args:?} died by a signal: {:?}\n{stderr}", out.status));
+    assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
+    (code, stdout, stderr)
+}
+
+/// The error and remedy of a process out of file descriptors.
+fn says_out_of_descriptors(stderr: &str) -> bool {
+    let emfile = std::io::Error::from_raw_os_error(libc::EMFILE).to_string();
+    stderr.contains(&emfile) && stderr.contains("close some files or raise `ulimit -n`")
+}
+
+/// A scan that runs out of file descriptors opening the streams' `_meta` segments (EMFILE,
+/// through `LD_PRELOAD`): `list`, `list --json` and `purge --dry-run` fail, saying so and
+/// what to do. Each such stream was taken for "not ours" and skipped: `list` said "no
+/// streams" (or left streams out) and `purge` "nothing to purge", exiting 0. Skipped (said
+/// on stderr) without a C compiler.
+#[test]
+fn a_scan_out_of_file_descriptors_fails_saying_so() {
+    let dir = TempDir(std::env::temp_dir().join(unique_name("hcli-emfile")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let Some(lib) = preload_lib(&dir.0, "shm_emfile", SHM_EMFILE) else {
+        return;
+    };
+    let name = unique_name("hcli-emfile");
+    let _c = Cleanup::new([&name]);
+    let _stream = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    for args in [&["list"][..], &["list", "--json"], &["purge", "--dry-run"]] {
+        let (code, stdout, stderr) = run_out_of_descriptors(&lib, "_meta", args);
+        assert_eq!(code, 1, "{args:?}: stdout: {stdout}\nstderr: {stderr}");
+        assert!(
+            says_out_of_descriptors(&stderr),
+            "{args:?}: stdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(
+            !stdout.contains("no streams") && !stdout.contains("nothing to purge"),
+            "{args:?}: {stdout}"
+        );
+    }
+    assert_eq!(shmstream::stat(&name).unwrap().shape, vec![4]);
+}
+
+/// Out of file descriptors opening a stream's history ring (EMFILE, through `LD_PRELOAD`),
+/// `stat` and `list` fail saying so and what to do. They said the ring was unusable, "so
+/// every open refuses the stream", which a retry with descriptors to spare disproves.
+/// Skipped (said on stderr) without a C compiler.
+#[test]
+fn a_history_ring_out_of_file_descriptors_is_no_ring_problem() {
+    let dir = TempDir(std::env::temp_dir().join(unique_name("hcli-emfile-ring")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let Some(lib) = preload_lib(&dir.0, "shm_emfile", SHM_EMFILE) else {
+        return;
+    };
+    let name = unique_name("hcli-emfile-ring");
+    let _c = Cleanup::new([&name]);
+    let _stream = shmstream::StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .history(4)
+        .create()
+        .unwrap();
+    for args in [
+        &["stat", &name][..],
+        &["stat", &name, "--json"],
+        &["list"],
+        &["list", "--json"],
+    ] {
+        let (code, stdout, stderr) = run_out_of_descriptors(&lib, "_hist", args);
+        assert_eq!(code, 1, "{args:?}: stdout: {stdout}\nstderr: {stderr}");
+        assert!(
+            says_out_of_descriptors(&stderr),
+            "{args:?}: stdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(
+            !stdout.contains("unusable") && !stdout.contains("history_problem"),
+            "{args:?}: {stdout}"
+        );
+    }
+    let stat = shmstream::stat(&name).unwrap();
+    assert_eq!((stat.history, stat.history_problem), (4, None));
 }

@@ -53,3 +53,51 @@ pub fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
     }
     Some(lib)
 }
+
+/// A library for `LD_PRELOAD` whose `shm_open` of any object whose name ends in `_meta` (a
+/// stream's header in `/dev/shm`), or in `$SHM_EMFILE_SUFFIX` when that is set (`_hist`: a
+/// history ring), fails with EMFILE, as it does in a process out of file descriptors, saying
+/// so on stderr ([`SHM_EMFILE_REFUSED`]); every other object opens through the real
+/// `shm_open`. `shm_open` is the call the library opens segments with (`sys::shm_open`);
+/// glibc's own `open` inside it cannot be interposed, so `open`/`openat` are left alone.
+pub const SHM_EMFILE: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+typedef int (*shm_open_fn)(const char *, int, mode_t);
+int shm_open(const char *name, int oflag, mode_t mode) {
+    const char *suffix = getenv("SHM_EMFILE_SUFFIX");
+    if (suffix == NULL || *suffix == '\0') {
+        suffix = "_meta";
+    }
+    size_t n = strlen(name), k = strlen(suffix);
+    if (n >= k && strcmp(name + n - k, suffix) == 0) {
+        static const char said[] = "shm_emfile: refused ";
+        (void)!write(2, said, sizeof said - 1);
+        (void)!write(2, name, n);
+        (void)!write(2, "\n", 1);
+        errno = EMFILE;
+        return -1;
+    }
+    shm_open_fn real = (shm_open_fn)dlsym(RTLD_NEXT, "shm_open");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(name, oflag, mode);
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "shm_emfile loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// What [`SHM_EMFILE`] writes on stderr when the loader preloads it.
+pub const SHM_EMFILE_LOADED: &str = "shm_emfile loaded";
+
+/// What [`SHM_EMFILE`] writes on stderr each time it refuses an object (its name follows).
+pub const SHM_EMFILE_REFUSED: &str = "shm_emfile: refused ";
