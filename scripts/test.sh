@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: creates .venv with pyshmem 1.4.0 + numpy if missing,
-# then runs every test with the Python peer required (SHMSTREAM_REQUIRE_PYTHON=1).
+# The whole test suite, as CI runs it: creates .venv with pyshmem 1.4.0, numpy and astropy
+# (exact versions, so a new release on PyPI cannot change what the tests run against) if it
+# is missing or holds other versions, then runs every test with the Python peer required
+# (SHMSTREAM_REQUIRE_PYTHON=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import importlib.metadata as m, numpy, astropy; assert m.version("pyshmem") == "1.4.0"' 2>/dev/null; then
+# pyshmem's lock is portalocker's: pinned too, as the lock interop tests depend on it.
+pins=(pyshmem==1.4.0 numpy==2.4.6 astropy==8.0.2 portalocker==4.4.2)
+has_pins() {
+    .venv/bin/python - "${pins[@]}" <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+for pin in sys.argv[1:]:
+    name, version = pin.split("==")
+    assert m.version(name) == version, pin
+PY
+}
+if [ ! -x .venv/bin/python ] || ! has_pins; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check 'pyshmem==1.4.0' numpy astropy
+    .venv/bin/pip install -q --disable-pip-version-check "${pins[@]}"
 fi
 export SHMSTREAM_PYTHON="$PWD/.venv/bin/python"
 export SHMSTREAM_REQUIRE_PYTHON=1
