@@ -4,7 +4,8 @@
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
 //! success, 1 on any error (usage errors included), with the reason on stderr; a closed
 //! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell), except `unlink`,
-//! which removes every name first and then exits 1.
+//! which removes every name first and then exits 1, and `record`, which finishes its files
+//! first.
 
 mod npy;
 mod record;
@@ -160,8 +161,9 @@ enum Command {
         format: record::Format,
         /// Put each file on the disk (fdatasync) as it is finished, with its entry in the
         /// directory (fsync of DIR, and of the directories created for --out, once), and fail
-        /// on the write errors a disk reports only then (NFS ENOSPC or quota, writeback EIO);
-        /// the recording then goes at the disk's write speed, not the page cache's.
+        /// on the write errors a disk reports only then (writeback EIO; without --fsync a
+        /// network file system's ENOSPC or quota errors still fail the file, when it is
+        /// closed); the recording then goes at the disk's write speed, not the page cache's.
         #[arg(long)]
         fsync: bool,
     },

@@ -150,8 +150,8 @@ pub(crate) fn fail_writes_past_file_size_limit() {
 }
 
 /// Ignores `SIGPIPE` again, for a command that must finish its work past a reader that
-/// went away (`unlink`): a write to the closed pipe then fails with EPIPE, an ordinary
-/// stdout error.
+/// went away (`unlink`, `record`): a write to the closed pipe then fails with EPIPE, an
+/// ordinary stdout error.
 pub(crate) fn fail_on_closed_pipe() {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe {

@@ -4,7 +4,8 @@
 //! with their table, exit 1), an unwritable `--out`, streams sharing file names, existing
 //! files (never overwritten), a huge `--per-file`, the warning for plain streams and the
 //! frames their recorder misses while it waits for the first one (lost; those published
-//! while it starts are not: a unit test of `record_stream`), a recording stopped by SIGHUP
+//! while it starts are not: a unit test of `record_stream`, and a recorder stopped by
+//! `LD_PRELOAD` as it creates its first file), a recording stopped by SIGHUP
 //! or SIGQUIT (files finished) and not by a SIGHUP ignored as under `nohup`, names too long
 //! for a file name, and the `STREAM` card (whole, however long, whatever its characters).
 //! Also: the summary counts the frames on file (not those a full disk dropped), no empty
@@ -14,7 +15,9 @@
 //! in flight) counted lost, frames left unread only of those still wanted, and write errors
 //! the disk reports only at `fdatasync` (and the directory's `fsync`, also of those holding
 //! the directories it creates for `--out`) with `--fsync` (injected by `LD_PRELOAD`), which
-//! is never called without it. The full disk is a
+//! is never called without it, and those a network file system reports at `close` without
+//! it (injected too). A reader of its output that went away does not kill the recorder
+//! (SIGPIPE) before its exit status. The full disk is a
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
 //! name the OS error when the disk refuses their header, and record under umask 0222.
@@ -1143,10 +1146,10 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
         s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
             .unwrap()
     };
-    // The first cube is created in the read loop, before the first read: the recorder waits
-    // for frames once it exists. Frozen there, it takes the last of five frames first.
-    let first = out.join(format!("{name}_000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    // Parked on the stream, the recorder waits for its first frame: recording has started
+    // (its first cube was there before). Frozen there, it takes the last of five frames
+    // first.
+    wait_parked_on(&mut r, &name);
     common::freeze(pid);
     (1..=5).for_each(write);
     common::thaw(pid);
@@ -1167,6 +1170,189 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
     if common::python().is_some() {
         assert_eq!(check(&out, "npy", 1), (2, 2), "frames 5 and 6");
     }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Waits until a thread of `recorder` is parked in `futex` on the header of the notify
+/// stream `name`: waiting there for a frame (as a plain stream's recorder does, with
+/// `WaitStrategy::Park`).
+fn wait_parked_on(recorder: &mut Proc, name: &str) {
+    let pid = recorder.pid();
+    wait_until(recorder, "the recorder waiting on the stream", || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+            tasks
+                .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+                .any(|tid| common::futex_parked_on_stream(pid, tid, name))
+        })
+    });
+}
+
+/// A library for `LD_PRELOAD` whose `open` and `open64` stop the whole process (SIGSTOP)
+/// before creating (`O_CREAT`) a file whose path ends in `$STOP_AT_CREATE`, saying so on
+/// stderr; every file opens as usual (the `openat` system call) once it runs again.
+const STOP_AT_CREATE: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static int opened(const char *path, int flags, va_list ap) {
+    int mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
+    const char *suffix = getenv("STOP_AT_CREATE");
+    size_t n = strlen(path), k = suffix == NULL ? 0 : strlen(suffix);
+    if (k > 0 && (flags & O_CREAT) && n >= k && strcmp(path + n - k, suffix) == 0) {
+        static const char said[] = "stop_at_create: stopped\n";
+        (void)!write(2, said, sizeof said - 1);
+        raise(SIGSTOP);
+    }
+    return (int)syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+}
+int open(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    int fd = opened(path, flags, ap);
+    va_end(ap);
+    return fd;
+}
+int open64(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    int fd = opened(path, flags, ap);
+    va_end(ap);
+    return fd;
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "stop_at_create loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// Waits until `recorder` is stopped (by a signal), leaving that to be reported again
+/// (`WNOWAIT`); fails if it exits or `LONG` passes.
+fn wait_stopped(recorder: &mut Proc) {
+    let start = Instant::now();
+    loop {
+        // SAFETY: all zeros is a valid `siginfo_t`, which `waitid` fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: waiting for our own child, into a local; `WNOWAIT` reaps nothing.
+        let rc = unsafe { libc::waitid(libc::P_PID, recorder.pid(), &mut info, flags) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: `waitid` set the fields of a child's state change, or left them zero.
+        if unsafe { info.si_pid() } != 0 {
+            assert_eq!(
+                info.si_code,
+                libc::CLD_STOPPED,
+                "the recorder ended instead of stopping:\n{}",
+                recorder.diagnostics()
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "the recorder did not stop in {LONG:?}:\n{}",
+            recorder.diagnostics()
+        );
+        // Polling a child's state, which has no wait with a timeout; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Frames a plain stream publishes while its recorder creates its first file are published
+/// before the recording starts (it starts once the recorder waits, with the file there):
+/// not lost. The recorder is stopped as it creates that file (`LD_PRELOAD`), five frames
+/// are published, and it runs on: it takes the last of them, losing none. (Counted from
+/// before the file was created, those four would be lost.) Skipped (said on stderr)
+/// without a C compiler.
+#[test]
+fn frames_published_while_a_plain_stream_recorder_creates_its_first_file_are_not_lost() {
+    let lib_dir = out_dir("rec-plain-create-lib");
+    let Some(lib) = preload_lib(&lib_dir, "stop_at_create", STOP_AT_CREATE) else {
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    };
+    let name = unique_name("rec-plain-create");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[6, 5])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .create()
+        .unwrap();
+    let out = out_dir("rec-plain-create");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "1", "--format", "npy", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("STOP_AT_CREATE", "_000000.npy");
+    common::default_stop_signals(&mut c);
+    let mut r = Proc::spawn(c);
+    wait_stopped(&mut r);
+    publish(&s, 1..=5);
+    common::thaw(r.pid() as i32);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(
+        diag.contains("stop_at_create loaded") && diag.contains("stop_at_create: stopped"),
+        "not stopped by the preloaded library: {diag}"
+    );
+    assert!(st.success(), "{diag}");
+    assert!(
+        diag.contains("1 frames in 1 file(s)") && diag.contains(", 0 lost"),
+        "{diag}"
+    );
+    let table = std::fs::read_to_string(npy_table(&out.join(format!("{name}_000000.npy"))));
+    let table = table.unwrap();
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.starts_with("5,5,")),
+        "the last frame published, frame 5: {table}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+/// A reader of the recorder's output that went away (`record ... 2>&1 | tee log`, and
+/// Ctrl-C stops `tee` too) does not kill it (SIGPIPE): its summary's write fails, and its
+/// exit status is the recording's.
+#[test]
+fn a_reader_of_its_output_that_went_away_does_not_kill_the_recorder() {
+    use std::os::unix::process::ExitStatusExt;
+    let (name, _c, s) = camera("rec-pipe", RING);
+    let out = out_dir("rec-pipe");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "1", "--format", "npy", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    common::default_stop_signals(&mut c);
+    // Killed when the test ends, also by a failure.
+    common::die_with_spawner(&mut c);
+    let mut child = c.spawn().unwrap();
+    // Both pipes closed before the recorder writes to either: a history stream's recorder
+    // writes nothing before its summary, which waits for a frame (published below).
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let start = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < LONG, "recorder still running");
+        publish(&s, 1..=1);
+        // The camera's frame period (pacing a producer, not synchronizing with the test).
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(st.signal(), None, "killed by a signal: {st:?}");
+    assert!(st.success(), "{st:?}");
+    let table = npy_table(&out.join(format!("{name}_000000.npy")));
+    assert_eq!(table_rows(&table), 1, "its file finished");
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -1478,32 +1664,131 @@ fn record_with_failing_sync(
     extra: &[&str],
     check: impl Fn(&str, ExitStatus, &str, [PathBuf; 2]),
 ) {
+    let lib = ("failing_sync", FAILING_SYNC, SYNC_LOADED);
+    record_preloaded(tag, lib, extra, check);
+}
+
+/// Records 3 frames, 2 a file, in each format with the `LD_PRELOAD` library `lib` (its
+/// name, its C source and the line its constructor writes on stderr) and `extra`
+/// arguments, the output directory in `$PRELOAD_OUT_DIR` (its canonical path, as
+/// `/proc/self/fd` shows the files in it), then `check(format, status, diagnostics, cube
+/// files)`. Skipped (said on stderr) without a C compiler.
+fn record_preloaded(
+    tag: &str,
+    (lib_name, source, loaded): (&str, &str, &str),
+    extra: &[&str],
+    check: impl Fn(&str, ExitStatus, &str, [PathBuf; 2]),
+) {
     let lib_dir = out_dir(&format!("{tag}-lib"));
-    let Some(lib) = preload_lib(&lib_dir, "failing_sync", FAILING_SYNC) else {
+    let Some(lib) = preload_lib(&lib_dir, lib_name, source) else {
         let _ = std::fs::remove_dir_all(lib_dir);
         return;
     };
     let (name, _c, s) = camera(tag, RING);
     for format in ["npy", "fits"] {
-        let out = out_dir(tag);
+        let out = std::fs::canonicalize(out_dir(tag)).unwrap();
         let mut c = Command::new(bin());
         c.args(["record", &name, "--frames", "3", "--per-file", "2"])
             .args(["--format", format])
             .args(extra)
             .arg("--out")
             .arg(&out)
-            .env("LD_PRELOAD", &lib);
+            .env("LD_PRELOAD", &lib)
+            .env("PRELOAD_OUT_DIR", &out);
         common::default_stop_signals(&mut c);
         let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
         let cubes = [0, 1].map(|i| out.join(format!("{name}_00000{i}.{format}")));
-        assert!(
-            diag.contains(SYNC_LOADED),
-            "{format}: not preloaded: {diag}"
-        );
+        assert!(diag.contains(loaded), "{format}: not preloaded: {diag}");
         check(format, st, &diag, cubes);
         let _ = std::fs::remove_dir_all(out);
     }
     let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+/// A library for `LD_PRELOAD` whose `close` fails with EDQUOT for every descriptor of a file
+/// under `$PRELOAD_OUT_DIR` (by its `/proc/self/fd` link; other descriptors, the loader's
+/// and the runtime's, close as usual), as a network file system's (NFS, CIFS, FUSE) does
+/// when the data it writes back at close exceed the quota, saying so on stderr
+/// ([`CLOSE_REFUSED`]). The descriptor is closed for real first, as Linux closes it
+/// whatever `close` returns: the error comes after the fact, and a caller that retried
+/// would close a descriptor it no longer owns.
+const FAILING_CLOSE: &str = r#"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int close(int fd) {
+    const char *dir = getenv("PRELOAD_OUT_DIR");
+    char link[40] = "/proc/self/fd/", digits[12], path[4096];
+    ssize_t n = -1;
+    if (dir != NULL && *dir != '\0' && fd >= 0) {
+        int k = 0;
+        unsigned v = (unsigned)fd;
+        do {
+            digits[k++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        size_t at = strlen(link);
+        while (k > 0) {
+            link[at++] = digits[--k];
+        }
+        link[at] = '\0';
+        n = readlink(link, path, sizeof path - 1);
+    }
+    long rc = syscall(SYS_close, fd);
+    if (rc != 0 || n < 0) {
+        return (int)rc;
+    }
+    path[n] = '\0';
+    size_t d = strlen(dir);
+    if (strncmp(path, dir, d) != 0 || path[d] != '/') {
+        return 0;
+    }
+    static const char said[] = "failing_close: refused ";
+    (void)!write(2, said, sizeof said - 1);
+    (void)!write(2, path, (size_t)n);
+    (void)!write(2, "\n", 1);
+    errno = EDQUOT;
+    return -1;
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "failing_close loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// What [`FAILING_CLOSE`] writes on stderr when the loader preloads it.
+const CLOSE_LOADED: &str = "failing_close loaded";
+
+/// What [`FAILING_CLOSE`] writes on stderr each time it fails a `close` (the path follows).
+const CLOSE_REFUSED: &str = "failing_close: refused ";
+
+/// Without `--fsync`, `close` is where a network file system reports the write errors of
+/// the data it writes back then: they fail the recording (exit 1, `FAILED`), naming each
+/// file, as a failed write does (the recording stops at the first file that failed).
+#[test]
+fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
+    let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT).to_string();
+    let lib = ("failing_close", FAILING_CLOSE, CLOSE_LOADED);
+    record_preloaded("rec-close", lib, &[], |format, st, diag, cubes| {
+        assert_eq!(st.code(), Some(1), "{format}: {diag}");
+        assert!(
+            diag.contains(CLOSE_REFUSED) && diag.contains("FAILED"),
+            "{format}: {diag}"
+        );
+        let mut files = vec![cubes[0].clone()];
+        if format == "npy" {
+            files.push(cubes[0].with_extension("frames.csv"));
+        }
+        for file in files {
+            assert!(
+                diag.contains(&format!("{}: closing it: {edquot}", file.display())),
+                "{format}: {}: {diag}",
+                file.display()
+            );
+        }
+    });
 }
 
 #[test]

@@ -24,7 +24,8 @@
 //! the cube keeps as many whole frames as fit with their table, and every write error is
 //! seen (cfitsio reports none of those it meets when it closes a file; with `--fsync` the
 //! file is put on the disk with `sync_data` before it counts as finished, so errors a disk
-//! reports late are seen too).
+//! reports late are seen too, and its `close` is checked, where a network file system
+//! reports them without `--fsync`).
 
 use std::ffi::{CString, c_void};
 use std::fs::File;
@@ -505,6 +506,7 @@ impl CubeSink for FitsCube {
         if sync {
             errors.extend(frame_file::sync(&self.path, &file).err());
         }
+        errors.extend(frame_file::close(&self.path, file).err());
         Finished::new(kept, errors)
     }
 }

@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -152,7 +153,8 @@ pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, Resul
 }
 
 /// Puts `file` (at `path`) on the disk: a write the disk refuses after accepting it (NFS
-/// ENOSPC or quota, a writeback EIO) is reported here, and nowhere else.
+/// ENOSPC or quota, a writeback EIO) is reported here (a network file system also reports
+/// its own at [`close`]; a local disk nowhere else).
 pub(crate) fn sync(path: &Path, file: &File) -> Result<(), String> {
     file.sync_data().map_err(|e| {
         format!(
@@ -160,6 +162,25 @@ pub(crate) fn sync(path: &Path, file: &File) -> Result<(), String> {
             path.display()
         )
     })
+}
+
+/// Closes `file` (at `path`), reporting its error: without `--fsync`, a network or FUSE
+/// file system (NFS, CIFS, sshfs) writes the data back at the latest then, and reports
+/// the write errors it meets there (ENOSPC, EDQUOT, EIO), which dropping a `File` ignores.
+/// Not retried: Linux releases the descriptor whatever `close` returns (EINTR included),
+/// so a second call could close a descriptor another thread just opened.
+pub(crate) fn close(path: &Path, file: File) -> Result<(), String> {
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` is the open descriptor `file` owned and gave up (`into_raw_fd`): nothing
+    // else closes or uses it, and it is closed once, here.
+    if unsafe { libc::close(fd) } == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: closing it: {}: it may not hold what was written; check the disk (space, quota, errors) and record again",
+        path.display(),
+        std::io::Error::last_os_error()
+    ))
 }
 
 /// The directory the files are created in, kept open to put its entries on the disk: a new

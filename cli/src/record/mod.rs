@@ -16,13 +16,16 @@
 //! `<name>` as [`file_stem`] makes it: the first is created when recording starts, each next
 //! one when its first frame is in hand. Streams whose files
 //! would share names, and existing files, are refused (nothing is overwritten). A full file
-//! is finished (table, header: cheap) before the next one fills, and left to the page
-//! cache; with `--fsync` it is also put on the disk (`fdatasync`, failing on the write
-//! errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
+//! is finished (table, header: cheap) before the next one fills, and closed, left to the
+//! page cache (the close failing on the write errors a network file system, NFS, CIFS or
+//! FUSE, reports then); with `--fsync` it is first put on the disk (`fdatasync`, failing on
+//! the write errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
 //! directory), on a thread of its own while the next one fills, so the recording goes at the
 //! disk's write speed; a `DIR` it creates (and each directory created above it) has its own
 //! entry put on the disk once, before recording. The summary counts the frames on file.
-//! Exit status 1 if any frame was lost or any file failed; frames already written stay
+//! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
+//! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
+//! the summary's write fails instead of killing the recorder); frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. SIGKILL
 //! (or a crash) leaves the current file (with `--fsync`, also one still being finished)
 //! unfinished: the frames already handed to the kernel are there, but a `.npy` header still
@@ -97,7 +100,9 @@ pub(crate) trait CubeSink {
     fn frames(&self) -> usize;
     /// Writes what remains (sizes, tables), with `sync` puts the file on the disk
     /// (`sync_data`, which reports the write errors a disk reports late: NFS ENOSPC or
-    /// quota, writeback EIO), and closes it. A second call finds nothing to finish (0 frames).
+    /// quota, writeback EIO), and closes it, reporting the errors `close` returns (where a
+    /// network file system reports those without `sync`). A second call finds nothing to
+    /// finish (0 frames).
     fn finish(&mut self, sync: bool) -> Finished;
 }
 
@@ -265,6 +270,10 @@ fn already_there(path: &Path) -> Box<dyn std::error::Error> {
 
 /// `shmstream record`.
 pub(crate) fn record(plan: &Plan) -> Fallible {
+    // A reader of stdout or stderr that went away (`record ... 2>&1 | tee log`, and Ctrl-C
+    // stops `tee` too) makes a write fail, not kill the recorder before its exit status:
+    // the files are finished either way, and the status says whether they hold every frame.
+    term::fail_on_closed_pipe();
     if plan.per_file == 0 {
         return Err("--per-file must be at least 1".into());
     }
@@ -481,9 +490,12 @@ fn record_stream(
         dir,
     };
     let mut taken = 0u64;
-    // Recording starts here. A plain stream's first `read_new` counts as missed every frame
-    // since it was opened (while the recorder started): its lost ones are those after this.
-    let start_count = s.count();
+    // Where recording starts: a history stream's here, just after its cursor was made (it
+    // returns every frame from there on); a plain stream's once its first file is there
+    // (below), when it starts waiting. Its first `read_new` counts as missed every frame
+    // since it was opened (while the recorder started, and the first file was created):
+    // its lost ones are those after this count.
+    let mut start_count = s.count();
     // The count of the last frame taken.
     let mut last = start_count;
     // Once `--duration` is up, the stream's count then: the frames up to it are still taken.
@@ -494,6 +506,10 @@ fn record_stream(
     let result = (|| -> Fallible {
         // The first file is there from the start.
         cubes.current()?;
+        if cursor.is_none() {
+            start_count = s.count();
+            last = start_count;
+        }
         loop {
             if plan.frames.is_some_and(|n| taken >= n) {
                 return Ok(());

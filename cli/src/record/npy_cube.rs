@@ -97,8 +97,8 @@ fn write_table(file: &File, lines: &[String]) -> (usize, Result<(), String>) {
 pub(crate) struct NpyCube {
     path: PathBuf,
     frames: Option<FrameFile>,
-    /// The sidecar table, empty until the cube is finished.
-    table: File,
+    /// The sidecar table, empty until the cube is finished (and closed with it).
+    table: Option<File>,
     dtype: Dtype,
     shape: Vec<usize>,
     header_len: usize,
@@ -133,7 +133,7 @@ impl NpyCube {
         Ok(NpyCube {
             path: path.to_owned(),
             frames: Some(FrameFile::new(path, file, h.len() as u64, frame_bytes)),
-            table,
+            table: Some(table),
             dtype,
             shape: shape.to_vec(),
             header_len: h.len(),
@@ -179,9 +179,10 @@ impl CubeSink for NpyCube {
     }
 
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
-    /// table short: the frames after its last row are dropped, and said so).
+    /// table short: the frames after its last row are dropped, and said so); closes both
+    /// files, also after an error.
     fn finish(&mut self, sync: bool) -> Finished {
-        let Some(frames) = self.frames.take() else {
+        let (Some(frames), Some(table)) = (self.frames.take(), self.table.take()) else {
             return Finished::new(0, Vec::new());
         };
         let Closed {
@@ -192,13 +193,34 @@ impl CubeSink for NpyCube {
             ..
         } = frames.close();
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        let kept = self.finish_files(&file, &table, end, whole, sync, &mut errors);
+        for (path, f) in [(self.path.clone(), file), (sidecar(&self.path), table)] {
+            errors.extend(frame_file::close(&path, f).err());
+        }
+        Finished::new(kept, errors)
+    }
+}
+
+impl NpyCube {
+    /// The work of [`CubeSink::finish`] short of closing the files: the cube `file`, whose
+    /// `whole` frames end at `end`, and its `table`. The frames kept (`errors` says why
+    /// not all).
+    fn finish_files(
+        &self,
+        file: &File,
+        table: &File,
+        end: u64,
+        whole: usize,
+        sync: bool,
+        errors: &mut Vec<String>,
+    ) -> usize {
         let failed = |e: std::io::Error| format!("{}: {e}", self.path.display());
         // First cut any part-written frame: on a full disk that frees room for the table.
         if let Err(e) = file.set_len(end) {
             errors.push(failed(e));
-            return Finished::new(0, errors);
+            return 0;
         }
-        let (rows, tabled) = write_table(&self.table, &table_lines(&self.meta[..whole]));
+        let (rows, tabled) = write_table(table, &table_lines(&self.meta[..whole]));
         if let Err(e) = tabled {
             errors.push(format!(
                 "{}: writing the frame table: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; free some space and record again",
@@ -219,14 +241,11 @@ impl CubeSink for NpyCube {
             }
         };
         if sync {
-            for (path, f) in [
-                (self.path.clone(), &file),
-                (sidecar(&self.path), &self.table),
-            ] {
+            for (path, f) in [(self.path.clone(), file), (sidecar(&self.path), table)] {
                 errors.extend(frame_file::sync(&path, f).err());
             }
         }
-        Finished::new(kept, errors)
+        kept
     }
 }
 
