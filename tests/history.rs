@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, unique_name};
 use shmstream::{Dtype, Error, LossCause, MAX_HISTORY, Stream, StreamOptions};
@@ -222,10 +222,24 @@ fn killed_writers_leave_no_torn_frame(tag: &str, len: usize) {
             .param("start", (round + 1) * 1_000_000)
             .spawn();
         w.expect_line("writing", LONG);
-        // Read a few frames of this writer, then kill it wherever it is.
-        let mut got = 0;
+        // Read a few frames of this writer, then kill it wherever it is. A reader starved of
+        // CPU (two of these tests' writers on two cores) can be lapped again and again: after
+        // a lap the cursor resumes at the oldest frame, whose slot the writer takes next. So
+        // it skips ahead to the newest frame, three appends from being overwritten
+        // (`skip_after_overrun` keeps seven eighths of the ring: all 4 slots here, no
+        // slack), and the whole wait has one deadline, which fails rather than hangs.
+        let t0 = Instant::now();
+        let (mut got, mut laps, mut lost, mut skipped) = (0, 0u64, 0u64, 0u64);
         while got < 3 {
-            match c.next_into_slice(&mut buf, Some(LONG)) {
+            let seen = || {
+                format!(
+                    "round {round}: {got} of 3 frames read in {:?}, lapped {laps} times \
+                     ({lost} frames lost, {skipped} skipped)",
+                    t0.elapsed()
+                )
+            };
+            assert!(t0.elapsed() < LONG, "{}", seen());
+            match c.next_into_slice(&mut buf, Some(LONG.saturating_sub(t0.elapsed()))) {
                 Ok(info) => {
                     assert!(info.frame_id > last_id, "round {round}: order");
                     assert!(
@@ -236,8 +250,13 @@ fn killed_writers_leave_no_torn_frame(tag: &str, len: usize) {
                     last_id = info.frame_id;
                     got += 1;
                 }
-                Err(Error::Overrun { cause, .. }) => assert_eq!(cause, LossCause::Overwritten),
-                Err(e) => panic!("round {round}: {e}"),
+                Err(Error::Overrun { lost: n, cause, .. }) => {
+                    assert_eq!(cause, LossCause::Overwritten, "{}", seen());
+                    laps += 1;
+                    lost += n;
+                    skipped += c.skip_to_recent(1);
+                }
+                Err(e) => panic!("{}: {e}", seen()),
             }
         }
         w.kill();

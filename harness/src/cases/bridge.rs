@@ -47,12 +47,13 @@
 //! under the fair scheduler: a frame's wake-up then hands the writer's core to the
 //! publishing bridge at once.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -107,10 +108,35 @@ fn bridge_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// A free loopback TCP port (the OS picks it; released just before the bridge binds it).
+/// A free loopback TCP port (the OS picks it; released just before the bridge binds it),
+/// never handed out before by this process: floor-get may not have bound the floor's port
+/// yet when ours asks for its own, and `bind(0)` may give the same port again once probed.
 fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(l.local_addr().context("reading the port")?.port())
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    port_not_given(&mut given, || {
+        let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+        Ok(l.local_addr().context("reading the port")?.port())
+    })
+}
+
+/// The first port `probe` gives that is not in `given`, added to it. Gives up after a
+/// bounded number of probes that all gave ports already handed out.
+fn port_not_given(
+    given: &mut BTreeSet<u16>,
+    mut probe: impl FnMut() -> Result<u16>,
+) -> Result<u16> {
+    const PROBES: usize = 100;
+    for _ in 0..PROBES {
+        let port = probe()?;
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!(
+        "no free loopback port in {PROBES} tries that this process had not handed out already ({} handed out)",
+        given.len()
+    )
 }
 
 /// Bridge processes, killed and reaped when dropped (they hold no state worth a clean
@@ -1102,6 +1128,35 @@ mod tests {
             .unwrap()
             .jobs(false, None)
             .remove(0)
+    }
+
+    /// A port handed out once is never handed out again, even when the OS gives it again:
+    /// the probe is asked on until it gives a new one.
+    #[test]
+    fn a_port_already_handed_out_is_never_handed_out_again() {
+        let mut given = BTreeSet::new();
+        let mut probes = [5u16, 5, 5, 6, 5, 6, 7].into_iter();
+        let mut next = || port_not_given(&mut given, || Ok(probes.next().unwrap()));
+        assert_eq!(
+            [next().unwrap(), next().unwrap(), next().unwrap()],
+            [5, 6, 7]
+        );
+        // A probe that only gives ports already handed out ends in an error, not a hang.
+        let e = port_not_given(&mut given, || Ok(6)).unwrap_err();
+        assert!(e.to_string().contains("no free loopback port"), "{e}");
+        // A probe's own error is passed on.
+        let e = port_not_given(&mut given, || Err(crate::error::Error::msg("bind failed")))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "bind failed");
+    }
+
+    /// Many loopback ports in a row, all distinct: the floor's and each of our runs' ports
+    /// never collide, though `bind(0)` may give a port again once it is released.
+    #[test]
+    fn free_port_never_hands_out_one_port_twice() {
+        // 500 ports of the kernel's ~28 000 for `bind(0)`: some may repeat without the memory.
+        let ports: Vec<u16> = (0..500).map(|_| free_port().unwrap()).collect();
+        assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), ports.len());
     }
 
     /// A process tracked as a bridge is killed by `kill_tracked` (the kill a harness
