@@ -888,14 +888,16 @@ impl Cursor<'_> {
 
     /// What a consumer slower than its producer does after an [`Error::Overrun`] of `cause`,
     /// returning the frames it skipped (lost to it too): after a lap (`Overwritten`),
-    /// [`Cursor::skip_to_recent`] with an eighth of the ring as slack; after publications
+    /// [`Cursor::skip_to_recent`] with an eighth of the ring as slack, at least one frame (a
+    /// ring under 8 deep would otherwise keep every frame, and resume at the slot the writer
+    /// overwrites next); after publications
     /// that never entered the ring (`NotRecorded`), nothing: the frames after them are
     /// still there to read.
     pub fn skip_after_overrun(&mut self, cause: LossCause) -> u64 {
         match cause {
             LossCause::Overwritten => {
                 let depth = self.ring.capacity;
-                self.skip_to_recent(depth - depth / 8)
+                self.skip_to_recent(depth - (depth / 8).max(1))
             }
             LossCause::NotRecorded => 0,
         }
@@ -1794,6 +1796,20 @@ mod tests {
         assert_eq!(
             lapped[1..],
             (15..=21).map(|n| format!("frame {n}")).collect::<Vec<_>>()
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+        // A ring under 8 deep (an eighth of it is no frame) still gets a frame of slack.
+        let (name, s) = stream("skip-small", 4, 4);
+        let mut c = s.cursor().unwrap();
+        for i in 1..=10u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        let lapped = drain_skipping(&mut c);
+        assert_eq!(lapped[0], "lost 6 Overwritten, skipped 1");
+        assert_eq!(
+            lapped[1..],
+            (8..=10).map(|n| format!("frame {n}")).collect::<Vec<_>>()
         );
         drop(s);
         crate::unlink(&name).unwrap();

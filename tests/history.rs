@@ -226,8 +226,9 @@ fn killed_writers_leave_no_torn_frame(tag: &str, len: usize) {
         // CPU (two of these tests' writers on two cores) can be lapped again and again: after
         // a lap the cursor resumes at the oldest frame, whose slot the writer takes next. So
         // it skips ahead to the newest frame, three appends from being overwritten
-        // (`skip_after_overrun` keeps seven eighths of the ring: all 4 slots here, no
-        // slack), and the whole wait has one deadline, which fails rather than hangs.
+        // (`skip_after_overrun` keeps all but an eighth of the ring, at least one frame:
+        // 3 of the 4 slots here, one of slack), and the whole wait has one deadline, which
+        // fails rather than hangs.
         let t0 = Instant::now();
         let (mut got, mut laps, mut lost, mut skipped) = (0, 0u64, 0u64, 0u64);
         while got < 3 {

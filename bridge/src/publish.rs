@@ -244,7 +244,7 @@ fn publish_stream(
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => continue,
                 Err(Error::Overrun { lost, cause, .. }) => {
-                    // Lapped: resume an eighth of the ring ahead of the oldest frame, as
+                    // Lapped: resume an eighth of the ring (at least a frame) ahead of the oldest frame, as
                     // `record` does, not at the slot the writer overwrites next.
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     losses.lost(lost + skipped);

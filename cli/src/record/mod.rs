@@ -581,7 +581,7 @@ fn record_stream(
                     }
                 }
                 Err(Error::Overrun { lost, cause, .. }) => {
-                    // Lapped: resume an eighth of the ring ahead of the oldest frame, not at
+                    // Lapped: resume an eighth of the ring (at least a frame) ahead of the oldest frame, not at
                     // the slot the writer overwrites next (a writer faster than us would
                     // overwrite every frame we read there while we read it).
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
