@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, LONG, block_on_stdin, child, child_role, param, say, unique_name};
-use shmstream::gpu::cudarc::driver::{CudaSlice, DeviceRepr};
+use shmstream::gpu::cudarc::driver::{CudaSlice, CudaViewMut, DeviceRepr};
 use shmstream::{
     Complex32, Complex64, Dtype, Element, Error, Stream, StreamOptions, WaitStrategy, f16,
 };
@@ -176,7 +176,7 @@ fn device_roundtrip<T: Val + DeviceRepr + std::fmt::Debug>(mirror: bool) {
     }
 }
 
-fn view_stream_copy<T: DeviceRepr>(buf: &mut CudaSlice<T>, host: &[T]) {
+fn view_stream_copy<T: DeviceRepr>(buf: &mut CudaViewMut<'_, T>, host: &[T]) {
     let st = shmstream::gpu::cudarc::driver::DeviceSlice::stream(buf).clone();
     st.memcpy_htod(host, buf).unwrap();
 }
@@ -383,6 +383,49 @@ fn gpu_child_entry() {
                 }
             };
             say(&format!("stopped after {got}: {err}"));
+        }
+        // This process's GPU consumer waits for frame 2; then a writable handle opened before
+        // that wait writes frame 2 from the host, its first write (its pinned staging buffer).
+        "first_write_behind_own_consumer" => {
+            let r = Stream::open(&name).unwrap();
+            let w = Stream::open(&name).unwrap();
+            w.set_default_timeout(LONG);
+            let mut dev: CudaSlice<i32> = r.cuda_stream().unwrap().alloc_zeros(r.len()).unwrap();
+            let mut c = r.gpu_consumer().unwrap();
+            assert_eq!(c.enqueue_next_into(&mut dev).unwrap(), 2);
+            say("waiting");
+            w.write_device_from_host(&vec![2i32; w.len()]).unwrap();
+            say("first write returned");
+            c.synchronize(LONG).unwrap();
+            let host = c.cuda_stream().clone_dtoh(&dev).unwrap();
+            assert!(host.iter().all(|&x| x == 2), "consumed {}", host[0]);
+            say("consumed");
+        }
+        // Drops a handle whose CUDA stream waits for a frame that never comes (its GPU
+        // consumer forgotten, so nothing releases the wait; no device buffer keeps the CUDA
+        // stream alive), then opens another stream, `other`.
+        "reopen_after_busy_drop" => {
+            let other: String = param("other");
+            let r = Stream::open(&name).unwrap();
+            let mut dev: CudaSlice<i32> = r.cuda_stream().unwrap().alloc_zeros(r.len()).unwrap();
+            let mut c = r.gpu_consumer().unwrap();
+            c.enqueue_next_into(&mut dev).unwrap(); // never written while this process lives
+            std::mem::forget(c);
+            let _ = dev.leak(); // the device memory the wait's copy targets stays allocated
+            drop(r);
+            say("dropped");
+            // Read-only: opening registers no host memory, which would wait for that stream.
+            let y = Stream::open_readonly(&other).unwrap();
+            assert!(y.gpu_attached(), "{:?}", y.gpu_publish_path());
+            say("reopened");
+            block_on_stdin();
+        }
+        // Records a stale driver error on the context (as an unrelated drop does), then
+        // asks for the publication path, probing the device after it.
+        "stale_error_probe" => {
+            let r = Stream::open_readonly(&name).unwrap();
+            stale_driver_error(&r);
+            say(&format!("path {}", shmstream::gpu::publish_path(0).path));
         }
         // Tries to become the GPU consumer (run with `SHMSTREAM_GPU_IPC_EVENT=1`).
         "event_mode_consumer" => {
@@ -1269,4 +1312,194 @@ fn gpu_a_kept_consumer_claim_is_given_up_when_its_handle_drops() {
         );
         drop(s.gpu_consumer().unwrap());
     });
+}
+
+/// Records an error on the CUDA context of `s` as a failed cudarc drop does (`record_err`):
+/// cudarc's next `bind_to_thread` or `attribute` on the context reports it, and clears it.
+fn stale_driver_error(s: &Stream) {
+    use shmstream::gpu::cudarc::driver::{DriverError, sys::CUresult};
+    s.cuda_context()
+        .unwrap()
+        .record_err::<()>(Err(DriverError(CUresult::CUDA_ERROR_UNKNOWN)));
+}
+
+/// Reads of a device view that a write guard lent, enqueued on the view's CUDA stream, are
+/// done before the guard's drop releases the lock: another writer (another handle, its own
+/// CUDA stream) does not overwrite the payload under them. Here the reads are held back (the
+/// view's stream waits behind another stream's GPU consumer) until the other writer has had
+/// time to write, or the drop released the lock for it.
+#[test]
+fn gpu_device_view_reads_finish_before_the_guard_releases_the_lock() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_device_view_reads_finish_before_the_guard_releases_the_lock") {
+        return;
+    }
+    const N: usize = KEPT_N;
+    let (name, other) = (
+        unique_name("gpu-view-drop"),
+        unique_name("gpu-view-drop-other"),
+    );
+    let _c = Cleanup::new([name.clone(), other.clone()]);
+    let s = cuda0(&name, &[N], Dtype::I32).create().unwrap();
+    s.set_default_timeout(LONG);
+    let o = cuda0(&other, &[N], Dtype::I32).create().unwrap();
+    let w = Stream::open(&name).unwrap();
+    w.set_default_timeout(LONG);
+    let h = Stream::open_readonly(&name).unwrap();
+    let q = Stream::open(&other).unwrap();
+    // The first writes and reads (their pinned staging buffers) before any wait is enqueued.
+    s.write_device_from_host(&[1i32; N]).unwrap();
+    w.write_device_from_host(&[1i32; N]).unwrap();
+    o.write_device_from_host(&[1i32; N]).unwrap();
+    let count = h.read_device_to_host(&mut [0i32; N]).unwrap().count;
+    let st = s.cuda_stream().unwrap();
+    let mut dst: CudaSlice<i32> = st.alloc_zeros(N).unwrap();
+    let mut qdev: CudaSlice<i32> = q.cuda_stream().unwrap().alloc_zeros(N).unwrap();
+    let mut qc = q.gpu_consumer().unwrap();
+    qc.enqueue_next_into(&mut qdev).unwrap(); // frame 2 of `other`, not written yet
+    let held = q.cuda_stream().unwrap().record_event(None).unwrap();
+    let g = s.lock(Some(LONG)).unwrap();
+    {
+        let view = g.device_view().unwrap();
+        view.stream().wait(&held).unwrap();
+        view.with_slice::<i32, _>(|buf| view.stream().memcpy_dtod(buf, &mut dst))
+            .unwrap()
+            .unwrap();
+    }
+    let overwritten_first = std::thread::scope(|t| {
+        let writer = t.spawn(|| w.write_device_from_host(&[2i32; N]));
+        let unblock = t.spawn(|| {
+            // The other writer's frame, if it comes while the view's read is held back (the
+            // guard's drop did not wait for it); then the read is let go either way.
+            let mut buf = [0i32; N];
+            let early =
+                h.read_device_to_host_after(count, &mut buf, Some(Duration::from_millis(500)));
+            o.write_device_from_host(&[2i32; N]).unwrap();
+            early.is_ok()
+        });
+        drop(g);
+        writer.join().unwrap().unwrap();
+        unblock.join().unwrap()
+    });
+    let got = st.clone_dtoh(&dst).unwrap();
+    assert!(
+        got.iter().all(|&x| x == 1) && !overwritten_first,
+        "the view's read got {} (another writer published while it was queued: {overwritten_first}): the guard released the lock before its view's reads were done",
+        got[0]
+    );
+    qc.synchronize(LONG).unwrap();
+    drop(held);
+}
+
+/// A writable handle's first write from the host does not wait behind a GPU consumer of the
+/// same process that waits for that very write: its pinned staging buffer is allocated when
+/// the handle is opened (allocating pinned memory, as registering it, may wait for the work in
+/// flight on the device; inside the write it did, holding the write lock, for ever).
+#[test]
+fn gpu_a_first_write_does_not_wait_behind_its_own_processs_consumer() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_a_first_write_does_not_wait_behind_its_own_processs_consumer") {
+        return;
+    }
+    let name = unique_name("gpu-first-write");
+    let _c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    s.write_device_from_host(&[1i32; KEPT_N]).unwrap();
+    let mut k = child("gpu_child_entry", "first_write_behind_own_consumer")
+        .param("name", &name)
+        .spawn();
+    k.expect_line("waiting", LONG);
+    if k.line_within(LONG).is_none() {
+        panic!(
+            "the first write waited {LONG:?} behind its own process's GPU consumer\n{}",
+            k.diagnostics()
+        );
+    }
+    k.expect_line("consumed", LONG);
+    k.wait_success(LONG);
+}
+
+/// A handle dropped while its CUDA stream still has work queued (here a wait that never
+/// passes) keeps that stream: opening another stream in the process then does not wait for
+/// the leaked work (cudarc's `new_stream` synchronizes the whole context when the context's
+/// count of its streams goes from 0 to 1, which dropping the last one did).
+#[test]
+fn gpu_opening_after_a_busy_handle_was_dropped_does_not_wait_for_its_work() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_opening_after_a_busy_handle_was_dropped_does_not_wait_for_its_work") {
+        return;
+    }
+    let (name, other) = (
+        unique_name("gpu-busy-drop"),
+        unique_name("gpu-busy-drop-other"),
+    );
+    let _c = Cleanup::new([name.clone(), other.clone()]);
+    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    let o = cuda0(&other, &[KEPT_N], Dtype::I32).create().unwrap();
+    s.write_device_from_host(&[1i32; KEPT_N]).unwrap();
+    o.write_device_from_host(&[1i32; KEPT_N]).unwrap();
+    let mut k = child("gpu_child_entry", "reopen_after_busy_drop")
+        .param("name", &name)
+        .param("other", &other)
+        .spawn();
+    // The drop waits 10 s (its settle bound) for the stream before it leaks its buffers.
+    k.expect_line("dropped", LONG);
+    if k.line_within(LONG).is_none() {
+        panic!(
+            "opening a stream waited {LONG:?} for the work a dropped handle left queued\n{}",
+            k.diagnostics()
+        );
+    }
+    k.kill();
+}
+
+/// An error a failed cudarc drop recorded on the context, reported by the next bind, is not
+/// taken for a new handle's own: the handle attaches, and decides its publication path, as
+/// without it (the first failure used to be kept for the handle's life).
+#[test]
+fn gpu_a_stale_driver_error_is_not_kept_as_a_new_handles_attachment_or_path() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_a_stale_driver_error_is_not_kept_as_a_new_handles_attachment_or_path") {
+        return;
+    }
+    let name = unique_name("gpu-stale-err");
+    let _c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    let expected = s.gpu_publish_path().unwrap();
+    stale_driver_error(&s);
+    let r = Stream::open(&name).unwrap();
+    assert!(
+        r.gpu_attached(),
+        "a stale error detached the new handle: {:?}",
+        r.read_device_to_host(&mut [0i32; KEPT_N])
+    );
+    let got = r.gpu_publish_path().unwrap();
+    assert_eq!(got.path, expected.path, "{got} (the creator's: {expected})");
+    stale_driver_error(&s);
+    r.write_device_from_host(&[4i32; KEPT_N]).unwrap();
+    let mut host = [0i32; KEPT_N];
+    s.read_device_to_host(&mut host).unwrap();
+    assert!(host.iter().all(|&x| x == 4), "got {}", host[0]);
+}
+
+/// The device probe (attributes, trial write), made once per process, is not taken from a
+/// stale error: a process whose first probe met one gets the path this one gets.
+#[test]
+fn gpu_a_stale_driver_error_is_not_kept_as_the_device_probe() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_a_stale_driver_error_is_not_kept_as_the_device_probe") {
+        return;
+    }
+    let name = unique_name("gpu-stale-probe");
+    let _c = Cleanup::new([name.clone()]);
+    let _s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    let expected = shmstream::gpu::publish_path(0);
+    let out = child("gpu_child_entry", "stale_error_probe")
+        .param("name", &name)
+        .run(LONG);
+    let line = out
+        .iter()
+        .find_map(|l| l.strip_prefix("path "))
+        .unwrap_or_else(|| panic!("no path from the child: {out:?}"));
+    assert_eq!(line, expected.path.to_string(), "this process: {expected}");
 }

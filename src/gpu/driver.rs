@@ -59,6 +59,17 @@ pub(crate) fn describe(e: DriverError) -> String {
     }
 }
 
+/// Runs a cudarc call that first reports (and clears) an error an unrelated drop recorded
+/// earlier on the context (`CudaContext::check_err`, which `bind_to_thread` and `attribute`
+/// run before their own work), retrying it once: such a stale error is not this call's, and
+/// taken for it, it would be cached for good (a probe's result, a registration, a handle's
+/// publication path or attachment). A failure of the call itself fails the retry too.
+pub(crate) fn past_stale_error<T>(
+    call: impl Fn() -> std::result::Result<T, DriverError>,
+) -> std::result::Result<T, DriverError> {
+    call().or_else(|_| call())
+}
+
 fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
     Error::Gpu {
         name: name.to_owned(),
@@ -283,17 +294,16 @@ impl Attachment {
         }
     }
 
-    /// Binds the context before a look at this handle's CUDA stream; whether it is bound.
-    /// cudarc's bind first reports (and clears) an error recorded earlier by an unrelated
-    /// drop (`check_err`), not one of this stream's: retried once.
+    /// Binds the context before a look at this handle's CUDA stream; whether it is bound
+    /// (past a stale error, [`past_stale_error`]).
     pub(crate) fn bind_for_query(&self) -> bool {
-        self.ctx.bind_to_thread().is_ok() || self.ctx.bind_to_thread().is_ok()
+        past_stale_error(|| self.ctx.bind_to_thread()).is_ok()
     }
 
-    /// Binds the context to this thread (required before raw driver calls).
+    /// Binds the context to this thread (required before raw driver calls), past a stale
+    /// error ([`past_stale_error`]).
     pub(crate) fn bind(&self, name: &str) -> Result<()> {
-        self.ctx
-            .bind_to_thread()
+        past_stale_error(|| self.ctx.bind_to_thread())
             .map_err(|e| gpu_err(name, "binding the CUDA context", e))
     }
 
@@ -377,6 +387,11 @@ impl Drop for Attachment {
             for r in [&self.seg_reg, &self.header_reg, &self.mirror_reg] {
                 r.leak();
             }
+            // The CUDA stream is kept too: dropping it would take the context's count of
+            // cudarc streams back to 0 if it was the last, and cudarc's `new_stream` runs a
+            // `cuCtxSynchronize` when that count goes from 0 to 1, so the next attach would
+            // wait for this stream's work, which may never finish.
+            std::mem::forget(Arc::clone(&self.stream));
         }
         for m in &mut self.staging {
             if let Some(p) = m.get_mut().unwrap_or_else(|p| p.into_inner()).take()
@@ -435,7 +450,7 @@ pub(crate) fn create(
     creator_pid: i64,
 ) -> Result<Attachment> {
     let ctx = context(name, device)?;
-    ctx.bind_to_thread()
+    past_stale_error(|| ctx.bind_to_thread())
         .map_err(|e| gpu_err(name, "binding the CUDA context", e))?;
     let alloc = layout::alloc_bytes(payload as u64).ok_or_else(|| Error::Gpu {
         name: name.into(),
@@ -584,7 +599,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         ));
     }
     let ctx = context(name, rec.device).map_err(|e| e.to_string())?;
-    ctx.bind_to_thread().map_err(describe)?;
+    past_stale_error(|| ctx.bind_to_thread()).map_err(describe)?;
     let key: Key = (rec.device, rec.mem_handle);
     let shared = REGISTRY.acquire(key, || -> std::result::Result<Shared, String> {
         let mh = sys::CUipcMemHandle { reserved: handle_chars(&rec.mem_handle) };
@@ -655,6 +670,30 @@ pub(crate) fn attachment_refs(a: &Attachment) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that first reports a stale error (cudarc's `check_err`, which clears it) is
+    /// retried once; a call that fails by itself fails the retry too.
+    #[test]
+    fn a_stale_driver_error_is_retried_past_once() {
+        use std::cell::Cell;
+        let stale = DriverError(sys::CUresult::CUDA_ERROR_UNKNOWN);
+        let calls = Cell::new(0);
+        let pending = Cell::new(Some(stale));
+        let bind = || {
+            calls.set(calls.get() + 1);
+            pending.take().map_or(Ok(7), Err)
+        };
+        assert_eq!(past_stale_error(bind), Ok(7));
+        assert_eq!(calls.get(), 2);
+        let own = DriverError(sys::CUresult::CUDA_ERROR_INVALID_CONTEXT);
+        calls.set(0);
+        let failing = || {
+            calls.set(calls.get() + 1);
+            Err::<(), _>(own)
+        };
+        assert_eq!(past_stale_error(failing), Err(own));
+        assert_eq!(calls.get(), 2, "retried once, not more");
+    }
 
     /// A child forked without exec tells its copy of an attachment from one of its own, so the
     /// copy's drop leaves the shared `_gpu` state alone; the parent's stays its own.

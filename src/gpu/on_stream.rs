@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use cudarc::driver::sys;
 
-use super::driver::{Attachment, describe};
+use super::driver::{Attachment, describe, past_stale_error};
 use super::layout;
 use super::probe::{self, OddSequence, PathChoice, PublishPath};
 use super::publish;
@@ -109,7 +109,7 @@ pub(crate) fn header_device_ptr(
     s: &Stream,
     a: &Attachment,
 ) -> std::result::Result<sys::CUdeviceptr, String> {
-    a.ctx.bind_to_thread().map_err(describe)?;
+    past_stale_error(|| a.ctx.bind_to_thread()).map_err(describe)?;
     // SAFETY: the header mapping outlives the attachment (`Stream` declares its GPU link
     // first, so it drops first).
     unsafe { a.header_reg.ensure(&a.ctx, sequence_ptr(s), 8) };

@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cudarc::driver::{
-    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, sys,
+    CudaContext, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+    DriverError, sys,
 };
 
 use super::GpuLink;
@@ -119,7 +120,10 @@ fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
 
 /// The device payload, borrowed for reading while the write lock is held
 /// ([`WriteGuard::device_view`]). Work that reads it must be enqueued on [`DeviceView::stream`]
-/// (or be complete) before the guard is dropped.
+/// before the guard that lent it is dropped (that drop waits for the stream, up to the
+/// handle's timeout, before it releases the lock); work on any other stream must be complete
+/// by then. A GPU consumer lends it too ([`crate::gpu::GpuConsumer::enqueue_next_with`]): there
+/// the acknowledgement enqueued after the reads keeps writers off the frame.
 #[derive(Debug)]
 pub struct DeviceView<'a> {
     ptr: sys::CUdeviceptr,
@@ -209,10 +213,28 @@ impl<'a> DeviceViewMut<'a> {
     pub fn stream(&self) -> &'a Arc<CudaStream> {
         self.view.stream
     }
-    /// Runs `f` with the payload as a mutable, borrowed `CudaSlice<T>`.
+    /// Runs `f` with the payload as a mutable view, `CudaViewMut<T>` (for cudarc APIs that
+    /// write a `DevicePtrMut`, such as `CudaStream::memcpy_htod` or cuBLAS outputs). A view,
+    /// not a `&mut CudaSlice`: nothing owned can be swapped out of it (an owned slice of the
+    /// payload would free the shared device buffer when dropped). `T` must be the stream's
+    /// dtype.
+    ///
+    /// Taking the payload out as an owned slice does not compile:
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(s: &shmstream::Stream) -> shmstream::Result<()> {
+    /// let mine = s.cuda_stream()?.alloc_zeros::<f32>(s.len()).unwrap();
+    /// s.write_device_in_place(|v| {
+    ///     let payload = v.with_slice_mut::<f32, _>(|buf| std::mem::replace(buf, mine))?;
+    ///     drop(payload); // would free the stream's device buffer
+    ///     Ok::<_, shmstream::Error>(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_slice_mut<T: Element + DeviceRepr, R>(
         &mut self,
-        f: impl FnOnce(&mut CudaSlice<T>) -> R,
+        f: impl FnOnce(&mut CudaViewMut<'_, T>) -> R,
     ) -> Result<R> {
         let v = &self.view;
         if T::DTYPE != v.dtype {
@@ -223,10 +245,12 @@ impl<'a> DeviceViewMut<'a> {
             });
         }
         // SAFETY: as in `DeviceView::with_slice`; we are inside the write bracket under the
-        // lock, so this is the only writer.
+        // lock, so this is the only writer. `f` gets only a view borrowed from `slice`, so the
+        // slice handed to `leak` is the one made here (the payload pointer), never one `f`
+        // swapped in.
         let mut slice =
             ManuallyDrop::new(unsafe { v.stream.upgrade_device_ptr::<T>(v.ptr, v.len) });
-        let r = f(&mut slice);
+        let r = f(&mut slice.as_view_mut());
         ManuallyDrop::into_inner(slice).leak();
         Ok(r)
     }
@@ -250,7 +274,8 @@ pub(crate) fn after_fill(s: &Stream, a: &Attachment, host: *mut u8) -> Result<()
     let st = a.stream.cu_stream();
     // SAFETY: `host` is the mapped host payload of `a.bytes` bytes, written by the fill under
     // the lock; `a.dptr` is the device payload of at least `a.bytes` bytes; both outlive the
-    // copy, which we wait for before returning.
+    // copy, which is waited for before returning (`host_wait`), or on the GPU-side path
+    // before the next bracket's fill (its landing wait, as for the staging buffer).
     unsafe {
         ck(s, a, "ordering after the previous write", wait_event(a, st))?;
         ck(
@@ -362,10 +387,16 @@ impl Stream {
             let st = a.stream.cu_stream();
             a.with_staging(&self.name, Staging::Write, |stage| {
                 // SAFETY: `stage` is our pinned buffer of `a.bytes == src.len()` bytes (dtype
-                // and length checked), not in use by an earlier copy (each use ends with a
-                // stream synchronize); `host`, when not null, is the host payload of the same
-                // size, written under the lock inside the bracket; `a.dptr` is the device
-                // payload. We wait for the copy before returning.
+                // and length checked), used only by this handle's writes, under the write
+                // lock. No earlier copy reads it any more: on the host-synchronized path each
+                // use ends with a stream synchronize (`host_wait`); on the GPU-side path the
+                // stream stores the previous write's even sequence after its copy, and this
+                // bracket's `on_stream::begin` waited for that to land (a failed write's
+                // abort waits for its copies instead, up to the handle's timeout: a copy
+                // still queued past it lands before this one, on the same CUDA stream, into
+                // the frame this write replaces). `host`, when not null, is the host payload
+                // of the same size, written under the lock inside the bracket; `a.dptr` is the
+                // device payload, which the copy writes before this bracket's publication.
                 unsafe {
                     std::ptr::copy_nonoverlapping(src.as_ptr(), stage, src.len());
                     ck(
@@ -411,7 +442,10 @@ impl Stream {
         }
         let st = a.stream.cu_stream();
         // SAFETY: `host`, when not null, is the host payload of `a.bytes` bytes (the mirror),
-        // written only by us under the lock inside the bracket; we wait for the copy.
+        // written only by us under the lock inside the bracket; the copy is waited for here
+        // (`host_wait`), or on the GPU-side path before the next bracket's fill (its landing
+        // wait), and CPU readers see the odd sequence until the stream stores the even one
+        // after it.
         unsafe {
             if !host.is_null() {
                 ck(
@@ -718,9 +752,12 @@ impl Stream {
 impl WriteGuard<'_> {
     /// The device payload, borrowed while this guard holds the write lock (cooperating
     /// writers are excluded, so it is stable). The handle's CUDA stream has been ordered
-    /// after the last write; enqueue reads on [`DeviceView::stream`]. Refused through the
-    /// handle that holds the stream's GPU consumer, as its reads are: work on the view would
-    /// queue behind the consumer's waits while the lock keeps their frame from being written.
+    /// after the last write; enqueue reads on [`DeviceView::stream`]. Dropping the guard then
+    /// waits for that stream (up to the handle's timeout; past it the lock is released
+    /// anyway) before it releases the lock, so reads enqueued there before the drop are done
+    /// before another writer can overwrite the payload. Refused through the handle that holds
+    /// the stream's GPU consumer, as its reads are: work on the view would queue behind the
+    /// consumer's waits while the lock keeps their frame from being written.
     pub fn device_view(&self) -> Result<DeviceView<'_>> {
         let s = self.stream();
         s.ensure_open()?;
@@ -731,6 +768,7 @@ impl WriteGuard<'_> {
         ck(s, a, "ordering after the last write", unsafe {
             wait_event(a, a.stream.cu_stream())
         })?;
+        self.lent_device_payload();
         Ok(DeviceView::of_payload(s, a))
     }
     /// [`Stream::write_device_from_host`] without re-locking.

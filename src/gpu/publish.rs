@@ -51,7 +51,7 @@ impl HostRegistration {
         let pg = page();
         let start = (ptr as usize) & !(pg - 1);
         let end = (ptr as usize + len.max(1)).div_ceil(pg) * pg;
-        ctx.bind_to_thread()?;
+        driver::past_stale_error(|| ctx.bind_to_thread())?;
         let flags = sys::CU_MEMHOSTREGISTER_PORTABLE | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
         // SAFETY: the caller keeps the pages mapped for the registration's lifetime; the range
         // is page-aligned as the driver requires.
@@ -82,7 +82,7 @@ impl HostRegistration {
 
 impl Drop for HostRegistration {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
+        if driver::past_stale_error(|| self.ctx.bind_to_thread()).is_ok() {
             // SAFETY: `base` was registered by `new` and is unregistered once, here.
             let _ = unsafe { sys::cuMemHostUnregister(self.base as *mut _) };
         }
@@ -190,7 +190,7 @@ pub(crate) unsafe fn enqueue_wait_geq_u64(
 
 fn caps(ctx: &CudaContext) -> DeviceCaps {
     use sys::CUdevice_attribute as A;
-    let q = |a| ctx.attribute(a).ok();
+    let q = |a| driver::past_stale_error(|| ctx.attribute(a)).ok();
     DeviceCaps {
         stream_mem_ops_64: q(A::CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS),
         host_register: q(A::CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED),
