@@ -825,6 +825,8 @@ mod tests {
         // The dead writer: its bracket stays open, its lock is gone.
         let _abandoned = seqlock::begin_write(&s.header);
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        // Taking the lock marked it invalid (negative), before any reader looked.
+        assert!(s.write_sequence() < 0, "{}", s.write_sequence());
         let read =
             std::thread::scope(|t| t.spawn(|| reader.read_publication::<u32>()).join().unwrap());
         assert!(matches!(read, Err(Error::Inconsistent { .. })), "{read:?}");
