@@ -175,6 +175,31 @@ fn lock_owner_pid(name: &str) -> i64 {
     i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
+/// The stream's lock stamps (owner pid, depth), straight from its `_meta` segment.
+fn lock_stamps(name: &str) -> (i64, u32) {
+    let b = meta_bytes(name);
+    let off = shmstream::format::offset::LOCK_DEPTH;
+    (
+        lock_owner_pid(name),
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap()),
+    )
+}
+
+/// Overwrites the stream's two lock stamps (as a writer killed between them leaves them).
+fn stamp_lock_fields(name: &str, pid: i64, depth: u32) {
+    use std::os::unix::fs::FileExt;
+    stamp_lock_owner(name, pid);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
+        .unwrap()
+        .write_all_at(
+            &depth.to_le_bytes(),
+            shmstream::format::offset::LOCK_DEPTH as u64,
+        )
+        .unwrap();
+}
+
 /// Overwrites an 8-byte word of the stream's `_meta` segment (as a process without the
 /// lock, or one killed mid-write, leaves it).
 fn stamp_meta(name: &str, offset: usize, value: i64) {
@@ -907,7 +932,9 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
 }
 
 /// A writer that dies between its two lock stamps (owner pid, depth) leaves a header whose
-/// lock fields disagree; the format rejects that, but the stream must still open and recover.
+/// lock fields disagree; the format rejects that, but the stream must still open and recover:
+/// `list`, `open` and `stat` each clear the leftovers when nobody holds the lock, and leave
+/// the stamps of a lock somebody holds alone.
 #[test]
 fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     let _serial = serial();
@@ -915,24 +942,20 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     let _c = Cleanup::new([&name]);
     let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
     owner.write_slice(&frame(3)).unwrap();
-    let path = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
-    use shmstream::format::offset::{LOCK_DEPTH, LOCK_OWNER_PID};
     // (owner, depth) left by a death after the first of the two stores in lock / unlock.
     for (pid, depth) in [(0i64, 1u32), (999_999_999, 0), (0, 3)] {
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&pid.to_le_bytes(), LOCK_OWNER_PID as u64)
-            .unwrap();
-        f.write_all_at(&depth.to_le_bytes(), LOCK_DEPTH as u64)
-            .unwrap();
         let ctx = format!("owner {pid} depth {depth}");
         // Listed (and so purgeable) as `open` finds it, stamps cleared.
+        stamp_lock_fields(&name, pid, depth);
         assert!(
             shmstream::list_streams().unwrap().contains(&name),
             "{ctx}: not listed"
         );
-        assert_eq!(lock_owner_pid(&name), 0, "{ctx}: after list");
-        let w = Stream::open(&name).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_eq!(lock_stamps(&name), (0, 0), "{ctx}: after list");
+        // `open` clears them itself (no `list` before it).
+        stamp_lock_fields(&name, pid, depth);
+        let w = Stream::open(&name).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+        assert_eq!(lock_stamps(&name), (0, 0), "{ctx}: after open");
         w.write_slice(&frame(4)).unwrap();
         assert_eq!(
             check(
@@ -946,9 +969,42 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
             Ok(4),
             "{ctx}"
         );
-        assert!(shmstream::stat(&name).is_ok(), "{ctx}");
-        assert_eq!(lock_owner_pid(&name), 0, "{ctx}");
+        // And so does `stat`.
+        stamp_lock_fields(&name, pid, depth);
+        let st = shmstream::stat(&name);
+        assert!(st.is_ok(), "{ctx}: stat: {st:?}");
+        assert_eq!(lock_stamps(&name), (0, 0), "{ctx}: after stat");
     }
+    // A lock somebody holds keeps its stamps, however they look: they are its holder's (one
+    // alive between its two stores is done in a moment), not a dead writer's leftovers.
+    let mut holder = child("child_entry", "lock_holder")
+        .param("name", &name)
+        .spawn();
+    holder.expect_line("locked", LONG);
+    let planted = (999_999_999, 0);
+    stamp_lock_fields(&name, planted.0, planted.1);
+    let listed = shmstream::list_streams().map(|l| l.contains(&name));
+    assert_eq!(
+        lock_stamps(&name),
+        planted,
+        "held: list ({listed:?}) cleared them"
+    );
+    let opened = Stream::open(&name).map(drop);
+    assert_eq!(
+        lock_stamps(&name),
+        planted,
+        "held: open ({opened:?}) cleared them"
+    );
+    let st = shmstream::stat(&name).map(drop);
+    assert_eq!(
+        lock_stamps(&name),
+        planted,
+        "held: stat ({st:?}) cleared them"
+    );
+    // Once its holder is dead they are leftovers again: the next open clears them.
+    holder.kill();
+    Stream::open(&name).unwrap_or_else(|e| panic!("after the holder died: open: {e}"));
+    assert_eq!(lock_stamps(&name), (0, 0), "after the holder died");
 }
 
 /// A lock file removed while its stream lives (a temporary-file cleaner ages out an old file

@@ -1147,10 +1147,161 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
 
 /// A `_meta` too short for a header (a creator killed before sizing it) holds the name:
 /// `unlink` by name removes it so the name can be created again, while a handle's own
-/// unlink never takes it (or a payload beside it) for its generation.
+/// unlink never takes it (or a payload beside it) for its generation. A `_meta` that cannot
+/// be opened for another reason (not ours: a FIFO, another user's file; the process out of
+/// descriptors) is an error for both, never taken for "no header", and nothing is removed.
 #[test]
 fn a_headerless_meta_is_removed_by_name_and_never_by_a_stale_handle() {
-    let name = unique_name("emptymeta");
+    let test = "a_headerless_meta_is_removed_by_name_and_never_by_a_stale_handle";
+    if let Some(role) = common::child_role() {
+        assert_eq!(role, "unlink_out_of_descriptors");
+        unlink_out_of_descriptors(&common::param::<String>("name"));
+        return;
+    }
+    unopenable_meta_is_an_error(Unopenable::Fifo);
+    if common::is_root() {
+        unopenable_meta_is_an_error(Unopenable::OtherUsers);
+    } else {
+        eprintln!("not root: another user's `_meta` is not planted");
+    }
+    let name = unique_name("fdless");
+    let _c = Cleanup::new([&name]);
+    let _s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let lines = common::child(test, "unlink_out_of_descriptors")
+        .param("name", &name)
+        .run(LONG);
+    let emfile = "io 'opening the metadata segment' EMFILE";
+    assert_eq!(
+        lines,
+        [
+            format!("by name: {emfile}"),
+            format!("by handle: {emfile}"),
+            "still there: true".to_owned(),
+            "with descriptors again: ok".to_owned(),
+        ]
+    );
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    headerless_meta(&unique_name("emptymeta"));
+}
+
+/// What an `unlink` gave, in a line: `ok`, `io '<op>' <errno name>`, or the error.
+fn unlink_outcome(r: shmstream::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".to_owned(),
+        Err(Error::Io { op, source, .. }) => {
+            let errno = match source.raw_os_error() {
+                Some(libc::EMFILE) => "EMFILE".to_owned(),
+                Some(libc::ENFILE) => "ENFILE".to_owned(),
+                other => format!("{other:?} ({source})"),
+            };
+            format!("io '{op}' {errno}")
+        }
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Child role: with a handle of `name` open (its lock file open too), runs out of file
+/// descriptors, then unlinks `name` by name and through the handle: the `_meta` cannot be
+/// opened, which must fail both, remove nothing, and not pass for "no header". Then frees the
+/// descriptors and unlinks through the handle.
+fn unlink_out_of_descriptors(name: &str) {
+    let s = Stream::open(name).unwrap();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit that outlives the calls. This is a child process of its
+    // own: the lowered limit affects no other test.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_cur.min(256);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let mut fillers = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => fillers.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let by_name = unlink_outcome(shmstream::unlink(name));
+    let by_handle = unlink_outcome(s.unlink());
+    let there = ["", "_meta"].iter().all(|suffix| {
+        std::fs::symlink_metadata(shm_path(&format!(
+            "{}{suffix}",
+            shmstream::name::segment_id(name)
+        )))
+        .is_ok()
+    });
+    drop(fillers);
+    common::say(&format!("by name: {by_name}"));
+    common::say(&format!("by handle: {by_handle}"));
+    common::say(&format!("still there: {there}"));
+    common::say(&format!(
+        "with descriptors again: {}",
+        unlink_outcome(s.unlink())
+    ));
+}
+
+/// A `_meta` this process may not use.
+#[derive(Debug, Clone, Copy)]
+enum Unopenable {
+    /// A FIFO (anyone can plant one).
+    Fifo,
+    /// A regular file with the stream's header, owned by another user (root only).
+    OtherUsers,
+}
+
+/// A stream whose `_meta` is replaced by one this process may not use: `unlink` by name and
+/// through the handle fail (not found, stale or success would each take it for "no header"
+/// or for ours), and the objects stay.
+fn unopenable_meta_is_an_error(what: Unopenable) {
+    let name = unique_name("foreignmeta");
+    let _c = Cleanup::new([&name]);
+    let (meta, payload) = (
+        std::path::PathBuf::from(shm_path(&shmstream::name::meta_id(&name))),
+        std::path::PathBuf::from(shm_path(&shmstream::name::segment_id(&name))),
+    );
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let header = std::fs::read(&meta).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+    match what {
+        Unopenable::Fifo => {
+            let ok = std::process::Command::new("mkfifo")
+                .arg(&meta)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mkfifo {meta:?}");
+        }
+        Unopenable::OtherUsers => {
+            std::fs::write(&meta, &header).unwrap();
+            std::os::unix::fs::chown(&meta, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    for (how, r) in [
+        ("by name", shmstream::unlink(&name)),
+        ("by handle", s.unlink()),
+    ] {
+        assert!(
+            matches!(r, Err(Error::Untrusted { .. })),
+            "{what:?} `_meta`, unlink {how}: {r:?}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&meta).is_ok() && payload.exists(),
+            "{what:?} `_meta`, unlink {how} removed parts"
+        );
+    }
+    std::fs::remove_file(&meta).unwrap();
+    std::fs::remove_file(&payload).unwrap();
+    drop(s);
+}
+
+fn headerless_meta(name: &str) {
+    let name = name.to_owned();
     let _c = Cleanup::new([&name]);
     let (meta, payload) = (
         std::path::PathBuf::from(shm_path(&shmstream::name::meta_id(&name))),

@@ -594,7 +594,24 @@ fn open_racing_create_and_unlink_sees_the_stream_or_not_found() {
     );
 }
 
-fn wait_sees_unlink(notify: bool, unlink: impl FnOnce(&str)) {
+/// How a reader waits for a frame that never comes.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    ReadNew(Option<Duration>),
+    ReadAfter(Option<Duration>),
+    Count(Option<Duration>),
+}
+
+/// Each wait the row names, with a timeout (20 s, far past the bound) and without.
+const WAITS: [Wait; 5] = [
+    Wait::ReadNew(Some(Duration::from_secs(20))),
+    Wait::ReadNew(None),
+    Wait::ReadAfter(Some(Duration::from_secs(20))),
+    Wait::Count(Some(Duration::from_secs(20))),
+    Wait::Count(None),
+];
+
+fn wait_sees_unlink(notify: bool, wait: Wait, unlink: impl FnOnce(&str)) {
     let name = unique_name(if notify { "unl-n" } else { "unl-p" });
     let _c = Cleanup::new([&name]);
     let w = StreamOptions::new(&name)
@@ -606,53 +623,169 @@ fn wait_sees_unlink(notify: bool, unlink: impl FnOnce(&str)) {
     w.write_slice(&[1u8; 4]).unwrap();
     let r = Stream::open_readonly(&name).unwrap();
     r.read::<u8>().unwrap();
-    let waiting = std::thread::spawn(move || {
-        let res = r.read_new::<u8>(Some(Duration::from_secs(20))).map(|_| ());
-        (res, Instant::now())
+    let seen = r.count();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    // Detached: a wait without timeout that never ends fails the test below instead of
+    // hanging it.
+    std::thread::spawn(move || {
+        tid_tx.send(common::gettid()).unwrap();
+        let res = match wait {
+            Wait::ReadNew(t) => r.read_new::<u8>(t).map(drop),
+            Wait::ReadAfter(t) => r.read_after::<u8>(seen, t).map(drop),
+            Wait::Count(t) => r.wait_for_count(seen, t).map(drop),
+        };
+        let _ = end_tx.send((res, Instant::now()));
     });
+    let tid = tid_rx.recv().unwrap();
+    // The unlink lands while the reader waits, not before its wait began.
+    common::wait_parked_on_stream(std::process::id(), tid as u32, &name, notify);
     unlink(&name);
     let unlinked = Instant::now();
-    let (res, returned) = waiting.join().unwrap();
+    let (res, returned) = end_rx
+        .recv_timeout(LONG)
+        .unwrap_or_else(|e| panic!("notify={notify} {wait:?}: the wait did not end ({e})"));
     // From the end of the unlink (a Python peer takes a while to start) to the waiter's return.
     let took = returned.saturating_duration_since(unlinked);
     assert!(
         matches!(res, Err(Error::Stale { .. })),
-        "notify={notify}: {res:?}"
+        "notify={notify} {wait:?}: {res:?}"
     );
     assert!(
         took < Duration::from_secs(2),
-        "notify={notify}: the waiter saw the unlink {took:?} after it"
+        "notify={notify} {wait:?}: the waiter saw the unlink {took:?} after it"
     );
     std::mem::forget(w); // its segments are gone; dropping would try to unlink again
 }
 
-/// Defect 5: a reader waiting for a new frame notices an unlink that leaves the header valid
-/// (pyshmem's: it only removes the objects), well before its 20 s timeout.
+/// Defect 5: a reader waiting for a new frame (`read_new`, `read_after`, `wait_for_count`,
+/// with a timeout or without) notices an unlink that leaves the header valid (pyshmem's: it
+/// only removes the objects), well before its 20 s timeout.
 #[test]
 fn a_waiting_reader_notices_an_unlink_that_leaves_the_header_valid() {
     for notify in [true, false] {
-        wait_sees_unlink(notify, |name| {
-            for id in [name::segment_id(name), name::meta_id(name)] {
-                std::fs::remove_file(shm(&id)).unwrap();
-            }
-        });
+        for wait in WAITS {
+            wait_sees_unlink(notify, wait, |name| {
+                for id in [name::segment_id(name), name::meta_id(name)] {
+                    std::fs::remove_file(shm(&id)).unwrap();
+                }
+            });
+        }
     }
     let Some(py) = common::python() else { return };
     for notify in [true, false] {
-        wait_sees_unlink(notify, |name| {
-            common::run_py(&py, "peer.py", &["unlink", name], LONG);
-        });
+        for wait in [WAITS[0], WAITS[4]] {
+            wait_sees_unlink(notify, wait, |name| {
+                common::run_py(&py, "peer.py", &["unlink", name], LONG);
+            });
+        }
     }
+}
+
+/// Makes this process die (SIGSYS, as a kill) at its first rename or hard link: a creator
+/// then dies with every object built under its private ids and none published, the state
+/// before the renames. Only this thread is filtered (the creator's). On the architectures
+/// whose system call numbers it knows ([`DIES_AT_RENAME`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn die_at_first_rename() {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    #[cfg(target_arch = "x86_64")]
+    let nrs = [
+        libc::SYS_renameat2,
+        libc::SYS_renameat,
+        libc::SYS_linkat,
+        libc::SYS_rename,
+        libc::SYS_link,
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let nrs = [libc::SYS_renameat2, libc::SYS_renameat, libc::SYS_linkat];
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `no_core` is a valid rlimit that outlives the call.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) }, 0);
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: usize, jf: usize| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: jt as u8,
+        jf: jf as u8,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let k = nrs.len();
+    // seccomp_data: nr at offset 0, arch at offset 4. Another arch: allowed; one of `nrs`:
+    // killed; anything else: allowed.
+    let mut prog = vec![stmt(load, 4), jeq(AUDIT_ARCH, 0, k + 1), stmt(load, 0)];
+    prog.extend(
+        nrs.iter()
+            .enumerate()
+            .map(|(i, &nr)| jeq(nr as u32, k - i, 0)),
+    );
+    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    prog.push(stmt(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_KILL_PROCESS,
+    ));
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // No new privileges: required to install a filter without CAP_SYS_ADMIN.
+    // SAFETY: plain integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `fprog` points at `prog`, a valid filter program, both alive for the call (the
+    // kernel copies it).
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn die_at_first_rename() {
+    unreachable!("no seccomp filter for this architecture");
+}
+
+/// Whether [`die_at_first_rename`] works here.
+const DIES_AT_RENAME: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// Where a creator of the test below dies.
+#[derive(Debug, Clone, Copy)]
+enum CreatorDeath {
+    /// At its first rename (deterministic: the state before the renames).
+    AtFirstRename,
+    /// SIGKILL this many ms after its first object appeared (a random point).
+    KilledAfterMs(u64),
 }
 
 /// Defect 6: a creator killed at any point of `create` (here, a 256 MiB stream) leaves
 /// nothing visible or a complete stream; `purge` removes what is left; the name can then
-/// be created again.
+/// be created again. A creator dead before the renames (one made to die at its first rename,
+/// and any random kill that landed there) leaves only its private objects, which `open`,
+/// `stat` and `list` do not see and which do not keep `create` from the name.
 #[test]
 fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
     let _purging = purging();
     if let Some(role) = child_role() {
-        assert_eq!(role, "create_big");
+        if role == "create_big_until_rename" {
+            die_at_first_rename();
+        } else {
+            assert_eq!(role, "create_big");
+        }
         let name: String = param("name");
         let s = Stream::create(&name, &[256 << 20], Dtype::U8).unwrap();
         std::mem::forget(s);
@@ -661,22 +794,68 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
         return;
     }
     let test = "a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean";
-    for (trial, extra_ms) in [0u64, 0, 3, 10, 30].into_iter().enumerate() {
+    let deaths: Vec<CreatorDeath> = [
+        CreatorDeath::AtFirstRename,
+        CreatorDeath::KilledAfterMs(0),
+        CreatorDeath::KilledAfterMs(0),
+        CreatorDeath::KilledAfterMs(3),
+        CreatorDeath::KilledAfterMs(10),
+        CreatorDeath::KilledAfterMs(30),
+    ]
+    .into_iter()
+    .filter(|d| DIES_AT_RENAME || !matches!(d, CreatorDeath::AtFirstRename))
+    .collect();
+    let mut before_renames = 0;
+    for (trial, &death) in deaths.iter().enumerate() {
         let name = unique_name(&format!("killed{trial}"));
         let _c = Cleanup::new([&name]);
         let id = name::segment_id(&name);
-        let mut p = child(test, "create_big").param("name", &name).spawn();
-        let building = format!("{id}.creating-{}", p.pid());
-        let deadline = Instant::now() + LONG;
-        while !shm(&building).exists() && p.line_within(Duration::ZERO).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the creator never started building"
-            );
-            std::thread::yield_now();
+        let role = match death {
+            CreatorDeath::AtFirstRename => "create_big_until_rename",
+            CreatorDeath::KilledAfterMs(_) => "create_big",
+        };
+        let mut p = child(test, role).param("name", &name).spawn();
+        let pid = p.pid();
+        match death {
+            CreatorDeath::AtFirstRename => {
+                use std::os::unix::process::ExitStatusExt;
+                let st = p.wait_timeout(LONG);
+                assert_eq!(
+                    st.signal(),
+                    Some(libc::SIGSYS),
+                    "trial {trial}: the creator did not die at its rename: {st}\n{}",
+                    p.diagnostics()
+                );
+            }
+            CreatorDeath::KilledAfterMs(extra_ms) => {
+                let building = format!("{id}.creating-{pid}");
+                let deadline = Instant::now() + LONG;
+                while !shm(&building).exists() && p.line_within(Duration::ZERO).is_none() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the creator never started building"
+                    );
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(extra_ms)); // a random kill point, not sync
+                p.kill();
+            }
         }
-        std::thread::sleep(Duration::from_millis(extra_ms)); // a random kill point, not sync
-        p.kill();
+        let left = entries_of(&id);
+        let unpublished = !left.is_empty() && left.iter().all(|e| e.contains(".creating-"));
+        if let CreatorDeath::AtFirstRename = death {
+            let mut built = left.clone();
+            built.sort();
+            let mut expected = vec![
+                format!("{id}.creating-{pid}"),
+                format!("{}.creating-{pid}", name::meta_id(&name)),
+            ];
+            expected.sort();
+            assert_eq!(
+                built, expected,
+                "trial {trial}: not the state before the renames"
+            );
+        }
         let stat = shmstream::stat(&name);
         let listed = shmstream::list_streams().unwrap().contains(&name);
         assert_eq!(
@@ -684,6 +863,23 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
             listed,
             "trial {trial}: stat {stat:?} vs list {listed}"
         );
+        if unpublished {
+            // Invisible to `open`, `stat` and `list`, and no obstacle to `create`.
+            before_renames += 1;
+            assert!(
+                matches!(stat, Err(Error::NotFound { .. })),
+                "trial {trial} ({left:?}): stat {stat:?}"
+            );
+            for opened in [Stream::open(&name), Stream::open_readonly(&name)] {
+                assert!(
+                    matches!(opened, Err(Error::NotFound { .. })),
+                    "trial {trial} ({left:?}): open {opened:?}"
+                );
+            }
+            let made = Stream::create(&name, &[4], Dtype::U8).map(drop);
+            assert!(made.is_ok(), "trial {trial} ({left:?}): create {made:?}");
+            shmstream::unlink(&name).unwrap();
+        }
         let report = purge_only(&name);
         assert!(
             report.failed.is_empty(),
@@ -702,6 +898,12 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
         let again = Stream::create(&name, &[4], Dtype::U8);
         assert!(again.is_ok(), "trial {trial}: {again:?}");
     }
+    eprintln!(
+        "{before_renames} of {} creators died before their renames",
+        deaths.len()
+    );
+    // The creator made to die at its rename is one at least (a random kill may land anywhere).
+    assert!(before_renames >= usize::from(DIES_AT_RENAME));
 }
 
 /// The state a creator killed between publishing `_meta` and the payload leaves (a

@@ -103,12 +103,17 @@ fn child_entry() {
                     Ok(()) => "written",
                     Err(_) => "failed",
                 };
+                let live = match g.live::<i32>().map(drop) {
+                    Err(Error::Unsupported { .. }) => "refused",
+                    Ok(()) => "lent",
+                    Err(_) => "failed",
+                };
                 drop(g);
                 let fresh = outcome(
                     Stream::open(&name).and_then(|t| t.lock(Some(Duration::ZERO)).map(drop)),
                 );
                 say(&format!(
-                    "forked: inherited {inherited}, its guard's write {write}, fresh {fresh}"
+                    "forked: inherited {inherited}, its guard's write {write}, its guard's live {live}, fresh {fresh}"
                 ));
                 // SAFETY: ends the forked child without running the parent's exit handlers.
                 unsafe { libc::_exit(0) };
@@ -120,6 +125,82 @@ fn child_entry() {
             say("holding");
             block_on_stdin();
             drop(g);
+        }
+        // Opens `name` (and locks it once), then forks without exec. The forked child locks
+        // through the inherited handle and says whose pid the header's lock owner stamp holds.
+        "fork_stamp" => {
+            let s = Stream::open(&name).unwrap();
+            drop(s.lock(Some(LONG)).unwrap());
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let g = s.lock(Some(LONG)).unwrap();
+                let owner = lock_owner_stamp(&name);
+                let me = i64::from(std::process::id());
+                let whose = if owner == me {
+                    "self".to_owned()
+                } else {
+                    format!("{owner}, not {me}")
+                };
+                drop(g);
+                say(&format!("forked: owner {whose}"));
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        }
+        // Forks without exec inside a write (the lock held, the sequence odd). The forked child
+        // waits briefly for a frame, through the inherited handle and a fresh one, and says
+        // what each wait gave and whether the sequence is still the live writer's (odd), not
+        // marked abandoned. The parent then finishes its write ([7; len]).
+        "fork_mid_write" => {
+            let s = Stream::open(&name).unwrap();
+            let g = s.lock(Some(LONG)).unwrap();
+            g.write_view(|buf: &mut [i32]| -> Result<(), Error> {
+                buf.fill(7);
+                // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+                // parent's other thread (the test harness's main thread) holds none of the
+                // locks it takes.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork failed");
+                if pid == 0 {
+                    let wait =
+                        |t: &Stream| match t.wait_for_count(0, Some(Duration::from_millis(300))) {
+                            Err(Error::Timeout { .. }) => "timed out".to_owned(),
+                            Ok(c) => format!("got count {c}"),
+                            Err(e) => format!("error {e}"),
+                        };
+                    let inherited = wait(&s);
+                    let fresh = match Stream::open_readonly(&name) {
+                        Ok(t) => wait(&t),
+                        Err(e) => format!("open error {e}"),
+                    };
+                    let seq = s.write_sequence();
+                    let seq = if seq > 0 && seq % 2 == 1 {
+                        "odd".to_owned()
+                    } else {
+                        seq.to_string()
+                    };
+                    say(&format!(
+                        "forked: inherited {inherited}, fresh {fresh}, sequence {seq}"
+                    ));
+                    // SAFETY: ends the forked child without running the parent's exit
+                    // handlers.
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                // SAFETY: waits for the child forked above; `status` outlives the call.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                Ok(())
+            })
+            .unwrap();
+            drop(g);
+            say("wrote");
         }
         // Takes the write lock and a live view, then forks without exec and lets both go. The
         // forked child writes once its parent released, drops its copy of the view (the
@@ -214,6 +295,13 @@ fn child_entry() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// The lock owner pid stamped in stream `name`'s header, straight from its `_meta` segment.
+fn lock_owner_stamp(name: &str) -> i64 {
+    let b = std::fs::read(format!("/dev/shm/{}", shmstream::name::meta_id(name))).unwrap();
+    let off = shmstream::format::offset::LOCK_OWNER_PID;
+    i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
 #[test]
@@ -497,7 +585,7 @@ fn a_child_forked_without_exec_is_excluded_by_its_parent_s_lock() {
     // inherited one the child would take the lock its parent holds.
     assert_eq!(
         p.expect_line("forked: ", LONG),
-        "inherited excluded, its guard's write refused, fresh excluded"
+        "inherited excluded, its guard's write refused, its guard's live refused, fresh excluded"
     );
     p.expect_line("holding", LONG);
     // The child's drop of its copy of the parent's guard left the parent's lock held.
@@ -508,6 +596,28 @@ fn a_child_forked_without_exec_is_excluded_by_its_parent_s_lock() {
     p.close_stdin();
     p.wait_success(LONG);
     drop(s.lock(Some(LONG)).unwrap());
+    // A child's lock is stamped with its own pid, not the parent's (cached at its open).
+    let mut p = child("child_entry", "fork_stamp")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(p.expect_line("forked: ", LONG), "owner self");
+    p.wait_success(LONG);
+    // A reader in the child does not take its parent's live write for a dead writer's: its
+    // waits time out, the generation stays the writer's, and the write then completes.
+    s.write_slice(&[1i32; 4]).unwrap();
+    let before = s.count();
+    let mut p = child("child_entry", "fork_mid_write")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(
+        p.expect_line("forked: ", LONG),
+        "inherited timed out, fresh timed out, sequence odd"
+    );
+    p.expect_line("wrote", LONG);
+    p.wait_success(LONG);
+    let got = s.read_publication::<i32>().unwrap();
+    assert_eq!(got.payload.as_slice().unwrap(), &[7; 4]);
+    assert_eq!(got.info.count, before + 1);
 }
 
 /// A live view held across a fork without exec is the parent's loan: the child's drop of its

@@ -37,24 +37,42 @@ fn mix(seq: u64, i: usize) -> u32 {
     (x ^ (x >> 31)) as u32
 }
 
-/// Frame `seq`: elements 0 and 1 hold the sequence number, the rest derive from it, and the
-/// last is the CRC-32 of all the others.
-fn fill(buf: &mut [u32], seq: u64) {
+/// The UNIX time now, as the library stamps a write's (`CLOCK_REALTIME`, seconds plus
+/// nanoseconds / 1e9: the same rounding, so an earlier instant never gives a larger value).
+/// The time checks below assume the system clock is not stepped back during the run.
+fn unix_now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    d.as_secs() as f64 + f64::from(d.subsec_nanos()) / 1e9
+}
+
+/// Frame `seq`, begun at UNIX time `begun` (taken before the write that publishes it, so
+/// that write's time is at least `begun`, and every earlier write's at most): elements 0 and
+/// 1 hold the sequence number, 2 and 3 the bits of `begun`, the rest derive from the sequence
+/// number, and the last is the CRC-32 of all the others.
+fn fill(buf: &mut [u32], seq: u64, begun: f64) {
     buf[0] = seq as u32;
     buf[1] = (seq >> 32) as u32;
-    for (i, v) in buf.iter_mut().enumerate().take(N - 1).skip(2) {
+    let t = begun.to_bits();
+    buf[2] = t as u32;
+    buf[3] = (t >> 32) as u32;
+    for (i, v) in buf.iter_mut().enumerate().take(N - 1).skip(4) {
         *v = mix(seq, i);
     }
     buf[N - 1] = crc32fast::hash(bytemuck::cast_slice(&buf[..N - 1]));
 }
 
-/// The frame's sequence number, or `None` if it is not one whole frame.
-fn verify(buf: &[u32]) -> Option<u64> {
+/// The frame's sequence number and begin time, or `None` if it is not one whole frame.
+fn verify(buf: &[u32]) -> Option<(u64, f64)> {
     if crc32fast::hash(bytemuck::cast_slice(&buf[..N - 1])) != buf[N - 1] {
         return None;
     }
     let seq = u64::from(buf[0]) | u64::from(buf[1]) << 32;
-    (2..N - 1).all(|i| buf[i] == mix(seq, i)).then_some(seq)
+    let begun = f64::from_bits(u64::from(buf[2]) | u64::from(buf[3]) << 32);
+    (4..N - 1)
+        .all(|i| buf[i] == mix(seq, i))
+        .then_some((seq, begun))
 }
 
 /// What one reader process saw.
@@ -119,7 +137,7 @@ fn child_entry() {
             say("writing");
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
-                fill(&mut buf, seq);
+                fill(&mut buf, seq, unix_now());
                 s.write_slice_frame(&buf, seq).unwrap();
             }
             say(&format!("wrote {seq}"));
@@ -132,6 +150,8 @@ fn child_entry() {
             let mut t = Tally::default();
             let mut last_count = 0;
             let mut last_seq = 0;
+            // The sequence number and write time of the previous whole frame read.
+            let mut last_frame: Option<(u64, f64)> = None;
             say("reading");
             let start = Instant::now();
             while t.reads < reads {
@@ -143,13 +163,11 @@ fn child_entry() {
                     }
                 }
                 let r = if wait_new {
-                    s.read_new_into_slice(&mut buf, Some(HANG))
-                        .map(|count| (count, None))
+                    s.read_new_into_bytes(bytemuck::cast_slice_mut(&mut buf), Some(HANG))
                 } else {
                     s.read_publication_into(&mut buf)
-                        .map(|i| (i.count, Some(i.frame_id)))
                 };
-                let (count, frame_id) = match r {
+                let info = match r {
                     Ok(x) => x,
                     Err(Error::Timeout { .. }) => {
                         t.hangs += 1;
@@ -158,13 +176,23 @@ fn child_entry() {
                     Err(e) => panic!("read failed: {e}"),
                 };
                 t.reads += 1;
-                let Some(seq) = verify(&buf) else {
+                let Some((seq, begun)) = verify(&buf) else {
                     t.torn += 1;
                     continue;
                 };
-                // The count and the frame id come from the same write as the payload (the
-                // parent wrote frame 0 as the first write, so count = seq + 1).
-                if frame_id.is_some_and(|f| f != seq) || count != seq + 1 {
+                let (count, time) = (info.count, info.write_time);
+                // The count, frame id and write time come from the same write as the payload
+                // (the parent wrote frame 0 as the first write, so count = seq + 1). The write
+                // time is stamped inside the write, so it is at least the frame's begin time
+                // (not an earlier write's), and the previous frame's is at most it (that one
+                // was not a later write's); a frame read again has the same.
+                let time_ok = time >= begun
+                    && last_frame.is_none_or(|(last_seq, last_time)| match seq.cmp(&last_seq) {
+                        std::cmp::Ordering::Greater => last_time <= begun,
+                        std::cmp::Ordering::Equal => last_time == time,
+                        std::cmp::Ordering::Less => true, // counted as backwards below
+                    });
+                if info.frame_id != seq || count != seq + 1 || !time_ok {
                     t.meta_mismatch += 1;
                 }
                 if count < last_count || (wait_new && count == last_count) {
@@ -175,6 +203,7 @@ fn child_entry() {
                 }
                 last_count = count;
                 last_seq = seq;
+                last_frame = Some((seq, time));
             }
             t.micros = start.elapsed().as_micros() as u64;
             say(&t.line());
@@ -194,7 +223,7 @@ fn run(reads: u64, deadline: Duration) -> (Tally, Tally, u64, Duration) {
         .create()
         .unwrap();
     let mut first = vec![0u32; N];
-    fill(&mut first, 0);
+    fill(&mut first, 0, unix_now());
     w.write_slice_frame(&first, 0).unwrap();
     let start = Instant::now();
     let mut writer = child("child_entry", "writer").param("name", &name).spawn();

@@ -151,6 +151,30 @@ pub fn futex_parked_on_stream(pid: u32, tid: u32, name: &str) -> bool {
     })
 }
 
+/// Whether task `tid` of process `pid` waits on stream `name`: parked in `futex` on its header
+/// (`notify`), or in a sleep (a polling wait).
+pub fn parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) -> bool {
+    if notify {
+        futex_parked_on_stream(pid, tid, name)
+    } else {
+        blocked_syscall(pid, tid)
+            .is_some_and(|(nr, _)| nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep)
+    }
+}
+
+/// Waits (yielding, up to [`LONG`]) until task `tid` of process `pid` is [`parked_on_stream`];
+/// panics otherwise.
+pub fn wait_parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) {
+    let deadline = Instant::now() + LONG;
+    while !parked_on_stream(pid, tid, name, notify) {
+        assert!(
+            Instant::now() < deadline,
+            "task {tid} of {pid} never parked on '{name}' (notify={notify})"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Whether the tests run as root (and so can switch users and chown files).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
