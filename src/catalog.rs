@@ -322,7 +322,9 @@ pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) ->
     for id in [name::gpu_id(name), name::history_id(name)] {
         let _ = segment::unlink(&id);
     }
-    if let Some(meta) = meta.as_ref() {
+    // A `_meta` without a header (a creator killed before writing it) has no handles to
+    // tell, and touching its words could fault a page in that `/dev/shm` has no room for.
+    if let Some(meta) = meta.as_ref().filter(|m| m.has_magic()) {
         // Tell every attached handle: the generation goes invalid (they report Stale, seeing
         // the object unlinked), and parked waiters wake to notice. The segments are unlinked
         // first: a reader that saw the invalid value before the unlink would report an

@@ -90,14 +90,33 @@ impl Segment {
         sys::nlink(&self.file).map(|n| n == 0).unwrap_or(false)
     }
 
-    /// A private copy of the first `n` bytes (for validation without re-reading shared memory).
+    /// A private copy of the first `n` bytes (for validation without re-reading shared memory),
+    /// read with `pread`, not through the mapping: a page never written (pyshmem sizes its
+    /// objects sparse, and a creator killed before writing leaves holes) reads as zeros
+    /// without being allocated, where a fault on the mapping would have to allocate it and,
+    /// `/dev/shm` full, dies of SIGBUS; an object cut short since it was mapped reads as
+    /// zeros past its end, where the mapping faults too. Zeros are no valid header.
     pub(crate) fn snapshot(&self, n: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
         let n = n.min(self.len());
         let mut out = vec![0u8; n];
-        // SAFETY: the mapping is at least `n` bytes and stays mapped while `self` lives;
-        // a concurrent writer can only make the copy stale, and callers validate the copy.
-        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), out.as_mut_ptr(), n) };
+        let mut done = 0;
+        while done < n {
+            match self.file.read_at(&mut out[done..], done as u64) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         out
+    }
+
+    /// Whether the object holds a written pyshmem header ([`crate::format::MAGIC`] at its
+    /// start, read as [`Segment::snapshot`] does): only then may the header's words be
+    /// touched through the mapping without a page to allocate (see `snapshot`).
+    pub(crate) fn has_magic(&self) -> bool {
+        self.snapshot(crate::format::MAGIC.len()) == crate::format::MAGIC
     }
 }
 

@@ -1324,3 +1324,94 @@ fn headerless_meta(name: &str) {
     assert!(!meta.exists());
     Stream::create(&name, &[4], Dtype::U8).unwrap();
 }
+
+/// A `_meta` that is all holes in a full `/dev/shm`, as a pyshmem creator leaves it when it
+/// dies of SIGBUS filling a payload bigger than the room left (pyshmem sizes its objects with
+/// `ftruncate` and writes the header last): a scan, a stat, an open's hint and an unlink
+/// read it without faulting a page in. They all died of SIGBUS. Root only: in a child with a
+/// mount namespace of its own and a 1 MiB tmpfs on `/dev/shm`.
+#[test]
+fn a_sparse_meta_in_a_full_dev_shm_kills_no_caller() {
+    let test = "a_sparse_meta_in_a_full_dev_shm_kills_no_caller";
+    if let Some(role) = common::child_role() {
+        if role == "full_dev_shm" {
+            full_dev_shm_with_a_sparse_meta();
+        }
+        return;
+    }
+    if !common::is_root() {
+        eprintln!("skipping: mounting a small tmpfs on /dev/shm needs root");
+        return;
+    }
+    let lines = common::child(test, "full_dev_shm").run(LONG);
+    assert!(
+        lines.iter().any(|l| l == "checked") || lines.iter().any(|l| l.starts_with("skip")),
+        "{lines:?}"
+    );
+}
+
+/// The child of [`a_sparse_meta_in_a_full_dev_shm_kills_no_caller`]: this thread's own mount
+/// namespace (`unshare` copies it for the calling thread), where `/dev/shm` is a full 1 MiB
+/// tmpfs holding a stream's payload and a `_meta` of holes.
+fn full_dev_shm_with_a_sparse_meta() {
+    use std::ffi::CString;
+    let c = |s: &str| CString::new(s).unwrap();
+    let (tmpfs, shm, root) = (c("tmpfs"), c("/dev/shm"), c("/"));
+    let size = c("size=1m,mode=1777");
+    // SAFETY: plain syscalls with NUL-terminated strings that outlive them; they change only
+    // this process's (this thread's) mount namespace.
+    let mounted = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                tmpfs.as_ptr(),
+                shm.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                size.as_ptr().cast(),
+            ) == 0
+    };
+    if !mounted {
+        common::say(&format!(
+            "skip: no tmpfs of its own here: {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let name = "sparse-meta";
+    let dir = std::path::Path::new("/dev/shm");
+    let sparse = |id: String, len: u64| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(id))
+            .unwrap();
+        f.set_len(len).unwrap();
+    };
+    sparse(shmstream::name::segment_id(name), 4096);
+    sparse(shmstream::name::meta_id(name), 512);
+    // Every page of the tmpfs taken.
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    let page = [1u8; 4096];
+    while filler.write_all(&page).is_ok() {}
+    assert!(filler.write_all(&page).is_err(), "the tmpfs is full");
+    assert_eq!(shmstream::list_streams().unwrap(), Vec::<String>::new());
+    assert!(shmstream::stat(name).is_err());
+    assert!(Stream::open(name).is_err());
+    assert!(Stream::open_readonly(name).is_err());
+    assert!(Stream::create(name, &[4], Dtype::U8).is_err());
+    assert!(matches!(
+        Stream::open("missing"),
+        Err(Error::NotFound { .. })
+    ));
+    shmstream::unlink(name).unwrap();
+    assert!(!dir.join(shmstream::name::meta_id(name)).exists());
+    common::say("checked");
+}
