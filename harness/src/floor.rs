@@ -8,11 +8,12 @@
 //!   floor `roundtrip.c`, "reused dst", plus the format's bracket).
 //! - pingpong: the C floor `pingpong_payload.c` with the flock pair: the writer takes
 //!   `flock`, bumps a bare shared sequence word to odd, copies the payload in, publishes
-//!   the even value, unlocks; the reader copies out, re-checks the word and stores an
-//!   ack word; the writer also stamps the write time, as the format does. Each wait form
-//!   waits by the same mechanism as the library's: `spin` spins; `park` (`futex`) sleeps
-//!   in `FUTEX_WAIT` at once, woken by `FUTEX_WAKE` (the C `futex rtt` floor with a
-//!   payload; the writer idles `gap_us` before each round trip, as in the case);
+//!   the even value, wakes the reader (notify forms; before the unlock, as ours), unlocks;
+//!   the reader copies out, re-checks the word and stores an ack word; the writer also
+//!   stamps the write time, as the format does. Each wait form waits by the same
+//!   mechanism as the library's: `spin` spins; `park` (`futex`) sleeps in `FUTEX_WAIT` at
+//!   once, woken by `FUTEX_WAKE` (the C `futex rtt` floor with a payload; the writer idles
+//!   `gap_us` before each round trip, as in the case);
 //!   `adaptive` spins for [`shmstream::ADAPTIVE_SPIN`], then sleeps. With
 //!   [`Job::one_way`](crate::scenario::Job::one_way) the writer records each frame's
 //!   one-way latency instead (from its publish's start or its wake's return to the
@@ -128,6 +129,9 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok(r)
 }
 
+/// The longest one park of a floor waiter lasts before it looks at its word again.
+const MAX_PARK: Duration = Duration::from_millis(50);
+
 /// A floor waiter's pauses, by the same mechanism as the library's wait of that name:
 /// spin never sleeps; adaptive spins for the library's own spin time
 /// ([`shmstream::ADAPTIVE_SPIN`]), then sleeps in `FUTEX_WAIT`; park sleeps at once. Made
@@ -135,6 +139,7 @@ pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// waits do ([`shmstream::spin::Spin`], whose breaks keep the hypervisor from stopping it),
 /// and reads the clock only at those breaks, as the library's waiter does.
 struct Pauses {
+    /// Parks (park, or adaptive once its spin ended).
     sleep: bool,
     /// Adaptive: when the spin ends.
     spin_until: Option<Instant>,
@@ -159,18 +164,32 @@ impl Pauses {
 
     /// One pause while `word` still holds `v`; `false` once the deadline has passed.
     fn pause(&mut self, word: &AtomicU32, v: u32) -> bool {
-        let read = if self.sleep {
-            futex::wait(word, v, Duration::from_millis(50));
-            Some(Instant::now())
-        } else {
-            self.spin.pause()
-        };
-        if let Some(now) = read {
-            if now > *self.deadline.get_or_insert(now + self.timeout) {
+        self.pause_by(Instant::now, |left| futex::wait(word, v, left))
+    }
+
+    /// [`Self::pause`], with the clock read and the park it makes given. A park reads the
+    /// clock before it sleeps, for what is left of the deadline, as the library's does, and
+    /// not after the wake: that read would lie between a woken waiter and its word, where
+    /// the library's waiter has none.
+    #[inline(always)]
+    fn pause_by(&mut self, now: impl FnOnce() -> Instant, park: impl FnOnce(Duration)) -> bool {
+        if self.sleep {
+            let now = now();
+            let deadline = *self.deadline.get_or_insert(now + self.timeout);
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
                 return false;
             }
-            self.sleep |= self.spin_until.is_some_and(|end| now >= end);
+            park(left.min(MAX_PARK));
+            return true;
         }
+        let Some(now) = self.spin.pause() else {
+            return true;
+        };
+        if now > *self.deadline.get_or_insert(now + self.timeout) {
+            return false;
+        }
+        self.sleep |= self.spin_until.is_some_and(|end| now >= end);
         true
     }
 }
@@ -380,12 +399,12 @@ impl Turns {
     }
 
     /// Publishes `src` through `bare` as the next frame, into its slot, and wakes the
-    /// reader (notify forms). The only writer: publication `generation` leaves the
-    /// sequence at 2·generation, which the reader waits for.
+    /// reader (notify forms) before the unlock, as ours wakes inside its bracket's lock
+    /// ([`BareStream::publish_waking`]). The only writer: publication `generation` leaves
+    /// the sequence at 2·generation, which the reader waits for.
     fn publish<T: Element>(&mut self, bare: &BareStream<'_>, src: &[T]) -> Result<()> {
         let (_, slot) = self.advance();
-        bare.publish_in(slot, src)?;
-        self.wake(bare);
+        bare.publish_waking(slot, None, src, || self.wake(bare))?;
         Ok(())
     }
 
@@ -397,8 +416,8 @@ impl Turns {
         src: &[T],
     ) -> Result<()> {
         self.generation = generation;
-        bare.publish_in_as(self.slot_of(generation), generation, src)?;
-        self.wake(bare);
+        let slot = self.slot_of(generation);
+        bare.publish_waking(slot, Some(generation), src, || self.wake(bare))?;
         Ok(())
     }
 
@@ -655,6 +674,36 @@ mod tests {
         let mut job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
         job.floor_slots = slots;
         ChildSpec::scratch(Role::FloorPingWriter, job, &format!("floor-{tag}"), 10.0)
+    }
+
+    /// A parked floor waiter reads the clock before it parks, for what is left of its
+    /// deadline, and never after the wake (as the library's park: no clock read between a
+    /// woken waiter and its look at the word); once the deadline has passed it stops
+    /// without parking.
+    #[test]
+    fn a_parked_floor_waiter_reads_the_clock_before_it_parks_not_after_the_wake() {
+        let timeout = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let events = std::cell::RefCell::new(Vec::new());
+        let mut pauses = Pauses::new(Some(Wait::Park), timeout);
+        for at in [t0, t0 + timeout - Duration::from_millis(20)] {
+            let clock = || {
+                events.borrow_mut().push("clock");
+                at
+            };
+            assert!(pauses.pause_by(clock, |left| events.borrow_mut().push(
+                if left == MAX_PARK.min(t0 + timeout - at) {
+                    "park"
+                } else {
+                    "park for the wrong time"
+                }
+            )));
+        }
+        assert_eq!(*events.borrow(), ["clock", "park", "clock", "park"]);
+        assert!(
+            !pauses.pause_by(|| t0 + timeout, |_| panic!("parked past its deadline")),
+            "a pause past the deadline went on"
+        );
     }
 
     /// Every frame reaches the reader whole, from the slot its generation names: the

@@ -148,19 +148,23 @@ impl<'a> BareStream<'a> {
 
     /// [`Self::publish`] into payload slot `slot` (the region must have it).
     pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> io::Result<()> {
-        self.publish_numbered(slot, None, src)
+        self.publish_numbered(slot, None, src, || {})
     }
 
-    /// [`Self::publish_in`] as publication `generation` (sequence `2·generation`, later
-    /// than the last): for a writer that numbers its publications by frame ids it skips
-    /// some of.
-    pub fn publish_in_as<T: Element>(
+    /// [`Self::publish_in`] as publication `generation` when one is given (sequence
+    /// `2·generation`, later than the last: for a writer that numbers its publications by
+    /// frame ids it skips some of), calling `wake` once the even sequence is stored and
+    /// before the unlock: where the library wakes its waiters, inside the write lock (its
+    /// bracket wakes, then its guard unlocks), so a floor that wakes pays no more on the way
+    /// to the wake than ours does.
+    pub fn publish_waking<T: Element>(
         &self,
         slot: usize,
-        generation: u32,
+        generation: Option<u32>,
         src: &[T],
+        wake: impl FnOnce(),
     ) -> io::Result<()> {
-        self.publish_numbered(slot, Some(generation), src)
+        self.publish_numbered(slot, generation, src, wake)
     }
 
     fn publish_numbered<T: Element>(
@@ -168,6 +172,7 @@ impl<'a> BareStream<'a> {
         slot: usize,
         generation: Option<u32>,
         src: &[T],
+        wake: impl FnOnce(),
     ) -> io::Result<()> {
         let seq = self.region.atomic_u32(SEQ);
         if let Some(lock) = &self.lock {
@@ -189,6 +194,9 @@ impl<'a> BareStream<'a> {
             Ordering::Relaxed,
         );
         seq.store(even, Ordering::Release);
+        // The wake before the unlock, as the library's: the unlock is a system call a
+        // woken reader would otherwise wait behind.
+        wake();
         if let Some(lock) = &self.lock {
             lock.unlock()?;
         }
@@ -257,5 +265,40 @@ mod tests {
         assert_eq!(dst, [2u8; 64]);
         seq.store(5, Ordering::Relaxed);
         assert!(bare.snapshot(&mut dst).is_err(), "mid-write");
+    }
+
+    /// A publication wakes once its frame is published and before it unlocks, as the
+    /// library's: at the wake, the sequence is even and a non-blocking lock of the same lock
+    /// file through another open file description finds it held; after the publication, the
+    /// same lock is free.
+    #[test]
+    fn a_publication_wakes_after_its_even_sequence_and_before_its_unlock() {
+        let name = format!("bare-wake-test-{}", std::process::id());
+        let region = ShmRegion::create(&name, region_len(64, 1)).unwrap();
+        let path = std::env::temp_dir().join(format!("{name}.lock"));
+        let bare = BareStream::new(&region, &path).unwrap();
+        // Whether another open file description takes the lock (released at once).
+        let try_lock = || {
+            let other = LockFile::open(&path, false).unwrap();
+            let took = other.try_lock().unwrap();
+            if took {
+                other.unlock().unwrap();
+            }
+            took
+        };
+        let mut at_wake = None;
+        bare.publish_waking(0, Some(3), &[1u8; 64], || {
+            at_wake = Some((bare.word().load(Ordering::Relaxed), try_lock()));
+        })
+        .unwrap();
+        let after = try_lock();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            at_wake,
+            Some((6, false)),
+            "(sequence, another took the lock) at the wake: the wake must follow the even \
+             sequence and come while the lock is held"
+        );
+        assert!(after, "the lock stayed held after the publication");
     }
 }

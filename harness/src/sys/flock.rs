@@ -45,6 +45,16 @@ impl LockFile {
         self.call(libc::LOCK_EX)
     }
 
+    /// `flock(fd, LOCK_EX | LOCK_NB)`: whether it took the lock (`false`: held through
+    /// another open file description).
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match self.call(libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `flock(fd, LOCK_UN)`.
     pub fn unlock(&self) -> io::Result<()> {
         self.call(libc::LOCK_UN)

@@ -221,8 +221,8 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
     // The cores its processes can be pinned to here: one placed elsewhere runs unpinned.
     let pinnable = place.pinnable_here();
     // The loop's seconds in `ao.runs` runs, with a pass of the floor before, between and
-    // after them, each part of the floor from its fastest pass (floor::compose), but for
-    // those timed between the loop's frames where the stages leave room (between_frames).
+    // after them, each part of the floor from its fastest pass (floor::compose) or, where
+    // faster, timed between the loop's frames where the stages leave room (between_frames).
     let runs = ao.runs.max(1);
     let mut run_job = runner::each_run(job);
     let first = floor::measure(runner, idx, job, &g, 0);
