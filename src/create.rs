@@ -34,21 +34,87 @@ pub(crate) type Built = (
     Option<crate::history::Ring>,
 );
 
-/// Fails with [`Error::AlreadyExists`] when a `_meta` or payload of `name` exists, or with
-/// [`Error::Untrusted`] when what is there is not a stream of ours. Needs
-/// no lock: [`Stream::create`](crate::Stream::create) asks before it waits for the name's
-/// lock (a writer may hold that for its whole run), and [`build`] again under it.
+/// Fails when a `_meta` or payload of `name` exists: with [`Error::Untrusted`] when what is
+/// there is not a stream of ours, else as [`why_taken`] says. Needs no lock:
+/// [`Stream::create`](crate::Stream::create) asks before it waits for the name's lock (a
+/// writer may hold that for its whole run), and [`build`] again under it.
 pub(crate) fn refuse_taken(name: &str) -> Result<()> {
     for id in [name::meta_id(name), name::segment_id(name)] {
         if let Ok(m) = std::fs::symlink_metadata(segment::path(&id)) {
             crate::trust::check_metadata(&m, &segment::path(&id))
                 .map_err(|e| Error::io(name, "creating a shared-memory segment", e))?;
-            return Err(Error::AlreadyExists {
-                name: name.to_owned(),
-            });
+            return Err(why_taken(name));
         }
     }
     Ok(())
+}
+
+/// Why `name`, whose `_meta` or payload is there, cannot be created:
+/// - the segments are another stream's whose name has the same segment id
+///   ([`catalog::collision`](crate::catalog::collision));
+/// - they are an abandoned creation, what a pyshmem creator killed before it wrote its
+///   header leaves (it makes the payload, then the `_meta`, sizes both, fills the payload
+///   and writes the header last; its `create` holds the name's lock throughout): a payload
+///   without `_meta`, or a `_meta` without a header (empty, or its magic all zero), while
+///   nobody holds the name's lock. Only `unlink` by name removes it (`purge` leaves a
+///   payload without a header alone: any file may look like one), so the error names it;
+/// - else [`Error::AlreadyExists`]: a stream, or a creation at work.
+///
+/// The `_meta` is read with `pread` ([`Segment::snapshot`]): one of holes in a full
+/// `/dev/shm` must not be faulted in.
+fn why_taken(name: &str) -> Error {
+    let headerless = match Segment::open_prefix(&name::meta_id(name), false, META_BYTES) {
+        Ok(meta) => {
+            if let Some(other) = crate::catalog::colliding_stream(name, &meta) {
+                return crate::catalog::collision(name, &other);
+            }
+            meta.snapshot(format::MAGIC.len()).iter().all(|&b| b == 0)
+        }
+        // Empty: sized after it was made.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => true,
+        // No `_meta`: the payload alone (or nothing any more).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            segment::exists(&name::segment_id(name))
+        }
+        Err(_) => false,
+    };
+    if headerless && no_creator_at_work(name) {
+        return abandoned(name);
+    }
+    Error::AlreadyExists {
+        name: name.to_owned(),
+    }
+}
+
+/// Whether nobody holds `name`'s lock, which every creator holds while it builds (ours, and
+/// pyshmem 1.4.0's, whose `create` runs under `_locked_stream_name`). No lock file at the
+/// path: nobody who locks it now is excluded by one held elsewhere, and none is made here.
+/// The caller's own hold (under [`build`]) is no creator at work: the lock is reentrant.
+fn no_creator_at_work(name: &str) -> bool {
+    let path = name::lock_path(name);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => return false,
+        Ok(_) => {}
+    }
+    let Ok(lock) = crate::lock::LockFile::attach(&path, name) else {
+        return false;
+    };
+    matches!(crate::stream::NameLock::try_take(&lock, name), Ok(Some(_)))
+}
+
+/// The error of `create` for a name an abandoned creation holds (see [`why_taken`]).
+fn abandoned(name: &str) -> Error {
+    Error::Unsupported {
+        name: name.to_owned(),
+        what: format!(
+            "the name is held by an abandoned creation (a payload without its `_meta`, or a \
+             `_meta` without a header, as a creator killed before it wrote the header leaves \
+             them; no creator holds the name's lock): remove it with `shmstream unlink {}`, \
+             then create the stream again",
+            name::shell_word(name)
+        ),
+    }
 }
 
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller

@@ -13,15 +13,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No stream of that name exists, or only its header does (see `unfinished`).
+    /// No stream of that name exists, or only part of one does (see `unfinished`).
     #[error("stream '{name}' not found: {}", not_found_advice(.name, .known, *.unfinished))]
     NotFound {
         /// The name asked for.
         name: String,
         /// Streams that do exist (for the hint; empty when `unfinished`, the name being right).
         known: Vec<String>,
-        /// Its header exists without its payload: a creation under way, or one whose creator
-        /// died. Still `NotFound`, so callers waiting for a stream to appear keep waiting.
+        /// Only part of it exists, its header without its payload or its payload without its
+        /// header: a creation under way, or one whose creator died (pyshmem makes the payload
+        /// before the `_meta`; ours publish the `_meta` first). Still `NotFound`, so callers
+        /// waiting for a stream to appear keep waiting.
         unfinished: bool,
     },
     /// A stream of that name already exists.
@@ -275,13 +277,15 @@ impl std::fmt::Display for LossCause {
 }
 
 /// An unfinished stream is waited for or removed; any other missing name is created or
-/// corrected, with the streams that do exist as a hint.
+/// corrected, with the streams that do exist as a hint. (`create` calls an unfinished name
+/// taken: "create it first" would send the caller back and forth.)
 fn not_found_advice(name: &str, known: &[String], unfinished: bool) -> String {
     if unfinished {
         return format!(
-            "its header exists without its payload (a creation under way, or one whose \
-             creator died): wait and retry, or remove it with `shmstream purge` (abandoned \
-             creations) or `shmstream unlink {}`",
+            "its creation is unfinished, its header there without its payload or its payload \
+             without its header (a creation under way, or one whose creator died): wait and \
+             retry, or remove what is left with `shmstream purge` (a header without its \
+             payload) or `shmstream unlink {}`",
             crate::name::shell_word(name)
         );
     }
@@ -422,9 +426,10 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "stream 'cam0' not found: its header exists without its payload (a creation under \
-             way, or one whose creator died): wait and retry, or remove it with `shmstream \
-             purge` (abandoned creations) or `shmstream unlink cam0`"
+            "stream 'cam0' not found: its creation is unfinished, its header there without its \
+             payload or its payload without its header (a creation under way, or one whose \
+             creator died): wait and retry, or remove what is left with `shmstream purge` (a \
+             header without its payload) or `shmstream unlink cam0`"
         );
         assert_eq!(e.stream_name(), "cam0");
         let spaced = Error::NotFound {

@@ -718,6 +718,23 @@ pub(crate) fn not_found(name: &str) -> Error {
     }
 }
 
+/// `NotFound` for a name without `_meta`: `unfinished` when its payload is there (a regular
+/// file of ours), which a pyshmem creator makes before its `_meta` and leaves when it is
+/// killed in between. `create` calls the name taken, so "create it first" would mislead.
+fn meta_not_found(name: &str) -> Error {
+    let payload = crate::segment::path(&name::segment_id(name));
+    let ours = std::fs::symlink_metadata(&payload)
+        .is_ok_and(|m| crate::trust::check_metadata(&m, &payload).is_ok());
+    match ours {
+        true => Error::NotFound {
+            name: name.to_owned(),
+            known: Vec::new(),
+            unfinished: true,
+        },
+        false => not_found(name),
+    }
+}
+
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
 /// A `_meta` shorter than a header (pyshmem sizes it after creating it) is reopened for
 /// [`DECODE_RETRY`] before it counts as corrupt.
@@ -735,7 +752,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
                 Ok(_) => {}
                 Err(e) => {
                     return Err(match e.kind() {
-                        std::io::ErrorKind::NotFound => not_found(name),
+                        std::io::ErrorKind::NotFound => meta_not_found(name),
                         std::io::ErrorKind::InvalidData => Error::CorruptHeader {
                             name: name.to_owned(),
                             rule: FormatError::TooShort(0),
@@ -759,9 +776,16 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             }
             decoded => decoded,
         };
-        let h = h.map_err(|rule| Error::CorruptHeader {
-            name: name.to_owned(),
-            rule,
+        let h = h.map_err(|rule| match rule {
+            // Another stream's header, whose name has this name's ids: not corrupt, and not
+            // this name's to unlink.
+            FormatError::NameMismatch { ref found, .. } if catalog::collides(name, found) => {
+                catalog::collision(name, found)
+            }
+            rule => Error::CorruptHeader {
+                name: name.to_owned(),
+                rule,
+            },
         })?;
         return Ok((meta, h));
     }

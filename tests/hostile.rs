@@ -1316,10 +1316,8 @@ fn headerless_meta(name: &str) {
         "a stale handle removed parts"
     );
     std::fs::remove_file(&payload).unwrap();
-    assert!(matches!(
-        Stream::create(&name, &[4], Dtype::U8),
-        Err(Error::AlreadyExists { .. })
-    ));
+    // An abandoned creation (nobody holds the name's lock): `create` names the remedy.
+    assert_abandoned(Stream::create(&name, &[4], Dtype::U8).map(drop), &name);
     shmstream::unlink(&name).unwrap();
     assert!(!meta.exists());
     Stream::create(&name, &[4], Dtype::U8).unwrap();
@@ -1406,7 +1404,8 @@ fn full_dev_shm_with_a_sparse_meta() {
     assert!(shmstream::stat(name).is_err());
     assert!(Stream::open(name).is_err());
     assert!(Stream::open_readonly(name).is_err());
-    assert!(Stream::create(name, &[4], Dtype::U8).is_err());
+    // Read as an abandoned creation's (by pread): named, with its remedy.
+    assert_abandoned(Stream::create(name, &[4], Dtype::U8).map(drop), name);
     assert!(matches!(
         Stream::open("missing"),
         Err(Error::NotFound { .. })
@@ -1414,4 +1413,301 @@ fn full_dev_shm_with_a_sparse_meta() {
     shmstream::unlink(name).unwrap();
     assert!(!dir.join(shmstream::name::meta_id(name)).exists());
     common::say("checked");
+}
+
+/// `r` is `create`'s refusal of a name an abandoned creation holds: not "already exists:
+/// open it" (which `open` answers with "not found"), but what it is and the command that
+/// removes it.
+fn assert_abandoned(r: shmstream::Result<()>, name: &str) {
+    let msg = match &r {
+        Err(e @ Error::Unsupported { .. }) => e.to_string(),
+        other => panic!("create of an abandoned creation: {other:?}"),
+    };
+    assert!(
+        msg.contains("abandoned creation")
+            && msg.ends_with(&format!(
+                "`shmstream unlink {}`, then create the stream again",
+                shmstream::name::shell_word(name)
+            )),
+        "{msg}"
+    );
+}
+
+/// `r` is `open`'s or `stat`'s answer for a name whose payload is there without its `_meta`:
+/// `NotFound` still (waiters keep waiting), `unfinished`, naming `unlink` rather than "create
+/// it first", which `create` refuses.
+fn assert_unfinished<T: std::fmt::Debug>(r: shmstream::Result<T>, name: &str) {
+    match r {
+        Err(
+            e @ Error::NotFound {
+                unfinished: true, ..
+            },
+        ) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("its payload without its header")
+                    && msg.ends_with(&format!(
+                        "`shmstream unlink {}`",
+                        shmstream::name::shell_word(name)
+                    ))
+                    && !msg.contains("create it first"),
+                "{msg}"
+            );
+        }
+        other => panic!("open/stat of a payload without `_meta`: {other:?}"),
+    }
+}
+
+/// What a pyshmem creator killed before it wrote its header leaves (it makes the payload,
+/// then the `_meta`, sizes both, fills the payload and writes the header last, all under the
+/// name's lock), made by hand: a payload without `_meta` (killed between the two), and a
+/// payload beside an all-zero `_meta` (killed filling the payload: SIGKILL, OOM, SIGBUS on a
+/// full `/dev/shm`). `create` said "already exists: open it", and `open` and `stat` of the
+/// first "not found: create it first", each sending the user to the other. Now `create`
+/// names the abandoned creation and `shmstream unlink NAME` (quoted for a shell), `open`
+/// and `stat` of the payload alone are an unfinished `NotFound` naming it too (of the zero
+/// `_meta`, a corrupt header, as before), and that unlink frees the name. While somebody
+/// holds the name's lock (a creator at work) `create` still says "already exists".
+#[test]
+fn an_abandoned_creation_is_named_with_its_remedy_by_create_open_and_stat() {
+    for payload_only in [true, false] {
+        let name = format!("{} x", unique_name("abandoned"));
+        let _c = Cleanup::new([&name]);
+        // Leaves the name's lock file and a payload.
+        drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+        let meta = shm_path(&shmstream::name::meta_id(&name));
+        std::fs::remove_file(&meta).unwrap();
+        if !payload_only {
+            std::fs::write(&meta, [0u8; META_BYTES]).unwrap();
+        }
+        let case = if payload_only {
+            "payload alone"
+        } else {
+            "zero `_meta`"
+        };
+        assert_abandoned(Stream::create(&name, &[4], Dtype::U8).map(drop), &name);
+        if payload_only {
+            assert_unfinished(Stream::open(&name), &name);
+            assert_unfinished(Stream::open_readonly(&name), &name);
+            assert_unfinished(shmstream::stat(&name), &name);
+        } else {
+            let stat = shmstream::stat(&name);
+            assert!(
+                matches!(
+                    &stat,
+                    Err(Error::CorruptHeader {
+                        rule: FormatError::BadMagic,
+                        ..
+                    })
+                ),
+                "{case}: {stat:?}"
+            );
+        }
+        assert!(
+            !shmstream::list_streams().unwrap().contains(&name),
+            "{case}"
+        );
+        // A creator at work holds the name's lock: the name is taken, as it was.
+        {
+            use std::os::fd::AsRawFd;
+            let lock = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
+            // SAFETY: flock on a descriptor this scope owns.
+            assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+            let held = Stream::create(&name, &[4], Dtype::U8).map(drop);
+            assert!(
+                matches!(held, Err(Error::AlreadyExists { .. })),
+                "{case}, lock held: {held:?}"
+            );
+        }
+        shmstream::unlink(&name).unwrap();
+        for id in [
+            shmstream::name::meta_id(&name),
+            shmstream::name::segment_id(&name),
+        ] {
+            assert!(
+                !std::path::Path::new(&shm_path(&id)).exists(),
+                "{case}: {id}"
+            );
+        }
+        let made = Stream::create(&name, &[4], Dtype::U8);
+        assert!(made.is_ok(), "{case}: {made:?}");
+    }
+}
+
+/// pyshmem 1.4.0 creators SIGKILLed at the two points of a real `create` (a payload made,
+/// its `_meta` not yet; both made and the payload filled, the header not yet written) leave
+/// what the test above makes by hand, and the same answers and remedy hold for them.
+#[test]
+fn a_pyshmem_creator_killed_before_its_header_leaves_a_name_unlink_frees() {
+    let Some(py) = common::python() else { return };
+    const KILLED: &str = r#"
+import os, signal, sys
+import numpy as np
+import pyshmem
+from pyshmem import _shared as S
+name, where = sys.argv[1], sys.argv[2]
+if where == "before_meta":
+    attach = S._attach_segment
+    def dying_attach(n, **kw):
+        if kw.get("create") and n == S._metadata_name(name):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return attach(n, **kw)
+    S._attach_segment = dying_attach
+else:
+    init = S._MetadataView.__init__
+    def dying_init(self, buf, *, initialize=False):
+        if initialize:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return init(self, buf, initialize=initialize)
+    S._MetadataView.__init__ = dying_init
+pyshmem.create(name, shape=(4,), dtype=np.uint8)
+print("@@ created", flush=True)
+"#;
+    for where_ in ["before_meta", "before_header"] {
+        use std::os::unix::process::ExitStatusExt;
+        let name = unique_name("pykilled");
+        let _c = Cleanup::new([&name]);
+        let mut cmd = std::process::Command::new(&py);
+        cmd.arg("-c").arg(KILLED).arg(&name).arg(where_);
+        let mut p = common::Proc::spawn(cmd);
+        let status = p.wait_timeout(LONG);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{where_}: {status:?}: {}",
+            p.diagnostics()
+        );
+        let (meta, payload) = (
+            std::path::PathBuf::from(shm_path(&shmstream::name::meta_id(&name))),
+            std::path::PathBuf::from(shm_path(&shmstream::name::segment_id(&name))),
+        );
+        assert!(payload.exists(), "{where_}: no payload");
+        match where_ {
+            "before_meta" => {
+                assert!(!meta.exists(), "{where_}: a `_meta`");
+                assert_unfinished(Stream::open(&name), &name);
+                assert_unfinished(shmstream::stat(&name), &name);
+            }
+            _ => {
+                let bytes = std::fs::read(&meta).unwrap();
+                assert!(
+                    bytes.len() >= META_BYTES && bytes.iter().all(|&b| b == 0),
+                    "{where_}: a `_meta` of {} bytes, not all zero",
+                    bytes.len()
+                );
+            }
+        }
+        assert_abandoned(Stream::create(&name, &[4], Dtype::U8).map(drop), &name);
+        shmstream::unlink(&name).unwrap();
+        assert!(!meta.exists() && !payload.exists(), "{where_}: left parts");
+        let made = Stream::create(&name, &[4], Dtype::U8);
+        assert!(made.is_ok(), "{where_}: {made:?}");
+    }
+}
+
+/// Two names whose 14-hex-digit segment ids collide (found offline by a rho search over
+/// SHA-1: `sha1("collide-72ece734726445")` and `sha1("collide-8fa26eeb14251b")` both start
+/// `54f22f43310e1e`) share segments and lock file. With a stream of the first, the second's
+/// `create`, `open` and `stat` said "already exists: open it" and "corrupt header (name
+/// mismatch): unlink and recreate it", and its `unlink` removed the first stream. Now each
+/// names the other stream and changes nothing; the first stream stays whole, and once it is
+/// unlinked by its own name the second can be created.
+#[test]
+fn names_whose_segment_ids_collide_never_touch_each_others_stream() {
+    let (a, b) = ("collide-72ece734726445", "collide-8fa26eeb14251b");
+    assert_eq!(
+        shmstream::name::segment_id(a),
+        shmstream::name::segment_id(b)
+    );
+    // An earlier run's leftovers (of either name) go by their own name.
+    for n in [a, b] {
+        let _ = shmstream::unlink_quiet(n);
+    }
+    let _c = Cleanup::new([a, b]);
+    let s = Stream::create(a, &[4], Dtype::U8).unwrap();
+    s.write_slice(&[1u8, 2, 3, 4]).unwrap();
+    let collision = |what: &str, r: shmstream::Result<()>| {
+        let msg = match &r {
+            Err(e @ Error::Unsupported { .. }) => e.to_string(),
+            other => panic!("{what}: {other:?}"),
+        };
+        assert!(
+            msg.starts_with(&format!("stream '{b}': "))
+                && msg.contains(&format!("stream '{a}'"))
+                && msg.contains("collide")
+                && msg.contains(&format!("`shmstream unlink {a}`"))
+                && !msg.contains("corrupt"),
+            "{what}: {msg}"
+        );
+    };
+    collision("create", Stream::create(b, &[4], Dtype::U8).map(drop));
+    collision("open", Stream::open(b).map(drop));
+    collision("open_readonly", Stream::open_readonly(b).map(drop));
+    collision("stat", shmstream::stat(b).map(drop));
+    collision("unlink", shmstream::unlink(b));
+    collision("unlink_quiet", shmstream::unlink_quiet(b).map(drop));
+    assert_eq!(shmstream::stat(a).unwrap().count, 1);
+    assert_eq!(
+        Stream::open_readonly(a)
+            .unwrap()
+            .read::<u8>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<u8>>(),
+        [1, 2, 3, 4]
+    );
+    s.write_slice(&[5u8; 4]).unwrap();
+    let listed = shmstream::list_streams().unwrap();
+    assert!(listed.iter().any(|n| n == a) && !listed.iter().any(|n| n == b));
+    drop(s);
+    shmstream::unlink(a).unwrap();
+    let second = Stream::create(b, &[4], Dtype::U8);
+    assert!(second.is_ok(), "{second:?}");
+    collision_free(a, b);
+}
+
+/// With the second name's stream there, the first name is refused the same way (the check
+/// is symmetric), and each unlink by its own name works.
+fn collision_free(a: &str, b: &str) {
+    let r = shmstream::unlink(a);
+    assert!(
+        matches!(&r, Err(Error::Unsupported { what, .. }) if what.contains(&format!("'{b}'"))),
+        "{r:?}"
+    );
+    assert!(shmstream::stat(b).is_ok());
+    shmstream::unlink(b).unwrap();
+}
+
+/// A valid header under a name's ids whose stored name hashes elsewhere (damaged, or planted)
+/// is no collision: `stat` and `open` call it corrupt, `create` the name taken, and `unlink`
+/// by name removes it, as before.
+#[test]
+fn a_stored_name_hashing_elsewhere_is_still_corrupt_and_unlinked_by_name() {
+    let (name, other) = (unique_name("mismatch"), unique_name("mismatch-other"));
+    let _c = Cleanup::new([&name, &other]);
+    plant(&name, &header(&other, Dtype::U8, &[4], 0), Some(4));
+    let stat = shmstream::stat(&name);
+    assert!(
+        matches!(
+            &stat,
+            Err(Error::CorruptHeader {
+                rule: FormatError::NameMismatch { .. },
+                ..
+            })
+        ),
+        "{stat:?}"
+    );
+    let opened = Stream::open(&name).map(drop);
+    assert!(
+        matches!(&opened, Err(Error::CorruptHeader { .. })),
+        "{opened:?}"
+    );
+    let made = Stream::create(&name, &[4], Dtype::U8).map(drop);
+    assert!(
+        matches!(&made, Err(Error::AlreadyExists { .. })),
+        "{made:?}"
+    );
+    shmstream::unlink(&name).unwrap();
+    assert!(!std::path::Path::new(&shm_path(&shmstream::name::meta_id(&name))).exists());
 }
