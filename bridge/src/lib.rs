@@ -105,7 +105,7 @@ pub(crate) fn say(name: &str, line: &str) {
 
 /// Writes a line to stderr, ignoring a failure (a full disk, a closed pipe, a terminal that
 /// hung up): the bridge carries on, as there is nowhere left to say it (`eprintln!` would
-/// panic and stop every stream). Its control characters are escaped ([`printable`]): stream
+/// panic and stop every stream). Its control characters are escaped (`printable`): stream
 /// names come from shared memory any local user can write (the library's errors list others
 /// found there) and from remote keys, and must not reach the terminal as escape sequences or
 /// break one line into several.
