@@ -90,9 +90,6 @@ pub struct WriteGuard<'a> {
     /// [`sys::forks`](crate::sys::forks) when taken: a copy a child forked without exec
     /// inherited is its parent's hold, which the child's drop leaves alone.
     forks: u64,
-    /// Whether this guard lent the device payload (`WriteGuard::device_view`, feature
-    /// `cuda`): its drop then waits for the handle's CUDA stream before it releases the lock.
-    device_lent: std::cell::Cell<bool>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -105,7 +102,6 @@ impl Stream {
         Ok(WriteGuard {
             stream: self,
             forks: crate::sys::forks(),
-            device_lent: std::cell::Cell::new(false),
             _not_send: PhantomData,
         })
     }
@@ -565,12 +561,6 @@ impl WriteGuard<'_> {
     pub fn stream(&self) -> &Stream {
         self.stream
     }
-    /// Records that this guard lent the device payload: its drop settles the handle's CUDA
-    /// stream before releasing the lock.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn lent_device_payload(&self) {
-        self.device_lent.set(true);
-    }
     /// Before each write through the guard: the guard is this process's (a copy a child
     /// forked without exec inherited is the parent's hold), the stream is open, and a lock
     /// file removed from its path is followed ([`crate::lock::LockFile::follow_path`]: a
@@ -792,12 +782,6 @@ impl<T> std::ops::Deref for LiveView<'_, T> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         if self.forks == crate::sys::forks() {
-            if self.device_lent.get() {
-                // Reads of a device view lent by this guard, enqueued on the handle's CUDA
-                // stream, finish before another writer (its own CUDA stream, maybe another
-                // process) may overwrite the payload: waited for up to the handle's timeout.
-                crate::gpu::settle(self.stream);
-            }
             self.stream.release_stamped();
         }
     }

@@ -384,23 +384,6 @@ fn gpu_child_entry() {
             };
             say(&format!("stopped after {got}: {err}"));
         }
-        // This process's GPU consumer waits for frame 2; then a writable handle opened before
-        // that wait writes frame 2 from the host, its first write (its pinned staging buffer).
-        "first_write_behind_own_consumer" => {
-            let r = Stream::open(&name).unwrap();
-            let w = Stream::open(&name).unwrap();
-            w.set_default_timeout(LONG);
-            let mut dev: CudaSlice<i32> = r.cuda_stream().unwrap().alloc_zeros(r.len()).unwrap();
-            let mut c = r.gpu_consumer().unwrap();
-            assert_eq!(c.enqueue_next_into(&mut dev).unwrap(), 2);
-            say("waiting");
-            w.write_device_from_host(&vec![2i32; w.len()]).unwrap();
-            say("first write returned");
-            c.synchronize(LONG).unwrap();
-            let host = c.cuda_stream().clone_dtoh(&dev).unwrap();
-            assert!(host.iter().all(|&x| x == 2), "consumed {}", host[0]);
-            say("consumed");
-        }
         // Drops a handle whose CUDA stream waits for a frame that never comes (its GPU
         // consumer forgotten, so nothing releases the wait; no device buffer keeps the CUDA
         // stream alive), then opens another stream, `other`.
@@ -1321,102 +1304,6 @@ fn stale_driver_error(s: &Stream) {
     s.cuda_context()
         .unwrap()
         .record_err::<()>(Err(DriverError(CUresult::CUDA_ERROR_UNKNOWN)));
-}
-
-/// Reads of a device view that a write guard lent, enqueued on the view's CUDA stream, are
-/// done before the guard's drop releases the lock: another writer (another handle, its own
-/// CUDA stream) does not overwrite the payload under them. Here the reads are held back (the
-/// view's stream waits behind another stream's GPU consumer) until the other writer has had
-/// time to write, or the drop released the lock for it.
-#[test]
-fn gpu_device_view_reads_finish_before_the_guard_releases_the_lock() {
-    let _serial = serial();
-    if !gpu_or_skip("gpu_device_view_reads_finish_before_the_guard_releases_the_lock") {
-        return;
-    }
-    const N: usize = KEPT_N;
-    let (name, other) = (
-        unique_name("gpu-view-drop"),
-        unique_name("gpu-view-drop-other"),
-    );
-    let _c = Cleanup::new([name.clone(), other.clone()]);
-    let s = cuda0(&name, &[N], Dtype::I32).create().unwrap();
-    s.set_default_timeout(LONG);
-    let o = cuda0(&other, &[N], Dtype::I32).create().unwrap();
-    let w = Stream::open(&name).unwrap();
-    w.set_default_timeout(LONG);
-    let h = Stream::open_readonly(&name).unwrap();
-    let q = Stream::open(&other).unwrap();
-    // The first writes and reads (their pinned staging buffers) before any wait is enqueued.
-    s.write_device_from_host(&[1i32; N]).unwrap();
-    w.write_device_from_host(&[1i32; N]).unwrap();
-    o.write_device_from_host(&[1i32; N]).unwrap();
-    let count = h.read_device_to_host(&mut [0i32; N]).unwrap().count;
-    let st = s.cuda_stream().unwrap();
-    let mut dst: CudaSlice<i32> = st.alloc_zeros(N).unwrap();
-    let mut qdev: CudaSlice<i32> = q.cuda_stream().unwrap().alloc_zeros(N).unwrap();
-    let mut qc = q.gpu_consumer().unwrap();
-    qc.enqueue_next_into(&mut qdev).unwrap(); // frame 2 of `other`, not written yet
-    let held = q.cuda_stream().unwrap().record_event(None).unwrap();
-    let g = s.lock(Some(LONG)).unwrap();
-    {
-        let view = g.device_view().unwrap();
-        view.stream().wait(&held).unwrap();
-        view.with_slice::<i32, _>(|buf| view.stream().memcpy_dtod(buf, &mut dst))
-            .unwrap()
-            .unwrap();
-    }
-    let overwritten_first = std::thread::scope(|t| {
-        let writer = t.spawn(|| w.write_device_from_host(&[2i32; N]));
-        let unblock = t.spawn(|| {
-            // The other writer's frame, if it comes while the view's read is held back (the
-            // guard's drop did not wait for it); then the read is let go either way.
-            let mut buf = [0i32; N];
-            let early =
-                h.read_device_to_host_after(count, &mut buf, Some(Duration::from_millis(500)));
-            o.write_device_from_host(&[2i32; N]).unwrap();
-            early.is_ok()
-        });
-        drop(g);
-        writer.join().unwrap().unwrap();
-        unblock.join().unwrap()
-    });
-    let got = st.clone_dtoh(&dst).unwrap();
-    assert!(
-        got.iter().all(|&x| x == 1) && !overwritten_first,
-        "the view's read got {} (another writer published while it was queued: {overwritten_first}): the guard released the lock before its view's reads were done",
-        got[0]
-    );
-    qc.synchronize(LONG).unwrap();
-    drop(held);
-}
-
-/// A writable handle's first write from the host does not wait behind a GPU consumer of the
-/// same process that waits for that very write: its pinned staging buffer is allocated when
-/// the handle is opened (allocating pinned memory, as registering it, may wait for the work in
-/// flight on the device; inside the write it did, holding the write lock, for ever).
-#[test]
-fn gpu_a_first_write_does_not_wait_behind_its_own_processs_consumer() {
-    let _serial = serial();
-    if !gpu_or_skip("gpu_a_first_write_does_not_wait_behind_its_own_processs_consumer") {
-        return;
-    }
-    let name = unique_name("gpu-first-write");
-    let _c = Cleanup::new([name.clone()]);
-    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
-    s.write_device_from_host(&[1i32; KEPT_N]).unwrap();
-    let mut k = child("gpu_child_entry", "first_write_behind_own_consumer")
-        .param("name", &name)
-        .spawn();
-    k.expect_line("waiting", LONG);
-    if k.line_within(LONG).is_none() {
-        panic!(
-            "the first write waited {LONG:?} behind its own process's GPU consumer\n{}",
-            k.diagnostics()
-        );
-    }
-    k.expect_line("consumed", LONG);
-    k.wait_success(LONG);
 }
 
 /// A handle dropped while its CUDA stream still has work queued (here a wait that never

@@ -270,10 +270,10 @@ pub(crate) fn gate_writer(
 /// per frame for a cross-process MVM pipeline, 50 µs under MPS; `reports/gpu-h200/2026-11-30/`).
 ///
 /// Open every stream handle the process needs before enqueueing waits: registering host memory
-/// with the driver and allocating pinned memory (which opening a writable GPU handle does, for
-/// its writes from the host) wait for work in flight on the device, including these waits
-/// (`docs/format-gpu.md`). A handle's first read into host memory allocates its pinned read
-/// buffer: make it before too.
+/// with the driver (which opening a writable GPU handle does) waits for work in flight on the
+/// device, including these waits (`docs/format-gpu.md`), and allocating pinned memory may too:
+/// a handle's first write from and read into host memory allocate its pinned buffers, so make
+/// them before as well.
 #[derive(Debug)]
 pub struct GpuConsumer<'s> {
     s: &'s Stream,

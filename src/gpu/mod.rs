@@ -294,12 +294,12 @@ pub(crate) fn end_publication(
 /// After a handle is opened or created: a writable handle with a device attachment registers
 /// now the host memory its GPU-side work addresses (the header's sequence word and the `_gpu`
 /// segment for publication and GPU consumers, the CPU mirror), and so decides its
-/// publication path, and allocates the pinned staging buffer of its writes from the host.
-/// Registering host memory waits for the work in flight on the device (a GPU check saw a
-/// first write's registration wait forever behind a GPU consumer of the same process that was
-/// waiting for that very write), and so may allocating pinned memory, which a first write
-/// did under the write lock: both are done before any wait is enqueued, not on first use. (A
-/// failure here is retried on first use.)
+/// publication path. Registering host memory waits for the work in flight on the device
+/// (a GPU check saw a first write's registration wait forever behind a GPU consumer of the
+/// same process that was waiting for that very write), so it is done before any wait is
+/// enqueued, not on first use. The pinned staging buffer of host writes is allocated on first
+/// use (under the write lock), which may wait the same way: a process makes each handle's
+/// first host write and read before it enqueues consumer waits.
 pub(crate) fn prepare(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
     if let GpuLink::Attached(a) = &s.gpu
@@ -312,9 +312,6 @@ pub(crate) fn prepare(s: &crate::stream::Stream) {
             // host payload mapping.
             unsafe { a.mirror_reg.ensure(&a.ctx, mirror.as_ptr(), a.bytes) };
         }
-        let _ = a
-            .bind(&s.name)
-            .and_then(|()| a.with_staging(&s.name, driver::Staging::Write, |_| Ok(())));
     }
     #[cfg(not(feature = "cuda"))]
     let _ = s;

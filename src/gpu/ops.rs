@@ -119,10 +119,10 @@ fn ck(s: &Stream, a: &Attachment, what: &str, r: sys::CUresult) -> Result<()> {
 }
 
 /// The device payload, borrowed for reading while the write lock is held
-/// ([`WriteGuard::device_view`]). Work that reads it must be enqueued on [`DeviceView::stream`]
-/// before the guard that lent it is dropped (that drop waits for the stream, up to the
-/// handle's timeout, before it releases the lock); work on any other stream must be complete
-/// by then. A GPU consumer lends it too ([`crate::gpu::GpuConsumer::enqueue_next_with`]): there
+/// ([`WriteGuard::device_view`]). Work that reads it must be complete before the guard that
+/// lent it is dropped (synchronize [`DeviceView::stream`], or an event recorded on it, first):
+/// dropping the guard releases the lock without waiting for the device, and another writer
+/// (its own CUDA stream, maybe another process) may then overwrite the payload. A GPU consumer lends it too ([`crate::gpu::GpuConsumer::enqueue_next_with`]): there
 /// the acknowledgement enqueued after the reads keeps writers off the frame.
 #[derive(Debug)]
 pub struct DeviceView<'a> {
@@ -752,10 +752,9 @@ impl Stream {
 impl WriteGuard<'_> {
     /// The device payload, borrowed while this guard holds the write lock (cooperating
     /// writers are excluded, so it is stable). The handle's CUDA stream has been ordered
-    /// after the last write; enqueue reads on [`DeviceView::stream`]. Dropping the guard then
-    /// waits for that stream (up to the handle's timeout; past it the lock is released
-    /// anyway) before it releases the lock, so reads enqueued there before the drop are done
-    /// before another writer can overwrite the payload. Refused through the handle that holds
+    /// after the last write; enqueue reads on [`DeviceView::stream`] and let them complete
+    /// (synchronize it) before dropping the guard, which does not wait for the device.
+    /// Refused through the handle that holds
     /// the stream's GPU consumer, as its reads are: work on the view would queue behind the
     /// consumer's waits while the lock keeps their frame from being written.
     pub fn device_view(&self) -> Result<DeviceView<'_>> {
@@ -768,7 +767,6 @@ impl WriteGuard<'_> {
         ck(s, a, "ordering after the last write", unsafe {
             wait_event(a, a.stream.cu_stream())
         })?;
-        self.lent_device_payload();
         Ok(DeviceView::of_payload(s, a))
     }
     /// [`Stream::write_device_from_host`] without re-locking.
