@@ -56,8 +56,7 @@ pub(crate) enum Want {
 impl Stream {
     /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
     /// without a host mirror) and says whether the bytes were valid; it may run several times.
-    /// Waits with the handle's strategy. The frame's `missed` is not the handle's yet: it is
-    /// [`Stream::brackets_since_open`], which [`Stream::record_read`] turns into it.
+    /// Waits with the handle's strategy.
     pub(crate) fn read_frame(
         &self,
         want: Want,
@@ -131,7 +130,7 @@ impl Stream {
                                 count,
                                 frame_id,
                                 write_time,
-                                missed: self.brackets_since_open(s),
+                                missed: 0,
                             });
                         }
                         // A writer overlapped the copy: retry at once, but within the deadline
@@ -276,22 +275,6 @@ impl Stream {
         pending != 0 && s == pending && count == after
     }
 
-    /// For a frame at stable sequence `s` read by a handle opened during a write that has
-    /// not returned a frame since: the write brackets from that write's to this frame's, `s`
-    /// excluded (each publishes at most one frame). 0 otherwise, or when the sequence went
-    /// back (restarted at its cap).
-    fn brackets_since_open(&self, s: i64) -> u64 {
-        match self.reads.pending_even.load(Ordering::Relaxed) {
-            0 => 0,
-            pending => s
-                .checked_sub(pending)
-                .filter(|d| *d > 0)
-                .map_or(0, |d| d as u64 / 2),
-        }
-    }
-
-    /// Records a frame [`Stream::read_frame`] returned as this handle's last, with the writes
-    /// it skipped since the previous one.
     pub(crate) fn record_read(&self, f: FrameInfo) -> FrameInfo {
         // Plain loads and stores, no read-modify-write: the counters are per handle and
         // advisory, and threads sharing one handle race on them only for their bookkeeping.
@@ -299,17 +282,7 @@ impl Stream {
         self.reads.last_count.store(f.count, Ordering::Relaxed);
         // The baseline it qualified is gone.
         self.reads.pending_even.store(0, Ordering::Relaxed);
-        let mut missed = f.count.saturating_sub(last).saturating_sub(1);
-        // The first frame of a handle opened during a write, returned after later writes
-        // overtook that one: the baseline may be that write's own count (stamped before the
-        // open, see `seqlock::count_at_open`), and then the count gap leaves its frame out.
-        // Each bracket moves the sequence on by 2 and the count by 1 if it publishes (our
-        // writers and pyshmem's), so more brackets than the gap counts means that case, but
-        // for an aborted write since (that one's included): then this counts one frame too
-        // many. Exact with no aborts; the counter is advisory.
-        if f.missed > missed {
-            missed += 1;
-        }
+        let missed = f.count.saturating_sub(last).saturating_sub(1);
         self.reads.last_missed.store(missed, Ordering::Relaxed);
         if missed > 0 {
             let total = self.reads.total_missed.load(Ordering::Relaxed);
@@ -544,8 +517,6 @@ impl Stream {
         self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
             true
         })
-        // Nothing read: nothing missed (see `read_frame`).
-        .map(|f| FrameInfo { missed: 0, ..f })
     }
 
     /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
@@ -682,10 +653,9 @@ mod tests {
                 (
                     got.info.count,
                     got.info.frame_id,
-                    got.info.missed,
                     got.payload.as_slice().unwrap()
                 ),
-                (2, 2, 0, &[2u8; 4][..]),
+                (2, 2, &[2u8; 4][..]),
                 "stamped before open: {stamped_before_open}"
             );
             // Returned once.
@@ -697,49 +667,6 @@ mod tests {
             assert!(matches!(waited, Err(Error::Timeout { .. })), "{waited:?}");
             drop((r, idle, w));
             crate::unlink(&name).unwrap();
-        }
-    }
-
-    /// A handle opened inside a write after the writer stamped the frame's count took that
-    /// count as its baseline: overtaken by two more writes before its first read, it said
-    /// one frame missed where two were (the one in progress at the open, and the next).
-    #[test]
-    fn a_handle_opened_during_a_write_and_overtaken_counts_that_frame_missed() {
-        for stamped_before_open in [true, false] {
-            for read_new in [true, false] {
-                let (name, w) = stream(&format!("open-overtaken-{stamped_before_open}-{read_new}"));
-                w.write_slice(&[1u8; 4]).unwrap();
-                let r = open_during_a_write(&w, 2, Some(2), stamped_before_open);
-                w.write_slice(&[3u8; 4]).unwrap();
-                w.write_slice(&[4u8; 4]).unwrap();
-                let mut buf = [0u8; 4];
-                let got = if read_new {
-                    r.read_new_into_bytes(&mut buf, Some(Duration::from_secs(5)))
-                } else {
-                    r.read_publication_into(&mut buf)
-                }
-                .unwrap();
-                let case =
-                    format!("stamped before open: {stamped_before_open}, read_new: {read_new}");
-                assert_eq!(
-                    (buf, got.count, got.missed, r.total_missed_writes()),
-                    ([4; 4], 4, 2, 2),
-                    "{case}"
-                );
-                // The reads after it count from it.
-                w.write_slice(&[5u8; 4]).unwrap();
-                w.write_slice(&[6u8; 4]).unwrap();
-                let next = r.read_new_into_bytes(&mut buf, Some(Duration::from_secs(5)));
-                assert_eq!(next.map(|f| (f.count, f.missed)).unwrap(), (6, 1), "{case}");
-                let last = r.read_publication_into(&mut buf).unwrap();
-                assert_eq!(
-                    (last.count, last.missed, r.total_missed_writes()),
-                    (6, 0, 3),
-                    "{case}"
-                );
-                drop((r, w));
-                crate::unlink(&name).unwrap();
-            }
         }
     }
 
