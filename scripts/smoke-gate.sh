@@ -22,13 +22,19 @@ if [ -z "${GATE_ONLY:-}" ]; then
     echo "smoke against reports/smoke/baseline.json (information only, not gated):"
     harness compare reports/smoke/baseline.json "$out/smoke/results.json" --max-regression 1 || true
 fi
-# A repeat with a failed case (a child killed, timed out) does not end CI by itself: `compare`
-# judges each case on its best repeat, and fails if no repeat measured it.
-for i in 1 2 3; do
-    harness scenarios/gate.toml --out "$out/gate/$i" --quiet "$@" || echo "gate repeat $i: a case failed (judged by compare)"
-done
+# One repeat with a failed case (a child killed or timed out on a loaded host) does not end
+# CI by itself: `compare` judges each case on its best repeat. A second one does: a hot path
+# that fails one time in three is a regression, not noise.
+failed=0
+repeat() {
+    harness scenarios/gate.toml --out "$out/gate/$1" --quiet "${@:2}" && return
+    failed=$((failed + 1))
+    echo "gate repeat $1: a case failed ($failed so far; a second failed repeat fails CI)"
+    [ "$failed" -lt 2 ] || exit 1
+}
+for i in 1 2 3; do repeat "$i" "$@"; done
 if ! gate; then
     echo "gate failed: re-measuring once (fourth repeat) before failing"
-    harness scenarios/gate.toml --out "$out/gate/4" --quiet "$@" || echo "gate repeat 4: a case failed (judged by compare)"
+    repeat 4 "$@"
     gate
 fi

@@ -5,8 +5,10 @@
 # (SHMSTREAM_REQUIRE_PYTHON=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# pyshmem's lock is portalocker's: pinned too, as the lock interop tests depend on it.
-pins=(pyshmem==1.4.0 numpy==2.4.6 astropy==8.0.2 portalocker==4.4.2)
+# With what they pull in: pyshmem's lock is portalocker's (the lock interop tests depend on
+# it), astropy's pyerfa, astropy-iers-data (released weekly), PyYAML and packaging.
+pins=(pyshmem==1.4.0 numpy==2.4.6 astropy==8.0.2 portalocker==4.4.2 pyerfa==2.0.1.5
+    astropy-iers-data==0.2026.11.16.0.37.44 PyYAML==6.0.4 packaging==26.4)
 has_pins() {
     .venv/bin/python - "${pins[@]}" <<'PY' 2>/dev/null
 import importlib.metadata as m, sys

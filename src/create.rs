@@ -52,55 +52,71 @@ pub(crate) fn refuse_taken(name: &str) -> Result<()> {
 /// Why `name`, whose `_meta` or payload is there, cannot be created:
 /// - the segments are another stream's whose name has the same segment id
 ///   ([`catalog::collision`](crate::catalog::collision));
-/// - they are an abandoned creation, what a pyshmem creator killed before it wrote its
-///   header leaves (it makes the payload, then the `_meta`, sizes both, fills the payload
-///   and writes the header last; its `create` holds the name's lock throughout): a payload
-///   without `_meta`, or a `_meta` without a header (empty, or its magic all zero), while
-///   nobody holds the name's lock. Only `unlink` by name removes it (`purge` leaves a
-///   payload without a header alone: any file may look like one), so the error names it;
+/// - they are an abandoned creation, what a pyshmem creator killed before its header leaves
+///   (it makes the payload, then the `_meta`, sizes both, fills the payload, and only then
+///   writes the header's magic, the rest of the header after; its `create` holds the name's
+///   lock throughout): a payload without `_meta`, or a `_meta` without a header (empty, or
+///   its magic all zero), still so once this call holds the name's lock. Only `unlink` by
+///   name removes it (`purge` leaves a payload without a header alone: any file may look like
+///   one), so the error names it;
 /// - else [`Error::AlreadyExists`]: a stream, or a creation at work.
 ///
 /// The `_meta` is read with `pread` ([`Segment::snapshot`]): one of holes in a full
 /// `/dev/shm` must not be faulted in.
 fn why_taken(name: &str) -> Error {
-    let headerless = match Segment::open_prefix(&name::meta_id(name), false, META_BYTES) {
-        Ok(meta) => {
-            if let Some(other) = crate::catalog::colliding_stream(name, &meta) {
-                return crate::catalog::collision(name, &other);
-            }
-            meta.snapshot(format::MAGIC.len()).iter().all(|&b| b == 0)
+    match headerless(name) {
+        Err(collision) => collision,
+        Ok(true) if still_so_under_the_lock(name, || matches!(headerless(name), Ok(true))) => {
+            abandoned(name)
         }
-        // Empty: sized after it was made.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => true,
-        // No `_meta`: the payload alone (or nothing any more).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            segment::exists(&name::segment_id(name))
-        }
-        Err(_) => false,
-    };
-    if headerless && no_creator_at_work(name) {
-        return abandoned(name);
-    }
-    Error::AlreadyExists {
-        name: name.to_owned(),
+        Ok(_) => Error::AlreadyExists {
+            name: name.to_owned(),
+        },
     }
 }
 
-/// Whether nobody holds `name`'s lock, which every creator holds while it builds (ours, and
-/// pyshmem 1.4.0's, whose `create` runs under `_locked_stream_name`). No lock file at the
-/// path: nobody who locks it now is excluded by one held elsewhere, and none is made here.
-/// The caller's own hold (under [`build`]) is no creator at work: the lock is reentrant.
-fn no_creator_at_work(name: &str) -> bool {
+/// Whether what holds `name` is a payload without `_meta` or a `_meta` without a header
+/// (see [`why_taken`]); the collision error when the `_meta` is another stream's.
+fn headerless(name: &str) -> std::result::Result<bool, Error> {
+    Ok(
+        match Segment::open_prefix(&name::meta_id(name), false, META_BYTES) {
+            Ok(meta) => {
+                if let Some(other) = crate::catalog::colliding_stream(name, &meta) {
+                    return Err(crate::catalog::collision(name, &other));
+                }
+                meta.snapshot(format::MAGIC.len()).iter().all(|&b| b == 0)
+            }
+            // Empty: sized after it was made.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => true,
+            // No `_meta`: the payload alone (or nothing any more).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                segment::exists(&name::segment_id(name))
+            }
+            Err(_) => false,
+        },
+    )
+}
+
+/// Whether `check` holds once nobody else holds `name`'s lock, which every creator holds
+/// while it builds (ours, and pyshmem 1.4.0's, whose `create` runs under
+/// `_locked_stream_name`): looked at again while this call holds it, as a creator may have
+/// finished between the caller's look and the lock. No lock file at the path: nobody who
+/// locks it now is excluded by one held elsewhere, and none is made here. The caller's own
+/// hold (under [`build`]) is no creator at work: the lock is reentrant.
+fn still_so_under_the_lock(name: &str, check: impl Fn() -> bool) -> bool {
     let path = name::lock_path(name);
     match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return check(),
         Err(_) => return false,
         Ok(_) => {}
     }
     let Ok(lock) = crate::lock::LockFile::attach(&path, name) else {
         return false;
     };
-    matches!(crate::stream::NameLock::try_take(&lock, name), Ok(Some(_)))
+    match crate::stream::NameLock::try_take(&lock, name) {
+        Ok(Some(_held)) => check(),
+        _ => false,
+    }
 }
 
 /// The error of `create` for a name an abandoned creation holds (see [`why_taken`]).

@@ -6,8 +6,9 @@
 //! their sets overlap, across threads and processes alike. pyshmem's `locked_many` orders
 //! by name too, so Rust and Python callers agree on the order.
 //!
-//! That needs the locks the thread already holds on entry to come first in the order. A
-//! thread holding `b`'s lock (a [`WriteGuard`] from [`Stream::lock`], or an earlier
+//! That needs the locks of the set the thread already holds on entry to come first in the
+//! order (a lock outside the set is not looked at: holding `c` while taking `a` and `b` is
+//! the caller's own order to keep). A thread holding `b`'s lock (a [`WriteGuard`] from [`Stream::lock`], or an earlier
 //! `lock_many`) that took `a` next would take it after `b`, against the order, and could
 //! deadlock with a thread taking both in order: `lock_many(&[&a, &b], ..)` is refused then
 //! ([`Error::Unsupported`]), before it waits for anything. Locks held that come first in the

@@ -369,9 +369,14 @@ impl Stream {
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
         let built = crate::create::build(o, size, flags, device_index);
-        if matches!(&built, Err(e) if !matches!(e, Error::AlreadyExists { .. })) {
-            // No stream of ours has this name (it failed, or something foreign squats it):
-            // the lock file attach made would only leak.
+        let taken = || {
+            crate::segment::exists(&name::segment_id(name))
+                || crate::segment::exists(&name::meta_id(name))
+        };
+        if built.is_err() && !taken() {
+            // No segment has this name (the build failed and left none): the lock file
+            // attach made would only leak. One that is there (a stream, an abandoned
+            // creation, another name's stream whose id collides) keeps the lock file.
             let _ = std::fs::remove_file(name::lock_path(name));
         }
         let (decoded, header, meta, payload, gpu, history) = built?;
