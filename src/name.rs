@@ -1,6 +1,7 @@
 //! Stream names and the names derived from them: the `ps_<sha1(name)[:14]>` segment id
 //! pyshmem uses, its `_meta` / `_gpu` companions, and the lock-file path.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
 use sha1::{Digest, Sha1};
@@ -42,6 +43,34 @@ pub fn shell_word(name: &str) -> String {
     } else {
         word
     }
+}
+
+/// `s` (a name, or a line that holds names) as shown on a terminal: control characters, bidi
+/// controls and backslashes escaped Rust-style (`\u{1b}`, `\n`, `\\`), so a name from
+/// shared memory cannot move the cursor, reorder or split a line, or pass for another name;
+/// borrowed unchanged when there is nothing to escape.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c == '\\' || c.is_control() || is_bidi_control(c);
+    if !s.chars().any(escaped) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` is a bidi control: it reorders the text shown after it.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// The payload segment id: `ps_` + the first 14 hex digits of SHA-1 of the UTF-8 name.
@@ -150,6 +179,38 @@ pub(crate) fn lock_path_of_id(id: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names from shared memory (and the bridge's remote keys): a control character, bidi
+    /// control or backslash in one is escaped, not sent to the terminal; other text, UTF-8
+    /// included, is left as it is.
+    #[test]
+    fn control_characters_in_a_line_are_escaped_and_other_text_is_not() {
+        for plain in [
+            "",
+            "stream 'cam0': carrying frames",
+            "kamera-ü 相机 ✓ 'q\"",
+            "é",
+        ] {
+            assert!(
+                matches!(printable(plain), std::borrow::Cow::Borrowed(p) if p == plain),
+                "{plain:?}"
+            );
+        }
+        let cases = [
+            ("a\nb", "a\\nb"),
+            ("a\r\tb", "a\\r\\tb"),
+            ("\u{1b}[31mred\u{1b}[0m", "\\u{1b}[31mred\\u{1b}[0m"),
+            ("nul\0 del\u{7f}", "nul\\u{0} del\\u{7f}"),
+            ("c1 \u{9b}2J csi", "c1 \\u{9b}2J csi"),
+            ("ü\u{85}ü", "ü\\u{85}ü"),
+            ("bidi \u{202e}txt", "bidi \\u{202e}txt"),
+            // A name holding the text `\u{1b}` is not shown as one holding ESC.
+            ("a\\u{1b}b", "a\\\\u{1b}b"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
+    }
 
     #[test]
     fn a_name_in_a_command_is_one_shell_word() {

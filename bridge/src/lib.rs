@@ -105,40 +105,18 @@ pub(crate) fn say(name: &str, line: &str) {
 
 /// Writes a line to stderr, ignoring a failure (a full disk, a closed pipe, a terminal that
 /// hung up): the bridge carries on, as there is nowhere left to say it (`eprintln!` would
-/// panic and stop every stream). Its control characters are escaped (`printable`): stream
+/// panic and stop every stream). Its control characters are escaped (`shmstream::name::printable`): stream
 /// names come from shared memory any local user can write (the library's errors list others
 /// found there) and from remote keys, and must not reach the terminal as escape sequences or
 /// break one line into several.
 pub fn say_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let line = line.to_string();
-    let _ = writeln!(std::io::stderr().lock(), "{}", printable(&line));
-}
-
-/// `s` with its control characters (C0, DEL, C1: newlines, ESC, ...) and bidi controls
-/// written as Rust escapes (`\n`, `\u{1b}`); other text, non-ASCII letters too, as it is.
-fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let escaped = |c: char| c.is_control() || is_bidi_control(c);
-    if !s.chars().any(escaped) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if escaped(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out.into()
-}
-
-/// Whether `c` is a bidi control: it reorders the text shown after it (as the CLI's).
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-    )
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}",
+        shmstream::name::printable(&line)
+    );
 }
 
 /// How often a waiting bridge thread checks its stop flag.
@@ -453,36 +431,6 @@ pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Names in the bridge's lines come from shared memory and remote keys: a control
-    /// character (or bidi control) in one is escaped, not sent to the terminal; other text,
-    /// UTF-8 included, is left as it is.
-    #[test]
-    fn control_characters_in_a_line_are_escaped_and_other_text_is_not() {
-        for plain in [
-            "",
-            "stream 'cam0': carrying frames",
-            "kamera-ü 相机 ✓ \\ 'q\"",
-            "é",
-        ] {
-            assert!(
-                matches!(printable(plain), std::borrow::Cow::Borrowed(p) if p == plain),
-                "{plain:?}"
-            );
-        }
-        let cases = [
-            ("a\nb", "a\\nb"),
-            ("a\r\tb", "a\\r\\tb"),
-            ("\u{1b}[31mred\u{1b}[0m", "\\u{1b}[31mred\\u{1b}[0m"),
-            ("nul\0 del\u{7f}", "nul\\u{0} del\\u{7f}"),
-            ("c1 \u{9b}2J csi", "c1 \\u{9b}2J csi"),
-            ("ü\u{85}ü", "ü\\u{85}ü"),
-            ("bidi \u{202e}txt", "bidi \\u{202e}txt"),
-        ];
-        for (raw, shown) in cases {
-            assert_eq!(printable(raw), shown, "{raw:?}");
-        }
-    }
 
     /// Zenoh's default (1 GiB) would drop a message of the largest frame the codec accepts,
     /// silently: the session takes what the codec allows, its attachment and headers.

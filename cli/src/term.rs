@@ -82,48 +82,26 @@ pub(crate) fn stdout_error(e: std::io::Error) -> Box<dyn std::error::Error> {
 }
 
 /// `s` with control characters, bidi controls and backslashes escaped Rust-style
-/// (`\u{1b}`, `\n`, `\\`); borrowed unchanged when there is nothing to escape.
-pub(crate) fn printable(s: &str) -> Cow<'_, str> {
-    escaped(
-        s,
-        |c| c == '\\' || c.is_control() || is_bidi_control(c),
-        |out, c| write!(out, "{}", c.escape_default()),
-    )
-}
+/// (`\u{1b}`, `\n`, `\\`): the library's, which the bridge's lines use too.
+pub(crate) use shmstream::name::printable;
 
 /// `json` as serde_json writes it with the characters [`printable`] escapes that JSON
 /// leaves raw (DEL, C1 controls, bidi controls) written as `\uXXXX`: they occur only inside
 /// strings, where the escape stands for the same character.
 pub(crate) fn printable_json(json: &str) -> Cow<'_, str> {
-    escaped(
-        json,
-        |c| (c.is_control() && c > '\u{1f}') || is_bidi_control(c),
-        |out, c| write!(out, "\\u{:04x}", c as u32),
-    )
-}
-
-/// `s` with each character `unsafe_char` picks written by `escape`; borrowed when none is.
-fn escaped(
-    s: &str,
-    unsafe_char: impl Fn(char) -> bool,
-    escape: impl Fn(&mut String, char) -> std::fmt::Result,
-) -> Cow<'_, str> {
-    if !s.chars().any(&unsafe_char) {
-        return Cow::Borrowed(s);
+    let raw = |c: char| (c.is_control() && c > '\u{1f}') || shmstream::name::is_bidi_control(c);
+    if !json.chars().any(raw) {
+        return Cow::Borrowed(json);
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            let _ = escape(&mut out, c);
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if raw(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Restores the default action of `SIGPIPE` (Rust ignores it, so a write to a closed pipe
