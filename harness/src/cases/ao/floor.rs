@@ -474,10 +474,12 @@ pub fn compose(passes: Vec<Parts>, job: &Job, between: Option<Timed>) -> Result<
 /// the lower of two pairings (the module's doc): by rank (the `k`-th fastest compute with
 /// each hop's floor at quantile `(k + 0.5) / n`: each percentile the sum of the parts' same
 /// percentiles) and independent (each frame's hops at a quantile spread by the golden ratio,
-/// unrelated to its compute). By rank bounds right-skewed parts, independent ones the
-/// left-skewed (mostly slow, a fast minority), where the rank sum of two slow majorities
-/// exceeds a loop whose parts are slow independently; the lower of two sorted sample sets,
-/// element by element, is itself one. Sorted, ascending.
+/// unrelated to its compute; the hops stay paired with each other by rank). By rank bounds
+/// right-skewed parts, independent ones the left-skewed (mostly slow, a fast minority),
+/// where the rank sum of two slow majorities exceeds a loop whose parts are slow
+/// independently; the lower of two sorted sample sets, element by element, is itself one: a
+/// composite whose percentiles bound, and whose mean (`floor_hz`) is no single pairing's.
+/// Sorted, ascending.
 fn lower_of_pairings(compute: &[[u64; 4]], hops: &[(&str, Histogram<u64>)]) -> Vec<u64> {
     let hop_at = |q: f64| -> u64 { hops.iter().map(|(_, h)| h.value_at_quantile(q)).sum() };
     let n = compute.len() as f64;
@@ -753,10 +755,10 @@ mod tests {
         );
     }
 
-    /// The compute and the hops are summed rank by rank, so each percentile of the floor
-    /// is the sum of the parts' same percentiles. Parts 60% at 10 µs and 40% at 100 µs:
-    /// paired independently, 48% of the frames would sum a fast part and a slow one, and
-    /// the floor's p50 would read 110 µs against the 20 µs of the parts' p50s.
+    /// Right-skewed parts (60% at 10 µs, 40% at 100 µs): summed rank by rank, the floor's
+    /// p50 and p99 are the sums of the parts' (20 and 200 µs); paired independently, 48% of
+    /// the frames would sum a fast part and a slow one, and the p50 would read 110 µs. Each
+    /// percentile is the lower of the two, so between the 60th and the 84th it is 110.
     #[test]
     fn the_floor_sums_its_parts_percentile_by_percentile() {
         // The slow frames spread over the log: the last 2 of every 5.
