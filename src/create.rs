@@ -113,6 +113,12 @@ fn still_so_under_the_lock(name: &str, check: impl Fn() -> bool) -> bool {
     let Ok(lock) = crate::lock::LockFile::attach(&path, name) else {
         return false;
     };
+    // A file removed from the path: this thread holds it (an older generation's lock, which
+    // `attach` cannot replace while held), and taking it again would exclude nobody working
+    // on the one now there.
+    if lock.is_unlinked() {
+        return false;
+    }
     match crate::stream::NameLock::try_take(&lock, name) {
         Ok(Some(_held)) => check(),
         _ => false,

@@ -653,9 +653,10 @@ mod tests {
                 (
                     got.info.count,
                     got.info.frame_id,
+                    got.info.missed,
                     got.payload.as_slice().unwrap()
                 ),
-                (2, 2, &[2u8; 4][..]),
+                (2, 2, 0, &[2u8; 4][..]),
                 "stamped before open: {stamped_before_open}"
             );
             // Returned once.
