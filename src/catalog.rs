@@ -337,8 +337,7 @@ pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) ->
     let stale = || Error::Stale {
         name: name.to_owned(),
     };
-    let exists = segment::exists(&name::segment_id(name)) || segment::exists(&name::meta_id(name));
-    if !exists {
+    if !segment::stream_parts_exist(&name::segment_id(name)) {
         // No stream by that name: the lock file attach just made would only leak.
         let _ = std::fs::remove_file(&lock_path);
         return Err(match expected {

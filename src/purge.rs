@@ -154,7 +154,7 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
             continue;
         };
         let unowned = || {
-            Ok(!has_stream(id)
+            Ok(!segment::stream_parts_exist(id)
                 || match part {
                     "_hist" => ring_of_another_generation(id)?,
                     _ => gpu_record_of_another_generation(id)?,
@@ -210,11 +210,6 @@ fn our_files(dir: &Path, listing: &'static str) -> Result<Vec<(String, PathBuf)>
         })
         .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
         .collect())
-}
-
-/// Whether payload id `id` has its `_meta` or its payload (a stream, or one being removed).
-fn has_stream(id: &str) -> bool {
-    segment::exists(id) || segment::exists(&format!("{id}_meta"))
 }
 
 /// Whether the `_hist` of payload id `id` is not the ring of the stream there (an earlier

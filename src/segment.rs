@@ -150,6 +150,12 @@ pub(crate) fn exists(id: &str) -> bool {
     std::fs::symlink_metadata(path(id)).is_ok()
 }
 
+/// Whether payload id `id` has its payload or its `_meta` (a stream, one being made or
+/// removed, or what a creator killed midway left): what holds a name, whose lock file stays.
+pub(crate) fn stream_parts_exist(id: &str) -> bool {
+    exists(id) || exists(&format!("{id}_meta"))
+}
+
 /// The path of an object.
 pub(crate) fn path(id: &str) -> std::path::PathBuf {
     std::path::Path::new(SHM_DIR).join(id)

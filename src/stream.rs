@@ -369,11 +369,7 @@ impl Stream {
         let lock = LockFile::attach(&name::lock_path(name), name)?;
         let _held = NameLock::take(&lock, name)?;
         let built = crate::create::build(o, size, flags, device_index);
-        let taken = || {
-            crate::segment::exists(&name::segment_id(name))
-                || crate::segment::exists(&name::meta_id(name))
-        };
-        if built.is_err() && !taken() {
+        if built.is_err() && !crate::segment::stream_parts_exist(&name::segment_id(name)) {
             // No segment has this name (the build failed and left none): the lock file
             // attach made would only leak. One that is there (a stream, an abandoned
             // creation, another name's stream whose id collides) keeps the lock file.

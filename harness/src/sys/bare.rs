@@ -148,7 +148,7 @@ impl<'a> BareStream<'a> {
 
     /// [`Self::publish`] into payload slot `slot` (the region must have it).
     pub fn publish_in<T: Element>(&self, slot: usize, src: &[T]) -> io::Result<()> {
-        self.publish_numbered(slot, None, src, || {})
+        self.publish_waking(slot, None, src, || {})
     }
 
     /// [`Self::publish_in`] as publication `generation` when one is given (sequence
@@ -158,16 +158,6 @@ impl<'a> BareStream<'a> {
     /// bracket wakes, then its guard unlocks), so a floor that wakes pays no more on the way
     /// to the wake than ours does.
     pub fn publish_waking<T: Element>(
-        &self,
-        slot: usize,
-        generation: Option<u32>,
-        src: &[T],
-        wake: impl FnOnce(),
-    ) -> io::Result<()> {
-        self.publish_numbered(slot, generation, src, wake)
-    }
-
-    fn publish_numbered<T: Element>(
         &self,
         slot: usize,
         generation: Option<u32>,
