@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's performance step (scenarios/README.md, "The CI gate"):
-# 1. the smoke scenario once, as users type it: every kind runs, its report is written, and its
+# 1. the smoke scenario once, as users type it: every kind but op and bridge runs, its report is written, and its
 #    ratios are printed beside reports/smoke/baseline.json for information (not gated: its
 #    cross-process cases move with the host);
 # 2. the gate: scenarios/gate.toml (each hot path timed in alternation with its bare twin) three

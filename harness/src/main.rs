@@ -1,6 +1,6 @@
 //! `harness`: the shmstream benchmark harness.
 //!
-//! - `harness SCENARIO.toml [--out DIR] [--quick] [--cases REGEX] [--quiet] [--python PATH]`
+//! - `harness SCENARIO.toml [--out DIR] [--quick] [--cases REGEX] [--quiet] [--python PATH] [--no-peer]`
 //!   runs a scenario and writes `report.md`, `results.json`, `results.csv`,
 //!   `details.json`, `.hgrm` files and plots into `DIR` (default `reports/<name>/`).
 //! - `harness compare OLD.json NEW.json… [--max-regression 0.2] [--max-regression-sub-us 0.5]`
