@@ -298,9 +298,9 @@ pub(crate) fn collision(name: &str, other: &str) -> Error {
         what: format!(
             "its segment id {} is also that of stream '{other}' (the two names' hashes \
              collide), whose segments are there: nothing was changed; pick another name, or \
-             remove '{other}' by its own name (`shmstream unlink {}`) to free the id",
+             remove '{other}' by its own name to free the id: {}",
             name::segment_id(name),
-            name::shell_word(other)
+            name::unlink_remedy(other)
         ),
     }
 }

@@ -132,9 +132,9 @@ fn abandoned(name: &str) -> Error {
         what: format!(
             "the name is held by an abandoned creation (a payload without its `_meta`, or a \
              `_meta` without a header, as a creator killed before it wrote the header leaves \
-             them; no creator holds the name's lock): remove it with `shmstream unlink {}`, \
-             then create the stream again",
-            name::shell_word(name)
+             them; no creator holds the name's lock): remove it with {}, then create the \
+             stream again",
+            name::unlink_remedy(name)
         ),
     }
 }

@@ -285,8 +285,8 @@ fn not_found_advice(name: &str, known: &[String], unfinished: bool) -> String {
             "its creation is unfinished, its header there without its payload or its payload \
              without its header (a creation under way, or one whose creator died): wait and \
              retry, or remove what is left with `shmstream purge` (a header without its \
-             payload) or `shmstream unlink {}`",
-            crate::name::shell_word(name)
+             payload) or {}",
+            crate::name::unlink_remedy(name)
         );
     }
     format!("create it first or check the name{}", known_hint(known))

@@ -29,14 +29,15 @@ pub(crate) fn check(name: &str) -> Result<(), &'static str> {
 }
 
 /// `name` as one shell word, for a command in a message: as it is when nothing in it is
-/// special to a shell, else single-quoted; after `--` when it starts with `-` (not an
-/// option).
+/// special to a shell, else single-quoted (a `'` in it as `'"'"'`: no backslash, which a
+/// message shown through [`printable`] would double); after `--` when it starts with `-`
+/// (not an option).
 pub fn shell_word(name: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c);
     let word = if name.chars().all(plain) {
         name.to_owned()
     } else {
-        format!("'{}'", name.replace('\'', r"'\''"))
+        format!("'{}'", name.replace('\'', r#"'"'"'"#))
     };
     if name.starts_with('-') {
         format!("-- {word}")
@@ -45,24 +46,66 @@ pub fn shell_word(name: &str) -> String {
     }
 }
 
-/// `s` (a name, or a line that holds names) as shown on a terminal: control characters, bidi
-/// controls and backslashes escaped Rust-style (`\u{1b}`, `\n`, `\\`), so a name from
-/// shared memory cannot move the cursor, reorder or split a line, or pass for another name;
-/// borrowed unchanged when there is nothing to escape.
+/// The advice to remove stream `name` with `shmstream unlink`, for a message (which a tool
+/// shows through [`printable`]): the command to copy (`` `shmstream unlink 'my cam'` ``),
+/// unless [`printable`] would show the name escaped (a backslash, a control, bidi or
+/// invisible character): the command shown would then name another stream, so it says to
+/// give the name itself.
+pub fn unlink_remedy(name: &str) -> String {
+    if printable(name) == name {
+        format!("`shmstream unlink {}`", shell_word(name))
+    } else {
+        "`shmstream unlink` given the name itself (it has characters this message shows \
+         escaped, Rust-style)"
+            .to_owned()
+    }
+}
+
+/// `s` (a name, or a line that holds names) as shown on a terminal: the characters
+/// [`is_escaped`] (control, bidi control and invisible format characters, and backslashes)
+/// escaped Rust-style (`\u{1b}`, `\n`, `\u{200b}`, `\\`), so a name from shared memory
+/// cannot move the cursor, reorder or split a line, or pass for another name; borrowed
+/// unchanged when there is nothing to escape.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    let escaped = |c: char| c == '\\' || c.is_control() || is_bidi_control(c);
-    if !s.chars().any(escaped) {
+    if !s.chars().any(is_escaped) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if escaped(c) {
+        if is_escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether [`printable`] escapes `c`: a backslash, a control character, a bidi control
+/// ([`is_bidi_control`]) or an invisible format character ([`is_invisible`]).
+pub fn is_escaped(c: char) -> bool {
+    c == '\\' || c.is_control() || is_bidi_control(c) || is_invisible(c)
+}
+
+/// Whether `c` is a format character shown as nothing: `cam0\u{200b}` would pass for
+/// `cam0`. The soft hyphen, the combining grapheme joiner, the Mongolian vowel separator,
+/// the zero-width space, (non-)joiners and marks (U+200B-U+200F), the word joiner and
+/// invisible operators (U+2060-U+2064) and the deprecated format characters
+/// (U+206A-U+206F), the byte order mark (zero-width no-break space), the interlinear
+/// annotation controls (U+FFF9-U+FFFB) and the tag characters (U+E0000-U+E007F).
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{206a}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
 }
 
 /// Whether `c` is a bidi control: it reorders the text shown after it.
@@ -204,6 +247,14 @@ mod tests {
             ("c1 \u{9b}2J csi", "c1 \\u{9b}2J csi"),
             ("ü\u{85}ü", "ü\\u{85}ü"),
             ("bidi \u{202e}txt", "bidi \\u{202e}txt"),
+            // Shown as nothing: `cam0\u{200b}` does not pass for `cam0`.
+            ("cam0\u{200b}", "cam0\\u{200b}"),
+            ("\u{feff}cam0", "\\u{feff}cam0"),
+            (
+                "ca\u{ad}m\u{2060}0\u{200d}",
+                "ca\\u{ad}m\\u{2060}0\\u{200d}",
+            ),
+            ("tag\u{e0041}", "tag\\u{e0041}"),
             // A name holding the text `\u{1b}` is not shown as one holding ESC.
             ("a\\u{1b}b", "a\\\\u{1b}b"),
         ];
@@ -215,9 +266,28 @@ mod tests {
     #[test]
     fn a_name_in_a_command_is_one_shell_word() {
         assert_eq!(shell_word("cam0"), "cam0");
-        assert_eq!(shell_word("my cam's"), r"'my cam'\''s'");
+        assert_eq!(shell_word("my cam's"), r#"'my cam'"'"'s'"#);
+        // No backslash: a message shown through `printable` keeps the command as it is.
+        assert_eq!(printable(&shell_word("my cam's")), shell_word("my cam's"));
         assert_eq!(shell_word("-x"), "-- -x");
         assert_eq!(shell_word("-my cam"), "-- '-my cam'");
+    }
+
+    #[test]
+    fn a_remedy_gives_a_command_only_for_a_name_shown_as_it_is() {
+        assert_eq!(unlink_remedy("cam0"), "`shmstream unlink cam0`");
+        assert_eq!(
+            unlink_remedy("my cam's"),
+            r#"`shmstream unlink 'my cam'"'"'s'`"#
+        );
+        // Shown escaped in a message (`a\\b`, `a\nb`): no command naming another stream.
+        for name in ["a\\b", "a\nb", "a\u{202e}b", "cam0\u{200b}"] {
+            let r = unlink_remedy(name);
+            assert!(
+                r.contains("shows escaped") && !r.contains(&shell_word(name)),
+                "{r}"
+            );
+        }
     }
 
     #[test]

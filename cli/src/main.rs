@@ -4,8 +4,8 @@
 //! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
 //! success, 1 on any error (usage errors included), with the reason on stderr; a closed
 //! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell), except `unlink`,
-//! which removes every name first and then exits 1, and `record`, which finishes its files
-//! first.
+//! which removes every name first and then exits 1, `purge`, which reports the removals
+//! that failed first and then exits 1, and `record`, which finishes its files first.
 
 mod npy;
 mod record;
@@ -319,9 +319,11 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
 
 /// `purge`: the library's [`shmstream::purge_matching`] rule (validated streams only;
 /// creator dead unless `all`), optionally restricted to a name prefix. It carries on past
-/// streams it cannot remove, reports each on stderr and then fails; a failed stdout is
-/// reported last, after everything else.
+/// streams it cannot remove, reports each on stderr and then fails; a failed stdout (a
+/// closed pipe included: no SIGPIPE, which would kill it before the failures are reported)
+/// is reported last, after everything else.
 fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
+    term::fail_on_closed_pipe();
     let report =
         shmstream::purge_matching(opts, |name| prefix.is_none_or(|p| name.starts_with(p)))?;
     let verb = if opts.dry_run {

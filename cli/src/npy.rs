@@ -64,8 +64,40 @@ const MAX_HEADER_LEN: u64 = 1 << 17;
 /// npyz parses it: the parser reads the last element of every list, tuple and dict twice,
 /// and a dict's elements once more when they are a set's, so each level of nesting doubles
 /// or quadruples its time (a 100-byte header nesting 25 deep takes it hours). Brackets are
-/// counted anywhere, in strings too: the nesting the parser sees is never deeper.
+/// counted as [`brackets_opened`] counts them: outside strings (a datetime dtype's
+/// `'<M8[ns]'` opens none, and is refused for its dtype) the parser reads as they are read
+/// there, and anywhere in a header with another string: the nesting the parser sees is
+/// never deeper.
 const MAX_HEADER_BRACKETS: usize = 2;
+
+/// How many brackets (`(`, `[`, `{`) the `.npy` header `text` opens outside its strings.
+/// Only strings of plain characters between their quotes are skipped (no backslash, no line
+/// end, the closing quote there): npyz's parser (`py_literal`) reads such a string as
+/// ending at the next quote too, so the two see the same brackets outside. With any other
+/// string (an escape, whose `\N{...}` may hold a quote; a line end, at which the parser's
+/// short string fails and a long one is tried; none closed) every bracket counts, in strings
+/// too.
+fn brackets_opened(text: &str) -> usize {
+    let opens = |c: char| matches!(c, '(' | '[' | '{');
+    let mut chars = text.chars();
+    let mut n = 0;
+    while let Some(c) = chars.next() {
+        if opens(c) {
+            n += 1;
+        } else if matches!(c, '\'' | '"') {
+            loop {
+                match chars.next() {
+                    Some(q) if q == c => break,
+                    None | Some('\\' | '\n' | '\r') => {
+                        return text.chars().filter(|&c| opens(c)).count();
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    n
+}
 
 /// `load`'s check of a `.npy` header before npyz reads the file. npyz multiplies the
 /// dimensions unchecked (their product, and the strides: every partial product, from the
@@ -116,10 +148,7 @@ fn check_header(file: &Path, f: &mut impl Read) -> Fallible<Vec<u8>> {
     let header = &seen[seen.len() - got..];
     let header = header.strip_suffix(b"\n").unwrap_or(header);
     let text = std::str::from_utf8(header).map_err(|_| refuse("its header is not UTF-8".into()))?;
-    let brackets = text
-        .chars()
-        .filter(|c| matches!(c, '(' | '[' | '{'))
-        .count();
+    let brackets = brackets_opened(text);
     if brackets > MAX_HEADER_BRACKETS {
         let known: Vec<_> = Dtype::ALL.iter().map(|d| d.numpy_name()).collect();
         return Err(format!(
@@ -206,18 +235,25 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     let mismatch = |s: &Stream| -> Fallible {
         if s.shape() != shape.as_slice() || s.dtype() != dtype {
             return Err(format!(
-                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}: load it under another name, or {}",
+                "shape/dtype mismatch: stream '{name}' holds {}, but {} holds {}: load it under another name, or remove it first with {}",
                 describe(s.dtype(), s.shape()),
                 file.display(),
                 describe(dtype, &shape),
-                unlink_remedy(name)
+                shmstream::name::unlink_remedy(name)
             )
             .into());
         }
         Ok(())
     };
+    // A stream already there is checked before the data is read: a file of another shape
+    // (a huge one included) is refused by its header, before anything is allocated.
+    match Stream::open(name) {
+        Ok(s) => mismatch(&s)?,
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     // Opened (or created) only once the data was read: a file that fails to read creates
-    // nothing.
+    // nothing. (Opened again: the stream may have been replaced meanwhile.)
     let open_or_create = || -> Fallible<(Stream, bool)> {
         let (stream, created) = match Stream::open(name) {
             Ok(s) => (s, false),
@@ -259,21 +295,6 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
-}
-
-/// The advice to unlink stream `name`, for an error message (which is printed through
-/// [`term::printable`]): a command to copy, unless the name has characters the message
-/// shows escaped (a backslash, control characters): the command shown would name another
-/// stream.
-fn unlink_remedy(name: &str) -> String {
-    if term::printable(name) == name {
-        format!(
-            "`shmstream unlink {}` first",
-            shmstream::name::shell_word(name)
-        )
-    } else {
-        "unlink it first with `shmstream unlink` (its name has characters this message shows escaped, Rust-style: give the name itself, not as shown here)".to_owned()
-    }
 }
 
 /// `shmstream dump NAME [-o FILE.npy]`.
@@ -554,6 +575,23 @@ mod tests {
         }
     }
 
+    /// Brackets in a plain string (a datetime dtype's `'<M8[ns]'`) are not the header's
+    /// nesting; with any other string every bracket counts.
+    #[test]
+    fn brackets_in_plain_strings_are_not_counted() {
+        let plain = "{'descr': '<M8[ns]', 'fortran_order': False, 'shape': (3,), }";
+        assert_eq!(brackets_opened(plain), 2);
+        assert_eq!(brackets_opened(r#"{"a(": '"[', 'b': ("{",)}"#), 2);
+        assert_eq!(
+            brackets_opened("{'descr': [('a', '<f4')], 'shape': (6,), }"),
+            4
+        );
+        // An escape, a line end, a string left open: all counted.
+        assert_eq!(brackets_opened(r"{'\N{'}' (((( ': 1}"), 6);
+        assert_eq!(brackets_opened("{'a\n[': ('b[',)}"), 4);
+        assert_eq!(brackets_opened("{'a': ('b[',), 'c[[[}"), 6);
+    }
+
     /// A file replaced by a dump keeps its mode, and a link to it stays a link.
     #[test]
     fn a_dump_over_a_file_writes_it_in_place() {
@@ -568,21 +606,5 @@ mod tests {
         assert!(link.symlink_metadata().unwrap().is_symlink());
         let mode = real.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
-    }
-
-    #[test]
-    fn a_remedy_names_the_stream_as_one_shell_word() {
-        assert_eq!(
-            unlink_remedy("my cam's"),
-            r"`shmstream unlink 'my cam'\''s'` first"
-        );
-        // Shown escaped in the message (`a\\b`, `a\nb`): no command naming another stream.
-        for name in ["a\\b", "a\nb", "a\u{202e}b"] {
-            let r = unlink_remedy(name);
-            assert!(
-                r.contains("shows escaped") && !r.contains(&shmstream::name::shell_word(name)),
-                "{r}"
-            );
-        }
     }
 }

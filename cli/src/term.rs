@@ -1,8 +1,9 @@
 //! What the tool prints to a terminal: stream names come from shared memory that any
-//! process of the user can write, so control characters (ESC, newline, ...) and bidi
-//! overrides are escaped instead of reaching the terminal; a closed stdout pipe ends the
-//! tool quietly, as it does `cat` or `head` (not `unlink`: there it is a stdout error like
-//! any other, reported once every name was tried); any other failed write to stdout (a full
+//! process of the user can write, so control characters (ESC, newline, ...), bidi
+//! overrides and invisible format characters are escaped instead of reaching the terminal;
+//! a closed stdout pipe ends the tool quietly, as it does `cat` or `head` (not `unlink` or
+//! `purge`: there it is a stdout error like any other, reported once every name was tried,
+//! or every failed removal reported; nor `record`); any other failed write to stdout (a full
 //! disk, `> /dev/full`) is an error, through [`outln!`] (`println!` panics) or, for output
 //! a stop signal must be able to cut short, [`write_or_stop`];
 //! and a failed write to stderr (a terminal hung up, `2> /dev/full`) is ignored, through
@@ -81,22 +82,27 @@ pub(crate) fn stdout_error(e: std::io::Error) -> Box<dyn std::error::Error> {
     format!("cannot write to standard output: {e}").into()
 }
 
-/// `s` with control characters, bidi controls and backslashes escaped Rust-style
-/// (`\u{1b}`, `\n`, `\\`): the library's, which the bridge's lines use too.
+/// `s` with control characters, bidi controls, invisible format characters and
+/// backslashes escaped Rust-style (`\u{1b}`, `\n`, `\u{200b}`, `\\`): the library's, which
+/// the bridge's lines use too.
 pub(crate) use shmstream::name::printable;
 
 /// `json` as serde_json writes it with the characters [`printable`] escapes that JSON
-/// leaves raw (DEL, C1 controls, bidi controls) written as `\uXXXX`: they occur only inside
-/// strings, where the escape stands for the same character.
+/// leaves raw (DEL, C1 controls, bidi controls, invisible format characters) written as
+/// `\uXXXX` (a character past U+FFFF as its UTF-16 surrogate pair, as JSON spells it):
+/// they occur only inside strings, where the escape stands for the same character.
+/// (serde_json escapes the backslash and the C0 controls, and writes its own line ends raw.)
 pub(crate) fn printable_json(json: &str) -> Cow<'_, str> {
-    let raw = |c: char| (c.is_control() && c > '\u{1f}') || shmstream::name::is_bidi_control(c);
+    let raw = |c: char| shmstream::name::is_escaped(c) && c > '\u{1f}' && c != '\\';
     if !json.chars().any(raw) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 8);
     for c in json.chars() {
         if raw(c) {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
         } else {
             out.push(c);
         }
@@ -128,7 +134,7 @@ pub(crate) fn fail_writes_past_file_size_limit() {
 }
 
 /// Ignores `SIGPIPE` again, for a command that must finish its work past a reader that
-/// went away (`unlink`, `record`): a write to the closed pipe then fails with EPIPE, an
+/// went away (`unlink`, `purge`, `record`): a write to the closed pipe then fails with EPIPE, an
 /// ordinary stdout error.
 pub(crate) fn fail_on_closed_pipe() {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
@@ -146,6 +152,7 @@ mod tests {
         assert!(matches!(printable("cam0 ü"), Cow::Borrowed("cam0 ü")));
         assert_eq!(printable("a\x1b[2Jb\nc\\"), "a\\u{1b}[2Jb\\nc\\\\");
         assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable("cam0\u{200b}"), "cam0\\u{200b}");
     }
 
     #[test]
@@ -155,6 +162,12 @@ mod tests {
         assert_eq!(safe, "[\n  \"a\\u007f\\u009b\\u202e\\u2066b\\n ü\"\n]");
         let back: Vec<String> = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, ["a\u{7f}\u{9b}\u{202e}\u{2066}b\n ü"]);
+        // Invisible ones too, one past U+FFFF as its surrogate pair.
+        let json = serde_json::to_string(&["cam0\u{200b}\u{feff}\u{e0041}"]).unwrap();
+        let safe = printable_json(&json);
+        assert_eq!(safe, r#"["cam0\u200b\ufeff\udb40\udc41"]"#);
+        let back: Vec<String> = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, ["cam0\u{200b}\u{feff}\u{e0041}"]);
         assert!(matches!(
             printable_json("{\n  \"a\": 1\n}"),
             Cow::Borrowed(_)

@@ -426,7 +426,7 @@ fn load_mismatch_shows_both_shapes_and_dtypes() {
             .and(predicate::str::contains("float32 [2, 3]"))
             .and(predicate::str::contains("float64 [3, 2]"))
             .and(predicate::str::contains(format!(
-                "load it under another name, or `shmstream unlink {b}` first"
+                "load it under another name, or remove it first with `shmstream unlink {b}`"
             ))),
     );
     // Same shape, other dtype.
@@ -519,10 +519,133 @@ fn a_load_mismatch_gives_no_command_naming_an_escaped_stream() {
         "a command naming the escaped name: {err}"
     );
     assert!(
-        err.contains("load it under another name, or unlink it first with `shmstream unlink` (its name has characters this message shows escaped"),
+        err.contains("load it under another name, or remove it first with `shmstream unlink` given the name itself (it has characters this message shows escaped"),
         "{err}"
     );
     assert_eq!(Stream::open_readonly(&name).unwrap().count(), 0);
+}
+
+/// A file for a stream of another shape is refused by its header, before its data is read:
+/// one whose header says 2^40 elements (its data two bytes) gets the mismatch, not a read
+/// error after a terabyte was asked for.
+#[test]
+fn a_load_mismatch_is_found_before_the_data_is_read() {
+    let dir = TempDir::new("mismatch-huge");
+    let name = unique_name("cli-mm-huge");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[3], Dtype::U8).unwrap();
+    let file = dir.file("huge.npy");
+    let shape = format!("({},)", 1u64 << 40);
+    std::fs::write(&file, npy_file("|u1", false, &shape, &[1, 2])).unwrap();
+    let out = StdCommand::new(bin())
+        .args(["load", &name])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{:?}: {err}", out.status);
+    assert!(
+        err.contains(&format!(
+            "shape/dtype mismatch: stream '{name}' holds uint8 [3], but {} holds uint8 [{}]",
+            file.display(),
+            1u64 << 40
+        )),
+        "{err}"
+    );
+    assert_eq!(Stream::open_readonly(&name).unwrap().count(), 0);
+}
+
+/// A datetime dtype (`'<M8[ns]'`: brackets in its string) is refused for its dtype, not
+/// as a structured one's header.
+#[test]
+fn a_datetime_npy_is_refused_for_its_dtype() {
+    let dir = TempDir::new("datetime");
+    let name = unique_name("cli-datetime");
+    let _c = Cleanup::new([&name]);
+    let file = dir.file("dt.npy");
+    std::fs::write(&file, npy_file("<M8[ns]", false, "(3,)", &[0; 24])).unwrap();
+    cli()
+        .args(["load", &name])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains(format!(
+                "{}: unsupported .npy dtype '<M8[ns]' (streams hold int8,",
+                file.display()
+            ))
+            .and(predicate::str::contains("brackets").not()),
+        );
+    assert!(shmstream::stat(&name).is_err());
+}
+
+/// The command a remedy gives for a name with a `'` in it, copied from stderr as shown and
+/// run by a shell, removes that stream (its quoting had a backslash, which the message
+/// shows doubled: the shell refused the command).
+#[test]
+fn a_remedy_command_for_a_name_with_a_quote_runs_as_shown() {
+    let dir = TempDir::new("mismatch-quote");
+    let name = format!("{} rev q's 1", unique_name("cli-mm-q"));
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[3], Dtype::U8).unwrap();
+    let file = dir.file("two.npy");
+    std::fs::write(&file, npy_file("|u1", false, "(2,)", &[1, 2])).unwrap();
+    let o = cli().args(["load", &name]).arg(&file).assert().code(1);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    let start = err.find("`shmstream unlink ").expect(&err) + 1;
+    let len = err[start..].find('`').expect(&err);
+    let command = &err[start..start + len];
+    let bin = bin().to_str().unwrap();
+    assert!(!bin.contains('\''), "{bin}");
+    let command = command.replacen("shmstream", &format!("'{bin}'"), 1);
+    let out = StdCommand::new("sh")
+        .args(["-c", &command])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = shmstream::stat(&name);
+    assert!(
+        matches!(left, Err(shmstream::Error::NotFound { .. })),
+        "{command} left the stream: {left:?}"
+    );
+}
+
+/// The library's remedies (`stat` of an unfinished creation, `create` over an abandoned
+/// one) give no command naming the stream as the message shows it escaped (`a\b` as
+/// `a\\b`): pasted, it would name another stream.
+#[test]
+fn library_remedies_give_no_command_naming_an_escaped_stream() {
+    let name = format!("{}\\b", unique_name("cli-aband-bs"));
+    let _c = Cleanup::new([&name]);
+    // An abandoned creation: a payload without its `_meta`.
+    let payload = Foreign(Path::new("/dev/shm").join(shmstream::name::segment_id(&name)));
+    std::fs::write(&payload.0, [0u8; 4]).unwrap();
+    let shown = name.replace('\\', "\\\\");
+    for (args, what) in [
+        (vec!["stat", &name], "its creation is unfinished"),
+        (
+            vec!["create", &name, "--shape", "4", "--dtype", "uint8"],
+            "abandoned creation",
+        ),
+    ] {
+        let o = cli().args(&args).assert().code(1);
+        let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert!(
+            !err.contains("`shmstream unlink ") && !err.contains(&format!("unlink '{shown}'")),
+            "{args:?}: a command naming the escaped name: {err}"
+        );
+        assert!(
+            err.contains("`shmstream unlink` given the name itself (it has characters this message shows escaped"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(payload.0.exists(), "the abandoned creation was touched");
 }
 
 /// `dump -o` stopped by a full disk (here a file size limit, which the binary meets as

@@ -149,8 +149,9 @@ fn planted_fifos_never_hang_any_subcommand() {
 
 /// Defect 3: `purge` run by a user (not root, so the sticky `/dev/shm` forbids removing
 /// another user's file) carries on past the stream it cannot remove, removes the others,
-/// reports the failure and exits 1; also when its stdout fails (`> /dev/full`), whose error
-/// comes last.
+/// reports the failure and exits 1; also when its stdout fails (`> /dev/full`, or a pipe
+/// whose reader went away: no SIGPIPE before the failure is reported), whose error comes
+/// last.
 #[test]
 fn purge_carries_on_reports_each_failure_and_exits_1() {
     if !is_root() {
@@ -165,7 +166,12 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
             .env("PYSHMEM_LOCK_DIR", &lock_dir);
         run_within_to(c, stdout)
     };
-    for stdout_fails in [false, true] {
+    // Where stdout goes, and the error its writes fail with.
+    for stdout_fails in [
+        None,
+        Some("No space left on device (os error 28)"),
+        Some("Broken pipe (os error 32)"),
+    ] {
         let prefix = unique_name("cli-purgeon");
         for t in ["a", "b", "c"] {
             let made = as_other(
@@ -185,13 +191,19 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
         let b_payload = shm(&name::segment_id(&b));
         std::fs::remove_file(&b_payload).unwrap();
         std::fs::write(&b_payload, [0u8; 4]).unwrap(); // now root's: the user cannot remove it
-        let full = stdout_fails.then(|| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .unwrap()
+        let stdout = stdout_fails.map(|error| {
+            if error.contains("Broken pipe") {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader); // closed before the tool writes anything
+                std::fs::File::from(std::os::fd::OwnedFd::from(writer))
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap()
+            }
         });
-        let purged = as_other(&["purge", "--all", "--prefix", &prefix], full);
+        let purged = as_other(&["purge", "--all", "--prefix", &prefix], stdout);
         let leftovers: Vec<_> = ["a", "c"]
             .iter()
             .filter(|t| shm(&name::meta_id(&format!("{prefix}{t}"))).exists())
@@ -202,7 +214,8 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
         assert_eq!(
             purged.status.code(),
             Some(1),
-            "{}{}",
+            "{:?}: {}{}",
+            purged.status,
             purged.stdout,
             purged.stderr
         );
@@ -211,12 +224,9 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
             "purge stopped early: {leftovers:?} left"
         );
         assert!(purged.stderr.contains(&b), "{}", purged.stderr);
-        if stdout_fails {
+        if let Some(error) = stdout_fails {
             assert!(
-                purged
-                    .stderr
-                    .trim_end()
-                    .ends_with("No space left on device (os error 28)"),
+                purged.stderr.trim_end().ends_with(error),
                 "the stdout error last:\n{}",
                 purged.stderr
             );

@@ -1882,6 +1882,12 @@ fn with_fsync_the_directories_created_for_out_are_put_on_the_disk_too() {
                 dir.display()
             );
         }
+        // Both in one line, as a list: not joined by a line end, which the message shows
+        // escaped (`\n`).
+        assert!(
+            diag.contains("and record again; ") && !diag.contains("record again\\n"),
+            "{diag}"
+        );
     }
     let _ = std::fs::remove_dir_all(base);
 }

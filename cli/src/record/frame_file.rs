@@ -250,6 +250,6 @@ pub(crate) fn sync_created_dirs(created: &[PathBuf]) -> Fallible {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(failed.join("\n").into())
+        Err(failed.join("; ").into())
     }
 }
