@@ -5,9 +5,10 @@
 //! between two readings: a gap is time the core spent on something else (another task,
 //! an interrupt, the hypervisor). Per core: the gaps of 100 µs and more, of 1 ms and more,
 //! the longest, the time lost, and the host's steal over the probe (`/proc/stat`); for the
-//! machine, the other tasks that used the most CPU meanwhile (`/proc/<pid>/stat`). A loop's
-//! tail latency and jitter cannot be below what the machine takes from its cores, so this
-//! is what bounds them on this host, measured in the same run.
+//! machine, the other tasks that used the most CPU meanwhile (`/proc/<pid>/stat`). A frame
+//! due during a pause comes late by up to its length, so the pauses bound a loop's max
+//! latency and jitter from below on this host, measured in the same run; its p99 leaves out
+//! the slowest 1% of frames, so they reach it only where they take 1% of the time or more.
 
 use std::collections::HashMap;
 

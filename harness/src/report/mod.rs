@@ -189,13 +189,18 @@ pub fn fmt_hz(v: f64) -> String {
     out
 }
 
-/// A rate in a list or a sentence, whole Hz without grouping ("12800", "5"); below 1 Hz
-/// with 3 significant digits, as [`fmt_hz`] ("0.0391", not "0").
+/// A rate in a list or a sentence, whole Hz without grouping ("12800", "100"); below
+/// 100 Hz with 3 significant digits, trailing zeros dropped ("3.86", "5", "0.0391"): whole
+/// Hz read the rate ladder's rungs at 3.86, 4 and 4.12 Hz as "4" each.
 pub fn fmt_rate_plain(v: f64) -> String {
-    if v > 0.0 && v < 1.0 {
-        fmt_hz(v)
-    } else {
-        format!("{v:.0}")
+    if !(v > 0.0 && v < 100.0) {
+        return format!("{v:.0}");
+    }
+    let decimals = (2.0 - v.log10().floor()).max(0.0) as usize;
+    let s = format!("{v:.decimals$}");
+    match s.contains('.') {
+        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => s,
     }
 }
 
@@ -235,6 +240,20 @@ mod tests {
         assert_eq!(human_bytes(40000), "39.1 KiB");
         assert_eq!(us(13_456), "13.5");
         assert_eq!(us(900), "0.90");
+    }
+
+    /// Below 100 Hz a rate keeps 3 significant digits: whole Hz printed the rate ladder's
+    /// rungs at 3.86, 4 and 4.12 Hz as "4" each, and 3.86 Hz sustainable as "4".
+    #[test]
+    fn rates_below_100_hz_keep_3_significant_digits() {
+        assert_eq!(fmt_rate_plain(3.856), "3.86");
+        assert_eq!(fmt_rate_plain(12.5), "12.5");
+        assert_eq!(fmt_rate_plain(4.0), "4");
+        assert_eq!(fmt_rate_plain(99.96), "100");
+        assert_eq!(fmt_rate_plain(0.5), "0.5");
+        assert_eq!(fmt_rate_plain(100.0), "100");
+        assert_eq!(fmt_rate_plain(1000.0), "1000");
+        assert_eq!(fmt_rate_plain(2400.4), "2400");
     }
 }
 

@@ -185,6 +185,10 @@ fn leak() -> f32 {
     0.99
 }
 
+/// The remedy a memory refusal ([`Geometry::check_memory`]) names for the stages' logs, in a
+/// scenario's keys; `harness size`, which has no such keys, says it in its flags.
+pub const SHORTER_RUNS: &str = "shorter runs (min_seconds, warmup, ladder_seconds)";
+
 /// The sizes every stage works with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Geometry {
@@ -314,6 +318,17 @@ impl Geometry {
                 "ao-loop: catch_up is at most {} (a stage's input stream keeps {} frames)",
                 super::stage::HISTORY - 1,
                 super::stage::HISTORY
+            );
+        }
+        // NaN or a negative margin turned waking ahead off (only 0 says so), an infinite one
+        // spun the whole period.
+        if let Some(us) = ao
+            .wake_ahead_us
+            .filter(|us| !(us.is_finite() && *us >= 0.0))
+        {
+            bail!(
+                "ao-loop: wake_ahead_us = {us} must be a number of µs >= 0 (0 turns waking \
+                 ahead off)"
             );
         }
         if !(1..=20).contains(&ao.runs) {
@@ -489,8 +504,8 @@ impl Geometry {
                  histories in /dev/shm, the camera's precomputed frames, the calibration and \
                  the stages' buffers; {:.2} GB for the stages' logs of its longest run, sized to \
                  its seconds × rate_hz frames; {:.2} GB for the processes) but the \
-                 machine has {:.2} GB available; use a smaller geometry, shorter runs \
-                 (min_seconds, warmup, ladder_seconds) or a larger machine",
+                 machine has {:.2} GB available; use a smaller geometry, {SHORTER_RUNS} or a \
+                 larger machine",
                 gb(need.total()),
                 gb(need.matrices),
                 self.matrices_text(),
@@ -592,6 +607,30 @@ pub(crate) mod tests {
         for w in [crate::scenario::Wait::Spin, crate::scenario::Wait::Park] {
             c.wait = Some(w);
             assert_eq!(at(&mut c, 1000.0), None, "{w:?} stages do not wake ahead");
+        }
+    }
+
+    /// A wake-ahead margin that is not a number of µs >= 0 is refused naming the key and the
+    /// case: a negative or NaN one turned waking ahead off (only 0 is documented to), an
+    /// infinite one spun the whole period.
+    #[test]
+    fn a_wake_ahead_margin_below_0_or_not_finite_is_refused_naming_the_key_and_the_case() {
+        let scenario = |us: &str| {
+            crate::scenario::Scenario::parse(&format!(
+                "name = \"t\"\n[[case]]\nname = \"ahead\"\nkind = \"ao-loop\"\n\
+                 sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                 rate_hz = 1000\nwake_ahead_us = {us}\n"
+            ))
+        };
+        for bad in ["-5", "nan", "inf", "-0.001"] {
+            let err = scenario(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("[[case]] #1 (ahead)") && err.contains("wake_ahead_us = "),
+                "{bad}: {err}"
+            );
+        }
+        for ok in ["0", "0.0", "125", "1e6"] {
+            assert!(scenario(ok).is_ok(), "{ok}");
         }
     }
 

@@ -150,7 +150,11 @@ pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<St
     if run.stats.pipeline_missed() > 0 {
         Some(format!("{} missed frames", run.stats.pipeline_missed()))
     } else if p99 >= limit {
-        Some(format!("p99 {} µs ≥ {} µs", p99 / 1000, limit / 1000))
+        Some(format!(
+            "p99 {} µs ≥ {} µs",
+            crate::report::us(p99),
+            crate::report::us(limit)
+        ))
     } else {
         None
     }
@@ -347,6 +351,30 @@ mod tests {
     fn names(tag: &str) -> Names {
         let base = format!("ao-streams-{tag}-{}", std::process::id());
         Names::under(&base, &std::env::temp_dir())
+    }
+
+    /// The failure names p99 and the limit as the report prints µs: truncated to whole µs,
+    /// a 7 µs p99 over a 0.5 µs budget read "p99 7 µs ≥ 0 µs".
+    #[test]
+    fn a_failure_on_the_budget_names_p99_and_the_limit_in_report_us() {
+        let mut e2e = crate::hist::new();
+        for _ in 0..100 {
+            e2e.record(7_000).unwrap();
+        }
+        let run = runner::LoopRun {
+            stats: analysis::LoopStats::default(),
+            e2e,
+            placement: String::new(),
+        };
+        assert_eq!(
+            failure(&run, 1000.0, Some(0.5)).as_deref(),
+            Some("p99 7.00 µs ≥ 0.50 µs")
+        );
+        assert_eq!(
+            failure(&run, 200_000.0, None).as_deref(),
+            Some("p99 7.00 µs ≥ 5.00 µs")
+        );
+        assert_eq!(failure(&run, 1000.0, Some(8.0)), None);
     }
 
     /// The GPU form is one stage process after the camera (slopes and recon on the
