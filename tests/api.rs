@@ -5,10 +5,10 @@
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, child, child_role, param, say, unique_name};
+use common::{Cleanup, LONG, child, child_role, param, say, unique_name};
 use shmstream::ndarray::{Array, Array2, ArrayD, IxDyn, s};
 use shmstream::{
     Complex32, Complex64, Dtype, Element, Error, PurgeOptions, Stream, StreamConfig, StreamOptions,
@@ -1009,20 +1009,22 @@ fn waits_for_a_new_frame_under_this_threads_own_lock_are_refused_at_once() {
         &[1, 2]
     );
     assert_eq!(s.wait_for_count(0, Some(SEC)).unwrap(), 1);
+    // Long timeouts: a wait that is not refused but waits its timeout out fails the bound
+    // below, which a descheduled thread on a loaded host does not reach.
     let t0 = Instant::now();
     for e in [
-        s.read_new::<u16>(Some(SEC)).map(|_| ()).unwrap_err(),
-        s.read_new_into_slice(&mut [0u16; 2], Some(SEC))
+        s.read_new::<u16>(Some(LONG)).map(|_| ()).unwrap_err(),
+        s.read_new_into_slice(&mut [0u16; 2], Some(LONG))
             .map(|_| ())
             .unwrap_err(),
-        s.wait_for_count(1, Some(SEC)).map(|_| ()).unwrap_err(),
-        s.read_after::<u16>(1, Some(SEC)).map(|_| ()).unwrap_err(),
+        s.wait_for_count(1, Some(LONG)).map(|_| ()).unwrap_err(),
+        s.read_after::<u16>(1, Some(LONG)).map(|_| ()).unwrap_err(),
     ] {
         assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
         let m = e.to_string();
         assert!(m.contains(&name) && m.contains("WriteGuard"), "{m}");
     }
-    assert!(t0.elapsed() < SEC / 2, "refused late: {:?}", t0.elapsed());
+    assert!(t0.elapsed() < LONG / 2, "refused late: {:?}", t0.elapsed());
     // A poll waits for nothing: it times out as it does without the lock.
     let polled = s.read_new::<u16>(Some(Duration::ZERO)).unwrap_err();
     assert!(matches!(polled, Error::Timeout { .. }), "{polled:?}");
@@ -1122,17 +1124,20 @@ fn close_wakes_blocked_reader(notify: bool) {
         .create()
         .unwrap();
     let r = Arc::new(Stream::open_readonly(&name).unwrap());
-    let barrier = Arc::new(Barrier::new(2));
-    let (r2, b2) = (r.clone(), barrier.clone());
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let r2 = r.clone();
     let t = std::thread::spawn(move || {
-        b2.wait();
+        tid_tx.send(common::gettid()).unwrap();
         let t0 = Instant::now();
         (
             r2.read_new::<f64>(Some(Duration::from_secs(60))),
             t0.elapsed(),
         )
     });
-    barrier.wait();
+    // Closed once the reader is parked in its wait (a close before it would be refused on
+    // entry, and wake nothing).
+    let tid = tid_rx.recv().unwrap();
+    common::wait_parked_on_stream(std::process::id(), tid as u32, &name, notify);
     r.close();
     let (res, waited) = t.join().unwrap();
     assert!(

@@ -284,9 +284,11 @@ fn gpu_child_entry() {
             }
             say(&format!("done {late}"));
         }
-        // Writes uniform frames from prefilled device buffers as fast as it can (device to
-        // device, no host wait without a mirror) until told to stop.
+        // Writes uniform frames from prefilled device buffers (device to device, no host wait
+        // without a mirror) until told to stop: a write every ~2 ms, or with `back_to_back`
+        // one after another, saying "warm" after its first 12.
         "torture_writer" => {
+            let back_to_back = common::param_opt::<bool>("back_to_back").unwrap_or(false);
             let s = Stream::open(&name).unwrap();
             let st = s.cuda_stream().unwrap();
             let bufs: Vec<CudaSlice<i32>> = (1..=8)
@@ -304,6 +306,12 @@ fn gpu_child_entry() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 g.write_device(&bufs[i % bufs.len()]).unwrap();
                 i += 1;
+                if back_to_back {
+                    if i == 12 {
+                        say("warm");
+                    }
+                    continue;
+                }
                 // Leave readers windows (a seqlock reader retries while writes overlap its
                 // copy; without MPS each process's device work also waits for a GPU context
                 // switch, ~150 us): a write every ~2 ms, each one a 4 MiB device copy.
@@ -574,7 +582,9 @@ fn gpu_publish_path_per_handle_and_back_to_back_writes() {
 
 /// Issue #11: a writer killed while it publishes (on the GPU path, its last frame may still
 /// be landing or its bracket left odd) neither hangs the next writer nor hands a reader a
-/// torn frame: the next write recovers and is read whole.
+/// torn frame: the next write recovers and is read whole. Writers that write back to back
+/// are killed until a kill lands inside a publication (the sequence left odd, or a read
+/// reporting the abandoned write), which must happen at least once.
 #[test]
 fn gpu_writer_killed_while_publishing_is_recovered() {
     let _serial = serial();
@@ -589,33 +599,60 @@ fn gpu_writer_killed_while_publishing_is_recovered() {
         .create()
         .unwrap();
     s.write_device_from_host(&vec![1i32; n]).unwrap();
-    let mut w = child("gpu_child_entry", "torture_writer")
-        .param("name", &name)
-        .spawn();
-    w.expect_line("ready", LONG);
     let mut host = vec![0i32; n];
-    // Kill it once it has written a few frames of its own.
-    let mut last = s.read_device_to_host(&mut host).unwrap().count;
-    while last < 12 {
-        last = s
-            .read_device_to_host_after(last, &mut host, Some(LONG))
-            .unwrap()
-            .count;
+    const TRIES: i32 = 20;
+    let (mut kills, mut inside) = (0, 0);
+    while kills < TRIES && inside == 0 {
+        kills += 1;
+        let mut w = child("gpu_child_entry", "torture_writer")
+            .param("name", &name)
+            .param("back_to_back", true)
+            .spawn();
+        w.expect_line("ready", LONG);
+        // Killed once it has written a few frames of its own, while it writes more.
+        w.expect_line("warm", LONG);
+        w.kill();
+        let seq = s.write_sequence();
+        let read = s.read_device_to_host(&mut host);
+        let landed = match read {
+            Ok(_) => {
+                assert!(
+                    host.iter().all(|&x| x == host[0]),
+                    "kill {kills}: torn frame after the kill"
+                );
+                false
+            }
+            Err(Error::Inconsistent { .. }) => true,
+            Err(e) => panic!("kill {kills}: {e:?}"),
+        };
+        if landed || seq < 0 || seq & 1 == 1 {
+            inside += 1;
+        }
+        let last = s.count();
+        let t = Instant::now();
+        let v = 99 + kills;
+        s.write_device_from_host(&vec![v; n]).unwrap();
+        assert!(
+            t.elapsed() < LONG,
+            "kill {kills}: the next write waited out its timeout"
+        );
+        let info = s.read_device_to_host(&mut host).unwrap();
+        assert!(
+            host.iter().all(|&x| x == v),
+            "kill {kills}: recovered frame {}",
+            host[0]
+        );
+        assert!(
+            info.count > last,
+            "kill {kills}: count {} after {last}",
+            info.count
+        );
     }
-    w.kill();
-    match s.read_device_to_host(&mut host) {
-        Ok(_) => assert!(
-            host.iter().all(|&x| x == host[0]),
-            "torn frame after the kill"
-        ),
-        Err(e) => assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}"),
-    }
-    let t = Instant::now();
-    s.write_device_from_host(&vec![99i32; n]).unwrap();
-    assert!(t.elapsed() < LONG, "the next write waited out its timeout");
-    let info = s.read_device_to_host(&mut host).unwrap();
-    assert!(host.iter().all(|&x| x == 99), "recovered frame {}", host[0]);
-    assert!(info.count > last, "count {} after {last}", info.count);
+    eprintln!("{kills} kills, {inside} inside a publication");
+    assert!(
+        inside > 0,
+        "none of {kills} kills landed inside a publication"
+    );
 }
 
 #[test]

@@ -539,8 +539,13 @@ fn open_racing_create_and_unlink_sees_the_stream_or_not_found() {
         return;
     }
     let name = unique_name("race");
-    let _c = Cleanup::new([&name]);
-    let mut creators = vec![
+    let python = common::python();
+    let py_name = unique_name("race-py");
+    // Declared before the creators, so it drops after them: a creator still running when the
+    // test fails is killed (and reaped) before its names are unlinked.
+    let _c = Cleanup::new([&name, &py_name]);
+    let mut creators = vec![(
+        name.clone(),
         child(
             "open_racing_create_and_unlink_sees_the_stream_or_not_found",
             "loop",
@@ -548,50 +553,65 @@ fn open_racing_create_and_unlink_sees_the_stream_or_not_found() {
         .param("name", &name)
         .param("n", 1500)
         .spawn(),
-    ];
-    let python = common::python();
-    let py_name = unique_name("race-py");
-    let _cp = Cleanup::new([&py_name]);
+    )];
     if let Some(py) = &python {
-        creators.push(common::Proc::spawn(common::py_command(
-            py,
-            "peer.py",
-            &["create_unlink_loop", &py_name, "1500"],
-        )));
+        creators.push((
+            py_name.clone(),
+            common::Proc::spawn(common::py_command(
+                py,
+                "peer.py",
+                &["create_unlink_loop", &py_name, "1500"],
+            )),
+        ));
     }
-    let names: Vec<String> = if python.is_some() {
-        vec![name.clone(), py_name.clone()]
-    } else {
-        vec![name.clone()]
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (mut opened, mut missing) = (0usize, 0usize);
+    // Opens and stats race each creator until it has made and unlinked its stream all its
+    // times (a creator that fails ends the test with its output).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut opened = vec![0usize; creators.len()];
+    let mut missing = 0usize;
     let mut done = vec![false; creators.len()];
-    while Instant::now() < deadline && opened + missing < 40_000 {
-        for (c, d) in creators.iter_mut().zip(done.iter_mut()) {
-            *d = *d || c.line_within(Duration::ZERO).is_some();
+    while !done.iter().all(|d| *d) {
+        for ((n, c), d) in creators.iter_mut().zip(done.iter_mut()) {
+            if !*d {
+                match c.line_within(Duration::ZERO) {
+                    Some(l) => {
+                        assert_eq!(l, "looped", "creator of {n}");
+                        *d = true;
+                    }
+                    None if c.try_status().is_some_and(|st| !st.success()) => {
+                        c.wait_success(LONG); // fails, showing the creator's output
+                    }
+                    None => {}
+                }
+            }
         }
-        if done.iter().all(|d| *d) {
-            break;
-        }
-        for n in &names {
+        assert!(
+            Instant::now() < deadline,
+            "the creators did not finish within 60 s (done: {done:?})"
+        );
+        for ((n, _), opened) in creators.iter().zip(opened.iter_mut()) {
             for r in [
                 Stream::open_readonly(n).map(|_| ()),
                 shmstream::stat(n).map(|_| ()),
             ] {
                 match r {
-                    Ok(()) => opened += 1,
+                    Ok(()) => *opened += 1,
                     Err(Error::NotFound { .. }) => missing += 1,
-                    Err(e) => panic!("open/stat racing create gave {e:?} after {opened} opens"),
+                    Err(e) => panic!("open/stat of {n} racing create gave {e:?}"),
                 }
             }
         }
     }
-    eprintln!("racing opens: {opened} found, {missing} not found");
-    assert!(
-        opened > 0,
-        "never saw the stream while it was being recreated"
-    );
+    for (_, c) in &mut creators {
+        c.wait_success(LONG);
+    }
+    eprintln!("racing opens: {opened:?} found, {missing} not found");
+    for ((n, _), opened) in creators.iter().zip(&opened) {
+        assert!(
+            *opened > 0,
+            "never saw {n} while its creator was recreating it"
+        );
+    }
 }
 
 /// How a reader waits for a frame that never comes.

@@ -58,10 +58,14 @@ fn child_entry() {
             s.write_slice(&vec![value; s.len()]).unwrap();
             say("wrote");
         }
-        // Parks in read_new and prints what it got.
+        // Says its read count and thread id, parks in read_new and prints what it got.
         "read_new_print" => {
             let s = Stream::open_readonly(&name).unwrap();
-            say(&format!("waiting {}", s.last_read_count()));
+            say(&format!(
+                "waiting {} {}",
+                s.last_read_count(),
+                common::gettid()
+            ));
             let a = s.read_new::<i32>(Some(LONG)).unwrap();
             say(&format!("got {} {}", s.last_read_count(), a[[0]]));
         }
@@ -383,12 +387,22 @@ fn read_new_in_parent_wakes_on_a_child_write() {
             .param("value", 31)
             .spawn();
         w.expect_line("ready", LONG);
-        w.send_line("go");
-        let t0 = Instant::now();
-        let a = r.read_new::<i32>(Some(LONG)).unwrap();
+        // The child writes only once the reader is parked in its wait.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let a = std::thread::scope(|sc| {
+            let reader = sc.spawn(|| {
+                tid_tx.send(common::gettid()).unwrap();
+                r.read_new::<i32>(Some(LONG))
+            });
+            let tid = tid_rx.recv().unwrap();
+            common::wait_parked_on_stream(std::process::id(), tid as u32, &name, notify);
+            w.send_line("go");
+            reader.join().unwrap()
+        })
+        .unwrap();
         assert_eq!(a.as_slice().unwrap(), &[31; 4], "notify={notify}");
-        assert!(t0.elapsed() < LONG);
         assert_eq!(r.last_read_count(), 2);
+        w.expect_line("wrote", LONG);
         w.wait_success(LONG);
         // Nothing newer: the next read_new times out.
         assert!(matches!(
@@ -412,7 +426,11 @@ fn read_new_in_child_wakes_on_a_parent_write() {
     let mut r = child("child_entry", "read_new_print")
         .param("name", &name)
         .spawn();
-    assert_eq!(r.expect_line("waiting", LONG), "1");
+    let waiting = r.expect_line("waiting", LONG);
+    let (count, tid) = waiting.split_once(' ').unwrap();
+    assert_eq!(count, "1");
+    // Written once the child is parked in its wait.
+    common::wait_parked_on_stream(r.pid(), tid.parse().unwrap(), &name, true);
     s.write_slice(&[6i32]).unwrap();
     assert_eq!(r.expect_line("got", LONG), "2 6");
     r.wait_success(LONG);
