@@ -337,14 +337,14 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
         "for its wildcard or reserved characters (`*`, `$`, `?`, `#`) or empty '/' parts";
     if nonwild_keyexpr::new(prefix.trim_end_matches('/')).is_err() {
         return Err(BridgeError::Usage(format!(
-            "--key-prefix {prefix:?} cannot be carried over Zenoh, {WHY}: give one without them"
+            "--key-prefix '{prefix}' cannot be carried over Zenoh, {WHY}: give one without them"
         )));
     }
     for name in names {
         let k = key(prefix, name);
         if nonwild_keyexpr::new(k.as_str()).is_err() {
             return Err(BridgeError::Usage(format!(
-                "stream '{name}': its name cannot be carried over Zenoh (key {k:?}), {WHY}: \
+                "stream '{name}': its name cannot be carried over Zenoh (key '{k}'), {WHY}: \
                  rename the stream without them"
             )));
         }
@@ -357,25 +357,38 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
     Ok(())
 }
 
-/// The signals that stop the bridge ([`stop_on_signals`]).
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+/// The signals that stop the bridge ([`stop_on_signals`]): Ctrl-C, SIGTERM, SIGHUP (the
+/// terminal closed, an ssh session dropped) and SIGQUIT (`Ctrl-\`).
+const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
-/// A stop flag that SIGINT and SIGTERM set (for the binary), once: the first of them sets
-/// it and gives both back their default action, so a second one ends the process at once
-/// (killed by that signal). A clean stop can take up to [`HANDOVER_DEADLINE`] (a put
-/// blocked on it returns first), and a second Ctrl-C must not be lost meanwhile.
+/// A stop flag that SIGINT, SIGTERM, SIGHUP and SIGQUIT set (for the binary), once: the
+/// first of them sets it and gives them all back their default action, so a second one ends
+/// the process at once (killed by that signal). A clean stop can take up to
+/// [`HANDOVER_DEADLINE`] (a put blocked on it returns first), and a second Ctrl-C must not be
+/// lost meanwhile. A bridge in a closed ssh session or terminal thus ends cleanly too, its
+/// summaries said and its mirrors whole. A signal ignored when it is called stays ignored
+/// (`nohup` ignores SIGHUP, a shell's background jobs SIGINT and SIGQUIT), then too.
 pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
+    /// Which of [`STOP_SIGNALS`] are caught (not ignored at the start).
+    static CAUGHT: [AtomicBool; STOP_SIGNALS.len()] =
+        [const { AtomicBool::new(false) }; STOP_SIGNALS.len()];
     extern "C" fn on_signal(_: libc::c_int) {
-        // An atomic store and `sigaction` alone: both async-signal-safe.
+        // Atomics and `sigaction` alone: all async-signal-safe.
         STOP.store(true, Ordering::Relaxed);
-        for sig in STOP_SIGNALS {
-            set_action(sig, libc::SIG_DFL, 0);
+        for (sig, caught) in STOP_SIGNALS.iter().zip(&CAUGHT) {
+            if caught.load(Ordering::Relaxed) {
+                set_action(*sig, libc::SIG_DFL, 0);
+            }
         }
     }
-    for sig in STOP_SIGNALS {
+    for (sig, caught) in STOP_SIGNALS.into_iter().zip(&CAUGHT) {
+        if action_of(sig) == libc::SIG_IGN {
+            continue;
+        }
+        caught.store(true, Ordering::Relaxed);
         // SA_RESETHAND: the signal caught is back to its default as it is delivered, before
-        // the handler runs (which then resets the other one).
+        // the handler runs (which then resets the others).
         set_action(
             sig,
             on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
@@ -383,6 +396,20 @@ pub fn stop_on_signals() -> &'static AtomicBool {
         );
     }
     &STOP
+}
+
+/// The action of signal `sig` now (`SIG_DFL`, `SIG_IGN` or a handler); `SIG_DFL` where it
+/// cannot be read.
+fn action_of(sig: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: a null new action only reads the current one into `old`, for which a zeroed
+    // sigaction is a valid value.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+            return libc::SIG_DFL;
+        }
+        old.sa_sigaction
+    }
 }
 
 /// Sets signal `sig`'s action to `handler` (a function, or `SIG_DFL`) with `flags`; the
@@ -467,37 +494,41 @@ mod tests {
         assert!(block >= needed, "block deadline {block} µs < {needed} µs");
     }
 
-    /// The handler of signal `sig` now.
-    fn action_of(sig: libc::c_int) -> libc::sighandler_t {
-        // SAFETY: a null new action only reads the current one into `old`, which a zeroed
-        // sigaction is a valid value for.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0);
-            old.sa_sigaction
-        }
-    }
-
-    /// A stop can take up to HANDOVER_DEADLINE (a put blocked on it): the first SIGINT or
-    /// SIGTERM asks for it and gives both back their default action, so a second one ends
-    /// the process at once. (Before, the handler stayed, and a second Ctrl-C did nothing.)
+    /// A stop can take up to HANDOVER_DEADLINE (a put blocked on it): the first stop signal
+    /// asks for it and gives them all back their default action, so a second one ends the
+    /// process at once. (Before, the handler stayed, and a second Ctrl-C did nothing.) A
+    /// signal ignored at the start (SIGHUP under `nohup`) stays ignored, before and after.
     #[test]
-    fn the_first_stop_signal_gives_both_back_their_default_action() {
+    fn the_first_stop_signal_gives_all_back_their_default_action_and_an_ignored_one_stays_ignored()
+    {
+        set_action(libc::SIGHUP, libc::SIG_IGN, 0);
         let stop = stop_on_signals();
-        for sig in STOP_SIGNALS {
-            assert_ne!(action_of(sig), libc::SIG_DFL, "signal {sig} caught");
+        let caught = [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT];
+        for sig in caught {
+            let action = action_of(sig);
+            assert!(
+                action != libc::SIG_DFL && action != libc::SIG_IGN,
+                "signal {sig} caught"
+            );
         }
+        assert_eq!(action_of(libc::SIGHUP), libc::SIG_IGN, "SIGHUP ignored");
         // SAFETY: `raise` delivers SIGINT to this thread before it returns, to the handler
         // just installed (which only sets the flag and resets the actions).
         assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
         assert!(stop.load(Ordering::Relaxed));
-        for sig in STOP_SIGNALS {
+        for sig in caught {
             assert_eq!(
                 action_of(sig),
                 libc::SIG_DFL,
                 "signal {sig}: a second one would be caught and do nothing"
             );
         }
+        assert_eq!(
+            action_of(libc::SIGHUP),
+            libc::SIG_IGN,
+            "SIGHUP still ignored"
+        );
+        set_action(libc::SIGHUP, libc::SIG_DFL, 0);
     }
 
     /// Rust's panic message names the thread, `ROLE NAME`; the bridge's error names the

@@ -1,5 +1,6 @@
 //! `shmstream-bridge publish|subscribe`: carries shmstream streams between hosts over Zenoh.
-//! Exit status 0 after Ctrl-C (or SIGTERM), 1 on any error, with the reason on stderr.
+//! Exit status 0 after Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT), 1 on any error, with the
+//! reason on stderr.
 
 mod floor;
 
@@ -69,6 +70,10 @@ enum Command {
         /// History depth of the local streams it creates (read every frame with a cursor).
         #[arg(long, default_value_t = 0)]
         history: usize,
+        /// Mirror into a local stream of that name that a running process other than this
+        /// bridge created (one made for the bridge on purpose); otherwise refused.
+        #[arg(long)]
+        into_existing: bool,
     },
     /// The harness's Zenoh floor, publishing side (see `floor.rs`).
     #[command(hide = true)]
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
             key_prefix,
             local_prefix,
             history,
+            into_existing,
         } => {
             if listen.is_empty() && connect.is_empty() {
                 connect.push(DEFAULT_LISTEN.into());
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
                     prefix: key_prefix,
                     local_prefix,
                     history,
+                    into_existing,
                 },
                 stop,
             )

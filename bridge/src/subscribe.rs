@@ -32,6 +32,13 @@ pub struct SubscribeOptions {
     /// History depth of local streams this bridge creates (0: none), so local readers can
     /// read every mirrored frame with a cursor.
     pub history: usize,
+    /// Mirror into a local stream that a live process other than this bridge created (one
+    /// made for the bridge on purpose). Without it such a stream is refused, and the bridge
+    /// ends saying so: it is another writer's (the host's own `cam0`, or a subscriber's
+    /// mirror, which would loop frames between two hosts), and remote frames would be mixed
+    /// into it. A stream whose creator has exited (an earlier run's mirror) is mirrored into
+    /// either way.
+    pub into_existing: bool,
 }
 
 /// Mirrors until `stop` is set (checked every 100 ms). A frame that does not fit its local
@@ -112,6 +119,12 @@ const RETRY_CREATE: Duration = Duration::from_secs(10);
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
+/// How often the mirror asks the publisher for its current frame again while its last frame
+/// could not be written for want of a local stream that a new try could make
+/// ([`Mirror::wants_frame_again`]): the local stream unlinked (as a refusal for a new shape
+/// says to), or its create due to be tried again.
+const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
+
 /// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
 /// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
 /// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
@@ -129,11 +142,9 @@ fn mirror(
     stop: &Stop,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
-    let state = Arc::new(Mutex::new(Mirror::new(
-        name,
-        format!("{}{name}", o.local_prefix),
-        o.history,
-    )));
+    let mut m = Mirror::new(name, format!("{}{name}", o.local_prefix), o.history);
+    m.into_existing = o.into_existing;
+    let state = Arc::new(Mutex::new(m));
     let receiving = Arc::clone(&state);
     let sub = session
         .declare_subscriber(k.clone())
@@ -174,7 +185,11 @@ fn mirror(
 }
 
 /// Asks each publisher on `k` that appears for its current frame, until `stop` is set or the
-/// mirror fails; the result is the mirror's.
+/// mirror fails; the result is the mirror's. While one is there, asks it again every
+/// [`ASK_AGAIN_EVERY`] as long as its last frame could not be written for want of a local
+/// stream that a new try could make ([`Mirror::wants_frame_again`]): a writer that wrote
+/// once (a calibration map) and then changed shape sends nothing more, and its mirror,
+/// unlinked as the refusal says, would otherwise not come back until it wrote again.
 fn follow(
     stop: &Stop,
     state: &Arc<Mutex<Mirror>>,
@@ -182,6 +197,10 @@ fn follow(
     publishers: &MatchingListener<RingChannelHandler<MatchingStatus>>,
     k: &str,
 ) -> Result<(), BridgeError> {
+    // Whether a publisher that answers queries (latest value) is there, and when it was
+    // last asked.
+    let mut matched = false;
+    let mut asked = Instant::now();
     while !stop.is_set() {
         if let Some(e) = state
             .lock()
@@ -192,10 +211,26 @@ fn follow(
             return Err(e);
         }
         match publishers.recv_timeout(POLL) {
-            Ok(Some(status)) if status.matching() => ask(querier, state, k)?,
-            Ok(_) => {}
+            Ok(Some(status)) => {
+                matched = status.matching();
+                if matched {
+                    ask(querier, state, k)?;
+                    asked = Instant::now();
+                }
+            }
+            Ok(None) => {}
             // The session is closing: no status will come.
             Err(_) => std::thread::sleep(POLL),
+        }
+        if matched
+            && asked.elapsed() >= ASK_AGAIN_EVERY
+            && state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .wants_frame_again()
+        {
+            ask(querier, state, k)?;
+            asked = Instant::now();
         }
     }
     Ok(())
@@ -253,6 +288,13 @@ struct Mirror {
     new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
+    /// Whether the last well-formed frame received was not written (refused): then, if a
+    /// new try could make its local stream, the publisher is asked for its frame again
+    /// ([`Mirror::wants_frame_again`]).
+    unwritten: bool,
+    /// Whether a local stream that a live process other than this bridge created is
+    /// mirrored into ([`SubscribeOptions::into_existing`]).
+    into_existing: bool,
     /// When a frame was last refused for the write lock, where none got it since: the frames
     /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
     /// ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]), later ones wait as usual ([`lock_wait`]).
@@ -281,15 +323,34 @@ impl Mirror {
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
             ),
+            unwritten: false,
+            into_existing: false,
             locked_out: None,
         }
+    }
+
+    /// Whether asking the publisher for its current frame again could get it written: the
+    /// last frame was refused, and its local stream is gone (unlinked, as a refusal for a new
+    /// shape says to) or was not had (opening failed, or its create is due to be tried
+    /// again, [`RETRY_CREATE`]). Not for a refusal a new try would meet again (the lock held,
+    /// the shape still the old one).
+    fn wants_frame_again(&self) -> bool {
+        !self.closed
+            && self.unwritten
+            && match &self.local {
+                Some(s) => s.is_unlinked(),
+                None => self
+                    .uncreatable
+                    .as_ref()
+                    .is_none_or(|(.., at)| at.elapsed() >= RETRY_CREATE),
+            }
     }
 
     /// Writes no frame from now on (the bridge stops) and gives the lines still unsaid:
     /// losses and refusals not summed up yet, which would otherwise go unreported.
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
-        [self.gaps.rest(), self.refusals.end_run()]
+        [self.gaps.rest(), self.refusals.rest()]
             .into_iter()
             .flatten()
             .collect()
@@ -313,6 +374,8 @@ impl Mirror {
         if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
             return;
         }
+        // Until it is written.
+        self.unwritten = true;
         // A create that failed (no room, no permission) is not tried again on Zenoh's
         // receiving thread for every frame of that shape: again after [`RETRY_CREATE`] (room
         // freed, or the mirror made by hand meanwhile).
@@ -325,12 +388,13 @@ impl Mirror {
             return self.refuse(&reason);
         }
         for _ in 0..2 {
-            let local = match self.local.take() {
-                Some(s) => s,
+            // `opened`: the local stream was opened (or created) for this frame.
+            let (local, opened) = match self.local.take() {
+                Some(s) => (s, false),
                 None => match open_or_create(&self.name, &h, self.history) {
                     Ok(s) => {
                         self.local_id = crate::instance_of(&s);
-                        s
+                        (s, true)
                     }
                     Err(Opening::Open(e)) => return self.refuse(&e),
                     Err(Opening::Create(e)) => {
@@ -351,6 +415,20 @@ impl Mirror {
                     "stream '{}': its mirror '{}' is the source stream itself (instance id {hex}): \
                      writing into it would loop the frames back to the publisher; give \
                      --local-prefix (e.g. --local-prefix mirror-) so the mirror is a stream of its own",
+                    self.remote, self.name
+                )));
+            }
+            if opened
+                && !self.into_existing
+                && let Some(pid) = made_by_another(&local)
+            {
+                return self.fail(BridgeError::Usage(format!(
+                    "stream '{}': its mirror '{}' is a stream that process {pid}, still \
+                     running, created, not this bridge: mirroring into it would mix remote \
+                     frames into that writer's stream (the host's own stream of that name, or \
+                     another subscriber's mirror); give --local-prefix (e.g. --local-prefix \
+                     remote-) so the mirror is a stream of its own, or --into-existing if that \
+                     stream was made for this bridge to mirror into",
                     self.remote, self.name
                 )));
             }
@@ -376,6 +454,7 @@ impl Mirror {
                     self.local = Some(local);
                     self.last = Some(id);
                     self.written += 1;
+                    self.unwritten = false;
                     if let Some(line) = self.refusals.end_run() {
                         self.say(&line);
                     }
@@ -450,9 +529,9 @@ impl Mirror {
     }
 
     /// Says why a frame was refused: the first of a run of frames refused for one reason,
-    /// then how many more were, when the reason changes, a frame is written, or every
-    /// [`SUM_UP_EVERY`] (a sender that keeps sending a bad frame at its rate must not fill the
-    /// log).
+    /// then how many more were, when the reason changes or every [`SUM_UP_EVERY`] (a sender
+    /// that keeps sending a bad frame at its rate must not fill the log, nor frames refused
+    /// between written ones: [`Refusals`]).
     fn refuse(&mut self, reason: &dyn std::fmt::Display) {
         for line in self.refusals.refused(reason.to_string(), Instant::now()) {
             self.say(&line);
@@ -464,44 +543,92 @@ impl Mirror {
     }
 }
 
-/// The run of refusals being counted: its reason (the last one said or refused), the frames
-/// refused since it was last said, and when it was last said. Reasons that differ only in
-/// their numbers (sizes, dimensions a sender chose) are one reason: a sender varying them
-/// must not fill the log either.
+/// The refusals said and counted. A run of frames refused for one reason (reasons that
+/// differ only in their numbers, sizes or dimensions a sender chose, are one reason: a sender
+/// varying them must not fill the log either) is said once, then summed up: every
+/// [`SUM_UP_EVERY`] while it goes on, when the reason changes, and when the mirror closes.
+/// A frame written between refused ones ends the run but not its count: a refusal of the
+/// reason last said, within [`SUM_UP_EVERY`] of that line, is counted into it, not said
+/// again, so that good and refused frames mixed at the frame rate (a local reader holding
+/// the write lock most of each period, two publishers of different shapes on one key) do not
+/// print a line per frame. The frames refused and unsaid are summed up by the first frame
+/// written [`SUM_UP_EVERY`] after the last line, if no refusal did so first.
 #[derive(Debug, Default)]
 struct Refusals {
-    run: Option<(String, u64, Instant)>,
+    run: Option<Run>,
+}
+
+/// The refusals of the reason last said ([`Refusals`]).
+#[derive(Debug)]
+struct Run {
+    /// The reason of the last frame refused for it.
+    reason: String,
+    /// Frames refused for it since its last line, not said yet.
+    unsaid: u64,
+    /// When its last line was said.
+    said_at: Instant,
+    /// Whether no frame was written since its last refusal.
+    open: bool,
 }
 
 impl Refusals {
     /// A frame refused for `reason` at `now`: the lines to say (none while a run repeats).
     fn refused(&mut self, reason: String, now: Instant) -> Vec<String> {
         let mut lines = Vec::new();
-        match &mut self.run {
-            Some((same, more, said)) if class(same).eq(class(&reason)) => {
-                *more += 1;
-                *same = reason;
-                if now.saturating_duration_since(*said) >= SUM_UP_EVERY {
-                    lines.push(repeated(*more, same));
-                    (*more, *said) = (0, now);
+        if let Some(run) = &mut self.run {
+            let recent = now.saturating_duration_since(run.said_at) < SUM_UP_EVERY;
+            // Of the reason last said: counted while it goes on, or soon after, or while
+            // frames of it are unsaid (then summed up with them).
+            if class(&run.reason).eq(class(&reason)) && (run.open || recent || run.unsaid > 0) {
+                run.unsaid += 1;
+                run.reason = reason;
+                run.open = true;
+                if !recent {
+                    lines.push(repeated(run.unsaid, &run.reason));
+                    (run.unsaid, run.said_at) = (0, now);
                 }
                 return lines;
             }
-            Some(_) => lines.extend(self.end_run()),
-            None => {}
+            lines.extend(self.rest());
         }
         lines.push(format!("refused a frame: {reason}"));
-        self.run = Some((reason, 0, now));
+        self.run = Some(Run {
+            reason,
+            unsaid: 0,
+            said_at: now,
+            open: true,
+        });
         lines
     }
 
-    /// Ends the run (a frame was written, or the mirror closes), with the line that sums it
-    /// up if frames went unsaid.
+    /// A frame was written: ends the run, with the line that sums it up where frames went
+    /// unsaid and its last line is [`SUM_UP_EVERY`] old (the clock is read only then: this
+    /// runs after every frame written).
     fn end_run(&mut self) -> Option<String> {
-        match self.run.take() {
-            Some((reason, more, _)) if more > 0 => Some(repeated(more, &reason)),
-            _ => None,
+        let run = self.run.as_mut()?;
+        if run.unsaid == 0 {
+            run.open = false;
+            return None;
         }
+        self.end_run_at(Instant::now())
+    }
+
+    /// [`Refusals::end_run`] at `now`.
+    fn end_run_at(&mut self, now: Instant) -> Option<String> {
+        let run = self.run.as_mut()?;
+        run.open = false;
+        if run.unsaid == 0 || now.saturating_duration_since(run.said_at) < SUM_UP_EVERY {
+            return None;
+        }
+        run.said_at = now;
+        Some(repeated(std::mem::take(&mut run.unsaid), &run.reason))
+    }
+
+    /// The line that sums up the frames refused and not said yet, if any (the reason
+    /// changes, or the mirror closes).
+    fn rest(&mut self) -> Option<String> {
+        let run = self.run.as_mut()?;
+        (run.unsaid > 0).then(|| repeated(std::mem::take(&mut run.unsaid), &run.reason))
     }
 }
 
@@ -592,7 +719,8 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
             return Err(Refusal::Stale);
         }
         return Err(Refusal::Reason(format!(
-            "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new shape",
+            "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new \
+             shape if it is this bridge's mirror, else give --local-prefix",
             h.dtype,
             h.shape,
             s.dtype(),
@@ -727,6 +855,15 @@ enum Opening {
     Create(Error),
 }
 
+/// The pid of the process that created local stream `s`, where that is not this process and
+/// it still runs: the stream is another writer's, not a mirror this bridge made (now or in an
+/// earlier run, whose process has exited). Best effort, as pids are: one host, one pid
+/// namespace.
+fn made_by_another(s: &Stream) -> Option<i64> {
+    let pid = s.creator_pid();
+    (pid != i64::from(std::process::id()) && s.producer_alive()).then_some(pid)
+}
+
 fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Opening> {
     match Stream::open(name) {
         Err(Error::NotFound { .. }) => match StreamOptions::new(name)
@@ -803,20 +940,73 @@ mod tests {
             ]
         );
         // Nothing more refused before a frame was written: nothing to sum up.
-        assert_eq!(r.end_run(), None);
+        assert_eq!(r.end_run_at(at(10_002)), None);
+        // Not the reason last said: said.
         assert_eq!(
             r.refused(bad(), at(10_003)),
             ["refused a frame: no attachment"]
         );
         r.refused(bad(), at(10_004));
+        // A frame written soon after the line: the count is kept, and a refusal for the
+        // same reason soon after is counted into it.
+        assert_eq!(r.end_run_at(at(10_005)), None);
+        assert!(r.refused(bad(), at(10_006)).is_empty());
+        // Summed up by a frame written SUM_UP_EVERY after the line.
+        assert_eq!(r.end_run_at(at(20_002)), None);
         assert_eq!(
-            r.end_run().as_deref(),
-            Some("refused 1 more frame(s) for the same reason: no attachment")
+            r.end_run_at(at(20_003)).as_deref(),
+            Some("refused 2 more frame(s) for the same reason: no attachment")
         );
+        assert_eq!(r.end_run_at(at(20_004)), None, "said once");
+        // Long after the run ended: said afresh.
         assert_eq!(
-            r.refused(bad(), at(10_005)),
+            r.refused(bad(), at(30_003)),
             ["refused a frame: no attachment"]
         );
+    }
+
+    /// Good and refused frames alternating at the frame rate (a local reader holding the
+    /// write lock most of each period; two publishers of different shapes on one key) are
+    /// said once, then summed up with the count whole: every written frame ended the run,
+    /// and the next refusal was said again, a line per refused frame.
+    #[test]
+    fn refusals_between_written_frames_are_summed_up_not_said_each() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let reason = || "upstream sends f32 [4], the local stream holds f32 [3]".to_owned();
+        // 100 alternations within a second: one line, then the rest summed up at close.
+        let mut r = Refusals::default();
+        let mut lines = Vec::new();
+        for i in 0..100 {
+            lines.extend(r.refused(reason(), at(10 * i)));
+            lines.extend(r.end_run_at(at(10 * i + 5)));
+        }
+        lines.extend(r.rest());
+        let more = "refused 99 more frame(s) for the same reason: upstream sends f32 [4]";
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("refused a frame: upstream sends"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with(more), "{lines:?}");
+        // Over 50 s: said once, summed up every SUM_UP_EVERY, no frame left uncounted.
+        let mut r = Refusals::default();
+        let mut lines = Vec::new();
+        for i in 0..100 {
+            lines.extend(r.refused(reason(), at(500 * i)));
+            lines.extend(r.end_run_at(at(500 * i + 250)));
+        }
+        lines.extend(r.rest());
+        assert!(lines.len() <= 7, "{lines:?}");
+        let counted: u64 = lines
+            .iter()
+            .map(|l| match l.strip_prefix("refused ") {
+                Some(rest) if rest.starts_with("a frame") => 1,
+                Some(rest) => rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
+                None => panic!("{l}"),
+            })
+            .sum();
+        assert_eq!(counted, 100, "{lines:?}");
     }
 
     /// A sender varying the numbers in its bad frames (here attachments of 1 to 20 bytes)
@@ -830,7 +1020,7 @@ mod tests {
             let reason = FrameHeader::decode(&vec![0; len as usize]).unwrap_err();
             lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
         }
-        lines.extend(r.end_run());
+        lines.extend(r.rest());
         assert_eq!(
             lines,
             [

@@ -3,8 +3,9 @@
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
 //! stream intact, a subscriber started first and a restarted publisher still connect, an
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
-//! newest frame (a put as a subscriber matches counts against it too), SIGINT / SIGTERM
-//! stop both bridges with status 0 and the mirror whole, and the library API bridges
+//! newest frame (a put as a subscriber matches counts against it too), SIGINT / SIGTERM /
+//! SIGHUP / SIGQUIT stop both bridges with status 0, their summaries said and the mirror
+//! whole (a SIGHUP ignored under `nohup` stays ignored), and the library API bridges
 //! several streams from an application's threads until stopped; a frame written once
 //! reaches subscribers started after it was put (put again as they match, or asked for),
 //! once each; `--lossless` waits for a subscriber and starts at the current
@@ -351,6 +352,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         .create()
         .unwrap();
     let mut cursor = b.cursor().unwrap();
+    // Made here, by a process that runs on: a mirror made for the bridge on purpose.
     let mut s = bridge(&[
         "subscribe",
         &name,
@@ -358,6 +360,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         &endpoint(port),
         "--key-prefix",
         &prefix,
+        "--into-existing",
     ]);
     let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
         listen: vec![],
@@ -920,7 +923,8 @@ fn a_frame_put_again_is_mirrored_once() {
 }
 
 /// A subscriber mirroring `names` (as `m-<name>`) under `prefix`, listening on a free port,
-/// and the test's own publisher connected to it.
+/// and the test's own publisher connected to it. Mirrors the test made are mirrored into
+/// (`--into-existing`).
 fn subscriber_and_raw_publisher(names: &[&str], prefix: &str) -> (Proc, RawPublisher) {
     let ep = endpoint(free_port());
     let mut args = vec!["subscribe"];
@@ -932,6 +936,7 @@ fn subscriber_and_raw_publisher(names: &[&str], prefix: &str) -> (Proc, RawPubli
         prefix,
         "--local-prefix",
         "m-",
+        "--into-existing",
     ]);
     (bridge(&args), RawPublisher::connect(&ep, prefix))
 }
@@ -1557,6 +1562,7 @@ fn the_library_api_bridges_two_streams_on_threads_and_returns_once_stopped() {
         prefix,
         local_prefix: "lib-".into(),
         history: 0,
+        into_existing: false,
     };
     // Each bridge runs on a thread of its own and sends its result when it returns.
     let (done, results) = std::sync::mpsc::channel();
@@ -1866,6 +1872,7 @@ fn start_stopped(prefix: &str, names: &[&str]) -> [Result<(), shmstream_bridge::
         prefix: prefix.to_owned(),
         local_prefix: String::new(),
         history: 0,
+        into_existing: false,
     };
     [
         shmstream_bridge::publish(&publish, &stopped),
@@ -1900,7 +1907,7 @@ fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
         for r in run(bad, "x") {
             let m = r.unwrap_err().to_string();
             assert!(
-                m.starts_with(&format!("--key-prefix {bad:?} cannot")),
+                m.starts_with(&format!("--key-prefix '{bad}' cannot")),
                 "{m}"
             );
         }
@@ -1920,7 +1927,7 @@ fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
         assert_eq!(st.code(), Some(1), "{verb}: {said}");
         assert!(
             said.contains(&format!(
-                "stream '{name}': its name cannot be carried over Zenoh (key \"{prefix}/{name}\"), \
+                "stream '{name}': its name cannot be carried over Zenoh (key '{prefix}/{name}'), \
                  for its wildcard or reserved characters"
             )),
             "{said}"
@@ -2080,4 +2087,267 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
         reported == missing || (missing > 0 && resumed),
         "{missing} frame(s) missing from the mirror, {reported} reported\n{all}"
     );
+}
+
+/// The host's own stream of a remote stream's name, made by a process that runs on (here the
+/// test), is not the subscriber's to write: `subscribe NAME` without `--local-prefix` mixed
+/// remote frames into it (and, a mirror of another subscriber's, looped frames between two
+/// hosts). It is refused, the bridge exits 1 naming the remedies, the stream untouched;
+/// with `--into-existing` (a stream made for the bridge on purpose) it is mirrored into.
+#[test]
+fn a_local_stream_another_running_process_made_is_not_mirrored_into_unless_asked() {
+    let (name, prefix) = (unique_name("br-theirs"), unique_name("br-key"));
+    let _c = Cleanup::new([&name]);
+    let a = source(&name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let mut s = bridge(&["subscribe", &name, "--listen", &ep, "--key-prefix", &prefix]);
+    let raw = RawPublisher::connect(&ep, &prefix);
+    let p = raw.publisher(&name);
+    // Remote frames (another source instance) until the subscriber ends; each 200 ms look
+    // waits for one written into the stream.
+    let deadline = Instant::now() + LONG;
+    let st = loop {
+        put_frame(&p, 9, false);
+        match a.wait_for_count(1, Some(Duration::from_millis(200))) {
+            Err(Error::Timeout { .. }) => {}
+            other => panic!(
+                "a remote frame was written into the host's own stream ({other:?}, frame id \
+                 {})\n{}",
+                a.frame_id(),
+                s.diagnostics()
+            ),
+        }
+        if let Some(st) = s.try_status() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{}", s.diagnostics());
+    };
+    let said = s.diagnostics();
+    assert_eq!(st.code(), Some(1), "{said}");
+    assert_eq!((a.frame_id(), a.count()), (5, 1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "stream '{name}': its mirror '{name}' is a stream that process {}, still running, \
+             created, not this bridge",
+            std::process::id()
+        )) && said.contains("give --local-prefix")
+            && said.contains("--into-existing"),
+        "{said}"
+    );
+    drop(raw);
+    // Made for the bridge: mirrored into when asked.
+    let ep = endpoint(free_port());
+    let s = bridge(&[
+        "subscribe",
+        &name,
+        "--listen",
+        &ep,
+        "--key-prefix",
+        &prefix,
+        "--into-existing",
+    ]);
+    let raw = RawPublisher::connect(&ep, &prefix);
+    let p = raw.publisher(&name);
+    let deadline = Instant::now() + LONG;
+    while a
+        .wait_for_count(1, Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        put_frame(&p, 9, false);
+        assert!(Instant::now() < deadline, "{}", s.diagnostics());
+    }
+    assert_eq!(a.frame_id(), 9);
+}
+
+/// A writer that wrote once (a calibration map) and then changed shape, its mirror of the
+/// old shape: the frame is refused, saying to unlink the mirror, and once it is unlinked the
+/// subscriber asks for the frame again and makes the mirror anew, though the publisher puts
+/// nothing more. Before, it waited for the writer's next frame (or a publisher newly
+/// appearing), which never came.
+#[test]
+fn a_mirror_unlinked_for_a_new_shape_is_made_again_while_the_writer_idles() {
+    use zenoh::Wait;
+    let (a_name, prefix) = (unique_name("br-reshape"), unique_name("br-key"));
+    let m_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &m_name]);
+    let a = StreamOptions::new(&a_name)
+        .shape(&[4])
+        .dtype(Dtype::F32)
+        .notify(true)
+        .create()
+        .unwrap();
+    a.write_slice_frame(&[7.0f32; 4], 7).unwrap();
+    // The mirror of the old shape, made for the bridge (`--into-existing`).
+    let old = StreamOptions::new(&m_name)
+        .shape(&[3])
+        .dtype(Dtype::F32)
+        .create()
+        .unwrap();
+    let ep = endpoint(free_port());
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    wait_carrying(&p, &a_name, "(latest value)");
+    // A plain Zenoh subscriber takes the publisher's puts as it matches and the resend a
+    // second after the last of them; after that the publisher puts nothing more (the writer
+    // idles), and the bridge's subscriber, started then, gets the frame only by asking.
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![ep.clone()],
+    })
+    .unwrap();
+    let sub = session
+        .declare_subscriber(shmstream_bridge::key(&prefix, &a_name))
+        .wait()
+        .unwrap();
+    let mut last: Option<Instant> = None;
+    loop {
+        sub.recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
+        // The resend comes a second after the put before it; those as it matches, at once.
+        if last.is_some_and(|t| t.elapsed() >= Duration::from_millis(700)) {
+            break;
+        }
+        last = Some(Instant::now());
+    }
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &["--into-existing"]);
+    wait_said(
+        &s,
+        "upstream sends float32 [4], the local stream holds float32 [3]: unlink it to follow the \
+         new shape if it is this bridge's mirror, else give --local-prefix",
+    );
+    assert_eq!(old.count(), 0, "the old mirror was written into");
+    shmstream::unlink(&m_name).unwrap();
+    let within = Duration::from_secs(5);
+    let b = wait_made_within(&m_name, within, &[&p, &s]);
+    wait_frame_within(&b, 7, within, &[&p, &s]);
+    assert_eq!(b.shape(), &[4]);
+    assert_eq!(b.read::<f32>().unwrap().as_slice().unwrap(), &[7.0f32; 4]);
+    let _ = session.close().wait();
+}
+
+/// A name or key prefix refused at start is shown with its control characters escaped once
+/// (`\u{1b}`), as every line of the bridge: it was Debug-escaped, then escaped again
+/// (`\\u{1b}`).
+#[test]
+fn a_refused_name_or_key_prefix_is_shown_with_its_control_characters_escaped_once() {
+    let prefix = unique_name("br-key");
+    let ep = endpoint(free_port());
+    let name = "a\u{1b}*";
+    let bad_prefix = "p\u{1b}*";
+    for (args, says) in [
+        (
+            ["subscribe", name, "--connect", &ep, "--key-prefix", &prefix],
+            format!(
+                "stream 'a\\u{{1b}}*': its name cannot be carried over Zenoh (key \
+                 '{prefix}/a\\u{{1b}}*')"
+            ),
+        ),
+        (
+            ["publish", "x", "--listen", &ep, "--key-prefix", bad_prefix],
+            "--key-prefix 'p\\u{1b}*' cannot be carried over Zenoh".to_owned(),
+        ),
+    ] {
+        let mut b = bridge(&args);
+        let st = b.wait_timeout(LONG);
+        let said = b.diagnostics();
+        assert_eq!(st.code(), Some(1), "{said}");
+        assert!(!said.contains("\\\\u{1b}"), "escaped twice: {said}");
+        assert!(said.contains(&says), "{said}");
+    }
+}
+
+/// Whether signal `sig` is in the mask of `field` (`SigIgn`, `SigCgt`) of process `pid`.
+fn signal_in(pid: u32, field: &str, sig: libc::c_int) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (sig - 1)) != 0
+}
+
+/// A bridge in an ssh session or terminal that closes gets SIGHUP, and Ctrl-\ sends
+/// SIGQUIT: both stop it cleanly, exit 0, with its summaries said (here frames refused
+/// and not summed up yet). Killed by them before, it said nothing more. A SIGHUP ignored at
+/// the start (`nohup`) stays ignored.
+#[test]
+fn sighup_and_sigquit_stop_the_bridges_cleanly_with_their_summaries_and_nohup_is_kept() {
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-hup"), unique_name("br-key"));
+    let (m_name, missing) = (format!("m-{name}"), unique_name("br-quit"));
+    let _c = Cleanup::new([&m_name, &missing]);
+    let (mut s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
+    let p = raw.publisher(&name);
+    let deadline = Instant::now() + LONG;
+    let m = loop {
+        put_frame(&p, 1, false);
+        if let Ok(m) = Stream::open_readonly(&m_name)
+            && m.wait_for_count(0, Some(Duration::from_millis(200)))
+                .is_ok()
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "{}", s.diagnostics());
+    };
+    // Two frames refused for one reason (said, then counted), then one written: in order
+    // on one connection, so both were refused once it is mirrored.
+    for _ in 0..2 {
+        p.put(vec![0u8; 64]).wait().unwrap();
+    }
+    put_frame(&p, 2, false);
+    wait_frame(&m, 2, &[&s]);
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(sent, 0);
+    let st = s.wait_timeout(LONG);
+    let said = s.diagnostics();
+    assert!(st.success(), "subscribe after SIGHUP: {st}\n{said}");
+    assert!(
+        said.contains("refused 1 more frame(s) for the same reason: no attachment"),
+        "{said}"
+    );
+    // SIGQUIT, to a publisher waiting for its stream.
+    let ep = endpoint(free_port());
+    let mut q = publisher(&missing, &ep, &prefix, &[]);
+    wait_said(&q, "waiting for it to be created");
+    // SAFETY: as above.
+    let sent = unsafe { libc::kill(q.pid() as libc::pid_t, libc::SIGQUIT) };
+    assert_eq!(sent, 0);
+    let st = q.wait_timeout(LONG);
+    assert!(
+        st.success(),
+        "publish after SIGQUIT: {st}\n{}",
+        q.diagnostics()
+    );
+    // Under `nohup` (SIGHUP ignored at the start): still ignored, the others caught.
+    let ep = endpoint(free_port());
+    let mut c = Command::new("sh");
+    c.args(["-c", "trap '' HUP; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_shmstream-bridge"))
+        .args([
+            "publish",
+            &missing,
+            "--listen",
+            &ep,
+            "--key-prefix",
+            &prefix,
+        ]);
+    let mut n = Proc::spawn(c);
+    wait_said(&n, "waiting for it to be created");
+    let pid = n.pid();
+    assert!(signal_in(pid, "SigIgn", libc::SIGHUP), "SIGHUP not ignored");
+    assert!(!signal_in(pid, "SigCgt", libc::SIGHUP), "SIGHUP caught");
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+        assert!(signal_in(pid, "SigCgt", sig), "signal {sig} not caught");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) }, 0);
+    let _a = source(&missing, 0);
+    wait_carrying(&n, &missing, "(latest value)");
+    assert!(n.try_status().is_none(), "{}", n.diagnostics());
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    assert!(n.wait_timeout(LONG).success(), "{}", n.diagnostics());
 }
