@@ -30,7 +30,8 @@ fn thread_token() -> usize {
 ///
 /// `owner` holds the token of the thread that holds (or is taking) the lock, 0 when free;
 /// only that thread touches `depth` and the flock. The fd is replaced while the lock is free
-/// (`refresh_if_unlinked`) or by its holder (`move_held`), under the `file` mutex.
+/// (`refresh_if_unlinked`), by a thread that owns the owner word without the flock (`take`,
+/// `try_acquire_either`) or by the holder (`move_held`), under the `file` mutex.
 #[derive(Debug)]
 pub(crate) struct LockFile {
     path: PathBuf,
@@ -342,11 +343,13 @@ impl LockFile {
     /// with its stream is kept (the caller reports the stream gone; a new one would leak).
     /// Looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a coarse clock read
     /// otherwise); a file replaced since is followed within that time.
-    /// A thread that holds the lock (a guard kept for a producer's whole run) moves too: it
-    /// takes the flock of the file at the path, waiting up to `timeout` for a writer that
-    /// locked that one meanwhile, and keeps the removed one locked until its last release,
-    /// so writers on either file wait for it. A look another thread's hold prevented is not
-    /// counted: the holder's next write looks.
+    /// This is the look of a thread that holds the lock (a guard kept for a producer's whole
+    /// run, a reentrant lock): it takes the flock of the file at the path, waiting up to
+    /// `timeout` for a writer that locked that one meanwhile, and keeps the removed one
+    /// locked until its last release, so writers on either file wait for it. A thread that
+    /// does not hold it looks in its first-level take ([`LockFile::acquire_for`]), once it
+    /// owns the owner word: a look before, which another thread's hold prevented, kept two
+    /// threads writing in turns on the removed file for good.
     /// (A writer of this process that has not followed yet may hold the removed file
     /// meanwhile: see [`LockFile::try_acquire_either`].)
     pub(crate) fn follow_path(
@@ -355,21 +358,31 @@ impl LockFile {
         timeout: Option<Duration>,
         stream_linked: impl Fn() -> bool,
     ) -> Result<()> {
+        // Not held here: the take looks, at one clock read for both.
+        if !self.held_here() {
+            return Ok(());
+        }
         let now = sys::coarse_now_ms();
         if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
             return Ok(());
         }
-        let looked = if !self.is_unlinked() || !stream_linked() {
-            true
-        } else if self.held_here() {
+        if self.is_unlinked() && stream_linked() {
             self.move_held(stream, timeout, stream_linked)?;
-            true
-        } else {
-            self.refresh_if_unlinked(stream)?
-        };
-        if looked {
-            self.path_checked_ms.store(now, Ordering::Relaxed);
         }
+        self.path_checked_ms.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`LockFile::follow_path`]'s look for a first-level take: the caller owns the owner
+    /// word and holds no flock (so nobody in this process uses the descriptor), and moves to
+    /// the file at the path if ours was removed while the stream lives.
+    #[cold]
+    fn follow_path_unheld(&self, stream: &str, stream_linked: impl FnOnce() -> bool) -> Result<()> {
+        if self.is_unlinked() && stream_linked() {
+            self.reopen_if_unlinked(stream, || true)?;
+        }
+        self.path_checked_ms
+            .store(sys::coarse_now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -494,9 +507,19 @@ impl LockFile {
         // included: a thread that kept the owner word without the flock would lock every
         // other thread out, and pass for the holder at its next `lock`.
         let claim = OwnerClaim(self);
-        if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-            self.reopen_if_unlinked(stream, &stream_linked)?;
-            self.generation.store(generation, Ordering::Relaxed);
+        if generation != 0 {
+            if self.generation.load(Ordering::Relaxed) != generation {
+                self.reopen_if_unlinked(stream, &stream_linked)?;
+                self.generation.store(generation, Ordering::Relaxed);
+            } else if sys::coarse_now_ms()
+                .wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed))
+                >= PATH_CHECK_MS
+            {
+                // A write lock's path check (see `follow_path`), here where this thread owns
+                // the owner word: a look before the claim fails whenever another thread of
+                // this process holds the lock.
+                self.follow_path_unheld(stream, &stream_linked)?;
+            }
         }
         // Process part: the flock, non-blocking first, then polled until the deadline.
         loop {
@@ -536,8 +559,10 @@ impl LockFile {
     /// fork handler made them so, see [`sys::register_lock_fd`], lest a child that never
     /// locks keep a dead parent's flock); closing them leaves the parent's flock alone
     /// either way (the parent still has its own open). Runs once, under the `file` mutex
-    /// (a parent thread inside that mutex at the fork would leave it locked for good: a
-    /// window of a few instructions, around a path check every 20 ms). A file removed with
+    /// (a parent thread inside that mutex at the fork would leave it locked for good: it is
+    /// held across an `fstat`, at a writer's path check every 20 ms at most and at a reader's
+    /// dead-writer check, and across the `open` of a move; as is the registry's, across the
+    /// `open` of a first [`LockFile::attach`]). A file removed with
     /// the caller's stream (not `stream_linked`) is not made again at the path, as in
     /// [`LockFile::reopen_if_unlinked`]: [`Error::Stale`], the state left inherited.
     #[cold]
@@ -680,7 +705,10 @@ impl LockFile {
     /// [`LockFile::try_acquire`] proving that no writer holds the lock, in this file or in the
     /// one now at the path: when ours was removed while its stream lives (`stream_linked`), a
     /// writer may lock either (one that followed the path, one that has not yet), so the
-    /// lock is ours only if both are free. Returns with the lock held (depth 1) or not.
+    /// lock is ours only if both are free. Returns with the lock held (one level more) or not.
+    /// A thread that holds the removed file already (a guard that has not followed yet)
+    /// cannot try the one at the path without letting go of its hold: not proven, `false`
+    /// (its next write through the guard moves it there).
     pub(crate) fn try_acquire_either(
         &self,
         stream: &str,
@@ -690,12 +718,26 @@ impl LockFile {
         if !Self::taken(self.take(0, Some(Duration::ZERO), stream, false, &stream_linked))? {
             return Ok(false);
         }
-        if held_before || !self.is_unlinked() || !stream_linked() {
+        if !self.is_unlinked() || !stream_linked() {
+            return Ok(true);
+        }
+        if held_before {
+            self.release(|_| {});
+            return Ok(false);
+        }
+        // The removed file is free. Still owning the owner word (no other thread of this
+        // process takes either file meanwhile, nor keeps this one from moving), let it go and
+        // try the file at the path.
+        let _ = self.flock(libc::LOCK_UN);
+        let moved = self.reopen_if_unlinked(stream, || true).and_then(|_| {
+            self.flock(libc::LOCK_EX | libc::LOCK_NB)
+                .map_err(|e| Error::io(stream, "flock", e))
+        });
+        if let Ok(true) = moved {
             return Ok(true);
         }
         self.release(|_| {});
-        self.refresh_if_unlinked(stream)?;
-        self.try_acquire(stream)
+        moved
     }
 
     /// [`LockFile::try_acquire`] with [`LockFile::acquire_at_path`]'s check.
@@ -818,6 +860,43 @@ mod tests {
             .unwrap()
         );
         sut.release(|_| {});
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A writer that waited for another thread of its process moves to the file at the path
+    /// when its look is due: its look before the take found the lock held (two threads
+    /// writing in turns always do), and the take itself never looked, so the process kept
+    /// the removed file for good while other processes locked the new one.
+    #[test]
+    fn a_writer_that_waited_for_another_thread_moves_to_the_file_at_the_path() {
+        let path = temp_lock("contended-move");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        sut.acquire_for(7, None, "t", || true).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // The look is due (as 20 ms after the last one).
+        sut.path_checked_ms.store(
+            sys::coarse_now_ms().wrapping_sub(PATH_CHECK_MS),
+            Ordering::Relaxed,
+        );
+        let other = sut.clone();
+        let writer = std::thread::spawn(move || {
+            // A write's lock, as `Stream::acquire_stamped` takes it.
+            other.follow_path("t", None, || true).unwrap();
+            other
+                .acquire_for(7, Some(Duration::from_secs(10)), "t", || true)
+                .unwrap();
+            let moved = !other.is_unlinked();
+            other.release(|_| {});
+            moved
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sut.waiters.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the writer never waited");
+            std::thread::yield_now();
+        }
+        sut.release(|_| {});
+        assert!(writer.join().unwrap(), "the writer locked the removed file");
+        assert!(path.exists());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -1096,6 +1096,80 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(50));
 }
 
+/// Two threads of one process writing in turns (each holds the lock while the other takes
+/// its next write's lock) follow a lock file removed from its path: each write's look at the
+/// path found the lock held by the other thread and gave up, and the take never looked, so
+/// the process kept the removed file for good while other processes (pyshmem) locked a new
+/// one at the path.
+#[test]
+fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let _serial = serial();
+    let name = unique_name("lockgone-turns");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(Stream::create(&name, &[N], Dtype::U32).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes: Arc<[AtomicU32; 2]> = Arc::new(Default::default());
+    let writers: Vec<_> = (0..2)
+        .map(|i| {
+            let (s, stop, writes) = (s.clone(), stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    seed += 1;
+                    // Pacing: held ~10 ms, then ~5 ms off, while the other takes it.
+                    s.write_view(|buf: &mut [u32]| {
+                        std::thread::sleep(Duration::from_millis(10));
+                        buf.copy_from_slice(&frame(seed));
+                        Ok::<_, Infallible>(())
+                    })
+                    .unwrap();
+                    writes[i].fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + LONG;
+    while writes.iter().any(|w| w.load(Ordering::Relaxed) < 3) {
+        assert!(Instant::now() < deadline, "the writers never got going");
+        std::thread::yield_now();
+    }
+    let path = shmstream::name::lock_path(&name);
+    std::fs::remove_file(&path).unwrap();
+    // The path is looked at every 20 ms at most: a move makes the file there again.
+    let removed = Instant::now();
+    let bound = Duration::from_millis(500);
+    let mut moved = false;
+    let mut excluded = false;
+    while removed.elapsed() < bound && !excluded {
+        moved = path.exists();
+        if moved {
+            // And the writers lock it: a writer's hold keeps a fresh open out.
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: flock on a descriptor this thread owns.
+            excluded = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+        }
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let done = writes
+        .iter()
+        .map(|w| w.load(Ordering::Relaxed))
+        .collect::<Vec<_>>();
+    assert!(
+        moved,
+        "the writers kept the removed lock file for {bound:?} ({done:?} writes)"
+    );
+    assert!(excluded, "the writers do not lock the file at the path");
+    let seed = check(s.read::<u32>().unwrap().as_slice().unwrap()).unwrap();
+    assert!(seed > 0);
+}
+
 /// A stream's lock file and its directory removed (a temporary-file cleaner ages out an
 /// empty directory too): the writer makes both again at its next check and writes on; it
 /// failed every 20 ms with "opening the lock file". In a child with a lock directory of its
@@ -1152,6 +1226,49 @@ fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
         "the live writer's bracket was marked invalid"
     );
     writer.kill();
+}
+
+/// A thread that holds the write lock (a producer's idle guard) on a lock file removed since,
+/// reading a frame whose bracket a writer on the file now at the path holds open: the
+/// reader's dead-writer check took its own hold for proof that nobody writes and marked the
+/// live bracket invalid (readers then reported a false `Inconsistent`).
+#[test]
+fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() {
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    let name = unique_name("lockgone-held-read");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    let g = s.lock(Some(LONG)).unwrap();
+    let path = shmstream::name::lock_path(&name);
+    std::fs::remove_file(&path).unwrap();
+    // Another writer locks a new file at the path (as pyshmem's next lock makes it) and
+    // opens its bracket.
+    let other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: flock on a descriptor this thread owns.
+    let locked = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0);
+    stamp_sequence(&name, s.write_sequence() + 1);
+    s.set_default_timeout(Duration::from_millis(200));
+    let r = s.read::<u32>();
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(
+        s.write_sequence() > 0,
+        "the live writer's bracket was marked invalid"
+    );
+    // That writer ends its bracket; the guard's next write moves to the file at the path
+    // (waiting for it), and writes on.
+    stamp_sequence(&name, s.write_sequence() + 1);
+    drop(other);
+    g.write_slice(&frame(2)).unwrap();
+    drop(g);
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
 }
 
 /// A writer killed mid-write, then its stream unlinked as pyshmem does (segments removed,
@@ -1460,11 +1577,12 @@ fn a_lock_holder_reading_a_dead_writers_frame_keeps_its_lock_stamps() {
     let _c = Cleanup::new([&name]);
     let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
     s.write_slice(&frame(1)).unwrap();
-    // A writer that died inside its bracket: the sequence odd, nobody holding the lock.
-    stamp_sequence(&name, s.write_sequence() + 1);
     let g = s.lock(Some(LONG)).unwrap();
     let me = i64::from(std::process::id());
     assert_eq!((lock_owner_pid(&name), lock_depth(&name)), (me, 1));
+    // A writer that died inside its bracket, found only now (stamped before the lock, it was
+    // marked invalid by the lock itself and the read never reached its dead-writer check).
+    stamp_sequence(&name, s.write_sequence() + 1);
     let r = s.read::<u32>();
     assert!(matches!(r, Err(Error::Inconsistent { .. })), "{r:?}");
     assert_eq!(
