@@ -119,17 +119,20 @@ struct Handoff {
     outcome: Option<Outcome>,
 }
 
-/// What the pool thread's wait returned, and the handle's report mark before it.
+/// What the pool thread's wait returned, and the report it marked in the handle (the mark
+/// it replaced, the mark it made: [`crate::read::reporting`]), if it made one.
 struct Outcome {
     result: Result<Option<u64>>,
-    mark_before: i64,
+    report: Option<(i64, i64)>,
 }
 
 impl Outcome {
-    /// Undoes the report this outcome made, if it made one.
+    /// Undoes the report this outcome made, if it made one (and only that one: a report
+    /// another wait on the handle made since stays).
     fn give_back(self, stream: &Stream) {
-        if matches!(self.result, Err(Error::Inconsistent { .. })) {
-            stream.reads.give_back_report(self.mark_before);
+        if let (Err(Error::Inconsistent { .. }), Some((before, made))) = (&self.result, self.report)
+        {
+            stream.reads.give_back_report(before, made);
         }
     }
 }
@@ -324,19 +327,17 @@ impl Stream {
             if flag.is_set() {
                 return;
             }
-            let mark_before = stream.reads.report_mark();
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let result = crate::notify::cancellable(Arc::clone(&flag), || {
-                match stream.wait_for(want, timeout) {
-                    Ok(c) => Ok(Some(c)),
-                    Err(Error::Timeout { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
+            let (result, report) = crate::read::reporting(|| {
+                crate::notify::cancellable(Arc::clone(&flag), || {
+                    match stream.wait_for(want, timeout) {
+                        Ok(c) => Ok(Some(c)),
+                        Err(Error::Timeout { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
             });
-            let outcome = Outcome {
-                result,
-                mark_before,
-            };
+            let outcome = Outcome { result, report };
             let mut h = handoff.lock().unwrap_or_else(PoisonError::into_inner);
             if flag.is_set() {
                 outcome.give_back(&stream);

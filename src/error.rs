@@ -259,7 +259,8 @@ pub enum Error {
 pub enum LossCause {
     /// The writer lapped the cursor: the ring overwrote frames it had not read.
     Overwritten,
-    /// The frames were written by a writer that does not append to the history (pyshmem).
+    /// The frames were counted without entering the history: written by a writer that does
+    /// not append to it (pyshmem), or a count a writer killed during its publication used up.
     NotRecorded,
 }
 
@@ -270,7 +271,7 @@ impl std::fmt::Display for LossCause {
                 "the writer overwrote them in the history ring before they were read; the cursor resumes at the oldest frame held (read faster or create the stream with a deeper history(n))"
             }
             LossCause::NotRecorded => {
-                "they were written by a writer that does not append to the history (e.g. pyshmem); the cursor goes on with the next recorded frame"
+                "they were counted without entering the history (written by a writer that does not append to it, e.g. pyshmem, or a count used up by a writer killed during its publication); the cursor goes on with the next recorded frame"
             }
         })
     }

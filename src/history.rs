@@ -18,18 +18,21 @@
 //!
 //! Append `k` (the writer holds the write lock, inside the publication bracket, so CPU and
 //! GPU writes share it): slot `k mod n` gets stamp `2k+1` (odd: being written), the frame
-//! and its metadata, then stamp `2k+2` (Release), then head `k+1` (Release). A writer killed
+//! and its metadata; the stream's header gets the frame's count (the sequence is still
+//! odd, so no reader trusts it yet); then the slot stamp `2k+2` (Release), then head `k+1`
+//! (Release); the publication's end stores no second count. A writer killed
 //! mid-append leaves an odd stamp and the head unmoved: no cursor ever returns that slot, and
 //! the next writer appends at the same index. A cursor copies a slot between two loads of
 //! its stamp (the seqlock of `seqlock.rs`, per slot): a frame overwritten while it was copied
 //! is reported as lost, never returned torn.
 //!
 //! A whole-frame write ([`Ring::begin_append`]) fills the slot first and copies it into the
-//! payload after, still inside the bracket: the head moves before the stream's count, and a
+//! payload after, still inside the bracket: the head moves before the even sequence, and a
 //! cursor (which waits for either) reads the frame while the payload copy runs. A writer
 //! killed between the two leaves a complete frame that cursors may return, and an
-//! unfinished publication that readers of the latest frame see aborted; the next writer's
-//! count goes on past that frame's ([`Ring::finish_append`]).
+//! unfinished publication that readers of the latest frame see aborted; the header already
+//! holds that frame's count, so the next writer's (pyshmem's, which stamps `count + 1`, or
+//! ours) goes on past it ([`Ring::finish_append`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -142,7 +145,10 @@ mod off {
 
 /// The stamp of a slot while append `k` writes it (`2k + 1`), and once it holds that frame
 /// (`2k + 2`). Wrapping: a head planted near `u64::MAX` (the ring is shared memory) makes
-/// mismatched stamps, which cursors report, never an overflow panic.
+/// mismatched stamps, which cursors report, never an overflow panic. At `k` of `2^63 - 1` or
+/// `u64::MAX` (no ring gets there by appending) the written stamp wraps to 0, a slot's
+/// stamp before any append: readers take a stamp of 0 for never written ([`Ring::read`],
+/// [`Ring::finished`]).
 fn writing_stamp(k: u64) -> u64 {
     k.wrapping_mul(2).wrapping_add(1)
 }
@@ -248,7 +254,19 @@ impl Ring {
         let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
         // Map the slots the header declares, no more: a ring grown past them (corrupt or
         // hostile) is not faulted in. The header is checked again on this second mapping.
-        let Some((seg, again)) = open_header(stream, instance_id, writable, need)? else {
+        let seg = match Segment::open_prefix(&name::history_id(stream), writable, need) {
+            Ok(seg) => seg,
+            // Removed since the header was read (the stream unlinked, perhaps made again):
+            // not this generation's ring any more, which the caller finds out.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || head.is_unlinked() => {
+                return Ok(None);
+            }
+            // This generation's ring, which this handle cannot map: without it, its writes
+            // would append nothing and its cursors blame the frames on a writer that does not
+            // append (pyshmem).
+            Err(e) => return Err(unmappable(stream, writable, &e)),
+        };
+        let Some(again) = check_header(stream, &seg, instance_id)? else {
             return Ok(None);
         };
         if again != capacity {
@@ -290,9 +308,17 @@ impl Ring {
     }
 
     /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
-    /// the write lock and is inside the publication bracket of the write with this `count`;
-    /// returns the count the frame got ([`Ring::finish_append`]).
-    pub(crate) fn append(&self, src: *const u8, count: u64, frame_id: u64, write_time: f64) -> u64 {
+    /// the write lock and is inside the publication bracket of the write whose count would
+    /// be `count`; `count_ahead` stores the frame's count into it before the frame becomes
+    /// visible; returns that count ([`Ring::finish_append`]).
+    pub(crate) fn append(
+        &self,
+        src: *const u8,
+        count: u64,
+        frame_id: u64,
+        write_time: f64,
+        count_ahead: impl FnOnce(u64),
+    ) -> u64 {
         let (append, dst) = self.begin_append();
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
         // slot's frame area, `frame_bytes` long inside the mapping (checked at
@@ -306,7 +332,7 @@ impl Ring {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
-        self.finish_append(append, count, frame_id, write_time)
+        self.finish_append(append, count, frame_id, write_time, count_ahead)
     }
 
     /// Whether a publication may fill the next slot first and copy it into the payload
@@ -338,8 +364,9 @@ impl Ring {
             self.head().store(k, Ordering::Release);
         }
         // The count of the frame before this one, read before a ring of one slot rewrites it:
-        // a writer killed after its append (before or after its head store) and before its
-        // publication stamped the header's count left that frame counted past the header.
+        // a writer of an earlier version, killed after its append (before or after its head
+        // store) and before its publication stamped the header's count, left that frame
+        // counted past the header (this version stores the count before the even stamp).
         let prev = k.checked_sub(1).and_then(|p| {
             let at = self.slot_at(p);
             (self.word(at + off::STAMP).load(Ordering::Relaxed) == written_stamp(p))
@@ -363,10 +390,17 @@ impl Ring {
         )
     }
 
-    /// Completes `append`, its frame filled: metadata, even stamp, head. From here cursors
-    /// return the frame. Returns its count: `count` (the header's next), or the one after
-    /// the previous frame's where that is higher (its writer was killed before stamping the
-    /// header): two frames never share a count. The caller's publication stamps this count.
+    /// Completes `append`, its frame filled: the slot's metadata, then the frame's count to
+    /// `count_ahead` (the publication stores it into the stream's header:
+    /// [`Bracket::count_ahead`]), even stamp, head. From here cursors return the frame. Its
+    /// count: `count`
+    /// (the header's next), or the one after the previous frame's where that is higher (a
+    /// writer of an earlier version, killed before stamping the header, left it counted
+    /// past the header): two frames never share a count. The header holds the count before
+    /// the slot's even stamp, so a writer killed from there on leaves it counted, and the
+    /// next writer (pyshmem's too) counts past the frame cursors may return. Returns it.
+    ///
+    /// [`Bracket::count_ahead`]: crate::seqlock::Bracket::count_ahead
     #[inline]
     pub(crate) fn finish_append(
         &self,
@@ -374,6 +408,7 @@ impl Ring {
         count: u64,
         frame_id: u64,
         write_time: f64,
+        count_ahead: impl FnOnce(u64),
     ) -> u64 {
         let Append {
             index: k,
@@ -386,6 +421,10 @@ impl Ring {
             .store(frame_id, Ordering::Relaxed);
         self.word(slot + off::WRITE_TIME)
             .store(write_time.to_bits(), Ordering::Relaxed);
+        // Last before the even stamp, whose Release orders it first: a writer killed in
+        // between leaves a count no frame got (which cursors report lost), as one killed
+        // between its count stamp and its even sequence always did.
+        count_ahead(count);
         // Release: a cursor that acquires the even stamp (or the new head) sees the frame.
         self.word(slot + off::STAMP)
             .store(written_stamp(k), Ordering::Release);
@@ -404,9 +443,13 @@ impl Ring {
     /// stamp before the head, so this can hold while the head still reads `index`.
     #[inline]
     fn finished(&self, index: u64) -> bool {
-        self.word(self.slot_at(index) + off::STAMP)
-            .load(Ordering::Acquire)
-            >= written_stamp(index)
+        // A written stamp of 0 (a planted head: see `writing_stamp`) is no append's.
+        let written = written_stamp(index);
+        written != 0
+            && self
+                .word(self.slot_at(index) + off::STAMP)
+                .load(Ordering::Acquire)
+                >= written
     }
 
     /// Spins for up to `rounds` pauses of `spin` until [`Ring::finished`]`(index)`; whether
@@ -429,7 +472,8 @@ impl Ring {
         let stamp = self.word(slot + off::STAMP);
         // Acquire: synchronizes with the Release store of the even stamp in `append`.
         let s = stamp.load(Ordering::Acquire);
-        if s != written_stamp(index) {
+        // 0: never written, though a planted head's written stamp wraps to it.
+        if s == 0 || s != written_stamp(index) {
             // Odd 2k+1 or even 2k+2: append k holds or is writing the slot.
             return SlotRead::Overwritten(s.saturating_sub(1) / 2);
         }
@@ -513,6 +557,13 @@ fn open_header(
         }
         Err(e) => return Err(Error::io(stream, "opening the history segment", e)),
     };
+    Ok(check_header(stream, &seg, instance_id)?.map(|capacity| (seg, capacity)))
+}
+
+/// The capacity the header of the ring segment `seg` declares, if it is a ring of the
+/// generation `instance_id` (`None` for one too short to hold a header, or another
+/// generation's); an error for another format version.
+fn check_header(stream: &str, seg: &Segment, instance_id: [u8; 16]) -> Result<Option<usize>> {
     if seg.len() < HEADER_BYTES {
         return Ok(None);
     }
@@ -526,7 +577,30 @@ fn open_header(
             .try_into()
             .unwrap_or([0; 4]),
     );
-    Ok(Some((seg, capacity as usize)))
+    Ok(Some(capacity as usize))
+}
+
+/// The ring of this generation, whose header was read, could not be mapped (`writable` or
+/// not) for the reason `e`.
+fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
+    let (how, remedy) = if writable {
+        (
+            "writable",
+            "restore this user's read and write access to it (mode 0600, not immutable), or open the stream read-only",
+        )
+    } else {
+        (
+            "read-only",
+            "restore this user's read access to it (mode 0600)",
+        )
+    };
+    Error::InvalidHistory {
+        name: stream.to_owned(),
+        reason: format!(
+            "this generation's history segment {} cannot be mapped {how} ({e}): {remedy}",
+            crate::segment::path(&name::history_id(stream)).display()
+        ),
+    }
 }
 
 /// Refuses a ring header `h` of another format version.
@@ -807,10 +881,11 @@ impl<'a> Cursor<'a> {
     /// A cursor at append `next`, the head loaded, then `count`, the header's count. The count
     /// its first frame follows: the header's (frames published without an append before
     /// this cursor existed are not its loss), or the count of the ring's newest frame where
-    /// that is higher. An append moves the head before its publication moves the header's
-    /// count (a ring-first write copies the frame into the payload in between), so a cursor
-    /// made inside that window finds the header one behind its first frame and would report
-    /// a frame lost that it never skipped.
+    /// that is higher. A writer of an earlier version moved the head before its publication
+    /// moved the header's count (a ring-first write copies the frame into the payload in
+    /// between), so a cursor made inside that window found the header one behind its first
+    /// frame and would report a frame lost that it never skipped (this version stores the
+    /// count first: [`Ring::finish_append`]).
     fn after_newest(stream: &'a Stream, ring: &'a Ring, mut next: u64, mut count: u64) -> Self {
         // A few tries: each one past the first needs the writer to have lapped the ring
         // while the previous one read the newest slot.
@@ -1168,13 +1243,17 @@ impl Cursor<'_> {
             // The handle reports a writer's death once to its waits (`reads.reported_invalid`,
             // marked when made); a report the cursor does not pass on is given back, so the
             // handle's next read or wait makes it (as an abandoned async wait gives it back).
-            let mark_before = self.stream.reads.report_mark();
-            match self
-                .stream
-                .wait_for_append(after_spin, seen_count, self.next, remaining)
-            {
+            let (waited, report) = crate::read::reporting(|| {
+                self.stream
+                    .wait_for_append(after_spin, seen_count, self.next, remaining)
+            });
+            match waited {
                 Ok(_) | Err(Error::WriteAborted { .. }) => {}
-                Err(Error::Inconsistent { .. }) => self.stream.reads.give_back_report(mark_before),
+                Err(Error::Inconsistent { .. }) => {
+                    if let Some((before, made)) = report {
+                        self.stream.reads.give_back_report(before, made);
+                    }
+                }
                 Err(Error::Timeout { .. }) => {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),
@@ -1335,6 +1414,81 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// Sets (`on`) or clears the immutable attribute of the file at `path`
+    /// (`FS_IOC_SETFLAGS`): a file root cannot open for writing either.
+    fn set_immutable(path: &std::path::Path, on: bool) -> std::io::Result<()> {
+        const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+        let f = File::open(path)?;
+        let mut flags: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS stores one int through the pointer, a live local.
+        if unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        flags = if on {
+            flags | FS_IMMUTABLE_FL
+        } else {
+            flags & !FS_IMMUTABLE_FL
+        };
+        // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, a live local.
+        if unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A writable open of a stream whose ring it cannot map writable (the owner made the
+    /// `_hist` file 0400; for root, whom modes do not stop, the file is made immutable) is
+    /// refused with `InvalidHistory` naming the file: it opened without history, its writes
+    /// appended nothing, and its cursors blamed the frames they missed on pyshmem. A read-only
+    /// open still gets the ring.
+    #[test]
+    fn a_writable_open_that_cannot_map_the_ring_writable_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (name, s) = stream("ring-unwritable", 4, 4);
+        let path = crate::segment::path(&name::history_id(&name));
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m));
+        mode(0o400).unwrap();
+        /// Clears the immutable attribute again, whatever the test does (an immutable file
+        /// cannot be unlinked).
+        struct Mutable<'p>(&'p std::path::Path);
+        impl Drop for Mutable<'_> {
+            fn drop(&mut self) {
+                let _ = set_immutable(self.0, false);
+            }
+        }
+        let _mutable = Mutable(&path);
+        if crate::trust::euid() == 0
+            && let Err(e) = set_immutable(&path, true)
+        {
+            eprintln!(
+                "skipped: running as root, which the mode does not stop, and the ring cannot be made immutable ({e})"
+            );
+            mode(0o600).unwrap();
+            drop(s);
+            crate::unlink(&name).unwrap();
+            return;
+        }
+        match Stream::open(&name) {
+            Err(Error::InvalidHistory { reason, .. }) => {
+                assert!(reason.contains(&*path.to_string_lossy()), "{reason}");
+                assert!(reason.contains("cannot be mapped writable"), "{reason}");
+                assert!(reason.contains("open the stream read-only"), "{reason}");
+            }
+            other => panic!(
+                "{:?}",
+                other.map(|o| format!("opened with history depth {}", o.history_depth()))
+            ),
+        }
+        let reader = Stream::open_readonly(&name).unwrap();
+        assert_eq!(reader.history_depth(), 4);
+        drop(reader);
+        drop(_mutable);
+        mode(0o600).unwrap();
+        assert_eq!(Stream::open(&name).unwrap().history_depth(), 4);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A ring whose header declares a depth no ring may have is refused at open with the
     /// opener's remedy, not the creator's (which said to leave history unset, or to use a
     /// smaller depth, to someone who chose neither).
@@ -1381,7 +1535,7 @@ mod tests {
         // The writer's lock, held: a waiting reader sees a live writer, not a dead one.
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
-        let b = crate::seqlock::begin_write(&s.header);
+        let mut b = crate::seqlock::begin_write(&s.header);
         let (append, slot) = ring.begin_append();
         let slot = slot.cast::<u32>();
         for i in 0..4 {
@@ -1389,15 +1543,17 @@ mod tests {
             // the write lock and the slot's stamp is odd.
             unsafe { slot.add(i).write(7) };
         }
-        ring.finish_append(append, 1, 42, 0.0);
+        ring.finish_append(append, 1, 42, 0.0, |c| b.count_ahead(&s.header, c));
         let mut dst = [0u32; 4];
         let info = c
             .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
             .unwrap();
         assert_eq!((info.frame_id, dst), (42, [7; 4]));
-        assert_eq!(s.count(), 0, "the publication has not ended");
-        crate::seqlock::end_write(&s.header, b, 0.0, Some(42));
+        assert_eq!(s.write_sequence(), 1, "the publication has not ended");
+        // The count is stored ahead (no reader trusts it while the sequence is odd), once.
         assert_eq!(s.count(), 1);
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(42));
+        assert_eq!((s.count(), s.write_sequence()), (1, 2));
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
@@ -1478,35 +1634,48 @@ mod tests {
     }
 
     /// A cursor made while a write is between its append and the end of its publication
-    /// (the head moved, the header's count not yet) starts after that frame and reports no
-    /// loss on the next one: it used to take the header's stale count and report one lost.
+    /// starts after that frame and reports no loss on the next one, whether the header
+    /// already holds the frame's count (this version's writer) or not yet (the head moved
+    /// first: an earlier version's): it used to take the header's stale count and report
+    /// one lost.
     #[test]
     fn a_cursor_made_inside_a_publication_reports_no_frame_lost() {
-        let (name, s) = stream("mid-write-cursor", 4, 4);
-        s.write_slice(&[1u32; 4]).unwrap();
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        let ring = s.history.as_ref().unwrap();
-        let b = crate::seqlock::begin_write(&s.header);
-        let (append, _) = ring.begin_append();
-        ring.finish_append(append, 2, 2, 0.0);
-        let mut c = s.cursor().unwrap();
-        assert_eq!(s.count(), 1, "the publication has not ended");
-        crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
-        g.write_slice(&[3u32; 4]).unwrap();
-        let mut dst = [0u32; 4];
-        let info = c
-            .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
-            .unwrap();
-        assert_eq!((info.count, dst), (3, [3; 4]));
-        drop(g);
-        drop(s);
-        crate::unlink(&name).unwrap();
+        for ahead in [true, false] {
+            let (name, s) = stream("mid-write-cursor", 4, 4);
+            s.write_slice(&[1u32; 4]).unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let ring = s.history.as_ref().unwrap();
+            let mut b = crate::seqlock::begin_write(&s.header);
+            let (append, _) = ring.begin_append();
+            ring.finish_append(append, 2, 2, 0.0, |c| {
+                if ahead {
+                    b.count_ahead(&s.header, c);
+                }
+            });
+            let mut c = s.cursor().unwrap();
+            assert_eq!(
+                s.count(),
+                if ahead { 2 } else { 1 },
+                "counted ahead: {ahead}"
+            );
+            crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
+            g.write_slice(&[3u32; 4]).unwrap();
+            let mut dst = [0u32; 4];
+            let info = c
+                .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+                .unwrap();
+            assert_eq!((info.count, dst), (3, [3; 4]), "counted ahead: {ahead}");
+            drop(g);
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 
     /// A cursor that loaded the head inside a ring-first publication's window (head moved,
-    /// header count not yet) and then found the newest slot taken by the next append (a
-    /// ring of one) follows the count loaded after that: it used to keep the stale header
-    /// count and report the next frame's predecessor lost, a frame it never skipped.
+    /// header count not yet: a writer of an earlier version, which stored the count last)
+    /// and then found the newest slot taken by the next append (a ring of one) follows the
+    /// count loaded after that: it used to keep the stale header count and report the next
+    /// frame's predecessor lost, a frame it never skipped.
     #[test]
     fn a_cursor_whose_newest_slot_is_taken_while_it_is_made_reports_no_frame_lost() {
         let (name, s) = stream("newest-taken", 4, 1);
@@ -1515,7 +1684,7 @@ mod tests {
         let ring = s.history.as_ref().unwrap();
         let b = crate::seqlock::begin_write(&s.header);
         let (append, _) = ring.begin_append();
-        ring.finish_append(append, 2, 2, 0.0);
+        ring.finish_append(append, 2, 2, 0.0, |_| ());
         // What `cursor` loads inside the window: the head past frame 2, the count of 1.
         let (head, count) = (ring.appended(), s.header.count().load(Ordering::Acquire));
         assert_eq!((head, count), (2, 1));
@@ -1524,7 +1693,7 @@ mod tests {
         let b = crate::seqlock::begin_write(&s.header);
         let (append, _) = ring.begin_append();
         let mut c = Cursor::after_newest(&s, ring, head, count);
-        ring.finish_append(append, 3, 3, 0.0);
+        ring.finish_append(append, 3, 3, 0.0, |_| ());
         crate::seqlock::end_write(&s.header, b, 0.0, Some(3));
         drop(g);
         let next = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)));
@@ -1680,22 +1849,32 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
-    /// A writer killed after its append (head stored) and before its publication stamped
-    /// the header's count: the next frame is counted past the one the ring kept, so a
-    /// cursor returns two frames of two counts (they shared one, breaking returned + lost
-    /// = written).
+    /// A writer killed after its append (head stored) and before its publication ended: the
+    /// next frame is counted past the one the ring kept, so a cursor returns two frames of
+    /// two counts (they shared one, breaking returned + lost = written). Whether the killed
+    /// writer stored the frame's count in the header ahead (this version) or not (an
+    /// earlier one, which stamped it at the end).
     #[test]
     fn a_frame_appended_by_a_writer_killed_before_its_count_stamp_is_counted_past() {
-        for (tag, ring_first) in [("count-ring-first", true), ("count-payload-first", false)] {
+        for (tag, ring_first, ahead) in [
+            ("count-ring-first", true, true),
+            ("count-payload-first", false, true),
+            ("count-ring-first-old", true, false),
+            ("count-payload-first-old", false, false),
+        ] {
             let (name, s) = stream(tag, 4, 4);
             let mut c = s.cursor().unwrap();
             let ring = s.history.as_ref().unwrap();
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             // The killed writer: its bracket stays open after a whole append of count 1.
-            let _bracket = crate::seqlock::begin_write(&s.header);
+            let mut bracket = crate::seqlock::begin_write(&s.header);
             let (append, _) = ring.begin_append();
-            ring.finish_append(append, 1, 7, 0.0);
-            assert_eq!((ring.appended(), s.count()), (1, 0));
+            ring.finish_append(append, 1, 7, 0.0, |c| {
+                if ahead {
+                    bracket.count_ahead(&s.header, c);
+                }
+            });
+            assert_eq!((ring.appended(), s.count()), (1, u64::from(ahead)), "{tag}");
             // The next writer: a ring-first write, or a view (ring after the payload).
             if ring_first {
                 g.write_slice_frame(&[5u32; 4], 8).unwrap();
@@ -1718,6 +1897,45 @@ mod tests {
             assert_eq!(counts, [(1, 7), (2, 8)], "{tag}");
             assert_eq!(s.count(), 2, "{tag}");
             assert_eq!(s.read_publication::<u32>().unwrap().info.count, 2, "{tag}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A writer killed after its append and before its publication ended, then a writer that
+    /// does not append (pyshmem, which stamps the header's `count + 1`): the killed writer's
+    /// frame, which the cursor returns, and pyshmem's, reported lost, have counts of their
+    /// own. The header's count used to lag the ring's frame there, so pyshmem's frame got
+    /// the same count, and was neither returned nor reported. Killed after its head store
+    /// (`finish_append`), or between its slot's even stamp and its head store.
+    #[test]
+    fn a_pyshmem_frame_after_a_writer_killed_past_its_append_is_reported_lost() {
+        for (tag, head_stored) in [
+            ("killed-pyshmem-head", true),
+            ("killed-pyshmem-stamp", false),
+        ] {
+            let (name, s) = stream(tag, 4, 4);
+            let mut c = s.cursor().unwrap();
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            // The killed writer: its bracket stays open after its frame of count 1 is in the
+            // ring, as this version's writer leaves it.
+            let mut bracket = crate::seqlock::begin_write(&s.header);
+            if head_stored {
+                let (append, _) = ring.begin_append();
+                ring.finish_append(append, 1, 7, 0.0, |c| bracket.count_ahead(&s.header, c));
+            } else {
+                // What `finish_append` does up to the even stamp, the header's count included.
+                bracket.count_ahead(&s.header, 1);
+                append_up_to_the_even_stamp(ring, 9, 1, 7);
+            }
+            drop(g);
+            publish_without_ring(&s, 8);
+            assert_eq!(drain(&mut c), ["frame 1", "lost 1 NotRecorded"], "{tag}");
+            assert_eq!(s.count(), 2, "{tag}");
+            // A writer after them both goes on counting.
+            s.write_slice_frame(&[5u32; 4], 9).unwrap();
+            assert_eq!(drain(&mut c), ["frame 3"], "{tag}");
             drop(s);
             crate::unlink(&name).unwrap();
         }

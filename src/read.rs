@@ -5,6 +5,7 @@
 //! frame is new enough) copy and validate; writing → wait, checking whether the writer died;
 //! invalid → report it. Every wait has a deadline on the monotonic clock.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -53,7 +54,37 @@ pub(crate) enum Want {
     AfterOrAppended { after: u64, next: u64 },
 }
 
+thread_local! {
+    /// The report of an invalid generation this thread's last wait marked in its handle:
+    /// the mark it replaced and the mark it made (see [`reporting`]). Set only where a
+    /// report is made, never on a read that returns a frame.
+    static REPORT_MADE: Cell<Option<(i64, i64)>> = const { Cell::new(None) };
+}
+
+/// Runs `wait` (a wait on one handle, on this thread) and returns with its result the
+/// report it marked in the handle, if it made one: `(before, made)`, the marks that
+/// [`crate::stream::ReadState::give_back_report`] swaps back if the report is not passed on.
+/// Carried from the thread that made the report, not read from the handle afterwards:
+/// another wait on the handle may have made another report since.
+pub(crate) fn reporting<R>(wait: impl FnOnce() -> R) -> (R, Option<(i64, i64)>) {
+    REPORT_MADE.set(None);
+    let result = wait();
+    (result, REPORT_MADE.take())
+}
+
 impl Stream {
+    /// Marks invalid generation `made` reported by this handle; returns whether it was not
+    /// already (the report is this call's to make).
+    #[cold]
+    fn mark_reported(&self, made: i64) -> bool {
+        let before = self.reads.reported_invalid.swap(made, Ordering::Relaxed);
+        if before == made {
+            return false;
+        }
+        REPORT_MADE.set(Some((before, made)));
+        true
+    }
+
     /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
     /// without a host mirror) and says whether the bytes were valid; it may run several times.
     /// Waits with the handle's strategy.
@@ -135,9 +166,11 @@ impl Stream {
                         }
                         // A writer overlapped the copy: retry at once, but within the deadline
                         // (a writer publishing faster than one copy would otherwise starve us),
-                        // and not past a close or an abandoned async wait: with no deadline,
-                        // this loop is all there is.
+                        // and not past a close, an unlink (rate limited: a coarse clock read
+                        // when not due) or an abandoned async wait: with no deadline, this
+                        // loop is all there is.
                         self.ensure_open()?;
+                        self.check_generation(false)?;
                         let w = waiter
                             .get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
                         if w.expired() {
@@ -154,25 +187,26 @@ impl Stream {
                     // This thread's own bracket, open around its fill: no frame to wait for
                     // (and no dead writer to report).
                     self.refuse_inside_own_fill()?;
-                    // Not at every pause: see `Waiter::writer_check_due`.
+                    // Not at every pause: see `Waiter::writer_check_due`. A live writer may
+                    // hold its bracket open for good: an unlink meanwhile ends the wait too
+                    // (rate limited, as every wait looks).
                     if let Some(w) = &waiter
                         && w.writer_check_due()
                     {
+                        self.check_generation(false)?;
                         self.check_abandoned(s)?;
                     }
                     s
                 }
                 Observed::Invalid(s) => {
-                    let err = self.invalid_error();
                     // A waiting read reports each invalid generation once per handle, then
-                    // waits for the next good frame.
-                    let first_report = self.reads.reported_invalid.swap(s, Ordering::Relaxed) != s;
-                    if matches!(want, Want::Now)
-                        || matches!(err, Error::Stale { .. })
-                        || first_report
-                    {
-                        return Err(err);
+                    // waits for the next good frame; a read of the current frame reports it.
+                    if self.mark_reported(s) || matches!(want, Want::Now) {
+                        return Err(self.invalid_error());
                     }
+                    // Reported already: wait, noticing an unlink as every wait does (rate
+                    // limited: no `fstat` nor error built at every pause).
+                    self.check_generation(false)?;
                     self.refuse_wait_under_own_lock(timeout)?;
                     s
                 }
@@ -252,9 +286,7 @@ impl Stream {
             // The value `invalidate_abandoned` stored, not a fresh load: a writer that took
             // the lock since and aborted its own write left another invalid value, which is
             // still to be reported.
-            self.reads
-                .reported_invalid
-                .store(observed.wrapping_neg(), Ordering::Relaxed);
+            self.mark_reported(observed.wrapping_neg());
             // A stream unlinked meanwhile (pyshmem's unlink leaves the header as it was) is
             // stale, as every other read of an invalid generation says.
             self.check_generation(true)?;
@@ -634,6 +666,133 @@ mod tests {
         let _ = crate::unlink(&name);
         let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
         (name, s)
+    }
+
+    /// Removes `name`'s objects by hand, taking no lock and leaving the header as it was
+    /// (as pyshmem's unlink does).
+    fn remove_objects(name: &str) {
+        for id in [crate::name::segment_id(name), crate::name::meta_id(name)] {
+            std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+        }
+    }
+
+    /// A waiter in an invalid generation it reported already (an aborted write) waits for
+    /// the next writer looking at the stream's file at the rate of the generation checks:
+    /// before, each pause made an `fstat` and built an error, thousands in a spinning wait.
+    /// It still notices an unlink.
+    #[test]
+    fn a_waiter_past_a_reported_aborted_write_looks_at_the_file_at_the_rate_limit() {
+        for strategy in [WaitStrategy::Spin, WaitStrategy::Yield] {
+            let (name, w) = stream(&format!("reported-invalid-{strategy:?}"));
+            w.write_slice(&[1u8; 4]).unwrap();
+            let r = Stream::open(&name).unwrap();
+            let aborted =
+                w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
+            assert!(
+                matches!(aborted, Err(Error::WriteAborted { .. })),
+                "{aborted:?}"
+            );
+            let first = r.read_new::<u8>(Some(Duration::ZERO));
+            assert!(
+                matches!(first, Err(Error::Inconsistent { .. })),
+                "{first:?}"
+            );
+            r.set_wait_strategy(strategy);
+            let checks = || crate::stream::GENERATION_CHECKS.with(Cell::get);
+            let before = checks();
+            let waited = r.read_new::<u8>(Some(Duration::from_millis(30)));
+            assert!(
+                matches!(waited, Err(Error::Timeout { .. })),
+                "{strategy:?}: {waited:?}"
+            );
+            let made = checks() - before;
+            assert!(
+                made <= 4,
+                "{strategy:?}: {made} looks at the file in a 30 ms wait"
+            );
+            remove_objects(&name);
+            let waited = r.read_new::<u8>(Some(Duration::from_secs(5)));
+            assert!(
+                matches!(waited, Err(Error::Stale { .. })),
+                "{strategy:?}: {waited:?}"
+            );
+            drop((r, w));
+            let _ = crate::unlink(&name);
+        }
+    }
+
+    /// A live writer that holds its bracket open while its stream is unlinked by a remover
+    /// that takes no lock (pyshmem's unlink, objects removed by hand): a reader waiting
+    /// behind it notices the unlink, as every wait does, instead of waiting for good.
+    #[test]
+    fn a_wait_behind_a_bracket_held_open_notices_an_unlink() {
+        for strategy in [WaitStrategy::Adaptive, WaitStrategy::Spin] {
+            let (name, w) = stream(&format!("bracket-unlink-{strategy:?}"));
+            w.write_slice(&[1u8; 4]).unwrap();
+            let r = std::sync::Arc::new(Stream::open(&name).unwrap());
+            r.set_wait_strategy(strategy);
+            let guard = w.lock(Some(Duration::from_secs(5))).unwrap();
+            let b = seqlock::begin_write(&w.header);
+            remove_objects(&name);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::sync::Arc::clone(&r);
+            let waiting = std::thread::spawn(move || {
+                let _ = tx.send(reader.read_new::<u8>(None));
+            });
+            let got = rx.recv_timeout(Duration::from_secs(2));
+            if got.is_err() {
+                // Ends the wait (a close is looked at after every pause).
+                r.close();
+            }
+            waiting.join().unwrap();
+            seqlock::end_write_even(&w.header, b);
+            drop(guard);
+            drop((r, w));
+            let _ = crate::unlink(&name);
+            let got = got.unwrap_or_else(|_| {
+                panic!("{strategy:?}: read_new(None) still waiting 2 s after the unlink")
+            });
+            assert!(
+                matches!(got, Err(Error::Stale { .. })),
+                "{strategy:?}: {got:?}"
+            );
+        }
+    }
+
+    /// A read starved by writes that overlap its every copy notices an unlink too, as a
+    /// wait does: before, it looked only at its deadline and at a close, so with no timeout
+    /// it retried for as long as the writes went on.
+    #[test]
+    fn a_read_starved_by_overlapping_writes_notices_an_unlink() {
+        let (name, s) = stream("starved-unlink");
+        s.write_slice(&[1u8; 4]).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let got = std::thread::scope(|scope| {
+            let (s, stop, name) = (&s, &stop, &name);
+            scope.spawn(move || {
+                let mut first = true;
+                let read = s.read_frame(Want::Now, None, "read a stable frame", |_| {
+                    if std::mem::take(&mut first) {
+                        remove_objects(name);
+                    }
+                    if !stop.load(Ordering::Relaxed) {
+                        let b = seqlock::begin_write(&s.header);
+                        seqlock::end_write(&s.header, b, 0.0, None);
+                    }
+                    true
+                });
+                let _ = tx.send(read);
+            });
+            let got = rx.recv_timeout(Duration::from_secs(5));
+            // Ends the writes (and so the read) if the read did not end by itself.
+            stop.store(true, Ordering::Relaxed);
+            got
+        });
+        drop(s);
+        let _ = crate::unlink(&name);
+        let got = got.expect("the read still retrying 5 s after the unlink");
+        assert!(matches!(got, Err(Error::Stale { .. })), "{got:?}");
     }
 
     /// A handle opened inside a writer's bracket after the writer stored the frame's count

@@ -66,6 +66,8 @@ pub(crate) fn validate_read(h: &MappedHeader, stamp: i64) -> bool {
 #[must_use]
 pub(crate) struct Bracket {
     odd: i64,
+    /// The count [`Bracket::count_ahead`] stored, which the end then leaves as it is.
+    counted: Option<u64>,
 }
 
 /// The generation a sequence value stands for (its magnitude: valid, aborted or invalid
@@ -104,10 +106,11 @@ pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
     h.sequence().store(odd, Ordering::Relaxed);
     // Keeps the payload stores that follow from becoming visible before the odd value.
     fence(Ordering::Release);
-    Bracket { odd }
+    Bracket { odd, counted: None }
 }
 
-/// Publishes the write: metadata, count, then the even sequence (Release).
+/// Publishes the write: metadata, count (unless [`Bracket::count_ahead`] stored it), then
+/// the even sequence (Release).
 #[inline]
 pub(crate) fn end_write(
     h: &MappedHeader,
@@ -115,7 +118,7 @@ pub(crate) fn end_write(
     write_time: f64,
     frame_id: Option<u64>,
 ) -> u64 {
-    let count = stamp(h, write_time, frame_id);
+    let count = stamp_bracket(h, &b, write_time, frame_id);
     end_write_even(h, b);
     count
 }
@@ -132,20 +135,57 @@ pub(crate) fn end_write_even(h: &MappedHeader, b: Bracket) {
 /// publication has its CUDA stream store it ([`Bracket::even`]) once the payload is written.
 #[inline]
 pub(crate) fn stamp(h: &MappedHeader, write_time: f64, frame_id: Option<u64>) -> u64 {
+    stamp_metadata(h, write_time, frame_id);
+    let count = h.count().load(Ordering::Relaxed).wrapping_add(1);
+    h.count().store(count, Ordering::Relaxed);
+    count
+}
+
+/// [`stamp`] for the bracket `b`: the count is left as it is where
+/// [`Bracket::count_ahead`] already stored it (a history append), so a publication moves
+/// the count once. Returns the publication's count.
+#[inline]
+pub(crate) fn stamp_bracket(
+    h: &MappedHeader,
+    b: &Bracket,
+    write_time: f64,
+    frame_id: Option<u64>,
+) -> u64 {
+    match b.counted {
+        Some(count) => {
+            stamp_metadata(h, write_time, frame_id);
+            count
+        }
+        None => stamp(h, write_time, frame_id),
+    }
+}
+
+/// Stores the write time and the frame id (if given), while the sequence is odd.
+#[inline]
+fn stamp_metadata(h: &MappedHeader, write_time: f64, frame_id: Option<u64>) {
     h.write_time()
         .store(write_time.to_bits(), Ordering::Relaxed);
     if let Some(f) = frame_id {
         h.frame_id().store(f, Ordering::Relaxed);
     }
-    let count = h.count().load(Ordering::Relaxed).wrapping_add(1);
-    h.count().store(count, Ordering::Relaxed);
-    count
 }
 
 impl Bracket {
     /// The even value that ends this bracket.
     pub(crate) fn even(&self) -> i64 {
         self.odd + 1
+    }
+
+    /// Stores this publication's count now, inside the bracket (readers trust no count while
+    /// the sequence is odd); the end then stores no second count ([`stamp_bracket`]). A
+    /// history append calls it before its frame becomes visible in the ring (its slot's even
+    /// stamp): a writer killed after that leaves the header's count at its frame's, so the
+    /// next writer, pyshmem's included (which stamps `count + 1`), counts past that frame
+    /// and no two frames share a count.
+    #[inline]
+    pub(crate) fn count_ahead(&mut self, h: &MappedHeader, count: u64) {
+        h.count().store(count, Ordering::Relaxed);
+        self.counted = Some(count);
     }
 }
 
@@ -259,6 +299,24 @@ mod tests {
         end_write(&sut, b, 2.0, None);
         assert_eq!(optimistic_read(&sut), Observed::Stable(6));
         assert_eq!(sut.count().load(Ordering::Relaxed), 2);
+        crate::segment::unlink(&id).unwrap();
+    }
+
+    /// A count stored ahead (a history append's) is the publication's: the end stores the
+    /// metadata and the even value, and no second count.
+    #[test]
+    fn a_count_stored_ahead_is_published_once() {
+        let (_seg, sut, id) = header("ahead");
+        let mut b = begin_write(&sut);
+        b.count_ahead(&sut, 5);
+        assert_eq!(sut.count().load(Ordering::Relaxed), 5);
+        assert_eq!(end_write(&sut, b, 1.5, Some(9)), 5);
+        assert_eq!(sut.count().load(Ordering::Relaxed), 5);
+        assert_eq!(sut.frame_id().load(Ordering::Relaxed), 9);
+        assert_eq!(optimistic_read(&sut), Observed::Stable(2));
+        // Without it, the end counts on from the header.
+        let b = begin_write(&sut);
+        assert_eq!(end_write(&sut, b, 2.0, None), 6);
         crate::segment::unlink(&id).unwrap();
     }
 

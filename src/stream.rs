@@ -27,6 +27,12 @@ const GENERATION_CHECK_MS: u64 = 20;
 /// `generation_checked_ms` once the handle learned its stream is gone (sticky).
 const GENERATION_STALE: u64 = u64::MAX;
 
+#[cfg(test)]
+thread_local! {
+    /// How many generation checks past the rate limit this thread made (unit tests).
+    pub(crate) static GENERATION_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Settings for creating a stream. Start with [`StreamOptions::new`].
 ///
 /// ```
@@ -168,24 +174,19 @@ pub(crate) struct ReadState {
 }
 
 impl ReadState {
-    /// The report mark before a wait, for [`ReadState::give_back_report`].
-    pub(crate) fn report_mark(&self) -> i64 {
-        self.reported_invalid.load(Ordering::Relaxed)
-    }
-
-    /// Undoes the report of an invalid generation a wait made since `before` but did not
-    /// pass on (an abandoned async wait, a cursor that waits on past it), so the handle's
-    /// next read or wait makes it. A report made meanwhile by another wait stays.
-    pub(crate) fn give_back_report(&self, before: i64) {
-        let now = self.reported_invalid.load(Ordering::Relaxed);
-        if now != before {
-            let _ = self.reported_invalid.compare_exchange(
-                now,
-                before,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
+    /// Undoes the report of an invalid generation a wait made but did not pass on (an
+    /// abandoned async wait, a cursor that waits on past it), so the handle's next read or
+    /// wait makes it: the mark `made` goes back to the mark `before` it replaced (both from
+    /// [`crate::read::reporting`], on the thread that made the report). A report made
+    /// meanwhile by another wait (another generation's) stays, else the handle's next read
+    /// would report that generation a second time.
+    pub(crate) fn give_back_report(&self, before: i64, made: i64) {
+        let _ = self.reported_invalid.compare_exchange(
+            made,
+            before,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -646,6 +647,8 @@ impl Stream {
     /// [`Stream::check_generation`] past its rate limit: looks at the file.
     #[cold]
     fn check_generation_now(&self, last: u64) -> Result<()> {
+        #[cfg(test)]
+        GENERATION_CHECKS.with(|c| c.set(c.get() + 1));
         let t = sys::coarse_now_ms();
         if last == GENERATION_STALE || self.meta.is_unlinked() {
             self.generation_checked_ms
@@ -975,5 +978,20 @@ mod tests {
         assert_eq!((out, info.count), ([9u8; 4], 1));
         drop(first);
         second.unlink().unwrap();
+    }
+
+    /// Giving back an abandoned wait's report undoes only the mark that wait made: a report
+    /// of another generation made meanwhile by another wait on the handle stays (else the
+    /// handle's next read reported that generation a second time).
+    #[test]
+    fn giving_back_a_report_leaves_one_made_meanwhile() {
+        let (before, g1, g2) = (0, -3, -5);
+        let reads = ReadState::default();
+        reads.reported_invalid.store(g2, Ordering::Relaxed);
+        reads.give_back_report(before, g1);
+        assert_eq!(reads.reported_invalid.load(Ordering::Relaxed), g2);
+        reads.reported_invalid.store(g1, Ordering::Relaxed);
+        reads.give_back_report(before, g1);
+        assert_eq!(reads.reported_invalid.load(Ordering::Relaxed), before);
     }
 }

@@ -1,7 +1,8 @@
 //! Writing: whole-frame copies, zero-copy `write_view`, the write lock guard, `clear`.
 //!
 //! Every publication goes through one bracket ([`Stream::publish_locked`]): odd sequence →
-//! fill the payload (and append it to the history ring) → stamp time, frame id and count →
+//! fill the payload (and append it to the history ring, storing the count before the frame
+//! is visible there) → stamp time, frame id and count (unless the append stored it) →
 //! even sequence → futex wake (notify streams). On a GPU stream whose writes publish on the
 //! GPU, the fill only enqueues its copies and the writer's CUDA stream stores the even
 //! sequence once they are done (`gpu::on_stream`). A whole-frame write to a history stream
@@ -52,6 +53,15 @@ impl Abort<'_> {
     #[inline]
     fn disarm(mut self) -> Option<Bracket> {
         self.bracket.take()
+    }
+
+    /// Stores the publication's count now ([`Bracket::count_ahead`]): a history append's,
+    /// before its frame is visible in the ring.
+    #[inline]
+    fn count_ahead(&mut self, count: u64) {
+        if let Some(b) = self.bracket.as_mut() {
+            b.count_ahead(self.header, count);
+        }
     }
 }
 
@@ -196,27 +206,30 @@ impl Stream {
         // GPU streams: whether the writer's CUDA stream stores the even sequence (after a
         // previous such publication landed).
         let on_gpu = crate::gpu::begin_publication(self)?;
-        let abort = Abort {
+        let mut abort = Abort {
             header: h,
             notify: self.notify(),
             bracket: Some(seqlock::begin_write(h)),
             stream: self,
         };
         // The ring's metadata for this publication (we hold the lock): the count it is about
-        // to stamp and its frame id.
+        // to stamp (the append may count past a frame the ring kept) and its frame id. The
+        // append stores the count into the header before its frame becomes visible in the
+        // ring, so a writer killed after that leaves the frame counted there, and the end
+        // stores no second count (`seqlock::stamp_bracket`).
         let next_count = h.count().load(Relaxed).wrapping_add(1);
         let id = || frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
         let ring_first = self.history.as_ref().filter(|r| {
             how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)
         });
-        let (out, now, appended) = match ring_first {
+        let (out, now) = match ring_first {
             Some(ring) => {
                 // Ring first: cursors read the frame from its slot while it is copied into
                 // the payload, one copy earlier than through the payload.
                 let (append, slot) = ring.begin_append();
                 let out = fill(slot)?;
                 let now = sys::unix_now();
-                let appended = ring.finish_append(append, next_count, id(), now);
+                ring.finish_append(append, next_count, id(), now, |c| abort.count_ahead(c));
                 if self.notify() && self.size >= EARLY_WAKE_MIN_FRAME {
                     // Parked cursors wake now; plain readers see the odd sequence and park
                     // again until the wake after the even one.
@@ -228,7 +241,7 @@ impl Stream {
                 // the slot (reads never race this copy's source) and readers of the payload
                 // detect the copy through the odd sequence.
                 unsafe { std::ptr::copy_nonoverlapping(slot.cast_const(), dst, self.size) };
-                (out, now, Some(appended))
+                (out, now)
             }
             None => {
                 let out = fill(dst)?;
@@ -236,20 +249,12 @@ impl Stream {
                 let now = sys::unix_now();
                 // Same bracket, before the even sequence: the frame just filled (from the host
                 // payload: a stream without one has no ring).
-                let appended = self
-                    .history
-                    .as_ref()
-                    .filter(|_| !dst.is_null())
-                    .map(|ring| ring.append(dst, next_count, id(), now));
-                (out, now, appended)
+                if let Some(ring) = self.history.as_ref().filter(|_| !dst.is_null()) {
+                    ring.append(dst, next_count, id(), now, |c| abort.count_ahead(c));
+                }
+                (out, now)
             }
         };
-        if let Some(c) = appended.filter(|&c| c != next_count) {
-            // The ring kept a frame counted past the header (its writer was killed before
-            // stamping it): the count goes on past that frame, which the stamp below makes
-            // this publication's. Readers trust no count while the sequence is odd.
-            h.count().store(c.wrapping_sub(1), Relaxed);
-        }
         if let Some(b) = abort.disarm() {
             crate::gpu::end_publication(self, b, now, frame_id, on_gpu);
         }

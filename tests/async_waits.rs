@@ -392,6 +392,61 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
     assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
 }
 
+/// An abandoned wait gives back only the report it made: a report of another failed write
+/// that a blocking read on the handle made meanwhile stays, so the handle's next read does
+/// not report that write a second time (the give-back swapped whatever mark the handle held
+/// back to the one before the abandoned wait).
+#[test]
+fn an_abandoned_waits_give_back_leaves_a_report_made_meanwhile() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let name = unique_name("async-report-meanwhile");
+    let _c = Cleanup::new([&name]);
+    let w = notify_stream_with_one_frame(&name);
+    let r = Arc::new(Stream::open_readonly(&name).unwrap());
+    let rt = OneWorker::new();
+    let _in_runtime = rt.enter();
+    let mut abandoned = Box::pin(r.read_new_async::<u8>(None));
+    let polled = abandoned
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(polled.is_pending(), "{polled:?}");
+    // The handle, the future's clone, and the background wait's on the pool.
+    let until = |clones: usize, what: &str| {
+        let deadline = Instant::now() + common::LONG;
+        while Arc::strong_count(&r) != clones {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::yield_now();
+        }
+    };
+    until(3, "the background wait never started");
+    let fail = || {
+        let aborted =
+            w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
+        assert!(
+            matches!(aborted, Err(Error::WriteAborted { .. })),
+            "{aborted:?}"
+        );
+    };
+    // The background wait wakes on this failed write and ends in its report.
+    fail();
+    until(2, "the background wait never ended");
+    // Another failed write, reported by a blocking read on the handle.
+    fail();
+    let reported = r.read_new::<u8>(Some(Duration::ZERO));
+    assert!(
+        matches!(reported, Err(Error::Inconsistent { .. })),
+        "{reported:?}"
+    );
+    // Gives back the first report only: the second stays made.
+    drop(abandoned);
+    let next = r.read_new::<u8>(Some(Duration::ZERO));
+    assert!(
+        matches!(next, Err(Error::Timeout { .. })),
+        "the second failed write reported twice: {next:?}"
+    );
+}
+
 /// A wait that reaches its deadline reports what its blocking twin reports instead of a
 /// timeout, zero timeout included: an aborted write (`Inconsistent`), an unlinked stream
 /// (`Stale`). A loop polling with a zero timeout would otherwise never learn of either.

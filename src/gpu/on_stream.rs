@@ -187,7 +187,8 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
 /// the host waits for the stream and stores it itself: the frame is published either way.
 pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame_id: Option<u64>) {
     let h = &s.header;
-    seqlock::stamp(h, write_time, frame_id);
+    // The count too, unless the history append stored it ahead (`Bracket::count_ahead`).
+    seqlock::stamp_bracket(h, &b, write_time, frame_id);
     let st = a.stream.cu_stream();
     let even = b.even() as u64;
     let enqueued = path(s, a).words.is_some_and(|w| {
