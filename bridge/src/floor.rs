@@ -95,7 +95,7 @@ impl Phase {
     fn parse(line: &str) -> Result<Phase, BridgeError> {
         let bad = || {
             BridgeError::Usage(format!(
-                "floor-put: bad phase {line:?} (warm SECS | lat SECS | tput SECS RUN STEP | end)"
+                "floor-put: bad phase '{line}' (warm SECS | lat SECS | tput SECS RUN STEP | end)"
             ))
         };
         let words: Vec<&str> = line.split_whitespace().collect();

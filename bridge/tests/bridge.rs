@@ -600,15 +600,16 @@ fn the_floor_pair_runs_the_phases_it_is_sent_and_refuses_a_bad_one() {
         .arg(&out);
     let mut get = Proc::spawn(get);
 
-    // A phase floor-put does not know: exit 1, the forms it takes on stderr.
+    // A phase floor-put does not know: exit 1, the forms it takes on stderr, the line quoted
+    // as it came, its tab escaped once (by the bridge's stderr), not twice.
     let mut bad = Proc::spawn(put(port));
-    bad.send_line("stop");
+    bad.send_line("st\top");
     bad.close_stdin();
     let st = bad.wait_timeout(LONG);
     let err = bad.diagnostics();
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
-        err.contains("bad phase \"stop\"") && err.contains("tput SECS RUN STEP"),
+        err.contains(r"bad phase 'st\top'") && err.contains("tput SECS RUN STEP"),
         "{err}"
     );
 
@@ -2022,9 +2023,12 @@ fn a_history_over_the_bound_or_a_bad_local_name_is_refused_at_start() {
     }
 }
 
-/// Lossless, a subscriber killed while the writer writes and started again: a frame put to
-/// it as it died (Zenoh's put says it went well) is in the mirror or reported lost by one of
-/// the bridges, never missing unsaid.
+/// Lossless, a subscriber killed while the writer writes and started again: the restarted
+/// one says the frame it resumed at (row 35 of docs/guarantees.md: that gap is said, not
+/// counted), so frames may be missing unsaid only while no subscriber ran, after the last one
+/// the mirror had at the kill and before that frame (frames put to the dead one, Zenoh's put
+/// saying it went well); every other frame is in the mirror or reported lost by one of the
+/// bridges, exactly.
 #[test]
 fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
     let (a_name, prefix) = (unique_name("br-kill"), unique_name("br-key"));
@@ -2048,6 +2052,8 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
         let mut ids = BTreeSet::new();
         let mut buf = [0u16; 32];
         let mut s2 = None;
+        // The newest frame id the mirror had when the first subscriber was killed.
+        let mut before_kill = 0;
         while !ids.contains(&u64::from(n)) {
             match c.next_into_slice(&mut buf, Some(LONG)) {
                 Ok(info) => ids.insert(info.frame_id),
@@ -2055,6 +2061,7 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
                 Err(e) => panic!("{e}\n{}", said(&[&p, &s1])),
             };
             if s2.is_none() && ids.len() > 500 {
+                before_kill = *ids.last().unwrap();
                 s1.kill();
                 s2 = Some(subscriber(
                     &a_name,
@@ -2070,22 +2077,43 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
         let sent = unsafe { libc::kill(s2.pid() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(sent, 0);
         s2.wait_timeout(LONG);
-        (ids, s2.diagnostics())
+        (ids, before_kill, s2.diagnostics())
     });
-    let (ids, s2_said) = mirrored;
-    let missing = (1..=u64::from(n)).filter(|id| !ids.contains(id)).count() as u64;
+    let (ids, before_kill, s2_said) = mirrored;
     let all = format!("{}\n{}\n{s2_said}", p.diagnostics(), s1.diagnostics());
     let reported: u64 = all
         .lines()
         .filter_map(|l| l.split_once(" frame(s) lost"))
         .filter_map(|(head, _)| head.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    // A restarted subscriber knows nothing of what its predecessor got: it says where it
-    // resumed, the possible gap; a gap while it runs is counted exactly.
-    let resumed = s2_said.contains("resumed at the publisher's frame count");
+    // A restarted subscriber knows nothing of what its predecessor got: it says the first
+    // frame it received, `resumed at the publisher's frame count N (frame id ID) ...`. N is
+    // the source's publication count, which the probe frames of `wait_linked` put ahead of
+    // the frame ids this test writes; the gap is bounded by the frame id.
+    let resumed = s2_said.lines().find_map(|l| {
+        let (_, rest) = l.split_once("resumed at the publisher's frame count ")?;
+        let (count, rest) = rest.split_once(" (frame id ")?;
+        let (id, _) = rest.split_once(')')?;
+        Some((count.parse::<u64>().ok()?, id.parse::<u64>().ok()?))
+    });
+    let Some((count, resumed_at)) = resumed else {
+        panic!("the restarted subscriber did not say where it resumed\n{all}");
+    };
     assert!(
-        reported == missing || (missing > 0 && resumed),
-        "{missing} frame(s) missing from the mirror, {reported} reported\n{all}"
+        count > resumed_at,
+        "count {count}, frame id {resumed_at}\n{all}"
+    );
+    // Said, not counted: frames put while no subscriber ran.
+    let unsaid = before_kill + 1..resumed_at;
+    let missing: Vec<u64> = (1..=u64::from(n)).filter(|id| !ids.contains(id)).collect();
+    let (in_gap, elsewhere): (Vec<u64>, Vec<u64>) =
+        missing.iter().partition(|id| unsaid.contains(*id));
+    assert_eq!(
+        elsewhere.len() as u64,
+        reported,
+        "frame ids {elsewhere:?} missing from the mirror outside the restart gap {unsaid:?} \
+         (where {} more are missing), {reported} reported lost\n{all}",
+        in_gap.len()
     );
 }
 
