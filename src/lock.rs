@@ -290,23 +290,23 @@ impl LockFile {
     }
 
     /// Moves to the file at the path if ours was unlinked, unless a thread of this process
-    /// holds the lock; returns whether it could look (nobody held it).
-    fn refresh_if_unlinked(&self, stream: &str) -> Result<bool> {
+    /// holds the lock (that thread's next take looks: [`LockFile::acquire_for`]).
+    fn refresh_if_unlinked(&self, stream: &str) -> Result<()> {
         // Only while nobody in this process holds the lock: claim it with a sentinel token.
         // Not in a forked child before its adoption, which resets the owner word (a claim
         // made before it would be given back over a lock taken after it) and reopens anyway.
         const REFRESHING: usize = 1;
         if self.inherited() {
-            return Ok(false);
+            return Ok(());
         }
         if self
             .owner
             .compare_exchange(0, REFRESHING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return Ok(false);
+            return Ok(());
         }
-        let result = self.reopen_if_unlinked(stream, || true).map(|_| true);
+        let result = self.reopen_if_unlinked(stream, || true).map(|_| ());
         self.owner.store(0, Ordering::Release);
         self.wake_waiters();
         result
