@@ -1609,19 +1609,29 @@ mod tests {
         }
     }
 
-    /// What a cursor's wait for its next frame returns when `act` runs while it waits (it
-    /// has started when `act` runs), and the cursor; within 10 s, far short of its 20 s
-    /// deadline.
+    /// What a cursor's wait for its next frame returns when `act` runs while it waits, and
+    /// the cursor; within 10 s, far short of its 20 s deadline. `act` runs once the wait is
+    /// under way: once the waiting thread has looked at its stream's file
+    /// ([`Stream::check_generation`], which a wait does only after it found no frame, at its
+    /// first spin round or park; nothing else uses the handle meanwhile), not when the
+    /// thread starts, so that the close or unlink does not land before the wait begins.
     fn while_waiting<'s>(mut c: Cursor<'s>, act: impl FnOnce()) -> (Cursor<'s>, Result<FrameInfo>) {
         let t0 = Instant::now();
+        let checked = &c.stream.generation_checked_ms;
+        let before = checked.load(Ordering::Relaxed);
         let end = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel();
             let waiting = scope.spawn(move || {
-                tx.send(()).unwrap();
                 let got = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(20)));
                 (c, got)
             });
-            rx.recv().unwrap();
+            // A wait that returned without looking is reported by the caller's checks.
+            while checked.load(Ordering::Relaxed) == before && !waiting.is_finished() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "the cursor never waited"
+                );
+                std::thread::yield_now();
+            }
             act();
             waiting.join().unwrap()
         });

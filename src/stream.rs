@@ -741,32 +741,49 @@ fn meta_not_found(name: &str) -> Error {
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.
 /// A `_meta` shorter than a header (pyshmem sizes it after creating it) is reopened for
-/// [`DECODE_RETRY`] before it counts as corrupt.
+/// [`DECODE_RETRY`]; still short then, it is a creation in progress while somebody else
+/// holds the name's lock (pyshmem 1.4.0's `create` makes and sizes it under the lock, and
+/// its creator may be descheduled in between): it is waited for as
+/// [`wait_for_creation`] does (row 19). Short with the lock free (a creator killed before
+/// sizing it), it is corrupt.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
+    let id = name::meta_id(name);
+    let open = || Segment::open_prefix(&id, true, META_BYTES);
+    // Empty (`InvalidData`), or shorter than a header.
+    let short = |r: &std::io::Result<Segment>| match r {
+        Ok(m) => m.len() < META_BYTES,
+        Err(e) => e.kind() == std::io::ErrorKind::InvalidData,
+    };
     // A `_meta` removed under a creation we waited for (it failed) is looked for again: a
     // new generation may have taken the name since.
     'look: loop {
-        let meta = loop {
-            match Segment::open_prefix(&name::meta_id(name), true, META_BYTES) {
-                Ok(m) if m.len() >= META_BYTES || Instant::now() >= deadline => break m,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::InvalidData && Instant::now() < deadline => {
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(match e.kind() {
-                        std::io::ErrorKind::NotFound => meta_not_found(name),
-                        std::io::ErrorKind::InvalidData => Error::CorruptHeader {
-                            name: name.to_owned(),
-                            rule: FormatError::TooShort(0),
-                        },
-                        _ => Error::io(name, "opening the metadata segment", e),
-                    });
-                }
+        let mut opened = loop {
+            let r = open();
+            if !short(&r) || Instant::now() >= deadline {
+                break r;
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        if short(&opened) {
+            opened = wait_for_creation(
+                name,
+                || {
+                    let r = open();
+                    (!short(&r)).then_some(r)
+                },
+                open,
+            )?
+            .unwrap_or(opened);
+        }
+        let meta = opened.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => meta_not_found(name),
+            std::io::ErrorKind::InvalidData => Error::CorruptHeader {
+                name: name.to_owned(),
+                rule: FormatError::TooShort(0),
+            },
+            _ => Error::io(name, "opening the metadata segment", e),
+        })?;
         let h = match decode_retrying(&meta, Some(name)) {
             Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
                 decode_retrying(&meta, Some(name))
@@ -797,9 +814,8 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
 
 /// pyshmem's `create` zero-fills the payload before it writes the header's magic, and sets up
 /// CUDA before it writes the name, all under the name's lock: a header without them whose lock
-/// is held may be a creation in progress (seconds for a large or GPU stream). Waits for the
-/// lock to be free (up to [`DEFAULT_TIMEOUT`], then the stream is not there yet: `NotFound`,
-/// as row 19 promises) and decodes again under it; a creator that died leaves the header as
+/// is held may be a creation in progress (seconds for a large or GPU stream). Waits for it
+/// ([`wait_for_creation`]) and decodes again; a creator that died leaves the header as
 /// corrupt as it was, and `first` is what a lock this process cannot open reports. `None`:
 /// the creation failed and removed this `_meta` (look at the name again).
 fn decode_after_creation(
@@ -807,23 +823,46 @@ fn decode_after_creation(
     name: &str,
     first: FormatError,
 ) -> Result<Option<std::result::Result<Header, FormatError>>> {
-    let Ok(lock) = LockFile::attach(&name::lock_path(name), name) else {
-        return Ok(Some(Err(first)));
+    let decode = || format::decode(&meta.snapshot(META_BYTES), Some(name));
+    let waited = wait_for_creation(
+        name,
+        || decode().ok().map(|h| Some(Ok(h))),
+        // A creation that failed removed what it made (pyshmem unlinks its segments when its
+        // CUDA setup fails): the stream is not there, whatever our mapping shows.
+        || (!meta.is_unlinked()).then(decode),
+    )?;
+    Ok(waited.unwrap_or(Some(Err(first))))
+}
+
+/// Waits for a creation in progress under `name`'s lock, which every creator holds while it
+/// builds (ours, and pyshmem 1.4.0's `create`, under its `_locked_stream_name`): while
+/// somebody else holds the lock, calls `look` every millisecond until it sees the creation's
+/// work (`Some`), for up to [`DEFAULT_TIMEOUT`], then the stream is not there yet:
+/// `NotFound`, as row 19 promises. Once this call takes the lock (the creator finished, or
+/// died and the kernel dropped its flock), returns what `under_lock` sees while it holds it.
+/// No lock file at the path: nobody holds it, so `under_lock` runs at once, and none is made
+/// here. `None`: a lock file this process cannot open (the caller reports what it saw).
+fn wait_for_creation<T>(
+    name: &str,
+    mut look: impl FnMut() -> Option<T>,
+    under_lock: impl FnOnce() -> T,
+) -> Result<Option<T>> {
+    let path = name::lock_path(name);
+    if let Err(e) = std::fs::symlink_metadata(&path) {
+        return Ok((e.kind() == std::io::ErrorKind::NotFound).then(under_lock));
+    }
+    let Ok(lock) = LockFile::attach(&path, name) else {
+        return Ok(None);
     };
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
     loop {
         match NameLock::try_take(&lock, name) {
-            // A creation that failed removed what it made (pyshmem unlinks its segments when
-            // its CUDA setup fails): the stream is not there, whatever our mapping shows.
-            Ok(Some(_held)) if meta.is_unlinked() => return Ok(None),
-            Ok(Some(_held)) => {
-                return Ok(Some(format::decode(&meta.snapshot(META_BYTES), Some(name))));
-            }
+            Ok(Some(_held)) => return Ok(Some(under_lock())),
             Ok(None) => {}
-            Err(_) => return Ok(Some(Err(first))),
+            Err(_) => return Ok(None),
         }
-        if let Ok(h) = format::decode(&meta.snapshot(META_BYTES), Some(name)) {
-            return Ok(Some(Ok(h)));
+        if let Some(seen) = look() {
+            return Ok(Some(seen));
         }
         if Instant::now() >= deadline {
             return Err(not_found(name));

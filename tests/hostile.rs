@@ -520,6 +520,68 @@ fn short_empty_and_missing_segments_are_typed_errors() {
     );
 }
 
+/// pyshmem 1.4.0's `create` makes its `_meta` empty and sizes it after, both under the
+/// name's lock: a creator descheduled in between for more than the 50 ms an empty `_meta` is
+/// reopened (three busy processes on two cores) made a concurrent `open` fail with
+/// `CorruptHeader(TooShort(0))`. While somebody holds the lock (here this test, through its
+/// own descriptor of the lock file, as a pyshmem creator does), `open` waits for it (row 19):
+/// the stream once the creator sized and wrote it, a corrupt header when it let go of the lock
+/// leaving the `_meta` empty (a creator killed before sizing it, row 37).
+#[test]
+fn an_open_waits_for_a_creator_that_holds_the_lock_over_an_empty_meta() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let name = unique_name("sizing");
+    let _c = Cleanup::new([&name]);
+    // Leaves the name's lock file, a payload, and a valid `_meta`, whose bytes are kept.
+    drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+    let meta = shm_path(&shmstream::name::meta_id(&name));
+    let written = std::fs::read(&meta).unwrap();
+    for sized in [true, false] {
+        let lock = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
+        // SAFETY: flock on a descriptor this scope owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        // Emptied in place, as `shm_open` left it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&meta)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = {
+            let name = name.clone();
+            std::thread::spawn(move || tx.send(Stream::open(&name).map(drop)).unwrap())
+        };
+        // Well past the 50 ms an empty `_meta` is reopened for, the open still waits.
+        let early = rx.recv_timeout(Duration::from_millis(200));
+        assert!(
+            early.is_err(),
+            "sized {sized}: an open returned while the creator held the lock: {early:?}"
+        );
+        if sized {
+            // What the creator does next: `ftruncate`, then the header.
+            let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+            f.set_len(written.len() as u64).unwrap();
+            f.write_all_at(&written, 0).unwrap();
+        }
+        drop(lock);
+        let opened = rx.recv_timeout(LONG).expect("the open returns");
+        opener.join().unwrap();
+        match (sized, opened) {
+            (true, Ok(())) => {}
+            (
+                false,
+                Err(Error::CorruptHeader {
+                    rule: FormatError::TooShort(0),
+                    ..
+                }),
+            ) => {}
+            (sized, other) => panic!("sized {sized}: {other:?}"),
+        }
+    }
+}
+
 /// A header whose payload never appears (its creator killed between the two segments) is
 /// `NotFound` still, so waiters keep waiting, but says it is unfinished and how to remove
 /// it: `create` calls the name taken, so "create it first" would mislead.
