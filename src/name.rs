@@ -55,8 +55,8 @@ pub fn unlink_remedy(name: &str) -> String {
     if printable(name) == name {
         format!("`shmstream unlink {}`", shell_word(name))
     } else {
-        "`shmstream unlink` given the name itself (it has characters this message shows \
-         escaped, Rust-style)"
+        "`shmstream unlink` given the name itself (it has characters a terminal shows \
+         escaped, Rust-style, so a command copied from there would name another stream)"
             .to_owned()
     }
 }
@@ -87,24 +87,33 @@ pub fn is_escaped(c: char) -> bool {
     c == '\\' || c.is_control() || is_bidi_control(c) || is_invisible(c)
 }
 
-/// Whether `c` is a format character shown as nothing: `cam0\u{200b}` would pass for
-/// `cam0`. The soft hyphen, the combining grapheme joiner, the Mongolian vowel separator,
-/// the zero-width space, (non-)joiners and marks (U+200B-U+200F), the word joiner and
-/// invisible operators (U+2060-U+2064) and the deprecated format characters
-/// (U+206A-U+206F), the byte order mark (zero-width no-break space), the interlinear
-/// annotation controls (U+FFF9-U+FFFB) and the tag characters (U+E0000-U+E007F).
+/// Whether `c` is shown as nothing (a default-ignorable code point of Unicode, or a filler
+/// drawn blank): `cam0\u{200b}` would pass for `cam0`. The soft hyphen, the combining
+/// grapheme joiner, the Hangul fillers, the Mongolian free variation selectors and vowel
+/// separator, the zero-width space, (non-)joiners and marks (U+200B-U+200F), the word joiner
+/// and invisible operators (U+2060-U+2064) and the deprecated format characters
+/// (U+206A-U+206F), the variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF), the byte order
+/// mark (zero-width no-break space), the interlinear annotation controls (U+FFF9-U+FFFB), the
+/// shorthand format controls (U+1BCA0-U+1BCA3) and the tag characters (U+E0000-U+E007F).
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00ad}'
             | '\u{034f}'
-            | '\u{180e}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{180b}'..='\u{180f}'
             | '\u{200b}'..='\u{200f}'
             | '\u{2060}'..='\u{2064}'
             | '\u{206a}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
+            | '\u{ffa0}'
             | '\u{fff9}'..='\u{fffb}'
+            | '\u{1bca0}'..='\u{1bca3}'
             | '\u{e0000}'..='\u{e007f}'
+            | '\u{e0100}'..='\u{e01ef}'
     )
 }
 
@@ -255,6 +264,8 @@ mod tests {
                 "ca\\u{ad}m\\u{2060}0\\u{200d}",
             ),
             ("tag\u{e0041}", "tag\\u{e0041}"),
+            ("cam0\u{fe0f}", "cam0\\u{fe0f}"),
+            ("\u{3164}cam0\u{e0100}", "\\u{3164}cam0\\u{e0100}"),
             // A name holding the text `\u{1b}` is not shown as one holding ESC.
             ("a\\u{1b}b", "a\\\\u{1b}b"),
         ];

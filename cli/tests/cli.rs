@@ -519,7 +519,7 @@ fn a_load_mismatch_gives_no_command_naming_an_escaped_stream() {
         "a command naming the escaped name: {err}"
     );
     assert!(
-        err.contains("load it under another name, or remove it first with `shmstream unlink` given the name itself (it has characters this message shows escaped"),
+        err.contains("load it under another name, or remove it first with `shmstream unlink` given the name itself (it has characters a terminal shows escaped"),
         "{err}"
     );
     assert_eq!(Stream::open_readonly(&name).unwrap().count(), 0);
@@ -641,7 +641,7 @@ fn library_remedies_give_no_command_naming_an_escaped_stream() {
             "{args:?}: a command naming the escaped name: {err}"
         );
         assert!(
-            err.contains("`shmstream unlink` given the name itself (it has characters this message shows escaped"),
+            err.contains("`shmstream unlink` given the name itself (it has characters a terminal shows escaped"),
             "{args:?}: {err}"
         );
     }

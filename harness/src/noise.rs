@@ -41,6 +41,8 @@ pub struct CoreNoise {
     pub longest_ns: u64,
     /// The gaps of 100 µs and more, summed, ns.
     pub lost_ns: u64,
+    /// The gaps of 1 ms and more, summed, ns.
+    pub lost_over_1ms_ns: u64,
     /// The host's steal on this core over the probe, ms (ticks of 10 ms), when readable.
     pub steal_ms: Option<f64>,
 }
@@ -190,6 +192,7 @@ impl CoreNoise {
         }
         if gap >= LONG_NS {
             self.gaps_over_1ms += 1;
+            self.lost_over_1ms_ns += gap;
         }
     }
 }
@@ -274,6 +277,7 @@ mod tests {
         assert_eq!((c.gaps_over_100us, c.gaps_over_1ms), (4, 2));
         assert_eq!(c.longest_ns, 4_000_000);
         assert_eq!(c.lost_ns, 100_000 + 999_999 + 1_000_000 + 4_000_000);
+        assert_eq!(c.lost_over_1ms_ns, 1_000_000 + 4_000_000);
     }
 
     #[test]
