@@ -1234,9 +1234,12 @@ impl Cursor<'_> {
             // parks at once). Aborted writes append nothing; keep waiting past them.
             // With a last count, wait for a publication past it: the check above found none
             // (or none finished), and one finishing since returns at once, to be reported.
-            // Without one, the count is read after the head: an append moves the head before
-            // its publication moves the count, and the wait looks at the head first, so a
-            // write landing between the two loads returns at once instead of being waited past.
+            // Without one, the count is read after the look at the ring above. An append
+            // stores its frame's count before it moves the head (`Bracket::count_ahead`), so
+            // this may load the count of a frame the ring does not show yet: it is still not
+            // waited past, since the wait looks at the head before the count at every round
+            // (`Want::AfterOrAppended`) and returns once that head moves; a publication that
+            // skips the ring moves only the count, and one landing after this load ends it.
             let seen_count = self
                 .last_count
                 .unwrap_or_else(|| self.stream.header.count().load(Ordering::Acquire));

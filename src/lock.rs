@@ -707,8 +707,11 @@ impl LockFile {
     /// writer may lock either (one that followed the path, one that has not yet), so the
     /// lock is ours only if both are free. Returns with the lock held (one level more) or not.
     /// A thread that holds the removed file already (a guard that has not followed yet)
-    /// cannot try the one at the path without letting go of its hold: not proven, `false`
-    /// (its next write through the guard moves it there).
+    /// tries the one at the path as its write's move does ([`LockFile::move_held`], without
+    /// waiting): free, its hold moves there (keeping the removed file locked), so it holds
+    /// both and nobody writes; locked by a writer, not proven, `false`. (Waiting for that
+    /// guard's next write to move it would wait for good on its own thread: a read there
+    /// blocks it.)
     pub(crate) fn try_acquire_either(
         &self,
         stream: &str,
@@ -722,8 +725,21 @@ impl LockFile {
             return Ok(true);
         }
         if held_before {
-            self.release(|_| {});
-            return Ok(false);
+            // Both files held at one level more on success: the caller's release drops only
+            // that level, and the last release unlocks the removed one too.
+            let moved = self.move_held(stream, Some(Duration::ZERO), &stream_linked);
+            return match moved {
+                Ok(()) if !self.is_unlinked() => Ok(true),
+                // A writer holds the file at the path, or the stream went meanwhile.
+                Ok(()) | Err(Error::Timeout { .. }) => {
+                    self.release(|_| {});
+                    Ok(false)
+                }
+                Err(e) => {
+                    self.release(|_| {});
+                    Err(e)
+                }
+            };
         }
         // The removed file is free. Still owning the owner word (no other thread of this
         // process takes either file meanwhile, nor keeps this one from moving), let it go and

@@ -60,7 +60,10 @@ impl Stream {
     pub fn size_bytes(&self) -> usize {
         self.size
     }
-    /// Completed writes so far.
+    /// Completed writes so far, read without the seqlock: on a history stream a write stores
+    /// its count before its publication ends (a frame filled in the ring first, before its
+    /// copy into the payload), so this may count the write in progress; and a writer killed
+    /// during its publication leaves the count it used up (the next write counts past it).
     pub fn count(&self) -> u64 {
         self.header.count().load(Ordering::Acquire)
     }

@@ -1140,7 +1140,8 @@ fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
     std::fs::remove_file(&path).unwrap();
     // The path is looked at every 20 ms at most: a move makes the file there again.
     let removed = Instant::now();
-    let bound = Duration::from_millis(500);
+    // Bounded long: the failure this guards against is never moving.
+    let bound = LONG;
     let mut moved = false;
     let mut excluded = false;
     while removed.elapsed() < bound && !excluded {
@@ -1268,6 +1269,86 @@ fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() 
     drop(other);
     g.write_slice(&frame(2)).unwrap();
     drop(g);
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+}
+
+/// The same guard thread, when the writer on the file at the path died inside its bracket
+/// (pyshmem made and locked that file, and was killed mid-write: the kernel dropped its
+/// flock): its read tries that file, finds it free, and reports the dead writer. It returned
+/// `Timeout` at every read (and a wait without one never ended: the guard's next write, which
+/// would have moved it, cannot come while its thread waits). The guard then holds both files
+/// and writes on; its drop lets both go.
+#[test]
+fn a_guard_on_a_removed_lock_file_reports_a_writer_dead_at_the_path() {
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    let name = unique_name("lockgone-held-dead");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    let path = shmstream::name::lock_path(&name);
+    let removed = std::fs::File::open(&path).unwrap();
+    let g = s.lock(Some(LONG)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // The dead writer's file at the path: made, its flock gone with it.
+    let at_path = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    stamp_sequence(&name, s.write_sequence() + 1);
+    s.set_default_timeout(Duration::from_secs(2));
+    let r = s.read::<u32>();
+    assert!(matches!(r, Err(Error::Inconsistent { .. })), "{r:?}");
+    // The guard holds both files now.
+    let try_lock = |f: &std::fs::File| {
+        // SAFETY: flock on a descriptor this thread owns.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    };
+    let fresh = std::fs::File::open(&path).unwrap();
+    assert!(
+        !try_lock(&fresh),
+        "the guard does not hold the file at the path"
+    );
+    assert!(!try_lock(&removed), "the guard let the removed file go");
+    g.write_slice(&frame(2)).unwrap();
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    drop(g);
+    assert!(try_lock(&fresh), "the file at the path is still locked");
+    assert!(try_lock(&removed), "the removed file is still locked");
+    drop((fresh, at_path, removed));
+    s.write_slice(&frame(3)).unwrap();
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(3));
+}
+
+/// The guard thread's wait without a timeout, in the same state: it ended never (the
+/// guard's next write cannot come while its thread waits); it reports the dead writer.
+#[test]
+fn a_guard_threads_untimed_wait_reports_a_writer_dead_at_the_path() {
+    let _serial = serial();
+    let name = unique_name("lockgone-held-wait");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(Stream::create(&name, &[N], Dtype::U32).unwrap());
+    s.write_slice(&frame(1)).unwrap();
+    let (_tid, end) = detached({
+        let (s, name) = (s.clone(), name.clone());
+        move || {
+            let g = s.lock(Some(LONG)).unwrap();
+            let path = shmstream::name::lock_path(&name);
+            std::fs::remove_file(&path).unwrap();
+            let at_path = std::fs::File::create_new(&path).unwrap();
+            stamp_sequence(&name, s.write_sequence() + 1);
+            let r = s
+                .wait_for_count(s.count(), None)
+                .map_err(|e| kind(Err::<(), _>(e)));
+            g.write_slice(&frame(2)).unwrap();
+            drop((g, at_path));
+            r
+        }
+    });
+    let r = ended_within(&end, "the guard thread's untimed wait");
+    assert_eq!(r, Err("Inconsistent".to_owned()));
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
 }
 
