@@ -361,13 +361,23 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
 /// terminal closed, an ssh session dropped) and SIGQUIT (`Ctrl-\`).
 const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
+/// Whether stop signal `sig`, once a stop was asked for, ends the process at once: all but
+/// SIGHUP. A terminal that closes sends SIGHUP more than once, within milliseconds (bash
+/// passes it on to its jobs, and the kernel sends it to the foreground process group as the
+/// session leader exits): a second one is no one asking twice, and killing the bridge for
+/// it would tear the mirror frame being written.
+const fn kills_once_stopping(sig: libc::c_int) -> bool {
+    sig != libc::SIGHUP
+}
+
 /// A stop flag that SIGINT, SIGTERM, SIGHUP and SIGQUIT set (for the binary), once: the
-/// first of them sets it and gives them all back their default action, so a second one ends
-/// the process at once (killed by that signal). A clean stop can take up to
-/// [`HANDOVER_DEADLINE`] (a put blocked on it returns first), and a second Ctrl-C must not be
-/// lost meanwhile. A bridge in a closed ssh session or terminal thus ends cleanly too, its
-/// summaries said and its mirrors whole. A signal ignored when it is called stays ignored
-/// (`nohup` ignores SIGHUP, a shell's background jobs SIGINT and SIGQUIT), then too.
+/// first of them sets it and gives SIGINT, SIGTERM and SIGQUIT back their default action, so
+/// a second one of those ends the process at once (killed by that signal). A clean stop can
+/// take up to [`HANDOVER_DEADLINE`] (a put blocked on it returns first), and a second Ctrl-C
+/// must not be lost meanwhile. SIGHUP stays caught, however often it comes
+/// ([`kills_once_stopping`]): a bridge in a closed ssh session or terminal thus ends cleanly,
+/// its summaries said and its mirrors whole. A signal ignored when it is called stays
+/// ignored (`nohup` ignores SIGHUP, a shell's background jobs SIGINT and SIGQUIT), then too.
 pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
     /// Which of [`STOP_SIGNALS`] are caught (not ignored at the start).
@@ -377,7 +387,7 @@ pub fn stop_on_signals() -> &'static AtomicBool {
         // Atomics and `sigaction` alone: all async-signal-safe.
         STOP.store(true, Ordering::Relaxed);
         for (sig, caught) in STOP_SIGNALS.iter().zip(&CAUGHT) {
-            if caught.load(Ordering::Relaxed) {
+            if kills_once_stopping(*sig) && caught.load(Ordering::Relaxed) {
                 set_action(*sig, libc::SIG_DFL, 0);
             }
         }
@@ -388,11 +398,16 @@ pub fn stop_on_signals() -> &'static AtomicBool {
         }
         caught.store(true, Ordering::Relaxed);
         // SA_RESETHAND: the signal caught is back to its default as it is delivered, before
-        // the handler runs (which then resets the others).
+        // the handler runs (which then resets the others); not SIGHUP, which stays caught.
+        let flags = if kills_once_stopping(sig) {
+            libc::SA_RESETHAND
+        } else {
+            0
+        };
         set_action(
             sig,
             on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            libc::SA_RESETHAND,
+            flags,
         );
     }
     &STOP
@@ -495,21 +510,23 @@ mod tests {
     }
 
     /// A stop can take up to HANDOVER_DEADLINE (a put blocked on it): the first stop signal
-    /// asks for it and gives them all back their default action, so a second one ends the
-    /// process at once. (Before, the handler stayed, and a second Ctrl-C did nothing.) A
-    /// signal ignored at the start (SIGHUP under `nohup`) stays ignored, before and after.
+    /// asks for it and gives SIGINT, SIGTERM and SIGQUIT back their default action, so a
+    /// second one of those ends the process at once. (Before, the handler stayed, and a second
+    /// Ctrl-C did nothing.) A signal ignored at the start (SIGHUP under `nohup`) stays
+    /// ignored, before and after; SIGHUP caught stays caught after the first stop signal, so
+    /// a terminal that closes, sending it again, does not kill the bridge mid-stop (it was
+    /// given back its default action too).
     #[test]
-    fn the_first_stop_signal_gives_all_back_their_default_action_and_an_ignored_one_stays_ignored()
-    {
+    fn the_first_stop_signal_resets_all_but_sighup_and_an_ignored_one_stays_ignored() {
         set_action(libc::SIGHUP, libc::SIG_IGN, 0);
         let stop = stop_on_signals();
         let caught = [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT];
-        for sig in caught {
+        let is_handler = |sig| {
             let action = action_of(sig);
-            assert!(
-                action != libc::SIG_DFL && action != libc::SIG_IGN,
-                "signal {sig} caught"
-            );
+            action != libc::SIG_DFL && action != libc::SIG_IGN
+        };
+        for sig in caught {
+            assert!(is_handler(sig), "signal {sig} caught");
         }
         assert_eq!(action_of(libc::SIGHUP), libc::SIG_IGN, "SIGHUP ignored");
         // SAFETY: `raise` delivers SIGINT to this thread before it returns, to the handler
@@ -528,6 +545,23 @@ mod tests {
             libc::SIG_IGN,
             "SIGHUP still ignored"
         );
+        // SIGHUP caught (no `nohup`): the first SIGHUP stops, and SIGHUP stays caught.
+        set_action(libc::SIGHUP, libc::SIG_DFL, 0);
+        stop.store(false, Ordering::Relaxed);
+        stop_on_signals();
+        assert!(is_handler(libc::SIGHUP), "SIGHUP caught");
+        // SAFETY: as above; SIGHUP goes to the handler just installed.
+        assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
+        assert!(stop.load(Ordering::Relaxed));
+        for sig in caught {
+            assert_eq!(action_of(sig), libc::SIG_DFL, "signal {sig} after SIGHUP");
+        }
+        assert!(
+            is_handler(libc::SIGHUP),
+            "SIGHUP given back its default action: a second one would kill the bridge"
+        );
+        // SAFETY: as above (checked still caught: it does not end this process).
+        assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
         set_action(libc::SIGHUP, libc::SIG_DFL, 0);
     }
 

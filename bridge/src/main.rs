@@ -71,7 +71,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         history: usize,
         /// Mirror into a local stream of that name that a running process other than this
-        /// bridge created (one made for the bridge on purpose); otherwise refused.
+        /// bridge created (one made for the bridge on purpose, or, the creator known by its
+        /// pid alone, an earlier run's mirror whose pid a live process has taken since);
+        /// otherwise refused.
         #[arg(long)]
         into_existing: bool,
     },

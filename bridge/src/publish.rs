@@ -577,7 +577,12 @@ fn current_in_ring<'s>(
     let info = newest.next_into_bytes(buf, Some(Duration::ZERO)).ok()?;
     // The head unmoved since `c` was made: that frame was `c`'s newest too. The count `c`
     // follows is at most the header's, loaded after it, so a newest frame counting at least
-    // as much is the one `c` follows (an append precedes its publication's count).
+    // as much is the one `c` follows. A publication stores its count in the header before
+    // its frame becomes visible in the ring (the library's `Bracket::count_ahead`): the
+    // newest frame counts more than the header only where a writer of an earlier version,
+    // killed after its append, left it counted past the header, and a header counting more
+    // than it is a publication that skipped the ring (a pyshmem write) or an append not
+    // visible yet: `None` for both (`c` follows the first and returns the second).
     (c.lag() == 0 && info.count >= s.count()).then_some((newest, info))
 }
 

@@ -37,7 +37,8 @@ pub struct SubscribeOptions {
     /// ends saying so: it is another writer's (the host's own `cam0`, or a subscriber's
     /// mirror, which would loop frames between two hosts), and remote frames would be mixed
     /// into it. A stream whose creator has exited (an earlier run's mirror) is mirrored into
-    /// either way.
+    /// either way. The creator is known by its pid alone: an earlier run's mirror whose pid a
+    /// live process has taken since needs this option too.
     pub into_existing: bool,
 }
 
@@ -116,13 +117,21 @@ const LOCK_OUT_LASTS: Duration = Duration::from_secs(1);
 /// How long a failed create of the mirror is remembered before it is tried again.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
 
+/// How long a failed open of the mirror (not for want of one: a corrupt header, another
+/// user's stream, a ring it refuses, another name's stream at its path) is remembered
+/// before the publisher is asked for its frame again to try it ([`Mirror::wants_frame_again`]):
+/// a new try would most likely fail again, and each costs the link a whole frame. Sooner
+/// once the stream is gone ([`gone`]: unlinked, as the refusal of a corrupt one says to). (A
+/// frame that comes meanwhile tries it all the same.)
+const RETRY_OPEN: Duration = Duration::from_secs(10);
+
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
 /// ([`Mirror::wants_frame_again`]): the local stream unlinked (as a refusal for a new shape
-/// says to), or its create due to be tried again.
+/// says to), or its create (or open) due to be tried again.
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
@@ -274,6 +283,9 @@ struct Mirror {
     fatal: Option<BridgeError>,
     /// The dtype and shape whose local stream could not be created, why, and when.
     uncreatable: Option<(Dtype, Vec<usize>, String, std::time::Instant)>,
+    /// When the last try to open the local stream failed other than for want of one (see
+    /// [`RETRY_OPEN`]); `None` once one opened it, or the stream was not there.
+    unopenable: Option<Instant>,
     /// The (count, frame id, write time bits) of the last frame written: the same frame put
     /// again, or also answering a query, is not written twice.
     last: Option<(u64, u64, u64)>,
@@ -315,6 +327,7 @@ impl Mirror {
             closed: false,
             fatal: None,
             uncreatable: None,
+            unopenable: None,
             last: None,
             written: 0,
             sources: Sources::default(),
@@ -331,18 +344,23 @@ impl Mirror {
 
     /// Whether asking the publisher for its current frame again could get it written: the
     /// last frame was refused, and its local stream is gone (unlinked, as a refusal for a new
-    /// shape says to) or was not had (opening failed, or its create is due to be tried
-    /// again, [`RETRY_CREATE`]). Not for a refusal a new try would meet again (the lock held,
-    /// the shape still the old one).
+    /// shape says to) or was not had (not there as it was opened, one it could not open gone
+    /// since, or its create or open is due to be tried again, [`RETRY_CREATE`],
+    /// [`RETRY_OPEN`]). Not for a refusal a new try would meet again (the lock held, the
+    /// shape still the old one, an open or create that just failed: a corrupt header or
+    /// another user's stream stays so, and each reply is a whole frame).
     fn wants_frame_again(&self) -> bool {
         !self.closed
             && self.unwritten
             && match &self.local {
                 Some(s) => s.is_unlinked(),
-                None => self
-                    .uncreatable
-                    .as_ref()
-                    .is_none_or(|(.., at)| at.elapsed() >= RETRY_CREATE),
+                None => match self.unopenable {
+                    Some(at) => at.elapsed() >= RETRY_OPEN || gone(&self.name),
+                    None => self
+                        .uncreatable
+                        .as_ref()
+                        .is_none_or(|(.., at)| at.elapsed() >= RETRY_CREATE),
+                },
             }
     }
 
@@ -393,11 +411,17 @@ impl Mirror {
                 Some(s) => (s, false),
                 None => match open_or_create(&self.name, &h, self.history) {
                     Ok(s) => {
+                        self.unopenable = None;
                         self.local_id = crate::instance_of(&s);
                         (s, true)
                     }
-                    Err(Opening::Open(e)) => return self.refuse(&e),
+                    Err(Opening::Open(e)) => {
+                        // Not there (unlinked as it was opened): asked for again soon.
+                        self.unopenable = (!matches!(e, Error::NotFound { .. })).then(Instant::now);
+                        return self.refuse(&e);
+                    }
                     Err(Opening::Create(e)) => {
+                        self.unopenable = None;
                         let reason = format!("creating the mirror failed: {e}");
                         self.uncreatable = Some((
                             h.dtype,
@@ -428,7 +452,10 @@ impl Mirror {
                      frames into that writer's stream (the host's own stream of that name, or \
                      another subscriber's mirror); give --local-prefix (e.g. --local-prefix \
                      remote-) so the mirror is a stream of its own, or --into-existing if that \
-                     stream was made for this bridge to mirror into",
+                     stream was made for this bridge to mirror into (a creator is known by its \
+                     pid alone: this bridge's mirror from an earlier run whose pid a live \
+                     process has taken since, or one made in another pid namespace, is refused \
+                     so too)",
                     self.remote, self.name
                 )));
             }
@@ -858,10 +885,22 @@ enum Opening {
 /// The pid of the process that created local stream `s`, where that is not this process and
 /// it still runs: the stream is another writer's, not a mirror this bridge made (now or in an
 /// earlier run, whose process has exited). Best effort, as pids are: one host, one pid
-/// namespace.
+/// namespace. A bare pid can be wrong both ways: an earlier run's mirror whose pid a live
+/// process has taken since (reused, or PID 1 of a container's earlier run seen from the host)
+/// is taken for another's (the refusal says so, and that `--into-existing` is the remedy),
+/// and a stream made in another pid namespace by a process whose pid there is this bridge's
+/// is taken for its own.
 fn made_by_another(s: &Stream) -> Option<i64> {
     let pid = s.creator_pid();
     (pid != i64::from(std::process::id()) && s.producer_alive()).then_some(pid)
+}
+
+/// Whether local stream `name` is not there: its `_meta` is not in `/dev/shm`, where the
+/// library keeps it. One `stat`, no open (an open of a stream that fails may wait for a
+/// creation under its lock).
+fn gone(name: &str) -> bool {
+    let meta = std::path::Path::new("/dev/shm").join(shmstream::name::meta_id(name));
+    matches!(std::fs::symlink_metadata(meta), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Opening> {
