@@ -375,7 +375,7 @@ const fn kills_once_stopping(sig: libc::c_int) -> bool {
 /// a second one of those ends the process at once (killed by that signal). A clean stop can
 /// take up to [`HANDOVER_DEADLINE`] (a put blocked on it returns first), and a second Ctrl-C
 /// must not be lost meanwhile. SIGHUP stays caught, however often it comes
-/// ([`kills_once_stopping`]): a bridge in a closed ssh session or terminal thus ends cleanly,
+/// (`kills_once_stopping`): a bridge in a closed ssh session or terminal thus ends cleanly,
 /// its summaries said and its mirrors whole. A signal ignored when it is called stays
 /// ignored (`nohup` ignores SIGHUP, a shell's background jobs SIGINT and SIGQUIT), then too.
 pub fn stop_on_signals() -> &'static AtomicBool {
