@@ -2193,6 +2193,34 @@ fn a_local_stream_another_running_process_made_is_not_mirrored_into_unless_asked
     assert_eq!(a.frame_id(), 9);
 }
 
+/// A plain Zenoh session at `ep` that takes the puts of `p` (publishing `name` under
+/// `prefix`) as it matches and the resend a second after the last of them, and returns once
+/// that resend came: the publisher of a writer that idles puts nothing more, so a subscriber
+/// started after gets its frame only by asking. Kept open by the caller.
+fn take_puts_until_the_resend(ep: &str, prefix: &str, name: &str, p: &Proc) -> zenoh::Session {
+    use zenoh::Wait;
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![ep.to_owned()],
+    })
+    .unwrap();
+    let sub = session
+        .declare_subscriber(shmstream_bridge::key(prefix, name))
+        .wait()
+        .unwrap();
+    let mut last: Option<Instant> = None;
+    loop {
+        sub.recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
+        // The resend comes a second after the put before it; those as it matches, at once.
+        if last.is_some_and(|t| t.elapsed() >= Duration::from_millis(700)) {
+            return session;
+        }
+        last = Some(Instant::now());
+    }
+}
+
 /// A writer that wrote once (a calibration map) and then changed shape, its mirror of the
 /// old shape: the frame is refused, saying to unlink the mirror, and once it is unlinked the
 /// subscriber asks for the frame again and makes the mirror anew, though the publisher puts
@@ -2220,29 +2248,9 @@ fn a_mirror_unlinked_for_a_new_shape_is_made_again_while_the_writer_idles() {
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &[]);
     wait_carrying(&p, &a_name, "(latest value)");
-    // A plain Zenoh subscriber takes the publisher's puts as it matches and the resend a
-    // second after the last of them; after that the publisher puts nothing more (the writer
-    // idles), and the bridge's subscriber, started then, gets the frame only by asking.
-    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-        listen: vec![],
-        connect: vec![ep.clone()],
-    })
-    .unwrap();
-    let sub = session
-        .declare_subscriber(shmstream_bridge::key(&prefix, &a_name))
-        .wait()
-        .unwrap();
-    let mut last: Option<Instant> = None;
-    loop {
-        sub.recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-        // The resend comes a second after the put before it; those as it matches, at once.
-        if last.is_some_and(|t| t.elapsed() >= Duration::from_millis(700)) {
-            break;
-        }
-        last = Some(Instant::now());
-    }
+    // A plain Zenoh subscriber takes the publisher's puts (the writer then idles): the
+    // bridge's subscriber, started after, gets the frame only by asking.
+    let session = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
     let s = subscriber(&a_name, &ep, &prefix, "m-", &["--into-existing"]);
     wait_said(
         &s,
@@ -2290,28 +2298,9 @@ fn a_mirror_that_cannot_be_opened_is_not_asked_for_again_every_second() {
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &[]);
     wait_carrying(&p, &a_name, "(latest value)");
-    // A plain Zenoh subscriber takes the publisher's puts as it matches and the resend a
-    // second after the last of them (as in the test above): the subscriber started then
-    // gets the frame only by asking.
-    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-        listen: vec![],
-        connect: vec![ep.clone()],
-    })
-    .unwrap();
-    let sub = session
-        .declare_subscriber(shmstream_bridge::key(&prefix, &a_name))
-        .wait()
-        .unwrap();
-    let mut last: Option<Instant> = None;
-    loop {
-        sub.recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-        if last.is_some_and(|t| t.elapsed() >= Duration::from_millis(700)) {
-            break;
-        }
-        last = Some(Instant::now());
-    }
+    // A plain Zenoh subscriber takes the publisher's puts (the writer then idles): the
+    // bridge's subscriber, started after, gets the frame only by asking.
+    let session = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
     let mut s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
     wait_said(&s, "refused a frame: ");
     // Five seconds of it: five more frames asked for and refused before.
