@@ -518,6 +518,11 @@ mod tests {
     /// given back its default action too).
     #[test]
     fn the_first_stop_signal_resets_all_but_sighup_and_an_ignored_one_stays_ignored() {
+        // From the defaults, whatever this test process was started with (a background job
+        // of a script starts with SIGINT and SIGQUIT ignored, which the bridge keeps).
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+            set_action(sig, libc::SIG_DFL, 0);
+        }
         set_action(libc::SIGHUP, libc::SIG_IGN, 0);
         let stop = stop_on_signals();
         let caught = [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT];

@@ -54,9 +54,13 @@ fn free_port_never_hands_out_one_port_twice() {
     assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), ports.len());
 }
 
+/// The bridge with `args`, started with the default action for the stop signals (a bridge
+/// keeps one it was started ignoring ignored, and a test run as a background job or under
+/// `nohup` would pass its SIGINT, SIGQUIT or SIGHUP ignored on).
 fn bridge(args: &[&str]) -> Proc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shmstream-bridge"));
     c.args(args);
+    common::default_stop_signals(&mut c);
     Proc::spawn(c)
 }
 
@@ -2464,6 +2468,9 @@ fn sighup_twice_and_sigquit_stop_the_bridges_cleanly_with_their_summaries_and_no
             "--key-prefix",
             &prefix,
         ]);
+    // The others at their default, as a shell started from a terminal has them; `trap`
+    // then ignores SIGHUP (`sh` runs after the hook).
+    common::default_stop_signals(&mut c);
     let mut n = Proc::spawn(c);
     wait_said(&n, "waiting for it to be created");
     let pid = n.pid();
