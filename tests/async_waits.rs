@@ -358,38 +358,11 @@ fn works_on_a_current_thread_runtime_too() {
 /// the report, so the report always sits in the hand-off, to be given back.
 #[test]
 fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
-    use std::future::Future;
-    use std::task::{Context, Waker};
-    let name = unique_name("async-report");
-    let _c = Cleanup::new([&name]);
-    let w = notify_stream_with_one_frame(&name);
-    let r = Arc::new(Stream::open_readonly(&name).unwrap());
-    let rt = OneWorker::new();
-    let _in_runtime = rt.enter();
-    let mut abandoned = Box::pin(r.read_new_async::<u8>(None));
-    let polled = abandoned
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()));
-    assert!(polled.is_pending(), "{polled:?}");
-    // The handle, the future's clone, and the background wait's on the pool.
-    let until = |clones: usize, what: &str| {
-        let deadline = Instant::now() + common::LONG;
-        while Arc::strong_count(&r) != clones {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::yield_now();
-        }
-    };
-    until(3, "the background wait never started");
-    // The background wait wakes on this failed write and ends in its report.
-    let aborted = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
-    assert!(
-        matches!(aborted, Err(Error::WriteAborted { .. })),
-        "{aborted:?}"
-    );
-    until(2, "the background wait never ended");
-    drop(abandoned);
-    let next = r.read_new::<u8>(Some(Duration::from_millis(300)));
-    assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
+    with_an_abandoned_report("async-report", |_, r, abandoned| {
+        drop(abandoned);
+        let next = r.read_new::<u8>(Some(Duration::from_millis(300)));
+        assert!(matches!(next, Err(Error::Inconsistent { .. })), "{next:?}");
+    });
 }
 
 /// An abandoned wait gives back only the report it made: a report of another failed write
@@ -398,9 +371,40 @@ fn an_abandoned_wait_leaves_a_failed_writes_report_to_the_next_wait() {
 /// back to the one before the abandoned wait).
 #[test]
 fn an_abandoned_waits_give_back_leaves_a_report_made_meanwhile() {
-    use std::future::Future;
+    with_an_abandoned_report("async-report-meanwhile", |w, r, abandoned| {
+        // Another failed write, reported by a blocking read on the handle.
+        failed_write(w);
+        let reported = r.read_new::<u8>(Some(Duration::ZERO));
+        assert!(
+            matches!(reported, Err(Error::Inconsistent { .. })),
+            "{reported:?}"
+        );
+        // Gives back the first report only: the second stays made.
+        drop(abandoned);
+        let next = r.read_new::<u8>(Some(Duration::ZERO));
+        assert!(
+            matches!(next, Err(Error::Timeout { .. })),
+            "the second failed write reported twice: {next:?}"
+        );
+    });
+}
+
+/// A wait abandoned with a report in its hand-off: runs `then` with a notify stream's
+/// writer, a reader handle and an async wait on that handle (polled once by hand, inside a
+/// runtime) whose background wait has ended in the report of a failed write of the writer;
+/// `then` drops the wait when it chooses.
+fn with_an_abandoned_report(
+    label: &str,
+    then: impl FnOnce(
+        &Stream,
+        &Arc<Stream>,
+        std::pin::Pin<
+            Box<dyn Future<Output = shmstream::Result<shmstream::ndarray::ArrayD<u8>>> + '_>,
+        >,
+    ),
+) {
     use std::task::{Context, Waker};
-    let name = unique_name("async-report-meanwhile");
+    let name = unique_name(label);
     let _c = Cleanup::new([&name]);
     let w = notify_stream_with_one_frame(&name);
     let r = Arc::new(Stream::open_readonly(&name).unwrap());
@@ -420,30 +424,18 @@ fn an_abandoned_waits_give_back_leaves_a_report_made_meanwhile() {
         }
     };
     until(3, "the background wait never started");
-    let fail = || {
-        let aborted =
-            w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
-        assert!(
-            matches!(aborted, Err(Error::WriteAborted { .. })),
-            "{aborted:?}"
-        );
-    };
     // The background wait wakes on this failed write and ends in its report.
-    fail();
+    failed_write(&w);
     until(2, "the background wait never ended");
-    // Another failed write, reported by a blocking read on the handle.
-    fail();
-    let reported = r.read_new::<u8>(Some(Duration::ZERO));
+    then(&w, &r, abandoned);
+}
+
+/// A write of `w` whose fill fails (aborted: an invalid generation).
+fn failed_write(w: &Stream) {
+    let aborted = w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
     assert!(
-        matches!(reported, Err(Error::Inconsistent { .. })),
-        "{reported:?}"
-    );
-    // Gives back the first report only: the second stays made.
-    drop(abandoned);
-    let next = r.read_new::<u8>(Some(Duration::ZERO));
-    assert!(
-        matches!(next, Err(Error::Timeout { .. })),
-        "the second failed write reported twice: {next:?}"
+        matches!(aborted, Err(Error::WriteAborted { .. })),
+        "{aborted:?}"
     );
 }
 
