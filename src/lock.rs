@@ -344,12 +344,12 @@ impl LockFile {
     /// Looks at most every [`PATH_CHECK_MS`] (a write lock's hot path: a coarse clock read
     /// otherwise); a file replaced since is followed within that time.
     /// This is the look of a thread that holds the lock (a guard kept for a producer's whole
-    /// run, a reentrant lock): it takes the flock of the file at the path, waiting up to
-    /// `timeout` for a writer that locked that one meanwhile, and keeps the removed one
-    /// locked until its last release, so writers on either file wait for it. A thread that
-    /// does not hold it looks in its first-level take ([`LockFile::acquire_for`]), once it
-    /// owns the owner word: a look before, which another thread's hold prevented, kept two
-    /// threads writing in turns on the removed file for good.
+    /// run, whose writes take no lock): it takes the flock of the file at the path, waiting up
+    /// to `timeout` for a writer that locked that one meanwhile, and keeps the removed one
+    /// locked until its last release, so writers on either file wait for it. A take looks
+    /// itself ([`LockFile::acquire_for`]): a reentrant one as here, a first-level one once it
+    /// owns the owner word (a look before, which another thread's hold prevented, kept two
+    /// threads writing in turns on the removed file for good).
     /// (A writer of this process that has not followed yet may hold the removed file
     /// meanwhile: see [`LockFile::try_acquire_either`].)
     pub(crate) fn follow_path(
@@ -358,10 +358,20 @@ impl LockFile {
         timeout: Option<Duration>,
         stream_linked: impl Fn() -> bool,
     ) -> Result<()> {
-        // Not held here: the take looks, at one clock read for both.
-        if !self.held_here() {
-            return Ok(());
+        if self.held_here() {
+            self.follow_path_held(stream, timeout, stream_linked)?;
         }
+        Ok(())
+    }
+
+    /// [`LockFile::follow_path`] for the thread that holds the lock.
+    #[inline]
+    fn follow_path_held(
+        &self,
+        stream: &str,
+        timeout: Option<Duration>,
+        stream_linked: impl Fn() -> bool,
+    ) -> Result<()> {
         let now = sys::coarse_now_ms();
         if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
             return Ok(());
@@ -482,6 +492,10 @@ impl LockFile {
         }
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
+            // A write lock's path check, as a guard's writes make it ([`LockFile::follow_path`]).
+            if generation != 0 {
+                self.follow_path_held(stream, timeout, &stream_linked)?;
+            }
             let d = self.depth.load(Ordering::Relaxed) + 1;
             self.depth.store(d, Ordering::Relaxed);
             return Ok(d);

@@ -119,8 +119,7 @@ impl Stream {
     fn acquire_stamped(&self, timeout: Option<Duration>) -> Result<()> {
         let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
-        self.lock
-            .follow_path(&self.name, timeout, || !self.meta.is_unlinked())?;
+        // The take follows a lock file removed from its path (`LockFile::follow_path`).
         let depth = self
             .lock
             .acquire_for(generation, timeout, &self.name, || !self.meta.is_unlinked())?;
