@@ -4,8 +4,9 @@
 //!
 //! - roundtrip: a [`BareStream`] publish then snapshot: what the format makes every
 //!   implementation do (the `flock` pair, the odd/even sequence, the copy, the write time,
-//!   the count; then sequence, copy out, re-check), on a bare shared-memory region (the C
-//!   floor `roundtrip.c`, "reused dst", plus the format's bracket).
+//!   the count; then sequence, copy out, re-check; the C floor `roundtrip.c`, "reused
+//!   dst", plus the format's bracket), timed by ours' process in alternation with ours
+//!   ([`crate::cases::roundtrip`]), on the stream's own payload pages ([`stream_pages`]).
 //! - pingpong: the C floor `pingpong_payload.c` with the flock pair: the writer takes
 //!   `flock`, bumps a bare shared sequence word to odd, copies the payload in, publishes
 //!   the even value, wakes the reader (notify forms; before the unlock, as ours), unlocks;
@@ -104,29 +105,6 @@ impl BareOutput {
         self.turns.publish(&BareStream::held(&self.region), src)?;
         Ok(monotonic_ns().saturating_sub(t0))
     }
-}
-
-/// Roundtrip floor: a bare publish, then a bare snapshot, per iteration, each through a
-/// mapping of its own, as ours writes through one handle and reads through a second (each
-/// maps the stream: twice the TLB entries for the same pages).
-pub fn roundtrip(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
-    let n = spec.job.payload_bytes();
-    let open = || {
-        ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
-            .context("opening the floor region")
-    };
-    let (wregion, rregion) = (open()?, open()?);
-    wregion.prefault();
-    rregion.prefault();
-    let writer = BareStream::new(&wregion, &spec.names.lock)?;
-    let reader = BareStream::new(&rregion, &spec.names.lock)?;
-    let src = PageBuf::<u8>::new(n);
-    let mut dst = PageBuf::<u8>::new(n);
-    let r = timed_loop(&spec.job.timing, 0.0, |_| {
-        writer.publish(src.as_slice())?;
-        Ok(reader.snapshot(dst.as_mut_slice())?)
-    })?;
-    Ok(r)
 }
 
 /// The longest one park of a floor waiter lasts before it looks at its word again.

@@ -169,22 +169,20 @@ impl Runner {
         if job.kind == Kind::Bridge {
             return cases::bridge::run_job(self, idx, job);
         }
-        // The op case, the CPU ping-pong and the CPU MVM pipeline time their floor in
-        // alternation with ours, in ours' processes (cases::op, cases::pingpong, cases::mvm);
-        // the other CPU cases alternate pass by pass.
+        // The CPU cases time their floor in alternation with ours, in ours' processes
+        // (cases::op, cases::roundtrip, cases::pingpong, cases::mvm); the GPU ones in
+        // processes of their own.
         let (floor, ours) = if cases::floor_timer(job).is_some() {
             match self.paired(idx, job) {
                 Ok((o, f)) => (f.map_err(|e| format!("floor failed: {e}")), Ok(o)),
                 Err(e) => (Err(format!("failed: {e}")), Err(format!("failed: {e}"))),
             }
-        } else if job.device.is_gpu() {
+        } else {
             (
                 self.floor(idx, job)
                     .map_err(|e| format!("floor failed: {e}")),
                 self.ours(idx, job).map_err(|e| format!("failed: {e}")),
             )
-        } else {
-            self.alternated(idx, job)
         };
         JobResult {
             job: job.clone(),
@@ -221,13 +219,6 @@ impl Runner {
             return self.collect(&[self.spec(role, job, &names, idx, "floor")], job);
         }
         match job.kind {
-            Kind::Roundtrip => {
-                let _bare = bare_floor_objects(&names, job)?;
-                self.collect(
-                    &[self.spec(Role::FloorRoundtrip, job, &names, idx, "floor")],
-                    job,
-                )
-            }
             Kind::Pingpong => {
                 let _bare = bare_floor_objects(&names, job)?;
                 let specs = [
@@ -236,7 +227,7 @@ impl Runner {
                 ];
                 self.collect(&specs, job)
             }
-            Kind::Op | Kind::Mvm => {
+            Kind::Op | Kind::Roundtrip | Kind::Mvm => {
                 crate::error::bail!("this case measures its floor in alternation with ours")
             }
             Kind::AoLoop => crate::error::bail!("the AO loop composes its floor (cases::ao)"),
@@ -251,7 +242,7 @@ impl Runner {
     fn paired(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
-        let _bare = if matches!(job.kind, Kind::Op | Kind::Pingpong) {
+        let _bare = if matches!(job.kind, Kind::Op | Kind::Roundtrip | Kind::Pingpong) {
             Some(bare_floor_objects(&names, job)?)
         } else {
             None
@@ -303,52 +294,6 @@ impl Runner {
         }
     }
 
-    /// A CPU case whose floor runs in processes of its own (the roundtrip), alternating
-    /// with ours pass by pass: floor, then each of ours' repeats as a pass of its own
-    /// followed by a floor pass; the passes of each side pooled. A CPU case runs at what
-    /// the host's other tenants leave it (memory bandwidth, cache, where the host puts our
-    /// two vCPUs), which drifts over seconds: each pass of ours lies between two of the
-    /// floor's. With one floor pass before ours and one after, the roundtrip 100² row read
-    /// 0.70 in `reports/io/`; pass by pass, 0.95.
-    fn alternated(
-        &self,
-        idx: usize,
-        job: &Job,
-    ) -> (
-        std::result::Result<Side, String>,
-        std::result::Result<Side, String>,
-    ) {
-        let pass = Job {
-            timing: crate::scenario::Timing {
-                repeats: 1,
-                ..job.timing
-            },
-            ..job.clone()
-        };
-        let mut floors = vec![self.floor(idx, &pass)];
-        let mut ours = Vec::new();
-        for _ in 0..job.timing.repeats.max(1) {
-            let o = self.ours(idx, &pass);
-            let failed = o.is_err();
-            ours.push(o);
-            if failed {
-                break;
-            }
-            floors.push(self.floor(idx, &pass));
-        }
-        let ours_passes = ours.len();
-        (
-            pool_passes(floors, "floor passes", true, |n| {
-                format!("{n}, before and after each of ours' {ours_passes} passes, pooled")
-            })
-            .map_err(|e| format!("floor failed: {e}")),
-            pool_passes(ours, "ours passes", false, |n| {
-                format!("{n}, alternating with the floor's, pooled")
-            })
-            .map_err(|e| format!("failed: {e}")),
-        )
-    }
-
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
@@ -358,38 +303,6 @@ impl Runner {
             .collect();
         self.collect(&specs, job)
     }
-}
-
-/// Passes of one side as one side: samples and repeats pooled, with the note `key`:
-/// `describe(number pooled)` when more than one pooled. A failed first pass fails the side;
-/// a later one is left out when `lenient` (the floor's), and fails the side otherwise (ours).
-fn pool_passes(
-    passes: Vec<Result<Side>>,
-    key: &str,
-    lenient: bool,
-    describe: impl FnOnce(usize) -> String,
-) -> Result<Side> {
-    let mut passes = passes.into_iter();
-    let mut pooled = passes.next().context("no pass ran")??;
-    let mut n = 1;
-    for (i, p) in passes.enumerate() {
-        let p = match p {
-            Ok(p) => p,
-            Err(_) if lenient => continue,
-            Err(e) => return Err(e).context(format!("pass {}", i + 2)),
-        };
-        if pooled.hist.add(&p.hist).is_ok() {
-            pooled.m.repeat_hz.extend(p.m.repeat_hz);
-            pooled.m.repeat_busy_hz.extend(p.m.repeat_busy_hz);
-            pooled.m.iterations += p.m.iterations;
-            pooled.m.warmup_iterations += p.m.warmup_iterations;
-            n += 1;
-        }
-    }
-    if n > 1 {
-        pooled.m.notes.push((key.into(), describe(n)));
-    }
-    Ok(pooled)
 }
 
 /// Removes what the run of harness `pid` has in the shared folders now, when it is stopped
@@ -430,11 +343,7 @@ fn bare_floor_objects(names: &Names, job: &Job) -> Result<(ShmRegion, LockFile)>
 
 fn role_short(r: Role) -> &'static str {
     match r {
-        Role::Roundtrip
-        | Role::FloorRoundtrip
-        | Role::GpuRoundtrip
-        | Role::FloorGpuCopy
-        | Role::Op => "solo",
+        Role::Roundtrip | Role::GpuRoundtrip | Role::FloorGpuCopy | Role::Op => "solo",
         Role::PingWriter
         | Role::FloorPingWriter
         | Role::MvmDriver
@@ -466,65 +375,6 @@ mod tests {
             },
             hist,
             placement: "floor@1".into(),
-        }
-    }
-
-    #[test]
-    fn passes_pool_their_samples_and_repeats() {
-        let pooled = pool_passes(
-            vec![
-                Ok(side(&[100, 100, 100], &[10.0])),
-                Ok(side(&[300, 300, 300], &[5.0, 6.0])),
-            ],
-            "floor passes",
-            true,
-            |n| format!("{n}, pooled"),
-        )
-        .unwrap();
-        assert_eq!(pooled.hist.len(), 6);
-        assert_eq!(pooled.m.iterations, 6);
-        assert_eq!(pooled.m.repeat_hz, vec![10.0, 5.0, 6.0]);
-        assert!(
-            pooled
-                .m
-                .notes
-                .iter()
-                .any(|(k, v)| k == "floor passes" && v == "2, pooled")
-        );
-        // The median now lies between the two passes' samples.
-        assert!(pooled.hist.value_at_quantile(0.75) >= 300);
-    }
-
-    /// The floor's failed later pass is left out; a failed first pass fails the side.
-    #[test]
-    fn a_failed_later_floor_pass_is_left_out_and_a_failed_first_fails_the_side() {
-        let kept = pool_passes(
-            vec![
-                Ok(side(&[100], &[10.0])),
-                Err(crate::error::Error::msg("second pass died")),
-                Ok(side(&[200], &[5.0])),
-            ],
-            "floor passes",
-            true,
-            |n| format!("{n}, pooled"),
-        )
-        .unwrap();
-        assert_eq!(kept.hist.len(), 2);
-        assert_eq!(
-            kept.m.notes,
-            vec![("floor passes".into(), "2, pooled".into())]
-        );
-        for lenient in [true, false] {
-            let failed = pool_passes(
-                vec![
-                    Err(crate::error::Error::msg("first pass died")),
-                    Ok(side(&[100], &[10.0])),
-                ],
-                "floor passes",
-                lenient,
-                |n| format!("{n}, pooled"),
-            );
-            assert!(failed.unwrap_err().to_string().contains("first pass died"));
         }
     }
 
@@ -583,21 +433,5 @@ mod tests {
         };
         let runner = Runner::new(std::env::temp_dir(), ready);
         assert_eq!(runner.peer(0, &job).unwrap_err(), "no GPU peer");
-    }
-
-    /// A failed pass of ours fails the side with its message, not a pass fewer.
-    #[test]
-    fn a_failed_later_pass_of_ours_fails_the_side() {
-        let failed = pool_passes(
-            vec![
-                Ok(side(&[100], &[10.0])),
-                Ok(side(&[200], &[5.0])),
-                Err(crate::error::Error::msg("reader hung")),
-            ],
-            "ours passes",
-            false,
-            |n| format!("{n}, pooled"),
-        );
-        assert_eq!(failed.unwrap_err().to_string(), "pass 3: reader hung");
     }
 }

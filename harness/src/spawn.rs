@@ -33,8 +33,6 @@ pub enum Role {
     MvmDriver,
     /// MVM compute: waits for x, publishes y = A·x.
     MvmCompute,
-    /// Floor of roundtrip: two memcpys over a bare shm region.
-    FloorRoundtrip,
     /// Floor of pingpong, writer side (bare shm flag + payload memcpy + flock pair).
     FloorPingWriter,
     /// Floor of pingpong, reader side.

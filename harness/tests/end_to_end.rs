@@ -78,20 +78,13 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
             recs[4]
         );
     }
-    // The roundtrip's floor ran before and after each pass of ours (one pass per repeat),
-    // the passes of each side pooled; the ping-pongs' and the MVM's floors alternated with
-    // ours in ours' own processes.
+    // Every CPU case's floor alternated with ours in ours' own processes.
     let details = details(&out);
     let jobs = details["jobs"].as_array().unwrap();
-    for (i, j) in jobs[..4].iter().enumerate() {
+    for j in &jobs[..4] {
         let passes = j["floor"]["notes"]["floor passes"].as_str().unwrap_or("");
-        let want = if i == 0 {
-            "3, before and after each of ours' 2 passes"
-        } else {
-            "alternating with ours"
-        };
         assert!(
-            passes.contains(want),
+            passes.contains("alternating with ours"),
             "floor passes {passes:?}: {}",
             j["floor"]
         );
@@ -100,13 +93,6 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
             "{}",
             j["floor"]
         );
-        if i == 0 {
-            assert!(
-                j["ours"]["notes"]["ours passes"].is_string(),
-                "{}",
-                j["ours"]
-            );
-        }
     }
     // The host noise probe ran on the defaults' cores for the scenario's noise_seconds.
     assert!(

@@ -32,7 +32,7 @@ use crate::spawn::{ChildSpec, Names, Role};
 pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> {
     let m = match spec.role {
         Role::Roundtrip => {
-            Some(with_dtype!(spec.job.dtype.as_str(), T => roundtrip::solo::<T>(spec))?)
+            Some(with_dtype!(spec.job.dtype.as_str(), T => roundtrip::run::<T>(spec))?)
         }
         Role::PingWriter => {
             Some(with_dtype!(spec.job.dtype.as_str(), T => pingpong::writer::<T>(spec))?)
@@ -46,7 +46,6 @@ pub fn run_role(spec: &ChildSpec) -> Result<Option<(Measured, Histogram<u64>)>> 
             mvm::compute(spec)?;
             None
         }
-        Role::FloorRoundtrip => Some(crate::floor::roundtrip(spec)?),
         Role::FloorPingWriter => Some(crate::floor::ping_writer(spec)?),
         Role::FloorPingReader => {
             crate::floor::ping_reader(spec)?;
@@ -198,11 +197,12 @@ impl<'a> Commands<'a> {
 }
 
 /// The child of `job` that times the floor in alternation with ours, where one does: the
-/// op child, the CPU ping-pong's writer, the CPU MVM's compute process.
+/// op child, the CPU roundtrip's, the CPU ping-pong's writer, the CPU MVM's compute process.
 pub fn floor_timer(job: &Job) -> Option<Role> {
     match job.kind {
         Kind::Op => Some(Role::Op),
         _ if job.device.is_gpu() => None,
+        Kind::Roundtrip => Some(Role::Roundtrip),
         Kind::Pingpong => Some(Role::PingWriter),
         Kind::Mvm => Some(Role::MvmCompute),
         _ => None,

@@ -227,11 +227,13 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         writeln!(
             o,
             "Seed: pyshmem 1.0.4 README (RTX 5090 host). Ours: this run. GB/s counts write + read bytes. \
-             Floor: a bare publish then snapshot on a plain shared-memory region, each through a mapping of its own, same core, same run: \
+             Floor: a bare publish then snapshot, each through mappings of its own, on the stream's own payload pages and the same buffers, \
+             timed in alternation with ours in {} ms slices by the same process on the same core: \
              the `flock` pair, the odd/even sequence, the copy in, the write time and count; then the sequence, the copy out, the re-check \
              (what the format makes every implementation do). Ratio to floor = floor median iteration time / ours. \
              GPU: device buffers without the CPU mirror (`pipeline = \"device-resident\"`, `mirror = false`), the seed's GPU variant; \
-             the other GPU variants are in \"All results\".\n"
+             the other GPU variants are in \"All results\".\n",
+            crate::measure::PAIR_SLICE.as_millis()
         )?;
         writeln!(
             o,
@@ -614,13 +616,15 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
          - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency per repeat). \
          One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
          - Floors run the same loop shape on plain memory in the same run (on the CPU each floor alternates with ours, since the host's share of cache, \
-         bandwidth and wake-ups drifts over seconds: the ping-pong's and the MVM kernel's in ours' own processes, in 10 and 20 ms slices; \
-         the roundtrip's pass by pass, a floor pass before each of ours' repeats and one after the last, each side's passes pooled); `ratio_to_floor` = the floor's median \
+         bandwidth and wake-ups drifts over seconds: in ours' own processes, in slices of {pair} ms (the roundtrip and the ops), {ping} ms (the ping-pong) and {mvm} ms (the MVM kernel)); `ratio_to_floor` = the floor's median \
          iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
          - The pingpong reader and the MVM compute process hold the write lock of their reply stream for the run \
          (each is its only writer), so a reply is a seqlock publish without the flock pair, and so does the MVM driver for x \
-         (a controller owns its streams); the roundtrip and pingpong data writes take the flock pair every time, as their floors do."
+         (a controller owns its streams); the roundtrip and pingpong data writes take the flock pair every time, as their floors do.",
+        pair = crate::measure::PAIR_SLICE.as_millis(),
+        ping = crate::cases::pingpong::PING_SLICE.as_millis(),
+        mvm = crate::cases::mvm::MVM_SLICE.as_millis(),
     )?;
     Ok(o)
 }

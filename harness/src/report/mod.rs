@@ -329,7 +329,7 @@ mod write_tests {
         markdown::render(&input, &records, &targets).unwrap()
     }
 
-    /// The roundtrip's floor is described as what `floor::roundtrip` runs: a bare publish
+    /// The roundtrip's floor is described as what `cases::roundtrip` runs: a bare publish
     /// and snapshot, not two bare copies.
     #[test]
     fn the_roundtrip_floor_is_described_as_the_bare_publish_and_snapshot_it_runs() {
