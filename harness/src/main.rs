@@ -7,7 +7,8 @@
 //!   gates on `ratio_to_floor`, each case judged by its best repeat.
 //! - `harness best --out FILE RUN.json…` merges repeats (how the CI baseline is made).
 //! - `harness size --wfs-pixels RxC --actuators N --rate HZ --budget-us US ...` builds,
-//!   runs and reports the ao-loop scenario of one geometry, with a verdict table.
+//!   runs and reports the ao-loop scenario of one geometry, with a verdict table; exit 1
+//!   where a form it measured does not pass.
 //! - `harness __child SPEC.json` (hidden) is one pinned writer / reader / compute process.
 //!
 //! Module map: [`scenario`] (TOML schema) → [`run`] (per job: floor, ours, peer) →
@@ -111,7 +112,7 @@ enum Command {
         runs: Vec<PathBuf>,
     },
     /// Size an AO loop: build the scenario for a geometry, run it, write the report set
-    /// with a verdict table at the top.
+    /// with a verdict table at the top. Exits 1 where a form it measured does not pass.
     Size(size::SizeArgs),
     /// One child process of a case (internal).
     #[command(name = "__child", hide = true)]

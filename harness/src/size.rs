@@ -3,7 +3,9 @@
 //! busy-waiting stages, on the CPU; slopes+recon on the device in the GPU form), runs it
 //! with the runner and report writers, and puts a verdict table at the top of `report.md`.
 //! A geometry that is wrong or does not fit this machine's memory, a number flag out of
-//! range, or a `--device cuda:N` that cannot run here is refused before anything starts.
+//! range, a `--device` other than `cpu`, `cuda:N` or `all`, or a `--device cuda:N` that
+//! cannot run here is refused before anything starts. It exits 1 where a form it measured
+//! does not pass ([`exit_status`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use crate::noise::HostNoise;
 use crate::report::ao::us_if_any;
 use crate::report::us;
 use crate::run::JobResult;
-use crate::scenario::{Job, MAX_TIMEOUT_S, Scenario};
+use crate::scenario::{Device, Job, MAX_TIMEOUT_S, Scenario};
 use crate::{RunOptions, execute};
 
 /// `harness size` options.
@@ -187,7 +189,26 @@ fn check_numbers(a: &SizeArgs) -> Result<()> {
             HISTORY - 1
         );
     }
+    devices(a)?;
     Ok(())
+}
+
+/// The devices `--device` names: `all` the CPU and `cuda:0`, else the one the scenario's
+/// `device` key takes; anything else refused naming the flag (pasted into the scenario, it
+/// was a TOML error at a line of a file the user never wrote).
+fn devices(a: &SizeArgs) -> Result<Vec<Device>> {
+    match a.device.as_str() {
+        "all" => Ok(vec![Device::Cpu, Device::Cuda(0)]),
+        d => match Device::try_from(d.to_string()) {
+            Ok(d) => Ok(vec![d]),
+            Err(_) => bail!("--device {d:?}: expected cpu, cuda:N or all"),
+        },
+    }
+}
+
+/// `s` as a TOML basic string, quoted and escaped.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.into()).to_string()
 }
 
 /// The scenario text for `a`, its processes bound by `timeout_s`, the busy-waiting form
@@ -231,16 +252,17 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
         "actuators = {}\nrate_hz = {:?}\nbudget_us = {:?}",
         a.actuators, a.rate, a.budget_us
     )?;
-    let devices: Vec<String> = match a.device.as_str() {
-        "all" => vec!["cpu".into(), "cuda:0".into()],
-        d => vec![d.to_string()],
-    };
     let mut t = format!(
-        "name = \"size-{h}x{w}\"\ndescription = \"harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.\"\n\n[defaults]\nmin_seconds = {:?}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s:?}\n",
-        a.actuators, a.rate, a.budget_us, a.seconds
+        "name = {}\ndescription = {}\n\n[defaults]\nmin_seconds = {:?}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s:?}\n",
+        toml_str(&format!("size-{h}x{w}")),
+        toml_str(&format!(
+            "harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.",
+            a.actuators, a.rate, a.budget_us
+        )),
+        a.seconds
     );
-    for d in &devices {
-        let tag = d.replace(':', "");
+    for d in devices(a)? {
+        let tag = d.to_string().replace(':', "");
         // The forms a team chooses between on the CPU: stages as processes (waiting
         // adaptively, parked where two share a core), slopes+recon merged, and merged with
         // the stages busy-waiting (a core given to the loop: the lowest latency and highest
@@ -250,7 +272,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
         // scheduler its spin lost frames; under SCHED_FIFO it gave the lowest split latency,
         // README `reports/ao-rt/`).
         // (name, merged, busy-waiting, wake-ahead margin in µs)
-        let forms: Vec<(&str, bool, bool, Option<f64>)> = if d == "cpu" {
+        let forms: Vec<(&str, bool, bool, Option<f64>)> = if !d.is_gpu() {
             let ahead = a.rt_priority.map(|_| {
                 let us = default_wake_ahead_us(a.rate);
                 ("processes-ahead", false, false, Some(us))
@@ -279,7 +301,9 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
             };
             write!(
                 t,
-                "\n[[case]]\nname = \"size-{form}-{tag}\"\nkind = \"ao-loop\"\ndevice = \"{d}\"\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}{ahead}{rt}"
+                "\n[[case]]\nname = {}\nkind = \"ao-loop\"\ndevice = {}\nsizes = [[{h}, {w}]]\n[case.ao]\n{ao}merged = {merged}\n{wait}{ahead}{rt}",
+                toml_str(&format!("size-{form}-{tag}")),
+                toml_str(&d.to_string())
             )?;
         }
     }
@@ -306,7 +330,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself) and p99 below the budget and the frame period. Highest sustainable rate: the highest the rate ladder found passing by the same rule, at least the rate where the main run passed (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run, summed percentile by percentile): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself) and p99 below the budget and the frame period; `harness size` exits 1 where a measured form does not pass. Highest sustainable rate: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples: paired by rank, the sum of the parts' same percentiles, and the compute paired independently of the hops): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -487,7 +511,35 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
     if !a.quiet {
         eprint!("{table}");
     }
-    Ok(run.code)
+    let not_passed = not_passed(results);
+    if !not_passed.is_empty() {
+        eprintln!(
+            "error: {} form(s) did not pass: {}",
+            not_passed.len(),
+            not_passed.join(", ")
+        );
+    }
+    Ok(exit_status(run.code, results))
+}
+
+/// The forms measured (not skipped) whose verdict is not "pass" (a form without one, failed
+/// before its loop started, included), by label.
+fn not_passed(results: &[JobResult]) -> Vec<String> {
+    results
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .filter(|r| r.ao.as_ref().is_none_or(|a| a.verdict != "pass"))
+        .map(|r| r.job.label())
+        .collect()
+}
+
+/// `harness size`'s exit status: the run's (`code`: a failed case), and failure where a
+/// measured form's verdict is not "pass", so that `harness size … && deploy` stops there.
+fn exit_status(code: ExitCode, results: &[JobResult]) -> ExitCode {
+    match not_passed(results).is_empty() {
+        true => code,
+        false => ExitCode::FAILURE,
+    }
 }
 
 #[cfg(test)]
@@ -501,9 +553,11 @@ mod tests {
         a: SizeArgs,
     }
 
-    /// The jobs of the scenario `harness size` builds from `a`.
+    /// The jobs of the scenario `harness size` builds from `a` on a machine where the
+    /// busy-waiting form's cores can be pinned (cores 0 and 1), whatever this one allows:
+    /// [`scenario_text`] asks this machine, and leaves that form out on one core.
     fn jobs_of(a: &SizeArgs) -> Vec<crate::scenario::Job> {
-        Scenario::parse(&scenario_text(a).unwrap())
+        Scenario::parse(&scenario_text_on(a, |_| true).unwrap())
             .unwrap()
             .jobs(false, None)
     }
@@ -893,6 +947,31 @@ mod tests {
         }
     }
 
+    /// `--device` is checked before anything is built, naming the flag: pasted raw into the
+    /// scenario, `gpu` was a TOML parse error at a line of a file the user never wrote, and
+    /// a value with `"` injected keys. `cuda` (the scenario's own shorthand) is `cuda:0`.
+    #[test]
+    fn a_device_the_scenario_does_not_take_is_refused_naming_the_flag() {
+        let geometry = ["--wfs-pixels", "8x8", "--subapertures", "2x2"];
+        for (device, said) in [
+            ("gpu", r#"--device "gpu": expected cpu, cuda:N or all"#),
+            (
+                "cpu\"\nrt_priority = 99\n#",
+                r#"--device "cpu\"\nrt_priority = 99\n#": expected cpu, cuda:N or all"#,
+            ),
+            ("cuda:x", r#"--device "cuda:x": expected"#),
+        ] {
+            let a = args(&[&geometry[..], &["--device", device]].concat());
+            let err = format!("{:#}", scenario_text(&a).unwrap_err());
+            assert!(err.starts_with(said), "{device:?}: {err}");
+        }
+        let a = args(&[&geometry[..], &["--device", "cuda"]].concat());
+        let jobs = jobs_of(&a);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].device, Device::Cuda(0));
+        assert_eq!(jobs[0].case, "size-gpu-cuda0");
+    }
+
     /// Numbers reach the scenario as TOML floats: a budget of 1e20 µs printed as an integer
     /// TOML cannot hold.
     #[test]
@@ -1002,6 +1081,43 @@ mod tests {
                 && rows[1].ends_with("| **fail: 10 missed frames** |"),
             "{}",
             rows[1]
+        );
+    }
+
+    /// A measured form whose verdict is not "pass" fails `harness size` (exit 1), whatever
+    /// the run's own code (which counts only failed cases); a form skipped here does not.
+    #[test]
+    fn a_form_that_did_not_pass_fails_the_exit_status() {
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 2000\n";
+        let result = || {
+            crate::report::targets::tests::ao(
+                case,
+                [300_000; 3],
+                Default::default(),
+                Default::default(),
+            )
+        };
+        let mut missed = result();
+        missed.ao.as_mut().unwrap().verdict = "fail: 10 missed frames".into();
+        assert_eq!(
+            exit_status(ExitCode::SUCCESS, &[result(), missed]),
+            ExitCode::FAILURE
+        );
+        assert_eq!(
+            exit_status(ExitCode::SUCCESS, &[result(), result()]),
+            ExitCode::SUCCESS
+        );
+        let mut skipped = result();
+        skipped.skipped = Some("cuda:0: no CUDA driver".into());
+        skipped.ao.as_mut().unwrap().verdict = "fail: not run".into();
+        assert_eq!(
+            exit_status(ExitCode::SUCCESS, &[result(), skipped]),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            exit_status(ExitCode::FAILURE, &[result()]),
+            ExitCode::FAILURE
         );
     }
 

@@ -364,8 +364,7 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
         ],
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).expect(&stderr);
     let verdict = md.find("## Verdict").expect("a verdict section");
     assert!(
         verdict < md.find("## Environment").unwrap(),
@@ -390,6 +389,13 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
             row.ends_with("| **pass** |") || row.contains("| **fail"),
             "{row}"
         );
+    }
+    // The exit status says whether every form passed (a form that failed its verdict on
+    // this host's scheduling fails the run, naming it).
+    let all_passed = rows.iter().all(|r| r.ends_with("| **pass** |"));
+    assert_eq!(o.status.success(), all_passed, "{stderr}");
+    if !all_passed {
+        assert!(stderr.contains("did not pass"), "{stderr}");
     }
     let details: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();

@@ -117,11 +117,11 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                 let lat = |ns: u64| us_if_any(&s.hist, ns as f64);
                 writeln!(
                     o,
-                    "| `{label}` | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| `{label}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     a.geometry.describe(),
                     a.placement,
-                    a.rate_hz,
-                    st.achieved_hz,
+                    super::fmt_rate_plain(a.rate_hz),
+                    super::fmt_rate_plain(st.achieved_hz),
                     us_if_any(&s.hist, p.mean),
                     lat(p.p50),
                     lat(p.p90),
@@ -144,10 +144,10 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                 });
                 writeln!(
                     o,
-                    "| `{label}` | {} | {} | {:.0} | | | | | | | | | | | {} |",
+                    "| `{label}` | {} | {} | {} | | | | | | | | | | | {} |",
                     a.geometry.describe(),
                     a.placement,
-                    a.rate_hz,
+                    super::fmt_rate_plain(a.rate_hz),
                     e.replace('|', "\\|")
                 )?;
             }
@@ -269,7 +269,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, the main run its first rung (from twice the rate where the main run passed: the case's rate is then the lowest it reports; from half of it where the main run failed: the highest it reports is then below the case's rate), doubled while the loop keeps up (the verdict's rule: no missed frame, the camera's own late frames aside; p99 below the frame period and below the case's `budget_us` where it gives one) up to {MAX_RATE_HZ} Hz, else halved (but not past a rate below the case's rate that failed on the budget alone, the loop keeping its period: a lower rate loosens only the period), then bisected; \"≥ N\": no rate it tried failed, the main run's included (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, the main run its first rung (from twice the rate where the main run kept up: the case's rate is then the lowest it reports; from half of it where it did not: the highest it reports is then below the case's rate), doubled while the loop keeps up (sustainable: no missed frame, the camera's own late frames aside, and p99 below the frame period; the case's `budget_us` does not enter it, the verdict judging the budget at the case's rate) up to {MAX_RATE_HZ} Hz, else halved, then bisected; \"≥ N\": no rate it tried failed, the main run's included (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz (budget aside) | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
@@ -375,6 +375,34 @@ mod tests {
             unpinned.contains("wakes 125.0 µs before each is due"),
             "{unpinned}"
         );
+    }
+
+    /// Rates under 100 Hz keep 3 significant digits, as the ladder's column does: `{:.0}`
+    /// showed `--rate 1.5` as 2.
+    #[test]
+    fn a_rate_below_100_hz_keeps_its_digits() {
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 1.5\nladder = false\n";
+        let stats = LoopStats {
+            achieved_hz: 1.4987,
+            ..LoopStats::default()
+        };
+        let mut sut =
+            crate::report::targets::tests::ao(case, [300_000; 3], stats, LoopStats::default());
+        let row = |sut: &JobResult| {
+            let text = section(std::slice::from_ref(sut), &HostNoise::default()).unwrap();
+            let at = text.find("| case | geometry").unwrap();
+            text[at..]
+                .lines()
+                .find(|l| l.starts_with("| `"))
+                .unwrap()
+                .to_string()
+        };
+        let main = row(&sut);
+        assert!(main.contains(" | 1.5 | 1.5 | "), "{main}");
+        sut.ao.as_mut().unwrap().stats = None;
+        let failed = row(&sut);
+        assert!(failed.contains(" | 1.5 | "), "{failed}");
     }
 
     /// A loop no frame of which reached the DM (overloaded) has no latency to show: its rows

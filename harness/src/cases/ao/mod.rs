@@ -141,8 +141,8 @@ fn side(run: &LoopRun, warmup_frames: u64) -> Side {
 
 /// Why a run at a rate fails, `None` when it passes: no missed frame (the camera's own
 /// late frames aside, where it has its core to itself: [`LoopStats::pipeline_missed`]) and
-/// p99 below the frame period and below `budget_us` when given. The verdict and the rate
-/// ladder's rungs ([`runner::sustainable`]) judge by it.
+/// p99 below the frame period and below `budget_us` when given. The verdict judges by it,
+/// the rate ladder's rungs without the budget ([`runner::sustainable`]).
 pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<String> {
     let p99 = run.e2e.value_at_quantile(0.99);
     let period = 1e9 / rate_hz;
@@ -158,16 +158,6 @@ pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<St
     } else {
         None
     }
-}
-
-/// Whether a run failed on the budget alone: no missed frame and p99 below the frame period
-/// (the loop keeps up) but not below `budget_us`. A lower rate loosens only the period, so it
-/// leaves the loop as far over its budget.
-pub fn over_budget_only(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> bool {
-    let p99 = run.e2e.value_at_quantile(0.99) as f64;
-    run.stats.pipeline_missed() == 0
-        && p99 < 1e9 / rate_hz
-        && budget_us.is_some_and(|b| p99 >= b * 1e3)
 }
 
 /// The verdict at a rate: "pass", or "fail: " and the [`failure`].
@@ -264,12 +254,9 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .map_err(|e| format!("floor failed: {e}"));
     // A rung whose run failed fails the case, the main run's figures and the rungs run
     // before it kept in the summary. The main run is the ladder's first rung: kept up
-    // where it passed, failed where it did not (the ladder then reports a lower rate).
+    // where sustainable, failed where not (the ladder then reports a lower rate).
     let ladder = match &ours {
-        Ok(r) if ao.ladder => {
-            let passed = failure(r, ao.rate_hz, ao.budget_us).is_none();
-            runner::ladder(runner, idx, job, passed)
-        }
+        Ok(r) if ao.ladder => runner::ladder(runner, idx, job, r),
         _ => runner::Ladder::default(),
     };
     let ladder_failed = ladder.failed.as_ref().map(|e| format!("failed: {e}"));

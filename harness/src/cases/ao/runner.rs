@@ -196,10 +196,13 @@ pub struct Rung {
     pub missed_at_source: Option<u64>,
 }
 
-/// Whether a run at `rate_hz` is sustainable: it passes the verdict's rule
-/// ([`super::failure`]), the case's `budget_us` included.
-pub fn sustainable(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> bool {
-    super::failure(run, rate_hz, budget_us).is_none()
+/// Whether a run at `rate_hz` is sustainable: no missed frame (the camera's own late
+/// frames aside, as the verdict takes them) and p99 below the frame period
+/// ([`super::failure`] without a budget). The case's `budget_us` does not enter it: the
+/// verdict judges the budget at the case's rate, and a loop over its budget that keeps up
+/// at a higher rate sustains that rate.
+pub fn sustainable(run: &LoopRun, rate_hz: f64) -> bool {
+    super::failure(run, rate_hz, None).is_none()
 }
 
 /// The highest rate the ladder found sustainable.
@@ -232,21 +235,21 @@ pub fn lowest_rung_hz(start: f64) -> f64 {
     start / f64::from(1u32 << (TRIES - 1))
 }
 
-/// Highest rate the loop sustains: from the job's rate, doubled while it keeps up (at most
-/// to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps; `passed`: the main
-/// run passed at the job's rate, which is then the first rung, kept up, else the first
-/// rung, failed ([`climb`]). A rung no
-/// frame of which reached the DM failed ([`LoopRun::of_ours`]); a rung whose run fails (a
-/// stage died, a timeout) stops the ladder, [`Ladder::failed`] saying why.
-pub fn ladder(runner: &Runner, idx: usize, job: &Job, passed: bool) -> Ladder {
-    search(job, passed, |j, tag| run_logs(runner, idx, j, tag))
+/// Highest rate the loop sustains ([`sustainable`]): from the job's rate, doubled while it
+/// keeps up (at most to [`MAX_RATE_HZ`]) or halved until it does, then 3 bisection steps;
+/// `main`, the main run at the job's rate, is the first rung, kept up where sustainable
+/// ([`climb`]). A rung no frame of which reached the DM failed ([`LoopRun::of_ours`]); a
+/// rung whose run fails (a stage died, a timeout) stops the ladder, [`Ladder::failed`]
+/// saying why.
+pub fn ladder(runner: &Runner, idx: usize, job: &Job, main: &LoopRun) -> Ladder {
+    search(job, main, |j, tag| run_logs(runner, idx, j, tag))
 }
 
 /// [`ladder`] with `run` running the loop of a rung's job under a tag (its logs and where
 /// its stages ran).
 fn search(
     job: &Job,
-    passed: bool,
+    main: &LoopRun,
     mut run: impl FnMut(&Job, &str) -> Result<(Logs, String)>,
 ) -> Ladder {
     let Some(ao) = job.ao.as_ref() else {
@@ -257,6 +260,7 @@ fn search(
     };
     let mut rungs = Vec::new();
     let camera_alone = Placement::of(job).camera_alone_here();
+    let passed = sustainable(main, ao.rate_hz);
     let best = climb(ao.rate_hz, passed, |rate| {
         let tag = format!("lad{}", rungs.len());
         let j = at_rate(job, rate, ao.ladder_seconds);
@@ -266,14 +270,7 @@ fn search(
                 LoopRun::of_ours(&[logs], warmup, camera_alone, placement)
             })
             .with_context(|| format!("the rate ladder's run at {} Hz", fmt_hz(rate)))?;
-        let ok = sustainable(&r, rate, ao.budget_us);
-        let kept = if ok {
-            Kept::Yes
-        } else if super::over_budget_only(&r, rate, ao.budget_us) {
-            Kept::OverBudget
-        } else {
-            Kept::No
-        };
+        let ok = sustainable(&r, rate);
         let reached = !r.e2e.is_empty();
         rungs.push(Rung {
             rate_hz: rate,
@@ -283,7 +280,7 @@ fn search(
             missed: Some(r.stats.missed),
             missed_at_source: Some(r.stats.missed_at_source),
         });
-        Ok(kept)
+        Ok(ok.into())
     });
     match best {
         Ok(best) => Ladder {
@@ -306,9 +303,6 @@ enum Kept {
     Yes,
     /// Not sustainable.
     No,
-    /// Not sustainable on the budget alone ([`super::over_budget_only`]): below the start
-    /// rate, no lower rate is tried after it.
-    OverBudget,
 }
 
 impl From<bool> for Kept {
@@ -323,9 +317,6 @@ impl From<bool> for Kept {
 /// as a rung: where it `passed`, kept up, the search goes up from there and never reports a
 /// lower rate; where it failed, the search goes down from half of it and never reports
 /// `start` or a higher rate (a short rung there could pass where the full run failed).
-/// Halving stops at a rate below `start` that failed on the budget alone: the loop keeps
-/// up there, and a lower rate loosens only the period (at a low rate each rung runs for
-/// long: eight of them at 5 Hz took about 26 minutes).
 fn climb(
     start: f64,
     passed: bool,
@@ -355,7 +346,7 @@ fn climb(
             rate = (rate * 2.0).min(MAX_RATE_HZ);
         } else {
             hi = Some(rate);
-            if lo.is_some() || (kept == Kept::OverBudget && rate < start) {
+            if lo.is_some() {
                 break;
             }
             rate /= 2.0;
@@ -405,103 +396,44 @@ mod tests {
     fn a_rung_judges_missed_frames_as_the_verdict_does() {
         let sut = run(3, 3, 400_000);
         assert_eq!(verdict(&sut, 2000.0, None), "pass");
-        assert!(sustainable(&sut, 2000.0, None));
-        assert!(!sustainable(&sut, 2600.0, None), "p99 over the period");
+        assert!(sustainable(&sut, 2000.0));
+        assert!(!sustainable(&sut, 2600.0), "p99 over the period");
         assert!(
-            !sustainable(&run(3, 2, 400_000), 2000.0, None),
+            !sustainable(&run(3, 2, 400_000), 2000.0),
             "a frame the pipeline lost"
         );
     }
 
-    /// A rung is judged by the verdict's rule, the case's budget included: p99 400 µs fits
-    /// the 500 µs period at 2000 Hz but not a 300 µs budget.
+    /// A rung is judged by the period (ao.md §3: no missed frame, p99 below the frame
+    /// period), the case's budget left to the verdict: p99 400 µs fits the 500 µs period at
+    /// 2000 Hz, so that rate is sustainable over a 300 µs budget the verdict fails.
     #[test]
-    fn a_rung_within_the_period_but_over_the_budget_is_not_sustainable() {
+    fn a_rung_within_the_period_but_over_the_budget_is_sustainable() {
         let sut = run(0, 0, 400_000);
-        assert!(!sustainable(&sut, 2000.0, Some(300.0)));
+        assert!(sustainable(&sut, 2000.0));
         assert!(verdict(&sut, 2000.0, Some(300.0)).starts_with("fail"));
-        assert!(sustainable(&sut, 2000.0, Some(450.0)));
-        assert!(sustainable(&sut, 2000.0, None));
+        assert!(!sustainable(&sut, 2600.0), "over the period");
     }
 
-    /// A rung below the case's rate that failed on the budget alone (the loop keeps its
-    /// period) ends the halving: a lower rate loosens only the period. One that failed
-    /// otherwise is halved as before, and one above the case's rate bounds the search.
+    /// A loop over its budget at every rate that keeps up at each (main run and rungs)
+    /// sustains them: the ladder goes up from the case's rate and reports the highest, where
+    /// judged with the budget it went down from half of it, stopped at its first rung and
+    /// reported none ("—").
     #[test]
-    fn halving_stops_at_a_rung_that_failed_on_the_budget_alone() {
-        let sut = run(0, 0, 400_000);
-        assert!(super::super::over_budget_only(&sut, 2000.0, Some(300.0)));
-        assert!(
-            !super::super::over_budget_only(&sut, 2600.0, Some(300.0)),
-            "over the period"
-        );
-        assert!(!super::super::over_budget_only(
-            &run(1, 0, 400_000),
-            2000.0,
-            Some(300.0)
-        ));
-        assert!(!super::super::over_budget_only(&sut, 2000.0, None));
-        assert!(
-            !super::super::over_budget_only(&sut, 2000.0, Some(450.0)),
-            "passes"
-        );
-        // The main run failed at 1000 Hz: its first rung, 500 Hz, failed on the budget
-        // alone, so no lower rate is tried.
-        let mut tried = Vec::new();
-        let best = climb(1000.0, false, |r| {
-            tried.push(r);
-            Ok(if r >= 1000.0 {
-                Kept::No
-            } else {
-                Kept::OverBudget
-            })
-        })
-        .unwrap();
-        assert_eq!((best, tried), (None, vec![500.0]));
-        // One that failed otherwise is halved.
-        let mut tried = Vec::new();
-        let best = climb(1000.0, false, |r| {
-            tried.push(r);
-            Ok(if r >= 500.0 {
-                Kept::No
-            } else {
-                Kept::OverBudget
-            })
-        })
-        .unwrap();
-        assert_eq!((best, tried), (None, vec![500.0, 250.0]));
-        let best = climb(1000.0, false, |r| {
-            Ok(if r >= 1000.0 {
-                Kept::OverBudget
-            } else {
-                Kept::Yes
-            })
-        })
-        .unwrap()
-        .unwrap();
-        assert!(
-            // Bisected between 500 and 1000: the first step, √(500·1000) ≈ 707, kept up.
-            best.bounded && (707.0..1000.0).contains(&best.hz),
-            "{best:?}"
-        );
-        // Above the case's rate (the main run passed) a rung that failed on the budget
-        // bounds the search, which bisects below it.
-        let mut tried = Vec::new();
-        let best = climb(100.0, true, |r| {
-            tried.push(r);
-            Ok(if r <= 200.0 {
-                Kept::Yes
-            } else {
-                Kept::OverBudget
-            })
-        })
-        .unwrap()
-        .unwrap();
-        assert!(
-            best.bounded && (200.0..400.0).contains(&best.hz),
-            "{best:?}"
-        );
-        assert_eq!(tried.len(), 2 + 3, "{tried:?}");
+    fn the_ladder_finds_a_rate_for_a_loop_over_its_budget_that_keeps_up() {
+        // Every frame 100 ns to the DM, against a 0.05 µs budget.
+        let job = ladder_job_with(400.0, "budget_us = 0.05\n");
+        let main = run(0, 0, 100);
+        assert!(verdict(&main, 400.0, Some(0.05)).starts_with("fail"));
+        let sut = search(&job, &main, |j, _| rung_logs(j, true));
+        assert_eq!(sut.failed, None);
+        let best = sut.best.expect("a sustainable rate");
+        assert!(best.hz > 400.0 && !best.bounded, "{best:?}");
+        assert!(sut.rungs.iter().all(|g| g.ok), "{:?}", sut.rungs);
+        // A main run that misses frames still sends the ladder down.
+        let sut = search(&job, &run(1, 0, 100), |j, _| rung_logs(j, true));
+        let best = sut.best.unwrap();
+        assert!(best.bounded && best.hz < 400.0, "{best:?}");
     }
 
     /// The ladder stops at the harness's rate limit: it measures the limit itself, never a
@@ -580,12 +512,6 @@ mod tests {
         assert_eq!((sut.hz, sut.bounded), (1000.0, true));
         assert_eq!(tried[0], 2000.0);
         assert!(tried.iter().all(|&r| r > 1000.0), "{tried:?}");
-        let sut = climb(1000.0, true, |_| Ok(Kept::OverBudget));
-        assert_eq!(sut.unwrap().map(|m| m.hz), Some(1000.0));
-        assert_eq!(
-            climb(1000.0, false, |_| Ok(Kept::OverBudget)).unwrap(),
-            None
-        );
         let sut = climb(1000.0, true, |r| Ok((r <= 3000.0).into()));
         let sut = sut.unwrap().unwrap();
         assert!(
@@ -614,7 +540,7 @@ mod tests {
             })
         );
         // Through the ladder: no rung at the case's rate, none below it.
-        let sut = search(&ladder_job(400.0), true, |j, _| rung_logs(j, false));
+        let sut = search(&ladder_job(400.0), &kept_up(), |j, _| rung_logs(j, false));
         assert_eq!(
             sut.best,
             Some(MaxRate {
@@ -650,7 +576,7 @@ mod tests {
         assert_eq!(tried[0], 500.0);
         assert!(tried.iter().all(|&r| r < 1000.0), "{tried:?}");
         // Through the ladder: no rung at the case's rate or above it.
-        let sut = search(&ladder_job(400.0), false, |j, _| rung_logs(j, true));
+        let sut = search(&ladder_job(400.0), &missed(), |j, _| rung_logs(j, true));
         let best = sut.best.unwrap();
         assert!(
             best.bounded && (200.0..400.0).contains(&best.hz),
@@ -661,8 +587,7 @@ mod tests {
             "{:?}",
             sut.rungs
         );
-        // Halving still ends at the same lowest rung, and at a rung that failed on the
-        // budget alone.
+        // Halving still ends at the same lowest rung.
         let mut tried = Vec::new();
         let none = climb(1000.0, false, |r| {
             tried.push(r);
@@ -672,24 +597,32 @@ mod tests {
         assert_eq!(none, None);
         assert_eq!(tried.len(), TRIES as usize - 1);
         assert_eq!(tried.last(), Some(&lowest_rung_hz(1000.0)));
-        let mut tried = Vec::new();
-        let none = climb(1000.0, false, |r| {
-            tried.push(r);
-            Ok(Kept::OverBudget)
-        });
-        assert_eq!((none.unwrap(), tried), (None, vec![500.0]));
     }
 
     /// An ao-loop job at `rate_hz` with the default ladder (and a timeout that holds it).
     fn ladder_job(rate_hz: f64) -> Job {
+        ladder_job_with(rate_hz, "")
+    }
+
+    /// [`ladder_job`] with `extra` added to its `[case.ao]` table.
+    fn ladder_job_with(rate_hz: f64, extra: &str) -> Job {
         crate::scenario::Scenario::parse(&format!(
             "name = \"t\"\n[defaults]\ntimeout_s = 1000\n[[case]]\nkind = \"ao-loop\"\n\
              sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-             rate_hz = {rate_hz}\n"
+             rate_hz = {rate_hz}\n{extra}"
         ))
         .unwrap()
         .jobs(false, None)
         .remove(0)
+    }
+
+    /// A main run that kept up (100 ns end to end) and one that missed a frame.
+    fn kept_up() -> LoopRun {
+        run(0, 0, 100)
+    }
+
+    fn missed() -> LoopRun {
+        run(1, 0, 100)
     }
 
     /// The split form's logs of a run of rung `j`: ten frames after its warm-up, each
@@ -718,7 +651,7 @@ mod tests {
     /// rung: the ladder bisects below it, as for any rung that missed frames.
     #[test]
     fn a_rung_no_frame_of_which_reached_the_dm_fails_and_the_ladder_bisects() {
-        let sut = search(&ladder_job(400.0), true, |j, _| {
+        let sut = search(&ladder_job(400.0), &kept_up(), |j, _| {
             rung_logs(j, j.ao.as_ref().unwrap().rate_hz <= 1000.0)
         });
         assert_eq!(sut.failed, None);
@@ -739,7 +672,7 @@ mod tests {
     #[test]
     fn a_rung_whose_run_fails_stops_the_ladder_with_its_message() {
         let mut rates = Vec::new();
-        let sut = search(&ladder_job(200.0), true, |j, _| {
+        let sut = search(&ladder_job(200.0), &kept_up(), |j, _| {
             let rate = j.ao.as_ref().unwrap().rate_hz;
             rates.push(rate);
             match rate > 1000.0 {
@@ -756,7 +689,7 @@ mod tests {
         let kept: Vec<_> = sut.rungs.iter().map(|r| (r.rate_hz, r.ok)).collect();
         assert_eq!(kept, [(400.0, true), (800.0, true)]);
         // Logs that contradict each other are a fault too, not an overload.
-        let sut = search(&ladder_job(400.0), false, |j, _| {
+        let sut = search(&ladder_job(400.0), &missed(), |j, _| {
             let (mut logs, placement) = rung_logs(j, true)?;
             logs.dm[0][0] = 1_000_000;
             Ok((logs, placement))
@@ -774,7 +707,7 @@ mod tests {
     /// A rung below 1 Hz is named with its significant digits, not rounded to "0 Hz".
     #[test]
     fn a_failed_rung_below_one_hz_is_named_with_its_digits() {
-        let sut = search(&ladder_job(5.0), false, |j, _| {
+        let sut = search(&ladder_job(5.0), &missed(), |j, _| {
             match j.ao.as_ref().unwrap().rate_hz < 1.0 {
                 true => Err("timed out".into()),
                 false => rung_logs(j, false),
