@@ -86,8 +86,10 @@ impl FrameHeader {
 
     /// Parses and checks an attachment; the error says what is wrong.
     pub fn decode(b: &[u8]) -> Result<FrameHeader, String> {
-        if b.len() < FIXED {
-            return Err(format!("attachment of {} bytes is too short", b.len()));
+        let too_short = || format!("attachment of {} bytes is too short", b.len());
+        // Magic and version first: an attachment of another version has another length.
+        if b.len() < MAGIC.len() + 1 {
+            return Err(too_short());
         }
         if b[..4] != MAGIC {
             return Err("attachment is not a shmstream frame header (bad magic)".into());
@@ -98,11 +100,17 @@ impl FrameHeader {
                 b[4]
             ));
         }
+        if b.len() < FIXED {
+            return Err(too_short());
+        }
+        const NEWER: &str = "a newer shmstream-bridge on the other host? run the same shmstream-bridge version on both hosts";
         let dtype = Dtype::from_code(u16::from(b[5]))
-            .ok_or_else(|| format!("unknown dtype code {}", b[5]))?;
+            .ok_or_else(|| format!("unknown dtype code {} ({NEWER})", b[5]))?;
         let ndim = usize::from(b[6]);
         if ndim == 0 || ndim > MAX_DIMS {
-            return Err(format!("{ndim} dimensions (1..={MAX_DIMS} allowed)"));
+            return Err(format!(
+                "{ndim} dimensions (1..={MAX_DIMS} allowed; {NEWER})"
+            ));
         }
         if b[7] & !LOSSLESS != 0 {
             return Err(format!(
@@ -188,7 +196,7 @@ mod tests {
         let good = sample().encode();
         let mut cases: Vec<(&str, Vec<u8>)> = vec![
             ("too short", good[..10].to_vec()),
-            ("a version 1 size", good[..32 + 16].to_vec()),
+            ("a version 2 header cut short", good[..32 + 16].to_vec()),
             ("bad magic", [b"XXXX".as_slice(), &good[4..]].concat()),
             ("trailing bytes", [good.as_slice(), &[0]].concat()),
         ];
@@ -215,6 +223,37 @@ mod tests {
         cases.push(("huge", v));
         for (what, bytes) in cases {
             assert!(FrameHeader::decode(&bytes).is_err(), "{what} was accepted");
+        }
+    }
+
+    /// A version 1 attachment (`FIXED` was 32) of a 1-d or 2-d stream is 40 or 48 bytes,
+    /// shorter than this version's fixed part: its version is said, not "too short".
+    #[test]
+    fn a_version_1_attachment_is_refused_for_its_version_whatever_its_length() {
+        let good = sample().encode();
+        for len in [40, 48] {
+            let mut v1 = good[..len].to_vec();
+            v1[4] = 1;
+            let e = FrameHeader::decode(&v1).unwrap_err();
+            assert!(
+                e.starts_with("attachment format version 1 (this bridge reads 2)")
+                    && e.ends_with("run the same shmstream-bridge version on both hosts"),
+                "{len} bytes: {e}"
+            );
+        }
+        assert!(
+            FrameHeader::decode(&good[..4])
+                .unwrap_err()
+                .contains("too short")
+        );
+        for (at, code) in [(5, 200), (6, 0), (6, 40)] {
+            let mut v = good.clone();
+            v[at] = code;
+            let e = FrameHeader::decode(&v).unwrap_err();
+            assert!(
+                e.contains("a newer shmstream-bridge on the other host? run the same"),
+                "byte {at} = {code}: {e}"
+            );
         }
     }
 }

@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Puts every frame of local streams on `PREFIX/NAME` (waits for streams that do not
-    /// exist yet).
+    /// Puts local streams on `PREFIX/NAME`: the newest frame of each stream; every frame
+    /// with --lossless (waits for streams that do not exist yet).
     Publish {
         /// Local stream names.
         #[arg(required = true)]
@@ -70,10 +70,9 @@ enum Command {
         /// History depth of the local streams it creates (read every frame with a cursor).
         #[arg(long, default_value_t = 0)]
         history: usize,
-        /// Mirror into a local stream of that name that a running process other than this
-        /// bridge created (one made for the bridge on purpose, or, the creator known by its
-        /// pid alone, an earlier run's mirror whose pid a live process has taken since);
-        /// otherwise refused.
+        /// Mirror into a local stream of that name that this run did not create (one made
+        /// for the bridge on purpose, or an earlier run's mirror, continued after a
+        /// restart); otherwise refused, as it may be the host's own stream.
         #[arg(long)]
         into_existing: bool,
     },
@@ -209,5 +208,22 @@ fn main() -> ExitCode {
             shmstream_bridge::say_line(format_args!("shmstream-bridge: error: {e}"));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `publish` is latest value unless `--lossless`: its help said "every frame".
+    #[test]
+    fn the_publish_help_says_latest_value_unless_lossless() {
+        let cli = super::Cli::command();
+        let publish = cli.find_subcommand("publish").unwrap();
+        let about = publish.get_about().unwrap().to_string();
+        assert!(
+            about.contains("the newest frame of each stream; every frame with --lossless"),
+            "{about}"
+        );
     }
 }

@@ -32,13 +32,12 @@ pub struct SubscribeOptions {
     /// History depth of local streams this bridge creates (0: none), so local readers can
     /// read every mirrored frame with a cursor.
     pub history: usize,
-    /// Mirror into a local stream that a live process other than this bridge created (one
-    /// made for the bridge on purpose). Without it such a stream is refused, and the bridge
-    /// ends saying so: it is another writer's (the host's own `cam0`, or a subscriber's
-    /// mirror, which would loop frames between two hosts), and remote frames would be mixed
-    /// into it. A stream whose creator has exited (an earlier run's mirror) is mirrored into
-    /// either way. The creator is known by its pid alone: an earlier run's mirror whose pid a
-    /// live process has taken since needs this option too.
+    /// Mirror into a local stream that was there before this run created it: one made for
+    /// the bridge on purpose, or an earlier run's mirror (continued after a restart).
+    /// Without it such a stream is refused, and the bridge ends saying so: it may be
+    /// another writer's (the host's own `cam0`, whether or not its creator still runs, or a
+    /// subscriber's mirror, which would loop frames between two hosts), and remote frames
+    /// would be mixed into it.
     pub into_existing: bool,
 }
 
@@ -281,17 +280,17 @@ struct Mirror {
     closed: bool,
     /// Why the mirror cannot go on (its thread ends the bridge with it).
     fatal: Option<BridgeError>,
-    /// The dtype and shape whose local stream could not be created, why, and when.
-    uncreatable: Option<(Dtype, Vec<usize>, String, std::time::Instant)>,
+    /// The local stream that could not be created, why, and when.
+    uncreatable: Option<Uncreatable>,
     /// When the last try to open the local stream failed other than for want of one (see
     /// [`RETRY_OPEN`]); `None` once one opened it, or the stream was not there.
     unopenable: Option<Instant>,
-    /// The (count, frame id, write time bits) of the last frame written: the same frame put
-    /// again, or also answering a query, is not written twice.
-    last: Option<(u64, u64, u64)>,
+    /// The (source, count, frame id, write time bits) of the last frame written: the same
+    /// frame put again, or also answering a query, is not written twice.
+    last: Option<([u8; 16], u64, u64, u64)>,
     /// Frames written so far.
     written: u64,
-    /// Lossless: the source instances whose frames arrived here.
+    /// The source instances whose frames arrived here.
     sources: Sources,
     /// Whether frames of several sources were said to arrive interleaved (said once).
     interleaving_said: bool,
@@ -304,8 +303,8 @@ struct Mirror {
     /// new try could make its local stream, the publisher is asked for its frame again
     /// ([`Mirror::wants_frame_again`]).
     unwritten: bool,
-    /// Whether a local stream that a live process other than this bridge created is
-    /// mirrored into ([`SubscribeOptions::into_existing`]).
+    /// Whether a local stream this run did not create is mirrored into
+    /// ([`SubscribeOptions::into_existing`]).
     into_existing: bool,
     /// When a frame was last refused for the write lock, where none got it since: the frames
     /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
@@ -359,7 +358,7 @@ impl Mirror {
                     None => self
                         .uncreatable
                         .as_ref()
-                        .is_none_or(|(.., at)| at.elapsed() >= RETRY_CREATE),
+                        .is_none_or(|u| u.at.elapsed() >= RETRY_CREATE),
                 },
             }
     }
@@ -385,35 +384,35 @@ impl Mirror {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
         };
-        if h.lossless {
-            self.account(&h);
-        }
-        let id = (h.count, h.frame_id, h.write_time.to_bits());
+        let interleaved = match self.account(&h) {
+            Ok(interleaved) => interleaved,
+            Err(reason) => return self.refuse(&reason),
+        };
+        let id = (h.source, h.count, h.frame_id, h.write_time.to_bits());
         if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
             return;
         }
         // Until it is written.
         self.unwritten = true;
-        // A create that failed (no room, no permission) is not tried again on Zenoh's
-        // receiving thread for every frame of that shape: again after [`RETRY_CREATE`] (room
-        // freed, or the mirror made by hand meanwhile).
         if self.local.is_none()
-            && let Some((dtype, shape, reason, at)) = &self.uncreatable
-            && (*dtype, shape.as_slice()) == (h.dtype, h.shape.as_slice())
-            && at.elapsed() < RETRY_CREATE
+            && let Some(reason) = self.create_refused(&h)
         {
-            let reason = reason.clone();
+            let reason = reason.to_owned();
             return self.refuse(&reason);
         }
+        // A frame of another source than the last written, frames of that one in between:
+        // several publishers on one key.
+        let several = interleaved && self.last.is_some_and(|l| l.0 != h.source);
         for _ in 0..2 {
-            // `opened`: the local stream was opened (or created) for this frame.
-            let (local, opened) = match self.local.take() {
+            // `found`: the local stream was opened for this frame, there before (not
+            // created by this run).
+            let (local, found) = match self.local.take() {
                 Some(s) => (s, false),
                 None => match open_or_create(&self.name, &h, self.history) {
-                    Ok(s) => {
+                    Ok((s, created)) => {
                         self.unopenable = None;
                         self.local_id = crate::instance_of(&s);
-                        (s, true)
+                        (s, !created)
                     }
                     Err(Opening::Open(e)) => {
                         // Not there (unlinked as it was opened): asked for again soon.
@@ -423,12 +422,13 @@ impl Mirror {
                     Err(Opening::Create(e)) => {
                         self.unopenable = None;
                         let reason = format!("creating the mirror failed: {e}");
-                        self.uncreatable = Some((
-                            h.dtype,
-                            h.shape.clone(),
-                            reason.clone(),
-                            std::time::Instant::now(),
-                        ));
+                        self.uncreatable = Some(Uncreatable {
+                            dtype: h.dtype,
+                            shape: h.shape.clone(),
+                            no_space: matches!(e, Error::NoSpace { .. }),
+                            reason: reason.clone(),
+                            at: Instant::now(),
+                        });
                         return self.refuse(&reason);
                     }
                 },
@@ -442,28 +442,24 @@ impl Mirror {
                     self.remote, self.name
                 )));
             }
-            if opened
-                && !self.into_existing
-                && let Some(pid) = made_by_another(&local)
-            {
+            if found && !self.into_existing {
                 return self.fail(BridgeError::Usage(format!(
-                    "stream '{}': its mirror '{}' is a stream that process {pid}, still \
-                     running, created, not this bridge: mirroring into it would mix remote \
-                     frames into that writer's stream (the host's own stream of that name, or \
-                     another subscriber's mirror); give --local-prefix (e.g. --local-prefix \
-                     remote-) so the mirror is a stream of its own, or --into-existing if that \
-                     stream was made for this bridge to mirror into (a creator is known by its \
-                     pid alone: this bridge's mirror from an earlier run whose pid a live \
-                     process has taken since, or one made in another pid namespace, is refused \
-                     so too)",
-                    self.remote, self.name
+                    "stream '{}': its mirror '{}' is a local stream this bridge did not \
+                     create (process {} did): it may be the host's own stream of that name or \
+                     an earlier run's mirror, and mirroring into it would mix remote frames \
+                     into it; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
+                     is a stream of its own, or --into-existing to write into it (e.g. to \
+                     continue an earlier run's mirror after a restart)",
+                    self.remote,
+                    self.name,
+                    local.creator_pid()
                 )));
             }
             let wait = lock_wait(h.lossless, self.locked_out, Instant::now());
             let written = match local.lock(Some(wait)) {
                 Ok(guard) => {
                     self.locked_out = None;
-                    write_sample(&guard, sample, &h)
+                    write_sample(&guard, sample, &h, several)
                 }
                 Err(Error::Stale { .. }) => Err(Refusal::Stale),
                 Err(Error::Timeout { .. }) => {
@@ -497,13 +493,42 @@ impl Mirror {
         self.refuse(&"the local stream was unlinked again as it was reopened")
     }
 
-    /// Counts (and says) the lossless frames not received before `h`, gaps in the counts of
-    /// its source; says those of a new source before its first one received.
-    fn account(&mut self, h: &FrameHeader) {
+    /// The reason a create of the mirror for `h` is not tried (the mirror not there): one
+    /// that failed (no room, no permission) is not tried again on Zenoh's receiving thread
+    /// for every frame, only after [`RETRY_CREATE`] (room freed, or the mirror made by hand
+    /// meanwhile). One that failed for want of room is not tried for any shape meanwhile (a
+    /// sender varying its shape would have a whole segment allocated at every frame); any
+    /// other, not for that dtype and shape.
+    fn create_refused(&self, h: &FrameHeader) -> Option<&str> {
+        let u = self.uncreatable.as_ref()?;
+        ((u.no_space || (u.dtype, u.shape.as_slice()) == (h.dtype, h.shape.as_slice()))
+            && u.at.elapsed() < RETRY_CREATE)
+            .then_some(u.reason.as_str())
+    }
+
+    /// Follows the sources of the frames that arrive: says once when several interleave
+    /// (publishers on one key). Of a lossless frame, counts (and says) the frames not
+    /// received before `h`, gaps in the counts of its source, and says those of a new source
+    /// before its first one received. Ok: whether frames of another source came since the
+    /// last of this one; Err: why `h` is refused, a lossless frame whose count is not past
+    /// its source's newest (other than that frame again): a lossless mirror keeps the
+    /// frames in order.
+    fn account(&mut self, h: &FrameHeader) -> Result<bool, String> {
+        let mut interleaved = false;
+        let mut behind = None;
         match self.sources.arrived(h) {
-            Arrival::First => self.resumed(h),
+            Arrival::First if h.lossless => self.resumed(h),
+            Arrival::First => {}
             Arrival::Known { last, back } => {
-                self.gaps.lost(missed(last, h));
+                interleaved = back;
+                let again = self.last.is_some_and(|(src, count, id, _)| {
+                    (src, count, id) == (h.source, h.count, h.frame_id)
+                });
+                if h.lossless && h.count <= last.0 && !again {
+                    behind = Some(last.0);
+                } else if h.lossless {
+                    self.gaps.lost(missed(last, h));
+                }
                 if back && !std::mem::replace(&mut self.interleaving_said, true) {
                     self.say(&format!(
                         "frames of several source streams '{}' arrive interleaved (several \
@@ -514,7 +539,8 @@ impl Mirror {
                 }
             }
             Arrival::New { lost } => {
-                if let Some(line) = new_source_line(lost, h)
+                if h.lossless
+                    && let Some(line) = new_source_line(lost, h)
                     && self
                         .new_source_said_at
                         .is_none_or(|t| t.elapsed() >= SUM_UP_EVERY)
@@ -526,6 +552,16 @@ impl Mirror {
         }
         if let Some(line) = self.gaps.due() {
             self.say(&line);
+        }
+        match behind {
+            Some(newest) => Err(format!(
+                "a lossless frame at count {} (frame id {}) after its source's frame at count \
+                 {newest}: out of order or repeated, and a lossless mirror keeps the frames in \
+                 order (two publishers of one source on one key? give each its own \
+                 --key-prefix)",
+                h.count, h.frame_id
+            )),
+            None => Ok(interleaved),
         }
     }
 
@@ -738,16 +774,28 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
 
 /// Writes a checked sample into the locked local stream, straight from the pieces Zenoh
 /// received it in.
-fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Result<(), Refusal> {
+/// `several`: frames of several sources interleave, the last written another's than `h`'s
+/// (the cause of a shape that differs, said).
+fn write_sample(
+    guard: &WriteGuard<'_>,
+    sample: &Sample,
+    h: &FrameHeader,
+    several: bool,
+) -> Result<(), Refusal> {
     let s = guard.stream();
     if s.dtype() != h.dtype || s.shape() != h.shape.as_slice() {
         if s.is_unlinked() {
             // Unlinked (to follow the new shape, as the refusal says): open or create again.
             return Err(Refusal::Stale);
         }
+        let remedy = if several {
+            "several publishers on one key: give each its own --key-prefix"
+        } else {
+            "unlink it to follow the new shape if it is this bridge's mirror, else give \
+             --local-prefix"
+        };
         return Err(Refusal::Reason(format!(
-            "upstream sends {} {:?}, the local stream holds {} {:?}: unlink it to follow the new \
-             shape if it is this bridge's mirror, else give --local-prefix",
+            "upstream sends {} {:?}, the local stream holds {} {:?}: {remedy}",
             h.dtype,
             h.shape,
             s.dtype(),
@@ -776,7 +824,7 @@ fn write_sample(guard: &WriteGuard<'_>, sample: &Sample, h: &FrameHeader) -> Res
 /// one key would plausibly be, few enough to look through at every frame.
 const SOURCES_KEPT: usize = 8;
 
-/// Lossless: the source instances whose frames arrived here, the most recent last, each with
+/// The source instances whose frames arrived here, the most recent last, each with
 /// the (count, publisher's losses) of its newest frame received; at most [`SOURCES_KEPT`],
 /// the least recent forgotten first (an old generation, which sends no more).
 #[derive(Debug, Default)]
@@ -784,10 +832,10 @@ struct Sources {
     seen: Vec<([u8; 16], (u64, u64))>,
 }
 
-/// What a lossless frame's source is to [`Sources`].
+/// What a frame's source is to [`Sources`].
 #[derive(Debug, PartialEq)]
 enum Arrival {
-    /// The first lossless frame received here.
+    /// The first frame received here.
     First,
     /// A source seen before, whose newest frame received had (count, losses) `last`; `back`:
     /// frames of another source came in between (publishers interleaving on one key).
@@ -882,17 +930,16 @@ enum Opening {
     Create(Error),
 }
 
-/// The pid of the process that created local stream `s`, where that is not this process and
-/// it still runs: the stream is another writer's, not a mirror this bridge made (now or in an
-/// earlier run, whose process has exited). Best effort, as pids are: one host, one pid
-/// namespace. A bare pid can be wrong both ways: an earlier run's mirror whose pid a live
-/// process has taken since (reused, or PID 1 of a container's earlier run seen from the host)
-/// is taken for another's (the refusal says so, and that `--into-existing` is the remedy),
-/// and a stream made in another pid namespace by a process whose pid there is this bridge's
-/// is taken for its own.
-fn made_by_another(s: &Stream) -> Option<i64> {
-    let pid = s.creator_pid();
-    (pid != i64::from(std::process::id()) && s.producer_alive()).then_some(pid)
+/// A create of the mirror that failed ([`Mirror::create_refused`]).
+struct Uncreatable {
+    /// The dtype and shape it was for.
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Whether it failed for want of room in `/dev/shm` ([`Error::NoSpace`]).
+    no_space: bool,
+    /// The reason frames are refused for it.
+    reason: String,
+    at: Instant,
 }
 
 /// Whether local stream `name` is not there: its `_meta` is not in `/dev/shm`, where the
@@ -903,7 +950,10 @@ fn gone(name: &str) -> bool {
     matches!(std::fs::symlink_metadata(meta), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
-fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream, Opening> {
+/// Local stream `name`, opened, or created for frames like `h`; with whether it was
+/// created here (not there before).
+fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<(Stream, bool), Opening> {
+    let opened = |s: Result<Stream, Error>| s.map(|s| (s, false)).map_err(Opening::Open);
     match Stream::open(name) {
         Err(Error::NotFound { .. }) => match StreamOptions::new(name)
             .shape(&h.shape)
@@ -912,10 +962,10 @@ fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<Stream,
             .history(history)
             .create()
         {
-            Err(Error::AlreadyExists { .. }) => Stream::open(name).map_err(Opening::Open),
-            other => other.map_err(Opening::Create),
+            Err(Error::AlreadyExists { .. }) => opened(Stream::open(name)),
+            other => other.map(|s| (s, true)).map_err(Opening::Create),
         },
-        other => other.map_err(Opening::Open),
+        other => opened(other),
     }
 }
 
@@ -1048,23 +1098,24 @@ mod tests {
         assert_eq!(counted, 100, "{lines:?}");
     }
 
-    /// A sender varying the numbers in its bad frames (here attachments of 1 to 20 bytes)
-    /// gets one line, not one per frame.
+    /// A sender varying the numbers in its bad frames (here attachments of 5 to 24 bytes,
+    /// cut short after the version) gets one line, not one per frame.
     #[test]
     fn refusals_differing_only_in_their_numbers_are_one_run() {
         let t0 = Instant::now();
         let mut r = Refusals::default();
         let mut lines = Vec::new();
-        for len in 1..=20u64 {
-            let reason = FrameHeader::decode(&vec![0; len as usize]).unwrap_err();
+        let whole = h(1, 1, 0).encode();
+        for len in 5..=24u64 {
+            let reason = FrameHeader::decode(&whole[..len as usize]).unwrap_err();
             lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
         }
         lines.extend(r.rest());
         assert_eq!(
             lines,
             [
-                "refused a frame: attachment of 1 bytes is too short",
-                "refused 19 more frame(s) for the same reason: attachment of 20 bytes is too short"
+                "refused a frame: attachment of 5 bytes is too short",
+                "refused 19 more frame(s) for the same reason: attachment of 24 bytes is too short"
             ]
         );
     }
@@ -1117,16 +1168,16 @@ mod tests {
         assert!(line.contains("at count 5: up to 4 frame(s)"), "{line}");
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
         for frame in [h(1, 10, 4), h(1, 11, 4), h(2, 1, 4)] {
-            m.account(&frame);
+            m.account(&frame).unwrap();
         }
         assert_eq!(
             m.new_source_said_at, None,
             "a new source carried from its first frame"
         );
-        m.account(&h(3, 5, 4));
+        m.account(&h(3, 5, 4)).unwrap();
         let said = m.new_source_said_at.expect("the frames before it are said");
         // Said at most every SUM_UP_EVERY, and never counted as gaps.
-        m.account(&h(4, 5, 4));
+        m.account(&h(4, 5, 4)).unwrap();
         assert_eq!(m.new_source_said_at, Some(said));
         assert_eq!(m.gaps.total, 0, "counted as gaps");
     }
@@ -1138,15 +1189,96 @@ mod tests {
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
         // A at counts 100 to 109, having reported 5 lost; B at 10 to 19, none.
         for count in 100..110 {
-            m.account(&h(1, count, 5));
-            m.account(&h(2, count - 90, 0));
+            m.account(&h(1, count, 5)).unwrap();
+            m.account(&h(2, count - 90, 0)).unwrap();
             assert_eq!(m.gaps.total, 0);
         }
         assert!(m.interleaving_said);
         // Each source's gap of 2, against its own count and losses: 1 reported by each.
-        m.account(&h(1, 112, 6));
-        m.account(&h(2, 22, 1));
+        m.account(&h(1, 112, 6)).unwrap();
+        m.account(&h(2, 22, 1)).unwrap();
         assert_eq!(m.gaps.total, 1 + 1);
+    }
+
+    /// Latest-value frames carry their source too: two publishers on one key interleaving
+    /// are said (they were not: only lossless frames were followed), and no gaps counted.
+    #[test]
+    fn interleaved_latest_value_sources_are_said_and_count_no_gaps() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        let latest = |source, count| FrameHeader {
+            lossless: false,
+            ..h(source, count, 0)
+        };
+        assert_eq!(m.account(&latest(1, 100)), Ok(false));
+        assert_eq!(m.account(&latest(2, 10)), Ok(false), "a new source");
+        assert!(!m.interleaving_said);
+        assert_eq!(m.account(&latest(1, 105)), Ok(true), "back after another's");
+        assert!(m.interleaving_said);
+        assert_eq!(m.account(&latest(1, 110)), Ok(false));
+        // Frames skipped, older ones after newer: latest value, none of it counted or refused.
+        assert_eq!(m.account(&latest(2, 50)), Ok(true));
+        assert_eq!(m.account(&latest(2, 40)), Ok(false));
+        assert_eq!(m.gaps.total, 0);
+    }
+
+    /// A lossless frame of a source whose count repeats (another frame id) or goes back is
+    /// refused, saying why; the frame last written, received again, is not.
+    #[test]
+    fn a_lossless_frame_out_of_order_is_refused() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(false));
+        let e = m.account(&h(1, 9, 0)).unwrap_err();
+        assert!(
+            e.starts_with(
+                "a lossless frame at count 9 (frame id 9) after its source's frame at count 10: \
+                 out of order or repeated"
+            ),
+            "{e}"
+        );
+        let again = FrameHeader {
+            frame_id: 77,
+            ..h(1, 10, 0)
+        };
+        assert!(
+            m.account(&again).is_err(),
+            "count 10 again, another frame id"
+        );
+        // The frame last written, put again: left to the check that skips it.
+        m.last = Some(([1; 16], 10, 10, 0));
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(false));
+        assert_eq!(m.account(&h(1, 11, 0)), Ok(false));
+        assert_eq!(m.gaps.total, 0);
+    }
+
+    /// A create that failed for want of room is not tried again for a frame of another
+    /// shape before [`RETRY_CREATE`] (a sender varying one dimension had a whole segment
+    /// allocated at every frame); another failure is remembered for its shape alone.
+    #[test]
+    fn a_create_failed_for_want_of_room_is_not_tried_again_for_any_shape() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        let shaped = |shape: usize| FrameHeader {
+            shape: vec![shape],
+            ..h(1, 1, 0)
+        };
+        assert_eq!(m.create_refused(&shaped(4)), None, "nothing failed");
+        let reason = "creating the mirror failed: no room".to_owned();
+        for no_space in [true, false] {
+            m.uncreatable = Some(Uncreatable {
+                dtype: Dtype::U8,
+                shape: vec![4],
+                no_space,
+                reason: reason.clone(),
+                at: Instant::now(),
+            });
+            assert_eq!(m.create_refused(&shaped(4)), Some(reason.as_str()));
+            let other = m.create_refused(&shaped(5));
+            assert_eq!(other.is_some(), no_space, "no space {no_space}");
+        }
+        // Due again after RETRY_CREATE.
+        if let Some(at) = Instant::now().checked_sub(RETRY_CREATE) {
+            m.uncreatable.as_mut().unwrap().at = at;
+            assert_eq!(m.create_refused(&shaped(4)), None);
+        }
     }
 
     /// At most [`SOURCES_KEPT`] sources are kept, the least recent forgotten first.
