@@ -1815,7 +1815,7 @@ fn record_on_a_terminal_that_hangs_up_stops_cleanly() {
     r.wait_for("recording 1 stream(s)", common::LONG);
     // The progress line can show before the recorder thread opens its first file: hang up
     // only once it has, or the SIGHUP may stop the recording before there is one.
-    let first = out.join(format!("{name}_000000.npy"));
+    let first = out.join(format!("{name}_000000000.npy"));
     let deadline = std::time::Instant::now() + common::LONG;
     while !first.exists() {
         assert!(r.child.try_wait().unwrap().is_none(), "record exited early");

@@ -20,7 +20,8 @@
 //! (SIGPIPE) before its exit status. The full disk is a
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
-//! name the OS error when the disk refuses their header, and record under umask 0222.
+//! name the OS error when the disk refuses their header, and record under umask 0222. A
+//! stream unlinked while recorded is reported at once, while the others record on.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -116,6 +117,8 @@ for f in files:
             t = h["FRAMES"].data
             fid, cnt = list(t["FRAME_ID"]), list(t["COUNT"])
             assert all(t["WRITE_TIME"] > 1e9) and all(t["RECORD_TIME"] >= t["WRITE_TIME"] - 1)
+            cols = h["FRAMES"].columns
+            assert cols["WRITE_TIME"].unit == "s" and cols["RECORD_TIME"].unit == "s", cols
     else:
         data = np.load(f)
         rows = list(csv.DictReader(open(f[:-4] + ".frames.csv")))
@@ -650,9 +653,9 @@ fn existing_recording_files_are_never_overwritten() {
     // Any one of a cube's files in the way refuses the recording, naming it, and leaves it
     // as it was (the FITS cube was refused so before; npy now matches it).
     for (format, file) in [
-        ("npy", "_000000.npy"),
-        ("npy", "_000000.frames.csv"),
-        ("fits", "_000000.fits"),
+        ("npy", "_000000000.npy"),
+        ("npy", "_000000000.frames.csv"),
+        ("fits", "_000000000.fits"),
     ] {
         let out = out_dir("rec-exists");
         let there = out.join(format!("{name}{file}"));
@@ -672,7 +675,7 @@ fn existing_recording_files_are_never_overwritten() {
     }
     // A later file in the way fails the stream when it is due: the first cube is whole, the
     // file in the way intact, and the cube beside a table in the way is not left behind.
-    for file in ["_000001.npy", "_000001.frames.csv"] {
+    for file in ["_000000001.npy", "_000000001.frames.csv"] {
         let out = out_dir("rec-exists-later");
         let there = out.join(format!("{name}{file}"));
         std::fs::write(&there, "an earlier recording").unwrap();
@@ -730,7 +733,10 @@ fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there
     for preload in preloads {
         for kind in ["file", "link to a file", "dangling link"] {
             let out = out_dir("rec-link");
-            let (there, victim) = (out.join(format!("{name}_000000.fits")), out.join("victim"));
+            let (there, victim) = (
+                out.join(format!("{name}_000000000.fits")),
+                out.join("victim"),
+            );
             match kind {
                 "file" => std::fs::write(&there, "an earlier recording").unwrap(),
                 _ => std::os::unix::fs::symlink(&victim, &there).unwrap(),
@@ -854,7 +860,7 @@ fn fits_files_are_created_at_exactly_the_out_path_given() {
     // template and a filter: none of that applies to an --out path.
     let (name, _c, s) = camera("rec-literal", RING);
     let base = out_dir("rec-literal");
-    let cube = format!("{name}_000000.fits");
+    let cube = format!("{name}_000000000.fits");
     let earlier = base.join("x").join(&cube);
     std::fs::create_dir_all(earlier.parent().unwrap()).unwrap();
     std::fs::write(&earlier, "an earlier recording").unwrap();
@@ -961,7 +967,7 @@ fn a_hangup_or_quit_signal_stops_the_recording_with_its_files_finished() {
     for (signal, format) in [(libc::SIGHUP, "npy"), (libc::SIGQUIT, "fits")] {
         let (name, _c, s) = camera_shaped(&unique_name("rec-hup"), &[256, 160], 512);
         let out = out_dir("rec-hup");
-        let cube = out.join(format!("{name}_000000.{format}"));
+        let cube = out.join(format!("{name}_000000000.{format}"));
         let r = record(&name, &out, &["--duration", "600", "--format", format]);
         let pid = r.pid() as i32;
         let mut sent = false;
@@ -996,7 +1002,7 @@ fn a_hangup_ignored_when_the_recording_starts_as_under_nohup_does_not_stop_it() 
     let frame = 256 * 160 * 2;
     let (name, _c, s) = camera_shaped(&unique_name("rec-nohup"), &[256, 160], 512);
     let out = out_dir("rec-nohup");
-    let cube = out.join(format!("{name}_000000.npy"));
+    let cube = out.join(format!("{name}_000000000.npy"));
     let mut c = Command::new(bin());
     c.args(["record", &name, "--out"])
         .arg(&out)
@@ -1058,7 +1064,7 @@ fn a_stream_name_too_long_for_a_file_name_is_recorded_under_a_shortened_one() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].len() <= 255, "{files:?}");
     assert!(
-        files[0].starts_with(&name[..150]) && files[0].ends_with("_000000.fits"),
+        files[0].starts_with(&name[..150]) && files[0].ends_with("_000000000.fits"),
         "{files:?}"
     );
     if common::python().is_some() {
@@ -1155,7 +1161,7 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
     common::thaw(pid);
     // The first cube is finished (its table written) once its frame is taken: the next
     // one is the second.
-    let table = out.join(format!("{name}_000000.frames.csv"));
+    let table = out.join(format!("{name}_000000000.frames.csv"));
     wait_until(&mut r, "first table", || table_rows(&table) == 1);
     write(6);
     let st = r.wait_timeout(LONG);
@@ -1287,7 +1293,7 @@ fn frames_published_while_a_plain_stream_recorder_creates_its_first_file_are_not
     c.args(["record", &name, "--frames", "1", "--format", "npy", "--out"])
         .arg(&out)
         .env("LD_PRELOAD", &lib)
-        .env("STOP_AT_CREATE", "_000000.npy");
+        .env("STOP_AT_CREATE", "_000000000.npy");
     common::default_stop_signals(&mut c);
     let mut r = Proc::spawn(c);
     wait_stopped(&mut r);
@@ -1304,7 +1310,7 @@ fn frames_published_while_a_plain_stream_recorder_creates_its_first_file_are_not
         diag.contains("1 frames in 1 file(s)") && diag.contains(", 0 lost"),
         "{diag}"
     );
-    let table = std::fs::read_to_string(npy_table(&out.join(format!("{name}_000000.npy"))));
+    let table = std::fs::read_to_string(npy_table(&out.join(format!("{name}_000000000.npy"))));
     let table = table.unwrap();
     assert!(
         table
@@ -1351,7 +1357,7 @@ fn a_reader_of_its_output_that_went_away_does_not_kill_the_recorder() {
     };
     assert_eq!(st.signal(), None, "killed by a signal: {st:?}");
     assert!(st.success(), "{st:?}");
-    let table = npy_table(&out.join(format!("{name}_000000.npy")));
+    let table = npy_table(&out.join(format!("{name}_000000000.npy")));
     assert_eq!(table_rows(&table), 1, "its file finished");
     let _ = std::fs::remove_dir_all(out);
 }
@@ -1380,11 +1386,11 @@ fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
     );
     let pid = r.pid() as i32;
     // The first cube is there once the recorder reads the stream: every frame after is its.
-    let first = out.join(format!("{name}_000000.npy"));
+    let first = out.join(format!("{name}_000000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
     publish(&s, 1..=4);
     // A file is finished (its table written) once its last frame is taken.
-    let second = out.join(format!("{name}_000001.frames.csv"));
+    let second = out.join(format!("{name}_000000001.frames.csv"));
     wait_until(&mut r, "second table", || table_rows(&second) == 2);
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -1408,15 +1414,16 @@ fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
 fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
     let (name, _c, s) = camera("rec-unread", RING);
     let out = out_dir("rec-unread");
-    // Frozen, the recorder finds three frames and the signal together when it runs again.
-    let (st, diag) = signalled_while_frozen(&name, &s, &out, 3, &["--duration", "600"]);
+    // Frozen, the recorder finds 100 frames and the signal together when it runs again; its
+    // thread takes the signal before it runs on, so it takes at most the frame its wait
+    // returns with (a recorder that drained the frames first would take all 100).
+    let (st, diag) = signalled_while_frozen(&name, &s, &out, 100, &["--duration", "600"]);
     assert!(st.success(), "{diag}");
     let (files, frames) = summary(&diag);
     assert_eq!(files, 1, "{diag}");
-    let unread = 3 - frames;
-    assert_eq!(
-        diag.contains(&format!(", {unread} left unread")),
-        unread > 0,
+    assert!(frames <= 1, "took {frames} frames after the signal: {diag}");
+    assert!(
+        diag.contains(&format!(", {} left unread", 100 - frames)),
         "{diag}"
     );
     if common::python().is_some() {
@@ -1439,7 +1446,8 @@ fn a_signal_stops_the_recording_at_once_and_counts_the_frames_left_unread() {
 
 /// Records `name` as `.npy` into `out` with `stop` (`--frames N` or `--duration S`, more
 /// than the test takes) until stopped: once its first cube is there, the recorder is frozen,
-/// `frames` frames are published and SIGTERM sent, then it runs again and finds them all at
+/// `frames` frames are published and SIGTERM sent to each of its threads (so the recording
+/// thread runs its handler before anything else), then it runs again and finds them all at
 /// once. Its exit status and diagnostics.
 fn signalled_while_frozen(
     name: &str,
@@ -1450,15 +1458,89 @@ fn signalled_while_frozen(
 ) -> (ExitStatus, String) {
     let mut r = record(name, out, &[stop, &["--format", "npy"]].concat());
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000.npy"));
+    let first = out.join(format!("{name}_000000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
     common::freeze(pid);
     publish(s, 1..=frames);
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Stopped, the process starts no thread meanwhile: the list is whole.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: libc::pid_t = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        // SAFETY: signalling a thread of our own (stopped) child.
+        let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
     common::thaw(pid);
     let st = r.wait_timeout(LONG);
     (st, r.diagnostics())
+}
+
+/// A stream unlinked while it is recorded ends its recording, which is said at once (not
+/// only in the summary once `--duration` is up), naming the stream, the frames on file and
+/// what to do; the other stream records on, and the status is 1.
+#[test]
+fn a_stream_unlinked_while_recorded_is_reported_at_once() {
+    let (gone, _c1, s) = camera("rec-stale", RING);
+    let (kept, _c2, _s2) = camera("rec-stale-kept", RING);
+    let out = out_dir("rec-stale");
+    let args = [
+        &kept,
+        "--duration",
+        "600",
+        "--per-file",
+        "2",
+        "--format",
+        "npy",
+    ];
+    let mut r = record(&gone, &out, &args);
+    let first = out.join(format!("{gone}_000000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    publish(&s, 1..=2);
+    // Its first file is finished (the table written) with its second frame.
+    wait_until(&mut r, "first table", || {
+        table_rows(&npy_table(&first)) == 2
+    });
+    shmstream::unlink(&gone).unwrap();
+    let said = format!("shmstream: error: {gone}: recording stopped with 2 frame(s) on file");
+    let start = Instant::now();
+    let line = loop {
+        let diag = r.diagnostics();
+        if let Some(line) = diag.lines().find(|l| l.starts_with(&said)) {
+            break line.to_owned();
+        }
+        assert!(
+            r.try_status().is_none(),
+            "recorder exited before reporting the unlink:\n{diag}"
+        );
+        assert!(
+            start.elapsed() < LONG,
+            "the unlink not reported in {LONG:?}:\n{diag}"
+        );
+        // Polling the stderr a pipe reader collects; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(
+        line.contains(&format!("stream '{gone}' was unlinked"))
+            && line.ends_with("record the new stream again, into another --out directory"),
+        "{line}"
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(r.pid() as i32, libc::SIGTERM) }, 0);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(
+        diag.lines()
+            .any(|l| l.starts_with(&format!("{gone}: 2 frames in 1 file(s)"))
+                && l.contains("FAILED")),
+        "{diag}"
+    );
+    assert!(
+        diag.lines()
+            .any(|l| l.starts_with(&format!("{kept}: 0 frames in 1 file(s)"))
+                && !l.contains("FAILED")),
+        "{diag}"
+    );
+    let _ = std::fs::remove_dir_all(out);
 }
 
 /// The number before `what` in the summary line (", 12 lost"), 0 if it is not there.
@@ -1512,7 +1594,7 @@ fn duration_stop_drains_frames_published_in_time(duration: Duration) -> bool {
     let secs = duration.as_secs().to_string();
     let mut r = record(&name, &out, &["--duration", &secs, "--format", "npy"]);
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000.npy"));
+    let first = out.join(format!("{name}_000000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
     // The recorder's clock started before its first cube was there.
     let time_up = Instant::now() + duration;
@@ -1576,7 +1658,7 @@ fn unseen_frames_at_the_end_of_a_duration_are_lost(py: &Path, duration: Duration
     let secs = duration.as_secs().to_string();
     let mut r = record(&name, &out, &["--duration", &secs, "--format", "npy"]);
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000.npy"));
+    let first = out.join(format!("{name}_000000000.npy"));
     wait_until(&mut r, "first cube", || first.exists());
     // The recorder's clock started before its first cube was there, and after `spawned`.
     let time_up = Instant::now() + duration;
@@ -1697,7 +1779,7 @@ fn record_preloaded(
             .env("PRELOAD_OUT_DIR", &out);
         common::default_stop_signals(&mut c);
         let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
-        let cubes = [0, 1].map(|i| out.join(format!("{name}_00000{i}.{format}")));
+        let cubes = [0, 1].map(|i| out.join(format!("{name}_00000000{i}.{format}")));
         assert!(diag.contains(loaded), "{format}: not preloaded: {diag}");
         check(format, st, &diag, cubes);
         let _ = std::fs::remove_dir_all(out);
@@ -1853,7 +1935,7 @@ fn with_fsync_the_directories_created_for_out_are_put_on_the_disk_too() {
     let cubes = files_in(&out);
     assert!(
         [0, 1]
-            .map(|i| format!("{name}_00000{i}.npy"))
+            .map(|i| format!("{name}_00000000{i}.npy"))
             .iter()
             .all(|c| cubes.contains(c)),
         "{cubes:?}"

@@ -1,7 +1,7 @@
 //! FITS cubes for `record`: the frames as one image (the frame axis last, NAXIS(ndim+1) =
 //! frames, so numpy sees `(frames, *shape)`; the stream's dtype mapped to BITPIX with
 //! cfitsio's BZERO convention for unsigned types) and a binary table `FRAMES` of frame id,
-//! count, write time and record time per frame. The header's `STREAM` card holds the
+//! count, write time and record time per frame (UNIX seconds, `TUNITn = 's'`). The header's `STREAM` card holds the
 //! stream's name whole, continued over `CONTINUE` cards past 68 characters (the FITS 4.0
 //! long-string convention, which astropy joins), with `%`, every byte outside printable
 //! ASCII, the spaces it ends with (which FITS ignores), `'` (doubled in a FITS string,
@@ -159,6 +159,9 @@ fn axis_card(axis: usize, frames: usize) -> Vec<u8> {
 const U64_ZERO: &str = "9223372036854775808";
 const U64_FLIP: u64 = 1 << 63;
 
+/// What the `FRAMES` times are (their unit, `TUNITn`, is `s`).
+const UNIX_TIME: &str = "UNIX time, s since 1970-01-01 UTC";
+
 /// The `FRAMES` binary table extension of `meta`, header and rows, padded to whole blocks.
 fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     let int = |key: &str, v: u64, comment: &str| card(key, &v.to_string(), comment);
@@ -187,8 +190,15 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
         card("TZERO2", U64_ZERO, "offset for unsigned integers"),
         card("TTYPE3", &text("WRITE_TIME"), "label for field 3"),
         card("TFORM3", &text("1D"), "data format of field: 8-byte DOUBLE"),
+        card("TUNIT3", &text("s"), UNIX_TIME),
         card("TTYPE4", &text("RECORD_TIME"), "label for field 4"),
         card("TFORM4", &text("1D"), "data format of field: 8-byte DOUBLE"),
+        card("TUNIT4", &text("s"), UNIX_TIME),
+        format!(
+            "{:<80}",
+            format!("COMMENT WRITE_TIME, RECORD_TIME: {UNIX_TIME}")
+        )
+        .into_bytes(),
         card(
             "EXTNAME",
             &text("FRAMES"),
@@ -197,6 +207,8 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     ]
     .concat();
     hdu.extend_from_slice(format!("{:<80}", "END").as_bytes());
+    // One block, as `FitsCube::file_len` counts it.
+    debug_assert!(hdu.len() <= BLOCK as usize, "FRAMES header past one block");
     hdu.resize(BLOCK as usize, b' ');
     for m in meta {
         hdu.extend_from_slice(&(m.frame_id ^ U64_FLIP).to_be_bytes());
@@ -550,6 +562,13 @@ mod tests {
         let t = frames_table(&[meta; 91]);
         assert_eq!(t.len(), 3 * 2880, "91 rows of 32 bytes take two blocks");
         assert_eq!(&t[..30], b"XTENSION= 'BINTABLE'          ");
+        let cards: Vec<&[u8]> = t[..2880].chunks(80).collect();
+        assert!(cards.contains(&&card("TUNIT3", &text("s"), UNIX_TIME)[..]));
+        assert!(cards.contains(&&card("TUNIT4", &text("s"), UNIX_TIME)[..]));
+        assert!(
+            cards.iter().any(|c| c.starts_with(b"END     ")),
+            "one block"
+        );
         assert_eq!(
             &t[2880..2888],
             &(7 - i64::MAX - 1).to_be_bytes(),

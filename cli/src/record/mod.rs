@@ -12,9 +12,9 @@
 //! at once (one ignored when it started stays ignored, as `nohup` ignores SIGHUP), counting
 //! the frames left unread (of those it still wanted). A file-size limit (`ulimit -f`) acts as
 //! a full disk: SIGXFSZ is ignored, so the write past it fails and the file is finished.
-//! Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`), `--per-file` frames each,
-//! `<name>` as [`file_stem`] makes it: the first is created when recording starts, each next
-//! one when its first frame is in hand. Streams whose files
+//! Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`; `<index>` 9 digits),
+//! `--per-file` frames each, `<name>` as [`file_stem`] makes it: the first is created when
+//! recording starts, each next one when its first frame is in hand. Streams whose files
 //! would share names, and existing files, are refused (nothing is overwritten). A full file
 //! is finished (table, header: cheap) before the next one fills, and closed, left to the
 //! page cache (the close failing on the write errors a network file system, NFS, CIFS or
@@ -22,7 +22,9 @@
 //! the write errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
 //! directory), on a thread of its own while the next one fills, so the recording goes at the
 //! disk's write speed; a `DIR` it creates (and each directory created above it) has its own
-//! entry put on the disk once, before recording. The summary counts the frames on file.
+//! entry put on the disk once, before recording. A stream whose recording fails (unlinked or
+//! re-created) is reported at once, the others record on. The summary counts the frames on
+//! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
 //! the summary's write fails instead of killing the recorder); frames already written stay
@@ -40,8 +42,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use shmstream::{Error, RingFrame, Stream, WaitStrategy};
@@ -144,6 +146,8 @@ struct Progress {
     done: AtomicBool,
     /// Nanoseconds from the start until the last frame was on file (set when done).
     took_ns: AtomicU64,
+    /// Why the recording failed (set before `done`): reported at once.
+    error: OnceLock<String>,
 }
 
 /// A frame buffer aligned for every element type (the bytes are viewed as pixels).
@@ -170,18 +174,25 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Digits of a cube index in a file name: fixed, so that the files sort in order by name
+/// (a million 1-frame files take 8 minutes at 2 kHz; a billion, 6 days).
+const INDEX_DIGITS: usize = 9;
+
 /// Longest [`file_stem`]: with `_`, a cube index of up to 20 digits and `.frames.csv`,
 /// file names stay under the 255 bytes of `NAME_MAX`.
 const MAX_STEM: usize = 200;
 
 /// The start of a stream's file names: its name with every character but `[A-Za-z0-9._-]`
-/// made `_`; one longer than [`MAX_STEM`] is cut to fit with `-` and the 14 hex digits of
-/// the stream's segment id (a SHA-1 of the whole name) at the end.
+/// made `_`, and a leading `.` or `-` too (no hidden file missed by `*.fits`, no file name
+/// taken for an option); one longer than [`MAX_STEM`] is cut to fit with `-` and the 14
+/// hex digits of the stream's segment id (a SHA-1 of the whole name) at the end.
 fn file_stem(name: &str) -> String {
     let stem: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+        .enumerate()
+        .map(|(i, c)| {
+            let kept = if i == 0 { "_" } else { "-_." };
+            if c.is_ascii_alphanumeric() || kept.contains(c) {
                 c
             } else {
                 '_'
@@ -203,7 +214,8 @@ fn cube_path(plan: &Plan, stem: &str, index: usize) -> PathBuf {
         Format::Fits => "fits",
         Format::Npy => "npy",
     };
-    plan.out.join(format!("{stem}_{index:06}.{ext}"))
+    plan.out
+        .join(format!("{stem}_{index:0INDEX_DIGITS$}.{ext}"))
 }
 
 /// That file and any table beside it.
@@ -216,17 +228,23 @@ fn cube_files(plan: &Plan, stem: &str, index: usize) -> Vec<PathBuf> {
 }
 
 /// Refuses two streams whose files would share names (one name twice, or names that differ
-/// only in characters [`file_stem`] replaces): both would write into one file.
+/// only in characters [`file_stem`] replaces, or in ASCII case: one file on a
+/// case-insensitive file system): both would write into one file.
 fn refuse_shared_files(names: &[String]) -> Fallible {
     let mut seen: HashMap<String, &str> = HashMap::new();
     for name in names {
-        if let Some(first) = seen.insert(file_stem(name), name) {
+        if let Some(first) = seen.insert(file_stem(name).to_ascii_lowercase(), name) {
             return Err(if first == name {
                 format!("stream '{name}' is given twice: give each stream once")
             } else {
+                let (a, b) = (file_stem(first), file_stem(name));
+                let shared = if a == b {
+                    format!("files named '{a}_*'")
+                } else {
+                    format!("files named '{a}_*' and '{b}_*', one on a case-insensitive file system")
+                };
                 format!(
-                    "streams '{first}' and '{name}' would both be recorded into files named '{}_*': record them in separate --out directories",
-                    file_stem(name)
+                    "streams '{first}' and '{name}' would both be recorded into {shared}: record them in separate --out directories"
                 )
             }
             .into());
@@ -353,7 +371,11 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
                         progress_line,
                         started,
                     };
-                    record_stream(s, plan, p, started, dir).map_err(|e| e.to_string())
+                    let r = record_stream(s, plan, p, started, dir).map_err(|e| e.to_string());
+                    if let Err(e) = &r {
+                        let _ = p.error.set(e.clone());
+                    }
+                    r
                 })
             })
             .collect();
@@ -398,8 +420,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             }
         );
     }
-    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
-        return Err(e.into());
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        return Err(format!("the recording of {failed} stream(s) failed (see above)").into());
     }
     if lost_total > 0 {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
@@ -424,10 +447,34 @@ impl Drop for Done<'_> {
     }
 }
 
-/// The progress line on a terminal, until every recorder is done.
+/// The progress line on a terminal, until every recorder is done; a recorder that fails is
+/// reported at once (a stream unlinked an hour before the end of `--duration`).
 fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
     let tty = std::io::stderr().is_terminal();
-    while !progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
+    let mut reported = vec![false; progress.len()];
+    // Whether the progress line is drawn (and the cursor still on it).
+    let mut drawn = false;
+    loop {
+        for ((name, p), reported) in plan.names.iter().zip(progress).zip(&mut reported) {
+            if *reported || !p.done.load(Ordering::Acquire) {
+                continue;
+            }
+            *reported = true;
+            if let Some(e) = p.error.get() {
+                if std::mem::take(&mut drawn) {
+                    term::errln!();
+                }
+                term::errln!(
+                    "shmstream: error: {}: recording stopped with {} frame(s) on file: {}",
+                    term::printable(name),
+                    p.kept.load(Ordering::Relaxed),
+                    term::printable(e)
+                );
+            }
+        }
+        if progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
+            break;
+        }
         std::thread::park_timeout(Duration::from_millis(250));
         if tty {
             let frames: u64 = progress
@@ -443,9 +490,10 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
                 plan.names.len(),
                 started.elapsed().as_secs_f64()
             );
+            drawn = true;
         }
     }
-    if tty {
+    if drawn {
         term::errln!();
     }
 }
@@ -610,6 +658,12 @@ fn record_stream(
                     return Ok(());
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
+                Err(Error::Stale { name }) => {
+                    return Err(format!(
+                        "stream '{name}' was unlinked or replaced by a newer stream of the same name: record the new stream again, into another --out directory"
+                    )
+                    .into());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -773,6 +827,49 @@ mod tests {
         let other = format!("{}b", "a".repeat(255));
         assert_ne!(file_stem(&other), stem, "the cut-off part still counts");
         assert_eq!(file_stem(&long[..MAX_STEM]), long[..MAX_STEM]);
+    }
+
+    #[test]
+    fn a_leading_dot_or_dash_becomes_an_underscore_and_still_collides() {
+        assert_eq!(file_stem(".cam"), "_cam");
+        assert_eq!(file_stem("-x"), "_x");
+        assert_eq!(
+            file_stem("a.b-c"),
+            "a.b-c",
+            "kept after the first character"
+        );
+        let names = |n: &[&str]| n.iter().map(|&n| n.to_owned()).collect::<Vec<_>>();
+        let e = refuse_shared_files(&names(&[".cam", "_cam"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'.cam' and '_cam'"), "{e}");
+        refuse_shared_files(&names(&[".cam", "cam"])).unwrap();
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_are_refused() {
+        let names = ["Cam".to_owned(), "cam".to_owned()];
+        let e = refuse_shared_files(&names).unwrap_err().to_string();
+        assert!(e.contains("case-insensitive"), "{e}");
+    }
+
+    #[test]
+    fn cube_files_sort_by_name_in_index_order_past_a_million() {
+        let plan = Plan {
+            names: Vec::new(),
+            out: PathBuf::from("out"),
+            frames: None,
+            duration: None,
+            per_file: 1,
+            format: Format::Fits,
+            fsync: false,
+        };
+        let [a, b, c] = [999_999, 1_000_000, 999_999_999].map(|i| cube_path(&plan, "cam", i));
+        assert!(a < b && b < c, "{a:?} {b:?} {c:?}");
+        assert_eq!(
+            cube_path(&plan, "cam", 0),
+            Path::new("out/cam_000000000.fits")
+        );
     }
 
     #[test]
