@@ -25,7 +25,8 @@ pub(crate) const MAX_PARK: Duration = Duration::from_millis(50);
 thread_local! {
     /// This thread's park cap in unit tests: a test raises it so that a wake that misses
     /// leaves its waiter parked until the timeout instead of polling every [`MAX_PARK`].
-    static PARK_CAP: std::cell::Cell<Duration> = const { std::cell::Cell::new(MAX_PARK) };
+    pub(crate) static PARK_CAP: std::cell::Cell<Duration> =
+        const { std::cell::Cell::new(MAX_PARK) };
 }
 
 /// The longest single park.

@@ -189,10 +189,11 @@ impl Stream {
                     self.refuse_inside_own_fill()?;
                     // Not at every pause: see `Waiter::writer_check_due`. A live writer may
                     // hold its bracket open for good: an unlink meanwhile ends the wait too
-                    // (rate limited, as every wait looks).
-                    if let Some(w) = &waiter
-                        && w.writer_check_due()
-                    {
+                    // (rate limited, as every wait looks). The waiter is made first, so a
+                    // wait that parks at once looks before its first park.
+                    let w =
+                        waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
+                    if w.writer_check_due() {
                         self.check_generation(false)?;
                         self.check_abandoned(s)?;
                     }
@@ -308,10 +309,10 @@ impl Stream {
     }
 
     pub(crate) fn record_read(&self, f: FrameInfo) -> FrameInfo {
-        // Plain loads and stores, no read-modify-write: the counters are per handle and
-        // advisory, and threads sharing one handle race on them only for their bookkeeping.
-        let last = self.reads.last_count.load(Ordering::Relaxed);
-        self.reads.last_count.store(f.count, Ordering::Relaxed);
+        // The last count only moves forward: threads sharing the handle may record their
+        // frames out of order, and `read_new` must not return the newer frame again. The
+        // missed counters are advisory (plain loads and stores).
+        let last = self.reads.last_count.fetch_max(f.count, Ordering::Relaxed);
         // The baseline it qualified is gone.
         self.reads.pending_even.store(0, Ordering::Relaxed);
         let missed = f.count.saturating_sub(last).saturating_sub(1);
@@ -397,6 +398,7 @@ impl Stream {
     }
 
     /// A safe snapshot into a caller-owned buffer (no allocation). Returns the frame's count.
+    /// On error, `dst` is unspecified (it may hold a torn copy).
     pub fn read_into_slice<T: Element>(&self, dst: &mut [T]) -> Result<u64> {
         Ok(self
             .read_into_slice_with(
@@ -409,6 +411,7 @@ impl Stream {
     }
 
     /// A safe snapshot into a caller-owned array of the stream's shape (no allocation).
+    /// On error, `dst` is unspecified (it may hold a torn copy).
     pub fn read_into<T: Element, D: Dimension>(
         &self,
         dst: &mut ArrayViewMut<'_, T, D>,
@@ -441,7 +444,8 @@ impl Stream {
         Ok(Publication { payload, info })
     }
 
-    /// [`Stream::read_publication`] into a caller-owned buffer.
+    /// [`Stream::read_publication`] into a caller-owned buffer. On error, `dst` is
+    /// unspecified (it may hold a torn copy).
     pub fn read_publication_into<T: Element>(&self, dst: &mut [T]) -> Result<FrameInfo> {
         self.read_into_slice_with(
             Want::Now,
@@ -452,7 +456,8 @@ impl Stream {
     }
 
     /// [`Stream::read_new_into_slice`] into raw bytes (C order, native endian), for tools that
-    /// move frames without looking at them. `dst` must be `size_bytes()` long.
+    /// move frames without looking at them. `dst` must be `size_bytes()` long. On error,
+    /// `dst` is unspecified (it may hold a torn copy).
     pub fn read_new_into_bytes(
         &self,
         dst: &mut [u8],
@@ -463,7 +468,7 @@ impl Stream {
 
     /// [`Stream::read_publication_into`] into raw bytes (C order, native endian): the
     /// current frame with its count, frame id and write time. `dst` must be `size_bytes()`
-    /// long.
+    /// long. On error, `dst` is unspecified (it may hold a torn copy).
     pub fn read_publication_into_bytes(&self, dst: &mut [u8]) -> Result<FrameInfo> {
         self.read_bytes_with(
             Want::Now,
@@ -497,6 +502,10 @@ impl Stream {
     /// Waits until the stream's count exceeds `after` (level-triggered: a count already past
     /// `after` returns at once) and returns the count. `None` waits forever. The thread that
     /// holds the stream's write lock is refused a wait ([`Error::Unsupported`]).
+    ///
+    /// Except after an aborted write or a writer that died mid-write: the handle reports it
+    /// once ([`Error::Inconsistent`]), then waits for the next good write even with the
+    /// count past `after`. A writer inside its bracket is waited out too.
     pub fn wait_for_count(&self, after: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_for(Want::After(after), timeout)
     }
@@ -563,6 +572,7 @@ impl Stream {
     }
 
     /// [`Stream::read_after`] into a caller-owned buffer; returns the frame's count.
+    /// On error, `dst` is unspecified (it may hold a torn copy).
     pub fn read_after_into_slice<T: Element>(
         &self,
         after: u64,
@@ -603,6 +613,7 @@ impl Stream {
     }
 
     /// [`Stream::read_new`] into a caller-owned buffer; returns the frame's count.
+    /// On error, `dst` is unspecified (it may hold a torn copy).
     pub fn read_new_into_slice<T: Element>(
         &self,
         dst: &mut [T],
@@ -828,6 +839,67 @@ mod tests {
             drop((r, idle, w));
             crate::unlink(&name).unwrap();
         }
+    }
+
+    /// A parking reader that arrives after a writer died inside its bracket (nobody has
+    /// marked it) reports the death before its first park (row 2: "a reader arriving later
+    /// reports it at once"). Its first pause skipped the look, so it parked a full
+    /// `MAX_PARK` first. Here the reader thread's park cap is an hour and its timeout 60 s:
+    /// a read that parks before it looks returns only at its deadline, past the bound.
+    #[test]
+    fn a_parking_reader_reports_a_dead_writers_bracket_before_its_first_park() {
+        let name = format!("read-park-dead-{}", crate::sys::pid());
+        let _ = crate::unlink(&name);
+        let w = crate::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap();
+        w.write_slice(&[1u8; 4]).unwrap();
+        let r = Stream::open_readonly(&name).unwrap();
+        r.set_wait_strategy(WaitStrategy::Park);
+        // The dead writer: its bracket stays open, its lock is free.
+        let _abandoned = seqlock::begin_write(&w.header);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Detached: a read that parks first stays parked until its deadline.
+        std::thread::spawn(move || {
+            crate::notify::PARK_CAP.set(Duration::from_secs(3600));
+            let _ = tx.send(r.read_new::<u8>(Some(Duration::from_secs(60))));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        drop(w);
+        crate::unlink(&name).unwrap();
+        let got = got.expect("the reader parked before it looked for the dead writer");
+        assert!(matches!(got, Err(Error::Inconsistent { .. })), "{got:?}");
+    }
+
+    /// Threads sharing one handle may record their reads out of order: one validates frame
+    /// 11, another reads and records frame 12, then the first records 11. The handle's last
+    /// count went back to 11, and its next `read_new` returned frame 12 a second time
+    /// (row 1).
+    #[test]
+    fn a_read_recorded_late_does_not_move_the_last_count_back() {
+        let (name, s) = stream("record-out-of-order");
+        let r = Stream::open(&name).unwrap();
+        for k in 1..=12u8 {
+            s.write_slice(&[k; 4]).unwrap();
+        }
+        assert_eq!(s.count(), 12);
+        let frame = |count| FrameInfo {
+            count,
+            frame_id: count,
+            write_time: 0.0,
+            missed: 0,
+        };
+        r.record_read(frame(12));
+        let late = r.record_read(frame(11));
+        assert_eq!(late.missed, 0);
+        assert_eq!(r.last_read_count(), 12);
+        let again = r.read_new::<u8>(Some(Duration::ZERO));
+        assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
+        drop((r, s));
+        crate::unlink(&name).unwrap();
     }
 
     /// A read of `s` (no timeout) that a writer starves: a whole write lands during each
