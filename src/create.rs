@@ -139,6 +139,32 @@ fn abandoned(name: &str) -> Error {
     }
 }
 
+/// Bytes of shared memory a stream of `size` payload bytes keeping `history` frames takes:
+/// its payload, `_meta` and history ring.
+pub(crate) fn stream_bytes(size: usize, history: usize) -> u64 {
+    let ring = match history {
+        0 => 0,
+        n => crate::history::ring_bytes(n, size).unwrap_or(usize::MAX),
+    };
+    (size as u64)
+        .saturating_add(META_BYTES as u64)
+        .saturating_add(ring as u64)
+}
+
+/// This process's file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) in bytes; `None` when
+/// unlimited or unknown. Sizing a segment past it raises `SIGXFSZ`, whose default action
+/// kills the process ([`Segment::create`] refuses such a size first).
+pub(crate) fn file_size_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writes of one `rlimit` for the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+    #[allow(clippy::unnecessary_cast)] // the field type differs between targets
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+}
+
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
 /// holds the stream's name lock.
 pub(crate) fn build(
@@ -193,6 +219,17 @@ pub(crate) fn build(
             sys::random_id().map_err(|e| Error::io(name, "drawing an instance id", e))?;
         let history = match o.history {
             0 => None,
+            #[cfg(test)]
+            n if tests::RING_FULL.with(|f| f.replace(false)) => {
+                let bytes = crate::history::ring_bytes(n, size).unwrap_or(0);
+                let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(Error::creating(
+                    name,
+                    "creating the history segment",
+                    bytes,
+                    full,
+                ));
+            }
             n => Some(crate::history::Ring::create(
                 name,
                 &building[2],
@@ -203,7 +240,18 @@ pub(crate) fn build(
         };
         Ok((payload, meta, instance_id, history))
     })();
-    let (payload, meta, instance_id, history) = made.inspect_err(|_| forget_building())?;
+    let (payload, meta, instance_id, history) = made.map_err(|e| {
+        forget_building();
+        // The whole stream did not fit, in the room there is without its parts made so far.
+        match e {
+            Error::NoSpace { name, .. } => Error::NoSpace {
+                name,
+                needed: stream_bytes(size, o.history),
+                available: sys::shm_available(),
+            },
+            e => e,
+        }
+    })?;
     let pid = sys::pid();
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
     // published, so an opener that sees the header can attach.
@@ -273,4 +321,57 @@ pub(crate) fn build(
     }
     forget_building();
     Ok((decoded, header, meta, payload, gpu, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dtype, Error};
+
+    thread_local! {
+        /// The next history ring this thread's [`build`] makes fails as `/dev/shm` full would.
+        pub(super) static RING_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// `NoSpace` says the bytes of the whole stream (payload, `_meta` and ring; it said the
+    /// failing segment's) and the room once the parts made were removed (it was measured
+    /// with them). A ring as large as the payload, which takes 0.6 of the room, cannot fit;
+    /// where `/dev/shm` has over 4 GiB free, the ring of a 256 MiB payload fails as if full.
+    #[test]
+    fn no_space_says_the_whole_stream_and_the_room_without_its_parts() {
+        let name = format!("nospace-whole-{}", sys::pid());
+        let _ = crate::catalog::unlink(&name);
+        let free = sys::shm_available().expect("statvfs /dev/shm");
+        let real = free <= 4 << 30;
+        let payload = if real {
+            (free / 10 * 6) as usize
+        } else {
+            eprintln!("/dev/shm has {free} bytes free: its ring fails as a full one would");
+            RING_FULL.with(|f| f.set(true));
+            256 << 20
+        };
+        let made = StreamOptions::new(&name)
+            .shape(&[payload])
+            .dtype(Dtype::U8)
+            .history(1)
+            .create();
+        RING_FULL.with(|f| f.set(false));
+        match made {
+            Err(Error::NoSpace {
+                needed,
+                available: Some(available),
+                ..
+            }) => {
+                assert_eq!(needed, stream_bytes(payload, 1));
+                assert!(needed >= 2 * payload as u64, "{needed} for {payload}");
+                // Measured without the payload made: about the room there was.
+                assert!(
+                    available >= free - payload as u64 / 2,
+                    "{available} free of {free}, payload {payload}"
+                );
+            }
+            other => panic!("{:?}", other.map(drop)),
+        }
+        assert!(!segment::stream_parts_exist(&name::segment_id(&name)));
+    }
 }

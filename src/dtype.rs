@@ -112,6 +112,33 @@ impl Dtype {
         })
     }
 
+    /// Parses numpy's name only (`"uint8"`, not `"u8"`), as a [`crate::StreamConfig`] spells
+    /// its dtype: pyshmem hands the string to numpy, which reads some of this crate's short
+    /// names as other types (`"u8"` is `uint64` there). Any other spelling is refused with
+    /// the numpy name to write instead.
+    pub fn from_numpy_name_only(name: &str) -> Result<Dtype, String> {
+        if let Some(d) = Self::ALL.into_iter().find(|d| d.numpy_name() == name) {
+            return Ok(d);
+        }
+        // numpy's reading of the short names that are numpy spellings too.
+        let numpy_reads = match name {
+            "u8" => Some("uint64"),
+            "i8" => Some("int64"),
+            "f16" => Some("float128"),
+            _ => None,
+        };
+        Err(match (Dtype::from_numpy_name(name), numpy_reads) {
+            (Some(d), Some(theirs)) => format!(
+                "dtype '{name}' is ambiguous: numpy (and pyshmem) read it as {theirs}, this                  library as {d}; write \"{d}\" (or the numpy name of the type meant)"
+            ),
+            (Some(d), None) => format!("dtype '{name}' is not a numpy name: write \"{d}\""),
+            (None, _) => {
+                let known: Vec<_> = Dtype::ALL.iter().map(|d| d.numpy_name()).collect();
+                format!("unknown dtype '{name}' (numpy names: {})", known.join(", "))
+            }
+        })
+    }
+
     /// The short Rust-style name (`f32`, `u8`, `c64`, `bool`).
     pub fn short_name(self) -> &'static str {
         match self {
@@ -147,6 +174,15 @@ impl std::str::FromStr for Dtype {
             format!("unknown dtype '{s}' (known: {})", known.join(", "))
         })
     }
+}
+
+/// Deserializes a [`Dtype`] from its numpy name only ([`Dtype::from_numpy_name_only`]).
+pub(crate) fn deserialize_numpy_name<'de, D>(d: D) -> Result<Dtype, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let name = String::deserialize(d)?;
+    Dtype::from_numpy_name_only(&name).map_err(serde::de::Error::custom)
 }
 
 mod sealed {
@@ -347,6 +383,33 @@ mod tests {
             assert_eq!(d.short_name().parse::<Dtype>(), Ok(d));
         }
         assert!("float128".parse::<Dtype>().unwrap_err().contains("float32"));
+    }
+
+    /// The short names numpy reads as other types are refused, naming both readings.
+    #[test]
+    fn numpy_names_only_refuse_the_short_names() {
+        for d in Dtype::ALL {
+            assert_eq!(Dtype::from_numpy_name_only(d.numpy_name()), Ok(d));
+        }
+        let e = Dtype::from_numpy_name_only("u8").unwrap_err();
+        assert!(e.contains("uint64") && e.contains("\"uint8\""), "{e}");
+        assert!(
+            Dtype::from_numpy_name_only("i8")
+                .unwrap_err()
+                .contains("int64")
+        );
+        assert!(
+            Dtype::from_numpy_name_only("f16")
+                .unwrap_err()
+                .contains("float128")
+        );
+        let e = Dtype::from_numpy_name_only("c64").unwrap_err();
+        assert!(e.contains("\"complex64\""), "{e}");
+        assert!(
+            Dtype::from_numpy_name_only("float128")
+                .unwrap_err()
+                .contains("float32")
+        );
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub enum Error {
         /// What is wrong, and the remedy.
         reason: String,
     },
-    /// `/dev/shm` has no room for a new stream's segment.
+    /// `/dev/shm` has no room for a new stream.
     #[error(
         "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {}: remove streams nobody uses (`shmstream purge`), make this one smaller, or enlarge /dev/shm",
         room(.available)
@@ -235,10 +235,23 @@ pub enum Error {
     NoSpace {
         /// The stream.
         name: String,
-        /// Bytes of the segment that did not fit.
+        /// Bytes of the whole stream: payload, `_meta` and history ring.
         needed: u64,
-        /// Bytes free in `/dev/shm` when it failed, if known.
+        /// Bytes free in `/dev/shm` once the parts made so far were removed, if known.
         available: Option<u64>,
+    },
+    /// A segment of a new stream is larger than this process's file-size limit
+    /// (`ulimit -f`, `RLIMIT_FSIZE`): nothing was made.
+    #[error(
+        "stream '{name}' needs a shared-memory segment of {needed} bytes, over this process's file-size limit (`ulimit -f`) of {limit} bytes: raise the limit (`ulimit -f unlimited`) or make the stream smaller"
+    )]
+    FileSizeLimit {
+        /// The stream.
+        name: String,
+        /// Bytes of the segment refused.
+        needed: u64,
+        /// The limit, in bytes.
+        limit: u64,
     },
     /// An operating-system call failed. The process or the system out of file descriptors
     /// (`EMFILE`, `ENFILE`) or memory (`ENOMEM`) is said with the remedy.
@@ -352,21 +365,31 @@ impl Error {
     }
 
     /// Creating a shared-memory segment of `bytes` failed: [`Error::NoSpace`] when `/dev/shm`
-    /// is full, else [`Error::Io`] doing `op`.
+    /// is full (`needed` is the segment's; the creator says the stream's, and the room
+    /// once it removed what it made), [`Error::FileSizeLimit`] when `bytes` is over the
+    /// file-size limit, else [`Error::Io`] doing `op`.
     pub(crate) fn creating(
         name: &str,
         op: &'static str,
         bytes: usize,
         source: std::io::Error,
     ) -> Error {
-        if source.raw_os_error() == Some(libc::ENOSPC) {
-            return Error::NoSpace {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) => Error::NoSpace {
                 name: name.to_owned(),
                 needed: bytes as u64,
-                available: crate::sys::shm_available(),
-            };
+                available: None,
+            },
+            Some(libc::EFBIG) => match crate::create::file_size_limit() {
+                Some(limit) if bytes as u64 > limit => Error::FileSizeLimit {
+                    name: name.to_owned(),
+                    needed: bytes as u64,
+                    limit,
+                },
+                _ => Error::io(name, op, source),
+            },
+            _ => Error::io(name, op, source),
         }
-        Error::io(name, op, source)
     }
 
     /// The stream the error is about.
@@ -395,6 +418,7 @@ impl Error {
             | Error::NoHistory { name }
             | Error::InvalidHistory { name, .. }
             | Error::NoSpace { name, .. }
+            | Error::FileSizeLimit { name, .. }
             | Error::Io { name, .. } => name,
         }
     }

@@ -27,8 +27,13 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates a new object of `len` bytes (mode 0600, zero-filled), failing if it exists or
-    /// if `/dev/shm` has no room for all of it (`ENOSPC`).
+    /// if `/dev/shm` has no room for all of it (`ENOSPC`). A `len` past the file-size limit
+    /// (`ulimit -f`) fails with `EFBIG` before anything is made: sizing the object would
+    /// raise `SIGXFSZ`, whose default action kills the process.
     pub(crate) fn create(id: &str, len: usize) -> io::Result<Segment> {
+        if crate::create::file_size_limit().is_some_and(|limit| len as u64 > limit) {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        }
         let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)
             .map_err(|e| taken_by_what(e, id))?;
         let made = (|| {

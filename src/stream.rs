@@ -131,8 +131,12 @@ pub struct StreamConfig {
     pub name: String,
     /// Shape.
     pub shape: Vec<usize>,
-    /// Element type (numpy name in serialized form).
-    #[serde(default = "default_dtype")]
+    /// Element type: its numpy name in serialized form, and only that (`"uint8"`; `"u8"`,
+    /// which numpy reads as `uint64`, is refused: [`Dtype::from_numpy_name_only`]).
+    #[serde(
+        default = "default_dtype",
+        deserialize_with = "crate::dtype::deserialize_numpy_name"
+    )]
     pub dtype: Dtype,
     /// `"cuda:N"` for GPU streams.
     #[serde(default)]
@@ -713,13 +717,47 @@ fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<S
 }
 
 pub(crate) fn not_found(name: &str) -> Error {
-    let mut known = catalog::list_streams().unwrap_or_default();
-    known.retain(|k| k != name);
     Error::NotFound {
         name: name.to_owned(),
-        known,
+        known: known_streams(name),
         unfinished: false,
     }
+}
+
+/// The streams [`not_found`] names as a hint (`except` left out), sorted: each `_meta` of
+/// ours whose header decodes under the name it stores, that name hashing back to its id (a
+/// dead writer's leftover lock stamps are overlooked, as `open` clears them). Reads only,
+/// and each header once: no mapping, no retry, no lock taken, no lock file made, no stamp
+/// cleared. It runs in waits' polling loops and under other names' locks, so it must cost
+/// little and change nothing of other streams (`list` clears such stamps).
+fn known_streams(except: &str) -> Vec<String> {
+    use std::os::unix::fs::FileExt;
+    let Ok(dir) = std::fs::read_dir(sys::SHM_DIR) else {
+        return Vec::new();
+    };
+    let header_of = |id: &str| -> Option<String> {
+        let meta_id = format!("{id}_meta");
+        let file = sys::shm_open(&meta_id, libc::O_RDONLY | crate::trust::OPEN_FLAGS).ok()?;
+        crate::trust::check_file(&file, &crate::segment::path(&meta_id)).ok()?;
+        let mut b = vec![0u8; META_BYTES];
+        file.read_exact_at(&mut b, 0).ok()?;
+        let stored = format::stored_name(&b).filter(|s| name::segment_id(s) == id)?;
+        if let Err(FormatError::LockInconsistent) = format::decode(&b, Some(&stored)) {
+            b[format::offset::LOCK_OWNER_PID..][..8].fill(0);
+            b[format::offset::LOCK_DEPTH..][..4].fill(0);
+        }
+        format::decode(&b, Some(&stored)).ok().map(|h| h.name)
+    };
+    let mut known: Vec<String> = dir
+        .filter_map(|e| {
+            let file = e.ok()?.file_name();
+            let id = file.to_str()?.strip_suffix("_meta")?;
+            name::looks_like_segment_id(id).then(|| header_of(id))?
+        })
+        .filter(|k| k != except)
+        .collect();
+    known.sort();
+    known
 }
 
 /// `NotFound` for a name without `_meta`: `unfinished` when its payload is there (a regular
@@ -745,7 +783,8 @@ fn meta_not_found(name: &str) -> Error {
 /// holds the name's lock (pyshmem 1.4.0's `create` makes and sizes it under the lock, and
 /// its creator may be descheduled in between): it is waited for as
 /// [`wait_for_creation`] does (row 19). Short with the lock free (a creator killed before
-/// sizing it), it is corrupt.
+/// sizing it), it is corrupt. A header still invalid after [`DECODE_RETRY`] is waited for
+/// the same way ([`decode_after_creation`]): pyshmem writes it in place under the lock.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
     let id = name::meta_id(name);
@@ -766,15 +805,18 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             std::thread::sleep(Duration::from_millis(1));
         };
         if short(&opened) {
-            opened = wait_for_creation(
+            opened = match wait_for_creation(
                 name,
                 || {
                     let r = open();
                     (!short(&r)).then_some(r)
                 },
                 open,
-            )?
-            .unwrap_or(opened);
+            ) {
+                Waited::Saw(r) => r,
+                Waited::Unknown => opened,
+                Waited::TimedOut => return Err(not_found(name)),
+            };
         }
         let meta = opened.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => meta_not_found(name),
@@ -788,7 +830,10 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
                 decode_retrying(&meta, Some(name))
             }
-            Err(e @ (FormatError::BadMagic | FormatError::MissingName)) => {
+            // pyshmem writes its header in place under the name's lock, in steps that each
+            // leave it invalid for a moment: any rule broken but a short `_meta` (waited for
+            // above) and another stream's name may be one of them.
+            Err(e) if !matches!(e, FormatError::TooShort(_)) && !collides_by_name(name, &e) => {
                 match decode_after_creation(&meta, name, e)? {
                     Some(decoded) => decoded,
                     None if Instant::now() < deadline + DEFAULT_TIMEOUT => continue 'look,
@@ -800,7 +845,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         let h = h.map_err(|rule| match rule {
             // Another stream's header, whose name has this name's ids: not corrupt, and not
             // this name's to unlink.
-            FormatError::NameMismatch { ref found, .. } if catalog::collides(name, found) => {
+            FormatError::NameMismatch { ref found, .. } if collides_by_name(name, &rule) => {
                 catalog::collision(name, found)
             }
             rule => Error::CorruptHeader {
@@ -812,60 +857,96 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     }
 }
 
-/// pyshmem's `create` zero-fills the payload before it writes the header's magic, and sets up
-/// CUDA before it writes the name, all under the name's lock: a header without them whose lock
-/// is held may be a creation in progress (seconds for a large or GPU stream). Waits for it
-/// ([`wait_for_creation`]) and decodes again; a creator that died leaves the header as
-/// corrupt as it was, and `first` is what a lock this process cannot open reports. `None`:
-/// the creation failed and removed this `_meta` (look at the name again).
+/// Whether `e` says the header under `name`'s ids is another stream's, whose name has the
+/// same ids ([`catalog::collides`]): not corrupt, and no creation of `name`'s.
+fn collides_by_name(name: &str, e: &FormatError) -> bool {
+    matches!(e, FormatError::NameMismatch { found, .. } if catalog::collides(name, found))
+}
+
+/// pyshmem's `create` writes the header in place under the name's lock, in steps: it
+/// zero-fills the payload before the magic, sets up CUDA before the name, and stores the
+/// version, header size, instance id flag and CRC each after the word before it (the CRC
+/// flag before the CRC). A header that breaks a rule while somebody else holds the lock may
+/// be a creation in progress (seconds for a large or GPU stream): waits for it
+/// ([`wait_for_creation`]), decoding it again every millisecond. A header still without its
+/// magic or name then is not there yet (`NotFound`, row 19); one that breaks another rule is
+/// returned as it last decoded (corrupt), as is one a creator that died left, and `first` is
+/// what a lock this process cannot open reports. `None`: the creation failed and removed
+/// this `_meta` (look at the name again).
 fn decode_after_creation(
     meta: &Segment,
     name: &str,
     first: FormatError,
 ) -> Result<Option<std::result::Result<Header, FormatError>>> {
     let decode = || format::decode(&meta.snapshot(META_BYTES), Some(name));
+    let last = std::cell::RefCell::new(first);
     let waited = wait_for_creation(
         name,
-        || decode().ok().map(|h| Some(Ok(h))),
+        || match decode() {
+            Ok(h) => Some(Some(Ok(h))),
+            Err(e) => {
+                *last.borrow_mut() = e;
+                None
+            }
+        },
         // A creation that failed removed what it made (pyshmem unlinks its segments when its
         // CUDA setup fails): the stream is not there, whatever our mapping shows.
         || (!meta.is_unlinked()).then(decode),
-    )?;
-    Ok(waited.unwrap_or(Some(Err(first))))
+    );
+    let last = last.into_inner();
+    Ok(match waited {
+        Waited::Saw(decoded) => decoded,
+        Waited::TimedOut if matches!(last, FormatError::BadMagic | FormatError::MissingName) => {
+            return Err(not_found(name));
+        }
+        Waited::TimedOut | Waited::Unknown => Some(Err(last)),
+    })
+}
+
+/// What [`wait_for_creation`] saw.
+enum Waited<T> {
+    /// The creation's work (`look`), or what `under_lock` saw.
+    Saw(T),
+    /// Somebody else held the lock for all of [`DEFAULT_TIMEOUT`].
+    TimedOut,
+    /// A lock file this process cannot open.
+    Unknown,
 }
 
 /// Waits for a creation in progress under `name`'s lock, which every creator holds while it
 /// builds (ours, and pyshmem 1.4.0's `create`, under its `_locked_stream_name`): while
 /// somebody else holds the lock, calls `look` every millisecond until it sees the creation's
-/// work (`Some`), for up to [`DEFAULT_TIMEOUT`], then the stream is not there yet:
-/// `NotFound`, as row 19 promises. Once this call takes the lock (the creator finished, or
-/// died and the kernel dropped its flock), returns what `under_lock` sees while it holds it.
-/// No lock file at the path: nobody holds it, so `under_lock` runs at once, and none is made
-/// here. `None`: a lock file this process cannot open (the caller reports what it saw).
+/// work (`Some`), for up to [`DEFAULT_TIMEOUT`] (the caller says what that means: row 19).
+/// Once this call takes the lock (the creator finished, or died and the kernel dropped its
+/// flock), returns what `under_lock` sees while it holds it. No lock file at the path:
+/// nobody holds it, so `under_lock` runs at once, and none is made here.
 fn wait_for_creation<T>(
     name: &str,
     mut look: impl FnMut() -> Option<T>,
     under_lock: impl FnOnce() -> T,
-) -> Result<Option<T>> {
+) -> Waited<T> {
     let path = name::lock_path(name);
     if let Err(e) = std::fs::symlink_metadata(&path) {
-        return Ok((e.kind() == std::io::ErrorKind::NotFound).then(under_lock));
+        return match e.kind() {
+            std::io::ErrorKind::NotFound => Waited::Saw(under_lock()),
+            _ => Waited::Unknown,
+        };
     }
     let Ok(lock) = LockFile::attach(&path, name) else {
-        return Ok(None);
+        return Waited::Unknown;
     };
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
     loop {
         match NameLock::try_take(&lock, name) {
-            Ok(Some(_held)) => return Ok(Some(under_lock())),
+            Ok(Some(_held)) => return Waited::Saw(under_lock()),
             Ok(None) => {}
-            Err(_) => return Ok(None),
+            Err(_) => return Waited::Unknown,
         }
         if let Some(seen) = look() {
-            return Ok(Some(seen));
+            return Waited::Saw(seen);
         }
         if Instant::now() >= deadline {
-            return Err(not_found(name));
+            return Waited::TimedOut;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -875,13 +956,18 @@ fn wait_for_creation<T>(
 /// release) leaves them inconsistent, which the format refuses, so nobody could open the
 /// stream again. When nobody holds the write lock (the kernel dropped the dead holder's
 /// flock), the stamps are leftovers: clear them under the lock. Returns whether it did.
+/// A mapping shorter than a header (a `_meta` replaced by a short one since it was decoded)
+/// is left alone (`false`).
 pub(crate) fn clear_dead_lock_stamps(meta: &Segment, name: &str) -> Result<bool> {
+    if meta.len() < META_BYTES {
+        return Ok(false);
+    }
     let lock = LockFile::attach(&name::lock_path(name), name)?;
     if !lock.try_acquire(name)? {
         return Ok(false);
     }
-    // SAFETY: `meta` is a writable mapping of at least META_BYTES (decode checked the length),
-    // alive for this scope.
+    // SAFETY: `meta` is a writable mapping of at least META_BYTES (checked above), alive for
+    // this scope.
     let h = unsafe { MappedHeader::new(meta) };
     h.lock_owner_pid().store(0, Ordering::Relaxed);
     h.lock_depth().store(0, Ordering::Relaxed);
@@ -1017,6 +1103,73 @@ mod tests {
         assert_eq!((out, info.count), ([9u8; 4], 1));
         drop(first);
         second.unlink().unwrap();
+    }
+
+    /// A mapping shorter than a header (a scan reopens a `_meta` that may have been replaced
+    /// by a short one) is left alone: no store past its end, no lock file made.
+    #[test]
+    fn clearing_lock_stamps_leaves_a_short_mapping_alone() {
+        use std::os::unix::fs::FileExt;
+        let name = format!("short-stamps-{}", sys::pid());
+        let id = format!("ps_test_short_stamps_{}", sys::pid());
+        let _ = crate::segment::unlink(&id);
+        let _ = std::fs::remove_file(name::lock_path(&name));
+        let object = Segment::create(&id, META_BYTES).unwrap();
+        let stamp = 4_000_000i64.to_le_bytes();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(crate::segment::path(&id))
+            .unwrap();
+        file.write_all_at(&stamp, format::offset::LOCK_OWNER_PID as u64)
+            .unwrap();
+        let short = Segment::open_prefix(&id, true, 64).unwrap();
+        assert_eq!(short.len(), 64);
+        assert!(!clear_dead_lock_stamps(&short, &name).unwrap());
+        let after = object.snapshot(META_BYTES);
+        assert_eq!(after[format::offset::LOCK_OWNER_PID..][..8], stamp);
+        assert!(!name::lock_path(&name).exists());
+        crate::segment::unlink(&id).unwrap();
+    }
+
+    /// The not-found hint reads the other streams without touching them: a dead writer's
+    /// stamps left in a header are not cleared and no lock file is made for it (the hint
+    /// scanned as `list` does, which clears them, in waits' loops and under other locks).
+    #[test]
+    fn a_not_found_hint_leaves_other_streams_untouched() {
+        use std::os::unix::fs::FileExt;
+        let planted = format!("hint-planted-{}", sys::pid());
+        let _ = catalog::unlink(&planted);
+        drop(Stream::create(&planted, &[4], Dtype::U8).unwrap());
+        let lock = name::lock_path(&planted);
+        std::fs::remove_file(&lock).unwrap();
+        let meta = crate::segment::path(&name::meta_id(&planted));
+        // A writer killed between its two stamps: its pid stored, the depth not.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&meta)
+            .unwrap()
+            .write_all_at(
+                &4_000_000i64.to_le_bytes(),
+                format::offset::LOCK_OWNER_PID as u64,
+            )
+            .unwrap();
+        let before = std::fs::read(&meta).unwrap();
+        let missing = format!("hint-missing-{}", sys::pid());
+        match Stream::open(&missing) {
+            Err(Error::NotFound {
+                known,
+                unfinished: false,
+                ..
+            }) => assert!(known.contains(&planted), "{known:?}"),
+            other => panic!("{:?}", other.map(drop)),
+        }
+        assert_eq!(
+            std::fs::read(&meta).unwrap(),
+            before,
+            "the hint wrote a header"
+        );
+        assert!(!lock.exists(), "the hint made another stream's lock file");
+        catalog::unlink(&planted).unwrap();
     }
 
     /// Giving back an abandoned wait's report undoes only the mark that wait made: a report

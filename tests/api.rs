@@ -29,8 +29,54 @@ fn child_entry() {
             s.write_slice(&[1u32, 2, 3, 4]).unwrap();
             say(&format!("created {}", std::process::id()));
         }
+        // Creates a 4 MiB stream under a 1 MiB file-size limit, SIGXFSZ at its default
+        // action (kill): says why it was refused.
+        "create_over_the_file_size_limit" => {
+            let name: String = param("name");
+            // SAFETY: SIG_DFL installs no handler code.
+            unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            // SAFETY: `limit` is a valid rlimit for the call.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+            match Stream::create(&name, &[4 << 20], Dtype::U8) {
+                Err(e @ Error::FileSizeLimit { .. }) => say(&format!("refused {e}")),
+                other => panic!("{:?}", other.map(drop)),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// A stream over the file-size limit (`ulimit -f`) is refused with an error naming the
+/// stream, the limit and the remedy, and leaves nothing: sizing its segment raised SIGXFSZ,
+/// whose default action killed the process.
+#[test]
+fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
+    let name = unique_name("fsize");
+    let _c = Cleanup::new([&name]);
+    let lines = child("child_entry", "create_over_the_file_size_limit")
+        .param("name", &name)
+        .run(LONG);
+    let refused = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("refused "))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    for want in [
+        name.as_str(),
+        "`ulimit -f`",
+        "1048576 bytes",
+        "4194304 bytes",
+    ] {
+        assert!(refused.contains(want), "{want:?} not in {refused}");
+    }
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!shmstream::name::lock_path(&name).exists());
 }
 
 // ----- lifecycle and catalog -----
@@ -1209,6 +1255,21 @@ fn config_round_trips_through_serde_json() {
         Stream::create_from_config(&min),
         Err(Error::AlreadyExists { .. })
     ));
+}
+
+/// A config's dtype is a numpy name, as pyshmem reads it: `"u8"`, `uint64` to numpy and
+/// `uint8` to this crate's parser, is refused (it created a `uint8` stream here and a
+/// `uint64` one in pyshmem).
+#[test]
+fn a_config_dtype_is_a_numpy_name_only() {
+    let parsed = serde_json::from_str::<StreamConfig>(r#"{"name":"x","shape":[1],"dtype":"u8"}"#);
+    let e = parsed.map(|c| c.dtype).unwrap_err().to_string();
+    assert!(e.contains("uint64") && e.contains("\"uint8\""), "{e}");
+    let ok: StreamConfig =
+        serde_json::from_str(r#"{"name":"x","shape":[1],"dtype":"uint8"}"#).unwrap();
+    assert_eq!(ok.dtype, Dtype::U8);
+    // Rust-side parsing (the CLI's `--dtype`) keeps the short names.
+    assert_eq!("u8".parse::<Dtype>(), Ok(Dtype::U8));
 }
 
 #[test]

@@ -471,6 +471,38 @@ fn open_during_a_slow_pyshmem_create_waits_for_the_stream() {
     p.wait_success(LONG);
 }
 
+/// pyshmem's `create` writes its header in place under the name's lock, in steps that each
+/// leave it invalid for a moment (the instance id stored before its flag, the CRC flag set
+/// before the CRC): `open` and `stat` meeting a creator stopped in one wait for it (they
+/// reported a corrupt header after 50 ms, whose remedy said to unlink the stream; row 19).
+#[test]
+fn open_during_a_pyshmem_create_stopped_mid_header_waits_for_the_stream() {
+    let Some(py) = python() else { return };
+    for window in ["instance_id", "crc"] {
+        let name = unique_name("interop-mid-header");
+        let _c = Cleanup::new([&name]);
+        let mut p = Proc::spawn(py_command(
+            &py,
+            "peer.py",
+            &["create_stalled", &name, window, "1.0"],
+        ));
+        p.expect_line("stalled", LONG);
+        let opener = {
+            let name = name.clone();
+            std::thread::spawn(move || Stream::open_readonly(&name).map(|s| s.count()))
+        };
+        let st = shmstream::stat(&name)
+            .unwrap_or_else(|e| panic!("{window}: stat during the creation: {e}"));
+        assert_eq!((st.shape.as_slice(), st.dtype), (&[4usize][..], Dtype::U8));
+        let opened = opener.join().unwrap();
+        assert_eq!(opened.map_err(|e| format!("{window}: open: {e}")), Ok(0));
+        p.expect_line("created", LONG);
+        p.expect_line("ready", LONG);
+        p.send_line("go");
+        p.wait_success(LONG);
+    }
+}
+
 /// A pyshmem creation that fails after its `_meta` exists removes its segments: `open` and
 /// `stat` waiting for it then report the stream not found (they reported a corrupt header,
 /// whose remedy, unlink, then said "not found" too).

@@ -192,6 +192,39 @@ def cmd_create_slowly(name, seconds):
     s.close()
 
 
+def cmd_create_stalled(name, window, seconds):
+    """Creates `name` as pyshmem does, stopped for `seconds` inside one of the steps that
+    write its header in place under the name's lock, saying "stalled" there: `window`
+    "instance_id" (`_MetadataView.set_instance_id` stores the id, then its flag) or "crc"
+    (`_finalize_header_crc` sets the CRC flag, stores 0, then calls `_header_crc`). Says
+    "created" when done, and holds the stream until 'go'."""
+    shared = pyshmem._shared
+    if window == "instance_id":
+        def set_instance_id(self, value):
+            self._v3["instance_id"] = value
+            say("stalled")
+            time.sleep(float(seconds))
+            self._v3["flags"] = self._flags() | shared.METADATA_FLAG_INSTANCE_ID
+
+        shared._MetadataView.set_instance_id = set_instance_id
+    elif window == "crc":
+        header_crc = shared._header_crc
+
+        def first_header_crc(buf):
+            shared._header_crc = header_crc
+            say("stalled")
+            time.sleep(float(seconds))
+            return header_crc(buf)
+
+        shared._header_crc = first_header_crc
+    else:
+        raise SystemExit(f"unknown window {window!r}")
+    s = pyshmem.create(name, shape=(4,), dtype=np.uint8)
+    say("created")
+    wait_go()
+    s.close()
+
+
 def cmd_create_failing(name, seconds):
     """Starts creating `name` as pyshmem does, saying "creating", and fails `seconds` later
     inside the header's initialization (as a GPU stream's CUDA setup can): pyshmem removes
@@ -229,6 +262,7 @@ COMMANDS = {
     "write_n": cmd_write_n,
     "create_slowly": cmd_create_slowly,
     "create_failing": cmd_create_failing,
+    "create_stalled": cmd_create_stalled,
 }
 
 if __name__ == "__main__":
