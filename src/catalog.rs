@@ -15,7 +15,7 @@ use crate::segment::{self, Segment};
 use crate::stream::{
     NameLock, Stream, StreamOptions, clear_dead_lock_stamps, decode_retrying, not_found, open_meta,
 };
-use crate::{name, notify, seqlock, sys};
+use crate::{name, notify, seqlock, sys, trust};
 
 /// A stream's metadata, read without mapping its payload (the JSON of `shmstream stat`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +175,11 @@ pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
             let Some(meta) = open_scanned(&meta_id, true)? else {
                 return Ok(None);
             };
+            // Only a header valid but for its stamps is cleared: a look-alike (a bad CRC
+            // too) is skipped untouched, and no lock file is made for it.
+            if !valid_but_for_lock_stamps(&meta.snapshot(format::META_BYTES), &stored) {
+                return Ok(None);
+            }
             match clear_dead_lock_stamps(&meta, &stored) {
                 Ok(true) => decode(&meta).ok(),
                 Ok(false) => decode_retrying(&meta, Some(&stored)).ok(),
@@ -184,6 +189,22 @@ pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
         }
         h => h.ok(),
     })
+}
+
+/// Whether `bytes` is a `_meta` of stream `stored` whose lock stamps alone are
+/// inconsistent (what a writer killed between them leaves): with both zeroed, it is valid.
+fn valid_but_for_lock_stamps(bytes: &[u8], stored: &str) -> bool {
+    use format::offset::{LOCK_DEPTH, LOCK_OWNER_PID};
+    if !matches!(
+        format::decode(bytes, Some(stored)),
+        Err(FormatError::LockInconsistent)
+    ) {
+        return false;
+    }
+    let mut cleared = bytes.to_vec();
+    cleared[LOCK_OWNER_PID..LOCK_OWNER_PID + 8].fill(0);
+    cleared[LOCK_DEPTH..LOCK_DEPTH + 4].fill(0);
+    format::decode(&cleared, Some(stored)).is_ok()
 }
 
 /// How long a scan waits before it decodes again a `_meta` that [`may_settle`].
@@ -322,13 +343,22 @@ pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) ->
     let lock_path = name::lock_path(name);
     let lock = LockFile::attach(&lock_path, name)?;
     let _held = NameLock::take(&lock, name)?;
+    // A failure where no part under the name is a regular file of ours (another user's
+    // payload or `_meta` alone) leaves no stream: the lock file attach made would only leak.
+    let failed = |e: Error| {
+        let parts = [name::segment_id(name), name::meta_id(name)];
+        if !parts.iter().any(|id| trust::is_ours(&segment::path(id))) {
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        Err(e)
+    };
     // A `_meta` too short to hold a header (a creator killed before sizing it) is no
     // generation's, but it holds the name: `unlink` by name removes it. Any other failure to
     // open it (not ours, out of descriptors) must not pass for "no header".
     let meta = match Segment::open_prefix(&name::meta_id(name), true, format::META_BYTES) {
         Ok(m) => Some(m).filter(|m| m.len() >= format::META_BYTES),
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidData) => None,
-        Err(e) => return Err(Error::io(name, "opening the metadata segment", e)),
+        Err(e) => return failed(Error::io(name, "opening the metadata segment", e)),
     };
     // Another stream's segments, whose name has the same id: its own name removes them.
     if let Some(other) = meta.as_ref().and_then(|m| colliding_stream(name, m)) {
@@ -357,7 +387,10 @@ pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) ->
         }
     }
     for id in [name::segment_id(name), name::meta_id(name)] {
-        segment::unlink(&id).map_err(|e| Error::io(name, "unlinking a segment", e))?;
+        if let Err(e) = segment::unlink(&id) {
+            let e = trust::unlink_error(e, &segment::path(&id));
+            return failed(Error::io(name, "unlinking a segment", e));
+        }
     }
     // The optional parts: one this user cannot remove is not this stream's (a file another
     // user planted under the name of a stream without a ring), and the stream is gone already.

@@ -68,7 +68,9 @@ pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
 pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};
 pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
-pub use purge::{PurgeOptions, PurgeReport, purge, purge_matching, purge_with};
+pub use purge::{
+    PurgeFailure, PurgeItem, PurgeOptions, PurgeReport, purge, purge_matching, purge_with,
+};
 pub use read::{FrameInfo, Publication};
 pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::LiveView;

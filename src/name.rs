@@ -29,12 +29,13 @@ pub(crate) fn check(name: &str) -> Result<(), &'static str> {
 }
 
 /// `name` as one shell word, for a command in a message: as it is when nothing in it is
-/// special to a shell, else single-quoted (a `'` in it as `'"'"'`: no backslash, which a
+/// special to a shell (nor a leading `=`), else single-quoted (a `'` in it as `'"'"'`: no backslash, which a
 /// message shown through [`printable`] would double); after `--` when it starts with `-`
 /// (not an option).
 pub fn shell_word(name: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c);
-    let word = if name.chars().all(plain) {
+    // A leading `=` is zsh's `=cmd` expansion.
+    let word = if name.chars().all(plain) && !name.starts_with('=') {
         name.to_owned()
     } else {
         format!("'{}'", name.replace('\'', r#"'"'"'"#))
@@ -81,20 +82,28 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Whether [`printable`] escapes `c`: a backslash, a control character, a bidi control
-/// ([`is_bidi_control`]) or an invisible format character ([`is_invisible`]).
+/// Whether [`printable`] escapes `c`: a backslash, a control character, whitespace other
+/// than the space (U+00A0, U+2009, U+3000, ...: `cam0\u{a0}` would pass for `cam0 `), a bidi
+/// control ([`is_bidi_control`]) or an invisible format character ([`is_invisible`]).
 pub fn is_escaped(c: char) -> bool {
-    c == '\\' || c.is_control() || is_bidi_control(c) || is_invisible(c)
+    c == '\\'
+        || c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || is_bidi_control(c)
+        || is_invisible(c)
 }
 
 /// Whether `c` is shown as nothing (a default-ignorable code point of Unicode, or a filler
 /// drawn blank): `cam0\u{200b}` would pass for `cam0`. The soft hyphen, the combining
-/// grapheme joiner, the Hangul fillers, the Mongolian free variation selectors and vowel
-/// separator, the zero-width space, (non-)joiners and marks (U+200B-U+200F), the word joiner
-/// and invisible operators (U+2060-U+2064) and the deprecated format characters
-/// (U+206A-U+206F), the variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF), the byte order
-/// mark (zero-width no-break space), the interlinear annotation controls (U+FFF9-U+FFFB), the
-/// shorthand format controls (U+1BCA0-U+1BCA3) and the tag characters (U+E0000-U+E007F).
+/// grapheme joiner, the Hangul fillers, the Khmer inherent vowels (U+17B4, U+17B5), the
+/// Mongolian free variation selectors and vowel separator, the zero-width space,
+/// (non-)joiners and marks (U+200B-U+200F), the word joiner, invisible operators and
+/// deprecated format characters (U+2060-U+206F), the variation selectors (U+FE00-U+FE0F,
+/// U+E0100-U+E01EF), the byte order mark (zero-width no-break space), the unassigned
+/// U+FFF0-U+FFF8 and the interlinear annotation controls (U+FFF9-U+FFFB), the Egyptian
+/// hieroglyph format controls (U+13430-U+1343F), the shorthand format controls
+/// (U+1BCA0-U+1BCA3), the musical symbol format controls (U+1D173-U+1D17A) and the tag
+/// characters and the rest of plane 14's ignorables (U+E0000-U+E0FFF).
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
@@ -102,18 +111,20 @@ pub fn is_invisible(c: char) -> bool {
             | '\u{034f}'
             | '\u{115f}'
             | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
             | '\u{180b}'..='\u{180f}'
             | '\u{200b}'..='\u{200f}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{206a}'..='\u{206f}'
+            | '\u{2060}'..='\u{206f}'
             | '\u{3164}'
             | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
             | '\u{ffa0}'
-            | '\u{fff9}'..='\u{fffb}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{13430}'..='\u{1343f}'
             | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{e0000}'..='\u{e007f}'
-            | '\u{e0100}'..='\u{e01ef}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
     )
 }
 
@@ -264,6 +275,16 @@ mod tests {
                 "ca\\u{ad}m\\u{2060}0\\u{200d}",
             ),
             ("tag\u{e0041}", "tag\\u{e0041}"),
+            // Whitespace but the space, and more ignorables: `cam0\u{a0}` is not `cam0 `.
+            ("cam0\u{a0}", "cam0\\u{a0}"),
+            ("\u{3000}cam0\u{2009}", "\\u{3000}cam0\\u{2009}"),
+            ("cam0\u{2028}", "cam0\\u{2028}"),
+            ("cam0\u{17b4}\u{17b5}", "cam0\\u{17b4}\\u{17b5}"),
+            ("cam0\u{1d173}\u{13430}", "cam0\\u{1d173}\\u{13430}"),
+            (
+                "cam0\u{2065}\u{fff0}\u{e0fff}",
+                "cam0\\u{2065}\\u{fff0}\\u{e0fff}",
+            ),
             ("cam0\u{fe0f}", "cam0\\u{fe0f}"),
             ("\u{3164}cam0\u{e0100}", "\\u{3164}cam0\\u{e0100}"),
             // A name holding the text `\u{1b}` is not shown as one holding ESC.
@@ -282,6 +303,9 @@ mod tests {
         assert_eq!(printable(&shell_word("my cam's")), shell_word("my cam's"));
         assert_eq!(shell_word("-x"), "-- -x");
         assert_eq!(shell_word("-my cam"), "-- '-my cam'");
+        // zsh expands a word starting with `=` (`=x` is the path of command `x`).
+        assert_eq!(shell_word("=x"), "'=x'");
+        assert_eq!(shell_word("a=x"), "a=x");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{StreamStat, exhausted, scan, unlink_named_generation, validated};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, out_of_resources};
 use crate::format::Header;
 use crate::lock::LockFile;
 use crate::segment;
@@ -49,8 +49,86 @@ pub struct PurgeReport {
     /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
     /// with `dry_run`, that would be).
     pub lock_files: Vec<PathBuf>,
-    /// One error per stream or object that could not be removed.
-    pub failed: Vec<Error>,
+    /// One per stream or object that could not be removed: what, and why.
+    pub failed: Vec<PurgeFailure>,
+}
+
+/// What a purge could not remove ([`PurgeFailure::item`]), by [`PurgeReport`]'s categories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeItem {
+    /// A stream, by name.
+    Stream(String),
+    /// An abandoned creation's object in `/dev/shm` (its file name).
+    Abandoned(String),
+    /// A part of no stream in `/dev/shm` (its file name).
+    Leftover(String),
+    /// A lock file of no stream.
+    LockFile(PathBuf),
+}
+
+/// Something a purge could not remove, and why. Shown as the error for a stream (which
+/// names it), else as what the object is and its path, then why: the [`Error`] of an object
+/// of no stream carries its segment id where a stream's name would be.
+#[derive(Debug)]
+pub struct PurgeFailure {
+    /// What could not be removed.
+    pub item: PurgeItem,
+    /// Why.
+    pub error: Error,
+}
+
+impl PurgeItem {
+    /// What it is, in a word or two: `stream`, `abandoned creation`, `leftover part` or
+    /// `leftover lock file`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PurgeItem::Stream(_) => "stream",
+            PurgeItem::Abandoned(_) => "abandoned creation",
+            PurgeItem::Leftover(_) => "leftover part",
+            PurgeItem::LockFile(_) => "leftover lock file",
+        }
+    }
+}
+
+impl PurgeFailure {
+    fn new(item: PurgeItem, error: Error) -> PurgeFailure {
+        PurgeFailure { item, error }
+    }
+}
+
+impl std::fmt::Display for PurgeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = match &self.item {
+            PurgeItem::Stream(_) => return write!(f, "{}", self.error),
+            PurgeItem::Abandoned(file) | PurgeItem::Leftover(file) => segment::path(file),
+            PurgeItem::LockFile(path) => path.clone(),
+        };
+        let kind = self.item.kind();
+        write!(f, "the {kind} {} could not be removed: ", path.display())?;
+        match &self.error {
+            Error::Io { op, source, .. } if !out_of_resources(source) => {
+                write!(f, "{op} failed: {source}")
+            }
+            Error::Untrusted { path, reason, .. } => write!(
+                f,
+                "{} is refused: {reason}; remove it (as its owner)",
+                path.display()
+            ),
+            Error::LockDir { path, reason, .. } => write!(
+                f,
+                "lock directory {} is refused: {reason} (set PYSHMEM_LOCK_DIR to a private \
+                 directory)",
+                path.display()
+            ),
+            e => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PurgeFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 impl PurgeReport {
@@ -71,7 +149,7 @@ pub fn purge() -> Result<Vec<String>> {
         dry_run: false,
     })?;
     if !report.failed.is_empty() {
-        return Err(report.failed.swap_remove(0));
+        return Err(report.failed.swap_remove(0).error);
     }
     Ok(report.names())
 }
@@ -92,10 +170,11 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
             continue;
         }
         // Before the unlink: its ring's depth and GPU record go with it.
+        let failed = |e| PurgeFailure::new(PurgeItem::Stream(h.name.clone()), e);
         let stat = match StreamStat::from_header(&h) {
             Ok(stat) => stat,
             Err(e) => {
-                report.failed.push(e);
+                report.failed.push(failed(e));
                 continue;
             }
         };
@@ -104,7 +183,7 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    report.failed.push(e);
+                    report.failed.push(failed(e));
                     continue;
                 }
             }
@@ -142,7 +221,9 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
             match remove_unowned(id, dry_run, dead, || segment::unlink(&file)) {
                 Ok(true) => report.abandoned.push(file),
                 Ok(false) => {}
-                Err(e) => report.failed.push(e),
+                Err(e) => report
+                    .failed
+                    .push(PurgeFailure::new(PurgeItem::Abandoned(file), e)),
             }
             continue;
         }
@@ -164,7 +245,9 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         match removed {
             Ok(true) => report.leftovers.push(file),
             Ok(false) => {}
-            Err(e) => report.failed.push(e),
+            Err(e) => report
+                .failed
+                .push(PurgeFailure::new(PurgeItem::Leftover(file), e)),
         }
     }
     Ok(())
@@ -188,7 +271,9 @@ fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
         match removed {
             Ok(true) => report.lock_files.push(path),
             Ok(false) => {}
-            Err(e) => report.failed.push(e),
+            Err(e) => report
+                .failed
+                .push(PurgeFailure::new(PurgeItem::LockFile(path), e)),
         }
     }
     Ok(())

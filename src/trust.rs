@@ -53,6 +53,15 @@ pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
 
 /// [`check_file`] on metadata (from `fstat`, or `lstat` for a path not to be opened).
 pub(crate) fn check_metadata(m: &std::fs::Metadata, path: &Path) -> io::Result<()> {
+    match refusal(m) {
+        Some(reason) => Err(refuse(path, reason)),
+        None => Ok(()),
+    }
+}
+
+/// Why a file of metadata `m` is refused: what it is, or who owns it; `None` for a regular
+/// file of this user.
+fn refusal(m: &std::fs::Metadata) -> Option<String> {
     let t = m.file_type();
     let kind = if t.is_file() {
         None
@@ -70,19 +79,46 @@ pub(crate) fn check_metadata(m: &std::fs::Metadata, path: &Path) -> io::Result<(
         Some("not a regular file")
     };
     if let Some(kind) = kind {
-        return Err(refuse(path, format!("it is {kind}, not a regular file")));
+        return Some(format!("it is {kind}, not a regular file"));
     }
     let me = euid();
-    if m.uid() != me {
-        return Err(refuse(
-            path,
-            format!(
-                "it is owned by uid {}, not by this user (uid {me}); another user may have planted it",
-                m.uid()
-            ),
-        ));
+    (m.uid() != me).then(|| {
+        format!(
+            "it is owned by uid {}, not by this user (uid {me}); another user may have planted it",
+            m.uid()
+        )
+    })
+}
+
+/// Maps an unlink's `EPERM`, `EACCES` or `EISDIR` at `path` to [`Refused`] when what is
+/// there is not a regular file of this user (another user's file in the sticky `/dev/shm`,
+/// a directory), saying what it is and who can remove it; others pass through.
+pub(crate) fn unlink_error(e: io::Error, path: &Path) -> io::Error {
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::EISDIR)
+    ) {
+        return e;
     }
-    Ok(())
+    let Some((reason, dir)) = std::fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| Some((refusal(&m)?, m.is_dir())))
+    else {
+        return e;
+    };
+    let rm = if dir { "rm -r" } else { "rm" };
+    refuse(
+        path,
+        format!(
+            "{reason}; only its owner or root can remove it (`{rm} {}`)",
+            path.display()
+        ),
+    )
+}
+
+/// Whether `path` is a regular file of this user.
+pub(crate) fn is_ours(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| refusal(&m).is_none())
 }
 
 /// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files (`ELOOP` for a symlink,

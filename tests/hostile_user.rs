@@ -210,7 +210,11 @@ fn planted_non_files_never_block_and_are_refused() {
             if !as_meta {
                 // A valid header of ours: the stream is ours to remove, planted payload and all.
                 // (A directory cannot be removed by shm_unlink: reported, not fatal.)
-                let failed: Vec<_> = report.failed.iter().map(|e| e.stream_name()).collect();
+                let failed: Vec<_> = report
+                    .failed
+                    .iter()
+                    .map(|f| f.error.stream_name())
+                    .collect();
                 assert!(
                     report.names() == vec![name.clone()] || failed == vec![name.as_str()],
                     "{what}: {report:?}"
@@ -479,6 +483,10 @@ fn purge_carries_on_past_a_stream_it_cannot_remove() {
                 .unwrap();
                 say(&format!("removed {}", report.names().join(",")));
                 say(&format!("failed {}", report.failed.len()));
+                for f in &report.failed {
+                    let untrusted = matches!(f.error, Error::Untrusted { .. });
+                    say(&format!("{} untrusted {untrusted}: {f}", f.item.kind()));
+                }
             }
             other => panic!("unknown role {other}"),
         }
@@ -514,10 +522,90 @@ fn purge_carries_on_past_a_stream_it_cannot_remove() {
         let _ = std::fs::remove_file(shm(&id));
     }
     assert_eq!(
-        lines,
-        vec![format!("removed {prefix}a,{prefix}c"), "failed 1".into()]
+        lines[..2],
+        [format!("removed {prefix}a,{prefix}c"), "failed 1".into()]
+    );
+    // The failure names the stream, the payload and its owner (it said "unlinking a segment
+    // failed for stream '…b': Operation not permitted").
+    let failure = &lines[2];
+    assert!(
+        failure.starts_with("stream untrusted true: ")
+            && failure.contains(&format!("stream '{b}'"))
+            && failure.contains(&b_payload.display().to_string())
+            && failure.contains("owned by uid 0"),
+        "{failure}"
     );
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Review item: what `unlink` cannot remove of a name (a directory as the payload) is named
+/// with its path and what it is, and the lock file it made goes, no part being a file of
+/// ours: it said "unlinking a segment failed for stream '…': Is a directory" and left the
+/// lock file.
+#[test]
+fn unlink_names_a_payload_it_cannot_remove_and_leaves_no_lock_file() {
+    let _purging = purging();
+    let name = unique_name("dirpayload");
+    let payload = shm(&name::segment_id(&name));
+    let planted = Plant::Directory.make(&payload);
+    let n = name.clone();
+    let unlinked = within("unlink", move || shmstream::unlink(&n));
+    let lock_left = name::lock_path(&name).exists();
+    remove(&planted);
+    match unlinked {
+        Err(Error::Untrusted {
+            name: n,
+            path,
+            reason,
+        }) => {
+            assert_eq!((n, path), (name.clone(), payload.clone()), "{reason}");
+            let rm = format!("rm -r {}", payload.display());
+            assert!(
+                reason.contains("directory") && reason.contains(&rm),
+                "{reason}"
+            );
+        }
+        other => panic!("unlink gave {other:?}"),
+    }
+    assert!(!lock_left, "unlink left a lock file");
+}
+
+/// Review item, with a real second user: a name whose only part is another user's payload
+/// (no `_meta`) is refused by `unlink` naming the file and its owner, and leaves no lock file.
+#[test]
+fn unlink_of_another_users_payload_names_its_owner_and_leaves_no_lock_file() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "unlink");
+        let name: String = param("name");
+        let unlinked = shmstream::unlink(&name);
+        let untrusted = matches!(&unlinked, Err(Error::Untrusted { path, .. })
+            if *path == shm(&name::segment_id(&name)));
+        say(&format!("untrusted {untrusted}"));
+        say(&format!("lock left {}", name::lock_path(&name).exists()));
+        say(&unlinked.map_or_else(|e| e.to_string(), |()| "ok".into()));
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipping: switching to another uid needs root");
+        return;
+    }
+    let name = unique_name("theirpayload");
+    let payload = shm(&name::segment_id(&name));
+    std::fs::write(&payload, [0u8; 4]).unwrap(); // root's: the user cannot remove it
+    let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+    let test = "unlink_of_another_users_payload_names_its_owner_and_leaves_no_lock_file";
+    let lines = child(test, "unlink")
+        .param("name", &name)
+        .env("PYSHMEM_LOCK_DIR", &lock_dir)
+        .run_as_user(OTHER_UID)
+        .run(LONG);
+    let _ = std::fs::remove_file(&payload);
+    assert_eq!(
+        lines[..2],
+        ["untrusted true", "lock left false"],
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("owned by uid 0"), "{}", lines[2]);
 }
 
 /// Defect 4: `open` and `stat` racing a creator that makes and unlinks the stream in a loop

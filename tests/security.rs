@@ -402,3 +402,35 @@ fn purge_removes_only_validated_streams() {
         assert!(p.intact(bytes), "purge touched {:?}", p.0);
     }
 }
+
+/// Review item (row 14): a look-alike `_meta` under its name's hash whose lock stamps are
+/// inconsistent (owner 123, depth 0) and whose CRC is bad is skipped by `list` and a dry-run
+/// `purge` and left byte for byte, with no lock file made: the format checks the stamps
+/// before the CRC, and the scan cleared them (making a lock file) before it saw the CRC.
+#[test]
+fn a_corrupt_meta_with_inconsistent_lock_stamps_is_left_byte_for_byte() {
+    use shmstream::format::{self, FormatError, offset};
+    let name = unique_name("stamped-corrupt");
+    let mut meta = header(&name, 0x3fff_ffff);
+    meta[offset::LOCK_OWNER_PID..offset::LOCK_OWNER_PID + 8].copy_from_slice(&123i64.to_le_bytes());
+    meta[offset::CREATOR_PID] ^= 1; // CRC no longer matches
+    assert_eq!(
+        format::decode(&meta, Some(&name)).unwrap_err(),
+        FormatError::LockInconsistent
+    );
+    let planted = Planted::new(&shmstream::name::meta_id(&name), &meta);
+    let _payload = Planted::new(&shmstream::name::segment_id(&name), &[0; 4]);
+    assert!(!shmstream::list_streams().unwrap().contains(&name));
+    let would = shmstream::purge_with(PurgeOptions {
+        all: true,
+        dry_run: true,
+    })
+    .unwrap()
+    .names();
+    assert!(!would.contains(&name), "a dry run would purge it");
+    assert!(planted.intact(&meta), "its bytes changed");
+    let lock = shmstream::name::lock_path(&name);
+    let made = lock.exists();
+    let _ = std::fs::remove_file(&lock);
+    assert!(!made, "a lock file was made for it");
+}

@@ -356,8 +356,8 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
             term::printable(&path)
         ));
     }
-    for e in &report.failed {
-        term::errln!("shmstream: error: {}", term::printable(&e.to_string()));
+    for f in &report.failed {
+        term::errln!("shmstream: error: {}", term::printable(&f.to_string()));
     }
     if report.removed.is_empty()
         && report.abandoned.is_empty()
@@ -368,8 +368,20 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         printed = printed.and(term::outln!("nothing to purge"));
     }
     printed?;
-    match report.failed.len() {
+    // Counted by kind, in the order met: "1 stream(s), 2 leftover part(s)".
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for f in &report.failed {
+        let kind = f.item.kind();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    match kinds.len() {
         0 => Ok(()),
-        n => Err(format!("{n} stream(s) could not be removed").into()),
+        _ => {
+            let counts: Vec<_> = kinds.iter().map(|(k, n)| format!("{n} {k}(s)")).collect();
+            Err(format!("{} could not be removed", counts.join(", ")).into())
+        }
     }
 }

@@ -83,6 +83,18 @@ pub(crate) fn table(rows: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
+/// A name in `list`'s padded column: [`printable`](crate::term::printable), in double quotes
+/// when it starts or ends with a space (`"cam0 "` beside `cam0`), or starts with a quote (so
+/// a name shown quoted is never one whose own text starts with `"`).
+fn name_cell(name: &str) -> String {
+    let shown = crate::term::printable(name);
+    if shown.starts_with([' ', '"']) || shown.ends_with(' ') {
+        format!("\"{shown}\"")
+    } else {
+        shown.into_owned()
+    }
+}
+
 /// `shmstream list [--json]`.
 pub(crate) fn list(json: bool) -> Fallible {
     let stats = shmstream::list_stats()?;
@@ -102,7 +114,7 @@ pub(crate) fn list(json: bool) -> Fallible {
     ];
     for s in &stats {
         rows.push(vec![
-            crate::term::printable(&s.name).into_owned(),
+            name_cell(&s.name),
             shape_str(&s.shape),
             s.dtype.to_string(),
             s.count.to_string(),

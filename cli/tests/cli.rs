@@ -204,6 +204,41 @@ fn list_shows_rows_and_json_matches_stat() {
     assert_eq!(mine["creator_alive"], true);
 }
 
+/// Review item: `list` pads its name column, so `cam0 ` (a trailing space) showed as `cam0`;
+/// a name that starts or ends with a space is quoted, and one with a no-break space escaped.
+#[test]
+fn list_shows_names_that_differ_by_a_space_differently() {
+    let name = unique_name("cli-list-space");
+    let spaced = format!("{name} ");
+    let nbsp = format!("{name}\u{a0}");
+    let _c = Cleanup::new([&name, &spaced, &nbsp]);
+    let streams: Vec<_> = [&name, &spaced, &nbsp]
+        .iter()
+        .map(|n| Stream::create(n, &[4], Dtype::U8).unwrap())
+        .collect();
+    let out = stdout_of(cli().arg("list"));
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(&name)).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[0] != rows[1] && rows[1] != rows[2] && rows[0] != rows[2],
+        "rows alike:\n{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!("{name}  "))),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!("\"{spaced}\""))),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(&format!("{name}\\u{{a0}}"))),
+        "{out}"
+    );
+    drop(streams);
+}
+
 /// A GPU stream whose `_gpu` segment cannot be read (here: missing, under a planted `_meta`
 /// with the GPU flag; no GPU needed) has an unknown publisher and consumer, not the host and
 /// none; a CPU stream's publisher is the host.
@@ -1190,6 +1225,45 @@ fn purge_names_each_part_and_lock_file_of_no_stream_it_removes() {
     // The ring's own lock file, made to remove it, went with it.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir(&dir).unwrap();
+}
+
+/// Review item: a part of no stream purge cannot remove (here its lock file is a directory)
+/// is named as what it is, with its path, and counted as such: the summary said "1
+/// stream(s) could not be removed", the error "… failed for stream 'ps_…'".
+#[test]
+fn purge_names_and_counts_a_leftover_it_cannot_remove_as_one() {
+    let _purging = purging();
+    let dir = std::env::temp_dir().join(unique_name("cli-lockdir"));
+    std::fs::create_dir(&dir).unwrap();
+    let gone = unique_name("cli-stuck-ring");
+    let ring = shmstream::name::history_id(&gone);
+    let ring_path = Path::new("/dev/shm").join(&ring);
+    let _ring = Foreign(ring_path.clone());
+    std::fs::write(&ring_path, [0u8; 64]).unwrap();
+    let lock = dir.join(format!("{}.lock", shmstream::name::segment_id(&gone)));
+    std::fs::create_dir(&lock).unwrap();
+    let out = cli()
+        .env("PYSHMEM_LOCK_DIR", &dir)
+        .args(["purge", "--prefix", "orphan"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ring_path.exists(), "removed without its lock");
+    let failure = format!(
+        "shmstream: error: the leftover part {} could not be removed: {} is refused",
+        ring_path.display(),
+        lock.display()
+    );
+    assert!(stderr.contains(&failure), "{stderr}");
+    assert!(
+        stderr.contains("1 leftover part(s) could not be removed")
+            && !stderr.contains("stream(s)")
+            && !stderr.contains(&format!("stream '{}", &ring[..17])),
+        "{stderr}"
+    );
 }
 
 #[test]
