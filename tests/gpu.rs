@@ -658,46 +658,197 @@ fn gpu_writer_killed_while_publishing_is_recovered() {
 #[test]
 fn gpu_torn_read_torture_on_the_device() {
     let _serial = serial();
-    if !gpu_or_skip("gpu_torn_read_torture_on_the_device") {
-        return;
+    if gpu_or_skip("gpu_torn_read_torture_on_the_device") {
+        torn_read_torture(false);
     }
+}
+
+/// The torture with a CPU mirror: CPU readers (`read_into_slice` of the mirror, on threads
+/// of their own) check every frame whole while the device reads run beside them.
+#[test]
+fn gpu_torn_read_torture_with_a_cpu_mirror() {
+    let _serial = serial();
+    if gpu_or_skip("gpu_torn_read_torture_with_a_cpu_mirror") {
+        torn_read_torture(true);
+    }
+}
+
+/// A child writes uniform frames device to device (each write the device copy and, with
+/// `mirror`, the device→host copy into the mirror) while this process reads them back on the
+/// device and, with `mirror`, from the mirror on two CPU threads: no read may be torn.
+fn torn_read_torture(mirror: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let name = unique_name("gpu-torture");
     let _c = Cleanup::new([name.clone()]);
     let n = 1 << 20; // 4 MiB of i32: copies long enough to overlap some writes
-    let s = cuda0(&name, &[n], Dtype::I32).create().unwrap();
+    let s = cuda0(&name, &[n], Dtype::I32)
+        .cpu_mirror(mirror)
+        .create()
+        .unwrap();
     s.write_device_from_host(&vec![1i32; n]).unwrap();
     let mut w = child("gpu_child_entry", "torture_writer")
         .param("name", &name)
         .spawn();
     w.expect_line("ready", LONG);
+    let stop = AtomicBool::new(false);
+    let cpu_reader = || {
+        let r = Stream::open(&name).unwrap();
+        let mut host = vec![0i32; n];
+        let (mut reads, mut seen) = (0u64, std::collections::BTreeSet::new());
+        while !stop.load(Ordering::Relaxed) {
+            r.read_into_slice(&mut host).unwrap();
+            assert!(
+                host.iter().all(|&x| x == host[0]),
+                "torn CPU read of the mirror: frame mixes {} and others",
+                host[0]
+            );
+            seen.insert(host[0]);
+            reads += 1;
+        }
+        (reads, seen)
+    };
     let st = s.cuda_stream().unwrap();
     let mut dev: CudaSlice<i32> = st.alloc_zeros(n).unwrap();
     let mut host = vec![0i32; n];
     let mut seen = std::collections::BTreeSet::new();
     let (mut reads, t) = (0u64, Instant::now());
-    while t.elapsed() < Duration::from_secs(3) {
-        s.read_device_into(&mut dev).unwrap();
-        let h = st.clone_dtoh(&dev).unwrap();
-        assert!(
-            h.iter().all(|&x| x == h[0]),
-            "torn device read: frame mixes {} and others",
-            h[0]
-        );
-        seen.insert(h[0]);
-        s.read_device_to_host(&mut host).unwrap();
-        assert!(
-            host.iter().all(|&x| x == host[0]),
-            "torn host read: frame mixes {} and others",
-            host[0]
-        );
-        seen.insert(host[0]);
-        reads += 2;
-    }
+    let cpu = std::thread::scope(|sc| {
+        let cpu: Vec<_> = (0..if mirror { 2 } else { 0 })
+            .map(|_| sc.spawn(cpu_reader))
+            .collect();
+        // The CPU readers' asserts end the scope with their panic; stop them on ours too.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopper = Stop(&stop);
+        while t.elapsed() < Duration::from_secs(3) {
+            s.read_device_into(&mut dev).unwrap();
+            let h = st.clone_dtoh(&dev).unwrap();
+            assert!(
+                h.iter().all(|&x| x == h[0]),
+                "torn device read: frame mixes {} and others",
+                h[0]
+            );
+            seen.insert(h[0]);
+            s.read_device_to_host(&mut host).unwrap();
+            assert!(
+                host.iter().all(|&x| x == host[0]),
+                "torn host read: frame mixes {} and others",
+                host[0]
+            );
+            seen.insert(host[0]);
+            reads += 2;
+        }
+        drop(stopper);
+        cpu.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
     w.send_line("stop");
     let wrote = w.expect_line("wrote", LONG);
     w.wait_success(LONG);
-    eprintln!("torture: {reads} verified reads, {wrote} frames, values seen {seen:?}");
+    eprintln!(
+        "torture, mirror={mirror}: {reads} verified device reads, {wrote} frames, values seen {seen:?}"
+    );
     assert!(seen.len() > 2, "the writer must have overlapped the reads");
+    for (reads, seen) in cpu {
+        eprintln!("  CPU reader: {reads} verified reads, values seen {seen:?}");
+        assert!(
+            seen.len() > 2,
+            "the writer must have overlapped the CPU reads"
+        );
+    }
+}
+
+/// A handle's first read on a thread that never bound the CUDA context works (fails on a GPU
+/// without the fix: its first read allocated the pinned staging buffer before binding the
+/// context, `CUDA_ERROR_INVALID_CONTEXT` on every call).
+#[test]
+fn gpu_a_handles_first_read_on_another_thread_binds_the_context() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_a_handles_first_read_on_another_thread_binds_the_context") {
+        return;
+    }
+    let name = unique_name("gpu-thread-read");
+    let _c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[1024], Dtype::F32).create().unwrap();
+    let v: Vec<f32> = data(1024, 3);
+    s.write_device_from_host(&v).unwrap();
+    let r = Stream::open(&name).unwrap();
+    let got = std::thread::spawn(move || {
+        let mut back = vec![0f32; r.len()];
+        r.read_device_to_host(&mut back)
+            .map(|info| (info.count, back))
+    })
+    .join()
+    .unwrap();
+    let (count, back) = got.unwrap_or_else(|e| panic!("first read on a fresh thread: {e}"));
+    assert_eq!(count, 1);
+    assert_eq!(back, v);
+}
+
+/// A read of a handle that waits for a new frame with no timeout does not hold up another
+/// thread's read of the same handle (fails on a GPU without the fix: the waiting read held the
+/// handle's pinned read buffer, and the other read waited for it past its timeout).
+#[test]
+fn gpu_a_read_waiting_for_a_new_frame_does_not_hold_up_another_threads_read() {
+    let _serial = serial();
+    if !gpu_or_skip("gpu_a_read_waiting_for_a_new_frame_does_not_hold_up_another_threads_read") {
+        return;
+    }
+    let name = unique_name("gpu-two-reads");
+    let _c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[1024], Dtype::F32)
+        .notify(true)
+        .create()
+        .unwrap();
+    let v1: Vec<f32> = data(1024, 1);
+    s.write_device_from_host(&v1).unwrap();
+    let r = std::sync::Arc::new(Stream::open(&name).unwrap());
+    r.set_wait_strategy(WaitStrategy::Park);
+    let timeout = Duration::from_secs(5);
+    r.set_default_timeout(timeout);
+    // A first read here, where the context is bound: the handle's pinned read buffer exists.
+    let mut back = vec![0f32; r.len()];
+    r.read_device_to_host(&mut back).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiting = {
+        let r = r.clone();
+        std::thread::spawn(move || {
+            tid_tx.send(common::gettid()).unwrap();
+            let mut back = vec![0f32; r.len()];
+            r.read_device_to_host_new(&mut back, None)
+                .map(|info| (info.count, back))
+        })
+    };
+    let tid = tid_rx.recv().unwrap();
+    common::wait_parked_on_stream(std::process::id(), tid as u32, &name, true);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let other = {
+        let r = r.clone();
+        std::thread::spawn(move || {
+            let mut back = vec![0f32; r.len()];
+            let t = Instant::now();
+            let got = r
+                .read_device_to_host(&mut back)
+                .map(|info| (info.count, back));
+            let _ = done_tx.send((got, t.elapsed()));
+        })
+    };
+    let other_read = done_rx.recv_timeout(timeout + LONG);
+    // Releases the waiting read whatever happened (without the fix, also the other one).
+    let v2: Vec<f32> = data(1024, 2);
+    s.write_device_from_host(&v2).unwrap();
+    let (got, took) = other_read.expect("the other read waited behind the waiting one");
+    let (count, back) = got.unwrap_or_else(|e| panic!("the other read: {e}"));
+    assert!(took < timeout, "the other read took {took:?}");
+    assert_eq!((count, back), (1, v1));
+    other.join().unwrap();
+    let (count, back) = waiting.join().unwrap().unwrap();
+    assert_eq!((count, back), (2, v2));
 }
 
 #[test]

@@ -154,12 +154,14 @@ pub(crate) struct Attachment {
     /// Set by a GPU fill that brought the device (and the mirror) up to date; the publish
     /// hook clears it. Only touched under the write lock.
     pub(crate) device_written: AtomicBool,
-    /// The CPU mirror, registered with the driver on first use (issue #11).
+    /// The CPU mirror, registered with the driver when a writable handle decides its
+    /// publication path (at open, `on_stream::path`), else on first use (issue #11).
     pub(crate) mirror_reg: super::publish::LazyRegistration,
-    /// The stream header's page, registered on the first GPU-side publication.
+    /// The stream header's page, registered when a writable handle decides on the GPU-side
+    /// publication path (`on_stream::path`).
     pub(crate) header_reg: super::publish::LazyRegistration,
-    /// How this handle's writes are published, decided on the first write (or the first
-    /// `gpu_publish_path`; see `on_stream::path`).
+    /// How this handle's writes are published, decided at open for a writable handle, on
+    /// the first `gpu_publish_path` for a read-only one (`on_stream::path`).
     pub(crate) gpu_publish: OnceLock<super::on_stream::HandlePath>,
     /// The `_gpu` segment's page, registered on first use by a GPU consumer (it acknowledges
     /// from its CUDA stream) or a writer whose stream waits for that acknowledgement.
@@ -307,7 +309,8 @@ impl Attachment {
             .map_err(|e| gpu_err(name, "binding the CUDA context", e))
     }
 
-    /// A pinned staging buffer, allocated on first use (the payload's size).
+    /// A pinned staging buffer, allocated on first use (the payload's size), held for `f`
+    /// only: callers keep it for one copy, never across a wait for a frame.
     pub(crate) fn with_staging<R>(
         &self,
         name: &str,
@@ -318,8 +321,10 @@ impl Attachment {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
+            // The first use may be on a thread that never bound the context.
+            self.bind(name)?;
             let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
-            // SAFETY: the context is bound by the caller; `p` is a valid out-pointer.
+            // SAFETY: the context is bound just above; `p` is a valid out-pointer.
             unsafe { sys::cuMemHostAlloc(&mut p, self.bytes, 0) }
                 .result()
                 .map_err(|e| gpu_err(name, "allocating the pinned staging buffer", e))?;

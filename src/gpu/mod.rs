@@ -292,12 +292,12 @@ pub(crate) fn end_publication(
 }
 
 /// After a handle is opened or created: a writable handle with a device attachment registers
-/// now the host memory its GPU-side work addresses (the header's sequence word and the `_gpu`
-/// segment for publication and GPU consumers, the CPU mirror), and so decides its
-/// publication path. Registering host memory waits for the work in flight on the device
-/// (a GPU check saw a first write's registration wait forever behind a GPU consumer of the
-/// same process that was waiting for that very write), so it is done before any wait is
-/// enqueued, not on first use. The pinned staging buffer of host writes is allocated on first
+/// now the host memory its GPU-side work addresses (the CPU mirror first, then the header's
+/// sequence word and the `_gpu` segment for publication and GPU consumers), and so decides
+/// its publication path (`on_stream::path`, which registers the mirror). Registering host
+/// memory waits for the work in flight on the device (a GPU check saw a first write's
+/// registration wait forever behind a GPU consumer of the same process that was waiting for
+/// that very write), so it is done before any wait is enqueued, not on first use. The pinned staging buffer of host writes is allocated on first
 /// use (under the write lock), which may wait the same way: a process makes each handle's
 /// first host write and read before it enqueues consumer waits.
 pub(crate) fn prepare(s: &crate::stream::Stream) {
@@ -307,11 +307,6 @@ pub(crate) fn prepare(s: &crate::stream::Stream) {
     {
         let _ = on_stream::path(s, a);
         let _ = a.seg_device_ptr(layout::gpu_offset::CONSUMER_ACK);
-        if let Some(mirror) = &s.payload {
-            // SAFETY: the handle drops its GPU link (and so this registration) before its
-            // host payload mapping.
-            unsafe { a.mirror_reg.ensure(&a.ctx, mirror.as_ptr(), a.bytes) };
-        }
     }
     #[cfg(not(feature = "cuda"))]
     let _ = s;

@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::seqlock::{self, Bracket};
 use crate::stream::Stream;
 
-/// How one handle's writes are published, decided once (on its first write or the first
-/// `gpu_publish_path`).
+/// How one handle's writes are published, decided once: at open for a writable handle
+/// (`super::prepare`), on the first `gpu_publish_path` for a read-only one.
 #[derive(Debug)]
 pub(crate) struct HandlePath {
     /// The path and why.
@@ -56,46 +56,78 @@ pub(crate) fn on_gpu(a: &Attachment) -> bool {
     a.gpu_publish.get().is_some_and(|p| p.words.is_some())
 }
 
-/// The path this handle's writes use (decided once per handle, on first asking).
+/// The path this handle's writes use (decided once per handle, on first asking). A writable
+/// handle of a mirrored stream registers the CPU mirror first: the path depends on it.
 pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
     a.gpu_publish.get_or_init(|| {
+        let mirror = s.payload.as_ref().map(|m| m.as_ptr());
+        if let Some(m) = mirror
+            && !s.readonly
+        {
+            // SAFETY: the handle drops its GPU link (and so this registration) before its
+            // host payload mapping.
+            unsafe { a.mirror_reg.ensure(&a.ctx, m, a.bytes) };
+        }
         let device = publish::path_for(s.device_index);
         let choice = probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());
-        let sync = |reason: String| HandlePath {
-            choice: PathChoice {
-                path: PublishPath::HostSync,
-                reason,
-            },
-            words: None,
-        };
-        if choice.path == PublishPath::HostSync {
-            return HandlePath {
-                choice,
-                words: None,
-            };
-        }
-        if s.readonly {
-            return sync("a read-only handle does not publish".into());
-        }
-        let seg = |off| a.seg_device_ptr(off);
-        match header_device_ptr(s, a) {
-            Ok(seq) => match (
+        let mirror_registered = mirror.map(|m| a.mirror_reg.device_ptr(m).is_some());
+        decide(choice, s.readonly, mirror_registered, || {
+            let seq = header_device_ptr(s, a)
+                .map_err(|e| format!("registering the stream header failed: {e}"))?;
+            let seg = |off| a.seg_device_ptr(off);
+            match (
                 seg(layout::gpu_offset::PUBLISHED_FRAME),
                 seg(layout::gpu_offset::CONSUMER_ACK),
             ) {
-                (Some(published), Some(ack)) => HandlePath {
-                    choice,
-                    words: Some(Words {
-                        seq,
-                        published,
-                        ack,
-                    }),
-                },
-                _ => sync("registering the `_gpu` segment failed".into()),
-            },
-            Err(e) => sync(format!("registering the stream header failed: {e}")),
-        }
+                (Some(published), Some(ack)) => Ok(Words {
+                    seq,
+                    published,
+                    ack,
+                }),
+                _ => Err("registering the `_gpu` segment failed".into()),
+            }
+        })
     })
+}
+
+/// The handle's path from the device's (after history and event mode, `probe::for_handle`):
+/// `host-sync` for a read-only handle, for a CPU mirror the driver did not register
+/// (`mirror_registered`, `None` without a mirror: device→host copies into pageable memory
+/// run synchronously, so on the GPU-side path they would wait behind a GPU consumer's gate
+/// with the write lock held and no deadline), or when `words` cannot register the words the
+/// CUDA stream writes.
+fn decide(
+    choice: PathChoice,
+    readonly: bool,
+    mirror_registered: Option<bool>,
+    words: impl FnOnce() -> std::result::Result<Words, String>,
+) -> HandlePath {
+    let sync = |reason: String| HandlePath {
+        choice: PathChoice {
+            path: PublishPath::HostSync,
+            reason,
+        },
+        words: None,
+    };
+    if choice.path == PublishPath::HostSync {
+        return HandlePath {
+            choice,
+            words: None,
+        };
+    }
+    if readonly {
+        return sync("a read-only handle does not publish".into());
+    }
+    if mirror_registered == Some(false) {
+        return sync("registering the CPU mirror failed".into());
+    }
+    match words() {
+        Ok(w) => HandlePath {
+            choice,
+            words: Some(w),
+        },
+        Err(reason) => sync(reason),
+    }
 }
 
 fn sequence_ptr(s: &Stream) -> *mut u8 {
@@ -226,4 +258,46 @@ pub(crate) fn published_on_host(a: &Attachment, even: u64) {
 /// (the stream may wait for a GPU consumer's acknowledgement).
 pub(crate) fn settle(s: &Stream, a: &Attachment) {
     let _ = a.settle_within(s.default_timeout());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu_side() -> PathChoice {
+        PathChoice {
+            path: PublishPath::GpuStream,
+            reason: "the probe passed".into(),
+        }
+    }
+
+    fn words() -> std::result::Result<Words, String> {
+        Ok(Words {
+            seq: 8,
+            published: 16,
+            ack: 24,
+        })
+    }
+
+    /// A mirror the driver did not register makes the handle `host-sync` with the reason
+    /// (without the check the GPU-side path was chosen on the header and `_gpu` words alone).
+    #[test]
+    fn an_unregistered_cpu_mirror_makes_the_handle_host_sync() {
+        let p = decide(gpu_side(), false, Some(false), words);
+        assert_eq!(p.choice.path, PublishPath::HostSync);
+        assert_eq!(p.choice.reason, "registering the CPU mirror failed");
+        assert!(p.words.is_none());
+        for mirror in [None, Some(true)] {
+            let p = decide(gpu_side(), false, mirror, words);
+            assert_eq!(p.choice.path, PublishPath::GpuStream, "{mirror:?}");
+            assert!(p.words.is_some());
+        }
+        let p = decide(gpu_side(), true, Some(true), || unreachable!("read-only"));
+        assert_eq!(p.choice.reason, "a read-only handle does not publish");
+        let p = decide(gpu_side(), false, None, || Err("no header".into()));
+        assert_eq!(
+            (p.choice.path, p.choice.reason.as_str()),
+            (PublishPath::HostSync, "no header")
+        );
+    }
 }

@@ -519,9 +519,16 @@ impl Stream {
     }
 
     /// Writes one frame from a device buffer (device to device, on this handle's CUDA stream,
-    /// after `src`'s pending writes). Without a mirror the host does not wait for the copy:
-    /// the frame is published with the interprocess event recorded after it, and every
-    /// reader's copy waits for that event.
+    /// after `src`'s pending writes). On the `host-sync` path ([`Stream::gpu_publish_path`])
+    /// the host waits for the copy, then publishes. On the `gpu-stream` path (the default
+    /// where the probe passes) the CUDA stream publishes the frame after the copy and the host
+    /// does not wait; nor does it without a mirror under `SHMSTREAM_GPU_IPC_EVENT=1`, where
+    /// readers' copies wait on the interprocess event recorded after the copy.
+    ///
+    /// Without a host wait the call returns before the copy out of `src` has run: `src` may
+    /// then be written or freed through cudarc (its event tracking orders that after the
+    /// copy), but not otherwise (raw pointers, other libraries, event tracking disabled) until
+    /// this handle's CUDA stream ([`Stream::cuda_stream`]) has been synchronized.
     pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
         let fill = self.device_to_device_fill(src)?;
         self.publish(None, Fill::InPlace, fill)
@@ -585,44 +592,50 @@ impl Stream {
 
     // ----- reads -----
 
+    /// The read loop of the device reads. Each attempt (`attempt`, on this handle's CUDA
+    /// stream, the context bound) copies the frame and says whether its bytes are valid; it
+    /// may run several times, never while the loop waits for a frame.
     fn device_read(
         &self,
+        a: &Attachment,
         want: Want,
         timeout: Option<Duration>,
         op: &'static str,
-        mut enqueue: impl FnMut(&Attachment, sys::CUstream) -> Result<()>,
-        mut finish: impl FnMut() -> bool,
+        mut attempt: impl FnMut(sys::CUstream) -> Result<bool>,
     ) -> Result<FrameInfo> {
-        let a = self.attachment_for_io()?;
         a.bind(&self.name)?;
         let st = a.stream.cu_stream();
         let mut failed: Option<Error> = None;
         let info = self.read_frame(want, timeout, op, |_host| {
             failed = None;
-            // SAFETY: our live stream handle and the attachment's event.
-            let run = ck(self, a, "ordering after the last write", unsafe {
-                wait_event(a, st)
+            attempt(st).unwrap_or_else(|e| {
+                failed = Some(e);
+                true
             })
-            .and_then(|_| enqueue(a, st))
-            // Snapshot safety: the copy must be complete before `read_frame` re-checks
-            // the sequence.
-            .and_then(|_| {
-                // SAFETY: `st` is our live stream handle.
-                let rc = unsafe { sys::cuStreamSynchronize(st) };
-                ck(self, a, "waiting for the device copy", rc)
-            });
-            match run {
-                Ok(()) => finish(),
-                Err(e) => {
-                    failed = Some(e);
-                    true
-                }
-            }
         })?;
         if let Some(e) = failed {
             return Err(e);
         }
         Ok(self.record_read(info))
+    }
+
+    /// One device read's copy: ordered after the last write, enqueued by `enqueue`, and
+    /// complete when this returns (snapshot safety: `read_frame` re-checks the sequence next).
+    fn copy_and_wait(
+        &self,
+        a: &Attachment,
+        st: sys::CUstream,
+        enqueue: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        // SAFETY: our live stream handle (the context bound by `device_read`) and the
+        // attachment's event.
+        ck(self, a, "ordering after the last write", unsafe {
+            wait_event(a, st)
+        })?;
+        enqueue()?;
+        // SAFETY: `st` is our live stream handle.
+        let rc = unsafe { sys::cuStreamSynchronize(st) };
+        ck(self, a, "waiting for the device copy", rc)
     }
 
     fn read_device_into_with<T: Element, D: DevicePtrMut<T>>(
@@ -639,20 +652,17 @@ impl Stream {
         // `device_ptr_mut` orders our stream after pending work on `dst` and records our
         // write on it when the guard drops.
         let (dp, _guard) = dst.device_ptr_mut(&a.stream);
-        self.device_read(
-            want,
-            timeout,
-            op,
-            |a, st| {
+        self.device_read(a, want, timeout, op, |st| {
+            self.copy_and_wait(a, st, || {
                 // SAFETY: `dp` is the caller's exclusive device buffer of `size` bytes (dtype
                 // and length checked), `a.dptr` the payload; the bytes are used only after
                 // validation.
                 ck(self, a, "copying device to device", unsafe {
                     sys::cuMemcpyDtoDAsync_v2(dp, a.dptr, size, st)
                 })
-            },
-            || true,
-        )
+            })?;
+            Ok(true)
+        })
     }
 
     fn read_device_to_host_with<T: Element>(
@@ -666,23 +676,23 @@ impl Stream {
         self.ensure_len(dst.len())?;
         let a = self.attachment_for_io()?;
         let (n, size, ptr) = (dst.len(), self.size, dst.as_mut_ptr());
-        a.with_staging(&self.name, Staging::Read, |stage| {
-            self.device_read(
-                want,
-                timeout,
-                op,
-                |a, st| {
+        // The staging buffer is taken per attempt, not across the loop's waits: a read of
+        // this handle waiting for a new frame must not hold up another thread's read.
+        self.device_read(a, want, timeout, op, |st| {
+            a.with_staging(&self.name, Staging::Read, |stage| {
+                self.copy_and_wait(a, st, || {
                     // SAFETY: `stage` is our pinned read buffer of `size` bytes (held under
-                    // its mutex), `a.dptr` the payload.
+                    // its mutex until the staged bytes are copied out below), `a.dptr` the
+                    // payload.
                     ck(self, a, "copying device to host", unsafe {
                         sys::cuMemcpyDtoHAsync_v2(stage.cast(), a.dptr, size, st)
                     })
-                },
-                // SAFETY: runs after the stream synchronize, so the staged bytes are complete;
+                })?;
+                // SAFETY: after the stream synchronize, so the staged bytes are complete;
                 // `ptr` is the caller's buffer of `n` elements of `T` (checked);
                 // `copy_from_shared` validates bools and writes `n` valid `T`.
-                || unsafe { T::copy_from_shared(stage.cast_const(), ptr, n) },
-            )
+                Ok(unsafe { T::copy_from_shared(stage.cast_const(), ptr, n) })
+            })
         })
     }
 
