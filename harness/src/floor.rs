@@ -55,6 +55,13 @@ pub fn bare_region_len(job: &crate::scenario::Job) -> usize {
     region_len(job.payload_bytes(), job.floor_slots)
 }
 
+/// Size of the region of a floor timed beside ours whose frames lie on the stream's own
+/// payload pages ([`stream_pages`]): its control words alone (a region sized for the frames
+/// too took another 400 MB of `/dev/shm` at 10000², unused).
+pub fn paired_region_len() -> usize {
+    region_len(0, 1)
+}
+
 /// The payload pages of stream `name` (`bytes` long), mapped again for a floor that copies
 /// into and out of the same physical memory as ours ([`Frames::of_stream`]): at 16 MB, which
 /// pages a copy lands on moved it by up to 12% here, same `memcpy` on both sides. The floor

@@ -191,27 +191,27 @@ impl<F: FnMut() -> Result<()>> Slicer for SliceSide<F> {
     }
 }
 
-/// Runs two sides in alternation, `a` then `b`, one slice of `len` at a time: whatever
+/// Runs two sides in alternation, `a` then `b`, one slice at a time: whatever
 /// changes on a shared host over milliseconds to seconds (other tenants, clock
 /// frequency, a neighbour's cache traffic) hits both alike, so their ratio does not move
-/// with it. Warm-up gives each side half of `timing.warmup`; each repeat gives each side
-/// `min_seconds` of slices.
-pub fn alternate(
-    timing: &Timing,
-    len: Duration,
-    a: &mut dyn Slicer,
-    b: &mut dyn Slicer,
-) -> Result<()> {
-    let slices = |secs: f64| ((secs / len.as_secs_f64()).ceil() as u64).max(1);
-    for _ in 0..slices(timing.warmup / 2.0) {
-        a.slice(false)?;
-        b.slice(false)?;
-    }
-    for _ in 0..timing.repeats {
-        for _ in 0..slices(timing.min_seconds) {
-            a.slice(true)?;
-            b.slice(true)?;
+/// with it. Warm-up lasts `timing.warmup`, each repeat twice `min_seconds` (each side's
+/// half), by the clock and at least one slice each: a step longer than a slice (a 400 MB
+/// frame's 65 ms copy) makes one call a slice, and a count of slices made such a repeat
+/// last that many calls (13 s a side at 10000², not 1 s).
+pub fn alternate(timing: &Timing, a: &mut dyn Slicer, b: &mut dyn Slicer) -> Result<()> {
+    fn pairs(a: &mut dyn Slicer, b: &mut dyn Slicer, secs: f64, record: bool) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        loop {
+            a.slice(record)?;
+            b.slice(record)?;
+            if Instant::now() >= until {
+                return Ok(());
+            }
         }
+    }
+    pairs(a, b, timing.warmup, false)?;
+    for _ in 0..timing.repeats {
+        pairs(a, b, 2.0 * timing.min_seconds, true)?;
         a.end_repeat()?;
         b.end_repeat()?;
     }
@@ -227,7 +227,7 @@ pub fn timed_pair(
 ) -> Result<[(Measured, Histogram<u64>); 2]> {
     let mut sa = SliceSide::new(PAIR_SLICE, a);
     let mut sb = SliceSide::new(PAIR_SLICE, b);
-    alternate(timing, PAIR_SLICE, &mut sa, &mut sb)?;
+    alternate(timing, &mut sa, &mut sb)?;
     Ok([sa.finish(), sb.finish()])
 }
 
@@ -295,6 +295,27 @@ mod tests {
             mb.iterations < ma.iterations,
             "the slow step fits fewer calls per slice"
         );
+    }
+
+    /// A repeat lasts `min_seconds` a side by the clock, not a count of slices: a step
+    /// longer than a slice makes one call a slice, and 10 slices a side (0.05 s / 5 ms)
+    /// made a repeat of 20 ms steps last 10 calls a side, 0.4 s.
+    #[test]
+    fn a_pair_of_steps_longer_than_a_slice_runs_min_seconds_not_a_count_of_slices() {
+        let timing = Timing {
+            warmup: 0.0,
+            min_seconds: 0.05,
+            repeats: 1,
+        };
+        let step = || {
+            spin_for_us(20_000.0);
+            Ok(())
+        };
+        let [(a, _), (b, _)] = timed_pair(&timing, step, step).unwrap();
+        // 0.1 s of 40 ms pairs: three pairs recorded, at most, whatever the host's speed (a
+        // slower one fits fewer); at least one.
+        let (na, nb) = (a.iterations, b.iterations);
+        assert!((1..=3).contains(&na) && na == nb, "{na} and {nb} calls");
     }
 
     #[test]

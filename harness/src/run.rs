@@ -220,7 +220,7 @@ impl Runner {
         }
         match job.kind {
             Kind::Pingpong => {
-                let _bare = bare_floor_objects(&names, job)?;
+                let _bare = bare_floor_objects(&names, crate::floor::bare_region_len(job))?;
                 let specs = [
                     self.spec(Role::FloorPingReader, job, &names, idx, "floor"),
                     self.spec(Role::FloorPingWriter, job, &names, idx, "floor"),
@@ -243,7 +243,10 @@ impl Runner {
         let names = self.names(idx, "ours");
         let _streams = cases::create_streams(job, &names)?;
         let _bare = if matches!(job.kind, Kind::Op | Kind::Roundtrip | Kind::Pingpong) {
-            Some(bare_floor_objects(&names, job)?)
+            Some(bare_floor_objects(
+                &names,
+                crate::floor::paired_region_len(),
+            )?)
         } else {
             None
         };
@@ -333,11 +336,10 @@ pub fn clean_up(pid: u32, work: &std::path::Path) {
     let _ = std::fs::remove_dir_all(work);
 }
 
-/// Creates the bare region and lock file of a [`crate::floor::BareStream`] floor for `job`
-/// (held until its children exit).
-fn bare_floor_objects(names: &Names, job: &Job) -> Result<(ShmRegion, LockFile)> {
-    let region = ShmRegion::create(&names.region, crate::floor::bare_region_len(job))
-        .context("creating the floor region")?;
+/// Creates the bare region (`len` bytes) and lock file of a [`crate::floor::BareStream`]
+/// floor (held until its children exit).
+fn bare_floor_objects(names: &Names, len: usize) -> Result<(ShmRegion, LockFile)> {
+    let region = ShmRegion::create(&names.region, len).context("creating the floor region")?;
     Ok((region, LockFile::open(&names.lock, true)?))
 }
 

@@ -375,7 +375,12 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
         .take_while(|l| !l.starts_with("## Environment"))
         .filter(|l| l.starts_with("| ") && !l.starts_with("| form") && !l.starts_with("|--"))
         .collect();
-    assert_eq!(rows.len(), 3, "split, merged, busy-waiting: {rows:?}");
+    // Split, merged and busy-waiting: a row per case of the scenario it wrote (the
+    // busy-waiting form is left out where cores 0 and 1 cannot both be pinned).
+    let scenario = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
+    let forms = scenario.matches("[[case]]").count();
+    assert!((2..=3).contains(&forms), "{scenario}");
+    assert_eq!(rows.len(), forms, "a row per form: {rows:?}");
     for row in &rows {
         assert_eq!(row.matches(" | ").count(), 9, "ten cells: {row}");
         let floor = row.split(" | ").nth(3).unwrap();

@@ -115,7 +115,7 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         to,
         last_slice: MVM_SLICE,
     };
-    alternate(&job.timing, MVM_SLICE, &mut ours, &mut floor)?;
+    alternate(&job.timing, &mut ours, &mut floor)?;
     let (mut m, h) = ours.finish();
     // One checked iteration: the pipeline must compute the right product, of a vector no
     // timed iteration published (a y one product behind would not match it).

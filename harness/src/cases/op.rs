@@ -22,7 +22,7 @@ use shmstream::{Element, Stream};
 
 use crate::cases::{PageBuf, check_count, floor_prefix, wait_timeout};
 use crate::error::{Context, Result, bail};
-use crate::floor::{BareStream, Frames, bare_region_len, stream_pages};
+use crate::floor::{BareStream, Frames, paired_region_len, stream_pages};
 use crate::kernel::{self, MvmKernel};
 use crate::measure::{Measured, timed_pair};
 use crate::scenario::HotOp;
@@ -40,7 +40,7 @@ pub fn run<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let [floor, ours] = match op_of(spec)? {
         HotOp::Kernel => kernel(spec)?,
         op => {
-            let region = ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
+            let region = ShmRegion::open(&spec.names.region, paired_region_len())
                 .context("opening the floor region")?;
             region.prefault();
             let stream = || Stream::open(&spec.names.data).context("opening the op stream");

@@ -35,7 +35,7 @@ use shmstream::{Element, Stream, WaitStrategy};
 
 use crate::cases::{Commands, floor_prefix, wait_timeout};
 use crate::error::{Context, Result, bail};
-use crate::floor::{Echo, FloorEcho, FloorPing, Frames, bare_region_len, stream_pages};
+use crate::floor::{Echo, FloorEcho, FloorPing, Frames, paired_region_len, stream_pages};
 use crate::measure::{Measured, SliceSide, Slicer, alternate};
 use crate::scenario::Wait;
 use crate::spawn::{self, ChildSpec};
@@ -58,8 +58,7 @@ fn strategy(spec: &ChildSpec) -> WaitStrategy {
 }
 
 fn floor_region(spec: &ChildSpec) -> Result<ShmRegion> {
-    ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
-        .context("opening the floor region")
+    ShmRegion::open(&spec.names.region, paired_region_len()).context("opening the floor region")
 }
 
 /// A side of the writer's alternation that first brings the reader over to it.
@@ -132,7 +131,7 @@ pub fn writer<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)
         side: SliceSide::new(PING_SLICE, ours_round_trip).with_gap_us(gap),
         enter: &to_ours,
     };
-    alternate(&spec.job.timing, PING_SLICE, &mut floor, &mut ours)?;
+    alternate(&spec.job.timing, &mut floor, &mut ours)?;
     to_ours()?;
     ctl.write_slice(&[command::STOP])?;
     data.write_slice(src)?;

@@ -15,7 +15,7 @@ use shmstream::{Element, Stream};
 
 use crate::cases::{PageBuf, check_count, floor_prefix};
 use crate::error::{Context, Result};
-use crate::floor::{BareStream, Frames, bare_region_len, stream_pages};
+use crate::floor::{BareStream, Frames, paired_region_len, stream_pages};
 use crate::measure::{Measured, PAIR_SLICE, timed_pair};
 use crate::spawn::{self, ChildSpec, Role};
 
@@ -27,7 +27,7 @@ pub fn run<T: Element>(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     let r = Stream::open(&spec.names.data).context("opening the roundtrip stream (reader)")?;
     let bytes = spec.job.payload_bytes();
     let region = || {
-        let region = ShmRegion::open(&spec.names.region, bare_region_len(&spec.job))
+        let region = ShmRegion::open(&spec.names.region, paired_region_len())
             .context("opening the floor region")?;
         region.prefault();
         Ok::<_, crate::error::Error>(region)
