@@ -491,6 +491,7 @@ impl Stream {
     }
 
     /// Async [`Stream::read_after_into_slice`]: fills `dst` (no allocation); returns the count.
+    /// On error, `dst` is unspecified (it may hold a torn copy).
     pub async fn read_after_into_slice_async<T: Element>(
         self: &Arc<Self>,
         after: u64,
@@ -534,7 +535,8 @@ impl Stream {
         .await
     }
 
-    /// Async [`Stream::read_new_into_slice`]; returns the frame's count.
+    /// Async [`Stream::read_new_into_slice`]; returns the frame's count. On error, `dst` is
+    /// unspecified (it may hold a torn copy).
     pub async fn read_new_into_slice_async<T: Element>(
         self: &Arc<Self>,
         dst: &mut [T],

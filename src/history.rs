@@ -986,7 +986,8 @@ impl Cursor<'_> {
 
     /// The next frame, copied into `dst` (no allocation). Waits up to `timeout` (`None`:
     /// forever) for it to be written; the thread that holds the stream's write lock is
-    /// refused a wait ([`Error::Unsupported`]).
+    /// refused a wait ([`Error::Unsupported`]). On error, `dst` is unspecified (it may hold
+    /// a torn copy).
     pub fn next_into_slice<T: Element>(
         &mut self,
         dst: &mut [T],
@@ -1004,7 +1005,8 @@ impl Cursor<'_> {
     }
 
     /// The next frame's raw bytes (C order, native endian), for tools that move frames
-    /// without looking at them (recorders, bridges). `dst` must be `size_bytes()` long.
+    /// without looking at them (recorders, bridges). `dst` must be `size_bytes()` long. On
+    /// error, `dst` is unspecified (it may hold a torn copy).
     pub fn next_into_bytes(
         &mut self,
         dst: &mut [u8],
