@@ -384,10 +384,9 @@ impl Mirror {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
         };
-        let interleaved = match self.account(&h) {
-            Ok(interleaved) => interleaved,
-            Err(reason) => return self.refuse(&reason),
-        };
+        if let Err(reason) = self.account(&h) {
+            return self.refuse(&reason);
+        }
         let id = (h.source, h.count, h.frame_id, h.write_time.to_bits());
         if self.last == Some(id) && self.local.as_ref().is_some_and(|s| !s.is_unlinked()) {
             return;
@@ -400,9 +399,11 @@ impl Mirror {
             let reason = reason.to_owned();
             return self.refuse(&reason);
         }
-        // A frame of another source than the last written, frames of that one in between:
-        // several publishers on one key.
-        let several = interleaved && self.last.is_some_and(|l| l.0 != h.source);
+        // A frame of another source than the last written, sources having interleaved:
+        // several publishers on one key. (Not whether this frame came back after another
+        // source's: of two publishers, that flips with each one's runs of frames, and so
+        // would the reason, each refusal then said on a line of its own.)
+        let several = self.interleaving_said && self.last.is_some_and(|l| l.0 != h.source);
         for _ in 0..2 {
             // `found`: the local stream was opened for this frame, there before (not
             // created by this run).
@@ -455,6 +456,10 @@ impl Mirror {
                     local.creator_pid()
                 )));
             }
+            // The mirror's last frame id, where this is the first frame this run writes,
+            // lossless, into a mirror that holds frames (said once written, [`Mirror::resumed`]).
+            let resumed_from =
+                (self.written == 0 && h.lossless && local.count() > 0).then(|| local.frame_id());
             let wait = lock_wait(h.lossless, self.locked_out, Instant::now());
             let written = match local.lock(Some(wait)) {
                 Ok(guard) => {
@@ -478,6 +483,9 @@ impl Mirror {
                     self.last = Some(id);
                     self.written += 1;
                     self.unwritten = false;
+                    if let Some(before) = resumed_from {
+                        self.resumed(&h, before);
+                    }
                     if let Some(line) = self.refusals.end_run() {
                         self.say(&line);
                     }
@@ -495,10 +503,11 @@ impl Mirror {
 
     /// The reason a create of the mirror for `h` is not tried (the mirror not there): one
     /// that failed (no room, no permission) is not tried again on Zenoh's receiving thread
-    /// for every frame, only after [`RETRY_CREATE`] (room freed, or the mirror made by hand
-    /// meanwhile). One that failed for want of room is not tried for any shape meanwhile (a
-    /// sender varying its shape would have a whole segment allocated at every frame); any
-    /// other, not for that dtype and shape.
+    /// for every frame, only after [`RETRY_CREATE`] (room freed or permission given
+    /// meanwhile; a mirror someone made meanwhile is then found, and written only with
+    /// `--into-existing`). One that failed for want of room is not tried for any shape
+    /// meanwhile (a sender varying its shape would have a whole segment allocated at every
+    /// frame); any other, not for that dtype and shape.
     fn create_refused(&self, h: &FrameHeader) -> Option<&str> {
         let u = self.uncreatable.as_ref()?;
         ((u.no_space || (u.dtype, u.shape.as_slice()) == (h.dtype, h.shape.as_slice()))
@@ -509,22 +518,25 @@ impl Mirror {
     /// Follows the sources of the frames that arrive: says once when several interleave
     /// (publishers on one key). Of a lossless frame, counts (and says) the frames not
     /// received before `h`, gaps in the counts of its source, and says those of a new source
-    /// before its first one received. Ok: whether frames of another source came since the
-    /// last of this one; Err: why `h` is refused, a lossless frame whose count is not past
-    /// its source's newest (other than that frame again): a lossless mirror keeps the
-    /// frames in order.
-    fn account(&mut self, h: &FrameHeader) -> Result<bool, String> {
-        let mut interleaved = false;
+    /// before its first one received. Err: why `h` is refused, a lossless frame whose count
+    /// goes back from its source's newest received, or repeats it with another frame id (not
+    /// the newest, or the frame last written, again: a frame refused for the lock and put
+    /// again by a restarted publisher is written): a lossless mirror keeps the frames in
+    /// order.
+    fn account(&mut self, h: &FrameHeader) -> Result<(), String> {
         let mut behind = None;
         match self.sources.arrived(h) {
-            Arrival::First if h.lossless => self.resumed(h),
             Arrival::First => {}
-            Arrival::Known { last, back } => {
-                interleaved = back;
+            Arrival::Known {
+                last,
+                last_id,
+                back,
+            } => {
                 let again = self.last.is_some_and(|(src, count, id, _)| {
                     (src, count, id) == (h.source, h.count, h.frame_id)
                 });
-                if h.lossless && h.count <= last.0 && !again {
+                let out_of_order = h.count < last.0 || (h.count == last.0 && h.frame_id != last_id);
+                if h.lossless && out_of_order && !again {
                     behind = Some(last.0);
                 } else if h.lossless {
                     self.gaps.lost(missed(last, h));
@@ -561,26 +573,21 @@ impl Mirror {
                  --key-prefix)",
                 h.count, h.frame_id
             )),
-            None => Ok(interleaved),
+            None => Ok(()),
         }
     }
 
-    /// The first lossless frame this bridge receives, into a mirror that already holds frames
-    /// (a restarted subscriber): frames the publisher put to the one before it as it went
-    /// away are not known here, so that possible gap is said.
-    fn resumed(&self, h: &FrameHeader) {
-        if let Ok(s) = Stream::open_readonly(&self.name)
-            && s.count() > 0
-        {
-            self.say(&format!(
-                "resumed at the publisher's frame count {} (frame id {}) into a mirror that holds \
-                 frames (the last, frame id {}): frames put as the previous subscriber went away \
-                 are not known here and may be missing",
-                h.count,
-                h.frame_id,
-                s.frame_id()
-            ));
-        }
+    /// The first frame this run wrote, `h`, lossless, into a mirror that held frames, the
+    /// last of frame id `before` (a restarted subscriber's, `--into-existing`): frames the
+    /// publisher put to the one before it as it went away are not known here, so that
+    /// possible gap is said. Said once written: a mirror refused is not resumed.
+    fn resumed(&self, h: &FrameHeader, before: u64) {
+        self.say(&format!(
+            "resumed at the publisher's frame count {} (frame id {}) into a mirror that holds \
+             frames (the last, frame id {before}): frames put as the previous subscriber went \
+             away are not known here and may be missing",
+            h.count, h.frame_id
+        ));
     }
 
     /// Stops the mirror for good: nothing more is written, and its thread ends the bridge
@@ -825,11 +832,12 @@ fn write_sample(
 const SOURCES_KEPT: usize = 8;
 
 /// The source instances whose frames arrived here, the most recent last, each with
-/// the (count, publisher's losses) of its newest frame received; at most [`SOURCES_KEPT`],
-/// the least recent forgotten first (an old generation, which sends no more).
+/// the (count, publisher's losses) and the frame id of its newest frame received; at most
+/// [`SOURCES_KEPT`], the least recent forgotten first (an old generation, which sends no
+/// more).
 #[derive(Debug, Default)]
 struct Sources {
-    seen: Vec<([u8; 16], (u64, u64))>,
+    seen: Vec<([u8; 16], (u64, u64), u64)>,
 }
 
 /// What a frame's source is to [`Sources`].
@@ -837,9 +845,14 @@ struct Sources {
 enum Arrival {
     /// The first frame received here.
     First,
-    /// A source seen before, whose newest frame received had (count, losses) `last`; `back`:
-    /// frames of another source came in between (publishers interleaving on one key).
-    Known { last: (u64, u64), back: bool },
+    /// A source seen before, whose newest frame received had (count, losses) `last` and
+    /// frame id `last_id`; `back`: frames of another source came in between (publishers
+    /// interleaving on one key).
+    Known {
+        last: (u64, u64),
+        last_id: u64,
+        back: bool,
+    },
     /// A source not seen before (a new generation); the frame received before it had a
     /// publisher's losses `lost`.
     New { lost: u64 },
@@ -848,28 +861,25 @@ enum Arrival {
 impl Sources {
     /// Remembers the frame `h` of its source and says what that source is.
     fn arrived(&mut self, h: &FrameHeader) -> Arrival {
-        let Some(&(newest, (_, lost))) = self.seen.last() else {
-            self.seen.push((h.source, (h.count, h.lost)));
+        let this = (h.source, (h.count, h.lost), h.frame_id);
+        let Some(&(newest, (_, lost), _)) = self.seen.last() else {
+            self.seen.push(this);
             return Arrival::First;
         };
-        let Some(at) = self.seen.iter().position(|(src, _)| *src == h.source) else {
+        let Some(at) = self.seen.iter().position(|(src, ..)| *src == h.source) else {
             if self.seen.len() == SOURCES_KEPT {
                 self.seen.remove(0);
             }
-            self.seen.push((h.source, (h.count, h.lost)));
+            self.seen.push(this);
             return Arrival::New { lost };
         };
-        let (src, last) = self.seen.remove(at);
+        let seen = self.seen.remove(at);
         // A frame again, or an older one, leaves the newest as it was.
-        let kept = if h.count > last.0 {
-            (h.count, h.lost)
-        } else {
-            last
-        };
-        self.seen.push((src, kept));
+        self.seen.push(if h.count > seen.1.0 { this } else { seen });
         Arrival::Known {
-            last,
-            back: src != newest,
+            last: seen.1,
+            last_id: seen.2,
+            back: seen.0 != newest,
         }
     }
 }
@@ -1209,15 +1219,15 @@ mod tests {
             lossless: false,
             ..h(source, count, 0)
         };
-        assert_eq!(m.account(&latest(1, 100)), Ok(false));
-        assert_eq!(m.account(&latest(2, 10)), Ok(false), "a new source");
+        assert_eq!(m.account(&latest(1, 100)), Ok(()));
+        assert_eq!(m.account(&latest(2, 10)), Ok(()), "a new source");
         assert!(!m.interleaving_said);
-        assert_eq!(m.account(&latest(1, 105)), Ok(true), "back after another's");
+        assert_eq!(m.account(&latest(1, 105)), Ok(()), "back after another's");
         assert!(m.interleaving_said);
-        assert_eq!(m.account(&latest(1, 110)), Ok(false));
+        assert_eq!(m.account(&latest(1, 110)), Ok(()));
         // Frames skipped, older ones after newer: latest value, none of it counted or refused.
-        assert_eq!(m.account(&latest(2, 50)), Ok(true));
-        assert_eq!(m.account(&latest(2, 40)), Ok(false));
+        assert_eq!(m.account(&latest(2, 50)), Ok(()));
+        assert_eq!(m.account(&latest(2, 40)), Ok(()));
         assert_eq!(m.gaps.total, 0);
     }
 
@@ -1226,7 +1236,7 @@ mod tests {
     #[test]
     fn a_lossless_frame_out_of_order_is_refused() {
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        assert_eq!(m.account(&h(1, 10, 0)), Ok(false));
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
         let e = m.account(&h(1, 9, 0)).unwrap_err();
         assert!(
             e.starts_with(
@@ -1245,8 +1255,30 @@ mod tests {
         );
         // The frame last written, put again: left to the check that skips it.
         m.last = Some(([1; 16], 10, 10, 0));
-        assert_eq!(m.account(&h(1, 10, 0)), Ok(false));
-        assert_eq!(m.account(&h(1, 11, 0)), Ok(false));
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
+        assert_eq!(m.account(&h(1, 11, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 0);
+    }
+
+    /// A lossless frame refused (its mirror locked over a second) and put again, with its
+    /// count and frame id, by a restarted publisher is written: its count is its source's
+    /// newest received, not past the frame last written, and it was refused as "out of
+    /// order or repeated", lost for good.
+    #[test]
+    fn a_lossless_frame_refused_and_put_again_is_not_refused_as_repeated() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        assert_eq!(m.account(&h(1, 9, 0)), Ok(()));
+        m.last = Some(([1; 16], 9, 9, 0));
+        // Frame 10 arrives and is refused for the lock: the frame last written stays 9.
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(()), "frame 10 put again");
+        let other = FrameHeader {
+            frame_id: 77,
+            ..h(1, 10, 0)
+        };
+        assert!(m.account(&other).is_err(), "count 10, another frame id");
+        assert!(m.account(&h(1, 9, 0)).is_ok(), "the frame last written");
+        assert!(m.account(&h(1, 8, 0)).is_err(), "an older one");
         assert_eq!(m.gaps.total, 0);
     }
 
@@ -1291,6 +1323,7 @@ mod tests {
         }
         let back = Arrival::Known {
             last: (1, 0),
+            last_id: 1,
             back: true,
         };
         assert_eq!(
@@ -1310,6 +1343,7 @@ mod tests {
             s.arrived(&h(1, 3, 0)),
             Arrival::Known {
                 last: (2, 0),
+                last_id: 2,
                 back: false
             }
         );

@@ -455,6 +455,9 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
     // Whether the progress line is drawn (and the cursor still on it).
     let mut drawn = false;
     loop {
+        // Read before the reporting pass: a recorder done after the pass but before this
+        // check would end the loop with its error unsaid.
+        let all_done = progress.iter().all(|p| p.done.load(Ordering::Acquire));
         for ((name, p), reported) in plan.names.iter().zip(progress).zip(&mut reported) {
             if *reported || !p.done.load(Ordering::Acquire) {
                 continue;
@@ -472,7 +475,7 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
                 );
             }
         }
-        if progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
+        if all_done {
             break;
         }
         std::thread::park_timeout(Duration::from_millis(250));
