@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{StreamStat, exhausted, scan, unlink_named_generation, validated};
-use crate::error::{Error, Result, out_of_resources};
+use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::lock::LockFile;
 use crate::segment;
@@ -106,8 +106,13 @@ impl std::fmt::Display for PurgeFailure {
         let kind = self.item.kind();
         write!(f, "the {kind} {} could not be removed: ", path.display())?;
         match &self.error {
-            Error::Io { op, source, .. } if !out_of_resources(source) => {
-                write!(f, "{op} failed: {source}")
+            Error::Io { name, op, source } => {
+                // The error's own text ends in the remedy for an out-of-resources error.
+                let shown = self.error.to_string();
+                let remedy = shown
+                    .strip_prefix(&format!("{op} failed for stream '{name}': {source}"))
+                    .unwrap_or("");
+                write!(f, "{op} failed: {source}{remedy}")
             }
             Error::Untrusted { path, reason, .. } => write!(
                 f,
@@ -374,6 +379,29 @@ fn remove_unowned(
 mod tests {
     use super::*;
     use crate::{Dtype, Stream, unlink};
+
+    #[test]
+    fn a_leftover_failing_for_want_of_files_is_not_called_a_stream() {
+        let id = name::segment_id("purge-emfile");
+        let file = format!("{id}_hist");
+        let error = Error::io(
+            &id,
+            "removing what belongs to no stream",
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        let shown = PurgeFailure::new(PurgeItem::Leftover(file.clone()), error).to_string();
+        let path = segment::path(&file);
+        assert!(
+            shown.starts_with(&format!(
+                "the leftover part {} could not be removed: removing what belongs to no \
+                 stream failed: ",
+                path.display()
+            )),
+            "{shown}"
+        );
+        assert!(!shown.contains("stream 'ps_"), "{shown}");
+        assert!(shown.contains("ulimit -n"), "the remedy is lost: {shown}");
+    }
 
     #[test]
     fn purge_unlinks_only_the_generation_it_scanned() {

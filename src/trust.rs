@@ -100,20 +100,19 @@ pub(crate) fn unlink_error(e: io::Error, path: &Path) -> io::Error {
     ) {
         return e;
     }
-    let Some((reason, dir)) = std::fs::symlink_metadata(path)
+    let Some((reason, m)) = std::fs::symlink_metadata(path)
         .ok()
-        .and_then(|m| Some((refusal(&m)?, m.is_dir())))
+        .and_then(|m| Some((refusal(&m)?, m)))
     else {
         return e;
     };
-    let rm = if dir { "rm -r" } else { "rm" };
-    refuse(
-        path,
-        format!(
-            "{reason}; only its owner or root can remove it (`{rm} {}`)",
-            path.display()
-        ),
-    )
+    let rm = if m.is_dir() { "rm -r" } else { "rm" };
+    let who = match m.uid() {
+        uid if uid == euid() => "remove it".to_owned(),
+        0 => "only root can remove it".to_owned(),
+        uid => format!("only uid {uid} or root can remove it"),
+    };
+    refuse(path, format!("{reason}; {who} (`{rm} {}`)", path.display()))
 }
 
 /// Whether `path` is a regular file of this user.

@@ -564,6 +564,8 @@ fn unlink_names_a_payload_it_cannot_remove_and_leaves_no_lock_file() {
                 reason.contains("directory") && reason.contains(&rm),
                 "{reason}"
             );
+            // Ours: we can remove it, so no one else is said to have to.
+            assert!(!reason.contains("only"), "{reason}");
         }
         other => panic!("unlink gave {other:?}"),
     }

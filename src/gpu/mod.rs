@@ -291,15 +291,17 @@ pub(crate) fn end_publication(
     }
 }
 
-/// After a handle is opened or created: a writable handle with a device attachment registers
-/// now the host memory its GPU-side work addresses (the CPU mirror first, then the header's
-/// sequence word and the `_gpu` segment for publication and GPU consumers), and so decides
-/// its publication path (`on_stream::path`, which registers the mirror). Registering host
-/// memory waits for the work in flight on the device (a GPU check saw a first write's
-/// registration wait forever behind a GPU consumer of the same process that was waiting for
-/// that very write), so it is done before any wait is enqueued, not on first use. The pinned staging buffer of host writes is allocated on first
-/// use (under the write lock), which may wait the same way: a process makes each handle's
-/// first host write and read before it enqueues consumer waits.
+/// After a handle is opened or created: a writable handle with a device attachment decides
+/// its publication path now (`on_stream::path`), registering the host memory its GPU-side
+/// work addresses: the CPU mirror first; then, only where the path is to be `gpu-stream`
+/// (the handle's path from the device's, with the mirror, if any, registered), the
+/// header's sequence word; and in any case the `_gpu` segment's words (publication and GPU
+/// consumers). Registering host memory waits for the work in flight on the device (a GPU
+/// check saw a first write's registration wait forever behind a GPU consumer of the same
+/// process that was waiting for that very write), so it is done before any wait is
+/// enqueued, not on first use. The pinned staging buffer of host writes is allocated on
+/// first use (under the write lock), which may wait the same way: a process makes each
+/// handle's first host write and read before it enqueues consumer waits.
 pub(crate) fn prepare(s: &crate::stream::Stream) {
     #[cfg(feature = "cuda")]
     if let GpuLink::Attached(a) = &s.gpu
@@ -354,8 +356,10 @@ pub(crate) fn segment_bytes(name: &str) -> Option<Vec<u8>> {
 impl crate::stream::Stream {
     /// How this handle's writes are published, and why: `gpu-stream` (the writer's CUDA stream
     /// stores the even sequence; the host does not wait for the copy) or `host-sync` (the host
-    /// waits for the stream, then stores it). `None` for a CPU stream or a handle without a
-    /// device attachment.
+    /// waits for the stream, then stores it; except that a device-side write to a stream
+    /// without a CPU mirror under `SHMSTREAM_GPU_IPC_EVENT=1` stores it at once, readers'
+    /// copies waiting on the interprocess event recorded after the copy). `None` for a CPU
+    /// stream or a handle without a device attachment.
     pub fn gpu_publish_path(&self) -> Option<probe::PathChoice> {
         match &self.gpu {
             #[cfg(feature = "cuda")]

@@ -61,16 +61,18 @@ pub(crate) fn on_gpu(a: &Attachment) -> bool {
 pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
     a.gpu_publish.get_or_init(|| {
         let mirror = s.payload.as_ref().map(|m| m.as_ptr());
-        if let Some(m) = mirror
-            && !s.readonly
-        {
+        let mirror_registered = mirror.filter(|_| !s.readonly).map(|m| {
             // SAFETY: the handle drops its GPU link (and so this registration) before its
             // host payload mapping.
             unsafe { a.mirror_reg.ensure(&a.ctx, m, a.bytes) };
-        }
+            match (a.mirror_reg.device_ptr(m), a.mirror_reg.error()) {
+                (Some(_), _) => Ok(()),
+                (None, Some(e)) => Err(describe(e)),
+                (None, None) => Err("the driver gave no device address".into()),
+            }
+        });
         let device = publish::path_for(s.device_index);
         let choice = probe::for_handle(&device, s.history.is_some(), super::ops::ipc_event_mode());
-        let mirror_registered = mirror.map(|m| a.mirror_reg.device_ptr(m).is_some());
         decide(choice, s.readonly, mirror_registered, || {
             let seq = header_device_ptr(s, a)
                 .map_err(|e| format!("registering the stream header failed: {e}"))?;
@@ -92,14 +94,14 @@ pub(crate) fn path<'a>(s: &Stream, a: &'a Attachment) -> &'a HandlePath {
 
 /// The handle's path from the device's (after history and event mode, `probe::for_handle`):
 /// `host-sync` for a read-only handle, for a CPU mirror the driver did not register
-/// (`mirror_registered`, `None` without a mirror: device→host copies into pageable memory
-/// run synchronously, so on the GPU-side path they would wait behind a GPU consumer's gate
-/// with the write lock held and no deadline), or when `words` cannot register the words the
-/// CUDA stream writes.
+/// (`mirror_registered` holds the driver's error, said in the reason; `None` without a mirror
+/// or for a read-only handle: device→host copies into pageable memory run synchronously, so
+/// on the GPU-side path they would wait behind a GPU consumer's gate with the write lock
+/// held and no deadline), or when `words` cannot register the words the CUDA stream writes.
 fn decide(
     choice: PathChoice,
     readonly: bool,
-    mirror_registered: Option<bool>,
+    mirror_registered: Option<std::result::Result<(), String>>,
     words: impl FnOnce() -> std::result::Result<Words, String>,
 ) -> HandlePath {
     let sync = |reason: String| HandlePath {
@@ -118,8 +120,8 @@ fn decide(
     if readonly {
         return sync("a read-only handle does not publish".into());
     }
-    if mirror_registered == Some(false) {
-        return sync("registering the CPU mirror failed".into());
+    if let Some(Err(e)) = mirror_registered {
+        return sync(format!("registering the CPU mirror failed: {e}"));
     }
     match words() {
         Ok(w) => HandlePath {
@@ -145,9 +147,13 @@ pub(crate) fn header_device_ptr(
     // SAFETY: the header mapping outlives the attachment (`Stream` declares its GPU link
     // first, so it drops first).
     unsafe { a.header_reg.ensure(&a.ctx, sequence_ptr(s), 8) };
-    a.header_reg
-        .device_ptr(sequence_ptr(s))
-        .ok_or_else(|| "cuMemHostRegister refused the header page".into())
+    a.header_reg.device_ptr(sequence_ptr(s)).ok_or_else(|| {
+        let why = a.header_reg.error().map(|e| format!(": {}", describe(e)));
+        format!(
+            "cuMemHostRegister refused the header page{}",
+            why.unwrap_or_default()
+        )
+    })
 }
 
 /// Publish hook before the bracket opens (the write lock is held): waits for a previous
@@ -283,16 +289,20 @@ mod tests {
     /// (without the check the GPU-side path was chosen on the header and `_gpu` words alone).
     #[test]
     fn an_unregistered_cpu_mirror_makes_the_handle_host_sync() {
-        let p = decide(gpu_side(), false, Some(false), words);
+        let refused = || Some(Err("CUDA_ERROR_INVALID_VALUE (invalid argument)".to_owned()));
+        let p = decide(gpu_side(), false, refused(), words);
         assert_eq!(p.choice.path, PublishPath::HostSync);
-        assert_eq!(p.choice.reason, "registering the CPU mirror failed");
+        assert_eq!(
+            p.choice.reason,
+            "registering the CPU mirror failed: CUDA_ERROR_INVALID_VALUE (invalid argument)"
+        );
         assert!(p.words.is_none());
-        for mirror in [None, Some(true)] {
-            let p = decide(gpu_side(), false, mirror, words);
+        for mirror in [None, Some(Ok(()))] {
+            let p = decide(gpu_side(), false, mirror.clone(), words);
             assert_eq!(p.choice.path, PublishPath::GpuStream, "{mirror:?}");
             assert!(p.words.is_some());
         }
-        let p = decide(gpu_side(), true, Some(true), || unreachable!("read-only"));
+        let p = decide(gpu_side(), true, Some(Ok(())), || unreachable!("read-only"));
         assert_eq!(p.choice.reason, "a read-only handle does not publish");
         let p = decide(gpu_side(), false, None, || Err("no header".into()));
         assert_eq!(

@@ -520,15 +520,18 @@ impl Stream {
 
     /// Writes one frame from a device buffer (device to device, on this handle's CUDA stream,
     /// after `src`'s pending writes). On the `host-sync` path ([`Stream::gpu_publish_path`])
-    /// the host waits for the copy, then publishes. On the `gpu-stream` path (the default
-    /// where the probe passes) the CUDA stream publishes the frame after the copy and the host
-    /// does not wait; nor does it without a mirror under `SHMSTREAM_GPU_IPC_EVENT=1`, where
-    /// readers' copies wait on the interprocess event recorded after the copy.
+    /// the host waits for the copy, then publishes, except on a stream without a CPU mirror
+    /// under `SHMSTREAM_GPU_IPC_EVENT=1`: there it publishes at once, without waiting, and
+    /// readers' copies wait on the interprocess event recorded after the copy. On the
+    /// `gpu-stream` path (the default where the probe passes) the CUDA stream publishes the
+    /// frame after the copy and the host does not wait.
     ///
     /// Without a host wait the call returns before the copy out of `src` has run: `src` may
     /// then be written or freed through cudarc (its event tracking orders that after the
-    /// copy), but not otherwise (raw pointers, other libraries, event tracking disabled) until
-    /// this handle's CUDA stream ([`Stream::cuda_stream`]) has been synchronized.
+    /// copy), provided no other CUDA stream reads `src` in between (cudarc keeps one read
+    /// event per buffer, and such a read replaces the copy's); otherwise, and for raw
+    /// pointers, other libraries or event tracking disabled, only once this handle's CUDA
+    /// stream ([`Stream::cuda_stream`]) has been synchronized.
     pub fn write_device<T: Element, S: DevicePtr<T>>(&self, src: &S) -> Result<()> {
         let fill = self.device_to_device_fill(src)?;
         self.publish(None, Fill::InPlace, fill)

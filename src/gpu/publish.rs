@@ -92,11 +92,11 @@ impl Drop for HostRegistration {
 /// A host range registered with the driver on first use (the CPU mirror, so device↔mirror
 /// copies are DMA; the stream header, so a CUDA stream can store its sequence word).
 #[derive(Debug, Default)]
-pub(crate) struct LazyRegistration(Mutex<Option<(usize, Option<HostRegistration>)>>);
+pub(crate) struct LazyRegistration(Mutex<Option<(usize, Result<HostRegistration, DriverError>)>>);
 
 impl LazyRegistration {
     /// Registers `host .. host + bytes` the first time it is seen. A failure (a read-only
-    /// mapping, a driver refusing) leaves it unregistered and is not retried.
+    /// mapping, a driver refusing) leaves it unregistered and is not retried ([`Self::error`]).
     ///
     /// # Safety
     /// The mapping at `host` must outlive this value (a stream handle drops its GPU link
@@ -107,14 +107,20 @@ impl LazyRegistration {
             return;
         }
         // SAFETY: per this function's contract, the mapping outlives the registration.
-        let reg = unsafe { HostRegistration::new(ctx.clone(), host, bytes) }.ok();
+        let reg = unsafe { HostRegistration::new(ctx.clone(), host, bytes) };
         *g = Some((host as usize, reg));
     }
 
     /// The device address of host address `ptr`, if it lies in the registered range.
     pub(crate) fn device_ptr(&self, ptr: *const u8) -> Option<sys::CUdeviceptr> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.as_ref()?.1.as_ref()?.device_ptr(ptr)
+        g.as_ref()?.1.as_ref().ok()?.device_ptr(ptr)
+    }
+
+    /// Why the last registration failed (`None` if it succeeded or none was made).
+    pub(crate) fn error(&self) -> Option<DriverError> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref()?.1.as_ref().err().copied()
     }
 
     /// Unregisters now (before the mapping it covers goes away).
