@@ -175,36 +175,44 @@ pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
             let Some(meta) = open_scanned(&meta_id, true)? else {
                 return Ok(None);
             };
-            // Only a header valid but for its stamps is cleared: a look-alike (a bad CRC
-            // too) is skipped untouched, and no lock file is made for it.
-            if !valid_but_for_lock_stamps(&meta.snapshot(format::META_BYTES), &stored) {
-                return Ok(None);
-            }
-            match clear_dead_lock_stamps(&meta, &stored) {
-                Ok(true) => decode(&meta).ok(),
-                Ok(false) => decode_retrying(&meta, Some(&stored)).ok(),
-                Err(e) if exhausted(&e) => return Err(e),
-                Err(_) => None,
+            match reopened(&meta.snapshot(format::META_BYTES), &stored) {
+                Reopened::Valid(h) => Some(h),
+                Reopened::DeadStamps => match clear_dead_lock_stamps(&meta, &stored) {
+                    Ok(true) => decode(&meta).ok(),
+                    Ok(false) => decode_retrying(&meta, Some(&stored)).ok(),
+                    Err(e) if exhausted(&e) => return Err(e),
+                    Err(_) => None,
+                },
+                Reopened::Corrupt => None,
             }
         }
         h => h.ok(),
     })
 }
 
-/// Whether `bytes` is a `_meta` of stream `stored` whose lock stamps alone are
-/// inconsistent (what a writer killed between them leaves): with both zeroed, it is valid.
-fn valid_but_for_lock_stamps(bytes: &[u8], stored: &str) -> bool {
-    use format::offset::{LOCK_DEPTH, LOCK_OWNER_PID};
-    if !matches!(
-        format::decode(bytes, Some(stored)),
-        Err(FormatError::LockInconsistent)
-    ) {
-        return false;
+/// What a scan makes of a `_meta` of stream `stored` that it reopened writable, having
+/// decoded it as [`FormatError::LockInconsistent`] twice.
+#[derive(Debug, PartialEq)]
+enum Reopened {
+    /// It decodes now (a live writer finished its stamps meanwhile): the stream.
+    Valid(Header),
+    /// Valid but for its lock stamps ([`format::valid_but_for_lock_stamps`]): a dead
+    /// writer's, to clear.
+    DeadStamps,
+    /// Broken otherwise too (a look-alike with a bad CRC): skipped untouched, and no lock
+    /// file is made for it.
+    Corrupt,
+}
+
+/// Decides [`Reopened`] from one snapshot `bytes`, decoded once.
+fn reopened(bytes: &[u8], stored: &str) -> Reopened {
+    match format::decode(bytes, Some(stored)) {
+        Ok(h) => Reopened::Valid(h),
+        Err(rule) if format::valid_but_for_lock_stamps(bytes, Some(stored), &rule) => {
+            Reopened::DeadStamps
+        }
+        Err(_) => Reopened::Corrupt,
     }
-    let mut cleared = bytes.to_vec();
-    cleared[LOCK_OWNER_PID..LOCK_OWNER_PID + 8].fill(0);
-    cleared[LOCK_DEPTH..LOCK_DEPTH + 4].fill(0);
-    format::decode(&cleared, Some(stored)).is_ok()
 }
 
 /// How long a scan waits before it decodes again a `_meta` that [`may_settle`].
@@ -213,7 +221,7 @@ const SCAN_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 /// Decodes a `_meta` a scan met: once, and once more after [`SCAN_RETRY`] if the error
 /// [`may_settle`]. A `_meta` bad for good costs no wait, so a scan (`list`, `purge`, the
 /// not-found hint) stays fast beside any number of them.
-fn decode_scanned(
+pub(crate) fn decode_scanned(
     mut decode: impl FnMut() -> std::result::Result<Header, FormatError>,
 ) -> std::result::Result<Header, FormatError> {
     match decode() {
@@ -229,6 +237,8 @@ fn decode_scanned(
 /// be valid in a moment: a live writer between its two lock stamps, or pyshmem's `create`,
 /// which writes the header in place at the real id, its name last but the CRC (the CRC flag
 /// set, the CRC still 0). Ours are published complete; every other rule broken is for good.
+/// Of the rules [`format::may_be_mid_creation`] names, only the CRC's is seen once the name
+/// is written, which a scan asks for first.
 fn may_settle(e: &FormatError) -> bool {
     matches!(
         e,
@@ -524,6 +534,27 @@ mod tests {
             Err(FormatError::LockInconsistent)
         ));
         assert_eq!(attempts(&stamping), 2);
+    }
+
+    /// Review item: a `_meta` a scan reopened after two `LockInconsistent` decodes is decoded
+    /// once: valid now (a live writer finished its stamps meanwhile), it is the stream (it
+    /// was dropped from `list` and `purge`: only "valid but for its stamps" was kept);
+    /// inconsistent stamps alone are cleared; with a bad CRC too, it is left alone.
+    #[test]
+    fn a_reopened_meta_is_the_stream_when_valid_and_cleared_only_when_valid_but_for_stamps() {
+        let valid = header("reopened");
+        let decoded = format::decode(&valid, Some("reopened")).unwrap();
+        assert_eq!(reopened(&valid, "reopened"), Reopened::Valid(decoded));
+        let mut stamped = valid;
+        stamped[format::offset::LOCK_OWNER_PID] = 7;
+        assert_eq!(reopened(&stamped, "reopened"), Reopened::DeadStamps);
+        let mut corrupt = stamped;
+        corrupt[format::offset::CREATOR_PID] ^= 1;
+        assert_eq!(
+            format::decode(&corrupt, Some("reopened")),
+            Err(FormatError::LockInconsistent)
+        );
+        assert_eq!(reopened(&corrupt, "reopened"), Reopened::Corrupt);
     }
 
     /// Only the system out of descriptors or memory fails a scan or a stat: what says a

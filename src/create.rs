@@ -165,6 +165,31 @@ pub(crate) fn file_size_limit() -> Option<u64> {
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
 
+/// [`Error::FileSizeLimit`] when a segment of the stream (`size` payload bytes, `history`
+/// frames kept) is over [`file_size_limit`]: the payload, else the history ring (whose
+/// remedy is fewer frames). Asked before any segment is made, so none is made for nothing.
+fn refuse_over_file_size_limit(name: &str, size: usize, history: usize) -> Result<()> {
+    let Some(limit) = file_size_limit() else {
+        return Ok(());
+    };
+    // A depth `Ring::create` refuses is said by it.
+    let ring = match history {
+        0 => 0,
+        n => crate::history::ring_bytes(n, size).map_or(0, |b| b as u64),
+    };
+    let over = |needed: u64, ring| Error::FileSizeLimit {
+        name: name.to_owned(),
+        needed,
+        limit,
+        ring,
+    };
+    match (size as u64).max(META_BYTES as u64) {
+        payload if payload > limit => Err(over(payload, false)),
+        _ if ring > limit => Err(over(ring, true)),
+        _ => Ok(()),
+    }
+}
+
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
 /// holds the stream's name lock.
 pub(crate) fn build(
@@ -181,6 +206,7 @@ pub(crate) fn build(
     let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));
     // Fail early without building a large payload for nothing (the renames re-check).
     refuse_taken(name)?;
+    refuse_over_file_size_limit(name, size, o.history)?;
     let history_id = name::history_id(name);
     // A ring name squatted by something not ours is said as such too (ours, a leftover, is
     // replaced below).
@@ -335,21 +361,16 @@ mod tests {
 
     /// `NoSpace` says the bytes of the whole stream (payload, `_meta` and ring; it said the
     /// failing segment's) and the room once the parts made were removed (it was measured
-    /// with them). A ring as large as the payload, which takes 0.6 of the room, cannot fit;
-    /// where `/dev/shm` has over 4 GiB free, the ring of a 256 MiB payload fails as if full.
+    /// with them). The payload is really made (256 MiB, or a quarter of the room where that
+    /// is less), then its ring fails as a full `/dev/shm` would: filling `/dev/shm` for real
+    /// made other tests' streams, created meanwhile, fail with `NoSpace`.
     #[test]
     fn no_space_says_the_whole_stream_and_the_room_without_its_parts() {
         let name = format!("nospace-whole-{}", sys::pid());
         let _ = crate::catalog::unlink(&name);
         let free = sys::shm_available().expect("statvfs /dev/shm");
-        let real = free <= 4 << 30;
-        let payload = if real {
-            (free / 10 * 6) as usize
-        } else {
-            eprintln!("/dev/shm has {free} bytes free: its ring fails as a full one would");
-            RING_FULL.with(|f| f.set(true));
-            256 << 20
-        };
+        let payload = (256usize << 20).min((free / 4) as usize);
+        RING_FULL.with(|f| f.set(true));
         let made = StreamOptions::new(&name)
             .shape(&[payload])
             .dtype(Dtype::U8)

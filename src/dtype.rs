@@ -129,7 +129,8 @@ impl Dtype {
         };
         Err(match (Dtype::from_numpy_name(name), numpy_reads) {
             (Some(d), Some(theirs)) => format!(
-                "dtype '{name}' is ambiguous: numpy (and pyshmem) read it as {theirs}, this                  library as {d}; write \"{d}\" (or the numpy name of the type meant)"
+                "dtype '{name}' is ambiguous: numpy (and pyshmem) read it as {theirs}, this \
+                 library as {d}; write \"{d}\" (or the numpy name of the type meant)"
             ),
             (Some(d), None) => format!("dtype '{name}' is not a numpy name: write \"{d}\""),
             (None, _) => {
@@ -393,6 +394,7 @@ mod tests {
         }
         let e = Dtype::from_numpy_name_only("u8").unwrap_err();
         assert!(e.contains("uint64") && e.contains("\"uint8\""), "{e}");
+        assert!(e.contains("this library as uint8"), "{e}");
         assert!(
             Dtype::from_numpy_name_only("i8")
                 .unwrap_err()

@@ -243,7 +243,9 @@ pub enum Error {
     /// A segment of a new stream is larger than this process's file-size limit
     /// (`ulimit -f`, `RLIMIT_FSIZE`): nothing was made.
     #[error(
-        "stream '{name}' needs a shared-memory segment of {needed} bytes, over this process's file-size limit (`ulimit -f`) of {limit} bytes: raise the limit (`ulimit -f unlimited`) or make the stream smaller"
+        "stream '{name}' needs a shared-memory segment of {needed} bytes{}, over this process's file-size limit (`ulimit -f`) of {limit} bytes: raise the limit (`ulimit -f unlimited`) or {}",
+        if *.ring { " (its history ring)" } else { "" },
+        if *.ring { "keep fewer history frames (history(n))" } else { "make the stream smaller" }
     )]
     FileSizeLimit {
         /// The stream.
@@ -252,6 +254,8 @@ pub enum Error {
         needed: u64,
         /// The limit, in bytes.
         limit: u64,
+        /// Whether the segment is the history ring (the payload fits): fewer frames fit.
+        ring: bool,
     },
     /// An operating-system call failed. The process or the system out of file descriptors
     /// (`EMFILE`, `ENFILE`) or memory (`ENOMEM`) is said with the remedy.
@@ -385,6 +389,8 @@ impl Error {
                     name: name.to_owned(),
                     needed: bytes as u64,
                     limit,
+                    // `history::Ring::create`'s `op`.
+                    ring: op == "creating the history segment",
                 },
                 _ => Error::io(name, op, source),
             },

@@ -429,6 +429,41 @@ pub fn stored_name(meta: &[u8]) -> Option<String> {
     std::str::from_utf8(&region[..end]).ok().map(str::to_owned)
 }
 
+/// Whether `bytes`, a header that broke `rule`, breaks only the lock-stamp rule: `rule` is
+/// [`FormatError::LockInconsistent`] and the header is valid with both stamps zeroed (what
+/// a writer killed between its two stamps leaves). Only such stamps may be cleared: a
+/// look-alike that breaks another rule too (a bad CRC, checked after the stamps) is left
+/// as it is.
+pub(crate) fn valid_but_for_lock_stamps(
+    bytes: &[u8],
+    expected_name: Option<&str>,
+    rule: &FormatError,
+) -> bool {
+    if *rule != FormatError::LockInconsistent || bytes.len() < META_BYTES {
+        return false;
+    }
+    let mut cleared = bytes[..META_BYTES].to_vec();
+    cleared[offset::LOCK_OWNER_PID..offset::LOCK_OWNER_PID + 8].fill(0);
+    cleared[offset::LOCK_DEPTH..offset::LOCK_DEPTH + 4].fill(0);
+    decode(&cleared, expected_name).is_ok()
+}
+
+/// Whether a header that breaks `rule` may be one pyshmem 1.4.0's `create` is still writing
+/// in place, under the name's lock: zeros before its magic, then the version and header
+/// size, the instance id before its flag, the name after those, the CRC flag before the CRC
+/// (`stored` 0). A creation never leaves any other rule broken: those are broken for good.
+pub(crate) fn may_be_mid_creation(rule: &FormatError) -> bool {
+    matches!(
+        rule,
+        FormatError::BadMagic
+            | FormatError::MissingName
+            | FormatError::Version(0)
+            | FormatError::HeaderSize(0)
+            | FormatError::InstanceIdWithoutFlag
+            | FormatError::Crc { stored: 0, .. }
+    )
+}
+
 fn put(b: &mut [u8], off: usize, v: &[u8]) {
     b[off..off + v.len()].copy_from_slice(v);
 }

@@ -725,11 +725,9 @@ pub(crate) fn not_found(name: &str) -> Error {
 }
 
 /// The streams [`not_found`] names as a hint (`except` left out), sorted: each `_meta` of
-/// ours whose header decodes under the name it stores, that name hashing back to its id (a
-/// dead writer's leftover lock stamps are overlooked, as `open` clears them). Reads only,
-/// and each header once: no mapping, no retry, no lock taken, no lock file made, no stamp
-/// cleared. It runs in waits' polling loops and under other names' locks, so it must cost
-/// little and change nothing of other streams (`list` clears such stamps).
+/// ours that [`hinted`] names. Reads only: no mapping, no lock taken, no lock file made, no
+/// stamp cleared. It runs in waits' polling loops and under other names' locks, so it must
+/// cost little and change nothing of other streams (`list` clears such stamps).
 fn known_streams(except: &str) -> Vec<String> {
     use std::os::unix::fs::FileExt;
     let Ok(dir) = std::fs::read_dir(sys::SHM_DIR) else {
@@ -739,14 +737,10 @@ fn known_streams(except: &str) -> Vec<String> {
         let meta_id = format!("{id}_meta");
         let file = sys::shm_open(&meta_id, libc::O_RDONLY | crate::trust::OPEN_FLAGS).ok()?;
         crate::trust::check_file(&file, &crate::segment::path(&meta_id)).ok()?;
-        let mut b = vec![0u8; META_BYTES];
-        file.read_exact_at(&mut b, 0).ok()?;
-        let stored = format::stored_name(&b).filter(|s| name::segment_id(s) == id)?;
-        if let Err(FormatError::LockInconsistent) = format::decode(&b, Some(&stored)) {
-            b[format::offset::LOCK_OWNER_PID..][..8].fill(0);
-            b[format::offset::LOCK_DEPTH..][..4].fill(0);
-        }
-        format::decode(&b, Some(&stored)).ok().map(|h| h.name)
+        hinted(id, || {
+            let mut b = vec![0u8; META_BYTES];
+            file.read_exact_at(&mut b, 0).ok().map(|()| b)
+        })
     };
     let mut known: Vec<String> = dir
         .filter_map(|e| {
@@ -758,6 +752,29 @@ fn known_streams(except: &str) -> Vec<String> {
         .collect();
     known.sort();
     known
+}
+
+/// The name the not-found hint gives the `_meta` under segment id `id`, whose header `read`
+/// reads afresh (`pread`) at each call: its stored name, when that hashes back to `id` and
+/// the header decodes under it as a scan decodes it ([`catalog::decode_scanned`]: once
+/// more, 2 ms later, where a writer or a pyshmem creation in progress may have left it), or
+/// is valid but for a dead writer's lock stamps (which `open` clears).
+fn hinted(id: &str, mut read: impl FnMut() -> Option<Vec<u8>>) -> Option<String> {
+    let mut bytes = read()?;
+    let stored = format::stored_name(&bytes).filter(|s| name::segment_id(s) == id)?;
+    let mut again = false;
+    let decoded = catalog::decode_scanned(|| {
+        if std::mem::replace(&mut again, true) {
+            bytes = read().ok_or(FormatError::TooShort(0))?;
+        }
+        format::decode(&bytes, Some(&stored))
+    });
+    match decoded {
+        Ok(h) => Some(h.name),
+        Err(rule) => {
+            format::valid_but_for_lock_stamps(&bytes, Some(&stored), &rule).then_some(stored)
+        }
+    }
 }
 
 /// `NotFound` for a name without `_meta`: `unfinished` when its payload is there (a regular
@@ -783,8 +800,10 @@ fn meta_not_found(name: &str) -> Error {
 /// holds the name's lock (pyshmem 1.4.0's `create` makes and sizes it under the lock, and
 /// its creator may be descheduled in between): it is waited for as
 /// [`wait_for_creation`] does (row 19). Short with the lock free (a creator killed before
-/// sizing it), it is corrupt. A header still invalid after [`DECODE_RETRY`] is waited for
-/// the same way ([`decode_after_creation`]): pyshmem writes it in place under the lock.
+/// sizing it), it is corrupt. A header still invalid after [`DECODE_RETRY`] in a way that
+/// pyshmem's `create`, writing it in place under the lock, leaves it for a moment
+/// ([`format::may_be_mid_creation`]) is waited for the same way ([`decode_after_creation`]);
+/// one that breaks any other rule is corrupt at once.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
     let id = name::meta_id(name);
@@ -827,13 +846,21 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             _ => Error::io(name, "opening the metadata segment", e),
         })?;
         let h = match decode_retrying(&meta, Some(name)) {
-            Err(FormatError::LockInconsistent) if clear_dead_lock_stamps(&meta, name)? => {
+            // A dead writer's stamps, in a header valid but for them: a look-alike that
+            // breaks another rule too is left byte for byte, and no lock file is made for it.
+            Err(rule)
+                if format::valid_but_for_lock_stamps(
+                    &meta.snapshot(META_BYTES),
+                    Some(name),
+                    &rule,
+                ) && clear_dead_lock_stamps(&meta, name)? =>
+            {
                 decode_retrying(&meta, Some(name))
             }
             // pyshmem writes its header in place under the name's lock, in steps that each
-            // leave it invalid for a moment: any rule broken but a short `_meta` (waited for
-            // above) and another stream's name may be one of them.
-            Err(e) if !matches!(e, FormatError::TooShort(_)) && !collides_by_name(name, &e) => {
+            // leave it invalid for a moment: only the rules those steps break are waited
+            // for (a header corrupt for good is said at once, though a writer holds the lock).
+            Err(e) if format::may_be_mid_creation(&e) => {
                 match decode_after_creation(&meta, name, e)? {
                     Some(decoded) => decoded,
                     None if Instant::now() < deadline + DEFAULT_TIMEOUT => continue 'look,
@@ -866,8 +893,9 @@ fn collides_by_name(name: &str, e: &FormatError) -> bool {
 /// pyshmem's `create` writes the header in place under the name's lock, in steps: it
 /// zero-fills the payload before the magic, sets up CUDA before the name, and stores the
 /// version, header size, instance id flag and CRC each after the word before it (the CRC
-/// flag before the CRC). A header that breaks a rule while somebody else holds the lock may
-/// be a creation in progress (seconds for a large or GPU stream): waits for it
+/// flag before the CRC). A header that breaks a rule those steps break
+/// ([`format::may_be_mid_creation`]) while somebody else holds the lock may be a creation
+/// in progress (seconds for a large or GPU stream): waits for it
 /// ([`wait_for_creation`]), decoding it again every millisecond. A header still without its
 /// magic or name then is not there yet (`NotFound`, row 19); one that breaks another rule is
 /// returned as it last decoded (corrupt), as is one a creator that died left, and `first` is
@@ -1170,6 +1198,83 @@ mod tests {
         );
         assert!(!lock.exists(), "the hint made another stream's lock file");
         catalog::unlink(&planted).unwrap();
+    }
+
+    /// Review item: the hint decodes a header as a scan does: a pyshmem stream caught
+    /// between its CRC flag and its CRC (stored 0) is read again 2 ms later and named (the
+    /// hint decoded each header once and left it out); dead lock stamps alone are
+    /// overlooked; a bad CRC is not.
+    #[test]
+    fn the_hint_names_a_pyshmem_stream_caught_mid_crc() {
+        let stream = "hint-mid-crc";
+        let id = name::segment_id(stream);
+        let valid = format::encode_new(&format::NewHeader {
+            name: stream,
+            dtype: Dtype::U8,
+            shape: &[4],
+            flags: 0,
+            device_index: -1,
+            creator_pid: 2,
+            instance_id: [3; 16],
+        })
+        .to_vec();
+        let mut creating = valid.clone();
+        creating[format::offset::HEADER_CRC..][..4].fill(0);
+        let mut reads = vec![valid.clone(), creating];
+        assert_eq!(hinted(&id, || reads.pop()), Some(stream.to_owned()));
+        assert!(reads.is_empty(), "read {} times", 2 - reads.len());
+        let mut stamped = valid.clone();
+        stamped[format::offset::LOCK_OWNER_PID] = 9;
+        assert_eq!(
+            hinted(&id, || Some(stamped.clone())),
+            Some(stream.to_owned())
+        );
+        let mut corrupt = valid.clone();
+        corrupt[format::offset::HEADER_CRC] ^= 1;
+        assert_eq!(hinted(&id, || Some(corrupt.clone())), None);
+        // Under another name's id: not this stream's.
+        assert_eq!(
+            hinted(&name::segment_id("other"), || Some(valid.clone())),
+            None
+        );
+    }
+
+    /// Review item: a header corrupt for good (a stored CRC of 5, its flag set) is said at
+    /// once while somebody holds the name's lock: `open_meta` waited the whole creation
+    /// timeout (5 s) on any rule broken, so `shmstream watch` beside a writer holding a long
+    /// lock froze 5 s per tick.
+    #[test]
+    fn a_header_corrupt_for_good_is_said_at_once_under_a_held_lock() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let stream = format!("crc5-locked-{}", sys::pid());
+        let _ = catalog::unlink(&stream);
+        drop(Stream::create(&stream, &[4], Dtype::U8).unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(crate::segment::path(&name::meta_id(&stream)))
+            .unwrap()
+            .write_all_at(&5u32.to_le_bytes(), format::offset::HEADER_CRC as u64)
+            .unwrap();
+        let lock = std::fs::File::open(name::lock_path(&stream)).unwrap();
+        // SAFETY: flock on a descriptor this scope owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let start = Instant::now();
+        let got = catalog::stat(&stream).map(drop);
+        let took = start.elapsed();
+        drop(lock);
+        let _ = catalog::unlink(&stream);
+        assert!(
+            matches!(
+                got,
+                Err(Error::CorruptHeader {
+                    rule: FormatError::Crc { stored: 5, .. },
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 
     /// Giving back an abandoned wait's report undoes only the mark that wait made: a report

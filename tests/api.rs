@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, LONG, child, child_role, param, say, unique_name};
+use common::{Cleanup, LONG, child, child_role, param, param_opt, say, unique_name};
 use shmstream::ndarray::{Array, Array2, ArrayD, IxDyn, s};
 use shmstream::{
     Complex32, Complex64, Dtype, Element, Error, PurgeOptions, Stream, StreamConfig, StreamOptions,
@@ -29,10 +29,14 @@ fn child_entry() {
             s.write_slice(&[1u32, 2, 3, 4]).unwrap();
             say(&format!("created {}", std::process::id()));
         }
-        // Creates a 4 MiB stream under a 1 MiB file-size limit, SIGXFSZ at its default
-        // action (kill): says why it was refused.
+        // Creates a stream of `size` bytes (4 MiB) keeping `history` frames (none) under a
+        // 1 MiB file-size limit, SIGXFSZ at its default action (kill): says why it was
+        // refused, and each object it made in /dev/shm under the stream's segment id
+        // (`made <file>`, seen by inotify: the creator removes them before it returns).
         "create_over_the_file_size_limit" => {
             let name: String = param("name");
+            let size: usize = param_opt("size").unwrap_or(4 << 20);
+            let history: usize = param_opt("history").unwrap_or(0);
             // SAFETY: SIG_DFL installs no handler code.
             unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
             let limit = libc::rlimit {
@@ -41,12 +45,53 @@ fn child_entry() {
             };
             // SAFETY: `limit` is a valid rlimit for the call.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
-            match Stream::create(&name, &[4 << 20], Dtype::U8) {
+            let mut watch = shm_creations();
+            let made = StreamOptions::new(&name)
+                .shape(&[size])
+                .dtype(Dtype::U8)
+                .history(history)
+                .create();
+            let id = shmstream::name::segment_id(&name);
+            for file in watch().into_iter().filter(|f| f.starts_with(&id)) {
+                say(&format!("made {file}"));
+            }
+            match made {
                 Err(e @ Error::FileSizeLimit { .. }) => say(&format!("refused {e}")),
                 other => panic!("{:?}", other.map(drop)),
             }
         }
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// Watches `/dev/shm` (inotify): each call of the function returned gives the names of the
+/// files created there since the last.
+fn shm_creations() -> impl FnMut() -> Vec<String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls; the path is a NUL-terminated literal.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor this function alone owns from here on.
+    let mut events = std::fs::File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    // SAFETY: as above.
+    let wd = unsafe { libc::inotify_add_watch(fd, c"/dev/shm".as_ptr(), libc::IN_CREATE) };
+    assert!(wd >= 0, "{}", std::io::Error::last_os_error());
+    move || {
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        // Each event: wd, mask, cookie, len (4 bytes each), then `len` bytes of NUL-padded name.
+        while let Ok(n) = events.read(&mut buf) {
+            let mut at = 0;
+            while at + 16 <= n {
+                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
+                let name = &buf[at + 16..at + 16 + len];
+                let end = name.iter().position(|&c| c == 0).unwrap_or(len);
+                names.push(String::from_utf8_lossy(&name[..end]).into_owned());
+                at += 16 + len;
+            }
+        }
+        names
     }
 }
 
@@ -72,10 +117,51 @@ fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
     ] {
         assert!(refused.contains(want), "{want:?} not in {refused}");
     }
+    let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
+    assert!(made.is_empty(), "{made:?}");
     assert!(matches!(
         shmstream::stat(&name),
         Err(Error::NotFound { .. })
     ));
+    assert!(!shmstream::name::lock_path(&name).exists());
+}
+
+/// A stream whose payload fits under the file-size limit but whose history ring does not
+/// is refused before any segment is made, saying to keep fewer frames: its payload and
+/// `_meta` were made first, then the ring was refused, with "make the stream smaller".
+#[test]
+fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
+    let name = unique_name("fsize-ring");
+    let _c = Cleanup::new([&name]);
+    let lines = child("child_entry", "create_over_the_file_size_limit")
+        .param("name", &name)
+        .param("size", 512 << 10)
+        .param("history", 4)
+        .run(LONG);
+    let refused = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("refused "))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    for want in [
+        name.as_str(),
+        "`ulimit -f`",
+        "1048576 bytes",
+        "history ring",
+        "keep fewer history frames (history(n))",
+    ] {
+        assert!(refused.contains(want), "{want:?} not in {refused}");
+    }
+    assert!(!refused.contains("make the stream smaller"), "{refused}");
+    // Refused before any segment was made (its payload and `_meta` were, then removed).
+    let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
+    assert!(made.is_empty(), "{made:?}");
+    let id = shmstream::name::segment_id(&name);
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with(&id))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert!(!shmstream::name::lock_path(&name).exists());
 }
 

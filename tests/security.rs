@@ -407,6 +407,7 @@ fn purge_removes_only_validated_streams() {
 /// inconsistent (owner 123, depth 0) and whose CRC is bad is skipped by `list` and a dry-run
 /// `purge` and left byte for byte, with no lock file made: the format checks the stamps
 /// before the CRC, and the scan cleared them (making a lock file) before it saw the CRC.
+/// `stat` says it is corrupt, and leaves it so too.
 #[test]
 fn a_corrupt_meta_with_inconsistent_lock_stamps_is_left_byte_for_byte() {
     use shmstream::format::{self, FormatError, offset};
@@ -428,6 +429,14 @@ fn a_corrupt_meta_with_inconsistent_lock_stamps_is_left_byte_for_byte() {
     .unwrap()
     .names();
     assert!(!would.contains(&name), "a dry run would purge it");
+    // `stat` (and `open`) cleared its stamps, making a lock file, as the scan did.
+    assert!(
+        matches!(
+            shmstream::stat(&name),
+            Err(shmstream::Error::CorruptHeader { .. })
+        ),
+        "stat"
+    );
     assert!(planted.intact(&meta), "its bytes changed");
     let lock = shmstream::name::lock_path(&name);
     let made = lock.exists();
