@@ -4,7 +4,7 @@
 //! then a bare snapshot ([`BareStream`]), each through mappings of its own as ours' two
 //! handles each map the stream, on the stream's own payload pages ([`stream_pages`]) and
 //! the same two buffers. Where the floor ran in processes of its own, on pages of its own,
-//! ours read above it at 1000² (1.027 in `reports/smoke/` of 2026-12-03): which pages a copy lands on moves
+//! ours read above it at 1000² (1.027 in `reports/smoke/` as committed in b21000e): which pages a copy lands on moves
 //! its time as much as the format's work does.
 
 use std::cell::RefCell;
