@@ -858,10 +858,28 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
                 decode_retrying(&meta, Some(name))
             }
             // pyshmem writes its header in place under the name's lock, in steps that each
-            // leave it invalid for a moment: only the rules those steps break are waited
-            // for (a header corrupt for good is said at once, though a writer holds the lock).
-            Err(e) if format::may_be_mid_creation(&e) => {
+            // leave it invalid for a moment, and a live writer stores its two lock stamps one
+            // after the other: only the rules those steps break are waited for (a header
+            // corrupt for good is said at once, though a writer holds the lock).
+            Err(e)
+                if format::may_be_mid_creation(&e)
+                    || format::valid_but_for_lock_stamps(
+                        &meta.snapshot(META_BYTES),
+                        Some(name),
+                        &e,
+                    ) =>
+            {
                 match decode_after_creation(&meta, name, e)? {
+                    // Its holder died between its stamps while we waited: leftovers now.
+                    Some(Err(rule))
+                        if format::valid_but_for_lock_stamps(
+                            &meta.snapshot(META_BYTES),
+                            Some(name),
+                            &rule,
+                        ) && clear_dead_lock_stamps(&meta, name)? =>
+                    {
+                        decode_retrying(&meta, Some(name))
+                    }
                     Some(decoded) => decoded,
                     None if Instant::now() < deadline + DEFAULT_TIMEOUT => continue 'look,
                     None => return Err(not_found(name)),

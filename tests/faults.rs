@@ -989,22 +989,22 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
         planted,
         "held: list ({listed:?}) cleared them"
     );
-    let opened = Stream::open(&name).map(drop);
-    assert_eq!(
-        lock_stamps(&name),
-        planted,
-        "held: open ({opened:?}) cleared them"
-    );
-    let st = shmstream::stat(&name).map(drop);
-    assert_eq!(
-        lock_stamps(&name),
-        planted,
-        "held: stat ({st:?}) cleared them"
-    );
-    // Once its holder is dead they are leftovers again: the next open clears them.
+    // `stat` (and `open`) wait for the holder, as for a live writer between its two stores,
+    // rather than calling the header corrupt: no answer while it holds the lock (the old
+    // code answered `CorruptHeader` after 50 ms), the stamps untouched.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = name.clone();
+    let statting = std::thread::spawn(move || tx.send(shmstream::stat(&n).map(drop)));
+    let early = rx.recv_timeout(Duration::from_millis(300));
+    assert!(early.is_err(), "held: stat answered at once: {early:?}");
+    assert_eq!(lock_stamps(&name), planted, "held: stat cleared them");
+    // Once its holder is dead they are leftovers: the waiting stat clears them.
     holder.kill();
-    Stream::open(&name).unwrap_or_else(|e| panic!("after the holder died: open: {e}"));
+    let st = rx.recv_timeout(LONG).expect("stat after the holder died");
+    statting.join().unwrap().ok();
+    assert!(st.is_ok(), "after the holder died: stat: {st:?}");
     assert_eq!(lock_stamps(&name), (0, 0), "after the holder died");
+    Stream::open(&name).unwrap_or_else(|e| panic!("after the holder died: open: {e}"));
 }
 
 /// A lock file removed while its stream lives (a temporary-file cleaner ages out an old file
