@@ -379,7 +379,11 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
     // busy-waiting form is left out where cores 0 and 1 cannot both be pinned).
     let scenario = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
     let forms = scenario.matches("[[case]]").count();
-    assert!((2..=3).contains(&forms), "{scenario}");
+    // Left out only with the comment that says so.
+    assert!(
+        forms == 3 || (forms == 2 && scenario.contains("The busy-waiting form (")),
+        "{scenario}"
+    );
     assert_eq!(rows.len(), forms, "a row per form: {rows:?}");
     for row in &rows {
         assert_eq!(row.matches(" | ").count(), 9, "ten cells: {row}");

@@ -612,10 +612,10 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     writeln!(
         o,
         "- Each case runs in processes of its own (the harness re-executes itself), pinned with `sched_setaffinity`; \
-         writer and in-process cases on the writer core, reader / compute on the reader core; on the CPU its floor runs in the same processes.\n\
+         writer and in-process cases on the writer core, reader / compute on the reader core; the CPU roundtrip's, ops', ping-pong's and MVM's floors run in the same processes.\n\
          - Warm-up, then repeats of at least `min_seconds`; Hz is the median over repeats (pingpong: round trips / Σ latency per repeat). \
          One latency sample per iteration (two `Instant::now()` around the step; the record outside the timing).\n\
-         - Floors run the same loop shape without the library in the same run (on the CPU a floor's frames are copied into and out of the stream's own payload pages, and each floor alternates with ours, since the host's share of cache, \
+         - Floors run the same loop shape without the library in the same run (in those four CPU kinds a floor's frames are copied into and out of the stream's own payload pages, and each floor alternates with ours, since the host's share of cache, \
          bandwidth and wake-ups drifts over seconds: in ours' own processes, in slices of {pair} ms (the roundtrip and the ops), {ping} ms (the ping-pong) and {mvm} ms (the MVM kernel)); `ratio_to_floor` = the floor's median \
          iteration time / ours (medians keep a few preempted iterations on a shared machine from deciding it). \
          Ratios, not absolute times, are compared across runs (`harness compare`).\n\
