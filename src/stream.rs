@@ -845,18 +845,17 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             },
             _ => Error::io(name, "opening the metadata segment", e),
         })?;
+        // A dead writer's stamps, in a header valid but for them, cleared where nobody holds
+        // the lock: a look-alike that breaks another rule too is left byte for byte, and no
+        // lock file is made for it.
+        let stamps_of_a_dead_writer = |rule: &FormatError| -> Result<bool> {
+            Ok(
+                format::valid_but_for_lock_stamps(&meta.snapshot(META_BYTES), Some(name), rule)
+                    && clear_dead_lock_stamps(&meta, name)?,
+            )
+        };
         let h = match decode_retrying(&meta, Some(name)) {
-            // A dead writer's stamps, in a header valid but for them: a look-alike that
-            // breaks another rule too is left byte for byte, and no lock file is made for it.
-            Err(rule)
-                if format::valid_but_for_lock_stamps(
-                    &meta.snapshot(META_BYTES),
-                    Some(name),
-                    &rule,
-                ) && clear_dead_lock_stamps(&meta, name)? =>
-            {
-                decode_retrying(&meta, Some(name))
-            }
+            Err(rule) if stamps_of_a_dead_writer(&rule)? => decode_retrying(&meta, Some(name)),
             // pyshmem writes its header in place under the name's lock, in steps that each
             // leave it invalid for a moment, and a live writer stores its two lock stamps one
             // after the other: only the rules those steps break are waited for (a header
@@ -871,13 +870,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             {
                 match decode_after_creation(&meta, name, e)? {
                     // Its holder died between its stamps while we waited: leftovers now.
-                    Some(Err(rule))
-                        if format::valid_but_for_lock_stamps(
-                            &meta.snapshot(META_BYTES),
-                            Some(name),
-                            &rule,
-                        ) && clear_dead_lock_stamps(&meta, name)? =>
-                    {
+                    Some(Err(rule)) if stamps_of_a_dead_writer(&rule)? => {
                         decode_retrying(&meta, Some(name))
                     }
                     Some(decoded) => decoded,

@@ -95,6 +95,17 @@ fn shm_creations() -> impl FnMut() -> Vec<String> {
     }
 }
 
+/// The refusal a `create_over_the_file_size_limit` child printed, checking that it saw no
+/// segment made.
+fn refused_before_any_segment(lines: &[String]) -> &str {
+    let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
+    assert!(made.is_empty(), "{made:?}");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("refused "))
+        .unwrap_or_else(|| panic!("{lines:?}"))
+}
+
 /// A stream over the file-size limit (`ulimit -f`) is refused with an error naming the
 /// stream, the limit and the remedy, and leaves nothing: sizing its segment raised SIGXFSZ,
 /// whose default action killed the process.
@@ -105,10 +116,7 @@ fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
     let lines = child("child_entry", "create_over_the_file_size_limit")
         .param("name", &name)
         .run(LONG);
-    let refused = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("refused "))
-        .unwrap_or_else(|| panic!("{lines:?}"));
+    let refused = refused_before_any_segment(&lines);
     for want in [
         name.as_str(),
         "`ulimit -f`",
@@ -117,8 +125,6 @@ fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
     ] {
         assert!(refused.contains(want), "{want:?} not in {refused}");
     }
-    let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
-    assert!(made.is_empty(), "{made:?}");
     assert!(matches!(
         shmstream::stat(&name),
         Err(Error::NotFound { .. })
@@ -138,10 +144,8 @@ fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
         .param("size", 512 << 10)
         .param("history", 4)
         .run(LONG);
-    let refused = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("refused "))
-        .unwrap_or_else(|| panic!("{lines:?}"));
+    // Refused before any segment was made (its payload and `_meta` were, then removed).
+    let refused = refused_before_any_segment(&lines);
     for want in [
         name.as_str(),
         "`ulimit -f`",
@@ -152,9 +156,6 @@ fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
         assert!(refused.contains(want), "{want:?} not in {refused}");
     }
     assert!(!refused.contains("make the stream smaller"), "{refused}");
-    // Refused before any segment was made (its payload and `_meta` were, then removed).
-    let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
-    assert!(made.is_empty(), "{made:?}");
     let id = shmstream::name::segment_id(&name);
     let left: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()
