@@ -756,12 +756,18 @@ fn known_streams(except: &str) -> Vec<String> {
 
 /// The name the not-found hint gives the `_meta` under segment id `id`, whose header `read`
 /// reads afresh (`pread`) at each call: its stored name, when that hashes back to `id` and
-/// the header decodes under it as a scan decodes it ([`catalog::decode_scanned`]: once
-/// more, 2 ms later, where a writer or a pyshmem creation in progress may have left it), or
-/// is valid but for a dead writer's lock stamps (which `open` clears).
+/// the header is valid but for lock stamps (a dead writer's, which `open` clears, or a live
+/// one's between its two stores: named at once, with no second read), or decodes under it
+/// as a scan decodes it ([`catalog::decode_scanned`]: once more, 2 ms later, where a
+/// pyshmem creation in progress may have left it).
 fn hinted(id: &str, mut read: impl FnMut() -> Option<Vec<u8>>) -> Option<String> {
     let mut bytes = read()?;
     let stored = format::stored_name(&bytes).filter(|s| name::segment_id(s) == id)?;
+    if let Err(rule) = format::decode(&bytes, Some(&stored))
+        && format::valid_but_for_lock_stamps(&bytes, Some(&stored), &rule)
+    {
+        return Some(stored);
+    }
     let mut again = false;
     let decoded = catalog::decode_scanned(|| {
         if std::mem::replace(&mut again, true) {
@@ -1234,12 +1240,16 @@ mod tests {
         let mut reads = vec![valid.clone(), creating];
         assert_eq!(hinted(&id, || reads.pop()), Some(stream.to_owned()));
         assert!(reads.is_empty(), "read {} times", 2 - reads.len());
+        // A dead writer's stamps are named from the first read: no 2 ms retry, which every
+        // not-found paid for each such leftover on the host (a poller at every poll).
         let mut stamped = valid.clone();
         stamped[format::offset::LOCK_OWNER_PID] = 9;
-        assert_eq!(
-            hinted(&id, || Some(stamped.clone())),
-            Some(stream.to_owned())
-        );
+        let mut reads = 0;
+        let got = hinted(&id, || {
+            reads += 1;
+            Some(stamped.clone())
+        });
+        assert_eq!((got.as_deref(), reads), (Some(stream), 1));
         let mut corrupt = valid.clone();
         corrupt[format::offset::HEADER_CRC] ^= 1;
         assert_eq!(hinted(&id, || Some(corrupt.clone())), None);
