@@ -121,18 +121,57 @@ pub(crate) fn is_ours(path: &Path) -> bool {
 }
 
 /// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files (`ELOOP` for a symlink,
-/// `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open` reports as `EINVAL`) to
-/// [`Refused`], saying what is there; others pass through.
+/// `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open` reports as `EINVAL`) and
+/// for another user's file (`EACCES`, `EPERM`) to [`Refused`], saying what is there or who
+/// owns it; others (our own unreadable file included) pass through.
 pub(crate) fn open_error(e: io::Error, path: &Path) -> io::Error {
-    let maybe_not_a_file = matches!(
+    let maybe_not_ours = matches!(
         e.raw_os_error(),
-        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::EINVAL)
+        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::EINVAL | libc::EACCES | libc::EPERM)
     );
-    if maybe_not_a_file
+    if maybe_not_ours
         && let Ok(m) = std::fs::symlink_metadata(path)
         && let Err(refused) = check_metadata(&m, path)
     {
         return refused;
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// `EACCES` from opening another user's file names its owner; from our own unreadable
+    /// file it passes through (the mode is ours to fix).
+    #[test]
+    fn open_error_names_the_owner_of_a_file_it_may_not_open() {
+        let dir = std::env::temp_dir().join(format!("shmstream-trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("ours");
+        std::fs::write(&ours, b"x").unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let denied = || io::Error::from_raw_os_error(libc::EACCES);
+        let e = open_error(denied(), &ours);
+        let passed = !is_refused(&e) && e.raw_os_error() == Some(libc::EACCES);
+        // Another user's file: a chown where we are root, else root's /etc/passwd.
+        let (theirs, owner) = if euid() == 0 {
+            let p = dir.join("theirs");
+            std::fs::write(&p, b"x").unwrap();
+            std::os::unix::fs::chown(&p, Some(64_123), Some(64_123)).unwrap();
+            (p, "owned by uid 64123")
+        } else {
+            (PathBuf::from("/etc/passwd"), "owned by uid 0")
+        };
+        let refused = [
+            open_error(denied(), &theirs),
+            open_error(io::Error::from_raw_os_error(libc::EPERM), &theirs),
+        ];
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(passed, "{e:?}");
+        for e in refused {
+            assert!(is_refused(&e) && e.to_string().contains(owner), "{e}");
+        }
+    }
 }

@@ -610,6 +610,55 @@ fn unlink_of_another_users_payload_names_its_owner_and_leaves_no_lock_file() {
     assert!(lines[2].contains("owned by uid 0"), "{}", lines[2]);
 }
 
+/// Another user's stream at its default mode (0600): `open`, `stat` and `unlink` gave
+/// `Error::Io` ("Permission denied") where `create` said `Untrusted`; all name the owner now.
+#[test]
+fn another_users_private_stream_is_refused_naming_its_owner() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "use");
+        let name: String = param("name");
+        let calls: [(&str, Result<(), Error>); 3] = [
+            ("open", Stream::open(&name).map(|_| ())),
+            ("stat", shmstream::stat(&name).map(|_| ())),
+            ("unlink", shmstream::unlink(&name)),
+        ];
+        for (call, r) in calls {
+            let untrusted = matches!(&r, Err(Error::Untrusted { .. }));
+            let said = r.map_or_else(|e| e.to_string(), |()| "ok".into());
+            say(&format!("{call} untrusted {untrusted}: {said}"));
+        }
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipping: switching to another uid needs root");
+        return;
+    }
+    let name = unique_name("private");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+    let lines = child(
+        "another_users_private_stream_is_refused_naming_its_owner",
+        "use",
+    )
+    .param("name", &name)
+    .env("PYSHMEM_LOCK_DIR", &lock_dir)
+    .run_as_user(OTHER_UID)
+    .run(LONG);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, call) in lines.iter().zip(["open", "stat", "unlink"]) {
+        assert!(
+            line.starts_with(&format!("{call} untrusted true: "))
+                && line.contains("owned by uid 0")
+                && line.contains("remove it (as its owner) or use another name"),
+            "{line}"
+        );
+    }
+    // Still ours, untouched.
+    s.write_slice(&[3u8; 4]).unwrap();
+    assert!(Stream::open(&name).is_ok());
+}
+
 /// Defect 4: `open` and `stat` racing a creator that makes and unlinks the stream in a loop
 /// see either the stream or `NotFound`, never a corrupt header or a short payload. Rust
 /// creators publish complete segments; pyshmem's (when available) sizes `_meta` after
