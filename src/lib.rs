@@ -31,6 +31,14 @@
 
 #![warn(missing_docs)]
 
+// The header's fields are read and written as native-endian atomics in place, while the
+// format (pyshmem's) is little-endian: a big-endian build would misread every stream.
+#[cfg(target_endian = "big")]
+compile_error!(
+    "shmstream supports little-endian targets only: its shared-memory format is little-endian, \
+     as pyshmem's, and the header's atomics are used in native byte order"
+);
+
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
 mod catalog;

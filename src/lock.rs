@@ -145,8 +145,8 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     if !meta.is_dir() {
         return Err(refuse("it is not a directory"));
     }
-    if meta.uid() != sys::uid() {
-        return Err(refuse("it is owned by another user"));
+    if let Some(reason) = owner_refusal(&meta, trust::euid()) {
+        return Err(refuse(reason));
     }
     if made && meta.mode() & 0o777 != 0o700 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -165,6 +165,13 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
         return Err(refuse("it is writable by group or others"));
     }
     Ok(())
+}
+
+/// Why a lock directory of metadata `meta` is not ours: its owner is not `uid`, the
+/// effective uid that created it (its name, `pyshmem-locks-<uid>`, keeps pyshmem's real
+/// uid); `None` when it is.
+fn owner_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static str> {
+    (meta.uid() != uid).then_some("it is owned by another user")
 }
 
 /// Whether `dir` is the default lock directory (`pyshmem-locks-<uid>`, no PYSHMEM_LOCK_DIR).
@@ -999,6 +1006,20 @@ mod tests {
             prepare_dir(&default, "cam").unwrap();
             assert_eq!(std::fs::metadata(&default).unwrap().mode() & 0o777, 0o700);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory made here is owned by the effective uid (not the real one, which differs
+    /// in a set-uid program): it passes against that, and not against another uid.
+    #[test]
+    fn a_lock_directory_made_here_is_owned_by_the_effective_uid() {
+        let dir =
+            std::env::temp_dir().join(format!("shmstream-lockdir-euid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        prepare_dir(&dir, "cam").unwrap();
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert_eq!(owner_refusal(&meta, trust::euid()), None);
+        assert!(owner_refusal(&meta, trust::euid().wrapping_add(1)).is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -95,7 +95,8 @@ pub fn is_escaped(c: char) -> bool {
 
 /// Whether `c` is shown as nothing (a default-ignorable code point of Unicode, or a filler
 /// drawn blank): `cam0\u{200b}` would pass for `cam0`. The soft hyphen, the combining
-/// grapheme joiner, the Hangul fillers, the Khmer inherent vowels (U+17B4, U+17B5), the
+/// grapheme joiner, the Hangul fillers, the braille pattern blank (U+2800), the musical
+/// symbol null notehead (U+1D159), the Khmer inherent vowels (U+17B4, U+17B5), the
 /// Mongolian free variation selectors and vowel separator, the zero-width space,
 /// (non-)joiners and marks (U+200B-U+200F), the word joiner, invisible operators and
 /// deprecated format characters (U+2060-U+206F), the variation selectors (U+FE00-U+FE0F,
@@ -116,6 +117,7 @@ pub fn is_invisible(c: char) -> bool {
             | '\u{180b}'..='\u{180f}'
             | '\u{200b}'..='\u{200f}'
             | '\u{2060}'..='\u{206f}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
@@ -123,6 +125,7 @@ pub fn is_invisible(c: char) -> bool {
             | '\u{fff0}'..='\u{fffb}'
             | '\u{13430}'..='\u{1343f}'
             | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d159}'
             | '\u{1d173}'..='\u{1d17a}'
             | '\u{e0000}'..='\u{e0fff}'
     )
@@ -190,8 +193,16 @@ pub(crate) fn default_lock_dir_name() -> String {
 /// `$TMP` (those set and not empty), `/tmp`, `/var/tmp` and `/usr/tmp` that is a directory
 /// this process may create files in, made absolute as `os.path.abspath` does (lexically);
 /// else the working directory. (A different choice put Rust's lock files beside pyshmem's
-/// and let writers of both write at once.)
-fn python_tempdir() -> PathBuf {
+/// and let writers of both write at once.) Chosen once per process, as Python does: a
+/// later change of the working directory or of the directories' state (a cleaner removing
+/// `$TMPDIR`) must not give two handles of one stream two lock files.
+fn python_tempdir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(choose_python_tempdir)
+}
+
+/// [`python_tempdir`]'s choice, made now.
+fn choose_python_tempdir() -> PathBuf {
     let cwd = std::env::current_dir().ok();
     let from_env = ["TMPDIR", "TEMP", "TMP"]
         .into_iter()
@@ -287,6 +298,12 @@ mod tests {
             ),
             ("cam0\u{fe0f}", "cam0\\u{fe0f}"),
             ("\u{3164}cam0\u{e0100}", "\\u{3164}cam0\\u{e0100}"),
+            // Drawn blank though neither whitespace nor ignorable.
+            ("cam0\u{2800}", "cam0\\u{2800}"),
+            (
+                "cam0\u{115f}\u{1160}\u{ffa0}\u{1d159}",
+                "cam0\\u{115f}\\u{1160}\\u{ffa0}\\u{1d159}",
+            ),
             // A name holding the text `\u{1b}` is not shown as one holding ESC.
             ("a\\u{1b}b", "a\\\\u{1b}b"),
         ];

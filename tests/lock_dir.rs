@@ -1,0 +1,130 @@
+//! Where the lock file lives, in real child processes (the test binary re-executed with a
+//! role, see tests/common/mod.rs): one lock directory per process for its whole life, and
+//! one made by a set-uid process is accepted.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Cleanup, LONG, child, child_role, is_root, param, say, unique_name};
+use shmstream::{Dtype, Error, Stream, StreamOptions};
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn create(name: &str) -> Stream {
+    StreamOptions::new(name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .create()
+        .unwrap()
+}
+
+/// What a lock attempt did, as one word.
+fn outcome<T>(r: Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "took it".to_owned(),
+        Err(Error::Timeout { .. }) => "excluded".to_owned(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// The temporary directory is chosen once per process, as Python's `tempfile` does: after
+/// `$TMPDIR` is removed (a cleaner), a second handle of a stream still locks the first's
+/// file (it moved to `/tmp`, so both held the write lock at once).
+#[test]
+fn a_removed_tmpdir_does_not_give_a_second_handle_another_lock_file() {
+    if child_role().as_deref() == Some("tmpdir_removed") {
+        let name: String = param("name");
+        let tmpdir: PathBuf = param("tmpdir");
+        let before = shmstream::name::lock_path(&name);
+        let a = Stream::open(&name).unwrap();
+        let held = a.lock(Some(LONG)).unwrap();
+        std::fs::remove_dir_all(&tmpdir).unwrap();
+        let after = shmstream::name::lock_path(&name);
+        // Another thread: this one's lock is reentrant.
+        let b = std::thread::scope(|s| {
+            s.spawn(|| {
+                outcome(Stream::open(&name).and_then(|b| b.lock(Some(Duration::ZERO)).map(drop)))
+            })
+            .join()
+            .unwrap()
+        });
+        drop(held);
+        say(&format!("same path {}, second handle {b}", before == after));
+        return;
+    }
+    let name = unique_name("lockdir-tmpdir");
+    let _c = Cleanup::new([&name]);
+    let _s = create(&name);
+    let scratch = Scratch::new("lockdir-tmpdir");
+    let tmpdir = scratch.0.join("t");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let lines = child(
+        "a_removed_tmpdir_does_not_give_a_second_handle_another_lock_file",
+        "tmpdir_removed",
+    )
+    .param("name", &name)
+    .param("tmpdir", tmpdir.display())
+    .env("TMPDIR", &tmpdir)
+    .env("TEMP", "")
+    .env("TMP", "")
+    .env("PYSHMEM_LOCK_DIR", "")
+    .run(LONG);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "same path true, second handle excluded"),
+        "{lines:?}"
+    );
+}
+
+/// A set-uid process (real uid other than the effective one) makes the lock directory
+/// owned by its effective uid, and accepts it (it refused it as "owned by another user").
+/// Needs root to switch the real uid; skipped otherwise.
+#[test]
+fn a_set_uid_process_accepts_the_lock_directory_it_made() {
+    if child_role().as_deref() == Some("set_uid") {
+        let name: String = param("name");
+        let nobody: u32 = param("ruid");
+        // SAFETY: plain system call; keeps the effective uid (root), changes the real one.
+        assert_eq!(unsafe { libc::setreuid(nobody, libc::geteuid()) }, 0);
+        // SAFETY: as above.
+        assert_ne!(unsafe { libc::getuid() }, unsafe { libc::geteuid() });
+        let got = outcome(Stream::open(&name).and_then(|s| s.lock(Some(LONG)).map(drop)));
+        say(&format!("set-uid {got}"));
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root to run a process whose real and effective uids differ");
+        return;
+    }
+    let name = unique_name("lockdir-setuid");
+    let _c = Cleanup::new([&name]);
+    let _s = create(&name);
+    let scratch = Scratch::new("lockdir-setuid");
+    let lines = child(
+        "a_set_uid_process_accepts_the_lock_directory_it_made",
+        "set_uid",
+    )
+    .param("name", &name)
+    .param("ruid", 65534)
+    .env("PYSHMEM_LOCK_DIR", scratch.0.join("locks"))
+    .run(LONG);
+    assert!(lines.iter().any(|l| l == "set-uid took it"), "{lines:?}");
+}
