@@ -102,6 +102,16 @@ impl Dtype {
         }
     }
 
+    /// The Rust element type that reads and writes it (`"f32"`, `"f16"` for
+    /// `shmstream::f16`, `"Complex32"` for complex64, `"Complex64"` for complex128).
+    pub fn rust_type(self) -> &'static str {
+        match self {
+            Dtype::Complex64 => "Complex32",
+            Dtype::Complex128 => "Complex64",
+            d => d.short_name(),
+        }
+    }
+
     /// Parses numpy's name (also accepts the short forms `f32`, `u8`, `c64`, ...).
     pub fn from_numpy_name(name: &str) -> Option<Dtype> {
         let name = name.trim().to_ascii_lowercase();
@@ -384,6 +394,27 @@ mod tests {
             assert_eq!(d.short_name().parse::<Dtype>(), Ok(d));
         }
         assert!("float128".parse::<Dtype>().unwrap_err().contains("float32"));
+    }
+
+    /// `rust_type` names the type `with_dtype!` binds (the complex ones one size down).
+    #[test]
+    fn rust_type_names_the_element_type_of_each_dtype() {
+        fn name<T>() -> &'static str {
+            let full = std::any::type_name::<T>();
+            match full {
+                "num_complex::Complex<f32>" => "Complex32",
+                "num_complex::Complex<f64>" => "Complex64",
+                _ => full.rsplit("::").next().unwrap_or(full),
+            }
+        }
+        for d in Dtype::ALL {
+            assert_eq!(
+                d.rust_type(),
+                crate::with_dtype!(d, T => name::<T>()),
+                "{d}"
+            );
+        }
+        assert_eq!(Dtype::Complex64.rust_type(), "Complex32");
     }
 
     /// The short names numpy reads as other types are refused, naming both readings.

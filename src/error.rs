@@ -61,7 +61,10 @@ pub enum Error {
         given: Vec<usize>,
     },
     /// Data of the wrong element type.
-    #[error("dtype mismatch on stream '{name}': the stream holds {expected}, got {given}")]
+    #[error(
+        "dtype mismatch on stream '{name}': the stream holds {expected}, got {given}: use the element type {} (or dispatch on its dtype with with_dtype!)",
+        .expected.rust_type()
+    )]
     DtypeMismatch {
         /// The stream.
         name: String,
@@ -70,8 +73,17 @@ pub enum Error {
         /// The dtype given.
         given: Dtype,
     },
-    /// The `_meta` segment breaks a format rule.
-    #[error("stream '{name}' has a corrupt header ({rule}): unlink and recreate it")]
+    /// The `_meta` segment breaks a format rule, or is another pyshmem format version's
+    /// ([`FormatError::is_other_version`]: not to be unlinked from under its producer).
+    #[error(
+        "stream '{name}' has {} ({rule}): {}",
+        if .rule.is_other_version() { "a header this build cannot read" } else { "a corrupt header" },
+        if .rule.is_other_version() {
+            "it was made by another pyshmem format version: open it with the pyshmem that made it, or upgrade shmstream"
+        } else {
+            "unlink and recreate it"
+        }
+    )]
     CorruptHeader {
         /// The stream.
         name: String,
@@ -90,6 +102,18 @@ pub enum Error {
         declared: u64,
         /// Bytes the segment has.
         actual: u64,
+    },
+    /// A byte buffer of the wrong size for the stream's frame.
+    #[error(
+        "buffer size mismatch on stream '{name}': a frame is {expected_bytes} bytes, the buffer {given_bytes}: pass a buffer of size_bytes() ({expected_bytes}) bytes"
+    )]
+    BufferSize {
+        /// The stream.
+        name: String,
+        /// Bytes per frame (`size_bytes()`).
+        expected_bytes: usize,
+        /// Bytes of the buffer given.
+        given_bytes: usize,
     },
     /// A wait ran out of time.
     #[error(
@@ -243,9 +267,9 @@ pub enum Error {
     /// A segment of a new stream is larger than this process's file-size limit
     /// (`ulimit -f`, `RLIMIT_FSIZE`): nothing was made.
     #[error(
-        "stream '{name}' needs a shared-memory segment of {needed} bytes{}, over this process's file-size limit (`ulimit -f`) of {limit} bytes: raise the limit (`ulimit -f unlimited`) or {}",
+        "stream '{name}' needs a shared-memory segment of {needed} bytes{}, over this process's file-size limit (`ulimit -f`) of {limit} bytes: raise the limit (`ulimit -f unlimited`){}",
         if *.ring { " (its history ring)" } else { "" },
-        if *.ring { "keep fewer history frames (history(n))" } else { "make the stream smaller" }
+        file_size_remedy(*.ring, *.limit)
     )]
     FileSizeLimit {
         /// The stream.
@@ -409,6 +433,7 @@ impl Error {
             | Error::DtypeMismatch { name, .. }
             | Error::CorruptHeader { name, .. }
             | Error::PayloadTooSmall { name, .. }
+            | Error::BufferSize { name, .. }
             | Error::Timeout { name, .. }
             | Error::Inconsistent { name, .. }
             | Error::Stale { name }
@@ -430,9 +455,41 @@ impl Error {
     }
 }
 
+/// What besides raising the limit lets a stream fit under a file-size limit: nothing when even
+/// the `_meta` segment every stream has is over it.
+fn file_size_remedy(ring: bool, limit: u64) -> &'static str {
+    if limit < crate::format::META_BYTES as u64 {
+        " (no stream fits: every stream has a metadata segment of 512 bytes)"
+    } else if ring {
+        " or keep fewer history frames (history(n))"
+    } else {
+        " or make the stream smaller"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_size_limit_under_the_metadata_segment_offers_no_smaller_stream() {
+        let refusal = |limit, ring| {
+            Error::FileSizeLimit {
+                name: "cam0".into(),
+                needed: 512,
+                limit,
+                ring,
+            }
+            .to_string()
+        };
+        assert!(
+            refusal(0, false)
+                .ends_with("(no stream fits: every stream has a metadata segment of 512 bytes)")
+        );
+        assert!(!refusal(0, false).contains("smaller"));
+        assert!(refusal(4096, false).ends_with("or make the stream smaller"));
+        assert!(refusal(4096, true).ends_with("or keep fewer history frames (history(n))"));
+    }
 
     #[test]
     fn not_found_names_the_stream_and_lists_others() {

@@ -173,6 +173,31 @@ pub enum FormatError {
     /// A CRC without its flag.
     #[error("header_crc requires its metadata feature flag")]
     CrcWithoutFlag,
+    /// A legacy pyshmem v2 header (a 256-byte float64 block starting with 2.0, as pyshmem
+    /// 1.0.x made them), which this build does not read.
+    #[error("a pyshmem v2 header (this build reads version 3)")]
+    LegacyV2,
+}
+
+impl FormatError {
+    /// Whether the header is another pyshmem format version's rather than broken: a version
+    /// other than 3 (0 is a creation's zero fill), unknown flag bits, an unknown dtype code,
+    /// or a v2 header. Its remedy is the pyshmem that made it, not an unlink.
+    pub fn is_other_version(&self) -> bool {
+        matches!(
+            self,
+            FormatError::Version(1..)
+                | FormatError::UnknownFlags(_)
+                | FormatError::DtypeCode(_)
+                | FormatError::LegacyV2
+        )
+    }
+}
+
+/// Whether `bytes` (at least 256 of them) start as a pyshmem v2 header: the float64
+/// version word 2.0 where v3 has its magic.
+pub(crate) fn is_legacy_v2(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_BYTES && bytes[..8] == 2.0f64.to_le_bytes()
 }
 
 /// The decoded, validated content of a `_meta` segment.
@@ -301,6 +326,9 @@ pub fn crc(meta: &[u8; META_BYTES]) -> u32 {
 /// `expected_name`, when given, must equal the stored name (pyshmem's rule; `list` passes
 /// `None` and checks the hash instead).
 pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, FormatError> {
+    if is_legacy_v2(bytes) {
+        return Err(FormatError::LegacyV2);
+    }
     let b: &[u8; META_BYTES] = bytes
         .get(..META_BYTES)
         .and_then(|s| s.try_into().ok())
@@ -538,6 +566,33 @@ mod tests {
         set(&mut b, offset::FRAME_ID, &77u64.to_le_bytes());
         assert_eq!(crc(&b), before);
         assert!(decode(&b, Some("cam0")).is_ok());
+    }
+
+    /// A pyshmem v2 header (32 float64s, 2.0 first) is its own rule, as are the rules that
+    /// mean another format version; a creation's zero version is not one.
+    #[test]
+    fn a_v2_header_and_other_versions_are_told_apart() {
+        let v2: Vec<u8> = std::iter::once(2.0f64)
+            .chain(std::iter::repeat_n(0.0, 31))
+            .flat_map(f64::to_le_bytes)
+            .collect();
+        assert_eq!(decode(&v2, None), Err(FormatError::LegacyV2));
+        assert_eq!(decode(&v2[..100], None), Err(FormatError::TooShort(100)));
+        for other in [
+            FormatError::LegacyV2,
+            FormatError::Version(4),
+            FormatError::UnknownFlags(1 << 9),
+            FormatError::DtypeCode(14),
+        ] {
+            assert!(other.is_other_version(), "{other:?}");
+        }
+        for broken in [
+            FormatError::Version(0),
+            FormatError::BadMagic,
+            FormatError::Ndim(0),
+        ] {
+            assert!(!broken.is_other_version(), "{broken:?}");
+        }
     }
 
     #[test]

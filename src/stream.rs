@@ -604,10 +604,10 @@ impl Stream {
         if given == self.size {
             return Ok(());
         }
-        Err(Error::ShapeMismatch {
+        Err(Error::BufferSize {
             name: self.name.clone(),
-            expected: vec![self.size],
-            given: vec![given],
+            expected_bytes: self.size,
+            given_bytes: given,
         })
     }
 
@@ -814,9 +814,9 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
     let id = name::meta_id(name);
     let open = || Segment::open_prefix(&id, true, META_BYTES);
-    // Empty (`InvalidData`), or shorter than a header.
+    // Empty (`InvalidData`), or shorter than a header (but a whole pyshmem v2 one).
     let short = |r: &std::io::Result<Segment>| match r {
-        Ok(m) => m.len() < META_BYTES,
+        Ok(m) => m.len() < META_BYTES && !format::is_legacy_v2(&m.snapshot(META_BYTES)),
         Err(e) => e.kind() == std::io::ErrorKind::InvalidData,
     };
     // A `_meta` removed under a creation we waited for (it failed) is looked for again: a
@@ -840,7 +840,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
             ) {
                 Waited::Saw(r) => r,
                 Waited::Unknown => opened,
-                Waited::TimedOut => return Err(not_found(name)),
+                Waited::TimedOut => return Err(creation_unfinished(name)),
             };
         }
         let meta = opened.map_err(|e| match e.kind() {
@@ -942,10 +942,30 @@ fn decode_after_creation(
     Ok(match waited {
         Waited::Saw(decoded) => decoded,
         Waited::TimedOut if matches!(last, FormatError::BadMagic | FormatError::MissingName) => {
-            return Err(not_found(name));
+            return Err(creation_unfinished(name));
         }
         Waited::TimedOut | Waited::Unknown => Some(Err(last)),
     })
+}
+
+/// `NotFound` for a name whose creation somebody still held the lock over when
+/// [`wait_for_creation`] gave up: `unfinished`, as `create` calls the name taken.
+fn creation_unfinished(name: &str) -> Error {
+    Error::NotFound {
+        name: name.to_owned(),
+        known: Vec::new(),
+        unfinished: true,
+    }
+}
+
+/// How long [`wait_for_creation`] waits: [`DEFAULT_TIMEOUT`] (unit tests may shorten it on
+/// their thread).
+fn creation_timeout() -> Duration {
+    #[cfg(test)]
+    if let Some(t) = tests::CREATION_TIMEOUT.with(std::cell::Cell::get) {
+        return t;
+    }
+    DEFAULT_TIMEOUT
 }
 
 /// What [`wait_for_creation`] saw.
@@ -970,6 +990,8 @@ fn wait_for_creation<T>(
     mut look: impl FnMut() -> Option<T>,
     under_lock: impl FnOnce() -> T,
 ) -> Waited<T> {
+    #[cfg(test)]
+    tests::CREATION_WAITS.with(|n| n.set(n.get() + 1));
     let path = name::lock_path(name);
     if let Err(e) = std::fs::symlink_metadata(&path) {
         return match e.kind() {
@@ -980,7 +1002,7 @@ fn wait_for_creation<T>(
     let Ok(lock) = LockFile::attach(&path, name) else {
         return Waited::Unknown;
     };
-    let deadline = Instant::now() + DEFAULT_TIMEOUT;
+    let deadline = Instant::now() + creation_timeout();
     loop {
         match NameLock::try_take(&lock, name) {
             Ok(Some(_held)) => return Waited::Saw(under_lock()),
@@ -1027,7 +1049,10 @@ pub(crate) fn decode_retrying(
     expected: Option<&str>,
 ) -> std::result::Result<Header, FormatError> {
     if meta.len() < META_BYTES {
-        return Err(FormatError::TooShort(meta.len()));
+        return Err(match format::is_legacy_v2(&meta.snapshot(META_BYTES)) {
+            true => FormatError::LegacyV2,
+            false => FormatError::TooShort(meta.len()),
+        });
     }
     let deadline = Instant::now() + DECODE_RETRY;
     loop {
@@ -1055,6 +1080,11 @@ mod tests {
         /// Run once between an open's payload and its history ring (by this thread's next
         /// open that finds a payload).
         static BEFORE_RING: Hook = RefCell::new(None);
+        /// How many times this thread entered [`wait_for_creation`].
+        pub(super) static CREATION_WAITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        /// [`creation_timeout`] on this thread, when set.
+        pub(super) static CREATION_TIMEOUT: std::cell::Cell<Option<Duration>> =
+            const { std::cell::Cell::new(None) };
     }
 
     fn run(hook: &'static std::thread::LocalKey<Hook>) {
@@ -1261,9 +1291,9 @@ mod tests {
     }
 
     /// Review item: a header corrupt for good (a stored CRC of 5, its flag set) is said at
-    /// once while somebody holds the name's lock: `open_meta` waited the whole creation
-    /// timeout (5 s) on any rule broken, so `shmstream watch` beside a writer holding a long
-    /// lock froze 5 s per tick.
+    /// once while somebody holds the name's lock, without waiting for a creation:
+    /// `open_meta` waited the whole creation timeout (5 s) on any rule broken, so
+    /// `shmstream watch` beside a writer holding a long lock froze 5 s per tick.
     #[test]
     fn a_header_corrupt_for_good_is_said_at_once_under_a_held_lock() {
         use std::os::fd::AsRawFd;
@@ -1280,9 +1310,9 @@ mod tests {
         let lock = std::fs::File::open(name::lock_path(&stream)).unwrap();
         // SAFETY: flock on a descriptor this scope owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let start = Instant::now();
+        CREATION_WAITS.with(|n| n.set(0));
         let got = catalog::stat(&stream).map(drop);
-        let took = start.elapsed();
+        let waits = CREATION_WAITS.with(std::cell::Cell::get);
         drop(lock);
         let _ = catalog::unlink(&stream);
         assert!(
@@ -1295,7 +1325,48 @@ mod tests {
             ),
             "{got:?}"
         );
-        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(waits, 0, "waited for a creation");
+    }
+
+    /// Review item: a `_meta` still zeroed (no magic), or still empty, after the creation
+    /// wait while somebody holds the name's lock is `NotFound` with `unfinished` set, as
+    /// `create` calls the name taken (it said "create it first").
+    #[test]
+    fn a_creation_held_past_the_wait_is_an_unfinished_not_found() {
+        use std::os::fd::AsRawFd;
+        let stream = format!("held-creation-{}", sys::pid());
+        let _ = catalog::unlink(&stream);
+        drop(Stream::create(&stream, &[4], Dtype::U8).unwrap());
+        let meta = crate::segment::path(&name::meta_id(&stream));
+        let lock = std::fs::File::open(name::lock_path(&stream)).unwrap();
+        // SAFETY: flock on a descriptor this scope owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        CREATION_TIMEOUT.with(|t| t.set(Some(Duration::from_millis(100))));
+        let mut got = Vec::new();
+        for planted in [vec![0u8; META_BYTES], Vec::new()] {
+            std::fs::write(&meta, planted).unwrap();
+            CREATION_WAITS.with(|n| n.set(0));
+            got.push((
+                catalog::stat(&stream).map(drop),
+                CREATION_WAITS.with(std::cell::Cell::get),
+            ));
+        }
+        CREATION_TIMEOUT.with(|t| t.set(None));
+        drop(lock);
+        let _ = catalog::unlink(&stream);
+        let payload = crate::segment::path(&name::segment_id(&stream));
+        for left in [meta, payload, name::lock_path(&stream)] {
+            let _ = std::fs::remove_file(left);
+        }
+        for (got, waits) in got {
+            assert!(
+                matches!(&got, Err(Error::NotFound { unfinished: true, known, .. }) if known.is_empty()),
+                "{got:?}"
+            );
+            assert_eq!(waits, 1, "{got:?}");
+            let text = got.unwrap_err().to_string();
+            assert!(!text.contains("create it first"), "{text}");
+        }
     }
 
     /// Giving back an abandoned wait's report undoes only the mark that wait made: a report

@@ -1466,6 +1466,183 @@ fn error_messages_name_the_stream_and_the_remedy() {
     assert!(m.contains(&name) && m.contains("timed out"), "{m}");
 }
 
+/// Review item: a byte buffer of the wrong size was a `ShapeMismatch` calling byte counts
+/// shapes; it is a `BufferSize` saying both sizes and the buffer to pass.
+#[test]
+fn a_byte_buffer_of_the_wrong_size_says_the_frame_and_buffer_bytes() {
+    let name = unique_name("bufsize");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2, 3], Dtype::U16).unwrap();
+    let e = s.write_bytes_frame(&[0u8; 11], 1).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BufferSize {
+                expected_bytes: 12,
+                given_bytes: 11,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "buffer size mismatch on stream '{name}': a frame is 12 bytes, the buffer 11: pass \
+             a buffer of size_bytes() (12) bytes"
+        )
+    );
+    let e = s.read_publication_into_bytes(&mut [0u8; 13]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BufferSize {
+                expected_bytes: 12,
+                given_bytes: 13,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.stream_name(), name);
+}
+
+/// Writes `meta` as `name`'s `_meta` and a payload of `payload` bytes, as another program's
+/// stream (no lock file).
+fn plant_stream(name: &str, meta: &[u8], payload: usize) -> [std::path::PathBuf; 2] {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ids = [
+        shmstream::name::meta_id(name),
+        shmstream::name::segment_id(name),
+    ];
+    let paths = ids.map(|id| std::path::Path::new("/dev/shm").join(id));
+    for (path, bytes) in paths.iter().zip([meta.to_vec(), vec![0u8; payload]]) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .unwrap();
+    }
+    paths
+}
+
+/// Review item: a header of another pyshmem format version (a legacy v2 header as pyshmem
+/// 1.0.4 made them, a v3 header of version 4, unknown flags, an unknown dtype code) is
+/// refused naming the pyshmem that made it as the remedy, never telling the user to unlink
+/// a live producer's stream; a header broken for good still says to unlink it.
+#[test]
+fn another_pyshmem_format_version_is_refused_without_saying_to_unlink_it() {
+    use shmstream::format::{self, FormatError, offset};
+    let name = unique_name("otherversion");
+    let _c = Cleanup::new([&name]);
+    let v3 = |set: &dyn Fn(&mut [u8; format::META_BYTES])| {
+        let mut b = format::encode_new(&format::NewHeader {
+            name: &name,
+            dtype: Dtype::F32,
+            shape: &[4],
+            flags: 0,
+            device_index: -1,
+            creator_pid: 1,
+            instance_id: [5; 16],
+        });
+        set(&mut b);
+        let crc = format::crc(&b);
+        b[offset::HEADER_CRC..offset::HEADER_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b.to_vec()
+    };
+    // pyshmem 1.0.4's v2 header: 32 float64s, the version (2.0) first.
+    let v2: Vec<u8> = [2.0f64, 0.0, 9.0, 1.0, 16.0, 0.0, -1.0, 1.0]
+        .into_iter()
+        .chain(std::iter::repeat_n(0.0, 24))
+        .flat_map(f64::to_le_bytes)
+        .collect();
+    /// What is planted, the rule it breaks, and whether that means another version.
+    type Case = (&'static str, Vec<u8>, fn(&FormatError) -> bool, bool);
+    let cases: [Case; 5] = [
+        ("v2", v2, |r| *r == FormatError::LegacyV2, true),
+        (
+            "version 4",
+            v3(&|b| b[offset::VERSION] = 4),
+            |r| *r == FormatError::Version(4),
+            true,
+        ),
+        (
+            "flags",
+            v3(&|b| b[offset::FLAGS + 1] |= 2),
+            |r| matches!(r, FormatError::UnknownFlags(_)),
+            true,
+        ),
+        (
+            "dtype",
+            v3(&|b| b[offset::DTYPE] = 14),
+            |r| *r == FormatError::DtypeCode(14),
+            true,
+        ),
+        (
+            "ndim",
+            v3(&|b| b[offset::NDIM] = 20),
+            |r| *r == FormatError::Ndim(20),
+            false,
+        ),
+    ];
+    for (case, meta, rule, other_version) in cases {
+        let planted = plant_stream(&name, &meta, 16);
+        let got = [
+            Stream::open(&name).map(drop),
+            Stream::open_readonly(&name).map(drop),
+            shmstream::stat(&name).map(drop),
+        ];
+        for p in &planted {
+            let _ = std::fs::remove_file(p);
+        }
+        for e in got.map(Result::unwrap_err) {
+            assert!(
+                matches!(&e, Error::CorruptHeader { rule: r, .. } if rule(r)),
+                "{case}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(&name), "{case}: {text}");
+            assert_eq!(!text.contains("unlink"), other_version, "{case}: {text}");
+            assert_eq!(
+                text.contains("open it with the pyshmem that made it, or upgrade shmstream"),
+                other_version,
+                "{case}: {text}"
+            );
+        }
+    }
+}
+
+/// Review item: a dtype mismatch says which Rust type reads the stream (a complex64 stream
+/// is read as `Complex32`, `shmstream::Complex64` being numpy's complex128).
+#[test]
+fn a_dtype_mismatch_names_the_rust_type_that_reads_the_stream() {
+    let name = unique_name("rusttype");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[2], Dtype::Complex64).unwrap();
+    let e = s.read::<Complex64>().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DtypeMismatch {
+                expected: Dtype::Complex64,
+                given: Dtype::Complex128,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains(&name)
+            && text.contains("use the element type Complex32")
+            && text.contains("with_dtype!"),
+        "{text}"
+    );
+    assert!(s.read::<Complex32>().is_ok());
+}
+
 #[test]
 fn a_yielding_waiter_reads_each_new_frame_and_keeps_its_deadline() {
     for notify in [true, false] {

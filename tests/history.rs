@@ -704,7 +704,7 @@ fn frames_lent_in_place_are_written_copied_in_part_or_whole_and_mapped_and_a_lap
             let mut short = [0u8; 7];
             let err = f.copy_into(&mut short).unwrap_err();
             assert!(
-                matches!(&err, Error::ShapeMismatch { name: n, .. } if *n == name),
+                matches!(&err, Error::BufferSize { name: n, given_bytes: 7, .. } if *n == name),
                 "{err}"
             );
             // A range past the frame's end is refused, naming the stream.

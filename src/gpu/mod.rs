@@ -403,18 +403,21 @@ pub(crate) fn check_gpu_dtype(name: &str, dtype: Dtype) -> Result<()> {
     })
 }
 
-/// Parses `"cuda:N"`, `"cudaN"` or `"N"` into a device ordinal.
+/// Parses `"cuda:N"`, `"cudaN"` or `"N"` (decimal digits only: no sign) into a device
+/// ordinal, and `"cuda"` into 0; anything else, `""` and `"cuda:"` included, is refused.
 pub(crate) fn parse_device(name: &str, device: &str) -> Result<i32> {
     let s = device.trim();
-    let digits = s
-        .strip_prefix("cuda:")
-        .or_else(|| s.strip_prefix("cuda"))
-        .unwrap_or(s);
-    let digits = if digits.is_empty() { "0" } else { digits };
-    digits
-        .parse::<i32>()
-        .ok()
-        .filter(|d| *d >= 0)
+    let digits = match s {
+        "cuda" => "0",
+        _ => s
+            .strip_prefix("cuda:")
+            .or_else(|| s.strip_prefix("cuda"))
+            .unwrap_or(s),
+    };
+    // `i32::from_str` takes a leading `+` and an empty string is no ordinal.
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<i32>().ok())
+        .flatten()
         .ok_or_else(|| Error::Unsupported {
             name: name.to_owned(),
             what: format!(
@@ -434,6 +437,15 @@ pub(crate) mod tests {
         assert_eq!(parse_device("s", "cuda").unwrap(), 0);
         assert!(parse_device("s", "cuda:-1").is_err());
         assert!(parse_device("s", "gpu0").is_err());
+        assert_eq!(parse_device("s", "cuda2").unwrap(), 2);
+        // No empty ordinal, and no sign (`i32::from_str` takes `+`).
+        for bad in ["", "  ", "cuda:", "+1", "cuda:+1", "cuda+1", "-0"] {
+            let err = parse_device("s", bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::Unsupported { what, .. } if what.contains("invalid GPU device")),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     /// Builds a GPU stream's segments by hand (as a GPU producer would), so the no-driver

@@ -130,6 +130,8 @@ pub struct DeviceView<'a> {
     len: usize,
     dtype: Dtype,
     stream: &'a Arc<CudaStream>,
+    /// The stream's name, for errors.
+    name: &'a str,
     _lock: PhantomData<&'a ()>,
 }
 
@@ -142,12 +144,13 @@ pub struct DeviceViewMut<'a> {
 
 impl<'a> DeviceView<'a> {
     /// The payload of `s`, on `a`'s stream.
-    pub(super) fn of_payload(s: &Stream, a: &'a Attachment) -> Self {
+    pub(super) fn of_payload(s: &'a Stream, a: &'a Attachment) -> Self {
         DeviceView {
             ptr: a.dptr,
             len: s.len,
             dtype: s.dtype,
             stream: &a.stream,
+            name: &s.name,
             _lock: PhantomData,
         }
     }
@@ -184,7 +187,7 @@ impl<'a> DeviceView<'a> {
     ) -> Result<R> {
         if T::DTYPE != self.dtype {
             return Err(Error::DtypeMismatch {
-                name: String::new(),
+                name: self.name.to_owned(),
                 expected: self.dtype,
                 given: T::DTYPE,
             });
@@ -239,7 +242,7 @@ impl<'a> DeviceViewMut<'a> {
         let v = &self.view;
         if T::DTYPE != v.dtype {
             return Err(Error::DtypeMismatch {
-                name: String::new(),
+                name: v.name.to_owned(),
                 expected: v.dtype,
                 given: T::DTYPE,
             });
