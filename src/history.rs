@@ -536,15 +536,23 @@ fn read_u64(seg: &Segment, at: usize) -> u64 {
 /// Opens `_hist`, mapping at most `max_len` bytes, and checks its header: `None` when there
 /// is none, it belongs to another generation (a leftover), or it is not ours to use (another
 /// user's file or a FIFO planted under the name of a stream without a ring: the stream is
-/// usable, without history); else the segment and its capacity.
+/// usable, without history); else the segment and its capacity. A file of ours that cannot
+/// be opened (its mode changed) is [`unmappable`]: it may be this generation's ring.
 fn open_header(
     stream: &str,
     instance_id: [u8; 16],
     writable: bool,
     max_len: usize,
 ) -> Result<Option<(Segment, usize)>> {
-    let seg = match Segment::open_prefix(&name::history_id(stream), writable, max_len) {
+    let id = name::history_id(stream);
+    let seg = match Segment::open_prefix(&id, writable, max_len) {
         Ok(s) => s,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && crate::trust::is_ours(&crate::segment::path(&id)) =>
+        {
+            return Err(unmappable(stream, writable, &e));
+        }
         Err(e)
             if matches!(
                 e.kind(),
@@ -580,8 +588,8 @@ fn check_header(stream: &str, seg: &Segment, instance_id: [u8; 16]) -> Result<Op
     Ok(Some(capacity as usize))
 }
 
-/// The ring of this generation, whose header was read, could not be mapped (`writable` or
-/// not) for the reason `e`.
+/// The stream's ring (this generation's, or one of ours whose header cannot be read) could
+/// not be mapped (`writable` or not) for the reason `e`.
 fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
     let (how, remedy) = if writable {
         (
@@ -597,7 +605,7 @@ fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
     Error::InvalidHistory {
         name: stream.to_owned(),
         reason: format!(
-            "this generation's history segment {} cannot be mapped {how} ({e}): {remedy}",
+            "the stream's history segment {} cannot be mapped {how} ({e}): {remedy}",
             crate::segment::path(&name::history_id(stream)).display()
         ),
     }
@@ -1055,6 +1063,8 @@ impl Cursor<'_> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
+        // Before allocating: a wrong `T` may be wider than the stream's elements.
+        self.stream.ensure_dtype::<T>()?;
         let mut v = vec![T::default(); self.stream.len];
         let info = self.next_into_slice(&mut v, timeout)?;
         let payload = ArrayD::from_shape_vec(IxDyn(&self.stream.shape), v).map_err(|_| {

@@ -962,3 +962,67 @@ fn a_cursor_waiting_under_its_own_threads_lock_is_refused_at_once() {
         drop(g);
     }
 }
+
+/// A ring of ours this user cannot open (`chmod 0000`) was taken for another user's file and
+/// dropped: `open` went on without history, its writes appending nothing. It is refused
+/// naming the file and the remedy, and `stat` says why it shows no history.
+#[test]
+fn an_unreadable_ring_of_ours_is_refused_not_dropped() {
+    use std::os::unix::fs::PermissionsExt;
+    if common::is_root() {
+        eprintln!("skipping: root bypasses file modes, so a chmod 0000 ring stays readable to it");
+        return;
+    }
+    let name = unique_name("hist-0000");
+    let _c = Cleanup::new([&name]);
+    drop(history_stream(&name, 4, 8));
+    let ring = format!("/dev/shm/{}", shmstream::name::history_id(&name));
+    std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o000)).unwrap();
+    match Stream::open(&name) {
+        Err(Error::InvalidHistory { reason, .. }) => {
+            assert!(
+                reason.contains(&ring) && reason.contains("mode 0600"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected InvalidHistory, got {other:?}"),
+    }
+    let stat = shmstream::stat(&name).unwrap();
+    let problem = stat.history_problem.as_deref().unwrap_or_default();
+    assert!(problem.contains("cannot be mapped"), "{stat:?}");
+}
+
+/// A cursor asked for frames of another element type is refused with `DtypeMismatch`
+/// (`next_publication` now checks before allocating a buffer of that type; the order itself
+/// is not observable without a counting allocator), and the frame is still there after.
+#[test]
+fn a_cursor_asked_for_another_element_type_is_refused_and_keeps_the_frame() {
+    let name = unique_name("hist-dtype");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .history(4)
+        .create()
+        .unwrap();
+    let mut c = s.cursor().unwrap();
+    s.write_slice(&[7u8; 4]).unwrap();
+    let wrong = c.next_publication::<f64>(SHORT).map(|_| ());
+    assert!(
+        matches!(
+            wrong,
+            Err(Error::DtypeMismatch {
+                expected: Dtype::U8,
+                given: Dtype::F64,
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    let wrong = c.next::<u32>(SHORT).map(|_| ());
+    assert!(
+        matches!(wrong, Err(Error::DtypeMismatch { .. })),
+        "{wrong:?}"
+    );
+    assert_eq!(c.next::<u8>(SHORT).unwrap().as_slice().unwrap(), &[7u8; 4]);
+}
