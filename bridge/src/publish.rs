@@ -481,19 +481,27 @@ impl Pace {
 
     /// A new frame went out.
     fn put(&mut self) {
+        self.put_at(Instant::now());
+    }
+
+    fn put_at(&mut self, now: Instant) {
         if let Some(r) = self.resend.as_mut() {
-            r.put();
+            r.put_at(now);
         }
-        self.hold();
+        self.hold_at(now);
     }
 
     /// The last frame went out again: held back from like any put, but not resent again.
     fn resent(&mut self) {
-        self.hold();
+        self.resent_at(Instant::now());
     }
 
-    fn hold(&mut self) {
-        self.held = self.period.map(|p| Instant::now().checked_add(p));
+    fn resent_at(&mut self, now: Instant) {
+        self.hold_at(now);
+    }
+
+    fn hold_at(&mut self, now: Instant) {
+        self.held = self.period.map(|p| now.checked_add(p));
     }
 
     /// Whether `max_rate` holds the next frame back (until it is released).
@@ -516,9 +524,13 @@ impl Pace {
         self.held = None;
     }
 
-    /// The writer idles: whether to put the last frame again (see [`Resend::idle`]).
+    /// The writer idles: whether to put the last frame again (see [`Resend::idle_at`]).
     fn resend_due(&mut self) -> bool {
-        self.resend.as_mut().is_some_and(Resend::idle)
+        self.resend_due_at(Instant::now())
+    }
+
+    fn resend_due_at(&mut self, now: Instant) -> bool {
+        self.resend.as_mut().is_some_and(|r| r.idle_at(now))
     }
 }
 
@@ -539,16 +551,12 @@ struct Resend {
 
 impl Resend {
     /// A frame was put.
-    fn put(&mut self) {
-        self.due = Some(Instant::now());
+    fn put_at(&mut self, now: Instant) {
+        self.due = Some(now);
     }
 
     /// The writer idles: whether to put the last frame again (once per frame put, once it
     /// has idled [`RESEND_AFTER`]).
-    fn idle(&mut self) -> bool {
-        self.idle_at(Instant::now())
-    }
-
     fn idle_at(&mut self, now: Instant) -> bool {
         match self.due {
             Some(at) if now.saturating_duration_since(at) >= RESEND_AFTER => {
@@ -683,20 +691,26 @@ mod tests {
     /// second after it, not at every idle read, nor sooner.
     #[test]
     fn the_last_frame_is_put_again_once_when_the_writer_idles() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut r = Resend::default();
-        let later = |d: u64| Instant::now() + Duration::from_millis(d);
-        assert!(!r.idle_at(later(2000)), "nothing put yet");
-        r.put();
+        assert!(!r.idle_at(at(2000)), "nothing put yet");
+        r.put_at(at(0));
         assert!(
-            !r.idle_at(later(100)),
+            !r.idle_at(at(100)),
             "a short idle (a writer under 10 Hz) is no idle"
         );
-        assert!(r.idle_at(later(1100)));
-        assert!(!r.idle_at(later(2200)), "once");
-        r.put();
-        r.put();
-        assert!(r.idle_at(later(1100)));
-        assert!(!r.idle_at(later(1200)));
+        assert!(!r.idle_at(at(999)), "not sooner than a second");
+        assert!(r.idle_at(at(1000)));
+        assert!(!r.idle_at(at(2200)), "once");
+        r.put_at(at(3000));
+        r.put_at(at(3500));
+        assert!(
+            !r.idle_at(at(4400)),
+            "a second from the last put, not the first"
+        );
+        assert!(r.idle_at(at(4500)));
+        assert!(!r.idle_at(at(4600)));
     }
 
     /// Every put holds the next frame back a period, a resend too; only a new latest-value
@@ -704,36 +718,43 @@ mod tests {
     #[test]
     fn a_put_holds_the_next_frame_back_and_only_a_new_latest_value_frame_is_resent() {
         let hour = Duration::from_secs(3600);
-        let later = |d: u64| Instant::now() + Duration::from_millis(d);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut p = Pace::new(Some(hour), true);
-        assert!(!p.held() && p.left().is_none(), "nothing put yet");
-        p.put();
+        assert!(!p.held() && p.left_at(at(0)).is_none(), "nothing put yet");
+        p.put_at(at(0));
         assert!(p.held());
-        assert!(p.left().is_some_and(|l| !l.is_zero() && l <= hour));
-        assert_eq!(p.left_at(later(3_601_000)), Some(Duration::ZERO), "run out");
+        assert_eq!(p.left_at(at(0)), Some(hour));
+        assert_eq!(p.left_at(at(1000)), Some(hour - Duration::from_secs(1)));
+        assert_eq!(p.left_at(at(3_600_000)), Some(Duration::ZERO), "run out");
         p.release();
         assert!(!p.held());
-        assert!(!p.resend_due(), "not idle yet");
-        let mut r = p.resend.take().unwrap();
-        assert!(r.idle_at(later(1100)), "put armed the resend");
+        assert!(!p.resend_due_at(at(999)), "not idle yet");
+        assert!(p.resend_due_at(at(1000)), "put armed the resend");
+        assert!(!p.resend_due_at(at(2000)), "once");
 
         let mut p = Pace::new(Some(hour), true);
-        p.resent();
-        assert!(p.held(), "a resend is held back from too");
-        assert!(
-            !p.resend.as_mut().unwrap().idle_at(later(1100)),
-            "resend not armed"
+        p.resent_at(at(0));
+        assert_eq!(
+            p.left_at(at(0)),
+            Some(hour),
+            "a resend is held back from too"
         );
+        assert!(!p.resend_due_at(at(1100)), "resend not armed");
 
         let mut p = Pace::new(Some(Duration::MAX), true);
-        p.put();
-        assert_eq!(p.left_at(later(3_601_000)), Some(Duration::MAX), "for good");
+        p.put_at(at(0));
+        assert_eq!(p.left_at(at(3_601_000)), Some(Duration::MAX), "for good");
 
+        // The clock-reading wrappers, where no instant matters.
         let mut p = Pace::new(None, false);
         p.put();
         p.resent();
         assert!(!p.held() && p.left().is_none(), "no max_rate: never held");
-        assert!(p.resend.is_none(), "lossless: nothing to resend");
+        assert!(
+            p.resend.is_none() && !p.resend_due(),
+            "lossless: nothing to resend"
+        );
     }
 
     /// Zenoh would drop a larger frame at the receiving end, saying so only in its trace log:
