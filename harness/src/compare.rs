@@ -1,12 +1,13 @@
-//! `harness compare OLD.json NEW.json… [--max-regression 0.2] [--max-regression-sub-us 0.5]`:
-//! a table of changes in `ratio_to_floor` per case; fails when any case's ratio dropped by
-//! more than its band (relative). Ratios are measured within one run, so two runs on
-//! different (or differently loaded) machines stay comparable; absolute times are never
-//! gated. Several NEW files (repeats of one scenario) are merged by [`best_of`]: each case
-//! is judged by its best repeat, so a repeat hit by load does not fail the gate, while a
-//! real slowdown lowers every repeat. Cases whose floor iteration is under a microsecond
-//! (64 B ping-pong) move with the host far more than the others, so they get their own,
-//! wider band. A case whose ratio exceeds
+//! `harness compare OLD.json NEW.json… [--max-regression 0.2] [--max-regression-sub-us 0.5]
+//! [--require-all]`: a table of changes in `ratio_to_floor` per case; fails when any case's
+//! ratio dropped by more than its band (relative), and with `--require-all` when a baseline
+//! case is missing from NEW or lacks a ratio on either side. Ratios are measured within one
+//! run, so two runs on different (or differently loaded) machines stay comparable; absolute
+//! times are never gated. Several NEW files (repeats of one scenario) are merged by
+//! [`best_of`]: each case is judged by its best repeat, so a repeat hit by load does not
+//! fail the gate, while a real slowdown lowers every repeat. Ping-pong cases whose floor
+//! iteration is under a microsecond (64 B) move with the host far more than the others, so
+//! they get their own, wider band. A case whose ratio exceeds
 //! [`FLOOR_BOUND_SLACK`](crate::report::record::FLOOR_BOUND_SLACK) in either file is listed
 //! as one its floor may not bound, without failing.
 
@@ -47,6 +48,9 @@ pub struct Comparison {
     /// Cases whose floor may not bound them ([`Record::floor_bound_note`]), in either file:
     /// listed, not gated.
     pub unbounded: Vec<String>,
+    /// `--require-all`: a baseline case missing from NEW, or without a ratio on either side,
+    /// fails (by default it is listed, not gated).
+    pub require_all: bool,
 }
 
 impl Comparison {
@@ -58,7 +62,8 @@ impl Comparison {
     /// Why the comparison fails, `None` when it passes: a case regressed, or no case of the
     /// baseline is in the new results (an empty NEW, one from another scenario, an empty
     /// baseline), or none of those has a ratio in both (a baseline of null ratios): nothing
-    /// was compared, so nothing can pass.
+    /// was compared, so nothing can pass; with [`require_all`](Self::require_all), a baseline
+    /// case that was not judged.
     pub fn failure(&self) -> Option<String> {
         if self.has_regression() {
             return Some(
@@ -75,11 +80,8 @@ impl Comparison {
                 self.added.len()
             ));
         }
-        if !self
-            .changes
-            .iter()
-            .any(|c| c.old.is_some() && c.new.is_some())
-        {
+        // Compared: what `compare` gates, a ratio in both and a baseline ratio > 0.
+        if !self.changes.iter().any(|c| c.change.is_some()) {
             // Say which side lacks them: NEW skipped every case (a GPU scenario on a machine
             // without one), or OLD has none.
             let remedy = if self.changes.iter().all(|c| c.skipped.is_some()) {
@@ -88,10 +90,30 @@ impl Comparison {
                 "compare against a baseline whose cases have ratios"
             };
             return Some(format!(
-                "none of the {} case(s) in both files has a ratio_to_floor in both: nothing was \
-                 compared; {remedy}",
+                "none of the {} case(s) in both files has a ratio_to_floor in both (> 0 in \
+                 OLD): nothing was compared; {remedy}",
                 self.changes.len()
             ));
+        }
+        if self.require_all {
+            let unjudged: Vec<&str> = self
+                .changes
+                .iter()
+                .filter(|c| c.change.is_none())
+                .map(|c| c.label.as_str())
+                .collect();
+            if !self.missing.is_empty() || !unjudged.is_empty() {
+                return Some(format!(
+                    "--require-all: {} baseline case(s) missing from NEW [{}] and {} without a \
+                     ratio_to_floor in both files [{}]: run every case of the baseline's \
+                     scenario (no --cases), or regenerate the baseline after changing the \
+                     scenario (scenarios/README.md)",
+                    self.missing.len(),
+                    self.missing.join(", "),
+                    unjudged.len(),
+                    unjudged.join(", ")
+                ));
+            }
         }
         None
     }
@@ -136,8 +158,13 @@ impl Comparison {
                 ch
             );
         }
+        let missing = if self.require_all {
+            "MISSING from NEW (--require-all)"
+        } else {
+            "only in OLD (not gated)"
+        };
         for m in &self.missing {
-            let _ = writeln!(o, "{m:<w$}  only in OLD (not gated)");
+            let _ = writeln!(o, "{m:<w$}  {missing}");
         }
         for a in &self.added {
             let _ = writeln!(o, "{a:<w$}  only in NEW (not gated)");
@@ -160,9 +187,9 @@ fn label(r: &Record) -> String {
 /// The tolerated relative drops of `ratio_to_floor`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bands {
-    /// For every case but the sub-microsecond ones.
+    /// For every case but the sub-microsecond ping-pongs.
     pub max_regression: f64,
-    /// For cases whose floor iteration (baseline) takes under a microsecond.
+    /// For ping-pong cases whose floor iteration (baseline) takes under a microsecond.
     pub max_regression_sub_us: f64,
 }
 
@@ -176,9 +203,11 @@ impl Bands {
         }
     }
 
-    /// The band for the case `old` (a baseline record).
+    /// The band for the case `old` (a baseline record): the sub-µs band for a ping-pong
+    /// whose floor runs over a million round trips a second; other fast rows (`op-wake`)
+    /// are timed beside their floor in one process and keep the default band.
     pub fn for_case(&self, old: &Record) -> f64 {
-        if old.floor_hz.is_some_and(|f| f > 1e6) {
+        if old.kind == "pingpong" && old.floor_hz.is_some_and(|f| f > 1e6) {
             self.max_regression_sub_us
         } else {
             self.max_regression
@@ -398,8 +427,9 @@ mod tests {
             max_regression: 0.2,
             max_regression_sub_us: 0.5,
         };
-        // sample's floor iteration is 1 ms / ratio: make one case's floor sub-µs.
+        // sample's floor iteration is 1 ms / ratio: make one ping-pong's floor sub-µs.
         let mut fast_old = sample("fast", Some(0.87));
+        fast_old.kind = "pingpong".into();
         fast_old.floor_hz = Some(1.3e6);
         let mut fast_new = fast_old.clone();
         fast_new.ratio_to_floor = Some(0.52);
@@ -413,6 +443,138 @@ mod tests {
         assert!(
             sut.changes[1].regressed,
             "a 25% drop is outside the 20% band"
+        );
+    }
+
+    /// The sub-µs band is the 64 B ping-pong's: `op-wake` (floor 1.48 MHz in the gate's
+    /// baseline) keeps the default band.
+    #[test]
+    fn only_a_sub_microsecond_ping_pong_gets_the_sub_us_band() {
+        let bands = Bands {
+            max_regression: 0.2,
+            max_regression_sub_us: 0.5,
+        };
+        let row = |kind: &str, floor_hz: f64| {
+            let mut r = sample("x", Some(1.0));
+            r.kind = kind.into();
+            r.floor_hz = Some(floor_hz);
+            r
+        };
+        assert_eq!(bands.for_case(&row("op", 1.48e6)), 0.2);
+        assert_eq!(bands.for_case(&row("pingpong", 1.3e6)), 0.5);
+        assert_eq!(bands.for_case(&row("pingpong", 2e5)), 0.2);
+        let mut slower = row("op", 1.48e6);
+        slower.ratio_to_floor = Some(0.7);
+        let sut = compare(&[row("op", 1.48e6)], &[slower], bands);
+        assert!(sut.changes[0].regressed, "a 30% drop of op-wake passed");
+    }
+
+    /// A baseline ratio of 0 is not compared (no relative change): it does not count as
+    /// the one compared case that lets the gate pass.
+    #[test]
+    fn a_zero_baseline_ratio_is_not_counted_as_compared() {
+        let sut = compare(
+            &[sample("a", Some(0.0))],
+            &[sample("a", Some(0.9))],
+            Bands::uniform(0.25),
+        );
+        assert_eq!(sut.changes[0].change, None);
+        let why = sut.failure().expect("nothing compared must fail");
+        assert!(why.contains("nothing was compared"), "{why}");
+    }
+
+    /// `--require-all`: a baseline case missing from NEW, or without a ratio on either
+    /// side, fails, naming it; without the flag the same comparison passes.
+    #[test]
+    fn require_all_fails_on_a_missing_case_or_a_null_ratio() {
+        let judged = || sample("a", Some(1.0));
+        let mut skipped = sample("g", None);
+        skipped.hz = None;
+        skipped.skipped = Some("cuda:0: no CUDA driver".into());
+        for (old, new, names) in [
+            (
+                vec![judged(), sample("b", Some(1.0))],
+                vec![judged()],
+                "b 100x100",
+            ),
+            (
+                vec![judged(), sample("c", None)],
+                vec![judged(), sample("c", Some(1.0))],
+                "c 100x100",
+            ),
+            (
+                vec![judged(), sample("g", Some(1.0))],
+                vec![judged(), skipped.clone()],
+                "g 100x100",
+            ),
+        ] {
+            let mut sut = compare(&old, &new, Bands::uniform(0.25));
+            assert_eq!(sut.failure(), None, "not gated without --require-all");
+            sut.require_all = true;
+            let why = sut.failure().expect("--require-all must fail");
+            assert!(
+                why.contains("--require-all") && why.contains(names),
+                "{why}"
+            );
+        }
+        let mut sut = compare(
+            &[judged()],
+            &[judged(), sample("new", Some(1.0))],
+            Bands::uniform(0.25),
+        );
+        sut.require_all = true;
+        assert_eq!(sut.failure(), None, "a case only in NEW is not required");
+        let mut sut = compare(
+            &[judged(), sample("b", Some(1.0))],
+            &[judged()],
+            Bands::uniform(0.25),
+        );
+        sut.require_all = true;
+        assert!(
+            sut.table()
+                .contains("b 100x100  MISSING from NEW (--require-all)"),
+            "{}",
+            sut.table()
+        );
+    }
+
+    /// The committed gate: every job of scenarios/gate.toml is a row of
+    /// reports/gate/baseline.json with a ratio, and the baseline has no other row, so CI's
+    /// `--require-all` judges every case (a changed shape in gate.toml fails here).
+    #[test]
+    fn every_gate_job_is_in_the_gate_baseline_with_a_ratio() {
+        use std::path::Path;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let gate = crate::scenario::Scenario::load(&root.join("scenarios/gate.toml")).unwrap();
+        let base =
+            crate::report::record::read_json(&root.join("reports/gate/baseline.json")).unwrap();
+        let jobs: Vec<String> = gate
+            .jobs(false, None)
+            .into_iter()
+            .map(|job| {
+                let r = crate::run::JobResult {
+                    job,
+                    ours: Err("not run".into()),
+                    floor: Err("not run".into()),
+                    peer: Err("not run".into()),
+                    skipped: None,
+                    ao: None,
+                };
+                Record::from_result(&r).key()
+            })
+            .collect();
+        for key in &jobs {
+            let row = base.iter().find(|r| &r.key() == key);
+            assert!(
+                row.is_some_and(|r| r.ratio_to_floor.is_some_and(|v| v > 0.0)),
+                "gate job {key} has no row with a ratio in the baseline: regenerate it \
+                 (scenarios/README.md)"
+            );
+        }
+        let keys: Vec<String> = base.iter().map(Record::key).collect();
+        assert_eq!(
+            keys, jobs,
+            "the baseline's rows are the gate's jobs, in order"
         );
     }
 

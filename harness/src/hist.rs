@@ -206,6 +206,25 @@ mod tests {
         assert!(text.starts_with("       Value     Percentile"));
         assert!(text.contains("Total count    =         1000"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
+        // The largest sample, 1e6 ns, reads as ~1000 µs (HdrHistogram's highest equivalent
+        // value at 3 significant digits), in the footer and on the last value line.
+        let max: f64 = text
+            .split("#[Max     =")
+            .nth(1)
+            .and_then(|t| t.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Max in the footer: {text}"));
+        let last: f64 = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no value line: {text}"));
+        for v in [max, last] {
+            assert!(
+                (1000.0..1001.0).contains(&v),
+                "{v} is not 1e6 ns in µs: {text}"
+            );
+        }
     }
 
     /// The footer's SubBuckets is the sub-bucket count HdrHistogram prints (2048 at 3

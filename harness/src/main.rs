@@ -3,8 +3,9 @@
 //! - `harness SCENARIO.toml [--out DIR] [--quick] [--cases REGEX] [--quiet] [--python PATH] [--no-peer]`
 //!   runs a scenario and writes `report.md`, `results.json`, `results.csv`,
 //!   `details.json`, `.hgrm` files and plots into `DIR` (default `reports/<name>/`).
-//! - `harness compare OLD.json NEW.json… [--max-regression 0.2] [--max-regression-sub-us 0.5]`
-//!   gates on `ratio_to_floor`, each case judged by its best repeat.
+//! - `harness compare OLD.json NEW.json… [--max-regression 0.2] [--max-regression-sub-us 0.5]
+//!   [--require-all]` gates on `ratio_to_floor`, each case judged by its best repeat; exit 1
+//!   when the gate fails, 2 when it could not judge (a file unreadable or not results.json).
 //! - `harness best --out FILE RUN.json…` merges repeats (how the CI baseline is made).
 //! - `harness size --wfs-pixels RxC --actuators N --rate HZ --budget-us US ...` builds,
 //!   runs and reports the ao-loop scenario of one geometry, with a verdict table; exit 1
@@ -86,7 +87,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compare a baseline with one or more results.json files (repeats of one scenario,
-    /// each case judged by its best repeat); exit 1 if a case's ratio_to_floor dropped too much.
+    /// each case judged by its best repeat); exit 1 if a case's ratio_to_floor dropped too
+    /// much, 2 if a file cannot be read or parsed.
     Compare {
         /// Baseline results.json.
         old: PathBuf,
@@ -97,9 +99,13 @@ enum Command {
         /// only cases that lost their measurement).
         #[arg(long, default_value_t = 0.2, value_parser = band, allow_hyphen_values = true)]
         max_regression: f64,
-        /// The same for cases whose floor iteration is under a microsecond (64 B ping-pong).
+        /// The same for ping-pong cases whose floor iteration is under a microsecond (64 B).
         #[arg(long, default_value_t = 0.5, value_parser = band, allow_hyphen_values = true)]
         max_regression_sub_us: f64,
+        /// Fail when a baseline case is missing from NEW or has no ratio_to_floor on either
+        /// side (by default such a case is listed, not gated).
+        #[arg(long)]
+        require_all: bool,
     },
     /// Merge repeats of one scenario into one results.json, each case's best repeat
     /// (how reports/smoke/baseline.json is made; see scenarios/README.md).
@@ -146,14 +152,14 @@ fn main() -> ExitCode {
             new,
             max_regression,
             max_regression_sub_us,
-        }) => run_compare(
-            old,
-            new,
-            compare::Bands {
+            require_all,
+        }) => {
+            let bands = compare::Bands {
                 max_regression: *max_regression,
                 max_regression_sub_us: *max_regression_sub_us,
-            },
-        ),
+            };
+            return compare_exit(run_compare(old, new, bands, *require_all));
+        }
         Some(Command::Best { out, runs }) => run_best(out, runs),
         Some(Command::Size(args)) => size::run(args),
         None => run_scenario(&cli),
@@ -175,10 +181,29 @@ fn read_runs(paths: &[PathBuf]) -> Result<Vec<report::record::Record>> {
     Ok(compare::best_of(&runs))
 }
 
-fn run_compare(old: &std::path::Path, new: &[PathBuf], bands: compare::Bands) -> Result<ExitCode> {
+/// `compare`'s exit status: its verdict (0 pass, 1 fail), or 2 where it could not judge (a
+/// file unreadable or not a results.json), so that CI does not re-measure an error as a
+/// regression.
+fn compare_exit(result: Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!(
+            "error: {e} (compare reads the results.json files a harness run writes; exit 2: \
+             nothing was judged)"
+        );
+        ExitCode::from(2)
+    })
+}
+
+fn run_compare(
+    old: &std::path::Path,
+    new: &[PathBuf],
+    bands: compare::Bands,
+    require_all: bool,
+) -> Result<ExitCode> {
     let a = report::record::read_json(old)?;
     let b = read_runs(new)?;
-    let cmp = compare::compare(&a, &b, bands);
+    let mut cmp = compare::compare(&a, &b, bands);
+    cmp.require_all = require_all;
     println!("best of {} run(s) against {}", new.len(), old.display());
     print!("{}", cmp.table());
     if let Some(why) = cmp.failure() {
@@ -442,6 +467,27 @@ mod tests {
 
     fn compare_with(flag: &str, value: &str) -> std::result::Result<Cli, clap::Error> {
         Cli::try_parse_from(["harness", "compare", "old.json", "new.json", flag, value])
+    }
+
+    /// A file compare cannot read or parse exits 2 (an error), not 1 (a regression).
+    #[test]
+    fn compare_exits_2_on_an_unreadable_or_unparsable_file() {
+        let dir = std::env::temp_dir().join(format!("compare-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "not json").unwrap();
+        let bands = compare::Bands {
+            max_regression: 0.2,
+            max_regression_sub_us: 0.2,
+        };
+        for (old, new) in [
+            (dir.join("absent.json"), bad.clone()),
+            (bad.clone(), bad.clone()),
+        ] {
+            let code = compare_exit(run_compare(&old, &[new], bands, false));
+            assert_eq!(code, ExitCode::from(2), "{}", old.display());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A band that is not a finite relative drop >= 0 is refused before anything is read:

@@ -605,6 +605,19 @@ impl Scenario {
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.cases.iter().enumerate() {
             let name = c.resolved_name();
+            // File names (hgrm, plots) and report tables are built from it: other characters
+            // would be replaced in file names (two cases sharing one) or break a table's row.
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+            {
+                bail!(
+                    "[[case]] #{}: case name {name:?} must be non-empty and use only letters, \
+                     digits, '_', '.' and '-' (set `name` to such a name)",
+                    i + 1
+                );
+            }
             c.validate()
                 .and_then(|()| {
                     // ao-loop: every process paces its frames within the case's timeout, a
@@ -1555,6 +1568,28 @@ pipeline = "device-resident"
             "[[case]] #1 (mvm-host-upload): threads = 0: the MVM kernel needs at least 1 thread \
              (1 runs it on the compute core alone; leave threads out for one per core)"
         );
+    }
+
+    /// A case name becomes file names and a table cell: one outside [A-Za-z0-9_.-] (two such
+    /// names sanitised to one file, a '|' splitting a report row) is refused, naming it.
+    #[test]
+    fn a_case_name_outside_the_file_name_characters_is_refused() {
+        let parse = |name: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nname={name:?}\nkind=\"roundtrip\"\nsizes=[[2]]\n"
+            ))
+        };
+        for bad in ["a|b", "a b", "a/b", "é", "a:b", ""] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("case name {bad:?} must be non-empty"))
+                    && err.contains("'_', '.' and '-'"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["a.b_c-1", "A9"] {
+            parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]

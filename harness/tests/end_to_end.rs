@@ -316,7 +316,8 @@ fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
 /// The pyshmem peer runs beside the roundtrip and the ping-pong, with notify streams where
 /// ours notify (its note `notify`), and the run leaves no lock file behind in the lock folder
 /// it shares with pyshmem (pyshmem 1.4.0's `unlink` keeps a stream's lock file; the harness
-/// removes those of the peer's streams once it has exited).
+/// removes those of the peer's streams once it has exited): the default one under `TMPDIR`
+/// (no `PYSHMEM_LOCK_DIR`), which the run made, left empty.
 #[test]
 fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     let Some(python) = python() else {
@@ -340,6 +341,7 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
         .arg("--python")
         .arg(&python)
         .env("TMPDIR", &tmp)
+        .env_remove("PYSHMEM_LOCK_DIR")
         .output()
         .unwrap();
     assert!(
@@ -364,7 +366,9 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
         [serde_json::Value::Null, "false".into(), "true".into()],
         "the peer's ping-pong notifies where ours does"
     );
-    let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
+    // The peer ran (above), so the lock folder exists: exactly ours, and empty.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&tmp).unwrap());
+    let lock_dirs: Vec<PathBuf> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -373,7 +377,15 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
                 .to_string_lossy()
                 .starts_with("pyshmem-locks-")
         })
-        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .collect();
+    assert_eq!(
+        lock_dirs,
+        [tmp.join(format!("pyshmem-locks-{uid}"))],
+        "the run's lock folder"
+    );
+    let left: Vec<PathBuf> = std::fs::read_dir(&lock_dirs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "lock files left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -429,6 +441,225 @@ fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing(
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("--max-regression"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `compare` exits 2 when it cannot judge (a file unreadable or not results.json), 1 on a
+/// failed gate; `--require-all` fails a baseline case missing from NEW, listed otherwise.
+#[test]
+fn compare_exits_2_on_a_bad_file_and_require_all_fails_a_missing_case() {
+    let dir = scratch("compare-exit");
+    let rec = |case: &str| {
+        serde_json::json!({
+            "case": case, "kind": "op", "shape": [8], "dtype": "float32",
+            "device": "cpu", "hz": 1000.0, "floor_hz": 1100.0, "ratio_to_floor": 0.9
+        })
+    };
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let old = write(
+        "old.json",
+        &serde_json::json!([rec("a"), rec("b")]).to_string(),
+    );
+    let new = write("new.json", &serde_json::json!([rec("a")]).to_string());
+    let bad = write("bad.json", "{ not json");
+    let compare = |old: &PathBuf, new: &PathBuf, extra: &[&str]| {
+        harness()
+            .arg("compare")
+            .arg(old)
+            .arg(new)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (o, n) in [(&old, &bad), (&bad, &new), (&old, &dir.join("absent.json"))] {
+        let out = compare(o, n, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", n.display());
+        assert!(
+            stderr.contains("error:") && stderr.contains("exit 2"),
+            "{stderr}"
+        );
+    }
+    let listed = compare(&old, &new, &[]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{stdout}");
+    assert!(stdout.contains("only in OLD (not gated)"), "{stdout}");
+    let required = compare(&old, &new, &["--require-all"]);
+    let stdout = String::from_utf8_lossy(&required.stdout);
+    assert_eq!(required.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("MISSING from NEW (--require-all)")
+            && stdout.contains("FAIL: --require-all: 1 baseline case(s) missing from NEW [b 8]"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A copy of `scripts/NAME` in `root/scripts/`, to run against stand-ins.
+fn script_copy(root: &std::path::Path, name: &str) -> PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name);
+    std::fs::create_dir_all(root.join("scripts")).unwrap();
+    let dst = root.join("scripts").join(name);
+    write_script(&dst, &std::fs::read_to_string(src).unwrap());
+    dst
+}
+
+/// `scripts/smoke-gate.sh`'s gate against a stand-in `cargo` whose `compare` exits with the
+/// given codes in turn: exit 1 re-measures (a fourth repeat) and judges again, exit 2 (an
+/// error) fails at once; `--require-all` is passed unless extra arguments narrow the runs.
+#[test]
+fn the_ci_gate_re_measures_only_a_failed_gate_and_requires_every_case() {
+    let dir = scratch("smoke-gate");
+    let gate = script_copy(&dir, "smoke-gate.sh");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    write_script(
+        &dir.join("bin/cargo"),
+        "#!/bin/sh
+shift 5
+echo \"$*\" >> \"$CALLS\"
+if [ \"$1\" = compare ]; then
+         n=$(grep -c '^compare' \"$CALLS\")
+exit $(echo $COMPARE_RCS | cut -d' ' -f$n)
+fi
+         mkdir -p \"$3\" && echo '[]' > \"$3/results.json\"
+",
+    );
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |rcs: &str, extra: &[&str]| {
+        let calls = dir.join(format!("calls-{}", rcs.replace(' ', "")));
+        let _ = std::fs::remove_file(&calls);
+        let o = Command::new(&gate)
+            .args(extra)
+            .env("GATE_ONLY", "1")
+            .env("PATH", &path)
+            .env("CALLS", &calls)
+            .env("COMPARE_RCS", rcs)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+        let log = format!(
+            "{}{}\ncalls:\n{calls}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let compares: Vec<String> = calls
+            .lines()
+            .filter(|l| l.starts_with("compare"))
+            .map(String::from)
+            .collect();
+        (o.status.code(), calls.contains("gate/4"), compares, log)
+    };
+    let (code, fourth, compares, log) = run("0", &[]);
+    assert_eq!((code, fourth, compares.len()), (Some(0), false, 1), "{log}");
+    assert!(compares[0].ends_with("--require-all"), "{log}");
+    let (code, fourth, compares, log) = run("2", &[]);
+    assert_eq!((code, fourth, compares.len()), (Some(2), false, 1), "{log}");
+    assert!(log.contains("could not judge"), "{log}");
+    for (rcs, want) in [("1 1", Some(1)), ("1 0", Some(0))] {
+        let (code, fourth, compares, log) = run(rcs, &[]);
+        assert_eq!((code, fourth, compares.len()), (want, true, 2), "{log}");
+    }
+    let (code, _, compares, log) = run("0", &["--cases", "op-write"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!compares[0].contains("--require-all"), "{log}");
+    assert!(log.contains("--quiet --cases op-write"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `scripts/gate-proof.sh` counts a failed try as caught only when the final compare table
+/// has a REGRESSION line for the slowed path's case; other failures are counted apart.
+#[test]
+fn gate_proof_counts_a_try_caught_only_when_the_slowed_case_regressed() {
+    let dir = scratch("gate-proof");
+    let proof = script_copy(&dir, "gate-proof.sh");
+    write_script(
+        &dir.join("scripts/smoke-gate.sh"),
+        "#!/bin/sh
+cat \"$FAKE_LOG\"
+exit \"$FAKE_RC\"
+",
+    );
+    let table = |rows: &str| {
+        format!("best of 3 run(s) against reports/gate/baseline.json\ncase  old ratio\n{rows}")
+    };
+    let wake = "op-wake-uint8 1  1.017  0.600  -41.0%  REGRESSION (> 20% drop)\n";
+    let lock = "op-lock-uint8 1  0.940  0.600  -36.0%  REGRESSION (> 20% drop)\n";
+    let write_ok = "op-write 256x256  0.980  0.970  -1.0%  ok (band 20%)\n";
+    let wake_ok = "op-wake-uint8 1  1.017  1.000  -1.7%  ok (band 20%)\n";
+    let cases = [
+        (
+            "wake",
+            table(wake),
+            1,
+            "0 passed, 1 caught the slowdown, 0 failed otherwise",
+        ),
+        (
+            "write",
+            table(wake),
+            1,
+            "0 passed, 0 caught the slowdown, 1 failed otherwise",
+        ),
+        (
+            "wake:2,lock",
+            table(&format!("{wake}{lock}")),
+            1,
+            "1 caught the slowdown",
+        ),
+        ("wake,lock", table(wake), 1, "1 failed otherwise"),
+        // Regressed in the first judgement, not in the final one (another failure).
+        (
+            "wake",
+            format!("{}{}", table(wake), table(&format!("{wake_ok}{write_ok}"))),
+            1,
+            "1 failed otherwise",
+        ),
+        (
+            "wake",
+            format!("{}error: reading x.json: gone\n", table(wake_ok)),
+            2,
+            "1 failed otherwise",
+        ),
+        (
+            "",
+            table(write_ok),
+            1,
+            "0 caught the slowdown, 1 failed otherwise (slowdown: none)",
+        ),
+        (
+            "wake",
+            table(wake_ok),
+            0,
+            "1 passed, 0 caught the slowdown, 0 failed otherwise",
+        ),
+    ];
+    for (i, (slowdown, log, rc, want)) in cases.iter().enumerate() {
+        let fake = dir.join(format!("log-{i}"));
+        std::fs::write(&fake, log).unwrap();
+        let o = Command::new(&proof)
+            .arg("1")
+            .env("SHMSTREAM_TEST_SLOWDOWN", slowdown)
+            .env("FAKE_LOG", &fake)
+            .env("FAKE_RC", rc.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{stdout}");
+        let last = stdout.lines().last().unwrap_or("");
+        assert!(
+            last.contains(want),
+            "slowdown {slowdown:?}, case {i}: {stdout}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -148,7 +148,12 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart<'_>) -> Resu
     Ok(())
 }
 
+/// Writes `c` as `stem`.png and .svg; returns their names, none when no series has a point
+/// to draw (a row with no measured side would be a blank image).
 fn save(c: &Chart<'_>, dir: &Path, stem: &str) -> Result<Vec<String>> {
+    if bounds(&c.series).is_none() {
+        return Ok(Vec::new());
+    }
     register()?;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
@@ -229,7 +234,8 @@ pub fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     pts
 }
 
-/// Writes every plot of the run into `dir`; returns the file names.
+/// Writes every plot of the run into `dir`; returns the file names (a chart with nothing to
+/// draw is not written).
 pub fn write_all(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut files = Vec::new();
@@ -363,11 +369,12 @@ pub fn line_chart(
 /// The colours of ours, the floor and the peer.
 pub const SIDE_COLORS: [RGBColor; 3] = [OURS, FLOOR, PEER];
 
-/// A file-name-safe version of a case name.
+/// A file-name-safe version of a case name: the identity on the names a scenario accepts
+/// ([A-Za-z0-9_.-]), so no two cases share a file.
 pub fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
             } else {
                 '_'
@@ -389,6 +396,38 @@ mod tests {
         assert_eq!(pct_fmt(&2.0), "50%");
         assert_eq!(bytes_fmt(&100.0), "100 B");
         assert_eq!(bytes_fmt(&10000.0), "10 kB");
+    }
+
+    /// A row with no measured side has nothing to plot: no blank latency (or throughput)
+    /// image is written, and none is listed.
+    #[test]
+    fn a_row_with_no_measured_side_writes_no_plot() {
+        let scenario = crate::scenario::Scenario::parse(
+            "name=\"w\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[8],[64]]\n",
+        )
+        .unwrap();
+        let results: Vec<JobResult> = scenario
+            .jobs(false, None)
+            .into_iter()
+            .map(|job| JobResult {
+                job,
+                ours: Err("crashed".into()),
+                floor: Err("crashed".into()),
+                peer: Err("no python".into()),
+                skipped: None,
+                ao: None,
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("plot-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = write_all(&results, &dir).unwrap();
+        let written: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(files.is_empty(), "{files:?}");
+        assert!(written.is_empty(), "{written:?}");
     }
 
     #[test]
