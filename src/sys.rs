@@ -14,15 +14,23 @@ pub(crate) fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// Whether `dir` is a directory this process may create files in (`access(W_OK | X_OK)`),
-/// as Python's `tempfile` requires of a temporary directory.
+/// Whether `dir` is a directory this process may create files in, as its effective uid
+/// (`faccessat(W_OK | X_OK, AT_EACCESS)`): Python's `tempfile` tries creating a file there,
+/// which a set-uid process does as its effective uid (`access` checks the real one).
 pub(crate) fn writable_dir(dir: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; access reads it only.
-    let ok = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; faccessat reads it only.
+    let ok = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    } == 0;
     ok && dir.is_dir()
 }
 

@@ -128,3 +128,43 @@ fn a_set_uid_process_accepts_the_lock_directory_it_made() {
     .run(LONG);
     assert!(lines.iter().any(|l| l == "set-uid took it"), "{lines:?}");
 }
+
+/// A set-uid process picks the temporary directory its effective uid may write, as Python's
+/// `tempfile` (which creates a file there) does: `access` judged it by the real uid, so a
+/// `$TMPDIR` only root may write sent it to `/tmp`, another lock file than pyshmem's.
+/// Needs root; skipped otherwise.
+#[test]
+fn a_set_uid_process_picks_the_temporary_directory_its_effective_uid_may_write() {
+    if child_role().as_deref() == Some("set_uid_tmpdir") {
+        let name: String = param("name");
+        let tmpdir: PathBuf = param("tmpdir");
+        let nobody: u32 = param("ruid");
+        // SAFETY: plain system call; keeps the effective uid (root), changes the real one.
+        assert_eq!(unsafe { libc::setreuid(nobody, libc::geteuid()) }, 0);
+        let path = shmstream::name::lock_path(&name);
+        say(&format!("in tmpdir {}", path.starts_with(&tmpdir)));
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root to run a process whose real and effective uids differ");
+        return;
+    }
+    let scratch = Scratch::new("lockdir-setuid-tmp");
+    let tmpdir = scratch.0.join("t");
+    std::fs::create_dir(&tmpdir).unwrap();
+    // Only root (the effective uid) may write it, not the real uid 65534.
+    std::fs::set_permissions(&tmpdir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let lines = child(
+        "a_set_uid_process_picks_the_temporary_directory_its_effective_uid_may_write",
+        "set_uid_tmpdir",
+    )
+    .param("name", unique_name("lockdir-setuid-tmp"))
+    .param("tmpdir", tmpdir.display())
+    .param("ruid", 65534)
+    .env("TMPDIR", &tmpdir)
+    .env("TEMP", "")
+    .env("TMP", "")
+    .env("PYSHMEM_LOCK_DIR", "")
+    .run(LONG);
+    assert!(lines.iter().any(|l| l == "in tmpdir true"), "{lines:?}");
+}
