@@ -364,6 +364,17 @@ fn segments_owned_by_another_user_are_refused_naming_the_owner() {
     let _c = Cleanup::new([&name]);
     Stream::create(&name, &[4], Dtype::U8).unwrap();
     let ids = [name::segment_id(&name), name::meta_id(&name)];
+    // Given back before `_c` unlinks (which refuses another user's segments): the test
+    // left both in /dev/shm on every run.
+    struct ChownBack(Vec<std::path::PathBuf>);
+    impl Drop for ChownBack {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::os::unix::fs::chown(p, Some(0), Some(0));
+            }
+        }
+    }
+    let _back = ChownBack(ids.iter().map(|id| shm(id)).collect());
     for id in &ids {
         std::os::unix::fs::chown(shm(id), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
     }
