@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every valid stream (ours and pyshmem's): name, shape, dtype, count, age, writer, notify, gpu,
+    /// Every valid stream (ours and pyshmem's): name, shape, dtype, count, age, creator, notify, gpu,
     /// history (depth, or `unusable`).
     List {
         /// A JSON array of the same objects as `stat --json`.
@@ -111,11 +111,13 @@ enum Command {
         /// Remove every validated stream, creator alive or not.
         #[arg(long)]
         all: bool,
-        /// Only streams whose name starts with this prefix.
+        /// Only streams whose name starts with this prefix (abandoned creations, and parts
+        /// and lock files of no stream, are removed whatever the prefix: their names are
+        /// hashes).
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// A live view of count, rate, age, missed frames and writer liveness, until Ctrl-C,
+    /// A live view of count, rate, age, missed frames and creator liveness, until Ctrl-C,
     /// SIGTERM, SIGHUP or SIGQUIT (or --duration); one ignored at the start (`nohup`) stays
     /// ignored.
     Watch {
@@ -186,8 +188,10 @@ fn parse_shape(s: &str) -> Result<Shape, String> {
     }
 }
 
+/// numpy's names only, as a stream's config spells them: numpy reads `u8`, `i8` and `f16`
+/// as uint64, int64 and float128.
 fn parse_dtype(s: &str) -> Result<Dtype, String> {
-    s.parse()
+    Dtype::from_numpy_name_only(s.trim())
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -271,7 +271,7 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Ok((stream, created))
     };
     with_dtype!(dtype, T => {
-        let data: Vec<T> = npy.into_vec::<T>().map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let data: Vec<T> = npy.into_vec::<T>().map_err(|e| read_error(file, dtype, &shape, &e))?;
         let (stream, created) = open_or_create()?;
         if fortran {
             let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -295,6 +295,22 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
+}
+
+/// The error of reading the data of `file`, whose header declares `dtype` and `shape`: a
+/// file that ends before them is said to be cut short (npyz says "failed to fill whole
+/// buffer").
+fn read_error(file: &Path, dtype: Dtype, shape: &[usize], e: &io::Error) -> String {
+    if e.kind() != io::ErrorKind::UnexpectedEof {
+        return format!("reading {}: {e}", file.display());
+    }
+    // Within 64 bits (`check_header`) times at most 16: no overflow in 128.
+    let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * dtype.itemsize() as u128;
+    format!(
+        "{} is cut short: its header declares {} ({bytes} bytes of data) but the file ends before them; write it again",
+        file.display(),
+        describe(dtype, shape)
+    )
 }
 
 /// `shmstream dump NAME [-o FILE.npy]`.

@@ -39,7 +39,8 @@ pub(crate) fn shape_str(shape: &[usize]) -> String {
         .join("x")
 }
 
-pub(crate) fn writer_str(pid: i64, alive: bool) -> String {
+/// A stream's creator: its pid and whether it is alive (not whoever writes now).
+pub(crate) fn creator_str(pid: i64, alive: bool) -> String {
     format!("{pid} {}", if alive { "alive" } else { "dead" })
 }
 
@@ -107,7 +108,7 @@ pub(crate) fn list(json: bool) -> Fallible {
     }
     let mut rows = vec![
         [
-            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
+            "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "CREATOR", "NOTIFY", "GPU", "HISTORY",
         ]
         .map(String::from)
         .to_vec(),
@@ -119,7 +120,7 @@ pub(crate) fn list(json: bool) -> Fallible {
             s.dtype.to_string(),
             s.count.to_string(),
             human_age(s.write_time),
-            writer_str(s.creator_pid, s.creator_alive),
+            creator_str(s.creator_pid, s.creator_alive),
             if s.notify { "yes" } else { "no" }.into(),
             gpu_str(s),
             match (s.history, &s.history_problem) {
@@ -155,7 +156,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
             format!("{} (age {})", s.write_time, human_age(s.write_time)),
         ),
         ("frame_id", s.frame_id.to_string()),
-        ("creator_pid", writer_str(s.creator_pid, s.creator_alive)),
+        ("creator_pid", creator_str(s.creator_pid, s.creator_alive)),
         ("notify", s.notify.to_string()),
         ("gpu_enabled", s.gpu_enabled.to_string()),
         (

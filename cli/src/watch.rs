@@ -1,5 +1,5 @@
 //! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
-//! age, missed frames and writer liveness. On a terminal the table is redrawn in place
+//! age, missed frames and creator liveness. On a terminal the table is redrawn in place
 //! (autowrap off, cut to the terminal's height); when stdout is not a terminal, every sample
 //! is printed as plain lines. Stops on Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal closed) or
 //! SIGQUIT (those not ignored when it started, as `nohup` ignores SIGHUP), also while a
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use shmstream::{Error, StreamStat};
 
 use crate::Fallible;
-use crate::show::{human_age, table, writer_str};
+use crate::show::{creator_str, human_age, table};
 use crate::term::{unbuffered_stdout, write_or_stop};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -188,7 +188,7 @@ impl Track {
                 rate,
                 human_age(s.write_time),
                 missed,
-                writer_str(s.creator_pid, s.creator_alive),
+                creator_str(s.creator_pid, s.creator_alive),
                 self.state.clone(),
             ],
             None => vec![
@@ -205,7 +205,7 @@ impl Track {
 }
 
 const HEADER: [&str; 7] = [
-    "NAME", "COUNT", "RATE_HZ", "AGE", "MISSED", "WRITER", "STATE",
+    "NAME", "COUNT", "RATE_HZ", "AGE", "MISSED", "CREATOR", "STATE",
 ];
 
 /// Terminal modes while the table is redrawn in place: cursor hidden, and autowrap off, so
@@ -292,6 +292,19 @@ fn terminal_height() -> Option<usize> {
     (rc == 0 && ws.ws_row > 0).then_some(usize::from(ws.ws_row))
 }
 
+/// `shown` (text already made [`printable`](crate::term::printable)) as the value of a
+/// `key=value` field of a plain line: one shell word, quoted when it holds a space or
+/// another character special to a shell, so that a stream name (or an error naming it)
+/// cannot forge fields: `shlex.split` parses the line.
+fn field(shown: &str) -> String {
+    let word = shmstream::name::shell_word(shown);
+    // `shell_word` puts a leading `-` after `--` (a command's argument); a value needs none.
+    match word.strip_prefix("-- ") {
+        Some(w) if shown.starts_with('-') => w.to_owned(),
+        _ => word,
+    }
+}
+
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
     // Every name must exist when the watch starts (a typo is an error, not an empty view).
@@ -335,14 +348,14 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
                     let r = tr.row();
                     let _ = writeln!(
                         text,
-                        "t={t:.2}s {} count={} rate={}Hz age={} missed={} writer={} state={}",
-                        r[0],
+                        "t={t:.2}s name={} count={} rate={}Hz age={} missed={} creator={} state={}",
+                        field(&r[0]),
                         r[1],
                         r[2],
                         r[3],
                         r[4],
                         r[5].replace(' ', ":"),
-                        r[6]
+                        field(&r[6])
                     );
                 }
                 write(&text)?;
@@ -429,6 +442,17 @@ mod tests {
         let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
         s.write_slice_frame(&[0u8], 1).unwrap();
         assert_eq!(missed(&mut t), "0", "the new instance has missed nothing");
+    }
+
+    #[test]
+    fn plain_line_fields_are_one_shell_word_each() {
+        assert_eq!(field("cam0"), "cam0");
+        assert_eq!(field("cam0 count=9"), "'cam0 count=9'");
+        assert_eq!(field("-cam0"), "-cam0");
+        assert_eq!(field("-- x"), "'-- x'");
+        assert_eq!(field("it's"), r#"'it'"'"'s'"#);
+        // An error state, already printable: its backslashes are not doubled again.
+        assert_eq!(field(r"error: 'a\nb'"), r#"'error: '"'"'a\nb'"'"''"#);
     }
 
     #[test]

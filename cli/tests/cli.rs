@@ -163,10 +163,14 @@ fn list_shows_rows_and_json_matches_stat() {
     let out = stdout_of(cli().arg("list"));
     let header = out.lines().next().unwrap();
     for col in [
-        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "WRITER", "NOTIFY", "GPU", "HISTORY",
+        "NAME", "SHAPE", "DTYPE", "COUNT", "AGE", "CREATOR", "NOTIFY", "GPU", "HISTORY",
     ] {
         assert!(header.contains(col), "header {header:?} lacks {col}");
     }
+    assert!(
+        !header.contains("WRITER"),
+        "the creator, not a writer: {header:?}"
+    );
     let row = out
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name.as_str()))
@@ -175,7 +179,7 @@ fn list_shows_rows_and_json_matches_stat() {
     assert_eq!(&cells[1..4], &["2x3", "uint16", "1"], "{row}");
     assert!(
         row.contains(&format!("{} alive", std::process::id())),
-        "writer pid and liveness: {row}"
+        "creator pid and liveness: {row}"
     );
 
     let text = stdout_of(cli().args(["list", "--json"]));
@@ -302,6 +306,36 @@ fn create_errors_exit_1_with_a_message() {
         .assert()
         .success()
         .stdout(predicate::str::contains("purge"));
+}
+
+/// `--dtype` takes numpy's names only: numpy (and pyshmem) read `u8`, `i8` and `f16` as
+/// uint64, int64 and float128, so the short names are refused and create nothing.
+#[test]
+fn create_refuses_dtype_names_numpy_reads_otherwise() {
+    let name = unique_name("cli-create-ambiguous");
+    let _c = Cleanup::new([&name]);
+    for (short, theirs, ours) in [
+        ("u8", "uint64", "uint8"),
+        ("i8", "int64", "int8"),
+        ("f16", "float128", "float16"),
+    ] {
+        cli()
+            .args(["create", &name, "--shape", "4", "--dtype", short])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains(format!("dtype '{short}' is ambiguous"))
+                    .and(predicate::str::contains(format!("read it as {theirs}")))
+                    .and(predicate::str::contains(format!("write \"{ours}\""))),
+            );
+        assert!(
+            matches!(
+                shmstream::stat(&name),
+                Err(shmstream::Error::NotFound { .. })
+            ),
+            "--dtype {short} created a stream"
+        );
+    }
 }
 
 #[test]
@@ -1492,9 +1526,64 @@ fn watch_prints_plain_lines_when_not_a_terminal_and_stops_after_duration() {
             "rate=",
             "age=",
             "missed=",
-            &format!("writer={me}:alive"),
+            &format!("name={name} "),
+            &format!("creator={me}:alive"),
         ] {
             assert!(l.contains(want), "{want:?} missing in {l:?}");
+        }
+    }
+}
+
+/// The fields of a plain `watch` line as a shell splits them (`shlex.split`): words
+/// separated by spaces, with `'...'` and `"..."` quoting (no backslashes: the tool quotes
+/// without them).
+fn shell_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let (mut word, mut quote, mut started) = (String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, ' ') => {
+                if started {
+                    fields.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            (None, '\'' | '"') => (quote, started) = (Some(c), true),
+            (Some(q), c) if c == q => quote = None,
+            _ => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    assert!(quote.is_none(), "unbalanced quote in {line:?}");
+    if started {
+        fields.push(word);
+    }
+    fields
+}
+
+/// A name with a space and `=` in a plain `watch` line is one quoted `name=` field: it
+/// cannot forge a field of its own.
+#[test]
+fn watch_plain_lines_quote_a_name_that_looks_like_fields() {
+    for name in [
+        format!("{} count=999", unique_name("cli-watch-forge")),
+        format!("-{} it's count=999", unique_name("cli-watch-forge")),
+    ] {
+        let _c = Cleanup::new([&name]);
+        Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let out = stdout_of(
+            cli()
+                .args(["watch", "--duration", "0", "--", &name])
+                .timeout(common::LONG),
+        );
+        assert!(!out.is_empty(), "one sample at least");
+        for l in out.lines() {
+            let fields = shell_fields(l);
+            let counts: Vec<_> = fields.iter().filter(|f| f.starts_with("count=")).collect();
+            assert_eq!(counts, ["count=0"], "exactly one count field in {l:?}");
+            assert_eq!(fields[1], format!("name={name}"), "{l:?}");
         }
     }
 }
@@ -1737,6 +1826,11 @@ fn watch_on_a_terminal_that_hangs_up_stops_cleanly() {
         return;
     };
     w.wait_for(&name, common::LONG);
+    assert!(
+        w.seen.contains(" CREATOR ") && !w.seen.contains("WRITER"),
+        "the creator's column: {:?}",
+        w.seen
+    );
     assert_eq!(w.hang_up(), Some(0), "a hangup is a clean stop");
     let Some(mut w) = OnTerminal::spawn(&["watch", &name, "--interval", "0.05"], true) else {
         return;
@@ -1902,7 +1996,32 @@ fn record_on_a_terminal_that_hangs_up_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(r.hang_up(), Some(0));
-    assert!(first.exists());
+    // Finished: the real frame count in the header (the unfinished one declares u64::MAX
+    // frames) and the frame table's column names.
+    let cube = std::fs::read(&first).unwrap();
+    let header = String::from_utf8_lossy(&cube[..cube.len().min(128)]);
+    assert!(header.contains("'shape': (0, 1)"), "{header:?}");
+    let table = std::fs::read_to_string(first.with_extension("frames.csv")).unwrap();
+    assert_eq!(table, "frame_id,count,write_time,record_time\n");
+}
+
+/// A fault-injecting library that `cc` cannot build fails the test that needs it, with the
+/// compiler's stderr: only a missing `cc` skips it.
+#[test]
+fn a_preload_library_cc_cannot_build_fails_with_its_stderr() {
+    let no_cc = StdCommand::new("cc").arg("--version").output();
+    if no_cc.is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        eprintln!("skipping: no C compiler (cc)");
+        return;
+    }
+    let dir = TempDir::new("preload-broken");
+    let built = std::panic::catch_unwind(|| preload_lib(&dir.0, "broken", "not C at all;\n"));
+    let why = built.expect_err("a library cc cannot build is no skip");
+    let why = why.downcast_ref::<String>().expect("a formatted panic");
+    assert!(
+        why.contains("could not build") && why.contains("broken.c"),
+        "{why}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

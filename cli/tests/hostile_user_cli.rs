@@ -97,6 +97,11 @@ fn planted_fifos_never_hang_any_subcommand() {
     let victim = unique_name("fifo-payload");
     let source = unique_name("fifo-src");
     let _c = Cleanup::new([&victim, &source]);
+    // Removed however the test ends (no stream owns them, so `Cleanup` cannot).
+    let _planted = Planted(vec![
+        shm(&name::segment_id(&squatted)),
+        shm(&name::meta_id(&squatted)),
+    ]);
     let fifo = |id: &str| {
         let st = Command::new("mkfifo").arg(shm(id)).status().unwrap();
         assert!(st.success());
@@ -142,9 +147,19 @@ fn planted_fifos_never_hang_any_subcommand() {
     assert!(stat.stderr.contains("FIFO"), "{}", stat.stderr);
     for id in [name::segment_id(&squatted), name::meta_id(&squatted)] {
         assert!(shm(&id).exists(), "{id} was removed");
-        let _ = std::fs::remove_file(shm(&id));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Files planted in `/dev/shm`, removed on drop (also when the test fails).
+struct Planted(Vec<PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Defect 3: `purge` run by a user (not root, so the sticky `/dev/shm` forbids removing

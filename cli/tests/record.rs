@@ -627,6 +627,38 @@ fn a_refused_recording_creates_no_out_directory() {
     let _ = std::fs::remove_dir_all(parent);
 }
 
+/// `--frames 0` (an empty cube) and `--per-file 0` are refused before `--out` is created.
+#[test]
+fn zero_frames_or_zero_per_file_are_refused_before_any_out_directory() {
+    let (name, _c, _s) = camera("rec-zero", 8);
+    let parent = out_dir("rec-zero");
+    let out = parent.join("new");
+    for (args, why) in [
+        (
+            ["--frames", "0", "--per-file", "1"],
+            "--frames must be at least 1",
+        ),
+        (
+            ["--frames", "1", "--per-file", "0"],
+            "--per-file must be at least 1",
+        ),
+    ] {
+        let o = Command::new(bin())
+            .args(["record", &name])
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} created {out:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(parent);
+}
+
 #[test]
 fn streams_that_would_share_files_are_refused_before_recording() {
     let base = unique_name("rec-dup");

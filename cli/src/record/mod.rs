@@ -295,6 +295,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     if plan.per_file == 0 {
         return Err("--per-file must be at least 1".into());
     }
+    if plan.frames == Some(0) {
+        return Err("--frames must be at least 1".into());
+    }
     refuse_shared_files(&plan.names)?;
     // Open everything before creating or recording anything: a bad name or dtype fails at
     // once, and leaves no directory behind.

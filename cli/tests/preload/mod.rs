@@ -34,7 +34,8 @@ pub const SYNC_LOADED: &str = "failing_sync loaded";
 pub const SYNC_CALLED: &str = "failing_sync: ";
 
 /// Builds the C `source` into `dir/<name>.so` for `LD_PRELOAD`; `None` (said on stderr)
-/// without a C compiler.
+/// without a C compiler (`cc` not found), unless `SHMSTREAM_REQUIRE_PYTHON=1` (CI, where
+/// every test must run). Panics with the compiler's stderr when it fails, or cannot be run.
 pub fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
     let (src, lib) = (
         dir.join(format!("{name}.c")),
@@ -47,11 +48,25 @@ pub fn preload_lib(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
         .arg(&lib)
         .arg(&src)
         .output();
-    if !built.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: cannot build the fault-injecting library with cc: {built:?}");
-        return None;
+    match built {
+        Ok(o) if o.status.success() => Some(lib),
+        Ok(o) => panic!(
+            "cc could not build the fault-injecting library {name} ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::env::var("SHMSTREAM_REQUIRE_PYTHON").is_ok_and(|v| v == "1") =>
+        {
+            panic!("SHMSTREAM_REQUIRE_PYTHON=1 but no C compiler (cc) to build {name}: {e}")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIP: no C compiler (cc) to build the fault-injecting library {name}: {e}");
+            None
+        }
+        Err(e) => panic!("running cc to build the fault-injecting library {name}: {e}"),
     }
-    Some(lib)
 }
 
 /// A library for `LD_PRELOAD` whose `shm_open` of any object whose name ends in `_meta` (a
