@@ -20,10 +20,11 @@ pub enum Error {
         name: String,
         /// Streams that do exist (for the hint; empty when `unfinished`, the name being right).
         known: Vec<String>,
-        /// Only part of it exists, its header without its payload or its payload without its
-        /// header: a creation under way, or one whose creator died (pyshmem makes the payload
-        /// before the `_meta`; ours publish the `_meta` first). Still `NotFound`, so callers
-        /// waiting for a stream to appear keep waiting.
+        /// Its creation is unfinished: under way (its creator has held the name's lock past
+        /// the wait, or only part of it exists: its header without its payload or its
+        /// payload without its header; pyshmem makes the payload before the `_meta`, ours
+        /// publish the `_meta` first), or abandoned by a creator that died. Still `NotFound`,
+        /// so callers waiting for a stream to appear keep waiting.
         unfinished: bool,
     },
     /// A stream of that name already exists.
@@ -78,11 +79,7 @@ pub enum Error {
     #[error(
         "stream '{name}' has {} ({rule}): {}",
         if .rule.is_other_version() { "a header this build cannot read" } else { "a corrupt header" },
-        if .rule.is_other_version() {
-            "it was made by another pyshmem format version: open it with the pyshmem that made it, or upgrade shmstream"
-        } else {
-            "unlink and recreate it"
-        }
+        header_remedy(.name, .rule)
     )]
     CorruptHeader {
         /// The stream.
@@ -318,16 +315,34 @@ impl std::fmt::Display for LossCause {
     }
 }
 
+/// What to do about a `_meta` that breaks `rule`: another pyshmem format version's is opened
+/// with the pyshmem that made it and removed only once nobody uses it; a corrupt one is
+/// recreated.
+fn header_remedy(name: &str, rule: &crate::format::FormatError) -> String {
+    let unlink = crate::name::unlink_remedy(name);
+    match rule {
+        crate::format::FormatError::LegacyV2 => format!(
+            "it was made by pyshmem 1.0.x (format v2), which shmstream does not read: open it \
+             with that pyshmem; once no process uses it, {unlink} removes it"
+        ),
+        r if r.is_other_version() => format!(
+            "it was made by another pyshmem format version: open it with the pyshmem that made \
+             it, or upgrade shmstream; once no process uses it, {unlink} removes it"
+        ),
+        _ => "unlink and recreate it".to_owned(),
+    }
+}
+
 /// An unfinished stream is waited for or removed; any other missing name is created or
 /// corrected, with the streams that do exist as a hint. (`create` calls an unfinished name
 /// taken: "create it first" would send the caller back and forth.)
 fn not_found_advice(name: &str, known: &[String], unfinished: bool) -> String {
     if unfinished {
         return format!(
-            "its creation is unfinished, its header there without its payload or its payload \
-             without its header (a creation under way, or one whose creator died): wait and \
-             retry, or remove what is left with `shmstream purge` (a header without its \
-             payload) or {}",
+            "its creation is unfinished (under way: its creator holding the name's lock, or \
+             its header there without its payload or its payload without its header; or \
+             abandoned by a creator that died): wait and retry, or once its creator is gone \
+             remove what is left with `shmstream purge` (a header without its payload) or {}",
             crate::name::unlink_remedy(name)
         );
     }
@@ -514,10 +529,11 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "stream 'cam0' not found: its creation is unfinished, its header there without its \
-             payload or its payload without its header (a creation under way, or one whose \
-             creator died): wait and retry, or remove what is left with `shmstream purge` (a \
-             header without its payload) or `shmstream unlink cam0`"
+            "stream 'cam0' not found: its creation is unfinished (under way: its creator \
+             holding the name's lock, or its header there without its payload or its payload \
+             without its header; or abandoned by a creator that died): wait and retry, or once \
+             its creator is gone remove what is left with `shmstream purge` (a header without \
+             its payload) or `shmstream unlink cam0`"
         );
         assert_eq!(e.stream_name(), "cam0");
         let spaced = Error::NotFound {

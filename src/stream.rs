@@ -1366,6 +1366,7 @@ mod tests {
             assert_eq!(waits, 1, "{got:?}");
             let text = got.unwrap_err().to_string();
             assert!(!text.contains("create it first"), "{text}");
+            assert!(text.contains("holding the name's lock"), "{text}");
         }
     }
 

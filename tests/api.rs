@@ -1531,7 +1531,8 @@ fn plant_stream(name: &str, meta: &[u8], payload: usize) -> [std::path::PathBuf;
 /// Review item: a header of another pyshmem format version (a legacy v2 header as pyshmem
 /// 1.0.4 made them, a v3 header of version 4, unknown flags, an unknown dtype code) is
 /// refused naming the pyshmem that made it as the remedy, never telling the user to unlink
-/// a live producer's stream; a header broken for good still says to unlink it.
+/// and recreate a live producer's stream (only to remove it once nobody uses it); a header
+/// broken for good still says to unlink and recreate it.
 #[test]
 fn another_pyshmem_format_version_is_refused_without_saying_to_unlink_it() {
     use shmstream::format::{self, FormatError, offset};
@@ -1604,10 +1605,20 @@ fn another_pyshmem_format_version_is_refused_without_saying_to_unlink_it() {
             );
             let text = e.to_string();
             assert!(text.contains(&name), "{case}: {text}");
-            assert_eq!(!text.contains("unlink"), other_version, "{case}: {text}");
             assert_eq!(
-                text.contains("open it with the pyshmem that made it, or upgrade shmstream"),
+                !text.contains("unlink and recreate"),
                 other_version,
+                "{case}: {text}"
+            );
+            // Removal only once nobody uses it; v2 is read by no shmstream at all.
+            assert_eq!(
+                text.contains("once no process uses it"),
+                other_version,
+                "{case}: {text}"
+            );
+            assert_eq!(
+                text.contains("upgrade shmstream"),
+                other_version && case != "v2",
                 "{case}: {text}"
             );
         }
