@@ -965,31 +965,45 @@ fn a_cursor_waiting_under_its_own_threads_lock_is_refused_at_once() {
 
 /// A ring of ours this user cannot open (`chmod 0000`) was taken for another user's file and
 /// dropped: `open` went on without history, its writes appending nothing. It is refused
-/// naming the file and the remedy, and `stat` says why it shows no history.
+/// naming the file and the remedy, and `stat` says why it shows no history. Root reads any
+/// mode, so as root (CI) the check runs in a child switched to another uid.
 #[test]
 fn an_unreadable_ring_of_ours_is_refused_not_dropped() {
     use std::os::unix::fs::PermissionsExt;
-    if common::is_root() {
-        eprintln!("skipping: root bypasses file modes, so a chmod 0000 ring stays readable to it");
+    const OTHER_UID: u32 = 64_123;
+    let check = || {
+        let name = unique_name("hist-0000");
+        let _c = Cleanup::new([&name]);
+        drop(history_stream(&name, 4, 8));
+        let ring = format!("/dev/shm/{}", shmstream::name::history_id(&name));
+        std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let opened = match Stream::open(&name) {
+            Err(Error::InvalidHistory { reason, .. }) => {
+                reason.contains(&ring) && reason.contains("mode 0600")
+            }
+            _ => false,
+        };
+        let stat = shmstream::stat(&name).map(|s| s.history_problem.unwrap_or_default());
+        let problem = stat.is_ok_and(|p| p.contains("cannot be mapped"));
+        format!("refused {opened}, stat says why {problem}")
+    };
+    let said = if common::child_role().as_deref() == Some("other_uid") {
+        common::say(&check());
         return;
-    }
-    let name = unique_name("hist-0000");
-    let _c = Cleanup::new([&name]);
-    drop(history_stream(&name, 4, 8));
-    let ring = format!("/dev/shm/{}", shmstream::name::history_id(&name));
-    std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o000)).unwrap();
-    match Stream::open(&name) {
-        Err(Error::InvalidHistory { reason, .. }) => {
-            assert!(
-                reason.contains(&ring) && reason.contains("mode 0600"),
-                "{reason}"
-            )
-        }
-        other => panic!("expected InvalidHistory, got {other:?}"),
-    }
-    let stat = shmstream::stat(&name).unwrap();
-    let problem = stat.history_problem.as_deref().unwrap_or_default();
-    assert!(problem.contains("cannot be mapped"), "{stat:?}");
+    } else if common::is_root() {
+        let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+        common::child(
+            "an_unreadable_ring_of_ours_is_refused_not_dropped",
+            "other_uid",
+        )
+        .env("PYSHMEM_LOCK_DIR", &lock_dir)
+        .run_as_user(OTHER_UID)
+        .run(LONG)
+        .join("\n")
+    } else {
+        check()
+    };
+    assert_eq!(said, "refused true, stat says why true");
 }
 
 /// A cursor asked for frames of another element type is refused with `DtypeMismatch`
