@@ -195,7 +195,8 @@ pub(crate) fn default_lock_dir_name() -> String {
 /// else the working directory. (A different choice put Rust's lock files beside pyshmem's
 /// and let writers of both write at once.) Chosen once per process, as Python does: a
 /// later change of the working directory or of the directories' state (a cleaner removing
-/// `$TMPDIR`) must not give two handles of one stream two lock files.
+/// `$TMPDIR`) must not move the lock files of a process's later handles. (`PYSHMEM_LOCK_DIR`
+/// and the uid in the directory's name are read at each call, as pyshmem reads them.)
 fn python_tempdir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(choose_python_tempdir)
