@@ -9,14 +9,16 @@
 #    re-measures once (a fourth repeat) before failing, one that cannot judge (exit 2: a file
 #    unreadable) fails at once. One repeat in which a case failed (a child killed or timed
 #    out) is tolerated, a second fails CI.
-# Extra arguments go to the gate's harness runs (e.g. --cases REGEX); with them the gate
+# Extra arguments go to the gate's harness runs (e.g. --cases REGEX); with --cases the gate
 # judges the cases that ran, not every case of the baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/ci-gate
 harness() { cargo run -q -p harness -- "$@"; }
 require_all=--require-all
-[ "$#" -eq 0 ] || require_all=
+for a in "$@"; do
+    case "$a" in --cases | --cases=*) require_all= ;; esac
+done
 gate() {
     harness compare reports/gate/baseline.json "$out"/gate/*/results.json \
         --max-regression 0.2 --max-regression-sub-us 0.2 ${require_all:+"$require_all"}

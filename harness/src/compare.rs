@@ -103,11 +103,20 @@ impl Comparison {
                 .map(|c| c.label.as_str())
                 .collect();
             if !self.missing.is_empty() || !unjudged.is_empty() {
+                let skipped = if self
+                    .changes
+                    .iter()
+                    .any(|c| c.change.is_none() && c.skipped.is_some())
+                {
+                    "; a case skipped in NEW (why in the table) needs a run where it can run"
+                } else {
+                    ""
+                };
                 return Some(format!(
                     "--require-all: {} baseline case(s) missing from NEW [{}] and {} without a \
                      ratio_to_floor in both files [{}]: run every case of the baseline's \
                      scenario (no --cases), or regenerate the baseline after changing the \
-                     scenario (scenarios/README.md)",
+                     scenario (scenarios/README.md){skipped}",
                     self.missing.len(),
                     self.missing.join(", "),
                     unjudged.len(),
@@ -514,6 +523,11 @@ mod tests {
             let why = sut.failure().expect("--require-all must fail");
             assert!(
                 why.contains("--require-all") && why.contains(names),
+                "{why}"
+            );
+            assert_eq!(
+                why.contains("skipped in NEW"),
+                names == "g 100x100",
                 "{why}"
             );
         }

@@ -570,6 +570,10 @@ fi
         let (code, fourth, compares, log) = run(rcs, &[]);
         assert_eq!((code, fourth, compares.len()), (want, true, 2), "{log}");
     }
+    // Other arguments run every case: every case is still required.
+    let (code, _, compares, log) = run("0", &["--no-peer"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(compares[0].ends_with("--require-all"), "{log}");
     let (code, _, compares, log) = run("0", &["--cases", "op-write"]);
     assert_eq!(code, Some(0), "{log}");
     assert!(!compares[0].contains("--require-all"), "{log}");
@@ -617,6 +621,20 @@ exit \"$FAKE_RC\"
             "1 caught the slowdown",
         ),
         ("wake,lock", table(wake), 1, "1 failed otherwise"),
+        // Spaces and empty items in the list, as the library reads it.
+        (
+            "wake, ,lock",
+            table(&format!("{wake}{lock}")),
+            1,
+            "1 caught the slowdown",
+        ),
+        // A measurement lost in every repeat is not a caught slowdown.
+        (
+            "wake",
+            table("op-wake-uint8 1  1.017  —  —  REGRESSION (no ratio in NEW)\n"),
+            1,
+            "1 failed otherwise",
+        ),
         // Regressed in the first judgement, not in the final one (another failure).
         (
             "wake",
