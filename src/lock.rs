@@ -314,8 +314,7 @@ impl LockFile {
             return Ok(());
         }
         let result = self.reopen_if_unlinked(stream, || true).map(|_| ());
-        self.owner.store(0, Ordering::Release);
-        self.wake_waiters();
+        self.free_owner();
         result
     }
 
@@ -515,12 +514,13 @@ impl LockFile {
             op: "take the write lock",
             timeout: timeout.unwrap_or_default(),
         };
-        // Thread part: claim the owner word (Acquire pairs with the Release in `release`).
+        // Thread part: claim the owner word (Acquire pairs with `free_owner`'s swap); a try
+        // (zero timeout) does not wait for another thread's hold.
         if self
             .owner
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
-            && !self.wait_for_owner(me, deadline())
+            && (timeout == Some(Duration::ZERO) || !self.wait_for_owner(me, deadline()))
         {
             return Err(timed_out());
         }
@@ -546,6 +546,8 @@ impl LockFile {
         loop {
             let got = match self.flock(libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(true) => Ok(true),
+                // A try (a dead-writer check's): the one attempt was made.
+                Ok(false) if timeout == Some(Duration::ZERO) => Ok(false),
                 Ok(false) => Self::poll_flock(self.fd.load(Ordering::Relaxed), deadline()),
                 Err(e) => Err(e),
             };
@@ -656,6 +658,15 @@ impl LockFile {
         drop(g);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         claimed
+    }
+
+    /// Frees the owner word and wakes the threads waiting for it. A swap, not a store: the
+    /// waiter count is read after it, and a plain store could be ordered after that read (a
+    /// store-load reorder), so a thread that registered and then saw the word still taken
+    /// slept its whole 1 ms step.
+    fn free_owner(&self) {
+        self.owner.swap(0, Ordering::SeqCst);
+        self.wake_waiters();
     }
 
     fn wake_waiters(&self) {
@@ -810,8 +821,7 @@ impl LockFile {
                 retired.clear();
                 self.has_retired.store(false, Ordering::Relaxed);
             }
-            self.owner.store(0, Ordering::Release);
-            self.wake_waiters();
+            self.free_owner();
         }
         depth
     }
@@ -823,8 +833,7 @@ struct OwnerClaim<'a>(&'a LockFile);
 
 impl Drop for OwnerClaim<'_> {
     fn drop(&mut self) {
-        self.0.owner.store(0, Ordering::Release);
-        self.0.wake_waiters();
+        self.0.free_owner();
     }
 }
 
@@ -953,6 +962,34 @@ mod tests {
         sys::flock(&foreign, libc::LOCK_UN).unwrap();
         assert!(a.try_acquire("t").unwrap());
         a.release(|_| {});
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A try (zero timeout, as a dead-writer check makes) on a lock another process holds
+    /// makes one `flock`, not a second one in the poll; on a lock another thread of this
+    /// process holds, none (it spun 100 claims of the holder's owner word first).
+    #[test]
+    fn a_lock_try_makes_one_flock_and_does_not_wait_for_another_thread() {
+        let path = temp_lock("try");
+        let a = LockFile::attach(&path, "t").unwrap();
+        let foreign = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let flocks = || sys::FLOCKS.with(std::cell::Cell::get);
+        let before = flocks();
+        assert!(!a.try_acquire("t").unwrap());
+        assert_eq!(flocks() - before, 1, "flock calls of one try");
+        sys::flock(&foreign, libc::LOCK_UN).unwrap();
+        a.acquire(None, "t").unwrap();
+        let (took, flocks_there) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let before = flocks();
+                (a.try_acquire("t").unwrap(), flocks() - before)
+            })
+            .join()
+            .unwrap()
+        });
+        a.release(|_| {});
+        assert_eq!((took, flocks_there), (false, 0));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

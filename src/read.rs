@@ -416,12 +416,11 @@ impl Stream {
         &self,
         dst: &mut ArrayViewMut<'_, T, D>,
     ) -> Result<u64> {
-        let shape = dst.shape().to_vec();
-        if shape != self.shape {
+        if dst.shape() != self.shape.as_slice() {
             return Err(Error::ShapeMismatch {
                 name: self.name.clone(),
                 expected: self.shape.clone(),
-                given: shape,
+                given: dst.shape().to_vec(),
             });
         }
         let Some(flat) = dst.as_slice_mut() else {

@@ -352,8 +352,16 @@ pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
     flock_fd(std::os::fd::AsRawFd::as_raw_fd(file), op)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// `flock` calls this thread made (unit tests count a lock try's system calls).
+    pub(crate) static FLOCKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// [`flock`] on a raw fd the caller keeps open for the duration of the call.
 pub(crate) fn flock_fd(fd: std::os::fd::RawFd, op: libc::c_int) -> io::Result<bool> {
+    #[cfg(test)]
+    FLOCKS.with(|n| n.set(n.get() + 1));
     loop {
         // SAFETY: flock only operates on the descriptor number; an fd closed meanwhile yields
         // EBADF (an error), never memory unsafety.
