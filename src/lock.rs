@@ -1023,6 +1023,8 @@ mod tests {
     #[test]
     fn world_writable_lock_dir_is_refused() {
         let dir = std::env::temp_dir().join(format!("shmstream-lockdir-{}", std::process::id()));
+        // A run of an earlier process of this pid that died mid-test left it.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = prepare_dir(&dir, "cam").unwrap_err();
