@@ -164,7 +164,11 @@ impl Track {
                 };
                 self.last = Some((now, s));
             }
-            // What is counted next is a new instance's, if any.
+            // What is counted next is a new instance's, if any. An unfinished one is being
+            // created (or its creator died while creating it): not gone.
+            Err(Error::NotFound {
+                unfinished: true, ..
+            }) => self.forget("creating".into()),
             Err(Error::NotFound { .. }) => self.forget("gone".into()),
             Err(e) => self.forget(format!("error: {}", crate::term::printable(&e.to_string()))),
         }
@@ -307,9 +311,16 @@ fn field(shown: &str) -> String {
 
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
-    // Every name must exist when the watch starts (a typo is an error, not an empty view).
+    // Every name must exist when the watch starts (a typo is an error, not an empty view);
+    // one still being created does (shown as `creating`).
     for n in names {
-        shmstream::stat(n)?;
+        match shmstream::stat(n) {
+            Ok(_)
+            | Err(Error::NotFound {
+                unfinished: true, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     install_handlers()?;
     let interval = interval.max(Duration::from_millis(10));
@@ -442,6 +453,22 @@ mod tests {
         let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
         s.write_slice_frame(&[0u8], 1).unwrap();
         assert_eq!(missed(&mut t), "0", "the new instance has missed nothing");
+    }
+
+    #[test]
+    fn a_stream_being_created_shows_as_creating_not_gone() {
+        let name = format!("t-watch-creating-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        drop(shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap());
+        // Its payload without its header, as pyshmem's create leaves it for a moment: an
+        // unfinished creation, told at once (no lock to wait for).
+        let meta = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
+        std::fs::remove_file(meta).unwrap();
+        let mut t = Track::new(&name);
+        t.sample();
+        let payload = format!("/dev/shm/{}", shmstream::name::segment_id(&name));
+        let _ = std::fs::remove_file(payload);
+        assert_eq!(t.row()[6], "creating", "the table's STATE column");
     }
 
     #[test]

@@ -1588,6 +1588,26 @@ fn watch_plain_lines_quote_a_name_that_looks_like_fields() {
     }
 }
 
+/// A stream still being created (its payload there, its header not yet, as pyshmem's
+/// create leaves it for a moment) is watched, and shown as `creating`, not `gone`.
+#[test]
+fn watch_shows_a_stream_still_being_created_as_creating() {
+    let name = unique_name("cli-watch-creating");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[1], Dtype::U8).unwrap());
+    std::fs::remove_file(format!("/dev/shm/{}", shmstream::name::meta_id(&name))).unwrap();
+    let out = stdout_of(
+        cli()
+            .args(["watch", &name, "--duration", "0"])
+            .timeout(common::LONG),
+    );
+    let _ = std::fs::remove_file(format!("/dev/shm/{}", shmstream::name::segment_id(&name)));
+    assert!(!out.is_empty(), "one sample at least");
+    for l in out.lines() {
+        assert!(l.ends_with(" state=creating"), "{l:?}");
+    }
+}
+
 #[test]
 fn watch_reports_rate_and_missed_frames_and_stops_on_ctrl_c() {
     let name = unique_name("cli-watch-int");

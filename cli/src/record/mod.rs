@@ -665,6 +665,15 @@ fn record_stream(
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
                 Err(Error::Stale { name }) => {
+                    // A plain stream's frames published since the last one taken (and still
+                    // wanted) went unread: lost with it.
+                    if cursor.is_none() {
+                        let wanted = plan.frames.map(|n| n.saturating_sub(taken));
+                        p.lost.fetch_add(
+                            unread(s.count(), last, drain_to, wanted),
+                            Ordering::Relaxed,
+                        );
+                    }
                     return Err(format!(
                         "stream '{name}' was unlinked or replaced by a newer stream of the same name: record the new stream again, into another --out directory"
                     )

@@ -78,9 +78,9 @@ fn table_lines(meta: &[FrameMeta]) -> Vec<String> {
     std::iter::once(names).chain(rows).collect()
 }
 
-/// Writes `lines` to the empty `file` and cuts it after the last that landed whole: the
-/// rows on file (lines after the first), and why not all.
-fn write_table(file: &File, lines: &[String]) -> (usize, Result<(), String>) {
+/// Writes `lines` to `file` from its start and cuts it after the last that landed whole: the
+/// rows on file (lines after the first), the bytes that landed, and why not all.
+fn write_table(file: &File, lines: &[String]) -> (usize, usize, Result<(), String>) {
     let (done, written) = write_counted(file, lines.concat().as_bytes(), 0);
     let (mut end, mut whole) = (0, 0usize);
     for l in lines {
@@ -91,7 +91,26 @@ fn write_table(file: &File, lines: &[String]) -> (usize, Result<(), String>) {
         whole += 1;
     }
     let cut = file.set_len(end as u64).map_err(|e| e.to_string());
-    (whole.saturating_sub(1), written.and(cut))
+    (whole.saturating_sub(1), done, written.and(cut))
+}
+
+/// The most of the `whole` frames of `frame_bytes` whose rows (`lines`, the column names
+/// first) fit in `room` table bytes plus the bytes freed by dropping the frames after them:
+/// on a full disk shared by the cube and its table, what a table cut short at `room` can
+/// be made whole for.
+fn frames_that_fit(lines: &[String], whole: usize, frame_bytes: usize, room: usize) -> usize {
+    let (mut len, mut fit) = (0u64, 0);
+    // The table grows by a row as the cube shrinks by a frame: the first that does not fit
+    // is the last to look at.
+    for (k, l) in lines.iter().enumerate().take(whole + 1) {
+        len += l.len() as u64;
+        let freed = (whole - k) as u64 * frame_bytes as u64;
+        if len > room as u64 + freed {
+            break;
+        }
+        fit = k;
+    }
+    fit
 }
 
 pub(crate) struct NpyCube {
@@ -179,8 +198,9 @@ impl CubeSink for NpyCube {
     }
 
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
-    /// table short: the frames after its last row are dropped, and said so); closes both
-    /// files, also after an error.
+    /// table short: the frames after its last row are dropped, and said so; on a disk the
+    /// cube shares, first only as many of its last frames as make room for the rows of the
+    /// rest); closes both files, also after an error.
     fn finish(&mut self, sync: bool) -> Finished {
         let (Some(frames), Some(table)) = (self.frames.take(), self.table.take()) else {
             return Finished::new(0, Vec::new());
@@ -220,7 +240,23 @@ impl NpyCube {
             errors.push(failed(e));
             return 0;
         }
-        let (rows, tabled) = write_table(table, &table_lines(&self.meta[..whole]));
+        let lines = table_lines(&self.meta[..whole]);
+        let (mut rows, room, mut tabled) = write_table(table, &lines);
+        if let Err(e) = &tabled {
+            // One disk for both files: the table's room, and the frames dropped to make more.
+            let keep = frames_that_fit(&lines, whole, self.frame_bytes, room);
+            if keep > rows && file.set_len(self.cube_len(keep)).is_ok() {
+                let first = e.clone();
+                (rows, _, tabled) = write_table(table, &lines[..=keep]);
+                if tabled.is_ok() {
+                    errors.push(format!(
+                        "{}: writing the frame table: {first}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; free some space and record again",
+                        sidecar(&self.path).display(),
+                        whole - keep
+                    ));
+                }
+            }
+        }
         if let Err(e) = tabled {
             errors.push(format!(
                 "{}: writing the frame table: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; free some space and record again",
@@ -231,7 +267,7 @@ impl NpyCube {
         let h = header(self.dtype, rows as u64, &self.shape, self.header_len);
         // Without its real header the cube holds no frame `np.load` reads.
         let kept = match file
-            .set_len((self.header_len + rows * self.frame_bytes) as u64)
+            .set_len(self.cube_len(rows))
             .and_then(|()| file.write_all_at(&h, 0))
         {
             Ok(()) => rows,
@@ -246,6 +282,11 @@ impl NpyCube {
             }
         }
         kept
+    }
+
+    /// The length of the cube of `frames` frames.
+    fn cube_len(&self, frames: usize) -> u64 {
+        (self.header_len + frames * self.frame_bytes) as u64
     }
 }
 
@@ -262,5 +303,18 @@ mod tests {
         let text = String::from_utf8_lossy(&real[10..]);
         assert!(text.contains("'shape': (12, 240, 240)"), "{text}");
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_table_cut_short_keeps_the_frames_whose_rows_the_dropped_ones_make_room_for() {
+        // Names of 10 bytes, rows of 10: 100 frames of 40 bytes, 30 bytes of table on file.
+        let lines: Vec<String> = std::iter::once("n".repeat(9) + "\n")
+            .chain((0..100).map(|_| "r".repeat(9) + "\n"))
+            .collect();
+        // 10 + 10k <= 30 + 40 (100 - k): k <= 80.
+        assert_eq!(frames_that_fit(&lines, 100, 40, 30), 80);
+        assert_eq!(frames_that_fit(&lines, 100, 0, 30), 2, "nothing freed");
+        assert_eq!(frames_that_fit(&lines, 100, 40, 1010), 100);
+        assert_eq!(frames_that_fit(&lines, 0, 40, 5), 0);
     }
 }
