@@ -49,7 +49,8 @@ pub struct PurgeReport {
     /// Lock files no stream owns (`<lock dir>/ps_….lock` beside no segment), removed (or,
     /// with `dry_run`, that would be).
     pub lock_files: Vec<PathBuf>,
-    /// One per stream or object that could not be removed: what, and why.
+    /// One per stream or object that could not be removed, or directory that could not be
+    /// listed: what, and why.
     pub failed: Vec<PurgeFailure>,
 }
 
@@ -64,6 +65,9 @@ pub enum PurgeItem {
     Leftover(String),
     /// A lock file of no stream.
     LockFile(PathBuf),
+    /// A directory that could not be listed (`/dev/shm`, or the lock directory): what it
+    /// holds was not looked at; the rest of the purge went on.
+    Directory(PathBuf),
 }
 
 /// Something a purge could not remove, and why. Shown as the error for a stream (which
@@ -78,14 +82,15 @@ pub struct PurgeFailure {
 }
 
 impl PurgeItem {
-    /// What it is, in a word or two: `stream`, `abandoned creation`, `leftover part` or
-    /// `leftover lock file`.
+    /// What it is, in a word or two: `stream`, `abandoned creation`, `leftover part`,
+    /// `leftover lock file` or `directory`.
     pub fn kind(&self) -> &'static str {
         match self {
             PurgeItem::Stream(_) => "stream",
             PurgeItem::Abandoned(_) => "abandoned creation",
             PurgeItem::Leftover(_) => "leftover part",
             PurgeItem::LockFile(_) => "leftover lock file",
+            PurgeItem::Directory(_) => "directory",
         }
     }
 }
@@ -101,10 +106,14 @@ impl std::fmt::Display for PurgeFailure {
         let path = match &self.item {
             PurgeItem::Stream(_) => return write!(f, "{}", self.error),
             PurgeItem::Abandoned(file) | PurgeItem::Leftover(file) => segment::path(file),
-            PurgeItem::LockFile(path) => path.clone(),
+            PurgeItem::LockFile(path) | PurgeItem::Directory(path) => path.clone(),
         };
         let kind = self.item.kind();
-        write!(f, "the {kind} {} could not be removed: ", path.display())?;
+        let failed = match self.item {
+            PurgeItem::Directory(_) => "listed",
+            _ => "removed",
+        };
+        write!(f, "the {kind} {} could not be {failed}: ", path.display())?;
         match &self.error {
             Error::Io { name, op, source } => {
                 // The error's own text ends in the remedy for an out-of-resources error.
@@ -195,8 +204,8 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         }
         report.removed.push(stat);
     }
-    sweep_shm(opts.dry_run, &mut report)?;
-    sweep_orphan_locks(opts.dry_run, &mut report)?;
+    sweep_shm(opts.dry_run, &mut report);
+    sweep_orphan_locks(opts.dry_run, &mut report);
     Ok(report)
 }
 
@@ -213,8 +222,20 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
 
 /// Removes from `/dev/shm`, in one listing, the `ps_….creating-<pid>` objects of dead
 /// creators and the parts of no stream (see [`PurgeReport::leftovers`]).
-fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    for (file, _) in our_files(Path::new(sys::SHM_DIR), "listing /dev/shm")? {
+fn sweep_shm(dry_run: bool, report: &mut PurgeReport) {
+    let dir = Path::new(sys::SHM_DIR);
+    let files = match our_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            let error = Error::io(&dir.display().to_string(), "listing /dev/shm", e);
+            report.failed.push(PurgeFailure::new(
+                PurgeItem::Directory(dir.to_owned()),
+                error,
+            ));
+            return;
+        }
+    };
+    for (file, _) in files {
         if let Some((id, pid)) = segment::abandoned_creation(&file) {
             // A dead pid, then under the name's lock, which a live creator holds for its whole
             // build: its pid alone can misjudge it (a process whose main thread exited shows
@@ -255,7 +276,6 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
                 .push(PurgeFailure::new(PurgeItem::Leftover(file), e)),
         }
     }
-    Ok(())
 }
 
 /// Removes lock files that no stream owns: pyshmem never removes its lock files, and a
@@ -263,8 +283,19 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
 /// removes a missing stream's lock file. A process that opened the file before it went and
 /// then waits for its flock moves to the file now at the path once it gets it
 /// ([`NameLock`]); pyshmem checks the file only before its flock.
-fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
-    for (file, path) in our_files(&name::lock_dir(), "listing the lock directory")? {
+fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) {
+    let dir = name::lock_dir();
+    let files = match our_files(&dir) {
+        Ok(files) => files,
+        Err(e) => {
+            let error = unlisted_lock_dir(&dir, e);
+            report
+                .failed
+                .push(PurgeFailure::new(PurgeItem::Directory(dir), error));
+            return;
+        }
+    };
+    for (file, path) in files {
         let Some(id) = file
             .strip_suffix(".lock")
             .filter(|id| name::looks_like_segment_id(id))
@@ -281,16 +312,15 @@ fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) -> Result<()> {
                 .push(PurgeFailure::new(PurgeItem::LockFile(path), e)),
         }
     }
-    Ok(())
 }
 
 /// The regular files of this user in `dir` (name and path); none if `dir` does not exist.
-fn our_files(dir: &Path, listing: &'static str) -> Result<Vec<(String, PathBuf)>> {
+fn our_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     use std::os::unix::fs::MetadataExt;
     let entries = match std::fs::read_dir(dir) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("*", listing, e)),
+        Err(e) => return Err(e),
     };
     Ok(entries
         .filter_map(|e| e.ok())
@@ -300,6 +330,28 @@ fn our_files(dir: &Path, listing: &'static str) -> Result<Vec<(String, PathBuf)>
         })
         .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
         .collect())
+}
+
+/// Why the lock directory `dir` could not be listed (`e`): [`Error::LockDir`] where every
+/// lock taken there is refused too (not a directory, another user's), else [`Error::Io`]
+/// (out of descriptors, say). Either carries the directory where a stream's name would be.
+fn unlisted_lock_dir(dir: &Path, e: io::Error) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let name = dir.display().to_string();
+    let theirs = || std::fs::symlink_metadata(dir).is_ok_and(|m| m.uid() != crate::trust::euid());
+    let reason = match e.raw_os_error() {
+        Some(libc::ENOTDIR) => Some("it is not a directory"),
+        Some(libc::EACCES | libc::EPERM) if theirs() => Some("it is owned by another user"),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Error::LockDir {
+            name,
+            path: dir.to_owned(),
+            reason,
+        },
+        None => Error::io(&name, "listing the lock directory", e),
+    }
 }
 
 /// Whether the `_hist` of payload id `id` is not the ring of the stream there (an earlier

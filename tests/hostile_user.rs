@@ -1561,3 +1561,91 @@ fn a_creation_of_a_live_pid_is_spared_whatever_its_lock() {
     }
     std::fs::remove_file(shm(&building)).unwrap();
 }
+
+/// A lock directory purge cannot list (`PYSHMEM_LOCK_DIR` naming a file; another user's
+/// 0700 directory) is one failure naming it ([`Error::LockDir`]), and the purge goes on:
+/// the streams it removes are still reported. The listing's error was the whole purge's,
+/// for "stream '*'". Dry runs in children, with the variable set there.
+#[test]
+fn purge_reports_a_lock_directory_it_cannot_list_and_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "purge_reports_a_lock_directory_it_cannot_list_and_goes_on";
+    if let Some(role) = child_role() {
+        assert_eq!(role, "purge");
+        let prefix: String = param("prefix");
+        let opts = PurgeOptions {
+            all: true,
+            dry_run: true,
+        };
+        match shmstream::purge_matching(opts, |n| n.starts_with(&prefix)) {
+            Err(e) => say(&format!("error {e}")),
+            Ok(report) => {
+                say(&format!("removed {}", report.names().join(",")));
+                for f in &report.failed {
+                    let why = match &f.error {
+                        Error::LockDir { path, reason, .. } => format!("{path:?} {reason}"),
+                        e => format!("{e:?}"),
+                    };
+                    say(&format!("failed {} {:?} {why}", f.item.kind(), f.item));
+                    say(&format!("shown {f}"));
+                    say(&format!("shown {}", f.error));
+                }
+            }
+        }
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("shmstream-unlisted-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    let check = |dir: &PathBuf, reason: &str, lines: &[String]| {
+        assert!(
+            lines.iter().all(|l| !l.contains("stream '*'")),
+            "{lines:#?}"
+        );
+        let failed: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("failed directory"))
+            .collect();
+        let item = shmstream::PurgeItem::Directory(dir.clone());
+        assert_eq!(
+            failed,
+            [&format!("failed directory {item:?} {dir:?} {reason}")],
+            "{lines:#?}"
+        );
+        let shown = format!(
+            "shown the directory {} could not be listed: ",
+            dir.display()
+        );
+        assert!(lines.iter().any(|l| l.starts_with(&shown)), "{lines:#?}");
+    };
+
+    let prefix = unique_name("unlisted");
+    let name = format!("{prefix}-a");
+    let _c = Cleanup::new([&name]);
+    let _s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let file = base.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let lines = child(test, "purge")
+        .param("prefix", &prefix)
+        .env("PYSHMEM_LOCK_DIR", &file)
+        .run(LONG);
+    assert_eq!(lines[0], format!("removed {name}"), "{lines:#?}");
+    check(&file, "it is not a directory", &lines);
+
+    if !is_root() {
+        eprintln!("skipping another user's lock directory: switching uids needs root");
+    } else {
+        let private = base.join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lines = child(test, "purge")
+            .param("prefix", &prefix)
+            .env("PYSHMEM_LOCK_DIR", &private)
+            .run_as_user(OTHER_UID)
+            .run(LONG);
+        // Root's stream is not this user's to see.
+        assert_eq!(lines[0], "removed", "{lines:#?}");
+        check(&private, "it is owned by another user", &lines);
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}
