@@ -464,10 +464,13 @@ impl From<Dtype> for String {
     }
 }
 
+/// Serde's reading of a [`Dtype`]: its numpy name only ([`Dtype::from_numpy_name_only`]), as
+/// it is written and as numpy reads it (`"u8"`, `uint64` to numpy, is refused). `FromStr`
+/// keeps the short names.
 impl TryFrom<String> for Dtype {
     type Error = String;
     fn try_from(s: String) -> std::result::Result<Dtype, String> {
-        s.parse()
+        Dtype::from_numpy_name_only(&s)
     }
 }
 

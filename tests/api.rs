@@ -1359,6 +1359,31 @@ fn a_config_dtype_is_a_numpy_name_only() {
     assert_eq!("u8".parse::<Dtype>(), Ok(Dtype::U8));
 }
 
+/// A `Dtype` read by serde anywhere (not only in a config) is a numpy name, as serde writes
+/// it: `"u8"` was read as `uint8`, which numpy and pyshmem read as `uint64`. What the crate
+/// writes (a stat's JSON) reads back.
+#[test]
+fn a_dtype_deserializes_from_its_numpy_name_only() {
+    let e = serde_json::from_str::<Dtype>("\"u8\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("uint64") && e.contains("\"uint8\""), "{e}");
+    for d in Dtype::ALL {
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.numpy_name()));
+        assert_eq!(serde_json::from_str::<Dtype>(&json).unwrap(), d);
+    }
+    let name = unique_name("dtype-json");
+    let _c = Cleanup::new([&name]);
+    let _s = Stream::create(&name, &[3], Dtype::U64).unwrap();
+    let stat = shmstream::stat(&name).unwrap();
+    let back: shmstream::StreamStat =
+        serde_json::from_str(&serde_json::to_string(&stat).unwrap()).unwrap();
+    assert_eq!(back, stat);
+    // `FromStr` (the CLI's `--dtype`) keeps the short names.
+    assert_eq!("u8".parse::<Dtype>(), Ok(Dtype::U8));
+}
+
 #[test]
 fn describe_and_display_summarize_the_stream() {
     let name = unique_name("describe");
