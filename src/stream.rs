@@ -809,7 +809,9 @@ fn meta_not_found(name: &str) -> Error {
 /// sizing it), it is corrupt. A header still invalid after [`DECODE_RETRY`] in a way that
 /// pyshmem's `create`, writing it in place under the lock, leaves it for a moment
 /// ([`format::may_be_mid_creation`]) is waited for the same way ([`decode_after_creation`]);
-/// one that breaks any other rule is corrupt at once.
+/// one that breaks any other rule is corrupt at once. Short, or without its magic or name,
+/// beside a lock this process cannot take (a refused lock directory), it is that lock's
+/// error: whether a creation holds it is unknown.
 pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
     let deadline = Instant::now() + DECODE_RETRY;
     let id = name::meta_id(name);
@@ -839,7 +841,8 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
                 open,
             ) {
                 Waited::Saw(r) => r,
-                Waited::Unknown => opened,
+                // Short as a creation leaves it: whether one is under way is unknown.
+                Waited::Unknown(e) => return Err(e),
                 Waited::TimedOut => return Err(creation_unfinished(name)),
             };
         }
@@ -915,9 +918,10 @@ fn collides_by_name(name: &str, e: &FormatError) -> bool {
 /// in progress (seconds for a large or GPU stream): waits for it
 /// ([`wait_for_creation`]), decoding it again every millisecond. A header still without its
 /// magic or name then is not there yet (`NotFound`, row 19); one that breaks another rule is
-/// returned as it last decoded (corrupt), as is one a creator that died left, and `first` is
-/// what a lock this process cannot open reports. `None`: the creation failed and removed
-/// this `_meta` (look at the name again).
+/// returned as it last decoded (corrupt), as is one a creator that died left. A lock this
+/// process cannot take is its error for a header without its magic or name (a creation
+/// under way, for all it can tell), else the rule last broken. `None`: the creation failed
+/// and removed this `_meta` (look at the name again).
 fn decode_after_creation(
     meta: &Segment,
     name: &str,
@@ -944,7 +948,11 @@ fn decode_after_creation(
         Waited::TimedOut if matches!(last, FormatError::BadMagic | FormatError::MissingName) => {
             return Err(creation_unfinished(name));
         }
-        Waited::TimedOut | Waited::Unknown => Some(Err(last)),
+        // A header not there yet may be a creation under way, which the lock would tell.
+        Waited::Unknown(e) if matches!(last, FormatError::BadMagic | FormatError::MissingName) => {
+            return Err(e);
+        }
+        Waited::TimedOut | Waited::Unknown(_) => Some(Err(last)),
     })
 }
 
@@ -974,8 +982,9 @@ enum Waited<T> {
     Saw(T),
     /// Somebody else held the lock for all of [`DEFAULT_TIMEOUT`].
     TimedOut,
-    /// A lock file this process cannot open.
-    Unknown,
+    /// A lock this process cannot take or look at (a refused lock directory, a lock file not
+    /// ours, out of descriptors): why.
+    Unknown(Error),
 }
 
 /// Waits for a creation in progress under `name`'s lock, which every creator holds while it
@@ -993,21 +1002,21 @@ fn wait_for_creation<T>(
     #[cfg(test)]
     tests::CREATION_WAITS.with(|n| n.set(n.get() + 1));
     let path = name::lock_path(name);
-    if let Err(e) = std::fs::symlink_metadata(&path) {
-        return match e.kind() {
-            std::io::ErrorKind::NotFound => Waited::Saw(under_lock()),
-            _ => Waited::Unknown,
-        };
+    // Any other failure to look is said as attaching says it (a lock directory that is a
+    // file: refused, not a directory).
+    if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Waited::Saw(under_lock());
     }
-    let Ok(lock) = LockFile::attach(&path, name) else {
-        return Waited::Unknown;
+    let lock = match LockFile::attach(&path, name) {
+        Ok(lock) => lock,
+        Err(e) => return Waited::Unknown(e),
     };
     let deadline = Instant::now() + creation_timeout();
     loop {
         match NameLock::try_take(&lock, name) {
             Ok(Some(_held)) => return Waited::Saw(under_lock()),
             Ok(None) => {}
-            Err(_) => return Waited::Unknown,
+            Err(e) => return Waited::Unknown(e),
         }
         if let Some(seen) = look() {
             return Waited::Saw(seen);

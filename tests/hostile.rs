@@ -1773,3 +1773,58 @@ fn a_stored_name_hashing_elsewhere_is_still_corrupt_and_unlinked_by_name() {
     shmstream::unlink(&name).unwrap();
     assert!(!std::path::Path::new(&shm_path(&shmstream::name::meta_id(&name))).exists());
 }
+
+/// A `_meta` as a pyshmem creation leaves it (sized but zeroed: no magic yet; empty: not
+/// sized yet) beside a lock this process refuses to take (`PYSHMEM_LOCK_DIR`
+/// group-writable, in which pyshmem makes its lock files, or a file) is the refused lock
+/// directory, with its remedy: whether a creation holds the lock is unknown, so it is no
+/// corrupt header to unlink. Both were `CorruptHeader` ("unlink and recreate it"). In a
+/// child, with the variable set there.
+#[test]
+fn a_meta_mid_creation_beside_a_refused_lock_directory_is_the_lock_directory_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "a_meta_mid_creation_beside_a_refused_lock_directory_is_the_lock_directory_error";
+    if let Some(role) = common::child_role() {
+        assert_eq!(role, "look");
+        let name: String = common::param("name");
+        let said = |r: shmstream::Result<()>| match r {
+            Err(Error::LockDir { reason, .. }) => format!("lock directory: {reason}"),
+            other => format!("{other:?}"),
+        };
+        common::say(&format!("stat {}", said(shmstream::stat(&name).map(drop))));
+        common::say(&format!("open {}", said(Stream::open(&name).map(drop))));
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("shmstream-midcreate-{}", std::process::id()));
+    let (open_dir, file) = (base.join("open"), base.join("file"));
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(&file, b"").unwrap();
+    let dirs = [
+        (&open_dir, "it is writable by group or others"),
+        (&file, "it is not a directory"),
+    ];
+    for (how, meta) in [("zeroed", vec![0u8; META_BYTES]), ("empty", Vec::new())] {
+        for (dir, reason) in dirs {
+            let name = unique_name("midcreate");
+            let _c = Cleanup::new([&name]);
+            let id = shmstream::name::segment_id(&name);
+            drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+            std::fs::write(shm_path(&shmstream::name::meta_id(&name)), &meta).unwrap();
+            if dir.is_dir() {
+                std::fs::write(dir.join(format!("{id}.lock")), b"").unwrap();
+            }
+            let lines = common::child(test, "look")
+                .param("name", &name)
+                .env("PYSHMEM_LOCK_DIR", dir)
+                .run(LONG);
+            let want = format!("lock directory: {reason}");
+            assert_eq!(
+                lines,
+                [format!("stat {want}"), format!("open {want}")],
+                "{how} _meta, PYSHMEM_LOCK_DIR {dir:?}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}
