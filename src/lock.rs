@@ -515,12 +515,13 @@ impl LockFile {
             timeout: timeout.unwrap_or_default(),
         };
         // Thread part: claim the owner word (Acquire pairs with `free_owner`'s swap); a try
-        // (zero timeout) does not wait for another thread's hold.
+        // (zero timeout) still spins a moment, over another thread's short hold (`attach`'s
+        // refresh, another try), which one-shot dead-writer checks would otherwise lose to.
         if self
             .owner
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
-            && (timeout == Some(Duration::ZERO) || !self.wait_for_owner(me, deadline()))
+            && !self.wait_for_owner(me, deadline())
         {
             return Err(timed_out());
         }
@@ -967,7 +968,7 @@ mod tests {
 
     /// A try (zero timeout, as a dead-writer check makes) on a lock another process holds
     /// makes one `flock`, not a second one in the poll; on a lock another thread of this
-    /// process holds, none (it spun 100 claims of the holder's owner word first).
+    /// process holds, none.
     #[test]
     fn a_lock_try_makes_one_flock_and_does_not_wait_for_another_thread() {
         let path = temp_lock("try");
