@@ -372,20 +372,31 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         printed = printed.and(term::outln!("nothing to purge"));
     }
     printed?;
-    // Counted by kind, in the order met: "1 stream(s), 2 leftover part(s)".
+    // Counted by kind, in the order met: "1 stream(s), 2 leftover part(s) could not be
+    // removed"; a directory could not be listed.
     let mut kinds: Vec<(&str, usize)> = Vec::new();
+    let mut unlisted = 0;
     for f in &report.failed {
+        if matches!(f.item, shmstream::PurgeItem::Directory(_)) {
+            unlisted += 1;
+            continue;
+        }
         let kind = f.item.kind();
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, n)) => *n += 1,
             None => kinds.push((kind, 1)),
         }
     }
-    match kinds.len() {
-        0 => Ok(()),
-        _ => {
-            let counts: Vec<_> = kinds.iter().map(|(k, n)| format!("{n} {k}(s)")).collect();
-            Err(format!("{} could not be removed", counts.join(", ")).into())
-        }
+    let mut said: Vec<String> = Vec::new();
+    if !kinds.is_empty() {
+        let counts: Vec<_> = kinds.iter().map(|(k, n)| format!("{n} {k}(s)")).collect();
+        said.push(format!("{} could not be removed", counts.join(", ")));
+    }
+    if unlisted > 0 {
+        said.push(format!("{unlisted} directory(s) could not be listed"));
+    }
+    match said.is_empty() {
+        true => Ok(()),
+        false => Err(said.join("; ").into()),
     }
 }

@@ -165,10 +165,11 @@ impl Track {
                 self.last = Some((now, s));
             }
             // What is counted next is a new instance's, if any. An unfinished one is being
-            // created (or its creator died while creating it): not gone.
+            // created, or its creator died while creating it (`stat` says which remedy):
+            // not gone.
             Err(Error::NotFound {
                 unfinished: true, ..
-            }) => self.forget("creating".into()),
+            }) => self.forget("unfinished".into()),
             Err(Error::NotFound { .. }) => self.forget("gone".into()),
             Err(e) => self.forget(format!("error: {}", crate::term::printable(&e.to_string()))),
         }
@@ -312,7 +313,7 @@ fn field(shown: &str) -> String {
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
     // Every name must exist when the watch starts (a typo is an error, not an empty view);
-    // one still being created does (shown as `creating`).
+    // one whose creation is unfinished does (shown as `unfinished`).
     for n in names {
         match shmstream::stat(n) {
             Ok(_)
@@ -456,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_being_created_shows_as_creating_not_gone() {
+    fn a_stream_being_created_shows_as_unfinished_not_gone() {
         let name = format!("t-watch-creating-{}", std::process::id());
         let _u = Unlink(name.clone());
         drop(shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap());
@@ -468,7 +469,7 @@ mod tests {
         t.sample();
         let payload = format!("/dev/shm/{}", shmstream::name::segment_id(&name));
         let _ = std::fs::remove_file(payload);
-        assert_eq!(t.row()[6], "creating", "the table's STATE column");
+        assert_eq!(t.row()[6], "unfinished", "the table's STATE column");
     }
 
     #[test]

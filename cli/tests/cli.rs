@@ -1261,6 +1261,32 @@ fn purge_names_each_part_and_lock_file_of_no_stream_it_removes() {
     std::fs::remove_dir(&dir).unwrap();
 }
 
+/// Review item: a lock directory purge cannot list (here a regular file) is said to be
+/// unlisted, not "could not be removed", and purge exits 1.
+#[test]
+fn purge_says_a_lock_directory_it_cannot_list_was_not_listed() {
+    let _purging = purging();
+    let file = std::env::temp_dir().join(unique_name("cli-lockdir-file"));
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = cli()
+        .env("PYSHMEM_LOCK_DIR", &file)
+        .args(["purge", "--dry-run", "--prefix", "orphan"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} could not be listed",
+            file.display()
+        )) && stderr.contains("1 directory(s) could not be listed")
+            && !stderr.contains("could not be removed"),
+        "{stderr}"
+    );
+}
+
 /// Review item: a part of no stream purge cannot remove (here its lock file is a directory)
 /// is named as what it is, with its path, and counted as such: the summary said "1
 /// stream(s) could not be removed", the error "… failed for stream 'ps_…'".
@@ -1589,9 +1615,9 @@ fn watch_plain_lines_quote_a_name_that_looks_like_fields() {
 }
 
 /// A stream still being created (its payload there, its header not yet, as pyshmem's
-/// create leaves it for a moment) is watched, and shown as `creating`, not `gone`.
+/// create leaves it for a moment) is watched, and shown as `unfinished`, not `gone`.
 #[test]
-fn watch_shows_a_stream_still_being_created_as_creating() {
+fn watch_shows_a_stream_still_being_created_as_unfinished() {
     let name = unique_name("cli-watch-creating");
     let _c = Cleanup::new([&name]);
     drop(Stream::create(&name, &[1], Dtype::U8).unwrap());
@@ -1604,7 +1630,7 @@ fn watch_shows_a_stream_still_being_created_as_creating() {
     let _ = std::fs::remove_file(format!("/dev/shm/{}", shmstream::name::segment_id(&name)));
     assert!(!out.is_empty(), "one sample at least");
     for l in out.lines() {
-        assert!(l.ends_with(" state=creating"), "{l:?}");
+        assert!(l.ends_with(" state=unfinished"), "{l:?}");
     }
 }
 
