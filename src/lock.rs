@@ -970,7 +970,7 @@ mod tests {
     /// makes one `flock`, not a second one in the poll; on a lock another thread of this
     /// process holds, none.
     #[test]
-    fn a_lock_try_makes_one_flock_and_does_not_wait_for_another_thread() {
+    fn a_lock_try_makes_one_flock() {
         let path = temp_lock("try");
         let a = LockFile::attach(&path, "t").unwrap();
         let foreign = open_file(&path, "t").unwrap();

@@ -55,7 +55,9 @@ pub struct PurgeReport {
 }
 
 /// What a purge could not remove ([`PurgeFailure::item`]), by [`PurgeReport`]'s categories.
+/// More kinds may come (a directory it could not list came later): match with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PurgeItem {
     /// A stream, by name.
     Stream(String),
