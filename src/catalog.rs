@@ -246,15 +246,28 @@ fn may_settle(e: &FormatError) -> bool {
     )
 }
 
+/// Every valid stream in `/dev/shm`, sorted by name.
 pub(crate) fn scan() -> Result<Vec<Header>> {
-    let dir = match std::fs::read_dir("/dev/shm") {
+    scan_in(std::path::Path::new(sys::SHM_DIR))
+}
+
+/// [`scan`] of `dir`. One that cannot be listed is an [`Error::Io`] about no stream (an
+/// empty name): it was one about stream '*'.
+fn scan_in(dir: &std::path::Path) -> Result<Vec<Header>> {
+    let ids = listed_ids(dir).map_err(|e| Error::io("", "listing /dev/shm", e))?;
+    validated_all(&ids)
+}
+
+/// The payload segment ids that names in `dir` (`/dev/shm`) stand for; none if `dir` does
+/// not exist. A stream is found by its payload or by its `_meta`: a creator killed between
+/// publishing the two leaves a header without payload, which is listed (and so purged) like
+/// any stream.
+pub(crate) fn listed_ids(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let dir = match std::fs::read_dir(dir) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("*", "listing /dev/shm", e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    // A stream is found by its payload or by its `_meta`: a creator killed between
-    // publishing the two leaves a header without payload, which is listed (and so purged)
-    // like any stream.
     let ids: std::collections::BTreeSet<String> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -264,8 +277,13 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
             name::looks_like_segment_id(id).then(|| id.to_owned())
         })
         .collect();
+    Ok(ids.into_iter().collect())
+}
+
+/// The valid streams of payload ids `ids` ([`validated`]), sorted by name.
+pub(crate) fn validated_all(ids: &[String]) -> Result<Vec<Header>> {
     let mut out = Vec::with_capacity(ids.len());
-    for id in &ids {
+    for id in ids {
         out.extend(validated(id)?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -584,6 +602,22 @@ mod tests {
         // An object of no stream, or gone: not ours, skipped, as before.
         let gone = name::segment_id(&format!("catalog-gone-{}", std::process::id()));
         assert!(matches!(validated(&gone), Ok(None)));
+    }
+
+    /// A `/dev/shm` that cannot be listed (here a file) is an I/O error about no stream: it
+    /// was one about stream '*'.
+    #[test]
+    fn an_unlistable_shm_is_an_error_about_no_stream() {
+        let file = std::env::temp_dir().join(format!("shmstream-scan-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let e = scan_in(&file).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        match &e {
+            Error::Io { source, .. } => assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR)),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(e.stream_name(), "", "{e}");
+        assert!(!e.to_string().contains("'*'"), "{e}");
     }
 
     /// A stored name collides only when it differs from the name and hashes to its id (no

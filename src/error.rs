@@ -189,7 +189,8 @@ pub enum Error {
     },
     /// The lock directory is unsafe to use.
     #[error(
-        "lock directory {path:?} for stream '{name}' is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)"
+        "lock directory {path:?}{} is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)",
+        for_stream(.name)
     )]
     LockDir {
         /// The stream.
@@ -280,7 +281,7 @@ pub enum Error {
     },
     /// An operating-system call failed. The process or the system out of file descriptors
     /// (`EMFILE`, `ENFILE`) or memory (`ENOMEM`) is said with the remedy.
-    #[error("{op} failed for stream '{name}': {source}{}", exhaustion_remedy(.source))]
+    #[error("{op} failed{}: {source}{}", for_stream(.name), exhaustion_remedy(.source))]
     Io {
         /// The stream.
         name: String,
@@ -367,6 +368,15 @@ pub(crate) fn out_of_resources(e: &std::io::Error) -> bool {
     )
 }
 
+/// ` for stream '<name>'`, or nothing for an error about no stream (an empty name: a
+/// directory `list` or `purge` could not read).
+fn for_stream(name: &str) -> String {
+    match name {
+        "" => String::new(),
+        name => format!(" for stream '{name}'"),
+    }
+}
+
 /// What to do about an [`out_of_resources`] error ("" for any other).
 fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
@@ -437,7 +447,8 @@ impl Error {
         }
     }
 
-    /// The stream the error is about.
+    /// The stream the error is about; empty when it is about none (a directory `list` or
+    /// `purge` could not read).
     pub fn stream_name(&self) -> &str {
         match self {
             Error::NotFound { name, .. }
@@ -587,6 +598,26 @@ mod tests {
         );
         let text = io(libc::EACCES).to_string();
         assert!(text.ends_with("Permission denied (os error 13)"), "{text}");
+        // About no stream (a directory `list` or `purge` could not read): no stream named.
+        let e = Error::io(
+            "",
+            "listing /dev/shm",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert!(
+            e.to_string().starts_with("listing /dev/shm failed: "),
+            "{e}"
+        );
+        let e = Error::LockDir {
+            name: String::new(),
+            path: "/x".into(),
+            reason: "it is not a directory",
+        };
+        assert!(
+            e.to_string()
+                .starts_with("lock directory \"/x\" is refused: "),
+            "{e}"
+        );
         assert!(out_of_resources(&std::io::Error::from_raw_os_error(
             libc::ENFILE
         )));

@@ -105,11 +105,6 @@ fn lock_poisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Checks (and creates, 0700) the lock directory: it must belong to us and not be writable
 /// by group or others.
 pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
-    let refuse = |reason| Error::LockDir {
-        name: stream.to_owned(),
-        path: dir.to_owned(),
-        reason,
-    };
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut b = std::fs::DirBuilder::new();
@@ -124,7 +119,6 @@ pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
             prepare_dir_checked(dir, stream, made)
         }
         Err(e) => Err(Error::io(stream, "checking the lock directory", e)),
-        Ok(meta) if !meta.is_dir() => Err(refuse("it is not a directory")),
         Ok(_) => prepare_dir_checked(dir, stream, false),
     }
 }
@@ -142,10 +136,7 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
             .map_err(|e| Error::io(stream, "checking the lock directory", e))
     };
     let mut meta = check()?;
-    if !meta.is_dir() {
-        return Err(refuse("it is not a directory"));
-    }
-    if let Some(reason) = owner_refusal(&meta, trust::euid()) {
+    if let Some(reason) = dir_refusal(&meta, trust::euid()) {
         return Err(refuse(reason));
     }
     if made && meta.mode() & 0o777 != 0o700 {
@@ -167,11 +158,18 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     Ok(())
 }
 
-/// Why a lock directory of metadata `meta` is not ours: its owner is not `uid`, the
+/// Why a lock directory of metadata `meta` (from `symlink_metadata`) is refused whatever its
+/// mode: it is not a directory (a link to one included), or its owner is not `uid`, the
 /// effective uid that created it (its name, `pyshmem-locks-<uid>`, keeps pyshmem's real
-/// uid); `None` when it is.
-fn owner_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static str> {
-    (meta.uid() != uid).then_some("it is owned by another user")
+/// uid); `None` when neither. `purge` says the same of a lock directory it cannot list.
+pub(crate) fn dir_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static str> {
+    if !meta.is_dir() {
+        Some("it is not a directory")
+    } else if meta.uid() != uid {
+        Some("it is owned by another user")
+    } else {
+        None
+    }
 }
 
 /// Whether `dir` is the default lock directory (`pyshmem-locks-<uid>`, no PYSHMEM_LOCK_DIR).
@@ -1058,8 +1056,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         prepare_dir(&dir, "cam").unwrap();
         let meta = std::fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(owner_refusal(&meta, trust::euid()), None);
-        assert!(owner_refusal(&meta, trust::euid().wrapping_add(1)).is_some());
+        assert_eq!(dir_refusal(&meta, trust::euid()), None);
+        assert_eq!(
+            dir_refusal(&meta, trust::euid().wrapping_add(1)),
+            Some("it is owned by another user")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

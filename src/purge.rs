@@ -10,10 +10,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{StreamStat, exhausted, scan, unlink_named_generation, validated};
+use crate::catalog::{
+    StreamStat, exhausted, listed_ids, unlink_named_generation, validated, validated_all,
+};
 use crate::error::{Error, Result};
 use crate::format::Header;
-use crate::lock::LockFile;
+use crate::lock::{self, LockFile};
 use crate::segment;
 use crate::stream::NameLock;
 use crate::{name, sys};
@@ -121,8 +123,9 @@ impl std::fmt::Display for PurgeFailure {
                 // The error's own text ends in the remedy for an out-of-resources error.
                 let shown = self.error.to_string();
                 let remedy = shown
-                    .strip_prefix(&format!("{op} failed for stream '{name}': {source}"))
-                    .unwrap_or("");
+                    .split_once(&format!("{name}': {source}"))
+                    .or_else(|| shown.split_once(&format!("{op} failed: {source}")))
+                    .map_or("", |(_, remedy)| remedy);
                 write!(f, "{op} failed: {source}{remedy}")
             }
             Error::Untrusted { path, reason, .. } => write!(
@@ -158,12 +161,17 @@ impl PurgeReport {
 /// belongs to no stream, as [`purge_with`] does: abandoned creations, parts of no stream and
 /// lock files of no stream (see [`PurgeReport`]'s categories). Nothing else in `/dev/shm` is
 /// touched. What cannot be removed does not stop it: the first such error is returned
-/// after trying everything.
+/// after trying everything. That of a directory it could not list is about no stream
+/// ([`Error::stream_name`] is empty).
 pub fn purge() -> Result<Vec<String>> {
-    let mut report = purge_with(PurgeOptions {
+    names_or_first_failure(purge_with(PurgeOptions {
         all: true,
         dry_run: false,
-    })?;
+    })?)
+}
+
+/// [`purge`]'s answer from its report.
+fn names_or_first_failure(mut report: PurgeReport) -> Result<Vec<String>> {
     if !report.failed.is_empty() {
         return Err(report.failed.swap_remove(0).error);
     }
@@ -180,8 +188,45 @@ pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
 /// parts and lock files of no stream (whose names are unknown) are removed whatever `select`
 /// says: no stream owns them.
 pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
+    purge_in(Path::new(sys::SHM_DIR), &name::lock_dir(), opts, select)
+}
+
+/// [`purge_matching`] listing `shm` (`/dev/shm`) and the lock directory `locks`. One that
+/// cannot be listed is a failure of [`PurgeItem::Directory`], and the purge goes on.
+fn purge_in(
+    shm: &Path,
+    locks: &Path,
+    opts: PurgeOptions,
+    select: impl Fn(&str) -> bool,
+) -> Result<PurgeReport> {
     let mut report = PurgeReport::default();
-    for h in scan()? {
+    match listed_ids(shm) {
+        Ok(ids) => {
+            purge_streams(&ids, opts, select, &mut report)?;
+            sweep_shm(shm, opts.dry_run, &mut report);
+        }
+        // Its objects (streams, abandoned creations, parts) were not looked at.
+        Err(e) => report.failed.push(unlisted_shm(shm, e)),
+    }
+    sweep_orphan_locks(locks, opts.dry_run, &mut report);
+    Ok(report)
+}
+
+/// The failure of a `/dev/shm` (`dir`) that could not be listed: an [`Error::Io`] about no
+/// stream (an empty name).
+fn unlisted_shm(dir: &Path, e: io::Error) -> PurgeFailure {
+    let error = Error::io("", "listing /dev/shm", e);
+    PurgeFailure::new(PurgeItem::Directory(dir.to_owned()), error)
+}
+
+/// Removes the streams of payload ids `ids` that `select` and `opts` choose.
+fn purge_streams(
+    ids: &[String],
+    opts: PurgeOptions,
+    select: impl Fn(&str) -> bool,
+    report: &mut PurgeReport,
+) -> Result<()> {
+    for h in validated_all(ids)? {
         if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
             continue;
         }
@@ -206,9 +251,7 @@ pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Resu
         }
         report.removed.push(stat);
     }
-    sweep_shm(opts.dry_run, &mut report);
-    sweep_orphan_locks(opts.dry_run, &mut report);
-    Ok(report)
+    Ok(())
 }
 
 /// Unlinks the generation `h` describes; `false` if it is gone or was replaced since it was
@@ -222,18 +265,13 @@ fn unlink_scanned(h: &Header) -> Result<bool> {
     }
 }
 
-/// Removes from `/dev/shm`, in one listing, the `ps_….creating-<pid>` objects of dead
+/// Removes from `/dev/shm` (`dir`), in one listing, the `ps_….creating-<pid>` objects of dead
 /// creators and the parts of no stream (see [`PurgeReport::leftovers`]).
-fn sweep_shm(dry_run: bool, report: &mut PurgeReport) {
-    let dir = Path::new(sys::SHM_DIR);
+fn sweep_shm(dir: &Path, dry_run: bool, report: &mut PurgeReport) {
     let files = match our_files(dir) {
         Ok(files) => files,
         Err(e) => {
-            let error = Error::io(&dir.display().to_string(), "listing /dev/shm", e);
-            report.failed.push(PurgeFailure::new(
-                PurgeItem::Directory(dir.to_owned()),
-                error,
-            ));
+            report.failed.push(unlisted_shm(dir, e));
             return;
         }
     };
@@ -285,15 +323,15 @@ fn sweep_shm(dry_run: bool, report: &mut PurgeReport) {
 /// removes a missing stream's lock file. A process that opened the file before it went and
 /// then waits for its flock moves to the file now at the path once it gets it
 /// ([`NameLock`]); pyshmem checks the file only before its flock.
-fn sweep_orphan_locks(dry_run: bool, report: &mut PurgeReport) {
-    let dir = name::lock_dir();
-    let files = match our_files(&dir) {
+fn sweep_orphan_locks(dir: &Path, dry_run: bool, report: &mut PurgeReport) {
+    let files = match our_files(dir) {
         Ok(files) => files,
         Err(e) => {
-            let error = unlisted_lock_dir(&dir, e);
-            report
-                .failed
-                .push(PurgeFailure::new(PurgeItem::Directory(dir), error));
+            let error = unlisted_lock_dir(dir, e);
+            report.failed.push(PurgeFailure::new(
+                PurgeItem::Directory(dir.to_owned()),
+                error,
+            ));
             return;
         }
     };
@@ -335,24 +373,19 @@ fn our_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// Why the lock directory `dir` could not be listed (`e`): [`Error::LockDir`] where every
-/// lock taken there is refused too (not a directory, another user's), else [`Error::Io`]
-/// (out of descriptors, say). Either carries the directory where a stream's name would be.
+/// lock taken there is refused too, by [`lock::dir_refusal`]'s rules, else [`Error::Io`]
+/// (out of descriptors, say). Either is about no stream (an empty name).
 fn unlisted_lock_dir(dir: &Path, e: io::Error) -> Error {
-    use std::os::unix::fs::MetadataExt;
-    let name = dir.display().to_string();
-    let theirs = || std::fs::symlink_metadata(dir).is_ok_and(|m| m.uid() != crate::trust::euid());
-    let reason = match e.raw_os_error() {
-        Some(libc::ENOTDIR) => Some("it is not a directory"),
-        Some(libc::EACCES | libc::EPERM) if theirs() => Some("it is owned by another user"),
-        _ => None,
-    };
-    match reason {
+    let refusal = std::fs::symlink_metadata(dir)
+        .ok()
+        .and_then(|m| lock::dir_refusal(&m, crate::trust::euid()));
+    match refusal {
         Some(reason) => Error::LockDir {
-            name,
+            name: String::new(),
             path: dir.to_owned(),
             reason,
         },
-        None => Error::io(&name, "listing the lock directory", e),
+        None => Error::io("", "listing the lock directory", e),
     }
 }
 
@@ -455,6 +488,133 @@ mod tests {
         );
         assert!(!shown.contains("stream 'ps_"), "{shown}");
         assert!(shown.contains("ulimit -n"), "the remedy is lost: {shown}");
+        // Nor one of a directory, whose error is about no stream.
+        let error = Error::io(
+            "",
+            "listing /dev/shm",
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        let item = PurgeItem::Directory(PathBuf::from("/dev/shm"));
+        let shown = PurgeFailure::new(item, error).to_string();
+        assert!(
+            shown.starts_with(
+                "the directory /dev/shm could not be listed: listing /dev/shm failed: "
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("ulimit -n"), "the remedy is lost: {shown}");
+    }
+
+    /// A scratch directory of this test process, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("shmstream-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const DRY_RUN: PurgeOptions = PurgeOptions {
+        all: true,
+        dry_run: true,
+    };
+
+    /// A `/dev/shm` that cannot be listed (here a file) is one failure of a directory, and
+    /// the purge goes on to the lock directory: the listing's error was the whole purge's.
+    #[test]
+    fn an_unlistable_shm_is_one_directory_failure_and_the_lock_sweep_goes_on() {
+        let scratch = Scratch::new("purge-unlisted-shm");
+        let shm = scratch.0.join("shm");
+        std::fs::write(&shm, b"").unwrap();
+        let locks = scratch.0.join("locks");
+        std::fs::create_dir(&locks).unwrap();
+        let orphan = locks.join(format!(
+            "{}.lock",
+            name::segment_id(&format!("purge-unlisted-shm-{}", std::process::id()))
+        ));
+        std::fs::write(&orphan, b"").unwrap();
+        let report = purge_in(&shm, &locks, DRY_RUN, |_| true).unwrap();
+        let failed: Vec<_> = report.failed.iter().map(|f| &f.item).collect();
+        assert_eq!(failed, [&PurgeItem::Directory(shm.clone())], "{report:?}");
+        assert_eq!(report.lock_files, [orphan], "the lock sweep did not run");
+        let shown = report.failed[0].to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "the directory {} could not be listed: listing /dev/shm failed",
+                shm.display()
+            )),
+            "{shown}"
+        );
+    }
+
+    /// The error `purge` returns for a directory it could not list is about no stream: it
+    /// carried the directory as the stream's name ("lock directory "/x" for stream '/x'").
+    #[test]
+    fn a_directory_purge_could_not_list_is_no_streams_error() {
+        let scratch = Scratch::new("purge-unlisted-name");
+        let file = scratch.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let report = purge_in(&file, &file, DRY_RUN, |_| true).unwrap();
+        assert_eq!(report.failed.len(), 2, "{report:?}");
+        let quoted = format!("'{}'", file.display());
+        for f in &report.failed {
+            assert_eq!(f.item, PurgeItem::Directory(file.clone()));
+            assert_eq!(f.error.stream_name(), "", "{}", f.error);
+            assert!(!f.error.to_string().contains(&quoted), "{}", f.error);
+        }
+        assert!(matches!(
+            report.failed[1].error,
+            Error::LockDir {
+                reason: "it is not a directory",
+                ..
+            }
+        ));
+        let e = names_or_first_failure(report).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert!(!e.to_string().contains(&quoted), "{e}");
+    }
+
+    /// A lock directory purge cannot list is refused as taking a lock there refuses it (one
+    /// rule, [`lock::dir_refusal`]): a path under a file is an I/O error to both (purge
+    /// called it "not a directory", judging by the listing's errno).
+    #[test]
+    fn an_unlisted_lock_directory_is_refused_as_a_lock_there_is() {
+        let scratch = Scratch::new("purge-unlisted-rule");
+        let file = scratch.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let link = scratch.0.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let refusal = |e: &Error| match e {
+            Error::LockDir { reason, .. } => Some(*reason),
+            _ => None,
+        };
+        for dir in [file.clone(), file.join("locks"), link] {
+            let listed = std::fs::read_dir(&dir).unwrap_err();
+            let purged = unlisted_lock_dir(&dir, listed);
+            let locked = lock::prepare_dir(&dir, "x").unwrap_err();
+            assert_eq!(
+                refusal(&purged),
+                refusal(&locked),
+                "{}: purge {purged:?}, lock {locked:?}",
+                dir.display()
+            );
+        }
+        assert!(matches!(
+            unlisted_lock_dir(&file, io::Error::from_raw_os_error(libc::ENOTDIR)),
+            Error::LockDir {
+                reason: "it is not a directory",
+                ..
+            }
+        ));
     }
 
     #[test]
