@@ -213,6 +213,25 @@ pub enum Error {
         /// What it is, or who owns it.
         reason: String,
     },
+    /// A segment or lock file of the stream is this user's own, but its mode (or an
+    /// attribute) denies this user the open: the message says how to restore access.
+    #[error(
+        "stream '{name}': {}",
+        access_denied(.path, *.mode, *.writable, .source, read_only_helps(.name, .path))
+    )]
+    AccessDenied {
+        /// The stream.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Whether the open asked for write access.
+        writable: bool,
+        /// The OS error (`EACCES`, or `EPERM` for an immutable file).
+        #[source]
+        source: std::io::Error,
+    },
     /// A GPU operation failed (or no GPU is usable).
     #[error("GPU error on stream '{name}': {reason}")]
     Gpu {
@@ -358,6 +377,76 @@ fn known_hint(known: &[String]) -> String {
     }
 }
 
+/// Why this user may not open its own file `path` (mode `mode`, `writable` or not; the open
+/// failed with `e`) and the remedy: the mode restored, unless the mode allows it (or this
+/// is root, whom modes do not stop), then the immutable attribute cleared; or, where
+/// `read_only_helps` (a payload or ring, which a read-only handle maps read-only) and reading
+/// is allowed, a read-only open.
+pub(crate) fn access_denied(
+    path: &std::path::Path,
+    mode: u32,
+    writable: bool,
+    e: &std::io::Error,
+    read_only_helps: bool,
+) -> String {
+    let root = crate::trust::euid() == 0;
+    access_denied_as(root, path, mode, writable, e, read_only_helps)
+}
+
+/// [`access_denied`] for root (`root`) or another user.
+fn access_denied_as(
+    root: bool,
+    path: &std::path::Path,
+    mode: u32,
+    writable: bool,
+    e: &std::io::Error,
+    read_only_helps: bool,
+) -> String {
+    let p = crate::name::shell_word(&path.to_string_lossy());
+    let want = if writable { 0o600 } else { 0o400 };
+    let immutable = format!("clear its immutable attribute (`chattr -i {p}`)");
+    let fix = if !root && mode & want != want {
+        let also = match e.raw_os_error() {
+            Some(libc::EPERM) => format!(" and {immutable}"),
+            _ => String::new(),
+        };
+        format!(
+            "restore this user's read and write access to it (mode 0600: `chmod 600 {p}`){also}"
+        )
+    } else {
+        let why = if root {
+            "root ignores modes"
+        } else {
+            "its mode allows it"
+        };
+        format!("{why}, so {immutable}, or ask an administrator what security policy denies it")
+    };
+    let read_only = read_only_helps && writable && (root || mode & 0o400 != 0);
+    format!(
+        "this user may not open {} for {} ({e}; mode {mode:04o}): {fix}{}",
+        path.display(),
+        if writable {
+            "reading and writing"
+        } else {
+            "reading"
+        },
+        if read_only {
+            ", or open the stream read-only"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Whether a read-only open of `stream` would not need write access to `path`: its payload
+/// or its history ring (its `_meta`, `_gpu` and lock file are opened writable regardless).
+fn read_only_helps(stream: &str, path: &std::path::Path) -> bool {
+    use crate::{name, segment};
+    [name::segment_id(stream), name::history_id(stream)]
+        .iter()
+        .any(|id| segment::path(id) == path)
+}
+
 /// Whether `e` is the process or the system out of a resource (descriptors: `EMFILE`,
 /// `ENFILE`; memory: `ENOMEM`): a transient failure, which proves nothing about the file it
 /// was opening (that it is not a stream's, that a stream's part is unusable).
@@ -398,8 +487,18 @@ fn room(available: &Option<u64>) -> String {
 }
 
 impl Error {
-    /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`].
+    /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`], a
+    /// [`crate::trust::Denied`] one [`Error::AccessDenied`].
     pub(crate) fn io(name: &str, op: &'static str, source: std::io::Error) -> Error {
+        if let Some(d) = crate::trust::denied(&source) {
+            return Error::AccessDenied {
+                name: name.to_owned(),
+                path: d.path.clone(),
+                mode: d.mode,
+                writable: d.writable,
+                source: std::io::Error::from_raw_os_error(d.errno),
+            };
+        }
         if let Some(r) = source
             .get_ref()
             .and_then(|e| e.downcast_ref::<crate::trust::Refused>())
@@ -470,6 +569,7 @@ impl Error {
             | Error::WriteAborted { name, .. }
             | Error::LockDir { name, .. }
             | Error::Untrusted { name, .. }
+            | Error::AccessDenied { name, .. }
             | Error::Gpu { name, .. }
             | Error::Overrun { name, .. }
             | Error::NoHistory { name }
@@ -624,6 +724,65 @@ mod tests {
         assert!(!out_of_resources(&std::io::Error::from_raw_os_error(
             libc::ENOENT
         )));
+    }
+
+    /// This user's own file whose mode denies the open is `AccessDenied` naming the stream,
+    /// the file, its mode and the remedy (`chmod 600`; a read-only open where only writing
+    /// is denied a payload); as root, whom modes do not stop, the immutable attribute.
+    #[test]
+    fn access_denied_to_our_own_file_names_the_file_its_mode_and_the_remedy() {
+        let name = "cam0";
+        let meta = crate::segment::path(&crate::name::meta_id(name));
+        let payload = crate::segment::path(&crate::name::segment_id(name));
+        let eacces = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let denied = |path: &std::path::Path, mode, writable| {
+            let d = crate::trust::Denied {
+                path: path.to_owned(),
+                mode,
+                writable,
+                errno: libc::EACCES,
+            };
+            Error::io(
+                name,
+                "opening",
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, d),
+            )
+        };
+        let e = denied(&meta, 0o000, true);
+        assert!(
+            matches!(&e, Error::AccessDenied { path, mode: 0, writable: true, .. } if *path == meta),
+            "{e:?}"
+        );
+        assert_eq!(e.stream_name(), name);
+        let text = e.to_string();
+        let expected = format!(
+            "stream 'cam0': this user may not open {} for reading and writing (Permission denied (os error 13); mode 0000): ",
+            meta.display()
+        );
+        assert!(text.starts_with(&expected), "{text}");
+        // Only the payload and ring are mapped read-only by a read-only handle.
+        assert!(!denied(&meta, 0o400, true).to_string().contains("read-only"));
+        let text = access_denied_as(false, &payload, 0o400, true, &eacces(), true);
+        assert!(
+            text.ends_with(&format!(
+                "restore this user's read and write access to it (mode 0600: `chmod 600 {}`), or open the stream read-only",
+                payload.display()
+            )),
+            "{text}"
+        );
+        let text = access_denied_as(false, &payload, 0o000, false, &eacces(), true);
+        assert!(
+            text.contains("for reading (") && text.contains("`chmod 600 "),
+            "{text}"
+        );
+        assert!(!text.contains("read-only"), "{text}");
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let text = access_denied_as(true, &payload, 0o400, true, &eperm, true);
+        assert!(
+            text.contains("root ignores modes, so clear its immutable attribute (`chattr -i ")
+                && text.ends_with("or open the stream read-only"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -547,10 +547,7 @@ fn open_header(
     let id = name::history_id(stream);
     let seg = match Segment::open_prefix(&id, writable, max_len) {
         Ok(s) => s,
-        Err(e)
-            if e.kind() == std::io::ErrorKind::PermissionDenied
-                && crate::trust::is_ours(&crate::segment::path(&id)) =>
-        {
+        Err(e) if crate::trust::denied(&e).is_some() => {
             return Err(unmappable(stream, writable, &e));
         }
         Err(e)
@@ -589,25 +586,34 @@ fn check_header(stream: &str, seg: &Segment, instance_id: [u8; 16]) -> Result<Op
 }
 
 /// The stream's ring (this generation's, or one of ours whose header cannot be read) could
-/// not be mapped (`writable` or not) for the reason `e`.
+/// not be mapped (`writable` or not) for the reason `e`: one this user may not open
+/// ([`crate::trust::Denied`]) says how to restore access, as [`Error::AccessDenied`] does.
 fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
-    let (how, remedy) = if writable {
-        (
-            "writable",
-            "restore this user's read and write access to it (mode 0600, not immutable), or open the stream read-only",
-        )
-    } else {
-        (
-            "read-only",
-            "restore this user's read access to it (mode 0600)",
-        )
+    let how = if writable { "writable" } else { "read-only" };
+    let reason = match crate::trust::denied(e) {
+        Some(d) => format!(
+            "the stream's history segment cannot be mapped {how}: {}",
+            crate::error::access_denied(
+                &d.path,
+                d.mode,
+                d.writable,
+                &std::io::Error::from_raw_os_error(d.errno),
+                true,
+            )
+        ),
+        None => format!(
+            "the stream's history segment {} cannot be mapped {how} ({e}): {}",
+            crate::segment::path(&name::history_id(stream)).display(),
+            if writable {
+                "restore this user's read and write access to it (mode 0600, not immutable), or open the stream read-only"
+            } else {
+                "restore this user's read access to it (mode 0600)"
+            }
+        ),
     };
     Error::InvalidHistory {
         name: stream.to_owned(),
-        reason: format!(
-            "the stream's history segment {} cannot be mapped {how} ({e}): {remedy}",
-            crate::segment::path(&name::history_id(stream)).display()
-        ),
+        reason,
     }
 }
 

@@ -56,7 +56,7 @@ impl Segment {
     /// mapping is populated. `len()` is then `min(object size, max_len)`; an empty object is
     /// an `InvalidData` error. Anything but a regular file owned by this user (a FIFO, socket,
     /// directory, symlink, another user's file) is refused without blocking
-    /// ([`trust::Refused`]).
+    /// ([`trust::Refused`]); a file of ours whose mode denies the open is [`trust::Denied`].
     pub(crate) fn open_prefix(id: &str, writable: bool, max_len: usize) -> io::Result<Segment> {
         let flags = if writable {
             libc::O_RDWR
@@ -64,7 +64,7 @@ impl Segment {
             libc::O_RDONLY
         };
         let file = sys::shm_open(id, flags | trust::OPEN_FLAGS)
-            .map_err(|e| trust::open_error(e, &path(id)))?;
+            .map_err(|e| trust::open_error_as(e, &path(id), writable))?;
         trust::check_file(&file, &path(id))?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?

@@ -120,22 +120,69 @@ pub(crate) fn is_ours(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| refusal(&m).is_none())
 }
 
-/// Maps the errors an open with [`OPEN_FLAGS`] gives for non-files (`ELOOP` for a symlink,
-/// `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open` reports as `EINVAL`) and
-/// for another user's file (`EACCES`, `EPERM`) to [`Refused`], saying what is there or who
-/// owns it; others (our own unreadable file included) pass through.
+/// This user's own regular file whose open was denied (`EACCES`, `EPERM`: its mode, an
+/// immutable attribute); travels inside an `io::Error` of kind `PermissionDenied`, which
+/// `Error::io` turns into [`crate::Error::AccessDenied`].
+#[derive(Debug)]
+pub(crate) struct Denied {
+    pub(crate) path: PathBuf,
+    /// The file's permission bits.
+    pub(crate) mode: u32,
+    /// Whether the open asked for write access.
+    pub(crate) writable: bool,
+    /// The open's `errno`.
+    pub(crate) errno: i32,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = io::Error::from_raw_os_error(self.errno);
+        let text = crate::error::access_denied(&self.path, self.mode, self.writable, &e, false);
+        f.write_str(&text)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// The [`Denied`] open `e` carries, if any.
+pub(crate) fn denied(e: &io::Error) -> Option<&Denied> {
+    e.get_ref().and_then(|r| r.downcast_ref::<Denied>())
+}
+
+/// [`open_error_as`] for an open for reading and writing (a lock file's).
 pub(crate) fn open_error(e: io::Error, path: &Path) -> io::Error {
+    open_error_as(e, path, true)
+}
+
+/// Maps the errors an open with [`OPEN_FLAGS`] (`writable` or not) gives for non-files
+/// (`ELOOP` for a symlink, `ENXIO` for a socket, `EISDIR` for a directory, which `shm_open`
+/// reports as `EINVAL`) and for another user's file (`EACCES`, `EPERM`) to [`Refused`],
+/// saying what is there or who owns it; `EACCES` or `EPERM` on a regular file of this user
+/// (its mode changed) to [`Denied`]; others pass through.
+pub(crate) fn open_error_as(e: io::Error, path: &Path, writable: bool) -> io::Error {
     let maybe_not_ours = matches!(
         e.raw_os_error(),
         Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::EINVAL | libc::EACCES | libc::EPERM)
     );
-    if maybe_not_ours
-        && let Ok(m) = std::fs::symlink_metadata(path)
-        && let Err(refused) = check_metadata(&m, path)
-    {
-        return refused;
+    let Some(m) = maybe_not_ours
+        .then(|| std::fs::symlink_metadata(path).ok())
+        .flatten()
+    else {
+        return e;
+    };
+    match (check_metadata(&m, path), e.raw_os_error()) {
+        (Err(refused), _) => refused,
+        (Ok(()), Some(errno @ (libc::EACCES | libc::EPERM))) => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            Denied {
+                path: path.to_owned(),
+                mode: m.mode() & 0o7777,
+                writable,
+                errno,
+            },
+        ),
+        (Ok(()), _) => e,
     }
-    e
 }
 
 #[cfg(test)]
@@ -144,7 +191,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// `EACCES` from opening another user's file names its owner; from our own unreadable
-    /// file it passes through (the mode is ours to fix).
+    /// file it is [`Denied`], with the file's mode (ours to fix).
     #[test]
     fn open_error_names_the_owner_of_a_file_it_may_not_open() {
         let dir = std::env::temp_dir().join(format!("shmstream-trust-{}", std::process::id()));
@@ -152,9 +199,15 @@ mod tests {
         let ours = dir.join("ours");
         std::fs::write(&ours, b"x").unwrap();
         std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let denied = || io::Error::from_raw_os_error(libc::EACCES);
-        let e = open_error(denied(), &ours);
-        let passed = !is_refused(&e) && e.raw_os_error() == Some(libc::EACCES);
+        let eacces = || io::Error::from_raw_os_error(libc::EACCES);
+        let e = open_error_as(eacces(), &ours, false);
+        let ours_denied = !is_refused(&e)
+            && e.kind() == io::ErrorKind::PermissionDenied
+            && denied(&e).is_some_and(|d| {
+                d.path == ours && d.mode == 0 && !d.writable && d.errno == libc::EACCES
+            });
+        // Any other error passes through.
+        let other = open_error_as(io::Error::from_raw_os_error(libc::EMFILE), &ours, true);
         // Another user's file: a chown where we are root, else root's /etc/passwd.
         let (theirs, owner) = if euid() == 0 {
             let p = dir.join("theirs");
@@ -165,11 +218,12 @@ mod tests {
             (PathBuf::from("/etc/passwd"), "owned by uid 0")
         };
         let refused = [
-            open_error(denied(), &theirs),
+            open_error(eacces(), &theirs),
             open_error(io::Error::from_raw_os_error(libc::EPERM), &theirs),
         ];
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(passed, "{e:?}");
+        assert!(ours_denied, "{e:?}");
+        assert_eq!(other.raw_os_error(), Some(libc::EMFILE));
         for e in refused {
             assert!(is_refused(&e) && e.to_string().contains(owner), "{e}");
         }

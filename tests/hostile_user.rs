@@ -670,6 +670,105 @@ fn another_users_private_stream_is_refused_naming_its_owner() {
     assert!(Stream::open(&name).is_ok());
 }
 
+/// This user's own stream whose file's mode was changed so the user may not open it: `open`,
+/// `stat` and `unlink` gave a bare `Error::Io` ("Permission denied"). They are
+/// `AccessDenied` naming the stream, the file, its mode and the remedy (`chmod 600`, or a
+/// read-only open where only writing the payload is denied). Root ignores modes, so as
+/// root (CI) the check runs in a child switched to another uid.
+#[test]
+fn our_own_stream_we_may_not_open_says_how_to_restore_access() {
+    use std::os::unix::fs::PermissionsExt;
+    let check = |name: &str| {
+        let s = StreamOptions::new(name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .create()
+            .unwrap();
+        let meta = shm(&name::meta_id(name));
+        let payload = shm(&name::segment_id(name));
+        let chmod = |p: &PathBuf, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let mut said = Vec::new();
+        // What an error says: whether it is `AccessDenied` of `path` (mode `mode`), naming
+        // the stream, and its remedy.
+        let denied = |r: Result<(), Error>, path: &PathBuf, mode: u32| match r {
+            Err(e @ Error::AccessDenied { .. }) => {
+                let text = e.to_string();
+                let named = matches!(&e, Error::AccessDenied { name: n, path: p, mode: m, .. }
+                    if n == name && p == path && *m == mode)
+                    && text.starts_with(&format!("stream '{name}': "))
+                    && text.contains(&format!("mode {mode:04o}"));
+                let read_only = text.ends_with("or open the stream read-only");
+                let chmod = text.contains(&format!("`chmod 600 {}`", path.display()));
+                format!("named {named}, chmod {chmod}, read-only {read_only}")
+            }
+            other => format!("{other:?}"),
+        };
+        chmod(&meta, 0o000);
+        said.push(denied(Stream::open(name).map(|_| ()), &meta, 0));
+        said.push(denied(shmstream::stat(name).map(|_| ()), &meta, 0));
+        said.push(denied(shmstream::unlink(name), &meta, 0));
+        chmod(&meta, 0o600);
+        chmod(&payload, 0o400);
+        said.push(denied(Stream::open(name).map(|_| ()), &payload, 0o400));
+        said.push(format!(
+            "read-only open {}",
+            Stream::open_readonly(name).is_ok()
+        ));
+        chmod(&payload, 0o000);
+        said.push(denied(Stream::open_readonly(name).map(|_| ()), &payload, 0));
+        chmod(&payload, 0o600);
+        drop(s);
+        shmstream::unlink(name).unwrap();
+        said
+    };
+    let said = if child_role().as_deref() == Some("other_uid") {
+        for line in check(&param::<String>("name")) {
+            say(&line);
+        }
+        return;
+    } else if is_root() {
+        let name = unique_name("own-denied");
+        let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+        /// Removes the child's files, should it fail before its unlink (root may).
+        struct Remove(Vec<PathBuf>);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                for p in &self.0 {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        let _remove = Remove(vec![
+            shm(&name::meta_id(&name)),
+            shm(&name::segment_id(&name)),
+        ]);
+        child(
+            "our_own_stream_we_may_not_open_says_how_to_restore_access",
+            "other_uid",
+        )
+        .param("name", &name)
+        .env("PYSHMEM_LOCK_DIR", &lock_dir)
+        .run_as_user(OTHER_UID)
+        .run(LONG)
+    } else {
+        let name = unique_name("own-denied");
+        let _c = Cleanup::new([&name]);
+        check(&name)
+    };
+    let denied = |read_only| format!("named true, chmod true, read-only {read_only}");
+    let expected = [
+        denied(false),
+        denied(false),
+        denied(false),
+        denied(true),
+        "read-only open true".to_owned(),
+        denied(false),
+    ];
+    assert_eq!(said, expected);
+}
+
 /// Defect 4: `open` and `stat` racing a creator that makes and unlinks the stream in a loop
 /// see either the stream or `NotFound`, never a corrupt header or a short payload. Rust
 /// creators publish complete segments; pyshmem's (when available) sizes `_meta` after
