@@ -88,12 +88,19 @@ run)
     # Each test in a process of its own with its own timeout: one that hangs costs 60 s and
     # hides no other (a hang in one binary run hid the tests after it, 2026-11-30).
     gpu_tests() { # $1: label
-        local t failed=0 tests
-        tests=$(.gpu-bin/gpu_tests --list 2>/dev/null | sed -n 's/: test$//p')
+        local t failed=0 listed list_rc tests
+        # The list's stderr says why a binary that cannot run here lists nothing (a glibc
+        # older than the build machine's, a missing library).
+        listed=$(.gpu-bin/gpu_tests --list 2>"$out/list.err")
+        list_rc=$?
+        tests=$(sed -n 's/: test$//p' <<<"$listed")
         if [ -z "$tests" ]; then
-            echo "FAIL: .gpu-bin/gpu_tests lists no test" | tee -a "$out/tests.log"
+            echo "FAIL: .gpu-bin/gpu_tests lists no test (exit $list_rc); its stderr:" | tee -a "$out/tests.log"
+            sed 's/^/    /' "$out/list.err" | tee -a "$out/tests.log"
+            rm -f "$out/list.err"
             return 1
         fi
+        rm -f "$out/list.err"
         for t in $tests; do
             if timeout 60 .gpu-bin/gpu_tests --exact "$t" --nocapture >"$out/test.tmp" 2>&1; then
                 # A test that found no GPU skips and returns: not a pass on the GPU machine.

@@ -1557,6 +1557,36 @@ fn gpu_a_stale_driver_error_is_not_kept_as_a_new_handles_attachment_or_path() {
     assert!(host.iter().all(|&x| x == 4), "got {}", host[0]);
 }
 
+/// Borrowing the payload as a cudarc slice (`with_slice`, `with_slice_mut`) after a stale
+/// driver error was recorded on the context returns, not panics (cudarc's slice upgrade
+/// unwraps its event creation, which reports that error), and the slice works.
+#[test]
+fn gpu_borrowing_the_payload_as_a_slice_after_a_stale_driver_error_does_not_panic() {
+    let _serial = serial();
+    if !gpu_or_skip(
+        "gpu_borrowing_the_payload_as_a_slice_after_a_stale_driver_error_does_not_panic",
+    ) {
+        return;
+    }
+    let name = unique_name("gpu-stale-slice");
+    let _c = Cleanup::new([name.clone()]);
+    let s = cuda0(&name, &[KEPT_N], Dtype::I32).create().unwrap();
+    s.write_device_in_place(|v| {
+        stale_driver_error(&s);
+        v.with_slice_mut::<i32, _>(|buf| view_stream_copy(buf, &[6i32; KEPT_N]))
+    })
+    .unwrap();
+    let g = s.lock(Some(LONG)).unwrap();
+    let view = g.device_view().unwrap();
+    stale_driver_error(&s);
+    let host = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        view.with_slice::<i32, _>(|buf| view.stream().clone_dtoh(buf).unwrap())
+    }))
+    .expect("with_slice panicked after a stale driver error")
+    .unwrap();
+    assert!(host.iter().all(|&x| x == 6), "got {}", host[0]);
+}
+
 /// The device probe (attributes, trial write), made once per process, is not taken from a
 /// stale error: a process whose first probe met one gets the path this one gets.
 #[test]

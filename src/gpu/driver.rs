@@ -596,7 +596,17 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
             rec.creator_pid
         ));
     }
-    probe().map_err(|r| format!("{r}; open it on a machine with the GPU and its driver"))?;
+    let n =
+        probe().map_err(|r| format!("{r}; open it on a machine with the GPU and its driver"))?;
+    if rec.device < 0 || rec.device as usize >= n {
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        return Err(creator_device_missing(
+            rec.device,
+            n,
+            rec.creator_pid,
+            visible.as_deref(),
+        ));
+    }
     if !os::is_self_or_alive(os::pid(), rec.creator_pid) {
         return Err(format!(
             "its producer process (pid {}) has exited and the device buffer died with it (the creator must outlive the stream's users); recreate the stream",
@@ -617,7 +627,7 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         unsafe {
             sys::cuIpcOpenMemHandle_v2(&mut dptr, mh, sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32)
                 .result()
-                .map_err(|e| format!("opening the CUDA IPC memory handle failed: {} (is its producer, pid {}, still running?)", describe(e), rec.creator_pid))?;
+                .map_err(|e| format!("opening the CUDA IPC memory handle failed: {} (is its producer, pid {}, still running, and this process run with its CUDA_VISIBLE_DEVICES?)", describe(e), rec.creator_pid))?;
             if let Err(e) = sys::cuIpcOpenEventHandle(&mut event, eh).result() {
                 let _ = sys::cuIpcCloseMemHandle(dptr);
                 return Err(format!("opening the CUDA IPC event handle failed: {}", describe(e)));
@@ -654,6 +664,24 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         kept_claim: AtomicPtr::new(std::ptr::null_mut()),
         forks: fork_count(),
     })
+}
+
+/// Why a stream's device ordinal, stored in its creator's numbering (the creator's
+/// `CUDA_VISIBLE_DEVICES`), names none of the `n` devices this process sees (`visible`: its
+/// `CUDA_VISIBLE_DEVICES`).
+fn creator_device_missing(
+    device: i32,
+    n: usize,
+    creator_pid: i64,
+    visible: Option<&str>,
+) -> String {
+    let here = visible.map_or_else(
+        || "CUDA_VISIBLE_DEVICES unset".to_owned(),
+        |v| format!("CUDA_VISIBLE_DEVICES={v:?}"),
+    );
+    format!(
+        "its device cuda:{device} (in the numbering of its creator, pid {creator_pid}) does not exist in this process, which sees {n} CUDA device(s) ({here}): a CUDA_VISIBLE_DEVICES other than the creator's is the likely cause (ordinals count only the devices it makes visible); run with the creator's CUDA_VISIBLE_DEVICES"
+    )
 }
 
 fn close_imported(s: Shared, owned: bool) {
@@ -698,6 +726,24 @@ mod tests {
         };
         assert_eq!(past_stale_error(failing), Err(own));
         assert_eq!(calls.get(), 2, "retried once, not more");
+    }
+
+    /// A stream's device ordinal this process does not have names CUDA_VISIBLE_DEVICES (the
+    /// creator's numbering) and the remedy, with this process's value.
+    #[test]
+    fn a_missing_creator_device_names_cuda_visible_devices() {
+        let e = creator_device_missing(1, 1, 42, Some("3"));
+        for part in [
+            "cuda:1",
+            "pid 42",
+            "sees 1 CUDA device(s)",
+            "CUDA_VISIBLE_DEVICES=\"3\"",
+            "run with the creator's CUDA_VISIBLE_DEVICES",
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+        let e = creator_device_missing(2, 1, 42, None);
+        assert!(e.contains("CUDA_VISIBLE_DEVICES unset"), "{e}");
     }
 
     /// A child forked without exec tells its copy of an attachment from one of its own, so the

@@ -17,7 +17,7 @@ use cudarc::driver::{
 };
 
 use super::GpuLink;
-use super::driver::{Attachment, Staging, describe};
+use super::driver::{Attachment, Staging, describe, past_stale_error};
 use crate::dtype::{Dtype, Element, as_bytes};
 use crate::error::{Error, Result};
 use crate::read::{FrameInfo, Want};
@@ -195,11 +195,47 @@ impl<'a> DeviceView<'a> {
         // SAFETY: `ptr` is the stream's device allocation of at least `len` elements of `T`
         // (dtype checked), alive while the borrow lasts; ManuallyDrop + leak below hand the
         // pointer back without cudarc freeing it, also if `f` panics (then it is leaked).
-        let slice =
-            ManuallyDrop::new(unsafe { self.stream.upgrade_device_ptr::<T>(self.ptr, self.len) });
+        let slice = unsafe { self.borrow_slice::<T>() }?;
         let r = f(&slice);
         ManuallyDrop::into_inner(slice).leak();
         Ok(r)
+    }
+}
+
+impl DeviceView<'_> {
+    /// The payload as a `CudaSlice<T>` that must never drop (hand it back with `leak`).
+    /// cudarc's `upgrade_device_ptr` panics (`new_event(..).unwrap()`, event tracking on)
+    /// when the context reports an error: a stale one is cleared by binding first
+    /// ([`past_stale_error`]), and a panic left (a sticky fault, or an error recorded in
+    /// between) becomes [`Error::Gpu`].
+    ///
+    /// # Safety
+    /// `T` is the stream's dtype; the caller leaks the slice, never drops it.
+    unsafe fn borrow_slice<T: DeviceRepr>(&self) -> Result<ManuallyDrop<CudaSlice<T>>> {
+        past_stale_error(|| self.stream.context().bind_to_thread())
+            .map_err(|e| gpu_err(self.name, "binding the CUDA context", e))?;
+        let upgrade = std::panic::AssertUnwindSafe(|| {
+            // SAFETY: caller contract; `ptr` is the payload of `len` elements, alive while
+            // `self` borrows it.
+            ManuallyDrop::new(unsafe { self.stream.upgrade_device_ptr::<T>(self.ptr, self.len) })
+        });
+        std::panic::catch_unwind(upgrade).map_err(|p| slice_panic(self.name, p.as_ref()))
+    }
+}
+
+/// A panic of cudarc's `upgrade_device_ptr` as [`Error::Gpu`] (the events it made are
+/// dropped by the unwind; nothing else was created).
+fn slice_panic(name: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    Error::Gpu {
+        name: name.to_owned(),
+        reason: format!(
+            "borrowing the device payload as a CudaSlice failed (cudarc panicked: {msg}): retry; if it fails again, the CUDA context holds a fault and this process must be restarted"
+        ),
     }
 }
 
@@ -251,8 +287,7 @@ impl<'a> DeviceViewMut<'a> {
         // lock, so this is the only writer. `f` gets only a view borrowed from `slice`, so the
         // slice handed to `leak` is the one made here (the payload pointer), never one `f`
         // swapped in.
-        let mut slice =
-            ManuallyDrop::new(unsafe { v.stream.upgrade_device_ptr::<T>(v.ptr, v.len) });
+        let mut slice = unsafe { v.borrow_slice::<T>() }?;
         let r = f(&mut slice.as_view_mut());
         ManuallyDrop::into_inner(slice).leak();
         Ok(r)
@@ -807,5 +842,28 @@ impl WriteGuard<'_> {
     {
         let s = self.ready()?;
         s.in_place(None, fill, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside cudarc's slice upgrade is reported as `Error::Gpu` naming the stream
+    /// and the remedy, with the panic's message.
+    #[test]
+    fn a_cudarc_panic_while_borrowing_the_payload_is_a_gpu_error() {
+        // What `panic!` with a formatted message carries (`Result::unwrap` panics so).
+        let p: Box<dyn std::any::Any + Send> = Box::new(String::from(
+            "called `Result::unwrap()` on an `Err` value: CUDA_ERROR_UNKNOWN",
+        ));
+        match slice_panic("cam", p.as_ref()) {
+            Error::Gpu { name, reason } => {
+                assert_eq!(name, "cam");
+                assert!(reason.contains("CUDA_ERROR_UNKNOWN"), "{reason}");
+                assert!(reason.contains("restarted"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
     }
 }
