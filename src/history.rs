@@ -1298,17 +1298,20 @@ impl Cursor<'_> {
         let Some(count) = self.published_count().filter(|&c| c > last) else {
             return Gap::None;
         };
-        // Race-free: `published_count` acquired the even sequence of the publication that
-        // stored `count` (Release, after its count and, for a Rust writer, after its append's
-        // head store), so the head loaded now is at or past every append of the publications
+        // Race-free: `published_count` acquired the even (or aborted) sequence of the
+        // publication that stored `count` (Release, after its count and, for a Rust writer,
+        // after its append's head store; a dead writer's stores were done before it was
+        // found dead), so the head loaded now is at or past every append of the publications
         // up to `count`. Ring frames of index >= `next` have counts above `last` (counts rise
         // with the append index; `next`'s frame follows the one of count `last`), and those
         // below `next` counts up to `last`: so if the head is still at `next`, none of the
         // publications `last + 1 ..= count` appended, and all of them are lost to the ring.
         // If it moved (or the slot at `next` is already complete), the frame is read at the
-        // top of the loop and its count reports the gap before it. The count is not loaded on
-        // its own: stored Relaxed after the head, it could be seen before the head on a
-        // weakly ordered CPU.
+        // top of the loop and its count reports the gap before it. An aborted or dead write
+        // that stored its count and left its slot odd used that count up (the next writer
+        // appends at `next` and counts past it), so it is reported here, once. The count is
+        // not loaded on its own: stored Relaxed after the head, it could be seen before the
+        // head on a weakly ordered CPU.
         if self.ring.appended() > self.next || self.ring.finished(self.next) {
             return Gap::Moved;
         }
@@ -1320,11 +1323,12 @@ impl Cursor<'_> {
         })
     }
 
-    /// The header's count as of the last finished publication, if none is in progress (the
-    /// seqlock's even sequence, acquired, and unchanged after the count was loaded).
+    /// The header's count as of the last finished publication, or the last aborted or dead
+    /// one (its count is final: the next writer counts past it), if none is in progress:
+    /// the sequence, acquired, even or invalid, and unchanged after the count was loaded.
     fn published_count(&self) -> Option<u64> {
         let h = &self.stream.header;
-        let Observed::Stable(s) = seqlock::optimistic_read(h) else {
+        let (Observed::Stable(s) | Observed::Invalid(s)) = seqlock::optimistic_read(h) else {
             return None;
         };
         let count = h.count().load(Ordering::Relaxed);
@@ -2090,6 +2094,64 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A publication that skipped the ring is reported with an aborted write after it, or a
+    /// dead writer's bracket, and no writer since: to a poll, and to a parked cursor. The
+    /// cursor took the count under an even sequence only: the poll timed out, and the parked
+    /// cursor waited out its deadline. The count a dead writer stored ahead of its unfinished
+    /// append is reported once: the next writer counts past it.
+    #[test]
+    fn a_loss_before_an_aborted_or_dead_write_is_reported_with_no_writer_after_it() {
+        let (name, s) = stream("skip-abort", 4, 4);
+        s.set_wait_strategy(WaitStrategy::Park);
+        let mut c = s.cursor().unwrap();
+        publish_without_ring(&s, 1);
+        let aborted = s.write_view(|_: &mut [u32]| Err::<(), _>(std::io::Error::other("x")));
+        assert!(aborted.is_err() && s.write_sequence() < 0, "{aborted:?}");
+        let mut poll = || c.next_into_slice(&mut [0u32; 4], Some(Duration::ZERO));
+        let polled = poll();
+        assert!(
+            matches!(
+                polled,
+                Err(Error::Overrun {
+                    lost: 1,
+                    cause: LossCause::NotRecorded,
+                    ..
+                })
+            ),
+            "{polled:?}"
+        );
+        let again = poll();
+        assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
+        s.write_slice(&[2u32; 4]).unwrap();
+        assert_eq!(drain(&mut c), ["frame 2"]);
+        // A writer killed after storing its frame's count ahead, its slot still odd, found
+        // dead while the cursor is parked.
+        let ring = s.history.as_ref().unwrap();
+        let (mut c, waited) = while_waiting(c, || {
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let mut dead = crate::seqlock::begin_write(&s.header);
+            let _ = ring.begin_append();
+            dead.count_ahead(&s.header, 3);
+            drop(g);
+            crate::seqlock::invalidate_abandoned(&s.header, s.write_sequence());
+        });
+        assert!(
+            matches!(
+                waited,
+                Err(Error::Overrun {
+                    lost: 1,
+                    cause: LossCause::NotRecorded,
+                    ..
+                })
+            ),
+            "{waited:?}"
+        );
+        s.write_slice(&[4u32; 4]).unwrap();
+        assert_eq!(drain(&mut c), ["frame 4"]);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A cursor asked for its next frame inside its own thread's fill is refused, whatever
     /// its wait strategy: the frame is the fill's own, unpublished (a spinning cursor spun
     /// until its deadline, holding the write lock all along).
@@ -2124,9 +2186,16 @@ mod tests {
     #[test]
     fn whole_frame_writes_fill_the_ring_first_and_views_the_payload() {
         let cases = [("small", 4usize, 4usize, true), ("none", 4, 0, false)];
-        // A ring that streams: 16 KiB frames, 8 MiB of them.
+        // A ring that streams where streaming stores are used (x86_64): 16 KiB frames, 8 MiB
+        // of them.
         let big = (STREAM_MIN_FRAME / 4, STREAM_MIN_RING / STREAM_MIN_FRAME);
-        let cases = cases.into_iter().chain([("big", big.0, big.1, false)]);
+        let big_streams = streams(
+            ring_bytes(big.1, STREAM_MIN_FRAME).unwrap(),
+            STREAM_MIN_FRAME,
+        );
+        let cases = cases
+            .into_iter()
+            .chain([("big", big.0, big.1, !big_streams)]);
         for (tag, len, depth, first) in cases {
             let (name, s) = stream(tag, len, depth);
             let payload = s.payload.as_ref().unwrap().as_ptr() as usize;
