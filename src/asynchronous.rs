@@ -31,8 +31,9 @@
 //!
 //! * **They need a tokio runtime.** Polled outside one (e.g. by
 //!   `futures::executor::block_on`), they return [`Error::Unsupported`] on the first poll,
-//!   whether or not the frame is already there: call them from within a tokio runtime, or
-//!   use the blocking read.
+//!   whether or not the frame is already there, and so does a later poll outside one that
+//!   would have to wait (a future moved off the runtime): call them from within a tokio
+//!   runtime, or use the blocking read.
 //! * **A wait under this thread's own write lock is not refused.** The blocking twin
 //!   refuses it ([`Error::Unsupported`]: no other writer can publish while the lock is
 //!   held). The async wait cannot tell the task holding a [`WriteGuard`](crate::WriteGuard)
@@ -70,10 +71,12 @@
 //! **Each pending wait occupies a blocking-pool thread** while it waits (tokio's
 //! `max_blocking_threads`, 512 by default, bounds them; past it, waits queue for a thread,
 //! as does the application's other blocking work). Timeouts hold regardless: a timed wait
-//! is woken at its deadline by one process-wide timer thread (started with the first timed
-//! wait that has to wait; no tokio time driver needed; a wait that ends first withdraws its
+//! is woken at its deadline by one process-wide timer thread (started with the first wait
+//! that has to wait; no tokio time driver needed; a wait that ends first withdraws its
 //! deadline), gives up its background wait, makes one last non-blocking attempt inline and
-//! returns that or [`Error::Timeout`].
+//! returns that or [`Error::Timeout`]. The same timer polls a wait still queued for a pool
+//! thread every 50 ms, so [`Stream::close`] (or an unlink) ends it with [`Error::Closed`]
+//! (or [`Error::Stale`]) as it ends a running one.
 //!
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
 //! `select!`) ends its background wait: the wait looks at a cancel flag after every pause,
@@ -89,12 +92,19 @@
 //! once per handle and invalid generation) gives the report back, so the handle's next wait
 //! makes it.
 //!
+//! **Runtime shutdown.** Dropping a runtime waits for its blocking pool, so a future polled
+//! outside the runtime's tasks (e.g. by hand under `Runtime::enter`) and still alive keeps
+//! its untimed wait there, and the drop hangs until a frame comes: drop such futures or
+//! [`close`](Stream::close) the stream before dropping the runtime, or use
+//! `Runtime::shutdown_background`.
+//!
 //! **Bookkeeping.** `read_new_async` counts from the frame this handle last returned, like
 //! `read_new`; missed-frame counters and `last_read_count` are updated exactly as by the
 //! blocking calls (they share the handle).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -163,26 +173,29 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The process's one deadline timer: a thread (started with the first timed async wait that
-/// has to wait) sleeping until the earliest registered deadline, then waking that
+/// The process's one deadline timer: a thread (started with the first async wait that has
+/// to wait) sleeping until the earliest registered deadline, then waking that
 /// deadline's task. It makes an async wait's timeout hold however busy tokio's blocking pool
 /// is, on any runtime (tokio's timers need its time driver, which a runtime may lack). A
 /// wait that ends first removes its entry ([`Alarm`]'s drop).
 mod timer {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
     use std::task::Waker;
     use std::time::Instant;
 
+    /// A task to wake, unless its flag is set by then.
+    type Entry = (Waker, Option<Arc<AtomicBool>>);
+
     /// The tasks to wake, by deadline (and a number telling equal deadlines apart).
-    static DUE: Mutex<BTreeMap<(Instant, u64), Waker>> = Mutex::new(BTreeMap::new());
+    static DUE: Mutex<BTreeMap<(Instant, u64), Entry>> = Mutex::new(BTreeMap::new());
     static CHANGED: Condvar = Condvar::new();
     /// The process that started the timer thread (a child forked since has none).
     static STARTED_IN: AtomicU32 = AtomicU32::new(0);
     static NEXT: AtomicU64 = AtomicU64::new(0);
 
-    fn due() -> MutexGuard<'static, BTreeMap<(Instant, u64), Waker>> {
+    fn due() -> MutexGuard<'static, BTreeMap<(Instant, u64), Entry>> {
         DUE.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -192,6 +205,15 @@ mod timer {
     impl Alarm {
         /// Wakes `waker` at `at` (or soon after).
         pub(super) fn set(at: Instant, waker: &Waker) -> Alarm {
+            Alarm::set_unless(at, waker, None)
+        }
+
+        /// Wakes `waker` at `at` (or soon after), unless `skip` is set by then.
+        pub(super) fn set_unless(
+            at: Instant,
+            waker: &Waker,
+            skip: Option<Arc<AtomicBool>>,
+        ) -> Alarm {
             // Without the thread, a deadline is still seen when anything else polls the
             // future (its background wait ends at the same deadline).
             start_once(&STARTED_IN, || {
@@ -204,7 +226,7 @@ mod timer {
             if due.first_key_value().is_none_or(|(k, _)| key < *k) {
                 CHANGED.notify_one();
             }
-            due.insert(key, waker.clone());
+            due.insert(key, (waker.clone(), skip));
             Alarm(key)
         }
 
@@ -214,6 +236,7 @@ mod timer {
             // drop its future, and with it another alarm, which takes the lock.
             let replaced = due()
                 .get_mut(&self.0)
+                .map(|(w, _)| w)
                 .filter(|w| !w.will_wake(waker))
                 .map(|w| std::mem::replace(w, waker.clone()));
             drop(replaced);
@@ -241,7 +264,7 @@ mod timer {
     /// How many tasks wait to be woken with `waker`.
     #[cfg(test)]
     pub(super) fn armed_with(waker: &Waker) -> usize {
-        due().values().filter(|w| w.will_wake(waker)).count()
+        due().values().filter(|(w, _)| w.will_wake(waker)).count()
     }
 
     fn run() {
@@ -254,7 +277,9 @@ mod timer {
             }
             if !wake.is_empty() {
                 drop(due);
-                wake.into_iter().for_each(Waker::wake);
+                wake.into_iter()
+                    .filter(|(_, skip)| !skip.as_ref().is_some_and(|s| s.load(Ordering::Acquire)))
+                    .for_each(|(w, _)| w.wake());
                 due = self::due();
                 continue;
             }
@@ -308,6 +333,7 @@ impl Stream {
         want: Want,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
+        self.ensure_runtime()?;
         let mut cancel = CancelOnDrop {
             handoff: Arc::default(),
             cancel: Arc::default(),
@@ -315,6 +341,8 @@ impl Stream {
             expired: false,
         };
         let (handoff, flag) = (Arc::clone(&cancel.handoff), Arc::clone(&cancel.cancel));
+        let started = Arc::new(AtomicBool::new(false));
+        let starts = Arc::clone(&started);
         // Weak while queued: a wait whose future is gone before a pool thread frees up
         // must not keep the stream (an `auto_unlink` stream goes with its last handle).
         let stream = Arc::downgrade(self);
@@ -327,6 +355,7 @@ impl Stream {
             if flag.is_set() {
                 return;
             }
+            starts.store(true, Ordering::Release);
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (result, report) = crate::read::reporting(|| {
                 crate::notify::cancellable(Arc::clone(&flag), || {
@@ -346,25 +375,39 @@ impl Stream {
             }
         });
         // The background wait's end, or `None` at the deadline.
-        let mut alarm: Option<timer::Alarm> = None;
+        let (mut alarm, mut queued): (Option<timer::Alarm>, Option<timer::Alarm>) = (None, None);
         let joined = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = Pin::new(&mut task).poll(cx) {
-                return Poll::Ready(Some(r));
+                return Poll::Ready(Ok(Some(r)));
             }
-            let Some(d) = deadline else {
-                return Poll::Pending;
-            };
-            if Instant::now() >= d {
-                return Poll::Ready(None);
+            // A background wait queued for a pool thread sees no close or unlink: look here.
+            if let Err(e) = self
+                .ensure_open()
+                .and_then(|()| self.check_generation(false))
+            {
+                return Poll::Ready(Err(e));
             }
-            match &alarm {
-                Some(a) => a.rearm(cx.waker()),
-                None => alarm = Some(timer::Alarm::set(d, cx.waker())),
+            let now = Instant::now();
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Poll::Ready(Ok(None));
+                }
+                match &alarm {
+                    Some(a) => a.rearm(cx.waker()),
+                    None => alarm = Some(timer::Alarm::set(d, cx.waker())),
+                }
+            }
+            // Until it starts, poll again every park cap (the timer skips it once started).
+            let again = now + crate::notify::MAX_PARK;
+            if !started.load(Ordering::Acquire) && deadline.is_none_or(|d| again < d) {
+                let skip = Some(Arc::clone(&started));
+                queued = Some(timer::Alarm::set_unless(again, cx.waker(), skip));
             }
             Poll::Pending
         })
         .await;
-        drop(alarm);
+        drop((alarm, queued));
+        let joined = joined?;
         let out = match joined {
             None => {
                 cancel.expired = true;
@@ -391,6 +434,23 @@ impl Stream {
         out
     }
 
+    /// Refuses a wait polled outside a tokio runtime (`spawn_blocking` would panic there).
+    /// Checked at the first poll and before every spawn: a future first polled inside a
+    /// runtime may be polled again outside one (moved to another executor, or after the
+    /// guard of `Runtime::enter` was dropped).
+    fn ensure_runtime(&self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "an async wait outside a tokio runtime (its wait runs on the runtime's \
+                       blocking pool): call it from within a tokio runtime, or use the \
+                       blocking read"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     fn timeout_error(&self, timeout: Option<Duration>) -> Error {
         Error::Timeout {
             name: self.name.clone(),
@@ -412,16 +472,8 @@ impl Stream {
     ) -> Result<R> {
         self.ensure_open()?;
         // Refused before the inline try, so that whether it is refused does not depend on
-        // whether the frame happens to be there (a wait would panic in `spawn_blocking`).
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Unsupported {
-                name: self.name.clone(),
-                what: "an async wait outside a tokio runtime (its wait runs on the runtime's \
-                       blocking pool): call it from within a tokio runtime, or use the \
-                       blocking read"
-                    .into(),
-            });
-        }
+        // whether the frame happens to be there.
+        self.ensure_runtime()?;
         let deadline = crate::deadline::after(Instant::now(), timeout);
         loop {
             // Taken afresh each round, as `attempt` takes it: a `read_new`'s baseline moves
@@ -637,6 +689,13 @@ mod tests {
             wait.as_mut().poll(&mut cx).is_pending(),
             "the frame was taken: the wait goes on"
         );
+        // Its new background wait started (then the timer's poll while queued is skipped):
+        // the handle, the future's clone and the background wait's.
+        let t0 = Instant::now();
+        while Arc::strong_count(&s) < 3 {
+            assert!(t0.elapsed() < LONG, "the background wait never started");
+            std::thread::yield_now();
+        }
         // Nothing more is published, so nothing wakes the wait (a spin woke it at once).
         assert!(
             woken.recv_timeout(Duration::from_millis(300)).is_err(),
@@ -670,7 +729,8 @@ mod tests {
             let mut wait = Box::pin(s.read_new_async::<u8>(Some(timeout)));
             let mut cx = Context::from_waker(&waker);
             assert!(wait.as_mut().poll(&mut cx).is_pending());
-            assert_eq!(timer::armed_with(&waker), 1);
+            // Its deadline, and maybe a poll while it is queued for a pool thread.
+            assert!((1..=2).contains(&timer::armed_with(&waker)));
             s.write_slice(&[i, i]).unwrap();
             let got = loop {
                 woken

@@ -733,3 +733,111 @@ fn an_async_wait_outside_a_tokio_runtime_is_refused_whether_or_not_a_frame_is_re
     first_poll(&name, s.read_new_publication_async::<u8>(None));
     drop(w);
 }
+
+/// A wait first polled inside a runtime and polled again outside one (the guard of
+/// `Runtime::enter` dropped) when it has to wait anew is refused with `Unsupported`, as on a
+/// first poll outside one: it panicked in `spawn_blocking`. The next round needs a spawn
+/// because another read of the handle took the frame the first background wait saw.
+#[test]
+fn an_async_wait_polled_again_outside_the_runtime_is_refused_not_a_panic() {
+    use std::future::Future;
+    use std::sync::mpsc as std_mpsc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Signal(std::sync::Mutex<std_mpsc::Sender<()>>);
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+    let name = unique_name("async-left-runtime");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(
+        StreamOptions::new(&name)
+            .shape(&[2])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap(),
+    );
+    let rt = OneWorker::new();
+    let in_runtime = rt.enter();
+    let (tx, woken) = std_mpsc::channel();
+    let waker = Waker::from(Arc::new(Signal(std::sync::Mutex::new(tx))));
+    let mut cx = Context::from_waker(&waker);
+    let mut wait = Box::pin(s.read_new_async::<u8>(None));
+    assert!(wait.as_mut().poll(&mut cx).is_pending());
+    s.write_slice(&[1u8, 1]).unwrap();
+    assert_eq!(
+        s.read_new::<u8>(Some(common::LONG))
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &[1, 1]
+    );
+    // Untimed: only the end of the background wait (it saw the frame) wakes the task.
+    woken
+        .recv_timeout(common::LONG)
+        .expect("the background wait never ended");
+    drop(in_runtime);
+    let got = wait.as_mut().poll(&mut cx);
+    let Poll::Ready(Err(Error::Unsupported { name: n, what })) = &got else {
+        panic!("{got:?}");
+    };
+    assert_eq!(n, &name);
+    assert!(what.contains("tokio runtime"), "{what}");
+}
+
+/// Closing a handle (or unlinking its stream) ends an untimed wait whose background wait is
+/// still queued for a pool thread (the pool's only one is held by another stream's endless
+/// wait) with `Closed` (or `Stale`), as it ends a running one. The queued wait looked at
+/// neither, and waited for a pool thread forever.
+#[test]
+fn close_or_unlink_ends_a_wait_queued_for_a_pool_thread() {
+    use std::future::Future;
+    use std::task::Poll;
+    let names = ["a", "b", "c"].map(|t| unique_name(&format!("async-queued-{t}")));
+    let _c = Cleanup::new(&names);
+    let [a, b, c] = names
+        .each_ref()
+        .map(|n| Arc::new(Stream::create(n, &[2], Dtype::U8).unwrap()));
+    OneWorker::with_blocking_threads(1).block_on(async {
+        // Polled once: its background wait takes the pool's only thread, for good.
+        let mut endless = Box::pin(a.read_new_async::<u8>(None));
+        std::future::poll_fn(|cx| {
+            assert!(endless.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let queued_on = |s: &Arc<Stream>| {
+            let s = Arc::clone(s);
+            tokio::spawn(async move { s.read_new_async::<u8>(None).await })
+        };
+        let (on_b, on_c) = (queued_on(&b), queued_on(&c));
+        // Each task's clone and its pending wait's (the queued background wait holds none).
+        let t0 = Instant::now();
+        while Arc::strong_count(&b) < 3 || Arc::strong_count(&c) < 3 {
+            assert!(t0.elapsed() < common::LONG, "the waits never queued");
+            tokio::task::yield_now().await;
+        }
+        b.close();
+        shmstream::unlink(&names[2]).unwrap();
+        let ended = |task: tokio::task::JoinHandle<shmstream::Result<_>>| async {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the queued wait did not end")
+                .unwrap()
+        };
+        let r = ended(on_b).await;
+        assert!(
+            matches!(&r, Err(Error::Closed { name }) if name == &names[1]),
+            "{r:?}"
+        );
+        let r = ended(on_c).await;
+        assert!(
+            matches!(&r, Err(Error::Stale { name }) if name == &names[2]),
+            "{r:?}"
+        );
+        a.close();
+        drop(endless);
+    });
+}
