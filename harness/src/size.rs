@@ -74,7 +74,8 @@ pub struct SizeArgs {
     /// (pyshmem's `read_new`, as pyRTC's loops read, skips it and waits for the next).
     #[arg(long, value_name = "N")]
     pub catch_up: Option<u64>,
-    /// Output folder (default: `reports/size-<geometry>/`).
+    /// Output folder (default: `reports/size-<geometry>-<rate>hz/`, e.g.
+    /// `reports/size-240x240-sh20x20-a349-m300-2000hz/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Do not run the pyshmem peer.
@@ -213,11 +214,14 @@ fn toml_str(s: &str) -> String {
 
 /// The scenario text for `a`, its processes bound by `timeout_s`, the busy-waiting form
 /// where `spin`; numbers as `{:?}` prints them, which TOML reads back as floats
-/// ([`check_numbers`] passed only finite ones).
+/// ([`check_numbers`] passed only finite ones). Its name, the default output folder's,
+/// holds the frame, the signals, actuators, modes and rate: two geometries of one frame
+/// size, or one at two rates, each keep their report.
 fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String> {
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
-    match a.slopes.as_str() {
+    // What the signals are, for the scenario's name: "sh20x20", "px4000", "px" (every pixel).
+    let signals = match a.slopes.as_str() {
         "centroids" if a.valid_pixels.is_some() => bail!(
             "--valid-pixels applies to --slopes pixels; centroid slopes (--subapertures) take no \
              valid-pixel count"
@@ -231,15 +235,24 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
             };
             let [sy, sx] = dims("subapertures", sub)?;
             writeln!(ao, "subapertures = [{sy}, {sx}]")?;
+            format!("sh{sy}x{sx}")
         }
         "pixels" => {
             writeln!(ao, "slopes = \"pixels\"")?;
-            if let Some(n) = a.valid_pixels {
-                writeln!(ao, "valid_pixels = {n}")?;
+            match a.valid_pixels {
+                Some(n) if n > h.saturating_mul(w) => bail!(
+                    "--valid-pixels {n}: at most the {} pixels of the {h}x{w} frame",
+                    h.saturating_mul(w)
+                ),
+                Some(n) => {
+                    writeln!(ao, "valid_pixels = {n}")?;
+                    format!("px{n}")
+                }
+                None => "px".into(),
             }
         }
         other => bail!("--slopes {other:?}: expected centroids or pixels"),
-    }
+    };
     if let Some(m) = a.modes {
         writeln!(ao, "modes = {m}")?;
     }
@@ -254,7 +267,12 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
     )?;
     let mut t = format!(
         "name = {}\ndescription = {}\n\n[defaults]\nmin_seconds = {:?}\nwarmup = 0.5\nrepeats = 1\ntimeout_s = {timeout_s:?}\n",
-        toml_str(&format!("size-{h}x{w}")),
+        toml_str(&format!(
+            "size-{h}x{w}-{signals}-a{}{}-{}hz",
+            a.actuators,
+            a.modes.map_or(String::new(), |m| format!("-m{m}")),
+            a.rate
+        )),
         toml_str(&format!(
             "harness size: {h}x{w} px WFS, {} actuators, {} Hz, budget {} µs.",
             a.actuators, a.rate, a.budget_us
@@ -330,7 +348,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let mut o = String::new();
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself) and p99 below the budget and the frame period; `harness size` exits 1 where a measured form does not pass. Highest sustainable rate: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples: paired by rank, the sum of the parts' same percentiles, and the compute paired independently of the hops): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself, up to 5% of its frames: beyond, the camera did not hold the rate on this host and the form does not pass) and p99 below the budget and the frame period; `harness size` exits 1 where a measured form does not pass. Highest sustainable rate: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames up to 5% aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples: paired by rank, the sum of the parts' same percentiles, and the compute paired independently of the hops): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate, a.budget_us
     )?;
     for r in results {
@@ -922,6 +940,11 @@ mod tests {
             ),
             ("--actuators", "0", "--actuators 0:"),
             ("--valid-pixels", "0", "--valid-pixels 0:"),
+            (
+                "--valid-pixels",
+                "65",
+                "--valid-pixels 65: at most the 64 pixels of the 8x8 frame",
+            ),
         ] {
             let mut v = vec![
                 "size",
@@ -945,6 +968,45 @@ mod tests {
             let err = scenario_text(&T::parse_from(v).a).unwrap_err().to_string();
             assert!(err.contains(needle), "{flag} {value}: {err}");
         }
+    }
+
+    /// The default output folder (`reports/<scenario name>/`) tells apart geometries of one
+    /// frame size (Keck-like 20x20 subapertures and 349 actuators, ELT-like pixel signals
+    /// and 4310 actuators, both 240x240) and one geometry at two rates: named after the
+    /// frame alone, the second overwrote the first's report.
+    #[test]
+    fn the_default_output_folder_tells_geometries_and_rates_apart() {
+        // Parsed unchecked: the ELT-like matrix need not fit this machine's memory.
+        let name = |a: &SizeArgs| {
+            let text = scenario_text_on(a, |_| true).unwrap();
+            toml::from_str::<Scenario>(&text).unwrap().name
+        };
+        let keck = args(&["--wfs-pixels", "240x240", "--subapertures", "20x20"]);
+        let mut more = keck.clone();
+        more.actuators = 4310;
+        let mut faster = keck.clone();
+        faster.rate = 3000.5;
+        let mut modal = keck.clone();
+        modal.modes = Some(300);
+        let mut elt = args(&["--wfs-pixels", "240x240", "--slopes", "pixels"]);
+        elt.actuators = 4310;
+        let mut elt_valid = elt.clone();
+        elt_valid.valid_pixels = Some(40000);
+        let names: Vec<String> = [keck, more, faster, modal, elt, elt_valid]
+            .iter()
+            .map(name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "size-240x240-sh20x20-a349-2000hz",
+                "size-240x240-sh20x20-a4310-2000hz",
+                "size-240x240-sh20x20-a349-3000.5hz",
+                "size-240x240-sh20x20-a349-m300-2000hz",
+                "size-240x240-px-a4310-2000hz",
+                "size-240x240-px40000-a4310-2000hz",
+            ]
+        );
     }
 
     /// `--device` is checked before anything is built, naming the flag: pasted raw into the
@@ -1029,7 +1091,8 @@ mod tests {
     }
 
     /// The header states the rule the verdict judges by ([`crate::cases::ao::failure`]):
-    /// frames late at a camera alone on its core are its own loss, not the form's.
+    /// frames late at a camera alone on its core are its own loss, not the form's, up to 5%
+    /// of its frames.
     #[test]
     fn the_verdict_header_leaves_the_cameras_late_frames_aside() {
         let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
@@ -1037,7 +1100,8 @@ mod tests {
         assert!(
             table.contains(
                 "Pass = no missed frame (the camera's own late frames aside, where it has its \
-                 core to itself) and p99 below"
+                 core to itself, up to 5% of its frames: beyond, the camera did not hold the \
+                 rate on this host and the form does not pass) and p99 below"
             ),
             "{table}"
         );

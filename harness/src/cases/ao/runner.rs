@@ -374,13 +374,14 @@ mod tests {
     use super::*;
     use crate::cases::ao::verdict;
 
-    /// A run with these missed frames (of which `at_source` the camera's) and every frame's
-    /// end-to-end latency `e2e_ns`.
+    /// A run of 1000 frames with these missed (of which `at_source` the camera's) and every
+    /// frame's end-to-end latency `e2e_ns`.
     fn run(missed: u64, at_source: u64, e2e_ns: u64) -> LoopRun {
         let mut e2e = Histogram::<u64>::new(3).unwrap();
         e2e.record(e2e_ns).unwrap();
         LoopRun {
             stats: LoopStats {
+                frames: 1000,
                 missed,
                 missed_at_source: at_source,
                 ..LoopStats::default()
