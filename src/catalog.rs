@@ -134,31 +134,64 @@ pub(crate) fn exhausted(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if out_of_resources(source))
 }
 
-/// Opens the `_meta` segment `meta_id` a scan met: `None` if it is not one of ours to read
-/// (gone since the listing, another user's, not a regular file, empty); an error only when
-/// the system is out of a resource, when it may be a stream's all the same.
-fn open_scanned(meta_id: &str, writable: bool) -> Result<Option<Segment>> {
-    match Segment::open_prefix(meta_id, writable, format::META_BYTES) {
+/// Opens the `_meta` segment of payload id `id` that a scan met: `None` if it is not one of
+/// ours to read (gone since the listing, another user's, not a regular file, empty). An
+/// error when the system is out of a resource, when it may be a stream's all the same, and
+/// [`Error::AccessDenied`] (named by `id`) when it is this user's own file whose mode denies
+/// the open: a stream whose name is inside it ([`Found::Denied`]).
+fn open_scanned(id: &str, writable: bool) -> Result<Option<Segment>> {
+    let meta_id = format!("{id}_meta");
+    let op = "opening a metadata segment found in /dev/shm";
+    match Segment::open_prefix(&meta_id, writable, format::META_BYTES) {
         Ok(meta) => Ok(Some(meta)),
-        Err(e) if out_of_resources(&e) => Err(Error::io(
-            meta_id,
-            "opening a metadata segment found in /dev/shm",
-            e,
-        )),
+        Err(e) if out_of_resources(&e) => Err(Error::io(&meta_id, op, e)),
+        Err(e) if trust::denied(&e).is_some() => Err(Error::io(id, op, e)),
         Err(_) => Ok(None),
     }
 }
 
-/// Validates the stream behind a payload segment id: its metadata's name must hash back to
-/// the id and the header must pass every rule. Anything else in `/dev/shm` is not ours
-/// (`None`). An error only when the system is out of a resource ([`exhausted`]) reading it:
-/// a stream left out for that would be listed as none, and never purged.
+/// What a scan found under a payload id.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A valid stream.
+    Stream(Header),
+    /// This user's own `_meta` whose mode denies the open: an [`Error::AccessDenied`] named
+    /// by the payload id, as the stream's name is inside the file. Neither listed nor
+    /// removed; `purge` reports it.
+    Denied(Error),
+    /// Nothing of ours.
+    Nothing,
+}
+
+/// Validates the stream behind a payload segment id ([`found`]); `None` for anything else,
+/// a `_meta` this user may not open included.
 pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
+    Ok(match found(id)? {
+        Found::Stream(h) => Some(h),
+        Found::Denied(_) | Found::Nothing => None,
+    })
+}
+
+/// What is behind a payload segment id: a stream when its metadata's name hashes back to
+/// the id and the header passes every rule; [`Found::Denied`] when its `_meta` is ours but
+/// its mode denies the open; anything else in `/dev/shm` is not ours. An error only when the
+/// system is out of a resource ([`exhausted`]) reading it: a stream left out for that would
+/// be listed as none, and never purged.
+pub(crate) fn found(id: &str) -> Result<Found> {
+    match validate(id) {
+        Ok(Some(h)) => Ok(Found::Stream(h)),
+        Ok(None) => Ok(Found::Nothing),
+        Err(e @ Error::AccessDenied { .. }) => Ok(Found::Denied(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`found`], with [`Found::Denied`] as its error.
+fn validate(id: &str) -> Result<Option<Header>> {
     if !name::looks_like_segment_id(id) {
         return Ok(None);
     }
-    let meta_id = format!("{id}_meta");
-    let Some(meta) = open_scanned(&meta_id, false)? else {
+    let Some(meta) = open_scanned(id, false)? else {
         return Ok(None);
     };
     let Some(stored) = format::stored_name(&meta.snapshot(format::META_BYTES)) else {
@@ -172,7 +205,7 @@ pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
         // A writer killed between its lock stamps: listed (and so purged) as `open` finds it.
         // One alive between them holds the lock and is done in a moment: waited for.
         Err(FormatError::LockInconsistent) => {
-            let Some(meta) = open_scanned(&meta_id, true)? else {
+            let Some(meta) = open_scanned(id, true)? else {
                 return Ok(None);
             };
             match reopened(&meta.snapshot(format::META_BYTES), &stored) {
@@ -255,7 +288,7 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
 /// empty name): it was one about stream '*'.
 fn scan_in(dir: &std::path::Path) -> Result<Vec<Header>> {
     let ids = listed_ids(dir).map_err(|e| Error::io("", "listing /dev/shm", e))?;
-    validated_all(&ids)
+    Ok(validated_all(&ids)?.streams)
 }
 
 /// The payload segment ids that names in `dir` (`/dev/shm`) stand for; none if `dir` does
@@ -280,24 +313,54 @@ pub(crate) fn listed_ids(dir: &std::path::Path) -> std::io::Result<Vec<String>> 
     Ok(ids.into_iter().collect())
 }
 
-/// The valid streams of payload ids `ids` ([`validated`]), sorted by name.
-pub(crate) fn validated_all(ids: &[String]) -> Result<Vec<Header>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.extend(validated(id)?);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+/// What a scan found under payload ids ([`found`]).
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// The valid streams, sorted by name.
+    pub(crate) streams: Vec<Header>,
+    /// This user's own `_meta` segments whose mode denies the open ([`Found::Denied`]), by
+    /// file name, each with its [`Error::AccessDenied`].
+    pub(crate) denied: Vec<(String, Error)>,
 }
 
-/// Names of every valid stream (ours and pyshmem's), sorted.
+/// What is behind each of payload ids `ids` ([`found`]).
+pub(crate) fn validated_all(ids: &[String]) -> Result<Scan> {
+    let mut scan = Scan::default();
+    for id in ids {
+        match found(id)? {
+            Found::Stream(h) => scan.streams.push(h),
+            Found::Denied(e) => scan.denied.push((format!("{id}_meta"), e)),
+            Found::Nothing => {}
+        }
+    }
+    scan.streams.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(scan)
+}
+
+/// Names of every valid stream (ours and pyshmem's), sorted. A `_meta` of this user's whose
+/// mode denies the open (`chmod 000`) is left out, its name being inside it: `purge` reports
+/// it as a failure (`PurgeItem::Unreadable`), and `shmstream list` notes it on stderr.
 pub fn list_streams() -> Result<Vec<String>> {
     Ok(scan()?.into_iter().map(|h| h.name).collect())
 }
 
-/// Metadata of every valid stream, sorted by name.
+/// Metadata of every valid stream, sorted by name. What [`list_streams`] leaves out, this
+/// leaves out.
 pub fn list_stats() -> Result<Vec<StreamStat>> {
     scan()?.iter().map(StreamStat::from_header).collect()
+}
+
+/// This user's own `_meta` segments in `/dev/shm` whose mode denies the open (`chmod 000`):
+/// the streams [`list_streams`] leaves out, each as its [`Error::AccessDenied`] (named by its
+/// payload id, the stream's name being inside the file), with the path and the remedy.
+pub fn unreadable_streams() -> Result<Vec<Error>> {
+    let ids = listed_ids(std::path::Path::new(sys::SHM_DIR))
+        .map_err(|e| Error::io("", "listing /dev/shm", e))?;
+    Ok(validated_all(&ids)?
+        .denied
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
 }
 
 /// Removes a stream (its segments and lock file). Fails with [`Error::NotFound`] if there is

@@ -70,6 +70,7 @@ mod write;
 
 pub use catalog::{
     Scratch, StreamStat, list_stats, list_streams, scratch, stat, unlink, unlink_quiet,
+    unreadable_streams,
 };
 pub use dtype::{Dtype, Element};
 pub use error::{Error, LossCause, Result};

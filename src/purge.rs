@@ -52,7 +52,8 @@ pub struct PurgeReport {
     /// with `dry_run`, that would be).
     pub lock_files: Vec<PathBuf>,
     /// One per stream or object that could not be removed, or directory that could not be
-    /// listed: what, and why.
+    /// listed: what, and why. A stream whose `_meta` this user may not open
+    /// ([`PurgeItem::Unreadable`]) is one whatever the options and selection say.
     pub failed: Vec<PurgeFailure>,
 }
 
@@ -72,6 +73,11 @@ pub enum PurgeItem {
     /// A directory that could not be listed (`/dev/shm`, or the lock directory): what it
     /// holds was not looked at; the rest of the purge went on.
     Directory(PathBuf),
+    /// The `_meta` segment (its file name in `/dev/shm`) of a stream of this user's whose
+    /// mode denies the open: its name and creator are inside it, so the stream is neither
+    /// selected nor removed, nor are its other parts and lock file. The error is
+    /// [`Error::AccessDenied`] (named by the payload id), with the remedy (`chmod 600`).
+    Unreadable(String),
 }
 
 /// Something a purge could not remove, and why. Shown as the error for a stream (which
@@ -87,7 +93,7 @@ pub struct PurgeFailure {
 
 impl PurgeItem {
     /// What it is, in a word or two: `stream`, `abandoned creation`, `leftover part`,
-    /// `leftover lock file` or `directory`.
+    /// `leftover lock file`, `directory` or `unreadable stream`.
     pub fn kind(&self) -> &'static str {
         match self {
             PurgeItem::Stream(_) => "stream",
@@ -95,6 +101,7 @@ impl PurgeItem {
             PurgeItem::Leftover(_) => "leftover part",
             PurgeItem::LockFile(_) => "leftover lock file",
             PurgeItem::Directory(_) => "directory",
+            PurgeItem::Unreadable(_) => "unreadable stream",
         }
     }
 }
@@ -109,7 +116,9 @@ impl std::fmt::Display for PurgeFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let path = match &self.item {
             PurgeItem::Stream(_) => return write!(f, "{}", self.error),
-            PurgeItem::Abandoned(file) | PurgeItem::Leftover(file) => segment::path(file),
+            PurgeItem::Abandoned(file)
+            | PurgeItem::Leftover(file)
+            | PurgeItem::Unreadable(file) => segment::path(file),
             PurgeItem::LockFile(path) | PurgeItem::Directory(path) => path.clone(),
         };
         let kind = self.item.kind();
@@ -133,6 +142,15 @@ impl std::fmt::Display for PurgeFailure {
                 "{} is refused: {reason}; remove it (as its owner)",
                 path.display()
             ),
+            Error::AccessDenied {
+                path,
+                mode,
+                writable,
+                source,
+                ..
+            } => f.write_str(&crate::error::access_denied(
+                path, *mode, *writable, source, false,
+            )),
             Error::LockDir { path, reason, .. } => write!(
                 f,
                 "lock directory {} is refused: {reason} (set PYSHMEM_LOCK_DIR to a private \
@@ -219,14 +237,21 @@ fn unlisted_shm(dir: &Path, e: io::Error) -> PurgeFailure {
     PurgeFailure::new(PurgeItem::Directory(dir.to_owned()), error)
 }
 
-/// Removes the streams of payload ids `ids` that `select` and `opts` choose.
+/// Removes the streams of payload ids `ids` that `select` and `opts` choose; each whose
+/// `_meta` this user may not open is a failure ([`PurgeItem::Unreadable`]).
 fn purge_streams(
     ids: &[String],
     opts: PurgeOptions,
     select: impl Fn(&str) -> bool,
     report: &mut PurgeReport,
 ) -> Result<()> {
-    for h in validated_all(ids)? {
+    let scan = validated_all(ids)?;
+    for (file, e) in scan.denied {
+        report
+            .failed
+            .push(PurgeFailure::new(PurgeItem::Unreadable(file), e));
+    }
+    for h in scan.streams {
         if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {
             continue;
         }

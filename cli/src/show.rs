@@ -3,7 +3,7 @@
 use shmstream::StreamStat;
 
 use crate::Fallible;
-use crate::term::outln;
+use crate::term::{errln, outln};
 
 /// Seconds since the last write, or `None` if never written.
 pub(crate) fn age_secs(write_time: f64) -> Option<f64> {
@@ -96,9 +96,14 @@ fn name_cell(name: &str) -> String {
     }
 }
 
-/// `shmstream list [--json]`.
+/// `shmstream list [--json]`. A stream of this user's whose `_meta` it may not open is not
+/// listed (its name is inside): a note on stderr names the file and the remedy, stdout
+/// keeps the list.
 pub(crate) fn list(json: bool) -> Fallible {
     let stats = shmstream::list_stats()?;
+    for note in unreadable()? {
+        errln!("shmstream: note: {}", crate::term::printable(&note));
+    }
     if json {
         let json = serde_json::to_string_pretty(&stats)?;
         return outln!("{}", crate::term::printable_json(&json));
@@ -131,6 +136,21 @@ pub(crate) fn list(json: bool) -> Fallible {
         ]);
     }
     print_table(&rows)
+}
+
+/// What `list` says of each stream of this user's whose `_meta` it may not open
+/// ([`shmstream::unreadable_streams`]).
+fn unreadable() -> Fallible<Vec<String>> {
+    let notes = shmstream::unreadable_streams()?.into_iter().map(|e| {
+        // "stream 'ps_…': this user may not open …": the id is no name to give.
+        let text = e.to_string();
+        let why = text
+            .strip_prefix(&format!("stream '{}': ", e.stream_name()))
+            .unwrap_or(&text)
+            .to_owned();
+        format!("a stream is not listed, as its metadata cannot be read: {why}")
+    });
+    Ok(notes.collect())
 }
 
 /// A GPU stream's publisher or consumer when its `_gpu` segment does not say (missing, or

@@ -1326,6 +1326,76 @@ fn purge_names_and_counts_a_leftover_it_cannot_remove_as_one() {
     );
 }
 
+/// Defect: a stream of this user's whose `_meta` its mode made unreadable was silently
+/// absent from `list`, and `purge` passed over it, exiting 0. `list` notes it on stderr
+/// (the file and `chmod 600`), its stdout still the list (valid JSON with `--json`);
+/// `purge` names it as it fails and exits 1. Root ignores modes, so as root (CI) the tool
+/// runs as another uid.
+#[test]
+fn list_notes_and_purge_reports_a_stream_whose_metadata_cannot_be_read() {
+    const OTHER_UID: u32 = 64_123;
+    let _purging = purging();
+    let name = unique_name("cli-unreadable");
+    let meta = Path::new("/dev/shm").join(shmstream::name::meta_id(&name));
+    let payload = Path::new("/dev/shm").join(shmstream::name::segment_id(&name));
+    let _files = [Foreign(meta.clone()), Foreign(payload)];
+    let locks = TempDir::new("unreadable-locks");
+    let root = common::is_root();
+    if root {
+        std::os::unix::fs::chown(&locks.0, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut cmd = StdCommand::new(bin());
+        cmd.args(args).env("PYSHMEM_LOCK_DIR", &locks.0);
+        if root {
+            cmd.uid(OTHER_UID).gid(OTHER_UID);
+        }
+        let out = cmd.output().unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    };
+    let chmod = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let created = run(&["create", &name, "--shape", "4", "--dtype", "uint8"]);
+    assert_eq!(created.0, Some(0), "{created:?}");
+    chmod(0o000);
+    let remedy = format!("`chmod 600 {}`", meta.display());
+    let note = format!(
+        "shmstream: note: a stream is not listed, as its metadata cannot be read: this user \
+         may not open {} for reading",
+        meta.display()
+    );
+    let noted = |stderr: &str| stderr.contains(&note) && stderr.contains(&remedy);
+    let (code, stdout, stderr) = run(&["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(noted(&stderr), "{stderr}");
+    assert!(!stdout.contains("shmstream"), "{stdout}");
+    let (code, stdout, stderr) = run(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(noted(&stderr), "{stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("stdout is the JSON list");
+    let (code, _, stderr) = run(&["purge", "--all", "--prefix", &name]);
+    let failure = format!(
+        "shmstream: error: the unreadable stream {} could not be removed: this user may not \
+         open {} for reading",
+        meta.display(),
+        meta.display()
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&failure)
+            && stderr.contains(&remedy)
+            && stderr.contains("unreadable stream(s) could not be removed"),
+        "{stderr}"
+    );
+    assert!(meta.exists(), "removed");
+    chmod(0o600);
+    let unlinked = run(&["unlink", &name]);
+    assert_eq!(unlinked.0, Some(0), "{unlinked:?}");
+}
+
 #[test]
 fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
     let _purging = purging();
