@@ -191,12 +191,50 @@ pub const HANDOVER_DEADLINE: Duration =
 
 /// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, messages
 /// up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge carries), and
-/// [`HANDOVER_DEADLINE`] to send one.
+/// [`HANDOVER_DEADLINE`] to send one. A listen endpoint already in use is a usage error
+/// naming it and the remedy ([`in_use`]).
 pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
     use zenoh::Wait;
-    zenoh::open(session_config(e)?)
-        .wait()
-        .map_err(zenoh_err("opening the session"))
+    zenoh::open(session_config(e)?).wait().map_err(|z| {
+        let reason = z.to_string();
+        in_use(&e.listen, &reason).unwrap_or_else(|| BridgeError::Zenoh {
+            what: "opening the session".to_owned(),
+            reason,
+        })
+    })
+}
+
+/// Of Zenoh's `reason` a session could not be opened, the usage error where it says that a
+/// `listen` endpoint is in use (another bridge listening there, e.g. a second `publish` on
+/// the default endpoint): the endpoint it names, or all given.
+fn in_use(listen: &[String], reason: &str) -> Option<BridgeError> {
+    let r = reason.to_ascii_lowercase();
+    if listen.is_empty() || !(r.contains("address already in use") || r.contains("addrinuse")) {
+        return None;
+    }
+    let named: Vec<&str> = listen
+        .iter()
+        .map(String::as_str)
+        .filter(|l| reason.contains(*l))
+        .collect();
+    let endpoints = match named.as_slice() {
+        [] => listen.join(" "),
+        named => named.join(" "),
+    };
+    // The endpoint's protocol and address, its port to choose.
+    let first = named.first().copied().unwrap_or(&listen[0]);
+    let other = first
+        .split(['?', '#'])
+        .next()
+        .and_then(|l| l.rsplit_once(':'))
+        .map_or("tcp/127.0.0.1".to_owned(), |(host, _)| host.to_owned());
+    Some(BridgeError::Usage(format!(
+        "--listen {endpoints}: address already in use (another bridge, or another program, \
+         listens there): give all the streams to the bridge already there (one `publish` \
+         carries several: `shmstream-bridge publish cam0 dm0`), or listen elsewhere, \
+         `--listen {other}:PORT` here and that PORT in the `--connect` of the bridges \
+         that connect to it"
+    )))
 }
 
 /// The configuration [`open_session`] opens.

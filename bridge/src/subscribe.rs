@@ -117,11 +117,13 @@ const LOCK_OUT_LASTS: Duration = Duration::from_secs(1);
 const RETRY_CREATE: Duration = Duration::from_secs(10);
 
 /// How long a failed open of the mirror (not for want of one: a corrupt header, another
-/// user's stream, a ring it refuses, another name's stream at its path) is remembered
-/// before the publisher is asked for its frame again to try it ([`Mirror::wants_frame_again`]):
-/// a new try would most likely fail again, and each costs the link a whole frame. Sooner
-/// once the stream is gone ([`gone`]: unlinked, as the refusal of a corrupt one says to). (A
-/// frame that comes meanwhile tries it all the same.)
+/// user's stream, a ring it refuses, another name's stream at its path, a creation left
+/// unfinished) is remembered: a frame that comes meanwhile is refused for the same reason
+/// without opening ([`Mirror::open_refused`]; an open that fails may take 50 ms to 5 s, on
+/// the task that receives every stream of the connection), and the publisher is not asked
+/// for its frame again to try it ([`Mirror::wants_frame_again`]: each reply is a whole
+/// frame). Both try at once when that `_meta` is gone ([`Unopenable::still_there`]:
+/// unlinked, as the refusal of a corrupt one says to, or made anew).
 const RETRY_OPEN: Duration = Duration::from_secs(10);
 
 /// How long a query for a publisher's current frame waits for its reply.
@@ -282,9 +284,9 @@ struct Mirror {
     fatal: Option<BridgeError>,
     /// The local stream that could not be created, why, and when.
     uncreatable: Option<Uncreatable>,
-    /// When the last try to open the local stream failed other than for want of one (see
-    /// [`RETRY_OPEN`]); `None` once one opened it, or the stream was not there.
-    unopenable: Option<Instant>,
+    /// The last try to open the local stream, where it failed other than for want of one
+    /// (see [`RETRY_OPEN`]); `None` once one opened it, or the stream was not there.
+    unopenable: Option<Unopenable>,
     /// The (source, count, frame id, write time bits) of the last frame written: the same
     /// frame put again, or also answering a query, is not written twice.
     last: Option<([u8; 16], u64, u64, u64)>,
@@ -353,8 +355,8 @@ impl Mirror {
             && self.unwritten
             && match &self.local {
                 Some(s) => s.is_unlinked(),
-                None => match self.unopenable {
-                    Some(at) => at.elapsed() >= RETRY_OPEN || gone(&self.name),
+                None => match &self.unopenable {
+                    Some(u) => u.at.elapsed() >= RETRY_OPEN || !u.still_there(&self.name),
                     None => self
                         .uncreatable
                         .as_ref()
@@ -399,6 +401,12 @@ impl Mirror {
             let reason = reason.to_owned();
             return self.refuse(&reason);
         }
+        if self.local.is_none()
+            && let Some(reason) = self.open_refused()
+        {
+            let reason = reason.to_owned();
+            return self.refuse(&reason);
+        }
         // A frame of another source than the last written, sources having interleaved:
         // several publishers on one key. (Not whether this frame came back after another
         // source's: of two publishers, that flips with each one's runs of frames, and so
@@ -409,18 +417,35 @@ impl Mirror {
             // created by this run).
             let (local, found) = match self.local.take() {
                 Some(s) => (s, false),
-                None => match open_or_create(&self.name, &h, self.history) {
-                    Ok((s, created)) => {
+                // Looked at before the open: a `_meta` replaced meanwhile is tried again.
+                None => match (
+                    meta_file(&self.name),
+                    open_or_create(&self.name, &h, self.history),
+                ) {
+                    (_, Ok((s, created))) => {
                         self.unopenable = None;
                         self.local_id = crate::instance_of(&s);
                         (s, !created)
                     }
-                    Err(Opening::Open(e)) => {
-                        // Not there (unlinked as it was opened): asked for again soon.
-                        self.unopenable = (!matches!(e, Error::NotFound { .. })).then(Instant::now);
+                    (meta, Err(Opening::Open(e))) => {
+                        // Not there (unlinked as it was opened): asked for again soon. An
+                        // unfinished creation (its creator holding the name's lock past the
+                        // wait) is remembered: the next open would wait as long.
+                        let missing = matches!(
+                            e,
+                            Error::NotFound {
+                                unfinished: false,
+                                ..
+                            }
+                        );
+                        self.unopenable = (!missing).then(|| Unopenable {
+                            meta,
+                            reason: e.to_string(),
+                            at: Instant::now(),
+                        });
                         return self.refuse(&e);
                     }
-                    Err(Opening::Create(e)) => {
+                    (_, Err(Opening::Create(e))) => {
                         self.unopenable = None;
                         let reason = format!("creating the mirror failed: {e}");
                         self.uncreatable = Some(Uncreatable {
@@ -513,6 +538,13 @@ impl Mirror {
         ((u.no_space || (u.dtype, u.shape.as_slice()) == (h.dtype, h.shape.as_slice()))
             && u.at.elapsed() < RETRY_CREATE)
             .then_some(u.reason.as_str())
+    }
+
+    /// The reason an open of the mirror is not tried (no local stream had): one that failed
+    /// less than [`RETRY_OPEN`] ago, on the `_meta` still there.
+    fn open_refused(&self) -> Option<&str> {
+        let u = self.unopenable.as_ref()?;
+        (u.at.elapsed() < RETRY_OPEN && u.still_there(&self.name)).then_some(u.reason.as_str())
     }
 
     /// Follows the sources of the frames that arrive: says once when several interleave
@@ -952,12 +984,31 @@ struct Uncreatable {
     at: Instant,
 }
 
-/// Whether local stream `name` is not there: its `_meta` is not in `/dev/shm`, where the
-/// library keeps it. One `stat`, no open (an open of a stream that fails may wait for a
-/// creation under its lock).
-fn gone(name: &str) -> bool {
+/// A failed open of the mirror ([`Mirror::open_refused`]).
+struct Unopenable {
+    /// The `_meta` it failed on ([`meta_file`]), looked at before the open.
+    meta: Option<(u64, u64)>,
+    /// The reason frames are refused for it.
+    reason: String,
+    at: Instant,
+}
+
+impl Unopenable {
+    /// Whether the `_meta` it failed on is still at `name` (not unlinked, nor made anew).
+    fn still_there(&self, name: &str) -> bool {
+        self.meta.is_some() && meta_file(name) == self.meta
+    }
+}
+
+/// The device and inode of local stream `name`'s `_meta` in `/dev/shm`, where the library
+/// keeps it; `None` if it is not there. One `stat`, no open (an open of a stream that fails
+/// may wait for a creation under its lock).
+fn meta_file(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::path::Path::new("/dev/shm").join(shmstream::name::meta_id(name));
-    matches!(std::fs::symlink_metadata(meta), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    std::fs::symlink_metadata(meta)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Local stream `name`, opened, or created for frames like `h`; with whether it was
