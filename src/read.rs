@@ -605,6 +605,12 @@ impl Stream {
     /// frame published any time after this handle's previous read is returned.
     /// A wait by the thread that holds the stream's write lock is refused
     /// ([`Error::Unsupported`]): no other writer could publish.
+    ///
+    /// No frame is returned twice per handle and one caller at a time: threads calling this
+    /// at once on one shared handle may each get the same frame (each waits past the count
+    /// the handle last returned when it started). Threads that each want the new frames open
+    /// a handle each (or take a history [`Cursor`](crate::Cursor) each); sharing frames out
+    /// among threads is the caller's to do.
     pub fn read_new<T: Element>(&self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
         Ok(self
             .read_array(self.want_new(), timeout, "wait for a new frame")?

@@ -372,7 +372,20 @@ impl Stream {
         // taken now, not after waiting for that lock.
         crate::create::refuse_taken(name)?;
         let lock = LockFile::attach(&name::lock_path(name), name)?;
-        let _held = NameLock::take(&lock, name)?;
+        let _held = match NameLock::take(&lock, name) {
+            // Held past the wait by a creator at work (a large or GPU build takes seconds),
+            // or by the writer of a stream published meanwhile: the name is taken.
+            Err(e @ Error::Timeout { .. }) => {
+                crate::create::refuse_taken(name)?;
+                return Err(match creation_at_work(name) {
+                    true => Error::AlreadyExists {
+                        name: name.to_owned(),
+                    },
+                    false => e,
+                });
+            }
+            held => held?,
+        };
         let built = crate::create::build(o, size, flags, device_index);
         if built.is_err() && !crate::segment::stream_parts_exist(&name::segment_id(name)) {
             // No segment has this name (the build failed and left none): the lock file
@@ -632,10 +645,11 @@ impl Stream {
     }
 
     /// Reports [`Error::Stale`] once this handle's stream was unlinked (by us or by pyshmem,
-    /// whose unlink leaves the old header looking valid). One `fstat` at most every
-    /// [`GENERATION_CHECK_MS`], timed on the coarse monotonic clock (a few ns per call);
-    /// `now` skips the rate limit (slow paths: an invalid generation, a timed-out wait).
-    /// Sticky: once a handle learns its stream is gone, it stays stale.
+    /// whose unlink leaves the old header looking valid), its `_meta` or its payload. An
+    /// `fstat` of each at most every [`GENERATION_CHECK_MS`], timed on the coarse monotonic
+    /// clock (a few ns per call); `now` skips the rate limit (slow paths: an invalid
+    /// generation, a timed-out wait). Sticky: once a handle learns its stream is gone, it
+    /// stays stale.
     #[inline]
     pub(crate) fn check_generation(&self, now: bool) -> Result<()> {
         let last = self.generation_checked_ms.load(Ordering::Relaxed);
@@ -654,7 +668,12 @@ impl Stream {
         #[cfg(test)]
         GENERATION_CHECKS.with(|c| c.set(c.get() + 1));
         let t = sys::coarse_now_ms();
-        if last == GENERATION_STALE || self.meta.is_unlinked() {
+        // The payload too: an unlinker stopped between the payload and `_meta` (killed, or
+        // its `_meta` unlink failed) leaves `_meta` linked beside a payload nobody can open.
+        if last == GENERATION_STALE
+            || self.meta.is_unlinked()
+            || self.payload.as_ref().is_some_and(Segment::is_unlinked)
+        {
             self.generation_checked_ms
                 .store(GENERATION_STALE, Ordering::Relaxed);
             return Err(Error::Stale {
@@ -785,12 +804,13 @@ fn hinted(id: &str, mut read: impl FnMut() -> Option<Vec<u8>>) -> Option<String>
 
 /// `NotFound` for a name without `_meta`: `unfinished` when its payload is there (a regular
 /// file of ours), which a pyshmem creator makes before its `_meta` and leaves when it is
-/// killed in between. `create` calls the name taken, so "create it first" would mislead.
+/// killed in between, or while a creator of ours is at work ([`creation_at_work`]).
+/// `create` calls the name taken, so "create it first" would mislead.
 fn meta_not_found(name: &str) -> Error {
     let payload = crate::segment::path(&name::segment_id(name));
     let ours = std::fs::symlink_metadata(&payload)
         .is_ok_and(|m| crate::trust::check_metadata(&m, &payload).is_ok());
-    match ours {
+    match ours || creation_at_work(name) {
         true => Error::NotFound {
             name: name.to_owned(),
             known: Vec::new(),
@@ -798,6 +818,27 @@ fn meta_not_found(name: &str) -> Error {
         },
         false => not_found(name),
     }
+}
+
+/// Whether a running process (this one included) is building `name`'s segments under their
+/// private ids (`<id>.creating-<pid>`, regular files of ours): a creation at work, which holds
+/// the name's lock for its whole build (seconds for a large or GPU stream) and publishes
+/// nothing before its end. A dead creator's are abandoned ([`crate::purge`] removes them).
+/// Lists `/dev/shm`: for paths that already failed or waited.
+fn creation_at_work(name: &str) -> bool {
+    let id = name::segment_id(name);
+    let Ok(dir) = std::fs::read_dir(sys::SHM_DIR) else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok()).any(|e| {
+        let path = e.path();
+        e.file_name()
+            .to_str()
+            .and_then(crate::segment::abandoned_creation)
+            .is_some_and(|(of, pid)| of == id && sys::is_self_or_running(pid))
+            && std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| crate::trust::check_metadata(&m, &path).is_ok())
+    })
 }
 
 /// Opens and validates a `_meta` segment, retrying a torn-looking header for a moment.

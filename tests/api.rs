@@ -329,6 +329,55 @@ fn locking_an_unlinked_stream_is_stale_and_leaves_no_lock_file() {
     );
 }
 
+/// A creator at work (its `<id>.creating-<pid>` objects there, the name's lock held for its
+/// whole build: seconds for a large or GPU stream) has the name: `create` waits out the lock
+/// and says `AlreadyExists` (it said `Timeout`, which "open or create" code does not handle),
+/// and `open` says `NotFound` with `unfinished` set. Here the creator is this process: a
+/// plain file of ours at its build id, and the lock held through a descriptor of our own.
+#[test]
+fn a_creation_at_work_holds_the_name_for_create_and_open() {
+    use std::os::fd::AsRawFd;
+    /// Removes the planted build object, also when the test fails.
+    struct Planted(String);
+    impl Drop for Planted {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let name = unique_name("at-work");
+    let _c = Cleanup::new([&name]);
+    // The name's lock file, left behind by a stream whose segments are gone.
+    drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+    for id in [
+        shmstream::name::segment_id(&name),
+        shmstream::name::meta_id(&name),
+    ] {
+        std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+    }
+    let building = Planted(format!(
+        "/dev/shm/{}.creating-{}",
+        shmstream::name::segment_id(&name),
+        std::process::id()
+    ));
+    std::fs::write(&building.0, [0u8; 4]).unwrap();
+    let lock = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let made = Stream::create(&name, &[4], Dtype::U8).map(drop);
+    assert!(
+        matches!(&made, Err(Error::AlreadyExists { name: n }) if *n == name),
+        "{made:?}"
+    );
+    let opened = Stream::open(&name).map(drop);
+    assert!(
+        matches!(&opened, Err(Error::NotFound { unfinished: true, known, .. }) if known.is_empty()),
+        "{opened:?}"
+    );
+    drop(lock);
+    drop(building);
+}
+
 #[test]
 fn invalid_names_and_shapes_are_refused() {
     for bad in ["", "   ", "nul\0byte"] {

@@ -1415,6 +1415,53 @@ fn unlink_while_another_process_is_attached_makes_its_handle_stale() {
     }
 }
 
+/// An unlink stopped between its two removals (the payload first, then `_meta`, as pyshmem's
+/// too: an unlinker killed there, or a `_meta` unlink that failed) leaves `_meta` linked
+/// beside a payload nobody can open. Every handle is stale: a reader parked in another
+/// process wakes with `Stale`, the producer's writes stop at its next rate-limited check
+/// (they went on into the orphaned payload, unseen) and a reader here says `Stale`.
+#[test]
+fn a_payload_unlinked_without_its_meta_makes_every_handle_stale() {
+    let _serial = serial();
+    for notify in [true, false] {
+        let name = unique_name("payload-gone");
+        let _c = Cleanup::new([&name]);
+        let owner = StreamOptions::new(&name)
+            .shape(&[N])
+            .dtype(Dtype::U32)
+            .notify(notify)
+            .create()
+            .unwrap();
+        owner.write_slice(&frame(31)).unwrap();
+        let reader = Stream::open(&name).unwrap();
+        let mut waiting = child("child_entry", "waiting_reader")
+            .param("name", &name)
+            .spawn();
+        waiting.expect_line("waiting", LONG);
+        wait_parked(waiting.pid(), None, &name, notify);
+        let payload = format!("/dev/shm/{}", shmstream::name::segment_id(&name));
+        std::fs::remove_file(payload).unwrap();
+        // Its wait looks at the files every 20 ms: long before its 20 s timeout.
+        let woke = waiting.expect_line("woke", LONG);
+        assert_eq!(woke.split_once(' ').unwrap().0, "Stale", "notify={notify}");
+        waiting.wait_success(LONG);
+        // Writes until the rate-limited check (20 ms) runs: no sleep, a bounded loop.
+        let deadline = Instant::now() + LONG;
+        let stopped = loop {
+            match owner.write_slice(&frame(32)) {
+                Ok(()) if Instant::now() < deadline => std::thread::yield_now(),
+                end => break end,
+            }
+        };
+        assert!(matches!(stopped, Err(Error::Stale { .. })), "{stopped:?}");
+        assert!(reader.is_unlinked(), "notify={notify}");
+        let r = reader.read::<u32>();
+        assert!(matches!(r, Err(Error::Stale { .. })), "{r:?}");
+        let w = reader.write_slice(&frame(33));
+        assert!(matches!(w, Err(Error::Stale { .. })), "{w:?}");
+    }
+}
+
 #[test]
 fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
     let _serial = serial();
