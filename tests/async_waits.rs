@@ -766,6 +766,15 @@ fn an_async_wait_polled_again_outside_the_runtime_is_refused_not_a_panic() {
     let mut cx = Context::from_waker(&waker);
     let mut wait = Box::pin(s.read_new_async::<u8>(None));
     assert!(wait.as_mut().poll(&mut cx).is_pending());
+    // The handle, the future's clone and the running background wait's.
+    let count_is = |n: usize, what: &str| {
+        let t0 = std::time::Instant::now();
+        while Arc::strong_count(&s) != n {
+            assert!(t0.elapsed() < common::LONG, "{what}");
+            std::thread::yield_now();
+        }
+    };
+    count_is(3, "the background wait never started");
     s.write_slice(&[1u8, 1]).unwrap();
     assert_eq!(
         s.read_new::<u8>(Some(common::LONG))
@@ -774,10 +783,12 @@ fn an_async_wait_polled_again_outside_the_runtime_is_refused_not_a_panic() {
             .unwrap(),
         &[1, 1]
     );
-    // Untimed: only the end of the background wait (it saw the frame) wakes the task.
+    // The background wait saw the frame and ended (a poll while it was queued, the timer's,
+    // may have woken the task before: the end is what the next poll must follow).
+    count_is(2, "the background wait never ended");
     woken
         .recv_timeout(common::LONG)
-        .expect("the background wait never ended");
+        .expect("the background wait never woke the task");
     drop(in_runtime);
     let got = wait.as_mut().poll(&mut cx);
     let Poll::Ready(Err(Error::Unsupported { name: n, what })) = &got else {
