@@ -409,7 +409,7 @@ mod tests {
                 let _ = tx.send((up, rest));
             });
             let text = format!(
-                "name = \"t\"\n[defaults]\ntimeout_s = {timeout_s}\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n"
+                "name = \"t\"\n[defaults]\ntimeout_s = {timeout_s}\nmin_seconds = 0.1\nrepeats = 1\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n"
             );
             let job = Scenario::parse(&text).unwrap().jobs(false, None).remove(0);
             let ready = PeerSetup::Ready {

@@ -1,6 +1,8 @@
-//! The runner: for each job, the floor, then the library ("ours"), then the pyshmem
-//! peer, each in its own pinned processes; failures are captured per side so that one
-//! broken case never stops the run or hangs it.
+//! The runner: for each job, the library ("ours") and its floor, then the pyshmem peer,
+//! in pinned processes. The CPU cases time their floor in alternation with ours, inside
+//! ours' processes ([`cases::floor_timer`]); the GPU floors run in processes of their own
+//! before ours, and the ao-loop and bridge cases run their own sequence. Failures are
+//! captured per side so that one broken case never stops the run or hangs it.
 
 use std::path::PathBuf;
 use std::time::Duration;

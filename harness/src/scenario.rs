@@ -57,6 +57,28 @@ fn check_timeout(table: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a job that times its floor in alternation with ours
+/// ([`crate::cases::floor_timer`]) whose timing cannot end within `timeout_s`: each
+/// repeat lasts 2 × `min_seconds` (one per side), so its processes would be killed with
+/// nothing measured.
+fn check_alternated_timeout(j: &Job) -> Result<()> {
+    let t = &j.timing;
+    let need = t.warmup + 2.0 * t.min_seconds * f64::from(t.repeats);
+    if crate::cases::floor_timer(j).is_some() && need >= j.timeout_s {
+        bail!(
+            "warmup + 2 × min_seconds × repeats = {} + 2 × {} × {} = {need} s, not under \
+             timeout_s = {} (ours and its floor alternate, each repeat lasting 2 × \
+             min_seconds): its processes would be killed with nothing measured; lower \
+             min_seconds or repeats, or raise timeout_s",
+            t.warmup,
+            t.min_seconds,
+            t.repeats,
+            j.timeout_s
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a core id no CPU set can name ([`crate::spawn::MAX_CORES`]): pinning there would
 /// fail in every process, and no machine has that core, so it is a typo.
 fn check_core(table: &str, key: &str, cpu: usize) -> Result<()> {
@@ -629,7 +651,8 @@ impl Scenario {
                     // out, and the other cases run.)
                     use crate::cases::ao::placement::Placement;
                     self.case_jobs(c, false).iter().try_for_each(|j| {
-                        Placement::check_timeout(j)
+                        check_alternated_timeout(j)
+                            .and_then(|()| Placement::check_timeout(j))
                             .and_then(|()| Placement::check_memory(j))
                             .and_then(|()| Placement::check_threads(j))
                             .and_then(|()| Placement::check_spin(j))
@@ -984,6 +1007,13 @@ impl CaseSpec {
                  core alone; leave threads out for one per core)"
             );
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(t) = self.threads.filter(|t| *t > cores) {
+            bail!(
+                "threads = {t}: this machine has {cores} core(s); the MVM kernel's workers are \
+                 pinned one per core (leave threads out for one per core)"
+            );
+        }
         match (self.kind, self.op) {
             (Kind::Op, None) => {
                 bail!(
@@ -1257,7 +1287,11 @@ pipeline = "device-resident"
                 "{bad}: {err}"
             );
         }
-        let s = with("timeout_s = 86400", "timeout_s = 0.5").unwrap();
+        let s = with(
+            "timeout_s = 86400",
+            "timeout_s = 0.5\nmin_seconds = 0.1\nrepeats = 1",
+        )
+        .unwrap();
         assert_eq!(s.jobs(false, None)[0].timeout_s, 0.5);
         // The other durations become instants ahead of now as well.
         for (defaults, case) in [
@@ -1589,6 +1623,52 @@ pipeline = "device-resident"
         }
         for good in ["a.b_c-1", "A9"] {
             parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    /// Ours and its floor alternate, each repeat lasting 2 × min_seconds: a timing that
+    /// cannot end within timeout_s is refused, naming the three keys.
+    #[test]
+    fn an_alternated_timing_longer_than_the_timeout_is_refused() {
+        let with = |kind: &str, case: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\nwarmup = 0.5\n[[case]]\nkind=\"{kind}\"\n\
+                 sizes=[[2, 2]]\n{case}\n"
+            ))
+        };
+        for kind in ["roundtrip", "pingpong", "mvm"] {
+            let err = with(kind, "min_seconds = 30\nrepeats = 3")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("warmup + 2 × min_seconds × repeats = 0.5 + 2 × 30 × 3 = 180.5 s")
+                    && err.contains("timeout_s = 120"),
+                "{kind}: {err}"
+            );
+            assert!(with(kind, "min_seconds = 30\nrepeats = 3\ntimeout_s = 181").is_ok());
+            assert!(with(kind, "min_seconds = 19\nrepeats = 3").is_ok());
+        }
+        let op = with("op", "op = \"write\"\nmin_seconds = 60\nrepeats = 1");
+        assert!(op.unwrap_err().to_string().contains("= 120.5 s"));
+    }
+
+    /// The MVM kernel pins a worker per core: more threads than cores is refused (a
+    /// huge count overflowed the kernel's chunk size and started 65 535 pinned threads).
+    #[test]
+    fn more_mvm_threads_than_cores_are_refused() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let with = |t: usize| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"mvm\"\nsizes=[[2, 2]]\nthreads = {t}\n"
+            ))
+        };
+        assert_eq!(with(cores).unwrap().jobs(false, None)[0].threads, cores);
+        for t in [cores + 1, 100_000, usize::MAX / 2] {
+            let err = with(t).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("threads = {t}: this machine has {cores} core(s)")),
+                "{err}"
+            );
         }
     }
 

@@ -18,11 +18,11 @@
 //! threads and pinning) alternates with the pipeline in [`MVM_SLICE`] slices
 //! ([`crate::measure::alternate`]): the driver times a slice of round trips, then tells
 //! the compute process (through the control stream) to time a slice of bare kernel calls
-//! while the driver sleeps. A product of an L3-sized matrix changes speed by up to 2×
-//! between consecutive seconds on a shared host, so a floor run in its own process
-//! before and after ours (as the other CPU floors) could read slower than the pipeline
-//! it bounds. The compute process writes the floor's result beside its own
-//! ([`crate::cases::floor_prefix`]).
+//! while the driver sleeps, or yields where it yields in the pipeline ([`FloorWait`]). A
+//! product of an L3-sized matrix changes speed by up to 2× between consecutive seconds on
+//! a shared host, so a floor run in its own process before and after ours (as the other
+//! CPU floors) could read slower than the pipeline it bounds. The compute process writes
+//! the floor's result beside its own ([`crate::cases::floor_prefix`]).
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -114,6 +114,7 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         scratch: vec![0.0f32; rows],
         to,
         last_slice: MVM_SLICE,
+        wait: floor_wait(job),
     };
     alternate(&job.timing, &mut ours, &mut floor)?;
     let (mut m, h) = ours.finish();
@@ -139,11 +140,30 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
     Ok((m, h))
 }
 
+/// How the driver waits out a floor slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FloorWait {
+    /// Sleeps until just before the previous slice's answer came, then parks for the
+    /// answer: its core is the kernel's alone, as in a bare run.
+    SleepThenPark,
+    /// Yields throughout, as in the pipeline: a kernel worker shares the driver's core,
+    /// and on a core left idle that worker would fall asleep between products and need
+    /// a wake-up, so the floor would time the kernel on a core in another state.
+    Yield,
+}
+
+/// The driver's wait in a floor slice: the pipeline's own when that yields
+/// ([`mvm_driver_wait`]), else a sleep then a park.
+fn floor_wait(job: &Job) -> FloorWait {
+    match mvm_driver_wait(job) {
+        WaitStrategy::Yield => FloorWait::Yield,
+        _ => FloorWait::SleepThenPark,
+    }
+}
+
 /// The floor's side of the alternation, seen from the driver: each slice is a command
-/// to the compute process, which times it; the driver sleeps through it, so that its
-/// core is the kernel's alone as in a bare run, then waits for the answer. It sleeps
-/// until just before the previous slice's answer came, so that its wait (yields, then
-/// short sleeps) overlaps as little of the floor's last call as it can.
+/// to the compute process, which times it and answers with a y publication; the driver
+/// waits for the answer as [`FloorWait`] says.
 struct RemoteFloor<'a> {
     ctl: &'a Stream,
     xg: &'a WriteGuard<'a>,
@@ -154,21 +174,25 @@ struct RemoteFloor<'a> {
     to: Option<Duration>,
     /// How long the last recorded slice took from command to answer.
     last_slice: Duration,
+    wait: FloorWait,
 }
 
 /// How much earlier than the last slice's answer the driver wakes for the next one.
 const WAKE_EARLY: Duration = Duration::from_micros(200);
 
 impl RemoteFloor<'_> {
-    /// Sends `cmd`, sleeps `sleep`, then waits for the answer; returns the time taken.
+    /// Sends `cmd`, waits for the answer as `self.wait` says (sleeping `sleep` first
+    /// when it sleeps); returns the time taken.
     fn ask(&mut self, cmd: u64, sleep: Duration) -> Result<Duration> {
         let start = std::time::Instant::now();
         self.ctl.write_slice(&[cmd])?;
         self.xg.write_slice(self.x)?;
-        std::thread::sleep(sleep);
-        // Parked for the answer; the pipeline's wait comes back after it.
         let pipeline_wait = self.y.wait_strategy();
-        self.y.set_wait_strategy(WaitStrategy::Park);
+        if self.wait == FloorWait::SleepThenPark {
+            std::thread::sleep(sleep);
+            // Parked for the answer; the pipeline's wait comes back after it.
+            self.y.set_wait_strategy(WaitStrategy::Park);
+        }
         let got = self
             .y
             .read_after_into_slice(self.seen.get(), &mut self.scratch, self.to)
@@ -284,4 +308,37 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
         true,
         Some(&floor),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(size: &str, wait: &str, threads: usize) -> Job {
+        let mut j = crate::scenario::Scenario::parse(&format!(
+            "name=\"x\"\n[defaults]\nwriter_cpu=0\nreader_cpu=1\n[[case]]\nkind=\"mvm\"\n\
+             sizes=[{size}]\n{wait}"
+        ))
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        j.threads = threads;
+        j
+    }
+
+    /// Where the kernel's second worker shares the driver's core and the driver yields
+    /// beside it in the pipeline, it yields beside it through the floor's slices too;
+    /// elsewhere it sleeps, then parks.
+    #[test]
+    fn the_floor_slices_driver_yields_where_the_pipelines_does() {
+        let parallel = job("[1000, 1000]", "", 2);
+        assert!(kernel_is_parallel(&parallel));
+        assert_eq!(kernel_cpus(&parallel)[1], parallel.writer_cpu);
+        assert_eq!(mvm_driver_wait(&parallel), WaitStrategy::Yield);
+        assert_eq!(floor_wait(&parallel), FloorWait::Yield);
+        let serial = job("[100, 100]", "", 2);
+        assert_eq!(floor_wait(&serial), FloorWait::SleepThenPark);
+        let parked = job("[1000, 1000]", "wait=\"park\"", 2);
+        assert_eq!(floor_wait(&parked), FloorWait::SleepThenPark);
+    }
 }
