@@ -162,7 +162,7 @@ pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<St
     } else if s.missed_at_source as f64 > MAX_LATE_AT_SOURCE * s.frames as f64 {
         Some(format!(
             "the camera could not hold {} Hz on this host: {} of its {} frames came a period \
-             or more late (over {}%: its core was paused or taken by other work), so this run \
+             or more late and were skipped (over {}%: its core was paused or taken by other work), so this run \
              does not judge the loop; rerun on a quieter host or with the camera on an \
              isolated core",
             crate::report::fmt_rate_plain(rate_hz),
@@ -552,7 +552,7 @@ mod tests {
         assert!(
             v.starts_with(
                 "fail: the camera could not hold 2000 Hz on this host: 900 of its 1000 frames \
-                 came a period or more late (over 5%"
+                 came a period or more late and were skipped (over 5%"
             ),
             "{v}"
         );
