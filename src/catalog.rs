@@ -138,14 +138,15 @@ pub(crate) fn exhausted(e: &Error) -> bool {
 /// ours to read (gone since the listing, another user's, not a regular file, empty). An
 /// error when the system is out of a resource, when it may be a stream's all the same, and
 /// [`Error::AccessDenied`] (named by `id`) when it is this user's own file whose mode denies
-/// the open: a stream whose name is inside it ([`Found::Denied`]).
+/// the read-only open: a stream whose name is inside it ([`Found::Denied`]). A `writable`
+/// open denied (a `_meta` of mode 0400, its name read) is `None`.
 fn open_scanned(id: &str, writable: bool) -> Result<Option<Segment>> {
     let meta_id = format!("{id}_meta");
     let op = "opening a metadata segment found in /dev/shm";
     match Segment::open_prefix(&meta_id, writable, format::META_BYTES) {
         Ok(meta) => Ok(Some(meta)),
         Err(e) if out_of_resources(&e) => Err(Error::io(&meta_id, op, e)),
-        Err(e) if trust::denied(&e).is_some() => Err(Error::io(id, op, e)),
+        Err(e) if !writable && trust::denied(&e).is_some() => Err(Error::io(id, op, e)),
         Err(_) => Ok(None),
     }
 }

@@ -378,10 +378,11 @@ fn known_hint(known: &[String]) -> String {
 }
 
 /// Why this user may not open its own file `path` (mode `mode`, `writable` or not; the open
-/// failed with `e`) and the remedy: the mode restored, unless the mode allows it (or this
-/// is root, whom modes do not stop), then the immutable attribute cleared; or, where
-/// `read_only_helps` (a payload or ring, which a read-only handle maps read-only) and reading
-/// is allowed, a read-only open.
+/// failed with `e`) and the remedy: for `EPERM`, the immutable attribute cleared first (by
+/// root); the mode restored where it denies the open (root ignores modes); for `EACCES` the
+/// mode allows, an ACL or a security policy named as the cause; or, where `read_only_helps`
+/// (a payload or ring, which a read-only handle maps read-only) and reading is allowed, a
+/// read-only open.
 pub(crate) fn access_denied(
     path: &std::path::Path,
     mode: u32,
@@ -404,22 +405,26 @@ fn access_denied_as(
 ) -> String {
     let p = crate::name::shell_word(&path.to_string_lossy());
     let want = if writable { 0o600 } else { 0o400 };
-    let immutable = format!("clear its immutable attribute (`chattr -i {p}`)");
-    let fix = if !root && mode & want != want {
-        let also = match e.raw_os_error() {
-            Some(libc::EPERM) => format!(" and {immutable}"),
-            _ => String::new(),
-        };
-        format!(
-            "restore this user's read and write access to it (mode 0600: `chmod 600 {p}`){also}"
-        )
+    // An immutable file gives EPERM (never EACCES), and only root may clear the attribute;
+    // chmod fails on it, so that comes first.
+    let immutable = format!("clear its immutable attribute (as root: `chattr -i {p}`)");
+    let chmod =
+        format!("restore this user's read and write access to it (mode 0600: `chmod 600 {p}`)");
+    let why = if root {
+        "root ignores modes"
     } else {
-        let why = if root {
-            "root ignores modes"
-        } else {
-            "its mode allows it"
-        };
-        format!("{why}, so {immutable}, or ask an administrator what security policy denies it")
+        "its mode allows it"
+    };
+    let eperm = e.raw_os_error() == Some(libc::EPERM);
+    let fix = match (eperm, !root && mode & want != want) {
+        (true, true) => format!("{immutable} first, then {chmod}"),
+        (false, true) => chmod,
+        (true, false) => {
+            format!("{why}, so {immutable}, or ask an administrator what security policy denies it")
+        }
+        (false, false) => format!(
+            "{why}, so an ACL or a security policy denies it: see `getfacl {p}`, or ask an administrator"
+        ),
     };
     let read_only = read_only_helps && writable && (root || mode & 0o400 != 0);
     format!(
@@ -728,7 +733,9 @@ mod tests {
 
     /// This user's own file whose mode denies the open is `AccessDenied` naming the stream,
     /// the file, its mode and the remedy (`chmod 600`; a read-only open where only writing
-    /// is denied a payload); as root, whom modes do not stop, the immutable attribute.
+    /// is denied a payload). The immutable attribute only for `EPERM` (what it gives), first
+    /// (chmod fails on it) and as root; for `EACCES` where the mode allows the open (or as
+    /// root, whom modes do not stop), an ACL or a security policy.
     #[test]
     fn access_denied_to_our_own_file_names_the_file_its_mode_and_the_remedy() {
         let name = "cam0";
@@ -776,13 +783,37 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("read-only"), "{text}");
-        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
-        let text = access_denied_as(true, &payload, 0o400, true, &eperm, true);
+        let eperm = || std::io::Error::from_raw_os_error(libc::EPERM);
+        let text = access_denied_as(true, &payload, 0o400, true, &eperm(), true);
         assert!(
-            text.contains("root ignores modes, so clear its immutable attribute (`chattr -i ")
-                && text.ends_with("or open the stream read-only"),
+            text.contains(
+                "root ignores modes, so clear its immutable attribute (as root: `chattr -i "
+            ) && text.ends_with("or open the stream read-only"),
             "{text}"
         );
+        let p = payload.display();
+        let text = access_denied_as(false, &payload, 0o400, true, &eperm(), true);
+        assert!(
+            text.contains(&format!(
+                ": clear its immutable attribute (as root: `chattr -i {p}`) first, then restore \
+                 this user's read and write access to it (mode 0600: `chmod 600 {p}`)"
+            )),
+            "{text}"
+        );
+        // EACCES is never the immutable attribute: where the mode allows the open, an ACL or
+        // a security policy denies it.
+        for (root, why) in [(false, "its mode allows it"), (true, "root ignores modes")] {
+            let text = access_denied_as(root, &payload, 0o600, true, &eacces(), true);
+            assert!(
+                text.contains(&format!(
+                    "): {why}, so an ACL or a security policy denies it: see `getfacl {p}`, \
+                     or ask an administrator"
+                )) && !text.contains("chattr"),
+                "{text}"
+            );
+        }
+        let text = access_denied_as(false, &payload, 0o000, true, &eacces(), true);
+        assert!(!text.contains("chattr"), "{text}");
     }
 
     #[test]

@@ -261,6 +261,10 @@ impl Ring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound || head.is_unlinked() => {
                 return Ok(None);
             }
+            // The process or system out of descriptors or memory: nothing wrong with the ring.
+            Err(e) if crate::error::out_of_resources(&e) => {
+                return Err(Error::io(stream, "opening the history segment", e));
+            }
             // This generation's ring, which this handle cannot map: without it, its writes
             // would append nothing and its cursors blame the frames on a writer that does not
             // append (pyshmem).

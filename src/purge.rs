@@ -71,7 +71,8 @@ pub enum PurgeItem {
     /// A lock file of no stream.
     LockFile(PathBuf),
     /// A directory that could not be listed (`/dev/shm`, or the lock directory): what it
-    /// holds was not looked at; the rest of the purge went on.
+    /// holds was not looked at. The rest of the purge went on, but for the lock files when
+    /// it was `/dev/shm`: whether a stream owns one could not be checked.
     Directory(PathBuf),
     /// The `_meta` segment (its file name in `/dev/shm`) of a stream of this user's whose
     /// mode denies the open: its name and creator are inside it, so the stream is neither
@@ -204,13 +205,16 @@ pub fn purge_with(opts: PurgeOptions) -> Result<PurgeReport> {
 
 /// [`purge_with`] restricted to streams whose name `select` accepts. Abandoned creations,
 /// parts and lock files of no stream (whose names are unknown) are removed whatever `select`
-/// says: no stream owns them.
+/// says: no stream owns them. A `_meta` this user may not open is a failure whatever
+/// `select` and `opts` say ([`PurgeItem::Unreadable`]): its name is unknown, so it may match.
 pub fn purge_matching(opts: PurgeOptions, select: impl Fn(&str) -> bool) -> Result<PurgeReport> {
     purge_in(Path::new(sys::SHM_DIR), &name::lock_dir(), opts, select)
 }
 
 /// [`purge_matching`] listing `shm` (`/dev/shm`) and the lock directory `locks`. One that
-/// cannot be listed is a failure of [`PurgeItem::Directory`], and the purge goes on.
+/// cannot be listed is a failure of [`PurgeItem::Directory`]; an unlisted `shm` stops the
+/// purge there, as which lock files its streams own cannot be checked (an unsearchable
+/// `/dev/shm` would make every one look orphaned).
 fn purge_in(
     shm: &Path,
     locks: &Path,
@@ -223,8 +227,12 @@ fn purge_in(
             purge_streams(&ids, opts, select, &mut report)?;
             sweep_shm(shm, opts.dry_run, &mut report);
         }
-        // Its objects (streams, abandoned creations, parts) were not looked at.
-        Err(e) => report.failed.push(unlisted_shm(shm, e)),
+        // Its objects (streams, abandoned creations, parts) were not looked at, nor are the
+        // lock files, whose streams cannot be checked.
+        Err(e) => {
+            report.failed.push(unlisted_shm(shm, e));
+            return Ok(report);
+        }
     }
     sweep_orphan_locks(locks, opts.dry_run, &mut report);
     Ok(report)
@@ -450,11 +458,13 @@ fn gpu_record_of_another_generation(id: &str) -> Result<bool> {
     }))
 }
 
-/// Whether any segment of payload id `id` exists (a stream, or a part of one).
+/// Whether any segment of payload id `id` may exist (a stream, or a part of one): one that
+/// cannot be looked up (an unsearchable `/dev/shm`) counts, so its lock file is kept.
 fn has_segments(id: &str) -> bool {
-    ["", "_meta", "_hist", "_gpu"]
-        .iter()
-        .any(|suffix| segment::exists(&format!("{id}{suffix}")))
+    ["", "_meta", "_hist", "_gpu"].iter().any(|suffix| {
+        let path = segment::path(&format!("{id}{suffix}"));
+        !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+    })
 }
 
 /// Removes something of payload id `id` that `unowned` says belongs to no stream, under the
@@ -553,10 +563,12 @@ mod tests {
         dry_run: true,
     };
 
-    /// A `/dev/shm` that cannot be listed (here a file) is one failure of a directory, and
-    /// the purge goes on to the lock directory: the listing's error was the whole purge's.
+    /// A `/dev/shm` that cannot be listed (here a file) is one failure of a directory (the
+    /// listing's error was the whole purge's), and the lock sweep is skipped: which lock
+    /// files no stream owns cannot be checked (an unsearchable `/dev/shm` made every one look
+    /// orphaned, and purge removed them all).
     #[test]
-    fn an_unlistable_shm_is_one_directory_failure_and_the_lock_sweep_goes_on() {
+    fn an_unlistable_shm_is_one_directory_failure_and_the_lock_sweep_is_skipped() {
         let scratch = Scratch::new("purge-unlisted-shm");
         let shm = scratch.0.join("shm");
         std::fs::write(&shm, b"").unwrap();
@@ -570,7 +582,8 @@ mod tests {
         let report = purge_in(&shm, &locks, DRY_RUN, |_| true).unwrap();
         let failed: Vec<_> = report.failed.iter().map(|f| &f.item).collect();
         assert_eq!(failed, [&PurgeItem::Directory(shm.clone())], "{report:?}");
-        assert_eq!(report.lock_files, [orphan], "the lock sweep did not run");
+        assert_eq!(report.lock_files, [] as [PathBuf; 0], "the lock sweep ran");
+        assert!(orphan.exists());
         let shown = report.failed[0].to_string();
         assert!(
             shown.starts_with(&format!(
@@ -588,24 +601,30 @@ mod tests {
         let scratch = Scratch::new("purge-unlisted-name");
         let file = scratch.0.join("file");
         std::fs::write(&file, b"").unwrap();
-        let report = purge_in(&file, &file, DRY_RUN, |_| true).unwrap();
-        assert_eq!(report.failed.len(), 2, "{report:?}");
+        let empty = scratch.0.join("empty");
+        std::fs::create_dir(&empty).unwrap();
         let quoted = format!("'{}'", file.display());
-        for f in &report.failed {
+        // An unlisted `/dev/shm`, then an unlisted lock directory.
+        let [shm, locks] = [(&file, &empty), (&empty, &file)].map(|(shm, locks)| {
+            let report = purge_in(shm, locks, DRY_RUN, |_| true).unwrap();
+            assert_eq!(report.failed.len(), 1, "{report:?}");
+            let f = &report.failed[0];
             assert_eq!(f.item, PurgeItem::Directory(file.clone()));
             assert_eq!(f.error.stream_name(), "", "{}", f.error);
             assert!(!f.error.to_string().contains(&quoted), "{}", f.error);
-        }
-        assert!(matches!(
-            report.failed[1].error,
-            Error::LockDir {
-                reason: "it is not a directory",
-                ..
-            }
-        ));
-        let e = names_or_first_failure(report).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }), "{e:?}");
-        assert!(!e.to_string().contains(&quoted), "{e}");
+            names_or_first_failure(report).unwrap_err()
+        });
+        assert!(matches!(shm, Error::Io { .. }), "{shm:?}");
+        assert!(
+            matches!(
+                locks,
+                Error::LockDir {
+                    reason: "it is not a directory",
+                    ..
+                }
+            ),
+            "{locks:?}"
+        );
     }
 
     /// A lock directory purge cannot list is refused as taking a lock there refuses it (one

@@ -22,11 +22,27 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Streams `<prefix>-open` and `<prefix>-shut` (its `_meta` made mode 0000), then a list and
-/// a purge of the prefix: what they did, one line each.
+/// The streams [`check`] makes under a prefix.
+const TAGS: [&str; 3] = ["open", "shut", "stamps"];
+
+/// Gives a file mode 0600 back on drop, a panicking check's too, before any `Cleanup` of the
+/// caller's: a `_meta` left at 0000 cannot be unlinked, and fails every later purge of its
+/// user.
+struct Readable(PathBuf);
+
+impl Drop for Readable {
+    fn drop(&mut self) {
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// Streams `<prefix>-open`, `<prefix>-shut` (its `_meta` made mode 0000) and
+/// `<prefix>-stamps` (its lock stamps inconsistent, as a writer killed between them leaves
+/// them, and its `_meta` made mode 0400), then a list and a purge of the prefix: what they
+/// did, one line each.
 fn check(prefix: &str) -> Vec<String> {
-    let [open, shut] = ["open", "shut"].map(|t| format!("{prefix}-{t}"));
-    for n in [&open, &shut] {
+    let [open, shut, stamps] = TAGS.map(|t| format!("{prefix}-{t}"));
+    for n in [&open, &shut, &stamps] {
         drop(
             StreamOptions::new(n)
                 .shape(&[4])
@@ -37,13 +53,26 @@ fn check(prefix: &str) -> Vec<String> {
     }
     let meta_file = name::meta_id(&shut);
     let meta = shm(&meta_file);
+    let stamps_file = name::meta_id(&stamps);
+    let stamps_meta = shm(&stamps_file);
+    let _readable = [Readable(meta.clone()), Readable(stamps_meta.clone())];
+    {
+        use std::os::unix::fs::FileExt;
+        let depth = shmstream::format::offset::LOCK_DEPTH as u64;
+        let file = std::fs::OpenOptions::new().write(true).open(&stamps_meta);
+        file.unwrap()
+            .write_all_at(&1u32.to_le_bytes(), depth)
+            .unwrap();
+    }
+    chmod(&stamps_meta, 0o400);
     chmod(&meta, 0o000);
     let mut said = Vec::new();
     let listed = shmstream::list_streams().unwrap();
     said.push(format!(
-        "listed open {}, shut {}",
+        "listed open {}, shut {}, stamps {}",
         listed.contains(&open),
-        listed.contains(&shut)
+        listed.contains(&shut),
+        listed.contains(&stamps)
     ));
     let report = shmstream::purge_matching(
         PurgeOptions {
@@ -54,6 +83,13 @@ fn check(prefix: &str) -> Vec<String> {
     )
     .unwrap();
     said.push(format!("removed {}", report.names().join(",")));
+    // Its name was read: the writable reopen to clear its stamps, denied, is no unreadable
+    // stream (it was reported as one).
+    let stamps_item = PurgeItem::Unreadable(stamps_file);
+    said.push(format!(
+        "stamps reported {}",
+        report.failed.iter().any(|f| f.item == stamps_item)
+    ));
     // This test's failures (another unreadable file of this user's is none of its business).
     for f in &report.failed {
         let ours = match &f.item {
@@ -80,7 +116,9 @@ fn check(prefix: &str) -> Vec<String> {
     }
     said.push(format!("kept {}", meta.exists()));
     chmod(&meta, 0o600);
-    said.push(format!("unlinked {}", shmstream::unlink(&shut).is_ok()));
+    chmod(&stamps_meta, 0o600);
+    let unlinked = [&shut, &stamps].map(|n| shmstream::unlink(n).is_ok());
+    said.push(format!("unlinked {unlinked:?}"));
     said
 }
 
@@ -109,8 +147,7 @@ fn purge_reports_a_stream_whose_meta_it_may_not_open() {
             }
         }
         let _remove = Remove(
-            ["open", "shut"]
-                .iter()
+            TAGS.iter()
                 .flat_map(|t| {
                     let n = format!("{prefix}-{t}");
                     [shm(&name::meta_id(&n)), shm(&name::segment_id(&n))]
@@ -126,15 +163,16 @@ fn purge_reports_a_stream_whose_meta_it_may_not_open() {
         .run_as_user(OTHER_UID)
         .run(LONG)
     } else {
-        let _c = Cleanup::new(["open", "shut"].map(|t| format!("{prefix}-{t}")));
+        let _c = Cleanup::new(TAGS.map(|t| format!("{prefix}-{t}")));
         check(&prefix)
     };
     let expected = [
-        "listed open true, shut false".to_owned(),
+        "listed open true, shut false, stamps false".to_owned(),
         format!("removed {prefix}-open"),
+        "stamps reported false".to_owned(),
         "failed unreadable stream: item true, denied true, named true, remedy true".to_owned(),
         "kept true".to_owned(),
-        "unlinked true".to_owned(),
+        "unlinked [true, true]".to_owned(),
     ];
     assert_eq!(said, expected);
 }

@@ -101,7 +101,7 @@ fn name_cell(name: &str) -> String {
 /// keeps the list.
 pub(crate) fn list(json: bool) -> Fallible {
     let stats = shmstream::list_stats()?;
-    for note in unreadable()? {
+    for note in unreadable() {
         errln!("shmstream: note: {}", crate::term::printable(&note));
     }
     if json {
@@ -139,9 +139,18 @@ pub(crate) fn list(json: bool) -> Fallible {
 }
 
 /// What `list` says of each stream of this user's whose `_meta` it may not open
-/// ([`shmstream::unreadable_streams`]).
-fn unreadable() -> Fallible<Vec<String>> {
-    let notes = shmstream::unreadable_streams()?.into_iter().map(|e| {
+/// ([`shmstream::unreadable_streams`]). Best effort: a second scan that fails (out of
+/// descriptors, say) is one note, and the list read before it stands.
+fn unreadable() -> Vec<String> {
+    let streams = match shmstream::unreadable_streams() {
+        Ok(streams) => streams,
+        Err(e) => {
+            return vec![format!(
+                "streams whose metadata cannot be read may be missing from the list: {e}"
+            )];
+        }
+    };
+    let notes = streams.into_iter().map(|e| {
         // "stream 'ps_…': this user may not open …": the id is no name to give.
         let text = e.to_string();
         let why = text
@@ -150,7 +159,7 @@ fn unreadable() -> Fallible<Vec<String>> {
             .to_owned();
         format!("a stream is not listed, as its metadata cannot be read: {why}")
     });
-    Ok(notes.collect())
+    notes.collect()
 }
 
 /// A GPU stream's publisher or consumer when its `_gpu` segment does not say (missing, or
