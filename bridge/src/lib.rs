@@ -192,12 +192,26 @@ pub const HANDOVER_DEADLINE: Duration =
 /// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, messages
 /// up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge carries), and
 /// [`HANDOVER_DEADLINE`] to send one. A listen endpoint already in use is a usage error
-/// naming it and the remedy ([`in_use`]).
+/// naming it and the remedy for `publish` ([`open_session_as`] for another role).
 pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
+    open_session_as(e, Role::Publish)
+}
+
+/// The command that opens a session, for the remedy when its listen endpoint is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `publish`: one carries several streams.
+    Publish,
+    /// `subscribe --listen`, or another.
+    Other,
+}
+
+/// [`open_session`], with the remedy for a listen endpoint in use fit for `role`.
+pub fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Session, BridgeError> {
     use zenoh::Wait;
     zenoh::open(session_config(e)?).wait().map_err(|z| {
         let reason = z.to_string();
-        in_use(&e.listen, &reason).unwrap_or_else(|| BridgeError::Zenoh {
+        in_use(&e.listen, &reason, role).unwrap_or_else(|| BridgeError::Zenoh {
             what: "opening the session".to_owned(),
             reason,
         })
@@ -206,8 +220,9 @@ pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
 
 /// Of Zenoh's `reason` a session could not be opened, the usage error where it says that a
 /// `listen` endpoint is in use (another bridge listening there, e.g. a second `publish` on
-/// the default endpoint): the endpoint it names, or all given.
-fn in_use(listen: &[String], reason: &str) -> Option<BridgeError> {
+/// the default endpoint): the endpoint it names, or all given, the remedy for `role`, and
+/// Zenoh's reason without its source paths.
+fn in_use(listen: &[String], reason: &str, role: Role) -> Option<BridgeError> {
     let r = reason.to_ascii_lowercase();
     if listen.is_empty() || !(r.contains("address already in use") || r.contains("addrinuse")) {
         return None;
@@ -228,13 +243,46 @@ fn in_use(listen: &[String], reason: &str) -> Option<BridgeError> {
         .next()
         .and_then(|l| l.rsplit_once(':'))
         .map_or("tcp/127.0.0.1".to_owned(), |(host, _)| host.to_owned());
+    let join = match role {
+        Role::Publish => {
+            "if it is a `publish`, give it all the streams (one carries several: \
+             `shmstream-bridge publish cam0 dm0`); or "
+        }
+        Role::Other => "",
+    };
     Some(BridgeError::Usage(format!(
-        "--listen {endpoints}: address already in use (another bridge, or another program, \
-         listens there): give all the streams to the bridge already there (one `publish` \
-         carries several: `shmstream-bridge publish cam0 dm0`), or listen elsewhere, \
-         `--listen {other}:PORT` here and that PORT in the `--connect` of the bridges \
-         that connect to it"
+        "--listen {endpoints}: address already in use: another bridge (or another program) \
+         listens there: {join}listen elsewhere (`--listen {other}:PORT` here and that PORT \
+         in the `--connect` of the bridges that connect to it) ({})",
+        without_source_paths(reason)
     )))
+}
+
+/// `reason` without the ` at <file>.rs:<line>.` that Zenoh's errors append.
+fn without_source_paths(reason: &str) -> String {
+    let mut out = String::new();
+    let mut rest = reason;
+    while let Some(i) = rest.find(" at ") {
+        let after = &rest[i + 4..];
+        let end = after.find(".rs:").and_then(|j| {
+            let line = &after[j + 4..];
+            let digits = line.find(|c: char| !c.is_ascii_digit())?;
+            (digits > 0 && line[digits..].starts_with('.') && !after[..j].contains(' '))
+                .then_some(j + 4 + digits + 1)
+        });
+        match end {
+            Some(end) => {
+                out.push_str(&rest[..i]);
+                rest = &after[end..];
+            }
+            None => {
+                out.push_str(&rest[..i + 4]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The configuration [`open_session`] opens.
@@ -511,6 +559,41 @@ pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listen endpoint in use is a usage error: its remedy fits the role (a `subscribe
+    /// --listen` is not told to give its streams to a `publish`), Zenoh's reason last,
+    /// without its source paths.
+    #[test]
+    fn a_listen_endpoint_in_use_says_the_remedy_for_the_role() {
+        let ep = "tcp/127.0.0.1:40079";
+        let reason = "Can not create a new TCP listener bound to tcp/127.0.0.1:40079: \
+            [127.0.0.1:40079: Address already in use (os error 98) at /root/.cargo/registry/\
+            src/zenoh-link-commons-1.10.2/src/tcp.rs:61.] at /root/.cargo/registry/src/\
+            zenoh-link-tcp-1.10.2/src/unicast.rs:338.";
+        let listen = [ep.to_owned()];
+        let said = |role| match in_use(&listen, reason, role) {
+            Some(BridgeError::Usage(u)) => u,
+            other => panic!("{other:?}"),
+        };
+        let zenoh = "(Can not create a new TCP listener bound to tcp/127.0.0.1:40079: \
+            [127.0.0.1:40079: Address already in use (os error 98)])";
+        for role in [Role::Publish, Role::Other] {
+            let u = said(role);
+            assert!(
+                u.starts_with(&format!("--listen {ep}: address already in use"))
+                    && u.contains("listen elsewhere (`--listen tcp/127.0.0.1:PORT` here")
+                    && u.ends_with(zenoh)
+                    && !u.contains(".rs:"),
+                "{role:?}: {u}"
+            );
+            assert_eq!(
+                u.contains("`publish`"),
+                role == Role::Publish,
+                "{role:?}: {u}"
+            );
+        }
+        assert!(in_use(&listen, "connection refused", Role::Other).is_none());
+    }
 
     /// Zenoh's default (1 GiB) would drop a message of the largest frame the codec accepts,
     /// silently: the session takes what the codec allows, its attachment and headers.

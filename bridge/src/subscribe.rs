@@ -14,8 +14,8 @@ use zenoh::sample::Sample;
 
 use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, Losses, POLL, SUM_UP_EVERY, Stop, check_keys, key, open_session,
-    per_stream, zenoh_err,
+    BridgeError, Endpoints, Losses, POLL, Role, SUM_UP_EVERY, Stop, check_keys, key,
+    open_session_as, per_stream, zenoh_err,
 };
 
 /// What [`subscribe`] mirrors and where.
@@ -47,7 +47,7 @@ pub struct SubscribeOptions {
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
     check_local(o)?;
-    let session = open_session(&o.endpoints)?;
+    let session = open_session_as(&o.endpoints, Role::Other)?;
     let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
         mirror(&session, o, name, stop)
     });
@@ -116,9 +116,10 @@ const LOCK_OUT_LASTS: Duration = Duration::from_secs(1);
 /// How long a failed create of the mirror is remembered before it is tried again.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
 
-/// How long a failed open of the mirror (not for want of one: a corrupt header, another
-/// user's stream, a ring it refuses, another name's stream at its path, a creation left
-/// unfinished) is remembered: a frame that comes meanwhile is refused for the same reason
+/// How long a failed open of the mirror that would fail alike again ([`open_failure_lasts`]:
+/// a corrupt header, another user's stream, a ring it refuses, another name's stream at its
+/// path, a creation left unfinished; not a missing stream or a transient failure) is
+/// remembered: a frame that comes meanwhile is refused for the same reason
 /// without opening ([`Mirror::open_refused`]; an open that fails may take 50 ms to 5 s, on
 /// the task that receives every stream of the connection), and the publisher is not asked
 /// for its frame again to try it ([`Mirror::wants_frame_again`]: each reply is a whole
@@ -428,17 +429,7 @@ impl Mirror {
                         (s, !created)
                     }
                     (meta, Err(Opening::Open(e))) => {
-                        // Not there (unlinked as it was opened): asked for again soon. An
-                        // unfinished creation (its creator holding the name's lock past the
-                        // wait) is remembered: the next open would wait as long.
-                        let missing = matches!(
-                            e,
-                            Error::NotFound {
-                                unfinished: false,
-                                ..
-                            }
-                        );
-                        self.unopenable = (!missing).then(|| Unopenable {
+                        self.unopenable = open_failure_lasts(&e).then(|| Unopenable {
                             meta,
                             reason: e.to_string(),
                             at: Instant::now(),
@@ -1013,6 +1004,29 @@ fn meta_file(name: &str) -> Option<(u64, u64)> {
 
 /// Local stream `name`, opened, or created for frames like `h`; with whether it was
 /// created here (not there before).
+/// Whether a failed open of the mirror would fail alike on the next frame, and is
+/// remembered for [`RETRY_OPEN`]: a corrupt header, a refused file, a name, ring or shape
+/// refused, a creation left unfinished (its creator holding the name's lock past the wait:
+/// the next open would wait as long). Not a stream not there (unlinked as it was opened:
+/// asked for again soon), nor a transient failure (out of descriptors or memory, a wait
+/// that ran out, any other I/O error): the next frame tries again, as a lossless mirror
+/// would otherwise lose the frames of [`RETRY_OPEN`].
+fn open_failure_lasts(e: &Error) -> bool {
+    match e {
+        Error::NotFound { unfinished, .. } => *unfinished,
+        Error::CorruptHeader { .. }
+        | Error::PayloadTooSmall { .. }
+        | Error::AccessDenied { .. }
+        | Error::Untrusted { .. }
+        | Error::LockDir { .. }
+        | Error::InvalidName { .. }
+        | Error::InvalidShape { .. }
+        | Error::InvalidHistory { .. }
+        | Error::Unsupported { .. } => true,
+        _ => false,
+    }
+}
+
 fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<(Stream, bool), Opening> {
     let opened = |s: Result<Stream, Error>| s.map(|s| (s, false)).map_err(Opening::Open);
     match Stream::open(name) {
@@ -1062,6 +1076,66 @@ mod tests {
                     "lossless {lossless}, locked out {since:?} ago"
                 );
             }
+        }
+    }
+
+    /// An open of the mirror that would fail alike again is remembered; one not there, or a
+    /// transient failure (out of descriptors or memory, a wait run out), is tried again on
+    /// the next frame, so a lossless mirror does not refuse frames for [`RETRY_OPEN`].
+    #[test]
+    fn only_a_lasting_open_failure_is_remembered() {
+        let name = || "s".to_owned();
+        let path = || std::path::PathBuf::from("/dev/shm/s");
+        let os = std::io::Error::from_raw_os_error;
+        let io = |errno| Error::Io {
+            name: name(),
+            op: "opening the payload segment",
+            source: os(errno),
+        };
+        let not_found = |unfinished| Error::NotFound {
+            name: name(),
+            known: vec![],
+            unfinished,
+        };
+        let lasting = [
+            not_found(true),
+            Error::CorruptHeader {
+                name: name(),
+                rule: shmstream::format::FormatError::BadMagic,
+            },
+            Error::AccessDenied {
+                name: name(),
+                path: path(),
+                mode: 0,
+                writable: true,
+                source: os(libc::EACCES),
+            },
+            Error::Untrusted {
+                name: name(),
+                path: path(),
+                reason: "another user's file".into(),
+            },
+            Error::InvalidHistory {
+                name: name(),
+                reason: "a ring refused".into(),
+            },
+        ];
+        for e in lasting {
+            assert!(open_failure_lasts(&e), "not remembered: {e}");
+        }
+        let transient = [
+            not_found(false),
+            io(libc::EMFILE),
+            io(libc::ENFILE),
+            io(libc::ENOMEM),
+            Error::Timeout {
+                name: name(),
+                op: "open",
+                timeout: Duration::from_secs(5),
+            },
+        ];
+        for e in transient {
+            assert!(!open_failure_lasts(&e), "remembered: {e}");
         }
     }
 

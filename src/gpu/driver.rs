@@ -87,8 +87,10 @@ pub(crate) fn context(name: &str, device: i32) -> Result<Arc<CudaContext>> {
     if device < 0 || device as usize >= n {
         return Err(Error::Gpu {
             name: name.to_owned(),
-            reason: format!(
-                "device cuda:{device} does not exist (this machine has {n} CUDA device(s))"
+            reason: device_missing(
+                device,
+                n,
+                std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
             ),
         });
     }
@@ -598,6 +600,14 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
     }
     let n =
         probe().map_err(|r| format!("{r}; open it on a machine with the GPU and its driver"))?;
+    if !os::is_self_or_alive(os::pid(), rec.creator_pid) {
+        return Err(format!(
+            "its producer process (pid {}) has exited and the device buffer died with it (the creator must outlive the stream's users); recreate the stream",
+            rec.creator_pid
+        ));
+    }
+    // After the liveness check: a dead producer's stream needs recreating, whatever the
+    // devices this process sees.
     if rec.device < 0 || rec.device as usize >= n {
         let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
         return Err(creator_device_missing(
@@ -605,12 +615,6 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
             n,
             rec.creator_pid,
             visible.as_deref(),
-        ));
-    }
-    if !os::is_self_or_alive(os::pid(), rec.creator_pid) {
-        return Err(format!(
-            "its producer process (pid {}) has exited and the device buffer died with it (the creator must outlive the stream's users); recreate the stream",
-            rec.creator_pid
         ));
     }
     let ctx = context(name, rec.device).map_err(|e| e.to_string())?;
@@ -664,6 +668,19 @@ pub(crate) fn attach(name: &str, h: &Header) -> std::result::Result<Attachment, 
         kept_claim: AtomicPtr::new(std::ptr::null_mut()),
         forks: fork_count(),
     })
+}
+
+/// Why `device` names none of the `n` devices this process sees (`visible`: its
+/// `CUDA_VISIBLE_DEVICES`, which renumbers them).
+fn device_missing(device: i32, n: usize, visible: Option<&str>) -> String {
+    match visible {
+        None => format!(
+            "device cuda:{device} does not exist (this machine has {n} CUDA device(s); CUDA_VISIBLE_DEVICES unset)"
+        ),
+        Some(v) => format!(
+            "device cuda:{device} does not exist in this process, which sees {n} CUDA device(s) (CUDA_VISIBLE_DEVICES={v:?}; ordinals count only the devices it makes visible, from 0)"
+        ),
+    }
 }
 
 /// Why a stream's device ordinal, stored in its creator's numbering (the creator's
@@ -744,6 +761,21 @@ mod tests {
         }
         let e = creator_device_missing(2, 1, 42, None);
         assert!(e.contains("CUDA_VISIBLE_DEVICES unset"), "{e}");
+        // The create path's message (`context`) names it too.
+        let e = device_missing(2, 1, Some("3"));
+        for part in [
+            "cuda:2",
+            "sees 1 CUDA device(s)",
+            "CUDA_VISIBLE_DEVICES=\"3\"",
+            "ordinals count only the devices it makes visible",
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+        let e = device_missing(2, 1, None);
+        assert!(
+            e.contains("has 1 CUDA device(s)") && e.contains("CUDA_VISIBLE_DEVICES unset"),
+            "{e}"
+        );
     }
 
     /// A child forked without exec tells its copy of an attachment from one of its own, so the
