@@ -700,6 +700,15 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut wait = Box::pin(s.read_new_async::<u8>(Some(LONG)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
+        // The first background wait started (a queued one holds only a weak reference).
+        let t0 = Instant::now();
+        while Arc::strong_count(&s) != 3 {
+            assert!(
+                t0.elapsed() < LONG,
+                "the first background wait never started"
+            );
+            std::thread::yield_now();
+        }
         s.write_slice(&[1u8, 1]).unwrap();
         let taken = s.read_new::<u8>(Some(LONG)).unwrap();
         assert_eq!(taken.as_slice().unwrap(), &[1, 1]);

@@ -138,8 +138,10 @@ impl Stream {
         self.age().is_none_or(|a| a > max_age)
     }
     /// Whether this handle's stream was unlinked since it was opened (its name then holds
-    /// nothing, or another stream): one `fstat`, for a tool deciding whether to open the
-    /// name again. Every other call on such a handle fails with [`crate::Error::Stale`].
+    /// nothing, or another stream, or an unlink stopped between the payload and `_meta` left
+    /// the payload gone): an `fstat` of `_meta` and of the payload, for a tool deciding
+    /// whether to open the name again. Every other call on such a handle fails with
+    /// [`crate::Error::Stale`].
     pub fn is_unlinked(&self) -> bool {
         self.check_generation(true).is_err()
     }

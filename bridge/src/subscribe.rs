@@ -1002,8 +1002,6 @@ fn meta_file(name: &str) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Local stream `name`, opened, or created for frames like `h`; with whether it was
-/// created here (not there before).
 /// Whether a failed open of the mirror would fail alike on the next frame, and is
 /// remembered for [`RETRY_OPEN`]: a corrupt header, a refused file, a name, ring or shape
 /// refused, a creation left unfinished (its creator holding the name's lock past the wait:
@@ -1027,6 +1025,8 @@ fn open_failure_lasts(e: &Error) -> bool {
     }
 }
 
+/// Local stream `name`, opened, or created for frames like `h`; with whether it was
+/// created here (not there before).
 fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<(Stream, bool), Opening> {
     let opened = |s: Result<Stream, Error>| s.map(|s| (s, false)).map_err(Opening::Open);
     match Stream::open(name) {
