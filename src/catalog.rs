@@ -134,19 +134,18 @@ pub(crate) fn exhausted(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if out_of_resources(source))
 }
 
-/// Opens the `_meta` segment of payload id `id` that a scan met: `None` if it is not one of
-/// ours to read (gone since the listing, another user's, not a regular file, empty). An
-/// error when the system is out of a resource, when it may be a stream's all the same, and
-/// [`Error::AccessDenied`] (named by `id`) when it is this user's own file whose mode denies
-/// the read-only open: a stream whose name is inside it ([`Found::Denied`]). A `writable`
-/// open denied (a `_meta` of mode 0400, its name read) is `None`.
-fn open_scanned(id: &str, writable: bool) -> Result<Option<Segment>> {
+/// Opens the `_meta` segment of payload id `id` that a scan met (`writable` or not): `None`
+/// if it is not one of ours to read (gone since the listing, another user's, not a regular
+/// file, empty). An error when the system is out of a resource, when it may be a stream's
+/// all the same, and [`Error::AccessDenied`] when it is this user's own file whose mode
+/// denies the open ([`Found::Denied`]), named `name` (the stream's once read; empty before).
+fn open_scanned(id: &str, name: &str, writable: bool) -> Result<Option<Segment>> {
     let meta_id = format!("{id}_meta");
     let op = "opening a metadata segment found in /dev/shm";
     match Segment::open_prefix(&meta_id, writable, format::META_BYTES) {
         Ok(meta) => Ok(Some(meta)),
         Err(e) if out_of_resources(&e) => Err(Error::io(&meta_id, op, e)),
-        Err(e) if !writable && trust::denied(&e).is_some() => Err(Error::io(id, op, e)),
+        Err(e) if trust::denied(&e).is_some() => Err(Error::io(name, op, e)),
         Err(_) => Ok(None),
     }
 }
@@ -156,9 +155,10 @@ fn open_scanned(id: &str, writable: bool) -> Result<Option<Segment>> {
 pub(crate) enum Found {
     /// A valid stream.
     Stream(Header),
-    /// This user's own `_meta` whose mode denies the open: an [`Error::AccessDenied`] named
-    /// by the payload id, as the stream's name is inside the file. Neither listed nor
-    /// removed; `purge` reports it.
+    /// This user's own `_meta` whose mode denies the open: an [`Error::AccessDenied`] with
+    /// no stream name where the name is inside the file, the stream's where it was read (a
+    /// `_meta` of mode 0400 whose dead writer's lock stamps need a writable open to clear).
+    /// Neither listed nor removed; `purge` reports it.
     Denied(Error),
     /// Nothing of ours.
     Nothing,
@@ -192,7 +192,7 @@ fn validate(id: &str) -> Result<Option<Header>> {
     if !name::looks_like_segment_id(id) {
         return Ok(None);
     }
-    let Some(meta) = open_scanned(id, false)? else {
+    let Some(meta) = open_scanned(id, "", false)? else {
         return Ok(None);
     };
     let Some(stored) = format::stored_name(&meta.snapshot(format::META_BYTES)) else {
@@ -206,7 +206,7 @@ fn validate(id: &str) -> Result<Option<Header>> {
         // A writer killed between its lock stamps: listed (and so purged) as `open` finds it.
         // One alive between them holds the lock and is done in a moment: waited for.
         Err(FormatError::LockInconsistent) => {
-            let Some(meta) = open_scanned(id, true)? else {
+            let Some(meta) = open_scanned(id, &stored, true)? else {
                 return Ok(None);
             };
             match reopened(&meta.snapshot(format::META_BYTES), &stored) {
@@ -286,7 +286,7 @@ pub(crate) fn scan() -> Result<Vec<Header>> {
 }
 
 /// [`scan`] of `dir`. One that cannot be listed is an [`Error::Io`] about no stream (an
-/// empty name): it was one about stream '*'.
+/// empty name).
 fn scan_in(dir: &std::path::Path) -> Result<Vec<Header>> {
     let ids = listed_ids(dir).map_err(|e| Error::io("", "listing /dev/shm", e))?;
     Ok(validated_all(&ids)?.streams)
@@ -340,7 +340,7 @@ pub(crate) fn validated_all(ids: &[String]) -> Result<Scan> {
 
 /// Names of every valid stream (ours and pyshmem's), sorted. A `_meta` of this user's whose
 /// mode denies the open (`chmod 000`) is left out, its name being inside it: `purge` reports
-/// it as a failure (`PurgeItem::Unreadable`), and `shmstream list` notes it on stderr.
+/// it as a failure, [`unreadable_streams`] lists it, and `shmstream list` notes it on stderr.
 pub fn list_streams() -> Result<Vec<String>> {
     Ok(scan()?.into_iter().map(|h| h.name).collect())
 }
@@ -352,8 +352,8 @@ pub fn list_stats() -> Result<Vec<StreamStat>> {
 }
 
 /// This user's own `_meta` segments in `/dev/shm` whose mode denies the open (`chmod 000`):
-/// the streams [`list_streams`] leaves out, each as its [`Error::AccessDenied`] (named by its
-/// payload id, the stream's name being inside the file), with the path and the remedy.
+/// the streams [`list_streams`] leaves out, each as its [`Error::AccessDenied`] with the path
+/// and the remedy (no stream name where it is inside the unreadable file).
 pub fn unreadable_streams() -> Result<Vec<Error>> {
     let ids = listed_ids(std::path::Path::new(sys::SHM_DIR))
         .map_err(|e| Error::io("", "listing /dev/shm", e))?;

@@ -216,7 +216,8 @@ pub enum Error {
     /// A segment or lock file of the stream is this user's own, but its mode (or an
     /// attribute) denies this user the open: the message says how to restore access.
     #[error(
-        "stream '{name}': {}",
+        "{}{}",
+        stream_colon(.name),
         access_denied(.path, *.mode, *.writable, .source, read_only_helps(.name, .path))
     )]
     AccessDenied {
@@ -462,6 +463,15 @@ pub(crate) fn out_of_resources(e: &std::io::Error) -> bool {
     )
 }
 
+/// `stream '<name>': `, or nothing for an error whose stream is unknown (an empty name: a
+/// `_meta` holding it could not be read).
+fn stream_colon(name: &str) -> String {
+    match name {
+        "" => String::new(),
+        name => format!("stream '{name}': "),
+    }
+}
+
 /// ` for stream '<name>'`, or nothing for an error about no stream (an empty name: a
 /// directory `list` or `purge` could not read).
 fn for_stream(name: &str) -> String {
@@ -472,7 +482,7 @@ fn for_stream(name: &str) -> String {
 }
 
 /// What to do about an [`out_of_resources`] error ("" for any other).
-fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
+pub(crate) fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EMFILE) => ": close some files or raise `ulimit -n`, then retry",
         Some(libc::ENFILE) => {
@@ -552,7 +562,7 @@ impl Error {
     }
 
     /// The stream the error is about; empty when it is about none (a directory `list` or
-    /// `purge` could not read).
+    /// `purge` could not read) or its name is unknown (inside a `_meta` it may not open).
     pub fn stream_name(&self) -> &str {
         match self {
             Error::NotFound { name, .. }

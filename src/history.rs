@@ -268,7 +268,7 @@ impl Ring {
             // This generation's ring, which this handle cannot map: without it, its writes
             // would append nothing and its cursors blame the frames on a writer that does not
             // append (pyshmem).
-            Err(e) => return Err(unmappable(stream, writable, &e)),
+            Err(e) => return Err(unmappable(stream, writable, e)),
         };
         let Some(again) = check_header(stream, &seg, instance_id)? else {
             return Ok(None);
@@ -552,7 +552,7 @@ fn open_header(
     let seg = match Segment::open_prefix(&id, writable, max_len) {
         Ok(s) => s,
         Err(e) if crate::trust::denied(&e).is_some() => {
-            return Err(unmappable(stream, writable, &e));
+            return Err(unmappable(stream, writable, e));
         }
         Err(e)
             if matches!(
@@ -591,10 +591,15 @@ fn check_header(stream: &str, seg: &Segment, instance_id: [u8; 16]) -> Result<Op
 
 /// The stream's ring (this generation's, or one of ours whose header cannot be read) could
 /// not be mapped (`writable` or not) for the reason `e`: one this user may not open
-/// ([`crate::trust::Denied`]) says how to restore access, as [`Error::AccessDenied`] does.
-fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
+/// ([`crate::trust::Denied`]) says how to restore access, as [`Error::AccessDenied`] does;
+/// another user's file (or no regular file) now at its path is [`Error::Untrusted`].
+fn unmappable(stream: &str, writable: bool, e: std::io::Error) -> Error {
+    if crate::trust::is_refused(&e) {
+        // Another user's file, or no regular file, now at the ring's path.
+        return Error::io(stream, "opening the history segment", e);
+    }
     let how = if writable { "writable" } else { "read-only" };
-    let reason = match crate::trust::denied(e) {
+    let reason = match crate::trust::denied(&e) {
         Some(d) => format!(
             "the stream's history segment cannot be mapped {how}: {}",
             crate::error::access_denied(
@@ -606,13 +611,8 @@ fn unmappable(stream: &str, writable: bool, e: &std::io::Error) -> Error {
             )
         ),
         None => format!(
-            "the stream's history segment {} cannot be mapped {how} ({e}): {}",
+            "the stream's history segment {} cannot be mapped {how}: {e}",
             crate::segment::path(&name::history_id(stream)).display(),
-            if writable {
-                "restore this user's read and write access to it (mode 0600, not immutable), or open the stream read-only"
-            } else {
-                "restore this user's read access to it (mode 0600)"
-            }
         ),
     };
     Error::InvalidHistory {

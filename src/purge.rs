@@ -72,12 +72,15 @@ pub enum PurgeItem {
     LockFile(PathBuf),
     /// A directory that could not be listed (`/dev/shm`, or the lock directory): what it
     /// holds was not looked at. The rest of the purge went on, but for the lock files when
-    /// it was `/dev/shm`: whether a stream owns one could not be checked.
+    /// `/dev/shm` could not be listed for its streams: whether a stream owns one could not
+    /// be checked (a lock file is kept wherever a segment's lookup fails).
     Directory(PathBuf),
     /// The `_meta` segment (its file name in `/dev/shm`) of a stream of this user's whose
     /// mode denies the open: its name and creator are inside it, so the stream is neither
     /// selected nor removed, nor are its other parts and lock file. The error is
-    /// [`Error::AccessDenied`] (named by the payload id), with the remedy (`chmod 600`).
+    /// [`Error::AccessDenied`] (no stream name), with the remedy (`chmod 600`). One whose
+    /// name was read (readable, but a writable open to clear a dead writer's lock stamps
+    /// denied) is a [`PurgeItem::Stream`] failure.
     Unreadable(String),
 }
 
@@ -129,15 +132,11 @@ impl std::fmt::Display for PurgeFailure {
         };
         write!(f, "the {kind} {} could not be {failed}: ", path.display())?;
         match &self.error {
-            Error::Io { name, op, source } => {
-                // The error's own text ends in the remedy for an out-of-resources error.
-                let shown = self.error.to_string();
-                let remedy = shown
-                    .split_once(&format!("{name}': {source}"))
-                    .or_else(|| shown.split_once(&format!("{op} failed: {source}")))
-                    .map_or("", |(_, remedy)| remedy);
-                write!(f, "{op} failed: {source}{remedy}")
-            }
+            Error::Io { op, source, .. } => write!(
+                f,
+                "{op} failed: {source}{}",
+                crate::error::exhaustion_remedy(source)
+            ),
             Error::Untrusted { path, reason, .. } => write!(
                 f,
                 "{} is refused: {reason}; remove it (as its owner)",
@@ -246,7 +245,8 @@ fn unlisted_shm(dir: &Path, e: io::Error) -> PurgeFailure {
 }
 
 /// Removes the streams of payload ids `ids` that `select` and `opts` choose; each whose
-/// `_meta` this user may not open is a failure ([`PurgeItem::Unreadable`]).
+/// `_meta` this user may not open is a failure ([`PurgeItem::Unreadable`], or
+/// [`PurgeItem::Stream`] where its name was read), whatever `select` says.
 fn purge_streams(
     ids: &[String],
     opts: PurgeOptions,
@@ -255,9 +255,12 @@ fn purge_streams(
 ) -> Result<()> {
     let scan = validated_all(ids)?;
     for (file, e) in scan.denied {
-        report
-            .failed
-            .push(PurgeFailure::new(PurgeItem::Unreadable(file), e));
+        // Named where its name was read (a `_meta` it may read but not write).
+        let item = match e.stream_name() {
+            "" => PurgeItem::Unreadable(file),
+            name => PurgeItem::Stream(name.to_owned()),
+        };
+        report.failed.push(PurgeFailure::new(item, e));
     }
     for h in scan.streams {
         if !select(&h.name) || (!opts.all && sys::process_running(h.creator_pid)) {

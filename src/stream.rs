@@ -377,11 +377,12 @@ impl Stream {
             // or by the writer of a stream published meanwhile: the name is taken.
             Err(e @ Error::Timeout { .. }) => {
                 crate::create::refuse_taken(name)?;
-                return Err(match creation_at_work(name) {
-                    true => Error::AlreadyExists {
+                return Err(if creation_at_work(name) {
+                    Error::AlreadyExists {
                         name: name.to_owned(),
-                    },
-                    false => e,
+                    }
+                } else {
+                    e
                 });
             }
             held => held?,

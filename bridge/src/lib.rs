@@ -192,22 +192,22 @@ pub const HANDOVER_DEADLINE: Duration =
 /// Opens a Zenoh peer session: the given endpoints only, multicast scouting off, messages
 /// up to [`codec::MAX_MESSAGE_BYTES`] received (the largest frame the bridge carries), and
 /// [`HANDOVER_DEADLINE`] to send one. A listen endpoint already in use is a usage error
-/// naming it and the remedy for `publish` ([`open_session_as`] for another role).
+/// naming it and the remedy for `publish`.
 pub fn open_session(e: &Endpoints) -> Result<zenoh::Session, BridgeError> {
     open_session_as(e, Role::Publish)
 }
 
 /// The command that opens a session, for the remedy when its listen endpoint is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// `publish`: one carries several streams.
     Publish,
-    /// `subscribe --listen`, or another.
-    Other,
+    /// `subscribe --listen` (a floor's put or get too): listen elsewhere.
+    Subscribe,
 }
 
 /// [`open_session`], with the remedy for a listen endpoint in use fit for `role`.
-pub fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Session, BridgeError> {
+pub(crate) fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Session, BridgeError> {
     use zenoh::Wait;
     zenoh::open(session_config(e)?).wait().map_err(|z| {
         let reason = z.to_string();
@@ -248,7 +248,7 @@ fn in_use(listen: &[String], reason: &str, role: Role) -> Option<BridgeError> {
             "if it is a `publish`, give it all the streams (one carries several: \
              `shmstream-bridge publish cam0 dm0`); or "
         }
-        Role::Other => "",
+        Role::Subscribe => "",
     };
     Some(BridgeError::Usage(format!(
         "--listen {endpoints}: address already in use: another bridge (or another program) \
@@ -577,7 +577,7 @@ mod tests {
         };
         let zenoh = "(Can not create a new TCP listener bound to tcp/127.0.0.1:40079: \
             [127.0.0.1:40079: Address already in use (os error 98)])";
-        for role in [Role::Publish, Role::Other] {
+        for role in [Role::Publish, Role::Subscribe] {
             let u = said(role);
             assert!(
                 u.starts_with(&format!("--listen {ep}: address already in use"))
@@ -592,7 +592,7 @@ mod tests {
                 "{role:?}: {u}"
             );
         }
-        assert!(in_use(&listen, "connection refused", Role::Other).is_none());
+        assert!(in_use(&listen, "connection refused", Role::Subscribe).is_none());
     }
 
     /// Zenoh's default (1 GiB) would drop a message of the largest frame the codec accepts,

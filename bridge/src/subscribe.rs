@@ -47,7 +47,7 @@ pub struct SubscribeOptions {
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
     check_local(o)?;
-    let session = open_session_as(&o.endpoints, Role::Other)?;
+    let session = open_session_as(&o.endpoints, Role::Subscribe)?;
     let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
         mirror(&session, o, name, stop)
     });

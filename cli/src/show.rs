@@ -150,14 +150,9 @@ fn unreadable() -> Vec<String> {
             )];
         }
     };
-    let notes = streams.into_iter().map(|e| {
-        // "stream 'ps_…': this user may not open …": the id is no name to give.
-        let text = e.to_string();
-        let why = text
-            .strip_prefix(&format!("stream '{}': ", e.stream_name()))
-            .unwrap_or(&text)
-            .to_owned();
-        format!("a stream is not listed, as its metadata cannot be read: {why}")
+    let notes = streams.into_iter().map(|e| match e.stream_name() {
+        "" => format!("a stream is not listed, as its metadata cannot be read: {e}"),
+        _ => format!("a stream is not listed: {e}"),
     });
     notes.collect()
 }

@@ -592,8 +592,9 @@ mod tests {
         );
     }
 
-    /// A ratio above 1.05 (a floor timed in alternation; 1.10 for one in other processes), in either file, is listed as a floor that may not bound its case,
-    /// without failing the gate; one below 1 is not.
+    /// A ratio above its floor's slack (1.05 for a floor timed in alternation, 1.10 for one
+    /// in other processes), in either file, is listed as a floor that may not bound its
+    /// case, without failing the gate; one below 1 is not.
     #[test]
     fn a_ratio_above_the_floor_is_flagged_but_not_gated() {
         let flag = "the floor may not bound this case (it measures something else, or noise)";

@@ -642,6 +642,7 @@ impl Scenario {
             }
             c.validate()
                 .and_then(|()| {
+                    // A floor timed in alternation with ours fits the case's timeout.
                     // ao-loop: every process paces its frames within the case's timeout, a
                     // run fits this machine's memory, its stages' logs included, the
                     // reconstructor has a core per kernel thread, and busy-waiting stages are

@@ -343,8 +343,8 @@ mod write_tests {
         );
     }
 
-    /// A floor must bound what it is compared with: a ratio above 1.05 (1.10 for a floor in other processes) is flagged (not
-    /// failed), one below 1 is not.
+    /// A floor must bound what it is compared with: a ratio above 1.05 (1.10 for a floor in
+    /// other processes) is flagged (not failed), one below 1 is not.
     #[test]
     fn a_ratio_above_the_floor_is_flagged_in_the_report() {
         let flag =

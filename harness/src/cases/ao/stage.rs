@@ -90,8 +90,7 @@ fn next_input_within<T: Element>(
 #[derive(Debug)]
 pub(super) struct FrameWait {
     /// (period, margin) ns; the period unrounded, as the camera paces its frames
-    /// ([`camera()`]): truncated, the frames due drifted earlier by the dropped fraction a
-    /// frame (100 µs after 100 s at 3000 Hz).
+    /// ([`camera()`]), so that the frames due keep to the camera's at any rate.
     ahead: Option<(f64, u64)>,
     /// The strategy after the early wake, and otherwise.
     near: WaitStrategy,
