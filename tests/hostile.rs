@@ -1271,25 +1271,8 @@ fn unlink_outcome(r: shmstream::Result<()>) -> String {
 /// descriptors and unlinks through the handle.
 fn unlink_out_of_descriptors(name: &str) {
     let s = Stream::open(name).unwrap();
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit that outlives the calls. This is a child process of its
-    // own: the lowered limit affects no other test.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_cur.min(256);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-    let mut fillers = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => fillers.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    // A child process of its own: the lowered limit affects no other test.
+    let fillers = common::fill_descriptors();
     let by_name = unlink_outcome(shmstream::unlink(name));
     let by_handle = unlink_outcome(s.unlink());
     let there = ["", "_meta"].iter().all(|suffix| {

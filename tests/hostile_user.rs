@@ -691,18 +691,8 @@ fn our_own_stream_we_may_not_open_says_how_to_restore_access() {
         let chmod = |p: &PathBuf, m| {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
         };
-        /// Gives the files mode 0600 back on drop, a panicking check's too, before the
-        /// caller's `Cleanup`: a `_meta` left at 0000 cannot be unlinked, and fails every
-        /// later purge of its user.
-        struct Readable([PathBuf; 2]);
-        impl Drop for Readable {
-            fn drop(&mut self) {
-                for p in &self.0 {
-                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
-                }
-            }
-        }
-        let _readable = Readable([meta.clone(), payload.clone()]);
+        // Dropped before the caller's `Cleanup`, a panicking check's too.
+        let _readable = common::Readable(vec![meta.clone(), payload.clone()]);
         let mut said = Vec::new();
         // What an error says: whether it is `AccessDenied` of `path` (mode `mode`), naming
         // the stream, and its remedy.
@@ -792,25 +782,8 @@ fn a_ring_out_of_file_descriptors_is_no_history_problem() {
     let test = "a_ring_out_of_file_descriptors_is_no_history_problem";
     if child_role().as_deref() == Some("fdless") {
         let name = param::<String>("name");
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `lim` is a valid rlimit that outlives the calls. This is a child process of
-        // its own: the lowered limit affects no other test.
-        unsafe {
-            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-            lim.rlim_cur = lim.rlim_cur.min(256);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-        let mut fillers = Vec::new();
-        loop {
-            match std::fs::File::open("/dev/null") {
-                Ok(f) => fillers.push(f),
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        // A child process of its own: the lowered limit affects no other test.
+        let mut fillers = common::fill_descriptors();
         let mut said = std::collections::BTreeSet::new();
         while let Some(f) = fillers.pop() {
             drop(f);

@@ -25,17 +25,6 @@ fn chmod(path: &Path, mode: u32) {
 /// The streams [`check`] makes under a prefix.
 const TAGS: [&str; 3] = ["open", "shut", "stamps"];
 
-/// Gives a file mode 0600 back on drop, a panicking check's too, before any `Cleanup` of the
-/// caller's: a `_meta` left at 0000 cannot be unlinked, and fails every later purge of its
-/// user.
-struct Readable(PathBuf);
-
-impl Drop for Readable {
-    fn drop(&mut self) {
-        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
-    }
-}
-
 /// Streams `<prefix>-open`, `<prefix>-shut` (its `_meta` made mode 0000) and
 /// `<prefix>-stamps` (its lock stamps inconsistent, as a writer killed between them leaves
 /// them, and its `_meta` made mode 0400), then a list and a purge of the prefix: what they
@@ -55,7 +44,8 @@ fn check(prefix: &str) -> Vec<String> {
     let meta = shm(&meta_file);
     let stamps_file = name::meta_id(&stamps);
     let stamps_meta = shm(&stamps_file);
-    let _readable = [Readable(meta.clone()), Readable(stamps_meta.clone())];
+    // Dropped before any `Cleanup` of the caller's, a panicking check's too.
+    let _readable = common::Readable(vec![meta.clone(), stamps_meta.clone()]);
     {
         use std::os::unix::fs::FileExt;
         let depth = shmstream::format::offset::LOCK_DEPTH as u64;

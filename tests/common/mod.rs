@@ -175,6 +175,43 @@ pub fn wait_parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) {
     }
 }
 
+/// Lowers this process's descriptor limit to at most 256 and opens `/dev/null` until no
+/// descriptor is left (`EMFILE`): the files, to free one at a time. Only in a child process
+/// of its own: the limit and the full table affect every thread of the process.
+pub fn fill_descriptors() -> Vec<std::fs::File> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit that outlives the calls.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_cur.min(256);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let mut fillers = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => fillers.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return fillers,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Gives the files back mode 0600 on drop (a test that made them unreadable, also when it
+/// panics: a mode-0000 file of this user's would fail every later purge and unlink).
+pub struct Readable(pub Vec<PathBuf>);
+
+impl Drop for Readable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &self.0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 /// Whether the tests run as root (and so can switch users and chown files).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
