@@ -825,8 +825,13 @@ fn meta_not_found(name: &str) -> Error {
 /// private ids (`<id>.creating-<pid>`, regular files of ours): a creation at work, which holds
 /// the name's lock for its whole build (seconds for a large or GPU stream) and publishes
 /// nothing before its end. A dead creator's are abandoned ([`crate::purge`] removes them).
-/// Lists `/dev/shm`: for paths that already failed or waited.
+/// Lists `/dev/shm` where the name has a lock file: for paths that already failed or waited.
 fn creation_at_work(name: &str) -> bool {
+    // A creator makes the name's lock file before it builds: without one, no listing (an
+    // open polling for a stream not made yet pays a `stat`, not a `readdir`).
+    if std::fs::symlink_metadata(name::lock_path(name)).is_err() {
+        return false;
+    }
     let id = name::segment_id(name);
     let Ok(dir) = std::fs::read_dir(sys::SHM_DIR) else {
         return false;
