@@ -1,8 +1,8 @@
 //! # shmstream
 //!
 //! Named shared-memory streams of n-d arrays on one Linux host: a latest-value frame per
-//! stream, published with a seqlock (readers never take the write lock and never see a torn
-//! frame from a shmstream writer: `docs/guarantees.md`, *Limits*), written
+//! stream, published with a seqlock (readers never wait for the write lock, only try it to
+//! find a writer dead mid-write, and never see a torn frame from a shmstream writer: `docs/guarantees.md`, *Limits*), written
 //! under a cross-process, thread-reentrant lock, with optional futex wake-ups. The on-memory
 //! format is pyshmem 1.4.0's v3, byte for byte, so Python processes using `pyshmem` open,
 //! read, write and lock the same streams.
