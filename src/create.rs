@@ -71,6 +71,7 @@ fn why_taken(name: &str) -> Error {
         }
         Ok(_) => Error::AlreadyExists {
             name: name.to_owned(),
+            being_created: false,
         },
     }
 }
@@ -201,6 +202,7 @@ pub(crate) fn build(
     let name = o.name.as_str();
     let taken = || Error::AlreadyExists {
         name: name.to_owned(),
+        being_created: false,
     };
     let io = |e| Error::io(name, "creating a shared-memory segment", e);
     let (payload_id, meta_id) = (name::segment_id(name), name::meta_id(name));

@@ -27,11 +27,16 @@ pub enum Error {
         /// so callers waiting for a stream to appear keep waiting.
         unfinished: bool,
     },
-    /// A stream of that name already exists.
-    #[error("stream '{name}' already exists: open it with Stream::open, or unlink it first")]
+    /// A stream of that name already exists, or another process's creation of it is at work.
+    #[error("{}", already_exists(.name, *.being_created))]
     AlreadyExists {
         /// The name.
         name: String,
+        /// Another process holds the name's lock to create it: [`Stream::open`] waits for
+        /// it, then says [`Error::NotFound`] (unfinished) while that creation is at work.
+        ///
+        /// [`Stream::open`]: crate::Stream::open
+        being_created: bool,
     },
     /// The name breaks a naming rule.
     #[error("invalid stream name {name:?}: {reason}")]
@@ -52,7 +57,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// Data of the wrong shape.
-    #[error("shape mismatch on stream '{name}': the stream holds {expected:?}, got {given:?}")]
+    #[error(
+        "shape mismatch on stream '{name}': the stream holds {expected:?}, got {given:?}: pass an array of shape {expected:?}"
+    )]
     ShapeMismatch {
         /// The stream.
         name: String,
@@ -100,6 +107,20 @@ pub enum Error {
         /// Bytes the segment has.
         actual: u64,
     },
+    /// A slice (host or device) of the wrong number of elements for the stream's frame.
+    #[error(
+        "slice length mismatch on stream '{name}': a frame is {expected_len} elements ({shape:?}), the slice has {given_len}: pass a slice of len() ({expected_len}) elements"
+    )]
+    SliceLength {
+        /// The stream.
+        name: String,
+        /// The stream's shape.
+        shape: Vec<usize>,
+        /// Elements per frame (`len()`).
+        expected_len: usize,
+        /// Elements of the slice given.
+        given_len: usize,
+    },
     /// A byte buffer of the wrong size for the stream's frame.
     #[error(
         "buffer size mismatch on stream '{name}': a frame is {expected_bytes} bytes, the buffer {given_bytes}: pass a buffer of size_bytes() ({expected_bytes}) bytes"
@@ -114,7 +135,8 @@ pub enum Error {
     },
     /// A wait ran out of time.
     #[error(
-        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that its writer (or the lock holder, `lock_owner_pid`) is alive"
+        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that its writer (or the lock holder: {} shows lock_owner_pid) is alive",
+        stat_command(.name)
     )]
     Timeout {
         /// The stream.
@@ -337,14 +359,15 @@ impl std::fmt::Display for LossCause {
 }
 
 /// What to do about a `_meta` that breaks `rule`: another pyshmem format version's is opened
-/// with the pyshmem that made it and removed only once nobody uses it; a corrupt one is
-/// recreated.
+/// with a pyshmem that reads it (a v2 one is recreated to be used here) and removed only once
+/// nobody uses it; a corrupt one is recreated.
 fn header_remedy(name: &str, rule: &crate::format::FormatError) -> String {
     let unlink = crate::name::unlink_remedy(name);
     match rule {
         crate::format::FormatError::LegacyV2 => format!(
-            "it was made by pyshmem 1.0.x (format v2), which shmstream does not read: open it \
-             with that pyshmem; once no process uses it, {unlink} removes it"
+            "it was made by pyshmem 1.0.x (format v2), which shmstream does not read (pyshmem \
+             up to 1.4.0 reads it): to use it here, recreate it with a current writer; once no \
+             process uses it, {unlink} removes it"
         ),
         r if r.is_other_version() => format!(
             "it was made by another pyshmem format version: open it with the pyshmem that made \
@@ -494,6 +517,28 @@ pub(crate) fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// [`Error::AlreadyExists`]'s text: open an existing stream, or retry once its creator is done.
+fn already_exists(name: &str, being_created: bool) -> String {
+    if being_created {
+        format!(
+            "stream '{name}' is being created by another process: open it with Stream::open once \
+             its creator finishes (retry), or find the creator holding its lock"
+        )
+    } else {
+        format!("stream '{name}' already exists: open it with Stream::open, or unlink it first")
+    }
+}
+
+/// The command that shows `name`'s lock holder, for a message: as [`crate::name::unlink_remedy`]
+/// does, `NAME` in place of a name a terminal shows escaped.
+fn stat_command(name: &str) -> String {
+    if crate::name::printable(name) == name {
+        format!("`shmstream stat {}`", crate::name::shell_word(name))
+    } else {
+        "`shmstream stat NAME`".to_owned()
+    }
+}
+
 fn room(available: &Option<u64>) -> String {
     match available {
         Some(b) => format!("{b} bytes free"),
@@ -566,13 +611,14 @@ impl Error {
     pub fn stream_name(&self) -> &str {
         match self {
             Error::NotFound { name, .. }
-            | Error::AlreadyExists { name }
+            | Error::AlreadyExists { name, .. }
             | Error::InvalidName { name, .. }
             | Error::InvalidShape { name, .. }
             | Error::ShapeMismatch { name, .. }
             | Error::DtypeMismatch { name, .. }
             | Error::CorruptHeader { name, .. }
             | Error::PayloadTooSmall { name, .. }
+            | Error::SliceLength { name, .. }
             | Error::BufferSize { name, .. }
             | Error::Timeout { name, .. }
             | Error::Inconsistent { name, .. }
@@ -837,8 +883,57 @@ mod tests {
         assert!(
             text.starts_with("timed out after 1s waiting to take the write lock on stream 'cam0'")
                 && text.contains("longer timeout")
-                && text.contains("lock_owner_pid"),
+                && text.ends_with(
+                    "or check that its writer (or the lock holder: `shmstream stat cam0` shows \
+                     lock_owner_pid) is alive"
+                ),
             "{text}"
+        );
+        let escaped = Error::Timeout {
+            name: "cam\n0".into(),
+            op: "take the write lock",
+            timeout: Duration::from_secs(1),
+        };
+        assert!(
+            escaped.to_string().contains("`shmstream stat NAME` shows"),
+            "{escaped}"
+        );
+    }
+
+    /// pyshmem 1.4.0 reads v2 headers too: the remedy is not "open it with that pyshmem"
+    /// (1.0.x) but a current writer's stream, the old one removed once nobody uses it.
+    #[test]
+    fn a_v2_header_says_which_pyshmem_reads_it_and_to_recreate_it() {
+        let e = Error::CorruptHeader {
+            name: "cam0".into(),
+            rule: FormatError::LegacyV2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "stream 'cam0' has a header this build cannot read (a pyshmem v2 header (this build \
+             reads version 3)): it was made by pyshmem 1.0.x (format v2), which shmstream does \
+             not read (pyshmem up to 1.4.0 reads it): to use it here, recreate it with a \
+             current writer; once no process uses it, `shmstream unlink cam0` removes it"
+        );
+    }
+
+    #[test]
+    fn a_name_being_created_says_to_open_it_once_its_creator_finishes() {
+        let text = |being_created| {
+            Error::AlreadyExists {
+                name: "cam0".into(),
+                being_created,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            text(false),
+            "stream 'cam0' already exists: open it with Stream::open, or unlink it first"
+        );
+        assert_eq!(
+            text(true),
+            "stream 'cam0' is being created by another process: open it with Stream::open once \
+             its creator finishes (retry), or find the creator holding its lock"
         );
     }
 }

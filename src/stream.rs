@@ -117,7 +117,8 @@ impl StreamOptions {
         self.history = frames;
         self
     }
-    /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken.
+    /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken (by a
+    /// stream, or by another process's creation at work).
     pub fn create(&self) -> Result<Stream> {
         Stream::create_with(self)
     }
@@ -380,6 +381,7 @@ impl Stream {
                 return Err(if creation_at_work(name) {
                     Error::AlreadyExists {
                         name: name.to_owned(),
+                        being_created: true,
                     }
                 } else {
                     e
@@ -607,10 +609,11 @@ impl Stream {
 
     #[cold]
     fn len_mismatch(&self, given: usize) -> Error {
-        Error::ShapeMismatch {
+        Error::SliceLength {
             name: self.name.clone(),
-            expected: self.shape.clone(),
-            given: vec![given],
+            shape: self.shape.clone(),
+            expected_len: self.len,
+            given_len: given,
         }
     }
 

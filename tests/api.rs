@@ -366,8 +366,15 @@ fn a_creation_at_work_holds_the_name_for_create_and_open() {
 
     let made = Stream::create(&name, &[4], Dtype::U8).map(drop);
     assert!(
-        matches!(&made, Err(Error::AlreadyExists { name: n }) if *n == name),
+        matches!(&made, Err(Error::AlreadyExists { name: n, being_created: true }) if *n == name),
         "{made:?}"
+    );
+    // Not only "open it": an open waits out the creation and says `NotFound`.
+    let text = made.unwrap_err().to_string();
+    assert!(
+        text.contains("being created by another process")
+            && text.contains("once its creator finishes"),
+        "{text}"
     );
     let opened = Stream::open(&name).map(drop);
     assert!(
@@ -668,7 +675,7 @@ fn wrong_shapes_are_refused_and_keep_the_previous_frame() {
     let s = Stream::create(&name, &[2, 3], Dtype::U16).unwrap();
     s.write_slice(&[1u16, 2, 3, 4, 5, 6]).unwrap();
     let e = s.write_slice(&[1u16; 5]).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e:?}");
+    assert!(matches!(e, Error::SliceLength { .. }), "{e:?}");
     assert!(
         e.to_string().contains(&name) && e.to_string().contains("[2, 3]"),
         "{e}"
@@ -678,9 +685,13 @@ fn wrong_shapes_are_refused_and_keep_the_previous_frame() {
         matches!(e, Error::ShapeMismatch { ref given, .. } if given == &[3, 2]),
         "{e:?}"
     );
+    assert!(
+        e.to_string().ends_with(": pass an array of shape [2, 3]"),
+        "{e}"
+    );
     assert!(matches!(
         s.read_into_slice(&mut [0u16; 7]),
-        Err(Error::ShapeMismatch { .. })
+        Err(Error::SliceLength { .. })
     ));
     let mut wrong = Array2::<u16>::zeros((3, 2));
     assert!(matches!(
@@ -1526,7 +1537,7 @@ fn error_messages_name_the_stream_and_the_remedy() {
     );
     let m = s.write_slice(&[1.0f32]).unwrap_err().to_string();
     assert!(
-        m.contains(&name) && m.contains("[2]") && m.contains("[1]"),
+        m.contains(&name) && m.contains("2 elements ([2])") && m.contains("the slice has 1"),
         "{m}"
     );
     let m = Stream::create(&name, &[2], Dtype::F32)
@@ -1578,6 +1589,40 @@ fn a_byte_buffer_of_the_wrong_size_says_the_frame_and_buffer_bytes() {
         ),
         "{e:?}"
     );
+    assert_eq!(e.stream_name(), name);
+    // A slice of the wrong number of elements says elements, not a shape of its length.
+    let e = s.write_slice(&[0u16; 5]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SliceLength {
+                expected_len: 6,
+                given_len: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "slice length mismatch on stream '{name}': a frame is 6 elements ([2, 3]), the \
+             slice has 5: pass a slice of len() (6) elements"
+        )
+    );
+    let e = s.read_into_slice(&mut [0u16; 7]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SliceLength {
+                expected_len: 6,
+                given_len: 7,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("len() (6) elements"), "{e}");
     assert_eq!(e.stream_name(), name);
 }
 
@@ -1693,6 +1738,13 @@ fn another_pyshmem_format_version_is_refused_without_saying_to_unlink_it() {
             assert_eq!(
                 text.contains("upgrade shmstream"),
                 other_version && case != "v2",
+                "{case}: {text}"
+            );
+            // pyshmem 1.4.0 reads v2 too: not "open it with that pyshmem" (1.0.x).
+            assert_eq!(
+                text.contains("pyshmem up to 1.4.0 reads it")
+                    && text.contains("recreate it with a current writer"),
+                case == "v2",
                 "{case}: {text}"
             );
         }

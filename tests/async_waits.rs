@@ -184,7 +184,7 @@ async fn wait_for_count_and_read_after_into_slice_async() {
     let mut short = [0.0f32; 2];
     assert!(matches!(
         s.read_after_into_slice_async(0, &mut short, None).await,
-        Err(Error::ShapeMismatch { .. })
+        Err(Error::SliceLength { .. })
     ));
 }
 

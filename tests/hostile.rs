@@ -882,7 +882,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
         (
             "write_slice: wrong length",
             Box::new(|| w.write_slice(&[0f32; 5])),
-            |e| matches!(e, Error::ShapeMismatch { .. }),
+            |e| matches!(e, Error::SliceLength { .. }),
             n(),
         ),
         (
@@ -915,7 +915,7 @@ fn every_bad_input_gets_its_clear_error_and_leaves_the_frame_intact() {
         (
             "read_into_slice: wrong length",
             Box::new(|| ro.read_into_slice(&mut [0f32; 7]).map(drop)),
-            |e| matches!(e, Error::ShapeMismatch { .. }),
+            |e| matches!(e, Error::SliceLength { .. }),
             n(),
         ),
         (

@@ -201,6 +201,28 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `create`'s refusal of a taken name with this tool's remedies (the library's names
+/// `Stream::open`); any other error as it is.
+fn create_refusal(e: Error) -> Box<dyn std::error::Error> {
+    match e {
+        Error::AlreadyExists {
+            name,
+            being_created: false,
+        } => format!(
+            "stream '{name}' already exists: write to it with `shmstream load`, or remove it \
+             first with {}",
+            shmstream::name::unlink_remedy(&name)
+        )
+        .into(),
+        Error::AlreadyExists { name, .. } => format!(
+            "stream '{name}' is being created by another process: retry once its creator \
+             finishes, or find the process holding its lock"
+        )
+        .into(),
+        e => e.into(),
+    }
+}
+
 fn main() -> ExitCode {
     term::die_quietly_on_closed_pipe();
     term::fail_writes_past_file_size_limit();
@@ -242,7 +264,8 @@ fn run(command: Command) -> Fallible {
                 .shape(&shape.0)
                 .dtype(dtype)
                 .notify(notify)
-                .create()?;
+                .create()
+                .map_err(create_refusal)?;
             term::outln!(
                 "created '{}': {} {:?}{}",
                 term::printable(s.name()),

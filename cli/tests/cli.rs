@@ -299,7 +299,14 @@ fn create_errors_exit_1_with_a_message() {
         .args(["create", &name, "--shape", "4"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("already exists"));
+        .stderr(
+            predicate::str::contains("already exists")
+                .and(predicate::str::contains(format!(
+                    "`shmstream unlink {name}`"
+                )))
+                .and(predicate::str::contains("`shmstream load`"))
+                .and(predicate::str::contains("Stream::open").not()),
+        );
     cli().assert().code(1); // no subcommand: usage on stderr, exit 1
     cli()
         .arg("--help")

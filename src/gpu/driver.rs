@@ -520,6 +520,7 @@ pub(crate) fn create(
         let seg = Segment::create(&id, GPU_SEGMENT_BYTES).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
                 name: name.to_owned(),
+                being_created: false,
             },
             _ => Error::io(name, "creating the GPU handle segment", e),
         })?;
