@@ -133,9 +133,9 @@ fn stream_idle_now(a: &Attachment) -> bool {
 /// [`crate::sys::is_self_or_running`]).
 const LIVENESS_POLL: Duration = Duration::from_millis(1);
 
-/// When a host-side wait's liveness probe (and its deadline check) is due: a
-/// [`LIVENESS_POLL`] in (or at its timeout, if sooner), then at most once per poll period,
-/// not on every poll of the word it waits on.
+/// When a host-side wait's liveness probe is due: a [`LIVENESS_POLL`] in (or at its
+/// timeout, if sooner), then at most once per poll period, not on every poll of the word it
+/// waits on.
 #[derive(Debug)]
 pub(crate) struct ProbeTicker {
     next: Instant,
@@ -163,6 +163,65 @@ impl ProbeTicker {
         }
         self.next = now + LIVENESS_POLL;
         true
+    }
+}
+
+/// How long a host-side wait for GPU work ([`Backoff`]) yields before it sleeps: waits
+/// on the publication path (a frame landing: a 4 MB copy takes ~160 µs) keep a yield's
+/// latency; an idle wait pays this much of a core, then sleeps.
+const YIELD_PHASE: Duration = Duration::from_millis(1);
+/// A [`Backoff`]'s first sleep; each doubles, up to [`MAX_SLEEP`].
+const FIRST_SLEEP: Duration = Duration::from_micros(20);
+/// A [`Backoff`]'s longest sleep: the latency an idle wait adds, at most.
+const MAX_SLEEP: Duration = Duration::from_millis(1);
+
+/// The pauses between polls of a host-side wait for GPU work (a CUDA stream, a word it
+/// stores): yields for [`YIELD_PHASE`], then sleeps doubling from [`FIRST_SLEEP`] to
+/// [`MAX_SLEEP`], as [`crate::WaitStrategy::Adaptive`] does without notify. An idle wait of
+/// seconds then costs a few thousand wakes, not a core.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    yield_until: Instant,
+    sleep: Duration,
+}
+
+impl Backoff {
+    /// A wait starting now.
+    pub(crate) fn new() -> Self {
+        Self {
+            yield_until: Instant::now() + YIELD_PHASE,
+            sleep: FIRST_SLEEP,
+        }
+    }
+
+    /// One pause: a yield early in the wait, later a sleep, never past `deadline`.
+    pub(crate) fn pause(&mut self, deadline: Option<Instant>) {
+        let now = Instant::now();
+        if now < self.yield_until {
+            std::thread::yield_now();
+            return;
+        }
+        let left = deadline.map_or(MAX_SLEEP, |d| d.saturating_duration_since(now));
+        std::thread::sleep(self.sleep.min(left));
+        self.sleep = (self.sleep * 2).min(MAX_SLEEP);
+    }
+}
+
+/// Polls until `poll` answers, pausing between polls with a [`Backoff`]; `None` once
+/// `deadline` has passed (after a last poll).
+pub(crate) fn poll_until<T>(
+    deadline: Option<Instant>,
+    mut poll: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(t) = poll() {
+            return Some(t);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        backoff.pause(deadline);
     }
 }
 
@@ -227,6 +286,7 @@ pub(crate) fn gate_writer(
     }
     let timeout = s.default_timeout();
     let (mut probe, mut alive) = (ProbeTicker::within(timeout), true);
+    let (mut backoff, deadline) = (Backoff::new(), Instant::now().checked_add(timeout));
     let got = slots::wait_ack(
         ack,
         timeout,
@@ -237,7 +297,7 @@ pub(crate) fn gate_writer(
             }
             alive
         },
-        std::thread::yield_now,
+        || backoff.pause(deadline),
     );
     match got {
         Ok(_) => Ok(()),
@@ -464,23 +524,22 @@ impl<'s> GpuConsumer<'s> {
     /// failure or the timeout.
     fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let st = self.a.stream.cu_stream();
-        let start = Instant::now();
-        loop {
+        let deadline = Instant::now().checked_add(timeout);
+        let done = poll_until(deadline, || {
             // SAFETY: our live stream.
             match unsafe { sys::cuStreamQuery(st) } {
-                sys::CUresult::CUDA_SUCCESS => return Ok(()),
-                r if !query_says_idle(r) => {}
-                other => return self.ck("waiting for the consumer's stream", other.result()),
+                sys::CUresult::CUDA_SUCCESS => Some(Ok(())),
+                r if !query_says_idle(r) => None,
+                other => Some(self.ck("waiting for the consumer's stream", other.result())),
             }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    name: self.s.name.clone(),
-                    op: "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
-                    timeout,
-                });
-            }
-            std::thread::yield_now();
-        }
+        });
+        done.unwrap_or_else(|| {
+            Err(Error::Timeout {
+                name: self.s.name.clone(),
+                op: "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
+                timeout,
+            })
+        })
     }
 }
 
@@ -576,5 +635,36 @@ mod tests {
             short.due(now),
             "a wait shorter than a period probes at once"
         );
+    }
+
+    /// An idle host-side wait backs off: past its yield phase, 200 ms of polls that never
+    /// answer stay in the hundreds (a `yield_now` loop makes hundreds of thousands), and it
+    /// gives up at the deadline; one answering at its k-th poll returns at once.
+    #[test]
+    fn an_idle_poll_backs_off_and_gives_up_at_its_deadline() {
+        let wait = Duration::from_millis(200);
+        let mut polls = 0u32;
+        let start = Instant::now();
+        let got: Option<()> = poll_until(Some(start + wait), || {
+            polls += u32::from(start.elapsed() > YIELD_PHASE);
+            None
+        });
+        let took = start.elapsed();
+        assert_eq!(got, None);
+        assert!(took >= wait, "gave up early, after {took:?}");
+        assert!(took < wait * 5, "gave up late, after {took:?}");
+        assert!(
+            polls < 2000,
+            "{polls} polls after the yield phase: no backoff"
+        );
+
+        let (k, mut polls) = (5, 0);
+        let start = Instant::now();
+        let got = poll_until(Some(start + Duration::from_secs(10)), || {
+            polls += 1;
+            (polls == k).then_some(polls)
+        });
+        assert_eq!(got, Some(k));
+        assert!(start.elapsed() < Duration::from_secs(1), "not promptly");
     }
 }

@@ -279,22 +279,24 @@ impl Attachment {
         if !self.bind_for_query() {
             return false;
         }
-        let start = Instant::now();
+        let deadline = Instant::now().checked_add(timeout);
         let mut probe = super::consumer::ProbeTicker::within(timeout);
-        loop {
+        let release_dead = || super::consumer::release_if_dead(self, os::pid());
+        let idle = super::consumer::poll_until(deadline, || {
             // SAFETY: our own live stream (the Arc is a field).
             let r = unsafe { sys::cuStreamQuery(self.stream.cu_stream()) };
             if super::consumer::query_says_idle(r) {
-                return true;
+                return Some(());
             }
-            let now = Instant::now();
-            if probe.due(now) {
-                super::consumer::release_if_dead(self, os::pid());
-                if now - start >= timeout {
-                    return false;
-                }
+            if probe.due(Instant::now()) {
+                release_dead();
             }
-            std::thread::yield_now();
+            None
+        });
+        // Probed once more at the deadline: a short wait still releases a dead consumer.
+        idle.is_some() || {
+            release_dead();
+            false
         }
     }
 

@@ -190,34 +190,35 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
         return Ok(()); // `seqlock::begin_write` recovers it
     }
-    // Spins on the sequence (our own stream, or another writer's, stores it); the liveness
-    // probes (`/proc`) run at most once a millisecond.
-    let timeout = s.default_timeout();
-    let start = Instant::now();
-    let mut ticker = super::consumer::ProbeTicker::within(timeout);
-    while h.sequence().load(Ordering::Acquire) == seq {
-        let now = Instant::now();
-        if ticker.due(now) {
-            if probe::judge_odd(publisher, alive) == OddSequence::Abandoned {
-                return Ok(());
-            }
-            // Our stream may wait for a GPU consumer that died: release it.
+    // Polls the sequence (our own stream, or another writer's, stores it) with a backoff; the
+    // liveness probes (`/proc`) run at most once a millisecond, and once more at the deadline.
+    // A probe: whether the publisher is gone (`seqlock::begin_write` recovers the bracket);
+    // before that, our stream may wait for a GPU consumer that died: release it.
+    let gone_or_release = || {
+        probe::judge_odd(publisher, alive) == OddSequence::Abandoned || {
             super::consumer::release_if_dead(a, crate::sys::pid());
-            if now - start > timeout {
-                return Err(Error::Timeout {
-                    name: s.name.clone(),
-                    op: if super::consumer::has_live_consumer(a) {
-                        "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
-                    } else {
-                        "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
-                    },
-                    timeout,
-                });
-            }
+            false
         }
-        std::thread::yield_now();
+    };
+    let timeout = s.default_timeout();
+    let deadline = Instant::now().checked_add(timeout);
+    let mut ticker = super::consumer::ProbeTicker::within(timeout);
+    let landed = super::consumer::poll_until(deadline, || {
+        let moved = h.sequence().load(Ordering::Acquire) != seq;
+        (moved || (ticker.due(Instant::now()) && gone_or_release())).then_some(())
+    });
+    if landed.is_some() || gone_or_release() {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::Timeout {
+        name: s.name.clone(),
+        op: if super::consumer::has_live_consumer(a) {
+            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
+        } else {
+            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
+        },
+        timeout,
+    })
 }
 
 /// Publish hook that ends a GPU-side bracket: metadata and count by the host, the even
