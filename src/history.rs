@@ -1237,8 +1237,9 @@ impl Cursor<'_> {
             // made is given back below) and turn this wait into a busy loop. The ring is
             // untouched by it: a dead writer's slot stays odd and is never returned.
             if let Observed::Invalid(s) = seqlock::optimistic_read(&self.stream.header) {
-                // As the stream's wait does on an invalid generation: unlinked, stale.
-                self.stream.check_generation(true)?;
+                // Unlinked: stale. Looked at once at this call's first such wait, then at
+                // the rate limit, as the stream's wait past a reported invalid generation.
+                self.stream.check_generation(invalid_wait.is_none())?;
                 let w = invalid_wait.get_or_insert_with(|| {
                     Waiter::new(after_spin, self.stream.notify(), remaining)
                 });
@@ -2154,6 +2155,40 @@ mod tests {
         assert_eq!(drain(&mut c), ["frame 4"]);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A cursor waiting for the next writer after an aborted write looks at the stream's
+    /// file at the rate of the generation checks: it looked at every pause (two `fstat`s,
+    /// thousands a second when yielding). It still notices an unlink.
+    #[test]
+    fn a_cursor_past_an_aborted_write_looks_at_the_file_at_the_rate_limit() {
+        for strategy in [WaitStrategy::Yield, WaitStrategy::Park] {
+            let (name, s) = stream(&format!("abort-rate-{strategy:?}"), 4, 4);
+            s.set_wait_strategy(strategy);
+            let mut c = s.cursor().unwrap();
+            s.write_slice(&[1u32; 4]).unwrap();
+            assert_eq!(drain(&mut c), ["frame 1"]);
+            let aborted = s.write_view(|_: &mut [u32]| Err::<(), _>(std::io::Error::other("x")));
+            assert!(aborted.is_err() && s.write_sequence() < 0, "{aborted:?}");
+            let checks = || crate::stream::GENERATION_CHECKS.with(std::cell::Cell::get);
+            let before = checks();
+            let waited = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_millis(30)));
+            assert!(
+                matches!(waited, Err(Error::Timeout { .. })),
+                "{strategy:?}: {waited:?}"
+            );
+            let made = checks() - before;
+            assert!(
+                made <= 4,
+                "{strategy:?}: {made} looks at the file in a 30 ms wait"
+            );
+            crate::unlink(&name).unwrap();
+            let waited = c.next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(5)));
+            assert!(
+                matches!(waited, Err(Error::Stale { .. })),
+                "{strategy:?}: {waited:?}"
+            );
+        }
     }
 
     /// A cursor asked for its next frame inside its own thread's fill is refused, whatever

@@ -60,10 +60,12 @@ impl Stream {
     pub fn size_bytes(&self) -> usize {
         self.size
     }
-    /// Completed writes so far, read without the seqlock: on a history stream a write stores
-    /// its count before its publication ends (a frame filled in the ring first, before its
-    /// copy into the payload), so this may count the write in progress; and a writer killed
-    /// during its publication leaves the count it used up (the next write counts past it).
+    /// Writes counted so far, read without the seqlock. Every write stores its count inside
+    /// its bracket, before the even sequence that ends it (a GPU-side publication, from the
+    /// host before its CUDA stream lands the frame; a history write, before it copies a frame
+    /// filled in the ring into the payload), so this may count the write in progress; a writer
+    /// killed mid-write leaves the count it used up (the next write counts past it). For a
+    /// count paired with its frame, use [`Stream::read_publication`].
     pub fn count(&self) -> u64 {
         self.header.count().load(Ordering::Acquire)
     }

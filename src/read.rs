@@ -195,14 +195,15 @@ impl Stream {
                         waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
                     if w.writer_check_due() {
                         self.check_generation(false)?;
-                        self.check_abandoned(s)?;
+                        self.check_abandoned(s, want)?;
                     }
                     s
                 }
                 Observed::Invalid(s) => {
                     // A waiting read reports each invalid generation once per handle, then
-                    // waits for the next good frame; a read of the current frame reports it.
-                    if self.mark_reported(s) || matches!(want, Want::Now) {
+                    // waits for the next good frame; a read of the current frame reports it
+                    // without using up the handle's report (its waits still make it).
+                    if matches!(want, Want::Now) || self.mark_reported(s) {
                         return Err(self.invalid_error());
                     }
                     // Reported already: wait, noticing an unlink as every wait does (rate
@@ -216,7 +217,7 @@ impl Stream {
             if !w.pause(h, wait_on) {
                 self.check_generation(true)?;
                 if let Observed::Writing(s) = seqlock::optimistic_read(h) {
-                    self.check_abandoned(s)?;
+                    self.check_abandoned(s, want)?;
                 }
                 return Err(Error::Timeout {
                     name: self.name.clone(),
@@ -257,8 +258,9 @@ impl Stream {
     /// invalid and report it. Taking the lock proves nobody is writing: a live writer holds
     /// the flock for the whole bracket, and the kernel drops a dead holder's flock when it
     /// exits, reaped or not (its pid would pass for alive while it is a zombie). A try that
-    /// fails costs what asking for the pid did (a system call or two).
-    fn check_abandoned(&self, observed: i64) -> Result<()> {
+    /// fails costs what asking for the pid did (a system call or two). Only a wait (`want`
+    /// other than [`Want::Now`]) marks the report made, as for any invalid generation.
+    fn check_abandoned(&self, observed: i64, want: Want) -> Result<()> {
         // A GPU-side publication whose CUDA stream has not stored the even value yet: the
         // write lock is free, but its writer is alive.
         if crate::gpu::publication_landing(self) {
@@ -287,7 +289,9 @@ impl Stream {
             // The value `invalidate_abandoned` stored, not a fresh load: a writer that took
             // the lock since and aborted its own write left another invalid value, which is
             // still to be reported.
-            self.mark_reported(observed.wrapping_neg());
+            if !matches!(want, Want::Now) {
+                self.mark_reported(observed.wrapping_neg());
+            }
             // A stream unlinked meanwhile (pyshmem's unlink leaves the header as it was) is
             // stale, as every other read of an invalid generation says.
             self.check_generation(true)?;
@@ -877,6 +881,42 @@ mod tests {
         crate::unlink(&name).unwrap();
         let got = got.expect("the reader parked before it looked for the dead writer");
         assert!(matches!(got, Err(Error::Inconsistent { .. })), "{got:?}");
+    }
+
+    /// A snapshot `read` reports a dead writer's bracket or an aborted write and leaves the
+    /// handle's one report to its waits: it used it up, so the handle's next `read_new`
+    /// waited past the dead writer (row 2), timing out or waiting for good.
+    #[test]
+    fn a_snapshot_read_leaves_the_report_of_an_invalid_write_to_the_handles_waits() {
+        let (name, w) = stream("snapshot-report");
+        w.write_slice(&[1u8; 4]).unwrap();
+        let r = Stream::open(&name).unwrap();
+        let both_report = |r: &Stream, what: &str| {
+            let read = r.read::<u8>();
+            assert!(
+                matches!(read, Err(Error::Inconsistent { .. })),
+                "{what}: {read:?}"
+            );
+            let waited = r.read_new::<u8>(Some(Duration::from_millis(100)));
+            assert!(
+                matches!(waited, Err(Error::Inconsistent { .. })),
+                "{what}: {waited:?}"
+            );
+        };
+        // The dead writer: its bracket stays open, its lock is free.
+        let _abandoned = seqlock::begin_write(&w.header);
+        both_report(&r, "dead writer");
+        w.write_slice(&[2u8; 4]).unwrap();
+        assert_eq!(r.read_new::<u8>(Some(Duration::ZERO)).unwrap()[[0]], 2);
+        let aborted =
+            w.write_view(|_: &mut [u8]| Err::<(), _>(std::io::Error::other("fill failed")));
+        assert!(
+            matches!(aborted, Err(Error::WriteAborted { .. })),
+            "{aborted:?}"
+        );
+        both_report(&r, "aborted write");
+        drop((r, w));
+        crate::unlink(&name).unwrap();
     }
 
     /// Threads sharing one handle may record their reads out of order: one validates frame
