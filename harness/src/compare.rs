@@ -225,14 +225,22 @@ impl Bands {
 }
 
 /// Merges repeats of one scenario: per case, the record with the highest
-/// `ratio_to_floor` (a record with a ratio beats one without). Cases keep the order of
-/// their first appearance.
+/// `ratio_to_floor` (a record with a ratio beats one without, and one its floor bounds
+/// beats one above the floor's slack, [`Record::floor_bound_note`]: that comparison is
+/// void). Cases keep the order of their first appearance.
 pub fn best_of(runs: &[Vec<Record>]) -> Vec<Record> {
+    let rank = |r: &Record| {
+        (
+            r.ratio_to_floor.is_some(),
+            r.floor_bound_note().is_none(),
+            r.ratio_to_floor,
+        )
+    };
     let mut best: Vec<Record> = Vec::new();
     for r in runs.iter().flatten() {
         match best.iter_mut().find(|b| b.key() == r.key()) {
             None => best.push(r.clone()),
-            Some(b) if r.ratio_to_floor > b.ratio_to_floor => *b = r.clone(),
+            Some(b) if rank(r) > rank(b) => *b = r.clone(),
             Some(_) => {}
         }
     }
@@ -585,6 +593,10 @@ mod tests {
                  (scenarios/README.md)"
             );
         }
+        // A baseline ratio its floor does not bound would gate against a void comparison.
+        for r in &base {
+            assert_eq!(r.floor_bound_note(), None, "baseline row {}", r.key());
+        }
         let keys: Vec<String> = base.iter().map(Record::key).collect();
         assert_eq!(
             keys, jobs,
@@ -618,6 +630,20 @@ mod tests {
             Bands::uniform(0.25),
         );
         assert!(!sut.table().contains(flag), "{}", sut.table());
+    }
+
+    /// A repeat above its floor's slack (1.3 > 1.05) is no case's best while another
+    /// repeat's floor bounds it: the real slowdown (0.74 against 0.98) still fails.
+    #[test]
+    fn best_of_ranks_a_ratio_its_floor_does_not_bound_last() {
+        let runs = vec![vec![sample("a", Some(0.74))], vec![sample("a", Some(1.3))]];
+        let best = best_of(&runs);
+        assert_eq!(best[0].ratio_to_floor, Some(0.74));
+        let sut = compare(&[sample("a", Some(0.98))], &best, Bands::uniform(0.2));
+        assert!(sut.has_regression(), "{}", sut.table());
+        // Without a bounded repeat the unbounded one still beats no ratio.
+        let best = best_of(&[vec![sample("a", None)], vec![sample("a", Some(1.3))]]);
+        assert_eq!(best[0].ratio_to_floor, Some(1.3));
     }
 
     #[test]

@@ -441,7 +441,35 @@ mod tests {
         // Nor in results.csv / results.json, nor in the rate plot.
         let record = crate::report::record::Record::from_result(&sut);
         assert_eq!((record.p50_ns, record.p99_ns), (None, None));
+        assert_eq!((record.jitter_ns, record.stages), (None, None));
         let series = crate::report::ao_plots::rate_series(&sut, sut.ao.as_deref().unwrap());
         assert!(series[0].points.is_empty(), "{:?}", series[0].points);
+        // The pyRTC targets say why they have no ratio: the peer ran.
+        let stats = LoopStats {
+            frames: 10,
+            missed: 10,
+            ..LoopStats::default()
+        };
+        let peer = LoopStats {
+            jitter_ns: 20_000.0,
+            ..stats.clone()
+        };
+        let mut pyrtc = crate::report::targets::tests::ao(
+            crate::report::targets::tests::PYRTC,
+            [300_000; 3],
+            stats,
+            peer,
+        );
+        pyrtc.ours.as_mut().unwrap().hist = crate::hist::new();
+        let targets = crate::report::targets::evaluate(&[pyrtc], 5.0);
+        let pyshmem: Vec<_> = targets
+            .iter()
+            .filter(|t| t.name.contains("pyshmem") || t.name.contains("end-to-end"))
+            .collect();
+        assert_eq!(pyshmem.len(), 4, "{targets:#?}");
+        for t in pyshmem {
+            assert_eq!(t.pass, None, "{t:?}");
+            assert_eq!(t.measured, "n/a (no frame of ours reached the DM)", "{t:?}");
+        }
     }
 }

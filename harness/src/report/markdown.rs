@@ -463,10 +463,14 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         writeln!(
             o,
             "Writer publishes (flock pair + seqlock + copy), reader waits, copies a safe snapshot out and acknowledges; \
-             the writer times the round trip. Floor: the same protocol on a bare shared-memory word (C `pingpong_payload` \
-             with flock; for futex, both sides sleep in FUTEX_WAIT). Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count). \
+             the writer times the round trip. Floor: the same protocol on a bare shared-memory word with the flock pair \
+             (`FloorPing` / `FloorEcho`, a port of the C `pingpong_payload`), waiting by the same mechanism as ours: spinning (`spin`), \
+             spinning the library's budget then sleeping in FUTEX_WAIT (`adaptive`), or both sides asleep in FUTEX_WAIT at once (`park`); \
+             on the CPU it runs in ours' two processes, in {ping} ms slices alternating with ours. \
+             Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count). \
              GPU rows (`cuda`): the reader echoes the whole frame back on a second GPU stream; their floor is the same four copies \
-             with raw CUDA memcpy on plain device memory, in one process.\n"
+             with raw CUDA memcpy on plain device memory, in one process.\n",
+            ping = crate::cases::pingpong::PING_SLICE.as_millis(),
         )?;
         writeln!(
             o,

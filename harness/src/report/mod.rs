@@ -310,9 +310,16 @@ mod write_tests {
     /// report.md for one float32 roundtrip case whose iterations take `ours_ns` and its
     /// floor's `floor_ns`.
     fn roundtrip_report(ours_ns: u64, floor_ns: u64) -> String {
-        let scenario =
-            Scenario::parse("name=\"w\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[100,100]]\n")
-                .unwrap();
+        report_of(
+            "name=\"w\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[100,100]]\n",
+            ours_ns,
+            floor_ns,
+        )
+    }
+
+    /// report.md for the one job of the scenario `toml`, as [`roundtrip_report`].
+    fn report_of(toml: &str, ours_ns: u64, floor_ns: u64) -> String {
+        let scenario = Scenario::parse(toml).unwrap();
         let results = [JobResult {
             job: scenario.jobs(false, None).remove(0),
             ours: Ok(side(ours_ns, 1e9 / ours_ns as f64)),
@@ -343,6 +350,25 @@ mod write_tests {
         );
     }
 
+    /// The ping-pong section describes the floor the CPU case runs, the harness's port of
+    /// the C floor in ours' processes, for each wait form by the name its rows carry.
+    #[test]
+    fn the_pingpong_floor_is_described_as_the_port_it_runs_for_each_wait_form() {
+        let md = report_of(
+            "name=\"w\"\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\nsizes=[[64]]\ndtype=\"uint8\"\n",
+            40_000,
+            40_000,
+        );
+        assert!(!md.contains("for futex"), "{md}");
+        assert!(
+            md.contains("(`FloorPing` / `FloorEcho`, a port of the C `pingpong_payload`)")
+                && md.contains("then sleeping in FUTEX_WAIT (`adaptive`)")
+                && md.contains("asleep in FUTEX_WAIT at once (`park`)")
+                && md.contains("in ours' two processes, in 10 ms slices alternating with ours"),
+            "{md}"
+        );
+    }
+
     /// A floor must bound what it is compared with: a ratio above 1.05 (1.10 for a floor in
     /// other processes) is flagged (not failed), one below 1 is not.
     #[test]
@@ -352,6 +378,14 @@ mod write_tests {
         let md = roundtrip_report(2000, 3000);
         assert!(
             md.contains(&format!("`roundtrip/100x100`: ratio 1.50 {flag}")),
+            "{md}"
+        );
+        // Nor does the void comparison pass its target (result "n/a": pass is None).
+        assert!(
+            md.contains(
+                "| roundtrip 100x100 vs floor (median iteration) | n/a (the floor does not \
+                 bound ours: ratio 1.50 above the slack 1.05) | ≥ 0.75× | n/a |"
+            ),
             "{md}"
         );
         let md = roundtrip_report(4000, 3800);

@@ -226,6 +226,8 @@ impl Record {
         };
         let ao = r.ao.as_deref();
         let stats = ao.and_then(|a| a.stats.as_ref());
+        // Nor a jitter or stages (a default `LoopStats`' zeros) of a loop without latencies.
+        let latency_stats = stats.filter(|_| pct.is_some());
         let peer_side = r.peer.as_ref().ok().filter(|_| ao.is_some());
         Record {
             geometry: ao.map(|a| AoGeometry {
@@ -239,8 +241,8 @@ impl Record {
             achieved_hz: stats.map(|s| s.achieved_hz),
             missed: stats.map(|s| s.missed),
             missed_at_source: stats.map(|s| s.missed_at_source),
-            jitter_ns: stats.map(|s| s.jitter_ns),
-            stages: stats.map(|s| s.stages.clone()),
+            jitter_ns: latency_stats.map(|s| s.jitter_ns),
+            stages: latency_stats.map(|s| s.stages.clone()),
             max_rate_hz: ao.and_then(|a| a.max_rate_hz),
             max_rate_lower_bound: ao.and_then(|a| a.max_rate_hz.map(|_| a.max_rate_lower_bound)),
             peer_p50_ns: peer_side.map(|s| s.pct().p50),
@@ -442,9 +444,94 @@ pub(crate) mod tests {
         let mut got = keys.clone();
         got.sort();
         assert_eq!(got, want);
+        // The order: each key's position in the text of the first record.
+        let text = String::from_utf8(buf.clone()).unwrap();
+        let at: Vec<usize> = COLUMNS
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert!(v[1]["ratio_to_floor"].is_null());
         let back: Vec<Record> = serde_json::from_slice(&buf).unwrap();
         assert_eq!(back, recs);
+    }
+
+    /// Each CSV cell sits under its own header: with a value of its own in every field, each
+    /// cell reads as the JSON value under the same key (`shape` as `3x5`, structured fields
+    /// as compact JSON).
+    #[test]
+    fn each_csv_cell_is_the_json_value_under_the_same_key() {
+        let rec = Record {
+            case: "c".into(),
+            kind: "ao-loop".into(),
+            shape: vec![3, 5],
+            dtype: "float64".into(),
+            device: "cuda:1".into(),
+            mirror: Some(true),
+            pipeline: Some("host-upload".into()),
+            wait: Some("spin".into()),
+            hz: Some(1.5),
+            bytes_per_s: Some(2.5),
+            gflops: Some(3.5),
+            p50_ns: Some(11),
+            p90_ns: Some(12),
+            p99_ns: Some(13),
+            p999_ns: Some(14),
+            max_ns: Some(15),
+            floor_hz: Some(4.5),
+            ratio_to_floor: Some(0.5),
+            peer_hz: Some(6.5),
+            geometry: Some(AoGeometry {
+                wfs_pixels: [30, 31],
+                subapertures: [32, 33],
+                signals: 34,
+                modes: 35,
+                actuators: 36,
+            }),
+            rate_hz: Some(7.5),
+            achieved_hz: Some(8.5),
+            missed: Some(16),
+            missed_at_source: Some(17),
+            jitter_ns: Some(9.5),
+            stages: Some(vec![StageStat {
+                name: "recon".into(),
+                p50_ns: 18,
+                p99_ns: 19,
+            }]),
+            max_rate_hz: Some(10.5),
+            max_rate_lower_bound: Some(false),
+            peer_p50_ns: Some(20),
+            peer_p99_ns: Some(21),
+            peer_jitter_ns: Some(22.5),
+            verdict: Some("pass".into()),
+            skipped: Some("why".into()),
+        };
+        let json = serde_json::to_value(&rec).unwrap();
+        let mut csv = Vec::new();
+        CsvWriter
+            .write(std::slice::from_ref(&rec), &mut csv)
+            .unwrap();
+        let mut rows = csv::Reader::from_reader(&csv[..]);
+        let headers = rows.headers().unwrap().clone();
+        let row = rows.records().next().unwrap().unwrap();
+        assert_eq!(headers.iter().collect::<Vec<_>>(), COLUMNS);
+        assert_eq!(row.len(), COLUMNS.len());
+        for (key, cell) in headers.iter().zip(row.iter()) {
+            let want = &json[key];
+            assert!(!want.is_null(), "{key}: give every field a value");
+            let same = match want {
+                serde_json::Value::String(s) => s == cell,
+                _ if key == "shape" => cell == "3x5",
+                serde_json::Value::Number(n) => cell.parse::<f64>().ok() == n.as_f64(),
+                _ => {
+                    serde_json::from_str::<serde_json::Value>(cell)
+                        .ok()
+                        .as_ref()
+                        == Some(want)
+                }
+            };
+            assert!(same, "column {key}: CSV {cell:?}, JSON {want}");
+        }
     }
 
     /// Whether the ladder's highest rate is only a lower bound ("≥ N" in report.md) reaches

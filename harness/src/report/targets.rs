@@ -24,6 +24,21 @@ fn cpu_f32(r: &JobResult, kind: Kind) -> bool {
     r.job.kind == kind && !r.job.device.is_gpu() && r.skipped.is_none()
 }
 
+/// Why `r`'s floor comparisons are void: ours beats its floor beyond the slack
+/// ([`Record::floor_bound_note`](crate::report::record::Record::floor_bound_note)); a floor
+/// must bound what it is compared with.
+fn unbounded(r: &JobResult) -> Option<String> {
+    let rec = crate::report::record::Record::from_result(r);
+    rec.floor_bound_note()?;
+    Some(format!(
+        "the floor does not bound ours: ratio {:.2} above the slack {:.2}",
+        rec.ratio_to_floor?,
+        rec.floor_bound_slack()
+    ))
+}
+
+/// `num / den` held to at least `min`×; n/a with `void` (ours against a floor that does not
+/// bound it, [`unbounded`]) or without a side (`why`).
 fn ratio_target(
     out: &mut Vec<Target>,
     name: String,
@@ -31,30 +46,35 @@ fn ratio_target(
     den: Option<f64>,
     min: f64,
     why: &str,
+    void: Option<&str>,
 ) {
-    match (num, den) {
-        (Some(a), Some(b)) if b > 0.0 => out.push(Target {
-            name,
-            measured: format!("{:.3}×", a / b),
-            limit: format!("≥ {min:.2}×"),
-            pass: Some(a / b >= min),
-        }),
-        _ => out.push(Target {
-            name,
-            measured: format!("n/a ({why})"),
-            limit: format!("≥ {min:.2}×"),
-            pass: None,
-        }),
-    }
+    let (measured, pass) = match (void, num, den) {
+        (Some(v), _, _) => (format!("n/a ({v})"), None),
+        (None, Some(a), Some(b)) if b > 0.0 => (format!("{:.3}×", a / b), Some(a / b >= min)),
+        _ => (format!("n/a ({why})"), None),
+    };
+    out.push(Target {
+        name,
+        measured,
+        limit: format!("≥ {min:.2}×"),
+        pass,
+    });
 }
 
-/// Ours against the floor at quantile `q` of their latencies, held to at most `max`×.
+/// Ours against the floor at quantile `q` of their latencies, held to at most `max`×; n/a
+/// where the floor does not bound ours ([`unbounded`]).
 fn quantile_target(out: &mut Vec<Target>, name: String, r: &JobResult, q: f64, max: f64) {
     let at = |s: &crate::run::Side| s.hist.value_at_quantile(q) as f64;
     let (a, b) = (r.ours.as_ref().ok().map(at), r.floor.as_ref().ok().map(at));
     let limit = format!("≤ {max:.2}×");
-    out.push(match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Target {
+    out.push(match (unbounded(r), a, b) {
+        (Some(v), _, _) => Target {
+            name,
+            measured: format!("n/a ({v})"),
+            limit,
+            pass: None,
+        },
+        (None, Some(a), Some(b)) if b > 0.0 => Target {
             name,
             measured: format!("{:.2} µs / {:.2} µs = {:.2}×", a / 1e3, b / 1e3, a / b),
             limit,
@@ -76,6 +96,7 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
         let j = &r.job;
         let ours = r.ours.as_ref().ok();
         let floor = r.floor.as_ref().ok();
+        let void = unbounded(r);
         if cpu_f32(r, Kind::Roundtrip) && j.dtype == "float32" {
             let min = match j.shape.as_slice() {
                 [100, 100] => Some(0.75),
@@ -90,6 +111,7 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                     Some(1.0),
                     min,
                     "a side failed",
+                    void.as_deref(),
                 );
             }
         }
@@ -154,6 +176,7 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                     numpy_k,
                     min,
                     "no numpy peer or floor",
+                    None,
                 );
             }
             if j.pipeline == Some(crate::scenario::Pipeline::HostUpload)
@@ -169,6 +192,7 @@ pub fn evaluate(results: &[JobResult], record_ns: f64) -> Vec<Target> {
                     Some(1.0),
                     0.85,
                     "a side failed",
+                    void.as_deref(),
                 );
             }
         }
@@ -219,18 +243,30 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
         return;
     };
     let label = r.job.label();
+    let (ours, peer) = (r.ours.as_ref().ok(), r.peer.as_ref().ok());
+    // An overloaded loop ran, but no frame of it reached the DM: it has no latency.
+    let none_reached = ours.is_some_and(|s| s.hist.is_empty());
     ratio_target(
         out,
         format!("AO `{label}` end-to-end p50: composed floor ÷ ours"),
         r.ratio_to_floor(),
         Some(1.0),
         0.8,
-        "a side failed",
+        if none_reached {
+            "no frame of ours reached the DM"
+        } else {
+            "a side failed"
+        },
+        unbounded(r).as_deref(),
     );
     if geometry != AoReference::PyRtc || a.rate_hz != 1000.0 {
         return;
     }
-    let (ours, peer) = (r.ours.as_ref().ok(), r.peer.as_ref().ok());
+    let why = match ours {
+        None => "the loop failed",
+        Some(_) if none_reached => "no frame of ours reached the DM",
+        Some(_) => "no pyshmem peer in this run",
+    };
     let at = |s: &crate::run::Side, q: f64| s.hist.value_at_quantile(q) as f64;
     for (what, q) in [("p50", 0.5), ("p99", 0.99)] {
         ratio_target(
@@ -239,16 +275,21 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
             peer.map(|s| at(s, q)),
             ours.map(|s| at(s, q)),
             5.0,
-            "no pyshmem peer in this run",
+            why,
+            None,
         );
     }
     ratio_target(
         out,
         format!("AO `{label}` jitter (std): pyshmem + numpy ÷ ours"),
         a.peer.as_ref().map(|p| p.jitter_ns),
-        a.stats.as_ref().map(|s| s.jitter_ns),
+        a.stats
+            .as_ref()
+            .filter(|_| !none_reached)
+            .map(|s| s.jitter_ns),
         5.0,
-        "no pyshmem peer in this run",
+        why,
+        None,
     );
     let limit = format!("0 over ≥ {AO_MISSED_SECONDS:.0} s");
     let newest = r.job.ao.as_ref().is_some_and(|c| c.catch_up() == 0);
@@ -330,6 +371,7 @@ fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
         r.floor.as_ref().ok().map(hz),
         0.8,
         "a side failed",
+        unbounded(r).as_deref(),
     );
 }
 
@@ -554,6 +596,52 @@ pub(crate) mod tests {
                 .iter()
                 .any(|t| t.name.starts_with("AO"))
         );
+    }
+
+    /// A floor ours beats beyond its slack bounds nothing: each target against it is n/a
+    /// (pass `None`), where the same floor within its slack is judged.
+    #[test]
+    fn a_target_against_a_floor_that_does_not_bound_ours_is_void() {
+        // AO: composed floor 15 µs / ours 10 µs = 1.50 > 1.10.
+        let r = ao(
+            PYRTC,
+            [10_000, 15_000, 100_000],
+            stats(31_000, 0, 5_000.0),
+            stats(31_000, 0, 50_000.0),
+        );
+        let t = evaluate(&[r], 5.0);
+        let e2e = find(&t, "end-to-end p50");
+        assert_eq!(e2e.pass, None, "{e2e:?}");
+        assert_eq!(
+            e2e.measured,
+            "n/a (the floor does not bound ours: ratio 1.50 above the slack 1.10)"
+        );
+        // Against the peer, not the floor: judged.
+        assert_eq!(find(&t, " p50: pyshmem").pass, Some(true));
+        // Ping-pong at 64 KiB, spin and park: floor 10.6 µs / ours 10 µs = 1.06 > 1.05.
+        let jobs = Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nsizes = [[65536]]\ndtype = \"uint8\"\n\
+             [[case]]\nkind = \"pingpong\"\nwait = \"park\"\nsizes = [[65536]]\ndtype = \"uint8\"\n",
+        )
+        .unwrap()
+        .jobs(false, None);
+        for (floor, pass) in [(10_600, None), (10_400, Some(true))] {
+            let results: Vec<JobResult> = jobs
+                .iter()
+                .map(|job| JobResult {
+                    job: job.clone(),
+                    ours: Ok(side(10_000)),
+                    floor: Ok(side(floor)),
+                    peer: Err("no python".into()),
+                    skipped: None,
+                    ao: None,
+                })
+                .collect();
+            let t = evaluate(&results, 5.0);
+            for name in ["spin p50 vs floor", "spin p99 vs floor", "park 64 KiB p50"] {
+                assert_eq!(find(&t, name).pass, pass, "{:?}", find(&t, name));
+            }
+        }
     }
 
     #[test]
