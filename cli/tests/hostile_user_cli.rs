@@ -262,13 +262,22 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
 #[test]
 fn a_closed_stdout_pipe_ends_the_tool_quietly() {
     let name = unique_name("pipe");
-    let _c = Cleanup::new([&name]);
+    let (made, loaded) = (unique_name("pipe-made"), unique_name("pipe-loaded"));
+    let _c = Cleanup::new([&name, &made, &loaded]);
     Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let npy = std::env::temp_dir().join(format!("{loaded}.npy"));
+    std::fs::write(&npy, npy_f32_2x3()).unwrap();
+    let npy_path = npy.to_str().unwrap().to_owned();
+    // `watch` writes through its own unbuffered stdout, the others through `outln!`.
     for args in [
         vec!["list", "--json"],
         vec!["list"],
         vec!["stat", &name],
         vec!["dump", &name],
+        vec!["watch", &name, "--duration", "0.2"],
+        vec!["create", &made, "--shape", "2"],
+        vec!["load", &loaded, &npy_path],
+        vec!["--help"],
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // closed before the tool writes anything
@@ -292,6 +301,7 @@ fn a_closed_stdout_pipe_ends_the_tool_quietly() {
         );
         assert!(stderr.is_empty(), "{args:?} printed: {stderr}");
     }
+    std::fs::remove_file(&npy).unwrap();
 }
 
 /// A version-1 `.npy` file of a float32 (2, 3) array of zeros.
