@@ -124,7 +124,8 @@ pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
 }
 
 /// Checks the lock directory without following a link, then makes it private (0700) if this
-/// call `made` it (a umask may have cut its mode) or pyshmem made the default one open.
+/// call `made` it (a umask may have cut its mode) or pyshmem made the default one with the
+/// umask's mode.
 fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     let refuse = |reason| Error::LockDir {
         name: stream.to_owned(),
@@ -144,10 +145,11 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
             .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
         meta = check()?;
     }
-    if meta.mode() & 0o022 != 0 && is_default(dir) {
-        // pyshmem makes the default directory with the umask's mode (0775 under the common
-        // umask 002): ours, made for this use, so tightened. One named by PYSHMEM_LOCK_DIR
-        // is the user's to change.
+    if meta.mode() & 0o077 != 0 && is_default(dir) {
+        // pyshmem makes the default directory with the umask's mode (0755 or 0775 under the
+        // common umasks, letting others reach the lock files): ours, made for this use, so
+        // tightened. One named by PYSHMEM_LOCK_DIR is the user's to change (its lock files
+        // are made private, `open_file`).
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
         meta = check()?;
@@ -234,9 +236,11 @@ impl Drop for LockFd {
 
 /// Opens (creating, 0600) a lock file. A symlink is not followed (a dangling one would
 /// otherwise create a file at its target), a FIFO does not block, and anything but a
-/// regular file of ours is refused ([`Error::Untrusted`]).
+/// regular file of ours is refused ([`Error::Untrusted`]). One that others may open
+/// (pyshmem makes it with the umask's mode, 0644 under umask 022) is made 0600: another
+/// user could hold its flock through a read-only descriptor and block every writer.
 fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
-    let file = OpenOptions::new()
+    let (file, meta) = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -246,8 +250,16 @@ fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
         .open(path)
         .map_err(|e| trust::open_error(e, path))
         .and_then(LockFd::new)
-        .and_then(|f| trust::check_file(&f, path).map(|()| f));
-    file.map_err(|e| Error::io(stream, "opening the lock file", e))
+        .and_then(|f| {
+            let meta = f.metadata()?;
+            trust::check_metadata(&meta, path).map(|()| (f, meta))
+        })
+        .map_err(|e| Error::io(stream, "opening the lock file", e))?;
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(stream, "making the lock file private (0600)", e))?;
+    }
+    Ok(file)
 }
 
 /// [`open_file`] at a path whose directory may have been removed since it was prepared (a
@@ -457,9 +469,10 @@ impl LockFile {
     /// must exclude every other process that locks the path. A file removed while this
     /// process waited for its flock (another process's unlink or purge removes the file under
     /// the lock, and a waiter then gets the flock of a file nobody else will open) is dropped
-    /// after the flock, and the file now at the path locked instead. Writes need no such
-    /// check: a lock file is removed only with its stream, and a write into a removed stream
-    /// reports [`Error::Stale`] under whatever lock it took.
+    /// after the flock, and the file now at the path locked instead; a thread that holds a
+    /// removed file already moves its hold there first ([`LockFile::move_held`]). Writes need
+    /// no such check: a lock file is removed only with its stream, and a write into a removed
+    /// stream reports [`Error::Stale`] under whatever lock it took.
     pub(crate) fn acquire_at_path(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
         self.take(0, timeout, stream, true, || true)
     }
@@ -499,6 +512,12 @@ impl LockFile {
             // A write lock's path check, as a guard's writes make it ([`LockFile::follow_path`]).
             if generation != 0 {
                 self.follow_path_held(stream, timeout, &stream_linked)?;
+            }
+            // A lifecycle take must exclude whoever locks the path: a hold on a removed file
+            // (a guard's, whose file a cleaner removed) moves there first, waiting for a
+            // writer that holds it; the removed file stays locked until the last release.
+            if at_path && self.is_unlinked() {
+                self.move_held(stream, timeout, &stream_linked)?;
             }
             let d = self.depth.load(Ordering::Relaxed) + 1;
             self.depth.store(d, Ordering::Relaxed);
@@ -1045,6 +1064,42 @@ mod tests {
             assert_eq!(std::fs::metadata(&default).unwrap().mode() & 0o777, 0o700);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// pyshmem makes the default directory and each lock file with the umask's modes (0755 and
+    /// 0644 under umask 022): another user could open the file, read-only even, and hold its
+    /// flock. Attaching makes both private; a `PYSHMEM_LOCK_DIR` (not the default name) keeps
+    /// its mode, its lock file is made private all the same.
+    #[test]
+    fn a_lock_directory_and_file_pyshmem_made_readable_are_made_private() {
+        let base =
+            std::env::temp_dir().join(format!("shmstream-lockdir-644-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        let set =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let default = std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty());
+        for (dir, want_dir) in [
+            (base.join(crate::name::default_lock_dir_name()), 0o700),
+            (base.join("named"), 0o755),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            set(&dir, 0o755);
+            let path = dir.join("x.lock");
+            File::create(&path).unwrap();
+            set(&path, 0o644);
+            let held = LockFile::attach(&path, "cam").unwrap();
+            if default || want_dir == 0o755 {
+                assert_eq!(
+                    format!("{:o}", mode(&dir)),
+                    format!("{want_dir:o}"),
+                    "{dir:?}"
+                );
+            }
+            assert_eq!(format!("{:o}", mode(&path)), "600", "{path:?}");
+            drop(held);
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     /// A directory made here is owned by the effective uid (not the real one, which differs

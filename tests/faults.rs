@@ -1272,6 +1272,43 @@ fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() 
     assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
 }
 
+/// The same guard's thread unlinking the stream by name: the unlink's lock re-entered the
+/// removed file the guard holds, excluding nobody, and removed the stream under the writer
+/// that holds the file now at the path. It moves to that file first: it waits for that
+/// writer (`Timeout`, the stream left whole), and unlinks once the writer lets go.
+#[test]
+fn a_guard_on_a_removed_lock_file_does_not_unlink_under_a_writer_at_the_path() {
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    let name = unique_name("lockgone-held-unlink");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(1)).unwrap();
+    let g = s.lock(Some(LONG)).unwrap();
+    let path = shmstream::name::lock_path(&name);
+    std::fs::remove_file(&path).unwrap();
+    // Another writer locks a new file at the path (as pyshmem's next lock makes it).
+    let other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: flock on a descriptor this thread owns.
+    let locked = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0);
+    let payload =
+        std::path::PathBuf::from(format!("/dev/shm/{}", shmstream::name::segment_id(&name)));
+    let r = shmstream::unlink(&name);
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(payload.exists(), "unlinked under the writer at the path");
+    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(1));
+    drop(other);
+    shmstream::unlink(&name).unwrap();
+    assert!(!payload.exists());
+    drop(g);
+}
+
 /// The same guard thread, when the writer on the file at the path died inside its bracket
 /// (pyshmem made and locked that file, and was killed mid-write: the kernel dropped its
 /// flock): its read tries that file, finds it free, and reports the dead writer. It returned

@@ -168,3 +168,84 @@ fn a_set_uid_process_picks_the_temporary_directory_its_effective_uid_may_write()
     .run(LONG);
     assert!(lines.iter().any(|l| l == "in tmpdir true"), "{lines:?}");
 }
+
+/// The default lock directory and a lock file as pyshmem makes them under umask 022 (0755,
+/// 0644): another user could open the file read-only and hold its flock, blocking every
+/// writer, create and unlink of the stream. A handle's lock makes both private (0700, 0600);
+/// another user (checked when root, as uid 64123) then cannot open the file.
+#[test]
+fn a_lock_directory_and_file_pyshmem_made_readable_are_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "a_lock_directory_and_file_pyshmem_made_readable_are_made_private";
+    let set = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    match child_role().as_deref() {
+        Some("pyshmem_modes") => {
+            let name: String = param("name");
+            let path = shmstream::name::lock_path(&name);
+            let dir = path.parent().unwrap();
+            std::fs::create_dir(dir).unwrap();
+            set(dir, 0o755);
+            std::fs::File::create(&path).unwrap();
+            set(&path, 0o644);
+            let got = outcome(Stream::open(&name).and_then(|s| s.lock(Some(LONG)).map(drop)));
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+            say(&path.display().to_string());
+            say(&format!(
+                "{got}, dir {:o}, file {:o}",
+                mode(dir) & 0o777,
+                mode(&path) & 0o777
+            ));
+            return;
+        }
+        Some("other_user") => {
+            use std::os::fd::AsRawFd;
+            let path: PathBuf = param("path");
+            // The squatter's hold: a read-only open, then the flock every writer needs.
+            let r = std::fs::File::open(&path).map(|f| {
+                // SAFETY: flock on a descriptor this thread owns.
+                unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            });
+            say(&format!("other user: {:?}", r.map_err(|e| e.kind())));
+            return;
+        }
+        _ => {}
+    }
+    let name = unique_name("lockdir-modes");
+    let _c = Cleanup::new([&name]);
+    let _s = create(&name);
+    let scratch = Scratch::new("lockdir-modes");
+    let tmpdir = scratch.0.join("t");
+    std::fs::create_dir(&tmpdir).unwrap();
+    // Reachable by another user, as `/tmp` is.
+    set(&scratch.0, 0o755);
+    set(&tmpdir, 0o755);
+    let lines = child(test, "pyshmem_modes")
+        .param("name", &name)
+        .env("TMPDIR", &tmpdir)
+        .env("TEMP", "")
+        .env("TMP", "")
+        .env("PYSHMEM_LOCK_DIR", "")
+        .run(LONG);
+    assert_eq!(
+        lines.get(1).map(String::as_str),
+        Some("took it, dir 700, file 600"),
+        "{lines:?}"
+    );
+    if !is_root() {
+        eprintln!("skipped the other user's open: switching uids needs root");
+        return;
+    }
+    let lines = child(test, "other_user")
+        .param("path", &lines[0])
+        .run_as_user(64_123)
+        .run(LONG);
+    assert_eq!(
+        lines,
+        vec![format!(
+            "other user: Err({:?})",
+            std::io::ErrorKind::PermissionDenied
+        )]
+    );
+}
