@@ -135,8 +135,8 @@ enum Command {
     /// through cursors; plain streams with a warning (frames missed once the recorder waits
     /// for them are counted lost). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM,
     /// SIGHUP and SIGQUIT stop it cleanly (the files finished; one ignored at the start, as
-    /// under `nohup`, stays ignored); SIGKILL leaves the current file (with --fsync, also one
-    /// still being put on the disk) without its frame count (`np.load` refuses it; FITS: 0
+    /// under `nohup`, stays ignored); SIGKILL leaves the current file (and one still being
+    /// finished on its own thread) without its frame count (`np.load` refuses it; FITS: 0
     /// frames) or frame table.
     Record {
         /// Stream names.

@@ -23,7 +23,10 @@
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
 //! name the OS error when the disk refuses their header, and record under umask 0222. A
 //! stream unlinked while recorded is reported at once, while the others record on (a plain
-//! stream's frames not read by then counted lost).
+//! stream's frames not read by then counted lost). A `close` that waits (as a network file
+//! system's does, for the write-back) stalls no recording, a FITS frame-axis card the disk
+//! refuses leaves the file holding the frames the card gives, and frames lost to a lap
+//! count only those `--frames` still wanted (all three injected: `LD_PRELOAD`, a freeze).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -741,7 +744,8 @@ fn a_refused_recording_creates_no_out_directory() {
     let _ = std::fs::remove_dir_all(parent);
 }
 
-/// `--frames 0` (an empty cube) and `--per-file 0` are refused before `--out` is created.
+/// `--frames 0` or `--duration 0` (an empty cube) and `--per-file 0` are refused before
+/// `--out` is created.
 #[test]
 fn zero_frames_or_zero_per_file_are_refused_before_any_out_directory() {
     let (name, _c, _s) = camera("rec-zero", 8);
@@ -751,6 +755,10 @@ fn zero_frames_or_zero_per_file_are_refused_before_any_out_directory() {
         (
             ["--frames", "0", "--per-file", "1"],
             "--frames must be at least 1",
+        ),
+        (
+            ["--duration", "0", "--per-file", "1"],
+            "--duration must be more than 0 seconds",
         ),
         (
             ["--frames", "1", "--per-file", "0"],
@@ -1312,11 +1320,13 @@ fn frames_a_waiting_plain_stream_recorder_misses_before_its_first_are_lost() {
     write(6);
     let st = r.wait_timeout(LONG);
     let diag = r.diagnostics();
-    assert_eq!(st.code(), Some(1), "frames 1 to 4 are lost: {diag}");
+    // Frames 1 to 4 are missed: lost are the 2 of them `--frames 2` wanted (frames 5 and 6
+    // are taken in their place).
+    assert_eq!(st.code(), Some(1), "frames 1 and 2 are lost: {diag}");
     assert!(
         diag.contains("2 frames in 2 file(s)")
-            && diag.contains(", 4 lost")
-            && diag.contains("4 frame(s) lost while recording"),
+            && diag.contains(", 2 lost")
+            && diag.contains("2 frame(s) lost while recording"),
         "{diag}"
     );
     if common::python().is_some() {
@@ -1752,6 +1762,28 @@ fn frames_lost_to_a_lap_before_a_signal_are_not_counted_unread_too() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// `--frames 2` from a ring of 8 lapped by 20 frames while the recorder was frozen: lost are
+/// only the 2 frames it still wanted (it then takes 2 later ones), not every frame lapped.
+#[test]
+fn frames_lost_to_a_lap_are_only_those_the_recording_still_wanted() {
+    let (name, _c, s) = camera("rec-lap-wanted", 8);
+    let out = out_dir("rec-lap-wanted");
+    let mut r = record(&name, &out, &["--frames", "2", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    // The cursor is there before the first cube: every frame after is the recording's.
+    let first = out.join(format!("{name}_000000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    common::freeze(pid);
+    publish(&s, 1..=20);
+    common::thaw(pid);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert_eq!(summary(&diag), (1, 2), "{diag}");
+    assert_eq!(summary_count(&diag, "lost"), 2, "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn a_duration_stop_records_every_frame_published_before_the_time_was_up() {
     // Time for the recorder to start on a loaded machine; the frames come well within it.
@@ -2056,6 +2088,207 @@ fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
             );
         }
     });
+}
+
+/// A library for `LD_PRELOAD` whose `close` of a file under `$PRELOAD_OUT_DIR` (by its
+/// `/proc/self/fd` link) waits until the file `$PRELOAD_RELEASE` exists (60 s at most), as
+/// a network file system's (NFS, CIFS, FUSE) waits for the write-back of the file, saying
+/// so on stderr first ([`CLOSE_HELD`]); every other descriptor closes at once.
+const HELD_CLOSE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+int close(int fd) {
+    const char *dir = getenv("PRELOAD_OUT_DIR"), *release = getenv("PRELOAD_RELEASE");
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = dir == NULL || release == NULL ? -1 : readlink(link, path, sizeof path - 1);
+    size_t d = dir == NULL ? 0 : strlen(dir);
+    if (n > 0 && (size_t)n > d && strncmp(path, dir, d) == 0 && path[d] == '/') {
+        static const char said[] = "held_close: holding ";
+        (void)!write(2, said, sizeof said - 1);
+        (void)!write(2, path, (size_t)n);
+        (void)!write(2, "\n", 1);
+        struct timespec ms = {0, 1000000};
+        for (int i = 0; i < 60000 && access(release, F_OK) != 0; i++) {
+            nanosleep(&ms, NULL);
+        }
+    }
+    return (int)syscall(SYS_close, fd);
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "held_close loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// What [`HELD_CLOSE`] writes on stderr each time it holds a `close` (the path follows).
+const CLOSE_HELD: &str = "held_close: holding ";
+
+/// Without `--fsync` too, a full file is closed on a thread of its own: a `close` that
+/// waits for a network file system's write-back (here, held while 1300 frames are published
+/// into a ring of 1024) stalls no recording, and loses no frame.
+#[test]
+fn a_close_that_waits_for_the_write_back_loses_no_frame() {
+    let lib_dir = out_dir("rec-held-close-lib");
+    let Some(lib) = preload_lib(&lib_dir, "held_close", HELD_CLOSE) else {
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    };
+    let (name, _c, s) = camera("rec-held-close", 1024);
+    let out = std::fs::canonicalize(out_dir("rec-held-close")).unwrap();
+    let release = lib_dir.join("release");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "3001", "--per-file", "1500"])
+        .args(["--format", "npy", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("PRELOAD_OUT_DIR", &out)
+        .env("PRELOAD_RELEASE", &release);
+    common::default_stop_signals(&mut c);
+    let mut r = Proc::spawn(c);
+    let mut held_at = None;
+    let (mut frame, start) = (vec![0u16; s.len()], Instant::now());
+    for i in 1u64.. {
+        if r.try_status().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "recorder still running:\n{}",
+            r.diagnostics()
+        );
+        if held_at.is_none() && r.diagnostics().contains(CLOSE_HELD) {
+            held_at = Some(i);
+        }
+        if held_at == Some(i.saturating_sub(1300)) {
+            std::fs::write(&release, "").unwrap();
+        }
+        frame.fill((i % 50_000) as u16);
+        s.write_slice_frame(&frame, i).unwrap();
+        // The camera's frame period (pacing a producer, not synchronizing with the test).
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert!(diag.contains("held_close loaded"), "not preloaded: {diag}");
+    assert!(release.exists(), "no close held: {diag}");
+    assert!(st.success(), "{diag}");
+    assert!(diag.contains("3001 frames in 3 file(s)"), "{diag}");
+    assert_eq!(summary_count(&diag, "lost"), 0, "{diag}");
+    if common::python().is_some() {
+        assert_eq!(check(&out, "npy", 1500), (3, 3001));
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+/// A library for `LD_PRELOAD` whose `pwrite` of one 80-byte card to a `.fits` file (the
+/// recorder's frame-axis card; frames, headers and tables are written in other sizes)
+/// fails with EIO, for the first `$FAILING_CARDS` of them (every one if unset), saying so
+/// on stderr.
+const FAILING_CARD: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+static long refused;
+static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
+    static const char fits[] = ".fits";
+    const char *limit = getenv("FAILING_CARDS");
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = count == 80 ? readlink(link, path, sizeof path - 1) : -1;
+    size_t k = sizeof fits - 1;
+    if (n >= (ssize_t)k && memcmp(path + n - k, fits, k) == 0
+        && (limit == NULL || refused < atol(limit))) {
+        refused++;
+        static const char said[] = "failing_card: refused\n";
+        (void)!write(2, said, sizeof said - 1);
+        errno = EIO;
+        return -1;
+    }
+    return (ssize_t)syscall(SYS_pwrite64, fd, buf, count, at);
+}
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t at) {
+    return written(fd, buf, count, at);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t at) {
+    return written(fd, buf, count, at);
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "failing_card loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// The `NAXIS3` value of the FITS file `bytes` and where its data unit starts.
+fn frame_axis(bytes: &[u8]) -> (usize, usize) {
+    let cards: Vec<&[u8]> = bytes.chunks(80).collect();
+    let axis = cards.iter().find(|c| c.starts_with(b"NAXIS3  =")).unwrap();
+    let n = String::from_utf8_lossy(&axis[10..30])
+        .trim()
+        .parse()
+        .unwrap();
+    let end = cards.iter().position(|c| c.starts_with(b"END ")).unwrap();
+    (n, ((end + 1) * 80).next_multiple_of(2880))
+}
+
+/// A frame-axis card the disk refuses (after a table that did not fit, as a full disk
+/// does): the FITS file still holds exactly the frames its card gives, and says so. Its
+/// card written on the last try (after two refused): 2 of 3 frames (their table does not fit
+/// in the room the file had); never written: none.
+#[test]
+fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
+    let lib_dir = out_dir("rec-card-lib");
+    let Some(lib) = preload_lib(&lib_dir, "failing_card", FAILING_CARD) else {
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    };
+    // 80 KiB frames: whole blocks of room for a table once one is dropped.
+    let (name, _c, s) = camera_shaped(&unique_name("rec-card"), &[256, 160], 16);
+    let frame = 256 * 160 * 2;
+    for (refused, held) in [(Some("2"), 2), (None, 0)] {
+        let out = out_dir("rec-card");
+        let mut c = Command::new(bin());
+        c.args(["record", &name, "--frames", "3", "--out"])
+            .arg(&out)
+            .env("LD_PRELOAD", &lib);
+        if let Some(n) = refused {
+            c.env("FAILING_CARDS", n);
+        }
+        common::default_stop_signals(&mut c);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        assert!(
+            diag.contains("failing_card loaded"),
+            "not preloaded: {diag}"
+        );
+        assert_eq!(st.code(), Some(1), "{diag}");
+        assert!(
+            diag.contains(&format!(
+                "the file holds {held} frames without their frame ids"
+            )),
+            "{diag}"
+        );
+        assert_eq!(summary(&diag), (1, held), "{diag}");
+        let bytes = std::fs::read(out.join(format!("{name}_000000000.fits"))).unwrap();
+        let (card, data_start) = frame_axis(&bytes);
+        assert_eq!(card, held, "{diag}");
+        assert_eq!(
+            bytes.len(),
+            data_start + (held * frame).next_multiple_of(2880),
+            "{diag}"
+        );
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let _ = std::fs::remove_dir_all(lib_dir);
 }
 
 #[test]

@@ -60,6 +60,13 @@ pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
         Dtype::I64 => ImageType::LongLong,
         Dtype::F32 => ImageType::Float,
         Dtype::F64 => ImageType::Double,
+        // FITS 4.0 has them (BITPIX 64, BZERO 2^63); cfitsio's `fitsio` writes none.
+        Dtype::U64 => {
+            return Err(
+                "this recorder writes no uint64 FITS pixels: record this stream with --format npy"
+                    .into(),
+            );
+        }
         other => {
             return Err(format!(
                 "FITS images have no {other} pixels: record this stream with --format npy"
@@ -339,6 +346,8 @@ pub(crate) struct FitsCube {
     axis: usize,
     /// Offset of that axis's card in the file.
     axis_at: u64,
+    /// The frames that card gives as last written (0 as created).
+    card: usize,
     /// Where the data unit starts.
     data_start: u64,
     frame_bytes: u64,
@@ -390,6 +399,7 @@ impl FitsCube {
             frames: Some(FrameFile::new(path, file, data_start, frame_bytes as usize)),
             axis,
             axis_at,
+            card: 0,
             data_start,
             frame_bytes,
             dtype,
@@ -423,14 +433,27 @@ impl FitsCube {
         fit
     }
 
-    /// Makes `file` a cube of its first `frames` frames and their table: cuts it after
-    /// them (dropping any part-written frame), sets the frame axis, pads the data unit with
-    /// zeros to a whole block and writes the table after it.
-    fn write_tail(&self, file: &File, frames: usize) -> std::io::Result<()> {
-        file.set_len(self.data_start + frames as u64 * self.frame_bytes)?;
-        file.write_all_at(&axis_card(self.axis, frames), self.axis_at)?;
-        file.set_len(self.image_end(frames))?;
+    /// Makes `file` a cube of its first `frames` frames and their table: sets the frame
+    /// axis, cuts the file after them (dropping any part-written frame), pads the data unit
+    /// with zeros to a whole block and writes the table after it. The card first: the file
+    /// still holds the frames it gives when a later step fails (or it does).
+    fn write_tail(&mut self, file: &File, frames: usize) -> std::io::Result<()> {
+        self.set_card(file, frames)?;
+        self.cut_image(file, frames)?;
         file.write_all_at(&frames_table(&self.meta[..frames]), self.image_end(frames))
+    }
+
+    /// Writes the frame axis card for `frames`.
+    fn set_card(&mut self, file: &File, frames: usize) -> std::io::Result<()> {
+        file.write_all_at(&axis_card(self.axis, frames), self.axis_at)?;
+        self.card = frames;
+        Ok(())
+    }
+
+    /// Cuts `file` after `frames` frames and pads their data unit with zeros.
+    fn cut_image(&self, file: &File, frames: usize) -> std::io::Result<()> {
+        file.set_len(self.data_start + frames as u64 * self.frame_bytes)?;
+        file.set_len(self.image_end(frames))
     }
 }
 
@@ -482,7 +505,7 @@ impl CubeSink for FitsCube {
             mut room,
             ..
         } = frames.close();
-        let path = self.path.display();
+        let path = self.path.display().to_string();
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
         let written = loop {
             let keep = self.frames_that_fit(whole, room);
@@ -507,12 +530,17 @@ impl CubeSink for FitsCube {
                 keep
             }
             Err((keep, e)) => {
-                // A valid FITS file still: the image of the frames kept, without the table.
-                let _ = file.set_len(self.image_end(keep));
+                // A valid FITS file still: the image of the frames its card gives (`keep`
+                // if it can be written), without the table.
+                if self.card != keep {
+                    let _ = self.set_card(&file, keep);
+                }
+                let held = self.card;
+                let _ = self.cut_image(&file, held);
                 errors.push(format!(
-                    "{path}: writing the FRAMES table: {e}: the file holds {keep} frames without their frame ids and times; free some space and record again"
+                    "{path}: writing the FRAMES table: {e}: the file holds {held} frames without their frame ids and times; free some space and record again"
                 ));
-                keep
+                held
             }
         };
         if sync {
@@ -541,6 +569,21 @@ mod tests {
         assert_eq!(escaped("a&b&"), "a%26b%26");
         assert_eq!(escaped(" 5% µ  "), " 5%25 %C2%B5%20%20");
         assert_eq!(escaped("a\tb\u{7f}"), "a%09b%7F");
+    }
+
+    #[test]
+    fn uint64_is_refused_as_this_recorder_s_limit_not_as_fits_s() {
+        let e = image_type(Dtype::U64).unwrap_err();
+        assert!(
+            e.starts_with("this recorder writes no uint64 FITS pixels")
+                && e.contains("--format npy"),
+            "{e}"
+        );
+        assert!(
+            image_type(Dtype::Complex64)
+                .unwrap_err()
+                .contains("--format npy")
+        );
     }
 
     #[test]

@@ -16,20 +16,20 @@
 //! `--per-file` frames each, `<name>` as [`file_stem`] makes it: the first is created when
 //! recording starts, each next one when its first frame is in hand. Streams whose files
 //! would share names, and existing files, are refused (nothing is overwritten). A full file
-//! is finished (table, header: cheap) before the next one fills, and closed, left to the
-//! page cache (the close failing on the write errors a network file system, NFS, CIFS or
-//! FUSE, reports then); with `--fsync` it is first put on the disk (`fdatasync`, failing on
-//! the write errors a disk reports only then), and so is its entry in `DIR` (`fsync` of the
-//! directory), on a thread of its own while the next one fills, so the recording goes at the
-//! disk's write speed; a `DIR` it creates (and each directory created above it) has its own
-//! entry put on the disk once, before recording. A stream whose recording fails (unlinked or
+//! is finished (table, header) and closed on a thread of its own while the next one fills
+//! (a network file system, NFS, CIFS or FUSE, writes it back in the close, failing it on the
+//! write errors it meets then), left to the page cache; with `--fsync` it is first put on
+//! the disk (`fdatasync`, failing on the write errors a disk reports only then), and so is
+//! its entry in `DIR` (`fsync` of the directory), so the recording goes at the disk's write
+//! speed; a `DIR` it creates (and each directory created above it) has its own entry put on
+//! the disk once, before recording. A stream whose recording fails (unlinked or
 //! re-created) is reported at once, the others record on. The summary counts the frames on
 //! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
 //! the summary's write fails instead of killing the recorder); frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. SIGKILL
-//! (or a crash) leaves the current file (with `--fsync`, also one still being finished)
+//! (or a crash) leaves the current file (and one still being finished)
 //! unfinished: the frames already handed to the kernel are there, but a `.npy` header still
 //! gives `2**64 - 1` frames (`np.load` refuses it) beside an empty `.frames.csv`, and a
 //! FITS header 0 frames, with no `FRAMES` table.
@@ -297,6 +297,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     }
     if plan.frames == Some(0) {
         return Err("--frames must be at least 1".into());
+    }
+    if plan.duration.is_some_and(|d| d.is_zero()) {
+        return Err("--duration must be more than 0 seconds".into());
     }
     refuse_shared_files(&plan.names)?;
     // Open everything before creating or recording anything: a bad name or dtype fails at
@@ -569,7 +572,7 @@ fn record_stream(
                 return Ok(());
             }
             if crate::watch::stop_requested() {
-                let wanted = plan.frames.map(|n| n.saturating_sub(taken));
+                let wanted = wanted(plan, taken);
                 p.unread
                     .store(unread(s.count(), last, drain_to, wanted), Ordering::Relaxed);
                 return Ok(());
@@ -612,8 +615,9 @@ fn record_stream(
                     } else {
                         info.missed
                     };
+                    let lost = lost_by(last, drain_to, lost, 0);
                     p.lost
-                        .fetch_add(lost_by(last, drain_to, lost, 0), Ordering::Relaxed);
+                        .fetch_add(at_most(lost, wanted(plan, taken)), Ordering::Relaxed);
                     taken += 1;
                     last = info.count;
                     p.frames.fetch_add(1, Ordering::Relaxed);
@@ -640,8 +644,10 @@ fn record_stream(
                     // overwrite every frame we read there while we read it).
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     let lost = lost_by(last, drain_to, lost, skipped);
-                    p.lost.fetch_add(lost, Ordering::Relaxed);
-                    // Counted: not to be counted again as unread, nor drained past.
+                    p.lost
+                        .fetch_add(at_most(lost, wanted(plan, taken)), Ordering::Relaxed);
+                    // Counted (or not wanted): not to be counted again as unread, nor
+                    // drained past.
                     last = last.saturating_add(lost);
                 }
                 // Drained: no more frames are there. Those published by the deadline and
@@ -668,7 +674,7 @@ fn record_stream(
                     // A plain stream's frames published since the last one taken (and still
                     // wanted) went unread: lost with it.
                     if cursor.is_none() {
-                        let wanted = plan.frames.map(|n| n.saturating_sub(taken));
+                        let wanted = wanted(plan, taken);
                         p.lost.fetch_add(
                             unread(s.count(), last, drain_to, wanted),
                             Ordering::Relaxed,
@@ -696,13 +702,23 @@ fn lost_by(last: u64, drain_to: Option<u64>, lost: u64, skipped: u64) -> u64 {
     drain_to.map_or(all, |to| all.min(to.saturating_sub(last)))
 }
 
+/// The frames `--frames` still wants once `taken` are taken (`None`: no limit).
+fn wanted(plan: &Plan, taken: u64) -> Option<u64> {
+    plan.frames.map(|n| n.saturating_sub(taken))
+}
+
+/// `lost`, but no more than the frames still `wanted`: those a recording of `--frames`
+/// would have taken in their place.
+fn at_most(lost: u64, wanted: Option<u64>) -> u64 {
+    wanted.map_or(lost, |n| lost.min(n))
+}
+
 /// Frames left unread when a signal stops the recording at the stream's `count`, the last
 /// taken being `last`: those published since, but none past the end of `--duration`
 /// (`drain_to`) nor more than `--frames` still wanted (`wanted`).
 fn unread(count: u64, last: u64, drain_to: Option<u64>, wanted: Option<u64>) -> u64 {
     let published = drain_to.map_or(count, |to| count.min(to));
-    let left = published.saturating_sub(last);
-    wanted.map_or(left, |n| left.min(n))
+    at_most(published.saturating_sub(last), wanted)
 }
 
 /// `a`, and `b`'s error too.
@@ -713,8 +729,8 @@ fn both(a: Fallible, b: Fallible) -> Fallible {
     }
 }
 
-/// One stream's cube files: the one being filled, and with `--fsync` the one before it being
-/// finished.
+/// One stream's cube files: the one being filled, and the one before it being finished.
+/// Dropped (a recorder thread that panicked), it finishes them, ignoring their errors.
 struct Cubes<'a> {
     s: &'a Stream,
     plan: &'a Plan,
@@ -722,7 +738,7 @@ struct Cubes<'a> {
     current: Option<Box<dyn CubeSink + Send>>,
     /// Index of the next file to open.
     next: usize,
-    /// The thread finishing the last file closed (`--fsync` only).
+    /// The thread finishing the last file closed.
     finishing: Option<std::thread::JoinHandle<Finished>>,
     /// With `--fsync`, the directory whose entries are put on the disk with each file.
     dir: Option<Arc<frame_file::Directory>>,
@@ -743,21 +759,19 @@ impl Cubes<'_> {
         Ok(&mut **self.current.insert(k))
     }
 
-    /// Finishes the current file: here, or with `--fsync` on a thread of its own (putting it
-    /// on the disk takes a while, and the stream does not wait; here if none starts) once
-    /// the one before it is finished. Fails with the errors of the files finished by then.
+    /// Finishes the current file on a thread of its own (here if none starts) once the one
+    /// before it is finished: closing it (a network file system writes it back then) and
+    /// with `--fsync` putting it on the disk take a while, and the stream does not wait.
+    /// Fails with the errors of the files finished by then.
     fn close(&mut self) -> Fallible {
-        let Some(mut k) = self.current.take() else {
+        let Some(k) = self.current.take() else {
             return Ok(());
-        };
-        let Some(dir) = self.dir.clone() else {
-            return self.count(k.finish(false));
         };
         let before = self.join();
         let (file, to_finish) = std::sync::mpsc::sync_channel::<Box<dyn CubeSink + Send>>(1);
-        let on_thread = dir.clone();
+        let on_thread = self.dir.clone();
         let thread = std::thread::Builder::new().spawn(move || match to_finish.recv() {
-            Ok(mut k) => finish_on_disk(&mut *k, &on_thread),
+            Ok(mut k) => finish_file(&mut *k, on_thread.as_deref()),
             Err(_) => Finished::new(0, Vec::new()),
         });
         // A thread that did not start dropped its end: the file comes back.
@@ -766,7 +780,9 @@ impl Cubes<'_> {
                 self.finishing = thread.ok();
                 Ok(())
             }
-            Err(std::sync::mpsc::SendError(mut k)) => self.count(finish_on_disk(&mut *k, &dir)),
+            Err(std::sync::mpsc::SendError(mut k)) => {
+                self.count(finish_file(&mut *k, self.dir.as_deref()))
+            }
         };
         both(before, here)
     }
@@ -795,10 +811,18 @@ impl Cubes<'_> {
     }
 }
 
-/// Finishes `k` and puts it on the disk, and then its entry in `dir` (created with it, and
-/// not on the disk until the directory is synced too).
-fn finish_on_disk(k: &mut dyn CubeSink, dir: &frame_file::Directory) -> Finished {
-    let mut done = k.finish(true);
+impl Drop for Cubes<'_> {
+    fn drop(&mut self) {
+        // Nothing left after `finish_all`; after a panic, the files keep their frames.
+        let _ = self.finish_all();
+    }
+}
+
+/// Finishes `k`; with `--fsync` (`dir`) puts it on the disk, and then its entry in `dir`
+/// (created with it, and not on the disk until the directory is synced too).
+fn finish_file(k: &mut dyn CubeSink, dir: Option<&frame_file::Directory>) -> Finished {
+    let mut done = k.finish(dir.is_some());
+    let Some(dir) = dir else { return done };
     if let Err(e) = dir.sync() {
         done.result = Err(match done.result {
             Ok(()) => e,
@@ -900,6 +924,68 @@ mod tests {
         );
         assert_eq!(lost_by(100, Some(100), 5, 0), 0);
         assert_eq!(lost_by(0, None, u64::MAX, 1), u64::MAX);
+    }
+
+    #[test]
+    fn frames_counted_lost_are_at_most_those_the_recording_still_wanted() {
+        assert_eq!(at_most(1000, Some(5)), 5, "--frames 10, 5 taken");
+        assert_eq!(at_most(3, Some(5)), 3);
+        assert_eq!(at_most(1000, None), 1000);
+    }
+
+    /// A recorder thread that panics (a bug) leaves both its files finished, their frames
+    /// counted: the one being filled and the one being finished.
+    #[test]
+    fn a_recorder_that_panics_leaves_its_files_finished() {
+        let name = format!("t-rec-unit-panic-{}", std::process::id());
+        let _w = shmstream::scratch(&name, &[2], shmstream::Dtype::U16).unwrap();
+        let s = Stream::open_readonly(&name).unwrap();
+        let plan = Plan {
+            names: vec![name.clone()],
+            out: std::env::temp_dir().join(&name),
+            frames: Some(3),
+            duration: None,
+            per_file: 2,
+            format: Format::Npy,
+            fsync: false,
+        };
+        std::fs::create_dir_all(&plan.out).unwrap();
+        let p = Progress::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cubes = Cubes {
+                s: &s,
+                plan: &plan,
+                p: &p,
+                current: None,
+                next: 0,
+                finishing: None,
+                dir: None,
+            };
+            for i in 0..3 {
+                let meta = FrameMeta {
+                    frame_id: i,
+                    count: i + 1,
+                    write_time: 1.0,
+                    record_time: 2.0,
+                };
+                let k = cubes.current().unwrap();
+                k.push(&mut [1, 0, 2, 0], meta).unwrap();
+                if k.frames() >= plan.per_file {
+                    cubes.close().unwrap();
+                }
+            }
+            panic!("a bug in the recorder");
+        }));
+        let headers = [0, 1].map(|i| {
+            let bytes = std::fs::read(cube_path(&plan, &file_stem(&name), i)).unwrap();
+            let end = bytes.iter().position(|&b| b == b'\n').unwrap();
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        });
+        let _ = std::fs::remove_dir_all(&plan.out);
+        assert!(panicked.is_err());
+        assert!(headers[0].contains("'shape': (2, 2)"), "{}", headers[0]);
+        assert!(headers[1].contains("'shape': (1, 2)"), "{}", headers[1]);
+        assert_eq!(p.kept.load(Ordering::Relaxed), 3);
     }
 
     #[test]
