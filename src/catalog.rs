@@ -70,6 +70,11 @@ pub struct StreamStat {
     /// none; `None` for CPU streams or an unreadable `_gpu` segment.
     #[serde(default)]
     pub gpu_consumer_pid: Option<i64>,
+    /// The pid holding the write lock (stamped when it is taken, shmstream's and pyshmem's
+    /// writers alike), 0 when free. A holder killed leaves its pid until the lock is next
+    /// taken: the lock itself is then free.
+    #[serde(default)]
+    pub lock_owner_pid: i64,
 }
 
 impl StreamStat {
@@ -113,6 +118,7 @@ impl StreamStat {
             history_problem,
             gpu_publisher_pid: gpu.as_deref().and_then(crate::gpu::layout::publisher_pid),
             gpu_consumer_pid: gpu.as_deref().and_then(crate::gpu::layout::consumer_pid),
+            lock_owner_pid: h.lock_owner_pid,
         })
     }
 }
@@ -139,12 +145,14 @@ pub(crate) fn exhausted(e: &Error) -> bool {
 /// file, empty). An error when the system is out of a resource, when it may be a stream's
 /// all the same, and [`Error::AccessDenied`] when it is this user's own file whose mode
 /// denies the open ([`Found::Denied`]), named `name` (the stream's once read; empty before).
+/// The system out of a resource is an error about no stream (an empty name): a segment id is
+/// no name a user gave.
 fn open_scanned(id: &str, name: &str, writable: bool) -> Result<Option<Segment>> {
     let meta_id = format!("{id}_meta");
     let op = "opening a metadata segment found in /dev/shm";
     match Segment::open_prefix(&meta_id, writable, format::META_BYTES) {
         Ok(meta) => Ok(Some(meta)),
-        Err(e) if out_of_resources(&e) => Err(Error::io(&meta_id, op, e)),
+        Err(e) if out_of_resources(&e) => Err(Error::io("", op, e)),
         Err(e) if trust::denied(&e).is_some() => Err(Error::io(name, op, e)),
         Err(_) => Ok(None),
     }
@@ -682,6 +690,58 @@ mod tests {
         }
         assert_eq!(e.stream_name(), "", "{e}");
         assert!(!e.to_string().contains("'*'"), "{e}");
+    }
+
+    /// Out of descriptors opening a `_meta` it listed, a scan fails with an I/O error about
+    /// no stream: it was about stream 'ps_…_meta', a segment id no user named. Run again in a
+    /// child (this test binary, its descriptor limit lowered by the shell): a full descriptor
+    /// table is the whole process's. `list_streams` itself gets no further than the listing,
+    /// whose descriptor the `_meta` open would reuse; the CLI's preload test covers it.
+    #[test]
+    fn a_scan_out_of_descriptors_is_an_error_about_no_stream() {
+        const TEST: &str = "catalog::tests::a_scan_out_of_descriptors_is_an_error_about_no_stream";
+        const CHILD: &str = "SHMSTREAM_CATALOG_FDLESS_ID";
+        if let Some(id) = std::env::var_os(CHILD) {
+            let ids = [id.into_string().unwrap()];
+            let mut fillers = Vec::new();
+            loop {
+                match std::fs::File::open("/dev/null") {
+                    Ok(f) => fillers.push(f),
+                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            // What `scan_in` does once it has listed `/dev/shm`.
+            let scanned = validated_all(&ids).map(|scan| scan.streams.len());
+            drop(fillers);
+            match scanned {
+                Err(e) => println!("said: [{}] {e}", e.stream_name()),
+                Ok(n) => println!("said: {n} streams"),
+            }
+            return;
+        }
+        let name = format!("catalog-fdless-{}", sys::pid());
+        let _s = scratch(&name, &[4], Dtype::U8).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD, name::segment_id(&name))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| Some(l.split_once("said: ")?.1))
+            .collect();
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE).to_string();
+        assert!(
+            matches!(&said[..], [e] if e.starts_with("[] ") && e.contains(&emfile)),
+            "{stdout}"
+        );
+        assert!(!said[0].contains("for stream"), "{stdout}");
     }
 
     /// A stored name collides only when it differs from the name and hashes to its id (no

@@ -89,6 +89,33 @@ const CRC_EXCLUDED: [(usize, usize); 7] = [
     (offset::FRAME_ID, 8),
 ];
 
+/// Why [`FormatError::Shape`] refuses `shape`.
+fn shape_problem(shape: &[u64]) -> String {
+    let why = match shape.iter().find(|&&d| d > i64::MAX as u64) {
+        _ if shape.contains(&0) => "every dimension must be positive".to_owned(),
+        Some(d) => format!("dimension {d} is more than 2^63 - 1, the largest numpy takes"),
+        None => "a dimension is more than this platform addresses".to_owned(),
+    };
+    format!("invalid shape {shape:?}: {why}")
+}
+
+/// Why [`FormatError::Size`] refuses the stored size `found` (shape × itemsize `expected`,
+/// `None` on overflow).
+fn size_problem(expected: Option<u64>, found: u64) -> String {
+    match expected {
+        None => format!(
+            "metadata size does not match shape and dtype: shape × itemsize is more than 2^64 \
+             bytes (it overflows), got {found}"
+        ),
+        Some(e) if e != found => {
+            format!("metadata size does not match shape and dtype: expected {e}, got {found}")
+        }
+        Some(_) => format!(
+            "metadata size {found} bytes is more than this platform can map (isize::MAX bytes)"
+        ),
+    }
+}
+
 /// A rule of the format that a header breaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormatError {
@@ -130,14 +157,14 @@ pub enum FormatError {
     /// `ndim` out of 1..=19.
     #[error("invalid ndim {0} (must be 1..=19)")]
     Ndim(u16),
-    /// A zero (or absurd) dimension.
-    #[error("invalid shape {0:?}: every dimension must be positive")]
+    /// A zero dimension, or one above `i64::MAX`.
+    #[error("{}", shape_problem(.0))]
     Shape(Vec<u64>),
     /// Shape entries past `ndim` must be zero.
     #[error("unused shape entries in metadata must be zero")]
     UnusedShape,
-    /// `size` disagrees with shape × itemsize (or overflows).
-    #[error("metadata size does not match shape and dtype: expected {expected:?}, got {found}")]
+    /// `size` disagrees with shape × itemsize (or overflows), or is more than a mapping holds.
+    #[error("{}", size_problem(*.expected, *.found))]
     Size {
         /// prod(shape) × itemsize, `None` on overflow.
         expected: Option<u64>,
@@ -376,7 +403,8 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
         .map(|i| u64_at(b, offset::SHAPE + 8 * i))
         .collect();
     let (used, unused) = raw_shape.split_at(usize::from(ndim));
-    // Dimensions beyond i64 are refused like non-positive ones (pyshmem reads them as int64).
+    // Dimensions beyond i64 are refused like zero ones: pyshmem stores them as uint64, but
+    // numpy's dimensions are signed 64-bit (`npy_intp`), so no array has one.
     if used
         .iter()
         .any(|&d| d == 0 || d > i64::MAX as u64 || usize::try_from(d).is_err())
@@ -535,6 +563,46 @@ mod tests {
     fn recrc(b: &mut [u8; META_BYTES]) {
         let c = crc(b);
         set(b, offset::HEADER_CRC, &c.to_le_bytes());
+    }
+
+    /// The shape and size errors print numbers and say what is wrong: they printed
+    /// "expected Some(48)" or "expected None" (an overflow), and called a dimension above
+    /// `i64::MAX` not positive.
+    #[test]
+    fn shape_and_size_errors_say_what_is_wrong_in_numbers() {
+        let text = |shape: [u64; 2], size: Option<u64>| {
+            let mut b = sample();
+            set(&mut b, offset::SHAPE, &shape[0].to_le_bytes());
+            set(&mut b, offset::SHAPE + 8, &shape[1].to_le_bytes());
+            if let Some(size) = size {
+                set(&mut b, offset::SIZE, &size.to_le_bytes());
+            }
+            recrc(&mut b);
+            decode(&b, Some("cam0")).unwrap_err().to_string()
+        };
+        assert_eq!(
+            text([480, 640], Some(12)),
+            "metadata size does not match shape and dtype: expected 1228800, got 12"
+        );
+        assert_eq!(
+            text([1 << 40, 1 << 40], None),
+            "metadata size does not match shape and dtype: shape × itemsize is more than 2^64 \
+             bytes (it overflows), got 1228800"
+        );
+        assert_eq!(
+            text([1 << 61, 1], Some(1 << 63)),
+            "metadata size 9223372036854775808 bytes is more than this platform can map \
+             (isize::MAX bytes)"
+        );
+        assert_eq!(
+            text([1 << 63, 640], None),
+            "invalid shape [9223372036854775808, 640]: dimension 9223372036854775808 is more \
+             than 2^63 - 1, the largest numpy takes"
+        );
+        assert_eq!(
+            text([0, 640], None),
+            "invalid shape [0, 640]: every dimension must be positive"
+        );
     }
 
     #[test]

@@ -49,8 +49,8 @@ enum Command {
         name: String,
         /// JSON with the keys name, shape, dtype, size, count, write_sequence, write_time,
         /// frame_id, creator_pid, creator_alive, notify, gpu_enabled, gpu_device, cpu_mirror,
-        /// instance_id, history, gpu_publisher_pid, gpu_consumer_pid, and history_problem where
-        /// every open refuses the stream's history ring.
+        /// instance_id, history, gpu_publisher_pid, gpu_consumer_pid, lock_owner_pid, and
+        /// history_problem where every open refuses the stream's history ring.
         #[arg(long)]
         json: bool,
     },

@@ -220,6 +220,13 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
                 Some(pid) => format!("pid {pid} (acknowledges every frame)"),
             },
         ),
+        (
+            "lock_owner_pid",
+            match s.lock_owner_pid {
+                0 => "none (the write lock is free)".to_owned(),
+                pid => format!("{pid} (holds the write lock, or died holding it)"),
+            },
+        ),
     ];
     for (k, v) in rows {
         outln!("{:<15} {v}", format!("{k}:"))?;

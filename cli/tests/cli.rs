@@ -21,7 +21,7 @@ use predicates::prelude::*;
 use preload::{FAILING_SYNC, SYNC_LOADED, preload_lib};
 use shmstream::{Dtype, Stream, StreamOptions};
 
-const JSON_KEYS: [&str; 18] = [
+const JSON_KEYS: [&str; 19] = [
     "name",
     "shape",
     "dtype",
@@ -40,6 +40,7 @@ const JSON_KEYS: [&str; 18] = [
     "history",
     "gpu_publisher_pid",
     "gpu_consumer_pid",
+    "lock_owner_pid",
 ];
 
 fn cli() -> Command {

@@ -540,8 +540,57 @@ fn a_scan_out_of_file_descriptors_fails_saying_so() {
             !stdout.contains("no streams") && !stdout.contains("nothing to purge"),
             "{args:?}: {stdout}"
         );
+        // About no stream: it named the `_meta`'s segment id as the stream.
+        assert!(!stderr.contains("for stream '"), "{args:?}: {stderr}");
     }
     assert_eq!(shmstream::stat(&name).unwrap().shape, vec![4]);
+}
+
+/// `stat` shows the pid holding a stream's write lock (`lock_owner_pid`, 0 when free), which
+/// the timeout error's remedy points at: here this test process, holding it through a
+/// guard while the CLI runs.
+#[test]
+fn stat_shows_the_write_lock_holder() {
+    let name = unique_name("hcli-lock-owner");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U8).unwrap();
+    let stat = |json: bool| {
+        let mut args = vec!["stat", name.as_str()];
+        args.extend(json.then_some("--json"));
+        let out = std::process::Command::new(bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let owner = |json: &str| {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["lock_owner_pid"].as_i64()
+    };
+    assert_eq!(owner(&stat(true)), Some(0));
+    assert!(stat(false).contains("lock_owner_pid: none"));
+    let guard = s.lock(Some(std::time::Duration::from_secs(5))).unwrap();
+    let pid = std::process::id();
+    assert_eq!(owner(&stat(true)), Some(i64::from(pid)));
+    let human = stat(false);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("lock_owner_pid:") && l.contains(&format!(" {pid} "))),
+        "{human}"
+    );
+    assert_eq!(
+        shmstream::stat(&name).unwrap().lock_owner_pid,
+        i64::from(pid)
+    );
+    drop(guard);
+    assert_eq!(owner(&stat(true)), Some(0));
 }
 
 /// Out of file descriptors opening a stream's history ring (EMFILE, through `LD_PRELOAD`),
