@@ -2,8 +2,10 @@
 //!
 //! A `_meta` segment is 512 bytes: a 256-byte little-endian header followed by a 256-byte
 //! UTF-8 name region padded with NULs. See `docs/format.md` for the table and the rules.
-//! [`decode`] checks every rule pyshmem's `_validate_metadata_header` checks, in the same
-//! order, and reports the first one broken as a [`FormatError`].
+//! [`decode`] checks every rule pyshmem's `_validate_metadata_header` checks, in its order
+//! (except that a segment shorter than 512 bytes, not a v2 one, is [`FormatError::TooShort`]
+//! before its magic and version are read), and reports the first one broken as a
+//! [`FormatError`].
 
 use crate::dtype::Dtype;
 
