@@ -167,18 +167,19 @@ impl ProbeTicker {
 }
 
 /// How long a host-side wait for GPU work ([`Backoff`]) yields before it sleeps: waits
-/// on the publication path (a frame landing: a 4 MB copy takes ~160 µs) keep a yield's
+/// within a 1 kHz loop's period (a frame landing: a 4 MB copy takes ~160 µs) keep a yield's
 /// latency; an idle wait pays this much of a core, then sleeps.
 const YIELD_PHASE: Duration = Duration::from_millis(1);
 /// A [`Backoff`]'s first sleep; each doubles, up to [`MAX_SLEEP`].
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
-/// A [`Backoff`]'s longest sleep: the latency an idle wait adds, at most.
-const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// A [`Backoff`]'s longest sleep: what a wait past its yield phase (a writer paced by a
+/// slower consumer's acknowledgements, a consumer's `synchronize` at a slow rate) sees its
+/// event late by, at most (plus the timer's slack, ~50 µs).
+const MAX_SLEEP: Duration = Duration::from_micros(100);
 
 /// The pauses between polls of a host-side wait for GPU work (a CUDA stream, a word it
 /// stores): yields for [`YIELD_PHASE`], then sleeps doubling from [`FIRST_SLEEP`] to
-/// [`MAX_SLEEP`], as [`crate::WaitStrategy::Adaptive`] does without notify. An idle wait of
-/// seconds then costs a few thousand wakes, not a core.
+/// [`MAX_SLEEP`]. An idle wait then costs ~10 000 short wakes a second, not a core.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     yield_until: Instant,
@@ -207,13 +208,22 @@ impl Backoff {
     }
 }
 
-/// Polls until `poll` answers, pausing between polls with a [`Backoff`]; `None` once
+/// Polls until `poll` answers, pausing between polls with a new [`Backoff`]; `None` once
 /// `deadline` has passed (after a last poll).
 pub(crate) fn poll_until<T>(
     deadline: Option<Instant>,
+    poll: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    poll_with(&mut Backoff::new(), deadline, poll)
+}
+
+/// [`poll_until`] with the pauses of `backoff`, which a wait made of several polls (each
+/// with its own deadline) keeps from one to the next.
+pub(crate) fn poll_with<T>(
+    backoff: &mut Backoff,
+    deadline: Option<Instant>,
     mut poll: impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    let mut backoff = Backoff::new();
     loop {
         if let Some(t) = poll() {
             return Some(t);
@@ -286,7 +296,10 @@ pub(crate) fn gate_writer(
     }
     let timeout = s.default_timeout();
     let (mut probe, mut alive) = (ProbeTicker::within(timeout), true);
-    let (mut backoff, deadline) = (Backoff::new(), Instant::now().checked_add(timeout));
+    let (mut backoff, deadline) = (
+        Backoff::new(),
+        crate::deadline::after(Instant::now(), Some(timeout)),
+    );
     let got = slots::wait_ack(
         ack,
         timeout,
@@ -523,9 +536,14 @@ impl<'s> GpuConsumer<'s> {
     /// [`Self::synchronize`] with the context bound: its errors are the stream query's own
     /// failure or the timeout.
     fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        self.wait_idle_with(&mut Backoff::new(), timeout)
+    }
+
+    /// [`Self::wait_idle`] pausing with `backoff` (kept across the calls of one wait).
+    fn wait_idle_with(&self, backoff: &mut Backoff, timeout: Duration) -> Result<()> {
         let st = self.a.stream.cu_stream();
-        let deadline = Instant::now().checked_add(timeout);
-        let done = poll_until(deadline, || {
+        let deadline = crate::deadline::after(Instant::now(), Some(timeout));
+        let done = poll_with(backoff, deadline, || {
             // SAFETY: our live stream.
             match unsafe { sys::cuStreamQuery(st) } {
                 sys::CUresult::CUDA_SUCCESS => Some(Ok(())),
@@ -557,12 +575,13 @@ impl GpuConsumer<'_> {
         if idle(self.wait_idle(self.s.default_timeout())) {
             return true;
         }
-        let start = Instant::now();
+        // One backoff for the whole phase: each short wait starting its own would only yield.
+        let (start, mut backoff) = (Instant::now(), Backoff::new());
         loop {
             self.a
                 .published_frame()
                 .fetch_or(RELEASED_BIT, Ordering::SeqCst);
-            if idle(self.wait_idle(LIVENESS_POLL)) {
+            if idle(self.wait_idle_with(&mut backoff, LIVENESS_POLL)) {
                 return true;
             }
             if start.elapsed() >= RELEASE_SETTLE {
@@ -638,7 +657,7 @@ mod tests {
     }
 
     /// An idle host-side wait backs off: past its yield phase, 200 ms of polls that never
-    /// answer stay in the hundreds (a `yield_now` loop makes hundreds of thousands), and it
+    /// answer stay in the thousands (a `yield_now` loop makes hundreds of thousands), and it
     /// gives up at the deadline; one answering at its k-th poll returns at once.
     #[test]
     fn an_idle_poll_backs_off_and_gives_up_at_its_deadline() {
@@ -654,9 +673,23 @@ mod tests {
         assert!(took >= wait, "gave up early, after {took:?}");
         assert!(took < wait * 5, "gave up late, after {took:?}");
         assert!(
-            polls < 2000,
+            polls < 5000,
             "{polls} polls after the yield phase: no backoff"
         );
+
+        // A wait made of short polls (a drop's settling, 1 ms each) keeps one backoff: each
+        // starting its own would never get past its yield phase.
+        let (mut backoff, mut polls) = (Backoff::new(), 0u32);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(100) {
+            let short = Instant::now() + Duration::from_millis(1);
+            let got: Option<()> = poll_with(&mut backoff, Some(short), || {
+                polls += u32::from(start.elapsed() > YIELD_PHASE);
+                None
+            });
+            assert_eq!(got, None);
+        }
+        assert!(polls < 3000, "{polls} polls over short waits: no backoff");
 
         let (k, mut polls) = (5, 0);
         let start = Instant::now();

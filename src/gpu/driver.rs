@@ -279,7 +279,7 @@ impl Attachment {
         if !self.bind_for_query() {
             return false;
         }
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = crate::deadline::after(Instant::now(), Some(timeout));
         let mut probe = super::consumer::ProbeTicker::within(timeout);
         let release_dead = || super::consumer::release_if_dead(self, os::pid());
         let idle = super::consumer::poll_until(deadline, || {

@@ -201,13 +201,14 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
         }
     };
     let timeout = s.default_timeout();
-    let deadline = Instant::now().checked_add(timeout);
+    let deadline = crate::deadline::after(Instant::now(), Some(timeout));
     let mut ticker = super::consumer::ProbeTicker::within(timeout);
     let landed = super::consumer::poll_until(deadline, || {
         let moved = h.sequence().load(Ordering::Acquire) != seq;
         (moved || (ticker.due(Instant::now()) && gone_or_release())).then_some(())
     });
-    if landed.is_some() || gone_or_release() {
+    // A landing in the last moments is a landing, not a timeout.
+    if landed.is_some() || h.sequence().load(Ordering::Acquire) != seq || gone_or_release() {
         return Ok(());
     }
     Err(Error::Timeout {
