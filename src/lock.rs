@@ -140,8 +140,21 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     if let Some(reason) = dir_refusal(&meta, trust::euid()) {
         return Err(refuse(reason));
     }
+    // Through a descriptor of the directory itself, opened without following a link: a
+    // link swapped in for it since the look above is not followed to another directory.
+    let make_private = |meta: &std::fs::Metadata| -> std::io::Result<()> {
+        let d = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        let now = d.metadata()?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            return Err(std::io::Error::other("it was replaced while being checked"));
+        }
+        d.set_permissions(std::fs::Permissions::from_mode(0o700))
+    };
     if made && meta.mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        make_private(&meta)
             .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
         meta = check()?;
     }
@@ -150,7 +163,7 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
         // common umasks, letting others reach the lock files): ours, made for this use, so
         // tightened. One named by PYSHMEM_LOCK_DIR is the user's to change (its lock files
         // are made private, `open_file`).
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        make_private(&meta)
             .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
         meta = check()?;
     }
@@ -256,8 +269,12 @@ fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
         })
         .map_err(|e| Error::io(stream, "opening the lock file", e))?;
     if meta.mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io(stream, "making the lock file private (0600)", e))?;
+        match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            // A file system whose modes are the mount's (vfat, exfat: `EPERM`) keeps the file
+            // as it is, as it did before lock files were made private.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {}
+            r => r.map_err(|e| Error::io(stream, "making the lock file private (0600)", e))?,
+        }
     }
     Ok(file)
 }
