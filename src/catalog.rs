@@ -13,7 +13,8 @@ use crate::header::MappedHeader;
 use crate::lock::LockFile;
 use crate::segment::{self, Segment};
 use crate::stream::{
-    NameLock, Stream, StreamOptions, clear_dead_lock_stamps, decode_retrying, not_found, open_meta,
+    DEFAULT_TIMEOUT, NameLock, Stream, StreamOptions, clear_dead_lock_stamps, decode_retrying,
+    not_found, open_meta,
 };
 use crate::{name, notify, seqlock, sys, trust};
 
@@ -123,13 +124,22 @@ impl StreamStat {
     }
 }
 
-/// The validated metadata of one stream, without mapping its payload.
+/// The validated metadata of one stream, without mapping its payload. A creation at work
+/// under the name's lock is waited for up to 5 s: see [`stat_within`].
 pub fn stat(name: &str) -> Result<StreamStat> {
+    stat_within(name, DEFAULT_TIMEOUT)
+}
+
+/// [`stat`], waiting at most `wait` (instead of 5 s) for a creation at work under the
+/// name's lock (a `_meta` still empty or without its header while another process holds the
+/// lock): past it, [`Error::NotFound`] with `unfinished` set. For callers that must stay
+/// responsive, such as a monitor sampling many streams.
+pub fn stat_within(name: &str, wait: std::time::Duration) -> Result<StreamStat> {
     name::check(name).map_err(|reason| Error::InvalidName {
         name: name.to_owned(),
         reason,
     })?;
-    let (_meta, h) = open_meta(name)?;
+    let (_meta, h) = open_meta(name, wait)?;
     StreamStat::from_header(&h)
 }
 

@@ -69,8 +69,8 @@ mod trust;
 mod write;
 
 pub use catalog::{
-    Scratch, StreamStat, list_stats, list_streams, scratch, stat, unlink, unlink_quiet,
-    unreadable_streams,
+    Scratch, StreamStat, list_stats, list_streams, scratch, stat, stat_within, unlink,
+    unlink_quiet, unreadable_streams,
 };
 pub use dtype::{Dtype, Element};
 pub use error::{Error, LossCause, Result};

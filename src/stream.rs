@@ -21,7 +21,7 @@ use crate::{catalog, name, sys};
 /// two metadata stores) before calling it corrupt. Same as pyshmem.
 const DECODE_RETRY: Duration = Duration::from_millis(50);
 /// Default timeout for calls that take none (`read`, `write`, ...).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often reads and writes check that the stream was not unlinked under the handle.
 const GENERATION_CHECK_MS: u64 = 20;
 /// `generation_checked_ms` once the handle learned its stream is gone (sticky).
@@ -432,7 +432,7 @@ impl Stream {
         check_name(name)?;
         let deadline = Instant::now() + DECODE_RETRY;
         let (meta, decoded, payload, history) = loop {
-            let (meta, decoded) = open_meta(name)?;
+            let (meta, decoded) = open_meta(name, DEFAULT_TIMEOUT)?;
             #[cfg(test)]
             tests::between_opens();
             let parts = open_payload(name, &decoded, readonly).and_then(|payload| {
@@ -861,9 +861,12 @@ fn creation_at_work(name: &str) -> bool {
 /// ([`format::may_be_mid_creation`]) is waited for the same way ([`decode_after_creation`]);
 /// one that breaks any other rule is corrupt at once. Short, or without its magic or name,
 /// beside a lock this process cannot take (a refused lock directory), it is that lock's
-/// error: whether a creation holds it is unknown.
-pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
-    let deadline = Instant::now() + DECODE_RETRY;
+/// error: whether a creation holds it is unknown. All waiting for a creation (the retry of
+/// a short `_meta` included) ends `wait` after the call, as the waits above end theirs.
+pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)> {
+    let start = Instant::now();
+    let deadline = start + DECODE_RETRY.min(wait);
+    let until = start + wait;
     let id = name::meta_id(name);
     let open = || Segment::open_prefix(&id, true, META_BYTES);
     // Empty (`InvalidData`), or shorter than a header (but a whole pyshmem v2 one).
@@ -884,6 +887,7 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
         if short(&opened) {
             opened = match wait_for_creation(
                 name,
+                until,
                 || {
                     let r = open();
                     (!short(&r)).then_some(r)
@@ -927,13 +931,13 @@ pub(crate) fn open_meta(name: &str) -> Result<(Segment, Header)> {
                         &e,
                     ) =>
             {
-                match decode_after_creation(&meta, name, e)? {
+                match decode_after_creation(&meta, name, e, until)? {
                     // Its holder died between its stamps while we waited: leftovers now.
                     Some(Err(rule)) if stamps_of_a_dead_writer(&rule)? => {
                         decode_retrying(&meta, Some(name))
                     }
                     Some(decoded) => decoded,
-                    None if Instant::now() < deadline + DEFAULT_TIMEOUT => continue 'look,
+                    None if Instant::now() < until => continue 'look,
                     None => return Err(not_found(name)),
                 }
             }
@@ -965,9 +969,9 @@ fn collides_by_name(name: &str, e: &FormatError) -> bool {
 /// version, header size, instance id flag and CRC each after the word before it (the CRC
 /// flag before the CRC). A header that breaks a rule those steps break
 /// ([`format::may_be_mid_creation`]) while somebody else holds the lock may be a creation
-/// in progress (seconds for a large or GPU stream): waits for it
-/// ([`wait_for_creation`]), decoding it again every millisecond. A header still without its
-/// magic or name then is not there yet (`NotFound`, row 19); one that breaks another rule is
+/// in progress (seconds for a large or GPU stream): waits for it ([`wait_for_creation`],
+/// until `until`), decoding it again every millisecond. A header still without its magic or
+/// name then is not there yet (`NotFound`, row 19); one that breaks another rule is
 /// returned as it last decoded (corrupt), as is one a creator that died left. A lock this
 /// process cannot take is its error for a header without its magic or name (a creation
 /// under way, for all it can tell), else the rule last broken. `None`: the creation failed
@@ -976,11 +980,13 @@ fn decode_after_creation(
     meta: &Segment,
     name: &str,
     first: FormatError,
+    until: Instant,
 ) -> Result<Option<std::result::Result<Header, FormatError>>> {
     let decode = || format::decode(&meta.snapshot(META_BYTES), Some(name));
     let last = std::cell::RefCell::new(first);
     let waited = wait_for_creation(
         name,
+        until,
         || match decode() {
             Ok(h) => Some(Some(Ok(h))),
             Err(e) => {
@@ -1016,21 +1022,11 @@ fn creation_unfinished(name: &str) -> Error {
     }
 }
 
-/// How long [`wait_for_creation`] waits: [`DEFAULT_TIMEOUT`] (unit tests may shorten it on
-/// their thread).
-fn creation_timeout() -> Duration {
-    #[cfg(test)]
-    if let Some(t) = tests::CREATION_TIMEOUT.with(std::cell::Cell::get) {
-        return t;
-    }
-    DEFAULT_TIMEOUT
-}
-
 /// What [`wait_for_creation`] saw.
 enum Waited<T> {
     /// The creation's work (`look`), or what `under_lock` saw.
     Saw(T),
-    /// Somebody else held the lock for all of [`DEFAULT_TIMEOUT`].
+    /// Somebody else held the lock for all of the wait.
     TimedOut,
     /// A lock this process cannot take or look at (a refused lock directory, a lock file not
     /// ours, out of descriptors): why.
@@ -1040,12 +1036,13 @@ enum Waited<T> {
 /// Waits for a creation in progress under `name`'s lock, which every creator holds while it
 /// builds (ours, and pyshmem 1.4.0's `create`, under its `_locked_stream_name`): while
 /// somebody else holds the lock, calls `look` every millisecond until it sees the creation's
-/// work (`Some`), for up to [`DEFAULT_TIMEOUT`] (the caller says what that means: row 19).
+/// work (`Some`), up to `until` and at least once (the caller says what that means: row 19).
 /// Once this call takes the lock (the creator finished, or died and the kernel dropped its
 /// flock), returns what `under_lock` sees while it holds it. No lock file at the path:
 /// nobody holds it, so `under_lock` runs at once, and none is made here.
 fn wait_for_creation<T>(
     name: &str,
+    until: Instant,
     mut look: impl FnMut() -> Option<T>,
     under_lock: impl FnOnce() -> T,
 ) -> Waited<T> {
@@ -1061,7 +1058,6 @@ fn wait_for_creation<T>(
         Ok(lock) => lock,
         Err(e) => return Waited::Unknown(e),
     };
-    let deadline = Instant::now() + creation_timeout();
     loop {
         match NameLock::try_take(&lock, name) {
             Ok(Some(_held)) => return Waited::Saw(under_lock()),
@@ -1071,7 +1067,7 @@ fn wait_for_creation<T>(
         if let Some(seen) = look() {
             return Waited::Saw(seen);
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= until {
             return Waited::TimedOut;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -1141,9 +1137,6 @@ mod tests {
         static BEFORE_RING: Hook = RefCell::new(None);
         /// How many times this thread entered [`wait_for_creation`].
         pub(super) static CREATION_WAITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-        /// [`creation_timeout`] on this thread, when set.
-        pub(super) static CREATION_TIMEOUT: std::cell::Cell<Option<Duration>> =
-            const { std::cell::Cell::new(None) };
     }
 
     fn run(hook: &'static std::thread::LocalKey<Hook>) {
@@ -1400,17 +1393,15 @@ mod tests {
         let lock = std::fs::File::open(name::lock_path(&stream)).unwrap();
         // SAFETY: flock on a descriptor this scope owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        CREATION_TIMEOUT.with(|t| t.set(Some(Duration::from_millis(100))));
         let mut got = Vec::new();
         for planted in [vec![0u8; META_BYTES], Vec::new()] {
             std::fs::write(&meta, planted).unwrap();
             CREATION_WAITS.with(|n| n.set(0));
             got.push((
-                catalog::stat(&stream).map(drop),
+                catalog::stat_within(&stream, Duration::from_millis(100)).map(drop),
                 CREATION_WAITS.with(std::cell::Cell::get),
             ));
         }
-        CREATION_TIMEOUT.with(|t| t.set(None));
         drop(lock);
         let _ = catalog::unlink(&stream);
         let payload = crate::segment::path(&name::segment_id(&stream));

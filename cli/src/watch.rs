@@ -1,14 +1,15 @@
 //! `watch`: samples each stream's metadata every `--interval` and shows count, update rate,
-//! age, missed frames and creator liveness. On a terminal the table is redrawn in place
-//! (autowrap off, cut to the terminal's height); when stdout is not a terminal, every sample
-//! is printed as plain lines. Stops on Ctrl-C (SIGINT), SIGTERM, SIGHUP (terminal closed) or
-//! SIGQUIT (those not ignored when it started, as `nohup` ignores SIGHUP), also while a
-//! reader that stopped reading holds up its output, or after `--duration`. On a terminal,
-//! Ctrl-Z (SIGTSTP, unless ignored when it started) gives the terminal back its cursor and
-//! autowrap before the process stops, and on `fg` the table is drawn afresh below what the
-//! shell wrote meanwhile. A sample due while the process was stopped (Ctrl-Z, a suspend) is
-//! taken on waking and the next one an interval later: samples never come back to back to
-//! make up for the stall.
+//! age, missed frames and creator liveness (`unfinished` for one whose creation still holds
+//! its lock after a short wait: a stalled creator holds up no row). On a terminal the table
+//! is redrawn in place (autowrap off, cut to the terminal's height); when stdout is not a
+//! terminal, every sample is printed as plain lines. Stops on Ctrl-C (SIGINT), SIGTERM,
+//! SIGHUP (terminal closed) or SIGQUIT (those not ignored when it started, as `nohup`
+//! ignores SIGHUP), also while a reader that stopped reading holds up its output, or after
+//! `--duration`. On a terminal, Ctrl-Z (SIGTSTP, unless ignored when it started) gives the
+//! terminal back its cursor and autowrap before the process stops, and on `fg` the table is
+//! drawn afresh below what the shell wrote meanwhile. A sample due while the process was
+//! stopped (Ctrl-Z, a suspend) is taken on waking and the next one an interval later:
+//! samples never come back to back to make up for the stall.
 //!
 //! "Missed" counts frames the writer skipped according to its own frame ids: over one
 //! interval, `(frame_id advance) - (count advance)` when the writer stamps frame ids (a
@@ -134,9 +135,10 @@ impl Track {
         }
     }
 
-    fn sample(&mut self) {
+    /// Samples the stream, waiting at most about `wait` for a creation at work on it.
+    fn sample(&mut self, wait: Duration) {
         let now = Instant::now();
-        match shmstream::stat(&self.name) {
+        match shmstream::stat_within(&self.name, wait) {
             Ok(s) => {
                 if let Some((t, prev)) = &self.last {
                     if prev.instance_id == s.instance_id {
@@ -165,8 +167,8 @@ impl Track {
                 self.last = Some((now, s));
             }
             // What is counted next is a new instance's, if any. An unfinished one is being
-            // created, or its creator died while creating it (`stat` says which remedy):
-            // not gone.
+            // created (still, after `wait`), or its creator died while creating it (`stat`
+            // says which remedy): not gone.
             Err(Error::NotFound {
                 unfinished: true, ..
             }) => self.forget("unfinished".into()),
@@ -310,12 +312,19 @@ fn field(shown: &str) -> String {
     }
 }
 
+/// The longest a sample waits for a creation at work under a stream's lock (a stalled
+/// creator holds it for as long as it likes): past it the stream shows as `unfinished`, and
+/// the other rows and a stop signal are not held up.
+const CREATION_WAIT: Duration = Duration::from_millis(50);
+
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
+    let interval = interval.max(Duration::from_millis(10));
+    let wait = interval.min(CREATION_WAIT);
     // Every name must exist when the watch starts (a typo is an error, not an empty view);
     // one whose creation is unfinished does (shown as `unfinished`).
     for n in names {
-        match shmstream::stat(n) {
+        match shmstream::stat_within(n, wait) {
             Ok(_)
             | Err(Error::NotFound {
                 unfinished: true, ..
@@ -324,7 +333,6 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
         }
     }
     install_handlers()?;
-    let interval = interval.max(Duration::from_millis(10));
     let tty = std::io::stdout().is_terminal();
     if tty {
         catch(libc::SIGTSTP, on_suspend)?;
@@ -345,7 +353,10 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
     let mut draw = || -> Fallible {
         loop {
             for t in &mut tracks {
-                t.sample();
+                if stop_requested() {
+                    return Ok(());
+                }
+                t.sample(wait);
             }
             if tty {
                 let mut rows = vec![HEADER.map(String::from).to_vec()];
@@ -438,7 +449,7 @@ mod tests {
         let _u = Unlink(name.clone());
         let mut t = Track::new(&name);
         let missed = |t: &mut Track| {
-            t.sample();
+            t.sample(CREATION_WAIT);
             t.row()[4].clone()
         };
         let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
@@ -466,7 +477,7 @@ mod tests {
         let meta = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
         std::fs::remove_file(meta).unwrap();
         let mut t = Track::new(&name);
-        t.sample();
+        t.sample(CREATION_WAIT);
         let payload = format!("/dev/shm/{}", shmstream::name::segment_id(&name));
         let _ = std::fs::remove_file(payload);
         assert_eq!(t.row()[6], "unfinished", "the table's STATE column");
@@ -493,7 +504,7 @@ mod tests {
         // jump up overflowed the sum (a panic in a debug build).
         for id in [1, u64::MAX, 1, u64::MAX] {
             s.write_slice_frame(&[0u8], id).unwrap();
-            t.sample();
+            t.sample(CREATION_WAIT);
         }
         assert_eq!(t.row()[4], u64::MAX.to_string());
         assert_eq!(t.state, "ok");

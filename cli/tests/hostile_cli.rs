@@ -632,3 +632,73 @@ fn a_history_ring_out_of_file_descriptors_is_no_ring_problem() {
     let stat = shmstream::stat(&name).unwrap();
     assert_eq!((stat.history, stat.history_problem), (4, None));
 }
+
+/// `watch` beside a stalled creation (a `_meta` still empty, as a creation leaves it, while
+/// another process, here this test, holds the name's lock) shows that stream `unfinished`
+/// and holds up neither the other rows nor its end. It waited 5 s for the creation at its
+/// start and again at each sample, every row refreshed only that often, and `--duration 1`
+/// ran 10 s.
+#[test]
+fn watch_is_not_held_up_by_a_stalled_creation() {
+    use std::os::fd::AsRawFd;
+    let (ok, stuck) = (
+        unique_name("hcli-watch-ok"),
+        unique_name("hcli-watch-stuck"),
+    );
+    let _c = Cleanup::new([&ok, &stuck]);
+    drop(Stream::create(&ok, &[1], Dtype::U8).unwrap());
+    drop(Stream::create(&stuck, &[1], Dtype::U8).unwrap());
+    let shm = |id: String| PathBuf::from("/dev/shm").join(id);
+    let meta = shm(shmstream::name::meta_id(&stuck));
+    std::fs::write(&meta, []).unwrap();
+    let lock_path = shmstream::name::lock_path(&stuck);
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock on a descriptor this scope owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(bin())
+        .args([
+            "watch",
+            &ok,
+            &stuck,
+            "--interval",
+            "0.05",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    drop(lock);
+    for left in [meta, shm(shmstream::name::segment_id(&stuck)), lock_path] {
+        let _ = std::fs::remove_file(left);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let rows = |name: &str| {
+        let field = format!(" name={name} ");
+        stdout
+            .lines()
+            .filter(|l| l.contains(&field))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        rows(&ok).len() >= 5,
+        "too few samples in {took:?}:\n{stdout}"
+    );
+    assert!(
+        rows(&ok).iter().all(|l| l.ends_with(" state=ok")),
+        "{stdout}"
+    );
+    let stuck_rows = rows(&stuck);
+    assert!(
+        !stuck_rows.is_empty() && stuck_rows.iter().all(|l| l.ends_with(" state=unfinished")),
+        "{stdout}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "took {took:?}"
+    );
+}
