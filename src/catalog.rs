@@ -72,8 +72,9 @@ pub struct StreamStat {
     #[serde(default)]
     pub gpu_consumer_pid: Option<i64>,
     /// The pid holding the write lock (stamped when it is taken, shmstream's and pyshmem's
-    /// writers alike), 0 when free. A holder killed leaves its pid until the lock is next
-    /// taken: the lock itself is then free.
+    /// writers alike), 0 when none is stamped. A holder killed leaves its pid until the lock
+    /// is next taken (the lock itself is then free); a create, unlink or purge holds the
+    /// name's lock without stamping it.
     #[serde(default)]
     pub lock_owner_pid: i64,
 }
@@ -155,14 +156,14 @@ pub(crate) fn exhausted(e: &Error) -> bool {
 /// file, empty). An error when the system is out of a resource, when it may be a stream's
 /// all the same, and [`Error::AccessDenied`] when it is this user's own file whose mode
 /// denies the open ([`Found::Denied`]), named `name` (the stream's once read; empty before).
-/// The system out of a resource is an error about no stream (an empty name): a segment id is
-/// no name a user gave.
 fn open_scanned(id: &str, name: &str, writable: bool) -> Result<Option<Segment>> {
     let meta_id = format!("{id}_meta");
     let op = "opening a metadata segment found in /dev/shm";
     match Segment::open_prefix(&meta_id, writable, format::META_BYTES) {
         Ok(meta) => Ok(Some(meta)),
-        Err(e) if out_of_resources(&e) => Err(Error::io("", op, e)),
+        // Named `name`: empty before the stream's own is read (a segment id is no name a
+        // user gave).
+        Err(e) if out_of_resources(&e) => Err(Error::io(name, op, e)),
         Err(e) if trust::denied(&e).is_some() => Err(Error::io(name, op, e)),
         Err(_) => Ok(None),
     }

@@ -66,10 +66,20 @@ pub(crate) fn refuse_taken(name: &str) -> Result<()> {
 fn why_taken(name: &str) -> Error {
     match headerless(name) {
         Err(collision) => collision,
-        Ok(true) if still_so_under_the_lock(name, || matches!(headerless(name), Ok(true))) => {
-            abandoned(name)
-        }
-        Ok(_) => Error::AlreadyExists {
+        Ok(true) => match still_so_under_the_lock(name, || matches!(headerless(name), Ok(true))) {
+            Some(true) => abandoned(name),
+            // Another process holds the name's lock over a stream without its header: a
+            // creation at work (pyshmem's fills its payload before it writes the header).
+            None => Error::AlreadyExists {
+                name: name.to_owned(),
+                being_created: true,
+            },
+            Some(false) => Error::AlreadyExists {
+                name: name.to_owned(),
+                being_created: false,
+            },
+        },
+        Ok(false) => Error::AlreadyExists {
             name: name.to_owned(),
             being_created: false,
         },
@@ -103,26 +113,28 @@ fn headerless(name: &str) -> std::result::Result<bool, Error> {
 /// `_locked_stream_name`): looked at again while this call holds it, as a creator may have
 /// finished between the caller's look and the lock. No lock file at the path: nobody who
 /// locks it now is excluded by one held elsewhere, and none is made here. The caller's own
-/// hold (under [`build`]) is no creator at work: the lock is reentrant.
-fn still_so_under_the_lock(name: &str, check: impl Fn() -> bool) -> bool {
+/// hold (under [`build`]) is no creator at work: the lock is reentrant. `None` when another
+/// process holds the lock (a creator at work), `Some(false)` when it cannot be looked at.
+fn still_so_under_the_lock(name: &str, check: impl Fn() -> bool) -> Option<bool> {
     let path = name::lock_path(name);
     match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return check(),
-        Err(_) => return false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(check()),
+        Err(_) => return Some(false),
         Ok(_) => {}
     }
     let Ok(lock) = crate::lock::LockFile::attach(&path, name) else {
-        return false;
+        return Some(false);
     };
     // A file removed from the path: this thread holds it (an older generation's lock, which
     // `attach` cannot replace while held), and taking it again would exclude nobody working
     // on the one now there.
     if lock.is_unlinked() {
-        return false;
+        return Some(false);
     }
     match crate::stream::NameLock::try_take(&lock, name) {
-        Ok(Some(_held)) => check(),
-        _ => false,
+        Ok(Some(_held)) => Some(check()),
+        Ok(None) => None,
+        Err(_) => Some(false),
     }
 }
 

@@ -1552,7 +1552,7 @@ fn an_abandoned_creation_is_named_with_its_remedy_by_create_open_and_stat() {
             !shmstream::list_streams().unwrap().contains(&name),
             "{case}"
         );
-        // A creator at work holds the name's lock: the name is taken, as it was.
+        // A creator at work holds the name's lock: the name is taken, being created.
         {
             use std::os::fd::AsRawFd;
             let lock = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
@@ -1560,7 +1560,13 @@ fn an_abandoned_creation_is_named_with_its_remedy_by_create_open_and_stat() {
             assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
             let held = Stream::create(&name, &[4], Dtype::U8).map(drop);
             assert!(
-                matches!(held, Err(Error::AlreadyExists { .. })),
+                matches!(
+                    held,
+                    Err(Error::AlreadyExists {
+                        being_created: true,
+                        ..
+                    })
+                ),
                 "{case}, lock held: {held:?}"
             );
         }

@@ -223,7 +223,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         (
             "lock_owner_pid",
             match s.lock_owner_pid {
-                0 => "none (the write lock is free)".to_owned(),
+                0 => "0 (no holder stamped in the header)".to_owned(),
                 pid => format!("{pid} (holds the write lock, or died holding it)"),
             },
         ),

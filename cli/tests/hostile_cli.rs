@@ -574,7 +574,7 @@ fn stat_shows_the_write_lock_holder() {
         v["lock_owner_pid"].as_i64()
     };
     assert_eq!(owner(&stat(true)), Some(0));
-    assert!(stat(false).contains("lock_owner_pid: none"));
+    assert!(stat(false).contains("lock_owner_pid: 0 (no holder stamped"));
     let guard = s.lock(Some(std::time::Duration::from_secs(5))).unwrap();
     let pid = std::process::id();
     assert_eq!(owner(&stat(true)), Some(i64::from(pid)));
