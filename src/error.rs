@@ -135,8 +135,8 @@ pub enum Error {
     },
     /// A wait ran out of time.
     #[error(
-        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that its writer (or the lock holder: {} shows lock_owner_pid) is alive",
-        stat_command(.name)
+        "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that {}",
+        timeout_suspect(.name, .op)
     )]
     Timeout {
         /// The stream.
@@ -366,8 +366,8 @@ fn header_remedy(name: &str, rule: &crate::format::FormatError) -> String {
     match rule {
         crate::format::FormatError::LegacyV2 => format!(
             "it was made by pyshmem 1.0.x (format v2), which shmstream does not read (pyshmem \
-             up to 1.4.0 reads it): to use it here, recreate it with a current writer; once no \
-             process uses it, {unlink} removes it"
+             up to 1.4.0 reads it): to use it here, once no process uses it, remove it with \
+             {unlink} and create it again with a current writer"
         ),
         r if r.is_other_version() => format!(
             "it was made by another pyshmem format version: open it with the pyshmem that made \
@@ -530,6 +530,22 @@ fn already_exists(name: &str, being_created: bool) -> String {
 }
 
 /// The command that shows `name`'s lock holder, for a message: as [`crate::name::unlink_remedy`]
+/// Whom a timed-out wait `op` on `name` waited for, and how to find it: the GPU consumer for
+/// its acknowledgements, else the writer or the lock holder.
+fn timeout_suspect(name: &str, op: &str) -> String {
+    let stat = stat_command(name);
+    if op.contains("GPU consumer") {
+        format!("its GPU consumer ({stat} shows gpu_consumer_pid) is alive")
+    } else if op.contains("GPU-side publication") {
+        format!(
+            "the publisher of that frame and its GPU consumer ({stat} shows gpu_publisher_pid \
+             and gpu_consumer_pid) are alive"
+        )
+    } else {
+        format!("its writer (or the lock holder: {stat} shows lock_owner_pid) is alive")
+    }
+}
+
 /// does, `NAME` in place of a name a terminal shows escaped.
 fn stat_command(name: &str) -> String {
     if crate::name::printable(name) == name {
@@ -912,10 +928,39 @@ mod tests {
             e.to_string(),
             "stream 'cam0' has a header this build cannot read (a pyshmem v2 header (this build \
              reads version 3)): it was made by pyshmem 1.0.x (format v2), which shmstream does \
-             not read (pyshmem up to 1.4.0 reads it): to use it here, recreate it with a \
-             current writer; once no process uses it, `shmstream unlink cam0` removes it"
+             not read (pyshmem up to 1.4.0 reads it): to use it here, once no process uses \
+             it, remove it with `shmstream unlink cam0` and create it again with a current \
+             writer"
         );
     }
+
+    /// A timed-out wait names whom it waited for: the GPU consumer for its acknowledgement,
+    /// not the lock holder (the writer that timed out holds the lock itself).
+    #[test]
+    fn a_timeout_names_the_process_it_waited_for() {
+        let text = |op| {
+            Error::Timeout {
+                name: "cam0".into(),
+                op,
+                timeout: Duration::from_secs(1),
+            }
+            .to_string()
+        };
+        let ack = text("wait for the GPU consumer to acknowledge the frame in the payload");
+        assert!(
+            ack.ends_with("check that its GPU consumer (`shmstream stat cam0` shows gpu_consumer_pid) is alive")
+                && !ack.contains("lock_owner_pid"),
+            "{ack}"
+        );
+        let landing = text(
+            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
+        );
+        assert!(
+            landing.contains("gpu_publisher_pid") && !landing.contains("lock_owner_pid"),
+            "{landing}"
+        );
+    }
+        assert!(text("take the write lock").contains("lock_owner_pid"));
 
     #[test]
     fn a_name_being_created_says_to_open_it_once_its_creator_finishes() {

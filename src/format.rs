@@ -211,7 +211,8 @@ pub enum FormatError {
 impl FormatError {
     /// Whether the header is another pyshmem format version's rather than broken: a version
     /// other than 3 (0 is a creation's zero fill), unknown flag bits, an unknown dtype code,
-    /// or a v2 header. Its remedy is the pyshmem that made it, not an unlink.
+    /// or a v2 header. Its remedy is a pyshmem that reads it (for a v2 one, or recreating it
+    /// once nobody uses it), not an unlink at once.
     pub fn is_other_version(&self) -> bool {
         matches!(
             self,

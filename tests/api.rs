@@ -1743,7 +1743,7 @@ fn another_pyshmem_format_version_is_refused_without_saying_to_unlink_it() {
             // pyshmem 1.4.0 reads v2 too: not "open it with that pyshmem" (1.0.x).
             assert_eq!(
                 text.contains("pyshmem up to 1.4.0 reads it")
-                    && text.contains("recreate it with a current writer"),
+                    && text.contains("create it again with a current writer"),
                 case == "v2",
                 "{case}: {text}"
             );
