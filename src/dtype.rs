@@ -34,7 +34,8 @@ pub enum Dtype {
     F32 = 9,
     /// `float64`
     F64 = 10,
-    /// `bool` (one byte, 0 or 1)
+    /// `bool` (one byte: writes store 0 or 1; reads take any nonzero byte as `true`, as
+    /// numpy does)
     Bool = 11,
     /// `complex64` (two `f32`)
     Complex64 = 12,
@@ -204,27 +205,24 @@ mod sealed {
 ///
 /// # Safety
 /// Implementors are plain values of exactly `DTYPE.itemsize()` bytes with no padding, and
-/// [`Element::copy_from_shared`] must never produce an invalid value from arbitrary bytes.
+/// [`Element::copy_from_shared`] must produce a valid value from any bytes.
 pub unsafe trait Element: sealed::Sealed + Copy + Default + Send + Sync + 'static {
     /// The runtime tag of this type.
     const DTYPE: Dtype;
 
-    /// Copies `n` elements from shared memory at `src` into `dst`.
-    ///
-    /// Returns `false` when the bytes are not valid values of `Self` (only `bool` can detect
-    /// that: bytes from another process are never trusted to be 0 or 1); `dst` then still
-    /// holds `n` valid values, just not meaningful ones.
+    /// Copies `n` elements from shared memory at `src` into `dst`. Any bytes make valid
+    /// values: a `bool` is `true` for any nonzero byte, as numpy reads it (a uint8 mask viewed
+    /// as bool stores 255), never made from a byte other than 0 or 1.
     ///
     /// # Safety
     /// `src` must be valid for reads of `n * size_of::<Self>()` bytes and `dst` valid for
     /// writes of `n` elements; the two must not overlap.
-    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) -> bool {
+    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) {
         // SAFETY: the caller guarantees both ranges; `Self` accepts any bit pattern (every
         // implementor but `bool`, which overrides this method).
         unsafe {
             std::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), n * std::mem::size_of::<Self>())
         };
-        true
     }
 }
 
@@ -246,22 +244,19 @@ pod_element!(
 );
 
 impl sealed::Sealed for bool {}
-// SAFETY: `bool` is one byte; `copy_from_shared` validates every byte before storing it.
+// SAFETY: `bool` is one byte; `copy_from_shared` stores `byte != 0`, never the byte itself.
 unsafe impl Element for bool {
     const DTYPE: Dtype = Dtype::Bool;
 
-    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) -> bool {
-        let mut valid = true;
+    unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) {
         for i in 0..n {
             // SAFETY: `src` is valid for `n` bytes and `dst` for `n` bools (caller contract);
-            // the byte is checked before a `bool` is made from it.
+            // the `bool` written is a comparison's result, not the byte.
             unsafe {
                 let byte = std::ptr::read_volatile(src.add(i));
-                valid &= byte <= 1;
-                dst.add(i).write(byte == 1);
+                dst.add(i).write(byte != 0);
             }
         }
-        valid
     }
 }
 
@@ -445,15 +440,13 @@ mod tests {
         );
     }
 
+    /// numpy's meaning: any nonzero byte is `true` (a uint8 mask viewed as bool).
     #[test]
-    fn bool_copy_rejects_bytes_other_than_zero_and_one() {
-        let good = [0u8, 1, 1, 0];
-        let mut out = [false; 4];
-        // SAFETY: `good` is 4 readable bytes, `out` 4 writable bools.
-        assert!(unsafe { bool::copy_from_shared(good.as_ptr(), out.as_mut_ptr(), 4) });
-        assert_eq!(out, [false, true, true, false]);
-        let bad = [0u8, 2, 1, 0];
-        // SAFETY: `bad` is 4 readable bytes, `out` 4 writable bools.
-        assert!(!unsafe { bool::copy_from_shared(bad.as_ptr(), out.as_mut_ptr(), 4) });
+    fn bool_copy_reads_any_nonzero_byte_as_true() {
+        let bytes = [0u8, 1, 255, 2, 0, 128];
+        let mut out = [true; 6];
+        // SAFETY: `bytes` is 6 readable bytes, `out` 6 writable bools.
+        unsafe { bool::copy_from_shared(bytes.as_ptr(), out.as_mut_ptr(), 6) };
+        assert_eq!(out, [false, true, true, true, false, true]);
     }
 }

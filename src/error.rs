@@ -186,9 +186,10 @@ pub enum Error {
         /// What and how to fix it.
         what: String,
     },
-    /// Bytes that are not valid values (a `bool` other than 0/1): in a consistent snapshot (a
-    /// foreign producer's frame), or given to a write (refused before anything changed, or
-    /// its generation aborted); `reason` says which, and the remedy.
+    /// Bytes that are not valid values (a `bool` byte other than 0/1): given to a write
+    /// (refused before anything changed, or its generation aborted), or in a frame a live view
+    /// would lend as `bool`s (reads copy such a byte as `true`, as numpy reads it); `reason`
+    /// says which, and the remedy.
     #[error("stream '{name}': invalid {dtype} data: {reason}")]
     InvalidData {
         /// The stream.
@@ -529,7 +530,6 @@ fn already_exists(name: &str, being_created: bool) -> String {
     }
 }
 
-/// The command that shows `name`'s lock holder, for a message: as [`crate::name::unlink_remedy`]
 /// Whom a timed-out wait `op` on `name` waited for, and how to find it: the GPU consumer for
 /// its acknowledgements, else the writer or the lock holder.
 fn timeout_suspect(name: &str, op: &str) -> String {
@@ -546,6 +546,7 @@ fn timeout_suspect(name: &str, op: &str) -> String {
     }
 }
 
+/// The command that shows `name`'s lock holder, for a message: as [`crate::name::unlink_remedy`]
 /// does, `NAME` in place of a name a terminal shows escaped.
 fn stat_command(name: &str) -> String {
     if crate::name::printable(name) == name {
@@ -959,8 +960,8 @@ mod tests {
             landing.contains("gpu_publisher_pid") && !landing.contains("lock_owner_pid"),
             "{landing}"
         );
-    }
         assert!(text("take the write lock").contains("lock_owner_pid"));
+    }
 
     #[test]
     fn a_name_being_created_says_to_open_it_once_its_creator_finishes() {

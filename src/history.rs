@@ -471,7 +471,7 @@ impl Ring {
     }
 
     /// Copies frame `index` with `copy`, or says which later append overwrote its slot.
-    fn read(&self, index: u64, copy: &mut impl FnMut(*const u8) -> bool) -> SlotRead {
+    fn read(&self, index: u64, copy: &mut impl FnMut(*const u8)) -> SlotRead {
         let slot = self.slot_at(index);
         let stamp = self.word(slot + off::STAMP);
         // Acquire: synchronizes with the Release store of the even stamp in `append`.
@@ -485,22 +485,19 @@ impl Ring {
         let frame_id = self.word(slot + off::FRAME_ID).load(Ordering::Relaxed);
         let write_time = f64::from_bits(self.word(slot + off::WRITE_TIME).load(Ordering::Relaxed));
         // SAFETY: the slot's frame area is `frame_bytes` long inside the mapping.
-        let valid = copy(unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) });
+        copy(unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) });
         // Orders the copy's loads before the stamp reload (see `seqlock::validate_read`).
         fence(Ordering::Acquire);
         let again = stamp.load(Ordering::Relaxed);
         if again != s {
             return SlotRead::Overwritten(again.saturating_sub(1) / 2);
         }
-        SlotRead::Frame {
-            valid,
-            info: FrameInfo {
-                count,
-                frame_id,
-                write_time,
-                missed: 0,
-            },
-        }
+        SlotRead::Frame(FrameInfo {
+            count,
+            frame_id,
+            write_time,
+            missed: 0,
+        })
     }
 }
 
@@ -524,10 +521,7 @@ enum Gap {
 }
 
 enum SlotRead {
-    Frame {
-        valid: bool,
-        info: FrameInfo,
-    },
+    Frame(FrameInfo),
     /// The slot holds (or is being written with) append `k`.
     Overwritten(u64),
 }
@@ -911,8 +905,8 @@ impl<'a> Cursor<'a> {
             let Some(newest) = next.checked_sub(1) else {
                 break;
             };
-            match ring.read(newest, &mut |_| true) {
-                SlotRead::Frame { info, .. } => {
+            match ring.read(newest, &mut |_| {}) {
+                SlotRead::Frame(info) => {
                     count = count.max(info.count);
                     break;
                 }
@@ -1018,7 +1012,7 @@ impl Cursor<'_> {
             // SAFETY: `src` is a slot's frame of `n` elements of `T` (dtype and length
             // checked above); `ptr` is the caller's exclusive buffer of `n` elements. The copy
             // may race an append; it is only used after the stamp check.
-            unsafe { T::copy_from_shared(src, ptr, n) }
+            unsafe { T::copy_from_shared(src, ptr, n) };
         })
     }
 
@@ -1057,7 +1051,6 @@ impl Cursor<'_> {
             if let Some(f) = consume.take() {
                 result = Some(f(RingFrame { ptr, len, stream }));
             }
-            true
         })?;
         // `next_with` returns a frame only after handing it to its closure once.
         result
@@ -1095,7 +1088,7 @@ impl Cursor<'_> {
     fn next_with(
         &mut self,
         timeout: Option<Duration>,
-        mut copy: impl FnMut(*const u8) -> bool,
+        mut copy: impl FnMut(*const u8),
     ) -> Result<FrameInfo> {
         let deadline = crate::deadline::after(Instant::now(), timeout);
         // When an adaptive cursor stops spinning on the next frame's slot in this call (set
@@ -1135,7 +1128,7 @@ impl Cursor<'_> {
                             ),
                         });
                     }
-                    SlotRead::Frame { valid, info } => {
+                    SlotRead::Frame(info) => {
                         if let Some(last) = self.last_count
                             && info.count > last.saturating_add(1)
                         {
@@ -1149,13 +1142,6 @@ impl Cursor<'_> {
                         }
                         self.next = self.next.wrapping_add(1);
                         self.last_count = Some(info.count);
-                        if !valid {
-                            return Err(Error::InvalidData {
-                                name: self.stream.name.clone(),
-                                dtype: self.stream.dtype,
-                                reason: "a bool byte other than 0 or 1 in a frame of the history: its writer is not a valid producer (the cursor skipped that frame; the next call returns the next one)",
-                            });
-                        }
                         return Ok(info);
                     }
                 }

@@ -86,14 +86,14 @@ impl Stream {
     }
 
     /// The core loop (does not record the read: callers returning a frame do). `copy(src)` copies the payload from `src` (null for GPU streams
-    /// without a host mirror) and says whether the bytes were valid; it may run several times.
+    /// without a host mirror); it may run several times.
     /// Waits with the handle's strategy.
     pub(crate) fn read_frame(
         &self,
         want: Want,
         timeout: Option<Duration>,
         op: &'static str,
-        copy: impl FnMut(*const u8) -> bool,
+        copy: impl FnMut(*const u8),
     ) -> Result<FrameInfo> {
         self.read_frame_waiting(self.wait_strategy(), want, timeout, op, copy)
     }
@@ -105,7 +105,7 @@ impl Stream {
         want: Want,
         timeout: Option<Duration>,
         op: &'static str,
-        mut copy: impl FnMut(*const u8) -> bool,
+        mut copy: impl FnMut(*const u8),
     ) -> Result<FrameInfo> {
         self.ensure_open()?;
         let h = &self.header;
@@ -146,17 +146,10 @@ impl Stream {
                         let frame_id = h.frame_id().load(Ordering::Relaxed);
                         let write_time = f64::from_bits(h.write_time().load(Ordering::Relaxed));
                         let slow = crate::slowdown::guard(crate::slowdown::HotPath::Read);
-                        let valid = copy(src);
+                        copy(src);
                         drop(slow);
                         if seqlock::validate_read(h, s) {
                             self.check_generation(false)?;
-                            if !valid {
-                                return Err(Error::InvalidData {
-                                    name: self.name.clone(),
-                                    dtype: self.dtype,
-                                    reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
-                                });
-                            }
                             return Ok(FrameInfo {
                                 count,
                                 frame_id,
@@ -330,10 +323,7 @@ impl Stream {
         FrameInfo { missed, ..f }
     }
 
-    fn slice_copier<T: Element>(
-        &self,
-        dst: &mut [T],
-    ) -> Result<impl FnMut(*const u8) -> bool + '_> {
+    fn slice_copier<T: Element>(&self, dst: &mut [T]) -> Result<impl FnMut(*const u8) + '_> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
         self.host_payload()?;
@@ -343,7 +333,7 @@ impl Stream {
             // SAFETY: `src` is the host payload of `n` elements of `T` (dtype, length and
             // presence checked above); `ptr` is the caller's exclusive buffer of `n` elements.
             // The copy may race a writer; the result is only used after validation.
-            unsafe { T::copy_from_shared(src, ptr, n) }
+            unsafe { T::copy_from_shared(src, ptr, n) };
         })
     }
 
@@ -373,7 +363,7 @@ impl Stream {
         let info = self.read_frame(want, timeout, op, |src| {
             // SAFETY: `src` is the host payload of `n` elements (checked above) and `ptr` the
             // spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
-            unsafe { T::copy_from_shared(src, ptr, n) }
+            unsafe { T::copy_from_shared(src, ptr, n) };
         })?;
         // SAFETY: `read_frame` returned Ok, so `copy` ran and initialized all `n` elements.
         unsafe { v.set_len(n) };
@@ -495,7 +485,6 @@ impl Stream {
             // SAFETY: `src` is the host payload of `n` bytes (checked above), `ptr` the
             // caller's exclusive buffer of `n` bytes; the result is used only once validated.
             unsafe { std::ptr::copy_nonoverlapping(src, ptr, n) };
-            true
         })?;
         Ok(self.record_read(f))
     }
@@ -517,7 +506,7 @@ impl Stream {
     /// copied, nothing recorded).
     pub(crate) fn wait_for(&self, want: Want, timeout: Option<Duration>) -> Result<u64> {
         Ok(self
-            .read_frame(want, timeout, "wait for a new frame", |_| true)?
+            .read_frame(want, timeout, "wait for a new frame", |_| {})?
             .count)
     }
 
@@ -549,7 +538,7 @@ impl Stream {
             Want::AfterOrAppended { after, next },
             timeout,
             "wait for a new frame",
-            |_| true,
+            |_| {},
         )
         .map(drop)
     }
@@ -558,9 +547,7 @@ impl Stream {
     /// (count, frame id and write time of one frame) without copying the payload: for a
     /// reader that only needs to know which frame is there.
     pub fn wait_for_frame(&self, after: u64, timeout: Option<Duration>) -> Result<FrameInfo> {
-        self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {
-            true
-        })
+        self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {})
     }
 
     /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
@@ -800,7 +787,6 @@ mod tests {
                         let b = seqlock::begin_write(&s.header);
                         seqlock::end_write(&s.header, b, 0.0, None);
                     }
-                    true
                 });
                 let _ = tx.send(read);
             });
@@ -962,7 +948,6 @@ mod tests {
                 let b = seqlock::begin_write(&s.header);
                 seqlock::end_write(&s.header, b, 0.0, None);
             }
-            true
         });
         (read, copies)
     }

@@ -646,8 +646,9 @@ impl WriteGuard<'_> {
     /// The live payload, borrowed without a copy (pyshmem's `read(safe=False)` under the
     /// lock). Cooperating writers are excluded while the guard lives, and while the view
     /// lives this thread's own writes to the stream are refused ([`Error::Unsupported`]),
-    /// so the view is stable: read it, drop it, then write. For `bool` streams the bytes are
-    /// checked first ([`Error::InvalidData`]). After an aborted write, or a writer that died
+    /// so the view is stable: read it, drop it, then write. A `bool` frame holding a byte
+    /// other than 0 or 1 (a foreign writer's) is not lent ([`Error::InvalidData`]; reads
+    /// take it as `true`). After an aborted write, or a writer that died
     /// mid-write, the payload holds a half-written frame: [`Error::Inconsistent`] until a
     /// whole frame is written ([`WriteGuard::write_slice`], [`WriteGuard::write`]).
     pub fn live<T: Element>(&self) -> Result<LiveView<'_, T>> {
@@ -680,12 +681,13 @@ impl WriteGuard<'_> {
                 return Err(Error::InvalidData {
                     name: s.name.clone(),
                     dtype: s.dtype,
-                    reason: "a bool byte other than 0 or 1 in the published frame: its writer is not a valid producer (the next valid write replaces it)",
+                    reason: "a bool byte other than 0 or 1 in the published frame (a foreign writer's; numpy reads it as True) cannot be lent as bool: read the frame instead (reads take a nonzero byte as true) or write a whole frame over it",
                 });
             }
         }
         let loan = s.lock.lend(crate::lock::Lent::View);
-        // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bools validated above),
+        // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bool bytes checked above
+        // to be 0 or 1),
         // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
         // cooperating writers out for the borrow's lifetime (tied to `&self`), and the loan,
         // which lives as long as the view, makes this thread's own publications refuse.
@@ -893,6 +895,46 @@ mod tests {
         assert!(matches!(e, Error::Inconsistent { .. }), "{e:?}");
         g.write_slice(&[2u32; 4]).unwrap();
         assert_eq!(g.live::<u32>().unwrap().as_slice().unwrap(), &[2; 4]);
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A bool byte other than 0 or 1 (a foreign writer's mask, planted in the payload) is
+    /// not lent as `bool`: the refusal says why and what to do instead, not that the writer
+    /// is invalid; a whole frame written over it is lent.
+    #[test]
+    fn a_live_view_of_a_bool_byte_other_than_0_or_1_is_refused_with_the_remedy() {
+        let name = format!("write-live-bool-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = Stream::create(&name, &[4], Dtype::Bool).unwrap();
+        s.write_slice(&[true, false, true, true]).unwrap();
+        // As a foreign writer stores a uint8 mask viewed as bool.
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/{}", crate::name::segment_id(&name)))
+                .unwrap(),
+            &[255],
+            2,
+        )
+        .unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let e = g.live::<bool>().map(|_| ()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::InvalidData { .. })
+                && text.contains(&name)
+                && text.contains("cannot be lent")
+                && text.contains("read the frame")
+                && !text.contains("valid producer"),
+            "{text}"
+        );
+        g.write_slice(&[false, true, false, true]).unwrap();
+        assert_eq!(
+            g.live::<bool>().unwrap().as_slice().unwrap(),
+            &[false, true, false, true]
+        );
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();

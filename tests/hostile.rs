@@ -723,36 +723,52 @@ fn names_from_segments_are_shown_verbatim() {
     assert!(e.to_string().contains(evil), "{e}");
 }
 
-/// A `bool` stream whose bytes are not 0/1 (a foreign writer) reads as InvalidData, never
-/// as a Rust `bool` holding an invalid value.
+/// A `bool` byte other than 0 or 1 (a foreign writer's: pyshmem stores a uint8 mask viewed
+/// as bool as it is) reads as `true`, as numpy reads it, in snapshots and history cursors;
+/// never as a Rust `bool` holding another value. Our writes store 0 or 1 only.
 #[test]
-fn invalid_bool_bytes_are_refused_until_rewritten() {
+fn bool_bytes_other_than_0_or_1_read_as_true() {
+    use std::os::unix::fs::FileExt;
+    /// Slot 0's frame in the `_hist` segment (see the layout in src/history.rs).
+    const SLOT0_FRAME: u64 = 128;
     let name = unique_name("bool");
     let _c = Cleanup::new([&name]);
-    let w = Stream::create(&name, &[4], Dtype::Bool).unwrap();
-    w.write_slice(&[true, false, true, true]).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(&shmstream::name::segment_id(&name)))
-        .unwrap()
-        .write_all(&[1, 0, 2, 255])
+    let w = shmstream::StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::Bool)
+        .history(4)
+        .create()
         .unwrap();
-    let e = w.read::<bool>().unwrap_err();
-    assert!(
-        matches!(e, Error::InvalidData { .. }) && e.to_string().contains(&name),
-        "{e:?}"
-    );
+    let mut c = w.cursor().unwrap();
+    w.write_slice(&[true, false, true, true]).unwrap();
+    let planted = [1u8, 0, 2, 255];
+    for (id, at) in [
+        (shmstream::name::segment_id(&name), 0),
+        (shmstream::name::history_id(&name), SLOT0_FRAME),
+    ] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(shm_path(&id))
+            .unwrap()
+            .write_all_at(&planted, at)
+            .unwrap();
+    }
+    let expected = [true, false, true, true];
+    assert_eq!(w.read::<bool>().unwrap().as_slice().unwrap(), &expected);
     let mut buf = [false; 4];
-    assert!(matches!(
-        w.read_into_slice(&mut buf),
-        Err(Error::InvalidData { .. })
-    ));
-    assert!(e.to_string().contains("not a valid producer"), "{e}");
-    w.write_slice(&[false, true, false, true]).unwrap();
+    w.read_into_slice(&mut buf).unwrap();
+    assert_eq!(buf, expected);
+    let next = c.next_publication::<bool>(Some(LONG)).unwrap();
     assert_eq!(
-        w.read::<bool>().unwrap().as_slice().unwrap(),
-        &[false, true, false, true]
+        (next.payload.as_slice().unwrap(), next.info.count),
+        (&expected[..], 1)
     );
+    // A write of the frame in place stores it as 0 and 1.
+    w.write_view(|_: &mut [bool]| Ok::<_, Infallible>(()))
+        .unwrap();
+    let mut raw = [0u8; 4];
+    w.read_publication_into_bytes(&mut raw).unwrap();
+    assert_eq!(raw, [1, 0, 1, 1]);
     // A bad byte given to a write blames the write, says the remedy and changes nothing.
     let count = w.count();
     let e = w.write_bytes_frame(&[0, 2, 0, 0], 5).unwrap_err();

@@ -671,6 +671,54 @@ fn rust_read_new_wakes_on_a_python_write() {
     p.wait_success(LONG);
 }
 
+/// A pyshmem producer that writes a uint8 mask viewed as bool (an OpenCV 0/255 mask, no
+/// copy) stores bytes 0, 255, 2, 1; numpy and pyshmem read every nonzero byte as True, and
+/// so do our reads (guarantees row 10). A Rust write of what was read stores 0 and 1 only.
+#[test]
+fn a_pyshmem_bool_view_of_a_uint8_mask_reads_as_numpy_reads_it() {
+    let Some(py) = python() else { return };
+    let name = unique_name("interop-bool-mask");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::Bool)
+        .notify(true)
+        .create()
+        .unwrap();
+    w.write_slice(&[false; 4]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    assert_eq!(r.read::<bool>().unwrap().as_slice().unwrap(), &[false; 4]);
+    let mut p = Proc::spawn(py_command(
+        &py,
+        "peer.py",
+        &["write_bool_mask_on_go", &name],
+    ));
+    p.expect_line("ready", LONG);
+    p.send_line("go");
+    let expected = [false, true, true, true];
+    let new = r.read_new_publication::<bool>(Some(LONG)).unwrap();
+    assert_eq!(
+        (new.payload.as_slice().unwrap(), new.info.count),
+        (&expected[..], 2)
+    );
+    assert_eq!(
+        p.expect_line("wrote", LONG),
+        "2 0,255,2,1 False,True,True,True",
+        "pyshmem stored the mask's bytes and reads them as numpy does"
+    );
+    p.wait_success(LONG);
+    assert_eq!(r.read::<bool>().unwrap().as_slice().unwrap(), &expected);
+    let mut buf = [false; 4];
+    assert_eq!(r.read_into_slice(&mut buf).unwrap(), 2);
+    assert_eq!(buf, expected);
+    let mut raw = [0u8; 4];
+    r.read_publication_into_bytes(&mut raw).unwrap();
+    assert_eq!(raw, [0, 255, 2, 1], "the raw bytes are the producer's");
+    w.write_slice(&buf).unwrap();
+    r.read_publication_into_bytes(&mut raw).unwrap();
+    assert_eq!(raw, [0, 1, 1, 1], "our writes store 0 and 1 only");
+}
+
 #[test]
 fn aborted_writes_are_reported_on_both_sides() {
     let Some(py) = python() else { return };

@@ -796,9 +796,6 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
             h.frame_bytes()
         ));
     }
-    if h.dtype == Dtype::Bool && sample.payload().slices().flatten().any(|&b| b > 1) {
-        return Err("a bool payload byte other than 0 or 1".into());
-    }
     Ok(h)
 }
 
@@ -832,13 +829,22 @@ fn write_sample(
             s.shape()
         )));
     }
+    // A bool byte other than 0 or 1 (a pyshmem writer's uint8 mask viewed as bool, sent as
+    // it is) is written as numpy reads it: nonzero is true. Local writes take only 0 or 1.
+    let bools = h.dtype == Dtype::Bool;
     let fill = |frame: &mut [u8]| -> Result<(), &'static str> {
         let mut at = 0;
         for piece in sample.payload().slices() {
-            frame
+            let dst = frame
                 .get_mut(at..at + piece.len())
-                .ok_or("the payload outgrew the frame")?
-                .copy_from_slice(piece);
+                .ok_or("the payload outgrew the frame")?;
+            if bools {
+                for (d, &b) in dst.iter_mut().zip(piece) {
+                    *d = u8::from(b != 0);
+                }
+            } else {
+                dst.copy_from_slice(piece);
+            }
             at += piece.len();
         }
         Ok(())

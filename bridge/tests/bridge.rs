@@ -2786,3 +2786,51 @@ fn sighup_twice_and_sigquit_stop_the_bridges_cleanly_with_their_summaries_and_no
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
     assert!(n.wait_timeout(LONG).success(), "{}", n.diagnostics());
 }
+
+/// A pyshmem writer's bool mask may hold bytes other than 0 or 1 (a uint8 mask viewed as
+/// bool; numpy reads them as True), and the publisher sends the shared bytes as they are:
+/// the subscriber mirrors them as numpy reads them, each 0 or 1, and does not refuse them.
+#[test]
+fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-bool"), unique_name("br-key"));
+    let local = format!("m-{name}");
+    let _c = Cleanup::new([&local]);
+    let m = Stream::create(&local, &[4], Dtype::Bool).unwrap();
+    let (s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
+    let p = raw.publisher(&name);
+    let h = FrameHeader {
+        dtype: Dtype::Bool,
+        shape: vec![4],
+        frame_id: 1,
+        count: 1,
+        write_time: 1.0,
+        source: [7; 16],
+        lossless: false,
+        lost: 0,
+    };
+    // Until the subscriber is matched, puts go nowhere: put the frame until it arrives.
+    let deadline = Instant::now() + LONG;
+    while m
+        .wait_for_count(0, Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        p.put(vec![0u8, 255, 2, 1])
+            .attachment(h.encode())
+            .wait()
+            .unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the bool frame was not mirrored within {LONG:?}\n{}",
+            s.diagnostics()
+        );
+    }
+    let mut bytes = [9u8; 4];
+    m.read_publication_into_bytes(&mut bytes).unwrap();
+    assert_eq!(bytes, [0, 1, 1, 1], "{}", s.diagnostics());
+    assert_eq!(
+        m.read::<bool>().unwrap().as_slice().unwrap(),
+        &[false, true, true, true]
+    );
+    assert_eq!(m.frame_id(), 1);
+}

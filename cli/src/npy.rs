@@ -271,7 +271,7 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Ok((stream, created))
     };
     with_dtype!(dtype, T => {
-        let data: Vec<T> = npy.into_vec::<T>().map_err(|e| read_error(file, dtype, &shape, &e))?;
+        let data: Vec<T> = T::read_all(npy).map_err(|e| read_error(file, dtype, &shape, &e))?;
         let (stream, created) = open_or_create()?;
         if fortran {
             let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -295,6 +295,36 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
+}
+
+/// The elements of a `.npy` file, as numpy reads them.
+trait FromNpy: npyz::Deserialize {
+    fn read_all(npy: npyz::NpyFile<impl Read>) -> io::Result<Vec<Self>> {
+        npy.into_vec()
+    }
+}
+
+macro_rules! from_npy {
+    ($($t:ty),*) => {$(impl FromNpy for $t {})*};
+}
+
+from_npy!(
+    i8, i16, i32, i64, u8, u16, u32, u64, f16, f32, f64, Complex32, Complex64
+);
+
+/// npyz refuses a bool byte other than 0 or 1; numpy (`np.load`) reads any nonzero byte as
+/// True (a uint8 mask viewed as bool holds 255), and so does `load`, storing 0 or 1.
+impl FromNpy for bool {
+    fn read_all(npy: npyz::NpyFile<impl Read>) -> io::Result<Vec<bool>> {
+        let len = npy.len();
+        let mut bytes = Vec::new();
+        // Grown as it is read, not sized from the header: a cut-short file allocates no more.
+        npy.into_inner().take(len).read_to_end(&mut bytes)?;
+        if (bytes.len() as u64) < len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(bytes.into_iter().map(|b| b != 0).collect())
+    }
 }
 
 /// The error of reading the data of `file`, whose header declares `dtype` and `shape`: a
@@ -606,6 +636,52 @@ mod tests {
         assert_eq!(brackets_opened(r"{'\N{'}' (((( ': 1}"), 6);
         assert_eq!(brackets_opened("{'a\n[': ('b[',)}"), 4);
         assert_eq!(brackets_opened("{'a': ('b[',), 'c[[[}"), 6);
+    }
+
+    /// A bool byte other than 0 or 1 reads as True, as numpy reads it: `load` of such a file
+    /// (a uint8 mask saved as bool) stores 0 and 1, and `dump` of a stream holding such
+    /// bytes (a pyshmem producer's) writes a `.npy` of 0 and 1.
+    #[test]
+    fn bool_bytes_other_than_0_or_1_load_and_dump_as_true() {
+        use std::os::unix::fs::FileExt;
+        let dir = Scratch::new("bool");
+        let name = format!("t-npy-bool-{}", std::process::id());
+        struct Unlink<'a>(&'a str);
+        impl Drop for Unlink<'_> {
+            fn drop(&mut self) {
+                let _ = shmstream::unlink_quiet(self.0);
+            }
+        }
+        let _u = Unlink(&name);
+        let mask = [0u8, 255, 2, 1];
+        // A version 1 `.npy`: magic, header length, the header padded to 128 bytes, the data.
+        let mut header = "{'descr': '|b1', 'fortran_order': False, 'shape': (4,), }".to_string();
+        header.push_str(&" ".repeat(128 - 10 - 1 - header.len()));
+        header.push('\n');
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&mask);
+        let input = dir.0.join("mask.npy");
+        std::fs::write(&input, &file).unwrap();
+        load(&name, &input, None, Duration::from_secs(10)).unwrap();
+        let s = Stream::open_readonly(&name).unwrap();
+        let mut raw = [0u8; 4];
+        s.read_publication_into_bytes(&mut raw).unwrap();
+        assert_eq!(raw, [0, 1, 1, 1], "load stores 0 and 1");
+
+        // The stream's payload as a pyshmem producer leaves it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", shmstream::name::segment_id(&name)))
+            .unwrap()
+            .write_all_at(&mask, 0)
+            .unwrap();
+        let output = dir.0.join("dumped.npy");
+        dump(&name, Some(&output)).unwrap();
+        let dumped = std::fs::read(&output).unwrap();
+        let npy = npyz::NpyFile::new(&dumped[..]).unwrap();
+        assert_eq!(npy.into_vec::<bool>().unwrap(), [false, true, true, true]);
     }
 
     /// A file replaced by a dump keeps its mode, and a link to it stays a link.

@@ -489,13 +489,7 @@ impl<'a> FloorEcho<'a> {
             if s >= want && s & 1 == 0 {
                 let generation = s / 2;
                 let slot = self.turns.slot_of(generation);
-                if let Some(valid) = self.frames.read_published(seq, s, slot, dst) {
-                    if !valid {
-                        bail!(
-                            "the floor's frame holds bytes that are not valid {}",
-                            T::DTYPE
-                        );
-                    }
+                if self.frames.read_published(seq, s, slot, dst).is_some() {
                     self.stamp_arrival(generation);
                     break generation;
                 }
@@ -805,7 +799,7 @@ mod tests {
         let frames = Frames::own(&out.region);
         let mut dst = vec![0f32; n];
         for (slot, k) in [(0, 4.0), (1, 2.0), (2, 3.0)] {
-            assert!(frames.copy_out(slot, &mut dst));
+            frames.copy_out(slot, &mut dst);
             assert!(dst.iter().all(|&v| v == k), "slot {slot}: {}", dst[0]);
         }
         assert_eq!(out.region.atomic_u64(COUNT).load(Ordering::Relaxed), 4);

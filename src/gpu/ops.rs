@@ -634,25 +634,21 @@ impl Stream {
     // ----- reads -----
 
     /// The read loop of the device reads. Each attempt (`attempt`, on this handle's CUDA
-    /// stream, the context bound) copies the frame and says whether its bytes are valid; it
-    /// may run several times, never while the loop waits for a frame.
+    /// stream, the context bound) copies the frame; it may run several times, never while
+    /// the loop waits for a frame.
     fn device_read(
         &self,
         a: &Attachment,
         want: Want,
         timeout: Option<Duration>,
         op: &'static str,
-        mut attempt: impl FnMut(sys::CUstream) -> Result<bool>,
+        mut attempt: impl FnMut(sys::CUstream) -> Result<()>,
     ) -> Result<FrameInfo> {
         a.bind(&self.name)?;
         let st = a.stream.cu_stream();
         let mut failed: Option<Error> = None;
         let info = self.read_frame(want, timeout, op, |_host| {
-            failed = None;
-            attempt(st).unwrap_or_else(|e| {
-                failed = Some(e);
-                true
-            })
+            failed = attempt(st).err();
         })?;
         if let Some(e) = failed {
             return Err(e);
@@ -701,8 +697,7 @@ impl Stream {
                 ck(self, a, "copying device to device", unsafe {
                     sys::cuMemcpyDtoDAsync_v2(dp, a.dptr, size, st)
                 })
-            })?;
-            Ok(true)
+            })
         })
     }
 
@@ -731,8 +726,9 @@ impl Stream {
                 })?;
                 // SAFETY: after the stream synchronize, so the staged bytes are complete;
                 // `ptr` is the caller's buffer of `n` elements of `T` (checked);
-                // `copy_from_shared` validates bools and writes `n` valid `T`.
-                Ok(unsafe { T::copy_from_shared(stage.cast_const(), ptr, n) })
+                // `copy_from_shared` writes `n` valid `T` from any bytes.
+                unsafe { T::copy_from_shared(stage.cast_const(), ptr, n) };
+                Ok(())
             })
         })
     }

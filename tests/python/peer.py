@@ -86,6 +86,20 @@ def cmd_write_on_go(name, value, frame_id):
     s.close()
 
 
+def cmd_write_bool_mask_on_go(name):
+    """After 'go', writes a uint8 mask viewed as bool without a copy (bytes 0, 255, 2, 1:
+    numpy reads each nonzero byte as True). Says "wrote <count> <stored bytes> <as read>",
+    the bytes and values pyshmem's own read returns, comma-separated."""
+    s = pyshmem.open(name)
+    wait_go()
+    s.write(np.array([0, 255, 2, 1], dtype=np.uint8).view(bool))
+    got = s.read()
+    stored = ",".join(str(b) for b in got.view(np.uint8))
+    values = ",".join(str(bool(v)) for v in got)
+    say(f"wrote {s.count} {stored} {values}")
+    s.close()
+
+
 def cmd_write_n(name, n, value):
     """Writes n frames of [value]*size (frame ids value, value+1, ...) at once."""
     s = pyshmem.open(name)
@@ -263,6 +277,7 @@ COMMANDS = {
     "increment": cmd_increment,
     "read_new_parked": cmd_read_new_parked,
     "write_on_go": cmd_write_on_go,
+    "write_bool_mask_on_go": cmd_write_bool_mask_on_go,
     "list": cmd_list,
     "stat": cmd_stat,
     "open": cmd_open,

@@ -149,18 +149,17 @@ impl ShmRegion {
     }
 
     /// Copies out of the region at `offset` into `dst` as the library copies a frame out
-    /// ([`shmstream::Element::copy_from_shared`]: a plain `memcpy`, bool bytes checked);
-    /// false when the bytes are not valid values of `T` (`dst` then holds valid, meaningless
-    /// values).
-    pub fn copy_out<T: shmstream::Element>(&self, offset: usize, dst: &mut [T]) -> bool {
+    /// ([`shmstream::Element::copy_from_shared`]: a plain `memcpy`, a bool byte read as
+    /// `byte != 0`).
+    pub fn copy_out<T: shmstream::Element>(&self, offset: usize, dst: &mut [T]) {
         self.check(offset, std::mem::size_of_val(dst), 1);
         // SAFETY:
         // - source range is inside the mapping (checked) and `dst` is valid for writes of
         //   `dst.len()` elements; `dst` is private, so they cannot overlap;
         // - the bytes may be torn by a concurrent writer; callers re-check their sequence
         //   word and discard the copy (module docs); `copy_from_shared` writes only valid
-        //   values of `T`.
-        unsafe { T::copy_from_shared(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+        //   values of `T`, whatever the bytes.
+        unsafe { T::copy_from_shared(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
     }
 
     /// Touches every page so that the measurement loop takes no page faults.
