@@ -120,7 +120,13 @@ impl StreamOptions {
     /// Creates the stream; fails with [`Error::AlreadyExists`] if the name is taken (by a
     /// stream, or by another process's creation at work).
     pub fn create(&self) -> Result<Stream> {
-        Stream::create_with(self)
+        Stream::create_with(self, DEFAULT_TIMEOUT)
+    }
+    /// [`StreamOptions::create`], waiting at most `wait` (instead of 5 s) for the name's lock
+    /// held by another process: past it, [`Error::AlreadyExists`] (`being_created`) for a
+    /// creation at work, else [`Error::Timeout`].
+    pub fn create_within(&self, wait: Duration) -> Result<Stream> {
+        Stream::create_with(self, wait)
     }
 }
 
@@ -292,7 +298,16 @@ pub(crate) struct NameLock<'a> {
 
 impl<'a> NameLock<'a> {
     pub(crate) fn take(lock: &'a LockFile, stream: &str) -> Result<NameLock<'a>> {
-        lock.acquire_at_path(Some(DEFAULT_TIMEOUT), stream)?;
+        NameLock::take_within(lock, stream, DEFAULT_TIMEOUT)
+    }
+
+    /// [`NameLock::take`], waiting at most `wait`.
+    pub(crate) fn take_within(
+        lock: &'a LockFile,
+        stream: &str,
+        wait: Duration,
+    ) -> Result<NameLock<'a>> {
+        lock.acquire_at_path(Some(wait), stream)?;
         Ok(NameLock { lock })
     }
 
@@ -329,7 +344,7 @@ impl Stream {
         o.create()
     }
 
-    fn create_with(o: &StreamOptions) -> Result<Stream> {
+    fn create_with(o: &StreamOptions, wait: Duration) -> Result<Stream> {
         let name = o.name.as_str();
         check_name(name)?;
         let size = check_shape(name, &o.shape, o.dtype)?;
@@ -373,7 +388,7 @@ impl Stream {
         // taken now, not after waiting for that lock.
         crate::create::refuse_taken(name)?;
         let lock = LockFile::attach(&name::lock_path(name), name)?;
-        let _held = match NameLock::take(&lock, name) {
+        let _held = match NameLock::take_within(&lock, name, wait) {
             // Held past the wait by a creator at work (a large or GPU build takes seconds),
             // or by the writer of a stream published meanwhile: the name is taken.
             Err(e @ Error::Timeout { .. }) => {
@@ -420,19 +435,28 @@ impl Stream {
 
     /// Opens an existing stream for reading and writing.
     pub fn open(name: &str) -> Result<Stream> {
-        Stream::open_with(name, false)
+        Stream::open_with(name, false, DEFAULT_TIMEOUT)
+    }
+
+    /// [`Stream::open`], waiting at most `wait` (instead of 5 s) for a creation at work under
+    /// the name's lock (a `_meta` still empty or without its header while another process
+    /// holds the lock): past it, [`Error::NotFound`] with `unfinished` set.
+    pub fn open_within(name: &str, wait: Duration) -> Result<Stream> {
+        Stream::open_with(name, false, wait)
     }
 
     /// Opens an existing stream for reading only: writes and locking return [`Error::ReadOnly`].
     pub fn open_readonly(name: &str) -> Result<Stream> {
-        Stream::open_with(name, true)
+        Stream::open_with(name, true, DEFAULT_TIMEOUT)
     }
 
-    fn open_with(name: &str, readonly: bool) -> Result<Stream> {
+    fn open_with(name: &str, readonly: bool, wait: Duration) -> Result<Stream> {
         check_name(name)?;
-        let deadline = Instant::now() + DECODE_RETRY;
+        let start = Instant::now();
+        let deadline = start + DECODE_RETRY;
+        let until = wait_until(start, wait);
         let (meta, decoded, payload, history) = loop {
-            let (meta, decoded) = open_meta(name, DEFAULT_TIMEOUT)?;
+            let (meta, decoded) = open_meta(name, until.saturating_duration_since(Instant::now()))?;
             #[cfg(test)]
             tests::between_opens();
             let parts = open_payload(name, &decoded, readonly).and_then(|payload| {
@@ -866,7 +890,7 @@ fn creation_at_work(name: &str) -> bool {
 pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)> {
     let start = Instant::now();
     let deadline = start + DECODE_RETRY.min(wait);
-    let until = start + wait;
+    let until = wait_until(start, wait);
     let id = name::meta_id(name);
     let open = || Segment::open_prefix(&id, true, META_BYTES);
     // Empty (`InvalidData`), or shorter than a header (but a whole pyshmem v2 one).
@@ -956,6 +980,12 @@ pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)>
         })?;
         return Ok((meta, h));
     }
+}
+
+/// `start + wait`; a wait too long for the clock (`Duration::MAX`, "forever") is 136 years.
+fn wait_until(start: Instant, wait: Duration) -> Instant {
+    crate::deadline::after(start, Some(wait))
+        .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()))
 }
 
 /// Whether `e` says the header under `name`'s ids is another stream's, whose name has the

@@ -2,11 +2,12 @@
 //! `half` and `complex` features, it covers all 14 stream dtypes: ints, uints, float16/32/64,
 //! bool and complex64/128).
 
+use std::cell::Cell;
 use std::fs::{File, Metadata};
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use npyz::{DType, Order, TypeChar, WriterBuilder};
 use shmstream::ndarray::{ArrayD, IxDyn, ShapeBuilder};
@@ -245,9 +246,12 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         }
         Ok(())
     };
+    // Every wait (the opens, a create's wait for the name's lock, the write lock) takes from
+    // one budget of `timeout`: beside a stalled creation the command ends within it.
+    let left = Cell::new(timeout);
     // A stream already there is checked before the data is read: a file of another shape
     // (a huge one included) is refused by its header, before anything is allocated.
-    match Stream::open(name) {
+    match within(&left, |wait| Stream::open_within(name, wait)) {
         Ok(s) => mismatch(&s)?,
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -255,19 +259,22 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     // Opened (or created) only once the data was read: a file that fails to read creates
     // nothing. (Opened again: the stream may have been replaced meanwhile.)
     let open_or_create = || -> Fallible<(Stream, bool)> {
-        let (stream, created) = match Stream::open(name) {
+        let open = || within(&left, |wait| Stream::open_within(name, wait));
+        let (stream, created) = match open() {
             Ok(s) => (s, false),
             Err(Error::NotFound { .. }) => {
-                match StreamOptions::new(name).shape(&shape).dtype(dtype).create() {
+                let mut options = StreamOptions::new(name);
+                options.shape(&shape).dtype(dtype);
+                match within(&left, |wait| options.create_within(wait)) {
                     Ok(s) => (s, true),
-                    Err(Error::AlreadyExists { .. }) => (Stream::open(name)?, false),
+                    Err(Error::AlreadyExists { .. }) => (open()?, false),
                     Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e.into()),
         };
         mismatch(&stream)?;
-        stream.set_default_timeout(timeout);
+        stream.set_default_timeout(left.get());
         Ok((stream, created))
     };
     with_dtype!(dtype, T => {
@@ -295,6 +302,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
+}
+
+/// Runs `wait` with the time `left`, then takes the time it ran from `left`.
+fn within<R>(left: &Cell<Duration>, wait: impl FnOnce(Duration) -> R) -> R {
+    let start = Instant::now();
+    let r = wait(left.get());
+    left.set(left.get().saturating_sub(start.elapsed()));
+    r
 }
 
 /// The elements of a `.npy` file, as numpy reads them.

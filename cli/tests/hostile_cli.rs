@@ -702,3 +702,62 @@ fn watch_is_not_held_up_by_a_stalled_creation() {
         "took {took:?}"
     );
 }
+
+/// `load --timeout 0.2` beside a stalled creation (another process, here this test, holding
+/// the name's lock over a `_meta` still empty, or over a creation at work under its private
+/// ids) fails within its timeout, saying the stream's creation is unfinished. Each of its
+/// waits (two opens, the create's wait for the name's lock, the open after it) waited a fixed
+/// 5 s: the command took 15 s, or 5 s.
+#[test]
+fn load_beside_a_stalled_creation_ends_within_its_timeout() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir(std::env::temp_dir().join(unique_name("hcli-load-stalled")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("f.npy");
+    std::fs::write(
+        &file,
+        npy((1, 0), &dict("|u1", false, "(4,)"), &[1, 2, 3, 4]),
+    )
+    .unwrap();
+    let shm = |id: String| PathBuf::from("/dev/shm").join(id);
+    for at_work in [false, true] {
+        let name = unique_name("hcli-load-stalled");
+        let _c = Cleanup::new([&name]);
+        let meta = shm(shmstream::name::meta_id(&name));
+        let payload = shm(shmstream::name::segment_id(&name));
+        let building = shm(format!(
+            "{}.creating-{}",
+            shmstream::name::segment_id(&name),
+            std::process::id()
+        ));
+        drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+        if at_work {
+            // A creator of ours at work: nothing published yet, its payload under a
+            // private id.
+            std::fs::remove_file(&meta).unwrap();
+            std::fs::rename(&payload, &building).unwrap();
+        } else {
+            std::fs::write(&meta, []).unwrap();
+        }
+        let lock_path = shmstream::name::lock_path(&name);
+        let lock = std::fs::File::open(&lock_path).unwrap();
+        // SAFETY: flock on a descriptor this scope owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let start = std::time::Instant::now();
+        let (code, stderr) = run(&["load", &name, file.to_str().unwrap(), "--timeout", "0.2"]);
+        let took = start.elapsed();
+        drop(lock);
+        for left in [meta, payload, building, lock_path] {
+            let _ = std::fs::remove_file(left);
+        }
+        assert_eq!(code, 1, "at work {at_work}: {stderr}");
+        assert!(
+            stderr.contains(&format!("'{name}'")) && stderr.contains("creation is unfinished"),
+            "at work {at_work}: {stderr}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "at work {at_work}: took {took:?}"
+        );
+    }
+}
