@@ -17,8 +17,9 @@
 //! the disk reports only at `fdatasync` (and the directory's `fsync`, also of those holding
 //! the directories it creates for `--out`) with `--fsync` (injected by `LD_PRELOAD`), which
 //! is never called without it, and those a network file system reports at `close` without
-//! it (injected too). A reader of its output that went away does not kill the recorder
-//! (SIGPIPE) before its exit status. The full disk is a
+//! it (injected too; they stop the recording at the next frame, or poll). A reader of its
+//! output that went away does not kill the recorder (SIGPIPE) before its exit status. The
+//! full disk is a
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
 //! name the OS error when the disk refuses their header, and record under umask 0222. A
@@ -2065,7 +2066,8 @@ const CLOSE_REFUSED: &str = "failing_close: refused ";
 
 /// Without `--fsync`, `close` is where a network file system reports the write errors of
 /// the data it writes back then: they fail the recording (exit 1, `FAILED`), naming each
-/// file, as a failed write does (the recording stops at the first file that failed).
+/// file, as a failed write does (the recording stops once a close failed:
+/// [`a_failed_close_stops_the_recording_before_the_next_file_fills`]).
 #[test]
 fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
     let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT).to_string();
@@ -2088,6 +2090,75 @@ fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
             );
         }
     });
+}
+
+/// A full file is closed on a thread of its own, and a close that fails there (EDQUOT, as
+/// a network file system's) stops the recording as soon as it is known: at the next frame
+/// (here the first of the next file, `--per-file 20`, published once the refusal is on
+/// stderr) or, with none coming, within the recorder's poll. Not a whole file later, which
+/// at a slow rate would fill another file into the failing share (or never, with no frame).
+#[test]
+fn a_failed_close_stops_the_recording_before_the_next_file_fills() {
+    let lib_dir = out_dir("rec-close-now-lib");
+    let Some(lib) = preload_lib(&lib_dir, "failing_close", FAILING_CLOSE) else {
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    };
+    let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT).to_string();
+    let per_file = 20u64;
+    let (name, _c, s) = camera("rec-close-now", RING);
+    // (format, closes refused per file, frames published after the refusals)
+    for (format, closes, more) in [("npy", 2, true), ("fits", 1, true), ("npy", 2, false)] {
+        let what = format!("{format}, more frames: {more}");
+        let out = std::fs::canonicalize(out_dir("rec-close-now")).unwrap();
+        let mut c = Command::new(bin());
+        c.args(["record", &name, "--frames", "1000", "--per-file", "20"])
+            .args(["--format", format, "--out"])
+            .arg(&out)
+            .env("LD_PRELOAD", &lib)
+            .env("PRELOAD_OUT_DIR", &out);
+        common::default_stop_signals(&mut c);
+        let mut r = Proc::spawn(c);
+        // Every frame published from here on is taken: the first file fills with 20.
+        wait_parked_on(&mut r, &name);
+        let (mut frame, start) = (vec![0u16; s.len()], Instant::now());
+        let (mut published, mut refused) = (0u64, false);
+        while r.try_status().is_none() {
+            assert!(
+                start.elapsed() < LONG,
+                "{what}: recorder still running:\n{}",
+                r.diagnostics()
+            );
+            refused = refused || r.diagnostics().matches(CLOSE_REFUSED).count() >= closes;
+            // The first file's frames; then, once its close is refused, more (or none).
+            if published < per_file || (refused && more) {
+                published += 1;
+                frame.fill((published % 50_000) as u16);
+                s.write_slice_frame(&frame, published).unwrap();
+            }
+            // The camera's frame period (pacing a producer, not synchronizing with the test).
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let st = r.wait_timeout(LONG);
+        let diag = r.diagnostics();
+        assert!(diag.contains(CLOSE_LOADED), "{what}: not preloaded: {diag}");
+        assert_eq!(st.code(), Some(1), "{what}: {diag}");
+        let first = out.join(format!("{name}_000000000.{format}"));
+        assert!(
+            diag.contains(&format!("{}: closing it: {edquot}", first.display())),
+            "{what}: {diag}"
+        );
+        let (files, frames) = summary(&diag);
+        if more {
+            // The next file holds the frames taken until the failure was known: a few.
+            assert_eq!(files, 2, "{what}: {diag}");
+            assert!(frames < 25, "{what}: the next file filled on: {diag}");
+        } else {
+            assert_eq!((files, frames), (1, 20), "{what}: {diag}");
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let _ = std::fs::remove_dir_all(lib_dir);
 }
 
 /// A library for `LD_PRELOAD` whose `close` of a file under `$PRELOAD_OUT_DIR` (by its
@@ -2241,10 +2312,10 @@ fn frame_axis(bytes: &[u8]) -> (usize, usize) {
     (n, ((end + 1) * 80).next_multiple_of(2880))
 }
 
-/// A frame-axis card the disk refuses (after a table that did not fit, as a full disk
-/// does): the FITS file still holds exactly the frames its card gives, and says so. Its
-/// card written on the last try (after two refused): 2 of 3 frames (their table does not fit
-/// in the room the file had); never written: none.
+/// A frame-axis card the disk refuses (EIO): the FITS file still holds exactly the frames
+/// its card gives, and says which step failed. Refused once: all 3 frames (an I/O error is
+/// no full disk: no frame is dropped to make room, and none is said to be); never written:
+/// none.
 #[test]
 fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
     let lib_dir = out_dir("rec-card-lib");
@@ -2252,10 +2323,12 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
         let _ = std::fs::remove_dir_all(lib_dir);
         return;
     };
-    // 80 KiB frames: whole blocks of room for a table once one is dropped.
+    let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
+    // 80 KiB frames: a frame dropped frees room for a table, so a retry as on a full disk
+    // would keep 2.
     let (name, _c, s) = camera_shaped(&unique_name("rec-card"), &[256, 160], 16);
     let frame = 256 * 160 * 2;
-    for (refused, held) in [(Some("2"), 2), (None, 0)] {
+    for (refused, held) in [(Some("1"), 3), (None, 0)] {
         let out = out_dir("rec-card");
         let mut c = Command::new(bin());
         c.args(["record", &name, "--frames", "3", "--out"])
@@ -2273,8 +2346,9 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
         assert_eq!(st.code(), Some(1), "{diag}");
         assert!(
             diag.contains(&format!(
-                "the file holds {held} frames without their frame ids"
-            )),
+                "writing the frame-axis card (NAXIS3): {eio}: the file holds {held} frames without their frame ids and times; check the disk"
+            )) && !diag.contains("the disk is full")
+                && !diag.contains("free some space"),
             "{diag}"
         );
         assert_eq!(summary(&diag), (1, held), "{diag}");

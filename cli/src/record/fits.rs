@@ -437,10 +437,16 @@ impl FitsCube {
     /// axis, cuts the file after them (dropping any part-written frame), pads the data unit
     /// with zeros to a whole block and writes the table after it. The card first: the file
     /// still holds the frames it gives when a later step fails (or it does).
-    fn write_tail(&mut self, file: &File, frames: usize) -> std::io::Result<()> {
-        self.set_card(file, frames)?;
-        self.cut_image(file, frames)?;
+    fn write_tail(&mut self, file: &File, frames: usize) -> Result<(), TailError> {
+        let failed = |step: String| move |e| TailError { step, e };
+        self.set_card(file, frames).map_err(failed(format!(
+            "writing the frame-axis card (NAXIS{})",
+            self.axis
+        )))?;
+        self.cut_image(file, frames)
+            .map_err(failed("cutting the image after its whole frames".into()))?;
         file.write_all_at(&frames_table(&self.meta[..frames]), self.image_end(frames))
+            .map_err(failed("writing the FRAMES table".into()))
     }
 
     /// Writes the frame axis card for `frames`.
@@ -454,6 +460,38 @@ impl FitsCube {
     fn cut_image(&self, file: &File, frames: usize) -> std::io::Result<()> {
         file.set_len(self.data_start + frames as u64 * self.frame_bytes)?;
         file.set_len(self.image_end(frames))
+    }
+}
+
+/// The step of [`FitsCube::write_tail`] that failed, and its error.
+struct TailError {
+    step: String,
+    e: std::io::Error,
+}
+
+impl TailError {
+    /// Whether the disk, a quota or a file-size limit had no room for it: only then can
+    /// fewer frames fit.
+    fn no_room(&self) -> bool {
+        matches!(
+            self.e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        )
+    }
+
+    /// What to do about it.
+    fn remedy(&self) -> &'static str {
+        if self.no_room() {
+            "free some space and record again"
+        } else {
+            "check the disk (the kernel log names its errors) and record again"
+        }
+    }
+}
+
+impl std::fmt::Display for TailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.e)
     }
 }
 
@@ -511,9 +549,10 @@ impl CubeSink for FitsCube {
             let keep = self.frames_that_fit(whole, room);
             match self.write_tail(&file, keep) {
                 Ok(()) => break Ok(keep),
-                // The disk filled up just now: once more, in the room it had.
-                Err(e) if room.is_none() => {
-                    errors.push(format!("{path}: writing the FRAMES table: {e}"));
+                // The disk filled up just now: once more, in the room it had. Any other
+                // error is no reason to drop frames.
+                Err(e) if room.is_none() && e.no_room() => {
+                    errors.push(format!("{path}: {e}"));
                     room = Some(file.metadata().map_or(0, |m| m.len()));
                 }
                 Err(e) => break Err((keep, e)),
@@ -538,7 +577,8 @@ impl CubeSink for FitsCube {
                 let held = self.card;
                 let _ = self.cut_image(&file, held);
                 errors.push(format!(
-                    "{path}: writing the FRAMES table: {e}: the file holds {held} frames without their frame ids and times; free some space and record again"
+                    "{path}: {e}: the file holds {held} frames without their frame ids and times; {}",
+                    e.remedy()
                 ));
                 held
             }

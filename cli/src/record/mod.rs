@@ -21,8 +21,9 @@
 //! write errors it meets then), left to the page cache; with `--fsync` it is first put on
 //! the disk (`fdatasync`, failing on the write errors a disk reports only then), and so is
 //! its entry in `DIR` (`fsync` of the directory), so the recording goes at the disk's write
-//! speed; a `DIR` it creates (and each directory created above it) has its own entry put on
-//! the disk once, before recording. A stream whose recording fails (unlinked or
+//! speed; a file failing there stops the recording at the next frame (or poll) after. A
+//! `DIR` it creates (and each directory created above it) has its own entry put on the
+//! disk once, before recording. A stream whose recording fails (unlinked or
 //! re-created) is reported at once, the others record on. The summary counts the frames on
 //! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
@@ -636,6 +637,8 @@ fn record_stream(
                     }
                     if k.frames() >= plan.per_file {
                         cubes.close()?;
+                    } else {
+                        cubes.check_finished()?;
                     }
                 }
                 Err(Error::Overrun { lost, cause, .. }) => {
@@ -669,7 +672,9 @@ fn record_stream(
                     p.lost.fetch_add(to.saturating_sub(last), Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {}
+                Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {
+                    cubes.check_finished()?;
+                }
                 Err(Error::Stale { name }) => {
                     // A plain stream's frames published since the last one taken (and still
                     // wanted) went unread: lost with it.
@@ -785,6 +790,16 @@ impl Cubes<'_> {
             }
         };
         both(before, here)
+    }
+
+    /// Once the last file closed is finished, counts its frames and fails with its errors
+    /// (as the next [`Self::close`] would): a failed close (a network file system's quota)
+    /// stops the recording at once, not a whole file later. Cheap: called after each frame.
+    fn check_finished(&mut self) -> Fallible {
+        if self.finishing.as_ref().is_some_and(|h| h.is_finished()) {
+            return self.join();
+        }
+        Ok(())
     }
 
     /// Waits until the last file closed is finished, counting its frames.
