@@ -173,12 +173,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_runs(paths: &[PathBuf]) -> Result<Vec<report::record::Record>> {
+/// The runs at `paths`, each case merged by `merge` ([`compare::best_of`] to judge,
+/// [`compare::baseline_of`] to make a baseline).
+fn read_runs(
+    paths: &[PathBuf],
+    merge: fn(&[Vec<report::record::Record>]) -> Vec<report::record::Record>,
+) -> Result<Vec<report::record::Record>> {
     let runs = paths
         .iter()
         .map(|p| report::record::read_json(p))
         .collect::<Result<Vec<_>>>()?;
-    Ok(compare::best_of(&runs))
+    Ok(merge(&runs))
 }
 
 /// `compare`'s exit status: its verdict (0 pass, 1 fail), or 2 where it could not judge (a
@@ -201,7 +206,7 @@ fn run_compare(
     require_all: bool,
 ) -> Result<ExitCode> {
     let a = report::record::read_json(old)?;
-    let b = read_runs(new)?;
+    let b = read_runs(new, compare::best_of)?;
     let mut cmp = compare::compare(&a, &b, bands);
     cmp.require_all = require_all;
     println!("best of {} run(s) against {}", new.len(), old.display());
@@ -216,7 +221,7 @@ fn run_compare(
 }
 
 fn run_best(out: &std::path::Path, runs: &[PathBuf]) -> Result<ExitCode> {
-    let best = read_runs(runs)?;
+    let best = read_runs(runs, compare::baseline_of)?;
     report::record::write_file(&report::record::JsonWriter, &best, out)?;
     println!(
         "{}: best of {} run(s), {} cases",
