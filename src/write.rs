@@ -499,7 +499,8 @@ impl Stream {
     /// looking at them (bridges filling a frame from received pieces): `fill` writes the
     /// frame's `size_bytes()` bytes (C order, native endian) in place, stamped `frame_id`.
     /// A failing `fill` aborts the generation as in [`Stream::write_view`]; so does, on `bool`
-    /// streams, a byte other than 0 or 1 ([`Error::InvalidData`]): check such input first.
+    /// streams, a byte other than 0 or 1 that `fill` wrote ([`Error::InvalidData`]): check such
+    /// input first (one a foreign writer left, which `fill` does not overwrite, is stored as 1).
     pub fn write_bytes_view_frame<R, E>(
         &self,
         frame_id: u64,
@@ -527,6 +528,11 @@ impl Stream {
             // the bracket, so no cooperating writer aliases it, and any byte is a valid `u8`;
             // the borrow ends before the bracket does.
             let buf = unsafe { std::slice::from_raw_parts_mut(dst, size) };
+            if dtype == Dtype::Bool {
+                // A foreign writer's byte other than 0 or 1 (true, as numpy reads it) that a
+                // partial fill leaves in place is not the fill's: stored as 1 first.
+                buf.iter_mut().filter(|b| **b > 1).for_each(|b| *b = 1);
+            }
             let out = fill(buf).map_err(|e| Error::WriteAborted {
                 name: name.clone(),
                 source: e.into(),
@@ -936,6 +942,47 @@ mod tests {
             &[false, true, false, true]
         );
         drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A partial byte fill over a foreign writer's bool frame (255: true to numpy) publishes,
+    /// the byte kept as true (1): it was refused as the fill's invalid byte, and the frame
+    /// aborted.
+    #[test]
+    fn a_partial_byte_fill_over_a_foreign_bool_byte_publishes_it_as_true() {
+        let name = format!("write-bytes-bool-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = Stream::create(&name, &[4], Dtype::Bool).unwrap();
+        s.write_slice(&[false; 4]).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/{}", crate::name::segment_id(&name)))
+                .unwrap(),
+            &[255],
+            2,
+        )
+        .unwrap();
+        s.write_bytes_view_frame(7, |b| {
+            b[0] = 1;
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+        assert_eq!(
+            s.read::<bool>().unwrap().as_slice().unwrap(),
+            &[true, false, true, false]
+        );
+        let mut raw = [9u8; 4];
+        s.read_publication_into_bytes(&mut raw).unwrap();
+        assert_eq!(raw, [1, 0, 1, 0]);
+        assert!(
+            s.write_bytes_view_frame(8, |b| {
+                b[3] = 2;
+                Ok::<(), std::io::Error>(())
+            })
+            .is_err()
+        );
         drop(s);
         crate::unlink(&name).unwrap();
     }

@@ -850,7 +850,8 @@ fn a_cursor_reads_a_bool_byte_other_than_0_or_1_in_the_ring_as_true() {
         .create()
         .unwrap();
     let mut c = s.cursor().unwrap();
-    s.write_slice(&[true, false, true]).unwrap();
+    // False where the byte is planted: a true read back can only come from it.
+    s.write_slice(&[false, false, true]).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/dev/shm/{}", shmstream::name::history_id(&name)))

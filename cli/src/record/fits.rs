@@ -86,7 +86,8 @@ enum Pixels<'a, 'r> {
 /// Encodes a frame of `dtype` pixels (little-endian) into `frame` (aligned to 8 bytes) as
 /// FITS pixels of [`image_type`]: big-endian, and for the types FITS stores with a BZERO
 /// offset (u16 and u32 as signed, i8 as unsigned) the offset applied, which is flipping
-/// the sign bit.
+/// the sign bit. A bool byte other than 0 or 1 (a foreign writer's, true to numpy) is 1, as
+/// every read gives it.
 fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), String> {
     fn words<T: bytemuck::Pod>(
         from: Pixels<'_, '_>,
@@ -102,6 +103,7 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
     }
     let flip = matches!(dtype, Dtype::I8 | Dtype::U16 | Dtype::U32);
     match dtype.itemsize() {
+        1 if dtype == Dtype::Bool => words(from, frame, |x: u8| x.min(1)),
         1 => {
             let m = if flip { 0x80 } else { 0 };
             words(from, frame, |x: u8| x ^ m)
@@ -601,6 +603,14 @@ mod tests {
         frame.copy_from_slice(src);
         encode(dtype, Pixels::InPlace, frame).unwrap();
         frame.to_vec()
+    }
+
+    /// A bool byte other than 0 or 1 (a pyshmem mask of 255s) is recorded as 1, as every read
+    /// gives it; it was recorded as 255.
+    #[test]
+    fn a_foreign_bool_byte_is_recorded_as_1() {
+        assert_eq!(encoded(Dtype::Bool, &[0, 255, 2, 1]), [0, 1, 1, 1]);
+        assert_eq!(encoded(Dtype::U8, &[0, 255, 2, 1]), [0, 255, 2, 1]);
     }
 
     #[test]
