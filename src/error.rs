@@ -534,7 +534,10 @@ fn already_exists(name: &str, being_created: bool) -> String {
 /// its acknowledgements, else the writer or the lock holder.
 fn timeout_suspect(name: &str, op: &str) -> String {
     let stat = stat_command(name);
-    if op.contains("GPU consumer") {
+    if op.contains("GPU consumer's stream") {
+        // The caller is the consumer: what it waits for is a writer's frame.
+        format!("a writer publishes the awaited frame ({stat} shows gpu_publisher_pid)")
+    } else if op.contains("acknowledge") {
         format!("its GPU consumer ({stat} shows gpu_consumer_pid) is alive")
     } else if op.contains("GPU-side publication") {
         format!(
@@ -961,6 +964,22 @@ mod tests {
             "{landing}"
         );
         assert!(text("take the write lock").contains("lock_owner_pid"));
+        // `synchronize`: the consumer itself timed out waiting for a writer's frame.
+        let sync = text(
+            "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
+        );
+        assert!(
+            sync.contains("a writer publishes") && !sync.contains("its GPU consumer ("),
+            "{sync}"
+        );
+        // The landing that waits for a live consumer's acknowledgement names both.
+        let landing_acked = text(
+            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
+        );
+        assert!(
+            landing_acked.contains("gpu_consumer_pid"),
+            "{landing_acked}"
+        );
     }
 
     #[test]

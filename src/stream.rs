@@ -941,7 +941,10 @@ pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)>
                     && clear_dead_lock_stamps(&meta, name)?,
             )
         };
-        let h = match decode_retrying(&meta, Some(name)) {
+        // The 50 ms retry inside the caller's wait: a zeroed `_meta` (pyshmem's longest
+        // creation step) took 50 ms of a 5 ms `stat_within`.
+        let retry = DECODE_RETRY.min(wait);
+        let h = match decode_retrying_for(&meta, Some(name), retry) {
             Err(rule) if stamps_of_a_dead_writer(&rule)? => decode_retrying(&meta, Some(name)),
             // pyshmem writes its header in place under the name's lock, in steps that each
             // leave it invalid for a moment, and a live writer stores its two lock stamps one
@@ -1133,13 +1136,22 @@ pub(crate) fn decode_retrying(
     meta: &Segment,
     expected: Option<&str>,
 ) -> std::result::Result<Header, FormatError> {
+    decode_retrying_for(meta, expected, DECODE_RETRY)
+}
+
+/// [`decode_retrying`] for `retry` instead of [`DECODE_RETRY`] (one look at least).
+fn decode_retrying_for(
+    meta: &Segment,
+    expected: Option<&str>,
+    retry: Duration,
+) -> std::result::Result<Header, FormatError> {
     if meta.len() < META_BYTES {
         return Err(match format::is_legacy_v2(&meta.snapshot(META_BYTES)) {
             true => FormatError::LegacyV2,
             false => FormatError::TooShort(meta.len()),
         });
     }
-    let deadline = Instant::now() + DECODE_RETRY;
+    let deadline = Instant::now() + retry;
     loop {
         match format::decode(&meta.snapshot(META_BYTES), expected) {
             Ok(h) => return Ok(h),
