@@ -141,21 +141,34 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
         return Err(refuse(reason));
     }
     // Through a descriptor of the directory itself, opened without following a link: a
-    // link swapped in for it since the look above is not followed to another directory.
-    let make_private = |meta: &std::fs::Metadata| -> std::io::Result<()> {
-        let d = OpenOptions::new()
+    // link swapped in for it since the look above is not followed to another directory. A
+    // directory of ours that its mode does not let us read (0300) is changed by path, as
+    // before: the look above found it ours and no link.
+    let make_private = |meta: &std::fs::Metadata| -> Result<()> {
+        let io = |e| Error::io(stream, "making the lock directory private (0700)", e);
+        let private = std::fs::Permissions::from_mode(0o700);
+        let d = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir)?;
-        let now = d.metadata()?;
+            .open(dir)
+        {
+            Ok(d) => d,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                return Err(refuse("it is not a directory"));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                return std::fs::set_permissions(dir, private).map_err(io);
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let now = d.metadata().map_err(io)?;
         if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
-            return Err(std::io::Error::other("it was replaced while being checked"));
+            return Err(refuse("it was replaced while being checked"));
         }
-        d.set_permissions(std::fs::Permissions::from_mode(0o700))
+        d.set_permissions(private).map_err(io)
     };
     if made && meta.mode() & 0o777 != 0o700 {
-        make_private(&meta)
-            .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
+        make_private(&meta)?;
         meta = check()?;
     }
     if meta.mode() & 0o077 != 0 && is_default(dir) {
@@ -163,8 +176,7 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
         // common umasks, letting others reach the lock files): ours, made for this use, so
         // tightened. One named by PYSHMEM_LOCK_DIR is the user's to change (its lock files
         // are made private, `open_file`).
-        make_private(&meta)
-            .map_err(|e| Error::io(stream, "making the lock directory private (0700)", e))?;
+        make_private(&meta)?;
         meta = check()?;
     }
     if meta.mode() & 0o022 != 0 {
