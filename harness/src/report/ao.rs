@@ -92,6 +92,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
     if rows.is_empty() {
         return Ok(o);
     }
+    let late = crate::cases::ao::MAX_LATE_AT_SOURCE * 100.0;
     writeln!(
         o,
         "## AO loops\n\nEnd to end = DM publish − camera publish of the same frame id (each \
@@ -100,7 +101,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
          reached the DM; \"late at the camera\": of those, frames the camera published a \
          period or more after their deadline (its own core paused, then the overdue frames \
          back to back, the stale ones skipped), the source's loss, which the verdict leaves \
-         out as it does the pacing error, up to 5% of the camera's frames (beyond, the \
+         out as it does the pacing error, up to {late:.0}% of the camera's frames (beyond, the \
          camera did not hold the rate on this host and the verdict fails); counted only where the camera has its core to \
          itself (on a core it shares with a stage, the stages' overrun is what delays it, and \
          such frames are the pipeline's loss). Camera pacing = publish − deadline. µs unless \
@@ -270,7 +271,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, the main run its first rung (from twice the rate where the main run kept up: the case's rate is then the lowest it reports; from half of it where it did not: the highest it reports is then below the case's rate), doubled while the loop keeps up (sustainable: no missed frame, the camera's own late frames up to 5% aside, and p99 below the frame period; the case's `budget_us` does not enter it, the verdict judging the budget at the case's rate) up to {MAX_RATE_HZ} Hz, else halved, then bisected; \"≥ N\": no rate it tried failed, the main run's included (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz (budget aside) | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
+        "\n### Highest sustainable rate and bandwidth\n\nRate ladder: short runs from the case's rate, the main run its first rung (from twice the rate where the main run kept up: the case's rate is then the lowest it reports; from half of it where it did not: the highest it reports is then below the case's rate), doubled while the loop keeps up (sustainable: no missed frame, the camera's own late frames up to {late:.0}% aside, and p99 below the frame period; the case's `budget_us` does not enter it, the verdict judging the budget at the case's rate) up to {MAX_RATE_HZ} Hz, else halved, then bisected; \"≥ N\": no rate it tried failed, the main run's included (it stopped at the limit or after its last try), so N is only a lower bound. Bandwidth: reconstructor matrix bytes per frame × rate, against the bandwidth of the reconstructor alone on this machine (matrix bytes / its median time, measured in the floor).\n\n| case | highest sustainable rate Hz (budget aside) | ladder (Hz: ok?) | matrix bytes / frame | needed at the rate GB/s | this machine GB/s (measured) |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let ladder = a
