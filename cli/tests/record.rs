@@ -26,8 +26,10 @@
 //! stream unlinked while recorded is reported at once, while the others record on (a plain
 //! stream's frames not read by then counted lost). A `close` that waits (as a network file
 //! system's does, for the write-back) stalls no recording, a FITS frame-axis card the disk
-//! refuses leaves the file holding the frames the card gives, and frames lost to a lap
-//! count only those `--frames` still wanted (all three injected: `LD_PRELOAD`, a freeze).
+//! refuses leaves the file holding the frames the card gives, an I/O error at a `.npy`
+//! cube's table or header rewrite drops no frame and is not called a full disk, and frames
+//! lost to a lap count only those `--frames` still wanted (all injected: `LD_PRELOAD`, a
+//! freeze).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -2360,6 +2362,124 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
             data_start + (held * frame).next_multiple_of(2880),
             "{diag}"
         );
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
+/// A library for `LD_PRELOAD` whose first `pwrite` to a `.frames.csv` table (with
+/// `$FAILING_NPY=table`), or second at offset 0 of a `.npy` cube (`header`: the header
+/// rewritten as the cube is finished), fails with EIO, saying so on stderr; only once.
+const FAILING_NPY: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+static int ends_with(const char *path, ssize_t n, const char *end) {
+    size_t k = strlen(end);
+    return n >= (ssize_t)k && memcmp(path + n - k, end, k) == 0;
+}
+static long headers, refused;
+static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
+    const char *what = getenv("FAILING_NPY");
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = what != NULL && refused == 0 ? readlink(link, path, sizeof path - 1) : -1;
+    int table = strcmp(what ? what : "", "table") == 0 && ends_with(path, n, ".frames.csv");
+    int header = strcmp(what ? what : "", "header") == 0 && at == 0 && ends_with(path, n, ".npy")
+        && ++headers == 2;
+    if (table || header) {
+        refused++;
+        static const char said[] = "failing_npy: refused\n";
+        (void)!write(2, said, sizeof said - 1);
+        errno = EIO;
+        return -1;
+    }
+    return (ssize_t)syscall(SYS_pwrite64, fd, buf, count, at);
+}
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t at) {
+    return written(fd, buf, count, at);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t at) {
+    return written(fd, buf, count, at);
+}
+__attribute__((constructor)) static void loaded(void) {
+    static const char said[] = "failing_npy loaded\n";
+    (void)!write(2, said, sizeof said - 1);
+}
+"#;
+
+/// An I/O error (EIO, once) as a `.npy` cube is finished is no full disk: no frame is
+/// dropped to make room, and none is said to be. At its table: the cube keeps all 3 frames
+/// (a retry as on a full disk kept 2), the table the rows that landed (none); at its header
+/// rewrite: the step is named (no frame is then readable). Either says to check the disk.
+#[test]
+fn an_io_error_finishing_an_npy_cube_drops_no_frame_and_is_no_full_disk() {
+    let lib_dir = out_dir("rec-npy-eio-lib");
+    let Some(lib) = preload_lib(&lib_dir, "failing_npy", FAILING_NPY) else {
+        let _ = std::fs::remove_dir_all(lib_dir);
+        return;
+    };
+    let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
+    // 80 KiB frames: a frame dropped frees room for a table.
+    let (name, _c, s) = camera_shaped(&unique_name("rec-npy-eio"), &[256, 160], 16);
+    let frame = 256 * 160 * 2;
+    for (what, step, held) in [
+        (
+            "table",
+            format!(
+                "writing the frame table: {eio}: the cube keeps 3 of 3 whole frames, the table the rows of the first 0; check the disk"
+            ),
+            3,
+        ),
+        (
+            "header",
+            format!(
+                "rewriting its header for 3 frames: {eio}: it holds no frame np.load reads; check the disk"
+            ),
+            0,
+        ),
+    ] {
+        let out = out_dir("rec-npy-eio");
+        let mut c = Command::new(bin());
+        c.args(["record", &name, "--frames", "3", "--format", "npy", "--out"])
+            .arg(&out)
+            .env("LD_PRELOAD", &lib)
+            .env("FAILING_NPY", what);
+        common::default_stop_signals(&mut c);
+        let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+        assert!(diag.contains("failing_npy loaded"), "not preloaded: {diag}");
+        assert!(diag.contains("failing_npy: refused"), "{what}: {diag}");
+        assert_eq!(st.code(), Some(1), "{what}: {diag}");
+        assert!(
+            diag.contains(&step)
+                && !diag.contains("the disk is full")
+                && !diag.contains("free some space"),
+            "{what}: {diag}"
+        );
+        assert_eq!(summary(&diag), (1, held), "{what}: {diag}");
+        let cube = out.join(format!("{name}_000000000.npy"));
+        let bytes = std::fs::read(&cube).unwrap();
+        let header = 10 + usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        assert_eq!(bytes.len(), header + 3 * frame, "{what}: {diag}");
+        if held == 3 {
+            let dict = String::from_utf8_lossy(&bytes[10..header]).into_owned();
+            assert!(dict.contains("'shape': (3, 256, 160)"), "{dict}");
+            assert_eq!(table_rows(&npy_table(&cube)), 0, "{diag}");
+            let loaded = python_check(
+                "import sys, numpy as np; print(np.load(sys.argv[1]).shape[0])",
+                &[cube.as_os_str()],
+                "npy",
+            );
+            assert!(
+                loaded.as_deref().is_none_or(|n| n.trim() == "3"),
+                "{loaded:?}"
+            );
+        }
         let _ = std::fs::remove_dir_all(out);
     }
     let _ = std::fs::remove_dir_all(lib_dir);

@@ -37,7 +37,7 @@ use fitsio::images::{ImageDescription, ImageType};
 use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::{self, Closed, FrameFile, write_counted};
+use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
 use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
@@ -462,38 +462,6 @@ impl FitsCube {
     fn cut_image(&self, file: &File, frames: usize) -> std::io::Result<()> {
         file.set_len(self.data_start + frames as u64 * self.frame_bytes)?;
         file.set_len(self.image_end(frames))
-    }
-}
-
-/// The step of [`FitsCube::write_tail`] that failed, and its error.
-struct TailError {
-    step: String,
-    e: std::io::Error,
-}
-
-impl TailError {
-    /// Whether the disk, a quota or a file-size limit had no room for it: only then can
-    /// fewer frames fit.
-    fn no_room(&self) -> bool {
-        matches!(
-            self.e.raw_os_error(),
-            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
-        )
-    }
-
-    /// What to do about it.
-    fn remedy(&self) -> &'static str {
-        if self.no_room() {
-            "free some space and record again"
-        } else {
-            "check the disk (the kernel log names its errors) and record again"
-        }
-    }
-}
-
-impl std::fmt::Display for TailError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.e)
     }
 }
 

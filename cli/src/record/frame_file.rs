@@ -139,17 +139,53 @@ pub(crate) struct Closed {
 }
 
 /// Writes `bytes` to `file` at `at`: how many landed (from the start), and why not all.
-pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, Result<(), String>) {
+pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, std::io::Result<()>) {
     let mut done = 0;
     while done < bytes.len() {
         match file.write_at(&bytes[done..], at + done as u64) {
-            Ok(0) => return (done, Err("the file takes no more bytes".into())),
+            Ok(0) => {
+                let e = std::io::Error::new(ErrorKind::WriteZero, "the file takes no more bytes");
+                return (done, Err(e));
+            }
             Ok(n) => done += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return (done, Err(e.to_string())),
+            Err(e) => return (done, Err(e)),
         }
     }
     (done, Ok(()))
+}
+
+/// The step of finishing a cube file (its header, its cut, its frame table) that failed,
+/// and its error.
+pub(crate) struct TailError {
+    pub(crate) step: String,
+    pub(crate) e: std::io::Error,
+}
+
+impl TailError {
+    /// Whether the disk, a quota or a file-size limit had no room for it: only then can
+    /// fewer frames fit.
+    pub(crate) fn no_room(&self) -> bool {
+        matches!(
+            self.e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        )
+    }
+
+    /// What to do about it.
+    pub(crate) fn remedy(&self) -> &'static str {
+        if self.no_room() {
+            "free some space and record again"
+        } else {
+            "check the disk (the kernel log names its errors) and record again"
+        }
+    }
+}
+
+impl std::fmt::Display for TailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.e)
+    }
 }
 
 /// Puts `file` (at `path`) on the disk: a write the disk refuses after accepting it (NFS

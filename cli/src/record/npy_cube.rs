@@ -4,8 +4,8 @@
 //! The header is written with room for any frame count and rewritten with the real count
 //! when the file is finished, so frames stream to disk as they arrive. Both files are
 //! created when the cube is (neither over an existing file); the table is written when the
-//! cube is finished, and the cube keeps only the frames whose rows reached it whole (a full
-//! disk can cut the table short).
+//! cube is finished, and when a full disk cuts it short the cube keeps only the frames whose
+//! rows reached it whole (after any other error, all of them).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use shmstream::{Dtype, RingFrame};
 
-use super::frame_file::{self, Closed, FrameFile, write_counted};
+use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
 use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
@@ -80,7 +80,7 @@ fn table_lines(meta: &[FrameMeta]) -> Vec<String> {
 
 /// Writes `lines` to `file` from its start and cuts it after the last that landed whole: the
 /// rows on file (lines after the first), the bytes that landed, and why not all.
-fn write_table(file: &File, lines: &[String]) -> (usize, usize, Result<(), String>) {
+fn write_table(file: &File, lines: &[String]) -> (usize, usize, Result<(), TailError>) {
     let (done, written) = write_counted(file, lines.concat().as_bytes(), 0);
     let (mut end, mut whole) = (0, 0usize);
     for l in lines {
@@ -90,8 +90,15 @@ fn write_table(file: &File, lines: &[String]) -> (usize, usize, Result<(), Strin
         end += l.len();
         whole += 1;
     }
-    let cut = file.set_len(end as u64).map_err(|e| e.to_string());
-    (whole.saturating_sub(1), done, written.and(cut))
+    let failed = |step: &str| {
+        let step = step.to_owned();
+        move |e| TailError { step, e }
+    };
+    let cut = file.set_len(end as u64);
+    let result = written
+        .map_err(failed("writing the frame table"))
+        .and(cut.map_err(failed("cutting the frame table after its last whole row")));
+    (whole.saturating_sub(1), done, result)
 }
 
 /// The most of the `whole` frames of `frame_bytes` whose rows (`lines`, the column names
@@ -200,7 +207,7 @@ impl CubeSink for NpyCube {
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
     /// table short: the frames after its last row are dropped, and said so; on a disk the
     /// cube shares, first only as many of its last frames as make room for the rows of the
-    /// rest); closes both files, also after an error.
+    /// rest; any other error drops none); closes both files, also after an error.
     fn finish(&mut self, sync: bool) -> Finished {
         let (Some(frames), Some(table)) = (self.frames.take(), self.table.take()) else {
             return Finished::new(0, Vec::new());
@@ -234,45 +241,75 @@ impl NpyCube {
         sync: bool,
         errors: &mut Vec<String>,
     ) -> usize {
-        let failed = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let (cube, table_path) = (self.path.display(), sidecar(&self.path));
+        let table_path = table_path.display();
+        let failed = |step: String| move |e| TailError { step, e };
         // First cut any part-written frame: on a full disk that frees room for the table.
         if let Err(e) = file.set_len(end) {
-            errors.push(failed(e));
+            let e = failed("cutting the cube after its whole frames".into())(e);
+            errors.push(format!(
+                "{cube}: {e}: it holds no frame np.load reads; {}",
+                e.remedy()
+            ));
             return 0;
         }
         let lines = table_lines(&self.meta[..whole]);
+        // The frames in the cube: `whole` unless some are dropped to make room for the table.
+        let mut frames = whole;
         let (mut rows, room, mut tabled) = write_table(table, &lines);
-        if let Err(e) = &tabled {
-            // One disk for both files: the table's room, and the frames dropped to make more.
+        // One disk for both files: the table's room, and the frames dropped to make more.
+        // Only a disk without room is a reason to drop frames.
+        if let Err(e) = &tabled
+            && e.no_room()
+        {
             let keep = frames_that_fit(&lines, whole, self.frame_bytes, room);
             if keep > rows && file.set_len(self.cube_len(keep)).is_ok() {
-                let first = e.clone();
+                frames = keep;
+                let first = e.to_string();
                 (rows, _, tabled) = write_table(table, &lines[..=keep]);
                 if tabled.is_ok() {
                     errors.push(format!(
-                        "{}: writing the frame table: {first}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; free some space and record again",
-                        sidecar(&self.path).display(),
+                        "{table_path}: {first}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; free some space and record again",
                         whole - keep
                     ));
                 }
             }
         }
-        if let Err(e) = tabled {
-            errors.push(format!(
-                "{}: writing the frame table: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; free some space and record again",
-                sidecar(&self.path).display(),
-                whole - rows
-            ));
-        }
-        let h = header(self.dtype, rows as u64, &self.shape, self.header_len);
-        // Without its real header the cube holds no frame `np.load` reads.
-        let kept = match file
-            .set_len(self.cube_len(rows))
-            .and_then(|()| file.write_all_at(&h, 0))
-        {
-            Ok(()) => rows,
+        let held = match tabled {
+            Ok(()) => frames,
+            Err(e) if e.no_room() => {
+                errors.push(format!(
+                    "{table_path}: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; {}",
+                    whole - rows,
+                    e.remedy()
+                ));
+                rows
+            }
+            // No reason to drop frames: the cube keeps them, the table the rows it could.
             Err(e) => {
-                errors.push(failed(e));
+                errors.push(format!(
+                    "{table_path}: {e}: the cube keeps {frames} of {whole} whole frames, the table the rows of the first {rows}; {}",
+                    e.remedy()
+                ));
+                frames
+            }
+        };
+        let h = header(self.dtype, held as u64, &self.shape, self.header_len);
+        // Without its real header the cube holds no frame `np.load` reads.
+        let written = file
+            .set_len(self.cube_len(held))
+            .map_err(failed(format!("cutting the cube after its {held} frames")))
+            .and_then(|()| {
+                file.write_all_at(&h, 0)
+                    .map_err(failed(format!("rewriting its header for {held} frames")))
+            });
+        let kept = match written {
+            Ok(()) => held,
+            Err(e) => {
+                errors.push(format!(
+                    "{cube}: {e}: it holds no frame np.load reads; {}",
+                    e.remedy()
+                ));
                 0
             }
         };
