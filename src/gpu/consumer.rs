@@ -497,7 +497,7 @@ impl<'s> GpuConsumer<'s> {
         &mut self,
         dst: &mut D,
     ) -> Result<u64> {
-        self.s.ensure_dtype::<T>()?;
+        super::ops::device_element::<T>(&self.s.name, self.s.dtype)?;
         self.s.ensure_len(dst.len())?;
         self.enqueue_wait()?;
         let st = self.a.stream.cu_stream();

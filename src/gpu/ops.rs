@@ -185,15 +185,9 @@ impl<'a> DeviceView<'a> {
         &self,
         f: impl FnOnce(&CudaSlice<T>) -> R,
     ) -> Result<R> {
-        if T::DTYPE != self.dtype {
-            return Err(Error::DtypeMismatch {
-                name: self.name.to_owned(),
-                expected: self.dtype,
-                given: T::DTYPE,
-            });
-        }
+        device_element::<T>(self.name, self.dtype)?;
         // SAFETY: `ptr` is the stream's device allocation of at least `len` elements of `T`
-        // (dtype checked), alive while the borrow lasts; ManuallyDrop + leak below hand the
+        // (dtype checked: one byte each for a bool stream's u8), alive while the borrow lasts; ManuallyDrop + leak below hand the
         // pointer back without cudarc freeing it, also if `f` panics (then it is leaked).
         let slice = unsafe { self.borrow_slice::<T>() }?;
         let r = f(&slice);
@@ -276,13 +270,7 @@ impl<'a> DeviceViewMut<'a> {
         f: impl FnOnce(&mut CudaViewMut<'_, T>) -> R,
     ) -> Result<R> {
         let v = &self.view;
-        if T::DTYPE != v.dtype {
-            return Err(Error::DtypeMismatch {
-                name: v.name.to_owned(),
-                expected: v.dtype,
-                given: T::DTYPE,
-            });
-        }
+        device_element::<T>(v.name, v.dtype)?;
         // SAFETY: as in `DeviceView::with_slice`; we are inside the write bracket under the
         // lock, so this is the only writer. `f` gets only a view borrowed from `slice`, so the
         // slice handed to `leak` is the one made here (the payload pointer), never one `f`
@@ -682,7 +670,7 @@ impl Stream {
         timeout: Option<Duration>,
         op: &'static str,
     ) -> Result<FrameInfo> {
-        self.ensure_dtype::<T>()?;
+        device_element::<T>(&self.name, self.dtype)?;
         self.ensure_len(dst.len())?;
         let a = self.attachment_for_io()?;
         let size = self.size;
@@ -841,9 +829,54 @@ impl WriteGuard<'_> {
     }
 }
 
+/// Whether the device payload of a stream of `dtype` may be handed to the device as `T`:
+/// as its own dtype, but a bool stream's as `u8`, never as `bool`: its device bytes may be
+/// any value (a foreign writer's mask of 255s), and a `CudaSlice<bool>` holding one would
+/// make such a `bool` when copied to the host.
+pub(crate) fn device_element<T: Element>(name: &str, dtype: Dtype) -> Result<()> {
+    match (dtype, T::DTYPE) {
+        (Dtype::Bool, Dtype::U8) => Ok(()),
+        (Dtype::Bool, Dtype::Bool) => Err(Error::Unsupported {
+            name: name.to_owned(),
+            what: "a bool GPU stream's device bytes as bool (a foreign writer may store any \
+                   byte, e.g. 255, which no bool may hold): borrow or read it on the device as \
+                   u8 (nonzero = true), or read it to the host with read_device_to_host"
+                .to_owned(),
+        }),
+        (d, t) if d == t => Ok(()),
+        (d, t) => Err(Error::DtypeMismatch {
+            name: name.to_owned(),
+            expected: d,
+            given: t,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bool stream is handed to the device as u8, never as bool; other dtypes as
+    /// themselves only.
+    #[test]
+    fn a_bool_stream_goes_to_the_device_as_u8_not_bool() {
+        assert!(device_element::<u8>("m", Dtype::Bool).is_ok());
+        let e = device_element::<bool>("m", Dtype::Bool).unwrap_err();
+        assert!(
+            matches!(&e, Error::Unsupported { name, .. } if name == "m")
+                && e.to_string().contains("as u8"),
+            "{e}"
+        );
+        assert!(device_element::<f32>("m", Dtype::F32).is_ok());
+        assert!(matches!(
+            device_element::<u8>("m", Dtype::I8),
+            Err(Error::DtypeMismatch { .. })
+        ));
+        assert!(matches!(
+            device_element::<f32>("m", Dtype::Bool),
+            Err(Error::DtypeMismatch { .. })
+        ));
+    }
 
     /// A panic inside cudarc's slice upgrade is reported as `Error::Gpu` naming the stream
     /// and the remedy, with the panic's message.
