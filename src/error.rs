@@ -523,7 +523,9 @@ fn already_exists(name: &str, being_created: bool) -> String {
     if being_created {
         format!(
             "stream '{name}' is being created by another process: open it with Stream::open once \
-             its creator finishes (retry), or find the creator holding its lock"
+             its creator finishes (retry), or find the creator holding its lock file (`fuser -v \
+             {}`)",
+            crate::name::lock_path(name).display()
         )
     } else {
         format!("stream '{name}' already exists: open it with Stream::open, or unlink it first")
@@ -537,13 +539,15 @@ fn timeout_suspect(name: &str, op: &str) -> String {
     if op.contains("GPU consumer's stream") {
         // The caller is the consumer: what it waits for is a writer's frame.
         format!("a writer publishes the awaited frame ({stat} shows gpu_publisher_pid)")
+    } else if op.contains("GPU-side publication") && op.contains("acknowledge") {
+        format!(
+            "the publisher of that frame and the GPU consumer it waits for ({stat} shows \
+             gpu_publisher_pid and gpu_consumer_pid) are alive"
+        )
+    } else if op.contains("GPU-side publication") {
+        format!("the publisher of that frame ({stat} shows gpu_publisher_pid) is alive")
     } else if op.contains("acknowledge") {
         format!("its GPU consumer ({stat} shows gpu_consumer_pid) is alive")
-    } else if op.contains("GPU-side publication") {
-        format!(
-            "the publisher of that frame and its GPU consumer ({stat} shows gpu_publisher_pid \
-             and gpu_consumer_pid) are alive"
-        )
     } else {
         format!("its writer (or the lock holder: {stat} shows lock_owner_pid) is alive")
     }
@@ -977,8 +981,13 @@ mod tests {
             "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
         );
         assert!(
-            landing_acked.contains("gpu_consumer_pid"),
+            landing_acked.contains("gpu_consumer_pid")
+                && landing_acked.contains("gpu_publisher_pid"),
             "{landing_acked}"
+        );
+        assert!(
+            !landing.contains("gpu_consumer_pid"),
+            "no consumer: {landing}"
         );
     }
 
@@ -995,10 +1004,15 @@ mod tests {
             text(false),
             "stream 'cam0' already exists: open it with Stream::open, or unlink it first"
         );
+        let lock = crate::name::lock_path("cam0");
         assert_eq!(
             text(true),
-            "stream 'cam0' is being created by another process: open it with Stream::open once \
-             its creator finishes (retry), or find the creator holding its lock"
+            format!(
+                "stream 'cam0' is being created by another process: open it with Stream::open \
+                 once its creator finishes (retry), or find the creator holding its lock file \
+                 (`fuser -v {}`)",
+                lock.display()
+            )
         );
     }
 }

@@ -216,7 +216,8 @@ fn create_refusal(e: Error) -> Box<dyn std::error::Error> {
         .into(),
         Error::AlreadyExists { name, .. } => format!(
             "stream '{name}' is being created by another process: retry once its creator \
-             finishes, or find the process holding its lock"
+             finishes, or find the process holding its lock file (`fuser -v {}`)",
+            shmstream::name::lock_path(&name).display()
         )
         .into(),
         e => e.into(),
