@@ -144,8 +144,17 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     // link swapped in for it since the look above is not followed to another directory. A
     // directory of ours that its mode does not let us read (0300) is changed by path, as
     // before: the look above found it ours and no link.
+    // A file system whose modes are the mount's (vfat: `EPERM`) keeps the directory's mode,
+    // which the write check below then judges, as it did before the directory was tightened.
     let make_private = |meta: &std::fs::Metadata| -> Result<()> {
-        let io = |e| Error::io(stream, "making the lock directory private (0700)", e);
+        let io = |e: std::io::Error| match e.raw_os_error() {
+            Some(libc::EPERM | libc::EOPNOTSUPP) => Ok(()),
+            _ => Err(Error::io(
+                stream,
+                "making the lock directory private (0700)",
+                e,
+            )),
+        };
         let private = std::fs::Permissions::from_mode(0o700);
         let d = match OpenOptions::new()
             .read(true)
@@ -157,15 +166,17 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
                 return Err(refuse("it is not a directory"));
             }
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                return std::fs::set_permissions(dir, private).map_err(io);
+                return std::fs::set_permissions(dir, private).or_else(io);
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(Error::io(stream, "opening the lock directory", e)),
         };
-        let now = d.metadata().map_err(io)?;
+        let now = d
+            .metadata()
+            .map_err(|e| Error::io(stream, "checking the lock directory", e))?;
         if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
             return Err(refuse("it was replaced while being checked"));
         }
-        d.set_permissions(private).map_err(io)
+        d.set_permissions(private).or_else(io)
     };
     if made && meta.mode() & 0o777 != 0o700 {
         make_private(&meta)?;
