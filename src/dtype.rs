@@ -243,6 +243,12 @@ pod_element!(
     Complex32 => Complex64, Complex64 => Complex128,
 );
 
+/// Stores each byte other than 0 or 1 of a bool frame as 1 (true, as numpy reads it), so
+/// the bytes can be lent as `bool` or published by our writers.
+pub(crate) fn bool_bytes_as_0_or_1(bytes: &mut [u8]) {
+    bytes.iter_mut().filter(|b| **b > 1).for_each(|b| *b = 1);
+}
+
 impl sealed::Sealed for bool {}
 // SAFETY: `bool` is one byte; `copy_from_shared` stores `byte != 0`, never the byte itself.
 unsafe impl Element for bool {

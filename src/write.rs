@@ -469,15 +469,11 @@ impl Stream {
             if T::DTYPE == Dtype::Bool {
                 // Bytes from another process may be any value; a `&mut [bool]` over them would
                 // be undefined behaviour, so normalize them first (we own the bracket).
-                for i in 0..len {
-                    // SAFETY: `dst` is the payload of `len` one-byte elements.
-                    unsafe {
-                        let b = dst.add(i);
-                        if b.read() > 1 {
-                            b.write(1);
-                        }
-                    }
-                }
+                // SAFETY: `dst` is the payload of `len` one-byte elements; any byte is a valid
+                // `u8`, and this borrow ends before the one below is made.
+                crate::dtype::bool_bytes_as_0_or_1(unsafe {
+                    std::slice::from_raw_parts_mut(dst, len)
+                });
             }
             // SAFETY: `dst` is the host payload, page aligned, of `len` elements of `T` (dtype
             // checked); we hold the write lock inside the bracket, so no cooperating writer
@@ -531,7 +527,7 @@ impl Stream {
             if dtype == Dtype::Bool {
                 // A foreign writer's byte other than 0 or 1 (true, as numpy reads it) that a
                 // partial fill leaves in place is not the fill's: stored as 1 first.
-                buf.iter_mut().filter(|b| **b > 1).for_each(|b| *b = 1);
+                crate::dtype::bool_bytes_as_0_or_1(buf);
             }
             let out = fill(buf).map_err(|e| Error::WriteAborted {
                 name: name.clone(),
