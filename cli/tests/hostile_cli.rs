@@ -546,7 +546,7 @@ fn a_scan_out_of_file_descriptors_fails_saying_so() {
     assert_eq!(shmstream::stat(&name).unwrap().shape, vec![4]);
 }
 
-/// `stat` shows the pid holding a stream's write lock (`lock_owner_pid`, 0 when free), which
+/// `stat` shows the pid holding a stream's write lock (`lock_owner_pid`, 0 when none is stamped), which
 /// the timeout error's remedy points at: here this test process, holding it through a
 /// guard while the CLI runs.
 #[test]
