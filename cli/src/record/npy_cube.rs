@@ -171,10 +171,18 @@ impl NpyCube {
 
 impl CubeSink for NpyCube {
     fn push(&mut self, frame: &mut [u8], meta: FrameMeta) -> Fallible {
+        if self.dtype == Dtype::Bool {
+            frame.iter_mut().for_each(|b| *b = (*b).min(1));
+        }
         self.push_stored(frame, meta)
     }
 
     fn store_from_ring(&self, frame: &RingFrame<'_>, dst: &mut [u8]) -> Result<(), String> {
+        if self.dtype == Dtype::Bool {
+            return frame
+                .map_into(dst, |b: u8| b.min(1))
+                .map_err(|e| e.to_string());
+        }
         frame.copy_into(dst).map_err(|e| e.to_string())
     }
 
@@ -187,7 +195,12 @@ impl CubeSink for NpyCube {
         Ok(())
     }
 
+    /// None for a bool stream: its frames are stored as 0 or 1 ([`CubeSink::store_from_ring`]),
+    /// not written from the ring as a foreign writer left them (a 255 that npyz refuses).
     fn in_place(&self) -> Option<(&File, u64)> {
+        if self.dtype == Dtype::Bool {
+            return None;
+        }
         self.frames.as_ref()?.in_place()
     }
 
@@ -330,6 +343,33 @@ impl NpyCube {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A foreign writer's bool byte (255: true to numpy) is recorded as 1, as every read gives
+    /// it (npyz refuses a bool byte above 1); it was recorded as it was.
+    #[test]
+    fn a_foreign_bool_byte_is_recorded_as_1() {
+        let dir = std::env::temp_dir().join(format!("npy-bool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.npy");
+        let mut cube = NpyCube::create(&path, Dtype::Bool, &[4], 4).unwrap();
+        assert!(
+            cube.in_place().is_none(),
+            "a bool frame is not written from the ring"
+        );
+        let meta = FrameMeta {
+            frame_id: 1,
+            count: 1,
+            write_time: 1.0,
+            record_time: 2.0,
+        };
+        cube.push(&mut [0, 255, 2, 1], meta).unwrap();
+        let done = cube.finish(false);
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(done.frames, 1, "{:?}", done.result);
+        assert_eq!(&bytes[bytes.len() - 4..], &[0, 1, 1, 1]);
+    }
 
     #[test]
     fn headers_keep_their_length_when_the_count_is_rewritten() {
