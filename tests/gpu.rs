@@ -200,18 +200,27 @@ fn device_bool_as_u8(mirror: bool) {
     s.read_device_into(&mut bytes).unwrap();
     let want: Vec<u8> = v.iter().map(|&b| u8::from(b)).collect();
     assert_eq!(st.clone_dtoh(&bytes).unwrap(), want, "bool D2D as u8");
-    // A foreign writer's 255, stored through the in-place view as u8.
+    // A foreign writer's 255, stored through the in-place view as u8 over a false.
+    assert!(!v[1]);
     let mut planted = want.clone();
-    planted[0] = 255;
+    planted[1] = 255;
     s.write_device_in_place(|view| -> Result<(), Error> {
         view.with_slice_mut::<u8, _>(|buf| view_stream_copy(buf, &planted))?;
         Ok(())
     })
     .unwrap();
+    s.read_device_into(&mut bytes).unwrap();
+    assert_eq!(st.clone_dtoh(&bytes).unwrap()[1], 255, "the plant landed");
     let mut host = vec![false; n];
     s.read_device_to_host(&mut host).unwrap();
-    assert!(host[0], "a byte of 255 reads as true on the host");
-    assert_eq!(&host[1..], &v[1..]);
+    let mut expected = v.clone();
+    expected[1] = true;
+    assert_eq!(host, expected, "a byte of 255 reads as true on the host");
+    assert_eq!(
+        u8::from(host[1]),
+        1,
+        "stored in the bool as 1, not as the byte"
+    );
 }
 
 fn view_stream_copy<T: DeviceRepr>(buf: &mut CudaViewMut<'_, T>, host: &[T]) {
