@@ -525,7 +525,7 @@ fn already_exists(name: &str, being_created: bool) -> String {
             "stream '{name}' is being created by another process: open it with Stream::open once \
              its creator finishes (retry), or find the creator holding its lock file (`fuser -v \
              {}`)",
-            crate::name::lock_path(name).display()
+            crate::name::shell_word(&crate::name::lock_path(name).display().to_string())
         )
     } else {
         format!("stream '{name}' already exists: open it with Stream::open, or unlink it first")
@@ -1011,7 +1011,7 @@ mod tests {
                 "stream 'cam0' is being created by another process: open it with Stream::open \
                  once its creator finishes (retry), or find the creator holding its lock file \
                  (`fuser -v {}`)",
-                lock.display()
+                crate::name::shell_word(&lock.display().to_string())
             )
         );
     }

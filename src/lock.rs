@@ -140,6 +140,15 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     if let Some(reason) = dir_refusal(&meta, trust::euid()) {
         return Err(refuse(reason));
     }
+    // After a change by path (a directory we may not read, or a file system that keeps its
+    // modes): the directory there is looked at whole again, its owner too.
+    let check_again = || {
+        let meta = check()?;
+        match dir_refusal(&meta, trust::euid()) {
+            Some(reason) => Err(refuse(reason)),
+            None => Ok(meta),
+        }
+    };
     // Through a descriptor of the directory itself, opened without following a link: a
     // link swapped in for it since the look above is not followed to another directory. A
     // directory of ours that its mode does not let us read (0300) is changed by path, as
@@ -180,7 +189,7 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
     };
     if made && meta.mode() & 0o777 != 0o700 {
         make_private(&meta)?;
-        meta = check()?;
+        meta = check_again()?;
     }
     if meta.mode() & 0o077 != 0 && is_default(dir) {
         // pyshmem makes the default directory with the umask's mode (0755 or 0775 under the
@@ -188,7 +197,7 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
         // tightened. One named by PYSHMEM_LOCK_DIR is the user's to change (its lock files
         // are made private, `open_file`).
         make_private(&meta)?;
-        meta = check()?;
+        meta = check_again()?;
     }
     if meta.mode() & 0o022 != 0 {
         return Err(refuse("it is writable by group or others"));

@@ -941,9 +941,11 @@ pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)>
                     && clear_dead_lock_stamps(&meta, name)?,
             )
         };
-        // The 50 ms retry inside the caller's wait: a zeroed `_meta` (pyshmem's longest
-        // creation step) took 50 ms of a 5 ms `stat_within`.
-        let retry = DECODE_RETRY.min(wait);
+        // The 50 ms retry inside what is left of the caller's wait (a zeroed `_meta`,
+        // pyshmem's longest creation step, took 50 ms of a 5 ms `stat_within`), 2 ms at
+        // least: a live writer between its two lock stamps is not called corrupt at once.
+        let left = until.saturating_duration_since(Instant::now());
+        let retry = DECODE_RETRY.min(left).max(Duration::from_millis(2));
         let h = match decode_retrying_for(&meta, Some(name), retry) {
             Err(rule) if stamps_of_a_dead_writer(&rule)? => decode_retrying(&meta, Some(name)),
             // pyshmem writes its header in place under the name's lock, in steps that each

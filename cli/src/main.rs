@@ -217,7 +217,7 @@ fn create_refusal(e: Error) -> Box<dyn std::error::Error> {
         Error::AlreadyExists { name, .. } => format!(
             "stream '{name}' is being created by another process: retry once its creator \
              finishes, or find the process holding its lock file (`fuser -v {}`)",
-            shmstream::name::lock_path(&name).display()
+            shmstream::name::shell_word(&shmstream::name::lock_path(&name).display().to_string())
         )
         .into(),
         e => e.into(),

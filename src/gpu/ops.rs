@@ -180,7 +180,8 @@ impl<'a> DeviceView<'a> {
     }
 
     /// Runs `f` with the payload as a borrowed `CudaSlice<T>` (for cudarc APIs such as
-    /// cuBLAS). The slice is never freed by cudarc; `T` must be the stream's dtype.
+    /// cuBLAS). The slice is never freed by cudarc; `T` must be the stream's dtype (`u8` for a
+    /// bool stream, whose device bytes a foreign writer may leave other than 0 or 1).
     pub fn with_slice<T: Element + DeviceRepr, R>(
         &self,
         f: impl FnOnce(&CudaSlice<T>) -> R,
@@ -250,7 +251,7 @@ impl<'a> DeviceViewMut<'a> {
     /// write a `DevicePtrMut`, such as `CudaStream::memcpy_htod` or cuBLAS outputs). A view,
     /// not a `&mut CudaSlice`: nothing owned can be swapped out of it (an owned slice of the
     /// payload would free the shared device buffer when dropped). `T` must be the stream's
-    /// dtype.
+    /// dtype (`u8` for a bool stream, whose device bytes may be other than 0 or 1).
     ///
     /// Taking the payload out as an owned slice does not compile:
     ///
