@@ -912,15 +912,7 @@ mod tests {
         let s = Stream::create(&name, &[4], Dtype::Bool).unwrap();
         s.write_slice(&[true, false, true, true]).unwrap();
         // As a foreign writer stores a uint8 mask viewed as bool.
-        std::os::unix::fs::FileExt::write_all_at(
-            &std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/dev/shm/{}", crate::name::segment_id(&name)))
-                .unwrap(),
-            &[255],
-            2,
-        )
-        .unwrap();
+        plant_in_payload(&name, 2, &[255]);
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let e = g.live::<bool>().map(|_| ()).unwrap_err();
         let text = e.to_string();
@@ -942,6 +934,20 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// Stores `bytes` at `at` in `name`'s payload through its `/dev/shm` file, as a foreign
+    /// writer (a uint8 mask viewed as bool) leaves them.
+    fn plant_in_payload(name: &str, at: u64, bytes: &[u8]) {
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/{}", crate::name::segment_id(name)))
+                .unwrap(),
+            bytes,
+            at,
+        )
+        .unwrap();
+    }
+
     /// A partial byte fill over a foreign writer's bool frame (255: true to numpy) publishes,
     /// the byte kept as true (1): it was refused as the fill's invalid byte, and the frame
     /// aborted.
@@ -951,15 +957,7 @@ mod tests {
         let _ = crate::unlink(&name);
         let s = Stream::create(&name, &[4], Dtype::Bool).unwrap();
         s.write_slice(&[false; 4]).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(
-            &std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/dev/shm/{}", crate::name::segment_id(&name)))
-                .unwrap(),
-            &[255],
-            2,
-        )
-        .unwrap();
+        plant_in_payload(&name, 2, &[255]);
         s.write_bytes_view_frame(7, |b| {
             b[0] = 1;
             Ok::<(), std::io::Error>(())
