@@ -476,6 +476,7 @@ impl Stream {
         Error::Timeout {
             name: self.name.clone(),
             op: OP,
+            awaited: crate::Awaited::Writer,
             timeout: timeout.unwrap_or_default(),
         }
     }

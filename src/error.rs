@@ -136,13 +136,15 @@ pub enum Error {
     /// A wait ran out of time.
     #[error(
         "timed out after {timeout:?} waiting to {op} on stream '{name}': retry (with a longer timeout, where the call takes one), or check that {}",
-        timeout_suspect(.name, .op)
+        awaited.suspect(.name)
     )]
     Timeout {
         /// The stream.
         name: String,
         /// What was being waited for.
         op: &'static str,
+        /// Whom the wait was waiting on: the process to check.
+        awaited: Awaited,
         /// The timeout.
         timeout: Duration,
     },
@@ -532,24 +534,48 @@ fn already_exists(name: &str, being_created: bool) -> String {
     }
 }
 
-/// Whom a timed-out wait `op` on `name` waited for, and how to find it: the GPU consumer for
-/// its acknowledgements, else the writer or the lock holder.
-fn timeout_suspect(name: &str, op: &str) -> String {
-    let stat = stat_command(name);
-    if op.contains("GPU consumer's stream") {
-        // The caller is the consumer: what it waits for is a writer's frame.
-        format!("a writer publishes the awaited frame ({stat} shows gpu_publisher_pid)")
-    } else if op.contains("GPU-side publication") && op.contains("acknowledge") {
-        format!(
-            "the publisher of that frame and the GPU consumer it waits for ({stat} shows \
-             gpu_publisher_pid and gpu_consumer_pid) are alive"
-        )
-    } else if op.contains("GPU-side publication") {
-        format!("the publisher of that frame ({stat} shows gpu_publisher_pid) is alive")
-    } else if op.contains("acknowledge") {
-        format!("its GPU consumer ({stat} shows gpu_consumer_pid) is alive")
-    } else {
-        format!("its writer (or the lock holder: {stat} shows lock_owner_pid) is alive")
+/// Whom a wait that timed out was waiting on ([`Error::Timeout`]): the process its message
+/// asks the user to check, and the `shmstream stat` field that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Awaited {
+    /// The stream's writer, for a frame, or the write lock's holder (`lock_owner_pid`).
+    Writer,
+    /// A writer of a GPU consumer's stream, for the frame the consumer waits for
+    /// (`gpu_publisher_pid`): the caller is the consumer.
+    GpuFrame,
+    /// The publisher of the previous GPU-side publication, for its landing
+    /// (`gpu_publisher_pid`).
+    GpuPublisher,
+    /// The previous GPU-side publication's publisher and the GPU consumer its CUDA stream
+    /// waits for (`gpu_publisher_pid`, `gpu_consumer_pid`).
+    GpuPublisherAndConsumer,
+    /// The stream's GPU consumer, for its acknowledgement (`gpu_consumer_pid`).
+    GpuConsumer,
+}
+
+impl Awaited {
+    /// What a timeout's message asks the user to check on `name`, and how to find it.
+    fn suspect(self, name: &str) -> String {
+        let stat = stat_command(name);
+        match self {
+            Awaited::Writer => {
+                format!("its writer (or the lock holder: {stat} shows lock_owner_pid) is alive")
+            }
+            Awaited::GpuFrame => {
+                format!("a writer publishes the awaited frame ({stat} shows gpu_publisher_pid)")
+            }
+            Awaited::GpuPublisher => {
+                format!("the publisher of that frame ({stat} shows gpu_publisher_pid) is alive")
+            }
+            Awaited::GpuPublisherAndConsumer => format!(
+                "the publisher of that frame and the GPU consumer it waits for ({stat} shows \
+                 gpu_publisher_pid and gpu_consumer_pid) are alive"
+            ),
+            Awaited::GpuConsumer => {
+                format!("its GPU consumer ({stat} shows gpu_consumer_pid) is alive")
+            }
+        }
     }
 }
 
@@ -901,6 +927,7 @@ mod tests {
         let e = Error::Timeout {
             name: "cam0".into(),
             op: "take the write lock",
+            awaited: Awaited::Writer,
             timeout: Duration::from_secs(1),
         };
         let text = e.to_string();
@@ -916,6 +943,7 @@ mod tests {
         let escaped = Error::Timeout {
             name: "cam\n0".into(),
             op: "take the write lock",
+            awaited: Awaited::Writer,
             timeout: Duration::from_secs(1),
         };
         assert!(
@@ -946,48 +974,41 @@ mod tests {
     /// not the lock holder (the writer that timed out holds the lock itself).
     #[test]
     fn a_timeout_names_the_process_it_waited_for() {
-        let text = |op| {
+        let text = |awaited| {
             Error::Timeout {
                 name: "cam0".into(),
-                op,
+                op: "wait",
+                awaited,
                 timeout: Duration::from_secs(1),
             }
             .to_string()
         };
-        let ack = text("wait for the GPU consumer to acknowledge the frame in the payload");
+        let ack = text(Awaited::GpuConsumer);
         assert!(
             ack.ends_with("check that its GPU consumer (`shmstream stat cam0` shows gpu_consumer_pid) is alive")
                 && !ack.contains("lock_owner_pid"),
             "{ack}"
         );
-        let landing = text(
-            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
-        );
+        let landing = text(Awaited::GpuPublisher);
         assert!(
-            landing.contains("gpu_publisher_pid") && !landing.contains("lock_owner_pid"),
+            landing.contains("gpu_publisher_pid")
+                && !landing.contains("lock_owner_pid")
+                && !landing.contains("gpu_consumer_pid"),
             "{landing}"
         );
-        assert!(text("take the write lock").contains("lock_owner_pid"));
+        assert!(text(Awaited::Writer).contains("lock_owner_pid"));
         // `synchronize`: the consumer itself timed out waiting for a writer's frame.
-        let sync = text(
-            "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
-        );
+        let sync = text(Awaited::GpuFrame);
         assert!(
             sync.contains("a writer publishes") && !sync.contains("its GPU consumer ("),
             "{sync}"
         );
         // The landing that waits for a live consumer's acknowledgement names both.
-        let landing_acked = text(
-            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
-        );
+        let landing_acked = text(Awaited::GpuPublisherAndConsumer);
         assert!(
             landing_acked.contains("gpu_consumer_pid")
                 && landing_acked.contains("gpu_publisher_pid"),
             "{landing_acked}"
-        );
-        assert!(
-            !landing.contains("gpu_consumer_pid"),
-            "no consumer: {landing}"
         );
     }
 

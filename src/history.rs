@@ -1173,6 +1173,7 @@ impl Cursor<'_> {
                         return Err(Error::Timeout {
                             name: self.stream.name.clone(),
                             op: "read the next frame of the history",
+                            awaited: crate::Awaited::Writer,
                             timeout: timeout.unwrap_or_default(),
                         });
                     }
@@ -1233,6 +1234,7 @@ impl Cursor<'_> {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),
                         op: "read the next frame of the history",
+                        awaited: crate::Awaited::Writer,
                         timeout: timeout.unwrap_or_default(),
                     });
                 }
@@ -1270,6 +1272,7 @@ impl Cursor<'_> {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),
                         op: "read the next frame of the history",
+                        awaited: crate::Awaited::Writer,
                         timeout: timeout.unwrap_or_default(),
                     });
                 }

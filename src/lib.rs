@@ -73,7 +73,7 @@ pub use catalog::{
     unlink_quiet, unreadable_streams,
 };
 pub use dtype::{Dtype, Element};
-pub use error::{Error, LossCause, Result};
+pub use error::{Awaited, Error, LossCause, Result};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
 pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};

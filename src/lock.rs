@@ -479,6 +479,7 @@ impl LockFile {
                 return Err(Error::Timeout {
                     name: stream.to_owned(),
                     op: "take the write lock (its lock file was removed, and another writer holds the one made again at its path)",
+                    awaited: crate::Awaited::Writer,
                     timeout: timeout.unwrap_or_default(),
                 });
             }
@@ -578,6 +579,7 @@ impl LockFile {
         let timed_out = || Error::Timeout {
             name: stream.to_owned(),
             op: "take the write lock",
+            awaited: crate::Awaited::Writer,
             timeout: timeout.unwrap_or_default(),
         };
         // Thread part: claim the owner word (Acquire pairs with `free_owner`'s swap); a try

@@ -111,9 +111,10 @@ pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Resul
                 // Release what we hold (reverse order) before reporting.
                 drop(ManyGuard { guards });
                 return Err(match e {
-                    Error::Timeout { name, .. } => Error::Timeout {
+                    Error::Timeout { name, awaited, .. } => Error::Timeout {
                         name,
                         op: "take all the write locks (lock_many)",
+                        awaited,
                         timeout: timeout.unwrap_or_default(),
                     },
                     other => other,

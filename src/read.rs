@@ -170,6 +170,7 @@ impl Stream {
                             return Err(Error::Timeout {
                                 name: self.name.clone(),
                                 op,
+                                awaited: crate::Awaited::Writer,
                                 timeout: timeout.unwrap_or_default(),
                             });
                         }
@@ -215,6 +216,7 @@ impl Stream {
                 return Err(Error::Timeout {
                     name: self.name.clone(),
                     op,
+                    awaited: crate::Awaited::Writer,
                     timeout: timeout.unwrap_or_default(),
                 });
             }

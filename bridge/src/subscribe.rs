@@ -1137,6 +1137,7 @@ mod tests {
             Error::Timeout {
                 name: name(),
                 op: "open",
+                awaited: shmstream::Awaited::Writer,
                 timeout: Duration::from_secs(5),
             },
         ];

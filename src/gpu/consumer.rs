@@ -325,6 +325,7 @@ pub(crate) fn gate_writer(
             } else {
                 "wait for the GPU consumer to acknowledge the frame in the payload"
             },
+            awaited: crate::Awaited::GpuConsumer,
             timeout,
         }),
     }
@@ -555,6 +556,7 @@ impl<'s> GpuConsumer<'s> {
             Err(Error::Timeout {
                 name: self.s.name.clone(),
                 op: "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
+                awaited: crate::Awaited::GpuFrame,
                 timeout,
             })
         })

@@ -211,13 +211,21 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     if landed.is_some() || h.sequence().load(Ordering::Acquire) != seq || gone_or_release() {
         return Ok(());
     }
+    let (op, awaited) = if super::consumer::has_live_consumer(a) {
+        (
+            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
+            crate::Awaited::GpuPublisherAndConsumer,
+        )
+    } else {
+        (
+            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
+            crate::Awaited::GpuPublisher,
+        )
+    };
     Err(Error::Timeout {
         name: s.name.clone(),
-        op: if super::consumer::has_live_consumer(a) {
-            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)"
-        } else {
-            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)"
-        },
+        op,
+        awaited,
         timeout,
     })
 }
