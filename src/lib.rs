@@ -42,6 +42,7 @@ compile_error!(
 
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
+mod backoff;
 mod catalog;
 mod create;
 mod deadline;

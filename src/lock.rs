@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::error::{Error, Result};
 use crate::{sys, trust};
 
@@ -748,24 +749,17 @@ impl LockFile {
     /// Polls a non-blocking flock of `fd` until `deadline`: yields first, then sleeps growing
     /// to 1 ms.
     fn poll_flock(fd: RawFd, deadline: Option<Instant>) -> io::Result<bool> {
-        let mut pause = Duration::from_micros(5);
-        let mut tries = 0u32;
-        loop {
-            if sys::flock_fd(fd, libc::LOCK_EX | libc::LOCK_NB)? {
-                return Ok(true);
+        let mut backoff = Backoff::yielding_rounds(
+            64,
+            Sleeps::new(Duration::from_micros(5), Duration::from_millis(1)),
+        );
+        let taken = poll_with(&mut backoff, deadline, || {
+            match sys::flock_fd(fd, libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(false) => None,
+                taken => Some(taken),
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            tries += 1;
-            if tries < 64 {
-                std::thread::yield_now();
-            } else {
-                let left = deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
-                std::thread::sleep(pause.min(left));
-                pause = (pause * 2).min(Duration::from_millis(1));
-            }
-        }
+        });
+        taken.unwrap_or(Ok(false))
     }
 
     /// Lends the payload until the loan drops. Only the lock holder lends (a fill runs under

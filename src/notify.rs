@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Sleeps;
 use crate::header::MappedHeader;
 use crate::spin::Spin;
 use crate::sys;
@@ -212,7 +213,7 @@ pub(crate) struct Waiter {
     rounds: u64,
     /// The spin's pauses, and its breaks' clock reads.
     pauses: Spin,
-    sleep: Duration,
+    sleeps: Sleeps,
 }
 
 /// Where an adaptive waiter is in its spin.
@@ -239,7 +240,7 @@ impl Waiter {
             },
             rounds: 0,
             pauses: Spin::new(),
-            sleep: Duration::from_micros(20),
+            sleeps: Sleeps::new(Duration::from_micros(20), Duration::from_millis(1)),
         }
     }
 
@@ -325,10 +326,7 @@ impl Waiter {
         match kind {
             Pause::Spin | Pause::Yield => std::thread::yield_now(),
             Pause::Park => park(h, observed, left.min(max_park())),
-            Pause::Sleep => {
-                std::thread::sleep(self.sleep.min(left));
-                self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
-            }
+            Pause::Sleep => self.sleeps.sleep(left),
         }
         !cancelled()
     }

@@ -36,6 +36,7 @@ use super::layout::{RELEASED_BIT, gpu_offset};
 use super::ops::DeviceView;
 use super::publish;
 use super::slots::{self, AckWaitError, WriterGate};
+use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
@@ -166,13 +167,13 @@ impl ProbeTicker {
     }
 }
 
-/// How long a host-side wait for GPU work ([`Backoff`]) yields before it sleeps: waits
+/// How long a host-side wait for GPU work ([`host_wait`]) yields before it sleeps: waits
 /// within a 1 kHz loop's period (a frame landing: a 4 MB copy takes ~160 µs) keep a yield's
 /// latency; an idle wait pays this much of a core, then sleeps.
 const YIELD_PHASE: Duration = Duration::from_millis(1);
-/// A [`Backoff`]'s first sleep; each doubles, up to [`MAX_SLEEP`].
+/// A [`host_wait`]'s first sleep; each doubles, up to [`MAX_SLEEP`].
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
-/// A [`Backoff`]'s longest sleep: what a wait past its yield phase (a writer paced by a
+/// A [`host_wait`]'s longest sleep: what a wait past its yield phase (a writer paced by a
 /// slower consumer's acknowledgements, a consumer's `synchronize` at a slow rate) sees its
 /// event late by, at most (plus the timer's slack, ~50 µs).
 const MAX_SLEEP: Duration = Duration::from_micros(100);
@@ -180,59 +181,17 @@ const MAX_SLEEP: Duration = Duration::from_micros(100);
 /// The pauses between polls of a host-side wait for GPU work (a CUDA stream, a word it
 /// stores): yields for [`YIELD_PHASE`], then sleeps doubling from [`FIRST_SLEEP`] to
 /// [`MAX_SLEEP`]. An idle wait then costs ~10 000 short wakes a second, not a core.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    yield_until: Instant,
-    sleep: Duration,
+pub(crate) fn host_wait() -> Backoff {
+    Backoff::yielding_for(YIELD_PHASE, Sleeps::new(FIRST_SLEEP, MAX_SLEEP))
 }
 
-impl Backoff {
-    /// A wait starting now.
-    pub(crate) fn new() -> Self {
-        Self {
-            yield_until: Instant::now() + YIELD_PHASE,
-            sleep: FIRST_SLEEP,
-        }
-    }
-
-    /// One pause: a yield early in the wait, later a sleep, never past `deadline`.
-    pub(crate) fn pause(&mut self, deadline: Option<Instant>) {
-        let now = Instant::now();
-        if now < self.yield_until {
-            std::thread::yield_now();
-            return;
-        }
-        let left = deadline.map_or(MAX_SLEEP, |d| d.saturating_duration_since(now));
-        std::thread::sleep(self.sleep.min(left));
-        self.sleep = (self.sleep * 2).min(MAX_SLEEP);
-    }
-}
-
-/// Polls until `poll` answers, pausing between polls with a new [`Backoff`]; `None` once
+/// Polls until `poll` answers, pausing between polls as [`host_wait`] does; `None` once
 /// `deadline` has passed (after a last poll).
 pub(crate) fn poll_until<T>(
     deadline: Option<Instant>,
     poll: impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    poll_with(&mut Backoff::new(), deadline, poll)
-}
-
-/// [`poll_until`] with the pauses of `backoff`, which a wait made of several polls (each
-/// with its own deadline) keeps from one to the next.
-pub(crate) fn poll_with<T>(
-    backoff: &mut Backoff,
-    deadline: Option<Instant>,
-    mut poll: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    loop {
-        if let Some(t) = poll() {
-            return Some(t);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return None;
-        }
-        backoff.pause(deadline);
-    }
+    poll_with(&mut host_wait(), deadline, poll)
 }
 
 /// If the stream's GPU consumer has died (a zombie too), releases it (`own`: this process's
@@ -297,7 +256,7 @@ pub(crate) fn gate_writer(
     let timeout = s.default_timeout();
     let (mut probe, mut alive) = (ProbeTicker::within(timeout), true);
     let (mut backoff, deadline) = (
-        Backoff::new(),
+        host_wait(),
         crate::deadline::after(Instant::now(), Some(timeout)),
     );
     let got = slots::wait_ack(
@@ -537,7 +496,7 @@ impl<'s> GpuConsumer<'s> {
     /// [`Self::synchronize`] with the context bound: its errors are the stream query's own
     /// failure or the timeout.
     fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        self.wait_idle_with(&mut Backoff::new(), timeout)
+        self.wait_idle_with(&mut host_wait(), timeout)
     }
 
     /// [`Self::wait_idle`] pausing with `backoff` (kept across the calls of one wait).
@@ -578,7 +537,7 @@ impl GpuConsumer<'_> {
             return true;
         }
         // One backoff for the whole phase: each short wait starting its own would only yield.
-        let (start, mut backoff) = (Instant::now(), Backoff::new());
+        let (start, mut backoff) = (Instant::now(), host_wait());
         loop {
             self.a
                 .published_frame()
@@ -681,7 +640,7 @@ mod tests {
 
         // A wait made of short polls (a drop's settling, 1 ms each) keeps one backoff: each
         // starting its own would never get past its yield phase.
-        let (mut backoff, mut polls) = (Backoff::new(), 0u32);
+        let (mut backoff, mut polls) = (host_wait(), 0u32);
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(100) {
             let short = Instant::now() + Duration::from_millis(1);
