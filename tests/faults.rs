@@ -8,13 +8,16 @@
 mod common;
 
 use std::convert::Infallible;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param, runq_between, runq_wait,
-    say, unique_name,
+    ChildBuilder, Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param,
+    runq_between, runq_wait, say, unique_name,
 };
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 
@@ -95,47 +98,116 @@ fn check(buf: &[u32]) -> Result<u32, String> {
     Ok(seed)
 }
 
-// ----- observing other threads and processes without sleeping -----
-
-/// Whether some task of `pid` (or only `tid`) is parked in `futex` on the header of `name`
-/// (notify streams) or in a sleep (polling waits).
-fn parked_on(pid: u32, tid: Option<i64>, name: &str, notify: bool) -> bool {
-    let tids: Vec<i64> = match tid {
-        Some(t) => vec![t],
-        None => std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    tids.iter().any(|&t| match notify {
-        true => common::futex_parked_on_stream(pid, t as u32, name),
-        false => common::blocked_syscall(pid, t as u32)
-            .is_some_and(|(nr, _)| nr == libc::SYS_clock_nanosleep || nr == libc::SYS_nanosleep),
-    })
+/// [`check`] of the frame a `read` of `s` returns now (which must succeed).
+fn read_checked(s: &Stream) -> Result<u32, String> {
+    check(s.read::<u32>().unwrap().as_slice().unwrap())
 }
 
-/// Waits (yielding, with a deadline) until a reader is parked on the stream.
+// ----- the streams, lock files and children the tests set up -----
+
+/// A new stream of one `N`-element u32 frame, its readers woken by futex (`notify`) or
+/// polling.
+fn stream_notify(name: &str, notify: bool) -> Stream {
+    StreamOptions::new(name)
+        .shape(&[N])
+        .dtype(Dtype::U32)
+        .notify(notify)
+        .create()
+        .unwrap()
+}
+
+/// A new stream of one `N`-element u32 frame, `frame(seed)` written to it.
+fn stream_with_frame(name: &str, seed: u32) -> Stream {
+    let s = Stream::create(name, &[N], Dtype::U32).unwrap();
+    s.write_slice(&frame(seed)).unwrap();
+    s
+}
+
+/// A segment's file in `/dev/shm`, by its id.
+fn dev_shm(id: &str) -> PathBuf {
+    Path::new("/dev/shm").join(id)
+}
+
+/// Removes stream `name`'s lock file from its path (as a temporary-file cleaner does);
+/// returns the path.
+fn remove_lock_file(name: &str) -> PathBuf {
+    let path = shmstream::name::lock_path(name);
+    std::fs::remove_file(&path).unwrap();
+    path
+}
+
+/// A new file made at `path`, which must be free, as pyshmem's next lock makes a lock file.
+fn new_lock_file(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .unwrap()
+}
+
+/// Whether `flock(f, op)` succeeded.
+fn flock(f: &File, op: libc::c_int) -> bool {
+    // SAFETY: flock on a descriptor `f` owns, open for the whole call.
+    unsafe { libc::flock(f.as_raw_fd(), op) == 0 }
+}
+
+/// Whether an exclusive flock of `f`, taken without waiting, succeeded.
+fn try_flock(f: &File) -> bool {
+    flock(f, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+/// Another writer on stream `name` after its lock file was removed: a new file made at the
+/// path and locked (as pyshmem's next lock does), held until the file is dropped.
+fn another_writer_at_the_path(name: &str) -> File {
+    let f = new_lock_file(&shmstream::name::lock_path(name));
+    assert!(try_flock(&f), "could not lock the new file at the path");
+    f
+}
+
+/// Child role `role` (see [`child_entry`]) on stream `name`.
+fn role(role: &str, name: &str) -> ChildBuilder {
+    child("child_entry", role).param("name", name)
+}
+
+/// A child process holding stream `name`'s write lock until it is killed.
+fn lock_holder(name: &str) -> Proc {
+    let mut holder = role("lock_holder", name).spawn();
+    holder.expect_line("locked", LONG);
+    holder
+}
+
+/// A child process parked in a `read_new` of stream `name` (with a 20 s timeout); it says
+/// how the wait ended in a `woke` line.
+fn reader_parked_in_a_child(name: &str, notify: bool) -> Proc {
+    let mut waiting = role("waiting_reader", name).spawn();
+    let tid = waiting.expect_line("waiting", LONG).parse().unwrap();
+    common::wait_parked_on_stream(waiting.pid(), tid, name, notify);
+    waiting
+}
+
+/// What an `attached` child's read, write and unlink give after the parent's go.
+fn attached_after_go(att: &mut Proc) -> (String, String, String) {
+    att.send_line("go");
+    let read = att.expect_line("read", LONG);
+    let write = att.expect_line("write", LONG);
+    (read, write, att.expect_line("unlink", LONG))
+}
+
+// ----- observing other threads and processes without sleeping -----
+
 /// A child process inside a write's bracket on stream `name`, its frame half filled, until
 /// it is killed.
 fn writer_stuck_inside(name: &str) -> Proc {
-    let mut w = child("child_entry", "stuck_writer")
-        .param("name", name)
-        .spawn();
+    let mut w = role("stuck_writer", name).spawn();
     w.expect_line("inside", LONG);
     w
 }
 
-fn wait_parked(pid: u32, tid: Option<i64>, name: &str, notify: bool) {
-    let deadline = Instant::now() + LONG;
-    while !parked_on(pid, tid, name, notify) {
-        assert!(
-            Instant::now() < deadline,
-            "reader never parked on '{name}' (notify={notify})"
-        );
-        std::thread::yield_now();
-    }
+/// Waits (yielding, up to [`LONG`]) until thread `tid` of this process is parked on stream
+/// `name`: in `futex` on its header (`notify`) or in a sleep (a polling wait).
+fn wait_parked(tid: i64, name: &str, notify: bool) {
+    common::wait_parked_on_stream(std::process::id(), tid as u32, name, notify);
 }
 
 /// Runs `wait` on a detached thread; returns that thread's tid and the receiver of `wait`'s
@@ -164,52 +236,46 @@ fn ended_within<T>(end: &Receiver<T>, what: &str) -> T {
     }
 }
 
-/// Bytes of the stream's `_meta` segment, straight from `/dev/shm`.
-fn meta_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(format!("/dev/shm/{}", shmstream::name::meta_id(name))).unwrap()
+/// `W` bytes at `offset` of the stream's `_meta` segment, straight from `/dev/shm`.
+fn meta_bytes<const W: usize>(name: &str, offset: usize) -> [u8; W] {
+    let b = std::fs::read(dev_shm(&shmstream::name::meta_id(name))).unwrap();
+    b[offset..offset + W].try_into().unwrap()
 }
 
 fn lock_owner_pid(name: &str) -> i64 {
-    let b = meta_bytes(name);
-    let off = shmstream::format::offset::LOCK_OWNER_PID;
-    i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    i64::from_le_bytes(meta_bytes(name, shmstream::format::offset::LOCK_OWNER_PID))
 }
 
 /// The stream's lock stamps (owner pid, depth), straight from its `_meta` segment.
 fn lock_stamps(name: &str) -> (i64, u32) {
-    let b = meta_bytes(name);
-    let off = shmstream::format::offset::LOCK_DEPTH;
-    (
-        lock_owner_pid(name),
-        u32::from_le_bytes(b[off..off + 4].try_into().unwrap()),
-    )
+    let depth = meta_bytes(name, shmstream::format::offset::LOCK_DEPTH);
+    (lock_owner_pid(name), u32::from_le_bytes(depth))
 }
 
 /// Overwrites the stream's two lock stamps (as a writer killed between them leaves them).
 fn stamp_lock_fields(name: &str, pid: i64, depth: u32) {
-    use std::os::unix::fs::FileExt;
     stamp_lock_owner(name, pid);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
-        .unwrap()
-        .write_all_at(
-            &depth.to_le_bytes(),
-            shmstream::format::offset::LOCK_DEPTH as u64,
-        )
-        .unwrap();
+    stamp_meta_bytes(
+        name,
+        shmstream::format::offset::LOCK_DEPTH,
+        &depth.to_le_bytes(),
+    );
 }
 
-/// Overwrites an 8-byte word of the stream's `_meta` segment (as a process without the
-/// lock, or one killed mid-write, leaves it).
-fn stamp_meta(name: &str, offset: usize, value: i64) {
+/// Overwrites bytes at `offset` of the stream's `_meta` segment (as a process without the
+/// lock, or one killed mid-write, leaves them).
+fn stamp_meta_bytes(name: &str, offset: usize, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let meta = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
+        .open(dev_shm(&shmstream::name::meta_id(name)))
         .unwrap();
-    meta.write_all_at(&value.to_le_bytes(), offset as u64)
-        .unwrap();
+    meta.write_all_at(bytes, offset as u64).unwrap();
+}
+
+/// Overwrites an 8-byte word of the stream's `_meta` segment.
+fn stamp_meta(name: &str, offset: usize, value: i64) {
+    stamp_meta_bytes(name, offset, &value.to_le_bytes());
 }
 
 /// Overwrites the stream's lock owner stamp in its `_meta` segment.
@@ -220,9 +286,8 @@ fn stamp_lock_owner(name: &str, pid: i64) {
 
 /// The stream's lock depth stamp in its `_meta` segment.
 fn lock_depth(name: &str) -> i64 {
-    let b = meta_bytes(name);
-    let off = shmstream::format::offset::LOCK_DEPTH;
-    i64::from(u32::from_le_bytes(b[off..off + 4].try_into().unwrap()))
+    let depth = meta_bytes(name, shmstream::format::offset::LOCK_DEPTH);
+    i64::from(u32::from_le_bytes(depth))
 }
 
 /// Overwrites the stream's write sequence in its `_meta` segment (an odd one: a writer
@@ -360,11 +425,9 @@ fn child_entry() {
         }
         // Opens the lock file and waits in a blocking flock on it, as pyshmem's lock does.
         "flock_waiter" => {
-            use std::os::fd::AsRawFd;
-            let f = std::fs::File::open(shmstream::name::lock_path(&name)).unwrap();
+            let f = File::open(shmstream::name::lock_path(&name)).unwrap();
             say("opened");
-            // SAFETY: flock on a descriptor this process owns.
-            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+            assert!(flock(&f, libc::LOCK_EX), "flock of the lock file failed");
             say("locked");
             block_on_stdin();
         }
@@ -379,17 +442,18 @@ fn child_entry() {
         // after the parent's go.
         "attached" => {
             let s = Stream::open(&name).unwrap();
-            let seed = check(s.read::<u32>().unwrap().as_slice().unwrap()).unwrap();
+            let seed = read_checked(&s).unwrap();
             say(&format!("attached {seed}"));
             block_on_stdin();
             say(&format!("read {}", kind(s.read::<u32>().map(|_| ()))));
             say(&format!("write {}", kind(s.write_slice(&frame(99)))));
             say(&format!("unlink {}", kind(s.unlink())));
         }
-        // Waits for a new frame with a long timeout and reports how it ended.
+        // Says the id of the thread that waits for a new frame with a long timeout, then
+        // reports how the wait ended.
         "waiting_reader" => {
             let s = Stream::open_readonly(&name).unwrap();
-            say("waiting");
+            say(&format!("waiting {}", gettid()));
             let t = Instant::now();
             let r = s.read_new::<u32>(Some(Duration::from_secs(20)));
             say(&format!(
@@ -506,12 +570,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
     for notify in [true, false] {
         let name = unique_name(if notify { "kill-notify" } else { "kill-poll" });
         let _c = Cleanup::new([&name]);
-        let owner = StreamOptions::new(&name)
-            .shape(&[N])
-            .dtype(Dtype::U32)
-            .notify(notify)
-            .create()
-            .unwrap();
+        let owner = stream_notify(&name, notify);
         owner.write_slice_frame(&frame(0), 0).unwrap();
         // The time one slow write takes here, to spread kill points over a few writes.
         let t = Instant::now();
@@ -537,8 +596,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
             kills += 1;
             let ctx = format!("trial {trial} on '{name}' (notify={notify})");
             // The previous trial's writer is dead; a new one must recover the stream.
-            let mut w = child("child_entry", "slow_writer")
-                .param("name", &name)
+            let mut w = role("slow_writer", &name)
                 .param("seed", trial * 1_000_000)
                 .spawn();
             w.expect_line("ready", LONG);
@@ -629,10 +687,7 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
         }
         // The last kill is recovered by the owner itself.
         owner.write_slice_frame(&frame(7), 7).unwrap();
-        assert_eq!(
-            check(owner.read::<u32>().unwrap().as_slice().unwrap()),
-            Ok(7)
-        );
+        assert_eq!(read_checked(&owner), Ok(7));
     }
     let (own, latency, runq) = worst;
     eprintln!(
@@ -684,20 +739,6 @@ fn read_across_kill<K>(
     })
 }
 
-/// Starts a writer that blocks inside its bracket, reads across its kill
-/// ([`read_across_kill`]), and checks that the reader reports it within 100 ms, that the
-/// half-written frame is never returned, and that the next writer recovers.
-fn dead_writer_is_reported(
-    owner: &Stream,
-    name: &str,
-    reader: &Stream,
-    wait_new: bool,
-    ctx: &str,
-    waiting: impl FnOnce(i64),
-) {
-    dead_writer_is_reported_after(owner, name, reader, wait_new, ctx, waiting, Death::Reaped)
-}
-
 /// How the stuck writer dies.
 #[derive(Debug, Clone, Copy)]
 enum Death {
@@ -710,7 +751,9 @@ enum Death {
     PidReused,
 }
 
-/// [`dead_writer_is_reported`], the writer dying as `death` says.
+/// Starts a writer that blocks inside its bracket, reads across its death as `death` says
+/// ([`read_across_kill`]), and checks that the reader reports it within 100 ms, that the
+/// half-written frame is never returned, and that the next writer recovers.
 fn dead_writer_is_reported_after(
     owner: &Stream,
     name: &str,
@@ -742,11 +785,7 @@ fn dead_writer_is_reported_after(
         "{ctx}"
     );
     owner.write_slice_frame(&frame(2), 2).unwrap();
-    assert_eq!(
-        check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-        Ok(2),
-        "{ctx}"
-    );
+    assert_eq!(read_checked(reader), Ok(2), "{ctx}");
 }
 
 /// A reader parked on the stream when the writer dies mid-write reports it within 100 ms,
@@ -782,17 +821,12 @@ fn parked_readers_report_a_writer_dying_as(death: Death, notify: bool) {
     let _serial = serial();
     let name = unique_name(&format!("parked-{death:?}"));
     let _c = Cleanup::new([&name]);
-    let owner = StreamOptions::new(&name)
-        .shape(&[N])
-        .dtype(Dtype::U32)
-        .notify(notify)
-        .create()
-        .unwrap();
+    let owner = stream_notify(&name, notify);
     owner.write_slice_frame(&frame(1), 1).unwrap();
     for wait_new in [false, true] {
         let reader = Stream::open_readonly(&name).unwrap();
         let ctx = format!("{death:?}, notify={notify} read_new={wait_new}");
-        let parked = |tid| wait_parked(std::process::id(), Some(tid), &name, notify);
+        let parked = |tid| wait_parked(tid, &name, notify);
         dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, parked, death);
     }
 }
@@ -817,7 +851,8 @@ fn reader_spinning_or_yielding_when_the_writer_dies_reports_it_within_100ms() {
             let ctx = format!("{strategy:?} read_new={wait_new}");
             // Killed while the reader waits on the open bracket or is about to: either way
             // it must find the writer dead.
-            dead_writer_is_reported(&owner, &name, &reader, wait_new, &ctx, |_| {});
+            let death = Death::Reaped;
+            dead_writer_is_reported_after(&owner, &name, &reader, wait_new, &ctx, |_| {}, death);
         }
     }
 }
@@ -837,8 +872,7 @@ fn a_helper_forked_by_a_writer_killed_mid_write_does_not_keep_its_lock() {
         let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
         owner.write_slice_frame(&frame(1), 1).unwrap();
         owner.set_default_timeout(Duration::from_secs(5));
-        let mut w = child("child_entry", "forking_stuck_writer")
-            .param("name", &name)
+        let mut w = role("forking_stuck_writer", &name)
             .param("fork_at", fork_at)
             .spawn();
         // Dropped (killed) before `w`, whose stdin it waits on: it cannot have ended, and its
@@ -856,11 +890,7 @@ fn a_helper_forked_by_a_writer_killed_mid_write_does_not_keep_its_lock() {
         owner
             .write_slice_frame(&frame(2), 2)
             .unwrap_or_else(|e| panic!("fork at {fork_at}: the next write: {e}"));
-        assert_eq!(
-            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-            Ok(2),
-            "fork at {fork_at}"
-        );
+        assert_eq!(read_checked(&reader), Ok(2), "fork at {fork_at}");
         assert!(helper.alive(), "fork at {fork_at}: the helper ended early");
     }
 }
@@ -870,13 +900,9 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
     let _serial = serial();
     let name = unique_name("lockkill");
     let _c = Cleanup::new([&name]);
-    let owner = Arc::new(Stream::create(&name, &[N], Dtype::U32).unwrap());
-    owner.write_slice(&frame(5)).unwrap();
+    let owner = Arc::new(stream_with_frame(&name, 5));
     // Killed and reaped on drop, so also when this test fails before its kill below.
-    let mut holder = child("child_entry", "lock_holder")
-        .param("name", &name)
-        .spawn();
-    holder.expect_line("locked", LONG);
+    let mut holder = lock_holder(&name);
     assert_eq!(lock_owner_pid(&name), i64::from(holder.pid()));
     // Creating the name again says it is taken, without waiting for the held lock (that
     // wait timed out after 5 s, and its remedy, a longer timeout, could not help).
@@ -896,10 +922,7 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
         Err(Error::Timeout { .. })
     ));
     owner.set_default_timeout(Duration::from_secs(5));
-    assert_eq!(
-        check(owner.read::<u32>().unwrap().as_slice().unwrap()),
-        Ok(5)
-    );
+    assert_eq!(read_checked(&owner), Ok(5));
     // A writer waiting for it with a timeout too long for the clock (what callers pass to
     // mean "forever") waits, parked, and takes it as soon as its holder is dead.
     let waiting = owner.clone();
@@ -911,22 +934,16 @@ fn lock_holder_killed_releases_the_lock_to_the_next_writer() {
         g.write_slice(&frame(8)).unwrap();
         at
     });
-    wait_parked(std::process::id(), Some(tid), &name, false);
+    wait_parked(tid, &name, false);
     holder.kill();
     let t = Instant::now();
     let took = ended_within(&end, "a writer waiting for a killed holder's lock")
         .saturating_duration_since(t);
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    assert_eq!(
-        check(owner.read::<u32>().unwrap().as_slice().unwrap()),
-        Ok(8)
-    );
+    assert_eq!(read_checked(&owner), Ok(8));
     assert_eq!(lock_owner_pid(&name), 0);
     // Still usable by a fresh writer process too.
-    let mut w = child("child_entry", "slow_writer")
-        .param("name", &name)
-        .param("seed", 100)
-        .spawn();
+    let mut w = role("slow_writer", &name).param("seed", 100).spawn();
     w.expect_line("ready", LONG);
     w.kill();
 }
@@ -940,8 +957,7 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     let _serial = serial();
     let name = unique_name("stamps");
     let _c = Cleanup::new([&name]);
-    let owner = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    owner.write_slice(&frame(3)).unwrap();
+    let _owner = stream_with_frame(&name, 3);
     // (owner, depth) left by a death after the first of the two stores in lock / unlock.
     for (pid, depth) in [(0i64, 1u32), (999_999_999, 0), (0, 3)] {
         let ctx = format!("owner {pid} depth {depth}");
@@ -957,18 +973,8 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
         let w = Stream::open(&name).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
         assert_eq!(lock_stamps(&name), (0, 0), "{ctx}: after open");
         w.write_slice(&frame(4)).unwrap();
-        assert_eq!(
-            check(
-                Stream::open_readonly(&name)
-                    .unwrap()
-                    .read::<u32>()
-                    .unwrap()
-                    .as_slice()
-                    .unwrap()
-            ),
-            Ok(4),
-            "{ctx}"
-        );
+        let fresh = Stream::open_readonly(&name).unwrap();
+        assert_eq!(read_checked(&fresh), Ok(4), "{ctx}");
         // And so does `stat`.
         stamp_lock_fields(&name, pid, depth);
         let st = shmstream::stat(&name);
@@ -977,10 +983,7 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     }
     // A lock somebody holds keeps its stamps, however they look: they are its holder's (one
     // alive between its two stores is done in a moment), not a dead writer's leftovers.
-    let mut holder = child("child_entry", "lock_holder")
-        .param("name", &name)
-        .spawn();
-    holder.expect_line("locked", LONG);
+    let mut holder = lock_holder(&name);
     let planted = (999_999_999, 0);
     stamp_lock_fields(&name, planted.0, planted.1);
     let listed = shmstream::list_streams().map(|l| l.contains(&name));
@@ -1016,13 +1019,9 @@ fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
     let _serial = serial();
     let name = unique_name("lockgone");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
-    std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
-    let mut holder = child("child_entry", "lock_holder")
-        .param("name", &name)
-        .spawn();
-    holder.expect_line("locked", LONG);
+    let s = stream_with_frame(&name, 1);
+    remove_lock_file(&name);
+    let mut holder = lock_holder(&name);
     // The path is looked at every 20 ms at most: within a few periods a lock finds it.
     let t = Instant::now();
     let waited_for_the_holder = loop {
@@ -1041,7 +1040,7 @@ fn a_lock_file_removed_under_a_live_stream_is_followed_to_the_new_one() {
     );
     holder.kill();
     s.write_slice(&frame(2)).unwrap();
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    assert_eq!(read_checked(&s), Ok(2));
 }
 
 /// A producer that keeps the write lock (a guard for its whole run) follows a lock file
@@ -1055,16 +1054,11 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     let name = unique_name("lockgone-guard");
     let _c = Cleanup::new([&name]);
     let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    let mut producer = child("child_entry", "guard_writer")
-        .param("name", &name)
-        .spawn();
+    let mut producer = role("guard_writer", &name).spawn();
     producer.expect_line("locked", LONG);
-    let mut waiter = child("child_entry", "flock_waiter")
-        .param("name", &name)
-        .spawn();
+    let mut waiter = role("flock_waiter", &name).spawn();
     waiter.expect_line("opened", LONG);
-    let path = shmstream::name::lock_path(&name);
-    std::fs::remove_file(&path).unwrap();
+    let path = remove_lock_file(&name);
     // The holder looks at the path every 20 ms at most, at a write.
     let deadline = Instant::now() + LONG;
     let mut wrote = 0;
@@ -1093,7 +1087,7 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     waiter.expect_line("locked", LONG);
     drop(waiter);
     s.write_slice(&frame(50)).unwrap();
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(50));
+    assert_eq!(read_checked(&s), Ok(50));
 }
 
 /// Two threads of one process writing in turns (each holds the lock while the other takes
@@ -1103,7 +1097,6 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
 /// one at the path.
 #[test]
 fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
-    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let _serial = serial();
     let name = unique_name("lockgone-turns");
@@ -1136,8 +1129,7 @@ fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
         assert!(Instant::now() < deadline, "the writers never got going");
         std::thread::yield_now();
     }
-    let path = shmstream::name::lock_path(&name);
-    std::fs::remove_file(&path).unwrap();
+    let path = remove_lock_file(&name);
     // The path is looked at every 20 ms at most: a move makes the file there again.
     let removed = Instant::now();
     // Bounded long: the failure this guards against is never moving.
@@ -1148,9 +1140,8 @@ fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
         moved = path.exists();
         if moved {
             // And the writers lock it: a writer's hold keeps a fresh open out.
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY: flock on a descriptor this thread owns.
-            excluded = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+            let f = File::open(&path).unwrap();
+            excluded = !try_flock(&f);
         }
         std::thread::yield_now();
     }
@@ -1167,7 +1158,7 @@ fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
         "the writers kept the removed lock file for {bound:?} ({done:?} writes)"
     );
     assert!(excluded, "the writers do not lock the file at the path");
-    let seed = check(s.read::<u32>().unwrap().as_slice().unwrap()).unwrap();
+    let seed = read_checked(&s).unwrap();
     assert!(seed > 0);
 }
 
@@ -1182,8 +1173,7 @@ fn a_removed_lock_directory_is_made_again_by_the_writer() {
         let name = unique_name("lockdir-gone");
         let _c = Cleanup::new([&name]);
         let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-        let path = shmstream::name::lock_path(&name);
-        std::fs::remove_file(&path).unwrap();
+        let path = remove_lock_file(&name);
         std::fs::remove_dir(path.parent().unwrap()).unwrap();
         // Writes across several of the 20 ms path checks.
         let t = Instant::now();
@@ -1193,10 +1183,7 @@ fn a_removed_lock_directory_is_made_again_by_the_writer() {
             seed += 1;
             s.write_slice(&frame(seed)).unwrap();
         }
-        assert_eq!(
-            check(s.read::<u32>().unwrap().as_slice().unwrap()),
-            Ok(seed)
-        );
+        assert_eq!(read_checked(&s), Ok(seed));
         return;
     }
     if child_role().is_some() {
@@ -1216,10 +1203,9 @@ fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
     let _serial = serial();
     let name = unique_name("lockgone-live");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
+    let s = stream_with_frame(&name, 1);
     let mut writer = writer_stuck_inside(&name);
-    std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
+    remove_lock_file(&name);
     let r = s.read_new::<u32>(Some(Duration::from_millis(200)));
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     assert!(
@@ -1235,26 +1221,14 @@ fn a_writer_on_a_removed_lock_file_is_not_taken_for_dead() {
 /// live bracket invalid (readers then reported a false `Inconsistent`).
 #[test]
 fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() {
-    use std::os::fd::AsRawFd;
     let _serial = serial();
     let name = unique_name("lockgone-held-read");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
+    let s = stream_with_frame(&name, 1);
     let g = s.lock(Some(LONG)).unwrap();
-    let path = shmstream::name::lock_path(&name);
-    std::fs::remove_file(&path).unwrap();
-    // Another writer locks a new file at the path (as pyshmem's next lock makes it) and
-    // opens its bracket.
-    let other = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
-    // SAFETY: flock on a descriptor this thread owns.
-    let locked = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(locked, 0);
+    remove_lock_file(&name);
+    // Another writer locks a new file at the path and opens its bracket.
+    let other = another_writer_at_the_path(&name);
     stamp_sequence(&name, s.write_sequence() + 1);
     s.set_default_timeout(Duration::from_millis(200));
     let r = s.read::<u32>();
@@ -1269,7 +1243,7 @@ fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() 
     drop(other);
     g.write_slice(&frame(2)).unwrap();
     drop(g);
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    assert_eq!(read_checked(&s), Ok(2));
 }
 
 /// The same guard's thread unlinking the stream by name: the unlink's lock re-entered the
@@ -1278,31 +1252,18 @@ fn a_guard_on_a_removed_lock_file_does_not_take_a_writer_at_the_path_for_dead() 
 /// writer (`Timeout`, the stream left whole), and unlinks once the writer lets go.
 #[test]
 fn a_guard_on_a_removed_lock_file_does_not_unlink_under_a_writer_at_the_path() {
-    use std::os::fd::AsRawFd;
     let _serial = serial();
     let name = unique_name("lockgone-held-unlink");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
+    let s = stream_with_frame(&name, 1);
     let g = s.lock(Some(LONG)).unwrap();
-    let path = shmstream::name::lock_path(&name);
-    std::fs::remove_file(&path).unwrap();
-    // Another writer locks a new file at the path (as pyshmem's next lock makes it).
-    let other = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
-    // SAFETY: flock on a descriptor this thread owns.
-    let locked = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(locked, 0);
-    let payload =
-        std::path::PathBuf::from(format!("/dev/shm/{}", shmstream::name::segment_id(&name)));
+    remove_lock_file(&name);
+    let other = another_writer_at_the_path(&name);
+    let payload = dev_shm(&shmstream::name::segment_id(&name));
     let r = shmstream::unlink(&name);
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     assert!(payload.exists(), "unlinked under the writer at the path");
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(1));
+    assert_eq!(read_checked(&s), Ok(1));
     drop(other);
     shmstream::unlink(&name).unwrap();
     assert!(!payload.exists());
@@ -1317,46 +1278,34 @@ fn a_guard_on_a_removed_lock_file_does_not_unlink_under_a_writer_at_the_path() {
 /// and writes on; its drop lets both go.
 #[test]
 fn a_guard_on_a_removed_lock_file_reports_a_writer_dead_at_the_path() {
-    use std::os::fd::AsRawFd;
     let _serial = serial();
     let name = unique_name("lockgone-held-dead");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
-    let path = shmstream::name::lock_path(&name);
-    let removed = std::fs::File::open(&path).unwrap();
+    let s = stream_with_frame(&name, 1);
+    let removed = File::open(shmstream::name::lock_path(&name)).unwrap();
     let g = s.lock(Some(LONG)).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let path = remove_lock_file(&name);
     // The dead writer's file at the path: made, its flock gone with it.
-    let at_path = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
+    let at_path = new_lock_file(&path);
     stamp_sequence(&name, s.write_sequence() + 1);
     s.set_default_timeout(Duration::from_secs(2));
     let r = s.read::<u32>();
     assert!(matches!(r, Err(Error::Inconsistent { .. })), "{r:?}");
     // The guard holds both files now.
-    let try_lock = |f: &std::fs::File| {
-        // SAFETY: flock on a descriptor this thread owns.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-    };
-    let fresh = std::fs::File::open(&path).unwrap();
+    let fresh = File::open(&path).unwrap();
     assert!(
-        !try_lock(&fresh),
+        !try_flock(&fresh),
         "the guard does not hold the file at the path"
     );
-    assert!(!try_lock(&removed), "the guard let the removed file go");
+    assert!(!try_flock(&removed), "the guard let the removed file go");
     g.write_slice(&frame(2)).unwrap();
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    assert_eq!(read_checked(&s), Ok(2));
     drop(g);
-    assert!(try_lock(&fresh), "the file at the path is still locked");
-    assert!(try_lock(&removed), "the removed file is still locked");
+    assert!(try_flock(&fresh), "the file at the path is still locked");
+    assert!(try_flock(&removed), "the removed file is still locked");
     drop((fresh, at_path, removed));
     s.write_slice(&frame(3)).unwrap();
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(3));
+    assert_eq!(read_checked(&s), Ok(3));
 }
 
 /// The guard thread's wait without a timeout, in the same state: it ended never (the
@@ -1366,15 +1315,13 @@ fn a_guard_threads_untimed_wait_reports_a_writer_dead_at_the_path() {
     let _serial = serial();
     let name = unique_name("lockgone-held-wait");
     let _c = Cleanup::new([&name]);
-    let s = Arc::new(Stream::create(&name, &[N], Dtype::U32).unwrap());
-    s.write_slice(&frame(1)).unwrap();
+    let s = Arc::new(stream_with_frame(&name, 1));
     let (_tid, end) = detached({
         let (s, name) = (s.clone(), name.clone());
         move || {
             let g = s.lock(Some(LONG)).unwrap();
-            let path = shmstream::name::lock_path(&name);
-            std::fs::remove_file(&path).unwrap();
-            let at_path = std::fs::File::create_new(&path).unwrap();
+            let path = remove_lock_file(&name);
+            let at_path = new_lock_file(&path);
             stamp_sequence(&name, s.write_sequence() + 1);
             let r = s
                 .wait_for_count(s.count(), None)
@@ -1386,7 +1333,7 @@ fn a_guard_threads_untimed_wait_reports_a_writer_dead_at_the_path() {
     });
     let r = ended_within(&end, "the guard thread's untimed wait");
     assert_eq!(r, Err("Inconsistent".to_owned()));
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    assert_eq!(read_checked(&s), Ok(2));
 }
 
 /// A writer killed mid-write, then its stream unlinked as pyshmem does (segments removed,
@@ -1397,15 +1344,14 @@ fn a_dead_writers_stream_unlinked_leaving_its_header_is_stale() {
     let _serial = serial();
     let name = unique_name("dead-unlinked");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
+    let s = stream_with_frame(&name, 1);
     let mut writer = writer_stuck_inside(&name);
     writer.kill();
     for id in [
         shmstream::name::segment_id(&name),
         shmstream::name::meta_id(&name),
     ] {
-        std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+        std::fs::remove_file(dev_shm(&id)).unwrap();
     }
     let r = s.read::<u32>();
     assert!(matches!(r, Err(Error::Stale { .. })), "{r:?}");
@@ -1419,32 +1365,21 @@ fn unlink_while_another_process_is_attached_makes_its_handle_stale() {
     for notify in [true, false] {
         let name = unique_name("unlink-att");
         let _c = Cleanup::new([&name]);
-        let owner = StreamOptions::new(&name)
-            .shape(&[N])
-            .dtype(Dtype::U32)
-            .notify(notify)
-            .create()
-            .unwrap();
+        let owner = stream_notify(&name, notify);
         owner.write_slice(&frame(11)).unwrap();
-        let mut att = child("child_entry", "attached")
-            .param("name", &name)
-            .spawn();
+        let mut att = role("attached", &name).spawn();
         assert_eq!(att.expect_line("attached", LONG), "11");
-        let mut waiting = child("child_entry", "waiting_reader")
-            .param("name", &name)
-            .spawn();
-        waiting.expect_line("waiting", LONG);
-        wait_parked(waiting.pid(), None, &name, notify);
+        let mut waiting = reader_parked_in_a_child(&name, notify);
         shmstream::unlink(&name).unwrap();
         // The parked reader wakes with Stale, long before its 20 s timeout.
         let woke = waiting.expect_line("woke", LONG);
         let (what, ms) = woke.split_once(' ').unwrap();
         assert_eq!(what, "Stale", "notify={notify}");
         assert!(ms.parse::<u64>().unwrap() < 20_000);
-        att.send_line("go");
-        assert_eq!(att.expect_line("read", LONG), "Stale", "notify={notify}");
-        assert_eq!(att.expect_line("write", LONG), "Stale", "notify={notify}");
-        assert_eq!(att.expect_line("unlink", LONG), "Stale", "notify={notify}");
+        let (read, write, unlink) = attached_after_go(&mut att);
+        assert_eq!(read, "Stale", "notify={notify}");
+        assert_eq!(write, "Stale", "notify={notify}");
+        assert_eq!(unlink, "Stale", "notify={notify}");
         att.wait_success(LONG);
         waiting.wait_success(LONG);
         assert!(matches!(owner.read::<u32>(), Err(Error::Stale { .. })));
@@ -1463,21 +1398,11 @@ fn a_payload_unlinked_without_its_meta_makes_every_handle_stale() {
     for notify in [true, false] {
         let name = unique_name("payload-gone");
         let _c = Cleanup::new([&name]);
-        let owner = StreamOptions::new(&name)
-            .shape(&[N])
-            .dtype(Dtype::U32)
-            .notify(notify)
-            .create()
-            .unwrap();
+        let owner = stream_notify(&name, notify);
         owner.write_slice(&frame(31)).unwrap();
         let reader = Stream::open(&name).unwrap();
-        let mut waiting = child("child_entry", "waiting_reader")
-            .param("name", &name)
-            .spawn();
-        waiting.expect_line("waiting", LONG);
-        wait_parked(waiting.pid(), None, &name, notify);
-        let payload = format!("/dev/shm/{}", shmstream::name::segment_id(&name));
-        std::fs::remove_file(payload).unwrap();
+        let mut waiting = reader_parked_in_a_child(&name, notify);
+        std::fs::remove_file(dev_shm(&shmstream::name::segment_id(&name))).unwrap();
         // Its wait looks at the files every 20 ms: long before its 20 s timeout.
         let woke = waiting.expect_line("woke", LONG);
         assert_eq!(woke.split_once(' ').unwrap().0, "Stale", "notify={notify}");
@@ -1504,21 +1429,13 @@ fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
     let _serial = serial();
     let name = unique_name("recreate");
     let _c = Cleanup::new([&name]);
-    let old = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    old.write_slice(&frame(21)).unwrap();
+    let old = stream_with_frame(&name, 21);
     let old_reader = Stream::open_readonly(&name).unwrap();
-    let mut att = child("child_entry", "attached")
-        .param("name", &name)
-        .spawn();
+    let mut att = role("attached", &name).spawn();
     assert_eq!(att.expect_line("attached", LONG), "21");
 
     shmstream::unlink(&name).unwrap();
-    let new = StreamOptions::new(&name)
-        .shape(&[N])
-        .dtype(Dtype::U32)
-        .notify(true)
-        .create()
-        .unwrap();
+    let new = stream_notify(&name, true);
     new.write_slice_frame(&frame(22), 22).unwrap();
     let before = shmstream::stat(&name).unwrap();
 
@@ -1538,10 +1455,10 @@ fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
         Err(Error::Stale { .. })
     ));
     assert!(matches!(old.unlink(), Err(Error::Stale { .. })));
-    att.send_line("go");
-    assert_eq!(att.expect_line("read", LONG), "Stale");
-    assert_eq!(att.expect_line("write", LONG), "Stale");
-    assert_eq!(att.expect_line("unlink", LONG), "Stale");
+    let (read, write, unlink) = attached_after_go(&mut att);
+    assert_eq!(read, "Stale");
+    assert_eq!(write, "Stale");
+    assert_eq!(unlink, "Stale");
     att.wait_success(LONG);
     drop(old);
 
@@ -1555,7 +1472,7 @@ fn unlink_and_recreate_leaves_old_handles_stale_and_the_new_stream_untouched() {
     assert_eq!(p.info.frame_id, 22);
     assert_eq!(r.instance_id(), new.instance_id());
     new.write_slice(&frame(24)).unwrap();
-    assert_eq!(check(r.read::<u32>().unwrap().as_slice().unwrap()), Ok(24));
+    assert_eq!(read_checked(&r), Ok(24));
 }
 
 #[test]
@@ -1566,12 +1483,7 @@ fn close_wakes_a_blocked_reader_with_closed() {
         for timeout in [None, Some(LONG), Some(Duration::MAX)] {
             let name = unique_name("close");
             let _c = Cleanup::new([&name]);
-            let w = StreamOptions::new(&name)
-                .shape(&[N])
-                .dtype(Dtype::U32)
-                .notify(notify)
-                .create()
-                .unwrap();
+            let w = stream_notify(&name, notify);
             w.write_slice(&frame(1)).unwrap();
             let r = Arc::new(Stream::open_readonly(&name).unwrap());
             let waiting = r.clone();
@@ -1580,7 +1492,7 @@ fn close_wakes_a_blocked_reader_with_closed() {
                 let runq = runq_wait(gettid());
                 (e, Instant::now(), runq)
             });
-            wait_parked(std::process::id(), Some(tid), &name, notify);
+            wait_parked(tid, &name, notify);
             // Timed from before the close, so a slow close counts; less the waiting
             // thread's run-queue wait from then to its wake, and this thread's during the
             // close (the bound errs toward the host where both waited at once).
@@ -1607,7 +1519,7 @@ fn close_wakes_a_blocked_reader_with_closed() {
             // Only that handle is closed.
             assert!(matches!(r.read::<u32>(), Err(Error::Closed { .. })));
             w.write_slice(&frame(2)).unwrap();
-            assert_eq!(check(w.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+            assert_eq!(read_checked(&w), Ok(2));
         }
     }
 }
@@ -1651,12 +1563,7 @@ fn python_writer_killed_mid_write_is_reported_and_recovered() {
     for notify in [true, false] {
         let name = unique_name("py-kill");
         let _c = Cleanup::new([&name]);
-        let owner = StreamOptions::new(&name)
-            .shape(&[N])
-            .dtype(Dtype::U32)
-            .notify(notify)
-            .create()
-            .unwrap();
+        let owner = stream_notify(&name, notify);
         owner.write_slice_frame(&frame(31), 31).unwrap();
         let reader = Stream::open_readonly(&name).unwrap();
 
@@ -1666,7 +1573,7 @@ fn python_writer_killed_mid_write_is_reported_and_recovered() {
         let (end, latency, runq) = read_across_kill(
             &reader,
             false,
-            |tid| wait_parked(std::process::id(), Some(tid), &name, notify),
+            |tid| wait_parked(tid, &name, notify),
             || p.kill_reaped(),
         );
         assert!(
@@ -1679,10 +1586,7 @@ fn python_writer_killed_mid_write_is_reported_and_recovered() {
         );
         // The next (Rust) writer recovers; a Python reader sees the new frame too.
         owner.write_slice_frame(&frame(32), 32).unwrap();
-        assert_eq!(
-            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-            Ok(32)
-        );
+        assert_eq!(read_checked(&reader), Ok(32));
         let mut pr = py_proc(&py, PY_READER, &name);
         assert_eq!(pr.expect_line("frame", LONG), "32");
         pr.wait_success(LONG);
@@ -1696,10 +1600,7 @@ fn python_writer_killed_mid_write_is_reported_and_recovered() {
         ));
         l.kill();
         owner.write_slice_frame(&frame(33), 33).unwrap();
-        assert_eq!(
-            check(reader.read::<u32>().unwrap().as_slice().unwrap()),
-            Ok(33)
-        );
+        assert_eq!(read_checked(&reader), Ok(33));
     }
 }
 
@@ -1711,8 +1612,7 @@ fn a_reader_racing_unlink_gets_stale_not_inconsistent() {
     for i in 0..50 {
         let name = unique_name("unlink-race");
         let _c = Cleanup::new([&name]);
-        let w = Stream::create(&name, &[N], Dtype::U32).unwrap();
-        w.write_slice(&frame(1)).unwrap();
+        let _w = stream_with_frame(&name, 1);
         let r = Stream::open_readonly(&name).unwrap();
         r.set_wait_strategy(shmstream::WaitStrategy::Spin);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1740,8 +1640,7 @@ fn a_lock_holder_reading_a_dead_writers_frame_keeps_its_lock_stamps() {
     let _serial = serial();
     let name = unique_name("held-read");
     let _c = Cleanup::new([&name]);
-    let s = Stream::create(&name, &[N], Dtype::U32).unwrap();
-    s.write_slice(&frame(1)).unwrap();
+    let s = stream_with_frame(&name, 1);
     let g = s.lock(Some(LONG)).unwrap();
     let me = i64::from(std::process::id());
     assert_eq!((lock_owner_pid(&name), lock_depth(&name)), (me, 1));
@@ -1758,5 +1657,5 @@ fn a_lock_holder_reading_a_dead_writers_frame_keeps_its_lock_stamps() {
     g.write_slice(&frame(2)).unwrap();
     drop(g);
     assert_eq!((lock_owner_pid(&name), lock_depth(&name)), (0, 0));
-    assert_eq!(check(s.read::<u32>().unwrap().as_slice().unwrap()), Ok(2));
+    assert_eq!(read_checked(&s), Ok(2));
 }
