@@ -697,8 +697,9 @@ fn watch_is_not_held_up_by_a_stalled_creation() {
         !stuck_rows.is_empty() && stuck_rows.iter().all(|l| l.ends_with(" state=unfinished")),
         "{stdout}"
     );
+    // Slack for a loaded machine starting a debug binary; the defect ran 10 s.
     assert!(
-        took < std::time::Duration::from_millis(2500),
+        took < std::time::Duration::from_millis(4500),
         "took {took:?}"
     );
 }
@@ -755,8 +756,9 @@ fn load_beside_a_stalled_creation_ends_within_its_timeout() {
             stderr.contains(&format!("'{name}'")) && stderr.contains("creation is unfinished"),
             "at work {at_work}: {stderr}"
         );
+        // Slack for a loaded machine starting a debug binary; the defect took 5 s or 15 s.
         assert!(
-            took < std::time::Duration::from_secs(2),
+            took < std::time::Duration::from_millis(4500),
             "at work {at_work}: took {took:?}"
         );
     }

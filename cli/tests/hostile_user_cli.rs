@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, is_root, unique_name};
@@ -162,6 +162,15 @@ impl Drop for Planted {
     }
 }
 
+/// A directory removed with its contents on drop (also when the test fails).
+struct RemovedDir(PathBuf);
+
+impl Drop for RemovedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Defect 3: `purge` run by a user (not root, so the sticky `/dev/shm` forbids removing
 /// another user's file) carries on past the stream it cannot remove, removes the others,
 /// reports the failure and exits 1; also when its stdout fails (`> /dev/full`, or a pipe
@@ -173,7 +182,10 @@ fn purge_carries_on_reports_each_failure_and_exits_1() {
         eprintln!("skipping: switching to another uid needs root");
         return;
     }
-    let lock_dir = std::env::temp_dir().join(format!("shmstream-hostile-{OTHER_UID}"));
+    // Not made here: the tool, run as OTHER_UID, makes it (private, its own). Unique to this
+    // run, and removed however the test ends.
+    let lock_dir = std::env::temp_dir().join(unique_name(&format!("hostile-locks-{OTHER_UID}")));
+    let _lock_dir = RemovedDir(lock_dir.clone());
     let as_other = |args: &[&str], stdout: Option<std::fs::File>| {
         let mut c = tool(args);
         c.uid(OTHER_UID)
@@ -281,19 +293,9 @@ fn a_closed_stdout_pipe_ends_the_tool_quietly() {
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // closed before the tool writes anything
-        let mut c = tool(&args);
-        c.stderr(Stdio::piped());
-        let mut child = c.stdout(writer).spawn().unwrap();
-        let deadline = Instant::now() + BOUND;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "{args:?} hung on a closed pipe");
-            std::thread::sleep(Duration::from_millis(5)); // polling a child's exit, not sync
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        // Bounded: a tool hung on the pipe is killed and reaped before the test fails.
+        let Ran { status, stderr, .. } = run_within_to(tool(&args), Some(writer));
         assert_eq!(
             status.signal(),
             Some(libc::SIGPIPE),
