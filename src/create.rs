@@ -24,6 +24,8 @@ use crate::segment::{self, Segment};
 use crate::stream::StreamOptions;
 use crate::{name, sys};
 
+pub(crate) use crate::sys::file_size_limit;
+
 /// What [`build`] hands to the new `Stream`.
 pub(crate) type Built = (
     Header,
@@ -162,20 +164,6 @@ pub(crate) fn stream_bytes(size: usize, history: usize) -> u64 {
     (size as u64)
         .saturating_add(META_BYTES as u64)
         .saturating_add(ring as u64)
-}
-
-/// This process's file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) in bytes; `None` when
-/// unlimited or unknown. Sizing a segment past it raises `SIGXFSZ`, whose default action
-/// kills the process ([`Segment::create`] refuses such a size first).
-pub(crate) fn file_size_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is valid for writes of one `rlimit` for the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
-    #[allow(clippy::unnecessary_cast)] // the field type differs between targets
-    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
 
 /// [`Error::FileSizeLimit`] when a segment of the stream (`size` payload bytes, `history`

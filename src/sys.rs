@@ -14,6 +14,26 @@ pub(crate) fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// The effective user id (the owner of the files this process creates).
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// This process's file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) in bytes; `None` when
+/// unlimited or unknown. Sizing a segment past it raises `SIGXFSZ`, whose default action
+/// kills the process (`Segment::create` refuses such a size first).
+pub(crate) fn file_size_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writes of one `rlimit` for the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+    #[allow(clippy::unnecessary_cast)] // the field type differs between targets
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+}
+
 /// Whether `dir` is a directory this process may create files in, as its effective uid
 /// (`faccessat(W_OK | X_OK, AT_EACCESS)`): Python's `tempfile` tries creating a file there,
 /// which a set-uid process does as its effective uid (`access` checks the real one).

@@ -40,11 +40,7 @@ fn refuse(path: &Path, reason: String) -> io::Error {
     })
 }
 
-/// The effective user id (the owner of the files this process creates).
-pub(crate) fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+pub(crate) use crate::sys::euid;
 
 /// Checks an opened file: a regular file owned by this process's effective user.
 pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
