@@ -362,12 +362,17 @@ impl Stream {
         let n = self.len;
         let mut v: Vec<T> = Vec::with_capacity(n);
         let ptr = v.as_mut_ptr();
+        let mut copied = false;
         let info = self.read_frame(want, timeout, op, |src| {
             // SAFETY: `src` is the host payload of `n` elements (checked above) and `ptr` the
             // spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
             unsafe { T::copy_from_shared(src, ptr, n) };
+            copied = true;
         })?;
-        // SAFETY: `read_frame` returned Ok, so `copy` ran and initialized all `n` elements.
+        // A frame the caller reads elsewhere (`Want::AfterOrAppended`: from the ring) copies
+        // nothing here; no caller of this function asks for one.
+        assert!(copied, "read_array: the frame was not copied");
+        // SAFETY: `copy` ran (checked above) and initialized all `n` elements.
         unsafe { v.set_len(n) };
         let info = self.record_read(info);
         let a =
