@@ -308,6 +308,14 @@ fn lock_owner_stamp(name: &str) -> i64 {
     i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
+/// A child named after a test this binary does not have runs nothing and exits 0 (libtest):
+/// its run fails rather than pass for a check that never ran.
+#[test]
+#[should_panic(expected = "ran no test")]
+fn a_child_of_a_test_this_binary_lacks_fails_its_run() {
+    child("no_test_is_named_this", "none").run(LONG);
+}
+
 #[test]
 fn parent_writes_child_reads_and_child_writes_parent_reads() {
     let name = unique_name("xproc");

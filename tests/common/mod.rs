@@ -413,12 +413,21 @@ impl ChildBuilder {
     pub fn spawn(self) -> Proc {
         Proc::spawn_labeled(self.cmd, self.label)
     }
-    /// Runs the child to completion (within `timeout`) and asserts it succeeded; returns its
-    /// protocol lines.
+    /// Runs the child to completion (within `timeout`) and asserts it succeeded and ran its
+    /// test (libtest exits 0 when no test has the name: a renamed test function must not
+    /// pass for a child that did nothing); returns its protocol lines.
     pub fn run(self, timeout: Duration) -> Vec<String> {
         let mut p = self.spawn();
         p.wait_success(timeout);
-        p.drain_lines()
+        let lines = p.drain_lines();
+        let ran = p
+            .raw
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.trim() == "running 1 test");
+        assert!(ran, "{}: ran no test\n{}", p.label, p.diagnostics());
+        lines
     }
 }
 
