@@ -549,22 +549,120 @@ fn a_frame_table_cut_short_by_a_full_disk_keeps_only_the_npy_frames_it_lists() {
     let _ = std::fs::remove_dir_all(out);
 }
 
-/// A library for `LD_PRELOAD` that puts each `.npy` cube and its `.frames.csv` table on one
-/// disk of `$SHARED_DISK_BYTES`: a `pwrite` to a table (known by its `/proc/self/fd` link)
-/// lands only as far as the disk has room beside its cube (`<stem>.npy`, at its size then),
-/// and with none fails with ENOSPC, as a full disk's does; every other write is left alone.
-/// (A file-size limit gives each file a room of its own: dropped frames free none for the
-/// table.) The recorder writes both with `pwrite64`.
-const SHARED_DISK: &str = r#"
+/// A fault-injecting library for `LD_PRELOAD`: its `name`, the libc calls it takes over
+/// and its own C `body`, which defines the static function they forward to.
+struct PreloadC {
+    name: &'static str,
+    wraps: Wraps,
+    body: &'static str,
+}
+
+/// The libc calls a [`PreloadC`] library takes over, each forwarding its arguments to one
+/// static function that the library's body defines.
+enum Wraps {
+    /// `pwrite` and `pwrite64`, to `int refusal(int fd, size_t *count, off_t at)`: the errno
+    /// the write fails with, or 0 to write its first `*count` bytes (which it may lower) with
+    /// the `pwrite64` system call.
+    Pwrite,
+    /// `open` and `open64`, to `int opened(const char *path, int flags, va_list ap)` (`ap`
+    /// holding the mode, if there is one).
+    Open,
+    /// `close`, to `int closed(int fd)`.
+    Close,
+    /// `statx`, to `int statted(int dirfd, const char *path, int flags, unsigned int mask,
+    /// struct statx *buf)`.
+    Statx,
+}
+
+/// The headers every [`PreloadC`] body may use, and `say`.
+const PRELOAD_HEADERS: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
+/* Writes `said` on stderr. */
+static void say(const char *said) {
+    (void)!write(2, said, strlen(said));
+}
+"#;
+
+/// The constructor of every [`PreloadC`] library: it writes `NAME loaded` on stderr, `NAME`
+/// standing for the library's name.
+const PRELOAD_LOADED: &str = r#"__attribute__((constructor)) static void loaded(void) {
+    say("NAME loaded\n");
+}
+"#;
+
+impl PreloadC {
+    /// The library's C source: the headers, its body, the wrappers of the calls it takes
+    /// over (`CALL` standing for each one's name) and its constructor.
+    fn source(&self) -> String {
+        let (calls, wrapper): (&[&str], &str) = match self.wraps {
+            Wraps::Pwrite => (
+                &["pwrite", "pwrite64"],
+                "ssize_t CALL(int fd, const void *buf, size_t count, off_t at) {
+    int err = refusal(fd, &count, at);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    return (ssize_t)syscall(SYS_pwrite64, fd, buf, count, at);
+}\n",
+            ),
+            Wraps::Open => (
+                &["open", "open64"],
+                "int CALL(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    int fd = opened(path, flags, ap);
+    va_end(ap);
+    return fd;
+}\n",
+            ),
+            Wraps::Close => (&["close"], "int CALL(int fd) { return closed(fd); }\n"),
+            Wraps::Statx => (
+                &["statx"],
+                "int CALL(int dirfd, const char *path, int flags, unsigned int mask, \
+                 struct statx *buf) {
+    return statted(dirfd, path, flags, mask, buf);
+}\n",
+            ),
+        };
+        let wrappers: String = calls.iter().map(|c| wrapper.replace("CALL", c)).collect();
+        let loaded = PRELOAD_LOADED.replace("NAME", self.name);
+        format!("{PRELOAD_HEADERS}{}{wrappers}{loaded}", self.body)
+    }
+
+    /// Builds the library into `dir` ([`preload_lib`]): `None` (said on stderr, `dir`
+    /// removed) without a C compiler.
+    fn build(&self, dir: &Path) -> Option<PathBuf> {
+        let lib = preload_lib(dir, self.name, &self.source());
+        if lib.is_none() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        lib
+    }
+}
+
+/// A library for `LD_PRELOAD` that puts each `.npy` cube and its `.frames.csv` table on one
+/// disk of `$SHARED_DISK_BYTES`: a `pwrite` to a table (known by its `/proc/self/fd` link)
+/// lands only as far as the disk has room beside its cube (`<stem>.npy`, at its size then),
+/// and with none fails with ENOSPC, as a full disk's does; every other write is left alone.
+/// (A file-size limit gives each file a room of its own: dropped frames free none for the
+/// table.) The recorder writes both with `pwrite64`.
+const SHARED_DISK: PreloadC = PreloadC {
+    name: "shared_disk",
+    wraps: Wraps::Pwrite,
+    body: r#"
 /* The bytes of `count` that a write at `at` to `fd` may put on the disk. */
 static size_t room(int fd, off_t at, size_t count) {
     static const char table[] = ".frames.csv";
@@ -590,25 +688,16 @@ static size_t room(int fd, off_t at, size_t count) {
     }
     return (unsigned long long)(end - at) < count ? (size_t)(end - at) : count;
 }
-static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
-    size_t fits = room(fd, at, count);
-    if (fits == 0 && count > 0) {
-        errno = ENOSPC;
-        return -1;
+static int refusal(int fd, size_t *count, off_t at) {
+    size_t fits = room(fd, at, *count);
+    if (fits == 0 && *count > 0) {
+        return ENOSPC;
     }
-    return (ssize_t)syscall(SYS_pwrite64, fd, buf, fits, at);
+    *count = fits;
+    return 0;
 }
-ssize_t pwrite(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-ssize_t pwrite64(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "shared_disk loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// A full disk that the `.npy` cube and its table share ([`SHARED_DISK`]) cuts the table
 /// short, and dropping frames makes room for it: only as many of the last frames are
@@ -618,8 +707,7 @@ __attribute__((constructor)) static void loaded(void) {
 #[test]
 fn a_frame_table_cut_short_on_a_disk_it_shares_with_its_npy_cube_drops_only_frames_it_needs() {
     let lib_dir = out_dir("rec-shared-disk-lib");
-    let Some(lib) = preload_lib(&lib_dir, "shared_disk", SHARED_DISK) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = SHARED_DISK.build(&lib_dir) else {
         return;
     };
     let (name, _c, s) = camera_shaped(&unique_name("rec-shared-disk"), &[64, 32], RING);
@@ -864,21 +952,21 @@ fn existing_recording_files_are_never_overwritten() {
 /// An `LD_PRELOAD` library that hides every `.fits` path from `statx` (what Rust's
 /// `symlink_metadata` calls): as if a file were put there just after the recorder checked
 /// that none is.
-const HIDE_FITS: &str = r#"
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf) {
+const HIDE_FITS: PreloadC = PreloadC {
+    name: "hide_fits",
+    wraps: Wraps::Statx,
+    body: r#"
+static int statted(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
     size_t n = strlen(path);
     if (n >= 5 && strcmp(path + n - 5, ".fits") == 0) {
-        (void)!write(2, "hide_fits: hidden\n", 18);
+        say("hide_fits: hidden\n");
         errno = ENOENT;
         return -1;
     }
     return syscall(SYS_statx, dirfd, path, flags, mask, buf);
 }
-"#;
+"#,
+};
 
 #[test]
 fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there_late() {
@@ -886,7 +974,7 @@ fn a_fits_cube_is_never_created_over_a_file_or_through_a_link_even_one_put_there
     let lib_dir = out_dir("rec-link-lib");
     // Without the library: refused by the check; with it: by the creation itself.
     let mut preloads = vec![None];
-    preloads.extend(preload_lib(&lib_dir, "hide_fits", HIDE_FITS).map(Some));
+    preloads.extend(HIDE_FITS.build(&lib_dir).map(Some));
     for preload in preloads {
         for kind in ["file", "link to a file", "dangling link"] {
             let out = out_dir("rec-link");
@@ -1355,45 +1443,22 @@ fn wait_parked_on(recorder: &mut Proc, name: &str) {
 /// A library for `LD_PRELOAD` whose `open` and `open64` stop the whole process (SIGSTOP)
 /// before creating (`O_CREAT`) a file whose path ends in `$STOP_AT_CREATE`, saying so on
 /// stderr; every file opens as usual (the `openat` system call) once it runs again.
-const STOP_AT_CREATE: &str = r#"
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+const STOP_AT_CREATE: PreloadC = PreloadC {
+    name: "stop_at_create",
+    wraps: Wraps::Open,
+    body: r#"
 static int opened(const char *path, int flags, va_list ap) {
     int mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
     const char *suffix = getenv("STOP_AT_CREATE");
     size_t n = strlen(path), k = suffix == NULL ? 0 : strlen(suffix);
     if (k > 0 && (flags & O_CREAT) && n >= k && strcmp(path + n - k, suffix) == 0) {
-        static const char said[] = "stop_at_create: stopped\n";
-        (void)!write(2, said, sizeof said - 1);
+        say("stop_at_create: stopped\n");
         raise(SIGSTOP);
     }
     return (int)syscall(SYS_openat, AT_FDCWD, path, flags, mode);
 }
-int open(const char *path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    int fd = opened(path, flags, ap);
-    va_end(ap);
-    return fd;
-}
-int open64(const char *path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    int fd = opened(path, flags, ap);
-    va_end(ap);
-    return fd;
-}
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "stop_at_create loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// Waits until `recorder` is stopped (by a signal), leaving that to be reported again
 /// (`WNOWAIT`); fails if it exits or `LONG` passes.
@@ -1435,8 +1500,7 @@ fn wait_stopped(recorder: &mut Proc) {
 #[test]
 fn frames_published_while_a_plain_stream_recorder_creates_its_first_file_are_not_lost() {
     let lib_dir = out_dir("rec-plain-create-lib");
-    let Some(lib) = preload_lib(&lib_dir, "stop_at_create", STOP_AT_CREATE) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = STOP_AT_CREATE.build(&lib_dir) else {
         return;
     };
     let name = unique_name("rec-plain-create");
@@ -2014,13 +2078,11 @@ fn record_preloaded(
 /// ([`CLOSE_REFUSED`]). The descriptor is closed for real first, as Linux closes it
 /// whatever `close` returns: the error comes after the fact, and a caller that retried
 /// would close a descriptor it no longer owns.
-const FAILING_CLOSE: &str = r#"
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int close(int fd) {
+const FAILING_CLOSE: PreloadC = PreloadC {
+    name: "failing_close",
+    wraps: Wraps::Close,
+    body: r#"
+static int closed(int fd) {
     const char *dir = getenv("PRELOAD_OUT_DIR");
     char link[40] = "/proc/self/fd/", digits[12], path[4096];
     ssize_t n = -1;
@@ -2047,18 +2109,14 @@ int close(int fd) {
     if (strncmp(path, dir, d) != 0 || path[d] != '/') {
         return 0;
     }
-    static const char said[] = "failing_close: refused ";
-    (void)!write(2, said, sizeof said - 1);
+    say("failing_close: refused ");
     (void)!write(2, path, (size_t)n);
-    (void)!write(2, "\n", 1);
+    say("\n");
     errno = EDQUOT;
     return -1;
 }
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "failing_close loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// What [`FAILING_CLOSE`] writes on stderr when the loader preloads it.
 const CLOSE_LOADED: &str = "failing_close loaded";
@@ -2073,7 +2131,8 @@ const CLOSE_REFUSED: &str = "failing_close: refused ";
 #[test]
 fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
     let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT).to_string();
-    let lib = ("failing_close", FAILING_CLOSE, CLOSE_LOADED);
+    let source = FAILING_CLOSE.source();
+    let lib = (FAILING_CLOSE.name, source.as_str(), CLOSE_LOADED);
     record_preloaded("rec-close", lib, &[], |format, st, diag, cubes| {
         assert_eq!(st.code(), Some(1), "{format}: {diag}");
         assert!(
@@ -2102,8 +2161,7 @@ fn a_write_error_reported_only_when_a_file_is_closed_fails_the_recording() {
 #[test]
 fn a_failed_close_stops_the_recording_before_the_next_file_fills() {
     let lib_dir = out_dir("rec-close-now-lib");
-    let Some(lib) = preload_lib(&lib_dir, "failing_close", FAILING_CLOSE) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = FAILING_CLOSE.build(&lib_dir) else {
         return;
     };
     let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT).to_string();
@@ -2170,24 +2228,20 @@ fn a_failed_close_stops_the_recording_before_the_next_file_fills() {
 /// `/proc/self/fd` link) waits until the file `$PRELOAD_RELEASE` exists (60 s at most), as
 /// a network file system's (NFS, CIFS, FUSE) waits for the write-back of the file, saying
 /// so on stderr first ([`CLOSE_HELD`]); every other descriptor closes at once.
-const HELD_CLOSE: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-int close(int fd) {
+const HELD_CLOSE: PreloadC = PreloadC {
+    name: "held_close",
+    wraps: Wraps::Close,
+    body: r#"
+static int closed(int fd) {
     const char *dir = getenv("PRELOAD_OUT_DIR"), *release = getenv("PRELOAD_RELEASE");
     char link[64], path[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = dir == NULL || release == NULL ? -1 : readlink(link, path, sizeof path - 1);
     size_t d = dir == NULL ? 0 : strlen(dir);
     if (n > 0 && (size_t)n > d && strncmp(path, dir, d) == 0 && path[d] == '/') {
-        static const char said[] = "held_close: holding ";
-        (void)!write(2, said, sizeof said - 1);
+        say("held_close: holding ");
         (void)!write(2, path, (size_t)n);
-        (void)!write(2, "\n", 1);
+        say("\n");
         struct timespec ms = {0, 1000000};
         for (int i = 0; i < 60000 && access(release, F_OK) != 0; i++) {
             nanosleep(&ms, NULL);
@@ -2195,11 +2249,8 @@ int close(int fd) {
     }
     return (int)syscall(SYS_close, fd);
 }
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "held_close loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// What [`HELD_CLOSE`] writes on stderr each time it holds a `close` (the path follows).
 const CLOSE_HELD: &str = "held_close: holding ";
@@ -2210,8 +2261,7 @@ const CLOSE_HELD: &str = "held_close: holding ";
 #[test]
 fn a_close_that_waits_for_the_write_back_loses_no_frame() {
     let lib_dir = out_dir("rec-held-close-lib");
-    let Some(lib) = preload_lib(&lib_dir, "held_close", HELD_CLOSE) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = HELD_CLOSE.build(&lib_dir) else {
         return;
     };
     let (name, _c, s) = camera("rec-held-close", 1024);
@@ -2266,44 +2316,29 @@ fn a_close_that_waits_for_the_write_back_loses_no_frame() {
 /// recorder's frame-axis card; frames, headers and tables are written in other sizes)
 /// fails with EIO, for the first `$FAILING_CARDS` of them (every one if unset), saying so
 /// on stderr.
-const FAILING_CARD: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <unistd.h>
+const FAILING_CARD: PreloadC = PreloadC {
+    name: "failing_card",
+    wraps: Wraps::Pwrite,
+    body: r#"
 static long refused;
-static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
+static int refusal(int fd, size_t *count, off_t at) {
+    (void)at;
     static const char fits[] = ".fits";
     const char *limit = getenv("FAILING_CARDS");
     char link[64], path[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = count == 80 ? readlink(link, path, sizeof path - 1) : -1;
+    ssize_t n = *count == 80 ? readlink(link, path, sizeof path - 1) : -1;
     size_t k = sizeof fits - 1;
     if (n >= (ssize_t)k && memcmp(path + n - k, fits, k) == 0
         && (limit == NULL || refused < atol(limit))) {
         refused++;
-        static const char said[] = "failing_card: refused\n";
-        (void)!write(2, said, sizeof said - 1);
-        errno = EIO;
-        return -1;
+        say("failing_card: refused\n");
+        return EIO;
     }
-    return (ssize_t)syscall(SYS_pwrite64, fd, buf, count, at);
+    return 0;
 }
-ssize_t pwrite(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-ssize_t pwrite64(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "failing_card loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// The `NAXIS3` value of the FITS file `bytes` and where its data unit starts.
 fn frame_axis(bytes: &[u8]) -> (usize, usize) {
@@ -2324,8 +2359,7 @@ fn frame_axis(bytes: &[u8]) -> (usize, usize) {
 #[test]
 fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
     let lib_dir = out_dir("rec-card-lib");
-    let Some(lib) = preload_lib(&lib_dir, "failing_card", FAILING_CARD) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = FAILING_CARD.build(&lib_dir) else {
         return;
     };
     let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
@@ -2373,21 +2407,17 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
 /// A library for `LD_PRELOAD` whose first `pwrite` to a `.frames.csv` table (with
 /// `$FAILING_NPY=table`), or second at offset 0 of a `.npy` cube (`header`: the header
 /// rewritten as the cube is finished), fails with EIO, saying so on stderr; only once.
-const FAILING_NPY: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <unistd.h>
+const FAILING_NPY: PreloadC = PreloadC {
+    name: "failing_npy",
+    wraps: Wraps::Pwrite,
+    body: r#"
 static int ends_with(const char *path, ssize_t n, const char *end) {
     size_t k = strlen(end);
     return n >= (ssize_t)k && memcmp(path + n - k, end, k) == 0;
 }
 static long headers, refused;
-static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
+static int refusal(int fd, size_t *count, off_t at) {
+    (void)count;
     const char *what = getenv("FAILING_NPY");
     char link[64], path[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -2397,24 +2427,13 @@ static ssize_t written(int fd, const void *buf, size_t count, off_t at) {
         && ++headers == 2;
     if (table || header) {
         refused++;
-        static const char said[] = "failing_npy: refused\n";
-        (void)!write(2, said, sizeof said - 1);
-        errno = EIO;
-        return -1;
+        say("failing_npy: refused\n");
+        return EIO;
     }
-    return (ssize_t)syscall(SYS_pwrite64, fd, buf, count, at);
+    return 0;
 }
-ssize_t pwrite(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-ssize_t pwrite64(int fd, const void *buf, size_t count, off_t at) {
-    return written(fd, buf, count, at);
-}
-__attribute__((constructor)) static void loaded(void) {
-    static const char said[] = "failing_npy loaded\n";
-    (void)!write(2, said, sizeof said - 1);
-}
-"#;
+"#,
+};
 
 /// An I/O error (EIO, once) as a `.npy` cube is finished is no full disk: no frame is
 /// dropped to make room, and none is said to be. At its table: the cube keeps all 3 frames
@@ -2423,8 +2442,7 @@ __attribute__((constructor)) static void loaded(void) {
 #[test]
 fn an_io_error_finishing_an_npy_cube_drops_no_frame_and_is_no_full_disk() {
     let lib_dir = out_dir("rec-npy-eio-lib");
-    let Some(lib) = preload_lib(&lib_dir, "failing_npy", FAILING_NPY) else {
-        let _ = std::fs::remove_dir_all(lib_dir);
+    let Some(lib) = FAILING_NPY.build(&lib_dir) else {
         return;
     };
     let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
