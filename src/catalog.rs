@@ -196,37 +196,87 @@ pub(crate) fn validated(id: &str) -> Result<Option<Header>> {
 /// the id and the header passes every rule; [`Found::Denied`] when its `_meta` is ours but
 /// its mode denies the open; anything else in `/dev/shm` is not ours. An error only when the
 /// system is out of a resource ([`exhausted`]) reading it: a stream left out for that would
-/// be listed as none, and never purged.
+/// be listed as none, and never purged. A `_meta` that [`may_settle`] is looked at again
+/// after [`SCAN_RETRY`].
 pub(crate) fn found(id: &str) -> Result<Found> {
-    match validate(id) {
-        Ok(Some(h)) => Ok(Found::Stream(h)),
-        Ok(None) => Ok(Found::Nothing),
-        Err(e @ Error::AccessDenied { .. }) => Ok(Found::Denied(e)),
+    Ok(settled(&[id], |id, last| look(id, last))?
+        .pop()
+        .unwrap_or(Found::Nothing))
+}
+
+/// One look of a scan at what is behind an item ([`settled`]).
+pub(crate) enum Look<T> {
+    /// What it is.
+    Final(T),
+    /// Its `_meta` failed with an error that [`may_settle`]: to look at again after the pause.
+    Again,
+}
+
+/// What `look` makes of each of `items`, in order. Those it answers [`Look::Again`] (given
+/// `last` false) are looked at once more (`last` true), all after one pause of
+/// [`SCAN_RETRY`]: a scan beside any number of `_meta` that stay unsettled (planted, or a
+/// writer killed between its stamps) waits 2 ms in all, not 2 ms for each. An item answered
+/// [`Look::Again`] on its last look is left out.
+pub(crate) fn settled<'a, I, T, E>(
+    items: &'a [I],
+    mut look: impl FnMut(&'a I, bool) -> std::result::Result<Look<T>, E>,
+) -> std::result::Result<Vec<T>, E> {
+    let mut looked = Vec::with_capacity(items.len());
+    for item in items {
+        looked.push(look(item, false)?);
+    }
+    if looked.iter().any(|l| matches!(l, Look::Again)) {
+        pause();
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (item, first) in items.iter().zip(looked) {
+        match first {
+            Look::Final(t) => out.push(t),
+            Look::Again => {
+                if let Look::Final(t) = look(item, true)? {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One look at what is behind payload id `id` ([`found`]): [`Look::Again`] when its `_meta`
+/// fails with an error that [`may_settle`], unless `last`.
+fn look(id: &str, last: bool) -> Result<Look<Found>> {
+    match validate(id, last) {
+        Ok(Look::Final(Some(h))) => Ok(Look::Final(Found::Stream(h))),
+        Ok(Look::Final(None)) => Ok(Look::Final(Found::Nothing)),
+        Ok(Look::Again) => Ok(Look::Again),
+        Err(e @ Error::AccessDenied { .. }) => Ok(Look::Final(Found::Denied(e))),
         Err(e) => Err(e),
     }
 }
 
-/// [`found`], with [`Found::Denied`] as its error.
-fn validate(id: &str) -> Result<Option<Header>> {
+/// [`look`], with [`Found::Denied`] as its error. Each look opens the `_meta` afresh: a scan
+/// holds no descriptor or mapping across its pause, however many it looks at again.
+fn validate(id: &str, last: bool) -> Result<Look<Option<Header>>> {
     if !name::looks_like_segment_id(id) {
-        return Ok(None);
+        return Ok(Look::Final(None));
     }
     let Some(meta) = open_scanned(id, "", false)? else {
-        return Ok(None);
+        return Ok(Look::Final(None));
     };
     let Some(stored) = format::stored_name(&meta.snapshot(format::META_BYTES)) else {
-        return Ok(None);
+        return Ok(Look::Final(None));
     };
     if name::segment_id(&stored) != id {
-        return Ok(None);
+        return Ok(Look::Final(None));
     }
     let decode = |meta: &Segment| format::decode(&meta.snapshot(format::META_BYTES), Some(&stored));
-    Ok(match decode_scanned(|| decode(&meta)) {
+    Ok(Look::Final(match decode(&meta) {
+        Err(e) if !last && may_settle(&e) => return Ok(Look::Again),
         // A writer killed between its lock stamps: listed (and so purged) as `open` finds it.
         // One alive between them holds the lock and is done in a moment: waited for.
         Err(FormatError::LockInconsistent) => {
             let Some(meta) = open_scanned(id, &stored, true)? else {
-                return Ok(None);
+                return Ok(Look::Final(None));
             };
             match reopened(&meta.snapshot(format::META_BYTES), &stored) {
                 Reopened::Valid(h) => Some(h),
@@ -240,7 +290,7 @@ fn validate(id: &str) -> Result<Option<Header>> {
             }
         }
         h => h.ok(),
-    })
+    }))
 }
 
 /// What a scan makes of a `_meta` of stream `stored` that it reopened writable, having
@@ -272,18 +322,26 @@ fn reopened(bytes: &[u8], stored: &str) -> Reopened {
 const SCAN_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Decodes a `_meta` a scan met: once, and once more after [`SCAN_RETRY`] if the error
-/// [`may_settle`]. A `_meta` bad for good costs no wait, so a scan (`list`, `purge`, the
-/// not-found hint) stays fast beside any number of them.
+/// [`may_settle`]. A `_meta` bad for good costs no wait. For one `_meta`: a scan of many
+/// pauses once for all of them ([`settled`]).
 pub(crate) fn decode_scanned(
     mut decode: impl FnMut() -> std::result::Result<Header, FormatError>,
 ) -> std::result::Result<Header, FormatError> {
     match decode() {
         Err(e) if may_settle(&e) => {
-            std::thread::sleep(SCAN_RETRY);
+            pause();
             decode()
         }
         h => h,
     }
+}
+
+/// The pause of [`SCAN_RETRY`] before a scan looks again at what [`may_settle`] (counted, in
+/// tests, by the calling thread's [`tests::PAUSES`]).
+fn pause() {
+    #[cfg(test)]
+    tests::PAUSES.with(|n| n.set(n.get() + 1));
+    std::thread::sleep(SCAN_RETRY);
 }
 
 /// Whether a `_meta` under its real id that fails with `e` (its name hashing to that id) may
@@ -343,11 +401,18 @@ pub(crate) struct Scan {
     pub(crate) denied: Vec<(String, Error)>,
 }
 
-/// What is behind each of payload ids `ids` ([`found`]).
+/// What is behind each of payload ids `ids` ([`found`]), those that [`may_settle`] looked
+/// at again after one pause for all ([`settled`]).
 pub(crate) fn validated_all(ids: &[String]) -> Result<Scan> {
     let mut scan = Scan::default();
-    for id in ids {
-        match found(id)? {
+    let looked = settled(ids, |id, last| {
+        Ok::<_, Error>(match look(id, last)? {
+            Look::Final(f) => Look::Final((id, f)),
+            Look::Again => Look::Again,
+        })
+    })?;
+    for (id, f) in looked {
+        match f {
             Found::Stream(h) => scan.streams.push(h),
             Found::Denied(e) => scan.denied.push((format!("{id}_meta"), e)),
             Found::Nothing => {}
@@ -585,6 +650,18 @@ fn _assert_stream_is_send_sync() {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// How many times this thread paused in a scan ([`pause`]).
+        pub(super) static PAUSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// This thread's [`PAUSES`] while it runs `f`, with what `f` returns.
+    fn pauses<T>(f: impl FnOnce() -> T) -> (u64, T) {
+        PAUSES.with(|n| n.set(0));
+        let out = f();
+        (PAUSES.with(|n| n.get()), out)
+    }
+
     fn header(name: &str) -> [u8; format::META_BYTES] {
         format::encode_new(&format::NewHeader {
             name,
@@ -638,6 +715,80 @@ mod tests {
             Err(FormatError::LockInconsistent)
         ));
         assert_eq!(attempts(&stamping), 2);
+    }
+
+    /// Review item: a scan paused 2 ms for each `_meta` that may settle, one after the other,
+    /// so 5,000 planted (CRC flag set, CRC 0) slowed every `list`, `purge` and not-found
+    /// error by 10 s. Now a scan pauses once for all of them, and finds what it found: the
+    /// live stream, and the one whose dead writer's stamps it clears after the pause.
+    #[test]
+    fn a_scan_pauses_once_for_all_the_metas_that_may_settle() {
+        use std::os::unix::fs::FileExt;
+        /// Unlinks the planted `_meta` segments, and the stamped stream, on drop.
+        struct Planted(Vec<String>, String);
+        impl Drop for Planted {
+            fn drop(&mut self) {
+                let _ = unlink_quiet(&self.1);
+                for n in &self.0 {
+                    let _ = segment::unlink(&name::meta_id(n));
+                }
+            }
+        }
+        let pid = sys::pid();
+        let live = format!("scan-once-live-{pid}");
+        let _live = scratch(&live, &[4], Dtype::U8).unwrap();
+        let stamped = format!("scan-once-stamped-{pid}");
+        let names: Vec<String> = (0..200).map(|i| format!("scan-once-{pid}-{i}")).collect();
+        let mut planted = Planted(Vec::new(), stamped.clone());
+        let mut plant = |name: &str, bytes: &[u8]| {
+            let id = name::meta_id(name);
+            let _ = segment::unlink(&id);
+            drop(Segment::create(&id, format::META_BYTES).unwrap());
+            planted.0.push(name.to_owned());
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(segment::path(&id))
+                .unwrap();
+            file.write_all_at(bytes, 0).unwrap();
+        };
+        for n in &names {
+            let mut creating = header(n);
+            creating[format::offset::HEADER_CRC..][..4].fill(0);
+            assert!(matches!(
+                format::decode(&creating, Some(n)),
+                Err(FormatError::Crc { stored: 0, .. })
+            ));
+            plant(n, &creating);
+        }
+        let mut killed = header(&stamped);
+        killed[format::offset::LOCK_OWNER_PID..][..8]
+            .copy_from_slice(&0x3fff_ffffi64.to_le_bytes());
+        plant(&stamped, &killed);
+        let ids: Vec<String> = names
+            .iter()
+            .chain([&live, &stamped])
+            .map(|n| name::segment_id(n))
+            .collect();
+
+        let (n, scan) = pauses(|| validated_all(&ids).unwrap());
+        let listed: Vec<&str> = scan.streams.iter().map(|h| h.name.as_str()).collect();
+        let mut expected = [live.as_str(), stamped.as_str()];
+        expected.sort();
+        assert_eq!(listed, expected);
+        assert!(scan.denied.is_empty(), "{:?}", scan.denied);
+        assert_eq!(
+            n,
+            1,
+            "pauses of one scan of {} unsettled metas",
+            names.len()
+        );
+        // One id alone pauses as before.
+        let (n, one) = pauses(|| found(&ids[0]).unwrap());
+        assert!(matches!(one, Found::Nothing), "{one:?}");
+        assert_eq!(n, 1);
+        // Nothing to settle: no pause.
+        let (n, _) = pauses(|| validated_all(&ids[names.len()..]).unwrap());
+        assert_eq!(n, 0);
     }
 
     /// Review item: a `_meta` a scan reopened after two `LockInconsistent` decodes is decoded
