@@ -82,15 +82,9 @@ pub struct BareOutput {
 }
 
 impl BareOutput {
-    /// A region `name` for `slots` frames of `bytes`, prefaulted.
-    pub fn create(name: &str, bytes: usize, slots: usize, notify: bool) -> Result<Self> {
-        let region = ShmRegion::create(name, region_len(bytes, slots))
-            .with_context(|| format!("creating the floor region {name}"))?;
-        Ok(Self::over(region, slots, notify))
-    }
-
-    /// The same over region `name`, which another process created (and removes: a
-    /// process killed mid-run leaves nothing behind).
+    /// The floor over region `name` for `slots` frames of `bytes` (prefaulted), which
+    /// another process created (`region_len(bytes, slots)` long) and removes: a process
+    /// killed mid-run leaves nothing behind.
     pub fn open(name: &str, bytes: usize, slots: usize, notify: bool) -> Result<Self> {
         let region = ShmRegion::open(name, region_len(bytes, slots))
             .with_context(|| format!("opening the floor region {name}"))?;
@@ -792,7 +786,8 @@ mod tests {
     fn a_bare_output_rotates_over_its_slots_and_counts_each_publication() {
         let name = format!("floor-output-{}", std::process::id());
         let n = 100;
-        let mut out = BareOutput::create(&name, n * 4, 3, true).unwrap();
+        let _owner = ShmRegion::create(&name, region_len(n * 4, 3)).unwrap();
+        let mut out = BareOutput::open(&name, n * 4, 3, true).unwrap();
         for k in 1..=4u8 {
             out.publish(&vec![f32::from(k); n]).unwrap();
         }

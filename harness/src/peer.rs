@@ -186,6 +186,44 @@ impl<'a> PeerSpec<'a> {
     }
 }
 
+/// Seconds the peer's start-ups may take on top of its timing, in [`timed_out`]'s remedy
+/// (the interpreter and numpy, twice: the partner process imports them again).
+const STARTUP_MARGIN_S: f64 = 10.0;
+
+/// Why the peer of `job` timed out and the remedy: the script's timing alone takes
+/// `warmup + min_seconds × repeats` (MVM: `min_seconds × repeats` of numpy's kernel alone
+/// first), within the same `timeout_s` as the Python start-ups, which validation cannot
+/// count.
+fn timed_out(job: &Job) -> String {
+    let t = &job.timing;
+    let runs = t.min_seconds * f64::from(t.repeats);
+    let (formula, terms, need) = match job.kind {
+        Kind::Mvm => (
+            "min_seconds × repeats of the kernel alone, then warmup + min_seconds × repeats \
+             driven",
+            format!(
+                "{} × {} + {} + {} × {}",
+                t.min_seconds, t.repeats, t.warmup, t.min_seconds, t.repeats
+            ),
+            t.warmup + 2.0 * runs,
+        ),
+        _ => (
+            "warmup + min_seconds × repeats",
+            format!("{} + {} × {}", t.warmup, t.min_seconds, t.repeats),
+            t.warmup + runs,
+        ),
+    };
+    let secs = |v: f64| (v * 1000.0).round() / 1000.0;
+    format!(
+        "peer timed out after timeout_s = {} s: its timing alone takes {formula} = {terms} = \
+         {} s, on top of the Python processes' start-ups; raise timeout_s (to {} s for \
+         {STARTUP_MARGIN_S} s of start-ups), or lower min_seconds or repeats",
+        job.timeout_s,
+        secs(need),
+        (need + STARTUP_MARGIN_S).ceil()
+    )
+}
+
 /// Runs the peer for `job`. `prefix` names its files; `names` are fresh shm names.
 pub fn run(
     setup: &PeerSetup,
@@ -232,8 +270,8 @@ pub fn run(
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let Some(status) = status else {
         return Err(Error::msg(format!(
-            "peer timed out after {:.0} s; stderr: {}",
-            timeout.as_secs_f64(),
+            "{}; stderr: {}",
+            timed_out(job),
             stderr.trim()
         )));
     };
@@ -451,7 +489,14 @@ mod tests {
         // unlink it): the timeout unlinks it too.
         drop(crate::cases::create(&names.data, &[8], shmstream::Dtype::F32, false).unwrap());
         let err = run(&peer.ready, &peer.job, &names, &peer.dir.join("0-peer")).unwrap_err();
-        assert!(err.to_string().contains("timed out"), "{err}");
+        // The error says how long the peer's timing takes and to raise timeout_s.
+        assert!(
+            err.to_string().starts_with(
+                "peer timed out after timeout_s = 5 s: its timing alone takes warmup + \
+                 min_seconds × repeats = 0.2 + 0.1 × 1 = 0.3 s"
+            ) && err.to_string().contains("raise timeout_s (to 11 s"),
+            "{err}"
+        );
         assert!(
             matches!(
                 shmstream::stat(&names.data),
@@ -465,6 +510,23 @@ mod tests {
             "the partner never started within the peer's 5 s"
         );
         assert_eq!(rest, "", "the partner outlived the peer");
+    }
+
+    /// The MVM peer times numpy's kernel alone before it drives the loop: a timeout that
+    /// fits ours' alternation (warmup + 2 × min_seconds × repeats = 6.2 s under 6.5) but not
+    /// the Python start-ups too is told, with both terms and a timeout_s that fits them.
+    #[test]
+    fn an_mvm_peers_timeout_counts_its_kernel_timing_and_names_the_remedy() {
+        let text = "name = \"t\"\n[defaults]\ntimeout_s = 6.5\nmin_seconds = 1\nrepeats = 3\n\
+                    warmup = 0.2\npeer = true\n[[case]]\nkind = \"mvm\"\nsizes = [[64, 64]]\n";
+        let job = Scenario::parse(text).unwrap().jobs(false, None).remove(0);
+        assert_eq!(
+            timed_out(&job),
+            "peer timed out after timeout_s = 6.5 s: its timing alone takes min_seconds × \
+             repeats of the kernel alone, then warmup + min_seconds × repeats driven = \
+             1 × 3 + 0.2 + 1 × 3 = 6.2 s, on top of the Python processes' start-ups; raise \
+             timeout_s (to 17 s for 10 s of start-ups), or lower min_seconds or repeats"
+        );
     }
 
     /// A peer that dies hard (SIGKILL, as a segfault or the OOM killer would end it) takes

@@ -1085,6 +1085,13 @@ impl CaseSpec {
         if self.wait.is_some() || self.pipeline.is_some() {
             bail!("ao-loop: set wait inside [case.ao]; pipeline does not apply");
         }
+        if let Some(r) = self.repeats {
+            bail!(
+                "ao-loop: repeats = {r} does not apply (the loop runs its min_seconds once, \
+                 cut into runs with a floor pass beside each): remove repeats from this case \
+                 and set [case.ao] runs (1 to 20) instead"
+            );
+        }
         for s in &self.sizes {
             crate::cases::ao::geometry::Geometry::new(s, ao)?;
         }
@@ -1383,6 +1390,26 @@ pipeline = "device-resident"
                 && err.contains("shorten min_seconds / warmup, or set peer = false"),
             "{err}"
         );
+    }
+
+    /// An ao-loop case refuses `repeats` (the loop is cut by `[case.ao] runs`), naming the
+    /// key and the remedy; `[defaults] repeats`, which every case shares, stays accepted.
+    #[test]
+    fn an_ao_loop_case_refuses_repeats_pointing_to_runs() {
+        let ao = |defaults: &str, case: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\npeer = false\n{defaults}\n[[case]]\nkind=\"ao-loop\"\n\
+                 sizes=[[8, 8]]\n{case}\n[case.ao]\nsubapertures=[2, 2]\nactuators=5\n\
+                 rate_hz=1000\nladder=false\n"
+            ))
+        };
+        let err = ao("", "repeats = 3").unwrap_err().to_string();
+        assert!(
+            err.starts_with("[[case]] #1 (ao-loop): ao-loop: repeats = 3 does not apply")
+                && err.contains("set [case.ao] runs"),
+            "{err}"
+        );
+        assert!(ao("repeats = 3", "").is_ok());
     }
 
     /// The rate ladder's rungs must fit the case's timeout too: its slowest possible rung

@@ -308,6 +308,25 @@ fn a_killed_stage_is_named_and_the_run_stops_without_hanging() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The floor's compute process killed mid-pass (SIGKILL, as at the timeout, by the OOM
+/// killer or in a crash) leaves none of its bare output regions behind (`run` checks
+/// `/dev/shm` for the run's names): the harness creates them and removes them, and the report
+/// says the floor failed, naming the process.
+#[test]
+fn a_killed_floor_process_leaves_no_region_behind() {
+    let _runs = pinned_runs();
+    let dir = scratch("kill-floor");
+    let (_, stderr, _) = run(&dir, false, Some("floor"));
+    let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
+    assert!(
+        md.contains("floor failed")
+            && md.contains("AoFloorCompute child")
+            && md.contains("SIGKILL"),
+        "{md}\n{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `harness size` with the geometry's and the loop's arguments, quiet, into `out`.
 fn harness_size(out: &Path, geometry: &[&str], rest: &[&str]) -> std::process::Output {
     harness()

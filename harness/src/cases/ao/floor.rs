@@ -206,6 +206,8 @@ pub fn result_prefix(runner: &Runner, idx: usize, pass: usize) -> PathBuf {
 pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize) -> Result<Parts> {
     let place = Placement::of(job);
     let names = runner.names(idx, &format!("aofloor{pass}"));
+    // Held until the compute process is gone, which only opens them.
+    let _outputs = super::stage::Outputs::create_regions(job, &names, g)?;
     let spec = ChildSpec {
         role: Role::AoFloorCompute,
         job: job.clone(),

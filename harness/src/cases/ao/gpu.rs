@@ -208,7 +208,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let mut gpu = gpu_loop(&g, ordinal(spec)?, ao.gain, ao.leak)?;
     write_path(spec, &gpu)?;
     let frames = camera::frames(&g);
-    let mut out = stage::Outputs::create(spec, &g, ao)?;
+    let mut out = stage::Outputs::open(spec, &g, ao)?;
     stage::paced_floor(spec, |i| {
         gpu.frame_mut()?.copy_from_slice(&frames[i % frames.len()]);
         let t0 = monotonic_ns();

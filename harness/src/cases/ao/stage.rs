@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use harness_sys::bare::region_len;
 use harness_sys::clock::{monotonic_ns, sleep_then_spin_until, sleep_until, spin_until};
+use harness_sys::shm::ShmRegion;
 use shmstream::{Cursor, Element, FrameInfo, Stream, WaitStrategy};
 
 use super::between_frames;
@@ -25,7 +27,8 @@ use super::slopes::Slopes;
 use crate::cases::wait_timeout;
 use crate::error::{Context, Result};
 use crate::floor::BareOutput;
-use crate::spawn::ChildSpec;
+use crate::scenario::Job;
+use crate::spawn::{ChildSpec, Names};
 
 /// Frame id of the frame that ends the run.
 pub const STOP: u64 = u64::MAX;
@@ -185,7 +188,8 @@ impl FrameWait {
     }
 }
 
-/// Environment variable naming a stage that kills itself after 20 frames (tests).
+/// Environment variable naming a stage that kills itself after 20 frames (tests): `camera`,
+/// `slopes`, `recon`, or `floor` (the floor's compute process, [`paced_floor`]).
 pub const KILL_ENV: &str = "HARNESS_AO_KILL_STAGE";
 
 /// Writes a stage log as little-endian u64s.
@@ -471,7 +475,7 @@ pub fn floor_compute(spec: &ChildSpec) -> Result<()> {
     let mut frame = vec![0u16; g.pixels()];
     let mut sig = vec![0.0f32; g.signals];
     let mut cmd = vec![0.0f32; g.actuators];
-    let mut out = Outputs::create(spec, &g, ao)?;
+    let mut out = Outputs::open(spec, &g, ao)?;
     paced_floor(spec, |i| {
         // The stage computes on the frame its hop just copied in (hot in cache; the copy is
         // the hop's floor): so does the floor.
@@ -500,31 +504,48 @@ pub(super) struct Outputs {
     pub(super) commands: BareOutput,
 }
 
+/// A bare output region: its name, frame bytes and slots.
+type OutputRegion = (String, usize, usize);
+
 impl Outputs {
-    /// Bare outputs as the loop's streams are ([`super::create_streams`]): the signals
-    /// keep [`HISTORY`] frames, the commands one; both notify unless the stages spin.
-    pub(super) fn create(spec: &ChildSpec, g: &Geometry, ao: &super::AoCase) -> Result<Self> {
-        let notify = ao.stage_wait(false).notifies();
-        let region = &spec.names.region;
-        let place = Placement::of(&spec.job);
+    /// Name, frame bytes and slots of each bare output region of the floor of `job` whose
+    /// regions are named after `region`, as the loop's streams are
+    /// ([`super::create_streams`]): the signals keep [`HISTORY`] frames, the commands one.
+    /// The signals' only where [`Outputs::signals`] says.
+    fn layout(job: &Job, region: &str, g: &Geometry) -> (Option<OutputRegion>, OutputRegion) {
+        let place = Placement::of(job);
         let alone = !place.merged && !place.split_on_one_core();
-        let signals = match alone {
-            false => None,
-            true => Some(BareOutput::create(
-                &format!("{region}-signals"),
-                g.signals * 4,
-                HISTORY,
-                notify,
-            )?),
-        };
+        (
+            alone.then(|| (format!("{region}-signals"), g.signals * 4, HISTORY)),
+            (format!("{region}-commands"), g.actuators * 4, 1),
+        )
+    }
+
+    /// Creates the regions of the floor's outputs for the compute process of `job` under
+    /// `names` (held until dropped): the harness creates them and removes them after the
+    /// run, so a compute process killed mid-run leaves none behind.
+    pub(super) fn create_regions(job: &Job, names: &Names, g: &Geometry) -> Result<Vec<ShmRegion>> {
+        let (signals, commands) = Self::layout(job, &names.region, g);
+        signals
+            .into_iter()
+            .chain([commands])
+            .map(|(name, bytes, slots)| {
+                ShmRegion::create(&name, region_len(bytes, slots))
+                    .with_context(|| format!("creating the floor region {name}"))
+            })
+            .collect()
+    }
+
+    /// The bare outputs over the regions [`Self::create_regions`] made, opened in the
+    /// compute process of `spec`; both notify unless the stages spin.
+    pub(super) fn open(spec: &ChildSpec, g: &Geometry, ao: &super::AoCase) -> Result<Self> {
+        let notify = ao.stage_wait(false).notifies();
+        let open =
+            |(name, bytes, slots): OutputRegion| BareOutput::open(&name, bytes, slots, notify);
+        let (signals, commands) = Self::layout(&spec.job, &spec.names.region, g);
         Ok(Outputs {
-            signals,
-            commands: BareOutput::create(
-                &format!("{region}-commands"),
-                g.actuators * 4,
-                1,
-                notify,
-            )?,
+            signals: signals.map(open).transpose()?,
+            commands: open(commands)?,
         })
     }
 }
@@ -564,6 +585,7 @@ pub(super) fn paced_floor(
         if i >= warm {
             log.push([i, slopes, recon, publish]);
         }
+        kill_me_after("floor", i as usize + 1);
     }
     write_log(&spec.result_prefix.with_extension("aolog"), &log)
 }
