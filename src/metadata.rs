@@ -142,8 +142,10 @@ impl Stream {
     /// Whether this handle's stream was unlinked since it was opened (its name then holds
     /// nothing, or another stream, or an unlink stopped between the payload and `_meta` left
     /// the payload gone): an `fstat` of `_meta` and of the payload, for a tool deciding
-    /// whether to open the name again. Every other call on such a handle fails with
-    /// [`crate::Error::Stale`].
+    /// whether to open the name again. Reads, waits, writes, locks and live views through
+    /// such a handle fail with [`crate::Error::Stale`] once it looks at its files again (it
+    /// does at most every 20 ms, so a call just after a look may still succeed); the getters
+    /// and [`Stream::cursor`] still answer from the old header.
     pub fn is_unlinked(&self) -> bool {
         self.check_generation(true).is_err()
     }

@@ -105,9 +105,13 @@ pub struct WriteGuard<'a> {
 
 impl Stream {
     /// Takes the write lock (reentrant in this thread) under one deadline for the thread
-    /// lock and the cross-process `flock`. `None` waits forever.
+    /// lock and the cross-process `flock`. `None` waits forever. [`Error::Stale`] once the
+    /// stream was unlinked (noticed within the rate limit of its generation check).
     pub fn lock(&self, timeout: Option<Duration>) -> Result<WriteGuard<'_>> {
         self.ensure_writable("take the write lock")?;
+        // An unlink that left the header valid (pyshmem's): the lock file is the new
+        // generation's writers' to take (rate limited: a coarse clock read when not due).
+        self.check_generation(false)?;
         self.acquire_stamped(timeout)?;
         Ok(WriteGuard {
             stream: self,
@@ -568,10 +572,12 @@ impl WriteGuard<'_> {
         self.stream
     }
     /// Before each write through the guard: the guard is this process's (a copy a child
-    /// forked without exec inherited is the parent's hold), the stream is open, and a lock
-    /// file removed from its path is followed ([`crate::lock::LockFile::follow_path`]: a
-    /// guard kept for a producer's run takes no lock per write, so its writes look; a coarse
-    /// clock read otherwise).
+    /// forked without exec inherited is the parent's hold), the stream is open and not
+    /// unlinked (a guard held across an unlink that left the header valid lends no dead
+    /// payload), and a lock file removed from its path is followed
+    /// ([`crate::lock::LockFile::follow_path`]: a guard kept for a producer's run takes no
+    /// lock per write, so its writes look). Both rate limited: a coarse clock read each when
+    /// not due.
     pub(crate) fn ready(&self) -> Result<&Stream> {
         let s = self.stream;
         if self.forks != crate::sys::forks() {
@@ -581,6 +587,7 @@ impl WriteGuard<'_> {
             });
         }
         s.ensure_open()?;
+        s.check_generation(false)?;
         s.lock
             .follow_path(&s.name, Some(s.default_timeout()), || !s.meta.is_unlinked())?;
         Ok(s)
@@ -900,6 +907,39 @@ mod tests {
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A stream unlinked as pyshmem does (objects removed, the header left valid, so the
+    /// sequence stays stable): a lock and a live view through a guard taken before give
+    /// `Stale`. Before, neither looked at the files: a `lock` + `live` loop read the dead
+    /// payload for good, taking the lock file the new generation's writers need.
+    #[test]
+    fn a_lock_and_a_live_view_after_an_unlink_that_leaves_the_header_valid_are_stale() {
+        let name = format!("write-live-unlinked-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let w = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        w.write_slice(&[1u8; 4]).unwrap();
+        let r = Stream::open(&name).unwrap();
+        let g = w.lock(Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(g.live::<u8>().unwrap().as_slice().unwrap(), &[1; 4]);
+        for id in [crate::name::segment_id(&name), crate::name::meta_id(&name)] {
+            std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+        }
+        // Past the rate limit (time based): as if each handle last looked long ago.
+        for s in [&w, &r] {
+            s.generation_checked_ms
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        let e = g.live::<u8>().map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+        drop(g);
+        let e = r
+            .lock(Some(Duration::from_secs(1)))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+        drop((r, w));
+        let _ = crate::unlink(&name);
     }
 
     /// A bool byte other than 0 or 1 (a foreign writer's mask, planted in the payload) is

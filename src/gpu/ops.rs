@@ -796,6 +796,8 @@ impl WriteGuard<'_> {
     pub fn device_view(&self) -> Result<DeviceView<'_>> {
         let s = self.stream();
         s.ensure_open()?;
+        // Not the payload of a stream unlinked under the guard (rate limited).
+        s.check_generation(false)?;
         let a = s.attachment_for_io()?;
         a.bind(&s.name)?;
         super::on_stream::wait_for_landing(s, a)?;
