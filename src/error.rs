@@ -95,17 +95,19 @@ pub enum Error {
         #[source]
         rule: FormatError,
     },
-    /// The payload segment is smaller than the header says.
-    #[error(
-        "stream '{name}' payload segment is {actual} bytes but its header declares {declared}: unlink and recreate it"
-    )]
+    /// The payload segment is smaller than the header says, or has storage for less
+    /// (`unwritten`: pages never written, which mapping it would allocate in RAM).
+    #[error("{}", payload_too_small(.name, *.declared, *.actual, *.unwritten))]
     PayloadTooSmall {
         /// The stream.
         name: String,
         /// Bytes the header declares.
         declared: u64,
-        /// Bytes the segment has.
+        /// Bytes the segment has (`unwritten`: bytes its storage holds).
         actual: u64,
+        /// Long enough or not, the segment was never written in full: a producer sized it
+        /// sparse (ours reserve the storage, pyshmem writes zeros over it).
+        unwritten: bool,
     },
     /// A slice (host or device) of the wrong number of elements for the stream's frame.
     #[error(
@@ -358,6 +360,22 @@ impl std::fmt::Display for LossCause {
                 "they were counted without entering the history (written by a writer that does not append to it, e.g. pyshmem, or a count used up by a writer killed during its publication); the cursor goes on with the next recorded frame"
             }
         })
+    }
+}
+
+fn payload_too_small(name: &str, declared: u64, actual: u64, unwritten: bool) -> String {
+    if unwritten {
+        format!(
+            "stream '{name}' payload segment was never written: only {actual} of the {declared} \
+             bytes its header declares have storage (a producer left it sparse; it is not \
+             mapped, which would fill RAM with its pages): remove it with {} and create it again",
+            crate::name::unlink_remedy(name)
+        )
+    } else {
+        format!(
+            "stream '{name}' payload segment is {actual} bytes but its header declares \
+             {declared}: unlink and recreate it"
+        )
     }
 }
 

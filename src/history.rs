@@ -253,13 +253,18 @@ impl Ring {
         };
         let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
         // Map the slots the header declares, no more: a ring grown past them (corrupt or
-        // hostile) is not faulted in. The header is checked again on this second mapping.
-        let seg = match Segment::open_prefix(&name::history_id(stream), writable, need) {
+        // hostile) is not faulted in, nor one never written. The header is checked again on
+        // this second mapping.
+        let seg = match Segment::open_written(&name::history_id(stream), writable, need) {
             Ok(seg) => seg,
             // Removed since the header was read (the stream unlinked, perhaps made again):
             // not this generation's ring any more, which the caller finds out.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound || head.is_unlinked() => {
                 return Ok(None);
+            }
+            // Sparse: populating its slots would allocate them in RAM (see `open_written`).
+            Err(e) if crate::segment::unwritten(&e).is_some() => {
+                return Err(unwritten(stream, need, &e));
             }
             // The process or system out of descriptors or memory: nothing wrong with the ring.
             Err(e) if crate::error::out_of_resources(&e) => {
@@ -708,6 +713,19 @@ fn check_holds(stream: &str, len: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// A ring segment [`crate::segment::Segment::open_written`] refused (`e`): its slots, `need`
+/// bytes, were never written.
+fn unwritten(stream: &str, need: usize, e: &std::io::Error) -> Error {
+    let stored = crate::segment::unwritten(e).map_or(0, |u| u.stored);
+    corrupt(
+        stream,
+        format!(
+            "the history segment was never written: only {stored} of the {need} bytes its \
+             header declares have storage (a producer left it sparse)"
+        ),
+    )
+}
+
 /// The history depth of a stream generation with frames of `frame_bytes`, for `stat` and
 /// `list`: 0 when it keeps none, else the ring's capacity, or the error [`Ring::attach`]
 /// would refuse it with (the same checks, from the header and the object's size: the
@@ -725,6 +743,12 @@ pub(crate) fn depth(stream: &str, frame_bytes: usize, instance_id: [u8; 16]) -> 
     let size = head
         .object_len()
         .map_err(|e| Error::io(stream, "reading the history segment's size", e))?;
+    // In `attach`'s order: storage first (for the bytes it would map), then size.
+    head.check_written(size.min(need))
+        .map_err(|e| match crate::segment::unwritten(&e) {
+            Some(_) => unwritten(stream, need, &e),
+            None => Error::io(stream, "reading the history segment's storage", e),
+        })?;
     check_holds(stream, size, need)?;
     Ok(capacity)
 }

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -58,6 +58,26 @@ impl Segment {
     /// directory, symlink, another user's file) is refused without blocking
     /// ([`trust::Refused`]); a file of ours whose mode denies the open is [`trust::Denied`].
     pub(crate) fn open_prefix(id: &str, writable: bool, max_len: usize) -> io::Result<Segment> {
+        Segment::open_checked(id, writable, max_len, false)
+    }
+
+    /// [`Segment::open_prefix`] for bytes a producer must have written (a payload, a ring's
+    /// slots): an object whose storage (`st_blocks`) is short of the pages to be mapped is
+    /// refused with [`Unwritten`] before it is mapped. Populating its holes would allocate
+    /// them in `/dev/shm` (RAM), and once that is full the next touch of a page left
+    /// unpopulated dies of `SIGBUS`. Producers never leave holes: ours reserve the storage
+    /// (`posix_fallocate`, counted in `st_blocks` though `SEEK_HOLE` calls it a hole), pyshmem
+    /// writes zeros over its payload before its header.
+    pub(crate) fn open_written(id: &str, writable: bool, max_len: usize) -> io::Result<Segment> {
+        Segment::open_checked(id, writable, max_len, true)
+    }
+
+    fn open_checked(
+        id: &str,
+        writable: bool,
+        max_len: usize,
+        written: bool,
+    ) -> io::Result<Segment> {
         let flags = if writable {
             libc::O_RDWR
         } else {
@@ -66,9 +86,13 @@ impl Segment {
         let file = sys::shm_open(id, flags | trust::OPEN_FLAGS)
             .map_err(|e| trust::open_error_as(e, &path(id), writable))?;
         trust::check_file(&file, &path(id))?;
-        let len = usize::try_from(file.metadata()?.len())
+        let meta = file.metadata()?;
+        let len = usize::try_from(meta.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?
             .min(max_len);
+        if written {
+            check_written(&meta, len)?;
+        }
         let map = map(&file, len, writable)?;
         Ok(Segment { file, map })
     }
@@ -83,6 +107,12 @@ impl Segment {
     pub(crate) fn object_len(&self) -> io::Result<usize> {
         usize::try_from(self.file.metadata()?.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+
+    /// Refuses with [`Unwritten`], as [`Segment::open_written`] does, an object (now) whose
+    /// storage is short of its first `len` bytes.
+    pub(crate) fn check_written(&self, len: usize) -> io::Result<()> {
+        check_written(&self.file.metadata()?, len)
     }
 
     /// Base address of the mapping (page aligned).
@@ -123,6 +153,43 @@ impl Segment {
     pub(crate) fn has_magic(&self) -> bool {
         self.snapshot(crate::format::MAGIC.len()) == crate::format::MAGIC
     }
+}
+
+/// An object [`Segment::open_written`] refused: pages never written (sparse), of which
+/// only `stored` bytes have storage. Travels inside an `io::Error` of kind `InvalidData`.
+#[derive(Debug)]
+pub(crate) struct Unwritten {
+    pub(crate) stored: u64,
+}
+
+impl std::fmt::Display for Unwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "never written: only {} bytes have storage (a producer left it sparse)",
+            self.stored
+        )
+    }
+}
+
+impl std::error::Error for Unwritten {}
+
+fn check_written(meta: &std::fs::Metadata, len: usize) -> io::Result<()> {
+    // tmpfs stores whole pages: storage for `len` bytes rounded up to the smallest page
+    // size is storage for every page they span, whatever the page size.
+    let stored = meta.blocks().saturating_mul(512);
+    if stored < (len as u64).next_multiple_of(4096) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            Unwritten { stored },
+        ));
+    }
+    Ok(())
+}
+
+/// The [`Unwritten`] refusal `e` carries, if any.
+pub(crate) fn unwritten(e: &io::Error) -> Option<&Unwritten> {
+    e.get_ref().and_then(|r| r.downcast_ref::<Unwritten>())
 }
 
 fn map(file: &File, len: usize, writable: bool) -> io::Result<MmapRaw> {

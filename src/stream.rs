@@ -741,24 +741,28 @@ fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<S
     if !decoded.cpu_mirror() {
         return Ok(None);
     }
-    let too_small = |actual| Error::PayloadTooSmall {
+    let too_small = |actual, unwritten| Error::PayloadTooSmall {
         name: name.to_owned(),
         declared: decoded.size,
         actual,
+        unwritten,
     };
-    // Map only the declared frame (decode bounded it by isize::MAX).
-    let seg = Segment::open_prefix(&name::segment_id(name), !readonly, decoded.size as usize)
+    // Map only the declared frame (decode bounded it by isize::MAX), and only if written.
+    let seg = Segment::open_written(&name::segment_id(name), !readonly, decoded.size as usize)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound {
                 name: name.to_owned(),
                 known: Vec::new(),
                 unfinished: true,
             },
-            std::io::ErrorKind::InvalidData => too_small(0),
+            std::io::ErrorKind::InvalidData => match crate::segment::unwritten(&e) {
+                Some(u) => too_small(u.stored, true),
+                None => too_small(0, false),
+            },
             _ => Error::io(name, "opening the payload segment", e),
         })?;
     if (seg.len() as u64) < decoded.size {
-        return Err(too_small(seg.len() as u64));
+        return Err(too_small(seg.len() as u64, false));
     }
     Ok(Some(seg))
 }

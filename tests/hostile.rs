@@ -233,8 +233,9 @@ fn shm_path(id: &str) -> String {
     format!("/dev/shm/{id}")
 }
 
-/// Writes a `_meta` segment (and optionally a payload of `payload_len` bytes) for `name`
-/// straight into /dev/shm, as a hostile or broken producer would.
+/// Writes a `_meta` segment (and optionally a payload of `payload_len` zeros, written as
+/// producers do: a sparse one is refused) for `name` straight into /dev/shm, as a hostile
+/// or broken producer would.
 fn plant(name: &str, meta: &[u8], payload_len: Option<u64>) {
     let open = |id: String| {
         std::fs::OpenOptions::new()
@@ -250,7 +251,7 @@ fn plant(name: &str, meta: &[u8], payload_len: Option<u64>) {
         .unwrap();
     if let Some(len) = payload_len {
         open(shmstream::name::segment_id(name))
-            .set_len(len)
+            .write_all(&vec![0; len as usize])
             .unwrap();
     }
 }
@@ -669,6 +670,110 @@ fn oversized_segments_are_not_faulted_in() {
             "{id}: {allocated} bytes allocated after open"
         );
     }
+}
+
+/// A payload sized but never written (sparse: all holes) beside a valid header declaring
+/// 16 MiB is refused before it is mapped: populating the mapping would allocate it all in
+/// /dev/shm (RAM), and once that is full the next touch of a page dies of SIGBUS.
+#[test]
+fn a_sparse_payload_is_refused_without_allocating_it() {
+    let name = unique_name("sparse-payload");
+    let _c = Cleanup::new([&name]);
+    let declared = 16u64 << 20;
+    plant(
+        &name,
+        &header(&name, Dtype::U8, &[declared as usize], 0),
+        Some(0),
+    );
+    let payload = shm_path(&shmstream::name::segment_id(&name));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&payload)
+        .unwrap()
+        .set_len(declared)
+        .unwrap();
+    for r in [
+        Stream::open_readonly(&name).map(drop),
+        Stream::open(&name).map(drop),
+    ] {
+        match r {
+            Err(
+                e @ Error::PayloadTooSmall {
+                    declared: 0x100_0000,
+                    actual: 0,
+                    unwritten: true,
+                    ..
+                },
+            ) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("'{name}'"))
+                        && msg.contains("never written")
+                        && msg.contains(&format!("`shmstream unlink {name}`")),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(std::fs::metadata(&payload).unwrap().blocks(), 0);
+    // stat reads only the header, which is valid.
+    assert_eq!(shmstream::stat(&name).unwrap().size, declared);
+}
+
+/// A history ring declaring 16 MiB of slots over a sparse file (only its header written)
+/// is refused, by open and stat alike, without being mapped: as a sparse payload.
+#[test]
+fn a_sparse_history_ring_is_refused_without_allocating_it() {
+    let name = unique_name("sparse-ring");
+    let _c = Cleanup::new([&name]);
+    drop(
+        shmstream::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .history(2)
+            .create()
+            .unwrap(),
+    );
+    // This generation's ring header (magic, version, instance id), declaring 2^17 slots of
+    // 64 + 64 bytes (frames of 4 bytes) over a file of ftruncate's holes.
+    let ring = shm_path(&shmstream::name::history_id(&name));
+    let mut head = std::fs::read(&ring).unwrap()[..64].to_vec();
+    let capacity = 1u32 << 17;
+    head[12..16].copy_from_slice(&capacity.to_le_bytes());
+    std::fs::remove_file(&ring).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&ring)
+        .unwrap();
+    f.write_all(&head).unwrap();
+    f.set_len(64 + u64::from(capacity) * 128).unwrap();
+    let header_page = std::fs::metadata(&ring).unwrap().blocks();
+    for r in [
+        Stream::open_readonly(&name).map(drop),
+        Stream::open(&name).map(drop),
+    ] {
+        match r {
+            Err(e @ Error::InvalidHistory { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("'{name}'")) && msg.contains("never written"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let problem = shmstream::stat(&name).unwrap().history_problem;
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.contains("never written")),
+        "{problem:?}"
+    );
+    assert_eq!(std::fs::metadata(&ring).unwrap().blocks(), header_page);
 }
 
 /// A history segment under a GPU stream without a CPU mirror (none is ever made: its ring

@@ -30,6 +30,10 @@ fn plant(id: &str, bytes: &[u8], len: u64) {
         .open(format!("/dev/shm/{id}"))
         .unwrap();
     f.write_all(bytes).unwrap();
+    // Written out (zeros past `bytes`), as producers do: a sparse payload is refused
+    // before its header's rules are reached.
+    let pad = usize::try_from(len).unwrap().saturating_sub(bytes.len());
+    f.write_all(&vec![0; pad]).unwrap();
     f.set_len(len).unwrap();
 }
 
