@@ -594,6 +594,7 @@ pub(crate) fn unlink_named_generation(name: &str, expected: Option<[u8; 16]>) ->
 /// A stream that is unlinked when this guard drops (pyshmem's `stream(...)` context manager).
 /// Derefs to [`Stream`].
 #[derive(Debug)]
+#[must_use = "a scratch stream is unlinked when this is dropped"]
 pub struct Scratch(Stream);
 
 impl std::ops::Deref for Scratch {

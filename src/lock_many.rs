@@ -23,6 +23,7 @@ use crate::write::WriteGuard;
 /// The write locks of several streams, held; released in reverse order of acquisition when
 /// dropped. Not `Send` (the locks belong to the thread that took them). See [`lock_many`].
 #[derive(Debug)]
+#[must_use = "the write locks are released when this guard is dropped"]
 pub struct ManyGuard<'a> {
     /// Sorted by stream name (the acquisition order).
     guards: Vec<WriteGuard<'a>>,

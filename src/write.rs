@@ -95,6 +95,7 @@ impl Drop for Abort<'_> {
 /// # Ok::<(), shmstream::Error>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "the write lock is released when this guard is dropped"]
 pub struct WriteGuard<'a> {
     stream: &'a Stream,
     /// [`sys::forks`](crate::sys::forks) when taken: a copy a child forked without exec
@@ -777,6 +778,7 @@ impl WriteGuard<'_> {
 /// # Ok::<(), shmstream::Error>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "a live view does nothing unless read"]
 pub struct LiveView<'a, T> {
     view: ArrayViewD<'a, T>,
     _loan: crate::lock::Loan<'a>,
