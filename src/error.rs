@@ -205,7 +205,7 @@ pub enum Error {
     },
     /// A `write_view` closure failed; the generation was aborted.
     #[error(
-        "write to stream '{name}' was aborted by its closure; readers see an incomplete write until the next one"
+        "write to stream '{name}' was aborted by its closure ({source}); readers see an incomplete write until the next one"
     )]
     WriteAborted {
         /// The stream.
@@ -938,6 +938,21 @@ mod tests {
         }
         let text = access_denied_as(false, &payload, 0o000, true, &eacces(), true);
         assert!(!text.contains("chattr"), "{text}");
+    }
+
+    /// The closure's error is in the message: callers that print only `{e}` (the bridge's
+    /// refusals) said the write was aborted, not why.
+    #[test]
+    fn an_aborted_write_says_what_its_closure_said() {
+        let e = Error::WriteAborted {
+            name: "cam0".into(),
+            source: "the payload outgrew the frame".into(),
+        };
+        assert!(
+            e.to_string()
+                .contains("aborted by its closure (the payload outgrew the frame)"),
+            "{e}"
+        );
     }
 
     #[test]
