@@ -20,6 +20,7 @@ use crate::{name, notify, seqlock, sys, trust};
 
 /// A stream's metadata, read without mapping its payload (the JSON of `shmstream stat`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StreamStat {
     /// Name.
     pub name: String,

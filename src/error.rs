@@ -342,6 +342,7 @@ pub enum Error {
 
 /// Why a history cursor lost frames ([`Error::Overrun`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LossCause {
     /// The writer lapped the cursor: the ring overwrote frames it had not read.
     Overwritten,

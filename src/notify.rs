@@ -135,6 +135,7 @@ fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
 /// core must run at once, wait without a short timeout, or yield before the wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Spin for [`ADAPTIVE_SPIN`], then park on the futex (notify streams) or back off with
     /// yields and short sleeps (others). Good for most consumers.

@@ -34,6 +34,7 @@ pub struct PurgeOptions {
 
 /// What a purge did: it carries on past streams it cannot remove and reports each.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct PurgeReport {
     /// Streams removed (or, with `dry_run`, that would be).
     pub removed: Vec<StreamStat>,

@@ -19,6 +19,7 @@ use crate::stream::Stream;
 
 /// Metadata of one frame, sampled inside the same verified seqlock generation as its payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct FrameInfo {
     /// The stream's write count for this frame.
     pub count: u64,
