@@ -449,26 +449,84 @@ fn the_lock_file_is_where_pyshmem_has_it() {
     }
 }
 
-/// pyshmem hashes any non-blank name, `/` included: such a stream made on either side is
-/// opened, read, stat'ed and unlinked on the other (it was listed but refused here).
+/// What `stat` or `open` saw of a stream: its shape, dtype and count.
+type Seen = Result<(Vec<usize>, Dtype, u64), Error>;
+
+/// A call that waits for a creation in progress: `stat` or `open` of the stream. Each waits
+/// up to [`LONG`] (not 5 s) for the creation: the test, not the host's load, ends the
+/// creator's window.
+fn look_during_creation(call: &'static str, name: &str) -> Seen {
+    match call {
+        "stat" => shmstream::stat_within(name, LONG).map(|st| (st.shape, st.dtype, st.count)),
+        "open" => {
+            Stream::open_within(name, LONG).map(|s| (s.shape().to_vec(), s.dtype(), s.count()))
+        }
+        _ => unreachable!("{call}"),
+    }
+}
+
+/// Starts [`look_during_creation`] on a thread and returns once that thread waits for the
+/// creation under the name's lock: the name's lock file open in this process (only that
+/// wait opens it before a stream is open) and the thread asleep between its looks. A call
+/// that returns before it waits fails the test.
+fn waiting_for_creation(call: &'static str, name: &str) -> std::thread::JoinHandle<Seen> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let h = {
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            tid_tx.send(common::gettid()).unwrap();
+            look_during_creation(call, &name)
+        })
+    };
+    let tid = tid_rx.recv().unwrap() as u32;
+    let lock = shmstream::name::lock_path(name);
+    let lock = std::fs::canonicalize(&lock).unwrap_or(lock);
+    let lock_open = || {
+        std::fs::read_dir("/proc/self/fd").is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == lock))
+        })
+    };
+    let deadline = Instant::now() + LONG;
+    loop {
+        if h.is_finished() {
+            let returned = h.join().unwrap();
+            panic!("{call} returned during the creation without waiting for it: {returned:?}");
+        }
+        if common::parked_on_stream(std::process::id(), tid, name, false) && lock_open() {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{call} never waited for the creation"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// pyshmem writes a header's magic only after zero-filling the payload (and its name after
 /// a GPU stream's CUDA setup), holding the name's lock: `open` and `stat` during that time
 /// wait for the creation, never reporting a corrupt header (row 19).
 #[test]
 fn open_during_a_slow_pyshmem_create_waits_for_the_stream() {
     let Some(py) = python() else { return };
-    let name = unique_name("interop-slow-create");
-    let _c = Cleanup::new([&name]);
-    let mut p = Proc::spawn(py_command(&py, "peer.py", &["create_slowly", &name, "1.0"]));
-    p.expect_line("creating", LONG);
-    let st = shmstream::stat(&name).expect("stat during the creation");
-    assert_eq!((st.shape.as_slice(), st.dtype), (&[4usize][..], Dtype::U8));
-    let s = Stream::open_readonly(&name).expect("open after the creation");
-    assert_eq!(s.count(), 0);
-    p.expect_line("created", LONG);
-    p.expect_line("ready", LONG);
-    p.send_line("go");
-    p.wait_success(LONG);
+    for call in ["stat", "open"] {
+        let name = unique_name("interop-slow-create");
+        let _c = Cleanup::new([&name]);
+        let mut p = Proc::spawn(py_command(&py, "peer.py", &["create_slowly", &name]));
+        p.expect_line("creating", LONG);
+        let waiting = waiting_for_creation(call, &name);
+        p.send_line("go");
+        let seen = waiting.join().unwrap();
+        assert_eq!(
+            seen.map_err(|e| format!("{call}: {e}")),
+            Ok((vec![4], Dtype::U8, 0))
+        );
+        p.expect_line("created", LONG);
+        p.expect_line("ready", LONG);
+        p.send_line("go");
+        p.wait_success(LONG);
+    }
 }
 
 /// pyshmem's `create` writes its header in place under the name's lock, in steps that each
@@ -479,27 +537,27 @@ fn open_during_a_slow_pyshmem_create_waits_for_the_stream() {
 fn open_during_a_pyshmem_create_stopped_mid_header_waits_for_the_stream() {
     let Some(py) = python() else { return };
     for window in ["instance_id", "crc"] {
-        let name = unique_name("interop-mid-header");
-        let _c = Cleanup::new([&name]);
-        let mut p = Proc::spawn(py_command(
-            &py,
-            "peer.py",
-            &["create_stalled", &name, window, "1.0"],
-        ));
-        p.expect_line("stalled", LONG);
-        let opener = {
-            let name = name.clone();
-            std::thread::spawn(move || Stream::open_readonly(&name).map(|s| s.count()))
-        };
-        let st = shmstream::stat(&name)
-            .unwrap_or_else(|e| panic!("{window}: stat during the creation: {e}"));
-        assert_eq!((st.shape.as_slice(), st.dtype), (&[4usize][..], Dtype::U8));
-        let opened = opener.join().unwrap();
-        assert_eq!(opened.map_err(|e| format!("{window}: open: {e}")), Ok(0));
-        p.expect_line("created", LONG);
-        p.expect_line("ready", LONG);
-        p.send_line("go");
-        p.wait_success(LONG);
+        for call in ["stat", "open"] {
+            let name = unique_name("interop-mid-header");
+            let _c = Cleanup::new([&name]);
+            let mut p = Proc::spawn(py_command(
+                &py,
+                "peer.py",
+                &["create_stalled", &name, window],
+            ));
+            p.expect_line("stalled", LONG);
+            let waiting = waiting_for_creation(call, &name);
+            p.send_line("go");
+            let seen = waiting.join().unwrap();
+            assert_eq!(
+                seen.map_err(|e| format!("{window}: {call}: {e}")),
+                Ok((vec![4], Dtype::U8, 0))
+            );
+            p.expect_line("created", LONG);
+            p.expect_line("ready", LONG);
+            p.send_line("go");
+            p.wait_success(LONG);
+        }
     }
 }
 
@@ -509,20 +567,31 @@ fn open_during_a_pyshmem_create_stopped_mid_header_waits_for_the_stream() {
 #[test]
 fn open_during_a_pyshmem_create_that_fails_finds_no_stream() {
     let Some(py) = python() else { return };
-    let name = unique_name("interop-failed-create");
-    let _c = Cleanup::new([&name]);
-    let mut p = Proc::spawn(py_command(
-        &py,
-        "peer.py",
-        &["create_failing", &name, "1.0"],
-    ));
-    p.expect_line("creating", LONG);
-    let opened = Stream::open_readonly(&name).map(drop);
-    assert!(matches!(opened, Err(Error::NotFound { .. })), "{opened:?}");
-    p.expect_line("failed", LONG);
-    p.wait_success(LONG);
+    for call in ["stat", "open"] {
+        let name = unique_name("interop-failed-create");
+        let _c = Cleanup::new([&name]);
+        let mut p = Proc::spawn(py_command(&py, "peer.py", &["create_failing", &name]));
+        p.expect_line("creating", LONG);
+        let waiting = waiting_for_creation(call, &name);
+        p.send_line("go");
+        let seen = waiting.join().unwrap();
+        assert!(
+            matches!(
+                seen,
+                Err(Error::NotFound {
+                    unfinished: false,
+                    ..
+                })
+            ),
+            "{call}: {seen:?}"
+        );
+        p.expect_line("failed", LONG);
+        p.wait_success(LONG);
+    }
 }
 
+/// pyshmem hashes any non-blank name, `/` included: such a stream made on either side is
+/// opened, read, stat'ed and unlinked on the other (it was listed but refused here).
 #[test]
 fn names_with_a_slash_are_shared_with_pyshmem() {
     let Some(py) = python() else { return };

@@ -20,8 +20,9 @@ def say(text):
     print(f"@@ {text}", flush=True)
 
 
-def wait_go():
-    say("ready")
+def wait_go(text="ready"):
+    """Says `text`, then waits for a 'go' line on stdin."""
+    say(text)
     line = sys.stdin.readline().strip()
     if line != "go":
         raise SystemExit(f"expected 'go' on stdin, got {line!r}")
@@ -198,17 +199,15 @@ def cmd_create_unlink_loop(name, n):
     say("looped")
 
 
-def cmd_create_slowly(name, seconds):
-    """Creates `name` as pyshmem does, with its header's initialization delayed by
-    `seconds` after `_meta` exists (as a large payload's zero fill or a GPU stream's CUDA
-    setup delays it), saying "creating" then; says "created" when done, and holds the
-    stream until 'go'."""
+def cmd_create_slowly(name):
+    """Creates `name` as pyshmem does, with its header's initialization held after `_meta`
+    exists (as a large payload's zero fill or a GPU stream's CUDA setup holds it), saying
+    "creating" then, until 'go'; says "created" when done, and holds the stream until 'go'."""
     init = pyshmem._shared._MetadataView.__init__
 
     def slow(self, buffer, *, initialize=False):
         if initialize:
-            say("creating")
-            time.sleep(float(seconds))
+            wait_go("creating")
         init(self, buffer, initialize=initialize)
 
     pyshmem._shared._MetadataView.__init__ = slow
@@ -218,8 +217,8 @@ def cmd_create_slowly(name, seconds):
     s.close()
 
 
-def cmd_create_stalled(name, window, seconds):
-    """Creates `name` as pyshmem does, stopped for `seconds` inside one of the steps that
+def cmd_create_stalled(name, window):
+    """Creates `name` as pyshmem does, stopped until 'go' inside one of the steps that
     write its header in place under the name's lock, saying "stalled" there: `window`
     "instance_id" (`_MetadataView.set_instance_id` stores the id, then its flag) or "crc"
     (`_finalize_header_crc` sets the CRC flag, stores 0, then calls `_header_crc`). Says
@@ -228,8 +227,7 @@ def cmd_create_stalled(name, window, seconds):
     if window == "instance_id":
         def set_instance_id(self, value):
             self._v3["instance_id"] = value
-            say("stalled")
-            time.sleep(float(seconds))
+            wait_go("stalled")
             self._v3["flags"] = self._flags() | shared.METADATA_FLAG_INSTANCE_ID
 
         shared._MetadataView.set_instance_id = set_instance_id
@@ -238,8 +236,7 @@ def cmd_create_stalled(name, window, seconds):
 
         def first_header_crc(buf):
             shared._header_crc = header_crc
-            say("stalled")
-            time.sleep(float(seconds))
+            wait_go("stalled")
             return header_crc(buf)
 
         shared._header_crc = first_header_crc
@@ -251,16 +248,15 @@ def cmd_create_stalled(name, window, seconds):
     s.close()
 
 
-def cmd_create_failing(name, seconds):
-    """Starts creating `name` as pyshmem does, saying "creating", and fails `seconds` later
-    inside the header's initialization (as a GPU stream's CUDA setup can): pyshmem removes
-    the segments it made. Says "failed"."""
+def cmd_create_failing(name):
+    """Starts creating `name` as pyshmem does, saying "creating" inside the header's
+    initialization, and fails there on 'go' (as a GPU stream's CUDA setup can): pyshmem
+    removes the segments it made. Says "failed"."""
     init = pyshmem._shared._MetadataView.__init__
 
     def failing(self, buffer, *, initialize=False):
         if initialize:
-            say("creating")
-            time.sleep(float(seconds))
+            wait_go("creating")
             raise RuntimeError("the creation fails here")
         init(self, buffer, initialize=initialize)
 
