@@ -30,7 +30,7 @@ pub struct StreamStat {
     pub dtype: Dtype,
     /// Payload bytes.
     pub size: u64,
-    /// Completed writes.
+    /// Writes counted (it may count the write in progress, as [`Stream::count`] says).
     pub count: u64,
     /// Seqlock word.
     pub write_sequence: i64,

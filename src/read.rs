@@ -458,7 +458,9 @@ impl Stream {
 
     /// [`Stream::read_new_into_slice`] into raw bytes (C order, native endian), for tools that
     /// move frames without looking at them. `dst` must be `size_bytes()` long. On error,
-    /// `dst` is unspecified (it may hold a torn copy).
+    /// `dst` is unspecified (it may hold a torn copy). A `bool` stream's bytes come as
+    /// stored: a foreign writer's mask may hold bytes other than 0 and 1, which the typed
+    /// reads give as `true` and [`Stream::write_bytes_frame`] refuses.
     pub fn read_new_into_bytes(
         &self,
         dst: &mut [u8],
@@ -553,7 +555,8 @@ impl Stream {
 
     /// [`Stream::wait_for_count`] that returns the [`FrameInfo`] of the publication it saw
     /// (count, frame id and write time of one frame) without copying the payload: for a
-    /// reader that only needs to know which frame is there.
+    /// reader that only needs to know which frame is there. It reads no frame, so its
+    /// `missed` is 0 and the handle's next read counts what it missed from its last read.
     pub fn wait_for_frame(&self, after: u64, timeout: Option<Duration>) -> Result<FrameInfo> {
         self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {})
     }
