@@ -898,10 +898,11 @@ fn extreme_sequences_in_a_planted_header_are_written_past_with_a_new_sequence_ea
         put(&mut b, offset::WRITE_SEQUENCE, &seq.to_le_bytes());
         restamp(&mut b);
         plant(&name, &b, Some(30));
-        // Open may refuse the header (typed); if it opens, a write starts a valid generation.
+        // Any sequence opens (decode does not judge it); a write starts a valid generation.
         // Every write stores a sequence the one before did not (else a reader whose copy
         // overlapped a whole write would accept it torn).
-        if let Ok(s) = Stream::open(&name) {
+        {
+            let s = Stream::open(&name).unwrap_or_else(|e| panic!("{seq}: {e}"));
             let frame: Vec<i16> = (0..15).collect();
             let mut seen = vec![s.write_sequence()];
             for _ in 0..3 {
@@ -1509,10 +1510,12 @@ fn a_sparse_meta_in_a_full_dev_shm_kills_no_caller() {
         return;
     }
     let lines = common::child(test, "full_dev_shm").run(LONG);
-    assert!(
-        lines.iter().any(|l| l == "checked") || lines.iter().any(|l| l.starts_with("skip")),
-        "{lines:?}"
-    );
+    if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
+        // Root without CAP_SYS_ADMIN (a container): said, not passed in silence.
+        eprintln!("skipping: {skip}");
+        return;
+    }
+    assert!(lines.iter().any(|l| l == "checked"), "{lines:?}");
 }
 
 /// The child of [`a_sparse_meta_in_a_full_dev_shm_kills_no_caller`]: this thread's own mount
@@ -1792,6 +1795,15 @@ fn names_whose_segment_ids_collide_never_touch_each_others_stream() {
         shmstream::name::segment_id(a),
         shmstream::name::segment_id(b)
     );
+    // The names are fixed: two runs of this suite on one host (two checkouts, two CI jobs
+    // as one user) take turns, rather than unlink each other's streams.
+    let turn = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("shmstream-collide-test.lock"))
+        .unwrap();
+    turn.lock().unwrap();
     // An earlier run's leftovers (of either name) go by their own name.
     for n in [a, b] {
         let _ = shmstream::unlink_quiet(n);
