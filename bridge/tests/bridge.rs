@@ -835,7 +835,10 @@ fn a_frame_written_once_reaches_a_subscriber_started_after_the_publisher_put_it(
 }
 
 /// A subscriber that does not ask (a plain Zenoh one) still gets the frame a writer wrote
-/// once before it started: the publisher puts it again as the subscriber matches.
+/// once before it started: the publisher puts it again as the subscriber matches, and once
+/// more a second later (that put's resend). Both are awaited: the put as the publisher
+/// opened the stream (to no one) is resent too, and a subscriber matched by then gets that,
+/// but only once.
 #[test]
 fn a_plain_zenoh_subscriber_matched_late_gets_the_current_frame_put_again() {
     use zenoh::Wait;
@@ -846,23 +849,13 @@ fn a_plain_zenoh_subscriber_matched_late_gets_the_current_frame_put_again() {
     let ep = endpoint(free_port());
     let p = publisher(&a_name, &ep, &prefix, &[]);
     wait_carrying(&p, &a_name, "(latest value)");
-    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-        listen: vec![],
-        connect: vec![ep],
-    })
-    .unwrap();
-    let sub = session
-        .declare_subscriber(shmstream_bridge::key(&prefix, &a_name))
-        .wait()
-        .unwrap();
-    let sample = sub
-        .recv_timeout(LONG)
-        .unwrap()
-        .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-    let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
-    assert_eq!(h.frame_id, 5);
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
     let want: Vec<u8> = [5u16; 32].iter().flat_map(|v| v.to_ne_bytes()).collect();
-    assert_eq!(sample.payload().to_bytes(), want);
+    for _ in 0..2 {
+        let sample = next_put(&sub, &p);
+        assert_eq!(frame_id_of(&sample), 5);
+        assert_eq!(sample.payload().to_bytes(), want);
+    }
     let _ = session.close().wait();
 }
 
@@ -870,6 +863,7 @@ fn a_plain_zenoh_subscriber_matched_late_gets_the_current_frame_put_again() {
 /// publisher (nothing is put again): it gets the current frame by asking for it.
 #[test]
 fn a_second_subscriber_started_while_another_mirrors_an_idle_stream_gets_its_current_frame() {
+    use zenoh::Wait;
     let (a_name, prefix) = (unique_name("br-second"), unique_name("br-key"));
     let (b_name, n_name) = (format!("m-{a_name}"), format!("n-{a_name}"));
     let _c = Cleanup::new([&a_name, &b_name, &n_name]);
@@ -878,12 +872,31 @@ fn a_second_subscriber_started_while_another_mirrors_an_idle_stream_gets_its_cur
     let p = publisher(&a_name, &ep, &prefix, &[]);
     let s1 = subscriber(&a_name, &ep, &prefix, "m-", &[]);
     let b = wait_linked(&a, &b_name, &[&p, &s1]);
-    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    // A plain Zenoh subscriber sees what the publisher puts: frame 5, written until it
+    // arrives there, then its resend a second later. Once nothing more comes the writer
+    // idles and the publisher puts nothing (the second subscriber is no matching change):
+    // the second subscriber gets frame 5 only by asking.
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
+    let deadline = Instant::now() + LONG;
+    loop {
+        a.write_slice_frame(&[5u16; 32], 5).unwrap();
+        let put = sub.recv_timeout(Duration::from_millis(200)).unwrap();
+        if put.is_some_and(|sample| frame_id_of(&sample) == 5) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frame 5 not put within {LONG:?}\n{}",
+            said(&[&p, &s1])
+        );
+    }
+    take_until_quiet(&sub);
     wait_frame(&b, 5, &[&p, &s1]);
     let s2 = subscriber(&a_name, &ep, &prefix, "n-", &[]);
     let n = wait_made(&n_name, &[&p, &s1, &s2]);
     wait_frame(&n, 5, &[&p, &s1, &s2]);
     assert_eq!(n.read::<u16>().unwrap().as_slice().unwrap(), &[5u16; 32]);
+    let _ = session.close().wait();
 }
 
 /// A restarted subscriber receives the current frame twice (put again as it matches, and
@@ -2423,11 +2436,9 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
     assert_eq!(m.shape(), &[4, 8]);
 }
 
-/// A plain Zenoh session at `ep` that takes the puts of `p` (publishing `name` under
-/// `prefix`) as it matches and the resend a second after the last of them, and returns once
-/// that resend came: the publisher of a writer that idles puts nothing more, so a subscriber
-/// started after gets its frame only by asking. Kept open by the caller.
-fn take_puts_until_the_resend(ep: &str, prefix: &str, name: &str, p: &Proc) -> zenoh::Session {
+/// A plain Zenoh session at `ep` subscribed to stream `name` under `prefix`: it sees what the
+/// publisher puts, and asks for nothing.
+fn plain_subscriber(ep: &str, prefix: &str, name: &str) -> (zenoh::Session, Puts) {
     use zenoh::Wait;
     let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
         listen: vec![],
@@ -2438,17 +2449,52 @@ fn take_puts_until_the_resend(ep: &str, prefix: &str, name: &str, p: &Proc) -> z
         .declare_subscriber(shmstream_bridge::key(prefix, name))
         .wait()
         .unwrap();
-    let mut last: Option<Instant> = None;
-    loop {
-        sub.recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-        // The resend comes a second after the put before it; those as it matches, at once.
-        if last.is_some_and(|t| t.elapsed() >= Duration::from_millis(700)) {
-            return session;
-        }
-        last = Some(Instant::now());
-    }
+    (session, sub)
+}
+
+/// A plain Zenoh subscriber's samples.
+type Puts = zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>;
+
+/// The next sample put on `sub` (by publisher `p`), within [`LONG`].
+fn next_put(sub: &Puts, p: &Proc) -> zenoh::sample::Sample {
+    sub.recv_timeout(LONG)
+        .unwrap()
+        .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()))
+}
+
+/// The frame id in `sample`'s header.
+fn frame_id_of(sample: &zenoh::sample::Sample) -> u64 {
+    FrameHeader::decode(&sample.attachment().unwrap().to_bytes())
+        .unwrap()
+        .frame_id
+}
+
+/// How long nothing is put before a publisher of a writer that idles is taken to be done:
+/// well over the second after which it puts its last frame again (`RESEND_AFTER`).
+const QUIET: Duration = Duration::from_secs(3);
+
+/// Takes what is put on `sub` until nothing came for [`QUIET`]. (A resend delivered later
+/// still can only make a later step pass early: nothing waits for it.)
+fn take_until_quiet(sub: &Puts) {
+    while sub.recv_timeout(QUIET).unwrap().is_some() {}
+}
+
+/// A plain Zenoh subscriber at `ep` that takes the puts of `p` (publishing `name` under
+/// `prefix`) as it matches and the resend a second after the last of them, until nothing more
+/// comes: the publisher of a writer that idles puts nothing more, so a subscriber started
+/// after (no matching change while this one stays) gets its frame only by asking. Both kept
+/// by the caller: dropping the subscriber undeclares it, and the next one to match would get
+/// the frame put again.
+fn take_puts_until_the_resend(
+    ep: &str,
+    prefix: &str,
+    name: &str,
+    p: &Proc,
+) -> (zenoh::Session, Puts) {
+    let (session, sub) = plain_subscriber(ep, prefix, name);
+    next_put(&sub, p);
+    take_until_quiet(&sub);
+    (session, sub)
 }
 
 /// A writer that wrote once (a calibration map) and then changed shape, its mirror of the
@@ -2480,7 +2526,7 @@ fn a_mirror_unlinked_for_a_new_shape_is_made_again_while_the_writer_idles() {
     wait_carrying(&p, &a_name, "(latest value)");
     // A plain Zenoh subscriber takes the publisher's puts (the writer then idles): the
     // bridge's subscriber, started after, gets the frame only by asking.
-    let session = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
+    let (session, _sub) = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
     let s = subscriber(&a_name, &ep, &prefix, "m-", &["--into-existing"]);
     wait_said(
         &s,
@@ -2517,7 +2563,7 @@ fn a_mirror_that_cannot_be_opened_is_not_asked_for_again_every_second() {
     wait_carrying(&p, &a_name, "(latest value)");
     // A plain Zenoh subscriber takes the publisher's puts (the writer then idles): the
     // bridge's subscriber, started after, gets the frame only by asking.
-    let session = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
+    let (session, _sub) = take_puts_until_the_resend(&ep, &prefix, &a_name, &p);
     let mut s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
     wait_said(&s, "refused a frame: ");
     // Five seconds of it: five more frames asked for and refused before.
