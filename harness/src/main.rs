@@ -340,14 +340,17 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
     // scratch folder go with it; its pinned children die with it (`spawn::run_members`), its
-    // peer and bridge processes are killed and no more start (`spawn::stop_tracked`).
+    // peer and bridge processes are killed and no more start (`spawn::stop_tracked`). The
+    // stop is held to the exit: the job loop goes on meanwhile (a child killed by Ctrl-C
+    // fails its job), and nothing it creates from then on would be cleaned up
+    // (`spawn::unless_stopping`).
     if harness_sys::block_termination().is_ok() {
         let work = work.clone();
         std::thread::spawn(move || {
             let Ok(sig) = harness_sys::wait_termination() else {
                 return;
             };
-            spawn::stop_tracked();
+            let _stopped = spawn::stop_tracked();
             run::clean_up(std::process::id(), &work);
             std::process::exit(128 + sig);
         });
@@ -397,6 +400,9 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     }
     let mut results = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
+        if spawn::stopping() {
+            error::bail!("stopped by a signal before case {}", job.label());
+        }
         if let Some(b) = &bar {
             b.set_message(job.label());
         }

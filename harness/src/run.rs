@@ -243,7 +243,9 @@ impl Runner {
     /// ([`cases::floor_timer`]) and writes it beside its own result.
     fn paired(&self, idx: usize, job: &Job) -> Result<(Side, Result<Side>)> {
         let names = self.names(idx, "ours");
-        let _streams = cases::create_streams(job, &names)?;
+        let _streams = spawn::unless_stopping("creating the job's streams", || {
+            cases::create_streams(job, &names)
+        })?;
         let _bare = if matches!(job.kind, Kind::Op | Kind::Roundtrip | Kind::Pingpong) {
             Some(bare_floor_objects(
                 &names,
@@ -301,7 +303,9 @@ impl Runner {
 
     fn ours(&self, idx: usize, job: &Job) -> Result<Side> {
         let names = self.names(idx, "ours");
-        let _streams = cases::create_streams(job, &names)?;
+        let _streams = spawn::unless_stopping("creating the job's streams", || {
+            cases::create_streams(job, &names)
+        })?;
         let specs: Vec<_> = cases::roles(job)
             .iter()
             .map(|r| self.spec(*r, job, &names, idx, "ours"))
@@ -339,10 +343,12 @@ pub fn clean_up(pid: u32, work: &std::path::Path) {
 }
 
 /// Creates the bare region (`len` bytes) and lock file of a [`crate::floor::BareStream`]
-/// floor (held until its children exit).
+/// floor (held until its children exit), unless the harness is stopping.
 fn bare_floor_objects(names: &Names, len: usize) -> Result<(ShmRegion, LockFile)> {
-    let region = ShmRegion::create(&names.region, len).context("creating the floor region")?;
-    Ok((region, LockFile::open(&names.lock, true)?))
+    spawn::unless_stopping("creating the floor region", || {
+        let region = ShmRegion::create(&names.region, len).context("creating the floor region")?;
+        Ok((region, LockFile::open(&names.lock, true)?))
+    })
 }
 
 fn role_short(r: Role) -> &'static str {
@@ -407,6 +413,21 @@ mod tests {
         assert!(ShmRegion::open(&format!("hs{pid}-0-floor-region"), 64).is_err());
         assert!(!work.exists());
         drop(region);
+    }
+
+    /// A floor region left by a run that died hard (its pid reused) is named with its path
+    /// and the remedy.
+    #[test]
+    fn a_leftover_floor_region_is_named_with_its_path_and_the_remedy() {
+        let names = Names::under(
+            &format!("stale-{}", std::process::id()),
+            &std::env::temp_dir(),
+        );
+        let path = format!("/dev/shm/{}", names.region);
+        std::fs::write(&path, b"left").unwrap();
+        let err = bare_floor_objects(&names, 64).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains(&path) && err.contains("remove it"), "{err}");
     }
 
     /// Pingpong Hz is the median over repeats of round trips / Σ latency, as the report

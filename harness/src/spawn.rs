@@ -280,17 +280,20 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
         };
         // Killed when this process exits, however it exits (the caller waits for them).
         harness_sys::die_with_parent(&mut m.command);
-        let spawned = m
-            .command
+        m.command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(err_file))
-            .spawn();
+            .stderr(Stdio::from(err_file));
+        let spawned = unless_stopping(&format!("spawning {}", m.label), || {
+            m.command
+                .spawn()
+                .map_err(|e| Error::msg(format!("spawning {}: {e}", m.label)))
+        });
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 pids.iter().for_each(|p| harness_sys::kill(*p));
-                return Err(Error::msg(format!("spawning {}: {e}", m.label)));
+                return Err(e);
             }
         };
         pids.push(child.id());
@@ -488,6 +491,15 @@ impl Registry {
         Ok(child)
     }
 
+    /// Runs `create` (a spawn, a job's streams or regions) unless the harness is stopping;
+    /// `what` names it in the refusal.
+    fn unless_stopping<T>(&self, what: &str, create: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.stopping {
+            bail!("{what}: refused, the harness is stopping (a signal stopped the run)");
+        }
+        create()
+    }
+
     /// Kills every tracked process; with `stop`, refuses new ones from then on.
     fn kill_all(&mut self, stop: bool) {
         self.stopping |= stop;
@@ -542,9 +554,34 @@ pub fn is_tracked(pid: u32) -> bool {
     tracked().procs.iter().any(|&(p, _)| p == pid)
 }
 
-/// Kills every tracked process and refuses new ones (the harness is stopped by a signal).
-pub fn stop_tracked() {
-    tracked().kill_all(true);
+/// Runs `create` (a job's streams, a floor region, a child's spawn) unless the harness is
+/// stopping, under the registry's lock: a stop ([`stop_tracked`]) holds that lock from its
+/// kill through the clean-up to the exit, so what is created is either finished before the
+/// clean-up looks, or refused. `create` must not take the registry itself.
+pub fn unless_stopping<T>(what: &str, create: impl FnOnce() -> Result<T>) -> Result<T> {
+    tracked().unless_stopping(what, create)
+}
+
+/// Whether a signal is stopping the harness; while the stop is under way this waits for
+/// the exit, which ends it.
+pub fn stopping() -> bool {
+    tracked().stopping
+}
+
+/// The registry held by a stopping harness ([`stop_tracked`]) until it exits.
+#[must_use = "hold it through the clean-up to the exit"]
+#[derive(Debug)]
+pub struct Stopped {
+    _held: std::sync::MutexGuard<'static, Registry>,
+}
+
+/// Kills every tracked process and refuses new ones (the harness is stopped by a signal);
+/// hold the result through the clean-up to the exit, so that nothing is created meanwhile
+/// ([`unless_stopping`]).
+pub fn stop_tracked() -> Stopped {
+    let mut registry = tracked();
+    registry.kill_all(true);
+    Stopped { _held: registry }
 }
 
 /// Kills the tracked processes among `pids`, as [`stop_tracked`] kills every tracked one,
@@ -651,6 +688,18 @@ mod real_time_tests {
             .unwrap_err();
         assert!(refused.to_string().contains("stopping"), "{refused}");
         assert_eq!(registry.procs.len(), 1);
+        let mut ran = false;
+        let refused = registry
+            .unless_stopping("creating x", || {
+                ran = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(!ran, "created while stopping");
+        assert!(
+            refused.to_string().starts_with("creating x: refused"),
+            "{refused}"
+        );
     }
 }
 

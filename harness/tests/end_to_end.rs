@@ -756,3 +756,95 @@ fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
     assert!(!work.exists(), "{} was left", work.display());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A harness stopped between two jobs creates nothing more: the signal's clean-up and exit
+/// are not raced by the next job, which the main thread went on to run once the peer it
+/// waited for was killed (as a Ctrl-C kills the children), creating its streams, region and
+/// files after the clean-up had looked (or finishing the run with exit 0). The stop comes
+/// while job 0's peer runs: a stand-in that fills the scratch folder, so that the clean-up's
+/// removal of it takes a while, then says "up" and waits. Exit 143, nothing of the run left.
+#[test]
+fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
+    use std::io::BufRead;
+    let _runs = pinned_runs();
+    let dir = scratch("stop-between-jobs");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let python = dir.join("python");
+    write_script(
+        &python,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
+             mkdir \"$TMPDIR/harness-$PPID/fill\" && cd \"$TMPDIR/harness-$PPID/fill\" && \
+             seq 1 30000 | xargs touch\necho up > '{}'\nexec sleep 30\n",
+            fifo.display()
+        ),
+    );
+    // Opened read-write first, so that the read-only open does not block.
+    let _writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut up = String::new();
+        let _ = reader.read_line(&mut up);
+        let _ = up_tx.send(up);
+    });
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
+         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8], [16]]\n",
+    )
+    .unwrap();
+    let mut h = run_on(&scenario, &dir.join("out"))
+        .arg("--python")
+        .arg(&python)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = up_rx.recv_timeout(Duration::from_secs(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &h.id().to_string()])
+        .status()
+        .unwrap();
+    let status = h.wait().unwrap();
+    assert_eq!(up.unwrap(), "up\n", "job 0's peer started");
+    assert!(killed.success());
+    assert_eq!(status.code(), Some(143), "{status}");
+    let prefix = format!("hs{}-", h.id());
+    let streams: Vec<String> = shmstream::list_streams()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let regions: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    for n in &streams {
+        let _ = shmstream::unlink(n);
+    }
+    for n in &regions {
+        let _ = std::fs::remove_file(PathBuf::from("/dev/shm").join(n));
+    }
+    assert_eq!(streams, Vec::<String>::new(), "streams were left");
+    assert_eq!(regions, Vec::<String>::new(), "/dev/shm objects were left");
+    let work = tmp.join(format!("harness-{}", h.id()));
+    assert!(!work.exists(), "{} was left", work.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -34,7 +34,8 @@ pub struct ShmRegion {
 const SHM_DIR: &str = "/dev/shm";
 
 impl ShmRegion {
-    /// Creates a new region of `len` bytes (zero-filled); fails if the name exists.
+    /// Creates a new region of `len` bytes (zero-filled); fails if the name exists. Its
+    /// errors name the path; a failure after the file was made removes it.
     pub fn create(name: &str, len: usize) -> io::Result<Self> {
         let path = Self::path_of(name)?;
         let file = OpenOptions::new()
@@ -42,9 +43,29 @@ impl ShmRegion {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        file.set_len(len.max(1) as u64)?;
-        let map = MmapOptions::new().len(len.max(1)).map_raw(&file)?;
+            .open(&path)
+            .map_err(|e| {
+                let why = if e.kind() == io::ErrorKind::AlreadyExists {
+                    "already exists (left by a run that died hard, its pid reused): \
+                     remove it if no process uses it"
+                        .to_string()
+                } else {
+                    format!("cannot be created: {e}")
+                };
+                io::Error::new(e.kind(), format!("{}: {why}", path.display()))
+            })?;
+        let sized = file.set_len(len.max(1) as u64);
+        let map = match sized.and_then(|()| MmapOptions::new().len(len.max(1)).map_raw(&file)) {
+            Ok(map) => map,
+            Err(e) => {
+                // The file is this call's (`create_new`), and no region owns it yet.
+                let _ = std::fs::remove_file(&path);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("sizing or mapping {} to {len} bytes: {e}", path.display()),
+                ));
+            }
+        };
         Ok(Self {
             map,
             path,
@@ -187,6 +208,21 @@ impl Drop for ShmRegion {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    /// A region that cannot be sized (a length past `off_t`) or mapped (past the address
+    /// space) leaves no file behind, and the error names the path.
+    #[test]
+    fn a_region_that_cannot_be_sized_or_mapped_leaves_no_file() {
+        for (i, len) in [usize::MAX, 1 << 62].into_iter().enumerate() {
+            let name = format!("harness-sys-unsized-{i}-{}", std::process::id());
+            let path = PathBuf::from(SHM_DIR).join(&name);
+            let err = ShmRegion::create(&name, len).unwrap_err().to_string();
+            let left = path.exists();
+            let _ = std::fs::remove_file(&path);
+            assert!(!left, "{} was left ({err})", path.display());
+            assert!(err.contains(&*path.to_string_lossy()), "{err}");
+        }
+    }
 
     #[test]
     fn a_created_region_is_visible_to_an_opener() {
