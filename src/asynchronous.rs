@@ -539,7 +539,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(
             |_| Want::After(after),
             timeout,
@@ -555,7 +555,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(
             |_| Want::After(after),
             timeout,
@@ -574,7 +574,7 @@ impl Stream {
     ) -> Result<u64> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(
             |_| Want::After(after),
             timeout,
@@ -589,7 +589,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<ArrayD<T>> {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new::<T>(Some(Duration::ZERO))
         })
@@ -602,7 +602,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new_publication::<T>(Some(Duration::ZERO))
         })
@@ -618,7 +618,7 @@ impl Stream {
     ) -> Result<u64> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         self.wait_then(Stream::want_new, timeout, |s| {
             s.read_new_into_slice(dst, Some(Duration::ZERO))
         })

@@ -329,7 +329,7 @@ impl Stream {
     fn slice_copier<T: Element>(&self, dst: &mut [T]) -> Result<impl FnMut(*const u8) + '_> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(dst.len())?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         let n = dst.len();
         let ptr = dst.as_mut_ptr();
         Ok(move |src: *const u8| {
@@ -359,7 +359,7 @@ impl Stream {
         op: &'static str,
     ) -> Result<(ArrayD<T>, FrameInfo)> {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         let n = self.len;
         let mut v: Vec<T> = Vec::with_capacity(n);
         let ptr = v.as_mut_ptr();
@@ -489,7 +489,7 @@ impl Stream {
         op: &'static str,
     ) -> Result<FrameInfo> {
         self.ensure_byte_len(dst.len())?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Read)?;
         let (n, ptr) = (dst.len(), dst.as_mut_ptr());
         let f = self.read_frame(want, timeout, op, |src| {
             // SAFETY: `src` is the host payload of `n` bytes (checked above), `ptr` the

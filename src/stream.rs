@@ -453,7 +453,10 @@ impl Stream {
     fn open_with(name: &str, readonly: bool, wait: Duration) -> Result<Stream> {
         check_name(name)?;
         let start = Instant::now();
-        let deadline = start + DECODE_RETRY;
+        // The retry of a missing payload inside the caller's wait (a header left without its
+        // payload took 50 ms of `open_within(name, 0)`), 2 ms at least: a creator between
+        // its renames, which follow each other, or a recreation racing us finishes in that.
+        let deadline = start + DECODE_RETRY.min(wait).max(Duration::from_millis(2));
         let until = wait_until(start, wait);
         let (meta, decoded, payload, history) = loop {
             let (meta, decoded) = open_meta(name, until.saturating_duration_since(Instant::now()))?;
@@ -493,6 +496,8 @@ impl Stream {
                 Err(Error::NotFound { .. } | Error::PayloadTooSmall { .. })
                     if Instant::now() < deadline =>
                 {
+                    #[cfg(test)]
+                    tests::PAYLOAD_RETRIES.with(|n| n.set(n.get() + 1));
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 // Still a header without its payload: a creation under way or one whose
@@ -652,22 +657,32 @@ impl Stream {
         })
     }
 
-    /// The host payload, or the error explaining why this handle has none.
+    /// The host payload, or the error explaining why this handle has none, whose remedy
+    /// suits `access` (a read, a write or a live view).
     #[inline]
-    pub(crate) fn host_payload(&self) -> Result<&Segment> {
+    pub(crate) fn host_payload(&self, access: Access) -> Result<&Segment> {
         match &self.payload {
             Some(p) => Ok(p),
-            None => Err(self.no_host_payload()),
+            None => Err(self.no_host_payload(access)),
         }
     }
 
     #[cold]
-    fn no_host_payload(&self) -> Error {
+    fn no_host_payload(&self, access: Access) -> Error {
+        let (verb, with) = match access {
+            Access::Read => ("read", "read_device_to_host / read_device_into"),
+            Access::Write => ("write", "write_device_from_host / write_device"),
+            Access::View => ("view", "WriteGuard::device_view"),
+        };
         Error::Unsupported {
             name: self.name.clone(),
             what: match self.gpu.detached_reason() {
-                Some(r) => format!("this GPU stream has no CPU mirror and this handle cannot reach the device ({r}): read it where the GPU and its producer are, with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)"),
-                None => "this GPU stream has no CPU mirror: read it with read_device_to_host / read_device_into, or recreate it with cpu_mirror(true)".into(),
+                Some(r) => format!(
+                    "this GPU stream has no CPU mirror and this handle cannot reach the device ({r}): {verb} it where the GPU and its producer are, with {with}, or recreate it with cpu_mirror(true)"
+                ),
+                None => format!(
+                    "this GPU stream has no CPU mirror: {verb} it with {with}, or recreate it with cpu_mirror(true)"
+                ),
             },
         }
     }
@@ -724,6 +739,17 @@ impl Stream {
     }
 }
 
+/// What a caller of [`Stream::host_payload`] does with it: the remedy its error gives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Access {
+    /// A copy out of the payload.
+    Read,
+    /// A new frame written into it.
+    Write,
+    /// A live view borrowed under the lock ([`crate::WriteGuard::live`]).
+    View,
+}
+
 impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
@@ -776,7 +802,8 @@ pub(crate) fn not_found(name: &str) -> Error {
 }
 
 /// The streams [`not_found`] names as a hint (`except` left out), sorted: each `_meta` of
-/// ours that [`hinted`] names. Reads only: no mapping, no lock taken, no lock file made, no
+/// ours that [`hinted`] names, those that may settle looked at again after one pause for all
+/// ([`catalog::settled`]). Reads only: no mapping, no lock taken, no lock file made, no
 /// stamp cleared. It runs in waits' polling loops and under other names' locks, so it must
 /// cost little and change nothing of other streams (`list` clears such stamps).
 fn known_streams(except: &str) -> Vec<String> {
@@ -784,54 +811,59 @@ fn known_streams(except: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(sys::SHM_DIR) else {
         return Vec::new();
     };
-    let header_of = |id: &str| -> Option<String> {
-        let meta_id = format!("{id}_meta");
-        let file = sys::shm_open(&meta_id, libc::O_RDONLY | crate::trust::OPEN_FLAGS).ok()?;
-        crate::trust::check_file(&file, &crate::segment::path(&meta_id)).ok()?;
-        hinted(id, || {
-            let mut b = vec![0u8; META_BYTES];
-            file.read_exact_at(&mut b, 0).ok().map(|()| b)
-        })
-    };
-    let mut known: Vec<String> = dir
+    let ids: Vec<String> = dir
         .filter_map(|e| {
             let file = e.ok()?.file_name();
             let id = file.to_str()?.strip_suffix("_meta")?;
-            name::looks_like_segment_id(id).then(|| header_of(id))?
+            name::looks_like_segment_id(id).then(|| id.to_owned())
         })
+        .collect();
+    // Each look reads the `_meta` afresh: none is held open across the pause.
+    let look = |id: &String, last: bool| {
+        let read = || {
+            let meta_id = format!("{id}_meta");
+            let file = sys::shm_open(&meta_id, libc::O_RDONLY | crate::trust::OPEN_FLAGS).ok()?;
+            crate::trust::check_file(&file, &crate::segment::path(&meta_id)).ok()?;
+            let mut b = vec![0u8; META_BYTES];
+            file.read_exact_at(&mut b, 0).ok().map(|()| b)
+        };
+        Ok::<_, std::convert::Infallible>(hinted(id, last, read))
+    };
+    let Ok(looked) = catalog::settled(&ids, look);
+    let mut known: Vec<String> = looked
+        .into_iter()
+        .flatten()
         .filter(|k| k != except)
         .collect();
     known.sort();
     known
 }
 
-/// The name the not-found hint gives the `_meta` under segment id `id`, whose header `read`
-/// reads afresh (`pread`) at each call: its stored name, when that hashes back to `id` and
-/// the header is valid but for lock stamps (a dead writer's, which `open` clears, or a live
-/// one's between its two stores: named at once, with no second read), or decodes under it
-/// as a scan decodes it ([`catalog::decode_scanned`]: once more, 2 ms later, where a
-/// pyshmem creation in progress may have left it).
-fn hinted(id: &str, mut read: impl FnMut() -> Option<Vec<u8>>) -> Option<String> {
-    let mut bytes = read()?;
-    let stored = format::stored_name(&bytes).filter(|s| name::segment_id(s) == id)?;
-    if let Err(rule) = format::decode(&bytes, Some(&stored))
-        && format::valid_but_for_lock_stamps(&bytes, Some(&stored), &rule)
-    {
-        return Some(stored);
-    }
-    let mut again = false;
-    let decoded = catalog::decode_scanned(|| {
-        if std::mem::replace(&mut again, true) {
-            bytes = read().ok_or(FormatError::TooShort(0))?;
-        }
-        format::decode(&bytes, Some(&stored))
-    });
-    match decoded {
+/// One look of the not-found hint at the `_meta` under segment id `id`, whose header `read`
+/// reads: its stored name, when that hashes back to `id` and the header is valid, or valid
+/// but for lock stamps (a dead writer's, which `open` clears, or a live one's between its
+/// two stores). [`catalog::Look::Again`] when it fails with an error that may settle (a
+/// pyshmem creation in progress) and this is not the `last` look.
+fn hinted(
+    id: &str,
+    last: bool,
+    read: impl FnOnce() -> Option<Vec<u8>>,
+) -> catalog::Look<Option<String>> {
+    use catalog::Look;
+    let Some(bytes) = read() else {
+        return Look::Final(None);
+    };
+    let Some(stored) = format::stored_name(&bytes).filter(|s| name::segment_id(s) == id) else {
+        return Look::Final(None);
+    };
+    Look::Final(match format::decode(&bytes, Some(&stored)) {
         Ok(h) => Some(h.name),
-        Err(rule) => {
-            format::valid_but_for_lock_stamps(&bytes, Some(&stored), &rule).then_some(stored)
+        Err(rule) if format::valid_but_for_lock_stamps(&bytes, Some(&stored), &rule) => {
+            Some(stored)
         }
-    }
+        Err(rule) if !last && catalog::may_settle(&rule) => return Look::Again,
+        Err(_) => None,
+    })
 }
 
 /// `NotFound` for a name without `_meta`: `unfinished` when its payload is there (a regular
@@ -1185,6 +1217,8 @@ mod tests {
         static BEFORE_RING: Hook = RefCell::new(None);
         /// How many times this thread entered [`wait_for_creation`].
         pub(super) static CREATION_WAITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        /// How many times this thread's opens looked again for a missing or short payload.
+        pub(super) static PAYLOAD_RETRIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
     fn run(hook: &'static std::thread::LocalKey<Hook>) {
@@ -1348,11 +1382,12 @@ mod tests {
     }
 
     /// Review item: the hint decodes a header as a scan does: a pyshmem stream caught
-    /// between its CRC flag and its CRC (stored 0) is read again 2 ms later and named (the
-    /// hint decoded each header once and left it out); dead lock stamps alone are
-    /// overlooked; a bad CRC is not.
+    /// between its CRC flag and its CRC (stored 0) is looked at again (after the scan's
+    /// pause) and named (the hint decoded each header once and left it out); dead lock
+    /// stamps alone are overlooked; a bad CRC is not.
     #[test]
     fn the_hint_names_a_pyshmem_stream_caught_mid_crc() {
+        use catalog::Look;
         let stream = "hint-mid-crc";
         let id = name::segment_id(stream);
         let valid = format::encode_new(&format::NewHeader {
@@ -1365,28 +1400,31 @@ mod tests {
             instance_id: [3; 16],
         })
         .to_vec();
+        let named = Look::Final(Some(stream.to_owned()));
         let mut creating = valid.clone();
         creating[format::offset::HEADER_CRC..][..4].fill(0);
-        let mut reads = vec![valid.clone(), creating];
-        assert_eq!(hinted(&id, || reads.pop()), Some(stream.to_owned()));
-        assert!(reads.is_empty(), "read {} times", 2 - reads.len());
-        // A dead writer's stamps are named from the first read: no 2 ms retry, which every
-        // not-found paid for each such leftover on the host (a poller at every poll).
+        assert_eq!(hinted(&id, false, || Some(creating.clone())), Look::Again);
+        assert_eq!(hinted(&id, true, || Some(valid.clone())), named);
+        assert_eq!(
+            hinted(&id, true, || Some(creating.clone())),
+            Look::Final(None)
+        );
+        // A dead writer's stamps are named at the first look: no second one after a pause,
+        // which every not-found paid for each such leftover on the host (a poller at every
+        // poll).
         let mut stamped = valid.clone();
         stamped[format::offset::LOCK_OWNER_PID] = 9;
-        let mut reads = 0;
-        let got = hinted(&id, || {
-            reads += 1;
-            Some(stamped.clone())
-        });
-        assert_eq!((got.as_deref(), reads), (Some(stream), 1));
+        assert_eq!(hinted(&id, false, || Some(stamped.clone())), named);
         let mut corrupt = valid.clone();
         corrupt[format::offset::HEADER_CRC] ^= 1;
-        assert_eq!(hinted(&id, || Some(corrupt.clone())), None);
+        assert_eq!(
+            hinted(&id, false, || Some(corrupt.clone())),
+            Look::Final(None)
+        );
         // Under another name's id: not this stream's.
         assert_eq!(
-            hinted(&name::segment_id("other"), || Some(valid.clone())),
-            None
+            hinted(&name::segment_id("other"), false, || Some(valid.clone())),
+            Look::Final(None)
         );
     }
 
@@ -1466,6 +1504,37 @@ mod tests {
             assert!(!text.contains("create it first"), "{text}");
             assert!(text.contains("holding the name's lock"), "{text}");
         }
+    }
+
+    /// Review item: `open_within` looked for a missing payload for 50 ms whatever its wait,
+    /// so a header left without its payload (a creator killed between its renames) took
+    /// 50 ms of `open_within(name, 1 ms)`. It looks for 2 ms at most now: a few retries.
+    #[test]
+    fn open_within_looks_for_a_missing_payload_only_within_its_wait() {
+        let stream = format!("open-within-nopayload-{}", sys::pid());
+        let _ = catalog::unlink(&stream);
+        drop(Stream::create(&stream, &[4], Dtype::U8).unwrap());
+        std::fs::remove_file(crate::segment::path(&name::segment_id(&stream))).unwrap();
+        PAYLOAD_RETRIES.with(|n| n.set(0));
+        let got = Stream::open_within(&stream, Duration::from_millis(1)).map(drop);
+        let retries = PAYLOAD_RETRIES.with(std::cell::Cell::get);
+        let _ = catalog::unlink(&stream);
+        let meta = crate::segment::path(&name::meta_id(&stream));
+        for left in [meta, name::lock_path(&stream)] {
+            let _ = std::fs::remove_file(left);
+        }
+        assert!(
+            matches!(
+                got,
+                Err(Error::NotFound {
+                    unfinished: true,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // Each retry sleeps 1 ms or more, inside 2 ms: two at most (some 50 before).
+        assert!(retries <= 2, "retried {retries} times");
     }
 
     /// Giving back an abandoned wait's report undoes only the mark that wait made: a report

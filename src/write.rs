@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ndarray::{ArrayBase, ArrayRef, ArrayViewD, Data, Dimension, IxDyn};
 
+use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::dtype::{Dtype, Element, as_bytes};
 use crate::error::{Error, Result};
 use crate::header::MappedHeader;
@@ -306,7 +307,7 @@ impl Stream {
     ) -> Result<impl FnOnce(*mut u8) -> Result<()> + 'a> {
         self.ensure_dtype::<T>()?;
         self.ensure_len(data.len())?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Write)?;
         Ok(move |dst: *mut u8| {
             let src = as_bytes(data);
             // SAFETY: `dst` is the host payload or the history ring's next slot, each of
@@ -342,7 +343,7 @@ impl Stream {
                 reason: "a bool byte other than 0 or 1 given to the write: pass only 0 or 1 (nothing was written)",
             });
         }
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Write)?;
         self.publish(Some(frame_id), Fill::Whole, |dst: *mut u8| {
             // SAFETY: `dst` is the host payload or the history ring's next slot, each of
             // exactly `self.size == bytes.len()` bytes (checked above); we hold the write
@@ -396,7 +397,7 @@ impl Stream {
                 run(&mut |dst| fill.take().map_or(Ok(()), |f| f(dst)))
             }
             None => {
-                self.host_payload()?;
+                self.host_payload(crate::stream::Access::Write)?;
                 run(&mut |dst| {
                     let dst = dst.cast::<T>();
                     for (i, v) in array.iter().enumerate() {
@@ -418,7 +419,11 @@ impl Stream {
     /// [`Error::Inconsistent`] (never the half-written frame) until the next good write.
     /// The buffer holds the previous frame when `fill` starts; after an aborted write (or a
     /// writer that died mid-write) it may hold that write's bytes instead: write every
-    /// element then.
+    /// element then. The lock keeps other writers out of the buffer only while its file stays
+    /// at its path (one removed by a temp cleaner is followed within 20 ms: guarantees row 38);
+    /// on a `bool` stream where a foreign writer may race that, fill through
+    /// [`Stream::write_bytes_view_frame`] (a byte other than 0 or 1 under a `&mut [bool]` is
+    /// undefined behaviour).
     ///
     /// ```
     /// use shmstream::{Dtype, Stream};
@@ -467,7 +472,7 @@ impl Stream {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.ensure_dtype::<T>()?;
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Write)?;
         let len = self.len;
         let name = &self.name;
         let body = move |dst: *mut u8| {
@@ -522,7 +527,7 @@ impl Stream {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Write)?;
         let (size, dtype, name) = (self.size, self.dtype, &self.name);
         let body = move |dst: *mut u8| {
             // SAFETY: `dst` is the host payload of `size` bytes; we hold the write lock inside
@@ -556,7 +561,7 @@ impl Stream {
 
     /// Writes zeros as a new frame.
     pub fn clear(&self) -> Result<()> {
-        self.host_payload()?;
+        self.host_payload(crate::stream::Access::Write)?;
         let size = self.size;
         self.publish(None, Fill::Whole, |dst| {
             // SAFETY: `dst` is the host payload or the history ring's next slot, each of
@@ -656,15 +661,29 @@ impl WriteGuard<'_> {
     /// The live payload, borrowed without a copy (pyshmem's `read(safe=False)` under the
     /// lock). Cooperating writers are excluded while the guard lives, and while the view
     /// lives this thread's own writes to the stream are refused ([`Error::Unsupported`]),
-    /// so the view is stable: read it, drop it, then write. A `bool` frame holding a byte
-    /// other than 0 or 1 (a foreign writer's) is not lent ([`Error::InvalidData`]; reads
-    /// take it as `true`). After an aborted write, or a writer that died
-    /// mid-write, the payload holds a half-written frame: [`Error::Inconsistent`] until a
-    /// whole frame is written ([`WriteGuard::write_slice`], [`WriteGuard::write`]).
+    /// so the view is stable: read it, drop it, then write. Exclusive only while the lock
+    /// file stays at its path: one removed (a temp cleaner) lets a writer lock the new file
+    /// there and write under the view (guarantees, row 38). So a `bool` stream is lent as
+    /// its bytes, `live::<u8>()` (0 false, any other byte true, as numpy reads them), never
+    /// as `bool` ([`Error::Unsupported`]): a foreign writer's 255 under a `&[bool]` would be
+    /// undefined behaviour. After an aborted write, or a writer that died mid-write, the
+    /// payload holds a half-written frame: [`Error::Inconsistent`] until a whole frame is
+    /// written ([`WriteGuard::write_slice`], [`WriteGuard::write`]). Another process's
+    /// GPU-side publication still landing is waited for, up to the handle's default
+    /// timeout ([`Error::Timeout`]).
     pub fn live<T: Element>(&self) -> Result<LiveView<'_, T>> {
         let s = self.ready()?;
-        s.ensure_dtype::<T>()?;
-        let p = s.host_payload()?.as_ptr();
+        // A bool stream's bytes are lent as `u8`, which any byte is.
+        if !(T::DTYPE == Dtype::U8 && s.dtype == Dtype::Bool) {
+            s.ensure_dtype::<T>()?;
+        }
+        if T::DTYPE == Dtype::Bool {
+            return Err(Error::Unsupported {
+                name: s.name.clone(),
+                what: "a live view of a bool stream as bool (a writer on a lock file put at the path after this one was removed could store a byte other than 0 or 1 under it, which no bool may hold): take live::<u8>() (0 is false, any other byte true) or read the frame".into(),
+            });
+        }
+        let p = s.host_payload(crate::stream::Access::View)?.as_ptr();
         if s.lock.is_filling() {
             return Err(Error::Unsupported {
                 name: s.name.clone(),
@@ -672,6 +691,7 @@ impl WriteGuard<'_> {
             });
         }
         crate::gpu::wait_for_landing(s)?;
+        wait_for_foreign_landing(s)?;
         // An aborted write (negative sequence) or a dead writer's open bracket (odd, the lock
         // now ours) may have left a half-written frame: refused, as readers refuse it.
         if !matches!(
@@ -684,23 +704,13 @@ impl WriteGuard<'_> {
                 reason: "the last write was aborted or its writer died: write a whole frame (write, write_slice) before a live view",
             });
         }
-        if T::DTYPE == Dtype::Bool {
-            // SAFETY: the payload has `s.len` readable bytes for a bool stream.
-            let bytes = unsafe { std::slice::from_raw_parts(p.cast_const(), s.len) };
-            if bytes.iter().any(|&b| b > 1) {
-                return Err(Error::InvalidData {
-                    name: s.name.clone(),
-                    dtype: s.dtype,
-                    reason: "a bool byte other than 0 or 1 in the published frame (a foreign writer's; numpy reads it as True) cannot be lent as bool: read the frame instead (reads take a nonzero byte as true) or write a whole frame over it",
-                });
-            }
-        }
         let loan = s.lock.lend(crate::lock::Lent::View);
-        // SAFETY: the payload holds `s.len` valid `T` (dtype checked; bool bytes checked above
-        // to be 0 or 1),
-        // is page aligned and mapped while `s` lives; the write lock held by this guard keeps
-        // cooperating writers out for the borrow's lifetime (tied to `&self`), and the loan,
-        // which lives as long as the view, makes this thread's own publications refuse.
+        // SAFETY: the payload holds `s.len` valid `T` (dtype checked; `T` is never `bool`, a
+        // bool stream is lent as `u8`, and any byte is a valid `u8`, whoever stored it), is
+        // page aligned and mapped while `s` lives; the write lock held by this guard keeps
+        // cooperating writers out for the borrow's lifetime (tied to `&self`) while the lock
+        // file stays at its path, and the loan, which lives as long as the view, makes this
+        // thread's own publications refuse.
         let slice = unsafe { std::slice::from_raw_parts(p.cast_const().cast::<T>(), s.len) };
         let view =
             ArrayViewD::from_shape(IxDyn(&s.shape), slice).map_err(|_| Error::ShapeMismatch {
@@ -715,6 +725,64 @@ impl WriteGuard<'_> {
         })
     }
 }
+
+/// Before a live view, on a handle without a device attachment (no CUDA, or a build without
+/// `cuda`) of a GPU stream: an odd sequence whose `_gpu` publisher is alive is another
+/// process's GPU-side publication still landing ([`crate::gpu::wait_for_landing`] waits only
+/// with an attachment), not an aborted write. Waits up to the handle's timeout for the even
+/// value, as readers do; the publisher is asked again every [`LANDING_PROBE`] (each ask maps
+/// `_gpu` afresh). A publisher gone meanwhile leaves the bracket to the caller's check.
+fn wait_for_foreign_landing(s: &Stream) -> Result<()> {
+    use std::sync::atomic::Ordering::Acquire;
+    use std::time::Instant;
+    let seq = s.header.sequence().load(Acquire);
+    if seq <= 0 || seq & 1 == 0 || !crate::gpu::publication_landing(s) {
+        return Ok(());
+    }
+    let timeout = s.default_timeout();
+    let deadline = crate::deadline::after(Instant::now(), Some(timeout));
+    let mut backoff = Backoff::yielding_rounds(
+        64,
+        Sleeps::new(Duration::from_micros(5), Duration::from_millis(1)),
+    );
+    let mut probe_at = Instant::now() + LANDING_PROBE;
+    let over = poll_with(&mut backoff, deadline, || {
+        if s.header.sequence().load(Acquire) != seq {
+            return Some(());
+        }
+        let now = Instant::now();
+        if now < probe_at {
+            return None;
+        }
+        probe_at = now + LANDING_PROBE;
+        (!crate::gpu::publication_landing(s)).then_some(())
+    });
+    // A landing in the last moments is a landing, not a timeout.
+    if over.is_some()
+        || s.header.sequence().load(Acquire) != seq
+        || !crate::gpu::publication_landing(s)
+    {
+        return Ok(());
+    }
+    // Its CUDA stream may wait for the stream's GPU consumer to acknowledge the frame before.
+    let consumer = crate::gpu::segment_bytes(&s.name)
+        .and_then(|b| crate::gpu::layout::consumer_pid(&b))
+        .unwrap_or(0);
+    let awaited = if consumer != 0 && sys::is_self_or_running(consumer) {
+        crate::Awaited::GpuPublisherAndConsumer
+    } else {
+        crate::Awaited::GpuPublisher
+    };
+    Err(Error::Timeout {
+        name: s.name.clone(),
+        op: "lend a live view (another process's GPU-side publication has yet to land: its CUDA stream has not stored the even sequence)",
+        awaited,
+        timeout,
+    })
+}
+
+/// How often [`wait_for_foreign_landing`] asks whether the publisher is still alive.
+const LANDING_PROBE: Duration = Duration::from_millis(10);
 
 /// A view of the live payload ([`WriteGuard::live`]); it dereferences to an
 /// [`ArrayRef`](ndarray::ArrayRef), so every borrow of the payload it gives (`as_slice`,
@@ -911,6 +979,67 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A GPU-side publication still landing (odd sequence, the write lock free, a live
+    /// publisher in `_gpu`) seen under the lock by a handle without a device attachment (no
+    /// CUDA here): `live` waits for the landing as readers do, and times out on the publisher.
+    /// It called the landing an aborted write (`Inconsistent`: "write a whole frame", which
+    /// this handle cannot do).
+    #[test]
+    fn a_live_view_on_a_handle_without_the_device_waits_for_a_gpu_publication_landing() {
+        use crate::gpu::layout;
+        use std::sync::atomic::Ordering;
+        if crate::gpu::gpu_available() {
+            return; // the fake handles are not real IPC handles
+        }
+        let name = format!("write-live-landing-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        crate::gpu::tests::fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
+        let s = Stream::open(&name).unwrap();
+        assert!(s.gpu.detached_reason().is_some(), "no device attachment");
+        // The publisher (this process, alive) whose CUDA stream has yet to store 4.
+        let g = crate::segment::Segment::open_prefix(
+            &crate::name::gpu_id(&name),
+            true,
+            layout::GPU_SEGMENT_BYTES,
+        )
+        .unwrap();
+        let pid = crate::sys::pid().to_le_bytes();
+        // SAFETY: a live mapping of GPU_SEGMENT_BYTES; PUBLISHER_PID + 8 is inside it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                pid.as_ptr(),
+                g.as_ptr().add(layout::gpu_offset::PUBLISHER_PID),
+                8,
+            );
+        };
+        drop(g);
+        s.header.sequence().store(3, Ordering::Release);
+        s.set_default_timeout(Duration::from_millis(60));
+        let guard = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let e = guard.live::<f32>().map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Timeout {
+                    awaited: crate::Awaited::GpuPublisher,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(s.write_sequence(), 3, "left landing");
+        // The landing ends (its CUDA stream stores the even value) while `live` waits: the
+        // frame is lent.
+        s.set_default_timeout(Duration::from_secs(10));
+        std::thread::scope(|t| {
+            t.spawn(|| s.header.sequence().store(4, Ordering::Release));
+            assert_eq!(guard.live::<f32>().unwrap().as_slice().unwrap(), &[0.0; 4]);
+        });
+        drop(guard);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A stream unlinked as pyshmem does (objects removed, the header left valid, so the
     /// sequence stays stable): a lock and a live view through a guard taken before give
     /// `Stale`. Before, neither looked at the files: a `lock` + `live` loop read the dead
@@ -944,33 +1073,31 @@ mod tests {
         let _ = crate::unlink(&name);
     }
 
-    /// A bool byte other than 0 or 1 (a foreign writer's mask, planted in the payload) is
-    /// not lent as `bool`: the refusal says why and what to do instead, not that the writer
-    /// is invalid; a whole frame written over it is lent.
+    /// A bool stream is lent as its bytes, never as `bool`: the lock excludes other writers
+    /// only while its file stays at its path, and a writer on a new file there (pyshmem's
+    /// uint8 mask viewed as bool) could store 255 under a `&[bool]`. The refusal names the
+    /// remedy; the `u8` view shows a foreign byte as it is.
     #[test]
-    fn a_live_view_of_a_bool_byte_other_than_0_or_1_is_refused_with_the_remedy() {
+    fn a_live_view_of_a_bool_stream_is_lent_as_bytes_not_as_bool() {
         let name = format!("write-live-bool-{}", std::process::id());
         let _ = crate::unlink(&name);
         let s = Stream::create(&name, &[4], Dtype::Bool).unwrap();
         s.write_slice(&[true, false, true, true]).unwrap();
-        // As a foreign writer stores a uint8 mask viewed as bool.
-        plant_in_payload(&name, 2, &[255]);
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let e = g.live::<bool>().map(|_| ()).unwrap_err();
         let text = e.to_string();
         assert!(
-            matches!(e, Error::InvalidData { .. })
+            matches!(e, Error::Unsupported { .. })
                 && text.contains(&name)
-                && text.contains("cannot be lent")
-                && text.contains("read the frame")
-                && !text.contains("valid producer"),
+                && text.contains("live::<u8>()"),
             "{text}"
         );
-        g.write_slice(&[false, true, false, true]).unwrap();
-        assert_eq!(
-            g.live::<bool>().unwrap().as_slice().unwrap(),
-            &[false, true, false, true]
-        );
+        assert_eq!(g.live::<u8>().unwrap().as_slice().unwrap(), &[1, 0, 1, 1]);
+        // As a foreign writer stores a uint8 mask viewed as bool.
+        plant_in_payload(&name, 2, &[255]);
+        assert_eq!(g.live::<u8>().unwrap().as_slice().unwrap(), &[1, 0, 255, 1]);
+        let e = g.live::<i8>().map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::DtypeMismatch { .. }), "{e:?}");
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();

@@ -558,14 +558,29 @@ pub(crate) mod tests {
         drop(s.lock(Some(std::time::Duration::from_secs(1))).unwrap());
         let e = s.read::<f32>().unwrap_err().to_string();
         assert!(
-            e.contains("no CPU mirror") && e.contains("cpu_mirror(true)"),
+            e.contains("no CPU mirror")
+                && e.contains("cpu_mirror(true)")
+                && e.contains("read_device_to_host"),
             "{e}"
         );
+        // A write's remedy is a device write, not a read (it named read_device_to_host).
         let e = s.write_slice(&[1.0f32; 4]).unwrap_err();
         assert!(
             matches!(e, Error::Gpu { .. } | Error::Unsupported { .. }),
             "{e}"
         );
+        let e = e.to_string();
+        assert!(
+            e.contains("write_device_from_host") && !e.contains("read_device"),
+            "{e}"
+        );
+        let guard = s.lock(Some(std::time::Duration::from_secs(1))).unwrap();
+        let e = guard.live::<f32>().map(drop).unwrap_err().to_string();
+        assert!(
+            e.contains("device_view") && !e.contains("read_device"),
+            "{e}"
+        );
+        drop(guard);
         assert_eq!(s.count(), 0, "a refused write publishes nothing");
         assert_eq!(s.write_sequence(), 0);
         crate::unlink(&name).unwrap();
