@@ -1,5 +1,6 @@
 //! Thin, safe wrappers over the Linux calls the crate makes: POSIX shm objects, `flock`,
-//! futex, and process liveness. All raw `libc` use lives here.
+//! futex, and process liveness. Raw `libc` use lives here, but for a call on memory another
+//! module maps (the history ring's `pwrite` of a slot), which stays beside that mapping.
 
 use std::ffi::CString;
 use std::fs::File;
