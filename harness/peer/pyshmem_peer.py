@@ -10,12 +10,14 @@ adaptive) the pingpong and mvm streams notify and their waiters park; the result
 notes["notify"] says whether pyshmem did use notify streams.
 
 Usage: pyshmem_peer.py SPEC.json            (the measuring side)
-       pyshmem_peer.py --role ROLE SPEC.json (the partner process it spawns itself)
+       pyshmem_peer.py --role ROLE --leader PID SPEC.json
+                                            (the partner process it spawns itself)
 """
 
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,11 +131,29 @@ def all_cpus():
 def spawn_partner(role, spec_path, unpinned=False):
     # An unpinned partner must not inherit our pinning: OpenBLAS sizes its thread pool
     # from the affinity mask it sees when numpy is imported.
+    script = os.path.abspath(__file__)
+    leader = str(os.getpid())
     return subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--role", role, spec_path],
+        [sys.executable, script, "--role", role, "--leader", leader, spec_path],
         stdin=subprocess.DEVNULL,
         preexec_fn=all_cpus if unpinned else None,
     )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_leader(leader):
+    """Has the kernel SIGKILL this partner when its leader (the thread that spawned it,
+    Python's main thread) dies, however it dies (the harness's group kill misses a leader
+    killed with the harness, SIGKILL or abort): it would otherwise wait out its 60 s reads."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    # The leader died before the prctl: no signal will come.
+    if os.getppid() != leader:
+        raise SystemExit(f"peer partner: its leader {leader} is gone")
 
 
 def finish_partner(proc):
@@ -338,6 +358,10 @@ def main():
     role = None
     if args and args[0] == "--role":
         role, args = args[1], args[2:]
+        if args[:1] != ["--leader"]:
+            raise SystemExit("--role needs --leader PID (the process that spawns the partner)")
+        die_with_leader(int(args[1]))
+        args = args[2:]
     spec_path = args[0]
     with open(spec_path) as f:
         spec = json.load(f)

@@ -27,6 +27,8 @@ mod kernel;
 mod measure;
 mod noise;
 mod peer;
+#[cfg(test)]
+mod peer_partner;
 mod report;
 mod run;
 mod scenario;

@@ -456,10 +456,9 @@ pub fn write_outcome(
     Ok(())
 }
 
-/// Processes running now that cannot die with the harness by `PR_SET_PDEATHSIG` (the
-/// pyshmem peer's partners, which it starts itself; the bridges, started from a short-lived
-/// pinned thread, whose end would fire the signal): a harness stopped by a signal kills them
-/// ([`stop_tracked`]).
+/// Processes a harness stopped by a signal kills before its clean-up ([`stop_tracked`]):
+/// the pyshmem peers (whose partners die with their leader, `PR_SET_PDEATHSIG`) and the
+/// bridges (which die with the thread that runs their case too).
 #[derive(Debug)]
 struct Registry {
     /// `(pid, group)`: with `group`, the pid leads a process group, killed whole.

@@ -153,10 +153,11 @@ impl Drop for Children {
     }
 }
 
-/// Starts a bridge process for `job`: on Zenoh's core of a pinned job (spawned from a
-/// thread pinned there, whose affinity it and its threads inherit), under `SCHED_FIFO` at
-/// the job's `rt_priority`; `piped` gives it pipes for its standard input and output
-/// (floor-put's phases and answers).
+/// Starts a bridge process for `job`: on Zenoh's core of a pinned job (pinned as it
+/// starts), under `SCHED_FIFO` at the job's `rt_priority`; `piped` gives it pipes for its
+/// standard input and output (floor-put's phases and answers). Call it from the thread that
+/// runs the case: the process dies with that thread (`PR_SET_PDEATHSIG`), so with a harness
+/// killed hard (SIGKILL, an abort), which could not kill it itself.
 fn spawn(bin: &Path, job: &Job, args: &[String], log: &Path, piped: bool) -> Result<Child> {
     let err = std::fs::File::create(log).context("creating a bridge log")?;
     let io = || if piped { Stdio::piped() } else { Stdio::null() };
@@ -165,12 +166,20 @@ fn spawn(bin: &Path, job: &Job, args: &[String], log: &Path, piped: bool) -> Res
         cmd.arg("--rt-priority").arg(p.to_string());
     }
     cmd.args(args).stdin(io()).stdout(io()).stderr(err);
-    // Tracked as it starts, not `die_with_parent`: this thread ends at once, and the
-    // signal would follow it.
-    on_cpu(zenoh_cpu(job), || {
-        crate::spawn::spawn_tracked(&mut cmd, false)
-            .with_context(|| format!("starting {}", bin.display()))
-    })
+    harness_sys::die_with_parent(&mut cmd);
+    let cpu = zenoh_cpu(job);
+    let what = match cpu {
+        Some(cpu) => format!(
+            "starting {} on cpu {cpu} (writer_cpu of a pinned bridge case)",
+            bin.display()
+        ),
+        None => format!("starting {}", bin.display()),
+    };
+    if let Some(cpu) = cpu {
+        harness_sys::pin_on_exec(&mut cmd, cpu).context(what.clone())?;
+    }
+    // Tracked as well: a harness stopped by a signal kills it before its clean-up.
+    crate::spawn::spawn_tracked(&mut cmd, false).context(what)
 }
 
 /// Pins the calling thread to `cpu` (nothing for `None`).
@@ -1192,6 +1201,42 @@ mod tests {
         crate::spawn::track(pid, false);
         drop(Children(vec![other]));
         assert!(!crate::spawn::is_tracked(pid));
+    }
+
+    /// A bridge of a pinned job runs on Zenoh's core from its start, and dies (SIGKILL) with
+    /// the thread that started it, as the bridges die with a harness killed hard (SIGKILL,
+    /// an abort), which cannot kill them itself. Stand-in: `sleep 30`, started through the
+    /// bridges' `spawn` from a thread that ends at once.
+    #[test]
+    fn a_bridge_runs_on_its_core_and_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let cpu = *crate::spawn::allowed_cores().unwrap().last().unwrap();
+        let mut job = bridge_job(30);
+        job.pinned = true;
+        job.writer_cpu = cpu;
+        let log = std::env::temp_dir().join(format!("bridge-owner-{}.log", std::process::id()));
+        let (child, proc_status) = std::thread::spawn(move || {
+            let child = spawn(Path::new("sleep"), &job, &["30".into()], &log, false).unwrap();
+            let _ = std::fs::remove_file(&log);
+            // Read while its starter lives, hence it too.
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+            (child, status.unwrap())
+        })
+        .join()
+        .unwrap();
+        let pid = child.id();
+        let allowed = proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim);
+        let status = crate::spawn::wait_timeout(child, Duration::from_secs(10), false).unwrap();
+        crate::spawn::untrack(pid);
+        assert_eq!(allowed, Some(cpu.to_string().as_str()), "{status:?}");
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(libc::SIGKILL),
+            "the bridge outlived the thread that started it (killed 10 s later)"
+        );
     }
 
     /// The probe leaves the asking thread's policy alone, and answers the same as the

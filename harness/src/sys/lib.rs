@@ -203,6 +203,38 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Has `command`'s process start on core `cpu` alone (`sched_setaffinity` in the forked
+/// child before `exec`, whatever the spawning thread's affinity); its threads inherit it.
+/// Fails for a core past `CPU_SETSIZE`; the spawn fails if the kernel refuses the core.
+pub fn pin_on_exec(command: &mut std::process::Command, cpu: usize) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is past CPU_SETSIZE ({})", libc::CPU_SETSIZE),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zero bytes is the empty set;
+    // `CPU_SET` sets bit `cpu` of it, which is in range (checked above).
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    // SAFETY: the hook runs in the forked child before `exec`; it calls only
+    // `sched_setaffinity` (a system call, async-signal-safe) on the set it owns, and
+    // allocates nothing (its error is an OS code).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// The signals that stop a run from outside: `SIGINT`, `SIGTERM` and `SIGHUP`, less those
 /// this process was started ignoring (`nohup` ignores `SIGHUP`: a run under it must outlive
 /// the terminal, and a blocked signal is taken by `sigwait` even when ignored).
