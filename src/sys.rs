@@ -1,6 +1,7 @@
 //! Thin, safe wrappers over the Linux calls the crate makes: POSIX shm objects, `flock`,
 //! futex, and process liveness. Raw `libc` use lives here, but for a call on memory another
-//! module maps (the history ring's `pwrite` of a slot), which stays beside that mapping.
+//! module maps (the history ring's `pwrite` of a slot), which stays beside that mapping, and
+//! the CUDA modules' own.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -274,7 +275,9 @@ fn shows_exited(stat: &std::path::Path) -> Option<bool> {
 /// Reserves the first `len` bytes of `file`'s storage (`posix_fallocate`): a shared-memory
 /// object larger than the room left in `/dev/shm` then fails here with `ENOSPC`, where a
 /// sparse one would be created and kill its writer with `SIGBUS` when the pages run out. A
-/// file system that cannot reserve (`EOPNOTSUPP`) is left sparse.
+/// file system (or libc: musl) that cannot reserve (`EOPNOTSUPP`) gets a zero written into
+/// each page of the new, zero-filled object instead, as glibc's own fallback does: readers
+/// refuse an object with holes (`Segment::open_written`).
 pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     if len == 0 {
@@ -284,11 +287,22 @@ pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
         // SAFETY: plain integers and a descriptor that `file` keeps open for the call.
         let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, len) };
         match rc {
-            0 | libc::EOPNOTSUPP => return Ok(()),
+            0 => return Ok(()),
+            libc::EOPNOTSUPP => return write_each_page(file, len as u64),
             libc::EINTR => continue,
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+/// Gives each 4 KiB page of `file`'s first `len` bytes (a new object: all zero) its storage by
+/// writing a zero into it ([`reserve`] where `posix_fallocate` cannot).
+fn write_each_page(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for at in (0..len).step_by(4096) {
+        file.write_all_at(&[0], at)?;
+    }
+    Ok(())
 }
 
 /// Bytes free for an unprivileged process in `/dev/shm` (`statvfs`), if it can be read.
@@ -513,6 +527,22 @@ pub(crate) fn coarse_now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where `posix_fallocate` cannot reserve, each page of a new object gets its storage
+    /// (readers refuse an object with holes): a sparse 64 KiB object then holds 64 KiB.
+    #[test]
+    fn writing_each_page_gives_a_sparse_object_its_storage() {
+        use std::os::unix::fs::MetadataExt;
+        let id = format!("sys-each-page-{}", std::process::id());
+        let file = shm_open(&id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR).unwrap();
+        let len = 64 * 1024 + 1;
+        file.set_len(len).unwrap();
+        assert_eq!(file.metadata().unwrap().blocks(), 0, "sized sparse");
+        write_each_page(&file, len).unwrap();
+        let stored = file.metadata().unwrap().blocks() * 512;
+        shm_unlink(&id).unwrap();
+        assert!(stored >= len, "{stored} bytes of storage for {len}");
+    }
 
     /// Yields until `done()`; fails saying `never` after 10 s.
     fn until(never: &str, done: impl Fn() -> bool) {
