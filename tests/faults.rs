@@ -570,9 +570,9 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
     // Latency less the reader's run-queue wait, latency, run-queue wait.
     let mut worst = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut longest_runq = Duration::ZERO;
-    // Each trial's report latency and fresh read, less run-queue waits: the run-queue wait
-    // leaves out time the hypervisor steals and page-fault stalls, so one trial may pass
-    // DETECT on a loaded VM; nine in ten must not.
+    // Each kill inside a write: its report latency and a fresh read's, less run-queue
+    // waits. The run-queue wait leaves out time the hypervisor steals and page-fault stalls,
+    // so one trial may pass DETECT on a loaded VM; nine in ten must not.
     let mut reports = Vec::new();
     let mut fresh_reads = Vec::new();
     for notify in [true, false] {
@@ -676,8 +676,12 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
                     took.saturating_sub(runq) < STUCK,
                     "{ctx}: fresh read took {took:?}, {runq:?} of it waiting for a CPU"
                 );
-                reports.push(own);
-                fresh_reads.push(took.saturating_sub(runq));
+                // The reports of a dead writer: a close's wake or a finished frame's read
+                // is quicker, and would hide slow reports among them.
+                if killed_inside {
+                    reports.push(own);
+                    fresh_reads.push(took.saturating_sub(runq));
+                }
                 match r {
                     Ok(a) => {
                         assert!(
@@ -705,7 +709,9 @@ fn writer_killed_at_random_points_never_tears_and_is_reported_and_recovered() {
     );
     for (what, mut took) in [("report", reports), ("fresh read", fresh_reads)] {
         took.sort();
-        let p90 = took[took.len() * 9 / 10];
+        let Some(&p90) = took.get(took.len() * 9 / 10) else {
+            continue; // no kill inside a write: the count below fails
+        };
         assert!(
             p90 < DETECT,
             "{what}: 90th percentile {p90:?} of {} trials (less run-queue waits)",

@@ -1797,13 +1797,15 @@ fn names_whose_segment_ids_collide_never_touch_each_others_stream() {
     );
     // The names are fixed: two runs of this suite on one host (two checkouts, two CI jobs
     // as one user) take turns, rather than unlink each other's streams.
-    let turn = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("shmstream-collide-test.lock"))
+    // Opened read-only where it exists (another user may have made it), made otherwise;
+    // `flock` (not `File::lock`, newer than the crate's rust-version) on either.
+    let path = std::env::temp_dir().join("shmstream-collide-test.lock");
+    let turn = std::fs::File::open(&path)
+        .or_else(|_| std::fs::File::create(&path))
         .unwrap();
-    turn.lock().unwrap();
+    // SAFETY: flock on a descriptor this thread owns for the call.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&turn), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "{}", std::io::Error::last_os_error());
     // An earlier run's leftovers (of either name) go by their own name.
     for n in [a, b] {
         let _ = shmstream::unlink_quiet(n);

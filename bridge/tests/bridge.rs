@@ -2476,7 +2476,17 @@ const QUIET: Duration = Duration::from_secs(3);
 /// Takes what is put on `sub` until nothing came for [`QUIET`]. (A resend delivered later
 /// still can only make a later step pass early: nothing waits for it.)
 fn take_until_quiet(sub: &Puts) {
-    while sub.recv_timeout(QUIET).unwrap().is_some() {}
+    // Bounded: a publisher that kept putting its idle frame (a resend that never stops)
+    // fails the test, rather than hold it for good.
+    let deadline = std::time::Instant::now() + LONG;
+    let mut puts = 0;
+    while sub.recv_timeout(QUIET).unwrap().is_some() {
+        puts += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still putting after {LONG:?} ({puts} puts): the publisher never went quiet"
+        );
+    }
 }
 
 /// A plain Zenoh subscriber at `ep` that takes the puts of `p` (publishing `name` under

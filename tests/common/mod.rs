@@ -379,6 +379,7 @@ pub fn child(test_fn: &str, role: &str) -> ChildBuilder {
     ChildBuilder {
         cmd,
         label: format!("child {test_fn}/{role}"),
+        test_fn: test_fn.to_owned(),
     }
 }
 
@@ -387,6 +388,7 @@ pub fn child(test_fn: &str, role: &str) -> ChildBuilder {
 pub struct ChildBuilder {
     cmd: Command,
     label: String,
+    test_fn: String,
 }
 
 impl ChildBuilder {
@@ -417,15 +419,12 @@ impl ChildBuilder {
     /// test (libtest exits 0 when no test has the name: a renamed test function must not
     /// pass for a child that did nothing); returns its protocol lines.
     pub fn run(self, timeout: Duration) -> Vec<String> {
+        // Its test passed (not run, or `#[ignore]`d, it prints no such line).
+        let passed = format!("test {} ... ok", self.test_fn);
         let mut p = self.spawn();
         p.wait_success(timeout);
         let lines = p.drain_lines();
-        let ran = p
-            .raw
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.trim() == "running 1 test");
+        let ran = p.raw.lock().unwrap().iter().any(|l| l.trim() == passed);
         assert!(ran, "{}: ran no test\n{}", p.label, p.diagnostics());
         lines
     }
