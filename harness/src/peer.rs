@@ -214,13 +214,25 @@ fn timed_out(job: &Job) -> String {
         ),
     };
     let secs = |v: f64| (v * 1000.0).round() / 1000.0;
+    let remedy = if job.timeout_s >= need + STARTUP_MARGIN_S {
+        // The timing fits: raising timeout_s is no remedy.
+        format!(
+            "that leaves {} s for the start-ups, so the peer hung or started that slowly: see \
+             its stderr",
+            secs(job.timeout_s - need)
+        )
+    } else {
+        format!(
+            "raise timeout_s (to {} s for {STARTUP_MARGIN_S} s of start-ups), or lower \
+             min_seconds or repeats",
+            (need + STARTUP_MARGIN_S).ceil()
+        )
+    };
     format!(
         "peer timed out after timeout_s = {} s: its timing alone takes {formula} = {terms} = \
-         {} s, on top of the Python processes' start-ups; raise timeout_s (to {} s for \
-         {STARTUP_MARGIN_S} s of start-ups), or lower min_seconds or repeats",
+         {} s, on top of the Python processes' start-ups; {remedy}",
         job.timeout_s,
         secs(need),
-        (need + STARTUP_MARGIN_S).ceil()
     )
 }
 
@@ -526,6 +538,15 @@ mod tests {
              repeats of the kernel alone, then warmup + min_seconds × repeats driven = \
              1 × 3 + 0.2 + 1 × 3 = 6.2 s, on top of the Python processes' start-ups; raise \
              timeout_s (to 17 s for 10 s of start-ups), or lower min_seconds or repeats"
+        );
+        // A timeout_s the timing fits with room: not "raise" it to less than it is.
+        let roomy = text.replace("timeout_s = 6.5", "timeout_s = 60");
+        let job = Scenario::parse(&roomy).unwrap().jobs(false, None).remove(0);
+        let said = timed_out(&job);
+        assert!(
+            !said.contains("raise timeout_s")
+                && said.ends_with("leaves 53.8 s for the start-ups, so the peer hung or started that slowly: see its stderr"),
+            "{said}"
         );
     }
 

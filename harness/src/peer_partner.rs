@@ -32,12 +32,16 @@ fn the_peer_partner_dies_with_its_leader() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let names = ["data", "ack", "ctl"].map(|k| format!("ppd{pid}-{k}"));
+    // A core this process may use (a cpuset may leave out core 0).
+    let core = crate::spawn::allowed_cores()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(0);
     // A warm-up far longer than the test: the leader is still in it when killed.
     let spec = serde_json::json!({
         "kind": "pingpong", "shape": [8], "dtype": "float32", "wait": "park",
         "notify": true, "gap_us": 0.0,
         "timing": {"warmup": 600.0, "min_seconds": 1.0, "repeats": 1},
-        "writer_cpu": 0, "reader_cpu": 0,
+        "writer_cpu": core, "reader_cpu": core,
         "names": {"data": names[0], "ack": names[1], "ctl": names[2]},
         "samples_path": dir.join("samples"), "kernel_path": dir.join("kernel.json"),
     });
