@@ -4,9 +4,12 @@
 mod common;
 
 use common::script::write_script;
-use common::{details, harness, pinned_runs, python, results, run_on, scratch};
+use common::{
+    Bounded, RUN_LIMIT, details, harness, pinned_runs, python, results, run_bounded, run_on,
+    scratch,
+};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const SCENARIO: &str = r#"
@@ -46,7 +49,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     let scenario = dir.join("e2e.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let out = dir.join("out");
-    let o = run_on(&scenario, &out).output().unwrap();
+    let o = run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "harness failed: {stderr}");
     for f in ["report.md", "results.json", "results.csv", "details.json"] {
@@ -104,12 +107,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
 
     // The same file against itself passes; against a doubled baseline ratio it fails.
     let res = out.join("results.json");
-    let same = harness()
-        .arg("compare")
-        .arg(&res)
-        .arg(&res)
-        .output()
-        .unwrap();
+    let same = run_bounded(harness().arg("compare").arg(&res).arg(&res), RUN_LIMIT);
     assert!(same.status.success());
     let mut better = recs.clone();
     for r in &mut better {
@@ -119,12 +117,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     }
     let base = dir.join("baseline.json");
     std::fs::write(&base, serde_json::to_vec(&better).unwrap()).unwrap();
-    let worse = harness()
-        .arg("compare")
-        .arg(&base)
-        .arg(&res)
-        .output()
-        .unwrap();
+    let worse = run_bounded(harness().arg("compare").arg(&base).arg(&res), RUN_LIMIT);
     assert_eq!(
         worse.status.code(),
         Some(1),
@@ -140,12 +133,10 @@ fn refused(tag: &str, toml: &str) -> String {
     let dir = scratch(tag);
     let scenario = dir.join("bad.toml");
     std::fs::write(&scenario, toml).unwrap();
-    let o = harness()
-        .arg(&scenario)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
+    let o = run_bounded(
+        harness().arg(&scenario).arg("--out").arg(dir.join("out")),
+        RUN_LIMIT,
+    );
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!dir.join("out").exists());
@@ -168,7 +159,7 @@ fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
     let dir = scratch("ops");
     let gate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/gate.toml");
     let out = dir.join("out");
-    let o = run_on(&gate, &out).arg("--quick").output().unwrap();
+    let o = run_bounded(run_on(&gate, &out).arg("--quick"), RUN_LIMIT);
     assert!(
         o.status.success(),
         "harness failed: {}",
@@ -244,10 +235,10 @@ wait = "spin"
     )
     .unwrap();
     let out = dir.join("out");
-    let o = run_on(&scenario, &out)
-        .env("SHMSTREAM_BRIDGE", &bridge)
-        .output()
-        .unwrap();
+    let o = run_bounded(
+        run_on(&scenario, &out).env("SHMSTREAM_BRIDGE", &bridge),
+        RUN_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let rows = results(&out);
@@ -337,13 +328,14 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     )
     .unwrap();
     let out = dir.join("out");
-    let o = run_on(&scenario, &out)
-        .arg("--python")
-        .arg(&python)
-        .env("TMPDIR", &tmp)
-        .env_remove("PYSHMEM_LOCK_DIR")
-        .output()
-        .unwrap();
+    let o = run_bounded(
+        run_on(&scenario, &out)
+            .arg("--python")
+            .arg(&python)
+            .env("TMPDIR", &tmp)
+            .env_remove("PYSHMEM_LOCK_DIR"),
+        RUN_LIMIT,
+    );
     assert!(
         o.status.success(),
         "harness failed: {}",
@@ -413,13 +405,10 @@ fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing(
     let empty = write("empty.json", serde_json::json!([]));
     let other = write("other.json", serde_json::json!([rec("b")]));
     let compare = |new: &PathBuf, extra: &[&str]| {
-        harness()
-            .arg("compare")
-            .arg(&old)
-            .arg(new)
-            .args(extra)
-            .output()
-            .unwrap()
+        run_bounded(
+            harness().arg("compare").arg(&old).arg(new).args(extra),
+            RUN_LIMIT,
+        )
     };
     let ok = compare(&same, &[]);
     assert!(
@@ -468,13 +457,10 @@ fn compare_exits_2_on_a_bad_file_and_require_all_fails_a_missing_case() {
     let new = write("new.json", &serde_json::json!([rec("a")]).to_string());
     let bad = write("bad.json", "{ not json");
     let compare = |old: &PathBuf, new: &PathBuf, extra: &[&str]| {
-        harness()
-            .arg("compare")
-            .arg(old)
-            .arg(new)
-            .args(extra)
-            .output()
-            .unwrap()
+        run_bounded(
+            harness().arg("compare").arg(old).arg(new).args(extra),
+            RUN_LIMIT,
+        )
     };
     for (o, n) in [(&old, &bad), (&bad, &new), (&old, &dir.join("absent.json"))] {
         let out = compare(o, n, &[]);
@@ -539,14 +525,15 @@ fi
     let run = |rcs: &str, extra: &[&str]| {
         let calls = dir.join(format!("calls-{}", rcs.replace(' ', "")));
         let _ = std::fs::remove_file(&calls);
-        let o = Command::new(&gate)
-            .args(extra)
-            .env("GATE_ONLY", "1")
-            .env("PATH", &path)
-            .env("CALLS", &calls)
-            .env("COMPARE_RCS", rcs)
-            .output()
-            .unwrap();
+        let o = run_bounded(
+            Command::new(&gate)
+                .args(extra)
+                .env("GATE_ONLY", "1")
+                .env("PATH", &path)
+                .env("CALLS", &calls)
+                .env("COMPARE_RCS", rcs),
+            RUN_LIMIT,
+        );
         let calls = std::fs::read_to_string(&calls).unwrap_or_default();
         let log = format!(
             "{}{}\ncalls:\n{calls}",
@@ -664,13 +651,14 @@ exit \"$FAKE_RC\"
     for (i, (slowdown, log, rc, want)) in cases.iter().enumerate() {
         let fake = dir.join(format!("log-{i}"));
         std::fs::write(&fake, log).unwrap();
-        let o = Command::new(&proof)
-            .arg("1")
-            .env("SHMSTREAM_TEST_SLOWDOWN", slowdown)
-            .env("FAKE_LOG", &fake)
-            .env("FAKE_RC", rc.to_string())
-            .output()
-            .unwrap();
+        let o = run_bounded(
+            Command::new(&proof)
+                .arg("1")
+                .env("SHMSTREAM_TEST_SLOWDOWN", slowdown)
+                .env("FAKE_LOG", &fake)
+                .env("FAKE_RC", rc.to_string()),
+            RUN_LIMIT,
+        );
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{stdout}");
         let last = stdout.lines().last().unwrap_or("");
@@ -732,27 +720,26 @@ fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
          repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
     )
     .unwrap();
-    let mut h = run_on(&scenario, &dir.join("out"))
-        .arg("--python")
-        .arg(&python)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let h = Bounded::spawn(
+        run_on(&scenario, &dir.join("out"))
+            .arg("--python")
+            .arg(&python),
+    );
+    let pid = h.id();
     let up = up_rx.recv_timeout(Duration::from_secs(300));
     let killed = Command::new("kill")
-        .args(["-TERM", &h.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let status = h.wait().unwrap();
+    let status = h.wait(RUN_LIMIT).status;
     assert_eq!(up.unwrap(), "up\n", "the peer started");
     assert!(killed.success());
     assert_eq!(status.code(), Some(143), "{status}");
     let rest = rest_rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(rest, "", "the peer's partner outlived the harness");
-    let region = PathBuf::from(format!("/dev/shm/hs{}-stand-in", h.id()));
+    let region = PathBuf::from(format!("/dev/shm/hs{pid}-stand-in"));
     assert!(!region.exists(), "{} was left", region.display());
-    let work = std::env::temp_dir().join(format!("harness-{}", h.id()));
+    let work = std::env::temp_dir().join(format!("harness-{pid}"));
     assert!(!work.exists(), "{} was left", work.display());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -808,24 +795,23 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
          repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8], [16]]\n",
     )
     .unwrap();
-    let mut h = run_on(&scenario, &dir.join("out"))
-        .arg("--python")
-        .arg(&python)
-        .env("TMPDIR", &tmp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let h = Bounded::spawn(
+        run_on(&scenario, &dir.join("out"))
+            .arg("--python")
+            .arg(&python)
+            .env("TMPDIR", &tmp),
+    );
+    let pid = h.id();
     let up = up_rx.recv_timeout(Duration::from_secs(300));
     let killed = Command::new("kill")
-        .args(["-TERM", &h.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let status = h.wait().unwrap();
+    let status = h.wait(RUN_LIMIT).status;
     assert_eq!(up.unwrap(), "up\n", "job 0's peer started");
     assert!(killed.success());
     assert_eq!(status.code(), Some(143), "{status}");
-    let prefix = format!("hs{}-", h.id());
+    let prefix = format!("hs{pid}-");
     let streams: Vec<String> = shmstream::list_streams()
         .unwrap()
         .into_iter()
@@ -844,7 +830,49 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
     }
     assert_eq!(streams, Vec::<String>::new(), "streams were left");
     assert_eq!(regions, Vec::<String>::new(), "/dev/shm objects were left");
-    let work = tmp.join(format!("harness-{}", h.id()));
+    let work = tmp.join(format!("harness-{pid}"));
     assert!(!work.exists(), "{} was left", work.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run past its limit panics with its stderr so far, and leaves nothing running: its whole
+/// process group is killed, a `sleep` its shell started in the background included.
+#[test]
+fn a_run_past_its_limit_panics_and_leaves_no_process_behind() {
+    let dir = scratch("bounded");
+    let pid_file = dir.join("sleep.pid");
+    let panic = std::panic::catch_unwind(|| {
+        run_bounded(
+            Command::new("sh")
+                .args(["-c", "sleep 600 & echo $! > \"$0\"; echo started >&2; wait"])
+                .arg(&pid_file),
+            Duration::from_secs(2),
+        )
+    })
+    .expect_err("a run past its limit must panic");
+    let msg = panic
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        msg.contains("still running after 2s") && msg.contains("started"),
+        "{msg}"
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+    // SIGKILL is delivered, not yet acted on, when `kill` returns: the process is gone, or a
+    // zombie its reaper has still to take, within a bounded wait.
+    let alive = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_none_or(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let mut pause = Duration::from_millis(1);
+    let t0 = std::time::Instant::now();
+    while alive() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    assert!(!alive(), "the run's sleep (pid {}) outlived it", pid.trim());
     std::fs::remove_dir_all(&dir).unwrap();
 }

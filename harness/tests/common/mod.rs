@@ -1,10 +1,15 @@
 //! What the harness's integration tests share: the binary, a scratch folder, a quiet run on
-//! a scenario, the rows of its `results.json` and its `details.json`, an executable stand-in
-//! script ([`script`]).
+//! a scenario, a run waited for at most a limit ([`run_bounded`]), the rows of its
+//! `results.json` and its `details.json`, an executable stand-in script ([`script`]).
 #![allow(dead_code)]
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub mod script;
 
@@ -61,4 +66,150 @@ pub fn python() -> Option<std::ffi::OsString> {
         eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
     }
     python
+}
+
+/// The most a harness run of these tests may take: its jobs' `timeout_s` each, its floors,
+/// noise probe and reports, with room for a loaded host.
+pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` ([`Bounded::spawn`]) and waits for it at most `limit` ([`Bounded::wait`]).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    Bounded::spawn(cmd).wait(limit)
+}
+
+/// A process started as the leader of a process group of its own (killed with the thread
+/// that started it), its stdout and stderr collected by threads of their own. Dropped
+/// unwaited (a test that panicked first), its group is killed.
+#[derive(Debug)]
+pub struct Bounded {
+    what: String,
+    child: Option<Child>,
+    /// The process exited (left unreaped, so its group id cannot be reused meanwhile).
+    exited: Receiver<std::io::Result<()>>,
+    stdout: Pipe,
+    stderr: Pipe,
+}
+
+impl Bounded {
+    /// Starts `cmd` with stdin closed and stdout and stderr collected.
+    pub fn spawn(cmd: &mut Command) -> Bounded {
+        let what = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        harness_sys::die_with_parent(cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting `{what}`: {e}"));
+        let stdout = Pipe::collect(child.stdout.take().expect("piped"));
+        let stderr = Pipe::collect(child.stderr.take().expect("piped"));
+        let pid = child.id();
+        let (tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(harness_sys::wait_exited(pid));
+        });
+        Bounded {
+            what,
+            child: Some(child),
+            exited,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Its pid (its process group's id too).
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("not yet waited for").id()
+    }
+
+    /// Its exit status and output once it has exited and its stdout and stderr have closed.
+    /// Panics with its stderr so far, once its whole group is killed and it is reaped, when
+    /// either has not happened `limit` after this call.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        match self.exited.recv_timeout(left()) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(&format!("waiting for it: {e}")),
+            Err(_) => self.fail(&format!("still running after {limit:?}")),
+        }
+        let open = [("stdout", &self.stdout), ("stderr", &self.stderr)]
+            .into_iter()
+            .find(|(_, pipe)| pipe.closed.recv_timeout(left()).is_err())
+            .map(|(name, _)| name);
+        if let Some(name) = open {
+            self.fail(&format!(
+                "exited, but a process it started still held its {name} {limit:?} on"
+            ));
+        }
+        let status = self.child.take().expect("waited once").wait().unwrap();
+        Output {
+            status,
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.kill();
+        panic!(
+            "`{}` {why}: its process group was killed; its stderr so far:\n{}",
+            self.what,
+            String::from_utf8_lossy(&self.stderr.take())
+        );
+    }
+
+    /// Kills its whole group while it is still unreaped (its id not reusable), then reaps it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            harness_sys::kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a child wrote to one of its pipes so far, and when the pipe closed.
+#[derive(Debug)]
+struct Pipe {
+    text: Arc<Mutex<Vec<u8>>>,
+    closed: Receiver<()>,
+}
+
+impl Pipe {
+    fn collect(mut from: impl Read + Send + 'static) -> Pipe {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let (tx, closed) = mpsc::channel();
+        let into = Arc::clone(&text);
+        std::thread::spawn(move || {
+            let mut buf = [0; 8192];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => into
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+        Pipe { text, closed }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.text.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
