@@ -712,13 +712,15 @@ fn start_bridges(
         .with_context(|| format!("dtype {} is not a stream dtype", job.dtype))?;
     let mirror_name = format!("m-{name}");
     let unlinked = Unlinked(vec![name.to_string(), mirror_name]);
-    let source = StreamOptions::new(name)
-        .shape(&job.shape)
-        .dtype(dtype)
-        .notify(true)
-        .history(depth)
-        .create()
-        .with_context(|| format!("creating stream {name}"))?;
+    let source = crate::spawn::unless_stopping("creating the source stream", || {
+        StreamOptions::new(name)
+            .shape(&job.shape)
+            .dtype(dtype)
+            .notify(true)
+            .history(depth)
+            .create()
+            .with_context(|| format!("creating stream {name}"))
+    })?;
     let prefix = format!("hs{}", std::process::id());
     let endpoint = format!("tcp/127.0.0.1:{}", free_port()?);
     let mut children = Children(Vec::new());

@@ -207,7 +207,9 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
     let place = Placement::of(job);
     let names = runner.names(idx, &format!("aofloor{pass}"));
     // Held until the compute process is gone, which only opens them.
-    let _outputs = super::stage::Outputs::create_regions(job, &names, g)?;
+    let _outputs = spawn::unless_stopping("creating the floor's regions", || {
+        super::stage::Outputs::create_regions(job, &names, g)
+    })?;
     let spec = ChildSpec {
         role: Role::AoFloorCompute,
         job: job.clone(),

@@ -39,7 +39,11 @@ pub fn run(
     };
     let names = runner.names(idx, "py");
     // pyRTC's way: notify streams, whatever our stages do; unlinked when the peer is done.
-    let _streams = crate::cases::JobStreams::from(super::create_streams(job, &names, true)?);
+    let _streams = crate::spawn::unless_stopping("creating the peer's streams", || {
+        Ok(crate::cases::JobStreams::from(super::create_streams(
+            job, &names, true,
+        )?))
+    })?;
     let place = Placement::of(job);
     let prefix = runner.work().join(format!("{idx}-aopeer"));
     let script = prefix.with_extension("py");

@@ -110,9 +110,15 @@ pub fn result_prefix(runner: &Runner, idx: usize, tag: &str, role: Role) -> Path
 /// the CPU, the compute; read back by [`between_frames::Timed::read`]).
 pub fn run_logs(runner: &Runner, idx: usize, job: &Job, tag: &str) -> Result<(Logs, String)> {
     let names = runner.names(idx, tag);
-    let _streams = create_streams(job, &names)?;
     let ao = job.ao.as_ref().context("ao-loop job without [case.ao]")?;
-    let _bare = between_frames::create(job, &names, &Geometry::derive(&job.shape, ao)?)?;
+    let g = Geometry::derive(&job.shape, ao)?;
+    // Made before a stop's clean-up looks, or not at all (`spawn::unless_stopping`).
+    let (_streams, _bare) = crate::spawn::unless_stopping("creating the loop's streams", || {
+        Ok((
+            create_streams(job, &names)?,
+            between_frames::create(job, &names, &g)?,
+        ))
+    })?;
     let place = Placement::of(job);
     let roles: &[(Role, usize)] = if place.merged {
         &[
