@@ -983,7 +983,10 @@ pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)>
         let left = until.saturating_duration_since(Instant::now());
         let retry = DECODE_RETRY.min(left).max(Duration::from_millis(2));
         let h = match decode_retrying_for(&meta, Some(name), retry) {
-            Err(rule) if stamps_of_a_dead_writer(&rule)? => decode_retrying(&meta, Some(name)),
+            // Stamps cleared: decoded again within the same retry as the first look.
+            Err(rule) if stamps_of_a_dead_writer(&rule)? => {
+                decode_retrying_for(&meta, Some(name), retry)
+            }
             // pyshmem writes its header in place under the name's lock, in steps that each
             // leave it invalid for a moment, and a live writer stores its two lock stamps one
             // after the other: only the rules those steps break are waited for (a header
@@ -999,7 +1002,7 @@ pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)>
                 match decode_after_creation(&meta, name, e, until)? {
                     // Its holder died between its stamps while we waited: leftovers now.
                     Some(Err(rule)) if stamps_of_a_dead_writer(&rule)? => {
-                        decode_retrying(&meta, Some(name))
+                        decode_retrying_for(&meta, Some(name), retry)
                     }
                     Some(decoded) => decoded,
                     None if Instant::now() < until => continue 'look,
