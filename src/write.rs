@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use ndarray::{ArrayBase, ArrayRef, ArrayViewD, Data, Dimension, IxDyn};
 
-use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::dtype::{Dtype, Element, as_bytes};
 use crate::error::{Error, Result};
 use crate::header::MappedHeader;
@@ -691,7 +690,6 @@ impl WriteGuard<'_> {
             });
         }
         crate::gpu::wait_for_landing(s)?;
-        wait_for_foreign_landing(s)?;
         // An aborted write (negative sequence) or a dead writer's open bracket (odd, the lock
         // now ours) may have left a half-written frame: refused, as readers refuse it.
         if !matches!(
@@ -725,64 +723,6 @@ impl WriteGuard<'_> {
         })
     }
 }
-
-/// Before a live view, on a handle without a device attachment (no CUDA, or a build without
-/// `cuda`) of a GPU stream: an odd sequence whose `_gpu` publisher is alive is another
-/// process's GPU-side publication still landing ([`crate::gpu::wait_for_landing`] waits only
-/// with an attachment), not an aborted write. Waits up to the handle's timeout for the even
-/// value, as readers do; the publisher is asked again every [`LANDING_PROBE`] (each ask maps
-/// `_gpu` afresh). A publisher gone meanwhile leaves the bracket to the caller's check.
-fn wait_for_foreign_landing(s: &Stream) -> Result<()> {
-    use std::sync::atomic::Ordering::Acquire;
-    use std::time::Instant;
-    let seq = s.header.sequence().load(Acquire);
-    if seq <= 0 || seq & 1 == 0 || !crate::gpu::publication_landing(s) {
-        return Ok(());
-    }
-    let timeout = s.default_timeout();
-    let deadline = crate::deadline::after(Instant::now(), Some(timeout));
-    let mut backoff = Backoff::yielding_rounds(
-        64,
-        Sleeps::new(Duration::from_micros(5), Duration::from_millis(1)),
-    );
-    let mut probe_at = Instant::now() + LANDING_PROBE;
-    let over = poll_with(&mut backoff, deadline, || {
-        if s.header.sequence().load(Acquire) != seq {
-            return Some(());
-        }
-        let now = Instant::now();
-        if now < probe_at {
-            return None;
-        }
-        probe_at = now + LANDING_PROBE;
-        (!crate::gpu::publication_landing(s)).then_some(())
-    });
-    // A landing in the last moments is a landing, not a timeout.
-    if over.is_some()
-        || s.header.sequence().load(Acquire) != seq
-        || !crate::gpu::publication_landing(s)
-    {
-        return Ok(());
-    }
-    // Its CUDA stream may wait for the stream's GPU consumer to acknowledge the frame before.
-    let consumer = crate::gpu::segment_bytes(&s.name)
-        .and_then(|b| crate::gpu::layout::consumer_pid(&b))
-        .unwrap_or(0);
-    let awaited = if consumer != 0 && sys::is_self_or_running(consumer) {
-        crate::Awaited::GpuPublisherAndConsumer
-    } else {
-        crate::Awaited::GpuPublisher
-    };
-    Err(Error::Timeout {
-        name: s.name.clone(),
-        op: "lend a live view (another process's GPU-side publication has yet to land: its CUDA stream has not stored the even sequence)",
-        awaited,
-        timeout,
-    })
-}
-
-/// How often [`wait_for_foreign_landing`] asks whether the publisher is still alive.
-const LANDING_PROBE: Duration = Duration::from_millis(10);
 
 /// A view of the live payload ([`WriteGuard::live`]); it dereferences to an
 /// [`ArrayRef`](ndarray::ArrayRef), so every borrow of the payload it gives (`as_slice`,

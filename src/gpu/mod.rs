@@ -42,6 +42,9 @@
 //! processes on one GPU is time-sliced (~150 us per switch); run GPU producer/consumer pairs
 //! under MPS.
 
+use std::time::Duration;
+
+use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::format::Header;
@@ -252,7 +255,8 @@ pub(crate) fn begin_publication(s: &crate::stream::Stream) -> Result<bool> {
 /// Before the payload is lent under the write lock ([`WriteGuard::live`],
 /// [`WriteGuard::device_view`]): the lock is released while a GPU-side publication is still
 /// landing (its CUDA stream copies the frame, then stores the even sequence), so wait for it;
-/// the view would otherwise alias memory the copy engine writes.
+/// the view would otherwise alias memory the copy engine writes. A handle without the device
+/// waits for another process's landing too ([`wait_for_landing_detached`]).
 ///
 /// [`WriteGuard::live`]: crate::WriteGuard::live
 /// [`WriteGuard::device_view`]: crate::WriteGuard::device_view
@@ -260,9 +264,64 @@ pub(crate) fn wait_for_landing(s: &crate::stream::Stream) -> Result<()> {
     match &s.gpu {
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => on_stream::wait_for_landing(s, a),
-        _ => Ok(()),
+        _ => wait_for_landing_detached(s),
     }
 }
+
+/// [`wait_for_landing`] on a handle without a device attachment (no CUDA, or a build without
+/// `cuda`) of a GPU stream: an odd sequence whose `_gpu` publisher is alive is another
+/// process's GPU-side publication still landing, not an aborted write. Waits up to the
+/// handle's timeout for the even value, as readers do; the publisher is asked again every
+/// [`LANDING_PROBE`] (each ask maps `_gpu` afresh). A publisher gone meanwhile leaves the
+/// bracket to the caller's check.
+fn wait_for_landing_detached(s: &crate::stream::Stream) -> Result<()> {
+    use std::sync::atomic::Ordering::Acquire;
+    use std::time::Instant;
+    let seq = s.header.sequence().load(Acquire);
+    if seq <= 0 || seq & 1 == 0 || !publication_landing(s) {
+        return Ok(());
+    }
+    let timeout = s.default_timeout();
+    let deadline = crate::deadline::after(Instant::now(), Some(timeout));
+    let mut backoff = Backoff::yielding_rounds(
+        64,
+        Sleeps::new(Duration::from_micros(5), Duration::from_millis(1)),
+    );
+    let mut probe_at = Instant::now() + LANDING_PROBE;
+    let over = poll_with(&mut backoff, deadline, || {
+        if s.header.sequence().load(Acquire) != seq {
+            return Some(());
+        }
+        let now = Instant::now();
+        if now < probe_at {
+            return None;
+        }
+        probe_at = now + LANDING_PROBE;
+        (!publication_landing(s)).then_some(())
+    });
+    // A landing in the last moments is a landing, not a timeout.
+    if over.is_some() || s.header.sequence().load(Acquire) != seq || !publication_landing(s) {
+        return Ok(());
+    }
+    // Its CUDA stream may wait for the stream's GPU consumer to acknowledge the frame before.
+    let consumer = segment_bytes(&s.name)
+        .and_then(|b| layout::consumer_pid(&b))
+        .unwrap_or(0);
+    let awaited = if consumer != 0 && crate::sys::is_self_or_running(consumer) {
+        crate::Awaited::GpuPublisherAndConsumer
+    } else {
+        crate::Awaited::GpuPublisher
+    };
+    Err(Error::Timeout {
+        name: s.name.clone(),
+        op: "lend a live view (another process's GPU-side publication has yet to land: its CUDA stream has not stored the even sequence)",
+        awaited,
+        timeout,
+    })
+}
+
+/// How often [`wait_for_landing_detached`] asks whether the publisher is still alive.
+const LANDING_PROBE: Duration = Duration::from_millis(10);
 
 /// Publish hook that ends a bracket: metadata, count and the even sequence, by the host or
 /// (`on_gpu`, as [`begin_publication`] said) by the writer's CUDA stream; on a GPU stream the
