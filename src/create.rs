@@ -24,8 +24,6 @@ use crate::segment::{self, Segment};
 use crate::stream::StreamOptions;
 use crate::{name, sys};
 
-pub(crate) use crate::sys::file_size_limit;
-
 /// What [`build`] hands to the new `Stream`.
 pub(crate) type Built = (
     Header,
@@ -167,10 +165,10 @@ pub(crate) fn stream_bytes(size: usize, history: usize) -> u64 {
 }
 
 /// [`Error::FileSizeLimit`] when a segment of the stream (`size` payload bytes, `history`
-/// frames kept) is over [`file_size_limit`]: the payload, else the history ring (whose
+/// frames kept) is over [`sys::file_size_limit`]: the payload, else the history ring (whose
 /// remedy is fewer frames). Asked before any segment is made, so none is made for nothing.
 fn refuse_over_file_size_limit(name: &str, size: usize, history: usize) -> Result<()> {
-    let Some(limit) = file_size_limit() else {
+    let Some(limit) = sys::file_size_limit() else {
         return Ok(());
     };
     // A depth `Ring::create` refuses is said by it.

@@ -436,7 +436,7 @@ pub(crate) fn access_denied(
     e: &std::io::Error,
     read_only_helps: bool,
 ) -> String {
-    let root = crate::trust::euid() == 0;
+    let root = crate::sys::euid() == 0;
     access_denied_as(root, path, mode, writable, e, read_only_helps)
 }
 
@@ -661,7 +661,7 @@ impl Error {
                 needed: bytes as u64,
                 available: None,
             },
-            Some(libc::EFBIG) => match crate::create::file_size_limit() {
+            Some(libc::EFBIG) => match crate::sys::file_size_limit() {
                 Some(limit) if bytes as u64 > limit => Error::FileSizeLimit {
                     name: name.to_owned(),
                     needed: bytes as u64,

@@ -1500,7 +1500,7 @@ mod tests {
             }
         }
         let _mutable = Mutable(&path);
-        if crate::trust::euid() == 0
+        if crate::sys::euid() == 0
             && let Err(e) = set_immutable(&path, true)
         {
             eprintln!(

@@ -138,14 +138,14 @@ fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
             .map_err(|e| Error::io(stream, "checking the lock directory", e))
     };
     let mut meta = check()?;
-    if let Some(reason) = dir_refusal(&meta, trust::euid()) {
+    if let Some(reason) = dir_refusal(&meta, sys::euid()) {
         return Err(refuse(reason));
     }
     // After a change by path (a directory we may not read, or a file system that keeps its
     // modes): the directory there is looked at whole again, its owner too.
     let check_again = || {
         let meta = check()?;
-        match dir_refusal(&meta, trust::euid()) {
+        match dir_refusal(&meta, sys::euid()) {
             Some(reason) => Err(refuse(reason)),
             None => Ok(meta),
         }
@@ -1156,9 +1156,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         prepare_dir(&dir, "cam").unwrap();
         let meta = std::fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(dir_refusal(&meta, trust::euid()), None);
+        assert_eq!(dir_refusal(&meta, sys::euid()), None);
         assert_eq!(
-            dir_refusal(&meta, trust::euid().wrapping_add(1)),
+            dir_refusal(&meta, sys::euid().wrapping_add(1)),
             Some("it is owned by another user")
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -403,7 +403,7 @@ fn our_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
         .filter_map(|e| e.ok())
         .filter(|e| {
             e.metadata()
-                .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::trust::euid())
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::sys::euid())
         })
         .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
         .collect())
@@ -415,7 +415,7 @@ fn our_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 fn unlisted_lock_dir(dir: &Path, e: io::Error) -> Error {
     let refusal = std::fs::symlink_metadata(dir)
         .ok()
-        .and_then(|m| lock::dir_refusal(&m, crate::trust::euid()));
+        .and_then(|m| lock::dir_refusal(&m, crate::sys::euid()));
     match refusal {
         Some(reason) => Error::LockDir {
             name: String::new(),

@@ -31,7 +31,7 @@ impl Segment {
     /// (`ulimit -f`) fails with `EFBIG` before anything is made: sizing the object would
     /// raise `SIGXFSZ`, whose default action kills the process.
     pub(crate) fn create(id: &str, len: usize) -> io::Result<Segment> {
-        if crate::create::file_size_limit().is_some_and(|limit| len as u64 > limit) {
+        if crate::sys::file_size_limit().is_some_and(|limit| len as u64 > limit) {
             return Err(io::Error::from_raw_os_error(libc::EFBIG));
         }
         let file = sys::shm_open(id, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR)

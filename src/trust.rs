@@ -40,8 +40,6 @@ fn refuse(path: &Path, reason: String) -> io::Error {
     })
 }
 
-pub(crate) use crate::sys::euid;
-
 /// Checks an opened file: a regular file owned by this process's effective user.
 pub(crate) fn check_file(file: &File, path: &Path) -> io::Result<()> {
     check_metadata(&file.metadata()?, path)
@@ -77,7 +75,7 @@ fn refusal(m: &std::fs::Metadata) -> Option<String> {
     if let Some(kind) = kind {
         return Some(format!("it is {kind}, not a regular file"));
     }
-    let me = euid();
+    let me = crate::sys::euid();
     (m.uid() != me).then(|| {
         format!(
             "it is owned by uid {}, not by this user (uid {me}); another user may have planted it",
@@ -104,7 +102,7 @@ pub(crate) fn unlink_error(e: io::Error, path: &Path) -> io::Error {
     };
     let rm = if m.is_dir() { "rm -r" } else { "rm" };
     let who = match m.uid() {
-        uid if uid == euid() => "remove it".to_owned(),
+        uid if uid == crate::sys::euid() => "remove it".to_owned(),
         0 => "only root can remove it".to_owned(),
         uid => format!("only uid {uid} or root can remove it"),
     };
@@ -205,7 +203,7 @@ mod tests {
         // Any other error passes through.
         let other = open_error_as(io::Error::from_raw_os_error(libc::EMFILE), &ours, true);
         // Another user's file: a chown where we are root, else root's /etc/passwd.
-        let (theirs, owner) = if euid() == 0 {
+        let (theirs, owner) = if crate::sys::euid() == 0 {
             let p = dir.join("theirs");
             std::fs::write(&p, b"x").unwrap();
             std::os::unix::fs::chown(&p, Some(64_123), Some(64_123)).unwrap();
