@@ -73,7 +73,9 @@ impl Stream {
     pub fn write_sequence(&self) -> i64 {
         self.header.sequence().load(Ordering::Acquire)
     }
-    /// UNIX time (seconds) of the last completed write; 0 if never written.
+    /// UNIX time (seconds, the wall clock) stamped by the last write; 0 if never written. A
+    /// write in progress or aborted has stamped it too (as pyshmem's): `read_publication`
+    /// gives the time of the frame it returns.
     pub fn write_time(&self) -> f64 {
         f64::from_bits(self.header.write_time().load(Ordering::Acquire))
     }
@@ -130,7 +132,9 @@ impl Stream {
     pub fn total_missed_writes(&self) -> u64 {
         self.reads.total_missed.load(Ordering::Relaxed)
     }
-    /// Time since the last completed write; `None` if never written.
+    /// Wall-clock time since [`write_time`](Self::write_time); `None` if never written. A
+    /// stamp ahead of this host's clock (a clock stepped back since) reads as 0, as
+    /// pyshmem's `max(0, now - t)` does.
     pub fn age(&self) -> Option<Duration> {
         let t = self.write_time();
         (t > 0.0).then(|| Duration::from_secs_f64((sys::unix_now() - t).max(0.0)))
