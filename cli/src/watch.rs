@@ -38,6 +38,11 @@ pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// Sets the stop flag as a stopping signal does: the recorders end as they would at Ctrl-C.
+pub(crate) fn request_stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::Relaxed);
@@ -55,9 +60,10 @@ fn stop_or_suspend() -> bool {
 
 /// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed, an SSH session dropped) and SIGQUIT
 /// set the stop flag, so `watch` and `record` end cleanly (`record` finishes its files) on
-/// any of them. A signal ignored when we started stays ignored: `nohup` ignores SIGHUP, and
-/// a shell's background jobs SIGINT and SIGQUIT, so that they outlive the terminal or a
-/// Ctrl-C. SIGKILL cannot be handled: see `record`'s module doc for what it leaves.
+/// any of them, and `dump -o` fails its write (removing the cut-short file). A signal
+/// ignored when we started stays ignored: `nohup` ignores SIGHUP, and a shell's background
+/// jobs SIGINT and SIGQUIT, so that they outlive the terminal or a Ctrl-C. SIGKILL cannot
+/// be handled: see `record`'s module doc for what it leaves.
 pub(crate) fn install_handlers() -> Fallible {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         catch(sig, on_signal)?;

@@ -572,6 +572,9 @@ enum Wraps {
     /// `statx`, to `int statted(int dirfd, const char *path, int flags, unsigned int mask,
     /// struct statx *buf)`.
     Statx,
+    /// `pthread_create`, to `int created(pthread_t *thread, const pthread_attr_t *attr,
+    /// void *(*run)(void *), void *arg)` (the body includes `<pthread.h>`).
+    PthreadCreate,
 }
 
 /// The headers every [`PreloadC`] body may use, and `say`.
@@ -634,6 +637,13 @@ impl PreloadC {
                 "int CALL(int dirfd, const char *path, int flags, unsigned int mask, \
                  struct statx *buf) {
     return statted(dirfd, path, flags, mask, buf);
+}\n",
+            ),
+            Wraps::PthreadCreate => (
+                &["pthread_create"],
+                "int CALL(pthread_t *thread, const pthread_attr_t *attr, \
+                 void *(*run)(void *), void *arg) {
+    return created(thread, attr, run, arg);
 }\n",
             ),
         };
@@ -2605,4 +2615,73 @@ fn with_fsync_the_directories_created_for_out_are_put_on_the_disk_too() {
         );
     }
     let _ = std::fs::remove_dir_all(base);
+}
+
+/// A library for `LD_PRELOAD` whose `pthread_create` fails with EAGAIN, as at the process or
+/// thread limit (`ulimit -u`, a cgroup's `pids.max`), from its call number
+/// `$PRELOAD_THREADS_LEFT` + 1 on, saying so on stderr; the calls before go to glibc's.
+const NO_MORE_THREADS: PreloadC = PreloadC {
+    name: "no_more_threads",
+    wraps: Wraps::PthreadCreate,
+    body: r#"
+#include <dlfcn.h>
+#include <pthread.h>
+typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static int created(pthread_t *thread, const pthread_attr_t *attr, void *(*run)(void *),
+                   void *arg) {
+    static int calls = 0;
+    const char *left = getenv("PRELOAD_THREADS_LEFT");
+    if (left != NULL && __atomic_fetch_add(&calls, 1, __ATOMIC_SEQ_CST) >= atoi(left)) {
+        say("no_more_threads: refused\n");
+        return EAGAIN;
+    }
+    create_fn real = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+    return real(thread, attr, run, arg);
+}
+"#,
+};
+
+/// A recorder thread that cannot start (out of threads) fails its own stream's recording,
+/// saying why, and stops the others, which finish their files: exit 1, no panic (the
+/// threads were started with `scope.spawn`, which panics).
+#[test]
+fn a_recorder_thread_that_cannot_start_fails_its_stream_and_stops_the_others() {
+    let lib_dir = out_dir("rec-threads-lib");
+    let Some(lib) = NO_MORE_THREADS.build(&lib_dir) else {
+        return;
+    };
+    let (first, _c1, s) = camera("rec-threads-a", RING);
+    let (second, _c2, _s2) = camera("rec-threads-b", RING);
+    let out = out_dir("rec-threads");
+    let mut c = Command::new(bin());
+    c.args(["record", &first, &second, "--duration", "600"])
+        .args(["--format", "npy", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("PRELOAD_THREADS_LEFT", "1");
+    common::default_stop_signals(&mut c);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert!(
+        diag.contains("no_more_threads loaded"),
+        "not preloaded: {diag}"
+    );
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(!diag.contains("panicked"), "{diag}");
+    assert!(
+        diag.contains(&format!(
+            "{second}: recording stopped with 0 frame(s) on file: starting its recorder \
+             thread failed: {}",
+            std::io::Error::from_raw_os_error(libc::EAGAIN)
+        )),
+        "the second stream's failure is not said: {diag}"
+    );
+    // The first stream's recording ended as at a signal, long before its `--duration`
+    // (`produce_until_exit` bounds the run), and was summed up.
+    assert!(
+        diag.lines()
+            .any(|l| l.starts_with(&format!("{first}: ")) && l.contains(" frames in ")),
+        "no summary of the first stream: {diag}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(lib_dir);
 }

@@ -372,7 +372,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             .map(|(s, p)| {
                 let progress_line = std::thread::current();
                 let dir = dir.clone();
-                scope.spawn(move || {
+                let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                     let _done = Done {
                         progress: p,
                         progress_line,
@@ -383,6 +383,18 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
                         let _ = p.error.set(e.clone());
                     }
                     r
+                });
+                // Out of threads (`ulimit -u`, the cgroup's pids.max): this stream is not
+                // recorded, and the others stop as at a signal, finishing their files.
+                spawned.map_err(|e| {
+                    let said = format!(
+                        "starting its recorder thread failed: {e} (the process or thread \
+                         limit, `ulimit -u` or the cgroup's pids.max?); every recording stops"
+                    );
+                    let _ = p.error.set(said.clone());
+                    p.done.store(true, Ordering::Release);
+                    crate::watch::request_stop();
+                    said
                 })
             })
             .collect();
@@ -390,7 +402,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         handles
             .into_iter()
             .map(|h| {
-                h.join()
+                h?.join()
                     .unwrap_or_else(|_| Err("a recorder thread panicked".into()))
             })
             .collect()
