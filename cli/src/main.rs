@@ -224,6 +224,59 @@ fn create_refusal(e: Error) -> Box<dyn std::error::Error> {
     }
 }
 
+/// A wait for the write lock that ran out, as `unlink`, `purge` and `load` (whose
+/// `--timeout` is `given`) say it: the holder is found through the lock file (`stat`'s
+/// lock_owner_pid is 0 for a pyshmem holder). `None` for any other error.
+fn lock_timeout(e: &Error, given: Option<Duration>) -> Option<String> {
+    let Error::Timeout {
+        name,
+        op,
+        awaited: shmstream::Awaited::Writer,
+        timeout,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let lock = shmstream::name::lock_path(name);
+    let lock = shmstream::name::shell_word(&lock.display().to_string());
+    let (waited, retry) = match given {
+        Some(t) => (
+            format!("after --timeout {}", t.as_secs_f64()),
+            "retry, or give a longer --timeout S",
+        ),
+        None => (format!("after {timeout:?}"), "retry"),
+    };
+    Some(format!(
+        "timed out {waited} waiting to {op} on stream '{name}': another process holds its \
+         lock file; find it with `fuser -v {lock}` and let it finish (or stop it), then {retry}"
+    ))
+}
+
+/// `unlink`'s text for `e`: its own remedies for a missing name and a lock wait that ran
+/// out; any other error as it is.
+fn unlink_error(e: &Error) -> String {
+    match e {
+        Error::NotFound {
+            name,
+            known,
+            unfinished: false,
+            ..
+        } => {
+            let hint = match known.len() {
+                0 => String::new(),
+                n if n <= 8 => format!(" (streams: {})", known.join(", ")),
+                n => format!(" (streams: {}, and {} more)", known[..8].join(", "), n - 8),
+            };
+            format!(
+                "stream '{name}' not found: check the name{hint}, or pass --quiet-missing to \
+                 ignore a missing one"
+            )
+        }
+        e => lock_timeout(e, None).unwrap_or_else(|| e.to_string()),
+    }
+}
+
 fn main() -> ExitCode {
     term::die_quietly_on_closed_pipe();
     term::fail_writes_past_file_size_limit();
@@ -280,7 +333,15 @@ fn run(command: Command) -> Fallible {
             file,
             frame_id,
             timeout,
-        } => npy::load(&name, &file, frame_id, timeout),
+        } => npy::load(&name, &file, frame_id, timeout).map_err(|e| {
+            match e
+                .downcast_ref::<Error>()
+                .and_then(|e| lock_timeout(e, Some(timeout)))
+            {
+                Some(said) => said.into(),
+                None => e,
+            }
+        }),
         Command::Dump { name, output } => npy::dump(&name, output.as_deref()),
         Command::Unlink {
             names,
@@ -331,7 +392,7 @@ fn unlink(names: &[String], quiet_missing: bool) -> Fallible {
                 term::outln!("'{shown}' not found (ignored)")
             }
             Err(e) => {
-                term::errln!("shmstream: error: {}", term::printable(&e.to_string()));
+                term::errln!("shmstream: error: {}", term::printable(&unlink_error(&e)));
                 failed += 1;
                 Ok(())
             }
@@ -385,7 +446,12 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         ));
     }
     for f in &report.failed {
-        term::errln!("shmstream: error: {}", term::printable(&f.to_string()));
+        let said = match f.item {
+            shmstream::PurgeItem::Stream(_) => lock_timeout(&f.error, None),
+            _ => None,
+        };
+        let said = said.unwrap_or_else(|| f.to_string());
+        term::errln!("shmstream: error: {}", term::printable(&said));
     }
     if report.removed.is_empty()
         && report.abandoned.is_empty()

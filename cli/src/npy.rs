@@ -279,19 +279,29 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     };
     with_dtype!(dtype, T => {
         let data: Vec<T> = T::read_all(npy).map_err(|e| read_error(file, dtype, &shape, &e))?;
+        let (fortran, c_order) = match fortran {
+            true => {
+                let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                (Some(a), Vec::new())
+            }
+            false => (None, data),
+        };
         let (stream, created) = open_or_create()?;
-        if fortran {
-            let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data).map_err(|e| format!("{}: {e}", file.display()))?;
-            match frame_id {
-                Some(id) => stream.write_frame(&a, id)?,
-                None => stream.write(&a)?,
-            }
-        } else {
-            match frame_id {
-                Some(id) => stream.write_slice_frame(&data, id)?,
-                None => stream.write_slice(&data)?,
-            }
-        }
+        // The write lock is taken first (a stop signal still ends that wait), then the stop
+        // signals are held off until the frame is whole: one that killed the tool mid-copy
+        // would leave the stream unreadable until the next write.
+        let lock = within(&left, |wait| stream.lock(Some(wait)))?;
+        let held = HeldSignals::hold()?;
+        let written = match (&fortran, frame_id) {
+            (Some(a), Some(id)) => stream.write_frame(a, id),
+            (Some(a), None) => stream.write(a),
+            (None, Some(id)) => stream.write_slice_frame(&c_order, id),
+            (None, None) => stream.write_slice(&c_order),
+        };
+        drop(lock);
+        drop(held);
+        written?;
         term::outln!(
             "loaded {} into '{}'{}: {} (count {})",
             term::printable(&file.display().to_string()),
@@ -302,6 +312,39 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         )?;
     });
     Ok(())
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT blocked in this thread (the tool's only one) while
+/// it lives: one that comes meanwhile takes effect when it is dropped.
+struct HeldSignals(libc::sigset_t);
+
+impl HeldSignals {
+    fn hold() -> Fallible<HeldSignals> {
+        // SAFETY: zeroed sigsets are valid values for sigemptyset to initialize; the old
+        // mask is written into a local.
+        let (rc, old) = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            (rc, old)
+        };
+        if rc != 0 {
+            let e = io::Error::from_raw_os_error(rc);
+            return Err(format!("blocking stop signals for the write: {e}").into());
+        }
+        Ok(HeldSignals(old))
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask `hold` saved.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 /// Runs `wait` with the time `left`, then takes the time it ran from `left`.
@@ -366,6 +409,8 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
+                // A stop signal fails the write, so its cleanup leaves no cut-short file.
+                crate::watch::install_handlers()?;
                 let written = write_npy(path, stream.shape(), data)
                     .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
                 let line = format!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
@@ -413,7 +458,7 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
     data: &[T],
 ) -> io::Result<Metadata> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    write_whole(path, |out| {
+    write_whole(path, &crate::watch::stop_requested, |out| {
         let mut w = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape)
@@ -427,24 +472,26 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 /// Writes `path` in place (truncated first, as `numpy.save` does, so its owner, mode,
 /// links and mount stay as they were), puts a regular file on the disk (`fdatasync`: NFS
 /// reports ENOSPC and quotas, and a disk writeback EIO, only then or at close, never to a
-/// write) and, when either fails, empties the file through its handle and removes its name
-/// if that name is the file's only one: a cut-short `.npy` keeps its full header and would
-/// read as a whole dump. (A link, or another name of the file, is left pointing at the
-/// emptied file; a name replaced meanwhile is left alone.) What is not a regular file
-/// (`/dev/stdout` to a terminal or pipe) is only written. Returns the metadata of the file
-/// it wrote through (fstat of its descriptor).
+/// write) and, when either fails (as every write does once `stopped()` says a stop signal
+/// came), empties the file through its handle and removes its name if that name is the
+/// file's only one: a cut-short `.npy` keeps its full header and would read as a whole
+/// dump. (A link, or another name of the file, is left pointing at the emptied file; a name
+/// replaced meanwhile is left alone.) What is not a regular file (`/dev/stdout` to a
+/// terminal or pipe) is only written. Returns the metadata of the file it wrote through
+/// (fstat of its descriptor).
 fn write_whole(
     path: &Path,
+    stopped: &dyn Fn() -> bool,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Metadata> {
     use std::os::unix::fs::MetadataExt;
     let file = File::create(path)?;
     let meta = file.metadata()?;
-    let mut out = BufWriter::new(file);
+    let mut out = BufWriter::new(Stoppable { file, stopped });
     let mut written = write(&mut out).and_then(|()| out.flush());
     // After a failure, the bytes still buffered are dropped, not written after the
     // truncation.
-    let (file, _unwritten) = out.into_parts();
+    let (Stoppable { file, .. }, _unwritten) = out.into_parts();
     if written.is_ok() && meta.is_file() {
         written = file
             .sync_data()
@@ -460,6 +507,37 @@ fn write_whole(
         }
     }
     written.map(|()| meta)
+}
+
+/// A file whose writes fail once `stopped()` says a stop signal came (checked before each
+/// write, and after one the signal interrupted: not retried, a reader that stopped reading
+/// holds up nothing).
+struct Stoppable<'a> {
+    file: File,
+    stopped: &'a dyn Fn() -> bool,
+}
+
+impl Stoppable<'_> {
+    fn stop_error() -> io::Error {
+        io::Error::other("stopped by a signal before the .npy was whole: dump again")
+    }
+}
+
+impl Write for Stoppable<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if (self.stopped)() {
+            return Err(Self::stop_error());
+        }
+        match self.file.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && (self.stopped)() => {
+                Err(Self::stop_error())
+            }
+            r => r,
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// min / max / mean as printed by `dump` without `-o`.
@@ -601,7 +679,7 @@ mod tests {
         let dir = Scratch::new("failed");
         let target = dir.0.join("frame.npy");
         std::fs::write(&target, b"earlier").unwrap();
-        let e = write_whole(&target, |out| {
+        let e = write_whole(&target, &|| false, |out| {
             // More than BufWriter holds: the bytes reach the file.
             out.write_all(&[0u8; 100_000])?;
             Err(io::Error::other("the disk is full"))
@@ -623,7 +701,7 @@ mod tests {
         std::os::unix::fs::symlink("real.npy", &soft).unwrap();
         std::fs::hard_link(&real, &hard).unwrap();
         for via in [&soft, &hard] {
-            write_whole(via, |out| {
+            write_whole(via, &|| false, |out| {
                 out.write_all(&[1u8; 100_000])?;
                 // Left in the buffer: never written after the file is emptied.
                 out.write_all(&[2u8; 100])?;
@@ -708,7 +786,7 @@ mod tests {
         std::fs::write(&real, b"earlier").unwrap();
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::symlink("real.npy", &link).unwrap();
-        write_whole(&link, |out| out.write_all(b"new")).unwrap();
+        write_whole(&link, &|| false, |out| out.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
         assert!(link.symlink_metadata().unwrap().is_symlink());
         let mode = real.metadata().unwrap().permissions().mode() & 0o777;

@@ -486,6 +486,57 @@ fn load_into_an_existing_stream_writes_a_new_frame_with_its_frame_id() {
     assert_eq!(p.info.count, 3);
 }
 
+/// `load` stopped by SIGTERM while it copies the frame (frozen there, the stream's write
+/// sequence odd) finishes the frame first, then dies of the signal: the stream stays
+/// readable, holding the new frame. Killed mid-copy, it left the stream unreadable
+/// ("incomplete write") until the next write.
+#[test]
+fn a_load_stopped_by_a_signal_mid_write_finishes_the_frame() {
+    use std::os::unix::process::ExitStatusExt;
+    const LEN: usize = 128 << 20; // a copy of tens of milliseconds
+    let dir = TempDir::new("loadstop");
+    let name = unique_name("cli-loadstop");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[LEN], Dtype::Bool).unwrap());
+    let file = dir.file("f.npy");
+    let shape = format!("({LEN},)");
+    std::fs::write(&file, npy_file("|b1", false, &shape, &vec![1u8; LEN])).unwrap();
+    let child = common::default_stop_signals(&mut StdCommand::new(bin()))
+        .args(["load", &name])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(Some(child));
+    let pid = child.id() as i32;
+    let writing = || shmstream::stat(&name).unwrap().write_sequence % 2 != 0;
+    let deadline = std::time::Instant::now() + common::LONG;
+    while !writing() {
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "load was never seen writing"
+        );
+    }
+    common::freeze(pid);
+    assert!(writing(), "the write ended before the stop");
+    // SAFETY: signalling our own (stopped) child: SIGTERM is taken once it runs on.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    common::thaw(pid);
+    let deadline = std::time::Instant::now() + common::LONG;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "load did not exit");
+        std::thread::yield_now();
+    };
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    cli().args(["dump", &name]).assert().success().stdout(
+        predicate::str::contains("count:  1").and(predicate::str::contains("min:    true")),
+    );
+}
+
 #[test]
 fn load_mismatch_shows_both_shapes_and_dtypes() {
     let dir = TempDir::new("mismatch");
@@ -803,6 +854,59 @@ fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_no_file() {
         "{err}"
     );
     assert!(!file.exists(), "a file the disk refused is left");
+}
+
+/// `dump -o` stopped by SIGTERM mid-write (frozen there, so the file holds part of the
+/// data) exits 1 and leaves no file: the cut-short one kept its full header and read as a
+/// whole dump.
+#[test]
+fn a_dump_stopped_by_a_signal_leaves_no_cut_short_file() {
+    use std::io::Read;
+    const LEN: usize = 32 << 20; // a few seconds of a debug build's write
+    let dir = TempDir::new("dumpstop");
+    let name = unique_name("cli-dumpstop");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[LEN], Dtype::U8)
+        .unwrap()
+        .write_slice(&vec![7u8; LEN])
+        .unwrap();
+    let file = dir.file("frame.npy");
+    let child = common::default_stop_signals(&mut StdCommand::new(bin()))
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(Some(child));
+    let pid = child.id() as i32;
+    let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+    let deadline = std::time::Instant::now() + common::LONG;
+    while size() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "dump never started writing"
+        );
+        std::thread::yield_now();
+    }
+    common::freeze(pid);
+    assert!(size() < LEN as u64, "the write finished before the stop");
+    // SAFETY: signalling our own (stopped) child: SIGTERM is taken once it runs on.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    common::thaw(pid);
+    let mut stderr = child.stderr.take().unwrap();
+    let code = exit_code_within(child.take(), common::LONG);
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "dumping '{name}' to {}: stopped by a signal",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!file.exists(), "a cut-short .npy is left");
 }
 
 /// Asserts `bytes` is exactly one version 1 `.npy` of a `uint8 [2]` holding `data`: the
@@ -1153,6 +1257,66 @@ fn unlink_reports_each_name_and_missing_is_an_error_unless_quiet() {
                 .and(predicate::str::contains(format!("unlinked '{a}'"))),
         );
     cli().arg("unlink").assert().code(1); // no names
+}
+
+/// `unlink` of a missing name points to the check and to `--quiet-missing`, not to
+/// creating the stream first.
+#[test]
+fn unlink_of_a_missing_name_points_to_quiet_missing() {
+    let missing = unique_name("cli-unl-gone");
+    cli().args(["unlink", &missing]).assert().code(1).stderr(
+        predicate::str::contains(format!("stream '{missing}' not found: check the name"))
+            .and(predicate::str::contains("--quiet-missing"))
+            .and(predicate::str::contains("create it first").not()),
+    );
+}
+
+/// A lock wait that runs out (another process, here this test, holding the stream's lock
+/// file) names the lock file and `fuser -v`, and for `load` the `--timeout` given, not a
+/// timeout option `unlink` and `purge` lack, nor `stat`'s lock_owner_pid (0 for a pyshmem
+/// or `flock` holder). Nothing is removed.
+#[test]
+fn lock_timeouts_of_unlink_purge_and_load_name_the_lock_file() {
+    use std::os::fd::AsRawFd;
+    let _p = purging();
+    let dir = TempDir::new("locktimeout");
+    let name = unique_name("cli-locktimeout");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+    let file = dir.file("f.npy");
+    std::fs::write(&file, npy_file("|u1", false, "(4,)", &[1, 2, 3, 4])).unwrap();
+    let lock_path = shmstream::name::lock_path(&name);
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock on a descriptor this scope owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let fuser = format!(
+        "`fuser -v {}`",
+        shmstream::name::shell_word(&lock_path.display().to_string())
+    );
+    let file = file.to_str().unwrap();
+    let runs: [(&[&str], &str); 3] = [
+        (&["unlink", &name], "then retry"),
+        (&["purge", "--all", "--prefix", &name], "then retry"),
+        (
+            &["load", &name, file, "--timeout", "0.3"],
+            "timed out after --timeout 0.3 waiting",
+        ),
+    ];
+    for (args, said) in runs {
+        let o = StdCommand::new(bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("stream '{name}'"))
+                && err.contains(&fuser)
+                && err.contains(said)
+                && !err.contains("where the call takes one")
+                && !err.contains("lock_owner_pid"),
+            "{args:?}: {err}"
+        );
+    }
+    drop(lock);
+    assert!(shmstream::stat(&name).is_ok(), "the stream was removed");
 }
 
 /// `unlink` carries on past a failed stdout: every name is removed, and then it fails with
