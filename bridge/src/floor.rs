@@ -26,8 +26,9 @@
 //! and of the kind it waits for ([`Awaited`]), so a late or repeated acknowledgement (a
 //! sync sent again after [`SYNC_RETRY`] is acknowledged twice) never ends a later wait.
 //!
-//! Every payload starts with its put time (ns since the Unix epoch, little-endian; one
-//! clock for both processes on one host); the attachment says the phase. After `end`
+//! Every payload starts with its put time (ns of `CLOCK_MONOTONIC`, little-endian: one
+//! clock for both processes on one host, and the clock the bridge side is timed by, so a
+//! step of the wall clock biases neither); the attachment says the phase. After `end`
 //! floor-get writes `FILE`: a line `tput <run> <frames> <seconds>` per throughput run
 //! (the frames after the run's first, over the time from its first to its last arrival)
 //! and one latency in ns per line.
@@ -36,7 +37,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shmstream_bridge::{BridgeError, Endpoints, open_session, zenoh_err};
@@ -59,11 +60,19 @@ fn leading_u64(bytes: &zenoh::bytes::ZBytes) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Nanoseconds since the Unix epoch.
+/// Nanoseconds of `CLOCK_MONOTONIC`: system-wide, so floor-put's stamp and floor-get's
+/// arrival compare across the two processes; unlike the wall clock it never steps.
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec on our stack and CLOCK_MONOTONIC always
+    // exists on Linux, so the call only fills `ts`.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// What `floor-put` sends (its command-line options; the phases come on standard input).
@@ -394,7 +403,7 @@ struct Seen {
 }
 
 /// Notes one sample of floor-get's (its attachment `tag`, its payload's `stamp`, its
-/// arrival `(ns since the epoch, instant)`) in `seen` and sends the acknowledgement it calls
+/// arrival `(monotonic ns, instant)`) in `seen` and sends the acknowledgement it calls
 /// for with `ack`. The end is noted only once its acknowledgement is sent: `get` closes the
 /// session when it sees the end, which would drop an acknowledgement still to be put.
 fn on_sample(
@@ -636,5 +645,24 @@ mod tests {
         });
         let s = seen.lock().unwrap();
         assert!(!s.ended && s.error.is_some());
+    }
+
+    /// The stamp and arrival read CLOCK_MONOTONIC, the clock the bridge side is timed by:
+    /// with the wall clock a step during a phase made 0-ns or huge floor samples.
+    #[test]
+    fn the_floor_stamps_with_the_monotonic_clock() {
+        let stamp = now_ns();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec on our stack.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        assert_eq!(rc, 0);
+        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        assert!(
+            mono >= stamp && mono - stamp < 1_000_000_000,
+            "stamp {stamp} ns is not CLOCK_MONOTONIC ({mono} ns)"
+        );
     }
 }

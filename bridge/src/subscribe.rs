@@ -439,7 +439,7 @@ impl Mirror {
                     (_, Err(Opening::Create(e))) => {
                         self.unopenable = None;
                         let reason = format!("creating the mirror failed: {e}");
-                        self.uncreatable = Some(Uncreatable {
+                        self.uncreatable = create_failure_lasts(&e).then(|| Uncreatable {
                             dtype: h.dtype,
                             shape: h.shape.clone(),
                             no_space: matches!(e, Error::NoSpace { .. }),
@@ -963,7 +963,8 @@ fn reported(lost: u64, h: &FrameHeader) -> u64 {
 }
 
 /// Why the local stream could not be had: opening it failed (tried again with the next
-/// frame), or creating it did (tried again for that dtype and shape after [`RETRY_CREATE`]).
+/// frame), or creating it did (tried again for that dtype and shape after [`RETRY_CREATE`]
+/// where the failure lasts, [`create_failure_lasts`]; else with the next frame).
 enum Opening {
     Open(Error),
     Create(Error),
@@ -1028,6 +1029,23 @@ fn open_failure_lasts(e: &Error) -> bool {
         | Error::InvalidHistory { .. }
         | Error::Unsupported { .. } => true,
         _ => false,
+    }
+}
+
+/// Whether a failed create of the mirror would fail alike on the next frame, and is
+/// remembered for [`RETRY_CREATE`] (no room, no permission, a file not ours, a shape
+/// refused). Not a transient failure, as for an open ([`open_failure_lasts`]): out of
+/// descriptors, memory or processes (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`), or the name's
+/// lock held past the wait (an unlink or purge at work); the next frame tries again, as a
+/// lossless mirror would otherwise lose the frames of [`RETRY_CREATE`].
+fn create_failure_lasts(e: &Error) -> bool {
+    match e {
+        Error::Timeout { .. } => false,
+        Error::Io { source, .. } => !matches!(
+            source.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+        ),
+        _ => true,
     }
 }
 
@@ -1144,6 +1162,130 @@ mod tests {
         for e in transient {
             assert!(!open_failure_lasts(&e), "remembered: {e}");
         }
+    }
+
+    /// A create of the mirror that would fail alike again is remembered; a transient failure
+    /// (out of descriptors, memory or processes, the name's lock held past the wait) is
+    /// tried again on the next frame, so a lossless mirror does not refuse frames for
+    /// [`RETRY_CREATE`].
+    #[test]
+    fn only_a_lasting_create_failure_is_remembered() {
+        let name = || "s".to_owned();
+        let os = std::io::Error::from_raw_os_error;
+        let io = |errno| Error::Io {
+            name: name(),
+            op: "creating a shared-memory segment",
+            source: os(errno),
+        };
+        let lasting = [
+            Error::NoSpace {
+                name: name(),
+                needed: 1 << 30,
+                available: Some(0),
+            },
+            Error::FileSizeLimit {
+                name: name(),
+                needed: 1 << 30,
+                limit: 1 << 20,
+                ring: false,
+            },
+            Error::AccessDenied {
+                name: name(),
+                path: "/dev/shm/s".into(),
+                mode: 0,
+                writable: true,
+                source: os(libc::EACCES),
+            },
+            Error::InvalidHistory {
+                name: name(),
+                reason: "a ring refused".into(),
+            },
+            io(libc::EIO),
+        ];
+        for e in lasting {
+            assert!(create_failure_lasts(&e), "not remembered: {e}");
+        }
+        let transient = [
+            io(libc::EMFILE),
+            io(libc::ENFILE),
+            io(libc::ENOMEM),
+            io(libc::EAGAIN),
+            Error::Timeout {
+                name: name(),
+                op: "create",
+                awaited: shmstream::Awaited::Writer,
+                timeout: Duration::from_secs(5),
+            },
+        ];
+        for e in transient {
+            assert!(!create_failure_lasts(&e), "remembered: {e}");
+        }
+    }
+
+    /// A frame whose mirror could not be created for want of a file descriptor does not get
+    /// the next frame refused for [`RETRY_CREATE`]: once descriptors are free again, it is
+    /// created and written. In a child process of its own, whose descriptors it uses up.
+    #[test]
+    fn a_transient_create_failure_does_not_refuse_the_next_frame() {
+        const CHILD: &str = "SHMSTREAM_BRIDGE_TEST_CREATE_EMFILE";
+        let test = "subscribe::tests::a_transient_create_failure_does_not_refuse_the_next_frame";
+        let Some(name) = std::env::var_os(CHILD) else {
+            let name = format!("br-emfile-{}", std::process::id());
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", test, "--test-threads=1", "--nocapture"])
+                .env(CHILD, &name)
+                .output()
+                .unwrap();
+            let _ = shmstream::unlink(&name);
+            let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "the child ran no test: {text}");
+            return;
+        };
+        let name = name.into_string().unwrap();
+        let h = FrameHeader {
+            lossless: true,
+            ..h(1, 1, 0)
+        };
+        let sample = |h: &FrameHeader| -> Sample {
+            zenoh::sample::SampleBuilder::put(
+                zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
+                vec![7u8],
+            )
+            .attachment(h.encode())
+            .into()
+        };
+        // Every descriptor but one taken: the open finds no stream, the create takes the
+        // last one for the name's lock file and then finds none for its segments.
+        let limit = libc::rlimit {
+            rlim_cur: 64,
+            rlim_max: 64,
+        };
+        // SAFETY: `limit` is a valid rlimit; lowering our own limit only.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let mut taken = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            taken.push(f);
+        }
+        taken.pop();
+        let mut m = Mirror::new("cam0", name.clone(), 0);
+        m.write(&sample(&h));
+        assert_eq!(m.written, 0, "written with no descriptor free");
+        let reason = &m.refusals.run.as_ref().unwrap().reason;
+        assert!(
+            reason.starts_with("creating the mirror failed") && reason.contains("ulimit -n"),
+            "not a create out of descriptors: {reason}"
+        );
+        drop(taken);
+        let h2 = FrameHeader {
+            count: 2,
+            frame_id: 2,
+            ..h
+        };
+        assert!(m.wants_frame_again(), "the frame is not asked for again");
+        m.write(&sample(&h2));
+        assert_eq!(m.written, 1, "the next frame was refused");
+        assert_eq!(shmstream::Stream::open(&name).unwrap().frame_id(), 2);
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //!   in order, so frames that reach the mirror in a burst each get their sample, as each
 //!   of floor-get's does) − the time its write at A was called, joined by frame id after the
 //!   run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the time its subscriber
-//!   receives a sample − the time its put was called (the realtime clock, stamped in the
-//!   payload);
+//!   receives a sample − the time its put was called (`CLOCK_MONOTONIC` too, system-wide,
+//!   stamped in the payload);
 //! - throughput: the writer keeps at most half the source's history in flight (written at
 //!   A, not yet read at B), so the lossless path never laps the publisher's cursor nor the
 //!   reader's; a window's rate is the frames after its first over the time from the reader
