@@ -519,13 +519,7 @@ pub(crate) fn create(
     };
     let finish = || -> Result<Attachment> {
         let id = name::gpu_id(name);
-        let seg = Segment::create(&id, GPU_SEGMENT_BYTES).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                name: name.to_owned(),
-                being_created: false,
-            },
-            _ => Error::io(name, "creating the GPU handle segment", e),
-        })?;
+        let seg = Segment::create(&id, GPU_SEGMENT_BYTES).map_err(|e| creating_segment(name, e))?;
         let bytes = layout::encode(&record);
         // SAFETY: a fresh private mapping of GPU_SEGMENT_BYTES; nobody opens it before the
         // stream header's magic is published (after this returns).
@@ -572,6 +566,23 @@ pub(crate) fn create(
         })
     };
     finish().inspect_err(|_| undo(event))
+}
+
+/// The error of creating stream `name`'s `_gpu` segment: typed as the other segments' are
+/// ([`Error::creating`]: a full `/dev/shm` is [`Error::NoSpace`]).
+fn creating_segment(name: &str, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+            name: name.to_owned(),
+            being_created: false,
+        },
+        _ => Error::creating(
+            name,
+            "creating the GPU handle segment",
+            GPU_SEGMENT_BYTES,
+            e,
+        ),
+    }
 }
 
 fn handle_bytes(h: &[std::ffi::c_char; 64]) -> [u8; 64] {
@@ -779,6 +790,19 @@ mod tests {
             e.contains("has 1 CUDA device(s)") && e.contains("CUDA_VISIBLE_DEVICES unset"),
             "{e}"
         );
+    }
+
+    /// A full `/dev/shm` when the `_gpu` segment is created is the typed no-space error the
+    /// other segments give (it was an untyped I/O error).
+    #[test]
+    fn a_full_dev_shm_creating_the_gpu_segment_is_no_space() {
+        let e = creating_segment("cam", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(
+            matches!(&e, Error::NoSpace { name, needed, .. } if name == "cam" && *needed == GPU_SEGMENT_BYTES as u64),
+            "{e:?}"
+        );
+        let e = creating_segment("cam", std::io::Error::from_raw_os_error(libc::EEXIST));
+        assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
     }
 
     /// A child forked without exec tells its copy of an attachment from one of its own, so the

@@ -390,15 +390,18 @@ pub(crate) fn settle(s: &crate::stream::Stream) {
 /// that died mid-write (readers check before they mark a write abandoned). A handle without
 /// a device attachment (a CPU reader of the mirror, a process without CUDA) reads the
 /// `_gpu` segment's publisher word from a fresh mapping: this runs only when a write looks
-/// abandoned.
+/// abandoned. A `_gpu` segment that exists but cannot be opened (descriptors or memory
+/// exhausted) says nothing: that is taken for a landing, which the caller's deadline bounds.
 pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
     let publisher = match &s.gpu {
         GpuLink::None => return false,
         #[cfg(feature = "cuda")]
         GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
-        GpuLink::Detached(_) => segment_bytes(&s.name)
-            .and_then(|b| layout::publisher_pid(&b))
-            .unwrap_or(0),
+        GpuLink::Detached(_) => match read_segment(&s.name) {
+            Ok(b) => layout::publisher_pid(&b).unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(_) => return true,
+        },
     };
     probe::judge_odd(publisher, crate::sys::is_self_or_running) == probe::OddSequence::Landing
 }
@@ -407,9 +410,13 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
 /// mutable words: the publisher and the GPU consumer, see [`layout`]); `None` when the segment
 /// cannot be read.
 pub(crate) fn segment_bytes(name: &str) -> Option<Vec<u8>> {
-    let seg =
-        Segment::open_prefix(&crate::name::gpu_id(name), false, layout::GPU_SEGMENT_BYTES).ok()?;
-    Some(seg.snapshot(layout::GPU_SEGMENT_BYTES))
+    read_segment(name).ok()
+}
+
+/// [`segment_bytes`], with the error of the open.
+fn read_segment(name: &str) -> std::io::Result<Vec<u8>> {
+    let seg = Segment::open_prefix(&crate::name::gpu_id(name), false, layout::GPU_SEGMENT_BYTES)?;
+    Ok(seg.snapshot(layout::GPU_SEGMENT_BYTES))
 }
 
 impl crate::stream::Stream {
@@ -663,6 +670,82 @@ pub(crate) mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// Stores `pid` in stream `name`'s `_gpu` publisher word, as a GPU-side writer does.
+    fn set_publisher_word(name: &str, pid: i64) {
+        let g = Segment::open_prefix(&crate::name::gpu_id(name), true, layout::GPU_SEGMENT_BYTES)
+            .unwrap();
+        let at = layout::gpu_offset::PUBLISHER_PID;
+        // SAFETY: a live 256-byte mapping; PUBLISHER_PID + 8 is inside it.
+        unsafe { std::ptr::copy_nonoverlapping(pid.to_le_bytes().as_ptr(), g.as_ptr().add(at), 8) };
+        assert_eq!(
+            layout::publisher_pid(&g.snapshot(layout::GPU_SEGMENT_BYTES)),
+            Some(pid)
+        );
+    }
+
+    /// A reader without the device that is out of descriptors cannot open `_gpu` to ask for
+    /// the publisher: that is no answer, not "no publisher", so it waits out its timeout and
+    /// leaves the landing publication's odd sequence alone (it marked it abandoned, and
+    /// reported the live writer dead). Run again in a child (this test binary, its
+    /// descriptor limit lowered by the shell): a full descriptor table is the whole process's.
+    #[test]
+    fn a_reader_out_of_descriptors_leaves_a_gpu_publication_landing() {
+        use std::sync::atomic::Ordering;
+        const TEST: &str =
+            "gpu::tests::a_reader_out_of_descriptors_leaves_a_gpu_publication_landing";
+        const CHILD: &str = "SHMSTREAM_GPU_FDLESS_NAME";
+        if let Some(name) = std::env::var_os(CHILD) {
+            let s = crate::Stream::open(name.to_str().unwrap()).unwrap();
+            let mut fillers = Vec::new();
+            loop {
+                match std::fs::File::open("/dev/null") {
+                    Ok(f) => fillers.push(f),
+                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let mut buf = [0f32; 4];
+            let wait = Some(Duration::from_millis(100));
+            let read = s.read_after_into_slice(0, &mut buf, wait);
+            drop(fillers);
+            println!("said: {read:?}");
+            return;
+        }
+        if gpu_available() {
+            return; // the fake handles are not real IPC handles
+        }
+        let name = format!("gpu-fdless-{}", std::process::id());
+        fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        // This process's CUDA stream is landing a frame: the lock is free, the sequence odd.
+        set_publisher_word(&name, crate::sys::pid());
+        s.header.sequence().store(3, Ordering::Release);
+        let out = std::process::Command::new("sh")
+            .args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD, &name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| Some(l.split_once("said: ")?.1))
+            .collect();
+        assert!(
+            matches!(&said[..], [e] if e.starts_with("Err(Timeout")),
+            "{stdout}"
+        );
+        assert_eq!(
+            s.header.sequence().load(Ordering::Acquire),
+            3,
+            "left landing, not marked invalid"
+        );
+        crate::unlink(&name).unwrap();
+    }
+
     /// Issue #11: a reader that waits on an odd sequence with the write lock free asks the
     /// `_gpu` segment's publisher word before it marks the write abandoned: a live publisher's
     /// CUDA stream is still landing it (here a CPU-only handle of a mirrored stream, which reads
@@ -676,20 +759,7 @@ pub(crate) mod tests {
         let name = format!("gpu-landing-{}", std::process::id());
         fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
         let s = crate::Stream::open(&name).unwrap();
-        let set_publisher = |pid: i64| {
-            let g =
-                Segment::open_prefix(&crate::name::gpu_id(&name), true, layout::GPU_SEGMENT_BYTES)
-                    .unwrap();
-            let at = layout::gpu_offset::PUBLISHER_PID;
-            // SAFETY: a live 256-byte mapping; PUBLISHER_PID + 8 is inside it.
-            unsafe {
-                std::ptr::copy_nonoverlapping(pid.to_le_bytes().as_ptr(), g.as_ptr().add(at), 8)
-            };
-            assert_eq!(
-                layout::publisher_pid(&g.snapshot(layout::GPU_SEGMENT_BYTES)),
-                Some(pid)
-            );
-        };
+        let set_publisher = |pid: i64| set_publisher_word(&name, pid);
         s.header.sequence().store(3, Ordering::Release);
         let mut buf = [0f32; 4];
         let wait = Some(std::time::Duration::from_millis(60));
