@@ -115,7 +115,7 @@ pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
             let made = match b.recursive(true).create(dir) {
                 Ok(()) => true,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(Error::io(stream, "creating the lock directory", e)),
+                Err(e) => return Err(lock_io(stream, dir, "creating the lock directory", e)),
             };
             prepare_dir_checked(dir, stream, made)
         }
@@ -220,6 +220,40 @@ pub(crate) fn dir_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static
     }
 }
 
+/// Why a lock directory cannot hold lock files, from the `errno` of making it or a lock file
+/// there, or of a flock on one: `None` for any other error (a refused or denied file of
+/// [`trust`] carries none).
+fn unusable_dir(e: &io::Error) -> Option<&'static str> {
+    Some(match e.raw_os_error()? {
+        libc::EACCES | libc::EPERM => {
+            "this user may not create it or files in it (its mode or attributes, or its parent's)"
+        }
+        libc::EROFS => "it is on a read-only file system",
+        libc::ENOSPC => "its file system is full (no space or no inodes left)",
+        libc::EDQUOT => "this user's disk quota on its file system is used up",
+        libc::ENOLCK => "its file system cannot take flock locks (an NFS mount without locking?)",
+        _ => return None,
+    })
+}
+
+/// `e` from `op` on the lock directory `dir` or a lock file in it: [`Error::LockDir`] naming
+/// `dir` where the directory cannot hold lock files ([`unusable_dir`]), else [`Error::io`].
+fn lock_io(stream: &str, dir: &Path, op: &'static str, e: io::Error) -> Error {
+    match unusable_dir(&e) {
+        Some(reason) => Error::LockDir {
+            name: stream.to_owned(),
+            path: dir.to_owned(),
+            reason,
+        },
+        None => Error::io(stream, op, e),
+    }
+}
+
+/// The directory of lock file `path`.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
 /// Whether `dir` is the default lock directory (`pyshmem-locks-<uid>`, no PYSHMEM_LOCK_DIR).
 fn is_default(dir: &Path) -> bool {
     std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty())
@@ -300,7 +334,7 @@ fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
             let meta = f.metadata()?;
             trust::check_metadata(&meta, path).map(|()| (f, meta))
         })
-        .map_err(|e| Error::io(stream, "opening the lock file", e))?;
+        .map_err(|e| lock_io(stream, dir_of(path), "opening the lock file", e))?;
     if meta.mode() & 0o077 != 0 {
         match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
             // A file system whose modes are the mount's (vfat, exfat: `EPERM`) keeps the file
@@ -474,7 +508,7 @@ impl LockFile {
     ) -> Result<()> {
         let file = open_at_path(&self.path, stream)?;
         let deadline = crate::deadline::after(Instant::now(), timeout);
-        match Self::poll_flock(file.as_raw_fd(), deadline) {
+        match Self::poll_flock(file.as_raw_fd(), deadline, &|| false) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Error::Timeout {
@@ -484,7 +518,7 @@ impl LockFile {
                     timeout: timeout.unwrap_or_default(),
                 });
             }
-            Err(e) => return Err(Error::io(stream, "flock", e)),
+            Err(e) => return Err(lock_io(stream, dir_of(&self.path), "flock", e)),
         }
         if !stream_linked() {
             if sys::same_file_at(&file, &self.path) {
@@ -513,7 +547,7 @@ impl LockFile {
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
     /// Returns the depth now held. `None` waits forever.
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, false, || true)
+        self.take(0, timeout, stream, false, || true, &|| false)
     }
 
     /// [`LockFile::acquire`] for a lifecycle operation (create, unlink, purge's sweep), which
@@ -525,7 +559,7 @@ impl LockFile {
     /// no such check: a lock file is removed only with its stream, and a write into a removed
     /// stream reports [`Error::Stale`] under whatever lock it took.
     pub(crate) fn acquire_at_path(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, true, || true)
+        self.take(0, timeout, stream, true, || true, &|| false)
     }
 
     /// [`LockFile::acquire`] for a handle of stream generation `generation` (non-zero): the
@@ -534,19 +568,22 @@ impl LockFile {
     /// path before the flock is taken, so every process converges on one inode; one removed
     /// with the handle's stream (not `stream_linked`) is [`Error::Stale`], also in a child
     /// forked without exec ([`LockFile::adopt_after_fork`]). One compare per acquisition
-    /// otherwise.
+    /// otherwise. A wait for another holder ends with [`Error::Closed`] within about a
+    /// millisecond of the handle's `closed` flag being set.
     pub(crate) fn acquire_for(
         &self,
         generation: u64,
         timeout: Option<Duration>,
         stream: &str,
         stream_linked: impl Fn() -> bool,
+        closed: &AtomicBool,
     ) -> Result<u32> {
-        self.take(generation, timeout, stream, false, stream_linked)
+        let closed = || closed.load(Ordering::Relaxed);
+        self.take(generation, timeout, stream, false, stream_linked, &closed)
     }
 
     /// The acquisitions above; `at_path` re-checks, after a fresh flock, that the file is
-    /// still the one at the path.
+    /// still the one at the path. A wait stops when `closed` says so ([`Error::Closed`]).
     fn take(
         &self,
         generation: u64,
@@ -554,6 +591,7 @@ impl LockFile {
         stream: &str,
         at_path: bool,
         stream_linked: impl Fn() -> bool,
+        closed: &dyn Fn() -> bool,
     ) -> Result<u32> {
         if self.inherited() {
             self.adopt_after_fork(stream, &stream_linked)?;
@@ -577,11 +615,19 @@ impl LockFile {
         // The deadline is computed only on a contended path (a clock read costs ~25 ns).
         let started = std::cell::OnceCell::new();
         let deadline = || crate::deadline::after(*started.get_or_init(Instant::now), timeout);
-        let timed_out = || Error::Timeout {
-            name: stream.to_owned(),
-            op: "take the write lock",
-            awaited: crate::Awaited::Writer,
-            timeout: timeout.unwrap_or_default(),
+        // A wait that stopped short of the lock: the handle closed meanwhile, or the deadline.
+        let timed_out = || {
+            if closed() {
+                return Error::Closed {
+                    name: stream.to_owned(),
+                };
+            }
+            Error::Timeout {
+                name: stream.to_owned(),
+                op: "take the write lock",
+                awaited: crate::Awaited::Writer,
+                timeout: timeout.unwrap_or_default(),
+            }
         };
         // Thread part: claim the owner word (Acquire pairs with `free_owner`'s swap); a try
         // (zero timeout) still spins a moment, over another thread's short hold (`attach`'s
@@ -590,7 +636,7 @@ impl LockFile {
             .owner
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
-            && !self.wait_for_owner(me, deadline())
+            && !self.wait_for_owner(me, deadline(), closed)
         {
             return Err(timed_out());
         }
@@ -618,7 +664,7 @@ impl LockFile {
                 Ok(true) => Ok(true),
                 // A try (a dead-writer check's): the one attempt was made.
                 Ok(false) if timeout == Some(Duration::ZERO) => Ok(false),
-                Ok(false) => Self::poll_flock(self.fd.load(Ordering::Relaxed), deadline()),
+                Ok(false) => Self::poll_flock(self.fd.load(Ordering::Relaxed), deadline(), closed),
                 Err(e) => Err(e),
             };
             match got {
@@ -633,7 +679,7 @@ impl LockFile {
                     return Ok(1);
                 }
                 Ok(false) => return Err(timed_out()),
-                Err(e) => return Err(Error::io(stream, "flock", e)),
+                Err(e) => return Err(lock_io(stream, dir_of(&self.path), "flock", e)),
             }
         }
     }
@@ -685,8 +731,14 @@ impl LockFile {
         Ok(())
     }
 
-    /// Waits until this thread claims the owner word, or the deadline passes.
-    fn wait_for_owner(&self, me: usize, deadline: Option<Instant>) -> bool {
+    /// Waits until this thread claims the owner word, or the deadline passes, or `closed`
+    /// says so (looked at every step).
+    fn wait_for_owner(
+        &self,
+        me: usize,
+        deadline: Option<Instant>,
+        closed: &dyn Fn() -> bool,
+    ) -> bool {
         for _ in 0..100 {
             std::hint::spin_loop();
             if self
@@ -707,6 +759,9 @@ impl LockFile {
                 .is_ok()
             {
                 break true;
+            }
+            if closed() {
+                break false;
             }
             // Bounded waits: a release between our check and the wait is caught next round.
             let step = Duration::from_millis(1);
@@ -746,14 +801,21 @@ impl LockFile {
         }
     }
 
-    /// Polls a non-blocking flock of `fd` until `deadline`: yields first, then sleeps growing
-    /// to 1 ms.
-    fn poll_flock(fd: RawFd, deadline: Option<Instant>) -> io::Result<bool> {
+    /// Polls a non-blocking flock of `fd` until `deadline`, or until `stop` says so (looked at
+    /// before each try): yields first, then sleeps growing to 1 ms.
+    fn poll_flock(
+        fd: RawFd,
+        deadline: Option<Instant>,
+        stop: &dyn Fn() -> bool,
+    ) -> io::Result<bool> {
         let mut backoff = Backoff::yielding_rounds(
             64,
             Sleeps::new(Duration::from_micros(5), Duration::from_millis(1)),
         );
         let taken = poll_with(&mut backoff, deadline, || {
+            if stop() {
+                return Some(Ok(false));
+            }
             match sys::flock_fd(fd, libc::LOCK_EX | libc::LOCK_NB) {
                 Ok(false) => None,
                 taken => Some(taken),
@@ -813,7 +875,15 @@ impl LockFile {
         stream_linked: impl Fn() -> bool,
     ) -> Result<bool> {
         let held_before = self.held_here();
-        if !Self::taken(self.take(0, Some(Duration::ZERO), stream, false, &stream_linked))? {
+        let take = self.take(
+            0,
+            Some(Duration::ZERO),
+            stream,
+            false,
+            &stream_linked,
+            &|| false,
+        );
+        if !Self::taken(take)? {
             return Ok(false);
         }
         if !self.is_unlinked() || !stream_linked() {
@@ -842,7 +912,7 @@ impl LockFile {
         let _ = self.flock(libc::LOCK_UN);
         let moved = self.reopen_if_unlinked(stream, || true).and_then(|_| {
             self.flock(libc::LOCK_EX | libc::LOCK_NB)
-                .map_err(|e| Error::io(stream, "flock", e))
+                .map_err(|e| lock_io(stream, dir_of(&self.path), "flock", e))
         });
         if let Ok(true) = moved {
             return Ok(true);
@@ -980,7 +1050,8 @@ mod tests {
     fn a_writer_that_waited_for_another_thread_moves_to_the_file_at_the_path() {
         let path = temp_lock("contended-move");
         let sut = LockFile::attach(&path, "t").unwrap();
-        sut.acquire_for(7, None, "t", || true).unwrap();
+        sut.acquire_for(7, None, "t", || true, &AtomicBool::new(false))
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         // The look is due (as 20 ms after the last one).
         sut.path_checked_ms.store(
@@ -992,7 +1063,13 @@ mod tests {
             // A write's lock, as `Stream::acquire_stamped` takes it.
             other.follow_path("t", None, || true).unwrap();
             other
-                .acquire_for(7, Some(Duration::from_secs(10)), "t", || true)
+                .acquire_for(
+                    7,
+                    Some(Duration::from_secs(10)),
+                    "t",
+                    || true,
+                    &AtomicBool::new(false),
+                )
                 .unwrap();
             let moved = !other.is_unlinked();
             other.release(|_| {});
@@ -1060,7 +1137,8 @@ mod tests {
     fn a_new_generation_moves_to_the_lock_file_now_at_the_path() {
         let path = temp_lock("generation");
         let sut = LockFile::attach(&path, "t").unwrap();
-        sut.acquire_for(11, None, "t", || true).unwrap();
+        sut.acquire_for(11, None, "t", || true, &AtomicBool::new(false))
+            .unwrap();
         sut.release(|_| {});
         // The stream is unlinked and recreated elsewhere: a new file at the path, held by
         // another process (here: another open file description).
@@ -1069,18 +1147,62 @@ mod tests {
         assert!(sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         // A handle of the new generation must contend on the new file, not the orphan.
         let err = sut
-            .acquire_for(22, Some(Duration::ZERO), "t", || true)
+            .acquire_for(
+                22,
+                Some(Duration::ZERO),
+                "t",
+                || true,
+                &AtomicBool::new(false),
+            )
             .unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         sys::flock(&foreign, libc::LOCK_UN).unwrap();
         assert_eq!(
-            sut.acquire_for(22, Some(Duration::from_secs(1)), "t", || true)
-                .unwrap(),
+            sut.acquire_for(
+                22,
+                Some(Duration::from_secs(1)),
+                "t",
+                || true,
+                &AtomicBool::new(false)
+            )
+            .unwrap(),
             1
         );
         assert!(!sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         sut.release(|_| {});
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A lock directory that cannot hold lock files (read-only, full, over quota, no flock:
+    /// NFS) is [`Error::LockDir`] naming it, with the remedy; other errors stay [`Error::Io`].
+    #[test]
+    fn lock_directory_errors_name_the_directory_and_the_remedy() {
+        let dir = Path::new("/locks");
+        for errno in [
+            libc::EROFS,
+            libc::ENOSPC,
+            libc::EDQUOT,
+            libc::ENOLCK,
+            libc::EACCES,
+        ] {
+            let e = lock_io("cam", dir, "flock", io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(&e, Error::LockDir { path, .. } if path == dir),
+                "{e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("\"/locks\"") && text.contains("PYSHMEM_LOCK_DIR"),
+                "{text}"
+            );
+        }
+        let e = lock_io(
+            "cam",
+            dir,
+            "flock",
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
     }
 
     #[test]

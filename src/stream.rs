@@ -84,7 +84,10 @@ impl StreamOptions {
         self
     }
     /// Unlink the stream when the creating handle is dropped (in the creating process: a
-    /// child forked without exec that drops its copy leaves the stream).
+    /// child forked without exec that drops its copy leaves the stream). The drop takes the
+    /// name's lock as [`Stream::unlink`] does, so it waits up to 5 s while another process
+    /// holds it; a drop that cannot unlink then (or out of descriptors) leaves the stream,
+    /// silently (drops cannot fail), for `unlink` or `purge` to remove.
     pub fn auto_unlink(&mut self, auto_unlink: bool) -> &mut Self {
         self.auto_unlink = auto_unlink;
         self
@@ -569,7 +572,8 @@ impl Stream {
 
     /// Closes the handle: later reads, writes, locks and waits return [`Error::Closed`]
     /// ([`Stream::unlink`] still removes the stream by its name), and readers of this
-    /// handle blocked in a wait wake up and return [`Error::Closed`]. (Other processes' waiters
+    /// handle blocked in a wait wake up and return [`Error::Closed`], as do its writes and
+    /// locks waiting for the write lock (within about a millisecond). (Other processes' waiters
     /// are woken too; they re-check and go back to waiting.) Idempotent.
     pub fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {

@@ -125,9 +125,19 @@ impl Stream {
         let _slow = crate::slowdown::guard(crate::slowdown::HotPath::Lock);
         let generation = u64::from_le_bytes(self.instance_id[..8].try_into().unwrap_or([0; 8])) | 1;
         // The take follows a lock file removed from its path (`LockFile::follow_path`).
-        let depth = self
-            .lock
-            .acquire_for(generation, timeout, &self.name, || !self.meta.is_unlinked())?;
+        let depth = self.lock.acquire_for(
+            generation,
+            timeout,
+            &self.name,
+            || !self.meta.is_unlinked(),
+            &self.closed,
+        )?;
+        // Closed after the wait's last look: the level is let go unused, so nothing is
+        // locked or published through the closed handle.
+        if let Err(e) = self.ensure_open() {
+            self.lock.release(|_| {});
+            return Err(e);
+        }
         // Diagnostic owner stamp (pyshmem does the same); readers use the pid to detect a
         // writer that died mid-write.
         self.header

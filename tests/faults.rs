@@ -1549,6 +1549,68 @@ fn close_wakes_a_blocked_reader_with_closed() {
     }
 }
 
+/// A lock or write of a handle waiting for the write lock, which another thread of this
+/// process (its owner word) or another process (its flock) holds, ends with `Closed` when the
+/// handle is closed, within a bound, and publishes nothing. It waited until the holder let go
+/// (for good with no timeout), then published through the closed handle.
+#[test]
+fn close_ends_a_lock_or_write_waiting_for_the_write_lock() {
+    let _serial = serial();
+    // The test's bound (the waits look at the flag every millisecond).
+    const BOUND: Duration = Duration::from_secs(5);
+    for holder_is_a_process in [false, true] {
+        for op in ["lock(None)", "write_slice"] {
+            let case = format!("holder a process {holder_is_a_process}, {op}");
+            let name = unique_name("closelock");
+            let _c = Cleanup::new([&name]);
+            let h1 = stream_with_frame(&name, 1);
+            let (held, holder) = if holder_is_a_process {
+                (None, Some(lock_holder(&name)))
+            } else {
+                (Some(h1.lock(Some(LONG)).unwrap()), None)
+            };
+            let count = h1.count();
+            let h2 = Arc::new(Stream::open(&name).unwrap());
+            h2.set_default_timeout(LONG);
+            let waiting = h2.clone();
+            let (tid, end) = detached(move || match op {
+                "lock(None)" => waiting.lock(None).map(drop),
+                _ => waiting.write_slice(&frame(2)),
+            });
+            if holder_is_a_process {
+                // Polling the flock: asleep between tries.
+                wait_parked(tid, &name, false);
+            } else {
+                // Waiting for the owner word: on the lock's condition variable.
+                let deadline = Instant::now() + LONG;
+                let in_futex = || {
+                    common::blocked_syscall(std::process::id(), tid as u32)
+                        .is_some_and(|(nr, _)| nr == libc::SYS_futex)
+                };
+                while !in_futex() {
+                    assert!(Instant::now() < deadline, "{case}: the writer never waited");
+                    std::thread::yield_now();
+                }
+            }
+            h2.close();
+            let ended = end.recv_timeout(BOUND);
+            // The holder lets go either way: a wait the close did not end takes the lock now.
+            drop(held);
+            drop(holder);
+            match ended {
+                Ok(r) => assert!(matches!(r, Err(Error::Closed { .. })), "{case}: {r:?}"),
+                Err(_) => panic!("{case}: the close did not end the wait within {BOUND:?}"),
+            }
+            assert_eq!(
+                h1.count(),
+                count,
+                "{case}: published through the closed handle"
+            );
+            assert_eq!(read_checked(&h1), Ok(1), "{case}");
+        }
+    }
+}
+
 // ----- interop: a pyshmem writer killed mid-write -----
 
 const PY_STUCK_WRITER: &str = r#"
