@@ -190,8 +190,8 @@ pub(crate) fn default_lock_dir_name() -> String {
 }
 
 /// Python's `tempfile.gettempdir()`, as pyshmem gets it: the first of `$TMPDIR`, `$TEMP`,
-/// `$TMP` (those set and not empty), `/tmp`, `/var/tmp` and `/usr/tmp` that is a directory
-/// this process may create files in, made absolute as `os.path.abspath` does (lexically);
+/// `$TMP` (those set and not empty), `/tmp`, `/var/tmp` and `/usr/tmp`, made absolute as
+/// `os.path.abspath` does (lexically), where Python's probe succeeds ([`python_usable`]);
 /// else the working directory. (A different choice put Rust's lock files beside pyshmem's
 /// and let writers of both write at once.) Chosen once per process, as Python does: a
 /// later change of the working directory or of the directories' state (a cleaner removing
@@ -216,9 +216,64 @@ fn choose_python_tempdir() -> PathBuf {
     from_env
         .chain(fixed)
         .map(|d| absolute(&d, cwd.as_deref()))
-        .find(|d| crate::sys::writable_dir(d))
+        .find(|d| python_usable(d))
         .or(cwd)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Whether `tempfile._get_default_tempdir` accepts `dir`: a new file of a random name
+/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, 0600) can be made there, written `blat` (one `write`;
+/// a short one counts) and removed. A name taken is tried again with another, up to 100
+/// names; any other failure refuses the directory. Access checks alone differ: a full tmpfs
+/// creates the file but fails the write, and root passes `access` where sysfs refuses
+/// creation; pyshmem would then lock files elsewhere.
+fn python_usable(dir: &Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A file-size limit of 0 fails the write with `EFBIG` after `SIGXFSZ`, which Python
+    // ignores and which would kill us: refused unwritten. (Under 4, the write is short.)
+    if crate::sys::file_size_limit() == Some(0) {
+        return false;
+    }
+    for attempt in 0..100u8 {
+        let path = dir.join(probe_name(attempt));
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => return false,
+        };
+        let wrote = loop {
+            match file.write(b"blat") {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.is_ok(),
+            }
+        };
+        drop(file);
+        return std::fs::remove_file(&path).is_ok() && wrote;
+    }
+    false
+}
+
+/// A random 8-character name from Python's `_RandomNameSequence` alphabet.
+fn probe_name(attempt: u8) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
+    // Without the kernel's random bytes, a name from the pid and attempt (`O_EXCL` still).
+    let bytes = crate::sys::random_id().unwrap_or_else(|_| {
+        let mut b = [attempt; 16];
+        b[..4].copy_from_slice(&std::process::id().to_le_bytes());
+        b
+    });
+    bytes[..8]
+        .iter()
+        .map(|&b| CHARS[usize::from(b) % CHARS.len()] as char)
+        .collect()
 }
 
 /// `path` joined to `cwd` if relative, with `.` and `..` resolved lexically (Python's

@@ -36,26 +36,6 @@ pub(crate) fn file_size_limit() -> Option<u64> {
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
 
-/// Whether `dir` is a directory this process may create files in, as its effective uid
-/// (`faccessat(W_OK | X_OK, AT_EACCESS)`): Python's `tempfile` tries creating a file there,
-/// which a set-uid process does as its effective uid (`access` checks the real one).
-pub(crate) fn writable_dir(dir: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; faccessat reads it only.
-    let ok = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    } == 0;
-    ok && dir.is_dir()
-}
-
 /// This process's id, cached (`getpid` is a system call) and renewed in a forked child.
 pub(crate) fn pid() -> i64 {
     let p = OWN_PID.load(Ordering::Relaxed);
@@ -92,11 +72,17 @@ extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions and cannot fail.
     OWN_PID.store(i64::from(unsafe { libc::getpid() }), Ordering::Relaxed);
-    let null = DEV_NULL.load(Ordering::Relaxed);
+    drop_listed(&LOCK_FDS, &DEV_NULL);
+}
+
+/// [`after_fork_in_child`]'s work on the given list and `/dev/null` descriptor (tests pass
+/// their own): each listed descriptor made a copy of `dev_null`, none while it is unset.
+fn drop_listed(slots: &[AtomicI32], dev_null: &AtomicI32) {
+    let null = dev_null.load(Ordering::Relaxed);
     if null < 0 {
         return;
     }
-    for slot in &LOCK_FDS {
+    for slot in slots {
         let fd = slot.load(Ordering::Relaxed);
         if fd < 0 {
             continue;
@@ -129,29 +115,44 @@ static DEV_NULL: AtomicI32 = AtomicI32::new(NO_FD);
 /// Lists `fd`, an open lock file descriptor, for a child forked without exec to drop (see
 /// [`after_fork_in_child`]); call it before the descriptor is first locked, and
 /// [`unregister_lock_fd`] before it is closed (a listed number reused by another file would
-/// be clobbered in the child). Returns whether it is covered: `false` when every slot is
-/// taken or `/dev/null` cannot be opened.
+/// be clobbered in the child). Returns whether it is covered now: `false` when every slot is
+/// taken, or when `/dev/null` cannot be opened yet (`EMFILE`); it is listed all the same, and
+/// covered once a later registration opens `/dev/null`.
 pub(crate) fn register_lock_fd(fd: std::os::fd::RawFd) -> bool {
     watch_forks();
-    if DEV_NULL.load(Ordering::Acquire) < 0 {
+    register_in(&LOCK_FDS, &DEV_NULL, fd, || {
         // SAFETY: a constant NUL-terminated path and plain flags.
-        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if null < 0 {
-            return false;
-        }
-        if DEV_NULL
-            .compare_exchange(NO_FD, null, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+        unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+    })
+}
+
+/// [`register_lock_fd`]'s work on the given list and `/dev/null` descriptor, which
+/// `open_null` opens (-1 on failure) while `dev_null` is unset (tests pass their own).
+fn register_in(
+    slots: &[AtomicI32],
+    dev_null: &AtomicI32,
+    fd: std::os::fd::RawFd,
+    open_null: impl FnOnce() -> std::os::fd::RawFd,
+) -> bool {
+    let mut null_open = dev_null.load(Ordering::Acquire) >= 0;
+    if !null_open {
+        let null = open_null();
+        null_open = null >= 0;
+        if null_open
+            && dev_null
+                .compare_exchange(NO_FD, null, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
         {
             // SAFETY: `null` was just opened here, and another thread's won the slot.
             unsafe { libc::close(null) };
         }
     }
     // SeqCst: listed before the caller locks it, so a fork that sees the lock sees the entry.
-    LOCK_FDS.iter().any(|slot| {
+    let listed = slots.iter().any(|slot| {
         slot.compare_exchange(NO_FD, fd, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
-    })
+    });
+    listed && null_open
 }
 
 /// Takes `fd` off the list [`register_lock_fd`] made, before it is closed (no-op if it was
@@ -277,22 +278,56 @@ fn shows_exited(stat: &std::path::Path) -> Option<bool> {
 /// sparse one would be created and kill its writer with `SIGBUS` when the pages run out. A
 /// file system (or libc: musl) that cannot reserve (`EOPNOTSUPP`) gets a zero written into
 /// each page of the new, zero-filled object instead, as glibc's own fallback does: readers
-/// refuse an object with holes (`Segment::open_written`).
+/// refuse an object with holes (`Segment::open_written`). Reserved in chunks
+/// ([`reserve_in_chunks`]): tmpfs gives up a whole call at a pending signal.
 pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    let allocate = |at, n| {
+        // SAFETY: plain integers and a descriptor that `file` keeps open for the call.
+        unsafe { libc::posix_fallocate(fd, at, n) }
+    };
+    match reserve_in_chunks(len, allocate) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => write_each_page(file, len as u64),
+        r => r,
+    }
+}
+
+/// Calls `allocate(offset, len)` (an errno, 0 for success) over `[0, len)`: once whole, so
+/// that tmpfs refuses a length larger than the file system at once and undoes a partial
+/// allocation that runs out of room; then, only if that call was interrupted, in chunks of up
+/// to 8 MiB, keeping the finished ones. tmpfs (before Linux 6.10) fails a call with `EINTR`
+/// whenever a signal is pending and undoes all it allocated, so the whole length retried
+/// under a periodic signal (a profiler's `SIGPROF`) may never finish: an interrupted chunk
+/// is retried at half its size (down to a 4 KiB page), and a finished one lets the next grow
+/// back. Any other errno ends it.
+fn reserve_in_chunks(
+    len: libc::off_t,
+    mut allocate: impl FnMut(libc::off_t, libc::off_t) -> libc::c_int,
+) -> io::Result<()> {
+    const MAX: libc::off_t = 8 << 20;
+    const PAGE: libc::off_t = 4096;
     if len == 0 {
         return Ok(());
     }
-    loop {
-        // SAFETY: plain integers and a descriptor that `file` keeps open for the call.
-        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, len) };
-        match rc {
-            0 => return Ok(()),
-            libc::EOPNOTSUPP => return write_each_page(file, len as u64),
-            libc::EINTR => continue,
+    match allocate(0, len) {
+        0 => return Ok(()),
+        libc::EINTR => {}
+        e => return Err(io::Error::from_raw_os_error(e)),
+    }
+    let (mut at, mut chunk) = (0, MAX);
+    while at < len {
+        let n = chunk.min(len - at);
+        match allocate(at, n) {
+            0 => {
+                at += n;
+                chunk = (chunk * 2).min(MAX);
+            }
+            libc::EINTR => chunk = (n / 2).max(PAGE),
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+    Ok(())
 }
 
 /// Gives each 4 KiB page of `file`'s first `len` bytes (a new object: all zero) its storage by
@@ -544,6 +579,51 @@ mod tests {
         assert!(stored >= len, "{stored} bytes of storage for {len}");
     }
 
+    /// An allocation that tmpfs interrupts whenever it takes long (here: over 1 MiB) still
+    /// finishes, in chunks that cover the length exactly once; other errors end it.
+    #[test]
+    fn an_interrupted_reservation_finishes_in_smaller_chunks() {
+        let len: libc::off_t = (64 << 20) + 123;
+        let (mut calls, mut done) = (0, Vec::new());
+        let r = reserve_in_chunks(len, |at, n| {
+            calls += 1;
+            assert!(calls <= 10_000, "still retrying after {calls} calls");
+            if n > 1 << 20 {
+                return libc::EINTR;
+            }
+            done.push((at, n));
+            0
+        });
+        r.unwrap();
+        done.sort_unstable();
+        let mut end = 0;
+        for &(at, n) in &done {
+            assert_eq!(at, end, "a gap or an overlap at {at}: {done:?}");
+            end = at + n;
+        }
+        assert_eq!(end, len);
+        let r = reserve_in_chunks(len, |at, n| match (at, n) {
+            (0, n) if n == len => libc::EINTR,
+            (0, _) => 0,
+            _ => libc::ENOSPC,
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    /// The whole length is asked for first, so a length tmpfs refuses at once (larger than
+    /// the file system) is refused without chunks that would fill `/dev/shm` first.
+    #[test]
+    fn a_refused_reservation_is_asked_for_once_whole() {
+        let len: libc::off_t = 1 << 50;
+        let mut calls = Vec::new();
+        let r = reserve_in_chunks(len, |at, n| {
+            calls.push((at, n));
+            libc::ENOSPC
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(calls, [(0, len)]);
+    }
+
     /// Yields until `done()`; fails saying `never` after 10 s.
     fn until(never: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -570,11 +650,21 @@ mod tests {
     /// Forks; the child exits 0 if `fd` is `expected` there and 1 otherwise. Returns whether
     /// it was.
     fn in_a_forked_child(fd: std::os::fd::RawFd, expected: (u64, u64)) -> bool {
-        // SAFETY: the child only calls fstat and `_exit` (async-signal-safe) and never
-        // returns here.
+        in_a_forked_child_after(|| {}, fd, expected)
+    }
+
+    /// [`in_a_forked_child`], the child running `first` (async-signal-safe) before it looks.
+    fn in_a_forked_child_after(
+        first: impl FnOnce(),
+        fd: std::os::fd::RawFd,
+        expected: (u64, u64),
+    ) -> bool {
+        // SAFETY: the child only runs `first` (async-signal-safe), fstat and `_exit`, and
+        // never returns here.
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork failed");
         if child == 0 {
+            first();
             let code = if identity(fd) == Some(expected) { 0 } else { 1 };
             // SAFETY: ends the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
@@ -607,6 +697,34 @@ mod tests {
         assert!(
             in_a_forked_child(fd, own),
             "unlisted again: the child keeps it"
+        );
+    }
+
+    /// A lock descriptor registered while `/dev/null` cannot be opened (the lock file took the
+    /// last descriptor) is listed all the same: dropped in a child forked after a later
+    /// registration opened `/dev/null`, not kept with the parent's flock.
+    #[test]
+    fn a_lock_descriptor_registered_before_dev_null_opens_is_dropped_after() {
+        use std::os::fd::AsRawFd;
+        let slots = [const { AtomicI32::new(NO_FD) }; 4];
+        let null = AtomicI32::new(NO_FD);
+        let (first, second) = (
+            File::open(std::env::current_exe().unwrap()).unwrap(),
+            File::open(std::env::current_exe().unwrap()).unwrap(),
+        );
+        let dev_null = File::open("/dev/null").unwrap();
+        let null_id = identity(dev_null.as_raw_fd()).unwrap();
+        let fd = first.as_raw_fd();
+        assert!(
+            !register_in(&slots, &null, fd, || -1),
+            "not covered before /dev/null opens"
+        );
+        assert!(register_in(&slots, &null, second.as_raw_fd(), || {
+            dev_null.as_raw_fd()
+        }));
+        assert!(
+            in_a_forked_child_after(|| drop_listed(&slots, &null), fd, null_id),
+            "the first lock descriptor was kept in the child"
         );
     }
 

@@ -394,7 +394,8 @@ fn unlink_from_either_side_is_seen_by_the_other() {
 
 /// The lock file is where pyshmem has it whatever temporary-directory variables are set
 /// (Python's `tempfile.gettempdir()` order: `$TMPDIR`, `$TEMP`, `$TMP`, usable ones only,
-/// made absolute): a Rust writer and a pyshmem writer elsewhere would write at once.
+/// made absolute): a Rust writer and a pyshmem writer elsewhere would write at once. Usable
+/// is Python's probe, not `access(2)`: root may access `/sys/kernel` but create nothing there.
 #[test]
 fn the_lock_file_is_where_pyshmem_has_it() {
     if child_role().as_deref() == Some("lock-path") {
@@ -413,7 +414,7 @@ fn the_lock_file_is_where_pyshmem_has_it() {
     let missing = dir.0.join("missing");
     let dotted = format!("{}/./x/..", s(&temp));
     let name = unique_name("lockpath");
-    for vars in [
+    let mut cases = vec![
         [("TMPDIR", ""), ("TEMP", ""), ("TMP", s(&tmp))],
         [
             ("TMPDIR", s(&missing)),
@@ -421,7 +422,21 @@ fn the_lock_file_is_where_pyshmem_has_it() {
             ("TMP", s(&tmp)),
         ],
         [("TMPDIR", dotted.as_str()), ("TEMP", ""), ("TMP", "")],
-    ] {
+    ];
+    let sysfs = Path::new("/sys/kernel");
+    let probe = sysfs.join(format!("shmstream-probe-{}", std::process::id()));
+    if !common::is_root() || !sysfs.is_dir() {
+        eprintln!(
+            "skipping TMPDIR={}: needs root and that directory",
+            s(sysfs)
+        );
+    } else if std::fs::File::create_new(&probe).is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        eprintln!("skipping TMPDIR={}: files can be created there", s(sysfs));
+    } else {
+        cases.push([("TMPDIR", s(sysfs)), ("TEMP", ""), ("TMP", s(&tmp))]);
+    }
+    for vars in cases {
         let out = std::process::Command::new(&py)
             .args([
                 "-c",
