@@ -138,6 +138,18 @@ impl Dtype {
             "f16" => Some("float128"),
             _ => None,
         };
+        if let Some(d) = numpy_alias(name) {
+            return Err(format!(
+                "dtype '{name}' is numpy's other spelling of {d} (on Linux, little-endian): \
+                 write \"{d}\""
+            ));
+        }
+        if name.starts_with('>') {
+            return Err(format!(
+                "dtype '{name}' is big-endian: streams hold little-endian elements; write the \
+                 numpy name of the type (\"float32\", ...) and swap the bytes before writing"
+            ));
+        }
         Err(match (Dtype::from_numpy_name(name), numpy_reads) {
             (Some(d), Some(theirs)) => format!(
                 "dtype '{name}' is ambiguous: numpy (and pyshmem) read it as {theirs}, this \
@@ -186,6 +198,55 @@ impl std::str::FromStr for Dtype {
             format!("unknown dtype '{s}' (known: {})", known.join(", "))
         })
     }
+}
+
+/// The type numpy reads `name` as, where that is another spelling of a [`Dtype`]'s numpy
+/// name on Linux (64-bit, little-endian): its aliases (`"float"`, `"double"`, `"int"`, ...)
+/// and type codes (`"f4"`, `"<u2"`, `"?"`); a code with a byte-order mark (`<`, `=`, `|`)
+/// in numpy's meaning (`"<i8"` is int64). Not the short names this library reads otherwise
+/// (`"u8"` and `"i8"` unmarked, `"f16"`): [`Dtype::from_numpy_name_only`] says both readings.
+fn numpy_alias(name: &str) -> Option<Dtype> {
+    use Dtype::*;
+    let code = |c: &str| {
+        Some(match c {
+            "?" | "b1" => Bool,
+            "i1" => I8,
+            "i2" => I16,
+            "i4" => I32,
+            "i8" => I64,
+            "u1" => U8,
+            "u2" => U16,
+            "u4" => U32,
+            "u8" => U64,
+            "f2" => F16,
+            "f4" => F32,
+            "f8" => F64,
+            "c8" => Complex64,
+            "c16" => Complex128,
+            _ => return None,
+        })
+    };
+    if let Some(marked) = name.strip_prefix(['<', '=', '|']) {
+        return code(marked);
+    }
+    Some(match name {
+        "bool_" => Bool,
+        "byte" => I8,
+        "ubyte" => U8,
+        "short" => I16,
+        "ushort" => U16,
+        "intc" => I32,
+        "uintc" => U32,
+        "int" | "int_" | "intp" | "long" | "longlong" => I64,
+        "uint" | "uintp" | "ulong" | "ulonglong" => U64,
+        "half" => F16,
+        "single" => F32,
+        "float" | "double" => F64,
+        "csingle" => Complex64,
+        "complex" | "cdouble" => Complex128,
+        "u8" | "i8" => return None,
+        c => return code(c),
+    })
 }
 
 /// Deserializes a [`Dtype`] from its numpy name only ([`Dtype::from_numpy_name_only`]).
@@ -439,6 +500,29 @@ mod tests {
         );
         let e = Dtype::from_numpy_name_only("c64").unwrap_err();
         assert!(e.contains("\"complex64\""), "{e}");
+        // numpy's other spellings (what `numpy.dtype(...)` gives for each, numpy 2.4 on
+        // x86-64 Linux) are refused naming the numpy name to write.
+        for (alias, d) in [
+            ("float", "float64"),
+            ("double", "float64"),
+            ("int", "int64"),
+            ("uint", "uint64"),
+            ("half", "float16"),
+            ("complex", "complex128"),
+            ("f4", "float32"),
+            ("<i8", "int64"),
+            ("=u2", "uint16"),
+            ("?", "bool"),
+            ("c8", "complex64"),
+        ] {
+            let e = Dtype::from_numpy_name_only(alias).unwrap_err();
+            assert!(
+                e.contains(&format!("other spelling of {d}")) && e.contains(&format!("\"{d}\"")),
+                "{alias}: {e}"
+            );
+        }
+        let e = Dtype::from_numpy_name_only(">f4").unwrap_err();
+        assert!(e.contains("big-endian"), "{e}");
         assert!(
             Dtype::from_numpy_name_only("float128")
                 .unwrap_err()
