@@ -266,17 +266,19 @@ pub(crate) fn build(
         };
         Ok((payload, meta, instance_id, history))
     })();
+    // The whole stream (with `extra` bytes of other segments) did not fit, in the room there
+    // is without its parts made so far (called once they are removed).
+    let whole_stream = |e: Error, extra: u64| match e {
+        Error::NoSpace { name, .. } => Error::NoSpace {
+            name,
+            needed: stream_bytes(size, o.history).saturating_add(extra),
+            available: sys::shm_available(),
+        },
+        e => e,
+    };
     let (payload, meta, instance_id, history) = made.map_err(|e| {
         forget_building();
-        // The whole stream did not fit, in the room there is without its parts made so far.
-        match e {
-            Error::NoSpace { name, .. } => Error::NoSpace {
-                name,
-                needed: stream_bytes(size, o.history),
-                available: sys::shm_available(),
-            },
-            e => e,
-        }
+        whole_stream(e, 0)
     })?;
     let pid = sys::pid();
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
@@ -287,7 +289,10 @@ pub(crate) fn build(
             Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
             Err(e) => {
                 forget_building();
-                return Err(e);
+                return Err(whole_stream(
+                    e,
+                    crate::gpu::layout::GPU_SEGMENT_BYTES as u64,
+                ));
             }
         },
         None => crate::gpu::GpuLink::None,

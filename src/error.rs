@@ -214,8 +214,8 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The lock directory is unsafe to use, or cannot hold lock files (read-only, full, no
-    /// flock).
+    /// The lock directory is unsafe to use, or can never hold this user's lock files
+    /// (read-only, or not writable by this user).
     #[error(
         "lock directory {path:?}{} is refused: {reason} (set PYSHMEM_LOCK_DIR to a private directory)",
         for_stream(.name)

@@ -220,18 +220,17 @@ pub(crate) fn dir_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static
     }
 }
 
-/// Why a lock directory cannot hold lock files, from the `errno` of making it or a lock file
-/// there, or of a flock on one: `None` for any other error (a refused or denied file of
-/// [`trust`] carries none).
+/// Why a lock directory can never hold this user's lock files, from the `errno` of making it
+/// or a lock file there: `None` for any other error (a refused or denied file of [`trust`]
+/// carries none). Passing conditions (a full file system, a quota, the kernel out of lock
+/// records: `ENOSPC`, `EDQUOT`, `ENOLCK`) stay [`Error::Io`]: moving one process's locks
+/// elsewhere for them would split the writers that must share the directory.
 fn unusable_dir(e: &io::Error) -> Option<&'static str> {
     Some(match e.raw_os_error()? {
         libc::EACCES | libc::EPERM => {
             "this user may not create it or files in it (its mode or attributes, or its parent's)"
         }
         libc::EROFS => "it is on a read-only file system",
-        libc::ENOSPC => "its file system is full (no space or no inodes left)",
-        libc::EDQUOT => "this user's disk quota on its file system is used up",
-        libc::ENOLCK => "its file system cannot take flock locks (an NFS mount without locking?)",
         _ => return None,
     })
 }
@@ -363,7 +362,9 @@ impl LockFile {
         if let Some(dir) = path.parent() {
             prepare_dir(dir, stream)?;
         }
-        sys::watch_forks();
+        // Before the lock file opens: one that takes the last descriptor is still dropped
+        // in a forked child.
+        sys::prepare_lock_fd_cover();
         let mut reg = lock_poisoned(registry());
         if let Some(existing) = reg.get(path).and_then(Weak::upgrade) {
             existing.refresh_if_unlinked(stream)?;
@@ -1173,18 +1174,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    /// A lock directory that cannot hold lock files (read-only, full, over quota, no flock:
-    /// NFS) is [`Error::LockDir`] naming it, with the remedy; other errors stay [`Error::Io`].
+    /// A lock directory that can never hold this user's lock files (read-only, not
+    /// writable) is [`Error::LockDir`] naming it, with the remedy; other errors, passing ones
+    /// included (full, over quota, out of lock records), stay [`Error::Io`].
     #[test]
     fn lock_directory_errors_name_the_directory_and_the_remedy() {
         let dir = Path::new("/locks");
-        for errno in [
-            libc::EROFS,
-            libc::ENOSPC,
-            libc::EDQUOT,
-            libc::ENOLCK,
-            libc::EACCES,
-        ] {
+        for errno in [libc::EROFS, libc::EACCES, libc::EPERM] {
             let e = lock_io("cam", dir, "flock", io::Error::from_raw_os_error(errno));
             assert!(
                 matches!(&e, Error::LockDir { path, .. } if path == dir),
@@ -1196,13 +1192,10 @@ mod tests {
                 "{text}"
             );
         }
-        let e = lock_io(
-            "cam",
-            dir,
-            "flock",
-            io::Error::from_raw_os_error(libc::EMFILE),
-        );
-        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        for errno in [libc::EMFILE, libc::ENOSPC, libc::EDQUOT, libc::ENOLCK] {
+            let e = lock_io("cam", dir, "flock", io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        }
     }
 
     #[test]

@@ -573,7 +573,8 @@ impl Stream {
     /// Closes the handle: later reads, writes, locks and waits return [`Error::Closed`]
     /// ([`Stream::unlink`] still removes the stream by its name), and readers of this
     /// handle blocked in a wait wake up and return [`Error::Closed`], as do its writes and
-    /// locks waiting for the write lock (within about a millisecond). (Other processes' waiters
+    /// locks waiting for another holder of the write lock (within about a millisecond; not
+    /// a held guard's write moving to a replaced lock file). (Other processes' waiters
     /// are woken too; they re-check and go back to waiting.) Idempotent.
     pub fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {

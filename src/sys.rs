@@ -116,37 +116,57 @@ static DEV_NULL: AtomicI32 = AtomicI32::new(NO_FD);
 /// [`after_fork_in_child`]); call it before the descriptor is first locked, and
 /// [`unregister_lock_fd`] before it is closed (a listed number reused by another file would
 /// be clobbered in the child). Returns whether it is covered now: `false` when every slot is
-/// taken, or when `/dev/null` cannot be opened yet (`EMFILE`); it is listed all the same, and
-/// covered once a later registration opens `/dev/null`.
+/// taken, or when `/dev/null` cannot be opened yet (`EMFILE`; [`prepare_lock_fd_cover`]
+/// opens it before the lock file is); it is listed all the same, and covered once a later
+/// registration opens `/dev/null`.
 pub(crate) fn register_lock_fd(fd: std::os::fd::RawFd) -> bool {
     watch_forks();
-    register_in(&LOCK_FDS, &DEV_NULL, fd, || {
-        // SAFETY: a constant NUL-terminated path and plain flags.
-        unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
-    })
+    register_in(&LOCK_FDS, &DEV_NULL, fd, open_dev_null)
+}
+
+/// Opens the `/dev/null` descriptor that [`register_lock_fd`] copies over lock descriptors
+/// in a forked child, if not yet open, and starts counting forks: called before a lock file
+/// is opened, so that one taking the last free descriptor is still covered.
+pub(crate) fn prepare_lock_fd_cover() {
+    watch_forks();
+    dev_null_open(&DEV_NULL, open_dev_null);
+}
+
+/// `/dev/null`, read-only and close-on-exec; -1 on failure.
+fn open_dev_null() -> std::os::fd::RawFd {
+    // SAFETY: a constant NUL-terminated path and plain flags.
+    unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+}
+
+/// Whether `dev_null` holds a descriptor, opening one with `open_null` (-1 on failure) if
+/// unset; a thread that loses the race closes its own.
+fn dev_null_open(dev_null: &AtomicI32, open_null: impl FnOnce() -> std::os::fd::RawFd) -> bool {
+    if dev_null.load(Ordering::Acquire) >= 0 {
+        return true;
+    }
+    let null = open_null();
+    if null < 0 {
+        return false;
+    }
+    if dev_null
+        .compare_exchange(NO_FD, null, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: `null` was just opened here, and another thread's won the slot.
+        unsafe { libc::close(null) };
+    }
+    true
 }
 
 /// [`register_lock_fd`]'s work on the given list and `/dev/null` descriptor, which
-/// `open_null` opens (-1 on failure) while `dev_null` is unset (tests pass their own).
+/// `open_null` opens while `dev_null` is unset (tests pass their own).
 fn register_in(
     slots: &[AtomicI32],
     dev_null: &AtomicI32,
     fd: std::os::fd::RawFd,
     open_null: impl FnOnce() -> std::os::fd::RawFd,
 ) -> bool {
-    let mut null_open = dev_null.load(Ordering::Acquire) >= 0;
-    if !null_open {
-        let null = open_null();
-        null_open = null >= 0;
-        if null_open
-            && dev_null
-                .compare_exchange(NO_FD, null, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            // SAFETY: `null` was just opened here, and another thread's won the slot.
-            unsafe { libc::close(null) };
-        }
-    }
+    let null_open = dev_null_open(dev_null, open_null);
     // SeqCst: listed before the caller locks it, so a fork that sees the lock sees the entry.
     let listed = slots.iter().any(|slot| {
         slot.compare_exchange(NO_FD, fd, Ordering::SeqCst, Ordering::Relaxed)

@@ -569,7 +569,8 @@ pub(crate) fn create(
 }
 
 /// The error of creating stream `name`'s `_gpu` segment: typed as the other segments' are
-/// ([`Error::creating`]: a full `/dev/shm` is [`Error::NoSpace`]).
+/// ([`Error::creating`]: a full `/dev/shm` is [`Error::NoSpace`], whose `needed` the stream's
+/// create restates for the whole stream).
 fn creating_segment(name: &str, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {

@@ -390,8 +390,9 @@ pub(crate) fn settle(s: &crate::stream::Stream) {
 /// that died mid-write (readers check before they mark a write abandoned). A handle without
 /// a device attachment (a CPU reader of the mirror, a process without CUDA) reads the
 /// `_gpu` segment's publisher word from a fresh mapping: this runs only when a write looks
-/// abandoned. A `_gpu` segment that exists but cannot be opened (descriptors or memory
-/// exhausted) says nothing: that is taken for a landing, which the caller's deadline bounds.
+/// abandoned. A `_gpu` segment this process cannot open for want of descriptors or memory
+/// says nothing: that is taken for a landing (the reader tries again, up to its timeout);
+/// one it can never open (refused, denied, too short) names no publisher.
 pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
     let publisher = match &s.gpu {
         GpuLink::None => return false,
@@ -399,8 +400,8 @@ pub(crate) fn publication_landing(s: &crate::stream::Stream) -> bool {
         GpuLink::Attached(a) => a.publisher_pid().load(std::sync::atomic::Ordering::Acquire),
         GpuLink::Detached(_) => match read_segment(&s.name) {
             Ok(b) => layout::publisher_pid(&b).unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(_) => return true,
+            Err(e) if crate::error::out_of_resources(&e) => return true,
+            Err(_) => 0,
         },
     };
     probe::judge_odd(publisher, crate::sys::is_self_or_running) == probe::OddSequence::Landing
