@@ -289,6 +289,8 @@ pub(crate) fn build(
             Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
             Err(e) => {
                 forget_building();
+                // Unmapped too: tmpfs frees the pages at the last unmap, not the unlink.
+                drop((payload, meta, history));
                 return Err(whole_stream(
                     e,
                     crate::gpu::layout::GPU_SEGMENT_BYTES as u64,

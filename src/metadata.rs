@@ -73,9 +73,10 @@ impl Stream {
     pub fn write_sequence(&self) -> i64 {
         self.header.sequence().load(Ordering::Acquire)
     }
-    /// UNIX time (seconds, the wall clock) stamped by the last write; 0 if never written. A
-    /// write in progress or aborted has stamped it too (as pyshmem's): `read_publication`
-    /// gives the time of the frame it returns.
+    /// UNIX time (seconds, the wall clock) stamped by the last write; 0 if never written.
+    /// Stamped as a publication ends (pyshmem's writers too), so a GPU publication still
+    /// landing or a writer killed in that last instant shows the time of a frame not yet
+    /// readable: `read_publication` gives the time of the frame it returns.
     pub fn write_time(&self) -> f64 {
         f64::from_bits(self.header.write_time().load(Ordering::Acquire))
     }

@@ -224,9 +224,10 @@ fn choose_python_tempdir() -> PathBuf {
 /// Whether `tempfile._get_default_tempdir` accepts `dir`: a new file of a random name
 /// (`O_CREAT | O_EXCL | O_NOFOLLOW`, 0600) can be made there, written `blat` (one `write`;
 /// a short one counts) and removed. A name taken is tried again with another, up to 100
-/// names; any other failure refuses the directory. Access checks alone differ: a full tmpfs
-/// creates the file but fails the write, and root passes `access` where sysfs refuses
-/// creation; pyshmem would then lock files elsewhere.
+/// names; any other failure refuses the directory, but for a process out of descriptors
+/// or memory, which falls back to the permissions ([`crate::sys::writable_dir`]). Access
+/// checks alone differ: a full tmpfs creates the file but fails the write, and root passes
+/// `access` where sysfs refuses creation; pyshmem would then lock files elsewhere.
 fn python_usable(dir: &Path) -> bool {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -247,6 +248,11 @@ fn python_usable(dir: &Path) -> bool {
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // Out of descriptors or memory, this process cannot probe; Python would raise.
+            // The choice is kept for the process's life, so it rests on the permissions
+            // rather than on this moment's shortage (else every directory fails, the working
+            // directory is chosen and pyshmem's writers no longer exclude ours).
+            Err(e) if crate::error::out_of_resources(&e) => return crate::sys::writable_dir(dir),
             Err(_) => return false,
         };
         let wrote = loop {
@@ -418,6 +424,43 @@ mod tests {
             absolute(Path::new("/x/../../y/"), Some(cwd)),
             Path::new("/y")
         );
+    }
+
+    /// A process out of descriptors when it first needs the lock directory cannot run
+    /// Python's probe: it still chooses the temporary directory a process with descriptors
+    /// does (by its permissions), not the working directory, which it would keep for good.
+    /// The child (this test binary again, its descriptor limit lowered by the shell) uses
+    /// every descriptor before it chooses.
+    #[test]
+    fn a_process_out_of_descriptors_chooses_the_same_temporary_directory() {
+        const TEST: &str =
+            "name::tests::a_process_out_of_descriptors_chooses_the_same_temporary_directory";
+        const CHILD: &str = "SHMSTREAM_NAME_FDLESS";
+        if std::env::var_os(CHILD).is_some() {
+            let mut fillers = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                fillers.push(f);
+            }
+            let chosen = python_tempdir();
+            drop(fillers);
+            println!("chose: {}", chosen.display());
+            return;
+        }
+        let out = std::process::Command::new("sh")
+            .args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_once("chose: ").map(|(_, d)| d))
+            .collect();
+        let expected = python_tempdir().display().to_string();
+        assert_eq!(said, [expected.as_str()], "{stdout}");
     }
 
     #[test]

@@ -36,6 +36,26 @@ pub(crate) fn file_size_limit() -> Option<u64> {
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
 
+/// Whether `dir` is a directory this process may create files in, as its effective uid
+/// (`faccessat(W_OK | X_OK, AT_EACCESS)`): what the lock directory's probe falls back to
+/// when it has no descriptor to probe with (`name::python_usable`).
+pub(crate) fn writable_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; faccessat reads it only.
+    let ok = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    } == 0;
+    ok && dir.is_dir()
+}
+
 /// This process's id, cached (`getpid` is a system call) and renewed in a forked child.
 pub(crate) fn pid() -> i64 {
     let p = OWN_PID.load(Ordering::Relaxed);
