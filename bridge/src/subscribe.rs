@@ -1035,12 +1035,13 @@ fn open_failure_lasts(e: &Error) -> bool {
 /// Whether a failed create of the mirror would fail alike on the next frame, and is
 /// remembered for [`RETRY_CREATE`] (no room, no permission, a file not ours, a shape
 /// refused). Not a transient failure, as for an open ([`open_failure_lasts`]): out of
-/// descriptors, memory or processes (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`), or the name's
-/// lock held past the wait (an unlink or purge at work); the next frame tries again, as a
-/// lossless mirror would otherwise lose the frames of [`RETRY_CREATE`].
+/// descriptors, memory or processes (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`); the next frame
+/// tries again, as a lossless mirror would otherwise lose the frames of [`RETRY_CREATE`]. The
+/// name's lock held past the create's 5 s wait (by no creator: a process holding a removed
+/// stream's lock file) is remembered: waited for again on every frame, it would hold up the
+/// receive task that carries every stream of the connection.
 fn create_failure_lasts(e: &Error) -> bool {
     match e {
-        Error::Timeout { .. } => false,
         Error::Io { source, .. } => !matches!(
             source.raw_os_error(),
             Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
@@ -1164,9 +1165,9 @@ mod tests {
         }
     }
 
-    /// A create of the mirror that would fail alike again is remembered; a transient failure
-    /// (out of descriptors, memory or processes, the name's lock held past the wait) is
-    /// tried again on the next frame, so a lossless mirror does not refuse frames for
+    /// A create of the mirror that would fail alike again (or whose wait for the name's lock
+    /// ran out) is remembered; a transient failure (out of descriptors, memory or processes)
+    /// is tried again on the next frame, so a lossless mirror does not refuse frames for
     /// [`RETRY_CREATE`].
     #[test]
     fn only_a_lasting_create_failure_is_remembered() {
@@ -1201,6 +1202,12 @@ mod tests {
                 reason: "a ring refused".into(),
             },
             io(libc::EIO),
+            Error::Timeout {
+                name: name(),
+                op: "create",
+                awaited: shmstream::Awaited::Writer,
+                timeout: Duration::from_secs(5),
+            },
         ];
         for e in lasting {
             assert!(create_failure_lasts(&e), "not remembered: {e}");
@@ -1210,12 +1217,6 @@ mod tests {
             io(libc::ENFILE),
             io(libc::ENOMEM),
             io(libc::EAGAIN),
-            Error::Timeout {
-                name: name(),
-                op: "create",
-                awaited: shmstream::Awaited::Writer,
-                timeout: Duration::from_secs(5),
-            },
         ];
         for e in transient {
             assert!(!create_failure_lasts(&e), "remembered: {e}");
@@ -1255,8 +1256,9 @@ mod tests {
             .attachment(h.encode())
             .into()
         };
-        // Every descriptor but one taken: the open finds no stream, the create takes the
-        // last one for the name's lock file and then finds none for its segments.
+        // Every descriptor but one taken: the open finds no stream, and the create takes the
+        // last one (for `/dev/null`, opened before the name's lock file) and then finds none
+        // for the lock file or its segments.
         let limit = libc::rlimit {
             rlim_cur: 64,
             rlim_max: 64,
