@@ -225,8 +225,10 @@ fn create_refusal(e: Error) -> Box<dyn std::error::Error> {
 }
 
 /// A wait for the write lock that ran out, as `unlink`, `purge` and `load` (whose
-/// `--timeout` is `given`) say it: the holder is found through the lock file (`stat`'s
-/// lock_owner_pid is 0 for a pyshmem holder). `None` for any other error.
+/// `--timeout` is `given`) say it: the lock file, the holder's pid where its writer stamped
+/// one (`stat`'s lock_owner_pid: shmstream and pyshmem writers do, a create, unlink or purge
+/// holds the lock unstamped), and `lslocks`, which names the process holding the `flock`
+/// (`fuser` would list every handle of the stream, readers too). `None` for any other error.
 fn lock_timeout(e: &Error, given: Option<Duration>) -> Option<String> {
     let Error::Timeout {
         name,
@@ -239,7 +241,12 @@ fn lock_timeout(e: &Error, given: Option<Duration>) -> Option<String> {
         return None;
     };
     let lock = shmstream::name::lock_path(name);
-    let lock = shmstream::name::shell_word(&lock.display().to_string());
+    let holder = match shmstream::stat_within(name, Duration::ZERO) {
+        Ok(st) if st.lock_owner_pid > 0 => {
+            format!(" (its writer stamped pid {})", st.lock_owner_pid)
+        }
+        _ => String::new(),
+    };
     let (waited, retry) = match given {
         Some(t) => (
             format!("after --timeout {}", t.as_secs_f64()),
@@ -249,7 +256,9 @@ fn lock_timeout(e: &Error, given: Option<Duration>) -> Option<String> {
     };
     Some(format!(
         "timed out {waited} waiting to {op} on stream '{name}': another process holds its \
-         lock file; find it with `fuser -v {lock}` and let it finish (or stop it), then {retry}"
+         lock file {}{holder}; `lslocks -o PID,COMMAND,PATH` names it: let it finish (or stop \
+         it), then {retry}",
+        lock.display()
     ))
 }
 

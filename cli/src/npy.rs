@@ -300,8 +300,15 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
             (None, None) => stream.write_slice(&c_order),
         };
         drop(lock);
-        drop(held);
-        written?;
+        match written {
+            // Said before a stop signal held off meanwhile ends the tool: kept blocked, it
+            // never does, and the tool exits 1 with the error.
+            Err(e) => {
+                std::mem::forget(held);
+                return Err(e.into());
+            }
+            Ok(_) => drop(held),
+        }
         term::outln!(
             "loaded {} into '{}'{}: {} (count {})",
             term::printable(&file.display().to_string()),
@@ -314,8 +321,8 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     Ok(())
 }
 
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT blocked in this thread (the tool's only one) while
-/// it lives: one that comes meanwhile takes effect when it is dropped.
+/// The stop signals ([`crate::watch::STOP_SIGNALS`]) blocked in this thread (the tool's
+/// only one) while it lives: one that comes meanwhile takes effect when it is dropped.
 struct HeldSignals(libc::sigset_t);
 
 impl HeldSignals {
@@ -325,7 +332,7 @@ impl HeldSignals {
         let (rc, old) = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            for sig in crate::watch::STOP_SIGNALS {
                 libc::sigaddset(&mut set, sig);
             }
             let mut old: libc::sigset_t = std::mem::zeroed();
@@ -485,6 +492,10 @@ fn write_whole(
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Metadata> {
     use std::os::unix::fs::MetadataExt;
+    // A stop before anything is written leaves an existing file as it was.
+    if stopped() {
+        return Err(Stoppable::stop_error());
+    }
     let file = File::create(path)?;
     let meta = file.metadata()?;
     let mut out = BufWriter::new(Stoppable { file, stopped });
@@ -670,6 +681,18 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A stop signal that came before anything was written leaves an existing file as it
+    /// was (it was truncated, then removed).
+    #[test]
+    fn a_stop_before_the_write_leaves_an_existing_file_alone() {
+        let dir = Scratch::new("stopped-first");
+        let target = dir.0.join("frame.npy");
+        std::fs::write(&target, b"earlier").unwrap();
+        let e = write_whole(&target, &|| true, |out| out.write_all(b"new")).unwrap_err();
+        assert!(e.to_string().contains("stopped by a signal"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
     }
 
     /// A write that fails after its bytes reached the file leaves no file: a cut-short

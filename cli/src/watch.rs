@@ -30,6 +30,11 @@ use crate::term::{unbuffered_stdout, write_or_stop};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// The signals that stop the tool cleanly ([`install_handlers`]), or that `load` holds off
+/// while it writes a frame.
+pub(crate) const STOP_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
 /// Set by Ctrl-Z (SIGTSTP) while `watch` draws on a terminal: see [`suspend`].
 static SUSPEND: AtomicBool = AtomicBool::new(false);
 
@@ -65,7 +70,7 @@ fn stop_or_suspend() -> bool {
 /// jobs SIGINT and SIGQUIT, so that they outlive the terminal or a Ctrl-C. SIGKILL cannot
 /// be handled: see `record`'s module doc for what it leaves.
 pub(crate) fn install_handlers() -> Fallible {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    for sig in STOP_SIGNALS {
         catch(sig, on_signal)?;
     }
     Ok(())

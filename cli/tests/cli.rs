@@ -1272,9 +1272,9 @@ fn unlink_of_a_missing_name_points_to_quiet_missing() {
 }
 
 /// A lock wait that runs out (another process, here this test, holding the stream's lock
-/// file) names the lock file and `fuser -v`, and for `load` the `--timeout` given, not a
-/// timeout option `unlink` and `purge` lack, nor `stat`'s lock_owner_pid (0 for a pyshmem
-/// or `flock` holder). Nothing is removed.
+/// file with `flock`, unstamped) names the lock file and `lslocks`, and for `load` the
+/// `--timeout` given, not a timeout option `unlink` and `purge` lack, nor a stamped pid
+/// where none is. Nothing is removed.
 #[test]
 fn lock_timeouts_of_unlink_purge_and_load_name_the_lock_file() {
     use std::os::fd::AsRawFd;
@@ -1289,9 +1289,9 @@ fn lock_timeouts_of_unlink_purge_and_load_name_the_lock_file() {
     let lock = std::fs::File::open(&lock_path).unwrap();
     // SAFETY: flock on a descriptor this scope owns.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let fuser = format!(
-        "`fuser -v {}`",
-        shmstream::name::shell_word(&lock_path.display().to_string())
+    let holder = format!(
+        "holds its lock file {}; `lslocks -o PID,COMMAND,PATH` names it",
+        lock_path.display()
     );
     let file = file.to_str().unwrap();
     let runs: [(&[&str], &str); 3] = [
@@ -1308,7 +1308,8 @@ fn lock_timeouts_of_unlink_purge_and_load_name_the_lock_file() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert!(
             err.contains(&format!("stream '{name}'"))
-                && err.contains(&fuser)
+                && err.contains(&holder)
+                && !err.contains("stamped pid")
                 && err.contains(said)
                 && !err.contains("where the call takes one")
                 && !err.contains("lock_owner_pid"),
