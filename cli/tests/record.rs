@@ -2619,7 +2619,8 @@ fn with_fsync_the_directories_created_for_out_are_put_on_the_disk_too() {
 
 /// A library for `LD_PRELOAD` whose `pthread_create` fails with EAGAIN, as at the process or
 /// thread limit (`ulimit -u`, a cgroup's `pids.max`), from its call number
-/// `$PRELOAD_THREADS_LEFT` + 1 on, saying so on stderr; the calls before go to glibc's.
+/// `$PRELOAD_THREADS_LEFT` + 1 on; the calls before go to glibc's. Silent: a line of its own
+/// on stderr, from a recorder's thread, could land inside one the tool is writing.
 const NO_MORE_THREADS: PreloadC = PreloadC {
     name: "no_more_threads",
     wraps: Wraps::PthreadCreate,
@@ -2632,7 +2633,6 @@ static int created(pthread_t *thread, const pthread_attr_t *attr, void *(*run)(v
     static int calls = 0;
     const char *left = getenv("PRELOAD_THREADS_LEFT");
     if (left != NULL && __atomic_fetch_add(&calls, 1, __ATOMIC_SEQ_CST) >= atoi(left)) {
-        say("no_more_threads: refused\n");
         return EAGAIN;
     }
     create_fn real = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
