@@ -877,14 +877,7 @@ mod tests {
         const CHILD: &str = "SHMSTREAM_CATALOG_FDLESS_ID";
         if let Some(id) = std::env::var_os(CHILD) {
             let ids = [id.into_string().unwrap()];
-            let mut fillers = Vec::new();
-            loop {
-                match std::fs::File::open("/dev/null") {
-                    Ok(f) => fillers.push(f),
-                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            let fillers = crate::few_descriptors::take_every_descriptor();
             // What `scan_in` does once it has listed `/dev/shm`.
             let scanned = validated_all(&ids).map(|scan| scan.streams.len());
             drop(fillers);
@@ -896,26 +889,14 @@ mod tests {
         }
         let name = format!("catalog-fdless-{}", sys::pid());
         let _s = scratch(&name, &[4], Dtype::U8).unwrap();
-        let out = std::process::Command::new("sh")
-            .args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD, name::segment_id(&name))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stdout}\n{stderr}");
-        let said: Vec<&str> = stdout
-            .lines()
-            .filter_map(|l| Some(l.split_once("said: ")?.1))
-            .collect();
+        let id = name::segment_id(&name);
+        let said = crate::few_descriptors::said_in_a_child(TEST, (CHILD, id.as_ref()));
         let emfile = std::io::Error::from_raw_os_error(libc::EMFILE).to_string();
         assert!(
             matches!(&said[..], [e] if e.starts_with("[] ") && e.contains(&emfile)),
-            "{stdout}"
+            "{said:?}"
         );
-        assert!(!said[0].contains("for stream"), "{stdout}");
+        assert!(!said[0].contains("for stream"), "{said:?}");
     }
 
     /// A stored name collides only when it differs from the name and hashes to its id (no

@@ -48,6 +48,8 @@ mod create;
 mod deadline;
 mod dtype;
 mod error;
+#[cfg(test)]
+mod few_descriptors;
 pub mod format;
 pub mod gpu;
 mod header;

@@ -697,14 +697,7 @@ pub(crate) mod tests {
         const CHILD: &str = "SHMSTREAM_GPU_FDLESS_NAME";
         if let Some(name) = std::env::var_os(CHILD) {
             let s = crate::Stream::open(name.to_str().unwrap()).unwrap();
-            let mut fillers = Vec::new();
-            loop {
-                match std::fs::File::open("/dev/null") {
-                    Ok(f) => fillers.push(f),
-                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            let fillers = crate::few_descriptors::take_every_descriptor();
             let mut buf = [0f32; 4];
             let wait = Some(Duration::from_millis(100));
             let read = s.read_after_into_slice(0, &mut buf, wait);
@@ -721,23 +714,10 @@ pub(crate) mod tests {
         // This process's CUDA stream is landing a frame: the lock is free, the sequence odd.
         set_publisher_word(&name, crate::sys::pid());
         s.header.sequence().store(3, Ordering::Release);
-        let out = std::process::Command::new("sh")
-            .args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD, &name)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stdout}\n{stderr}");
-        let said: Vec<&str> = stdout
-            .lines()
-            .filter_map(|l| Some(l.split_once("said: ")?.1))
-            .collect();
+        let said = crate::few_descriptors::said_in_a_child(TEST, (CHILD, name.as_ref()));
         assert!(
             matches!(&said[..], [e] if e.starts_with("Err(Timeout")),
-            "{stdout}"
+            "{said:?}"
         );
         assert_eq!(
             s.header.sequence().load(Ordering::Acquire),
