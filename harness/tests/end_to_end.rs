@@ -276,7 +276,9 @@ wait = "spin"
         // history.
         assert_eq!(j["ours"]["notes"]["lost"], "0", "{}", j["ours"]);
     }
-    // The two targets are evaluated from this run, pass or fail.
+    // The two targets are evaluated from this run: pass or fail, or n/a where this
+    // run's floor did not bound ours (a loaded host slows the floor's turns more than ours;
+    // the report then says so with the ratio rather than judge against it).
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for target in [
         "bridge 64 B p50 latency vs Zenoh floor p50",
@@ -288,7 +290,9 @@ wait = "spin"
             .find(|l| l.contains(target))
             .unwrap_or_else(|| panic!("no target row {target:?} in the report:\n{report}"));
         assert!(
-            line.contains("**pass**") || line.contains("**FAIL**"),
+            line.contains("**pass**")
+                || line.contains("**FAIL**")
+                || line.contains("n/a (the floor does not bound ours: ratio "),
             "{line}"
         );
     }
