@@ -87,7 +87,10 @@ impl StreamOptions {
     /// child forked without exec that drops its copy leaves the stream). The drop takes the
     /// name's lock as [`Stream::unlink`] does, so it waits up to 5 s while another process
     /// holds it; a drop that cannot unlink then (or out of descriptors) leaves the stream,
-    /// silently (drops cannot fail), for `unlink` or `purge` to remove.
+    /// silently (drops cannot fail), for `unlink` or `purge` to remove. A GPU stream's drop
+    /// first waits for its queued GPU work (up to the handle's default timeout, then up to
+    /// 10 s for its CUDA stream). So do not drop the last handle on an async executor's
+    /// thread; call [`Stream::unlink`] where its error can be seen.
     pub fn auto_unlink(&mut self, auto_unlink: bool) -> &mut Self {
         self.auto_unlink = auto_unlink;
         self
@@ -757,7 +760,10 @@ pub(crate) enum Access {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.close();
+        // Closed without `close`'s wake: `&mut self` means no thread waits on this handle
+        // (an async wait holds an `Arc` of it while it waits), and a wake here would only
+        // rouse every other process's waiters for nothing.
+        self.closed.store(true, Ordering::Release);
         if self.owner && self.auto_unlink && self.forks == sys::forks() {
             crate::gpu::settle(self);
             // Never panic in drop; a stream replaced meanwhile is left alone (Stale).
@@ -1558,5 +1564,29 @@ mod tests {
         reads.reported_invalid.store(g1, Ordering::Relaxed);
         reads.give_back_report(before, g1);
         assert_eq!(reads.reported_invalid.load(Ordering::Relaxed), before);
+    }
+
+    /// Dropping a handle wakes nobody (every waiter of the stream, in every process, would
+    /// wake for nothing); `close` wakes the handle's own waiters.
+    #[test]
+    fn a_dropped_handle_wakes_no_waiter_and_a_closed_one_does() {
+        let name = format!("stream-drop-wake-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let w = crate::StreamOptions::new(&name)
+            .shape(&[1])
+            .dtype(crate::Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap();
+        let wakes = || crate::notify::WAKES.with(std::cell::Cell::get);
+        let before = wakes();
+        drop(Stream::open_readonly(&name).unwrap());
+        assert_eq!(wakes(), before, "dropping a handle woke the stream");
+        let r = Stream::open_readonly(&name).unwrap();
+        r.close();
+        assert_eq!(wakes(), before + 1, "close did not wake the stream");
+        drop(r);
+        drop(w);
+        crate::unlink(&name).unwrap();
     }
 }
