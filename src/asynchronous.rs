@@ -50,8 +50,10 @@
 //! So the parking has to happen on some thread, and the choices are:
 //!
 //! * **`tokio::task::spawn_blocking` per wait (chosen).** When the frame is not there yet,
-//!   the wait moves to tokio's blocking pool, where the ordinary blocking wait runs (spin,
-//!   then futex park capped at 50 ms for notify streams, back-off sleeps otherwise). Its
+//!   the wait moves to tokio's blocking pool, where the ordinary blocking wait runs under
+//!   the handle's [`WaitStrategy`](crate::WaitStrategy) (adaptive and park: spin, then
+//!   futex park capped at 50 ms for notify streams, back-off sleeps otherwise; `Spin` and
+//!   `Yield` keep their pool thread busy for as long as the wait lasts). Its
 //!   wake-up latency is the blocking path's plus one hand-off to the executor (tens of
 //!   microseconds), no thread is created per stream, nothing runs while nobody waits, and
 //!   it works for every stream, notify or not, Rust- or pyshmem-written.
@@ -88,9 +90,20 @@
 //! to the moment it starts), so a full pool keeps no stream alive for dropped or timed-out
 //! waits.
 //! A wait that returns at its deadline wakes nobody: its background wait ends at the same
-//! deadline. A wait abandoned and ending meanwhile in the report of a writer's death (made
+//! deadline.
+//!
+//! The futures are cancel-safe: one dropped before it returned consumed no frame (its
+//! background wait only waits; the copy happens on the polling task as the future returns),
+//! so the handle's next read returns what it would have. A `select!` loop that makes a
+//! new future on each turn still pays for it: a hand-off to the pool per turn, and once the
+//! wait parked, a wake of every waiter of the stream per drop. Pin one future outside the
+//! loop and poll it by `&mut` instead. A wait abandoned and ending meanwhile in the report of a writer's death (made
 //! once per handle and invalid generation) gives the report back, so the handle's next wait
 //! makes it.
+//!
+//! **Fork.** Async waits in a child forked without exec are not supported (nor are tokio
+//! runtimes there): the child may inherit the process-wide timer's lock held by a thread
+//! that does not exist in it.
 //!
 //! **Runtime shutdown.** Dropping a runtime waits for its blocking pool, so a future polled
 //! outside the runtime's tasks (e.g. by hand under `Runtime::enter`) and still alive keeps

@@ -80,7 +80,11 @@ impl Drop for Abort<'_> {
 /// The write lock, held. Writes through it don't re-lock; dropping it releases the lock.
 ///
 /// The lock is reentrant per thread and excludes other threads and processes (pyshmem's
-/// Python writers included). The guard is not `Send`: it belongs to the thread that took it.
+/// Python writers included). The guard is neither `Send` nor `Sync`: it belongs to the
+/// thread that took it, and its writes assume that thread holds the lock. Do not hold it
+/// across an `.await`: tasks that run on the same thread (a `LocalSet`, a current-thread
+/// runtime) share the thread's hold, so another task's write would land between this
+/// guard's frames.
 ///
 /// ```
 /// use shmstream::{Dtype, Stream};
@@ -93,6 +97,41 @@ impl Drop for Abort<'_> {
 /// }
 /// shmstream::unlink(&name)?;
 /// # Ok::<(), shmstream::Error>(())
+/// ```
+/// Neither `Send`:
+///
+/// ```compile_fail,E0277
+/// let s = shmstream::Stream::open("any").unwrap();
+/// let g = s.lock(None).unwrap();
+/// fn send<T: Send>(_: T) {}
+/// send(g);
+/// ```
+///
+/// nor `Sync` (a scoped thread would write through it while its owner holds the lock):
+///
+/// ```compile_fail,E0277
+/// let s = shmstream::Stream::open("any").unwrap();
+/// let g = s.lock(None).unwrap();
+/// fn sync<T: Sync>(_: &T) {}
+/// sync(&g);
+/// ```
+///
+/// and neither are a [`LiveView`] or a [`ManyGuard`](crate::ManyGuard), whose loans end on
+/// the thread that holds the lock:
+///
+/// ```compile_fail,E0277
+/// let s = shmstream::Stream::open("any").unwrap();
+/// let g = s.lock(None).unwrap();
+/// let v = g.live::<u8>().unwrap();
+/// fn sync<T: Sync>(_: &T) {}
+/// sync(&v);
+/// ```
+///
+/// ```compile_fail,E0277
+/// let s = shmstream::Stream::open("any").unwrap();
+/// let g = shmstream::lock_many(&[&s], None).unwrap();
+/// fn sync<T: Sync>(_: &T) {}
+/// sync(&g);
 /// ```
 #[derive(Debug)]
 #[must_use = "the write lock is released when this guard is dropped"]
