@@ -76,7 +76,9 @@ impl Stream {
     /// UNIX time (seconds, the wall clock) stamped by the last write; 0 if never written.
     /// Stamped as a publication ends (pyshmem's writers too), so a GPU publication still
     /// landing or a writer killed in that last instant shows the time of a frame not yet
-    /// readable: `read_publication` gives the time of the frame it returns.
+    /// readable: `read_publication` gives the time of the frame it returns. An `f64` of
+    /// seconds (pyshmem's format) steps by 2⁻²² s (about 0.24 µs) at today's dates: enough
+    /// to order frames and to see ages, too coarse to time sub-microsecond hops.
     pub fn write_time(&self) -> f64 {
         f64::from_bits(self.header.write_time().load(Ordering::Acquire))
     }
