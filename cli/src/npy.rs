@@ -476,26 +476,161 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
     })
 }
 
-/// Writes `path` in place (truncated first, as `numpy.save` does, so its owner, mode,
-/// links and mount stay as they were), puts a regular file on the disk (`fdatasync`: NFS
-/// reports ENOSPC and quotas, and a disk writeback EIO, only then or at close, never to a
-/// write) and, when either fails (as every write does once `stopped()` says a stop signal
-/// came), empties the file through its handle and removes its name if that name is the
-/// file's only one: a cut-short `.npy` keeps its full header and would read as a whole
-/// dump. (A link, or another name of the file, is left pointing at the emptied file; a name
-/// replaced meanwhile is left alone.) What is not a regular file (`/dev/stdout` to a
-/// terminal or pipe) is only written. Returns the metadata of the file it wrote through
-/// (fstat of its descriptor).
+/// Writes `path` whole or not at all; returns the metadata of the file it wrote (fstat of
+/// its descriptor).
+///
+/// A regular file, new or existing (through any symlinks), is written to a temporary file
+/// beside it (`.NAME.shmstream-dump-PID-N.partial`, created exclusively, given the existing
+/// file's mode and, where allowed, owner), put on the disk (`fdatasync`: NFS reports ENOSPC
+/// and quotas, and a disk writeback EIO, only then or at close, never to a write) and
+/// renamed over `path`. When anything fails (as every write does once `stopped()` says a
+/// stop signal came) the temporary file is removed and `path` is left as it was: an
+/// existing file keeps its bytes, a new one is not made. (A second hard link of the file
+/// keeps the old bytes; a symlink keeps pointing at the new file.)
+///
+/// What is not a regular file (`/dev/stdout` to a terminal or pipe, a FIFO), a file this
+/// process already has open as stdout or stderr (`-o F > F`), and a new file behind a
+/// dangling symlink or in a directory this user cannot create files in, is written in
+/// place; when that fails a regular file is emptied through its handle and its name
+/// removed if it is the file's only one (a cut-short `.npy` keeps its full header and
+/// would read as a whole dump).
 fn write_whole(
     path: &Path,
     stopped: &dyn Fn() -> bool,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Metadata> {
-    use std::os::unix::fs::MetadataExt;
     // A stop before anything is written leaves an existing file as it was.
     if stopped() {
         return Err(Stoppable::stop_error());
     }
+    let existing = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let replaced = match &existing {
+        // Refused here as in place (a file this user may not write), not silently replaced.
+        Some(m)
+            if m.is_file()
+                && !is_open_on(m, io::stdout().as_fd())
+                && !is_open_on(m, io::stderr().as_fd()) =>
+        {
+            drop(std::fs::OpenOptions::new().write(true).open(path)?);
+            Some(std::fs::canonicalize(path)?)
+        }
+        Some(_) => None,
+        None if path.symlink_metadata().is_ok() => None,
+        None => Some(path.to_path_buf()),
+    };
+    if let Some(real) = replaced
+        && let Some(temp) = TempBeside::create(&real, existing.as_ref())?
+    {
+        return temp.write_and_replace(&real, stopped, write);
+    }
+    write_in_place(path, stopped, write)
+}
+
+/// A temporary file beside the file it will replace, removed on drop unless renamed.
+struct TempBeside {
+    path: std::path::PathBuf,
+    file: Option<File>,
+}
+
+impl TempBeside {
+    /// Creates the temporary file for `real` (`existing`: its metadata, when it exists);
+    /// `None` where this user may not create files in its directory.
+    fn create(real: &Path, existing: Option<&Metadata>) -> io::Result<Option<TempBeside>> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let Some(name) = real.file_name() else {
+            return Ok(None);
+        };
+        let dir = real
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Within NAME_MAX (255 bytes) whatever the target's name.
+        let short = String::from_utf8_lossy(&name.as_bytes()[..name.len().min(160)]).into_owned();
+        for n in 0.. {
+            let path = dir.join(format!(
+                ".{short}.shmstream-dump-{}-{n}.partial",
+                std::process::id()
+            ));
+            let file = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => continue,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("creating {}: {e}", path.display()),
+                    ));
+                }
+            };
+            let temp = TempBeside {
+                path,
+                file: Some(file),
+            };
+            if let (Some(m), Some(file)) = (existing, &temp.file) {
+                // The owner only where allowed (root, or a group of this user's); the mode
+                // after it (a change of owner clears set-user-ID).
+                let _ = std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()))
+                    .or_else(|_| std::os::unix::fs::fchown(file, None, Some(m.gid())));
+                file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            }
+            return Ok(Some(temp));
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Writes the file whole, puts it on the disk and renames it over `real`.
+    fn write_and_replace(
+        mut self,
+        real: &Path,
+        stopped: &dyn Fn() -> bool,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Metadata> {
+        let file = self.file.take().expect("created with its file");
+        let mut out = BufWriter::new(Stoppable { file, stopped });
+        write(&mut out).and_then(|()| out.flush())?;
+        let (Stoppable { file, .. }, _) = out.into_parts();
+        file.sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}")))?;
+        let meta = file.metadata()?;
+        drop(file);
+        std::fs::rename(&self.path, real)?;
+        self.path = std::path::PathBuf::new();
+        // The rename on the disk too, where the directory can be synced.
+        if let Some(dir) = real.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(meta)
+    }
+}
+
+impl Drop for TempBeside {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// [`write_whole`] in place: `path` truncated first (as `numpy.save` does) and, when the
+/// write fails, a regular file emptied and its name removed if it is the file's only one.
+fn write_in_place(
+    path: &Path,
+    stopped: &dyn Fn() -> bool,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Metadata> {
+    use std::os::unix::fs::MetadataExt;
     let file = File::create(path)?;
     let meta = file.metadata()?;
     let mut out = BufWriter::new(Stoppable { file, stopped });
@@ -683,8 +818,18 @@ mod tests {
         }
     }
 
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// A stop signal that came before anything was written leaves an existing file as it
-    /// was (it was truncated, then removed).
+    /// was, and no temporary file.
     #[test]
     fn a_stop_before_the_write_leaves_an_existing_file_alone() {
         let dir = Scratch::new("stopped-first");
@@ -693,29 +838,38 @@ mod tests {
         let e = write_whole(&target, &|| true, |out| out.write_all(b"new")).unwrap_err();
         assert!(e.to_string().contains("stopped by a signal"), "{e}");
         assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
+        assert_eq!(names(&dir.0), ["frame.npy"]);
     }
 
-    /// A write that fails after its bytes reached the file leaves no file: a cut-short
-    /// `.npy` would read as a whole one.
+    /// A write that fails after its bytes reached the disk leaves an existing file with its
+    /// old bytes, a new one unmade, and no temporary file: a cut-short `.npy` would read as
+    /// a whole one, and the old one was data.
     #[test]
-    fn a_failed_write_leaves_no_cut_short_file() {
+    fn a_failed_write_leaves_an_existing_file_as_it_was() {
         let dir = Scratch::new("failed");
         let target = dir.0.join("frame.npy");
+        let fresh = dir.0.join("fresh.npy");
         std::fs::write(&target, b"earlier").unwrap();
-        let e = write_whole(&target, &|| false, |out| {
-            // More than BufWriter holds: the bytes reach the file.
-            out.write_all(&[0u8; 100_000])?;
-            Err(io::Error::other("the disk is full"))
-        })
-        .unwrap_err();
-        assert_eq!(e.to_string(), "the disk is full");
-        assert!(!target.exists(), "a cut-short file is left");
+        for path in [&target, &fresh] {
+            let e = write_whole(path, &|| false, |out| {
+                // More than BufWriter holds: the bytes reach the file.
+                out.write_all(&[0u8; 100_000])?;
+                Err(io::Error::other("the disk is full"))
+            })
+            .unwrap_err();
+            assert_eq!(e.to_string(), "the disk is full");
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
+        assert_eq!(
+            names(&dir.0),
+            ["frame.npy"],
+            "a new or temporary file is left"
+        );
     }
 
-    /// Through a symlink or a second hard link, a failed write empties the file and leaves
-    /// the names: no cut-short `.npy` behind either.
+    /// Through a symlink or a second hard link, a failed write leaves the file as it was.
     #[test]
-    fn a_failed_write_through_a_link_empties_the_file() {
+    fn a_failed_write_through_a_link_leaves_the_file_alone() {
         let dir = Scratch::new("linked");
         let real = dir.0.join("real.npy");
         let soft = dir.0.join("soft.npy");
@@ -726,14 +880,13 @@ mod tests {
         for via in [&soft, &hard] {
             write_whole(via, &|| false, |out| {
                 out.write_all(&[1u8; 100_000])?;
-                // Left in the buffer: never written after the file is emptied.
-                out.write_all(&[2u8; 100])?;
                 Err(io::Error::other("the disk is full"))
             })
             .unwrap_err();
             assert!(soft.symlink_metadata().unwrap().is_symlink());
-            assert_eq!(std::fs::read(&real).unwrap().len(), 0, "via {via:?}");
-            assert_eq!(std::fs::read(&hard).unwrap().len(), 0, "via {via:?}");
+            assert_eq!(std::fs::read(&real).unwrap(), b"earlier", "via {via:?}");
+            assert_eq!(std::fs::read(&hard).unwrap(), b"earlier", "via {via:?}");
+            assert_eq!(names(&dir.0), ["hard.npy", "real.npy", "soft.npy"]);
         }
     }
 
@@ -800,9 +953,10 @@ mod tests {
         assert_eq!(npy.into_vec::<bool>().unwrap(), [false, true, true, true]);
     }
 
-    /// A file replaced by a dump keeps its mode, and a link to it stays a link.
+    /// A file replaced by a dump keeps its mode, a link to it stays a link, and no
+    /// temporary file is left.
     #[test]
-    fn a_dump_over_a_file_writes_it_in_place() {
+    fn a_dump_over_a_file_keeps_its_mode_and_links() {
         let dir = Scratch::new("replaced");
         let real = dir.0.join("real.npy");
         let link = dir.0.join("link.npy");
@@ -814,5 +968,6 @@ mod tests {
         assert!(link.symlink_metadata().unwrap().is_symlink());
         let mode = real.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
+        assert_eq!(names(&dir.0), ["link.npy", "real.npy"]);
     }
 }

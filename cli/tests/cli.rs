@@ -776,11 +776,21 @@ fn library_remedies_give_no_command_naming_an_escaped_stream() {
     assert!(payload.0.exists(), "the abandoned creation was touched");
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// `dump -o` stopped by a full disk (here a file size limit, which the binary meets as
-/// EFBIG: it ignores SIGXFSZ itself) leaves no file: the cut-short one kept its full header
-/// and read as a whole dump.
+/// EFBIG: it ignores SIGXFSZ itself) leaves an existing file with its old bytes, a new one
+/// unmade, and no temporary file: the file was truncated, then removed.
 #[test]
-fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
+fn a_dump_the_disk_refuses_leaves_an_existing_file_as_it_was() {
     let dir = TempDir::new("dumpfull");
     let name = unique_name("cli-dumpfull");
     let _c = Cleanup::new([&name]);
@@ -790,40 +800,48 @@ fn a_dump_the_disk_refuses_leaves_no_cut_short_file() {
         .unwrap();
     let file = dir.file("frame.npy");
     std::fs::write(&file, b"earlier").unwrap();
-    let mut c = StdCommand::new(bin());
-    c.args(["dump", &name, "-o"]).arg(&file);
-    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
-    unsafe {
-        c.pre_exec(|| {
-            // SIGXFSZ's default action (kill), whatever this test process was started with:
-            // the tool must ignore it itself, or the write past the limit kills it.
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            let lim = libc::rlimit {
-                rlim_cur: 4096,
-                rlim_max: 4096,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    let o = c.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
-    assert!(
-        err.contains(&format!("dumping '{name}' to {}", file.display())),
-        "{err}"
+    for target in [file.clone(), dir.file("fresh.npy")] {
+        let mut c = StdCommand::new(bin());
+        c.args(["dump", &name, "-o"]).arg(&target);
+        // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+        unsafe {
+            c.pre_exec(|| {
+                // SIGXFSZ's default action (kill), whatever this test process was started with:
+                // the tool must ignore it itself, or the write past the limit kills it.
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+                let lim = libc::rlimit {
+                    rlim_cur: 4096,
+                    rlim_max: 4096,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
+        assert!(
+            err.contains(&format!("dumping '{name}' to {}", target.display())),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"earlier");
+    assert_eq!(
+        names_in(&dir.0),
+        ["frame.npy"],
+        "a new or temporary file is left"
     );
-    assert!(!file.exists(), "a cut-short .npy is left");
 }
 
 /// `dump -o` to a file whose bytes the disk refuses only when they are put on it (NFS
 /// ENOSPC or quota, a writeback EIO: here `fdatasync` fails, through `LD_PRELOAD`) fails
 /// and leaves no file: the whole .npy was written to the page cache, and would read as a
-/// whole dump until the disk dropped it. Skipped (said on stderr) without a C compiler.
+/// whole dump until the disk dropped it; an existing file keeps its old bytes. Skipped (said
+/// on stderr) without a C compiler.
 #[test]
-fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_no_file() {
+fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_the_file_alone() {
     let dir = TempDir::new("dumpsync");
     let Some(lib) = preload_lib(&dir.0, "failing_sync", FAILING_SYNC) else {
         return;
@@ -853,14 +871,16 @@ fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_no_file() {
         )),
         "{err}"
     );
-    assert!(!file.exists(), "a file the disk refused is left");
+    assert_eq!(std::fs::read(&file).unwrap(), b"earlier");
+    let mut left = names_in(&dir.0);
+    left.retain(|n| n.ends_with(".partial"));
+    assert!(left.is_empty(), "a temporary file is left: {left:?}");
 }
 
-/// `dump -o` stopped by SIGTERM mid-write (frozen there, so the file holds part of the
-/// data) exits 1 and leaves no file: the cut-short one kept its full header and read as a
-/// whole dump.
+/// `dump -o` stopped by SIGTERM mid-write (frozen there, so its temporary file holds part
+/// of the data) exits 1, leaves the existing file with its old bytes and no temporary file.
 #[test]
-fn a_dump_stopped_by_a_signal_leaves_no_cut_short_file() {
+fn a_dump_stopped_by_a_signal_leaves_the_existing_file_alone() {
     use std::io::Read;
     const LEN: usize = 32 << 20; // a few seconds of a debug build's write
     let dir = TempDir::new("dumpstop");
@@ -871,6 +891,7 @@ fn a_dump_stopped_by_a_signal_leaves_no_cut_short_file() {
         .write_slice(&vec![7u8; LEN])
         .unwrap();
     let file = dir.file("frame.npy");
+    std::fs::write(&file, b"earlier").unwrap();
     let child = common::default_stop_signals(&mut StdCommand::new(bin()))
         .args(["dump", &name, "-o"])
         .arg(&file)
@@ -880,7 +901,16 @@ fn a_dump_stopped_by_a_signal_leaves_no_cut_short_file() {
         .unwrap();
     let mut child = Reaped(Some(child));
     let pid = child.id() as i32;
-    let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+    // The size of the temporary file the dump writes beside `file`.
+    let size = || {
+        std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.len() != b"earlier".len() as u64)
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
     let deadline = std::time::Instant::now() + common::LONG;
     while size() == 0 {
         assert!(
@@ -906,7 +936,8 @@ fn a_dump_stopped_by_a_signal_leaves_no_cut_short_file() {
         )),
         "{err}"
     );
-    assert!(!file.exists(), "a cut-short .npy is left");
+    assert_eq!(std::fs::read(&file).unwrap(), b"earlier");
+    assert_eq!(names_in(&dir.0), ["frame.npy"], "a temporary file is left");
 }
 
 /// Asserts `bytes` is exactly one version 1 `.npy` of a `uint8 [2]` holding `data`: the
