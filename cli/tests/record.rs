@@ -262,6 +262,15 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
         diag.contains(&format!(", {} not recorded", 400 - kept)),
         "{diag}"
     );
+    // A file-size limit, said as one with its remedy: not a full disk.
+    let too_large = std::io::Error::from_raw_os_error(libc::EFBIG);
+    assert!(
+        diag.contains(&format!(
+            "{too_large}: the file reached the file-size limit"
+        )) && diag.contains("record again with a smaller --per-file, or raise the limit")
+            && !diag.contains("free some space"),
+        "{diag}"
+    );
     if common::python().is_some() {
         let (files, frames) = check(&out, "npy", 400);
         assert_eq!(files, 1);
@@ -510,6 +519,14 @@ fn a_full_disk_keeps_every_whole_fits_frame_and_exits_1() {
             )) && diag.contains("FRAMES table"),
             "{diag}"
         );
+        // A file-size limit, said as one with its remedy: not a full disk.
+        assert!(
+            diag.contains("the file reached the file-size limit (`ulimit -f`")
+                && diag.contains("record again with a smaller --per-file, or raise the limit")
+                && !diag.contains("the disk is full")
+                && !diag.contains("free some space"),
+            "{diag}"
+        );
         assert_eq!(
             summary(&diag),
             (1, 48),
@@ -538,7 +555,9 @@ fn a_frame_table_cut_short_by_a_full_disk_keeps_only_the_npy_frames_it_lists() {
     assert_eq!(st.code(), Some(1), "{diag}");
     assert!(
         diag.contains(".frames.csv: writing the frame table")
-            && diag.contains("of 448 whole frames whose rows it holds"),
+            && diag.contains("of 448 whole frames whose rows it holds")
+            && diag.contains("record again with a smaller --per-file, or raise the limit")
+            && !diag.contains("free some space"),
         "{diag}"
     );
     if common::python().is_some() {

@@ -511,18 +511,22 @@ impl CubeSink for FitsCube {
             frames: whole,
             flushed,
             mut room,
+            full,
             ..
         } = frames.close();
         let path = self.path.display().to_string();
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        // What ran out of room, once the disk filled up (here or at a frame).
+        let mut full = full.unwrap_or(frame_file::Full::Disk);
         let written = loop {
             let keep = self.frames_that_fit(whole, room);
             match self.write_tail(&file, keep) {
                 Ok(()) => break Ok(keep),
                 // The disk filled up just now: once more, in the room it had. Any other
                 // error is no reason to drop frames.
-                Err(e) if room.is_none() && e.no_room() => {
+                Err(e) if room.is_none() && e.no_room().is_some() => {
                     errors.push(format!("{path}: {e}"));
+                    full = e.no_room().unwrap_or(full);
                     room = Some(file.metadata().map_or(0, |m| m.len()));
                 }
                 Err(e) => break Err((keep, e)),
@@ -532,8 +536,10 @@ impl CubeSink for FitsCube {
             Ok(keep) => {
                 if keep < whole {
                     errors.push(format!(
-                        "{path}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the FRAMES table of those kept",
-                        whole - keep
+                        "{path}: {}: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the FRAMES table of those kept; {}",
+                        full.said(),
+                        whole - keep,
+                        full.remedy()
                     ));
                 }
                 keep

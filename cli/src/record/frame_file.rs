@@ -32,6 +32,8 @@ pub(crate) struct FrameFile {
     stored: usize,
     /// Set by the first failed write: nothing after it can land whole and in order.
     failed: bool,
+    /// Why that write had no room, if that was why it failed.
+    full: Option<Full>,
 }
 
 impl FrameFile {
@@ -45,6 +47,7 @@ impl FrameFile {
             gathered: Vec::with_capacity(if frame_bytes < DIRECT { DIRECT } else { 0 }),
             stored: 0,
             failed: false,
+            full: None,
         }
     }
 
@@ -78,10 +81,7 @@ impl FrameFile {
                 self.stored += 1;
                 Ok(())
             }
-            Err(e) => {
-                self.failed = true;
-                Err(format!("{}: {e}", self.path.display()).into())
-            }
+            Err(e) => Err(self.fail(&e).into()),
         }
     }
 
@@ -95,10 +95,23 @@ impl FrameFile {
         let (done, written) = write_counted(&self.file, bytes, self.end());
         self.stored += done / self.frame_bytes.max(1);
         self.gathered.clear();
-        written.map_err(|why| {
-            self.failed = true;
-            format!("{}: {why}", self.path.display()).into()
-        })
+        written.map_err(|why| self.fail(&why).into())
+    }
+
+    /// Marks the file failed by `e`: its error, with what ran out of room and the remedy
+    /// when that is why.
+    fn fail(&mut self, e: &std::io::Error) -> String {
+        self.failed = true;
+        self.full = Full::of(e);
+        match self.full {
+            Some(full) => format!(
+                "{}: {e}: {}; {}",
+                self.path.display(),
+                full.said(),
+                full.remedy()
+            ),
+            None => format!("{}: {e}", self.path.display()),
+        }
     }
 
     /// Flushes and closes: the file, where its whole frames end, how many there are, the
@@ -122,6 +135,7 @@ impl FrameFile {
             frames: self.stored,
             flushed,
             room,
+            full: self.full,
         }
     }
 }
@@ -136,6 +150,8 @@ pub(crate) struct Closed {
     pub(crate) flushed: Result<(), String>,
     /// After a failed write (a full disk), the bytes the file could hold: its length then.
     pub(crate) room: Option<u64>,
+    /// Why the failed write had no room, if that was why it failed.
+    pub(crate) full: Option<Full>,
 }
 
 /// Writes `bytes` to `file` at `at`: how many landed (from the start), and why not all.
@@ -162,23 +178,59 @@ pub(crate) struct TailError {
     pub(crate) e: std::io::Error,
 }
 
+/// What had no room for a write: a full disk (or quota), or a file-size limit, which a
+/// full disk's remedy does not lift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    Disk,
+    FileSize,
+}
+
+impl Full {
+    /// What ran out of room for a write that failed with `e`, if that is why it failed
+    /// (ENOSPC, EDQUOT, EFBIG): only then can fewer frames fit.
+    pub(crate) fn of(e: &std::io::Error) -> Option<Full> {
+        match e.raw_os_error()? {
+            libc::ENOSPC | libc::EDQUOT => Some(Full::Disk),
+            libc::EFBIG => Some(Full::FileSize),
+            _ => None,
+        }
+    }
+
+    /// What ran out of room.
+    pub(crate) fn said(self) -> &'static str {
+        match self {
+            Full::Disk => "the disk is full",
+            Full::FileSize => {
+                "the file reached the file-size limit (`ulimit -f`, RLIMIT_FSIZE, or the largest file the file system holds)"
+            }
+        }
+    }
+
+    /// What to do about it.
+    pub(crate) fn remedy(self) -> &'static str {
+        match self {
+            Full::Disk => "free some space and record again",
+            Full::FileSize => {
+                "record again with a smaller --per-file, or raise the limit (`ulimit -f`)"
+            }
+        }
+    }
+}
+
 impl TailError {
-    /// Whether the disk, a quota or a file-size limit had no room for it: only then can
-    /// fewer frames fit.
-    pub(crate) fn no_room(&self) -> bool {
-        matches!(
-            self.e.raw_os_error(),
-            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
-        )
+    /// Why the disk or a file-size limit had no room for it, if so: only then can fewer
+    /// frames fit.
+    pub(crate) fn no_room(&self) -> Option<Full> {
+        Full::of(&self.e)
     }
 
     /// What to do about it.
     pub(crate) fn remedy(&self) -> &'static str {
-        if self.no_room() {
-            "free some space and record again"
-        } else {
-            "check the disk (the kernel log names its errors) and record again"
-        }
+        self.no_room().map_or(
+            "check the disk (the kernel log names its errors) and record again",
+            Full::remedy,
+        )
     }
 }
 

@@ -273,7 +273,7 @@ impl NpyCube {
         // One disk for both files: the table's room, and the frames dropped to make more.
         // Only a disk without room is a reason to drop frames.
         if let Err(e) = &tabled
-            && e.no_room()
+            && let Some(full) = e.no_room()
         {
             let keep = frames_that_fit(&lines, whole, self.frame_bytes, room);
             if keep > rows && file.set_len(self.cube_len(keep)).is_ok() {
@@ -282,15 +282,17 @@ impl NpyCube {
                 (rows, _, tabled) = write_table(table, &lines[..=keep]);
                 if tabled.is_ok() {
                     errors.push(format!(
-                        "{table_path}: {first}: the disk is full: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; free some space and record again",
-                        whole - keep
+                        "{table_path}: {first}: {}: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; {}",
+                        full.said(),
+                        whole - keep,
+                        full.remedy()
                     ));
                 }
             }
         }
         let held = match tabled {
             Ok(()) => frames,
-            Err(e) if e.no_room() => {
+            Err(e) if e.no_room().is_some() => {
                 errors.push(format!(
                     "{table_path}: {e}: kept the {rows} of {whole} whole frames whose rows it holds, dropping the last {}; {}",
                     whole - rows,
