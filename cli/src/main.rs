@@ -289,6 +289,7 @@ fn unlink_error(e: &Error) -> String {
 fn main() -> ExitCode {
     term::die_quietly_on_closed_pipe();
     term::fail_writes_past_file_size_limit();
+    term::raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -133,6 +133,34 @@ pub(crate) fn fail_writes_past_file_size_limit() {
     }
 }
 
+/// Raises the soft limit on open files (`ulimit -n`, often 1024) to the hard one, as many
+/// tools do: each stream holds a few descriptors, and `record` also its files. Left as it
+/// is where that fails.
+pub(crate) fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the `rlimit` passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The soft limit on open files (`ulimit -n`); `None` when unlimited or unknown.
+pub(crate) fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the `rlimit` passed by reference.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
 /// Ignores `SIGPIPE` again, for a command that must finish its work past a reader that
 /// went away (`unlink`, `purge`, `record`): a write to the closed pipe then fails with EPIPE, an
 /// ordinary stdout error.

@@ -2704,3 +2704,87 @@ fn a_recorder_thread_that_cannot_start_fails_its_stream_and_stops_the_others() {
     let _ = std::fs::remove_dir_all(out);
     let _ = std::fs::remove_dir_all(lib_dir);
 }
+
+/// `record ARGS --out OUT` in a child whose open-file limit (`ulimit -n`) is `soft`, hard
+/// `hard`; its exit status and stderr, within [`LONG`].
+fn record_with_open_file_limit(
+    args: &[&str],
+    out: &Path,
+    soft: u64,
+    hard: u64,
+) -> (ExitStatus, String) {
+    let mut c = Command::new(bin());
+    c.arg("record")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null());
+    common::default_stop_signals(&mut c);
+    // SAFETY: between fork and exec only an async-signal-safe call (setrlimit).
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut p = Proc::spawn(c);
+    let st = p.wait_timeout(LONG);
+    (st, p.diagnostics())
+}
+
+/// Ten history streams whose files would pass a 64-descriptor limit (each stream holds a
+/// few, and its `.npy` cube and table two more, twice at a file change) are refused before
+/// anything is created, naming the count and `ulimit -n`: the recorder would otherwise
+/// open them all and fail a stream with EMFILE at its first file change, hours in. Under a
+/// soft limit of 32 and a hard one of 4096 the tool raises its soft limit and records.
+#[test]
+fn a_recording_past_the_open_file_limit_is_refused_up_front() {
+    let names: Vec<String> = (0..10)
+        .map(|i| unique_name(&format!("rec-nofile{i}")))
+        .collect();
+    let _c = Cleanup::new(names.iter().cloned());
+    let _streams: Vec<Stream> = names
+        .iter()
+        .map(|n| {
+            StreamOptions::new(n)
+                .shape(&[2])
+                .dtype(Dtype::U8)
+                .history(4)
+                .create()
+                .unwrap()
+        })
+        .collect();
+    let mut args: Vec<&str> = names.iter().map(String::as_str).collect();
+    args.extend(["--duration", "0.1", "--format", "npy"]);
+    let out = out_dir("rec-nofile");
+    let (st, diag) = record_with_open_file_limit(&args, &out, 64, 64);
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(
+        diag.contains("recording 10 streams needs about")
+            && diag.contains("but the limit is 64: raise it (`ulimit -n"),
+        "{diag}"
+    );
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+
+    // 10 streams hold more than 32 descriptors: opened only past a raised soft limit.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the `rlimit` passed by reference.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let hard = lim.rlim_max.min(4096);
+    assert!(
+        hard >= 256,
+        "this test needs a hard open-file limit of 256: {hard}"
+    );
+    let (st, diag) = record_with_open_file_limit(&args, &out, 32, hard);
+    assert!(st.success(), "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -279,6 +279,31 @@ pub(crate) fn create_new(path: &Path) -> Fallible<File> {
         })
 }
 
+/// Refuses a recording whose files would not all fit under the open-file limit (`ulimit
+/// -n`): with the streams open (their descriptors counted in `/proc/self/fd`), each stream
+/// writes a file at a time and finishes the one before it meanwhile; a descriptor short would
+/// fail that stream at a file change, hours in.
+fn refuse_too_many_open_files(plan: &Plan) -> Fallible {
+    let Some(limit) = term::open_file_limit() else {
+        return Ok(());
+    };
+    // Less the descriptor `read_dir` itself holds.
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map_or(plan.names.len() * 4 + 3, |d| d.count().saturating_sub(1));
+    let per_file = cube_files(plan, "x", 0).len();
+    // A few more: `--fsync`'s directory, a pipe, the standard three if closed now.
+    let need = open + plan.names.len() * 2 * per_file + 8;
+    if need as u64 > limit {
+        return Err(format!(
+            "recording {} streams needs about {need} open files ({open} open now for the streams, and {} for each stream's file being written and the one being finished) but the limit is {limit}: raise it (`ulimit -n {need}`; past the hard limit `ulimit -Hn`, as root or in /etc/security/limits.conf) or record fewer streams per run",
+            plan.names.len(),
+            2 * per_file
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn already_there(path: &Path) -> Box<dyn std::error::Error> {
     format!(
         "{}: already exists (record never overwrites a file): move it away or record into another --out directory",
@@ -322,6 +347,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         }
         streams.push(s);
     }
+    refuse_too_many_open_files(plan)?;
     // With `--fsync`, the directories created for `--out` are put on the disk too.
     let created = if plan.fsync {
         frame_file::missing_dirs(&plan.out)
