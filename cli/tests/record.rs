@@ -226,8 +226,35 @@ fn every_frame_of_a_history_stream_lands_in_fits_cubes_that_astropy_reads() {
     );
     if common::python().is_some() {
         assert_eq!(check(&out, "fits", 120), (3, 300));
+        assert_eq!(
+            endings(&out),
+            ["0 True"; 3],
+            "LOST and COMPLETE of each file"
+        );
     }
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// Prints the `LOST` and `COMPLETE` cards of each FITS file in a directory, in name order,
+/// as astropy reads them.
+const CHECK_ENDING: &str = r#"
+import sys, glob
+from astropy.io import fits
+for f in sorted(glob.glob(f"{glob.escape(sys.argv[1])}/*.fits")):
+    with fits.open(f) as h:
+        h.verify("exception")
+        lost, complete = h[0].header["LOST"], h[0].header["COMPLETE"]
+        assert type(lost) is int and type(complete) is bool, (lost, complete)
+        print(lost, complete)
+"#;
+
+/// `LOST COMPLETE` of each FITS file in `out` (see [`CHECK_ENDING`]); call with Python.
+fn endings(out: &Path) -> Vec<String> {
+    python_check(CHECK_ENDING, &[out.as_os_str()], "LOST and COMPLETE cards")
+        .expect("Python")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -496,6 +523,8 @@ with fits.open(f) as h:
     assert ids == list(range(ids[0], ids[0] + len(ids))), ids
     for k, i in enumerate(ids):
         assert (d[k] == i % 50000).all(), (k, i, d[k])
+    # Cut short by the full disk: not complete.
+    assert h[0].header["COMPLETE"] is False and h[0].header["LOST"] == 0, repr(h[0].header)
     print(d.shape[0])
 "#;
 
@@ -2786,5 +2815,49 @@ fn a_recording_past_the_open_file_limit_is_refused_up_front() {
     );
     let (st, diag) = record_with_open_file_limit(&args, &out, 32, hard);
     assert!(st.success(), "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The frames a plain stream's recorder misses before a file's first are said in that
+/// file's `LOST` card (and not again in the next file's), and a recording that ended at
+/// `--frames` says `COMPLETE = T` in each file. Skipped without Python.
+#[test]
+fn a_fits_file_says_the_frames_lost_before_it_and_whether_it_is_complete() {
+    if common::python().is_none() {
+        return;
+    }
+    let name = unique_name("rec-fits-lost");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[6, 5])
+        .dtype(Dtype::U16)
+        .notify(true)
+        .create()
+        .unwrap();
+    let out = out_dir("rec-fits-lost");
+    let mut r = record(&name, &out, &["--frames", "2", "--per-file", "1"]);
+    let pid = r.pid() as i32;
+    let write = |i: u64| {
+        s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
+            .unwrap()
+    };
+    // Frozen while waiting for its first frame, the recorder takes the last of five:
+    // frames 1 to 4 are missed, 2 of them still wanted (lost).
+    wait_parked_on(&mut r, &name);
+    common::freeze(pid);
+    (1..=5).for_each(write);
+    common::thaw(pid);
+    // Finished (its table written after the padded image), the first file ends on a
+    // block: the next frame is the second file's.
+    let first = out.join(format!("{name}_000000000.fits"));
+    wait_until(&mut r, "first file finished", || {
+        std::fs::metadata(&first).is_ok_and(|m| m.len() >= 4 * 2880 && m.len() % 2880 == 0)
+    });
+    write(6);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert_eq!(st.code(), Some(1), "frames 1 and 2 are lost: {diag}");
+    assert!(diag.contains(", 2 lost"), "{diag}");
+    assert_eq!(endings(&out), ["2 True", "0 True"], "{diag}");
     let _ = std::fs::remove_dir_all(out);
 }

@@ -7,7 +7,13 @@
 //! ASCII, the spaces it ends with (which FITS ignores), `'` (doubled in a FITS string,
 //! which cfitsio's continuation does not cut safely) and `&` (the continuation mark, lost at
 //! the end of a value) written `%XX` (the bytes of its UTF-8, as in URLs:
-//! `urllib.parse.unquote` gives the name back).
+//! `urllib.parse.unquote` gives the name back). Two cards say what the file lacks, once it is
+//! finished: `LOST`, the frames of the stream lost (overwritten before they were read, or
+//! published while the recorder could not take them) since its previous file was closed
+//! (before the first file: since the recording started), and `COMPLETE`, `T` when the file
+//! holds every frame taken for it and its recording went on or ended without an error (a
+//! stop signal is no error), else `F`. A file left unfinished (the recorder killed) says
+//! `LOST = 0` and `COMPLETE = F`.
 //!
 //! cfitsio (the `fitsio` crate) makes the primary header, in memory: we create the file
 //! (`O_EXCL`, so never over an existing file nor through a link, however late it appeared;
@@ -152,6 +158,39 @@ fn card(key: &str, value: &str, comment: &str) -> Vec<u8> {
 /// A fixed-format string value: quoted, at least 8 characters between the quotes.
 fn text(s: &str) -> String {
     format!("{:<20}", format!("'{s:<8}'"))
+}
+
+/// In a header: where the card of `key` is (before `END`).
+fn card_at(header: &[u8], key: &str) -> Option<u64> {
+    let key = format!("{key:<8}=");
+    for (i, card) in header.chunks_exact(80).enumerate() {
+        if card.starts_with(key.as_bytes()) {
+            return Some(i as u64 * 80);
+        }
+        if card.starts_with(b"END     ") {
+            break;
+        }
+    }
+    None
+}
+
+/// The `LOST` card: the stream's frames lost since its previous file was closed.
+fn lost_card(lost: u64) -> Vec<u8> {
+    card(
+        "LOST",
+        &lost.to_string(),
+        "frames lost before or within this file",
+    )
+}
+
+/// The `COMPLETE` card: T once the file holds every frame taken for it and its recording
+/// went on or ended without an error.
+fn complete_card(complete: bool) -> Vec<u8> {
+    card(
+        "COMPLETE",
+        if complete { "T" } else { "F" },
+        "T: every frame taken is here, no error",
+    )
 }
 
 /// The card giving the length of data axis `axis`: `frames`.
@@ -350,6 +389,12 @@ pub(crate) struct FitsCube {
     axis_at: u64,
     /// The frames that card gives as last written (0 as created).
     card: usize,
+    /// Offsets of the `LOST` and `COMPLETE` cards in the file.
+    lost_at: u64,
+    complete_at: u64,
+    /// What they say once the file is finished (see [`CubeSink::ending`]).
+    lost: u64,
+    complete: bool,
     /// Where the data unit starts.
     data_start: u64,
     frame_bytes: u64,
@@ -376,16 +421,26 @@ impl FitsCube {
             dimensions: &dims,
         };
         let axis = shape.len() + 1;
-        let header = MemFile::header(&desc, |fits, hdu| {
+        let mut header = MemFile::header(&desc, |fits, hdu| {
             write_long_string(fits, "STREAM", &escaped(stream))?;
             hdu.write_key(fits, "DTYPE", dtype.numpy_name().to_owned())?;
             hdu.write_key(fits, "ORIGIN", "shmstream record".to_owned())?;
+            // Room for the cards written when the file is finished (see `ending_cards`).
+            hdu.write_key(fits, "LOST", 0i64)?;
+            hdu.write_key(fits, "COMPLETE", 0i64)?;
             Ok(())
         })
         .map_err(|e| format!("{}: making the FITS header: {e}", path.display()))?;
-        let (axis_at, data_start) = primary_layout(&header, axis)
+        let layout = primary_layout(&header, axis)
             .filter(|&(_, end)| end <= header.len() as u64)
-            .ok_or_else(|| format!("{}: cfitsio made no whole FITS header", path.display()))?;
+            .zip(card_at(&header, "LOST").zip(card_at(&header, "COMPLETE")));
+        let Some(((axis_at, data_start), (lost_at, complete_at))) = layout else {
+            return Err(format!("{}: cfitsio made no whole FITS header", path.display()).into());
+        };
+        // As a file cut short (the recorder killed) is left: LOST 0, COMPLETE F.
+        for (at, card) in [(lost_at, lost_card(0)), (complete_at, complete_card(false))] {
+            header[at as usize..at as usize + 80].copy_from_slice(&card);
+        }
         // O_EXCL: atomic, and never through a symbolic link; the descriptor is kept (the
         // file's mode, after a umask, may not let it be opened for writing again).
         let file = super::create_new(path)?;
@@ -402,6 +457,10 @@ impl FitsCube {
             axis,
             axis_at,
             card: 0,
+            lost_at,
+            complete_at,
+            lost: 0,
+            complete: false,
             data_start,
             frame_bytes,
             dtype,
@@ -439,12 +498,15 @@ impl FitsCube {
     /// axis, cuts the file after them (dropping any part-written frame), pads the data unit
     /// with zeros to a whole block and writes the table after it. The card first: the file
     /// still holds the frames it gives when a later step fails (or it does).
-    fn write_tail(&mut self, file: &File, frames: usize) -> Result<(), TailError> {
+    /// `complete`: whether they are all the frames taken for it (see [`CubeSink::ending`]).
+    fn write_tail(&mut self, file: &File, frames: usize, complete: bool) -> Result<(), TailError> {
         let failed = |step: String| move |e| TailError { step, e };
         self.set_card(file, frames).map_err(failed(format!(
             "writing the frame-axis card (NAXIS{})",
             self.axis
         )))?;
+        self.ending_cards(file, complete)
+            .map_err(failed("writing the LOST and COMPLETE cards".into()))?;
         self.cut_image(file, frames)
             .map_err(failed("cutting the image after its whole frames".into()))?;
         file.write_all_at(&frames_table(&self.meta[..frames]), self.image_end(frames))
@@ -456,6 +518,12 @@ impl FitsCube {
         file.write_all_at(&axis_card(self.axis, frames), self.axis_at)?;
         self.card = frames;
         Ok(())
+    }
+
+    /// Writes the `LOST` and `COMPLETE` cards: the frames lost, and `complete`.
+    fn ending_cards(&self, file: &File, complete: bool) -> std::io::Result<()> {
+        file.write_all_at(&lost_card(self.lost), self.lost_at)?;
+        file.write_all_at(&complete_card(complete), self.complete_at)
     }
 
     /// Cuts `file` after `frames` frames and pads their data unit with zeros.
@@ -500,6 +568,10 @@ impl CubeSink for FitsCube {
         self.meta.len()
     }
 
+    fn ending(&mut self, lost: u64, complete: bool) {
+        (self.lost, self.complete) = (lost, complete);
+    }
+
     /// Keeps every whole frame with its table; after a full disk, the most whole frames
     /// whose table still fits in the room the file had (the rest are dropped, and said so).
     fn finish(&mut self, sync: bool) -> Finished {
@@ -515,12 +587,14 @@ impl CubeSink for FitsCube {
             ..
         } = frames.close();
         let path = self.path.display().to_string();
+        // Complete only with every frame taken for it on file, the gathered ones too.
+        let complete = self.complete && flushed.is_ok();
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
         // What ran out of room, once the disk filled up (here or at a frame).
         let mut full = full.unwrap_or(frame_file::Full::Disk);
         let written = loop {
             let keep = self.frames_that_fit(whole, room);
-            match self.write_tail(&file, keep) {
+            match self.write_tail(&file, keep, complete && keep == whole) {
                 Ok(()) => break Ok(keep),
                 // The disk filled up just now: once more, in the room it had. Any other
                 // error is no reason to drop frames.
@@ -550,6 +624,7 @@ impl CubeSink for FitsCube {
                 if self.card != keep {
                     let _ = self.set_card(&file, keep);
                 }
+                let _ = self.ending_cards(&file, false);
                 let held = self.card;
                 let _ = self.cut_image(&file, held);
                 errors.push(format!(

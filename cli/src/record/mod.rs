@@ -101,6 +101,10 @@ pub(crate) trait CubeSink {
     fn commit_in_place(&mut self, written: std::io::Result<()>, meta: FrameMeta) -> Fallible;
     /// Frames appended so far.
     fn frames(&self) -> usize;
+    /// Says in the file, when it is finished, the frames lost since the stream's previous
+    /// file was closed (`lost`) and whether its recording ended without an error
+    /// (`complete`), where the format has a place for them (FITS header cards).
+    fn ending(&mut self, lost: u64, complete: bool);
     /// Writes what remains (sizes, tables), with `sync` puts the file on the disk
     /// (`sync_data`, which reports the write errors a disk reports late: NFS ENOSPC or
     /// quota, writeback EIO), and closes it, reporting the errors `close` returns (where a
@@ -584,6 +588,7 @@ fn record_stream(
         next: 0,
         finishing: None,
         dir,
+        lost_before: 0,
     };
     let mut taken = 0u64;
     // Where recording starts: a history stream's here, just after its cursor was made (it
@@ -674,7 +679,7 @@ fn record_stream(
                         Staged::Raw => k.push(buf.bytes_mut(), meta)?,
                     }
                     if k.frames() >= plan.per_file {
-                        cubes.close()?;
+                        cubes.close(true)?;
                     } else {
                         cubes.check_finished()?;
                     }
@@ -734,7 +739,8 @@ fn record_stream(
     })();
     // Close the current file with the frames it holds, also after an error (whose
     // consequences for the file closing may add to it).
-    both(result, cubes.finish_all())
+    let complete = result.is_ok();
+    both(result, cubes.finish_all(complete))
 }
 
 /// The frames lost to the recording when `lost` frames after count `last` were missed and
@@ -785,6 +791,8 @@ struct Cubes<'a> {
     finishing: Option<std::thread::JoinHandle<Finished>>,
     /// With `--fsync`, the directory whose entries are put on the disk with each file.
     dir: Option<Arc<frame_file::Directory>>,
+    /// The stream's lost frames when its last file was closed.
+    lost_before: u64,
 }
 
 impl Cubes<'_> {
@@ -805,11 +813,16 @@ impl Cubes<'_> {
     /// Finishes the current file on a thread of its own (here if none starts) once the one
     /// before it is finished: closing it (a network file system writes it back then) and
     /// with `--fsync` putting it on the disk take a while, and the stream does not wait.
-    /// Fails with the errors of the files finished by then.
-    fn close(&mut self) -> Fallible {
-        let Some(k) = self.current.take() else {
+    /// Fails with the errors of the files finished by then. `complete`: whether the
+    /// recording goes on, or ended without an error (see [`CubeSink::ending`]).
+    fn close(&mut self, complete: bool) -> Fallible {
+        let Some(mut k) = self.current.take() else {
             return Ok(());
         };
+        // Only this stream's thread counts its lost frames: none are counted meanwhile.
+        let lost = self.p.lost.load(Ordering::Relaxed);
+        k.ending(lost.saturating_sub(self.lost_before), complete);
+        self.lost_before = lost;
         let before = self.join();
         let (file, to_finish) = std::sync::mpsc::sync_channel::<Box<dyn CubeSink + Send>>(1);
         let on_thread = self.dir.clone();
@@ -857,9 +870,10 @@ impl Cubes<'_> {
         done.result.map_err(Into::into)
     }
 
-    /// Closes the current file and waits until every file is finished.
-    fn finish_all(&mut self) -> Fallible {
-        let closed = self.close();
+    /// Closes the current file and waits until every file is finished; `complete`: whether
+    /// the recording ended without an error.
+    fn finish_all(&mut self, complete: bool) -> Fallible {
+        let closed = self.close(complete);
         both(closed, self.join())
     }
 }
@@ -867,7 +881,7 @@ impl Cubes<'_> {
 impl Drop for Cubes<'_> {
     fn drop(&mut self) {
         // Nothing left after `finish_all`; after a panic, the files keep their frames.
-        let _ = self.finish_all();
+        let _ = self.finish_all(false);
     }
 }
 
@@ -1013,6 +1027,7 @@ mod tests {
                 next: 0,
                 finishing: None,
                 dir: None,
+                lost_before: 0,
             };
             for i in 0..3 {
                 let meta = FrameMeta {
@@ -1024,7 +1039,7 @@ mod tests {
                 let k = cubes.current().unwrap();
                 k.push(&mut [1, 0, 2, 0], meta).unwrap();
                 if k.frames() >= plan.per_file {
-                    cubes.close().unwrap();
+                    cubes.close(true).unwrap();
                 }
             }
             panic!("a bug in the recorder");
