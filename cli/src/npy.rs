@@ -416,7 +416,7 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
-                // A stop signal fails the write, so its cleanup leaves no cut-short file.
+                // A stop signal fails the write, which then leaves the file as it was.
                 crate::watch::install_handlers()?;
                 let written = write_npy(path, stream.shape(), data)
                     .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
@@ -509,7 +509,8 @@ fn write_whole(
         Err(e) => return Err(e),
     };
     let replaced = match &existing {
-        // Refused here as in place (a file this user may not write), not silently replaced.
+        // A file this user may not write is refused (as writing it in place was), not
+        // replaced.
         Some(m)
             if m.is_file()
                 && !is_open_on(m, io::stdout().as_fd())
@@ -540,6 +541,7 @@ impl TempBeside {
     /// Creates the temporary file for `real` (`existing`: its metadata, when it exists);
     /// `None` where this user may not create files in its directory.
     fn create(real: &Path, existing: Option<&Metadata>) -> io::Result<Option<TempBeside>> {
+        use std::ffi::{OsStr, OsString};
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
         let Some(name) = real.file_name() else {
@@ -550,12 +552,17 @@ impl TempBeside {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         // Within NAME_MAX (255 bytes) whatever the target's name.
-        let short = String::from_utf8_lossy(&name.as_bytes()[..name.len().min(160)]).into_owned();
-        for n in 0.. {
-            let path = dir.join(format!(
-                ".{short}.shmstream-dump-{}-{n}.partial",
+        let short = OsStr::from_bytes(&name.as_bytes()[..name.len().min(160)]);
+        let mut n = 0;
+        loop {
+            n += 1;
+            let mut temp = OsString::from(".");
+            temp.push(short);
+            temp.push(format!(
+                ".shmstream-dump-{}-{n}.partial",
                 std::process::id()
             ));
+            let path = dir.join(temp);
             let file = match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -563,6 +570,7 @@ impl TempBeside {
                 .open(&path)
             {
                 Ok(f) => f,
+                // A name left by a dump killed with its process id: the next one.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => continue,
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
                 Err(e) => {
@@ -585,7 +593,6 @@ impl TempBeside {
             }
             return Ok(Some(temp));
         }
-        unreachable!("the loop returns")
     }
 
     /// Writes the file whole, puts it on the disk and renames it over `real`.
@@ -888,6 +895,16 @@ mod tests {
             assert_eq!(std::fs::read(&hard).unwrap(), b"earlier", "via {via:?}");
             assert_eq!(names(&dir.0), ["hard.npy", "real.npy", "soft.npy"]);
         }
+    }
+
+    /// A target whose name is as long as a name may be gets a temporary name that fits.
+    #[test]
+    fn a_dump_to_a_name_of_255_bytes_is_written() {
+        let dir = Scratch::new("long");
+        let target = dir.0.join(format!("{}.npy", "é".repeat(125)));
+        write_whole(&target, &|| false, |out| out.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(&dir.0).len(), 1);
     }
 
     /// Brackets in a plain string (a datetime dtype's `'<M8[ns]'`) are not the header's

@@ -123,7 +123,7 @@ pub(crate) fn die_quietly_on_closed_pipe() {
 
 /// Ignores `SIGXFSZ`, whose default action kills the tool at a write past the file-size
 /// limit (`ulimit -f`, `RLIMIT_FSIZE`): such a write then fails with EFBIG as one to a full
-/// disk does, and every command handles it as that (`dump -o` leaves no cut-short `.npy`,
+/// disk does, and every command handles it as that (`dump -o` leaves the file as it was,
 /// `record` finishes its files with the whole frames): exit status 1, with the reason.
 pub(crate) fn fail_writes_past_file_size_limit() {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and is

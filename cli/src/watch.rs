@@ -65,7 +65,7 @@ fn stop_or_suspend() -> bool {
 
 /// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed, an SSH session dropped) and SIGQUIT
 /// set the stop flag, so `watch` and `record` end cleanly (`record` finishes its files) on
-/// any of them, and `dump -o` fails its write (removing the cut-short file). A signal
+/// any of them, and `dump -o` fails its write (removing its temporary file). A signal
 /// ignored when we started stays ignored: `nohup` ignores SIGHUP, and a shell's background
 /// jobs SIGINT and SIGQUIT, so that they outlive the terminal or a Ctrl-C. SIGKILL cannot
 /// be handled: see `record`'s module doc for what it leaves.
