@@ -11,7 +11,13 @@
 //! published by then, without waiting for more; SIGINT, SIGTERM, SIGHUP or SIGQUIT stops it
 //! at once (one ignored when it started stays ignored, as `nohup` ignores SIGHUP), counting
 //! the frames left unread (of those it still wanted). A file-size limit (`ulimit -f`) acts as
-//! a full disk: SIGXFSZ is ignored, so the write past it fails and the file is finished.
+//! a full disk (said as the limit, with its remedy: a smaller `--per-file` or a higher
+//! limit): SIGXFSZ is ignored, so the write past it fails and the file is finished. A
+//! recording whose streams and files (the one filling and the one being finished, per
+//! stream) would need more descriptors than the open-file limit (`ulimit -n`; its soft limit
+//! is raised to the hard one at start) is refused before anything is created. A FITS file
+//! says in its `LOST` and `COMPLETE` cards the frames lost before or within it and whether it
+//! is complete (see the `fits` module).
 //! Files: `DIR/<name>_<index>.fits` (or `.npy` + `.frames.csv`; `<index>` 9 digits),
 //! `--per-file` frames each, `<name>` as [`file_stem`] makes it: the first is created when
 //! recording starts, each next one when its first frame is in hand. Streams whose files
