@@ -546,13 +546,19 @@ impl LockFile {
     }
 
     /// Takes the lock for the calling thread, or deepens it if the thread already holds it.
-    /// Returns the depth now held. `None` waits forever.
+    /// Returns the depth now held. `None` waits forever. (The tests' plain acquisition.)
+    #[cfg(test)]
     pub(crate) fn acquire(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, false, || true, &|| false)
+        Self::within(
+            self.take(0, timeout, stream, false, || true, &|| false),
+            timeout,
+            stream,
+        )
     }
 
-    /// [`LockFile::acquire`] for a lifecycle operation (create, unlink, purge's sweep), which
-    /// must exclude every other process that locks the path. A file removed while this
+    /// Takes the lock for the calling thread (or deepens its hold) for a lifecycle operation
+    /// (create, unlink, purge's sweep), which must exclude every other process that locks the
+    /// path. A file removed while this
     /// process waited for its flock (another process's unlink or purge removes the file under
     /// the lock, and a waiter then gets the flock of a file nobody else will open) is dropped
     /// after the flock, and the file now at the path locked instead; a thread that holds a
@@ -560,13 +566,18 @@ impl LockFile {
     /// no such check: a lock file is removed only with its stream, and a write into a removed
     /// stream reports [`Error::Stale`] under whatever lock it took.
     pub(crate) fn acquire_at_path(&self, timeout: Option<Duration>, stream: &str) -> Result<u32> {
-        self.take(0, timeout, stream, true, || true, &|| false)
+        Self::within(
+            self.take(0, timeout, stream, true, || true, &|| false),
+            timeout,
+            stream,
+        )
     }
 
-    /// [`LockFile::acquire`] for a handle of stream generation `generation` (non-zero): the
-    /// first time a generation takes the lock, a lock file unlinked since it was opened (the
-    /// stream was removed and recreated, perhaps by pyshmem) is replaced by the one now at the
-    /// path before the flock is taken, so every process converges on one inode; one removed
+    /// Takes the lock for the calling thread (or deepens its hold) for a handle of stream
+    /// generation `generation` (non-zero): the first time a generation takes the lock, a lock
+    /// file unlinked since it was opened (the stream was removed and recreated, perhaps by
+    /// pyshmem) is replaced by the one now at the path before the flock is taken, so every
+    /// process converges on one inode; one removed
     /// with the handle's stream (not `stream_linked`) is [`Error::Stale`], also in a child
     /// forked without exec ([`LockFile::adopt_after_fork`]). One compare per acquisition
     /// otherwise. A wait for another holder ends with [`Error::Closed`] within about a
@@ -580,11 +591,26 @@ impl LockFile {
         closed: &AtomicBool,
     ) -> Result<u32> {
         let closed = || closed.load(Ordering::Relaxed);
-        self.take(generation, timeout, stream, false, stream_linked, &closed)
+        let took = self.take(generation, timeout, stream, false, stream_linked, &closed);
+        Self::within(took, timeout, stream)
     }
 
-    /// The acquisitions above; `at_path` re-checks, after a fresh flock, that the file is
-    /// still the one at the path. A wait stops when `closed` says so ([`Error::Closed`]).
+    /// An acquisition's depth, or [`Error::Timeout`] where [`LockFile::take`] ran out of
+    /// time: the error is built here, where it is reported, not by a try that fails (a
+    /// dead-writer check against a live writer) and throws it away.
+    fn within(took: Result<Option<u32>>, timeout: Option<Duration>, stream: &str) -> Result<u32> {
+        took?.ok_or_else(|| Error::Timeout {
+            name: stream.to_owned(),
+            op: "take the write lock",
+            awaited: crate::Awaited::Writer,
+            timeout: timeout.unwrap_or_default(),
+        })
+    }
+
+    /// The acquisitions above: the depth now held, or `None` once the deadline passed (a
+    /// try, `timeout` zero: somebody holds the lock). `at_path` re-checks, after a fresh
+    /// flock, that the file is still the one at the path. A wait stops when `closed` says so
+    /// ([`Error::Closed`]).
     fn take(
         &self,
         generation: u64,
@@ -593,7 +619,7 @@ impl LockFile {
         at_path: bool,
         stream_linked: impl Fn() -> bool,
         closed: &dyn Fn() -> bool,
-    ) -> Result<u32> {
+    ) -> Result<Option<u32>> {
         if self.inherited() {
             self.adopt_after_fork(stream, &stream_linked)?;
         }
@@ -611,24 +637,20 @@ impl LockFile {
             }
             let d = self.depth.load(Ordering::Relaxed) + 1;
             self.depth.store(d, Ordering::Relaxed);
-            return Ok(d);
+            return Ok(Some(d));
         }
         // The deadline is computed only on a contended path (a clock read costs ~25 ns).
         let started = std::cell::OnceCell::new();
         let deadline = || crate::deadline::after(*started.get_or_init(Instant::now), timeout);
-        // A wait that stopped short of the lock: the handle closed meanwhile, or the deadline.
+        // A wait that stopped short of the lock: the handle closed meanwhile, or the deadline
+        // (`None`, no error built: a try's caller throws it away).
         let timed_out = || {
             if closed() {
-                return Error::Closed {
+                return Err(Error::Closed {
                     name: stream.to_owned(),
-                };
+                });
             }
-            Error::Timeout {
-                name: stream.to_owned(),
-                op: "take the write lock",
-                awaited: crate::Awaited::Writer,
-                timeout: timeout.unwrap_or_default(),
-            }
+            Ok(None)
         };
         // Thread part: claim the owner word (Acquire pairs with `free_owner`'s swap); a try
         // (zero timeout) still spins a moment, over another thread's short hold (`attach`'s
@@ -639,7 +661,7 @@ impl LockFile {
             .is_err()
             && !self.wait_for_owner(me, deadline(), closed)
         {
-            return Err(timed_out());
+            return timed_out();
         }
         // Until the flock is ours, the claim is given back on every way out, a panic
         // included: a thread that kept the owner word without the flock would lock every
@@ -677,9 +699,9 @@ impl LockFile {
                 Ok(true) => {
                     self.depth.store(1, Ordering::Relaxed);
                     std::mem::forget(claim);
-                    return Ok(1);
+                    return Ok(Some(1));
                 }
-                Ok(false) => return Err(timed_out()),
+                Ok(false) => return timed_out(),
                 Err(e) => return Err(lock_io(stream, dir_of(&self.path), "flock", e)),
             }
         }
@@ -857,7 +879,7 @@ impl LockFile {
 
     /// Takes the lock only if nobody (no thread, no process) holds it.
     pub(crate) fn try_acquire(&self, stream: &str) -> Result<bool> {
-        Self::taken(self.acquire(Some(Duration::ZERO), stream))
+        Self::taken(self.take(0, Some(Duration::ZERO), stream, false, || true, &|| false))
     }
 
     /// [`LockFile::try_acquire`] proving that no writer holds the lock, in this file or in the
@@ -924,12 +946,15 @@ impl LockFile {
 
     /// [`LockFile::try_acquire`] with [`LockFile::acquire_at_path`]'s check.
     pub(crate) fn try_acquire_at_path(&self, stream: &str) -> Result<bool> {
-        Self::taken(self.acquire_at_path(Some(Duration::ZERO), stream))
+        Self::taken(self.take(0, Some(Duration::ZERO), stream, true, || true, &|| false))
     }
 
-    fn taken(acquired: Result<u32>) -> Result<bool> {
-        match acquired {
-            Ok(_) => Ok(true),
+    /// Whether a try took the lock. Not taken: somebody holds it (`None`, no error built),
+    /// or a move to the file now at the path found it held ([`LockFile::move_held`]'s
+    /// timeout).
+    fn taken(took: Result<Option<u32>>) -> Result<bool> {
+        match took {
+            Ok(depth) => Ok(depth.is_some()),
             Err(Error::Timeout { .. }) => Ok(false),
             Err(e) => Err(e),
         }

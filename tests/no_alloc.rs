@@ -6,8 +6,8 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use common::{Cleanup, unique_name};
-use shmstream::{Dtype, Stream};
+use common::{Cleanup, gettid, unique_name, wait_parked_on_stream};
+use shmstream::{Dtype, Stream, StreamOptions, WaitStrategy};
 
 /// The system allocator, counting this thread's allocations.
 struct Counting;
@@ -63,4 +63,50 @@ fn reads_into_caller_memory_allocate_nothing() {
     let made = allocations() - before;
     assert_eq!(made, 0, "allocations in 100 reads of each kind");
     assert!(array.iter().chain(&flat).all(|&v| v == 1.5));
+}
+
+/// A wait that finds a live writer inside its bracket looks whether that writer died (a try
+/// of the write lock, which fails) and allocates nothing for it: the failed try built a
+/// `Timeout` error naming the stream (a `String`) that the look threw away. Here a parking
+/// reader arrives at another thread's open bracket, looks at once, parks, and is woken by
+/// the frame.
+#[test]
+fn a_look_for_a_dead_writer_that_finds_it_alive_allocates_nothing() {
+    let name = unique_name("noalloc-look");
+    let _c = Cleanup::new([&name]);
+    let w = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U8)
+        .notify(true)
+        .create()
+        .unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    r.set_wait_strategy(WaitStrategy::Park);
+    let mut buf = [0u8; 4];
+    // Warm: first reads may set up per-handle state.
+    r.read_into_slice(&mut buf).unwrap();
+    let reader = gettid() as u32;
+    let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+    let made = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            w.write_view(|b: &mut [u8]| {
+                inside_tx.send(()).unwrap();
+                // The reader has looked (the lock was held) and parked.
+                wait_parked_on_stream(std::process::id(), reader, &name, true);
+                b.fill(2);
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap();
+        });
+        inside_rx.recv().unwrap();
+        let before = allocations();
+        r.read_into_slice(&mut buf).unwrap();
+        allocations() - before
+    });
+    assert_eq!(buf, [2u8; 4]);
+    assert_eq!(
+        made, 0,
+        "allocations in a wait behind a live writer's bracket"
+    );
 }
