@@ -104,24 +104,25 @@ fn cancelled() -> bool {
     false
 }
 
-/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`.
+/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; whether a
+/// wake (or a moved word) ended it ([`sys::futex_wait`]).
 #[cfg(not(feature = "tokio"))]
-fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
-    sys::futex_wait(h.futex_word(), observed as u32, timeout);
+fn park(h: &MappedHeader, observed: i64, timeout: Duration) -> bool {
+    sys::futex_wait(h.futex_word(), observed as u32, timeout)
 }
 
 /// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; with a
 /// cancel flag, marked parked meanwhile, and not at all once cancelled ([`Cancel::cancel`]).
+/// Whether a wake (or a moved word, or the cancel) ended it.
 #[cfg(feature = "tokio")]
-fn park(h: &MappedHeader, observed: i64, timeout: Duration) {
+fn park(h: &MappedHeader, observed: i64, timeout: Duration) -> bool {
     CANCEL.with(|c| match c.borrow().as_ref() {
         None => sys::futex_wait(h.futex_word(), observed as u32, timeout),
         Some(c) => {
             c.parked.store(true, Ordering::SeqCst);
-            if !c.is_set() {
-                sys::futex_wait(h.futex_word(), observed as u32, timeout);
-            }
+            let woken = c.is_set() || sys::futex_wait(h.futex_word(), observed as u32, timeout);
             c.parked.store(false, Ordering::SeqCst);
+            woken
         }
     })
 }
@@ -215,6 +216,12 @@ pub(crate) struct Waiter {
     /// The spin's pauses, and its breaks' clock reads.
     pauses: Spin,
     sleeps: Sleeps,
+    /// What the last pause waited on, where it was a park or sleep that ran its full length
+    /// (no wake nor moved word ended it: a dead writer wakes nobody).
+    ran_out_on: Option<i64>,
+    /// The odd sequence this wait found at its first look, until a look for a dead writer
+    /// covered it (0: none).
+    arrived_on: i64,
 }
 
 /// Where an adaptive waiter is in its spin.
@@ -231,10 +238,11 @@ impl Waiter {
         // One clock read, and none where nothing needs it.
         let adaptive = strategy == WaitStrategy::Adaptive;
         let now = (adaptive || timeout.is_some()).then(Instant::now);
+        let deadline = now.and_then(|n| crate::deadline::after(n, timeout));
         Waiter {
             strategy,
             notify,
-            deadline: now.and_then(|n| crate::deadline::after(n, timeout)),
+            deadline,
             spin: match now {
                 Some(n) if adaptive => AdaptiveSpin::Until(n + ADAPTIVE_SPIN),
                 _ => AdaptiveSpin::EndedAt(0),
@@ -242,6 +250,8 @@ impl Waiter {
             rounds: 0,
             pauses: Spin::new(),
             sleeps: Sleeps::new(Duration::from_micros(20), Duration::from_millis(1)),
+            ran_out_on: None,
+            arrived_on: 0,
         }
     }
 
@@ -267,18 +277,30 @@ impl Waiter {
         }
     }
 
-    /// Whether the caller should look for a writer that died inside its bracket before
-    /// this pause. The look tries the write lock (a system call or two), so spins and yields
-    /// take it only every [`SPINS_PER_WRITER_CHECK`] / [`YIELDS_PER_WRITER_CHECK`] rounds; a
-    /// park or sleep takes it every time (a dead writer wakes nobody, and a notify park lasts
-    /// its full [`MAX_PARK`]).
-    pub(crate) fn writer_check_due(&self) -> bool {
-        let every = match self.kind(self.rounds) {
-            Pause::Spin => SPINS_PER_WRITER_CHECK,
-            Pause::Yield => YIELDS_PER_WRITER_CHECK,
-            Pause::Park | Pause::Sleep => 1,
+    /// Whether the caller, finding odd sequence `s` (a writer inside its bracket), should
+    /// look for a writer that died there before its next pause. The look tries the write
+    /// lock (a system call or two; a GPU stream's also reads `/proc`), so it is rate limited:
+    /// spins and yields take it every [`SPINS_PER_WRITER_CHECK`] / [`YIELDS_PER_WRITER_CHECK`]
+    /// rounds; parks and sleeps after a park that ran its full [`MAX_PARK`] (a dead writer
+    /// wakes nobody; whatever the park waited on, so a death is found within one park) or
+    /// once `s` outlived a whole sleep (at most 1 ms), never after a wake (a live writer
+    /// wakes its readers inside its bracket, see `write.rs`, at every large frame). A wait
+    /// that found `s` at its first look (a reader arriving at an open bracket) looks at its
+    /// first park or sleep: at once, or once its adaptive spin (`s` lasted all of it) ends.
+    pub(crate) fn writer_check_due(&mut self, s: i64) -> bool {
+        if self.rounds == 0 {
+            self.arrived_on = s;
+        }
+        let due = match self.kind(self.rounds) {
+            Pause::Spin => self.rounds % SPINS_PER_WRITER_CHECK == SPINS_PER_WRITER_CHECK - 1,
+            Pause::Yield => self.rounds % YIELDS_PER_WRITER_CHECK == YIELDS_PER_WRITER_CHECK - 1,
+            Pause::Park => self.arrived_on == s || self.ran_out_on.is_some(),
+            Pause::Sleep => self.arrived_on == s || self.ran_out_on == Some(s),
         };
-        self.rounds % every == every - 1
+        if due {
+            self.arrived_on = 0;
+        }
+        due
     }
 
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
@@ -324,11 +346,17 @@ impl Waiter {
             }
             None => max_park(),
         };
-        match kind {
-            Pause::Spin | Pause::Yield => std::thread::yield_now(),
-            Pause::Park => park(h, observed, left.min(max_park())),
-            Pause::Sleep => self.sleeps.sleep(left),
-        }
+        self.ran_out_on = match kind {
+            Pause::Spin | Pause::Yield => {
+                std::thread::yield_now();
+                None
+            }
+            Pause::Park => (!park(h, observed, left.min(max_park()))).then_some(observed),
+            Pause::Sleep => {
+                self.sleeps.sleep(left);
+                Some(observed)
+            }
+        };
         !cancelled()
     }
 }
@@ -351,13 +379,14 @@ pub(crate) fn wake_all(h: &MappedHeader) {
 mod tests {
     use super::*;
 
-    /// The rounds, out of the first `n`, at which a waiter looks for a dead writer.
+    /// The rounds, out of the first `n`, at which a waiter that finds one odd sequence at
+    /// every look, its parks ended by wakes, looks for a dead writer.
     fn checks(strategy: WaitStrategy, notify: bool, n: u64) -> Vec<u64> {
         let mut w = Waiter::new(strategy, notify, None);
         (0..n)
             .filter(|&r| {
                 w.rounds = r;
-                w.writer_check_due()
+                w.writer_check_due(7)
             })
             .collect()
     }
@@ -425,8 +454,13 @@ mod tests {
         assert_eq!(spins, crate::spin::PAUSES_PER_BREAK);
     }
 
+    /// Spins and yields look every so many rounds. Parks and sleeps look only where no wake
+    /// came: at a wait's first look (a reader arriving at an open bracket), after a park
+    /// that ran out, or once the odd sequence outlived a whole sleep. They looked at every
+    /// park, so every reader parked on a stream whose writer wakes it inside its bracket
+    /// (large frames) tried the write lock at every frame.
     #[test]
-    fn spins_and_yields_look_for_a_dead_writer_rarely_and_parks_and_sleeps_every_time() {
+    fn spins_and_yields_look_for_a_dead_writer_rarely_and_parks_and_sleeps_without_a_wake() {
         // Spinning: once per SPINS_PER_WRITER_CHECK rounds.
         let spin = checks(WaitStrategy::Spin, true, 3 * SPINS_PER_WRITER_CHECK);
         assert_eq!(
@@ -440,26 +474,94 @@ mod tests {
             y.iter()
                 .all(|r| r % YIELDS_PER_WRITER_CHECK == YIELDS_PER_WRITER_CHECK - 1)
         );
-        // Adaptive on a notify stream: rarely while it spins, then at every park.
+        // Adaptive on a notify stream: rarely while it spins.
         let spinning = checks(WaitStrategy::Adaptive, true, 4000);
         assert!(spinning.len() <= 1, "{spinning:?}");
-        let mut w = spun_out(true, 4000);
-        let parked = (4000..4010)
-            .filter(|&r| {
-                w.rounds = r;
-                w.writer_check_due()
-            })
-            .count();
-        assert_eq!(parked, 10);
-        // Park on a notify stream parks at once: every pause.
-        assert_eq!(checks(WaitStrategy::Park, true, 10).len(), 10);
-        // Park without notify yields YIELD_ROUNDS times, then sleeps: every pause after.
-        let p = checks(WaitStrategy::Park, false, YIELD_ROUNDS + 10);
-        assert_eq!(
-            p.iter().filter(|&&r| r < YIELD_ROUNDS).count() as u64,
-            YIELD_ROUNDS / YIELDS_PER_WRITER_CHECK
+        // Spun out: at its first park if the bracket it arrived at outlasted the spin,
+        // then not after parks a wake ended; after one that ran out, whatever it waited on.
+        let mut w = Waiter::new(WaitStrategy::Adaptive, true, None);
+        assert!(!w.writer_check_due(7), "looked at its first spin");
+        w.spin = AdaptiveSpin::EndedAt(4000);
+        let due = |w: &mut Waiter, r, s| {
+            w.rounds = r;
+            w.writer_check_due(s)
+        };
+        assert!(
+            due(&mut w, 4000, 7),
+            "the arrival's bracket outlasted the spin"
         );
-        assert_eq!(p.iter().filter(|&&r| r >= YIELD_ROUNDS).count(), 10);
+        assert!(
+            !(4001..4010).any(|r| due(&mut w, r, 7)),
+            "looked after a wake"
+        );
+        w.ran_out_on = Some(6);
+        assert!(due(&mut w, 4010, 9), "a park that ran out");
+        // Arrived on a bracket that closed meanwhile: a new one is not the arrival's.
+        let mut w = Waiter::new(WaitStrategy::Adaptive, true, None);
+        assert!(!w.writer_check_due(7));
+        w.spin = AdaptiveSpin::EndedAt(4000);
+        assert!(!due(&mut w, 4000, 9), "a bracket found after a wake");
+        // Park on a notify stream parks at once: looks at its first look only.
+        assert_eq!(checks(WaitStrategy::Park, true, 10), [0]);
+        // Park without notify yields YIELD_ROUNDS times (and its arrival's look falls to the
+        // yields' count), then sleeps: only once the odd value outlived a whole sleep.
+        let p = checks(WaitStrategy::Park, false, YIELD_ROUNDS + 10);
+        assert_eq!(p.len() as u64, YIELD_ROUNDS / YIELDS_PER_WRITER_CHECK);
+        assert!(p.iter().all(|&r| r < YIELD_ROUNDS), "{p:?}");
+        let mut w = Waiter::new(WaitStrategy::Park, false, None);
+        w.ran_out_on = Some(6);
+        assert!(!due(&mut w, YIELD_ROUNDS + 1, 7), "slept on another value");
+        w.ran_out_on = Some(7);
+        assert!(due(&mut w, YIELD_ROUNDS + 2, 7), "7 outlived a sleep");
+    }
+
+    /// Real parks on a notify stream's open bracket: one that a wake ended leaves the look
+    /// for a dead writer undue; one that ran its full length makes it due.
+    #[test]
+    fn a_park_ended_by_a_wake_does_not_make_the_look_due_and_one_that_ran_out_does() {
+        let name = format!("notify-park-look-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::StreamOptions::new(&name)
+            .shape(&[1])
+            .dtype(crate::Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap();
+        // A writer inside its bracket.
+        let b = crate::seqlock::begin_write(&s.header);
+        let odd = s
+            .header
+            .sequence()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut w = Waiter::new(WaitStrategy::Park, true, None);
+        assert!(
+            w.writer_check_due(odd),
+            "a reader arriving at the bracket looks"
+        );
+        // Woken (the word unchanged, as by a writer's early wake): no look.
+        let task = std::fs::read_link("/proc/thread-self").unwrap();
+        let word = s.header.futex_word().as_ptr() as usize;
+        PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !parked_on(&task, word) {
+                    assert!(Instant::now() < deadline, "the waiter never parked");
+                    std::thread::yield_now();
+                }
+                wake_all(&s.header);
+            });
+            assert!(w.pause(&s.header, odd));
+        });
+        assert!(!w.writer_check_due(odd), "looked after a wake");
+        // Ran out (nobody wakes it, as after a writer's death): a look.
+        PARK_CAP.with(|c| c.set(Duration::from_millis(1)));
+        assert!(w.pause(&s.header, odd));
+        assert!(w.writer_check_due(odd), "no look after a park that ran out");
+        PARK_CAP.with(|c| c.set(MAX_PARK));
+        crate::seqlock::end_write_even(&s.header, b);
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 
     /// A wait that has paused more than `u32::MAX` times (about two minutes of spinning)
@@ -475,7 +577,7 @@ mod tests {
         let mut due = 0;
         for _ in 0..2 * SPINS_PER_WRITER_CHECK {
             assert!(w.pause(&s.header, 0), "a wait without a deadline ended");
-            due += u64::from(w.writer_check_due());
+            due += u64::from(w.writer_check_due(7));
         }
         assert_eq!(due, 2);
         drop(s);

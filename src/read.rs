@@ -188,7 +188,7 @@ impl Stream {
                     // wait that parks at once looks before its first park.
                     let w =
                         waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
-                    if w.writer_check_due() {
+                    if w.writer_check_due(s) {
                         self.check_generation(false)?;
                         self.check_abandoned(s, want)?;
                     }
@@ -250,8 +250,9 @@ impl Stream {
         Ok(())
     }
 
-    /// A writer has been inside its bracket for a while: if it is dead, mark the generation
-    /// invalid and report it. Taking the lock proves nobody is writing: a live writer holds
+    /// A writer's bracket is open (a wait's rate-limited look, see
+    /// [`Waiter::writer_check_due`], or its timeout): if the writer is dead, mark the
+    /// generation invalid and report it. Taking the lock proves nobody is writing: a live writer holds
     /// the flock for the whole bracket, and the kernel drops a dead holder's flock when it
     /// exits, reaped or not (its pid would pass for alive while it is a zombie). A try that
     /// fails costs what asking for the pid did (a system call or two). Only a wait (`want`

@@ -250,7 +250,10 @@ pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
 /// Whether `pid` is this process or one still running: [`is_self_or_alive`] that counts a
 /// zombie (killed, not yet reaped by its parent) as dead, for waits on a process that must
 /// act (land, publish, acknowledge). Another process costs a `/proc` read
-/// ([`process_running`]), so this serves rate-limited liveness probes, not every write.
+/// ([`process_running`]), so this serves rate-limited liveness probes (a waiting reader's
+/// look for a dead writer, spaced by `Waiter::writer_check_due`; a writer's waits for a
+/// landing or an acknowledgement, at most once a millisecond; one-off checks), never one per
+/// write or per wake.
 pub(crate) fn is_self_or_running(pid: i64) -> bool {
     pid == self::pid() || process_running(pid)
 }
@@ -489,14 +492,16 @@ pub(crate) fn flock_fd(fd: std::os::fd::RawFd, op: libc::c_int) -> io::Result<bo
 
 /// Blocks while `*word == expected`, for at most `timeout` (shared, not private: the word
 /// lives in a mapping other processes use). Spurious returns are allowed; callers re-check.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+/// Returns whether a wake ended it, or the word did not hold `expected`; `false` when the
+/// timeout ran out (or a signal interrupted it: no wake came either).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
     };
     // SAFETY: `word` is a valid, aligned 32-bit location for the duration of the call;
     // FUTEX_WAIT only reads it and takes a relative timeout.
-    unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -505,8 +510,9 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
             &ts as *const libc::timespec,
             0usize,
             0u32,
-        );
-    }
+        )
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
 }
 
 /// Wakes every waiter parked on `word` (in any process).
