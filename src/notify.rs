@@ -208,6 +208,9 @@ pub(crate) struct Waiter {
     strategy: WaitStrategy,
     notify: bool,
     deadline: Option<Instant>,
+    /// The deadline had passed when the wait began (a zero timeout: a poll): it pauses not
+    /// once, and leaves the look for a dead writer to the caller's timeout path.
+    spent: bool,
     /// Adaptive: when its spin ends, then the round it ended at.
     spin: AdaptiveSpin,
     /// Pauses so far: 64 bits, which no wait exhausts (32 saturated after two minutes of
@@ -239,12 +242,14 @@ impl Waiter {
         let adaptive = strategy == WaitStrategy::Adaptive;
         let now = (adaptive || timeout.is_some()).then(Instant::now);
         let deadline = now.and_then(|n| crate::deadline::after(n, timeout));
+        let spent = now.zip(deadline).is_some_and(|(n, d)| d <= n);
         Waiter {
             strategy,
             notify,
             deadline,
+            spent,
             spin: match now {
-                Some(n) if adaptive => AdaptiveSpin::Until(n + ADAPTIVE_SPIN),
+                Some(n) if adaptive && !spent => AdaptiveSpin::Until(n + ADAPTIVE_SPIN),
                 _ => AdaptiveSpin::EndedAt(0),
             },
             rounds: 0,
@@ -287,7 +292,11 @@ impl Waiter {
     /// wakes its readers inside its bracket, see `write.rs`, at every large frame). A wait
     /// that found `s` at its first look (a reader arriving at an open bracket) looks at its
     /// first park or sleep: at once, or once its adaptive spin (`s` lasted all of it) ends.
+    /// A poll ([`Waiter::spent`]) never: its timeout path looks once.
     pub(crate) fn writer_check_due(&mut self, s: i64) -> bool {
+        if self.spent {
+            return false;
+        }
         if self.rounds == 0 {
             self.arrived_on = s;
         }
@@ -308,6 +317,11 @@ impl Waiter {
     /// the caller's loop; the others, which give the core away, are not.
     #[inline]
     pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
+        #[cfg(test)]
+        PAUSES.with(|p| p.set(p.get() + 1));
+        if self.spent {
+            return false;
+        }
         self.rounds = self.rounds.saturating_add(1);
         let kind = self.kind(self.rounds);
         if kind == Pause::Spin {
@@ -365,6 +379,8 @@ impl Waiter {
 thread_local! {
     /// How many wakes this thread made (unit tests).
     pub(crate) static WAKES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// How many times this thread's waits called [`Waiter::pause`] (unit tests).
+    pub(crate) static PAUSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Wakes every waiter on the stream (all processes).
@@ -443,8 +459,8 @@ mod tests {
         }
         assert!(start.elapsed() >= ADAPTIVE_SPIN, "{:?}", start.elapsed());
         assert_eq!(w.kind(w.rounds + 1), Pause::Park);
-        // A deadline inside the spin ends the wait there.
-        let mut w = Waiter::new(WaitStrategy::Adaptive, true, Some(Duration::ZERO));
+        // A deadline inside the spin ends the wait at the spin's next break.
+        let mut w = Waiter::new(WaitStrategy::Adaptive, true, Some(Duration::from_nanos(1)));
         let mut spins = 0;
         while {
             w.rounds += 1;

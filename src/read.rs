@@ -881,6 +881,56 @@ mod tests {
         assert!(matches!(got, Err(Error::Inconsistent { .. })), "{got:?}");
     }
 
+    /// A poll (timeout zero) that finds a live writer inside its bracket times out without
+    /// pausing: a spinning or adaptive one spun until its spin's first clock read (256
+    /// pauses, 7-36 µs) before it looked at its deadline, also on an executor thread (an
+    /// async wait's inline try is such a poll).
+    #[test]
+    fn a_poll_of_an_open_bracket_times_out_without_pausing() {
+        for strategy in [
+            WaitStrategy::Adaptive,
+            WaitStrategy::Spin,
+            WaitStrategy::Park,
+            WaitStrategy::Yield,
+        ] {
+            let name = format!("read-poll-bracket-{strategy:?}-{}", crate::sys::pid());
+            let _ = crate::unlink(&name);
+            let w = crate::StreamOptions::new(&name)
+                .shape(&[4])
+                .dtype(Dtype::U8)
+                .notify(true)
+                .create()
+                .unwrap();
+            w.write_slice(&[1u8; 4]).unwrap();
+            let r = Stream::open_readonly(&name).unwrap();
+            r.set_wait_strategy(strategy);
+            // A live writer inside its bracket: it holds the lock (so the timeout's look
+            // for a dead writer finds it alive).
+            let guard = w.lock(Some(Duration::from_secs(5))).unwrap();
+            let b = seqlock::begin_write(&w.header);
+            let (got, pauses) = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let pauses = || crate::notify::PAUSES.with(Cell::get);
+                        let before = pauses();
+                        let got = r.read_new::<u8>(Some(Duration::ZERO));
+                        (got, pauses() - before)
+                    })
+                    .join()
+                    .unwrap()
+            });
+            seqlock::end_write_even(&w.header, b);
+            drop(guard);
+            drop((r, w));
+            crate::unlink(&name).unwrap();
+            assert!(
+                matches!(got, Err(Error::Timeout { .. })),
+                "{strategy:?}: {got:?}"
+            );
+            assert!(pauses <= 1, "{strategy:?}: {pauses} pauses in a poll");
+        }
+    }
+
     /// A snapshot `read` reports a dead writer's bracket or an aborted write and leaves the
     /// handle's one report to its waits: it used it up, so the handle's next `read_new`
     /// waited past the dead writer (row 2), timing out or waiting for good.
