@@ -22,6 +22,11 @@ use crate::sys;
 /// Longest single futex park; checks between parks catch dead writers and closed handles.
 pub(crate) const MAX_PARK: Duration = Duration::from_millis(50);
 
+/// The longest a parking or sleeping wait at an open bracket goes without looking for a dead
+/// writer, however often wakes end its parks (another process's `close`, a waker of every
+/// waiter at each publication of its own).
+const LOOK_AT_LEAST_EVERY: Duration = MAX_PARK;
+
 #[cfg(test)]
 thread_local! {
     /// This thread's park cap in unit tests: a test raises it so that a wake that misses
@@ -225,6 +230,8 @@ pub(crate) struct Waiter {
     /// The odd sequence this wait found at its first look, until a look for a dead writer
     /// covered it (0: none).
     arrived_on: i64,
+    /// When a park or sleep of this wait last looked for a dead writer, or first could.
+    looked_at: Option<Instant>,
 }
 
 /// Where an adaptive waiter is in its spin.
@@ -257,6 +264,7 @@ impl Waiter {
             sleeps: Sleeps::new(Duration::from_micros(20), Duration::from_millis(1)),
             ran_out_on: None,
             arrived_on: 0,
+            looked_at: None,
         }
     }
 
@@ -292,7 +300,9 @@ impl Waiter {
     /// wakes its readers inside its bracket, see `write.rs`, at every large frame). A wait
     /// that found `s` at its first look (a reader arriving at an open bracket) looks at its
     /// first park or sleep: at once, or once its adaptive spin (`s` lasted all of it) ends.
-    /// A poll ([`Waiter::spent`]) never: its timeout path looks once.
+    /// Wakes that keep coming (another process's, at an open bracket of a writer that died)
+    /// delay a look by [`LOOK_AT_LEAST_EVERY`] at most. A poll ([`Waiter::spent`]) never
+    /// looks here: its timeout path looks once.
     pub(crate) fn writer_check_due(&mut self, s: i64) -> bool {
         if self.spent {
             return false;
@@ -303,8 +313,20 @@ impl Waiter {
         let due = match self.kind(self.rounds) {
             Pause::Spin => self.rounds % SPINS_PER_WRITER_CHECK == SPINS_PER_WRITER_CHECK - 1,
             Pause::Yield => self.rounds % YIELDS_PER_WRITER_CHECK == YIELDS_PER_WRITER_CHECK - 1,
-            Pause::Park => self.arrived_on == s || self.ran_out_on.is_some(),
-            Pause::Sleep => self.arrived_on == s || self.ran_out_on == Some(s),
+            kind @ (Pause::Park | Pause::Sleep) => {
+                let now = Instant::now();
+                let since = *self.looked_at.get_or_insert(now);
+                let due = self.arrived_on == s
+                    || match kind {
+                        Pause::Park => self.ran_out_on.is_some(),
+                        _ => self.ran_out_on == Some(s),
+                    }
+                    || now.duration_since(since) >= LOOK_AT_LEAST_EVERY;
+                if due {
+                    self.looked_at = Some(now);
+                }
+                due
+            }
         };
         if due {
             self.arrived_on = 0;
@@ -550,6 +572,8 @@ mod tests {
             .sequence()
             .load(std::sync::atomic::Ordering::Acquire);
         let mut w = Waiter::new(WaitStrategy::Park, true, None);
+        // Before the wait's first look, which starts the count to its next.
+        let since = Instant::now();
         assert!(
             w.writer_check_due(odd),
             "a reader arriving at the bracket looks"
@@ -570,6 +594,33 @@ mod tests {
             assert!(w.pause(&s.header, odd));
         });
         assert!(!w.writer_check_due(odd), "looked after a wake");
+        // Wakes that keep coming (another process's, at a dead writer's bracket) delay the
+        // look by LOOK_AT_LEAST_EVERY at most.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if parked_on(&task, word) {
+                        wake_all(&s.header);
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let deadline = since + Duration::from_secs(30);
+            loop {
+                assert!(Instant::now() < deadline, "no look in 30 s of wakes");
+                assert!(w.pause(&s.header, odd));
+                if w.writer_check_due(odd) {
+                    break;
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert!(
+            since.elapsed() >= LOOK_AT_LEAST_EVERY,
+            "{:?}",
+            since.elapsed()
+        );
         // Ran out (nobody wakes it, as after a writer's death): a look.
         PARK_CAP.with(|c| c.set(Duration::from_millis(1)));
         assert!(w.pause(&s.header, odd));
