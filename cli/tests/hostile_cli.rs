@@ -684,17 +684,15 @@ fn watch_is_not_held_up_by_a_stalled_creation() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
+    // Each sample waits CREATION_WAIT on the stalled stream, so a loaded host may give few
+    // samples: the defect gave one (a 5 s wait per sample), two are enough to tell.
+    let (ok_rows, stuck_rows) = (rows(&ok), rows(&stuck));
+    assert!(ok_rows.len() >= 2, "too few samples in {took:?}:\n{stdout}");
+    assert!(ok_rows.iter().all(|l| l.ends_with(" state=ok")), "{stdout}");
+    // The stalled stream is sampled every time, not skipped to keep up.
     assert!(
-        rows(&ok).len() >= 5,
-        "too few samples in {took:?}:\n{stdout}"
-    );
-    assert!(
-        rows(&ok).iter().all(|l| l.ends_with(" state=ok")),
-        "{stdout}"
-    );
-    let stuck_rows = rows(&stuck);
-    assert!(
-        !stuck_rows.is_empty() && stuck_rows.iter().all(|l| l.ends_with(" state=unfinished")),
+        stuck_rows.len().abs_diff(ok_rows.len()) <= 1
+            && stuck_rows.iter().all(|l| l.ends_with(" state=unfinished")),
         "{stdout}"
     );
     // Slack for a loaded machine starting a debug binary; the defect ran 10 s.
