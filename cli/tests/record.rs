@@ -57,8 +57,13 @@ fn out_dir(tag: &str) -> PathBuf {
 /// A camera: writes frame `i` (every pixel `i % 50_000`, frame id `i`) once per
 /// millisecond on its own clock until `recorder` exits; returns its status and stderr.
 fn produce_until_exit(s: &Stream, recorder: Proc) -> (ExitStatus, String) {
+    produce_paced(s, recorder, Duration::from_millis(1))
+}
+
+/// [`produce_until_exit`] with a frame every `period`.
+fn produce_paced(s: &Stream, recorder: Proc, period: Duration) -> (ExitStatus, String) {
     let mut frame = vec![0u16; s.len()];
-    produce_with(s, recorder, |s, i| {
+    produce_every(s, recorder, period, |s, i| {
         frame.fill((i % 50_000) as u16);
         s.write_slice_frame(&frame, i).unwrap();
     })
@@ -68,7 +73,17 @@ fn produce_until_exit(s: &Stream, recorder: Proc) -> (ExitStatus, String) {
 /// clock, until `recorder` exits; returns its status and stderr.
 fn produce_with(
     s: &Stream,
+    recorder: Proc,
+    write: impl FnMut(&Stream, u64),
+) -> (ExitStatus, String) {
+    produce_every(s, recorder, Duration::from_millis(1), write)
+}
+
+/// [`produce_with`] with a frame every `period`.
+fn produce_every(
+    s: &Stream,
     mut recorder: Proc,
+    period: Duration,
     mut write: impl FnMut(&Stream, u64),
 ) -> (ExitStatus, String) {
     let start = Instant::now();
@@ -85,7 +100,7 @@ fn produce_with(
         );
         write(s, i);
         // The camera's frame period (pacing a producer, not synchronizing with the test).
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(period);
     }
     unreachable!()
 }
@@ -310,8 +325,8 @@ fn npy_cubes_and_a_full_disk_keep_every_whole_frame_and_exit_1() {
 fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_whole_ones() {
     // 80 KiB frames: over the size a cube writes straight from the history ring. The camera
     // does not wait for the recorder, so the ring is what a stalled recorder has: 512 frames
-    // (40 MiB, half a second at the camera's 1 kHz; the small-frame tests keep [`RING`]). With
-    // 64 (64 ms) a clean-clone CI run on 2 cores once lost a frame to a recorder stall.
+    // (40 MiB) at a frame every 5 ms is 2.5 s (at 1 kHz it was half a second, which parallel
+    // astropy checks on 2 cores can take; with 64 frames a CI run once lost one).
     let name = unique_name("rec-large");
     let _c = Cleanup::new([&name]);
     let s = StreamOptions::new(&name)
@@ -327,7 +342,7 @@ fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_who
         &out,
         &["--frames", "40", "--per-file", "16", "--format", "npy"],
     );
-    let (st, diag) = produce_until_exit(&s, r);
+    let (st, diag) = produce_paced(&s, r, Duration::from_millis(5));
     assert!(st.success(), "{diag}");
     assert!(
         diag.contains("40 frames in 3 file(s)") && diag.contains(", 0 lost"),
