@@ -341,8 +341,8 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     let work = std::env::temp_dir().join(format!("harness-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
-    // scratch folder go with it; its pinned children die with it (`spawn::run_members`), its
-    // peer and bridge processes are killed and no more start (`spawn::stop_tracked`). The
+    // scratch folder go with it; its pinned children, peer and bridge processes are killed,
+    // and waited for, before the clean-up, and no more start (`spawn::stop_tracked`). The
     // stop is held to the exit: the job loop goes on meanwhile (a child killed by Ctrl-C
     // fails its job), and nothing it creates from then on would be cleaned up
     // (`spawn::unless_stopping`).

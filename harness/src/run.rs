@@ -316,9 +316,9 @@ impl Runner {
 
 /// Removes what the run of harness `pid` has in the shared folders now, when it is stopped
 /// from outside: its streams (`hs<pid>-…`, the bridge's mirrors `m-hs<pid>-…`), its floors'
-/// regions (`/dev/shm/hs<pid>-…`) and its scratch folder `work`. Its children die with it
-/// ([`harness_sys::die_with_parent`]); the peer's partner and the bridges go with
-/// [`crate::spawn::stop_tracked`].
+/// regions (`/dev/shm/hs<pid>-…`) and its scratch folder `work`. Its children, peers and
+/// bridges are killed before it ([`crate::spawn::stop_tracked`]). A stream it cannot remove
+/// is named on stderr with the remedy.
 pub fn clean_up(pid: u32, work: &std::path::Path) {
     let prefix = format!("hs{pid}-");
     for name in shmstream::list_streams().unwrap_or_default() {
@@ -326,8 +326,9 @@ pub fn clean_up(pid: u32, work: &std::path::Path) {
             .strip_prefix("m-")
             .unwrap_or(&name)
             .starts_with(&prefix)
+            && let Err(e) = shmstream::unlink_quiet(&name)
         {
-            let _ = shmstream::unlink_quiet(&name);
+            eprintln!("harness: {}", left_stream(&name, &prefix, &e));
         }
     }
     for e in std::fs::read_dir("/dev/shm")
@@ -340,6 +341,16 @@ pub fn clean_up(pid: u32, work: &std::path::Path) {
         }
     }
     let _ = std::fs::remove_dir_all(work);
+}
+
+/// What a stopped run (its streams named `prefix…`) says of stream `name`, which its
+/// clean-up could not remove (`e`).
+fn left_stream(name: &str, prefix: &str, e: &shmstream::Error) -> String {
+    format!(
+        "stream {name} was left behind by the stopped run ({e}); remove it with \
+         `shmstream unlink {name}`, or the run's every stream with \
+         `shmstream purge --prefix {prefix}`"
+    )
 }
 
 /// Creates the bare region (`len` bytes) and lock file of a [`crate::floor::BareStream`]

@@ -278,29 +278,31 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
                 )));
             }
         };
-        // Killed when this process exits, however it exits (the caller waits for them).
+        // Killed when this process exits, however it exits (the caller waits for them),
+        // and tracked until it has exited, so that a stopping signal kills it and waits for
+        // it (the locks it holds go with it) before the clean-up ([`stop_tracked`]).
         harness_sys::die_with_parent(&mut m.command);
         m.command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(err_file));
-        let spawned = unless_stopping(&format!("spawning {}", m.label), || {
-            m.command
-                .spawn()
-                .map_err(|e| Error::msg(format!("spawning {}: {e}", m.label)))
-        });
-        let mut child = match spawned {
+        let mut child = match spawn_tracked(&mut m.command, false) {
             Ok(c) => c,
             Err(e) => {
                 pids.iter().for_each(|p| harness_sys::kill(*p));
-                return Err(e);
+                return Err(Error::msg(format!("spawning {}: {e}", m.label)));
             }
         };
-        pids.push(child.id());
+        let pid = child.id();
+        pids.push(pid);
         labels.push(m.label);
         stderr_paths.push(m.stderr);
         let tx = tx.clone();
         std::thread::spawn(move || {
+            // Untracked once exited but before it is reaped: its pid cannot be reused
+            // while the registry still names it.
+            let _ = harness_sys::wait_exited(pid);
+            untrack(pid);
             let r = child.wait();
             let _ = tx.send((i, r));
         });
@@ -457,8 +459,9 @@ pub fn write_outcome(
 }
 
 /// Processes a harness stopped by a signal kills before its clean-up ([`stop_tracked`]):
-/// the pyshmem peers (whose partners die with their leader, `PR_SET_PDEATHSIG`) and the
-/// bridges (which die with the thread that runs their case too).
+/// the pinned children ([`run_members`]), the pyshmem peers (whose partners die with their
+/// leader, `PR_SET_PDEATHSIG`) and the bridges (which die with the thread that runs their
+/// case too).
 #[derive(Debug)]
 struct Registry {
     /// `(pid, group)`: with `group`, the pid leads a process group, killed whole.
@@ -503,6 +506,21 @@ impl Registry {
     fn kill_all(&mut self, stop: bool) {
         self.stopping |= stop;
         self.kill_where(|_| true);
+    }
+
+    /// Waits at most `limit` for every tracked process to exit (killed, they release their
+    /// locks and mappings as they go), leaving them unreaped. A process reaped already by
+    /// its waiter counts as exited.
+    fn wait_all_exited(&self, limit: Duration) {
+        let pids: Vec<u32> = self.procs.iter().map(|&(pid, _)| pid).collect();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for pid in pids {
+                let _ = harness_sys::wait_exited(pid);
+            }
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(limit);
     }
 
     /// Kills the tracked processes whose pid `pick` accepts (a group leader's whole group).
@@ -574,12 +592,18 @@ pub struct Stopped {
     _held: std::sync::MutexGuard<'static, Registry>,
 }
 
-/// Kills every tracked process and refuses new ones (the harness is stopped by a signal);
-/// hold the result through the clean-up to the exit, so that nothing is created meanwhile
-/// ([`unless_stopping`]).
+/// How long a stop waits for the processes it killed to exit before its clean-up goes on.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Kills every tracked process (the pinned children of [`run_members`], the peers, the
+/// bridges), waits for them to exit ([`STOP_WAIT`] at most), so that no stream lock they
+/// hold is left for the clean-up to wait out, and refuses new ones (the harness is stopped
+/// by a signal); hold the result through the clean-up to the exit, so that nothing is
+/// created meanwhile ([`unless_stopping`]).
 pub fn stop_tracked() -> Stopped {
     let mut registry = tracked();
     registry.kill_all(true);
+    registry.wait_all_exited(STOP_WAIT);
     Stopped { _held: registry }
 }
 

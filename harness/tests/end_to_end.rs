@@ -10,7 +10,7 @@ use common::{
 };
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SCENARIO: &str = r#"
 name = "e2e"
@@ -836,6 +836,71 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
     assert_eq!(regions, Vec::<String>::new(), "/dev/shm objects were left");
     let work = tmp.join(format!("harness-{pid}"));
     assert!(!work.exists(), "{} was left", work.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A harness stopped while its pinned children measure kills them before its clean-up:
+/// the pingpong reader holds the ack stream's write lock for the whole run, and a clean-up
+/// that left it alive waited the library's 5 s for that lock, failed, and left the stream
+/// and its lock file. The stop comes once the reader holds the lock (it has acknowledged
+/// "ready" on the ack stream); exit 143 well within 5 s, nothing of the run left.
+#[test]
+fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
+    let _runs = pinned_runs();
+    let dir = scratch("stop-measuring");
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 60\nwarmup = 0.01\n\
+         repeats = 1\ntimeout_s = 300\npeer = false\n[[case]]\nkind = \"pingpong\"\n\
+         wait = \"spin\"\ndtype = \"uint8\"\nsizes = [[4096]]\n",
+    )
+    .unwrap();
+    let h = Bounded::spawn(&mut run_on(&scenario, &dir.join("out")));
+    let pid = h.id();
+    let ack = format!("hs{pid}-0-ours-ack");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut pause = Duration::from_millis(1);
+    while shmstream::stat(&ack).map_or(true, |s| s.count == 0) {
+        if Instant::now() >= deadline {
+            // Still running: this panics with its stderr; exited: say how.
+            let o = h.wait(Duration::from_secs(1));
+            panic!(
+                "{ack} was never acknowledged on; the harness exited {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    let stopped = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let o = h.wait(RUN_LIMIT);
+    let took = stopped.elapsed();
+    assert!(killed.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let prefix = format!("hs{pid}-");
+    let streams: Vec<String> = shmstream::list_streams()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let lock = shmstream::name::lock_path(&ack);
+    let lock_left = lock.exists();
+    for n in &streams {
+        let _ = shmstream::unlink(n);
+    }
+    assert_eq!(o.status.code(), Some(143), "{}: {stderr}", o.status);
+    assert_eq!(streams, Vec::<String>::new(), "streams were left: {stderr}");
+    assert!(!lock_left, "{} was left: {stderr}", lock.display());
+    assert!(
+        took < Duration::from_secs(3),
+        "the stop took {took:?} (a lock held by a live child): {stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
