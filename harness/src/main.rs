@@ -440,11 +440,7 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         quick: cli.quick,
     };
     let targets = report::write_all(&input, &out)?;
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|r| r.failed())
-        .map(|r| r.job.label())
-        .collect();
+    let failed = failure_lines(&results);
     if std::env::var_os("HARNESS_KEEP_WORK").is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }
@@ -459,11 +455,7 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     let code = if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "error: {} case(s) failed: {}",
-            failed.len(),
-            failed.join(", ")
-        );
+        failed.iter().for_each(|l| eprintln!("{l}"));
         ExitCode::FAILURE
     };
     Ok(Executed {
@@ -474,9 +466,72 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
     })
 }
 
+/// What a run says on stderr of its failed cases ([`JobResult::error`]: the library side or
+/// its floor), a line each naming the case and why, then their count; empty when none failed.
+fn failure_lines(results: &[JobResult]) -> Vec<String> {
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.error().map(|e| (r.job.label(), e)))
+        .collect();
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let mut lines: Vec<String> = failed
+        .iter()
+        .map(|(case, why)| format!("error: case {case}: {why}"))
+        .collect();
+    let names: Vec<&str> = failed.iter().map(|(case, _)| case.as_str()).collect();
+    lines.push(format!(
+        "error: {} case(s) failed: {}",
+        failed.len(),
+        names.join(", ")
+    ));
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed floor fails the run, as a failed library side does: the case is named with
+    /// the floor's error on stderr, and its results row carries it (it was a row of nulls and
+    /// exit 0); a skipped case fails nothing.
+    #[test]
+    fn a_failed_floor_fails_the_run_naming_the_case_and_its_error() {
+        let job = Scenario::parse("name=\"x\"\n[[case]]\nkind=\"pingpong\"\nsizes=[[8]]\n")
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+        let side = run::Side {
+            m: measure::Measured::default(),
+            hist: hist::new(),
+            placement: "writer@0 reader@1".into(),
+        };
+        let result = |floor: run::SideResult, skipped: Option<String>| JobResult {
+            job: job.clone(),
+            ours: Ok(side.clone()),
+            floor,
+            peer: Err("peer disabled".into()),
+            skipped,
+            ao: None,
+        };
+        let failed = result(Err("floor failed: no report".into()), None);
+        let lines = failure_lines(std::slice::from_ref(&failed));
+        assert_eq!(
+            lines,
+            [
+                format!("error: case {}: floor failed: no report", job.label()),
+                format!("error: 1 case(s) failed: {}", job.label()),
+            ]
+        );
+        let row = report::record::Record::from_result(&failed);
+        assert_eq!(row.error.as_deref(), Some("floor failed: no report"));
+        let fine = result(Ok(side.clone()), None);
+        assert!(failure_lines(std::slice::from_ref(&fine)).is_empty());
+        assert_eq!(report::record::Record::from_result(&fine).error, None);
+        let skipped = result(Err("skipped: no GPU".into()), Some("no GPU".into()));
+        assert!(failure_lines(&[skipped]).is_empty());
+    }
 
     fn compare_with(flag: &str, value: &str) -> std::result::Result<Cli, clap::Error> {
         Cli::try_parse_from(["harness", "compare", "old.json", "new.json", flag, value])

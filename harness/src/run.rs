@@ -89,9 +89,24 @@ impl JobResult {
         (ours > 0 && floor > 0).then(|| floor as f64 / ours as f64)
     }
 
-    /// Whether the library side failed (a skip is not a failure).
+    /// Whether the library side or its floor failed (a skip is not a failure): a case
+    /// without its floor has no ratio to gate on.
     pub fn failed(&self) -> bool {
-        self.skipped.is_none() && self.ours.is_err()
+        self.error().is_some()
+    }
+
+    /// Why the library side or its floor failed, both when both did (once when it is one
+    /// error, as a pair of processes timing both gives); `None` when neither did, or the
+    /// job was skipped.
+    pub fn error(&self) -> Option<String> {
+        if self.skipped.is_some() {
+            return None;
+        }
+        match (&self.ours, &self.floor) {
+            (Ok(_), Ok(_)) => None,
+            (Err(o), Err(f)) if o != f => Some(format!("{o}; {f}")),
+            (Err(e), _) | (_, Err(e)) => Some(e.clone()),
+        }
     }
 }
 

@@ -307,12 +307,13 @@ fn a_killed_stage_is_named_and_the_run_stops_without_hanging() {
 /// The floor's compute process killed mid-pass (SIGKILL, as at the timeout, by the OOM
 /// killer or in a crash) leaves none of its bare output regions behind (`run` checks
 /// `/dev/shm` for the run's names): the harness creates them and removes them, and the report
-/// says the floor failed, naming the process.
+/// says the floor failed, naming the process. A failed floor fails the run (it exited 0, its
+/// results row all nulls): stderr names the case and the floor's error, as does the row.
 #[test]
 fn a_killed_floor_process_leaves_no_region_behind() {
     let _runs = pinned_runs();
     let dir = scratch("kill-floor");
-    let (_, stderr, _) = run(&dir, false, Some("floor"));
+    let (ok, stderr, _) = run(&dir, false, Some("floor"));
     let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
     assert!(
         md.contains("floor failed")
@@ -320,6 +321,16 @@ fn a_killed_floor_process_leaves_no_region_behind() {
             && md.contains("SIGKILL"),
         "{md}\n{stderr}"
     );
+    assert!(!ok, "a run whose floor failed passed: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error: case ") && l.contains("floor failed")),
+        "{stderr}"
+    );
+    let rows = common::results(&dir.join("out"));
+    let error = rows[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("floor failed"), "{rows}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

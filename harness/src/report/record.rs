@@ -103,6 +103,10 @@ pub struct Record {
     /// before it, read as null.)
     #[serde(default)]
     pub skipped: Option<String>,
+    /// Why the case failed (its library side or its floor; [`JobResult::error`]), null when
+    /// it did not. (Absent in files written before it, read as null.)
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The `geometry` key of an ao-loop row.
@@ -121,7 +125,7 @@ pub struct AoGeometry {
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 34] = [
     "case",
     "kind",
     "shape",
@@ -155,6 +159,7 @@ pub const COLUMNS: [&str; 33] = [
     "peer_jitter_ns",
     "verdict",
     "skipped",
+    "error",
 ];
 
 /// Bytes written + read per iteration (the seed's IO convention); `None` for an op that
@@ -279,6 +284,7 @@ impl Record {
             ratio_to_floor: r.ratio_to_floor(),
             peer_hz: r.peer.as_ref().ok().map(|s| s.hz(j.kind)),
             skipped: r.skipped.clone(),
+            error: r.error(),
         }
     }
 
@@ -368,6 +374,7 @@ impl TableWriter for CsvWriter {
                 opt(&r.peer_jitter_ns),
                 opt(&r.verdict),
                 opt(&r.skipped),
+                opt(&r.error),
             ])?;
         }
         c.flush()?;
@@ -429,6 +436,7 @@ pub(crate) mod tests {
             peer_jitter_ns: None,
             verdict: None,
             skipped: None,
+            error: None,
         }
     }
 
@@ -505,6 +513,7 @@ pub(crate) mod tests {
             peer_jitter_ns: Some(22.5),
             verdict: Some("pass".into()),
             skipped: Some("why".into()),
+            error: Some("failed: why".into()),
         };
         let json = serde_json::to_value(&rec).unwrap();
         let mut csv = Vec::new();
@@ -667,6 +676,6 @@ pub(crate) mod tests {
             row.starts_with("a,roundtrip,100x100,float32,cpu,,,,1000,80000000,,900,"),
             "{row}"
         );
-        assert!(row.ends_with(",,,,,,,,,,,,,,"), "{row}");
+        assert!(row.ends_with(",,,,,,,,,,,,,,,"), "{row}");
     }
 }
