@@ -38,41 +38,41 @@ pub struct SizeArgs {
     #[arg(long, default_value = "centroids")]
     pub slopes: String,
     /// Pixel signals: how many valid pixels (default: the whole frame).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub valid_pixels: Option<usize>,
     /// DM actuators.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub actuators: usize,
     /// Controlled modes (default: zonal control).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub modes: Option<usize>,
     /// Loop rate, 1 to 100000 Hz.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rate: f64,
     /// End-to-end latency budget, µs (p99 must stay below it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub budget_us: f64,
     /// `cpu`, `cuda:N` or `all`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Seconds of the main run of each form (at most 43200: each process's timeout holds
     /// twice its run, at most a day).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     pub seconds: f64,
     /// Run every stage (ours and the peer's) under SCHED_FIFO at this priority, 1-99
     /// (needs root, CAP_SYS_NICE or `ulimit -r`); not the busy-waiting form, which the
     /// kernel would throttle. Adds the split form whose slopes stage wakes ahead.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rt_priority: Option<u8>,
     /// Every process (ours and the peer's) asks the fair scheduler for a time slice of
     /// this many µs, 100-100000 (Linux 6.12 or later; no privileges); with
     /// `--rt-priority`, only the busy-waiting form, which does not run under SCHED_FIFO.
-    #[arg(long, value_name = "US")]
+    #[arg(long, value_name = "US", allow_negative_numbers = true)]
     pub slice_us: Option<f64>,
     /// Frames a stage may fall behind and still read every one in order, 0-15 (default 4);
     /// 0: always the newest frame, taken at once when it came while the stage was busy
     /// (pyshmem's `read_new`, as pyRTC's loops read, skips it and waits for the next).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub catch_up: Option<u64>,
     /// Output folder (default: `reports/size-<geometry>-<rate>hz/`, e.g.
     /// `reports/size-240x240-sh20x20-a349-m300-2000hz/`).
@@ -89,19 +89,20 @@ pub struct SizeArgs {
     pub quiet: bool,
 }
 
+/// `--what`'s `ROWSxCOLS`, each at least 1 (a 0 was refused in the scenario's terms,
+/// naming a case and a shape, not the flag).
 fn dims(what: &str, s: &str) -> Result<[usize; 2]> {
     let parts: Vec<_> = s.split(['x', 'X']).collect();
-    match parts.as_slice() {
-        [a, b] => Ok([
-            a.trim()
-                .parse()
-                .with_context(|| format!("--{what} {s:?}"))?,
-            b.trim()
-                .parse()
-                .with_context(|| format!("--{what} {s:?}"))?,
-        ]),
-        _ => bail!("--{what} {s:?}: expected ROWSxCOLS, e.g. 240x240"),
+    let [a, b] = parts.as_slice() else {
+        bail!("--{what} {s:?}: expected ROWSxCOLS, e.g. 240x240");
+    };
+    let side =
+        |v: &str| -> Result<usize> { v.trim().parse().with_context(|| format!("--{what} {s:?}")) };
+    let d = [side(a)?, side(b)?];
+    if d.contains(&0) {
+        bail!("--{what} {s:?}: rows and columns must each be at least 1, e.g. 240x240");
     }
+    Ok(d)
 }
 
 /// The scenario text for `a` (also written next to the report, to rerun it). Its
@@ -221,7 +222,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
     let [h, w] = dims("wfs-pixels", &a.wfs_pixels)?;
     let mut ao = String::new();
     // What the signals are, for the scenario's name: "sh20x20", "px4000", "px" (every pixel).
-    let signals = match a.slopes.as_str() {
+    let (signals, signal_count) = match a.slopes.as_str() {
         "centroids" if a.valid_pixels.is_some() => bail!(
             "--valid-pixels applies to --slopes pixels; centroid slopes (--subapertures) take no \
              valid-pixel count"
@@ -235,7 +236,10 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
             };
             let [sy, sx] = dims("subapertures", sub)?;
             writeln!(ao, "subapertures = [{sy}, {sx}]")?;
-            format!("sh{sy}x{sx}")
+            (
+                format!("sh{sy}x{sx}"),
+                sy.saturating_mul(sx).saturating_mul(2),
+            )
         }
         "pixels" => {
             writeln!(ao, "slopes = \"pixels\"")?;
@@ -246,14 +250,24 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
                 ),
                 Some(n) => {
                     writeln!(ao, "valid_pixels = {n}")?;
-                    format!("px{n}")
+                    (format!("px{n}"), n)
                 }
-                None => "px".into(),
+                None => ("px".into(), h.saturating_mul(w)),
             }
         }
         other => bail!("--slopes {other:?}: expected centroids or pixels"),
     };
     if let Some(m) = a.modes {
+        // A reconstructor controls at most as many modes as it has signals to see them and
+        // actuators to make them.
+        let most = signal_count.min(a.actuators);
+        if m > most {
+            bail!(
+                "--modes {m}: at most {most}, the fewer of the {signal_count} WFS signals and \
+                 the {} actuators (or leave --modes out for zonal control)",
+                a.actuators
+            );
+        }
         writeln!(ao, "modes = {m}")?;
     }
     if let Some(c) = a.catch_up {
@@ -1212,6 +1226,80 @@ mod tests {
         assert!(crate::cases::ao::placement::Placement::of(gpu).merged);
     }
 
+    /// A negative number reaches the flag's own check (clap took `-5` for a flag: "unexpected
+    /// argument"), a frame or grid side of 0 is refused naming the flag (it was refused
+    /// naming a scenario case and shape), and more modes than the fewer of the signals and
+    /// actuators is refused with that bound (it was accepted).
+    #[test]
+    fn negative_numbers_empty_sides_and_too_many_modes_are_refused_naming_the_flag() {
+        let geometry = ["--wfs-pixels", "240x240", "--subapertures", "20x20"];
+        let err = |extra: &[&str]| {
+            let mut v = vec!["size", "--actuators", "349", "--rate", "2000"];
+            v.extend_from_slice(extra);
+            match T::try_parse_from(v) {
+                Ok(t) => scenario_text(&t.a).unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            }
+        };
+        let negative = err(&[&geometry[..], &["--budget-us", "-5"]].concat());
+        assert!(
+            negative.starts_with("--budget-us -5: the latency budget"),
+            "{negative}"
+        );
+        let seconds = err(&[&geometry[..], &["--budget-us", "5", "--seconds", "-1"]].concat());
+        assert!(seconds.starts_with("--seconds -1:"), "{seconds}");
+        let modes = err(&[&geometry[..], &["--budget-us", "5", "--modes", "-3"]].concat());
+        assert!(
+            modes.contains("'-3'") && modes.contains("--modes"),
+            "{modes}"
+        );
+        for (flag, value) in [
+            ("--wfs-pixels", "0x240"),
+            ("--wfs-pixels", "240x0"),
+            ("--subapertures", "0x20"),
+        ] {
+            let mut v = vec!["--budget-us", "500"];
+            v.extend(geometry);
+            let i = v.iter().position(|f| *f == flag).unwrap();
+            v[i + 1] = value;
+            let e = err(&v);
+            assert!(
+                e.starts_with(&format!(
+                    "{flag} \"{value}\": rows and columns must each be"
+                )),
+                "{e}"
+            );
+        }
+        // 20x20 subapertures: 800 signals; 349 actuators.
+        let too_many = err(&[&geometry[..], &["--budget-us", "500", "--modes", "350"]].concat());
+        assert!(
+            too_many.starts_with("--modes 350: at most 349, the fewer of the 800 WFS signals"),
+            "{too_many}"
+        );
+        let pixels = [
+            "--wfs-pixels",
+            "8x8",
+            "--slopes",
+            "pixels",
+            "--valid-pixels",
+            "20",
+        ];
+        let few = err(&[&pixels[..], &["--budget-us", "500", "--modes", "21"]].concat());
+        assert!(few.starts_with("--modes 21: at most 20"), "{few}");
+        let mut v = vec![
+            "size",
+            "--actuators",
+            "349",
+            "--rate",
+            "2000",
+            "--budget-us",
+            "500",
+        ];
+        v.extend(geometry);
+        v.extend(["--modes", "349"]);
+        assert!(scenario_text(&T::parse_from(v).a).is_ok());
+    }
+
     #[test]
     fn bad_geometries_are_refused_before_anything_runs() {
         for (extra, needle) in [
@@ -1247,11 +1335,11 @@ mod tests {
             (
                 vec![
                     "--wfs-pixels",
-                    "2000x2000",
+                    "100000x100000",
                     "--slopes",
                     "pixels",
                     "--modes",
-                    "2000000",
+                    "300",
                 ],
                 "available",
             ),
@@ -1259,11 +1347,11 @@ mod tests {
             (
                 vec![
                     "--wfs-pixels",
-                    "240x240",
-                    "--subapertures",
-                    "20x20",
+                    "4000000000x4000000000",
+                    "--slopes",
+                    "pixels",
                     "--modes",
-                    "10000000000000000",
+                    "300",
                 ],
                 "needs more memory than can be counted",
             ),
