@@ -59,24 +59,40 @@ fn check_timeout(table: &str, v: f64) -> Result<()> {
 
 /// Refuses a job that times its floor in alternation with ours
 /// ([`crate::cases::floor_timer`]) whose timing cannot end within `timeout_s`: each
-/// repeat lasts 2 × `min_seconds` (one per side), so its processes would be killed with
-/// nothing measured.
+/// repeat lasts 2 × `min_seconds` (one per side), and the warm-up and every repeat run at
+/// least one call a side, each after a pingpong's `gap_us`, so its processes would be
+/// killed with nothing measured.
 fn check_alternated_timeout(j: &Job) -> Result<()> {
+    if crate::cases::floor_timer(j).is_none() {
+        return Ok(());
+    }
     let t = &j.timing;
-    let need = t.warmup + 2.0 * t.min_seconds * f64::from(t.repeats);
-    if crate::cases::floor_timer(j).is_some() && need >= j.timeout_s {
+    let gap = j.gap_us * 1e-6;
+    let pair = 2.0 * gap;
+    let need = t.warmup.max(pair) + f64::from(t.repeats) * (2.0 * t.min_seconds).max(pair);
+    if need < j.timeout_s {
+        return Ok(());
+    }
+    let (w, m, r) = (t.warmup, t.min_seconds, t.repeats);
+    if gap > 0.0 {
         bail!(
-            "warmup + 2 × min_seconds × repeats = {} + 2 × {} × {} = {need} s, not under \
-             timeout_s = {} (ours and its floor alternate, each repeat lasting 2 × \
-             min_seconds): its processes would be killed with nothing measured; lower \
-             min_seconds or repeats, or raise timeout_s",
-            t.warmup,
-            t.min_seconds,
-            t.repeats,
-            j.timeout_s
+            "max(warmup, 2 × gap) + repeats × max(2 × min_seconds, 2 × gap) = max({w}, 2 × \
+             {gap}) + {r} × max(2 × {m}, 2 × {gap}) = {need} s, not under timeout_s = {} (ours \
+             and its floor alternate, each repeat lasting 2 × min_seconds, and the warm-up \
+             and every repeat run at least one round trip a side, each after gap_us = {} µs): \
+             its processes would be killed with nothing measured; lower gap_us, min_seconds \
+             or repeats, or raise timeout_s",
+            j.timeout_s,
+            j.gap_us
         );
     }
-    Ok(())
+    bail!(
+        "warmup + 2 × min_seconds × repeats = {w} + 2 × {m} × {r} = {need} s, not under \
+         timeout_s = {} (ours and its floor alternate, each repeat lasting 2 × \
+         min_seconds): its processes would be killed with nothing measured; lower \
+         min_seconds or repeats, or raise timeout_s",
+        j.timeout_s
+    );
 }
 
 /// Refuses a core id no CPU set can name ([`crate::spawn::MAX_CORES`]): pinning there would
@@ -565,6 +581,26 @@ impl Job {
     /// "100x100".
     pub fn shape_str(&self) -> String {
         shape_str(&self.shape)
+    }
+
+    /// What a job whose processes ran past `timeout_s` says: that key and the timing that
+    /// fills it (`gap_us` where the writer idles before each round trip), with the remedy.
+    pub fn timeout_remedy(&self) -> String {
+        let t = &self.timing;
+        let gap = if self.kind == Kind::Pingpong && self.gap_us > 0.0 {
+            format!(", gap_us = {} µs before each round trip", self.gap_us)
+        } else {
+            String::new()
+        };
+        format!(
+            "the case's timeout_s = {} s; its timing: warmup = {} s, then {} repeat(s) of \
+             min_seconds = {} s{gap}; raise timeout_s, or lower min_seconds or repeats{}",
+            self.timeout_s,
+            t.warmup,
+            t.repeats,
+            t.min_seconds,
+            if gap.is_empty() { "" } else { " or gap_us" }
+        )
     }
 
     /// "case/100x100", used in file names and messages.
@@ -1678,6 +1714,39 @@ pipeline = "device-resident"
         }
         let op = with("op", "op = \"write\"\nmin_seconds = 60\nrepeats = 1");
         assert!(op.unwrap_err().to_string().contains("= 120.5 s"));
+    }
+
+    /// A pingpong whose gap alone outlasts timeout_s is refused up front, naming gap_us:
+    /// the warm-up and every repeat run at least one round trip a side, each after the gap
+    /// (it passed, then failed "timed out after 3 s; killed").
+    #[test]
+    fn a_pingpong_gap_that_cannot_fit_the_timeout_is_refused_naming_gap_us() {
+        let with = |gap: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\nrepeats = 1\n\
+                 timeout_s = 3\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\nsizes=[[8]]\n\
+                 gap_us = {gap}\n"
+            ))
+        };
+        let err = with("2000000").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "max(0.01, 2 × 2) + 1 × max(2 × 0.01, 2 × 2) = 8 s, not under timeout_s = 3"
+            ) && err.contains("gap_us = 2000000 µs")
+                && err.contains("lower gap_us"),
+            "{err}"
+        );
+        assert!(with("1000000").is_err(), "2 + 2 s leave nothing to measure");
+        assert!(with("500000").is_ok());
+        let job = with("500000").unwrap().jobs(false, None).remove(0);
+        let remedy = job.timeout_remedy();
+        assert!(
+            remedy.contains("timeout_s = 3 s")
+                && remedy.contains("min_seconds = 0.01 s")
+                && remedy.contains("gap_us = 500000 µs")
+                && remedy.contains("lower min_seconds or repeats or gap_us"),
+            "{remedy}"
+        );
     }
 
     /// The MVM kernel pins a worker per core: more threads than cores is refused (a

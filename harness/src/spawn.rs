@@ -253,14 +253,18 @@ pub fn run_group(specs: &[ChildSpec], timeout: Duration) -> Result<Vec<ChildOutc
             stderr: spec.result_prefix.with_extension("stderr"),
         });
     }
-    run_members(members, timeout)?;
+    let remedy = specs
+        .first()
+        .map_or_else(String::new, |s| s.job.timeout_remedy());
+    run_members(members, timeout, &remedy)?;
     specs.iter().map(read_outcome).collect()
 }
 
 /// Starts `members` in order and waits for all of them, at most `timeout`; on the first
 /// failure or at the timeout the others are killed and the error quotes the stderr of
-/// the one that failed (or of every one still running).
-pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
+/// the one that failed (or of every one still running); a timeout's says `remedy` (the
+/// job's [`Job::timeout_remedy`]).
+pub fn run_members(members: Vec<GroupMember>, timeout: Duration, remedy: &str) -> Result<()> {
     let (tx, rx) = mpsc::channel::<(usize, std::io::Result<std::process::ExitStatus>)>();
     let mut pids = Vec::new();
     let mut labels = Vec::new();
@@ -340,7 +344,10 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration) -> Result<()> {
                 for j in &hung {
                     harness_sys::kill(pids[*j]);
                 }
-                let mut msg = format!("timed out after {:.0} s; killed", timeout.as_secs_f64());
+                let mut msg = format!(
+                    "timed out after {} s; killed ({remedy})",
+                    timeout.as_secs_f64()
+                );
                 for j in hung {
                     msg.push_str(&format!(
                         "\n{} stderr:\n{}",
@@ -750,6 +757,29 @@ mod run_members_tests {
             .collect()
     }
 
+    /// A group past its timeout says the job's timeout remedy (which names timeout_s,
+    /// min_seconds and gap_us), not only "timed out".
+    #[test]
+    fn a_timed_out_group_names_the_remedy() {
+        let dir = std::env::temp_dir().join(format!("run-members-to-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let members = vec![GroupMember {
+            command: sleep,
+            label: "sleeper".into(),
+            stderr: dir.join("sleeper.stderr"),
+        }];
+        let err = run_members(members, Duration::from_millis(100), "raise timeout_s")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("timed out after 0.1 s; killed (raise timeout_s)"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A member whose stderr file cannot be created fails the group, and the members
     /// started before it are stopped, not left waiting for a partner that never comes.
     #[test]
@@ -777,7 +807,7 @@ mod run_members_tests {
                 stderr: dir.join("missing").join("second.stderr"),
             },
         ];
-        let err = run_members(members, Duration::from_secs(60))
+        let err = run_members(members, Duration::from_secs(60), "")
             .unwrap_err()
             .to_string();
         assert!(

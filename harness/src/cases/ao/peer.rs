@@ -89,7 +89,11 @@ pub fn run(
             }
         })
         .collect();
-    run_members(members, Duration::from_secs_f64(job.timeout_s))?;
+    run_members(
+        members,
+        Duration::from_secs_f64(job.timeout_s),
+        &job.timeout_remedy(),
+    )?;
     let logs = Logs::read(place.merged, |of| {
         let role = match (of, place.merged) {
             (LogOf::Camera, _) => "camera",
