@@ -95,6 +95,34 @@ fn check_alternated_timeout(j: &Job) -> Result<()> {
     );
 }
 
+/// Refuses a pingpong or MVM job whose two processes both busy-wait on one core
+/// (`[defaults] writer_cpu = reader_cpu`): `wait = "spin"`, the default but for a CPU MVM
+/// kernel on every core (whose driver yields). Each would spin through the other's time
+/// slice, and every round trip would last a scheduler tick, ours and its floor's alike.
+fn check_shared_spin(j: &Job) -> Result<()> {
+    let spins = match j.kind {
+        Kind::Mvm if !j.device.is_gpu() => crate::cases::mvm_driver_wait(j) == WaitStrategy::Spin,
+        Kind::Pingpong | Kind::Mvm => j.wait.is_none_or(|w| w == Wait::Spin),
+        _ => false,
+    };
+    if spins && j.writer_cpu == j.reader_cpu {
+        bail!(
+            "{}: both processes busy-wait (wait = \"spin\"{}) on one core, [defaults] \
+             writer_cpu = reader_cpu = {}: each would spin through the other's time slice, and \
+             every round trip would measure the scheduler's tick; give [defaults] writer_cpu \
+             and reader_cpu a core each, or set wait = \"park\" or \"adaptive\" in the case",
+            j.kind.name(),
+            if j.wait.is_none() {
+                ", the default"
+            } else {
+                ""
+            },
+            j.writer_cpu
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a core id no CPU set can name ([`crate::spawn::MAX_CORES`]): pinning there would
 /// fail in every process, and no machine has that core, so it is a typo.
 fn check_core(table: &str, key: &str, cpu: usize) -> Result<()> {
@@ -689,6 +717,7 @@ impl Scenario {
                     use crate::cases::ao::placement::Placement;
                     self.case_jobs(c, false).iter().try_for_each(|j| {
                         check_alternated_timeout(j)
+                            .and_then(|()| check_shared_spin(j))
                             .and_then(|()| Placement::check_timeout(j))
                             .and_then(|()| Placement::check_memory(j))
                             .and_then(|()| Placement::check_threads(j))
@@ -1687,6 +1716,38 @@ pipeline = "device-resident"
         }
         for good in ["a.b_c-1", "A9"] {
             parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    /// A pingpong or MVM case whose two processes busy-wait on one core is refused, naming
+    /// the case, the keys and the remedy (it ran, exited 0, and measured the scheduler's
+    /// tick); a waiting form that sleeps, or two cores, is not.
+    #[test]
+    fn a_spinning_pingpong_or_mvm_case_on_one_core_is_refused() {
+        let with = |kind: &str, reader: usize, case: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\nwriter_cpu = 0\nreader_cpu = {reader}\n[[case]]\n\
+                 kind=\"roundtrip\"\nsizes=[[2]]\n[[case]]\nkind=\"{kind}\"\n\
+                 sizes=[[64, 64]]\n{case}\n"
+            ))
+        };
+        for (kind, extra) in [("pingpong", ""), ("mvm", "threads = 1")] {
+            for wait in ["", "wait = \"spin\""] {
+                let err = with(kind, 0, &format!("{extra}\n{wait}"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.starts_with(&format!("[[case]] #2 ({kind}")),
+                    "{kind} {wait}: {err}"
+                );
+                assert!(
+                    err.contains("[defaults] writer_cpu = reader_cpu = 0")
+                        && err.contains("set wait = \"park\""),
+                    "{kind} {wait}: {err}"
+                );
+            }
+            assert!(with(kind, 0, &format!("{extra}\nwait = \"park\"")).is_ok());
+            assert!(with(kind, 1, &format!("{extra}\nwait = \"spin\"")).is_ok());
         }
     }
 
