@@ -408,10 +408,6 @@ impl From<Device> for String {
     }
 }
 
-fn default_dtype() -> String {
-    "float32".into()
-}
-
 fn default_device() -> Device {
     Device::Cpu
 }
@@ -427,9 +423,9 @@ pub struct CaseSpec {
     pub kind: Kind,
     /// Shapes to run, e.g. `[[100, 100], [1000, 1000]]`.
     pub sizes: Vec<Vec<usize>>,
-    /// numpy dtype name (default "float32").
-    #[serde(default = "default_dtype")]
-    pub dtype: String,
+    /// numpy dtype name (default "float32"; ao-loop: "uint16", the only one it takes).
+    #[serde(default)]
+    pub dtype: Option<String>,
     /// "cpu" (default) or "cuda:N".
     #[serde(default = "default_device")]
     pub device: Device,
@@ -839,12 +835,7 @@ impl Scenario {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        // ao-loop frames are always u16 (the dtype key may be left at its default).
-        let dtype = if c.kind == Kind::AoLoop {
-            "uint16".to_string()
-        } else {
-            c.dtype.clone()
-        };
+        let dtype = c.resolved_dtype().to_string();
         for shape in &c.sizes {
             out.push(Job {
                 case: case.clone(),
@@ -945,11 +936,21 @@ impl CaseSpec {
             if self.mirror == Some(true) {
                 n.push_str("-mirror");
             }
-        } else if self.dtype != "float32" {
+        } else if let Some(d) = self.dtype.as_deref().filter(|d| *d != "float32") {
             n.push('-');
-            n.push_str(&self.dtype);
+            n.push_str(d);
         }
         n
+    }
+
+    /// The dtype key, else its default: "float32", but "uint16" for an ao-loop case, whose
+    /// frames are uint16.
+    pub fn resolved_dtype(&self) -> &str {
+        match (&self.dtype, self.kind) {
+            (Some(d), _) => d,
+            (None, Kind::AoLoop) => "uint16",
+            (None, _) => "float32",
+        }
     }
 
     /// The pipeline: MVM (default host-upload); GPU roundtrip and pingpong (default
@@ -963,18 +964,15 @@ impl CaseSpec {
     }
 
     fn validate(&self) -> Result<()> {
-        if itemsize(&self.dtype).is_none() {
+        let dtype = self.resolved_dtype();
+        if itemsize(dtype).is_none() {
             let names: Vec<_> = DTYPES.iter().map(|(n, _)| *n).collect();
-            bail!("dtype {:?} is not one of {}", self.dtype, names.join(", "));
+            bail!("dtype {dtype:?} is not one of {}", names.join(", "));
         }
         if self.sizes.is_empty() {
             bail!("sizes is empty");
         }
-        // ao-loop frames are u16 whatever the dtype key says.
-        let item = match self.kind {
-            Kind::AoLoop => 2,
-            _ => itemsize(&self.dtype).unwrap_or(1),
-        };
+        let item = itemsize(dtype).unwrap_or(1);
         for (i, s) in self.sizes.iter().enumerate() {
             // Its rows would share one key: compare keeps one, hgrm files overwrite each other.
             if self.sizes[..i].contains(s) {
@@ -1003,7 +1001,8 @@ impl CaseSpec {
         if self.pipeline.is_some() && self.kind != Kind::Mvm && !self.device.is_gpu() {
             bail!("pipeline applies to kind = \"mvm\" and to GPU cases only");
         }
-        if self.device.is_gpu() && self.dtype != "float32" {
+        // The ao-loop's GPU form meets on host streams of uint16 frames.
+        if self.device.is_gpu() && self.kind != Kind::AoLoop && dtype != "float32" {
             bail!("GPU cases support dtype = \"float32\" only");
         }
         if self.pipeline == Some(Pipeline::DeviceResident) && !self.device.is_gpu() {
@@ -1091,7 +1090,7 @@ impl CaseSpec {
                     bail!("kind = \"op\" runs on the CPU only");
                 }
                 if op == HotOp::Kernel
-                    && (self.dtype != "float32" || self.sizes.iter().any(|s| s.len() != 2))
+                    && (dtype != "float32" || self.sizes.iter().any(|s| s.len() != 2))
                 {
                     bail!("op = \"kernel\" takes float32 matrix shapes [rows, cols]");
                 }
@@ -1105,7 +1104,7 @@ impl CaseSpec {
             bail!("[case.ao] applies to kind = \"ao-loop\" only");
         }
         if self.kind == Kind::Mvm {
-            if self.dtype != "float32" {
+            if dtype != "float32" {
                 bail!("mvm supports dtype = \"float32\" only");
             }
             if self.sizes.iter().any(|s| s.len() != 2) {
@@ -1144,8 +1143,11 @@ impl CaseSpec {
         ] {
             cpu.map_or(Ok(()), |cpu| check_core("[case.ao] ", key, cpu))?;
         }
-        if self.dtype != "uint16" && self.dtype != "float32" {
-            bail!("ao-loop frames are uint16: leave dtype out or set dtype = \"uint16\"");
+        if let Some(d) = self.dtype.as_deref().filter(|d| *d != "uint16") {
+            bail!(
+                "ao-loop frames are uint16, not dtype = {d:?}: leave dtype out or set \
+                 dtype = \"uint16\""
+            );
         }
         if self.wait.is_some() || self.pipeline.is_some() {
             bail!("ao-loop: set wait inside [case.ao]; pipeline does not apply");
@@ -1775,6 +1777,29 @@ pipeline = "device-resident"
         }
         let op = with("op", "op = \"write\"\nmin_seconds = 60\nrepeats = 1");
         assert!(op.unwrap_err().to_string().contains("= 120.5 s"));
+    }
+
+    /// An ao-loop case's frames are uint16: `dtype = "float32"` written out is refused
+    /// (it was taken for the default and silently run as uint16), left out or "uint16" runs.
+    #[test]
+    fn an_ao_loop_case_refuses_an_explicit_float32_dtype() {
+        let with = |dtype: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"ao-loop\"\nsizes=[[8, 8]]\n{dtype}\n\
+                 [case.ao]\nsubapertures=[2, 2]\nactuators=5\nrate_hz=1000\nladder=false\n"
+            ))
+        };
+        let err = with("dtype = \"float32\"").unwrap_err().to_string();
+        assert!(
+            err.contains("ao-loop frames are uint16, not dtype = \"float32\""),
+            "{err}"
+        );
+        for ok in ["", "dtype = \"uint16\""] {
+            let job = with(ok).unwrap().jobs(false, None).remove(0);
+            assert_eq!((job.dtype.as_str(), job.itemsize), ("uint16", 2), "{ok}");
+        }
+        let plain = Scenario::parse("name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n");
+        assert_eq!(plain.unwrap().jobs(false, None)[0].dtype, "float32");
     }
 
     /// A pingpong whose gap alone outlasts timeout_s is refused up front, naming gap_us:
