@@ -281,6 +281,10 @@ struct Link {
     matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
     /// Latest-value only: a lossless frame must not arrive out of its order.
     queries: Option<Queryable<RingChannelHandler<Query>>>,
+    /// Lossless only: a queryable that answers nothing (a query dropped gets its final
+    /// reply), there so that a subscriber's querier matches this publisher as it matches a
+    /// latest-value one, and says when a publisher appears or goes, or that none is there.
+    _present: Option<Queryable<()>>,
     /// Queries taken from `queries` and not answered yet: those that came as the stream was
     /// found unlinked, answered with the next generation's frame once it is opened.
     asked: Vec<Query>,
@@ -302,20 +306,26 @@ impl Link {
             .with(RingChannel::new(8))
             .wait()
             .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
-        let queries = if lossless {
-            None
+        let declared = || zenoh_err(format!("declaring the queryable on {k}"));
+        let (queries, present) = if lossless {
+            let present = session
+                .declare_queryable(k)
+                .callback(drop)
+                .wait()
+                .map_err(declared())?;
+            (None, Some(present))
         } else {
-            Some(
-                session
-                    .declare_queryable(k)
-                    .with(RingChannel::new(16))
-                    .wait()
-                    .map_err(zenoh_err(format!("declaring the queryable on {k}")))?,
-            )
+            let queries = session
+                .declare_queryable(k)
+                .with(RingChannel::new(16))
+                .wait()
+                .map_err(declared())?;
+            (Some(queries), None)
         };
         Ok(Link {
             matching,
             queries,
+            _present: present,
             asked: Vec::new(),
             matched: false,
         })

@@ -56,7 +56,10 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
 }
 
 /// Refuses, before anything is opened, options no frame could be mirrored with: a history
-/// depth over the library's bound, a local name (`--local-prefix` + name) it refuses.
+/// depth over the library's bound, a local name (`--local-prefix` + name) it refuses, and,
+/// without [`SubscribeOptions::into_existing`], a local stream already there under a mirror's
+/// name ([`not_ours`]; the first frame would find it and end the bridge, hours later
+/// perhaps). Each frame's open checks again, for one made after this.
 fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
     if o.history > MAX_HISTORY {
         return Err(BridgeError::Usage(format!(
@@ -66,14 +69,34 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
     }
     for name in &o.names {
         let local = format!("{}{name}", o.local_prefix);
-        if let Err(Error::InvalidName { reason, .. }) = shmstream::stat(&local) {
-            return Err(BridgeError::Usage(format!(
-                "stream '{name}': its mirror '{local}' is not a valid stream name ({reason}): \
-                 give a shorter or other --local-prefix"
-            )));
+        match shmstream::stat(&local) {
+            Err(Error::InvalidName { reason, .. }) => {
+                return Err(BridgeError::Usage(format!(
+                    "stream '{name}': its mirror '{local}' is not a valid stream name \
+                     ({reason}): give a shorter or other --local-prefix"
+                )));
+            }
+            Ok(there) if !o.into_existing => {
+                return Err(not_ours(name, &local, there.creator_pid));
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// The error for mirror `local` of remote stream `remote`: a local stream this bridge did
+/// not create (made by process `creator`), refused without
+/// [`SubscribeOptions::into_existing`].
+fn not_ours(remote: &str, local: &str, creator: i64) -> BridgeError {
+    BridgeError::Usage(format!(
+        "stream '{remote}': its mirror '{local}' is a local stream this bridge did not \
+         create (process {creator} did): it may be the host's own stream of that name or \
+         an earlier run's mirror, and mirroring into it would mix remote frames \
+         into it; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
+         is a stream of its own, or --into-existing to write into it (e.g. to \
+         continue an earlier run's mirror after a restart)"
+    ))
 }
 
 /// How long the mirror waits for its local stream's write lock before refusing a
@@ -126,6 +149,12 @@ const RETRY_CREATE: Duration = Duration::from_secs(10);
 /// frame). Both try at once when that `_meta` is gone ([`Unopenable::still_there`]:
 /// unlinked, as the refusal of a corrupt one says to, or made anew).
 const RETRY_OPEN: Duration = Duration::from_secs(10);
+
+/// How long a subscriber waits for a publisher before it says, once, that none is there
+/// ([`follow`]): a wrong `--connect` (host, port, a firewall) or `--key-prefix` is otherwise
+/// never reported (Zenoh retries a connect for ever, saying its failures only in its debug
+/// log). Long enough for a publisher started at the same time, or a connect's first retries.
+const NO_PUBLISHER_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
@@ -180,8 +209,21 @@ fn mirror(
         .with(RingChannel::new(1))
         .wait()
         .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
+    let shown = |v: &[String]| match v {
+        [] => "none".to_owned(),
+        v => v.join(" "),
+    };
+    let absent = format!(
+        "no publisher on {k} after {NO_PUBLISHER_AFTER:?} (connect: {}, listen: {}, key \
+         prefix: {}): check that `shmstream-bridge publish {name}` runs with that \
+         --key-prefix, and that one side's --connect names the host and port the other \
+         listens on, not blocked by a firewall",
+        shown(&o.endpoints.connect),
+        shown(&o.endpoints.listen),
+        o.prefix
+    );
     // However it ends, the mirror is closed below.
-    let result = follow(stop, &state, &querier, &publishers, &k);
+    let result = follow(stop, &state, &querier, &publishers, &k, &absent);
     // No frame is taken from Zenoh past this point (dropped after `closed`, it would be
     // received and not written: lost, unsaid).
     drop(sub);
@@ -201,17 +243,29 @@ fn mirror(
 /// stream that a new try could make ([`Mirror::wants_frame_again`]): a writer that wrote
 /// once (a calibration map) and then changed shape sends nothing more, and its mirror,
 /// unlinked as the refusal says, would otherwise not come back until it wrote again.
+///
+/// Says when a publisher appears and when the last one goes (its queryable, which a
+/// lossless publisher declares too, matched or no longer), and `absent`, once, when none
+/// has matched and no frame arrived within [`NO_PUBLISHER_AFTER`].
 fn follow(
     stop: &Stop,
     state: &Arc<Mutex<Mirror>>,
     querier: &Querier<'_>,
     publishers: &MatchingListener<RingChannelHandler<MatchingStatus>>,
     k: &str,
+    absent: &str,
 ) -> Result<(), BridgeError> {
-    // Whether a publisher that answers queries (latest value) is there, and when it was
-    // last asked.
+    // Whether a publisher is there, and when it was last asked.
     let mut matched = false;
     let mut asked = Instant::now();
+    let remote = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remote
+        .clone();
+    let say = |line: &str| crate::say(&remote, line);
+    // When to say `absent`, until a publisher matches or a frame arrives.
+    let mut absent_at = Some(Instant::now() + NO_PUBLISHER_AFTER);
     while !stop.is_set() {
         if let Some(e) = state
             .lock()
@@ -223,8 +277,16 @@ fn follow(
         }
         match publishers.recv_timeout(POLL) {
             Ok(Some(status)) => {
+                if status.matching() != matched {
+                    say(&if status.matching() {
+                        format!("publisher of {k} appeared")
+                    } else {
+                        format!("publisher of {k} gone; the mirror keeps its last frame")
+                    });
+                }
                 matched = status.matching();
                 if matched {
+                    absent_at = None;
                     ask(querier, state, k)?;
                     asked = Instant::now();
                 }
@@ -232,6 +294,18 @@ fn follow(
             Ok(None) => {}
             // The session is closing: no status will come.
             Err(_) => std::thread::sleep(POLL),
+        }
+        if let Some(at) = absent_at
+            && Instant::now() >= at
+        {
+            absent_at = None;
+            if !state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .received
+            {
+                say(absent);
+            }
         }
         if matched
             && asked.elapsed() >= ASK_AGAIN_EVERY
@@ -293,6 +367,8 @@ struct Mirror {
     last: Option<([u8; 16], u64, u64, u64)>,
     /// Frames written so far.
     written: u64,
+    /// Whether a frame (a sample, well-formed or not) arrived.
+    received: bool,
     /// The source instances whose frames arrived here.
     sources: Sources,
     /// Whether frames of several sources were said to arrive interleaved (said once).
@@ -332,6 +408,7 @@ impl Mirror {
             unopenable: None,
             last: None,
             written: 0,
+            received: false,
             sources: Sources::default(),
             interleaving_said: false,
             new_source_said_at: None,
@@ -383,6 +460,7 @@ impl Mirror {
     /// last written, received again (put again, or a reply), is skipped: local readers
     /// never see one publication twice.
     fn write(&mut self, sample: &Sample) {
+        self.received = true;
         let h = match check(sample) {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
@@ -460,17 +538,8 @@ impl Mirror {
                 )));
             }
             if found && !self.into_existing {
-                return self.fail(BridgeError::Usage(format!(
-                    "stream '{}': its mirror '{}' is a local stream this bridge did not \
-                     create (process {} did): it may be the host's own stream of that name or \
-                     an earlier run's mirror, and mirroring into it would mix remote frames \
-                     into it; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
-                     is a stream of its own, or --into-existing to write into it (e.g. to \
-                     continue an earlier run's mirror after a restart)",
-                    self.remote,
-                    self.name,
-                    local.creator_pid()
-                )));
+                let e = not_ours(&self.remote, &self.name, local.creator_pid());
+                return self.fail(e);
             }
             // The mirror's last frame id, where this is the first frame this run writes,
             // lossless, into a mirror that holds frames (said once written, [`Mirror::resumed`]).

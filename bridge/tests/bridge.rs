@@ -2036,7 +2036,8 @@ fn a_subscriber_whose_mirror_is_the_source_itself_exits_with_the_remedy() {
     let _c = Cleanup::new([&a_name]);
     let a = source(&a_name, 0);
     a.write_slice_frame(&[5u16; 32], 5).unwrap();
-    let (p, mut s) = pair(&a_name, &prefix, &[], &[]);
+    // (Without --into-existing it is refused at start, as any local stream there.)
+    let (p, mut s) = pair(&a_name, &prefix, &[], &["--into-existing"]);
     let st = s.wait_timeout(LONG);
     let said = s.diagnostics();
     assert_eq!(st.code(), Some(1), "{said}\n{}", p.diagnostics());
@@ -2889,4 +2890,70 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         &[false, true, true, true]
     );
     assert_eq!(m.frame_id(), 1);
+}
+
+/// A subscriber whose `--connect` reaches no one (or whose `--key-prefix` no publisher uses)
+/// said nothing, for ever: it says once, after 5 s, that no publisher is there, with what it
+/// connects to and the key prefix; then when a (lossless) publisher appears, and when it
+/// goes.
+#[test]
+fn a_subscriber_without_a_publisher_says_so_and_when_one_appears_and_goes() {
+    let (name, prefix) = (unique_name("br-alone"), unique_name("br-key"));
+    let m_name = format!("m-{name}");
+    let _c = Cleanup::new([&name, &m_name]);
+    let ep = endpoint(free_port());
+    let s = subscriber(&name, &ep, &prefix, "m-", &[]);
+    let k = format!("{prefix}/{name}");
+    wait_said(
+        &s,
+        &format!(
+            "stream '{name}': no publisher on {k} after 5s (connect: {ep}, listen: none, key \
+             prefix: {prefix}): check that `shmstream-bridge publish {name}` runs with that \
+             --key-prefix"
+        ),
+    );
+    assert!(!s.diagnostics().contains("appeared"), "{}", s.diagnostics());
+    let mut p = publisher(&name, &ep, &prefix, &["--lossless"]);
+    wait_said(&s, &format!("stream '{name}': publisher of {k} appeared"));
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(p.wait_timeout(LONG).success(), "{}", p.diagnostics());
+    wait_said(
+        &s,
+        &format!("stream '{name}': publisher of {k} gone; the mirror keeps its last frame"),
+    );
+    assert_eq!(s.diagnostics().matches("no publisher on").count(), 1);
+}
+
+/// `subscribe NAME` on a host whose own stream NAME is there ran quietly until the first
+/// remote frame came (hours later perhaps), then exited 1, taking its other mirrors down: it
+/// is refused at start, no publisher needed, naming the stream and the remedies.
+#[test]
+fn a_local_stream_there_at_the_start_is_refused_at_start_unless_into_existing() {
+    let (name, prefix) = (unique_name("br-there"), unique_name("br-key"));
+    let _c = Cleanup::new([&name]);
+    let a = source(&name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let mut s = subscriber(&name, &ep, &prefix, "", &[]);
+    let st = s.wait_timeout(LONG);
+    let said = s.diagnostics();
+    assert_eq!(st.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "stream '{name}': its mirror '{name}' is a local stream this bridge did not create \
+             (process {} did)",
+            std::process::id()
+        )) && said.contains("give --local-prefix")
+            && said.contains("or --into-existing to write into it"),
+        "{said}"
+    );
+    assert_eq!((a.frame_id(), a.count()), (5, 1));
+    // With --into-existing it starts (and waits for a publisher).
+    let s = subscriber(&name, &ep, &prefix, "", &["--into-existing"]);
+    wait_said(
+        &s,
+        &format!("stream '{name}': no publisher on {prefix}/{name}"),
+    );
 }
