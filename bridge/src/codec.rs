@@ -5,7 +5,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `SHMB` |
-//! | 1 | format version (2) |
+//! | 1 | format version (3) |
 //! | 1 | dtype (pyshmem's dtype code) |
 //! | 1 | number of dimensions `n` (1..=19, as the v3 header) |
 //! | 1 | flags: bit 0 lossless, the others 0 |
@@ -14,18 +14,24 @@
 //! | 8 | write time (UNIX seconds, f64) |
 //! | 16 | instance id of the source stream (its generation; zeros: none) |
 //! | 8 | frames of the source the publisher reported lost so far |
+//! | 2 | length in bytes of the source stream's name (1..=256) |
 //! | 8·n | shape |
 //!
 //! Decoding checks every field and bounds the frame size, so a hostile or corrupt attachment
 //! is refused with a reason before anything is created or written.
+//!
+//! The name's length tells the publisher's split of the key `PREFIX/NAME`, which stream
+//! names holding `/` make ambiguous (`c` under prefix `a/b` and `b/c` under `a` share key
+//! `a/b/c`): with the key, it gives the publisher's name and prefix.
 
 use shmstream::Dtype;
 use shmstream::format::MAX_DIMS;
+use shmstream::name::MAX_NAME_BYTES;
 
 const MAGIC: [u8; 4] = *b"SHMB";
 /// The attachment format this build writes and reads.
-pub const VERSION: u8 = 2;
-const FIXED: usize = 56;
+pub const VERSION: u8 = 3;
+const FIXED: usize = 58;
 /// Flags bit: the frame is carried lossless (every frame of the source, in order).
 const LOSSLESS: u8 = 1;
 /// The largest frame the bridge carries (1 GiB): a publisher refuses a stream of larger
@@ -33,7 +39,7 @@ const LOSSLESS: u8 = 1;
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 /// The largest message the receiving end of a link accepts (Zenoh's
 /// `transport/link/rx/max_message_size`, set by [`crate::open_session`]): the largest frame
-/// and room for what travels with it, its attachment (at most 208 bytes), its key and
+/// and room for what travels with it, its attachment (at most 210 bytes), its key and
 /// Zenoh's headers. Zenoh's default (1 GiB) drops a message of a 1 GiB frame, saying so only
 /// in its trace log.
 pub const MAX_MESSAGE_BYTES: u64 = MAX_FRAME_BYTES + (1 << 20);
@@ -57,31 +63,77 @@ pub struct FrameHeader {
     pub lossless: bool,
     /// Frames of the source the publisher reported lost so far.
     pub lost: u64,
+    /// Length in bytes of the source stream's name (1..=[`MAX_NAME_BYTES`]): the end of the
+    /// key that is the name, the rest (less a `/`) the publisher's key prefix.
+    pub name_len: usize,
+}
+
+/// Why a [`FrameHeader`] cannot be encoded, or its frame sized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// More dimensions than the attachment (and a stream) holds, or none.
+    #[error("{0} dimensions: a frame header holds 1..={MAX_DIMS}: give a stream's shape")]
+    Dims(usize),
+    /// A shape whose frame size overflows `usize`.
+    #[error(
+        "shape {shape:?} of {itemsize}-byte elements overflows the address space: give a \
+         stream's shape"
+    )]
+    Overflow {
+        /// The shape.
+        shape: Vec<usize>,
+        /// Bytes per element.
+        itemsize: usize,
+    },
+    /// A source stream name length outside 1..=[`MAX_NAME_BYTES`].
+    #[error(
+        "a source stream name of {0} bytes (1..={MAX_NAME_BYTES} allowed): give the \
+         stream name's length"
+    )]
+    NameLength(usize),
 }
 
 impl FrameHeader {
-    /// Bytes of the frame it describes.
-    pub fn frame_bytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.itemsize()
+    /// Bytes of the frame it describes; an error where that overflows `usize`.
+    pub fn frame_bytes(&self) -> Result<usize, HeaderError> {
+        let itemsize = self.dtype.itemsize();
+        self.shape
+            .iter()
+            .try_fold(itemsize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| HeaderError::Overflow {
+                shape: self.shape.clone(),
+                itemsize,
+            })
     }
 
-    /// The attachment bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(FIXED + 8 * self.shape.len());
+    /// The attachment bytes; an error for a shape of no or over [`MAX_DIMS`] dimensions or
+    /// a name length outside 1..=[`MAX_NAME_BYTES`] (which [`FrameHeader::decode`] would
+    /// refuse).
+    pub fn encode(&self) -> Result<Vec<u8>, HeaderError> {
+        let dims = self.shape.len();
+        if dims == 0 || dims > MAX_DIMS {
+            return Err(HeaderError::Dims(dims));
+        }
+        if self.name_len == 0 || self.name_len > MAX_NAME_BYTES {
+            return Err(HeaderError::NameLength(self.name_len));
+        }
+        let mut b = Vec::with_capacity(FIXED + 8 * dims);
         b.extend_from_slice(&MAGIC);
         b.push(VERSION);
         b.push(self.dtype.code() as u8);
-        b.push(self.shape.len() as u8);
+        // Checked above: both fit.
+        b.push(dims as u8);
         b.push(if self.lossless { LOSSLESS } else { 0 });
         b.extend_from_slice(&self.frame_id.to_le_bytes());
         b.extend_from_slice(&self.count.to_le_bytes());
         b.extend_from_slice(&self.write_time.to_le_bytes());
         b.extend_from_slice(&self.source);
         b.extend_from_slice(&self.lost.to_le_bytes());
+        b.extend_from_slice(&(self.name_len as u16).to_le_bytes());
         for &d in &self.shape {
             b.extend_from_slice(&(d as u64).to_le_bytes());
         }
-        b
+        Ok(b)
     }
 
     /// Parses and checks an attachment; the error says what is wrong.
@@ -125,6 +177,12 @@ impl FrameHeader {
                 FIXED + 8 * ndim
             ));
         }
+        let name_len = usize::from(u16::from_le_bytes([b[56], b[57]]));
+        if name_len == 0 || name_len > MAX_NAME_BYTES {
+            return Err(format!(
+                "a source stream name of {name_len} bytes (1..={MAX_NAME_BYTES} allowed)"
+            ));
+        }
         let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
         let mut shape = Vec::with_capacity(ndim);
         let mut bytes = dtype.itemsize() as u64;
@@ -147,6 +205,7 @@ impl FrameHeader {
             source: b[32..48].try_into().unwrap_or([0; 16]),
             lossless: b[7] & LOSSLESS != 0,
             lost: word(48),
+            name_len,
         })
     }
 }
@@ -165,6 +224,7 @@ mod tests {
             source: [3; 16],
             lossless: true,
             lost: 4,
+            name_len: 4,
         }
     }
 
@@ -172,8 +232,8 @@ mod tests {
     fn round_trips_every_dtype() {
         for &dtype in Dtype::ALL.iter() {
             let h = FrameHeader { dtype, ..sample() };
-            assert_eq!(FrameHeader::decode(&h.encode()), Ok(h.clone()));
-            assert_eq!(h.frame_bytes(), 240 * 240 * dtype.itemsize());
+            assert_eq!(FrameHeader::decode(&h.encode().unwrap()), Ok(h.clone()));
+            assert_eq!(h.frame_bytes(), Ok(240 * 240 * dtype.itemsize()));
         }
     }
 
@@ -186,14 +246,14 @@ mod tests {
             shape: vec![1; MAX_DIMS],
             ..sample()
         };
-        let attachment = h.encode().len() as u64;
-        assert_eq!(attachment, 208, "the bound said in MAX_MESSAGE_BYTES' doc");
+        let attachment = h.encode().unwrap().len() as u64;
+        assert_eq!(attachment, 210, "the bound said in MAX_MESSAGE_BYTES' doc");
         assert!(MAX_FRAME_BYTES + attachment + 64 * 1024 <= MAX_MESSAGE_BYTES);
     }
 
     #[test]
     fn hostile_attachments_are_refused_with_a_reason() {
-        let good = sample().encode();
+        let good = sample().encode().unwrap();
         let mut cases: Vec<(&str, Vec<u8>)> = vec![
             ("too short", good[..10].to_vec()),
             ("a version 2 header cut short", good[..32 + 16].to_vec()),
@@ -221,23 +281,31 @@ mod tests {
         let mut v = good.clone();
         v[FIXED..FIXED + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         cases.push(("huge", v));
+        for len in [0u16, MAX_NAME_BYTES as u16 + 1] {
+            let mut v = good.clone();
+            v[56..58].copy_from_slice(&len.to_le_bytes());
+            cases.push(("name length", v));
+        }
         for (what, bytes) in cases {
             assert!(FrameHeader::decode(&bytes).is_err(), "{what} was accepted");
         }
     }
 
-    /// A version 1 attachment (`FIXED` was 32) of a 1-d or 2-d stream is 40 or 48 bytes,
-    /// shorter than this version's fixed part: its version is said, not "too short".
+    /// A version 1 attachment (`FIXED` was 32) of a 1-d or 2-d stream is 40 or 48 bytes, and
+    /// a version 2 one (`FIXED` was 56, no name length) of a 1-d stream 64, shorter than
+    /// this version's fixed part or its size for its dimensions: its version is said, not
+    /// "too short".
     #[test]
-    fn a_version_1_attachment_is_refused_for_its_version_whatever_its_length() {
-        let good = sample().encode();
-        for len in [40, 48] {
-            let mut v1 = good[..len].to_vec();
-            v1[4] = 1;
-            let e = FrameHeader::decode(&v1).unwrap_err();
+    fn an_older_attachment_is_refused_for_its_version_whatever_its_length() {
+        let good = sample().encode().unwrap();
+        for (version, len) in [(1, 40), (1, 48), (2, 64)] {
+            let mut old = good[..len].to_vec();
+            old[4] = version;
+            let e = FrameHeader::decode(&old).unwrap_err();
             assert!(
-                e.starts_with("attachment format version 1 (this bridge reads 2)")
-                    && e.ends_with("run the same shmstream-bridge version on both hosts"),
+                e.starts_with(&format!(
+                    "attachment format version {version} (this bridge reads 3)"
+                )) && e.ends_with("run the same shmstream-bridge version on both hosts"),
                 "{len} bytes: {e}"
             );
         }
@@ -255,5 +323,38 @@ mod tests {
                 "byte {at} = {code}: {e}"
             );
         }
+    }
+
+    /// A header a library caller builds with a shape of 256 dimensions was encoded as 0
+    /// dimensions, and a huge shape's size overflowed (a panic in a debug build): both are
+    /// typed errors, as a name length the decoder would refuse.
+    #[test]
+    fn a_header_that_cannot_be_encoded_or_sized_is_a_typed_error() {
+        let with = |shape: Vec<usize>, name_len| FrameHeader {
+            shape,
+            name_len,
+            ..sample()
+        };
+        assert_eq!(with(vec![1; 256], 4).encode(), Err(HeaderError::Dims(256)));
+        assert_eq!(with(vec![], 4).encode(), Err(HeaderError::Dims(0)));
+        for len in [0, MAX_NAME_BYTES + 1] {
+            assert_eq!(
+                with(vec![1], len).encode(),
+                Err(HeaderError::NameLength(len))
+            );
+        }
+        assert!(with(vec![1; MAX_DIMS], MAX_NAME_BYTES).encode().is_ok());
+        let huge = with(vec![usize::MAX, 2], 4);
+        assert_eq!(
+            huge.frame_bytes(),
+            Err(HeaderError::Overflow {
+                shape: vec![usize::MAX, 2],
+                itemsize: 2
+            })
+        );
+        assert!(
+            huge.encode().is_ok(),
+            "sized by the decoder, not the encoder"
+        );
     }
 }

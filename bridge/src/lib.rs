@@ -414,8 +414,10 @@ pub fn key(prefix: &str, name: &str) -> String {
 /// Refuses, before anything is opened, a prefix or name whose key Zenoh would read as a
 /// wildcard (`*`, `**`, `$*`: it would reach other streams) or refuse (`?`, `#`, a lone `$`,
 /// an empty chunk), and a name given twice: its frames would go out twice on one key, or be
-/// written twice into one mirror. (Distinct names give distinct keys and local names: one
-/// prefix goes before them all.)
+/// written twice into one mirror. (Distinct names give distinct keys and local names under
+/// one prefix. Across prefixes, names holding `/` may share a key: `c` under `a/b` and `b/c`
+/// under `a` both put on `a/b/c`; each frame's attachment gives its stream name's length,
+/// and a subscriber refuses the other stream's frames, naming both.)
 pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeError> {
     use zenoh::key_expr::nonwild_keyexpr;
     let mut seen = std::collections::HashSet::new();

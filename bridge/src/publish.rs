@@ -174,6 +174,7 @@ fn publish_stream(
             source: crate::instance_of(&s),
             lossless: o.lossless,
             lost: 0,
+            name_len: name.len(),
         };
         let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
@@ -392,10 +393,13 @@ impl Link {
         }
         let unput = header.count != last;
         let k = publisher.key_expr();
+        let attachment = attachment_of(header, k)?;
         for q in std::mem::take(&mut self.asked) {
             // A reply that fails only means the asker left.
             let _ = lend(buf, |frame| {
-                q.reply(k.clone(), frame).attachment(header.encode()).wait()
+                q.reply(k.clone(), frame)
+                    .attachment(attachment.clone())
+                    .wait()
             });
         }
         if !newly && !unput {
@@ -405,9 +409,9 @@ impl Link {
             return Ok(Served::Owed);
         }
         lend(buf, |frame| {
-            publisher.put(frame).attachment(header.encode()).wait()
+            publisher.put(frame).attachment(attachment).wait()
         })
-        .map_err(zenoh_err(format!("putting the current frame again on {k}")))?;
+        .map_err(|e| zenoh_err(format!("putting the current frame again on {k}"))(e))?;
         Ok(Served::Put)
     }
 }
@@ -430,10 +434,19 @@ fn put(
     header: &FrameHeader,
     k: &str,
 ) -> Result<(), BridgeError> {
+    let attachment = attachment_of(header, k)?;
+    // The error's text made only on an error: this runs for every frame.
     lend(buf, |frame| {
-        publisher.put(frame).attachment(header.encode()).wait()
+        publisher.put(frame).attachment(attachment).wait()
     })
-    .map_err(zenoh_err(format!("putting a frame on {k}")))
+    .map_err(|e| zenoh_err(format!("putting a frame on {k}"))(e))
+}
+
+/// The attachment of a frame described by `header`, put on key `k`.
+fn attachment_of(header: &FrameHeader, k: impl std::fmt::Display) -> Result<Vec<u8>, BridgeError> {
+    header
+        .encode()
+        .map_err(|e| BridgeError::Usage(format!("key {k}: {e}")))
 }
 
 /// Reads the stream's current frame into `buf` and describes it in `header` (with the
@@ -818,6 +831,7 @@ mod tests {
             source: [0; 16],
             lossless: false,
             lost: 0,
+            name_len: 1,
         };
         // As pyshmem's `unlink` does.
         let pyshmem_unlink = || {

@@ -465,6 +465,10 @@ impl Mirror {
             Ok(h) => h,
             Err(reason) => return self.refuse(&reason),
         };
+        if h.name_len != self.remote.len() {
+            let reason = another_stream(sample.key_expr().as_str(), &self.remote, h.name_len);
+            return self.refuse(&reason);
+        }
         if let Err(reason) = self.account(&h) {
             return self.refuse(&reason);
         }
@@ -856,16 +860,42 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
         .attachment()
         .ok_or("no attachment (not sent by shmstream-bridge)")?;
     let h = FrameHeader::decode(&att.to_bytes())?;
+    // Decoded: its size is bounded.
+    let bytes = h.frame_bytes().map_err(|e| e.to_string())?;
     let len = sample.payload().len();
-    if len != h.frame_bytes() {
+    if len != bytes {
         return Err(format!(
-            "payload of {len} bytes, but its header says {} {:?} ({} bytes)",
-            h.dtype,
-            h.shape,
-            h.frame_bytes()
+            "payload of {len} bytes, but its header says {} {:?} ({bytes} bytes)",
+            h.dtype, h.shape,
         ));
     }
     Ok(h)
+}
+
+/// The reason a frame on key `k` is refused for remote stream `remote` when its attachment
+/// gives its source stream's name as `name_len` bytes long: the publisher's stream is another,
+/// whose name and key prefix split the key elsewhere (names holding `/`: `c` under prefix
+/// `a/b` and `b/c` under `a` share key `a/b/c`).
+fn another_stream(k: &str, remote: &str, name_len: usize) -> String {
+    let split = |n: usize| {
+        let at = k.len().checked_sub(n)?;
+        Some((k.get(..at.checked_sub(1)?)?, k.get(at..)?))
+    };
+    let ours = split(remote.len()).map_or(String::new(), |(prefix, _)| {
+        format!(" under --key-prefix '{prefix}'")
+    });
+    match split(name_len) {
+        Some((prefix, name)) => format!(
+            "a frame of stream '{name}' under --key-prefix '{prefix}', not of stream \
+             '{remote}'{ours}: both have key '{k}': give that publisher or this stream's \
+             another --key-prefix"
+        ),
+        None => format!(
+            "a frame whose source stream name is {name_len} bytes long, not the {} of \
+             '{remote}', on key '{k}' (sent by another program?)",
+            remote.len()
+        ),
+    }
 }
 
 /// Writes a checked sample into the locked local stream, straight from the pieces Zenoh
@@ -1322,7 +1352,7 @@ mod tests {
                 zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
                 vec![7u8],
             )
-            .attachment(h.encode())
+            .attachment(h.encode().unwrap())
             .into()
         };
         // Every descriptor but one taken: the open finds no stream, and the create takes the
@@ -1460,7 +1490,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Refusals::default();
         let mut lines = Vec::new();
-        let whole = h(1, 1, 0).encode();
+        let whole = h(1, 1, 0).encode().unwrap();
         for len in 5..=24u64 {
             let reason = FrameHeader::decode(&whole[..len as usize]).unwrap_err();
             lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
@@ -1487,6 +1517,8 @@ mod tests {
             source: [source; 16],
             lossless: true,
             lost,
+            // "cam0", the remote stream of the mirrors below.
+            name_len: 4,
         }
     }
 

@@ -380,6 +380,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         source: [7; 16],
         lossless: false,
         lost: 0,
+        name_len: name.len(),
     };
     let frame = |v: f32| {
         [v, v, v]
@@ -395,7 +396,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     {
         publisher
             .put(frame(1.0))
-            .attachment(good(1).encode())
+            .attachment(good(1).encode().unwrap())
             .wait()
             .unwrap();
         assert!(Instant::now() < deadline, "{}", s.diagnostics());
@@ -411,8 +412,11 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         .into_iter()
         .chain(std::iter::repeat_n(garbage, 20))
         .chain([
-            (frame(9.0)[..8].to_vec(), Some(good(5).encode())),
-            ([frame(9.0), vec![0; 4]].concat(), Some(changed.encode())),
+            (frame(9.0)[..8].to_vec(), Some(good(5).encode().unwrap())),
+            (
+                [frame(9.0), vec![0; 4]].concat(),
+                Some(changed.encode().unwrap()),
+            ),
         ])
         .collect();
     for (payload, att) in hostile {
@@ -423,7 +427,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     }
     publisher
         .put(frame(2.0))
-        .attachment(good(99).encode())
+        .attachment(good(99).encode().unwrap())
         .wait()
         .unwrap();
     // Every frame written to the mirror, in order: probes, then the last good one; nothing
@@ -446,7 +450,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     let b = loop {
         publisher
             .put([frame(3.0), frame(3.0)[..4].to_vec()].concat())
-            .attachment(changed.encode())
+            .attachment(changed.encode().unwrap())
             .wait()
             .unwrap();
         if let Ok(b) = Stream::open(&name)
@@ -1011,18 +1015,28 @@ fn put_frame(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) {
             source: [7; 16],
             lossless,
             lost: 0,
+            name_len: name_len_of(p),
         },
     );
+}
+
+/// The length of the stream name in `p`'s key (the tests' key prefixes hold no `/`).
+fn name_len_of(p: &zenoh::pubsub::Publisher<'_>) -> usize {
+    let k = p.key_expr().as_str();
+    k.len() - k.find('/').unwrap() - 1
 }
 
 /// Puts the u16 frame `h` describes on `p`, every value its frame id.
 fn put_header(p: &zenoh::pubsub::Publisher<'_>, h: &FrameHeader) {
     use zenoh::Wait;
-    let payload: Vec<u8> = vec![h.frame_id as u16; h.frame_bytes() / 2]
+    let payload: Vec<u8> = vec![h.frame_id as u16; h.frame_bytes().unwrap() / 2]
         .iter()
         .flat_map(|v| v.to_ne_bytes())
         .collect();
-    p.put(payload).attachment(h.encode()).wait().unwrap();
+    p.put(payload)
+        .attachment(h.encode().unwrap())
+        .wait()
+        .unwrap();
 }
 
 /// Puts frame `id` on `p` until local stream `name` holds a frame (made by the subscriber
@@ -2402,6 +2416,7 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
         source: [8; 16],
         lossless: false,
         lost: 0,
+        name_len: name.len(),
     };
     for i in 0..50 {
         let id = 2 + 3 * i;
@@ -2865,6 +2880,7 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         source: [7; 16],
         lossless: false,
         lost: 0,
+        name_len: name.len(),
     };
     // Until the subscriber is matched, puts go nowhere: put the frame until it arrives.
     let deadline = Instant::now() + LONG;
@@ -2873,7 +2889,7 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         .is_err()
     {
         p.put(vec![0u8, 255, 2, 1])
-            .attachment(h.encode())
+            .attachment(h.encode().unwrap())
             .wait()
             .unwrap();
         assert!(
@@ -2955,5 +2971,36 @@ fn a_local_stream_there_at_the_start_is_refused_at_start_unless_into_existing() 
     wait_said(
         &s,
         &format!("stream '{name}': no publisher on {prefix}/{name}"),
+    );
+}
+
+/// `publish C --key-prefix P/b` and `subscribe b/C --key-prefix P` share key `P/b/C`: the
+/// subscriber mirrored stream C's frames as b/C's, and its remedy for several publishers
+/// was wrong. The attachment gives the source name's length: the frames are refused, naming
+/// both streams and their prefixes, and no mirror is made.
+#[test]
+fn a_stream_whose_name_and_prefix_split_the_key_elsewhere_is_refused_naming_both() {
+    let (c, prefix) = (unique_name("br-split"), unique_name("br-key"));
+    let remote = format!("b/{c}");
+    let m_name = format!("m-{remote}");
+    let _c = Cleanup::new([&c, &m_name]);
+    let a = source(&c, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let theirs = format!("{prefix}/b");
+    let p = publisher(&c, &ep, &theirs, &[]);
+    let s = subscriber(&remote, &ep, &prefix, "m-", &[]);
+    wait_said(
+        &s,
+        &format!(
+            "refused a frame: a frame of stream '{c}' under --key-prefix '{theirs}', not of \
+             stream '{remote}' under --key-prefix '{prefix}': both have key \
+             '{prefix}/b/{c}': give that publisher or this stream's another --key-prefix"
+        ),
+    );
+    assert!(
+        Stream::open_readonly(&m_name).is_err(),
+        "mirrored\n{}",
+        said(&[&p, &s])
     );
 }
