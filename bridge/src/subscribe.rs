@@ -373,6 +373,8 @@ struct Mirror {
     sources: Sources,
     /// Whether frames of several sources were said to arrive interleaved (said once).
     interleaving_said: bool,
+    /// Whether frames without a source instance id were said to arrive (said once).
+    unknown_source_said: bool,
     /// When frames of a new source before its first one received were last said: at most
     /// every [`SUM_UP_EVERY`] (sources interleaving past [`SOURCES_KEPT`] are each new again).
     new_source_said_at: Option<Instant>,
@@ -411,6 +413,7 @@ impl Mirror {
             received: false,
             sources: Sources::default(),
             interleaving_said: false,
+            unknown_source_said: false,
             new_source_said_at: None,
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
@@ -619,7 +622,25 @@ impl Mirror {
     /// the newest, or the frame last written, again: a frame refused for the lock and put
     /// again by a restarted publisher is written): a lossless mirror keeps the frames in
     /// order.
+    ///
+    /// A frame without a source instance id (all zeros: a source stream of a writer that
+    /// gives none) is of an unknown source: two such publishers interleaving would look like
+    /// one, and a source made again like one whose count went back (its lossless frames
+    /// refused until the count passed the old one's). Such frames are not followed, and
+    /// that is said once.
     fn account(&mut self, h: &FrameHeader) -> Result<(), String> {
+        if h.source == [0; 16] {
+            if !std::mem::replace(&mut self.unknown_source_said, true) {
+                self.say(&format!(
+                    "frames of remote stream '{}' carry no source instance id (its writer gives \
+                     none): frames of several publishers on its key, or of its source made \
+                     again, cannot be told apart here, and its lossless frames are not checked \
+                     for order or gaps",
+                    self.remote
+                ));
+            }
+            return Ok(());
+        }
         let mut behind = None;
         match self.sources.arrived(h) {
             Arrival::First => {}
@@ -1748,5 +1769,23 @@ mod tests {
             lines[1],
             "refused 1 more frame(s) for the same reason: no attachment"
         );
+    }
+
+    /// Frames without a source instance id (all zeros) are of an unknown source: a lossless
+    /// source made again, from count 1, was refused as out of order until its count passed
+    /// the old one's, and two such publishers interleaving were never said. Said once, not
+    /// followed.
+    #[test]
+    fn frames_without_a_source_id_are_of_an_unknown_source_said_once() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        assert_eq!(m.account(&h(0, 10, 0)), Ok(()));
+        assert!(m.unknown_source_said);
+        assert_eq!(m.account(&h(0, 1, 0)), Ok(()), "made again, from count 1");
+        assert_eq!(m.account(&h(0, 5, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 0, "gaps counted of an unknown source");
+        assert!(m.sources.seen.is_empty(), "followed");
+        // A source with an id is still followed.
+        assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
+        assert!(m.account(&h(1, 9, 0)).is_err());
     }
 }
