@@ -727,35 +727,40 @@ impl PreloadC {
 }
 
 /// A library for `LD_PRELOAD` that puts each `.npy` cube and its `.frames.csv` table on one
-/// disk of `$SHARED_DISK_BYTES`: a `pwrite` to a table (known by its `/proc/self/fd` link)
-/// lands only as far as the disk has room beside its cube (`<stem>.npy`, at its size then),
-/// and with none fails with ENOSPC, as a full disk's does; every other write is left alone.
-/// (A file-size limit gives each file a room of its own: dropped frames free none for the
-/// table.) The recorder writes both with `pwrite64`.
+/// disk of `$SHARED_DISK_BYTES`: a `pwrite` to either (known by its `/proc/self/fd` link)
+/// that grows it lands only as far as the disk has room beside both files (at their sizes
+/// then), and with none fails with ENOSPC, as a full disk's does; every other write is left
+/// alone. (A file-size limit gives each file a room of its own: dropped frames free none
+/// for the table.) The recorder writes both with `pwrite64`.
 const SHARED_DISK: PreloadC = PreloadC {
     name: "shared_disk",
     wraps: Wraps::Pwrite,
     body: r#"
 /* The bytes of `count` that a write at `at` to `fd` may put on the disk. */
 static size_t room(int fd, off_t at, size_t count) {
-    static const char table[] = ".frames.csv";
+    static const char table[] = ".frames.csv", cube[] = ".npy";
     const char *disk = getenv("SHARED_DISK_BYTES");
     char link[64], path[4096];
     if (disk == NULL || *disk == '\0') {
         return count;
     }
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, path, sizeof path - 1);
-    size_t k = sizeof table - 1;
-    if (n < 0 || (size_t)n < k || memcmp(path + n - k, table, k) != 0) {
+    ssize_t n = readlink(link, path, sizeof path - 1 - sizeof table);
+    size_t kt = sizeof table - 1, kc = sizeof cube - 1;
+    if (n < 0) {
         return count;
     }
-    strcpy(path + n - k, ".npy");
-    struct stat cube;
-    if (stat(path, &cube) != 0) {
+    path[n] = '\0';
+    if ((size_t)n >= kt && memcmp(path + n - kt, table, kt) == 0) {
+        strcpy(path + n - kt, cube);
+    } else if ((size_t)n >= kc && memcmp(path + n - kc, cube, kc) == 0) {
+        strcpy(path + n - kc, table);
+    } else {
         return count;
     }
-    long long end = atoll(disk) - (long long)cube.st_size;
+    /* The file may grow until the two fill the disk. */
+    struct stat other;
+    long long end = atoll(disk) - (stat(path, &other) == 0 ? (long long)other.st_size : 0);
     if ((long long)at >= end) {
         return 0;
     }
@@ -775,8 +780,12 @@ static int refusal(int fd, size_t *count, off_t at) {
 /// A full disk that the `.npy` cube and its table share ([`SHARED_DISK`]) cuts the table
 /// short, and dropping frames makes room for it: only as many of the last frames are
 /// dropped as the rows of the rest need, not every frame after the last row that landed.
-/// 1000 frames of 4 KiB with 2 KB left for a table of about 50 KB: 12 are dropped (40 or so
-/// were kept before). Skipped (said on stderr) without a C compiler.
+/// 1000 frames of 4 KiB on a disk with 2 KB more, for a table of about 50 KB written as the
+/// recording goes (a row a frame, each second): the disk fills (the cube or the table
+/// first, by timing), and the files left fill it but for less than a frame and its row:
+/// about 12 frames are dropped, and if any beyond the part of one that the full disk cut,
+/// said so (the rows since the last second may fit there). Skipped (said on stderr)
+/// without a C compiler.
 #[test]
 fn a_frame_table_cut_short_on_a_disk_it_shares_with_its_npy_cube_drops_only_frames_it_needs() {
     let lib_dir = out_dir("rec-shared-disk-lib");
@@ -785,8 +794,8 @@ fn a_frame_table_cut_short_on_a_disk_it_shares_with_its_npy_cube_drops_only_fram
     };
     let (name, _c, s) = camera_shaped(&unique_name("rec-shared-disk"), &[64, 32], RING);
     let out = out_dir("rec-shared-disk");
-    // The cube as the recording ends: its header (checked below) and the frames.
-    let (header, frame, frames) = (128, 64 * 32 * 2, 1000);
+    // The cube's header (checked below) and the frames; a row is under 64 bytes.
+    let (header, frame, frames, row) = (128, 64 * 32 * 2, 1000, 64);
     let disk = header + frames * frame + 2048;
     let mut c = Command::new(bin());
     c.args(["record", &name, "--frames", "1000", "--per-file", "1000"])
@@ -798,6 +807,7 @@ fn a_frame_table_cut_short_on_a_disk_it_shares_with_its_npy_cube_drops_only_fram
     let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
     assert!(diag.contains("shared_disk loaded"), "not preloaded: {diag}");
     assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(diag.contains("the disk is full"), "{diag}");
     let cube = out.join(format!("{name}_000000000.npy"));
     let bytes = std::fs::read(&cube).unwrap();
     assert_eq!(
@@ -806,15 +816,22 @@ fn a_frame_table_cut_short_on_a_disk_it_shares_with_its_npy_cube_drops_only_fram
     );
     let kept = summary(&diag).1;
     assert!(kept >= 980, "kept {kept} of {frames} frames: {diag}");
-    assert!(
-        diag.contains(&format!(
-            "kept the first {kept} of {frames} whole frames, dropping the last {}",
-            frames - kept
-        )),
-        "{diag}"
-    );
     assert_eq!(bytes.len(), header + kept * frame);
-    assert_eq!(table_rows(&npy_table(&cube)), kept);
+    let table = npy_table(&cube);
+    assert_eq!(table_rows(&table), kept);
+    // Only the frames the table needs dropped: one more and its row would not fit.
+    let used = bytes.len() + std::fs::metadata(&table).unwrap().len() as usize;
+    assert!(
+        used <= disk && disk - used < frame + row,
+        "{used} of {disk} bytes used: {diag}"
+    );
+    if let Some(at) = diag.find("kept the first ") {
+        let said = &diag[at..];
+        assert!(
+            said.starts_with(&format!("kept the first {kept} of ")),
+            "{diag}"
+        );
+    }
     if common::python().is_some() {
         assert_eq!(check_shaped(&out, "npy", frames, "64x32"), (1, kept));
     }
@@ -2533,7 +2550,7 @@ fn an_io_error_finishing_an_npy_cube_drops_no_frame_and_is_no_full_disk() {
         (
             "header",
             format!(
-                "rewriting its header for 3 frames: {eio}: it holds no frame np.load reads; check the disk"
+                "rewriting its header for 3 frames: {eio}: np.load reads the first 0 frames, which its header gave before; check the disk"
             ),
             0,
         ),
@@ -2875,4 +2892,102 @@ fn a_fits_file_says_the_frames_lost_before_it_and_whether_it_is_complete() {
     assert!(diag.contains(", 2 lost"), "{diag}");
     assert_eq!(endings(&out), ["2 True", "0 True"], "{diag}");
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// The frames the header of the cube `path` gives (a `.npy`'s shape, a FITS file's `NAXIS3`,
+/// the frame axis of a 2-d stream's cube); 0 while it gives none.
+fn counted(path: &Path) -> usize {
+    let head = std::fs::read(path).unwrap_or_default();
+    let head = String::from_utf8_lossy(&head[..head.len().min(2880)]).into_owned();
+    let value = if let Some(at) = head.find("'shape': (") {
+        &head[at + 10..]
+    } else if let Some(at) = head.find("NAXIS3  =") {
+        &head[at + 9..]
+    } else {
+        return 0;
+    };
+    let digits: String = value
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+/// Checks the cube left by a recorder killed: prints the frames it reads with, and for a
+/// `.npy` the rows of its table. Frames consecutive with pixels = frame id % 50000 (the
+/// table's ids where there is one).
+const CHECK_KILLED: &str = r#"
+import sys, csv, warnings, numpy as np
+f = sys.argv[1]
+if f.endswith(".fits"):
+    from astropy.io import fits
+    with warnings.catch_warnings():
+        # Cut short: the data unit lacks its padding, and frames past the count may follow.
+        warnings.simplefilter("ignore")
+        with fits.open(f) as h:
+            data = h[0].data
+            assert h[0].header["COMPLETE"] is False, h[0].header
+            first = int(data[0, 0, 0])
+            for k in range(len(data)):
+                assert (data[k] == (first + k) % 50000).all(), (k, data[k])
+            print(len(data), len(data))
+else:
+    data = np.load(f)
+    rows = list(csv.DictReader(open(f[:-4] + ".frames.csv")))
+    assert len(rows) >= len(data), (len(rows), len(data))
+    for k in range(len(data)):
+        assert (data[k] == int(rows[k]["frame_id"]) % 50000).all(), (k, data[k], rows[k])
+    print(len(data), len(rows))
+"#;
+
+/// A recorder killed (SIGKILL: no chance to finish its file) leaves a cube that reads with
+/// the frames its last checkpoint counted, and a `.npy`'s table their rows. The header gave
+/// 2**64 - 1 frames (np.load refused it) or NAXIS3 = 0, the table was empty.
+#[test]
+fn a_recorder_killed_leaves_a_cube_that_reads_with_the_frames_counted_last() {
+    const ON_FILE: usize = 50;
+    for format in ["npy", "fits"] {
+        let (name, _c, s) = camera(&format!("rec-kill-{format}"), RING);
+        let out = out_dir("rec-kill");
+        let cube = out.join(format!("{name}_000000000.{format}"));
+        let r = record(
+            &name,
+            &out,
+            &[
+                "--duration",
+                "600",
+                "--per-file",
+                "100000",
+                "--format",
+                format,
+            ],
+        );
+        let pid = r.pid() as i32;
+        let mut killed_at = None;
+        let (st, diag) = produce_with(&s, r, |s, i| {
+            s.write_slice_frame(&vec![(i % 50_000) as u16; s.len()], i)
+                .unwrap();
+            if killed_at.is_none() && counted(&cube) >= ON_FILE {
+                // SAFETY: signalling our own child.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+                killed_at = Some(counted(&cube));
+            }
+        });
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL),
+            "{format}: {diag}"
+        );
+        let at_kill = killed_at.unwrap();
+        if let Some(stdout) = python_check(CHECK_KILLED, &[cube.as_os_str()], format) {
+            let v: Vec<usize> = stdout
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            assert!(v[0] >= at_kill, "{format}: {v:?} frames, {at_kill} counted");
+            assert!(v[1] >= v[0], "{format}: {v:?}");
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
 }

@@ -44,7 +44,7 @@ use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{CubeSink, Finished, FrameMeta};
+use super::{CHECKPOINT_S, CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// FITS files are made of blocks of this many bytes.
@@ -389,6 +389,8 @@ pub(crate) struct FitsCube {
     axis_at: u64,
     /// The frames that card gives as last written (0 as created).
     card: usize,
+    /// The record time at which to rewrite it with the frames on file.
+    next_checkpoint: f64,
     /// Offsets of the `LOST` and `COMPLETE` cards in the file.
     lost_at: u64,
     complete_at: u64,
@@ -457,6 +459,7 @@ impl FitsCube {
             axis,
             axis_at,
             card: 0,
+            next_checkpoint: f64::NAN,
             lost_at,
             complete_at,
             lost: 0,
@@ -548,6 +551,27 @@ impl CubeSink for FitsCube {
         let frames = self.frames.as_mut().ok_or("FITS image already closed")?;
         frames.push(frame)?;
         self.meta.push(meta);
+        // The first a second after the first frame (NaN: none yet).
+        if self.next_checkpoint.is_nan() {
+            self.next_checkpoint = meta.record_time + CHECKPOINT_S;
+        }
+        if meta.record_time < self.next_checkpoint {
+            return Ok(());
+        }
+        // A checkpoint (see [`CHECKPOINT_S`]): the file reads with the frames on file now.
+        self.next_checkpoint = meta.record_time + CHECKPOINT_S;
+        let stored = frames.flush()?;
+        frames
+            .file()
+            .write_all_at(&axis_card(self.axis, stored), self.axis_at)
+            .map_err(|e| {
+                format!(
+                    "{}: rewriting its frame-axis card (NAXIS{}): {e}",
+                    self.path.display(),
+                    self.axis
+                )
+            })?;
+        self.card = stored;
         Ok(())
     }
 

@@ -68,6 +68,19 @@ impl FrameFile {
         Ok(())
     }
 
+    /// Hands the gathered frames to the kernel: the whole frames on file.
+    pub(crate) fn flush(&mut self) -> Fallible<usize> {
+        if !self.gathered.is_empty() {
+            self.store(None)?;
+        }
+        Ok(self.stored)
+    }
+
+    /// The file the frames are appended to.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The file and offset at which the caller may write the next frame itself, for frames
     /// large enough to skip gathering (none is pending then) and while no write has failed.
     pub(crate) fn in_place(&self) -> Option<(&File, u64)> {
@@ -119,11 +132,7 @@ impl FrameFile {
     /// file had. Bytes of a frame that reached the file only in part lie after that end; the
     /// caller cuts or sizes the file there.
     pub(crate) fn close(mut self) -> Closed {
-        let flushed = if self.gathered.is_empty() {
-            Ok(())
-        } else {
-            self.store(None).map_err(|e| e.to_string())
-        };
+        let flushed = self.flush().map(drop).map_err(|e| e.to_string());
         let end = self.end();
         // The file grew as far as the disk let the failed write take it.
         let room = self

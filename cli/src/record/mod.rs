@@ -35,11 +35,15 @@
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
 //! the summary's write fails instead of killing the recorder); frames already written stay
-//! readable (the current file is closed with what it holds), also after a signal. SIGKILL
-//! (or a crash) leaves the current file (and one still being finished)
-//! unfinished: the frames already handed to the kernel are there, but a `.npy` header still
-//! gives `2**64 - 1` frames (`np.load` refuses it) beside an empty `.frames.csv`, and a
-//! FITS header 0 frames, with no `FRAMES` table.
+//! readable (the current file is closed with what it holds), also after a signal. SIGKILL,
+//! an OOM kill or a crash leaves the current file (and one still being finished) readable
+//! as it stood at its last checkpoint ([`CHECKPOINT_S`], about once a second): a `.npy`
+//! that `np.load` reads with the frames counted then, beside a `.frames.csv` with at least
+//! their rows (before the first checkpoint: no frame, an empty table); a FITS file that
+//! astropy opens (warning it may be truncated) with that many frames and `COMPLETE = F`,
+//! but no `FRAMES` table (its frame ids and times are lost). Checkpoints come only as
+//! frames arrive: a camera that pauses leaves the last second before the pause uncounted
+//! until its next frame.
 
 mod fits;
 mod frame_file;
@@ -56,6 +60,12 @@ use std::time::{Duration, Instant};
 use shmstream::{Error, RingFrame, Stream, WaitStrategy};
 
 use crate::{Fallible, term};
+
+/// Seconds between the moments a cube being filled is made readable as it stands: its
+/// gathered frames handed to the kernel and its frame count rewritten in its header (with a
+/// `.npy`, its new `.frames.csv` rows written first), so that a recorder killed leaves a file
+/// that reads with the frames counted then. Checked at each frame, against its record time.
+pub(crate) const CHECKPOINT_S: f64 = 1.0;
 
 /// How often a waiting reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(100);

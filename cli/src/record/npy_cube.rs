@@ -1,11 +1,16 @@
 //! `.npy` cubes for `record` (shape `(frames, *frame_shape)`, every stream dtype) with a
 //! sidecar table `<file>.frames.csv` of frame id, count, write time and record time.
 //!
-//! The header is written with room for any frame count and rewritten with the real count
-//! when the file is finished, so frames stream to disk as they arrive. Both files are
-//! created when the cube is (neither over an existing file); the table is written when the
-//! cube is finished, and when a full disk cuts it short the cube keeps only the frames whose
-//! rows reached it whole (after any other error, all of them).
+//! The header is written padded to the length of the widest count, giving 0 frames, and
+//! rewritten in place with the frames on file every [`CHECKPOINT_S`] and when the file is
+//! finished, so frames stream to disk as they arrive and the data never moves. The table's
+//! rows (the column names first) are gathered in memory and appended at those same
+//! moments, before the header: a
+//! recorder killed (SIGKILL, a crash) leaves a cube that `np.load` reads with the frames of
+//! the last rewrite (any bytes after them are ignored) and a table with at least their rows.
+//! Both files are created when the cube is (neither over an existing file); when a full disk
+//! cuts the table short the cube keeps only the frames whose rows reached it whole (after
+//! any other error, all of them).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -14,7 +19,7 @@ use std::path::{Path, PathBuf};
 use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{CubeSink, Finished, FrameMeta};
+use super::{CHECKPOINT_S, CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// numpy's type string for a stream dtype (little-endian, as streams are on x86-64).
@@ -37,13 +42,9 @@ fn descr(dtype: Dtype) -> &'static str {
     }
 }
 
-/// A `.npy` v1.0 header for `frames` frames, padded to `len` bytes (0: the natural length
-/// for the widest count, so a rewrite with the real count fits in place).
+/// A `.npy` v1.0 header for `frames` frames, padded to `len` bytes (0: its natural length).
 fn header(dtype: Dtype, frames: u64, shape: &[usize], len: usize) -> Vec<u8> {
     let mut dims = frames.to_string();
-    if len == 0 {
-        dims = u64::MAX.to_string();
-    }
     for d in shape {
         dims.push_str(&format!(", {d}"));
     }
@@ -66,51 +67,22 @@ pub(crate) fn sidecar(path: &Path) -> PathBuf {
     path.with_extension("frames.csv")
 }
 
-/// The frame table as CSV lines, the column names first.
-fn table_lines(meta: &[FrameMeta]) -> Vec<String> {
-    let names = "frame_id,count,write_time,record_time\n".to_string();
-    let rows = meta.iter().map(|m| {
-        format!(
-            "{},{},{:.9},{:.9}\n",
-            m.frame_id, m.count, m.write_time, m.record_time
-        )
-    });
-    std::iter::once(names).chain(rows).collect()
-}
+/// The table's first line: the column names, written with the first rows.
+const COLUMNS: &str = "frame_id,count,write_time,record_time\n";
 
-/// Writes `lines` to `file` from its start and cuts it after the last that landed whole: the
-/// rows on file (lines after the first), the bytes that landed, and why not all.
-fn write_table(file: &File, lines: &[String]) -> (usize, usize, Result<(), TailError>) {
-    let (done, written) = write_counted(file, lines.concat().as_bytes(), 0);
-    let (mut end, mut whole) = (0, 0usize);
-    for l in lines {
-        if end + l.len() > done {
-            break;
-        }
-        end += l.len();
-        whole += 1;
-    }
-    let failed = |step: &str| {
-        let step = step.to_owned();
-        move |e| TailError { step, e }
-    };
-    let cut = file.set_len(end as u64);
-    let result = written
-        .map_err(failed("writing the frame table"))
-        .and(cut.map_err(failed("cutting the frame table after its last whole row")));
-    (whole.saturating_sub(1), done, result)
-}
-
-/// The most of the `whole` frames of `frame_bytes` whose rows (`lines`, the column names
-/// first) fit in `room` table bytes plus the bytes freed by dropping the frames after them:
-/// on a full disk shared by the cube and its table, what a table cut short at `room` can
-/// be made whole for.
-fn frames_that_fit(lines: &[String], whole: usize, frame_bytes: usize, room: usize) -> usize {
-    let (mut len, mut fit) = (0u64, 0);
+/// The most of the `lens.len()` frames (of `frame_bytes`) whose table rows (of `lens`
+/// bytes, after `head` bytes still to write before them) fit in `room` table bytes plus the
+/// bytes freed by dropping the frames after them: on a full disk shared by the cube and its
+/// table, what a table cut short at `room` can be made whole for.
+fn frames_that_fit(head: usize, lens: &[usize], frame_bytes: usize, room: usize) -> usize {
+    let whole = lens.len();
+    let (mut len, mut fit) = (head as u64, 0);
     // The table grows by a row as the cube shrinks by a frame: the first that does not fit
     // is the last to look at.
-    for (k, l) in lines.iter().enumerate().take(whole + 1) {
-        len += l.len() as u64;
+    for k in 0..=whole {
+        if k > 0 {
+            len += lens[k - 1] as u64;
+        }
         let freed = (whole - k) as u64 * frame_bytes as u64;
         if len > room as u64 + freed {
             break;
@@ -123,13 +95,25 @@ fn frames_that_fit(lines: &[String], whole: usize, frame_bytes: usize, room: usi
 pub(crate) struct NpyCube {
     path: PathBuf,
     frames: Option<FrameFile>,
-    /// The sidecar table, empty until the cube is finished (and closed with it).
+    /// The sidecar table (closed with the cube).
     table: Option<File>,
     dtype: Dtype,
     shape: Vec<usize>,
     header_len: usize,
     frame_bytes: usize,
-    meta: Vec<FrameMeta>,
+    /// Frames appended.
+    pushed: usize,
+    /// Rows on file in the table, and where they end (0: not even the column names yet).
+    table_rows: usize,
+    table_len: u64,
+    /// The rows of the frames after those, not yet written (the column names first while
+    /// the table has none), and where each row ends in it.
+    rows: Vec<u8>,
+    row_ends: Vec<usize>,
+    /// The record time at which to write them and rewrite the count.
+    next_checkpoint: f64,
+    /// The frames the header gives as last written.
+    counted: usize,
 }
 
 impl NpyCube {
@@ -150,7 +134,8 @@ impl NpyCube {
                 return Err(e);
             }
         };
-        let h = header(dtype, 0, shape, 0);
+        let wide = header(dtype, u64::MAX, shape, 0).len();
+        let h = header(dtype, 0, shape, wide);
         if let Err(e) = file.write_all_at(&h, 0) {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(&table_path);
@@ -164,9 +149,104 @@ impl NpyCube {
             shape: shape.to_vec(),
             header_len: h.len(),
             frame_bytes,
-            meta: Vec::new(),
+            pushed: 0,
+            table_rows: 0,
+            table_len: 0,
+            rows: COLUMNS.as_bytes().to_vec(),
+            row_ends: Vec::new(),
+            next_checkpoint: f64::NAN,
+            counted: 0,
         })
     }
+
+    /// Counts a frame on file: gathers its row, and at a checkpoint makes the files
+    /// readable as they stand ([`CHECKPOINT_S`]).
+    fn pushed(&mut self, meta: FrameMeta) -> Fallible {
+        use std::io::Write;
+        self.pushed += 1;
+        // Into a Vec: formatting without an allocation once it has grown.
+        let _ = writeln!(
+            self.rows,
+            "{},{},{:.9},{:.9}",
+            meta.frame_id, meta.count, meta.write_time, meta.record_time
+        );
+        self.row_ends.push(self.rows.len());
+        // The first a second after the first frame (NaN: none yet).
+        if self.next_checkpoint.is_nan() {
+            self.next_checkpoint = meta.record_time + CHECKPOINT_S;
+        }
+        if meta.record_time < self.next_checkpoint {
+            return Ok(());
+        }
+        self.next_checkpoint = meta.record_time + CHECKPOINT_S;
+        self.checkpoint()
+    }
+
+    /// Hands the gathered frames to the kernel, writes their rows, and rewrites the
+    /// header's count with the frames the table then holds.
+    fn checkpoint(&mut self) -> Fallible {
+        let (Some(frames), Some(table)) = (self.frames.as_mut(), self.table.as_ref()) else {
+            return Ok(());
+        };
+        let stored = frames.flush()?;
+        let (_, written) = write_rows(
+            table,
+            stored - self.table_rows,
+            &mut self.rows,
+            &mut self.row_ends,
+            (&mut self.table_rows, &mut self.table_len),
+        );
+        if let Err(e) = written {
+            return Err(format!("{}: {e}", sidecar(&self.path).display()).into());
+        }
+        let h = header(
+            self.dtype,
+            self.table_rows as u64,
+            &self.shape,
+            self.header_len,
+        );
+        frames
+            .file()
+            .write_all_at(&h, 0)
+            .map_err(|e| format!("{}: rewriting its frame count: {e}", self.path.display()))?;
+        self.counted = self.table_rows;
+        Ok(())
+    }
+}
+
+/// Appends the first `n` of the gathered `rows` (ending at `row_ends`; the column names
+/// before them while the table is empty) to `table` after its `on_file` rows (which end at
+/// its byte `on_file.1`), counting and dropping those that landed whole. The bytes that
+/// landed only in part after them (the room the disk had beyond the whole rows; the caller
+/// cuts them), and why not all landed.
+fn write_rows(
+    table: &File,
+    n: usize,
+    rows: &mut Vec<u8>,
+    row_ends: &mut Vec<usize>,
+    on_file: (&mut usize, &mut u64),
+) -> (usize, Result<(), TailError>) {
+    let head = columns_pending(*on_file.1);
+    let len = n.checked_sub(1).map_or(head, |i| row_ends[i]);
+    let (done, written) = write_counted(table, &rows[..len], *on_file.1);
+    let whole = row_ends[..n].partition_point(|&end| end <= done);
+    let names = if done >= head { head } else { 0 };
+    let landed = whole.checked_sub(1).map_or(names, |i| row_ends[i]);
+    *on_file.0 += whole;
+    *on_file.1 += landed as u64;
+    rows.drain(..landed);
+    row_ends.drain(..whole);
+    row_ends.iter_mut().for_each(|end| *end -= landed);
+    let result = written.map_err(|e| TailError {
+        step: "writing the frame table".into(),
+        e,
+    });
+    (done - landed, result)
+}
+
+/// The bytes of column names still to write before the rows of a table of `len` bytes.
+fn columns_pending(len: u64) -> usize {
+    if len == 0 { COLUMNS.len() } else { 0 }
 }
 
 impl CubeSink for NpyCube {
@@ -191,8 +271,7 @@ impl CubeSink for NpyCube {
             .as_mut()
             .ok_or("file already closed")?
             .push(frame)?;
-        self.meta.push(meta);
-        Ok(())
+        self.pushed(meta)
     }
 
     /// None for a bool stream: its frames are stored as 0 or 1 ([`CubeSink::store_from_ring`]),
@@ -209,12 +288,11 @@ impl CubeSink for NpyCube {
             .as_mut()
             .ok_or("file already closed")?
             .commit_in_place(written)?;
-        self.meta.push(meta);
-        Ok(())
+        self.pushed(meta)
     }
 
     fn frames(&self) -> usize {
-        self.meta.len()
+        self.pushed
     }
 
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
@@ -249,7 +327,7 @@ impl NpyCube {
     /// `whole` frames end at `end`, and its `table`. The frames kept (`errors` says why
     /// not all).
     fn finish_files(
-        &self,
+        &mut self,
         file: &File,
         table: &File,
         end: u64,
@@ -257,8 +335,8 @@ impl NpyCube {
         sync: bool,
         errors: &mut Vec<String>,
     ) -> usize {
-        let (cube, table_path) = (self.path.display(), sidecar(&self.path));
-        let table_path = table_path.display();
+        let (cube, table_path) = (self.path.display().to_string(), sidecar(&self.path));
+        let table_path = table_path.display().to_string();
         let failed = |step: String| move |e| TailError { step, e };
         // First cut any part-written frame: on a full disk that frees room for the table.
         if let Err(e) = file.set_len(end) {
@@ -269,20 +347,23 @@ impl NpyCube {
             ));
             return 0;
         }
-        let lines = table_lines(&self.meta[..whole]);
         // The frames in the cube: `whole` unless some are dropped to make room for the table.
         let mut frames = whole;
-        let (mut rows, room, mut tabled) = write_table(table, &lines);
-        // One disk for both files: the table's room, and the frames dropped to make more.
-        // Only a disk without room is a reason to drop frames.
+        let (room, mut tabled) = self.write_rows(table, whole - self.table_rows);
+        // One disk for both files: the room the table had past its whole rows, and the
+        // frames dropped to make more. Only a disk without room is a reason to drop frames.
         if let Err(e) = &tabled
             && let Some(full) = e.no_room()
         {
-            let keep = frames_that_fit(&lines, whole, self.frame_bytes, room);
-            if keep > rows && file.set_len(self.cube_len(keep)).is_ok() {
+            let head = columns_pending(self.table_len);
+            let lens: Vec<usize> = (0..whole - self.table_rows)
+                .map(|i| self.row_ends[i] - i.checked_sub(1).map_or(head, |j| self.row_ends[j]))
+                .collect();
+            let keep = self.table_rows + frames_that_fit(head, &lens, self.frame_bytes, room);
+            if keep > self.table_rows && file.set_len(self.cube_len(keep)).is_ok() {
                 frames = keep;
                 let first = e.to_string();
-                (rows, _, tabled) = write_table(table, &lines[..=keep]);
+                (_, tabled) = self.write_rows(table, keep - self.table_rows);
                 if tabled.is_ok() {
                     errors.push(format!(
                         "{table_path}: {first}: {}: kept the first {keep} of {whole} whole frames, dropping the last {} to make room for the rows of those kept; {}",
@@ -293,6 +374,10 @@ impl NpyCube {
                 }
             }
         }
+        let rows = self.table_rows;
+        let tabled = tabled.and(table.set_len(self.table_len).map_err(failed(
+            "cutting the frame table after its last whole row".into(),
+        )));
         let held = match tabled {
             Ok(()) => frames,
             Err(e) if e.no_room().is_some() => {
@@ -313,7 +398,7 @@ impl NpyCube {
             }
         };
         let h = header(self.dtype, held as u64, &self.shape, self.header_len);
-        // Without its real header the cube holds no frame `np.load` reads.
+        // Without it, the cube's header gives the frames of its last checkpoint.
         let written = file
             .set_len(self.cube_len(held))
             .map_err(failed(format!("cutting the cube after its {held} frames")))
@@ -324,11 +409,12 @@ impl NpyCube {
         let kept = match written {
             Ok(()) => held,
             Err(e) => {
+                let counted = self.counted;
                 errors.push(format!(
-                    "{cube}: {e}: it holds no frame np.load reads; {}",
+                    "{cube}: {e}: np.load reads the first {counted} frames, which its header gave before; {}",
                     e.remedy()
                 ));
-                0
+                counted
             }
         };
         if sync {
@@ -337,6 +423,17 @@ impl NpyCube {
             }
         }
         kept
+    }
+
+    /// [`write_rows`] of the first `n` gathered rows to `table`.
+    fn write_rows(&mut self, table: &File, n: usize) -> (usize, Result<(), TailError>) {
+        write_rows(
+            table,
+            n,
+            &mut self.rows,
+            &mut self.row_ends,
+            (&mut self.table_rows, &mut self.table_len),
+        )
     }
 
     /// The length of the cube of `frames` frames.
@@ -382,25 +479,32 @@ mod tests {
 
     #[test]
     fn headers_keep_their_length_when_the_count_is_rewritten() {
-        let wide = header(Dtype::U16, 0, &[240, 240], 0);
-        assert_eq!(wide.len() % 64, 0);
-        let real = header(Dtype::U16, 12, &[240, 240], wide.len());
-        assert_eq!(real.len(), wide.len());
-        let text = String::from_utf8_lossy(&real[10..]);
-        assert!(text.contains("'shape': (12, 240, 240)"), "{text}");
-        assert!(text.ends_with('\n'));
+        let wide = header(Dtype::U16, u64::MAX, &[240, 240], 0).len();
+        assert_eq!(wide % 64, 0);
+        for frames in [0, 12, u64::MAX] {
+            let real = header(Dtype::U16, frames, &[240, 240], wide);
+            assert_eq!(real.len(), wide);
+            let text = String::from_utf8_lossy(&real[10..]);
+            assert!(
+                text.contains(&format!("'shape': ({frames}, 240, 240)")),
+                "{text}"
+            );
+            assert!(text.ends_with('\n'));
+        }
     }
 
     #[test]
     fn a_table_cut_short_keeps_the_frames_whose_rows_the_dropped_ones_make_room_for() {
-        // Names of 10 bytes, rows of 10: 100 frames of 40 bytes, 30 bytes of table on file.
-        let lines: Vec<String> = std::iter::once("n".repeat(9) + "\n")
-            .chain((0..100).map(|_| "r".repeat(9) + "\n"))
-            .collect();
-        // 10 + 10k <= 30 + 40 (100 - k): k <= 80.
-        assert_eq!(frames_that_fit(&lines, 100, 40, 30), 80);
-        assert_eq!(frames_that_fit(&lines, 100, 0, 30), 2, "nothing freed");
-        assert_eq!(frames_that_fit(&lines, 100, 40, 1010), 100);
-        assert_eq!(frames_that_fit(&lines, 0, 40, 5), 0);
+        // Rows of 10 bytes: 100 frames of 40 bytes, 30 bytes of room past the table's rows.
+        let lens = [10; 100];
+        // 10k <= 30 + 40 (100 - k): k <= 80.
+        assert_eq!(frames_that_fit(0, &lens, 40, 30), 80);
+        assert_eq!(frames_that_fit(0, &lens, 0, 30), 3, "nothing freed");
+        // Column names of 10 bytes still to write: 10 + 10k <= 30 + 40 (100 - k).
+        assert_eq!(frames_that_fit(10, &lens, 40, 30), 80);
+        assert_eq!(frames_that_fit(10, &lens, 0, 30), 2, "nothing freed");
+        assert_eq!(frames_that_fit(0, &lens, 40, 1000), 100);
+        assert_eq!(frames_that_fit(0, &[], 40, 5), 0);
+        assert_eq!(frames_that_fit(10, &[], 40, 5), 0, "not even the names");
     }
 }
