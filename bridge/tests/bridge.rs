@@ -1523,10 +1523,12 @@ fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
             (id, _) => panic!("frame {id} put, of 5 and 6 written\n{}", p.diagnostics()),
         }
     };
-    // Less the time frame 5 took to arrive: a second of it is plenty on loopback.
+    // Less the time frame 5 took to arrive, which a loaded host can stretch (this thread or
+    // Zenoh's receive task off a CPU just after frame 5's put): a quarter of the period is
+    // still far from "at once", a few milliseconds after frame 5.
     let apart = next_at - put_at;
     assert!(
-        apart >= period / 2,
+        apart >= period / 4,
         "frame 6 arrived {apart:?} after frame 5 at --max-rate 0.5 (a put every {period:?})\n{}",
         p.diagnostics()
     );
