@@ -509,7 +509,7 @@ impl Stream {
         // Refused before the inline try, so that whether it is refused does not depend on
         // whether the frame happens to be there.
         self.ensure_runtime()?;
-        let deadline = crate::deadline::after(Instant::now(), timeout);
+        let deadline = crate::deadline::from_now(timeout);
         loop {
             // Taken afresh each round, as `attempt` takes it: a `read_new`'s baseline moves
             // when another reader of this handle returns the frame it waited for (a stale

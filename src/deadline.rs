@@ -9,6 +9,12 @@ pub(crate) fn after(from: Instant, timeout: Option<Duration>) -> Option<Instant>
     timeout.and_then(|t| from.checked_add(t))
 }
 
+/// [`after`] now, reading the clock only for a `Some` timeout (a wait with none, on a
+/// cursor's or a lock's fast path, costs no clock read).
+pub(crate) fn from_now(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -23,5 +29,9 @@ mod tests {
             after(now, Some(Duration::from_millis(5))),
             Some(now + Duration::from_millis(5))
         );
+        assert_eq!(from_now(None), None);
+        assert_eq!(from_now(Some(Duration::MAX)), None);
+        let soon = from_now(Some(Duration::from_secs(60))).unwrap();
+        assert!(soon > now + Duration::from_secs(59), "{soon:?}");
     }
 }

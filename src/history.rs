@@ -1134,7 +1134,7 @@ impl Cursor<'_> {
         timeout: Option<Duration>,
         mut copy: impl FnMut(*const u8),
     ) -> Result<FrameInfo> {
-        let deadline = crate::deadline::after(Instant::now(), timeout);
+        let deadline = crate::deadline::from_now(timeout);
         // When an adaptive cursor stops spinning on the next frame's slot in this call (set
         // at its first spin).
         let mut spin_until: Option<Instant> = None;

@@ -508,7 +508,7 @@ impl LockFile {
         stream_linked: impl Fn() -> bool,
     ) -> Result<()> {
         let file = open_at_path(&self.path, stream)?;
-        let deadline = crate::deadline::after(Instant::now(), timeout);
+        let deadline = crate::deadline::from_now(timeout);
         match Self::poll_flock(file.as_raw_fd(), deadline, &|| false) {
             Ok(true) => {}
             Ok(false) => {

@@ -102,7 +102,7 @@ pub fn lock_many<'a>(streams: &[&'a Stream], timeout: Option<Duration>) -> Resul
     keyed.dedup_by(|(_, a), (_, b)| a.name() == b.name());
     let order: Vec<&'a Stream> = keyed.into_iter().map(|(_, s)| s).collect();
     refuse_out_of_order(&order)?;
-    let deadline = crate::deadline::after(Instant::now(), timeout);
+    let deadline = crate::deadline::from_now(timeout);
     let mut guards = Vec::with_capacity(order.len());
     for s in order {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
