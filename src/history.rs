@@ -46,7 +46,7 @@ use crate::error::{Error, LossCause, Result};
 use crate::name;
 use crate::notify::{ADAPTIVE_SPIN, WaitStrategy, Waiter};
 use crate::read::{FrameInfo, Publication};
-use crate::segment::Segment;
+use crate::segment::{Mapping, Segment};
 use crate::seqlock::{self, Observed};
 use crate::spin::Spin;
 use crate::stream::Stream;
@@ -190,7 +190,8 @@ pub(crate) fn ring_bytes(
 /// One stream's mapped history ring.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    seg: Segment,
+    /// Without its descriptor: a stream with history holds one open file fewer.
+    seg: Mapping,
     capacity: u64,
     frame_bytes: usize,
     stride: usize,
@@ -215,7 +216,7 @@ impl Ring {
         let seg = Segment::create(id, bytes)
             .map_err(|e| Error::creating(stream, "creating the history segment", bytes, e))?;
         let ring = Ring {
-            seg,
+            seg: seg.into_mapping(),
             capacity: capacity as u64,
             frame_bytes,
             stride: stride(frame_bytes).unwrap_or(usize::MAX),
@@ -286,7 +287,7 @@ impl Ring {
         }
         check_holds(stream, seg.len(), need)?;
         Ok(Some(Ring {
-            seg,
+            seg: seg.into_mapping(),
             capacity: capacity as u64,
             frame_bytes,
             stride: stride(frame_bytes).unwrap_or(usize::MAX),
@@ -1427,6 +1428,41 @@ mod tests {
         assert!(ring_bytes(MAX_HISTORY + 1, 4).is_err());
         assert!(ring_bytes(MAX_HISTORY, 1 << 20).is_err(), "1 TiB ring");
         assert!(ring_bytes(1, usize::MAX - 10).is_err(), "overflow");
+    }
+
+    /// Whether this process has a descriptor open on `/dev/shm/<id>`.
+    fn holds_open(id: &str) -> bool {
+        let object = std::path::Path::new(crate::sys::SHM_DIR).join(id);
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to == object))
+    }
+
+    /// A ring keeps its mapping, not its descriptor: a stream with history holds as many open
+    /// files as one without (its `_meta`, payload and lock file), for the creator and for an
+    /// opener alike, and its frames still go through.
+    #[test]
+    fn a_ring_holds_no_descriptor() {
+        let (name, s) = stream("no-fd", 4, 4);
+        let r = Stream::open_readonly(&name).unwrap();
+        let hist = crate::name::history_id(&name);
+        assert!(!holds_open(&hist), "a descriptor of {hist} is open");
+        assert!(
+            holds_open(&crate::name::meta_id(&name)),
+            "the check sees none"
+        );
+        let mut c = r.cursor().unwrap();
+        s.write_slice(&[1u32, 2, 3, 4]).unwrap();
+        assert_eq!(
+            c.next::<u32>(Some(Duration::from_secs(5)))
+                .unwrap()
+                .into_raw_vec_and_offset()
+                .0,
+            [1, 2, 3, 4]
+        );
+        drop((r, s));
+        crate::unlink(&name).unwrap();
     }
 
     fn stream(tag: &str, len: usize, depth: usize) -> (String, Stream) {

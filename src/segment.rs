@@ -155,6 +155,31 @@ impl Segment {
     }
 }
 
+/// A segment's mapping kept without its descriptor (one open file fewer per handle; the
+/// mapping stays valid once the file is closed): for an object whose size, storage and
+/// links are never asked again once it is validated (a history ring).
+#[derive(Debug)]
+pub(crate) struct Mapping(MmapRaw);
+
+impl Mapping {
+    /// The mapped length.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Base address of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.0.as_mut_ptr()
+    }
+}
+
+impl Segment {
+    /// The mapping alone; the descriptor is closed.
+    pub(crate) fn into_mapping(self) -> Mapping {
+        Mapping(self.map)
+    }
+}
+
 /// An object [`Segment::open_written`] refused: pages never written (sparse), of which
 /// only `stored` bytes have storage. Travels inside an `io::Error` of kind `InvalidData`.
 #[derive(Debug)]
