@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::fs::{File, Metadata};
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -483,14 +484,18 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 /// beside it (`.NAME.shmstream-dump-PID-N.partial`, created exclusively, given the existing
 /// file's mode and, where allowed, owner), put on the disk (`fdatasync`: NFS reports ENOSPC
 /// and quotas, and a disk writeback EIO, only then or at close, never to a write) and
-/// renamed over `path`. When anything fails (as every write does once `stopped()` says a
-/// stop signal came) the temporary file is removed and `path` is left as it was: an
-/// existing file keeps its bytes, a new one is not made. (A second hard link of the file
-/// keeps the old bytes; a symlink keeps pointing at the new file.)
+/// renamed over `path`. When anything fails before the rename (as every write does once
+/// `stopped()` says a stop signal came, and a stop during the sync) the temporary file is
+/// removed and `path` is left as it was: an existing file keeps its bytes, a new one is not
+/// made. A rename refused (a bind-mounted file, `EBUSY`) leaves `path` as it was and the
+/// whole dump in the temporary file, named in the error. (The file replaced is a new inode:
+/// a second hard link keeps the old bytes, and ACLs, extended attributes and security labels
+/// are not copied; a symlink keeps pointing at the new file.)
 ///
 /// What is not a regular file (`/dev/stdout` to a terminal or pipe, a FIFO), a file this
-/// process already has open as stdout or stderr (`-o F > F`), and a new file behind a
-/// dangling symlink or in a directory this user cannot create files in, is written in
+/// process already has open as stdout or stderr (`-o F > F`), a new file behind a dangling
+/// symlink or in a directory this user cannot create files in, and another user's file in
+/// a sticky directory not ours (`/tmp`: writable, but not ours to replace) is written in
 /// place; when that fails a regular file is emptied through its handle and its name
 /// removed if it is the file's only one (a cut-short `.npy` keeps its full header and
 /// would read as a whole dump).
@@ -517,7 +522,11 @@ fn write_whole(
                 && !is_open_on(m, io::stderr().as_fd()) =>
         {
             drop(std::fs::OpenOptions::new().write(true).open(path)?);
-            Some(std::fs::canonicalize(path)?)
+            let real = std::fs::canonicalize(path)?;
+            let dir = std::fs::metadata(dir_of(&real))?;
+            // SAFETY: geteuid takes nothing and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            (!sticky_keeps_from_replacing(dir.mode(), dir.uid(), m.uid(), me)).then_some(real)
         }
         Some(_) => None,
         None if path.symlink_metadata().is_ok() => None,
@@ -529,6 +538,20 @@ fn write_whole(
         return temp.write_and_replace(&real, stopped, write);
     }
     write_in_place(path, stopped, write)
+}
+
+/// The directory a file's name is in (`.` for a bare name).
+fn dir_of(file: &Path) -> &Path {
+    file.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether a sticky directory (mode `dir_mode`, owned by `dir_uid`) keeps user `me` from
+/// renaming over a file of `file_uid` there, though the file's mode lets `me` write it: only
+/// the file's owner, the directory's, and root may.
+fn sticky_keeps_from_replacing(dir_mode: u32, dir_uid: u32, file_uid: u32, me: u32) -> bool {
+    dir_mode & libc::S_ISVTX != 0 && me != 0 && me != file_uid && me != dir_uid
 }
 
 /// A temporary file beside the file it will replace, removed on drop unless renamed.
@@ -547,10 +570,7 @@ impl TempBeside {
         let Some(name) = real.file_name() else {
             return Ok(None);
         };
-        let dir = real
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = dir_of(real);
         // Within NAME_MAX (255 bytes) whatever the target's name.
         let short = OsStr::from_bytes(&name.as_bytes()[..name.len().min(160)]);
         let mut n = 0;
@@ -610,12 +630,25 @@ impl TempBeside {
             .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}")))?;
         let meta = file.metadata()?;
         drop(file);
-        std::fs::rename(&self.path, real)?;
+        // A stop that came during the sync (long on NFS) fails the dump as one during the
+        // write does: `path` left as it was.
+        if stopped() {
+            return Err(Stoppable::stop_error());
+        }
+        if let Err(e) = std::fs::rename(&self.path, real) {
+            // The dump is whole: kept, and said where, rather than removed.
+            let kept = std::mem::take(&mut self.path);
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "replacing it failed: {e}; it is left as it was, and the whole dump is in {}: move it there yourself, or dump to another path",
+                    kept.display()
+                ),
+            ));
+        }
         self.path = std::path::PathBuf::new();
         // The rename on the disk too, where the directory can be synced.
-        if let Some(dir) = real.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(dir) = File::open(dir)
-        {
+        if let Ok(dir) = File::open(dir_of(real)) {
             let _ = dir.sync_all();
         }
         Ok(meta)
@@ -846,6 +879,48 @@ mod tests {
         assert!(e.to_string().contains("stopped by a signal"), "{e}");
         assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
         assert_eq!(names(&dir.0), ["frame.npy"]);
+    }
+
+    /// A stop that comes once the bytes are written (during the sync) fails the dump before
+    /// the rename: the existing file keeps its bytes, and no temporary file is left.
+    #[test]
+    fn a_stop_after_the_write_leaves_an_existing_file_alone() {
+        let dir = Scratch::new("stopped-last");
+        let target = dir.0.join("frame.npy");
+        std::fs::write(&target, b"earlier").unwrap();
+        let written = std::cell::Cell::new(false);
+        let e = write_whole(&target, &|| written.get(), |out| {
+            out.write_all(b"new")?;
+            out.flush()?;
+            written.set(true);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("stopped by a signal"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
+        assert_eq!(names(&dir.0), ["frame.npy"]);
+    }
+
+    /// Another user's file in a sticky directory not ours is written in place: a rename over
+    /// it would be refused (EPERM) after the whole dump was written.
+    #[test]
+    fn a_sticky_directory_keeps_only_others_files_from_being_replaced() {
+        let (sticky, plain) = (0o1777, 0o777);
+        let (me, other, root) = (1000, 1001, 0);
+        assert!(sticky_keeps_from_replacing(sticky, root, other, me));
+        assert!(!sticky_keeps_from_replacing(plain, root, other, me));
+        assert!(
+            !sticky_keeps_from_replacing(sticky, root, me, me),
+            "my file"
+        );
+        assert!(
+            !sticky_keeps_from_replacing(sticky, me, other, me),
+            "my directory"
+        );
+        assert!(
+            !sticky_keeps_from_replacing(sticky, other, other, root),
+            "root"
+        );
     }
 
     /// A write that fails after its bytes reached the disk leaves an existing file with its
