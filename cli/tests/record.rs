@@ -1,6 +1,6 @@
 //! `shmstream record`: every frame of a history stream into FITS cubes that astropy reads
 //! (shape, dtype, values, per-frame table, no `EXTNAME` in the primary header; every FITS
-//! dtype bit for bit; 1-D and 3-D frames), `.npy` cubes, a full disk in either format (frames already written stay intact
+//! dtype bit for bit, uint64 too, with values at both ends; 1-D and 3-D frames), `.npy` cubes, a full disk in either format (frames already written stay intact
 //! with their table, exit 1; one a `.npy` cube shares with its table, by `LD_PRELOAD`, costs
 //! only the frames the table needs room for), an unwritable `--out`, streams sharing file names, existing
 //! files (never overwritten), a huge `--per-file`, the warning for plain streams and the
@@ -468,6 +468,7 @@ fn fits_cubes_of_every_fits_dtype_hold_exactly_the_bits_written() {
         Dtype::I32,
         Dtype::U32,
         Dtype::I64,
+        Dtype::U64,
         Dtype::F32,
         Dtype::F64,
     ] {
@@ -1257,6 +1258,45 @@ fn frame_ids_above_i64_max_read_back_exactly() {
         let expected: Vec<u64> = (0..3).map(|k| ids[(first + k) % 3]).collect();
         assert_eq!(read[..3], expected, "{stdout}");
         assert_eq!(read[4], read[3] + 1, "counts: {stdout}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Prints the uint64 cube of the one FITS file in `sys.argv[1]` as astropy reads it: its
+/// dtype, its BZERO card as written and as read, then every pixel.
+const CHECK_U64: &str = r#"
+import sys, glob
+from astropy.io import fits
+[f] = glob.glob(f"{glob.escape(sys.argv[1])}/*.fits")
+with fits.open(f) as h:
+    h.verify("exception")
+    card = next(c for c in h[0].header.cards if c.keyword == "BZERO")
+    print(h[0].data.dtype, card.image[10:30].strip(), type(card.value).__name__, *h[0].data.ravel().tolist())
+"#;
+
+#[test]
+fn uint64_streams_are_recorded_in_fits_and_read_back_exactly() {
+    let name = unique_name("rec-u64px");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[4])
+        .dtype(Dtype::U64)
+        .notify(true)
+        .history(RING)
+        .create()
+        .unwrap();
+    let out = out_dir("rec-u64px");
+    let r = record(&name, &out, &["--frames", "2"]);
+    let frame = |i: u64| [i, 1 << 63, u64::MAX - i, (1 << 63) - 1 - i];
+    let (st, diag) = produce_with(&s, r, |s, i| s.write_slice_frame(&frame(i), i).unwrap());
+    assert!(st.success(), "{diag}");
+    if let Some(stdout) = python_check(CHECK_U64, &[out.as_os_str()], "uint64 pixels") {
+        let v: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(v[..3], ["uint64", "9223372036854775808", "int"], "{stdout}");
+        let px: Vec<u64> = v[3..].iter().map(|x| x.parse().unwrap()).collect();
+        let first = px[0];
+        let expected: Vec<u64> = (first..first + 2).flat_map(frame).collect();
+        assert_eq!(px, expected, "{stdout}");
     }
     let _ = std::fs::remove_dir_all(out);
 }

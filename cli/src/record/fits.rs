@@ -1,6 +1,7 @@
 //! FITS cubes for `record`: the frames as one image (the frame axis last, NAXIS(ndim+1) =
 //! frames, so numpy sees `(frames, *shape)`; the stream's dtype mapped to BITPIX with
-//! cfitsio's BZERO convention for unsigned types) and a binary table `FRAMES` of frame id,
+//! cfitsio's BZERO convention for unsigned types, uint64 included: BITPIX 64 with
+//! `BZERO = 9223372036854775808`, the exact integer, as cfitsio writes it) and a binary table `FRAMES` of frame id,
 //! count, write time and record time per frame (UNIX seconds, `TUNITn = 's'`). The header's `STREAM` card holds the
 //! stream's name whole, continued over `CONTINUE` cards past 68 characters (the FITS 4.0
 //! long-string convention, which astropy joins), with `%`, every byte outside printable
@@ -54,7 +55,9 @@ const ROW_BYTES: u64 = 32;
 /// At most this many frames' metadata is reserved up front (`--per-file` may be huge).
 const META_RESERVE: usize = 4096;
 
-/// The FITS image type of a stream dtype, or why it has none.
+/// The FITS image type of a stream dtype, or why it has none. uint64 is a 64-bit image
+/// with `BZERO = 2^63` ([`U64_BZERO`], which [`FitsCube::create`] adds: `fitsio` has no
+/// type for cfitsio's `ULONGLONG_IMG`).
 pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
     Ok(match dtype {
         Dtype::U8 | Dtype::Bool => ImageType::UnsignedByte,
@@ -63,16 +66,9 @@ pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
         Dtype::U16 => ImageType::UnsignedShort,
         Dtype::I32 => ImageType::Long,
         Dtype::U32 => ImageType::UnsignedLong,
-        Dtype::I64 => ImageType::LongLong,
+        Dtype::I64 | Dtype::U64 => ImageType::LongLong,
         Dtype::F32 => ImageType::Float,
         Dtype::F64 => ImageType::Double,
-        // FITS 4.0 has them (BITPIX 64, BZERO 2^63); cfitsio's `fitsio` writes none.
-        Dtype::U64 => {
-            return Err(
-                "this recorder writes no uint64 FITS pixels: record this stream with --format npy"
-                    .into(),
-            );
-        }
         other => {
             return Err(format!(
                 "FITS images have no {other} pixels: record this stream with --format npy"
@@ -91,8 +87,8 @@ enum Pixels<'a, 'r> {
 
 /// Encodes a frame of `dtype` pixels (little-endian) into `frame` (aligned to 8 bytes) as
 /// FITS pixels of [`image_type`]: big-endian, and for the types FITS stores with a BZERO
-/// offset (u16 and u32 as signed, i8 as unsigned) the offset applied, which is flipping
-/// the sign bit. A bool byte other than 0 or 1 (a foreign writer's, true to numpy) is 1, as
+/// offset (u16, u32 and u64 as signed, i8 as unsigned) the offset applied, which is
+/// flipping the sign bit. A bool byte other than 0 or 1 (a foreign writer's, true to numpy) is 1, as
 /// every read gives it.
 fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), String> {
     fn words<T: bytemuck::Pod>(
@@ -107,7 +103,7 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
         }
         Ok(())
     }
-    let flip = matches!(dtype, Dtype::I8 | Dtype::U16 | Dtype::U32);
+    let flip = matches!(dtype, Dtype::I8 | Dtype::U16 | Dtype::U32 | Dtype::U64);
     match dtype.itemsize() {
         1 if dtype == Dtype::Bool => words(from, frame, |x: u8| x.min(1)),
         1 => {
@@ -122,7 +118,10 @@ fn encode(dtype: Dtype, from: Pixels<'_, '_>, frame: &mut [u8]) -> Result<(), St
             let m = if flip { 0x8000_0000 } else { 0 };
             words(from, frame, |x: u32| (x ^ m).swap_bytes())
         }
-        _ => words(from, frame, |x: u64| x.swap_bytes()),
+        _ => {
+            let m = if flip { U64_FLIP } else { 0 };
+            words(from, frame, |x: u64| (x ^ m).swap_bytes())
+        }
     }
 }
 
@@ -206,6 +205,19 @@ fn axis_card(axis: usize, frames: usize) -> Vec<u8> {
 /// value `v` as the signed `v - 2^63`, which is `v` with its sign bit flipped.
 const U64_ZERO: &str = "9223372036854775808";
 const U64_FLIP: u64 = 1 << 63;
+
+/// The `BZERO` and `BSCALE` cards of a uint64 image, as cfitsio writes them for its
+/// `ULONGLONG_IMG` (BZERO the exact integer 2^63, not a float).
+fn u64_bzero_cards() -> [Vec<u8>; 2] {
+    [
+        card(
+            "BZERO",
+            U64_ZERO,
+            "offset data range to that of unsigned long long",
+        ),
+        card("BSCALE", "1", "default scaling factor"),
+    ]
+}
 
 /// What the `FRAMES` times are (their unit, `TUNITn`, is `s`).
 const UNIX_TIME: &str = "UNIX time, s since 1970-01-01 UTC";
@@ -367,6 +379,18 @@ fn write_long_string(fits: &mut FitsFile, key: &str, value: &str) -> Fallible {
     Ok(())
 }
 
+/// Appends the 80-byte `card` to the current HDU's header as it is (cfitsio's `ffprec`).
+fn write_card(fits: &mut FitsFile, card: &[u8]) -> Fallible {
+    let card = CString::new(card)?;
+    let mut status = 0;
+    // SAFETY: `as_raw` gives the open file's pointer, used only during the call (`fits` is
+    // borrowed mutably meanwhile); a NUL-terminated string and a pointer to a local, both
+    // valid for the call.
+    unsafe { fitsio::sys::ffprec(fits.as_raw(), card.as_ptr(), &mut status) };
+    fitsio::errors::check_status(status)?;
+    Ok(())
+}
+
 /// Deletes keyword `key` from the current HDU (cfitsio's `ffdkey`; fitsio has no call for it).
 fn delete_key(fits: &mut FitsFile, key: &str) -> Fallible {
     let key = CString::new(key)?;
@@ -424,6 +448,11 @@ impl FitsCube {
         };
         let axis = shape.len() + 1;
         let mut header = MemFile::header(&desc, |fits, hdu| {
+            if dtype == Dtype::U64 {
+                for card in u64_bzero_cards() {
+                    write_card(fits, &card)?;
+                }
+            }
             write_long_string(fits, "STREAM", &escaped(stream))?;
             hdu.write_key(fits, "DTYPE", dtype.numpy_name().to_owned())?;
             hdu.write_key(fits, "ORIGIN", "shmstream record".to_owned())?;
@@ -695,17 +724,33 @@ mod tests {
     }
 
     #[test]
-    fn uint64_is_refused_as_this_recorder_s_limit_not_as_fits_s() {
-        let e = image_type(Dtype::U64).unwrap_err();
-        assert!(
-            e.starts_with("this recorder writes no uint64 FITS pixels")
-                && e.contains("--format npy"),
-            "{e}"
-        );
+    fn types_fits_has_no_pixels_for_are_refused_with_the_remedy() {
         assert!(
             image_type(Dtype::Complex64)
                 .unwrap_err()
                 .contains("--format npy")
+        );
+    }
+
+    /// uint64's cards are cfitsio's for `ULONGLONG_IMG` (its `putkey.c`), and its BSCALE
+    /// card is the one cfitsio writes for the unsigned types `fitsio` has.
+    #[test]
+    fn uint64_bzero_cards_are_cfitsio_s() {
+        let [bzero, bscale] = u64_bzero_cards();
+        let expected = format!(
+            "{:<80}",
+            "BZERO   =  9223372036854775808 / offset data range to that of unsigned long long"
+        );
+        assert_eq!(String::from_utf8_lossy(&bzero), expected);
+        let desc = ImageDescription {
+            data_type: ImageType::UnsignedLong,
+            dimensions: &[0, 2],
+        };
+        let header = MemFile::header(&desc, |_, _| Ok(())).unwrap();
+        let at = card_at(&header, "BSCALE").unwrap() as usize;
+        assert_eq!(
+            String::from_utf8_lossy(&header[at..at + 80]),
+            String::from_utf8_lossy(&bscale)
         );
     }
 
@@ -773,6 +818,16 @@ mod tests {
         assert_eq!(
             encoded(Dtype::I64, &(-2i64).to_le_bytes()),
             (-2i64).to_be_bytes()
+        );
+        // u64 (BZERO 2^63): 0 and u64::MAX are stored as i64::MIN and i64::MAX.
+        assert_eq!(
+            encoded(
+                Dtype::U64,
+                &[0u64, u64::MAX, 5].map(u64::to_le_bytes).concat()
+            ),
+            [i64::MIN, i64::MAX, 5 - i64::MAX - 1]
+                .map(i64::to_be_bytes)
+                .concat()
         );
         assert_eq!(
             encoded(Dtype::F32, &(-0.25f32).to_le_bytes()),
