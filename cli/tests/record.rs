@@ -8,7 +8,8 @@
 //! while it starts are not: a unit test of `record_stream`, and a recorder stopped by
 //! `LD_PRELOAD` as it creates its first file), a recording stopped by SIGHUP
 //! or SIGQUIT (files finished) and not by a SIGHUP ignored as under `nohup`, names too long
-//! for a file name, and the `STREAM` card (whole, however long, whatever its characters).
+//! for a file name, and the `STREAM` card (whole, however long, whatever its characters), FITS time
+//! keywords (astropy reads the FRAMES times as `Time`, DATE-OBS/DATE-END the frames' times).
 //! Also: the summary counts the frames on file (not those a full disk dropped), no empty
 //! file after a stop at a file boundary, frames left unread at a signal, a `--duration`
 //! stop taking every frame published in time, GPU streams without a CPU mirror refused up
@@ -1298,6 +1299,87 @@ fn uint64_streams_are_recorded_in_fits_and_read_back_exactly() {
         let expected: Vec<u64> = (first..first + 2).flat_map(frame).collect();
         assert_eq!(px, expected, "{stdout}");
     }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Prints the times of the one FITS file in `sys.argv[1]` as UNIX seconds, read as FITS
+/// times: the primary header's DATE, DATE-OBS and DATE-END (UTC), then `id:write:record`
+/// for each row of the `FRAMES` table read by astropy as `Time` columns.
+const CHECK_TIMES: &str = r#"
+import sys, glob
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+[f] = glob.glob(f"{glob.escape(sys.argv[1])}/*.fits")
+h = fits.getheader(f, 0)
+dates = [Time(h[k], format="isot", scale="utc").unix for k in ("DATE", "DATE-OBS", "DATE-END")]
+t = Table.read(f, hdu="FRAMES", astropy_native=True)
+w, r = t["WRITE_TIME"], t["RECORD_TIME"]
+assert isinstance(w, Time) and isinstance(r, Time), (type(w), type(r))
+print(*[repr(float(d)) for d in dates], *[f"{int(i)}:{float(x)!r}:{float(y)!r}" for i, x, y in zip(t["FRAME_ID"], w.unix, r.unix)])
+"#;
+
+/// The FITS time keywords: the `FRAMES` times read as `Time` (FITS 4.0 §9, astropy's
+/// `astropy_native`) give the stream's write times back within 1 µs, and the primary
+/// header's `DATE-OBS` and `DATE-END` are the first and last frame's.
+#[test]
+fn fits_times_read_as_fits_time_columns_and_dates_give_the_write_times() {
+    let (name, _c, s) = camera("rec-time", RING);
+    let out = out_dir("rec-time");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let r = record(&name, &out, &["--frames", "5"]);
+    let mut written = std::collections::HashMap::new();
+    let (st, diag) = produce_with(&s, r, |s, i| {
+        s.write_slice_frame(&vec![0u16; s.len()], i).unwrap();
+        written.insert(i, s.write_time());
+    });
+    assert!(st.success(), "{diag}");
+    let Some(stdout) = python_check(CHECK_TIMES, &[out.as_os_str()], "FITS times") else {
+        return;
+    };
+    let v: Vec<&str> = stdout.split_whitespace().collect();
+    let date: Vec<f64> = v[..3].iter().map(|x| x.parse().unwrap()).collect();
+    let rows: Vec<(u64, f64, f64)> = v[3..]
+        .iter()
+        .map(|row| {
+            let f: Vec<&str> = row.split(':').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 5, "{stdout}");
+    for &(id, write, record) in &rows {
+        let w = written[&id];
+        assert!(
+            (write - w).abs() < 1e-6,
+            "frame {id}: {write} read, {w} written"
+        );
+        assert!(
+            record >= w - 1.0 && record < w + 60.0,
+            "frame {id}: {stdout}"
+        );
+    }
+    let (first, last) = (written[&rows[0].0], written[&rows[4].0]);
+    assert!(
+        (date[1] - first).abs() < 1e-6,
+        "DATE-OBS {} vs {first}",
+        date[1]
+    );
+    assert!(
+        (date[2] - last).abs() < 1e-6,
+        "DATE-END {} vs {last}",
+        date[2]
+    );
+    assert!(
+        date[0] >= started - 1e-3 && date[0] < first + 60.0,
+        "DATE {stdout}"
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -2968,6 +3050,10 @@ if f.endswith(".fits"):
         with fits.open(f) as h:
             data = h[0].data
             assert h[0].header["COMPLETE"] is False, h[0].header
+            # The checkpoint wrote the first and last frame's times too.
+            from astropy.time import Time
+            obs, end = (Time(h[0].header[k], format="isot", scale="utc") for k in ("DATE-OBS", "DATE-END"))
+            assert obs < end, (obs, end)
             first = int(data[0, 0, 0])
             for k in range(len(data)):
                 assert (data[k] == (first + k) % 50000).all(), (k, data[k])

@@ -2,7 +2,14 @@
 //! frames, so numpy sees `(frames, *shape)`; the stream's dtype mapped to BITPIX with
 //! cfitsio's BZERO convention for unsigned types, uint64 included: BITPIX 64 with
 //! `BZERO = 9223372036854775808`, the exact integer, as cfitsio writes it) and a binary table `FRAMES` of frame id,
-//! count, write time and record time per frame (UNIX seconds, `TUNITn = 's'`). The header's `STREAM` card holds the
+//! count, write time and record time per frame (UNIX seconds, `TUNITn = 's'`), marked as
+//! FITS time columns (FITS 4.0 §9: `TCUNIn`, `TIMEUNIT = 's'`, `TIMESYS = 'TAI'`, reference
+//! `MJDREFI`/`MJDREFF`/`DATEREF` = 1970-01-01T00:00:37 TAI, which makes UNIX times since 2017
+//! exact while TAI − UTC is 37 s; a UTC reference would count the leap seconds since 1970),
+//! so astropy's `astropy_native` reads them as `Time` giving the UNIX times back. The
+//! primary header has `DATE` (the file's creation) and `DATE-OBS` and `DATE-END` (the first
+//! and last frame's write time, blank cards until the first checkpoint), UTC (`TIMESYS`) to
+//! the microsecond. The header's `STREAM` card holds the
 //! stream's name whole, continued over `CONTINUE` cards past 68 characters (the FITS 4.0
 //! long-string convention, which astropy joins), with `%`, every byte outside printable
 //! ASCII, the spaces it ends with (which FITS ignores), `'` (doubled in a FITS string,
@@ -14,7 +21,8 @@
 //! (before the first file: since the recording started), and `COMPLETE`, `T` when the file
 //! holds every frame taken for it and its recording went on or ended without an error (a
 //! stop signal is no error), else `F`. A file left unfinished (the recorder killed) says
-//! `LOST = 0` and `COMPLETE = F`.
+//! `LOST = 0` and `COMPLETE = F`, and `DATE-OBS`/`DATE-END` of the frames its last
+//! checkpoint counted.
 //!
 //! cfitsio (the `fitsio` crate) makes the primary header, in memory: we create the file
 //! (`O_EXCL`, so never over an existing file nor through a link, however late it appeared;
@@ -24,7 +32,8 @@
 //! pass and append it to the data unit ourselves, because cfitsio's own path (convert, swap,
 //! write in 28,800-byte pieces, and zero-fill the whole cube first) does not keep up with a
 //! 2 kHz camera on a small host. The cube is created with a frame axis of 0 (so cfitsio
-//! fills nothing) and that axis's card set to the frames written when the file is finished.
+//! fills nothing) and that axis's card set to the frames written when the file is finished
+//! (and, with `DATE-OBS`/`DATE-END`, at each checkpoint).
 //!
 //! The table we write ourselves too, when the file is finished: its size is then known to
 //! the byte (one header block and the rows, each padded to 2880 bytes), so after a full disk
@@ -222,6 +231,63 @@ fn u64_bzero_cards() -> [Vec<u8>; 2] {
 /// What the `FRAMES` times are (their unit, `TUNITn`, is `s`).
 const UNIX_TIME: &str = "UNIX time, s since 1970-01-01 UTC";
 
+/// TAI − UTC in seconds since 2017-01-01 (the last leap second; none is announced). A UNIX
+/// time `t` (UTC, leap seconds not counted) since then is the instant `t` SI seconds after
+/// `1970-01-01T00:00:37 TAI`, the time reference of the `FRAMES` table: with it, readers of
+/// FITS time columns (FITS 4.0 §9) get the UNIX times back exactly. Referred to 1970 UTC
+/// instead, they would count the 29 s of leap seconds (and the rate offset of UTC before
+/// 1972) since then.
+const TAI_MINUS_UTC: u32 = 37;
+
+/// The MJD of 1970-01-01 (the UNIX epoch).
+const UNIX_EPOCH_MJD: u32 = 40587;
+
+/// `unix` (UNIX seconds) as a UTC ISO-8601 date and time to the microsecond, as FITS
+/// writes dates (`2023-11-14T22:13:20.123456`).
+fn iso_utc(unix: f64) -> String {
+    // Exact to the microsecond for any time a clock gives (below 2^53 µs, year 2255).
+    let us = (unix * 1e6).round() as i64;
+    let (secs, us) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{us:06}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// The `DATE-OBS` and `DATE-END` cards (adjacent) of a file holding the frames of `meta`:
+/// the first and the last frame's write time; blank cards while it holds none.
+fn date_cards(meta: &[FrameMeta]) -> Vec<u8> {
+    let (Some(first), Some(last)) = (meta.first(), meta.last()) else {
+        return vec![b' '; 160];
+    };
+    [
+        card(
+            "DATE-OBS",
+            &text(&iso_utc(first.write_time)),
+            "first frame's write time",
+        ),
+        card(
+            "DATE-END",
+            &text(&iso_utc(last.write_time)),
+            "last frame's write time",
+        ),
+    ]
+    .concat()
+}
+
 /// The `FRAMES` binary table extension of `meta`, header and rows, padded to whole blocks.
 fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
     let int = |key: &str, v: u64, comment: &str| card(key, &v.to_string(), comment);
@@ -257,6 +323,31 @@ fn frames_table(meta: &[FrameMeta]) -> Vec<u8> {
         format!(
             "{:<80}",
             format!("COMMENT WRITE_TIME, RECORD_TIME: {UNIX_TIME}")
+        )
+        .into_bytes(),
+        // FITS time columns (FITS 4.0 §9): see `TAI_MINUS_UTC`.
+        card("TIMESYS", &text("TAI"), "time scale of the time columns"),
+        int(
+            "MJDREFI",
+            UNIX_EPOCH_MJD.into(),
+            "time reference: MJD, integer part",
+        ),
+        card(
+            "MJDREFF",
+            &format!("{:?}", f64::from(TAI_MINUS_UTC) / 86_400.0),
+            "fraction of day: 37 s",
+        ),
+        card(
+            "DATEREF",
+            &text(&format!("1970-01-01T00:00:{TAI_MINUS_UTC}")),
+            "time reference (TAI)",
+        ),
+        card("TIMEUNIT", &text("s"), "unit of the time columns"),
+        card("TCUNI3", &text("s"), "WRITE_TIME is a time column"),
+        card("TCUNI4", &text("s"), "RECORD_TIME is a time column"),
+        format!(
+            "{:<80}",
+            "COMMENT so read as TAI: exact for UNIX times since 2017 (TAI-UTC = 37 s)"
         )
         .into_bytes(),
         card(
@@ -415,6 +506,8 @@ pub(crate) struct FitsCube {
     card: usize,
     /// The record time at which to rewrite it with the frames on file.
     next_checkpoint: f64,
+    /// Offset of the `DATE-OBS` card, followed by `DATE-END`.
+    dates_at: u64,
     /// Offsets of the `LOST` and `COMPLETE` cards in the file.
     lost_at: u64,
     complete_at: u64,
@@ -456,7 +549,12 @@ impl FitsCube {
             write_long_string(fits, "STREAM", &escaped(stream))?;
             hdu.write_key(fits, "DTYPE", dtype.numpy_name().to_owned())?;
             hdu.write_key(fits, "ORIGIN", "shmstream record".to_owned())?;
-            // Room for the cards written when the file is finished (see `ending_cards`).
+            hdu.write_key(fits, "DATE", iso_utc(super::unix_now()))?;
+            hdu.write_key(fits, "TIMESYS", "UTC".to_owned())?;
+            // Room for the cards written at checkpoints and when the file is finished
+            // (see `date_cards` and `ending_cards`).
+            hdu.write_key(fits, "DATE-OBS", String::new())?;
+            hdu.write_key(fits, "DATE-END", String::new())?;
             hdu.write_key(fits, "LOST", 0i64)?;
             hdu.write_key(fits, "COMPLETE", 0i64)?;
             Ok(())
@@ -464,13 +562,22 @@ impl FitsCube {
         .map_err(|e| format!("{}: making the FITS header: {e}", path.display()))?;
         let layout = primary_layout(&header, axis)
             .filter(|&(_, end)| end <= header.len() as u64)
-            .zip(card_at(&header, "LOST").zip(card_at(&header, "COMPLETE")));
-        let Some(((axis_at, data_start), (lost_at, complete_at))) = layout else {
+            .zip(card_at(&header, "LOST").zip(card_at(&header, "COMPLETE")))
+            .zip(
+                card_at(&header, "DATE-OBS")
+                    .filter(|&at| card_at(&header, "DATE-END") == Some(at + 80)),
+            );
+        let Some((((axis_at, data_start), (lost_at, complete_at)), dates_at)) = layout else {
             return Err(format!("{}: cfitsio made no whole FITS header", path.display()).into());
         };
-        // As a file cut short (the recorder killed) is left: LOST 0, COMPLETE F.
-        for (at, card) in [(lost_at, lost_card(0)), (complete_at, complete_card(false))] {
-            header[at as usize..at as usize + 80].copy_from_slice(&card);
+        // As a file cut short (the recorder killed) is left: no frame dates, LOST 0,
+        // COMPLETE F.
+        for (at, card) in [
+            (dates_at, date_cards(&[])),
+            (lost_at, lost_card(0)),
+            (complete_at, complete_card(false)),
+        ] {
+            header[at as usize..at as usize + card.len()].copy_from_slice(&card);
         }
         // O_EXCL: atomic, and never through a symbolic link; the descriptor is kept (the
         // file's mode, after a umask, may not let it be opened for writing again).
@@ -489,6 +596,7 @@ impl FitsCube {
             axis_at,
             card: 0,
             next_checkpoint: f64::NAN,
+            dates_at,
             lost_at,
             complete_at,
             lost: 0,
@@ -537,6 +645,8 @@ impl FitsCube {
             "writing the frame-axis card (NAXIS{})",
             self.axis
         )))?;
+        self.date_cards(file, frames)
+            .map_err(failed("writing the DATE-OBS and DATE-END cards".into()))?;
         self.ending_cards(file, complete)
             .map_err(failed("writing the LOST and COMPLETE cards".into()))?;
         self.cut_image(file, frames)
@@ -550,6 +660,11 @@ impl FitsCube {
         file.write_all_at(&axis_card(self.axis, frames), self.axis_at)?;
         self.card = frames;
         Ok(())
+    }
+
+    /// Writes the `DATE-OBS` and `DATE-END` cards of the first `frames` frames.
+    fn date_cards(&self, file: &File, frames: usize) -> std::io::Result<()> {
+        file.write_all_at(&date_cards(&self.meta[..frames]), self.dates_at)
     }
 
     /// Writes the `LOST` and `COMPLETE` cards: the frames lost, and `complete`.
@@ -601,6 +716,15 @@ impl CubeSink for FitsCube {
                 )
             })?;
         self.card = stored;
+        frames
+            .file()
+            .write_all_at(&date_cards(&self.meta[..stored]), self.dates_at)
+            .map_err(|e| {
+                format!(
+                    "{}: rewriting its DATE-OBS and DATE-END cards: {e}",
+                    self.path.display()
+                )
+            })?;
         Ok(())
     }
 
@@ -679,6 +803,7 @@ impl CubeSink for FitsCube {
                 }
                 let _ = self.ending_cards(&file, false);
                 let held = self.card;
+                let _ = self.date_cards(&file, held);
                 let _ = self.cut_image(&file, held);
                 errors.push(format!(
                     "{path}: {e}: the file holds {held} frames without their frame ids and times; {}",
@@ -755,6 +880,19 @@ mod tests {
     }
 
     #[test]
+    fn unix_times_become_utc_iso_dates_to_the_microsecond() {
+        assert_eq!(iso_utc(0.0), "1970-01-01T00:00:00.000000");
+        assert_eq!(iso_utc(1_700_000_000.123456), "2023-11-14T22:13:20.123456");
+        assert_eq!(iso_utc(951_782_400.0), "2000-02-29T00:00:00.000000");
+        assert_eq!(
+            iso_utc(4_102_444_799.999_999_5),
+            "2100-01-01T00:00:00.000000"
+        );
+        assert_eq!(iso_utc(-1.5), "1969-12-31T23:59:58.500000");
+        assert_eq!(date_cards(&[]), [b' '; 160]);
+    }
+
+    #[test]
     fn the_frame_axis_card_is_a_fixed_format_integer() {
         let card = axis_card(3, 1234);
         assert_eq!(card.len(), 80);
@@ -776,6 +914,20 @@ mod tests {
         let cards: Vec<&[u8]> = t[..2880].chunks(80).collect();
         assert!(cards.contains(&&card("TUNIT3", &text("s"), UNIX_TIME)[..]));
         assert!(cards.contains(&&card("TUNIT4", &text("s"), UNIX_TIME)[..]));
+        let time = |key: &str| {
+            cards
+                .iter()
+                .find(|c| c.starts_with(key.as_bytes()))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c[10..]);
+                    c.split(" / ").next().unwrap_or_default().trim().to_owned()
+                })
+        };
+        assert_eq!(time("TIMESYS ").as_deref(), Some("'TAI     '"));
+        assert_eq!(time("MJDREFI ").as_deref(), Some("40587"));
+        assert_eq!(time("MJDREFF ").as_deref(), Some("0.00042824074074074075"));
+        assert_eq!(time("DATEREF ").as_deref(), Some("'1970-01-01T00:00:37'"));
+        assert_eq!(time("TCUNI3  ").as_deref(), Some("'s       '"));
         assert!(
             cards.iter().any(|c| c.starts_with(b"END     ")),
             "one block"
