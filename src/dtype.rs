@@ -315,8 +315,8 @@ impl sealed::Sealed for bool {}
 unsafe impl Element for bool {
     const DTYPE: Dtype = Dtype::Bool;
 
-    /// One `memcpy` of the shared bytes, then each byte of the private copy made 0 or 1
-    /// (both vectorize; a byte-by-byte volatile copy ran about 1 byte a cycle).
+    /// One `memcpy` of the shared bytes, then each byte of the private copy made 0 or 1 (a
+    /// byte-by-byte volatile copy ran about 1 byte a cycle).
     unsafe fn copy_from_shared(src: *const u8, dst: *mut Self, n: usize) {
         // SAFETY: `src` is valid for `n` bytes and `dst` for `n` bools, not overlapping
         // (caller contract). `dst` is the caller's exclusive buffer, seen as bytes until each
@@ -325,9 +325,7 @@ unsafe impl Element for bool {
         // changes nothing here.
         unsafe {
             std::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), n);
-            for b in std::slice::from_raw_parts_mut(dst.cast::<u8>(), n) {
-                *b = u8::from(*b != 0);
-            }
+            bool_bytes_as_0_or_1(std::slice::from_raw_parts_mut(dst.cast::<u8>(), n));
         }
     }
 }

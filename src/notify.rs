@@ -22,9 +22,11 @@ use crate::sys;
 /// Longest single futex park; checks between parks catch dead writers and closed handles.
 pub(crate) const MAX_PARK: Duration = Duration::from_millis(50);
 
-/// The longest a parking or sleeping wait at an open bracket goes without looking for a dead
-/// writer, however often wakes end its parks (another process's `close`, a waker of every
-/// waiter at each publication of its own).
+/// The longest a parking or sleeping wait goes, from its first park or its last look for a
+/// dead writer, before the next look falls due at an open bracket, however often wakes end
+/// its parks (another process's `close`, a waker of every waiter at each publication of its
+/// own); a park ends by then ([`Waiter::give_way`]), so a death is found within about this
+/// long (plus a wake's delay) whatever wakes do.
 const LOOK_AT_LEAST_EVERY: Duration = MAX_PARK;
 
 #[cfg(test)]
@@ -230,7 +232,8 @@ pub(crate) struct Waiter {
     /// The odd sequence this wait found at its first look, until a look for a dead writer
     /// covered it (0: none).
     arrived_on: i64,
-    /// When a park or sleep of this wait last looked for a dead writer, or first could.
+    /// When this wait last looked for a dead writer from a park or sleep, or parked or slept
+    /// first (`None` before).
     looked_at: Option<Instant>,
 }
 
@@ -294,15 +297,15 @@ impl Waiter {
     /// look for a writer that died there before its next pause. The look tries the write
     /// lock (a system call or two; a GPU stream's also reads `/proc`), so it is rate limited:
     /// spins and yields take it every [`SPINS_PER_WRITER_CHECK`] / [`YIELDS_PER_WRITER_CHECK`]
-    /// rounds; parks and sleeps after a park that ran its full [`MAX_PARK`] (a dead writer
-    /// wakes nobody; whatever the park waited on, so a death is found within one park) or
-    /// once `s` outlived a whole sleep (at most 1 ms), never after a wake (a live writer
-    /// wakes its readers inside its bracket, see `write.rs`, at every large frame). A wait
-    /// that found `s` at its first look (a reader arriving at an open bracket) looks at its
-    /// first park or sleep: at once, or once its adaptive spin (`s` lasted all of it) ends.
-    /// Wakes that keep coming (another process's, at an open bracket of a writer that died)
-    /// delay a look by [`LOOK_AT_LEAST_EVERY`] at most. A poll ([`Waiter::spent`]) never
-    /// looks here: its timeout path looks once.
+    /// rounds; parks and sleeps after a park that ran out (a dead writer wakes nobody;
+    /// whatever the park waited on) or once `s` outlived a whole sleep (at most 1 ms), and
+    /// once [`LOOK_AT_LEAST_EVERY`] passed since the last look or the first park, but not
+    /// at every wake (a live writer wakes its readers inside its bracket, see `write.rs`, at
+    /// every large frame). A wait that found `s` at its first look (a reader arriving at an
+    /// open bracket) looks at its first park or sleep: at once on a notify stream, at the
+    /// yields' count or its first sleep otherwise, once its adaptive spin (`s` lasted all
+    /// of it) ends for an adaptive wait. A poll ([`Waiter::spent`]) never looks here: its
+    /// timeout path looks once.
     pub(crate) fn writer_check_due(&mut self, s: i64) -> bool {
         if self.spent {
             return false;
@@ -387,8 +390,19 @@ impl Waiter {
                 std::thread::yield_now();
                 None
             }
-            Pause::Park => (!park(h, observed, left.min(max_park()))).then_some(observed),
+            Pause::Park => {
+                // Ended by the time the next look falls due, so that wakes that keep coming
+                // (each ends a park early) cannot hold a look off for a whole park more.
+                let now = Instant::now();
+                let since = *self.looked_at.get_or_insert(now);
+                let cap = match (since + LOOK_AT_LEAST_EVERY).checked_duration_since(now) {
+                    Some(d) if !d.is_zero() => d.min(max_park()),
+                    _ => max_park(),
+                };
+                (!park(h, observed, left.min(cap))).then_some(observed)
+            }
             Pause::Sleep => {
+                self.looked_at.get_or_insert_with(Instant::now);
                 self.sleeps.sleep(left);
                 Some(observed)
             }
@@ -572,12 +586,12 @@ mod tests {
             .sequence()
             .load(std::sync::atomic::Ordering::Acquire);
         let mut w = Waiter::new(WaitStrategy::Park, true, None);
-        // Before the wait's first look, which starts the count to its next.
-        let since = Instant::now();
         assert!(
             w.writer_check_due(odd),
             "a reader arriving at the bracket looks"
         );
+        // The next look far off, so that only a wake or a park that ran out ends a park.
+        w.looked_at = Some(Instant::now() + Duration::from_secs(3600));
         // Woken (the word unchanged, as by a writer's early wake): no look.
         let task = std::fs::read_link("/proc/thread-self").unwrap();
         let word = s.header.futex_word().as_ptr() as usize;
@@ -597,6 +611,8 @@ mod tests {
         // Wakes that keep coming (another process's, at a dead writer's bracket) delay the
         // look by LOOK_AT_LEAST_EVERY at most.
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let since = Instant::now();
+        w.looked_at = Some(since);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -629,6 +645,52 @@ mod tests {
         crate::seqlock::end_write_even(&s.header, b);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A wait parked on a stable frame, when its writer opens a bracket and dies there, looks
+    /// within [`LOOK_AT_LEAST_EVERY`] of its first park whatever ends its parks: the first
+    /// park ends by then (its cap here is an hour), and an open bracket seen after it is
+    /// looked at. The count used to start at the first sight of the bracket, and a look
+    /// waited for a whole park more (up to 150 ms under wakes every 45 ms).
+    #[test]
+    fn a_wait_parked_on_a_stable_frame_looks_within_the_bound_of_its_first_park() {
+        let name = format!("notify-first-park-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = std::sync::Arc::new(
+            crate::StreamOptions::new(&name)
+                .shape(&[1])
+                .dtype(crate::Dtype::U8)
+                .notify(true)
+                .create()
+                .unwrap(),
+        );
+        let stable = s
+            .header
+            .sequence()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = s.clone();
+        // Detached: a park that the next look does not cut stays parked (an hour), and the
+        // test fails at its bound instead of hanging.
+        std::thread::spawn(move || {
+            let header = &waiting.header;
+            PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
+            let mut w = Waiter::new(WaitStrategy::Park, true, None);
+            let since = Instant::now();
+            assert!(w.pause(header, stable));
+            let parked = since.elapsed();
+            // The writer opened a bracket meanwhile and died there.
+            let b = crate::seqlock::begin_write(header);
+            let odd = header.sequence().load(std::sync::atomic::Ordering::Acquire);
+            let due = w.writer_check_due(odd);
+            crate::seqlock::end_write_even(header, b);
+            let _ = tx.send((parked, due));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        crate::unlink(&name).unwrap();
+        let (parked, due) = got.expect("the first park was not cut at the next look");
+        assert!(parked >= LOOK_AT_LEAST_EVERY, "{parked:?}");
+        assert!(due, "no look at a bracket seen after the first park");
     }
 
     /// A wait that has paused more than `u32::MAX` times (about two minutes of spinning)

@@ -182,14 +182,15 @@ impl Stream {
                     // This thread's own bracket, open around its fill: no frame to wait for
                     // (and no dead writer to report).
                     self.refuse_inside_own_fill()?;
-                    // Not at every pause: see `Waiter::writer_check_due`. A live writer may
-                    // hold its bracket open for good: an unlink meanwhile ends the wait too
-                    // (rate limited, as every wait looks). The waiter is made first, so a
-                    // wait that parks at once looks before its first park.
+                    // A live writer may hold its bracket open for good: an unlink meanwhile
+                    // ends the wait too (rate limited, as every wait looks). The look for a
+                    // dead writer is not made at every pause: see `Waiter::writer_check_due`.
+                    // The waiter is made first, so a wait that parks at once looks before its
+                    // first park.
+                    self.check_generation(false)?;
                     let w =
                         waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
                     if w.writer_check_due(s) {
-                        self.check_generation(false)?;
                         self.check_abandoned(s, want)?;
                     }
                     s
