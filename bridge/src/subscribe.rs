@@ -898,9 +898,11 @@ fn check(sample: &Sample) -> Result<FrameHeader, String> {
 /// whose name and key prefix split the key elsewhere (names holding `/`: `c` under prefix
 /// `a/b` and `b/c` under `a` share key `a/b/c`).
 fn another_stream(k: &str, remote: &str, name_len: usize) -> String {
+    // At a '/', the last byte of the prefix's key.
     let split = |n: usize| {
         let at = k.len().checked_sub(n)?;
-        Some((k.get(..at.checked_sub(1)?)?, k.get(at..)?))
+        let slash = at.checked_sub(1)?;
+        (k.as_bytes()[slash] == b'/').then_some((k.get(..slash)?, k.get(at..)?))
     };
     let ours = split(remote.len()).map_or(String::new(), |(prefix, _)| {
         format!(" under --key-prefix '{prefix}'")
@@ -1787,5 +1789,31 @@ mod tests {
         // A source with an id is still followed.
         assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
         assert!(m.account(&h(1, 9, 0)).is_err());
+    }
+
+    /// A key split by the attachment's name length where no '/' is named no stream: the
+    /// generic reason, not a stream 'am0' under --key-prefix 'pfx/c'.
+    #[test]
+    fn a_name_length_that_splits_no_key_names_no_stream() {
+        let generic = another_stream("pfx/cam0", "cam0", 3);
+        assert!(
+            generic.starts_with("a frame whose source stream name is 3 bytes long, not the 4 of"),
+            "{generic}"
+        );
+        for n in [0, 8, 9] {
+            let e = another_stream("pfx/cam0", "cam0", n);
+            assert!(
+                e.starts_with("a frame whose source stream name is"),
+                "{n}: {e}"
+            );
+        }
+        let named = another_stream("a/b/c", "c", 3);
+        assert!(
+            named.starts_with(
+                "a frame of stream 'b/c' under --key-prefix 'a', not of stream 'c' under \
+                 --key-prefix 'a/b'"
+            ),
+            "{named}"
+        );
     }
 }
