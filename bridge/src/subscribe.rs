@@ -87,13 +87,22 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
 
 /// The error for mirror `local` of remote stream `remote`: a local stream this bridge did
 /// not create (made by process `creator`), refused without
-/// [`SubscribeOptions::into_existing`].
+/// [`SubscribeOptions::into_existing`]. A mirror of the remote's very name (no
+/// `--local-prefix`) may be the stream a publisher on this host sends: that is said too.
 fn not_ours(remote: &str, local: &str, creator: i64) -> BridgeError {
+    let source = if local == remote {
+        format!(
+            "; if it is the stream a publisher on this host sends as '{remote}', it would be \
+             the source stream itself and loop its frames back to the publisher"
+        )
+    } else {
+        String::new()
+    };
     BridgeError::Usage(format!(
         "stream '{remote}': its mirror '{local}' is a local stream this bridge did not \
          create (process {creator} did): it may be the host's own stream of that name or \
          an earlier run's mirror, and mirroring into it would mix remote frames \
-         into it; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
+         into it{source}; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
          is a stream of its own, or --into-existing to write into it (e.g. to \
          continue an earlier run's mirror after a restart)"
     ))
@@ -1815,5 +1824,20 @@ mod tests {
             ),
             "{named}"
         );
+    }
+
+    /// A local stream under the mirror's very name (no --local-prefix) may be the stream a
+    /// publisher on this host sends: the refusal at start says it would loop frames back (it
+    /// said so only with --into-existing, at the first frame).
+    #[test]
+    fn a_mirror_of_the_remote_name_is_refused_saying_it_may_loop_back() {
+        let loops = "it would be the source stream itself and loop its frames back";
+        let e = not_ours("cam0", "cam0", 7).to_string();
+        assert!(
+            e.contains(loops) && e.contains("give --local-prefix"),
+            "{e}"
+        );
+        let e = not_ours("cam0", "m-cam0", 7).to_string();
+        assert!(!e.contains(loops), "{e}");
     }
 }

@@ -2044,15 +2044,30 @@ fn a_stream_given_twice_is_refused_at_start() {
 
 /// With the default (empty) `--local-prefix` on one host, a stream's mirror is the stream
 /// itself: the subscriber wrote each frame back into its source as a new publication, which
-/// the publisher put again, forever. It refuses (the attachment names the source's
-/// instance), says the remedy and exits 1, the source untouched.
+/// the publisher put again, forever. It refuses at start (a local stream of the mirror's
+/// name is there), saying it may be the source and loop frames back (it said only "did not
+/// create": the loop was said only with --into-existing); with --into-existing, at the
+/// first frame (the attachment names the source's instance). Either way it says the remedy
+/// and exits 1, the source untouched.
 #[test]
 fn a_subscriber_whose_mirror_is_the_source_itself_exits_with_the_remedy() {
     let (a_name, prefix) = (unique_name("br-loop"), unique_name("br-key"));
     let _c = Cleanup::new([&a_name]);
     let a = source(&a_name, 0);
     a.write_slice_frame(&[5u16; 32], 5).unwrap();
-    // (Without --into-existing it is refused at start, as any local stream there.)
+    let (p, mut s) = pair(&a_name, &prefix, &[], &[]);
+    let st = s.wait_timeout(LONG);
+    let said = s.diagnostics();
+    assert_eq!(st.code(), Some(1), "{said}\n{}", p.diagnostics());
+    assert!(
+        said.contains(&format!(
+            "if it is the stream a publisher on this host sends as '{a_name}', it would be \
+             the source stream itself and loop its frames back to the publisher; give \
+             --local-prefix"
+        )),
+        "{said}"
+    );
+    drop(p);
     let (p, mut s) = pair(&a_name, &prefix, &[], &["--into-existing"]);
     let st = s.wait_timeout(LONG);
     let said = s.diagnostics();
