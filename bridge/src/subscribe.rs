@@ -384,6 +384,9 @@ struct Mirror {
     interleaving_said: bool,
     /// Whether frames without a source instance id were said to arrive (said once).
     unknown_source_said: bool,
+    /// When the source without an instance id was last said to restart its count
+    /// ([`Mirror::restarted`]).
+    restart_said_at: Option<Instant>,
     /// When frames of a new source before its first one received were last said: at most
     /// every [`SUM_UP_EVERY`] (sources interleaving past [`SOURCES_KEPT`] are each new again).
     new_source_said_at: Option<Instant>,
@@ -423,6 +426,7 @@ impl Mirror {
             sources: Sources::default(),
             interleaving_said: false,
             unknown_source_said: false,
+            restart_said_at: None,
             new_source_said_at: None,
             gaps: Losses::new(
                 "lost in transit (put while the link or a subscriber was down) and not reported by the publisher",
@@ -633,22 +637,22 @@ impl Mirror {
     /// order.
     ///
     /// A frame without a source instance id (all zeros: a source stream of a writer that
-    /// gives none) is of an unknown source: two such publishers interleaving would look like
-    /// one, and a source made again like one whose count went back (its lossless frames
-    /// refused until the count passed the old one's). Such frames are not followed, and
-    /// that is said once.
+    /// gives none) is followed as one source, by its count, gaps counted as for any: a
+    /// lossless one whose count goes back (or repeats with another frame id) is taken for
+    /// that source made again, followed anew from it ([`Mirror::restarted`]), not refused.
+    /// Frames of several such publishers on one key cannot be told apart (they show as gaps
+    /// and restarts); that is said once.
     fn account(&mut self, h: &FrameHeader) -> Result<(), String> {
-        if h.source == [0; 16] {
-            if !std::mem::replace(&mut self.unknown_source_said, true) {
-                self.say(&format!(
-                    "frames of remote stream '{}' carry no source instance id (its writer gives \
-                     none): frames of several publishers on its key, or of its source made \
-                     again, cannot be told apart here, and its lossless frames are not checked \
-                     for order or gaps",
-                    self.remote
-                ));
-            }
-            return Ok(());
+        let unknown = h.source == [0; 16];
+        if unknown && !std::mem::replace(&mut self.unknown_source_said, true) {
+            self.say(&format!(
+                "frames of remote stream '{}' carry no source instance id (its writer gives \
+                 none): they are followed as of one source, by count (frames lost in transit \
+                 counted, a count going back taken for the source made again and followed \
+                 anew); frames of several publishers on its key cannot be told apart here and \
+                 would show as gaps and restarts",
+                self.remote
+            ));
         }
         let mut behind = None;
         match self.sources.arrived(h) {
@@ -663,7 +667,11 @@ impl Mirror {
                 });
                 let out_of_order = h.count < last.0 || (h.count == last.0 && h.frame_id != last_id);
                 if h.lossless && out_of_order && !again {
-                    behind = Some(last.0);
+                    if unknown {
+                        self.restarted(last, h);
+                    } else {
+                        behind = Some(last.0);
+                    }
                 } else if h.lossless {
                     self.gaps.lost(missed(last, h));
                 }
@@ -676,17 +684,7 @@ impl Mirror {
                     ));
                 }
             }
-            Arrival::New { lost } => {
-                if h.lossless
-                    && let Some(line) = new_source_line(lost, h)
-                    && self
-                        .new_source_said_at
-                        .is_none_or(|t| t.elapsed() >= SUM_UP_EVERY)
-                {
-                    self.new_source_said_at = Some(Instant::now());
-                    self.say(&line);
-                }
-            }
+            Arrival::New { lost } => self.new_source(lost, h),
         }
         if let Some(line) = self.gaps.due() {
             self.say(&line);
@@ -701,6 +699,42 @@ impl Mirror {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Says, of `h`, the first lossless frame of a new source generation received here, the
+    /// frames of it before that were not carried ([`new_source_line`]), `lost` the losses
+    /// reported with the frame received before it: at most every [`SUM_UP_EVERY`].
+    fn new_source(&mut self, lost: u64, h: &FrameHeader) {
+        if h.lossless
+            && let Some(line) = new_source_line(lost, h)
+            && self
+                .new_source_said_at
+                .is_none_or(|t| t.elapsed() >= SUM_UP_EVERY)
+        {
+            self.new_source_said_at = Some(Instant::now());
+            self.say(&line);
+        }
+    }
+
+    /// `h`, a lossless frame without a source instance id, went back from that source's
+    /// newest received, (count, losses) `last`: taken for the source made again, followed
+    /// anew from `h` (its later frames counted from it), said at most every
+    /// [`SUM_UP_EVERY`] (two such publishers interleaving would restart at every frame), as
+    /// are the frames of it before `h` not carried ([`Mirror::new_source`]).
+    fn restarted(&mut self, last: (u64, u64), h: &FrameHeader) {
+        self.sources.follow_anew(h);
+        if self
+            .restart_said_at
+            .is_none_or(|t| t.elapsed() >= SUM_UP_EVERY)
+        {
+            self.restart_said_at = Some(Instant::now());
+            self.say(&format!(
+                "the source without an instance id restarted its count (a lossless frame at \
+                 count {} after count {}); following it anew",
+                h.count, last.0
+            ));
+        }
+        self.new_source(last.1, h);
     }
 
     /// The first frame this run wrote, `h`, lossless, into a mirror that held frames, the
@@ -1040,6 +1074,14 @@ impl Sources {
             last: seen.1,
             last_id: seen.2,
             back: seen.0 != newest,
+        }
+    }
+
+    /// Follows the source of `h` anew from `h` (its newest frame received now, though its
+    /// count went back): the source made again ([`Mirror::restarted`]).
+    fn follow_anew(&mut self, h: &FrameHeader) {
+        if let Some(seen) = self.seen.iter_mut().find(|(src, ..)| *src == h.source) {
+            *seen = (h.source, (h.count, h.lost), h.frame_id);
         }
     }
 }
@@ -1782,20 +1824,38 @@ mod tests {
         );
     }
 
-    /// Frames without a source instance id (all zeros) are of an unknown source: a lossless
-    /// source made again, from count 1, was refused as out of order until its count passed
-    /// the old one's, and two such publishers interleaving were never said. Said once, not
-    /// followed.
+    /// Frames without a source instance id (all zeros) are followed by count: gaps are
+    /// counted, and a lossless source made again, from count 1, is followed anew, not refused
+    /// as out of order until its count passed the old one's. (They were not followed at all
+    /// for a while: frames lost in transit went unreported.)
     #[test]
-    fn frames_without_a_source_id_are_of_an_unknown_source_said_once() {
+    fn frames_without_a_source_id_are_followed_by_count_and_a_restart_anew() {
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
         assert_eq!(m.account(&h(0, 10, 0)), Ok(()));
         assert!(m.unknown_source_said);
+        assert_eq!(m.account(&h(0, 13, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 2, "frames 11 and 12 lost in transit");
+        assert!(m.restart_said_at.is_none());
         assert_eq!(m.account(&h(0, 1, 0)), Ok(()), "made again, from count 1");
+        assert!(m.restart_said_at.is_some(), "the restart not said");
+        assert_eq!(m.account(&h(0, 2, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 2, "a gap counted across the restart");
         assert_eq!(m.account(&h(0, 5, 0)), Ok(()));
-        assert_eq!(m.gaps.total, 0, "gaps counted of an unknown source");
-        assert!(m.sources.seen.is_empty(), "followed");
-        // A source with an id is still followed.
+        assert_eq!(m.gaps.total, 4, "frames 3 and 4 of the new generation");
+        // Made again with one frame: count 1 again, another frame id.
+        assert_eq!(m.account(&h(0, 1, 0)), Ok(()));
+        let other = FrameHeader {
+            frame_id: 77,
+            ..h(0, 1, 0)
+        };
+        assert_eq!(m.account(&other), Ok(()));
+        // The frame last written, received again, is no restart.
+        m.last = Some(([0; 16], 1, 77, 0));
+        assert_eq!(m.account(&h(0, 2, 0)), Ok(()));
+        assert_eq!(m.account(&other), Ok(()));
+        assert_eq!(m.account(&h(0, 4, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 5, "frame 3: counted from 2, not from 1");
+        // A source with an id is still refused out of order.
         assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
         assert!(m.account(&h(1, 9, 0)).is_err());
     }
