@@ -54,7 +54,7 @@ use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{CHECKPOINT_S, CubeSink, Finished, FrameMeta};
+use super::{Checkpoints, CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// FITS files are made of blocks of this many bytes.
@@ -504,8 +504,8 @@ pub(crate) struct FitsCube {
     axis_at: u64,
     /// The frames that card gives as last written (0 as created).
     card: usize,
-    /// The record time at which to rewrite it with the frames on file.
-    next_checkpoint: f64,
+    /// When to rewrite it with the frames on file.
+    checkpoints: Checkpoints,
     /// Offset of the `DATE-OBS` card, followed by `DATE-END`.
     dates_at: u64,
     /// Offsets of the `LOST` and `COMPLETE` cards in the file.
@@ -595,7 +595,7 @@ impl FitsCube {
             axis,
             axis_at,
             card: 0,
-            next_checkpoint: f64::NAN,
+            checkpoints: Checkpoints::default(),
             dates_at,
             lost_at,
             complete_at,
@@ -695,15 +695,10 @@ impl CubeSink for FitsCube {
         let frames = self.frames.as_mut().ok_or("FITS image already closed")?;
         frames.push(frame)?;
         self.meta.push(meta);
-        // The first a second after the first frame (NaN: none yet).
-        if self.next_checkpoint.is_nan() {
-            self.next_checkpoint = meta.record_time + CHECKPOINT_S;
-        }
-        if meta.record_time < self.next_checkpoint {
+        if !self.checkpoints.due(meta.record_time) {
             return Ok(());
         }
-        // A checkpoint (see [`CHECKPOINT_S`]): the file reads with the frames on file now.
-        self.next_checkpoint = meta.record_time + CHECKPOINT_S;
+        // A checkpoint (see [`CHECKPOINT_S`](super::CHECKPOINT_S)): the file reads with the frames on file now.
         let stored = frames.flush()?;
         frames
             .file()

@@ -2,7 +2,7 @@
 //! sidecar table `<file>.frames.csv` of frame id, count, write time and record time.
 //!
 //! The header is written padded to the length of the widest count, giving 0 frames, and
-//! rewritten in place with the frames on file every [`CHECKPOINT_S`] and when the file is
+//! rewritten in place with the frames on file every [`CHECKPOINT_S`](super::CHECKPOINT_S) and when the file is
 //! finished, so frames stream to disk as they arrive and the data never moves. The table's
 //! rows (the column names first) are gathered in memory and appended at those same
 //! moments, before the header: a
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use shmstream::{Dtype, RingFrame};
 
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{CHECKPOINT_S, CubeSink, Finished, FrameMeta};
+use super::{Checkpoints, CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// numpy's type string for a stream dtype (little-endian, as streams are on x86-64).
@@ -110,8 +110,8 @@ pub(crate) struct NpyCube {
     /// the table has none), and where each row ends in it.
     rows: Vec<u8>,
     row_ends: Vec<usize>,
-    /// The record time at which to write them and rewrite the count.
-    next_checkpoint: f64,
+    /// When to write them and rewrite the count.
+    checkpoints: Checkpoints,
     /// The frames the header gives as last written.
     counted: usize,
 }
@@ -154,13 +154,13 @@ impl NpyCube {
             table_len: 0,
             rows: COLUMNS.as_bytes().to_vec(),
             row_ends: Vec::new(),
-            next_checkpoint: f64::NAN,
+            checkpoints: Checkpoints::default(),
             counted: 0,
         })
     }
 
     /// Counts a frame on file: gathers its row, and at a checkpoint makes the files
-    /// readable as they stand ([`CHECKPOINT_S`]).
+    /// readable as they stand ([`CHECKPOINT_S`](super::CHECKPOINT_S)).
     fn pushed(&mut self, meta: FrameMeta) -> Fallible {
         use std::io::Write;
         self.pushed += 1;
@@ -171,14 +171,9 @@ impl NpyCube {
             meta.frame_id, meta.count, meta.write_time, meta.record_time
         );
         self.row_ends.push(self.rows.len());
-        // The first a second after the first frame (NaN: none yet).
-        if self.next_checkpoint.is_nan() {
-            self.next_checkpoint = meta.record_time + CHECKPOINT_S;
-        }
-        if meta.record_time < self.next_checkpoint {
+        if !self.checkpoints.due(meta.record_time) {
             return Ok(());
         }
-        self.next_checkpoint = meta.record_time + CHECKPOINT_S;
         self.checkpoint()
     }
 
