@@ -2950,7 +2950,9 @@ fn a_recording_past_the_open_file_limit_is_refused_up_front() {
     assert_eq!(st.code(), Some(1), "{diag}");
     assert!(
         diag.contains("recording 10 streams needs about")
-            && diag.contains("but the limit is 64: raise it (`ulimit -n"),
+            && diag.contains(
+                "but the hard limit is 64 (the soft one was raised to it): raise it (as root: `ulimit -Hn"
+            ),
         "{diag}"
     );
     assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));

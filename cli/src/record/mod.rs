@@ -341,7 +341,7 @@ fn refuse_too_many_open_files(plan: &Plan) -> Fallible {
     let need = open + plan.names.len() * 2 * per_file + 8;
     if need as u64 > limit {
         return Err(format!(
-            "recording {} streams needs about {need} open files ({open} open now for the streams, and {} for each stream's file being written and the one being finished) but the limit is {limit}: raise it (`ulimit -n {need}`; past the hard limit `ulimit -Hn`, as root or in /etc/security/limits.conf) or record fewer streams per run",
+            "recording {} streams needs about {need} open files ({open} open now for the streams, and {} for each stream's file being written and the one being finished) but the hard limit is {limit} (the soft one was raised to it): raise it (as root: `ulimit -Hn {need}`, or in /etc/security/limits.conf or systemd's LimitNOFILE) or record fewer streams per run",
             plan.names.len(),
             2 * per_file
         )
