@@ -336,11 +336,7 @@ impl NpyCube {
         // First cut any part-written frame: on a full disk that frees room for the table.
         if let Err(e) = file.set_len(end) {
             let e = failed("cutting the cube after its whole frames".into())(e);
-            errors.push(format!(
-                "{cube}: {e}: it holds no frame np.load reads; {}",
-                e.remedy()
-            ));
-            return 0;
+            return self.as_last_counted(&cube, e, errors);
         }
         // The frames in the cube: `whole` unless some are dropped to make room for the table.
         let mut frames = whole;
@@ -403,14 +399,7 @@ impl NpyCube {
             });
         let kept = match written {
             Ok(()) => held,
-            Err(e) => {
-                let counted = self.counted;
-                errors.push(format!(
-                    "{cube}: {e}: np.load reads the first {counted} frames, which its header gave before; {}",
-                    e.remedy()
-                ));
-                counted
-            }
+            Err(e) => self.as_last_counted(&cube, e, errors),
         };
         if sync {
             for (path, f) in [(self.path.clone(), file), (sidecar(&self.path), table)] {
@@ -418,6 +407,17 @@ impl NpyCube {
             }
         }
         kept
+    }
+
+    /// After `e` stopped the cube's finishing short of its header: says so in `errors`, and
+    /// gives the frames its header still counts (from its last checkpoint; all on file).
+    fn as_last_counted(&self, cube: &str, e: TailError, errors: &mut Vec<String>) -> usize {
+        let counted = self.counted;
+        errors.push(format!(
+            "{cube}: {e}: np.load reads the first {counted} frames, which its header gave before; {}",
+            e.remedy()
+        ));
+        counted
     }
 
     /// [`write_rows`] of the first `n` gathered rows to `table`.
