@@ -2734,6 +2734,11 @@ fn a_write_error_reported_only_when_a_file_is_put_on_the_disk_fails_the_recordin
                 "{format}: {diag}"
             );
         }
+        // Not on the disk, so not said complete.
+        if format == "fits" && common::python().is_some() {
+            let dir = cubes[0].parent().unwrap();
+            assert_eq!(endings(dir), ["0 False", "0 False"], "{diag}");
+        }
         // Their entries, in the directory: synced too (`fsync`), and its failure reported.
         let dir = cubes[0].parent().unwrap();
         assert!(
@@ -2744,6 +2749,23 @@ fn a_write_error_reported_only_when_a_file_is_put_on_the_disk_fails_the_recordin
             "{format}: {diag}"
         );
     });
+}
+
+/// With `--fsync`, a FITS file whose every frame is on the disk says `COMPLETE = T` (written
+/// after the rest was synced, then synced itself). Skipped without Python.
+#[test]
+fn with_fsync_fits_files_on_the_disk_say_complete() {
+    if common::python().is_none() {
+        return;
+    }
+    let (name, _c, s) = camera("rec-sync-fits", RING);
+    let out = out_dir("rec-sync-fits");
+    let args = ["--frames", "3", "--per-file", "2", "--fsync"];
+    let (st, diag) = produce_until_exit(&s, record(&name, &out, &args));
+    assert!(st.success(), "{diag}");
+    assert!(diag.contains("3 frames in 2 file(s)"), "{diag}");
+    assert_eq!(endings(&out), ["0 True", "0 True"], "{diag}");
+    let _ = std::fs::remove_dir_all(out);
 }
 
 #[test]
@@ -3052,6 +3074,8 @@ if f.endswith(".fits"):
         with fits.open(f) as h:
             data = h[0].data
             assert h[0].header["COMPLETE"] is False, h[0].header
+            # Unknown, not 0: a blank value.
+            assert isinstance(h[0].header.cards["LOST"].value, fits.card.Undefined), h[0].header
             # The checkpoint wrote the first and last frame's times too.
             from astropy.time import Time
             obs, end = (Time(h[0].header[k], format="isot", scale="utc") for k in ("DATE-OBS", "DATE-END"))

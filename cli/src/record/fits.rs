@@ -20,9 +20,12 @@
 //! published while the recorder could not take them) since its previous file was closed
 //! (before the first file: since the recording started), and `COMPLETE`, `T` when the file
 //! holds every frame taken for it and its recording went on or ended without an error (a
-//! stop signal is no error), else `F`. A file left unfinished (the recorder killed) says
-//! `LOST = 0` and `COMPLETE = F`, and `DATE-OBS`/`DATE-END` of the frames its last
-//! checkpoint counted.
+//! stop signal is no error), else `F`. With `--fsync`, `T` is written only once the rest of
+//! the file is on the disk (and then put there itself); without it, before the file is
+//! written back, so a write error met then (said in the summary, exit status 1) leaves a
+//! `T`. A file left unfinished (the recorder killed) says `LOST` with a blank value
+//! (undefined: unknown; astropy reads `fits.card.Undefined`) and `COMPLETE = F`, and
+//! `DATE-OBS`/`DATE-END` of the frames its last checkpoint counted.
 //!
 //! cfitsio (the `fitsio` crate) makes the primary header, in memory: we create the file
 //! (`O_EXCL`, so never over an existing file nor through a link, however late it appeared;
@@ -182,11 +185,12 @@ fn card_at(header: &[u8], key: &str) -> Option<u64> {
     None
 }
 
-/// The `LOST` card: the stream's frames lost since its previous file was closed.
-fn lost_card(lost: u64) -> Vec<u8> {
+/// The `LOST` card: the stream's frames lost since its previous file was closed; a blank
+/// value (undefined, to astropy `fits.card.Undefined`) while unknown, until it is finished.
+fn lost_card(lost: Option<u64>) -> Vec<u8> {
     card(
         "LOST",
-        &lost.to_string(),
+        &lost.map_or(String::new(), |n| n.to_string()),
         "frames lost before or within this file",
     )
 }
@@ -570,11 +574,11 @@ impl FitsCube {
         let Some((((axis_at, data_start), (lost_at, complete_at)), dates_at)) = layout else {
             return Err(format!("{}: cfitsio made no whole FITS header", path.display()).into());
         };
-        // As a file cut short (the recorder killed) is left: no frame dates, LOST 0,
+        // As a file cut short (the recorder killed) is left: no frame dates, LOST undefined,
         // COMPLETE F.
         for (at, card) in [
             (dates_at, date_cards(&[])),
-            (lost_at, lost_card(0)),
+            (lost_at, lost_card(None)),
             (complete_at, complete_card(false)),
         ] {
             header[at as usize..at as usize + card.len()].copy_from_slice(&card);
@@ -669,7 +673,7 @@ impl FitsCube {
 
     /// Writes the `LOST` and `COMPLETE` cards: the frames lost, and `complete`.
     fn ending_cards(&self, file: &File, complete: bool) -> std::io::Result<()> {
-        file.write_all_at(&lost_card(self.lost), self.lost_at)?;
+        file.write_all_at(&lost_card(Some(self.lost)), self.lost_at)?;
         file.write_all_at(&complete_card(complete), self.complete_at)
     }
 
@@ -766,7 +770,8 @@ impl CubeSink for FitsCube {
         let mut full = full.unwrap_or(frame_file::Full::Disk);
         let written = loop {
             let keep = self.frames_that_fit(whole, room);
-            match self.write_tail(&file, keep, complete && keep == whole) {
+            // With `sync`, `COMPLETE = T` only once the rest is on the disk (below).
+            match self.write_tail(&file, keep, complete && keep == whole && !sync) {
                 Ok(()) => break Ok(keep),
                 // The disk filled up just now: once more, in the room it had. Any other
                 // error is no reason to drop frames.
@@ -778,6 +783,7 @@ impl CubeSink for FitsCube {
                 Err(e) => break Err((keep, e)),
             }
         };
+        let complete = complete && matches!(written, Ok(keep) if keep == whole);
         let kept = match written {
             Ok(keep) => {
                 if keep < whole {
@@ -808,7 +814,18 @@ impl CubeSink for FitsCube {
             }
         };
         if sync {
-            errors.extend(frame_file::sync(&self.path, &file).err());
+            let mut synced = frame_file::sync(&self.path, &file);
+            if synced.is_ok() && complete {
+                synced = file
+                    .write_all_at(&complete_card(true), self.complete_at)
+                    .map_err(|e| {
+                        format!(
+                            "{path}: writing its COMPLETE card: {e}: it says F though it holds every frame; check the disk (space, quota, errors)"
+                        )
+                    })
+                    .and_then(|()| frame_file::sync(&self.path, &file));
+            }
+            errors.extend(synced.err());
         }
         errors.extend(frame_file::close(&self.path, file).err());
         Finished::new(kept, errors)
