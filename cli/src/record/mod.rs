@@ -35,15 +35,20 @@
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
 //! the summary's write fails instead of killing the recorder); frames already written stay
-//! readable (the current file is closed with what it holds), also after a signal. SIGKILL,
-//! an OOM kill or a crash leaves the current file (and one still being finished) readable
-//! as it stood at its last checkpoint ([`CHECKPOINT_S`], about once a second): a `.npy`
-//! that `np.load` reads with the frames counted then, beside a `.frames.csv` with at least
-//! their rows (before the first checkpoint: no frame, an empty table); a FITS file that
-//! astropy opens (warning it may be truncated) with that many frames and `COMPLETE = F`,
-//! but no `FRAMES` table (its frame ids and times are lost). Checkpoints come only as
-//! frames arrive: a camera that pauses leaves the last second before the pause uncounted
-//! until its next frame.
+//! readable (the current file is closed with what it holds), also after a signal. A killed
+//! recorder (SIGKILL, an OOM kill, a crash of the recorder) leaves the current file (and one
+//! still being finished) readable as it stood at its last checkpoint ([`CHECKPOINT_S`],
+//! about once a second): a `.npy` that `np.load` reads with the frames counted then, beside
+//! a `.frames.csv` with at least their rows (before the first checkpoint: no frame, an
+//! empty table); a FITS file that astropy opens (warning it may be truncated) with that
+//! many frames, `LOST` undefined and `COMPLETE = F`, but no `FRAMES` table (its frame ids
+//! and times are lost). Checkpoints come only as frames arrive: a camera that pauses leaves
+//! the last second before the pause uncounted until its next frame. A checkpoint writes
+//! the data, then the rows, then the count, into the page cache: that order holds for the
+//! kernel, not for the disk, which can receive the header's page before the data's. After
+//! a power loss or kernel crash a file being filled (also with `--fsync`, which puts a file
+//! on the disk only when it is finished) can therefore count frames that never reached
+//! the disk (read back as zeros or stale bytes), or rows the table lacks.
 
 mod fits;
 mod frame_file;

@@ -5,9 +5,11 @@
 //! rewritten in place with the frames on file every [`CHECKPOINT_S`](super::CHECKPOINT_S) and when the file is
 //! finished, so frames stream to disk as they arrive and the data never moves. The table's
 //! rows (the column names first) are gathered in memory and appended at those same
-//! moments, before the header: a
-//! recorder killed (SIGKILL, a crash) leaves a cube that `np.load` reads with the frames of
-//! the last rewrite (any bytes after them are ignored) and a table with at least their rows.
+//! moments, before the header: a killed recorder (SIGKILL, an OOM kill, a crash of the
+//! recorder) leaves a cube that `np.load` reads with the frames of the last rewrite (any
+//! bytes after them are ignored) and a table with at least their rows. That order is the
+//! page cache's, not the disk's: after a power loss or kernel crash the count can be ahead
+//! of what reached the disk (see the `record` module).
 //! Both files are created when the cube is (neither over an existing file); when a full disk
 //! cuts the table short the cube keeps only the frames whose rows reached it whole (after
 //! any other error, all of them).
