@@ -52,6 +52,27 @@ pub struct Percentiles {
     pub count: u64,
 }
 
+/// Samples that must lie beyond a percentile for a report table to show it: with fewer,
+/// the percentile is one of the few largest samples (with n = 300, p99.9 is the maximum),
+/// not an estimate of the tail.
+pub const MIN_BEYOND: u64 = 10;
+
+/// The fewest samples that support percentile `q` (0 < q < 1): n ≥ [`MIN_BEYOND`] / (1 − q),
+/// so 20 for p50, 100 for p90, 1000 for p99, 10 000 for p99.9. The maximum (q = 1) is an
+/// observation, not an estimate: one sample supports it.
+pub fn min_samples(q: f64) -> u64 {
+    if q >= 1.0 {
+        return 1;
+    }
+    // The small margin keeps 10 / (1 − 0.9) = 100.000…01 (floating point) at 100.
+    (MIN_BEYOND as f64 / (1.0 - q.max(0.0)) - 1e-6).ceil() as u64
+}
+
+/// Whether `n` samples support percentile `q` ([`min_samples`]).
+pub fn supports(n: u64, q: f64) -> bool {
+    n >= min_samples(q)
+}
+
 impl Percentiles {
     /// Summarizes `h` (all zeros when empty).
     pub fn of(h: &Histogram<u64>) -> Self {
@@ -178,6 +199,21 @@ pub fn measure_record_cost(samples: u64) -> RecordCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A percentile needs ten samples beyond it: 1000 frames support p99, 999 do not (its
+    /// p99 would rest on the 9 largest); p99.9 needs 10 000; the maximum needs one sample.
+    #[test]
+    fn a_percentile_needs_ten_samples_beyond_it() {
+        assert_eq!(
+            [0.5, 0.9, 0.99, 0.999].map(min_samples),
+            [20, 100, 1000, 10_000]
+        );
+        assert!(supports(1000, 0.99) && !supports(999, 0.99));
+        assert!(supports(100, 0.9) && !supports(99, 0.9));
+        assert!(!supports(500, 0.99), "harness size --rate 100 --seconds 5");
+        assert!(!supports(300, 0.999) && supports(300, 0.5));
+        assert!(supports(1, 1.0) && !supports(0, 1.0));
+    }
 
     #[test]
     fn a_histogram_survives_the_v2_round_trip() {

@@ -363,8 +363,10 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let late = crate::cases::ao::MAX_LATE_AT_SOURCE * 100.0;
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself, up to {late:.0}% of its frames: beyond, the camera did not hold the rate on this host and the form does not pass) and p99 below the budget and the frame period; `harness size` exits 1 where a measured form does not pass. Highest sustainable rate: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames up to {late:.0}% aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples: paired by rank, the sum of the parts' same percentiles, and the compute paired independently of the hops): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n\n| form | device | p50 / p99 µs at the rate | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
-        a.rate, a.budget_us
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99). Pass = no missed frame (the camera's own late frames aside, where it has its core to itself, up to {late:.0}% of its frames: beyond, the camera did not hold the rate on this host and the form does not pass) and p99 below the budget and the frame period; `harness size` exits 1 where a measured form does not pass. Highest sustainable rate: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames up to {late:.0}% aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound). Floor: the form's composed floor (each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples: paired by rank, the sum of the parts' same percentiles, and the compute paired independently of the hops): its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound. A p99 needs {min} frames (ten beyond it): a result that rests on fewer says so, and the frames are in brackets (`--rate` × `--seconds` sets them).\n\n| form | device | p50 / p99 µs at the rate (frames) | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        a.rate,
+        a.budget_us,
+        min = crate::hist::min_samples(0.99)
     )?;
     for r in results {
         // Named from what the job runs, not from its case name.
@@ -406,15 +408,16 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                 });
                 writeln!(
                     o,
-                    "| {form} | {} | {} / {} | {floor} | {} | {} | {} | {} | {bw} | **{}** |",
+                    "| {form} | {} | {} / {} ({}) | {floor} | {} | {} | {} | {} | {bw} | {} |",
                     r.job.device,
                     lat(p.p50 as f64),
                     lat(p.p99 as f64),
+                    p.count,
                     lat(st.jitter_ns),
                     st.missed_text(),
                     ao.max_rate_text(),
                     st.dominant().map_or("—", |d| d.name.as_str()),
-                    ao.verdict
+                    verdict_cell(&ao.verdict, p.count)
                 )?;
             }
             (_, _, Some(why)) => no_figures(&mut o, format!("not measured: {why}"), "n/a")?,
@@ -449,6 +452,15 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     }
     writeln!(o)?;
     Ok(o)
+}
+
+/// The result cell of a measured form: its verdict in bold, and where its p99 rests on fewer
+/// frames than a p99 needs, a note saying so ([`crate::report::ao::p99_note`]).
+fn verdict_cell(verdict: &str, n: u64) -> String {
+    match crate::report::ao::p99_note(n) {
+        Some(note) => format!("**{verdict}** ({note})"),
+        None => format!("**{verdict}**"),
+    }
 }
 
 /// What the host noise probe's pauses of 1 ms or more on stage core `c` mean for the
@@ -1122,6 +1134,43 @@ mod tests {
         );
     }
 
+    /// A verdict judged on a p99 that its frames do not support says so: `--rate 100
+    /// --seconds 5` gives 500 frames, whose p99 is the 5th largest; 1000 frames support it.
+    #[test]
+    fn a_verdict_on_too_few_frames_for_a_p99_says_so() {
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 100\n";
+        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let row = |frames: u64| {
+            let mut r = crate::report::targets::tests::ao(
+                case,
+                [300_000; 3],
+                crate::cases::ao::analysis::LoopStats::default(),
+                crate::cases::ao::analysis::LoopStats::default(),
+            );
+            let mut h = crate::hist::new();
+            h.record_n(300_000, frames).unwrap();
+            r.ours.as_mut().unwrap().hist = h;
+            let table = verdict_table(&[r], &a, &HostNoise::default()).unwrap();
+            table
+                .lines()
+                .find(|l| l.starts_with("| stages"))
+                .unwrap()
+                .to_string()
+        };
+        let few = row(500);
+        assert!(
+            few.contains(" | 300.0 / 300.0 (500) | ")
+                && few.ends_with(" | **pass** (p99 from 500 frames: a p99 needs 1000) |"),
+            "{few}"
+        );
+        let enough = row(1000);
+        assert!(
+            enough.contains("(1000) | ") && enough.ends_with(" | **pass** |"),
+            "{enough}"
+        );
+    }
+
     /// A form that failed before its loop started (no loop figures: the run-time memory
     /// re-check) is a failed row, as the exit code says; a loop no frame of which reached
     /// the DM shows no latency, but its missed frames and verdict.
@@ -1156,7 +1205,8 @@ mod tests {
              8 GB free | | | | | | | **fail** |"
         );
         assert!(
-            rows[1].starts_with("| stages as processes | cpu | — / — | 300.0 / 300.0 | — | 10 |")
+            rows[1]
+                .starts_with("| stages as processes | cpu | — / — (0) | 300.0 / 300.0 | — | 10 |")
                 && rows[1].ends_with("| **fail: 10 missed frames** |"),
             "{}",
             rows[1]

@@ -429,13 +429,20 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
             a_side_failed = true;
         }
         assert!(
-            row.ends_with("| **pass** |") || row.contains("| **fail"),
+            row.contains("| **pass**") || row.contains("| **fail"),
             "{row}"
         );
+        // 0.3 s at 500 Hz: some 150 frames, too few for a p99, and a passing result says so.
+        if row.contains("| **pass**") {
+            assert!(
+                row.ends_with(" frames: a p99 needs 1000) |") && row.contains("(p99 from "),
+                "{row}"
+            );
+        }
     }
     // The exit status says whether every form passed (a form that failed its verdict on
     // this host's scheduling fails the run, naming it), and a failed side fails it too.
-    let all_passed = rows.iter().all(|r| r.ends_with("| **pass** |"));
+    let all_passed = rows.iter().all(|r| r.contains("| **pass**"));
     assert_eq!(o.status.success(), all_passed && !a_side_failed, "{stderr}");
     if !all_passed {
         assert!(stderr.contains("did not pass"), "{stderr}");

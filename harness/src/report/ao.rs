@@ -10,7 +10,7 @@ use crate::hist::Percentiles;
 use crate::noise::HostNoise;
 use crate::run::JobResult;
 
-use super::us;
+use super::{SUPPORT_NOTE, us, us_at};
 
 fn ms_or_us(ns: f64) -> String {
     us(ns as u64)
@@ -22,6 +22,31 @@ pub fn us_if_any(h: &hdrhistogram::Histogram<u64>, ns: f64) -> String {
     match h.is_empty() {
         true => "—".into(),
         false => ms_or_us(ns),
+    }
+}
+
+/// Percentile `q` (`ns`) of a loop whose end-to-end histogram is `h`, in µs: "—" where `h`
+/// is empty or holds too few frames to support `q` ([`us_at`]).
+fn lat_at(h: &hdrhistogram::Histogram<u64>, ns: u64, q: f64) -> String {
+    us_at(ns, q, h.len())
+}
+
+/// What to say of a verdict judged on the p99 of `n` end-to-end samples where `n` does not
+/// support a p99 ([`crate::hist::supports`]); `None` where it does, or where there is none.
+pub fn p99_note(n: u64) -> Option<String> {
+    (n > 0 && !crate::hist::supports(n, 0.99)).then(|| {
+        format!(
+            "p99 from {n} frames: a p99 needs {}",
+            crate::hist::min_samples(0.99)
+        )
+    })
+}
+
+/// `verdict` with its [`p99_note`].
+fn verdict_text(verdict: &str, n: u64) -> String {
+    match p99_note(n) {
+        Some(note) => format!("{verdict} ({note})"),
+        None => verdict.to_string(),
     }
 }
 
@@ -105,35 +130,36 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
          camera did not hold the rate on this host and the verdict fails); counted only where the camera has its core to \
          itself (on a core it shares with a stage, the stages' overrun is what delays it, and \
          such frames are the pipeline's loss). Camera pacing = publish − deadline. µs unless \
-         noted.\n"
+         noted. n: frames that reached the DM (pacing: the camera's frames). {SUPPORT_NOTE}\n"
     )?;
     writeln!(
         o,
-        "| case | geometry | placement | rate Hz | achieved Hz | mean | p50 | p90 | p99 | p99.9 | max | jitter | missed | pacing p99 | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| case | geometry | placement | rate Hz | achieved Hz | n | mean | p50 | p90 | p99 | p99.9 | max | jitter | missed | pacing p99 | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let label = r.job.label();
         match (&r.ours, &a.stats) {
             (Ok(s), Some(st)) => {
                 let p = Percentiles::of(&s.hist);
-                let lat = |ns: u64| us_if_any(&s.hist, ns as f64);
+                let lat = |ns: u64, q: f64| lat_at(&s.hist, ns, q);
                 writeln!(
                     o,
-                    "| `{label}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| `{label}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     a.geometry.describe(),
                     a.placement,
                     super::fmt_rate_plain(a.rate_hz),
                     super::fmt_rate_plain(st.achieved_hz),
+                    p.count,
                     us_if_any(&s.hist, p.mean),
-                    lat(p.p50),
-                    lat(p.p90),
-                    lat(p.p99),
-                    lat(p.p999),
-                    lat(p.max),
+                    lat(p.p50, 0.5),
+                    lat(p.p90, 0.9),
+                    lat(p.p99, 0.99),
+                    lat(p.p999, 0.999),
+                    lat(p.max, 1.0),
                     us_if_any(&s.hist, st.jitter_ns),
                     st.missed_text(),
-                    lat(st.pacing_ns[1]),
-                    a.verdict
+                    us_at(st.pacing_ns[1], 0.99, st.frames),
+                    verdict_text(&a.verdict, p.count)
                 )?;
             }
             _ => {
@@ -146,7 +172,7 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                 });
                 writeln!(
                     o,
-                    "| `{label}` | {} | {} | {} | | | | | | | | | | | {} |",
+                    "| `{label}` | {} | {} | {} | | | | | | | | | | | | {} |",
                     a.geometry.describe(),
                     a.placement,
                     super::fmt_rate_plain(a.rate_hz),
@@ -174,13 +200,21 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
 
     writeln!(
         o,
-        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory (one frame a camera period, on a core idle in between as the loop leaves it, spinning when the stages spin, or awake from the stage's wake-ahead margin when it wakes ahead), the bare publication of each stage's output (a stage's publish time is when its write returned: the signals in the split form with the stages on two cores, the commands in all; held, into as many slots as the stream keeps frames, wake included where the streams notify), plus the one-way floor of each hop's payload (a bare publish on plain shared memory into the next of as many slots as the stage's input stream keeps history, without the flock pair as each stage holds its output's write lock, and the receiver's copy out, one camera period apart (back to back between spinning stages), timed from publish start (or, from a stage, from its write's return) to the receiver holding the payload on the shared monotonic clock, as the stages time their hops, and from before the write where both stages share a core (the receiver may run inside the sender's wake); waiting as the hop's stages do: adaptive across cores by default, parked where they share a core, asleep until the same margin before each frame and then spinning where the stage wakes ahead; the receiver's core kept busy by a spinning thread where the reconstructor sharing it outlasts a camera period), summed percentile by percentile (the frames' compute sorted, each paired with every hop's sample at the same rank, so each percentile of the floor is the sum of its parts', or where lower, with the compute paired independently of the hops: parts mostly slow with a fast minority); the loop in `runs` pieces (2 by default) with a pass of every part before, between and after them, each part from its fastest pass (the compute log with the lowest median, each hop with the lowest p50), or, where faster, timed between the loop's frames where the stages' compute takes under a quarter of a period: the camera hop's floor is timed in the loop's own processes, the camera publishing the same frame bare half a period after each of its frames and the stage taking it between two of its own, and on the CPU that stage also computes on it: in the merged form slopes and reconstructor, publishing the commands bare; in the split form the slopes, which it publishes bare to the reconstructor, which takes them between two of its frames (the signals hop's floor), computes and publishes the commands bare (notes `camera hop floor`, `signals hop floor` and `compute floor` in `details.json`), so that they see the host as the loop's frames do; `ratio_to_floor` = floor p50 / our p50.\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
+        "\n### Where the time goes\n\nPer-stage compute and per-hop latency (p50 / p99); the floor is each stage's compute alone on plain memory (one frame a camera period, on a core idle in between as the loop leaves it, spinning when the stages spin, or awake from the stage's wake-ahead margin when it wakes ahead), the bare publication of each stage's output (a stage's publish time is when its write returned: the signals in the split form with the stages on two cores, the commands in all; held, into as many slots as the stream keeps frames, wake included where the streams notify), plus the one-way floor of each hop's payload (a bare publish on plain shared memory into the next of as many slots as the stage's input stream keeps history, without the flock pair as each stage holds its output's write lock, and the receiver's copy out, one camera period apart (back to back between spinning stages), timed from publish start (or, from a stage, from its write's return) to the receiver holding the payload on the shared monotonic clock, as the stages time their hops, and from before the write where both stages share a core (the receiver may run inside the sender's wake); waiting as the hop's stages do: adaptive across cores by default, parked where they share a core, asleep until the same margin before each frame and then spinning where the stage wakes ahead; the receiver's core kept busy by a spinning thread where the reconstructor sharing it outlasts a camera period), summed percentile by percentile (the frames' compute sorted, each paired with every hop's sample at the same rank, so each percentile of the floor is the sum of its parts', or where lower, with the compute paired independently of the hops: parts mostly slow with a fast minority); the loop in `runs` pieces (2 by default) with a pass of every part before, between and after them, each part from its fastest pass (the compute log with the lowest median, each hop with the lowest p50), or, where faster, timed between the loop's frames where the stages' compute takes under a quarter of a period: the camera hop's floor is timed in the loop's own processes, the camera publishing the same frame bare half a period after each of its frames and the stage taking it between two of its own, and on the CPU that stage also computes on it: in the merged form slopes and reconstructor, publishing the commands bare; in the split form the slopes, which it publishes bare to the reconstructor, which takes them between two of its frames (the signals hop's floor), computes and publishes the commands bare (notes `camera hop floor`, `signals hop floor` and `compute floor` in `details.json`), so that they see the host as the loop's frames do; `ratio_to_floor` = floor p50 / our p50. A stage's or hop's percentiles are shown as the loop's are (n in the table above; the floor's p50 from the floor's own samples).\n\n| case | stages and hops (p50 / p99) | dominant | floor parts (p50 / p99) | floor p50 | ratio_to_floor |\n|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let Some(st) = &a.stats else { continue };
+        let n = r.ours.as_ref().map_or(0, |s| s.hist.len());
         let parts = |v: &[crate::cases::ao::analysis::StageStat]| {
             v.iter()
-                .map(|s| format!("{} {} / {}", s.name, us(s.p50_ns), us(s.p99_ns)))
+                .map(|s| {
+                    format!(
+                        "{} {} / {}",
+                        s.name,
+                        us_at(s.p50_ns, 0.5, n),
+                        us_at(s.p99_ns, 0.99, n)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -191,32 +225,37 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
             parts(&st.stages),
             st.dominant().map_or("—", |s| s.name.as_str()),
             parts(&a.floor_parts),
-            r.floor
-                .as_ref()
-                .map_or("—".into(), |f| us(f.hist.value_at_quantile(0.5))),
+            r.floor.as_ref().map_or("—".into(), |f| us_at(
+                f.hist.value_at_quantile(0.5),
+                0.5,
+                f.hist.len()
+            )),
             r.ratio_to_floor().map_or("—".into(), |v| format!("{v:.2}"))
         )?;
     }
 
     writeln!(
         o,
-        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage there waits for a frame published after it calls `read_new`: every frame that came while it was busy, the newest included, is skipped, counts as missed and stays out of its percentiles and jitter, and the next one comes to a waiting stage. Ours read every frame in order through cursors (up to the case's `catch_up` frames behind: 4 unless the placement column says `catch up N`), so a stall shows in ours as late frames instead; where it says `newest frame` (`catch_up = 0`) a stage takes the newest frame that came while it was busy at once, one late frame where pyshmem's skips it. Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below). Peer ÷ floor: the same ratios with the composed floor in ours' place (its p50, p99 and std), what a loop as fast as its floor would read against this peer on this host. The floor's p50 is that of this harness's own kernels (single-threaded: the reconstructor has one core, and `threads` > 1 is refused) in this placement: where its ratio is below a target, no loop built on them here meets it (other kernels may); its p99 and std, from per-sample sums of the parts, are estimates, not bounds.\n\n| case | ours p50 / p99 / jitter | pyshmem p50 / p99 / jitter | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) | peer ÷ floor (p50, p99, jitter) |\n|---|---|---|---|---|---|---|"
+        "\n### Against pyshmem 1.4.0 + numpy\n\nThe same stages as Python processes (notify streams, `read_new`, numpy), same geometry, same cores. A stage there waits for a frame published after it calls `read_new`: every frame that came while it was busy, the newest included, is skipped, counts as missed and stays out of its percentiles and jitter, and the next one comes to a waiting stage. Ours read every frame in order through cursors (up to the case's `catch_up` frames behind: 4 unless the placement column says `catch up N`), so a stall shows in ours as late frames instead; where it says `newest frame` (`catch_up = 0`) a stage takes the newest frame that came while it was busy at once, one late frame where pyshmem's skips it. {SUPPORT_NOTE} Frames ≥ 1 ms: those of each loop that took a millisecond or more, what a pause of the host makes of a frame (see the host noise below). Peer ÷ floor: the same ratios with the composed floor in ours' place (its p50, p99 and std), what a loop as fast as its floor would read against this peer on this host. The floor's p50 is that of this harness's own kernels (single-threaded: the reconstructor has one core, and `threads` > 1 is refused) in this placement: where its ratio is below a target, no loop built on them here meets it (other kernels may); its p99 and std, from per-sample sums of the parts, are estimates, not bounds.\n\n| case | ours p50 / p99 / jitter (n) | pyshmem p50 / p99 / jitter (n) | pyshmem missed | frames ≥ 1 ms (ours / pyshmem) | peer ÷ ours (p50, p99, jitter) | peer ÷ floor (p50, p99, jitter) |\n|---|---|---|---|---|---|---|"
     )?;
     for (r, a) in &rows {
         let (Ok(s), Some(st)) = (&r.ours, &a.stats) else {
             continue;
         };
         let p = Percentiles::of(&s.hist);
-        let lat = |ns: f64| us_if_any(&s.hist, ns);
         let ours = format!(
-            "{} / {} / {}",
-            lat(p.p50 as f64),
-            lat(p.p99 as f64),
-            lat(st.jitter_ns)
+            "{} / {} / {} ({})",
+            lat_at(&s.hist, p.p50, 0.5),
+            lat_at(&s.hist, p.p99, 0.99),
+            us_if_any(&s.hist, st.jitter_ns),
+            p.count
         );
         match (&r.peer, &a.peer) {
             (Ok(ps), Some(pst)) => {
                 let q = Percentiles::of(&ps.hist);
+                // A p99 ratio only where both sides' frames support their p99.
+                let p99s =
+                    |n: u64| crate::hist::supports(q.count, 0.99) && crate::hist::supports(n, 0.99);
                 let ratio = |a: f64, b: f64| {
                     if b > 0.0 {
                         format!("{:.1}×", a / b)
@@ -230,7 +269,11 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                         format!(
                             "{}, {}, {}",
                             ratio(q.p50 as f64, fp.p50 as f64),
-                            ratio(q.p99 as f64, fp.p99 as f64),
+                            if p99s(fp.count) {
+                                ratio(q.p99 as f64, fp.p99 as f64)
+                            } else {
+                                "—".into()
+                            },
                             ratio(pst.jitter_ns, f.hist.stdev())
                         )
                     }
@@ -238,16 +281,21 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                 };
                 writeln!(
                     o,
-                    "| `{}` | {ours} | {} / {} / {} | {} | {} / {} | {}, {}, {} | {ceiling} |",
+                    "| `{}` | {ours} | {} / {} / {} ({}) | {} | {} / {} | {}, {}, {} | {ceiling} |",
                     r.job.label(),
-                    us(q.p50),
-                    us(q.p99),
+                    us_at(q.p50, 0.5, q.count),
+                    us_at(q.p99, 0.99, q.count),
                     ms_or_us(pst.jitter_ns),
+                    q.count,
                     pst.missed_text(),
                     over_1ms(&s.hist),
                     over_1ms(&ps.hist),
                     ratio(q.p50 as f64, p.p50 as f64),
-                    ratio(q.p99 as f64, p.p99 as f64),
+                    if p99s(p.count) {
+                        ratio(q.p99 as f64, p.p99 as f64)
+                    } else {
+                        "—".into()
+                    },
                     ratio(pst.jitter_ns, st.jitter_ns)
                 )?;
             }
@@ -434,11 +482,13 @@ mod tests {
         };
         let main = row("| case | geometry");
         assert!(
-            main.ends_with("| 0 | — | — | — | — | — | — | — | 10 | — | fail: 10 missed frames |"),
+            main.ends_with(
+                "| 0 | 0 | — | — | — | — | — | — | — | 10 | — | fail: 10 missed frames |"
+            ),
             "{main}"
         );
         let peer = row("| case | ours p50");
-        assert!(peer.contains("| — / — / — |"), "{peer}");
+        assert!(peer.contains("| — / — / — (0) |"), "{peer}");
         // Nor in results.csv / results.json, nor in the rate plot.
         let record = crate::report::record::Record::from_result(&sut);
         assert_eq!((record.p50_ns, record.p99_ns), (None, None));

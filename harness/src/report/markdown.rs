@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::peer::PeerSetup;
 use crate::report::record::Record;
 use crate::report::targets::Target;
-use crate::report::{ReportInput, fmt_hz, fmt_opt, human_bytes, us};
+use crate::report::{ReportInput, SUPPORT_NOTE, fmt_hz, fmt_opt, human_bytes, us, us_at};
 use crate::run::{JobResult, Side};
 use crate::scenario::{Job, Kind, Pipeline};
 
@@ -232,16 +232,16 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
              the `flock` pair, the odd/even sequence, the copy in, the write time and count; then the sequence, the copy out, the re-check \
              (what the format makes every implementation do). Ratio to floor = floor median iteration time / ours. \
              GPU: device buffers without the CPU mirror (`pipeline = \"device-resident\"`, `mirror = false`), the seed's GPU variant; \
-             the other GPU variants are in \"All results\".\n",
+             the other GPU variants are in \"All results\". {SUPPORT_NOTE}\n",
             crate::measure::PAIR_SLICE.as_millis()
         )?;
         writeln!(
             o,
-            "| Image size | Payload (MiB) | seed CPU Hz | seed CPU GB/s | **CPU Hz** | **CPU GB/s** | floor Hz | ratio to floor | pyshmem 1.4.0 Hz | p50 µs | p99 µs | seed GPU Hz | seed GPU GB/s | GPU Hz | GPU GB/s |"
+            "| Image size | Payload (MiB) | seed CPU Hz | seed CPU GB/s | **CPU Hz** | **CPU GB/s** | floor Hz | ratio to floor | pyshmem 1.4.0 Hz | n | p50 µs | p99 µs | seed GPU Hz | seed GPU GB/s | GPU Hz | GPU GB/s |"
         )?;
         writeln!(
             o,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         )?;
         let mut sizes: Vec<Vec<usize>> = io.iter().map(|r| r.job.shape.clone()).collect();
         sizes.sort_by_key(|s| s.iter().product::<usize>());
@@ -258,18 +258,14 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                 [a, b] if a == b => SEED_IO.iter().find(|s| s.n == *a),
                 _ => None,
             };
-            let (ours_hz, floor_hz, peer_hz, p50, p99) = match cpu {
-                Some(r) => {
-                    let p = r.ours.as_ref().ok().map(|s| s.pct());
-                    (
-                        side_hz(&r.ours, Kind::Roundtrip),
-                        side_hz(&r.floor, Kind::Roundtrip),
-                        side_hz(&r.peer, Kind::Roundtrip),
-                        p.map(|p| us(p.p50)),
-                        p.map(|p| us(p.p99)),
-                    )
-                }
-                None => (None, None, None, None, None),
+            let (ours_hz, floor_hz, peer_hz, p) = match cpu {
+                Some(r) => (
+                    side_hz(&r.ours, Kind::Roundtrip),
+                    side_hz(&r.floor, Kind::Roundtrip),
+                    side_hz(&r.peer, Kind::Roundtrip),
+                    r.ours.as_ref().ok().map(|s| s.pct()),
+                ),
+                None => (None, None, None, None),
             };
             let gpu_cell = match gpu {
                 Some(r) if r.skipped.is_some() => ("skipped".to_string(), "—".to_string()),
@@ -281,7 +277,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             };
             writeln!(
                 o,
-                "| {} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 shape
                     .iter()
                     .map(|d| d.to_string())
@@ -296,8 +292,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                 cpu.and_then(|r| r.ratio_to_floor())
                     .map_or("—".into(), |v| format!("{v:.2}")),
                 fmt_opt(peer_hz, fmt_hz),
-                p50.unwrap_or("—".into()),
-                p99.unwrap_or("—".into()),
+                p.map_or("—".into(), |p| p.count.to_string()),
+                p.map_or("—".into(), |p| us_at(p.p50, 0.5, p.count)),
+                p.map_or("—".into(), |p| us_at(p.p99, 0.99, p.count)),
                 seed.map_or("—".into(), |s| fmt_hz(s.gpu_hz)),
                 seed.map_or("—".into(), |s| format!("{:.2}", s.gpu_gbs)),
                 gpu_cell.0,
@@ -319,15 +316,15 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             "Ours: the driver process publishes x, the compute process (matrix read once from its stream) publishes y = A·x, \
              the driver waits for y; GFLOP/s = 2n² × Hz. Kernel: the same kernel alone on plain memory (the floor). \
              numpy: `np.dot(A, x, out=y)` alone (OpenBLAS sgemv) and the same pipeline with pyshmem 1.4.0. \
-             GPU: host-upload without the CPU mirror (`mirror = false`), the seed's GPU variant; the others are in \"All results\".\n"
+             GPU: host-upload without the CPU mirror (`mirror = false`), the seed's GPU variant; the others are in \"All results\". {SUPPORT_NOTE}\n"
         )?;
         writeln!(
             o,
-            "| Matrix size | Matrix (MiB) | seed CPU Hz | seed CPU GFLOP/s | **CPU Hz** | **CPU GFLOP/s** | kernel GFLOP/s | ratio to kernel | numpy sgemv GFLOP/s | pyshmem+numpy Hz | p50 µs | p99 µs | seed GPU Hz | seed GPU GFLOP/s | GPU Hz | GPU GFLOP/s |"
+            "| Matrix size | Matrix (MiB) | seed CPU Hz | seed CPU GFLOP/s | **CPU Hz** | **CPU GFLOP/s** | kernel GFLOP/s | ratio to kernel | numpy sgemv GFLOP/s | pyshmem+numpy Hz | n | p50 µs | p99 µs | seed GPU Hz | seed GPU GFLOP/s | GPU Hz | GPU GFLOP/s |"
         )?;
         writeln!(
             o,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         )?;
         let host: Vec<&&JobResult> = mvm
             .iter()
@@ -375,7 +372,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             };
             writeln!(
                 o,
-                "| {n}×{n} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {n}×{n} | {:.3} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 flops * 2.0 / 1048576.0,
                 seed.map_or("—".into(), |s| fmt_hz(s.cpu_hz)),
                 seed.map_or("—".into(), |s| format!("{:.2}", s.cpu_gf)),
@@ -386,8 +383,9 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
                     .map_or("—".into(), |v| format!("{v:.2}")),
                 numpy_gf.map_or("—".into(), |v| format!("{v:.2}")),
                 fmt_opt(peer_hz, fmt_hz),
-                p.map_or("—".into(), |p| us(p.p50)),
-                p.map_or("—".into(), |p| us(p.p99)),
+                p.map_or("—".into(), |p| p.count.to_string()),
+                p.map_or("—".into(), |p| us_at(p.p50, 0.5, p.count)),
+                p.map_or("—".into(), |p| us_at(p.p99, 0.99, p.count)),
                 seed.map_or("—".into(), |s| fmt_hz(s.gpu_hz)),
                 seed.map_or("—".into(), |s| format!("{:.2}", s.gpu_gf)),
                 gpu_cells.0,
@@ -469,38 +467,45 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
              on the CPU it runs in ours' two processes, in {ping} ms slices alternating with ours. \
              Hz = median over repeats of round trips / Σ latency (pyshmem's convention; idle gaps do not count). \
              GPU rows (`cuda`): the reader echoes the whole frame back on a second GPU stream; their floor is the same four copies \
-             with raw CUDA memcpy on plain device memory, in one process.\n",
+             with raw CUDA memcpy on plain device memory, in one process. n: round trips timed (ours / floor / pyshmem), \
+             each side's percentiles from its own. {SUPPORT_NOTE}\n",
             ping = crate::cases::pingpong::PING_SLICE.as_millis(),
         )?;
         writeln!(
             o,
-            "| case | payload | Hz | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor p50 µs | floor p99 µs | p50 / floor | pyshmem p50 µs | pyshmem p99 µs |"
+            "| case | payload | Hz | n | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor p50 µs | floor p99 µs | p50 / floor | pyshmem p50 µs | pyshmem p99 µs |"
         )?;
-        writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )?;
         for r in &pp {
             let p = r.ours.as_ref().ok().map(|s| s.pct());
             let f = r.floor.as_ref().ok().map(|s| s.pct());
             let q = r.peer.as_ref().ok().map(|s| s.pct());
             writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.job.case,
                 human_bytes(r.job.payload_bytes()),
                 fmt_opt(side_hz(&r.ours, Kind::Pingpong), fmt_hz),
-                p.map_or(why(&r.ours), |p| us(p.p50)),
-                p.map_or("—".into(), |p| us(p.p90)),
-                p.map_or("—".into(), |p| us(p.p99)),
-                p.map_or("—".into(), |p| us(p.p999)),
+                [p, f, q]
+                    .map(|s| s.map_or("—".into(), |s| s.count.to_string()))
+                    .join(" / "),
+                p.map_or(why(&r.ours), |p| us_at(p.p50, 0.5, p.count)),
+                p.map_or("—".into(), |p| us_at(p.p90, 0.9, p.count)),
+                p.map_or("—".into(), |p| us_at(p.p99, 0.99, p.count)),
+                p.map_or("—".into(), |p| us_at(p.p999, 0.999, p.count)),
                 p.map_or("—".into(), |p| us(p.max)),
-                f.map_or(why(&r.floor), |p| us(p.p50)),
-                f.map_or("—".into(), |p| us(p.p99)),
+                f.map_or(why(&r.floor), |p| us_at(p.p50, 0.5, p.count)),
+                f.map_or("—".into(), |p| us_at(p.p99, 0.99, p.count)),
                 match (p, f) {
                     (Some(p), Some(f)) if f.p50 > 0 =>
                         format!("{:.2}", p.p50 as f64 / f.p50 as f64),
                     _ => "—".into(),
                 },
-                q.map_or("—".into(), |p| us(p.p50)),
-                q.map_or("—".into(), |p| us(p.p99)),
+                q.map_or("—".into(), |p| us_at(p.p50, 0.5, p.count)),
+                q.map_or("—".into(), |p| us_at(p.p99, 0.99, p.count)),
             )?;
         }
         writeln!(o)?;
@@ -512,21 +517,23 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         "## All results\n\nFloor Hz: the floor's iterations per second, except on ao-loop rows, where it \
          is 1 / the composed floor's mean latency, not a rate (Hz there is the DM frame rate \
          achieved, at most the camera's): compare them through the ratio (median latencies). \
-         bytes/s: write + read bytes per second of wall time, so a pingpong's idle gaps count there though not in its Hz.\n"
+         bytes/s: write + read bytes per second of wall time, so a pingpong's idle gaps count there though not in its Hz. \
+         {SUPPORT_NOTE}\n"
     )?;
     writeln!(
         o,
-        "| case | shape | dtype | device | wait | Hz | bytes/s | GFLOP/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor Hz | ratio | peer Hz | placement (ours) |"
+        "| case | shape | dtype | device | wait | Hz | bytes/s | GFLOP/s | n | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | floor Hz | ratio | peer Hz | placement (ours) |"
     )?;
     writeln!(
         o,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     for (rec, r) in records.iter().zip(results) {
-        let ns = |v: Option<u64>| v.map_or("—".into(), us);
+        let n = rec.samples.unwrap_or(0);
+        let ns = |v: Option<u64>, q: f64| v.map_or("—".into(), |v| us_at(v, q, n));
         writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             rec.case,
             crate::scenario::shape_str(&rec.shape),
             rec.dtype,
@@ -536,11 +543,12 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
             rec.bytes_per_s
                 .map_or("—".into(), |b| format!("{:.2} GB/s", b / 1e9)),
             rec.gflops.map_or("—".into(), |g| format!("{g:.2}")),
-            ns(rec.p50_ns),
-            ns(rec.p90_ns),
-            ns(rec.p99_ns),
-            ns(rec.p999_ns),
-            ns(rec.max_ns),
+            rec.samples.map_or("—".into(), |n| n.to_string()),
+            ns(rec.p50_ns, 0.5),
+            ns(rec.p90_ns, 0.9),
+            ns(rec.p99_ns, 0.99),
+            ns(rec.p999_ns, 0.999),
+            ns(rec.max_ns, 1.0),
             fmt_opt(rec.floor_hz, fmt_hz),
             rec.ratio_to_floor.map_or("—".into(), |v| format!("{v:.3}")),
             fmt_opt(rec.peer_hz, fmt_hz),

@@ -209,6 +209,21 @@ pub fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or("—".into(), f)
 }
 
+/// Percentile `q` (`ns`) of `n` samples in µs, or "—" where `n` does not support it
+/// ([`crate::hist::supports`]: at least ten samples beyond it).
+pub fn us_at(ns: u64, q: f64, n: u64) -> String {
+    if crate::hist::supports(n, q) {
+        us(ns)
+    } else {
+        "—".into()
+    }
+}
+
+/// The rule [`us_at`] applies, for the notes over the tables that show percentiles.
+pub const SUPPORT_NOTE: &str = "n: latency samples. A percentile is shown where at least 10 samples lie beyond it \
+     (n ≥ 10 / (1 − q): 20 for p50, 100 for p90, 1000 for p99, 10 000 for p99.9), else \"—\" \
+     (`results.json` keeps every value).";
+
 /// ns → "12.34" µs.
 pub fn us(ns: u64) -> String {
     let v = ns as f64 / 1e3;
@@ -319,11 +334,20 @@ mod write_tests {
 
     /// report.md for the one job of the scenario `toml`, as [`roundtrip_report`].
     fn report_of(toml: &str, ours_ns: u64, floor_ns: u64) -> String {
+        report_with(
+            toml,
+            side(ours_ns, 1e9 / ours_ns as f64),
+            side(floor_ns, 1e9 / floor_ns as f64),
+        )
+    }
+
+    /// report.md for the one job of the scenario `toml` with these sides.
+    fn report_with(toml: &str, ours: Side, floor: Side) -> String {
         let scenario = Scenario::parse(toml).unwrap();
         let results = [JobResult {
             job: scenario.jobs(false, None).remove(0),
-            ours: Ok(side(ours_ns, 1e9 / ours_ns as f64)),
-            floor: Ok(side(floor_ns, 1e9 / floor_ns as f64)),
+            ours: Ok(ours),
+            floor: Ok(floor),
             peer: Err("no python".into()),
             skipped: None,
             ao: None,
@@ -334,6 +358,51 @@ mod write_tests {
         let records: Vec<Record> = results.iter().map(Record::from_result).collect();
         let targets = targets::evaluate(&results, 12.0);
         markdown::render(&input, &records, &targets).unwrap()
+    }
+
+    /// A 25-round-trip pingpong shows its count and the percentiles 25 samples support
+    /// (p50 and the maximum), not p90 … p99.9, which were all its largest sample; the floor's
+    /// 1000 support its p99.
+    #[test]
+    fn percentiles_too_few_samples_support_are_not_shown() {
+        let mut ours = side(20_000, 50_000.0);
+        ours.hist = crate::hist::new();
+        for k in 1..=25u64 {
+            ours.hist.record(10_000 * k).unwrap();
+        }
+        let md = report_with(
+            "name=\"w\"\n[[case]]\nkind=\"pingpong\"\nsizes=[[100]]\n",
+            ours,
+            side(5_000, 200_000.0),
+        );
+        let row = |header: &str| {
+            let at = md.find(header).unwrap_or_else(|| panic!("{header}: {md}"));
+            let line = md[at..].lines().nth(2).unwrap();
+            line.split(" | ").map(str::to_string).collect::<Vec<_>>()
+        };
+        let pp = row("| case | payload | Hz | n |");
+        // n, p50, p90, p99, p99.9, max, floor p50, floor p99.
+        assert_eq!(
+            pp[3..11],
+            [
+                "25 / 1000 / —",
+                "130.0",
+                "—",
+                "—",
+                "—",
+                "250.1",
+                "5.00",
+                "5.01"
+            ],
+            "{pp:?}"
+        );
+        let all = row("| case | shape | dtype | device | wait | Hz | bytes/s | GFLOP/s | n |");
+        assert_eq!(
+            all[8..14],
+            ["25", "130.0", "—", "—", "—", "250.1"],
+            "{all:?}"
+        );
+        assert!(md.contains("20 for p50, 100 for p90, 1000 for p99"), "{md}");
     }
 
     /// The roundtrip's floor is described as what `cases::roundtrip` runs: a bare publish

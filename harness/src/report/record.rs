@@ -50,6 +50,11 @@ pub struct Record {
     pub p999_ns: Option<u64>,
     /// Largest latency, ns.
     pub max_ns: Option<u64>,
+    /// Latency samples the percentiles come from (report.md shows a percentile only where
+    /// they support it, [`crate::hist::supports`]; these fields keep every value). (Absent
+    /// in files written before it, read as null.)
+    #[serde(default)]
+    pub samples: Option<u64>,
     /// The same loop on plain memory, same run, same cores (ao-loop: 1 / the composed
     /// floor's mean latency, not a rate).
     pub floor_hz: Option<f64>,
@@ -125,7 +130,7 @@ pub struct AoGeometry {
 }
 
 /// The CSV header, in column order (the JSON keys, same order).
-pub const COLUMNS: [&str; 34] = [
+pub const COLUMNS: [&str; 35] = [
     "case",
     "kind",
     "shape",
@@ -142,6 +147,7 @@ pub const COLUMNS: [&str; 34] = [
     "p99_ns",
     "p999_ns",
     "max_ns",
+    "samples",
     "floor_hz",
     "ratio_to_floor",
     "peer_hz",
@@ -280,6 +286,7 @@ impl Record {
             p99_ns: pct.map(|p| p.p99),
             p999_ns: pct.map(|p| p.p999),
             max_ns: pct.map(|p| p.max),
+            samples: pct.map(|p| p.count),
             floor_hz,
             ratio_to_floor: r.ratio_to_floor(),
             peer_hz: r.peer.as_ref().ok().map(|s| s.hz(j.kind)),
@@ -357,6 +364,7 @@ impl TableWriter for CsvWriter {
                 opt(&r.p99_ns),
                 opt(&r.p999_ns),
                 opt(&r.max_ns),
+                opt(&r.samples),
                 opt(&r.floor_hz),
                 opt(&r.ratio_to_floor),
                 opt(&r.peer_hz),
@@ -419,6 +427,7 @@ pub(crate) mod tests {
             p99_ns: Some(1200),
             p999_ns: Some(2000),
             max_ns: Some(9000),
+            samples: Some(100_000),
             floor_hz: ratio.map(|r| 1000.0 / r),
             ratio_to_floor: ratio,
             peer_hz: None,
@@ -486,6 +495,7 @@ pub(crate) mod tests {
             p99_ns: Some(13),
             p999_ns: Some(14),
             max_ns: Some(15),
+            samples: Some(1616),
             floor_hz: Some(4.5),
             ratio_to_floor: Some(0.5),
             peer_hz: Some(6.5),
