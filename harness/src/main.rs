@@ -290,6 +290,8 @@ pub struct RunOptions {
     pub python: Option<PathBuf>,
     /// No peer.
     pub no_peer: bool,
+    /// The scenario file, as given (`None`: generated, `harness size`).
+    pub scenario_path: Option<PathBuf>,
 }
 
 fn run_scenario(cli: &Cli) -> Result<ExitCode> {
@@ -305,6 +307,7 @@ fn run_scenario(cli: &Cli) -> Result<ExitCode> {
         quiet: cli.quiet,
         python: cli.python.clone(),
         no_peer: cli.no_peer,
+        scenario_path: Some(path.clone()),
     };
     execute(&scenario, &opts).map(|run| run.code)
 }
@@ -364,7 +367,7 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         eprintln!("harness: {}", report::env::UNOPTIMIZED_WARNING);
     }
     let started = Instant::now();
-    let env = report::env::Environment::collect();
+    let env = report::env::Environment::collect(&scenario.pinned_cores());
     let record_cost = hist::measure_record_cost(20_000_000);
     let noise = noise::probe(
         &[scenario.defaults.writer_cpu, scenario.defaults.reader_cpu],
@@ -436,6 +439,12 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         record_cost,
         noise: &noise,
         command_line,
+        scenario_path: cli.scenario_path.as_deref().map(|p| {
+            std::path::absolute(p).map_or_else(
+                |e| format!("{} (not made absolute: {e})", p.display()),
+                |a| a.display().to_string(),
+            )
+        }),
         elapsed_s: started.elapsed().as_secs_f64(),
         quick: cli.quick,
     };

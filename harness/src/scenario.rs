@@ -748,6 +748,14 @@ impl Scenario {
             .map_or_else(Vec::new, |cores| self.cores_outside(&cores, own.as_deref()))
     }
 
+    /// The cores the scenario's keys pin to ([`Self::core_keys`]), ascending, each once.
+    pub fn pinned_cores(&self) -> Vec<usize> {
+        let mut cores: Vec<usize> = self.core_keys().into_iter().map(|(.., c)| c).collect();
+        cores.sort_unstable();
+        cores.dedup();
+        cores
+    }
+
     /// The core keys the scenario sets (`writer_cpu`, `reader_cpu`, an ao-loop stage's
     /// `*_cpu`): (table, key, core).
     fn core_keys(&self) -> Vec<(String, &'static str, usize)> {

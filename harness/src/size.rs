@@ -544,6 +544,7 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
         quiet: a.quiet,
         python: a.python.clone(),
         no_peer: a.no_peer,
+        scenario_path: None,
     };
     let run = execute(&scenario, &opts)?;
     let (out, results) = (&run.out, &run.results);

@@ -49,7 +49,11 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     let scenario = dir.join("e2e.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let out = dir.join("out");
-    let o = run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT);
+    // Run from the scratch folder (outside any git tree), the scenario named relative to it.
+    let o = run_bounded(
+        run_on(std::path::Path::new("e2e.toml"), &out).current_dir(&dir),
+        RUN_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "harness failed: {stderr}");
     for f in ["report.md", "results.json", "results.csv", "details.json"] {
@@ -101,6 +105,42 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     assert!(
         md.contains("| Host noise | a thread spinning 0.2 s on each core: cpu 0: "),
         "{md}"
+    );
+    // The host as it bears on the pinned cores, each row there (n/a where a file is not).
+    for row in [
+        "| Pinned cores | cpu 0: governor ",
+        "| SMT | ",
+        "| Isolated cores | isolcpus ",
+        "| sched_rt_runtime_us | ",
+        " cores in this process's affinity mask, ",
+    ] {
+        assert!(md.contains(row), "{row}: {md}");
+    }
+    // Where it ran from, and from which scenario, absolute; the commit is the source
+    // tree's, not the working directory's (which is none).
+    let (cwd, path) = (dir.display().to_string(), scenario.display().to_string());
+    assert_eq!(details["cwd"], cwd.as_str());
+    assert_eq!(details["scenario_path"], path.as_str());
+    assert!(
+        md.contains(&format!("in `{cwd}` (scenario `{path}`)")),
+        "{md}"
+    );
+    let commit = details["environment"]["git_commit"].as_str().unwrap();
+    let tree = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&tree.stdout).trim().to_string();
+    assert!(
+        std::env::var_os("HARNESS_BUILT_FROM").is_some()
+            || (!tree.is_empty() && commit.starts_with(&tree)),
+        "{commit} is not the source tree's {tree}"
     );
     assert!(out.join("hgrm/pingpong-spin-uint8_64_ours.hgrm").exists());
     assert!(out.join("plots/latency_mvm-host-upload_64x64.png").exists());

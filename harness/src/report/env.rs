@@ -11,8 +11,14 @@ pub struct Environment {
     pub started_utc: String,
     /// CPU model name.
     pub cpu_model: String,
-    /// Logical cores available to this process.
+    /// Logical cores available to this process (its affinity mask).
     pub cores: usize,
+    /// Cores online on the machine (`/sys/devices/system/cpu/online`), "n/a" where unreadable.
+    pub online_cores: String,
+    /// What the host does to the cores the scenario pins to.
+    pub host: HostTuning,
+    /// Working directory of the run.
+    pub cwd: String,
     /// SIMD features relevant to the kernels.
     pub cpu_features: String,
     /// Kernel release.
@@ -25,12 +31,172 @@ pub struct Environment {
     pub profile: String,
     /// shmstream crate version.
     pub shmstream_version: String,
-    /// Git commit of the work tree (with "-dirty" when modified).
+    /// Git commit of the source tree the harness was built from (with "-dirty" when its
+    /// tracked files differ from it), or `HARNESS_BUILT_FROM` where set.
     pub git_commit: String,
     /// GPU and driver, or why none.
     pub gpu: String,
     /// The MVM kernel variant chosen at run time.
     pub mvm_kernel: String,
+}
+
+/// What the kernel does to the pinned cores: frequency scaling, SMT siblings, isolation,
+/// the real-time throttle. Every field is "n/a" where its file is missing (containers).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostTuning {
+    /// Each pinned core.
+    pub pinned: Vec<PinnedCore>,
+    /// `/sys/devices/system/cpu/smt/active`: "on", "off" or "n/a".
+    pub smt: String,
+    /// Isolated cores (`/sys/devices/system/cpu/isolated`, else `isolcpus=` of
+    /// `/proc/cmdline`): "none" where empty.
+    pub isolated: String,
+    /// `nohz_full` cores, as `isolated`.
+    pub nohz_full: String,
+    /// `/proc/sys/kernel/sched_rt_runtime_us`, with what it means.
+    pub sched_rt_runtime_us: String,
+}
+
+/// One pinned core.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PinnedCore {
+    /// Core number.
+    pub cpu: usize,
+    /// `cpufreq/scaling_governor`, "n/a" where absent.
+    pub governor: String,
+    /// `topology/thread_siblings_list` (the core itself where SMT is off), "n/a" where absent.
+    pub siblings: String,
+}
+
+impl HostTuning {
+    /// Reads it for the cores `pinned` through `read` (a file's trimmed text, `None` where
+    /// it cannot be read).
+    pub fn collect(pinned: &[usize], read: impl Fn(&str) -> Option<String>) -> Self {
+        let sys = |f: &str| read(&format!("/sys/devices/system/cpu/{f}"));
+        let or_na = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
+        let cmdline = read("/proc/cmdline");
+        let cores = |file: &str, param: &str| {
+            sys(file)
+                .or_else(|| cmdline.as_deref().and_then(|c| cmdline_param(c, param)))
+                .map_or_else(
+                    || "n/a".into(),
+                    |v| if v.is_empty() { "none".into() } else { v },
+                )
+        };
+        HostTuning {
+            pinned: pinned
+                .iter()
+                .map(|&cpu| PinnedCore {
+                    cpu,
+                    governor: or_na(sys(&format!("cpu{cpu}/cpufreq/scaling_governor"))),
+                    siblings: or_na(sys(&format!("cpu{cpu}/topology/thread_siblings_list"))),
+                })
+                .collect(),
+            smt: match sys("smt/active").as_deref() {
+                Some("1") => "on".into(),
+                Some("0") => "off".into(),
+                _ => "n/a".into(),
+            },
+            isolated: cores("isolated", "isolcpus"),
+            nohz_full: cores("nohz_full", "nohz_full"),
+            sched_rt_runtime_us: rt_runtime(
+                read("/proc/sys/kernel/sched_rt_runtime_us").as_deref(),
+                read("/proc/sys/kernel/sched_rt_period_us").as_deref(),
+            ),
+        }
+    }
+
+    /// The pinned cores as one line: "cpu 0: governor performance, SMT siblings 0,4; …".
+    pub fn pinned_line(&self) -> String {
+        if self.pinned.is_empty() {
+            return "none".into();
+        }
+        self.pinned
+            .iter()
+            .map(|c| {
+                format!(
+                    "cpu {}: governor {}, SMT siblings {}",
+                    c.cpu, c.governor, c.siblings
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The value of kernel parameter `name` in `/proc/cmdline` text (the last one given, as
+/// the kernel takes it; "" for a bare flag), `None` where absent.
+fn cmdline_param(cmdline: &str, name: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .rev()
+        .find_map(|w| match w.split_once('=') {
+            Some((k, v)) if k == name => Some(v.to_string()),
+            None if w == name => Some(String::new()),
+            _ => None,
+        })
+}
+
+/// `sched_rt_runtime_us` with what it means: -1 leaves real-time tasks unthrottled; else
+/// they get that much of each `sched_rt_period_us`.
+fn rt_runtime(runtime: Option<&str>, period: Option<&str>) -> String {
+    let Some(rt) = runtime else {
+        return "n/a".into();
+    };
+    match (
+        rt.parse::<i64>(),
+        period.and_then(|p| p.parse::<i64>().ok()),
+    ) {
+        (Ok(-1), _) => "-1 (real-time tasks never throttled)".into(),
+        (Ok(r), Some(p)) if p > 0 => format!(
+            "{r} of each {p} µs ({:.0}% for real-time tasks, then throttled)",
+            r as f64 * 100.0 / p as f64
+        ),
+        _ => rt.to_string(),
+    }
+}
+
+/// Cores in a kernel CPU list ("0-3,8,10-11" → 7), `None` where it does not parse.
+fn cpu_list_len(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    Some(n)
+}
+
+/// The commit of the source tree the harness was built from (`git -C` its workspace root,
+/// found at run time; the working directory may be another tree or none), with "-dirty"
+/// where its tracked files differ from it.
+fn built_from() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        let mut all = vec!["-C", root];
+        all.extend_from_slice(args);
+        run("git", &all)
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        }
+        None => format!(
+            "unknown ({} is not a git work tree here)",
+            env!("CARGO_MANIFEST_DIR").trim_end_matches("/harness")
+        ),
+    }
 }
 
 fn read(path: &str) -> Option<String> {
@@ -51,8 +217,8 @@ fn run(cmd: &str, args: &[&str]) -> Option<String> {
 }
 
 impl Environment {
-    /// Collects the environment now.
-    pub fn collect() -> Self {
+    /// Collects the environment now, with what the host does to the `pinned` cores.
+    pub fn collect(pinned: &[usize]) -> Self {
         let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -73,19 +239,11 @@ impl Environment {
             .collect::<Vec<_>>()
             .join(" ");
         // A binary carried to another machine (scripts/gpu-check.sh) names the commit it was
-        // built from: the work tree it runs in there need not be that commit.
-        let work_tree = || match run("git", &["rev-parse", "--short=12", "HEAD"]) {
-            Some(c) => {
-                let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"])
-                    .is_some_and(|s| !s.is_empty());
-                if dirty { format!("{c}-dirty") } else { c }
-            }
-            None => "unknown (not a git work tree)".into(),
-        };
+        // built from, which that machine may not have.
         let git_commit = std::env::var("HARNESS_BUILT_FROM")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(work_tree);
+            .unwrap_or_else(built_from);
         let gpu = if crate::cases::gpu::gpu_available() {
             run(
                 "nvidia-smi",
@@ -115,6 +273,12 @@ impl Environment {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            online_cores: read("/sys/devices/system/cpu/online")
+                .and_then(|l| cpu_list_len(&l))
+                .map_or_else(|| "n/a".into(), |n| n.to_string()),
+            host: HostTuning::collect(pinned, read),
+            cwd: std::env::current_dir()
+                .map_or_else(|e| format!("n/a ({e})"), |d| d.display().to_string()),
             cpu_features,
             kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
             loadavg: read("/proc/loadavg")
@@ -204,6 +368,123 @@ pub fn format_utc(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host's files as a test gives them: `None` for a file not in `files`.
+    fn files<'a>(files: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |path| {
+            files
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| v.trim().to_string())
+        }
+    }
+
+    #[test]
+    fn the_host_tuning_reads_each_file_and_says_n_a_where_one_is_missing() {
+        let host = [
+            (
+                "/sys/devices/system/cpu/cpu1/cpufreq/scaling_governor",
+                "performance\n",
+            ),
+            (
+                "/sys/devices/system/cpu/cpu1/topology/thread_siblings_list",
+                "1,9\n",
+            ),
+            (
+                "/sys/devices/system/cpu/cpu2/topology/thread_siblings_list",
+                "2\n",
+            ),
+            ("/sys/devices/system/cpu/smt/active", "1\n"),
+            ("/sys/devices/system/cpu/isolated", "2-3\n"),
+            ("/sys/devices/system/cpu/nohz_full", "\n"),
+            ("/proc/sys/kernel/sched_rt_runtime_us", "950000\n"),
+            ("/proc/sys/kernel/sched_rt_period_us", "1000000\n"),
+        ];
+        let sut = HostTuning::collect(&[1, 2], files(&host));
+        assert_eq!(
+            sut.pinned_line(),
+            "cpu 1: governor performance, SMT siblings 1,9; cpu 2: governor n/a, SMT siblings 2"
+        );
+        assert_eq!((sut.smt.as_str(), sut.isolated.as_str()), ("on", "2-3"));
+        assert_eq!(sut.nohz_full, "none");
+        assert_eq!(
+            sut.sched_rt_runtime_us,
+            "950000 of each 1000000 µs (95% for real-time tasks, then throttled)"
+        );
+        // A container without /sys nor /proc: every field n/a, nothing fails.
+        let bare = HostTuning::collect(&[0], files(&[]));
+        assert_eq!(bare.pinned_line(), "cpu 0: governor n/a, SMT siblings n/a");
+        for v in [
+            &bare.smt,
+            &bare.isolated,
+            &bare.nohz_full,
+            &bare.sched_rt_runtime_us,
+        ] {
+            assert_eq!(v, "n/a");
+        }
+        // Without the sysfs files, isolation comes from the kernel's command line.
+        let cmdline = [
+            (
+                "/proc/cmdline",
+                "BOOT_IMAGE=/vmlinuz ro isolcpus=domain,3-5 nohz_full=3-5 quiet\n",
+            ),
+            ("/sys/devices/system/cpu/smt/active", "0\n"),
+        ];
+        let sut = HostTuning::collect(&[], files(&cmdline));
+        assert_eq!(
+            (
+                sut.isolated.as_str(),
+                sut.nohz_full.as_str(),
+                sut.smt.as_str()
+            ),
+            ("domain,3-5", "3-5", "off")
+        );
+        assert_eq!(sut.pinned_line(), "none");
+    }
+
+    #[test]
+    fn kernel_cpu_lists_command_lines_and_the_rt_throttle_parse() {
+        assert_eq!(cpu_list_len("0-3,8,10-11\n"), Some(7));
+        assert_eq!(cpu_list_len("0"), Some(1));
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len("x"), None);
+        assert_eq!(
+            cmdline_param("a isolcpus=1 b isolcpus=2,3", "isolcpus"),
+            Some("2,3".into())
+        );
+        assert_eq!(
+            cmdline_param("a nohz_full b", "nohz_full"),
+            Some(String::new())
+        );
+        assert_eq!(cmdline_param("nohz_full_x=1", "nohz_full"), None);
+        assert_eq!(
+            rt_runtime(Some("-1"), None),
+            "-1 (real-time tasks never throttled)"
+        );
+        assert_eq!(rt_runtime(Some("950000"), None), "950000");
+        assert_eq!(rt_runtime(None, Some("1000000")), "n/a");
+    }
+
+    /// The commit is that of the tree the harness was built from, whatever the working
+    /// directory (a run from /tmp said "unknown").
+    #[test]
+    fn the_commit_is_the_source_trees_not_the_working_directorys() {
+        let here = built_from();
+        let want = run(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short=12",
+                "HEAD",
+            ],
+        );
+        match want {
+            Some(c) => assert!(here.starts_with(&c), "{here} vs {c}"),
+            None => assert!(here.starts_with("unknown ("), "{here}"),
+        }
+    }
 
     #[test]
     fn utc_formatting_matches_known_dates() {

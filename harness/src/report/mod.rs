@@ -40,6 +40,8 @@ pub struct ReportInput<'a> {
     pub noise: &'a HostNoise,
     /// How the harness was invoked.
     pub command_line: String,
+    /// The scenario file's absolute path; `None` for a generated scenario (`harness size`).
+    pub scenario_path: Option<String>,
     /// Wall time of the run.
     pub elapsed_s: f64,
     /// `--quick`.
@@ -86,6 +88,8 @@ pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Tar
     let details = json!({
         "scenario": input.scenario.name,
         "command": input.command_line,
+        "scenario_path": input.scenario_path,
+        "cwd": input.env.cwd,
         "quick": input.quick,
         "elapsed_s": input.elapsed_s,
         "environment": input.env,
@@ -317,6 +321,7 @@ mod write_tests {
             },
             noise,
             command_line: "harness w.toml".into(),
+            scenario_path: Some("/work/w.toml".into()),
             elapsed_s: 1.0,
             quick: false,
         }
@@ -352,7 +357,7 @@ mod write_tests {
             skipped: None,
             ao: None,
         }];
-        let env = Environment::collect();
+        let env = Environment::collect(&[0, 1]);
         let (peer, noise) = (PeerSetup::Missing("no python".into()), HostNoise::default());
         let input = test_input(&scenario, &results, &env, &peer, &noise);
         let records: Vec<Record> = results.iter().map(Record::from_result).collect();
@@ -548,7 +553,7 @@ mod write_tests {
                 ao: None,
             },
         ];
-        let env = Environment::collect();
+        let env = Environment::collect(&[0, 1]);
         let (peer, noise) = (PeerSetup::Missing("no python".into()), HostNoise::default());
         let input = test_input(&scenario, &results, &env, &peer, &noise);
         let dir = std::env::temp_dir().join(format!("report-test-{}", std::process::id()));
