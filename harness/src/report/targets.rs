@@ -61,6 +61,21 @@ fn ratio_target(
     });
 }
 
+/// What to add to a target's measured value judged at quantile `q` of `sides`, where one has
+/// too few samples to support it ([`crate::hist::supports`]): "(p99 from N samples: a p99
+/// needs 1000)", naming the fewest; empty where all do.
+fn thin_note(q: f64, sides: &[Option<&crate::run::Side>]) -> String {
+    let n = sides.iter().flatten().map(|s| s.hist.len()).min();
+    match n {
+        Some(n) if !crate::hist::supports(n, q) => format!(
+            " (p{} from {n} samples: it needs {})",
+            (q * 1000.0).round() / 10.0,
+            crate::hist::min_samples(q)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Ours against the floor at quantile `q` of their latencies, held to at most `max`×; n/a
 /// where the floor does not bound ours ([`unbounded`]).
 fn quantile_target(out: &mut Vec<Target>, name: String, r: &JobResult, q: f64, max: f64) {
@@ -76,7 +91,13 @@ fn quantile_target(out: &mut Vec<Target>, name: String, r: &JobResult, q: f64, m
         },
         (None, Some(a), Some(b)) if b > 0.0 => Target {
             name,
-            measured: format!("{:.2} µs / {:.2} µs = {:.2}×", a / 1e3, b / 1e3, a / b),
+            measured: format!(
+                "{:.2} µs / {:.2} µs = {:.2}×{}",
+                a / 1e3,
+                b / 1e3,
+                a / b,
+                thin_note(q, &[r.ours.as_ref().ok(), r.floor.as_ref().ok()])
+            ),
             limit,
             pass: Some(a <= max * b),
         },
@@ -278,6 +299,9 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
             why,
             None,
         );
+        if let Some(t) = out.last_mut().filter(|t| t.pass.is_some()) {
+            t.measured.push_str(&thin_note(q, &[peer, ours]));
+        }
     }
     ratio_target(
         out,
@@ -642,6 +666,44 @@ pub(crate) mod tests {
                 assert_eq!(find(&t, name).pass, pass, "{:?}", find(&t, name));
             }
         }
+    }
+
+    /// A target judged on a p99 of fewer than 1000 samples says so in its measured value;
+    /// its p50 (100 samples support it) does not.
+    #[test]
+    fn a_target_on_a_p99_of_too_few_samples_says_so() {
+        let job = Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nsizes = [[65536]]\ndtype = \"uint8\"\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let result = |samples: u64| {
+            let with = |ns: u64| {
+                let mut s = side(ns);
+                s.hist = crate::hist::new();
+                s.hist.record_n(ns, samples).unwrap();
+                s
+            };
+            JobResult {
+                job: job.clone(),
+                ours: Ok(with(10_000)),
+                floor: Ok(with(10_000)),
+                peer: Err("no python".into()),
+                skipped: None,
+                ao: None,
+            }
+        };
+        let t = evaluate(&[result(100)], 5.0);
+        let p99 = &find(&t, "spin p99 vs floor").measured;
+        assert!(
+            p99.ends_with("= 1.00× (p99 from 100 samples: it needs 1000)"),
+            "{p99}"
+        );
+        assert!(find(&t, "spin p50 vs floor").measured.ends_with("= 1.00×"));
+        let t = evaluate(&[result(1000)], 5.0);
+        let p99 = &find(&t, "spin p99 vs floor").measured;
+        assert!(p99.ends_with("= 1.00×"), "{p99}");
     }
 
     #[test]
