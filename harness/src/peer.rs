@@ -267,10 +267,8 @@ pub fn run(
     // Its group, partners included, goes if a signal stops the harness, from its start.
     let child = crate::spawn::spawn_tracked(&mut cmd, true)
         .with_context(|| format!("starting {}", python.display()))?;
-    let pid = child.id();
     let timeout = Duration::from_secs_f64(job.timeout_s);
     let status = crate::spawn::wait_timeout(child, timeout, true);
-    crate::spawn::untrack(pid);
     // pyshmem 1.4.0's `unlink` keeps a stream's lock file, so the peer's streams leave theirs
     // in the lock folder both libraries share. The names are this run's alone and the
     // peer's processes have exited or been killed: unlink what is left, which takes the lock

@@ -274,7 +274,7 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration, remedy: &str) -
             Ok(f) => f,
             Err(e) => {
                 // The members already started would wait for this one: stop them.
-                pids.iter().for_each(|p| harness_sys::kill(*p));
+                kill_tracked(&pids);
                 return Err(Error::msg(format!(
                     "creating {} for {}: {e}",
                     m.stderr.display(),
@@ -293,7 +293,7 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration, remedy: &str) -
         let mut child = match spawn_tracked(&mut m.command, false) {
             Ok(c) => c,
             Err(e) => {
-                pids.iter().for_each(|p| harness_sys::kill(*p));
+                kill_tracked(&pids);
                 return Err(Error::msg(format!("spawning {}: {e}", m.label)));
             }
         };
@@ -332,18 +332,12 @@ pub fn run_members(members: Vec<GroupMember>, timeout: Duration, remedy: &str) -
                         tail_of(&stderr_paths[i], 4000)
                     ));
                     // The others would wait for a partner that is gone: stop them now.
-                    for (j, p) in pids.iter().enumerate() {
-                        if !done[j] {
-                            harness_sys::kill(*p);
-                        }
-                    }
+                    kill_tracked(&pids);
                 }
             }
             Err(_) => {
-                let hung: Vec<_> = (0..pids.len()).filter(|j| !done[*j]).collect();
-                for j in &hung {
-                    harness_sys::kill(pids[*j]);
-                }
+                kill_tracked(&pids);
+                let hung = (0..pids.len()).filter(|j| !done[*j]);
                 let mut msg = format!(
                     "timed out after {} s; killed ({remedy})",
                     timeout.as_secs_f64()
@@ -614,10 +608,10 @@ pub fn stop_tracked() -> Stopped {
     Stopped { _held: registry }
 }
 
-/// Kills the tracked processes among `pids`, as [`stop_tracked`] kills every tracked one,
-/// and lets new ones start. Only those: tests run in parallel, and another test's tracked
-/// processes (a peer's stand-in and its partner) must live on.
-#[cfg(test)]
+/// Kills the tracked processes among `pids` (a group leader's whole group), as
+/// [`stop_tracked`] kills every tracked one, and lets new ones start. Only tracked ones: a
+/// process is untracked before it is reaped ([`untrack`]), so a pid of `pids` already
+/// reaped, which another process may have taken since, is not signalled.
 pub fn kill_tracked(pids: &[u32]) {
     tracked().kill_where(|pid| pids.contains(&pid));
 }
@@ -626,7 +620,8 @@ pub fn kill_tracked(pids: &[u32]) {
 /// `group`, its whole process group: a child started with `process_group(0)`) and returns
 /// `None`. With `group`, the group is killed after any exit too: a leader that died hard
 /// (SIGSEGV, the OOM killer) would leave what it started (a pyshmem peer's partner, maybe
-/// spinning on a core the next job times) running.
+/// spinning on a core the next job times) running. The child is untracked ([`untrack`])
+/// once it has exited, before it is reaped.
 pub fn wait_timeout(
     mut child: std::process::Child,
     timeout: Duration,
@@ -635,28 +630,27 @@ pub fn wait_timeout(
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // The group is killed while its leader is still unreaped (a zombie): its id cannot
-        // be reused until then, even by a group of its own once every member has gone. The
-        // child led a group of its own (`process_group(0)`), never the harness's.
-        if group && harness_sys::wait_exited(pid).is_ok() {
-            harness_sys::kill_group(pid);
-        }
-        let _ = tx.send(child.wait());
+        let _ = tx.send(harness_sys::wait_exited(pid));
     });
-    match rx.recv_timeout(timeout) {
-        Ok(r) => Ok(Some(r?)),
-        Err(_) => {
-            // A group outlives its leader while any member lives: this reaches what the
-            // child started even if the child itself has just exited.
-            if group {
-                harness_sys::kill_group(pid);
-            } else {
-                harness_sys::kill(pid);
-            }
-            let _ = rx.recv_timeout(Duration::from_secs(2));
-            Ok(None)
-        }
+    let in_time = rx.recv_timeout(timeout).is_ok();
+    // Only this thread reaps the child, below: until then its pid, and a group id equal to
+    // it, cannot be reused (even by a group of its own once every member has gone), so
+    // these kills reach it and what it started only. The child led a group of its own
+    // (`process_group(0)`), never the harness's.
+    if group {
+        harness_sys::kill_group(pid);
+    } else if !in_time {
+        harness_sys::kill(pid);
     }
+    let exited = in_time || rx.recv_timeout(Duration::from_secs(2)).is_ok();
+    untrack(pid);
+    if !exited {
+        // Killed but not gone yet (in an uninterruptible wait): reaped when it goes.
+        std::thread::spawn(move || child.wait());
+        return Ok(None);
+    }
+    let status = child.wait()?;
+    Ok(in_time.then_some(status))
 }
 
 #[cfg(test)]
@@ -755,6 +749,44 @@ mod run_members_tests {
                 (pid, state)
             })
             .collect()
+    }
+
+    /// A member reaped by its waiter is untracked first, so `run_members`' kills (through
+    /// the registry) cannot reach its pid, which another process may have taken: a pid not
+    /// tracked is not signalled. Stand-in for that process: a `cat` that succeeds once its
+    /// input ends, unless the kill reached it.
+    #[test]
+    fn a_pid_no_longer_tracked_is_not_signalled() {
+        let mut other = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = other.id();
+        track(pid, false);
+        untrack(pid);
+        kill_tracked(&[pid]);
+        drop(other.stdin.take());
+        let status = other.wait().unwrap();
+        assert!(status.success(), "an untracked pid was killed: {status}");
+    }
+
+    /// `wait_timeout` untracks the child it waits for, before it reaps it, whether it exits
+    /// in time or is killed at the timeout: no caller is left to do it after the reap.
+    #[test]
+    fn wait_timeout_untracks_its_child() {
+        for (args, timeout, in_time) in [
+            (["-c", "exit 0"], Duration::from_secs(60), true),
+            (["-c", "sleep 30"], Duration::from_millis(50), false),
+        ] {
+            let child = Command::new("sh").args(args).spawn().unwrap();
+            let pid = child.id();
+            track(pid, false);
+            let status = wait_timeout(child, timeout, false).unwrap();
+            assert_eq!(status.is_some(), in_time, "{args:?}: {status:?}");
+            assert!(status.is_none_or(|s| s.success()), "{status:?}");
+            assert!(!is_tracked(pid), "{args:?}: still tracked once reaped");
+        }
     }
 
     /// A group past its timeout says the job's timeout remedy (which names timeout_s,

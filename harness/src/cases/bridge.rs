@@ -478,11 +478,9 @@ impl Floor {
                 .0
                 .pop()
                 .with_context(|| format!("{name}'s handle"))?;
-            let pid = child.id();
+            // Untracked once exited, before it is reaped (killed first at the timeout): a
+            // harness stopped later must not kill its pid, which may be reused.
             let status = crate::spawn::wait_timeout(child, timeout, false);
-            // Reaped (killed first at the timeout): its pid may be reused, so a harness
-            // stopped later must not kill it.
-            crate::spawn::untrack(pid);
             match status? {
                 Some(status) if status.success() => {}
                 Some(status) => bail!("{name} exited with {status} (see {})", p.work.display()),
@@ -1226,13 +1224,11 @@ mod tests {
         })
         .join()
         .unwrap();
-        let pid = child.id();
         let allowed = proc_status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .map(str::trim);
         let status = crate::spawn::wait_timeout(child, Duration::from_secs(10), false).unwrap();
-        crate::spawn::untrack(pid);
         assert_eq!(allowed, Some(cpu.to_string().as_str()), "{status:?}");
         assert_eq!(
             status.and_then(|s| s.signal()),
