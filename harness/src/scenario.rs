@@ -58,30 +58,40 @@ fn check_timeout(table: &str, v: f64) -> Result<()> {
 }
 
 /// Refuses a job that times its floor in alternation with ours
-/// ([`crate::cases::floor_timer`]) whose timing cannot end within `timeout_s`: each
-/// repeat lasts 2 × `min_seconds` (one per side), and the warm-up and every repeat run at
-/// least one call a side, each after a pingpong's `gap_us`, so its processes would be
-/// killed with nothing measured.
+/// ([`crate::cases::floor_timer`]) whose timing cannot end within `timeout_s`: the warm-up
+/// and every repeat (2 × `min_seconds`, one per side) run whole pairs of slices
+/// ([`crate::measure::alternate`]) until their time is up, and a slice runs at least one
+/// call, each after a pingpong's `gap_us`: with `P` = 2 × gap, a phase of `secs` lasts at
+/// least `P × max(1, ⌈secs / P⌉)`, else its processes would be killed with nothing measured.
 fn check_alternated_timeout(j: &Job) -> Result<()> {
     if crate::cases::floor_timer(j).is_none() {
         return Ok(());
     }
     let t = &j.timing;
-    let gap = j.gap_us * 1e-6;
+    let gap = j.gap_us / 1e6;
     let pair = 2.0 * gap;
-    let need = t.warmup.max(pair) + f64::from(t.repeats) * (2.0 * t.min_seconds).max(pair);
+    // Whole pairs of slices: the phase ends at the first pair that ends past `secs` (the
+    // tolerance keeps a whole number of pairs from counting one more).
+    let pairs = |secs: f64| (secs / pair - 1e-9).ceil().max(1.0);
+    let phase = |secs: f64| if pair > 0.0 { pair * pairs(secs) } else { secs };
+    let need = phase(t.warmup) + f64::from(t.repeats) * phase(2.0 * t.min_seconds);
     if need < j.timeout_s {
         return Ok(());
     }
     let (w, m, r) = (t.warmup, t.min_seconds, t.repeats);
+    // Sums of tenths print as 2.4000000000000004.
+    let need = (need * 1e6).round() / 1e6;
     if gap > 0.0 {
         bail!(
-            "max(warmup, 2 × gap) + repeats × max(2 × min_seconds, 2 × gap) = max({w}, 2 × \
-             {gap}) + {r} × max(2 × {m}, 2 × {gap}) = {need} s, not under timeout_s = {} (ours \
-             and its floor alternate, each repeat lasting 2 × min_seconds, and the warm-up \
-             and every repeat run at least one round trip a side, each after gap_us = {} µs): \
-             its processes would be killed with nothing measured; lower gap_us, min_seconds \
-             or repeats, or raise timeout_s",
+            "P × max(1, ⌈warmup / P⌉) + repeats × P × max(1, ⌈2 × min_seconds / P⌉) with P = \
+             2 × gap = {pair} s: {pair} × {} + {r} × {pair} × {} = {need} s, not under \
+             timeout_s = {} (ours and its floor alternate a slice at a time, whole pairs of \
+             slices until each phase is over, each repeat lasting 2 × min_seconds = 2 × {m}, \
+             the warm-up {w}, and every slice runs at least one round trip, after gap_us = \
+             {} µs): its processes would be killed with nothing measured; lower gap_us, \
+             min_seconds or repeats, or raise timeout_s",
+            pairs(w),
+            pairs(2.0 * m),
             j.timeout_s,
             j.gap_us
         );
@@ -1825,7 +1835,7 @@ pipeline = "device-resident"
         let err = with("2000000").unwrap_err().to_string();
         assert!(
             err.contains(
-                "max(0.01, 2 × 2) + 1 × max(2 × 0.01, 2 × 2) = 8 s, not under timeout_s = 3"
+                "with P = 2 × gap = 4 s: 4 × 1 + 1 × 4 × 1 = 8 s, not under timeout_s = 3"
             ) && err.contains("gap_us = 2000000 µs")
                 && err.contains("lower gap_us"),
             "{err}"
@@ -1841,6 +1851,29 @@ pipeline = "device-resident"
                 && remedy.contains("lower min_seconds or repeats or gap_us"),
             "{remedy}"
         );
+    }
+
+    /// Each phase runs whole pairs of slices, each at least 2 × gap long: a gap of 0.4 s
+    /// makes the warm-up 0.8 s and a 1 s repeat 1.6 s (2.4 s in all), not max(warmup, 0.8)
+    /// + max(1, 0.8) = 1.8 s, which passed a 2 s timeout_s its run could not meet.
+    #[test]
+    fn a_pingpong_gap_counts_whole_pairs_of_slices_per_phase() {
+        let with = |timeout: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\nmin_seconds = 0.5\nwarmup = 0.01\nrepeats = 1\n\
+                 timeout_s = {timeout}\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\n\
+                 sizes=[[8]]\ngap_us = 400000\n"
+            ))
+        };
+        let err = with("2").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "with P = 2 × gap = 0.8 s: 0.8 × 1 + 1 × 0.8 × 2 = 2.4 s, not under timeout_s = 2"
+            ),
+            "{err}"
+        );
+        assert!(with("2.4").is_err());
+        assert!(with("2.5").is_ok());
     }
 
     /// The MVM kernel pins a worker per core: more threads than cores is refused (a
