@@ -355,6 +355,18 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
             let Ok(sig) = harness_sys::wait_termination() else {
                 return;
             };
+            // A second signal, while the stop waits for its children or a stream lock, ends
+            // the process at once, leaving what was not yet removed (`exit` runs no
+            // destructor and waits on no lock the stop holds).
+            std::thread::spawn(|| {
+                if let Ok(sig) = harness_sys::wait_termination() {
+                    std::process::exit(128 + sig);
+                }
+            });
+            eprintln!(
+                "harness: stopping (signal {sig}): killing the run's processes and removing \
+                 its streams; a second signal exits at once, leaving what is left"
+            );
             let _stopped = spawn::stop_tracked();
             run::clean_up(std::process::id(), &work);
             std::process::exit(128 + sig);

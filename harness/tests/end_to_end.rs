@@ -883,7 +883,8 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
 /// the pingpong reader holds the ack stream's write lock for the whole run, and a clean-up
 /// that left it alive waited the library's 5 s for that lock, failed, and left the stream
 /// and its lock file. The stop comes once the reader holds the lock (it has acknowledged
-/// "ready" on the ack stream); exit 143 well within 5 s, nothing of the run left.
+/// "ready" on the ack stream); exit 143 within 5 s, no stream named left behind, nothing of
+/// the run left.
 #[test]
 fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
     let _runs = pinned_runs();
@@ -938,7 +939,13 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
     assert_eq!(streams, Vec::<String>::new(), "streams were left: {stderr}");
     assert!(!lock_left, "{} was left: {stderr}", lock.display());
     assert!(
-        took < Duration::from_secs(3),
+        !stderr.contains("left behind"),
+        "the clean-up waited out a live child's lock: {stderr}"
+    );
+    // Under the library's 5 s lock wait, with room for the stop's own wait for its children
+    // (at most 2 s) on a loaded host.
+    assert!(
+        took < Duration::from_millis(4500),
         "the stop took {took:?} (a lock held by a live child): {stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
