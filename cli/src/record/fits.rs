@@ -68,7 +68,7 @@ const ROW_BYTES: u64 = 32;
 const META_RESERVE: usize = 4096;
 
 /// The FITS image type of a stream dtype, or why it has none. uint64 is a 64-bit image
-/// with `BZERO = 2^63` ([`U64_BZERO`], which [`FitsCube::create`] adds: `fitsio` has no
+/// with `BZERO = 2^63` ([`U64_ZERO`], which [`FitsCube::create`] adds: `fitsio` has no
 /// type for cfitsio's `ULONGLONG_IMG`).
 pub(crate) fn image_type(dtype: Dtype) -> Result<ImageType, String> {
     Ok(match dtype {
