@@ -638,19 +638,22 @@ impl Mirror {
     ///
     /// A frame without a source instance id (all zeros: a source stream of a writer that
     /// gives none) is followed as one source, by its count, gaps counted as for any: a
-    /// lossless one whose count goes back (or repeats with another frame id) is taken for
-    /// that source made again, followed anew from it ([`Mirror::restarted`]), not refused.
-    /// Frames of several such publishers on one key cannot be told apart (they show as gaps
-    /// and restarts); that is said once.
+    /// lossless one whose count goes back (or repeats with another frame id) to its start
+    /// (no frame before it uncarried, [`uncarried`]: count 1, or 1 past the frames the
+    /// publisher reported lost since) is taken for that source made again, followed anew
+    /// from it ([`Mirror::restarted`]); one going back elsewhere (late, repeated) is refused
+    /// as for any source. Frames of several such publishers on one key cannot be told apart
+    /// (they show as gaps, restarts and refusals); that is said once.
     fn account(&mut self, h: &FrameHeader) -> Result<(), String> {
         let unknown = h.source == [0; 16];
         if unknown && !std::mem::replace(&mut self.unknown_source_said, true) {
             self.say(&format!(
                 "frames of remote stream '{}' carry no source instance id (its writer gives \
                  none): they are followed as of one source, by count (frames lost in transit \
-                 counted, a count going back taken for the source made again and followed \
-                 anew); frames of several publishers on its key cannot be told apart here and \
-                 would show as gaps and restarts",
+                 counted; a lossless count going back to its start taken for the source made \
+                 again and followed anew, one going back elsewhere refused as out of order); \
+                 frames of several publishers on its key cannot be told apart here and would \
+                 show as gaps, restarts and refusals",
                 self.remote
             ));
         }
@@ -667,8 +670,8 @@ impl Mirror {
                 });
                 let out_of_order = h.count < last.0 || (h.count == last.0 && h.frame_id != last_id);
                 if h.lossless && out_of_order && !again {
-                    if unknown {
-                        self.restarted(last, h);
+                    if unknown && uncarried(last.1, h) == 0 {
+                        self.restarted(last.0, h);
                     } else {
                         behind = Some(last.0);
                     }
@@ -716,12 +719,12 @@ impl Mirror {
         }
     }
 
-    /// `h`, a lossless frame without a source instance id, went back from that source's
-    /// newest received, (count, losses) `last`: taken for the source made again, followed
-    /// anew from `h` (its later frames counted from it), said at most every
-    /// [`SUM_UP_EVERY`] (two such publishers interleaving would restart at every frame), as
-    /// are the frames of it before `h` not carried ([`Mirror::new_source`]).
-    fn restarted(&mut self, last: (u64, u64), h: &FrameHeader) {
+    /// `h`, a lossless frame without a source instance id, went back to its start from that
+    /// source's newest received, at count `last` (no frame of it before `h` uncarried):
+    /// taken for the source made again, followed anew from `h` (its later frames counted
+    /// from it), said at most every [`SUM_UP_EVERY`] (two such publishers interleaving would
+    /// restart at every frame).
+    fn restarted(&mut self, last: u64, h: &FrameHeader) {
         self.sources.follow_anew(h);
         if self
             .restart_said_at
@@ -731,10 +734,9 @@ impl Mirror {
             self.say(&format!(
                 "the source without an instance id restarted its count (a lossless frame at \
                  count {} after count {}); following it anew",
-                h.count, last.0
+                h.count, last
             ));
         }
-        self.new_source(last.1, h);
     }
 
     /// The first frame this run wrote, `h`, lossless, into a mirror that held frames, the
@@ -1858,6 +1860,42 @@ mod tests {
         // A source with an id is still refused out of order.
         assert_eq!(m.account(&h(1, 10, 0)), Ok(()));
         assert!(m.account(&h(1, 9, 0)).is_err());
+
+        // A late frame is no restart: refused as out of order (the mirror never goes back),
+        // the newest left at 12, so 13 counts nothing lost.
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        assert_eq!(m.account(&h(0, 10, 0)), Ok(()));
+        assert_eq!(m.account(&h(0, 12, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 1, "frame 11 not received yet");
+        let late = m.account(&h(0, 11, 0)).unwrap_err();
+        assert!(
+            late.contains(
+                "at count 11 (frame id 11) after its source's frame at count 12: out of order"
+            ),
+            "{late}"
+        );
+        assert!(
+            m.restart_said_at.is_none(),
+            "a late frame taken for a restart"
+        );
+        assert_eq!(m.account(&h(0, 13, 0)), Ok(()));
+        assert_eq!(m.gaps.total, 1, "frame 12, received, counted lost");
+        // Nor is a repeated one with another frame id, far from the start.
+        let repeated = FrameHeader {
+            frame_id: 77,
+            ..h(0, 13, 0)
+        };
+        assert!(m.account(&repeated).is_err());
+        // Back to its start past the frames the publisher reported lost: made again.
+        assert!(m.account(&h(0, 4, 2)).is_err(), "frame 3 not reported");
+        assert_eq!(
+            m.account(&h(0, 3, 2)),
+            Ok(()),
+            "frames 1 and 2 reported lost"
+        );
+        assert!(m.restart_said_at.is_some(), "the restart not said");
+        assert_eq!(m.account(&h(0, 4, 2)), Ok(()));
+        assert_eq!(m.gaps.total, 1);
     }
 
     /// A key split by the attachment's name length where no '/' is named no stream: the
