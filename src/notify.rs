@@ -395,11 +395,17 @@ impl Waiter {
                 // (each ends a park early) cannot hold a look off for a whole park more.
                 let now = Instant::now();
                 let since = *self.looked_at.get_or_insert(now);
-                let cap = match (since + LOOK_AT_LEAST_EVERY).checked_duration_since(now) {
-                    Some(d) if !d.is_zero() => d.min(max_park()),
-                    _ => max_park(),
-                };
-                (!park(h, observed, left.min(cap))).then_some(observed)
+                match (since + LOOK_AT_LEAST_EVERY).checked_duration_since(now) {
+                    Some(d) if !d.is_zero() => {
+                        (!park(h, observed, left.min(d.min(max_park())))).then_some(observed)
+                    }
+                    // Due already at an open bracket (the thread was held up since its
+                    // caller found the look undue): no park, as if one ran out, so the
+                    // caller looks next (and starts the count again). On a stable frame or
+                    // an invalid one, where nobody looks, a whole park.
+                    _ if observed > 0 && observed & 1 == 1 => Some(observed),
+                    _ => (!park(h, observed, left.min(max_park()))).then_some(observed),
+                }
             }
             Pause::Sleep => {
                 self.looked_at.get_or_insert_with(Instant::now);
@@ -679,7 +685,9 @@ mod tests {
             let since = Instant::now();
             assert!(w.pause(header, stable));
             let parked = since.elapsed();
-            // The writer opened a bracket meanwhile and died there.
+            // The writer opened a bracket meanwhile and died there; a wake ended the park
+            // (as another process's may have): the look is due by the time alone.
+            w.ran_out_on = None;
             let b = crate::seqlock::begin_write(header);
             let odd = header.sequence().load(std::sync::atomic::Ordering::Acquire);
             let due = w.writer_check_due(odd);
@@ -691,6 +699,45 @@ mod tests {
         let (parked, due) = got.expect("the first park was not cut at the next look");
         assert!(parked >= LOOK_AT_LEAST_EVERY, "{parked:?}");
         assert!(due, "no look at a bracket seen after the first park");
+    }
+
+    /// A wait held up past the time its look fell due (its caller found the look undue just
+    /// before) does not park at an open bracket: it returns as if a park ran out, and the
+    /// look is due next. It parked a whole park more (up to 100 ms between looks).
+    #[test]
+    fn a_wait_past_its_look_at_an_open_bracket_does_not_park() {
+        let name = format!("notify-past-due-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = std::sync::Arc::new(
+            crate::StreamOptions::new(&name)
+                .shape(&[1])
+                .dtype(crate::Dtype::U8)
+                .notify(true)
+                .create()
+                .unwrap(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = s.clone();
+        // Detached: a park there stays parked (an hour), and the test fails at its bound.
+        std::thread::spawn(move || {
+            let header = &waiting.header;
+            let b = crate::seqlock::begin_write(header);
+            let odd = header.sequence().load(std::sync::atomic::Ordering::Acquire);
+            PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
+            let mut w = Waiter::new(WaitStrategy::Park, true, None);
+            assert!(w.writer_check_due(odd), "the arrival's look");
+            w.looked_at = Instant::now().checked_sub(2 * LOOK_AT_LEAST_EVERY);
+            let paused = w.pause(header, odd);
+            let _ = tx.send((paused, w.ran_out_on == Some(odd), w.writer_check_due(odd)));
+            crate::seqlock::end_write_even(header, b);
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        crate::unlink(&name).unwrap();
+        assert_eq!(
+            got.expect("it parked past its look"),
+            (true, true, true),
+            "(paused, ran out, look due)"
+        );
     }
 
     /// A wait that has paused more than `u32::MAX` times (about two minutes of spinning)
