@@ -776,12 +776,19 @@ enum Death {
     PidReused,
 }
 
+thread_local! {
+    /// The configurations of this thread's test (libtest runs each test on a thread of its
+    /// own) that [`on_time`] ran again.
+    static RAN_AGAIN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Runs `trial`, one configuration of a latency test (it returns the latency and the
 /// time the waiting thread spent waiting for a CPU meanwhile), and judges it: within
 /// [`STUCK`] always (a reader that waited for its timeout, or for a park cap after
 /// another, would not), and within [`DETECT`], less the run-queue wait. That leaves out time
 /// the hypervisor steals and page-fault stalls, so a trial past `DETECT` on a loaded VM is
-/// run once more, and the second must keep it: a configuration always late still fails.
+/// run once more, and the second must keep it; and only one configuration of a test may be
+/// run again: one always late, or lateness that comes and goes, still fails.
 fn on_time(ctx: &str, mut trial: impl FnMut() -> (Duration, Duration)) {
     for attempt in 1..=2 {
         let (latency, runq) = trial();
@@ -794,6 +801,15 @@ fn on_time(ctx: &str, mut trial: impl FnMut() -> (Duration, Duration)) {
             return;
         }
         eprintln!("{ctx}: try {attempt} took {latency:?}, {runq:?} of it waiting for a CPU");
+        let again = RAN_AGAIN.with(|r| {
+            let mut r = r.borrow_mut();
+            r.push(ctx.to_owned());
+            r.clone()
+        });
+        assert!(
+            again.len() <= 1 || attempt > 1,
+            "a second configuration of this test past {DETECT:?}: {again:?}"
+        );
     }
     panic!("{ctx}: past {DETECT:?} twice (less run-queue waits)");
 }
