@@ -671,7 +671,17 @@ fn write_in_place(
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Metadata> {
     use std::os::unix::fs::MetadataExt;
-    let file = File::create(path)?;
+    // An existing file is opened without O_CREAT: `fs.protected_regular` (systemd's default)
+    // refuses an O_CREAT open of another user's file in a sticky directory, which is written
+    // here.
+    let file = match std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+    {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => File::create(path)?,
+        opened => opened?,
+    };
     let meta = file.metadata()?;
     let mut out = BufWriter::new(Stoppable { file, stopped });
     let mut written = write(&mut out).and_then(|()| out.flush());

@@ -823,7 +823,13 @@ impl CubeSink for FitsCube {
                             "{path}: writing its COMPLETE card: {e}: it says F though it holds every frame; check the disk (space, quota, errors)"
                         )
                     })
-                    .and_then(|()| frame_file::sync(&self.path, &file));
+                    .and_then(|()| {
+                        frame_file::sync(&self.path, &file).inspect_err(|_| {
+                            // Not on the disk after all: F again where it is read (the
+                            // page cache), best effort.
+                            let _ = file.write_all_at(&complete_card(false), self.complete_at);
+                        })
+                    });
             }
             errors.extend(synced.err());
         }
