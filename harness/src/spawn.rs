@@ -632,7 +632,9 @@ pub fn wait_timeout(
     std::thread::spawn(move || {
         let _ = tx.send(harness_sys::wait_exited(pid));
     });
-    let in_time = rx.recv_timeout(timeout).is_ok();
+    // An error from `wait_exited` says nothing of the child: not "exited", so it is killed
+    // and never waited for unbounded.
+    let in_time = matches!(rx.recv_timeout(timeout), Ok(Ok(())));
     // Only this thread reaps the child, below: until then its pid, and a group id equal to
     // it, cannot be reused (even by a group of its own once every member has gone), so
     // these kills reach it and what it started only. The child led a group of its own
@@ -642,7 +644,7 @@ pub fn wait_timeout(
     } else if !in_time {
         harness_sys::kill(pid);
     }
-    let exited = in_time || rx.recv_timeout(Duration::from_secs(2)).is_ok();
+    let exited = in_time || matches!(rx.recv_timeout(Duration::from_secs(2)), Ok(Ok(())));
     untrack(pid);
     if !exited {
         // Killed but not gone yet (in an uninterruptible wait): reaped when it goes.
