@@ -1,5 +1,6 @@
 //! The environment block of the report: what ran where.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
@@ -76,12 +77,18 @@ impl HostTuning {
         let or_na = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
         let cmdline = read("/proc/cmdline");
         let cores = |file: &str, param: &str| {
-            sys(file)
-                .or_else(|| cmdline.as_deref().and_then(|c| cmdline_param(c, param)))
-                .map_or_else(
-                    || "n/a".into(),
-                    |v| if v.is_empty() { "none".into() } else { v },
-                )
+            let from_cmdline = || cmdline.as_deref().and_then(|c| cmdline_param(c, param));
+            match sys(file) {
+                // An off-stack cpumask that was never set prints "(null)": empty, unless
+                // the command line says otherwise.
+                Some(v) if v == "(null)" => Some(from_cmdline().unwrap_or_default()),
+                Some(v) => Some(v),
+                None => from_cmdline(),
+            }
+            .map_or_else(
+                || "n/a".into(),
+                |v| if v.is_empty() { "none".into() } else { v },
+            )
         };
         HostTuning {
             pinned: pinned
@@ -180,23 +187,40 @@ fn cpu_list_len(list: &str) -> Option<usize> {
 /// found at run time; the working directory may be another tree or none), with "-dirty"
 /// where its tracked files differ from it.
 fn built_from() -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
+    let dir = root.to_string_lossy();
+    // `--no-optional-locks`: `git status` takes no index.lock in the source tree.
     let git = |args: &[&str]| {
-        let mut all = vec!["-C", root];
+        let mut all = vec!["--no-optional-locks", "-C", &dir];
         all.extend_from_slice(args);
         run("git", &all)
     };
+    let toplevel = git(&["rev-parse", "--show-toplevel"]);
+    if let Some(why) = foreign_tree(&root, toplevel.as_deref()) {
+        return format!("unknown ({why})");
+    }
     match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
             let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
                 .is_some_and(|s| !s.is_empty());
             if dirty { format!("{c}-dirty") } else { c }
         }
-        None => format!(
-            "unknown ({} is not a git work tree here)",
-            env!("CARGO_MANIFEST_DIR").trim_end_matches("/harness")
-        ),
+        None => format!("unknown ({dir} has no commit git can read here)"),
     }
+}
+
+/// Why git's answers in source tree `root` (canonical) are not its own, given what
+/// `git rev-parse --show-toplevel` said there (`None` where it failed): a tree without
+/// `.git` inside another repository gets that one's. `None` where they are its own.
+fn foreign_tree(root: &Path, toplevel: Option<&str>) -> Option<String> {
+    let not_tree = format!("{} is not a git work tree", root.display());
+    let Some(top) = toplevel else {
+        return Some(format!("{not_tree} here"));
+    };
+    let top = Path::new(top);
+    let top = top.canonicalize().unwrap_or_else(|_| top.to_path_buf());
+    (top != root).then(|| format!("{not_tree}: it lies in {}'s", top.display()))
 }
 
 fn read(path: &str) -> Option<String> {
@@ -440,6 +464,33 @@ mod tests {
             ("domain,3-5", "3-5", "off")
         );
         assert_eq!(sut.pinned_line(), "none");
+        // An unset off-stack cpumask reads "(null)": none, or the command line's.
+        let null = [("/sys/devices/system/cpu/nohz_full", "(null)\n")];
+        assert_eq!(HostTuning::collect(&[], files(&null)).nohz_full, "none");
+        let null = [null[0], cmdline[0]];
+        assert_eq!(HostTuning::collect(&[], files(&null)).nohz_full, "3-5");
+    }
+
+    /// The commit is the source tree's only where git's work tree is that tree itself, not
+    /// a repository around it.
+    #[test]
+    fn only_a_work_tree_of_its_own_names_the_commit() {
+        let root = Path::new("/nonexistent-harness-test/src");
+        assert_eq!(
+            foreign_tree(root, Some("/nonexistent-harness-test/src")),
+            None
+        );
+        assert_eq!(
+            foreign_tree(root, Some("/nonexistent-harness-test")).as_deref(),
+            Some(
+                "/nonexistent-harness-test/src is not a git work tree: it lies in \
+                 /nonexistent-harness-test's"
+            )
+        );
+        assert_eq!(
+            foreign_tree(root, None).as_deref(),
+            Some("/nonexistent-harness-test/src is not a git work tree here")
+        );
     }
 
     #[test]
