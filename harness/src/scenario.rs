@@ -88,7 +88,8 @@ fn check_alternated_timeout(j: &Job) -> Result<()> {
              timeout_s = {} (ours and its floor alternate a slice at a time, whole pairs of \
              slices until each phase is over, each repeat lasting 2 × min_seconds = 2 × {m}, \
              the warm-up {w}, and every slice runs at least one round trip, after gap_us = \
-             {} µs): its processes would be killed with nothing measured; lower gap_us, \
+             {} µs, assuming round trips short against the gap: longer ones end a phase \
+             sooner): its processes would be killed with nothing measured; lower gap_us, \
              min_seconds or repeats, or raise timeout_s",
             pairs(w),
             pairs(2.0 * m),
