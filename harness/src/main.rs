@@ -356,19 +356,24 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
                 return;
             };
             // A second signal, while the stop waits for its children or a stream lock, ends
-            // the process at once, leaving what was not yet removed (`exit` runs no
-            // destructor and waits on no lock the stop holds).
+            // the process at once (`_exit`: no atexit handler, destructor or lock wait),
+            // leaving what was not yet removed.
             std::thread::spawn(|| {
                 if let Ok(sig) = harness_sys::wait_termination() {
-                    std::process::exit(128 + sig);
+                    harness_sys::exit_now(128 + sig);
                 }
             });
+            let pid = std::process::id();
             eprintln!(
                 "harness: stopping (signal {sig}): killing the run's processes and removing \
-                 its streams; a second signal exits at once, leaving what is left"
+                 its streams; a second signal exits at once, leaving the run's streams, \
+                 /dev/shm regions and scratch folder not yet removed: then remove them with \
+                 `shmstream purge --prefix hs{pid}-`, `rm -f /dev/shm/hs{pid}-*` and \
+                 `rm -r {}`",
+                work.display()
             );
             let _stopped = spawn::stop_tracked();
-            run::clean_up(std::process::id(), &work);
+            run::clean_up(pid, &work);
             std::process::exit(128 + sig);
         });
     }

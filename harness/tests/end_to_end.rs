@@ -126,6 +126,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
         "{md}"
     );
     let commit = details["environment"]["git_commit"].as_str().unwrap();
+    // Where git cannot read the tree (no git, a tarball, "dubious ownership"), "unknown (…)".
     let tree = Command::new("git")
         .args([
             "-C",
@@ -135,12 +136,18 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
             "HEAD",
         ])
         .output()
-        .unwrap();
-    let tree = String::from_utf8_lossy(&tree.stdout).trim().to_string();
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     assert!(
         std::env::var_os("HARNESS_BUILT_FROM").is_some()
-            || (!tree.is_empty() && commit.starts_with(&tree)),
-        "{commit} is not the source tree's {tree}"
+            || if tree.is_empty() {
+                commit.starts_with("unknown (")
+            } else {
+                commit.starts_with(&tree)
+            },
+        "{commit} is not the source tree's {tree:?}"
     );
     assert!(out.join("hgrm/pingpong-spin-uint8_64_ours.hgrm").exists());
     assert!(out.join("plots/latency_mvm-host-upload_64x64.png").exists());
@@ -948,6 +955,103 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
         took < Duration::from_millis(4500),
         "the stop took {took:?} (a lock held by a live child): {stderr}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A second termination signal during a stop exits at once with 128 + it: here the stop's
+/// clean-up would wait the library's 5 s for the write lock of a stream `hs<pid>-held`
+/// that this test holds, then say it was "left behind". The stop's line names the remedy.
+#[test]
+fn a_second_signal_during_a_stop_exits_at_once() {
+    use std::io::BufRead;
+    let dir = scratch("second-signal");
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let python = dir.join("python");
+    write_script(
+        &python,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
+             echo up > '{}'\nexec sleep 30\n",
+            fifo.display()
+        ),
+    );
+    // Opened read-write first, so that the read-only open does not block.
+    let _writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut up = String::new();
+        let _ = reader.read_line(&mut up);
+        let _ = up_tx.send(up);
+    });
+    let scenario = dir.join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
+         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
+    )
+    .unwrap();
+    let h = Bounded::spawn(
+        run_on(&scenario, &dir.join("out"))
+            .arg("--python")
+            .arg(&python),
+    );
+    let pid = h.id();
+    let up = up_rx.recv_timeout(Duration::from_secs(300));
+    assert_eq!(up.unwrap(), "up\n", "the peer started");
+    let held = format!("hs{pid}-held");
+    let stream = shmstream::Stream::create(&held, &[8], shmstream::Dtype::U8).unwrap();
+    let guard = stream.lock(None).unwrap();
+    let signal = |s: &str| {
+        let sent = Command::new("kill")
+            .args([s, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {s}");
+    };
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(1);
+    while !h.stderr_so_far().contains("harness: stopping") {
+        assert!(Instant::now() < deadline, "{}", h.stderr_so_far());
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    signal("-INT");
+    let o = h.wait(RUN_LIMIT);
+    drop(guard);
+    drop(stream);
+    let _ = shmstream::unlink(&held);
+    for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("hs{pid}-"))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let work = std::env::temp_dir().join(format!("harness-{pid}"));
+    let _ = std::fs::remove_dir_all(&work);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{}: {stderr}", o.status);
+    assert!(!stderr.contains("left behind"), "the stop ran on: {stderr}");
+    for remedy in [
+        format!("`shmstream purge --prefix hs{pid}-`"),
+        format!("`rm -r {}`", work.display()),
+    ] {
+        assert!(stderr.contains(&remedy), "{remedy}: {stderr}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -127,6 +127,16 @@ impl Bounded {
         self.child.as_ref().expect("not yet waited for").id()
     }
 
+    /// Its stderr so far (left to [`Bounded::wait`] to return in full).
+    pub fn stderr_so_far(&self) -> String {
+        let text = self
+            .stderr
+            .text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
     /// Its exit status and output once it has exited and its stdout and stderr have closed.
     /// Panics with its stderr so far, once its whole group is killed and it is reaped, when
     /// either has not happened `limit` after this call.
