@@ -51,9 +51,10 @@
 //!
 //! * **`tokio::task::spawn_blocking` per wait (chosen).** When the frame is not there yet,
 //!   the wait moves to tokio's blocking pool, where the ordinary blocking wait runs under
-//!   the handle's [`WaitStrategy`](crate::WaitStrategy) (adaptive and park: spin, then
-//!   futex park capped at 50 ms for notify streams, back-off sleeps otherwise; `Spin` and
-//!   `Yield` keep their pool thread busy for as long as the wait lasts). Its
+//!   the handle's [`WaitStrategy`](crate::WaitStrategy) (adaptive: spin, then as park;
+//!   park: futex parks capped at 50 ms on notify streams, yields then back-off sleeps
+//!   otherwise; `Spin` and `Yield` keep their pool thread busy for as long as the wait
+//!   lasts). Its
 //!   wake-up latency is the blocking path's plus one hand-off to the executor (tens of
 //!   microseconds), no thread is created per stream, nothing runs while nobody waits, and
 //!   it works for every stream, notify or not, Rust- or pyshmem-written.
