@@ -368,8 +368,8 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
                 "harness: stopping (signal {sig}): killing the run's processes and removing \
                  its streams; a second signal exits at once, leaving the run's streams, \
                  /dev/shm regions and scratch folder not yet removed: then remove them with \
-                 `shmstream purge --prefix hs{pid}-`, `rm -f /dev/shm/hs{pid}-*` and \
-                 `rm -r {}`",
+                 `shmstream purge --prefix hs{pid}-`, `shmstream purge --prefix m-hs{pid}-` \
+                 (bridge mirrors), `rm -f /dev/shm/hs{pid}-*` and `rm -r {}`",
                 work.display()
             );
             let _stopped = spawn::stop_tracked();

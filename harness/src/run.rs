@@ -361,6 +361,12 @@ pub fn clean_up(pid: u32, work: &std::path::Path) {
 /// What a stopped run (its streams named `prefix…`) says of stream `name`, which its
 /// clean-up could not remove (`e`).
 fn left_stream(name: &str, prefix: &str, e: &shmstream::Error) -> String {
+    // A bridge mirror's name is the run's prefix behind `m-`.
+    let prefix = if name.starts_with("m-") {
+        format!("m-{prefix}")
+    } else {
+        prefix.to_owned()
+    };
     format!(
         "stream {name} was left behind by the stopped run ({e}); remove it with \
          `shmstream unlink {name}`, or the run's every stream with \

@@ -292,13 +292,13 @@ impl CubeSink for NpyCube {
         self.pushed
     }
 
+    /// A `.npy` has no place for them: the summary and the exit status say them.
+    fn ending(&mut self, _: u64, _: bool) {}
+
     /// Keeps the whole frames whose rows reach the table whole (a full disk can cut the
     /// table short: the frames after its last row are dropped, and said so; on a disk the
     /// cube shares, first only as many of its last frames as make room for the rows of the
     /// rest; any other error drops none); closes both files, also after an error.
-    /// A `.npy` has no place for them: the summary and the exit status say them.
-    fn ending(&mut self, _: u64, _: bool) {}
-
     fn finish(&mut self, sync: bool) -> Finished {
         let (Some(frames), Some(table)) = (self.frames.take(), self.table.take()) else {
             return Finished::new(0, Vec::new());
