@@ -595,11 +595,9 @@ mod tests {
         assert!(due(&mut w, YIELD_ROUNDS + 2, 7), "7 outlived a sleep");
     }
 
-    /// Real parks on a notify stream's open bracket: one that a wake ended leaves the look
-    /// for a dead writer undue; one that ran its full length makes it due.
-    #[test]
-    fn a_park_ended_by_a_wake_does_not_make_the_look_due_and_one_that_ran_out_does() {
-        let name = format!("notify-park-look-{}", std::process::id());
+    /// A one-byte notify stream `notify-<tag>-<pid>`, made afresh, and its name.
+    fn one_byte_notify_stream(tag: &str) -> (String, crate::Stream) {
+        let name = format!("notify-{tag}-{}", std::process::id());
         let _ = crate::unlink(&name);
         let s = crate::StreamOptions::new(&name)
             .shape(&[1])
@@ -607,6 +605,14 @@ mod tests {
             .notify(true)
             .create()
             .unwrap();
+        (name, s)
+    }
+
+    /// Real parks on a notify stream's open bracket: one that a wake ended leaves the look
+    /// for a dead writer undue; one that ran its full length makes it due.
+    #[test]
+    fn a_park_ended_by_a_wake_does_not_make_the_look_due_and_one_that_ran_out_does() {
+        let (name, s) = one_byte_notify_stream("park-look");
         // A writer inside its bracket.
         let b = crate::seqlock::begin_write(&s.header);
         let odd = s
@@ -682,16 +688,8 @@ mod tests {
     /// waited for a whole park more (up to 135 ms under wakes every 45 ms).
     #[test]
     fn a_wait_parked_on_a_stable_frame_looks_within_the_bound_of_its_first_park() {
-        let name = format!("notify-first-park-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let s = std::sync::Arc::new(
-            crate::StreamOptions::new(&name)
-                .shape(&[1])
-                .dtype(crate::Dtype::U8)
-                .notify(true)
-                .create()
-                .unwrap(),
-        );
+        let (name, s) = one_byte_notify_stream("first-park");
+        let s = std::sync::Arc::new(s);
         let stable = s
             .header
             .sequence()
@@ -728,16 +726,8 @@ mod tests {
     /// look is due next. It parked a whole park more (up to 100 ms between looks).
     #[test]
     fn a_wait_past_its_look_at_an_open_bracket_does_not_park() {
-        let name = format!("notify-past-due-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let s = std::sync::Arc::new(
-            crate::StreamOptions::new(&name)
-                .shape(&[1])
-                .dtype(crate::Dtype::U8)
-                .notify(true)
-                .create()
-                .unwrap(),
-        );
+        let (name, s) = one_byte_notify_stream("past-due");
+        let s = std::sync::Arc::new(s);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = s.clone();
         // Detached: a park there stays parked (an hour), and the test fails at its bound.

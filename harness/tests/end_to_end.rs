@@ -8,7 +8,7 @@ use common::{
     Bounded, RUN_LIMIT, details, harness, pinned_runs, python, results, run_bounded, run_on,
     scratch,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -801,13 +801,22 @@ fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
 /// files after the clean-up had looked (or finishing the run with exit 0). The stop comes
 /// while job 0's peer runs: a stand-in that fills the scratch folder, so that the clean-up's
 /// removal of it takes a while, then says "up" and waits. Exit 143, nothing of the run left.
-#[test]
-fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
+/// A stand-in for the pyshmem peer's Python in `dir`, for a one-case roundtrip scenario
+/// (`sizes`) written there too: it answers the version probe, runs `before_up` (shell
+/// lines), says "up" on a FIFO and sleeps. Returns the script, the scenario, the channel
+/// the "up" line comes on, and the FIFO's writer end (keep it: opened read-write first, so
+/// that the read-only open does not block).
+fn stand_in_peer(
+    dir: &Path,
+    before_up: &str,
+    sizes: &str,
+) -> (
+    PathBuf,
+    PathBuf,
+    std::sync::mpsc::Receiver<String>,
+    std::fs::File,
+) {
     use std::io::BufRead;
-    let _runs = pinned_runs();
-    let dir = scratch("stop-between-jobs");
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
     let fifo = dir.join("fifo");
     assert!(
         Command::new("mkfifo")
@@ -821,13 +830,11 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
         &python,
         &format!(
             "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
-             mkdir \"$TMPDIR/harness-$PPID/fill\" && cd \"$TMPDIR/harness-$PPID/fill\" && \
-             seq 1 30000 | xargs touch\necho up > '{}'\nexec sleep 30\n",
+             {before_up}echo up > '{}'\nexec sleep 30\n",
             fifo.display()
         ),
     );
-    // Opened read-write first, so that the read-only open does not block.
-    let _writer = std::fs::OpenOptions::new()
+    let writer = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&fifo)
@@ -842,10 +849,27 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
     let scenario = dir.join("s.toml");
     std::fs::write(
         &scenario,
-        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
-         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8], [16]]\n",
+        format!(
+            "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
+             repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = {sizes}\n"
+        ),
     )
     .unwrap();
+    (python, scenario, up_rx, writer)
+}
+
+#[test]
+fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
+    let _runs = pinned_runs();
+    let dir = scratch("stop-between-jobs");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (python, scenario, up_rx, _writer) = stand_in_peer(
+        &dir,
+        "mkdir \"$TMPDIR/harness-$PPID/fill\" && cd \"$TMPDIR/harness-$PPID/fill\" && \
+         seq 1 30000 | xargs touch\n",
+        "[[8], [16]]",
+    );
     let h = Bounded::spawn(
         run_on(&scenario, &dir.join("out"))
             .arg("--python")
@@ -963,45 +987,8 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
 /// that this test holds, then say it was "left behind". The stop's line names the remedy.
 #[test]
 fn a_second_signal_during_a_stop_exits_at_once() {
-    use std::io::BufRead;
     let dir = scratch("second-signal");
-    let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let python = dir.join("python");
-    write_script(
-        &python,
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
-             echo up > '{}'\nexec sleep 30\n",
-            fifo.display()
-        ),
-    );
-    // Opened read-write first, so that the read-only open does not block.
-    let _writer = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut up = String::new();
-        let _ = reader.read_line(&mut up);
-        let _ = up_tx.send(up);
-    });
-    let scenario = dir.join("s.toml");
-    std::fs::write(
-        &scenario,
-        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
-         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
-    )
-    .unwrap();
+    let (python, scenario, up_rx, _writer) = stand_in_peer(&dir, "", "[[8]]");
     let h = Bounded::spawn(
         run_on(&scenario, &dir.join("out"))
             .arg("--python")
