@@ -68,6 +68,11 @@ enum Command {
         /// Writers wake waiting readers through a futex.
         #[arg(long)]
         notify: bool,
+        /// Also keep the last N frames in a history ring (1..=1048576; 0, the default, keeps
+        /// none), which `record` and `shmstream-bridge publish --lossless` read without
+        /// losing frames.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        history: usize,
     },
     /// Writes a .npy file into a stream, creating the stream with the file's shape and dtype
     /// if it does not exist.
@@ -323,19 +328,25 @@ fn run(command: Command) -> Fallible {
             shape,
             dtype,
             notify,
+            history,
         } => {
             let s = StreamOptions::new(&name)
                 .shape(&shape.0)
                 .dtype(dtype)
                 .notify(notify)
+                .history(history)
                 .create()
                 .map_err(create_refusal)?;
             term::outln!(
-                "created '{}': {} {:?}{}",
+                "created '{}': {} {:?}{}{}",
                 term::printable(s.name()),
                 s.dtype(),
                 s.shape(),
-                if notify { " (notify)" } else { "" }
+                if notify { " (notify)" } else { "" },
+                match s.history_depth() {
+                    0 => String::new(),
+                    n => format!(" (history {n})"),
+                }
             )
         }
         Command::Load {

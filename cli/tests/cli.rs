@@ -2437,3 +2437,38 @@ fn python_stream_is_listed_stated_dumped_and_loaded() {
     peer.wait_success(common::LONG);
     let _ = std::io::stdout().flush();
 }
+
+// ---------------------------------------------------------------------------------------
+// create --history; dump, load, unlink and record messages
+// ---------------------------------------------------------------------------------------
+
+/// `create --history N` makes a stream with a history ring of N frames (what `record` and
+/// the bridge's `--lossless` need); a depth the library refuses is its typed error, and
+/// creates nothing.
+#[test]
+fn create_with_history_keeps_that_many_frames_and_refuses_a_depth_out_of_range() {
+    let name = unique_name("cli-create-hist");
+    let too_deep = unique_name("cli-create-hist-deep");
+    let _c = Cleanup::new([&name, &too_deep]);
+    cli()
+        .args(["create", &name, "--shape", "4", "--history", "8"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("created '{name}'"))
+                .and(predicate::str::contains("(history 8)")),
+        );
+    assert_eq!(stat_json(&name)["history"], 8);
+    assert_eq!(Stream::open_readonly(&name).unwrap().history_depth(), 8);
+
+    let deep = (shmstream::MAX_HISTORY + 1).to_string();
+    cli()
+        .args(["create", &too_deep, "--shape", "4", "--history", &deep])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "history of stream '{too_deep}': history depth {deep} is outside 1..={}",
+            shmstream::MAX_HISTORY
+        )));
+    assert!(shmstream::stat(&too_deep).is_err(), "nothing was created");
+}
