@@ -547,6 +547,26 @@ fn dir_of(file: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// A failure to create a file in `dir` said of the directory, with the remedy, where it is
+/// the directory's (missing, read-only, not this user's to write); any other as it is.
+fn dir_refusal(dir: &Path, e: io::Error) -> io::Error {
+    let dir = dir.display();
+    let said = match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("directory {dir} does not exist: create it, or give another -o")
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            format!("directory {dir} is on a read-only file system: give another -o")
+        }
+        io::ErrorKind::PermissionDenied => format!(
+            "this user may not create files in directory {dir}: make it writable, or give \
+             another -o"
+        ),
+        _ => return e,
+    };
+    io::Error::new(e.kind(), said)
+}
+
 /// Whether a sticky directory (mode `dir_mode`, owned by `dir_uid`) keeps user `me` from
 /// renaming over a file of `file_uid` there, though the file's mode lets `me` write it: only
 /// the file's owner, the directory's, and root may.
@@ -593,12 +613,7 @@ impl TempBeside {
                 // A name left by a dump killed with its process id: the next one.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => continue,
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("creating {}: {e}", path.display()),
-                    ));
-                }
+                Err(e) => return Err(dir_refusal(dir, e)),
             };
             let temp = TempBeside {
                 path,
@@ -679,7 +694,14 @@ fn write_in_place(
         .truncate(true)
         .open(path)
     {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => File::create(path)?,
+        // A name that is not a symlink is created in its own directory (a dangling symlink's
+        // target is elsewhere).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            File::create(path).map_err(|e| match path.symlink_metadata() {
+                Err(_) => dir_refusal(dir_of(path), e),
+                Ok(_) => e,
+            })?
+        }
         opened => opened?,
     };
     let meta = file.metadata()?;

@@ -2472,3 +2472,60 @@ fn create_with_history_keeps_that_many_frames_and_refuses_a_depth_out_of_range()
         )));
     assert!(shmstream::stat(&too_deep).is_err(), "nothing was created");
 }
+
+/// `dump -o` into a directory that does not exist names that directory and the remedy, not
+/// the temporary file it would have written first; nothing is created.
+#[test]
+fn a_dump_into_a_missing_directory_names_the_directory() {
+    let name = unique_name("cli-dump-nodir");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let dir = TempDir::new("dumpnodir");
+    let missing = dir.file("nodir");
+    let out = cli()
+        .args(["dump", &name, "-o"])
+        .arg(missing.join("out.npy"))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!(
+            "directory {} does not exist: create it, or give another -o",
+            missing.display()
+        )) && !err.contains("partial"),
+        "{err}"
+    );
+    assert!(!missing.exists());
+}
+
+/// `dump -o` into a directory this user may not write names the directory and the remedy.
+/// Root writes anywhere: then it is skipped.
+#[test]
+fn a_dump_into_a_directory_not_writable_names_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid takes nothing and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("skipped: root may create files in any directory");
+        return;
+    }
+    let name = unique_name("cli-dump-rodir");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let dir = TempDir::new("dumprodir");
+    let locked = dir.file("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(locked.join("out.npy"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "this user may not create files in directory {}: make it writable, or give another -o",
+            locked.display()
+        )));
+    assert!(!locked.join("out.npy").exists());
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
