@@ -93,7 +93,7 @@ enum Command {
     Dump {
         /// Stream name.
         name: String,
-        /// Output .npy file.
+        /// Output .npy file (`-` for stdout; `./-` for a file named `-`).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
     },

@@ -417,6 +417,11 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
+                // `-o -` is stdout, as `-o /dev/stdout` (a file named `-` is `-o ./-`).
+                let path = match path == Path::new("-") {
+                    true => Path::new("/dev/stdout"),
+                    false => path,
+                };
                 // A stop signal fails the write, which then leaves the file as it was.
                 crate::watch::install_handlers()?;
                 let written = write_npy(path, stream.shape(), data)

@@ -2529,3 +2529,28 @@ fn a_dump_into_a_directory_not_writable_names_the_directory() {
     assert!(!locked.join("out.npy").exists());
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// `dump -o -` writes the .npy to stdout (the status line to stderr), and makes no file `-`.
+#[test]
+fn a_dump_to_dash_writes_stdout() {
+    let name = unique_name("cli-dump-dash");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&[5u8, 6])
+        .unwrap();
+    let dir = TempDir::new("dumpdash");
+    let out = cli()
+        .current_dir(&dir.0)
+        .args(["dump", &name, "-o", "-"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_exact_npy(&out.stdout, [5, 6]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("dumped '{name}' (uint8 [2], count 1) to /dev/stdout\n")
+    );
+    assert!(!dir.file("-").exists(), "a file named - was made");
+}
