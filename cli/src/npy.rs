@@ -427,13 +427,18 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
                 let written = write_npy(path, stream.shape(), data)
                     .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
                 let line = format!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
-                // A status line for a person, never in the .npy: on stdout unless the .npy
-                // went there (`-o /dev/stdout`, `-o F > F`: it would follow the bytes, or
-                // overwrite the header), then on stderr unless it went there too (`2>&1`).
+                // Lines for a person, never in the .npy: the status line on stdout unless the
+                // .npy went there (`-o /dev/stdout`, `-o F > F`: it would follow the bytes, or
+                // overwrite the header), then on stderr unless it went there too (`2>&1`); a
+                // warning on stderr unless the .npy went there.
+                let on_stderr = is_open_on(&written, io::stderr().as_fd());
                 if !is_open_on(&written, io::stdout().as_fd()) {
                     term::outln!("{line}")?;
-                } else if !is_open_on(&written, io::stderr().as_fd()) {
+                } else if !on_stderr {
                     term::errln!("{line}");
+                }
+                if p.info.count == 0 && !on_stderr {
+                    term::errln!("shmstream: warning: stream '{}' was never written: the file holds its initial zeros", term::printable(name));
                 }
             }
             None => {

@@ -2554,3 +2554,32 @@ fn a_dump_to_dash_writes_stdout() {
     );
     assert!(!dir.file("-").exists(), "a file named - was made");
 }
+
+/// `dump -o` of a stream never written warns that the file holds its initial zeros, and
+/// still succeeds.
+#[test]
+fn a_dump_of_a_stream_never_written_warns() {
+    let name = unique_name("cli-dump-unwritten");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let dir = TempDir::new("dumpunwritten");
+    let file = dir.file("f.npy");
+    let warning = format!(
+        "shmstream: warning: stream '{name}' was never written: the file holds its initial zeros\n"
+    );
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(warning);
+    assert_exact_npy(&std::fs::read(&file).unwrap(), [0, 0]);
+    // Once written, no warning.
+    Stream::open(&name).unwrap().write_slice(&[1u8, 2]).unwrap();
+    cli()
+        .args(["dump", &name, "-o"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr("");
+}
