@@ -84,7 +84,8 @@ enum Command {
         /// Frame id to stamp on the write.
         #[arg(long)]
         frame_id: Option<u64>,
-        /// Seconds to wait for the write lock.
+        /// Seconds to wait in all: for a creation of the stream already under way, for the
+        /// name's lock to create it, and for the write lock.
         #[arg(long, default_value = "5", value_parser = parse_seconds)]
         timeout: Duration,
     },
@@ -97,7 +98,8 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
     },
-    /// Removes streams (segments and lock file); each name is reported.
+    /// Removes streams (segments and lock file), waiting up to 5 s for each one's write lock;
+    /// each name is reported.
     Unlink {
         /// Stream names.
         #[arg(required = true)]

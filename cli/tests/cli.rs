@@ -2583,3 +2583,19 @@ fn a_dump_of_a_stream_never_written_warns() {
         .success()
         .stderr("");
 }
+
+/// `load --timeout` covers every wait, and `unlink` says it waits for the write lock.
+#[test]
+fn load_and_unlink_help_say_what_they_wait_for() {
+    cli().args(["load", "--help"]).assert().success().stdout(
+        predicate::str::contains("for a creation of the stream already under way")
+            .and(predicate::str::contains("for the write lock")),
+    );
+    cli()
+        .args(["unlink", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "waiting up to 5 s for each one's write lock",
+        ));
+}
