@@ -145,6 +145,7 @@ enum Command {
     /// under `nohup`, stays ignored); SIGKILL leaves the current file (and one still being
     /// finished on its own thread) without its frame count (`np.load` refuses it; FITS: 0
     /// frames) or frame table.
+    #[command(group(clap::ArgGroup::new("stop").required(true).args(["frames", "duration"])))]
     Record {
         /// Stream names.
         #[arg(required = true)]
@@ -153,11 +154,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Stop after this many frames of each stream.
-        #[arg(
-            long,
-            required_unless_present = "duration",
-            conflicts_with = "duration"
-        )]
+        #[arg(long)]
         frames: Option<u64>,
         /// Stop after this many seconds.
         #[arg(long, value_parser = parse_seconds)]

@@ -2599,3 +2599,34 @@ fn load_and_unlink_help_say_what_they_wait_for() {
             "waiting up to 5 s for each one's write lock",
         ));
 }
+
+/// `record` needs one of --frames and --duration, and says so naming both; given both, it
+/// refuses them together.
+#[test]
+fn record_without_frames_or_duration_names_both() {
+    let dir = TempDir::new("recordusage");
+    let out = dir.file("out");
+    cli()
+        .args(["record", "any-name", "--out"])
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "<--frames <FRAMES>|--duration <DURATION>>",
+        ));
+    cli()
+        .args([
+            "record",
+            "any-name",
+            "--frames",
+            "1",
+            "--duration",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot be used with"));
+    assert!(!out.exists());
+}
