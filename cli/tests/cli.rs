@@ -2630,3 +2630,24 @@ fn record_without_frames_or_duration_names_both() {
         .stderr(predicate::str::contains("cannot be used with"));
     assert!(!out.exists());
 }
+
+/// `record --out` naming a regular file says it is a file, and leaves it as it was.
+#[test]
+fn record_out_naming_a_file_says_it_is_not_a_directory() {
+    let name = unique_name("cli-record-outfile");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let dir = TempDir::new("recordoutfile");
+    let file = dir.file("a-file");
+    std::fs::write(&file, b"kept").unwrap();
+    cli()
+        .args(["record", &name, "--frames", "1", "--out"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "--out {} is a file, not a directory: give a directory",
+            file.display()
+        )));
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}

@@ -405,11 +405,15 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     } else {
         Vec::new()
     };
-    std::fs::create_dir_all(&plan.out).map_err(|e| {
-        format!(
+    std::fs::create_dir_all(&plan.out).map_err(|e| match plan.out.is_file() {
+        true => format!(
+            "--out {} is a file, not a directory: give a directory",
+            plan.out.display()
+        ),
+        false => format!(
             "--out {}: cannot create the directory: {e}",
             plan.out.display()
-        )
+        ),
     })?;
     frame_file::sync_created_dirs(&created)?;
     // The first files of every stream: an earlier recording there fails at once (a later
