@@ -142,9 +142,11 @@ enum Command {
     /// through cursors; plain streams with a warning (frames missed once the recorder waits
     /// for them are counted lost). Exit status 1 if any frame was lost. Ctrl-C, SIGTERM,
     /// SIGHUP and SIGQUIT stop it cleanly (the files finished; one ignored at the start, as
-    /// under `nohup`, stays ignored); SIGKILL leaves the current file (and one still being
-    /// finished on its own thread) without its frame count (`np.load` refuses it; FITS: 0
-    /// frames) or frame table.
+    /// under `nohup`, stays ignored). Killed (SIGKILL, an OOM kill), it leaves the current
+    /// file (and one still being finished on its own thread) readable with the frames of its
+    /// last checkpoint, about a second old (those after it are lost): a `.npy` that
+    /// `np.load` reads, with their `.frames.csv` rows; a FITS file with `COMPLETE = F` and no
+    /// `FRAMES` table.
     #[command(group(clap::ArgGroup::new("stop").required(true).args(["frames", "duration"])))]
     Record {
         /// Stream names.
