@@ -24,8 +24,9 @@
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
 //! name the OS error when the disk refuses their header, and record under umask 0222. A
-//! stream unlinked while recorded is reported at once, while the others record on (a plain
-//! stream's frames not read by then counted lost). A `close` that waits (as a network file
+//! stream replaced while recorded is reported at once, while the others record on; one
+//! whose producer ends, unlinking it (a process of its own), ends its recording complete,
+//! status 0 (a plain stream's frames not read by then counted lost). A `close` that waits (as a network file
 //! system's does, for the write-back) stalls no recording, a FITS frame-axis card the disk
 //! refuses leaves the file holding the frames the card gives, an I/O error at a `.npy`
 //! cube's table or header rewrite drops no frame and is not called a full disk, and frames
@@ -1909,11 +1910,13 @@ fn signalled_while_frozen(
     (st, r.diagnostics())
 }
 
-/// A stream unlinked while it is recorded ends its recording, which is said at once (not
-/// only in the summary once `--duration` is up), naming the stream, the frames on file and
-/// what to do; the other stream records on, and the status is 1.
+/// A stream replaced (unlinked and created anew) while it is recorded ends its recording,
+/// which is said at once (not only in the summary once `--duration` is up), naming the
+/// stream, the frames on file and what to do; the other stream records on, and the status
+/// is 1. The recorder is frozen across the replacement, so that it never sees the name
+/// without a stream.
 #[test]
-fn a_stream_unlinked_while_recorded_is_reported_at_once() {
+fn a_stream_replaced_while_recorded_is_reported_at_once() {
     let (gone, _c1, s) = camera("rec-stale", RING);
     let (kept, _c2, _s2) = camera("rec-stale-kept", RING);
     let out = out_dir("rec-stale");
@@ -1934,7 +1937,15 @@ fn a_stream_unlinked_while_recorded_is_reported_at_once() {
     wait_until(&mut r, "first table", || {
         table_rows(&npy_table(&first)) == 2
     });
+    let pid = r.pid() as i32;
+    common::freeze(pid);
     shmstream::unlink(&gone).unwrap();
+    let _newer = StreamOptions::new(&gone)
+        .shape(&[6, 5])
+        .dtype(Dtype::U16)
+        .create()
+        .unwrap();
+    common::thaw(pid);
     let said = format!("shmstream: error: {gone}: recording stopped with 2 frame(s) on file");
     let start = Instant::now();
     let line = loop {
@@ -1954,8 +1965,9 @@ fn a_stream_unlinked_while_recorded_is_reported_at_once() {
         std::thread::sleep(Duration::from_millis(1));
     };
     assert!(
-        line.contains(&format!("stream '{gone}' was unlinked"))
-            && line.ends_with("record the new stream again, into another --out directory"),
+        line.contains(&format!(
+            "stream '{gone}' was replaced by a newer stream of the same name"
+        )) && line.ends_with("record the new stream again, into another --out directory"),
         "{line}"
     );
     // SAFETY: signalling our own child.
@@ -1975,6 +1987,66 @@ fn a_stream_unlinked_while_recorded_is_reported_at_once() {
                 && !l.contains("FAILED")),
         "{diag}"
     );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A producer that ends, unlinking its stream (as a creator with `auto_unlink` does when it
+/// drops it), ends that stream's recording without an error: every frame it published is on
+/// file, the FITS file says `COMPLETE = T`, the end is said at once, and the status is 0.
+/// (It was a failure, status 1 with `COMPLETE = F`, telling to record "the new stream"
+/// again.) The producer is a process of its own.
+#[test]
+fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly() {
+    const FRAMES: u64 = 5;
+    if common::child_role().as_deref() == Some("producer") {
+        let name: String = common::param("name");
+        let s = StreamOptions::new(&name)
+            .shape(&[6, 5])
+            .dtype(Dtype::U16)
+            .notify(true)
+            .history(RING)
+            .auto_unlink(true)
+            .create()
+            .unwrap();
+        common::say("created");
+        common::block_on_stdin();
+        publish(&s, 1..=FRAMES);
+        // Dropped, it is unlinked (`auto_unlink`).
+        return;
+    }
+    let name = unique_name("rec-producer-ends");
+    let _c = Cleanup::new([&name]);
+    let mut producer = common::child(
+        "a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly",
+        "producer",
+    )
+    .param("name", &name)
+    .spawn();
+    producer.expect_line("created", LONG);
+    let out = out_dir("rec-producer-ends");
+    let mut r = record(&name, &out, &["--duration", "600"]);
+    // The first file is there once the recorder's cursor is: every frame from now is taken.
+    let first = out.join(format!("{name}_000000000.fits"));
+    wait_until(&mut r, "first cube", || first.exists());
+    producer.send_line("go");
+    producer.wait_success(LONG);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert_eq!(st.code(), Some(0), "{diag}");
+    assert!(
+        diag.lines().any(|l| l
+            == format!(
+                "shmstream: {name}: stream '{name}' was unlinked (its producer ended?) after {FRAMES} frames, all on file"
+            )),
+        "{diag}"
+    );
+    assert!(!diag.contains("FAILED"), "{diag}");
+    assert_eq!(summary(&diag), (1, FRAMES as usize), "{diag}");
+    assert_eq!(summary_count(&diag, "lost"), 0, "{diag}");
+    if common::python().is_some() {
+        assert_eq!(check(&out, "fits", 1000), (1, FRAMES as usize), "{diag}");
+        assert_eq!(endings(&out), ["0 True"], "{diag}");
+    }
     let _ = std::fs::remove_dir_all(out);
 }
 

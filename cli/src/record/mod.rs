@@ -29,8 +29,10 @@
 //! its entry in `DIR` (`fsync` of the directory), so the recording goes at the disk's write
 //! speed; a file failing there stops the recording at the next frame (or poll) after. A
 //! `DIR` it creates (and each directory created above it) has its own entry put on the
-//! disk once, before recording. A stream whose recording fails (unlinked or
-//! re-created) is reported at once, the others record on. The summary counts the frames on
+//! disk once, before recording. A stream whose recording fails (replaced by a newer stream of
+//! its name) is reported at once, the others record on; so is one unlinked with no newer
+//! stream of its name (its producer ended): its recording ends there without an error, its
+//! files complete (frames of a plain stream published since the last one read are lost). The summary counts the frames on
 //! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
@@ -200,6 +202,9 @@ struct Progress {
     took_ns: AtomicU64,
     /// Why the recording failed (set before `done`): reported at once.
     error: OnceLock<String>,
+    /// The stream was unlinked and no newer one has its name (its producer ended): its
+    /// recording ended without an error (set before `done`), reported at once.
+    unlinked: AtomicBool,
 }
 
 /// A frame buffer aligned for every element type (the bytes are viewed as pixels).
@@ -515,6 +520,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             count(not_recorded, "not recorded"),
             count(unread, "left unread"),
             match r {
+                Ok(()) if p.unlinked.load(Ordering::Relaxed) => {
+                    ", ended: stream unlinked (its producer ended?)".to_owned()
+                }
                 Ok(()) => String::new(),
                 Err(e) => format!(", FAILED: {}", term::printable(e)),
             }
@@ -547,8 +555,8 @@ impl Drop for Done<'_> {
     }
 }
 
-/// The progress line on a terminal, until every recorder is done; a recorder that fails is
-/// reported at once (a stream unlinked an hour before the end of `--duration`).
+/// The progress line on a terminal, until every recorder is done; a recorder that fails, or
+/// whose stream was unlinked, is reported at once (an hour before the end of `--duration`).
 fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
     let tty = std::io::stderr().is_terminal();
     let mut reported = vec![false; progress.len()];
@@ -563,17 +571,33 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
                 continue;
             }
             *reported = true;
-            if let Some(e) = p.error.get() {
-                if std::mem::take(&mut drawn) {
-                    term::errln!();
-                }
-                term::errln!(
+            let said = if let Some(e) = p.error.get() {
+                format!(
                     "shmstream: error: {}: recording stopped with {} frame(s) on file: {}",
                     term::printable(name),
                     p.kept.load(Ordering::Relaxed),
                     term::printable(e)
-                );
+                )
+            } else if p.unlinked.load(Ordering::Relaxed) {
+                let taken = p.frames.load(Ordering::Relaxed);
+                let kept = p.kept.load(Ordering::Relaxed);
+                let lost = p.lost.load(Ordering::Relaxed);
+                format!(
+                    "shmstream: {0}: stream '{0}' was unlinked (its producer ended?) after {taken} frames, {1}",
+                    term::printable(name),
+                    if kept == taken && lost == 0 {
+                        "all on file".to_owned()
+                    } else {
+                        format!("{kept} on file, {lost} lost")
+                    }
+                )
+            } else {
+                continue;
+            };
+            if std::mem::take(&mut drawn) {
+                term::errln!();
             }
+            term::errln!("{said}");
         }
         if all_done {
             break;
@@ -779,8 +803,14 @@ fn record_stream(
                             Ordering::Relaxed,
                         );
                     }
+                    // Its producer ended (unlinking it): the recording holds every frame the
+                    // stream published (but those counted lost).
+                    if unlinked(&name) {
+                        p.unlinked.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
                     return Err(format!(
-                        "stream '{name}' was unlinked or replaced by a newer stream of the same name: record the new stream again, into another --out directory"
+                        "stream '{name}' was replaced by a newer stream of the same name: record the new stream again, into another --out directory"
                     )
                     .into());
                 }
@@ -792,6 +822,19 @@ fn record_stream(
     // consequences for the file closing may add to it).
     let complete = result.is_ok();
     both(result, cubes.finish_all(complete))
+}
+
+/// Whether, once a recorded stream went stale, no stream of `name` exists: it was unlinked,
+/// not replaced. A creation of the name under way, or a stream there that cannot be read,
+/// counts as a newer stream.
+fn unlinked(name: &str) -> bool {
+    matches!(
+        shmstream::stat_within(name, Duration::ZERO),
+        Err(Error::NotFound {
+            unfinished: false,
+            ..
+        })
+    )
 }
 
 /// The frames lost to the recording when `lost` frames after count `last` were missed and
