@@ -648,7 +648,10 @@ impl TempBeside {
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Metadata> {
         let file = self.file.take().expect("created with its file");
-        let mut out = BufWriter::new(Stoppable { file, stopped });
+        let mut out = BufWriter::new(Stoppable {
+            file: term::Out::own(file),
+            stopped,
+        });
         write(&mut out).and_then(|()| out.flush())?;
         let (Stoppable { file, .. }, _) = out.into_parts();
         file.sync_data()
@@ -715,7 +718,10 @@ fn write_in_place(
         opened => opened?,
     };
     let meta = file.metadata()?;
-    let mut out = BufWriter::new(Stoppable { file, stopped });
+    let mut out = BufWriter::new(Stoppable {
+        file: term::Out::own(file),
+        stopped,
+    });
     let mut written = write(&mut out).and_then(|()| out.flush());
     // After a failure, the bytes still buffered are dropped, not written after the
     // truncation.
@@ -738,10 +744,10 @@ fn write_in_place(
 }
 
 /// A file whose writes fail once `stopped()` says a stop signal came (checked before each
-/// write, and after one the signal interrupted: not retried, a reader that stopped reading
-/// holds up nothing).
+/// write, and while one waits for a reader that stopped reading, which then holds up
+/// nothing: see [`term::Out`]).
 struct Stoppable<'a> {
-    file: File,
+    file: term::Out,
     stopped: &'a dyn Fn() -> bool,
 }
 
@@ -753,18 +759,16 @@ impl Stoppable<'_> {
 
 impl Write for Stoppable<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if (self.stopped)() {
+        let stopped = self.stopped;
+        if stopped() {
             return Err(Self::stop_error());
         }
-        match self.file.write(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && (self.stopped)() => {
-                Err(Self::stop_error())
-            }
-            r => r,
-        }
+        self.file
+            .write_some(buf, &mut || stopped())?
+            .ok_or_else(Self::stop_error)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 

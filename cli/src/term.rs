@@ -7,13 +7,18 @@
 //! disk, `> /dev/full`) is an error, through [`outln!`] (`println!` panics) or, for output
 //! a stop signal must be able to cut short, [`write_or_stop`];
 //! and a failed write to stderr (a terminal hung up, `2> /dev/full`) is ignored, through
-//! [`err!`] and [`errln!`] (`eprintln!` panics): there is nowhere left to report it.
+//! [`err!`] and [`errln!`] (`eprintln!` panics): there is nowhere left to report it. Those,
+//! and every write a stop signal must be able to end, go through [`Out`], which never
+//! blocks in `write`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{ErrorKind, Write as _};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// `println!` that returns a [`Fallible`](crate::Fallible) instead of panicking.
 macro_rules! outln {
@@ -47,34 +52,197 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> crate::Fallible {
     std::io::Write::write_fmt(&mut std::io::stdout().lock(), args).map_err(stdout_error)
 }
 
-/// Stdout without std's buffer (a duplicate of descriptor 1), for [`write_or_stop`].
-pub(crate) fn unbuffered_stdout() -> crate::Fallible<File> {
-    let fd = std::io::stdout().as_fd().try_clone_to_owned();
-    Ok(File::from(fd.map_err(stdout_error)?))
+/// Stdout without std's buffer, for [`write_or_stop`].
+pub(crate) fn unbuffered_stdout() -> crate::Fallible<Out> {
+    Out::of(std::io::stdout().as_fd()).map_err(stdout_error)
 }
 
-/// Writes all of `text` to `out`, or returns early (`Ok`) once `stop()` is true, checked
-/// before each write: after a write a signal cut short, and before the first (a signal that
-/// came before it interrupts no write). std's writes retry an interrupted write, so a
-/// reader that stopped reading (`| less` paused, `| sleep 600`) would keep a tool blocked
-/// past a stop signal.
-pub(crate) fn write_or_stop(mut out: &File, text: &str, stop: fn() -> bool) -> crate::Fallible {
-    let mut rest = text.as_bytes();
-    while !rest.is_empty() && !stop() {
-        match out.write(rest) {
-            Ok(0) => return Err(stdout_error(ErrorKind::WriteZero.into())),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(stdout_error(e)),
+/// Writes all of `text` to `out`, or returns early (`Ok`) once `stop()` is true: checked
+/// before the first write, and while a write waits for a reader that stopped reading (`|
+/// less` paused, `| sleep 600`), which then holds up nothing (see [`Out`]).
+pub(crate) fn write_or_stop(out: &Out, text: &str, stop: fn() -> bool) -> crate::Fallible {
+    if stop() {
+        return Ok(());
+    }
+    out.write_all(text.as_bytes(), &mut || stop())
+        .map(drop)
+        .map_err(stdout_error)
+}
+
+/// How long output waits, once a stop signal came, for a reader that takes none (a paused
+/// `| less`, a terminal held by Ctrl-S) before it is dropped: the summary after a Ctrl-C,
+/// or the terminal's modes given back.
+pub(crate) const AFTER_STOP: Duration = Duration::from_millis(100);
+
+/// How long a write that would block waits in `poll` before it asks again whether to give
+/// up: the most a stop signal that came just before that wait holds up the tool.
+const WRITE_POLL_MS: i32 = 50;
+
+/// A descriptor written without ever blocking in `write`, so that a stop signal, whenever it
+/// comes, ends a write a reader that stopped reading holds up (one just before a blocking
+/// `write` would leave the tool in it until a second signal). A pipe, FIFO or terminal that
+/// a descriptor of the process refers to is opened anew, non-blocking, through
+/// `/proc/self/fd` (an open file description of its own: `O_NONBLOCK` on the descriptor
+/// would be the shell's too), and one the tool opened itself is made non-blocking; a write
+/// that would block waits in `poll` ([`WRITE_POLL_MS`] at a time), asking between waits
+/// whether to give up. Where neither can be (no `/proc`, a socket, a terminal of another
+/// user after `su`, whose mode forbids opening it), each write waits in `poll` first and
+/// writes at most `PIPE_BUF` bytes, which a pipe with room takes at once. A regular file
+/// (or block device) is written as it is: it waits for no reader, and opened anew it
+/// would have an offset of its own.
+#[derive(Debug)]
+pub(crate) struct Out {
+    file: File,
+    /// Blocking: wait in `poll` before each write.
+    poll_first: bool,
+}
+
+impl std::ops::Deref for Out {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Whether writes to `fd` wait for no reader: a regular file or a block device (not when
+/// that cannot be told).
+fn waits_for_no_reader(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: all zeros is a valid `stat`, which `fstat` fills in for a descriptor we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for this call; `st` is a local.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    let kind = st.st_mode & libc::S_IFMT;
+    rc == 0 && (kind == libc::S_IFREG || kind == libc::S_IFBLK)
+}
+
+impl Out {
+    /// Descriptor `fd` of the process (stdout, stderr), opened anew non-blocking where it
+    /// is neither a regular file nor a block device.
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> std::io::Result<Out> {
+        let dup = || fd.try_clone_to_owned().map(File::from);
+        if waits_for_no_reader(fd) {
+            return Ok(Out {
+                file: dup()?,
+                poll_first: false,
+            });
+        }
+        let anew = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(match anew {
+            Ok(file) => Out {
+                file,
+                poll_first: false,
+            },
+            Err(_) => Out {
+                file: dup()?,
+                poll_first: true,
+            },
+        })
+    }
+
+    /// A file the tool opened itself (an open file description of its own), made
+    /// non-blocking where it is neither a regular file nor a block device.
+    pub(crate) fn own(file: File) -> Out {
+        let poll_first = !waits_for_no_reader(file.as_fd()) && {
+            // SAFETY: F_GETFL and F_SETFL on a descriptor `file` holds open change only
+            // its open file description's status flags, which no one else shares.
+            let set = unsafe {
+                let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+                flags >= 0
+                    && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+            };
+            !set
+        };
+        Out { file, poll_first }
+    }
+
+    /// Writes some of `buf` and says how much, or `None` once `give_up()` says so, asked
+    /// whenever the write would wait for the reader (and once before it, where each write
+    /// waits in `poll` first).
+    pub(crate) fn write_some(
+        &self,
+        buf: &[u8],
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> std::io::Result<Option<usize>> {
+        let buf = if self.poll_first {
+            &buf[..buf.len().min(libc::PIPE_BUF)]
+        } else {
+            buf
+        };
+        let mut ready = !self.poll_first;
+        loop {
+            if ready {
+                match (&self.file).write(buf) {
+                    Ok(n) => return Ok(Some(n)),
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if give_up() {
+                return Ok(None);
+            }
+            ready = self.writable()?;
         }
     }
-    Ok(())
+
+    /// Writes all of `buf`; `false` if `give_up()` said so first (see [`Out::write_some`]).
+    pub(crate) fn write_all(
+        &self,
+        mut buf: &[u8],
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> std::io::Result<bool> {
+        while !buf.is_empty() {
+            match self.write_some(buf, give_up)? {
+                Some(0) => return Err(ErrorKind::WriteZero.into()),
+                Some(n) => buf = &buf[n..],
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits up to [`WRITE_POLL_MS`] for the descriptor to take bytes (or report an error,
+    /// which the next write returns); `false` if it did not, or a signal cut the wait short.
+    fn writable(&self) -> std::io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, of a descriptor `self.file` holds open.
+        match unsafe { libc::poll(&mut p, 1, WRITE_POLL_MS) } {
+            -1 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+            n => Ok(n > 0),
+        }
+    }
 }
 
 /// Writes to stderr (unbuffered), ignoring a failure: stderr is where failures are
-/// reported. Every stderr write of the tool goes through here.
+/// reported. Every stderr write of the tool goes through here, through an [`Out`]: once a
+/// stop signal came, a reader that takes nothing for [`AFTER_STOP`] loses the rest (`record`'s
+/// summary after a Ctrl-C with its `| less` paused), and the tool exits.
 pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
-    let _ = std::io::Write::write_fmt(&mut std::io::stderr().lock(), args);
+    static STDERR: OnceLock<Option<Out>> = OnceLock::new();
+    // Held so that lines from threads do not interleave.
+    let _lock = std::io::stderr().lock();
+    let Some(out) = STDERR.get_or_init(|| Out::of(std::io::stderr().as_fd()).ok()) else {
+        return;
+    };
+    let mut stopped = None;
+    let _ = out.write_all(std::fmt::format(args).as_bytes(), &mut || {
+        crate::watch::stop_requested()
+            && stopped.get_or_insert_with(Instant::now).elapsed() >= AFTER_STOP
+    });
 }
 
 /// The error of a failed write to stdout.
@@ -174,6 +342,40 @@ pub(crate) fn fail_on_closed_pipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write to a pipe nobody reads, full, comes back to ask whether to give up instead of
+    /// blocking (where a stop signal just before it would be lost), through a descriptor
+    /// opened anew as it is for stdout and stderr.
+    #[test]
+    fn a_write_to_a_full_pipe_asks_whether_to_give_up_instead_of_blocking() {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both just made by `pipe`, owned by nothing else.
+        let (_read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        };
+        let out = Out::of(write.as_fd()).unwrap();
+        assert!(!out.poll_first, "opened anew, non-blocking");
+        let chunk = [b'x'; 4096];
+        let mut asked = 0;
+        loop {
+            match out.write_some(&chunk, &mut || {
+                asked += 1;
+                asked >= 3
+            }) {
+                Ok(Some(n)) => assert!(n > 0),
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(asked, 3, "asked at each wait until it said to give up");
+        // The shared descriptor (the shell's, for stdout) stays blocking.
+        // SAFETY: F_GETFL on a descriptor `write` holds open.
+        let flags = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
 
     #[test]
     fn control_and_bidi_characters_are_escaped_and_plain_names_borrowed() {

@@ -16,9 +16,7 @@
 //! camera frame counter, say); `-` for streams whose frame id is never set.
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, IsTerminal, Write as _};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,7 +24,7 @@ use shmstream::{Error, StreamStat};
 
 use crate::Fallible;
 use crate::show::{creator_str, human_age, table};
-use crate::term::{unbuffered_stdout, write_or_stop};
+use crate::term::{AFTER_STOP, unbuffered_stdout, write_or_stop};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -235,44 +233,15 @@ const TTY_ENTER: &str = "\x1b[?25l\x1b[?7l";
 const TTY_LEAVE: &str = "\x1b[?7h\x1b[?25h";
 
 /// Writes [`TTY_LEAVE`] after a stop signal or a Ctrl-Z if the terminal takes it within
-/// 100 ms, and never blocks: no signal is left to interrupt a write the terminal holds up
-/// (Ctrl-S, a terminal program that stopped reading). Through the terminal opened anew,
-/// non-blocking (`O_NONBLOCK` on stdout would be the shell's too). A terminal that does not
-/// take it is left as it is: it was not reading anyway. Where the terminal cannot be opened anew (no
-/// `/proc`, or a terminal of another user after `su`: opening checks its mode, a write to
-/// the descriptor we hold does not), through stdout itself, once `poll` says it takes bytes
-/// (12 bytes to a terminal with room do not block).
+/// [`AFTER_STOP`], and never blocks (see [`Out`](crate::term::Out)): no signal is left to
+/// end a write the terminal holds up (Ctrl-S, a terminal program that stopped reading). A
+/// terminal that does not take it is left as it is: it was not reading anyway.
 fn leave_after_stop() {
-    let tty = match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open("/proc/self/fd/1")
-    {
-        Ok(tty) => tty,
-        Err(_) => match unbuffered_stdout() {
-            Ok(out) => out,
-            Err(_) => return,
-        },
+    let Ok(out) = unbuffered_stdout() else {
+        return;
     };
-    let deadline = Instant::now() + Duration::from_millis(100);
-    let mut rest = TTY_LEAVE.as_bytes();
-    while !rest.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut p = libc::pollfd {
-            fd: tty.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, of a descriptor `tty` holds open.
-        if left.is_zero() || unsafe { libc::poll(&mut p, 1, left.as_millis() as i32) } <= 0 {
-            return;
-        }
-        match (&tty).write(rest) {
-            Ok(n) if n > 0 => rest = &rest[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            _ => return,
-        }
-    }
+    let deadline = Instant::now() + AFTER_STOP;
+    let _ = out.write_all(TTY_LEAVE.as_bytes(), &mut || Instant::now() >= deadline);
 }
 
 /// The text that draws `rows` over the previous draw of `drawn` lines, and its number of

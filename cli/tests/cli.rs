@@ -1956,18 +1956,20 @@ fn watch_blocked_on_a_full_stdout_pipe_stops_on_sigterm() {
     );
 }
 
-/// Waits (within LONG) until `child` is in a write to (a duplicate of) its stdout, as
-/// /proc/PID/syscall shows it: the syscall number, then the descriptor. Kills it and fails
-/// the test if it never is.
+/// Waits (within LONG) until `child` waits for the reader of its stdout, as
+/// /proc/PID/syscall shows it: in a write to (a duplicate of) its stdout (the syscall number,
+/// then the descriptor), or in the `poll` of one descriptor that a write which would block
+/// waits in (the tool's writes never block). Kills it and fails the test if it never does.
 fn wait_blocked_writing_stdout(child: &mut std::process::Child) {
     let pid = child.id();
     let fd_target = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
     let blocked = || {
-        common::blocked_syscall(pid, pid).is_some_and(|(nr, args)| {
-            nr == libc::SYS_write
-                && args.first().is_some_and(|fd| {
-                    fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
-                })
+        common::blocked_syscall(pid, pid).is_some_and(|(nr, args)| match nr {
+            libc::SYS_write => args.first().is_some_and(|fd| {
+                fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
+            }),
+            libc::SYS_poll | libc::SYS_ppoll => args.get(1) == Some(&1),
+            _ => false,
         })
     };
     let deadline = std::time::Instant::now() + common::LONG;

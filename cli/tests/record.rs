@@ -19,7 +19,8 @@
 //! the directories it creates for `--out`) with `--fsync` (injected by `LD_PRELOAD`), which
 //! is never called without it, and those a network file system reports at `close` without
 //! it (injected too; they stop the recording at the next frame, or poll). A reader of its
-//! output that went away does not kill the recorder (SIGPIPE) before its exit status. The
+//! output that went away does not kill the recorder (SIGPIPE) before its exit status, and
+//! one that takes nothing (a full stderr pipe) does not keep it past one Ctrl-C. The
 //! full disk is a
 //! file-size limit, with SIGXFSZ at its default (the recorder ignores it itself). FITS cubes are never created over a
 //! file or through a link (also one put there after the check, as `LD_PRELOAD` makes it),
@@ -2047,6 +2048,93 @@ fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly
         assert_eq!(check(&out, "fits", 1000), (1, FRAMES as usize), "{diag}");
         assert_eq!(endings(&out), ["0 True"], "{diag}");
     }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A pipe whose write end takes nothing more: its buffer (made one page) is full and its
+/// read end, returned with it, never read.
+fn full_pipe() -> (std::fs::File, std::fs::File) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe2` writes two descriptors into the array, which we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both just made by `pipe2`, owned by nothing else.
+    let (read, mut write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: F_SETPIPE_SZ, F_GETFL and F_SETFL on a descriptor `write` holds change only
+    // this pipe and this open file description.
+    let flags = unsafe {
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096);
+        let flags = libc::fcntl(fds[1], libc::F_GETFL);
+        libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK);
+        flags
+    };
+    while write.write(&[b'x'; 4096]).is_ok() {}
+    // SAFETY: as above: blocking again, as a reader that stopped reading leaves it.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags) };
+    (read, write)
+}
+
+/// One Ctrl-C ends a recording whose stderr reader takes nothing (`2>&1 | less` paused):
+/// the summary, which cannot be written, is dropped and the recorder exits by its own rule
+/// (0: nothing lost), its file finished. (std's `write_all` retried the summary's blocked
+/// write until a second signal.)
+#[test]
+fn one_signal_ends_a_recording_whose_stderr_reader_takes_nothing() {
+    let (name, _c, _s) = camera("rec-stalled-stderr", RING);
+    let out = out_dir("rec-stalled-stderr");
+    let (_never_read, stderr) = full_pipe();
+    let mut c = Command::new(bin());
+    c.args([
+        "record",
+        &name,
+        "--duration",
+        "600",
+        "--format",
+        "npy",
+        "--out",
+    ])
+    .arg(&out)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(stderr);
+    common::default_stop_signals(&mut c);
+    common::die_with_spawner(&mut c);
+    let mut child = c.spawn().unwrap();
+    // Its first file is there once it records (the stop signals caught before).
+    let first = out.join(format!("{name}_000000000.npy"));
+    let deadline = Instant::now() + LONG;
+    while !first.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "record exited early");
+        assert!(Instant::now() < deadline, "no file in {LONG:?}");
+        // Polling the file system, which has no wait for a file; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + LONG;
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("record still running {LONG:?} after one SIGINT, its stderr full");
+        }
+        // Polling a child's exit, which has no wait with a timeout; not a synchronizing sleep.
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(st.code(), Some(0), "{st}");
+    // Finished: the frame count in the header (0), not the unfinished one's u64::MAX.
+    let cube = std::fs::read(&first).unwrap();
+    let header = String::from_utf8_lossy(&cube[..cube.len().min(128)]);
+    assert!(header.contains("'shape': (0, 6, 5)"), "{header:?}");
     let _ = std::fs::remove_dir_all(out);
 }
 
