@@ -377,6 +377,77 @@ mod tests {
         assert_eq!(flags & libc::O_NONBLOCK, 0);
     }
 
+    /// A signal while a write waits in `poll` for a reader (a second Ctrl-C, a Ctrl-Z while
+    /// `watch` gives the terminal back its modes) does not end the wait: the write goes on
+    /// once the reader reads. (It gave up at EINTR, leaving the cursor hidden.)
+    #[test]
+    fn a_signal_while_a_write_waits_for_its_reader_does_not_end_the_wait() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static HANDLED: AtomicBool = AtomicBool::new(false);
+        extern "C" fn handled(_: libc::c_int) {
+            HANDLED.store(true, Ordering::Relaxed);
+        }
+        // SAFETY: a handler that stores to an atomic (async-signal-safe), without
+        // SA_RESTART, for SIGUSR1, which nothing else in the tests uses; `sa_mask` set by
+        // `sigemptyset`.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            let handler: extern "C" fn(libc::c_int) = handled;
+            sa.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both just made by `pipe`, owned by nothing else.
+        let (mut read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        };
+        let out = Out::of(write.as_fd()).unwrap();
+        while out
+            .write_some(&[b'x'; 4096], &mut || true)
+            .unwrap()
+            .is_some()
+        {}
+        // SAFETY: pthread_self and gettid have no preconditions.
+        let (me, tid) = unsafe { (libc::pthread_self(), libc::gettid()) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let written = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let polling = || {
+                    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).is_ok_and(
+                        |s| {
+                            let nr = s.split(' ').next().and_then(|n| n.parse().ok());
+                            #[cfg(target_arch = "x86_64")]
+                            if nr == Some(libc::SYS_poll) {
+                                return true;
+                            }
+                            nr == Some(libc::SYS_ppoll)
+                        },
+                    )
+                };
+                while !polling() {
+                    assert!(Instant::now() < deadline, "the write never waited in poll");
+                    std::thread::yield_now();
+                }
+                // SAFETY: signalling a thread of this process that outlives the scope.
+                assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGUSR1) }, 0);
+                // The reader reads again once the signal cut the wait short (the handler ran on
+                // its way out of `poll`, the pipe still full).
+                while !HANDLED.load(Ordering::Relaxed) {
+                    assert!(Instant::now() < deadline, "the signal was never handled");
+                    std::thread::yield_now();
+                }
+                let mut buf = [0; 65536];
+                std::io::Read::read(&mut read, &mut buf).unwrap();
+            });
+            out.write_all(b"after", &mut || Instant::now() >= deadline)
+        });
+        assert!(written.unwrap(), "gave up before the reader read");
+    }
+
     #[test]
     fn control_and_bidi_characters_are_escaped_and_plain_names_borrowed() {
         assert!(matches!(printable("cam0 ü"), Cow::Borrowed("cam0 ü")));

@@ -1968,7 +1968,9 @@ fn wait_blocked_writing_stdout(child: &mut std::process::Child) {
             libc::SYS_write => args.first().is_some_and(|fd| {
                 fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
             }),
-            libc::SYS_poll | libc::SYS_ppoll => args.get(1) == Some(&1),
+            libc::SYS_ppoll => args.get(1) == Some(&1),
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_poll => args.get(1) == Some(&1),
             _ => false,
         })
     };
