@@ -2051,6 +2051,40 @@ fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// Frames a pyshmem writer publishes past a history stream's ring just before the stream is
+/// unlinked are lost, not "all on file": the recording of an unlinked stream ends
+/// complete, but its status is 1 and the end is said with the counts. Skipped without
+/// Python.
+#[test]
+fn frames_published_past_the_ring_before_an_unlink_are_lost() {
+    let Some(py) = common::python() else {
+        return;
+    };
+    let (name, _c, _s) = camera("rec-unlink-pyshmem", RING);
+    let out = out_dir("rec-unlink-pyshmem");
+    let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
+    let pid = r.pid() as i32;
+    let first = out.join(format!("{name}_000000000.npy"));
+    wait_until(&mut r, "first cube", || first.exists());
+    // Frozen, it finds the three frames and the unlink together when it runs again.
+    common::freeze(pid);
+    let lines = common::run_py(&py, "peer.py", &["write_n", &name, "3", "1"], LONG);
+    assert!(lines.iter().any(|l| l == "wrote 3"), "{lines:?}");
+    shmstream::unlink(&name).unwrap();
+    common::thaw(pid);
+    let st = r.wait_timeout(LONG);
+    let diag = r.diagnostics();
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(
+        diag.contains(&format!(
+            "stream '{name}' was unlinked (its producer ended?) after 0 frames, 0 on file, 3 lost"
+        )),
+        "{diag}"
+    );
+    assert_eq!(summary_count(&diag, "lost"), 3, "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
 /// A pipe whose write end takes nothing more: its buffer (made one page) is full and its
 /// read end, returned with it, never read.
 fn full_pipe() -> (std::fs::File, std::fs::File) {

@@ -32,7 +32,8 @@
 //! disk once, before recording. A stream whose recording fails (replaced by a newer stream of
 //! its name) is reported at once, the others record on; so is one unlinked with no newer
 //! stream of its name (its producer ended): its recording ends there without an error, its
-//! files complete (frames of a plain stream published since the last one read are lost). The summary counts the frames on
+//! files complete (frames published since the last one read are lost: a plain stream's,
+//! or a pyshmem writer's that skipped a history stream's ring). The summary counts the frames on
 //! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
@@ -794,15 +795,13 @@ fn record_stream(
                     cubes.check_finished()?;
                 }
                 Err(Error::Stale { name }) => {
-                    // A plain stream's frames published since the last one taken (and still
-                    // wanted) went unread: lost with it.
-                    if cursor.is_none() {
-                        let wanted = wanted(plan, taken);
-                        p.lost.fetch_add(
-                            unread(s.count(), last, drain_to, wanted),
-                            Ordering::Relaxed,
-                        );
-                    }
+                    // Frames published since the last one taken (and still wanted) went
+                    // unread: lost with it. A plain stream's latest only, and a history
+                    // stream's that skipped the ring (a pyshmem writer's), which its cursor
+                    // never returned.
+                    let wanted = wanted(plan, taken);
+                    p.lost
+                        .fetch_add(unread(s.count(), last, drain_to, wanted), Ordering::Relaxed);
                     // Its producer ended (unlinking it): the recording holds every frame the
                     // stream published (but those counted lost).
                     if unlinked(&name) {
