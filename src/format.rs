@@ -5,7 +5,9 @@
 //! [`decode`] checks every rule pyshmem's `_validate_metadata_header` checks, in its order
 //! (except that a segment shorter than 512 bytes, not a v2 one, is [`FormatError::TooShort`]
 //! before its magic and version are read), and reports the first one broken as a
-//! [`FormatError`].
+//! [`FormatError`]. One deliberate difference: pyshmem refuses [`FLAG_CUDA_IPC`] as an
+//! unknown bit; we accept it on a GPU header (shmstream's own GPU streams set it) and refuse
+//! it on a CPU one ([`FormatError::CudaIpcWithoutGpu`]).
 
 use crate::dtype::Dtype;
 
@@ -136,6 +138,9 @@ pub enum FormatError {
     /// Unknown feature bits.
     #[error("unsupported metadata flags 0x{0:x}")]
     UnknownFlags(u32),
+    /// The CUDA IPC bit on a header without the GPU bit (nothing creates one).
+    #[error("CUDA_IPC flag without the GPU flag (flags 0x{0:x})")]
+    CudaIpcWithoutGpu(u32),
     /// The instance-id flag with a zero id.
     #[error("instance_id metadata cannot be zero")]
     ZeroInstanceId,
@@ -377,6 +382,9 @@ pub fn decode(bytes: &[u8], expected_name: Option<&str>) -> Result<Header, Forma
     let flags = u32_at(b, offset::FLAGS);
     if flags & !KNOWN_FLAGS != 0 {
         return Err(FormatError::UnknownFlags(flags));
+    }
+    if flags & FLAG_CUDA_IPC != 0 && flags & FLAG_GPU == 0 {
+        return Err(FormatError::CudaIpcWithoutGpu(flags));
     }
     let mut instance_id = [0u8; 16];
     instance_id.copy_from_slice(&b[offset::INSTANCE_ID..offset::INSTANCE_ID + 16]);
@@ -696,6 +704,14 @@ mod tests {
                     )
                 },
                 |e| matches!(e, FormatError::UnknownFlags(_)),
+            ),
+            (
+                "cuda ipc without gpu",
+                |b| {
+                    let f = u32_at(b, offset::FLAGS) | FLAG_CUDA_IPC;
+                    set(b, offset::FLAGS, &f.to_le_bytes())
+                },
+                |e| matches!(e, FormatError::CudaIpcWithoutGpu(_)),
             ),
             (
                 "zero id",

@@ -15,8 +15,8 @@ use common::{Cleanup, LONG, unique_name};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use shmstream::format::{
-    self, FLAG_CPU_MIRROR, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError, HEADER_BYTES,
-    Header, KNOWN_FLAGS, MAX_DIMS, META_BYTES, NewHeader, offset,
+    self, FLAG_CPU_MIRROR, FLAG_CUDA_IPC, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError,
+    HEADER_BYTES, Header, KNOWN_FLAGS, MAX_DIMS, META_BYTES, NewHeader, offset,
 };
 use shmstream::ndarray::Array2;
 use shmstream::{Dtype, Error, Stream, StreamConfig};
@@ -296,6 +296,14 @@ fn every_rule_broken_in_a_planted_meta_segment_is_reported_by_open_and_stat() {
             "flags",
             |b| put(b, offset::FLAGS, &0xffff_0000u32.to_le_bytes()),
             |e| matches!(e, FormatError::UnknownFlags(_)),
+        ),
+        (
+            "cuda ipc without gpu",
+            |b| {
+                let f = u32_at(b, offset::FLAGS) | FLAG_CUDA_IPC;
+                put(b, offset::FLAGS, &f.to_le_bytes())
+            },
+            |e| matches!(e, FormatError::CudaIpcWithoutGpu(_)),
         ),
         (
             "zero id",
@@ -1263,7 +1271,8 @@ fn pyshmem_float_quirk(line: &str) -> bool {
 
 /// For 2000 mutated headers (magic kept, so pyshmem takes its v3 path) our decoder and
 /// pyshmem 1.4.0's validator accept exactly the same ones, except integers above 2^53 that
-/// pyshmem's float64 conversion refuses (see `pyshmem_float_quirk`).
+/// pyshmem's float64 conversion refuses (see `pyshmem_float_quirk`) and GPU headers with
+/// shmstream's CUDA_IPC bit, which pyshmem refuses as unknown.
 #[test]
 fn decode_agrees_with_pyshmem_on_mutated_headers() {
     let Some(py) = common::python() else { return };
@@ -1303,9 +1312,22 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
     assert_eq!(lines[0], format!("results {}", ours.len()));
     let mut accepted = 0;
     let mut float_quirk = 0;
+    let mut cuda_ipc = 0;
     for (i, (line, ours)) in lines[1..].iter().zip(&ours).enumerate() {
         let theirs_ok = line == "ok";
         accepted += usize::from(theirs_ok && ours.is_ok());
+        if let Ok(h) = ours
+            && h.flags & (FLAG_GPU | FLAG_CUDA_IPC) == FLAG_GPU | FLAG_CUDA_IPC
+        {
+            // Deliberate difference: shmstream's own GPU streams set CUDA_IPC, which pyshmem
+            // refuses as an unknown flag (so it never reads our IPC layout).
+            assert!(
+                line.contains("unsupported metadata flags"),
+                "header {i}: pyshmem {line}"
+            );
+            cuda_ipc += 1;
+            continue;
+        }
         if ours.is_ok() && !theirs_ok && pyshmem_float_quirk(line) {
             // Known, deliberate difference: pyshmem converts every integer field through a
             // float64 and refuses values above 2^53 that do not survive the round trip (a pid
@@ -1321,7 +1343,7 @@ fn decode_agrees_with_pyshmem_on_mutated_headers() {
         );
     }
     eprintln!(
-        "{} headers: {accepted} accepted by both, {float_quirk} refused only by pyshmem's float64 check, the rest refused by both",
+        "{} headers: {accepted} accepted by both, {float_quirk} refused only by pyshmem's float64 check, {cuda_ipc} GPU+CUDA_IPC ones refused only by pyshmem, the rest refused by both",
         ours.len()
     );
     assert!(
