@@ -682,9 +682,14 @@ impl Stream {
             Access::Write => ("write", "write_device_from_host / write_device"),
             Access::View => ("view", "WriteGuard::device_view"),
         };
+        // No shmstream reads pyshmem's device payload (its torch IPC pickle), on any host.
+        let pyshmem_gpu = self.flags & format::FLAG_CUDA_IPC == 0;
         Error::Unsupported {
             name: self.name.clone(),
             what: match self.gpu.detached_reason() {
+                Some(_) if pyshmem_gpu => format!(
+                    "this GPU stream was created by pyshmem without a CPU mirror, and shmstream cannot read pyshmem's device payload (torch IPC pickle) on any host: {verb} it with pyshmem on the GPU host, or have its producer create it with cpu_mirror=True"
+                ),
                 Some(r) => format!(
                     "this GPU stream has no CPU mirror and this handle cannot reach the device ({r}): {verb} it where the GPU and its producer are, with {with}, or recreate it with cpu_mirror(true)"
                 ),

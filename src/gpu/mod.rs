@@ -784,6 +784,27 @@ pub(crate) mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A pyshmem GPU stream without a mirror is unreadable here on every host: the remedy
+    /// is pyshmem or a mirror, never a device read that refuses its format.
+    #[test]
+    fn a_pyshmem_gpu_stream_without_a_mirror_names_pyshmem_as_the_remedy() {
+        let name = format!("gpu-pyshmem-nomirror-{}", std::process::id());
+        fake_gpu_stream(&name, false, false, layout::STATE_LIVE);
+        let s = crate::Stream::open(&name).unwrap();
+        let e = s.read::<f32>().unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains(&name)
+                && e.contains("read it with pyshmem on the GPU host")
+                && e.contains("cpu_mirror=True")
+                && !e.contains("read_device_to_host"),
+            "{e}"
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     #[test]
     fn foreign_or_released_gpu_segments_are_reported() {
         let name = format!("gpu-foreign-{}", std::process::id());
