@@ -153,15 +153,24 @@ fn abandoned(name: &str) -> Error {
 }
 
 /// Bytes of shared memory a stream of `size` payload bytes keeping `history` frames takes:
-/// its payload, `_meta` and history ring.
+/// its payload, `_meta` and history ring, each rounded up to whole pages as tmpfs stores
+/// them.
 pub(crate) fn stream_bytes(size: usize, history: usize) -> u64 {
     let ring = match history {
         0 => 0,
         n => crate::history::ring_bytes(n, size).unwrap_or(usize::MAX),
     };
-    (size as u64)
-        .saturating_add(META_BYTES as u64)
-        .saturating_add(ring as u64)
+    segments_bytes(
+        &[size as u64, META_BYTES as u64, ring as u64],
+        sys::page_size() as u64,
+    )
+}
+
+/// Bytes tmpfs takes for segments of `lens` bytes: each rounded up to whole `page`s.
+fn segments_bytes(lens: &[u64], page: u64) -> u64 {
+    lens.iter()
+        .map(|&len| sys::whole_pages(len, page))
+        .fold(0, u64::saturating_add)
 }
 
 /// [`Error::FileSizeLimit`] when a segment of the stream (`size` payload bytes, `history`
@@ -269,11 +278,17 @@ pub(crate) fn build(
     // The whole stream (with `extra` bytes of other segments) did not fit, in the room there
     // is without its parts made so far (called once they are removed).
     let whole_stream = |e: Error, extra: u64| match e {
-        Error::NoSpace { name, .. } => Error::NoSpace {
-            name,
-            needed: stream_bytes(size, o.history).saturating_add(extra),
-            available: sys::shm_available(),
-        },
+        Error::NoSpace { name, .. } => {
+            let needed = stream_bytes(size, o.history)
+                .saturating_add(segments_bytes(&[extra], sys::page_size() as u64));
+            let room = sys::shm_room();
+            Error::NoSpace {
+                name,
+                needed,
+                available: room.map(|r| r.bytes),
+                out_of_inodes: room.is_some_and(|r| r.out_of_inodes(needed)),
+            }
+        }
         e => e,
     };
     let (payload, meta, instance_id, history) = made.map_err(|e| {
@@ -366,6 +381,18 @@ mod tests {
         pub(super) static RING_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
+    /// Each segment counts whole pages, as tmpfs stores them: a 100-byte stream on a 4 KiB
+    /// tmpfs needs two pages (its payload and its `_meta`), not 612 bytes that would fit.
+    #[test]
+    fn stream_bytes_counts_whole_pages_per_segment() {
+        assert_eq!(segments_bytes(&[100, META_BYTES as u64, 0], 4096), 8192);
+        assert_eq!(segments_bytes(&[4096, 512, 4097], 4096), 4096 * 4);
+        assert_eq!(segments_bytes(&[100, 512], 65536), 2 * 65536);
+        assert_eq!(segments_bytes(&[u64::MAX, 512], 4096), u64::MAX);
+        let page = sys::page_size() as u64;
+        assert_eq!(stream_bytes(100, 0), 2 * page);
+    }
+
     /// `NoSpace` says the bytes of the whole stream (payload, `_meta` and ring; it said the
     /// failing segment's) and the room once the parts made were removed (it was measured
     /// with them). The payload is really made (256 MiB, or a quarter of the room where that
@@ -375,7 +402,7 @@ mod tests {
     fn no_space_says_the_whole_stream_and_the_room_without_its_parts() {
         let name = format!("nospace-whole-{}", sys::pid());
         let _ = crate::catalog::unlink(&name);
-        let free = sys::shm_available().expect("statvfs /dev/shm");
+        let free = sys::shm_room().expect("statvfs /dev/shm").bytes;
         let payload = (256usize << 20).min((free / 4) as usize);
         RING_FULL.with(|f| f.set(true));
         let made = StreamOptions::new(&name)

@@ -297,18 +297,18 @@ pub enum Error {
         /// What is wrong, and the remedy.
         reason: String,
     },
-    /// `/dev/shm` has no room for a new stream.
-    #[error(
-        "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {}: remove streams nobody uses (`shmstream purge`), make this one smaller, or enlarge /dev/shm",
-        room(.available)
-    )]
+    /// `/dev/shm` has no room for a new stream: no bytes, or no inodes (`out_of_inodes`).
+    #[error("{}", no_space(.name, *.needed, .available, *.out_of_inodes))]
     NoSpace {
         /// The stream.
         name: String,
-        /// Bytes of the whole stream: payload, `_meta` and history ring.
+        /// Bytes of the whole stream: payload, `_meta` and history ring, each rounded up to
+        /// whole pages as tmpfs stores them.
         needed: u64,
         /// Bytes free in `/dev/shm` once the parts made so far were removed, if known.
         available: Option<u64>,
+        /// Whether `/dev/shm` ran out of inodes (files: tmpfs `nr_inodes`) rather than bytes.
+        out_of_inodes: bool,
     },
     /// A segment of a new stream is larger than this process's file-size limit
     /// (`ulimit -f`, `RLIMIT_FSIZE`): nothing was made.
@@ -616,6 +616,25 @@ fn room(available: &Option<u64>) -> String {
     }
 }
 
+/// [`Error::NoSpace`]'s text: the bytes needed and free, and a remedy for what ran out.
+fn no_space(name: &str, needed: u64, available: &Option<u64>, out_of_inodes: bool) -> String {
+    if out_of_inodes {
+        format!(
+            "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {} but no \
+             free inodes (its tmpfs `nr_inodes` limit on files): remove streams nobody uses \
+             (`shmstream purge`), or remount /dev/shm with more inodes (`mount -o \
+             remount,nr_inodes=N /dev/shm`)",
+            room(available)
+        )
+    } else {
+        format!(
+            "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {}: remove \
+             streams nobody uses (`shmstream purge`), make this one smaller, or enlarge /dev/shm",
+            room(available)
+        )
+    }
+}
+
 impl Error {
     /// An OS error; a [`crate::trust::Refused`] file becomes [`Error::Untrusted`], a
     /// [`crate::trust::Denied`] one [`Error::AccessDenied`].
@@ -661,6 +680,7 @@ impl Error {
                 name: name.to_owned(),
                 needed: bytes as u64,
                 available: None,
+                out_of_inodes: false,
             },
             Some(libc::EFBIG) => match crate::sys::file_size_limit() {
                 Some(limit) if bytes as u64 > limit => Error::FileSizeLimit {
@@ -786,6 +806,44 @@ mod tests {
         assert!(
             spaced.to_string().ends_with("`shmstream unlink 'my cam'`"),
             "{spaced}"
+        );
+    }
+
+    /// `ENOSPC` with the bytes free (or no inode free) is out of inodes, and says so: the
+    /// bytes remedy would contradict the numbers it shows.
+    #[test]
+    fn no_space_tells_inodes_from_bytes() {
+        use crate::sys::ShmRoom;
+        let room = |bytes, inodes, inodes_free| ShmRoom {
+            bytes,
+            inodes,
+            inodes_free,
+        };
+        assert!(!room(4096, 1000, 10).out_of_inodes(8192), "short of bytes");
+        assert!(room(1 << 20, 1000, 10).out_of_inodes(8192), "bytes enough");
+        assert!(room(0, 1000, 0).out_of_inodes(8192), "no inode free");
+        assert!(!room(1 << 20, 0, 0).out_of_inodes(8192), "no inode limit");
+        let e = |out_of_inodes| {
+            Error::NoSpace {
+                name: "cam0".into(),
+                needed: 8192,
+                available: Some(1 << 20),
+                out_of_inodes,
+            }
+            .to_string()
+        };
+        let inodes = e(true);
+        assert!(
+            inodes.starts_with("stream 'cam0' needs 8192 bytes")
+                && inodes.contains("no free inodes")
+                && inodes.contains("nr_inodes")
+                && !inodes.contains("make this one smaller"),
+            "{inodes}"
+        );
+        let bytes = e(false);
+        assert!(
+            bytes.contains("make this one smaller") && !bytes.contains("inodes"),
+            "{bytes}"
         );
     }
 

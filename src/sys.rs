@@ -383,8 +383,42 @@ fn write_each_page(file: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Bytes free for an unprivileged process in `/dev/shm` (`statvfs`), if it can be read.
-pub(crate) fn shm_available() -> Option<u64> {
+/// The system's page size (4096 if `sysconf` cannot say).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// `bytes` rounded up to whole pages of `page` bytes (saturating): what tmpfs stores for a
+/// segment of `bytes`.
+pub(crate) fn whole_pages(bytes: u64, page: u64) -> u64 {
+    bytes.div_ceil(page).saturating_mul(page)
+}
+
+/// Room left in `/dev/shm` for an unprivileged process (`statvfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShmRoom {
+    /// Bytes free.
+    pub bytes: u64,
+    /// Inodes (files) the filesystem has in all; 0 when it has no inode limit (tmpfs
+    /// `nr_inodes=0`).
+    pub inodes: u64,
+    /// Inodes free.
+    pub inodes_free: u64,
+}
+
+impl ShmRoom {
+    /// Whether a creation of `needed` bytes that failed with `ENOSPC` ran out of inodes
+    /// (tmpfs `nr_inodes`) rather than bytes: the filesystem limits inodes and has none
+    /// free, or it has the bytes.
+    pub(crate) fn out_of_inodes(&self, needed: u64) -> bool {
+        self.inodes > 0 && (self.inodes_free == 0 || self.bytes >= needed)
+    }
+}
+
+/// The room left in `/dev/shm` (`statvfs`), if it can be read.
+pub(crate) fn shm_room() -> Option<ShmRoom> {
     let path = CString::new(SHM_DIR).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `path` is NUL-terminated and `st` is valid for writes of one `statvfs`.
@@ -395,7 +429,11 @@ pub(crate) fn shm_available() -> Option<u64> {
     // SAFETY: statvfs filled `st` (it returned 0).
     let st = unsafe { st.assume_init() };
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some(ShmRoom {
+        bytes: st.f_bavail as u64 * st.f_frsize as u64,
+        inodes: st.f_files as u64,
+        inodes_free: st.f_favail as u64,
+    })
 }
 
 /// Where Linux keeps POSIX shared-memory objects.

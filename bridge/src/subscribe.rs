@@ -1358,6 +1358,7 @@ mod tests {
                 name: name(),
                 needed: 1 << 30,
                 available: Some(0),
+                out_of_inodes: false,
             },
             Error::FileSizeLimit {
                 name: name(),

@@ -28,9 +28,7 @@ pub(crate) struct HostRegistration {
 unsafe impl Send for HostRegistration {}
 
 fn page() -> usize {
-    // SAFETY: sysconf with a valid name has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
+    crate::sys::page_size()
 }
 
 fn check(r: sys::CUresult) -> Result<(), DriverError> {
