@@ -528,15 +528,23 @@ fn for_stream(name: &str) -> String {
 }
 
 /// What to do about an [`out_of_resources`] error ("" for any other).
-pub(crate) fn exhaustion_remedy(e: &std::io::Error) -> &'static str {
+pub(crate) fn exhaustion_remedy(e: &std::io::Error) -> std::borrow::Cow<'static, str> {
     match e.raw_os_error() {
-        Some(libc::EMFILE) => ": close some files or raise `ulimit -n`, then retry",
-        Some(libc::ENFILE) => {
-            ": the system's open-file table is full: close some files (or raise \
-             fs.file-max), then retry"
-        }
-        Some(libc::ENOMEM) => ": free some memory, then retry",
-        _ => "",
+        Some(libc::EMFILE) => ": close some files or raise `ulimit -n`, then retry".into(),
+        Some(libc::ENFILE) => ": the system's open-file table is full: close some files (or \
+                               raise fs.file-max), then retry"
+            .into(),
+        Some(libc::ENOMEM) => out_of_memory_remedy(crate::sys::address_space_limit()).into(),
+        _ => "".into(),
+    }
+}
+
+/// The remedy for `ENOMEM` under an address-space limit (`ulimit -v`) of `limit` bytes, if
+/// finite: the limit, not the host's memory, may be what ran out.
+fn out_of_memory_remedy(limit: Option<u64>) -> String {
+    match limit {
+        Some(n) => format!(": free some memory or raise `ulimit -v` (now {n} bytes), then retry"),
+        None => ": free some memory, then retry".to_owned(),
     }
 }
 
@@ -880,10 +888,13 @@ mod tests {
             "{text}"
         );
         assert!(io(libc::ENFILE).to_string().contains("fs.file-max"));
-        assert!(
-            io(libc::ENOMEM)
-                .to_string()
-                .ends_with("free some memory, then retry")
+        let text = io(libc::ENOMEM).to_string();
+        assert!(text.contains(": free some memory"), "{text}");
+        assert_eq!(out_of_memory_remedy(None), ": free some memory, then retry");
+        let limited = out_of_memory_remedy(Some(1 << 30));
+        assert_eq!(
+            limited,
+            ": free some memory or raise `ulimit -v` (now 1073741824 bytes), then retry"
         );
         let text = io(libc::EACCES).to_string();
         assert!(text.ends_with("Permission denied (os error 13)"), "{text}");

@@ -26,12 +26,22 @@ pub(crate) fn euid() -> u32 {
 /// unlimited or unknown. Sizing a segment past it raises `SIGXFSZ`, whose default action
 /// kills the process (`Segment::create` refuses such a size first).
 pub(crate) fn file_size_limit() -> Option<u64> {
+    soft_limit(libc::RLIMIT_FSIZE as i32)
+}
+
+/// This process's address-space limit (`ulimit -v`, `RLIMIT_AS`) in bytes, if finite.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    soft_limit(libc::RLIMIT_AS as i32)
+}
+
+/// The soft limit on `resource`, if finite.
+fn soft_limit(resource: i32) -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is valid for writes of one `rlimit` for the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
+    let rc = unsafe { libc::getrlimit(resource as _, &mut lim) };
     #[allow(clippy::unnecessary_cast)] // the field type differs between targets
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
