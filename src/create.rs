@@ -198,6 +198,21 @@ fn refuse_over_file_size_limit(name: &str, size: usize, history: usize) -> Resul
     }
 }
 
+/// [`Error::NoSpace`] when a stream of `needed` bytes is more than this process's memory
+/// cgroup has left under its limit ([`crate::cgroup`]): filling its pages past the limit
+/// would get the process OOM-killed, leaving its half-made segments behind.
+fn refuse_over_cgroup_limit(name: &str, needed: u64) -> Result<()> {
+    match crate::cgroup::room_now() {
+        Some(room) if needed > room.left => Err(Error::NoSpace {
+            name: name.to_owned(),
+            needed,
+            available: Some(room.left),
+            shortage: crate::error::Shortage::Cgroup { limit: room.limit },
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Builds and publishes the segments of stream `o.name` (`size` payload bytes). The caller
 /// holds the stream's name lock.
 pub(crate) fn build(
@@ -216,6 +231,7 @@ pub(crate) fn build(
     // Fail early without building a large payload for nothing (the renames re-check).
     refuse_taken(name)?;
     refuse_over_file_size_limit(name, size, o.history)?;
+    refuse_over_cgroup_limit(name, stream_bytes(size, o.history))?;
     let history_id = name::history_id(name);
     // A ring name squatted by something not ours is said as such too (ours, a leftover, is
     // replaced below).
@@ -286,7 +302,10 @@ pub(crate) fn build(
                 name,
                 needed,
                 available: room.map(|r| r.bytes),
-                out_of_inodes: room.is_some_and(|r| r.out_of_inodes(needed)),
+                shortage: match room.is_some_and(|r| r.out_of_inodes(needed)) {
+                    true => crate::error::Shortage::Inodes,
+                    false => crate::error::Shortage::Bytes,
+                },
             }
         }
         e => e,

@@ -297,18 +297,20 @@ pub enum Error {
         /// What is wrong, and the remedy.
         reason: String,
     },
-    /// `/dev/shm` has no room for a new stream: no bytes, or no inodes (`out_of_inodes`).
-    #[error("{}", no_space(.name, *.needed, .available, *.out_of_inodes))]
+    /// No room for a new stream: `/dev/shm` is short of bytes or inodes, or the process's
+    /// memory cgroup of memory (see `shortage`).
+    #[error("{}", no_space(.name, *.needed, .available, .shortage))]
     NoSpace {
         /// The stream.
         name: String,
         /// Bytes of the whole stream: payload, `_meta` and history ring, each rounded up to
         /// whole pages as tmpfs stores them.
         needed: u64,
-        /// Bytes free in `/dev/shm` once the parts made so far were removed, if known.
+        /// Bytes free in `/dev/shm` once the parts made so far were removed, if known (for
+        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit).
         available: Option<u64>,
-        /// Whether `/dev/shm` ran out of inodes (files: tmpfs `nr_inodes`) rather than bytes.
-        out_of_inodes: bool,
+        /// What ran out.
+        shortage: Shortage,
     },
     /// A segment of a new stream is larger than this process's file-size limit
     /// (`ulimit -f`, `RLIMIT_FSIZE`): nothing was made.
@@ -624,9 +626,37 @@ fn room(available: &Option<u64>) -> String {
     }
 }
 
+/// What [`Error::NoSpace`] ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shortage {
+    /// Bytes in `/dev/shm`.
+    Bytes,
+    /// Inodes (files) in `/dev/shm`: its tmpfs `nr_inodes` limit.
+    Inodes,
+    /// Memory under the process's memory cgroup (v2) limit, which its shared memory counts
+    /// against: refused at create, as filling past it gets the process OOM-killed.
+    Cgroup {
+        /// The cgroup's `memory.max`, in bytes.
+        limit: u64,
+    },
+}
+
 /// [`Error::NoSpace`]'s text: the bytes needed and free, and a remedy for what ran out.
-fn no_space(name: &str, needed: u64, available: &Option<u64>, out_of_inodes: bool) -> String {
-    if out_of_inodes {
+fn no_space(name: &str, needed: u64, available: &Option<u64>, shortage: &Shortage) -> String {
+    if let Shortage::Cgroup { limit } = shortage {
+        return format!(
+            "stream '{name}' needs {needed} bytes of shared memory and this process's memory \
+             cgroup has {} under its limit of {limit} bytes (memory.max; shared memory counts \
+             against it, and filling past it gets the process OOM-killed): raise the \
+             container's memory limit, or make this stream smaller",
+            match available {
+                Some(b) => format!("{b} bytes left"),
+                None => "no room".into(),
+            }
+        );
+    }
+    if *shortage == Shortage::Inodes {
         format!(
             "stream '{name}' needs {needed} bytes of shared memory and /dev/shm has {} but no \
              free inodes (its tmpfs `nr_inodes` limit on files): remove streams nobody uses \
@@ -688,7 +718,7 @@ impl Error {
                 name: name.to_owned(),
                 needed: bytes as u64,
                 available: None,
-                out_of_inodes: false,
+                shortage: Shortage::Bytes,
             },
             Some(libc::EFBIG) => match crate::sys::file_size_limit() {
                 Some(limit) if bytes as u64 > limit => Error::FileSizeLimit {
@@ -831,16 +861,16 @@ mod tests {
         assert!(room(1 << 20, 1000, 10).out_of_inodes(8192), "bytes enough");
         assert!(room(0, 1000, 0).out_of_inodes(8192), "no inode free");
         assert!(!room(1 << 20, 0, 0).out_of_inodes(8192), "no inode limit");
-        let e = |out_of_inodes| {
+        let e = |shortage| {
             Error::NoSpace {
                 name: "cam0".into(),
                 needed: 8192,
                 available: Some(1 << 20),
-                out_of_inodes,
+                shortage,
             }
             .to_string()
         };
-        let inodes = e(true);
+        let inodes = e(Shortage::Inodes);
         assert!(
             inodes.starts_with("stream 'cam0' needs 8192 bytes")
                 && inodes.contains("no free inodes")
@@ -848,10 +878,18 @@ mod tests {
                 && !inodes.contains("make this one smaller"),
             "{inodes}"
         );
-        let bytes = e(false);
+        let bytes = e(Shortage::Bytes);
         assert!(
             bytes.contains("make this one smaller") && !bytes.contains("inodes"),
             "{bytes}"
+        );
+        let cgroup = e(Shortage::Cgroup { limit: 1 << 21 });
+        assert!(
+            cgroup.starts_with("stream 'cam0' needs 8192 bytes")
+                && cgroup.contains("1048576 bytes left under its limit of 2097152 bytes")
+                && cgroup.contains("raise the container's memory limit")
+                && !cgroup.contains("/dev/shm has"),
+            "{cgroup}"
         );
     }
 

@@ -44,6 +44,7 @@ compile_error!(
 pub mod asynchronous;
 mod backoff;
 mod catalog;
+mod cgroup;
 mod create;
 mod deadline;
 mod dtype;
@@ -76,7 +77,7 @@ pub use catalog::{
     unlink_quiet, unreadable_streams,
 };
 pub use dtype::{Dtype, Element};
-pub use error::{Awaited, Error, LossCause, Result};
+pub use error::{Awaited, Error, LossCause, Result, Shortage};
 pub use gpu::{GPU_SUPPORTED_DTYPES, device_count, gpu_available};
 pub use history::{Cursor, MAX_HISTORY, RingFrame};
 pub use lock_many::{ManyGuard, lock_many};

@@ -1414,7 +1414,7 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
                 name: n,
                 needed,
                 available,
-                out_of_inodes: false,
+                shortage: shmstream::Shortage::Bytes,
             },
         ) => {
             assert_eq!(n, &name);

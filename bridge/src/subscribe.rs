@@ -1358,7 +1358,7 @@ mod tests {
                 name: name(),
                 needed: 1 << 30,
                 available: Some(0),
-                out_of_inodes: false,
+                shortage: shmstream::Shortage::Bytes,
             },
             Error::FileSizeLimit {
                 name: name(),
