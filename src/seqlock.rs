@@ -99,8 +99,11 @@ fn next_odd(s: i64) -> i64 {
 /// which leaves the stream odd forever; we don't.)
 #[inline]
 pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
-    // Relaxed: only the lock holder stores the sequence, and taking the lock ordered us after
-    // the previous holder's stores.
+    // Relaxed: the host stores of the sequence are the lock holder's, and taking the lock
+    // ordered us after the previous holder's. A GPU-side publication's even value is stored
+    // by its CUDA stream after that writer released the lock; `gpu::begin_publication`,
+    // called before this, waits for that landing with Acquire loads of the sequence (or
+    // judges its publisher dead), so this load reads it or a later value.
     let s = h.sequence().load(Ordering::Relaxed);
     let odd = next_odd(s);
     h.sequence().store(odd, Ordering::Relaxed);

@@ -38,14 +38,15 @@ pub(crate) enum Fill {
 const EARLY_WAKE_MIN_FRAME: usize = 16 << 10;
 
 /// Publishes the invalid generation unless disarmed (runs on error returns and on unwinding).
-/// A GPU-side publication's guard first waits for what its fill enqueued, so no copy of the
-/// abandoned frame lands after the invalid mark.
+/// A GPU-side publication's guard first waits, up to the handle's timeout, for what its fill
+/// enqueued; copies still enqueued after that may land after the invalid mark, on the next
+/// writer's frame ([`crate::gpu::settle`]).
 struct Abort<'a> {
     header: &'a MappedHeader,
     notify: bool,
     bracket: Option<Bracket>,
     /// The stream written: a failed fill's device work (on the GPU-side path or not) is
-    /// waited for before the abort, so none of it lands after the next writer's frame.
+    /// waited for, up to the handle's timeout, before the abort.
     stream: &'a Stream,
 }
 

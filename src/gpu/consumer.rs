@@ -293,9 +293,11 @@ pub(crate) fn gate_writer(
 /// The stream's acknowledging GPU consumer ([`Stream::gpu_consumer`]): waits, reads and
 /// acknowledges frames on the handle's CUDA stream, without the host waiting.
 ///
-/// Every frame written after it was made is delivered, in order, exactly once (the writer
-/// waits for its acknowledgement), so a consumer that stops enqueueing stalls the writer
-/// until the writer's timeout. Dropping it waits (up to the handle's timeout) for what it
+/// Frames written after it was made are delivered in order, and the writer waits for each
+/// one's acknowledgement, so a consumer that stops enqueueing stalls the writer until the
+/// writer's timeout. Not exactly once: frames are numbered by generation, and an aborted
+/// write (or a dead writer's recovery) skips one, so the consumer's wait for the skipped
+/// number passes on the next frame, which it gets twice (A, B, B). Dropping it waits (up to the handle's timeout) for what it
 /// enqueued, then releases its CUDA stream's wait and the stream.
 ///
 /// Run producer and consumer processes under MPS: without it the processes' contexts are

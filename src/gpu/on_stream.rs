@@ -237,6 +237,12 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     let h = &s.header;
     // The count too, unless the history append stored it ahead (`Bracket::count_ahead`).
     seqlock::stamp_bracket(h, &b, write_time, frame_id);
+    // The stamps above are Relaxed host stores; the even value that publishes them is the
+    // device's store, issued only once the GPU saw the enqueue's doorbell. This fence orders
+    // the stamps before every store the enqueue makes (the doorbell among them) on weakly
+    // ordered hosts too, instead of relying on the driver's own barrier before its doorbell:
+    // a reader whose Acquire load sees the even value sees the stamps.
+    std::sync::atomic::fence(Ordering::Release);
     let st = a.stream.cu_stream();
     let even = b.even() as u64;
     let enqueued = path(s, a).words.is_some_and(|w| {
@@ -270,8 +276,10 @@ pub(crate) fn published_on_host(a: &Attachment, even: u64) {
 }
 
 /// Waits for everything this handle's stream has enqueued (a failed GPU-side fill, before
-/// the bracket is aborted, so no copy of it lands after the abort), up to the handle's timeout
-/// (the stream may wait for a GPU consumer's acknowledgement).
+/// the bracket is aborted), up to the handle's timeout (the stream may wait for a GPU
+/// consumer's acknowledgement). If the stream is still busy then, the abort goes ahead and
+/// releases the lock anyway: copies still enqueued may land after it, on the next writer's
+/// frame (a known gap).
 pub(crate) fn settle(s: &Stream, a: &Attachment) {
     let _ = a.settle_within(s.default_timeout());
 }
