@@ -151,7 +151,7 @@ pub fn zenoh_err(what: impl Into<String>) -> impl FnOnce(zenoh::Error) -> Bridge
     let what = what.into();
     move |e| BridgeError::Zenoh {
         what,
-        reason: e.to_string(),
+        reason: without_source_paths(&e.to_string()),
     }
 }
 
@@ -213,7 +213,7 @@ pub(crate) fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Sessio
         let reason = z.to_string();
         in_use(&e.listen, &reason, role).unwrap_or_else(|| BridgeError::Zenoh {
             what: "opening the session".to_owned(),
-            reason,
+            reason: without_source_paths(&reason),
         })
     })
 }
@@ -285,8 +285,42 @@ fn without_source_paths(reason: &str) -> String {
     out
 }
 
+/// Of an endpoint given with `flag` (`--listen`, `--connect`), the usage error naming it
+/// and the remedy, where it is not `tcp/HOST:PORT` (the one transport this build carries;
+/// Zenoh's `?metadata` and `#config` suffixes pass): Zenoh's own refusals are debug dumps.
+fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
+    let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{value}' {why}")));
+    let bare = value.split(['?', '#']).next().unwrap_or_default();
+    let Some((proto, address)) = bare.split_once('/') else {
+        let port = if bare.contains(':') { "" } else { ":PORT" };
+        return bad(format!("is not an endpoint: write tcp/{bare}{port}"));
+    };
+    if proto != "tcp" {
+        return bad(format!(
+            "is not an endpoint this build carries: it carries tcp only (write tcp/{address})"
+        ));
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !address.ends_with(']') => {
+            match port.parse::<u16>() {
+                Ok(_) => Ok(()),
+                Err(_) => bad(format!(
+                    "has port '{port}', not a port number: write tcp/{host}:PORT, PORT \
+                     from 0 to 65535"
+                )),
+            }
+        }
+        _ => bad("has no HOST:PORT: write tcp/HOST:PORT".to_owned()),
+    }
+}
+
 /// The configuration [`open_session`] opens.
 fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
+    for (flag, values) in [("--listen", &e.listen), ("--connect", &e.connect)] {
+        for v in values {
+            check_endpoint(flag, v)?;
+        }
+    }
     let mut c = zenoh::Config::default();
     let json = |v: &[String]| {
         format!(

@@ -2151,6 +2151,65 @@ fn a_second_publisher_listening_where_one_listens_exits_with_the_remedy() {
     );
 }
 
+/// An endpoint not of the form `tcp/HOST:PORT` is refused before any session opens, exit 1,
+/// naming the flag, the value and the remedy; one Zenoh itself refuses (an address this
+/// host does not have) is said without Zenoh's source paths. They printed Zenoh's debug
+/// dump (`Json5Err(Message { .. })`, `invalid port value`) with its registry paths.
+#[test]
+fn an_endpoint_typo_is_refused_naming_it_and_the_remedy() {
+    let name = unique_name("br-ep");
+    let port = free_port();
+    let (no_proto, big_port, udp, unassigned) = (
+        format!("127.0.0.1:{port}"),
+        "tcp/127.0.0.1:99999".to_owned(),
+        format!("udp/127.0.0.1:{port}"),
+        // TEST-NET-1: never a local address.
+        format!("tcp/192.0.2.1:{port}"),
+    );
+    for (verb, flag, value, says) in [
+        (
+            "publish",
+            "--listen",
+            &no_proto,
+            format!("--listen '{no_proto}' is not an endpoint: write tcp/{no_proto}"),
+        ),
+        (
+            "subscribe",
+            "--connect",
+            &big_port,
+            format!(
+                "--connect '{big_port}' has port '99999', not a port number: write \
+                 tcp/127.0.0.1:PORT, PORT from 0 to 65535"
+            ),
+        ),
+        (
+            "subscribe",
+            "--connect",
+            &udp,
+            format!("--connect '{udp}' is not an endpoint this build carries: it carries tcp only"),
+        ),
+        (
+            "publish",
+            "--listen",
+            &unassigned,
+            "Cannot assign requested address".to_owned(),
+        ),
+    ] {
+        let mut args = vec![verb, &name, flag, value];
+        if verb == "subscribe" {
+            args.push("--local-prefix=m-");
+        }
+        let mut b = bridge(&args);
+        let st = b.wait_timeout(LONG);
+        let said = b.diagnostics();
+        assert_eq!(st.code(), Some(1), "{value}: {said}");
+        assert!(
+            said.contains(&says) && !said.contains(".rs:") && !said.contains("Json5Err"),
+            "{value}: {said}"
+        );
+    }
+}
+
 /// Lossless, a subscriber killed while the writer writes and started again: the restarted
 /// one says the frame it resumed at (row 35 of docs/guarantees.md: that gap is said, not
 /// counted), so frames may be missing unsaid only while no subscriber ran, after the last one
