@@ -59,7 +59,9 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
 /// depth over the library's bound, a local name (`--local-prefix` + name) it refuses, and,
 /// without [`SubscribeOptions::into_existing`], a local stream already there under a mirror's
 /// name ([`not_ours`]; the first frame would find it and end the bridge, hours later
-/// perhaps). Each frame's open checks again, for one made after this.
+/// perhaps), and with it, one whose history depth is not the one asked (a history depth is
+/// given only to a mirror the bridge creates). Each frame's open checks again for a stream
+/// it did not create, made after this.
 fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
     if o.history > MAX_HISTORY {
         return Err(BridgeError::Usage(format!(
@@ -78,6 +80,19 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
             }
             Ok(there) if !o.into_existing => {
                 return Err(not_ours(name, &local, there.creator_pid));
+            }
+            Ok(there) if o.history > 0 && there.history != o.history => {
+                let keeps = match there.history {
+                    0 => "no history".to_owned(),
+                    h => format!("a history of {h} frames"),
+                };
+                let n = o.history;
+                return Err(BridgeError::Usage(format!(
+                    "stream '{name}': its mirror '{local}' keeps {keeps}, not the --history \
+                     {n} given: --history applies only to a mirror this bridge creates; \
+                     unlink the mirror (`shmstream unlink {local}`) so it is made again with \
+                     --history {n}, or drop --history to mirror into it as it is"
+                )));
             }
             _ => {}
         }

@@ -2100,6 +2100,45 @@ fn a_history_over_the_bound_or_a_bad_local_name_is_refused_at_start() {
     }
 }
 
+/// `--into-existing --history N` onto a mirror keeping another history depth (or none) is
+/// refused at start, exit 1, naming the mirror, its depth and the remedy, the mirror
+/// untouched: --history was silently ignored, and a reader expecting N frames of history
+/// found none. (The same depth given is mirrored into: `a_frame_put_again_is_mirrored_once`.)
+#[test]
+fn into_existing_with_another_history_depth_is_refused_at_start() {
+    let (name, prefix) = (unique_name("br-hist"), unique_name("br-key"));
+    let local = format!("m-{name}");
+    let _c = Cleanup::new([&local]);
+    let ep = endpoint(free_port());
+    for (has, keeps) in [
+        (0, "no history".to_owned()),
+        (4, "a history of 4 frames".to_owned()),
+    ] {
+        let mirror = source(&local, has);
+        let mut s = subscriber(
+            &name,
+            &ep,
+            &prefix,
+            "m-",
+            &["--into-existing", "--history", "16"],
+        );
+        let st = s.wait_timeout(LONG);
+        let said = s.diagnostics();
+        assert_eq!(st.code(), Some(1), "{has}: {said}");
+        assert!(
+            said.contains(&format!(
+                "stream '{name}': its mirror '{local}' keeps {keeps}, not the --history 16 \
+                 given: --history applies only to a mirror this bridge creates; unlink the \
+                 mirror (`shmstream unlink {local}`) so it is made again with --history 16"
+            )),
+            "{has}: {said}"
+        );
+        assert_eq!(mirror.count(), 0, "{said}");
+        drop(mirror);
+        shmstream::unlink(&local).unwrap();
+    }
+}
+
 /// A second publisher on the endpoint another listens on (as two `publish` on the default
 /// `tcp/127.0.0.1:7447`) exits 1 naming the endpoint and the remedy, Zenoh's reason last
 /// without source paths; a subscriber listening there, the remedy for a subscriber. It
