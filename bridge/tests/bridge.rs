@@ -1769,7 +1769,11 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
     let said = p.diagnostics();
     assert_eq!(st.code(), Some(1), "{said}");
     assert!(
-        said.contains(&format!("stream '{bad}' keeps no history")),
+        said.contains(&format!(
+            "stream '{bad}' keeps no history: --lossless needs a stream created with a \
+             history (Rust: StreamOptions history(n); terminal: shmstream create {bad} \
+             --shape ... --dtype ... --history N)"
+        )),
         "{said}"
     );
     // A rate whose period does not fit a Duration is a usage error, not a panic.
