@@ -90,6 +90,14 @@ pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::LiveView;
 pub use write::WriteGuard;
 
+/// A shared-memory file's storage reserved as the library reserves its segments' (so a full
+/// `/dev/shm` is `ENOSPC` at creation, not `SIGBUS` at the first touch), and the bytes free
+/// in `/dev/shm`: for the harness's bare floor region; not part of the API.
+#[doc(hidden)]
+pub mod shm_room {
+    pub use crate::sys::{reserve, shm_available};
+}
+
 /// Whether this build of the library has debug assertions on (a benchmark report says how
 /// the code it measured was built; the dev profile keeps them on here, off in the harness).
 #[doc(hidden)]

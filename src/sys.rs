@@ -333,7 +333,7 @@ fn shows_exited(stat: &std::path::Path) -> Option<bool> {
 /// each page of the new, zero-filled object instead, as glibc's own fallback does: readers
 /// refuse an object with holes (`Segment::open_written`). Reserved in chunks
 /// ([`reserve_in_chunks`]): tmpfs gives up a whole call at a pending signal.
-pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
+pub fn reserve(file: &File, len: usize) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(file);
     let allocate = |at, n| {
@@ -444,6 +444,11 @@ pub(crate) fn shm_room() -> Option<ShmRoom> {
         inodes: st.f_files as u64,
         inodes_free: st.f_favail as u64,
     })
+}
+
+/// Bytes free for an unprivileged process in `/dev/shm` (`statvfs`), if it can be read.
+pub fn shm_available() -> Option<u64> {
+    shm_room().map(|room| room.bytes)
 }
 
 /// Where Linux keeps POSIX shared-memory objects.

@@ -34,8 +34,10 @@ pub struct ShmRegion {
 const SHM_DIR: &str = "/dev/shm";
 
 impl ShmRegion {
-    /// Creates a new region of `len` bytes (zero-filled); fails if the name exists. Its
-    /// errors name the path; a failure after the file was made removes it.
+    /// Creates a new region of `len` bytes (zero-filled, its storage reserved as the
+    /// library's segments': a `/dev/shm` without room for it is an error here, not a
+    /// `SIGBUS` at the first touch); fails if the name exists. Its errors name the path; a
+    /// failure after the file was made removes it.
     pub fn create(name: &str, len: usize) -> io::Result<Self> {
         let path = Self::path_of(name)?;
         let file = OpenOptions::new()
@@ -55,14 +57,34 @@ impl ShmRegion {
                 io::Error::new(e.kind(), format!("{}: {why}", path.display()))
             })?;
         let sized = file.set_len(len.max(1) as u64);
-        let map = match sized.and_then(|()| MmapOptions::new().len(len.max(1)).map_raw(&file)) {
+        let reserved = sized.and_then(|()| {
+            shmstream::shm_room::reserve(&file, len.max(1)).map_err(|e| {
+                if e.raw_os_error() != Some(libc::ENOSPC) {
+                    return e;
+                }
+                let free = shmstream::shm_room::shm_available()
+                    .map_or(String::new(), |b| format!(" ({b} bytes free)"));
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{SHM_DIR} has no room for it{free}: remove streams left by dead \
+                         processes (`shmstream purge`), enlarge {SHM_DIR} (`mount -o \
+                         remount,size=... {SHM_DIR}`), or give the job smaller sizes ({e})"
+                    ),
+                )
+            })
+        });
+        let map = match reserved.and_then(|()| MmapOptions::new().len(len.max(1)).map_raw(&file)) {
             Ok(map) => map,
             Err(e) => {
                 // The file is this call's (`create_new`), and no region owns it yet.
                 let _ = std::fs::remove_file(&path);
                 return Err(io::Error::new(
                     e.kind(),
-                    format!("sizing or mapping {} to {len} bytes: {e}", path.display()),
+                    format!(
+                        "sizing, reserving or mapping {} to {len} bytes: {e}",
+                        path.display()
+                    ),
                 ));
             }
         };
@@ -222,6 +244,37 @@ mod tests {
             assert!(!left, "{} was left ({err})", path.display());
             assert!(err.contains(&*path.to_string_lossy()), "{err}");
         }
+    }
+
+    /// A region larger than the room left in /dev/shm is refused at creation, naming the
+    /// path, its size and the remedies, and no file is left: it was created sparse, and the
+    /// floor child touching its pages died of SIGBUS, said only as "signal: 7".
+    #[test]
+    fn a_region_larger_than_the_room_in_dev_shm_is_refused() {
+        const GIB: u64 = 1 << 30;
+        let Some(free) = shmstream::shm_room::shm_available() else {
+            eprintln!("skipped: statvfs {SHM_DIR} failed");
+            return;
+        };
+        if free >= 1 << 40 {
+            eprintln!("skipped: {SHM_DIR} has {free} bytes free, over 1 TiB");
+            return;
+        }
+        let len = usize::try_from(free + GIB).unwrap();
+        let name = format!("harness-sys-nospace-{}", std::process::id());
+        let path = PathBuf::from(SHM_DIR).join(&name);
+        let err = ShmRegion::create(&name, len).unwrap_err().to_string();
+        let left = path.exists();
+        let _ = std::fs::remove_file(&path);
+        assert!(!left, "{} was left ({err})", path.display());
+        assert!(
+            err.contains(&format!(
+                "sizing, reserving or mapping {} to {len} bytes: {SHM_DIR} has no room for it (",
+                path.display()
+            )) && err.contains("`shmstream purge`")
+                && err.contains("give the job smaller sizes"),
+            "{err}"
+        );
     }
 
     #[test]
