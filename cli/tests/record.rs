@@ -435,6 +435,12 @@ fn bad_output_dirs_plain_streams_and_bad_arguments_are_clear() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("keeps no history"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "shmstream create {plain} --shape ... --dtype ... --history N"
+        )),
+        "the warning names the terminal's remedy: {err}"
+    );
     drop(p);
     let _ = std::fs::remove_dir_all(out);
 }
