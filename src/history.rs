@@ -1275,7 +1275,7 @@ impl Cursor<'_> {
                 let w = invalid_wait.get_or_insert_with(|| {
                     Waiter::new(after_spin, self.stream.notify(), remaining)
                 });
-                if !w.pause(&self.stream.header, s) {
+                if !w.pause(&self.stream.header, s, || false) {
                     return Err(Error::Timeout {
                         name: self.stream.name.clone(),
                         op: "read the next frame of the history",
@@ -1656,6 +1656,74 @@ mod tests {
         drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A parking cursor whose look at an open bracket ends just as the writer's ring-first
+    /// append lands (head moved, wake made, sequence still odd) returns the frame at once:
+    /// an append moves no futex word, so before, it parked on the odd sequence through
+    /// that wake until the even one's (here: its timeout).
+    #[test]
+    fn a_cursor_about_to_park_as_a_ring_first_append_lands_returns_the_frame() {
+        let name = format!("hist-early-wake-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let s = crate::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(crate::Dtype::U32)
+            .history(4)
+            .notify(true)
+            .create()
+            .unwrap();
+        let (made_tx, made) = std::sync::mpsc::channel::<()>();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (at_park_tx, at_park) = std::sync::mpsc::channel::<()>();
+        let (appended, appended_rx) = std::sync::mpsc::channel::<()>();
+        let reader_name = name.clone();
+        let reader = std::thread::spawn(move || {
+            crate::notify::PARK_CAP.set(Duration::from_secs(3600));
+            crate::notify::LOOK_EVERY.set(Duration::from_secs(3600));
+            let r = Stream::open(&reader_name).unwrap();
+            r.set_wait_strategy(WaitStrategy::Park);
+            let mut c = r.cursor().unwrap();
+            made_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            // The writer's append runs after the wait's look, before its park.
+            let mut once = Some((at_park_tx, appended_rx));
+            crate::notify::BEFORE_PARK.set(Some(Box::new(move || {
+                if let Some((tx, rx)) = once.take() {
+                    tx.send(()).unwrap();
+                    rx.recv().unwrap();
+                }
+            })));
+            let mut dst = [0u32; 4];
+            let start = Instant::now();
+            let got = c.next_into_slice(&mut dst, Some(Duration::from_secs(2)));
+            crate::notify::BEFORE_PARK.set(None);
+            (got.map(|i| i.frame_id), dst, start.elapsed())
+        });
+        made.recv_timeout(Duration::from_secs(10)).unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        let mut b = crate::seqlock::begin_write(&s.header);
+        let (append, slot) = ring.begin_append();
+        for i in 0..4 {
+            // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
+            // the write lock and the slot's stamp is odd.
+            unsafe { slot.cast::<u32>().add(i).write(7) };
+        }
+        go.send(()).unwrap();
+        at_park
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the cursor never came to park");
+        ring.finish_append(append, 1, 42, 0.0, |c| b.count_ahead(&s.header, c));
+        crate::notify::wake_all(&s.header);
+        appended.send(()).unwrap();
+        let (got, dst, took) = reader.join().unwrap();
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(42));
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+        assert_eq!((got.unwrap(), dst), (42, [7; 4]));
+        assert!(took < Duration::from_secs(1), "the cursor took {took:?}");
     }
 
     /// A spinning cursor, and an adaptive one for its spin, waits on its next frame's slot

@@ -39,6 +39,11 @@ thread_local! {
     /// This thread's [`LOOK_AT_LEAST_EVERY`] in unit tests, which a park is cut at too.
     pub(crate) static LOOK_EVERY: std::cell::Cell<Duration> =
         const { std::cell::Cell::new(LOOK_AT_LEAST_EVERY) };
+    /// Run by this thread's parks after every look of their caller, before their last
+    /// look at its condition (unit tests: a publication landing in that window).
+    #[allow(clippy::type_complexity)]
+    pub(crate) static BEFORE_PARK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// [`LOOK_AT_LEAST_EVERY`].
@@ -128,23 +133,40 @@ fn cancelled() -> bool {
     false
 }
 
-/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; whether a
-/// wake (or a moved word) ended it ([`sys::futex_wait`]).
-#[cfg(not(feature = "tokio"))]
-fn park(h: &MappedHeader, observed: i64, timeout: Duration) -> bool {
-    sys::futex_wait(h.futex_word(), observed as u32, timeout)
+/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`, unless the
+/// caller's condition holds already (`ready`, looked at last, just before the system call:
+/// a history append moves no futex word, so its wake reaches only a cursor already parked);
+/// whether a wake, a moved word or `ready` ended it ([`sys::futex_wait`]).
+fn futex_park(
+    h: &MappedHeader,
+    observed: i64,
+    timeout: Duration,
+    ready: impl FnOnce() -> bool,
+) -> bool {
+    #[cfg(test)]
+    BEFORE_PARK.with(|f| {
+        if let Some(f) = f.borrow_mut().as_mut() {
+            f();
+        }
+    });
+    ready() || sys::futex_wait(h.futex_word(), observed as u32, timeout) == sys::FutexWait::Woken
 }
 
-/// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`; with a
-/// cancel flag, marked parked meanwhile, and not at all once cancelled ([`Cancel::cancel`]).
-/// Whether a wake (or a moved word, or the cancel) ended it.
+/// [`futex_park`].
+#[cfg(not(feature = "tokio"))]
+fn park(h: &MappedHeader, observed: i64, timeout: Duration, ready: impl FnOnce() -> bool) -> bool {
+    futex_park(h, observed, timeout, ready)
+}
+
+/// [`futex_park`], with a cancel flag marked parked meanwhile, and not at all once
+/// cancelled ([`Cancel::cancel`]); the cancel counts as a wake.
 #[cfg(feature = "tokio")]
-fn park(h: &MappedHeader, observed: i64, timeout: Duration) -> bool {
+fn park(h: &MappedHeader, observed: i64, timeout: Duration, ready: impl FnOnce() -> bool) -> bool {
     CANCEL.with(|c| match c.borrow().as_ref() {
-        None => sys::futex_wait(h.futex_word(), observed as u32, timeout),
+        None => futex_park(h, observed, timeout, ready),
         Some(c) => {
             c.parked.store(true, Ordering::SeqCst);
-            let woken = c.is_set() || sys::futex_wait(h.futex_word(), observed as u32, timeout);
+            let woken = c.is_set() || futex_park(h, observed, timeout, ready);
             c.parked.store(false, Ordering::SeqCst);
             woken
         }
@@ -355,10 +377,17 @@ impl Waiter {
     }
 
     /// Waits one step. `observed` is the sequence the caller's condition was evaluated
-    /// against. Returns `false` once the deadline has passed. The spin step is inlined into
-    /// the caller's loop; the others, which give the core away, are not.
+    /// against; a park looks at the condition again (`ready`) just before it sleeps, for a
+    /// change that moves no futex word (see [`futex_park`]). Returns `false` once the
+    /// deadline has passed. The spin step is inlined into the caller's loop; the others,
+    /// which give the core away, are not.
     #[inline]
-    pub(crate) fn pause(&mut self, h: &MappedHeader, observed: i64) -> bool {
+    pub(crate) fn pause(
+        &mut self,
+        h: &MappedHeader,
+        observed: i64,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
         #[cfg(test)]
         PAUSES.with(|p| p.set(p.get() + 1));
         if self.spent {
@@ -369,7 +398,7 @@ impl Waiter {
         if kind == Pause::Spin {
             return self.spin_once();
         }
-        self.give_way(kind, h, observed)
+        self.give_way(kind, h, observed, ready)
     }
 
     /// One spin ([`Spin::pause`]); at each of its breaks, a look at the clock it read for the
@@ -393,7 +422,13 @@ impl Waiter {
     /// it returns as if a park ran out); `false` once the deadline has passed or the wait
     /// was cancelled.
     #[inline(never)]
-    fn give_way(&mut self, kind: Pause, h: &MappedHeader, observed: i64) -> bool {
+    fn give_way(
+        &mut self,
+        kind: Pause,
+        h: &MappedHeader,
+        observed: i64,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
         let left = match self.deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -414,19 +449,21 @@ impl Waiter {
                 // (each ends a park early) cannot hold a look off for a whole park more.
                 let now = Instant::now();
                 let since = *self.looked_at.get_or_insert(now);
-                match since
+                let park_for = match since
                     .checked_add(look_every())
                     .and_then(|due| due.checked_duration_since(now))
                 {
-                    Some(d) if !d.is_zero() => {
-                        (!park(h, observed, left.min(d.min(max_park())))).then_some(observed)
-                    }
+                    Some(d) if !d.is_zero() => Some(left.min(d.min(max_park()))),
                     // Due already at an open bracket (the thread was held up since its
                     // caller found the look undue): no park, as if one ran out, so the
                     // caller looks next (and starts the count again). On a stable frame or
                     // an invalid one, where nobody looks, a whole park.
-                    _ if observed > 0 && observed & 1 == 1 => Some(observed),
-                    _ => (!park(h, observed, left.min(max_park()))).then_some(observed),
+                    _ if observed > 0 && observed & 1 == 1 => None,
+                    _ => Some(left.min(max_park())),
+                };
+                match park_for {
+                    Some(t) => (!park(h, observed, t, ready)).then_some(observed),
+                    None => Some(observed),
                 }
             }
             Pause::Sleep => {
@@ -639,7 +676,7 @@ mod tests {
                 }
                 wake_all(&s.header);
             });
-            assert!(w.pause(&s.header, odd));
+            assert!(w.pause(&s.header, odd, || false));
         });
         assert!(!w.writer_check_due(odd), "looked after a wake");
         // Wakes that keep coming (another process's, at a dead writer's bracket) do not keep
@@ -659,7 +696,7 @@ mod tests {
             let deadline = since + Duration::from_secs(30);
             loop {
                 assert!(Instant::now() < deadline, "no look in 30 s of wakes");
-                assert!(w.pause(&s.header, odd));
+                assert!(w.pause(&s.header, odd, || false));
                 if w.writer_check_due(odd) {
                     break;
                 }
@@ -673,7 +710,7 @@ mod tests {
         );
         // Ran out (nobody wakes it, as after a writer's death): a look.
         PARK_CAP.with(|c| c.set(Duration::from_millis(1)));
-        assert!(w.pause(&s.header, odd));
+        assert!(w.pause(&s.header, odd, || false));
         assert!(w.writer_check_due(odd), "no look after a park that ran out");
         PARK_CAP.with(|c| c.set(MAX_PARK));
         crate::seqlock::end_write_even(&s.header, b);
@@ -703,7 +740,7 @@ mod tests {
             PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
             let mut w = Waiter::new(WaitStrategy::Park, true, None);
             let since = Instant::now();
-            assert!(w.pause(header, stable));
+            assert!(w.pause(header, stable, || false));
             let parked = since.elapsed();
             // The writer opened a bracket meanwhile and died there; a wake ended the park
             // (as another process's may have): the look is due by the time alone.
@@ -739,7 +776,7 @@ mod tests {
             let mut w = Waiter::new(WaitStrategy::Park, true, None);
             assert!(w.writer_check_due(odd), "the arrival's look");
             w.looked_at = Instant::now().checked_sub(2 * LOOK_AT_LEAST_EVERY);
-            let paused = w.pause(header, odd);
+            let paused = w.pause(header, odd, || false);
             let _ = tx.send((paused, w.ran_out_on == Some(odd), w.writer_check_due(odd)));
             crate::seqlock::end_write_even(header, b);
         });
@@ -764,7 +801,10 @@ mod tests {
         w.rounds = u64::from(u32::MAX) - 10;
         let mut due = 0;
         for _ in 0..2 * SPINS_PER_WRITER_CHECK {
-            assert!(w.pause(&s.header, 0), "a wait without a deadline ended");
+            assert!(
+                w.pause(&s.header, 0, || false),
+                "a wait without a deadline ended"
+            );
             due += u64::from(w.writer_check_due(7));
         }
         assert_eq!(due, 2);

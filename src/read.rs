@@ -116,9 +116,7 @@ impl Stream {
             .map_or(std::ptr::null(), |p| p.as_ptr().cast_const());
         let mut waiter: Option<Waiter> = None;
         loop {
-            if let Want::AfterOrAppended { next, .. } = want
-                && self.history.as_ref().is_some_and(|r| r.appended() > next)
-            {
+            if self.appended_past(want) {
                 // The caller reads the frame from the ring; it needs nothing else from here
                 // (nor loads the header's line, which the writer is still storing to).
                 return Ok(FrameInfo {
@@ -210,7 +208,9 @@ impl Stream {
                 }
             };
             let w = waiter.get_or_insert_with(|| Waiter::new(strategy, self.notify(), timeout));
-            if !w.pause(h, wait_on) {
+            // The ring's head is looked at again just before a park, after this round's
+            // looks: an append moves no futex word, so its wake ends no park begun after it.
+            if !w.pause(h, wait_on, || self.appended_past(want)) {
                 self.check_generation(true)?;
                 if let Observed::Writing(s) = seqlock::optimistic_read(h) {
                     self.check_abandoned(s, want)?;
@@ -223,6 +223,17 @@ impl Stream {
                 });
             }
             self.ensure_open()?;
+        }
+    }
+
+    /// Whether `want` is a cursor's and the history ring holds its next frame.
+    #[inline]
+    fn appended_past(&self, want: Want) -> bool {
+        match want {
+            Want::AfterOrAppended { next, .. } => {
+                self.history.as_ref().is_some_and(|r| r.appended() > next)
+            }
+            _ => false,
         }
     }
 
