@@ -136,7 +136,8 @@ fn cancelled() -> bool {
 /// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`, unless the
 /// caller's condition holds already (`ready`, looked at last, just before the system call:
 /// a history append moves no futex word, so its wake reaches only a cursor already parked);
-/// whether a wake, a moved word or `ready` ended it ([`sys::futex_wait`]).
+/// whether a wake, a moved word, a signal handler or `ready` ended it ([`sys::futex_wait`]):
+/// only a park that ran out makes the caller's next pause look for a dead writer.
 fn futex_park(
     h: &MappedHeader,
     observed: i64,
@@ -149,7 +150,7 @@ fn futex_park(
             f();
         }
     });
-    ready() || sys::futex_wait(h.futex_word(), observed as u32, timeout) == sys::FutexWait::Woken
+    ready() || sys::futex_wait(h.futex_word(), observed as u32, timeout) != sys::FutexWait::TimedOut
 }
 
 /// [`futex_park`].
@@ -679,6 +680,37 @@ mod tests {
             assert!(w.pause(&s.header, odd, || false));
         });
         assert!(!w.writer_check_due(odd), "looked after a wake");
+        // Interrupted by a signal handler (a profiler's periodic timer): no look either.
+        // Before, it counted as a park that ran out, and a 1 kHz timer made 1000 looks a
+        // second.
+        extern "C" fn no_op(_: libc::c_int) {}
+        // SAFETY: zeroed `sigaction`s are valid (no flags, empty mask); the handler does
+        // nothing, so it is async-signal-safe. SIGURG is ignored by default and nothing
+        // else in these tests sends it; no SA_RESTART, as a profiler's handler.
+        let old = unsafe {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = no_op as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(libc::SIGURG, &new, &mut old), 0);
+            old
+        };
+        // SAFETY: no precondition.
+        let me = unsafe { libc::pthread_self() };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !parked_on(&task, word) {
+                    assert!(Instant::now() < deadline, "the waiter never parked");
+                    std::thread::yield_now();
+                }
+                // SAFETY: `me` is the scope's thread, alive until this thread is joined.
+                assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGURG) }, 0);
+            });
+            assert!(w.pause(&s.header, odd, || false));
+        });
+        // SAFETY: `old` is the disposition `sigaction` returned above.
+        unsafe { libc::sigaction(libc::SIGURG, &old, std::ptr::null_mut()) };
+        assert!(!w.writer_check_due(odd), "looked after a signal");
         // Wakes that keep coming (another process's, at a dead writer's bracket) do not keep
         // the look off for good, nor bring it before LOOK_AT_LEAST_EVERY.
         let stop = std::sync::atomic::AtomicBool::new(false);
