@@ -207,6 +207,10 @@ pub enum FormatError {
     /// A CRC without its flag.
     #[error("header_crc requires its metadata feature flag")]
     CrcWithoutFlag,
+    /// A write count with no next value: a writer would wrap it to 0, and every handle
+    /// that read the frame counted `u64::MAX` would wait past all later frames.
+    #[error("write count {0} has no next value")]
+    CountExhausted(u64),
     /// A legacy pyshmem v2 header (a 256-byte float64 block starting with 2.0, as pyshmem
     /// 1.0.x made them), which this build does not read.
     #[error("a pyshmem v2 header (this build reads version 3)")]

@@ -139,6 +139,7 @@ pub(crate) fn end_write_even(h: &MappedHeader, b: Bracket) {
 #[inline]
 pub(crate) fn stamp(h: &MappedHeader, write_time: f64, frame_id: Option<u64>) -> u64 {
     stamp_metadata(h, write_time, frame_id);
+    // `Stream::publish_locked` refused a count with no next value before the bracket.
     let count = h.count().load(Ordering::Relaxed).wrapping_add(1);
     h.count().store(count, Ordering::Relaxed);
     count

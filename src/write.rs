@@ -257,6 +257,15 @@ impl Stream {
             .payload
             .as_ref()
             .map_or(std::ptr::null_mut(), |p| p.as_ptr());
+        // The count this publication stamps (we hold the lock: nobody else moves it),
+        // refused before anything is written where there is none.
+        let count = h.count().load(Relaxed);
+        let Some(next_count) = count.checked_add(1) else {
+            return Err(Error::CorruptHeader {
+                name: self.name.clone(),
+                rule: crate::format::FormatError::CountExhausted(count),
+            });
+        };
         // GPU streams: whether the writer's CUDA stream stores the even sequence (after a
         // previous such publication landed).
         let on_gpu = crate::gpu::begin_publication(self)?;
@@ -266,12 +275,11 @@ impl Stream {
             bracket: Some(seqlock::begin_write(h)),
             stream: self,
         };
-        // The ring's metadata for this publication (we hold the lock): the count it is about
-        // to stamp (the append may count past a frame the ring kept) and its frame id. The
-        // append stores the count into the header before its frame becomes visible in the
-        // ring, so a writer killed after that leaves the frame counted there, and the end
-        // stores no second count (`seqlock::stamp_bracket`).
-        let next_count = h.count().load(Relaxed).wrapping_add(1);
+        // The ring's metadata for this publication: the count it is about to stamp
+        // (`next_count`; the append may count past a frame the ring kept) and its frame id.
+        // The append stores the count into the header before its frame becomes visible in
+        // the ring, so a writer killed after that leaves the frame counted there, and the
+        // end stores no second count (`seqlock::stamp_bracket`).
         let id = || frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
         let ring_first = self.history.as_ref().filter(|r| {
             how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)

@@ -933,6 +933,50 @@ fn extreme_sequences_in_a_planted_header_are_written_past_with_a_new_sequence_ea
     }
 }
 
+/// A count planted one below `u64::MAX` takes one more frame; then a write is refused with
+/// the stream's name and the remedy, and disturbs nothing. Before, the writer wrapped the
+/// count to 0, and every handle that had read the frame counted `u64::MAX` waited past all
+/// later frames: `read_new` timed out forever.
+#[test]
+fn a_planted_count_with_no_next_value_refuses_the_write_and_names_the_remedy() {
+    let name = unique_name("count-max");
+    let _c = Cleanup::new([&name]);
+    let mut b = header(&name, Dtype::U8, &[4], 0);
+    put(&mut b, offset::COUNT, &(u64::MAX - 1).to_le_bytes());
+    restamp(&mut b);
+    plant(&name, &b, Some(4));
+    let w = Stream::open(&name).unwrap();
+    let r = Stream::open_readonly(&name).unwrap();
+    w.write_slice(&[1u8; 4]).unwrap();
+    assert_eq!(w.count(), u64::MAX);
+    let got = r.read_new::<u8>(Some(LONG)).unwrap();
+    assert_eq!(got.as_slice().unwrap(), &[1; 4]);
+    let seq = w.write_sequence();
+    for e in [
+        w.write_slice(&[2u8; 4]).unwrap_err(),
+        w.write_view(|v: &mut [u8]| {
+            v.fill(3);
+            Ok::<_, Infallible>(())
+        })
+        .unwrap_err(),
+    ] {
+        let text = e.to_string();
+        assert!(
+            matches!(
+                corrupt_rule(&e),
+                Some(FormatError::CountExhausted(u64::MAX))
+            ) && text.contains(&name)
+                && text.contains("unlink and recreate it"),
+            "{text}"
+        );
+    }
+    assert_eq!((w.count(), w.write_sequence()), (u64::MAX, seq));
+    assert_eq!(r.read::<u8>().unwrap().as_slice().unwrap(), &[1; 4]);
+    // The lock was released: another writer gets it at once.
+    let other = Stream::open(&name).unwrap();
+    drop(other.lock(Some(Duration::ZERO)).unwrap());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
