@@ -39,7 +39,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 
 use crate::dtype::Element;
 use crate::error::{Error, LossCause, Result};
@@ -1093,35 +1093,9 @@ impl Cursor<'_> {
     ) -> Result<Publication<T>> {
         // Before allocating: a wrong `T` may be wider than the stream's elements.
         self.stream.ensure_dtype::<T>()?;
-        let n = self.stream.len;
-        // Uninitialized, not zeroed: the copy writes every element (a zeroing pass would
-        // write the frame twice).
-        let mut v: Vec<T> = Vec::with_capacity(n);
-        let ptr = v.as_mut_ptr();
-        let mut copied = false;
-        let info = self.next_with(timeout, |src| {
-            // SAFETY: `src` is a slot's frame of `n` elements of `T` (dtype checked above, `n`
-            // is the stream's length); `ptr` is `v`'s spare capacity of `n` elements. The copy
-            // writes valid `T`s (see `Element`) even if it races an append; the frame is used
-            // only after the stamp check.
-            unsafe { T::copy_from_shared(src, ptr, n) };
-            copied = true;
-        })?;
-        if !copied {
-            return Err(Error::InvalidHistory {
-                name: self.stream.name.clone(),
-                reason: "a frame was returned without being read: report this as a bug".into(),
-            });
-        }
-        // SAFETY: the copy ran (checked above) and initialized all `n` elements.
-        unsafe { v.set_len(n) };
-        let payload = ArrayD::from_shape_vec(IxDyn(&self.stream.shape), v).map_err(|_| {
-            Error::ShapeMismatch {
-                name: self.stream.name.clone(),
-                expected: self.stream.shape.clone(),
-                given: vec![self.stream.len],
-            }
-        })?;
+        let stream = self.stream;
+        // `next_with` copies from a slot's frame: `len` elements of the stream's dtype.
+        let (payload, info) = stream.read_to_new_array(|copy| self.next_with(timeout, copy))?;
         Ok(Publication { payload, info })
     }
 

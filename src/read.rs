@@ -373,22 +373,38 @@ impl Stream {
     ) -> Result<(ArrayD<T>, FrameInfo)> {
         self.ensure_dtype::<T>()?;
         self.host_payload(crate::stream::Access::Read)?;
+        let (a, info) = self.read_to_new_array(|copy| self.read_frame(want, timeout, op, copy))?;
+        Ok((a, self.record_read(info)))
+    }
+
+    /// A frame read into a new array of the stream's shape. `read` runs the copy it is
+    /// given (perhaps several times) only on a frame of the stream's `len` elements of `T`
+    /// (the host payload, a ring slot), whose dtype the caller checked. The array's memory
+    /// is reserved first: running out is [`Error::Io`] (`ENOMEM`) naming the remedy, not an
+    /// abort. Uninitialized, not zeroed: the copy writes every element.
+    pub(crate) fn read_to_new_array<T: Element>(
+        &self,
+        read: impl FnOnce(&mut dyn FnMut(*const u8)) -> Result<FrameInfo>,
+    ) -> Result<(ArrayD<T>, FrameInfo)> {
         let n = self.len;
-        let mut v: Vec<T> = Vec::with_capacity(n);
+        let mut v: Vec<T> = frame_vec(&self.name, n)?;
         let ptr = v.as_mut_ptr();
         let mut copied = false;
-        let info = self.read_frame(want, timeout, op, |src| {
-            // SAFETY: `src` is the host payload of `n` elements (checked above) and `ptr` the
-            // spare capacity of `v`, `n` elements; the copy writes valid `T`s (see `Element`).
+        let info = read(&mut |src| {
+            // SAFETY: `src` is a frame of `n` elements of `T` (the contract of `read`) and
+            // `ptr` the spare capacity of `v`, `n` elements; the copy writes valid `T`s (see
+            // `Element`) even if it races a writer: the frame is used only once validated.
             unsafe { T::copy_from_shared(src, ptr, n) };
             copied = true;
         })?;
-        // A frame the caller reads elsewhere (`Want::AfterOrAppended`: from the ring) copies
-        // nothing here; no caller of this function asks for one.
-        assert!(copied, "read_array: the frame was not copied");
-        // SAFETY: `copy` ran (checked above) and initialized all `n` elements.
+        if !copied {
+            return Err(Error::Unsupported {
+                name: self.name.clone(),
+                what: "a frame was returned without being copied: report this as a bug".into(),
+            });
+        }
+        // SAFETY: the copy ran (checked above) and initialized all `n` elements.
         unsafe { v.set_len(n) };
-        let info = self.record_read(info);
         let a =
             ArrayD::from_shape_vec(IxDyn(&self.shape), v).map_err(|_| Error::ShapeMismatch {
                 name: self.name.clone(),
@@ -659,6 +675,19 @@ impl Stream {
     }
 }
 
+/// Room for `n` elements, reserved without aborting where memory runs out (a large frame
+/// under `ulimit -v`): [`Error::Io`] (`ENOMEM`) for stream `name`, naming the remedies.
+fn frame_vec<T>(name: &str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::Io {
+        name: name.to_owned(),
+        op: "allocate a new array for the frame (read into your own buffer with read_*_into \
+             instead, or raise `ulimit -v`)",
+        source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+    })?;
+    Ok(v)
+}
+
 /// Opens a new handle to `w`'s stream inside a write of `fill` bytes made by hand (lock,
 /// odd sequence, fill, count and `frame_id` stamped before or after the open, even
 /// sequence), for the tests of a handle opened during a write.
@@ -691,6 +720,23 @@ pub(crate) fn open_during_a_write(
 mod tests {
     use super::*;
     use crate::Dtype;
+
+    /// Room that cannot be reserved is a typed error naming the stream and the remedies,
+    /// not an abort (`Vec::with_capacity` aborted the process: "memory allocation of
+    /// 268435456 bytes failed" under `ulimit -v`).
+    #[test]
+    fn a_frame_array_that_cannot_be_allocated_is_an_enomem_error_with_the_remedy() {
+        let e = frame_vec::<u8>("big", isize::MAX as usize).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM))
+                && text.contains("'big'")
+                && text.contains("read_*_into")
+                && text.contains("ulimit -v"),
+            "{text}"
+        );
+        assert_eq!(frame_vec::<u64>("small", 3).unwrap().capacity(), 3);
+    }
 
     fn stream(tag: &str) -> (String, Stream) {
         let name = format!("read-{tag}-{}", crate::sys::pid());

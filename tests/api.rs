@@ -60,8 +60,80 @@ fn child_entry() {
                 other => panic!("{:?}", other.map(drop)),
             }
         }
+        // Reads a frame into new arrays (a snapshot, a cursor's next) under an address-space
+        // limit (`ulimit -v`) that leaves no room for them: says each refusal, then reads the
+        // same frames into a buffer allocated before the limit.
+        "read_under_an_address_space_limit" => {
+            let name: String = param("name");
+            let s = Stream::open(&name).unwrap();
+            let mut c = s.cursor().unwrap();
+            let mut buf = vec![7u8; s.len()];
+            s.write_slice(&buf).unwrap();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let vm_kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap();
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `limit` is a valid rlimit to fill.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) }, 0);
+            // Room for small allocations, not for a frame (96 MiB: more than a malloc arena
+            // reserves ahead, 64 MiB).
+            limit.rlim_cur = (vm_kib << 10) + (8 << 20);
+            // SAFETY: `limit` is a valid rlimit for the call.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+            for got in [s.read::<u8>().map(drop), c.next::<u8>(Some(LONG)).map(drop)] {
+                match got {
+                    Err(e @ Error::Io { .. }) => say(&format!("refused {e}")),
+                    other => panic!("{other:?}"),
+                }
+            }
+            buf.fill(0);
+            s.read_into_slice(&mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == 7));
+            buf.fill(0);
+            c.next_into_slice(&mut buf, Some(LONG)).unwrap();
+            assert!(buf.iter().all(|&b| b == 7));
+            say("read into the buffer");
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// A read into a new array (a snapshot, a cursor's next frame) that cannot allocate it is
+/// a typed error naming the stream and the remedy, and the frame stays readable into a
+/// buffer: `shmstream dump` of a 256 MiB stream under `ulimit -v 500000` aborted the
+/// process ("memory allocation of 268435456 bytes failed").
+#[test]
+fn a_read_into_a_new_array_that_cannot_be_allocated_is_refused_not_aborted() {
+    let name = unique_name("as-limit");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[96 << 20])
+        .dtype(Dtype::U8)
+        .history(2)
+        .create()
+        .unwrap();
+    let lines = child("child_entry", "read_under_an_address_space_limit")
+        .param("name", &name)
+        .run(LONG);
+    let refused: Vec<&String> = lines.iter().filter(|l| l.starts_with("refused")).collect();
+    assert_eq!(refused.len(), 2, "{lines:?}");
+    for line in refused {
+        for want in [name.as_str(), "read_*_into", "ulimit -v", "os error 12"] {
+            assert!(line.contains(want), "{want:?} not in {line}");
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l == "read into the buffer"),
+        "{lines:?}"
+    );
+    drop(s);
 }
 
 /// Watches `/dev/shm` (inotify): each call of the function returned gives the names of the
