@@ -7,7 +7,8 @@
 set -euo pipefail
 "$(dirname "$0")/check-ao-kernels.sh"
 cd "$(dirname "$0")/../harness/src/sys"
-clang="${CLANG:-$(command -v clang-14 || command -v clang)}"
+clang="${CLANG:-$(command -v clang-14 || command -v clang || true)}"
+[ -n "$clang" ] || { echo "build-ptx.sh: needs clang with the NVPTX target (Debian: apt-get install clang-14), or CLANG=..." >&2; exit 1; }
 "$clang" -x cuda --cuda-device-only --cuda-gpu-arch=sm_70 -nocudainc -nocudalib -O3 \
     -S -o ao_kernels.ptx ao_kernels.cu
 # The source's digest, which a unit test compares with ao_kernels.cu (a stale PTX fails it).

@@ -4,7 +4,8 @@
 # Needs clang++ (Debian: apt-get install clang-14). scripts/build-ptx.sh runs it first.
 set -euo pipefail
 cd "$(dirname "$0")"
-cxx="${CXX_CLANG:-$(command -v clang++-14 || command -v clang++)}"
+cxx="${CXX_CLANG:-$(command -v clang++-14 || command -v clang++ || true)}"
+[ -n "$cxx" ] || { echo "check-ao-kernels.sh: needs clang++ (Debian: apt-get install clang-14), or CXX_CLANG=..." >&2; exit 1; }
 bin="$(mktemp -d)/ao-kernels-host-check"
 "$cxx" -std=c++17 -O1 -pthread -Wall -Wno-unknown-attributes -DAO_HOST_EMULATION \
     ao-kernels-host-check.cpp -o "$bin"

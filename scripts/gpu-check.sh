@@ -17,7 +17,8 @@
 # GPU_CHECK_SYNC=0 skips the -mps-sync pass, GPU_CHECK_ONLY=mps runs the tests (as is) and the
 # MPS pass only, GPU_CHECK_BENCH=1 also runs gpu_bench
 # (default, event-ordering and MPS passes, as the first H200 report did).
-# The GPU machine gets .gpu-bin/ by carrying it (add `/.gpu-bin/` to .git/info/exclude).
+# The GPU machine gets .gpu-bin/ by carrying it (it is git-ignored: name it in the carry list).
+# `build` needs jq and strip (binutils) besides cargo.
 # Only a few files come back from it, so run the check into a scratch folder and tar it, e.g.
 #   R=/tmp/gpurun; OUT=$R timeout 540 scripts/gpu-check.sh run >$R.log 2>&1; tar czf $OUT/gpu-run.tgz -C /tmp gpurun
 # (2026-11-29, H200, --quick: 150-157 s; 2026-11-30 with the GPU-consumer rows and tests, a full

@@ -8,6 +8,8 @@
 # Usage: [FORMATS="npy fits"] [PARTS="rate throughput"] [ROUNDS=3] scripts/record-target.sh [OUT_DIR] [SECONDS]   (defaults: a temp dir
 # under /tmp, 30 s, both formats)
 # Needs ~7 GB free in OUT_DIR for 30 s; recordings are deleted as soon as they are checked.
+# Needs .venv (scripts/test.sh makes it) or PYTHON with numpy and astropy for the checks.
+# Exit status 1 when a rate target is missed (the throughput ratios are printed, not judged).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-$(mktemp -d "${TMPDIR:-/tmp}/record-target.XXXXXX")}
@@ -28,7 +30,8 @@ wait_for_stream() {
     return 1
 }
 
-[[ " ${PARTS:-rate throughput} " == *" rate "* ]] && for fmt in ${FORMATS:-npy fits}; do
+missed=0
+if [[ " ${PARTS:-rate throughput} " == *" rate "* ]]; then for fmt in ${FORMATS:-npy fits}; do
     echo "== ${ROWS}x${COLS} uint16, history($DEPTH), $RATE Hz, $FRAMES frames -> $fmt"
     name=rectarget-$fmt-$$
     # The camera runs 4 s longer than the recording, so the recorder may start late.
@@ -41,9 +44,13 @@ wait_for_stream() {
     "$PY" scripts/record_check.py "$OUT/rec-$fmt" "$name" $ROWS $COLS $FRAMES $fmt
     chk=$?
     rm -rf "$OUT/rec-$fmt"
-    [ $rec -eq 0 ] && [ $chk -eq 0 ] && echo "$fmt: target met (0 lost, every frame checked)" \
-        || echo "$fmt: target MISSED (record exit $rec, check exit $chk)"
-done
+    if [ $rec -eq 0 ] && [ $chk -eq 0 ]; then
+        echo "$fmt: target met (0 lost, every frame checked)"
+    else
+        echo "$fmt: target MISSED (record exit $rec, check exit $chk)"
+        missed=1
+    fi
+done; fi
 
 # The floor writes the same bytes as the recording, one frame per write() into files of
 # --per-file frames, cycling through a buffer as large as the stream's ring (frames come from
@@ -73,7 +80,7 @@ PYEOF
 # Run-to-run spread on a shared VM is +-15%, so each side runs ROUNDS times, alternating, and
 # the ratio is best recorder over best floor (also printed per round).
 ROUNDS=${ROUNDS:-3}
-[[ " ${PARTS:-rate throughput} " == *" throughput "* ]] && for fmt in ${FORMATS:-npy fits}; do
+if [[ " ${PARTS:-rate throughput} " == *" throughput "* ]]; then for fmt in ${FORMATS:-npy fits}; do
     echo "== throughput ($fmt): camera flat out, the recorder takes $((FRAMES / 3)) frames (frames lost expected), $ROUNDS rounds"
     name=rectarget-fast-$fmt-$$
     "$CAMERA" "$name" "${ROWS}x${COLS}" 0 $((SECS * 2)) $DEPTH > /dev/null &
@@ -96,4 +103,5 @@ ROUNDS=${ROUNDS:-3}
     kill $cam 2>/dev/null; wait $cam 2>/dev/null
     "$BIN" unlink "$name" > /dev/null 2>&1
     echo "$fmt: recorder best $best_rec MB/s, plain sequential write best $best_plain MB/s: $(awk -v a="$best_rec" -v b="$best_plain" 'BEGIN{printf "%.2f", a/b}')x (target >= 0.8)"
-done
+done; fi
+exit $missed

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/ci-gate
-harness() { cargo run -q -p harness -- "$@"; }
+harness() { cargo run --locked -q -p harness -- "$@"; }
 require_all=--require-all
 for a in "$@"; do
     case "$a" in --cases | --cases=*) require_all= ;; esac

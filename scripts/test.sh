@@ -18,9 +18,15 @@ for pin in sys.argv[1:]:
 PY
 }
 if [ ! -x .venv/bin/python ] || ! has_pins; then
+    # numpy 2.4 and astropy 8 need Python 3.11 or later; Debian's python3 needs python3-venv.
+    python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
+        echo "scripts/test.sh: needs python3 >= 3.11 with venv (Debian: apt-get install python3-venv)" >&2
+        exit 1
+    }
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "${pins[@]}"
 fi
 export SHMSTREAM_PYTHON="$PWD/.venv/bin/python"
 export SHMSTREAM_REQUIRE_PYTHON=1
-cargo test --workspace --features shmstream/tokio "$@"
+# --locked: the crates of Cargo.lock, never a new resolution.
+cargo test --locked --workspace --features shmstream/tokio "$@"
