@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::fs::{File, Metadata};
-use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
+use std::io::{self, BufReader, BufWriter, Cursor, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -417,20 +417,28 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
         let data = p.payload.as_slice().ok_or("internal: snapshot not contiguous")?;
         match output {
             Some(path) => {
-                // `-o -` is stdout, as `-o /dev/stdout` (a file named `-` is `-o ./-`).
-                let path = match path == Path::new("-") {
-                    true => Path::new("/dev/stdout"),
-                    false => path,
-                };
-                // A stop signal fails the write, which then leaves the file as it was.
+                // `-o -` is descriptor 1 as it is (a file named `-` is `-o ./-`).
+                let to_stdout = path == Path::new("-");
+                if to_stdout && io::stdout().is_terminal() {
+                    return Err(format!("cannot dump '{}' with -o -: stdout is a terminal: redirect or pipe it (-o - writes the .npy's bytes)", term::printable(name)).into());
+                }
+                // A stop signal fails the write, which then leaves a file as it was.
                 crate::watch::install_handlers()?;
-                let written = write_npy(path, stream.shape(), data)
-                    .map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?;
-                let line = format!("dumped '{}' ({}, count {}) to {}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count, term::printable(&path.display().to_string()));
+                let (written, to) = match to_stdout {
+                    true => (
+                        write_npy(None, stream.shape(), data).map_err(|e| format!("dumping '{}' to standard output: {e}; what it took is a cut-short .npy: discard it", term::printable(name)))?,
+                        "standard output".to_string(),
+                    ),
+                    false => (
+                        write_npy(Some(path), stream.shape(), data).map_err(|e| format!("dumping '{name}' to {}: {e}", path.display()))?,
+                        term::printable(&path.display().to_string()).into_owned(),
+                    ),
+                };
+                let line = format!("dumped '{}' ({}, count {}) to {to}", term::printable(name), describe(stream.dtype(), stream.shape()), p.info.count);
                 // Lines for a person, never in the .npy: the status line on stdout unless the
-                // .npy went there (`-o /dev/stdout`, `-o F > F`: it would follow the bytes, or
-                // overwrite the header), then on stderr unless it went there too (`2>&1`); a
-                // warning on stderr unless the .npy went there.
+                // .npy went there (`-o -`, `-o /dev/stdout`, `-o F > F`: it would follow the
+                // bytes, or overwrite the header), then on stderr unless it went there too
+                // (`2>&1`); a warning on stderr unless the .npy went there.
                 let on_stderr = is_open_on(&written, io::stderr().as_fd());
                 if !is_open_on(&written, io::stdout().as_fd()) {
                     term::outln!("{line}")?;
@@ -469,14 +477,15 @@ fn is_open_on(written: &Metadata, fd: BorrowedFd<'_>) -> bool {
         .is_ok_and(|m| m.dev() == written.dev() && m.ino() == written.ino())
 }
 
-/// Writes `data` as a `.npy` to `path` (see [`write_whole`]); returns what it wrote to.
+/// Writes `data` as a `.npy` to `path` (see [`write_whole`]), or to stdout when `None`
+/// (see [`write_stdout`]); returns what it wrote to.
 fn write_npy<T: npyz::AutoSerialize + Copy>(
-    path: &Path,
+    path: Option<&Path>,
     shape: &[usize],
     data: &[T],
 ) -> io::Result<Metadata> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    write_whole(path, &crate::watch::stop_requested, |out| {
+    let write = |out: &mut dyn Write| {
         let mut w = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape)
@@ -484,7 +493,34 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
             .begin_nd()?;
         w.extend(data.iter().copied())?;
         w.finish()
-    })
+    };
+    let stopped = &crate::watch::stop_requested;
+    match path {
+        Some(path) => write_whole(path, stopped, write),
+        None => write_stdout(stopped, write),
+    }
+}
+
+/// Writes to descriptor 1 as it is: nothing opened or truncated, so what the file or pipe
+/// already holds stays (`{ echo header; shmstream dump NAME -o -; } > F`, `>> F`), and a
+/// socket works. A failure leaves what it took so far, cut short.
+fn write_stdout(
+    stopped: &dyn Fn() -> bool,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Metadata> {
+    if stopped() {
+        return Err(Stoppable::stop_error());
+    }
+    let file = term::Out::of(io::stdout().as_fd())?;
+    let meta = file.metadata()?;
+    let mut out = BufWriter::new(Stoppable { file, stopped });
+    write(&mut out).and_then(|()| out.flush())?;
+    let (Stoppable { file, .. }, _) = out.into_parts();
+    if meta.is_file() {
+        file.sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}")))?;
+    }
+    Ok(meta)
 }
 
 /// Writes `path` whole or not at all; returns the metadata of the file it wrote (fstat of

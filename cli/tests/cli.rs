@@ -2554,9 +2554,67 @@ fn a_dump_to_dash_writes_stdout() {
     assert_exact_npy(&out.stdout, [5, 6]);
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        format!("dumped '{name}' (uint8 [2], count 1) to /dev/stdout\n")
+        format!("dumped '{name}' (uint8 [2], count 1) to standard output\n")
     );
     assert!(!dir.file("-").exists(), "a file named - was made");
+}
+
+/// `dump -o -` writes to descriptor 1 as it is, without opening or truncating it: a file
+/// stdout (`>>`, or `{ echo header; dump -o -; } > F`) keeps what it held before the .npy.
+#[test]
+fn a_dump_to_dash_keeps_what_a_file_stdout_already_holds() {
+    let name = unique_name("cli-dump-dash-append");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&[5u8, 6])
+        .unwrap();
+    let dir = TempDir::new("dumpdashappend");
+    let file = dir.file("out");
+    std::fs::write(&file, b"header\n").unwrap();
+    let stdout = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    let out = StdCommand::new(bin())
+        .args(["dump", &name, "-o", "-"])
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err,
+        format!("dumped '{name}' (uint8 [2], count 1) to standard output\n")
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[..7], b"header\n", "the header line was lost");
+    assert_exact_npy(&bytes[7..], [5, 6]);
+}
+
+/// `dump -o -` refuses a terminal stdout rather than write binary to it (a pty through
+/// `script`).
+#[test]
+fn a_dump_to_dash_refuses_a_terminal() {
+    let name = unique_name("cli-dump-dash-tty");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let cmd = format!("{} dump {name} -o -", bin().display());
+    let out = StdCommand::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("cannot dump '{name}' with -o -: stdout is a terminal: redirect or pipe it (-o - writes the .npy's bytes)")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("NUMPY"),
+        "binary reached the terminal: {text}"
+    );
 }
 
 /// `dump -o` of a stream never written warns that the file holds its initial zeros, and
