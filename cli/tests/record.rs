@@ -2001,7 +2001,8 @@ fn a_stream_replaced_while_recorded_is_reported_at_once() {
 /// drops it), ends that stream's recording without an error: every frame it published is on
 /// file, the FITS file says `COMPLETE = T`, the end is said at once, and the status is 0.
 /// (It was a failure, status 1 with `COMPLETE = F`, telling to record "the new stream"
-/// again.) The producer is a process of its own.
+/// again.) With `--frames` not reached, it is a short recording: status 1, saying how
+/// short, `COMPLETE = F`. The producer is a process of its own.
 #[test]
 fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly() {
     const FRAMES: u64 = 5;
@@ -2021,40 +2022,51 @@ fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly
         // Dropped, it is unlinked (`auto_unlink`).
         return;
     }
-    let name = unique_name("rec-producer-ends");
-    let _c = Cleanup::new([&name]);
-    let mut producer = common::child(
-        "a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly",
-        "producer",
-    )
-    .param("name", &name)
-    .spawn();
-    producer.expect_line("created", LONG);
-    let out = out_dir("rec-producer-ends");
-    let mut r = record(&name, &out, &["--duration", "600"]);
-    // The first file is there once the recorder's cursor is: every frame from now is taken.
-    let first = out.join(format!("{name}_000000000.fits"));
-    wait_until(&mut r, "first cube", || first.exists());
-    producer.send_line("go");
-    producer.wait_success(LONG);
-    let st = r.wait_timeout(LONG);
-    let diag = r.diagnostics();
-    assert_eq!(st.code(), Some(0), "{diag}");
-    assert!(
-        diag.lines().any(|l| l
-            == format!(
+    for stop in [["--duration", "600"], ["--frames", "1000"]] {
+        let short = stop[0] == "--frames";
+        let name = unique_name("rec-producer-ends");
+        let _c = Cleanup::new([&name]);
+        let mut producer = common::child(
+            "a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly",
+            "producer",
+        )
+        .param("name", &name)
+        .spawn();
+        producer.expect_line("created", LONG);
+        let out = out_dir("rec-producer-ends");
+        let mut r = record(&name, &out, &stop);
+        // The first file is there once the recorder's cursor is: every frame from now is
+        // taken.
+        let first = out.join(format!("{name}_000000000.fits"));
+        wait_until(&mut r, "first cube", || first.exists());
+        producer.send_line("go");
+        producer.wait_success(LONG);
+        let st = r.wait_timeout(LONG);
+        let diag = r.diagnostics();
+        assert_eq!(st.code(), Some(if short { 1 } else { 0 }), "{diag}");
+        let said = match short {
+            true => format!(
+                ", FAILED: stream '{name}' was unlinked (its producer ended?) after {FRAMES} of the 1000 frames asked"
+            ),
+            false => format!(
                 "shmstream: {name}: stream '{name}' was unlinked (its producer ended?) after {FRAMES} frames, all on file"
-            )),
-        "{diag}"
-    );
-    assert!(!diag.contains("FAILED"), "{diag}");
-    assert_eq!(summary(&diag), (1, FRAMES as usize), "{diag}");
-    assert_eq!(summary_count(&diag, "lost"), 0, "{diag}");
-    if common::python().is_some() {
-        assert_eq!(check(&out, "fits", 1000), (1, FRAMES as usize), "{diag}");
-        assert_eq!(endings(&out), ["0 True"], "{diag}");
+            ),
+        };
+        assert!(
+            diag.lines()
+                .any(|l| if short { l.ends_with(&said) } else { l == said }),
+            "{diag}"
+        );
+        assert_eq!(diag.contains("FAILED"), short, "{diag}");
+        assert_eq!(summary(&diag), (1, FRAMES as usize), "{diag}");
+        assert_eq!(summary_count(&diag, "lost"), 0, "{diag}");
+        if common::python().is_some() {
+            assert_eq!(check(&out, "fits", 1000), (1, FRAMES as usize), "{diag}");
+            let ending = if short { "0 False" } else { "0 True" };
+            assert_eq!(endings(&out), [ending], "{diag}");
+        }
+        let _ = std::fs::remove_dir_all(out);
     }
-    let _ = std::fs::remove_dir_all(out);
 }
 
 /// Frames a pyshmem writer publishes past a history stream's ring just before the stream is

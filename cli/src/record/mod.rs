@@ -31,8 +31,8 @@
 //! `DIR` it creates (and each directory created above it) has its own entry put on the
 //! disk once, before recording. A stream whose recording fails (replaced by a newer stream of
 //! its name) is reported at once, the others record on; so is one unlinked with no newer
-//! stream of its name (its producer ended): its recording ends there without an error, its
-//! files complete (frames published since the last one read are lost: a plain stream's,
+//! stream of its name (its producer ended): its recording ends there without an error
+//! (an error, a short recording, before `--frames` are taken), its files complete (frames published since the last one read are lost: a plain stream's,
 //! or a pyshmem writer's that skipped a history stream's ring). The summary counts the frames on
 //! file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
@@ -804,8 +804,15 @@ fn record_stream(
                     p.lost
                         .fetch_add(unread(s.count(), last, drain_to, wanted), Ordering::Relaxed);
                     // Its producer ended (unlinking it): the recording holds every frame the
-                    // stream published (but those counted lost).
+                    // stream published (but those counted lost); short of `--frames`, it is
+                    // a short recording.
                     if unlinked(&name) {
+                        if let Some(n) = plan.frames.filter(|&n| taken < n) {
+                            return Err(format!(
+                                "stream '{name}' was unlinked (its producer ended?) after {taken} of the {n} frames asked"
+                            )
+                            .into());
+                        }
                         p.unlinked.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
