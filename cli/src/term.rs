@@ -80,16 +80,17 @@ const WRITE_POLL_MS: i32 = 50;
 
 /// A descriptor written without ever blocking in `write`, so that a stop signal, whenever it
 /// comes, ends a write a reader that stopped reading holds up (one just before a blocking
-/// `write` would leave the tool in it until a second signal). A pipe, FIFO or terminal that
-/// a descriptor of the process refers to is opened anew, non-blocking, through
-/// `/proc/self/fd` (an open file description of its own: `O_NONBLOCK` on the descriptor
-/// would be the shell's too), and one the tool opened itself is made non-blocking; a write
-/// that would block waits in `poll` ([`WRITE_POLL_MS`] at a time), asking between waits
-/// whether to give up. Where neither can be (no `/proc`, a socket, a terminal of another
-/// user after `su`, whose mode forbids opening it), each write waits in `poll` first and
-/// writes at most `PIPE_BUF` bytes, which a pipe with room takes at once. A regular file
-/// (or block device) is written as it is: it waits for no reader, and opened anew it
-/// would have an offset of its own.
+/// `write` would leave the tool in it until a second signal). A pipe, FIFO or terminal (not
+/// a pty master, which opened anew would be a new pty) that a descriptor of the process
+/// refers to is opened anew, non-blocking, through `/proc/self/fd` (an open file
+/// description of its own: `O_NONBLOCK` on the descriptor would be the shell's too), and one
+/// the tool opened itself is made non-blocking; a write that would block waits in `poll`
+/// ([`WRITE_POLL_MS`] at a time), asking between waits whether to give up. Anything else,
+/// and where reopening fails (no `/proc`, a terminal of another user after `su`, whose mode
+/// forbids opening it), is duplicated: each write waits in `poll` first and writes at most
+/// `PIPE_BUF` bytes, which a pipe or socket with room takes at once. A regular file (or
+/// block device) is written as it is: it waits for no reader, and opened anew it would have
+/// an offset of its own.
 #[derive(Debug)]
 pub(crate) struct Out {
     file: File,
@@ -104,48 +105,75 @@ impl std::ops::Deref for Out {
     }
 }
 
-/// Whether writes to `fd` wait for no reader: a regular file or a block device (not when
-/// that cannot be told).
-fn waits_for_no_reader(fd: BorrowedFd<'_>) -> bool {
+/// How [`Out::of`] writes a descriptor.
+#[derive(PartialEq)]
+enum Kind {
+    /// A regular file or block device: waits for no reader.
+    WaitsForNoReader,
+    /// A pipe, FIFO or terminal (not a pty master): opened anew.
+    Reopened,
+    /// Anything else (a socket, a pty master, what cannot be told): `poll` first.
+    Other,
+}
+
+/// What `fd` is, for [`Out`].
+fn kind_of(fd: BorrowedFd<'_>) -> Kind {
     // SAFETY: all zeros is a valid `stat`, which `fstat` fills in for a descriptor we hold.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open for this call; `st` is a local.
-    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-    let kind = st.st_mode & libc::S_IFMT;
-    rc == 0 && (kind == libc::S_IFREG || kind == libc::S_IFBLK)
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Kind::Other;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFBLK => Kind::WaitsForNoReader,
+        libc::S_IFIFO => Kind::Reopened,
+        // SAFETY: isatty only queries the descriptor, open for this call.
+        libc::S_IFCHR if unsafe { libc::isatty(fd.as_raw_fd()) } == 1 && !pty_master(&st) => {
+            Kind::Reopened
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// Whether a terminal with status `st` is a pty master: `/dev/ptmx` (major 5, minor 2), or
+/// a BSD-style master (`/dev/pty*`, major 2).
+fn pty_master(st: &libc::stat) -> bool {
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    (major, minor) == (5, 2) || major == 2
 }
 
 impl Out {
     /// Descriptor `fd` of the process (stdout, stderr), opened anew non-blocking where it
-    /// is neither a regular file nor a block device.
+    /// is a pipe, FIFO or terminal (see [`Out`]).
     pub(crate) fn of(fd: BorrowedFd<'_>) -> std::io::Result<Out> {
-        let dup = || fd.try_clone_to_owned().map(File::from);
-        if waits_for_no_reader(fd) {
-            return Ok(Out {
-                file: dup()?,
-                poll_first: false,
-            });
+        let dup = |poll_first| {
+            Ok(Out {
+                file: fd.try_clone_to_owned().map(File::from)?,
+                poll_first,
+            })
+        };
+        match kind_of(fd) {
+            Kind::WaitsForNoReader => return dup(false),
+            Kind::Other => return dup(true),
+            Kind::Reopened => {}
         }
         let anew = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        Ok(match anew {
-            Ok(file) => Out {
+        match anew {
+            Ok(file) => Ok(Out {
                 file,
                 poll_first: false,
-            },
-            Err(_) => Out {
-                file: dup()?,
-                poll_first: true,
-            },
-        })
+            }),
+            Err(_) => dup(true),
+        }
     }
 
     /// A file the tool opened itself (an open file description of its own), made
     /// non-blocking where it is neither a regular file nor a block device.
     pub(crate) fn own(file: File) -> Out {
-        let poll_first = !waits_for_no_reader(file.as_fd()) && {
+        let poll_first = kind_of(file.as_fd()) != Kind::WaitsForNoReader && {
             // SAFETY: F_GETFL and F_SETFL on a descriptor `file` holds open change only
             // its open file description's status flags, which no one else shares.
             let set = unsafe {
@@ -232,16 +260,27 @@ impl Out {
 /// stop signal came, a reader that takes nothing for [`AFTER_STOP`] loses the rest (`record`'s
 /// summary after a Ctrl-C with its `| less` paused), and the tool exits.
 pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
-    static STDERR: OnceLock<Option<Out>> = OnceLock::new();
+    static STDERR: OnceLock<Out> = OnceLock::new();
+    // Set once, at the first write a stop found waiting: every write after it gives up at
+    // once, so that the whole output after a stop waits [`AFTER_STOP`] at most.
+    static GAVE_UP: OnceLock<Instant> = OnceLock::new();
     // Held so that lines from threads do not interleave.
-    let _lock = std::io::stderr().lock();
-    let Some(out) = STDERR.get_or_init(|| Out::of(std::io::stderr().as_fd()).ok()) else {
+    let mut lock = std::io::stderr().lock();
+    let text = std::fmt::format(args);
+    // A failure to make it (EMFILE) is not kept: the next line tries again.
+    let out = match STDERR.get() {
+        Some(out) => Some(out),
+        None => Out::of(std::io::stderr().as_fd())
+            .ok()
+            .map(|out| STDERR.get_or_init(|| out)),
+    };
+    let Some(out) = out else {
+        // std's stderr, blocking: the line rather than nothing.
+        let _ = lock.write_all(text.as_bytes());
         return;
     };
-    let mut stopped = None;
-    let _ = out.write_all(std::fmt::format(args).as_bytes(), &mut || {
-        crate::watch::stop_requested()
-            && stopped.get_or_insert_with(Instant::now).elapsed() >= AFTER_STOP
+    let _ = out.write_all(text.as_bytes(), &mut || {
+        crate::watch::stop_requested() && GAVE_UP.get_or_init(Instant::now).elapsed() >= AFTER_STOP
     });
 }
 

@@ -2559,6 +2559,58 @@ fn a_dump_to_dash_writes_stdout() {
     assert!(!dir.file("-").exists(), "a file named - was made");
 }
 
+/// An error written to a stderr that is a pty master reaches that pty (its slave reads it):
+/// the master is duplicated, not opened anew through `/proc/self/fd` (which opens
+/// `/dev/ptmx`, a new pty whose output goes nowhere).
+#[test]
+fn an_error_to_a_pty_master_stderr_reaches_the_pty() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = unique_name("cli-ptmx-missing");
+    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on a descriptor we then own.
+    let (master, slave_path) = unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let master = OwnedFd::from_raw_fd(fd);
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        let mut buf = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, buf.as_mut_ptr(), buf.len()), 0);
+        let path = std::ffi::CStr::from_ptr(buf.as_ptr())
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (master, path)
+    };
+    let mut slave = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(&slave_path)
+        .unwrap();
+    let st = StdCommand::new(bin())
+        .args(["stat", &name])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::from(master.try_clone().unwrap()))
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(1));
+    // The line is in the slave's input once the tool exited; the poll's timeout only bounds
+    // a failure.
+    let mut p = libc::pollfd {
+        fd: slave.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd of a descriptor `slave` holds.
+    let ready = unsafe { libc::poll(&mut p, 1, 10_000) };
+    assert_eq!(ready, 1, "nothing reached the pty from the tool's stderr");
+    let mut got = vec![0; 4096];
+    let n = slave.read(&mut got).unwrap();
+    let got = String::from_utf8_lossy(&got[..n]);
+    assert!(got.contains(&name), "{got:?}");
+}
+
 /// `dump -o -` writes to descriptor 1 as it is, without opening or truncating it: a file
 /// stdout (`>>`, or `{ echo header; dump -o -; } > F`) keeps what it held before the .npy.
 #[test]

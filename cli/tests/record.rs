@@ -2134,42 +2134,44 @@ fn full_pipe() -> (std::fs::File, std::fs::File) {
 
 /// One Ctrl-C ends a recording whose stderr reader takes nothing (`2>&1 | less` paused):
 /// the summary, which cannot be written, is dropped and the recorder exits by its own rule
-/// (0: nothing lost), its file finished. (std's `write_all` retried the summary's blocked
-/// write until a second signal.)
+/// (0: nothing lost), its files finished. (std's `write_all` retried the summary's blocked
+/// write until a second signal.) The wait for the reader is once for the whole summary,
+/// not for each of its lines: 30 streams' summary lines took at least 30 × 100 ms.
 #[test]
 fn one_signal_ends_a_recording_whose_stderr_reader_takes_nothing() {
-    let (name, _c, _s) = camera("rec-stalled-stderr", RING);
+    const STREAMS: usize = 30;
+    let cameras: Vec<_> = (0..STREAMS)
+        .map(|_| camera("rec-stalled-stderr", RING))
+        .collect();
     let out = out_dir("rec-stalled-stderr");
     let (_never_read, stderr) = full_pipe();
     let mut c = Command::new(bin());
-    c.args([
-        "record",
-        &name,
-        "--duration",
-        "600",
-        "--format",
-        "npy",
-        "--out",
-    ])
-    .arg(&out)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(stderr);
+    c.arg("record")
+        .args(cameras.iter().map(|(name, ..)| name))
+        .args(["--duration", "600", "--format", "npy", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
     common::default_stop_signals(&mut c);
     common::die_with_spawner(&mut c);
     let mut child = c.spawn().unwrap();
-    // Its first file is there once it records (the stop signals caught before).
-    let first = out.join(format!("{name}_000000000.npy"));
+    // Its first files are there once it records (the stop signals caught before).
+    let firsts: Vec<_> = cameras
+        .iter()
+        .map(|(name, ..)| out.join(format!("{name}_000000000.npy")))
+        .collect();
     let deadline = Instant::now() + LONG;
-    while !first.exists() {
+    while !firsts.iter().all(|f| f.exists()) {
         assert!(child.try_wait().unwrap().is_none(), "record exited early");
-        assert!(Instant::now() < deadline, "no file in {LONG:?}");
+        assert!(Instant::now() < deadline, "no files in {LONG:?}");
         // Polling the file system, which has no wait for a file; not a synchronizing sleep.
         std::thread::sleep(Duration::from_millis(1));
     }
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let deadline = Instant::now() + LONG;
+    let signalled = Instant::now();
+    let deadline = signalled + LONG;
     let st = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
@@ -2182,11 +2184,18 @@ fn one_signal_ends_a_recording_whose_stderr_reader_takes_nothing() {
         // Polling a child's exit, which has no wait with a timeout; not a synchronizing sleep.
         std::thread::sleep(Duration::from_millis(1));
     };
+    let took = signalled.elapsed();
     assert_eq!(st.code(), Some(0), "{st}");
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?} from the SIGINT to the exit: a wait for the stalled stderr per summary line?"
+    );
     // Finished: the frame count in the header (0), not the unfinished one's u64::MAX.
-    let cube = std::fs::read(&first).unwrap();
-    let header = String::from_utf8_lossy(&cube[..cube.len().min(128)]);
-    assert!(header.contains("'shape': (0, 6, 5)"), "{header:?}");
+    for first in &firsts {
+        let cube = std::fs::read(first).unwrap();
+        let header = String::from_utf8_lossy(&cube[..cube.len().min(128)]);
+        assert!(header.contains("'shape': (0, 6, 5)"), "{header:?}");
+    }
     let _ = std::fs::remove_dir_all(out);
 }
 
