@@ -286,8 +286,9 @@ fn without_source_paths(reason: &str) -> String {
 }
 
 /// Of an endpoint given with `flag` (`--listen`, `--connect`), the usage error naming it
-/// and the remedy, where it is not `tcp/HOST:PORT` (the one transport this build carries;
-/// Zenoh's `?metadata` and `#config` suffixes pass): Zenoh's own refusals are debug dumps.
+/// and the remedy, where it is not one `tcp/HOST:PORT` (the one transport this build
+/// carries; an IPv6 HOST in brackets; PORT 0, any free port, only to listen on; Zenoh's
+/// `?metadata` and `#config` suffixes pass): Zenoh's own refusals are debug dumps.
 fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
     let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{value}' {why}")));
     let bare = value.split(['?', '#']).next().unwrap_or_default();
@@ -300,17 +301,39 @@ fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
             "is not an endpoint this build carries: it carries tcp only (write tcp/{address})"
         ));
     }
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !address.ends_with(']') => {
-            match port.parse::<u16>() {
-                Ok(_) => Ok(()),
-                Err(_) => bad(format!(
-                    "has port '{port}', not a port number: write tcp/{host}:PORT, PORT \
-                     from 0 to 65535"
-                )),
-            }
-        }
-        _ => bad("has no HOST:PORT: write tcp/HOST:PORT".to_owned()),
+    if address.contains(',') {
+        return bad(format!(
+            "is several endpoints: give each its own {flag} tcp/HOST:PORT"
+        ));
+    }
+    let Some((host, port)) = address
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && !address.ends_with(']'))
+    else {
+        return bad("has no HOST:PORT: write tcp/HOST:PORT".to_owned());
+    };
+    if host.chars().any(char::is_whitespace) {
+        return bad(format!(
+            "has whitespace in its host '{host}': write tcp/HOST:PORT"
+        ));
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if !bracketed && host.contains(':') {
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        return bad(format!(
+            "has host '{host}': an IPv6 address goes in brackets: write tcp/[{ip}]:PORT"
+        ));
+    }
+    let lowest = if flag == "--connect" { 1 } else { 0 };
+    match port.parse::<u16>() {
+        Ok(p) if p >= lowest => Ok(()),
+        Ok(_) => bad(format!(
+            "has port 0, which cannot be connected to: write tcp/{host}:PORT, PORT from 1 to 65535"
+        )),
+        Err(_) => bad(format!(
+            "has port '{port}', not a port number: write tcp/{host}:PORT, PORT from {lowest} \
+             to 65535"
+        )),
     }
 }
 
@@ -595,6 +618,62 @@ pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One `tcp/HOST:PORT` passes (hostnames, IPv6 in brackets, suffixes, port 0 to
+    /// listen on); several in one value, whitespace or an unbracketed `:` in the host, and
+    /// port 0 to connect to are refused with the remedy.
+    #[test]
+    fn endpoints_are_checked_before_zenoh_sees_them() {
+        for (flag, ok) in [
+            ("--connect", "tcp/localhost:7447"),
+            ("--listen", "tcp/[::]:7447"),
+            ("--connect", "tcp/[::1]:7447"),
+            ("--connect", "tcp/camera-3.lab.example:7447"),
+            ("--listen", "tcp/0.0.0.0:7447"),
+            ("--listen", "tcp/127.0.0.1:0"),
+            ("--listen", "tcp/0.0.0.0:7447#iface=eth0"),
+            ("--connect", "tcp/10.0.0.2:7447?prio=1-7"),
+        ] {
+            assert!(check_endpoint(flag, ok).is_ok(), "{flag} {ok}");
+        }
+        for (flag, bad, says) in [
+            (
+                "--connect",
+                "tcp/a:1,tcp/b:2",
+                "is several endpoints: give each its own --connect tcp/HOST:PORT",
+            ),
+            (
+                "--listen",
+                "tcp/::1:7447",
+                "has host '::1': an IPv6 address goes in brackets: write tcp/[::1]:PORT",
+            ),
+            (
+                "--connect",
+                "tcp/ho st:1",
+                "has whitespace in its host 'ho st': write tcp/HOST:PORT",
+            ),
+            (
+                "--connect",
+                "tcp/h:0",
+                "has port 0, which cannot be connected to: write tcp/h:PORT, PORT from 1 to 65535",
+            ),
+            (
+                "--connect",
+                "tcp/h:x",
+                "has port 'x', not a port number: write tcp/h:PORT, PORT from 1 to 65535",
+            ),
+            (
+                "--listen",
+                "tcp/h:x",
+                "has port 'x', not a port number: write tcp/h:PORT, PORT from 0 to 65535",
+            ),
+        ] {
+            match check_endpoint(flag, bad) {
+                Err(BridgeError::Usage(u)) => assert_eq!(u, format!("{flag} '{bad}' {says}")),
+                other => panic!("{flag} {bad}: {other:?}"),
+            }
+        }
+    }
 
     /// A listen endpoint in use is a usage error: its remedy fits the role (a `subscribe
     /// --listen` is not told to give its streams to a `publish`), Zenoh's reason last,
