@@ -62,6 +62,23 @@ pub fn unlink_remedy(name: &str) -> String {
     }
 }
 
+/// The advice for stream `name`, which exists and keeps no history, to get one (for a
+/// message, as [`unlink_remedy`]): its producer creates it with a history, or it is made
+/// first with `shmstream create` (the command to copy, with `NAME` for a name [`printable`]
+/// would show escaped) before the producer starts, which then opens it.
+pub fn history_remedy(name: &str) -> String {
+    let name = if printable(name) == name {
+        shell_word(name)
+    } else {
+        "NAME".to_owned()
+    };
+    format!(
+        "have its producer create it with a history (Rust: StreamOptions history(n)), or \
+         unlink it and make it first with `shmstream create {name} --shape ... --dtype ... \
+         --history N` before the producer starts (opening it)"
+    )
+}
+
 /// `s` (a name, or a line that holds names) as shown on a terminal: the characters
 /// [`is_escaped`] (control, bidi control and invisible format characters, and backslashes)
 /// escaped Rust-style (`\u{1b}`, `\n`, `\u{200b}`, `\\`), so a name from shared memory

@@ -131,9 +131,8 @@ fn publish_stream(
         s.set_wait_strategy(WaitStrategy::Park);
         if o.lossless && s.history_depth() == 0 {
             return Err(BridgeError::Usage(format!(
-                "stream '{name}' keeps no history: --lossless needs a stream created with a \
-                 history (Rust: StreamOptions history(n); terminal: shmstream create {name} \
-                 --shape ... --dtype ... --history N)"
+                "stream '{name}' keeps no history: --lossless needs one: {}",
+                shmstream::name::history_remedy(name)
             )));
         }
         // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;

@@ -1770,9 +1770,10 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
     assert_eq!(st.code(), Some(1), "{said}");
     assert!(
         said.contains(&format!(
-            "stream '{bad}' keeps no history: --lossless needs a stream created with a \
-             history (Rust: StreamOptions history(n); terminal: shmstream create {bad} \
-             --shape ... --dtype ... --history N)"
+            "stream '{bad}' keeps no history: --lossless needs one: have its producer create \
+             it with a history (Rust: StreamOptions history(n)), or unlink it and make it first \
+             with `shmstream create {bad} --shape ... --dtype ... --history N` before the \
+             producer starts (opening it)"
         )),
         "{said}"
     );

@@ -69,8 +69,8 @@ enum Command {
         #[arg(long)]
         notify: bool,
         /// Also keep the last N frames in a history ring (1..=1048576; 0, the default, keeps
-        /// none), which `record` and `shmstream-bridge publish --lossless` read without
-        /// losing frames.
+        /// none), which `record` and `shmstream-bridge publish --lossless` read losing none
+        /// while they keep up with the writer (the ring holds N frames).
         #[arg(long, value_name = "N", default_value_t = 0)]
         history: usize,
     },

@@ -433,9 +433,9 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     for (name, s) in plan.names.iter().zip(&streams) {
         if s.history_depth() == 0 {
             term::errln!(
-                "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); create it with a history to record every frame (Rust: StreamOptions history(n); terminal: shmstream create {} --shape ... --dtype ... --history N)",
+                "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); to record every frame, {}",
                 term::printable(name),
-                term::printable(name)
+                shmstream::name::history_remedy(name)
             );
         }
     }
