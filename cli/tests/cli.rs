@@ -1958,19 +1958,28 @@ fn watch_blocked_on_a_full_stdout_pipe_stops_on_sigterm() {
 
 /// Waits (within LONG) until `child` waits for the reader of its stdout, as
 /// /proc/PID/syscall shows it: in a write to (a duplicate of) its stdout (the syscall number,
-/// then the descriptor), or in the `poll` of one descriptor that a write which would block
-/// waits in (the tool's writes never block). Kills it and fails the test if it never does.
+/// then the descriptor), or in the `poll` of one descriptor, (a duplicate of) its stdout,
+/// that a write which would block waits in (the tool's writes never block): the pollfd read
+/// from /proc/PID/mem at the pointer the syscall was given. Kills it and fails the test if
+/// it never does.
 fn wait_blocked_writing_stdout(child: &mut std::process::Child) {
+    use std::os::unix::fs::FileExt;
     let pid = child.id();
     let fd_target = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    let is_stdout = |fd: i64| fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"));
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("the child's memory");
+    // The descriptor of the one pollfd at `ptr` (`int fd` first); none if it cannot be read.
+    let polled = |ptr: u64| {
+        let mut fd = [0u8; 4];
+        mem.read_exact_at(&mut fd, ptr).ok()?;
+        Some(i64::from(i32::from_ne_bytes(fd)))
+    };
     let blocked = || {
         common::blocked_syscall(pid, pid).is_some_and(|(nr, args)| match nr {
-            libc::SYS_write => args.first().is_some_and(|fd| {
-                fd_target(&fd.to_string()).is_some_and(|t| Some(t) == fd_target("1"))
-            }),
-            libc::SYS_ppoll => args.get(1) == Some(&1),
+            libc::SYS_write => args.first().is_some_and(|&fd| is_stdout(fd as i64)),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_poll => args.get(1) == Some(&1),
+            libc::SYS_poll => args.get(1) == Some(&1) && polled(args[0]).is_some_and(is_stdout),
+            libc::SYS_ppoll => args.get(1) == Some(&1) && polled(args[0]).is_some_and(is_stdout),
             _ => false,
         })
     };
