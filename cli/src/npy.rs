@@ -567,7 +567,13 @@ fn write_whole(
                 && !is_open_on(m, io::stdout().as_fd())
                 && !is_open_on(m, io::stderr().as_fd()) =>
         {
-            drop(std::fs::OpenOptions::new().write(true).open(path)?);
+            // An existing file on a read-only file system is said as a new one there is.
+            drop(std::fs::OpenOptions::new().write(true).open(path).map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::ReadOnlyFilesystem => dir_refusal(dir_of(path), e),
+                    _ => e,
+                },
+            )?);
             let real = std::fs::canonicalize(path)?;
             let dir = std::fs::metadata(dir_of(&real))?;
             // SAFETY: geteuid takes nothing and cannot fail.
@@ -605,8 +611,8 @@ fn dir_refusal(dir: &Path, e: io::Error) -> io::Error {
             format!("directory {dir} is on a read-only file system: give another -o")
         }
         io::ErrorKind::PermissionDenied => format!(
-            "this user may not create files in directory {dir}: make it writable, or give \
-             another -o"
+            "this user may not create files in directory {dir}: it (or a directory above it) \
+             cannot be searched or written by this user: give another -o"
         ),
         _ => return e,
     };

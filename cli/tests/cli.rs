@@ -2536,7 +2536,8 @@ fn a_dump_into_a_directory_not_writable_names_the_directory() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains(format!(
-            "this user may not create files in directory {}: make it writable, or give another -o",
+            "this user may not create files in directory {}: it (or a directory above it) \
+             cannot be searched or written by this user: give another -o",
             locked.display()
         )));
     assert!(!locked.join("out.npy").exists());
