@@ -307,7 +307,8 @@ pub enum Error {
         /// whole pages as tmpfs stores them.
         needed: u64,
         /// Bytes free in `/dev/shm` once the parts made so far were removed, if known (for
-        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit).
+        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit, plus the swap it may
+        /// still fill).
         available: Option<u64>,
         /// What ran out.
         shortage: Shortage,
