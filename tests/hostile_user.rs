@@ -1408,25 +1408,38 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
     let made = within("create", move || {
         Stream::create(&n, &[too_big], Dtype::U8).map(drop)
     });
+    // SAFETY: sysconf reads a constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     match &made {
+        // A memory cgroup limit below /dev/shm's size (a container) refuses first.
         Err(
             e @ Error::NoSpace {
                 name: n,
                 needed,
                 available,
-                shortage: shmstream::Shortage::Bytes,
+                shortage:
+                    shortage @ (shmstream::Shortage::Bytes | shmstream::Shortage::Cgroup { .. }),
             },
         ) => {
             assert_eq!(n, &name);
             // The whole stream: its payload and its `_meta` (the header and name), each in
             // whole pages as tmpfs stores them.
-            let page = 4096;
             assert_eq!(
                 *needed,
                 too_big.div_ceil(page) as u64 * page as u64 + page as u64
             );
-            assert!(available.is_some_and(|a| a <= total), "{available:?}");
-            assert!(e.to_string().contains("shmstream purge"), "{e}");
+            let text = e.to_string();
+            if let shmstream::Shortage::Cgroup { limit } = shortage {
+                assert!(available.is_some_and(|a| a < *needed), "{available:?}");
+                assert!(
+                    text.contains(&format!("under its limit of {limit} bytes"))
+                        && text.contains("raise the container's memory limit"),
+                    "{e}"
+                );
+            } else {
+                assert!(available.is_some_and(|a| a <= total), "{available:?}");
+                assert!(text.contains("shmstream purge"), "{e}");
+            }
         }
         other => panic!("a stream larger than /dev/shm ({total} bytes): {other:?}"),
     }
