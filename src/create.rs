@@ -298,11 +298,13 @@ pub(crate) fn build(
             let needed = stream_bytes(size, o.history)
                 .saturating_add(segments_bytes(&[extra], sys::page_size() as u64));
             let room = sys::shm_room();
+            // Payload and `_meta`, the ring, the other segment.
+            let segments = 2 + u64::from(o.history > 0) + u64::from(extra > 0);
             Error::NoSpace {
                 name,
                 needed,
                 available: room.map(|r| r.bytes),
-                shortage: match room.is_some_and(|r| r.out_of_inodes(needed)) {
+                shortage: match room.is_some_and(|r| r.out_of_inodes(segments)) {
                     true => crate::error::Shortage::Inodes,
                     false => crate::error::Shortage::Bytes,
                 },

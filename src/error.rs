@@ -848,8 +848,9 @@ mod tests {
         );
     }
 
-    /// `ENOSPC` with the bytes free (or no inode free) is out of inodes, and says so: the
-    /// bytes remedy would contradict the numbers it shows.
+    /// `ENOSPC` with fewer inodes free than the creation's segments is out of inodes, and
+    /// says so: the bytes remedy would not help. Bytes free afterwards do not make it inodes
+    /// (another process may have freed them).
     #[test]
     fn no_space_tells_inodes_from_bytes() {
         use crate::sys::ShmRoom;
@@ -858,10 +859,18 @@ mod tests {
             inodes,
             inodes_free,
         };
-        assert!(!room(4096, 1000, 10).out_of_inodes(8192), "short of bytes");
-        assert!(room(1 << 20, 1000, 10).out_of_inodes(8192), "bytes enough");
-        assert!(room(0, 1000, 0).out_of_inodes(8192), "no inode free");
-        assert!(!room(1 << 20, 0, 0).out_of_inodes(8192), "no inode limit");
+        assert!(!room(4096, 1000, 10).out_of_inodes(3), "short of bytes");
+        assert!(
+            !room(1 << 20, 1000, 10).out_of_inodes(3),
+            "bytes freed since: still bytes"
+        );
+        assert!(
+            room(1 << 20, 1000, 2).out_of_inodes(3),
+            "too few inodes free"
+        );
+        assert!(room(0, 1000, 0).out_of_inodes(2), "no inode free");
+        assert!(!room(1 << 20, 1000, 2).out_of_inodes(2), "inodes enough");
+        assert!(!room(1 << 20, 0, 0).out_of_inodes(2), "no inode limit");
         let e = |shortage| {
             Error::NoSpace {
                 name: "cam0".into(),

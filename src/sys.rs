@@ -419,11 +419,12 @@ pub(crate) struct ShmRoom {
 }
 
 impl ShmRoom {
-    /// Whether a creation of `needed` bytes that failed with `ENOSPC` ran out of inodes
-    /// (tmpfs `nr_inodes`) rather than bytes: the filesystem limits inodes and has none
-    /// free, or it has the bytes.
-    pub(crate) fn out_of_inodes(&self, needed: u64) -> bool {
-        self.inodes > 0 && (self.inodes_free == 0 || self.bytes >= needed)
+    /// Whether a creation of `segments` segments that failed with `ENOSPC` ran out of inodes
+    /// (tmpfs `nr_inodes`) rather than bytes, measured once its parts were removed: the
+    /// filesystem limits inodes and has fewer free than the creation makes. (Bytes free now
+    /// say nothing: another process may have freed them since.)
+    pub(crate) fn out_of_inodes(&self, segments: u64) -> bool {
+        self.inodes > 0 && self.inodes_free < segments
     }
 }
 
