@@ -122,6 +122,7 @@ fn size_problem(expected: Option<u64>, found: u64) -> String {
 
 /// A rule of the format that a header breaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// The segment is smaller than 512 bytes.
     #[error("metadata segment too small: expected at least {META_BYTES} bytes, got {0}")]
