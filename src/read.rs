@@ -676,13 +676,14 @@ impl Stream {
 }
 
 /// Room for `n` elements, reserved without aborting where memory runs out (a large frame
-/// under `ulimit -v`): [`Error::Io`] (`ENOMEM`) for stream `name`, naming the remedies.
+/// under `ulimit -v`): [`Error::Io`] (`ENOMEM`) for stream `name`, naming the `_into` reads
+/// (its display adds the memory remedy, the `ulimit -v` limit if finite).
 fn frame_vec<T>(name: &str, n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Error::Io {
         name: name.to_owned(),
-        op: "allocate a new array for the frame (read into your own buffer with read_*_into \
-             instead, or raise `ulimit -v`)",
+        op: "allocating a new array for the frame (or read with read_*_into into your own \
+             buffer)",
         source: std::io::Error::from_raw_os_error(libc::ENOMEM),
     })?;
     Ok(v)
@@ -731,8 +732,10 @@ mod tests {
         assert!(
             matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM))
                 && text.contains("'big'")
-                && text.contains("read_*_into")
-                && text.contains("ulimit -v"),
+                && text.contains("allocating a new array for the frame (or read with read_*_into")
+                && text.contains("free some memory")
+                && text.matches("ulimit -v").count()
+                    == usize::from(crate::sys::address_space_limit().is_some()),
             "{text}"
         );
         assert_eq!(frame_vec::<u64>("small", 3).unwrap().capacity(), 3);

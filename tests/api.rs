@@ -136,6 +136,7 @@ fn a_read_into_a_new_array_that_cannot_be_allocated_is_refused_not_aborted() {
         for want in [name.as_str(), "read_*_into", "ulimit -v", "os error 12"] {
             assert!(line.contains(want), "{want:?} not in {line}");
         }
+        assert_eq!(line.matches("ulimit -v").count(), 1, "one remedy: {line}");
     }
     assert!(
         lines.iter().any(|l| l == "read into the buffer"),
