@@ -239,9 +239,11 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     seqlock::stamp_bracket(h, &b, write_time, frame_id);
     // The stamps above are Relaxed host stores; the even value that publishes them is the
     // device's store, issued only once the GPU saw the enqueue's doorbell. This fence orders
-    // the stamps before every store the enqueue makes (the doorbell among them) on weakly
-    // ordered hosts too, instead of relying on the driver's own barrier before its doorbell:
-    // a reader whose Acquire load sees the even value sees the stamps.
+    // the stamps before the enqueue's stores to ordinary memory (its command entries) on
+    // weakly ordered hosts; it does not order them before the doorbell, an MMIO write (on
+    // arm64 `dmb ish` does not reach device memory): the driver's own barrier before its
+    // doorbell covers that, and with it a reader whose Acquire load sees the even value sees
+    // the stamps.
     std::sync::atomic::fence(Ordering::Release);
     let st = a.stream.cu_stream();
     let even = b.even() as u64;
