@@ -298,7 +298,7 @@ pub enum Error {
         reason: String,
     },
     /// No room for a new stream: `/dev/shm` is short of bytes or inodes, or the process's
-    /// memory cgroup of memory (see `shortage`).
+    /// memory cgroup is short of memory under its limit (see `shortage`).
     #[error("{}", no_space(.name, *.needed, .available, .shortage))]
     NoSpace {
         /// The stream.
