@@ -135,9 +135,12 @@ fn cancelled() -> bool {
 
 /// Parks on `h`'s futex word while it holds `observed`, for at most `timeout`, unless the
 /// caller's condition holds already (`ready`, looked at last, just before the system call:
-/// a history append moves no futex word, so its wake reaches only a cursor already parked);
-/// whether a wake, a moved word, a signal handler or `ready` ended it ([`sys::futex_wait`]):
-/// only a park that ran out makes the caller's next pause look for a dead writer.
+/// a history append moves no futex word, so its wake reaches only a cursor already parked).
+/// The last look narrows that window but does not close it: for an append landing between
+/// `ready()` and the futex call, the cursor still sleeps until the frame's even-store wake
+/// (latency, no loss). Returns whether a wake, a moved word, a signal handler or `ready`
+/// ended it ([`sys::futex_wait`]): only a park that ran out makes the caller's next pause
+/// look for a dead writer.
 fn futex_park(
     h: &MappedHeader,
     observed: i64,
