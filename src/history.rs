@@ -43,6 +43,7 @@ use ndarray::ArrayD;
 
 use crate::dtype::Element;
 use crate::error::{Error, LossCause, Result};
+use crate::format::FormatError;
 use crate::name;
 use crate::notify::{ADAPTIVE_SPIN, WaitStrategy, Waiter};
 use crate::read::{FrameInfo, Publication};
@@ -320,7 +321,8 @@ impl Ring {
     /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
     /// the write lock and is inside the publication bracket of the write whose count would
     /// be `count`; `count_ahead` stores the frame's count into it before the frame becomes
-    /// visible; returns that count ([`Ring::finish_append`]).
+    /// visible; returns that count ([`Ring::finish_append`]), or refuses as
+    /// [`Ring::begin_append`] does.
     pub(crate) fn append(
         &self,
         src: *const u8,
@@ -328,8 +330,8 @@ impl Ring {
         frame_id: u64,
         write_time: f64,
         count_ahead: impl FnOnce(u64),
-    ) -> u64 {
-        let (append, dst) = self.begin_append();
+    ) -> Result<u64, FormatError> {
+        let (append, dst) = self.begin_append()?;
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
         // slot's frame area, `frame_bytes` long inside the mapping (checked at
         // attach/create), 64-byte aligned (page-aligned mapping, 64-byte header and stride),
@@ -342,7 +344,7 @@ impl Ring {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
-        self.finish_append(append, count, frame_id, write_time, count_ahead)
+        Ok(self.finish_append(append, count, frame_id, write_time, count_ahead))
     }
 
     /// Whether a publication may fill the next slot first and copy it into the payload
@@ -356,9 +358,11 @@ impl Ring {
     /// (for [`Ring::finish_append`]) and the slot's frame area (`frame_bytes`, 64-byte
     /// aligned) for the caller to fill. The caller holds the write lock and is inside the
     /// publication bracket; an append never finished leaves the stamp odd and the head
-    /// unmoved, so no cursor returns the slot and the next append reuses it.
+    /// unmoved, so no cursor returns the slot and the next append reuses it. Refused
+    /// ([`FormatError::CountExhausted`]), the slot untouched, when the previous frame is
+    /// counted `u64::MAX` (a planted or corrupted slot): the frame's count would wrap.
     #[inline]
-    pub(crate) fn begin_append(&self) -> (Append, *mut u8) {
+    pub(crate) fn begin_append(&self) -> Result<(Append, *mut u8), FormatError> {
         // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
         // the previous holder's stores.
         let mut k = self.head().load(Ordering::Relaxed);
@@ -382,6 +386,9 @@ impl Ring {
             (self.word(at + off::STAMP).load(Ordering::Relaxed) == written_stamp(p))
                 .then(|| self.word(at + off::COUNT).load(Ordering::Relaxed))
         });
+        if prev == Some(u64::MAX) {
+            return Err(FormatError::CountExhausted(u64::MAX));
+        }
         let slot = self.slot_at(k);
         self.word(slot + off::STAMP)
             .store(writing_stamp(k), Ordering::Relaxed);
@@ -390,14 +397,14 @@ impl Ring {
         fence(Ordering::Release);
         // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
         let frame = unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) };
-        (
+        Ok((
             Append {
                 index: k,
                 slot,
                 prev,
             },
             frame,
-        )
+        ))
     }
 
     /// Completes `append`, its frame filled: the slot's metadata, then the frame's count to
@@ -425,7 +432,8 @@ impl Ring {
             slot,
             prev,
         } = append;
-        let count = prev.map_or(count, |p| count.max(p.wrapping_add(1)));
+        // `begin_append` refused a previous count without a next.
+        let count = prev.map_or(count, |p| count.max(p + 1));
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
             .store(frame_id, Ordering::Relaxed);
@@ -1609,7 +1617,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let mut b = crate::seqlock::begin_write(&s.header);
-        let (append, slot) = ring.begin_append();
+        let (append, slot) = ring.begin_append().unwrap();
         let slot = slot.cast::<u32>();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
@@ -1678,7 +1686,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let mut b = crate::seqlock::begin_write(&s.header);
-        let (append, slot) = ring.begin_append();
+        let (append, slot) = ring.begin_append().unwrap();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
             // the write lock and the slot's stamp is odd.
@@ -1797,7 +1805,7 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let ring = s.history.as_ref().unwrap();
             let mut b = crate::seqlock::begin_write(&s.header);
-            let (append, _) = ring.begin_append();
+            let (append, _) = ring.begin_append().unwrap();
             ring.finish_append(append, 2, 2, 0.0, |c| {
                 if ahead {
                     b.count_ahead(&s.header, c);
@@ -1834,7 +1842,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let b = crate::seqlock::begin_write(&s.header);
-        let (append, _) = ring.begin_append();
+        let (append, _) = ring.begin_append().unwrap();
         ring.finish_append(append, 2, 2, 0.0, |_| ());
         // What `cursor` loads inside the window: the head past frame 2, the count of 1.
         let (head, count) = (ring.appended(), s.header.count().load(Ordering::Acquire));
@@ -1842,7 +1850,7 @@ mod tests {
         crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
         // The next publication's append takes the ring's only slot before `cursor` reads it.
         let b = crate::seqlock::begin_write(&s.header);
-        let (append, _) = ring.begin_append();
+        let (append, _) = ring.begin_append().unwrap();
         let mut c = Cursor::after_newest(&s, ring, head, count);
         ring.finish_append(append, 3, 3, 0.0, |_| ());
         crate::seqlock::end_write(&s.header, b, 0.0, Some(3));
@@ -1853,11 +1861,43 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A ring slot counted `u64::MAX` (planted) before the header's count: the next append
+    /// is refused rather than counted `p + 1` wrapped to 0 (a count going backwards), with
+    /// nothing published and the ring unmoved, on both append paths.
+    #[test]
+    fn an_append_after_a_frame_counted_u64_max_is_refused_not_wrapped() {
+        let (name, s) = stream("count-max", 4, 4);
+        s.write_slice(&[1u32; 4]).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        ring.word(ring.slot_at(0) + off::COUNT)
+            .store(u64::MAX, Ordering::Relaxed);
+        let e = s.write_slice(&[2u32; 4]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(&e, Error::InvalidHistory { .. })
+                && text.contains(&format!("stream '{name}'"))
+                && text.contains("18446744073709551615 has no next value")
+                && text.contains("unlink and recreate the stream"),
+            "{text}"
+        );
+        assert_eq!((s.count(), ring.appended()), (1, 1));
+        assert!(s.write_sequence() < 0, "the write was aborted (pyshmem's -seq)");
+        // The append after a filled payload (the path without ring-first).
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let src = [3u32; 4];
+        let appended = ring.append(src.as_ptr().cast(), 2, 2, 0.0, |_| ());
+        assert_eq!(appended, Err(FormatError::CountExhausted(u64::MAX)));
+        assert_eq!(ring.appended(), 1);
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// An append of a 4-`u32` frame of `value`s stopped after its slot's even stamp, before
     /// its head store (as a writer is for an instant, or one killed there leaves it); returns
     /// its index. The caller holds the write lock.
     fn append_up_to_the_even_stamp(ring: &Ring, value: u32, count: u64, frame_id: u64) -> u64 {
-        let (Append { index, slot, .. }, frame) = ring.begin_append();
+        let (Append { index, slot, .. }, frame) = ring.begin_append().unwrap();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; the caller
             // holds the write lock and the slot's stamp is odd.
@@ -2019,7 +2059,7 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             // The killed writer: its bracket stays open after a whole append of count 1.
             let mut bracket = crate::seqlock::begin_write(&s.header);
-            let (append, _) = ring.begin_append();
+            let (append, _) = ring.begin_append().unwrap();
             ring.finish_append(append, 1, 7, 0.0, |c| {
                 if ahead {
                     bracket.count_ahead(&s.header, c);
@@ -2073,7 +2113,7 @@ mod tests {
             // ring, as this version's writer leaves it.
             let mut bracket = crate::seqlock::begin_write(&s.header);
             if head_stored {
-                let (append, _) = ring.begin_append();
+                let (append, _) = ring.begin_append().unwrap();
                 ring.finish_append(append, 1, 7, 0.0, |c| bracket.count_ahead(&s.header, c));
             } else {
                 // What `finish_append` does up to the even stamp, the header's count included.
@@ -2246,7 +2286,7 @@ mod tests {
         let (mut c, waited) = while_waiting(c, || {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let mut dead = crate::seqlock::begin_write(&s.header);
-            let _ = ring.begin_append();
+            let _ = ring.begin_append().unwrap();
             dead.count_ahead(&s.header, 3);
             drop(g);
             crate::seqlock::invalidate_abandoned(&s.header, s.write_sequence());

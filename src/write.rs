@@ -284,11 +284,16 @@ impl Stream {
         let ring_first = self.history.as_ref().filter(|r| {
             how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)
         });
+        // A ring whose newest frame is counted `u64::MAX`: refused (the write aborted).
+        let exhausted = |rule: crate::format::FormatError| Error::InvalidHistory {
+            name: self.name.clone(),
+            reason: format!("its newest frame's {rule}: unlink and recreate the stream"),
+        };
         let (out, now) = match ring_first {
             Some(ring) => {
                 // Ring first: cursors read the frame from its slot while it is copied into
                 // the payload, one copy earlier than through the payload.
-                let (append, slot) = ring.begin_append();
+                let (append, slot) = ring.begin_append().map_err(exhausted)?;
                 let out = fill(slot)?;
                 let now = sys::unix_now();
                 ring.finish_append(append, next_count, id(), now, |c| abort.count_ahead(c));
@@ -312,7 +317,8 @@ impl Stream {
                 // Same bracket, before the even sequence: the frame just filled (from the host
                 // payload: a stream without one has no ring).
                 if let Some(ring) = self.history.as_ref().filter(|_| !dst.is_null()) {
-                    ring.append(dst, next_count, id(), now, |c| abort.count_ahead(c));
+                    ring.append(dst, next_count, id(), now, |c| abort.count_ahead(c))
+                        .map_err(exhausted)?;
                 }
                 (out, now)
             }
