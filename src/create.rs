@@ -199,8 +199,9 @@ fn refuse_over_file_size_limit(name: &str, size: usize, history: usize) -> Resul
 }
 
 /// [`Error::NoSpace`] when a stream of `needed` bytes is more than this process's memory
-/// cgroup has left under its limit ([`crate::cgroup`]): filling its pages past the limit
-/// would get the process OOM-killed, leaving its half-made segments behind.
+/// cgroup has left under its limit, with the swap it may still fill ([`crate::cgroup`]):
+/// filling its pages past that would get the process OOM-killed, leaving its half-made
+/// segments behind.
 fn refuse_over_cgroup_limit(name: &str, needed: u64) -> Result<()> {
     match crate::cgroup::room_now() {
         Some(room) if needed > room.left => Err(Error::NoSpace {

@@ -636,7 +636,8 @@ pub enum Shortage {
     /// Inodes (files) in `/dev/shm`: its tmpfs `nr_inodes` limit.
     Inodes,
     /// Memory under the process's memory cgroup (v2) limit, which its shared memory counts
-    /// against: refused at create, as filling past it gets the process OOM-killed.
+    /// against: refused at create, as filling past it (and any swap the cgroup may still
+    /// fill) gets the process OOM-killed.
     Cgroup {
         /// The cgroup's `memory.max`, in bytes.
         limit: u64,
@@ -648,8 +649,9 @@ fn no_space(name: &str, needed: u64, available: &Option<u64>, shortage: &Shortag
     if let Shortage::Cgroup { limit } = shortage {
         return format!(
             "stream '{name}' needs {needed} bytes of shared memory and this process's memory \
-             cgroup has {} under its limit of {limit} bytes (memory.max; shared memory counts \
-             against it, and filling past it gets the process OOM-killed): raise the \
+             cgroup has {} under its limit of {limit} bytes (memory.max, with any swap it may \
+             still fill; shared memory counts against it, and filling past that gets the \
+             process OOM-killed): raise the \
              container's memory limit, or make this stream smaller",
             match available {
                 Some(b) => format!("{b} bytes left"),
