@@ -1881,7 +1881,10 @@ mod tests {
             "{text}"
         );
         assert_eq!((s.count(), ring.appended()), (1, 1));
-        assert!(s.write_sequence() < 0, "the write was aborted (pyshmem's -seq)");
+        assert!(
+            s.write_sequence() < 0,
+            "the write was aborted (pyshmem's -seq)"
+        );
         // The append after a filled payload (the path without ring-first).
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let src = [3u32; 4];
