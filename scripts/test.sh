@@ -19,7 +19,7 @@ PY
 }
 if [ ! -x .venv/bin/python ] || ! has_pins; then
     # numpy 2.4 and astropy 8 need Python 3.11 or later; Debian's python3 needs python3-venv.
-    python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
+    python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
         echo "scripts/test.sh: needs python3 >= 3.11 with venv (Debian: apt-get install python3-venv)" >&2
         exit 1
     }
