@@ -559,7 +559,8 @@ fn the_ci_gate_re_measures_only_a_failed_gate_and_requires_every_case() {
     write_script(
         &dir.join("bin/cargo"),
         "#!/bin/sh
-shift 5
+while [ \"$1\" != -- ]; do shift; done
+shift
 echo \"$*\" >> \"$CALLS\"
 if [ \"$1\" = compare ]; then
          n=$(grep -c '^compare' \"$CALLS\")
