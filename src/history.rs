@@ -318,20 +318,21 @@ impl Ring {
         HEADER_BYTES + (index % self.capacity) as usize * self.stride
     }
 
-    /// Appends one frame from `src` (the host payload, `frame_bytes` long). The caller holds
-    /// the write lock and is inside the publication bracket of the write whose count would
-    /// be `count`; `count_ahead` stores the frame's count into it before the frame becomes
-    /// visible; returns that count ([`Ring::finish_append`]), or refuses as
-    /// [`Ring::begin_append`] does.
+    /// Appends one frame from `src` (the host payload, `frame_bytes` long) as `append`
+    /// ([`Ring::next_append`]). The caller holds the write lock and is inside the
+    /// publication bracket of the write whose count would be `count`; `count_ahead` stores
+    /// the frame's count into it before the frame becomes visible; returns that count
+    /// ([`Ring::finish_append`]).
     pub(crate) fn append(
         &self,
+        append: Append,
         src: *const u8,
         count: u64,
         frame_id: u64,
         write_time: f64,
         count_ahead: impl FnOnce(u64),
-    ) -> Result<u64, FormatError> {
-        let (append, dst) = self.begin_append()?;
+    ) -> u64 {
+        let dst = self.begin_append(&append);
         // SAFETY: `src` is the host payload of `frame_bytes` (caller contract); `dst` is the
         // slot's frame area, `frame_bytes` long inside the mapping (checked at
         // attach/create), 64-byte aligned (page-aligned mapping, 64-byte header and stride),
@@ -344,7 +345,7 @@ impl Ring {
                 std::ptr::copy_nonoverlapping(src, dst, self.frame_bytes);
             }
         }
-        Ok(self.finish_append(append, count, frame_id, write_time, count_ahead))
+        self.finish_append(append, count, frame_id, write_time, count_ahead)
     }
 
     /// Whether a publication may fill the next slot first and copy it into the payload
@@ -354,28 +355,26 @@ impl Ring {
         !self.streaming
     }
 
-    /// Starts append `head`: stamps its slot odd (being written) and returns the append
-    /// (for [`Ring::finish_append`]) and the slot's frame area (`frame_bytes`, 64-byte
-    /// aligned) for the caller to fill. The caller holds the write lock and is inside the
-    /// publication bracket; an append never finished leaves the stamp odd and the head
-    /// unmoved, so no cursor returns the slot and the next append reuses it. Refused
-    /// ([`FormatError::CountExhausted`]), the slot untouched, when the previous frame is
+    /// The next append, determined without a store (so a caller refuses it before its
+    /// publication bracket, the frame and sequence untouched): its index, past a frame a
+    /// writer killed before its head store left complete, and the count of the frame before
+    /// it. The caller holds the write lock, then passes it to [`Ring::begin_append`] or
+    /// [`Ring::append`]. Refused ([`FormatError::CountExhausted`]) when the previous frame is
     /// counted `u64::MAX` (a planted or corrupted slot): the frame's count would wrap.
     #[inline]
-    pub(crate) fn begin_append(&self) -> Result<(Append, *mut u8), FormatError> {
+    pub(crate) fn next_append(&self) -> Result<Append, FormatError> {
         // Relaxed: only the lock holder stores the head, and taking the lock ordered us after
         // the previous holder's stores.
         let mut k = self.head().load(Ordering::Relaxed);
         // A writer killed between its slot's even stamp and its head store left frame `k`
         // complete, and a cursor waiting on the slot may have returned it: keep it as
         // appended and append after it (rewriting the slot hid this frame from that cursor).
-        if self
+        let recovered = self
             .word(self.slot_at(k) + off::STAMP)
             .load(Ordering::Relaxed)
-            == written_stamp(k)
-        {
+            == written_stamp(k);
+        if recovered {
             k = k.wrapping_add(1);
-            self.head().store(k, Ordering::Release);
         }
         // The count of the frame before this one, read before a ring of one slot rewrites it:
         // a writer of an earlier version, killed after its append (before or after its head
@@ -389,22 +388,32 @@ impl Ring {
         if prev == Some(u64::MAX) {
             return Err(FormatError::CountExhausted(u64::MAX));
         }
-        let slot = self.slot_at(k);
-        self.word(slot + off::STAMP)
-            .store(writing_stamp(k), Ordering::Relaxed);
+        Ok(Append {
+            index: k,
+            slot: self.slot_at(k),
+            prev,
+            recovered,
+        })
+    }
+
+    /// Starts `append` ([`Ring::next_append`], under the same hold of the lock): stores the
+    /// head past a frame a killed writer left complete, stamps the slot odd (being written)
+    /// and returns the slot's frame area (`frame_bytes`, 64-byte aligned) for the caller to
+    /// fill. The caller is inside the publication bracket; an append never finished leaves
+    /// the stamp odd and the head unmoved, so no cursor returns the slot and the next append
+    /// reuses it.
+    #[inline]
+    pub(crate) fn begin_append(&self, append: &Append) -> *mut u8 {
+        if append.recovered {
+            self.head().store(append.index, Ordering::Release);
+        }
+        self.word(append.slot + off::STAMP)
+            .store(writing_stamp(append.index), Ordering::Relaxed);
         // Keeps the frame stores that follow from becoming visible before the odd stamp
         // (ordinary stores; a streaming copy fences itself).
         fence(Ordering::Release);
         // SAFETY: the slot's frame area lies inside the mapping (checked at attach/create).
-        let frame = unsafe { self.seg.as_ptr().add(slot + SLOT_HEADER_BYTES) };
-        Ok((
-            Append {
-                index: k,
-                slot,
-                prev,
-            },
-            frame,
-        ))
+        unsafe { self.seg.as_ptr().add(append.slot + SLOT_HEADER_BYTES) }
     }
 
     /// Completes `append`, its frame filled: the slot's metadata, then the frame's count to
@@ -431,8 +440,9 @@ impl Ring {
             index: k,
             slot,
             prev,
+            ..
         } = append;
-        // `begin_append` refused a previous count without a next.
+        // `next_append` refused a previous count without a next.
         let count = prev.map_or(count, |p| count.max(p + 1));
         self.word(slot + off::COUNT).store(count, Ordering::Relaxed);
         self.word(slot + off::FRAME_ID)
@@ -515,13 +525,15 @@ impl Ring {
     }
 }
 
-/// An append [`Ring::begin_append`] started: its index, its slot's offset, and the count of
-/// the frame before it where the ring still holds that frame.
+/// An append [`Ring::next_append`] determined: its index, its slot's offset, the count of
+/// the frame before it where the ring still holds that frame, and whether the head is to
+/// move past a frame a killed writer left complete.
 #[derive(Debug)]
 pub(crate) struct Append {
     index: u64,
     slot: usize,
     prev: Option<u64>,
+    recovered: bool,
 }
 
 /// What [`Cursor::unrecorded_gap`] found.
@@ -1447,6 +1459,13 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// The next append of `ring`, started ([`Ring::next_append`], [`Ring::begin_append`]).
+    fn start_append(ring: &Ring) -> (Append, *mut u8) {
+        let append = ring.next_append().unwrap();
+        let frame = ring.begin_append(&append);
+        (append, frame)
+    }
+
     fn stream(tag: &str, len: usize, depth: usize) -> (String, Stream) {
         let name = format!("hist-{tag}-{}", std::process::id());
         let _ = crate::unlink(&name);
@@ -1617,7 +1636,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let mut b = crate::seqlock::begin_write(&s.header);
-        let (append, slot) = ring.begin_append().unwrap();
+        let (append, slot) = start_append(ring);
         let slot = slot.cast::<u32>();
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
@@ -1686,7 +1705,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let mut b = crate::seqlock::begin_write(&s.header);
-        let (append, slot) = ring.begin_append().unwrap();
+        let (append, slot) = start_append(ring);
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; we hold
             // the write lock and the slot's stamp is odd.
@@ -1805,7 +1824,7 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let ring = s.history.as_ref().unwrap();
             let mut b = crate::seqlock::begin_write(&s.header);
-            let (append, _) = ring.begin_append().unwrap();
+            let (append, _) = start_append(ring);
             ring.finish_append(append, 2, 2, 0.0, |c| {
                 if ahead {
                     b.count_ahead(&s.header, c);
@@ -1842,7 +1861,7 @@ mod tests {
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let ring = s.history.as_ref().unwrap();
         let b = crate::seqlock::begin_write(&s.header);
-        let (append, _) = ring.begin_append().unwrap();
+        let (append, _) = start_append(ring);
         ring.finish_append(append, 2, 2, 0.0, |_| ());
         // What `cursor` loads inside the window: the head past frame 2, the count of 1.
         let (head, count) = (ring.appended(), s.header.count().load(Ordering::Acquire));
@@ -1850,7 +1869,7 @@ mod tests {
         crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
         // The next publication's append takes the ring's only slot before `cursor` reads it.
         let b = crate::seqlock::begin_write(&s.header);
-        let (append, _) = ring.begin_append().unwrap();
+        let (append, _) = start_append(ring);
         let mut c = Cursor::after_newest(&s, ring, head, count);
         ring.finish_append(append, 3, 3, 0.0, |_| ());
         crate::seqlock::end_write(&s.header, b, 0.0, Some(3));
@@ -1861,46 +1880,75 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
-    /// A ring slot counted `u64::MAX` (planted) before the header's count: the next append
-    /// is refused rather than counted `p + 1` wrapped to 0 (a count going backwards), with
-    /// nothing published and the ring unmoved, on both append paths.
+    /// A ring slot counted `u64::MAX` (planted) before the header's count: the next write is
+    /// refused (rather than counted `p + 1` wrapped to 0, a count going backwards) before
+    /// its publication bracket, its fill never run: the sequence, the latest frame and the
+    /// ring stay as they were, readable, on both append paths (the slot filled first; the
+    /// payload filled first, as in-place fills and rings of streaming stores do).
     #[test]
-    fn an_append_after_a_frame_counted_u64_max_is_refused_not_wrapped() {
-        let (name, s) = stream("count-max", 4, 4);
-        s.write_slice(&[1u32; 4]).unwrap();
-        let ring = s.history.as_ref().unwrap();
-        ring.word(ring.slot_at(0) + off::COUNT)
-            .store(u64::MAX, Ordering::Relaxed);
-        let e = s.write_slice(&[2u32; 4]).unwrap_err();
-        let text = e.to_string();
-        assert!(
-            matches!(&e, Error::InvalidHistory { .. })
-                && text.contains(&format!("stream '{name}'"))
-                && text.contains("18446744073709551615 has no next value")
-                && text.contains("unlink and recreate the stream"),
-            "{text}"
-        );
-        assert_eq!((s.count(), ring.appended()), (1, 1));
-        assert!(
-            s.write_sequence() < 0,
-            "the write was aborted (pyshmem's -seq)"
-        );
-        // The append after a filled payload (the path without ring-first).
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        let src = [3u32; 4];
-        let appended = ring.append(src.as_ptr().cast(), 2, 2, 0.0, |_| ());
-        assert_eq!(appended, Err(FormatError::CountExhausted(u64::MAX)));
-        assert_eq!(ring.appended(), 1);
-        drop(g);
-        drop(s);
-        crate::unlink(&name).unwrap();
+    fn an_append_after_a_frame_counted_u64_max_is_refused_before_its_bracket() {
+        use crate::write::Fill;
+        let big = (STREAM_MIN_FRAME / 4, STREAM_MIN_RING / STREAM_MIN_FRAME);
+        let cases = [
+            ("small", 4, 4, Fill::Whole),
+            ("view", 4, 4, Fill::InPlace),
+            ("big", big.0, big.1, Fill::Whole),
+        ];
+        for (tag, len, depth, how) in cases {
+            let (name, s) = stream(&format!("count-max-{tag}"), len, depth);
+            let frame = vec![1u32; len];
+            s.write_slice(&frame).unwrap();
+            let ring = s.history.as_ref().unwrap();
+            ring.word(ring.slot_at(0) + off::COUNT)
+                .store(u64::MAX, Ordering::Relaxed);
+            let sequence = s.write_sequence();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let e = s
+                .publish_locked(None, how, |dst| {
+                    // SAFETY: `dst` holds the frame's `len` u32s (payload or slot).
+                    unsafe { std::ptr::write_bytes(dst, 2, len * 4) };
+                    Ok(())
+                })
+                .unwrap_err();
+            drop(g);
+            let text = e.to_string();
+            assert!(
+                matches!(&e, Error::InvalidHistory { .. })
+                    && text.contains(&format!("stream '{name}'"))
+                    && text.contains("18446744073709551615 has no next value")
+                    && text.contains(&crate::name::unlink_remedy(&name)),
+                "{tag}: {text}"
+            );
+            let seen = (s.write_sequence(), s.count(), ring.appended());
+            assert_eq!(seen, (sequence, 1, 1), "{tag}: sequence, count, head");
+            let latest = s.read::<u32>().unwrap();
+            assert_eq!(
+                latest.as_slice().unwrap(),
+                &frame[..],
+                "{tag}: latest frame"
+            );
+            let at = ring.slot_at(0);
+            // SAFETY: slot 0's frame area holds `len` u32s inside the mapping, 64-byte
+            // aligned; nobody writes the ring now.
+            let kept = unsafe {
+                std::slice::from_raw_parts(
+                    ring.seg.as_ptr().add(at + SLOT_HEADER_BYTES).cast::<u32>(),
+                    len,
+                )
+            };
+            assert_eq!(kept, &frame[..], "{tag}: the ring's frame");
+            let stamp = ring.word(at + off::STAMP).load(Ordering::Relaxed);
+            assert_eq!(stamp, written_stamp(0), "{tag}: the ring slot's stamp");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 
     /// An append of a 4-`u32` frame of `value`s stopped after its slot's even stamp, before
     /// its head store (as a writer is for an instant, or one killed there leaves it); returns
     /// its index. The caller holds the write lock.
     fn append_up_to_the_even_stamp(ring: &Ring, value: u32, count: u64, frame_id: u64) -> u64 {
-        let (Append { index, slot, .. }, frame) = ring.begin_append().unwrap();
+        let (Append { index, slot, .. }, frame) = start_append(ring);
         for i in 0..4 {
             // SAFETY: the slot holds 4 u32s (the stream's frame), 64-byte aligned; the caller
             // holds the write lock and the slot's stamp is odd.
@@ -2062,7 +2110,7 @@ mod tests {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             // The killed writer: its bracket stays open after a whole append of count 1.
             let mut bracket = crate::seqlock::begin_write(&s.header);
-            let (append, _) = ring.begin_append().unwrap();
+            let (append, _) = start_append(ring);
             ring.finish_append(append, 1, 7, 0.0, |c| {
                 if ahead {
                     bracket.count_ahead(&s.header, c);
@@ -2116,7 +2164,7 @@ mod tests {
             // ring, as this version's writer leaves it.
             let mut bracket = crate::seqlock::begin_write(&s.header);
             if head_stored {
-                let (append, _) = ring.begin_append().unwrap();
+                let (append, _) = start_append(ring);
                 ring.finish_append(append, 1, 7, 0.0, |c| bracket.count_ahead(&s.header, c));
             } else {
                 // What `finish_append` does up to the even stamp, the header's count included.
@@ -2289,7 +2337,7 @@ mod tests {
         let (mut c, waited) = while_waiting(c, || {
             let g = s.lock(Some(Duration::from_secs(1))).unwrap();
             let mut dead = crate::seqlock::begin_write(&s.header);
-            let _ = ring.begin_append().unwrap();
+            let _ = start_append(ring);
             dead.count_ahead(&s.header, 3);
             drop(g);
             crate::seqlock::invalidate_abandoned(&s.header, s.write_sequence());

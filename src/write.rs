@@ -266,6 +266,17 @@ impl Stream {
                 rule: crate::format::FormatError::CountExhausted(count),
             });
         };
+        // The ring's next append (a stream without a host payload has no ring), refused
+        // before anything is written where the newest frame is counted `u64::MAX`: that
+        // frame and the sequence stay as they are.
+        let ring = match self.history.as_ref().filter(|_| !dst.is_null()) {
+            Some(ring) => Some((
+                ring,
+                ring.next_append()
+                    .map_err(|rule| self.no_next_count(rule))?,
+            )),
+            None => None,
+        };
         // GPU streams: whether the writer's CUDA stream stores the even sequence (after a
         // previous such publication landed).
         let on_gpu = crate::gpu::begin_publication(self)?;
@@ -281,19 +292,14 @@ impl Stream {
         // the ring, so a writer killed after that leaves the frame counted there, and the
         // end stores no second count (`seqlock::stamp_bracket`).
         let id = || frame_id.unwrap_or_else(|| h.frame_id().load(Relaxed));
-        let ring_first = self.history.as_ref().filter(|r| {
-            how == Fill::Whole && r.fills_first() && !dst.is_null() && crate::gpu::is_cpu(self)
-        });
-        // A ring whose newest frame is counted `u64::MAX`: refused (the write aborted).
-        let exhausted = |rule: crate::format::FormatError| Error::InvalidHistory {
-            name: self.name.clone(),
-            reason: format!("its newest frame's {rule}: unlink and recreate the stream"),
-        };
-        let (out, now) = match ring_first {
-            Some(ring) => {
+        let ring_first = how == Fill::Whole
+            && ring.as_ref().is_some_and(|(r, _)| r.fills_first())
+            && crate::gpu::is_cpu(self);
+        let (out, now) = match ring {
+            Some((ring, append)) if ring_first => {
                 // Ring first: cursors read the frame from its slot while it is copied into
                 // the payload, one copy earlier than through the payload.
-                let (append, slot) = ring.begin_append().map_err(exhausted)?;
+                let slot = ring.begin_append(&append);
                 let out = fill(slot)?;
                 let now = sys::unix_now();
                 ring.finish_append(append, next_count, id(), now, |c| abort.count_ahead(c));
@@ -310,15 +316,14 @@ impl Stream {
                 unsafe { std::ptr::copy_nonoverlapping(slot.cast_const(), dst, self.size) };
                 (out, now)
             }
-            None => {
+            ring => {
                 let out = fill(dst)?;
                 crate::gpu::after_fill(self, dst)?;
                 let now = sys::unix_now();
                 // Same bracket, before the even sequence: the frame just filled (from the host
-                // payload: a stream without one has no ring).
-                if let Some(ring) = self.history.as_ref().filter(|_| !dst.is_null()) {
-                    ring.append(dst, next_count, id(), now, |c| abort.count_ahead(c))
-                        .map_err(exhausted)?;
+                // payload).
+                if let Some((ring, append)) = ring {
+                    ring.append(append, dst, next_count, id(), now, |c| abort.count_ahead(c));
                 }
                 (out, now)
             }
@@ -331,6 +336,20 @@ impl Stream {
             notify::wake_all(h);
         }
         Ok(out)
+    }
+
+    /// The refusal of a write to a ring whose newest frame is counted `u64::MAX` (`rule`,
+    /// from [`crate::history::Ring::next_append`]): no frame can follow it.
+    #[cold]
+    fn no_next_count(&self, rule: crate::format::FormatError) -> Error {
+        Error::InvalidHistory {
+            name: self.name.clone(),
+            reason: format!(
+                "its newest frame's {rule}, so no frame can follow it (nothing was written): \
+                 remove the stream with {} and create it again",
+                crate::name::unlink_remedy(&self.name)
+            ),
+        }
     }
 
     /// Wakes every process parked on this stream (notify streams; a no-op on others)
