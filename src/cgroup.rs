@@ -1,20 +1,26 @@
-//! The memory cgroup (v2) limit a new stream's shared memory counts against: tmpfs pages
-//! are charged to the creator's cgroup, and filling them past `memory.max` gets the process
-//! OOM-killed rather than refused with `ENOSPC`, unless it can swap them out instead. Read once
-//! per `create` (a few small files), never on the hot path; an unreadable or unparsable limit
-//! or `memory.stat` means no check, unreadable swap figures mean no swap room.
+//! The memory cgroup (v2) limits a new stream's shared memory counts against: tmpfs pages
+//! are charged to the creator's cgroup, and filling them past the `memory.max` of that cgroup
+//! or of any parent gets the process OOM-killed rather than refused with `ENOSPC`, unless it
+//! can swap them out instead. Read once per `create` (a few small files per level), never on
+//! the hot path; a level whose limit or `memory.stat` cannot be read or parsed is not
+//! checked, unreadable swap figures mean no swap room.
 
 use std::path::Path;
 
-/// Room under a memory cgroup's limit.
+/// Levels of the hierarchy read above a process's cgroup, its own included.
+const MAX_LEVELS: usize = 32;
+
+/// Room under a process's memory cgroup limits: the tightest level's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Room {
-    /// `memory.max`, in bytes.
+    /// That level's `memory.max`, in bytes.
     pub limit: u64,
-    /// The limit less the memory that cannot be reclaimed (`anon` + `shmem` + `kernel` less
-    /// `slab_reclaimable` of `memory.stat`; page cache is reclaimable and not counted), plus
-    /// the swap the cgroup may still fill ([`swap_room`]).
+    /// The limit less the memory there that cannot be reclaimed (`anon` + `shmem` +
+    /// `kernel` less `slab_reclaimable` of `memory.stat`; page cache is reclaimable and not
+    /// counted): at most `limit`.
     pub left: u64,
+    /// The swap the cgroup may still fill ([`swap_room`]), on top of `left`.
+    pub swap: u64,
 }
 
 /// This process's cgroup v2 path, from the contents of `/proc/self/cgroup` (its `0::` line).
@@ -25,11 +31,36 @@ pub(crate) fn v2_path(proc_self_cgroup: &str) -> Option<&str> {
         .filter(|p| p.starts_with('/'))
 }
 
-/// The room under a cgroup from the contents of its `memory.max` and `memory.stat`, plus
-/// `swap` bytes of [`swap_room`]; `None` when it has no limit (`max`) or either does not
-/// parse (`anon` and `shmem` must be there).
-pub(crate) fn room(memory_max: &str, memory_stat: &str, swap: u64) -> Option<Room> {
-    let limit: u64 = memory_max.trim().parse().ok()?;
+/// The cgroup directories, relative to the cgroup2 mount, from the cgroup at `v2_path` up to
+/// the mount itself (`""`: the root cgroup, or a cgroup namespace's), at most
+/// [`MAX_LEVELS`], leaf first; none for a path with `.` or `..` (a cgroup outside this
+/// namespace's mount).
+pub(crate) fn levels(v2_path: &str) -> Vec<&str> {
+    let rel = v2_path.trim_matches('/');
+    if rel.split('/').any(|c| c == "." || c == "..") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut at = rel;
+    while out.len() < MAX_LEVELS {
+        out.push(at);
+        if at.is_empty() {
+            break;
+        }
+        at = at.rfind('/').map_or("", |i| &at[..i]);
+    }
+    out
+}
+
+/// A level's limit from the contents of its `memory.max`: `None` for `max` (none) or what
+/// does not parse.
+pub(crate) fn limit(memory_max: &str) -> Option<u64> {
+    memory_max.trim().parse().ok()
+}
+
+/// The room under a level's `limit` from the contents of its `memory.stat`, without swap;
+/// `None` when it does not parse (`anon` and `shmem` must be there).
+pub(crate) fn room(limit: u64, memory_stat: &str) -> Option<Room> {
     let stat = |key: &str| -> Option<Option<u64>> {
         match memory_stat
             .lines()
@@ -47,41 +78,72 @@ pub(crate) fn room(memory_max: &str, memory_stat: &str, swap: u64) -> Option<Roo
         .saturating_add(kernel);
     Some(Room {
         limit,
-        left: limit.saturating_sub(used).saturating_add(swap),
+        left: limit.saturating_sub(used),
+        swap: 0,
     })
 }
 
-/// Bytes of shared memory past `memory.max` that a cgroup can swap out rather than be
-/// OOM-killed for: the host's `SwapFree` (from `/proc/meminfo`'s contents), capped by
-/// `memory.swap.max` less `memory.swap.current` when the cgroup has those files (`max`, or no
-/// file: no cap). 0 when anything needed does not parse, as on a host without swap.
-pub(crate) fn swap_room(swap_max: Option<&str>, swap_current: Option<&str>, meminfo: &str) -> u64 {
+/// Bytes of shared memory past the limits that a cgroup can swap out rather than be
+/// OOM-killed for: the host's `SwapFree` (from `/proc/meminfo`'s contents), capped at each
+/// level (`memory.swap.max` and `memory.swap.current`, leaf first, `None` where a level has
+/// no such file) by its max less its current (`max`, or no file: no cap). 0 when anything
+/// needed does not parse, as on a host without swap.
+pub(crate) fn swap_room<'a>(
+    levels: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    meminfo: &str,
+) -> u64 {
     let free_kib: Option<u64> = meminfo
         .lines()
         .find_map(|line| line.strip_prefix("SwapFree:"))
         .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok());
     let host = free_kib.unwrap_or(0).saturating_mul(1024);
-    let cap = match swap_max.map(str::trim) {
-        None | Some("max") => Some(u64::MAX),
-        Some(max) => max.parse::<u64>().ok().and_then(|max| {
-            let current: u64 = swap_current.map_or(Some(0), |c| c.trim().parse().ok())?;
-            Some(max.saturating_sub(current))
-        }),
-    };
-    cap.map_or(0, |cap| cap.min(host))
+    levels
+        .into_iter()
+        .map(|(swap_max, swap_current)| match swap_max.map(str::trim) {
+            None | Some("max") => Some(u64::MAX),
+            Some(max) => max.parse::<u64>().ok().and_then(|max| {
+                let current: u64 = swap_current.map_or(Some(0), |c| c.trim().parse().ok())?;
+                Some(max.saturating_sub(current))
+            }),
+        })
+        .try_fold(host, |room, cap| Some(room.min(cap?)))
+        .unwrap_or(0)
 }
 
-/// The room under this process's memory cgroup (v2), if it has a limit that can be read.
+/// The room under this process's memory cgroup (v2) and its parents: the smallest of the
+/// levels with a limit that can be read, with the swap room of every level; `None` without
+/// one. `memory.max` is read first: without a limit nothing else is.
 pub(crate) fn room_now() -> Option<Room> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let dir = Path::new("/sys/fs/cgroup").join(v2_path(&cgroup)?.trim_start_matches('/'));
-    let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-    let swap = swap_room(
-        read("memory.swap.max").as_deref(),
-        read("memory.swap.current").as_deref(),
-        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
-    );
-    room(&read("memory.max")?, &read("memory.stat")?, swap)
+    let mount = Path::new("/sys/fs/cgroup");
+    let dirs: Vec<_> = levels(v2_path(&cgroup)?)
+        .into_iter()
+        .map(|l| mount.join(l))
+        .collect();
+    let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    let limited: Vec<_> = dirs
+        .iter()
+        .filter_map(|d| Some((d, limit(&read(d, "memory.max")?)?)))
+        .collect();
+    if limited.is_empty() {
+        return None;
+    }
+    let memory = limited
+        .into_iter()
+        .filter_map(|(d, limit)| room(limit, &read(d, "memory.stat")?))
+        .min_by_key(|r| r.left)?;
+    let swap: Vec<_> = dirs
+        .iter()
+        .map(|d| (read(d, "memory.swap.max"), read(d, "memory.swap.current")))
+        .collect();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Some(Room {
+        swap: swap_room(
+            swap.iter().map(|(m, c)| (m.as_deref(), c.as_deref())),
+            &meminfo,
+        ),
+        ..memory
+    })
 }
 
 #[cfg(test)]
@@ -103,68 +165,84 @@ mod tests {
     }
 
     #[test]
+    fn the_levels_run_from_the_leaf_to_the_mount() {
+        assert_eq!(levels("/a/b/c"), ["a/b/c", "a/b", "a", ""]);
+        assert_eq!(levels("/"), [""], "the root or a namespace's");
+        assert!(levels("/../x").is_empty(), "outside this namespace");
+        let deep = "/x".repeat(40);
+        let up = levels(&deep);
+        assert_eq!((up.len(), up[0]), (MAX_LEVELS, &deep[1..]));
+    }
+
+    #[test]
     fn the_room_is_the_limit_less_what_cannot_be_reclaimed() {
         let stat = "anon 100000\nfile 5000000\nkernel 20000\nkernel_stack 300\nshmem 400000\n";
         // Page cache (`file`) is not counted; `kernel_stack` is not read as `kernel`.
         assert_eq!(
-            room("1000000\n", stat, 0),
+            room(1_000_000, stat),
             Some(Room {
                 limit: 1_000_000,
-                left: 1_000_000 - 100_000 - 20_000 - 400_000
+                left: 1_000_000 - 100_000 - 20_000 - 400_000,
+                swap: 0,
             })
         );
         // An older kernel without `kernel`.
         assert_eq!(
-            room("1000000", "anon 100\nshmem 200\n", 0).map(|r| r.left),
+            room(1_000_000, "anon 100\nshmem 200\n").map(|r| r.left),
             Some(1_000_000 - 300)
         );
         assert_eq!(
-            room("1000", "anon 900\nshmem 900\n", 0).map(|r| r.left),
+            room(1000, "anon 900\nshmem 900\n").map(|r| r.left),
             Some(0),
             "over the limit"
         );
-        assert_eq!(room("max\n", stat, 0), None, "no limit");
-        assert_eq!(room("12x", stat, 0), None);
-        assert_eq!(room("1000", "anon 1\n", 0), None, "no shmem line");
-        assert_eq!(room("1000", "anon x\nshmem 1\n", 0), None);
+        assert_eq!(limit("1000000\n"), Some(1_000_000));
+        assert_eq!(limit("max\n"), None, "no limit");
+        assert_eq!(limit("12x"), None);
+        assert_eq!(room(1000, "anon 1\n"), None, "no shmem line");
+        assert_eq!(room(1000, "anon x\nshmem 1\n"), None);
     }
 
     #[test]
-    fn reclaimable_slab_is_not_counted_and_swap_room_is_added() {
+    fn reclaimable_slab_is_not_counted() {
         let stat = "anon 100\nkernel 5000\nshmem 200\nslab_reclaimable 4000\nslab 4500\n";
         assert_eq!(
-            room("100000", stat, 0).map(|r| r.left),
+            room(100_000, stat).map(|r| r.left),
             Some(100_000 - 100 - 200 - 1000)
         );
-        assert_eq!(
-            room("100000", stat, 7).map(|r| r.left),
-            Some(100_000 - 1300 + 7)
-        );
-        // Over the limit, the swap is all the room.
-        assert_eq!(room("10", stat, 7).map(|r| r.left), Some(7));
     }
 
     #[test]
-    fn the_swap_room_is_the_host_free_swap_capped_by_the_cgroup() {
+    fn the_swap_room_is_the_host_free_swap_capped_by_every_level() {
         let meminfo = "MemTotal:  16000 kB\nSwapTotal:  8000 kB\nSwapFree:   6000 kB\n";
         let free = 6000 * 1024;
-        assert_eq!(swap_room(Some("max\n"), Some("0\n"), meminfo), free);
-        assert_eq!(swap_room(None, None, meminfo), free, "no swap controller");
-        assert_eq!(
-            swap_room(Some("0\n"), Some("0\n"), meminfo),
-            0,
-            "may not swap"
-        );
-        assert_eq!(swap_room(Some("5000\n"), Some("1000\n"), meminfo), 4000);
-        assert_eq!(swap_room(Some("5000"), Some("9000"), meminfo), 0, "over");
-        assert_eq!(swap_room(Some("99999999999"), None, meminfo), free);
+        let one = |max, current| swap_room([(max, current)], meminfo);
+        assert_eq!(one(Some("max\n"), Some("0\n")), free);
+        assert_eq!(one(None, None), free, "no swap controller");
+        assert_eq!(one(Some("0\n"), Some("0\n")), 0, "may not swap");
+        assert_eq!(one(Some("5000\n"), Some("1000\n")), 4000);
+        assert_eq!(one(Some("5000"), Some("9000")), 0, "over");
+        assert_eq!(one(Some("99999999999"), None), free);
+        assert_eq!(one(Some("x"), None), 0);
+        // A parent slice that may not swap caps a leaf that may.
+        let leaf_then_parent = [
+            (Some("max"), Some("0")),
+            (Some("0"), Some("0")),
+            (None, None),
+        ];
+        assert_eq!(swap_room(leaf_then_parent, meminfo), 0, "parent at 0");
+        let both = [(Some("9000"), Some("1000")), (Some("5000"), Some("2000"))];
+        assert_eq!(swap_room(both, meminfo), 3000, "the smallest room");
         let no_swap = "MemTotal:  16000 kB\nSwapTotal:  0 kB\nSwapFree:  0 kB\n";
         assert_eq!(
-            swap_room(Some("max"), Some("0"), no_swap),
+            swap_room([(Some("max"), Some("0"))], no_swap),
             0,
             "host without swap"
         );
-        assert_eq!(swap_room(Some("max"), None, ""), 0, "unreadable meminfo");
-        assert_eq!(swap_room(Some("x"), None, meminfo), 0);
+        assert_eq!(
+            swap_room([(Some("max"), None)], ""),
+            0,
+            "unreadable meminfo"
+        );
     }
 }

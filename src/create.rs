@@ -199,16 +199,20 @@ fn refuse_over_file_size_limit(name: &str, size: usize, history: usize) -> Resul
 }
 
 /// [`Error::NoSpace`] when a stream of `needed` bytes is more than this process's memory
-/// cgroup has left under its limit, with the swap it may still fill ([`crate::cgroup`]):
+/// cgroup has left under its limits (its own and its parents'), with the swap it may still
+/// fill ([`crate::cgroup`]):
 /// filling its pages past that would get the process OOM-killed, leaving its half-made
 /// segments behind.
 fn refuse_over_cgroup_limit(name: &str, needed: u64) -> Result<()> {
     match crate::cgroup::room_now() {
-        Some(room) if needed > room.left => Err(Error::NoSpace {
+        Some(room) if needed > room.left.saturating_add(room.swap) => Err(Error::NoSpace {
             name: name.to_owned(),
             needed,
             available: Some(room.left),
-            shortage: crate::error::Shortage::Cgroup { limit: room.limit },
+            shortage: crate::error::Shortage::Cgroup {
+                limit: room.limit,
+                swap: room.swap,
+            },
         }),
         _ => Ok(()),
     }

@@ -307,8 +307,8 @@ pub enum Error {
         /// whole pages as tmpfs stores them.
         needed: u64,
         /// Bytes free in `/dev/shm` once the parts made so far were removed, if known (for
-        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit, plus the swap it may
-        /// still fill).
+        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit, at most that limit;
+        /// the swap it may still fill is that variant's `swap`).
         available: Option<u64>,
         /// What ran out.
         shortage: Shortage,
@@ -635,24 +635,28 @@ pub enum Shortage {
     Bytes,
     /// Inodes (files) in `/dev/shm`: its tmpfs `nr_inodes` limit.
     Inodes,
-    /// Memory under the process's memory cgroup (v2) limit, which its shared memory counts
-    /// against: refused at create, as filling past it (and any swap the cgroup may still
-    /// fill) gets the process OOM-killed.
+    /// Memory under the process's memory cgroup (v2) limits, its own and its parents',
+    /// which its shared memory counts against: refused at create, as filling past them (and
+    /// any swap the cgroup may still fill) gets the process OOM-killed.
     Cgroup {
-        /// The cgroup's `memory.max`, in bytes.
+        /// The `memory.max` with the least room left, that of the cgroup or a parent, in
+        /// bytes.
         limit: u64,
+        /// Bytes of swap the cgroup may still fill (the host's free swap, capped by the
+        /// `memory.swap.max` of the cgroup and its parents).
+        swap: u64,
     },
 }
 
 /// [`Error::NoSpace`]'s text: the bytes needed and free, and a remedy for what ran out.
 fn no_space(name: &str, needed: u64, available: &Option<u64>, shortage: &Shortage) -> String {
-    if let Shortage::Cgroup { limit } = shortage {
+    if let Shortage::Cgroup { limit, swap } = shortage {
         return format!(
             "stream '{name}' needs {needed} bytes of shared memory and this process's memory \
-             cgroup has {} under its limit of {limit} bytes (memory.max, with any swap it may \
-             still fill; shared memory counts against it, and filling past that gets the \
-             process OOM-killed): raise the \
-             container's memory limit, or make this stream smaller",
+             cgroup has {} under its limit of {limit} bytes (the memory.max of it or a parent \
+             with the least room) and {swap} bytes of swap it may still fill (shared memory \
+             counts against the limit, and filling past that and the swap gets the process \
+             OOM-killed): raise the container's memory limit, or make this stream smaller",
             match available {
                 Some(b) => format!("{b} bytes left"),
                 None => "no room".into(),
@@ -895,10 +899,14 @@ mod tests {
             bytes.contains("make this one smaller") && !bytes.contains("inodes"),
             "{bytes}"
         );
-        let cgroup = e(Shortage::Cgroup { limit: 1 << 21 });
+        let cgroup = e(Shortage::Cgroup {
+            limit: 1 << 21,
+            swap: 4096,
+        });
         assert!(
             cgroup.starts_with("stream 'cam0' needs 8192 bytes")
                 && cgroup.contains("1048576 bytes left under its limit of 2097152 bytes")
+                && cgroup.contains("and 4096 bytes of swap it may still fill")
                 && cgroup.contains("raise the container's memory limit")
                 && !cgroup.contains("/dev/shm has"),
             "{cgroup}"

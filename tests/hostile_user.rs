@@ -1429,8 +1429,12 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
                 too_big.div_ceil(page) as u64 * page as u64 + page as u64
             );
             let text = e.to_string();
-            if let shmstream::Shortage::Cgroup { limit } = shortage {
-                assert!(available.is_some_and(|a| a < *needed), "{available:?}");
+            if let shmstream::Shortage::Cgroup { limit, swap } = shortage {
+                let left = available.unwrap_or(0);
+                assert!(
+                    left <= *limit && left + swap < *needed,
+                    "{available:?} {swap}"
+                );
                 assert!(
                     text.contains(&format!("under its limit of {limit} bytes"))
                         && text.contains("raise the container's memory limit"),
