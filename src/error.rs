@@ -288,8 +288,10 @@ pub enum Error {
         /// The stream.
         name: String,
     },
-    /// A history depth that cannot be created, or a history segment that does not fit its
-    /// stream.
+    /// A history depth that cannot be created, a history segment that does not fit its
+    /// stream, or a write refused because the ring's newest frame is counted `u64::MAX` (a
+    /// corrupted or planted slot: no frame can follow it; nothing is written, and the stream
+    /// is unlinked and recreated).
     #[error("history of stream '{name}': {reason}")]
     InvalidHistory {
         /// The stream.
