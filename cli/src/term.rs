@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{ErrorKind, Write as _};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::OnceLock;
@@ -194,71 +194,106 @@ impl Out {
         buf: &[u8],
         give_up: &mut dyn FnMut() -> bool,
     ) -> std::io::Result<Option<usize>> {
-        let buf = if self.poll_first {
-            &buf[..buf.len().min(libc::PIPE_BUF)]
-        } else {
-            buf
-        };
-        let mut ready = !self.poll_first;
-        loop {
-            if ready {
-                match (&self.file).write(buf) {
-                    Ok(n) => return Ok(Some(n)),
-                    Err(e)
-                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if give_up() {
-                return Ok(None);
-            }
-            ready = self.writable()?;
-        }
+        write_some(
+            &mut &self.file,
+            self.file.as_fd(),
+            self.poll_first,
+            buf,
+            give_up,
+        )
     }
 
     /// Writes all of `buf`; `false` if `give_up()` said so first (see [`Out::write_some`]).
     pub(crate) fn write_all(
         &self,
-        mut buf: &[u8],
+        buf: &[u8],
         give_up: &mut dyn FnMut() -> bool,
     ) -> std::io::Result<bool> {
-        while !buf.is_empty() {
-            match self.write_some(buf, give_up)? {
-                Some(0) => return Err(ErrorKind::WriteZero.into()),
-                Some(n) => buf = &buf[n..],
-                None => return Ok(false),
-            }
-        }
-        Ok(true)
+        write_all(
+            &mut &self.file,
+            self.file.as_fd(),
+            self.poll_first,
+            buf,
+            give_up,
+        )
     }
+}
 
-    /// Waits up to [`WRITE_POLL_MS`] for the descriptor to take bytes (or report an error,
-    /// which the next write returns); `false` if it did not, or a signal cut the wait short.
-    fn writable(&self) -> std::io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.file.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, of a descriptor `self.file` holds open.
-        match unsafe { libc::poll(&mut p, 1, WRITE_POLL_MS) } {
-            -1 => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
+/// [`Out::write_some`] through `w`, which writes to `fd` with one `write` per call; with
+/// `poll_first`, it waits in `poll` first and writes at most `PIPE_BUF` bytes.
+fn write_some(
+    w: &mut dyn Write,
+    fd: BorrowedFd<'_>,
+    poll_first: bool,
+    buf: &[u8],
+    give_up: &mut dyn FnMut() -> bool,
+) -> std::io::Result<Option<usize>> {
+    let buf = if poll_first {
+        &buf[..buf.len().min(libc::PIPE_BUF)]
+    } else {
+        buf
+    };
+    let mut ready = !poll_first;
+    loop {
+        if ready {
+            match w.write(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e),
             }
-            n => Ok(n > 0),
         }
+        if give_up() {
+            return Ok(None);
+        }
+        ready = writable(fd)?;
+    }
+}
+
+/// [`Out::write_all`] through `w` (see [`write_some`]).
+fn write_all(
+    w: &mut dyn Write,
+    fd: BorrowedFd<'_>,
+    poll_first: bool,
+    mut buf: &[u8],
+    give_up: &mut dyn FnMut() -> bool,
+) -> std::io::Result<bool> {
+    while !buf.is_empty() {
+        match write_some(w, fd, poll_first, buf, give_up)? {
+            Some(0) => return Err(ErrorKind::WriteZero.into()),
+            Some(n) => buf = &buf[n..],
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Waits up to [`WRITE_POLL_MS`] for `fd` to take bytes (or report an error, which the next
+/// write returns); `false` if it did not, or a signal cut the wait short.
+fn writable(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, of a descriptor `fd` holds open.
+    match unsafe { libc::poll(&mut p, 1, WRITE_POLL_MS) } {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        n => Ok(n > 0),
     }
 }
 
 /// Writes to stderr (unbuffered), ignoring a failure: stderr is where failures are
-/// reported. Every stderr write of the tool goes through here, through an [`Out`]: once a
-/// stop signal came, a reader that takes nothing for [`AFTER_STOP`] loses the rest (`record`'s
-/// summary after a Ctrl-C with its `| less` paused), and the tool exits.
+/// reported. Every stderr write of the tool goes through here, through an [`Out`] (or, where
+/// one cannot be made, std's stderr with `poll` before each write of at most `PIPE_BUF`
+/// bytes): once a stop signal came, a reader that takes nothing for [`AFTER_STOP`] loses the
+/// rest (`record`'s summary after a Ctrl-C with its `| less` paused), and the tool exits.
 pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
     static STDERR: OnceLock<Out> = OnceLock::new();
     // Set once, at the first write a stop found waiting: every write after it gives up at
@@ -274,14 +309,31 @@ pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
             .ok()
             .map(|out| STDERR.get_or_init(|| out)),
     };
-    let Some(out) = out else {
-        // std's stderr, blocking: the line rather than nothing.
-        let _ = lock.write_all(text.as_bytes());
-        return;
-    };
-    let _ = out.write_all(text.as_bytes(), &mut || {
+    let mut give_up = || {
         crate::watch::stop_requested() && GAVE_UP.get_or_init(Instant::now).elapsed() >= AFTER_STOP
-    });
+    };
+    let _ = write_line(
+        out,
+        &mut lock,
+        std::io::stderr().as_fd(),
+        &text,
+        &mut give_up,
+    );
+}
+
+/// Writes `text` through `out`, or where there is none through `fallback` (unbuffered,
+/// writing `fd`) with `poll` first: never blocked in `write` past `give_up()` either way.
+fn write_line(
+    out: Option<&Out>,
+    fallback: &mut dyn Write,
+    fd: BorrowedFd<'_>,
+    text: &str,
+    give_up: &mut dyn FnMut() -> bool,
+) -> std::io::Result<bool> {
+    match out {
+        Some(out) => out.write_all(text.as_bytes(), give_up),
+        None => write_all(fallback, fd, true, text.as_bytes(), give_up),
+    }
 }
 
 /// The error of a failed write to stdout.
@@ -414,6 +466,49 @@ mod tests {
         // SAFETY: F_GETFL on a descriptor `write` holds open.
         let flags = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
+
+    /// Where no [`Out`] could be made (EMFILE), a stderr line to a full pipe, blocking (the
+    /// shell's descriptor), still asks whether to give up instead of blocking in `write`
+    /// (where a stop signal would leave the tool waiting for a reader that stalled).
+    #[test]
+    fn a_line_without_an_out_to_a_full_blocking_pipe_asks_whether_to_give_up() {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both just made by `pipe`, owned by nothing else.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        };
+        // Fill it through a non-blocking description of its own; `write` stays blocking.
+        let filler = Out::own(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{}", write.as_raw_fd()))
+                .unwrap(),
+        );
+        while filler
+            .write_some(&[b'x'; 4096], &mut || true)
+            .unwrap()
+            .is_some()
+        {}
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut asked = 0;
+            let text = "x".repeat(10_000);
+            let written = write_line(None, &mut &write, write.as_fd(), &text, &mut || {
+                asked += 1;
+                asked >= 3
+            });
+            let _ = tx.send((written.unwrap(), asked));
+        });
+        let (written, asked) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the line blocked in write");
+        assert!(!written, "gave up");
+        assert_eq!(asked, 3, "asked at each wait until it said to give up");
+        drop(read);
     }
 
     /// A signal while a write waits in `poll` for a reader (a second Ctrl-C, a Ctrl-Z while
