@@ -420,13 +420,13 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
                 // `-o -` is descriptor 1 as it is (a file named `-` is `-o ./-`).
                 let to_stdout = path == Path::new("-");
                 if to_stdout && io::stdout().is_terminal() {
-                    return Err(format!("cannot dump '{}' with -o -: stdout is a terminal: redirect or pipe it (-o - writes the .npy's bytes)", term::printable(name)).into());
+                    return Err(format!("cannot dump '{name}' with -o -: stdout is a terminal: redirect or pipe it (-o - writes the .npy's bytes)").into());
                 }
                 // A stop signal fails the write, which then leaves a file as it was.
                 crate::watch::install_handlers()?;
                 let (written, to) = match to_stdout {
                     true => (
-                        write_npy(None, stream.shape(), data).map_err(|e| format!("dumping '{}' to standard output: {e}; what it took is a cut-short .npy: discard it", term::printable(name)))?,
+                        write_npy(None, stream.shape(), data).map_err(|e| format!("dumping '{name}' to standard output: {e}; what it took is a cut-short .npy: discard it"))?,
                         "standard output".to_string(),
                     ),
                     false => (
