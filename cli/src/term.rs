@@ -88,9 +88,9 @@ const WRITE_POLL_MS: i32 = 50;
 /// ([`WRITE_POLL_MS`] at a time), asking between waits whether to give up. Anything else,
 /// and where reopening fails (no `/proc`, a terminal of another user after `su`, whose mode
 /// forbids opening it), is duplicated: each write waits in `poll` first and writes at most
-/// `PIPE_BUF` bytes, which a pipe or socket with room takes at once. A regular file (or
-/// block device) is written as it is: it waits for no reader, and opened anew it would have
-/// an offset of its own.
+/// `PIPE_BUF` bytes, which a pipe or socket with room takes at once. A regular file, block
+/// device or memory device (`/dev/null`, `/dev/full`: major 1) is written as it is: it waits
+/// for no reader, and opened anew a file would have an offset of its own.
 #[derive(Debug)]
 pub(crate) struct Out {
     file: File,
@@ -108,7 +108,8 @@ impl std::ops::Deref for Out {
 /// How [`Out::of`] writes a descriptor.
 #[derive(PartialEq)]
 enum Kind {
-    /// A regular file or block device: waits for no reader.
+    /// A regular file, block device or memory device (major 1: `/dev/null`, `/dev/zero`,
+    /// `/dev/full`, `/dev/urandom`, ...): waits for no reader.
     WaitsForNoReader,
     /// A pipe, FIFO or terminal (not a pty master): opened anew.
     Reopened,
@@ -126,6 +127,7 @@ fn kind_of(fd: BorrowedFd<'_>) -> Kind {
     }
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFBLK => Kind::WaitsForNoReader,
+        libc::S_IFCHR if libc::major(st.st_rdev) == 1 => Kind::WaitsForNoReader,
         libc::S_IFIFO => Kind::Reopened,
         // SAFETY: isatty only queries the descriptor, open for this call.
         libc::S_IFCHR if unsafe { libc::isatty(fd.as_raw_fd()) } == 1 && !pty_master(&st) => {
@@ -509,6 +511,21 @@ mod tests {
         assert!(!written, "gave up");
         assert_eq!(asked, 3, "asked at each wait until it said to give up");
         drop(read);
+    }
+
+    /// `/dev/null` (`dump -o - > /dev/null`) is written whole, not `PIPE_BUF` bytes at a
+    /// time each after a `poll`, and `/dev/full` still fails the write.
+    #[test]
+    fn memory_devices_are_written_whole() {
+        let null = File::options().write(true).open("/dev/null").unwrap();
+        let out = Out::of(null.as_fd()).unwrap();
+        assert!(!out.poll_first, "/dev/null polled before each write");
+        let big = vec![0u8; 1 << 20];
+        assert_eq!(out.write_some(&big, &mut || true).unwrap(), Some(big.len()));
+        let full = Out::own(File::options().write(true).open("/dev/full").unwrap());
+        assert!(!full.poll_first);
+        let e = full.write_all(b"x", &mut || true).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     }
 
     /// A signal while a write waits in `poll` for a reader (a second Ctrl-C, a Ctrl-Z while
