@@ -173,7 +173,8 @@ impl Out {
     }
 
     /// A file the tool opened itself (an open file description of its own), made
-    /// non-blocking where it is neither a regular file nor a block device.
+    /// non-blocking where it is not a regular file, a block device or a memory device
+    /// (`/dev/null`).
     pub(crate) fn own(file: File) -> Out {
         let poll_first = kind_of(file.as_fd()) != Kind::WaitsForNoReader && {
             // SAFETY: F_GETFL and F_SETFL on a descriptor `file` holds open change only
@@ -235,7 +236,9 @@ fn write_some(
     } else {
         buf
     };
-    let mut ready = !poll_first;
+    // A descriptor that takes bytes now is written without asking `give_up`, so the cut-off
+    // after a stop starts at the first write that found its reader taking nothing.
+    let mut ready = !poll_first || writable(fd, 0)?;
     loop {
         if ready {
             match w.write(buf) {
@@ -247,7 +250,7 @@ fn write_some(
         if give_up() {
             return Ok(None);
         }
-        ready = writable(fd)?;
+        ready = writable(fd, WRITE_POLL_MS)?;
     }
 }
 
@@ -269,16 +272,16 @@ fn write_all(
     Ok(true)
 }
 
-/// Waits up to [`WRITE_POLL_MS`] for `fd` to take bytes (or report an error, which the next
+/// Waits up to `ms` milliseconds for `fd` to take bytes (or report an error, which the next
 /// write returns); `false` if it did not, or a signal cut the wait short.
-fn writable(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+fn writable(fd: BorrowedFd<'_>, ms: libc::c_int) -> std::io::Result<bool> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLOUT,
         revents: 0,
     };
     // SAFETY: one valid pollfd, of a descriptor `fd` holds open.
-    match unsafe { libc::poll(&mut p, 1, WRITE_POLL_MS) } {
+    match unsafe { libc::poll(&mut p, 1, ms) } {
         -1 => {
             let e = std::io::Error::last_os_error();
             if e.kind() == ErrorKind::Interrupted {
@@ -324,7 +327,9 @@ pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
 }
 
 /// Writes `text` through `out`, or where there is none through `fallback` (unbuffered,
-/// writing `fd`) with `poll` first: never blocked in `write` past `give_up()` either way.
+/// writing `fd`) with `poll` first, so that it waits in `poll`, where `give_up()` is asked
+/// (a `write` after a `poll` can still block where another writer fills the pipe between
+/// the two, or a terminal is stopped with Ctrl-S).
 fn write_line(
     out: Option<&Out>,
     fallback: &mut dyn Write,
