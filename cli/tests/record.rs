@@ -2144,7 +2144,7 @@ fn full_pipe() -> (std::fs::File, std::fs::File) {
 fn one_signal_ends_a_recording_whose_stderr_reader_takes_nothing() {
     const STREAMS: usize = 100;
     let cameras: Vec<_> = (0..STREAMS)
-        .map(|_| camera("rec-stalled-stderr", RING))
+        .map(|_| camera("rec-stalled-stderr", 8))
         .collect();
     let out = out_dir("rec-stalled-stderr");
     let (_never_read, stderr) = full_pipe();
