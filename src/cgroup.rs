@@ -2,8 +2,10 @@
 //! are charged to the creator's cgroup, and filling them past the `memory.max` of that cgroup
 //! or of any parent gets the process OOM-killed rather than refused with `ENOSPC`, unless it
 //! can swap them out instead. Read once per `create` (a few small files per level), never on
-//! the hot path; a level whose limit or `memory.stat` cannot be read or parsed is not
-//! checked, unreadable swap figures mean no swap room.
+//! the hot path. A level whose limit cannot be read or parsed is not checked, one whose
+//! `memory.stat` cannot counts its whole limit as room, and unreadable swap figures mean no
+//! swap room. Limits above a cgroup namespace's root (a pod's, seen from its container) are
+//! not visible.
 
 use std::path::Path;
 
@@ -102,7 +104,7 @@ pub(crate) fn swap_room<'a>(
         .map(|(swap_max, swap_current)| match swap_max.map(str::trim) {
             None | Some("max") => Some(u64::MAX),
             Some(max) => max.parse::<u64>().ok().and_then(|max| {
-                let current: u64 = swap_current.map_or(Some(0), |c| c.trim().parse().ok())?;
+                let current: u64 = swap_current?.trim().parse().ok()?;
                 Some(max.saturating_sub(current))
             }),
         })
@@ -130,7 +132,16 @@ pub(crate) fn room_now() -> Option<Room> {
     }
     let memory = limited
         .into_iter()
-        .filter_map(|(d, limit)| room(limit, &read(d, "memory.stat")?))
+        // A level whose usage cannot be read still bounds the stream by its limit.
+        .map(|(d, limit)| {
+            read(d, "memory.stat")
+                .and_then(|stat| room(limit, &stat))
+                .unwrap_or(Room {
+                    limit,
+                    left: limit,
+                    swap: 0,
+                })
+        })
         .min_by_key(|r| r.left)?;
     let swap: Vec<_> = dirs
         .iter()
@@ -222,7 +233,8 @@ mod tests {
         assert_eq!(one(Some("0\n"), Some("0\n")), 0, "may not swap");
         assert_eq!(one(Some("5000\n"), Some("1000\n")), 4000);
         assert_eq!(one(Some("5000"), Some("9000")), 0, "over");
-        assert_eq!(one(Some("99999999999"), None), free);
+        assert_eq!(one(Some("99999999999"), Some("0")), free);
+        assert_eq!(one(Some("99999999999"), None), 0, "a cap without its usage");
         assert_eq!(one(Some("x"), None), 0);
         // A parent slice that may not swap caps a leaf that may.
         let leaf_then_parent = [

@@ -290,8 +290,8 @@ pub enum Error {
     },
     /// A history depth that cannot be created, a history segment that does not fit its
     /// stream, or a write refused because the ring's newest frame is counted `u64::MAX` (a
-    /// corrupted or planted slot: no frame can follow it; nothing is written, and the stream
-    /// is unlinked and recreated).
+    /// corrupted or planted slot: no frame can follow it; nothing is written; the remedy is
+    /// to unlink and recreate the stream).
     #[error("history of stream '{name}': {reason}")]
     InvalidHistory {
         /// The stream.
@@ -640,6 +640,7 @@ pub enum Shortage {
     /// Memory under the process's memory cgroup (v2) limits, its own and its parents',
     /// which its shared memory counts against: refused at create, as filling past them (and
     /// any swap the cgroup may still fill) gets the process OOM-killed.
+    #[non_exhaustive]
     Cgroup {
         /// The `memory.max` with the least room left, that of the cgroup or a parent, in
         /// bytes.

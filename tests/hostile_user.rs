@@ -1429,7 +1429,7 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
                 too_big.div_ceil(page) as u64 * page as u64 + page as u64
             );
             let text = e.to_string();
-            if let shmstream::Shortage::Cgroup { limit, swap } = shortage {
+            if let shmstream::Shortage::Cgroup { limit, swap, .. } = shortage {
                 let left = available.unwrap_or(0);
                 assert!(
                     left <= *limit && left + swap < *needed,
