@@ -559,7 +559,7 @@ fn the_ci_gate_re_measures_only_a_failed_gate_and_requires_every_case() {
     write_script(
         &dir.join("bin/cargo"),
         "#!/bin/sh
-while [ \"$1\" != -- ]; do shift; done
+while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done
 shift
 echo \"$*\" >> \"$CALLS\"
 if [ \"$1\" = compare ]; then
