@@ -671,17 +671,7 @@ mod tests {
         let task = std::fs::read_link("/proc/thread-self").unwrap();
         let word = s.header.futex_word().as_ptr() as usize;
         PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !parked_on(&task, word) {
-                    assert!(Instant::now() < deadline, "the waiter never parked");
-                    std::thread::yield_now();
-                }
-                wake_all(&s.header);
-            });
-            assert!(w.pause(&s.header, odd, || false));
-        });
+        pause_while(&mut w, &s.header, odd, &task, || wake_all(&s.header));
         assert!(!w.writer_check_due(odd), "looked after a wake");
         // Interrupted by a signal handler (a profiler's periodic timer): no look either.
         // Before, it counted as a park that ran out, and a 1 kHz timer made 1000 looks a
@@ -699,17 +689,10 @@ mod tests {
         };
         // SAFETY: no precondition.
         let me = unsafe { libc::pthread_self() };
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !parked_on(&task, word) {
-                    assert!(Instant::now() < deadline, "the waiter never parked");
-                    std::thread::yield_now();
-                }
-                // SAFETY: `me` is the scope's thread, alive until this thread is joined.
-                assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGURG) }, 0);
-            });
-            assert!(w.pause(&s.header, odd, || false));
+        pause_while(&mut w, &s.header, odd, &task, || {
+            // SAFETY: `me` is the pausing thread, alive until this closure's thread is
+            // joined.
+            assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGURG) }, 0);
         });
         // SAFETY: `old` is the disposition `sigaction` returned above.
         unsafe { libc::sigaction(libc::SIGURG, &old, std::ptr::null_mut()) };
@@ -845,6 +828,29 @@ mod tests {
         assert_eq!(due, 2);
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// One `pause` of `w` (this thread, `task`) at `odd`, which must return `true`, with
+    /// `then` run on another thread once this one is seen parked on `h`'s futex word.
+    fn pause_while(
+        w: &mut Waiter,
+        h: &MappedHeader,
+        odd: i64,
+        task: &std::path::Path,
+        then: impl FnOnce() + Send,
+    ) {
+        let word = h.futex_word().as_ptr() as usize;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !parked_on(task, word) {
+                    assert!(Instant::now() < deadline, "the waiter never parked");
+                    std::thread::yield_now();
+                }
+                then();
+            });
+            assert!(w.pause(h, odd, || false));
+        });
     }
 
     /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
