@@ -108,7 +108,16 @@ mod tests {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let flock_nr = libc::SYS_flock.to_string();
+        /// Frees the holder's lock when dropped, on a failed assertion too, so the scope's
+        /// join of the waiting thread ends and the test fails rather than hangs.
+        struct Unlock<'a>(&'a LockFile);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.unlock();
+            }
+        }
         std::thread::scope(|s| {
+            let unlock = Unlock(&holder);
             let (tx, rx) = std::sync::mpsc::channel();
             let waiting = s.spawn(move || {
                 // SAFETY: plain calls about the calling thread.
@@ -130,13 +139,13 @@ mod tests {
                 std::thread::yield_now();
             }
             // SAFETY: `thread` is a live thread of this process (it waits in flock until
-            // `holder` unlocks, below).
+            // `unlock` is dropped, below).
             assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR2) }, 0);
             while CAUGHT.load(Ordering::Relaxed) == 0 {
                 assert!(Instant::now() < deadline, "the signal was never handled");
                 std::thread::yield_now();
             }
-            holder.unlock().unwrap();
+            drop(unlock);
             let got = waiting.join().unwrap();
             assert!(got.is_ok(), "lock() returned {got:?}");
         });

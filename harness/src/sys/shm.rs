@@ -246,21 +246,35 @@ mod tests {
         }
     }
 
-    /// A region larger than the room left in /dev/shm is refused at creation, naming the
-    /// path, its size and the remedies, and no file is left: it was created sparse, and the
-    /// floor child touching its pages died of SIGBUS, said only as "signal: 7".
+    /// A region larger than /dev/shm is refused at creation, naming the path, its size and
+    /// the remedies, and no file is left (it was once created sparse, and the floor child
+    /// touching its pages died of SIGBUS, said only as "signal: 7"). The request is the
+    /// file system's whole size plus a page: tmpfs refuses that at once, where a size just
+    /// over the free room would have it allocate every free byte before giving up.
     #[test]
     fn a_region_larger_than_the_room_in_dev_shm_is_refused() {
-        const GIB: u64 = 1 << 30;
-        let Some(free) = shmstream::shm_room::shm_available() else {
-            eprintln!("skipped: statvfs {SHM_DIR} failed");
+        let path_c = std::ffi::CString::new(SHM_DIR).unwrap();
+        // SAFETY: a zeroed statvfs is valid; `path_c` is a NUL-terminated path.
+        let (total, page) = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(path_c.as_ptr(), &mut st) != 0 {
+                eprintln!("skipped: statvfs {SHM_DIR} failed");
+                return;
+            }
+            let blocks: u64 = st.f_blocks;
+            let block: u64 = st.f_frsize;
+            (
+                blocks.checked_mul(block),
+                libc::sysconf(libc::_SC_PAGESIZE) as u64,
+            )
+        };
+        let Some(len) = total
+            .and_then(|n| n.checked_add(page))
+            .and_then(|n| usize::try_from(n).ok())
+        else {
+            eprintln!("skipped: {SHM_DIR} is too large ({total:?} bytes) to ask for more");
             return;
         };
-        if free >= 1 << 40 {
-            eprintln!("skipped: {SHM_DIR} has {free} bytes free, over 1 TiB");
-            return;
-        }
-        let len = usize::try_from(free + GIB).unwrap();
         let name = format!("harness-sys-nospace-{}", std::process::id());
         let path = PathBuf::from(SHM_DIR).join(&name);
         let err = ShmRegion::create(&name, len).unwrap_err().to_string();
