@@ -426,7 +426,7 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
                 crate::watch::install_handlers()?;
                 let (written, to) = match to_stdout {
                     true => (
-                        write_npy(None, stream.shape(), data).map_err(|e| format!("dumping '{name}' to standard output: {e}; what it took is a cut-short .npy: discard it"))?,
+                        write_npy(None, stream.shape(), data).map_err(|e| format!("dumping '{name}' to standard output: {e}"))?,
                         "standard output".to_string(),
                     ),
                     false => (
@@ -440,8 +440,11 @@ pub(crate) fn dump(name: &str, output: Option<&Path>) -> Fallible {
                 // bytes, or overwrite the header), then on stderr unless it went there too
                 // (`2>&1`); a warning on stderr unless the .npy went there.
                 let on_stderr = is_open_on(&written, io::stderr().as_fd());
+                // The stdout line is cut short by a stop as the .npy's bytes are (a reader
+                // that stopped reading holds it up).
                 if !is_open_on(&written, io::stdout().as_fd()) {
-                    term::outln!("{line}")?;
+                    let out = term::unbuffered_stdout()?;
+                    term::write_or_stop(&out, &format!("{line}\n"), crate::watch::stop_requested)?;
                 } else if !on_stderr {
                     term::errln!("{line}");
                 }
@@ -503,7 +506,8 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(
 
 /// Writes to descriptor 1 as it is: nothing opened or truncated, so what the file or pipe
 /// already holds stays (`{ echo header; shmstream dump NAME -o -; } > F`, `>> F`), and a
-/// socket works. A failure leaves what it took so far, cut short.
+/// socket works. A failure leaves what it took so far, cut short: its error says so once a
+/// byte went out.
 fn write_stdout(
     stopped: &dyn Fn() -> bool,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -511,16 +515,26 @@ fn write_stdout(
     if stopped() {
         return Err(Stoppable::stop_error());
     }
-    let file = term::Out::of(io::stdout().as_fd())?;
+    let file = term::Out::of(io::stdout().as_fd())
+        .map_err(|e| io::Error::new(e.kind(), format!("standard output cannot be written: {e}")))?;
     let meta = file.metadata()?;
-    let mut out = BufWriter::new(Stoppable { file, stopped });
-    write(&mut out).and_then(|()| out.flush())?;
-    let (Stoppable { file, .. }, _) = out.into_parts();
-    if meta.is_file() {
-        file.sync_data()
-            .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}")))?;
+    let mut out = BufWriter::new(Stoppable::new(file, stopped));
+    let wrote = write(&mut out).and_then(|()| out.flush());
+    // Not flushed again on an error (as a dropped BufWriter would be).
+    let (Stoppable { file, written, .. }, _) = out.into_parts();
+    let synced = wrote.and_then(|()| match meta.is_file() {
+        true => file
+            .sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("putting it on the disk: {e}"))),
+        false => Ok(()),
+    });
+    match synced {
+        Err(e) if written > 0 => Err(io::Error::new(
+            e.kind(),
+            format!("{e}; what it took is a cut-short .npy: discard it"),
+        )),
+        r => r.map(|()| meta),
     }
-    Ok(meta)
 }
 
 /// Writes `path` whole or not at all; returns the metadata of the file it wrote (fstat of
@@ -690,10 +704,7 @@ impl TempBeside {
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Metadata> {
         let file = self.file.take().expect("created with its file");
-        let mut out = BufWriter::new(Stoppable {
-            file: term::Out::own(file),
-            stopped,
-        });
+        let mut out = BufWriter::new(Stoppable::new(term::Out::own(file), stopped));
         write(&mut out).and_then(|()| out.flush())?;
         let (Stoppable { file, .. }, _) = out.into_parts();
         file.sync_data()
@@ -760,10 +771,7 @@ fn write_in_place(
         opened => opened?,
     };
     let meta = file.metadata()?;
-    let mut out = BufWriter::new(Stoppable {
-        file: term::Out::own(file),
-        stopped,
-    });
+    let mut out = BufWriter::new(Stoppable::new(term::Out::own(file), stopped));
     let mut written = write(&mut out).and_then(|()| out.flush());
     // After a failure, the bytes still buffered are dropped, not written after the
     // truncation.
@@ -791,9 +799,19 @@ fn write_in_place(
 struct Stoppable<'a> {
     file: term::Out,
     stopped: &'a dyn Fn() -> bool,
+    /// Bytes written so far.
+    written: u64,
 }
 
-impl Stoppable<'_> {
+impl<'a> Stoppable<'a> {
+    fn new(file: term::Out, stopped: &'a dyn Fn() -> bool) -> Self {
+        Stoppable {
+            file,
+            stopped,
+            written: 0,
+        }
+    }
+
     fn stop_error() -> io::Error {
         io::Error::other("stopped by a signal before the .npy was whole: dump again")
     }
@@ -805,9 +823,12 @@ impl Write for Stoppable<'_> {
         if stopped() {
             return Err(Self::stop_error());
         }
-        self.file
+        let n = self
+            .file
             .write_some(buf, &mut || stopped())?
-            .ok_or_else(Self::stop_error)
+            .ok_or_else(Self::stop_error)?;
+        self.written += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -47,7 +47,7 @@ macro_rules! errln {
 pub(crate) use {err, errln, outln};
 
 /// Writes to stdout (line-buffered: a line's failure shows at its end). Every stdout write
-/// of the tool but `watch`'s ([`write_or_stop`]) goes through here.
+/// of the tool but `watch`'s and `dump`'s status line ([`write_or_stop`]) goes through here.
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) -> crate::Fallible {
     std::io::Write::write_fmt(&mut std::io::stdout().lock(), args).map_err(stdout_error)
 }

@@ -2569,6 +2569,35 @@ fn a_dump_to_dash_writes_stdout() {
     assert!(!dir.file("-").exists(), "a file named - was made");
 }
 
+/// A `dump -o -` that wrote no byte (`/dev/full` refuses the first) does not call its
+/// output a cut-short .npy. (A closed stdout, `>&-`, is /dev/null: std opens it.)
+#[test]
+fn a_dump_to_dash_that_wrote_nothing_says_so() {
+    let name = unique_name("cli-dump-dash-none");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&[5u8, 6])
+        .unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = StdCommand::new(bin())
+        .args(["dump", &name, "-o", "-"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "shmstream: error: dumping '{name}' to standard output: No space left on device (os error 28)\n"
+        )
+    );
+}
+
 /// An error written to a stderr that is a pty master reaches that pty (its slave reads it):
 /// the master is duplicated, not opened anew through `/proc/self/fd` (which opens
 /// `/dev/ptmx`, a new pty whose output goes nowhere).
