@@ -2051,7 +2051,7 @@ fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly
                 ", FAILED: stream '{name}' was unlinked (its producer ended?) after {FRAMES} of the 1000 frames asked"
             ),
             false => format!(
-                "shmstream: {name}: stream '{name}' was unlinked (its producer ended?) after {FRAMES} frames, all on file"
+                "shmstream: stream '{name}' was unlinked (its producer ended?) after {FRAMES} frames, all on file"
             ),
         };
         assert!(

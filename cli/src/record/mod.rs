@@ -585,7 +585,7 @@ fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
                 let kept = p.kept.load(Ordering::Relaxed);
                 let lost = p.lost.load(Ordering::Relaxed);
                 format!(
-                    "shmstream: {0}: stream '{0}' was unlinked (its producer ended?) after {taken} frames, {1}",
+                    "shmstream: stream '{0}' was unlinked (its producer ended?) after {taken} frames, {1}",
                     term::printable(name),
                     if kept == taken && lost == 0 {
                         "all on file".to_owned()
