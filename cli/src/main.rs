@@ -141,9 +141,9 @@ enum Command {
     /// Records every frame of streams into FITS (or .npy) cubes: history streams losslessly
     /// through cursors; plain streams with a warning (frames missed once the recorder waits
     /// for them are counted lost). A stream unlinked (its producer ended) ends its
-    /// recording, complete (short, a failure, before --frames are taken); one replaced by a
-    /// newer stream of its name fails it. Exit status
-    /// 1 if any frame was lost or any recording failed. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT
+    /// recording: complete, or, before the --frames are taken, a short recording (exit 1);
+    /// one replaced by a newer stream of its name fails it. Exit status 1 if any frame was
+    /// lost or any recording failed. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT
     /// stop it cleanly (the files finished; one ignored at the start, as under `nohup`, stays
     /// ignored). Killed (SIGKILL, an OOM kill), it leaves the current file (and one still
     /// being finished on its own thread) readable with the frames of its last checkpoint,

@@ -190,8 +190,8 @@ impl Out {
     }
 
     /// Writes some of `buf` and says how much, or `None` once `give_up()` says so, asked
-    /// whenever the write would wait for the reader (and once before it, where each write
-    /// waits in `poll` first).
+    /// only when the write would wait for the reader (where each write waits in `poll`
+    /// first, a zero-timeout `poll` that finds room writes without asking).
     pub(crate) fn write_some(
         &self,
         buf: &[u8],
@@ -301,8 +301,9 @@ fn writable(fd: BorrowedFd<'_>, ms: libc::c_int) -> std::io::Result<bool> {
 /// rest (`record`'s summary after a Ctrl-C with its `| less` paused), and the tool exits.
 pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
     static STDERR: OnceLock<Out> = OnceLock::new();
-    // Set once, at the first write a stop found waiting: every write after it gives up at
-    // once, so that the whole output after a stop waits [`AFTER_STOP`] at most.
+    // Set once, at the first write a stop found waiting: every later write that would have
+    // to wait gives up at once, so that the whole output after a stop waits [`AFTER_STOP`]
+    // at most.
     static GAVE_UP: OnceLock<Instant> = OnceLock::new();
     // Held so that lines from threads do not interleave.
     let mut lock = std::io::stderr().lock();

@@ -31,10 +31,11 @@
 //! `DIR` it creates (and each directory created above it) has its own entry put on the
 //! disk once, before recording. A stream whose recording fails (replaced by a newer stream of
 //! its name) is reported at once, the others record on; so is one unlinked with no newer
-//! stream of its name (its producer ended): its recording ends there without an error
-//! (an error, a short recording, before `--frames` are taken), its files complete (frames published since the last one read are lost: a plain stream's,
-//! or a pyshmem writer's that skipped a history stream's ring). The summary counts the frames on
-//! file.
+//! stream of its name (its producer ended): its recording ends there, its files closed with
+//! every frame read (frames published since the last one read are lost: a plain stream's,
+//! or a pyshmem writer's that skipped a history stream's ring): complete, or, before
+//! `--frames` are taken, a short recording, which fails it. The summary counts the frames
+//! on file.
 //! Exit status 1 if any frame was lost or any file failed, else 0, also when a reader of
 //! stderr went away (`2>&1 | tee log`, Ctrl-C stopping `tee` too: SIGPIPE is ignored, so
 //! the summary's write fails instead of killing the recorder); frames already written stay
