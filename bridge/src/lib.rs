@@ -285,16 +285,45 @@ fn without_source_paths(reason: &str) -> String {
     out
 }
 
-/// Of an endpoint given with `flag` (`--listen`, `--connect`), the usage error naming it
-/// and the remedy, where it is not one `tcp/HOST:PORT` (the one transport this build
-/// carries; an IPv6 HOST in brackets; PORT 0, any free port, only to listen on; Zenoh's
-/// `?metadata` and `#config` suffixes pass): Zenoh's own refusals are debug dumps.
-fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
+/// Which flag an endpoint was given with.
+#[derive(Clone, Copy, Debug)]
+enum EndpointFlag {
+    Listen,
+    Connect,
+}
+
+impl EndpointFlag {
+    fn flag(self) -> &'static str {
+        match self {
+            EndpointFlag::Listen => "--listen",
+            EndpointFlag::Connect => "--connect",
+        }
+    }
+
+    /// The lowest port: 0 (any free port) only to listen on.
+    fn lowest_port(self) -> u16 {
+        match self {
+            EndpointFlag::Listen => 0,
+            EndpointFlag::Connect => 1,
+        }
+    }
+}
+
+/// Of an endpoint given with `flag`, the usage error naming it and the remedy, where it is
+/// not one `tcp/HOST:PORT` (the one transport this build carries; an IPv6 HOST in brackets;
+/// PORT 0, any free port, only to listen on; Zenoh's `?metadata` and `#config` suffixes
+/// pass): Zenoh's own refusals are debug dumps.
+fn check_endpoint(flag: EndpointFlag, value: &str) -> Result<(), BridgeError> {
+    let (lowest, flag) = (flag.lowest_port(), flag.flag());
     let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{value}' {why}")));
     let bare = value.split(['?', '#']).next().unwrap_or_default();
     let Some((proto, address)) = bare.split_once('/') else {
-        let port = if bare.contains(':') { "" } else { ":PORT" };
-        return bad(format!("is not an endpoint: write tcp/{bare}{port}"));
+        let write = match (bare.is_empty(), bare.contains(':')) {
+            (true, _) => "HOST:PORT".to_owned(),
+            (false, true) => bare.to_owned(),
+            (false, false) => format!("{bare}:PORT"),
+        };
+        return bad(format!("is not an endpoint: write tcp/{write}"));
     };
     if proto != "tcp" {
         return bad(format!(
@@ -324,7 +353,6 @@ fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
             "has host '{host}': an IPv6 address goes in brackets: write tcp/[{ip}]:PORT"
         ));
     }
-    let lowest = if flag == "--connect" { 1 } else { 0 };
     match port.parse::<u16>() {
         Ok(p) if p >= lowest => Ok(()),
         Ok(_) => bad(format!(
@@ -339,7 +367,10 @@ fn check_endpoint(flag: &str, value: &str) -> Result<(), BridgeError> {
 
 /// The configuration [`open_session`] opens.
 fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
-    for (flag, values) in [("--listen", &e.listen), ("--connect", &e.connect)] {
+    for (flag, values) in [
+        (EndpointFlag::Listen, &e.listen),
+        (EndpointFlag::Connect, &e.connect),
+    ] {
         for v in values {
             check_endpoint(flag, v)?;
         }
@@ -625,52 +656,64 @@ mod tests {
     #[test]
     fn endpoints_are_checked_before_zenoh_sees_them() {
         for (flag, ok) in [
-            ("--connect", "tcp/localhost:7447"),
-            ("--listen", "tcp/[::]:7447"),
-            ("--connect", "tcp/[::1]:7447"),
-            ("--connect", "tcp/camera-3.lab.example:7447"),
-            ("--listen", "tcp/0.0.0.0:7447"),
-            ("--listen", "tcp/127.0.0.1:0"),
-            ("--listen", "tcp/0.0.0.0:7447#iface=eth0"),
-            ("--connect", "tcp/10.0.0.2:7447?prio=1-7"),
+            (EndpointFlag::Connect, "tcp/localhost:7447"),
+            (EndpointFlag::Listen, "tcp/[::]:7447"),
+            (EndpointFlag::Connect, "tcp/[::1]:7447"),
+            (EndpointFlag::Connect, "tcp/camera-3.lab.example:7447"),
+            (EndpointFlag::Listen, "tcp/0.0.0.0:7447"),
+            (EndpointFlag::Listen, "tcp/127.0.0.1:0"),
+            (EndpointFlag::Listen, "tcp/0.0.0.0:7447#iface=eth0"),
+            (EndpointFlag::Connect, "tcp/10.0.0.2:7447?prio=1-7"),
         ] {
-            assert!(check_endpoint(flag, ok).is_ok(), "{flag} {ok}");
+            assert!(check_endpoint(flag, ok).is_ok(), "{flag:?} {ok}");
         }
         for (flag, bad, says) in [
             (
-                "--connect",
+                EndpointFlag::Connect,
+                "",
+                "is not an endpoint: write tcp/HOST:PORT",
+            ),
+            (
+                EndpointFlag::Listen,
+                "0.0.0.0",
+                "is not an endpoint: write tcp/0.0.0.0:PORT",
+            ),
+            (
+                EndpointFlag::Connect,
                 "tcp/a:1,tcp/b:2",
                 "is several endpoints: give each its own --connect tcp/HOST:PORT",
             ),
             (
-                "--listen",
+                EndpointFlag::Listen,
                 "tcp/::1:7447",
                 "has host '::1': an IPv6 address goes in brackets: write tcp/[::1]:PORT",
             ),
             (
-                "--connect",
+                EndpointFlag::Connect,
                 "tcp/ho st:1",
                 "has whitespace in its host 'ho st': write tcp/HOST:PORT",
             ),
             (
-                "--connect",
+                EndpointFlag::Connect,
                 "tcp/h:0",
                 "has port 0, which cannot be connected to: write tcp/h:PORT, PORT from 1 to 65535",
             ),
             (
-                "--connect",
+                EndpointFlag::Connect,
                 "tcp/h:x",
                 "has port 'x', not a port number: write tcp/h:PORT, PORT from 1 to 65535",
             ),
             (
-                "--listen",
+                EndpointFlag::Listen,
                 "tcp/h:x",
                 "has port 'x', not a port number: write tcp/h:PORT, PORT from 0 to 65535",
             ),
         ] {
             match check_endpoint(flag, bad) {
-                Err(BridgeError::Usage(u)) => assert_eq!(u, format!("{flag} '{bad}' {says}")),
-                other => panic!("{flag} {bad}: {other:?}"),
+                Err(BridgeError::Usage(u)) => {
+                    assert_eq!(u, format!("{} '{bad}' {says}", flag.flag()))
+                }
+                other => panic!("{flag:?} {bad}: {other:?}"),
             }
         }
     }
