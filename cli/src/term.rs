@@ -442,19 +442,33 @@ pub(crate) fn fail_on_closed_pipe() {
 mod tests {
     use super::*;
 
+    /// A new pipe: its read end and its write end.
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both just made by `pipe`, owned by nothing else.
+        unsafe {
+            use std::os::fd::FromRawFd;
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        }
+    }
+
+    /// Writes `out`, a pipe nobody reads, until it is full (a write that would wait).
+    fn fill(out: &Out) {
+        while out
+            .write_some(&[b'x'; 4096], &mut || true)
+            .unwrap()
+            .is_some()
+        {}
+    }
+
     /// A write to a pipe nobody reads, full, comes back to ask whether to give up instead of
     /// blocking (where a stop signal just before it would be lost), through a descriptor
     /// opened anew as it is for stdout and stderr.
     #[test]
     fn a_write_to_a_full_pipe_asks_whether_to_give_up_instead_of_blocking() {
-        let mut fds = [0; 2];
-        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: both just made by `pipe`, owned by nothing else.
-        let (_read, write) = unsafe {
-            use std::os::fd::FromRawFd;
-            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
-        };
+        let (_read, write) = pipe();
         let out = Out::of(write.as_fd()).unwrap();
         assert!(!out.poll_first, "opened anew, non-blocking");
         let chunk = [b'x'; 4096];
@@ -481,14 +495,7 @@ mod tests {
     /// (where a stop signal would leave the tool waiting for a reader that stalled).
     #[test]
     fn a_line_without_an_out_to_a_full_blocking_pipe_asks_whether_to_give_up() {
-        let mut fds = [0; 2];
-        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: both just made by `pipe`, owned by nothing else.
-        let (read, write) = unsafe {
-            use std::os::fd::FromRawFd;
-            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
-        };
+        let (read, write) = pipe();
         // Fill it through a non-blocking description of its own; `write` stays blocking.
         let filler = Out::own(
             std::fs::OpenOptions::new()
@@ -496,11 +503,7 @@ mod tests {
                 .open(format!("/proc/self/fd/{}", write.as_raw_fd()))
                 .unwrap(),
         );
-        while filler
-            .write_some(&[b'x'; 4096], &mut || true)
-            .unwrap()
-            .is_some()
-        {}
+        fill(&filler);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut asked = 0;
@@ -554,20 +557,9 @@ mod tests {
             libc::sigemptyset(&mut sa.sa_mask);
             assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
         }
-        let mut fds = [0; 2];
-        // SAFETY: `pipe` writes two descriptors into the array, which we then own.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: both just made by `pipe`, owned by nothing else.
-        let (mut read, write) = unsafe {
-            use std::os::fd::FromRawFd;
-            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
-        };
+        let (mut read, write) = pipe();
         let out = Out::of(write.as_fd()).unwrap();
-        while out
-            .write_some(&[b'x'; 4096], &mut || true)
-            .unwrap()
-            .is_some()
-        {}
+        fill(&out);
         // SAFETY: pthread_self and gettid have no preconditions.
         let (me, tid) = unsafe { (libc::pthread_self(), libc::gettid()) };
         let deadline = Instant::now() + Duration::from_secs(20);
