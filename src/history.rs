@@ -1111,11 +1111,11 @@ impl Cursor<'_> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
-        // Before allocating: a wrong `T` may be wider than the stream's elements.
-        self.stream.ensure_dtype::<T>()?;
         let stream = self.stream;
-        // `next_with` copies from a slot's frame: `len` elements of the stream's dtype.
-        let (payload, info) = stream.read_to_new_array(|copy| self.next_with(timeout, copy))?;
+        // SAFETY: `next_with` hands its copy only a slot's frame: `len` elements of the
+        // stream's dtype.
+        let (payload, info) =
+            unsafe { stream.read_to_new_array(|copy| self.next_with(timeout, copy))? };
         Ok(Publication { payload, info })
     }
 

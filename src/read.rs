@@ -371,29 +371,38 @@ impl Stream {
         timeout: Option<Duration>,
         op: &'static str,
     ) -> Result<(ArrayD<T>, FrameInfo)> {
-        self.ensure_dtype::<T>()?;
         self.host_payload(crate::stream::Access::Read)?;
-        let (a, info) = self.read_to_new_array(|copy| self.read_frame(want, timeout, op, copy))?;
+        // SAFETY: `read_frame` hands its copy only the host payload's frame: `len` elements
+        // of the stream's dtype.
+        let (a, info) =
+            unsafe { self.read_to_new_array(|copy| self.read_frame(want, timeout, op, copy))? };
         Ok((a, self.record_read(info)))
     }
 
-    /// A frame read into a new array of the stream's shape. `read` runs the copy it is
-    /// given (perhaps several times) only on a frame of the stream's `len` elements of `T`
-    /// (the host payload, a ring slot), whose dtype the caller checked. The array's memory
-    /// is reserved first: running out is [`Error::Io`] (`ENOMEM`) naming the remedy, not an
-    /// abort. Uninitialized, not zeroed: the copy writes every element.
-    pub(crate) fn read_to_new_array<T: Element>(
+    /// A frame read into a new array of the stream's shape, after checking that `T` is the
+    /// stream's dtype. The array's memory is reserved first: running out is [`Error::Io`]
+    /// (`ENOMEM`) naming the remedy, not an abort. Uninitialized, not zeroed: the copy
+    /// writes every element.
+    ///
+    /// # Safety
+    ///
+    /// `read` may run the copy it is given (perhaps several times) only on a pointer to a
+    /// frame of the stream's `len` elements of its dtype (the host payload, a ring slot).
+    pub(crate) unsafe fn read_to_new_array<T: Element>(
         &self,
         read: impl FnOnce(&mut dyn FnMut(*const u8)) -> Result<FrameInfo>,
     ) -> Result<(ArrayD<T>, FrameInfo)> {
+        // Before allocating: a wrong `T` may be wider than the stream's elements.
+        self.ensure_dtype::<T>()?;
         let n = self.len;
         let mut v: Vec<T> = frame_vec(&self.name, n)?;
         let ptr = v.as_mut_ptr();
         let mut copied = false;
         let info = read(&mut |src| {
-            // SAFETY: `src` is a frame of `n` elements of `T` (the contract of `read`) and
-            // `ptr` the spare capacity of `v`, `n` elements; the copy writes valid `T`s (see
-            // `Element`) even if it races a writer: the frame is used only once validated.
+            // SAFETY: `src` is a frame of `n` elements of the stream's dtype (the contract of
+            // `read`), which is `T` (checked above), and `ptr` the spare capacity of `v`, `n`
+            // elements; the copy writes valid `T`s (see `Element`) even if it races a writer:
+            // the frame is used only once validated.
             unsafe { T::copy_from_shared(src, ptr, n) };
             copied = true;
         })?;
