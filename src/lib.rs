@@ -90,11 +90,13 @@ pub use stream::{Stream, StreamConfig, StreamOptions};
 pub use write::LiveView;
 pub use write::WriteGuard;
 
-/// A shared-memory file's storage reserved as the library reserves its segments' (so a full
-/// `/dev/shm` is `ENOSPC` at creation, not `SIGBUS` at the first touch), and the bytes free
-/// in `/dev/shm`: for the harness's bare floor region; not part of the API.
+/// For the harness's bare floor region; not part of the API. `reserve`
+/// reserves a shared-memory file's storage as the library reserves its segments' (a full
+/// `/dev/shm` is `ENOSPC` at creation, not `SIGBUS` at the first touch), only for a new file
+/// just sized with `set_len`: where the file system cannot reserve, it writes zeros over it.
+/// `shm_available` is the bytes free in `/dev/shm`.
 #[doc(hidden)]
-pub mod shm_room {
+pub mod harness_support {
     pub use crate::sys::{reserve, shm_available};
 }
 

@@ -332,7 +332,8 @@ fn shows_exited(stat: &std::path::Path) -> Option<bool> {
 /// file system (or libc: musl) that cannot reserve (`EOPNOTSUPP`) gets a zero written into
 /// each page of the new, zero-filled object instead, as glibc's own fallback does: readers
 /// refuse an object with holes (`Segment::open_written`). Reserved in chunks
-/// (`reserve_in_chunks`): tmpfs gives up a whole call at a pending signal.
+/// (`reserve_in_chunks`): tmpfs gives up a whole call at a pending signal. Only for a new
+/// file just sized with `set_len`: the fallback writes zeros over whatever it holds.
 pub fn reserve(file: &File, len: usize) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(file);

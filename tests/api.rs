@@ -113,7 +113,7 @@ fn child_entry() {
 fn a_read_into_a_new_array_that_cannot_be_allocated_is_refused_not_aborted() {
     // The payload and a 2-frame ring of 96 MiB each, and some margin.
     let needs: u64 = 3 * (96 << 20) + (32 << 20);
-    if let Some(free) = shmstream::shm_room::shm_available()
+    if let Some(free) = shmstream::harness_support::shm_available()
         && free < needs
     {
         eprintln!("skipping: /dev/shm has {free} bytes free, this test needs {needs}");

@@ -102,7 +102,7 @@ fn creation_waits_and_history_reads_work_under_a_1khz_signal_timer() {
     // tmpfs gives up a whole posix_fallocate at a pending signal: reserved in chunks (of
     // up to 8 MiB). 256 MiB, or a quarter of /dev/shm's free room on a small runner (Docker's
     // default is 64 MiB), but a few chunks at least.
-    let free = shmstream::shm_room::shm_available().unwrap_or(u64::MAX);
+    let free = shmstream::harness_support::shm_available().unwrap_or(u64::MAX);
     let big_len = (256u64 << 20).min(free / 4).max(16 << 20) as usize;
     let s = StreamOptions::new(&big)
         .shape(&[big_len])

@@ -58,11 +58,11 @@ impl ShmRegion {
             })?;
         let sized = file.set_len(len.max(1) as u64);
         let reserved = sized.and_then(|()| {
-            shmstream::shm_room::reserve(&file, len.max(1)).map_err(|e| {
+            shmstream::harness_support::reserve(&file, len.max(1)).map_err(|e| {
                 if e.raw_os_error() != Some(libc::ENOSPC) {
                     return e;
                 }
-                let free = shmstream::shm_room::shm_available()
+                let free = shmstream::harness_support::shm_available()
                     .map_or(String::new(), |b| format!(" ({b} bytes free)"));
                 io::Error::new(
                     e.kind(),
