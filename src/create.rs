@@ -208,9 +208,10 @@ fn refuse_over_cgroup_limit(name: &str, needed: u64) -> Result<()> {
         Some(room) if needed > room.left.saturating_add(room.swap) => Err(Error::NoSpace {
             name: name.to_owned(),
             needed,
-            available: Some(room.left),
+            available: crate::sys::shm_available(),
             shortage: crate::error::Shortage::Cgroup {
                 limit: room.limit,
+                left: room.left,
                 swap: room.swap,
             },
         }),

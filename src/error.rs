@@ -308,9 +308,8 @@ pub enum Error {
         /// Bytes of the whole stream: payload, `_meta` and history ring, each rounded up to
         /// whole pages as tmpfs stores them.
         needed: u64,
-        /// Bytes free in `/dev/shm` once the parts made so far were removed, if known (for
-        /// [`Shortage::Cgroup`]: bytes left under the cgroup's limit, at most that limit;
-        /// the swap it may still fill is that variant's `swap`).
+        /// Bytes free in `/dev/shm` once the parts made so far were removed, if known (the
+        /// room under a cgroup's limit is in [`Shortage::Cgroup`]).
         available: Option<u64>,
         /// What ran out.
         shortage: Shortage,
@@ -645,6 +644,8 @@ pub enum Shortage {
         /// The `memory.max` with the least room left, that of the cgroup or a parent, in
         /// bytes.
         limit: u64,
+        /// Bytes left under that limit, at most the limit.
+        left: u64,
         /// Bytes of swap the cgroup may still fill (the host's free swap, capped by the
         /// `memory.swap.max` of the cgroup and its parents).
         swap: u64,
@@ -653,17 +654,14 @@ pub enum Shortage {
 
 /// [`Error::NoSpace`]'s text: the bytes needed and free, and a remedy for what ran out.
 fn no_space(name: &str, needed: u64, available: &Option<u64>, shortage: &Shortage) -> String {
-    if let Shortage::Cgroup { limit, swap } = shortage {
+    if let Shortage::Cgroup { limit, left, swap } = shortage {
         return format!(
             "stream '{name}' needs {needed} bytes of shared memory and this process's memory \
-             cgroup has {} under its limit of {limit} bytes (the memory.max of it or a parent \
-             with the least room) and {swap} bytes of swap it may still fill (shared memory \
-             counts against the limit, and filling past that and the swap gets the process \
-             OOM-killed): raise the container's memory limit, or make this stream smaller",
-            match available {
-                Some(b) => format!("{b} bytes left"),
-                None => "no room".into(),
-            }
+             cgroup has {left} bytes left under its limit of {limit} bytes (the memory.max of \
+             it or a parent with the least room) and {swap} bytes of swap it may still fill \
+             (shared memory counts against the limit, and filling past that and the swap gets \
+             the process OOM-killed): raise the container's memory limit, or make this stream \
+             smaller"
         );
     }
     if *shortage == Shortage::Inodes {
@@ -904,11 +902,12 @@ mod tests {
         );
         let cgroup = e(Shortage::Cgroup {
             limit: 1 << 21,
+            left: 1 << 19,
             swap: 4096,
         });
         assert!(
             cgroup.starts_with("stream 'cam0' needs 8192 bytes")
-                && cgroup.contains("1048576 bytes left under its limit of 2097152 bytes")
+                && cgroup.contains("524288 bytes left under its limit of 2097152 bytes")
                 && cgroup.contains("and 4096 bytes of swap it may still fill")
                 && cgroup.contains("raise the container's memory limit")
                 && !cgroup.contains("/dev/shm has"),

@@ -1429,19 +1429,23 @@ fn a_stream_larger_than_dev_shm_is_refused_up_front() {
                 too_big.div_ceil(page) as u64 * page as u64 + page as u64
             );
             let text = e.to_string();
-            if let shmstream::Shortage::Cgroup { limit, swap, .. } = shortage {
-                let left = available.unwrap_or(0);
+            // Either way, `available` is the room in /dev/shm.
+            assert!(available.is_some_and(|a| a <= total), "{available:?}");
+            if let shmstream::Shortage::Cgroup {
+                limit, left, swap, ..
+            } = shortage
+            {
                 assert!(
-                    left <= *limit && left + swap < *needed,
-                    "{available:?} {swap}"
+                    left <= limit && left + swap < *needed,
+                    "{left} {limit} {swap}"
                 );
                 assert!(
-                    text.contains(&format!("under its limit of {limit} bytes"))
-                        && text.contains("raise the container's memory limit"),
+                    text.contains(&format!(
+                        "{left} bytes left under its limit of {limit} bytes"
+                    )) && text.contains("raise the container's memory limit"),
                     "{e}"
                 );
             } else {
-                assert!(available.is_some_and(|a| a <= total), "{available:?}");
                 assert!(text.contains("shmstream purge"), "{e}");
             }
         }
