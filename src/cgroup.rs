@@ -112,13 +112,20 @@ pub(crate) fn swap_room<'a>(
         .unwrap_or(0)
 }
 
-/// The room under this process's memory cgroup (v2) and its parents: the smallest of the
-/// levels with a limit that can be read, with the swap room of every level; `None` without
-/// one. `memory.max` is read first: without a limit nothing else is.
+/// The room under this process's memory cgroup (v2) and its parents ([`room_under`] the
+/// cgroup2 mount, `/proc/self/cgroup` and `/proc/meminfo`); `None` without a limit.
 pub(crate) fn room_now() -> Option<Room> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mount = Path::new("/sys/fs/cgroup");
-    let dirs: Vec<_> = levels(v2_path(&cgroup)?)
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    room_under(Path::new("/sys/fs/cgroup"), &cgroup, &meminfo)
+}
+
+/// The room under the cgroup that `proc_self_cgroup` (its contents) names and its parents,
+/// in the cgroup2 hierarchy mounted at `mount`: the smallest of the levels with a limit that
+/// can be read, with the swap room of every level (`meminfo`: `/proc/meminfo`'s contents);
+/// `None` without one. `memory.max` is read first: without a limit nothing else is.
+fn room_under(mount: &Path, proc_self_cgroup: &str, meminfo: &str) -> Option<Room> {
+    let dirs: Vec<_> = levels(v2_path(proc_self_cgroup)?)
         .into_iter()
         .map(|l| mount.join(l))
         .collect();
@@ -147,11 +154,10 @@ pub(crate) fn room_now() -> Option<Room> {
         .iter()
         .map(|d| (read(d, "memory.swap.max"), read(d, "memory.swap.current")))
         .collect();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     Some(Room {
         swap: swap_room(
             swap.iter().map(|(m, c)| (m.as_deref(), c.as_deref())),
-            &meminfo,
+            meminfo,
         ),
         ..memory
     })
@@ -255,6 +261,97 @@ mod tests {
             swap_room([(Some("max"), None)], ""),
             0,
             "unreadable meminfo"
+        );
+    }
+
+    /// A cgroup2 tree in a fresh temporary directory, removed on drop.
+    struct Tree(std::path::PathBuf);
+
+    impl Tree {
+        fn new(tag: &str) -> Tree {
+            let dir = std::env::temp_dir().join(format!(
+                "shmstream-cgroup-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Tree(dir)
+        }
+
+        /// Writes `files` (name, contents) into the level at `rel` ("" is the mount).
+        fn level(&self, rel: &str, files: &[(&str, &str)]) {
+            let dir = self.0.join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const MEMINFO: &str = "MemTotal:  16000 kB\nSwapFree:   6000 kB\n";
+
+    #[test]
+    fn the_room_under_a_tree_is_the_tightest_level_with_every_level_s_swap_cap() {
+        let t = Tree::new("tight");
+        let me = "0::/pod/leaf\n";
+        // The leaf: a loose limit, little used, may swap freely.
+        t.level(
+            "pod/leaf",
+            &[
+                ("memory.max", "1000000\n"),
+                ("memory.stat", "anon 1000\nshmem 0\n"),
+                ("memory.swap.max", "max\n"),
+                ("memory.swap.current", "0\n"),
+            ],
+        );
+        // The parent: a tighter limit and no memory.stat (its whole limit is room).
+        t.level(
+            "pod",
+            &[
+                ("memory.max", "50000\n"),
+                ("memory.swap.max", "max\n"),
+                ("memory.swap.current", "0\n"),
+            ],
+        );
+        // The mount: no limit, no swap files.
+        t.level("", &[("memory.max", "max\n")]);
+        assert_eq!(
+            room_under(&t.0, me, MEMINFO),
+            Some(Room {
+                limit: 50_000,
+                left: 50_000,
+                swap: 6000 * 1024,
+            })
+        );
+        // A parent that may not swap caps the leaf that may.
+        t.level("pod", &[("memory.swap.max", "0\n")]);
+        assert_eq!(room_under(&t.0, me, MEMINFO).map(|r| r.swap), Some(0));
+        // The leaf's usage leaves it less room than the parent's limit: the leaf's counts.
+        t.level("pod/leaf", &[("memory.stat", "anon 980000\nshmem 0\n")]);
+        assert_eq!(
+            room_under(&t.0, me, MEMINFO).map(|r| (r.limit, r.left)),
+            Some((1_000_000, 20_000))
+        );
+    }
+
+    #[test]
+    fn no_limit_anywhere_in_a_tree_is_no_room_to_check() {
+        let t = Tree::new("none");
+        t.level("a/b", &[("memory.max", "max\n")]);
+        t.level("a", &[]);
+        t.level("", &[("memory.max", "max\n")]);
+        assert_eq!(room_under(&t.0, "0::/a/b\n", MEMINFO), None);
+        assert_eq!(
+            room_under(&t.0, "4:memory:/a/b\n", MEMINFO),
+            None,
+            "v1 only"
         );
     }
 }
