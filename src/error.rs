@@ -400,8 +400,19 @@ fn header_remedy(name: &str, rule: &crate::format::FormatError) -> String {
             "it was made by another pyshmem format version: open it with the pyshmem that made \
              it, or upgrade shmstream; once no process uses it, {unlink} removes it"
         ),
+        crate::format::FormatError::CountExhausted(_) => count_exhausted_remedy(name),
         _ => "unlink and recreate it".to_owned(),
     }
+}
+
+/// What to do when a write finds no count to stamp its frame with (a write count, in the
+/// header or the ring's newest slot, with no next value): one wording for both.
+pub(crate) fn count_exhausted_remedy(name: &str) -> String {
+    format!(
+        "no frame can follow it and nothing was written: remove the stream with {} and \
+         create it again",
+        crate::name::unlink_remedy(name)
+    )
 }
 
 /// An unfinished stream is waited for or removed; any other missing name is created or

@@ -1916,7 +1916,7 @@ mod tests {
                 matches!(&e, Error::InvalidHistory { .. })
                     && text.contains(&format!("stream '{name}'"))
                     && text.contains("18446744073709551615 has no next value")
-                    && text.contains(&crate::name::unlink_remedy(&name)),
+                    && text.contains(&crate::error::count_exhausted_remedy(&name)),
                 "{tag}: {text}"
             );
             let seen = (s.write_sequence(), s.count(), ring.appended());

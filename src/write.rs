@@ -345,9 +345,8 @@ impl Stream {
         Error::InvalidHistory {
             name: self.name.clone(),
             reason: format!(
-                "its newest frame's {rule}, so no frame can follow it (nothing was written): \
-                 remove the stream with {} and create it again",
-                crate::name::unlink_remedy(&self.name)
+                "its newest frame's {rule}: {}",
+                crate::error::count_exhausted_remedy(&self.name)
             ),
         }
     }

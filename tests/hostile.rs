@@ -966,7 +966,11 @@ fn a_planted_count_with_no_next_value_refuses_the_write_and_names_the_remedy() {
                 corrupt_rule(&e),
                 Some(FormatError::CountExhausted(u64::MAX))
             ) && text.contains(&name)
-                && text.contains("unlink and recreate it"),
+                && text.contains(&format!(
+                    "no frame can follow it and nothing was written: remove the stream with {} \
+                     and create it again",
+                    shmstream::name::unlink_remedy(&name)
+                )),
             "{text}"
         );
     }
