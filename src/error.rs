@@ -622,14 +622,11 @@ impl Awaited {
     }
 }
 
-/// The command that shows `name`'s lock holder, for a message: as [`crate::name::unlink_remedy`]
-/// does, `NAME` in place of a name a terminal shows escaped.
+/// The command that shows `name`'s lock holder, for a message: `NAME` in place of a name not
+/// [`crate::name::copyable`].
 fn stat_command(name: &str) -> String {
-    if crate::name::printable(name) == name {
-        format!("`shmstream stat {}`", crate::name::shell_word(name))
-    } else {
-        "`shmstream stat NAME`".to_owned()
-    }
+    let word = crate::name::copyable(name).unwrap_or_else(|| "NAME".to_owned());
+    format!("`shmstream stat {word}`")
 }
 
 fn room(available: &Option<u64>) -> String {

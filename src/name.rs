@@ -47,35 +47,37 @@ pub fn shell_word(name: &str) -> String {
     }
 }
 
+/// `name` as a shell word to copy into a command shown in a message ([`shell_word`]), or
+/// `None` where [`printable`] would show it escaped: a command copied from the terminal would
+/// then name another stream.
+pub(crate) fn copyable(name: &str) -> Option<String> {
+    (printable(name) == name).then(|| shell_word(name))
+}
+
 /// The advice to remove stream `name` with `shmstream unlink`, for a message (which a tool
 /// shows through [`printable`]): the command to copy (`` `shmstream unlink 'my cam'` ``),
-/// unless [`printable`] would show the name escaped (a backslash, a control, bidi or
-/// invisible character): the command shown would then name another stream, so it says to
-/// give the name itself.
+/// unless the name is not [`copyable`] (a backslash, a control, bidi or invisible
+/// character), when it says to give the name itself.
 pub fn unlink_remedy(name: &str) -> String {
-    if printable(name) == name {
-        format!("`shmstream unlink {}`", shell_word(name))
-    } else {
-        "`shmstream unlink` given the name itself (it has characters a terminal shows \
-         escaped, Rust-style, so a command copied from there would name another stream)"
-            .to_owned()
+    match copyable(name) {
+        Some(word) => format!("`shmstream unlink {word}`"),
+        None => "`shmstream unlink` given the name itself (it has characters a terminal shows \
+                 escaped, Rust-style, so a command copied from there would name another stream)"
+            .to_owned(),
     }
 }
 
 /// The advice for stream `name`, which exists and keeps no history, to get one (for a
-/// message, as [`unlink_remedy`]): its producer creates it with a history, or it is made
-/// first with `shmstream create` (the command to copy, with `NAME` for a name [`printable`]
-/// would show escaped) before the producer starts, which then opens it.
+/// message, as [`unlink_remedy`]): its producer creates it with a history, or it is removed
+/// ([`unlink_remedy`]) and made first with `shmstream create` (the command to copy, with
+/// `NAME` for a name not [`copyable`]) before the producer starts, which then opens it.
 pub fn history_remedy(name: &str) -> String {
-    let name = if printable(name) == name {
-        shell_word(name)
-    } else {
-        "NAME".to_owned()
-    };
+    let unlink = unlink_remedy(name);
+    let word = copyable(name).unwrap_or_else(|| "NAME".to_owned());
     format!(
         "have its producer create it with a history (Rust: StreamOptions history(n)), or \
-         unlink it and make it first with `shmstream create {name} --shape ... --dtype ... \
-         --history N` before the producer starts (opening it)"
+         remove it with {unlink} and make it first with `shmstream create {word} --shape ... \
+         --dtype ... --history N` before the producer starts (opening it)"
     )
 }
 
@@ -418,7 +420,20 @@ mod tests {
                 r.contains("shows escaped") && !r.contains(&shell_word(name)),
                 "{r}"
             );
+            let h = history_remedy(name);
+            assert!(
+                h.contains(&r) && h.contains("`shmstream create NAME ") && !h.contains(name),
+                "{h}"
+            );
         }
+        let h = history_remedy("my cam");
+        assert!(
+            h.contains(
+                "remove it with `shmstream unlink 'my cam'` and make it first with \
+                 `shmstream create 'my cam' --shape"
+            ),
+            "{h}"
+        );
     }
 
     #[test]

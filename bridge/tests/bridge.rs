@@ -1771,9 +1771,9 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
     assert!(
         said.contains(&format!(
             "stream '{bad}' keeps no history: --lossless needs one: have its producer create \
-             it with a history (Rust: StreamOptions history(n)), or unlink it and make it first \
-             with `shmstream create {bad} --shape ... --dtype ... --history N` before the \
-             producer starts (opening it)"
+             it with a history (Rust: StreamOptions history(n)), or remove it with `shmstream \
+             unlink {bad}` and make it first with `shmstream create {bad} --shape ... --dtype \
+             ... --history N` before the producer starts (opening it)"
         )),
         "{said}"
     );

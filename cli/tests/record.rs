@@ -438,8 +438,9 @@ fn bad_output_dirs_plain_streams_and_bad_arguments_are_clear() {
     assert!(
         err.contains(&format!(
             "to record every frame, have its producer create it with a history (Rust: \
-             StreamOptions history(n)), or unlink it and make it first with `shmstream create \
-             {plain} --shape ... --dtype ... --history N` before the producer starts (opening it)"
+             StreamOptions history(n)), or remove it with `shmstream unlink {plain}` and make it \
+             first with `shmstream create {plain} --shape ... --dtype ... --history N` before \
+             the producer starts (opening it)"
         )),
         "the warning names the terminal's remedy: {err}"
     );
