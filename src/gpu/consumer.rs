@@ -297,8 +297,9 @@ pub(crate) fn gate_writer(
 /// one's acknowledgement, so a consumer that stops enqueueing stalls the writer until the
 /// writer's timeout. Not exactly once: frames are numbered by generation, and an aborted
 /// write (or a dead writer's recovery) skips one, so the consumer's wait for the skipped
-/// number passes on the next frame, which it gets twice (A, B, B). Dropping it waits (up to the handle's timeout) for what it
-/// enqueued, then releases its CUDA stream's wait and the stream.
+/// number passes on the next frame, which it gets twice (A, B, B). Dropping it waits (up to
+/// the handle's timeout) for what it enqueued, then releases its CUDA stream's wait and the
+/// stream.
 ///
 /// Run producer and consumer processes under MPS: without it the processes' contexts are
 /// time-sliced, and one whose stream waits on a word keeps its slice (an H200 measured ~4.5 ms

@@ -237,13 +237,8 @@ pub(crate) fn end(s: &Stream, a: &Attachment, b: Bracket, write_time: f64, frame
     let h = &s.header;
     // The count too, unless the history append stored it ahead (`Bracket::count_ahead`).
     seqlock::stamp_bracket(h, &b, write_time, frame_id);
-    // The stamps above are Relaxed host stores; the even value that publishes them is the
-    // device's store, issued only once the GPU saw the enqueue's doorbell. This fence orders
-    // the stamps before the enqueue's stores to ordinary memory (its command entries) on
-    // weakly ordered hosts; it does not order them before the doorbell, an MMIO write (on
-    // arm64 `dmb ish` does not reach device memory): the driver's own barrier before its
-    // doorbell covers that, and with it a reader whose Acquire load sees the even value sees
-    // the stamps.
+    // Defence in depth: the driver's barrier before its doorbell is what orders the stamps
+    // before the device's even store (so for the reader); this fence does not reach MMIO.
     std::sync::atomic::fence(Ordering::Release);
     let st = a.stream.cu_stream();
     let even = b.even() as u64;

@@ -27,10 +27,6 @@ pub(crate) struct HostRegistration {
 // calls made through it are thread-safe once the context is bound to the calling thread.
 unsafe impl Send for HostRegistration {}
 
-fn page() -> usize {
-    crate::sys::page_size()
-}
-
 fn check(r: sys::CUresult) -> Result<(), DriverError> {
     r.result()
 }
@@ -46,7 +42,7 @@ impl HostRegistration {
         ptr: *mut u8,
         len: usize,
     ) -> Result<Self, DriverError> {
-        let pg = page();
+        let pg = crate::sys::page_size();
         let start = (ptr as usize) & !(pg - 1);
         let end = (ptr as usize + len.max(1)).div_ceil(pg) * pg;
         driver::past_stale_error(|| ctx.bind_to_thread())?;
@@ -209,7 +205,7 @@ fn trial_write(ctx: &Arc<CudaContext>) -> Result<(), String> {
     const MARK: u64 = 0x5348_4d53_5452_4d31;
     // A page of its own: registering a page shared with other heap data could collide with
     // someone else's registration of it.
-    let pg = page();
+    let pg = crate::sys::page_size();
     let layout = std::alloc::Layout::from_size_align(pg, pg).map_err(|e| e.to_string())?;
     // SAFETY: the layout has a non-zero size.
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
