@@ -56,7 +56,7 @@ pub(crate) fn copyable(name: &str) -> Option<String> {
 
 /// The advice to remove stream `name` with `shmstream unlink`, for a message (which a tool
 /// shows through [`printable`]): the command to copy (`` `shmstream unlink 'my cam'` ``),
-/// unless the name is not [`copyable`] (a backslash, a control, bidi or invisible
+/// unless the name is not `copyable` (a backslash, a control, bidi or invisible
 /// character), when it says to give the name itself.
 pub fn unlink_remedy(name: &str) -> String {
     match copyable(name) {
@@ -70,7 +70,7 @@ pub fn unlink_remedy(name: &str) -> String {
 /// The advice for stream `name`, which exists and keeps no history, to get one (for a
 /// message, as [`unlink_remedy`]): its producer creates it with a history, or it is removed
 /// ([`unlink_remedy`]) and made first with `shmstream create` (the command to copy, with
-/// `NAME` for a name not [`copyable`]) before the producer starts, which then opens it.
+/// `NAME` for a name not `copyable`) before the producer starts, which then opens it.
 pub fn history_remedy(name: &str) -> String {
     let unlink = unlink_remedy(name);
     let word = copyable(name).unwrap_or_else(|| "NAME".to_owned());
