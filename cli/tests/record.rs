@@ -1408,6 +1408,14 @@ fn summary(diag: &str) -> (usize, usize) {
     )
 }
 
+/// Waits (as [`wait_until`]) for the recorder's first cube of stream `name`, file type
+/// `ext`, in `out`: its path.
+fn first_cube(r: &mut Proc, out: &Path, name: &str, ext: &str) -> PathBuf {
+    let first = out.join(format!("{name}_000000000.{ext}"));
+    wait_until(r, "first cube", || first.exists());
+    first
+}
+
 /// Waits until `done()` while `recorder` runs (failing if it exits or `LONG` passes).
 fn wait_until(recorder: &mut Proc, what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
@@ -1832,8 +1840,7 @@ fn a_recording_stopped_after_whole_files_leaves_no_empty_file_after_them() {
     );
     let pid = r.pid() as i32;
     // The first cube is there once the recorder reads the stream: every frame after is its.
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    first_cube(&mut r, &out, &name, "npy");
     publish(&s, 1..=4);
     // A file is finished (its table written) once its last frame is taken.
     let second = out.join(format!("{name}_000000001.frames.csv"));
@@ -1904,8 +1911,7 @@ fn signalled_while_frozen(
 ) -> (ExitStatus, String) {
     let mut r = record(name, out, &[stop, &["--format", "npy"]].concat());
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    first_cube(&mut r, out, name, "npy");
     common::freeze(pid);
     publish(s, 1..=frames);
     // Stopped, the process starts no thread meanwhile: the list is whole.
@@ -1940,8 +1946,7 @@ fn a_stream_replaced_while_recorded_is_reported_at_once() {
         "npy",
     ];
     let mut r = record(&gone, &out, &args);
-    let first = out.join(format!("{gone}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    let first = first_cube(&mut r, &out, &gone, "npy");
     publish(&s, 1..=2);
     // Its first file is finished (the table written) with its second frame.
     wait_until(&mut r, "first table", || {
@@ -2040,8 +2045,7 @@ fn a_stream_whose_producer_ends_is_recorded_whole_and_the_recording_ends_cleanly
         let mut r = record(&name, &out, &stop);
         // The first file is there once the recorder's cursor is: every frame from now is
         // taken.
-        let first = out.join(format!("{name}_000000000.fits"));
-        wait_until(&mut r, "first cube", || first.exists());
+        first_cube(&mut r, &out, &name, "fits");
         producer.send_line("go");
         producer.wait_success(LONG);
         let st = r.wait_timeout(LONG);
@@ -2085,8 +2089,7 @@ fn frames_published_past_the_ring_before_an_unlink_are_lost() {
     let out = out_dir("rec-unlink-pyshmem");
     let mut r = record(&name, &out, &["--duration", "600", "--format", "npy"]);
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    first_cube(&mut r, &out, &name, "npy");
     // Frozen, it finds the three frames and the unlink together when it runs again.
     common::freeze(pid);
     let lines = common::run_py(&py, "peer.py", &["write_n", &name, "3", "1"], LONG);
@@ -2275,8 +2278,7 @@ fn frames_lost_to_a_lap_are_only_those_the_recording_still_wanted() {
     let mut r = record(&name, &out, &["--frames", "2", "--format", "npy"]);
     let pid = r.pid() as i32;
     // The cursor is there before the first cube: every frame after is the recording's.
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    first_cube(&mut r, &out, &name, "npy");
     common::freeze(pid);
     publish(&s, 1..=20);
     common::thaw(pid);
@@ -2315,8 +2317,7 @@ fn duration_stop_drains_frames_published_in_time(duration: Duration) -> bool {
     let secs = duration.as_secs().to_string();
     let mut r = record(&name, &out, &["--duration", &secs, "--format", "npy"]);
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    let first = first_cube(&mut r, &out, &name, "npy");
     // The recorder's clock started before its first cube was there.
     let time_up = Instant::now() + duration;
     common::freeze(pid);
@@ -2379,8 +2380,7 @@ fn unseen_frames_at_the_end_of_a_duration_are_lost(py: &Path, duration: Duration
     let secs = duration.as_secs().to_string();
     let mut r = record(&name, &out, &["--duration", &secs, "--format", "npy"]);
     let pid = r.pid() as i32;
-    let first = out.join(format!("{name}_000000000.npy"));
-    wait_until(&mut r, "first cube", || first.exists());
+    first_cube(&mut r, &out, &name, "npy");
     // The recorder's clock started before its first cube was there, and after `spawned`.
     let time_up = Instant::now() + duration;
     if spawned.elapsed() + Duration::from_secs(1) >= duration {
