@@ -153,7 +153,7 @@ fn futex_park(
             f();
         }
     });
-    ready() || sys::futex_wait(h.futex_word(), observed as u32, timeout) != sys::FutexWait::TimedOut
+    ready() || sys::futex_wait(h.futex_word(), observed as u32, timeout)
 }
 
 /// [`futex_park`].

@@ -545,20 +545,11 @@ pub(crate) fn flock_fd(fd: std::os::fd::RawFd, op: libc::c_int) -> io::Result<bo
     }
 }
 
-/// How a [`futex_wait`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FutexWait {
-    /// A wake ended it, or the word did not hold the expected value (or a spurious return).
-    Woken,
-    /// The timeout ran out (or the call failed otherwise).
-    TimedOut,
-    /// A signal handler ran (`EINTR`): not a timeout, the caller re-checks as after a wake.
-    Interrupted,
-}
-
 /// Blocks while `*word == expected`, for at most `timeout` (shared, not private: the word
 /// lives in a mapping other processes use). Spurious returns are allowed; callers re-check.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> FutexWait {
+/// Whether it ended before its timeout: a wake, a word that did not hold `expected`, or a
+/// signal handler (`EINTR`: not a timeout, the caller re-checks as after a wake).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
@@ -576,16 +567,13 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> 
             0u32,
         )
     };
-    if rc == 0 {
-        return FutexWait::Woken;
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        // The word moved before the park.
-        Some(libc::EAGAIN) => FutexWait::Woken,
-        Some(libc::EINTR) => FutexWait::Interrupted,
-        // ETIMEDOUT, or an error no retry mends: the caller pauses no longer than a park.
-        _ => FutexWait::TimedOut,
-    }
+    // EAGAIN: the word moved before the park. ETIMEDOUT, or an error no retry mends: the
+    // caller pauses no longer than a park.
+    rc == 0
+        || matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN | libc::EINTR)
+        )
 }
 
 /// Wakes every waiter parked on `word` (in any process).
