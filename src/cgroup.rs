@@ -130,15 +130,10 @@ fn room_under(mount: &Path, proc_self_cgroup: &str, meminfo: &str) -> Option<Roo
         .map(|l| mount.join(l))
         .collect();
     let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).ok();
-    let limited: Vec<_> = dirs
+    // No level with a limit: `None` here, before any other file is read.
+    let memory = dirs
         .iter()
         .filter_map(|d| Some((d, limit(&read(d, "memory.max")?)?)))
-        .collect();
-    if limited.is_empty() {
-        return None;
-    }
-    let memory = limited
-        .into_iter()
         // A level whose usage cannot be read still bounds the stream by its limit.
         .map(|(d, limit)| {
             read(d, "memory.stat")

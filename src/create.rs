@@ -302,7 +302,7 @@ pub(crate) fn build(
     let whole_stream = |e: Error, extra: u64| match e {
         Error::NoSpace { name, .. } => {
             let needed = stream_bytes(size, o.history)
-                .saturating_add(segments_bytes(&[extra], sys::page_size() as u64));
+                .saturating_add(sys::whole_pages(extra, sys::page_size() as u64));
             let room = sys::shm_room();
             // Payload and `_meta`, the ring, the other segment.
             let segments = 2 + u64::from(o.history > 0) + u64::from(extra > 0);
