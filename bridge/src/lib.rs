@@ -211,10 +211,7 @@ pub(crate) fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Sessio
     use zenoh::Wait;
     zenoh::open(session_config(e)?).wait().map_err(|z| {
         let reason = z.to_string();
-        in_use(&e.listen, &reason, role).unwrap_or_else(|| BridgeError::Zenoh {
-            what: "opening the session".to_owned(),
-            reason: without_source_paths(&reason),
-        })
+        in_use(&e.listen, &reason, role).unwrap_or_else(|| zenoh_err("opening the session")(z))
     })
 }
 
