@@ -1,7 +1,7 @@
 //! A stream with history, its `_hist` ring segment overwritten with the input (header, slot
-//! metadata, frames), then opened (writable or read-only), read through cursors (zero
-//! timeouts), rewound, skipped, written and `stat`ed: never panics, never reads or writes out
-//! of bounds; every error is typed and names the stream.
+//! metadata, frames) and perhaps resized, then opened (writable or read-only), read through
+//! cursors (zero timeouts), rewound, skipped, written and `stat`ed: never panics, never reads
+//! or writes out of bounds; every error is typed and names the stream.
 #![no_main]
 
 use std::os::unix::fs::FileExt;
@@ -23,6 +23,11 @@ const DEPTH: usize = 4;
 const KEEP_IDENTITY: u8 = 1;
 const READ_ONLY: u8 = 2;
 const WRITE: u8 = 4;
+/// The two bytes after the flags give the ring segment a new length (u16, little-endian)
+/// after planting: a ring shorter or longer than its header declares.
+const RESIZE: u8 = 8;
+/// With `RESIZE`, a longer segment's new bytes are written out (zeros), not left a hole.
+const FILL: u8 = 16;
 
 fn name() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
@@ -82,6 +87,12 @@ fuzz_target!(|data: &[u8]| {
         [f, rest @ ..] => (*f, rest),
         [] => (0, data),
     };
+    let (resize, ring) = match ring {
+        [a, b, rest @ ..] if flags & RESIZE != 0 => {
+            (Some(u64::from(u16::from_le_bytes([*a, *b]))), rest)
+        }
+        _ => (None, ring),
+    };
     let _ = shmstream::unlink_quiet(name);
     let creator = StreamOptions::new(name)
         .shape(&[LEN])
@@ -116,6 +127,16 @@ fuzz_target!(|data: &[u8]| {
         file.write_all_at(&identity[..8], 0).unwrap();
         file.write_all_at(&identity[24..40], 24).unwrap();
     }
+    if let Some(new) = resize {
+        file.set_len(new).unwrap();
+        if flags & FILL != 0 && new > len as u64 {
+            file.write_all_at(&vec![0; new as usize - len], len as u64)
+                .unwrap();
+        }
+    }
+    // Truncated under the creator's mapping, its ring would fault (SIGBUS) where the
+    // slots were: shared memory offers no defence against that, so it is not exercised.
+    let creator_mapped = resize.is_none_or(|new| new >= len as u64);
 
     let opened = if flags & READ_ONLY != 0 {
         Stream::open_readonly(name)
@@ -136,7 +157,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("unexpected open error: {e:?}"),
     }
     // The creator's ring stays mapped as created: its cursors read the planted slots too.
-    exercise(&creator);
+    if creator_mapped {
+        exercise(&creator);
+    }
     if let Ok(s) = &opened {
         exercise(s);
         if flags & WRITE != 0 && flags & READ_ONLY == 0 {
