@@ -12,10 +12,12 @@
 //! frame, counting pyshmem frames written after it started lost, not those before; the
 //! publisher says once per opening of a stream where it carries it from; `--rt-priority`
 //! puts every bridge thread under SCHED_FIFO (or says what it needs); the harness's Zenoh
-//! floor runs the phases it is sent.
+//! floor runs the phases it is sent. `two_hosts`: the same over a real link between two
+//! network namespaces (root only), cut and restored while frames flow.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod two_hosts;
 
 use std::collections::BTreeSet;
 use std::process::Command;
