@@ -32,6 +32,18 @@ impl MappedHeader {
         }
     }
 
+    /// A header over an anonymous mapping, for tests Miri can run (no shm object).
+    ///
+    /// # Safety
+    /// As [`MappedHeader::new`]: `meta` outlives the returned value.
+    #[cfg(test)]
+    pub(crate) unsafe fn over(meta: &crate::segment::Mapping) -> MappedHeader {
+        assert!(meta.len() >= META_BYTES);
+        MappedHeader {
+            base: meta.as_ptr(),
+        }
+    }
+
     fn at<A>(&self, off: usize) -> &A {
         debug_assert!(
             off.is_multiple_of(std::mem::align_of::<A>())
@@ -48,7 +60,10 @@ impl MappedHeader {
     pub(crate) fn sequence(&self) -> &AtomicI64 {
         self.at(offset::WRITE_SEQUENCE)
     }
-    /// The futex word: the low 32 bits of the sequence (little-endian).
+    /// The futex word: the low 32 bits of the sequence (little-endian). Only its address is
+    /// used, as the kernel's futex key: a load through this view would be a mixed-size
+    /// access racing the sequence's 8-byte stores. FUTEX_WAIT's 4-byte read is the kernel's
+    /// (atomic on the hardware); Miri models it as a Rust atomic load and reports that race.
     pub(crate) fn futex_word(&self) -> &AtomicU32 {
         self.at(offset::WRITE_SEQUENCE)
     }

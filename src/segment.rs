@@ -173,6 +173,15 @@ impl Mapping {
     }
 }
 
+#[cfg(test)]
+impl Mapping {
+    /// A private anonymous mapping of `len` zeroed bytes, page aligned as a segment's: for
+    /// tests of the code over mappings that Miri can run (it cannot map shm objects).
+    pub(crate) fn anonymous(len: usize) -> Mapping {
+        Mapping(MmapOptions::new().len(len).map_anon().unwrap().into())
+    }
+}
+
 impl Segment {
     /// The mapping alone; the descriptor is closed.
     pub(crate) fn into_mapping(self) -> Mapping {

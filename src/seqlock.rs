@@ -247,7 +247,7 @@ pub(crate) fn count_at_open(h: &MappedHeader) -> (u64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segment;
+    use crate::segment::Mapping;
 
     #[test]
     fn generations_of_extreme_sequences_leave_room_for_the_next_write() {
@@ -276,17 +276,19 @@ mod tests {
         assert_eq!(generation(7), 7);
     }
 
-    fn header(tag: &str) -> (Segment, MappedHeader, String) {
-        let id = format!("shmstream_seqlock_test_{}_{tag}", std::process::id());
-        let seg = Segment::create(&id, crate::format::META_BYTES).unwrap();
-        // SAFETY: `seg` is a writable 512-byte mapping that outlives the header in each test.
-        let h = unsafe { MappedHeader::new(&seg) };
-        (seg, h, id)
+    /// A fresh header over an anonymous mapping (the protocol is the same over a shm
+    /// object's), so Miri checks these tests too.
+    fn header() -> (Mapping, MappedHeader) {
+        let map = Mapping::anonymous(crate::format::META_BYTES);
+        // SAFETY: `map` is returned with the header, and each test keeps it while it uses
+        // the header.
+        let h = unsafe { MappedHeader::over(&map) };
+        (map, h)
     }
 
     #[test]
     fn write_bracket_moves_even_odd_even_and_counts() {
-        let (_seg, sut, id) = header("bracket");
+        let (_map, sut) = header();
         assert_eq!(optimistic_read(&sut), Observed::Stable(0));
         let b = begin_write(&sut);
         assert_eq!(optimistic_read(&sut), Observed::Writing(1));
@@ -303,14 +305,13 @@ mod tests {
         end_write(&sut, b, 2.0, None);
         assert_eq!(optimistic_read(&sut), Observed::Stable(6));
         assert_eq!(sut.count().load(Ordering::Relaxed), 2);
-        crate::segment::unlink(&id).unwrap();
     }
 
     /// A count stored ahead (a history append's) is the publication's: the end stores the
     /// metadata and the even value, and no second count.
     #[test]
     fn a_count_stored_ahead_is_published_once() {
-        let (_seg, sut, id) = header("ahead");
+        let (_map, sut) = header();
         let mut b = begin_write(&sut);
         b.count_ahead(&sut, 5);
         assert_eq!(sut.count().load(Ordering::Relaxed), 5);
@@ -321,12 +322,11 @@ mod tests {
         // Without it, the end counts on from the header.
         let b = begin_write(&sut);
         assert_eq!(end_write(&sut, b, 2.0, None), 6);
-        crate::segment::unlink(&id).unwrap();
     }
 
     #[test]
     fn an_unmarked_dead_writer_is_recovered_to_an_odd_value() {
-        let (_seg, sut, id) = header("dead");
+        let (_map, sut) = header();
         let _abandoned = begin_write(&sut); // writer "dies" here
         assert_eq!(optimistic_read(&sut), Observed::Writing(1));
         let b = begin_write(&sut);
@@ -347,12 +347,11 @@ mod tests {
         end_write(&sut, b, 1.0, None);
         assert!(!invalidate_abandoned(&sut, observed));
         assert_eq!(optimistic_read(&sut), Observed::Stable(observed + 1));
-        crate::segment::unlink(&id).unwrap();
     }
 
     #[test]
     fn the_count_at_open_names_the_write_in_progress() {
-        let (_seg, sut, id) = header("at-open");
+        let (_map, sut) = header();
         assert_eq!(count_at_open(&sut), (0, 0));
         let b = begin_write(&sut);
         assert_eq!(count_at_open(&sut), (0, 2), "before the stamp");
@@ -369,6 +368,5 @@ mod tests {
         );
         sut.sequence().store(i64::MAX, Ordering::Relaxed);
         assert_eq!(count_at_open(&sut), (1, 0), "no even value after it");
-        crate::segment::unlink(&id).unwrap();
     }
 }
