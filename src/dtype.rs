@@ -533,6 +533,39 @@ mod tests {
         );
     }
 
+    /// Every dtype's copy out of shared memory, from a misaligned source into the
+    /// uninitialized capacity of a new array, of 0, 1 and 5 elements, gives the bytes back
+    /// (a bool's as 0 or 1); Miri checks the copies' bounds, alignment and validity.
+    #[test]
+    fn copies_from_shared_take_any_alignment_and_length_into_uninitialized_buffers() {
+        fn check<T: Element>() {
+            let size = std::mem::size_of::<T>();
+            for n in [0usize, 1, 5] {
+                // Bytes 0, 1 and others (bools other than 0 or 1, NaN floats).
+                let words: Vec<u64> = (0..n * size / 8 + 2)
+                    .map(|i| 0x00ff_0102_8000_7f01u64.rotate_left(8 * i as u32))
+                    .collect();
+                // One byte past an 8-aligned start: misaligned for every wider element.
+                let shared = &bytemuck::cast_slice::<u64, u8>(&words)[1..1 + n * size];
+                let mut out: Vec<T> = Vec::with_capacity(n);
+                // SAFETY: `shared` holds `n` elements' bytes, `out` capacity for `n`, apart;
+                // the copy initializes all `n`.
+                unsafe {
+                    T::copy_from_shared(shared.as_ptr(), out.as_mut_ptr(), n);
+                    out.set_len(n);
+                }
+                let want: Vec<u8> = match T::DTYPE {
+                    Dtype::Bool => shared.iter().map(|&b| u8::from(b != 0)).collect(),
+                    _ => shared.to_vec(),
+                };
+                assert_eq!(as_bytes(&out), want, "{:?} x{n}", T::DTYPE);
+            }
+        }
+        for d in Dtype::ALL {
+            with_dtype!(d, T => check::<T>());
+        }
+    }
+
     /// numpy's meaning: any nonzero byte is `true` (a uint8 mask viewed as bool).
     #[test]
     fn bool_copy_reads_any_nonzero_byte_as_true() {
