@@ -216,16 +216,29 @@ impl Ring {
         })?;
         let seg = Segment::create(id, bytes)
             .map_err(|e| Error::creating(stream, "creating the history segment", bytes, e))?;
+        Ok(Ring::init(
+            seg.into_mapping(),
+            capacity,
+            frame_bytes,
+            instance_id,
+        ))
+    }
+
+    /// Writes a new ring's header into `seg`: zeroed, private to its creator until the
+    /// stream's header is published, and [`ring_bytes`] long (asserted).
+    fn init(seg: Mapping, capacity: usize, frame_bytes: usize, instance_id: [u8; 16]) -> Ring {
+        let bytes = seg.len();
+        assert!(ring_bytes(capacity, frame_bytes).is_ok_and(|need| need <= bytes));
         let ring = Ring {
-            seg: seg.into_mapping(),
+            seg,
             capacity: capacity as u64,
             frame_bytes,
             stride: stride(frame_bytes).unwrap_or(usize::MAX),
             streaming: streams(bytes, frame_bytes),
         };
         let p = ring.seg.as_ptr();
-        // SAFETY: the segment is fresh, private to this creator until the stream's header
-        // is published, and `bytes >= HEADER_BYTES`; the fields written are inside it.
+        // SAFETY: the segment is the ring's alone (see above) and holds every slot
+        // (asserted), so `bytes >= HEADER_BYTES`; the fields written are inside it.
         unsafe {
             p.add(off::VERSION)
                 .cast::<u32>()
@@ -240,7 +253,7 @@ impl Ring {
         }
         ring.word(off::MAGIC)
             .store(u64::from_le_bytes(MAGIC), Ordering::Release);
-        Ok(ring)
+        ring
     }
 
     /// Attaches the ring of the stream generation `instance_id`, if it keeps one.
@@ -1407,6 +1420,77 @@ mod tests {
         assert!(streams(STREAM_MIN_RING, STREAM_MIN_FRAME) == cfg!(target_arch = "x86_64"));
         assert!(!streams(STREAM_MIN_RING - 1, STREAM_MIN_FRAME));
         assert!(!streams(STREAM_MIN_RING, STREAM_MIN_FRAME - 1));
+    }
+
+    /// A ring over an anonymous mapping (Miri cannot map shm objects): appends through the
+    /// payload copy, the streaming copy and a fill of the slot in place, of frames with a
+    /// ragged tail, lap the ring; each slot reads back its last frame, and a lapped frame
+    /// names the append that took its slot. Miri checks the slot arithmetic's bounds.
+    #[test]
+    fn appends_lap_a_ring_over_a_mapping_and_read_back_from_their_slots() {
+        // Small frames copy; a ring of `STREAM_MIN_RING` with frames of `STREAM_MIN_FRAME`
+        // streams (on x86_64).
+        for (capacity, frame_bytes) in [(3, 5), (1, 64), (512, STREAM_MIN_FRAME + 17)] {
+            let bytes = ring_bytes(capacity, frame_bytes).unwrap();
+            if cfg!(miri) && streams(bytes, frame_bytes) {
+                continue; // Miri cannot run the streaming stores (inline assembly)
+            }
+            let id = [7; 16];
+            let r = Ring::init(Mapping::anonymous(bytes), capacity, frame_bytes, id);
+            let appends = if capacity > 4 {
+                3
+            } else {
+                2 * capacity as u64 + 1
+            };
+            let frame = |k: u64| -> Vec<u8> {
+                (0..frame_bytes)
+                    .map(|i| (i as u64 * 31 + k) as u8)
+                    .collect()
+            };
+            let read = |k: u64| {
+                let mut got = vec![0u8; frame_bytes];
+                let out = r.read(k, &mut |src| {
+                    // SAFETY: `src` is a slot's frame of `frame_bytes`; `got` as long.
+                    unsafe { std::ptr::copy_nonoverlapping(src, got.as_mut_ptr(), frame_bytes) }
+                });
+                (out, got)
+            };
+            assert!(
+                matches!(read(0).0, SlotRead::Overwritten(0)),
+                "never written"
+            );
+            for k in 0..appends {
+                let a = r.next_append().unwrap();
+                let src = frame(k);
+                let mut ahead = None;
+                let count = if k % 2 == 0 {
+                    r.append(a, src.as_ptr(), k + 1, 100 + k, 1.5, |c| ahead = Some(c))
+                } else {
+                    let dst = r.begin_append(&a);
+                    // SAFETY: the slot's frame area, `frame_bytes` long, written only here.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, frame_bytes) };
+                    r.finish_append(a, k + 1, 100 + k, 1.5, |c| ahead = Some(c))
+                };
+                assert_eq!((count, ahead), (k + 1, Some(k + 1)));
+            }
+            assert_eq!(r.appended(), appends);
+            let kept = appends.saturating_sub(capacity as u64);
+            for k in kept..appends {
+                let (out, got) = read(k);
+                let SlotRead::Frame(f) = out else {
+                    panic!("frame {k} of {capacity}x{frame_bytes} not read")
+                };
+                assert_eq!((f.count, f.frame_id, f.write_time), (k + 1, 100 + k, 1.5));
+                assert!(got == frame(k), "frame {k} of {capacity}x{frame_bytes}");
+            }
+            if kept > 0 {
+                let lapped = kept - 1;
+                assert!(matches!(
+                    read(lapped).0,
+                    SlotRead::Overwritten(by) if by == lapped + capacity as u64
+                ));
+            }
+        }
     }
 
     #[test]
