@@ -8,7 +8,7 @@
 //! | 1 | format version (3) |
 //! | 1 | dtype (pyshmem's dtype code) |
 //! | 1 | number of dimensions `n` (1..=19, as the v3 header) |
-//! | 1 | flags: bit 0 lossless, the others 0 |
+//! | 1 | flags: bit 0 lossless, bit 1 put again (asked for by a subscriber), the others 0 |
 //! | 8 | frame id |
 //! | 8 | count (the writer's publication count) |
 //! | 8 | write time (UNIX seconds, f64) |
@@ -34,6 +34,8 @@ pub const VERSION: u8 = 3;
 const FIXED: usize = 58;
 /// Flags bit: the frame is carried lossless (every frame of the source, in order).
 const LOSSLESS: u8 = 1;
+/// Flags bit: the frame is put again, asked for by a subscriber ([`ResendRequest`]).
+const RESENT: u8 = 2;
 /// The largest frame the bridge carries (1 GiB): a publisher refuses a stream of larger
 /// frames at open, a subscriber refuses an attachment that describes one.
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
@@ -63,6 +65,9 @@ pub struct FrameHeader {
     pub lossless: bool,
     /// Frames of the source the publisher reported lost so far.
     pub lost: u64,
+    /// Whether the frame is put again, asked for by a subscriber ([`ResendRequest`]): one
+    /// that has it already drops it, unsaid.
+    pub resent: bool,
     /// Length in bytes of the source stream's name (1..=[`MAX_NAME_BYTES`]): the end of the
     /// key that is the name, the rest (less a `/`) the publisher's key prefix.
     pub name_len: usize,
@@ -123,7 +128,7 @@ impl FrameHeader {
         b.push(self.dtype.code() as u8);
         // Checked above: both fit.
         b.push(dims as u8);
-        b.push(if self.lossless { LOSSLESS } else { 0 });
+        b.push(if self.lossless { LOSSLESS } else { 0 } | if self.resent { RESENT } else { 0 });
         b.extend_from_slice(&self.frame_id.to_le_bytes());
         b.extend_from_slice(&self.count.to_le_bytes());
         b.extend_from_slice(&self.write_time.to_le_bytes());
@@ -164,7 +169,7 @@ impl FrameHeader {
                 "{ndim} dimensions (1..={MAX_DIMS} allowed; {NEWER})"
             ));
         }
-        if b[7] & !LOSSLESS != 0 {
+        if b[7] & !(LOSSLESS | RESENT) != 0 {
             return Err(format!(
                 "flags {:#04x} has unknown bits: run the same shmstream-bridge version on both hosts",
                 b[7]
@@ -204,6 +209,7 @@ impl FrameHeader {
             write_time: f64::from_bits(word(24)),
             source: b[32..48].try_into().unwrap_or([0; 16]),
             lossless: b[7] & LOSSLESS != 0,
+            resent: b[7] & RESENT != 0,
             lost: word(48),
             name_len,
         })
@@ -266,6 +272,7 @@ mod tests {
             source: [3; 16],
             lossless: true,
             lost: 4,
+            resent: true,
             name_len: 4,
         }
     }
@@ -315,7 +322,7 @@ mod tests {
         v[6] = 40;
         cases.push(("too many dims", v));
         let mut v = good.clone();
-        v[7] = 2;
+        v[7] = 4;
         cases.push(("unknown flag", v));
         let mut v = good.clone();
         v[FIXED..FIXED + 8].copy_from_slice(&0u64.to_le_bytes());

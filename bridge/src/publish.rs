@@ -175,8 +175,11 @@ fn publish_stream(
             source: crate::instance_of(&s),
             lossless: o.lossless,
             lost: 0,
+            resent: false,
             name_len: name.len(),
         };
+        // Lossless: frames up to this count are put again, asked for ([`rewind_after`]).
+        let mut resend_until = 0;
         let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
@@ -196,6 +199,7 @@ fn publish_stream(
                 // go again, from the ring, before any newer one.
                 if let (Some(c), Some(after)) = (cursor.as_mut(), link.resend_asked(&header)) {
                     first = None;
+                    resend_until = resend_until.max(header.count);
                     match rewind_after(c, after) {
                         Ok(gone) => losses.lost(gone),
                         Err(Error::Stale { .. } | Error::Closed { .. }) => break,
@@ -272,6 +276,7 @@ fn publish_stream(
             };
             stamp(&mut header, &info);
             header.lost = losses.total;
+            header.resent = info.count <= resend_until;
             put(&publisher, &mut buf, &header, &k)?;
             pace.put();
             say_any(name, losses.due());
@@ -896,6 +901,7 @@ mod tests {
             source: [0; 16],
             lossless: false,
             lost: 0,
+            resent: false,
             name_len: 1,
         };
         // As pyshmem's `unlink` does.

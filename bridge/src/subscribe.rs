@@ -552,6 +552,18 @@ impl Mirror {
         }
     }
 
+    /// Whether `h` is a lossless frame put again ([`FrameHeader::resent`]: asked for by
+    /// this or another subscriber of the publisher) that its source's newest frame received
+    /// here already passed: dropped, unsaid, not refused as out of order.
+    fn had_before(&self, h: &FrameHeader) -> bool {
+        h.resent
+            && h.lossless
+            && self
+                .sources
+                .newest(&h.source)
+                .is_some_and(|(count, _)| h.count <= count)
+    }
+
     /// The request for missed frames that [`follow`] is to send now, if one is due
     /// ([`Mirror::held_back`]).
     fn resend_due(&mut self) -> Option<ResendRequest> {
@@ -607,7 +619,7 @@ impl Mirror {
             let reason = another_stream(sample.key_expr().as_str(), &self.remote, h.name_len);
             return self.refuse(&reason);
         }
-        if self.held_back(&h, Instant::now) {
+        if self.had_before(&h) || self.held_back(&h, Instant::now) {
             return;
         }
         if let Err(reason) = self.account(&h) {
@@ -1727,6 +1739,7 @@ mod tests {
             source: [source; 16],
             lossless: true,
             lost,
+            resent: false,
             // "cam0", the remote stream of the mirrors below.
             name_len: 4,
         }
@@ -1836,6 +1849,29 @@ mod tests {
         let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
         m.account(&h(0, 10, 0)).unwrap();
         assert!(!m.held_back(&h(0, 15, 0), at(0)));
+    }
+
+    /// A lossless frame put again (asked for by another subscriber, or asked twice) that
+    /// the mirror already passed is dropped unsaid; one not marked put again is not (it is
+    /// refused as out of order: two publishers of one source on one key).
+    #[test]
+    fn a_frame_put_again_that_the_mirror_passed_is_dropped_unsaid() {
+        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
+        let resent = |count| FrameHeader {
+            resent: true,
+            ..h(1, count, 0)
+        };
+        assert!(!m.had_before(&resent(8)), "a source not seen yet");
+        m.account(&h(1, 10, 0)).unwrap();
+        assert!(m.had_before(&resent(8)));
+        assert!(m.had_before(&resent(10)));
+        assert!(!m.had_before(&resent(11)), "a frame not received yet");
+        assert!(!m.had_before(&h(1, 8, 0)), "not put again");
+        let latest = FrameHeader {
+            lossless: false,
+            ..resent(8)
+        };
+        assert!(!m.had_before(&latest));
     }
 
     /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each

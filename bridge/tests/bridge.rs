@@ -383,6 +383,7 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         source: [7; 16],
         lossless: false,
         lost: 0,
+        resent: false,
         name_len: name.len(),
     };
     let frame = |v: f32| {
@@ -1007,20 +1008,23 @@ impl Drop for RawPublisher {
 
 /// Puts frame `id` (every value `id`) on `p`, its header saying `lossless` or not.
 fn put_frame(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) {
-    put_header(
-        p,
-        &FrameHeader {
-            dtype: Dtype::U16,
-            shape: vec![4, 8],
-            frame_id: id,
-            count: id,
-            write_time: id as f64,
-            source: [7; 16],
-            lossless,
-            lost: 0,
-            name_len: name_len_of(p),
-        },
-    );
+    put_header(p, &header(p, id, lossless));
+}
+
+/// The header [`put_frame`] puts frame `id` with.
+fn header(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) -> FrameHeader {
+    FrameHeader {
+        dtype: Dtype::U16,
+        shape: vec![4, 8],
+        frame_id: id,
+        count: id,
+        write_time: id as f64,
+        source: [7; 16],
+        lossless,
+        lost: 0,
+        resent: false,
+        name_len: name_len_of(p),
+    }
 }
 
 /// The length of the stream name in `p`'s key (the tests' key prefixes hold no `/`).
@@ -1352,6 +1356,19 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
         }
     }
     assert_eq!(ids, (1..=11).collect::<Vec<_>>(), "{}", s.diagnostics());
+    // Put again once more (the request sent twice, or another subscriber's): dropped unsaid.
+    for id in 6..=11 {
+        put_header(
+            &p,
+            &FrameHeader {
+                resent: true,
+                ..header(&p, id, true)
+            },
+        );
+    }
+    put_frame(&p, 12, true);
+    let info = c.next_into_slice(&mut buf, Some(LONG)).unwrap();
+    assert_eq!(info.frame_id, 12, "{}", s.diagnostics());
     drop(raw);
     let said = s.diagnostics();
     assert!(
@@ -1394,7 +1411,7 @@ fn a_lossless_publisher_puts_frames_asked_for_again_from_its_ring() {
     for id in 1..=10u16 {
         a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
         let h = next();
-        assert_eq!(h.frame_id, u64::from(id));
+        assert_eq!((h.frame_id, h.resent), (u64::from(id), false));
         counts.push(h.count);
         last = Some(h);
     }
@@ -1410,16 +1427,19 @@ fn a_lossless_publisher_puts_frames_asked_for_again_from_its_ring() {
     ask(counts[5]);
     for id in 6..=10 {
         let h = next();
-        assert_eq!((h.frame_id, h.lost), (id, lost), "{}", p.diagnostics());
+        let got = (h.frame_id, h.lost, h.resent);
+        assert_eq!(got, (id, lost, true), "{}", p.diagnostics());
     }
     // Frame 2 is gone from the ring: reported lost with frame 3.
     ask(counts[1]);
     for id in 3..=10 {
         let h = next();
-        assert_eq!((h.frame_id, h.lost), (id, lost + 1), "{}", p.diagnostics());
+        let got = (h.frame_id, h.lost, h.resent);
+        assert_eq!(got, (id, lost + 1, true), "{}", p.diagnostics());
     }
     a.write_slice_frame(&[11u16; 32], 11).unwrap();
-    assert_eq!(next().frame_id, 11, "then newer frames");
+    let h = next();
+    assert_eq!((h.frame_id, h.resent), (11, false), "then newer frames");
     let _ = session.close().wait();
 }
 
@@ -2693,6 +2713,7 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
         source: [8; 16],
         lossless: false,
         lost: 0,
+        resent: false,
         name_len: name.len(),
     };
     for i in 0..50 {
@@ -3157,6 +3178,7 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         source: [7; 16],
         lossless: false,
         lost: 0,
+        resent: false,
         name_len: name.len(),
     };
     // Until the subscriber is matched, puts go nowhere: put the frame until it arrives.
