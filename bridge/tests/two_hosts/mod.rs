@@ -27,8 +27,9 @@ struct TwoHosts {
 }
 
 impl TwoHosts {
-    /// The two hosts, or `None` after saying why on stdout: not root, or `ip netns add`
-    /// failed (no `ip`, no CAP_SYS_ADMIN, a kernel without namespaces).
+    /// The two hosts, or `None` after saying why on stdout: not root, `ip netns add` failed
+    /// (no `ip`, no CAP_SYS_ADMIN, a kernel without namespaces), or a veth link cannot be
+    /// made.
     fn new(test: &str) -> Option<TwoHosts> {
         if !common::is_root() {
             println!("skipping {test}: it makes network namespaces, which needs root");
@@ -48,11 +49,13 @@ impl TwoHosts {
         // From here the drop deletes whatever was made.
         let hosts = TwoHosts { a, b };
         ip(&["netns", "add", &hosts.b]).unwrap();
-        ip(&[
+        if let Err(why) = ip(&[
             "link", "add", VETH, "netns", &hosts.a, "type", "veth", "peer", "name", VETH, "netns",
             &hosts.b,
-        ])
-        .unwrap();
+        ]) {
+            println!("skipping {test}: a veth link cannot be made (no veth driver?): {why}");
+            return None;
+        }
         for (ns, addr) in [(&hosts.a, A_IP), (&hosts.b, B_IP)] {
             let cidr = format!("{addr}/24");
             hosts.ip_in(ns, &["addr", "add", &cidr, "dev", VETH]);
