@@ -8,7 +8,7 @@
 //! | 1 | format version (3) |
 //! | 1 | dtype (pyshmem's dtype code) |
 //! | 1 | number of dimensions `n` (1..=19, as the v3 header) |
-//! | 1 | flags: bit 0 lossless, bit 1 put again (asked for by a subscriber), the others 0 |
+//! | 1 | flags: bit 0 lossless, the others 0 |
 //! | 8 | frame id |
 //! | 8 | count (the writer's publication count) |
 //! | 8 | write time (UNIX seconds, f64) |
@@ -34,8 +34,6 @@ pub const VERSION: u8 = 3;
 const FIXED: usize = 58;
 /// Flags bit: the frame is carried lossless (every frame of the source, in order).
 const LOSSLESS: u8 = 1;
-/// Flags bit: the frame is put again, asked for by a subscriber ([`ResendRequest`]).
-const RESENT: u8 = 2;
 /// The largest frame the bridge carries (1 GiB): a publisher refuses a stream of larger
 /// frames at open, a subscriber refuses an attachment that describes one.
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
@@ -65,9 +63,6 @@ pub struct FrameHeader {
     pub lossless: bool,
     /// Frames of the source the publisher reported lost so far.
     pub lost: u64,
-    /// Whether the frame is put again, asked for by a subscriber ([`ResendRequest`]): one
-    /// that has it already drops it, unsaid.
-    pub resent: bool,
     /// Length in bytes of the source stream's name (1..=[`MAX_NAME_BYTES`]): the end of the
     /// key that is the name, the rest (less a `/`) the publisher's key prefix.
     pub name_len: usize,
@@ -128,7 +123,7 @@ impl FrameHeader {
         b.push(self.dtype.code() as u8);
         // Checked above: both fit.
         b.push(dims as u8);
-        b.push(if self.lossless { LOSSLESS } else { 0 } | if self.resent { RESENT } else { 0 });
+        b.push(if self.lossless { LOSSLESS } else { 0 });
         b.extend_from_slice(&self.frame_id.to_le_bytes());
         b.extend_from_slice(&self.count.to_le_bytes());
         b.extend_from_slice(&self.write_time.to_le_bytes());
@@ -169,7 +164,7 @@ impl FrameHeader {
                 "{ndim} dimensions (1..={MAX_DIMS} allowed; {NEWER})"
             ));
         }
-        if b[7] & !(LOSSLESS | RESENT) != 0 {
+        if b[7] & !LOSSLESS != 0 {
             return Err(format!(
                 "flags {:#04x} has unknown bits: run the same shmstream-bridge version on both hosts",
                 b[7]
@@ -209,40 +204,8 @@ impl FrameHeader {
             write_time: f64::from_bits(word(24)),
             source: b[32..48].try_into().unwrap_or([0; 16]),
             lossless: b[7] & LOSSLESS != 0,
-            resent: b[7] & RESENT != 0,
             lost: word(48),
             name_len,
-        })
-    }
-}
-
-/// A lossless subscriber's request that the publisher put again, from its history, the
-/// frames of source instance `source` after count `after` (the payload of a query on the
-/// stream's key): 16 bytes of instance id, then the count, 8 bytes little-endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResendRequest {
-    /// The source stream's instance id.
-    pub source: [u8; 16],
-    /// The count of the subscriber's newest frame of it: those after it are asked for.
-    pub after: u64,
-}
-
-impl ResendRequest {
-    /// The query payload.
-    pub fn encode(&self) -> [u8; 24] {
-        let mut b = [0; 24];
-        b[..16].copy_from_slice(&self.source);
-        b[16..].copy_from_slice(&self.after.to_le_bytes());
-        b
-    }
-
-    /// The request in a query payload; `None` for any other payload (a latest-value
-    /// subscriber's query for the current frame has none).
-    pub fn decode(b: &[u8]) -> Option<ResendRequest> {
-        let b: &[u8; 24] = b.try_into().ok()?;
-        Some(ResendRequest {
-            source: b[..16].try_into().ok()?,
-            after: u64::from_le_bytes(b[16..].try_into().ok()?),
         })
     }
 }
@@ -250,17 +213,6 @@ impl ResendRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_resend_request_round_trips_and_nothing_else_is_one() {
-        let r = ResendRequest {
-            source: [7; 16],
-            after: 1 << 40,
-        };
-        assert_eq!(ResendRequest::decode(&r.encode()), Some(r));
-        assert_eq!(ResendRequest::decode(&[]), None);
-        assert_eq!(ResendRequest::decode(&r.encode()[..23]), None);
-    }
 
     fn sample() -> FrameHeader {
         FrameHeader {
@@ -272,7 +224,6 @@ mod tests {
             source: [3; 16],
             lossless: true,
             lost: 4,
-            resent: true,
             name_len: 4,
         }
     }
@@ -322,7 +273,7 @@ mod tests {
         v[6] = 40;
         cases.push(("too many dims", v));
         let mut v = good.clone();
-        v[7] = 4;
+        v[7] = 2;
         cases.push(("unknown flag", v));
         let mut v = good.clone();
         v[FIXED..FIXED + 8].copy_from_slice(&0u64.to_le_bytes());

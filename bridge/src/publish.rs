@@ -12,7 +12,7 @@ use zenoh::pubsub::Publisher;
 use zenoh::qos::CongestionControl;
 use zenoh::query::{Query, Queryable};
 
-use crate::codec::{FrameHeader, MAX_FRAME_BYTES, ResendRequest};
+use crate::codec::{FrameHeader, MAX_FRAME_BYTES};
 use crate::{
     BridgeError, Endpoints, Losses, POLL, Stop, check_keys, key, open_session, per_stream, say,
     zenoh_err,
@@ -98,7 +98,7 @@ fn publish_stream(
         .express(true)
         .wait()
         .map_err(zenoh_err(format!("declaring the publisher on {k}")))?;
-    let mut link = Link::declare(session, &publisher, &k)?;
+    let mut link = Link::declare(session, &publisher, &k, o.lossless)?;
     // Whether the stream was made (or made again) while this thread waited for it: then every
     // frame of its generation is this bridge's to carry. (A stream there when the bridge
     // starts is carried from its current frame on.)
@@ -175,11 +175,8 @@ fn publish_stream(
             source: crate::instance_of(&s),
             lossless: o.lossless,
             lost: 0,
-            resent: false,
             name_len: name.len(),
         };
-        // Lossless: frames up to this count are put again, asked for ([`rewind_after`]).
-        let mut resend_until = 0;
         let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
@@ -194,22 +191,8 @@ fn publish_stream(
                     Err(e) if unlinked(&e) => break,
                     Err(e) => return Err(e),
                 }
-            } else {
-                // Lossless: frames a subscriber missed (put into a connection that died)
-                // go again, from the ring, before any newer one.
-                if let (Some(c), Some(after)) = (cursor.as_mut(), link.resend_asked(&header)) {
-                    first = None;
-                    resend_until = resend_until.max(header.count);
-                    match rewind_after(c, after) {
-                        Ok(gone) => losses.lost(gone),
-                        Err(Error::Stale { .. } | Error::Closed { .. }) => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                    say_any(name, losses.due());
-                }
-                if !link.wait_matched() {
-                    continue;
-                }
+            } else if !link.wait_matched() {
+                continue;
             }
             if let Some(left) = pace.left() {
                 if !left.is_zero() {
@@ -276,7 +259,6 @@ fn publish_stream(
             };
             stamp(&mut header, &info);
             header.lost = losses.total;
-            header.resent = info.count <= resend_until;
             put(&publisher, &mut buf, &header, &k)?;
             pace.put();
             say_any(name, losses.due());
@@ -296,16 +278,15 @@ fn publish_stream(
 /// current frame again whenever the publisher goes from no matched subscriber to one, and
 /// answers queries for it: a subscriber that arrives while another is matched makes no such
 /// change, so it asks ([`crate::subscribe`]). Lossless puts nothing while no subscriber is
-/// matched: its frames wait in the ring (and those beyond its depth are reported lost); a
-/// subscriber that missed frames all the same (put into a connection that then died) asks
-/// for them again ([`Link::resend_asked`]).
+/// matched: its frames wait in the ring (and those beyond its depth are reported lost).
 struct Link {
     matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
-    /// Latest-value: queries for the current frame. Lossless: [`ResendRequest`]s, other
-    /// queries dropped unanswered (their final reply: a lossless frame must not arrive out
-    /// of its order); declared so that a subscriber's querier matches this publisher as it
-    /// matches a latest-value one, and says when a publisher appears or goes.
-    queries: Queryable<RingChannelHandler<Query>>,
+    /// Latest-value only: a lossless frame must not arrive out of its order.
+    queries: Option<Queryable<RingChannelHandler<Query>>>,
+    /// Lossless only: a queryable that answers nothing (a query dropped gets its final
+    /// reply), there so that a subscriber's querier matches this publisher as it matches a
+    /// latest-value one, and says when a publisher appears or goes, or that none is there.
+    _present: Option<Queryable<()>>,
     /// Queries taken from `queries` and not answered yet: those that came as the stream was
     /// found unlinked, answered with the next generation's frame once it is opened.
     asked: Vec<Query>,
@@ -317,6 +298,7 @@ impl Link {
         session: &zenoh::Session,
         publisher: &Publisher<'_>,
         k: &str,
+        lossless: bool,
     ) -> Result<Link, BridgeError> {
         // Ring channels: a burst of queries or status changes drops the oldest rather than
         // blocking Zenoh's thread (a dropped query gets no reply; only the newest status
@@ -326,36 +308,29 @@ impl Link {
             .with(RingChannel::new(8))
             .wait()
             .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
-        let queries = session
-            .declare_queryable(k)
-            .with(RingChannel::new(16))
-            .wait()
-            .map_err(zenoh_err(format!("declaring the queryable on {k}")))?;
+        let declared = || zenoh_err(format!("declaring the queryable on {k}"));
+        let (queries, present) = if lossless {
+            let present = session
+                .declare_queryable(k)
+                .callback(drop)
+                .wait()
+                .map_err(declared())?;
+            (None, Some(present))
+        } else {
+            let queries = session
+                .declare_queryable(k)
+                .with(RingChannel::new(16))
+                .wait()
+                .map_err(declared())?;
+            (Some(queries), None)
+        };
         Ok(Link {
             matching,
             queries,
+            _present: present,
             asked: Vec::new(),
             matched: false,
         })
-    }
-
-    /// Lossless: the count after which the frames of `header`'s source are to be put again,
-    /// the lowest that subscribers asked for ([`ResendRequest`]) since the last call, where below
-    /// `header`'s, the last frame put. Takes every query that came (no system call).
-    fn resend_asked(&self, header: &FrameHeader) -> Option<u64> {
-        let mut after = None;
-        while let Ok(Some(q)) = self.queries.try_recv() {
-            let asked = q
-                .payload()
-                .and_then(|p| ResendRequest::decode(&p.to_bytes()));
-            if let Some(r) = asked
-                && r.source == header.source
-                && r.after < header.count
-            {
-                after = Some(after.map_or(r.after, |a: u64| a.min(r.after)));
-            }
-        }
-        after
     }
 
     /// Takes the status changes that came since the last call: whether the publisher went
@@ -401,9 +376,10 @@ impl Link {
         held: bool,
     ) -> Result<Served, BridgeError> {
         let newly = self.newly_matched();
-        let q = &self.queries;
-        self.asked
-            .extend(std::iter::from_fn(|| q.try_recv().ok().flatten()));
+        if let Some(q) = self.queries.as_ref() {
+            self.asked
+                .extend(std::iter::from_fn(|| q.try_recv().ok().flatten()));
+        }
         if !newly && self.asked.is_empty() {
             return Ok(Served::Nothing);
         }
@@ -642,51 +618,6 @@ fn current_in_ring<'s>(
     (c.lag() == 0 && info.count >= s.count()).then_some((newest, info))
 }
 
-/// Moves `c` to the first frame the ring holds whose count is over `after`, without
-/// copying a frame, and returns how many frames after `after` the ring no longer holds (or
-/// never held: pyshmem writes), to report lost. Where the ring holds none past `after`,
-/// `c` is left at its head.
-fn rewind_after(c: &mut Cursor<'_>, after: u64) -> Result<u64, Error> {
-    c.rewind_to_oldest();
-    // The count of the last frame skipped.
-    let mut skipped: Option<u64> = None;
-    loop {
-        match c.next_in_place(Some(Duration::ZERO), |_| ()) {
-            Ok((info, ())) if info.count < after => skipped = Some(info.count),
-            Ok((info, ())) if info.count == after => return Ok(0),
-            // Only the oldest frame can come past `after` (a gap is said before the frame
-            // after it, below): read it again, and report those before it lost.
-            Ok((info, ())) => {
-                if skipped.is_none() {
-                    c.rewind_to_oldest();
-                    return Ok(info.count - after - 1);
-                }
-                return Ok(info.count - after);
-            }
-            // Frames that skipped the ring; the next call lends the frame after them.
-            Err(Error::Overrun {
-                lost,
-                cause: shmstream::LossCause::NotRecorded,
-                ..
-            }) => {
-                let before = skipped.map_or(after, |s| s + lost);
-                if before >= after {
-                    return Ok(before - after);
-                }
-                skipped = Some(before);
-            }
-            // Lapped meanwhile: from the oldest again.
-            Err(Error::Overrun { .. }) => {
-                c.rewind_to_oldest();
-                skipped = None;
-            }
-            Err(Error::Inconsistent { .. }) => {}
-            Err(Error::Timeout { .. }) => return Ok(0),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Whether `e` says the stream was unlinked or replaced: its publisher opens the new
 /// generation.
 fn unlinked(e: &BridgeError) -> bool {
@@ -882,7 +813,7 @@ mod tests {
         let session = crate::open_session(&Endpoints::default()).unwrap();
         let k = key("br-unit", &name);
         let publisher = session.declare_publisher(k.clone()).wait().unwrap();
-        let mut link = Link::declare(&session, &publisher, &k).unwrap();
+        let mut link = Link::declare(&session, &publisher, &k, false).unwrap();
         let make = |elems: usize, id: u64| {
             let s = StreamOptions::new(&name)
                 .shape(&[elems])
@@ -901,7 +832,6 @@ mod tests {
             source: [0; 16],
             lossless: false,
             lost: 0,
-            resent: false,
             name_len: 1,
         };
         // As pyshmem's `unlink` does.
@@ -951,42 +881,6 @@ mod tests {
         }
         assert!(in_time, "never within 10 ms of the open in 50 tries");
         let _ = session.close().wait();
-    }
-
-    /// A resend goes from the first frame the ring holds past the count asked; those past
-    /// it the ring no longer holds are counted, to report lost.
-    #[test]
-    fn a_rewind_goes_to_the_first_ring_frame_after_the_count_asked() {
-        use shmstream::{Dtype, StreamOptions};
-        let name = format!("br-unit-rewind-{}", std::process::id());
-        let _ = shmstream::unlink(&name);
-        let s = StreamOptions::new(&name)
-            .shape(&[4])
-            .dtype(Dtype::U8)
-            .history(8)
-            .create()
-            .unwrap();
-        // Counts 1 to 10: the ring holds 3 to 10.
-        for id in 1..=10u8 {
-            s.write_bytes_frame(&[id; 4], u64::from(id)).unwrap();
-        }
-        let mut c = s.cursor().unwrap();
-        let mut buf = [0; 4];
-        let mut next = |c: &mut Cursor<'_>| {
-            let info = c.next_into_bytes(&mut buf, Some(Duration::ZERO)).unwrap();
-            assert_eq!(buf, [info.count as u8; 4]);
-            info.count
-        };
-        for (after, gone, first) in [(5, 0, 6), (1, 1, 3), (0, 2, 3), (2, 0, 3), (9, 0, 10)] {
-            assert_eq!(rewind_after(&mut c, after).unwrap(), gone, "after {after}");
-            assert_eq!(next(&mut c), first, "after {after}");
-        }
-        assert_eq!(rewind_after(&mut c, 10).unwrap(), 0);
-        assert!(matches!(
-            c.next_into_bytes(&mut buf, Some(Duration::ZERO)),
-            Err(Error::Timeout { .. })
-        ));
-        shmstream::unlink(&name).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use zenoh::matching::{MatchingListener, MatchingStatus};
 use zenoh::query::Querier;
 use zenoh::sample::Sample;
 
-use crate::codec::{FrameHeader, ResendRequest};
+use crate::codec::FrameHeader;
 use crate::{
     BridgeError, Endpoints, Losses, POLL, Role, SUM_UP_EVERY, Stop, check_keys, key,
     open_session_as, per_stream, zenoh_err,
@@ -189,14 +189,6 @@ const QUERY_WAIT: Duration = Duration::from_secs(5);
 /// says to), or its create (or open) due to be tried again.
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
-/// How long the mirror waits for the frames it asked a lossless publisher to put again
-/// ([`Mirror::held_back`]) before it asks again, [`RESEND_ASKS`] times in all, and then takes
-/// them for lost. Long enough for a backlog queued on the link before them.
-const RESEND_WAIT: Duration = Duration::from_secs(1);
-
-/// How many times in all the mirror asks for the frames it missed ([`RESEND_WAIT`]).
-const RESEND_ASKS: u32 = 3;
-
 /// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
 /// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
 /// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
@@ -270,8 +262,7 @@ fn mirror(
 }
 
 /// Asks each publisher on `k` that appears for its current frame, until `stop` is set or the
-/// mirror fails; the result is the mirror's. Sends the requests for lossless frames missed
-/// ([`Mirror::resend_due`]) within [`POLL`]. While one is there, asks it again every
+/// mirror fails; the result is the mirror's. While one is there, asks it again every
 /// [`ASK_AGAIN_EVERY`] as long as its last frame could not be written for want of a local
 /// stream that a new try could make ([`Mirror::wants_frame_again`]): a writer that wrote
 /// once (a calibration map) and then changed shape sends nothing more, and its mirror,
@@ -339,18 +330,6 @@ fn follow(
             {
                 say(absent);
             }
-        }
-        let resend = state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .resend_due();
-        if let Some(r) = resend {
-            querier
-                .get()
-                .payload(r.encode().to_vec())
-                .callback(|_| {})
-                .wait()
-                .map_err(zenoh_err(format!("asking {k} for frames again")))?;
         }
         if matched
             && asked.elapsed() >= ASK_AGAIN_EVERY
@@ -439,23 +418,6 @@ struct Mirror {
     /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
     /// ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]), later ones wait as usual ([`lock_wait`]).
     locked_out: Option<Instant>,
-    /// Lossless frames missed in transit and asked of the publisher again
-    /// ([`Mirror::held_back`]).
-    awaiting: Option<Awaiting>,
-}
-
-/// Lossless frames of one source missed in transit, asked of its publisher again.
-#[derive(Debug)]
-struct Awaiting {
-    /// The source, and the count of its newest frame taken: those after it are asked for.
-    resend: ResendRequest,
-    /// When it was last asked, and how many times.
-    asked_at: Instant,
-    asks: u32,
-    /// Whether [`follow`] is to send the request.
-    due: bool,
-    /// Frames dropped while waiting (they come again).
-    dropped: u64,
 }
 
 impl Mirror {
@@ -487,88 +449,7 @@ impl Mirror {
             unwritten: false,
             into_existing: false,
             locked_out: None,
-            awaiting: None,
         }
-    }
-
-    /// Whether lossless frame `h` is dropped, not written, because frames of its source
-    /// before it are awaited: a gap in its counts the publisher did not report lost (frames
-    /// put into a connection that then died) makes the mirror ask the publisher to put the
-    /// frames after the newest it took again from its history ([`ResendRequest`], sent by
-    /// [`follow`]), and drop that source's frames until the next one in order comes (or one
-    /// whose gap the publisher reported lost: gone from its history). Asked again every
-    /// [`RESEND_WAIT`], [`RESEND_ASKS`] times in all; then the gap is taken for lost, as
-    /// before the request ([`Mirror::account`] counts it). One source is awaited at a time
-    /// (a gap of another meanwhile is counted lost); frames without a source instance id are
-    /// not asked for. `now` is read only while frames are awaited.
-    fn held_back(&mut self, h: &FrameHeader, now: impl FnOnce() -> Instant) -> bool {
-        if !h.lossless || h.source == [0; 16] {
-            return false;
-        }
-        let Some(last) = self.sources.newest(&h.source) else {
-            return false;
-        };
-        // A frame again or out of order is `account`'s.
-        let gap = h.count > last.0 && missed(last, h) > 0;
-        match &mut self.awaiting {
-            Some(a) if a.resend.source == h.source => {
-                if gap {
-                    let now = now();
-                    if now.saturating_duration_since(a.asked_at) < RESEND_WAIT {
-                        a.dropped += 1;
-                        return true;
-                    }
-                    if a.asks < RESEND_ASKS {
-                        (a.asks, a.asked_at, a.due) = (a.asks + 1, now, true);
-                        a.dropped += 1;
-                        return true;
-                    }
-                }
-                self.awaiting = None;
-                false
-            }
-            Some(_) => false,
-            None if gap => {
-                let after = last.0;
-                self.awaiting = Some(Awaiting {
-                    resend: ResendRequest {
-                        source: h.source,
-                        after,
-                    },
-                    asked_at: now(),
-                    asks: 1,
-                    due: true,
-                    dropped: 1,
-                });
-                self.say(&format!(
-                    "lossless frames after count {after} missed in transit (a link cut?), \
-                     frame at count {} received: asking the publisher to put them again from \
-                     its history",
-                    h.count
-                ));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Whether `h` is a lossless frame put again ([`FrameHeader::resent`]: asked for by
-    /// this or another subscriber of the publisher) that its source's newest frame received
-    /// here already passed: dropped, unsaid, not refused as out of order.
-    fn had_before(&self, h: &FrameHeader) -> bool {
-        h.resent
-            && h.lossless
-            && self
-                .sources
-                .newest(&h.source)
-                .is_some_and(|(count, _)| h.count <= count)
-    }
-
-    /// The request for missed frames that [`follow`] is to send now, if one is due
-    /// ([`Mirror::held_back`]).
-    fn resend_due(&mut self) -> Option<ResendRequest> {
-        let a = self.awaiting.as_mut()?;
-        std::mem::take(&mut a.due).then_some(a.resend)
     }
 
     /// Whether asking the publisher for its current frame again could get it written: the
@@ -618,9 +499,6 @@ impl Mirror {
         if h.name_len != self.remote.len() {
             let reason = another_stream(sample.key_expr().as_str(), &self.remote, h.name_len);
             return self.refuse(&reason);
-        }
-        if self.had_before(&h) || self.held_back(&h, Instant::now) {
-            return;
         }
         if let Err(reason) = self.account(&h) {
             return self.refuse(&reason);
@@ -1216,14 +1094,6 @@ impl Sources {
         }
     }
 
-    /// The (count, publisher's losses) of the newest frame of `source` received, if known.
-    fn newest(&self, source: &[u8; 16]) -> Option<(u64, u64)> {
-        self.seen
-            .iter()
-            .find(|(src, ..)| src == source)
-            .map(|&(_, last, _)| last)
-    }
-
     /// Follows the source of `h` anew from `h` (its newest frame received now, though its
     /// count went back): the source made again ([`Mirror::restarted`]).
     fn follow_anew(&mut self, h: &FrameHeader) {
@@ -1739,7 +1609,6 @@ mod tests {
             source: [source; 16],
             lossless: true,
             lost,
-            resent: false,
             // "cam0", the remote stream of the mirrors below.
             name_len: 4,
         }
@@ -1790,88 +1659,6 @@ mod tests {
         m.account(&h(4, 5, 4)).unwrap();
         assert_eq!(m.new_source_said_at, Some(said));
         assert_eq!(m.gaps.total, 0, "counted as gaps");
-    }
-
-    /// A lossless gap the publisher did not report (frames put into a connection that died)
-    /// is asked for again, and the source's frames dropped until the next in order comes;
-    /// asked again every RESEND_WAIT, then taken for lost. A gap the publisher reported is
-    /// no reason to wait.
-    #[test]
-    fn a_lossless_gap_is_asked_for_again_and_waited_for_a_while() {
-        let t0 = Instant::now();
-        let at = |ms: u64| move || t0 + Duration::from_millis(ms);
-        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        assert!(!m.held_back(&h(1, 10, 0), at(0)), "the first frame");
-        m.account(&h(1, 10, 0)).unwrap();
-        assert!(m.held_back(&h(1, 15, 0), at(0)), "frames 11 to 14 missed");
-        let asked = ResendRequest {
-            source: [1; 16],
-            after: 10,
-        };
-        assert_eq!(m.resend_due(), Some(asked));
-        assert_eq!(m.resend_due(), None, "sent once");
-        assert!(m.held_back(&h(1, 16, 0), at(10)));
-        assert!(!m.held_back(&h(2, 3, 0), at(10)), "another source's frame");
-        assert_eq!(m.awaiting.as_ref().unwrap().dropped, 2);
-        for count in 11..=16 {
-            assert!(
-                !m.held_back(&h(1, count, 0), at(20)),
-                "frame {count} put again"
-            );
-            m.account(&h(1, count, 0)).unwrap();
-        }
-        assert!(m.awaiting.is_none());
-        assert_eq!(m.gaps.total, 0, "none lost");
-
-        // Frames 17 to 19 gone from the publisher's history: reported lost with frame 20.
-        assert!(m.held_back(&h(1, 25, 0), at(30)));
-        assert!(!m.held_back(&h(1, 20, 3), at(40)), "the gap reported");
-        m.account(&h(1, 20, 3)).unwrap();
-        assert_eq!(m.gaps.total, 0);
-
-        // No answer: asked again every RESEND_WAIT, RESEND_ASKS times, then taken for lost.
-        let wait = RESEND_WAIT.as_millis() as u64;
-        assert!(m.held_back(&h(1, 30, 3), at(1000)));
-        assert_eq!(m.resend_due().map(|r| r.after), Some(20));
-        assert!(m.held_back(&h(1, 31, 3), at(1000 + wait - 1)));
-        assert_eq!(m.resend_due(), None, "asked again too soon");
-        for ask in 2..=RESEND_ASKS as u64 {
-            assert!(m.held_back(&h(1, 31, 3), at(1000 + wait * (ask - 1))));
-            assert_eq!(m.resend_due().map(|r| r.after), Some(20), "ask {ask}");
-        }
-        let last = 1000 + wait * RESEND_ASKS as u64;
-        assert!(!m.held_back(&h(1, 32, 3), at(last)), "waited long enough");
-        assert!(m.awaiting.is_none());
-        m.account(&h(1, 32, 3)).unwrap();
-        assert_eq!(m.gaps.total, 11, "frames 21 to 31 lost in transit");
-
-        // Frames without a source instance id are not asked for.
-        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        m.account(&h(0, 10, 0)).unwrap();
-        assert!(!m.held_back(&h(0, 15, 0), at(0)));
-    }
-
-    /// A lossless frame put again (asked for by another subscriber, or asked twice) that
-    /// the mirror already passed is dropped unsaid; one not marked put again is not (it is
-    /// refused as out of order: two publishers of one source on one key).
-    #[test]
-    fn a_frame_put_again_that_the_mirror_passed_is_dropped_unsaid() {
-        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        let resent = |count| FrameHeader {
-            resent: true,
-            ..h(1, count, 0)
-        };
-        assert!(!m.had_before(&resent(8)), "a source not seen yet");
-        m.account(&h(1, 10, 0)).unwrap();
-        assert!(m.had_before(&resent(8)));
-        assert!(m.had_before(&resent(10)));
-        assert!(!m.had_before(&resent(11)), "a frame not received yet");
-        assert!(!m.had_before(&h(1, 8, 0)), "not put again");
-        let latest = FrameHeader {
-            lossless: false,
-            ..resent(8)
-        };
-        assert!(!m.had_before(&latest));
     }
 
     /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each

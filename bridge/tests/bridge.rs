@@ -9,8 +9,7 @@
 //! several streams from an application's threads until stopped; a frame written once
 //! reaches subscribers started after it was put (put again as they match, or asked for),
 //! once each; `--lossless` waits for a subscriber and starts at the current
-//! frame, counting pyshmem frames written after it started lost, not those before, and
-//! frames a subscriber missed in transit are asked for and put again from the ring; the
+//! frame, counting pyshmem frames written after it started lost, not those before; the
 //! publisher says once per opening of a stream where it carries it from; `--rt-priority`
 //! puts every bridge thread under SCHED_FIFO (or says what it needs); the harness's Zenoh
 //! floor runs the phases it is sent. `two_hosts`: the same over a real link between two
@@ -383,7 +382,6 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
         source: [7; 16],
         lossless: false,
         lost: 0,
-        resent: false,
         name_len: name.len(),
     };
     let frame = |v: f32| {
@@ -1008,23 +1006,20 @@ impl Drop for RawPublisher {
 
 /// Puts frame `id` (every value `id`) on `p`, its header saying `lossless` or not.
 fn put_frame(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) {
-    put_header(p, &header(p, id, lossless));
-}
-
-/// The header [`put_frame`] puts frame `id` with.
-fn header(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) -> FrameHeader {
-    FrameHeader {
-        dtype: Dtype::U16,
-        shape: vec![4, 8],
-        frame_id: id,
-        count: id,
-        write_time: id as f64,
-        source: [7; 16],
-        lossless,
-        lost: 0,
-        resent: false,
-        name_len: name_len_of(p),
-    }
+    put_header(
+        p,
+        &FrameHeader {
+            dtype: Dtype::U16,
+            shape: vec![4, 8],
+            frame_id: id,
+            count: id,
+            write_time: id as f64,
+            source: [7; 16],
+            lossless,
+            lost: 0,
+            name_len: name_len_of(p),
+        },
+    );
 }
 
 /// The length of the stream name in `p`'s key (the tests' key prefixes hold no `/`).
@@ -1289,158 +1284,6 @@ fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
         "{}",
         s.diagnostics()
     );
-}
-
-/// Lossless: a subscriber that misses frames of a source (put into a connection that then
-/// died, as across a cut longer than Zenoh's lease: `two_hosts`) asks the publisher for those
-/// after the newest it took, drops the frames that come meanwhile, and writes them all in
-/// order once they come again: none lost, none refused, the gap not reported lost. Here the
-/// test is the publisher, leaving frames 6 to 8 out.
-#[test]
-fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
-    use shmstream_bridge::codec::ResendRequest;
-    use zenoh::Wait;
-    let (name, prefix) = (unique_name("br-gap"), unique_name("br-key"));
-    let b_name = format!("m-{name}");
-    let _c = Cleanup::new([&b_name]);
-    // A mirror with a history, to read every frame written into it.
-    let b = source(&b_name, 64);
-    let (s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
-    let requests = raw
-        .session
-        .declare_queryable(shmstream_bridge::key(&prefix, &name))
-        .wait()
-        .unwrap();
-    let p = raw.publisher(&name);
-    probe(&p, &b, &[&s]);
-    let mut c = b.cursor().unwrap();
-    for id in [1, 2, 3, 4, 5, 9, 10] {
-        put_frame(&p, id, true);
-    }
-    let deadline = Instant::now() + LONG;
-    let asked = loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(q)) = requests.recv_timeout(remaining) else {
-            panic!(
-                "no request for the frames missed within {LONG:?}\n{}",
-                s.diagnostics()
-            )
-        };
-        // The subscriber's queries for the current frame carry no request.
-        if let Some(r) = q
-            .payload()
-            .and_then(|p| ResendRequest::decode(&p.to_bytes()))
-        {
-            break r;
-        }
-    };
-    assert_eq!(
-        asked,
-        ResendRequest {
-            source: [7; 16],
-            after: 5
-        }
-    );
-    for id in 6..=11 {
-        put_frame(&p, id, true);
-    }
-    let mut buf = [0u16; 32];
-    let mut ids = Vec::new();
-    while ids.last() != Some(&11) {
-        let info = c
-            .next_into_slice(&mut buf, Some(LONG))
-            .unwrap_or_else(|e| panic!("{e}: mirrored {ids:?}\n{}", s.diagnostics()));
-        assert_eq!(buf, [info.frame_id as u16; 32]);
-        if info.frame_id != 0 {
-            ids.push(info.frame_id);
-        }
-    }
-    assert_eq!(ids, (1..=11).collect::<Vec<_>>(), "{}", s.diagnostics());
-    // Put again once more (the request sent twice, or another subscriber's): dropped unsaid.
-    for id in 6..=11 {
-        put_header(
-            &p,
-            &FrameHeader {
-                resent: true,
-                ..header(&p, id, true)
-            },
-        );
-    }
-    put_frame(&p, 12, true);
-    let info = c.next_into_slice(&mut buf, Some(LONG)).unwrap();
-    assert_eq!(info.frame_id, 12, "{}", s.diagnostics());
-    drop(raw);
-    let said = s.diagnostics();
-    assert!(
-        !said.contains("lost") && !said.contains("refused"),
-        "{said}"
-    );
-}
-
-/// Lossless: a subscriber's request for the frames after a count (`ResendRequest`) makes
-/// the publisher put them again, in order, from its ring, then go on with newer ones;
-/// those its ring no longer holds are added to the losses it reports with them. Here the
-/// test is the subscriber.
-#[test]
-fn a_lossless_publisher_puts_frames_asked_for_again_from_its_ring() {
-    use shmstream_bridge::codec::ResendRequest;
-    use zenoh::Wait;
-    let (name, prefix) = (unique_name("br-resend"), unique_name("br-key"));
-    let _c = Cleanup::new([&name]);
-    // Eight deep: of frames 1 to 10, the ring holds 3 to 10.
-    let a = source(&name, 8);
-    let ep = endpoint(free_port());
-    let p = publisher(&name, &ep, &prefix, &["--lossless"]);
-    wait_carrying(&p, &name, "(lossless)");
-    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-        listen: vec![],
-        connect: vec![ep],
-    })
-    .unwrap();
-    let k = shmstream_bridge::key(&prefix, &name);
-    let sub = session.declare_subscriber(k.as_str()).wait().unwrap();
-    let next = || {
-        let sample = sub
-            .recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no frame within {LONG:?}\n{}", p.diagnostics()));
-        FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap()
-    };
-    // One at a time: each waits in the ring until the subscriber is matched, none lapped.
-    let (mut counts, mut last) = (vec![0], None);
-    for id in 1..=10u16 {
-        a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
-        let h = next();
-        assert_eq!((h.frame_id, h.resent), (u64::from(id), false));
-        counts.push(h.count);
-        last = Some(h);
-    }
-    let (source, lost) = last.map(|h| (h.source, h.lost)).unwrap();
-    let ask = |after: u64| {
-        let r = ResendRequest { source, after };
-        session
-            .get(k.as_str())
-            .payload(r.encode().to_vec())
-            .wait()
-            .unwrap();
-    };
-    ask(counts[5]);
-    for id in 6..=10 {
-        let h = next();
-        let got = (h.frame_id, h.lost, h.resent);
-        assert_eq!(got, (id, lost, true), "{}", p.diagnostics());
-    }
-    // Frame 2 is gone from the ring: reported lost with frame 3.
-    ask(counts[1]);
-    for id in 3..=10 {
-        let h = next();
-        let got = (h.frame_id, h.lost, h.resent);
-        assert_eq!(got, (id, lost + 1, true), "{}", p.diagnostics());
-    }
-    a.write_slice_frame(&[11u16; 32], 11).unwrap();
-    let h = next();
-    assert_eq!((h.frame_id, h.resent), (11, false), "then newer frames");
-    let _ = session.close().wait();
 }
 
 /// Lossless, publisher first: the frames a writer wrote before any subscriber existed wait
@@ -2713,7 +2556,6 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
         source: [8; 16],
         lossless: false,
         lost: 0,
-        resent: false,
         name_len: name.len(),
     };
     for i in 0..50 {
@@ -3178,7 +3020,6 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         source: [7; 16],
         lossless: false,
         lost: 0,
-        resent: false,
         name_len: name.len(),
     };
     // Until the subscriber is matched, puts go nowhere: put the frame until it arrives.
