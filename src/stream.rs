@@ -369,7 +369,10 @@ impl Stream {
                 });
             }
         }
+        // Set further only for a GPU stream, which a build without CUDA refuses.
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
         let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
         let mut device_index = -1;
         if let Some(dev) = o.gpu_device {
             if dev < 0 {
@@ -379,16 +382,19 @@ impl Stream {
                 });
             }
             crate::gpu::check_gpu_dtype(name, o.dtype)?;
-            flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
-            if o.cpu_mirror {
-                flags |= format::FLAG_CPU_MIRROR;
-            }
-            device_index = dev;
             #[cfg(not(feature = "cuda"))]
             return Err(Error::Unsupported {
                 name: name.to_owned(),
                 what: "this build has no CUDA support: enable the `cuda` feature".into(),
             });
+            #[cfg(feature = "cuda")]
+            {
+                flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
+                if o.cpu_mirror {
+                    flags |= format::FLAG_CPU_MIRROR;
+                }
+                device_index = dev;
+            }
         }
         // A live stream's writer may hold the name's lock for its whole run: say the name is
         // taken now, not after waiting for that lock.

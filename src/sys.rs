@@ -253,6 +253,7 @@ pub(crate) fn watch_forks() {
 
 /// Whether `pid` is this process (`own`) or a live one (the kill(2) probe is skipped for
 /// ourselves).
+#[cfg(feature = "cuda")]
 pub(crate) fn is_self_or_alive(own: i64, pid: i64) -> bool {
     pid == own || pid_alive(pid)
 }

@@ -3,7 +3,9 @@
 //! death, and a torn-read torture on the device.
 //!
 //! Every test that needs a GPU prints a skip reason and returns when no driver or device is
-//! present (CI machines), so this file never fails there.
+//! present (CI machines), so this file never fails there. Built only with the `cuda`
+//! feature (a default one).
+#![cfg(feature = "cuda")]
 
 mod common;
 

@@ -52,6 +52,8 @@ use crate::segment::Segment;
 
 pub mod layout;
 pub mod probe;
+// Used by the CUDA paths; its logic is tested without a driver.
+#[cfg(any(feature = "cuda", test))]
 pub(crate) mod registry;
 pub mod slots;
 
@@ -157,6 +159,7 @@ impl GpuLink {
 /// read-only or not, marks the allocation released there, and any handle's settle releases a
 /// dead GPU consumer; stores into a read-only mapping would fault. Only the record's bytes
 /// are mapped.
+#[cfg(feature = "cuda")]
 pub(crate) fn read_record(
     name: &str,
     h: &Header,
