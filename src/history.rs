@@ -900,7 +900,8 @@ impl RingFrame<'_> {
 /// does not append to the history (pyshmem), the next call returns [`Error::Overrun`] with the
 /// exact number lost and the call after resumes with the oldest frame still held. A frame
 /// counted at or below the one before it (a corrupt ring) is refused with
-/// [`Error::InvalidHistory`], the cursor left on it.
+/// [`Error::InvalidHistory`], the cursor left on it; a new cursor steps past frames counted
+/// below the newest publication it started after.
 ///
 /// ```
 /// use shmstream::{Dtype, Error, StreamOptions};
@@ -933,6 +934,8 @@ pub struct Cursor<'a> {
     /// creation, which an append stores before its frame is in the ring
     /// ([`Ring::finish_append`]), or which a writer killed before its head store left.
     may_repeat: bool,
+    /// The count a cursor made after the newest started from (`last_count` at creation).
+    start_count: u64,
 }
 
 impl Stream {
@@ -1004,6 +1007,7 @@ impl<'a> Cursor<'a> {
             next,
             last_count: Some(count),
             may_repeat: true,
+            start_count: count,
         }
     }
 }
@@ -1179,6 +1183,10 @@ impl Cursor<'_> {
                 let oldest = head.saturating_sub(self.ring.capacity);
                 if self.next < oldest {
                     return Err(self.lost(oldest, LossCause::Overwritten));
+                }
+                if self.may_repeat && self.published_before_start() {
+                    self.next = self.next.wrapping_add(1);
+                    continue;
                 }
                 match self.ring.read(self.next, &mut copy) {
                     SlotRead::Overwritten(by) => {
@@ -1397,6 +1405,19 @@ impl Cursor<'_> {
             lost: count - last,
             cause: LossCause::NotRecorded,
         })
+    }
+
+    /// Whether the frame at `next`, for a cursor made after the newest publication that has
+    /// returned nothing and lost nothing since, is counted below the count it started from:
+    /// published before it, so neither its to return nor lost to it (a writer killed after
+    /// its slot's even stamp and before its head store left it at the head, and publications
+    /// that skipped the ring counted past it). Looks at the slot without copying its frame.
+    fn published_before_start(&self) -> bool {
+        self.last_count == Some(self.start_count)
+            && matches!(
+                self.ring.read(self.next, &mut |_| {}),
+                SlotRead::Frame(info) if info.count < self.start_count
+            )
     }
 
     /// The header's count as of the last finished publication, or the last aborted or dead
@@ -2361,6 +2382,45 @@ mod tests {
             // A writer after them both goes on counting.
             s.write_slice_frame(&[5u32; 4], 9).unwrap();
             assert_eq!(drain(&mut c), ["frame 3"], "{tag}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A writer killed between its slot's even stamp and its head store, with the header's
+    /// count stored ahead (this version) or not (an earlier one), then two publications that
+    /// skip the ring (pyshmem's): a cursor made now starts after them, steps past the killed
+    /// writer's older frame at the head, and returns the next writer's frame. It refused
+    /// that older frame as counted below the count it started from, stuck until a lap.
+    #[test]
+    fn a_cursor_made_after_publications_past_a_frame_left_at_the_head_steps_past_it() {
+        for (tag, ahead) in [("head-left-old", true), ("head-left-old-v0", false)] {
+            let (name, s) = stream(tag, 4, 4);
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let mut bracket = crate::seqlock::begin_write(&s.header);
+            if ahead {
+                bracket.count_ahead(&s.header, 1);
+            }
+            append_up_to_the_even_stamp(ring, 9, 1, 7);
+            drop(g);
+            publish_without_ring(&s, 8);
+            publish_without_ring(&s, 9);
+            let start = s.count();
+            assert_eq!((ring.appended(), start), (0, 2 + u64::from(ahead)), "{tag}");
+            let mut c = s.cursor().unwrap();
+            assert_eq!(drain(&mut c), Vec::<String>::new(), "{tag}");
+            s.write_slice_frame(&[5u32; 4], 10).unwrap();
+            let mut dst = [0u32; 4];
+            let next = c
+                .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+                .unwrap();
+            assert_eq!(
+                (next.count, next.frame_id, dst),
+                (start + 1, 10, [5; 4]),
+                "{tag}"
+            );
+            assert_eq!(s.count(), start + 1, "{tag}");
             drop(s);
             crate::unlink(&name).unwrap();
         }
