@@ -898,10 +898,7 @@ impl RingFrame<'_> {
 /// A frame that cannot be returned is never skipped silently: when the writer lapped the
 /// cursor (the ring overwrote frames it had not read), or frames were written by a writer that
 /// does not append to the history (pyshmem), the next call returns [`Error::Overrun`] with the
-/// exact number lost and the call after resumes with the oldest frame still held. A frame
-/// counted at or below the one before it (a corrupt ring) is refused with
-/// [`Error::InvalidHistory`], the cursor left on it; a new cursor steps past frames counted
-/// below the newest publication it started after.
+/// exact number lost and the call after resumes with the oldest frame still held.
 ///
 /// ```
 /// use shmstream::{Dtype, Error, StreamOptions};
@@ -927,15 +924,7 @@ pub struct Cursor<'a> {
     /// The append index of the next frame to return.
     next: u64,
     /// The stream count of the last frame returned (or seen at creation), for gap checks.
-    /// Frames ahead count above it (the next one at least it, while `may_repeat`): any
-    /// other is a corrupt ring.
     last_count: Option<u64>,
-    /// Whether the next frame may be counted `last_count` itself: the count seen at
-    /// creation, which an append stores before its frame is in the ring
-    /// ([`Ring::finish_append`]), or which a writer killed before its head store left.
-    may_repeat: bool,
-    /// The count a cursor made after the newest started from (`last_count` at creation).
-    start_count: u64,
 }
 
 impl Stream {
@@ -947,11 +936,8 @@ impl Stream {
         let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
             name: self.name.clone(),
         })?;
-        // The count before the head: every frame at or past the head loaded is counted at
-        // least this (the release fence before a publication's count store orders the
-        // previous publications' head stores before it).
-        let count = self.header.count().load(Ordering::Acquire);
         let next = ring.appended();
+        let count = self.header.count().load(Ordering::Acquire);
         Ok(Cursor::after_newest(self, ring, next, count))
     }
 
@@ -969,8 +955,7 @@ impl<'a> Cursor<'a> {
     /// moved the header's count (a ring-first write copies the frame into the payload in
     /// between), so a cursor made inside that window found the header one behind its first
     /// frame and would report a frame lost that it never skipped (this version stores the
-    /// count first: [`Ring::finish_append`]). That count may be the first frame's own (its
-    /// append stored it before the head): the first frame may repeat it.
+    /// count first: [`Ring::finish_append`]).
     fn after_newest(stream: &'a Stream, ring: &'a Ring, mut next: u64, mut count: u64) -> Self {
         // A few tries: each one past the first needs the writer to have lapped the ring
         // while the previous one read the newest slot.
@@ -989,11 +974,10 @@ impl<'a> Cursor<'a> {
                     // stamp read (either load) synchronize with that append's bracket
                     // (`seqlock::begin_write`'s release fence, after the count), so the count
                     // loaded now is at least the newest frame's. With the head unmoved it
-                    // is the count to follow; else read the new newest frame. The count is loaded
-                    // before the head, as `Stream::cursor` does.
+                    // is the count to follow; else read the new newest frame.
                     fence(Ordering::Acquire);
-                    count = stream.header.count().load(Ordering::Acquire);
                     let head = ring.appended();
+                    count = stream.header.count().load(Ordering::Acquire);
                     if head == next {
                         break;
                     }
@@ -1006,8 +990,6 @@ impl<'a> Cursor<'a> {
             ring,
             next,
             last_count: Some(count),
-            may_repeat: true,
-            start_count: count,
         }
     }
 }
@@ -1020,7 +1002,6 @@ impl Cursor<'_> {
     pub fn rewind_to_start(&mut self) {
         self.next = 0;
         self.last_count = Some(0);
-        self.may_repeat = false;
     }
 
     /// Moves the cursor back to the oldest frame the ring still holds.
@@ -1028,7 +1009,6 @@ impl Cursor<'_> {
         let head = self.ring.appended();
         self.next = head.saturating_sub(self.ring.capacity);
         self.last_count = None;
-        self.may_repeat = false;
     }
 
     /// Moves the cursor forward so that at most `keep` written frames lie ahead of it, and
@@ -1184,10 +1164,6 @@ impl Cursor<'_> {
                 if self.next < oldest {
                     return Err(self.lost(oldest, LossCause::Overwritten));
                 }
-                if self.may_repeat && self.published_before_start() {
-                    self.next = self.next.wrapping_add(1);
-                    continue;
-                }
                 match self.ring.read(self.next, &mut copy) {
                     SlotRead::Overwritten(by) => {
                         // Append `by` holds or is writing this frame's slot: with the head
@@ -1205,29 +1181,16 @@ impl Cursor<'_> {
                         });
                     }
                     SlotRead::Frame(info) => {
-                        if let Some(last) = self.last_count {
-                            // A stream's counts only rise, one frame per publication: a frame
-                            // counted at or below the one before it is an old frame again, or
-                            // a planted one. Refused where it is, nothing skipped.
-                            if info.count < last || (info.count == last && !self.may_repeat) {
-                                return Err(Error::InvalidHistory {
-                                    name: self.stream.name.clone(),
-                                    reason: format!(
-                                        "frame {} is counted {}, not past count {last} before it (a stream's counts only rise): unlink and recreate the stream",
-                                        self.next, info.count
-                                    ),
-                                });
-                            }
-                            self.may_repeat = false;
-                            if info.count > last.saturating_add(1) {
-                                let lost = info.count - last - 1;
-                                self.last_count = Some(info.count - 1);
-                                return Err(Error::Overrun {
-                                    name: self.stream.name.clone(),
-                                    lost,
-                                    cause: LossCause::NotRecorded,
-                                });
-                            }
+                        if let Some(last) = self.last_count
+                            && info.count > last.saturating_add(1)
+                        {
+                            let lost = info.count - last - 1;
+                            self.last_count = Some(info.count - 1);
+                            return Err(Error::Overrun {
+                                name: self.stream.name.clone(),
+                                lost,
+                                cause: LossCause::NotRecorded,
+                            });
                         }
                         self.next = self.next.wrapping_add(1);
                         self.last_count = Some(info.count);
@@ -1399,25 +1362,11 @@ impl Cursor<'_> {
             return Gap::Moved;
         }
         self.last_count = Some(count);
-        self.may_repeat = false;
         Gap::Lost(Error::Overrun {
             name: self.stream.name.clone(),
             lost: count - last,
             cause: LossCause::NotRecorded,
         })
-    }
-
-    /// Whether the frame at `next`, for a cursor made after the newest publication that has
-    /// returned nothing and lost nothing since, is counted below the count it started from:
-    /// published before it, so neither its to return nor lost to it (a writer killed after
-    /// its slot's even stamp and before its head store left it at the head, and publications
-    /// that skipped the ring counted past it). Looks at the slot without copying its frame.
-    fn published_before_start(&self) -> bool {
-        self.last_count == Some(self.start_count)
-            && matches!(
-                self.ring.read(self.next, &mut |_| {}),
-                SlotRead::Frame(info) if info.count < self.start_count
-            )
     }
 
     /// The header's count as of the last finished publication, or the last aborted or dead
@@ -2015,75 +1964,6 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
-    /// A ring frame counted at or below the frame a cursor returned before it (planted: a
-    /// stream's counts only rise) is refused, naming the stream, the frame, both counts and
-    /// the remedy, and the cursor stays on it: restored, it is returned, nothing lost. It
-    /// used to be returned as a new frame.
-    #[test]
-    fn a_frame_counted_at_or_below_the_one_before_it_is_refused_in_place() {
-        for planted in [1, 0] {
-            let (name, s) = stream(&format!("count-back-{planted}"), 4, 4);
-            for i in 1..=3u32 {
-                s.write_slice(&[i; 4]).unwrap();
-            }
-            let ring = s.history.as_ref().unwrap();
-            let mut c = s.cursor().unwrap();
-            c.rewind_to_start();
-            let mut dst = [0u32; 4];
-            let t = Some(Duration::from_secs(1));
-            assert_eq!(c.next_into_slice(&mut dst, t).unwrap().count, 1);
-            let count = ring.word(ring.slot_at(1) + off::COUNT);
-            count.store(planted, Ordering::Relaxed);
-            for _ in 0..2 {
-                let e = c.next_into_slice(&mut dst, t).unwrap_err();
-                let text = e.to_string();
-                assert!(
-                    matches!(&e, Error::InvalidHistory { .. })
-                        && text.contains(&format!("stream '{name}'"))
-                        && text
-                            .contains(&format!("frame 1 is counted {planted}, not past count 1"))
-                        && text.contains("unlink and recreate the stream"),
-                    "{text}"
-                );
-                assert_eq!(c.lag(), 2, "planted {planted}");
-            }
-            count.store(2, Ordering::Relaxed);
-            let info = c.next_into_slice(&mut dst, t).unwrap();
-            assert_eq!((info.count, dst), (2, [2; 4]), "planted {planted}");
-            drop(s);
-            crate::unlink(&name).unwrap();
-        }
-    }
-
-    /// A writer of this version killed after its slot's even stamp and before its head store
-    /// left the header holding its frame's count: a cursor made then starts at that frame
-    /// and returns it though it repeats the count the cursor began from, then the next
-    /// writer's frame, nothing lost.
-    #[test]
-    fn a_cursor_made_before_a_counted_frame_reaches_the_head_returns_it() {
-        let (name, s) = stream("count-before-head", 4, 4);
-        let ring = s.history.as_ref().unwrap();
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        let mut bracket = crate::seqlock::begin_write(&s.header);
-        bracket.count_ahead(&s.header, 1);
-        append_up_to_the_even_stamp(ring, 9, 1, 7);
-        drop(g);
-        let mut c = s.cursor().unwrap();
-        assert_eq!(
-            (ring.appended(), s.header.count().load(Ordering::Relaxed)),
-            (0, 1)
-        );
-        let mut dst = [0u32; 4];
-        let t = Some(Duration::from_secs(1));
-        let first = c.next_into_slice(&mut dst, t).unwrap();
-        assert_eq!((first.count, dst), (1, [9; 4]));
-        s.write_slice(&[5u32; 4]).unwrap();
-        let next = c.next_into_slice(&mut dst, t).unwrap();
-        assert_eq!((next.count, dst), (2, [5; 4]));
-        drop(s);
-        crate::unlink(&name).unwrap();
-    }
-
     /// A ring slot counted `u64::MAX` (planted) before the header's count: the next write is
     /// refused (rather than counted `p + 1` wrapped to 0, a count going backwards) before
     /// its publication bracket, its fill never run: the sequence, the latest frame and the
@@ -2382,45 +2262,6 @@ mod tests {
             // A writer after them both goes on counting.
             s.write_slice_frame(&[5u32; 4], 9).unwrap();
             assert_eq!(drain(&mut c), ["frame 3"], "{tag}");
-            drop(s);
-            crate::unlink(&name).unwrap();
-        }
-    }
-
-    /// A writer killed between its slot's even stamp and its head store, with the header's
-    /// count stored ahead (this version) or not (an earlier one), then two publications that
-    /// skip the ring (pyshmem's): a cursor made now starts after them, steps past the killed
-    /// writer's older frame at the head, and returns the next writer's frame. It refused
-    /// that older frame as counted below the count it started from, stuck until a lap.
-    #[test]
-    fn a_cursor_made_after_publications_past_a_frame_left_at_the_head_steps_past_it() {
-        for (tag, ahead) in [("head-left-old", true), ("head-left-old-v0", false)] {
-            let (name, s) = stream(tag, 4, 4);
-            let ring = s.history.as_ref().unwrap();
-            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-            let mut bracket = crate::seqlock::begin_write(&s.header);
-            if ahead {
-                bracket.count_ahead(&s.header, 1);
-            }
-            append_up_to_the_even_stamp(ring, 9, 1, 7);
-            drop(g);
-            publish_without_ring(&s, 8);
-            publish_without_ring(&s, 9);
-            let start = s.count();
-            assert_eq!((ring.appended(), start), (0, 2 + u64::from(ahead)), "{tag}");
-            let mut c = s.cursor().unwrap();
-            assert_eq!(drain(&mut c), Vec::<String>::new(), "{tag}");
-            s.write_slice_frame(&[5u32; 4], 10).unwrap();
-            let mut dst = [0u32; 4];
-            let next = c
-                .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
-                .unwrap();
-            assert_eq!(
-                (next.count, next.frame_id, dst),
-                (start + 1, 10, [5; 4]),
-                "{tag}"
-            );
-            assert_eq!(s.count(), start + 1, "{tag}");
             drop(s);
             crate::unlink(&name).unwrap();
         }
