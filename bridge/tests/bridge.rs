@@ -63,6 +63,14 @@ fn endpoint(port: u16) -> String {
     format!("tcp/127.0.0.1:{port}")
 }
 
+/// Of what bridges said, the frames they reported lost: the `N` of every `N frame(s) lost`.
+fn reported_lost(said: &str) -> u64 {
+    said.lines()
+        .filter_map(|l| l.split_once(" frame(s) lost"))
+        .filter_map(|(head, _)| head.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// What the bridges said on stderr, one after the other.
 fn said(bridges: &[&Proc]) -> String {
     let said: Vec<String> = bridges.iter().map(|p| p.diagnostics()).collect();
@@ -2342,11 +2350,7 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
     });
     let (ids, before_kill, s2_said) = mirrored;
     let all = format!("{}\n{}\n{s2_said}", p.diagnostics(), s1.diagnostics());
-    let reported: u64 = all
-        .lines()
-        .filter_map(|l| l.split_once(" frame(s) lost"))
-        .filter_map(|(head, _)| head.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let reported = reported_lost(&all);
     // A restarted subscriber knows nothing of what its predecessor got: it says the first
     // frame it received, `resumed at the publisher's frame count N (frame id ID) ...`. N is
     // the source's publication count, which the probe frames of `wait_linked` put ahead of

@@ -1,21 +1,26 @@
 //! Two hosts on one machine: a pair of Linux network namespaces joined by a veth link, a
 //! bridge in each, so that frames cross a real (non-loopback) TCP link that the test can
-//! cut. The namespaces share the mount namespace, hence /dev/shm: each side's streams have
-//! names of their own (the subscriber's `--local-prefix`). Needs root and `ip netns`: where
-//! either is missing the tests say so on stdout and pass.
+//! cut. `ip netns exec` gives each bridge a copy of the test's mount namespace, so /dev/shm is
+//! the same file system on both sides: each side's streams have names of their own (the
+//! subscriber's `--local-prefix`). Needs root and `ip netns`: where either is missing, or the
+//! set-up fails, the tests say so on stdout and pass.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::common::{self, Cleanup, LONG, Proc, unique_name};
-use super::{said, source, wait_carrying, wait_frame_within, wait_linked};
+use super::{reported_lost, said, source, wait_carrying, wait_frame_within, wait_linked};
 
 /// Host A's address on the link (B's is [`B_IP`]); each test has namespaces of its own.
 const A_IP: &str = "10.77.0.1";
 const B_IP: &str = "10.77.0.2";
 /// The interface of the link in each namespace.
 const VETH: &str = "veth0";
+/// How long the peers may take to reconnect after a cut: 5–6 s seen here, 17 s once on a
+/// loaded machine (the subscriber's connect retries back off). At 100 Hz the frames written
+/// meanwhile stay within the source's history.
+const RECONNECT: Duration = Duration::from_secs(60);
 
 /// Two network namespaces `A` and `B` (named with the test's pid and a counter) joined by a
 /// veth link, [`A_IP`] and [`B_IP`] on it, loopback up in each; deleted on drop (also
@@ -27,17 +32,18 @@ struct TwoHosts {
 }
 
 impl TwoHosts {
-    /// The two hosts, or `None` after saying why on stdout: not root, `ip netns add` failed
-    /// (no `ip`, no CAP_SYS_ADMIN, a kernel without namespaces), or a veth link cannot be
-    /// made.
+    /// The two hosts, or `None` after saying why on stdout: not root, or a step of the set-up
+    /// failed (no `ip`, no CAP_SYS_ADMIN, a kernel without namespaces or veth, a sandbox that
+    /// refuses `ip netns exec`'s mount namespace, no `bash` or `timeout` to run in them).
     fn new(test: &str) -> Option<TwoHosts> {
         if !common::is_root() {
             println!("skipping {test}: it makes network namespaces, which needs root");
             return None;
         }
+        delete_orphans();
         static N: AtomicU32 = AtomicU32::new(0);
         let id = format!(
-            "shmstream-{}-{}",
+            "{NS_PREFIX}{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
@@ -48,21 +54,42 @@ impl TwoHosts {
         }
         // From here the drop deletes whatever was made.
         let hosts = TwoHosts { a, b };
-        ip(&["netns", "add", &hosts.b]).unwrap();
-        if let Err(why) = ip(&[
-            "link", "add", VETH, "netns", &hosts.a, "type", "veth", "peer", "name", VETH, "netns",
-            &hosts.b,
-        ]) {
-            println!("skipping {test}: a veth link cannot be made (no veth driver?): {why}");
-            return None;
+        match hosts.set_up() {
+            Ok(()) => Some(hosts),
+            Err(why) => {
+                println!("skipping {test}: the two hosts cannot be set up: {why}");
+                None
+            }
         }
-        for (ns, addr) in [(&hosts.a, A_IP), (&hosts.b, B_IP)] {
+    }
+
+    /// B, the veth link and its addresses, loopback up in each, and a probe that a program
+    /// runs in each namespace with what [`TwoHosts::tcp_connects`] needs.
+    fn set_up(&self) -> Result<(), String> {
+        ip(&["netns", "add", &self.b])?;
+        ip(&[
+            "link", "add", VETH, "netns", &self.a, "type", "veth", "peer", "name", VETH, "netns",
+            &self.b,
+        ])?;
+        for (ns, addr) in [(&self.a, A_IP), (&self.b, B_IP)] {
             let cidr = format!("{addr}/24");
-            hosts.ip_in(ns, &["addr", "add", &cidr, "dev", VETH]);
-            hosts.ip_in(ns, &["link", "set", "lo", "up"]);
-            hosts.ip_in(ns, &["link", "set", VETH, "up"]);
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", VETH])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", VETH, "up"])?;
+            let probe = self
+                .command(ns, "timeout", &["5", "bash", "-c", "true"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running ip netns exec: {e}"))?;
+            if !probe.status.success() {
+                return Err(format!(
+                    "`ip netns exec {ns} timeout 5 bash -c true`: {}: {}",
+                    probe.status,
+                    String::from_utf8_lossy(&probe.stderr).trim()
+                ));
+            }
         }
-        Some(hosts)
+        Ok(())
     }
 
     /// Runs `ip ARGS` in namespace `ns`, panicking with its stderr if it fails.
@@ -84,6 +111,9 @@ impl TwoHosts {
     fn bridge(&self, ns: &str, args: &[&str]) -> Proc {
         let mut c = self.command(ns, env!("CARGO_BIN_EXE_shmstream-bridge"), args);
         common::default_stop_signals(&mut c);
+        // A test binary killed (a CI timeout) takes its bridges with it: a subscriber would
+        // otherwise retry its connection forever. (`ip netns exec` keeps the setting.)
+        common::die_with_spawner(&mut c);
         Proc::spawn(c)
     }
 
@@ -118,6 +148,33 @@ impl Drop for TwoHosts {
     }
 }
 
+/// The start of the namespaces' names, followed by the test binary's pid.
+const NS_PREFIX: &str = "shmstream-";
+
+/// Deletes the namespaces a test binary that no longer runs left (killed before its drops
+/// ran): named [`NS_PREFIX`] and the pid of no live process.
+fn delete_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix(NS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 sends nothing; it only asks whether `pid` exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
 /// Runs `ip ARGS`: its stderr as the error where it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -146,14 +203,6 @@ fn stop(p: &mut Proc) -> String {
     assert!(st.success(), "after SIGINT: {st}\n{said}");
     assert!(!said.contains("panicked"), "{said}");
     said
-}
-
-/// Of what bridges said, the frames they reported lost: the `N` of every `N frame(s) lost`.
-fn reported_lost(said: &str) -> u64 {
-    said.lines()
-        .filter_map(|l| l.split_once(" frame(s) lost").map(|(head, _)| head))
-        .map(|head| head.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
 }
 
 /// A lossless publisher in A listening on A's link address and a subscriber in B
@@ -226,9 +275,9 @@ fn cut_link_while_frames_flow(test: &str, cut: Duration) -> Option<(u64, Duratio
     let first_after = id + 1;
     while b.frame_id() < first_after {
         assert!(
-            up.elapsed() < LONG,
-            "no frame written after the link came back mirrored within {LONG:?} (the mirror \
-             shows {})\n{}",
+            up.elapsed() < RECONNECT,
+            "no frame written after the link came back mirrored within {RECONNECT:?} (the \
+             mirror shows {})\n{}",
             b.frame_id(),
             said(&[&p, &s])
         );
