@@ -336,9 +336,9 @@ fn two_hosts_a_short_cut_loses_no_lossless_frame() {
 /// A cut longer than Zenoh's lease (10 s): the subscriber connects again by itself once the
 /// link is back (no restart), frames written after that are mirrored, and every frame lost
 /// is reported, not hidden. (Most of those written during the cut and until the reconnection
-/// are lost, though the publisher's history held them: put into the dead connection, whose
-/// put blocks until [`shmstream_bridge::HANDOVER_DEADLINE`], or put in the moment between
-/// its close and the publisher hearing that its subscriber went.)
+/// are lost, though the publisher's history held them: as traced with debug logs, the put in
+/// progress stays blocked until the old connection closes, and the publisher then puts its
+/// backlog into it in the moment before it hears that its subscriber went.)
 #[test]
 fn two_hosts_reconnect_by_themselves_after_a_cut_longer_than_the_lease() {
     let test = "two_hosts_reconnect_by_themselves_after_a_cut_longer_than_the_lease";
