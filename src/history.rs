@@ -898,7 +898,11 @@ impl RingFrame<'_> {
 /// A frame that cannot be returned is never skipped silently: when the writer lapped the
 /// cursor (the ring overwrote frames it had not read), or frames were written by a writer that
 /// does not append to the history (pyshmem), the next call returns [`Error::Overrun`] with the
-/// exact number lost and the call after resumes with the oldest frame still held.
+/// exact number lost and the call after resumes with the oldest frame still held. A frame
+/// counted at or below the one before it (a corrupt ring) is refused with
+/// [`Error::InvalidHistory`], the cursor left on it; a new cursor's first frame may carry the
+/// count it started from, and a new cursor steps past a frame counted at or below that count
+/// left at the ring's head (published before it: by a writer killed before its head store).
 ///
 /// ```
 /// use shmstream::{Dtype, Error, StreamOptions};
@@ -925,7 +929,29 @@ pub struct Cursor<'a> {
     next: u64,
     /// The stream count of the last frame returned (or seen at creation), for gap checks.
     last_count: Option<u64>,
+    /// What the next frame's count may be against `last_count`: any other is a corrupt ring.
+    expect: NextCount,
 }
+
+/// What the count of a cursor's next ring frame may be, against the count before it
+/// (`Cursor::last_count`). A stream's counts rise, one per publication, so a frame counted
+/// lower is an old frame again, or a planted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextCount {
+    /// Above it.
+    Above,
+    /// At least it: a new cursor's first frame may carry the count it started from, which
+    /// an append stores into the header before its frame reaches the ring
+    /// ([`Ring::finish_append`]).
+    AtLeast,
+    /// Anything: a new cursor whose every look at the head and the count raced an append
+    /// ([`START_LOOKS`]) cannot tell its first frame from an older one by its count.
+    Any,
+}
+
+/// Looks a new cursor takes at the ring's head and the header's count, each checked by a
+/// second load of the head, before it starts from one it could not check.
+const START_LOOKS: usize = 8;
 
 impl Stream {
     /// A cursor over this stream's history, positioned at the next frame to be written.
@@ -936,9 +962,7 @@ impl Stream {
         let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
             name: self.name.clone(),
         })?;
-        let next = ring.appended();
-        let count = self.header.count().load(Ordering::Acquire);
-        Ok(Cursor::after_newest(self, ring, next, count))
+        Ok(Cursor::after_newest(self, ring))
     }
 
     /// Frames this stream's history keeps (0 = none).
@@ -948,49 +972,85 @@ impl Stream {
 }
 
 impl<'a> Cursor<'a> {
-    /// A cursor at append `next`, the head loaded, then `count`, the header's count. The count
-    /// its first frame follows: the header's (frames published without an append before
-    /// this cursor existed are not its loss), or the count of the ring's newest frame where
-    /// that is higher. A writer of an earlier version moved the head before its publication
-    /// moved the header's count (a ring-first write copies the frame into the payload in
-    /// between), so a cursor made inside that window found the header one behind its first
-    /// frame and would report a frame lost that it never skipped (this version stores the
-    /// count first: [`Ring::finish_append`]).
-    fn after_newest(stream: &'a Stream, ring: &'a Ring, mut next: u64, mut count: u64) -> Self {
-        // A few tries: each one past the first needs the writer to have lapped the ring
-        // while the previous one read the newest slot.
-        for _ in 0..4 {
-            let Some(newest) = next.checked_sub(1) else {
-                break;
-            };
-            match ring.read(newest, &mut |_| {}) {
-                SlotRead::Frame(info) => {
-                    count = count.max(info.count);
-                    break;
+    /// A cursor positioned at the next frame to be written: looks at the head and the count
+    /// ([`Cursor::from_look`]) until a look holds, or after [`START_LOOKS`] that raced an
+    /// append each, from the last one, its first frame taken whatever its count (a writer
+    /// finishing an append in every window of a few loads).
+    fn after_newest(stream: &'a Stream, ring: &'a Ring) -> Self {
+        let mut looks = 0;
+        loop {
+            let next = ring.appended();
+            let count = stream.header.count().load(Ordering::Acquire);
+            looks += 1;
+            match Self::from_look(stream, ring, next, count) {
+                Ok(cursor) => return cursor,
+                Err(count) if looks == START_LOOKS => {
+                    return Cursor {
+                        stream,
+                        ring,
+                        next,
+                        last_count: Some(count),
+                        expect: NextCount::Any,
+                    };
                 }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The rest of one look, given the head loaded (`next`), then `count`, the header's
+    /// count: the count the first frame follows, the header's (frames published without an
+    /// append before this cursor existed are not its loss), or the ring's newest frame's
+    /// where that is higher (a writer of an earlier version moved the head before its
+    /// publication moved the header's count: a cursor made inside that window found the
+    /// header one behind its first frame and reported a frame lost that it never skipped;
+    /// this version stores the count first, [`Ring::finish_append`]). The head loaded again
+    /// after that count must still be `next`, else the count is returned to look again.
+    ///
+    /// Why a look that holds bounds every frame ahead: an append stores its count after a
+    /// release fence that follows the head's move past the frame before it (the previous
+    /// append's head store, before the lock passed on, or a recovery's in
+    /// [`Ring::begin_append`]), so a count loaded (Acquire) from an append past frame `next`
+    /// would show the head past `next` to the second load. Frames after `next` are counted
+    /// above the count loaded; frame `next` at least it (its append may have stored its
+    /// count already: [`NextCount::AtLeast`]), unless it is complete already with a count
+    /// at or below it: a frame published before this cursor (an append between its even
+    /// stamp and its head store, or left so by a writer killed there, perhaps with
+    /// publications that skipped the ring after it), which the cursor steps past, once.
+    fn from_look(
+        stream: &'a Stream,
+        ring: &'a Ring,
+        next: u64,
+        mut count: u64,
+    ) -> Result<Self, u64> {
+        if let Some(newest) = next.checked_sub(1) {
+            match ring.read(newest, &mut |_| {}) {
+                SlotRead::Frame(info) => count = count.max(info.count),
                 SlotRead::Overwritten(_) => {
                     // A later append took the newest frame's slot: it began after that
                     // frame's publication stamped the header's count. The fence makes the
                     // stamp read (either load) synchronize with that append's bracket
                     // (`seqlock::begin_write`'s release fence, after the count), so the count
-                    // loaded now is at least the newest frame's. With the head unmoved it
-                    // is the count to follow; else read the new newest frame.
+                    // loaded now is at least the newest frame's.
                     fence(Ordering::Acquire);
-                    let head = ring.appended();
                     count = stream.header.count().load(Ordering::Acquire);
-                    if head == next {
-                        break;
-                    }
-                    next = head;
                 }
             }
         }
-        Cursor {
+        if ring.appended() != next {
+            return Err(count);
+        }
+        let published_before = matches!(
+            ring.read(next, &mut |_| {}),
+            SlotRead::Frame(info) if info.count <= count
+        );
+        Ok(Cursor {
             stream,
             ring,
-            next,
+            next: next.wrapping_add(u64::from(published_before)),
             last_count: Some(count),
-        }
+            expect: NextCount::AtLeast,
+        })
     }
 }
 
@@ -1002,6 +1062,7 @@ impl Cursor<'_> {
     pub fn rewind_to_start(&mut self) {
         self.next = 0;
         self.last_count = Some(0);
+        self.expect = NextCount::Above;
     }
 
     /// Moves the cursor back to the oldest frame the ring still holds.
@@ -1009,6 +1070,7 @@ impl Cursor<'_> {
         let head = self.ring.appended();
         self.next = head.saturating_sub(self.ring.capacity);
         self.last_count = None;
+        self.expect = NextCount::Above;
     }
 
     /// Moves the cursor forward so that at most `keep` written frames lie ahead of it, and
@@ -1096,7 +1158,9 @@ impl Cursor<'_> {
     /// offset the caller advances only when this returns `Ok`). The same goes for a frame
     /// after publications that skipped the ring (a pyshmem writer's): `consume` has run on it
     /// when the gap is reported ([`LossCause::NotRecorded`]), and the next call lends it
-    /// again. Waits up to `timeout` (`None`: forever) for the frame to be written.
+    /// again; and for a frame refused as counted behind the one before it
+    /// ([`Error::InvalidHistory`]), which the next call lends again too. Waits up to
+    /// `timeout` (`None`: forever) for the frame to be written.
     pub fn next_in_place<R>(
         &mut self,
         timeout: Option<Duration>,
@@ -1181,19 +1245,30 @@ impl Cursor<'_> {
                         });
                     }
                     SlotRead::Frame(info) => {
-                        if let Some(last) = self.last_count
-                            && info.count > last.saturating_add(1)
-                        {
-                            let lost = info.count - last - 1;
-                            self.last_count = Some(info.count - 1);
-                            return Err(Error::Overrun {
-                                name: self.stream.name.clone(),
-                                lost,
-                                cause: LossCause::NotRecorded,
-                            });
+                        if let Some(last) = self.last_count {
+                            if self.counted_behind(info.count, last) {
+                                return Err(Error::InvalidHistory {
+                                    name: self.stream.name.clone(),
+                                    reason: format!(
+                                        "frame {} is counted {}, not past count {last} before it (a stream's counts only rise): unlink and recreate the stream",
+                                        self.next, info.count
+                                    ),
+                                });
+                            }
+                            if info.count > last.saturating_add(1) {
+                                let lost = info.count - last - 1;
+                                self.last_count = Some(info.count - 1);
+                                self.expect = NextCount::Above;
+                                return Err(Error::Overrun {
+                                    name: self.stream.name.clone(),
+                                    lost,
+                                    cause: LossCause::NotRecorded,
+                                });
+                            }
                         }
                         self.next = self.next.wrapping_add(1);
                         self.last_count = Some(info.count);
+                        self.expect = NextCount::Above;
                         return Ok(info);
                     }
                 }
@@ -1362,11 +1437,22 @@ impl Cursor<'_> {
             return Gap::Moved;
         }
         self.last_count = Some(count);
+        self.expect = NextCount::Above;
         Gap::Lost(Error::Overrun {
             name: self.stream.name.clone(),
             lost: count - last,
             cause: LossCause::NotRecorded,
         })
+    }
+
+    /// Whether a ring frame counted `count`, after `last`, is counted behind it (a corrupt
+    /// ring: it is refused where it is, nothing skipped).
+    fn counted_behind(&self, count: u64, last: u64) -> bool {
+        match self.expect {
+            NextCount::Above => count <= last,
+            NextCount::AtLeast => count < last,
+            NextCount::Any => false,
+        }
     }
 
     /// The header's count as of the last finished publication, or the last aborted or dead
@@ -1954,7 +2040,7 @@ mod tests {
         // The next publication's append takes the ring's only slot before `cursor` reads it.
         let b = crate::seqlock::begin_write(&s.header);
         let (append, _) = start_append(ring);
-        let mut c = Cursor::after_newest(&s, ring, head, count);
+        let mut c = Cursor::from_look(&s, ring, head, count).unwrap();
         ring.finish_append(append, 3, 3, 0.0, |_| ());
         crate::seqlock::end_write(&s.header, b, 0.0, Some(3));
         drop(g);
@@ -1962,6 +2048,259 @@ mod tests {
         assert!(matches!(next, Ok(FrameInfo { count: 3, .. })), "{next:?}");
         drop(s);
         crate::unlink(&name).unwrap();
+    }
+
+    /// A ring frame counted at or below the frame a cursor returned before it (planted: a
+    /// stream's counts only rise) is refused, naming the stream, the frame, both counts and
+    /// the remedy, and the cursor stays on it: restored, it is returned, nothing lost. It
+    /// used to be returned as a new frame.
+    #[test]
+    fn a_frame_counted_at_or_below_the_one_before_it_is_refused_in_place() {
+        for planted in [1, 0] {
+            let (name, s) = stream(&format!("count-back-{planted}"), 4, 4);
+            for i in 1..=3u32 {
+                s.write_slice(&[i; 4]).unwrap();
+            }
+            let ring = s.history.as_ref().unwrap();
+            let mut c = s.cursor().unwrap();
+            c.rewind_to_start();
+            let mut dst = [0u32; 4];
+            let t = Some(Duration::from_secs(1));
+            assert_eq!(c.next_into_slice(&mut dst, t).unwrap().count, 1);
+            let count = ring.word(ring.slot_at(1) + off::COUNT);
+            count.store(planted, Ordering::Relaxed);
+            for _ in 0..2 {
+                let e = c.next_into_slice(&mut dst, t).unwrap_err();
+                let text = e.to_string();
+                assert!(
+                    matches!(&e, Error::InvalidHistory { .. })
+                        && text.contains(&format!("stream '{name}'"))
+                        && text
+                            .contains(&format!("frame 1 is counted {planted}, not past count 1"))
+                        && text.contains("unlink and recreate the stream"),
+                    "{text}"
+                );
+                assert_eq!(c.lag(), 2, "planted {planted}");
+            }
+            count.store(2, Ordering::Relaxed);
+            let info = c.next_into_slice(&mut dst, t).unwrap();
+            assert_eq!((info.count, dst), (2, [2; 4]), "planted {planted}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A writer killed between its slot's even stamp and its head store left a complete
+    /// frame at the head, counted in the header (this version stores the count ahead) or
+    /// not (an earlier one), perhaps with publications that skip the ring (pyshmem's) after
+    /// it. A cursor made then steps past that frame where it is counted at or below the
+    /// count the cursor starts from (published before it: neither returned nor lost), and
+    /// returns the next writer's frame; the earlier version's frame, counted past the
+    /// header, is the cursor's first. A cursor stepping nowhere returned the old frame as a
+    /// new one, and one refusing it stayed stuck until a lap.
+    #[test]
+    fn a_cursor_made_after_a_frame_left_at_the_head_steps_past_it() {
+        for (ahead, skipping) in [(true, 0), (true, 2), (false, 2), (false, 0)] {
+            let tag = format!("head-left-{ahead}-{skipping}");
+            let (name, s) = stream(&tag, 4, 4);
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let mut bracket = crate::seqlock::begin_write(&s.header);
+            if ahead {
+                bracket.count_ahead(&s.header, 1);
+            }
+            append_up_to_the_even_stamp(ring, 9, 1, 7);
+            drop(g);
+            for id in 0..skipping {
+                publish_without_ring(&s, 8 + id);
+            }
+            let start = s.count();
+            let mut c = s.cursor().unwrap();
+            let stepped = start >= 1;
+            let first = if stepped {
+                vec![]
+            } else {
+                vec!["frame 1".to_string()]
+            };
+            assert_eq!(drain(&mut c), first, "{tag}");
+            s.write_slice_frame(&[5u32; 4], 20).unwrap();
+            let mut dst = [0u32; 4];
+            let next = c
+                .next_into_slice(&mut dst, Some(Duration::from_secs(1)))
+                .unwrap();
+            let count = start.max(1) + 1;
+            assert_eq!(
+                (next.count, next.frame_id, dst),
+                (count, 20, [5; 4]),
+                "{tag}"
+            );
+            assert_eq!(drain(&mut c), Vec::<String>::new(), "{tag}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A cursor made while an append is under way, its count already in the header: where
+    /// the frame is not in the ring yet, it is the cursor's first frame, though it carries
+    /// the count the cursor started from; where it is (its even stamp stored, the head not
+    /// yet), it was published before the cursor, which steps past it. Either way the next
+    /// frame follows and nothing is lost or refused.
+    #[test]
+    fn a_cursor_made_inside_an_append_returns_its_frame_or_steps_past_it_once() {
+        for stamped in [false, true] {
+            let (name, s) = stream(&format!("inside-append-{stamped}"), 4, 4);
+            s.write_slice(&[1u32; 4]).unwrap();
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let mut b = crate::seqlock::begin_write(&s.header);
+            b.count_ahead(&s.header, 2);
+            let mut c = if stamped {
+                let index = append_up_to_the_even_stamp(ring, 2, 2, 2);
+                let c = s.cursor().unwrap();
+                ring.head().store(index + 1, Ordering::Release);
+                c
+            } else {
+                let (append, frame) = start_append(ring);
+                let c = s.cursor().unwrap();
+                // SAFETY: the slot's frame holds 4 u32s, 64-byte aligned; we hold the lock
+                // and its stamp is odd.
+                unsafe { std::ptr::copy_nonoverlapping([2u32; 4].as_ptr(), frame.cast(), 4) };
+                ring.finish_append(append, 2, 2, 0.0, |n| b.count_ahead(&s.header, n));
+                c
+            };
+            crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
+            drop(g);
+            s.write_slice(&[3u32; 4]).unwrap();
+            let expected: &[&str] = if stamped {
+                &["frame 3"]
+            } else {
+                &["frame 2", "frame 3"]
+            };
+            assert_eq!(drain(&mut c), expected, "stamped {stamped}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A new cursor that stepped past a frame published before it (left at the head), or
+    /// whose first frame may carry its starting count (made inside an append), then lapped
+    /// before its first call: it reports as lost exactly the frames appended after it that
+    /// the ring no longer holds, and returns the rest, none refused (returned + lost = the
+    /// frames written after it).
+    #[test]
+    fn a_new_cursor_lapped_before_its_first_call_loses_only_frames_after_it() {
+        for inside in [false, true] {
+            let (name, s) = stream(&format!("lapped-new-{inside}"), 4, 4);
+            let ring = s.history.as_ref().unwrap();
+            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+            let mut b = crate::seqlock::begin_write(&s.header);
+            b.count_ahead(&s.header, 1);
+            let mut c = if inside {
+                let (append, _) = start_append(ring);
+                let c = s.cursor().unwrap();
+                ring.finish_append(append, 1, 1, 0.0, |n| b.count_ahead(&s.header, n));
+                crate::seqlock::end_write(&s.header, b, 0.0, Some(1));
+                c
+            } else {
+                // The writer killed after its even stamp: its bracket stays open.
+                append_up_to_the_even_stamp(ring, 9, 1, 1);
+                s.cursor().unwrap()
+            };
+            drop(g);
+            for i in 2..=7u32 {
+                s.write_slice(&[i; 4]).unwrap();
+            }
+            let expected = if inside {
+                // Frames 1 to 7 after it, 3 of them overwritten.
+                [
+                    "lost 3 Overwritten",
+                    "frame 4",
+                    "frame 5",
+                    "frame 6",
+                    "frame 7",
+                ]
+            } else {
+                // Frames 2 to 7 after it, 2 of them overwritten.
+                [
+                    "lost 2 Overwritten",
+                    "frame 4",
+                    "frame 5",
+                    "frame 6",
+                    "frame 7",
+                ]
+            };
+            assert_eq!(drain(&mut c), expected, "inside {inside}");
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
+    }
+
+    /// A look whose count was loaded after appends past the head it loaded (a cursor
+    /// preempted between the two loads) is taken again: from it, the cursor would step past
+    /// one of those frames and refuse the next, counted below the count it started from. The
+    /// cursor made now returns none of them, and the next frame written.
+    #[test]
+    fn a_look_whose_count_ran_past_its_head_is_taken_again() {
+        let (name, s) = stream("look-again", 4, 4);
+        let ring = s.history.as_ref().unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        let head = ring.appended();
+        for i in 2..=4u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        let count = s.header.count().load(Ordering::Acquire);
+        assert_eq!((head, count), (1, 4));
+        assert!(matches!(Cursor::from_look(&s, ring, head, count), Err(4)));
+        let mut c = s.cursor().unwrap();
+        s.write_slice(&[5u32; 4]).unwrap();
+        assert_eq!(drain(&mut c), ["frame 5"]);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// Cursors made while a writer in another thread appends as fast as it can, into rings
+    /// of 1 and 4 frames: whichever window of an append each is made in, none refuses a
+    /// frame as counted behind (a cursor whose count ran ahead of the head it loaded would),
+    /// and the frames each returns are counted strictly rising.
+    #[test]
+    fn cursors_made_under_a_writer_at_full_speed_never_refuse_its_frames() {
+        use std::sync::atomic::AtomicBool;
+        for depth in [1, 4] {
+            let (name, s) = stream(&format!("race-start-{depth}"), 4, depth);
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| {
+                    let w = Stream::open(&name).unwrap();
+                    let mut i = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        w.write_slice(&[i; 4]).unwrap();
+                        i = i.wrapping_add(1);
+                    }
+                });
+                let mut dst = [0u32; 4];
+                for _ in 0..2000 {
+                    let mut c = s.cursor().unwrap();
+                    let mut last = None;
+                    for _ in 0..3 {
+                        match c.next_into_slice(&mut dst, Some(Duration::from_secs(10))) {
+                            Ok(info) => {
+                                assert!(last < Some(info.count), "{last:?} then {}", info.count);
+                                last = Some(info.count);
+                            }
+                            Err(Error::Overrun { .. }) => {}
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                panic!("depth {depth}: {e}");
+                            }
+                        }
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+                writer.join().unwrap();
+            });
+            drop(s);
+            crate::unlink(&name).unwrap();
+        }
     }
 
     /// A ring slot counted `u64::MAX` (planted) before the header's count: the next write is

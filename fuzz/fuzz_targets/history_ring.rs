@@ -1,7 +1,8 @@
 //! A stream with history, its `_hist` ring segment overwritten with the input (header, slot
 //! metadata, frames) and perhaps resized, then opened (writable or read-only), read through
 //! cursors (zero timeouts), rewound, skipped, written and `stat`ed: never panics, never reads
-//! or writes out of bounds; every error is typed and names the stream.
+//! or writes out of bounds; every error is typed and names the stream; the frames a cursor
+//! returns between rewinds have rising counts.
 #![no_main]
 
 use std::os::unix::fs::FileExt;
@@ -44,7 +45,8 @@ fn check_read_error(e: &Error) {
     }
 }
 
-/// Reads and moves a cursor of `s` every way a consumer does, with zero timeouts.
+/// Reads and moves a cursor of `s` every way a consumer does, with zero timeouts: the counts
+/// of the frames it returns rise (a corrupt ring's repeat is refused), but across a rewind.
 fn exercise(s: &Stream) {
     let zero = Some(Duration::ZERO);
     let mut c = match s.cursor() {
@@ -53,6 +55,7 @@ fn exercise(s: &Stream) {
     };
     let mut buf = [0u8; LEN * 4];
     let mut cause = LossCause::Overwritten;
+    let mut last_count = None;
     for round in 0..12 {
         let got = match round % 3 {
             0 => c
@@ -60,20 +63,37 @@ fn exercise(s: &Stream) {
                     assert_eq!(f.len(), buf.len());
                     f.copy_into(&mut buf)
                 })
-                .map(|(_, copied)| copied.unwrap()),
-            1 => c.next::<u32>(zero).map(|a| assert_eq!(a.len(), LEN)),
-            _ => c.next_into_bytes(&mut buf, zero).map(drop),
+                .map(|(info, copied)| copied.map(|()| info.count).unwrap()),
+            1 => c.next_publication::<u32>(zero).map(|p| {
+                assert_eq!(p.payload.len(), LEN);
+                p.info.count
+            }),
+            _ => c.next_into_bytes(&mut buf, zero).map(|info| info.count),
         };
-        if let Err(e) = &got {
-            check_read_error(e);
-            if let Error::Overrun { cause: c, .. } = e {
-                cause = *c;
+        match &got {
+            Ok(count) => {
+                if let Some(last) = last_count {
+                    assert!(*count > last, "count {count} returned after {last}");
+                }
+                last_count = Some(*count);
+            }
+            Err(e) => {
+                check_read_error(e);
+                if let Error::Overrun { cause: c, .. } = e {
+                    cause = *c;
+                }
             }
         }
         match round {
-            3 => c.rewind_to_start(),
+            3 => {
+                c.rewind_to_start();
+                last_count = None;
+            }
             5 => drop(c.skip_after_overrun(cause)),
-            7 => c.rewind_to_oldest(),
+            7 => {
+                c.rewind_to_oldest();
+                last_count = None;
+            }
             9 => drop(c.skip_to_recent(2)),
             _ => {}
         }
