@@ -2277,6 +2277,15 @@ mod tests {
                         i = i.wrapping_add(1);
                     }
                 });
+                // Stops the writer however this thread leaves the scope (a failed assertion
+                // too), which would otherwise wait for it forever.
+                struct StopOnDrop<'f>(&'f AtomicBool);
+                impl Drop for StopOnDrop<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Relaxed);
+                    }
+                }
+                let stopper = StopOnDrop(&stop);
                 let mut dst = [0u32; 4];
                 for _ in 0..2000 {
                     let mut c = s.cursor().unwrap();
@@ -2288,14 +2297,11 @@ mod tests {
                                 last = Some(info.count);
                             }
                             Err(Error::Overrun { .. }) => {}
-                            Err(e) => {
-                                stop.store(true, Ordering::Relaxed);
-                                panic!("depth {depth}: {e}");
-                            }
+                            Err(e) => panic!("depth {depth}: {e}"),
                         }
                     }
                 }
-                stop.store(true, Ordering::Relaxed);
+                drop(stopper);
                 writer.join().unwrap();
             });
             drop(s);
