@@ -1040,17 +1040,35 @@ impl<'a> Cursor<'a> {
         if ring.appended() != next {
             return Err(count);
         }
-        let published_before = matches!(
-            ring.read(next, &mut |_| {}),
-            SlotRead::Frame(info) if info.count <= count
-        );
+        let Some(published_before) = Self::published_before(ring, next, count) else {
+            return Err(count);
+        };
         Ok(Cursor {
             stream,
             ring,
             next: next.wrapping_add(u64::from(published_before)),
             last_count: Some(count),
-            expect: NextCount::AtLeast,
+            // Past a frame published before it, every frame is counted above the count.
+            expect: if published_before {
+                NextCount::Above
+            } else {
+                NextCount::AtLeast
+            },
         })
+    }
+
+    /// Whether frame `next`, at the head a look loaded, is complete and counted at or below
+    /// `count`, the look's: published before the cursor. `None` where a later append holds
+    /// or is writing its slot: the head moved past `next` since the look loaded it, or is
+    /// about to (a writer recovering past a frame left complete there stores the head,
+    /// then the next slot's odd stamp), so the look is taken again; the frame it would have
+    /// stepped past would otherwise be reported lost.
+    fn published_before(ring: &Ring, next: u64, count: u64) -> Option<bool> {
+        match ring.read(next, &mut |_| {}) {
+            SlotRead::Frame(info) => Some(info.count <= count),
+            SlotRead::Overwritten(by) if by > next => None,
+            SlotRead::Overwritten(_) => Some(false),
+        }
     }
 }
 
@@ -1247,10 +1265,14 @@ impl Cursor<'_> {
                     SlotRead::Frame(info) => {
                         if let Some(last) = self.last_count {
                             if self.counted_behind(info.count, last) {
+                                let behind = match self.expect {
+                                    NextCount::Above => format!("not past count {last} before it"),
+                                    _ => format!("below count {last} the cursor started from"),
+                                };
                                 return Err(Error::InvalidHistory {
                                     name: self.stream.name.clone(),
                                     reason: format!(
-                                        "frame {} is counted {}, not past count {last} before it (a stream's counts only rise): unlink and recreate the stream",
+                                        "frame {} is counted {}, {behind} (a stream's counts only rise): unlink and recreate the stream",
                                         self.next, info.count
                                     ),
                                 });
@@ -1431,8 +1453,8 @@ impl Cursor<'_> {
         // top of the loop and its count reports the gap before it. An aborted or dead write
         // that stored its count and left its slot odd used that count up (the next writer
         // appends at `next` and counts past it), so it is reported here, once. The count is
-        // not loaded on its own: stored Relaxed after the head, it could be seen before the
-        // head on a weakly ordered CPU.
+        // not loaded on its own: an append stores it before its even stamp and head, so a
+        // count loaded alone may be that of an append under way, which neither shows yet.
         if self.ring.appended() > self.next || self.ring.finished(self.next) {
             return Gap::Moved;
         }
@@ -2235,6 +2257,58 @@ mod tests {
         }
     }
 
+    /// A frame left complete at the head by a writer killed before its head store is one a
+    /// new cursor steps past, until the next writer recovers past it (the head moved, that
+    /// writer's odd stamp in the slot after it, here the same slot: a ring of one): then the
+    /// look is taken again. Stepping nowhere there, the cursor reported that frame lost.
+    #[test]
+    fn a_look_that_sees_the_next_writer_recover_past_the_head_is_taken_again() {
+        let (name, s) = stream("recovering", 4, 1);
+        let ring = s.history.as_ref().unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let mut killed = crate::seqlock::begin_write(&s.header);
+        killed.count_ahead(&s.header, 1);
+        let index = append_up_to_the_even_stamp(ring, 9, 1, 7);
+        assert_eq!((index, ring.appended()), (0, 0));
+        assert_eq!(Cursor::published_before(ring, 0, 1), Some(true));
+        let (append, _) = start_append(ring);
+        assert_eq!((append.index, ring.appended()), (1, 1));
+        assert_eq!(Cursor::published_before(ring, 0, 1), None);
+        assert!(matches!(Cursor::from_look(&s, ring, 0, 1), Err(1)));
+        drop(g);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// Past a frame it stepped over (published before it), a new cursor refuses a frame
+    /// counted at its starting count (planted: the next writer counts past it), rather than
+    /// returning it as its first frame.
+    #[test]
+    fn past_a_frame_a_new_cursor_stepped_over_a_repeat_of_its_count_is_refused() {
+        let (name, s) = stream("stepped-repeat", 4, 4);
+        let ring = s.history.as_ref().unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        crate::seqlock::begin_write(&s.header).count_ahead(&s.header, 1);
+        append_up_to_the_even_stamp(ring, 9, 1, 7);
+        drop(g);
+        let mut c = s.cursor().unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let index = append_up_to_the_even_stamp(ring, 6, 1, 8);
+        ring.head().store(index + 1, Ordering::Release);
+        drop(g);
+        let e = c
+            .next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)))
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidHistory { .. })
+                && e.to_string()
+                    .contains("frame 1 is counted 1, not past count 1"),
+            "{e}"
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A look whose count was loaded after appends past the head it loaded (a cursor
     /// preempted between the two loads) is taken again: from it, the cursor would step past
     /// one of those frames and refuse the next, counted below the count it started from. The
@@ -2288,15 +2362,30 @@ mod tests {
                 let stopper = StopOnDrop(&stop);
                 let mut dst = [0u32; 4];
                 for _ in 0..2000 {
+                    let before = s.count();
                     let mut c = s.cursor().unwrap();
-                    let mut last = None;
+                    let after = s.count();
+                    let (mut last, mut lost) = (None, 0);
                     for _ in 0..3 {
                         match c.next_into_slice(&mut dst, Some(Duration::from_secs(10))) {
                             Ok(info) => {
-                                assert!(last < Some(info.count), "{last:?} then {}", info.count);
-                                last = Some(info.count);
+                                let n = info.count;
+                                match last {
+                                    // Each next frame follows the one before and those lost.
+                                    Some(l) => assert_eq!(n, l + 1 + lost, "depth {depth}"),
+                                    // The first: written once the cursor was being made.
+                                    None => assert!(
+                                        (before..=after + 1 + lost).contains(&n),
+                                        "depth {depth}: first frame {n}, counts {before} and {after} around the cursor's making, {lost} lost"
+                                    ),
+                                }
+                                (last, lost) = (Some(n), 0);
                             }
-                            Err(Error::Overrun { .. }) => {}
+                            Err(Error::Overrun {
+                                lost: n,
+                                cause: LossCause::Overwritten,
+                                ..
+                            }) => lost += n,
                             Err(e) => panic!("depth {depth}: {e}"),
                         }
                     }
