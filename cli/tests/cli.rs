@@ -346,6 +346,18 @@ fn create_refuses_dtype_names_numpy_reads_otherwise() {
     }
 }
 
+/// A fresh `[2]` uint8 stream named after `tag`, `values` written once (count 1), and the
+/// guard that unlinks it: what the `dump` tests dump.
+fn u8_pair_stream(tag: &str, values: [u8; 2]) -> (String, Cleanup) {
+    let name = unique_name(tag);
+    let cleanup = Cleanup::new([&name]);
+    Stream::create(&name, &[2], Dtype::U8)
+        .unwrap()
+        .write_slice(&values)
+        .unwrap();
+    (name, cleanup)
+}
+
 #[test]
 fn stat_and_dump_of_a_missing_stream_fail() {
     let name = unique_name("cli-missing");
@@ -846,12 +858,7 @@ fn a_dump_the_disk_refuses_when_it_is_synced_fails_and_leaves_the_file_alone() {
     let Some(lib) = preload_lib(&dir.0, "failing_sync", FAILING_SYNC) else {
         return;
     };
-    let name = unique_name("cli-dumpsync");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[2], Dtype::U8)
-        .unwrap()
-        .write_slice(&[1u8, 2])
-        .unwrap();
+    let (name, _c) = u8_pair_stream("cli-dumpsync", [1, 2]);
     let file = dir.file("frame.npy");
     std::fs::write(&file, b"earlier").unwrap();
     let o = StdCommand::new(bin())
@@ -962,12 +969,7 @@ fn assert_exact_npy(bytes: &[u8], data: [u8; 2]) {
 /// file (`2>&1`). To an ordinary file, the line is on stdout.
 #[test]
 fn a_dump_to_stdout_keeps_its_dumped_line_out_of_the_npy() {
-    let name = unique_name("cli-dumpstdout");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[2], Dtype::U8)
-        .unwrap()
-        .write_slice(&[5u8, 6])
-        .unwrap();
+    let (name, _c) = u8_pair_stream("cli-dumpstdout", [5, 6]);
     let dumped = format!("dumped '{name}' (uint8 [2], count 1) to ");
 
     // `-o /dev/stdout`, stdout a pipe.
@@ -2547,12 +2549,7 @@ fn a_dump_into_a_directory_not_writable_names_the_directory() {
 /// `dump -o -` writes the .npy to stdout (the status line to stderr), and makes no file `-`.
 #[test]
 fn a_dump_to_dash_writes_stdout() {
-    let name = unique_name("cli-dump-dash");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[2], Dtype::U8)
-        .unwrap()
-        .write_slice(&[5u8, 6])
-        .unwrap();
+    let (name, _c) = u8_pair_stream("cli-dump-dash", [5, 6]);
     let dir = TempDir::new("dumpdash");
     let out = cli()
         .current_dir(&dir.0)
@@ -2573,12 +2570,7 @@ fn a_dump_to_dash_writes_stdout() {
 /// output a cut-short .npy. (A closed stdout, `>&-`, is /dev/null: std opens it.)
 #[test]
 fn a_dump_to_dash_that_wrote_nothing_says_so() {
-    let name = unique_name("cli-dump-dash-none");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[2], Dtype::U8)
-        .unwrap()
-        .write_slice(&[5u8, 6])
-        .unwrap();
+    let (name, _c) = u8_pair_stream("cli-dump-dash-none", [5, 6]);
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
@@ -2654,12 +2646,7 @@ fn an_error_to_a_pty_master_stderr_reaches_the_pty() {
 /// stdout (`>>`, or `{ echo header; dump -o -; } > F`) keeps what it held before the .npy.
 #[test]
 fn a_dump_to_dash_keeps_what_a_file_stdout_already_holds() {
-    let name = unique_name("cli-dump-dash-append");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[2], Dtype::U8)
-        .unwrap()
-        .write_slice(&[5u8, 6])
-        .unwrap();
+    let (name, _c) = u8_pair_stream("cli-dump-dash-append", [5, 6]);
     let dir = TempDir::new("dumpdashappend");
     let file = dir.file("out");
     std::fs::write(&file, b"header\n").unwrap();
