@@ -291,8 +291,9 @@ pub enum Error {
     /// A history depth that cannot be created, a history segment that does not fit its
     /// stream, or a write refused because the ring's newest frame is counted `u64::MAX` (a
     /// corrupted or planted slot: no frame can follow it; nothing is written; the remedy is
-    /// to unlink and recreate the stream), or a cursor's next ring frame counted at or below
-    /// the frame before it (a corrupt ring; the cursor stays on that frame).
+    /// to unlink and recreate the stream), or a cursor's next ring frame counted below the
+    /// count due there (a corrupt ring: above the frame before it, at least the count a new
+    /// cursor started from; the cursor stays on that frame).
     #[error("history of stream '{name}': {reason}")]
     InvalidHistory {
         /// The stream.

@@ -902,7 +902,8 @@ impl RingFrame<'_> {
 /// counted at or below the one before it (a corrupt ring) is refused with
 /// [`Error::InvalidHistory`], the cursor left on it; a new cursor's first frame may carry the
 /// count it started from, and a new cursor steps past a frame counted at or below that count
-/// left at the ring's head (published before it: by a writer killed before its head store).
+/// left complete at the ring's head (published before it: by an append between its even stamp
+/// and its head store, or a writer killed there).
 ///
 /// ```
 /// use shmstream::{Dtype, Error, StreamOptions};
@@ -985,13 +986,7 @@ impl<'a> Cursor<'a> {
             match Self::from_look(stream, ring, next, count) {
                 Ok(cursor) => return cursor,
                 Err(count) if looks == START_LOOKS => {
-                    return Cursor {
-                        stream,
-                        ring,
-                        next,
-                        last_count: Some(count),
-                        expect: NextCount::Any,
-                    };
+                    return Self::at(stream, ring, next, count, NextCount::Any);
                 }
                 Err(_) => {}
             }
@@ -1043,18 +1038,24 @@ impl<'a> Cursor<'a> {
         let Some(published_before) = Self::published_before(ring, next, count) else {
             return Err(count);
         };
-        Ok(Cursor {
+        // Past a frame published before it, every frame is counted above the count.
+        let expect = if published_before {
+            NextCount::Above
+        } else {
+            NextCount::AtLeast
+        };
+        let next = next.wrapping_add(u64::from(published_before));
+        Ok(Self::at(stream, ring, next, count, expect))
+    }
+
+    fn at(stream: &'a Stream, ring: &'a Ring, next: u64, count: u64, expect: NextCount) -> Self {
+        Cursor {
             stream,
             ring,
-            next: next.wrapping_add(u64::from(published_before)),
+            next,
             last_count: Some(count),
-            // Past a frame published before it, every frame is counted above the count.
-            expect: if published_before {
-                NextCount::Above
-            } else {
-                NextCount::AtLeast
-            },
-        })
+            expect,
+        }
     }
 
     /// Whether frame `next`, at the head a look loaded, is complete and counted at or below
@@ -1265,14 +1266,14 @@ impl Cursor<'_> {
                     SlotRead::Frame(info) => {
                         if let Some(last) = self.last_count {
                             if self.counted_behind(info.count, last) {
-                                let behind = match self.expect {
-                                    NextCount::Above => format!("not past count {last} before it"),
-                                    _ => format!("below count {last} the cursor started from"),
+                                let due = match self.expect {
+                                    NextCount::Above => "above",
+                                    _ => "of at least",
                                 };
                                 return Err(Error::InvalidHistory {
                                     name: self.stream.name.clone(),
                                     reason: format!(
-                                        "frame {} is counted {}, {behind} (a stream's counts only rise): unlink and recreate the stream",
+                                        "frame {} is counted {} where a count {due} {last} is due (a stream's counts only rise): unlink and recreate the stream",
                                         self.next, info.count
                                     ),
                                 });
@@ -1446,7 +1447,9 @@ impl Cursor<'_> {
         // after its append's head store; a dead writer's stores were done before it was
         // found dead), so the head loaded now is at or past every append of the publications
         // up to `count`. Ring frames of index >= `next` have counts above `last` (counts rise
-        // with the append index; `next`'s frame follows the one of count `last`), and those
+        // with the append index; `next`'s frame follows the one of count `last`; a new
+        // cursor's may carry `last` itself, an append whose publication is still odd or dead,
+        // so not among those `published_count` sees), and those
         // below `next` counts up to `last`: so if the head is still at `next`, none of the
         // publications `last + 1 ..= count` appended, and all of them are lost to the ring.
         // If it moved (or the slot at `next` is already complete), the frame is read at the
@@ -2097,8 +2100,9 @@ mod tests {
                 assert!(
                     matches!(&e, Error::InvalidHistory { .. })
                         && text.contains(&format!("stream '{name}'"))
-                        && text
-                            .contains(&format!("frame 1 is counted {planted}, not past count 1"))
+                        && text.contains(&format!(
+                            "frame 1 is counted {planted} where a count above 1 is due"
+                        ))
                         && text.contains("unlink and recreate the stream"),
                     "{text}"
                 );
@@ -2258,9 +2262,10 @@ mod tests {
     }
 
     /// A frame left complete at the head by a writer killed before its head store is one a
-    /// new cursor steps past, until the next writer recovers past it (the head moved, that
-    /// writer's odd stamp in the slot after it, here the same slot: a ring of one): then the
-    /// look is taken again. Stepping nowhere there, the cursor reported that frame lost.
+    /// new cursor steps past, until the next writer recovers past it (its odd stamp in the
+    /// slot after it, here the same slot: a ring of one; the head's move perhaps not seen
+    /// yet): then the look is taken again. Stepping nowhere there, the cursor reported that
+    /// frame lost.
     #[test]
     fn a_look_that_sees_the_next_writer_recover_past_the_head_is_taken_again() {
         let (name, s) = stream("recovering", 4, 1);
@@ -2271,8 +2276,11 @@ mod tests {
         let index = append_up_to_the_even_stamp(ring, 9, 1, 7);
         assert_eq!((index, ring.appended()), (0, 0));
         assert_eq!(Cursor::published_before(ring, 0, 1), Some(true));
-        let (append, _) = start_append(ring);
-        assert_eq!((append.index, ring.appended()), (1, 1));
+        // The slot taken, the head's move not seen yet (the head loaded again just before it,
+        // or the odd stamp seen first on a weakly ordered CPU).
+        let slot = ring.word(ring.slot_at(1) + off::STAMP);
+        slot.store(writing_stamp(1), Ordering::Relaxed);
+        assert_eq!(ring.appended(), 0);
         assert_eq!(Cursor::published_before(ring, 0, 1), None);
         assert!(matches!(Cursor::from_look(&s, ring, 0, 1), Err(1)));
         drop(g);
@@ -2302,9 +2310,61 @@ mod tests {
         assert!(
             matches!(&e, Error::InvalidHistory { .. })
                 && e.to_string()
-                    .contains("frame 1 is counted 1, not past count 1"),
+                    .contains("frame 1 is counted 1 where a count above 1 is due"),
             "{e}"
         );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A new cursor made inside an append whose frame is planted with a count below the one
+    /// the cursor started from refuses it, saying the count due.
+    #[test]
+    fn a_new_cursors_first_frame_counted_below_its_start_is_refused() {
+        let (name, s) = stream("first-below", 4, 4);
+        s.write_slice(&[1u32; 4]).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let mut b = crate::seqlock::begin_write(&s.header);
+        b.count_ahead(&s.header, 2);
+        let (append, _) = start_append(ring);
+        let mut c = s.cursor().unwrap();
+        assert_eq!(c.expect, NextCount::AtLeast);
+        ring.finish_append(append, 2, 2, 0.0, |n| b.count_ahead(&s.header, n));
+        ring.word(ring.slot_at(1) + off::COUNT)
+            .store(1, Ordering::Relaxed);
+        crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
+        drop(g);
+        let e = c
+            .next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)))
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidHistory { .. })
+                && e.to_string()
+                    .contains("frame 1 is counted 1 where a count of at least 2 is due"),
+            "{e}"
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A ring whose slot at the head carries a later lap's stamp (planted) fails every look:
+    /// the cursor is still made, after [`START_LOOKS`], taking its first frame whatever its
+    /// count, and the next call reports what the slot's stamp says was overwritten.
+    #[test]
+    fn a_cursor_every_look_of_which_fails_is_still_made() {
+        let (name, s) = stream("looks-fail", 4, 4);
+        s.write_slice(&[1u32; 4]).unwrap();
+        s.write_slice(&[2u32; 4]).unwrap();
+        let ring = s.history.as_ref().unwrap();
+        ring.word(ring.slot_at(2) + off::STAMP)
+            .store(written_stamp(6), Ordering::Release);
+        let mut c = s.cursor().unwrap();
+        assert_eq!(
+            (c.next, c.last_count, c.expect),
+            (2, Some(2), NextCount::Any)
+        );
+        assert_eq!(drain(&mut c), ["lost 1 Overwritten"]);
         drop(s);
         crate::unlink(&name).unwrap();
     }
