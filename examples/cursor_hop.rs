@@ -2,13 +2,14 @@
 //! orders, interleaved in one run so the host's drift weighs on both: frames written with
 //! `write_slice_frame` (the ring's slot filled first, then the payload) and with
 //! `write_view_frame` (the payload in place first, then the ring), to two streams, one frame
-//! every 500 µs, alternating. The writer runs on core 0 and stamps each frame before its
-//! write; a thread on core 1 reads both streams through cursors and times each frame from
-//! that stamp to its copy out of the ring.
+//! every period (500 µs by default; make it longer than a write, or a frame's hop is timed
+//! from the next frame's stamp), alternating. The writer runs on core 0 and stamps each frame
+//! before its write; a thread on core 1 reads both streams through cursors and times each
+//! frame from that stamp to its copy out of the ring.
 //!
-//! `cargo run --release --example cursor_hop -- [ELEMENTS] [spin|park] [FRAMES]` (defaults:
-//! 2401 u16, as a 49×49 camera; spin; 4000). `park` makes notify streams and parked
-//! cursors. Prints p10 / p50 / p90 of each order's hop in ns.
+//! `cargo run --release --example cursor_hop -- [ELEMENTS] [spin|park] [FRAMES] [PERIOD_US]`
+//! (defaults: 2401 u16, as a 49×49 camera; spin; 4000; 500). `park` makes notify streams and
+//! parked cursors. Prints p10 / p50 / p90 of each order's hop in ns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.first().map_or(Ok(2401), |a| a.parse())?;
     let park = args.get(1).is_some_and(|a| a == "park");
     let frames: u64 = args.get(2).map_or(Ok(4000), |a| a.parse())?;
+    let period = Duration::from_micros(args.get(3).map_or(Ok(500), |a| a.parse())?);
     let wait = if park {
         WaitStrategy::Park
     } else {
@@ -100,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(Duration::from_millis(100));
     let mut next = Instant::now();
     for id in 1..=frames {
-        next += Duration::from_micros(500);
+        next += period;
         pace(next);
         let src = &sources[id as usize % sources.len()];
         stamp.store(t0.elapsed().as_nanos() as u64, Ordering::Release);
