@@ -2304,17 +2304,21 @@ mod tests {
         let index = append_up_to_the_even_stamp(ring, 6, 1, 8);
         ring.head().store(index + 1, Ordering::Release);
         drop(g);
+        assert_refused(&mut c, "frame 1 is counted 1 where a count above 1 is due");
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// Asserts that the cursor's next frame is refused as counted behind, saying `said`.
+    fn assert_refused(c: &mut Cursor<'_>, said: &str) {
         let e = c
             .next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)))
             .unwrap_err();
+        let text = e.to_string();
         assert!(
-            matches!(&e, Error::InvalidHistory { .. })
-                && e.to_string()
-                    .contains("frame 1 is counted 1 where a count above 1 is due"),
-            "{e}"
+            matches!(&e, Error::InvalidHistory { .. }) && text.contains(said),
+            "{text}"
         );
-        drop(s);
-        crate::unlink(&name).unwrap();
     }
 
     /// A new cursor made inside an append whose frame is planted with a count below the one
@@ -2335,14 +2339,9 @@ mod tests {
             .store(1, Ordering::Relaxed);
         crate::seqlock::end_write(&s.header, b, 0.0, Some(2));
         drop(g);
-        let e = c
-            .next_into_slice(&mut [0u32; 4], Some(Duration::from_secs(1)))
-            .unwrap_err();
-        assert!(
-            matches!(&e, Error::InvalidHistory { .. })
-                && e.to_string()
-                    .contains("frame 1 is counted 1 where a count of at least 2 is due"),
-            "{e}"
+        assert_refused(
+            &mut c,
+            "frame 1 is counted 1 where a count of at least 2 is due",
         );
         drop(s);
         crate::unlink(&name).unwrap();
