@@ -46,7 +46,7 @@ fn check_read_error(e: &Error) {
 }
 
 /// Reads and moves a cursor of `s` every way a consumer does, with zero timeouts: the counts
-/// of the frames it returns rise (a corrupt ring's repeat is refused), but across a rewind.
+/// of the frames it returns rise (a corrupt ring's repeat is refused), except across a rewind.
 fn exercise(s: &Stream) {
     let zero = Some(Duration::ZERO);
     let mut c = match s.cursor() {
