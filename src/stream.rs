@@ -369,33 +369,36 @@ impl Stream {
                 });
             }
         }
-        // Set further only for a GPU stream, which a build without CUDA refuses.
-        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
-        let mut flags = if o.notify { FLAG_NOTIFY } else { 0 };
-        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
-        let mut device_index = -1;
-        if let Some(dev) = o.gpu_device {
-            if dev < 0 {
+        let notify = if o.notify { FLAG_NOTIFY } else { 0 };
+        let (flags, device_index) = match o.gpu_device {
+            None => (notify, -1),
+            Some(dev) => {
+                if dev < 0 {
+                    return Err(Error::Unsupported {
+                        name: name.to_owned(),
+                        what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into(),
+                    });
+                }
+                crate::gpu::check_gpu_dtype(name, o.dtype)?;
+                #[cfg(not(feature = "cuda"))]
                 return Err(Error::Unsupported {
                     name: name.to_owned(),
-                    what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into(),
+                    what: "this build has no CUDA support: enable the `cuda` feature".into(),
                 });
-            }
-            crate::gpu::check_gpu_dtype(name, o.dtype)?;
-            #[cfg(not(feature = "cuda"))]
-            return Err(Error::Unsupported {
-                name: name.to_owned(),
-                what: "this build has no CUDA support: enable the `cuda` feature".into(),
-            });
-            #[cfg(feature = "cuda")]
-            {
-                flags |= format::FLAG_GPU | format::FLAG_CUDA_IPC;
-                if o.cpu_mirror {
-                    flags |= format::FLAG_CPU_MIRROR;
+                #[cfg(feature = "cuda")]
+                {
+                    let mirror = if o.cpu_mirror {
+                        format::FLAG_CPU_MIRROR
+                    } else {
+                        0
+                    };
+                    (
+                        notify | format::FLAG_GPU | format::FLAG_CUDA_IPC | mirror,
+                        dev,
+                    )
                 }
-                device_index = dev;
             }
-        }
+        };
         // A live stream's writer may hold the name's lock for its whole run: say the name is
         // taken now, not after waiting for that lock.
         crate::create::refuse_taken(name)?;
