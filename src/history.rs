@@ -2129,14 +2129,7 @@ mod tests {
         for (ahead, skipping) in [(true, 0), (true, 2), (false, 2), (false, 0)] {
             let tag = format!("head-left-{ahead}-{skipping}");
             let (name, s) = stream(&tag, 4, 4);
-            let ring = s.history.as_ref().unwrap();
-            let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-            let mut bracket = crate::seqlock::begin_write(&s.header);
-            if ahead {
-                bracket.count_ahead(&s.header, 1);
-            }
-            append_up_to_the_even_stamp(ring, 9, 1, 7);
-            drop(g);
+            kill_after_the_even_stamp(&s, ahead);
             for id in 0..skipping {
                 publish_without_ring(&s, 8 + id);
             }
@@ -2270,10 +2263,7 @@ mod tests {
     fn a_look_that_sees_the_next_writer_recover_past_the_head_is_taken_again() {
         let (name, s) = stream("recovering", 4, 1);
         let ring = s.history.as_ref().unwrap();
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        let mut killed = crate::seqlock::begin_write(&s.header);
-        killed.count_ahead(&s.header, 1);
-        let index = append_up_to_the_even_stamp(ring, 9, 1, 7);
+        let index = kill_after_the_even_stamp(&s, true);
         assert_eq!((index, ring.appended()), (0, 0));
         assert_eq!(Cursor::published_before(ring, 0, 1), Some(true));
         // The slot taken, the head's move not seen yet (the head loaded again just before it,
@@ -2283,7 +2273,6 @@ mod tests {
         assert_eq!(ring.appended(), 0);
         assert_eq!(Cursor::published_before(ring, 0, 1), None);
         assert!(matches!(Cursor::from_look(&s, ring, 0, 1), Err(1)));
-        drop(g);
         drop(s);
         crate::unlink(&name).unwrap();
     }
@@ -2295,10 +2284,7 @@ mod tests {
     fn past_a_frame_a_new_cursor_stepped_over_a_repeat_of_its_count_is_refused() {
         let (name, s) = stream("stepped-repeat", 4, 4);
         let ring = s.history.as_ref().unwrap();
-        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
-        crate::seqlock::begin_write(&s.header).count_ahead(&s.header, 1);
-        append_up_to_the_even_stamp(ring, 9, 1, 7);
-        drop(g);
+        kill_after_the_even_stamp(&s, true);
         let mut c = s.cursor().unwrap();
         let g = s.lock(Some(Duration::from_secs(1))).unwrap();
         let index = append_up_to_the_even_stamp(ring, 6, 1, 8);
@@ -2536,6 +2522,20 @@ mod tests {
             .store(frame_id, Ordering::Relaxed);
         ring.word(slot + off::STAMP)
             .store(written_stamp(index), Ordering::Release);
+        index
+    }
+
+    /// The first frame of `s` (9s, count 1, frame id 7) left by a writer killed after its
+    /// slot's even stamp and before its head store, its bracket left open, the header's count
+    /// stored ahead (this version) or not (`ahead` false: an earlier one); returns its index.
+    fn kill_after_the_even_stamp(s: &Stream, ahead: bool) -> u64 {
+        let g = s.lock(Some(Duration::from_secs(1))).unwrap();
+        let mut bracket = crate::seqlock::begin_write(&s.header);
+        if ahead {
+            bracket.count_ahead(&s.header, 1);
+        }
+        let index = append_up_to_the_even_stamp(s.history.as_ref().unwrap(), 9, 1, 7);
+        drop(g);
         index
     }
 
