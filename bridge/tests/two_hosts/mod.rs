@@ -162,14 +162,11 @@ fn delete_orphans() {
         let Some(pid) = name
             .strip_prefix(NS_PREFIX)
             .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
         };
-        // SAFETY: kill(2) with signal 0 sends nothing; it only asks whether `pid` exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
         }
     }
