@@ -1100,7 +1100,21 @@ impl Cursor<'_> {
     /// slack leave it time to read before the next lap.
     pub fn skip_to_recent(&mut self, keep: u64) -> u64 {
         let head = self.ring.appended();
-        let target = head.saturating_sub(keep.min(self.ring.capacity));
+        self.advance_to(head.saturating_sub(keep.min(self.ring.capacity)))
+    }
+
+    /// Moves the cursor forward past at most `frames` frames, not past the newest written,
+    /// and returns how many it skipped. For a reader that knows the frames ahead hold
+    /// nothing it wants: a bridge asked for the frames counted after a count skips those
+    /// before it without copying them.
+    pub fn skip(&mut self, frames: u64) -> u64 {
+        let head = self.ring.appended();
+        self.advance_to(self.next.saturating_add(frames).min(head))
+    }
+
+    /// Moves the cursor forward to append index `target` (nowhere where it is not ahead),
+    /// returning how many frames it skipped.
+    fn advance_to(&mut self, target: u64) -> u64 {
         if target <= self.next {
             return 0;
         }
@@ -2789,6 +2803,28 @@ mod tests {
         assert_eq!(c.skip_to_recent(2), 2);
         // 5 lost + 2 skipped + 1 not recorded + 2 returned = 10 written.
         assert_eq!(drain(&mut c), ["lost 1 NotRecorded", "frame 9", "frame 10"]);
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// `skip` moves past the frames ahead without copying them, never past the newest
+    /// written, and a frame counted after the skipped ones is returned as the next.
+    #[test]
+    fn a_skip_passes_frames_ahead_and_stops_at_the_newest() {
+        let (name, s) = stream("skip-n", 4, 8);
+        let mut c = s.cursor().unwrap();
+        for i in 1..=5u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        assert_eq!(c.skip(0), 0);
+        assert_eq!(c.skip(2), 2);
+        assert_eq!(c.lag(), 3);
+        assert_eq!(drain(&mut c), ["frame 3", "frame 4", "frame 5"]);
+        s.write_slice(&[6u32; 4]).unwrap();
+        assert_eq!(c.skip(10), 1, "only the one frame ahead");
+        assert_eq!(c.skip(1), 0, "none ahead");
+        s.write_slice(&[7u32; 4]).unwrap();
+        assert_eq!(drain(&mut c), ["frame 7"]);
         drop(s);
         crate::unlink(&name).unwrap();
     }
