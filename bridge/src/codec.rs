@@ -210,9 +210,51 @@ impl FrameHeader {
     }
 }
 
+/// A lossless subscriber's request that the publisher answer, from its history, with the
+/// frames of source instance `source` counted after `after` (the payload of a query on
+/// the stream's resend key, [`crate::resend_key`]): 16 bytes of instance id, then the
+/// count, 8 bytes little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResendRequest {
+    /// The source stream's instance id.
+    pub source: [u8; 16],
+    /// The count of the subscriber's newest frame of it: those after it are asked for.
+    pub after: u64,
+}
+
+impl ResendRequest {
+    /// The query payload.
+    pub fn encode(&self) -> [u8; 24] {
+        let mut b = [0; 24];
+        b[..16].copy_from_slice(&self.source);
+        b[16..].copy_from_slice(&self.after.to_le_bytes());
+        b
+    }
+
+    /// The request in a query payload; `None` for any other payload.
+    pub fn decode(b: &[u8]) -> Option<ResendRequest> {
+        let b: &[u8; 24] = b.try_into().ok()?;
+        Some(ResendRequest {
+            source: b[..16].try_into().ok()?,
+            after: u64::from_le_bytes(b[16..].try_into().ok()?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resend_request_round_trips_and_nothing_else_is_one() {
+        let r = ResendRequest {
+            source: [7; 16],
+            after: 1 << 40,
+        };
+        assert_eq!(ResendRequest::decode(&r.encode()), Some(r));
+        assert_eq!(ResendRequest::decode(&[]), None);
+        assert_eq!(ResendRequest::decode(&r.encode()[..23]), None);
+    }
 
     fn sample() -> FrameHeader {
         FrameHeader {

@@ -22,6 +22,7 @@
 
 pub mod codec;
 mod publish;
+mod resend;
 mod subscribe;
 
 pub use publish::{PublishOptions, publish};
@@ -496,6 +497,22 @@ pub fn key(prefix: &str, name: &str) -> String {
     format!("{}/{name}", prefix.trim_end_matches('/'))
 }
 
+/// The last `/` part of the key a lossless publisher takes requests for frames again on
+/// ([`resend_key`]); no stream name may end with it ([`check_keys`]).
+const RESEND_PART: &str = "@resend";
+
+/// The key under which a lossless publisher of stream key `k` answers a subscriber's
+/// [`codec::ResendRequest`] with the frames it asks for, from the source's history: its
+/// queryable there tells a subscriber that it answers (one of an older bridge does not).
+pub fn resend_key(k: &str) -> String {
+    format!("{k}/{RESEND_PART}")
+}
+
+/// How long a subscriber waits for the answer to a [`codec::ResendRequest`], and a
+/// publisher goes on answering one: the frames that did not come by then are asked for
+/// again.
+pub(crate) const RESEND_WAIT: Duration = Duration::from_secs(10);
+
 /// Refuses, before anything is opened, a prefix or name whose key Zenoh would read as a
 /// wildcard (`*`, `**`, `$*`: it would reach other streams) or refuse (`?`, `#`, a lone `$`,
 /// an empty chunk), and a name given twice: its frames would go out twice on one key, or be
@@ -519,6 +536,13 @@ pub(crate) fn check_keys(prefix: &str, names: &[String]) -> Result<(), BridgeErr
             return Err(BridgeError::Usage(format!(
                 "stream '{name}': its name cannot be carried over Zenoh (key '{k}'), {WHY}: \
                  rename the stream without them"
+            )));
+        }
+        if name.rsplit('/').next() == Some(RESEND_PART) {
+            return Err(BridgeError::Usage(format!(
+                "stream '{name}': a name whose last '/' part is '{RESEND_PART}' would share its \
+                 key ('{k}') with the bridge's requests for another stream's lossless frames \
+                 again: rename the stream"
             )));
         }
         if !seen.insert(name) {

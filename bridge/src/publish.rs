@@ -1,6 +1,6 @@
 //! Local streams → Zenoh: one thread per stream waits for its frames and puts each one.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +13,7 @@ use zenoh::qos::CongestionControl;
 use zenoh::query::{Query, Queryable};
 
 use crate::codec::{FrameHeader, MAX_FRAME_BYTES};
+use crate::resend::Requests;
 use crate::{
     BridgeError, Endpoints, Losses, POLL, Stop, check_keys, key, open_session, per_stream, say,
     zenoh_err,
@@ -80,12 +81,45 @@ fn period_of(rate: f64) -> Result<Duration, BridgeError> {
     }
 }
 
+/// Carries stream `name`; lossless, with a thread beside that answers subscribers'
+/// requests for frames again ([`crate::resend`]).
 fn publish_stream(
     session: &zenoh::Session,
     o: &PublishOptions,
     period: Option<Duration>,
     name: &str,
     stop: &Stop,
+) -> Result<(), BridgeError> {
+    if !o.lossless {
+        return carry(session, o, period, name, stop, None);
+    }
+    let requests = Requests::declare(session, &key(&o.prefix, name))?;
+    let reported = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("resend {}", name.escape_debug()))
+            .spawn_scoped(scope, || requests.serve(name, &reported, stop, &done))
+            .map_err(|e| {
+                BridgeError::Usage(format!(
+                    "stream '{name}': starting its resend thread failed ({e})"
+                ))
+            })?;
+        let carried = carry(session, o, period, name, stop, Some(&reported));
+        done.store(true, Ordering::Relaxed);
+        carried
+    })
+}
+
+/// Carries stream `name` until `stop`: waits for it to be made (again), and puts its
+/// frames. Lossless, the frames reported lost so far are kept in `reported` too.
+fn carry(
+    session: &zenoh::Session,
+    o: &PublishOptions,
+    period: Option<Duration>,
+    name: &str,
+    stop: &Stop,
+    reported: Option<&AtomicU64>,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
     let publisher = session
@@ -250,6 +284,9 @@ fn publish_stream(
                     // `record` does, not at the slot the writer overwrites next.
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     losses.lost(lost + skipped);
+                    if let Some(r) = reported {
+                        r.store(losses.total, Ordering::Relaxed);
+                    }
                     say_any(name, losses.due());
                     continue;
                 }
@@ -444,7 +481,10 @@ fn put(
 }
 
 /// The attachment of a frame described by `header`, put on key `k`.
-fn attachment_of(header: &FrameHeader, k: impl std::fmt::Display) -> Result<Vec<u8>, BridgeError> {
+pub(crate) fn attachment_of(
+    header: &FrameHeader,
+    k: impl std::fmt::Display,
+) -> Result<Vec<u8>, BridgeError> {
     header
         .encode()
         .map_err(|e| BridgeError::Usage(format!("key {k}: {e}")))
@@ -628,7 +668,7 @@ fn unlinked(e: &BridgeError) -> bool {
 }
 
 /// Describes the frame `info` in `header`.
-fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
+pub(crate) fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
     header.frame_id = info.frame_id;
     header.count = info.count;
     header.write_time = info.write_time;
@@ -636,7 +676,7 @@ fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
 
 /// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or,
 /// where Zenoh kept a reference, a copy of the frame (`serve` lends one frame several times).
-fn lend<R>(buf: &mut BytesMut, send: impl FnOnce(Bytes) -> R) -> R {
+pub(crate) fn lend<R>(buf: &mut BytesMut, send: impl FnOnce(Bytes) -> R) -> R {
     let frame = std::mem::take(buf).freeze();
     let r = send(frame.clone());
     *buf = frame
