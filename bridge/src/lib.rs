@@ -671,6 +671,23 @@ pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
 mod tests {
     use super::*;
 
+    /// A stream's resend key is a plain key under its own, which no wildcard on the streams'
+    /// prefix reaches (a chunk beginning with `@` matches only itself): a subscriber of
+    /// `PREFIX/**` gets no answers, and no other stream's key is one (its name would end in
+    /// `/@resend`, refused at start).
+    #[test]
+    fn a_resend_key_is_reached_by_no_wildcard_of_the_streams() {
+        use zenoh::key_expr::KeyExpr;
+        let rk = resend_key(&key("p", "cam"));
+        assert_eq!(rk, "p/cam/@resend");
+        let rk = KeyExpr::new(rk).unwrap();
+        for w in ["p/**", "p/cam/**", "p/cam/*", "**"] {
+            assert!(!KeyExpr::new(w).unwrap().intersects(&rk), "{w}");
+        }
+        assert!(check_keys("p", &["cam/@resend".into()]).is_err());
+        assert!(check_keys("p", &["@resend/cam".into()]).is_ok());
+    }
+
     /// One `tcp/HOST:PORT` passes (hostnames, IPv6 in brackets, suffixes, port 0 to
     /// listen on); several in one value, whitespace or an unbracketed `:` in the host, and
     /// port 0 to connect to are refused with the remedy.

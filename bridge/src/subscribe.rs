@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
-use zenoh::handlers::{RingChannel, RingChannelHandler};
+use zenoh::handlers::{FifoChannel, RingChannel, RingChannelHandler};
 use zenoh::matching::{MatchingListener, MatchingStatus};
-use zenoh::query::Querier;
+use zenoh::qos::CongestionControl;
+use zenoh::query::{ConsolidationMode, Querier, QueryTarget};
 use zenoh::sample::Sample;
 
-use crate::codec::FrameHeader;
+use crate::codec::{FrameHeader, ResendRequest};
 use crate::{
-    BridgeError, Endpoints, Losses, POLL, Role, SUM_UP_EVERY, Stop, check_keys, key,
+    BridgeError, Endpoints, Losses, POLL, RESEND_WAIT, Role, SUM_UP_EVERY, Stop, check_keys, key,
     open_session_as, per_stream, zenoh_err,
 };
 
@@ -182,6 +183,13 @@ const NO_PUBLISHER_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
+/// How long a recovery waits for a publisher's resend queryable to be matched before it
+/// asks all the same: at a reconnection, its declaration may come after the first frames.
+const RESEND_MATCH_WAIT: Duration = Duration::from_secs(2);
+/// After an answer that brought none of the frames a recovery waited for (the publisher
+/// no longer holds that source, or did not answer), how long gaps are counted lost at once
+/// rather than asked for: each recovery drops the live frames while it waits.
+const RESEND_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
@@ -233,6 +241,7 @@ fn mirror(
         .with(RingChannel::new(1))
         .wait()
         .map_err(zenoh_err(format!("declaring the matching listener on {k}")))?;
+    let mut resend = Resender::declare(session, &k)?;
     let shown = |v: &[String]| match v {
         [] => "none".to_owned(),
         v => v.join(" "),
@@ -247,7 +256,15 @@ fn mirror(
         o.prefix
     );
     // However it ends, the mirror is closed below.
-    let result = follow(stop, &state, &querier, &publishers, &k, &absent);
+    let result = follow(
+        stop,
+        &state,
+        &querier,
+        &publishers,
+        &mut resend,
+        &k,
+        &absent,
+    );
     // No frame is taken from Zenoh past this point (dropped after `closed`, it would be
     // received and not written: lost, unsaid).
     drop(sub);
@@ -276,6 +293,7 @@ fn follow(
     state: &Arc<Mutex<Mirror>>,
     querier: &Querier<'_>,
     publishers: &MatchingListener<RingChannelHandler<MatchingStatus>>,
+    resend: &mut Resender<'_>,
     k: &str,
     absent: &str,
 ) -> Result<(), BridgeError> {
@@ -341,8 +359,132 @@ fn follow(
             ask(querier, state, k)?;
             asked = Instant::now();
         }
+        resend.poll(state);
+        recover(stop, state, resend, k)?;
     }
     Ok(())
+}
+
+/// The querier on a stream's resend key ([`crate::resend_key`]), and whether a publisher
+/// answering requests for lossless frames again is matched there.
+struct Resender<'a> {
+    querier: Querier<'a>,
+    matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
+    matched: bool,
+}
+
+impl<'a> Resender<'a> {
+    /// Declares it for stream key `k`. Every publisher there is asked (one of another
+    /// source answers nothing), each answer whole (no reply merged into another of its
+    /// key), and a reply waits for room rather than being dropped, as a lossless frame.
+    fn declare(session: &'a zenoh::Session, k: &str) -> Result<Resender<'a>, BridgeError> {
+        let rk = crate::resend_key(k);
+        let querier = session
+            .declare_querier(rk.clone())
+            .target(QueryTarget::All)
+            .consolidation(ConsolidationMode::None)
+            .congestion_control(CongestionControl::Block)
+            .timeout(RESEND_WAIT)
+            .wait()
+            .map_err(zenoh_err(format!("declaring the querier on {rk}")))?;
+        let matching = querier
+            .matching_listener()
+            .with(RingChannel::new(1))
+            .wait()
+            .map_err(zenoh_err(format!(
+                "declaring the matching listener on {rk}"
+            )))?;
+        Ok(Resender {
+            querier,
+            matching,
+            matched: false,
+        })
+    }
+
+    /// Takes the status changes since the last call. As a publisher answering requests
+    /// appears (at the start, or as a link comes back), the mirror knows that one answers,
+    /// and asks for the frames after the last lossless frame it wrote: those put into a
+    /// connection that died show no gap where no frame follows them.
+    fn poll(&mut self, state: &Mutex<Mirror>) {
+        while let Ok(Some(status)) = self.matching.try_recv() {
+            let appeared = status.matching() && !self.matched;
+            self.matched = status.matching();
+            if !appeared {
+                continue;
+            }
+            let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
+            m.resend_seen = true;
+            if m.recovery.is_none()
+                && let Some(source) = m.lossless_source
+                && m.sources.newest(&source).is_some()
+            {
+                m.recovery = Some(Recovery {
+                    source,
+                    dropped: None,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+/// Asks for the frames the mirror's recovery waits for, if it has one, round after round
+/// until it ends ([`Mirror::answered`]) or `stop` is set: each round asks the publishers on
+/// the resend key for the frames of its source after the newest received, and writes those
+/// that come, in order, until the answer ends or [`RESEND_WAIT`]. It waits up to
+/// [`RESEND_MATCH_WAIT`] for a publisher's queryable there, then asks all the same.
+fn recover(
+    stop: &Stop,
+    state: &Mutex<Mirror>,
+    resend: &Resender<'_>,
+    k: &str,
+) -> Result<(), BridgeError> {
+    loop {
+        let asked = {
+            let m = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(r) = &m.recovery else {
+                return Ok(());
+            };
+            if !resend.matched && r.since.elapsed() < RESEND_MATCH_WAIT {
+                return Ok(());
+            }
+            ResendRequest {
+                source: r.source,
+                after: m.sources.newest(&r.source).map_or(0, |(c, _)| c),
+            }
+        };
+        let replies = resend
+            .querier
+            .get()
+            .payload(asked.encode().to_vec())
+            .with(FifoChannel::new(16))
+            .wait()
+            .map_err(zenoh_err(format!("asking {k} for lossless frames again")))?;
+        loop {
+            match replies.recv_timeout(POLL) {
+                Ok(Some(reply)) => {
+                    if let Ok(sample) = reply.result() {
+                        let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        if !m.closed {
+                            m.write_resent(sample);
+                        }
+                    }
+                }
+                // Left to the mirror's close, which counts what it waited for lost.
+                Ok(None) if stop.is_set() => return Ok(()),
+                Ok(None) => {}
+                // The answer is whole, or its wait ran out.
+                Err(_) => break,
+            }
+        }
+        if !state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .answered(asked.after)
+        {
+            return Ok(());
+        }
+    }
 }
 
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
@@ -418,6 +560,34 @@ struct Mirror {
     /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
     /// ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]), later ones wait as usual ([`lock_wait`]).
     locked_out: Option<Instant>,
+    /// Whether a publisher that answers requests for lossless frames again
+    /// ([`crate::resend`]) was seen on the key: until one is (an older bridge's does not),
+    /// a lossless gap is counted lost at once, as before.
+    resend_seen: bool,
+    /// The lossless source whose missed frames are being asked for again.
+    recovery: Option<Recovery>,
+    /// A source, and the count through which its frames came in an answer (or were given
+    /// up on): its live frames up to there, late, are dropped unsaid.
+    resent_through: Option<([u8; 16], u64)>,
+    /// When an answer last brought none of the frames a recovery waited for: a gap within
+    /// [`RESEND_BACKOFF`] of it is counted lost at once.
+    resend_failed_at: Option<Instant>,
+    /// The source of the last frame written, where it was lossless (one that carries an
+    /// instance id): its frames after it are asked for when a publisher answering requests
+    /// appears again (a reconnection), as those put into the lost connection show no gap
+    /// where no frame follows them.
+    lossless_source: Option<[u8; 16]>,
+}
+
+/// A lossless source's frames missed in transit, asked for again ([`recover`]): its live
+/// frames are dropped meanwhile (its history holds them, and they are asked for next).
+#[derive(Debug, Clone)]
+struct Recovery {
+    source: [u8; 16],
+    /// The newest of its live frames dropped meanwhile.
+    dropped: Option<FrameHeader>,
+    /// When the recovery began.
+    since: Instant,
 }
 
 impl Mirror {
@@ -449,6 +619,11 @@ impl Mirror {
             unwritten: false,
             into_existing: false,
             locked_out: None,
+            resend_seen: false,
+            recovery: None,
+            resent_through: None,
+            resend_failed_at: None,
+            lossless_source: None,
         }
     }
 
@@ -478,6 +653,9 @@ impl Mirror {
     /// losses and refusals not summed up yet, which would otherwise go unreported.
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
+        if let Some(r) = self.recovery.take() {
+            self.give_up(&r);
+        }
         [self.gaps.rest(), self.refusals.rest()]
             .into_iter()
             .flatten()
@@ -492,14 +670,134 @@ impl Mirror {
     /// never see one publication twice.
     fn write(&mut self, sample: &Sample) {
         self.received = true;
+        if let Some(h) = self.checked(sample)
+            && !self.held_for_resend(&h)
+        {
+            self.write_checked(sample, h);
+        }
+    }
+
+    /// Writes `sample`, a frame of an answer to a request for frames again ([`recover`]),
+    /// where it is one the recovery waits for: of its source, after the newest received.
+    fn write_resent(&mut self, sample: &Sample) {
+        if let Some(h) = self.checked(sample)
+            && let Some(r) = &self.recovery
+            && h.lossless
+            && h.source == r.source
+            && self
+                .sources
+                .newest(&h.source)
+                .is_none_or(|(c, _)| h.count > c)
+        {
+            self.write_checked(sample, h);
+        }
+    }
+
+    /// The header of `sample`, or `None` where it is refused (said).
+    fn checked(&mut self, sample: &Sample) -> Option<FrameHeader> {
         let h = match check(sample) {
             Ok(h) => h,
-            Err(reason) => return self.refuse(&reason),
+            Err(reason) => {
+                self.refuse(&reason);
+                return None;
+            }
         };
         if h.name_len != self.remote.len() {
             let reason = another_stream(sample.key_expr().as_str(), &self.remote, h.name_len);
-            return self.refuse(&reason);
+            self.refuse(&reason);
+            return None;
         }
+        Some(h)
+    }
+
+    /// Whether the live lossless frame `h` is held back for a recovery (dropped, unsaid): one
+    /// of a source being recovered, or late after its answer; or the first after a gap its
+    /// publisher did not report lost, which begins a recovery (where a publisher answering
+    /// requests was seen, and none failed within [`RESEND_BACKOFF`]).
+    fn held_for_resend(&mut self, h: &FrameHeader) -> bool {
+        if !h.lossless || h.source == [0; 16] {
+            return false;
+        }
+        let newest = self.sources.newest(&h.source);
+        if let Some(r) = self.recovery.as_mut().filter(|r| r.source == h.source) {
+            if newest.is_none_or(|(c, _)| h.count > c)
+                && r.dropped.as_ref().is_none_or(|d| h.count > d.count)
+            {
+                r.dropped = Some(h.clone());
+            }
+            return true;
+        }
+        if self
+            .resent_through
+            .is_some_and(|(src, c)| src == h.source && h.count <= c)
+        {
+            return true;
+        }
+        let Some(last) = newest else {
+            return false;
+        };
+        if !self.resend_seen
+            || missed(last, h) == 0
+            || self
+                .resend_failed_at
+                .is_some_and(|t| t.elapsed() < RESEND_BACKOFF)
+        {
+            return false;
+        }
+        self.recovery = Some(Recovery {
+            source: h.source,
+            dropped: Some(h.clone()),
+            since: Instant::now(),
+        });
+        true
+    }
+
+    /// Ends a round of [`recover`] that asked for the frames after count `after`: whether
+    /// another is due (frames came, and the recovery still waits for dropped ones). The
+    /// recovery ends once those dropped came; where none came, its dropped frames are
+    /// counted lost ([`Mirror::give_up`]).
+    fn answered(&mut self, after: u64) -> bool {
+        let Some(r) = self.recovery.take() else {
+            return false;
+        };
+        let newest = self.sources.newest(&r.source).map_or(0, |(c, _)| c);
+        match &r.dropped {
+            Some(d) if d.count > newest && newest > after => {
+                self.recovery = Some(r);
+                true
+            }
+            Some(d) if d.count > newest => {
+                self.resend_failed_at = Some(Instant::now());
+                self.give_up(&r);
+                false
+            }
+            _ => {
+                self.resent_through = Some((r.source, newest));
+                false
+            }
+        }
+    }
+
+    /// Ends recovery `r` without its dropped frames: counts them lost (with the frames before
+    /// them its publisher did not report), and follows its source from the newest.
+    fn give_up(&mut self, r: &Recovery) {
+        let Some(d) = &r.dropped else {
+            return;
+        };
+        if let Some(last) = self.sources.newest(&r.source)
+            && d.count > last.0
+        {
+            self.gaps.lost(missed(last, d).saturating_add(1));
+            self.sources.follow_anew(d);
+            self.resent_through = Some((r.source, d.count));
+        }
+        if let Some(line) = self.gaps.due() {
+            self.say(&line);
+        }
+    }
+
+    /// Writes `sample`, checked into `h`.
+    fn write_checked(&mut self, sample: &Sample, h: FrameHeader) {
         if let Err(reason) = self.account(&h) {
             return self.refuse(&reason);
         }
@@ -601,6 +899,7 @@ impl Mirror {
                 Ok(()) => {
                     self.local = Some(local);
                     self.last = Some(id);
+                    self.lossless_source = (h.lossless && h.source != [0; 16]).then_some(h.source);
                     self.written += 1;
                     self.unwritten = false;
                     if let Some(before) = resumed_from {
@@ -1092,6 +1391,14 @@ impl Sources {
             last_id: seen.2,
             back: seen.0 != newest,
         }
+    }
+
+    /// The (count, publisher's losses) of the newest frame of `source` received.
+    fn newest(&self, source: &[u8; 16]) -> Option<(u64, u64)> {
+        self.seen
+            .iter()
+            .find(|(src, ..)| src == source)
+            .map(|&(_, last, _)| last)
     }
 
     /// Follows the source of `h` anew from `h` (its newest frame received now, though its
@@ -1839,6 +2146,82 @@ mod tests {
         assert_eq!(
             lines[1],
             "refused 1 more frame(s) for the same reason: no attachment"
+        );
+    }
+
+    /// A lossless gap its publisher did not report begins a recovery only where a publisher
+    /// answering requests was seen: the source's live frames are then held back (the newest
+    /// kept, as the one to wait for), late ones too, another source's not; frames answered
+    /// in two rounds end it, and late live frames up to its end are held back unsaid.
+    #[test]
+    fn a_gap_is_asked_for_again_round_after_round_until_its_frames_came() {
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        for c in 1..=2 {
+            m.account(&h(7, c, 0)).unwrap();
+        }
+        assert!(
+            !m.held_for_resend(&h(7, 5, 0)),
+            "no publisher answering seen"
+        );
+        m.resend_seen = true;
+        assert!(!m.held_for_resend(&h(7, 3, 0)), "the next frame");
+        assert!(
+            !m.held_for_resend(&h(7, 5, 2)),
+            "the gap reported by the publisher"
+        );
+        assert!(m.recovery.is_none());
+        assert!(m.held_for_resend(&h(7, 5, 0)), "a gap unreported");
+        assert!(m.held_for_resend(&h(7, 6, 0)));
+        assert!(m.held_for_resend(&h(7, 4, 0)), "late");
+        assert!(!m.held_for_resend(&h(8, 1, 0)), "another source");
+        let r = m.recovery.clone().unwrap();
+        assert_eq!((r.source, r.dropped.map(|d| d.count)), ([7; 16], Some(6)));
+        // The first answer brings 3 and 4: progress, and 5 and 6 are still awaited.
+        for c in 3..=4 {
+            m.account(&h(7, c, 0)).unwrap();
+        }
+        assert!(m.answered(2), "another round");
+        for c in 5..=6 {
+            m.account(&h(7, c, 0)).unwrap();
+        }
+        assert!(!m.answered(4), "all came");
+        assert!(m.recovery.is_none());
+        assert_eq!(m.resent_through, Some(([7; 16], 6)));
+        assert!(
+            m.held_for_resend(&h(7, 6, 0)),
+            "late, written from the answer"
+        );
+        assert!(!m.held_for_resend(&h(7, 7, 0)), "the next live frame");
+        assert_eq!(m.gaps.total, 0, "nothing lost");
+    }
+
+    /// An answer that brings none of the frames a recovery waits for (the publisher no
+    /// longer holds the source, or does not answer) ends it: the frames dropped meanwhile
+    /// and those before them are counted lost, the source followed from the newest dropped,
+    /// and gaps within [`RESEND_BACKOFF`] counted lost at once. At close, a recovery's
+    /// dropped frames are counted lost too.
+    #[test]
+    fn frames_a_recovery_waited_for_in_vain_are_counted_lost() {
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        m.resend_seen = true;
+        m.account(&h(7, 2, 0)).unwrap();
+        assert!(m.held_for_resend(&h(7, 5, 0)));
+        assert!(m.held_for_resend(&h(7, 6, 0)));
+        assert!(!m.answered(2), "nothing came: no other round");
+        assert!(m.recovery.is_none());
+        assert_eq!(m.gaps.total, 4, "3 to 6");
+        assert_eq!(m.sources.newest(&[7; 16]), Some((6, 0)));
+        assert!(m.held_for_resend(&h(7, 6, 0)), "late, counted already");
+        assert!(!m.held_for_resend(&h(7, 9, 0)), "backing off");
+        m.resend_failed_at = None;
+        m.account(&h(7, 7, 0)).unwrap();
+        assert!(m.held_for_resend(&h(7, 9, 0)));
+        let lines = m.close();
+        assert!(m.recovery.is_none());
+        assert_eq!(m.gaps.total, 6, "8 and 9 too");
+        assert!(
+            lines[0].starts_with("2 frame(s) lost in transit"),
+            "{lines:?}"
         );
     }
 

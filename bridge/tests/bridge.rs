@@ -1014,20 +1014,22 @@ impl Drop for RawPublisher {
 
 /// Puts frame `id` (every value `id`) on `p`, its header saying `lossless` or not.
 fn put_frame(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) {
-    put_header(
-        p,
-        &FrameHeader {
-            dtype: Dtype::U16,
-            shape: vec![4, 8],
-            frame_id: id,
-            count: id,
-            write_time: id as f64,
-            source: [7; 16],
-            lossless,
-            lost: 0,
-            name_len: name_len_of(p),
-        },
-    );
+    put_header(p, &header_of(p, id, lossless));
+}
+
+/// The header of frame `id` of source [7; 16] on `p`'s key (count `id`).
+fn header_of(p: &zenoh::pubsub::Publisher<'_>, id: u64, lossless: bool) -> FrameHeader {
+    FrameHeader {
+        dtype: Dtype::U16,
+        shape: vec![4, 8],
+        frame_id: id,
+        count: id,
+        write_time: id as f64,
+        source: [7; 16],
+        lossless,
+        lost: 0,
+        name_len: name_len_of(p),
+    }
 }
 
 /// The length of the stream name in `p`'s key (the tests' key prefixes hold no `/`).
@@ -1039,14 +1041,18 @@ fn name_len_of(p: &zenoh::pubsub::Publisher<'_>) -> usize {
 /// Puts the u16 frame `h` describes on `p`, every value its frame id.
 fn put_header(p: &zenoh::pubsub::Publisher<'_>, h: &FrameHeader) {
     use zenoh::Wait;
-    let payload: Vec<u8> = vec![h.frame_id as u16; h.frame_bytes().unwrap() / 2]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    p.put(payload)
+    p.put(payload_of(h))
         .attachment(h.encode().unwrap())
         .wait()
         .unwrap();
+}
+
+/// The u16 frame `h` describes, every value its frame id.
+fn payload_of(h: &FrameHeader) -> Vec<u8> {
+    vec![h.frame_id as u16; h.frame_bytes().unwrap() / 2]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
 }
 
 /// Puts frame `id` on `p` until local stream `name` holds a frame (made by the subscriber
@@ -1291,6 +1297,203 @@ fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
         !s.diagnostics().contains("lossless frames of remote stream"),
         "{}",
         s.diagnostics()
+    );
+}
+
+/// Lossless: frames a subscriber missed in transit (put into a connection that then died, as
+/// across a cut longer than Zenoh's lease: `two_hosts`) are asked for on the stream's resend
+/// key and written in order from the answer. Here the test is the publisher, answering every
+/// request from the frames it wrote, as a publisher does from its ring: frames 6 to 8 were
+/// put to no one, and are asked for as its resend queryable appears; 10 and 11 too, asked
+/// for at the gap before 12 (with 12, dropped as it waited). The mirror holds 1 to 12 in
+/// order, nothing said lost or refused.
+#[test]
+fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
+    use shmstream_bridge::codec::ResendRequest;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-gap"), unique_name("br-key"));
+    let b_name = format!("m-{name}");
+    let _c = Cleanup::new([&b_name]);
+    // A mirror with a history, to read every frame written into it.
+    let b = source(&b_name, 64);
+    let (s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
+    let p = raw.publisher(&name);
+    probe(&p, &b, &[&s]);
+    let mut c = b.cursor().unwrap();
+    let mut buf = [0u16; 32];
+    let mut ids = Vec::new();
+    let mut next = |ids: &mut Vec<u64>| {
+        let info = c
+            .next_into_slice(&mut buf, Some(LONG))
+            .unwrap_or_else(|e| panic!("{e}: mirrored {ids:?}\n{}", s.diagnostics()));
+        assert_eq!(buf, [info.frame_id as u16; 32]);
+        if info.frame_id != 0 {
+            ids.push(info.frame_id);
+        }
+    };
+    for id in 1..=5 {
+        put_frame(&p, id, true);
+    }
+    // Mirrored before the resend queryable appears: the subscriber then asks for the frames
+    // after its newest.
+    while ids.last() != Some(&5) {
+        next(&mut ids);
+    }
+    // The newest frame "written", and the requests answered (the count each asked after).
+    let written = AtomicU64::new(8);
+    let (asked, done) = (Mutex::new(Vec::new()), AtomicBool::new(false));
+    let k = shmstream_bridge::key(&prefix, &name);
+    let requests = raw
+        .session
+        .declare_queryable(shmstream_bridge::resend_key(&k))
+        .wait()
+        .unwrap();
+    /// Ends the answering thread however the test ends (a failed wait for a frame too).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let _done = Done(&done);
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let Ok(Some(q)) = requests.recv_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let r = q
+                    .payload()
+                    .and_then(|p| ResendRequest::decode(&p.to_bytes()))
+                    .expect("a resend request");
+                assert_eq!(r.source, [7; 16]);
+                asked.lock().unwrap().push(r.after);
+                for id in r.after + 1..=written.load(Ordering::Relaxed) {
+                    let h = header_of(&p, id, true);
+                    q.reply(q.key_expr().clone(), payload_of(&h))
+                        .attachment(h.encode().unwrap())
+                        .wait()
+                        .unwrap();
+                }
+            }
+        });
+        while ids.last() != Some(&8) {
+            next(&mut ids);
+        }
+        written.store(12, Ordering::Relaxed);
+        put_frame(&p, 9, true);
+        put_frame(&p, 12, true);
+        while ids.last() != Some(&12) {
+            next(&mut ids);
+        }
+    });
+    assert_eq!(ids, (1..=12).collect::<Vec<_>>(), "{}", s.diagnostics());
+    let asked = asked.into_inner().unwrap();
+    assert_eq!(asked.first(), Some(&5), "{asked:?}");
+    assert!(asked.contains(&9) || asked.contains(&8), "{asked:?}");
+    drop(raw);
+    let said = s.diagnostics();
+    assert!(
+        !said.contains("lost") && !said.contains("refused"),
+        "{said}"
+    );
+}
+
+/// Lossless: a request on the resend key for the frames of the source after a count gets
+/// them, in order, from the publisher's ring, to the asker alone, each with the losses the
+/// publisher reported; those its ring no longer holds are left out (the asker counts them
+/// lost). A request for another source, or of another payload, gets no frame. The live
+/// frames go on. Here the test is the subscriber.
+#[test]
+fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
+    use shmstream_bridge::codec::ResendRequest;
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-resend"), unique_name("br-key"));
+    let _c = Cleanup::new([&name]);
+    // Eight deep: of frames 1 to 10, the ring holds 3 to 10.
+    let a = source(&name, 8);
+    let ep = endpoint(free_port());
+    let p = publisher(&name, &ep, &prefix, &["--lossless"]);
+    wait_carrying(&p, &name, "(lossless)");
+    let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+        listen: vec![],
+        connect: vec![ep],
+    })
+    .unwrap();
+    let k = shmstream_bridge::key(&prefix, &name);
+    let sub = session.declare_subscriber(k.as_str()).wait().unwrap();
+    let next = || {
+        let sample = sub
+            .recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no frame within {LONG:?}\n{}", p.diagnostics()));
+        FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap()
+    };
+    // One at a time: each waits in the ring until the subscriber is matched, none lapped.
+    let (mut counts, mut last) = (vec![0], None);
+    for id in 1..=10u16 {
+        a.write_slice_frame(&[id; 32], u64::from(id)).unwrap();
+        let h = next();
+        assert_eq!(h.frame_id, u64::from(id));
+        counts.push(h.count);
+        last = Some(h);
+    }
+    let last = last.unwrap();
+    let answer = |payload: Vec<u8>| -> Vec<(u64, u64)> {
+        let replies = session
+            .get(shmstream_bridge::resend_key(&k))
+            .payload(payload)
+            .consolidation(zenoh::query::ConsolidationMode::None)
+            .wait()
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(reply) = replies.recv() {
+            let sample = reply.result().expect("a frame");
+            let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
+            assert_eq!(
+                sample.payload().to_bytes().as_ref(),
+                &[h.frame_id as u16; 32]
+                    .iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .collect::<Vec<u8>>()[..],
+                "frame {} intact",
+                h.frame_id
+            );
+            assert_eq!(
+                (h.source, h.lost, h.lossless),
+                (last.source, last.lost, true)
+            );
+            got.push((h.frame_id, h.count));
+        }
+        got
+    };
+    let ask =
+        |source: [u8; 16], after: u64| answer(ResendRequest { source, after }.encode().to_vec());
+    let frames = |ids: std::ops::RangeInclusive<usize>| -> Vec<(u64, u64)> {
+        ids.map(|id| (id as u64, counts[id])).collect()
+    };
+    assert_eq!(ask(last.source, counts[5]), frames(6..=10));
+    assert_eq!(
+        ask(last.source, counts[1]),
+        frames(3..=10),
+        "frame 2 is gone"
+    );
+    assert_eq!(
+        ask(last.source, counts[10]),
+        vec![],
+        "none after the newest"
+    );
+    assert_eq!(ask([9; 16], counts[5]), vec![], "another source");
+    assert_eq!(answer(b"what".to_vec()), vec![], "not a request");
+    a.write_slice_frame(&[11u16; 32], 11).unwrap();
+    assert_eq!(next().frame_id, 11, "the live frames go on");
+    let _ = session.close().wait();
+    assert!(
+        !p.diagnostics().contains("answering"),
+        "{}",
+        p.diagnostics()
     );
 }
 
@@ -1979,6 +2182,20 @@ fn names_and_prefixes_that_are_not_plain_zenoh_keys_are_refused_at_start() {
                 other => panic!("stream {name:?}: {other:?}"),
             }
         }
+    }
+    for name in ["@resend", "cam/@resend"] {
+        for r in run(&prefix, name) {
+            let m = r.unwrap_err().to_string();
+            assert!(
+                m.starts_with(&format!(
+                    "stream '{name}': a name whose last '/' part is '@resend' would share its key"
+                )),
+                "{m}"
+            );
+        }
+    }
+    for r in run(&prefix, "@resend/cam") {
+        r.unwrap();
     }
     for bad in ["**", "a/*", "a?", "", "a//b"] {
         for r in run(bad, "x") {
