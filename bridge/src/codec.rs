@@ -211,32 +211,42 @@ impl FrameHeader {
 }
 
 /// A lossless subscriber's request that the publisher answer, from its history, with the
-/// frames of source instance `source` counted after `after` (the payload of a query on
-/// the stream's resend key, [`crate::resend_key`]): 16 bytes of instance id, then the
-/// count, 8 bytes little-endian.
+/// frames of source instance `source` counted after `after` and before `before` (the
+/// payload of a query on the stream's resend key, [`crate::resend_key`]): 16 bytes of
+/// instance id, then the two counts, 8 bytes little-endian each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResendRequest {
     /// The source stream's instance id.
     pub source: [u8; 16],
     /// The count of the subscriber's newest frame of it: those after it are asked for.
     pub after: u64,
+    /// The count of the first frame the subscriber holds past the gap (`u64::MAX`: none):
+    /// those before it are asked for.
+    pub before: u64,
 }
+
+/// The payload of the error reply that ends a publisher's whole answer to a
+/// [`ResendRequest`] (its frames are replies before it): an answer without it was lost, or
+/// ran out of time, and is asked for again.
+pub const ANSWER_END: &[u8] = b"shmstream-bridge: answer end";
 
 impl ResendRequest {
     /// The query payload.
-    pub fn encode(&self) -> [u8; 24] {
-        let mut b = [0; 24];
+    pub fn encode(&self) -> [u8; 32] {
+        let mut b = [0; 32];
         b[..16].copy_from_slice(&self.source);
-        b[16..].copy_from_slice(&self.after.to_le_bytes());
+        b[16..24].copy_from_slice(&self.after.to_le_bytes());
+        b[24..].copy_from_slice(&self.before.to_le_bytes());
         b
     }
 
     /// The request in a query payload; `None` for any other payload.
     pub fn decode(b: &[u8]) -> Option<ResendRequest> {
-        let b: &[u8; 24] = b.try_into().ok()?;
+        let b: &[u8; 32] = b.try_into().ok()?;
         Some(ResendRequest {
             source: b[..16].try_into().ok()?,
-            after: u64::from_le_bytes(b[16..].try_into().ok()?),
+            after: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            before: u64::from_le_bytes(b[24..].try_into().ok()?),
         })
     }
 }
@@ -250,10 +260,12 @@ mod tests {
         let r = ResendRequest {
             source: [7; 16],
             after: 1 << 40,
+            before: u64::MAX - 1,
         };
         assert_eq!(ResendRequest::decode(&r.encode()), Some(r));
         assert_eq!(ResendRequest::decode(&[]), None);
-        assert_eq!(ResendRequest::decode(&r.encode()[..23]), None);
+        assert_eq!(ResendRequest::decode(&r.encode()[..31]), None);
+        assert_eq!(ResendRequest::decode(&[0; 33]), None);
     }
 
     fn sample() -> FrameHeader {

@@ -509,8 +509,8 @@ pub fn resend_key(k: &str) -> String {
 }
 
 /// How long a subscriber waits for the answer to a [`codec::ResendRequest`], and a
-/// publisher goes on answering one: the frames that did not come by then are asked for
-/// again.
+/// publisher goes on answering one from when it came: an answer cut short by it is asked
+/// for again, from the newest frame it brought.
 pub(crate) const RESEND_WAIT: Duration = Duration::from_secs(10);
 
 /// Refuses, before anything is opened, a prefix or name whose key Zenoh would read as a

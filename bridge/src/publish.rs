@@ -1,6 +1,6 @@
 //! Local streams → Zenoh: one thread per stream waits for its frames and puts each one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +13,7 @@ use zenoh::qos::CongestionControl;
 use zenoh::query::{Query, Queryable};
 
 use crate::codec::{FrameHeader, MAX_FRAME_BYTES};
-use crate::resend::Requests;
+use crate::resend::{LossLog, Requests};
 use crate::{
     BridgeError, Endpoints, Losses, POLL, Stop, check_keys, key, open_session, per_stream, say,
     zenoh_err,
@@ -81,8 +81,12 @@ fn period_of(rate: f64) -> Result<Duration, BridgeError> {
     }
 }
 
-/// Carries stream `name`; lossless, with a thread beside that answers subscribers'
-/// requests for frames again ([`crate::resend`]).
+/// Threads of a lossless stream that answer subscribers' requests for frames again, each
+/// one request at a time: subscribers asking at once after a cut are answered together.
+const ANSWERING_THREADS: usize = 4;
+
+/// Carries stream `name`; lossless, with [`ANSWERING_THREADS`] threads beside that answer
+/// subscribers' requests for frames again ([`crate::resend`]).
 fn publish_stream(
     session: &zenoh::Session,
     o: &PublishOptions,
@@ -94,32 +98,34 @@ fn publish_stream(
         return carry(session, o, period, name, stop, None);
     }
     let requests = Requests::declare(session, &key(&o.prefix, name))?;
-    let reported = AtomicU64::new(0);
+    let losses = LossLog::default();
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name(format!("resend {}", name.escape_debug()))
-            .spawn_scoped(scope, || requests.serve(name, &reported, stop, &done))
-            .map_err(|e| {
-                BridgeError::Usage(format!(
-                    "stream '{name}': starting its resend thread failed ({e})"
-                ))
-            })?;
-        let carried = carry(session, o, period, name, stop, Some(&reported));
+        for _ in 0..ANSWERING_THREADS {
+            std::thread::Builder::new()
+                .name(format!("resend {}", name.escape_debug()))
+                .spawn_scoped(scope, || requests.serve(name, &losses, stop, &done))
+                .map_err(|e| {
+                    BridgeError::Usage(format!(
+                        "stream '{name}': starting its resend thread failed ({e})"
+                    ))
+                })?;
+        }
+        let carried = carry(session, o, period, name, stop, Some(&losses));
         done.store(true, Ordering::Relaxed);
         carried
     })
 }
 
 /// Carries stream `name` until `stop`: waits for it to be made (again), and puts its
-/// frames. Lossless, the frames reported lost so far are kept in `reported` too.
+/// frames. Lossless, the losses it reports are logged in `losses_log` too.
 fn carry(
     session: &zenoh::Session,
     o: &PublishOptions,
     period: Option<Duration>,
     name: &str,
     stop: &Stop,
-    reported: Option<&AtomicU64>,
+    losses_log: Option<&LossLog>,
 ) -> Result<(), BridgeError> {
     let k = key(&o.prefix, name);
     let publisher = session
@@ -200,17 +206,10 @@ fn carry(
         // Latest-value: the frame the stream holds when it is opened goes first, so a writer
         // that writes once and then idles is mirrored too.
         let mut current_first = cursor.is_none();
-        let mut header = FrameHeader {
-            dtype: s.dtype(),
-            shape: s.shape().to_vec(),
-            frame_id: 0,
-            count: 0,
-            write_time: 0.0,
-            source: crate::instance_of(&s),
-            lossless: o.lossless,
-            lost: 0,
-            name_len: name.len(),
-        };
+        let mut header = header_of(&s, name, o.lossless);
+        if let Some(log) = losses_log {
+            log.record(0, losses.total);
+        }
         let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
@@ -284,8 +283,8 @@ fn carry(
                     // `record` does, not at the slot the writer overwrites next.
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     losses.lost(lost + skipped);
-                    if let Some(r) = reported {
-                        r.store(losses.total, Ordering::Relaxed);
+                    if let Some(log) = losses_log {
+                        log.record(header.count, losses.total);
                     }
                     say_any(name, losses.due());
                     continue;
@@ -478,6 +477,22 @@ fn put(
         publisher.put(frame).attachment(attachment).wait()
     })
     .map_err(|e| zenoh_err(format!("putting a frame on {k}"))(e))
+}
+
+/// The header of the frames of `s`, carried as stream `name`, `lossless` or not, before
+/// the first is stamped into it ([`stamp`]).
+pub(crate) fn header_of(s: &Stream, name: &str, lossless: bool) -> FrameHeader {
+    FrameHeader {
+        dtype: s.dtype(),
+        shape: s.shape().to_vec(),
+        frame_id: 0,
+        count: 0,
+        write_time: 0.0,
+        source: crate::instance_of(s),
+        lossless,
+        lost: 0,
+        name_len: name.len(),
+    }
 }
 
 /// The attachment of a frame described by `header`, put on key `k`.

@@ -5,57 +5,81 @@
 //! connection that then died, though its history still held the frames. The subscriber sees
 //! the gap at the next frame that reaches it (or, at a reconnection, asks whether frames
 //! followed its newest), and asks on the stream's resend key ([`crate::resend_key`]) for the
-//! frames counted after its newest. The answer is a reply per frame, to that subscriber
-//! alone, from a thread of its own with a cursor of its own: the live frames go on as they
+//! frames counted between its newest and the first it holds past the gap. The answer is a
+//! reply per frame, to that subscriber alone, from a thread with a cursor of its own (a few
+//! such threads per stream, for subscribers asking at once): the live frames go on as they
 //! were, to every subscriber. Frames gone from the ring are not in the answer; the
 //! subscriber counts them lost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shmstream::{Error, Stream};
 use zenoh::Wait;
-use zenoh::handlers::{RingChannel, RingChannelHandler};
 use zenoh::query::{Query, Queryable};
 
-use crate::codec::{FrameHeader, ResendRequest};
-use crate::publish::{attachment_of, lend, stamp};
+use crate::codec::{ANSWER_END, ResendRequest};
+use crate::publish::{attachment_of, header_of, lend, stamp};
 use crate::{BridgeError, POLL, RESEND_WAIT, Stop, instance_of, resend_key, say, zenoh_err};
 
-/// Requests for frames again, taken on a lossless publisher's resend key.
+/// Requests taken and not yet answered, past which a new one is dropped (it gets its final
+/// reply at once, without a frame) rather than block Zenoh's thread.
+const WAITING: usize = 8;
+
+/// Requests for frames again, taken on a lossless publisher's resend key, each with the
+/// moment it came (its asker waits [`RESEND_WAIT`] from about then).
 pub(crate) struct Requests {
-    queries: Queryable<RingChannelHandler<Query>>,
+    _queryable: Queryable<()>,
+    taken: Mutex<Receiver<(Instant, Query)>>,
 }
 
 impl Requests {
-    /// Declares the queryable on the resend key of stream key `k`. A ring channel: a burst
-    /// of requests past it drops the oldest, which then gets its final reply without a frame
-    /// (its subscriber counts those frames lost) rather than block Zenoh's thread.
+    /// Declares the queryable on the resend key of stream key `k`.
     pub(crate) fn declare(session: &zenoh::Session, k: &str) -> Result<Requests, BridgeError> {
         let rk = resend_key(k);
-        let queries = session
+        let (tx, rx): (SyncSender<(Instant, Query)>, _) = std::sync::mpsc::sync_channel(WAITING);
+        let queryable = session
             .declare_queryable(rk.clone())
-            .with(RingChannel::new(8))
+            // Full (or its threads gone): the request drops, and its final reply goes out.
+            .callback(move |q| drop(tx.try_send((Instant::now(), q))))
             .wait()
             .map_err(zenoh_err(format!("declaring the queryable on {rk}")))?;
-        Ok(Requests { queries })
+        Ok(Requests {
+            _queryable: queryable,
+            taken: Mutex::new(rx),
+        })
+    }
+
+    /// The next request, waiting up to [`POLL`]; `Err` once none can come.
+    fn next(&self) -> Result<Option<(Instant, Query)>, RecvTimeoutError> {
+        let taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        match taken.recv_timeout(POLL) {
+            Ok(q) => Ok(Some(q)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Answers the requests for stream `name`, one at a time, until `stop` or `done` is set
-    /// (looked at every [`POLL`]). `reported`: the frames the live thread reported lost so
-    /// far, sent with each frame as with its live ones.
-    pub(crate) fn serve(&self, name: &str, reported: &AtomicU64, stop: &Stop, done: &AtomicBool) {
+    /// (looked at every [`POLL`], and at every frame of an answer); several threads may
+    /// serve one [`Requests`], each request going to one of them. A request its asker no
+    /// longer waits for ([`RESEND_WAIT`] since it came) is dropped unanswered.
+    pub(crate) fn serve(&self, name: &str, losses: &LossLog, stop: &Stop, done: &AtomicBool) {
+        let ended = || stop.is_set() || done.load(Ordering::Relaxed);
         let mut source: Option<Stream> = None;
         // The frame buffer, kept from one answer to the next (as the live thread keeps its).
         let mut buf = BytesMut::new();
-        while !stop.is_set() && !done.load(Ordering::Relaxed) {
-            let q = match self.queries.recv_timeout(POLL) {
+        while !ended() {
+            let (came, q) = match self.next() {
                 Ok(Some(q)) => q,
                 Ok(None) => continue,
-                // The session is closing: no request will come.
                 Err(_) => return,
             };
+            let deadline = came + RESEND_WAIT;
             // Any other payload gets its final reply, without a frame, as the query drops.
             let Some(asked) = q
                 .payload()
@@ -70,83 +94,174 @@ impl Requests {
             let Some(s) = source.as_ref().filter(|s| instance_of(s) == asked.source) else {
                 continue;
             };
-            let deadline = Instant::now() + RESEND_WAIT;
-            if let Err(e) = answer(s, &q, asked.after, reported, deadline, &mut buf) {
-                say(name, &format!("answering a request for frames again: {e}"));
+            let answer = Answer {
+                s,
+                name,
+                q: &q,
+                asked,
+                losses,
+                deadline,
+            };
+            match answer.send(&mut buf, &ended) {
+                // A reply that fails only means the asker left.
+                Ok(true) => drop(q.reply_err(ANSWER_END).wait()),
+                Ok(false) => {}
+                Err(e) => say(name, &format!("answering a request for frames again: {e}")),
             }
         }
     }
 }
 
-/// Replies to `q` with the frames of `s` in its ring counted after `after`, up to the count
-/// `s` had when the answer began (those after it went out live), in order, until
-/// `deadline` (when the asker stops waiting). A frame gone from the ring, or lapped as it
-/// is read, is left out; the asker counts it lost. `buf`: a frame buffer, sized here.
-fn answer(
-    s: &Stream,
-    q: &Query,
-    after: u64,
-    reported: &AtomicU64,
+/// One request's answer: the frames of `s` counted as `asked` says, in its ring.
+struct Answer<'a> {
+    s: &'a Stream,
+    name: &'a str,
+    q: &'a Query,
+    asked: ResendRequest,
+    losses: &'a LossLog,
+    /// When the asker stops waiting.
     deadline: Instant,
-    buf: &mut BytesMut,
-) -> Result<(), BridgeError> {
-    let mut c = s.cursor()?;
-    c.rewind_to_oldest();
-    // Past the frames counted at or before `after`, without copying them: an append
-    // stores its count before the head passes its frame, so loaded after `lag` (which
-    // loads the head) the count bounds every frame ahead, and of those ahead at most
-    // `until - after` are counted after `after`. (Frames left ahead that are not, those
-    // beside publications that skipped the ring, are read and passed below.)
-    let ahead = c.lag();
-    let until = s.count();
-    c.skip(ahead.saturating_sub(until.saturating_sub(after)));
-    if buf.len() != s.size_bytes() {
-        *buf = BytesMut::zeroed(s.size_bytes());
-    }
-    let mut header = FrameHeader {
-        dtype: s.dtype(),
-        shape: s.shape().to_vec(),
-        frame_id: 0,
-        count: 0,
-        write_time: 0.0,
-        source: instance_of(s),
-        lossless: true,
-        lost: 0,
-        name_len: s.name().len(),
-    };
-    let k = q.key_expr().clone();
-    while Instant::now() < deadline {
-        let info = match c.next_into_bytes(buf, Some(Duration::ZERO)) {
-            Ok(info) => info,
-            // Lapped as it was read, or publications that skipped the ring: left out.
-            Err(Error::Overrun { cause, .. }) => {
-                c.skip_after_overrun(cause);
+}
+
+impl Answer<'_> {
+    /// Replies with the frames of the ring counted after `asked.after` and before
+    /// `asked.before`, up to the count the stream had when the answer began (those after it
+    /// went out live), in order, until the deadline or `ended`. A frame gone from the ring is
+    /// left out, and so are those the cursor passes after a lap as it reads ([`Cursor::
+    /// skip_after_overrun`](shmstream::Cursor::skip_after_overrun)); the asker counts them
+    /// lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not cut short
+    /// by the deadline, `ended`, or the asker gone).
+    fn send(&self, buf: &mut BytesMut, ended: &dyn Fn() -> bool) -> Result<bool, BridgeError> {
+        let (s, after) = (self.s, self.asked.after);
+        let mut c = s.cursor()?;
+        c.rewind_to_oldest();
+        // Past the frames counted at or before `after`, without copying them: an append
+        // stores its count before the head passes its frame, so loaded after `lag` (which
+        // loads the head) the count bounds every frame ahead, and of those ahead at most
+        // `count - after` are counted after `after`. (Frames left ahead that are not, those
+        // beside publications that skipped the ring, are read and passed below.)
+        let ahead = c.lag();
+        let count = s.count();
+        c.skip(ahead.saturating_sub(count.saturating_sub(after)));
+        let until = count.min(self.asked.before.saturating_sub(1));
+        if buf.len() != s.size_bytes() {
+            *buf = BytesMut::zeroed(s.size_bytes());
+        }
+        let mut header = header_of(s, self.name, true);
+        let k = self.q.key_expr().clone();
+        while Instant::now() < self.deadline && !ended() {
+            let info = match c.next_into_bytes(buf, Some(Duration::ZERO)) {
+                Ok(info) => info,
+                // Lapped as it was read, or publications that skipped the ring: left out.
+                Err(Error::Overrun { cause, .. }) => {
+                    c.skip_after_overrun(cause);
+                    continue;
+                }
+                // The newest frame was answered; the stream unlinked (a new source).
+                Err(Error::Timeout { .. } | Error::Stale { .. } | Error::Closed { .. }) => {
+                    return Ok(true);
+                }
+                // A writer's bracket left open: cut short (the asker asks again).
+                Err(Error::Inconsistent { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if info.count <= after {
                 continue;
             }
-            Err(Error::Inconsistent { .. }) => continue,
-            // The newest frame was answered, or the stream unlinked (a new source).
-            Err(Error::Timeout { .. } | Error::Stale { .. } | Error::Closed { .. }) => {
-                return Ok(());
+            if info.count > until {
+                return Ok(true);
             }
-            Err(e) => return Err(e.into()),
-        };
-        if info.count <= after {
-            continue;
+            stamp(&mut header, &info);
+            header.lost = self.losses.total_before(info.count);
+            let attachment = attachment_of(&header, &k)?;
+            // A reply that fails only means the asker left.
+            if lend(buf, |frame| {
+                self.q.reply(k.clone(), frame).attachment(attachment).wait()
+            })
+            .is_err()
+            {
+                return Ok(false);
+            }
         }
-        if info.count > until {
-            return Ok(());
-        }
-        stamp(&mut header, &info);
-        header.lost = reported.load(Ordering::Relaxed);
-        let attachment = attachment_of(&header, &k)?;
-        // A reply that fails only means the asker left.
-        if lend(buf, |frame| {
-            q.reply(k.clone(), frame).attachment(attachment).wait()
-        })
-        .is_err()
-        {
-            return Ok(());
-        }
+        Ok(false)
     }
-    Ok(())
+}
+
+/// Events the log keeps; older ones are folded into one total.
+const LOSS_EVENTS_KEPT: usize = 1024;
+
+/// The losses a lossless publisher's live thread reported, each with the count of the last
+/// frame it put before (0 where none of the stream's generation was put): a frame answered
+/// again carries the total reported before it, as it would have live, so the asker counts
+/// only the gaps the publisher did not report.
+#[derive(Default)]
+pub(crate) struct LossLog {
+    events: Mutex<LossEvents>,
+}
+
+#[derive(Default)]
+struct LossEvents {
+    /// The total of the newest event folded away.
+    folded: u64,
+    /// (count put before the loss, total reported with it), oldest first.
+    recent: VecDeque<(u64, u64)>,
+}
+
+impl LossLog {
+    /// The live thread reported losses bringing its total to `total`, after putting the
+    /// frame counted `put` (0 at the start of a stream's generation: logged then too, so
+    /// that an earlier generation's counts are not compared with this one's).
+    pub(crate) fn record(&self, put: u64, total: u64) {
+        let mut e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if e.recent.len() == LOSS_EVENTS_KEPT
+            && let Some((_, t)) = e.recent.pop_front()
+        {
+            e.folded = t;
+        }
+        e.recent.push_back((put, total));
+    }
+
+    /// The total reported before the frame counted `count` was put: of the newest event
+    /// logged after a frame counted below it.
+    fn total_before(&self, count: u64) -> u64 {
+        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        e.recent
+            .iter()
+            .rev()
+            .find(|&&(put, _)| put < count)
+            .map_or(e.folded, |&(_, total)| total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame answered again carries the total reported before it: losses logged after
+    /// frames counted below it, not those logged after it, nor an earlier generation's
+    /// (whose counts a generation's start marks off); folded-away events give their total.
+    #[test]
+    fn a_frame_answered_again_carries_the_losses_reported_before_it() {
+        let log = LossLog::default();
+        assert_eq!(log.total_before(5), 0, "none reported");
+        log.record(10, 3);
+        log.record(20, 7);
+        assert_eq!(log.total_before(10), 0, "reported after frame 10 was put");
+        assert_eq!(log.total_before(11), 3);
+        assert_eq!(log.total_before(21), 7);
+        // A new generation, counted from 1 again.
+        log.record(0, 7);
+        log.record(4, 9);
+        assert_eq!(
+            log.total_before(3),
+            7,
+            "this generation's start, not frame 20's loss"
+        );
+        assert_eq!(log.total_before(5), 9);
+        for i in 0..LOSS_EVENTS_KEPT as u64 {
+            log.record(100 + i, 100 + i);
+        }
+        assert_eq!(log.total_before(100), 9, "of the newest event folded away");
+        assert_eq!(log.total_before(101), 100);
+    }
 }

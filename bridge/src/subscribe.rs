@@ -1,6 +1,7 @@
 //! Zenoh → local streams: each remote frame is checked against its attachment and written,
 //! with its frame id, into a local stream of the remote shape and dtype.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -9,11 +10,11 @@ use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
 use zenoh::handlers::{FifoChannel, RingChannel, RingChannelHandler};
 use zenoh::matching::{MatchingListener, MatchingStatus};
-use zenoh::qos::CongestionControl;
+use zenoh::qos::{CongestionControl, Priority};
 use zenoh::query::{ConsolidationMode, Querier, QueryTarget};
 use zenoh::sample::Sample;
 
-use crate::codec::{FrameHeader, ResendRequest};
+use crate::codec::{ANSWER_END, FrameHeader, ResendRequest};
 use crate::{
     BridgeError, Endpoints, Losses, POLL, RESEND_WAIT, Role, SUM_UP_EVERY, Stop, check_keys, key,
     open_session_as, per_stream, zenoh_err,
@@ -186,10 +187,15 @@ const QUERY_WAIT: Duration = Duration::from_secs(5);
 /// How long a recovery waits for a publisher's resend queryable to be matched before it
 /// asks all the same: at a reconnection, its declaration may come after the first frames.
 const RESEND_MATCH_WAIT: Duration = Duration::from_secs(2);
-/// After an answer that brought none of the frames a recovery waited for (the publisher
-/// no longer holds that source, or did not answer), how long gaps are counted lost at once
-/// rather than asked for: each recovery drops the live frames while it waits.
+/// After an answer that brought none of the frames a recovery asked for (the publisher no
+/// longer holds them, or did not answer), how long gaps are counted lost at once rather than
+/// asked for: each recovery holds the live frames back while it waits.
 const RESEND_BACKOFF: Duration = Duration::from_secs(10);
+/// Rounds in a row a recovery asks whose answer brings no frame and does not end
+/// ([`ANSWER_END`]) before it gives up on the frames asked for: such an answer was cut short
+/// (the query dropped by a publisher with requests waiting, the link cut, the wait run out),
+/// and the ring may still hold them.
+const RESEND_TRIES: u32 = 3;
 
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
@@ -200,7 +206,9 @@ const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 /// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
 /// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
 /// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
-/// does a local stream, waking its readers), and frames go in the order they arrive.
+/// does a local stream, waking its readers), and frames go in the order they arrive. The
+/// exception is a lossless source's gap: this thread asks for the frames missed and writes
+/// the answer, the live frames held meanwhile ([`recover`]).
 ///
 /// A put reaches only the subscribers its publisher knows at that moment, and a publisher
 /// puts its current frame again only when it goes from no matched subscriber to one; a
@@ -376,7 +384,9 @@ struct Resender<'a> {
 impl<'a> Resender<'a> {
     /// Declares it for stream key `k`. Every publisher there is asked (one of another
     /// source answers nothing), each answer whole (no reply merged into another of its
-    /// key), and a reply waits for room rather than being dropped, as a lossless frame.
+    /// key); a reply waits for room rather than being dropped, as a lossless frame, and goes
+    /// after the live frames of the link (priority data low: a backlog does not hold up the
+    /// other streams).
     fn declare(session: &'a zenoh::Session, k: &str) -> Result<Resender<'a>, BridgeError> {
         let rk = crate::resend_key(k);
         let querier = session
@@ -384,6 +394,7 @@ impl<'a> Resender<'a> {
             .target(QueryTarget::All)
             .consolidation(ConsolidationMode::None)
             .congestion_control(CongestionControl::Block)
+            .priority(Priority::DataLow)
             .timeout(RESEND_WAIT)
             .wait()
             .map_err(zenoh_err(format!("declaring the querier on {rk}")))?;
@@ -418,11 +429,7 @@ impl<'a> Resender<'a> {
                 && let Some(source) = m.lossless_source
                 && m.sources.newest(&source).is_some()
             {
-                m.recovery = Some(Recovery {
-                    source,
-                    dropped: None,
-                    since: Instant::now(),
-                });
+                m.recovery = Some(Recovery::new(source, None));
             }
         }
     }
@@ -430,16 +437,18 @@ impl<'a> Resender<'a> {
 
 /// Asks for the frames the mirror's recovery waits for, if it has one, round after round
 /// until it ends ([`Mirror::answered`]) or `stop` is set: each round asks the publishers on
-/// the resend key for the frames of its source after the newest received, and writes those
-/// that come, in order, until the answer ends or [`RESEND_WAIT`]. It waits up to
-/// [`RESEND_MATCH_WAIT`] for a publisher's queryable there, then asks all the same.
+/// the resend key for the frames of its source between the newest received and the first
+/// held ([`Recovery::request`]), and writes those that come, in order, until the answer
+/// ends or [`RESEND_WAIT`]. It waits up to [`RESEND_MATCH_WAIT`] for a publisher's
+/// queryable there, then asks all the same. Stopped, it leaves the recovery to the
+/// mirror's close, which counts its frames lost.
 fn recover(
     stop: &Stop,
     state: &Mutex<Mirror>,
     resend: &Resender<'_>,
     k: &str,
 ) -> Result<(), BridgeError> {
-    loop {
+    while !stop.is_set() {
         let asked = {
             let m = state.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(r) = &m.recovery else {
@@ -448,10 +457,7 @@ fn recover(
             if !resend.matched && r.since.elapsed() < RESEND_MATCH_WAIT {
                 return Ok(());
             }
-            ResendRequest {
-                source: r.source,
-                after: m.sources.newest(&r.source).map_or(0, |(c, _)| c),
-            }
+            r.request(m.sources.newest(&r.source).map_or(0, |(c, _)| c))
         };
         let replies = resend
             .querier
@@ -460,31 +466,36 @@ fn recover(
             .with(FifoChannel::new(16))
             .wait()
             .map_err(zenoh_err(format!("asking {k} for lossless frames again")))?;
+        // Whether the publisher said its answer is whole.
+        let mut whole = false;
         loop {
+            if stop.is_set() {
+                return Ok(());
+            }
             match replies.recv_timeout(POLL) {
-                Ok(Some(reply)) => {
-                    if let Ok(sample) = reply.result() {
+                Ok(Some(reply)) => match reply.result() {
+                    Ok(sample) => {
                         let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
                         if !m.closed {
                             m.write_resent(sample);
                         }
                     }
-                }
-                // Left to the mirror's close, which counts what it waited for lost.
-                Ok(None) if stop.is_set() => return Ok(()),
+                    Err(e) => whole |= *e.payload().to_bytes() == *ANSWER_END,
+                },
                 Ok(None) => {}
-                // The answer is whole, or its wait ran out.
+                // The query is done: answered, or its wait ran out.
                 Err(_) => break,
             }
         }
         if !state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .answered(asked.after)
+            .answered(&asked, whole)
         {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
@@ -566,10 +577,10 @@ struct Mirror {
     resend_seen: bool,
     /// The lossless source whose missed frames are being asked for again.
     recovery: Option<Recovery>,
-    /// A source, and the count through which its frames came in an answer (or were given
-    /// up on): its live frames up to there, late, are dropped unsaid.
+    /// A source, and the newest count written as its recovery ended: its live frames up to
+    /// there, late (an answer ran ahead of the live ones), are dropped unsaid.
     resent_through: Option<([u8; 16], u64)>,
-    /// When an answer last brought none of the frames a recovery waited for: a gap within
+    /// When a gap was last asked for in vain ([`Mirror::answered`]): a gap within
     /// [`RESEND_BACKOFF`] of it is counted lost at once.
     resend_failed_at: Option<Instant>,
     /// The source of the last frame written, where it was lossless (one that carries an
@@ -579,15 +590,78 @@ struct Mirror {
     lossless_source: Option<[u8; 16]>,
 }
 
+/// The most a recovery holds of its source's live frames, in payload bytes (at least one
+/// frame): past it, they are dropped, and asked for once the held ones are written.
+const HELD_BYTES: usize = 256 << 20;
+
 /// A lossless source's frames missed in transit, asked for again ([`recover`]): its live
-/// frames are dropped meanwhile (its history holds them, and they are asked for next).
-#[derive(Debug, Clone)]
+/// frames that come meanwhile are held, and written once the frames before them came, or
+/// were asked for in vain.
+#[derive(Debug)]
 struct Recovery {
     source: [u8; 16],
-    /// The newest of its live frames dropped meanwhile.
-    dropped: Option<FrameHeader>,
+    /// Its live frames held, in count order, with their headers.
+    held: VecDeque<(Sample, FrameHeader)>,
+    /// Their payloads' bytes.
+    held_bytes: usize,
+    /// The most they may take: [`HELD_BYTES`].
+    room: usize,
+    /// Whether a live frame of it was dropped for want of room ([`HELD_BYTES`]): the frames
+    /// after the held ones are asked for once those are written.
+    dropped: bool,
+    /// The (count, publisher's losses) of its newest live frame that came, held or dropped.
+    newest_live: Option<(u64, u64)>,
+    /// Frames counted below this were asked for and did not come: their gap is counted lost.
+    given_up_below: u64,
+    /// Rounds in a row whose answer brought no frame and did not end ([`Mirror::answered`]).
+    unanswered: u32,
     /// When the recovery began.
     since: Instant,
+}
+
+impl Recovery {
+    /// A recovery of `source`, holding its live frame `first` that came after a gap (none:
+    /// asked for whether frames followed the newest).
+    fn new(source: [u8; 16], first: Option<(&Sample, &FrameHeader)>) -> Recovery {
+        let mut r = Recovery {
+            source,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            room: HELD_BYTES,
+            dropped: false,
+            newest_live: None,
+            given_up_below: 0,
+            unanswered: 0,
+            since: Instant::now(),
+        };
+        if let Some((sample, h)) = first {
+            r.hold(sample, h);
+        }
+        r
+    }
+
+    /// Holds the live frame `h`, newer than any held, or drops it for want of room (held
+    /// ones stay contiguous: once one is dropped, so are those after it).
+    fn hold(&mut self, sample: &Sample, h: &FrameHeader) {
+        self.newest_live = Some((h.count, h.lost));
+        let bytes = sample.payload().len();
+        if !self.dropped && (self.held.is_empty() || self.held_bytes + bytes <= self.room) {
+            self.held_bytes += bytes;
+            self.held.push_back((sample.clone(), h.clone()));
+        } else {
+            self.dropped = true;
+        }
+    }
+
+    /// What the next round asks for: the frames after `newest` (the count of the newest
+    /// received) before the first held.
+    fn request(&self, newest: u64) -> ResendRequest {
+        ResendRequest {
+            source: self.source,
+            after: newest,
+            before: self.held.front().map_or(u64::MAX, |(_, h)| h.count),
+        }
+    }
 }
 
 impl Mirror {
@@ -653,8 +727,12 @@ impl Mirror {
     /// losses and refusals not summed up yet, which would otherwise go unreported.
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
-        if let Some(r) = self.recovery.take() {
-            self.give_up(&r);
+        // A recovery's frames, held or asked for, not written: lost.
+        if let Some(r) = self.recovery.take()
+            && let (Some(last), Some(live)) = (self.sources.newest(&r.source), r.newest_live)
+            && live.0 > last.0
+        {
+            self.gaps.lost(missed_to(last, live).saturating_add(1));
         }
         [self.gaps.rest(), self.refusals.rest()]
             .into_iter()
@@ -671,14 +749,15 @@ impl Mirror {
     fn write(&mut self, sample: &Sample) {
         self.received = true;
         if let Some(h) = self.checked(sample)
-            && !self.held_for_resend(&h)
+            && !self.held_for_resend(sample, &h)
         {
             self.write_checked(sample, h);
         }
     }
 
     /// Writes `sample`, a frame of an answer to a request for frames again ([`recover`]),
-    /// where it is one the recovery waits for: of its source, after the newest received.
+    /// where it is one the recovery waits for: of its source, after the newest received and
+    /// not after the first held.
     fn write_resent(&mut self, sample: &Sample) {
         if let Some(h) = self.checked(sample)
             && let Some(r) = &self.recovery
@@ -688,6 +767,9 @@ impl Mirror {
                 .sources
                 .newest(&h.source)
                 .is_none_or(|(c, _)| h.count > c)
+            && r.held
+                .front()
+                .is_none_or(|(_, first)| h.count <= first.count)
         {
             self.write_checked(sample, h);
         }
@@ -710,20 +792,24 @@ impl Mirror {
         Some(h)
     }
 
-    /// Whether the live lossless frame `h` is held back for a recovery (dropped, unsaid): one
-    /// of a source being recovered, or late after its answer; or the first after a gap its
-    /// publisher did not report lost, which begins a recovery (where a publisher answering
-    /// requests was seen, and none failed within [`RESEND_BACKOFF`]).
-    fn held_for_resend(&mut self, h: &FrameHeader) -> bool {
+    /// Whether the live lossless frame `h` (of `sample`) is taken by a recovery rather than
+    /// written now: held (or dropped for want of room) where its source is being recovered,
+    /// dropped unsaid where it came again or late (written from an answer); or it is the
+    /// first after a gap its publisher did not report, which begins a recovery where a
+    /// publisher answering requests was seen and none failed within [`RESEND_BACKOFF`]. One
+    /// recovery at a time: another source's gaps meanwhile are counted lost at once.
+    fn held_for_resend(&mut self, sample: &Sample, h: &FrameHeader) -> bool {
         if !h.lossless || h.source == [0; 16] {
             return false;
         }
         let newest = self.sources.newest(&h.source);
-        if let Some(r) = self.recovery.as_mut().filter(|r| r.source == h.source) {
-            if newest.is_none_or(|(c, _)| h.count > c)
-                && r.dropped.as_ref().is_none_or(|d| h.count > d.count)
-            {
-                r.dropped = Some(h.clone());
+        if let Some(r) = self.recovery.as_mut() {
+            if r.source != h.source {
+                return false;
+            }
+            let behind = r.newest_live.or(newest).map(|(c, _)| c);
+            if behind.is_none_or(|c| h.count > c) {
+                r.hold(sample, h);
             }
             return true;
         }
@@ -744,56 +830,62 @@ impl Mirror {
         {
             return false;
         }
-        self.recovery = Some(Recovery {
-            source: h.source,
-            dropped: Some(h.clone()),
-            since: Instant::now(),
-        });
+        self.recovery = Some(Recovery::new(h.source, Some((sample, h))));
         true
     }
 
-    /// Ends a round of [`recover`] that asked for the frames after count `after`: whether
-    /// another is due (frames came, and the recovery still waits for dropped ones). The
-    /// recovery ends once those dropped came; where none came, its dropped frames are
-    /// counted lost ([`Mirror::give_up`]).
-    fn answered(&mut self, after: u64) -> bool {
-        let Some(r) = self.recovery.take() else {
+    /// Ends a round of [`recover`] that asked `asked`, its answer `whole` or not (ended by
+    /// the publisher, [`ANSWER_END`]), writing the held frames that now follow the newest
+    /// received: whether another round is due at once. Where none of the frames asked for
+    /// came, an answer not whole (cut short) is asked for again, up
+    /// to [`RESEND_TRIES`] times in all, at the next look ([`follow`]); after that, or where
+    /// the whole answer held none, they are given up on, and counted lost as the held frame
+    /// after them is written (and, for a gap, gaps within [`RESEND_BACKOFF`] are counted lost
+    /// at once). Another round asks for a gap still before a held frame, or, once all are
+    /// written, for the frames after them where some were dropped for want of room. The
+    /// recovery ends otherwise.
+    fn answered(&mut self, asked: &ResendRequest, whole: bool) -> bool {
+        let Some(mut r) = self.recovery.take() else {
             return false;
         };
-        let newest = self.sources.newest(&r.source).map_or(0, |(c, _)| c);
-        match &r.dropped {
-            Some(d) if d.count > newest && newest > after => {
+        let newest = |m: &Mirror| m.sources.newest(&r.source).unwrap_or((0, 0));
+        if newest(self).0 > asked.after || whole {
+            r.unanswered = 0;
+        } else {
+            r.unanswered += 1;
+            if r.unanswered < RESEND_TRIES {
                 self.recovery = Some(r);
-                true
+                return false;
             }
-            Some(d) if d.count > newest => {
+        }
+        if newest(self).0 <= asked.after {
+            r.given_up_below = asked.before;
+            if asked.before != u64::MAX {
                 self.resend_failed_at = Some(Instant::now());
-                self.give_up(&r);
-                false
-            }
-            _ => {
-                self.resent_through = Some((r.source, newest));
-                false
             }
         }
-    }
-
-    /// Ends recovery `r` without its dropped frames: counts them lost (with the frames before
-    /// them its publisher did not report), and follows its source from the newest.
-    fn give_up(&mut self, r: &Recovery) {
-        let Some(d) = &r.dropped else {
-            return;
-        };
-        if let Some(last) = self.sources.newest(&r.source)
-            && d.count > last.0
-        {
-            self.gaps.lost(missed(last, d).saturating_add(1));
-            self.sources.follow_anew(d);
-            self.resent_through = Some((r.source, d.count));
+        while let Some((_, first)) = r.held.front() {
+            let last = newest(self);
+            if missed(last, first) > 0 && first.count > r.given_up_below {
+                break;
+            }
+            let Some((sample, h)) = r.held.pop_front() else {
+                break;
+            };
+            r.held_bytes -= sample.payload().len();
+            // One that came in an answer is passed.
+            if h.count > last.0 {
+                self.write_checked(&sample, h);
+            }
         }
-        if let Some(line) = self.gaps.due() {
-            self.say(&line);
+        if r.held.is_empty() && std::mem::take(&mut r.dropped) {
+            r.given_up_below = 0;
+        } else if r.held.is_empty() {
+            self.resent_through = Some((r.source, newest(self).0));
+            return false;
         }
+        self.recovery = Some(r);
+        true
     }
 
     /// Writes `sample`, checked into `h`.
@@ -1413,10 +1505,15 @@ impl Sources {
 /// Lossless frames of one source instance between its frame last received, with (count,
 /// publisher's losses) `last`, and `h` that the publisher did not report lost
 /// ([`reported`]).
-fn missed((count, lost): (u64, u64), h: &FrameHeader) -> u64 {
-    if h.count > count {
-        let gap = h.count - count - 1;
-        gap.saturating_sub(reported(lost, h))
+fn missed(last: (u64, u64), h: &FrameHeader) -> u64 {
+    missed_to(last, (h.count, h.lost))
+}
+
+/// [`missed`] before a frame with (count, publisher's losses) `next`.
+fn missed_to((count, lost): (u64, u64), next: (u64, u64)) -> u64 {
+    if next.0 > count {
+        let gap = next.0 - count - 1;
+        gap.saturating_sub(reported(lost, next.1))
     } else {
         0
     }
@@ -1429,7 +1526,9 @@ fn missed((count, lost): (u64, u64), h: &FrameHeader) -> u64 {
 /// asked for the first frame this mirror receives: frames before it were put to no one
 /// ([`Mirror::resumed`] says what is known).
 fn uncarried(lost: u64, h: &FrameHeader) -> u64 {
-    h.count.saturating_sub(1).saturating_sub(reported(lost, h))
+    h.count
+        .saturating_sub(1)
+        .saturating_sub(reported(lost, h.lost))
 }
 
 /// What is said of the first frame of a new source received here when frames of it came
@@ -1451,12 +1550,8 @@ fn new_source_line(lost: u64, h: &FrameHeader) -> Option<String> {
 /// The losses the publisher reported since the frame last seen, whose count of reported
 /// losses was `lost`: its count went up by those; went down, it restarted, and only the
 /// losses it reported since then are known.
-fn reported(lost: u64, h: &FrameHeader) -> u64 {
-    if h.lost >= lost {
-        h.lost - lost
-    } else {
-        h.lost
-    }
+fn reported(lost: u64, now: u64) -> u64 {
+    if now >= lost { now - lost } else { now }
 }
 
 /// Why the local stream could not be had: opening it failed (tried again with the next
@@ -2149,80 +2244,186 @@ mod tests {
         );
     }
 
-    /// A lossless gap its publisher did not report begins a recovery only where a publisher
-    /// answering requests was seen: the source's live frames are then held back (the newest
-    /// kept, as the one to wait for), late ones too, another source's not; frames answered
-    /// in two rounds end it, and late live frames up to its end are held back unsaid.
-    #[test]
-    fn a_gap_is_asked_for_again_round_after_round_until_its_frames_came() {
-        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
-        for c in 1..=2 {
-            m.account(&h(7, c, 0)).unwrap();
-        }
-        assert!(
-            !m.held_for_resend(&h(7, 5, 0)),
-            "no publisher answering seen"
-        );
-        m.resend_seen = true;
-        assert!(!m.held_for_resend(&h(7, 3, 0)), "the next frame");
-        assert!(
-            !m.held_for_resend(&h(7, 5, 2)),
-            "the gap reported by the publisher"
-        );
-        assert!(m.recovery.is_none());
-        assert!(m.held_for_resend(&h(7, 5, 0)), "a gap unreported");
-        assert!(m.held_for_resend(&h(7, 6, 0)));
-        assert!(m.held_for_resend(&h(7, 4, 0)), "late");
-        assert!(!m.held_for_resend(&h(8, 1, 0)), "another source");
-        let r = m.recovery.clone().unwrap();
-        assert_eq!((r.source, r.dropped.map(|d| d.count)), ([7; 16], Some(6)));
-        // The first answer brings 3 and 4: progress, and 5 and 6 are still awaited.
-        for c in 3..=4 {
-            m.account(&h(7, c, 0)).unwrap();
-        }
-        assert!(m.answered(2), "another round");
-        for c in 5..=6 {
-            m.account(&h(7, c, 0)).unwrap();
-        }
-        assert!(!m.answered(4), "all came");
-        assert!(m.recovery.is_none());
-        assert_eq!(m.resent_through, Some(([7; 16], 6)));
-        assert!(
-            m.held_for_resend(&h(7, 6, 0)),
-            "late, written from the answer"
-        );
-        assert!(!m.held_for_resend(&h(7, 7, 0)), "the next live frame");
-        assert_eq!(m.gaps.total, 0, "nothing lost");
+    /// A mirror of "cam0" into a new local stream of 16 frames of history (unlinked as the
+    /// guard drops), fed lossless frames of source [7; 16] by count: live ones as Zenoh's
+    /// thread gives them, answered ones as [`recover`] does.
+    struct Recovering {
+        m: Mirror,
+        name: String,
     }
 
-    /// An answer that brings none of the frames a recovery waits for (the publisher no
-    /// longer holds the source, or does not answer) ends it: the frames dropped meanwhile
-    /// and those before them are counted lost, the source followed from the newest dropped,
-    /// and gaps within [`RESEND_BACKOFF`] counted lost at once. At close, a recovery's
-    /// dropped frames are counted lost too.
+    impl Recovering {
+        fn new(tag: &str) -> Recovering {
+            let name = format!("br-{tag}-{}", std::process::id());
+            let _ = shmstream::unlink(&name);
+            let mut m = Mirror::new("cam0", name.clone(), 16);
+            m.resend_seen = true;
+            Recovering { m, name }
+        }
+
+        fn sample(count: u64) -> Sample {
+            zenoh::sample::SampleBuilder::put(
+                zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
+                vec![count as u8],
+            )
+            .attachment(h(7, count, 0).encode().unwrap())
+            .into()
+        }
+
+        fn live(&mut self, counts: impl IntoIterator<Item = u64>) {
+            for c in counts {
+                self.m.write(&Self::sample(c));
+            }
+        }
+
+        fn answer(&mut self, counts: impl IntoIterator<Item = u64>) {
+            for c in counts {
+                self.m.write_resent(&Self::sample(c));
+            }
+        }
+
+        /// The round asked now, ended once `answered` frames came, the answer `whole` or not.
+        fn round_of(
+            &mut self,
+            answered: impl IntoIterator<Item = u64>,
+            whole: bool,
+        ) -> (ResendRequest, bool) {
+            let r = self.m.recovery.as_ref().expect("a recovery");
+            let asked = r.request(self.m.sources.newest(&r.source).unwrap().0);
+            self.answer(answered);
+            (asked, self.m.answered(&asked, whole))
+        }
+
+        /// [`Recovering::round_of`] a whole answer.
+        fn round(&mut self, answered: impl IntoIterator<Item = u64>) -> (ResendRequest, bool) {
+            self.round_of(answered, true)
+        }
+
+        /// The frame ids of the local stream's history, oldest first.
+        fn mirrored(&self) -> Vec<u64> {
+            let s = Stream::open_readonly(&self.name).unwrap();
+            let mut c = s.cursor().unwrap();
+            c.rewind_to_oldest();
+            let mut ids = vec![];
+            let mut buf = [0u8];
+            while let Ok(info) = c.next_into_bytes(&mut buf, Some(Duration::ZERO)) {
+                assert_eq!(
+                    buf[0], info.frame_id as u8,
+                    "frame {} intact",
+                    info.frame_id
+                );
+                ids.push(info.frame_id);
+            }
+            ids
+        }
+    }
+
+    impl Drop for Recovering {
+        fn drop(&mut self) {
+            self.m.local = None;
+            let _ = shmstream::unlink(&self.name);
+        }
+    }
+
+    fn request(after: u64, before: u64) -> ResendRequest {
+        ResendRequest {
+            source: [7; 16],
+            after,
+            before,
+        }
+    }
+
+    /// A lossless gap its publisher did not report begins a recovery (where a publisher
+    /// answering requests was seen): the source's live frames are held, late ones dropped
+    /// unsaid, and each round asks for the frames between the newest written and the first
+    /// held, until they all came; the held ones are then written, in order, nothing lost. A
+    /// gap the publisher reported, or before any publisher answering was seen, is not asked
+    /// for; late live frames after the recovery are dropped unsaid.
     #[test]
-    fn frames_a_recovery_waited_for_in_vain_are_counted_lost() {
-        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
-        m.resend_seen = true;
-        m.account(&h(7, 2, 0)).unwrap();
-        assert!(m.held_for_resend(&h(7, 5, 0)));
-        assert!(m.held_for_resend(&h(7, 6, 0)));
-        assert!(!m.answered(2), "nothing came: no other round");
-        assert!(m.recovery.is_none());
-        assert_eq!(m.gaps.total, 4, "3 to 6");
-        assert_eq!(m.sources.newest(&[7; 16]), Some((6, 0)));
-        assert!(m.held_for_resend(&h(7, 6, 0)), "late, counted already");
-        assert!(!m.held_for_resend(&h(7, 9, 0)), "backing off");
-        m.resend_failed_at = None;
-        m.account(&h(7, 7, 0)).unwrap();
-        assert!(m.held_for_resend(&h(7, 9, 0)));
-        let lines = m.close();
-        assert!(m.recovery.is_none());
-        assert_eq!(m.gaps.total, 6, "8 and 9 too");
+    fn a_gap_is_asked_for_round_after_round_and_the_held_frames_written_after_it() {
+        let mut t = Recovering::new("recover-gap");
+        t.m.resend_seen = false;
+        t.live([1, 2]);
         assert!(
-            lines[0].starts_with("2 frame(s) lost in transit"),
+            !t.m.held_for_resend(&Recovering::sample(5), &h(7, 5, 0)),
+            "no publisher answering seen"
+        );
+        t.m.resend_seen = true;
+        assert!(
+            !t.m.held_for_resend(&Recovering::sample(5), &h(7, 5, 2)),
+            "a gap the publisher reported"
+        );
+        assert!(t.m.recovery.is_none());
+        t.live([5, 6, 4]);
+        let r = t.m.recovery.as_ref().unwrap();
+        let held: Vec<u64> = r.held.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(held, [5, 6], "4 came late");
+        assert_eq!(t.round([3]), (request(2, 5), true), "4 still missing");
+        assert_eq!(t.round([4]), (request(3, 5), false), "all came");
+        assert!(t.m.recovery.is_none());
+        t.live([6, 7]);
+        assert_eq!(
+            t.mirrored(),
+            [1, 2, 3, 4, 5, 6, 7],
+            "6 again dropped unsaid"
+        );
+        assert_eq!(t.m.gaps.total, 0, "nothing lost");
+        assert_eq!(t.m.refusals.rest(), None, "nothing refused");
+    }
+
+    /// Frames asked for in vain (a whole answer without them: the publisher no longer holds
+    /// them; or [`RESEND_TRIES`] answers that never ended) are counted lost as the held
+    /// frames after them are written, and gaps within [`RESEND_BACKOFF`] are counted lost at
+    /// once, unasked. At close, a recovery's frames, held or asked for, are counted lost,
+    /// not written.
+    #[test]
+    fn frames_asked_for_in_vain_are_counted_lost_and_the_held_ones_written() {
+        let mut t = Recovering::new("recover-vain");
+        t.live([2, 5, 6]);
+        for _ in 1..RESEND_TRIES {
+            assert_eq!(t.round_of([], false), (request(2, 5), false), "asked again");
+            assert!(t.m.recovery.is_some(), "at the next look");
+        }
+        assert_eq!(t.round_of([], false), (request(2, 5), false), "given up");
+        assert!(t.m.recovery.is_none());
+        assert_eq!(t.m.gaps.total, 2, "3 and 4");
+        assert_eq!(t.mirrored(), [2, 5, 6]);
+        t.m.resend_failed_at = None;
+        t.live([8]);
+        assert_eq!(
+            t.round([]),
+            (request(6, 8), false),
+            "a whole answer without 7"
+        );
+        assert_eq!(t.m.gaps.total, 3, "7");
+        t.live([10]);
+        assert!(t.m.recovery.is_none(), "backing off");
+        assert_eq!(t.m.gaps.total, 4, "9 too");
+        t.m.resend_failed_at = None;
+        t.live([13, 14]);
+        assert!(t.m.recovery.is_some());
+        let lines = t.m.close();
+        assert_eq!(t.m.gaps.total, 8, "11 to 14 too");
+        assert!(
+            lines[0].starts_with("6 frame(s) lost in transit"),
             "{lines:?}"
         );
+        assert_eq!(t.mirrored(), [2, 5, 6, 8, 10]);
+    }
+
+    /// Live frames past the room a recovery holds are dropped, and once the held ones are
+    /// written, the frames after them are asked for: nothing is lost.
+    #[test]
+    fn live_frames_past_the_room_held_are_asked_for_after_the_held_ones() {
+        let mut t = Recovering::new("recover-room");
+        t.live([1, 5]);
+        t.m.recovery.as_mut().unwrap().room = 1;
+        t.live([6, 7]);
+        assert!(t.m.recovery.as_ref().unwrap().dropped);
+        assert_eq!(t.round([2, 3, 4]), (request(1, 5), true), "6 and 7 dropped");
+        assert_eq!(t.round([6, 7]), (request(5, u64::MAX), false));
+        assert_eq!(t.mirrored(), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(t.m.gaps.total, 0);
     }
 
     /// Frames without a source instance id (all zeros) are followed by count: gaps are

@@ -1304,9 +1304,9 @@ fn lossless_frames_wait_for_a_reader_holding_the_mirror_locked_as_it_works() {
 /// across a cut longer than Zenoh's lease: `two_hosts`) are asked for on the stream's resend
 /// key and written in order from the answer. Here the test is the publisher, answering every
 /// request from the frames it wrote, as a publisher does from its ring: frames 6 to 8 were
-/// put to no one, and are asked for as its resend queryable appears; 10 and 11 too, asked
-/// for at the gap before 12 (with 12, dropped as it waited). The mirror holds 1 to 12 in
-/// order, nothing said lost or refused.
+/// put to no one, and are asked for as its resend queryable appears (after 5); 10 and 11,
+/// at the gap before 12 (after 9, before 12, which the subscriber holds meanwhile). The
+/// mirror holds 1 to 12 in order, nothing said lost or refused.
 #[test]
 fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
     use shmstream_bridge::codec::ResendRequest;
@@ -1369,14 +1369,18 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
                     .and_then(|p| ResendRequest::decode(&p.to_bytes()))
                     .expect("a resend request");
                 assert_eq!(r.source, [7; 16]);
-                asked.lock().unwrap().push(r.after);
-                for id in r.after + 1..=written.load(Ordering::Relaxed) {
+                asked.lock().unwrap().push((r.after, r.before));
+                let newest = written.load(Ordering::Relaxed);
+                for id in r.after + 1..=newest.min(r.before.saturating_sub(1)) {
                     let h = header_of(&p, id, true);
                     q.reply(q.key_expr().clone(), payload_of(&h))
                         .attachment(h.encode().unwrap())
                         .wait()
                         .unwrap();
                 }
+                q.reply_err(shmstream_bridge::codec::ANSWER_END)
+                    .wait()
+                    .unwrap();
             }
         });
         while ids.last() != Some(&8) {
@@ -1391,8 +1395,12 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
     });
     assert_eq!(ids, (1..=12).collect::<Vec<_>>(), "{}", s.diagnostics());
     let asked = asked.into_inner().unwrap();
-    assert_eq!(asked.first(), Some(&5), "{asked:?}");
-    assert!(asked.contains(&9) || asked.contains(&8), "{asked:?}");
+    assert_eq!(
+        asked.first(),
+        Some(&(5, u64::MAX)),
+        "the tail first: {asked:?}"
+    );
+    assert!(asked.contains(&(9, 12)), "then the gap: {asked:?}");
     drop(raw);
     let said = s.diagnostics();
     assert!(
@@ -1401,11 +1409,84 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
     );
 }
 
-/// Lossless: a request on the resend key for the frames of the source after a count gets
-/// them, in order, from the publisher's ring, to the asker alone, each with the losses the
-/// publisher reported; those its ring no longer holds are left out (the asker counts them
-/// lost). A request for another source, or of another payload, gets no frame. The live
-/// frames go on. Here the test is the subscriber.
+/// Lossless: where the publisher's resend queryable answers nothing (not even the end of an
+/// answer), the subscriber asks three times in all, then counts the gap lost and writes the
+/// frame it held after it, at once, not after the answers' 10 s wait; before any resend
+/// queryable appeared on the key, a gap is counted lost without asking, as with an older
+/// publisher.
+#[test]
+fn a_gap_asked_for_in_vain_is_counted_lost_and_the_frame_after_it_written() {
+    use shmstream_bridge::codec::ResendRequest;
+    use zenoh::Wait;
+    let (name, prefix) = (unique_name("br-vain"), unique_name("br-key"));
+    let b_name = format!("m-{name}");
+    let _c = Cleanup::new([&b_name]);
+    let b = source(&b_name, 64);
+    let (mut s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
+    let p = raw.publisher(&name);
+    probe(&p, &b, &[&s]);
+    let mut c = b.cursor().unwrap();
+    let mut next = || {
+        c.next_into_slice(&mut [0u16; 32], Some(LONG))
+            .unwrap_or_else(|e| panic!("{e}\n{}", s.diagnostics()))
+            .frame_id
+    };
+    for id in [1, 2, 5] {
+        put_frame(&p, id, true);
+    }
+    while next() != 5 {}
+    // A queryable that answers no request: each gets its final reply, without a frame, as
+    // the test drops it.
+    let k = shmstream_bridge::key(&prefix, &name);
+    let queries = raw
+        .session
+        .declare_queryable(shmstream_bridge::resend_key(&k))
+        .wait()
+        .unwrap();
+    let request = || {
+        let q = queries
+            .recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no request within {LONG:?}\n{}", s.diagnostics()));
+        let r = q
+            .payload()
+            .and_then(|p| ResendRequest::decode(&p.to_bytes()));
+        r.map(|r| (r.after, r.before))
+    };
+    // The tail, as the queryable appeared; unanswered, it is asked for again, then with the
+    // gap before 9 once 9 is held: three requests in all (RESEND_TRIES), none answered.
+    assert_eq!(request(), Some((5, u64::MAX)), "the tail first");
+    put_frame(&p, 9, true);
+    let mut asked = vec![(5, u64::MAX)];
+    while asked.last() != Some(&(5, 9)) || asked.len() < 3 {
+        let r = request().expect("a resend request");
+        assert!([(5, u64::MAX), (5, 9)].contains(&r), "{asked:?} then {r:?}");
+        asked.push(r);
+    }
+    let asked_at = Instant::now();
+    assert_eq!(next(), 9, "{}", s.diagnostics());
+    assert!(
+        asked_at.elapsed() < Duration::from_secs(5),
+        "written {:?} after the request, not at the end of the answer's wait",
+        asked_at.elapsed()
+    );
+    drop(raw);
+    // Stopped, it says the losses not summed up yet.
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(s.wait_timeout(LONG).success(), "{}", s.diagnostics());
+    let said = s.diagnostics();
+    assert_eq!(reported_lost(&said), 2 + 3, "3, 4, then 6 to 8\n{said}");
+    assert!(!said.contains("refused"), "{said}");
+    assert_eq!(asked.len(), 3, "{asked:?}\n{said}");
+}
+
+/// Lossless: a request on the resend key for the frames of the source between two counts
+/// gets them, in order, from the publisher's ring, to the asker alone, each with the losses
+/// the publisher reported before it; those its ring no longer holds are left out (the asker
+/// counts them lost). A request for another source, or of another payload, gets no frame.
+/// The live frames go on. Here the test is the subscriber.
 #[test]
 fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
     use shmstream_bridge::codec::ResendRequest;
@@ -1450,7 +1531,18 @@ fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
             .unwrap();
         let mut got = Vec::new();
         while let Ok(reply) = replies.recv() {
-            let sample = reply.result().expect("a frame");
+            let sample = match reply.result() {
+                Ok(sample) => sample,
+                Err(e) => {
+                    assert_eq!(
+                        &*e.payload().to_bytes(),
+                        shmstream_bridge::codec::ANSWER_END,
+                        "the end of a whole answer"
+                    );
+                    got.push((0, 0));
+                    continue;
+                }
+            };
             let h = FrameHeader::decode(&sample.attachment().unwrap().to_bytes()).unwrap();
             assert_eq!(
                 sample.payload().to_bytes().as_ref(),
@@ -1469,23 +1561,42 @@ fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
         }
         got
     };
-    let ask =
-        |source: [u8; 16], after: u64| answer(ResendRequest { source, after }.encode().to_vec());
-    let frames = |ids: std::ops::RangeInclusive<usize>| -> Vec<(u64, u64)> {
-        ids.map(|id| (id as u64, counts[id])).collect()
+    let ask = |source: [u8; 16], after: u64, before: u64| {
+        let r = ResendRequest {
+            source,
+            after,
+            before,
+        };
+        answer(r.encode().to_vec())
     };
-    assert_eq!(ask(last.source, counts[5]), frames(6..=10));
+    // (frame id, count) of each frame of a whole answer, then (0, 0) for its end.
+    let whole = |ids: std::ops::RangeInclusive<usize>| -> Vec<(u64, u64)> {
+        let end = std::iter::once((0, 0));
+        ids.map(|id| (id as u64, counts[id])).chain(end).collect()
+    };
+    assert_eq!(ask(last.source, counts[5], u64::MAX), whole(6..=10));
     assert_eq!(
-        ask(last.source, counts[1]),
-        frames(3..=10),
+        ask(last.source, counts[5], counts[9]),
+        whole(6..=8),
+        "before 9"
+    );
+    assert_eq!(
+        ask(last.source, counts[1], u64::MAX),
+        whole(3..=10),
         "frame 2 is gone"
     );
+    #[allow(clippy::reversed_empty_ranges)]
+    let none = whole(1..=0);
     assert_eq!(
-        ask(last.source, counts[10]),
-        vec![],
+        ask(last.source, counts[10], u64::MAX),
+        none,
         "none after the newest"
     );
-    assert_eq!(ask([9; 16], counts[5]), vec![], "another source");
+    assert_eq!(
+        ask([9; 16], counts[5], u64::MAX),
+        vec![],
+        "another source: no frame, no end"
+    );
     assert_eq!(answer(b"what".to_vec()), vec![], "not a request");
     a.write_slice_frame(&[11u16; 32], 11).unwrap();
     assert_eq!(next().frame_id, 11, "the live frames go on");
