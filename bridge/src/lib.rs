@@ -16,7 +16,9 @@
 //! - Lossless: the publisher reads through a history cursor
 //!   ([`shmstream::Stream::cursor`]) with congestion control *block*, from the current frame
 //!   on, and only while a subscriber is matched (frames wait in the ring meanwhile); lost
-//!   frames (a lapped cursor) are reported, never hidden.
+//!   frames (a lapped cursor) are reported, never hidden. Frames a subscriber missed in
+//!   transit (put into a connection that died) are asked for and answered from the ring
+//!   ([`resend_key`]).
 //! - Loopback by default, multicast scouting off: nothing listens beyond this host unless
 //!   asked. Peers that go away are reconnected by Zenoh (`connect` endpoints retry forever).
 

@@ -9,7 +9,8 @@
 //! several streams from an application's threads until stopped; a frame written once
 //! reaches subscribers started after it was put (put again as they match, or asked for),
 //! once each; `--lossless` waits for a subscriber and starts at the current
-//! frame, counting pyshmem frames written after it started lost, not those before; the
+//! frame, counting pyshmem frames written after it started lost, not those before, and
+//! frames a subscriber missed in transit are asked for and answered from the ring; the
 //! publisher says once per opening of a stream where it carries it from; `--rt-priority`
 //! puts every bridge thread under SCHED_FIFO (or says what it needs); the harness's Zenoh
 //! floor runs the phases it is sent. `two_hosts`: the same over a real link between two
