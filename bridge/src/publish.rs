@@ -100,7 +100,16 @@ fn publish_stream(
     let requests = Requests::declare(session, &key(&o.prefix, name))?;
     let losses = LossLog::default();
     let done = AtomicBool::new(false);
+    /// Sets `done` however the scope's body ends (a failed spawn included), so that the
+    /// answering threads already started end and the scope returns.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|scope| {
+        let _done = Done(&done);
         for _ in 0..ANSWERING_THREADS {
             std::thread::Builder::new()
                 .name(format!("resend {}", name.escape_debug()))
@@ -111,9 +120,7 @@ fn publish_stream(
                     ))
                 })?;
         }
-        let carried = carry(session, o, period, name, stop, Some(&losses));
-        done.store(true, Ordering::Relaxed);
-        carried
+        carry(session, o, period, name, stop, Some(&losses))
     })
 }
 
@@ -208,8 +215,10 @@ fn carry(
         let mut current_first = cursor.is_none();
         let mut header = header_of(&s, name, o.lossless);
         if let Some(log) = losses_log {
-            log.record(0, losses.total);
+            log.record_start(losses.total);
         }
+        // Whether the log waits for the count of the frame read after its last losses.
+        let mut resume_due = false;
         let mut pace = Pace::new(period, cursor.is_none());
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
@@ -285,6 +294,7 @@ fn carry(
                     losses.lost(lost + skipped);
                     if let Some(log) = losses_log {
                         log.record(header.count, losses.total);
+                        resume_due = true;
                     }
                     say_any(name, losses.due());
                     continue;
@@ -295,6 +305,11 @@ fn carry(
             };
             stamp(&mut header, &info);
             header.lost = losses.total;
+            if std::mem::take(&mut resume_due)
+                && let Some(log) = losses_log
+            {
+                log.resumed(info.count);
+            }
             put(&publisher, &mut buf, &header, &k)?;
             pace.put();
             say_any(name, losses.due());

@@ -27,8 +27,9 @@ use crate::publish::{attachment_of, header_of, lend, stamp};
 use crate::{BridgeError, POLL, RESEND_WAIT, Stop, instance_of, resend_key, say, zenoh_err};
 
 /// Requests taken and not yet answered, past which a new one is dropped (it gets its final
-/// reply at once, without a frame) rather than block Zenoh's thread.
-const WAITING: usize = 8;
+/// reply at once, without a frame, and its subscriber asks again a second later) rather
+/// than block Zenoh's thread.
+const WAITING: usize = 64;
 
 /// Requests for frames again, taken on a lossless publisher's resend key, each with the
 /// moment it came (its asker waits [`RESEND_WAIT`] from about then).
@@ -76,7 +77,13 @@ impl Requests {
         while !ended() {
             let (came, q) = match self.next() {
                 Ok(Some(q)) => q,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // An unlinked generation is let go: its memory is freed with the last map.
+                    if source.as_ref().is_some_and(Stream::is_unlinked) {
+                        source = None;
+                    }
+                    continue;
+                }
                 Err(_) => return,
             };
             let deadline = came + RESEND_WAIT;
@@ -165,7 +172,9 @@ impl Answer<'_> {
                 Err(Error::Inconsistent { .. }) => return Ok(false),
                 Err(e) => return Err(e.into()),
             };
-            if info.count <= after {
+            // Before the frames asked for, or reported lost by the live thread (passed after
+            // a lap though still in the ring, or its own to put or report).
+            if info.count <= after || self.losses.reported(info.count) {
                 continue;
             }
             if info.count > until {
@@ -191,9 +200,11 @@ impl Answer<'_> {
 const LOSS_EVENTS_KEPT: usize = 1024;
 
 /// The losses a lossless publisher's live thread reported, each with the count of the last
-/// frame it put before (0 where none of the stream's generation was put): a frame answered
-/// again carries the total reported before it, as it would have live, so the asker counts
-/// only the gaps the publisher did not report.
+/// frame it put before and of the first it read after: a frame answered again carries the
+/// total reported before it, as it would have live, and one the live thread reported lost
+/// (passed after a lap, though still in the ring) is not answered, so that the asker
+/// counts only the gaps the publisher did not report, and no frame is both mirrored and
+/// reported lost.
 #[derive(Default)]
 pub(crate) struct LossLog {
     events: Mutex<LossEvents>,
@@ -203,22 +214,62 @@ pub(crate) struct LossLog {
 struct LossEvents {
     /// The total of the newest event folded away.
     folded: u64,
-    /// (count put before the loss, total reported with it), oldest first.
-    recent: VecDeque<(u64, u64)>,
+    /// Oldest first.
+    recent: VecDeque<LossEvent>,
+}
+
+/// Losses the live thread reported.
+#[derive(Clone, Copy)]
+struct LossEvent {
+    /// The count of the frame it put before them (0: none of the stream's generation).
+    put: u64,
+    /// The count of the frame it read after them; `None` until it read one: the frames
+    /// after `put` are its own to put or report.
+    resumed: Option<u64>,
+    /// Its total of frames reported lost, with them.
+    total: u64,
 }
 
 impl LossLog {
     /// The live thread reported losses bringing its total to `total`, after putting the
-    /// frame counted `put` (0 at the start of a stream's generation: logged then too, so
-    /// that an earlier generation's counts are not compared with this one's).
+    /// frame counted `put`.
     pub(crate) fn record(&self, put: u64, total: u64) {
+        self.push(LossEvent {
+            put,
+            resumed: None,
+            total,
+        });
+    }
+
+    /// The live thread opened a stream's generation, its total of losses `total` so far:
+    /// the generation's counts, from 1 again, are not compared with an earlier one's.
+    pub(crate) fn record_start(&self, total: u64) {
+        self.push(LossEvent {
+            put: 0,
+            resumed: Some(0),
+            total,
+        });
+    }
+
+    /// The live thread read the frame counted `count`, the first since the losses it
+    /// reported last.
+    pub(crate) fn resumed(&self, count: u64) {
+        let mut e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(last) = e.recent.back_mut()
+            && last.resumed.is_none()
+        {
+            last.resumed = Some(count);
+        }
+    }
+
+    fn push(&self, event: LossEvent) {
         let mut e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         if e.recent.len() == LOSS_EVENTS_KEPT
-            && let Some((_, t)) = e.recent.pop_front()
+            && let Some(old) = e.recent.pop_front()
         {
-            e.folded = t;
+            e.folded = old.total;
         }
-        e.recent.push_back((put, total));
+        e.recent.push_back(event);
     }
 
     /// The total reported before the frame counted `count` was put: of the newest event
@@ -228,8 +279,20 @@ impl LossLog {
         e.recent
             .iter()
             .rev()
-            .find(|&&(put, _)| put < count)
-            .map_or(e.folded, |&(_, total)| total)
+            .find(|ev| ev.put < count)
+            .map_or(e.folded, |ev| ev.total)
+    }
+
+    /// Whether the frame counted `count` is the live thread's to report or put: between the
+    /// frames it put before and read after losses of the current generation (events after
+    /// its start).
+    fn reported(&self, count: u64) -> bool {
+        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        e.recent
+            .iter()
+            .rev()
+            .take_while(|ev| ev.put != 0 || ev.resumed != Some(0))
+            .any(|ev| ev.put < count && ev.resumed.is_none_or(|r| count < r))
     }
 }
 
@@ -245,12 +308,14 @@ mod tests {
         let log = LossLog::default();
         assert_eq!(log.total_before(5), 0, "none reported");
         log.record(10, 3);
+        log.resumed(12);
         log.record(20, 7);
+        log.resumed(25);
         assert_eq!(log.total_before(10), 0, "reported after frame 10 was put");
-        assert_eq!(log.total_before(11), 3);
-        assert_eq!(log.total_before(21), 7);
+        assert_eq!(log.total_before(12), 3);
+        assert_eq!(log.total_before(25), 7);
         // A new generation, counted from 1 again.
-        log.record(0, 7);
+        log.record_start(7);
         log.record(4, 9);
         assert_eq!(
             log.total_before(3),
@@ -263,5 +328,29 @@ mod tests {
         }
         assert_eq!(log.total_before(100), 9, "of the newest event folded away");
         assert_eq!(log.total_before(101), 100);
+    }
+
+    /// Frames the live thread reported lost (between the frame it put before a loss and
+    /// the one it read after) are not answered, nor those after a loss it has not read past
+    /// yet; an earlier generation's losses do not count in this one.
+    #[test]
+    fn frames_the_live_thread_reported_lost_are_not_answered() {
+        let log = LossLog::default();
+        log.record(10, 3);
+        log.resumed(14);
+        assert!(
+            !log.reported(10) && !log.reported(14),
+            "put, and read after"
+        );
+        assert!((11..14).all(|c| log.reported(c)), "lapped or passed");
+        log.record(20, 5);
+        assert!(log.reported(21) && log.reported(1000), "not read past yet");
+        log.resumed(22);
+        assert!(log.reported(21) && !log.reported(22) && !log.reported(1000));
+        log.record_start(5);
+        assert!(!log.reported(12), "an earlier generation's");
+        log.record(3, 6);
+        log.resumed(5);
+        assert!(log.reported(4) && !log.reported(12));
     }
 }

@@ -10,9 +10,9 @@ use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
 use zenoh::Wait;
 use zenoh::handlers::{FifoChannel, RingChannel, RingChannelHandler};
 use zenoh::matching::{MatchingListener, MatchingStatus};
-use zenoh::qos::{CongestionControl, Priority};
+use zenoh::qos::CongestionControl;
 use zenoh::query::{ConsolidationMode, Querier, QueryTarget};
-use zenoh::sample::Sample;
+use zenoh::sample::{Sample, SampleBuilder};
 
 use crate::codec::{ANSWER_END, FrameHeader, ResendRequest};
 use crate::{
@@ -196,6 +196,8 @@ const RESEND_BACKOFF: Duration = Duration::from_secs(10);
 /// (the query dropped by a publisher with requests waiting, the link cut, the wait run out),
 /// and the ring may still hold them.
 const RESEND_TRIES: u32 = 3;
+/// How long after an answer that brought no frame and did not end a recovery asks again.
+const RESEND_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
@@ -384,9 +386,9 @@ struct Resender<'a> {
 impl<'a> Resender<'a> {
     /// Declares it for stream key `k`. Every publisher there is asked (one of another
     /// source answers nothing), each answer whole (no reply merged into another of its
-    /// key); a reply waits for room rather than being dropped, as a lossless frame, and goes
-    /// after the live frames of the link (priority data low: a backlog does not hold up the
-    /// other streams).
+    /// key); a reply waits for room rather than being dropped, as a lossless frame, at the
+    /// live frames' priority (a lower one would wait behind a publisher catching up its ring,
+    /// and Zenoh closes a link whose blocked message waits past its deadline).
     fn declare(session: &'a zenoh::Session, k: &str) -> Result<Resender<'a>, BridgeError> {
         let rk = crate::resend_key(k);
         let querier = session
@@ -394,7 +396,6 @@ impl<'a> Resender<'a> {
             .target(QueryTarget::All)
             .consolidation(ConsolidationMode::None)
             .congestion_control(CongestionControl::Block)
-            .priority(Priority::DataLow)
             .timeout(RESEND_WAIT)
             .wait()
             .map_err(zenoh_err(format!("declaring the querier on {rk}")))?;
@@ -454,7 +455,9 @@ fn recover(
             let Some(r) = &m.recovery else {
                 return Ok(());
             };
-            if !resend.matched && r.since.elapsed() < RESEND_MATCH_WAIT {
+            if (!resend.matched && r.since.elapsed() < RESEND_MATCH_WAIT)
+                || Instant::now() < r.ask_at
+            {
                 return Ok(());
             }
             r.request(m.sources.newest(&r.source).map_or(0, |(c, _)| c))
@@ -609,12 +612,14 @@ struct Recovery {
     /// Whether a live frame of it was dropped for want of room ([`HELD_BYTES`]): the frames
     /// after the held ones are asked for once those are written.
     dropped: bool,
-    /// The (count, publisher's losses) of its newest live frame that came, held or dropped.
-    newest_live: Option<(u64, u64)>,
+    /// Its newest live frame that came, held or dropped.
+    newest_live: Option<FrameHeader>,
     /// Frames counted below this were asked for and did not come: their gap is counted lost.
     given_up_below: u64,
     /// Rounds in a row whose answer brought no frame and did not end ([`Mirror::answered`]).
     unanswered: u32,
+    /// When the next round may ask: [`RESEND_RETRY_AFTER`] after an unanswered one.
+    ask_at: Instant,
     /// When the recovery began.
     since: Instant,
 }
@@ -632,6 +637,7 @@ impl Recovery {
             newest_live: None,
             given_up_below: 0,
             unanswered: 0,
+            ask_at: Instant::now(),
             since: Instant::now(),
         };
         if let Some((sample, h)) = first {
@@ -641,13 +647,19 @@ impl Recovery {
     }
 
     /// Holds the live frame `h`, newer than any held, or drops it for want of room (held
-    /// ones stay contiguous: once one is dropped, so are those after it).
+    /// ones stay contiguous: once one is dropped, so are those after it). A copy is held:
+    /// the sample itself keeps Zenoh's whole receive batch (up to 64 KiB) for a frame of a
+    /// few bytes.
     fn hold(&mut self, sample: &Sample, h: &FrameHeader) {
-        self.newest_live = Some((h.count, h.lost));
+        self.newest_live = Some(h.clone());
         let bytes = sample.payload().len();
         if !self.dropped && (self.held.is_empty() || self.held_bytes + bytes <= self.room) {
             self.held_bytes += bytes;
-            self.held.push_back((sample.clone(), h.clone()));
+            let payload = sample.payload().to_bytes().into_owned();
+            let copy = SampleBuilder::put(sample.key_expr().clone(), payload)
+                .attachment(sample.attachment().cloned())
+                .into();
+            self.held.push_back((copy, h.clone()));
         } else {
             self.dropped = true;
         }
@@ -728,11 +740,8 @@ impl Mirror {
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
         // A recovery's frames, held or asked for, not written: lost.
-        if let Some(r) = self.recovery.take()
-            && let (Some(last), Some(live)) = (self.sources.newest(&r.source), r.newest_live)
-            && live.0 > last.0
-        {
-            self.gaps.lost(missed_to(last, live).saturating_add(1));
+        if let Some(r) = self.recovery.take() {
+            self.count_unwritten(&r);
         }
         [self.gaps.rest(), self.refusals.rest()]
             .into_iter()
@@ -797,17 +806,24 @@ impl Mirror {
     /// dropped unsaid where it came again or late (written from an answer); or it is the
     /// first after a gap its publisher did not report, which begins a recovery where a
     /// publisher answering requests was seen and none failed within [`RESEND_BACKOFF`]. One
-    /// recovery at a time: another source's gaps meanwhile are counted lost at once.
+    /// recovery at a time: a frame of another source ends it ([`Mirror::give_up_recovery`]).
     fn held_for_resend(&mut self, sample: &Sample, h: &FrameHeader) -> bool {
         if !h.lossless || h.source == [0; 16] {
             return false;
         }
         let newest = self.sources.newest(&h.source);
+        if self.recovery.as_ref().is_some_and(|r| r.source != h.source) {
+            // Another source (made again, or interleaving): the recovery ends first, its held
+            // frames written before this one, so the mirror's frames do not go back.
+            self.give_up_recovery();
+            return false;
+        }
         if let Some(r) = self.recovery.as_mut() {
-            if r.source != h.source {
-                return false;
-            }
-            let behind = r.newest_live.or(newest).map(|(c, _)| c);
+            let behind = r
+                .newest_live
+                .as_ref()
+                .map(|l| l.count)
+                .or(newest.map(|(c, _)| c));
             if behind.is_none_or(|c| h.count > c) {
                 r.hold(sample, h);
             }
@@ -854,9 +870,14 @@ impl Mirror {
         } else {
             r.unanswered += 1;
             if r.unanswered < RESEND_TRIES {
+                r.ask_at = Instant::now() + RESEND_RETRY_AFTER;
                 self.recovery = Some(r);
                 return false;
             }
+            // No publisher answers (an older bridge's took over the key?): gaps are counted
+            // at once until one that answers appears again.
+            r.unanswered = 0;
+            self.resend_seen = false;
         }
         if newest(self).0 <= asked.after {
             r.given_up_below = asked.before;
@@ -886,6 +907,41 @@ impl Mirror {
         }
         self.recovery = Some(r);
         true
+    }
+
+    /// Ends the recovery, if any, without asking more: its held frames are written, the
+    /// gaps before them counted lost, and so are the frames dropped for want of room after
+    /// them ([`Mirror::count_unwritten`]).
+    fn give_up_recovery(&mut self) {
+        let Some(mut r) = self.recovery.take() else {
+            return;
+        };
+        while let Some((sample, h)) = r.held.pop_front() {
+            if self
+                .sources
+                .newest(&r.source)
+                .is_none_or(|(c, _)| h.count > c)
+            {
+                self.write_checked(&sample, h);
+            }
+        }
+        self.count_unwritten(&r);
+    }
+
+    /// Counts lost the frames of recovery `r` not written, up to its newest live frame
+    /// (held, or dropped for want of room), with the gaps before them its publisher did not
+    /// report, and follows its source from that frame (its late frames dropped unsaid).
+    fn count_unwritten(&mut self, r: &Recovery) {
+        if let (Some(last), Some(live)) = (self.sources.newest(&r.source), &r.newest_live)
+            && live.count > last.0
+        {
+            self.gaps.lost(missed(last, live).saturating_add(1));
+            self.sources.follow_anew(live);
+            self.resent_through = Some((r.source, live.count));
+        }
+        if let Some(line) = self.gaps.due() {
+            self.say(&line);
+        }
     }
 
     /// Writes `sample`, checked into `h`.
@@ -2388,6 +2444,11 @@ mod tests {
         assert!(t.m.recovery.is_none());
         assert_eq!(t.m.gaps.total, 2, "3 and 4");
         assert_eq!(t.mirrored(), [2, 5, 6]);
+        assert!(
+            !t.m.resend_seen,
+            "no publisher answers: gaps counted at once"
+        );
+        t.m.resend_seen = true;
         t.m.resend_failed_at = None;
         t.live([8]);
         assert_eq!(
@@ -2409,6 +2470,29 @@ mod tests {
             "{lines:?}"
         );
         assert_eq!(t.mirrored(), [2, 5, 6, 8, 10]);
+    }
+
+    /// A frame of another source (the stream made again) ends a recovery: its held frames
+    /// are written first, the gap before them counted lost, then the new source's frame.
+    #[test]
+    fn a_frame_of_another_source_ends_a_recovery_after_its_held_frames() {
+        let mut t = Recovering::new("recover-other");
+        t.live([1, 4, 5]);
+        assert!(t.m.recovery.is_some());
+        let other = FrameHeader {
+            frame_id: 100,
+            ..h(8, 1, 0)
+        };
+        let sample: Sample = zenoh::sample::SampleBuilder::put(
+            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
+            vec![100u8],
+        )
+        .attachment(other.encode().unwrap())
+        .into();
+        t.m.write(&sample);
+        assert!(t.m.recovery.is_none());
+        assert_eq!(t.m.gaps.total, 2, "2 and 3");
+        assert_eq!(t.mirrored(), [1, 4, 5, 100]);
     }
 
     /// Live frames past the room a recovery holds are dropped, and once the held ones are
