@@ -1351,17 +1351,11 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
         .declare_queryable(shmstream_bridge::resend_key(&k))
         .wait()
         .unwrap();
-    /// Ends the answering thread however the test ends (a failed wait for a frame too).
-    struct Done<'a>(&'a AtomicBool);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
+    // Until the test is done, or failed (its waits for a frame end within LONG).
+    let answering = Instant::now();
     std::thread::scope(|scope| {
-        let _done = Done(&done);
         scope.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
+            while !done.load(Ordering::Relaxed) && answering.elapsed() < 2 * LONG {
                 let Ok(Some(q)) = requests.recv_timeout(Duration::from_millis(50)) else {
                     continue;
                 };
@@ -1393,6 +1387,7 @@ fn a_lossless_subscriber_asks_for_frames_it_missed_and_mirrors_them_in_order() {
         while ids.last() != Some(&12) {
             next(&mut ids);
         }
+        done.store(true, Ordering::Relaxed);
     });
     assert_eq!(ids, (1..=12).collect::<Vec<_>>(), "{}", s.diagnostics());
     let asked = asked.into_inner().unwrap();
