@@ -216,6 +216,7 @@ fn carry(
         let mut header = header_of(&s, name, o.lossless);
         if let Some(log) = losses_log {
             log.record_start(losses.total);
+            log.put(0);
         }
         // Whether the log waits for the count of the frame read after its last losses.
         let mut resume_due = false;
@@ -305,12 +306,13 @@ fn carry(
             };
             stamp(&mut header, &info);
             header.lost = losses.total;
-            if std::mem::take(&mut resume_due)
-                && let Some(log) = losses_log
-            {
-                log.resumed(info.count);
-            }
             put(&publisher, &mut buf, &header, &k)?;
+            if let Some(log) = losses_log {
+                if std::mem::take(&mut resume_due) {
+                    log.resumed(info.count);
+                }
+                log.put(info.count);
+            }
             pace.put();
             say_any(name, losses.due());
         }

@@ -12,7 +12,7 @@
 //! subscriber counts them lost.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -132,8 +132,8 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     /// Replies with the frames of the ring counted after `asked.after` and before
-    /// `asked.before`, up to the count the stream had when the answer began (those after it
-    /// went out live), in order, until the deadline or `ended`. A frame gone from the ring is
+    /// `asked.before`, up to the count the stream had when the answer began and the frame the
+    /// live thread put last (those after go out live), in order, until the deadline or `ended`. A frame gone from the ring is
     /// left out, and so are those the cursor passes after a lap as it reads ([`Cursor::
     /// skip_after_overrun`](shmstream::Cursor::skip_after_overrun)); the asker counts them
     /// lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not cut short
@@ -150,7 +150,9 @@ impl Answer<'_> {
         let ahead = c.lag();
         let count = s.count();
         c.skip(ahead.saturating_sub(count.saturating_sub(after)));
-        let until = count.min(self.asked.before.saturating_sub(1));
+        let until = count
+            .min(self.asked.before.saturating_sub(1))
+            .min(self.losses.live_put.load(Ordering::Relaxed));
         if buf.len() != s.size_bytes() {
             *buf = BytesMut::zeroed(s.size_bytes());
         }
@@ -208,6 +210,8 @@ const LOSS_EVENTS_KEPT: usize = 1024;
 #[derive(Default)]
 pub(crate) struct LossLog {
     events: Mutex<LossEvents>,
+    /// The count of the frame the live thread put last ([`LossLog::put`]).
+    live_put: AtomicU64,
 }
 
 #[derive(Default)]
@@ -234,11 +238,26 @@ impl LossLog {
     /// The live thread reported losses bringing its total to `total`, after putting the
     /// frame counted `put`.
     pub(crate) fn record(&self, put: u64, total: u64) {
+        let mut e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        // Losses again before it read a frame (lapped twice): one event, its total the newest.
+        if let Some(last) = e.recent.back_mut()
+            && last.resumed.is_none()
+        {
+            last.total = total;
+            return;
+        }
+        drop(e);
         self.push(LossEvent {
             put,
             resumed: None,
             total,
         });
+    }
+
+    /// The live thread put the frame counted `count` (0: a generation opened): an answer
+    /// goes no further, the frames after it being the live thread's to put or report.
+    pub(crate) fn put(&self, count: u64) {
+        self.live_put.store(count, Ordering::Relaxed);
     }
 
     /// The live thread opened a stream's generation, its total of losses `total` so far:
@@ -323,8 +342,10 @@ mod tests {
             "this generation's start, not frame 20's loss"
         );
         assert_eq!(log.total_before(5), 9);
+        log.resumed(5);
         for i in 0..LOSS_EVENTS_KEPT as u64 {
             log.record(100 + i, 100 + i);
+            log.resumed(101 + i);
         }
         assert_eq!(log.total_before(100), 9, "of the newest event folded away");
         assert_eq!(log.total_before(101), 100);
@@ -344,9 +365,15 @@ mod tests {
         );
         assert!((11..14).all(|c| log.reported(c)), "lapped or passed");
         log.record(20, 5);
+        log.record(20, 6);
         assert!(log.reported(21) && log.reported(1000), "not read past yet");
         log.resumed(22);
         assert!(log.reported(21) && !log.reported(22) && !log.reported(1000));
+        assert_eq!(
+            log.total_before(22),
+            6,
+            "lapped twice before a read: one event"
+        );
         log.record_start(5);
         assert!(!log.reported(12), "an earlier generation's");
         log.record(3, 6);

@@ -198,6 +198,10 @@ const RESEND_BACKOFF: Duration = Duration::from_secs(10);
 const RESEND_TRIES: u32 = 3;
 /// How long after an answer that brought no frame and did not end a recovery asks again.
 const RESEND_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a round waits for the first reply of an answer (a frame, or its end) before it
+/// takes it for unanswered: a request lost on a link not quite back would otherwise hold the
+/// live frames for [`RESEND_WAIT`] at each of [`RESEND_TRIES`].
+const FIRST_REPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
@@ -469,8 +473,8 @@ fn recover(
             .with(FifoChannel::new(16))
             .wait()
             .map_err(zenoh_err(format!("asking {k} for lossless frames again")))?;
-        // Whether the publisher said its answer is whole.
-        let mut whole = false;
+        // Whether the publisher said its answer is whole, and whether any reply came.
+        let (mut whole, mut replied, asked_at) = (false, false, Instant::now());
         loop {
             if stop.is_set() {
                 return Ok(());
@@ -485,15 +489,19 @@ fn recover(
                     }
                     Err(e) => whole |= *e.payload().to_bytes() == *ANSWER_END,
                 },
-                Ok(None) => {}
+                // No reply yet: the request was lost (a link not quite back) or waits behind
+                // others; asked again rather than waited for up to RESEND_WAIT.
+                Ok(None) if !replied && asked_at.elapsed() >= FIRST_REPLY_WAIT => break,
+                Ok(None) => continue,
                 // The query is done: answered, or its wait ran out.
                 Err(_) => break,
             }
+            replied = true;
         }
         if !state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .answered(&asked, whole)
+            .answered(&asked, whole, resend.matched)
         {
             return Ok(());
         }
@@ -656,8 +664,9 @@ impl Recovery {
         if !self.dropped && (self.held.is_empty() || self.held_bytes + bytes <= self.room) {
             self.held_bytes += bytes;
             let payload = sample.payload().to_bytes().into_owned();
+            let attachment = sample.attachment().map(|a| a.to_bytes().into_owned());
             let copy = SampleBuilder::put(sample.key_expr().clone(), payload)
-                .attachment(sample.attachment().cloned())
+                .attachment(attachment)
                 .into();
             self.held.push_back((copy, h.clone()));
         } else {
@@ -850,20 +859,27 @@ impl Mirror {
         true
     }
 
-    /// Ends a round of [`recover`] that asked `asked`, its answer `whole` or not (ended by
-    /// the publisher, [`ANSWER_END`]), writing the held frames that now follow the newest
-    /// received: whether another round is due at once. Where none of the frames asked for
-    /// came, an answer not whole (cut short) is asked for again, up
-    /// to [`RESEND_TRIES`] times in all, at the next look ([`follow`]); after that, or where
+    /// Ends a round of [`recover`] that asked `asked` (nothing, where the recovery is now
+    /// another source's), its answer `whole` or not (ended by the publisher,
+    /// [`ANSWER_END`]), a publisher answering requests `matched` or not, writing the held
+    /// frames that now follow the newest received: whether another round is due at once.
+    /// Where none of the frames asked for came, an answer not whole (cut short) is asked for
+    /// again [`RESEND_RETRY_AFTER`] later, up to [`RESEND_TRIES`] times in all (after that,
+    /// with none matched, no gap is asked for until one appears again); after that, or where
     /// the whole answer held none, they are given up on, and counted lost as the held frame
     /// after them is written (and, for a gap, gaps within [`RESEND_BACKOFF`] are counted lost
     /// at once). Another round asks for a gap still before a held frame, or, once all are
     /// written, for the frames after them where some were dropped for want of room. The
     /// recovery ends otherwise.
-    fn answered(&mut self, asked: &ResendRequest, whole: bool) -> bool {
+    fn answered(&mut self, asked: &ResendRequest, whole: bool, matched: bool) -> bool {
         let Some(mut r) = self.recovery.take() else {
             return false;
         };
+        if r.source != asked.source {
+            // Another recovery began meanwhile (a frame of another source ended this one).
+            self.recovery = Some(r);
+            return false;
+        }
         let newest = |m: &Mirror| m.sources.newest(&r.source).unwrap_or((0, 0));
         if newest(self).0 > asked.after || whole {
             r.unanswered = 0;
@@ -874,10 +890,11 @@ impl Mirror {
                 self.recovery = Some(r);
                 return false;
             }
-            // No publisher answers (an older bridge's took over the key?): gaps are counted
-            // at once until one that answers appears again.
+            // No publisher answering requests matched (an older bridge's took over the key?):
+            // gaps are counted at once until one appears again. (One matched but busy is
+            // left to the backoff.)
             r.unanswered = 0;
-            self.resend_seen = false;
+            self.resend_seen &= matched;
         }
         if newest(self).0 <= asked.after {
             r.given_up_below = asked.before;
@@ -2347,7 +2364,7 @@ mod tests {
             let r = self.m.recovery.as_ref().expect("a recovery");
             let asked = r.request(self.m.sources.newest(&r.source).unwrap().0);
             self.answer(answered);
-            (asked, self.m.answered(&asked, whole))
+            (asked, self.m.answered(&asked, whole, false))
         }
 
         /// [`Recovering::round_of`] a whole answer.

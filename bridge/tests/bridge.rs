@@ -1454,12 +1454,19 @@ fn a_gap_asked_for_in_vain_is_counted_lost_and_the_frame_after_it_written() {
     assert_eq!(request(), Some((5, u64::MAX)), "the tail first");
     put_frame(&p, 9, true);
     let mut asked = vec![(5, u64::MAX)];
+    let mut asked_at = Instant::now();
     while asked.len() < 3 {
         let r = request().expect("a resend request");
+        assert!(
+            asked_at.elapsed() >= Duration::from_millis(900),
+            "asked again {:?} after an unanswered request, not a second",
+            asked_at.elapsed()
+        );
+        asked_at = Instant::now();
         assert!([(5, u64::MAX), (5, 9)].contains(&r), "{asked:?} then {r:?}");
         asked.push(r);
     }
-    let asked_at = Instant::now();
+    assert!(asked.contains(&(5, 9)), "the gap before 9: {asked:?}");
     assert_eq!(next(), 9, "{}", s.diagnostics());
     assert!(
         asked_at.elapsed() < Duration::from_secs(5),
