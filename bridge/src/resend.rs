@@ -132,11 +132,12 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     /// Replies with the frames of the ring counted after `asked.after` and before
-    /// `asked.before`, up to the count the stream had when the answer began and the frame the
-    /// live thread put last (those after go out live), in order, until the deadline or `ended`. A frame gone from the ring is
-    /// left out, and so are those the cursor passes after a lap as it reads ([`Cursor::
-    /// skip_after_overrun`](shmstream::Cursor::skip_after_overrun)); the asker counts them
-    /// lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not cut short
+    /// `asked.before`, up to the count the stream had when the answer began and the frame
+    /// the live thread put last (those after go out live), in order, until the deadline or
+    /// `ended`, leaving out those the live thread reported lost ([`LossLog`]). A frame gone
+    /// from the ring is left out, and so are those the cursor passes after a lap as it reads
+    /// ([`Cursor::skip_after_overrun`](shmstream::Cursor::skip_after_overrun)); the asker
+    /// counts them lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not cut short
     /// by the deadline, `ended`, or the asker gone).
     fn send(&self, buf: &mut BytesMut, ended: &dyn Fn() -> bool) -> Result<bool, BridgeError> {
         let (s, after) = (self.s, self.asked.after);
