@@ -137,8 +137,8 @@ impl Answer<'_> {
     /// `ended`, leaving out those the live thread reported lost ([`LossLog`]). A frame gone
     /// from the ring is left out, and so are those the cursor passes after a lap as it reads
     /// ([`Cursor::skip_after_overrun`](shmstream::Cursor::skip_after_overrun)); the asker
-    /// counts them lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not cut short
-    /// by the deadline, `ended`, or the asker gone).
+    /// counts them lost. `buf`: a frame buffer, sized here. Whether the answer is whole (not
+    /// cut short by the deadline, `ended`, or the asker gone).
     fn send(&self, buf: &mut BytesMut, ended: &dyn Fn() -> bool) -> Result<bool, BridgeError> {
         let (s, after) = (self.s, self.asked.after);
         let mut c = s.cursor()?;
