@@ -1487,8 +1487,9 @@ fn a_gap_asked_for_in_vain_is_counted_lost_and_the_frame_after_it_written() {
 /// Lossless: a request on the resend key for the frames of the source between two counts
 /// gets them, in order, from the publisher's ring, to the asker alone, each with the losses
 /// the publisher reported before it; those its ring no longer holds are left out (the asker
-/// counts them lost). A request for another source, or of another payload, gets no frame.
-/// The live frames go on. Here the test is the subscriber.
+/// counts them lost). A request for another source, or of another payload, gets no frame;
+/// requests made at once are each answered whole. The live frames go on. Here the test is
+/// the subscriber.
 #[test]
 fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
     use shmstream_bridge::codec::ResendRequest;
@@ -1600,6 +1601,16 @@ fn a_lossless_publisher_answers_requests_for_frames_again_from_its_ring() {
         "another source: no frame, no end"
     );
     assert_eq!(answer(b"what".to_vec()), vec![], "not a request");
+    // Subscribers asking at once (more than the answering threads): each gets its whole
+    // answer.
+    std::thread::scope(|scope| {
+        let asking: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| ask(last.source, counts[5], u64::MAX)))
+            .collect();
+        for a in asking {
+            assert_eq!(a.join().unwrap(), whole(6..=10), "asked at once");
+        }
+    });
     a.write_slice_frame(&[11u16; 32], 11).unwrap();
     assert_eq!(next().frame_id, 11, "the live frames go on");
     let _ = session.close().wait();
