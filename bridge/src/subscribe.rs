@@ -1578,15 +1578,10 @@ impl Sources {
 /// Lossless frames of one source instance between its frame last received, with (count,
 /// publisher's losses) `last`, and `h` that the publisher did not report lost
 /// ([`reported`]).
-fn missed(last: (u64, u64), h: &FrameHeader) -> u64 {
-    missed_to(last, (h.count, h.lost))
-}
-
-/// [`missed`] before a frame with (count, publisher's losses) `next`.
-fn missed_to((count, lost): (u64, u64), next: (u64, u64)) -> u64 {
-    if next.0 > count {
-        let gap = next.0 - count - 1;
-        gap.saturating_sub(reported(lost, next.1))
+fn missed((count, lost): (u64, u64), h: &FrameHeader) -> u64 {
+    if h.count > count {
+        let gap = h.count - count - 1;
+        gap.saturating_sub(reported(lost, h))
     } else {
         0
     }
@@ -1599,9 +1594,7 @@ fn missed_to((count, lost): (u64, u64), next: (u64, u64)) -> u64 {
 /// asked for the first frame this mirror receives: frames before it were put to no one
 /// ([`Mirror::resumed`] says what is known).
 fn uncarried(lost: u64, h: &FrameHeader) -> u64 {
-    h.count
-        .saturating_sub(1)
-        .saturating_sub(reported(lost, h.lost))
+    h.count.saturating_sub(1).saturating_sub(reported(lost, h))
 }
 
 /// What is said of the first frame of a new source received here when frames of it came
@@ -1623,8 +1616,12 @@ fn new_source_line(lost: u64, h: &FrameHeader) -> Option<String> {
 /// The losses the publisher reported since the frame last seen, whose count of reported
 /// losses was `lost`: its count went up by those; went down, it restarted, and only the
 /// losses it reported since then are known.
-fn reported(lost: u64, now: u64) -> u64 {
-    if now >= lost { now - lost } else { now }
+fn reported(lost: u64, h: &FrameHeader) -> u64 {
+    if h.lost >= lost {
+        h.lost - lost
+    } else {
+        h.lost
+    }
 }
 
 /// Why the local stream could not be had: opening it failed (tried again with the next
