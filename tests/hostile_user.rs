@@ -142,8 +142,10 @@ fn remove(paths: &[PathBuf]) {
 }
 
 /// Defect 1: a FIFO (or socket, directory, symlink) planted as `_meta` or as the payload
-/// made every tool block in `open`. Each call must now return within the bound, with
-/// `Error::Untrusted` for the stream it names, and leave the planted object alone.
+/// made every tool block in `open`. Each call must now return within the bound: `open`,
+/// `open_readonly`, and for a planted `_meta` `stat` and `create`, with `Error::Untrusted` for
+/// the stream it names; a planted `_meta` is left alone (a planted payload beside a valid
+/// header is the stream's, removed with it by `purge`).
 #[test]
 fn planted_non_files_never_block_and_are_refused() {
     let _purging = purging();
@@ -171,13 +173,36 @@ fn planted_non_files_never_block_and_are_refused() {
                 matches!(&opened, Err(Error::Untrusted { name: n, .. }) if *n == name),
                 "{what}: open gave {opened:?}"
             );
+            let n = name.clone();
+            let opened = within(&format!("writable open with a {what}"), move || {
+                Stream::open(&n).map(|_| ())
+            });
+            assert!(
+                matches!(&opened, Err(Error::Untrusted { name: n, .. }) if *n == name),
+                "{what}: writable open gave {opened:?}"
+            );
+            let n = name.clone();
+            let made = within(&format!("create with a {what}"), move || {
+                Stream::create(&n, &[4], Dtype::U8).map(|_| ())
+            });
+            // A planted payload beside a valid header of ours: the name is taken.
+            assert!(
+                match &made {
+                    Err(Error::Untrusted { name: n, .. }) => as_meta && *n == name,
+                    Err(Error::AlreadyExists { name: n, .. }) => !as_meta && *n == name,
+                    _ => false,
+                },
+                "{what}: create gave {made:?}"
+            );
+            let n = name.clone();
+            let stat = within("stat", move || shmstream::stat(&n).map(|_| ()));
+            // `stat` reads the header alone: a planted payload beside a valid one is not looked at.
+            assert!(
+                matches!(stat, Err(Error::Untrusted { .. }) if as_meta)
+                    || (stat.is_ok() && !as_meta),
+                "{what}: stat gave {stat:?}"
+            );
             if as_meta {
-                let n = name.clone();
-                let stat = within("stat", move || shmstream::stat(&n).map(|_| ()));
-                assert!(
-                    matches!(stat, Err(Error::Untrusted { .. })),
-                    "{what}: stat gave {stat:?}"
-                );
                 let listed = within("list", shmstream::list_streams).unwrap();
                 assert!(!listed.contains(&name), "{what}: listed");
             }
