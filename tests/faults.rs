@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ChildBuilder, Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param,
-    runq_between, runq_wait, say, unique_name,
+    runq_between, runq_wait, say, unique_name, wait_blocked_in,
 };
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 
@@ -429,7 +429,7 @@ fn child_entry() {
         // Opens the lock file and waits in a blocking flock on it, as pyshmem's lock does.
         "flock_waiter" => {
             let f = File::open(shmstream::name::lock_path(&name)).unwrap();
-            say("opened");
+            say(&format!("opened {}", gettid()));
             assert!(flock(&f, libc::LOCK_EX), "flock of the lock file failed");
             say("locked");
             block_on_stdin();
@@ -1061,7 +1061,13 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     // code answered `CorruptHeader` after 50 ms), the stamps untouched.
     let (tx, rx) = std::sync::mpsc::channel();
     let n = name.clone();
-    let statting = std::thread::spawn(move || tx.send(shmstream::stat(&n).map(drop)));
+    let (started, starting) = std::sync::mpsc::channel();
+    let statting = std::thread::spawn(move || {
+        started.send(()).unwrap();
+        tx.send(shmstream::stat(&n).map(drop))
+    });
+    // The window starts once the stat is under way: a late thread would not be tested.
+    starting.recv_timeout(LONG).expect("the stat thread starts");
     let early = rx.recv_timeout(Duration::from_millis(300));
     assert!(early.is_err(), "held: stat answered at once: {early:?}");
     assert_eq!(lock_stamps(&name), planted, "held: stat cleared them");
@@ -1121,7 +1127,9 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     let mut producer = role("guard_writer", &name).spawn();
     producer.expect_line("locked", LONG);
     let mut waiter = role("flock_waiter", &name).spawn();
-    waiter.expect_line("opened", LONG);
+    let tid = waiter.expect_line("opened", LONG).parse().unwrap();
+    // In its blocking flock before the file is removed, so the window below tests it.
+    wait_blocked_in(waiter.pid(), tid, libc::SYS_flock);
     let path = remove_lock_file(&name);
     // The holder looks at the path every 20 ms at most, at a write.
     let deadline = Instant::now() + LONG;

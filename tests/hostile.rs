@@ -558,11 +558,17 @@ fn an_open_waits_for_a_creator_that_holds_the_lock_over_an_empty_meta() {
             .set_len(0)
             .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (started, starting) = std::sync::mpsc::channel();
         let opener = {
             let name = name.clone();
-            std::thread::spawn(move || tx.send(Stream::open(&name).map(drop)).unwrap())
+            std::thread::spawn(move || {
+                started.send(()).unwrap();
+                tx.send(Stream::open(&name).map(drop)).unwrap()
+            })
         };
-        // Well past the 50 ms an empty `_meta` is reopened for, the open still waits.
+        // Well past the 50 ms an empty `_meta` is reopened for, the open still waits (the
+        // window starts once the open is under way: a late thread would not be tested).
+        starting.recv_timeout(LONG).expect("the opener starts");
         let early = rx.recv_timeout(Duration::from_millis(200));
         assert!(
             early.is_err(),

@@ -175,6 +175,19 @@ pub fn wait_parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) {
     }
 }
 
+/// Waits (yielding, up to [`LONG`]) until task `tid` of process `pid` is blocked in system
+/// call `nr`; panics otherwise.
+pub fn wait_blocked_in(pid: u32, tid: u32, nr: i64) {
+    let deadline = Instant::now() + LONG;
+    while blocked_syscall(pid, tid).is_none_or(|(now, _)| now != nr) {
+        assert!(
+            Instant::now() < deadline,
+            "task {tid} of {pid} never blocked in system call {nr}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Lowers this process's descriptor limit to at most 256 and opens `/dev/null` until no
 /// descriptor is left (`EMFILE`): the files, to free one at a time. Only in a child process
 /// of its own: the limit and the full table affect every thread of the process.
