@@ -1434,35 +1434,40 @@ fn a_gap_asked_for_in_vain_is_counted_lost_and_the_frame_after_it_written() {
     // A queryable that answers no request: each gets its final reply, without a frame, as
     // the test drops it.
     let k = shmstream_bridge::key(&prefix, &name);
-    let queries = raw
+    // Each request is timed as it arrives, so a late test thread cannot shorten the gaps.
+    let (arrived, queries) = std::sync::mpsc::channel();
+    let _queryable = raw
         .session
         .declare_queryable(shmstream_bridge::resend_key(&k))
+        .callback(move |q| {
+            let _ = arrived.send((Instant::now(), q));
+        })
         .wait()
         .unwrap();
     let request = || {
-        let q = queries
+        let (at, q) = queries
             .recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no request within {LONG:?}\n{}", s.diagnostics()));
+            .unwrap_or_else(|_| panic!("no request within {LONG:?}\n{}", s.diagnostics()));
         let r = q
             .payload()
             .and_then(|p| ResendRequest::decode(&p.to_bytes()));
-        r.map(|r| (r.after, r.before))
+        (at, r.map(|r| (r.after, r.before)))
     };
     // The tail, as the queryable appeared; unanswered, it is asked for again a second
     // later, with the gap before 9 once 9 is held: three requests in all (RESEND_TRIES).
-    assert_eq!(request(), Some((5, u64::MAX)), "the tail first");
+    let (mut asked_at, first) = request();
+    assert_eq!(first, Some((5, u64::MAX)), "the tail first");
     put_frame(&p, 9, true);
     let mut asked = vec![(5, u64::MAX)];
-    let mut asked_at = Instant::now();
     while asked.len() < 3 {
-        let r = request().expect("a resend request");
+        let (at, r) = request();
+        let r = r.expect("a resend request");
         assert!(
-            asked_at.elapsed() >= Duration::from_millis(900),
+            at - asked_at >= Duration::from_millis(900),
             "asked again {:?} after an unanswered request, not a second",
-            asked_at.elapsed()
+            at - asked_at
         );
-        asked_at = Instant::now();
+        asked_at = at;
         assert!([(5, u64::MAX), (5, 9)].contains(&r), "{asked:?} then {r:?}");
         asked.push(r);
     }
