@@ -34,8 +34,6 @@
 //! holds that frame's count, so the next writer's (pyshmem's, which stamps `count + 1`, or
 //! ours) goes on past it ([`Ring::finish_append`]).
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
@@ -51,6 +49,10 @@ use crate::segment::{Mapping, Segment};
 use crate::seqlock::{self, Observed};
 use crate::spin::Spin;
 use crate::stream::Stream;
+
+mod frame;
+
+pub use frame::RingFrame;
 
 /// Pauses a cursor spinning on its next frame's slot (spinning, or adaptive for its
 /// budget) makes between the stream's checks (tens of µs).
@@ -787,112 +789,6 @@ pub(crate) fn depth(stream: &str, frame_bytes: usize, instance_id: [u8; 16]) -> 
     Ok(capacity)
 }
 
-/// A frame in the history ring, lent by [`Cursor::next_in_place`]. Its bytes may change
-/// under it (the writer laps the cursor), which that call detects afterwards; so it offers
-/// no slice of them, only moves that never let Rust code read them.
-#[derive(Debug)]
-pub struct RingFrame<'a> {
-    ptr: *const u8,
-    len: usize,
-    stream: &'a Stream,
-}
-
-impl RingFrame<'_> {
-    /// The frame's size in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the frame has no bytes (a stream of an empty shape).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Copies the frame into `dst`, which must be [`RingFrame::len`] bytes long.
-    pub fn copy_into(&self, dst: &mut [u8]) -> Result<()> {
-        self.stream.ensure_byte_len(std::mem::size_of_val(dst))?;
-        // SAFETY: `ptr` is the slot's frame of `len` bytes inside the mapping the borrow
-        // keeps mapped, and `dst` the caller's exclusive buffer of `len` bytes (checked). The
-        // copy may race an append; the cursor discards the frame then.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
-        Ok(())
-    }
-
-    /// Copies `dst.len()` bytes from `offset` in the frame into `dst`: a part of the frame
-    /// (a header, a region of interest) without copying the rest.
-    pub fn copy_range_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        if offset
-            .checked_add(dst.len())
-            .is_none_or(|end| end > self.len)
-        {
-            return Err(Error::Unsupported {
-                name: self.stream.name.clone(),
-                what: format!(
-                    "bytes {offset}..{} of a {}-byte frame: read a range within the frame",
-                    offset.saturating_add(dst.len()),
-                    self.len
-                ),
-            });
-        }
-        // SAFETY: `offset + dst.len() <= len` (checked), so the source lies within the slot's
-        // frame inside the mapping the borrow keeps mapped; `dst` is the caller's exclusive
-        // buffer. The copy may race an append; the cursor discards the frame then.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
-        Ok(())
-    }
-
-    /// Copies the frame into `dst` as words of `T`, each passed through `map` on the way:
-    /// one pass over the ring for a tool that converts pixels (a recorder writing
-    /// big-endian FITS). `dst` must hold exactly [`RingFrame::len`] bytes.
-    pub fn map_into<T: bytemuck::Pod>(&self, dst: &mut [T], map: impl Fn(T) -> T) -> Result<()> {
-        self.stream.ensure_byte_len(std::mem::size_of_val(dst))?;
-        let src = self.ptr.cast::<T>();
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: word `i` lies within the frame's `len` bytes (checked: `dst` holds as
-            // many words); unaligned reads need no alignment; `T: Pod` accepts any bits. The
-            // read may race an append; the cursor discards the frame then.
-            *d = map(unsafe { src.add(i).read_unaligned() });
-        }
-        Ok(())
-    }
-
-    /// Writes the frame to `file` at `offset` straight from the ring: the kernel copies it
-    /// into the file, nothing is copied in user space. An error leaves part of the frame
-    /// written; the file's cursor does not move.
-    pub fn write_at(&self, file: &File, offset: u64) -> std::io::Result<()> {
-        let mut done = 0usize;
-        while done < self.len {
-            let at = offset
-                .checked_add(done as u64)
-                .and_then(|o| libc::off_t::try_from(o).ok())
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-            // SAFETY: `ptr..ptr + len` is the slot's frame inside the ring's mapping, which
-            // the borrow `'a` keeps mapped; `done < len`. The kernel only reads the bytes
-            // (concurrent stores by the writer make them garbage, not unsound: no Rust
-            // reference to them exists), and the cursor discards a frame overwritten meanwhile.
-            let n = unsafe {
-                libc::pwrite(
-                    file.as_raw_fd(),
-                    self.ptr.add(done).cast(),
-                    self.len - done,
-                    at,
-                )
-            };
-            match n {
-                0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                n if n > 0 => done += n as usize,
-                _ => {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Reads every frame of a history stream, strictly in order ([`Stream::cursor`]).
 ///
 /// A frame that cannot be returned is never skipped silently: when the writer lapped the
@@ -1527,6 +1423,9 @@ impl Cursor<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]
