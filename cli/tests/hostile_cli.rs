@@ -409,7 +409,7 @@ fn a_corrupt_stream_is_reported_skipped_and_removable() {
 #[test]
 fn a_corrupt_history_ring_is_reported_by_stat_and_list() {
     use std::os::unix::fs::FileExt;
-    /// The ring header's frame-bytes field (`off::FRAME_BYTES` in src/history.rs).
+    /// The ring header's frame-bytes field (`off::FRAME_BYTES` in src/history/mod.rs).
     const FRAME_BYTES: u64 = 16;
     let name = unique_name("hcli-ring");
     let _c = Cleanup::new([&name]);
