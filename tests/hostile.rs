@@ -848,7 +848,7 @@ fn names_from_segments_are_shown_verbatim() {
 #[test]
 fn bool_bytes_other_than_0_or_1_read_as_true() {
     use std::os::unix::fs::FileExt;
-    /// Slot 0's frame in the `_hist` segment (see the layout in src/history.rs).
+    /// Slot 0's frame in the `_hist` segment (see the layout in src/history/mod.rs).
     const SLOT0_FRAME: u64 = 128;
     let name = unique_name("bool");
     let _c = Cleanup::new([&name]);
