@@ -1,24 +1,34 @@
 //! Zenoh → local streams: each remote frame is checked against its attachment and written,
 //! with its frame id, into a local stream of the remote shape and dtype.
 
-use std::collections::VecDeque;
+mod opening;
+mod recovery;
+mod refusals;
+mod sources;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use shmstream::{Dtype, Error, MAX_HISTORY, Stream, StreamOptions, WriteGuard};
+use shmstream::{Dtype, Error, MAX_HISTORY, Stream, WriteGuard};
 use zenoh::Wait;
-use zenoh::handlers::{FifoChannel, RingChannel, RingChannelHandler};
+use zenoh::handlers::{RingChannel, RingChannelHandler};
 use zenoh::matching::{MatchingListener, MatchingStatus};
-use zenoh::qos::CongestionControl;
-use zenoh::query::{ConsolidationMode, Querier, QueryTarget};
-use zenoh::sample::{Sample, SampleBuilder};
+use zenoh::query::Querier;
+use zenoh::sample::Sample;
 
-use crate::codec::{ANSWER_END, FrameHeader, ResendRequest};
+use crate::codec::FrameHeader;
 use crate::{
-    BridgeError, Endpoints, Losses, POLL, RESEND_WAIT, Role, SUM_UP_EVERY, Stop, check_keys, key,
+    BridgeError, Endpoints, Losses, POLL, Role, SUM_UP_EVERY, Stop, check_keys, key,
     open_session_as, per_stream, zenoh_err,
 };
+use opening::{
+    Opening, RETRY_CREATE, RETRY_OPEN, Uncreatable, Unopenable, create_failure_lasts, meta_file,
+    open_failure_lasts, open_or_create,
+};
+use recovery::{Resender, Resends, recover};
+use refusals::Refusals;
+use sources::{Arrival, Sources, missed, new_source_line, uncarried};
 
 /// What [`subscribe`] mirrors and where.
 #[derive(Debug, Clone)]
@@ -162,20 +172,6 @@ const LOSSLESS_LOCK_WAIT: Duration = Duration::from_secs(1);
 /// As long as [`LOSSLESS_LOCK_WAIT`], the longest of the waits it cuts short.
 const LOCK_OUT_LASTS: Duration = Duration::from_secs(1);
 
-/// How long a failed create of the mirror is remembered before it is tried again.
-const RETRY_CREATE: Duration = Duration::from_secs(10);
-
-/// How long a failed open of the mirror that would fail alike again ([`open_failure_lasts`]:
-/// a corrupt header, another user's stream, a ring it refuses, another name's stream at its
-/// path, a creation left unfinished; not a missing stream or a transient failure) is
-/// remembered: a frame that comes meanwhile is refused for the same reason
-/// without opening ([`Mirror::open_refused`]; an open that fails may take 50 ms to 5 s, on
-/// the task that receives every stream of the connection), and the publisher is not asked
-/// for its frame again to try it ([`Mirror::wants_frame_again`]: each reply is a whole
-/// frame). Both try at once when that `_meta` is gone ([`Unopenable::still_there`]:
-/// unlinked, as the refusal of a corrupt one says to, or made anew).
-const RETRY_OPEN: Duration = Duration::from_secs(10);
-
 /// How long a subscriber waits for a publisher before it says, once, that none is there
 /// ([`follow`]): a wrong `--connect` (host, port, a firewall) or `--key-prefix` is otherwise
 /// never reported (Zenoh retries a connect for ever, saying its failures only in its debug
@@ -184,25 +180,6 @@ const NO_PUBLISHER_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a query for a publisher's current frame waits for its reply.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
-/// How long a recovery waits for a publisher's resend queryable to be matched before it
-/// asks all the same: at a reconnection, its declaration may come after the first frames.
-const RESEND_MATCH_WAIT: Duration = Duration::from_secs(2);
-/// After an answer that brought none of the frames a recovery asked for (the publisher no
-/// longer holds them, or did not answer), how long gaps are counted lost at once rather than
-/// asked for: each recovery holds the live frames back while it waits.
-const RESEND_BACKOFF: Duration = Duration::from_secs(10);
-/// Rounds in a row a recovery asks whose answer brings no frame and does not end
-/// ([`ANSWER_END`]) before it gives up on the frames asked for: such an answer was cut short
-/// (the query dropped by a publisher with requests waiting, the link cut, the wait run out),
-/// and the ring may still hold them.
-const RESEND_TRIES: u32 = 3;
-/// How long after an answer that brought no frame and did not end a recovery asks again.
-const RESEND_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How long a round waits for the first reply of an answer (a frame, or its end) before it
-/// takes it for unanswered: a request lost on a link not quite back would otherwise hold the
-/// live frames for [`RESEND_WAIT`] at each of [`RESEND_TRIES`].
-const FIRST_REPLY_WAIT: Duration = Duration::from_secs(2);
-
 /// How often the mirror asks the publisher for its current frame again while its last frame
 /// could not be written for want of a local stream that a new try could make
 /// ([`Mirror::wants_frame_again`]): the local stream unlinked (as a refusal for a new shape
@@ -379,136 +356,6 @@ fn follow(
     Ok(())
 }
 
-/// The querier on a stream's resend key ([`crate::resend_key`]), and whether a publisher
-/// answering requests for lossless frames again is matched there.
-struct Resender<'a> {
-    querier: Querier<'a>,
-    matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
-    matched: bool,
-}
-
-impl<'a> Resender<'a> {
-    /// Declares it for stream key `k`. Every publisher there is asked (one of another
-    /// source answers nothing), each answer whole (no reply merged into another of its
-    /// key); a reply waits for room rather than being dropped, as a lossless frame, at the
-    /// live frames' priority (a lower one would wait behind a publisher catching up its ring,
-    /// and Zenoh closes a link whose blocked message waits past its deadline).
-    fn declare(session: &'a zenoh::Session, k: &str) -> Result<Resender<'a>, BridgeError> {
-        let rk = crate::resend_key(k);
-        let querier = session
-            .declare_querier(rk.clone())
-            .target(QueryTarget::All)
-            .consolidation(ConsolidationMode::None)
-            .congestion_control(CongestionControl::Block)
-            .timeout(RESEND_WAIT)
-            .wait()
-            .map_err(zenoh_err(format!("declaring the querier on {rk}")))?;
-        let matching = querier
-            .matching_listener()
-            .with(RingChannel::new(1))
-            .wait()
-            .map_err(zenoh_err(format!(
-                "declaring the matching listener on {rk}"
-            )))?;
-        Ok(Resender {
-            querier,
-            matching,
-            matched: false,
-        })
-    }
-
-    /// Takes the status changes since the last call. As a publisher answering requests
-    /// appears (at the start, or as a link comes back), the mirror knows that one answers,
-    /// and asks for the frames after the last lossless frame it wrote: those put into a
-    /// connection that died show no gap where no frame follows them.
-    fn poll(&mut self, state: &Mutex<Mirror>) {
-        while let Ok(Some(status)) = self.matching.try_recv() {
-            let appeared = status.matching() && !self.matched;
-            self.matched = status.matching();
-            if !appeared {
-                continue;
-            }
-            let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
-            m.resend_seen = true;
-            if m.recovery.is_none()
-                && let Some(source) = m.lossless_source
-                && m.sources.newest(&source).is_some()
-            {
-                m.recovery = Some(Recovery::new(source, None));
-            }
-        }
-    }
-}
-
-/// Asks for the frames the mirror's recovery waits for, if it has one, round after round
-/// until it ends ([`Mirror::answered`]) or `stop` is set: each round asks the publishers on
-/// the resend key for the frames of its source between the newest received and the first
-/// held ([`Recovery::request`]), and writes those that come, in order, until the answer
-/// ends or [`RESEND_WAIT`]. It waits up to [`RESEND_MATCH_WAIT`] for a publisher's
-/// queryable there, then asks all the same. Stopped, it leaves the recovery to the
-/// mirror's close, which counts its frames lost.
-fn recover(
-    stop: &Stop,
-    state: &Mutex<Mirror>,
-    resend: &Resender<'_>,
-    k: &str,
-) -> Result<(), BridgeError> {
-    while !stop.is_set() {
-        let asked = {
-            let m = state.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(r) = &m.recovery else {
-                return Ok(());
-            };
-            if (!resend.matched && r.since.elapsed() < RESEND_MATCH_WAIT)
-                || Instant::now() < r.ask_at
-            {
-                return Ok(());
-            }
-            r.request(m.sources.newest(&r.source).map_or(0, |(c, _)| c))
-        };
-        let replies = resend
-            .querier
-            .get()
-            .payload(asked.encode().to_vec())
-            .with(FifoChannel::new(16))
-            .wait()
-            .map_err(zenoh_err(format!("asking {k} for lossless frames again")))?;
-        // Whether the publisher said its answer is whole, and whether any reply came.
-        let (mut whole, mut replied, asked_at) = (false, false, Instant::now());
-        loop {
-            if stop.is_set() {
-                return Ok(());
-            }
-            match replies.recv_timeout(POLL) {
-                Ok(Some(reply)) => match reply.result() {
-                    Ok(sample) => {
-                        let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !m.closed {
-                            m.write_resent(sample);
-                        }
-                    }
-                    Err(e) => whole |= *e.payload().to_bytes() == *ANSWER_END,
-                },
-                // No reply yet: the request was lost (a link not quite back) or waits behind
-                // others; asked again rather than waited for up to RESEND_WAIT.
-                Ok(None) if !replied && asked_at.elapsed() >= FIRST_REPLY_WAIT => break,
-                Ok(None) => continue,
-                // The query is done: answered, or its wait ran out.
-                Err(_) => break,
-            }
-            replied = true;
-        }
-        if !state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .answered(&asked, whole, resend.matched)
-        {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
 /// ([`Mirror::write`]) only if no frame was written since: a reply never overwrites a newer
 /// live frame.
@@ -567,7 +414,8 @@ struct Mirror {
     /// ([`Mirror::restarted`]).
     restart_said_at: Option<Instant>,
     /// When frames of a new source before its first one received were last said: at most
-    /// every [`SUM_UP_EVERY`] (sources interleaving past [`SOURCES_KEPT`] are each new again).
+    /// every [`SUM_UP_EVERY`] (sources interleaving past
+    /// [`SOURCES_KEPT`](sources::SOURCES_KEPT) are each new again).
     new_source_said_at: Option<Instant>,
     /// Lossless frames missed in transit.
     gaps: Losses,
@@ -582,107 +430,8 @@ struct Mirror {
     /// that follow within [`LOCK_OUT_LASTS`] of it try the lock without waiting
     /// ([`LOCK_WAIT`], [`LOSSLESS_LOCK_WAIT`]), later ones wait as usual ([`lock_wait`]).
     locked_out: Option<Instant>,
-    /// Whether a publisher that answers requests for lossless frames again
-    /// ([`crate::resend`]) was seen on the key: until one is (an older bridge's does not),
-    /// a lossless gap is counted lost at once, as before.
-    resend_seen: bool,
-    /// The lossless source whose missed frames are being asked for again.
-    recovery: Option<Recovery>,
-    /// A source, and the newest count written as its recovery ended: its live frames up to
-    /// there, late (an answer ran ahead of the live ones), are dropped unsaid.
-    resent_through: Option<([u8; 16], u64)>,
-    /// When a gap was last asked for in vain ([`Mirror::answered`]): a gap within
-    /// [`RESEND_BACKOFF`] of it is counted lost at once.
-    resend_failed_at: Option<Instant>,
-    /// The source of the last frame written, where it was lossless (one that carries an
-    /// instance id): its frames after it are asked for when a publisher answering requests
-    /// appears again (a reconnection), as those put into the lost connection show no gap
-    /// where no frame follows them.
-    lossless_source: Option<[u8; 16]>,
-}
-
-/// The most a recovery holds of its source's live frames, in payload bytes (at least one
-/// frame): past it, they are dropped, and asked for once the held ones are written.
-const HELD_BYTES: usize = 256 << 20;
-
-/// A lossless source's frames missed in transit, asked for again ([`recover`]): its live
-/// frames that come meanwhile are held, and written once the frames before them came, or
-/// were asked for in vain.
-#[derive(Debug)]
-struct Recovery {
-    source: [u8; 16],
-    /// Its live frames held, in count order, with their headers.
-    held: VecDeque<(Sample, FrameHeader)>,
-    /// Their payloads' bytes.
-    held_bytes: usize,
-    /// The most they may take: [`HELD_BYTES`].
-    room: usize,
-    /// Whether a live frame of it was dropped for want of room ([`HELD_BYTES`]): the frames
-    /// after the held ones are asked for once those are written.
-    dropped: bool,
-    /// Its newest live frame that came, held or dropped.
-    newest_live: Option<FrameHeader>,
-    /// Frames counted below this were asked for and did not come: their gap is counted lost.
-    given_up_below: u64,
-    /// Rounds in a row whose answer brought no frame and did not end ([`Mirror::answered`]).
-    unanswered: u32,
-    /// When the next round may ask: [`RESEND_RETRY_AFTER`] after an unanswered one.
-    ask_at: Instant,
-    /// When the recovery began.
-    since: Instant,
-}
-
-impl Recovery {
-    /// A recovery of `source`, holding its live frame `first` that came after a gap (none:
-    /// asked for whether frames followed the newest).
-    fn new(source: [u8; 16], first: Option<(&Sample, &FrameHeader)>) -> Recovery {
-        let mut r = Recovery {
-            source,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            room: HELD_BYTES,
-            dropped: false,
-            newest_live: None,
-            given_up_below: 0,
-            unanswered: 0,
-            ask_at: Instant::now(),
-            since: Instant::now(),
-        };
-        if let Some((sample, h)) = first {
-            r.hold(sample, h);
-        }
-        r
-    }
-
-    /// Holds the live frame `h`, newer than any held, or drops it for want of room (held
-    /// ones stay contiguous: once one is dropped, so are those after it). A copy is held:
-    /// the sample itself keeps Zenoh's whole receive batch (up to 64 KiB) for a frame of a
-    /// few bytes.
-    fn hold(&mut self, sample: &Sample, h: &FrameHeader) {
-        self.newest_live = Some(h.clone());
-        let bytes = sample.payload().len();
-        if !self.dropped && (self.held.is_empty() || self.held_bytes + bytes <= self.room) {
-            self.held_bytes += bytes;
-            let payload = sample.payload().to_bytes().into_owned();
-            let attachment = sample.attachment().map(|a| a.to_bytes().into_owned());
-            let copy = SampleBuilder::put(sample.key_expr().clone(), payload)
-                .attachment(attachment)
-                .into();
-            self.held.push_back((copy, h.clone()));
-        } else {
-            self.dropped = true;
-        }
-    }
-
-    /// What the next round asks for: the frames after `newest` (the count of the newest
-    /// received) before the first held.
-    fn request(&self, newest: u64) -> ResendRequest {
-        ResendRequest {
-            source: self.source,
-            after: newest,
-            before: self.held.front().map_or(u64::MAX, |(_, h)| h.count),
-        }
-    }
+    /// Lossless frames missed in transit asked for again, and what follows from it.
+    resends: Resends,
 }
 
 impl Mirror {
@@ -714,11 +463,7 @@ impl Mirror {
             unwritten: false,
             into_existing: false,
             locked_out: None,
-            resend_seen: false,
-            recovery: None,
-            resent_through: None,
-            resend_failed_at: None,
-            lossless_source: None,
+            resends: Resends::new(),
         }
     }
 
@@ -748,10 +493,7 @@ impl Mirror {
     /// losses and refusals not summed up yet, which would otherwise go unreported.
     fn close(&mut self) -> Vec<String> {
         self.closed = true;
-        // A recovery's frames, held or asked for, not written: lost.
-        if let Some(r) = self.recovery.take() {
-            self.count_unwritten(&r);
-        }
+        self.close_recovery();
         [self.gaps.rest(), self.refusals.rest()]
             .into_iter()
             .flatten()
@@ -773,26 +515,6 @@ impl Mirror {
         }
     }
 
-    /// Writes `sample`, a frame of an answer to a request for frames again ([`recover`]),
-    /// where it is one the recovery waits for: of its source, after the newest received and
-    /// not after the first held.
-    fn write_resent(&mut self, sample: &Sample) {
-        if let Some(h) = self.checked(sample)
-            && let Some(r) = &self.recovery
-            && h.lossless
-            && h.source == r.source
-            && self
-                .sources
-                .newest(&h.source)
-                .is_none_or(|(c, _)| h.count > c)
-            && r.held
-                .front()
-                .is_none_or(|(_, first)| h.count <= first.count)
-        {
-            self.write_checked(sample, h);
-        }
-    }
-
     /// The header of `sample`, or `None` where it is refused (said).
     fn checked(&mut self, sample: &Sample) -> Option<FrameHeader> {
         let h = match check(sample) {
@@ -808,157 +530,6 @@ impl Mirror {
             return None;
         }
         Some(h)
-    }
-
-    /// Whether the live lossless frame `h` (of `sample`) is taken by a recovery rather than
-    /// written now: held (or dropped for want of room) where its source is being recovered,
-    /// dropped unsaid where it came again or late (written from an answer); or it is the
-    /// first after a gap its publisher did not report, which begins a recovery where a
-    /// publisher answering requests was seen and none failed within [`RESEND_BACKOFF`]. One
-    /// recovery at a time: a frame of another source ends it ([`Mirror::give_up_recovery`]).
-    fn held_for_resend(&mut self, sample: &Sample, h: &FrameHeader) -> bool {
-        if !h.lossless || h.source == [0; 16] {
-            return false;
-        }
-        let newest = self.sources.newest(&h.source);
-        if self.recovery.as_ref().is_some_and(|r| r.source != h.source) {
-            // Another source (made again, or interleaving): the recovery ends first, its held
-            // frames written before this one, so the mirror's frames do not go back.
-            self.give_up_recovery();
-            return false;
-        }
-        if let Some(r) = self.recovery.as_mut() {
-            let behind = r
-                .newest_live
-                .as_ref()
-                .map(|l| l.count)
-                .or(newest.map(|(c, _)| c));
-            if behind.is_none_or(|c| h.count > c) {
-                r.hold(sample, h);
-            }
-            return true;
-        }
-        if self
-            .resent_through
-            .is_some_and(|(src, c)| src == h.source && h.count <= c)
-        {
-            return true;
-        }
-        let Some(last) = newest else {
-            return false;
-        };
-        if !self.resend_seen
-            || missed(last, h) == 0
-            || self
-                .resend_failed_at
-                .is_some_and(|t| t.elapsed() < RESEND_BACKOFF)
-        {
-            return false;
-        }
-        self.recovery = Some(Recovery::new(h.source, Some((sample, h))));
-        true
-    }
-
-    /// Ends a round of [`recover`] that asked `asked` (nothing, where the recovery is now
-    /// another source's), its answer `whole` or not (ended by the publisher,
-    /// [`ANSWER_END`]), a publisher answering requests `matched` or not, writing the held
-    /// frames that now follow the newest received: whether another round is due at once.
-    /// Where none of the frames asked for came, an answer not whole (cut short) is asked for
-    /// again [`RESEND_RETRY_AFTER`] later, up to [`RESEND_TRIES`] times in all (after that,
-    /// with none matched, no gap is asked for until one appears again); after that, or where
-    /// the whole answer held none, they are given up on, and counted lost as the held frame
-    /// after them is written (and, for a gap, gaps within [`RESEND_BACKOFF`] are counted lost
-    /// at once). Another round asks for a gap still before a held frame, or, once all are
-    /// written, for the frames after them where some were dropped for want of room. The
-    /// recovery ends otherwise.
-    fn answered(&mut self, asked: &ResendRequest, whole: bool, matched: bool) -> bool {
-        let Some(mut r) = self.recovery.take() else {
-            return false;
-        };
-        if r.source != asked.source {
-            // Another recovery began meanwhile (a frame of another source ended this one).
-            self.recovery = Some(r);
-            return false;
-        }
-        let newest = |m: &Mirror| m.sources.newest(&r.source).unwrap_or((0, 0));
-        if newest(self).0 > asked.after || whole {
-            r.unanswered = 0;
-        } else {
-            r.unanswered += 1;
-            if r.unanswered < RESEND_TRIES {
-                r.ask_at = Instant::now() + RESEND_RETRY_AFTER;
-                self.recovery = Some(r);
-                return false;
-            }
-            // No publisher answering requests matched (an older bridge's took over the key?):
-            // gaps are counted at once until one appears again. (One matched but busy is
-            // left to the backoff.)
-            r.unanswered = 0;
-            self.resend_seen &= matched;
-        }
-        if newest(self).0 <= asked.after {
-            r.given_up_below = asked.before;
-            if asked.before != u64::MAX {
-                self.resend_failed_at = Some(Instant::now());
-            }
-        }
-        while let Some((_, first)) = r.held.front() {
-            let last = newest(self);
-            if missed(last, first) > 0 && first.count > r.given_up_below {
-                break;
-            }
-            let Some((sample, h)) = r.held.pop_front() else {
-                break;
-            };
-            r.held_bytes -= sample.payload().len();
-            // One that came in an answer is passed.
-            if h.count > last.0 {
-                self.write_checked(&sample, h);
-            }
-        }
-        if r.held.is_empty() && std::mem::take(&mut r.dropped) {
-            r.given_up_below = 0;
-        } else if r.held.is_empty() {
-            self.resent_through = Some((r.source, newest(self).0));
-            return false;
-        }
-        self.recovery = Some(r);
-        true
-    }
-
-    /// Ends the recovery, if any, without asking more: its held frames are written, the
-    /// gaps before them counted lost, and so are the frames dropped for want of room after
-    /// them ([`Mirror::count_unwritten`]).
-    fn give_up_recovery(&mut self) {
-        let Some(mut r) = self.recovery.take() else {
-            return;
-        };
-        while let Some((sample, h)) = r.held.pop_front() {
-            if self
-                .sources
-                .newest(&r.source)
-                .is_none_or(|(c, _)| h.count > c)
-            {
-                self.write_checked(&sample, h);
-            }
-        }
-        self.count_unwritten(&r);
-    }
-
-    /// Counts lost the frames of recovery `r` not written, up to its newest live frame
-    /// (held, or dropped for want of room), with the gaps before them its publisher did not
-    /// report, and follows its source from that frame (its late frames dropped unsaid).
-    fn count_unwritten(&mut self, r: &Recovery) {
-        if let (Some(last), Some(live)) = (self.sources.newest(&r.source), &r.newest_live)
-            && live.count > last.0
-        {
-            self.gaps.lost(missed(last, live).saturating_add(1));
-            self.sources.follow_anew(live);
-            self.resent_through = Some((r.source, live.count));
-        }
-        if let Some(line) = self.gaps.due() {
-            self.say(&line);
-        }
     }
 
     /// Writes `sample`, checked into `h`.
@@ -1064,7 +635,7 @@ impl Mirror {
                 Ok(()) => {
                     self.local = Some(local);
                     self.last = Some(id);
-                    self.lossless_source = (h.lossless && h.source != [0; 16]).then_some(h.source);
+                    self.resends.wrote(&h);
                     self.written += 1;
                     self.unwritten = false;
                     if let Some(before) = resumed_from {
@@ -1254,105 +825,6 @@ impl Mirror {
     }
 }
 
-/// The refusals said and counted. A run of frames refused for one reason (reasons that
-/// differ only in their numbers, sizes or dimensions a sender chose, are one reason: a sender
-/// varying them must not fill the log either) is said once, then summed up: every
-/// [`SUM_UP_EVERY`] while it goes on, when the reason changes, and when the mirror closes.
-/// A frame written between refused ones ends the run but not its count: a refusal of the
-/// reason last said, within [`SUM_UP_EVERY`] of that line, is counted into it, not said
-/// again, so that good and refused frames mixed at the frame rate (a local reader holding
-/// the write lock most of each period, two publishers of different shapes on one key) do not
-/// print a line per frame. The frames refused and unsaid are summed up by the first frame
-/// written [`SUM_UP_EVERY`] after the last line, if no refusal did so first.
-#[derive(Debug, Default)]
-struct Refusals {
-    run: Option<Run>,
-}
-
-/// The refusals of the reason last said ([`Refusals`]).
-#[derive(Debug)]
-struct Run {
-    /// The reason of the last frame refused for it.
-    reason: String,
-    /// Frames refused for it since its last line, not said yet.
-    unsaid: u64,
-    /// When its last line was said.
-    said_at: Instant,
-    /// Whether no frame was written since its last refusal.
-    open: bool,
-}
-
-impl Refusals {
-    /// A frame refused for `reason` at `now`: the lines to say (none while a run repeats).
-    fn refused(&mut self, reason: String, now: Instant) -> Vec<String> {
-        let mut lines = Vec::new();
-        if let Some(run) = &mut self.run {
-            let recent = now.saturating_duration_since(run.said_at) < SUM_UP_EVERY;
-            // Of the reason last said: counted while it goes on, or soon after, or while
-            // frames of it are unsaid (then summed up with them).
-            if class(&run.reason).eq(class(&reason)) && (run.open || recent || run.unsaid > 0) {
-                run.unsaid += 1;
-                run.reason = reason;
-                run.open = true;
-                if !recent {
-                    lines.push(repeated(run.unsaid, &run.reason));
-                    (run.unsaid, run.said_at) = (0, now);
-                }
-                return lines;
-            }
-            lines.extend(self.rest());
-        }
-        lines.push(format!("refused a frame: {reason}"));
-        self.run = Some(Run {
-            reason,
-            unsaid: 0,
-            said_at: now,
-            open: true,
-        });
-        lines
-    }
-
-    /// A frame was written: ends the run, with the line that sums it up where frames went
-    /// unsaid and its last line is [`SUM_UP_EVERY`] old (the clock is read only then: this
-    /// runs after every frame written).
-    fn end_run(&mut self) -> Option<String> {
-        let run = self.run.as_mut()?;
-        if run.unsaid == 0 {
-            run.open = false;
-            return None;
-        }
-        self.end_run_at(Instant::now())
-    }
-
-    /// [`Refusals::end_run`] at `now`.
-    fn end_run_at(&mut self, now: Instant) -> Option<String> {
-        let run = self.run.as_mut()?;
-        run.open = false;
-        if run.unsaid == 0 || now.saturating_duration_since(run.said_at) < SUM_UP_EVERY {
-            return None;
-        }
-        run.said_at = now;
-        Some(repeated(std::mem::take(&mut run.unsaid), &run.reason))
-    }
-
-    /// The line that sums up the frames refused and not said yet, if any (the reason
-    /// changes, or the mirror closes).
-    fn rest(&mut self) -> Option<String> {
-        let run = self.run.as_mut()?;
-        (run.unsaid > 0).then(|| repeated(std::mem::take(&mut run.unsaid), &run.reason))
-    }
-}
-
-/// A refusal's reason without its numbers.
-fn class(reason: &str) -> impl Iterator<Item = char> + '_ {
-    reason.chars().filter(|c| !c.is_ascii_digit())
-}
-
-/// The line summing up `more` frames refused, `reason` the last one's.
-fn repeated(more: u64, reason: &str) -> String {
-    format!("refused {more} more frame(s) for the same reason: {reason}")
-}
-
 /// The reason a frame of remote stream `remote` is refused when its mirror `name` stayed
 /// write-locked for [`LOCK_WAIT`] (latest value) or [`LOSSLESS_LOCK_WAIT`] (`lossless`),
 /// then not waited for while locked out ([`lock_wait`]).
@@ -1502,235 +974,6 @@ fn write_sample(
     }
 }
 
-/// How many source instances [`Sources`] remembers: more than publishers interleaving on
-/// one key would plausibly be, few enough to look through at every frame.
-const SOURCES_KEPT: usize = 8;
-
-/// The source instances whose frames arrived here, the most recent last, each with
-/// the (count, publisher's losses) and the frame id of its newest frame received; at most
-/// [`SOURCES_KEPT`], the least recent forgotten first (an old generation, which sends no
-/// more).
-#[derive(Debug, Default)]
-struct Sources {
-    seen: Vec<([u8; 16], (u64, u64), u64)>,
-}
-
-/// What a frame's source is to [`Sources`].
-#[derive(Debug, PartialEq)]
-enum Arrival {
-    /// The first frame received here.
-    First,
-    /// A source seen before, whose newest frame received had (count, losses) `last` and
-    /// frame id `last_id`; `back`: frames of another source came in between (publishers
-    /// interleaving on one key).
-    Known {
-        last: (u64, u64),
-        last_id: u64,
-        back: bool,
-    },
-    /// A source not seen before (a new generation); the frame received before it had a
-    /// publisher's losses `lost`.
-    New { lost: u64 },
-}
-
-impl Sources {
-    /// Remembers the frame `h` of its source and says what that source is.
-    fn arrived(&mut self, h: &FrameHeader) -> Arrival {
-        let this = (h.source, (h.count, h.lost), h.frame_id);
-        let Some(&(newest, (_, lost), _)) = self.seen.last() else {
-            self.seen.push(this);
-            return Arrival::First;
-        };
-        let Some(at) = self.seen.iter().position(|(src, ..)| *src == h.source) else {
-            if self.seen.len() == SOURCES_KEPT {
-                self.seen.remove(0);
-            }
-            self.seen.push(this);
-            return Arrival::New { lost };
-        };
-        let seen = self.seen.remove(at);
-        // A frame again, or an older one, leaves the newest as it was.
-        self.seen.push(if h.count > seen.1.0 { this } else { seen });
-        Arrival::Known {
-            last: seen.1,
-            last_id: seen.2,
-            back: seen.0 != newest,
-        }
-    }
-
-    /// The (count, publisher's losses) of the newest frame of `source` received.
-    fn newest(&self, source: &[u8; 16]) -> Option<(u64, u64)> {
-        self.seen
-            .iter()
-            .find(|(src, ..)| src == source)
-            .map(|&(_, last, _)| last)
-    }
-
-    /// Follows the source of `h` anew from `h` (its newest frame received now, though its
-    /// count went back): the source made again ([`Mirror::restarted`]).
-    fn follow_anew(&mut self, h: &FrameHeader) {
-        if let Some(seen) = self.seen.iter_mut().find(|(src, ..)| *src == h.source) {
-            *seen = (h.source, (h.count, h.lost), h.frame_id);
-        }
-    }
-}
-
-/// Lossless frames of one source instance between its frame last received, with (count,
-/// publisher's losses) `last`, and `h` that the publisher did not report lost
-/// ([`reported`]).
-fn missed((count, lost): (u64, u64), h: &FrameHeader) -> u64 {
-    if h.count > count {
-        let gap = h.count - count - 1;
-        gap.saturating_sub(reported(lost, h))
-    } else {
-        0
-    }
-}
-
-/// Lossless frames of a new source generation (the source stream made again) before `h`, the
-/// first of it received here, that the publisher did not report lost, `lost` the losses
-/// reported with the frame received before `h`: frames 1 to `h.count - 1` of it were not
-/// carried (a publisher restarted meanwhile carries it from its current frame on). Not
-/// asked for the first frame this mirror receives: frames before it were put to no one
-/// ([`Mirror::resumed`] says what is known).
-fn uncarried(lost: u64, h: &FrameHeader) -> u64 {
-    h.count.saturating_sub(1).saturating_sub(reported(lost, h))
-}
-
-/// What is said of the first frame of a new source received here when frames of it came
-/// before it ([`uncarried`]): said, not counted, since a source new here may also be another
-/// publisher's stream of the same name on the key (interleaving, said once when it shows),
-/// whose earlier frames were never this mirror's, and `lost` then is that other publisher's.
-fn new_source_line(lost: u64, h: &FrameHeader) -> Option<String> {
-    let before = uncarried(lost, h);
-    (before > 0).then(|| {
-        format!(
-            "a new source generation's first frame arrived at count {}: up to {before} \
-             frame(s) of it before were not carried here (written before the publisher opened \
-             it, or lost in transit) and not reported lost by the publisher",
-            h.count
-        )
-    })
-}
-
-/// The losses the publisher reported since the frame last seen, whose count of reported
-/// losses was `lost`: its count went up by those; went down, it restarted, and only the
-/// losses it reported since then are known.
-fn reported(lost: u64, h: &FrameHeader) -> u64 {
-    if h.lost >= lost {
-        h.lost - lost
-    } else {
-        h.lost
-    }
-}
-
-/// Why the local stream could not be had: opening it failed (tried again with the next
-/// frame), or creating it did (tried again for that dtype and shape after [`RETRY_CREATE`]
-/// where the failure lasts, [`create_failure_lasts`]; else with the next frame).
-enum Opening {
-    Open(Error),
-    Create(Error),
-}
-
-/// A create of the mirror that failed ([`Mirror::create_refused`]).
-struct Uncreatable {
-    /// The dtype and shape it was for.
-    dtype: Dtype,
-    shape: Vec<usize>,
-    /// Whether it failed for want of room in `/dev/shm` ([`Error::NoSpace`]).
-    no_space: bool,
-    /// The reason frames are refused for it.
-    reason: String,
-    at: Instant,
-}
-
-/// A failed open of the mirror ([`Mirror::open_refused`]).
-struct Unopenable {
-    /// The `_meta` it failed on ([`meta_file`]), looked at before the open.
-    meta: Option<(u64, u64)>,
-    /// The reason frames are refused for it.
-    reason: String,
-    at: Instant,
-}
-
-impl Unopenable {
-    /// Whether the `_meta` it failed on is still at `name` (not unlinked, nor made anew).
-    fn still_there(&self, name: &str) -> bool {
-        self.meta.is_some() && meta_file(name) == self.meta
-    }
-}
-
-/// The device and inode of local stream `name`'s `_meta` in `/dev/shm`, where the library
-/// keeps it; `None` if it is not there. One `stat`, no open (an open of a stream that fails
-/// may wait for a creation under its lock).
-fn meta_file(name: &str) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::path::Path::new("/dev/shm").join(shmstream::name::meta_id(name));
-    std::fs::symlink_metadata(meta)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// Whether a failed open of the mirror would fail alike on the next frame, and is
-/// remembered for [`RETRY_OPEN`]: a corrupt header, a refused file, a name, ring or shape
-/// refused, a creation left unfinished (its creator holding the name's lock past the wait:
-/// the next open would wait as long). Not a stream not there (unlinked as it was opened:
-/// asked for again soon), nor a transient failure (out of descriptors or memory, a wait
-/// that ran out, any other I/O error): the next frame tries again, as a lossless mirror
-/// would otherwise lose the frames of [`RETRY_OPEN`].
-fn open_failure_lasts(e: &Error) -> bool {
-    match e {
-        Error::NotFound { unfinished, .. } => *unfinished,
-        Error::CorruptHeader { .. }
-        | Error::PayloadTooSmall { .. }
-        | Error::AccessDenied { .. }
-        | Error::Untrusted { .. }
-        | Error::LockDir { .. }
-        | Error::InvalidName { .. }
-        | Error::InvalidShape { .. }
-        | Error::InvalidHistory { .. }
-        | Error::Unsupported { .. } => true,
-        _ => false,
-    }
-}
-
-/// Whether a failed create of the mirror would fail alike on the next frame, and is
-/// remembered for [`RETRY_CREATE`] (no room, no permission, a file not ours, a shape
-/// refused). Not a transient failure, as for an open ([`open_failure_lasts`]): out of
-/// descriptors, memory or processes (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`); the next frame
-/// tries again, as a lossless mirror would otherwise lose the frames of [`RETRY_CREATE`]. The
-/// name's lock held past the create's 5 s wait (by no creator: a process holding a removed
-/// stream's lock file) is remembered: waited for again on every frame, it would hold up the
-/// receive task that carries every stream of the connection.
-fn create_failure_lasts(e: &Error) -> bool {
-    match e {
-        Error::Io { source, .. } => !matches!(
-            source.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
-        ),
-        _ => true,
-    }
-}
-
-/// Local stream `name`, opened, or created for frames like `h`; with whether it was
-/// created here (not there before).
-fn open_or_create(name: &str, h: &FrameHeader, history: usize) -> Result<(Stream, bool), Opening> {
-    let opened = |s: Result<Stream, Error>| s.map(|s| (s, false)).map_err(Opening::Open);
-    match Stream::open(name) {
-        Err(Error::NotFound { .. }) => match StreamOptions::new(name)
-            .shape(&h.shape)
-            .dtype(h.dtype)
-            .notify(true)
-            .history(history)
-            .create()
-        {
-            Err(Error::AlreadyExists { .. }) => opened(Stream::open(name)),
-            other => other.map(|s| (s, true)).map_err(Opening::Create),
-        },
-        other => opened(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1763,126 +1006,6 @@ mod tests {
                     "lossless {lossless}, locked out {since:?} ago"
                 );
             }
-        }
-    }
-
-    /// An open of the mirror that would fail alike again is remembered; one not there, or a
-    /// transient failure (out of descriptors or memory, a wait run out), is tried again on
-    /// the next frame, so a lossless mirror does not refuse frames for [`RETRY_OPEN`].
-    #[test]
-    fn only_a_lasting_open_failure_is_remembered() {
-        let name = || "s".to_owned();
-        let path = || std::path::PathBuf::from("/dev/shm/s");
-        let os = std::io::Error::from_raw_os_error;
-        let io = |errno| Error::Io {
-            name: name(),
-            op: "opening the payload segment",
-            source: os(errno),
-        };
-        let not_found = |unfinished| Error::NotFound {
-            name: name(),
-            known: vec![],
-            unfinished,
-        };
-        let lasting = [
-            not_found(true),
-            Error::CorruptHeader {
-                name: name(),
-                rule: shmstream::format::FormatError::BadMagic,
-            },
-            Error::AccessDenied {
-                name: name(),
-                path: path(),
-                mode: 0,
-                writable: true,
-                source: os(libc::EACCES),
-            },
-            Error::Untrusted {
-                name: name(),
-                path: path(),
-                reason: "another user's file".into(),
-            },
-            Error::InvalidHistory {
-                name: name(),
-                reason: "a ring refused".into(),
-            },
-        ];
-        for e in lasting {
-            assert!(open_failure_lasts(&e), "not remembered: {e}");
-        }
-        let transient = [
-            not_found(false),
-            io(libc::EMFILE),
-            io(libc::ENFILE),
-            io(libc::ENOMEM),
-            Error::Timeout {
-                name: name(),
-                op: "open",
-                awaited: shmstream::Awaited::Writer,
-                timeout: Duration::from_secs(5),
-            },
-        ];
-        for e in transient {
-            assert!(!open_failure_lasts(&e), "remembered: {e}");
-        }
-    }
-
-    /// A create of the mirror that would fail alike again (or whose wait for the name's lock
-    /// ran out) is remembered; a transient failure (out of descriptors, memory or processes)
-    /// is tried again on the next frame, so a lossless mirror does not refuse frames for
-    /// [`RETRY_CREATE`].
-    #[test]
-    fn only_a_lasting_create_failure_is_remembered() {
-        let name = || "s".to_owned();
-        let os = std::io::Error::from_raw_os_error;
-        let io = |errno| Error::Io {
-            name: name(),
-            op: "creating a shared-memory segment",
-            source: os(errno),
-        };
-        let lasting = [
-            Error::NoSpace {
-                name: name(),
-                needed: 1 << 30,
-                available: Some(0),
-                shortage: shmstream::Shortage::Bytes,
-            },
-            Error::FileSizeLimit {
-                name: name(),
-                needed: 1 << 30,
-                limit: 1 << 20,
-                ring: false,
-            },
-            Error::AccessDenied {
-                name: name(),
-                path: "/dev/shm/s".into(),
-                mode: 0,
-                writable: true,
-                source: os(libc::EACCES),
-            },
-            Error::InvalidHistory {
-                name: name(),
-                reason: "a ring refused".into(),
-            },
-            io(libc::EIO),
-            Error::Timeout {
-                name: name(),
-                op: "create",
-                awaited: shmstream::Awaited::Writer,
-                timeout: Duration::from_secs(5),
-            },
-        ];
-        for e in lasting {
-            assert!(create_failure_lasts(&e), "not remembered: {e}");
-        }
-        let transient = [
-            io(libc::EMFILE),
-            io(libc::ENFILE),
-            io(libc::ENOMEM),
-            io(libc::EAGAIN),
-        ];
-        for e in transient {
-            assert!(!create_failure_lasts(&e), "remembered: {e}");
         }
     }
 
@@ -1953,125 +1076,9 @@ mod tests {
         assert_eq!(shmstream::Stream::open(&name).unwrap().frame_id(), 2);
     }
 
-    #[test]
-    fn a_run_of_frames_refused_for_one_reason_is_said_once_then_summed_up() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut r = Refusals::default();
-        let bad = || "no attachment".to_owned();
-        assert_eq!(r.refused(bad(), at(0)), ["refused a frame: no attachment"]);
-        for ms in 1..100 {
-            assert!(r.refused(bad(), at(ms)).is_empty(), "said again at {ms} ms");
-        }
-        // Every SUM_UP_EVERY while it lasts.
-        assert_eq!(
-            r.refused(bad(), at(10_000)),
-            ["refused 100 more frame(s) for the same reason: no attachment"]
-        );
-        assert!(r.refused(bad(), at(10_001)).is_empty());
-        // Another reason: the run so far is summed up, the new reason said.
-        assert_eq!(
-            r.refused("bad magic".into(), at(10_002)),
-            [
-                "refused 1 more frame(s) for the same reason: no attachment",
-                "refused a frame: bad magic"
-            ]
-        );
-        // Nothing more refused before a frame was written: nothing to sum up.
-        assert_eq!(r.end_run_at(at(10_002)), None);
-        // Not the reason last said: said.
-        assert_eq!(
-            r.refused(bad(), at(10_003)),
-            ["refused a frame: no attachment"]
-        );
-        r.refused(bad(), at(10_004));
-        // A frame written soon after the line: the count is kept, and a refusal for the
-        // same reason soon after is counted into it.
-        assert_eq!(r.end_run_at(at(10_005)), None);
-        assert!(r.refused(bad(), at(10_006)).is_empty());
-        // Summed up by a frame written SUM_UP_EVERY after the line.
-        assert_eq!(r.end_run_at(at(20_002)), None);
-        assert_eq!(
-            r.end_run_at(at(20_003)).as_deref(),
-            Some("refused 2 more frame(s) for the same reason: no attachment")
-        );
-        assert_eq!(r.end_run_at(at(20_004)), None, "said once");
-        // Long after the run ended: said afresh.
-        assert_eq!(
-            r.refused(bad(), at(30_003)),
-            ["refused a frame: no attachment"]
-        );
-    }
-
-    /// Good and refused frames alternating at the frame rate (a local reader holding the
-    /// write lock most of each period; two publishers of different shapes on one key) are
-    /// said once, then summed up with the count whole: every written frame ended the run,
-    /// and the next refusal was said again, a line per refused frame.
-    #[test]
-    fn refusals_between_written_frames_are_summed_up_not_said_each() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let reason = || "upstream sends f32 [4], the local stream holds f32 [3]".to_owned();
-        // 100 alternations within a second: one line, then the rest summed up at close.
-        let mut r = Refusals::default();
-        let mut lines = Vec::new();
-        for i in 0..100 {
-            lines.extend(r.refused(reason(), at(10 * i)));
-            lines.extend(r.end_run_at(at(10 * i + 5)));
-        }
-        lines.extend(r.rest());
-        let more = "refused 99 more frame(s) for the same reason: upstream sends f32 [4]";
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(
-            lines[0].starts_with("refused a frame: upstream sends"),
-            "{lines:?}"
-        );
-        assert!(lines[1].starts_with(more), "{lines:?}");
-        // Over 50 s: said once, summed up every SUM_UP_EVERY, no frame left uncounted.
-        let mut r = Refusals::default();
-        let mut lines = Vec::new();
-        for i in 0..100 {
-            lines.extend(r.refused(reason(), at(500 * i)));
-            lines.extend(r.end_run_at(at(500 * i + 250)));
-        }
-        lines.extend(r.rest());
-        assert!(lines.len() <= 7, "{lines:?}");
-        let counted: u64 = lines
-            .iter()
-            .map(|l| match l.strip_prefix("refused ") {
-                Some(rest) if rest.starts_with("a frame") => 1,
-                Some(rest) => rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
-                None => panic!("{l}"),
-            })
-            .sum();
-        assert_eq!(counted, 100, "{lines:?}");
-    }
-
-    /// A sender varying the numbers in its bad frames (here attachments of 5 to 24 bytes,
-    /// cut short after the version) gets one line, not one per frame.
-    #[test]
-    fn refusals_differing_only_in_their_numbers_are_one_run() {
-        let t0 = Instant::now();
-        let mut r = Refusals::default();
-        let mut lines = Vec::new();
-        let whole = h(1, 1, 0).encode().unwrap();
-        for len in 5..=24u64 {
-            let reason = FrameHeader::decode(&whole[..len as usize]).unwrap_err();
-            lines.extend(r.refused(reason, t0 + Duration::from_millis(len)));
-        }
-        lines.extend(r.rest());
-        assert_eq!(
-            lines,
-            [
-                "refused a frame: attachment of 5 bytes is too short",
-                "refused 19 more frame(s) for the same reason: attachment of 24 bytes is too short"
-            ]
-        );
-    }
-
     /// A lossless frame of source instance `source` ([u8; 16] of it) at `count`, its
     /// publisher having reported `lost` frames lost.
-    fn h(source: u8, count: u64, lost: u64) -> FrameHeader {
+    pub(super) fn h(source: u8, count: u64, lost: u64) -> FrameHeader {
         FrameHeader {
             dtype: Dtype::U8,
             shape: vec![1],
@@ -2084,53 +1091,6 @@ mod tests {
             // "cam0", the remote stream of the mirrors below.
             name_len: 4,
         }
-    }
-
-    #[test]
-    fn lossless_gaps_the_publisher_did_not_report_are_counted() {
-        let last = (10, 4);
-        assert_eq!(missed(last, &h(1, 11, 4)), 0, "the next frame");
-        assert_eq!(missed(last, &h(1, 10, 4)), 0, "the same frame again");
-        assert_eq!(missed(last, &h(1, 15, 4)), 4, "4 missed, none reported");
-        assert_eq!(missed(last, &h(1, 15, 7)), 1, "4 missed, 3 reported");
-        assert_eq!(missed(last, &h(1, 15, 9)), 0, "all reported");
-        assert_eq!(
-            missed(last, &h(1, 15, 1)),
-            3,
-            "a restarted publisher reported 1"
-        );
-    }
-
-    /// A new source generation whose first frame arrives at count 5 had 4 frames before it
-    /// that were not carried, less those its publisher reported lost (frames lapped in its
-    /// ring before it opened the new generation): said, not counted.
-    #[test]
-    fn frames_of_a_new_source_generation_before_its_first_carried_one_are_said() {
-        assert_eq!(uncarried(4, &h(2, 1, 4)), 0, "carried from its first frame");
-        assert_eq!(uncarried(4, &h(2, 5, 4)), 4, "from count 5, none reported");
-        assert_eq!(uncarried(4, &h(2, 5, 7)), 1, "3 of them reported lost");
-        assert_eq!(
-            uncarried(4, &h(2, 5, 2)),
-            2,
-            "a restarted publisher reported 2"
-        );
-        assert_eq!(new_source_line(4, &h(2, 1, 4)), None);
-        let line = new_source_line(4, &h(2, 5, 4)).unwrap();
-        assert!(line.contains("at count 5: up to 4 frame(s)"), "{line}");
-        let mut m = Mirror::new("cam0", "br-no-such-mirror".into(), 0);
-        for frame in [h(1, 10, 4), h(1, 11, 4), h(2, 1, 4)] {
-            m.account(&frame).unwrap();
-        }
-        assert_eq!(
-            m.new_source_said_at, None,
-            "a new source carried from its first frame"
-        );
-        m.account(&h(3, 5, 4)).unwrap();
-        let said = m.new_source_said_at.expect("the frames before it are said");
-        // Said at most every SUM_UP_EVERY, and never counted as gaps.
-        m.account(&h(4, 5, 4)).unwrap();
-        assert_eq!(m.new_source_said_at, Some(said));
-        assert_eq!(m.gaps.total, 0, "counted as gaps");
     }
 
     /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each
@@ -2254,42 +1214,6 @@ mod tests {
         }
     }
 
-    /// At most [`SOURCES_KEPT`] sources are kept, the least recent forgotten first.
-    #[test]
-    fn the_least_recent_source_is_forgotten_first() {
-        let mut s = Sources::default();
-        assert_eq!(s.arrived(&h(0, 1, 0)), Arrival::First);
-        for src in 1..SOURCES_KEPT as u8 {
-            assert_eq!(s.arrived(&h(src, 1, 0)), Arrival::New { lost: 0 });
-        }
-        let back = Arrival::Known {
-            last: (1, 0),
-            last_id: 1,
-            back: true,
-        };
-        assert_eq!(
-            s.arrived(&h(0, 1, 0)),
-            back,
-            "source 0 is now the most recent"
-        );
-        assert_eq!(s.arrived(&h(99, 1, 0)), Arrival::New { lost: 0 });
-        assert_eq!(s.seen.len(), SOURCES_KEPT);
-        assert_eq!(s.arrived(&h(0, 2, 0)), back, "kept");
-        assert_eq!(
-            s.arrived(&h(1, 2, 0)),
-            Arrival::New { lost: 0 },
-            "forgotten"
-        );
-        assert_eq!(
-            s.arrived(&h(1, 3, 0)),
-            Arrival::Known {
-                last: (2, 0),
-                last_id: 2,
-                back: false
-            }
-        );
-    }
-
     /// Losses and refusals not summed up yet when the bridge stops are said then, not lost
     /// with it; the mirror writes nothing more.
     #[test]
@@ -2312,216 +1236,6 @@ mod tests {
             lines[1],
             "refused 1 more frame(s) for the same reason: no attachment"
         );
-    }
-
-    /// A mirror of "cam0" into a new local stream of 16 frames of history (unlinked as the
-    /// guard drops), fed lossless frames of source [7; 16] by count: live ones as Zenoh's
-    /// thread gives them, answered ones as [`recover`] does.
-    struct Recovering {
-        m: Mirror,
-        name: String,
-    }
-
-    impl Recovering {
-        fn new(tag: &str) -> Recovering {
-            let name = format!("br-{tag}-{}", std::process::id());
-            let _ = shmstream::unlink(&name);
-            let mut m = Mirror::new("cam0", name.clone(), 16);
-            m.resend_seen = true;
-            Recovering { m, name }
-        }
-
-        fn sample(count: u64) -> Sample {
-            zenoh::sample::SampleBuilder::put(
-                zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-                vec![count as u8],
-            )
-            .attachment(h(7, count, 0).encode().unwrap())
-            .into()
-        }
-
-        fn live(&mut self, counts: impl IntoIterator<Item = u64>) {
-            for c in counts {
-                self.m.write(&Self::sample(c));
-            }
-        }
-
-        fn answer(&mut self, counts: impl IntoIterator<Item = u64>) {
-            for c in counts {
-                self.m.write_resent(&Self::sample(c));
-            }
-        }
-
-        /// The round asked now, ended once `answered` frames came, the answer `whole` or not.
-        fn round_of(
-            &mut self,
-            answered: impl IntoIterator<Item = u64>,
-            whole: bool,
-        ) -> (ResendRequest, bool) {
-            let r = self.m.recovery.as_ref().expect("a recovery");
-            let asked = r.request(self.m.sources.newest(&r.source).unwrap().0);
-            self.answer(answered);
-            (asked, self.m.answered(&asked, whole, false))
-        }
-
-        /// [`Recovering::round_of`] a whole answer.
-        fn round(&mut self, answered: impl IntoIterator<Item = u64>) -> (ResendRequest, bool) {
-            self.round_of(answered, true)
-        }
-
-        /// The frame ids of the local stream's history, oldest first.
-        fn mirrored(&self) -> Vec<u64> {
-            let s = Stream::open_readonly(&self.name).unwrap();
-            let mut c = s.cursor().unwrap();
-            c.rewind_to_oldest();
-            let mut ids = vec![];
-            let mut buf = [0u8];
-            while let Ok(info) = c.next_into_bytes(&mut buf, Some(Duration::ZERO)) {
-                assert_eq!(
-                    buf[0], info.frame_id as u8,
-                    "frame {} intact",
-                    info.frame_id
-                );
-                ids.push(info.frame_id);
-            }
-            ids
-        }
-    }
-
-    impl Drop for Recovering {
-        fn drop(&mut self) {
-            self.m.local = None;
-            let _ = shmstream::unlink(&self.name);
-        }
-    }
-
-    fn request(after: u64, before: u64) -> ResendRequest {
-        ResendRequest {
-            source: [7; 16],
-            after,
-            before,
-        }
-    }
-
-    /// A lossless gap its publisher did not report begins a recovery (where a publisher
-    /// answering requests was seen): the source's live frames are held, late ones dropped
-    /// unsaid, and each round asks for the frames between the newest written and the first
-    /// held, until they all came; the held ones are then written, in order, nothing lost. A
-    /// gap the publisher reported, or before any publisher answering was seen, is not asked
-    /// for; late live frames after the recovery are dropped unsaid.
-    #[test]
-    fn a_gap_is_asked_for_round_after_round_and_the_held_frames_written_after_it() {
-        let mut t = Recovering::new("recover-gap");
-        t.m.resend_seen = false;
-        t.live([1, 2]);
-        assert!(
-            !t.m.held_for_resend(&Recovering::sample(5), &h(7, 5, 0)),
-            "no publisher answering seen"
-        );
-        t.m.resend_seen = true;
-        assert!(
-            !t.m.held_for_resend(&Recovering::sample(5), &h(7, 5, 2)),
-            "a gap the publisher reported"
-        );
-        assert!(t.m.recovery.is_none());
-        t.live([5, 6, 4]);
-        let r = t.m.recovery.as_ref().unwrap();
-        let held: Vec<u64> = r.held.iter().map(|(_, h)| h.count).collect();
-        assert_eq!(held, [5, 6], "4 came late");
-        assert_eq!(t.round([3]), (request(2, 5), true), "4 still missing");
-        assert_eq!(t.round([4]), (request(3, 5), false), "all came");
-        assert!(t.m.recovery.is_none());
-        t.live([6, 7]);
-        assert_eq!(
-            t.mirrored(),
-            [1, 2, 3, 4, 5, 6, 7],
-            "6 again dropped unsaid"
-        );
-        assert_eq!(t.m.gaps.total, 0, "nothing lost");
-        assert_eq!(t.m.refusals.rest(), None, "nothing refused");
-    }
-
-    /// Frames asked for in vain (a whole answer without them: the publisher no longer holds
-    /// them; or [`RESEND_TRIES`] answers that never ended) are counted lost as the held
-    /// frames after them are written, and gaps within [`RESEND_BACKOFF`] are counted lost at
-    /// once, unasked. At close, a recovery's frames, held or asked for, are counted lost,
-    /// not written.
-    #[test]
-    fn frames_asked_for_in_vain_are_counted_lost_and_the_held_ones_written() {
-        let mut t = Recovering::new("recover-vain");
-        t.live([2, 5, 6]);
-        for _ in 1..RESEND_TRIES {
-            assert_eq!(t.round_of([], false), (request(2, 5), false), "asked again");
-            assert!(t.m.recovery.is_some(), "at the next look");
-        }
-        assert_eq!(t.round_of([], false), (request(2, 5), false), "given up");
-        assert!(t.m.recovery.is_none());
-        assert_eq!(t.m.gaps.total, 2, "3 and 4");
-        assert_eq!(t.mirrored(), [2, 5, 6]);
-        assert!(
-            !t.m.resend_seen,
-            "no publisher answers: gaps counted at once"
-        );
-        t.m.resend_seen = true;
-        t.m.resend_failed_at = None;
-        t.live([8]);
-        assert_eq!(
-            t.round([]),
-            (request(6, 8), false),
-            "a whole answer without 7"
-        );
-        assert_eq!(t.m.gaps.total, 3, "7");
-        t.live([10]);
-        assert!(t.m.recovery.is_none(), "backing off");
-        assert_eq!(t.m.gaps.total, 4, "9 too");
-        t.m.resend_failed_at = None;
-        t.live([13, 14]);
-        assert!(t.m.recovery.is_some());
-        let lines = t.m.close();
-        assert_eq!(t.m.gaps.total, 8, "11 to 14 too");
-        assert!(
-            lines[0].starts_with("6 frame(s) lost in transit"),
-            "{lines:?}"
-        );
-        assert_eq!(t.mirrored(), [2, 5, 6, 8, 10]);
-    }
-
-    /// A frame of another source (the stream made again) ends a recovery: its held frames
-    /// are written first, the gap before them counted lost, then the new source's frame.
-    #[test]
-    fn a_frame_of_another_source_ends_a_recovery_after_its_held_frames() {
-        let mut t = Recovering::new("recover-other");
-        t.live([1, 4, 5]);
-        assert!(t.m.recovery.is_some());
-        let other = FrameHeader {
-            frame_id: 100,
-            ..h(8, 1, 0)
-        };
-        let sample: Sample = zenoh::sample::SampleBuilder::put(
-            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-            vec![100u8],
-        )
-        .attachment(other.encode().unwrap())
-        .into();
-        t.m.write(&sample);
-        assert!(t.m.recovery.is_none());
-        assert_eq!(t.m.gaps.total, 2, "2 and 3");
-        assert_eq!(t.mirrored(), [1, 4, 5, 100]);
-    }
-
-    /// Live frames past the room a recovery holds are dropped, and once the held ones are
-    /// written, the frames after them are asked for: nothing is lost.
-    #[test]
-    fn live_frames_past_the_room_held_are_asked_for_after_the_held_ones() {
-        let mut t = Recovering::new("recover-room");
-        t.live([1, 5]);
-        t.m.recovery.as_mut().unwrap().room = 1;
-        t.live([6, 7]);
-        assert!(t.m.recovery.as_ref().unwrap().dropped);
-        assert_eq!(t.round([2, 3, 4]), (request(1, 5), true), "6 and 7 dropped");
-        assert_eq!(t.round([6, 7]), (request(5, u64::MAX), false));
-        assert_eq!(t.mirrored(), [1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(t.m.gaps.total, 0);
     }
 
     /// Frames without a source instance id (all zeros) are followed by count: gaps are
