@@ -7,7 +7,7 @@ use crate::codec::FrameHeader;
 
 /// How many source instances [`Sources`] remembers: more than publishers interleaving on
 /// one key would plausibly be, few enough to look through at every frame.
-const SOURCES_KEPT: usize = 8;
+pub(super) const SOURCES_KEPT: usize = 8;
 
 /// The source instances whose frames arrived here, the most recent last, each with
 /// the (count, publisher's losses) and the frame id of its newest frame received; at most
