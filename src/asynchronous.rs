@@ -680,6 +680,79 @@ mod tests {
         Arc::new(s)
     }
 
+    /// A multi-thread runtime whose threads, its blocking pool's (where background waits
+    /// park) included, have the park cap and look interval raised to an hour
+    /// ([`crate::notify::PARK_CAP`]): a background wait that a wake misses stays parked past
+    /// any bound of these tests instead of looking again within 50 ms. Dropped, it shuts down
+    /// without waiting for such a wait.
+    struct Uncapped(Option<tokio::runtime::Runtime>);
+
+    impl Uncapped {
+        fn new() -> Uncapped {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .on_thread_start(|| {
+                    let hour = Duration::from_secs(3600);
+                    crate::notify::PARK_CAP.with(|c| c.set(hour));
+                    crate::notify::LOOK_EVERY.with(|c| c.set(hour));
+                })
+                .build()
+                .unwrap();
+            Uncapped(Some(rt))
+        }
+    }
+
+    impl std::ops::Deref for Uncapped {
+        type Target = tokio::runtime::Runtime;
+        fn deref(&self) -> &Self::Target {
+            self.0.as_ref().unwrap()
+        }
+    }
+
+    impl Drop for Uncapped {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+
+    /// Waits (up to [`LONG`]) until a thread of this process is parked on `s`'s futex word.
+    fn wait_parked(s: &Stream, what: &str) {
+        let word = s.header.futex_word().as_ptr() as usize;
+        let t0 = Instant::now();
+        while crate::notify::tests::task_parked_on(word).is_none() {
+            assert!(t0.elapsed() < LONG, "{what} never parked");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Dropping a wait whose background wait is parked wakes it, so it lets go of the stream
+    /// (its clone of the `Arc`) at once, not after a park cap: the cap is an hour here
+    /// ([`Uncapped`]), so a drop that did not wake it leaves the clone held past the bound.
+    /// tests/async_waits.rs shows the same of an `auto_unlink` stream being unlinked.
+    #[test]
+    fn a_dropped_parked_wait_lets_go_of_the_stream_on_the_drops_wake_not_its_cap() {
+        let s = notify_stream("released");
+        let rt = Uncapped::new();
+        let in_runtime = rt.enter();
+        let mut wait = Box::pin(s.read_new_async::<u8>(None));
+        let polled = wait.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending(), "{polled:?}");
+        wait_parked(&s, "the background wait");
+        // The handle, the future's clone, and the background wait's.
+        assert_eq!(Arc::strong_count(&s), 3);
+        drop(wait);
+        let t0 = Instant::now();
+        while Arc::strong_count(&s) != 1 && t0.elapsed() < LONG {
+            std::thread::yield_now();
+        }
+        let held = Arc::strong_count(&s);
+        drop(in_runtime);
+        crate::unlink(&s.name).unwrap();
+        assert_eq!(held, 1, "the drop's wake missed the parked background wait");
+    }
+
     /// A handle opened inside a write whose count was already stamped returns that frame
     /// once published, from the async `read_new`s too: they waited for the count to pass
     /// the baseline, which that frame's count equals (`read::tests` has the blocking twin).

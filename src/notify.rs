@@ -497,7 +497,7 @@ pub(crate) fn wake_all(h: &MappedHeader) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The rounds, out of the first `n`, at which a waiter that finds one odd sequence at
@@ -851,6 +851,17 @@ mod tests {
             });
             assert!(w.pause(h, odd, || false));
         });
+    }
+
+    /// A task of this process ("PID/task/TID") blocked in a shared `FUTEX_WAIT` on `word`,
+    /// if one is (the async waits' tests).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn task_parked_on(word: usize) -> Option<std::path::PathBuf> {
+        let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .filter_map(|e| Some(me.join(e.ok()?.file_name())))
+            .find(|task| parked_on(task, word))
     }
 
     /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
