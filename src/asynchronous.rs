@@ -727,6 +727,31 @@ mod tests {
         }
     }
 
+    /// A parked async read is woken by a write on another handle (another mapping of the
+    /// stream, as another process's is), not by its park cap: the read has no timeout and the
+    /// cap is an hour ([`Uncapped`]), so a wake that missed the word it parks on leaves it
+    /// parked past the bound. tests/async_waits.rs has the writer in another process.
+    #[test]
+    fn a_parked_async_read_is_woken_by_the_writers_wake_not_its_cap() {
+        let w = notify_stream("woken");
+        let r = Arc::new(crate::Stream::open_readonly(&w.name).unwrap());
+        let rt = Uncapped::new();
+        let (tx, rx) = mpsc::channel();
+        rt.spawn({
+            let r = Arc::clone(&r);
+            async move {
+                let got = r.read_new_publication_async::<u8>(None).await;
+                let _ = tx.send(got.map(|p| (p.payload.into_raw_vec_and_offset().0, p.info.count)));
+            }
+        });
+        wait_parked(&r, "the read's background wait");
+        w.write_slice(&[5u8, 6]).unwrap();
+        let got = rx.recv_timeout(LONG);
+        crate::unlink(&w.name).unwrap();
+        let got = got.expect("the write's wake missed the parked read");
+        assert_eq!(got.unwrap(), (vec![5, 6], 1));
+    }
+
     /// Dropping a wait whose background wait is parked wakes it, so it lets go of the stream
     /// (its clone of the `Arc`) at once, not after a park cap: the cap is an hour here
     /// ([`Uncapped`]), so a drop that did not wake it leaves the clone held past the bound.

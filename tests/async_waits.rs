@@ -71,6 +71,29 @@ async fn ticks(rx: &mut mpsc::UnboundedReceiver<u64>, n: usize) {
     }
 }
 
+/// Waits (up to [`common::LONG`], yielding to the runtime's other tasks) until `done()`;
+/// panics with `what` past that.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < common::LONG, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The value a thread of this process parked in `futex` on stream `name`'s header waits
+/// for the word to leave, if one is parked there: a park with another value than one seen
+/// before a write began after the waiter saw that write.
+fn parked_value_on(name: &str) -> Option<u64> {
+    let tid = thread_parked_on(name)?;
+    let (_, args) = common::blocked_syscall(std::process::id(), tid)?;
+    args.get(2).copied()
+}
+
+/// A read waiting for a write from another process gets it, while the single worker keeps
+/// running other tasks. That the write's wake (not the read's 50 ms park cap, a constant an
+/// integration test cannot raise) ends the park is shown by the unit test
+/// `asynchronous::tests::a_parked_async_read_is_woken_by_the_writers_wake_not_its_cap`.
 async fn read_new_from_another_process(notify: bool) {
     let name = unique_name(if notify { "async-notify" } else { "async-poll" });
     let _c = Cleanup::new([&name]);
@@ -91,8 +114,15 @@ async fn read_new_from_another_process(notify: bool) {
                 .await
         }
     });
+    // The read waits on the blocking pool: its background wait holds a clone of the stream
+    // (the handle, the task's clone, the wait's, the background wait's) and, on a notify
+    // stream, is parked on its futex.
+    until("the read never waited", || {
+        Arc::strong_count(&s) == 4 && (!notify || thread_parked_on(&name).is_some())
+    })
+    .await;
     // While the read waits, the single worker keeps running the ticker.
-    ticks(&mut tick, 50).await;
+    ticks(&mut tick, 5).await;
     assert!(!reader.is_finished(), "nothing was written yet");
     write_in_another_process(&name, "1,2,3,4").await;
     let p = tokio::time::timeout(common::LONG, reader)
@@ -107,12 +137,12 @@ async fn read_new_from_another_process(notify: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn read_new_async_wakes_on_a_write_from_another_process_notify() {
+async fn read_new_async_gets_a_write_from_another_process_notify() {
     read_new_from_another_process(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn read_new_async_wakes_on_a_write_from_another_process_polling() {
+async fn read_new_async_gets_a_write_from_another_process_polling() {
     read_new_from_another_process(false).await;
 }
 
@@ -134,9 +164,20 @@ async fn wait_for_count_and_read_after_into_slice_async() {
         let s = s.clone();
         async move { s.wait_for_count_async(1, Some(common::LONG)).await }
     });
-    ticks(&mut tick, 20).await;
-    write_in_another_process(&name, "1,1,1").await;
+    let mut parked_at = None;
+    until("the wait never parked", || {
+        parked_at = parked_value_on(&name);
+        parked_at.is_some()
+    })
+    .await;
     ticks(&mut tick, 5).await;
+    write_in_another_process(&name, "1,1,1").await;
+    // Parked anew, on the word the write moved: it saw count 1 and waits on.
+    until("the wait never parked again after count 1", || {
+        assert!(!waiter.is_finished(), "count 1 is not past 1");
+        parked_value_on(&name).is_some_and(|v| Some(v) != parked_at)
+    })
+    .await;
     assert!(!waiter.is_finished(), "count 1 is not past 1");
     write_in_another_process(&name, "2,2,2").await;
     assert_eq!(
@@ -169,7 +210,11 @@ async fn wait_for_count_and_read_after_into_slice_async() {
     let (got, ()) = tokio::join!(
         s.read_after_into_slice_async(2, &mut buf, Some(common::LONG)),
         async {
-            ticks(&mut tick, 10).await;
+            until("the read never parked", || {
+                thread_parked_on(&name).is_some()
+            })
+            .await;
+            ticks(&mut tick, 5).await;
             write_in_another_process(&name, "3,3,3").await;
         }
     );
@@ -332,7 +377,10 @@ fn works_on_a_current_thread_runtime_too() {
         let s = Arc::new(Stream::create(&name, &[1], Dtype::I32).unwrap());
         let mut tick = ticker();
         let (r, ()) = tokio::join!(s.read_new_async::<i32>(Some(common::LONG)), async {
-            ticks(&mut tick, 20).await;
+            // Its background wait holds a clone of the stream (the handle, the wait's, the
+            // background wait's).
+            until("the read never waited", || Arc::strong_count(&s) == 3).await;
+            ticks(&mut tick, 5).await;
             write_in_another_process(&name, "42").await;
         });
         assert_eq!(r.unwrap()[[0]], 42);
