@@ -915,8 +915,8 @@ fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
 /// the pingpong reader holds the ack stream's write lock for the whole run, and a clean-up
 /// that left it alive waited the library's 5 s for that lock, failed, and left the stream
 /// and its lock file. The stop comes once the reader holds the lock (it has acknowledged
-/// "ready" on the ack stream); exit 143 within 5 s, no stream named left behind, nothing of
-/// the run left.
+/// "ready" on the ack stream); exit 143, no stream named left behind, nothing of the run
+/// left.
 #[test]
 fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
     let _runs = pinned_runs();
@@ -974,11 +974,11 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
         !stderr.contains("left behind"),
         "the clean-up waited out a live child's lock: {stderr}"
     );
-    // Under the library's 5 s lock wait, with room for the stop's own wait for its children
-    // (at most 2 s) on a loaded host.
+    // Did not hang: the lock wait of a clean-up that left the reader alive is caught above
+    // without timing (its "left behind", the stream and lock file it leaves).
     assert!(
-        took < Duration::from_millis(4500),
-        "the stop took {took:?} (a lock held by a live child): {stderr}"
+        took < Duration::from_secs(60),
+        "the stop took {took:?}: {stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
