@@ -509,8 +509,17 @@ ladder = false
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    if md.contains("skipped: cuda:0:") {
+    // Whether the form can run is probed here, not taken from the harness's report: a GPU
+    // form that skipped itself where a CUDA device and cuBLAS are fails the test.
+    let gpu = shmstream::gpu_available();
+    if !(gpu && harness_sys::gpu::cublas_available()) {
         eprintln!("no usable GPU here: the GPU form was skipped, as it must be");
+        let why = if gpu {
+            "skipped: cuda:0: libcublas"
+        } else {
+            "skipped: cuda:0:"
+        };
+        assert!(md.contains(why), "no skip reason {why:?}: {md}");
         for r in rows {
             assert!(r["p50_ns"].is_null(), "a skipped form has no figures: {r}");
         }
