@@ -56,8 +56,9 @@ use fitsio::images::{ImageDescription, ImageType};
 use fitsio::{FileOpenMode, FitsFile};
 use shmstream::{Dtype, RingFrame};
 
+use super::checkpoint::Checkpoints;
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{Checkpoints, CubeSink, Finished, FrameMeta};
+use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// FITS files are made of blocks of this many bytes.
@@ -702,7 +703,7 @@ impl CubeSink for FitsCube {
         if !self.checkpoints.due(meta.record_time) {
             return Ok(());
         }
-        // A checkpoint (see [`CHECKPOINT_S`](super::CHECKPOINT_S)): the file reads with the frames on file now.
+        // A checkpoint (see [`CHECKPOINT_S`](super::checkpoint::CHECKPOINT_S)): the file reads with the frames on file now.
         let stored = frames.flush()?;
         frames
             .file()

@@ -41,7 +41,7 @@
 //! the summary's write fails instead of killing the recorder); frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. A killed
 //! recorder (SIGKILL, an OOM kill, a crash of the recorder) leaves the current file (and one
-//! still being finished) readable as it stood at its last checkpoint ([`CHECKPOINT_S`],
+//! still being finished) readable as it stood at its last checkpoint ([`CHECKPOINT_S`](checkpoint::CHECKPOINT_S),
 //! about once a second): a `.npy` that `np.load` reads with the frames counted then, beside
 //! a `.frames.csv` with at least their rows (before the first checkpoint: no frame, an
 //! empty table); a FITS file that astropy opens (warning it may be truncated) with that
@@ -54,6 +54,7 @@
 //! on the disk only when it is finished) can therefore count frames that never reached
 //! the disk (read back as zeros or stale bytes), or rows the table lacks.
 
+mod checkpoint;
 mod fits;
 mod frame_file;
 mod npy_cube;
@@ -69,38 +70,6 @@ use std::time::{Duration, Instant};
 use shmstream::{Error, RingFrame, Stream, WaitStrategy};
 
 use crate::{Fallible, term};
-
-/// Seconds between the moments a cube being filled is made readable as it stands: its
-/// gathered frames handed to the kernel and its frame count rewritten in its header (with a
-/// `.npy`, its new `.frames.csv` rows written first), so that a recorder killed leaves a file
-/// that reads with the frames counted then. Checked at each frame, against its record time
-/// ([`Checkpoints`]).
-pub(crate) const CHECKPOINT_S: f64 = 1.0;
-
-/// When a cube being filled is due a checkpoint ([`CHECKPOINT_S`]), from the record times
-/// of its frames: the first starts the schedule, one [`CHECKPOINT_S`] or more after the last
-/// checkpoint (or the first frame) is due, and so is one more than [`CHECKPOINT_S`] before
-/// it (the wall clock stepped back, by NTP or a resumed VM: else no checkpoint came until it
-/// caught up).
-#[derive(Debug, Default)]
-pub(crate) struct Checkpoints {
-    last: Option<f64>,
-}
-
-impl Checkpoints {
-    /// Whether a frame recorded at `now` is due a checkpoint; if so, it counts as made.
-    pub(crate) fn due(&mut self, now: f64) -> bool {
-        let Some(last) = self.last else {
-            self.last = Some(now);
-            return false;
-        };
-        let due = now - last >= CHECKPOINT_S || last - now > CHECKPOINT_S;
-        if due {
-            self.last = Some(now);
-        }
-        due
-    }
-}
 
 /// How often a waiting reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(100);
@@ -1023,26 +992,6 @@ fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checkpoints_are_due_a_second_on_and_after_the_clock_steps_back() {
-        let mut c = Checkpoints::default();
-        // The first frame starts the schedule; the same time, or less than a second on, is
-        // not due.
-        assert!(!c.due(100.0));
-        assert!(!c.due(100.0));
-        assert!(!c.due(100.9));
-        // A second on: due, and the next a second after that.
-        assert!(c.due(101.0));
-        assert!(!c.due(101.5));
-        assert!(c.due(102.25));
-        // A little back (under a second) is not due; the clock stepped back by more is, and
-        // the schedule goes on from there.
-        assert!(!c.due(101.5));
-        assert!(c.due(50.0));
-        assert!(!c.due(50.5));
-        assert!(c.due(51.0));
-    }
 
     #[test]
     fn long_names_get_short_distinct_stems_and_short_ones_keep_theirs() {

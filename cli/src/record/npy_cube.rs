@@ -2,7 +2,7 @@
 //! sidecar table `<file>.frames.csv` of frame id, count, write time and record time.
 //!
 //! The header is written padded to the length of the widest count, giving 0 frames, and
-//! rewritten in place with the frames on file every [`CHECKPOINT_S`](super::CHECKPOINT_S) and when the file is
+//! rewritten in place with the frames on file every [`CHECKPOINT_S`](super::checkpoint::CHECKPOINT_S) and when the file is
 //! finished, so frames stream to disk as they arrive and the data never moves. The table's
 //! rows (the column names first) are gathered in memory and appended at those same
 //! moments, before the header: a killed recorder (SIGKILL, an OOM kill, a crash of the
@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use shmstream::{Dtype, RingFrame};
 
+use super::checkpoint::Checkpoints;
 use super::frame_file::{self, Closed, FrameFile, TailError, write_counted};
-use super::{Checkpoints, CubeSink, Finished, FrameMeta};
+use super::{CubeSink, Finished, FrameMeta};
 use crate::Fallible;
 
 /// numpy's type string for a stream dtype (little-endian, as streams are on x86-64).
@@ -162,7 +163,7 @@ impl NpyCube {
     }
 
     /// Counts a frame on file: gathers its row, and at a checkpoint makes the files
-    /// readable as they stand ([`CHECKPOINT_S`](super::CHECKPOINT_S)).
+    /// readable as they stand ([`CHECKPOINT_S`](super::checkpoint::CHECKPOINT_S)).
     fn pushed(&mut self, meta: FrameMeta) -> Fallible {
         use std::io::Write;
         self.pushed += 1;
