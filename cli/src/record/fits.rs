@@ -586,7 +586,7 @@ impl FitsCube {
         }
         // O_EXCL: atomic, and never through a symbolic link; the descriptor is kept (the
         // file's mode, after a umask, may not let it be opened for writing again).
-        let file = super::create_new(path)?;
+        let file = super::files::create_new(path)?;
         let (_, written) = write_counted(&file, &header[..data_start as usize], 0);
         if let Err(e) = written {
             drop(file);

@@ -128,9 +128,9 @@ impl NpyCube {
         shape: &[usize],
         frame_bytes: usize,
     ) -> Fallible<NpyCube> {
-        let file = super::create_new(path)?;
+        let file = super::files::create_new(path)?;
         let table_path = sidecar(path);
-        let table = match super::create_new(&table_path) {
+        let table = match super::files::create_new(&table_path) {
             Ok(t) => t,
             Err(e) => {
                 let _ = std::fs::remove_file(path);
