@@ -59,11 +59,11 @@ mod files;
 mod fits;
 mod frame_file;
 mod npy_cube;
+mod progress;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shmstream::{Error, RingFrame, Stream, WaitStrategy};
@@ -73,6 +73,7 @@ use files::{
     cube_files, cube_path, file_stem, refuse_existing, refuse_shared_files,
     refuse_too_many_open_files,
 };
+use progress::{Done, Progress, show_progress};
 
 /// How often a waiting reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(100);
@@ -156,29 +157,6 @@ impl Finished {
             },
         }
     }
-}
-
-/// Counters one stream's threads update and the progress line reads.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Frames taken from the stream.
-    frames: AtomicU64,
-    /// Frames in finished files.
-    kept: AtomicU64,
-    lost: AtomicU64,
-    /// Files opened.
-    files: AtomicU64,
-    /// Frames published and not read when a signal stopped the recording (of those it still
-    /// wanted: no more than `--frames` left to take, none past the end of `--duration`).
-    unread: AtomicU64,
-    done: AtomicBool,
-    /// Nanoseconds from the start until the last frame was on file (set when done).
-    took_ns: AtomicU64,
-    /// Why the recording failed (set before `done`): reported at once.
-    error: OnceLock<String>,
-    /// The stream was unlinked and no newer one has its name (its producer ended): its
-    /// recording ended without an error (set before `done`), reported at once.
-    unlinked: AtomicBool,
 }
 
 /// A frame buffer aligned for every element type (the bytes are viewed as pixels).
@@ -374,93 +352,6 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
     }
     Ok(())
-}
-
-/// Marks a stream's recorder done when it ends (also by a panic): its time, and a wake-up for
-/// the progress line.
-struct Done<'a> {
-    progress: &'a Progress,
-    progress_line: std::thread::Thread,
-    started: Instant,
-}
-
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        let took = self.started.elapsed().as_nanos() as u64;
-        self.progress.took_ns.store(took, Ordering::Relaxed);
-        self.progress.done.store(true, Ordering::Release);
-        self.progress_line.unpark();
-    }
-}
-
-/// The progress line on a terminal, until every recorder is done; a recorder that fails, or
-/// whose stream was unlinked, is reported at once (an hour before the end of `--duration`).
-fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: Instant) {
-    let tty = std::io::stderr().is_terminal();
-    let mut reported = vec![false; progress.len()];
-    // Whether the progress line is drawn (and the cursor still on it).
-    let mut drawn = false;
-    loop {
-        // Read before the reporting pass: a recorder done after the pass but before this
-        // check would end the loop with its error unsaid.
-        let all_done = progress.iter().all(|p| p.done.load(Ordering::Acquire));
-        for ((name, p), reported) in plan.names.iter().zip(progress).zip(&mut reported) {
-            if *reported || !p.done.load(Ordering::Acquire) {
-                continue;
-            }
-            *reported = true;
-            let said = if let Some(e) = p.error.get() {
-                format!(
-                    "shmstream: error: {}: recording stopped with {} frame(s) on file: {}",
-                    term::printable(name),
-                    p.kept.load(Ordering::Relaxed),
-                    term::printable(e)
-                )
-            } else if p.unlinked.load(Ordering::Relaxed) {
-                let taken = p.frames.load(Ordering::Relaxed);
-                let kept = p.kept.load(Ordering::Relaxed);
-                let lost = p.lost.load(Ordering::Relaxed);
-                format!(
-                    "shmstream: stream '{0}' was unlinked (its producer ended?) after {taken} frames, {1}",
-                    term::printable(name),
-                    if kept == taken && lost == 0 {
-                        "all on file".to_owned()
-                    } else {
-                        format!("{kept} on file, {lost} lost")
-                    }
-                )
-            } else {
-                continue;
-            };
-            if std::mem::take(&mut drawn) {
-                term::errln!();
-            }
-            term::errln!("{said}");
-        }
-        if all_done {
-            break;
-        }
-        std::thread::park_timeout(Duration::from_millis(250));
-        if tty {
-            let frames: u64 = progress
-                .iter()
-                .map(|p| p.frames.load(Ordering::Relaxed))
-                .sum();
-            let lost: u64 = progress
-                .iter()
-                .map(|p| p.lost.load(Ordering::Relaxed))
-                .sum();
-            term::err!(
-                "\rrecording {} stream(s): {frames} frames, {lost} lost, {:.1} s   ",
-                plan.names.len(),
-                started.elapsed().as_secs_f64()
-            );
-            drawn = true;
-        }
-    }
-    if drawn {
-        term::errln!();
-    }
 }
 
 /// Where the frame a read returned is.
