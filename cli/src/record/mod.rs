@@ -58,6 +58,7 @@ mod checkpoint;
 mod files;
 mod fits;
 mod frame_file;
+mod losses;
 mod npy_cube;
 mod progress;
 
@@ -73,6 +74,7 @@ use files::{
     cube_files, cube_path, file_stem, refuse_existing, refuse_shared_files,
     refuse_too_many_open_files,
 };
+use losses::{at_most, lost_by, unread, wanted};
 use progress::{Done, Progress, show_progress};
 
 /// How often a waiting reader checks whether to stop.
@@ -571,33 +573,6 @@ fn unlinked(name: &str) -> bool {
     )
 }
 
-/// The frames lost to the recording when `lost` frames after count `last` were missed and
-/// `skipped` more stepped over: all of them, or once `--duration` is up (`drain_to`) only
-/// those up to that count (the ring head read at a lap, and so `lost`, runs on past it).
-fn lost_by(last: u64, drain_to: Option<u64>, lost: u64, skipped: u64) -> u64 {
-    let all = lost.saturating_add(skipped);
-    drain_to.map_or(all, |to| all.min(to.saturating_sub(last)))
-}
-
-/// The frames `--frames` still wants once `taken` are taken (`None`: no limit).
-fn wanted(plan: &Plan, taken: u64) -> Option<u64> {
-    plan.frames.map(|n| n.saturating_sub(taken))
-}
-
-/// `lost`, but no more than the frames still `wanted`: those a recording of `--frames`
-/// would have taken in their place.
-fn at_most(lost: u64, wanted: Option<u64>) -> u64 {
-    wanted.map_or(lost, |n| lost.min(n))
-}
-
-/// Frames left unread when a signal stops the recording at the stream's `count`, the last
-/// taken being `last`: those published since, but none past the end of `--duration`
-/// (`drain_to`) nor more than `--frames` still wanted (`wanted`).
-fn unread(count: u64, last: u64, drain_to: Option<u64>, wanted: Option<u64>) -> u64 {
-    let published = drain_to.map_or(count, |to| count.min(to));
-    at_most(published.saturating_sub(last), wanted)
-}
-
 /// `a`, and `b`'s error too.
 fn both(a: Fallible, b: Fallible) -> Fallible {
     match (a, b) {
@@ -750,28 +725,6 @@ fn open_sink(s: &Stream, plan: &Plan, index: usize) -> Fallible<Box<dyn CubeSink
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_lost_past_the_end_of_a_duration_are_not_counted() {
-        // Ring of 8, time up at count 100, cursor at 92, writer at 120 when it is read:
-        // only 93..=100 were lost within the recording.
-        assert_eq!(lost_by(92, Some(100), 20, 1), 8);
-        assert_eq!(lost_by(92, None, 20, 1), 21);
-        assert_eq!(
-            lost_by(92, Some(100), 3, 1),
-            4,
-            "a lap inside the window counts whole"
-        );
-        assert_eq!(lost_by(100, Some(100), 5, 0), 0);
-        assert_eq!(lost_by(0, None, u64::MAX, 1), u64::MAX);
-    }
-
-    #[test]
-    fn frames_counted_lost_are_at_most_those_the_recording_still_wanted() {
-        assert_eq!(at_most(1000, Some(5)), 5, "--frames 10, 5 taken");
-        assert_eq!(at_most(3, Some(5)), 3);
-        assert_eq!(at_most(1000, None), 1000);
-    }
-
     /// A recorder thread that panics (a bug) leaves both its files finished, their frames
     /// counted: the one being filled and the one being finished.
     #[test]
@@ -826,22 +779,6 @@ mod tests {
         assert!(headers[0].contains("'shape': (2, 2)"), "{}", headers[0]);
         assert!(headers[1].contains("'shape': (1, 2)"), "{}", headers[1]);
         assert_eq!(p.kept.load(Ordering::Relaxed), 3);
-    }
-
-    #[test]
-    fn frames_left_unread_are_only_those_the_recording_still_wanted() {
-        // Last taken 5 of a stream now at 1005.
-        assert_eq!(unread(1005, 5, None, None), 1000);
-        assert_eq!(unread(1005, 5, None, Some(5)), 5, "--frames 10, 5 taken");
-        assert_eq!(unread(1005, 5, Some(8), None), 3, "time up at count 8");
-        assert_eq!(unread(1005, 5, Some(8), Some(2)), 2);
-        assert_eq!(
-            unread(7, 5, Some(8), None),
-            2,
-            "the drain still had frames to take"
-        );
-        assert_eq!(unread(5, 5, None, Some(5)), 0);
-        assert_eq!(unread(3, 5, None, None), 0, "none before the last taken");
     }
 
     #[test]
