@@ -41,8 +41,8 @@
 //! the summary's write fails instead of killing the recorder); frames already written stay
 //! readable (the current file is closed with what it holds), also after a signal. A killed
 //! recorder (SIGKILL, an OOM kill, a crash of the recorder) leaves the current file (and one
-//! still being finished) readable as it stood at its last checkpoint
-//! ([`CHECKPOINT_S`](checkpoint::CHECKPOINT_S), about once a second): a `.npy` that `np.load` reads with the frames counted then, beside
+//! still being finished) readable as it stood at its last checkpoint ([`CHECKPOINT_S`],
+//! about once a second): a `.npy` that `np.load` reads with the frames counted then, beside
 //! a `.frames.csv` with at least their rows (before the first checkpoint: no frame, an
 //! empty table); a FITS file that astropy opens (warning it may be truncated) with that
 //! many frames, `LOST` undefined and `COMPLETE = F`, but no `FRAMES` table (its frame ids
@@ -53,6 +53,8 @@
 //! a power loss or kernel crash a file being filled (also with `--fsync`, which puts a file
 //! on the disk only when it is finished) can therefore count frames that never reached
 //! the disk (read back as zeros or stale bytes), or rows the table lacks.
+//!
+//! [`CHECKPOINT_S`]: checkpoint::CHECKPOINT_S
 
 mod checkpoint;
 mod cubes;
