@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ChildBuilder, Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param,
-    runq_between, runq_wait, say, unique_name, wait_blocked_in,
+    recv_within_run_time, runq_between, runq_wait, say, unique_name, wait_blocked_in,
 };
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 
@@ -1063,13 +1063,14 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     let n = name.clone();
     let (started, starting) = std::sync::mpsc::channel();
     let statting = std::thread::spawn(move || {
-        started.send(()).unwrap();
+        started.send(gettid()).unwrap();
         tx.send(shmstream::stat(&n).map(drop))
     });
-    // The window starts once the stat is under way: a late thread would not be tested.
-    starting.recv_timeout(LONG).expect("the stat thread starts");
-    let early = rx.recv_timeout(Duration::from_millis(300));
-    assert!(early.is_err(), "held: stat answered at once: {early:?}");
+    // 300 ms in which the stat could run, its run-queue waits not counted (a thread the host
+    // kept off the CPU would not be tested).
+    let tid = starting.recv_timeout(LONG).expect("the stat thread starts");
+    let early = recv_within_run_time(&rx, tid, Duration::from_millis(300));
+    assert!(early.is_none(), "held: stat answered at once: {early:?}");
     assert_eq!(lock_stamps(&name), planted, "held: stat cleared them");
     // Once its holder is dead they are leftovers: the waiting stat clears them.
     holder.kill();
@@ -1152,8 +1153,14 @@ fn a_guard_kept_across_a_lock_file_removal_moves_to_the_file_at_the_path() {
     assert_eq!(producer.expect_line("wrote", LONG), (wrote + 1).to_string());
     // A writer that was waiting on the removed file (pyshmem's blocking flock) still waits:
     // the holder keeps that file locked until it lets go of the lock.
-    let waiting = waiter.line_within(Duration::from_millis(300));
-    assert_eq!(waiting, None, "a writer waiting on the removed file got in");
+    // Still asleep in that flock: one let in would be running (or reading its stdin), with no
+    // window for it to be scheduled in first.
+    let waiting = common::blocked_syscall(waiter.pid(), tid).map(|(nr, _)| nr);
+    assert_eq!(
+        waiting,
+        Some(libc::SYS_flock),
+        "a writer waiting on the removed file got in"
+    );
     producer.close_stdin();
     producer.wait_success(LONG);
     waiter.expect_line("locked", LONG);

@@ -975,8 +975,9 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
         !stderr.contains("left behind"),
         "the clean-up waited out a live child's lock: {stderr}"
     );
-    // Did not hang: the lock wait of a clean-up that left the reader alive is caught above
-    // without timing (its "left behind", the stream and lock file it leaves).
+    // The lock wait of a clean-up that left the reader alive is caught above without timing
+    // (its "left behind", the stream and lock file it leaves). This bound catches a stop put
+    // off to the job's end (a repeat lasts at least `min_seconds`, 60 s here) and a hang.
     assert!(
         took < Duration::from_secs(60),
         "the stop took {took:?}: {stderr}"

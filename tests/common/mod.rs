@@ -123,6 +123,30 @@ pub fn runq_between(start: Option<Duration>, end: Option<Duration>) -> Duration 
         .map_or(Duration::ZERO, |(end, start)| end.saturating_sub(start))
 }
 
+/// Waits on `rx` until thread `tid` of this process has had `window` in which it could run
+/// (its run-queue waits meanwhile not counted, so a thread the host kept off the CPU gets
+/// the whole window all the same); what arrived on `rx` meanwhile, if anything.
+pub fn recv_within_run_time<T>(
+    rx: &std::sync::mpsc::Receiver<T>,
+    tid: i64,
+    window: Duration,
+) -> Option<T> {
+    let (t0, queued_before) = (Instant::now(), runq_wait(tid));
+    loop {
+        let ran = t0
+            .elapsed()
+            .saturating_sub(runq_between(queued_before, runq_wait(tid)));
+        if ran >= window {
+            return None;
+        }
+        match rx.recv_timeout(window - ran) {
+            Ok(v) => return Some(v),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
 pub fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
