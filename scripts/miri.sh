@@ -56,7 +56,7 @@ filters=(
     notify::tests::each_strategy_spins_yields_parks_or_sleeps_in_its_order
     notify::tests::spins_and_yields_look_for_a_dead_writer_rarely_and_parks_and_sleeps_without_a_wake
     stream::tests::giving_back_a_report_leaves_one_made_meanwhile
-    stream::tests::the_hint_names_a_pyshmem_stream_caught_mid_crc
+    stream::not_found::tests::the_hint_names_a_pyshmem_stream_caught_mid_crc
 )
 # Without the cuda feature: the gpu module's unsafe code is CUDA driver calls.
 exec cargo +nightly miri test -p shmstream --no-default-features --lib -- "${filters[@]}" "$@"

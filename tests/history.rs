@@ -565,7 +565,7 @@ fn history_is_shown_kept_by_config_and_removed_with_the_stream() {
 #[test]
 fn stat_and_list_report_the_corrupt_ring_open_refuses() {
     use std::os::unix::fs::FileExt;
-    /// The ring header's capacity and frame-bytes fields (`off` in src/history.rs).
+    /// The ring header's capacity and frame-bytes fields (`off` in src/history/mod.rs).
     const CAPACITY: u64 = 12;
     const FRAME_BYTES: u64 = 16;
     let healthy = unique_name("hist-healthy");
@@ -792,7 +792,7 @@ fn skipping_to_recent_frames_counts_what_it_skips() {
 #[test]
 fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
     use std::os::unix::fs::FileExt;
-    /// The ring header's head word (`off::HEAD` in src/history.rs).
+    /// The ring header's head word (`off::HEAD` in src/history/mod.rs).
     const HEAD: u64 = 40;
     for planted in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1] {
         let name = unique_name("hist-head");
@@ -839,7 +839,7 @@ fn a_ring_head_planted_near_the_top_of_u64_never_panics() {
 #[test]
 fn a_cursor_reads_a_bool_byte_other_than_0_or_1_in_the_ring_as_true() {
     use std::os::unix::fs::FileExt;
-    /// Slot 0's frame in the `_hist` segment (see the layout in src/history.rs).
+    /// Slot 0's frame in the `_hist` segment (see the layout in src/history/mod.rs).
     const SLOT0_FRAME: u64 = 128;
     let name = unique_name("hist-bad-bool");
     let _c = Cleanup::new([&name]);
