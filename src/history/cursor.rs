@@ -342,7 +342,10 @@ impl Cursor<'_> {
         let mut result = None;
         let info = self.next_with(timeout, |ptr| {
             if let Some(f) = consume.take() {
-                result = Some(f(RingFrame { ptr, len, stream }));
+                // SAFETY: `next_with` hands its closure only a slot's frame: `len` bytes of
+                // the ring `stream`'s borrow keeps mapped; it checks afterwards for a lap and
+                // then drops `result`.
+                result = Some(f(unsafe { RingFrame::new(ptr, len, stream) }));
             }
         })?;
         // `next_with` returns a frame only after handing it to its closure once.

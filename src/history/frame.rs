@@ -15,9 +15,21 @@ use crate::stream::Stream;
 /// [`Cursor::next_in_place`]: super::Cursor::next_in_place
 #[derive(Debug)]
 pub struct RingFrame<'a> {
-    pub(super) ptr: *const u8,
-    pub(super) len: usize,
-    pub(super) stream: &'a Stream,
+    ptr: *const u8,
+    len: usize,
+    stream: &'a Stream,
+}
+
+impl<'a> RingFrame<'a> {
+    /// The frame of `len` bytes at `ptr`, in `stream`'s history ring.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` bytes of a slot of `stream`'s ring mapping, which the
+    /// borrow of `stream` keeps mapped for `'a`. The writer may overwrite them meanwhile: the
+    /// caller must check afterwards and discard what was done with a frame it lapped.
+    pub(super) unsafe fn new(ptr: *const u8, len: usize, stream: &'a Stream) -> RingFrame<'a> {
+        RingFrame { ptr, len, stream }
+    }
 }
 
 impl RingFrame<'_> {
