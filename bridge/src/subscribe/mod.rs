@@ -958,7 +958,7 @@ mod tests {
         let mut m = Mirror::new("cam0", name.clone(), 0);
         m.write(&sample(&h));
         assert_eq!(m.written, 0, "written with no descriptor free");
-        let reason = &m.refusals.run.as_ref().unwrap().reason;
+        let reason = m.refusals.last_reason().unwrap();
         assert!(
             reason.starts_with("creating the mirror failed") && reason.contains("ulimit -n"),
             "not a create out of descriptors: {reason}"
@@ -987,7 +987,7 @@ mod tests {
             source: [source; 16],
             lossless: true,
             lost,
-            // "cam0", the remote stream of the mirrors below.
+            // "cam0", the remote stream of the subscriber's test mirrors.
             name_len: 4,
         }
     }

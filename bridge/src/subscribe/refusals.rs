@@ -18,14 +18,14 @@ use crate::SUM_UP_EVERY;
 /// written [`SUM_UP_EVERY`] after the last line, if no refusal did so first.
 #[derive(Debug, Default)]
 pub(super) struct Refusals {
-    pub(super) run: Option<Run>,
+    run: Option<Run>,
 }
 
 /// The refusals of the reason last said ([`Refusals`]).
 #[derive(Debug)]
-pub(super) struct Run {
+struct Run {
     /// The reason of the last frame refused for it.
-    pub(super) reason: String,
+    reason: String,
     /// Frames refused for it since its last line, not said yet.
     unsaid: u64,
     /// When its last line was said.
@@ -35,6 +35,12 @@ pub(super) struct Run {
 }
 
 impl Refusals {
+    /// The reason of the last frame refused, if a run is on record.
+    #[cfg(test)]
+    pub(super) fn last_reason(&self) -> Option<&str> {
+        self.run.as_ref().map(|run| run.reason.as_str())
+    }
+
     /// A frame refused for `reason` at `now`: the lines to say (none while a run repeats).
     pub(super) fn refused(&mut self, reason: String, now: Instant) -> Vec<String> {
         let mut lines = Vec::new();

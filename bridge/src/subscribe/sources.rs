@@ -1,7 +1,8 @@
-//! Counting lossless frames lost in transit per source generation ([`Sources`]): each
-//! frame's count is compared with the newest received of its own source instance, less the
+//! Following each source instance's newest frame received ([`Sources`], which tells a
+//! source seen before from a new generation and notices interleaving), and the arithmetic
+//! of the lossless frames missed in transit between two of one source's frames, less the
 //! losses its publisher reported ([`missed`]); frames of a new generation before its first
-//! one received are said, not counted ([`new_source_line`]).
+//! one received are said, not counted ([`new_source_line`]). The mirror does the counting.
 
 use crate::codec::FrameHeader;
 
