@@ -7,10 +7,8 @@
 //! which stays open for the handles' lifetime (no open/close on the hot path).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -18,7 +16,14 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, Sleeps, poll_with};
 use crate::error::{Error, Result};
-use crate::{sys, trust};
+use crate::sys;
+
+mod dir;
+mod fd;
+
+use dir::{dir_of, lock_io};
+pub(crate) use dir::{dir_refusal, prepare_dir};
+use fd::{LockFd, open_at_path, open_file};
 
 /// A per-thread token: the address of a thread-local (never 0, unique among live threads,
 /// and cheaper than `thread::current().id()`, which clones an `Arc`).
@@ -101,257 +106,6 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<LockFile>>> {
 fn lock_poisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these small mutexes leaves consistent data (plain fields).
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Checks (and creates, 0700) the lock directory: it must belong to us and not be writable
-/// by group or others.
-pub(crate) fn prepare_dir(dir: &Path, stream: &str) -> Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut b = std::fs::DirBuilder::new();
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            // `create` also succeeds when a directory (or a link to one, planted since the
-            // look above) is there: the check below, which follows no link, decides.
-            let made = match b.recursive(true).create(dir) {
-                Ok(()) => true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(lock_io(stream, dir, "creating the lock directory", e)),
-            };
-            prepare_dir_checked(dir, stream, made)
-        }
-        Err(e) => Err(Error::io(stream, "checking the lock directory", e)),
-        Ok(_) => prepare_dir_checked(dir, stream, false),
-    }
-}
-
-/// Checks the lock directory without following a link, then makes it private (0700) if this
-/// call `made` it (a umask may have cut its mode) or pyshmem made the default one with the
-/// umask's mode.
-fn prepare_dir_checked(dir: &Path, stream: &str, made: bool) -> Result<()> {
-    let refuse = |reason| Error::LockDir {
-        name: stream.to_owned(),
-        path: dir.to_owned(),
-        reason,
-    };
-    let check = || {
-        std::fs::symlink_metadata(dir)
-            .map_err(|e| Error::io(stream, "checking the lock directory", e))
-    };
-    let mut meta = check()?;
-    if let Some(reason) = dir_refusal(&meta, sys::euid()) {
-        return Err(refuse(reason));
-    }
-    // After a change by path (a directory we may not read, or a file system that keeps its
-    // modes): the directory there is looked at whole again, its owner too.
-    let check_again = || {
-        let meta = check()?;
-        match dir_refusal(&meta, sys::euid()) {
-            Some(reason) => Err(refuse(reason)),
-            None => Ok(meta),
-        }
-    };
-    // Through a descriptor of the directory itself, opened without following a link: a
-    // link swapped in for it since the look above is not followed to another directory. A
-    // directory of ours that its mode does not let us read (0300) is changed by path, as
-    // before: the look above found it ours and no link.
-    // A file system whose modes are the mount's (vfat: `EPERM`) keeps the directory's mode,
-    // which the write check below then judges, as it did before the directory was tightened.
-    let make_private = |meta: &std::fs::Metadata| -> Result<()> {
-        let io = |e: std::io::Error| match e.raw_os_error() {
-            Some(libc::EPERM | libc::EOPNOTSUPP) => Ok(()),
-            _ => Err(Error::io(
-                stream,
-                "making the lock directory private (0700)",
-                e,
-            )),
-        };
-        let private = std::fs::Permissions::from_mode(0o700);
-        let d = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir)
-        {
-            Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
-                return Err(refuse("it is not a directory"));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                return std::fs::set_permissions(dir, private).or_else(io);
-            }
-            Err(e) => return Err(Error::io(stream, "opening the lock directory", e)),
-        };
-        let now = d
-            .metadata()
-            .map_err(|e| Error::io(stream, "checking the lock directory", e))?;
-        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
-            return Err(refuse("it was replaced while being checked"));
-        }
-        d.set_permissions(private).or_else(io)
-    };
-    if made && meta.mode() & 0o777 != 0o700 {
-        make_private(&meta)?;
-        meta = check_again()?;
-    }
-    if meta.mode() & 0o077 != 0 && is_default(dir) {
-        // pyshmem makes the default directory with the umask's mode (0755 or 0775 under the
-        // common umasks, letting others reach the lock files): ours, made for this use, so
-        // tightened. One named by PYSHMEM_LOCK_DIR is the user's to change (its lock files
-        // are made private, `open_file`).
-        make_private(&meta)?;
-        meta = check_again()?;
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refuse("it is writable by group or others"));
-    }
-    Ok(())
-}
-
-/// Why a lock directory of metadata `meta` (from `symlink_metadata`) is refused whatever its
-/// mode: it is not a directory (a link to one included), or its owner is not `uid`, the
-/// effective uid that created it (its name, `pyshmem-locks-<uid>`, keeps pyshmem's real
-/// uid); `None` when neither. `purge` says the same of a lock directory it cannot list.
-pub(crate) fn dir_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static str> {
-    if !meta.is_dir() {
-        Some("it is not a directory")
-    } else if meta.uid() != uid {
-        Some("it is owned by another user")
-    } else {
-        None
-    }
-}
-
-/// Why a lock directory can never hold this user's lock files, from the `errno` of making it
-/// or a lock file there: `None` for any other error (a refused or denied file of [`trust`]
-/// carries none). Passing conditions (a full file system, a quota, the kernel out of lock
-/// records: `ENOSPC`, `EDQUOT`, `ENOLCK`) stay [`Error::Io`]: moving one process's locks
-/// elsewhere for them would split the writers that must share the directory.
-fn unusable_dir(e: &io::Error) -> Option<&'static str> {
-    Some(match e.raw_os_error()? {
-        libc::EACCES | libc::EPERM => {
-            "this user may not create it or files in it (its mode or attributes, or its parent's)"
-        }
-        libc::EROFS => "it is on a read-only file system",
-        _ => return None,
-    })
-}
-
-/// `e` from `op` on the lock directory `dir` or a lock file in it: [`Error::LockDir`] naming
-/// `dir` where the directory cannot hold lock files ([`unusable_dir`]), else [`Error::io`].
-fn lock_io(stream: &str, dir: &Path, op: &'static str, e: io::Error) -> Error {
-    match unusable_dir(&e) {
-        Some(reason) => Error::LockDir {
-            name: stream.to_owned(),
-            path: dir.to_owned(),
-            reason,
-        },
-        None => Error::io(stream, op, e),
-    }
-}
-
-/// The directory of lock file `path`.
-fn dir_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("/"))
-}
-
-/// Whether `dir` is the default lock directory (`pyshmem-locks-<uid>`, no PYSHMEM_LOCK_DIR).
-fn is_default(dir: &Path) -> bool {
-    std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty())
-        && dir
-            .file_name()
-            .is_some_and(|n| *n == *crate::name::default_lock_dir_name())
-}
-
-/// An open lock file: listed for a child forked without exec to drop
-/// ([`sys::register_lock_fd`]) from its open until just before its close, so that a child
-/// that never locks does not keep its parent's flock alive after the parent dies. Also the
-/// file's identity, which in such a child (its descriptor then `/dev/null`) tells whether
-/// the file is still the one at the path.
-#[derive(Debug)]
-struct LockFd {
-    file: File,
-    dev: u64,
-    ino: u64,
-}
-
-impl LockFd {
-    fn new(file: File) -> io::Result<LockFd> {
-        // Listed first: the drop below takes it off again on an error.
-        sys::register_lock_fd(file.as_raw_fd());
-        let mut fd = LockFd {
-            file,
-            dev: 0,
-            ino: 0,
-        };
-        let meta = fd.file.metadata()?;
-        (fd.dev, fd.ino) = (meta.dev(), meta.ino());
-        Ok(fd)
-    }
-
-    /// Whether `path` still names this file, judged by the identity recorded at its open
-    /// (no descriptor needed): missing or another inode means it was removed from there. A
-    /// path that cannot be looked at counts as still there.
-    fn is_at(&self, path: &Path) -> bool {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) => m.dev() == self.dev && m.ino() == self.ino,
-            Err(e) => e.kind() != io::ErrorKind::NotFound,
-        }
-    }
-}
-
-impl std::ops::Deref for LockFd {
-    type Target = File;
-
-    fn deref(&self) -> &File {
-        &self.file
-    }
-}
-
-impl Drop for LockFd {
-    fn drop(&mut self) {
-        // Off the list before the field's drop closes the number, which may then be reused.
-        sys::unregister_lock_fd(self.file.as_raw_fd());
-    }
-}
-
-/// Opens (creating, 0600) a lock file. A symlink is not followed (a dangling one would
-/// otherwise create a file at its target), a FIFO does not block, and anything but a
-/// regular file of ours is refused ([`Error::Untrusted`]). One that others may open
-/// (pyshmem makes it with the umask's mode, 0644 under umask 022) is made 0600: another
-/// user could hold its flock through a read-only descriptor and block every writer.
-fn open_file(path: &Path, stream: &str) -> Result<LockFd> {
-    let (file, meta) = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | trust::OPEN_FLAGS)
-        .open(path)
-        .map_err(|e| trust::open_error(e, path))
-        .and_then(LockFd::new)
-        .and_then(|f| {
-            let meta = f.metadata()?;
-            trust::check_metadata(&meta, path).map(|()| (f, meta))
-        })
-        .map_err(|e| lock_io(stream, dir_of(path), "opening the lock file", e))?;
-    if meta.mode() & 0o077 != 0 {
-        match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
-            // A file system whose modes are the mount's (vfat, exfat: `EPERM`) keeps the file
-            // as it is, as it did before lock files were made private.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {}
-            r => r.map_err(|e| Error::io(stream, "making the lock file private (0600)", e))?,
-        }
-    }
-    Ok(file)
-}
-
-/// [`open_file`] at a path whose directory may have been removed since it was prepared (a
-/// temporary-file cleaner ages out an empty one): made again first.
-fn open_at_path(path: &Path, stream: &str) -> Result<LockFd> {
-    if let Some(dir) = path.parent() {
-        prepare_dir(dir, stream)?;
-    }
-    open_file(path, stream)
 }
 
 impl LockFile {
@@ -998,6 +752,9 @@ impl Drop for OwnerClaim<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use super::*;
 
     fn temp_lock(tag: &str) -> PathBuf {
@@ -1199,58 +956,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    /// A lock directory that can never hold this user's lock files (read-only, not
-    /// writable) is [`Error::LockDir`] naming it, with the remedy; other errors, passing ones
-    /// included (full, over quota, out of lock records), stay [`Error::Io`].
-    #[test]
-    fn lock_directory_errors_name_the_directory_and_the_remedy() {
-        let dir = Path::new("/locks");
-        for errno in [libc::EROFS, libc::EACCES, libc::EPERM] {
-            let e = lock_io("cam", dir, "flock", io::Error::from_raw_os_error(errno));
-            assert!(
-                matches!(&e, Error::LockDir { path, .. } if path == dir),
-                "{e:?}"
-            );
-            let text = e.to_string();
-            assert!(
-                text.contains("\"/locks\"") && text.contains("PYSHMEM_LOCK_DIR"),
-                "{text}"
-            );
-        }
-        for errno in [libc::EMFILE, libc::ENOSPC, libc::EDQUOT, libc::ENOLCK] {
-            let e = lock_io("cam", dir, "flock", io::Error::from_raw_os_error(errno));
-            assert!(matches!(e, Error::Io { .. }), "{e:?}");
-        }
-    }
-
-    #[test]
-    fn world_writable_lock_dir_is_refused() {
-        let dir = std::env::temp_dir().join(format!("shmstream-lockdir-{}", std::process::id()));
-        // A run of an earlier process of this pid that died mid-test left it.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = prepare_dir(&dir, "cam").unwrap_err();
-        assert!(
-            err.to_string().contains("writable by group or others"),
-            "{err}"
-        );
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        prepare_dir(&dir, "cam").unwrap();
-        let fresh = dir.join("sub");
-        prepare_dir(&fresh, "cam").unwrap();
-        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
-        // The default directory as pyshmem makes it under umask 002 is made private instead.
-        let default = dir.join(crate::name::default_lock_dir_name());
-        std::fs::create_dir(&default).unwrap();
-        std::fs::set_permissions(&default, std::fs::Permissions::from_mode(0o775)).unwrap();
-        if std::env::var_os("PYSHMEM_LOCK_DIR").is_none_or(|d| d.is_empty()) {
-            prepare_dir(&default, "cam").unwrap();
-            assert_eq!(std::fs::metadata(&default).unwrap().mode() & 0o777, 0o700);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
     /// pyshmem makes the default directory and each lock file with the umask's modes (0755 and
     /// 0644 under umask 022): another user could open the file, read-only even, and hold its
     /// flock. Attaching makes both private; a `PYSHMEM_LOCK_DIR` (not the default name) keeps
@@ -1284,40 +989,6 @@ mod tests {
             assert_eq!(format!("{:o}", mode(&path)), "600", "{path:?}");
             drop(held);
         }
-        let _ = std::fs::remove_dir_all(&base);
-    }
-
-    /// A directory made here is owned by the effective uid (not the real one, which differs
-    /// in a set-uid program): it passes against that, and not against another uid.
-    #[test]
-    fn a_lock_directory_made_here_is_owned_by_the_effective_uid() {
-        let dir =
-            std::env::temp_dir().join(format!("shmstream-lockdir-euid-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        prepare_dir(&dir, "cam").unwrap();
-        let meta = std::fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(dir_refusal(&meta, sys::euid()), None);
-        assert_eq!(
-            dir_refusal(&meta, sys::euid().wrapping_add(1)),
-            Some("it is owned by another user")
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_link_planted_before_the_lock_directory_is_made_is_refused_and_its_target_untouched() {
-        let base =
-            std::env::temp_dir().join(format!("shmstream-lockdir-link-{}", std::process::id()));
-        let target = base.join("theirs");
-        std::fs::create_dir_all(&target).unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // As if planted between `prepare_dir`'s first look and its `create`, which then
-        // succeeds on the directory the link reaches.
-        let dir = base.join("locks");
-        std::os::unix::fs::symlink(&target, &dir).unwrap();
-        let err = prepare_dir_checked(&dir, "cam", true).unwrap_err();
-        assert!(err.to_string().contains("not a directory"), "{err}");
-        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o755);
         let _ = std::fs::remove_dir_all(&base);
     }
 }
