@@ -337,15 +337,16 @@ impl Cursor<'_> {
         timeout: Option<Duration>,
         consume: impl FnOnce(RingFrame<'_>) -> R,
     ) -> Result<(FrameInfo, R)> {
-        let (len, stream) = (self.stream.size_bytes(), self.stream);
+        let stream = self.stream;
         let mut consume = Some(consume);
         let mut result = None;
         let info = self.next_with(timeout, |ptr| {
             if let Some(f) = consume.take() {
-                // SAFETY: `next_with` hands its closure only a slot's frame: `len` bytes of
-                // the ring `stream`'s borrow keeps mapped; it checks afterwards for a lap and
-                // then drops `result`.
-                result = Some(f(unsafe { RingFrame::new(ptr, len, stream) }));
+                // SAFETY: `next_with` hands its closure only a whole frame of a slot (the
+                // stream's frame size, the ring's), in the ring `stream`'s borrow keeps
+                // mapped. It checks afterwards for a lap and then fails, so that `?` below
+                // drops `result`.
+                result = Some(f(unsafe { RingFrame::new(ptr, stream) }));
             }
         })?;
         // `next_with` returns a frame only after handing it to its closure once.

@@ -21,14 +21,21 @@ pub struct RingFrame<'a> {
 }
 
 impl<'a> RingFrame<'a> {
-    /// The frame of `len` bytes at `ptr`, in `stream`'s history ring.
+    /// The frame at `ptr` in `stream`'s history ring, of the stream's frame size
+    /// ([`Stream::size_bytes`]), which every move below takes as its length.
     ///
     /// # Safety
-    /// `ptr` must point to `len` bytes of a slot of `stream`'s ring mapping, which the
-    /// borrow of `stream` keeps mapped for `'a`. The writer may overwrite them meanwhile: the
-    /// caller must check afterwards and discard what was done with a frame it lapped.
-    pub(super) unsafe fn new(ptr: *const u8, len: usize, stream: &'a Stream) -> RingFrame<'a> {
-        RingFrame { ptr, len, stream }
+    /// `ptr` must point to a whole frame of a slot of `stream`'s ring mapping (the stream's
+    /// frame size in bytes), which the borrow of `stream` keeps mapped for `'a`. The writer
+    /// may overwrite those bytes meanwhile: the moves below never let Rust code read them.
+    /// (Not for soundness but for correctness, the caller checks afterwards and discards
+    /// what was done with a frame the writer lapped.)
+    pub(super) unsafe fn new(ptr: *const u8, stream: &'a Stream) -> RingFrame<'a> {
+        RingFrame {
+            ptr,
+            len: stream.size_bytes(),
+            stream,
+        }
     }
 }
 
