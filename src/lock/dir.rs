@@ -128,7 +128,7 @@ pub(crate) fn dir_refusal(meta: &std::fs::Metadata, uid: u32) -> Option<&'static
 }
 
 /// Why a lock directory can never hold this user's lock files, from the `errno` of making it
-/// or a lock file there: `None` for any other error (a refused or denied file of [`trust`]
+/// or a lock file there: `None` for any other error (a refused or denied file of [`crate::trust`]
 /// carries none). Passing conditions (a full file system, a quota, the kernel out of lock
 /// records: `ENOSPC`, `EDQUOT`, `ENOLCK`) stay [`Error::Io`]: moving one process's locks
 /// elsewhere for them would split the writers that must share the directory.

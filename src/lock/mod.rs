@@ -5,6 +5,9 @@
 //! One [`LockFile`] exists per lock path per process (a registry of weak references), so two
 //! handles of one stream in one process share the reentrancy state and the file descriptor,
 //! which stays open for the handles' lifetime (no open/close on the hot path).
+//!
+//! The lock directory (made private, refused, the errors naming it) is in `dir`; the open
+//! lock file ([`LockFd`], opened without following a link) in `fd`.
 
 use std::collections::HashMap;
 use std::io;
