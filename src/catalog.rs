@@ -324,7 +324,7 @@ fn reopened(bytes: &[u8], stored: &str) -> Reopened {
 const SCAN_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The pause of [`SCAN_RETRY`] before a scan looks again at what [`may_settle`] (counted, in
-/// tests, by the calling thread's [`tests::PAUSES`]).
+/// tests, by the calling thread's `tests::PAUSES`).
 fn pause() {
     #[cfg(test)]
     tests::PAUSES.with(|n| n.set(n.get() + 1));

@@ -26,7 +26,7 @@
 //! `spin` (one pause of a busy wait), `notify` (waiting), `history` (the frame ring and its
 //! cursors), then `stream`, `write`, `read`, `catalog` (the public API).
 //!
-//! Several streams at once: [`lock_many`] takes their write locks in one global order under
+//! Several streams at once: [`lock_many()`] takes their write locks in one global order under
 //! one deadline. Async waits for tokio (`read_new_async`, `wait_for_count_async`,
 //! `read_after_async`, ...): feature `tokio`, documented in the `asynchronous` module.
 

@@ -527,7 +527,7 @@ thread_local! {
     pub(crate) static FLOCKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// [`flock`] on a raw fd the caller keeps open for the duration of the call.
+/// `flock(2)` on a raw fd the caller keeps open for the duration of the call.
 pub(crate) fn flock_fd(fd: std::os::fd::RawFd, op: libc::c_int) -> io::Result<bool> {
     #[cfg(test)]
     FLOCKS.with(|n| n.set(n.get() + 1));

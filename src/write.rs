@@ -138,7 +138,7 @@ impl Drop for Abort<'_> {
 #[must_use = "the write lock is released when this guard is dropped"]
 pub struct WriteGuard<'a> {
     stream: &'a Stream,
-    /// [`sys::forks`](crate::sys::forks) when taken: a copy a child forked without exec
+    /// [`sys::forks`] when taken: a copy a child forked without exec
     /// inherited is its parent's hold, which the child's drop leaves alone.
     forks: u64,
     _not_send: PhantomData<*const ()>,
@@ -807,7 +807,7 @@ impl WriteGuard<'_> {
 }
 
 /// A view of the live payload ([`WriteGuard::live`]); it dereferences to an
-/// [`ArrayRef`](ndarray::ArrayRef), so every borrow of the payload it gives (`as_slice`,
+/// [`ArrayRef`], so every borrow of the payload it gives (`as_slice`,
 /// `view`, indexing, iterators) lives no longer than it. While it lives, writes to the
 /// stream from the guard's thread are refused.
 ///

@@ -1,8 +1,8 @@
 //! # shmstream-bridge
 //!
-//! Shared memory on the host, Zenoh between hosts. [`publish`] waits on local streams
+//! Shared memory on the host, Zenoh between hosts. [`publish()`] waits on local streams
 //! (futex wake-ups through the library's waits, no polling loop) and puts each frame on key
-//! `PREFIX/NAME` with a [`codec::FrameHeader`] attachment; [`subscribe`] mirrors remote
+//! `PREFIX/NAME` with a [`codec::FrameHeader`] attachment; [`subscribe()`] mirrors remote
 //! frames into local streams of the same shape and dtype, stamped with the remote frame id,
 //! so local readers (Rust or pyshmem) see them as ordinary streams.
 //!

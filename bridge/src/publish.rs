@@ -330,7 +330,7 @@ fn carry(
 /// restarted later, a link that comes back) never reaches it. Latest-value therefore puts the
 /// current frame again whenever the publisher goes from no matched subscriber to one, and
 /// answers queries for it: a subscriber that arrives while another is matched makes no such
-/// change, so it asks ([`crate::subscribe`]). Lossless puts nothing while no subscriber is
+/// change, so it asks ([`crate::subscribe()`]). Lossless puts nothing while no subscriber is
 /// matched: its frames wait in the ring (and those beyond its depth are reported lost).
 struct Link {
     matching: MatchingListener<RingChannelHandler<MatchingStatus>>,

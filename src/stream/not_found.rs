@@ -100,7 +100,7 @@ pub(super) fn meta_not_found(name: &str) -> Error {
 /// Whether a running process (this one included) is building `name`'s segments under their
 /// private ids (`<id>.creating-<pid>`, regular files of ours): a creation at work, which holds
 /// the name's lock for its whole build (seconds for a large or GPU stream) and publishes
-/// nothing before its end. A dead creator's are abandoned ([`crate::purge`] removes them).
+/// nothing before its end. A dead creator's are abandoned ([`crate::purge()`] removes them).
 /// Lists `/dev/shm` where the name has a lock file: for paths that already failed or waited.
 pub(super) fn creation_at_work(name: &str) -> bool {
     // A creator makes the name's lock file before it builds: without one, no listing (an
