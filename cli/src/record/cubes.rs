@@ -14,21 +14,41 @@ use crate::Fallible;
 /// One stream's cube files: the one being filled, and the one before it being finished.
 /// Dropped (a recorder thread that panicked), it finishes them, ignoring their errors.
 pub(super) struct Cubes<'a> {
-    pub(super) s: &'a Stream,
-    pub(super) plan: &'a Plan,
-    pub(super) p: &'a Progress,
+    s: &'a Stream,
+    plan: &'a Plan,
+    p: &'a Progress,
+    /// The file being filled (read in place by the recorder loop).
     pub(super) current: Option<Box<dyn CubeSink + Send>>,
     /// Index of the next file to open.
-    pub(super) next: usize,
+    next: usize,
     /// The thread finishing the last file closed.
-    pub(super) finishing: Option<std::thread::JoinHandle<Finished>>,
+    finishing: Option<std::thread::JoinHandle<Finished>>,
     /// With `--fsync`, the directory whose entries are put on the disk with each file.
-    pub(super) dir: Option<Arc<frame_file::Directory>>,
+    dir: Option<Arc<frame_file::Directory>>,
     /// The stream's lost frames when its last file was closed.
-    pub(super) lost_before: u64,
+    lost_before: u64,
 }
 
-impl Cubes<'_> {
+impl<'a> Cubes<'a> {
+    /// `s`'s cube files, none opened yet: the first is opened by [`Cubes::current`].
+    pub(super) fn new(
+        s: &'a Stream,
+        plan: &'a Plan,
+        p: &'a Progress,
+        dir: Option<Arc<frame_file::Directory>>,
+    ) -> Cubes<'a> {
+        Cubes {
+            s,
+            plan,
+            p,
+            current: None,
+            next: 0,
+            finishing: None,
+            dir,
+            lost_before: 0,
+        }
+    }
+
     /// The file being filled, opening the next one if none is.
     pub(super) fn current(&mut self) -> Fallible<&mut (dyn CubeSink + Send + 'static)> {
         let k = match self.current.take() {
@@ -175,16 +195,7 @@ mod tests {
         std::fs::create_dir_all(&plan.out).unwrap();
         let p = Progress::default();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut cubes = Cubes {
-                s: &s,
-                plan: &plan,
-                p: &p,
-                current: None,
-                next: 0,
-                finishing: None,
-                dir: None,
-                lost_before: 0,
-            };
+            let mut cubes = Cubes::new(&s, &plan, &p, None);
             for i in 0..3 {
                 let meta = FrameMeta {
                     frame_id: i,

@@ -67,16 +67,7 @@ pub(super) fn record_stream(
         None
     };
     let mut buf = Buffer::new(s.size_bytes());
-    let mut cubes = Cubes {
-        s,
-        plan,
-        p,
-        current: None,
-        next: 0,
-        finishing: None,
-        dir,
-        lost_before: 0,
-    };
+    let mut cubes = Cubes::new(s, plan, p, dir);
     let mut taken = 0u64;
     // Where recording starts: a history stream's here, just after its cursor was made (it
     // returns every frame from there on); a plain stream's once its first file is there
