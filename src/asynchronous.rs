@@ -691,11 +691,7 @@ mod tests {
         fn new() -> Uncapped {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
-                .on_thread_start(|| {
-                    let hour = Duration::from_secs(3600);
-                    crate::notify::PARK_CAP.with(|c| c.set(hour));
-                    crate::notify::LOOK_EVERY.with(|c| c.set(hour));
-                })
+                .on_thread_start(crate::notify::uncap_this_thread)
                 .build()
                 .unwrap();
             Uncapped(Some(rt))
@@ -721,7 +717,7 @@ mod tests {
     fn wait_parked(s: &Stream, what: &str) {
         let word = s.header.futex_word().as_ptr() as usize;
         let t0 = Instant::now();
-        while crate::notify::tests::task_parked_on(word).is_none() {
+        while !crate::notify::tests::task_parked_on(word) {
             assert!(t0.elapsed() < LONG, "{what} never parked");
             std::thread::yield_now();
         }

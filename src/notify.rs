@@ -46,6 +46,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Raises this thread's park cap and look interval ([`PARK_CAP`], [`LOOK_EVERY`]) to an
+/// hour (unit tests): a wait whose wake is missed then stays parked past any bound of a test
+/// instead of looking again within [`MAX_PARK`].
+#[cfg(test)]
+pub(crate) fn uncap_this_thread() {
+    PARK_CAP.set(Duration::from_secs(3600));
+    LOOK_EVERY.set(Duration::from_secs(3600));
+}
+
 /// [`LOOK_AT_LEAST_EVERY`].
 #[cfg(not(test))]
 #[inline]
@@ -853,15 +862,16 @@ pub(crate) mod tests {
         });
     }
 
-    /// A task of this process ("PID/task/TID") blocked in a shared `FUTEX_WAIT` on `word`,
-    /// if one is (the async waits' tests).
+    /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word` (the
+    /// async waits' tests).
     #[cfg(feature = "tokio")]
-    pub(crate) fn task_parked_on(word: usize) -> Option<std::path::PathBuf> {
+    pub(crate) fn task_parked_on(word: usize) -> bool {
         let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
-        std::fs::read_dir("/proc/self/task")
-            .ok()?
-            .filter_map(|e| Some(me.join(e.ok()?.file_name())))
-            .find(|task| parked_on(task, word))
+        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
+            tasks
+                .filter_map(|e| Some(me.join(e.ok()?.file_name())))
+                .any(|task| parked_on(&task, word))
+        })
     }
 
     /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
@@ -897,8 +907,7 @@ pub(crate) mod tests {
         let (got_tx, got_rx) = std::sync::mpsc::channel();
         // Detached: a wait never woken leaves only this thread parked, and the test fails.
         std::thread::spawn(move || {
-            PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
-            LOOK_EVERY.with(|c| c.set(Duration::from_secs(3600)));
+            crate::notify::uncap_this_thread();
             task_tx
                 .send(std::fs::read_link("/proc/thread-self").unwrap())
                 .unwrap();

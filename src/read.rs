@@ -941,8 +941,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         // Detached: a read that parks first stays parked until its deadline.
         std::thread::spawn(move || {
-            crate::notify::PARK_CAP.set(Duration::from_secs(3600));
-            crate::notify::LOOK_EVERY.set(Duration::from_secs(3600));
+            crate::notify::uncap_this_thread();
             let _ = tx.send(r.read_new::<u8>(Some(Duration::from_secs(60))));
         });
         let got = rx.recv_timeout(Duration::from_secs(10));

@@ -735,8 +735,7 @@ mod tests {
         let (appended, appended_rx) = std::sync::mpsc::channel::<()>();
         let reader_name = name.clone();
         let reader = std::thread::spawn(move || {
-            crate::notify::PARK_CAP.set(Duration::from_secs(3600));
-            crate::notify::LOOK_EVERY.set(Duration::from_secs(3600));
+            crate::notify::uncap_this_thread();
             let r = Stream::open(&reader_name).unwrap();
             r.set_wait_strategy(WaitStrategy::Park);
             let mut c = r.cursor().unwrap();
