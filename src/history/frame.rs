@@ -16,7 +16,6 @@ use crate::stream::Stream;
 #[derive(Debug)]
 pub struct RingFrame<'a> {
     ptr: *const u8,
-    len: usize,
     stream: &'a Stream,
 }
 
@@ -31,23 +30,19 @@ impl<'a> RingFrame<'a> {
     /// (Not for soundness but for correctness, the caller checks afterwards and discards
     /// what was done with a frame the writer lapped.)
     pub(super) unsafe fn new(ptr: *const u8, stream: &'a Stream) -> RingFrame<'a> {
-        RingFrame {
-            ptr,
-            len: stream.size_bytes(),
-            stream,
-        }
+        RingFrame { ptr, stream }
     }
 }
 
 impl RingFrame<'_> {
     /// The frame's size in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.stream.size_bytes()
     }
 
     /// Whether the frame has no bytes (a stream of an empty shape).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Copies the frame into `dst`, which must be [`RingFrame::len`] bytes long.
@@ -56,7 +51,7 @@ impl RingFrame<'_> {
         // SAFETY: `ptr` is the slot's frame of `len` bytes inside the mapping the borrow
         // keeps mapped, and `dst` the caller's exclusive buffer of `len` bytes (checked). The
         // copy may race an append; the cursor discards the frame then.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len()) };
         Ok(())
     }
 
@@ -65,14 +60,14 @@ impl RingFrame<'_> {
     pub fn copy_range_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         if offset
             .checked_add(dst.len())
-            .is_none_or(|end| end > self.len)
+            .is_none_or(|end| end > self.len())
         {
             return Err(Error::Unsupported {
                 name: self.stream.name.clone(),
                 what: format!(
                     "bytes {offset}..{} of a {}-byte frame: read a range within the frame",
                     offset.saturating_add(dst.len()),
-                    self.len
+                    self.len()
                 ),
             });
         }
@@ -103,7 +98,7 @@ impl RingFrame<'_> {
     /// written; the file's cursor does not move.
     pub fn write_at(&self, file: &File, offset: u64) -> std::io::Result<()> {
         let mut done = 0usize;
-        while done < self.len {
+        while done < self.len() {
             let at = offset
                 .checked_add(done as u64)
                 .and_then(|o| libc::off_t::try_from(o).ok())
@@ -116,7 +111,7 @@ impl RingFrame<'_> {
                 libc::pwrite(
                     file.as_raw_fd(),
                     self.ptr.add(done).cast(),
-                    self.len - done,
+                    self.len() - done,
                     at,
                 )
             };
