@@ -26,7 +26,8 @@ use crate::{catalog, name};
 /// one that breaks any other rule is corrupt at once. Short, or without its magic or name,
 /// beside a lock this process cannot take (a refused lock directory), it is that lock's
 /// error: whether a creation holds it is unknown. All waiting for a creation (the retry of
-/// a short `_meta` included) ends `wait` after the call, as the waits above end theirs.
+/// a short `_meta` included) ends `wait` after the call, as the open's other waits (in
+/// `stream/mod.rs`) end theirs.
 pub(crate) fn open_meta(name: &str, wait: Duration) -> Result<(Segment, Header)> {
     let start = Instant::now();
     let deadline = start + DECODE_RETRY.min(wait);
