@@ -11,13 +11,14 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildBuilder, Cleanup, LONG, Proc, block_on_stdin, child, child_role, gettid, param,
-    recv_within_run_time, runq_between, runq_wait, say, unique_name, wait_blocked_in,
+    ChildBuilder, Cleanup, LONG, Proc, block_on_stdin, child, child_role, detached, ended_within,
+    gettid, param, recv_within_run_time, runq_between, runq_wait, say, unique_name,
+    wait_blocked_in,
 };
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 
@@ -211,32 +212,6 @@ fn writer_stuck_inside(name: &str) -> Proc {
 /// `name`: in `futex` on its header (`notify`) or in a sleep (a polling wait).
 fn wait_parked(tid: i64, name: &str, notify: bool) {
     common::wait_parked_on_stream(std::process::id(), tid as u32, name, notify);
-}
-
-/// Runs `wait` on a detached thread; returns that thread's tid and the receiver of `wait`'s
-/// result. A wait that never ends then leaves only that thread stuck (a test binary ends
-/// without it), so [`ended_within`] fails the test where a join would hang it.
-fn detached<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> (i64, Receiver<T>) {
-    let (tid_tx, tid_rx) = channel();
-    let (end_tx, end_rx) = channel();
-    std::thread::spawn(move || {
-        tid_tx.send(gettid()).unwrap();
-        let _ = end_tx.send(wait());
-    });
-    let tid = tid_rx
-        .recv()
-        .expect("the waiting thread died before it started");
-    (tid, end_rx)
-}
-
-/// The result of a [`detached`] wait, which must end within [`LONG`]; panics naming `what`
-/// otherwise.
-fn ended_within<T>(end: &Receiver<T>, what: &str) -> T {
-    match end.recv_timeout(LONG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: the wait did not end within {LONG:?}"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the waiting thread panicked"),
-    }
 }
 
 /// `W` bytes at `offset` of the stream's `_meta` segment, straight from `/dev/shm`.
@@ -1059,23 +1034,16 @@ fn writer_dead_between_lock_stamps_does_not_brick_the_stream() {
     // `stat` (and `open`) wait for the holder, as for a live writer between its two stores,
     // rather than calling the header corrupt: no answer while it holds the lock (the old
     // code answered `CorruptHeader` after 50 ms), the stamps untouched.
-    let (tx, rx) = std::sync::mpsc::channel();
     let n = name.clone();
-    let (started, starting) = std::sync::mpsc::channel();
-    let statting = std::thread::spawn(move || {
-        started.send(gettid()).unwrap();
-        tx.send(shmstream::stat(&n).map(drop))
-    });
+    let (tid, rx) = detached(move || shmstream::stat(&n).map(drop));
     // 300 ms in which the stat could run, its run-queue waits not counted (a thread the host
     // kept off the CPU would not be tested).
-    let tid = starting.recv_timeout(LONG).expect("the stat thread starts");
     let early = recv_within_run_time(&rx, tid, Duration::from_millis(300));
     assert!(early.is_none(), "held: stat answered at once: {early:?}");
     assert_eq!(lock_stamps(&name), planted, "held: stat cleared them");
     // Once its holder is dead they are leftovers: the waiting stat clears them.
     holder.kill();
-    let st = rx.recv_timeout(LONG).expect("stat after the holder died");
-    statting.join().unwrap().ok();
+    let st = ended_within(&rx, "stat after the holder died");
     assert!(st.is_ok(), "after the holder died: stat: {st:?}");
     assert_eq!(lock_stamps(&name), (0, 0), "after the holder died");
     Stream::open(&name).unwrap_or_else(|e| panic!("after the holder died: open: {e}"));

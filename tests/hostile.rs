@@ -557,19 +557,13 @@ fn an_open_waits_for_a_creator_that_holds_the_lock_over_an_empty_meta() {
             .unwrap()
             .set_len(0)
             .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (started, starting) = std::sync::mpsc::channel();
-        let opener = {
+        let (tid, rx) = {
             let name = name.clone();
-            std::thread::spawn(move || {
-                started.send(common::gettid()).unwrap();
-                tx.send(Stream::open(&name).map(drop)).unwrap()
-            })
+            common::detached(move || Stream::open(&name).map(drop))
         };
         // Well past the 50 ms an empty `_meta` is reopened for, the open still waits: 200 ms
         // in which the opener could run, its run-queue waits not counted (a thread the host
         // kept off the CPU would not be tested).
-        let tid = starting.recv_timeout(LONG).expect("the opener starts");
         let early = common::recv_within_run_time(&rx, tid, Duration::from_millis(200));
         assert!(
             early.is_none(),
@@ -582,8 +576,7 @@ fn an_open_waits_for_a_creator_that_holds_the_lock_over_an_empty_meta() {
             f.write_all_at(&written, 0).unwrap();
         }
         drop(lock);
-        let opened = rx.recv_timeout(LONG).expect("the open returns");
-        opener.join().unwrap();
+        let opened = common::ended_within(&rx, "the open");
         match (sized, opened) {
             (true, Ok(())) => {}
             (

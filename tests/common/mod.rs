@@ -147,6 +147,34 @@ pub fn recv_within_run_time<T>(
     }
 }
 
+/// Runs `wait` on a detached thread; returns that thread's tid and the receiver of `wait`'s
+/// result. A wait that never ends then leaves only that thread stuck (a test binary ends
+/// without it), so [`ended_within`] fails the test where a join would hang it.
+pub fn detached<T: Send + 'static>(
+    wait: impl FnOnce() -> T + Send + 'static,
+) -> (i64, Receiver<T>) {
+    let (tid_tx, tid_rx) = channel();
+    let (end_tx, end_rx) = channel();
+    std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        let _ = end_tx.send(wait());
+    });
+    let tid = tid_rx
+        .recv()
+        .expect("the waiting thread died before it started");
+    (tid, end_rx)
+}
+
+/// The result of a [`detached`] wait, which must end within [`LONG`]; panics naming `what`
+/// otherwise.
+pub fn ended_within<T>(end: &Receiver<T>, what: &str) -> T {
+    match end.recv_timeout(LONG) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what}: the wait did not end within {LONG:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the waiting thread panicked"),
+    }
+}
+
 /// Address ranges of every mapping of `/dev/shm/<id>` in process `pid`.
 pub fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
