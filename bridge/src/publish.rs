@@ -216,7 +216,6 @@ fn carry(
         let mut header = header_of(&s, name, o.lossless);
         if let Some(log) = losses_log {
             log.record_start(losses.total);
-            log.put(0);
         }
         // Whether the log waits for the count of the frame read after its last losses.
         let mut resume_due = false;

@@ -177,14 +177,17 @@ impl Answer<'_> {
             };
             // Before the frames asked for, or reported lost by the live thread (passed after
             // a lap though still in the ring, or its own to put or report).
-            if info.count <= after || self.losses.reported(info.count) {
+            if info.count <= after {
                 continue;
             }
+            let Some(lost_before) = self.losses.answerable(info.count) else {
+                continue;
+            };
             if info.count > until {
                 return Ok(true);
             }
             stamp(&mut header, &info);
-            header.lost = self.losses.total_before(info.count);
+            header.lost = lost_before;
             let attachment = attachment_of(&header, &k)?;
             // A reply that fails only means the asker left.
             if lend(buf, |frame| {
@@ -247,8 +250,7 @@ impl LossLog {
             last.total = total;
             return;
         }
-        drop(e);
-        self.push(LossEvent {
+        e.push(LossEvent {
             put,
             resumed: None,
             total,
@@ -262,13 +264,18 @@ impl LossLog {
     }
 
     /// The live thread opened a stream's generation, its total of losses `total` so far:
-    /// the generation's counts, from 1 again, are not compared with an earlier one's.
+    /// the generation's counts, from 1 again, are not compared with an earlier one's, and
+    /// it has put none of them yet.
     pub(crate) fn record_start(&self, total: u64) {
-        self.push(LossEvent {
-            put: 0,
-            resumed: Some(0),
-            total,
-        });
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(LossEvent {
+                put: 0,
+                resumed: Some(0),
+                total,
+            });
+        self.put(0);
     }
 
     /// The live thread read the frame counted `count`, the first since the losses it
@@ -282,33 +289,52 @@ impl LossLog {
         }
     }
 
-    fn push(&self, event: LossEvent) {
-        let mut e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        if e.recent.len() == LOSS_EVENTS_KEPT
-            && let Some(old) = e.recent.pop_front()
+    /// What an answer does with the frame counted `count`: `None` where the live thread
+    /// reported it lost or has it to put or report ([`LossEvents::reported`]), else the total
+    /// of losses reported before it ([`LossEvents::total_before`]). One look under the lock.
+    fn answerable(&self, count: u64) -> Option<u64> {
+        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        (!e.reported(count)).then(|| e.total_before(count))
+    }
+
+    #[cfg(test)]
+    fn total_before(&self, count: u64) -> u64 {
+        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        e.total_before(count)
+    }
+
+    #[cfg(test)]
+    fn reported(&self, count: u64) -> bool {
+        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        e.reported(count)
+    }
+}
+
+impl LossEvents {
+    fn push(&mut self, event: LossEvent) {
+        if self.recent.len() == LOSS_EVENTS_KEPT
+            && let Some(old) = self.recent.pop_front()
         {
-            e.folded = old.total;
+            self.folded = old.total;
         }
-        e.recent.push_back(event);
+        self.recent.push_back(event);
     }
 
     /// The total reported before the frame counted `count` was put: of the newest event
     /// logged after a frame counted below it.
     fn total_before(&self, count: u64) -> u64 {
-        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        e.recent
+        self.recent
             .iter()
             .rev()
             .find(|ev| ev.put < count)
-            .map_or(e.folded, |ev| ev.total)
+            .map_or(self.folded, |ev| ev.total)
     }
 
     /// Whether the frame counted `count` is the live thread's to report or put: between the
     /// frames it put before and read after losses of the current generation (events after
     /// its start).
     fn reported(&self, count: u64) -> bool {
-        let e = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        e.recent
+        self.recent
             .iter()
             .rev()
             .take_while(|ev| ev.put != 0 || ev.resumed != Some(0))
