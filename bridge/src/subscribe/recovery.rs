@@ -98,7 +98,7 @@ impl<'a> Resender<'a> {
                 && let Some(source) = m.resends.lossless_source
                 && m.sources.newest(&source).is_some()
             {
-                m.resends.recovery = Some(Recovery::new(source, None, m.resends.room));
+                m.resends.recovery = Some(Recovery::new(source));
             }
         }
     }
@@ -247,11 +247,10 @@ struct Recovery {
 }
 
 impl Recovery {
-    /// A recovery of `source`, holding its live frame `first` that came after a gap (none:
-    /// asked for whether frames followed the newest), its held frames taking at most `room`
-    /// bytes.
-    fn new(source: [u8; 16], first: Option<(&Sample, &FrameHeader)>, room: usize) -> Recovery {
-        let mut r = Recovery {
+    /// A recovery of `source`, holding none of its live frames yet (the one that came after
+    /// a gap is held next; none where it asks whether frames followed the newest).
+    fn new(source: [u8; 16]) -> Recovery {
+        Recovery {
             source,
             held: VecDeque::new(),
             held_bytes: 0,
@@ -261,11 +260,7 @@ impl Recovery {
             unanswered: 0,
             ask_at: Instant::now(),
             since: Instant::now(),
-        };
-        if let Some((sample, h)) = first {
-            r.hold(sample, h, room);
         }
-        r
     }
 
     /// Holds the live frame `h`, newer than any held, or drops it for want of `room` (held
@@ -372,11 +367,9 @@ impl Mirror {
         {
             return false;
         }
-        self.resends.recovery = Some(Recovery::new(
-            h.source,
-            Some((sample, h)),
-            self.resends.room,
-        ));
+        let mut r = Recovery::new(h.source);
+        r.hold(sample, h, self.resends.room);
+        self.resends.recovery = Some(r);
         true
     }
 
@@ -402,7 +395,9 @@ impl Mirror {
             return false;
         }
         let newest = |m: &Mirror| m.sources.newest(&r.source).unwrap_or((0, 0));
-        if newest(self).0 > asked.after || whole {
+        // Whether the answer brought a frame past those the mirror had when it asked.
+        let brought = newest(self).0 > asked.after;
+        if brought || whole {
             r.unanswered = 0;
         } else {
             r.unanswered += 1;
@@ -417,7 +412,7 @@ impl Mirror {
             r.unanswered = 0;
             self.resends.seen &= matched;
         }
-        if newest(self).0 <= asked.after {
+        if !brought {
             r.given_up_below = asked.before;
             if asked.before != u64::MAX {
                 self.resends.failed_at = Some(Instant::now());

@@ -10,10 +10,10 @@ use crate::codec::FrameHeader;
 /// one key would plausibly be, few enough to look through at every frame.
 pub(super) const SOURCES_KEPT: usize = 8;
 
-/// The source instances whose frames arrived here, the most recent last, each with
-/// the (count, publisher's losses) and the frame id of its newest frame received; at most
-/// [`SOURCES_KEPT`], the least recent forgotten first (an old generation, which sends no
-/// more).
+/// The source instances whose frames arrived here, each once, the most recent last (where
+/// lookups start: it is nearly always the frame's), each with the (count, publisher's
+/// losses) and the frame id of its newest frame received; at most [`SOURCES_KEPT`], the
+/// least recent forgotten first (an old generation, which sends no more).
 #[derive(Debug, Default)]
 pub(super) struct Sources {
     seen: Vec<([u8; 16], (u64, u64), u64)>,
@@ -45,7 +45,7 @@ impl Sources {
             self.seen.push(this);
             return Arrival::First;
         };
-        let Some(at) = self.seen.iter().position(|(src, ..)| *src == h.source) else {
+        let Some(at) = self.seen.iter().rposition(|(src, ..)| *src == h.source) else {
             if self.seen.len() == SOURCES_KEPT {
                 self.seen.remove(0);
             }
@@ -66,6 +66,7 @@ impl Sources {
     pub(super) fn newest(&self, source: &[u8; 16]) -> Option<(u64, u64)> {
         self.seen
             .iter()
+            .rev()
             .find(|(src, ..)| src == source)
             .map(|&(_, last, _)| last)
     }
@@ -73,7 +74,12 @@ impl Sources {
     /// Follows the source of `h` anew from `h` (its newest frame received now, though its
     /// count went back): the source made again ([`Mirror::restarted`](super::Mirror::restarted)).
     pub(super) fn follow_anew(&mut self, h: &FrameHeader) {
-        if let Some(seen) = self.seen.iter_mut().find(|(src, ..)| *src == h.source) {
+        if let Some(seen) = self
+            .seen
+            .iter_mut()
+            .rev()
+            .find(|(src, ..)| *src == h.source)
+        {
             *seen = (h.source, (h.count, h.lost), h.frame_id);
         }
     }
