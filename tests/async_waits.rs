@@ -85,9 +85,12 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 /// for the word to leave, if one is parked there: a park with another value than one seen
 /// before a write began after the waiter saw that write.
 fn parked_value_on(name: &str) -> Option<u64> {
-    let tid = thread_parked_on(name)?;
-    let (_, args) = common::blocked_syscall(std::process::id(), tid)?;
-    args.get(2).copied()
+    let pid = std::process::id();
+    threads().find_map(|tid| {
+        common::futex_args_on_stream(pid, tid, name)?
+            .get(2)
+            .copied()
+    })
 }
 
 /// A read waiting for a write from another process gets it, while the single worker keeps
@@ -587,10 +590,15 @@ fn a_timed_wait_times_out_while_the_blocking_pool_is_full() {
 /// `_meta` mapping), if one is (seen through `/proc`).
 fn thread_parked_on(name: &str) -> Option<u32> {
     let pid = std::process::id();
+    threads().find(|&tid| common::futex_parked_on_stream(pid, tid, name))
+}
+
+/// The ids of this process's threads (`/proc/self/task`).
+fn threads() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc/self/task")
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&tid| common::futex_parked_on_stream(pid, tid, name))
 }
 
 /// Dropping a pending wait releases its background wait's clone of the stream, so an

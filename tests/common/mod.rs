@@ -191,16 +191,20 @@ pub fn mapping_ranges(pid: u32, id: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The arguments of the `futex` call task `tid` of process `pid` is blocked in, where that
+/// is on a word of the header of stream `name` (in that process's mapping of its `_meta`):
+/// one read of `/proc`, so they are the call's that was seen parked.
+pub fn futex_args_on_stream(pid: u32, tid: u32, name: &str) -> Option<Vec<u64>> {
+    let (nr, args) = blocked_syscall(pid, tid)?;
+    let ranges = mapping_ranges(pid, &shmstream::name::meta_id(name));
+    let on_header = |&addr: &u64| ranges.iter().any(|&(a, b)| addr >= a && addr < b);
+    (nr == libc::SYS_futex && args.first().is_some_and(on_header)).then_some(args)
+}
+
 /// Whether task `tid` of process `pid` is blocked in `futex` on a word of the header of
 /// stream `name` (in that process's mapping of its `_meta`).
 pub fn futex_parked_on_stream(pid: u32, tid: u32, name: &str) -> bool {
-    blocked_syscall(pid, tid).is_some_and(|(nr, args)| {
-        let ranges = mapping_ranges(pid, &shmstream::name::meta_id(name));
-        nr == libc::SYS_futex
-            && args
-                .first()
-                .is_some_and(|&addr| ranges.iter().any(|&(a, b)| addr >= a && addr < b))
-    })
+    futex_args_on_stream(pid, tid, name).is_some()
 }
 
 /// Whether task `tid` of process `pid` waits on stream `name`: parked in `futex` on its header
