@@ -232,6 +232,7 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
 
     let results = input.results;
     o.push_str(&super::ao::section(results, input.noise)?);
+    o.push_str(&super::bridge::section(results)?);
     // Seed table 1: IO vs image size.
     let io: Vec<&JobResult> = results
         .iter()

@@ -3,6 +3,7 @@
 
 pub mod ao;
 pub mod ao_plots;
+pub mod bridge;
 pub mod env;
 pub mod markdown;
 pub mod plots;

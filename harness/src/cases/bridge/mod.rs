@@ -16,6 +16,8 @@
 //!   run (`CLOCK_MONOTONIC`, one process). The floor's equivalent: the time its subscriber
 //!   receives a sample − the time its put was called (`CLOCK_MONOTONIC` too, system-wide,
 //!   stamped in the payload);
+//!   the report splits ours at the mirror's write time ([`hops`]): the way to the mirror,
+//!   and the mirror's history append and the reader's wake-up after it;
 //! - throughput: the writer keeps at most half the source's history in flight (written at
 //!   A, not yet read at B), so the lossless path never laps the publisher's cursor nor the
 //!   reader's; a window's rate is the frames after its first over the time from the reader
@@ -64,6 +66,10 @@ use crate::hist;
 use crate::measure::Measured;
 use crate::run::{JobResult, Runner, Side, SideResult};
 use crate::scenario::{Job, Wait};
+
+mod hops;
+use hops::Hops;
+pub use hops::{TO_MIRROR, TO_MIRROR_RATIO, TO_READER, p50_p99};
 
 const WARM: u8 = 0;
 const LAT: u8 = 1;
@@ -263,6 +269,11 @@ pub fn run_job(runner: &Runner, idx: usize, job: &Job) -> JobResult {
         .map_err(|e| format!("floor failed: {e}"));
     let ours = first
         .and_then(|first| pooled(job, first, second?))
+        .map(|(mut side, hops)| {
+            let floor_p50 = floor.as_ref().map_or(0, |f| f.hist.value_at_quantile(0.5));
+            side.m.notes.extend(hops.ratio_note(floor_p50));
+            side
+        })
         .map_err(|e| format!("failed: {e}"));
     result(job, ours, floor)
 }
@@ -288,22 +299,25 @@ fn may_run_real_time(priority: u8) -> Result<()> {
         .unwrap_or_else(|_| Err(crate::error::Error::msg("the SCHED_FIFO probe panicked")))
 }
 
-/// What one run of a side measured: latency samples, throughput per window or repeat, and
-/// ids the reader never got (ours; of them, `overrun` were overwritten in the mirror's
-/// history before it read them).
+/// What one run of ours measured: latency samples and their split into hops, throughput
+/// per window, and ids the reader never got (of them, `overrun` were overwritten in the
+/// mirror's history before it read them).
 struct Run {
     hist: Histogram<u64>,
+    hops: Hops,
     rates: Vec<f64>,
     lost: u64,
     overrun: u64,
 }
 
-/// Our two runs as one side: latency samples pooled, the throughput the median of all
-/// their repeats.
-fn pooled(job: &Job, first: Run, mut second: Run) -> Result<Side> {
+/// Our two runs as one side: latency samples and hops pooled (the hops' p50 and p99 in the
+/// side's notes), the throughput the median of all their repeats.
+fn pooled(job: &Job, first: Run, mut second: Run) -> Result<(Side, Hops)> {
     let mut hist = first.hist;
     hist.add(&second.hist)
         .context("pooling our latency samples")?;
+    let mut hops = first.hops;
+    hops.add(&second.hops)?;
     let mut rates = first.rates;
     rates.append(&mut second.rates);
     let mut s = side(job, hist, rates, &our_placement(job))?;
@@ -313,7 +327,8 @@ fn pooled(job: &Job, first: Run, mut second: Run) -> Result<Side> {
         n => format!("{lost} ({n} overwritten in the mirror's history before the reader got them)"),
     };
     s.m.notes.push(("lost".into(), lost));
-    Ok(s)
+    s.m.notes.extend(hops.notes());
+    Ok((s, hops))
 }
 
 /// Seconds each measured phase lasts.
@@ -799,29 +814,41 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
     drop(source);
     drop(unlinked);
     let (written, tally) = result?;
-    let written: std::collections::HashMap<u64, u64> = written.into_iter().collect();
+    let written: std::collections::HashMap<u64, Called> =
+        written.into_iter().map(|w| (w.id, w)).collect();
     let mut h = hist::new();
     for (id, at) in &tally.stamps {
-        if let Some(t) = written.get(id) {
-            h.saturating_record(at.saturating_sub(*t));
+        if let Some(w) = written.get(id) {
+            h.saturating_record(at.saturating_sub(w.mono_ns));
+        }
+    }
+    let mut hops = Hops::new();
+    for g in &tally.mirrored {
+        if let Some(w) = written.get(&g.id) {
+            hops.record(w.unix_s, g.written_s, g.got_s);
         }
     }
     Ok(Run {
         hist: h,
+        hops,
         rates: tally.rates()?,
         lost: tally.lost,
         overrun: tally.overrun,
     })
 }
 
-/// Publishes a frame whose first byte is `phase`, filled in place (the rest keeps the
-/// previous frame's bytes, as floor-put stamps its one reused buffer); returns the time the
+/// Publishes frame `id`, whose first byte is `phase`, filled in place (the rest keeps the
+/// previous frame's bytes, as floor-put stamps its one reused buffer); returns when the
 /// write was called, as floor-put stamps its frames before the put: the write wakes the
 /// publishing bridge, which on the writer's core may run before the write returns (a
 /// latency from the return then missed the publisher's read and put, about 20 µs at 64 KiB,
 /// in about a fifth of the frames).
-fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
-    let called = harness_sys::clock::monotonic_ns();
+fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<Called> {
+    let called = Called {
+        id,
+        mono_ns: harness_sys::clock::monotonic_ns(),
+        unix_s: harness_sys::clock::unix_now_s(),
+    };
     g.write_bytes_view_frame(id, |frame: &mut [u8]| {
         frame[0] = phase;
         Ok::<(), std::convert::Infallible>(())
@@ -830,8 +857,27 @@ fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<u64> {
     Ok(called)
 }
 
-/// Frame id and time (monotonic ns) of each latency frame, written at A or seen at B.
+/// Frame id and time (monotonic ns) of each frame the reader at B got outside the
+/// throughput windows.
 type Stamps = Vec<(u64, u64)>;
+
+/// When the write of frame `id` at A was called: on the monotonic clock (the latency) and
+/// in UNIX seconds (the hops, see [`hops`]).
+#[derive(Debug, Clone, Copy)]
+struct Called {
+    id: u64,
+    mono_ns: u64,
+    unix_s: f64,
+}
+
+/// Frame `id`'s write time in the mirror and when the reader at B got it, in UNIX seconds
+/// (the hops, see [`hops`]).
+#[derive(Debug, Clone, Copy)]
+struct Mirrored {
+    id: u64,
+    written_s: f64,
+    got_s: f64,
+}
 
 /// Side A: warm-up, latency (in slots, the floor's slots between them), throughput windows
 /// (one per repeat, the floor's before each), end. Returns when each latency frame's write
@@ -843,7 +889,7 @@ fn write_source(
     seen: &Seen,
     timeout: Duration,
     floor_turn: &mut FloorTurns<'_>,
-) -> Result<Stamps> {
+) -> Result<Vec<Called>> {
     // The only writer of the source: it holds the write lock for the run (as the pingpong
     // reader does), so a frame is a seqlock publication without a flock pair.
     let g = s
@@ -851,7 +897,7 @@ fn write_source(
         .with_context(|| format!("locking {}", s.name()))?;
     let gap = Duration::from_secs_f64(job.gap_us * 1e-6);
     let mut id = 0u64;
-    let mut written = Stamps::new();
+    let mut written = Vec::new();
     let mut paced = |until: Instant, phase: u8, id: &mut u64| -> Result<()> {
         // The first frame a gap after the start, as floor-put paces: the other side's last
         // frame has had that long to arrive.
@@ -862,9 +908,9 @@ fn write_source(
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             next += gap;
             *id += 1;
-            let t = put(&g, *id, phase)?;
+            let called = put(&g, *id, phase)?;
             if phase == LAT {
-                written.push((*id, t));
+                written.push(called);
             }
         }
         Ok(())
@@ -948,6 +994,8 @@ struct Tally {
     /// (frame id, time got) of each frame outside the throughput windows (warm-up, latency,
     /// end).
     stamps: Stamps,
+    /// The same frames' write times in the mirror and times got, for the hops.
+    mirrored: Vec<Mirrored>,
     /// Our throughput windows, in order.
     windows: Vec<WindowSeen>,
     /// The newest id got.
@@ -1083,6 +1131,7 @@ fn read_mirror(
             Ok((info, ())) => {
                 let frame_id = info.frame_id;
                 let now = harness_sys::clock::monotonic_ns();
+                let now_s = harness_sys::clock::unix_now_s();
                 got += 1;
                 drained = false;
                 idle = Instant::now();
@@ -1095,6 +1144,13 @@ fn read_mirror(
                     seen.flat_out.load(Ordering::Relaxed)
                 };
                 tally.got(frame_id, now, window);
+                if window == 0 {
+                    tally.mirrored.push(Mirrored {
+                        id: frame_id,
+                        written_s: info.write_time,
+                        got_s: now_s,
+                    });
+                }
                 account(seen, frame_id);
                 if ended {
                     return Ok(tally);
@@ -1360,6 +1416,10 @@ mod tests {
         let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
         assert_eq!(got, (1..=10).collect::<Vec<_>>());
         assert!(tally.stamps.windows(2).all(|w| w[0].1 <= w[1].1));
+        // The same frames' write times in the mirror, before the reader got each.
+        let mirrored: Vec<u64> = tally.mirrored.iter().map(|p| p.id).collect();
+        assert_eq!(mirrored, got);
+        assert!(tally.mirrored.iter().all(|p| p.written_s <= p.got_s));
         assert_eq!((tally.lost, tally.overrun), (0, 0));
     }
 
