@@ -370,6 +370,20 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
     });
 }
 
+/// Why a comparison of frames per second is void: ours outran its floor beyond the slack
+/// ([`FLOOR_BOUND_SLACK`]); a floor's rate must bound ours, as its latency must.
+///
+/// [`FLOOR_BOUND_SLACK`]: crate::report::record::FLOOR_BOUND_SLACK
+fn rate_unbounded(ours: Option<f64>, floor: Option<f64>) -> Option<String> {
+    let slack = crate::report::record::FLOOR_BOUND_SLACK;
+    let ratio = ours? / floor.filter(|f| *f > 0.0)?;
+    (ratio > slack).then(|| {
+        format!(
+            "the floor does not bound ours: frames/s ratio {ratio:.2} above the slack {slack:.2}"
+        )
+    })
+}
+
 /// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
 /// second ≥ 0.8× the floor's, both from this run.
 fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
@@ -388,14 +402,17 @@ fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
         1.2,
     );
     let hz = |s: &crate::run::Side| s.hz(r.job.kind);
+    let (ours, floor) = (r.ours.as_ref().ok().map(hz), r.floor.as_ref().ok().map(hz));
     ratio_target(
         out,
         format!("bridge {size} frames/s vs Zenoh floor frames/s"),
-        r.ours.as_ref().ok().map(hz),
-        r.floor.as_ref().ok().map(hz),
+        ours,
+        floor,
         0.8,
         "a side failed",
-        unbounded(r).as_deref(),
+        unbounded(r)
+            .or_else(|| rate_unbounded(ours, floor))
+            .as_deref(),
     );
 }
 
@@ -704,6 +721,45 @@ pub(crate) mod tests {
         let t = evaluate(&[result(1000)], 5.0);
         let p99 = &find(&t, "spin p99 vs floor").measured;
         assert!(p99.ends_with("= 1.00×"), "{p99}");
+    }
+
+    /// Frames per second of ours beyond the slack over the floor's void the throughput
+    /// target (the floor does not bound ours), as a latency beyond it does; within the slack
+    /// the target is judged.
+    #[test]
+    fn a_bridge_rate_beyond_its_floors_is_not_judged() {
+        let job = Scenario::parse(
+            "name = \"t\"\n[[case]]\nkind = \"bridge\"\ndtype = \"uint8\"\nsizes = [[65536]]\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let at = |hz: f64| {
+            let mut s = side(100_000);
+            s.m.repeat_hz = vec![hz];
+            s
+        };
+        let name = "bridge 64 KiB frames/s vs Zenoh floor frames/s";
+        for (floor_hz, measured, pass) in [
+            (
+                12_000.0,
+                "n/a (the floor does not bound ours: frames/s ratio 1.33 above the slack 1.10)",
+                None,
+            ),
+            (15_000.0, "1.067×", Some(true)),
+        ] {
+            let r = JobResult {
+                job: job.clone(),
+                ours: Ok(at(16_000.0)),
+                floor: Ok(at(floor_hz)),
+                peer: Err("no peer for bridge cases".into()),
+                skipped: None,
+                ao: None,
+            };
+            let t = evaluate(&[r], 5.0);
+            let row = find(&t, name);
+            assert_eq!((row.measured.as_str(), row.pass), (measured, pass));
+        }
     }
 
     #[test]
