@@ -323,7 +323,26 @@ wait = "spin"
         // The lossless path delivers every frame, and the reader gets each from the mirror's
         // history.
         assert_eq!(j["ours"]["notes"]["lost"], "0", "{}", j["ours"]);
+        // Each latency frame's way is split at the mirror's write time: both parts have a
+        // p50 (the spinning reader's second part may read under a microsecond).
+        for part in [
+            "to the mirror's write time",
+            "the mirror's write time to the reader",
+        ] {
+            let p = j["ours"]["notes"][part].as_str().unwrap_or("");
+            assert!(
+                p.ends_with(" µs") && !p.starts_with('—'),
+                "{part}: {}",
+                j["ours"]
+            );
+        }
     }
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("## Where a bridge frame's time goes"),
+        "no section of the split in the report"
+    );
     // The two targets are evaluated from this run: pass or fail, or n/a where this
     // run's floor did not bound ours (a loaded host slows the floor's turns more than ours;
     // the report then says so with the ratio rather than judge against it).
@@ -340,7 +359,7 @@ wait = "spin"
         assert!(
             line.contains("**pass**")
                 || line.contains("**FAIL**")
-                || line.contains("n/a (the floor does not bound ours: ratio "),
+                || line.contains("n/a (the floor does not bound ours: "),
             "{line}"
         );
     }
