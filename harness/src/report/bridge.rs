@@ -5,10 +5,12 @@
 
 use std::fmt::Write as _;
 
-use crate::cases::bridge::{TO_MIRROR, TO_MIRROR_RATIO, TO_READER, p50_p99};
+use crate::cases::bridge::{TO_MIRROR, TO_MIRROR_RATIO, TO_READER};
 use crate::error::Result;
 use crate::run::JobResult;
 use crate::scenario::Kind;
+
+use super::p50_p99;
 
 /// The note `key` of `r`'s side of ours, or "—".
 fn note<'a>(r: &'a JobResult, key: &str) -> &'a str {
@@ -38,8 +40,9 @@ pub fn section(results: &[JobResult]) -> Result<String> {
          the subscribing bridge's callback and fill), then on to the reader getting the frame \
          (the subscribing bridge appending it to the mirror's history, a copy of the frame, \
          which the reader's cursor reads, and the reader's wake-up). Zenoh's floor ends at its \
-         subscriber's callback, so it compares with the first part, which leaves out only the \
-         mirror's history append. Both parts on `CLOCK_REALTIME`, the clock of the library's \
+         subscriber's callback, so it compares with the first part, which adds to Zenoh's hop \
+         the source's publication and history append, the publishing bridge's wake-up and \
+         read, and the fill of the mirror. Both parts on `CLOCK_REALTIME`, the clock of the library's \
          write times (UNIX seconds in an `f64`, steps of about 0.24 µs); the whole latency in \
          the tables above is on the monotonic clock, and the targets judge it.\n\n| case | \
          shape | write at A → mirror's write time at B (p50 / p99) | mirror's write time → \

@@ -224,6 +224,16 @@ pub fn us_at(ns: u64, q: f64, n: u64) -> String {
     }
 }
 
+/// "p50 / p99 µs" of `h`, each where its samples support it ([`us_at`]).
+pub fn p50_p99(h: &hdrhistogram::Histogram<u64>) -> String {
+    let n = h.len();
+    format!(
+        "{} / {} µs",
+        us_at(h.value_at_quantile(0.5), 0.5, n),
+        us_at(h.value_at_quantile(0.99), 0.99, n)
+    )
+}
+
 /// The rule [`us_at`] applies, for the notes over the tables that show percentiles.
 pub const SUPPORT_NOTE: &str = "n: latency samples. A percentile is shown where at least 10 samples lie beyond it \
      (n ≥ 10 / (1 − q): 20 for p50, 100 for p90, 1000 for p99, 10 000 for p99.9), else \"—\" \

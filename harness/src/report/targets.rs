@@ -370,12 +370,12 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
     });
 }
 
-/// Why a comparison of frames per second is void: ours outran its floor beyond the slack
-/// ([`FLOOR_BOUND_SLACK`]); a floor's rate must bound ours, as its latency must.
-///
-/// [`FLOOR_BOUND_SLACK`]: crate::report::record::FLOOR_BOUND_SLACK
-fn rate_unbounded(ours: Option<f64>, floor: Option<f64>) -> Option<String> {
-    let slack = crate::report::record::FLOOR_BOUND_SLACK;
+/// Why `r`'s comparison of frames per second (`ours` against `floor`) is void: ours
+/// outran its floor beyond the slack its latency is held to
+/// ([`Record::floor_bound_slack`](crate::report::record::Record::floor_bound_slack)); a
+/// floor's rate must bound ours, as its latency must.
+fn rate_unbounded(r: &JobResult, ours: Option<f64>, floor: Option<f64>) -> Option<String> {
+    let slack = crate::report::record::Record::from_result(r).floor_bound_slack();
     let ratio = ours? / floor.filter(|f| *f > 0.0)?;
     (ratio > slack).then(|| {
         format!(
@@ -411,7 +411,7 @@ fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
         0.8,
         "a side failed",
         unbounded(r)
-            .or_else(|| rate_unbounded(ours, floor))
+            .or_else(|| rate_unbounded(r, ours, floor))
             .as_deref(),
     );
 }

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use crate::error::{Context, Result};
 use crate::hist;
-use crate::report::us_at;
+use crate::report::p50_p99;
 
 /// The two parts of our latency frames' way, in ns.
 pub(super) struct Hops {
@@ -80,16 +80,6 @@ impl Hops {
             )
         })
     }
-}
-
-/// "p50 / p99 µs" of `h`.
-pub fn p50_p99(h: &Histogram<u64>) -> String {
-    let n = h.len();
-    format!(
-        "{} / {} µs",
-        us_at(h.value_at_quantile(0.5), 0.5, n),
-        us_at(h.value_at_quantile(0.99), 0.99, n)
-    )
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ use crate::scenario::{Job, Wait};
 
 mod hops;
 use hops::Hops;
-pub use hops::{TO_MIRROR, TO_MIRROR_RATIO, TO_READER, p50_p99};
+pub use hops::{TO_MIRROR, TO_MIRROR_RATIO, TO_READER};
 
 const WARM: u8 = 0;
 const LAT: u8 = 1;
@@ -814,20 +814,7 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
     drop(source);
     drop(unlinked);
     let (written, tally) = result?;
-    let written: std::collections::HashMap<u64, Called> =
-        written.into_iter().map(|w| (w.id, w)).collect();
-    let mut h = hist::new();
-    for (id, at) in &tally.stamps {
-        if let Some(w) = written.get(id) {
-            h.saturating_record(at.saturating_sub(w.mono_ns));
-        }
-    }
-    let mut hops = Hops::new();
-    for g in &tally.mirrored {
-        if let Some(w) = written.get(&g.id) {
-            hops.record(w.unix_s, g.written_s, g.got_s);
-        }
-    }
+    let (h, hops) = latencies(written, &tally.stamps);
     Ok(Run {
         hist: h,
         hops,
@@ -837,6 +824,22 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
     })
 }
 
+/// The latency and its split ([`hops`]) of each frame written in the latency phase
+/// (`written`) that the reader got (`got`, joined by id): `written` holds no frame of the
+/// other phases, so theirs are left out.
+fn latencies(written: Vec<Called>, got: &[Got]) -> (Histogram<u64>, Hops) {
+    let written: std::collections::HashMap<u64, Called> =
+        written.into_iter().map(|w| (w.id, w)).collect();
+    let (mut h, mut hops) = (hist::new(), Hops::new());
+    for g in got {
+        if let Some(w) = written.get(&g.id) {
+            h.saturating_record(g.at_ns.saturating_sub(w.mono_ns));
+            hops.record(w.unix_s, g.written_s, g.at_s);
+        }
+    }
+    (h, hops)
+}
+
 /// Publishes frame `id`, whose first byte is `phase`, filled in place (the rest keeps the
 /// previous frame's bytes, as floor-put stamps its one reused buffer); returns when the
 /// write was called, as floor-put stamps its frames before the put: the write wakes the
@@ -844,10 +847,12 @@ fn ours(job: &Job, name: &str, work: &Path, floor_turn: &mut FloorTurns<'_>) -> 
 /// latency from the return then missed the publisher's read and put, about 20 µs at 64 KiB,
 /// in about a fifth of the frames).
 fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<Called> {
+    // The real-time clock first: the monotonic stamp, the latency's, is the write's call.
+    let unix_s = harness_sys::clock::unix_now_s();
     let called = Called {
         id,
         mono_ns: harness_sys::clock::monotonic_ns(),
-        unix_s: harness_sys::clock::unix_now_s(),
+        unix_s,
     };
     g.write_bytes_view_frame(id, |frame: &mut [u8]| {
         frame[0] = phase;
@@ -856,10 +861,6 @@ fn put(g: &WriteGuard<'_>, id: u64, phase: u8) -> Result<Called> {
     .with_context(|| format!("writing {}", g.stream().name()))?;
     Ok(called)
 }
-
-/// Frame id and time (monotonic ns) of each frame the reader at B got outside the
-/// throughput windows.
-type Stamps = Vec<(u64, u64)>;
 
 /// When the write of frame `id` at A was called: on the monotonic clock (the latency) and
 /// in UNIX seconds (the hops, see [`hops`]).
@@ -870,13 +871,14 @@ struct Called {
     unix_s: f64,
 }
 
-/// Frame `id`'s write time in the mirror and when the reader at B got it, in UNIX seconds
-/// (the hops, see [`hops`]).
-#[derive(Debug, Clone, Copy)]
-struct Mirrored {
+/// Frame `id` as the reader at B got it: when, on the monotonic clock (the latency) and in
+/// UNIX seconds, and its write time in the mirror (UNIX seconds; the hops, see [`hops`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Got {
     id: u64,
+    at_ns: u64,
+    at_s: f64,
     written_s: f64,
-    got_s: f64,
 }
 
 /// Side A: warm-up, latency (in slots, the floor's slots between them), throughput windows
@@ -991,11 +993,8 @@ fn wait_accounted(seen: &Seen, n: u64, timeout: Duration) -> Result<()> {
 /// and one entry per throughput window).
 #[derive(Debug, Default)]
 struct Tally {
-    /// (frame id, time got) of each frame outside the throughput windows (warm-up, latency,
-    /// end).
-    stamps: Stamps,
-    /// The same frames' write times in the mirror and times got, for the hops.
-    mirrored: Vec<Mirrored>,
+    /// Each frame got outside the throughput windows (warm-up, latency, end).
+    stamps: Vec<Got>,
     /// Our throughput windows, in order.
     windows: Vec<WindowSeen>,
     /// The newest id got.
@@ -1018,14 +1017,15 @@ struct WindowSeen {
 }
 
 impl Tally {
-    /// Frame `id` got at `at_ns`, in throughput window `window` (0: none).
-    fn got(&mut self, id: u64, at_ns: u64, window: u64) {
+    /// Frame `g` got, in throughput window `window` (0: none).
+    fn got(&mut self, g: Got, window: u64) {
+        let (id, at_ns) = (g.id, g.at_ns);
         if let Some(newest) = self.newest {
             self.lost += id.saturating_sub(newest + 1);
         }
         self.newest = Some(self.newest.map_or(id, |n| n.max(id)));
         if window == 0 {
-            self.stamps.push((id, at_ns));
+            self.stamps.push(g);
             return;
         }
         match self.windows.last_mut() {
@@ -1130,8 +1130,12 @@ fn read_mirror(
         match cursor.next_in_place(Some(wait), |_| ()) {
             Ok((info, ())) => {
                 let frame_id = info.frame_id;
-                let now = harness_sys::clock::monotonic_ns();
-                let now_s = harness_sys::clock::unix_now_s();
+                let got_frame = Got {
+                    id: frame_id,
+                    at_ns: harness_sys::clock::monotonic_ns(),
+                    at_s: harness_sys::clock::unix_now_s(),
+                    written_s: info.write_time,
+                };
                 got += 1;
                 drained = false;
                 idle = Instant::now();
@@ -1143,14 +1147,7 @@ fn read_mirror(
                 } else {
                     seen.flat_out.load(Ordering::Relaxed)
                 };
-                tally.got(frame_id, now, window);
-                if window == 0 {
-                    tally.mirrored.push(Mirrored {
-                        id: frame_id,
-                        written_s: info.write_time,
-                        got_s: now_s,
-                    });
-                }
+                tally.got(got_frame, window);
                 account(seen, frame_id);
                 if ended {
                     return Ok(tally);
@@ -1382,6 +1379,16 @@ mod tests {
         std::fs::remove_dir_all(&work).unwrap();
     }
 
+    /// Frame `id` got at `at_ns` (monotonic), its other times 0.
+    fn got_at(id: u64, at_ns: u64) -> Got {
+        Got {
+            id,
+            at_ns,
+            at_s: 0.0,
+            written_s: 0.0,
+        }
+    }
+
     /// A history stream standing in for the mirror, with `ids` written (all before the
     /// reader starts, as a bridge path that stalled for a while delivers them at once);
     /// the reader, stopped at `end`, and what it got.
@@ -1413,14 +1420,43 @@ mod tests {
     fn frames_that_reach_the_mirror_in_a_burst_each_get_a_sample() {
         let ids: Vec<u64> = (1..=12).collect();
         let tally = read_burst("burst", &ids, 10, 64);
-        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.id).collect();
         assert_eq!(got, (1..=10).collect::<Vec<_>>());
-        assert!(tally.stamps.windows(2).all(|w| w[0].1 <= w[1].1));
-        // The same frames' write times in the mirror, before the reader got each.
-        let mirrored: Vec<u64> = tally.mirrored.iter().map(|p| p.id).collect();
-        assert_eq!(mirrored, got);
-        assert!(tally.mirrored.iter().all(|p| p.written_s <= p.got_s));
+        assert!(tally.stamps.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+        // Each frame's write time in the mirror, before the reader got it.
+        assert!(tally.stamps.iter().all(|s| s.written_s <= s.at_s));
         assert_eq!((tally.lost, tally.overrun), (0, 0));
+    }
+
+    /// Only the latency phase's frames, those the writer noted, count: a warm-up or end
+    /// frame the reader got has no sample, in the latency or its split.
+    #[test]
+    fn only_the_latency_phases_frames_are_timed() {
+        let called = |id: u64| Called {
+            id,
+            mono_ns: id * 1_000_000,
+            unix_s: 1.78e9 + id as f64,
+        };
+        let frame = |id: u64| Got {
+            id,
+            at_ns: id * 1_000_000 + 100_000,
+            at_s: 1.78e9 + id as f64 + 100e-6,
+            written_s: 1.78e9 + id as f64 + 70e-6,
+        };
+        let got: Vec<Got> = (1..=4).map(frame).collect();
+        let (h, hops) = latencies(vec![called(2), called(3)], &got);
+        assert_eq!(
+            (h.len(), hops.to_mirror.len(), hops.to_reader.len()),
+            (2, 2, 2)
+        );
+        assert!(h.equivalent(h.value_at_quantile(0.5), 100_000));
+        let (m, r) = (
+            hops.to_mirror.value_at_quantile(0.5),
+            hops.to_reader.value_at_quantile(0.5),
+        );
+        // Within the clock's f64 steps (about 0.24 µs).
+        assert!((69_500..=70_500).contains(&m), "{m}");
+        assert!((29_500..=30_500).contains(&r), "{r}");
     }
 
     /// An id that never reached the mirror (a latency frame without a sample) is counted
@@ -1428,17 +1464,17 @@ mod tests {
     #[test]
     fn ids_the_reader_never_got_are_counted_lost() {
         let tally = read_burst("gap", &[1, 2, 4, 5, 7], 7, 64);
-        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.id).collect();
         assert_eq!((got, tally.lost), (vec![1, 2, 4, 5, 7], 2));
         let ids: Vec<u64> = (1..=10).collect();
         let tally = read_burst("lapped", &ids, 10, 4);
-        let got: Vec<u64> = tally.stamps.iter().map(|s| s.0).collect();
+        let got: Vec<u64> = tally.stamps.iter().map(|s| s.id).collect();
         assert_eq!((got, tally.lost, tally.overrun), (vec![7, 8, 9, 10], 0, 0));
         // Overwritten after the first frame: lost, and said to be the history's.
         let mut tally = Tally::default();
-        tally.got(1, 10, 0);
+        tally.got(got_at(1, 10), 0);
         tally.overrun(3);
-        tally.got(5, 20, 0);
+        tally.got(got_at(5, 20), 0);
         assert_eq!((tally.lost, tally.overrun), (3, 3));
     }
 
@@ -1448,18 +1484,18 @@ mod tests {
     #[test]
     fn a_windows_rate_runs_from_its_first_frame_got_to_its_last() {
         let mut tally = Tally::default();
-        tally.got(1, 0, 0);
+        tally.got(got_at(1, 0), 0);
         for (i, id) in (2..=6).enumerate() {
-            tally.got(id, 1_000_000_000 + i as u64 * 1_000_000, 1);
+            tally.got(got_at(id, 1_000_000_000 + i as u64 * 1_000_000), 1);
         }
         for (i, id) in (7..=9).enumerate() {
-            tally.got(id, 2_000_000_000 + i as u64 * 500_000, 2);
+            tally.got(got_at(id, 2_000_000_000 + i as u64 * 500_000), 2);
         }
-        tally.got(10, 3_000_000_000, 0);
+        tally.got(got_at(10, 3_000_000_000), 0);
         assert_eq!(tally.rates().unwrap(), [1000.0, 2000.0]);
         assert_eq!(tally.stamps.len(), 2);
         let mut one = Tally::default();
-        one.got(1, 5, 1);
+        one.got(got_at(1, 5), 1);
         let e = one.rates().unwrap_err().to_string();
         assert!(e.contains("raise min_seconds"), "{e}");
     }
