@@ -582,12 +582,11 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
     let unbounded: Vec<String> = records
         .iter()
         .zip(results)
-        .filter_map(|(rec, r)| {
-            Some(format!(
-                "- `{}`: {}",
-                r.job.label(),
-                rec.floor_bound_note()?
-            ))
+        .flat_map(|(rec, r)| {
+            [rec.floor_bound_note(), rec.rate_bound_note()]
+                .into_iter()
+                .flatten()
+                .map(move |note| format!("- `{}`: {note}", r.job.label()))
         })
         .collect();
     if !unbounded.is_empty() {

@@ -222,6 +222,24 @@ impl Record {
         ))
     }
 
+    /// Why this bridge row's floor may not bound its throughput: its frames/s exceed the
+    /// floor's by more than [`Self::floor_bound_slack`] (report.md lists it). A bridge's
+    /// throughput is measured apart from its latency, so the floor's rate must bound it
+    /// too; other kinds' rates come from the runs their latency does (`None`).
+    pub fn rate_bound_note(&self) -> Option<String> {
+        if self.kind != "bridge" {
+            return None;
+        }
+        let slack = self.floor_bound_slack();
+        let ratio = self.hz? / self.floor_hz.filter(|f| *f > 0.0)?;
+        (ratio > slack).then(|| {
+            format!(
+                "frames/s ratio {ratio:.2} > {slack:.2}: the floor may not bound this case's \
+                 throughput (it measures something else, or noise)"
+            )
+        })
+    }
+
     /// The row for one job.
     pub fn from_result(r: &JobResult) -> Self {
         let j = &r.job;
@@ -672,6 +690,30 @@ pub(crate) mod tests {
         assert!(with("bridge", "cpu", 1.076).floor_bound_note().is_none());
         assert!(with("mvm", "cuda:0", 1.076).floor_bound_note().is_none());
         assert!(with("bridge", "cpu", 1.11).floor_bound_note().is_some());
+    }
+
+    /// A bridge row whose frames/s beat its floor's beyond the slack is flagged; within it,
+    /// or of another kind, it is not.
+    #[test]
+    fn a_bridge_rate_beyond_its_floors_is_flagged() {
+        let with = |kind: &str, hz: f64, floor_hz: f64| Record {
+            kind: kind.into(),
+            hz: Some(hz),
+            floor_hz: Some(floor_hz),
+            ..sample("x", Some(0.7))
+        };
+        let note = with("bridge", 16_000.0, 12_000.0).rate_bound_note();
+        assert!(note.is_some_and(|n| n.starts_with("frames/s ratio 1.33 > 1.10")));
+        assert!(
+            with("bridge", 16_000.0, 15_000.0)
+                .rate_bound_note()
+                .is_none()
+        );
+        assert!(
+            with("pingpong", 16_000.0, 12_000.0)
+                .rate_bound_note()
+                .is_none()
+        );
     }
 
     #[test]

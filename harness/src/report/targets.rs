@@ -370,18 +370,17 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
     });
 }
 
-/// Why `r`'s comparison of frames per second (`ours` against `floor`) is void: ours
-/// outran its floor beyond the slack its latency is held to
-/// ([`Record::floor_bound_slack`](crate::report::record::Record::floor_bound_slack)); a
-/// floor's rate must bound ours, as its latency must.
-fn rate_unbounded(r: &JobResult, ours: Option<f64>, floor: Option<f64>) -> Option<String> {
-    let slack = crate::report::record::Record::from_result(r).floor_bound_slack();
-    let ratio = ours? / floor.filter(|f| *f > 0.0)?;
-    (ratio > slack).then(|| {
-        format!(
-            "the floor does not bound ours: frames/s ratio {ratio:.2} above the slack {slack:.2}"
-        )
-    })
+/// Why `r`'s comparison of frames per second is void: ours outran its floor beyond the
+/// slack ([`Record::rate_bound_note`](crate::report::record::Record::rate_bound_note)); a
+/// floor's rate must bound ours, as its latency must ([`unbounded`]).
+fn rate_unbounded(r: &JobResult) -> Option<String> {
+    let rec = crate::report::record::Record::from_result(r);
+    rec.rate_bound_note()?;
+    Some(format!(
+        "the floor does not bound ours: frames/s ratio {:.2} above the slack {:.2}",
+        rec.hz? / rec.floor_hz?,
+        rec.floor_bound_slack()
+    ))
 }
 
 /// The bridge issue's targets: p50 latency ≤ 1.2× Zenoh's floor, frames delivered per
@@ -410,9 +409,7 @@ fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
         floor,
         0.8,
         "a side failed",
-        unbounded(r)
-            .or_else(|| rate_unbounded(r, ours, floor))
-            .as_deref(),
+        unbounded(r).or_else(|| rate_unbounded(r)).as_deref(),
     );
 }
 
