@@ -24,9 +24,12 @@ pub(super) struct Hops {
     pub(super) to_reader: Histogram<u64>,
 }
 
-/// Note keys of the hops on ours, for the report's section (`report::bridge`).
+/// The note on ours of the first part's p50 / p99, for the report's section
+/// (`report::bridge`).
 pub const TO_MIRROR: &str = "to the mirror's write time";
+/// The note on ours of the second part's p50 / p99.
 pub const TO_READER: &str = "the mirror's write time to the reader";
+/// The note on ours of the first part's p50 over the floor's.
 pub const TO_MIRROR_RATIO: &str = "to the mirror's write time / floor p50";
 
 /// Seconds → ns, 0 where `to` is before `from` (a step of the real-time clock).
