@@ -635,7 +635,7 @@ fn _assert_stream_is_send_sync() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     thread_local! {
@@ -650,7 +650,8 @@ mod tests {
         (PAUSES.with(|n| n.get()), out)
     }
 
-    fn header(name: &str) -> [u8; format::META_BYTES] {
+    /// A valid header of stream `name` (4 `uint8`, one instance), as a scan finds it.
+    pub(crate) fn header(name: &str) -> [u8; format::META_BYTES] {
         format::encode_new(&format::NewHeader {
             name,
             dtype: Dtype::U8,

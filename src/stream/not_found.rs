@@ -179,16 +179,7 @@ mod tests {
         use catalog::Look;
         let stream = "hint-mid-crc";
         let id = name::segment_id(stream);
-        let valid = format::encode_new(&format::NewHeader {
-            name: stream,
-            dtype: Dtype::U8,
-            shape: &[4],
-            flags: 0,
-            device_index: -1,
-            creator_pid: 2,
-            instance_id: [3; 16],
-        })
-        .to_vec();
+        let valid = catalog::tests::header(stream).to_vec();
         let named = Look::Final(Some(stream.to_owned()));
         let mut creating = valid.clone();
         creating[format::offset::HEADER_CRC..][..4].fill(0);
