@@ -456,11 +456,15 @@ fn with_an_abandoned_report(
     assert!(polled.is_pending(), "{polled:?}");
     // The handle, the future's clone, and the background wait's on the pool.
     let until = |clones: usize, what: &str| {
-        let deadline = Instant::now() + common::LONG;
-        while Arc::strong_count(&r) != clones {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::yield_now();
-        }
+        common::eventually(
+            common::LONG,
+            || what.to_owned(),
+            || {
+                (Arc::strong_count(&r) == clones)
+                    .then_some(())
+                    .or_else(common::yield_now)
+            },
+        );
     };
     until(3, "the background wait never started");
     // The background wait wakes on this failed write and ends in its report.

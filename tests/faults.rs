@@ -1171,11 +1171,17 @@ fn two_threads_writing_in_turns_follow_a_removed_lock_file() {
             })
         })
         .collect();
-    let deadline = Instant::now() + LONG;
-    while writes.iter().any(|w| w.load(Ordering::Relaxed) < 3) {
-        assert!(Instant::now() < deadline, "the writers never got going");
-        std::thread::yield_now();
-    }
+    common::eventually(
+        LONG,
+        || "the writers never got going".into(),
+        || {
+            writes
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) >= 3)
+                .then_some(())
+                .or_else(common::yield_now)
+        },
+    );
     let path = remove_lock_file(&name);
     // The path is looked at every 20 ms at most: a move makes the file there again.
     let removed = Instant::now();
@@ -1608,15 +1614,14 @@ fn close_ends_a_lock_or_write_waiting_for_the_write_lock() {
                 wait_parked(tid, &name, false);
             } else {
                 // Waiting for the owner word: on the lock's condition variable.
-                let deadline = Instant::now() + LONG;
                 let in_futex = || {
                     common::blocked_syscall(std::process::id(), tid as u32)
                         .is_some_and(|(nr, _)| nr == libc::SYS_futex)
                 };
-                while !in_futex() {
-                    assert!(Instant::now() < deadline, "{case}: the writer never waited");
-                    std::thread::yield_now();
-                }
+                let failure = || format!("{case}: the writer never waited");
+                common::eventually(LONG, failure, || {
+                    in_futex().then_some(()).or_else(common::yield_now)
+                });
             }
             h2.close();
             let ended = end.recv_timeout(BOUND);

@@ -1181,14 +1181,15 @@ fn a_creator_killed_mid_create_leaves_nothing_purge_cannot_clean() {
             }
             CreatorDeath::KilledAfterMs(extra_ms) => {
                 let building = format!("{id}.creating-{pid}");
-                let deadline = Instant::now() + LONG;
-                while !shm(&building).exists() && p.line_within(Duration::ZERO).is_none() {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the creator never started building"
-                    );
-                    std::thread::yield_now();
-                }
+                common::eventually(
+                    LONG,
+                    || "the creator never started building".into(),
+                    || {
+                        (shm(&building).exists() || p.line_within(Duration::ZERO).is_some())
+                            .then_some(())
+                            .or_else(common::yield_now)
+                    },
+                );
                 std::thread::sleep(Duration::from_millis(extra_ms)); // a random kill point, not sync
                 p.kill();
             }

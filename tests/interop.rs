@@ -677,15 +677,17 @@ fn parked_on(pid: u32, addr: u64) -> bool {
 
 /// Waits (yielding, within [`LONG`]) until [`parked_on`] holds.
 fn wait_parked(p: &mut Proc, addr: u64) {
-    let deadline = Instant::now() + LONG;
-    while !parked_on(p.pid(), addr) {
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "pyshmem's read_new never parked on {addr:#x}\n{}",
             p.diagnostics()
-        );
-        std::thread::yield_now();
-    }
+        )
+    };
+    common::eventually(LONG, failure, || {
+        parked_on(p.pid(), addr)
+            .then_some(())
+            .or_else(common::yield_now)
+    });
 }
 
 /// A Rust write wakes pyshmem's `read_new` parked on the stream's futex. The peer waits

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, LONG, Proc, unique_name};
+use common::{Cleanup, LONG, Proc, eventually, pause, unique_name};
 use shmstream::{Dtype, Error, Stream, StreamOptions};
 use shmstream_bridge::codec::FrameHeader;
 
@@ -78,26 +78,26 @@ fn said(bridges: &[&Proc]) -> String {
     said.join("\n")
 }
 
+/// How long one look of a retry loop waits for a frame (a mirrored publication, a put
+/// sample) before it tries again.
+const LOOK: Duration = Duration::from_millis(200);
+
 /// Writes probe frames (id 0) on `a` until the mirror `b` exists and has one: the link is up.
 /// (Retries at a bounded interval: nothing announces that two Zenoh peers matched.)
 fn wait_linked(a: &Stream, b_name: &str, bridges: &[&Proc]) -> Stream {
-    let deadline = Instant::now() + LONG;
     let zeros = vec![0u8; a.size_bytes()];
-    loop {
+    let failure = || format!("no mirrored frame within {LONG:?}\n{}", said(bridges));
+    eventually(LONG, failure, || {
         a.write_bytes_frame(&zeros, 0).unwrap();
-        if let Ok(b) = Stream::open_readonly(b_name)
-            && b.wait_for_count(0, Some(Duration::from_millis(200)))
-                .is_ok()
-        {
-            return b;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no mirrored frame within {LONG:?}\n{}",
-            said(bridges)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        mirrored(b_name).or_else(|| pause(20))
+    })
+}
+
+/// The stream `name` once it exists and holds a frame (a look of at most [`LOOK`]).
+fn mirrored(name: &str) -> Option<Stream> {
+    Stream::open_readonly(name)
+        .ok()
+        .filter(|m| m.wait_for_count(0, Some(LOOK)).is_ok())
 }
 
 /// A publish/subscribe pair of stream `name` on a fresh port under key prefix `prefix`, each
@@ -322,15 +322,15 @@ fn a_large_latest_value_frame_reaches_a_receiver_that_stalls_as_it_comes() {
     // host): the write below, and its stamp, come as soon as the receiver stalls.
     let frame: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
     // Probe frames on the small stream until one arrived: the receiver now stalls.
-    let deadline = Instant::now() + LONG;
     let zeros = [0u16; 32];
-    loop {
-        a.write_slice_frame(&zeros, 0).unwrap();
-        if stalled.recv_timeout(Duration::from_millis(200)).is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", p.diagnostics());
-    }
+    eventually(
+        LONG,
+        || p.diagnostics(),
+        || {
+            a.write_slice_frame(&zeros, 0).unwrap();
+            stalled.recv_timeout(LOOK).ok()
+        },
+    );
     let written = Instant::now();
     big_a.write_bytes_frame(&frame, 7).unwrap();
     drop(frame);
@@ -400,18 +400,20 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
             .collect::<Vec<u8>>()
     };
     // Until the subscriber is matched, puts go nowhere: retry the first good frame.
-    let deadline = Instant::now() + LONG;
-    while b
-        .wait_for_count(0, Some(Duration::from_millis(200)))
-        .is_err()
-    {
-        publisher
-            .put(frame(1.0))
-            .attachment(good(1).encode().unwrap())
-            .wait()
-            .unwrap();
-        assert!(Instant::now() < deadline, "{}", s.diagnostics());
-    }
+    eventually(
+        LONG,
+        || s.diagnostics(),
+        || {
+            b.wait_for_count(0, Some(LOOK)).ok().or_else(|| {
+                publisher
+                    .put(frame(1.0))
+                    .attachment(good(1).encode().unwrap())
+                    .wait()
+                    .unwrap();
+                None
+            })
+        },
+    );
     let changed = FrameHeader {
         shape: vec![4],
         ..good(7)
@@ -457,21 +459,20 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     assert_eq!(b.shape(), &[3], "the local stream keeps its shape");
     // Unlinking it, as the refusal says, lets the mirror follow the new shape.
     shmstream::unlink(&name).unwrap();
-    let deadline = Instant::now() + LONG;
-    let b = loop {
-        publisher
-            .put([frame(3.0), frame(3.0)[..4].to_vec()].concat())
-            .attachment(changed.encode().unwrap())
-            .wait()
-            .unwrap();
-        if let Ok(b) = Stream::open(&name)
-            && b.wait_for_count(0, Some(Duration::from_millis(200)))
-                .is_ok()
-        {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "{}", s.diagnostics());
-    };
+    let b = eventually(
+        LONG,
+        || s.diagnostics(),
+        || {
+            publisher
+                .put([frame(3.0), frame(3.0)[..4].to_vec()].concat())
+                .attachment(changed.encode().unwrap())
+                .wait()
+                .unwrap();
+            Stream::open(&name)
+                .ok()
+                .filter(|b| b.wait_for_count(0, Some(LOOK)).is_ok())
+        },
+    );
     assert_eq!(b.shape(), &[4]);
     assert_eq!(b.frame_id(), 7);
     assert_eq!(b.read::<f32>().unwrap().as_slice().unwrap(), &[3.0f32; 4]);
@@ -569,21 +570,11 @@ fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_br
         "--key-prefix",
         &prefix,
     ]);
-    let deadline = Instant::now() + LONG;
-    loop {
+    let failure = || format!("{}\n{}", p2.diagnostics(), s.diagnostics());
+    eventually(LONG, failure, || {
         a.write_slice_frame(&[7u16; 32], 7).unwrap();
-        match b.wait_for_count(seen, Some(Duration::from_millis(200))) {
-            Ok(_) => break,
-            Err(Error::Timeout { .. }) => {}
-            Err(e) => panic!("{e}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}\n{}",
-            p2.diagnostics(),
-            s.diagnostics()
-        );
-    }
+        look(b.wait_for_count(seen, Some(LOOK)))
+    });
     assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
 }
 
@@ -735,18 +726,24 @@ impl Drop for KilledOnDrop {
 /// Waits until the mirror `b` shows frame `id`, writing `frame` with that id on `a` again at
 /// each 200 ms look (a latest-value feed may drop a frame; the rewrite is its retry).
 fn wait_mirrored(a: &Stream, b: &Stream, frame: &[u16], id: u64, bridges: &[&Proc]) {
-    let deadline = Instant::now() + LONG;
-    while b.frame_id() != id {
-        a.write_slice_frame(frame, id).unwrap();
-        match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
-            Ok(_) | Err(Error::Timeout { .. }) => {}
-            Err(e) => panic!("{e}"),
+    let failure = || format!("frame {id} not mirrored within {LONG:?}\n{}", said(bridges));
+    eventually(LONG, failure, || {
+        if b.frame_id() == id {
+            return Some(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "frame {id} not mirrored within {LONG:?}\n{}",
-            said(bridges)
-        );
+        a.write_slice_frame(frame, id).unwrap();
+        look(b.wait_for_count(b.count(), Some(LOOK)));
+        (b.frame_id() == id).then_some(())
+    });
+}
+
+/// A look's wait for a publication: `Some` once one came, `None` at its timeout; any other
+/// error fails the test.
+fn look<T>(waited: Result<T, Error>) -> Option<T> {
+    match waited {
+        Ok(v) => Some(v),
+        Err(Error::Timeout { .. }) => None,
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -757,19 +754,20 @@ fn wait_frame(b: &Stream, id: u64, bridges: &[&Proc]) {
 
 /// [`wait_frame`], for at most `within`.
 fn wait_frame_within(b: &Stream, id: u64, within: Duration, bridges: &[&Proc]) {
-    let deadline = Instant::now() + within;
-    while b.frame_id() != id {
-        match b.wait_for_count(b.count(), Some(Duration::from_millis(200))) {
-            Ok(_) | Err(Error::Timeout { .. }) => {}
-            Err(e) => panic!("{e}"),
-        }
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "frame {id} not mirrored within {within:?} (the mirror shows {})\n{}",
             b.frame_id(),
             said(bridges)
-        );
-    }
+        )
+    };
+    eventually(within, failure, || {
+        if b.frame_id() == id {
+            return Some(());
+        }
+        look(b.wait_for_count(b.count(), Some(LOOK)));
+        (b.frame_id() == id).then_some(())
+    });
 }
 
 /// Waits, writing nothing, until a subscriber made mirror `name` (nothing announces a
@@ -780,18 +778,15 @@ fn wait_made(name: &str, bridges: &[&Proc]) -> Stream {
 
 /// [`wait_made`], for at most `within`.
 fn wait_made_within(name: &str, within: Duration, bridges: &[&Proc]) -> Stream {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(b) = Stream::open_readonly(name) {
-            return b;
-        }
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "mirror {name} not made within {within:?}\n{}",
             said(bridges)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        )
+    };
+    eventually(within, failure, || {
+        Stream::open_readonly(name).ok().or_else(|| pause(20))
+    })
 }
 
 /// Waits until publisher `p` says `stream 'NAME': carrying HOW…` (`HOW` a prefix such as
@@ -803,15 +798,18 @@ fn wait_carrying(p: &Proc, name: &str, how: &str) {
 
 /// Waits until `p` says `line` on stderr, looked at every 20 ms.
 fn wait_said(p: &Proc, line: &str) {
-    let deadline = Instant::now() + LONG;
-    while !p.diagnostics().contains(line) {
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "the publisher did not say {line:?} within {LONG:?}\n{}",
             p.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        )
+    };
+    eventually(LONG, failure, || {
+        p.diagnostics()
+            .contains(line)
+            .then_some(())
+            .or_else(|| pause(20))
+    });
 }
 
 /// `subscribe NAME --connect EP` into `LOCAL_PREFIX + NAME`, with extra arguments.
@@ -892,19 +890,13 @@ fn a_second_subscriber_started_while_another_mirrors_an_idle_stream_gets_its_cur
     // idles and the publisher puts nothing (the second subscriber is no matching change):
     // the second subscriber gets frame 5 only by asking.
     let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
-    let deadline = Instant::now() + LONG;
-    loop {
+    let failure = || format!("frame 5 not put within {LONG:?}\n{}", said(&[&p, &s1]));
+    eventually(LONG, failure, || {
         a.write_slice_frame(&[5u16; 32], 5).unwrap();
-        let put = sub.recv_timeout(Duration::from_millis(200)).unwrap();
-        if put.is_some_and(|sample| frame_id_of(&sample) == 5) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "frame 5 not put within {LONG:?}\n{}",
-            said(&[&p, &s1])
-        );
-    }
+        let put = sub.recv_timeout(LOOK).unwrap();
+        put.is_some_and(|sample| frame_id_of(&sample) == 5)
+            .then_some(())
+    });
     take_until_quiet(&sub);
     wait_frame(&b, 5, &[&p, &s1]);
     let s2 = subscriber(&a_name, &ep, &prefix, "n-", &[]);
@@ -1059,39 +1051,23 @@ fn payload_of(h: &FrameHeader) -> Vec<u8> {
 /// Puts frame `id` on `p` until local stream `name` holds a frame (made by the subscriber
 /// `s`, nothing announces it: looked for every 200 ms), and returns it.
 fn put_until_mirrored(p: &zenoh::pubsub::Publisher<'_>, id: u64, name: &str, s: &Proc) -> Stream {
-    let deadline = Instant::now() + LONG;
-    loop {
+    let failure = || format!("{name} not mirrored within {LONG:?}\n{}", s.diagnostics());
+    eventually(LONG, failure, || {
         put_frame(p, id, false);
-        if let Ok(m) = Stream::open_readonly(name)
-            && m.wait_for_count(0, Some(Duration::from_millis(200)))
-                .is_ok()
-        {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not mirrored within {LONG:?}\n{}",
-            s.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        mirrored(name).or_else(|| pause(20))
+    })
 }
 
 /// Puts latest-value probe frames (id 0) on `p` until mirror `m` holds a frame: the
 /// subscriber is matched (nothing announces it), and frames put from now on reach it.
 fn probe(p: &zenoh::pubsub::Publisher<'_>, m: &Stream, bridges: &[&Proc]) {
-    let deadline = Instant::now() + LONG;
-    while m
-        .wait_for_count(0, Some(Duration::from_millis(200)))
-        .is_err()
-    {
-        put_frame(p, 0, false);
-        assert!(
-            Instant::now() < deadline,
-            "no probe frame mirrored within {LONG:?}\n{}",
-            said(bridges)
-        );
-    }
+    let failure = || format!("no probe frame mirrored within {LONG:?}\n{}", said(bridges));
+    eventually(LONG, failure, || {
+        m.wait_for_count(0, Some(LOOK)).ok().or_else(|| {
+            put_frame(p, 0, false);
+            None
+        })
+    });
 }
 
 /// Something local holding one mirror's write lock (here the test, with an idle guard)
@@ -2078,11 +2054,15 @@ fn a_publisher_waiting_for_a_stream_says_so_once_with_the_reason() {
     assert_eq!(p.diagnostics().matches(&waiting).count(), 1, "said once");
     // Unlinked: a new wait, said again.
     shmstream::unlink(&name).unwrap();
-    let deadline = Instant::now() + LONG;
-    while p.diagnostics().matches(&waiting).count() < 2 {
-        assert!(Instant::now() < deadline, "{}", p.diagnostics());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        LONG,
+        || p.diagnostics(),
+        || {
+            (p.diagnostics().matches(&waiting).count() >= 2)
+                .then_some(())
+                .or_else(|| pause(20))
+        },
+    );
     p.kill();
 }
 
@@ -2757,13 +2737,14 @@ fn a_lossless_subscriber_restarted_without_into_existing_exits_without_saying_it
     let st = loop {
         a.write_slice_frame(&[7u16; 32], 7).unwrap();
         // Paced by the old mirror, which must get no frame: each look waits 200 ms for one.
-        match b.wait_for_count(before.1, Some(Duration::from_millis(200))) {
+        match b.wait_for_count(before.1, Some(LOOK)) {
             Err(Error::Timeout { .. }) => {}
             other => panic!(
                 "a frame was written into the old mirror ({other:?})\n{}",
                 said(&[&p, &s2])
             ),
         }
+        // Not `eventually`: the exit status needs the process mutably, its failure text not.
         if let Some(st) = s2.try_status() {
             break st;
         }
@@ -2829,7 +2810,7 @@ fn refused_unless_into_existing(name: &str, prefix: &str, a: &Stream, creator: u
     let deadline = Instant::now() + LONG;
     let st = loop {
         put_frame(&p, 9, false);
-        match a.wait_for_count(before.1, Some(Duration::from_millis(200))) {
+        match a.wait_for_count(before.1, Some(LOOK)) {
             Err(Error::Timeout { .. }) => {}
             other => panic!(
                 "a remote frame was written into the local stream ({other:?}, frame id {})\n{}",
@@ -2837,6 +2818,7 @@ fn refused_unless_into_existing(name: &str, prefix: &str, a: &Stream, creator: u
                 s.diagnostics()
             ),
         }
+        // Not `eventually`: the exit status needs the process mutably, its failure text not.
         if let Some(st) = s.try_status() {
             break st;
         }
@@ -2871,14 +2853,16 @@ fn refused_unless_into_existing(name: &str, prefix: &str, a: &Stream, creator: u
     ]);
     let raw = RawPublisher::connect(&ep, prefix);
     let p = raw.publisher(name);
-    let deadline = Instant::now() + LONG;
-    while a
-        .wait_for_count(before.1, Some(Duration::from_millis(200)))
-        .is_err()
-    {
-        put_frame(&p, 9, false);
-        assert!(Instant::now() < deadline, "{}", s.diagnostics());
-    }
+    eventually(
+        LONG,
+        || s.diagnostics(),
+        || {
+            a.wait_for_count(before.1, Some(LOOK)).ok().or_else(|| {
+                put_frame(&p, 9, false);
+                None
+            })
+        },
+    );
     assert_eq!(a.frame_id(), 9);
 }
 
@@ -3154,16 +3138,19 @@ fn a_mirror_that_cannot_be_opened_holds_up_no_other_stream() {
     probe(&pb, &mb, &[&s]);
     // Both keys matched: a frame of the corrupt mirror refused (its first open tried).
     let refused = format!("stream '{ma_name}': refused a frame: ");
-    let deadline = Instant::now() + LONG;
-    while !s.diagnostics().contains(&refused) {
-        put_frame(&pa, 0, false);
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "no frame of {a_name} refused within {LONG:?}\n{}",
             s.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        )
+    };
+    eventually(LONG, failure, || {
+        if s.diagnostics().contains(&refused) {
+            return Some(());
+        }
+        put_frame(&pa, 0, false);
+        pause(200)
+    });
     let mut c = mb.cursor().unwrap();
     // 10 s of a 30 Hz camera, with a frame of the other stream after every tenth, on one
     // connection. Each open tried again held the other stream's last frame back 15 s.
@@ -3260,17 +3247,14 @@ fn sighup_twice_and_sigquit_stop_the_bridges_cleanly_with_their_summaries_and_no
     let _c = Cleanup::new([&m_name, &missing]);
     let (mut s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
     let p = raw.publisher(&name);
-    let deadline = Instant::now() + LONG;
-    let m = loop {
-        put_frame(&p, 1, false);
-        if let Ok(m) = Stream::open_readonly(&m_name)
-            && m.wait_for_count(0, Some(Duration::from_millis(200)))
-                .is_ok()
-        {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "{}", s.diagnostics());
-    };
+    let m = eventually(
+        LONG,
+        || s.diagnostics(),
+        || {
+            put_frame(&p, 1, false);
+            mirrored(&m_name)
+        },
+    );
     // Two frames refused for one reason (said, then counted), then one written: in order
     // on one connection, so both were refused once it is mirrored.
     for _ in 0..2 {
@@ -3283,15 +3267,12 @@ fn sighup_twice_and_sigquit_stop_the_bridges_cleanly_with_their_summaries_and_no
     assert_eq!(sent, 0);
     // The second SIGHUP once the first was handled (SIGINT is no longer caught: the stop was
     // asked for), not merged into it as one pending signal.
-    let deadline = Instant::now() + LONG;
-    while signal_in(s.pid(), "SigCgt", libc::SIGINT) {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP not handled\n{}",
-            s.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let failure = || format!("SIGHUP not handled\n{}", s.diagnostics());
+    eventually(LONG, failure, || {
+        (!signal_in(s.pid(), "SigCgt", libc::SIGINT))
+            .then_some(())
+            .or_else(|| pause(1))
+    });
     // SAFETY: as above.
     let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(sent, 0);
@@ -3373,21 +3354,21 @@ fn a_bool_payload_byte_other_than_0_or_1_is_mirrored_as_true() {
         name_len: name.len(),
     };
     // Until the subscriber is matched, puts go nowhere: put the frame until it arrives.
-    let deadline = Instant::now() + LONG;
-    while m
-        .wait_for_count(0, Some(Duration::from_millis(200)))
-        .is_err()
-    {
-        p.put(vec![0u8, 255, 2, 1])
-            .attachment(h.encode().unwrap())
-            .wait()
-            .unwrap();
-        assert!(
-            Instant::now() < deadline,
+    let failure = || {
+        format!(
             "the bool frame was not mirrored within {LONG:?}\n{}",
             s.diagnostics()
-        );
-    }
+        )
+    };
+    eventually(LONG, failure, || {
+        m.wait_for_count(0, Some(LOOK)).ok().or_else(|| {
+            p.put(vec![0u8, 255, 2, 1])
+                .attachment(h.encode().unwrap())
+                .wait()
+                .unwrap();
+            None
+        })
+    });
     let mut bytes = [9u8; 4];
     m.read_publication_into_bytes(&mut bytes).unwrap();
     assert_eq!(bytes, [0, 1, 1, 1], "{}", s.diagnostics());

@@ -81,6 +81,25 @@ pub const LONG: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Tries `attempt` until it gives a value, and panics with `failure()` once `within` has
+/// passed without one. Each attempt bounds its own wait: a library wait with a timeout, or a
+/// short pause before looking again at something that announces nothing (a stream being
+/// made, a line on a child's stderr).
+#[track_caller]
+pub fn eventually<T>(
+    within: Duration,
+    failure: impl Fn() -> String,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", failure());
+    }
+}
+
 /// The system call task `tid` of process `pid` is blocked in, and its arguments, as
 /// `/proc/PID/task/TID/syscall` shows them (none while it runs).
 pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(i64, Vec<u64>)> {
@@ -221,27 +240,38 @@ pub fn parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) -> bool {
 /// Waits (yielding, up to [`LONG`]) until task `tid` of process `pid` is [`parked_on_stream`];
 /// panics otherwise.
 pub fn wait_parked_on_stream(pid: u32, tid: u32, name: &str, notify: bool) {
-    let deadline = Instant::now() + LONG;
-    while !parked_on_stream(pid, tid, name, notify) {
-        assert!(
-            Instant::now() < deadline,
-            "task {tid} of {pid} never parked on '{name}' (notify={notify})"
-        );
-        std::thread::yield_now();
-    }
+    let failure = || format!("task {tid} of {pid} never parked on '{name}' (notify={notify})");
+    eventually(LONG, failure, || {
+        parked_on_stream(pid, tid, name, notify)
+            .then_some(())
+            .or_else(yield_now)
+    });
 }
 
 /// Waits (yielding, up to [`LONG`]) until task `tid` of process `pid` is blocked in system
 /// call `nr`; panics otherwise.
 pub fn wait_blocked_in(pid: u32, tid: u32, nr: i64) {
-    let deadline = Instant::now() + LONG;
-    while blocked_syscall(pid, tid).is_none_or(|(now, _)| now != nr) {
-        assert!(
-            Instant::now() < deadline,
-            "task {tid} of {pid} never blocked in system call {nr}"
-        );
-        std::thread::yield_now();
-    }
+    let failure = || format!("task {tid} of {pid} never blocked in system call {nr}");
+    eventually(LONG, failure, || {
+        blocked_syscall(pid, tid)
+            .is_some_and(|(now, _)| now == nr)
+            .then_some(())
+            .or_else(yield_now)
+    });
+}
+
+/// Yields the CPU, and gives no value: the failed attempt of an [`eventually`] that looks
+/// again at once.
+pub fn yield_now() -> Option<()> {
+    std::thread::yield_now();
+    None
+}
+
+/// Pauses `ms` milliseconds, and gives no value: the failed attempt of an [`eventually`]
+/// that looks again at something that announces nothing.
+pub fn pause<T>(ms: u64) -> Option<T> {
+    std::thread::sleep(Duration::from_millis(ms));
+    None
 }
 
 /// Lowers this process's descriptor limit to at most 256 and opens `/dev/null` until no
