@@ -23,6 +23,7 @@
 //!   asked. Peers that go away are reconnected by Zenoh (`connect` endpoints retry forever).
 
 pub mod codec;
+mod freed_memory;
 mod keys;
 mod losses;
 mod publish;
@@ -33,6 +34,7 @@ mod signals;
 mod subscribe;
 mod threads;
 
+pub use freed_memory::keep_freed_memory;
 pub use keys::{key, resend_key};
 pub use publish::{PublishOptions, publish};
 pub use real_time::run_real_time;

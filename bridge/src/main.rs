@@ -118,6 +118,7 @@ fn log_zenoh_to_stderr() {
 }
 
 fn main() -> ExitCode {
+    shmstream_bridge::keep_freed_memory();
     log_zenoh_to_stderr();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
