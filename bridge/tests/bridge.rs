@@ -252,12 +252,17 @@ fn frames_larger_than_a_zenoh_batch_arrive_whole_from_their_pieces() {
     }
 }
 
-/// Process `pid`'s minor page faults so far (`/proc/PID/stat`, field 10).
-fn minor_faults_of(pid: u32) -> u64 {
+/// Field `n` (numbered as in proc(5), from 3: the state) of process `pid`'s
+/// `/proc/PID/stat`, read past the command name, which may hold spaces.
+fn proc_stat_field(pid: u32, n: usize) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Past the command name, which may hold spaces: field 3 on.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(7).unwrap().parse().unwrap()
+    rest.split(' ').nth(n - 3).unwrap().parse().unwrap()
+}
+
+/// Process `pid`'s minor page faults so far (`minflt`, field 10).
+fn minor_faults_of(pid: u32) -> u64 {
+    proc_stat_field(pid, 10)
 }
 
 /// The subscriber keeps the buffers Zenoh assembles 4 MiB frames in
@@ -582,12 +587,8 @@ fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_br
     // gets there once its setup is over (0 ticks a window here); one that spins takes its
     // share of a core in every window (20-80 ticks on a 2-core host with both bridges
     // spinning, 100 on an idle host) and never does.
-    let ticks = |pid: u32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    };
+    // User and system time (utime, stime: fields 14 and 15).
+    let ticks = |pid: u32| proc_stat_field(pid, 14) + proc_stat_field(pid, 15);
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let deadline = Instant::now() + LONG;

@@ -17,8 +17,8 @@ fn note<'a>(r: &'a JobResult, key: &str) -> &'a str {
     r.ours
         .as_ref()
         .ok()
-        .and_then(|s| s.m.notes.iter().find(|(k, _)| k == key))
-        .map_or("—", |(_, v)| v.as_str())
+        .and_then(|s| s.note(key))
+        .unwrap_or("—")
 }
 
 /// The section, or an empty string when the run has no bridge job that measured.

@@ -227,17 +227,21 @@ impl Record {
     /// throughput is measured apart from its latency, so the floor's rate must bound it
     /// too; other kinds' rates come from the runs their latency does (`None`).
     pub fn rate_bound_note(&self) -> Option<String> {
+        let (ratio, slack) = (self.rate_beyond_slack()?, self.floor_bound_slack());
+        Some(format!(
+            "frames/s ratio {ratio:.2} > {slack:.2}: the floor may not bound this case's \
+             throughput (it measures something else, or noise)"
+        ))
+    }
+
+    /// A bridge row's frames/s over its floor's, where beyond [`Self::floor_bound_slack`]
+    /// ([`Self::rate_bound_note`]).
+    pub fn rate_beyond_slack(&self) -> Option<f64> {
         if self.kind != "bridge" {
             return None;
         }
-        let slack = self.floor_bound_slack();
         let ratio = self.hz? / self.floor_hz.filter(|f| *f > 0.0)?;
-        (ratio > slack).then(|| {
-            format!(
-                "frames/s ratio {ratio:.2} > {slack:.2}: the floor may not bound this case's \
-                 throughput (it measures something else, or noise)"
-            )
-        })
+        (ratio > self.floor_bound_slack()).then_some(ratio)
     }
 
     /// The row for one job.

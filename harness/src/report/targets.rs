@@ -371,14 +371,13 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
 }
 
 /// Why `r`'s comparison of frames per second is void: ours outran its floor beyond the
-/// slack ([`Record::rate_bound_note`](crate::report::record::Record::rate_bound_note)); a
+/// slack ([`Record::rate_beyond_slack`](crate::report::record::Record::rate_beyond_slack)); a
 /// floor's rate must bound ours, as its latency must ([`unbounded`]).
 fn rate_unbounded(r: &JobResult) -> Option<String> {
     let rec = crate::report::record::Record::from_result(r);
-    rec.rate_bound_note()?;
     Some(format!(
         "the floor does not bound ours: frames/s ratio {:.2} above the slack {:.2}",
-        rec.hz? / rec.floor_hz?,
+        rec.rate_beyond_slack()?,
         rec.floor_bound_slack()
     ))
 }
@@ -401,12 +400,11 @@ fn bridge_targets(out: &mut Vec<Target>, r: &JobResult) {
         1.2,
     );
     let hz = |s: &crate::run::Side| s.hz(r.job.kind);
-    let (ours, floor) = (r.ours.as_ref().ok().map(hz), r.floor.as_ref().ok().map(hz));
     ratio_target(
         out,
         format!("bridge {size} frames/s vs Zenoh floor frames/s"),
-        ours,
-        floor,
+        r.ours.as_ref().ok().map(hz),
+        r.floor.as_ref().ok().map(hz),
         0.8,
         "a side failed",
         unbounded(r).or_else(|| rate_unbounded(r)).as_deref(),
