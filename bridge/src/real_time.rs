@@ -8,7 +8,8 @@ use crate::BridgeError;
 ///
 /// A bridge that shares a core with the writer it serves then runs as soon as a frame
 /// wakes it, ahead of the writer's own return to sleep: the frame's hop loses the writer's
-/// tail, and the writer loses its core for every frame (see the README's bridge section).
+/// tail, and the writer loses its core for every frame (measured in
+/// `docs/bridge-performance.md`, *Under `SCHED_FIFO`*).
 pub fn run_real_time(priority: u8) -> Result<(), BridgeError> {
     if !(1..=99).contains(&priority) {
         return Err(BridgeError::Usage(format!(

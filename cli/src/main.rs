@@ -1,8 +1,8 @@
 //! `shmstream`: manage and inspect shared-memory streams from a shell.
 //!
 //! Subcommands: `list`, `stat`, `create`, `load`, `dump`, `unlink`, `purge`, `watch`, `record`
-//! (see `shmstream --help` and the README's "Command-line tool" section). Exit status 0 on
-//! success, 1 on any error (usage errors included), with the reason on stderr; a closed
+//! (see `shmstream --help`, the README's "Command-line tool" section and `docs/cli.md`). Exit
+//! status 0 on success, 1 on any error (usage errors included), with the reason on stderr; a closed
 //! stdout pipe ends the tool silently by SIGPIPE (status 141 in a shell), except `unlink`,
 //! which removes every name first and then exits 1, `purge`, which reports the removals
 //! that failed first and then exits 1, and `record`, which finishes its files first.

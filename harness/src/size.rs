@@ -302,7 +302,7 @@ fn scenario_text_with(a: &SizeArgs, timeout_s: f64, spin: bool) -> Result<String
         // Under SCHED_FIFO also the processes whose slopes stage wakes ahead of each frame
         // on the core it shares with the reconstructor (off by default there: under the fair
         // scheduler its spin lost frames; under SCHED_FIFO it gave the lowest split latency,
-        // README `reports/ao-rt/`).
+        // `reports/ao-rt/`, `docs/performance.md`).
         // (name, merged, busy-waiting, wake-ahead margin in µs)
         let forms: Vec<(&str, bool, bool, Option<f64>)> = if !d.is_gpu() {
             let ahead = a.rt_priority.map(|_| {
