@@ -76,10 +76,10 @@ fn thin_note(q: f64, sides: &[Option<&crate::run::Side>]) -> String {
     }
 }
 
-/// The one absolute target, the 64 B spinning round trip's p50 (ns) at most 1.2 µs, with the
-/// floor's p50 beside ours: an absolute limit follows the host, and where the floor of the
-/// same protocol is over it too, no implementation of the format meets it there; the verdict
-/// stays ours'.
+/// The CPU ping-pong's absolute target, the 64 B spinning round trip's p50 (ns) at most
+/// 1.2 µs, with the floor's p50 beside ours: an absolute limit follows the host, and where
+/// the floor of the same protocol is over it too, the host more than the library misses it;
+/// the verdict stays ours'.
 fn absolute_round_trip_target(ours: Option<u64>, floor: Option<u64>) -> Target {
     const LIMIT_NS: u64 = 1200;
     let us = |v: u64| v as f64 / 1e3;
@@ -560,7 +560,10 @@ pub(crate) mod tests {
         assert_eq!(fast_host.pass, Some(true));
         assert_eq!(fast_host.measured, "0.780 µs (the floor's 0.650 µs)");
         let no_floor = absolute_round_trip_target(Some(1_300), None);
-        assert_eq!((no_floor.pass, no_floor.measured.as_str()), (Some(false), "1.300 µs"));
+        assert_eq!(
+            (no_floor.pass, no_floor.measured.as_str()),
+            (Some(false), "1.300 µs")
+        );
         assert_eq!(absolute_round_trip_target(None, Some(1_000)).pass, None);
         assert_eq!(slow_host.limit, "≤ 1.200 µs");
     }
