@@ -83,16 +83,17 @@ fn thin_note(q: f64, sides: &[Option<&crate::run::Side>]) -> String {
 fn absolute_round_trip_target(ours: Option<u64>, floor: Option<u64>) -> Target {
     const LIMIT_NS: u64 = 1200;
     let us = |v: u64| v as f64 / 1e3;
-    let measured = match (ours, floor) {
-        (None, _) => "n/a (failed)".into(),
-        (Some(v), None) => format!("{:.3} µs", us(v)),
-        (Some(v), Some(f)) if f > LIMIT_NS => format!(
-            "{:.3} µs (the floor's {:.3} µs: over the limit itself on this host)",
-            us(v),
+    let beside = match floor {
+        None => String::new(),
+        Some(f) if f > LIMIT_NS => format!(
+            " (the floor's {:.3} µs: over the limit itself on this host)",
             us(f)
         ),
-        (Some(v), Some(f)) => format!("{:.3} µs (the floor's {:.3} µs)", us(v), us(f)),
+        Some(f) => format!(" (the floor's {:.3} µs)", us(f)),
     };
+    let measured = ours.map_or("n/a (failed)".into(), |v| {
+        format!("{:.3} µs{beside}", us(v))
+    });
     Target {
         name: "pingpong 64 B spin p50 round trip".into(),
         measured,
