@@ -151,7 +151,6 @@ def camera(spec, s, to):
 
 def stage(spec, s, to, role):
     g = spec["geometry"]
-    merged = role == "merged"
     slopes = Slopes(g) if role != "recon" else None
     recon = Recon(g, spec["gain"], spec["leak"]) if role != "slopes" else None
     src = s["signals"] if role == "recon" else s["frame"]
@@ -172,8 +171,7 @@ def stage(spec, s, to, role):
         mid = 0
         if slopes is not None:
             out = slopes(pub.payload)
-            if merged:
-                mid = time.monotonic_ns()
+            mid = time.monotonic_ns()
         else:
             out = pub.payload
         if recon is not None:

@@ -71,12 +71,34 @@ pub(crate) fn rate_series(r: &JobResult, a: &AoSummary) -> Vec<Series> {
     v
 }
 
-const STAGE_COLORS: [RGBColor; 4] = [
+/// A colour per part, by the order the parts first appear in the bars: the split form's
+/// five (camera→slopes, slopes, signals write, slopes→recon, recon) share none, and a
+/// part keeps its colour in every bar.
+const STAGE_COLORS: [RGBColor; 5] = [
     RGBColor(0x9e, 0xc9, 0xe2),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xfd, 0xae, 0x6b),
     RGBColor(0xd9, 0x48, 0x01),
+    RGBColor(0x31, 0xa3, 0x54),
 ];
+
+/// The parts drawn so far, in the order they first appeared.
+#[derive(Default)]
+struct Parts(Vec<String>);
+
+impl Parts {
+    /// The colour of part `name`, and whether it is new (then it gets a legend entry).
+    fn colour(&mut self, name: &str) -> (RGBColor, bool) {
+        let (k, new) = match self.0.iter().position(|p| p == name) {
+            Some(k) => (k, false),
+            None => {
+                self.0.push(name.to_string());
+                (self.0.len() - 1, true)
+            }
+        };
+        (STAGE_COLORS[k % STAGE_COLORS.len()], new)
+    }
+}
 
 /// One stacked bar per side: the medians of the stages and hops in loop order.
 fn draw_stacks<DB: DrawingBackend>(
@@ -108,21 +130,21 @@ fn draw_stacks<DB: DrawingBackend>(
         .label_style((FONT, 15))
         .draw()
         .map_err(pe)?;
-    let mut legend_done = std::collections::HashSet::new();
+    let mut parts = Parts::default();
     for (i, (name, stages)) in bars.iter().enumerate() {
         let x0 = i as f64 + 0.2;
         let x1 = i as f64 + 0.8;
         let mut y = 0.0;
-        for (k, s) in stages.iter().enumerate() {
+        for s in stages {
             let h = s.p50_ns as f64 / 1e3;
-            let c = STAGE_COLORS[k % STAGE_COLORS.len()];
+            let (c, first) = parts.colour(&s.name);
             let series = chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x0, y), (x1, y + h)],
                     c.filled(),
                 )))
                 .map_err(pe)?;
-            if legend_done.insert(s.name.clone()) {
+            if first {
                 series.label(s.name.clone()).legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled())
                 });
@@ -193,4 +215,42 @@ pub fn write(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each part keeps its colour in every bar, and the split form's five parts get five.
+    #[test]
+    fn a_part_keeps_its_colour_across_bars_and_no_two_parts_share_one() {
+        let mut parts = Parts::default();
+        let split = [
+            "camera→slopes",
+            "slopes",
+            "signals write",
+            "slopes→recon",
+            "recon",
+        ];
+        let ours: Vec<_> = split.iter().map(|n| parts.colour(n)).collect();
+        assert!(ours.iter().all(|(_, new)| *new));
+        let distinct: std::collections::HashSet<_> =
+            ours.iter().map(|(c, _)| (c.0, c.1, c.2)).collect();
+        assert_eq!(distinct.len(), 5);
+        // A bar without the signals write (a log without the compute's end).
+        for (name, want) in [
+            ("camera→slopes", 0),
+            ("slopes", 1),
+            ("slopes→recon", 3),
+            ("recon", 4),
+        ] {
+            let (c, new) = parts.colour(name);
+            assert!(!new, "{name}");
+            assert_eq!(
+                (c.0, c.1, c.2),
+                (ours[want].0.0, ours[want].0.1, ours[want].0.2),
+                "{name}"
+            );
+        }
+    }
 }

@@ -14,7 +14,9 @@ use crate::hist;
 /// p50 / p99 of one stage's compute or one hop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageStat {
-    /// "slopes", "recon", "camera→slopes", "slopes→recon".
+    /// "slopes", "recon", "camera→slopes", "slopes→recon", and in the split form
+    /// "signals write" (the slopes stage's publication of its signals, from the end of
+    /// its compute to its write's return: the reconstructor's wake-up where it is parked).
     pub name: String,
     /// Median, ns.
     pub p50_ns: u64,
@@ -173,18 +175,19 @@ pub fn analyse(
     let mut pacing = hist::new();
     let mut h_slopes = hist::new();
     let mut h_recon = hist::new();
+    let mut h_signals_write = hist::new();
     let mut hop1 = hist::new();
     let mut hop2 = hist::new();
     let (mut frames, mut seen, mut intervals, mut span) = (0u64, 0u64, 0u64, 0u64);
     let mut missed_at_source = 0u64;
     for run in runs {
         let published: HashMap<u64, u64> = run.camera.iter().map(|e| (e[0], e[2])).collect();
-        let slopes_at: HashMap<u64, (u64, u64)> = run
+        let slopes_at: HashMap<u64, (u64, u64, u64)> = run
             .slopes
             .as_deref()
             .unwrap_or(&[])
             .iter()
-            .map(|e| (e[0], (e[1], e[2])))
+            .map(|e| (e[0], (e[1], e[2], e[3])))
             .collect();
         for e in run.camera.iter().filter(|e| e[0] > warmup) {
             pacing.saturating_record(e[2].saturating_sub(e[1]));
@@ -209,7 +212,7 @@ pub fn analyse(
             last = last.max(t_pub);
             e2e.saturating_record(t_pub.saturating_sub(cam));
             match slopes_at.get(&id) {
-                Some(&(s_in, s_pub)) => {
+                Some(&(s_in, s_pub, s_mid)) => {
                     // The slopes stage stamps its publish after `write` returns; the
                     // reconstructor it woke may have taken the signals before that stamp,
                     // so they were out by its input: the effective publish time (else the
@@ -217,7 +220,17 @@ pub fn analyse(
                     // cameras stamp before their write, so `cam` never follows `s_in`.
                     let s_pub = s_pub.min(t_in);
                     hop1.saturating_record(s_in.saturating_sub(cam));
-                    h_slopes.saturating_record(s_pub.saturating_sub(s_in));
+                    // Split at the end of its compute where the log has it: the signals'
+                    // write holds the reconstructor's wake-up, which is no centroiding.
+                    let end = s_pub.max(s_in);
+                    let done = match s_mid {
+                        0 => end,
+                        mid => mid.clamp(s_in, end),
+                    };
+                    h_slopes.saturating_record(done - s_in);
+                    if s_mid != 0 {
+                        h_signals_write.saturating_record(end - done);
+                    }
                     hop2.saturating_record(t_in.saturating_sub(s_pub));
                     h_recon.saturating_record(t_pub.saturating_sub(t_in));
                 }
@@ -244,6 +257,9 @@ pub fn analyse(
         return Err(AnalysisError::NoFrameReachedDm { frames });
     }
     let mut stages = vec![stat("camera→slopes", &hop1), stat("slopes", &h_slopes)];
+    if !h_signals_write.is_empty() {
+        stages.push(stat("signals write", &h_signals_write));
+    }
     if runs.iter().any(|r| r.slopes.is_some()) {
         stages.push(stat("slopes→recon", &hop2));
     }
@@ -386,6 +402,49 @@ mod tests {
         let sum: u64 = s.stages.iter().map(|s| s.p50_ns).sum();
         assert_eq!(e2e.value_at_quantile(0.5), 180);
         assert!(sum <= 180, "{:?}", s.stages);
+    }
+
+    /// The split form's slopes stage logs the end of its compute: its time is given as
+    /// the compute and the signals' write (which holds the reconstructor's wake-up, and
+    /// its switch and read where it runs inside the wake), and the parts still add up to
+    /// the end-to-end latency.
+    #[test]
+    fn the_slopes_stage_is_split_into_its_compute_and_the_signals_write() {
+        let run = Logs {
+            camera: vec![[1, 0, 0, 0], [2, 1000, 1000, 0]],
+            // Frame 2's reconstructor read the signals before the write returned.
+            slopes: Some(vec![[1, 10, 60, 30], [2, 1010, 1200, 1030]]),
+            dm: vec![[1, 70, 95, 0], [2, 1150, 1180, 0]],
+        };
+        let (s, e2e) = analyse(&[run], 0, true).unwrap();
+        let parts = |p99: bool| -> Vec<(&str, u64)> {
+            s.stages
+                .iter()
+                .map(|s| (s.name.as_str(), if p99 { s.p99_ns } else { s.p50_ns }))
+                .collect()
+        };
+        assert_eq!(
+            parts(false),
+            vec![
+                ("camera→slopes", 10),
+                ("slopes", 20),
+                ("signals write", 30),
+                ("slopes→recon", 0),
+                ("recon", 25)
+            ]
+        );
+        assert_eq!(
+            parts(true),
+            vec![
+                ("camera→slopes", 10),
+                ("slopes", 20),
+                ("signals write", 120),
+                ("slopes→recon", 10),
+                ("recon", 30)
+            ]
+        );
+        assert_eq!((e2e.min(), e2e.max()), (95, 180));
+        assert_eq!(s.dominant().unwrap().name, "signals write");
     }
 
     /// A run no frame of which reached the DM after the warm-up is told apart from a fault:

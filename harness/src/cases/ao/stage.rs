@@ -34,7 +34,7 @@ use crate::spawn::{ChildSpec, Names};
 pub const STOP: u64 = u64::MAX;
 
 /// One log entry: frame id, input (camera: deadline) time, publish time, and for the
-/// merged stage the time the slopes were done (else 0). Monotonic ns.
+/// slopes stage (split or merged) the time its slopes were done (else 0). Monotonic ns.
 pub type Entry = [u64; 4];
 
 /// Frames the frame and signals streams keep, so a stage can read every frame in order.
@@ -361,18 +361,14 @@ pub fn slopes(spec: &ChildSpec) -> Result<()> {
             break;
         }
         stage.compute(&frame, &mut sig);
-        let mid = match &mut recon {
+        let mid = monotonic_ns();
+        match &mut recon {
             Some(r) => {
-                let mid = monotonic_ns();
                 r.step(&sig, &mut cmd);
                 guard.write_slice_frame(&cmd, info.frame_id)?;
-                mid
             }
-            None => {
-                guard.write_slice_frame(&sig, info.frame_id)?;
-                0
-            }
-        };
+            None => guard.write_slice_frame(&sig, info.frame_id)?,
+        }
         log.push([info.frame_id, t_in, monotonic_ns(), mid]);
         if hand_over {
             std::thread::yield_now();
