@@ -71,9 +71,17 @@ pub(crate) fn rate_series(r: &JobResult, a: &AoSummary) -> Vec<Series> {
     v
 }
 
-/// A colour per part, by the order the parts first appear in the bars: the split form's
-/// five (camera→slopes, slopes, signals write, slopes→recon, recon) share none, and a
-/// part keeps its colour in every bar.
+/// The parts of a loop's bars, in loop order, each with its colour ([`STAGE_COLORS`]):
+/// a part has the same colour in every plot, the merged form's three and the split form's
+/// five alike.
+const PARTS: [&str; 5] = [
+    "camera→slopes",
+    "slopes",
+    "signals write",
+    "slopes→recon",
+    "recon",
+];
+
 const STAGE_COLORS: [RGBColor; 5] = [
     RGBColor(0x9e, 0xc9, 0xe2),
     RGBColor(0x1f, 0x77, 0xb4),
@@ -82,22 +90,12 @@ const STAGE_COLORS: [RGBColor; 5] = [
     RGBColor(0x31, 0xa3, 0x54),
 ];
 
-/// The parts drawn so far, in the order they first appeared.
-#[derive(Default)]
-struct Parts(Vec<String>);
-
-impl Parts {
-    /// The colour of part `name`, and whether it is new (then it gets a legend entry).
-    fn colour(&mut self, name: &str) -> (RGBColor, bool) {
-        let (k, new) = match self.0.iter().position(|p| p == name) {
-            Some(k) => (k, false),
-            None => {
-                self.0.push(name.to_string());
-                (self.0.len() - 1, true)
-            }
-        };
-        (STAGE_COLORS[k % STAGE_COLORS.len()], new)
-    }
+/// The colour of part `name` (grey for a part [`PARTS`] does not name).
+fn part_colour(name: &str) -> RGBColor {
+    PARTS
+        .iter()
+        .position(|p| *p == name)
+        .map_or(RGBColor(0x96, 0x96, 0x96), |k| STAGE_COLORS[k])
 }
 
 /// One stacked bar per side: the medians of the stages and hops in loop order.
@@ -130,21 +128,21 @@ fn draw_stacks<DB: DrawingBackend>(
         .label_style((FONT, 15))
         .draw()
         .map_err(pe)?;
-    let mut parts = Parts::default();
+    let mut legend_done = std::collections::HashSet::new();
     for (i, (name, stages)) in bars.iter().enumerate() {
         let x0 = i as f64 + 0.2;
         let x1 = i as f64 + 0.8;
         let mut y = 0.0;
         for s in stages {
             let h = s.p50_ns as f64 / 1e3;
-            let (c, first) = parts.colour(&s.name);
+            let c = part_colour(&s.name);
             let series = chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x0, y), (x1, y + h)],
                     c.filled(),
                 )))
                 .map_err(pe)?;
-            if first {
+            if legend_done.insert(s.name.clone()) {
                 series.label(s.name.clone()).legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled())
                 });
@@ -221,36 +219,35 @@ pub fn write(results: &[JobResult], dir: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    /// Each part keeps its colour in every bar, and the split form's five parts get five.
+    /// Every part the analysis gives, in the split and the merged form, has a colour of
+    /// its own: no two parts of a bar share one, and a part the list does not name is told
+    /// apart from them all.
     #[test]
-    fn a_part_keeps_its_colour_across_bars_and_no_two_parts_share_one() {
-        let mut parts = Parts::default();
-        let split = [
-            "camera→slopes",
-            "slopes",
-            "signals write",
-            "slopes→recon",
-            "recon",
-        ];
-        let ours: Vec<_> = split.iter().map(|n| parts.colour(n)).collect();
-        assert!(ours.iter().all(|(_, new)| *new));
-        let distinct: std::collections::HashSet<_> =
-            ours.iter().map(|(c, _)| (c.0, c.1, c.2)).collect();
-        assert_eq!(distinct.len(), 5);
-        // A bar without the signals write (a log without the compute's end).
-        for (name, want) in [
-            ("camera→slopes", 0),
-            ("slopes", 1),
-            ("slopes→recon", 3),
-            ("recon", 4),
-        ] {
-            let (c, new) = parts.colour(name);
-            assert!(!new, "{name}");
-            assert_eq!(
-                (c.0, c.1, c.2),
-                (ours[want].0.0, ours[want].0.1, ours[want].0.2),
-                "{name}"
-            );
+    fn each_part_of_a_loop_has_a_colour_of_its_own() {
+        use crate::cases::ao::analysis::{Logs, analyse};
+        let camera = vec![[1, 0, 0, 0]];
+        let split = Logs {
+            camera: camera.clone(),
+            slopes: Some(vec![[1, 10, 60, 30]]),
+            dm: vec![[1, 70, 95, 0]],
+        };
+        let merged = Logs {
+            camera,
+            slopes: None,
+            dm: vec![[1, 10, 95, 30]],
+        };
+        let rgb = |c: RGBColor| (c.0, c.1, c.2);
+        for (form, logs) in [("split", split), ("merged", merged)] {
+            let (stats, _) = analyse(&[logs], 0, true).unwrap();
+            let names: Vec<_> = stats.stages.iter().map(|s| s.name.as_str()).collect();
+            assert!(names.iter().all(|n| PARTS.contains(n)), "{form}: {names:?}");
+            let colours: std::collections::HashSet<_> =
+                names.iter().map(|n| rgb(part_colour(n))).collect();
+            assert_eq!(colours.len(), names.len(), "{form}: {names:?}");
         }
+        let known: std::collections::HashSet<_> =
+            PARTS.iter().map(|p| rgb(part_colour(p))).collect();
+        assert_eq!(known.len(), PARTS.len());
+        assert!(!known.contains(&rgb(part_colour("floor"))));
     }
 }

@@ -16,7 +16,8 @@ use crate::hist;
 pub struct StageStat {
     /// "slopes", "recon", "camera→slopes", "slopes→recon", and in the split form
     /// "signals write" (the slopes stage's publication of its signals, from the end of
-    /// its compute to its write's return: the reconstructor's wake-up where it is parked).
+    /// its compute to its write's return, or to the reconstructor's input where that comes
+    /// first: the reconstructor's wake-up where it is parked).
     pub name: String,
     /// Median, ns.
     pub p50_ns: u64,
@@ -79,8 +80,8 @@ fn stat(name: &str, v: &Histogram<u64>) -> StageStat {
 }
 
 /// The logs of one run of the loop: the camera's, the slopes stage's (split form), and the
-/// DM stage's (the reconstructor, or the merged stage: then each entry's 4th field is the
-/// slopes-done time).
+/// DM stage's (the reconstructor, or the merged stage). The slopes stage's entries, split
+/// or merged, have the slopes-done time as their 4th field (0 where a log lacks it).
 #[derive(Debug, Clone, Default)]
 pub struct Logs {
     /// The camera's entries.
@@ -405,46 +406,44 @@ mod tests {
     }
 
     /// The split form's slopes stage logs the end of its compute: its time is given as
-    /// the compute and the signals' write (which holds the reconstructor's wake-up, and
-    /// its switch and read where it runs inside the wake), and the parts still add up to
-    /// the end-to-end latency.
+    /// the compute and the signals' write, up to the write's return or the
+    /// reconstructor's input where that comes first (the reconstructor then ran inside the
+    /// wake-up: the write holds its switch and read), and each frame's parts add up to its
+    /// end-to-end latency, an end of compute outside the stage's time included (clamped).
     #[test]
     fn the_slopes_stage_is_split_into_its_compute_and_the_signals_write() {
-        let run = Logs {
-            camera: vec![[1, 0, 0, 0], [2, 1000, 1000, 0]],
-            // Frame 2's reconstructor read the signals before the write returned.
-            slopes: Some(vec![[1, 10, 60, 30], [2, 1010, 1200, 1030]]),
-            dm: vec![[1, 70, 95, 0], [2, 1150, 1180, 0]],
-        };
-        let (s, e2e) = analyse(&[run], 0, true).unwrap();
-        let parts = |p99: bool| -> Vec<(&str, u64)> {
-            s.stages
+        // (slopes log, DM log, the parts: camera→slopes, slopes, signals write,
+        // slopes→recon, recon); the camera publishes frame 1 at 0.
+        let frames: [(Entry, Entry, [u64; 5]); 4] = [
+            ([1, 10, 60, 30], [1, 70, 95, 0], [10, 20, 30, 10, 25]),
+            // The reconstructor read the signals before the write returned.
+            ([1, 10, 200, 30], [1, 150, 180, 0], [10, 20, 120, 0, 30]),
+            // An end of compute after the write's return, and one before the input.
+            ([1, 10, 60, 90], [1, 70, 95, 0], [10, 50, 0, 10, 25]),
+            ([1, 10, 60, 5], [1, 70, 95, 0], [10, 0, 50, 10, 25]),
+        ];
+        for (slopes, dm, want) in frames {
+            let run = Logs {
+                camera: vec![[1, 0, 0, 0]],
+                slopes: Some(vec![slopes]),
+                dm: vec![dm],
+            };
+            let (s, e2e) = analyse(&[run], 0, true).unwrap();
+            let parts: Vec<_> = s
+                .stages
                 .iter()
-                .map(|s| (s.name.as_str(), if p99 { s.p99_ns } else { s.p50_ns }))
-                .collect()
-        };
-        assert_eq!(
-            parts(false),
-            vec![
-                ("camera→slopes", 10),
-                ("slopes", 20),
-                ("signals write", 30),
-                ("slopes→recon", 0),
-                ("recon", 25)
-            ]
-        );
-        assert_eq!(
-            parts(true),
-            vec![
-                ("camera→slopes", 10),
-                ("slopes", 20),
-                ("signals write", 120),
-                ("slopes→recon", 10),
-                ("recon", 30)
-            ]
-        );
-        assert_eq!((e2e.min(), e2e.max()), (95, 180));
-        assert_eq!(s.dominant().unwrap().name, "signals write");
+                .map(|s| (s.name.as_str(), s.p50_ns))
+                .collect();
+            let names = [
+                "camera→slopes",
+                "slopes",
+                "signals write",
+                "slopes→recon",
+                "recon",
+            ];
+            assert_eq!(parts, names.into_iter().zip(want).collect::<Vec<_>>());
+            assert_eq!(want.iter().sum::<u64>(), e2e.value_at_quantile(0.5));
+        }
     }
 
     /// A run no frame of which reached the DM after the warm-up is told apart from a fault:
