@@ -467,8 +467,8 @@ fn verdict_cell(verdict: &str, n: u64) -> String {
 /// verdict, `None` where it saw none. A frame due during a pause comes late by up to its
 /// length, so the pauses bound the max latency and the jitter from below; p99 leaves out the
 /// slowest 1% of frames, so they reach it only where they took 1% of the time or more (in
-/// `reports/ao/`, 10 pauses of up to 3.3 ms on the stages' core took well under 1% of the
-/// time, and the pyRTC rows' p99 stayed at 23–96 µs). Only the pauses of 1 ms or more are
+/// the `reports/ao/` of 2026-12-03, 10 pauses of up to 3.3 ms on the stages' core took well
+/// under 1% of the time, and the pyRTC rows' p99 stayed at 23–96 µs). Only the pauses of 1 ms or more are
 /// summed here ([`crate::noise::CoreNoise::lost_over_1ms_ns`]), as the note speaks of them.
 fn noise_note(noise: &HostNoise, c: &crate::noise::CoreNoise) -> Option<String> {
     if c.gaps_over_1ms == 0 {
@@ -776,7 +776,7 @@ mod tests {
 
     /// The host-noise note under the verdict: pauses of 1 ms or more bound the max latency
     /// and the jitter, and reach p99 only where they took 1% of the probe's time or more (in
-    /// `reports/ao/`, pauses up to 3.3 ms took 0.7% and p99 was 23-96 µs; the note said a
+    /// the `reports/ao/` of 2026-12-03, pauses up to 3.3 ms took 0.7% and p99 was 23-96 µs; the note said a
     /// p99 budget below 3.3 ms was this machine's to miss); no pause of 1 ms, no note (it
     /// said so of pauses of 0.04 ms).
     #[test]
