@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::plots::{FONT, SIDE_COLORS, SIZE, Series, line_chart, pe, register, sanitize};
 use crate::cases::ao::AoSummary;
-use crate::cases::ao::analysis::StageStat;
+use crate::cases::ao::analysis::{PARTS, StageStat};
 use crate::error::Result;
 use crate::run::JobResult;
 
@@ -71,18 +71,9 @@ pub(crate) fn rate_series(r: &JobResult, a: &AoSummary) -> Vec<Series> {
     v
 }
 
-/// The parts of a loop's bars, in loop order, each with its colour ([`STAGE_COLORS`]):
-/// a part has the same colour in every plot, the merged form's three and the split form's
-/// five alike.
-const PARTS: [&str; 5] = [
-    "camera→slopes",
-    "slopes",
-    "signals write",
-    "slopes→recon",
-    "recon",
-];
-
-const STAGE_COLORS: [RGBColor; 5] = [
+/// The colour of each of the loop's [`PARTS`], in their order: a part has the same colour
+/// in every plot, the merged form's three and the split form's five alike.
+const STAGE_COLORS: [RGBColor; PARTS.len()] = [
     RGBColor(0x9e, 0xc9, 0xe2),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xfd, 0xae, 0x6b),

@@ -71,6 +71,17 @@ impl LoopStats {
     }
 }
 
+/// The parts of a loop's time ([`LoopStats::stages`]) in loop order: the camera hop, the
+/// slopes' compute, the split form's signals write and signals hop, the reconstructor (the
+/// merged form has the first, second and last).
+pub const PARTS: [&str; 5] = [
+    "camera→slopes",
+    "slopes",
+    "signals write",
+    "slopes→recon",
+    "recon",
+];
+
 fn stat(name: &str, v: &Histogram<u64>) -> StageStat {
     StageStat {
         name: name.into(),
@@ -219,19 +230,19 @@ pub fn analyse(
                     // so they were out by its input: the effective publish time (else the
                     // slopes stage would absorb the reconstructor's compute). Both
                     // cameras stamp before their write, so `cam` never follows `s_in`.
-                    let s_pub = s_pub.min(t_in);
+                    let s_pub = s_pub.min(t_in).max(s_in);
                     hop1.saturating_record(s_in.saturating_sub(cam));
                     // Split at the end of its compute where the log has it: the signals'
                     // write holds the reconstructor's wake-up, which is no centroiding.
-                    let end = s_pub.max(s_in);
                     let done = match s_mid {
-                        0 => end,
-                        mid => mid.clamp(s_in, end),
+                        0 => s_pub,
+                        mid => {
+                            let done = mid.clamp(s_in, s_pub);
+                            h_signals_write.saturating_record(s_pub - done);
+                            done
+                        }
                     };
                     h_slopes.saturating_record(done - s_in);
-                    if s_mid != 0 {
-                        h_signals_write.saturating_record(end - done);
-                    }
                     hop2.saturating_record(t_in.saturating_sub(s_pub));
                     h_recon.saturating_record(t_pub.saturating_sub(t_in));
                 }
@@ -257,14 +268,15 @@ pub fn analyse(
     if seen == 0 {
         return Err(AnalysisError::NoFrameReachedDm { frames });
     }
-    let mut stages = vec![stat("camera→slopes", &hop1), stat("slopes", &h_slopes)];
+    let [camera_hop, slopes, signals_write, signals_hop, recon] = PARTS;
+    let mut stages = vec![stat(camera_hop, &hop1), stat(slopes, &h_slopes)];
     if !h_signals_write.is_empty() {
-        stages.push(stat("signals write", &h_signals_write));
+        stages.push(stat(signals_write, &h_signals_write));
     }
     if runs.iter().any(|r| r.slopes.is_some()) {
-        stages.push(stat("slopes→recon", &hop2));
+        stages.push(stat(signals_hop, &hop2));
     }
-    stages.push(stat("recon", &h_recon));
+    stages.push(stat(recon, &h_recon));
     let stats = LoopStats {
         frames,
         missed: frames.saturating_sub(seen),
@@ -434,14 +446,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.name.as_str(), s.p50_ns))
                 .collect();
-            let names = [
-                "camera→slopes",
-                "slopes",
-                "signals write",
-                "slopes→recon",
-                "recon",
-            ];
-            assert_eq!(parts, names.into_iter().zip(want).collect::<Vec<_>>());
+            assert_eq!(parts, PARTS.into_iter().zip(want).collect::<Vec<_>>());
             assert_eq!(want.iter().sum::<u64>(), e2e.value_at_quantile(0.5));
         }
     }
