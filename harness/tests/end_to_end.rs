@@ -42,6 +42,47 @@ device = "cuda:0"
 sizes = [[8]]
 "#;
 
+/// Where the kernel uses the driver's core too (row-parallel over both cores), the floor
+/// is timed with the driver asleep and, every other slice, yielding beside the kernel as
+/// it does in the pipeline; the floor is the faster of the two, noted with both medians.
+#[test]
+fn an_mvm_floor_beside_the_drivers_core_is_timed_both_ways_and_the_faster_kept() {
+    let _runs = pinned_runs();
+    let dir = scratch("mvm-beside");
+    let scenario = dir.join("beside.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"beside\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.1\nwarmup = 0.02\n\
+         repeats = 2\nwriter_cpu = 0\nreader_cpu = 1\ntimeout_s = 60\npeer = false\n\
+         [[case]]\nkind = \"mvm\"\nsizes = [[512, 512]]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT);
+    assert!(
+        o.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let recs = results(&out);
+    let r = &recs.as_array().unwrap()[0];
+    assert!(r["ratio_to_floor"].as_f64().unwrap() > 0.0, "{r}");
+    let details = details(&out);
+    let floor = &details["jobs"][0]["floor"];
+    let note = floor["notes"]["floor driver"].as_str();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 2 {
+        // 512 × 512 runs on both cores: the driver yields in the pipeline.
+        let note = note.unwrap_or_else(|| panic!("no floor driver note: {floor}"));
+        assert!(
+            note.contains("the driver asleep ") && note.contains("yielding beside the kernel "),
+            "{note}"
+        );
+    } else {
+        assert!(note.is_none(), "{floor}");
+    }
+}
+
 #[test]
 fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     let _runs = pinned_runs();
