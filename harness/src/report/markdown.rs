@@ -333,7 +333,8 @@ pub fn render(input: &ReportInput<'_>, records: &[Record], targets: &[Target]) -
         writeln!(
             o,
             "Ours: the driver process publishes x, the compute process (matrix read once from its stream) publishes y = A·x, \
-             the driver waits for y; GFLOP/s = 2n² × Hz. Kernel: the same kernel alone on plain memory (the floor). \
+             the driver waits for y; GFLOP/s = 2n² × Hz. Kernel: the same kernel alone on plain memory (the floor; where the \
+             driver yields its core to a kernel worker, the faster of the kernel with the driver asleep and with it yielding beside it). \
              numpy: `np.dot(A, x, out=y)` alone (OpenBLAS sgemv) and the same pipeline with pyshmem 1.4.0. \
              GPU: host-upload without the CPU mirror (`mirror = false`), the seed's GPU variant; the others are in \"All results\". {SUPPORT_NOTE}\n"
         )?;
