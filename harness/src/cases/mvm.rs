@@ -18,7 +18,8 @@
 //! threads and pinning) alternates with the pipeline in [`MVM_SLICE`] slices
 //! ([`crate::measure::alternate`]): the driver times a slice of round trips, then tells
 //! the compute process (through the control stream) to time a slice of bare kernel calls
-//! while the driver sleeps, then parks for the answer (`RemoteFloor`). A
+//! while the driver sleeps, then parks for the answer, or, every other slice where the
+//! pipeline's driver yields, yields beside the kernel as it does there (`RemoteFloor`). A
 //! product of an L3-sized matrix changes speed by up to 2× between consecutive seconds on
 //! a shared host, so a floor run in its own process before and after ours (as the other
 //! CPU floors) could read slower than the pipeline it bounds. The compute process writes
@@ -55,6 +56,8 @@ mod command {
     pub const FLOOR_END_REPEAT: u64 = 4;
     /// Time one slice of bare kernel calls with the driver yielding beside them.
     pub const FLOOR_BESIDE: u64 = 5;
+    /// The same, not recorded (warm-up).
+    pub const FLOOR_BESIDE_WARM: u64 = 6;
 }
 
 /// Whether this job's kernel runs row-parallel.
@@ -116,8 +119,7 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
         scratch: vec![0.0f32; rows],
         to,
         last_slice: MVM_SLICE,
-        beside: floor_beside(job),
-        turn: 0,
+        turns: FloorTurns::new(floor_beside(job)),
     };
     alternate(&job.timing, &mut ours, &mut floor)?;
     let (mut m, h) = ours.finish();
@@ -147,13 +149,14 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// to the compute process, which times it and answers with a y publication. The driver
 /// sleeps until just before the answer is due, then parks for it, so the kernel has its
 /// cores to itself, as in a bare run. Where the driver yields in the pipeline (a kernel
-/// worker shares its core), every other recorded slice it yields beside the kernel
-/// instead, as it does through each product, and the compute process keeps the faster of
-/// the two ([`faster_floor`]). On this 2-core VM each alone has read slower than the
-/// pipeline it bounds: the sleeping one 1.076× in a smoke run before 2026-12-03, when the
-/// driver was made to yield through every slice; the yielding one above 1 in 16 of 21 CI
-/// smoke runs on 2026-12-05 (n = 1000: 29.5 µs at p50 against the pipeline's 28.5 and the
-/// sleeping one's 24.0, alternated in one run).
+/// worker shares its core), every other slice it yields beside the kernel instead, as it
+/// does through each product ([`FloorTurns`]), and the compute process keeps the faster of
+/// the two ([`faster_floor`]). On
+/// this 2-core VM each alone has read slower than the pipeline it bounds: the sleeping one
+/// 1.076× in one disturbed smoke run on 2026-12-03 (the pipeline at twice its usual time),
+/// after which the driver yielded through every slice; the yielding one above 1 in 16 of 21
+/// CI smoke runs on 2026-12-05 (n = 1000, alternated in other runs: 29.5 µs at p50 against
+/// the pipeline's 28.5 and the sleeping one's 24.0).
 struct RemoteFloor<'a> {
     ctl: &'a Stream,
     xg: &'a WriteGuard<'a>,
@@ -164,10 +167,51 @@ struct RemoteFloor<'a> {
     to: Option<Duration>,
     /// How long the last slice took from command to answer.
     last_slice: Duration,
-    /// Whether recorded slices alternate with slices timed beside the yielding driver.
+    /// Which way each slice is timed.
+    turns: FloorTurns,
+}
+
+/// Which way each floor slice is timed: where `beside`, every other slice of each phase
+/// (the warm-up, each repeat) beside the yielding driver, each phase starting with one
+/// of the driver asleep, so that floor has calls in every repeat.
+#[derive(Debug, Clone, Copy)]
+struct FloorTurns {
     beside: bool,
-    /// Recorded slices so far.
+    /// Slices so far in this phase.
     turn: u64,
+    /// Whether this phase records (a repeat) or not (the warm-up).
+    recording: bool,
+}
+
+impl FloorTurns {
+    fn new(beside: bool) -> Self {
+        Self {
+            beside,
+            turn: 0,
+            recording: false,
+        }
+    }
+
+    /// The command of the next slice, and whether the driver yields beside it.
+    fn next(&mut self, record: bool) -> (u64, bool) {
+        if record != self.recording {
+            (self.turn, self.recording) = (0, record);
+        }
+        let beside = self.beside && self.turn % 2 == 1;
+        self.turn += 1;
+        let cmd = match (record, beside) {
+            (false, false) => command::FLOOR_WARM,
+            (false, true) => command::FLOOR_BESIDE_WARM,
+            (true, false) => command::FLOOR,
+            (true, true) => command::FLOOR_BESIDE,
+        };
+        (cmd, beside)
+    }
+
+    /// A repeat ended: the next starts anew.
+    fn end_repeat(&mut self) {
+        self.turn = 0;
+    }
 }
 
 /// Whether the floor also times the kernel beside the yielding driver ([`RemoteFloor`]):
@@ -204,15 +248,7 @@ impl RemoteFloor<'_> {
 
 impl Slicer for RemoteFloor<'_> {
     fn slice(&mut self, record: bool) -> Result<()> {
-        let beside = record && self.beside && self.turn % 2 == 1;
-        let cmd = match (record, beside) {
-            (false, _) => command::FLOOR_WARM,
-            (true, false) => command::FLOOR,
-            (true, true) => command::FLOOR_BESIDE,
-        };
-        if record {
-            self.turn += 1;
-        }
+        let (cmd, beside) = self.turns.next(record);
         let sleep = self.last_slice.saturating_sub(WAKE_EARLY).max(MVM_SLICE);
         self.last_slice = self.ask(cmd, sleep, beside)?;
         Ok(())
@@ -220,13 +256,15 @@ impl Slicer for RemoteFloor<'_> {
 
     fn end_repeat(&mut self) -> Result<()> {
         self.ask(command::FLOOR_END_REPEAT, Duration::ZERO, false)?;
+        self.turns.end_repeat();
         Ok(())
     }
 }
 
 /// The floor of the two timed ([`RemoteFloor`]) with the lower median: `alone`, the
 /// kernel with the driver asleep, or `beside`, with the driver yielding beside it, where
-/// that one has calls in every repeat. Notes which, with both medians.
+/// that one has calls in every repeat (a repeat of a single floor slice has none). Notes
+/// both medians, or why `beside` was left out where it was timed.
 fn faster_floor(
     alone: (Measured, Histogram<u64>),
     beside: (Measured, Histogram<u64>),
@@ -235,7 +273,15 @@ fn faster_floor(
         !h.is_empty() && !m.repeat_hz.is_empty() && m.repeat_hz.iter().all(|&hz| hz > 0.0)
     };
     if !usable(&beside.0, &beside.1) {
-        return alone;
+        let (mut m, h) = alone;
+        if beside.0.iterations > 0 {
+            m.notes.push((
+                "floor driver".into(),
+                "the driver asleep (beside the yielding driver: a repeat without a slice, not compared)"
+                    .into(),
+            ));
+        }
+        return (m, h);
     }
     let p50 = |h: &Histogram<u64>| h.value_at_quantile(0.5);
     let (a, b) = (p50(&alone.1), p50(&beside.1));
@@ -305,6 +351,7 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
                     command::FLOOR => floor.slice(true)?,
                     command::FLOOR_BESIDE => beside.slice(true)?,
                     command::FLOOR_WARM => floor.slice(false)?,
+                    command::FLOOR_BESIDE_WARM => beside.slice(false)?,
                     command::FLOOR_END_REPEAT => {
                         floor.end_repeat()?;
                         beside.end_repeat()?;
@@ -416,16 +463,47 @@ mod tests {
 
     #[test]
     fn a_floor_beside_the_driver_with_a_repeat_of_no_calls_is_not_taken() {
-        // Never timed (a serial kernel: the driver does not yield), or a repeat too short
-        // for one of its slices: the driver-asleep floor stands, without a note.
+        // Never timed (a serial kernel: the driver does not yield): the driver-asleep
+        // floor stands, without a note.
         for beside in [floor(1_000, 0, 0), floor(1_000, 0, 3)] {
             let (m, h) = faster_floor(floor(24_000, 100, 3), beside);
             assert_eq!(h.value_at_quantile(0.5) / 1000, 24);
             assert!(m.notes.is_empty());
         }
+        // A repeat too short for one of its slices: the same, saying why.
         let mut part = floor(1_000, 100, 3);
         part.0.repeat_hz[1] = 0.0;
-        let (_, h) = faster_floor(floor(24_000, 100, 3), part);
+        let (m, h) = faster_floor(floor(24_000, 100, 3), part);
         assert_eq!(h.value_at_quantile(0.5) / 1000, 24);
+        assert!(
+            m.notes[0].1.contains("a repeat without a slice"),
+            "{:?}",
+            m.notes
+        );
+    }
+
+    /// Every phase (warm-up, each repeat) starts with a slice of the driver asleep and
+    /// alternates where the driver yields in the pipeline; elsewhere every slice sleeps.
+    #[test]
+    fn floor_slices_alternate_and_each_phase_starts_with_the_driver_asleep() {
+        use command::*;
+        let mut t = FloorTurns::new(true);
+        let cmds = |t: &mut FloorTurns, record: bool, n: usize| {
+            (0..n).map(|_| t.next(record).0).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cmds(&mut t, false, 3),
+            [FLOOR_WARM, FLOOR_BESIDE_WARM, FLOOR_WARM]
+        );
+        // After an odd warm-up, the first repeat still starts asleep.
+        assert_eq!(cmds(&mut t, true, 3), [FLOOR, FLOOR_BESIDE, FLOOR]);
+        t.end_repeat();
+        assert_eq!(cmds(&mut t, true, 1), [FLOOR]);
+        t.end_repeat();
+        assert_eq!(t.next(true), (FLOOR, false));
+        assert_eq!(t.next(true), (FLOOR_BESIDE, true));
+        let mut serial = FloorTurns::new(false);
+        assert_eq!(cmds(&mut serial, false, 2), [FLOOR_WARM, FLOOR_WARM]);
+        assert_eq!(cmds(&mut serial, true, 3), [FLOOR, FLOOR, FLOOR]);
     }
 }
