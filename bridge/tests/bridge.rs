@@ -302,10 +302,13 @@ fn carrying_large_frames_does_not_fault_their_pages_in_again() {
         burst(1 + 16 * k);
     }
     let faults = minor_faults_of(s.pid()) - before;
-    // A frame's pages are 1024. Over these 96 frames, kept buffers left 0-10 faults here;
-    // glibc's defaults 8 328-36 344.
+    // A frame's pages are 1024. Over these 96 frames, kept buffers left 0-10 faults here
+    // (265 in one CI run of 14 on 2026-12-05: a burst that holds more frames at once than
+    // any before, or assembles one on a thread of another malloc arena, takes memory the
+    // process never had, up to a frame's pages); glibc's defaults 8 328-36 344. Two frames'
+    // pages keep four times below those.
     assert!(
-        faults < 128,
+        faults < 2 * 1024,
         "{faults} minor faults in the subscriber over 96 frames of 4 MiB\n{}",
         said(&[&p, &s])
     );
