@@ -151,12 +151,11 @@ pub fn driver(spec: &ChildSpec) -> Result<(Measured, Histogram<u64>)> {
 /// cores to itself, as in a bare run. Where the driver yields in the pipeline (a kernel
 /// worker shares its core), every other slice it yields beside the kernel instead, as it
 /// does through each product ([`FloorTurns`]), and the compute process keeps the faster of
-/// the two ([`faster_floor`]). On
-/// this 2-core VM each alone has read slower than the pipeline it bounds: the sleeping one
-/// 1.076× in one disturbed smoke run on 2026-12-03 (the pipeline at twice its usual time),
-/// after which the driver yielded through every slice; the yielding one above 1 in 16 of 21
-/// CI smoke runs on 2026-12-05 (n = 1000, alternated in other runs: 29.5 µs at p50 against
-/// the pipeline's 28.5 and the sleeping one's 24.0).
+/// the two ([`faster_floor`]). On this 2-core VM each alone has read slower than the
+/// pipeline it bounds: the sleeping one 1.076× in one disturbed smoke run on 2026-12-03
+/// (the pipeline at twice its usual time), after which the driver yielded through every
+/// slice; the yielding one above 1 in 16 of 21 CI smoke runs on 2026-12-05 (in other runs
+/// at n = 1000: 29.5 µs at p50 against the pipeline's 28.5, the sleeping one 24.0).
 struct RemoteFloor<'a> {
     ctl: &'a Stream,
     xg: &'a WriteGuard<'a>,
