@@ -294,6 +294,20 @@ fn faster_floor(
     (m, h)
 }
 
+/// The floor's step: the kernel alone, on plain memory, into `y`.
+fn bare_product<'a>(
+    k: &'a MvmKernel,
+    a: &'a [f32],
+    x: &'a [f32],
+    y: &'a mut [f32],
+) -> impl FnMut() -> Result<()> + 'a {
+    move || {
+        k.run(a, std::hint::black_box(x), y);
+        std::hint::black_box(&mut *y);
+        Ok(())
+    }
+}
+
 /// Compute: reads the matrix once, then serves x → y, and times the floor's slices when
 /// asked, until told to stop; writes the floor's result beside its own.
 pub fn compute(spec: &ChildSpec) -> Result<()> {
@@ -323,17 +337,9 @@ pub fn compute(spec: &ChildSpec) -> Result<()> {
         let yf = yf.as_mut_slice();
         let mut yb = PageBuf::<f32>::new(rows);
         let yb = yb.as_mut_slice();
-        let mut floor = SliceSide::new(MVM_SLICE, || {
-            k.run(a, std::hint::black_box(xf), yf);
-            std::hint::black_box(&mut *yf);
-            Ok(())
-        });
+        let mut floor = SliceSide::new(MVM_SLICE, bare_product(&k, a, xf, yf));
         // The same, timed while the driver yields beside it (`RemoteFloor`).
-        let mut beside = SliceSide::new(MVM_SLICE, || {
-            k.run(a, std::hint::black_box(xf), yb);
-            std::hint::black_box(&mut *yb);
-            Ok(())
-        });
+        let mut beside = SliceSide::new(MVM_SLICE, bare_product(&k, a, xf, yb));
         let guard = y.lock(to).context("locking the y stream")?;
         // Sample both counts before saying "ready": the driver's first x may follow at once.
         let mut last = x.count();
