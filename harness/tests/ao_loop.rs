@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Bounded, RUN_LIMIT, details, harness, pinned_runs, python, results, run_bounded, run_on,
-    scratch,
+    Bounded, RUN_LIMIT, assert_ran, details, harness, pinned_runs, python, results, run_bounded,
+    run_on, scratch, shm_objects, streams, write_file,
 };
 
 const TIMEOUT_S: u64 = 20;
@@ -59,9 +59,7 @@ merged = {merged}
 ladder = false
 "#
         );
-    let p = dir.join("ao.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    write_file(dir, "ao.toml", &text)
 }
 
 fn log(path: &Path) -> Vec<[u64; 4]> {
@@ -131,11 +129,7 @@ fn run(dir: &Path, merged: bool, kill: Option<&str>) -> (bool, String, PathBuf) 
     let pid = child.id();
     let o = child.wait(RUN_LIMIT);
     // The run's bare regions (`hs<pid>-…`) are gone, a killed stage's included.
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("hs{pid}-")))
-        .collect();
+    let left = shm_objects(&format!("hs{pid}-"));
     assert!(left.is_empty(), "left behind: {left:?}");
     let work = std::fs::read_dir(&tmp)
         .unwrap()
@@ -447,8 +441,7 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
     if !all_passed {
         assert!(stderr.contains("did not pass"), "{stderr}");
     }
-    let details: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
+    let details = details(&out);
     // The note is there when the stages' core was probed pinned and paused the probe's
     // thread for 1 ms or more (a quiet host has nothing to say of it).
     let paused_stage_core = details["host_noise"]["cores"]
@@ -471,10 +464,10 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
 fn the_gpu_form_runs_where_a_gpu_is_and_is_skipped_with_a_reason_where_none_is() {
     let _runs = pinned_runs();
     let dir = scratch("gpu");
-    let scenario = dir.join("ao-gpu.toml");
-    std::fs::write(
-        &scenario,
-        head("ao-gpu-test")
+    let scenario = write_file(
+        &dir,
+        "ao-gpu.toml",
+        &(head("ao-gpu-test")
             + r#"
 [[case]]
 name = "centroids"
@@ -498,13 +491,10 @@ valid_pixels = 150
 actuators = 40
 rate_hz = 500
 ladder = false
-"#,
-    )
-    .unwrap();
+"#),
+    );
     let out = dir.join("out");
-    let o = run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    assert_ran(&run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT));
     let rows = results(&out);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -559,12 +549,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     let child = Bounded::spawn(run_on(&p, &out).arg("--python").arg(&python));
     // The harness names its streams after its pid: `hs<pid>-<job>-<role>…`.
     let prefix = format!("hs{}-", child.id());
-    let o = child.wait(RUN_LIMIT);
-    assert!(
-        o.status.success(),
-        "harness failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ran(&child.wait(RUN_LIMIT));
     let recs = results(&out);
     let r = &recs.as_array().unwrap()[0];
     assert!(
@@ -580,8 +565,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
         .find(|l| l.starts_with("| `"))
         .unwrap_or_else(|| panic!("no row beside the peer: {md}"));
     assert_eq!(row.matches(" | ").count(), 6, "seven cells: {row}");
-    let details: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("details.json")).unwrap()).unwrap();
+    let details = details(&out);
     // Its stages ran without the OpenBLAS tuning, as the MVM peer does.
     let openblas = &details["jobs"][0]["peer"]["notes"]["openblas_env"];
     assert!(
@@ -593,11 +577,7 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
         cores.iter().any(|c| c["cpu"] == 0 && c["pinned"] == true),
         "{cores:?}"
     );
-    let left: Vec<String> = shmstream::list_streams()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = streams(&prefix);
     assert!(left.is_empty(), "streams left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

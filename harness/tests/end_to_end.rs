@@ -5,8 +5,8 @@ mod common;
 
 use common::script::write_script;
 use common::{
-    Bounded, RUN_LIMIT, details, harness, pinned_runs, python, results, run_bounded, run_on,
-    scratch,
+    Bounded, RUN_LIMIT, assert_ran, details, harness, pinned_runs, python, results, run_bounded,
+    run_on, scratch, shm_objects, streams, write_file,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,21 +49,15 @@ sizes = [[8]]
 fn an_mvm_floor_beside_the_drivers_core_is_timed_both_ways_and_the_faster_kept() {
     let _runs = pinned_runs();
     let dir = scratch("mvm-beside");
-    let scenario = dir.join("beside.toml");
-    std::fs::write(
-        &scenario,
+    let scenario = write_file(
+        &dir,
+        "beside.toml",
         "name = \"beside\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.1\nwarmup = 0.02\n\
          repeats = 2\nwriter_cpu = 0\nreader_cpu = 1\ntimeout_s = 60\npeer = false\n\
          [[case]]\nkind = \"mvm\"\nsizes = [[512, 512]]\n",
-    )
-    .unwrap();
-    let out = dir.join("out");
-    let o = run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT);
-    assert!(
-        o.status.success(),
-        "harness failed: {}",
-        String::from_utf8_lossy(&o.stderr)
     );
+    let out = dir.join("out");
+    assert_ran(&run_bounded(&mut run_on(&scenario, &out), RUN_LIMIT));
     let recs = results(&out);
     let r = &recs.as_array().unwrap()[0];
     assert!(r["ratio_to_floor"].as_f64().unwrap() > 0.0, "{r}");
@@ -87,16 +81,13 @@ fn an_mvm_floor_beside_the_drivers_core_is_timed_both_ways_and_the_faster_kept()
 fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
     let _runs = pinned_runs();
     let dir = scratch("run");
-    let scenario = dir.join("e2e.toml");
-    std::fs::write(&scenario, SCENARIO).unwrap();
+    let scenario = write_file(&dir, "e2e.toml", SCENARIO);
     let out = dir.join("out");
     // Run from the scratch folder (outside any git tree), the scenario named relative to it.
-    let o = run_bounded(
+    assert_ran(&run_bounded(
         run_on(std::path::Path::new("e2e.toml"), &out).current_dir(&dir),
         RUN_LIMIT,
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "harness failed: {stderr}");
+    ));
     for f in ["report.md", "results.json", "results.csv", "details.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
@@ -220,8 +211,7 @@ fn a_tiny_scenario_runs_every_kind_and_writes_every_report_file() {
 /// Runs the harness on a scenario it must refuse: exit 1, nothing run; its stderr.
 fn refused(tag: &str, toml: &str) -> String {
     let dir = scratch(tag);
-    let scenario = dir.join("bad.toml");
-    std::fs::write(&scenario, toml).unwrap();
+    let scenario = write_file(&dir, "bad.toml", toml);
     let o = run_bounded(
         harness().arg(&scenario).arg("--out").arg(dir.join("out")),
         RUN_LIMIT,
@@ -248,12 +238,7 @@ fn every_gate_op_measures_ours_and_its_floor_in_one_child() {
     let dir = scratch("ops");
     let gate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/gate.toml");
     let out = dir.join("out");
-    let o = run_bounded(run_on(&gate, &out).arg("--quick"), RUN_LIMIT);
-    assert!(
-        o.status.success(),
-        "harness failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ran(&run_bounded(run_on(&gate, &out).arg("--quick"), RUN_LIMIT));
     let recs = results(&out);
     let cases: Vec<&str> = recs
         .as_array()
@@ -297,9 +282,9 @@ fn the_bridge_case_measures_the_mirror_and_zenohs_floor_in_one_run() {
     };
     let _runs = pinned_runs();
     let dir = scratch("bridge");
-    let scenario = dir.join("bridge.toml");
-    std::fs::write(
-        &scenario,
+    let scenario = write_file(
+        &dir,
+        "bridge.toml",
         r#"
 name = "bridge-test"
 noise_seconds = 0.2
@@ -321,15 +306,12 @@ gap_us = 2000
 pinned = true
 wait = "spin"
 "#,
-    )
-    .unwrap();
+    );
     let out = dir.join("out");
-    let o = run_bounded(
+    let stderr = assert_ran(&run_bounded(
         run_on(&scenario, &out).env("SHMSTREAM_BRIDGE", &bridge),
         RUN_LIMIT,
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    ));
     let rows = results(&out);
     let [row, pinned] = &rows.as_array().unwrap()[..] else {
         panic!("two bridge rows expected: {rows:?}")
@@ -434,29 +416,23 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     let dir = scratch("peer-locks");
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let scenario = dir.join("peer.toml");
-    std::fs::write(
-        &scenario,
+    let scenario = write_file(
+        &dir,
+        "peer.toml",
         "name = \"peer\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.03\nwarmup = 0.01\n\
          repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n\
          [[case]]\nkind = \"pingpong\"\nwait = \"spin\"\ndtype = \"uint8\"\nsizes = [[64]]\n\
          [[case]]\nkind = \"pingpong\"\nwait = \"park\"\ndtype = \"uint8\"\nsizes = [[64]]\n",
-    )
-    .unwrap();
+    );
     let out = dir.join("out");
-    let o = run_bounded(
+    assert_ran(&run_bounded(
         run_on(&scenario, &out)
             .arg("--python")
             .arg(&python)
             .env("TMPDIR", &tmp)
             .env_remove("PYSHMEM_LOCK_DIR"),
         RUN_LIMIT,
-    );
-    assert!(
-        o.status.success(),
-        "harness failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    ));
     for r in results(&out).as_array().unwrap() {
         assert!(
             r["peer_hz"].as_f64().unwrap_or(0.0) > 0.0,
@@ -499,41 +475,46 @@ fn the_python_peer_runs_beside_the_io_cases_and_leaves_no_lock_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A `results.json` whose rows are the cases `cases` of `kind`, each with the same figures.
+fn results_of(kind: &str, cases: &[&str]) -> String {
+    let rows: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|case| {
+            serde_json::json!({
+                "case": case, "kind": kind, "shape": [8], "dtype": "float32",
+                "device": "cpu", "hz": 1000.0, "floor_hz": 1100.0, "ratio_to_floor": 0.9
+            })
+        })
+        .collect();
+    serde_json::Value::from(rows).to_string()
+}
+
+/// `harness compare OLD NEW EXTRA…`, run to its end.
+fn compare(old: &Path, new: &Path, extra: &[&str]) -> std::process::Output {
+    run_bounded(
+        harness().arg("compare").arg(old).arg(new).args(extra),
+        RUN_LIMIT,
+    )
+}
+
 /// `compare` fails when no case of the baseline is in the new results (an empty
 /// results.json, one from another scenario), and refuses a band that is not a finite
 /// relative drop >= 0 before reading anything: both passed with nothing gated.
 #[test]
 fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing() {
     let dir = scratch("compare-nothing");
-    let rec = |case: &str| {
-        serde_json::json!({
-            "case": case, "kind": "roundtrip", "shape": [8], "dtype": "float32",
-            "device": "cpu", "hz": 1000.0, "floor_hz": 1100.0, "ratio_to_floor": 0.9
-        })
-    };
-    let write = |name: &str, v: serde_json::Value| {
-        let p = dir.join(name);
-        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-        p
-    };
-    let old = write("old.json", serde_json::json!([rec("a")]));
-    let same = write("same.json", serde_json::json!([rec("a")]));
-    let empty = write("empty.json", serde_json::json!([]));
-    let other = write("other.json", serde_json::json!([rec("b")]));
-    let compare = |new: &PathBuf, extra: &[&str]| {
-        run_bounded(
-            harness().arg("compare").arg(&old).arg(new).args(extra),
-            RUN_LIMIT,
-        )
-    };
-    let ok = compare(&same, &[]);
+    let old = write_file(&dir, "old.json", &results_of("roundtrip", &["a"]));
+    let same = write_file(&dir, "same.json", &results_of("roundtrip", &["a"]));
+    let empty = write_file(&dir, "empty.json", &results_of("roundtrip", &[]));
+    let other = write_file(&dir, "other.json", &results_of("roundtrip", &["b"]));
+    let ok = compare(&old, &same, &[]);
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
     for new in [&empty, &other] {
-        let o = compare(new, &[]);
+        let o = compare(&old, new, &[]);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{}: {stdout}", new.display());
         assert!(
@@ -542,7 +523,7 @@ fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing(
         );
     }
     for bad in ["nan", "-0.2", "inf"] {
-        let o = compare(&same, &["--max-regression", bad]);
+        let o = compare(&old, &same, &["--max-regression", bad]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("--max-regression"), "{stderr}");
@@ -555,29 +536,9 @@ fn compare_fails_when_nothing_is_compared_and_refuses_a_band_that_gates_nothing(
 #[test]
 fn compare_exits_2_on_a_bad_file_and_require_all_fails_a_missing_case() {
     let dir = scratch("compare-exit");
-    let rec = |case: &str| {
-        serde_json::json!({
-            "case": case, "kind": "op", "shape": [8], "dtype": "float32",
-            "device": "cpu", "hz": 1000.0, "floor_hz": 1100.0, "ratio_to_floor": 0.9
-        })
-    };
-    let write = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let old = write(
-        "old.json",
-        &serde_json::json!([rec("a"), rec("b")]).to_string(),
-    );
-    let new = write("new.json", &serde_json::json!([rec("a")]).to_string());
-    let bad = write("bad.json", "{ not json");
-    let compare = |old: &PathBuf, new: &PathBuf, extra: &[&str]| {
-        run_bounded(
-            harness().arg("compare").arg(old).arg(new).args(extra),
-            RUN_LIMIT,
-        )
-    };
+    let old = write_file(&dir, "old.json", &results_of("op", &["a", "b"]));
+    let new = write_file(&dir, "new.json", &results_of("op", &["a"]));
+    let bad = write_file(&dir, "bad.json", "{ not json");
     for (o, n) in [(&old, &bad), (&bad, &new), (&old, &dir.join("absent.json"))] {
         let out = compare(o, n, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -793,66 +754,21 @@ exit \"$FAKE_RC\"
 /// FIFO open, which would write "late" there after 30 s.
 #[test]
 fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
-    use std::io::{BufRead, Read};
     let dir = scratch("sigterm");
-    let fifo = dir.join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
+    let peer = stand_in_peer(
+        &dir,
+        "touch /dev/shm/hs$PPID-stand-in\n(echo up; sleep 30; echo late) > \"$FIFO\" &\nwait\n",
+        "[[8]]",
     );
-    let python = dir.join("python");
-    write_script(
-        &python,
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
-             touch /dev/shm/hs$PPID-stand-in\n(echo up; sleep 30; echo late) > '{}' &\nwait\n",
-            fifo.display()
-        ),
-    );
-    // Opened read-write first, so neither open blocks before the partner's.
-    let writer = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    let (rest_tx, rest_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut up = String::new();
-        let _ = reader.read_line(&mut up);
-        let _ = up_tx.send(up);
-        drop(writer);
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-        let _ = rest_tx.send(rest);
-    });
-    let scenario = dir.join("s.toml");
-    std::fs::write(
-        &scenario,
-        "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
-         repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
-    )
-    .unwrap();
     let h = Bounded::spawn(
-        run_on(&scenario, &dir.join("out"))
+        run_on(&peer.scenario, &dir.join("out"))
             .arg("--python")
-            .arg(&python),
+            .arg(&peer.python),
     );
     let pid = h.id();
-    let up = up_rx.recv_timeout(Duration::from_secs(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = h.wait(RUN_LIMIT).status;
-    assert_eq!(up.unwrap(), "up\n", "the peer started");
-    assert!(killed.success());
+    let status = stop_once_up(h, &peer);
     assert_eq!(status.code(), Some(143), "{status}");
-    let rest = rest_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let rest = peer.rest.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(rest, "", "the peer's partner outlived the harness");
     let region = PathBuf::from(format!("/dev/shm/hs{pid}-stand-in"));
     assert!(!region.exists(), "{} was left", region.display());
@@ -861,28 +777,23 @@ fn a_harness_stopped_by_sigterm_cleans_up_after_itself() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A harness stopped between two jobs creates nothing more: the signal's clean-up and exit
-/// are not raced by the next job, which the main thread went on to run once the peer it
-/// waited for was killed (as a Ctrl-C kills the children), creating its streams, region and
-/// files after the clean-up had looked (or finishing the run with exit 0). The stop comes
-/// while job 0's peer runs: a stand-in that fills the scratch folder, so that the clean-up's
-/// removal of it takes a while, then says "up" and waits. Exit 143, nothing of the run left.
+/// A stand-in for the pyshmem peer's Python, the scenario it is the peer of, and what it
+/// says on its FIFO ([`stand_in_peer`]).
+struct StandIn {
+    python: PathBuf,
+    scenario: PathBuf,
+    /// The first line on the FIFO.
+    up: std::sync::mpsc::Receiver<String>,
+    /// The rest.
+    rest: std::sync::mpsc::Receiver<String>,
+}
+
 /// A stand-in for the pyshmem peer's Python in `dir`, for a one-case roundtrip scenario
-/// (`sizes`) written there too: it answers the version probe, runs `before_up` (shell
-/// lines), says "up" on a FIFO and sleeps. Returns the script, the scenario, the channel
-/// the "up" line comes on, and the FIFO's writer end (keep it: opened read-write first, so
-/// that the read-only open does not block).
-fn stand_in_peer(
-    dir: &Path,
-    before_up: &str,
-    sizes: &str,
-) -> (
-    PathBuf,
-    PathBuf,
-    std::sync::mpsc::Receiver<String>,
-    std::fs::File,
-) {
-    use std::io::BufRead;
+/// (`sizes`) written there too: it answers the version probe and runs `body` (shell lines),
+/// which says "up" on the FIFO `$FIFO`; what else is written there comes on `rest` once
+/// every writer has closed it.
+fn stand_in_peer(dir: &Path, body: &str, sizes: &str) -> StandIn {
+    use std::io::{BufRead, Read};
     let fifo = dir.join("fifo");
     assert!(
         Command::new("mkfifo")
@@ -896,73 +807,88 @@ fn stand_in_peer(
         &python,
         &format!(
             "#!/bin/sh\nif [ \"$1\" = -c ]; then echo 1.4.0 2.0; exit 0; fi\n\
-             {before_up}echo up > '{}'\nexec sleep 30\n",
+             FIFO='{}'\n{body}",
             fifo.display()
         ),
     );
+    // Opened read-write first, so that the read-only open does not block; kept open until
+    // "up" has come, so that the read does not end before the stand-in opens the FIFO.
     let writer = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&fifo)
         .unwrap();
     let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let (up_tx, up) = std::sync::mpsc::channel();
+    let (rest_tx, rest) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut up = String::new();
-        let _ = reader.read_line(&mut up);
-        let _ = up_tx.send(up);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = up_tx.send(line);
+        drop(writer);
+        let mut text = String::new();
+        let _ = reader.read_to_string(&mut text);
+        let _ = rest_tx.send(text);
     });
-    let scenario = dir.join("s.toml");
-    std::fs::write(
-        &scenario,
-        format!(
+    let scenario = write_file(
+        dir,
+        "s.toml",
+        &format!(
             "name = \"s\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
              repeats = 1\ntimeout_s = 60\n[[case]]\nkind = \"roundtrip\"\nsizes = {sizes}\n"
         ),
-    )
-    .unwrap();
-    (python, scenario, up_rx, writer)
+    );
+    StandIn {
+        python,
+        scenario,
+        up,
+        rest,
+    }
 }
 
+/// Sends the harness `h` SIGTERM once its stand-in peer says "up"; its exit status.
+fn stop_once_up(h: Bounded, peer: &StandIn) -> std::process::ExitStatus {
+    let up = peer.up.recv_timeout(Duration::from_secs(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &h.id().to_string()])
+        .status()
+        .unwrap();
+    let status = h.wait(RUN_LIMIT).status;
+    assert_eq!(up.unwrap(), "up\n", "the peer started");
+    assert!(killed.success());
+    status
+}
+
+/// A harness stopped between two jobs creates nothing more: the signal's clean-up and exit
+/// are not raced by the next job, which the main thread went on to run once the peer it
+/// waited for was killed (as a Ctrl-C kills the children), creating its streams, region and
+/// files after the clean-up had looked (or finishing the run with exit 0). The stop comes
+/// while job 0's peer runs: a stand-in that fills the scratch folder, so that the clean-up's
+/// removal of it takes a while, then says "up" and waits. Exit 143, nothing of the run left.
 #[test]
 fn a_harness_stopped_between_jobs_creates_nothing_after_its_clean_up() {
     let _runs = pinned_runs();
     let dir = scratch("stop-between-jobs");
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let (python, scenario, up_rx, _writer) = stand_in_peer(
+    let peer = stand_in_peer(
         &dir,
         "mkdir \"$TMPDIR/harness-$PPID/fill\" && cd \"$TMPDIR/harness-$PPID/fill\" && \
-         seq 1 30000 | xargs touch\n",
+         seq 1 30000 | xargs touch\necho up > \"$FIFO\"\nexec sleep 30\n",
         "[[8], [16]]",
     );
     let h = Bounded::spawn(
-        run_on(&scenario, &dir.join("out"))
+        run_on(&peer.scenario, &dir.join("out"))
             .arg("--python")
-            .arg(&python)
+            .arg(&peer.python)
             .env("TMPDIR", &tmp),
     );
     let pid = h.id();
-    let up = up_rx.recv_timeout(Duration::from_secs(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = h.wait(RUN_LIMIT).status;
-    assert_eq!(up.unwrap(), "up\n", "job 0's peer started");
-    assert!(killed.success());
+    let status = stop_once_up(h, &peer);
     assert_eq!(status.code(), Some(143), "{status}");
     let prefix = format!("hs{pid}-");
-    let streams: Vec<String> = shmstream::list_streams()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    let regions: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let streams = streams(&prefix);
+    let regions = shm_objects(&prefix);
     for n in &streams {
         let _ = shmstream::unlink(n);
     }
@@ -1021,12 +947,7 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
     let took = stopped.elapsed();
     assert!(killed.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let prefix = format!("hs{pid}-");
-    let streams: Vec<String> = shmstream::list_streams()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let streams = streams(&format!("hs{pid}-"));
     let lock = shmstream::name::lock_path(&ack);
     let lock_left = lock.exists();
     for n in &streams {
@@ -1055,14 +976,14 @@ fn a_harness_stopped_mid_measurement_kills_its_children_before_its_clean_up() {
 #[test]
 fn a_second_signal_during_a_stop_exits_at_once() {
     let dir = scratch("second-signal");
-    let (python, scenario, up_rx, _writer) = stand_in_peer(&dir, "", "[[8]]");
+    let peer = stand_in_peer(&dir, "echo up > \"$FIFO\"\nexec sleep 30\n", "[[8]]");
     let h = Bounded::spawn(
-        run_on(&scenario, &dir.join("out"))
+        run_on(&peer.scenario, &dir.join("out"))
             .arg("--python")
-            .arg(&python),
+            .arg(&peer.python),
     );
     let pid = h.id();
-    let up = up_rx.recv_timeout(Duration::from_secs(300));
+    let up = peer.up.recv_timeout(Duration::from_secs(300));
     assert_eq!(up.unwrap(), "up\n", "the peer started");
     let held = format!("hs{pid}-held");
     let stream = shmstream::Stream::create(&held, &[8], shmstream::Dtype::U8).unwrap();
@@ -1089,13 +1010,8 @@ fn a_second_signal_during_a_stop_exits_at_once() {
     drop(guard);
     drop(stream);
     let _ = shmstream::unlink(&held);
-    for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("hs{pid}-"))
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
+    for n in shm_objects(&format!("hs{pid}-")) {
+        let _ = std::fs::remove_file(Path::new("/dev/shm").join(n));
     }
     let work = std::env::temp_dir().join(format!("harness-{pid}"));
     let _ = std::fs::remove_dir_all(&work);

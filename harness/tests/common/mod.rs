@@ -1,6 +1,8 @@
-//! What the harness's integration tests share: the binary, a scratch folder, a quiet run on
-//! a scenario, a run waited for at most a limit ([`run_bounded`]), the rows of its
-//! `results.json` and its `details.json`, an executable stand-in script ([`script`]).
+//! What the harness's integration tests share: the binary, a scratch folder, a file written
+//! there (a scenario, a results file), a quiet run on a scenario, a run waited for at most a
+//! limit ([`run_bounded`]) and checked ([`assert_ran`]), the rows of its `results.json` and
+//! its `details.json`, what a run left in shared memory ([`shm_objects`], [`streams`]), an
+//! executable stand-in script ([`script`]).
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -24,6 +26,42 @@ pub fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Writes `text` as the file `name` in `dir` (a scenario, a results file); its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Asserts that a harness run exited 0, its stderr in the failure; that stderr.
+pub fn assert_ran(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "harness failed ({}): {stderr}",
+        o.status
+    );
+    stderr
+}
+
+/// The names in `/dev/shm` that start with `prefix` (a run's are `hs<pid>-…`).
+pub fn shm_objects(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// The library's streams whose names start with `prefix`.
+pub fn streams(prefix: &str) -> Vec<String> {
+    shmstream::list_streams()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 /// Held by the tests whose runs time their loops or pin a spinning process: the harness pins
