@@ -2841,6 +2841,86 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
     let _ = std::fs::remove_dir_all(lib_dir);
 }
 
+/// A library for `LD_PRELOAD` whose `$FAILING_FRAME_AT`-th `pwrite` of a frame (64 KiB or
+/// more) to a `.fits` file fails with EIO, saying so on stderr; only that one.
+const FAILING_FRAME: PreloadC = PreloadC {
+    name: "failing_frame",
+    wraps: Wraps::Pwrite,
+    body: r#"
+static long frames;
+static int refusal(int fd, size_t *count, off_t at) {
+    (void)at;
+    static const char fits[] = ".fits";
+    const char *nth = getenv("FAILING_FRAME_AT");
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = nth != NULL && *count >= 65536 ? readlink(link, path, sizeof path - 1) : -1;
+    size_t k = sizeof fits - 1;
+    if (n >= (ssize_t)k && memcmp(path + n - k, fits, k) == 0 && ++frames == atol(nth)) {
+        say("failing_frame: refused\n");
+        return EIO;
+    }
+    return 0;
+}
+"#,
+};
+
+/// A frame write to a FITS file that fails with EIO is no full disk: the file keeps the
+/// frame that reached it whole before, with its table, and the error says to check the
+/// disk. (Taking the file's length at the failure for the room its table had, as after a
+/// full disk, dropped that frame and said the disk was full.)
+#[test]
+fn an_io_error_writing_a_fits_frame_drops_no_frame_before_it_and_is_no_full_disk() {
+    let lib_dir = out_dir("rec-fits-eio-lib");
+    let Some(lib) = FAILING_FRAME.build(&lib_dir) else {
+        return;
+    };
+    let eio = std::io::Error::from_raw_os_error(libc::EIO).to_string();
+    // 80 KiB frames: each its own write.
+    let (name, _c, s) = camera_shaped(&unique_name("rec-fits-eio"), &[256, 160], 16);
+    let out = out_dir("rec-fits-eio");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "3", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("FAILING_FRAME_AT", "2");
+    common::default_stop_signals(&mut c);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert!(diag.contains("failing_frame: refused"), "{diag}");
+    assert_eq!(st.code(), Some(1), "{diag}");
+    let cube = out.join(format!("{name}_000000000.fits"));
+    assert!(
+        diag.contains(&format!(
+            "{}: {eio}: check the disk (the kernel log names its errors) and record again",
+            cube.display()
+        )) && !diag.contains("the disk is full")
+            && !diag.contains("free some space")
+            && !diag.contains("dropping"),
+        "{diag}"
+    );
+    assert_eq!(summary(&diag), (1, 1), "{diag}");
+    let bytes = std::fs::read(&cube).unwrap();
+    let (card, data_start) = frame_axis(&bytes);
+    assert_eq!(card, 1, "{diag}");
+    let frame: usize = 256 * 160 * 2;
+    assert!(
+        bytes.len() > data_start + frame.next_multiple_of(2880),
+        "no FRAMES table after the frame: {diag}"
+    );
+    let rows = python_check(
+        "import sys\nfrom astropy.io import fits\nwith fits.open(sys.argv[1]) as h:\n    \
+         h.verify('exception')\n    print(h[0].data.shape[0], len(h['FRAMES'].data))",
+        &[cube.as_os_str()],
+        "FITS after an I/O error",
+    );
+    assert!(
+        rows.as_deref().is_none_or(|r| r.trim() == "1 1"),
+        "{rows:?}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
 /// A library for `LD_PRELOAD` whose first `pwrite` to a `.frames.csv` table (with
 /// `$FAILING_NPY=table`), or second at offset 0 of a `.npy` cube (`header`: the header
 /// rewritten as the cube is finished), fails with EIO, saying so on stderr; only once.

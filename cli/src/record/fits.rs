@@ -759,7 +759,7 @@ impl CubeSink for FitsCube {
             file,
             frames: whole,
             flushed,
-            mut room,
+            room,
             full,
             ..
         } = frames.close();
@@ -767,6 +767,9 @@ impl CubeSink for FitsCube {
         // Complete only with every frame taken for it on file, the gathered ones too.
         let complete = self.complete && flushed.is_ok();
         let mut errors: Vec<String> = flushed.err().into_iter().collect();
+        // Only a write that found no room bounds the room the table has: after any other
+        // failed write (an I/O error) every whole frame is kept.
+        let mut room = room.filter(|_| full.is_some());
         // What ran out of room, once the disk filled up (here or at a frame).
         let mut full = full.unwrap_or(frame_file::Full::Disk);
         let written = loop {

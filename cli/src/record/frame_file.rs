@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Fallible;
 
+/// What to do about a write that failed for another reason than room.
+const NOT_ROOM_REMEDY: &str = "check the disk (the kernel log names its errors) and record again";
+
 /// Frames of at least this many bytes bypass the gathering buffer.
 const DIRECT: usize = 64 << 10;
 
@@ -123,7 +126,7 @@ impl FrameFile {
                 full.said(),
                 full.remedy()
             ),
-            None => format!("{}: {e}", self.path.display()),
+            None => format!("{}: {e}: {NOT_ROOM_REMEDY}", self.path.display()),
         }
     }
 
@@ -236,10 +239,7 @@ impl TailError {
 
     /// What to do about it.
     pub(crate) fn remedy(&self) -> &'static str {
-        self.no_room().map_or(
-            "check the disk (the kernel log names its errors) and record again",
-            Full::remedy,
-        )
+        self.no_room().map_or(NOT_ROOM_REMEDY, Full::remedy)
     }
 }
 
