@@ -25,10 +25,11 @@ use crate::{name, sys};
 pub struct PurgeOptions {
     /// Remove every valid stream, not only those whose creator is dead.
     pub all: bool,
-    /// Only report what would be removed: what has no stream now, without taking locks (a
-    /// real purge spares the abandoned creations, parts and lock files whose lock somebody
-    /// holds: a creator still building, or the writer of a stream made since that keeps its
-    /// guard for its run).
+    /// Only report what would be removed: what has no stream now, without taking locks to
+    /// remove anything (a real purge spares the abandoned creations, parts and lock files
+    /// whose lock somebody holds: a creator still building, or the writer of a stream made
+    /// since that keeps its guard for its run). Its scan opens each stream as
+    /// [`crate::list_streams`] does, and so clears the lock stamps a dead writer left.
     pub dry_run: bool,
 }
 

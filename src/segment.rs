@@ -251,9 +251,14 @@ pub(crate) fn unlink(id: &str) -> io::Result<()> {
     }
 }
 
-/// Whether an object (of any kind, a dangling symlink included) exists under `id`.
+/// Whether an object (of any kind, a dangling symlink included) exists under `id`. A look
+/// that fails for another reason than its absence counts as one there: callers take `false`
+/// as leave to remove what a stream of that id would own (its ring, its lock file).
 pub(crate) fn exists(id: &str) -> bool {
-    std::fs::symlink_metadata(path(id)).is_ok()
+    match std::fs::symlink_metadata(path(id)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
 }
 
 /// Whether payload id `id` has its payload or its `_meta` (a stream, one being made or
@@ -331,6 +336,22 @@ pub(crate) fn abandoned_creation(file_name: &str) -> Option<(&str, i64)> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// Only an object's absence makes `exists` false: a look that fails otherwise (here a
+    /// name too long for the file system) says nothing of what is there.
+    #[test]
+    fn a_look_that_fails_is_no_proof_of_absence() {
+        let id = format!("ps_test_absent_{}", std::process::id());
+        assert!(!exists(&id));
+        let too_long = "x".repeat(300);
+        assert_eq!(
+            std::fs::symlink_metadata(path(&too_long))
+                .map_err(|e| e.kind())
+                .err(),
+            Some(io::ErrorKind::InvalidFilename)
+        );
+        assert!(exists(&too_long));
+    }
 
     /// A published object has its final id alone (a second name, from a creator killed
     /// before it removed it, hid the stream's unlink from every handle); an id taken is
