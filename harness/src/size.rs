@@ -363,7 +363,7 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
     let late = crate::cases::ao::MAX_LATE_AT_SOURCE * 100.0;
     writeln!(
         o,
-        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99).\n\n- **Pass**: no missed frame (the camera's own late frames aside, where it has its core to itself, up to {late:.0}% of its frames: beyond, the camera did not hold the rate on this host and the form does not pass) and p99 below the budget and the frame period. `harness size` exits 1 where a measured form does not pass.\n- **Highest sustainable rate**: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames up to {late:.0}% aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound).\n- **Floor**: the form's composed floor, from each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples (paired by rank, the sum of the parts' same percentiles; and the compute paired independently of the hops). Its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n- A p99 needs {min} frames (ten beyond it): a result that rests on fewer says so, and the frames are in brackets (`--rate` × `--seconds` sets them).\n\n| form | device | p50 / p99 µs at the rate (frames) | floor p50 / p99 µs | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## Verdict\n\nAt {} Hz with an end-to-end budget of {} µs (camera publish → DM publish, p99).\n\n- **Pass**: no missed frame (the camera's own late frames aside, where it has its core to itself, up to {late:.0}% of its frames: beyond, the camera did not hold the rate on this host and the form does not pass) and p99 below the budget and the frame period. `harness size` exits 1 where a measured form does not pass.\n- **Highest sustainable rate**: the highest the rate ladder found sustainable (no missed frame, the camera's own late frames up to {late:.0}% aside, and p99 below the frame period: the budget does not enter it), at least the rate where the main run kept up (\"≥ N\": no rate it tried failed, so N is only a lower bound).\n- **Floor**: the form's composed floor, from each stage's compute alone on this harness's own single-threaded kernels and each hop's bare hand-off, measured in the same run; each percentile the lower of two sums of the parts' samples (paired by rank, the sum of the parts' same percentiles; and the compute paired independently of the hops). Its p50 bounds a loop built on these kernels in this placement on this machine, not every implementation of the form (faster kernels may go lower); its p99 is an estimate of such a loop's tail from those sums, not a bound.\n- A p99 needs {min} frames (ten beyond it): a result that rests on fewer says so, and the frames are in brackets (`--rate` × `--seconds` sets them), as the floor's samples are.\n\n| form | device | p50 / p99 µs at the rate (frames) | floor p50 / p99 µs (samples) | jitter (std) µs | missed | highest sustainable rate Hz (budget aside) | dominant stage | reconstructor bandwidth | result |\n|---|---|---|---|---|---|---|---|---|---|",
         a.rate,
         a.budget_us,
         min = crate::hist::min_samples(0.99)
@@ -402,9 +402,11 @@ fn verdict_table(results: &[JobResult], a: &SizeArgs, noise: &HostNoise) -> Resu
                 };
                 let p = Percentiles::of(&s.hist);
                 let lat = |ns: f64| us_if_any(&s.hist, ns);
+                // With its samples, as ours has its frames: a low rate gives it few for a p99.
                 let floor = r.floor.as_ref().map_or("—".into(), |f| {
+                    let n = f.hist.len();
                     let f = Percentiles::of(&f.hist);
-                    format!("{} / {}", us(f.p50), us(f.p99))
+                    format!("{} / {} ({n})", us(f.p50), us(f.p99))
                 });
                 writeln!(
                     o,
@@ -1137,6 +1139,7 @@ mod tests {
 
     /// A verdict judged on a p99 that its frames do not support says so: `--rate 100
     /// --seconds 5` gives 500 frames, whose p99 is the 5th largest; 1000 frames support it.
+    /// The floor's percentiles come with its samples, as ours with its frames.
     #[test]
     fn a_verdict_on_too_few_frames_for_a_p99_says_so() {
         let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
@@ -1152,6 +1155,10 @@ mod tests {
             let mut h = crate::hist::new();
             h.record_n(300_000, frames).unwrap();
             r.ours.as_mut().unwrap().hist = h;
+            // The floor, on as many samples: shown with them.
+            let mut f = crate::hist::new();
+            f.record_n(300_000, frames).unwrap();
+            r.floor.as_mut().unwrap().hist = f;
             let table = verdict_table(&[r], &a, &HostNoise::default()).unwrap();
             table
                 .lines()
@@ -1161,13 +1168,14 @@ mod tests {
         };
         let few = row(500);
         assert!(
-            few.contains(" | 300.0 / 300.0 (500) | ")
+            few.contains(" | 300.0 / 300.0 (500) | 300.0 / 300.0 (500) | ")
                 && few.ends_with(" | **pass** (p99 from 500 frames: a p99 needs 1000) |"),
             "{few}"
         );
         let enough = row(1000);
         assert!(
-            enough.contains("(1000) | ") && enough.ends_with(" | **pass** |"),
+            enough.contains("(1000) | 300.0 / 300.0 (1000) | ")
+                && enough.ends_with(" | **pass** |"),
             "{enough}"
         );
     }
@@ -1206,9 +1214,9 @@ mod tests {
              8 GB free | | | | | | | **fail** |"
         );
         assert!(
-            rows[1]
-                .starts_with("| stages as processes | cpu | — / — (0) | 300.0 / 300.0 | — | 10 |")
-                && rows[1].ends_with("| **fail: 10 missed frames** |"),
+            rows[1].starts_with(
+                "| stages as processes | cpu | — / — (0) | 300.0 / 300.0 (100) | — | 10 |"
+            ) && rows[1].ends_with("| **fail: 10 missed frames** |"),
             "{}",
             rows[1]
         );

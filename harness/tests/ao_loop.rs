@@ -412,9 +412,12 @@ fn harness_size_writes_a_verdict_per_form_and_the_stage_cores_noise() {
     for row in &rows {
         assert_eq!(row.matches(" | ").count(), 9, "ten cells: {row}");
         let floor = row.split(" | ").nth(3).unwrap();
-        let measured = floor
-            .split(" / ")
-            .all(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0));
+        // "p50 / p99 (samples)".
+        let measured = floor.split_once(" (").is_some_and(|(p, n)| {
+            n.trim_end_matches(')').parse::<u64>().is_ok_and(|n| n > 0)
+                && p.split(" / ")
+                    .all(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0))
+        });
         if !measured {
             assert!(
                 (floor == "—" && row.ends_with(" |")) || row.contains(" | failed: "),

@@ -161,7 +161,12 @@ pub fn section(results: &[JobResult], noise: &HostNoise) -> Result<String> {
                     lat(p.max, 1.0),
                     us_if_any(&s.hist, st.jitter_ns),
                     st.missed_text(),
-                    us_at(st.pacing_ns[1], 0.99, st.frames),
+                    // No frame reached the DM: no pacing was taken from the logs either.
+                    if s.hist.is_empty() {
+                        "—".into()
+                    } else {
+                        us_at(st.pacing_ns[1], 0.99, st.frames)
+                    },
                     verdict_text(&a.verdict, p.count)
                 )?;
             }
@@ -465,15 +470,16 @@ mod tests {
     fn a_loop_no_frame_of_which_reached_the_dm_shows_no_latency() {
         let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
                     rate_hz = 2000\n";
+        // Enough frames for a p99, had any pacing been taken.
         let stats = LoopStats {
-            frames: 10,
-            missed: 10,
+            frames: 2000,
+            missed: 2000,
             ..LoopStats::default()
         };
         let mut sut =
             crate::report::targets::tests::ao(case, [300_000; 3], stats, LoopStats::default());
         sut.ours.as_mut().unwrap().hist = crate::hist::new();
-        sut.ao.as_mut().unwrap().verdict = "fail: 10 missed frames".into();
+        sut.ao.as_mut().unwrap().verdict = "fail: 2000 missed frames".into();
         let text = section(std::slice::from_ref(&sut), &HostNoise::default()).unwrap();
         let row = |header: &str| {
             let at = text.find(header).unwrap();
@@ -486,7 +492,7 @@ mod tests {
         let main = row("| case | geometry");
         assert!(
             main.ends_with(
-                "| 0 | 0 | — | — | — | — | — | — | — | 10 | — | fail: 10 missed frames |"
+                "| 0 | 0 | — | — | — | — | — | — | — | 2000 | — | fail: 2000 missed frames |"
             ),
             "{main}"
         );

@@ -356,9 +356,17 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
             let seconds = st.frames as f64 / a.rate_hz;
             let long_enough = seconds >= AO_MISSED_SECONDS;
             // Frames the camera itself published a period late (its core paused) are the
-            // source's loss: shown, not judged, as its pacing error is.
+            // source's loss: shown, not judged, as its pacing error is. Over
+            // `MAX_LATE_AT_SOURCE` of its frames, the run judges no clean loop (as its
+            // verdict says, `crate::cases::ao::failure`).
+            let late_max = crate::cases::ao::MAX_LATE_AT_SOURCE;
+            let source_failed = st.missed_at_source as f64 > late_max * st.frames as f64;
             let source = match st.missed_at_source {
                 0 => String::new(),
+                n if source_failed => format!(
+                    " (and {n} the camera published a period or more late, over {}% of its frames: n/a, the run does not judge the loop)",
+                    late_max * 100.0
+                ),
                 n => format!(
                     " (and {n} the camera published a period or more late, its core paused: the source's, not judged)"
                 ),
@@ -374,11 +382,12 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
                     )
                 },
                 limit,
-                // A miss in a shorter run already fails; a clean short run proves nothing.
+                // A miss in a shorter run already fails; a clean short run proves nothing,
+                // nor one whose camera did not hold the rate.
                 pass: if st.pipeline_missed() > 0 {
                     Some(false)
                 } else {
-                    long_enough.then_some(true)
+                    (long_enough && !source_failed).then_some(true)
                 },
             }
         }
@@ -632,6 +641,22 @@ pub(crate) mod tests {
         let m = find(&evaluate(&[one_more], 5.0), "missed frames").clone();
         assert_eq!(m.pass, Some(false), "{m:?}");
         assert!(m.measured.starts_with("1 over 31 s"), "{m:?}");
+        // Late on over 5% of its frames, the camera did not hold the rate: the run judges
+        // no loop (its verdict fails it), and the target says n/a, not pass.
+        let source_failed = ao(
+            PYRTC,
+            [10_000; 3],
+            at_source(2_000, 2_000),
+            stats(31_000, 0, 1.0),
+        );
+        let m = find(&evaluate(&[source_failed], 5.0), "missed frames").clone();
+        assert_eq!(m.pass, None, "{m:?}");
+        assert!(
+            m.measured
+                .starts_with("0 over 31 s (and 2000 the camera published")
+                && m.measured.contains("over 5% of its frames: n/a"),
+            "{m:?}"
+        );
     }
 
     #[test]
