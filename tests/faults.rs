@@ -409,6 +409,12 @@ fn child_entry() {
             say("locked");
             block_on_stdin();
         }
+        // Removes the stream and makes it again (another process's generation), then exits.
+        "recreate" => {
+            shmstream::unlink(&name).unwrap();
+            stream_with_frame(&name, param("seed"));
+            say("recreated");
+        }
         // Takes the write lock and blocks holding it.
         "lock_holder" => {
             let s = Stream::open(&name).unwrap();
@@ -1321,6 +1327,38 @@ fn a_guard_on_a_removed_lock_file_does_not_unlink_under_a_writer_at_the_path() {
     shmstream::unlink(&name).unwrap();
     assert!(!payload.exists());
     drop(g);
+}
+
+/// A thread holding a guard of a stream whose lock file was removed, after another process
+/// made the stream again: its first write to the new generation takes that generation's lock
+/// file, now at the path (one re-entered take of the removed file excluded no writer of the
+/// new stream, until the held lock's next path check, up to `PATH_CHECK_MS` later).
+#[test]
+fn a_new_generations_write_under_an_old_generations_guard_takes_the_file_at_the_path() {
+    let _serial = serial();
+    let name = unique_name("lockgone-held-new-gen");
+    let _c = Cleanup::new([&name]);
+    let old = stream_with_frame(&name, 1);
+    let g = old.lock(Some(LONG)).unwrap();
+    let path = remove_lock_file(&name);
+    role("recreate", &name)
+        .param("seed", 2)
+        .spawn()
+        .wait_success(LONG);
+    // The held lock's path check, just now: no move of its own for a while.
+    let r = g.write_slice(&frame(3));
+    assert!(matches!(r, Ok(()) | Err(Error::Stale { .. })), "{r:?}");
+    let new = Stream::open(&name).unwrap();
+    new.write_slice(&frame(4)).unwrap();
+    let at_path = File::open(&path).unwrap();
+    assert!(
+        !try_flock(&at_path),
+        "the new generation's write took no lock on its file"
+    );
+    drop(g);
+    assert!(try_flock(&at_path), "the file at the path is still locked");
+    drop(at_path);
+    assert_eq!(read_checked(&new), Ok(4));
 }
 
 /// The same guard thread, when the writer on the file at the path died inside its bracket

@@ -382,8 +382,18 @@ impl LockFile {
         }
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
-            // A write lock's path check, as a guard's writes make it ([`LockFile::follow_path`]).
-            if generation != 0 {
+            // A write lock's path check, as a guard's writes make it ([`LockFile::follow_path`]);
+            // a generation's first take moves to the file at the path at once, as a
+            // first-level take does, not only once the last check is `PATH_CHECK_MS` old: this
+            // thread may hold an earlier generation's file, which excludes nobody from this one.
+            if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
+                if self.is_unlinked() && stream_linked() {
+                    self.move_held(stream, timeout, &stream_linked)?;
+                }
+                self.generation.store(generation, Ordering::Relaxed);
+                self.path_checked_ms
+                    .store(sys::coarse_now_ms(), Ordering::Relaxed);
+            } else if generation != 0 {
                 self.follow_path_held(stream, timeout, &stream_linked)?;
             }
             // A lifecycle take must exclude whoever locks the path: a hold on a removed file
