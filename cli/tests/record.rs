@@ -1135,7 +1135,9 @@ fn a_fits_header_the_disk_refuses_names_the_os_error_and_leaves_no_file() {
     assert_eq!(st.code(), Some(1), "{diag}");
     let too_large = std::io::Error::from_raw_os_error(libc::EFBIG).to_string();
     assert!(
-        diag.contains("writing the FITS header") && diag.contains(&too_large),
+        diag.contains(&format!(
+            "writing the FITS header: {too_large}: the file reached the file-size limit"
+        )) && diag.contains("raise the limit (`ulimit -f`)"),
         "{diag}"
     );
     assert!(!diag.contains("failed to fill whole buffer"), "{diag}");

@@ -102,15 +102,22 @@ pub(super) fn refuse_existing(path: &Path) -> Fallible {
     }
 }
 
-/// Creates `path` for writing, never over an existing file.
+/// Creates `path` for writing, never over an existing file; a failure says what to do.
 pub(super) fn create_new(path: &Path) -> Fallible<File> {
     File::options()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| match e.kind() {
-            ErrorKind::AlreadyExists => already_there(path),
-            _ => format!("{}: {e}", path.display()).into(),
+        .map_err(|e| match (e.kind(), super::frame_file::Full::of(&e)) {
+            (ErrorKind::AlreadyExists, _) => already_there(path),
+            (_, Some(full)) => {
+                format!("{}: {e}: {}; {}", path.display(), full.said(), full.remedy()).into()
+            }
+            _ => format!(
+                "{}: {e}: check that its directory is there and this user may write in it, and record again",
+                path.display()
+            )
+            .into(),
         })
 }
 
@@ -150,6 +157,21 @@ fn already_there(path: &Path) -> Box<dyn std::error::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that cannot be made names itself, the OS error and what to do.
+    #[test]
+    fn a_file_that_cannot_be_created_says_what_to_do() {
+        let path = std::env::temp_dir()
+            .join(format!("no-such-dir-{}", std::process::id()))
+            .join("cam_000000000.fits");
+        let e = create_new(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: ", path.display()))
+                && e.contains("No such file or directory")
+                && e.ends_with("check that its directory is there and this user may write in it, and record again"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn long_names_get_short_distinct_stems_and_short_ones_keep_theirs() {

@@ -591,7 +591,7 @@ impl FitsCube {
         if let Err(e) = written {
             drop(file);
             let _ = std::fs::remove_file(path);
-            return Err(format!("{}: writing the FITS header: {e}", path.display()).into());
+            return Err(frame_file::write_failed(path, "writing the FITS header: ", &e).into());
         }
         let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
         Ok(FitsCube {

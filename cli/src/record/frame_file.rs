@@ -119,15 +119,7 @@ impl FrameFile {
     fn fail(&mut self, e: &std::io::Error) -> String {
         self.failed = true;
         self.full = Full::of(e);
-        match self.full {
-            Some(full) => format!(
-                "{}: {e}: {}; {}",
-                self.path.display(),
-                full.said(),
-                full.remedy()
-            ),
-            None => format!("{}: {e}: {NOT_ROOM_REMEDY}", self.path.display()),
-        }
+        write_failed(&self.path, "", e)
     }
 
     /// Flushes and closes: the file, where its whole frames end, how many there are, the
@@ -188,6 +180,21 @@ pub(crate) fn write_counted(file: &File, bytes: &[u8], at: u64) -> (usize, std::
 pub(crate) struct TailError {
     pub(crate) step: String,
     pub(crate) e: std::io::Error,
+}
+
+/// A write to `path` that failed with `e` (at `step`, said before the error: empty, or
+/// ending in ": "), with what ran out of room and the remedy, or the remedy of another
+/// failure.
+pub(crate) fn write_failed(path: &Path, step: &str, e: &std::io::Error) -> String {
+    match Full::of(e) {
+        Some(full) => format!(
+            "{}: {step}{e}: {}; {}",
+            path.display(),
+            full.said(),
+            full.remedy()
+        ),
+        None => format!("{}: {step}{e}: {NOT_ROOM_REMEDY}", path.display()),
+    }
 }
 
 /// What had no room for a write: a full disk (or quota), or a file-size limit, which a

@@ -142,7 +142,9 @@ impl NpyCube {
         if let Err(e) = file.write_all_at(&h, 0) {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(&table_path);
-            return Err(format!("{}: {e}", path.display()).into());
+            return Err(
+                super::frame_file::write_failed(path, "writing the .npy header: ", &e).into(),
+            );
         }
         Ok(NpyCube {
             path: path.to_owned(),
