@@ -128,8 +128,50 @@ struct Track {
     name: String,
     last: Option<(Instant, StreamStat)>,
     rate: Option<f64>,
-    missed: Option<u64>,
+    missed: Option<Missed>,
     state: String,
+}
+
+/// Frames missed over the samples of one instance: per interval, the frame ids the writer
+/// moved past beyond the frames it wrote (one frame id a frame). A sample taken inside a
+/// write can see its new count with the frame id before it (a history stream stores the
+/// count before it copies the frame into the payload, the frame id after), or the count
+/// before it with its frame id: that interval then reads one short and the next one over,
+/// or the reverse, and the pair cancels.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Missed {
+    total: u64,
+    /// The last interval: 1 where it counted frames (one short next takes one back), -1
+    /// where it read one short (one over next pays it back), else 0.
+    last: i8,
+}
+
+impl Missed {
+    /// An interval in which `written` frames were written and the frame id moved forward by
+    /// `ids` (`None`: it went back, a writer starting its ids again: nothing missed).
+    fn add(&mut self, written: u64, ids: Option<u64>) {
+        let Some(ids) = ids else {
+            self.last = 0;
+            return;
+        };
+        if ids < written {
+            // One short: the first of a pair, or the second, which takes back the last
+            // interval's one over; more: ids repeated, nothing missed.
+            self.last = match (written - ids, self.last) {
+                (1, 1) => {
+                    self.total = self.total.saturating_sub(1);
+                    0
+                }
+                (1, _) => -1,
+                _ => 0,
+            };
+        } else if ids > written {
+            // One of them pays back the last interval's one short.
+            let over = ids - written - u64::from(self.last == -1);
+            self.total = self.total.saturating_add(over);
+            self.last = i8::from(over > 0);
+        }
+    }
 }
 
 impl Track {
@@ -155,10 +197,10 @@ impl Track {
                         let dt = now.duration_since(*t).as_secs_f64();
                         self.rate = (dt > 0.0).then(|| dc as f64 / dt);
                         if s.frame_id != 0 && prev.frame_id != 0 && dc > 0 {
-                            // Saturating throughout: a writer's ids may jump anywhere in
-                            // the 64 bits, and back (counted as nothing missed).
-                            let gap = s.frame_id.saturating_sub(prev.frame_id).saturating_sub(dc);
-                            self.missed = Some(self.missed.unwrap_or(0).saturating_add(gap));
+                            // Saturating: a writer's ids may jump anywhere in the 64 bits,
+                            // and back (counted as nothing missed).
+                            let ids = s.frame_id.checked_sub(prev.frame_id);
+                            self.missed.get_or_insert_default().add(dc, ids);
                         }
                     } else {
                         self.rate = None;
@@ -166,7 +208,7 @@ impl Track {
                     }
                 }
                 if s.frame_id != 0 && self.missed.is_none() {
-                    self.missed = Some(0);
+                    self.missed = Some(Missed::default());
                 }
                 self.state = if s.write_sequence < 0 {
                     "invalid".into()
@@ -196,7 +238,9 @@ impl Track {
 
     fn row(&self) -> Vec<String> {
         let rate = self.rate.map_or_else(|| "-".into(), |r| format!("{r:.1}"));
-        let missed = self.missed.map_or_else(|| "-".into(), |m| m.to_string());
+        let missed = self
+            .missed
+            .map_or_else(|| "-".into(), |m| m.total.to_string());
         match &self.last {
             Some((_, s)) => vec![
                 crate::term::printable(&self.name).into_owned(),
@@ -472,6 +516,38 @@ mod tests {
         assert_eq!(field("it's"), r#"'it'"'"'s'"#);
         // An error state, already printable: its backslashes are not doubled again.
         assert_eq!(field(r"error: 'a\nb'"), r#"'error: '"'"'a\nb'"'"''"#);
+    }
+
+    /// A sample inside a write (its count with the frame id before it, or the reverse) makes
+    /// one interval read one short and the next one over: the pair adds nothing, in either
+    /// order; a real skip is counted, and one after a pair too.
+    #[test]
+    fn a_sample_taken_inside_a_write_adds_no_missed_frame() {
+        let run = |intervals: &[(u64, u64)]| {
+            let mut m = Missed::default();
+            for &(written, ids) in intervals {
+                m.add(written, Some(ids));
+            }
+            m.total
+        };
+        // Counts 10 → 21 (frame 21 under way, its id still 20) → 30, ids 10 → 20 → 30.
+        assert_eq!(run(&[(11, 10), (9, 10)]), 0);
+        // Counts 10 → 20 (frame 21's id read, its count not) → 30, ids 10 → 21 → 30.
+        assert_eq!(run(&[(10, 11), (10, 9)]), 0);
+        // Ids 2 to 9 skipped, then a pair, then one more skipped.
+        assert_eq!(run(&[(1, 9), (11, 10), (9, 10), (5, 6)]), 9);
+        // Two samples inside writes in a row (counts 10 → 21 → 31 → 40, ids 10 → 20 → 30
+        // → 40), in either order.
+        assert_eq!(run(&[(11, 10), (10, 10), (9, 10)]), 0);
+        assert_eq!(run(&[(10, 11), (10, 10), (10, 9)]), 0);
+        // Ids repeated (more than one short) are nothing missed, and pay nothing back.
+        assert_eq!(run(&[(10, 2), (10, 12)]), 2);
+        // Ids going back count nothing, and end a pair.
+        let mut m = Missed::default();
+        m.add(10, Some(11));
+        m.add(1, None);
+        m.add(10, Some(9));
+        assert_eq!(m.total, 1);
     }
 
     #[test]
