@@ -568,6 +568,19 @@ fn write_whole(
     if stopped() {
         return Err(Stoppable::stop_error());
     }
+    // A name ending in '/' is a directory's, existing or not: no file to write (a temporary
+    // beside it was named after the directory, written whole and left when the rename
+    // onto the directory failed).
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} ends in '/', a directory: give -o a file name (e.g. {}NAME.npy)",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
     let existing = match std::fs::metadata(path) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -965,6 +978,22 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A name ending in '/' (a directory there or not) is refused before anything is
+    /// written: no temporary is left beside it.
+    #[test]
+    fn a_name_ending_in_a_slash_is_refused_and_leaves_no_file() {
+        let dir = Scratch::new("slash");
+        std::fs::create_dir(dir.0.join("there")).unwrap();
+        for name in ["absent/", "there/"] {
+            let target = PathBuf::from(format!("{}/{name}", dir.0.display()));
+            let e = write_whole(&target, &|| false, |out| out.write_all(b"new")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("ends in '/', a directory"), "{e}");
+        }
+        assert_eq!(names(&dir.0), ["there"]);
+        assert!(names(&dir.0.join("there")).is_empty());
     }
 
     /// The names in `dir`, sorted.
