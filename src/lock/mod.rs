@@ -387,7 +387,14 @@ impl LockFile {
             // first-level take does, not only once the last check is `PATH_CHECK_MS` old: this
             // thread may hold an earlier generation's file, which excludes nobody from this one.
             if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-                if self.is_unlinked() && stream_linked() {
+                if self.is_unlinked() {
+                    // As `reopen_if_unlinked`: a file removed with this handle's stream is
+                    // that stream gone.
+                    if !stream_linked() {
+                        return Err(Error::Stale {
+                            name: stream.to_owned(),
+                        });
+                    }
                     self.move_held(stream, timeout, &stream_linked)?;
                 }
                 self.generation.store(generation, Ordering::Relaxed);
@@ -966,6 +973,38 @@ mod tests {
         );
         assert!(!sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         sut.release(|_| {});
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A thread holding the lock for one generation, its file removed and a new one at the
+    /// path (the stream made again by another process), takes the new generation's lock
+    /// re-entrantly: it moves to the file at the path at once, though the held lock's last
+    /// path check is not `PATH_CHECK_MS` old; one whose stream is gone too is `Stale`.
+    #[test]
+    fn a_new_generations_reentrant_take_moves_to_the_file_at_the_path_at_once() {
+        let path = temp_lock("reentrant-generation");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        let open = AtomicBool::new(false);
+        sut.acquire_for(7, None, "t", || true, &open).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let fresh = open_file(&path, "t").unwrap();
+        let gone = sut.acquire_for(8, Some(Duration::ZERO), "t", || false, &open);
+        assert!(matches!(gone, Err(Error::Stale { .. })), "{gone:?}");
+        sut.path_checked_ms
+            .store(sys::coarse_now_ms(), Ordering::Relaxed);
+        assert_eq!(
+            sut.acquire_for(8, Some(Duration::ZERO), "t", || true, &open)
+                .unwrap(),
+            2
+        );
+        assert!(!sut.is_unlinked(), "the hold stayed on the removed file");
+        assert!(
+            !sys::flock(&fresh, libc::LOCK_EX | libc::LOCK_NB).unwrap(),
+            "the file at the path is not held"
+        );
+        sut.release(|_| {});
+        sut.release(|_| {});
+        assert!(sys::flock(&fresh, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
