@@ -154,22 +154,26 @@ impl Missed {
             self.last = 0;
             return;
         };
-        if ids < written {
-            // One short: the first of a pair, or the second, which takes back the last
-            // interval's one over; more: ids repeated, nothing missed.
-            self.last = match (written - ids, self.last) {
-                (1, 1) => {
-                    self.total = self.total.saturating_sub(1);
-                    0
-                }
-                (1, _) => -1,
-                _ => 0,
-            };
-        } else if ids > written {
-            // One of them pays back the last interval's one short.
-            let over = ids - written - u64::from(self.last == -1);
-            self.total = self.total.saturating_add(over);
-            self.last = i8::from(over > 0);
+        let mut surplus = i128::from(ids) - i128::from(written);
+        // The second of a pair settles the first: one short takes back the last interval's
+        // one over, one over pays back its one short.
+        if surplus < 0 && self.last == 1 {
+            self.total = self.total.saturating_sub(1);
+            (surplus, self.last) = (surplus + 1, 0);
+        } else if surplus > 0 && self.last == -1 {
+            (surplus, self.last) = (surplus - 1, 0);
+        }
+        match surplus {
+            0 => {}
+            -1 => self.last = -1,
+            // Ids repeated: nothing missed.
+            s if s < 0 => self.last = 0,
+            s => {
+                self.total = self
+                    .total
+                    .saturating_add(u64::try_from(s).unwrap_or(u64::MAX));
+                self.last = 1;
+            }
         }
     }
 }
@@ -196,7 +200,9 @@ impl Track {
                         let dc = s.count.saturating_sub(prev.count);
                         let dt = now.duration_since(*t).as_secs_f64();
                         self.rate = (dt > 0.0).then(|| dc as f64 / dt);
-                        if s.frame_id != 0 && prev.frame_id != 0 && dc > 0 {
+                        // Also where no frame was written: an id that moved on pays back a
+                        // sample inside the last write.
+                        if s.frame_id != 0 && prev.frame_id != 0 {
                             // Saturating: a writer's ids may jump anywhere in the 64 bits,
                             // and back (counted as nothing missed).
                             let ids = s.frame_id.checked_sub(prev.frame_id);
@@ -540,6 +546,13 @@ mod tests {
         // → 40), in either order.
         assert_eq!(run(&[(11, 10), (10, 10), (9, 10)]), 0);
         assert_eq!(run(&[(10, 11), (10, 10), (10, 9)]), 0);
+        // One of each kind in a row (counts 10 → 20 → 31 → 40, ids 10 → 21 → 30 → 40), in
+        // either order.
+        assert_eq!(run(&[(10, 11), (11, 9), (9, 10)]), 0);
+        assert_eq!(run(&[(11, 10), (9, 11), (10, 9)]), 0);
+        // Paid back in an interval with no frame written (the writer slower than the
+        // samples), and a later skip still counted.
+        assert_eq!(run(&[(11, 10), (0, 1), (10, 10), (5, 6)]), 1);
         // Ids repeated (more than one short) are nothing missed, and pay nothing back.
         assert_eq!(run(&[(10, 2), (10, 12)]), 2);
         // Ids going back count nothing, and end a pair.
