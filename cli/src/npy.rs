@@ -568,15 +568,20 @@ fn write_whole(
     if stopped() {
         return Err(Stoppable::stop_error());
     }
-    // A name ending in '/' is a directory's, existing or not: no file to write (a temporary
-    // beside it was named after the directory, written whole and left when the rename
-    // onto the directory failed).
-    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+    // A name ending in '/' (or '/.', '/..') is a directory's, existing or not: no file to
+    // write (a temporary beside it was named after the directory, written whole and left
+    // when the rename onto the directory failed).
+    let name = path.as_os_str().as_encoded_bytes();
+    if [&b"/"[..], b"/.", b"/.."]
+        .iter()
+        .any(|end| name.ends_with(end))
+        || name == b"."
+        || name == b".."
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{} ends in '/', a directory: give -o a file name (e.g. {}NAME.npy)",
-                path.display(),
+                "{} is a directory's name: give -o a file's name (such as DIR/NAME.npy)",
                 path.display()
             ),
         ));
@@ -986,11 +991,11 @@ mod tests {
     fn a_name_ending_in_a_slash_is_refused_and_leaves_no_file() {
         let dir = Scratch::new("slash");
         std::fs::create_dir(dir.0.join("there")).unwrap();
-        for name in ["absent/", "there/"] {
+        for name in ["absent/", "there/", "absent/.", "there/.."] {
             let target = PathBuf::from(format!("{}/{name}", dir.0.display()));
             let e = write_whole(&target, &|| false, |out| out.write_all(b"new")).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-            assert!(e.to_string().contains("ends in '/', a directory"), "{e}");
+            assert!(e.to_string().contains("is a directory's name"), "{e}");
         }
         assert_eq!(names(&dir.0), ["there"]);
         assert!(names(&dir.0.join("there")).is_empty());
