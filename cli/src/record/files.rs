@@ -108,14 +108,13 @@ pub(super) fn create_new(path: &Path) -> Fallible<File> {
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| match (e.kind(), super::frame_file::Full::of(&e)) {
-            (ErrorKind::AlreadyExists, _) => already_there(path),
-            (_, Some(full)) => {
-                format!("{}: {e}: {}; {}", path.display(), full.said(), full.remedy()).into()
-            }
-            _ => format!(
-                "{}: {e}: check that its directory is there and this user may write in it, and record again",
-                path.display()
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => already_there(path),
+            _ => super::frame_file::write_failed(
+                path,
+                "",
+                &e,
+                "check that its directory is there and this user may write in it, and record again",
             )
             .into(),
         })

@@ -591,7 +591,10 @@ impl FitsCube {
         if let Err(e) = written {
             drop(file);
             let _ = std::fs::remove_file(path);
-            return Err(frame_file::write_failed(path, "writing the FITS header: ", &e).into());
+            let step = "writing the FITS header: ";
+            return Err(
+                frame_file::write_failed(path, step, &e, frame_file::NOT_ROOM_REMEDY).into(),
+            );
         }
         let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
         Ok(FitsCube {

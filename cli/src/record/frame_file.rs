@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use crate::Fallible;
 
 /// What to do about a write that failed for another reason than room.
-const NOT_ROOM_REMEDY: &str = "check the disk (the kernel log names its errors) and record again";
+pub(crate) const NOT_ROOM_REMEDY: &str =
+    "check the disk (the kernel log names its errors) and record again";
 
 /// Frames of at least this many bytes bypass the gathering buffer.
 const DIRECT: usize = 64 << 10;
@@ -119,7 +120,7 @@ impl FrameFile {
     fn fail(&mut self, e: &std::io::Error) -> String {
         self.failed = true;
         self.full = Full::of(e);
-        write_failed(&self.path, "", e)
+        write_failed(&self.path, "", e, NOT_ROOM_REMEDY)
     }
 
     /// Flushes and closes: the file, where its whole frames end, how many there are, the
@@ -183,9 +184,9 @@ pub(crate) struct TailError {
 }
 
 /// A write to `path` that failed with `e` (at `step`, said before the error: empty, or
-/// ending in ": "), with what ran out of room and the remedy, or the remedy of another
-/// failure.
-pub(crate) fn write_failed(path: &Path, step: &str, e: &std::io::Error) -> String {
+/// ending in ": "), with what ran out of room and the remedy, or `otherwise`, the remedy of
+/// another failure.
+pub(crate) fn write_failed(path: &Path, step: &str, e: &std::io::Error, otherwise: &str) -> String {
     match Full::of(e) {
         Some(full) => format!(
             "{}: {step}{e}: {}; {}",
@@ -193,7 +194,7 @@ pub(crate) fn write_failed(path: &Path, step: &str, e: &std::io::Error) -> Strin
             full.said(),
             full.remedy()
         ),
-        None => format!("{}: {step}{e}: {NOT_ROOM_REMEDY}", path.display()),
+        None => format!("{}: {step}{e}: {otherwise}", path.display()),
     }
 }
 

@@ -142,9 +142,9 @@ impl NpyCube {
         if let Err(e) = file.write_all_at(&h, 0) {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(&table_path);
-            return Err(
-                super::frame_file::write_failed(path, "writing the .npy header: ", &e).into(),
-            );
+            let step = "writing the .npy header: ";
+            let otherwise = super::frame_file::NOT_ROOM_REMEDY;
+            return Err(super::frame_file::write_failed(path, step, &e, otherwise).into());
         }
         Ok(NpyCube {
             path: path.to_owned(),

@@ -357,10 +357,10 @@ fn ao_targets(out: &mut Vec<Target>, r: &JobResult, a: &AoSummary) {
             let long_enough = seconds >= AO_MISSED_SECONDS;
             // Frames the camera itself published a period late (its core paused) are the
             // source's loss: shown, not judged, as its pacing error is. Over
-            // `MAX_LATE_AT_SOURCE` of its frames, the run judges no clean loop (as its
-            // verdict says, `crate::cases::ao::failure`).
+            // `MAX_LATE_AT_SOURCE` of its frames, the run judges no loop (as its verdict
+            // says, `crate::cases::ao::failure`).
             let late_max = crate::cases::ao::MAX_LATE_AT_SOURCE;
-            let source_failed = st.missed_at_source as f64 > late_max * st.frames as f64;
+            let source_failed = st.camera_failed();
             let source = match st.missed_at_source {
                 0 => String::new(),
                 n if source_failed => format!(

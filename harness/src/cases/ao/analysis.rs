@@ -56,6 +56,12 @@ impl LoopStats {
         self.missed.saturating_sub(self.missed_at_source)
     }
 
+    /// Whether the camera came a period or more late on over [`super::MAX_LATE_AT_SOURCE`]
+    /// of its frames: it did not hold the rate, and the run judges no loop.
+    pub fn camera_failed(&self) -> bool {
+        self.missed_at_source as f64 > super::MAX_LATE_AT_SOURCE * self.frames as f64
+    }
+
     /// The missed count for a table, with the source's share where it has one, e.g.
     /// "34 (33 late at the camera)".
     pub fn missed_text(&self) -> String {

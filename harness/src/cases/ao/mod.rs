@@ -159,7 +159,7 @@ pub fn failure(run: &LoopRun, rate_hz: f64, budget_us: Option<f64>) -> Option<St
     };
     if s.pipeline_missed() > 0 {
         Some(format!("{} missed frames", s.pipeline_missed()))
-    } else if s.missed_at_source as f64 > MAX_LATE_AT_SOURCE * s.frames as f64 {
+    } else if s.camera_failed() {
         Some(format!(
             "the camera could not hold {} Hz on this host: {} of its {} frames came a period \
              or more late and were skipped (over {}%: its core was paused or taken by other work), so this run \
