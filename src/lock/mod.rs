@@ -234,10 +234,32 @@ impl LockFile {
         if now.wrapping_sub(self.path_checked_ms.load(Ordering::Relaxed)) < PATH_CHECK_MS {
             return Ok(());
         }
-        if self.is_unlinked() && stream_linked() {
-            self.move_held(stream, timeout, stream_linked)?;
+        self.look_at_path_held(stream, timeout, stream_linked, false)
+    }
+
+    /// The holder's look at the path: moves to the file there if its own was removed while
+    /// the stream lives. With `new_generation` (a handle's first take of its generation), a
+    /// file removed with the handle's stream is that stream gone ([`Error::Stale`]), as
+    /// [`LockFile::reopen_if_unlinked`] says for a first-level take.
+    #[cold]
+    fn look_at_path_held(
+        &self,
+        stream: &str,
+        timeout: Option<Duration>,
+        stream_linked: impl Fn() -> bool,
+        new_generation: bool,
+    ) -> Result<()> {
+        if self.is_unlinked() {
+            if stream_linked() {
+                self.move_held(stream, timeout, stream_linked)?;
+            } else if new_generation {
+                return Err(Error::Stale {
+                    name: stream.to_owned(),
+                });
+            }
         }
-        self.path_checked_ms.store(now, Ordering::Relaxed);
+        self.path_checked_ms
+            .store(sys::coarse_now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -387,19 +409,8 @@ impl LockFile {
             // first-level take does, not only once the last check is `PATH_CHECK_MS` old: this
             // thread may hold an earlier generation's file, which excludes nobody from this one.
             if generation != 0 && self.generation.load(Ordering::Relaxed) != generation {
-                if self.is_unlinked() {
-                    // As `reopen_if_unlinked`: a file removed with this handle's stream is
-                    // that stream gone.
-                    if !stream_linked() {
-                        return Err(Error::Stale {
-                            name: stream.to_owned(),
-                        });
-                    }
-                    self.move_held(stream, timeout, &stream_linked)?;
-                }
+                self.look_at_path_held(stream, timeout, &stream_linked, true)?;
                 self.generation.store(generation, Ordering::Relaxed);
-                self.path_checked_ms
-                    .store(sys::coarse_now_ms(), Ordering::Relaxed);
             } else if generation != 0 {
                 self.follow_path_held(stream, timeout, &stream_linked)?;
             }
