@@ -568,16 +568,12 @@ fn write_whole(
     if stopped() {
         return Err(Stoppable::stop_error());
     }
-    // A name ending in '/' (or '/.', '/..') is a directory's, existing or not: no file to
-    // write (a temporary beside it was named after the directory, written whole and left
-    // when the rename onto the directory failed).
+    // A name whose last part is empty, '.' or '..' (`DIR/`, `DIR/.`, `..`) is a directory's,
+    // existing or not: no file to write (a temporary beside it was named after the
+    // directory, written whole and left when the rename onto the directory failed).
     let name = path.as_os_str().as_encoded_bytes();
-    if [&b"/"[..], b"/.", b"/.."]
-        .iter()
-        .any(|end| name.ends_with(end))
-        || name == b"."
-        || name == b".."
-    {
+    let last = name.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    if !name.is_empty() && matches!(last, b"" | b"." | b"..") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
