@@ -1401,7 +1401,7 @@ mod tests {
                     "--modes",
                     "300",
                 ],
-                "needs more memory than can be counted",
+                "more than this machine can map",
             ),
         ] {
             let a = args(&extra);

@@ -235,11 +235,19 @@ impl CaseSpec {
             if s.is_empty() || s.contains(&0) {
                 bail!("shape {s:?}: every shape needs at least one dimension, all > 0");
             }
-            if shape_bytes(s, item).is_none() {
+            // The library's own limits (`Stream::create`), found here rather than when the
+            // case's turn comes, after the cases before it.
+            if s.len() > shmstream::format::MAX_DIMS {
                 bail!(
-                    "shape {s:?}: a payload of {item}-byte items that large needs more memory \
-                     than can be counted (over 2^{} bytes); use a smaller shape",
-                    usize::BITS
+                    "shape {s:?}: a stream has at most {} dimensions",
+                    shmstream::format::MAX_DIMS
+                );
+            }
+            if shape_bytes(s, item).is_none_or(|b| isize::try_from(b).is_err()) {
+                bail!(
+                    "shape {s:?}: a payload of {item}-byte items that large is more than this \
+                     machine can map (over 2^{} bytes); use a smaller shape",
+                    isize::BITS - 1
                 );
             }
         }
@@ -596,26 +604,54 @@ mod tests {
     }
 
     /// A shape whose bytes overflow is refused at parse, for every kind (the bridge's size
-    /// check and `Job::payload_bytes` multiplied without a check and panicked).
+    /// check and `Job::payload_bytes` multiplied without a check and panicked), as is one
+    /// the library would refuse when the case's turn came, after the cases before it: over
+    /// `isize::MAX` bytes (2^63 here: counted, not mappable) or over 19 dimensions.
     #[test]
-    fn a_shape_whose_bytes_cannot_be_counted_is_refused_not_a_panic() {
-        for body in [
-            "kind=\"roundtrip\"\nsizes=[[4294967296, 4294967296]]",
-            "kind=\"pingpong\"\nsizes=[[8], [4294967296, 4294967296]]",
-            "kind=\"bridge\"\ndtype=\"uint8\"\nsizes=[[4294967296, 4294967296]]",
-            "kind=\"mvm\"\nsizes=[[4294967296, 4294967296]]",
-            "kind=\"roundtrip\"\ndtype=\"complex128\"\nsizes=[[1152921504606846976]]",
+    fn a_shape_the_library_cannot_make_is_refused_at_parse_not_a_panic() {
+        let too_big = "more than this machine can map (over 2^63 bytes); use a smaller shape";
+        for (body, why) in [
+            (
+                "kind=\"roundtrip\"\nsizes=[[4294967296, 4294967296]]",
+                too_big,
+            ),
+            (
+                "kind=\"pingpong\"\nsizes=[[8], [4294967296, 4294967296]]",
+                too_big,
+            ),
+            (
+                "kind=\"bridge\"\ndtype=\"uint8\"\nsizes=[[4294967296, 4294967296]]",
+                too_big,
+            ),
+            ("kind=\"mvm\"\nsizes=[[4294967296, 4294967296]]", too_big),
+            (
+                "kind=\"roundtrip\"\ndtype=\"complex128\"\nsizes=[[1152921504606846976]]",
+                too_big,
+            ),
+            ("kind=\"roundtrip\"\nsizes=[[2305843009213693952]]", too_big),
+            (
+                "kind=\"pingpong\"\nsizes=[[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]]",
+                "a stream has at most 19 dimensions",
+            ),
         ] {
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n"))
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("[[case]] #1")
-                    && err.contains("needs more memory than can be counted")
-                    && err.contains("use a smaller shape"),
+                err.contains("[[case]] #1") && err.contains(why),
                 "{body}: {err}"
             );
         }
+        // 19 dimensions and 2^63 - 4 bytes are what the library takes.
+        Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\n\
+             sizes=[[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,8]]\n",
+        )
+        .unwrap();
+        Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2305843009213693951]]\n",
+        )
+        .unwrap();
         // A job made by hand saturates rather than panicking.
         let mut job = Scenario::parse(GOOD).unwrap().jobs(false, None).remove(0);
         job.shape = vec![1 << 32, 1 << 32];
