@@ -78,7 +78,8 @@ struct Cli {
     /// No progress bar and no per-case lines on stderr.
     #[arg(long)]
     quiet: bool,
-    /// Python interpreter for the pyshmem peer (default: .venv/bin/python if present, else python3).
+    /// Python interpreter for the pyshmem peer (default: .venv/bin/python if present, else
+    /// python3; the default's absence leaves the peer column empty, a named one's is an error).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
     /// Do not run the pyshmem peer.
@@ -342,13 +343,14 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     let work = std::env::temp_dir().join(format!("harness-{}", std::process::id()));
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Stopped from outside (Ctrl-C, SIGTERM, SIGHUP): the run's streams, regions, peer and
     // scratch folder go with it; its pinned children, peer and bridge processes are killed,
     // and waited for, before the clean-up, and no more start (`spawn::stop_tracked`). The
     // stop is held to the exit: the job loop goes on meanwhile (a child killed by Ctrl-C
     // fails its job), and nothing it creates from then on would be cleaned up
-    // (`spawn::unless_stopping`).
+    // (`spawn::unless_stopping`). Set up before any thread starts (the peer's probe starts
+    // some), so that none takes a signal with its default action, and before anything the
+    // clean-up removes exists (it looks for each, the scratch folder too).
     if harness_sys::block_termination().is_ok() {
         let work = work.clone();
         std::thread::spawn(move || {
@@ -377,6 +379,27 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
             std::process::exit(128 + sig);
         });
     }
+    // What the run cannot do without is checked before anything is measured: a report folder
+    // found unwritable, or an interpreter the user named found unusable, only after every
+    // case would lose the run.
+    let peer_setup = if cli.no_peer {
+        peer::PeerSetup::Missing("disabled with --no-peer".into())
+    } else {
+        peer::probe(cli.python.as_deref())
+    };
+    // (A GPU row has no peer: `Runner::peer`.)
+    let runs_peer = !cli.no_peer && jobs.iter().any(|j| j.peer && !j.device.is_gpu());
+    if let (Some(python), peer::PeerSetup::Missing(why), true) =
+        (&cli.python, &peer_setup, runs_peer)
+    {
+        error::bail!(
+            "--python {}: {why}; pass an interpreter that imports pyshmem and numpy \
+             (`scripts/test.sh` makes .venv/bin/python), or --no-peer to run without the peer",
+            python.display()
+        );
+    }
+    report::prepare_folder(&out)?;
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     for w in scenario.core_warnings() {
         eprintln!("harness: warning: {w}");
     }
@@ -390,11 +413,6 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         &[scenario.defaults.writer_cpu, scenario.defaults.reader_cpu],
         scenario.noise_seconds / if cli.quick { 5.0 } else { 1.0 },
     );
-    let peer_setup = if cli.no_peer {
-        peer::PeerSetup::Missing("disabled with --no-peer".into())
-    } else {
-        peer::probe(cli.python.as_deref())
-    };
     let runner = Runner::new(work.clone(), peer_setup);
     let jobs = &jobs;
     let bar = if !cli.quiet && std::io::stderr().is_terminal() {
@@ -465,11 +483,12 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
         elapsed_s: started.elapsed().as_secs_f64(),
         quick: cli.quick,
     };
-    let targets = report::write_all(&input, &out)?;
-    let failed = failure_lines(&results);
+    let written = report::write_all(&input, &out);
     if std::env::var_os("HARNESS_KEEP_WORK").is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }
+    let targets = written?;
+    let failed = failure_lines(&results);
     if !cli.quiet {
         let pass = targets.iter().filter(|t| t.pass == Some(true)).count();
         let fail = targets.iter().filter(|t| t.pass == Some(false)).count();

@@ -223,6 +223,82 @@ fn refused(tag: &str, toml: &str) -> String {
     err
 }
 
+/// Runs the harness with `args` on a one-case scenario that it must refuse before the case
+/// runs: exit 1, no case measured (no summary line), no scratch folder left; its stderr.
+fn refused_before_the_case(dir: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let scenario = write_file(
+        dir,
+        "s.toml",
+        "name = \"s\"\nnoise_seconds = 0\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n",
+    );
+    let h = Bounded::spawn(harness().arg(&scenario).args(args));
+    let pid = h.id();
+    let o = h.wait(RUN_LIMIT);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("Hz, p50"), "a case ran: {err}");
+    let work = std::env::temp_dir().join(format!("harness-{pid}"));
+    assert!(!work.exists(), "{} was left", work.display());
+    err
+}
+
+/// A report folder that cannot take the report is found before any case runs, not after
+/// every case, which lost the run's measurements: here a file stands at its name.
+#[test]
+fn a_report_folder_that_takes_no_file_is_refused_before_any_case_runs() {
+    let dir = scratch("out-is-a-file");
+    let out = write_file(&dir, "out", "a file, not a folder");
+    let err = refused_before_the_case(&dir, &["--out".as_ref(), out.as_os_str()]);
+    assert!(
+        err.contains(&format!("making the report folder {}", out.display()))
+            && err.contains("pass another folder with --out"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "a file, not a folder"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An interpreter named with `--python` that cannot run is an error before any case runs,
+/// not a run without its peer column that exits 0 (the default interpreter's absence still
+/// leaves the column empty, as the report says).
+#[test]
+fn a_named_python_that_cannot_run_is_refused_before_any_case_runs() {
+    let dir = scratch("bad-python");
+    let python = dir.join("no-such-python");
+    let out = dir.join("out");
+    let err = refused_before_the_case(
+        &dir,
+        &[
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--python".as_ref(),
+            python.as_os_str(),
+        ],
+    );
+    assert!(
+        err.contains(&format!("--python {}", python.display()))
+            && err.contains("cannot run")
+            && err.contains("or --no-peer"),
+        "{err}"
+    );
+    assert!(!out.exists(), "the report folder was made");
+    // Where no case runs the peer, the interpreter does not matter: `--no-peer`, or every
+    // case `peer = false`.
+    let quick = "name = \"q\"\nnoise_seconds = 0\n[defaults]\nmin_seconds = 0.01\nwarmup = 0.01\n\
+                 repeats = 1\n{peer}[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
+    for (peer, flag) in [("", Some("--no-peer")), ("peer = false\n", None)] {
+        let scenario = write_file(&dir, "q.toml", &quick.replace("{peer}", peer));
+        let mut cmd = run_on(&scenario, &out);
+        cmd.arg("--python").arg(&python).args(flag);
+        assert_ran(&run_bounded(&mut cmd, RUN_LIMIT));
+        assert!(out.join("report.md").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn an_unknown_key_is_reported_by_name_and_nothing_runs() {
     let err = refused(

@@ -49,6 +49,24 @@ pub struct ReportInput<'a> {
     pub quick: bool,
 }
 
+/// Makes the report folder `out` and checks that it takes a file, before a run measures
+/// anything: a folder that cannot take the report (a file of that name, no permission, a
+/// name too long, a full disk) would otherwise be found after every case, losing the run.
+pub fn prepare_folder(out: &Path) -> Result<()> {
+    let remedy = "pass another folder with --out";
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("making the report folder {} ({remedy})", out.display()))?;
+    let probe = out.join(format!(".harness-{}-write-check", std::process::id()));
+    std::fs::File::create(&probe).with_context(|| {
+        format!(
+            "the report folder {} does not take a file ({remedy})",
+            out.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes every report file into `out`; returns the evaluated targets.
 pub fn write_all(input: &ReportInput<'_>, out: &Path) -> Result<Vec<targets::Target>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
