@@ -85,9 +85,12 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
     // A stage that wakes ahead of the camera's frames sleeps until shortly before each one
     // is due, then spins: so does its hop's floor reader (one spinning the whole period
     // came out slower than the stage here, 15-17 µs against 13.6 at 115 KB). Only the
-    // camera's frames come on a schedule to wake ahead of.
+    // camera's frames come on a schedule to wake ahead of, and not on the camera's own
+    // core: a stage there yields once awake, which the floor has no form of, and a floor
+    // reader spinning beside its writer waits out time slices (under `SCHED_FIFO` starves
+    // it): that hop's floor parks, as a stage sharing its core without the wake does.
     let ahead = match job.ao.as_ref() {
-        Some(ao) if hop == Hop::Camera => ao.wake_ahead_ns(shared),
+        Some(ao) if hop == Hop::Camera && from != to => ao.wake_ahead_ns(shared),
         _ => None,
     };
     let wait = match job.ao.as_ref() {
@@ -892,5 +895,13 @@ mod tests {
         assert_ne!(signals.wait, Some(Wait::Spin));
         assert_eq!(signals.one_way, Some(OneWay::Publish));
         assert_eq!((signals.writer_cpu, signals.reader_cpu), (1, 1));
+        // Nor does the camera hop's where its stage shares the camera's core: it parks.
+        let one_core = ao_job("rate_hz = 1000\nwake_ahead_us = 100\ncamera_cpu = 1\n");
+        let camera = hop_job(&one_core, 128, Hop::Camera, false);
+        assert_eq!((camera.writer_cpu, camera.reader_cpu), (1, 1));
+        assert_eq!(
+            (camera.wake_ahead_ns, camera.wait),
+            (None, Some(Wait::Park))
+        );
     }
 }
