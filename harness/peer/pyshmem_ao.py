@@ -76,19 +76,22 @@ class Slopes:
             yy, xx = np.mgrid[0:h, 0:w]
             d = ((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2).ravel()
             self.valid = np.sort(np.lexsort((np.arange(h * w), d))[: g["signals"]])
+            # Pixel signals calibrate the valid pixels only, as ours do.
+            self.dark = self.dark.ravel()[self.valid]
+            self.flat = self.flat.ravel()[self.valid]
 
     def __call__(self, frame):
+        if self.g["kind"] != "centroids":
+            v = np.maximum(frame.ravel()[self.valid].astype(np.float32) - self.dark, 0) * self.flat
+            return (v / max(v.mean(), 1e-30) - 1).astype(np.float32)
         c = np.maximum(frame.astype(np.float32) - self.dark, 0) * self.flat
-        if self.g["kind"] == "centroids":
-            sy, sx = self.g["subapertures"]
-            cells = c.reshape(sy, self.ch, sx, self.cw).transpose(0, 2, 1, 3)
-            tot = cells.sum(axis=(2, 3))
-            tot[tot == 0] = 1
-            cx = cells.sum(axis=2) @ self.xs / tot - (self.cw - 1) / 2
-            cy = cells.sum(axis=3) @ self.ys / tot - (self.ch - 1) / 2
-            return np.concatenate([cx.ravel(), cy.ravel()]).astype(np.float32)
-        v = c.ravel()[self.valid]
-        return (v / max(v.mean(), 1e-30) - 1).astype(np.float32)
+        sy, sx = self.g["subapertures"]
+        cells = c.reshape(sy, self.ch, sx, self.cw).transpose(0, 2, 1, 3)
+        tot = cells.sum(axis=(2, 3))
+        tot[tot == 0] = 1
+        cx = cells.sum(axis=2) @ self.xs / tot - (self.cw - 1) / 2
+        cy = cells.sum(axis=3) @ self.ys / tot - (self.ch - 1) / 2
+        return np.concatenate([cx.ravel(), cy.ravel()]).astype(np.float32)
 
 
 class Recon:

@@ -585,6 +585,43 @@ fn the_python_loop_runs_and_the_run_leaves_no_stream_behind() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The Python slopes stage's pixel signals calibrate the valid pixels only, as ours do (it
+/// calibrated the whole frame, twice the work at the SCExAO-like geometry), and still equal
+/// the whole frame's calibration gathered at the valid pixels, in float32.
+#[test]
+fn the_python_pixel_signals_calibrate_only_the_valid_pixels() {
+    let Some(python) = python() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
+    let check = r#"
+import importlib.util, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("pyshmem_ao", sys.argv[1])
+ao = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ao)
+
+h, w, n = 12, 10, 37
+slopes = ao.Slopes({"wfs": [h, w], "kind": "pixels", "signals": n})
+assert slopes.dark.shape == (n,) and slopes.flat.shape == (n,), slopes.dark.shape
+frame = np.random.default_rng(7).integers(0, 400, size=(h, w), dtype=np.uint16)
+dark, flat = ao.calibration(h * w)
+whole = np.maximum(frame.astype(np.float32) - dark.reshape(h, w), 0) * flat.reshape(h, w)
+v = whole.ravel()[slopes.valid]
+want = (v / max(v.mean(), 1e-30) - 1).astype(np.float32)
+got = slopes(frame)
+assert got.dtype == np.float32 and np.array_equal(got, want), (got, want)
+"#;
+    let o = run_bounded(
+        std::process::Command::new(&python)
+            .arg("-c")
+            .arg(check)
+            .arg(&script),
+        RUN_LIMIT,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// The Python camera stamps each frame's publish time before it writes the frame, as ours
 /// does (the camera → slopes hop includes the frame copy on both sides): its loop run on
 /// stand-in streams that note when each write begins.
