@@ -154,6 +154,9 @@ fn carry(
         Losses::new("lost before they could be published (deepen the stream's history)");
     // Whether the wait for the stream to be made (again) was said: once per wait.
     let mut waiting_said = false;
+    // One for the whole carry: a stream made again does not restart `max_rate`'s pause,
+    // which would let a frame of each generation through at once.
+    let mut pace = Pace::new(period, !o.lossless);
     while !stop.is_set() {
         // A stream that does not exist yet (or was unlinked) is waited for: the bridge may
         // start before the writer. There is no wait for creation, so look again every 100 ms.
@@ -219,7 +222,7 @@ fn carry(
         }
         // Whether the log waits for the count of the frame read after its last losses.
         let mut resume_due = false;
-        let mut pace = Pace::new(period, cursor.is_none());
+        pace.new_generation();
         // Latest-value under `max_rate`: a frame `serve` read during a hold, to put at the slot.
         let mut deferred = false;
         while !stop.is_set() {
@@ -571,6 +574,14 @@ impl Pace {
             period,
             held: None,
             resend: latest_value.then(Resend::default),
+        }
+    }
+
+    /// The stream was made (again): the last frame put is not its frame to resend; the
+    /// hold stays.
+    fn new_generation(&mut self) {
+        if let Some(r) = self.resend.as_mut() {
+            *r = Resend::default();
         }
     }
 

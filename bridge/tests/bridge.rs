@@ -1912,6 +1912,70 @@ fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
     let _ = session.close().wait();
 }
 
+/// `--max-rate`'s pause holds across a stream made again: the new generation's frame goes
+/// out a period after the old one's last put, not as soon as the publisher opens it (found
+/// where a subscriber matching during the pause made it look, which is how it sees the
+/// stream gone before the pause ends).
+#[test]
+fn max_rate_holds_the_first_frame_of_a_stream_made_again_back_from_the_last_put() {
+    use zenoh::Wait;
+    let (a_name, prefix) = (unique_name("br-again"), unique_name("br-key"));
+    let _c = Cleanup::new([&a_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let period = Duration::from_secs(4);
+    let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.25"]);
+    let k = shmstream_bridge::key(&prefix, &a_name);
+    let subscribe = || {
+        let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
+            listen: vec![],
+            connect: vec![ep.clone()],
+        })
+        .unwrap();
+        let sub = session.declare_subscriber(&k).wait().unwrap();
+        (session, sub)
+    };
+    let next_id = |sub: &zenoh::pubsub::Subscriber<
+        zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>,
+    >| {
+        let sample = sub
+            .recv_timeout(LONG)
+            .unwrap()
+            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
+        FrameHeader::decode(&sample.attachment().unwrap().to_bytes())
+            .unwrap()
+            .frame_id
+    };
+    // Frame 5, put as this subscriber matched (or at the next slot): a pause follows it.
+    let (session, sub) = subscribe();
+    assert_eq!(next_id(&sub), 5);
+    let put_at = Instant::now();
+    // Made again with frame 7, then a subscriber matching anew: the publisher looks at the
+    // stream, finds it gone and opens the new one, inside frame 5's pause.
+    drop(a);
+    shmstream::unlink(&a_name).unwrap();
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[7u16; 32], 7).unwrap();
+    session.close().wait().unwrap();
+    let (session, sub) = subscribe();
+    let id = loop {
+        match next_id(&sub) {
+            5 => continue,
+            id => break id,
+        }
+    };
+    let apart = put_at.elapsed();
+    assert_eq!(id, 7, "{}", p.diagnostics());
+    assert!(
+        apart >= period / 2,
+        "frame 7 of the stream made again arrived {apart:?} after frame 5 at --max-rate 0.25 \
+         (a put every {period:?})\n{}",
+        p.diagnostics()
+    );
+    let _ = session.close().wait();
+}
+
 /// A publisher whose stderr fails (a full disk, a closed pipe, a terminal that hung up)
 /// carries on: it says it is carrying the stream as it opens it, and a failed line is
 /// dropped, never a panic that stops every stream.
