@@ -8,7 +8,8 @@
 #    band, every baseline case required (--require-all); a gate that fails (compare exit 1)
 #    re-measures once (a fourth repeat) before failing, one that cannot judge (exit 2: a file
 #    unreadable) fails at once. One repeat in which a case failed (a child killed or timed
-#    out) is tolerated, a second fails CI.
+#    out) is tolerated, a second fails CI; so is one smoke run in which a case failed (it runs
+#    once more into a fresh folder).
 # Extra arguments go to the gate's harness runs (e.g. --cases REGEX); with --cases the gate
 # judges the cases that ran, not every case of the baseline.
 set -euo pipefail
@@ -26,7 +27,13 @@ gate() {
 rm -rf "$out"
 echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo '?')"
 if [ -z "${GATE_ONLY:-}" ]; then
-    harness scenarios/smoke.toml --out "$out/smoke" --quiet
+    smoke_rc=0
+    harness scenarios/smoke.toml --out "$out/smoke" --quiet || smoke_rc=$?
+    if [ "$smoke_rc" -ne 0 ]; then
+        echo "smoke: the run failed (exit $smoke_rc: a case failed, or the harness could not run): running it once more"
+        rm -rf "$out/smoke"
+        harness scenarios/smoke.toml --out "$out/smoke" --quiet
+    fi
     echo "smoke against reports/smoke/baseline.json (information only, not gated):"
     harness compare reports/smoke/baseline.json "$out/smoke/results.json" --max-regression 1 || true
 fi
@@ -35,9 +42,11 @@ fi
 # that fails one time in three is a regression, not noise.
 failed=0
 repeat() {
-    harness scenarios/gate.toml --out "$out/gate/$1" --quiet "${@:2}" && return
+    local rc=0
+    harness scenarios/gate.toml --out "$out/gate/$1" --quiet "${@:2}" || rc=$?
+    [ "$rc" -ne 0 ] || return 0
     failed=$((failed + 1))
-    echo "gate repeat $1: a case failed ($failed so far; a second failed repeat fails CI)"
+    echo "gate repeat $1: the run failed (exit $rc: a case failed, or the harness could not run; $failed so far; a second failed repeat fails CI)"
     [ "$failed" -lt 2 ] || exit 1
 }
 for i in 1 2 3; do repeat "$i" "$@"; done

@@ -653,6 +653,8 @@ fn script_copy(root: &std::path::Path, name: &str) -> PathBuf {
 /// `scripts/smoke-gate.sh`'s gate against a stand-in `cargo` whose `compare` exits with the
 /// given codes in turn: exit 1 re-measures (a fourth repeat) and judges again, exit 2 (an
 /// error) fails at once; `--require-all` is passed unless extra arguments narrow the runs.
+/// Its smoke run (the stand-in's first `SMOKE_FAILS` runs of it fail) runs once more after
+/// a failure; a second failure fails CI before the gate.
 #[test]
 fn the_ci_gate_re_measures_only_a_failed_gate_and_requires_every_case() {
     let dir = scratch("smoke-gate");
@@ -664,6 +666,10 @@ fn the_ci_gate_re_measures_only_a_failed_gate_and_requires_every_case() {
 while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done
 shift
 echo \"$*\" >> \"$CALLS\"
+if [ \"$1\" = scenarios/smoke.toml ] &&
+    [ $(grep -c '^scenarios/smoke.toml' \"$CALLS\") -le \"${SMOKE_FAILS:-0}\" ]; then
+    exit 1
+fi
 if [ \"$1\" = compare ]; then
          n=$(grep -c '^compare' \"$CALLS\")
 exit $(echo $COMPARE_RCS | cut -d' ' -f$n)
@@ -676,18 +682,20 @@ fi
         dir.join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let run = |rcs: &str, extra: &[&str]| {
-        let calls = dir.join(format!("calls-{}", rcs.replace(' ', "")));
+    // `smoke_fails`: `None` runs the gate only (GATE_ONLY).
+    let run_with = |rcs: &str, extra: &[&str], smoke_fails: Option<u32>| {
+        let calls = dir.join(format!("calls-{}-{smoke_fails:?}", rcs.replace(' ', "")));
         let _ = std::fs::remove_file(&calls);
-        let o = run_bounded(
-            Command::new(&gate)
-                .args(extra)
-                .env("GATE_ONLY", "1")
-                .env("PATH", &path)
-                .env("CALLS", &calls)
-                .env("COMPARE_RCS", rcs),
-            RUN_LIMIT,
-        );
+        let mut cmd = Command::new(&gate);
+        cmd.args(extra)
+            .env("PATH", &path)
+            .env("CALLS", &calls)
+            .env("COMPARE_RCS", rcs);
+        match smoke_fails {
+            None => cmd.env("GATE_ONLY", "1"),
+            Some(n) => cmd.env("SMOKE_FAILS", n.to_string()),
+        };
+        let o = run_bounded(&mut cmd, RUN_LIMIT);
         let calls = std::fs::read_to_string(&calls).unwrap_or_default();
         let log = format!(
             "{}{}\ncalls:\n{calls}",
@@ -701,6 +709,15 @@ fi
             .collect();
         (o.status.code(), calls.contains("gate/4"), compares, log)
     };
+    let run = |rcs: &str, extra: &[&str]| run_with(rcs, extra, None);
+    // The smoke run and its compare (information only: its exit ignored), then the gate.
+    let (code, _, compares, log) = run_with("1 0", &[], Some(1));
+    assert_eq!((code, compares.len()), (Some(0), 2), "{log}");
+    assert_eq!(log.matches("scenarios/smoke.toml --out").count(), 2, "{log}");
+    assert!(log.contains("smoke: the run failed (exit 1"), "{log}");
+    let (code, _, compares, log) = run_with("0", &[], Some(2));
+    assert_eq!((code, compares.len()), (Some(1), 0), "{log}");
+    assert!(!log.contains("gate/1"), "{log}");
     let (code, fourth, compares, log) = run("0", &[]);
     assert_eq!((code, fourth, compares.len()), (Some(0), false, 1), "{log}");
     assert!(compares[0].ends_with("--require-all"), "{log}");
