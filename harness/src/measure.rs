@@ -168,6 +168,8 @@ impl<F: FnMut() -> Result<()>> Slicer for SliceSide<F> {
                 self.h.saturating_record(ns);
                 self.busy_ns += ns;
                 self.n += 1;
+            } else {
+                self.m.warmup_iterations += 1;
             }
             if t1.duration_since(start) >= self.len {
                 if record {
@@ -262,10 +264,12 @@ mod tests {
         assert!(m.hz() > 0.0);
     }
 
+    /// Every call of each side is a warm-up call or a recorded one, and each side counts
+    /// its own warm-up (the details said 0 for every side timed in alternation).
     #[test]
     fn a_pair_measures_both_steps_in_every_repeat() {
         let timing = Timing {
-            warmup: 0.0,
+            warmup: 0.01,
             min_seconds: 0.01,
             repeats: 2,
         };
@@ -286,7 +290,9 @@ mod tests {
         assert_eq!((ma.repeat_hz.len(), mb.repeat_hz.len()), (2, 2));
         assert_eq!(ma.iterations, ha.len());
         assert_eq!(mb.iterations, hb.len());
-        assert!(na > 0 && nb > 0 && ma.iterations <= na && mb.iterations <= nb);
+        assert!(ma.warmup_iterations > 0 && mb.warmup_iterations > 0);
+        assert_eq!(na, ma.iterations + ma.warmup_iterations);
+        assert_eq!(nb, mb.iterations + mb.warmup_iterations);
         assert!(
             hb.value_at_quantile(0.5) >= 10_000,
             "the 10 µs step is timed"
