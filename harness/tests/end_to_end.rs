@@ -713,7 +713,11 @@ fi
     // The smoke run and its compare (information only: its exit ignored), then the gate.
     let (code, _, compares, log) = run_with("1 0", &[], Some(1));
     assert_eq!((code, compares.len()), (Some(0), 2), "{log}");
-    assert_eq!(log.matches("scenarios/smoke.toml --out").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("scenarios/smoke.toml --out").count(),
+        2,
+        "{log}"
+    );
     assert!(log.contains("smoke: the run failed (exit 1"), "{log}");
     let (code, _, compares, log) = run_with("0", &[], Some(2));
     assert_eq!((code, compares.len()), (Some(1), 0), "{log}");

@@ -173,6 +173,9 @@ pub const COLUMNS: [&str; 35] = [
 pub fn bytes_per_iteration(r: &JobResult) -> Option<f64> {
     let j = &r.job;
     match j.kind {
+        // A GPU ping-pong echoes the whole frame back (two hops of it, `cases::gpu`); a CPU
+        // one acknowledges with a count.
+        Kind::Pingpong if j.device.is_gpu() => Some(4.0 * j.payload_bytes() as f64),
         Kind::Roundtrip | Kind::Pingpong => Some(2.0 * j.payload_bytes() as f64),
         Kind::Op if matches!(j.op, Some(HotOp::Lock | HotOp::Wake)) => None,
         // One copy (write or read; the kernel reads the matrix).
@@ -646,37 +649,42 @@ pub(crate) mod tests {
 
     /// A pingpong's Hz leaves its idle gaps out (pyshmem's convention); its bytes/s is what
     /// moved per second of wall time: here round trips busy half the time move half the
-    /// bytes the busy rate would say.
+    /// bytes the busy rate would say. A GPU ping-pong moves its frame twice a round trip
+    /// (echoed back whole), a CPU one once.
     #[test]
     fn a_pingpongs_bytes_per_s_counts_its_idle_gaps() {
         use crate::measure::Measured;
         use crate::run::{JobResult, Side};
-        let job = crate::scenario::Scenario::parse(
-            "name=\"x\"\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\nsizes=[[64]]\ndtype=\"uint8\"\n",
-        )
-        .unwrap()
-        .jobs(false, None)
-        .remove(0);
-        let side = Side {
-            m: Measured {
-                repeat_hz: vec![500.0],
-                repeat_busy_hz: vec![1000.0],
-                ..Default::default()
-            },
-            hist: crate::hist::new(),
-            placement: "writer@0 reader@1".into(),
+        let record = |case: &str| {
+            let job = crate::scenario::Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\nsizes=[[64]]\n{case}"
+            ))
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+            let side = Side {
+                m: Measured {
+                    repeat_hz: vec![500.0],
+                    repeat_busy_hz: vec![1000.0],
+                    ..Default::default()
+                },
+                hist: crate::hist::new(),
+                placement: "writer@0 reader@1".into(),
+            };
+            Record::from_result(&JobResult {
+                job,
+                ours: Ok(side),
+                floor: Err("no floor".into()),
+                peer: Err("no peer".into()),
+                skipped: None,
+                ao: None,
+            })
         };
-        let r = JobResult {
-            job,
-            ours: Ok(side),
-            floor: Err("no floor".into()),
-            peer: Err("no peer".into()),
-            skipped: None,
-            ao: None,
-        };
-        let rec = Record::from_result(&r);
+        let rec = record("dtype=\"uint8\"\n");
         assert_eq!(rec.hz, Some(1000.0));
         assert_eq!(rec.bytes_per_s, Some(500.0 * 2.0 * 64.0));
+        let gpu = record("device=\"cuda:0\"\ndtype=\"float32\"\n");
+        assert_eq!(gpu.bytes_per_s, Some(500.0 * 4.0 * 256.0));
     }
 
     /// A floor timed in alternation in ours' processes is flagged from 1.05, one timed in
