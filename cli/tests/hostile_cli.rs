@@ -696,10 +696,7 @@ fn watch_is_not_held_up_by_a_stalled_creation() {
         "{stdout}"
     );
     // Slack for a loaded machine starting a debug binary; the defect ran 10 s.
-    assert!(
-        took < std::time::Duration::from_millis(4500),
-        "took {took:?}"
-    );
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
 }
 
 /// `load --timeout 0.2` beside a stalled creation (another process, here this test, holding
