@@ -371,6 +371,9 @@ impl Stream {
         fill: impl FnOnce(*mut u8) -> Result<R>,
     ) -> Result<R> {
         self.ensure_writable("write")?;
+        // This handle's own refusal (no device payload here, its GPU consumer held) is said
+        // at once, not after waiting for another writer's lock; the bracket checks again.
+        crate::gpu::check_writable(self)?;
         self.acquire_stamped(Some(self.default_timeout()))?;
         struct Release<'a>(&'a Stream);
         impl Drop for Release<'_> {

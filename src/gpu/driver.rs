@@ -77,9 +77,10 @@ fn gpu_err(name: &str, what: &str, e: DriverError) -> Error {
     }
 }
 
-/// The primary context of `device`, shared by every stream of this process on it.
-pub(crate) fn context(name: &str, device: i32) -> Result<Arc<CudaContext>> {
-    static CTX: Mutex<Vec<(i32, Arc<CudaContext>)>> = Mutex::new(Vec::new());
+/// Stream `name` can have its payload on CUDA device `device`: a driver is loadable and
+/// reports that device. Checked by a creation before it reserves any memory, so that a
+/// machine without a driver says so rather than that the host payload does not fit.
+pub(crate) fn check_device(name: &str, device: i32) -> Result<()> {
     let n = probe().map_err(|r| Error::Gpu {
         name: name.to_owned(),
         reason: format!("{r}: GPU streams need an NVIDIA driver"),
@@ -94,6 +95,13 @@ pub(crate) fn context(name: &str, device: i32) -> Result<Arc<CudaContext>> {
             ),
         });
     }
+    Ok(())
+}
+
+/// The primary context of `device`, shared by every stream of this process on it.
+pub(crate) fn context(name: &str, device: i32) -> Result<Arc<CudaContext>> {
+    static CTX: Mutex<Vec<(i32, Arc<CudaContext>)>> = Mutex::new(Vec::new());
+    check_device(name, device)?;
     let mut c = CTX.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, ctx)) = c.iter().find(|(d, _)| *d == device) {
         return Ok(ctx.clone());

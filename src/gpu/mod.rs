@@ -500,6 +500,38 @@ pub(crate) fn parse_device(name: &str, device: &str) -> Result<i32> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A device name that is none is said with the name given, and before any other
+    /// setting's remedy (history without a mirror), which needs a device first.
+    #[test]
+    fn a_bad_device_name_is_said_as_given_before_other_settings() {
+        let name = format!("gpu-badname-{}", std::process::id());
+        for history in [0, 2] {
+            let e = crate::StreamOptions::new(&name)
+                .shape(&[4])
+                .history(history)
+                .device("gpu7")
+                .create()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Unsupported { what, .. } if what.contains("\"gpu7\"") && what.contains("cuda:N")),
+                "history {history}: {e:?}"
+            );
+        }
+        // A later good name, or an ordinal, replaces it.
+        let mut o = crate::StreamOptions::new(&name);
+        o.device("gpu7").gpu_device(0);
+        assert_eq!((o.gpu_device, o.bad_device.as_deref()), (Some(0), None));
+        let e = crate::StreamOptions::new(&name)
+            .gpu_device(-3)
+            .create()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Unsupported { what, .. } if what.contains("invalid GPU device -3")),
+            "{e:?}"
+        );
+        assert!(matches!(crate::stat(&name), Err(Error::NotFound { .. })));
+    }
+
     #[test]
     fn device_names_parse() {
         assert_eq!(parse_device("s", "cuda:1").unwrap(), 1);
@@ -671,7 +703,49 @@ pub(crate) mod tests {
         assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &[0.0; 4]);
         let e = s.write_slice(&[1.0f32; 4]).unwrap_err().to_string();
         assert!(e.contains("device payload"), "{e}");
+        // So while another thread holds the write lock: refused at once, not a timeout
+        // waiting for that lock.
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
+        let n = name.as_str();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let other = crate::Stream::open(n).unwrap();
+                let _g = other.lock(Some(Duration::from_secs(10))).unwrap();
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv_timeout(Duration::from_secs(60));
+            });
+            held.recv_timeout(Duration::from_secs(60)).unwrap();
+            s.set_default_timeout(Duration::from_millis(200));
+            let e = s.write_slice(&[1.0f32; 4]).unwrap_err();
+            done.send(()).unwrap();
+            assert!(
+                matches!(&e, Error::Gpu { reason, .. } if reason.contains("device payload")),
+                "{e:?}"
+            );
+        });
         crate::unlink(&name).unwrap();
+    }
+
+    /// A creation on a machine without a driver says so before it reserves anything: a
+    /// payload larger than the machine's memory is no reason to refuse it first.
+    #[test]
+    fn a_gpu_creation_without_a_driver_says_so_before_the_payload_size() {
+        if gpu_available() {
+            return;
+        }
+        let name = format!("gpu-huge-{}", std::process::id());
+        let e = crate::StreamOptions::new(&name)
+            .shape(&[1 << 40])
+            .dtype(Dtype::U8)
+            .gpu_device(0)
+            .create()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Gpu { reason, .. } if reason.ends_with("GPU streams need an NVIDIA driver")),
+            "{e:?}"
+        );
+        assert!(matches!(crate::stat(&name), Err(Error::NotFound { .. })));
     }
 
     /// Stores `pid` in stream `name`'s `_gpu` publisher word, as a GPU-side writer does.

@@ -223,6 +223,15 @@ impl Stream {
         let name = o.name.as_str();
         check_name(name)?;
         let size = check_shape(name, &o.shape, o.dtype)?;
+        // A device that is none is said first: no other setting's remedy applies without one.
+        if let Some(dev) = o.gpu_device.filter(|&d| d < 0) {
+            return Err(Error::Unsupported {
+                name: name.to_owned(),
+                what: o.bad_device.clone().unwrap_or_else(|| {
+                    format!("invalid GPU device {dev}: use \"cuda:N\" or a non-negative ordinal")
+                }),
+            });
+        }
         if o.history > 0 {
             crate::history::ring_bytes(o.history, size).map_err(|reason| {
                 Error::InvalidHistory {
@@ -242,12 +251,6 @@ impl Stream {
         let (flags, device_index) = match o.gpu_device {
             None => (notify, -1),
             Some(dev) => {
-                if dev < 0 {
-                    return Err(Error::Unsupported {
-                        name: name.to_owned(),
-                        what: "invalid GPU device: use \"cuda:N\" or a non-negative ordinal".into(),
-                    });
-                }
                 crate::gpu::check_gpu_dtype(name, o.dtype)?;
                 #[cfg(not(feature = "cuda"))]
                 return Err(Error::Unsupported {
@@ -256,6 +259,7 @@ impl Stream {
                 });
                 #[cfg(feature = "cuda")]
                 {
+                    crate::gpu::driver::check_device(name, dev)?;
                     let mirror = if o.cpu_mirror {
                         format::FLAG_CPU_MIRROR
                     } else {
