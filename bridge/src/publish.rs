@@ -179,10 +179,17 @@ fn carry(
         // Sleep in the futex between frames: a network hop follows, and a spinning bridge
         // would take a core from the writer it serves.
         s.set_wait_strategy(WaitStrategy::Park);
+        // Said before the stream is said to be carried, not at its first read.
+        if s.gpu_enabled() && !s.cpu_mirror() {
+            return Err(BridgeError::Usage(format!(
+                "stream '{name}' is a GPU stream without a CPU mirror, and the bridge carries \
+                 frames from host memory: have its producer create it with cpu_mirror(true)"
+            )));
+        }
         if o.lossless && s.history_depth() == 0 {
             return Err(BridgeError::Usage(format!(
                 "stream '{name}' keeps no history: --lossless needs one: {}",
-                shmstream::name::history_remedy(name)
+                s.history_remedy()
             )));
         }
         // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;

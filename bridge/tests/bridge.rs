@@ -2231,6 +2231,64 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
     assert!(!said.contains("panicked"), "{said}");
 }
 
+/// A GPU stream without a CPU mirror (its header as its producer writes it, planted: no GPU
+/// needed) is refused as the publisher opens it, in both modes, with the remedy that fits it,
+/// not said to be carried and then failed at its first read with the library's Rust calls,
+/// nor (`--lossless`) told to be made first by `shmstream create`, which makes a CPU stream.
+#[test]
+fn a_gpu_stream_without_a_cpu_mirror_is_refused_as_the_publisher_opens_it() {
+    use shmstream::format::{FLAG_CUDA_IPC, FLAG_GPU, NewHeader};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = unique_name("br-gpu");
+    let _c = Cleanup::new([&name]);
+    let meta = shmstream::format::encode_new(&NewHeader {
+        name: &name,
+        dtype: shmstream::Dtype::F32,
+        shape: &[4],
+        flags: FLAG_GPU | FLAG_CUDA_IPC,
+        device_index: 0,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [7; 16],
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(&name)))
+        .unwrap()
+        .write_all(&meta)
+        .unwrap();
+    let ep = endpoint(free_port());
+    let prefix = unique_name("br-key");
+    for mode in [&[][..], &["--lossless"][..]] {
+        let mut args = vec![
+            "publish",
+            name.as_str(),
+            "--listen",
+            &ep,
+            "--key-prefix",
+            &prefix,
+        ];
+        args.extend_from_slice(mode);
+        let mut p = bridge(&args);
+        let st = p.wait_timeout(LONG);
+        let said = p.diagnostics();
+        assert_eq!(st.code(), Some(1), "{mode:?}: {said}");
+        assert!(
+            said.contains(&format!(
+                "stream '{name}' is a GPU stream without a CPU mirror, and the bridge carries \
+                 frames from host memory: have its producer create it with cpu_mirror(true)"
+            )),
+            "{mode:?}: {said}"
+        );
+        assert!(
+            !said.contains("carrying") && !said.contains("shmstream create"),
+            "{mode:?}: {said}"
+        );
+    }
+}
+
 /// A source stream made again while the bridges run (a writer restarting: unlink, create,
 /// write at once, before the publisher looks again) is carried from its first frame: with
 /// `--lossless` every frame of the new generation arrives, in order, with its id; a

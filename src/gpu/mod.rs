@@ -727,6 +727,31 @@ pub(crate) mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// How a stream gets a history: a GPU one from its producer with a CPU mirror (a stream
+    /// made first by `shmstream create` would be a CPU one), a CPU one made first too.
+    #[test]
+    fn a_gpu_streams_history_remedy_is_its_producers_with_a_mirror() {
+        if gpu_available() {
+            return;
+        }
+        let name = format!("gpu-remedy-{}", std::process::id());
+        fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
+        let r = crate::Stream::open(&name).unwrap().history_remedy();
+        assert!(
+            r.contains("cpu_mirror(true), history(n)") && !r.contains("shmstream create"),
+            "{r}"
+        );
+        crate::unlink(&name).unwrap();
+        let cpu = crate::Stream::create(&name, &[4], Dtype::F32).unwrap();
+        let r = cpu.history_remedy();
+        assert!(
+            r.contains("shmstream create") && !r.contains("cpu_mirror"),
+            "{r}"
+        );
+        drop(cpu);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A creation on a machine without a driver says so before it reserves anything: a
     /// payload larger than the machine's memory is no reason to refuse it first.
     #[test]

@@ -108,6 +108,20 @@ impl Stream {
     pub fn history_depth(&self) -> usize {
         self.history.as_ref().map_or(0, |r| r.capacity() as usize)
     }
+
+    /// How this stream, which keeps no history, gets one (advice for a message): a GPU
+    /// stream only from its producer, which owns its device payload, with a CPU mirror to
+    /// hold the ring; a CPU stream also by being made first ([`crate::name::history_remedy`]).
+    pub fn history_remedy(&self) -> String {
+        if self.gpu_enabled() {
+            "have its producer create it with a CPU mirror and a history (Rust: StreamOptions \
+             cpu_mirror(true), history(n)): only the process that owns its device payload can \
+             make it"
+                .to_owned()
+        } else {
+            crate::name::history_remedy(&self.name)
+        }
+    }
 }
 
 impl<'a> Cursor<'a> {

@@ -233,7 +233,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             term::errln!(
                 "shmstream: warning: stream '{}' keeps no history: frames written faster than they are read are missed (counted as lost); to record every frame, {}",
                 term::printable(name),
-                shmstream::name::history_remedy(name)
+                s.history_remedy()
             );
         }
     }
