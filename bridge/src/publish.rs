@@ -183,7 +183,8 @@ fn carry(
         if s.gpu_enabled() && !s.cpu_mirror() {
             return Err(BridgeError::Usage(format!(
                 "stream '{name}' is a GPU stream without a CPU mirror, and the bridge carries \
-                 frames from host memory: have its producer create it with cpu_mirror(true)"
+                 frames from host memory: have its producer create it with a CPU mirror (Rust: \
+                 cpu_mirror(true); pyshmem: cpu_mirror=True)"
             )));
         }
         if o.lossless && s.history_depth() == 0 {

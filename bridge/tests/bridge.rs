@@ -2278,7 +2278,8 @@ fn a_gpu_stream_without_a_cpu_mirror_is_refused_as_the_publisher_opens_it() {
         assert!(
             said.contains(&format!(
                 "stream '{name}' is a GPU stream without a CPU mirror, and the bridge carries \
-                 frames from host memory: have its producer create it with cpu_mirror(true)"
+                 frames from host memory: have its producer create it with a CPU mirror (Rust: \
+                 cpu_mirror(true); pyshmem: cpu_mirror=True)"
             )),
             "{mode:?}: {said}"
         );

@@ -110,16 +110,24 @@ impl Stream {
     }
 
     /// How this stream, which keeps no history, gets one (advice for a message): a GPU
-    /// stream only from its producer, which owns its device payload, with a CPU mirror to
-    /// hold the ring; a CPU stream also by being made first ([`crate::name::history_remedy`]).
+    /// stream only from a shmstream producer, which owns its device payload, with a CPU
+    /// mirror to hold the ring (pyshmem's keep none); a CPU stream also by being made first
+    /// ([`crate::name::history_remedy`]).
     pub fn history_remedy(&self) -> String {
-        if self.gpu_enabled() {
-            "have its producer create it with a CPU mirror and a history (Rust: StreamOptions \
-             cpu_mirror(true), history(n)): only the process that owns its device payload can \
-             make it"
-                .to_owned()
-        } else {
+        let how = "create it with a CPU mirror and a history (Rust: StreamOptions \
+                   cpu_mirror(true), history(n))";
+        if !self.gpu_enabled() {
             crate::name::history_remedy(&self.name)
+        } else if self.flags & crate::format::FLAG_CUDA_IPC == 0 {
+            format!(
+                "pyshmem keeps no history of a GPU stream: have a shmstream producer {how} in \
+                 its place"
+            )
+        } else {
+            format!(
+                "have its producer {how}: only the process that owns its device payload can \
+                 make it"
+            )
         }
     }
 }

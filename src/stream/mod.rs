@@ -213,7 +213,8 @@ impl Stream {
             .dtype(config.dtype)
             .notify(config.notify);
         if let Some(dev) = &config.gpu_device {
-            o.gpu_device = Some(crate::gpu::parse_device(&config.name, dev)?);
+            // A name that is none is said by `create`, after the stream's name and shape.
+            o.device(dev);
             o.cpu_mirror = config.cpu_mirror.unwrap_or(false);
         }
         o.create()
@@ -253,10 +254,13 @@ impl Stream {
             Some(dev) => {
                 crate::gpu::check_gpu_dtype(name, o.dtype)?;
                 #[cfg(not(feature = "cuda"))]
-                return Err(Error::Unsupported {
-                    name: name.to_owned(),
-                    what: "this build has no CUDA support: enable the `cuda` feature".into(),
-                });
+                {
+                    let _ = dev;
+                    return Err(Error::Unsupported {
+                        name: name.to_owned(),
+                        what: "this build has no CUDA support: enable the `cuda` feature".into(),
+                    });
+                }
                 #[cfg(feature = "cuda")]
                 {
                     crate::gpu::driver::check_device(name, dev)?;

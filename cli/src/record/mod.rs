@@ -193,7 +193,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         s.set_wait_strategy(WaitStrategy::Park);
         if s.gpu_enabled() && !s.cpu_mirror() {
             return Err(format!(
-                "stream '{name}' is a GPU stream without a CPU mirror, and record reads frames from host memory: have its producer create it with cpu_mirror(true) (and history(n), to record every frame)"
+                "stream '{name}' is a GPU stream without a CPU mirror, and record reads frames from host memory: have its producer create it with a CPU mirror (Rust: cpu_mirror(true), and history(n) to record every frame; pyshmem: cpu_mirror=True)"
             )
             .into());
         }
