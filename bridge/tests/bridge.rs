@@ -1844,7 +1844,6 @@ fn max_rate_caps_a_latest_value_feed_and_the_mirror_ends_at_the_newest_frame() {
 #[test]
 fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
     use zenoh::Wait;
-    type Handler = zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>;
     let (a_name, prefix) = (unique_name("br-hold"), unique_name("br-key"));
     let _c = Cleanup::new([&a_name]);
     let a = source(&a_name, 0);
@@ -1852,44 +1851,21 @@ fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
     let ep = endpoint(free_port());
     let period = Duration::from_secs(2);
     let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.5"]);
-    let k = shmstream_bridge::key(&prefix, &a_name);
-    // A plain Zenoh subscriber in a session of its own: closing the session leaves the
-    // publisher with no matched subscriber before the next session can connect.
-    let subscribe = || {
-        let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-            listen: vec![],
-            connect: vec![ep.clone()],
-        })
-        .unwrap();
-        let sub = session.declare_subscriber(&k).wait().unwrap();
-        (session, sub)
-    };
-    let id_of = |sample: zenoh::sample::Sample| {
-        FrameHeader::decode(&sample.attachment().unwrap().to_bytes())
-            .unwrap()
-            .frame_id
-    };
     // The id of the next frame put, and when it arrived.
-    let next = |sub: &zenoh::pubsub::Subscriber<Handler>| {
-        let sample = sub
-            .recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-        (id_of(sample), Instant::now())
-    };
+    let next = |sub: &Puts| (frame_id_of(&next_put(sub, &p)), Instant::now());
     // Frame 5, put as this subscriber matched (or at the next slot), then once more as the
     // writer idles (a period later: the put holds it back). Taken until nothing came for
     // more than a period and that resend: the publisher then neither holds nor owes a put.
-    let (session, sub) = subscribe();
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
     assert_eq!(next(&sub).0, 5);
     let quiet = period + Duration::from_secs(1);
     while let Some(sample) = sub.recv_timeout(quiet).unwrap() {
-        assert_eq!(id_of(sample), 5);
+        assert_eq!(frame_id_of(&sample), 5);
     }
     session.close().wait().unwrap();
     // Matched anew: frame 5 is put at once, and the next frame a period after it (frame 5
     // may come more than once on a loaded machine: each copy is a put, held back from too).
-    let (session, sub) = subscribe();
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
     let (id, mut put_at) = next(&sub);
     assert_eq!(id, 5);
     a.write_slice_frame(&[6u16; 32], 6).unwrap();
@@ -1926,30 +1902,9 @@ fn max_rate_holds_the_first_frame_of_a_stream_made_again_back_from_the_last_put(
     let ep = endpoint(free_port());
     let period = Duration::from_secs(4);
     let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.25"]);
-    let k = shmstream_bridge::key(&prefix, &a_name);
-    let subscribe = || {
-        let session = shmstream_bridge::open_session(&shmstream_bridge::Endpoints {
-            listen: vec![],
-            connect: vec![ep.clone()],
-        })
-        .unwrap();
-        let sub = session.declare_subscriber(&k).wait().unwrap();
-        (session, sub)
-    };
-    let next_id = |sub: &zenoh::pubsub::Subscriber<
-        zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>,
-    >| {
-        let sample = sub
-            .recv_timeout(LONG)
-            .unwrap()
-            .unwrap_or_else(|| panic!("nothing put within {LONG:?}\n{}", p.diagnostics()));
-        FrameHeader::decode(&sample.attachment().unwrap().to_bytes())
-            .unwrap()
-            .frame_id
-    };
     // Frame 5, put as this subscriber matched (or at the next slot): a pause follows it.
-    let (session, sub) = subscribe();
-    assert_eq!(next_id(&sub), 5);
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
+    assert_eq!(frame_id_of(&next_put(&sub, &p)), 5);
     let put_at = Instant::now();
     // Made again with frame 7, then a subscriber matching anew: the publisher looks at the
     // stream, finds it gone and opens the new one, inside frame 5's pause.
@@ -1958,9 +1913,9 @@ fn max_rate_holds_the_first_frame_of_a_stream_made_again_back_from_the_last_put(
     let a = source(&a_name, 0);
     a.write_slice_frame(&[7u16; 32], 7).unwrap();
     session.close().wait().unwrap();
-    let (session, sub) = subscribe();
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
     let id = loop {
-        match next_id(&sub) {
+        match frame_id_of(&next_put(&sub, &p)) {
             5 => continue,
             id => break id,
         }

@@ -593,13 +593,10 @@ fn the_python_pixel_signals_calibrate_only_the_valid_pixels() {
     let Some(python) = python() else {
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
-    let check = r#"
-import importlib.util, sys
+    check_peer_module(
+        &python,
+        r#"
 import numpy as np
-spec = importlib.util.spec_from_file_location("pyshmem_ao", sys.argv[1])
-ao = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ao)
 
 h, w, n = 12, 10, 37
 slopes = ao.Slopes({"wfs": [h, w], "kind": "pixels", "signals": n})
@@ -611,15 +608,8 @@ v = whole.ravel()[slopes.valid]
 want = (v / max(v.mean(), 1e-30) - 1).astype(np.float32)
 got = slopes(frame)
 assert got.dtype == np.float32 and np.array_equal(got, want), (got, want)
-"#;
-    let o = run_bounded(
-        std::process::Command::new(&python)
-            .arg("-c")
-            .arg(check)
-            .arg(&script),
-        RUN_LIMIT,
+"#,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The Python camera stamps each frame's publish time before it writes the frame, as ours
@@ -630,12 +620,10 @@ fn the_python_camera_stamps_each_frame_before_writing_it() {
     let Some(python) = python() else {
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
-    let check = r#"
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("pyshmem_ao", sys.argv[1])
-ao = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ao)
+    check_peer_module(
+        &python,
+        r#"
+import time
 
 class Frame:
     def __init__(self):
@@ -656,11 +644,24 @@ spec = {"geometry": {"wfs": [4, 4]}, "merged": True, "rate_hz": 10000, "frames":
 log = ao.camera(spec, streams, 5)
 late = [int(i) for i, _, stamp, _ in log if stamp > frame.begun[int(i)]]
 assert len(log) == 20 and not late, f"stamped after the write began: frames {late}"
-"#;
+"#,
+    );
+}
+
+/// Runs `check` (Python, with the AO peer's module `harness/peer/pyshmem_ao.py` imported as
+/// `ao`) in `python`, and asserts that it passed.
+fn check_peer_module(python: &std::ffi::OsStr, check: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
+    let program = format!(
+        "import importlib.util, sys\n\
+         spec = importlib.util.spec_from_file_location(\"pyshmem_ao\", sys.argv[1])\n\
+         ao = importlib.util.module_from_spec(spec)\n\
+         spec.loader.exec_module(ao)\n{check}"
+    );
     let o = run_bounded(
-        std::process::Command::new(&python)
+        std::process::Command::new(python)
             .arg("-c")
-            .arg(check)
+            .arg(program)
             .arg(&script),
         RUN_LIMIT,
     );
