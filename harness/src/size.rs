@@ -538,6 +538,9 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
     let scenario = Scenario::parse(&text)
         .map_err(|e| crate::error::Error::msg(in_size_terms(&e.to_string())))
         .context("harness size")?;
+    // Before the CUDA probe below, whose driver may start threads: a stop's signal must reach
+    // the run's own waiter (`execute`), not a thread that takes it with its default action.
+    let _ = harness_sys::block_termination();
     check_device(a, &scenario.jobs(false, None))?;
     let opts = RunOptions {
         out: a.out.clone(),
