@@ -75,6 +75,7 @@ fn an_mvm_floor_beside_the_drivers_core_is_timed_both_ways_and_the_faster_kept()
     } else {
         assert!(note.is_none(), "{floor}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
