@@ -203,8 +203,8 @@ impl Track {
                         // Also where no frame was written: an id that moved on pays back a
                         // sample inside the last write.
                         if s.frame_id != 0 && prev.frame_id != 0 {
-                            // Saturating: a writer's ids may jump anywhere in the 64 bits,
-                            // and back (counted as nothing missed).
+                            // A writer's ids may jump anywhere in the 64 bits (counted
+                            // saturating), and back (`None`: nothing missed).
                             let ids = s.frame_id.checked_sub(prev.frame_id);
                             self.missed.get_or_insert_default().add(dc, ids);
                         }
