@@ -281,12 +281,13 @@ pub enum Error {
         cause: LossCause,
     },
     /// A cursor was asked of a stream that keeps no history.
-    #[error(
-        "stream '{name}' keeps no frame history: create it with StreamOptions::history(n) to read every frame with a cursor"
-    )]
+    #[error("stream '{name}' keeps no frame history, which a cursor reads: {remedy}")]
     NoHistory {
         /// The stream.
         name: String,
+        /// How this stream gets one ([`Stream::history_remedy`](crate::Stream::history_remedy)):
+        /// a CPU stream's producer, or a GPU stream's with a CPU mirror.
+        remedy: String,
     },
     /// A history depth that cannot be created, a history segment that does not fit its
     /// stream, or a write refused because the ring's newest frame is counted `u64::MAX` (a
@@ -779,7 +780,7 @@ impl Error {
             | Error::AccessDenied { name, .. }
             | Error::Gpu { name, .. }
             | Error::Overrun { name, .. }
-            | Error::NoHistory { name }
+            | Error::NoHistory { name, .. }
             | Error::InvalidHistory { name, .. }
             | Error::NoSpace { name, .. }
             | Error::FileSizeLimit { name, .. }

@@ -551,7 +551,9 @@ fn history_is_shown_kept_by_config_and_removed_with_the_stream() {
     );
     match plain.cursor() {
         Err(e @ Error::NoHistory { .. }) => {
+            // The remedy of a CPU stream: its producer's option, or made first by the CLI.
             assert!(e.to_string().contains("history(n)"), "{e}");
+            assert!(e.to_string().contains("shmstream create"), "{e}");
             assert!(e.to_string().contains(&plain_name), "{e}");
         }
         other => panic!("expected NoHistory, got {other:?}"),

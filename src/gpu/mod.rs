@@ -736,11 +736,19 @@ pub(crate) mod tests {
         }
         let name = format!("gpu-remedy-{}", std::process::id());
         fake_gpu_stream(&name, true, true, layout::STATE_LIVE);
-        let r = crate::Stream::open(&name).unwrap().history_remedy();
+        let s = crate::Stream::open(&name).unwrap();
+        let r = s.history_remedy();
         assert!(
             r.contains("cpu_mirror(true), history(n)") && !r.contains("shmstream create"),
             "{r}"
         );
+        // A cursor's refusal gives the same remedy.
+        let e = s.cursor().unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::NoHistory { remedy, .. } if *remedy == r),
+            "{e}"
+        );
+        drop(s);
         crate::unlink(&name).unwrap();
         // pyshmem's (no CUDA-IPC flag) keep none: a shmstream producer in its place.
         fake_gpu_stream(&name, true, false, layout::STATE_LIVE);

@@ -100,6 +100,7 @@ impl Stream {
         self.ensure_open()?;
         let ring = self.history.as_ref().ok_or_else(|| Error::NoHistory {
             name: self.name.clone(),
+            remedy: self.history_remedy(),
         })?;
         Ok(Cursor::after_newest(self, ring))
     }
