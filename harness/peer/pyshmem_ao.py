@@ -88,9 +88,13 @@ class Slopes:
         sy, sx = self.g["subapertures"]
         cells = c.reshape(sy, self.ch, sx, self.cw).transpose(0, 2, 1, 3)
         tot = cells.sum(axis=(2, 3))
-        tot[tot == 0] = 1
+        dark = tot <= 0
+        tot[dark] = 1
         cx = cells.sum(axis=2) @ self.xs / tot - (self.cw - 1) / 2
         cy = cells.sum(axis=3) @ self.ys / tot - (self.ch - 1) / 2
+        # A subaperture with no light reads 0, as ours.
+        cx[dark] = 0
+        cy[dark] = 0
         return np.concatenate([cx.ravel(), cy.ravel()]).astype(np.float32)
 
 

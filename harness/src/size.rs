@@ -1386,13 +1386,25 @@ mod tests {
             (
                 vec![
                     "--wfs-pixels",
-                    "100000x100000",
+                    "60000x60000",
                     "--slopes",
                     "pixels",
                     "--modes",
                     "300",
                 ],
                 "available",
+            ),
+            // Past the stages' 32-bit pixel indices.
+            (
+                vec![
+                    "--wfs-pixels",
+                    "100000x100000",
+                    "--slopes",
+                    "pixels",
+                    "--modes",
+                    "300",
+                ],
+                "the stages index them in 32 bits, at most 4294967295",
             ),
             // The products of these sizes overflow 64 bits: refused, not a panic.
             (

@@ -612,6 +612,32 @@ assert got.dtype == np.float32 and np.array_equal(got, want), (got, want)
     );
 }
 
+/// A Python centroid of a subaperture with no light reads 0, as ours (`slopes.rs`), not
+/// minus the cell's centre; a lit one is its light's centre of mass from the cell's centre.
+#[test]
+fn a_python_centroid_of_a_dark_subaperture_reads_zero_as_ours() {
+    let Some(python) = python() else {
+        return;
+    };
+    check_peer_module(
+        &python,
+        r#"
+import numpy as np
+
+h = w = 8
+slopes = ao.Slopes({"wfs": [h, w], "kind": "centroids", "subapertures": [2, 2], "signals": 8})
+frame = np.zeros((h, w), dtype=np.uint16)
+# Only the top-left cell is lit, one pixel at row 3, column 1 (dark and flat calibrated).
+frame[3, 1] = 1000
+got = slopes(frame)
+assert got.dtype == np.float32 and got.shape == (8,), got
+# x of the four cells, then y; a cell is 4x4, its centre 1.5.
+assert np.allclose(got[[0, 4]], [1 - 1.5, 3 - 1.5]), got
+assert np.array_equal(got[[1, 2, 3, 5, 6, 7]], np.zeros(6, dtype=np.float32)), got
+"#,
+    );
+}
+
 /// The Python camera stamps each frame's publish time before it writes the frame, as ours
 /// does (the camera → slopes hop includes the frame copy on both sides): its loop run on
 /// stand-in streams that note when each write begins.

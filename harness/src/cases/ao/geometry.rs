@@ -285,8 +285,25 @@ impl Geometry {
                 usize::BITS
             );
         };
+        // The stages and the GPU kernels index a frame's pixels in 32 bits.
+        if u32::try_from(pixels).is_err() {
+            bail!(
+                "ao-loop: the {h}x{w} WFS frame has {pixels} pixels; the stages index them in \
+                 32 bits, at most {}: use a smaller frame",
+                u32::MAX
+            );
+        }
         if ao.actuators == 0 {
             bail!("ao-loop: actuators must be > 0");
+        }
+        // NaN passes the clip and would publish NaN commands for the whole run.
+        if !(ao.gain.is_finite() && ao.leak.is_finite()) {
+            bail!(
+                "ao-loop: gain = {} and leak = {} must be finite numbers (the integrator: \
+                 state <- leak·state - gain·modes)",
+                ao.gain,
+                ao.leak
+            );
         }
         if !(ao.rate_hz.is_finite() && ao.rate_hz > 0.0 && ao.rate_hz <= MAX_RATE_HZ) {
             bail!(
@@ -388,12 +405,23 @@ impl Geometry {
                 ([0, 0], n)
             }
         };
+        let modes = ao.modes.unwrap_or(0);
+        // A reconstructor controls at most as many modes as it has signals to see them and
+        // actuators to make them (`harness size --modes` names its flag for the same limit).
+        let most = signals.min(ao.actuators);
+        if modes > most {
+            bail!(
+                "ao-loop: modes = {modes} must be at most {most}, the fewer of the {signals} \
+                 signals and the {} actuators (0 or absent: zonal control)",
+                ao.actuators
+            );
+        }
         let g = Geometry {
             wfs: [h, w],
             kind: ao.slopes,
             subapertures,
             signals,
-            modes: ao.modes.unwrap_or(0),
+            modes,
             actuators: ao.actuators,
         };
         // Nothing is available to compare with here, but a size that overflows is refused.
@@ -696,16 +724,16 @@ pub(crate) mod tests {
     /// profile keeps overflow checks): the matrices, the frame's pixels.
     #[test]
     fn a_geometry_whose_sizes_overflow_is_refused_not_a_panic() {
-        // `harness size --wfs-pixels 240x240 --subapertures 20x20 --actuators 349 --modes 1e16`.
+        // `harness size --wfs-pixels 240x240 --subapertures 20x20 --actuators 1e16 --modes 800`.
         let err = Geometry::new(
             &[240, 240],
-            &case(Some([20, 20]), Some(10_000_000_000_000_000), 349),
+            &case(Some([20, 20]), Some(800), 10_000_000_000_000_000),
         )
         .unwrap_err()
         .to_string();
         assert!(
             err.contains("more memory than can be counted")
-                && err.contains("10000000000000000x800 + 349x10000000000000000"),
+                && err.contains("800x800 + 10000000000000000x800"),
             "{err}"
         );
         let huge = 1usize << 33;
@@ -731,6 +759,48 @@ pub(crate) mod tests {
         assert_eq!(big.recon_bytes(), u64::MAX);
         assert_eq!(big.memory(), None);
         assert!(big.check_memory(Some(1 << 40), 0).is_err());
+    }
+
+    /// What the loop cannot run is refused before anything starts: more modes than the
+    /// fewer of the signals and the actuators (a rank-deficient basis timed as a real one),
+    /// an integrator whose gain or leak is not finite (NaN passes the clip: NaN commands
+    /// for the whole run), a frame of more pixels than the stages index in 32 bits.
+    #[test]
+    fn too_many_modes_a_gain_or_leak_not_finite_and_a_frame_past_32_bits_are_refused() {
+        let err = |wfs: &[usize], c: &AoCase| Geometry::derive(wfs, c).unwrap_err().to_string();
+        // 7x7 subapertures: 98 signals; 97 actuators.
+        assert!(Geometry::derive(&[49, 49], &case(Some([7, 7]), Some(97), 97)).is_ok());
+        let e = err(&[49, 49], &case(Some([7, 7]), Some(98), 97));
+        assert!(
+            e.contains(
+                "modes = 98 must be at most 97, the fewer of the 98 signals and the 97 \
+                        actuators"
+            ),
+            "{e}"
+        );
+        let e = err(&[49, 49], &case(Some([7, 7]), Some(99), 500));
+        assert!(e.contains("at most 98"), "{e}");
+        for (gain, leak) in [
+            (f32::NAN, 0.99),
+            (0.3, f32::INFINITY),
+            (f32::NEG_INFINITY, 1.0),
+        ] {
+            let mut c = case(Some([7, 7]), None, 97);
+            (c.gain, c.leak) = (gain, leak);
+            let e = err(&[49, 49], &c);
+            assert!(e.contains("must be finite numbers"), "{gain} {leak}: {e}");
+        }
+        let mut p = case(None, None, 10);
+        p.slopes = SignalKind::Pixels;
+        p.valid_pixels = Some(1000);
+        let e = err(&[65536, 65537], &p);
+        assert!(
+            e.contains("65536x65537 WFS frame has 4295032832 pixels")
+                && e.contains("at most 4294967295"),
+            "{e}"
+        );
+        // The largest frame the stages index passes the check (its memory is checked apart).
+        assert!(Geometry::derive(&[65535, 65537], &p).is_ok());
     }
 
     /// What grows with the frame counts: a 30000x30000 px frame with a 2x2 grid and 10
