@@ -85,8 +85,8 @@ pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
 pub use purge::{
     PurgeFailure, PurgeItem, PurgeOptions, PurgeReport, purge, purge_matching, purge_with,
 };
-pub use read::{FrameInfo, Publication};
-pub use stream::{Stream, StreamConfig, StreamOptions};
+pub use read::{FrameInfo, Publication, frame_buffer};
+pub use stream::{Stream, StreamConfig, StreamOptions, check_shape};
 pub use write::LiveView;
 pub use write::WriteGuard;
 

@@ -688,11 +688,30 @@ impl Stream {
 /// under `ulimit -v`): [`Error::Io`] (`ENOMEM`) for stream `name`, naming the `_into` reads
 /// (its display adds the memory remedy, the `ulimit -v` limit if finite).
 fn frame_vec<T>(name: &str, n: usize) -> Result<Vec<T>> {
+    reserved(
+        name,
+        n,
+        "allocating a new array for the frame (or read with read_*_into into your own buffer)",
+    )
+}
+
+/// A buffer of `n` default (zero) elements for frames of stream `name`, a tool's own
+/// (a recorder's, a bridge's, a file's data before it is loaded), made without aborting
+/// where memory runs out: [`Error::Io`] (`ENOMEM`) naming the stream, whose display gives
+/// the memory remedy (the `ulimit -v` limit, if finite). `Vec::with_capacity` and `vec!`
+/// abort the process instead ("memory allocation of N bytes failed").
+pub fn frame_buffer<T: Clone + Default>(name: &str, n: usize) -> Result<Vec<T>> {
+    let mut v = reserved(name, n, "allocating a frame buffer")?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// An empty vector with room for `n` elements, or `op` failed with `ENOMEM` for `name`.
+fn reserved<T>(name: &str, n: usize, op: &'static str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Error::Io {
         name: name.to_owned(),
-        op: "allocating a new array for the frame (or read with read_*_into into your own \
-             buffer)",
+        op,
         source: std::io::Error::from_raw_os_error(libc::ENOMEM),
     })?;
     Ok(v)
@@ -748,6 +767,21 @@ mod tests {
             "{text}"
         );
         assert_eq!(frame_vec::<u64>("small", 3).unwrap().capacity(), 3);
+    }
+
+    /// A tool's frame buffer: zeroed, or the same typed error where it cannot be had.
+    #[test]
+    fn a_frame_buffer_is_zeroed_or_an_enomem_error_naming_the_stream() {
+        assert_eq!(frame_buffer::<u64>("small", 3).unwrap(), [0, 0, 0]);
+        let e = frame_buffer::<u8>("big", isize::MAX as usize).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM))
+                && text.contains("'big'")
+                && text.contains("allocating a frame buffer")
+                && text.contains("free some memory"),
+            "{text}"
+        );
     }
 
     fn stream(tag: &str) -> (String, Stream) {

@@ -196,7 +196,7 @@ fn carry(
         // Each frame is read into `buf` and lent to Zenoh, which copies it out during the put;
         // the buffer comes back for the next frame unless Zenoh kept a reference (then a new
         // one is made), so the hot path neither allocates nor touches fresh pages.
-        let mut buf = BytesMut::zeroed(s.size_bytes());
+        let mut buf = frame_buffer(&s)?;
         let mut cursor = if o.lossless { Some(s.cursor()?) } else { None };
         // Lossless: the current frame, already read into `buf`, to put first.
         let mut first = None;
@@ -722,6 +722,14 @@ pub(crate) fn stamp(header: &mut FrameHeader, info: &FrameInfo) {
     header.frame_id = info.frame_id;
     header.count = info.count;
     header.write_time = info.write_time;
+}
+
+/// A zeroed buffer for a frame of `s`, or a typed error naming the stream where memory runs
+/// out (`BytesMut::zeroed` aborted the process, every carried stream with it).
+pub(crate) fn frame_buffer(s: &Stream) -> Result<BytesMut, BridgeError> {
+    let v = shmstream::frame_buffer::<u8>(s.name(), s.size_bytes())?;
+    // Whole (length = capacity): the bytes change hands without a copy.
+    Ok(BytesMut::from(Bytes::from(v)))
 }
 
 /// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or,

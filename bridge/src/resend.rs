@@ -155,7 +155,7 @@ impl Answer<'_> {
             .min(self.asked.before.saturating_sub(1))
             .min(self.losses.live_put.load(Ordering::Relaxed));
         if buf.len() != s.size_bytes() {
-            *buf = BytesMut::zeroed(s.size_bytes());
+            *buf = crate::publish::frame_buffer(s)?;
         }
         let mut header = header_of(s, self.name, true);
         let k = self.q.key_expr().clone();

@@ -215,10 +215,16 @@ fn check_header(file: &Path, f: &mut impl Read) -> Fallible<Vec<u8>> {
 
 /// `shmstream load NAME FILE.npy`.
 pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Duration) -> Fallible {
-    let mut reader = BufReader::new(
-        File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?,
-    );
+    let opened = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    // A regular file's length says before its data is read whether it holds all of it.
+    let file_len = opened
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let mut reader = BufReader::new(opened);
     let seen = check_header(file, &mut reader)?;
+    let data_at = seen.len() as u64;
     let npy = npyz::NpyFile::new(Cursor::new(seen).chain(reader))
         .map_err(|e| format!("{} is not a readable .npy file: {e}", file.display()))?;
     let dtype = stream_dtype(file, &npy.dtype())?;
@@ -257,6 +263,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    // A new stream's shape as a creation would check it, before the data is read: more than
+    // 19 dimensions, or more bytes than this machine can map, are no file to read first; nor
+    // is a regular file shorter than its header declares.
+    let bytes = shmstream::check_shape(name, &shape, dtype)
+        .map_err(|e| format!("{} holds {}: {e}", file.display(), describe(dtype, &shape)))?;
+    if file_len.is_some_and(|len| len.saturating_sub(data_at) < bytes as u64) {
+        return Err(read_error(file, dtype, &shape, &io::ErrorKind::UnexpectedEof.into()).into());
+    }
     // Opened (or created) only once the data was read: a file that fails to read creates
     // nothing. (Opened again: the stream may have been replaced meanwhile.)
     let open_or_create = || -> Fallible<(Stream, bool)> {
@@ -279,7 +293,9 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Ok((stream, created))
     };
     with_dtype!(dtype, T => {
-        let data: Vec<T> = T::read_all(npy).map_err(|e| read_error(file, dtype, &shape, &e))?;
+        // Made before it is read, where memory runs out a typed error, not an abort.
+        let mut data: Vec<T> = shmstream::frame_buffer(name, bytes / dtype.itemsize())?;
+        T::read_into(npy, &mut data).map_err(|e| read_error(file, dtype, &shape, &e))?;
         let (fortran, c_order) = match fortran {
             true => {
                 let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data)
@@ -364,9 +380,17 @@ fn within<R>(left: &Cell<Duration>, wait: impl FnOnce(Duration) -> R) -> R {
 }
 
 /// The elements of a `.npy` file, as numpy reads them.
-trait FromNpy: npyz::Deserialize {
-    fn read_all(npy: npyz::NpyFile<impl Read>) -> io::Result<Vec<Self>> {
-        npy.into_vec()
+trait FromNpy: npyz::Deserialize + Sized {
+    /// Reads the file's data into `data`, its length the header's element count; a file
+    /// that ends before them is `UnexpectedEof`.
+    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut [Self]) -> io::Result<()> {
+        let mut read = npy
+            .data::<Self>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        for slot in data.iter_mut() {
+            *slot = read.next().ok_or(io::ErrorKind::UnexpectedEof)??;
+        }
+        Ok(())
     }
 }
 
@@ -381,15 +405,17 @@ from_npy!(
 /// npyz refuses a bool byte other than 0 or 1; numpy (`np.load`) reads any nonzero byte as
 /// True (a uint8 mask viewed as bool holds 255), and so does `load`, storing 0 or 1.
 impl FromNpy for bool {
-    fn read_all(npy: npyz::NpyFile<impl Read>) -> io::Result<Vec<bool>> {
-        let len = npy.len();
-        let mut bytes = Vec::new();
-        // Grown as it is read, not sized from the header: a cut-short file allocates no more.
-        npy.into_inner().take(len).read_to_end(&mut bytes)?;
-        if (bytes.len() as u64) < len {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut [bool]) -> io::Result<()> {
+        let mut r = npy.into_inner();
+        let mut chunk = [0u8; 1 << 16];
+        for part in data.chunks_mut(chunk.len()) {
+            let bytes = &mut chunk[..part.len()];
+            r.read_exact(bytes)?;
+            for (b, &byte) in part.iter_mut().zip(bytes.iter()) {
+                *b = byte != 0;
+            }
         }
-        Ok(bytes.into_iter().map(|b| b != 0).collect())
+        Ok(())
     }
 }
 

@@ -758,3 +758,87 @@ fn load_beside_a_stalled_creation_ends_within_its_timeout() {
         );
     }
 }
+
+/// A `.npy` whose shape no stream can hold is refused by its header, as a creation would
+/// refuse it, before its data is read: not "cut short … write it again" after reading it.
+#[test]
+fn a_file_of_a_shape_no_stream_holds_is_refused_by_its_header() {
+    let dir = std::env::temp_dir().join(unique_name("hcli-shape-first"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fresh = unique_name("hcli-huge");
+    let _c = Cleanup::new([&fresh]);
+    for (what, header, data) in [
+        // 2^63 - 1 complex128 elements: counted in 64 bits, but no machine maps them.
+        (
+            "a shape past this machine",
+            dict("<c16", false, "(9223372036854775807,)"),
+            vec![0u8; 64],
+        ),
+        (
+            "20 dims",
+            dict("<f4", false, &format!("({})", ["1"; 20].join(", "))),
+            vec![0u8; 4],
+        ),
+    ] {
+        let file = dir.join("f.npy");
+        std::fs::write(&file, npy((1, 0), &header, &data)).unwrap();
+        let (code, stderr) = run(&["load", &fresh, file.to_str().unwrap()]);
+        assert!(
+            code == 1
+                && stderr.contains("invalid shape")
+                && stderr.contains(&fresh)
+                && !stderr.contains("write it again"),
+            "{what}: exit {code}: {stderr}"
+        );
+        assert!(
+            matches!(shmstream::stat(&fresh), Err(Error::NotFound { .. })),
+            "{what}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file larger than the memory `load` may take (`ulimit -v`) is a typed error naming the
+/// stream and the limit, before anything is created: the data's buffer was allocated by
+/// growing a `Vec`, which aborted the process ("memory allocation of … failed", exit 134).
+#[test]
+fn a_file_larger_than_the_memory_limit_is_an_error_naming_the_limit_not_an_abort() {
+    let dir = std::env::temp_dir().join(unique_name("hcli-oom"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.npy");
+    // 512 MiB of float32 zeros, a sparse file: no disk is used.
+    let elements: u64 = 1 << 27;
+    std::fs::write(
+        &file,
+        npy((1, 0), &dict("<f4", false, &format!("({elements},)")), &[]),
+    )
+    .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(f.metadata().unwrap().len() + elements * 4)
+        .unwrap();
+    let name = unique_name("hcli-oom");
+    let _c = Cleanup::new([&name]);
+    // 300 MB of address space: room for the tool, not for the data.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -v 300000 && exec "$0" load "$1" "$2""#)
+        .arg(bin())
+        .arg(&name)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && stderr.contains(&format!("stream '{name}'"))
+            && stderr.contains("allocating a frame buffer")
+            && stderr.contains("raise `ulimit -v`"),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(matches!(
+        shmstream::stat(&name),
+        Err(Error::NotFound { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -140,8 +140,10 @@ fn check_name(name: &str) -> Result<()> {
     })
 }
 
-/// Validates a shape for a stream and returns its payload bytes.
-pub(crate) fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<usize> {
+/// Checks `shape` of `dtype` as a creation of stream `name` does, before anything is made or
+/// read (a tool that reads a file of that shape first): 1 to 19 dimensions, none empty, a
+/// payload this machine can map. Returns the payload's bytes, or [`Error::InvalidShape`].
+pub fn check_shape(name: &str, shape: &[usize], dtype: Dtype) -> Result<usize> {
     let bad = |reason| Error::InvalidShape {
         name: name.to_owned(),
         shape: shape.to_vec(),
