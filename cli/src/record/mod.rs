@@ -293,7 +293,6 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             })
             .collect()
     });
-    let mut lost_total = 0;
     for ((s, p), r) in streams.iter().zip(&progress).zip(&results) {
         let kept = p.kept.load(Ordering::Relaxed);
         // Taken but not on file (a full disk, a file that failed): the error says why.
@@ -302,7 +301,6 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
         let lost = p.lost.load(Ordering::Relaxed);
         // This stream's own time, not the progress line's tick at which we noticed it ended.
         let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
-        lost_total += lost;
         let mb = kept as f64 * s.size_bytes() as f64 / 1e6;
         let count = |n: u64, what: &str| {
             if n > 0 {
@@ -332,6 +330,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
     if failed > 0 {
         return Err(format!("the recording of {failed} stream(s) failed (see above)").into());
     }
+    let lost_total = progress::total(&progress, |p| &p.lost);
     if lost_total > 0 {
         return Err(format!("{lost_total} frame(s) lost while recording (see above)").into());
     }

@@ -32,6 +32,28 @@ pub(super) struct Progress {
     pub(super) unlinked: AtomicBool,
 }
 
+impl Progress {
+    /// Counts `n` more frames lost, saturating: a count another process planted in the
+    /// stream's header (outside its CRC) can make a loss of nearly 2^64 frames.
+    pub(super) fn add_lost(&self, n: u64) {
+        // Only this stream's thread adds: `fetch_update` for the saturation, not a race.
+        let _ = self
+            .lost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some(l.saturating_add(n))
+            });
+    }
+}
+
+/// The sum of one counter (`of`) over every stream's progress, saturating: a planted count
+/// can put a stream's lost frames near 2^64 (the sum overflowed, a panic in the summary).
+pub(super) fn total(progress: &[Arc<Progress>], of: impl Fn(&Progress) -> &AtomicU64) -> u64 {
+    progress
+        .iter()
+        .map(|p| of(p).load(Ordering::Relaxed))
+        .fold(0, u64::saturating_add)
+}
+
 /// Marks a stream's recorder done when it ends (also by a panic): its time, and a wake-up for
 /// the progress line.
 pub(super) struct Done<'a> {
@@ -98,14 +120,8 @@ pub(super) fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: In
         }
         std::thread::park_timeout(Duration::from_millis(250));
         if tty {
-            let frames: u64 = progress
-                .iter()
-                .map(|p| p.frames.load(Ordering::Relaxed))
-                .sum();
-            let lost: u64 = progress
-                .iter()
-                .map(|p| p.lost.load(Ordering::Relaxed))
-                .sum();
+            let frames = total(progress, |p| &p.frames);
+            let lost = total(progress, |p| &p.lost);
             term::err!(
                 "\rrecording {} stream(s): {frames} frames, {lost} lost, {:.1} s   ",
                 plan.names.len(),
@@ -116,5 +132,29 @@ pub(super) fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: In
     }
     if drawn {
         term::errln!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Losses near 2^64 (a planted count) saturate, in a stream and in the sum over
+    /// streams: they overflowed, a panic in the summary (`attempt to add with overflow`)
+    /// before the second stream's line.
+    #[test]
+    fn lost_frames_near_2_64_saturate_in_a_stream_and_in_the_total() {
+        let a = Arc::new(Progress::default());
+        let b = Arc::new(Progress::default());
+        a.add_lost(3);
+        a.add_lost(u64::MAX - 4);
+        assert_eq!(a.lost.load(Ordering::Relaxed), u64::MAX - 1);
+        a.add_lost(5);
+        assert_eq!(a.lost.load(Ordering::Relaxed), u64::MAX);
+        b.add_lost(u64::MAX - 4);
+        let both = [a, b];
+        assert_eq!(total(&both, |p| &p.lost), u64::MAX);
+        both[1].frames.store(7, Ordering::Relaxed);
+        assert_eq!(total(&both, |p| &p.frames), 7);
     }
 }

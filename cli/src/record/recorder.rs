@@ -24,11 +24,13 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn new(len: usize) -> Buffer {
-        Buffer {
-            words: vec![0; len.div_ceil(8)],
+    /// Room for a frame of `len` bytes of stream `name`; a typed error where memory runs
+    /// out (a `vec!` aborted the process, and every other stream's recorder with it).
+    fn new(name: &str, len: usize) -> shmstream::Result<Buffer> {
+        Ok(Buffer {
+            words: shmstream::frame_buffer(name, len.div_ceil(8))?,
             len,
-        }
+        })
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
@@ -66,7 +68,7 @@ pub(super) fn record_stream(
     } else {
         None
     };
-    let mut buf = Buffer::new(s.size_bytes());
+    let mut buf = Buffer::new(s.name(), s.size_bytes())?;
     let mut cubes = Cubes::new(s, plan, p, dir);
     let mut taken = 0u64;
     // Where recording starts: a history stream's here, just after its cursor was made (it
@@ -138,8 +140,7 @@ pub(super) fn record_stream(
                         info.missed
                     };
                     let lost = lost_by(last, drain_to, lost, 0);
-                    p.lost
-                        .fetch_add(at_most(lost, wanted(plan, taken)), Ordering::Relaxed);
+                    p.add_lost(at_most(lost, wanted(plan, taken)));
                     taken += 1;
                     last = info.count;
                     p.frames.fetch_add(1, Ordering::Relaxed);
@@ -168,8 +169,7 @@ pub(super) fn record_stream(
                     // overwrite every frame we read there while we read it).
                     let skipped = cursor.as_mut().map_or(0, |c| c.skip_after_overrun(cause));
                     let lost = lost_by(last, drain_to, lost, skipped);
-                    p.lost
-                        .fetch_add(at_most(lost, wanted(plan, taken)), Ordering::Relaxed);
+                    p.add_lost(at_most(lost, wanted(plan, taken)));
                     // Counted (or not wanted): not to be counted again as unread, nor
                     // drained past.
                     last = last.saturating_add(lost);
@@ -190,7 +190,7 @@ pub(super) fn record_stream(
                     }
                     // `last` already covers every frame counted lost (the overrun arm), and the
                     // cursor reports nothing more: counted once.
-                    p.lost.fetch_add(to.saturating_sub(last), Ordering::Relaxed);
+                    p.add_lost(to.saturating_sub(last));
                     return Ok(());
                 }
                 Err(Error::Timeout { .. }) | Err(Error::Inconsistent { .. }) => {
@@ -202,8 +202,7 @@ pub(super) fn record_stream(
                     // stream's that skipped the ring (a pyshmem writer's), which its cursor
                     // never returned.
                     let wanted = wanted(plan, taken);
-                    p.lost
-                        .fetch_add(unread(s.count(), last, drain_to, wanted), Ordering::Relaxed);
+                    p.add_lost(unread(s.count(), last, drain_to, wanted));
                     // Its producer ended (unlinking it): the recording holds every frame the
                     // stream published (but those counted lost); short of `--frames`, it is
                     // a short recording.
