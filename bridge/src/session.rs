@@ -63,7 +63,9 @@ pub(crate) fn open_session_as(e: &Endpoints, role: Role) -> Result<zenoh::Sessio
     use zenoh::Wait;
     zenoh::open(session_config(e)?).wait().map_err(|z| {
         let reason = z.to_string();
-        in_use(&e.listen, &reason, role).unwrap_or_else(|| zenoh_err("opening the session")(z))
+        in_use(&e.listen, &reason, role)
+            .or_else(|| not_here(&e.listen, &reason))
+            .unwrap_or_else(|| zenoh_err("opening the session")(z))
     })
 }
 
@@ -107,6 +109,32 @@ fn in_use(listen: &[String], reason: &str, role: Role) -> Option<BridgeError> {
     )))
 }
 
+/// Of Zenoh's `reason` a session could not be opened, the usage error where it says that a
+/// `listen` endpoint's host cannot be resolved, or is no address of this host: the
+/// endpoints given and the remedy, then Zenoh's reason without its source paths.
+fn not_here(listen: &[String], reason: &str) -> Option<BridgeError> {
+    let r = reason.to_ascii_lowercase();
+    let why = if r.contains("failed to lookup address") || r.contains("name or service not known") {
+        "its host cannot be resolved here: write a name this host resolves, or an address"
+    } else if r.contains("cannot assign requested address") {
+        "its host is no address of this host: listen on one of its own addresses"
+    } else {
+        return None;
+    };
+    if listen.is_empty() {
+        return None;
+    }
+    let endpoints: Vec<_> = listen
+        .iter()
+        .map(|l| shmstream::name::printable(l).into_owned())
+        .collect();
+    Some(BridgeError::Usage(format!(
+        "--listen {}: {why} (tcp/0.0.0.0:PORT listens on every address of this host) ({})",
+        endpoints.join(" "),
+        without_source_paths(reason)
+    )))
+}
+
 /// Which flag an endpoint was given with.
 #[derive(Clone, Copy, Debug)]
 enum EndpointFlag {
@@ -137,7 +165,12 @@ impl EndpointFlag {
 /// pass): Zenoh's own refusals are debug dumps.
 fn check_endpoint(flag: EndpointFlag, value: &str) -> Result<(), BridgeError> {
     let (lowest, flag) = (flag.lowest_port(), flag.flag());
-    let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{value}' {why}")));
+    let shown = shmstream::name::printable(value);
+    let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{shown}' {why}")));
+    // Zenoh reads the endpoints as JSON5, which a Rust-escaped control character is not.
+    if value.chars().any(char::is_control) {
+        return bad("has a control character: write tcp/HOST:PORT".to_owned());
+    }
     let bare = value.split(['?', '#']).next().unwrap_or_default();
     let Some((proto, address)) = bare.split_once('/') else {
         let write = match (bare.is_empty(), bare.contains(':')) {
@@ -300,10 +333,23 @@ mod tests {
                 "tcp/h:x",
                 "has port 'x', not a port number: write tcp/h:PORT, PORT from 0 to 65535",
             ),
+            // Shown escaped: Zenoh's JSON5 parser refused it with a dump of its grammar.
+            (
+                EndpointFlag::Listen,
+                "tcp/h\u{1}:7447",
+                "has a control character: write tcp/HOST:PORT",
+            ),
+            (
+                EndpointFlag::Connect,
+                "tcp/h:7447\u{7f}",
+                "has a control character: write tcp/HOST:PORT",
+            ),
         ] {
             match check_endpoint(flag, bad) {
                 Err(BridgeError::Usage(u)) => {
-                    assert_eq!(u, format!("{} '{bad}' {says}", flag.flag()))
+                    let shown = shmstream::name::printable(bad);
+                    assert_eq!(u, format!("{} '{shown}' {says}", flag.flag()));
+                    assert!(!u.chars().any(char::is_control), "{u:?}");
                 }
                 other => panic!("{flag:?} {bad}: {other:?}"),
             }
@@ -343,6 +389,33 @@ mod tests {
             );
         }
         assert!(in_use(&listen, "connection refused", Role::Subscribe).is_none());
+    }
+
+    /// A listen endpoint whose host does not resolve, or is not this host's, is a usage error
+    /// naming it and the remedy ("zenoh: opening the session: failed to lookup address
+    /// information" named neither); other reasons are Zenoh's own.
+    #[test]
+    fn a_listen_host_that_does_not_resolve_or_is_not_this_hosts_says_the_remedy() {
+        let listen = ["tcp/nosuchhost.invalid:7447".to_owned()];
+        let said = |reason: &str| match not_here(&listen, reason) {
+            Some(BridgeError::Usage(u)) => u,
+            other => panic!("{reason}: {other:?}"),
+        };
+        let u = said(
+            "failed to lookup address information: Name or service not known at \
+             /root/.cargo/registry/src/zenoh-link-tcp-1.10.2/src/lib.rs:88.",
+        );
+        assert!(
+            u.starts_with("--listen tcp/nosuchhost.invalid:7447: its host cannot be resolved here")
+                && u.contains("tcp/0.0.0.0:PORT")
+                && u.contains("(failed to lookup address information: Name or service not known")
+                && !u.contains(".rs:"),
+            "{u}"
+        );
+        let u = said("Cannot assign requested address (os error 99)");
+        assert!(u.contains("its host is no address of this host"), "{u}");
+        assert!(not_here(&listen, "Address already in use (os error 98)").is_none());
+        assert!(not_here(&[], "failed to lookup address information").is_none());
     }
 
     /// Zenoh's default (1 GiB) would drop a message of the largest frame the codec accepts,
