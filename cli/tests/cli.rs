@@ -2482,7 +2482,8 @@ fn create_with_history_keeps_that_many_frames_and_refuses_a_depth_out_of_range()
         .assert()
         .code(1)
         .stderr(predicate::str::contains(format!(
-            "history of stream '{too_deep}': history depth {deep} is outside 1..={}",
+            "history of stream '{too_deep}': history depth {deep} is outside 1..={} (0 keeps no \
+             history)",
             shmstream::MAX_HISTORY
         )));
     assert!(shmstream::stat(&too_deep).is_err(), "nothing was created");

@@ -168,7 +168,7 @@ pub(crate) fn ring_bytes(
 ) -> std::result::Result<usize, String> {
     if capacity == 0 || capacity > MAX_HISTORY {
         return Err(format!(
-            "history depth {capacity} is outside 1..={MAX_HISTORY} (leave history unset for none)"
+            "history depth {capacity} is outside 1..={MAX_HISTORY} (0 keeps no history)"
         ));
     }
     let total = stride(frame_bytes)
@@ -1051,7 +1051,7 @@ mod tests {
     }
 
     /// A ring whose header declares a depth no ring may have is refused at open with the
-    /// opener's remedy, not the creator's (which said to leave history unset, or to use a
+    /// opener's remedy, not the creator's (which said that 0 keeps no history, or to use a
     /// smaller depth, to someone who chose neither).
     #[test]
     fn a_ring_declaring_an_impossible_depth_is_refused_with_the_openers_remedy() {
@@ -1075,7 +1075,7 @@ mod tests {
                         "{reason}"
                     );
                     assert!(
-                        !reason.contains("leave history unset") && !reason.contains("smaller"),
+                        !reason.contains("keeps no history") && !reason.contains("smaller"),
                         "{reason}"
                     );
                 }
