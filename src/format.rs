@@ -5,9 +5,16 @@
 //! [`decode`] checks every rule pyshmem's `_validate_metadata_header` checks, in its order
 //! (except that a segment shorter than 512 bytes, not a v2 one, is [`FormatError::TooShort`]
 //! before its magic and version are read), and reports the first one broken as a
-//! [`FormatError`]. One deliberate difference: pyshmem refuses [`FLAG_CUDA_IPC`] as an
-//! unknown bit; we accept it on a GPU header (shmstream's own GPU streams set it) and refuse
-//! it on a CPU one ([`FormatError::CudaIpcWithoutGpu`]).
+//! [`FormatError`]. Two deliberate differences:
+//! - pyshmem refuses [`FLAG_CUDA_IPC`] as an unknown bit; we accept it on a GPU header
+//!   (shmstream's own GPU streams set it) and refuse it on a CPU one
+//!   ([`FormatError::CudaIpcWithoutGpu`]).
+//! - pyshmem reads each integer field through a float64 and refuses one above 2^53 that the
+//!   float does not hold exactly; we take the integer as it is. A count or a sequence only
+//!   gets there planted (they are outside the CRC): we handle one to the end of its range
+//!   (a count with no next value refuses the write, [`FormatError::CountExhausted`]; the
+//!   sequence's generation restarts), where pyshmem no longer lists the stream. Sizes,
+//!   shapes and pids that large are under the CRC and no real stream's.
 
 use crate::dtype::Dtype;
 
