@@ -214,23 +214,25 @@ const OVERHEAD_BYTES: u64 = 256 << 20;
 /// what its processes allocate, counted as if every process's largest moment came at once
 /// (they start together). The loop's runs are the job's peak: the floor's passes and the
 /// peer run between them, each holding less.
-/// - /dev/shm: the frame stream's [`super::stage::HISTORY`] frames (16 × 2 B) and, in the runs
-///   that time the floor between frames, the bare camera region's as many (16 × 2 B): 64;
+/// - /dev/shm: the frame stream's payload and its [`super::stage::HISTORY`] frames of history
+///   (17 × 2 B) and, in the runs that time the floor between frames, the bare camera region's
+///   16 slots (16 × 2 B): 66;
 /// - the camera: its [`super::camera::FRAMES`] precomputed frames (4 × 2 B) and, while it
 ///   makes them, the synthetic calibration (dark u16 + flat f32, 6 B) and a spot buffer
 ///   (f32, 4 B): 18;
 /// - the stage reading frames, in its largest form (the GPU form, whose self-check holds the
 ///   camera's frames beside the CPU stages' calibration and dark as f32, plus the frame's
 ///   page-locked copy): 8 + 6 + 4 + 2 = 20.
-const BYTES_PER_PIXEL: u64 = 64 + 18 + 20;
+const BYTES_PER_PIXEL: u64 = 66 + 18 + 20;
 
 /// Pixel signals: the valid-pixel index the slopes stage builds over every pixel (u32) and
 /// its sort's scratch (half as many u32), per pixel.
 const VALID_INDEX_BYTES_PER_PIXEL: u64 = 4 + 2;
 
-/// Bytes per signal (f32): the signals stream's [`super::stage::HISTORY`] frames and the
-/// bare signals region's as many (2 × 16 × 4 B), and the stages' buffers (3 × 4 B).
-const BYTES_PER_SIGNAL: u64 = 2 * 16 * 4 + 3 * 4;
+/// Bytes per signal (f32): the signals stream's payload and [`super::stage::HISTORY`] frames
+/// of history, the bare signals region's 16 slots ((17 + 16) × 4 B), and the stages' buffers
+/// (3 × 4 B).
+const BYTES_PER_SIGNAL: u64 = (17 + 16) * 4 + 3 * 4;
 
 /// Bytes per actuator (f32): the commands stream and the bare commands region (one frame
 /// each) and the stages' buffers (3).
@@ -804,18 +806,18 @@ pub(crate) mod tests {
     }
 
     /// What grows with the frame counts: a 30000x30000 px frame with a 2x2 grid and 10
-    /// actuators has tiny matrices but 102 B per pixel of streams, bare regions, camera
-    /// frames, calibration and buffers (92 GB in all).
+    /// actuators has tiny matrices but 104 B per pixel of streams, bare regions, camera
+    /// frames, calibration and buffers (94 GB in all).
     #[test]
     fn a_geometry_whose_frames_do_not_fit_is_refused_with_the_figure() {
         let g = Geometry::derive(&[30000, 30000], &case(Some([2, 2]), None, 10)).unwrap();
         let m = g.memory().unwrap();
         assert_eq!(m.matrices, 10 * 8 * 4);
-        assert_eq!(m.frames, 900_000_000 * 102 + 8 * 140 + 10 * 20);
+        assert_eq!(m.frames, 900_000_000 * 104 + 8 * 144 + 10 * 20);
         let err = g.check_memory(Some(64 << 30), 0).unwrap_err().to_string();
         assert!(
-            err.contains("needs an estimated 92.07 GB")
-                && err.contains("91.80 GB that grows with the 30000x30000 px frame")
+            err.contains("needs an estimated 93.87 GB")
+                && err.contains("93.60 GB that grows with the 30000x30000 px frame")
                 && err.contains("68.72 GB available"),
             "{err}"
         );
@@ -827,7 +829,7 @@ pub(crate) mod tests {
             .unwrap()
             .memory()
             .unwrap();
-        assert_eq!(px.frames, 1_000_000 * 108 + 100 * 140 + 10 * 20);
+        assert_eq!(px.frames, 1_000_000 * 110 + 100 * 144 + 10 * 20);
     }
 
     #[test]
