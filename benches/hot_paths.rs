@@ -46,6 +46,8 @@ fn roundtrip(c: &mut Criterion) {
                 s.read_into_slice(black_box(&mut dst)).expect("read")
             })
         });
+        // One copy each: their bytes/s counts the frame once.
+        g.throughput(Throughput::Bytes(4 * elems as u64));
         g.bench_with_input(BenchmarkId::new("write_only", n), &n, |b, _| {
             b.iter(|| s.write_slice(black_box(&src)).expect("write"))
         });

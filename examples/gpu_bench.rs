@@ -1,4 +1,5 @@
-//! GPU stream measurements (stand-in for the harness's GPU cases until they land):
+//! GPU stream measurements (written before the harness's GPU cases, which now measure these
+//! rows too; kept for the figures it gave in `reports/gpu-h100/` and `reports/gpu-h200/`):
 //!
 //! - `roundtrip`: 64 KiB cross-process ping-pong on two GPU streams (the child echoes each
 //!   frame back), device-side (device→device writes, reads into device buffers) and host-side

@@ -79,7 +79,9 @@
 //! deadline), gives up its background wait, makes one last non-blocking attempt inline and
 //! returns that or [`Error::Timeout`]. The same timer polls a wait still queued for a pool
 //! thread every 50 ms, so [`Stream::close`] (or an unlink) ends it with [`Error::Closed`]
-//! (or [`Error::Stale`]) as it ends a running one.
+//! (or [`Error::Stale`]) as it ends a running one. One exception: where the process cannot
+//! start that timer thread (its thread limit reached, `EAGAIN`; each later timed wait tries
+//! again), a wait still queued for a pool thread ends only once it gets one.
 //!
 //! **Cancellation.** Dropping the future (e.g. `tokio::time::timeout` around it, or
 //! `select!`) ends its background wait: the wait looks at a cancel flag after every pause,

@@ -1,6 +1,6 @@
 //! The AO loop's camera hop, ours against its bare floor, alternating frame by frame in one
-//! process, so the host's drift weighs on both alike (the loop's composed floor measures
-//! its hop in passes of their own before, between and after the loop instead).
+//! process, so the host's drift weighs on both alike (the loop's composed floor times its
+//! hop between the loop's own frames where it can, in passes of their own otherwise).
 //!
 //! A writer on core 0 publishes a 49×49 u16 frame every `period / 2`, alternately into a
 //! stream with 16 frames of history (`write_slice_frame`, no notify, as the spinning loop's
@@ -13,7 +13,9 @@
 //!
 //! `cargo run --release -p harness --example hop_vs_bare -- [FRAMES] [PERIOD_NS] [WORK_NS] [PIXELS] [ADAPTIVE]`
 //! (defaults 4000, 1 000 000, 0, 2401: the pyRTC frame; 1 leaves the fixed cost of a hop; ADAPTIVE 1: the cursor
-//! waits adaptively, spinning for its budget before it parks, so frames must come sooner than that: a short period). Prints p10 / p50 / p90 of each hop in ns; the first 200
+//! waits adaptively, spinning for its budget before it yields and sleeps (the stream has no
+//! notify, so it does not park; the bare reader always spins), so frames must come sooner
+//! than that: a short period). Prints p10 / p50 / p90 of each hop in ns; the first 200
 //! frames are warm-up.
 
 use std::sync::Arc;
@@ -95,7 +97,10 @@ fn main() -> Result<(), Error> {
                     cursor.next_into_slice(&mut frame, Some(Duration::from_secs(5)))?;
                 } else {
                     // Frame k of the bare region; a later one if the reader fell behind.
+                    // Spun as ours spins (`Spin`'s breaks keep the hypervisor from stopping
+                    // the vCPU of an unbroken `pause` loop, which only the floor would pay).
                     let want = 2 * k as u32;
+                    let mut spin = shmstream::spin::Spin::new();
                     loop {
                         let s = seq.load(Ordering::Acquire);
                         if s >= want && s % 2 == 0 {
@@ -104,7 +109,7 @@ fn main() -> Result<(), Error> {
                                 break;
                             }
                         }
-                        std::hint::spin_loop();
+                        spin.pause();
                     }
                 }
                 let hop = monotonic_ns().saturating_sub(stamp.load(Ordering::Acquire));
