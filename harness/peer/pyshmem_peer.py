@@ -7,7 +7,9 @@ the same loop shape as the Rust side (warm-up seconds, then `repeats` repeats of
 JSON line on stdout.  Per-iteration latencies (ns, little-endian uint64) go to
 spec["samples_path"].  With spec["notify"] (set where ours' wait form notifies: park,
 adaptive) the pingpong and mvm streams notify and their waiters park; the result's
-notes["notify"] says whether pyshmem did use notify streams.
+notes["notify"] says whether pyshmem did use notify streams.  Where ours spin, the waits
+poll the count first (`spin_past`), and the write locks ours holds for the run are held
+for the run here too (`acquire`, `write_locked`, `write_view_locked`).
 
 Usage: pyshmem_peer.py SPEC.json            (the measuring side)
        pyshmem_peer.py --role ROLE --leader PID SPEC.json
@@ -172,8 +174,30 @@ def notify(spec):
 
 
 def poll(spec):
-    # spin: sleep(0) between polls (pyshmem's own benchmark does the same); notify: park.
+    # notify: park. Otherwise `spin_past` busy-polls first, and pyshmem's own wait, which
+    # would sleep(0) between polls, finds the count past at once.
     return 1e-5 if notify(spec) else 0.0
+
+
+def spin_past(s, after, spec, timeout):
+    """Where ours spins (streams without notify), busy-polls `s.count` past `after`:
+    pyshmem's own wait sleeps(0) between polls, which takes 15-75 µs on this VM's timer
+    (its slack), where ours takes none. Notify streams park in pyshmem's wait, as ours do.
+    Not in an MVM whose kernel uses every core (`mvm_spins`)."""
+    if notify(spec):
+        return
+    deadline = time.monotonic() + timeout
+    while s.count <= after:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no write on {s.name} past count {after} in {timeout} s")
+
+
+def mvm_spins(spec):
+    """Whether the MVM's waits spin: not where ours' kernel uses every core. There numpy's
+    threads, unpinned, share the cores with the waits: both sides spinning held one off,
+    250 products a second at n = 1000 against 6 000 with pyshmem's own waits (its sleep(0)
+    polls), and polling with sched_yield read 5 000; so those are kept there."""
+    return not spec.get("kernel_parallel")
 
 
 # ---------------------------------------------------------------- roundtrip
@@ -217,6 +241,7 @@ def ping_writer(spec, spec_path):
 
         def step(_i):
             data.write(src)
+            spin_past(ack, state["acks"], spec, 30)
             state["acks"] = ack.wait_for_count(after=state["acks"], timeout=30, poll_interval=pi)
 
         out = timed(spec, step, spec.get("gap_us", 0.0))
@@ -241,16 +266,20 @@ def ping_reader(spec):
     buf = np.ones(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
     one = np.zeros(1, dtype=np.int64)
     pi = poll(spec)
+    # The ack's lock held for the run, as ours holds it (its readers take no lock).
+    ack.acquire(timeout=60)
     last = data.count
     one[0] = last
-    ack.write(one)
+    ack.write_locked(one)
     while True:
+        spin_past(data, last, spec, 60)
         data.read_after(last, out=buf, timeout=60, poll_interval=pi)
         if ctl.count > 0:
             break
         last = data.last_read_count
         one[0] = last
-        ack.write(one)
+        ack.write_locked(one)
+    ack.release()
 
 
 # ---------------------------------------------------------------- mvm
@@ -276,25 +305,33 @@ def mvm_driver(spec, spec_path):
     xs = [vector(cols, k) for k in range(3)]
     yv = np.empty(rows, dtype=np.float32)
     pi = poll(spec)
+    spins = mvm_spins(spec)
     try:
         ys = y.wait_for_count(after=0, timeout=600, poll_interval=1e-4)
         state = {"ys": ys}
+        # x's lock held for the run, as ours holds it (its readers take no lock).
+        x.acquire(timeout=60)
 
         def step(i):
-            x.write(xs[i % 3])
+            x.write_locked(xs[i % 3])
+            if spins:
+                spin_past(y, state["ys"], spec, 60)
             y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
             state["ys"] = y.last_read_count
 
         out = timed(spec, step)
         # One checked iteration on a vector no timed one published: the y of the last x.
         xc = vector(cols, 3)
-        x.write(xc)
+        x.write_locked(xc)
+        if spins:
+            spin_past(y, state["ys"], spec, 60)
         y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
         err = float(np.max(np.abs(yv - a @ xc))) / max(cols, 1)
         if err > 1e-4:
             raise RuntimeError(f"peer y = A.x is wrong: {err}")
         ctl.write(np.ones(1, dtype=np.int64))
-        x.write(xc)
+        x.write_locked(xc)
+        x.release()
         finish_partner(proc)
         with open(spec["kernel_path"]) as f:
             out["notes"] = json.load(f)
@@ -342,15 +379,21 @@ def mvm_compute(spec):
     with open(spec["kernel_path"], "w") as f:
         json.dump(notes, f)
     pi = poll(spec)
+    spins = mvm_spins(spec)
+    # y's lock held for the run and y computed in place, as ours does.
+    y.acquire(timeout=60)
     last = x.count  # before "ready": the driver's first x may follow it at once
-    y.write(yv)
+    y.write_locked(yv)
     while True:
+        if spins:
+            spin_past(x, last, spec, 60)
         x.read_after(last, out=xv, timeout=60, poll_interval=pi)
         if ctl.count > 0:
             break
         last = x.last_read_count
-        np.dot(a, xv, out=yv)
-        y.write(yv)
+        with y.write_view_locked() as v:
+            np.dot(a, xv, out=v)
+    y.release()
 
 
 def main():

@@ -165,6 +165,9 @@ struct PeerSpec<'a> {
     names: &'a Names,
     samples_path: PathBuf,
     kernel_path: PathBuf,
+    /// MVM: whether ours' kernel uses every core ([`crate::cases::mvm::kernel_is_parallel`]),
+    /// where the peer's waits do not spin beside numpy's unpinned threads.
+    kernel_parallel: bool,
 }
 
 impl<'a> PeerSpec<'a> {
@@ -182,6 +185,7 @@ impl<'a> PeerSpec<'a> {
             names,
             samples_path: prefix.with_extension("samples"),
             kernel_path: prefix.with_extension("kernel.json"),
+            kernel_parallel: job.kind == Kind::Mvm && crate::cases::mvm::kernel_is_parallel(job),
         }
     }
 }

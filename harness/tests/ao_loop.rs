@@ -677,19 +677,5 @@ assert len(log) == 20 and not late, f"stamped after the write began: frames {lat
 /// Runs `check` (Python, with the AO peer's module `harness/peer/pyshmem_ao.py` imported as
 /// `ao`) in `python`, and asserts that it passed.
 fn check_peer_module(python: &std::ffi::OsStr, check: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/pyshmem_ao.py");
-    let program = format!(
-        "import importlib.util, sys\n\
-         spec = importlib.util.spec_from_file_location(\"pyshmem_ao\", sys.argv[1])\n\
-         ao = importlib.util.module_from_spec(spec)\n\
-         spec.loader.exec_module(ao)\n{check}"
-    );
-    let o = run_bounded(
-        std::process::Command::new(python)
-            .arg("-c")
-            .arg(program)
-            .arg(&script),
-        RUN_LIMIT,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::check_python_module(python, "pyshmem_ao.py", "ao", check);
 }

@@ -479,6 +479,66 @@ fn a_bridge_case_with_a_payload_too_small_for_its_write_time_is_refused() {
     assert!(err.contains("at least 16 bytes"), "{err}");
 }
 
+/// The Python ping-pong reader waits as ours does: where ours spins (no notify), it polls
+/// the data stream's count past the last frame before pyshmem's wait, which would sleep(0)
+/// between polls (15-75 µs a sleep on a VM's timer); and it holds the ack's write lock for
+/// the run, writing each ack with `write_locked`, as ours holds it (a lock pair per ack
+/// before). Run on stand-in streams, which record what the reader did.
+#[test]
+fn the_python_ping_reader_spins_where_ours_spins_and_holds_the_ack_lock() {
+    let Some(python) = python() else {
+        return;
+    };
+    common::check_python_module(
+        &python,
+        "pyshmem_peer.py",
+        "peer",
+        r#"
+class Data:
+    name = "data"
+    def __init__(self):
+        # The reader's first look; polls until frame 6 is counted; then until frame 7.
+        self.counts, self.polled, self.waits = [5, 5, 5, 5, 6, 6, 7], [], []
+        self.last_read_count = 6
+    @property
+    def count(self):
+        c = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+        self.polled.append(c)
+        return c
+    def read_after(self, after, out, timeout, poll_interval):
+        self.waits.append((after, self.polled[-1]))
+
+class Ack:
+    def __init__(self):
+        self.calls = []
+    def __getattr__(self, name):
+        return lambda *a, **k: self.calls.append(name)
+
+class Ctl:
+    def __init__(self):
+        self.looks = 0
+    @property
+    def count(self):
+        self.looks += 1
+        return 0 if self.looks < 2 else 1
+
+data, ack, ctl = Data(), Ack(), Ctl()
+streams = {"data": data, "ack": ack, "ctl": ctl}
+class Pyshmem:
+    @staticmethod
+    def open(name):
+        return streams[name]
+peer.pyshmem = Pyshmem
+spec = {"reader_cpu": 0, "names": {k: k for k in streams}, "shape": [8], "dtype": "uint8",
+        "notify": False}
+peer.ping_reader(spec)
+# Each wait of pyshmem's (after, count when called) came once the count was past.
+assert data.waits == [(5, 6), (6, 7)], data.waits
+assert ack.calls == ["acquire", "write_locked", "write_locked", "release"], ack.calls
+"#,
+    );
+}
+
 /// The pyshmem peer runs beside the roundtrip and the ping-pong, with notify streams where
 /// ours notify (its note `notify`), and the run leaves no lock file behind in the lock folder
 /// it shares with pyshmem (pyshmem 1.4.0's `unlink` keeps a stream's lock file; the harness

@@ -2,7 +2,8 @@
 //! there (a scenario, a results file), a quiet run on a scenario, a run waited for at most a
 //! limit ([`run_bounded`]) and checked ([`assert_ran`]), the rows of its `results.json` and
 //! its `details.json`, what a run left in shared memory ([`shm_objects`], [`streams`]), an
-//! executable stand-in script ([`script`]).
+//! executable stand-in script ([`script`]), a check run against a Python peer module
+//! ([`check_python_module`]).
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -104,6 +105,25 @@ pub fn python() -> Option<std::ffi::OsString> {
         eprintln!("skipped: SHMSTREAM_PYTHON is not set (the pyshmem peer needs it)");
     }
     python
+}
+
+/// Runs `check` (Python) in `python` with the peer module `harness/peer/{file}` imported as
+/// `alias`, and asserts that it passed.
+pub fn check_python_module(python: &std::ffi::OsStr, file: &str, alias: &str, check: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peer")
+        .join(file);
+    let program = format!(
+        "import importlib.util, sys\n\
+         spec = importlib.util.spec_from_file_location(\"{alias}\", sys.argv[1])\n\
+         {alias} = importlib.util.module_from_spec(spec)\n\
+         spec.loader.exec_module({alias})\n{check}"
+    );
+    let o = run_bounded(
+        Command::new(python).arg("-c").arg(program).arg(&script),
+        RUN_LIMIT,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The most a harness run of these tests may take: its jobs' `timeout_s` each, its floors,
