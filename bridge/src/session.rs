@@ -124,13 +124,9 @@ fn not_here(listen: &[String], reason: &str) -> Option<BridgeError> {
     if listen.is_empty() {
         return None;
     }
-    let endpoints: Vec<_> = listen
-        .iter()
-        .map(|l| shmstream::name::printable(l).into_owned())
-        .collect();
     Some(BridgeError::Usage(format!(
         "--listen {}: {why} (tcp/0.0.0.0:PORT listens on every address of this host) ({})",
-        endpoints.join(" "),
+        listen.join(" "),
         without_source_paths(reason)
     )))
 }
@@ -165,8 +161,8 @@ impl EndpointFlag {
 /// pass): Zenoh's own refusals are debug dumps.
 fn check_endpoint(flag: EndpointFlag, value: &str) -> Result<(), BridgeError> {
     let (lowest, flag) = (flag.lowest_port(), flag.flag());
-    let shown = shmstream::name::printable(value);
-    let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{shown}' {why}")));
+    // (Said through `say_line`, which escapes what a terminal would obey.)
+    let bad = |why: String| Err(BridgeError::Usage(format!("{flag} '{value}' {why}")));
     // Zenoh reads the endpoints as JSON5, which a Rust-escaped control character is not.
     if value.chars().any(char::is_control) {
         return bad("has a control character: write tcp/HOST:PORT".to_owned());
@@ -220,6 +216,29 @@ fn check_endpoint(flag: EndpointFlag, value: &str) -> Result<(), BridgeError> {
     }
 }
 
+/// `s` as a JSON (and JSON5) string: quotes and backslashes escaped, every character past
+/// ASCII as `\uXXXX` (UTF-16 units), so that Zenoh's parser reads `s` back exactly. Rust's
+/// `{:?}` wrote `\u{200b}`, which JSON5 refuses with a dump of its grammar. (Control
+/// characters were refused before: [`check_endpoint`].)
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The configuration [`open_session`] opens.
 fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
     for (flag, values) in [
@@ -235,7 +254,7 @@ fn session_config(e: &Endpoints) -> Result<zenoh::Config, BridgeError> {
         format!(
             "[{}]",
             v.iter()
-                .map(|s| format!("{s:?}"))
+                .map(|s| json_string(s))
                 .collect::<Vec<_>>()
                 .join(",")
         )
@@ -333,7 +352,7 @@ mod tests {
                 "tcp/h:x",
                 "has port 'x', not a port number: write tcp/h:PORT, PORT from 0 to 65535",
             ),
-            // Shown escaped: Zenoh's JSON5 parser refused it with a dump of its grammar.
+            // Zenoh's JSON5 parser refused these with a dump of its grammar.
             (
                 EndpointFlag::Listen,
                 "tcp/h\u{1}:7447",
@@ -347,9 +366,7 @@ mod tests {
         ] {
             match check_endpoint(flag, bad) {
                 Err(BridgeError::Usage(u)) => {
-                    let shown = shmstream::name::printable(bad);
-                    assert_eq!(u, format!("{} '{shown}' {says}", flag.flag()));
-                    assert!(!u.chars().any(char::is_control), "{u:?}");
+                    assert_eq!(u, format!("{} '{bad}' {says}", flag.flag()))
                 }
                 other => panic!("{flag:?} {bad}: {other:?}"),
             }
@@ -389,6 +406,31 @@ mod tests {
             );
         }
         assert!(in_use(&listen, "connection refused", Role::Subscribe).is_none());
+    }
+
+    /// An endpoint reaches Zenoh's configuration as it was given: quotes, backslashes and
+    /// characters past ASCII (a zero-width space, which passed the checks and which Rust's
+    /// `{:?}` wrote as `\u{200b}`, no JSON5) read back exactly.
+    #[test]
+    fn endpoints_reach_zenohs_configuration_exactly() {
+        for s in [
+            "tcp/h:7447",
+            "tcp/h\u{200b}:7447",
+            "tcp/café\u{1f600}\"\\:1",
+            "tcp/[::1]:0",
+        ] {
+            let j = json_string(s);
+            assert!(j.is_ascii(), "{j}");
+            assert_eq!(serde_json::from_str::<String>(&j).unwrap(), s, "{j}");
+        }
+        let e = Endpoints {
+            listen: vec!["tcp/h\u{200b}:7447".to_owned()],
+            ..Endpoints::default()
+        };
+        let c = session_config(&e).unwrap();
+        let got: Vec<String> =
+            serde_json::from_str(&c.get_json("listen/endpoints").unwrap()).unwrap();
+        assert_eq!(got, e.listen);
     }
 
     /// A listen endpoint whose host does not resolve, or is not this host's, is a usage error
