@@ -258,7 +258,7 @@ fn carry(
                 if std::mem::take(&mut deferred) {
                     match current_again(&s, &mut buf, &mut header, losses.total) {
                         Ok(true) => {
-                            put(&publisher, &mut buf, &header, &k)?;
+                            put(&publisher, s.name(), &mut buf, &header, &k)?;
                             pace.put();
                             continue;
                         }
@@ -288,7 +288,7 @@ fn carry(
                     // into `buf`): the last one put, or a newer one.
                     match current_again(&s, &mut buf, &mut header, losses.total) {
                         Ok(true) => {
-                            put(&publisher, &mut buf, &header, &k)?;
+                            put(&publisher, s.name(), &mut buf, &header, &k)?;
                             pace.resent();
                         }
                         Ok(false) => {}
@@ -316,7 +316,7 @@ fn carry(
             };
             stamp(&mut header, &info);
             header.lost = losses.total;
-            put(&publisher, &mut buf, &header, &k)?;
+            put(&publisher, s.name(), &mut buf, &header, &k)?;
             if let Some(log) = losses_log {
                 if std::mem::take(&mut resume_due) {
                     log.resumed(info.count);
@@ -460,11 +460,11 @@ impl Link {
         let attachment = attachment_of(header, k)?;
         for q in std::mem::take(&mut self.asked) {
             // A reply that fails only means the asker left.
-            let _ = lend(buf, |frame| {
+            let _ = lend(buf, s.name(), |frame| {
                 q.reply(k.clone(), frame)
                     .attachment(attachment.clone())
                     .wait()
-            });
+            })?;
         }
         if !newly && !unput {
             return Ok(Served::Nothing);
@@ -472,9 +472,9 @@ impl Link {
         if held {
             return Ok(Served::Owed);
         }
-        lend(buf, |frame| {
+        lend(buf, s.name(), |frame| {
             publisher.put(frame).attachment(attachment).wait()
-        })
+        })?
         .map_err(|e| zenoh_err(format!("putting the current frame again on {k}"))(e))?;
         Ok(Served::Put)
     }
@@ -491,18 +491,19 @@ enum Served {
     Owed,
 }
 
-/// Puts the frame in `buf`, described by `header`, on `k`.
+/// Puts the frame of stream `name` in `buf`, described by `header`, on `k`.
 fn put(
     publisher: &Publisher<'_>,
+    name: &str,
     buf: &mut BytesMut,
     header: &FrameHeader,
     k: &str,
 ) -> Result<(), BridgeError> {
     let attachment = attachment_of(header, k)?;
     // The error's text made only on an error: this runs for every frame.
-    lend(buf, |frame| {
+    lend(buf, name, |frame| {
         publisher.put(frame).attachment(attachment).wait()
-    })
+    })?
     .map_err(|e| zenoh_err(format!("putting a frame on {k}"))(e))
 }
 
@@ -733,14 +734,24 @@ pub(crate) fn frame_buffer(s: &Stream) -> Result<BytesMut, BridgeError> {
 }
 
 /// Lends the frame in `buf` to `send` (Zenoh copies it out) and takes the buffer back, or,
-/// where Zenoh kept a reference, a copy of the frame (`serve` lends one frame several times).
-pub(crate) fn lend<R>(buf: &mut BytesMut, send: impl FnOnce(Bytes) -> R) -> R {
+/// where Zenoh kept a reference, a copy of the frame (`serve` lends one frame several times),
+/// made without aborting where memory runs out (an error naming stream `name`).
+pub(crate) fn lend<R>(
+    buf: &mut BytesMut,
+    name: &str,
+    send: impl FnOnce(Bytes) -> R,
+) -> Result<R, BridgeError> {
     let frame = std::mem::take(buf).freeze();
     let r = send(frame.clone());
-    *buf = frame
-        .try_into_mut()
-        .unwrap_or_else(|kept| BytesMut::from(&kept[..]));
-    r
+    *buf = match frame.try_into_mut() {
+        Ok(back) => back,
+        Err(kept) => {
+            let mut copy = shmstream::frame_buffer::<u8>(name, kept.len())?;
+            copy.copy_from_slice(&kept);
+            BytesMut::from(Bytes::from(copy))
+        }
+    };
+    Ok(r)
 }
 
 /// Says `line`, if there is one.
@@ -761,7 +772,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"frame"[..]);
         let mut kept = Vec::new();
         for _ in 0..3 {
-            lend(&mut buf, |f| kept.push(f));
+            lend(&mut buf, "s", |f| kept.push(f)).unwrap();
         }
         assert!(kept.iter().all(|f| &f[..] == b"frame"), "{kept:?}");
         assert_eq!(&buf[..], b"frame");

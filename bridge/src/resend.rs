@@ -190,9 +190,9 @@ impl Answer<'_> {
             header.lost = lost_before;
             let attachment = attachment_of(&header, &k)?;
             // A reply that fails only means the asker left.
-            if lend(buf, |frame| {
+            if lend(buf, s.name(), |frame| {
                 self.q.reply(k.clone(), frame).attachment(attachment).wait()
-            })
+            })?
             .is_err()
             {
                 return Ok(false);
