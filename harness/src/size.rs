@@ -1386,7 +1386,7 @@ mod tests {
             (
                 vec![
                     "--wfs-pixels",
-                    "60000x60000",
+                    "40000x40000",
                     "--slopes",
                     "pixels",
                     "--modes",
@@ -1404,7 +1404,7 @@ mod tests {
                     "--modes",
                     "300",
                 ],
-                "the stages index them in 32 bits, at most 4294967295",
+                "the stages index them in 32 bits, at most 2147483648",
             ),
             // The products of these sizes overflow 64 bits: refused, not a panic.
             (

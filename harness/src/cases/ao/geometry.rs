@@ -225,6 +225,10 @@ const OVERHEAD_BYTES: u64 = 256 << 20;
 ///   page-locked copy): 8 + 6 + 4 + 2 = 20.
 const BYTES_PER_PIXEL: u64 = 66 + 18 + 20;
 
+/// The most pixels (and actuators) a loop has: the stages index them in 32 bits, and a GPU
+/// kernel's strided loop (up to 1024 threads) must not wrap past the last one.
+const MAX_INDEXED: usize = 1 << 31;
+
 /// Pixel signals: the valid-pixel index the slopes stage builds over every pixel (u32) and
 /// its sort's scratch (half as many u32), per pixel.
 const VALID_INDEX_BYTES_PER_PIXEL: u64 = 4 + 2;
@@ -287,16 +291,23 @@ impl Geometry {
                 usize::BITS
             );
         };
-        // The stages and the GPU kernels index a frame's pixels in 32 bits.
-        if u32::try_from(pixels).is_err() {
+        // The stages and the GPU kernels index pixels and actuators in 32 bits, with room for
+        // a kernel's stride past the last one.
+        if pixels > MAX_INDEXED {
             bail!(
                 "ao-loop: the {h}x{w} WFS frame has {pixels} pixels; the stages index them in \
-                 32 bits, at most {}: use a smaller frame",
-                u32::MAX
+                 32 bits, at most {MAX_INDEXED}: use a smaller frame"
             );
         }
         if ao.actuators == 0 {
             bail!("ao-loop: actuators must be > 0");
+        }
+        if ao.actuators > MAX_INDEXED {
+            bail!(
+                "ao-loop: actuators = {}: the stages index them in 32 bits, at most \
+                 {MAX_INDEXED}",
+                ao.actuators
+            );
         }
         // NaN passes the clip and would publish NaN commands for the whole run.
         if !(ao.gain.is_finite() && ao.leak.is_finite()) {
@@ -726,16 +737,15 @@ pub(crate) mod tests {
     /// profile keeps overflow checks): the matrices, the frame's pixels.
     #[test]
     fn a_geometry_whose_sizes_overflow_is_refused_not_a_panic() {
-        // `harness size --wfs-pixels 240x240 --subapertures 20x20 --actuators 1e16 --modes 800`.
-        let err = Geometry::new(
-            &[240, 240],
-            &case(Some([20, 20]), Some(800), 10_000_000_000_000_000),
-        )
-        .unwrap_err()
-        .to_string();
+        // `harness size --wfs-pixels 32768x65536 --slopes pixels --actuators 2^31 --modes 2^31`:
+        // 2^64 bytes in each matrix.
+        let most = 1usize << 31;
+        let mut c = case(None, Some(most), most);
+        c.slopes = SignalKind::Pixels;
+        let err = Geometry::new(&[32768, 65536], &c).unwrap_err().to_string();
         assert!(
             err.contains("more memory than can be counted")
-                && err.contains("800x800 + 10000000000000000x800"),
+                && err.contains("2147483648x2147483648 + 2147483648x2147483648"),
             "{err}"
         );
         let huge = 1usize << 33;
@@ -766,7 +776,8 @@ pub(crate) mod tests {
     /// What the loop cannot run is refused before anything starts: more modes than the
     /// fewer of the signals and the actuators (a rank-deficient basis timed as a real one),
     /// an integrator whose gain or leak is not finite (NaN passes the clip: NaN commands
-    /// for the whole run), a frame of more pixels than the stages index in 32 bits.
+    /// for the whole run), a frame of more pixels, or more actuators, than the stages index
+    /// in 32 bits.
     #[test]
     fn too_many_modes_a_gain_or_leak_not_finite_and_a_frame_past_32_bits_are_refused() {
         let err = |wfs: &[usize], c: &AoCase| Geometry::derive(wfs, c).unwrap_err().to_string();
@@ -795,14 +806,19 @@ pub(crate) mod tests {
         let mut p = case(None, None, 10);
         p.slopes = SignalKind::Pixels;
         p.valid_pixels = Some(1000);
-        let e = err(&[65536, 65537], &p);
+        let e = err(&[32768, 65537], &p);
         assert!(
-            e.contains("65536x65537 WFS frame has 4295032832 pixels")
-                && e.contains("at most 4294967295"),
+            e.contains("32768x65537 WFS frame has 2147516416 pixels")
+                && e.contains("at most 2147483648"),
             "{e}"
         );
         // The largest frame the stages index passes the check (its memory is checked apart).
-        assert!(Geometry::derive(&[65535, 65537], &p).is_ok());
+        assert!(Geometry::derive(&[32768, 65536], &p).is_ok());
+        let e = err(&[49, 49], &case(Some([7, 7]), None, (1 << 31) + 1));
+        assert!(
+            e.contains("actuators = 2147483649: the stages index them in 32 bits"),
+            "{e}"
+        );
     }
 
     /// What grows with the frame counts: a 30000x30000 px frame with a 2x2 grid and 10
