@@ -253,6 +253,10 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         }
         Ok(())
     };
+    // The shape as a creation would check it, before the data is read or a stream opened:
+    // more than 19 dimensions, or more bytes than this machine can map, are no stream's.
+    let bytes = shmstream::check_shape(name, &shape, dtype)
+        .map_err(|e| format!("{} holds {}: {e}", file.display(), describe(dtype, &shape)))?;
     // Every wait (the opens, a create's wait for the name's lock, the write lock) takes from
     // one budget of `timeout`: beside a stalled creation the command ends within it.
     let left = Cell::new(timeout);
@@ -263,11 +267,7 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    // A new stream's shape as a creation would check it, before the data is read: more than
-    // 19 dimensions, or more bytes than this machine can map, are no file to read first; nor
-    // is a regular file shorter than its header declares.
-    let bytes = shmstream::check_shape(name, &shape, dtype)
-        .map_err(|e| format!("{} holds {}: {e}", file.display(), describe(dtype, &shape)))?;
+    // A regular file shorter than its header declares is no file to read first.
     if file_len.is_some_and(|len| len.saturating_sub(data_at) < bytes as u64) {
         return Err(read_error(file, dtype, &shape, &io::ErrorKind::UnexpectedEof.into()).into());
     }
@@ -293,9 +293,15 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
         Ok((stream, created))
     };
     with_dtype!(dtype, T => {
-        // Made before it is read, where memory runs out a typed error, not an abort.
-        let mut data: Vec<T> = shmstream::frame_buffer(name, bytes / dtype.itemsize())?;
-        T::read_into(npy, &mut data).map_err(|e| read_error(file, dtype, &shape, &e))?;
+        // Where memory runs out, a typed error, not an abort: a regular file's data (its
+        // length checked above) in a buffer made before it is read; a pipe's in one grown
+        // as it is read, so a cut-short one takes no more than it holds.
+        let n = bytes / dtype.itemsize();
+        let mut data: Vec<T> = match file_len {
+            Some(_) => shmstream::frame_buffer(name, n)?,
+            None => Vec::new(),
+        };
+        T::read_into(npy, &mut data, n).map_err(|e| read_error(file, dtype, &shape, &e))?;
         let (fortran, c_order) = match fortran {
             true => {
                 let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data)
@@ -380,18 +386,39 @@ fn within<R>(left: &Cell<Duration>, wait: impl FnOnce(Duration) -> R) -> R {
 }
 
 /// The elements of a `.npy` file, as numpy reads them.
-trait FromNpy: npyz::Deserialize + Sized {
-    /// Reads the file's data into `data`, its length the header's element count; a file
-    /// that ends before them is `UnexpectedEof`.
-    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut [Self]) -> io::Result<()> {
+trait FromNpy: npyz::Deserialize + Default + Clone + Sized {
+    /// Reads the file's `n` elements into `data`: over it where it holds `n` already, else
+    /// appended, grown as they come ([`grow`]). A file that ends before them is
+    /// `UnexpectedEof`.
+    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut Vec<Self>, n: usize) -> io::Result<()> {
         let mut read = npy
             .data::<Self>()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        for slot in data.iter_mut() {
-            *slot = read.next().ok_or(io::ErrorKind::UnexpectedEof)??;
+        let mut next = || read.next().ok_or(io::ErrorKind::UnexpectedEof)?;
+        if data.len() == n {
+            for slot in data.iter_mut() {
+                *slot = next()?;
+            }
+        } else {
+            for _ in 0..n {
+                grow(data, n)?;
+                data.push(next()?);
+            }
         }
         Ok(())
     }
+}
+
+/// Room in `data` for one more of its `n` elements: a pipe's data, whose length is known
+/// only once read, grown by at most a mebi-element at a time, without aborting where
+/// memory runs out (`ENOMEM`).
+fn grow<T>(data: &mut Vec<T>, n: usize) -> io::Result<()> {
+    if data.len() < data.capacity() {
+        return Ok(());
+    }
+    let more = data.len().clamp(1, 1 << 20).min(n - data.len());
+    data.try_reserve_exact(more)
+        .map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))
 }
 
 macro_rules! from_npy {
@@ -405,14 +432,21 @@ from_npy!(
 /// npyz refuses a bool byte other than 0 or 1; numpy (`np.load`) reads any nonzero byte as
 /// True (a uint8 mask viewed as bool holds 255), and so does `load`, storing 0 or 1.
 impl FromNpy for bool {
-    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut [bool]) -> io::Result<()> {
+    fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut Vec<bool>, n: usize) -> io::Result<()> {
         let mut r = npy.into_inner();
         let mut chunk = [0u8; 1 << 16];
-        for part in data.chunks_mut(chunk.len()) {
-            let bytes = &mut chunk[..part.len()];
+        let mut at = 0;
+        while at < n {
+            let bytes = &mut chunk[..(n - at).min(1 << 16)];
             r.read_exact(bytes)?;
-            for (b, &byte) in part.iter_mut().zip(bytes.iter()) {
-                *b = byte != 0;
+            for &byte in bytes.iter() {
+                if data.len() == n {
+                    data[at] = byte != 0;
+                } else {
+                    grow(data, n)?;
+                    data.push(byte != 0);
+                }
+                at += 1;
             }
         }
         Ok(())
@@ -423,11 +457,18 @@ impl FromNpy for bool {
 /// file that ends before them is said to be cut short (npyz says "failed to fill whole
 /// buffer").
 fn read_error(file: &Path, dtype: Dtype, shape: &[usize], e: &io::Error) -> String {
+    // Within 64 bits (`check_header`) times at most 16: no overflow in 128.
+    let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * dtype.itemsize() as u128;
+    if e.raw_os_error() == Some(libc::ENOMEM) {
+        return format!(
+            "reading {}: no memory for its {bytes} bytes of data: free some memory or raise \
+             `ulimit -v`",
+            file.display()
+        );
+    }
     if e.kind() != io::ErrorKind::UnexpectedEof {
         return format!("reading {}: {e}", file.display());
     }
-    // Within 64 bits (`check_header`) times at most 16: no overflow in 128.
-    let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * dtype.itemsize() as u128;
     format!(
         "{} is cut short: its header declares {} ({bytes} bytes of data) but the file ends before them; write it again",
         file.display(),

@@ -760,13 +760,16 @@ fn load_beside_a_stalled_creation_ends_within_its_timeout() {
 }
 
 /// A `.npy` whose shape no stream can hold is refused by its header, as a creation would
-/// refuse it, before its data is read: not "cut short … write it again" after reading it.
+/// refuse it, before its data is read or a stream there is compared with it: not "cut short
+/// … write it again" after reading it, nor a mismatch.
 #[test]
 fn a_file_of_a_shape_no_stream_holds_is_refused_by_its_header() {
     let dir = std::env::temp_dir().join(unique_name("hcli-shape-first"));
     std::fs::create_dir_all(&dir).unwrap();
     let fresh = unique_name("hcli-huge");
-    let _c = Cleanup::new([&fresh]);
+    let existing = unique_name("hcli-huge-there");
+    let _c = Cleanup::new([&fresh, &existing]);
+    Stream::create(&existing, &[3], Dtype::U8).unwrap();
     for (what, header, data) in [
         // 2^63 - 1 complex128 elements: counted in 64 bits, but no machine maps them.
         (
@@ -793,6 +796,13 @@ fn a_file_of_a_shape_no_stream_holds_is_refused_by_its_header() {
         assert!(
             matches!(shmstream::stat(&fresh), Err(Error::NotFound { .. })),
             "{what}"
+        );
+        // Into a stream there, the shape no stream holds is said first, not a mismatch
+        // whose remedies (another name, the stream removed) would fail on it next.
+        let (code, stderr) = run(&["load", &existing, file.to_str().unwrap()]);
+        assert!(
+            code == 1 && stderr.contains("invalid shape") && !stderr.contains("mismatch"),
+            "{what} into a stream there: exit {code}: {stderr}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -841,4 +851,55 @@ fn a_file_larger_than_the_memory_limit_is_an_error_naming_the_limit_not_an_abort
         Err(Error::NotFound { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `load` from a pipe (`/dev/stdin`), whose length is known only once it is read: a whole
+/// `.npy` loads; one cut short that declares 4 GiB of data takes no more memory than it
+/// holds (a 300 MB `ulimit -v`) and is said to be cut short, not out of memory.
+#[test]
+fn a_npy_from_a_pipe_loads_and_one_cut_short_takes_only_what_it_holds() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let load = |name: &str, bytes: Vec<u8>| {
+        let mut child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"ulimit -v 300000 && exec "$0" load "$1" /dev/stdin"#)
+            .arg(bin())
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The tool may stop reading early (a refusal): a broken pipe is no failure here.
+        let _ = child.stdin.take().unwrap().write_all(&bytes);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let whole = unique_name("hcli-pipe");
+    let cut = unique_name("hcli-pipe-cut");
+    let _c = Cleanup::new([&whole, &cut]);
+    let data: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let (code, stderr) = load(&whole, npy((1, 0), &dict("<f4", false, "(3, 4)"), &data));
+    assert_eq!(code, Some(0), "{stderr}");
+    let got = Stream::open_readonly(&whole)
+        .unwrap()
+        .read::<f32>()
+        .unwrap();
+    assert_eq!(got.shape(), [3, 4]);
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        (0..12).map(|i| i as f32).collect::<Vec<_>>()
+    );
+    let (code, stderr) = load(
+        &cut,
+        npy((1, 0), &dict("<f4", false, "(1073741824,)"), &data),
+    );
+    assert!(
+        code == Some(1) && stderr.contains("is cut short") && !stderr.contains("memory"),
+        "{code:?}: {stderr}"
+    );
+    assert!(matches!(shmstream::stat(&cut), Err(Error::NotFound { .. })));
 }
