@@ -410,13 +410,13 @@ trait FromNpy: npyz::Deserialize + Default + Clone + Sized {
 }
 
 /// Room in `data` for one more of its `n` elements: a pipe's data, whose length is known
-/// only once read, grown by at most a mebi-element at a time, without aborting where
-/// memory runs out (`ENOMEM`).
+/// only once read, doubled from a mebi-element (so a cut-short one holds at most about twice
+/// what it sent), without aborting where memory runs out (`ENOMEM`).
 fn grow<T>(data: &mut Vec<T>, n: usize) -> io::Result<()> {
     if data.len() < data.capacity() {
         return Ok(());
     }
-    let more = data.len().clamp(1, 1 << 20).min(n - data.len());
+    let more = data.len().max(1 << 20).min(n - data.len());
     data.try_reserve_exact(more)
         .map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))
 }
@@ -461,8 +461,8 @@ fn read_error(file: &Path, dtype: Dtype, shape: &[usize], e: &io::Error) -> Stri
     let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * dtype.itemsize() as u128;
     if e.raw_os_error() == Some(libc::ENOMEM) {
         return format!(
-            "reading {}: no memory for its {bytes} bytes of data: free some memory or raise \
-             `ulimit -v`",
+            "reading {}: no memory for its {bytes} bytes of data: free some memory (or raise \
+             the process's limit, `ulimit -v`, where one is set)",
             file.display()
         );
     }

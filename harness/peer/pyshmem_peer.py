@@ -17,8 +17,10 @@ Usage: pyshmem_peer.py SPEC.json            (the measuring side)
 """
 
 import ctypes
+import ctypes.util
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -187,16 +189,55 @@ def spin_past(s, after, spec, timeout):
     if notify(spec):
         return
     deadline = time.monotonic() + timeout
+    polls = 0
     while s.count <= after:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no write on {s.name} past count {after} in {timeout} s")
+        polls += 1
+        if polls % 64 == 0:
+            # An aborted write: pyshmem's wait reports it at once.
+            if s.write_sequence < 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no write on {s.name} past count {after} in {timeout} s")
+
+
+def readers_lock_free():
+    """Whether pyshmem's readers take no lock (they load the sequence atomically: on x86-64,
+    or with libatomic), so that a writer may hold its lock for the run as ours does; else
+    every read would wait for it."""
+    return platform.machine().lower() in {"x86_64", "amd64"} or bool(
+        ctypes.util.find_library("atomic")
+    )
+
+
+class Writer:
+    """Writes to stream `s` as ours does: its lock held for the run where pyshmem's readers
+    take none (`write_locked`, `write_view_locked`), else a lock taken per write."""
+
+    def __init__(self, s):
+        self.s, self.held = s, readers_lock_free()
+        if self.held:
+            s.acquire(timeout=60)
+
+    def write(self, value):
+        if self.held:
+            self.s.write_locked(value)
+        else:
+            self.s.write(value)
+
+    def view(self):
+        return self.s.write_view_locked() if self.held else self.s.write_view()
+
+    def release(self):
+        if self.held:
+            self.s.release()
 
 
 def mvm_spins(spec):
-    """Whether the MVM's waits spin: not where ours' kernel uses every core. There numpy's
-    threads, unpinned, share the cores with the waits: both sides spinning held one off,
-    250 products a second at n = 1000 against 6 000 with pyshmem's own waits (its sleep(0)
-    polls), and polling with sched_yield read 5 000; so those are kept there."""
+    """Whether the MVM's waits spin: not where numpy's product uses every core (as ours
+    would, given every core: `kernel_parallel`). There numpy's threads, unpinned, share the
+    cores with the waits: both sides spinning held one off, 250 products a second at
+    n = 1000 against 6 000 with pyshmem's own waits (its sleep(0) polls), and polling with
+    sched_yield read 5 000; so those are kept there."""
     return not spec.get("kernel_parallel")
 
 
@@ -266,11 +307,10 @@ def ping_reader(spec):
     buf = np.ones(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
     one = np.zeros(1, dtype=np.int64)
     pi = poll(spec)
-    # The ack's lock held for the run, as ours holds it (its readers take no lock).
-    ack.acquire(timeout=60)
+    acks = Writer(ack)
     last = data.count
     one[0] = last
-    ack.write_locked(one)
+    acks.write(one)
     while True:
         spin_past(data, last, spec, 60)
         data.read_after(last, out=buf, timeout=60, poll_interval=pi)
@@ -278,8 +318,8 @@ def ping_reader(spec):
             break
         last = data.last_read_count
         one[0] = last
-        ack.write_locked(one)
-    ack.release()
+        acks.write(one)
+    acks.release()
 
 
 # ---------------------------------------------------------------- mvm
@@ -309,11 +349,10 @@ def mvm_driver(spec, spec_path):
     try:
         ys = y.wait_for_count(after=0, timeout=600, poll_interval=1e-4)
         state = {"ys": ys}
-        # x's lock held for the run, as ours holds it (its readers take no lock).
-        x.acquire(timeout=60)
+        xw = Writer(x)
 
         def step(i):
-            x.write_locked(xs[i % 3])
+            xw.write(xs[i % 3])
             if spins:
                 spin_past(y, state["ys"], spec, 60)
             y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
@@ -322,7 +361,7 @@ def mvm_driver(spec, spec_path):
         out = timed(spec, step)
         # One checked iteration on a vector no timed one published: the y of the last x.
         xc = vector(cols, 3)
-        x.write_locked(xc)
+        xw.write(xc)
         if spins:
             spin_past(y, state["ys"], spec, 60)
         y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
@@ -330,8 +369,8 @@ def mvm_driver(spec, spec_path):
         if err > 1e-4:
             raise RuntimeError(f"peer y = A.x is wrong: {err}")
         ctl.write(np.ones(1, dtype=np.int64))
-        x.write_locked(xc)
-        x.release()
+        xw.write(xc)
+        xw.release()
         finish_partner(proc)
         with open(spec["kernel_path"]) as f:
             out["notes"] = json.load(f)
@@ -380,10 +419,10 @@ def mvm_compute(spec):
         json.dump(notes, f)
     pi = poll(spec)
     spins = mvm_spins(spec)
-    # y's lock held for the run and y computed in place, as ours does.
-    y.acquire(timeout=60)
+    # y computed in place, as ours does.
+    yw = Writer(y)
     last = x.count  # before "ready": the driver's first x may follow it at once
-    y.write_locked(yv)
+    yw.write(yv)
     while True:
         if spins:
             spin_past(x, last, spec, 60)
@@ -391,9 +430,9 @@ def mvm_compute(spec):
         if ctl.count > 0:
             break
         last = x.last_read_count
-        with y.write_view_locked() as v:
+        with yw.view() as v:
             np.dot(a, xv, out=v)
-    y.release()
+    yw.release()
 
 
 def main():

@@ -165,8 +165,9 @@ struct PeerSpec<'a> {
     names: &'a Names,
     samples_path: PathBuf,
     kernel_path: PathBuf,
-    /// MVM: whether ours' kernel uses every core ([`crate::cases::mvm::kernel_is_parallel`]),
-    /// where the peer's waits do not spin beside numpy's unpinned threads.
+    /// MVM: whether the product is one ours would split over every core
+    /// ([`crate::kernel::is_parallel`] given them all, as numpy takes them), where the peer's
+    /// waits do not spin beside numpy's unpinned threads.
     kernel_parallel: bool,
 }
 
@@ -185,7 +186,13 @@ impl<'a> PeerSpec<'a> {
             names,
             samples_path: prefix.with_extension("samples"),
             kernel_path: prefix.with_extension("kernel.json"),
-            kernel_parallel: job.kind == Kind::Mvm && crate::cases::mvm::kernel_is_parallel(job),
+            // numpy's product takes every core, whatever ours' `threads`.
+            kernel_parallel: job.kind == Kind::Mvm
+                && crate::kernel::is_parallel(
+                    job.shape[0],
+                    job.shape[1],
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
         }
     }
 }
