@@ -2192,28 +2192,9 @@ fn a_stream_the_publisher_cannot_carry_ends_it_with_the_reason() {
 /// nor (`--lossless`) told to be made first by `shmstream create`, which makes a CPU stream.
 #[test]
 fn a_gpu_stream_without_a_cpu_mirror_is_refused_as_the_publisher_opens_it() {
-    use shmstream::format::{FLAG_CUDA_IPC, FLAG_GPU, NewHeader};
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let name = unique_name("br-gpu");
     let _c = Cleanup::new([&name]);
-    let meta = shmstream::format::encode_new(&NewHeader {
-        name: &name,
-        dtype: shmstream::Dtype::F32,
-        shape: &[4],
-        flags: FLAG_GPU | FLAG_CUDA_IPC,
-        device_index: 0,
-        creator_pid: i64::from(std::process::id()),
-        instance_id: [7; 16],
-    });
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(format!("/dev/shm/{}", shmstream::name::meta_id(&name)))
-        .unwrap()
-        .write_all(&meta)
-        .unwrap();
+    common::plant_gpu_producer_header(&name);
     let ep = endpoint(free_port());
     let prefix = unique_name("br-key");
     for mode in [&[][..], &["--lossless"][..]] {

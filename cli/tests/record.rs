@@ -2425,30 +2425,11 @@ fn npy_table(cube: &Path) -> PathBuf {
 
 #[test]
 fn a_gpu_stream_without_a_cpu_mirror_is_refused_before_any_file_is_made() {
-    use shmstream::format::{FLAG_CUDA_IPC, FLAG_GPU, NewHeader};
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     // Its header as its producer writes it, planted: the recorder refuses the stream from
     // the header alone, so no GPU is needed.
     let name = unique_name("rec-gpu");
     let _c = Cleanup::new([&name]);
-    let meta = shmstream::format::encode_new(&NewHeader {
-        name: &name,
-        dtype: Dtype::F32,
-        shape: &[4],
-        flags: FLAG_GPU | FLAG_CUDA_IPC,
-        device_index: 0,
-        creator_pid: i64::from(std::process::id()),
-        instance_id: [7; 16],
-    });
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(format!("/dev/shm/{}", shmstream::name::meta_id(&name)))
-        .unwrap()
-        .write_all(&meta)
-        .unwrap();
+    common::plant_gpu_producer_header(&name);
     let out = out_dir("rec-gpu");
     let (code, err) = record_briefly(&[&name, "--format", "npy"], &out);
     assert_eq!(code, Some(1), "{err}");

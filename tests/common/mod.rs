@@ -382,6 +382,32 @@ pub fn unique_name(tag: &str) -> String {
     format!("t-{tag}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// Plants the header of a GPU stream `name` without a CPU mirror, as its shmstream producer
+/// writes it (CUDA-IPC flag, device 0), in /dev/shm: a tool that refuses such a stream from
+/// its header alone is tested without a GPU. Unlink it (a [`Cleanup`]) when done.
+pub fn plant_gpu_producer_header(name: &str) {
+    use shmstream::format::{FLAG_CUDA_IPC, FLAG_GPU, NewHeader};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = shmstream::format::encode_new(&NewHeader {
+        name,
+        dtype: shmstream::Dtype::F32,
+        shape: &[4],
+        flags: FLAG_GPU | FLAG_CUDA_IPC,
+        device_index: 0,
+        creator_pid: i64::from(std::process::id()),
+        instance_id: [7; 16],
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(format!("/dev/shm/{}", shmstream::name::meta_id(name)))
+        .unwrap()
+        .write_all(&meta)
+        .unwrap();
+}
+
 /// Unlinks the given streams on drop, ignoring errors (also runs when a test panics).
 #[derive(Debug, Default)]
 pub struct Cleanup(pub Vec<String>);
