@@ -326,7 +326,7 @@ pub(crate) fn build(
     // GPU streams: the device payload and its `_gpu` segment exist before the header is
     // published, so an opener that sees the header can attach.
     #[cfg(feature = "cuda")]
-    let gpu = match o.gpu_device {
+    let gpu = match (flags & format::FLAG_GPU != 0).then_some(device_index) {
         Some(dev) => match crate::gpu::driver::create(name, dev, size, instance_id, pid) {
             Ok(a) => crate::gpu::GpuLink::Attached(Box::new(a)),
             Err(e) => {

@@ -520,7 +520,7 @@ pub(crate) mod tests {
         // A later good name, or an ordinal, replaces it.
         let mut o = crate::StreamOptions::new(&name);
         o.device("gpu7").gpu_device(0);
-        assert_eq!((o.gpu_device, o.bad_device.as_deref()), (Some(0), None));
+        assert_eq!(o.gpu_device, Some(Ok(0)));
         let e = crate::StreamOptions::new(&name)
             .gpu_device(-3)
             .create()

@@ -227,14 +227,21 @@ impl Stream {
         check_name(name)?;
         let size = check_shape(name, &o.shape, o.dtype)?;
         // A device that is none is said first: no other setting's remedy applies without one.
-        if let Some(dev) = o.gpu_device.filter(|&d| d < 0) {
-            return Err(Error::Unsupported {
-                name: name.to_owned(),
-                what: o.bad_device.clone().unwrap_or_else(|| {
-                    format!("invalid GPU device {dev}: use \"cuda:N\" or a non-negative ordinal")
-                }),
-            });
-        }
+        let device = match &o.gpu_device {
+            None => None,
+            Some(Ok(dev)) if *dev >= 0 => Some(*dev),
+            Some(bad) => {
+                return Err(Error::Unsupported {
+                    name: name.to_owned(),
+                    what: match bad {
+                        Err(what) => what.clone(),
+                        Ok(dev) => format!(
+                            "invalid GPU device {dev}: use \"cuda:N\" or a non-negative ordinal"
+                        ),
+                    },
+                });
+            }
+        };
         if o.history > 0 {
             crate::history::ring_bytes(o.history, size).map_err(|reason| {
                 Error::InvalidHistory {
@@ -242,7 +249,7 @@ impl Stream {
                     reason,
                 }
             })?;
-            if o.gpu_device.is_some() && !o.cpu_mirror {
+            if device.is_some() && !o.cpu_mirror {
                 return Err(Error::InvalidHistory {
                     name: name.to_owned(),
                     reason: "a GPU stream keeps history in its CPU mirror: set cpu_mirror(true)"
@@ -251,7 +258,7 @@ impl Stream {
             }
         }
         let notify = if o.notify { FLAG_NOTIFY } else { 0 };
-        let (flags, device_index) = match o.gpu_device {
+        let (flags, device_index) = match device {
             None => (notify, -1),
             Some(dev) => {
                 crate::gpu::check_gpu_dtype(name, o.dtype)?;

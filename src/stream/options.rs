@@ -27,9 +27,9 @@ pub struct StreamOptions {
     pub(crate) dtype: Dtype,
     pub(crate) notify: bool,
     pub(crate) auto_unlink: bool,
-    pub(crate) gpu_device: Option<i32>,
-    /// Why the name given to [`Self::device`] names no device (reported by `create`).
-    pub(crate) bad_device: Option<String>,
+    /// The CUDA device asked for: its ordinal, or why the name given to [`Self::device`]
+    /// names none (each reported by `create`, a negative ordinal too).
+    pub(crate) gpu_device: Option<std::result::Result<i32, String>>,
     pub(crate) cpu_mirror: bool,
     pub(crate) history: usize,
 }
@@ -44,7 +44,6 @@ impl StreamOptions {
             notify: false,
             auto_unlink: false,
             gpu_device: None,
-            bad_device: None,
             cpu_mirror: false,
             history: 0,
         }
@@ -79,24 +78,19 @@ impl StreamOptions {
     /// Puts the payload on a CUDA device: `"cuda:N"`, `"cudaN"` or `"N"` (see
     /// [`StreamOptions::gpu_device`]). An invalid name is reported by `create`.
     pub fn device(&mut self, device: &str) -> &mut Self {
-        match crate::gpu::parse_device(&self.name, device) {
-            Ok(ordinal) => return self.gpu_device(ordinal),
-            Err(e) => {
-                self.gpu_device = Some(i32::MIN);
-                self.bad_device = Some(match e {
-                    crate::Error::Unsupported { what, .. } => what,
-                    other => other.to_string(),
-                });
-            }
-        }
+        self.gpu_device = Some(
+            crate::gpu::parse_device(&self.name, device).map_err(|e| match e {
+                crate::Error::Unsupported { what, .. } => what,
+                other => other.to_string(),
+            }),
+        );
         self
     }
     /// Puts the payload on CUDA device `ordinal` (one IPC-capable allocation shared with other
     /// processes; the dtype must be in [`crate::GPU_SUPPORTED_DTYPES`]). The creating process
     /// owns the allocation: see the producer lifetime contract in [`crate::gpu`].
     pub fn gpu_device(&mut self, ordinal: i32) -> &mut Self {
-        self.gpu_device = Some(ordinal);
-        self.bad_device = None;
+        self.gpu_device = Some(Ok(ordinal));
         self
     }
     /// GPU streams: also keep a host copy of the payload, current after every write, so
