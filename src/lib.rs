@@ -85,7 +85,7 @@ pub use notify::{ADAPTIVE_SPIN, WaitStrategy};
 pub use purge::{
     PurgeFailure, PurgeItem, PurgeOptions, PurgeReport, purge, purge_matching, purge_with,
 };
-pub use read::{FrameInfo, Publication, frame_buffer};
+pub use read::{FrameInfo, Publication, frame_buffer, frame_buffer_room};
 pub use stream::{Stream, StreamConfig, StreamOptions, check_shape};
 pub use write::LiveView;
 pub use write::WriteGuard;

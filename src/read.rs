@@ -701,9 +701,15 @@ fn frame_vec<T>(name: &str, n: usize) -> Result<Vec<T>> {
 /// the memory remedy (the `ulimit -v` limit, if finite). `Vec::with_capacity` and `vec!`
 /// abort the process instead ("memory allocation of N bytes failed").
 pub fn frame_buffer<T: Clone + Default>(name: &str, n: usize) -> Result<Vec<T>> {
-    let mut v = reserved(name, n, "allocating a frame buffer")?;
+    let mut v = frame_buffer_room(name, n)?;
     v.resize(n, T::default());
     Ok(v)
+}
+
+/// [`frame_buffer`] without its zeros: an empty vector with room for `n` elements, for a
+/// tool that fills it itself (a copy, a file read), so that no page is written twice.
+pub fn frame_buffer_room<T>(name: &str, n: usize) -> Result<Vec<T>> {
+    reserved(name, n, "allocating a frame buffer")
 }
 
 /// An empty vector with room for `n` elements, or `op` failed with `ENOMEM` for `name`.
@@ -773,6 +779,8 @@ mod tests {
     #[test]
     fn a_frame_buffer_is_zeroed_or_an_enomem_error_naming_the_stream() {
         assert_eq!(frame_buffer::<u64>("small", 3).unwrap(), [0, 0, 0]);
+        let room = frame_buffer_room::<u64>("small", 3).unwrap();
+        assert!(room.is_empty() && room.capacity() == 3);
         let e = frame_buffer::<u8>("big", isize::MAX as usize).unwrap_err();
         let text = e.to_string();
         assert!(

@@ -746,8 +746,8 @@ pub(crate) fn lend<R>(
     *buf = match frame.try_into_mut() {
         Ok(back) => back,
         Err(kept) => {
-            let mut copy = shmstream::frame_buffer::<u8>(name, kept.len())?;
-            copy.copy_from_slice(&kept);
+            let mut copy = shmstream::frame_buffer_room::<u8>(name, kept.len())?;
+            copy.extend_from_slice(&kept);
             BytesMut::from(Bytes::from(copy))
         }
     };

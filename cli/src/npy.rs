@@ -269,7 +269,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     }
     // A regular file shorter than its header declares is no file to read first.
     if file_len.is_some_and(|len| len.saturating_sub(data_at) < bytes as u64) {
-        return Err(read_error(file, dtype, &shape, &io::ErrorKind::UnexpectedEof.into()).into());
+        return Err(read_error(
+            file,
+            dtype,
+            &shape,
+            bytes,
+            &io::ErrorKind::UnexpectedEof.into(),
+        )
+        .into());
     }
     // Opened (or created) only once the data was read: a file that fails to read creates
     // nothing. (Opened again: the stream may have been replaced meanwhile.)
@@ -294,14 +301,14 @@ pub(crate) fn load(name: &str, file: &Path, frame_id: Option<u64>, timeout: Dura
     };
     with_dtype!(dtype, T => {
         // Where memory runs out, a typed error, not an abort: a regular file's data (its
-        // length checked above) in a buffer made before it is read; a pipe's in one grown
-        // as it is read, so a cut-short one takes no more than it holds.
+        // length checked above) in room made before it is read; a pipe's in room grown as
+        // it is read, so a cut-short one takes no more than it holds.
         let n = bytes / dtype.itemsize();
         let mut data: Vec<T> = match file_len {
-            Some(_) => shmstream::frame_buffer(name, n)?,
+            Some(_) => shmstream::frame_buffer_room(name, n)?,
             None => Vec::new(),
         };
-        T::read_into(npy, &mut data, n).map_err(|e| read_error(file, dtype, &shape, &e))?;
+        T::read_into(npy, &mut data, n).map_err(|e| read_error(file, dtype, &shape, bytes, &e))?;
         let (fortran, c_order) = match fortran {
             true => {
                 let a = ArrayD::from_shape_vec(IxDyn(&shape).f(), data)
@@ -386,24 +393,16 @@ fn within<R>(left: &Cell<Duration>, wait: impl FnOnce(Duration) -> R) -> R {
 }
 
 /// The elements of a `.npy` file, as numpy reads them.
-trait FromNpy: npyz::Deserialize + Default + Clone + Sized {
-    /// Reads the file's `n` elements into `data`: over it where it holds `n` already, else
-    /// appended, grown as they come ([`grow`]). A file that ends before them is
-    /// `UnexpectedEof`.
+trait FromNpy: npyz::Deserialize + Sized {
+    /// Appends the file's `n` elements to `data`, growing it where its room runs out
+    /// ([`grow`]). A file that ends before them is `UnexpectedEof`.
     fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut Vec<Self>, n: usize) -> io::Result<()> {
         let mut read = npy
             .data::<Self>()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut next = || read.next().ok_or(io::ErrorKind::UnexpectedEof)?;
-        if data.len() == n {
-            for slot in data.iter_mut() {
-                *slot = next()?;
-            }
-        } else {
-            for _ in 0..n {
-                grow(data, n)?;
-                data.push(next()?);
-            }
+        for _ in 0..n {
+            grow(data, n)?;
+            data.push(read.next().ok_or(io::ErrorKind::UnexpectedEof)??);
         }
         Ok(())
     }
@@ -435,30 +434,22 @@ impl FromNpy for bool {
     fn read_into(npy: npyz::NpyFile<impl Read>, data: &mut Vec<bool>, n: usize) -> io::Result<()> {
         let mut r = npy.into_inner();
         let mut chunk = [0u8; 1 << 16];
-        let mut at = 0;
-        while at < n {
-            let bytes = &mut chunk[..(n - at).min(1 << 16)];
+        while data.len() < n {
+            let bytes = &mut chunk[..(n - data.len()).min(1 << 16)];
             r.read_exact(bytes)?;
             for &byte in bytes.iter() {
-                if data.len() == n {
-                    data[at] = byte != 0;
-                } else {
-                    grow(data, n)?;
-                    data.push(byte != 0);
-                }
-                at += 1;
+                grow(data, n)?;
+                data.push(byte != 0);
             }
         }
         Ok(())
     }
 }
 
-/// The error of reading the data of `file`, whose header declares `dtype` and `shape`: a
-/// file that ends before them is said to be cut short (npyz says "failed to fill whole
-/// buffer").
-fn read_error(file: &Path, dtype: Dtype, shape: &[usize], e: &io::Error) -> String {
-    // Within 64 bits (`check_header`) times at most 16: no overflow in 128.
-    let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * dtype.itemsize() as u128;
+/// The error of reading the data of `file`, whose header declares `dtype` and `shape`
+/// (`bytes` of data): a file that ends before them is said to be cut short (npyz says
+/// "failed to fill whole buffer").
+fn read_error(file: &Path, dtype: Dtype, shape: &[usize], bytes: usize, e: &io::Error) -> String {
     if e.raw_os_error() == Some(libc::ENOMEM) {
         return format!(
             "reading {}: no memory for its {bytes} bytes of data: free some memory (or raise \

@@ -36,12 +36,10 @@ impl Progress {
     /// Counts `n` more frames lost, saturating: a count another process planted in the
     /// stream's header (outside its CRC) can make a loss of nearly 2^64 frames.
     pub(super) fn add_lost(&self, n: u64) {
-        // Only this stream's thread adds: `fetch_update` for the saturation, not a race.
-        let _ = self
-            .lost
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                Some(l.saturating_add(n))
-            });
+        // Only this stream's thread adds (once a frame): a load and a store, no read-modify-
+        // write; the progress line and the summary only load.
+        let lost = self.lost.load(Ordering::Relaxed);
+        self.lost.store(lost.saturating_add(n), Ordering::Relaxed);
     }
 }
 
