@@ -357,23 +357,28 @@ pub fn execute(scenario: &Scenario, cli: &RunOptions) -> Result<Executed> {
             let Ok(sig) = harness_sys::wait_termination() else {
                 return;
             };
+            let pid = std::process::id();
+            // Said whole, in one write, before a second signal can end the process: its
+            // remedies were cut mid-line by a second signal that came while `eprintln!` wrote
+            // the line piece by piece (stderr is unbuffered).
+            let line = format!(
+                "harness: stopping (signal {sig}): killing the run's processes and removing \
+                 its streams; a second signal exits at once, leaving the run's streams, \
+                 /dev/shm regions and scratch folder not yet removed: then remove them with \
+                 `shmstream purge --prefix hs{pid}-`, `shmstream purge --prefix m-hs{pid}-` \
+                 (bridge mirrors), `rm -f /dev/shm/hs{pid}-*` and `rm -r {}`\n",
+                work.display()
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             // A second signal, while the stop waits for its children or a stream lock, ends
             // the process at once (`_exit`: no atexit handler, destructor or lock wait),
-            // leaving what was not yet removed.
+            // leaving what was not yet removed. (The signals are blocked: one that came
+            // during the line above waits for this thread.)
             std::thread::spawn(|| {
                 if let Ok(sig) = harness_sys::wait_termination() {
                     harness_sys::exit_now(128 + sig);
                 }
             });
-            let pid = std::process::id();
-            eprintln!(
-                "harness: stopping (signal {sig}): killing the run's processes and removing \
-                 its streams; a second signal exits at once, leaving the run's streams, \
-                 /dev/shm regions and scratch folder not yet removed: then remove them with \
-                 `shmstream purge --prefix hs{pid}-`, `shmstream purge --prefix m-hs{pid}-` \
-                 (bridge mirrors), `rm -f /dev/shm/hs{pid}-*` and `rm -r {}`",
-                work.display()
-            );
             let _stopped = spawn::stop_tracked();
             run::clean_up(pid, &work);
             std::process::exit(128 + sig);
