@@ -8,7 +8,7 @@ JSON line on stdout.  Per-iteration latencies (ns, little-endian uint64) go to
 spec["samples_path"].  With spec["notify"] (set where ours' wait form notifies: park,
 adaptive) the pingpong and mvm streams notify and their waiters park; the result's
 notes["notify"] says whether pyshmem did use notify streams.  Where ours spin, the waits
-poll the count first (`spin_past`), and the write locks ours holds for the run are held
+poll the count first (`wait_past`), and the write locks ours holds for the run are held
 for the run here too (`acquire`, `write_locked`, `write_view_locked`).
 
 Usage: pyshmem_peer.py SPEC.json            (the measuring side)
@@ -176,28 +176,31 @@ def notify(spec):
 
 
 def poll(spec):
-    # notify: park. Otherwise `spin_past` busy-polls first, and pyshmem's own wait, which
+    # notify: park. Otherwise `wait_past` busy-polls first, and pyshmem's own wait, which
     # would sleep(0) between polls, finds the count past at once.
     return 1e-5 if notify(spec) else 0.0
 
 
-def spin_past(s, after, spec, timeout):
-    """Where ours spins (streams without notify), busy-polls `s.count` past `after`:
-    pyshmem's own wait sleeps(0) between polls, which takes 15-75 µs on this VM's timer
-    (its slack), where ours takes none. Notify streams park in pyshmem's wait, as ours do.
-    Not in an MVM whose kernel uses every core (`mvm_spins`)."""
-    if notify(spec):
-        return
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while s.count <= after:
-        polls += 1
-        if polls % 64 == 0:
-            # An aborted write: pyshmem's wait reports it at once.
-            if s.write_sequence < 0:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no write on {s.name} past count {after} in {timeout} s")
+def wait_past(s, after, spin, timeout, poll_interval, out=None):
+    """pyshmem's wait for a publication of `s` past count `after`: `read_after` into `out`,
+    or `wait_for_count` without one. With `spin` (where ours spins: streams without notify),
+    busy-polls the count first: pyshmem's own wait sleeps(0) between polls, which takes
+    15-75 µs on this VM's timer (its slack), where ours takes none, and it then finds the
+    count past at once. An aborted write is left to pyshmem's wait, which reports it."""
+    if spin:
+        polls, deadline = 0, None
+        while s.count <= after:
+            polls += 1
+            if polls % 64 == 0:
+                if s.write_sequence < 0:
+                    break
+                now = time.monotonic()
+                deadline = deadline or now + timeout
+                if now > deadline:
+                    raise TimeoutError(f"no write on {s.name} past count {after} in {timeout} s")
+    if out is None:
+        return s.wait_for_count(after=after, timeout=timeout, poll_interval=poll_interval)
+    return s.read_after(after, out=out, timeout=timeout, poll_interval=poll_interval)
 
 
 def readers_lock_free():
@@ -276,14 +279,14 @@ def ping_writer(spec, spec_path):
     proc = spawn_partner("ping-reader", spec_path)
     src = np.ones(shape, dtype=dtype)
     pi = poll(spec)
+    spin = not notify(spec)
     try:
         acks = ack.wait_for_count(after=0, timeout=60, poll_interval=1e-4)
         state = {"acks": acks}
 
         def step(_i):
             data.write(src)
-            spin_past(ack, state["acks"], spec, 30)
-            state["acks"] = ack.wait_for_count(after=state["acks"], timeout=30, poll_interval=pi)
+            state["acks"] = wait_past(ack, state["acks"], spin, 30, pi)
 
         out = timed(spec, step, spec.get("gap_us", 0.0))
         out["notes"] = {"notify": data.notify and ack.notify}
@@ -307,13 +310,13 @@ def ping_reader(spec):
     buf = np.ones(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]))
     one = np.zeros(1, dtype=np.int64)
     pi = poll(spec)
+    spin = not notify(spec)
     acks = Writer(ack)
     last = data.count
     one[0] = last
     acks.write(one)
     while True:
-        spin_past(data, last, spec, 60)
-        data.read_after(last, out=buf, timeout=60, poll_interval=pi)
+        wait_past(data, last, spin, 60, pi, out=buf)
         if ctl.count > 0:
             break
         last = data.last_read_count
@@ -345,7 +348,7 @@ def mvm_driver(spec, spec_path):
     xs = [vector(cols, k) for k in range(3)]
     yv = np.empty(rows, dtype=np.float32)
     pi = poll(spec)
-    spins = mvm_spins(spec)
+    spin = not notify(spec) and mvm_spins(spec)
     try:
         ys = y.wait_for_count(after=0, timeout=600, poll_interval=1e-4)
         state = {"ys": ys}
@@ -353,18 +356,14 @@ def mvm_driver(spec, spec_path):
 
         def step(i):
             xw.write(xs[i % 3])
-            if spins:
-                spin_past(y, state["ys"], spec, 60)
-            y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
+            wait_past(y, state["ys"], spin, 60, pi, out=yv)
             state["ys"] = y.last_read_count
 
         out = timed(spec, step)
         # One checked iteration on a vector no timed one published: the y of the last x.
         xc = vector(cols, 3)
         xw.write(xc)
-        if spins:
-            spin_past(y, state["ys"], spec, 60)
-        y.read_after(state["ys"], out=yv, timeout=60, poll_interval=pi)
+        wait_past(y, state["ys"], spin, 60, pi, out=yv)
         err = float(np.max(np.abs(yv - a @ xc))) / max(cols, 1)
         if err > 1e-4:
             raise RuntimeError(f"peer y = A.x is wrong: {err}")
@@ -418,15 +417,13 @@ def mvm_compute(spec):
     with open(spec["kernel_path"], "w") as f:
         json.dump(notes, f)
     pi = poll(spec)
-    spins = mvm_spins(spec)
+    spin = not notify(spec) and mvm_spins(spec)
     # y computed in place, as ours does.
     yw = Writer(y)
     last = x.count  # before "ready": the driver's first x may follow it at once
     yw.write(yv)
     while True:
-        if spins:
-            spin_past(x, last, spec, 60)
-        x.read_after(last, out=xv, timeout=60, poll_interval=pi)
+        wait_past(x, last, spin, 60, pi, out=xv)
         if ctl.count > 0:
             break
         last = x.last_read_count
