@@ -808,6 +808,18 @@ fn a_file_of_a_shape_no_stream_holds_is_refused_by_its_header() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `shmstream load NAME FILE` with 300 MB of address space (`ulimit -v`): room for the
+/// tool, not for a large file's data.
+fn load_in_300_mb(name: &str, file: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(r#"ulimit -v 300000 && exec "$0" load "$1" "$2""#)
+        .arg(bin())
+        .arg(name)
+        .arg(file);
+    c
+}
+
 /// A file larger than the memory `load` may take (`ulimit -v`) is a typed error naming the
 /// stream and the limit, before anything is created: the data's buffer was allocated by
 /// growing a `Vec`, which aborted the process ("memory allocation of … failed", exit 134).
@@ -828,15 +840,7 @@ fn a_file_larger_than_the_memory_limit_is_an_error_naming_the_limit_not_an_abort
         .unwrap();
     let name = unique_name("hcli-oom");
     let _c = Cleanup::new([&name]);
-    // 300 MB of address space: room for the tool, not for the data.
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(r#"ulimit -v 300000 && exec "$0" load "$1" "$2""#)
-        .arg(bin())
-        .arg(&name)
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = load_in_300_mb(&name, &file).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code() == Some(1)
@@ -861,11 +865,7 @@ fn a_npy_from_a_pipe_loads_and_one_cut_short_takes_only_what_it_holds() {
     use std::io::Write;
     use std::process::Stdio;
     let load = |name: &str, bytes: Vec<u8>| {
-        let mut child = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(r#"ulimit -v 300000 && exec "$0" load "$1" /dev/stdin"#)
-            .arg(bin())
-            .arg(name)
+        let mut child = load_in_300_mb(name, Path::new("/dev/stdin"))
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
