@@ -96,7 +96,7 @@ fn next_odd(s: i64) -> i64 {
 /// A negative sequence (aborted write) or an odd one (a writer that died without anybody
 /// marking it) is recovered here: the new write fully replaces the payload, so it starts the
 /// next odd value beyond it. (pyshmem 1.4.0 starts an *even* value after an unmarked odd one,
-/// which leaves the stream odd forever; we don't.)
+/// which leaves the stream odd at rest until a shmstream reader or writer marks it; we don't.)
 #[inline]
 pub(crate) fn begin_write(h: &MappedHeader) -> Bracket {
     // Relaxed: the host stores of the sequence are the lock holder's, and taking the lock

@@ -840,6 +840,62 @@ fn aborted_writes_are_reported_on_both_sides() {
     assert_eq!(s.read::<f32>().unwrap().as_slice().unwrap(), &[4.0; 4]);
 }
 
+/// A pyshmem writer that takes the lock from a shmstream writer killed inside its bracket
+/// (odd sequence S, lock free) stores S+1, even, for its copy and S+2, odd, at its end, and
+/// each later pyshmem write does the same: a reader during any of those copies can accept a
+/// torn frame (`docs/guarantees.md`, *Limits*). pyshmem's readers never end it (they look
+/// for a dead writer through the owner pid, which pyshmem's release cleared); ours do, at
+/// their first look at the free lock: the generation is marked invalid, and the next
+/// pyshmem write starts a fresh odd one, its copy under an odd sequence again.
+#[test]
+fn a_pyshmem_takeover_of_a_dead_writers_bracket_is_ended_by_our_first_read() {
+    const FN: &str = "a_pyshmem_takeover_of_a_dead_writers_bracket_is_ended_by_our_first_read";
+    if child_role().as_deref() == Some("stuck-writer") {
+        let s = Stream::open(&param::<String>("name")).unwrap();
+        s.write_view(|buf: &mut [u32]| {
+            buf[..2].fill(9);
+            say("inside");
+            common::block_on_stdin();
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        return;
+    }
+    let Some(py) = python() else { return };
+    let name = unique_name("interop-takeover");
+    let _c = Cleanup::new([&name]);
+    let s = Stream::create(&name, &[4], Dtype::U32).unwrap();
+    s.write_slice(&[1u32; 4]).unwrap();
+    let mut w = child(FN, "stuck-writer").param("name", &name).spawn();
+    w.expect_line("inside", LONG);
+    w.kill_reaped();
+    let dead = common::write_sequence(&name);
+    assert!(dead > 0 && dead % 2 == 1, "a dead writer's bracket: {dead}");
+    // pyshmem takes over, twice: each write ends on an odd sequence (its copy ran under an
+    // even one), and no pyshmem write mends it.
+    run_py(&py, "peer.py", &["write_n", &name, "2", "5"], LONG);
+    assert_eq!(common::write_sequence(&name), dead + 4, "pyshmem's writes");
+    // Our first read (a read-only handle's, as `shmstream dump`'s) finds the odd sequence
+    // with the lock free: a dead writer's bracket.
+    let r = Stream::open_readonly(&name).unwrap();
+    let first = r.read_publication::<u32>();
+    assert!(
+        matches!(first, Err(Error::Inconsistent { .. })),
+        "{first:?}"
+    );
+    assert_eq!(common::write_sequence(&name), -(dead + 4), "marked invalid");
+    // pyshmem's next write starts a fresh odd generation and ends even.
+    run_py(&py, "peer.py", &["write_n", &name, "1", "7"], LONG);
+    let mended = common::write_sequence(&name);
+    assert!(mended > dead + 4 && mended % 2 == 0, "{mended}");
+    assert_eq!(s.read::<u32>().unwrap().as_slice().unwrap(), &[7; 4]);
+    assert_eq!(
+        s.count(),
+        4,
+        "our frame and pyshmem's three (the dead writer counted none)"
+    );
+}
+
 /// After pyshmem unlinks a stream and creates a new one under the same name, a Rust handle on
 /// the old generation gets `Error::Stale` from `read()` (issue 3: "a handle whose name now
 /// belongs to a newer generation gets a Stale error on unlink and on reads"), although

@@ -382,6 +382,15 @@ pub fn unique_name(tag: &str) -> String {
     format!("t-{tag}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// Stream `name`'s write sequence, straight from its `_meta` segment in `/dev/shm` (odd: a
+/// writer inside its bracket, or dead there; negative: an invalid generation).
+pub fn write_sequence(name: &str) -> i64 {
+    let meta = std::path::Path::new("/dev/shm").join(shmstream::name::meta_id(name));
+    let b = std::fs::read(&meta).unwrap();
+    let at = shmstream::format::offset::WRITE_SEQUENCE;
+    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
 /// Plants the header of a GPU stream `name` without a CPU mirror, as its shmstream producer
 /// writes it (CUDA-IPC flag, device 0), in /dev/shm: a tool that refuses such a stream from
 /// its header alone is tested without a GPU. Unlink it (a [`Cleanup`]) when done.
