@@ -133,7 +133,7 @@ use crate::notify::Cancel;
 use crate::read::{Publication, Want};
 use crate::stream::Stream;
 
-const OP: &str = "wait for a new frame";
+const OP: &str = "read a new frame";
 
 /// A background wait's outcome, handed to its future under a lock (whether the future is
 /// gone is its [`Cancel`], which the background wait's pauses also look at). A waiting read

@@ -1152,7 +1152,7 @@ mod tests {
         let text = |awaited| {
             Error::Timeout {
                 name: "cam0".into(),
-                op: "wait",
+                op: "read a new frame",
                 awaited,
                 timeout: Duration::from_secs(1),
             }

@@ -554,7 +554,7 @@ impl Stream {
     /// copied, nothing recorded).
     pub(crate) fn wait_for(&self, want: Want, timeout: Option<Duration>) -> Result<u64> {
         Ok(self
-            .read_frame(want, timeout, "wait for a new frame", |_| {})?
+            .read_frame(want, timeout, "see a new frame", |_| {})?
             .count)
     }
 
@@ -585,7 +585,7 @@ impl Stream {
             strategy,
             Want::AfterOrAppended { after, next },
             timeout,
-            "wait for a new frame",
+            "read a new frame",
             |_| {},
         )
         .map(drop)
@@ -596,7 +596,7 @@ impl Stream {
     /// reader that only needs to know which frame is there. It reads no frame, so its
     /// `missed` is 0 and the handle's next read counts what it missed from its last read.
     pub fn wait_for_frame(&self, after: u64, timeout: Option<Duration>) -> Result<FrameInfo> {
-        self.read_frame(Want::After(after), timeout, "wait for a new frame", |_| {})
+        self.read_frame(Want::After(after), timeout, "see a new frame", |_| {})
     }
 
     /// Waits for a frame with count > `after`, then returns a snapshot of it (or a newer one).
@@ -606,7 +606,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<ArrayD<T>> {
         Ok(self
-            .read_array(Want::After(after), timeout, "wait for a new frame")?
+            .read_array(Want::After(after), timeout, "read a new frame")?
             .0)
     }
 
@@ -619,7 +619,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<u64> {
         Ok(self
-            .read_into_slice_with(Want::After(after), dst, timeout, "wait for a new frame")?
+            .read_into_slice_with(Want::After(after), dst, timeout, "read a new frame")?
             .count)
     }
 
@@ -629,8 +629,7 @@ impl Stream {
         after: u64,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
-        let (payload, info) =
-            self.read_array(Want::After(after), timeout, "wait for a new frame")?;
+        let (payload, info) = self.read_array(Want::After(after), timeout, "read a new frame")?;
         Ok(Publication { payload, info })
     }
 
@@ -653,7 +652,7 @@ impl Stream {
     /// among threads is the caller's to do.
     pub fn read_new<T: Element>(&self, timeout: Option<Duration>) -> Result<ArrayD<T>> {
         Ok(self
-            .read_array(self.want_new(), timeout, "wait for a new frame")?
+            .read_array(self.want_new(), timeout, "read a new frame")?
             .0)
     }
 
@@ -665,7 +664,7 @@ impl Stream {
         timeout: Option<Duration>,
     ) -> Result<u64> {
         Ok(self
-            .read_into_slice_with(self.want_new(), dst, timeout, "wait for a new frame")?
+            .read_into_slice_with(self.want_new(), dst, timeout, "read a new frame")?
             .count)
     }
 
@@ -674,7 +673,7 @@ impl Stream {
         &self,
         timeout: Option<Duration>,
     ) -> Result<Publication<T>> {
-        let (payload, info) = self.read_array(self.want_new(), timeout, "wait for a new frame")?;
+        let (payload, info) = self.read_array(self.want_new(), timeout, "read a new frame")?;
         Ok(Publication { payload, info })
     }
 
@@ -1041,6 +1040,38 @@ mod tests {
             );
             assert!(pauses <= 1, "{strategy:?}: {pauses} pauses in a poll");
         }
+    }
+
+    /// A wait for a new frame that runs out says what it waited to do in words that read
+    /// (it said "waiting to wait for a new frame"): a read, to read it; a wait that copies
+    /// nothing, to see it.
+    #[test]
+    fn a_wait_that_runs_out_says_it_waited_to_read_a_new_frame() {
+        let (name, w) = stream("timeout-text");
+        w.write_slice(&[1u8; 4]).unwrap();
+        let r = Stream::open(&name).unwrap();
+        let text = r
+            .read_new::<u8>(Some(Duration::ZERO))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with(&format!(
+                "timed out after 0ns waiting to read a new frame on stream '{name}'"
+            )),
+            "{text}"
+        );
+        let text = r
+            .wait_for_count(1, Some(Duration::ZERO))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with(&format!(
+                "timed out after 0ns waiting to see a new frame on stream '{name}'"
+            )),
+            "{text}"
+        );
+        drop((r, w));
+        crate::unlink(&name).unwrap();
     }
 
     /// A snapshot `read` reports a dead writer's bracket or an aborted write and leaves the

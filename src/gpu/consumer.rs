@@ -280,9 +280,9 @@ pub(crate) fn gate_writer(
         Err(AckWaitError::Timeout { acked, wanted }) => Err(Error::Timeout {
             name: s.name.clone(),
             op: if acked == wanted.wrapping_sub(1) {
-                "wait for the GPU consumer to acknowledge the last frame before overwriting it"
+                "overwrite the last frame (the GPU consumer has yet to acknowledge it)"
             } else {
-                "wait for the GPU consumer to acknowledge the frame in the payload"
+                "write over the frame in the payload (the GPU consumer has yet to acknowledge it)"
             },
             awaited: crate::Awaited::GpuConsumer,
             timeout,
@@ -517,7 +517,7 @@ impl<'s> GpuConsumer<'s> {
         done.unwrap_or_else(|| {
             Err(Error::Timeout {
                 name: self.s.name.clone(),
-                op: "wait for frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
+                op: "read frames on the GPU consumer's stream (no writer published the awaited frame: stopped, died, or the stream was unlinked)",
                 awaited: crate::Awaited::GpuFrame,
                 timeout,
             })

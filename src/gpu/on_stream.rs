@@ -213,12 +213,12 @@ pub(crate) fn wait_for_landing(s: &Stream, a: &Attachment) -> Result<()> {
     }
     let (op, awaited) = if super::consumer::has_live_consumer(a) {
         (
-            "wait for the previous GPU-side publication to land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
+            "see the previous GPU-side publication land (its CUDA stream waits for the stream's GPU consumer to acknowledge the frame before it)",
             crate::Awaited::GpuPublisherAndConsumer,
         )
     } else {
         (
-            "wait for the previous GPU-side publication to land (its CUDA stream has not stored the even sequence)",
+            "see the previous GPU-side publication land (its CUDA stream has not stored the even sequence)",
             crate::Awaited::GpuPublisher,
         )
     };

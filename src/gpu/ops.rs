@@ -742,7 +742,7 @@ impl Stream {
         dst: &mut D,
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_into_with(Want::After(after), dst, timeout, "wait for a new frame")
+        self.read_device_into_with(Want::After(after), dst, timeout, "read a new frame")
     }
 
     /// The first frame newer than this handle's last read, into a device buffer.
@@ -751,7 +751,7 @@ impl Stream {
         dst: &mut D,
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_into_with(self.want_new(), dst, timeout, "wait for a new frame")
+        self.read_device_into_with(self.want_new(), dst, timeout, "read a new frame")
     }
 
     /// A snapshot of the current frame, copied from the device into host memory (through the
@@ -772,7 +772,7 @@ impl Stream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_to_host_with(Want::After(after), dst, timeout, "wait for a new frame")
+        self.read_device_to_host_with(Want::After(after), dst, timeout, "read a new frame")
     }
 
     /// The first frame newer than this handle's last read, from the device into `dst`.
@@ -781,7 +781,7 @@ impl Stream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<FrameInfo> {
-        self.read_device_to_host_with(self.want_new(), dst, timeout, "wait for a new frame")
+        self.read_device_to_host_with(self.want_new(), dst, timeout, "read a new frame")
     }
 }
 
