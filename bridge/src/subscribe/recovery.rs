@@ -43,8 +43,10 @@ const FIRST_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// The querier on a stream's resend key ([`crate::resend_key`]), and whether a publisher
 /// answering requests for lossless frames again is matched there.
 pub(super) struct Resender<'a> {
-    querier: Querier<'a>,
+    /// Before the querier: fields drop in their order, and undeclaring the querier first
+    /// takes its listener with it (Zenoh then logs "Unable to find MatchingListener").
     matching: MatchingListener<RingChannelHandler<MatchingStatus>>,
+    querier: Querier<'a>,
     matched: bool,
 }
 
