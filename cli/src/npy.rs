@@ -688,11 +688,17 @@ fn dir_of(file: &Path) -> &Path {
 /// A failure to create a file in `dir` said of the directory, with the remedy, where it is
 /// the directory's (missing, read-only, not this user's to write); any other as it is.
 fn dir_refusal(dir: &Path, e: io::Error) -> io::Error {
+    let there = dir.is_dir();
     let dir = dir.display();
     let said = match e.kind() {
-        io::ErrorKind::NotFound => {
+        io::ErrorKind::NotFound if !there => {
             format!("directory {dir} does not exist: create it, or give another -o")
         }
+        // The directory is there, but its file system makes no new files (`/proc`).
+        io::ErrorKind::NotFound => format!(
+            "cannot create a file in directory {dir} ({e}): its file system makes no new \
+             files there: give another -o"
+        ),
         io::ErrorKind::ReadOnlyFilesystem => {
             format!("directory {dir} is on a read-only file system: give another -o")
         }

@@ -2516,6 +2516,30 @@ fn a_dump_into_a_missing_directory_names_the_directory() {
     assert!(!missing.exists());
 }
 
+/// `dump -o` into a directory whose file system makes no new files (`/proc` answers ENOENT)
+/// says so, not that the directory does not exist.
+#[test]
+fn a_dump_into_proc_does_not_call_it_missing() {
+    let name = unique_name("cli-dump-proc");
+    let _c = Cleanup::new([&name]);
+    drop(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    cli()
+        .args(["dump", &name, "-o", "/proc/shmstream-dump.npy"])
+        .assert()
+        .code(1)
+        // (A /proc mounted read-only answers EROFS: a read-only file system, said so.)
+        .stderr(
+            predicate::str::contains(
+                "cannot create a file in directory /proc (No such file or directory (os error \
+                 2)): its file system makes no new files there: give another -o",
+            )
+            .or(predicate::str::contains(
+                "directory /proc is on a read-only file system: give another -o",
+            ))
+            .and(predicate::str::contains("does not exist").not()),
+        );
+}
+
 /// `dump -o` into a directory this user may not write names the directory and the remedy.
 /// Root writes anywhere: then it is skipped.
 #[test]
