@@ -376,23 +376,27 @@ fn large_frames_go_to_npy_cubes_straight_from_the_ring_and_a_full_disk_keeps_who
 #[test]
 fn bad_output_dirs_plain_streams_and_bad_arguments_are_clear() {
     let (name, _c, _s) = camera("rec-bad", 8);
-    let o = Command::new(bin())
-        .args([
-            "record",
-            &name,
-            "--frames",
-            "1",
-            "--out",
-            "/proc/self/nope/x",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("--out") && err.contains("/proc/self/nope/x"),
-        "{err}"
-    );
+    // An --out that cannot be made says what to do; under /proc, which is there but makes
+    // no directories, says so.
+    for (out, remedy) in [
+        ("/proc/self/nope/x", "give another --out"),
+        (
+            "/proc/shmstream-rec",
+            "its file system makes no new directories there: give another --out",
+        ),
+    ] {
+        let o = Command::new(bin())
+            .args(["record", &name, "--frames", "1", "--out", out])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("--out {out}: cannot create the directory: "))
+                && err.contains(&format!(": {remedy}")),
+            "{err}"
+        );
+    }
 
     let o = Command::new(bin())
         .args(["record", &name, "--out", "/tmp"])

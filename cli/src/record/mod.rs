@@ -215,8 +215,21 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             plan.out.display()
         ),
         false => format!(
-            "--out {}: cannot create the directory: {e}",
-            plan.out.display()
+            "--out {}: cannot create the directory: {e}: {}",
+            plan.out.display(),
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "this user may not create it there: give another --out (or have it made \
+                     for this user)"
+                }
+                // The directory above is there, but its file system makes none (`/proc`).
+                std::io::ErrorKind::NotFound
+                    if plan.out.parent().is_some_and(std::path::Path::is_dir) =>
+                {
+                    "its file system makes no new directories there: give another --out"
+                }
+                _ => "give another --out",
+            }
         ),
     })?;
     frame_file::sync_created_dirs(&created)?;
