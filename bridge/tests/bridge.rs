@@ -542,7 +542,10 @@ fn hostile_attachments_and_mismatched_payloads_are_refused_and_the_mirror_is_int
     s.kill();
     let err = s.diagnostics();
     assert!(err.matches("refused a frame").count() >= 4, "{err}");
-    assert!(err.contains("unlink it to follow the new shape"), "{err}");
+    assert!(
+        err.contains("to follow the new shape if it is this bridge's mirror"),
+        "{err}"
+    );
     let garbled = "attachment is not a shmstream frame header (bad magic)";
     assert_eq!(err.matches(garbled).count(), 2, "{err}");
     assert!(
@@ -2956,8 +2959,8 @@ fn refused_unless_into_existing(name: &str, prefix: &str, a: &Stream, creator: u
              earlier run's mirror"
         )) && said.contains("give --local-prefix")
             && said.contains(
-                "or --into-existing to write into it (e.g. to continue an earlier run's mirror \
-                 after a restart)"
+                "or give --into-existing to write into it (e.g. to continue an earlier run's \
+                 mirror after a restart)"
             ),
         "{said}"
     );
@@ -3152,8 +3155,11 @@ fn a_mirror_unlinked_for_a_new_shape_is_made_again_while_the_writer_idles() {
     let s = subscriber(&a_name, &ep, &prefix, "m-", &["--into-existing"]);
     wait_said(
         &s,
-        "upstream sends float32 [4], the local stream holds float32 [3]: unlink it to follow the \
-         new shape if it is this bridge's mirror, else give --local-prefix",
+        &format!(
+            "upstream sends float32 [4], the local stream holds float32 [3]: unlink it \
+             (`shmstream unlink {m_name}`) to follow the new shape if it is this bridge's \
+             mirror, else mirror into another local stream (--local-prefix)"
+        ),
     );
     assert_eq!(old.count(), 0, "the old mirror was written into");
     shmstream::unlink(&m_name).unwrap();
@@ -3555,7 +3561,7 @@ fn a_local_stream_there_at_the_start_is_refused_at_start_unless_into_existing() 
              (process {} did)",
             std::process::id()
         )) && said.contains("give --local-prefix")
-            && said.contains("or --into-existing to write into it"),
+            && said.contains("or give --into-existing to write into it"),
         "{said}"
     );
     assert_eq!((a.frame_id(), a.count()), (5, 1));

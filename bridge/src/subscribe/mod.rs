@@ -101,11 +101,12 @@ fn check_local(o: &SubscribeOptions) -> Result<(), BridgeError> {
                     h => format!("a history of {h} frames"),
                 };
                 let n = o.history;
+                let unlink = shmstream::name::unlink_remedy(&local);
                 return Err(BridgeError::Usage(format!(
                     "stream '{name}': its mirror '{local}' keeps {keeps}, not the --history \
                      {n} given: --history applies only to a mirror this bridge creates; \
-                     unlink the mirror (`shmstream unlink {local}`) so it is made again with \
-                     --history {n}, or drop --history to mirror into it as it is"
+                     unlink the mirror ({unlink}) so it is made again with --history {n}, \
+                     or drop --history to mirror into it as it is"
                 )));
             }
             _ => {}
@@ -127,13 +128,20 @@ fn not_ours(remote: &str, local: &str, creator: i64) -> BridgeError {
     } else {
         String::new()
     };
+    let prefix = if local == remote {
+        "give --local-prefix (e.g. --local-prefix remote-)"
+    } else {
+        "give another --local-prefix"
+    };
+    let unlink = shmstream::name::unlink_remedy(local);
     BridgeError::Usage(format!(
         "stream '{remote}': its mirror '{local}' is a local stream this bridge did not \
          create (process {creator} did): it may be the host's own stream of that name or \
          an earlier run's mirror, and mirroring into it would mix remote frames \
-         into it{source}; give --local-prefix (e.g. --local-prefix remote-) so the mirror \
-         is a stream of its own, or --into-existing to write into it (e.g. to \
-         continue an earlier run's mirror after a restart)"
+         into it{source}; {prefix} so the mirror is a stream of its own, unlink it \
+         ({unlink}) if it is an earlier run's mirror no longer needed, \
+         or give --into-existing to write into it (e.g. to continue an earlier run's \
+         mirror after a restart)"
     ))
 }
 
@@ -864,10 +872,13 @@ fn write_sample(
             return Err(Refusal::Stale);
         }
         let remedy = if several {
-            "several publishers on one key: give each its own --key-prefix"
+            "several publishers on one key: give each its own --key-prefix".to_owned()
         } else {
-            "unlink it to follow the new shape if it is this bridge's mirror, else give \
-             --local-prefix"
+            format!(
+                "unlink it ({}) to follow the new shape if it is this bridge's mirror, else \
+                 mirror into another local stream (--local-prefix)",
+                shmstream::name::unlink_remedy(s.name())
+            )
         };
         return Err(Refusal::Reason(format!(
             "upstream sends {} {:?}, the local stream holds {} {:?}: {remedy}",
@@ -1248,5 +1259,15 @@ mod tests {
         );
         let e = not_ours("cam0", "m-cam0", 7).to_string();
         assert!(!e.contains(loops), "{e}");
+        // A --local-prefix was given: another one, or the unlink of an old mirror.
+        assert!(
+            e.contains("give another --local-prefix")
+                && !e.contains("e.g. --local-prefix")
+                && e.contains("`shmstream unlink m-cam0`"),
+            "{e}"
+        );
+        // A name a shell would split is quoted in the command to copy.
+        let e = not_ours("my cam", "m-my cam", 7).to_string();
+        assert!(e.contains("`shmstream unlink 'm-my cam'`"), "{e}");
     }
 }
