@@ -130,6 +130,8 @@ impl std::fmt::Display for PurgeFailure {
         let kind = self.item.kind();
         let failed = match self.item {
             PurgeItem::Directory(_) => "listed",
+            // Not looked at, so neither judged nor removed (a dry run removes nothing).
+            PurgeItem::Unreadable(_) => "read",
             _ => "removed",
         };
         write!(f, "the {kind} {} could not be {failed}: ", path.display())?;

@@ -99,7 +99,7 @@ fn check(prefix: &str) -> Vec<String> {
             if *path == meta);
         let text = f.to_string();
         let named = text.starts_with(&format!(
-            "the unreadable stream {} could not be removed: ",
+            "the unreadable stream {} could not be read: ",
             meta.display()
         ));
         let remedy = text.ends_with(&format!("`chmod 600 {}`)", meta.display()));

@@ -504,7 +504,12 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
     let mut said: Vec<String> = Vec::new();
     if !kinds.is_empty() {
         let counts: Vec<_> = kinds.iter().map(|(k, n)| format!("{n} {k}(s)")).collect();
-        said.push(format!("{} could not be removed", counts.join(", ")));
+        let failed = if opts.dry_run {
+            "handled (a dry run removes nothing)"
+        } else {
+            "removed"
+        };
+        said.push(format!("{} could not be {failed}", counts.join(", ")));
     }
     if unlisted > 0 {
         said.push(format!("{unlisted} directory(s) could not be listed"));

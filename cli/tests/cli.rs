@@ -1584,13 +1584,24 @@ fn list_notes_and_purge_reports_a_stream_whose_metadata_cannot_be_read() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(noted(&stderr), "{stderr}");
     serde_json::from_str::<serde_json::Value>(&stdout).expect("stdout is the JSON list");
-    let (code, _, stderr) = run(&["purge", "--all", "--prefix", &name]);
     let failure = format!(
-        "shmstream: error: the unreadable stream {} could not be removed: this user may not \
-         open {} for reading",
+        "shmstream: error: the unreadable stream {} could not be read: this user may not open \
+         {} for reading",
         meta.display(),
         meta.display()
     );
+    // A dry run removes nothing, so it says what it could not check.
+    let (code, _, stderr) = run(&["purge", "--all", "--dry-run", "--prefix", &name]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&failure)
+            && stderr.contains(
+                "1 unreadable stream(s) could not be handled (a dry run removes nothing)"
+            )
+            && !stderr.contains("could not be removed"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["purge", "--all", "--prefix", &name]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&failure)
