@@ -399,12 +399,16 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
                 let mut text = String::new();
                 for tr in &tracks {
                     let r = tr.row();
+                    // No rate before a second sample: "-", not "-Hz".
+                    let rate = match r[2].as_str() {
+                        "-" => "-".to_owned(),
+                        hz => format!("{hz}Hz"),
+                    };
                     let _ = writeln!(
                         text,
-                        "t={t:.2}s name={} count={} rate={}Hz age={} missed={} creator={} state={}",
+                        "t={t:.2}s name={} count={} rate={rate} age={} missed={} creator={} state={}",
                         field(&r[0]),
                         r[1],
-                        r[2],
                         r[3],
                         r[4],
                         r[5].replace(' ', ":"),

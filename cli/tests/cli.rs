@@ -1834,6 +1834,9 @@ fn watch_prints_plain_lines_when_not_a_terminal_and_stops_after_duration() {
         "no escape codes when stdout is a pipe"
     );
     let me = std::process::id();
+    // The first sample has no rate yet: "-", no unit.
+    assert!(lines[0].contains(" rate=- "), "{}", lines[0]);
+    assert!(lines[1].contains(" rate=0.0Hz "), "{}", lines[1]);
     for l in &lines {
         for want in [
             name.as_str(),
