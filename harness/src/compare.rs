@@ -133,10 +133,13 @@ impl Comparison {
     /// A plain-text table.
     pub fn table(&self) -> String {
         let mut o = String::new();
+        // Wide enough for every label, the cases on one side only included.
         let w = self
             .changes
             .iter()
-            .map(|c| c.label.len())
+            .map(|c| c.label.as_str())
+            .chain(self.missing.iter().chain(&self.added).map(String::as_str))
+            .map(str::len)
             .max()
             .unwrap_or(4)
             .max(4);
@@ -175,11 +178,19 @@ impl Comparison {
         } else {
             "only in OLD (not gated)"
         };
+        // In the status column, the ratio columns empty.
+        let one_side = |o: &mut String, label: &str, status: &str| {
+            let _ = writeln!(
+                o,
+                "{label:<w$}  {:>10}  {:>10}  {:>9}  {status}",
+                "", "", ""
+            );
+        };
         for m in &self.missing {
-            let _ = writeln!(o, "{m:<w$}  {missing}");
+            one_side(&mut o, m, missing);
         }
         for a in &self.added {
-            let _ = writeln!(o, "{a:<w$}  only in NEW (not gated)");
+            one_side(&mut o, a, "only in NEW (not gated)");
         }
         for u in &self.unbounded {
             let _ = writeln!(o, "note: {u}");
@@ -369,6 +380,22 @@ mod tests {
         assert_eq!(sut.added, vec!["b 100x100"]);
         let table = sut.table();
         assert!(table.contains("only in OLD (not gated)") && table.contains("only in NEW"));
+        // Every row's status starts under the header's: a longer label on one side only
+        // widens the case column for all.
+        let long = compare(
+            &[
+                sample("a-case-on-one-side-only", Some(1.0)),
+                sample("c", Some(1.0)),
+            ],
+            &[sample("c", Some(1.0))],
+            Bands::uniform(0.25),
+        )
+        .table();
+        let at = |l: &str, word: &str| l.find(word).unwrap();
+        let lines: Vec<&str> = long.lines().collect();
+        let column = at(lines[0], "status");
+        assert_eq!(at(lines[1], "ok (band"), column, "{long}");
+        assert_eq!(at(lines[2], "only in OLD"), column, "{long}");
     }
 
     /// With no case of the baseline in NEW nothing was compared: an empty NEW, one from
@@ -587,8 +614,8 @@ mod tests {
         );
         sut.require_all = true;
         assert!(
-            sut.table()
-                .contains("b 100x100  MISSING from NEW (--require-all)"),
+            sut.table().lines().any(|l| l.starts_with("b 100x100 ")
+                && l.ends_with("  MISSING from NEW (--require-all)")),
             "{}",
             sut.table()
         );
