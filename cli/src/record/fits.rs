@@ -599,7 +599,9 @@ impl FitsCube {
         let frame_bytes = (shape.iter().product::<usize>() * dtype.itemsize()) as u64;
         Ok(FitsCube {
             path: path.to_owned(),
-            frames: Some(FrameFile::new(path, file, data_start, frame_bytes as usize)),
+            frames: Some(
+                FrameFile::new(path, file, data_start, frame_bytes as usize).keep_length_off(BLOCK),
+            ),
             axis,
             axis_at,
             card: 0,

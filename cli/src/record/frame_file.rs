@@ -24,6 +24,11 @@ pub(crate) const NOT_ROOM_REMEDY: &str =
 /// Frames of at least this many bytes bypass the gathering buffer.
 const DIRECT: usize = 64 << 10;
 
+/// How far ahead of its frames a file is made long ([`FrameFile::keep_length_off`]): a
+/// size change per this many bytes, not per write (on NFS and XFS one waits for the data
+/// written before it).
+const LENGTHEN_STEP: u64 = 8 << 20;
+
 /// Frames being appended to one file.
 pub(crate) struct FrameFile {
     path: PathBuf,
@@ -38,6 +43,12 @@ pub(crate) struct FrameFile {
     failed: bool,
     /// Why that write had no room, if that was why it failed.
     full: Option<Full>,
+    /// Where the bytes of a failed write of ours reached (its offset and what landed).
+    reached: Option<u64>,
+    /// With `Some(block)`, see [`FrameFile::keep_length_off`].
+    off: Option<u64>,
+    /// How long the file was made ahead of a write (0: never).
+    lengthened: u64,
 }
 
 impl FrameFile {
@@ -52,6 +63,39 @@ impl FrameFile {
             stored: 0,
             failed: false,
             full: None,
+            reached: None,
+            off: None,
+            lengthened: 0,
+        }
+    }
+
+    /// Keeps the file's length off multiples of `block` while frames are appended (until
+    /// the caller cuts it): before a write past the length, the file is made longer than
+    /// the write's end (by [`LENGTHEN_STEP`]: a hole, no disk space), to a length off them,
+    /// so that a process killed at any moment, mid-write included, leaves such a length.
+    /// (A FITS reader takes what follows the frames a checkpoint counted for the next
+    /// header: one that ends on a block boundary without an END card stops astropy, where
+    /// one cut short is a warning.)
+    pub(crate) fn keep_length_off(mut self, block: u64) -> FrameFile {
+        self.off = Some(block);
+        self
+    }
+
+    /// Makes the file at least `end` bytes long, off a multiple of the block
+    /// ([`FrameFile::keep_length_off`]): a step ahead, or where that fails (a file-size
+    /// limit) only as far as the write. A failure of both is left to the write (it meets
+    /// the same limit, or lands and leaves the length where it ends).
+    fn lengthen_to(&mut self, end: u64) {
+        let Some(block) = self.off else { return };
+        if self.lengthened >= end {
+            return;
+        }
+        let off = |len: u64| len + u64::from(len.is_multiple_of(block));
+        for len in [off(end.max(self.lengthened + LENGTHEN_STEP)), off(end)] {
+            if self.file.set_len(len).is_ok() {
+                self.lengthened = len;
+                return;
+            }
         }
     }
 
@@ -108,11 +152,16 @@ impl FrameFile {
         if self.failed {
             return Err(format!("{}: an earlier write failed", self.path.display()).into());
         }
+        let (at, len) = (self.end(), frame.map_or(self.gathered.len(), <[u8]>::len));
+        self.lengthen_to(at + len as u64);
         let bytes = frame.unwrap_or(&self.gathered);
-        let (done, written) = write_counted(&self.file, bytes, self.end());
+        let (done, written) = write_counted(&self.file, bytes, at);
         self.stored += done / self.frame_bytes.max(1);
         self.gathered.clear();
-        written.map_err(|why| self.fail(&why).into())
+        written.map_err(|why| {
+            self.reached = Some(at + done as u64);
+            self.fail(&why).into()
+        })
     }
 
     /// Marks the file failed by `e`: its error, with what ran out of room and the remedy
@@ -130,10 +179,14 @@ impl FrameFile {
     pub(crate) fn close(mut self) -> Closed {
         let flushed = self.flush().map(drop).map_err(|e| e.to_string());
         let end = self.end();
-        // The file grew as far as the disk let the failed write take it.
-        let room = self
-            .failed
-            .then(|| self.file.metadata().map_or(end, |m| m.len().max(end)));
+        // The file grew as far as the disk let the failed write take it: where its bytes
+        // reached (the file may have been made longer ahead of them), or for a write the
+        // caller made in place, the file's length.
+        let room = self.failed.then(|| {
+            self.reached
+                .or_else(|| self.file.metadata().ok().map(|m| m.len()))
+                .map_or(end, |r| r.max(end))
+        });
         Closed {
             file: self.file,
             end,
@@ -153,7 +206,8 @@ pub(crate) struct Closed {
     /// Whole frames on file.
     pub(crate) frames: usize,
     pub(crate) flushed: Result<(), String>,
-    /// After a failed write (a full disk), the bytes the file could hold: its length then.
+    /// After a failed write (a full disk), the bytes the file could hold: where that write's
+    /// bytes reached (the file's length, for a write the caller made in place).
     pub(crate) room: Option<u64>,
     /// Why the failed write had no room, if that was why it failed.
     pub(crate) full: Option<Full>,

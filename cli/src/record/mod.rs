@@ -46,7 +46,8 @@
 //! a `.frames.csv` with at least their rows (before the first checkpoint: no frame, an
 //! empty table); a FITS file that astropy opens (warning it may be truncated) with that
 //! many frames, `LOST` undefined and `COMPLETE = F`, but no `FRAMES` table (its frame ids
-//! and times are lost). Checkpoints come only as frames arrive: a camera that pauses leaves
+//! and times are lost), its length off a FITS block boundary (`FrameFile::keep_length_off`).
+//! Checkpoints come only as frames arrive: a camera that pauses leaves
 //! the last second before the pause uncounted until its next frame. A checkpoint writes
 //! the data, then the rows, then the count, into the page cache: that order holds for the
 //! kernel, not for the disk, which can receive the header's page before the data's. After
