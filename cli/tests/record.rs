@@ -2828,6 +2828,115 @@ fn a_fits_frame_axis_card_the_disk_refuses_leaves_the_frames_the_card_gives() {
     let _ = std::fs::remove_dir_all(lib_dir);
 }
 
+/// A library for `LD_PRELOAD` whose `pwrite` of a FITS table to a `.fits` file (a write of
+/// whole 2880-byte blocks past the header: frames of 80 KiB are not) fails with ENOSPC for
+/// the first `$FULL_TABLES` of them, saying so on stderr: the room a cut frees taken each
+/// time by another file on the disk.
+const FULL_TABLE: PreloadC = PreloadC {
+    name: "full_table",
+    wraps: Wraps::Pwrite,
+    body: r#"
+static long refused;
+static int refusal(int fd, size_t *count, off_t at) {
+    static const char fits[] = ".fits";
+    const char *limit = getenv("FULL_TABLES");
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = at > 0 && *count % 2880 == 0 ? readlink(link, path, sizeof path - 1) : -1;
+    size_t k = sizeof fits - 1;
+    if (n >= (ssize_t)k && memcmp(path + n - k, fits, k) == 0
+        && limit != NULL && refused < atol(limit)) {
+        refused++;
+        say("full_table: refused\n");
+        return ENOSPC;
+    }
+    return 0;
+}
+"#,
+};
+
+/// A FITS table that finds no room twice, the room each cut of the image freed taken by
+/// another file meanwhile: the file keeps the most frames whose table fits (here 1 of 3),
+/// with their table, and says the disk is full once. It gave up after one retry: the file
+/// held 2 frames without their frame ids and times. A table refused every time stops after
+/// three tries.
+#[test]
+fn a_fits_table_the_full_disk_refuses_twice_keeps_the_frames_whose_table_fits() {
+    let lib_dir = out_dir("rec-table-lib");
+    let Some(lib) = FULL_TABLE.build(&lib_dir) else {
+        return;
+    };
+    let (name, _c, s) = camera_shaped(&unique_name("rec-table"), &[256, 160], 16);
+    let out = out_dir("rec-table");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "3", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("FULL_TABLES", "2");
+    common::default_stop_signals(&mut c);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert!(diag.contains("full_table loaded"), "not preloaded: {diag}");
+    assert_eq!(diag.matches("full_table: refused").count(), 2, "{diag}");
+    assert_eq!(st.code(), Some(1), "{diag}");
+    let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+    let stopped = diag
+        .lines()
+        .find(|l| l.contains("recording stopped"))
+        .unwrap_or_else(|| panic!("no error line: {diag}"));
+    assert_eq!(
+        stopped
+            .matches(&format!("writing the FRAMES table: {enospc}"))
+            .count(),
+        1,
+        "said once: {diag}"
+    );
+    assert!(
+        diag.contains(
+            "the disk is full: kept the first 1 of 3 whole frames, dropping the last 2 to make \
+             room for the FRAMES table of those kept"
+        ) && !diag.contains("without their frame ids"),
+        "{diag}"
+    );
+    assert_eq!(summary(&diag), (1, 1), "{diag}");
+    let bytes = std::fs::read(out.join(format!("{name}_000000000.fits"))).unwrap();
+    let (card, data_start) = frame_axis(&bytes);
+    assert_eq!(card, 1, "{diag}");
+    let table = data_start + (256 * 160 * 2usize).next_multiple_of(2880);
+    assert!(
+        bytes[table..].starts_with(b"XTENSION= 'BINTABLE'"),
+        "no table after the image"
+    );
+    assert_eq!(
+        bytes.len(),
+        table + 2 * 2880,
+        "the table's header and one row block"
+    );
+    let _ = std::fs::remove_dir_all(out);
+    // A disk that frees no room however much is cut (a snapshot holding the blocks) costs
+    // the frames of three tries, not all of them: the file keeps 1 without its table.
+    let out = out_dir("rec-table");
+    let mut c = Command::new(bin());
+    c.args(["record", &name, "--frames", "3", "--out"])
+        .arg(&out)
+        .env("LD_PRELOAD", &lib)
+        .env("FULL_TABLES", "1000");
+    common::default_stop_signals(&mut c);
+    let (st, diag) = produce_until_exit(&s, Proc::spawn(c));
+    assert_eq!(diag.matches("full_table: refused").count(), 3, "{diag}");
+    assert_eq!(st.code(), Some(1), "{diag}");
+    assert!(
+        diag.contains(&format!(
+            "writing the FRAMES table: {enospc}: the file holds 1 frames without their frame \
+             ids and times"
+        )),
+        "{diag}"
+    );
+    let bytes = std::fs::read(out.join(format!("{name}_000000000.fits"))).unwrap();
+    assert_eq!(frame_axis(&bytes).0, 1, "{diag}");
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(lib_dir);
+}
+
 /// A library for `LD_PRELOAD` whose `$FAILING_FRAME_AT`-th `pwrite` of a frame (64 KiB or
 /// more) to a `.fits` file fails with EIO, saying so on stderr; only that one.
 const FAILING_FRAME: PreloadC = PreloadC {

@@ -63,6 +63,11 @@ use crate::Fallible;
 
 /// FITS files are made of blocks of this many bytes.
 const BLOCK: u64 = 2880;
+
+/// The tries at finishing a file ([`FitsCube::finish`]) that a full disk may take, each
+/// keeping fewer frames.
+const TAIL_TRIES: usize = 3;
+
 /// Bytes of one row of the `FRAMES` table (four 8-byte columns).
 const ROW_BYTES: u64 = 32;
 /// At most this many frames' metadata is reserved up front (`--per-file` may be huge).
@@ -651,6 +656,14 @@ impl FitsCube {
     /// `complete`: whether they are all the frames taken for it (see [`CubeSink::ending`]).
     fn write_tail(&mut self, file: &File, frames: usize, complete: bool) -> Result<(), TailError> {
         let failed = |step: String| move |e| TailError { step, e };
+        // Fewer frames than the card gives (a retry after a full disk): the frames past
+        // them must not end on a block boundary while the cut is to come (a hole byte).
+        if frames < self.card
+            && let Ok(m) = file.metadata()
+            && m.len().is_multiple_of(BLOCK)
+        {
+            let _ = file.set_len(m.len() + 1);
+        }
         self.set_card(file, frames).map_err(failed(format!(
             "writing the frame-axis card (NAXIS{})",
             self.axis
@@ -777,19 +790,34 @@ impl CubeSink for FitsCube {
         let mut room = room.filter(|_| full.is_some());
         // What ran out of room, once the disk filled up (here or at a frame).
         let mut full = full.unwrap_or(frame_file::Full::Disk);
+        let mut tries = 0;
         let written = loop {
+            tries += 1;
             let keep = self.frames_that_fit(whole, room);
             // With `sync`, `COMPLETE = T` only once the rest is on the disk (below).
-            match self.write_tail(&file, keep, complete && keep == whole && !sync) {
+            let e = match self.write_tail(&file, keep, complete && keep == whole && !sync) {
                 Ok(()) => break Ok(keep),
-                // The disk filled up just now: once more, in the room it had. Any other
-                // error is no reason to drop frames.
-                Err(e) if room.is_none() && e.no_room().is_some() => {
-                    errors.push(format!("{path}: {e}"));
-                    full = e.no_room().unwrap_or(full);
-                    room = Some(file.metadata().map_or(0, |m| m.len()));
+                Err(e) => e,
+            };
+            // The disk filled up just now: again in the room the file has now (said once),
+            // up to [`TAIL_TRIES`] in all and as long as that keeps fewer frames: the file on
+            // the same disk that the next frames go to may take the room a cut frees, but a
+            // disk that frees none (a snapshot holding the blocks) must not cost them all.
+            // Any other error is no reason to drop frames.
+            let now = file.metadata().map(|m| m.len()).ok();
+            match e.no_room() {
+                Some(no_room)
+                    if tries < TAIL_TRIES
+                        && now.is_some()
+                        && (room.is_none() || self.frames_that_fit(whole, now) < keep) =>
+                {
+                    if room.is_none() {
+                        errors.push(format!("{path}: {e}"));
+                    }
+                    full = no_room;
+                    room = now;
                 }
-                Err(e) => break Err((keep, e)),
+                _ => break Err((keep, e)),
             }
         };
         let complete = complete && matches!(written, Ok(keep) if keep == whole);
