@@ -272,6 +272,13 @@ mod tests {
             seen.push(s);
         }
         assert_eq!(seen, [2, 4, 6, 8]);
+        // Below the cap, however high (a hostile header's), writes count on from it: only the
+        // cap itself restarts the sequence.
+        for s in [i64::MAX / 2, i64::MAX - 5, i64::MAX - 6] {
+            let odd = next_odd(s);
+            assert_eq!(odd, s + if s & 1 == 1 { 2 } else { 1 }, "{s}");
+        }
+        assert_eq!(next_odd(i64::MAX - 3), 1);
         assert_eq!(generation(-6), 6);
         assert_eq!(generation(7), 7);
     }

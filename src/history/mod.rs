@@ -900,6 +900,12 @@ mod tests {
         );
         assert!(ring_bytes(0, 4).is_err());
         assert!(ring_bytes(MAX_HISTORY + 1, 4).is_err());
+        // The deepest ring a depth may ask for (1..=MAX_HISTORY) is made.
+        assert_eq!(
+            ring_bytes(MAX_HISTORY, 4),
+            Ok(64 + MAX_HISTORY * (64 + 64)),
+            "the largest depth"
+        );
         assert!(ring_bytes(MAX_HISTORY, 1 << 20).is_err(), "1 TiB ring");
         assert!(ring_bytes(1, usize::MAX - 10).is_err(), "overflow");
     }
