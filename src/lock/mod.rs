@@ -900,6 +900,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A lifecycle take (create, unlink, purge) by a thread that already holds the lock on
+    /// the file at the path deepens its hold: it does not try to move to that same file,
+    /// whose flock (another open of it) its own hold would refuse until the deadline.
+    #[test]
+    fn a_reentrant_lifecycle_take_on_the_file_at_the_path_deepens_the_hold() {
+        let path = temp_lock("reentrant-at-path");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        assert_eq!(sut.acquire(None, "t").unwrap(), 1);
+        assert_eq!(
+            sut.acquire_at_path(Some(Duration::from_millis(200)), "t")
+                .unwrap(),
+            2
+        );
+        assert!(sut.try_acquire_at_path("t").unwrap());
+        assert_eq!(sut.release(|_| {}), 2);
+        assert_eq!(sut.release(|_| {}), 1);
+        assert_eq!(sut.release(|_| {}), 0);
+        let foreign = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&foreign, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        sys::flock(&foreign, libc::LOCK_UN).unwrap();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A guard's reentrant write lock (same generation, as its writes take it) looks at the
+    /// path when its look is due, and moves its hold to the file made again there, so a
+    /// process that opens the path is excluded while the guard lives.
+    #[test]
+    fn a_reentrant_take_of_a_generation_moves_to_the_file_at_the_path_when_its_look_is_due() {
+        let path = temp_lock("reentrant-look");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        let closed = AtomicBool::new(false);
+        assert_eq!(sut.acquire_for(7, None, "t", || true, &closed).unwrap(), 1);
+        std::fs::remove_file(&path).unwrap();
+        // The look is due (as 20 ms after the last one).
+        sut.path_checked_ms.store(
+            sys::coarse_now_ms().wrapping_sub(PATH_CHECK_MS),
+            Ordering::Relaxed,
+        );
+        assert_eq!(
+            sut.acquire_for(7, Some(Duration::from_secs(5)), "t", || true, &closed)
+                .unwrap(),
+            2
+        );
+        assert!(
+            !sut.is_unlinked(),
+            "the reentrant take kept the removed file"
+        );
+        let newcomer = open_file(&path, "t").unwrap();
+        assert!(
+            !sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap(),
+            "a process opening the path takes the lock the guard holds"
+        );
+        sut.release(|_| {});
+        sut.release(|_| {});
+        assert!(sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn two_attachments_share_state_and_separate_files_exclude() {
         let path = temp_lock("share");
