@@ -297,6 +297,33 @@ fn child_entry() {
             // SAFETY: waits for the child forked above; `status` outlives the call.
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         }
+        // Removes the lock file of a stream that lives (as a temporary-file cleaner ages an
+        // old one out), then forks without exec. The forked child locks through the inherited
+        // handle and says what it got and whether a lock file is at the path again.
+        "fork_cleaned_lock" => {
+            let s = Stream::open(&name).unwrap();
+            drop(s.lock(Some(LONG)).unwrap());
+            std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
+            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
+            // parent's other thread (the test harness's main thread) holds none of the locks
+            // it takes.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let got = match s.lock(Some(Duration::ZERO)).map(drop) {
+                    Ok(()) => "a guard".to_owned(),
+                    Err(Error::Stale { .. }) => "stale".to_owned(),
+                    Err(e) => format!("error {e}"),
+                };
+                let file = shmstream::name::lock_path(&name).exists();
+                say(&format!("forked: {got}, lock file {file}"));
+                // SAFETY: ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above; `status` outlives the call.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -678,6 +705,21 @@ fn a_forked_child_s_lock_of_an_unlinked_stream_is_stale_and_leaves_no_lock_file(
     assert_eq!(p.expect_line("forked: ", LONG), "stale, lock file false");
     p.wait_success(LONG);
     assert!(!shmstream::name::lock_path(&name).exists());
+}
+
+/// A child forked without exec that locks an inherited handle whose lock file was removed
+/// while the stream lives (a temporary-file cleaner) takes the lock on a file made again at
+/// the path: the stream is there, so it is not Stale.
+#[test]
+fn a_forked_child_s_lock_of_a_live_stream_whose_lock_file_was_removed_is_taken() {
+    let name = unique_name("fork-cleaned");
+    let _c = Cleanup::new([&name]);
+    let _s = Stream::create(&name, &[4], Dtype::I32).unwrap();
+    let mut p = child("child_entry", "fork_cleaned_lock")
+        .param("name", &name)
+        .spawn();
+    assert_eq!(p.expect_line("forked: ", LONG), "a guard, lock file true");
+    p.wait_success(LONG);
 }
 
 #[test]
