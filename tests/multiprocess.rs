@@ -277,25 +277,7 @@ fn child_entry() {
         "fork_unlinked_lock" => {
             let s = Stream::open(&name).unwrap();
             Stream::open(&name).unwrap().unlink().unwrap();
-            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
-            // parent's other thread (the test harness's main thread) holds none of the locks
-            // it takes.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                let got = match s.lock(Some(Duration::ZERO)).map(drop) {
-                    Ok(()) => "a guard".to_owned(),
-                    Err(Error::Stale { .. }) => "stale".to_owned(),
-                    Err(e) => format!("error {e}"),
-                };
-                let file = shmstream::name::lock_path(&name).exists();
-                say(&format!("forked: {got}, lock file {file}"));
-                // SAFETY: ends the forked child without running the parent's exit handlers.
-                unsafe { libc::_exit(0) };
-            }
-            let mut status = 0;
-            // SAFETY: waits for the child forked above; `status` outlives the call.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            say_forked_lock(&s, &name);
         }
         // Removes the lock file of a stream that lives (as a temporary-file cleaner ages an
         // old one out), then forks without exec. The forked child locks through the inherited
@@ -304,28 +286,33 @@ fn child_entry() {
             let s = Stream::open(&name).unwrap();
             drop(s.lock(Some(LONG)).unwrap());
             std::fs::remove_file(shmstream::name::lock_path(&name)).unwrap();
-            // SAFETY: the forked child runs only this block and leaves with `_exit`; the
-            // parent's other thread (the test harness's main thread) holds none of the locks
-            // it takes.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                let got = match s.lock(Some(Duration::ZERO)).map(drop) {
-                    Ok(()) => "a guard".to_owned(),
-                    Err(Error::Stale { .. }) => "stale".to_owned(),
-                    Err(e) => format!("error {e}"),
-                };
-                let file = shmstream::name::lock_path(&name).exists();
-                say(&format!("forked: {got}, lock file {file}"));
-                // SAFETY: ends the forked child without running the parent's exit handlers.
-                unsafe { libc::_exit(0) };
-            }
-            let mut status = 0;
-            // SAFETY: waits for the child forked above; `status` outlives the call.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            say_forked_lock(&s, &name);
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Forks without exec; the forked child locks through the inherited handle `s` and says what
+/// it got and whether a lock file is at the stream's lock path afterwards; the parent waits.
+fn say_forked_lock(s: &Stream, name: &str) {
+    // SAFETY: the forked child runs only this block and leaves with `_exit`; the parent's
+    // other thread (the test harness's main thread) holds none of the locks it takes.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let got = match s.lock(Some(Duration::ZERO)).map(drop) {
+            Ok(()) => "a guard".to_owned(),
+            Err(Error::Stale { .. }) => "stale".to_owned(),
+            Err(e) => format!("error {e}"),
+        };
+        let file = shmstream::name::lock_path(name).exists();
+        say(&format!("forked: {got}, lock file {file}"));
+        // SAFETY: ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` outlives the call.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
 }
 
 /// The lock owner pid stamped in stream `name`'s header, straight from its `_meta` segment.
