@@ -566,8 +566,8 @@ fn i64_at(b: &[u8], off: usize) -> i64 {
 mod tests {
     use super::*;
 
-    fn sample() -> [u8; META_BYTES] {
-        encode_new(&NewHeader {
+    fn sample_new() -> NewHeader<'static> {
+        NewHeader {
             name: "cam0",
             dtype: Dtype::F32,
             shape: &[480, 640],
@@ -575,7 +575,11 @@ mod tests {
             device_index: -1,
             creator_pid: 1234,
             instance_id: [7; 16],
-        })
+        }
+    }
+
+    fn sample() -> [u8; META_BYTES] {
+        encode_new(&sample_new())
     }
 
     fn set(b: &mut [u8; META_BYTES], off: usize, v: &[u8]) {
@@ -643,6 +647,59 @@ mod tests {
         assert_eq!(h.instance_id, [7; 16]);
         assert_eq!(h.name, "cam0");
         assert_eq!(h.device_index, -1);
+    }
+
+    /// A header made without NOTIFY says so, and carries only the flags a creation adds.
+    #[test]
+    fn a_header_without_notify_says_so() {
+        let b = encode_new(&NewHeader {
+            flags: 0,
+            ..sample_new()
+        });
+        let h = decode(&b, Some("cam0")).expect("valid");
+        assert!(!h.notify() && h.cpu_mirror() && !h.gpu());
+        assert_eq!(
+            h.flags,
+            FLAG_CPU_MIRROR | FLAG_INSTANCE_ID | FLAG_HEADER_CRC
+        );
+    }
+
+    /// Nineteen dimensions, the most the shape table holds, round-trip; the twentieth is
+    /// `Ndim` (tested with the other rules).
+    #[test]
+    fn nineteen_dimensions_are_the_most_a_header_holds() {
+        let shape = [1usize; MAX_DIMS];
+        let b = encode_new(&NewHeader {
+            shape: &shape,
+            ..sample_new()
+        });
+        let h = decode(&b, Some("cam0")).expect("19 dimensions are valid");
+        assert_eq!(h.shape, shape.to_vec());
+        assert_eq!(h.size, 4);
+    }
+
+    /// The lock-stamp check takes a snapshot of any length: a short one (a `_meta` truncated
+    /// under the reader) is not "valid but for its stamps", and a longer one is judged by
+    /// its first 512 bytes.
+    #[test]
+    fn the_lock_stamp_check_takes_snapshots_of_any_length() {
+        let mut stamped = sample();
+        set(&mut stamped, offset::LOCK_OWNER_PID, &5i64.to_le_bytes());
+        let rule = FormatError::LockInconsistent;
+        assert!(valid_but_for_lock_stamps(&stamped, Some("cam0"), &rule));
+        let mut longer = stamped.to_vec();
+        longer.extend_from_slice(&[0xaa; 64]);
+        assert!(valid_but_for_lock_stamps(&longer, Some("cam0"), &rule));
+        assert!(!valid_but_for_lock_stamps(
+            &stamped[..300],
+            Some("cam0"),
+            &rule
+        ));
+        assert!(!valid_but_for_lock_stamps(
+            &stamped,
+            Some("cam0"),
+            &FormatError::BadMagic
+        ));
     }
 
     #[test]
