@@ -385,13 +385,12 @@ mod tests {
         assert_eq!(waits, 0, "waited for a creation");
     }
 
-    /// Review item: a `_meta` still zeroed (no magic), or still empty, after the creation
-    /// wait while somebody holds the name's lock is `NotFound` with `unfinished` set, as
-    /// `create` calls the name taken (it said "create it first").
-    #[test]
-    fn a_creation_held_past_the_wait_is_an_unfinished_not_found() {
+    /// Creates stream `tag`, takes its name's lock from another open file (as another
+    /// process's creation holds it), plants each of `planted` as its `_meta` and stats it
+    /// with a 100 ms wait: each outcome with the number of creation waits it entered.
+    fn stat_planted_under_a_held_lock(tag: &str, planted: &[Vec<u8>]) -> Vec<(Result<()>, u64)> {
         use std::os::fd::AsRawFd;
-        let stream = format!("held-creation-{}", sys::pid());
+        let stream = format!("{tag}-{}", sys::pid());
         let _ = catalog::unlink(&stream);
         drop(Stream::create(&stream, &[4], Dtype::U8).unwrap());
         let meta = crate::segment::path(&name::meta_id(&stream));
@@ -399,7 +398,7 @@ mod tests {
         // SAFETY: flock on a descriptor this scope owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
         let mut got = Vec::new();
-        for planted in [vec![0u8; META_BYTES], Vec::new()] {
+        for planted in planted {
             std::fs::write(&meta, planted).unwrap();
             CREATION_WAITS.with(|n| n.set(0));
             got.push((
@@ -413,6 +412,19 @@ mod tests {
         for left in [meta, payload, name::lock_path(&stream)] {
             let _ = std::fs::remove_file(left);
         }
+        got
+    }
+
+    /// Review item: a `_meta` still zeroed (no magic), still empty, or shorter than a header
+    /// (pyshmem sizes it after creating it) after the creation wait while somebody holds the
+    /// name's lock is `NotFound` with `unfinished` set, as `create` calls the name taken (it
+    /// said "create it first").
+    #[test]
+    fn a_creation_held_past_the_wait_is_an_unfinished_not_found() {
+        let got = stat_planted_under_a_held_lock(
+            "held-creation",
+            &[vec![0u8; META_BYTES], Vec::new(), vec![7u8; 100]],
+        );
         for (got, waits) in got {
             assert!(
                 matches!(&got, Err(Error::NotFound { unfinished: true, known, .. }) if known.is_empty()),
@@ -423,5 +435,68 @@ mod tests {
             assert!(!text.contains("create it first"), "{text}");
             assert!(text.contains("holding the name's lock"), "{text}");
         }
+    }
+
+    /// Under a held lock, a header that breaks a rule no creation leaves for long is said as
+    /// it is: a pyshmem v2 header (256 bytes, shorter than ours) at once, and one whose
+    /// version is still 0 after the wait (a creation's first step, but with its magic and
+    /// name in place) as that rule, not as a creation unfinished.
+    #[test]
+    fn under_a_held_lock_other_versions_and_half_written_headers_are_said_as_they_are() {
+        let v2: Vec<u8> = std::iter::once(2.0f64)
+            .chain(std::iter::repeat_n(0.0, 31))
+            .flat_map(f64::to_le_bytes)
+            .collect();
+        let mut version_0 = format::encode_new(&format::NewHeader {
+            name: &format!("held-versions-{}", sys::pid()),
+            dtype: Dtype::U8,
+            shape: &[4],
+            flags: 0,
+            device_index: -1,
+            creator_pid: sys::pid(),
+            instance_id: [3; 16],
+        });
+        version_0[format::offset::VERSION..][..2].fill(0);
+        let got = stat_planted_under_a_held_lock("held-versions", &[v2, version_0.to_vec()]);
+        assert!(
+            matches!(
+                got[0],
+                (
+                    Err(Error::CorruptHeader {
+                        rule: FormatError::LegacyV2,
+                        ..
+                    }),
+                    0
+                )
+            ),
+            "{:?}",
+            got[0]
+        );
+        assert!(
+            matches!(
+                got[1],
+                (
+                    Err(Error::CorruptHeader {
+                        rule: FormatError::Version(0),
+                        ..
+                    }),
+                    1
+                )
+            ),
+            "{:?}",
+            got[1]
+        );
+    }
+
+    /// A wait too long for the clock ("forever") ends 136 years from now, not before it.
+    #[test]
+    fn a_wait_too_long_for_the_clock_is_136_years() {
+        let start = Instant::now();
+        let until = wait_until(start, Duration::MAX);
+        assert_eq!(until - start, Duration::from_secs(u32::MAX.into()));
+        assert_eq!(
+            wait_until(start, Duration::from_millis(5)) - start,
+            Duration::from_millis(5)
+        );
     }
 }
