@@ -533,6 +533,44 @@ mod tests {
         );
     }
 
+    /// Every numpy type code, unmarked and with each little-endian or "not applicable" byte
+    /// order mark, is refused naming the type numpy 2.4 reads it as (x86-64 Linux: the table
+    /// `numpy.dtype(mark + code)` printed); unmarked `i8` and `u8` are this library's short
+    /// names, refused above as ambiguous.
+    #[test]
+    fn every_type_code_is_refused_naming_the_type_numpy_reads() {
+        let codes = [
+            ("?", "bool"),
+            ("b1", "bool"),
+            ("i1", "int8"),
+            ("i2", "int16"),
+            ("i4", "int32"),
+            ("i8", "int64"),
+            ("u1", "uint8"),
+            ("u2", "uint16"),
+            ("u4", "uint32"),
+            ("u8", "uint64"),
+            ("f2", "float16"),
+            ("f4", "float32"),
+            ("f8", "float64"),
+            ("c8", "complex64"),
+            ("c16", "complex128"),
+        ];
+        for (code, d) in codes {
+            for mark in ["", "<", "=", "|"] {
+                if mark.is_empty() && (code == "i8" || code == "u8") {
+                    continue;
+                }
+                let alias = format!("{mark}{code}");
+                let e = Dtype::from_numpy_name_only(&alias).unwrap_err();
+                assert!(
+                    e.contains(&format!("other spelling of {d} ")),
+                    "{alias}: {e}"
+                );
+            }
+        }
+    }
+
     /// Every dtype's copy out of shared memory, from a misaligned source into the
     /// uninitialized capacity of a new array, of 0, 1 and 5 elements, gives the bytes back
     /// (a bool's as 0 or 1); Miri checks the copies' bounds, alignment and validity.
