@@ -1588,14 +1588,14 @@ fn a_sparse_meta_in_a_full_dev_shm_kills_no_caller() {
     assert!(lines.iter().any(|l| l == "checked"), "{lines:?}");
 }
 
-/// The child of [`a_sparse_meta_in_a_full_dev_shm_kills_no_caller`]: this thread's own mount
-/// namespace (`unshare` copies it for the calling thread), where `/dev/shm` is a full 1 MiB
-/// tmpfs holding a stream's payload and a `_meta` of holes.
-fn full_dev_shm_with_a_sparse_meta() {
+/// Mounts a fresh tmpfs with `options` on each of `dirs` in this thread's own mount
+/// namespace (`unshare` copies it for the calling thread, so nothing outside the child sees
+/// them). Says `skip: ...` and returns `false` where it cannot (root without
+/// CAP_SYS_ADMIN, in a container).
+fn private_tmpfs(dirs: &[&str], options: &str) -> bool {
     use std::ffi::CString;
     let c = |s: &str| CString::new(s).unwrap();
-    let (tmpfs, shm, root) = (c("tmpfs"), c("/dev/shm"), c("/"));
-    let size = c("size=1m,mode=1777");
+    let (tmpfs, root, options) = (c("tmpfs"), c("/"), c(options));
     // SAFETY: plain syscalls with NUL-terminated strings that outlive them; they change only
     // this process's (this thread's) mount namespace.
     let mounted = unsafe {
@@ -1607,19 +1607,30 @@ fn full_dev_shm_with_a_sparse_meta() {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ) == 0
-            && libc::mount(
-                tmpfs.as_ptr(),
-                shm.as_ptr(),
-                tmpfs.as_ptr(),
-                0,
-                size.as_ptr().cast(),
-            ) == 0
+            && dirs.iter().all(|dir| {
+                let dir = c(dir);
+                libc::mount(
+                    tmpfs.as_ptr(),
+                    dir.as_ptr(),
+                    tmpfs.as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                ) == 0
+            })
     };
     if !mounted {
         common::say(&format!(
             "skip: no tmpfs of its own here: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    mounted
+}
+
+/// The child of [`a_sparse_meta_in_a_full_dev_shm_kills_no_caller`]: `/dev/shm` is a full
+/// 1 MiB tmpfs of its own holding a stream's payload and a `_meta` of holes.
+fn full_dev_shm_with_a_sparse_meta() {
+    if !private_tmpfs(&["/dev/shm"], "size=1m,mode=1777") {
         return;
     }
     let name = "sparse-meta";
@@ -1653,6 +1664,60 @@ fn full_dev_shm_with_a_sparse_meta() {
     shmstream::unlink(name).unwrap();
     assert!(!dir.join(shmstream::name::meta_id(name)).exists());
     common::say("checked");
+}
+
+/// `purge()`, pyshmem's purge of every stream on the machine, where it can harm nothing: in
+/// a child with a `/dev/shm` and a `/tmp` (the lock directory) of its own. It removes every
+/// stream, returning their names, and leaves a file that is no stream's. No test called it:
+/// one that returned no names, or a made-up one, passed. Root only.
+#[test]
+fn purge_of_everything_removes_every_stream_and_names_them() {
+    let test = "purge_of_everything_removes_every_stream_and_names_them";
+    if let Some(role) = common::child_role() {
+        if role == "purge_all" {
+            purge_all_in_a_dev_shm_of_its_own();
+        }
+        return;
+    }
+    if !common::is_root() {
+        eprintln!("skipping: mounting a tmpfs on /dev/shm needs root");
+        return;
+    }
+    let lines = common::child(test, "purge_all")
+        // Inside the child's own `/tmp`.
+        .env("PYSHMEM_LOCK_DIR", "/tmp/purge-all-locks")
+        .run(LONG);
+    if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
+        eprintln!("skipping: {skip}");
+        return;
+    }
+    assert_eq!(
+        lines,
+        ["removed purge-all-a purge-all-b", "left not-a-stream"],
+        "{lines:?}"
+    );
+}
+
+/// The child of [`purge_of_everything_removes_every_stream_and_names_them`].
+fn purge_all_in_a_dev_shm_of_its_own() {
+    if !private_tmpfs(&["/dev/shm", "/tmp"], "size=4m,mode=1777") {
+        return;
+    }
+    for name in ["purge-all-a", "purge-all-b"] {
+        Stream::create(name, &[4], Dtype::U8)
+            .unwrap()
+            .write_slice(&[1u8; 4])
+            .unwrap();
+    }
+    std::fs::write("/dev/shm/not-a-stream", b"x").unwrap();
+    let mut removed = shmstream::purge().unwrap();
+    removed.sort();
+    common::say(&format!("removed {}", removed.join(" ")));
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    common::say(&format!("left {}", left.join(" ")));
 }
 
 /// `r` is `create`'s refusal of a name an abandoned creation holds: not "already exists:
