@@ -518,7 +518,11 @@ mod tests {
             "removing what belongs to no stream",
             io::Error::from_raw_os_error(libc::EMFILE),
         );
-        let shown = PurgeFailure::new(PurgeItem::Leftover(file.clone()), error).to_string();
+        let failure = PurgeFailure::new(PurgeItem::Leftover(file.clone()), error);
+        // The error chain reaches the cause (an EMFILE), as a caller's `source()` walk sees it.
+        let source = std::error::Error::source(&failure).expect("a purge failure has its cause");
+        assert_eq!(source.to_string(), failure.error.to_string());
+        let shown = failure.to_string();
         let path = segment::path(&file);
         assert!(
             shown.starts_with(&format!(
