@@ -913,6 +913,31 @@ pub(crate) mod tests {
         assert!(!collides("cam0", "cam1"));
     }
 
+    /// A header without the instance-id flag (valid v3: the flag is optional) has no
+    /// instance id in its stat; one with it has the id in hex.
+    #[test]
+    fn a_stat_shows_the_instance_id_only_under_its_flag() {
+        let name = format!("stat-no-instance-{}", sys::pid());
+        let bytes = format::encode_new(&format::NewHeader {
+            name: &name,
+            dtype: Dtype::U8,
+            shape: &[4],
+            flags: 0,
+            device_index: -1,
+            creator_pid: sys::pid(),
+            instance_id: [0xab; 16],
+        });
+        let with = format::decode(&bytes, Some(&name)).unwrap();
+        let shown = StreamStat::from_header(&with).unwrap().instance_id;
+        assert_eq!(shown.as_deref(), Some("ab".repeat(16).as_str()));
+        let without = Header {
+            flags: with.flags & !format::FLAG_INSTANCE_ID,
+            instance_id: [0; 16],
+            ..with
+        };
+        assert_eq!(StreamStat::from_header(&without).unwrap().instance_id, None);
+    }
+
     #[test]
     fn only_what_a_writer_or_creator_in_progress_leaves_may_settle() {
         assert!(may_settle(&FormatError::LockInconsistent));
