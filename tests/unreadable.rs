@@ -1,7 +1,8 @@
 //! A stream of this user's whose `_meta` it may not open (its mode), in real processes:
-//! `list_streams` leaves it out (its name is inside), and `purge` reports it, where it passed
-//! over it silently. Root ignores modes, so as root (CI) the check runs in a child switched
-//! to another uid (the test binary re-executed with a role, see tests/common/mod.rs).
+//! `list_streams` leaves it out (its name is inside) and `unreadable_streams` names its file,
+//! and `purge` reports it, where it passed over it silently. Root ignores modes, so as root
+//! (CI) the check runs in a child switched to another uid (the test binary re-executed with
+//! a role, see tests/common/mod.rs).
 
 mod common;
 
@@ -63,6 +64,13 @@ fn check(prefix: &str) -> Vec<String> {
         listed.contains(&open),
         listed.contains(&shut),
         listed.contains(&stamps)
+    ));
+    // What the list left out for its mode, named by its file (its name is inside it).
+    let unreadable = shmstream::unreadable_streams().unwrap();
+    said.push(format!(
+        "unreadable shut {}",
+        unreadable.iter().any(|e| matches!(e,
+            Error::AccessDenied { path, mode: 0, writable: false, .. } if *path == meta))
     ));
     let report = shmstream::purge_matching(
         PurgeOptions {
@@ -162,6 +170,7 @@ fn purge_reports_a_stream_whose_meta_it_may_not_open() {
     };
     let expected = [
         "listed open true, shut false, stamps false".to_owned(),
+        "unreadable shut true".to_owned(),
         format!("removed {prefix}-open"),
         "stamps reported true".to_owned(),
         "failed unreadable stream: item true, denied true, named true, remedy true".to_owned(),
