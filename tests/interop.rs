@@ -723,6 +723,38 @@ fn python_read_new_wakes_on_a_rust_write() {
     p.wait_success(LONG);
 }
 
+/// Our unlink ends pyshmem's `read_new` parked on the stream: the unlink stores a negative
+/// sequence, which pyshmem reads as a stream it must refuse, and wakes the futex. With the
+/// park cap raised to an hour (as above), a store pyshmem does not refuse, or a wake that
+/// missed it, leaves the peer parked past [`LONG`].
+#[test]
+fn our_unlink_ends_a_python_read_new_parked_on_the_stream() {
+    let Some(py) = python() else { return };
+    let name = unique_name("interop-unlink-wake");
+    let _c = Cleanup::new([&name]);
+    let s = StreamOptions::new(&name)
+        .shape(&[2])
+        .dtype(Dtype::I32)
+        .notify(true)
+        .create()
+        .unwrap();
+    s.write_slice(&[1i32, 1]).unwrap();
+    let mut p = Proc::spawn(py_command(&py, "peer.py", &["read_new_parked", &name]));
+    let waiting = p.expect_line("waiting", LONG);
+    let (count, addr) = waiting.split_once(" 0x").unwrap();
+    assert_eq!(count, "1");
+    wait_parked(&mut p, u64::from_str_radix(addr, 16).unwrap());
+    shmstream::unlink(&name).unwrap();
+    let got = p.line_within(LONG);
+    assert!(
+        got.as_deref().is_some_and(|l| l.starts_with("refused ")
+            && l.contains(&format!("stream '{name}' contains an incomplete write"))),
+        "pyshmem's parked read_new did not end at our unlink: {got:?}\n{}",
+        p.diagnostics()
+    );
+    p.wait_success(LONG);
+}
+
 /// The other direction can only be shown by timing, since our park cap is raised only in
 /// unit tests: so this test checks the data, and the wake is shown transitively.
 /// `python_read_new_wakes_on_a_rust_write` shows our wake reaches pyshmem's wait (same word,

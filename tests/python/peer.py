@@ -69,12 +69,17 @@ def cmd_increment(name, n):
 def cmd_read_new_parked(name):
     """read_new without a timeout, in one futex park: pyshmem's park cap (50 ms, after which
     it looks at the count again) is raised to an hour, so only a writer's wake ends the
-    wait soon. Says "waiting <count> <futex word address>", then "got <value> <count>"."""
+    wait soon. Says "waiting <count> <futex word address>", then "got <value> <count>", or
+    "refused <message>" where pyshmem refuses the stream (InconsistentStreamError)."""
     pyshmem._shared._NOTIFY_MAX_PARK = 3600.0
     s = pyshmem.open(name, readonly=True)
     say(f"waiting {s.count} {s._seq_word_addr:#x}")
-    v = s.read_new()
-    say(f"got {v.reshape(-1)[0]} {s.last_read_count}")
+    try:
+        v = s.read_new()
+    except pyshmem.InconsistentStreamError as e:
+        say(f"refused {e}")
+    else:
+        say(f"got {v.reshape(-1)[0]} {s.last_read_count}")
     s.close()
 
 
