@@ -437,10 +437,10 @@ mod tests {
         }
     }
 
-    /// Under a held lock, a header that breaks a rule no creation leaves for long is said as
-    /// it is: a pyshmem v2 header (256 bytes, shorter than ours) at once, and one whose
-    /// version is still 0 after the wait (a creation's first step, but with its magic and
-    /// name in place) as that rule, not as a creation unfinished.
+    /// Under a held lock, only a header without its magic or name is a creation unfinished:
+    /// a pyshmem v2 header (256 bytes, shorter than ours) is said at once, without a wait,
+    /// and one whose version is still 0 after the wait, its magic and name in place, is
+    /// corrupt by that rule.
     #[test]
     fn under_a_held_lock_other_versions_and_half_written_headers_are_said_as_they_are() {
         let v2: Vec<u8> = std::iter::once(2.0f64)
