@@ -690,6 +690,25 @@ fn wait_parked(p: &mut Proc, addr: u64) {
     });
 }
 
+/// Creates the notify stream `name` holding one frame, and starts a pyshmem peer in
+/// `read_new` on it, without a timeout and its park cap raised to an hour; returns once the
+/// peer is seen parked on the stream's futex word.
+fn python_parked_on_a_new_stream(py: &Path, name: &str) -> (Stream, Proc) {
+    let s = StreamOptions::new(name)
+        .shape(&[2])
+        .dtype(Dtype::I32)
+        .notify(true)
+        .create()
+        .unwrap();
+    s.write_slice(&[1i32, 1]).unwrap();
+    let mut p = Proc::spawn(py_command(py, "peer.py", &["read_new_parked", name]));
+    let waiting = p.expect_line("waiting", LONG);
+    let (count, addr) = waiting.split_once(" 0x").unwrap();
+    assert_eq!(count, "1");
+    wait_parked(&mut p, u64::from_str_radix(addr, 16).unwrap());
+    (s, p)
+}
+
 /// A Rust write wakes pyshmem's `read_new` parked on the stream's futex. The peer waits
 /// without a timeout, its park cap (50 ms, after which pyshmem looks at the count again)
 /// raised to an hour, and the write comes only once the peer is seen parked on the word: a
@@ -700,18 +719,7 @@ fn python_read_new_wakes_on_a_rust_write() {
     let Some(py) = python() else { return };
     let name = unique_name("interop-wake");
     let _c = Cleanup::new([&name]);
-    let s = StreamOptions::new(&name)
-        .shape(&[2])
-        .dtype(Dtype::I32)
-        .notify(true)
-        .create()
-        .unwrap();
-    s.write_slice(&[1i32, 1]).unwrap();
-    let mut p = Proc::spawn(py_command(&py, "peer.py", &["read_new_parked", &name]));
-    let waiting = p.expect_line("waiting", LONG);
-    let (count, addr) = waiting.split_once(" 0x").unwrap();
-    assert_eq!(count, "1");
-    wait_parked(&mut p, u64::from_str_radix(addr, 16).unwrap());
+    let (s, mut p) = python_parked_on_a_new_stream(&py, &name);
     s.write_slice(&[100i32, 100]).unwrap();
     let got = p.line_within(LONG);
     assert_eq!(
@@ -732,18 +740,7 @@ fn our_unlink_ends_a_python_read_new_parked_on_the_stream() {
     let Some(py) = python() else { return };
     let name = unique_name("interop-unlink-wake");
     let _c = Cleanup::new([&name]);
-    let s = StreamOptions::new(&name)
-        .shape(&[2])
-        .dtype(Dtype::I32)
-        .notify(true)
-        .create()
-        .unwrap();
-    s.write_slice(&[1i32, 1]).unwrap();
-    let mut p = Proc::spawn(py_command(&py, "peer.py", &["read_new_parked", &name]));
-    let waiting = p.expect_line("waiting", LONG);
-    let (count, addr) = waiting.split_once(" 0x").unwrap();
-    assert_eq!(count, "1");
-    wait_parked(&mut p, u64::from_str_radix(addr, 16).unwrap());
+    let (_s, mut p) = python_parked_on_a_new_stream(&py, &name);
     shmstream::unlink(&name).unwrap();
     let got = p.line_within(LONG);
     assert!(
