@@ -408,6 +408,29 @@ mod tests {
         pub(super) static RING_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
+    /// A `_meta` that cannot be opened (here for want of a descriptor) says nothing of its
+    /// header: `headerless` finds no abandoned creation there, whose remedy, an unlink,
+    /// would remove a stream. Run again in a child (this test binary, its descriptor limit
+    /// lowered by the shell): a full descriptor table is the whole process's.
+    #[test]
+    fn a_meta_it_cannot_open_is_no_abandoned_creation() {
+        const TEST: &str = "create::tests::a_meta_it_cannot_open_is_no_abandoned_creation";
+        const CHILD: &str = "SHMSTREAM_CREATE_FDLESS_NAME";
+        if let Some(name) = std::env::var_os(CHILD) {
+            let name = name.into_string().unwrap();
+            let opened = headerless(&name).map_err(|e| e.to_string());
+            let fillers = crate::few_descriptors::take_every_descriptor();
+            let unopened = headerless(&name).map_err(|e| e.to_string());
+            drop(fillers);
+            println!("said: {opened:?} {unopened:?}");
+            return;
+        }
+        let name = format!("create-fdless-{}", sys::pid());
+        let _s = crate::catalog::scratch(&name, &[4], Dtype::U8).unwrap();
+        let said = crate::few_descriptors::said_in_a_child(TEST, (CHILD, name.as_ref()));
+        assert_eq!(said, ["Ok(false) Ok(false)"]);
+    }
+
     /// Each segment counts whole pages, as tmpfs stores them: a 100-byte stream on a 4 KiB
     /// tmpfs needs two pages (its payload and its `_meta`), not 612 bytes that would fit.
     #[test]
