@@ -31,9 +31,10 @@ fn child_entry() {
         }
         // Creates a stream of `size` bytes (4 MiB) keeping `history` frames (none) under a
         // 1 MiB file-size limit, SIGXFSZ at its default action (kill): says why it was
-        // refused, and each object it made in /dev/shm under the stream's segment id
-        // (`made <file>`, seen by inotify: the creator removes them before it returns).
-        "create_over_the_file_size_limit" => {
+        // refused, or that it was created (and writes a frame to it), and each object it made
+        // in /dev/shm under the stream's segment id (`made <file>`, seen by inotify: a creator
+        // refused removes them before it returns).
+        "create_under_a_file_size_limit" => {
             let name: String = param("name");
             let size: usize = param_opt("size").unwrap_or(4 << 20);
             let history: usize = param_opt("history").unwrap_or(0);
@@ -57,7 +58,11 @@ fn child_entry() {
             }
             match made {
                 Err(e @ Error::FileSizeLimit { .. }) => say(&format!("refused {e}")),
-                other => panic!("{:?}", other.map(drop)),
+                Ok(s) => {
+                    s.write_slice(&vec![7u8; size]).unwrap();
+                    say("created");
+                }
+                Err(e) => panic!("{e}"),
             }
         }
         // Reads a frame into new arrays (a snapshot, a cursor's next) under an address-space
@@ -176,7 +181,7 @@ fn shm_creations() -> impl FnMut() -> Vec<String> {
     }
 }
 
-/// The refusal a `create_over_the_file_size_limit` child printed, checking that it saw no
+/// The refusal a `create_under_a_file_size_limit` child printed, checking that it saw no
 /// segment made.
 fn refused_before_any_segment(lines: &[String]) -> &str {
     let made: Vec<_> = lines.iter().filter(|l| l.starts_with("made ")).collect();
@@ -194,7 +199,7 @@ fn refused_before_any_segment(lines: &[String]) -> &str {
 fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
     let name = unique_name("fsize");
     let _c = Cleanup::new([&name]);
-    let lines = child("child_entry", "create_over_the_file_size_limit")
+    let lines = child("child_entry", "create_under_a_file_size_limit")
         .param("name", &name)
         .run(LONG);
     let refused = refused_before_any_segment(&lines);
@@ -220,7 +225,7 @@ fn a_stream_over_the_file_size_limit_is_refused_not_killed() {
 fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
     let name = unique_name("fsize-ring");
     let _c = Cleanup::new([&name]);
-    let lines = child("child_entry", "create_over_the_file_size_limit")
+    let lines = child("child_entry", "create_under_a_file_size_limit")
         .param("name", &name)
         .param("size", 512 << 10)
         .param("history", 4)
@@ -245,6 +250,23 @@ fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert!(!shmstream::name::lock_path(&name).exists());
+}
+
+/// A stream whose every segment fits under the file-size limit is created there, its ring
+/// included, and takes frames: the limit refuses only what is over it, and a payload of
+/// the limit's size is not (`ulimit -f` bounds a file's size, not one byte short of it).
+#[test]
+fn a_stream_under_the_file_size_limit_is_created() {
+    for (size, history) in [(64 << 10, 4), (1 << 20, 0)] {
+        let name = unique_name("fsize-fits");
+        let _c = Cleanup::new([&name]);
+        let lines = child("child_entry", "create_under_a_file_size_limit")
+            .param("name", &name)
+            .param("size", size)
+            .param("history", history)
+            .run(LONG);
+        assert!(lines.iter().any(|l| l == "created"), "{size}: {lines:?}");
+    }
 }
 
 // ----- lifecycle and catalog -----
