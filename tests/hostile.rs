@@ -1720,6 +1720,38 @@ fn purge_all_in_a_dev_shm_of_its_own() {
     common::say(&format!("left {}", left.join(" ")));
 }
 
+/// Where the name's lock cannot be looked at (the lock directory's path runs through a
+/// file), a payload without `_meta` is not called an abandoned creation, whose remedy is an
+/// unlink: whether a creator holds the lock is unknown, so the name is said to be taken.
+/// With the lock reachable, the same payload is one.
+#[test]
+fn a_payload_alone_whose_lock_cannot_be_looked_at_is_taken_not_abandoned() {
+    let test = "a_payload_alone_whose_lock_cannot_be_looked_at_is_taken_not_abandoned";
+    if common::child_role().as_deref() == Some("unreachable_lock") {
+        let name: String = common::param("name");
+        match Stream::create(&name, &[4], Dtype::U8) {
+            Err(Error::AlreadyExists {
+                being_created: false,
+                ..
+            }) => common::say("taken"),
+            other => common::say(&format!("other {:?}", other.map(drop))),
+        }
+        return;
+    }
+    let name = unique_name("unreachable-lock");
+    let _c = Cleanup::new([&name]);
+    std::fs::write(shm_path(&shmstream::name::segment_id(&name)), [0u8; 4]).unwrap();
+    let file = std::env::temp_dir().join(unique_name("not-a-dir"));
+    std::fs::write(&file, b"").unwrap();
+    let lines = common::child(test, "unreachable_lock")
+        .param("name", &name)
+        .env("PYSHMEM_LOCK_DIR", file.join("locks"))
+        .run(LONG);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(lines, ["taken"]);
+    assert_abandoned(Stream::create(&name, &[4], Dtype::U8).map(drop), &name);
+}
+
 /// `r` is `create`'s refusal of a name an abandoned creation holds: not "already exists:
 /// open it" (which `open` answers with "not found"), but what it is and the command that
 /// removes it.
