@@ -1666,6 +1666,88 @@ fn full_dev_shm_with_a_sparse_meta() {
     common::say("checked");
 }
 
+/// A stream that does not fit in `/dev/shm` is refused with what ran out, judged once its
+/// parts are removed: inodes where fewer are free than its segments (payload, `_meta`, and
+/// its ring where it keeps history), else bytes. No test ran out of inodes: a count of the
+/// segments off by one either way passed. Root only: in a child with a `/dev/shm` of its own
+/// (1 MiB, 64 inodes), whose free inodes it sets by making empty files.
+#[test]
+fn a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes() {
+    let test = "a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes";
+    if let Some(role) = common::child_role() {
+        if role == "small_dev_shm" {
+            shortages_in_a_small_dev_shm();
+        }
+        return;
+    }
+    if !common::is_root() {
+        eprintln!("skipping: mounting a tmpfs on /dev/shm needs root");
+        return;
+    }
+    let lines = common::child(test, "small_dev_shm")
+        // Inside the child's own `/tmp`.
+        .env("PYSHMEM_LOCK_DIR", "/tmp/shortage-locks")
+        .run(LONG);
+    if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
+        eprintln!("skipping: {skip}");
+        return;
+    }
+    assert_eq!(
+        lines,
+        [
+            "ring over the bytes, 3 inodes free: Bytes",
+            "payload over the bytes, 2 inodes free: Bytes",
+            "ring without an inode, 2 inodes free: Inodes",
+            "payload without an inode, 1 inodes free: Inodes",
+        ],
+        "{lines:?}"
+    );
+}
+
+/// The child of [`a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes`].
+fn shortages_in_a_small_dev_shm() {
+    if !private_tmpfs(&["/dev/shm", "/tmp"], "size=1m,nr_inodes=64,mode=1777") {
+        return;
+    }
+    let free_inodes = || {
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a NUL-terminated path and room for one statvfs.
+        let rc = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) };
+        assert_eq!(rc, 0, "statvfs /dev/shm");
+        // SAFETY: the call above filled it.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        let free = st.f_favail as u64;
+        free
+    };
+    let mut fillers = 0;
+    // (what, frame bytes, history frames, inodes left free)
+    for (what, bytes, history, free) in [
+        ("ring over the bytes", 4096, 300, 3),
+        ("payload over the bytes", 2 << 20, 0, 2),
+        ("ring without an inode", 4096, 1, 2),
+        ("payload without an inode", 4096, 0, 1),
+    ] {
+        while free_inodes() > free {
+            std::fs::write(format!("/dev/shm/filler-{fillers}"), b"").unwrap();
+            fillers += 1;
+        }
+        assert_eq!(free_inodes(), free);
+        let made = shmstream::StreamOptions::new("shortage")
+            .shape(&[bytes])
+            .dtype(Dtype::U8)
+            .history(history)
+            .create();
+        match made {
+            Err(Error::NoSpace { shortage, .. }) => {
+                common::say(&format!("{what}, {free} inodes free: {shortage:?}"))
+            }
+            other => panic!("{what}: {:?}", other.map(drop)),
+        }
+        assert_eq!(free_inodes(), free, "{what}: parts left");
+    }
+}
+
 /// `purge()`, pyshmem's purge of every stream on the machine, where it can harm nothing: in
 /// a child with a `/dev/shm` and a `/tmp` (the lock directory) of its own. It removes every
 /// stream, returning their names, and leaves a file that is no stream's. No test called it:
