@@ -314,7 +314,7 @@ fn a_planted_build_id_is_named_by_create() {
 /// The ring's name of a stream without history is free while the stream lives, so anyone may
 /// plant something there. The stream stays usable (without history): `open` and `stat` work,
 /// `unlink` removes the stream and its lock file, and a `create` with history of a name whose
-/// ring is squatted says so instead of "already exists".
+/// ring is squatted says so instead of "already exists" (one without history succeeds).
 #[test]
 fn a_planted_ring_leaves_the_stream_usable_and_is_named_by_create() {
     let _purging = purging();
@@ -354,6 +354,16 @@ fn a_planted_ring_leaves_the_stream_usable_and_is_named_by_create() {
         assert!(
             matches!(&created, Err(Error::Untrusted { name: n, .. }) if *n == name),
             "{plant:?}: create gave {created:?}"
+        );
+        // A stream without history has no ring: what squats the ring's name is no concern of
+        // its `create`.
+        let n = name.clone();
+        let created = within("create", move || {
+            Stream::create(&n, &[4], Dtype::U8).map(|s| s.history_depth())
+        });
+        assert!(
+            matches!(created, Ok(0)),
+            "{plant:?}: create without history gave {created:?}"
         );
         remove(&planted);
     }
