@@ -219,8 +219,9 @@ fn unsafe_lock_directories_are_refused_before_anything_is_created() {
 
 /// A lock directory this user may not create files in (its own, mode 0500) refuses `create`
 /// with [`Error::LockDir`] naming the directory and the remedy; it was "opening the lock file
-/// failed for stream '...': Permission denied". As root, whom no mode stops, the child runs as
-/// uid 64123, which owns the directory.
+/// failed for stream '...': Permission denied". So does one to be made inside it, which
+/// this user may not create. As root, whom no mode stops, the child runs as uid 64123,
+/// which owns the directory.
 #[test]
 fn a_lock_directory_this_user_may_not_write_is_refused_naming_it() {
     let dir = temp_path("lockdir-0500");
@@ -232,21 +233,27 @@ fn a_lock_directory_this_user_may_not_write_is_refused_naming_it() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
     let name = unique_name("lockdir-0500");
     let _c = Cleanup::new([&name]);
-    let mut create = child("child_entry", "create_refused")
-        .param("name", &name)
-        .env("PYSHMEM_LOCK_DIR", &dir);
-    if let Some(uid) = as_other {
-        create = create.run_as_user(uid);
+    let mut refused = Vec::new();
+    for lock_dir in [dir.clone(), dir.join("locks")] {
+        let mut create = child("child_entry", "create_refused")
+            .param("name", &name)
+            .env("PYSHMEM_LOCK_DIR", &lock_dir);
+        if let Some(uid) = as_other {
+            create = create.run_as_user(uid);
+        }
+        let lines = create.run(LONG);
+        refused.push((lock_dir, lines[0].clone()));
     }
-    let lines = create.run(LONG);
     let _ = std::fs::remove_dir_all(&dir);
-    let msg = lines[0].strip_prefix("refused ").unwrap();
-    assert!(
-        msg.contains(&format!("{dir:?}"))
-            && msg.contains("may not create")
-            && msg.contains("PYSHMEM_LOCK_DIR"),
-        "the message must name the directory, why and the fix: {msg}"
-    );
+    for (lock_dir, line) in refused {
+        let msg = line.strip_prefix("refused ").unwrap();
+        assert!(
+            msg.contains(&format!("{lock_dir:?}"))
+                && msg.contains("may not create")
+                && msg.contains("PYSHMEM_LOCK_DIR"),
+            "the message must name the directory, why and the fix: {msg}"
+        );
+    }
     for id in ids(&name) {
         assert!(!shm(&id).exists(), "{id} was created");
     }
