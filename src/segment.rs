@@ -353,6 +353,30 @@ mod tests {
         assert!(exists(&too_long));
     }
 
+    /// Only a stream segment's building id (payload, `_meta` or ring, then `.creating-` and
+    /// a pid) is an abandoned creation, which `purge` removes once its creator is dead: any
+    /// other file in `/dev/shm` so named is no file of ours.
+    #[test]
+    fn only_a_segment_s_building_id_is_an_abandoned_creation() {
+        let id = crate::name::segment_id("cam");
+        for part in ["", "_meta", "_hist"] {
+            assert_eq!(
+                abandoned_creation(&format!("{id}{part}.creating-42")),
+                Some((id.as_str(), 42)),
+                "{part}"
+            );
+        }
+        for other in [
+            "report.creating-42".to_owned(),
+            format!("{id}_gpu.creating-42"),
+            format!("{id}.creating-4x2"),
+            format!("{id}.creating-"),
+            format!("{id}.creating--42"),
+        ] {
+            assert_eq!(abandoned_creation(&other), None, "{other}");
+        }
+    }
+
     /// A published object has its final id alone (a second name, from a creator killed
     /// before it removed it, hid the stream's unlink from every handle); an id taken is
     /// refused, the object left under its building id.
