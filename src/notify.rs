@@ -862,6 +862,26 @@ pub(crate) mod tests {
         });
     }
 
+    /// A cancel flag is its thread's only while its wait runs, and the flag before it is
+    /// back after: a blocking-pool thread's next wait (another task's, or a blocking one)
+    /// must not end at once for a wait cancelled before it.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_cancel_flag_is_its_thread_s_only_while_its_wait_runs() {
+        let cancelled_wait = Arc::new(Cancel::default());
+        cancelled_wait.cancel();
+        assert!(cancellable(cancelled_wait.clone(), cancelled));
+        assert!(
+            !cancelled(),
+            "a finished wait's cancel ends this thread's next wait"
+        );
+        let outer = Arc::new(Cancel::default());
+        let inner_then_outer = cancellable(outer, || {
+            (cancellable(cancelled_wait, cancelled), cancelled())
+        });
+        assert_eq!(inner_then_outer, (true, false));
+    }
+
     /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word` (the
     /// async waits' tests).
     #[cfg(feature = "tokio")]
