@@ -1937,8 +1937,12 @@ fn default_timeout_and_wait_strategy_are_settable() {
     assert_eq!(s.default_timeout(), Duration::from_secs(5));
     s.set_default_timeout(Duration::from_millis(250));
     assert_eq!(s.default_timeout(), Duration::from_millis(250));
-    s.set_wait_strategy(shmstream::WaitStrategy::Spin);
-    assert_eq!(s.wait_strategy(), shmstream::WaitStrategy::Spin);
+    use shmstream::WaitStrategy::{Adaptive, Park, Spin, Yield};
+    assert_eq!(s.wait_strategy(), Adaptive);
+    for strategy in [Park, Yield, Adaptive, Spin] {
+        s.set_wait_strategy(strategy);
+        assert_eq!(s.wait_strategy(), strategy);
+    }
     let w = Stream::open(&name).unwrap();
     std::thread::scope(|sc| {
         sc.spawn(|| w.write_slice(&[8u8]).unwrap());
