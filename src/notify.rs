@@ -791,6 +791,8 @@ pub(crate) mod tests {
     #[test]
     fn a_wait_past_its_look_at_an_open_bracket_does_not_park() {
         let (name, s) = one_byte_notify_stream("past-due");
+        // A frame first: the bracket is at 3, not at the first sequence, 1.
+        s.write_slice(&[1u8]).unwrap();
         let s = std::sync::Arc::new(s);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = s.clone();
@@ -814,6 +816,30 @@ pub(crate) mod tests {
             (true, true, true),
             "(paused, ran out, look due)"
         );
+    }
+
+    /// A wait past its look on a stable frame, where nobody looks for a dead writer, parks
+    /// as ever, until a wake: only at an open bracket does it return without parking, for
+    /// the look to come next.
+    #[test]
+    fn a_wait_past_its_look_on_a_stable_frame_parks() {
+        let (name, s) = one_byte_notify_stream("past-due-stable");
+        s.write_slice(&[1u8]).unwrap();
+        let stable = s
+            .header
+            .sequence()
+            .load(std::sync::atomic::Ordering::Acquire);
+        assert_eq!(stable, 2);
+        let task = std::fs::read_link("/proc/thread-self").unwrap();
+        PARK_CAP.with(|c| c.set(Duration::from_secs(3600)));
+        let mut w = Waiter::new(WaitStrategy::Park, true, None);
+        w.looked_at = Instant::now().checked_sub(2 * LOOK_AT_LEAST_EVERY);
+        // Fails (the waiter never parked) where the pause returns without parking.
+        pause_while(&mut w, &s.header, stable, &task, || wake_all(&s.header));
+        assert_eq!(w.ran_out_on, None);
+        PARK_CAP.with(|c| c.set(MAX_PARK));
+        drop(s);
+        crate::unlink(&name).unwrap();
     }
 
     /// A wait that has paused more than `u32::MAX` times (about two minutes of spinning)
