@@ -488,6 +488,52 @@ fn a_creation_at_work_holds_the_name_for_create_and_open() {
     drop(building);
 }
 
+/// What is no creation at work leaves an open of a name that has only its lock file saying
+/// plain `NotFound`, not "unfinished": the build object of a dead creator, another name's
+/// build object made by a live one (this process), and any other stream's segments.
+#[test]
+fn only_a_live_creators_build_of_the_name_is_a_creation_at_work() {
+    let (name, other) = (unique_name("not-at-work"), unique_name("at-work-other"));
+    let _c = Cleanup::new([&name, &other]);
+    // The name's lock file, left behind by a stream whose segments are gone.
+    drop(Stream::create(&name, &[4], Dtype::U8).unwrap());
+    for id in [
+        shmstream::name::segment_id(&name),
+        shmstream::name::meta_id(&name),
+    ] {
+        std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+    }
+    let _other = Stream::create(&other, &[4], Dtype::U8).unwrap();
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let dead = exited.id();
+    assert!(exited.wait().unwrap().success());
+    let building = |of: &str, pid: u32| {
+        format!(
+            "/dev/shm/{}.creating-{pid}",
+            shmstream::name::segment_id(of)
+        )
+    };
+    let mut said = Vec::new();
+    for planted in [
+        None,
+        Some(building(&name, dead)),
+        Some(building(&other, std::process::id())),
+    ] {
+        if let Some(p) = &planted {
+            std::fs::write(p, [0u8; 4]).unwrap();
+        }
+        let opened = Stream::open(&name).map(drop);
+        if let Some(p) = &planted {
+            std::fs::remove_file(p).unwrap();
+        }
+        said.push(match opened {
+            Err(Error::NotFound { unfinished, .. }) => format!("unfinished {unfinished}"),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(said, ["unfinished false"; 3]);
+}
+
 #[test]
 fn invalid_names_and_shapes_are_refused() {
     for bad in ["", "   ", "nul\0byte"] {
