@@ -662,7 +662,12 @@ fn unlink_of_another_users_payload_names_its_owner_and_leaves_no_lock_file() {
         ["untrusted true", "lock left false"],
         "{lines:?}"
     );
-    assert!(lines[2].contains("owned by uid 0"), "{}", lines[2]);
+    // Who can remove it: not this user.
+    assert!(
+        lines[2].contains("owned by uid 0") && lines[2].contains("only root can remove it"),
+        "{}",
+        lines[2]
+    );
 }
 
 /// Another user's stream at its default mode (0600): `open`, `stat` and `unlink` gave
