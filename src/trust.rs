@@ -184,6 +184,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// What is refused is said as what it is: a device (character or block) as a device.
+    #[test]
+    fn a_device_is_refused_as_a_device() {
+        let null = Path::new("/dev/null");
+        let e = check_metadata(&std::fs::symlink_metadata(null).unwrap(), null).unwrap_err();
+        assert!(
+            is_refused(&e)
+                && e.to_string()
+                    .ends_with("it is a device, not a regular file"),
+            "{e}"
+        );
+    }
+
     /// `EACCES` from opening another user's file names its owner; from our own unreadable
     /// file it is [`Denied`], with the file's mode (ours to fix).
     #[test]
