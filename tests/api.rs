@@ -253,11 +253,12 @@ fn a_history_ring_over_the_file_size_limit_is_refused_naming_history() {
 }
 
 /// A stream whose every segment fits under the file-size limit is created there, its ring
-/// included, and takes frames: the limit refuses only what is over it, and a payload of
-/// the limit's size is not (`ulimit -f` bounds a file's size, not one byte short of it).
+/// included, and takes frames: the limit refuses only what is over it, and a payload or a
+/// ring of the limit's size is not (`ulimit -f` bounds a file's size, not one byte short of
+/// it). The ring of 5 461 frames of 128 bytes is 64 + 5 461 × (128 + 64) bytes: 1 MiB.
 #[test]
 fn a_stream_under_the_file_size_limit_is_created() {
-    for (size, history) in [(64 << 10, 4), (1 << 20, 0)] {
+    for (size, history) in [(64 << 10, 4), (1 << 20, 0), (128, 5461)] {
         let name = unique_name("fsize-fits");
         let _c = Cleanup::new([&name]);
         let lines = child("child_entry", "create_under_a_file_size_limit")
