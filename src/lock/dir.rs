@@ -227,7 +227,7 @@ mod tests {
     /// A lock directory this process makes is private (0700) whatever the umask cut from
     /// the mode it asked for: under umask 0277 it is made 0500, in which no process of this
     /// user but root could make a lock file. Run again in a child (this test binary) under
-    /// that umask: a umask is the whole process's.
+    /// that umask, which the shell sets: a umask is the whole process's.
     #[test]
     fn a_lock_directory_made_under_a_umask_is_made_private() {
         const TEST: &str = "lock::dir::tests::a_lock_directory_made_under_a_umask_is_made_private";
@@ -243,18 +243,14 @@ mod tests {
             std::env::temp_dir().join(format!("shmstream-lockdir-umask-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir(&base).unwrap();
-        let out = std::process::Command::new("sh")
-            .args(["-c", r#"umask 0277 && exec "$0" "$@""#])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD, base.join("locks"))
-            .output()
-            .unwrap();
+        let locks = base.join("locks");
+        let said = crate::few_descriptors::said_in_a_shell_child(
+            "umask 0277",
+            TEST,
+            (CHILD, locks.as_os_str()),
+        );
         let _ = std::fs::remove_dir_all(&base);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stdout}\n{stderr}");
-        assert!(stdout.lines().any(|l| l.ends_with("said: 700")), "{stdout}");
+        assert_eq!(said, ["700"]);
     }
 
     /// A directory made here is owned by the effective uid (not the real one, which differs
