@@ -1568,24 +1568,46 @@ fn headerless_meta(name: &str) {
 /// mount namespace of its own and a 1 MiB tmpfs on `/dev/shm`.
 #[test]
 fn a_sparse_meta_in_a_full_dev_shm_kills_no_caller() {
-    let test = "a_sparse_meta_in_a_full_dev_shm_kills_no_caller";
-    if let Some(role) = common::child_role() {
-        if role == "full_dev_shm" {
-            full_dev_shm_with_a_sparse_meta();
-        }
+    let Some(lines) = in_a_child_with_a_tmpfs_of_its_own(
+        "a_sparse_meta_in_a_full_dev_shm_kills_no_caller",
+        ("full_dev_shm", full_dev_shm_with_a_sparse_meta),
+        None,
+    ) else {
         return;
+    };
+    assert!(lines.iter().any(|l| l == "checked"), "{lines:?}");
+}
+
+/// Both sides of a test whose child (`role`, which runs `child_side`) mounts tmpfs of its own
+/// ([`private_tmpfs`]): in that child, runs `child_side` and returns `None`; in the test
+/// process, runs the child, with `PYSHMEM_LOCK_DIR` at `lock_dir` where given (in the
+/// child's own `/tmp`), and returns its lines. `None`, saying why, where it cannot: not root,
+/// or root without CAP_SYS_ADMIN (a container), which the child says (not passed in silence).
+fn in_a_child_with_a_tmpfs_of_its_own(
+    test: &str,
+    (role, child_side): (&str, fn()),
+    lock_dir: Option<&str>,
+) -> Option<Vec<String>> {
+    if let Some(r) = common::child_role() {
+        if r == role {
+            child_side();
+        }
+        return None;
     }
     if !common::is_root() {
-        eprintln!("skipping: mounting a small tmpfs on /dev/shm needs root");
-        return;
+        eprintln!("skipping: mounting a tmpfs on /dev/shm needs root");
+        return None;
     }
-    let lines = common::child(test, "full_dev_shm").run(LONG);
+    let mut child = common::child(test, role);
+    if let Some(dir) = lock_dir {
+        child = child.env("PYSHMEM_LOCK_DIR", dir);
+    }
+    let lines = child.run(LONG);
     if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
-        // Root without CAP_SYS_ADMIN (a container): said, not passed in silence.
         eprintln!("skipping: {skip}");
-        return;
+        return None;
     }
-    assert!(lines.iter().any(|l| l == "checked"), "{lines:?}");
+    Some(lines)
 }
 
 /// Mounts a fresh tmpfs with `options` on each of `dirs` in this thread's own mount
@@ -1673,25 +1695,13 @@ fn full_dev_shm_with_a_sparse_meta() {
 /// (1 MiB, 64 inodes), whose free inodes it sets by making empty files.
 #[test]
 fn a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes() {
-    let test = "a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes";
-    if let Some(role) = common::child_role() {
-        if role == "small_dev_shm" {
-            shortages_in_a_small_dev_shm();
-        }
+    let Some(lines) = in_a_child_with_a_tmpfs_of_its_own(
+        "a_full_dev_shm_says_whether_it_ran_out_of_inodes_or_bytes",
+        ("small_dev_shm", shortages_in_a_small_dev_shm),
+        Some("/tmp/shortage-locks"),
+    ) else {
         return;
-    }
-    if !common::is_root() {
-        eprintln!("skipping: mounting a tmpfs on /dev/shm needs root");
-        return;
-    }
-    let lines = common::child(test, "small_dev_shm")
-        // Inside the child's own `/tmp`.
-        .env("PYSHMEM_LOCK_DIR", "/tmp/shortage-locks")
-        .run(LONG);
-    if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
-        eprintln!("skipping: {skip}");
-        return;
-    }
+    };
     assert_eq!(
         lines,
         [
@@ -1754,25 +1764,13 @@ fn shortages_in_a_small_dev_shm() {
 /// one that returned no names, or a made-up one, passed. Root only.
 #[test]
 fn purge_of_everything_removes_every_stream_and_names_them() {
-    let test = "purge_of_everything_removes_every_stream_and_names_them";
-    if let Some(role) = common::child_role() {
-        if role == "purge_all" {
-            purge_all_in_a_dev_shm_of_its_own();
-        }
+    let Some(lines) = in_a_child_with_a_tmpfs_of_its_own(
+        "purge_of_everything_removes_every_stream_and_names_them",
+        ("purge_all", purge_all_in_a_dev_shm_of_its_own),
+        Some("/tmp/purge-all-locks"),
+    ) else {
         return;
-    }
-    if !common::is_root() {
-        eprintln!("skipping: mounting a tmpfs on /dev/shm needs root");
-        return;
-    }
-    let lines = common::child(test, "purge_all")
-        // Inside the child's own `/tmp`.
-        .env("PYSHMEM_LOCK_DIR", "/tmp/purge-all-locks")
-        .run(LONG);
-    if let Some(skip) = lines.iter().find(|l| l.starts_with("skip")) {
-        eprintln!("skipping: {skip}");
-        return;
-    }
+    };
     assert_eq!(
         lines,
         ["removed purge-all-a purge-all-b", "left not-a-stream"],
