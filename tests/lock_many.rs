@@ -120,6 +120,9 @@ fn locks_are_taken_by_name_once_per_name_and_released_on_drop() {
             "sorted by name, same-name handles once"
         );
         assert_eq!(held.len(), 2);
+        assert!(!held.is_empty());
+        let guarded: Vec<&str> = held.guards().iter().map(|g| g.stream().name()).collect();
+        assert_eq!(guarded, held.names(), "the guards, in acquisition order");
         assert!(held.get("other").is_none());
         held.get(&y).unwrap().write_slice(&[1u8, 2]).unwrap();
         // Another thread cannot take either lock while the guard lives.
