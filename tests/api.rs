@@ -1528,6 +1528,13 @@ fn config_round_trips_through_serde_json() {
     assert_eq!(v["dtype"], "complex64");
     assert_eq!(v["shape"], serde_json::json!([3, 5]));
     assert_eq!(v["notify"], true);
+    // pyshmem's keys alone for a stream without history; the depth where it keeps some.
+    assert!(v.get("history").is_none(), "{json}");
+    let kept = StreamConfig {
+        history: 4,
+        ..cfg.clone()
+    };
+    assert_eq!(serde_json::to_value(&kept).unwrap()["history"], 4);
     let back: StreamConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, cfg);
     let old_id = s.instance_id();
