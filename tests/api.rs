@@ -289,6 +289,8 @@ fn create_open_stat_list_unlink() {
     assert_eq!(w.shape(), &[2, 3]);
     assert_eq!(w.dtype(), Dtype::F64);
     assert_eq!(w.len(), 6);
+    assert!(!w.is_empty(), "a stream has elements");
+    assert!(w.cpu_mirror(), "a CPU stream's payload is on the host");
     assert_eq!(w.size_bytes(), 48);
     assert_eq!(w.count(), 0);
     assert_eq!(w.creator_pid(), std::process::id() as i64);
@@ -1651,15 +1653,34 @@ fn age_staleness_and_producer_liveness() {
         "a never-written stream is stale"
     );
     assert!(s.producer_alive());
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = unix_now();
     s.write_slice(&[1.0f32]).unwrap();
     let age = s.age().expect("written");
-    assert!(age < Duration::from_secs(30), "{age:?}");
+    let after = unix_now();
+    // The stamp falls between the two clock reads, and the age is now − stamp (not, say,
+    // now / stamp, which is about 1 s); 1 µs covers the f64 stamp's 0.24 µs steps.
+    assert!(
+        age.as_secs_f64() <= after - before + 1e-6,
+        "{age:?} after a write {} s ago at most",
+        after - before
+    );
     assert!(!s.is_stale(Duration::from_secs(3600)));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    assert!((now - s.write_time()).abs() < 30.0);
+    // Stale past any age at all once the clock has moved past the stamp.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.age().expect("written").is_zero() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stood still"
+        );
+    }
+    assert!(s.is_stale(Duration::ZERO), "older than zero is stale");
+    assert!((unix_now() - s.write_time()).abs() < 30.0);
 }
 
 #[test]
