@@ -97,4 +97,11 @@ mod tests {
         );
         assert_eq!(spin.pause(), None, "the count starts again after a break");
     }
+
+    #[test]
+    fn spin_until_returns_at_its_instant_not_before() {
+        let until = Instant::now() + Duration::from_millis(2);
+        spin_until(until);
+        assert!(Instant::now() >= until, "returned before its instant");
+    }
 }
