@@ -776,21 +776,51 @@ mod tests {
         assert_eq!(held, 1, "the drop's wake missed the parked background wait");
     }
 
+    /// Runs `wait` on `rt`; its output, or `None` if it has not ended within [`LONG`] (it is
+    /// left running: [`Uncapped`] shuts down without waiting for it).
+    fn ended_within_long<R: Send + 'static>(
+        rt: &Uncapped,
+        wait: impl std::future::Future<Output = R> + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(wait.await);
+        });
+        rx.recv_timeout(LONG).ok()
+    }
+
     /// A handle opened inside a write whose count was already stamped returns that frame
     /// once published, from the async `read_new`s too: they waited for the count to pass
     /// the baseline, which that frame's count equals (`read::tests` has the blocking twin).
+    /// The waits here have no timeout: one whose cheap look before waiting misses a frame
+    /// that is there (the handle's pending baseline, or a count past `after`) goes round
+    /// its background wait, which finds the frame at once, without end; with a deadline it
+    /// would find it only there.
     #[test]
     fn an_async_read_new_returns_the_write_in_progress_at_open() {
         let w = notify_stream("open-mid-write");
         w.write_slice(&[1u8, 1]).unwrap();
         let r = Arc::new(crate::read::open_during_a_write(&w, 2, None, true));
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let got = rt
-            .block_on(r.read_new_publication_async::<u8>(Some(LONG)))
-            .unwrap();
+        let rt = Uncapped::new();
+        let got = ended_within_long(&rt, {
+            let r = Arc::clone(&r);
+            async move { r.read_new_publication_async::<u8>(None).await }
+        })
+        .expect("the read of the frame published since open never ended")
+        .unwrap();
         assert_eq!(
             (got.info.count, got.payload.as_slice().unwrap()),
             (2, &[2u8, 2][..])
+        );
+        let there = ended_within_long(&rt, {
+            let r = Arc::clone(&r);
+            async move { r.wait_for_count_async(1, None).await }
+        });
+        assert_eq!(
+            there
+                .expect("the wait for a count already passed never ended")
+                .unwrap(),
+            2
         );
         let again = rt.block_on(r.read_new_async::<u8>(Some(Duration::from_millis(1))));
         assert!(matches!(again, Err(Error::Timeout { .. })), "{again:?}");
