@@ -1098,6 +1098,36 @@ mod tests {
         let _ = crate::unlink(&name);
     }
 
+    /// A write through a guard held across an unlink of its stream is `Stale`, even just
+    /// after the handle looked at its files: the unlink left the sequence negative, and a
+    /// write then looks at once, past the rate limit. A write that waited for the limit
+    /// would have published its frame into objects nobody can open again, and said `Ok`.
+    #[test]
+    fn a_guards_write_after_an_unlink_is_stale_within_the_rate_limit() {
+        let name = format!("write-guard-unlinked-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let w = Stream::create(&name, &[4], Dtype::U8).unwrap();
+        w.write_slice(&[1u8; 4]).unwrap();
+        let g = w.lock(Some(Duration::from_secs(1))).unwrap();
+        w.unlink().unwrap();
+        assert!(
+            w.header
+                .sequence()
+                .load(std::sync::atomic::Ordering::Relaxed)
+                < 0
+        );
+        // As if the handle had looked at its files just now.
+        w.generation_checked_ms.store(
+            crate::sys::coarse_now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let e = g.write_slice(&[2u8; 4]).unwrap_err();
+        assert!(matches!(e, Error::Stale { .. }), "{e:?}");
+        drop(g);
+        drop(w);
+        let _ = crate::unlink(&name);
+    }
+
     /// A bool stream is lent as its bytes, never as `bool`: the lock excludes other writers
     /// only while its file stays at its path, and a writer on a new file there (pyshmem's
     /// uint8 mask viewed as bool) could store 255 under a `&[bool]`. The refusal names the
