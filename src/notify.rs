@@ -909,8 +909,7 @@ pub(crate) mod tests {
     }
 
     /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word` (the
-    /// async waits' tests).
-    #[cfg(feature = "tokio")]
+    /// async waits' tests, `write::tests`).
     pub(crate) fn task_parked_on(word: usize) -> bool {
         let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
         std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {

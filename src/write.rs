@@ -1128,6 +1128,52 @@ mod tests {
         let _ = crate::unlink(&name);
     }
 
+    /// `wake_waiters` wakes a reader parked on the stream, which looks again: here it finds
+    /// the stream unlinked the way pyshmem unlinks (objects removed, the header left valid,
+    /// nobody woken) and returns `Stale`. Its thread's park cap is an hour
+    /// ([`crate::notify::uncap_this_thread`]), so without the wake it stays parked past the
+    /// bound.
+    #[test]
+    fn wake_waiters_wakes_a_parked_reader_to_look_again() {
+        use std::sync::atomic::Ordering::Relaxed;
+        const LONG: Duration = Duration::from_secs(30);
+        let name = format!("write-wake-waiters-{}", std::process::id());
+        let _ = crate::unlink(&name);
+        let w = crate::StreamOptions::new(&name)
+            .shape(&[4])
+            .dtype(Dtype::U8)
+            .notify(true)
+            .create()
+            .unwrap();
+        let r = std::sync::Arc::new(Stream::open(&name).unwrap());
+        r.set_wait_strategy(crate::WaitStrategy::Park);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let r = std::sync::Arc::clone(&r);
+            move || {
+                crate::notify::uncap_this_thread();
+                let _ = tx.send(r.read_new::<u8>(None).map(drop));
+            }
+        });
+        let word = r.header.futex_word().as_ptr() as usize;
+        let t0 = std::time::Instant::now();
+        while !crate::notify::tests::task_parked_on(word) {
+            assert!(t0.elapsed() < LONG, "the reader never parked");
+            std::thread::yield_now();
+        }
+        for id in [crate::name::segment_id(&name), crate::name::meta_id(&name)] {
+            std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
+        }
+        // The reader's next look at its files is due (the limit is time based).
+        r.generation_checked_ms.store(0, Relaxed);
+        w.wake_waiters();
+        let got = rx.recv_timeout(LONG);
+        drop(w);
+        let _ = crate::unlink(&name);
+        let got = got.expect("the wake never reached the parked reader");
+        assert!(matches!(got, Err(Error::Stale { .. })), "{got:?}");
+    }
+
     /// A bool stream is lent as its bytes, never as `bool`: the lock excludes other writers
     /// only while its file stays at its path, and a writer on a new file there (pyshmem's
     /// uint8 mask viewed as bool) could store 255 under a `&[bool]`. The refusal names the
