@@ -1768,6 +1768,12 @@ fn a_byte_buffer_of_the_wrong_size_says_the_frame_and_buffer_bytes() {
         "{e:?}"
     );
     assert_eq!(e.stream_name(), name);
+    // Bytes of the right size are written as they are: only a bool stream's must be 0 or 1.
+    let bytes: Vec<u8> = (0..12).map(|i| 200 + i).collect();
+    s.write_bytes_frame(&bytes, 9).unwrap();
+    let mut back = [0u8; 12];
+    let info = s.read_publication_into_bytes(&mut back).unwrap();
+    assert_eq!((back.to_vec(), info.frame_id), (bytes, 9));
     // A slice of the wrong number of elements says elements, not a shape of its length.
     let e = s.write_slice(&[0u16; 5]).unwrap_err();
     assert!(
