@@ -894,6 +894,12 @@ fn bool_bytes_other_than_0_or_1_read_as_true() {
         "{text}"
     );
     assert_eq!(w.count(), count);
+    // Bytes of 0 and 1 are a bool frame, written as they are.
+    w.write_bytes_frame(&[1, 0, 0, 1], 6).unwrap();
+    assert_eq!(
+        w.read::<bool>().unwrap().as_slice().unwrap(),
+        &[true, false, false, true]
+    );
 }
 
 #[test]
