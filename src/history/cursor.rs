@@ -1441,6 +1441,35 @@ mod tests {
         }
     }
 
+    /// A cursor a whole ring behind (its next frame the oldest kept) has lost nothing yet:
+    /// it returns every frame; one frame more and the oldest is lost.
+    #[test]
+    fn a_cursor_a_whole_ring_behind_returns_every_frame() {
+        let (name, s) = stream("whole-ring", 4, 4);
+        let mut full = s.cursor().unwrap();
+        let mut past = s.cursor().unwrap();
+        for i in 1..=4u32 {
+            s.write_slice(&[i; 4]).unwrap();
+        }
+        assert_eq!(
+            drain(&mut full),
+            ["frame 1", "frame 2", "frame 3", "frame 4"]
+        );
+        s.write_slice(&[5u32; 4]).unwrap();
+        assert_eq!(
+            drain(&mut past),
+            [
+                "lost 1 Overwritten",
+                "frame 2",
+                "frame 3",
+                "frame 4",
+                "frame 5"
+            ]
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// Frames returned plus frames reported lost equal frames written across a lap over a
     /// publication that skipped the ring, and after a rewind to the start: the lap used to
     /// forget the last count, and with it the gap check of the next frame.
