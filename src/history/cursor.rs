@@ -1822,6 +1822,24 @@ mod tests {
         crate::unlink(&name).unwrap();
     }
 
+    /// A cursor waiting for the next writer after an aborted write returns that writer's
+    /// frame when it comes (its wake ends the wait, which goes round to read it), within
+    /// its deadline; it does not take the wake for the deadline.
+    #[test]
+    fn a_cursor_waiting_past_an_aborted_write_returns_the_next_writers_frame() {
+        let (name, s) = stream("abort-then-frame", 4, 4);
+        s.set_wait_strategy(WaitStrategy::Park);
+        let mut c = s.cursor().unwrap();
+        s.write_slice(&[1u32; 4]).unwrap();
+        assert_eq!(drain(&mut c), ["frame 1"]);
+        let aborted = s.write_view(|_: &mut [u32]| Err::<(), _>(std::io::Error::other("x")));
+        assert!(aborted.is_err() && s.write_sequence() < 0, "{aborted:?}");
+        let (_, waited) = while_waiting(c, || s.write_slice(&[2u32; 4]).unwrap());
+        assert_eq!(waited.as_ref().map(|f| f.count).ok(), Some(2), "{waited:?}");
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
     /// A cursor waiting for the next writer after an aborted write looks at the stream's
     /// file at the rate of the generation checks: it looked at every pause (two `fstat`s,
     /// thousands a second when yielding). It still notices an unlink.
