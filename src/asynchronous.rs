@@ -715,15 +715,7 @@ mod tests {
         }
     }
 
-    /// Waits (up to [`LONG`]) until a thread of this process is parked on `s`'s futex word.
-    fn wait_parked(s: &Stream, what: &str) {
-        let word = s.header.futex_word().as_ptr() as usize;
-        let t0 = Instant::now();
-        while !crate::notify::tests::task_parked_on(word) {
-            assert!(t0.elapsed() < LONG, "{what} never parked");
-            std::thread::yield_now();
-        }
-    }
+    use crate::notify::tests::wait_parked;
 
     /// A parked async read is woken by a write on another handle (another mapping of the
     /// stream, as another process's is), not by its park cap: the read has no timeout and the

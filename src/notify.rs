@@ -908,9 +908,22 @@ pub(crate) mod tests {
         assert_eq!(inner_then_outer, (true, false));
     }
 
-    /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word` (the
-    /// async waits' tests, `write::tests`).
-    pub(crate) fn task_parked_on(word: usize) -> bool {
+    /// Waits (up to 30 s) until a thread of this process is parked on `s`'s futex word
+    /// (the async waits' tests, `write::tests`); `what` names the waiter in the failure.
+    pub(crate) fn wait_parked(s: &crate::Stream, what: &str) {
+        let word = s.header.futex_word().as_ptr() as usize;
+        let t0 = std::time::Instant::now();
+        while !task_parked_on(word) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{what} never parked"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word`.
+    fn task_parked_on(word: usize) -> bool {
         let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
         std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
             tasks

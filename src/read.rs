@@ -751,7 +751,7 @@ pub(crate) fn open_during_a_write(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Dtype;
 
@@ -800,7 +800,7 @@ mod tests {
 
     /// Removes `name`'s objects by hand, taking no lock and leaving the header as it was
     /// (as pyshmem's unlink does).
-    fn remove_objects(name: &str) {
+    pub(crate) fn remove_objects(name: &str) {
         for id in [crate::name::segment_id(name), crate::name::meta_id(name)] {
             std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
         }

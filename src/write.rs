@@ -1078,9 +1078,7 @@ mod tests {
         let r = Stream::open(&name).unwrap();
         let g = w.lock(Some(Duration::from_secs(1))).unwrap();
         assert_eq!(g.live::<u8>().unwrap().as_slice().unwrap(), &[1; 4]);
-        for id in [crate::name::segment_id(&name), crate::name::meta_id(&name)] {
-            std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
-        }
+        crate::read::tests::remove_objects(&name);
         // Past the rate limit (time based): as if each handle last looked long ago.
         for s in [&w, &r] {
             s.generation_checked_ms
@@ -1155,15 +1153,8 @@ mod tests {
                 let _ = tx.send(r.read_new::<u8>(None).map(drop));
             }
         });
-        let word = r.header.futex_word().as_ptr() as usize;
-        let t0 = std::time::Instant::now();
-        while !crate::notify::tests::task_parked_on(word) {
-            assert!(t0.elapsed() < LONG, "the reader never parked");
-            std::thread::yield_now();
-        }
-        for id in [crate::name::segment_id(&name), crate::name::meta_id(&name)] {
-            std::fs::remove_file(format!("/dev/shm/{id}")).unwrap();
-        }
+        crate::notify::tests::wait_parked(&r, "the reader");
+        crate::read::tests::remove_objects(&name);
         // The reader's next look at its files is due (the limit is time based).
         r.generation_checked_ms.store(0, Relaxed);
         w.wake_waiters();
