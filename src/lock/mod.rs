@@ -962,8 +962,11 @@ mod tests {
     fn two_attachments_share_state_and_separate_files_exclude() {
         let path = temp_lock("share");
         let a = LockFile::attach(&path, "t").unwrap();
+        // Another stream's attachment in between prunes the registry, of dead entries only.
+        let between = LockFile::attach(&temp_lock("share-between"), "u").unwrap();
         let b = LockFile::attach(&path, "t").unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &between));
         a.acquire(None, "t").unwrap();
         // A second open file description (as another process would have) is excluded.
         let foreign = open_file(&path, "t").unwrap();
@@ -975,6 +978,27 @@ mod tests {
         assert!(a.try_acquire("t").unwrap());
         a.release(|_| {});
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        let _ = std::fs::remove_dir_all(temp_lock("share-between").parent().unwrap());
+    }
+
+    /// A process that opens and closes many streams keeps no entry for a closed one: the
+    /// next attachment drops it from the registry.
+    #[test]
+    fn the_registry_forgets_a_lock_file_nobody_uses() {
+        let gone = temp_lock("forgotten");
+        drop(LockFile::attach(&gone, "t").unwrap());
+        let next = temp_lock("forgetting");
+        let _kept = LockFile::attach(&next, "u").unwrap();
+        let reg = lock_poisoned(registry());
+        assert!(
+            !reg.contains_key(&gone),
+            "a dead entry outlived the next attach"
+        );
+        assert!(reg.contains_key(&next));
+        drop(reg);
+        for p in [gone, next] {
+            let _ = std::fs::remove_dir_all(p.parent().unwrap());
+        }
     }
 
     /// A try (zero timeout, as a dead-writer check makes) on a lock another process holds
