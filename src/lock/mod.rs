@@ -1101,6 +1101,72 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A second attachment of a lock file this process still uses, removed since and made
+    /// again at the path (the stream removed and recreated), moves to the file there: a try
+    /// by generation 0, as `clear_dead_lock_stamps` makes after attaching, contends with the
+    /// writer that holds the new file, not with nobody on the removed one.
+    #[test]
+    fn an_attachment_moves_to_the_lock_file_made_again_at_the_path() {
+        let path = temp_lock("attach-refresh");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let writer = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&writer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let again = LockFile::attach(&path, "t").unwrap();
+        assert!(Arc::ptr_eq(&sut, &again));
+        assert!(!again.is_unlinked(), "the attachment kept the removed file");
+        assert!(
+            !again.try_acquire("t").unwrap(),
+            "a try took the removed file while a writer holds the one at the path"
+        );
+        sys::flock(&writer, libc::LOCK_UN).unwrap();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A guard's write whose path look is long overdue (a producer that paused) follows a
+    /// lock file a cleaner removed while the stream lives to the one made again at the path.
+    #[test]
+    fn a_holder_whose_look_is_long_overdue_follows_the_path() {
+        let path = temp_lock("overdue-look");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        sut.acquire_for(7, None, "t", || true, &AtomicBool::new(false))
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        sut.path_checked_ms
+            .store(sys::coarse_now_ms().wrapping_sub(60_000), Ordering::Relaxed);
+        sut.follow_path("t", Some(Duration::from_secs(5)), || true)
+            .unwrap();
+        assert!(!sut.is_unlinked(), "the hold stayed on the removed file");
+        let newcomer = open_file(&path, "t").unwrap();
+        assert!(!sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        sut.release(|_| {});
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A first-level write lock whose path look is due, on a lock file removed with its
+    /// stream, does not make the file again: nothing would remove it but a purge.
+    #[test]
+    fn a_take_on_a_lock_file_removed_with_its_stream_makes_no_new_one() {
+        let path = temp_lock("removed-with-stream");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        let open = AtomicBool::new(false);
+        sut.acquire_for(7, None, "t", || true, &open).unwrap();
+        sut.release(|_| {});
+        std::fs::remove_file(&path).unwrap();
+        sut.path_checked_ms.store(
+            sys::coarse_now_ms().wrapping_sub(PATH_CHECK_MS),
+            Ordering::Relaxed,
+        );
+        sut.acquire_for(7, Some(Duration::ZERO), "t", || false, &open)
+            .unwrap();
+        sut.release(|_| {});
+        assert!(
+            !path.exists(),
+            "a lock file was made again for a removed stream"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     /// pyshmem makes the default directory and each lock file with the umask's modes (0755 and
     /// 0644 under umask 022): another user could open the file, read-only even, and hold its
     /// flock. Attaching makes both private; a `PYSHMEM_LOCK_DIR` (not the default name) keeps
