@@ -1167,6 +1167,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A dead-writer check's try by a thread that holds no lock, its lock file removed while
+    /// the stream lives: free, it lets the removed file go and takes the one at the path;
+    /// the one at the path held by a writer, it is not proven (`false`).
+    #[test]
+    fn a_try_for_either_file_takes_the_one_at_the_path() {
+        let path = temp_lock("either-unheld");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let writer = open_file(&path, "t").unwrap();
+        assert!(sys::flock(&writer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        assert!(!sut.try_acquire_either("t", || true).unwrap());
+        sys::flock(&writer, libc::LOCK_UN).unwrap();
+        assert!(sut.try_acquire_either("t", || true).unwrap());
+        assert!(!sut.is_unlinked(), "the try kept the removed file");
+        assert!(!sys::flock(&writer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        assert_eq!(sut.release(|_| {}), 0);
+        assert!(sys::flock(&writer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// The same try by a thread that holds the removed file (a guard that has not followed
+    /// yet): the file at the path free, its hold moves there, one level deeper; the stream
+    /// removed while it moved, it is not proven (`false`) and its hold is as before.
+    #[test]
+    fn a_holders_try_for_either_file_moves_its_hold_or_gives_up() {
+        let path = temp_lock("either-held");
+        let sut = LockFile::attach(&path, "t").unwrap();
+        let open = AtomicBool::new(false);
+        sut.acquire_for(7, None, "t", || true, &open).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let looks = std::cell::Cell::new(0);
+        let linked_at_first_look = || looks.replace(looks.get() + 1) == 0;
+        assert!(!sut.try_acquire_either("t", linked_at_first_look).unwrap());
+        assert!(sut.is_unlinked(), "the hold followed a removed stream");
+        assert!(
+            !path.exists(),
+            "the file made again for a removed stream stayed"
+        );
+        assert!(sut.try_acquire_either("t", || true).unwrap());
+        assert!(!sut.is_unlinked(), "the hold stayed on the removed file");
+        let newcomer = open_file(&path, "t").unwrap();
+        assert!(!sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        assert_eq!(sut.release(|_| {}), 1);
+        assert_eq!(sut.release(|_| {}), 0);
+        assert!(sys::flock(&newcomer, libc::LOCK_EX | libc::LOCK_NB).unwrap());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     /// pyshmem makes the default directory and each lock file with the umask's modes (0755 and
     /// 0644 under umask 022): another user could open the file, read-only even, and hold its
     /// flock. Attaching makes both private; a `PYSHMEM_LOCK_DIR` (not the default name) keeps
