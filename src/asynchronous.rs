@@ -669,6 +669,22 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(30);
 
+    /// Polls `wait` each time `woken` says its task was woken, until it is ready; panics
+    /// with `what` if no wake comes within [`LONG`].
+    fn ready_when_woken<F: Future>(
+        mut wait: std::pin::Pin<&mut F>,
+        cx: &mut Context<'_>,
+        woken: &mpsc::Receiver<()>,
+        what: &str,
+    ) -> F::Output {
+        loop {
+            woken.recv_timeout(LONG).expect(what);
+            if let Poll::Ready(r) = wait.as_mut().poll(cx) {
+                return r;
+            }
+        }
+    }
+
     /// A notify stream named `tag` and this process's id, created anew.
     fn notify_stream(tag: &str) -> Arc<Stream> {
         let name = format!("async-{tag}-{}", std::process::id());
@@ -872,14 +888,7 @@ mod tests {
             "woken with no new frame"
         );
         s.write_slice(&[2u8, 2]).unwrap();
-        let got = loop {
-            woken
-                .recv_timeout(LONG)
-                .expect("the next frame woke nobody");
-            if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
-                break r;
-            }
-        };
+        let got = ready_when_woken(wait.as_mut(), &mut cx, &woken, "the next frame woke nobody");
         assert_eq!(got.unwrap().as_slice().unwrap(), &[2, 2]);
         crate::unlink(&s.name).unwrap();
     }
@@ -902,14 +911,12 @@ mod tests {
             // Its deadline, and maybe a poll while it is queued for a pool thread.
             assert!((1..=2).contains(&timer::armed_with(&waker)));
             s.write_slice(&[i, i]).unwrap();
-            let got = loop {
-                woken
-                    .recv_timeout(LONG)
-                    .expect("the finished wait woke nobody");
-                if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
-                    break r;
-                }
-            };
+            let got = ready_when_woken(
+                wait.as_mut(),
+                &mut cx,
+                &woken,
+                "the finished wait woke nobody",
+            );
             assert_eq!(got.unwrap().as_slice().unwrap(), &[i, i]);
             assert_eq!(timer::armed_with(&waker), 0, "wait {i} left its deadline");
         }
@@ -919,6 +926,106 @@ mod tests {
         fenced.recv_timeout(LONG + timeout).unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), wakes, "woken after done");
         crate::unlink(&s.name).unwrap();
+    }
+
+    /// An async read whose frame is there while a writer is inside its next bracket waits
+    /// for that writer on the pool, as a blocking read does: its try's timeout is no answer
+    /// before the deadline.
+    #[test]
+    fn an_async_read_waits_out_a_writer_inside_its_bracket() {
+        let w = notify_stream("mid-bracket");
+        w.write_slice(&[1u8, 1]).unwrap();
+        let r = Arc::new(Stream::open(&w.name).unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _in_runtime = rt.enter();
+        let (inside_tx, inside) = mpsc::channel();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let writer = std::thread::spawn({
+            let w = Arc::clone(&w);
+            move || {
+                w.write_view(|buf: &mut [u8]| {
+                    inside_tx.send(()).unwrap();
+                    go.recv_timeout(LONG)?;
+                    buf.fill(2);
+                    Ok::<_, mpsc::RecvTimeoutError>(())
+                })
+            }
+        });
+        inside.recv_timeout(LONG).expect("the writer never filled");
+        let (counter, woken) = counting();
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = Box::pin(r.read_after_async::<u8>(0, Some(LONG)));
+        let first = wait.as_mut().poll(&mut cx);
+        assert!(first.is_pending(), "{first:?}");
+        go_tx.send(()).unwrap();
+        writer.join().unwrap().unwrap();
+        let got = ready_when_woken(
+            wait.as_mut(),
+            &mut cx,
+            &woken,
+            "the writer's publication woke nobody",
+        );
+        assert_eq!(got.unwrap().as_slice().unwrap(), &[2, 2]);
+        crate::unlink(&w.name).unwrap();
+    }
+
+    /// Whether the timer thread sleeps until an alarm: blocked in a futex wait with a
+    /// timeout (a wait for a notify has none), seen in `/proc/self/task/*/syscall`.
+    fn timer_sleeps_until_an_alarm() -> bool {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return false;
+        };
+        let futex = libc::SYS_futex.to_string();
+        tasks.filter_map(|t| Some(t.ok()?.path())).any(|task| {
+            let read = |f: &str| std::fs::read_to_string(task.join(f)).unwrap_or_default();
+            let syscall = read("syscall");
+            let args: Vec<&str> = syscall.split_whitespace().collect();
+            read("comm").trim() == "shmstream-timer"
+                && args.first() == Some(&futex.as_str())
+                && args.get(4).is_some_and(|timeout| *timeout != "0x0")
+        })
+    }
+
+    /// An alarm earlier than the one the timer thread sleeps until wakes the thread, and its
+    /// task at its own time, not at the later alarm's.
+    #[test]
+    fn an_earlier_alarm_rings_before_the_later_one_the_timer_sleeps_until() {
+        let (late, _) = counting();
+        let _late = timer::Alarm::set(Instant::now() + 2 * LONG, &Waker::from(late));
+        let t0 = Instant::now();
+        while !timer_sleeps_until_an_alarm() {
+            assert!(
+                t0.elapsed() < LONG,
+                "the timer thread never slept until an alarm"
+            );
+            std::thread::yield_now();
+        }
+        let (early, rung) = counting();
+        let _early = timer::Alarm::set(
+            Instant::now() + Duration::from_millis(20),
+            &Waker::from(early),
+        );
+        rung.recv_timeout(LONG)
+            .expect("the earlier alarm waited for the later one");
+    }
+
+    /// A wait's future moved to another task (polled with another waker) moves its alarm
+    /// there: the timer wakes the task that polls it now, not the one before.
+    #[test]
+    fn a_rearmed_alarm_wakes_the_new_task_only() {
+        let (first, _) = counting();
+        let (second, _) = counting();
+        let (first, second) = (Waker::from(first), Waker::from(second));
+        let alarm = timer::Alarm::set(Instant::now() + LONG, &first);
+        assert_eq!(timer::armed_with(&first), 1);
+        alarm.rearm(&second);
+        assert_eq!(
+            (timer::armed_with(&first), timer::armed_with(&second)),
+            (0, 1)
+        );
+        drop(alarm);
+        assert_eq!(timer::armed_with(&second), 0);
     }
 
     /// Dropping a wait whose background wait is not parked (queued for the pool's only
