@@ -748,6 +748,43 @@ fn an_async_wait_outside_a_tokio_runtime_is_refused_whether_or_not_a_frame_is_re
     drop(w);
 }
 
+/// A wait polled with the handle of a runtime that has shut down is refused with
+/// `Unsupported` naming the runtime: the pool cancels its background wait at the spawn, and a
+/// cancellation is not a panic to resume (that panicked, on a `JoinError` that holds none).
+#[test]
+fn an_async_wait_on_a_runtime_that_shut_down_is_refused_not_a_panic() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let name = unique_name("async-shut-down");
+    let _c = Cleanup::new([&name]);
+    let s = Arc::new(Stream::create(&name, &[2], Dtype::U8).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    rt.shutdown_background();
+    let _in_runtime = handle.enter();
+    let mut wait = Box::pin(s.read_new_async::<u8>(None));
+    let mut cx = Context::from_waker(Waker::noop());
+    let t0 = std::time::Instant::now();
+    let got = loop {
+        if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
+            break r;
+        }
+        assert!(
+            t0.elapsed() < common::LONG,
+            "the cancelled wait never ended"
+        );
+        std::thread::yield_now();
+    };
+    let Err(Error::Unsupported { name: n, what }) = &got else {
+        panic!("{got:?}");
+    };
+    assert_eq!(n, &name);
+    assert!(what.contains("runtime shut down"), "{what}");
+}
+
 /// A wait first polled inside a runtime and polled again outside one (the guard of
 /// `Runtime::enter` dropped) when it has to wait anew is refused with `Unsupported`, as on a
 /// first poll outside one: it panicked in `spawn_blocking`. The next round needs a spawn
@@ -812,10 +849,11 @@ fn an_async_wait_polled_again_outside_the_runtime_is_refused_not_a_panic() {
     assert!(what.contains("tokio runtime"), "{what}");
 }
 
-/// Closing a handle (or unlinking its stream) ends an untimed wait whose background wait is
-/// still queued for a pool thread (the pool's only one is held by another stream's endless
-/// wait) with `Closed` (or `Stale`), as it ends a running one. The queued wait looked at
-/// neither, and waited for a pool thread forever.
+/// Closing a handle (or unlinking its stream) ends a wait whose background wait is still
+/// queued for a pool thread (the pool's only one is held by another stream's endless wait)
+/// with `Closed` (or `Stale`), as it ends a running one: an untimed one, and a timed one long
+/// before its deadline. The queued wait looked at neither, and waited for a pool thread
+/// forever (or until its deadline).
 #[test]
 fn close_or_unlink_ends_a_wait_queued_for_a_pool_thread() {
     use std::future::Future;
@@ -833,11 +871,11 @@ fn close_or_unlink_ends_a_wait_queued_for_a_pool_thread() {
             Poll::Ready(())
         })
         .await;
-        let queued_on = |s: &Arc<Stream>| {
+        let queued_on = |s: &Arc<Stream>, timeout: Option<Duration>| {
             let s = Arc::clone(s);
-            tokio::spawn(async move { s.read_new_async::<u8>(None).await })
+            tokio::spawn(async move { s.read_new_async::<u8>(timeout).await })
         };
-        let (on_b, on_c) = (queued_on(&b), queued_on(&c));
+        let (on_b, on_c) = (queued_on(&b, None), queued_on(&c, Some(4 * common::LONG)));
         // Each task's clone and its pending wait's (the queued background wait holds none).
         let t0 = Instant::now();
         while Arc::strong_count(&b) < 3 || Arc::strong_count(&c) < 3 {
