@@ -686,6 +686,7 @@ fn frames_lent_in_place_are_written_copied_in_part_or_whole_and_mapped_and_a_lap
     let (info, written) = c
         .next_in_place(SHORT, |f| {
             assert_eq!(f.len(), 8);
+            assert!(!f.is_empty());
             f.write_at(&file, 3)
         })
         .unwrap();
@@ -697,6 +698,14 @@ fn frames_lent_in_place_are_written_copied_in_part_or_whole_and_mapped_and_a_lap
         &bytes[3..],
         bytemuck::cast_slice::<u16, u8>(&[1, 2, 3, 0x8000])
     );
+    // A file not open for writing: the kernel's error, returned at once, nothing written.
+    let read_only = std::fs::File::open(&path).unwrap();
+    let (_, refused) = c
+        .next_in_place(SHORT, |f| f.write_at(&read_only, 0))
+        .unwrap();
+    let err = refused.unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
     let _ = std::fs::remove_file(&path);
 
     // copy_into and map_into; a buffer of the wrong size is a typed error naming the stream.
@@ -717,16 +726,20 @@ fn frames_lent_in_place_are_written_copied_in_part_or_whole_and_mapped_and_a_lap
             );
             let mut part = [0u8; 4];
             f.copy_range_into(2, &mut part)?;
+            // A range that ends at the frame's end is within it.
+            let mut tail = [0u8; 2];
+            f.copy_range_into(6, &mut tail)?;
             let mut whole = [0u8; 8];
-            f.copy_into(&mut whole).map(|()| (part, whole))
+            f.copy_into(&mut whole).map(|()| (part, tail, whole))
         })
         .unwrap();
-    let (part, whole) = copied.unwrap();
+    let (part, tail, whole) = copied.unwrap();
     assert_eq!(
         part,
         bytemuck::cast::<[u16; 2], [u8; 4]>([2, 3]),
         "words 1 and 2"
     );
+    assert_eq!(tail, 0x8000u16.to_ne_bytes(), "word 3");
     assert_eq!(
         whole,
         bytemuck::cast::<[u16; 4], [u8; 8]>([1, 2, 3, 0x8000])
