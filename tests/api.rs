@@ -1434,9 +1434,11 @@ fn closed_handles_error_naming_the_stream() {
     let other = Stream::open(&name).unwrap();
     s.write_slice(&[1i8, 2]).unwrap();
     let g = s.lock(Some(SEC)).unwrap();
+    assert!(!s.is_closed());
     s.close();
     s.close(); // idempotent
     assert!(s.is_closed());
+    assert!(!other.is_closed(), "closing one handle closed another");
     let check = |e: Error| {
         assert!(matches!(e, Error::Closed { .. }), "{e:?}");
         assert_eq!(e.stream_name(), name);

@@ -846,6 +846,63 @@ mod tests {
         assert!(retries <= 2, "retried {retries} times");
     }
 
+    /// A payload missing at an open's first look (a creator between publishing `_meta` and
+    /// its payload) is looked for again within the wait, and the stream opened once it is
+    /// there.
+    #[test]
+    fn an_open_looks_again_for_a_payload_published_after_its_header() {
+        let stream = format!("open-late-payload-{}", sys::pid());
+        let _ = catalog::unlink(&stream);
+        let made = Stream::create(&stream, &[4], Dtype::U8).unwrap();
+        made.write_slice(&[5u8; 4]).unwrap();
+        let payload = crate::segment::path(&name::segment_id(&stream));
+        let aside = payload.with_extension("aside");
+        let (from, to) = (payload.clone(), aside.clone());
+        BETWEEN_OPENS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                std::fs::rename(&from, &to).unwrap();
+                // The creator publishes it before the open's next look.
+                BETWEEN_OPENS.with(|h| {
+                    *h.borrow_mut() = Some(Box::new(move || std::fs::rename(to, from).unwrap()))
+                });
+            }))
+        });
+        PAYLOAD_RETRIES.with(|n| n.set(0));
+        let opened = Stream::open_within(&stream, Duration::from_secs(1));
+        let retries = PAYLOAD_RETRIES.with(std::cell::Cell::get);
+        BETWEEN_OPENS.with(|h| h.borrow_mut().take());
+        if aside.exists() {
+            std::fs::rename(&aside, &payload).unwrap();
+        }
+        let opened = opened.unwrap();
+        assert_eq!(retries, 1);
+        assert_eq!(opened.read::<u8>().unwrap().as_slice().unwrap(), &[5; 4]);
+        drop(opened);
+        made.unlink().unwrap();
+    }
+
+    /// A handle whose `_meta` alone was removed (by hand; a GPU stream without a CPU
+    /// mirror has nothing else), or whose payload alone was (an unlinker stopped between
+    /// the two), is stale: each object is looked at.
+    #[test]
+    fn a_handle_whose_meta_or_payload_alone_was_removed_is_stale() {
+        for removed in [name::meta_id, name::segment_id] {
+            let stream = format!("stale-one-object-{}", sys::pid());
+            let _ = catalog::unlink(&stream);
+            let s = Stream::create(&stream, &[4], Dtype::U8).unwrap();
+            assert!(s.check_generation(true).is_ok());
+            std::fs::remove_file(crate::segment::path(&removed(&stream))).unwrap();
+            let got = s.check_generation(true);
+            drop(s);
+            let _ = catalog::unlink(&stream);
+            for id in [name::meta_id(&stream), name::segment_id(&stream)] {
+                let _ = std::fs::remove_file(crate::segment::path(&id));
+            }
+            let _ = std::fs::remove_file(name::lock_path(&stream));
+            assert!(matches!(got, Err(Error::Stale { .. })), "{got:?}");
+        }
+    }
+
     /// Giving back an abandoned wait's report undoes only the mark that wait made: a report
     /// of another generation made meanwhile by another wait on the handle stays (else the
     /// handle's next read reported that generation a second time).
