@@ -973,17 +973,13 @@ mod tests {
     /// Whether the timer thread sleeps until an alarm: blocked in a futex wait with a
     /// timeout (a wait for a notify has none), seen in `/proc/self/task/*/syscall`.
     fn timer_sleeps_until_an_alarm() -> bool {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return false;
-        };
-        let futex = libc::SYS_futex.to_string();
-        tasks.filter_map(|t| Some(t.ok()?.path())).any(|task| {
-            let read = |f: &str| std::fs::read_to_string(task.join(f)).unwrap_or_default();
-            let syscall = read("syscall");
-            let args: Vec<&str> = syscall.split_whitespace().collect();
-            read("comm").trim() == "shmstream-timer"
-                && args.first() == Some(&futex.as_str())
-                && args.get(4).is_some_and(|timeout| *timeout != "0x0")
+        use crate::notify::tests::{blocked_in, own_tasks};
+        own_tasks().iter().any(|task| {
+            let comm = std::path::Path::new("/proc").join(task).join("comm");
+            let call = blocked_in(task);
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == "shmstream-timer")
+                && call.first() == Some(&libc::SYS_futex.to_string())
+                && call.get(4).is_some_and(|timeout| timeout != "0x0")
         })
     }
 

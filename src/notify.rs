@@ -922,24 +922,37 @@ pub(crate) mod tests {
         }
     }
 
+    /// This process's tasks (threads), each as "PID/task/TID" under `/proc`.
+    pub(crate) fn own_tasks() -> Vec<std::path::PathBuf> {
+        let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|e| Some(me.join(e.ok()?.file_name())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The system call task `task` ("PID/task/TID") is blocked in, as `/proc` shows it: its
+    /// number, then its arguments in hex (nothing when unreadable).
+    pub(crate) fn blocked_in(task: &std::path::Path) -> Vec<String> {
+        let path = std::path::Path::new("/proc").join(task).join("syscall");
+        let syscall = std::fs::read_to_string(path).unwrap_or_default();
+        syscall.split_whitespace().map(str::to_owned).collect()
+    }
+
     /// Whether a task of this process is blocked in a shared `FUTEX_WAIT` on `word`.
     fn task_parked_on(word: usize) -> bool {
-        let me = std::path::PathBuf::from(std::process::id().to_string()).join("task");
-        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
-            tasks
-                .filter_map(|e| Some(me.join(e.ok()?.file_name())))
-                .any(|task| parked_on(&task, word))
-        })
+        own_tasks().iter().any(|task| parked_on(task, word))
     }
 
     /// Whether task `task` ("PID/task/TID") is blocked in a shared `FUTEX_WAIT` on `word`.
     fn parked_on(task: &std::path::Path, word: usize) -> bool {
-        let path = std::path::Path::new("/proc").join(task).join("syscall");
-        let syscall = std::fs::read_to_string(path).unwrap_or_default();
-        let mut f = syscall.split_whitespace();
-        f.next() == Some(libc::SYS_futex.to_string().as_str())
-            && f.next() == Some(format!("{word:#x}").as_str())
-            && f.next() == Some("0x0")
+        let call = blocked_in(task);
+        call.first() == Some(&libc::SYS_futex.to_string())
+            && call.get(1) == Some(&format!("{word:#x}"))
+            && call.get(2).is_some_and(|op| op == "0x0")
     }
 
     /// A waiter parked on a notify stream's futex is woken by a write's wake, not by its
