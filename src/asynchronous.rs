@@ -688,13 +688,7 @@ mod tests {
     /// A notify stream named `tag` and this process's id, created anew.
     fn notify_stream(tag: &str) -> Arc<Stream> {
         let name = format!("async-{tag}-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let s = crate::StreamOptions::new(&name)
-            .shape(&[2])
-            .dtype(crate::Dtype::U8)
-            .notify(true)
-            .create()
-            .unwrap();
+        let s = crate::notify::tests::fresh_notify_stream(&name, &[2], crate::Dtype::U8);
         Arc::new(s)
     }
 

@@ -648,13 +648,7 @@ pub(crate) mod tests {
     /// A one-byte notify stream `notify-<tag>-<pid>`, made afresh, and its name.
     fn one_byte_notify_stream(tag: &str) -> (String, crate::Stream) {
         let name = format!("notify-{tag}-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let s = crate::StreamOptions::new(&name)
-            .shape(&[1])
-            .dtype(crate::Dtype::U8)
-            .notify(true)
-            .create()
-            .unwrap();
+        let s = fresh_notify_stream(&name, &[1], crate::Dtype::U8);
         (name, s)
     }
 
@@ -908,6 +902,22 @@ pub(crate) mod tests {
         assert_eq!(inner_then_outer, (true, false));
     }
 
+    /// A notify stream `name` of `shape` and `dtype`, made afresh (a leftover of an earlier
+    /// run removed first): the parking and waking tests' stream.
+    pub(crate) fn fresh_notify_stream(
+        name: &str,
+        shape: &[usize],
+        dtype: crate::Dtype,
+    ) -> crate::Stream {
+        let _ = crate::unlink(name);
+        crate::StreamOptions::new(name)
+            .shape(shape)
+            .dtype(dtype)
+            .notify(true)
+            .create()
+            .unwrap()
+    }
+
     /// Waits (up to 30 s) until a thread of this process is parked on `s`'s futex word
     /// (the async waits' tests, `write::tests`); `what` names the waiter in the failure.
     pub(crate) fn wait_parked(s: &crate::Stream, what: &str) {
@@ -963,13 +973,7 @@ pub(crate) mod tests {
     #[test]
     fn a_parked_wait_is_woken_by_the_writers_wake_not_its_cap() {
         let name = format!("notify-wake-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let w = crate::StreamOptions::new(&name)
-            .shape(&[1])
-            .dtype(crate::Dtype::U32)
-            .notify(true)
-            .create()
-            .unwrap();
+        let w = fresh_notify_stream(&name, &[1], crate::Dtype::U32);
         w.write_slice(&[1u32]).unwrap();
         let r = crate::Stream::open_readonly(&name).unwrap();
         r.set_wait_strategy(WaitStrategy::Park);

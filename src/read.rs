@@ -967,13 +967,7 @@ pub(crate) mod tests {
     #[test]
     fn a_parking_reader_reports_a_dead_writers_bracket_before_its_first_park() {
         let name = format!("read-park-dead-{}", crate::sys::pid());
-        let _ = crate::unlink(&name);
-        let w = crate::StreamOptions::new(&name)
-            .shape(&[4])
-            .dtype(Dtype::U8)
-            .notify(true)
-            .create()
-            .unwrap();
+        let w = crate::notify::tests::fresh_notify_stream(&name, &[4], Dtype::U8);
         w.write_slice(&[1u8; 4]).unwrap();
         let r = Stream::open_readonly(&name).unwrap();
         r.set_wait_strategy(WaitStrategy::Park);
@@ -1005,13 +999,7 @@ pub(crate) mod tests {
             WaitStrategy::Yield,
         ] {
             let name = format!("read-poll-bracket-{strategy:?}-{}", crate::sys::pid());
-            let _ = crate::unlink(&name);
-            let w = crate::StreamOptions::new(&name)
-                .shape(&[4])
-                .dtype(Dtype::U8)
-                .notify(true)
-                .create()
-                .unwrap();
+            let w = crate::notify::tests::fresh_notify_stream(&name, &[4], Dtype::U8);
             w.write_slice(&[1u8; 4]).unwrap();
             let r = Stream::open_readonly(&name).unwrap();
             r.set_wait_strategy(strategy);

@@ -907,13 +907,7 @@ mod tests {
     #[test]
     fn a_dead_writers_bracket_is_reported_once_the_next_holder_takes_the_lock() {
         let name = format!("write-inherited-bracket-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let s = crate::StreamOptions::new(&name)
-            .shape(&[4])
-            .dtype(Dtype::U32)
-            .notify(true)
-            .create()
-            .unwrap();
+        let s = crate::notify::tests::fresh_notify_stream(&name, &[4], Dtype::U32);
         s.write_slice(&[1u32; 4]).unwrap();
         let reader = Stream::open_readonly(&name).unwrap();
         // The dead writer: its bracket stays open, its lock is gone.
@@ -1136,13 +1130,7 @@ mod tests {
         use std::sync::atomic::Ordering::Relaxed;
         const LONG: Duration = Duration::from_secs(30);
         let name = format!("write-wake-waiters-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let w = crate::StreamOptions::new(&name)
-            .shape(&[4])
-            .dtype(Dtype::U8)
-            .notify(true)
-            .create()
-            .unwrap();
+        let w = crate::notify::tests::fresh_notify_stream(&name, &[4], Dtype::U8);
         let r = std::sync::Arc::new(Stream::open(&name).unwrap());
         r.set_wait_strategy(crate::WaitStrategy::Park);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -923,13 +923,7 @@ mod tests {
     #[test]
     fn a_dropped_handle_wakes_no_waiter_and_a_closed_one_does() {
         let name = format!("stream-drop-wake-{}", std::process::id());
-        let _ = crate::unlink(&name);
-        let w = crate::StreamOptions::new(&name)
-            .shape(&[1])
-            .dtype(crate::Dtype::U8)
-            .notify(true)
-            .create()
-            .unwrap();
+        let w = crate::notify::tests::fresh_notify_stream(&name, &[1], crate::Dtype::U8);
         let wakes = || crate::notify::WAKES.with(std::cell::Cell::get);
         let before = wakes();
         drop(Stream::open_readonly(&name).unwrap());
