@@ -262,6 +262,8 @@ impl Ring {
             return Ok(None);
         };
         let need = declared_bytes(stream, &head, capacity, frame_bytes)?;
+        #[cfg(test)]
+        tests::between_header_and_slots();
         // Map the slots the header declares, no more: a ring grown past them (corrupt or
         // hostile) is not faulted in, nor one never written. The header is checked again on
         // this second mapping.
@@ -799,6 +801,120 @@ mod tests {
     use super::test_support::stream;
     use super::*;
     use crate::stream::Stream;
+
+    thread_local! {
+        /// Run once by this thread's next [`Ring::attach`], between the ring's header and
+        /// its slots.
+        static BETWEEN_HEADER_AND_SLOTS: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn between_header_and_slots() {
+        if let Some(f) = BETWEEN_HEADER_AND_SLOTS.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    fn before_slots(f: impl FnOnce() + 'static) {
+        BETWEEN_HEADER_AND_SLOTS.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    /// A ring moved away from its name between its header and its slots (the stream
+    /// unlinked, perhaps made again, under an open) is no ring of this generation: `attach`
+    /// finds none, which the open then finds out, rather than refusing the ring as one it
+    /// cannot map. Put back, it attaches.
+    #[test]
+    fn a_ring_gone_between_its_header_and_its_slots_is_none() {
+        let (name, s) = stream("gone-mid-attach", 4, 2);
+        let path = crate::segment::path(&name::history_id(&name));
+        let aside = path.with_extension("aside");
+        let (from, to) = (path.clone(), aside.clone());
+        // Renamed, not removed: the header's object is still linked, so only the slots'
+        // open tells that the ring is gone.
+        before_slots(move || std::fs::rename(from, to).unwrap());
+        let r = Ring::attach(&name, 16, s.instance_id, false);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        std::fs::rename(&aside, &path).unwrap();
+        let r = Ring::attach(&name, 16, s.instance_id, false);
+        assert!(
+            matches!(&r, Ok(Some(ring)) if ring.capacity() == 2),
+            "{r:?}"
+        );
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
+
+    /// A ring that a process out of descriptors cannot open, at its header or (taken
+    /// between) at its slots, is an I/O error of the history segment with the remedy:
+    /// nothing is wrong with the ring, so it is neither taken for no ring (the stream would
+    /// open without its history) nor said to be unmappable. `depth` (stat) says the same.
+    /// Run again in a child whose descriptor limit the shell lowered: a full descriptor
+    /// table is the whole process's.
+    #[test]
+    fn a_ring_opened_without_a_descriptor_left_is_an_io_error() {
+        const TEST: &str = "history::tests::a_ring_opened_without_a_descriptor_left_is_an_io_error";
+        const CHILD: &str = "SHMSTREAM_HISTORY_FDLESS";
+        fn say(what: &str, r: Result<impl std::fmt::Debug>) {
+            match r {
+                Err(e @ Error::Io { .. }) => println!("said: {what} io {e}"),
+                other => println!("said: {what} other {other:?}"),
+            }
+        }
+        if std::env::var_os(CHILD).is_some() {
+            let (name, s) = stream("fdless", 4, 2);
+            let fillers = crate::few_descriptors::take_every_descriptor();
+            say("header", Ring::attach(&name, 16, s.instance_id, false));
+            say("depth", depth(&name, 16, s.instance_id));
+            drop(fillers);
+            let fillers = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let taken = fillers.clone();
+            before_slots(move || {
+                *taken.borrow_mut() = crate::few_descriptors::take_every_descriptor();
+            });
+            say("slots", Ring::attach(&name, 16, s.instance_id, false));
+            fillers.borrow_mut().clear();
+            drop(s);
+            crate::unlink(&name).unwrap();
+            return;
+        }
+        let said = crate::few_descriptors::said_in_a_child(TEST, (CHILD, "1".as_ref()));
+        assert_eq!(said.len(), 3, "{said:?}");
+        for (line, what) in said.iter().zip(["header", "depth", "slots"]) {
+            assert!(
+                line.starts_with(&format!("{what} io opening the history segment failed"))
+                    && line.contains("ulimit -n"),
+                "{said:?}"
+            );
+        }
+    }
+
+    /// Only this generation's ring is attached or counted: a ring whose header names
+    /// another generation (a leftover under the name) is none, for `attach` and `depth`
+    /// alike, as is one of this generation with the magic gone.
+    #[test]
+    fn a_ring_of_another_generation_is_none() {
+        let (name, s) = stream("other-generation", 4, 2);
+        let mut other = s.instance_id;
+        other[15] ^= 1;
+        assert!(matches!(
+            Ring::attach(&name, 16, s.instance_id, false),
+            Ok(Some(_))
+        ));
+        assert!(matches!(depth(&name, 16, s.instance_id), Ok(2)));
+        let r = Ring::attach(&name, 16, other, false);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(matches!(depth(&name, 16, other), Ok(0)));
+        let path = crate::segment::path(&name::history_id(&name));
+        let mut ring = std::fs::read(&path).unwrap();
+        ring[0] ^= 0xff;
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &ring).unwrap();
+        let r = Ring::attach(&name, 16, s.instance_id, false);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(matches!(depth(&name, 16, s.instance_id), Ok(0)));
+        drop(s);
+        crate::unlink(&name).unwrap();
+    }
 
     #[test]
     fn the_streaming_copy_copies_every_byte_including_a_ragged_tail() {
