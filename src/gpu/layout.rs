@@ -428,4 +428,68 @@ mod tests {
         r.device = -1;
         assert_eq!(decode(&encode(&r)), Err(GpuLayoutError::Device(-1)));
     }
+
+    /// Each allocation rule refuses alone, on a segment otherwise valid: no alignment, an
+    /// allocation not a multiple of it, one smaller than the payload, no payload. A payload
+    /// filling its allocation exactly is valid.
+    #[test]
+    fn each_allocation_rule_refuses_alone() {
+        let with = |alloc: u64, payload: u64, alignment: u64| GpuRecord {
+            alloc_bytes: alloc,
+            payload_bytes: payload,
+            alignment,
+            ..record()
+        };
+        let a = GPU_ALLOC_ALIGN;
+        for bad in [
+            with(a, 100, 0),
+            with(a + 1, 100, a),
+            with(a, a + 1, a),
+            with(a, 0, a),
+        ] {
+            assert_eq!(
+                decode(&encode(&bad)),
+                Err(GpuLayoutError::Allocation {
+                    alloc: bad.alloc_bytes,
+                    payload: bad.payload_bytes,
+                    alignment: bad.alignment,
+                }),
+                "{bad:?}"
+            );
+        }
+        let full = with(2 * a, 2 * a, a);
+        assert_eq!(decode(&encode(&full)), Ok(full));
+    }
+
+    /// A record matches the header of its stream generation, and each of generation,
+    /// device and payload size that differs is named.
+    #[test]
+    fn a_record_matches_only_its_streams_header() {
+        let header = |instance_id: [u8; 16], device_index: i32, len: usize| {
+            let b = crate::format::encode_new(&crate::format::NewHeader {
+                name: "gpu-layout",
+                dtype: crate::Dtype::U8,
+                shape: &[len],
+                flags: crate::format::FLAG_GPU,
+                device_index,
+                creator_pid: 4242,
+                instance_id,
+            });
+            crate::format::decode(&b, Some("gpu-layout")).unwrap()
+        };
+        let r = record();
+        assert_eq!(matches_header(&r, &header([7; 16], 1, 40_000)), Ok(()));
+        let e = matches_header(&r, &header([8; 16], 1, 40_000)).unwrap_err();
+        assert!(e.contains("another generation"), "{e}");
+        let e = matches_header(&r, &header([7; 16], 0, 40_000)).unwrap_err();
+        assert!(
+            e.contains("names device 1 but the header names device 0"),
+            "{e}"
+        );
+        let e = matches_header(&r, &header([7; 16], 1, 40_001)).unwrap_err();
+        assert!(
+            e.contains("holds 40000 payload bytes but the header says 40001"),
+            "{e}"
+        );
+    }
 }

@@ -209,6 +209,12 @@ mod tests {
         assert!(event.reason.contains("SHMSTREAM_GPU_IPC_EVENT"), "{event}");
         let forced = choose(&all(1), PublishSetting::Sync, Some(Ok(())));
         assert_eq!(for_handle(&forced, false, false), forced);
+        // As `describe`, `stat` and the harness show it: the path, then why.
+        assert_eq!(
+            ring.to_string(),
+            format!("host-sync ({})", ring.reason),
+            "{ring:?}"
+        );
     }
 
     #[test]
