@@ -823,6 +823,59 @@ mod tests {
         assert!(!refusal(0, false).contains("smaller"));
         assert!(refusal(4096, false).ends_with("or make the stream smaller"));
         assert!(refusal(4096, true).ends_with("or keep fewer history frames (history(n))"));
+        // A limit of exactly the metadata segment's size holds it: a smaller stream may fit.
+        assert!(refusal(512, false).ends_with("or make the stream smaller"));
+        assert!(refusal(511, false).contains("no stream fits"));
+    }
+
+    /// A segment the kernel refused to size (`EFBIG`) over this process's file-size limit
+    /// is [`Error::FileSizeLimit`] (a ring's when the history segment was being made); one
+    /// at or under the limit, or refused without a limit, is an I/O error: the limit is not
+    /// the cause. Run again in a child whose limit the shell set (`ulimit -f`): a limit is
+    /// the whole process's.
+    #[test]
+    fn efbig_is_the_file_size_limit_only_past_it() {
+        const TEST: &str = "error::tests::efbig_is_the_file_size_limit_only_past_it";
+        const CHILD: &str = "SHMSTREAM_ERROR_FSIZE";
+        // What `creating` made of `EFBIG` for `bytes`: the bytes past the limit it names.
+        let refused = |op, bytes: u64| {
+            let efbig = std::io::Error::from_raw_os_error(libc::EFBIG);
+            match Error::creating("cam0", op, bytes as usize, efbig) {
+                Error::FileSizeLimit {
+                    needed,
+                    limit,
+                    ring,
+                    ..
+                } => format!("limit {} past, ring {ring}", needed - limit),
+                e @ Error::Io { .. } => format!("io {}", e.stream_name()),
+                e => format!("other {e:?}"),
+            }
+        };
+        let ring = "creating the history segment";
+        let payload = "sizing the payload segment";
+        if std::env::var_os(CHILD).is_some() {
+            let limit = crate::sys::file_size_limit().unwrap();
+            for (op, bytes) in [(ring, limit + 1), (payload, limit + 1), (payload, limit)] {
+                println!("said: {}", refused(op, bytes));
+            }
+            return;
+        }
+        if crate::sys::file_size_limit().is_none() {
+            assert_eq!(refused(payload, u64::MAX >> 1), "io cam0");
+        }
+        let said = crate::few_descriptors::said_in_a_shell_child(
+            "ulimit -f 2048",
+            TEST,
+            (CHILD, "1".as_ref()),
+        );
+        assert_eq!(
+            said,
+            [
+                "limit 1 past, ring true",
+                "limit 1 past, ring false",
+                "io cam0"
+            ]
+        );
     }
 
     #[test]
@@ -837,6 +890,15 @@ mod tests {
             "stream 'cam0' not found: create it first or check the name (streams: cam0_raw, cam1)"
         );
         assert_eq!(e.stream_name(), "cam0");
+        // Eight are listed; past eight, how many more.
+        let names = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        let eight = names(8).join(", ");
+        assert_eq!(known_hint(&names(8)), format!(" (streams: {eight})"));
+        assert_eq!(
+            known_hint(&names(10)),
+            format!(" (streams: {eight}, and 2 more)")
+        );
+        assert_eq!(known_hint(&[]), "");
     }
 
     #[test]
@@ -910,6 +972,23 @@ mod tests {
         assert!(
             bytes.contains("make this one smaller") && !bytes.contains("inodes"),
             "{bytes}"
+        );
+        // The room, as measured, or none.
+        assert!(inodes.contains("/dev/shm has 1048576 bytes free but no free inodes"));
+        assert!(
+            bytes.contains("/dev/shm has 1048576 bytes free: remove"),
+            "{bytes}"
+        );
+        let unmeasured = Error::NoSpace {
+            name: "cam0".into(),
+            needed: 8192,
+            available: None,
+            shortage: Shortage::Bytes,
+        }
+        .to_string();
+        assert!(
+            unmeasured.contains("/dev/shm has no room: remove"),
+            "{unmeasured}"
         );
         let cgroup = e(Shortage::Cgroup {
             limit: 1 << 21,
@@ -1035,6 +1114,20 @@ mod tests {
         assert!(text.starts_with(&expected), "{text}");
         // Only the payload and ring are mapped read-only by a read-only handle.
         assert!(!denied(&meta, 0o400, true).to_string().contains("read-only"));
+        for path in [
+            &payload,
+            &crate::segment::path(&crate::name::history_id(name)),
+        ] {
+            let text = denied(path, 0o400, true).to_string();
+            assert!(text.ends_with("or open the stream read-only"), "{text}");
+        }
+        // Root is this process's effective user: root is told that modes are not the cause.
+        let text = access_denied(&payload, 0o000, true, &eacces(), false);
+        assert_eq!(
+            text.contains("root ignores modes"),
+            crate::sys::euid() == 0,
+            "{text}"
+        );
         let text = access_denied_as(false, &payload, 0o400, true, &eacces(), true);
         assert!(
             text.ends_with(&format!(
@@ -1078,8 +1171,42 @@ mod tests {
                 "{text}"
             );
         }
+        // A mode that denies reading too: a read-only open would be denied as well.
         let text = access_denied_as(false, &payload, 0o000, true, &eacces(), true);
-        assert!(!text.contains("chattr"), "{text}");
+        assert!(
+            !text.contains("chattr") && !text.contains("read-only"),
+            "{text}"
+        );
+        let text = access_denied_as(false, &payload, 0o200, true, &eacces(), true);
+        assert!(!text.contains("read-only"), "{text}");
+    }
+
+    /// A cursor's loss says how many frames, and why with what to do: read faster or keep
+    /// a deeper history for frames overwritten; for frames never recorded, who counts
+    /// without recording.
+    #[test]
+    fn a_loss_says_how_many_frames_why_and_what_to_do() {
+        let lost = |cause| {
+            Error::Overrun {
+                name: "cam0".into(),
+                lost: 3,
+                cause,
+            }
+            .to_string()
+        };
+        let text = lost(LossCause::Overwritten);
+        assert!(
+            text.starts_with(
+                "stream 'cam0': 3 frame(s) lost on this cursor: the writer overwrote them"
+            ) && text.contains("read faster or create the stream with a deeper history(n)"),
+            "{text}"
+        );
+        let text = lost(LossCause::NotRecorded);
+        assert!(
+            text.contains(": they were counted without entering the history")
+                && text.contains("pyshmem"),
+            "{text}"
+        );
     }
 
     /// The closure's error is in the message: callers that print only `{e}` (the bridge's
