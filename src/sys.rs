@@ -671,6 +671,74 @@ pub(crate) fn coarse_now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// The file-size and address-space limits are this process's soft limits, as the kernel
+    /// shows them (`None` for unlimited), here and in a child whose shell lowered both.
+    #[test]
+    fn the_limits_are_the_soft_limits_the_kernel_shows() {
+        const TEST: &str = "sys::tests::the_limits_are_the_soft_limits_the_kernel_shows";
+        const CHILD: &str = "SHMSTREAM_SYS_LIMITS";
+        let shown = |limit: &str| {
+            let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+            let line = limits.lines().find(|l| l.starts_with(limit)).unwrap();
+            let soft = line[limit.len()..].split_whitespace().next().unwrap();
+            (soft != "unlimited").then(|| soft.parse::<u64>().unwrap())
+        };
+        let both = || {
+            assert_eq!(file_size_limit(), shown("Max file size"));
+            assert_eq!(address_space_limit(), shown("Max address space"));
+            (file_size_limit(), address_space_limit())
+        };
+        if std::env::var_os(CHILD).is_some() {
+            let (f, a) = both();
+            println!("said: {} {}", f.is_some(), a.is_some());
+            return;
+        }
+        both();
+        let said = crate::few_descriptors::said_in_a_shell_child(
+            "ulimit -f 4096 && ulimit -v 16000000",
+            TEST,
+            (CHILD, "1".as_ref()),
+        );
+        assert_eq!(said, ["true true"]);
+    }
+
+    /// The `/dev/null` descriptor kept for forked children's lock descriptors is closed on
+    /// exec: a program the process runs does not inherit it.
+    #[test]
+    fn the_dev_null_kept_for_forked_children_is_closed_on_exec() {
+        let fd = open_dev_null();
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        // SAFETY: `fd` was opened above, and nothing else holds it.
+        unsafe { libc::close(fd) };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{info}");
+        assert_eq!(
+            flags & libc::O_ACCMODE as u32,
+            libc::O_RDONLY as u32,
+            "{info}"
+        );
+    }
+
+    /// A directory this process may create files in is writable; a missing path, a file
+    /// that is no directory, and a path no system call can take are not.
+    #[test]
+    fn only_an_existing_directory_open_to_this_user_is_writable() {
+        let dir = std::env::temp_dir().join(format!("sys-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(writable_dir(&dir));
+        assert!(!writable_dir(&file));
+        assert!(!writable_dir(&dir.join("missing")));
+        assert!(!writable_dir(std::path::Path::new("nul\0inside")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Where `posix_fallocate` cannot reserve, each page of a new object gets its storage
     /// (readers refuse an object with holes): a sparse 64 KiB object then holds 64 KiB.
     #[test]
@@ -851,6 +919,40 @@ mod tests {
         child.wait().unwrap();
         assert!(!pid_alive(p) && !process_running(p));
         assert!(!process_running(0) && !process_running(-1) && !process_running(i64::MAX));
+    }
+
+    /// This process is itself without a probe (its own pid is taken as given); another is
+    /// alive, and running, while it runs, and neither once reaped.
+    #[test]
+    fn this_process_is_itself_and_another_is_what_it_probes_as() {
+        let unused = i64::from(i32::MAX);
+        assert!(!pid_alive(unused), "pid {unused} is in use");
+        #[cfg(feature = "cuda")]
+        assert!(is_self_or_alive(unused, unused) && !is_self_or_alive(pid(), unused));
+        assert!(is_self_or_running(pid()) && !is_self_or_running(unused));
+        /// Killed and reaped when dropped, after a failed assertion too: a `sleep` left
+        /// running would hold the test's output pipe open.
+        struct Reaped(std::process::Child);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap(),
+        );
+        let p = i64::from(child.0.id());
+        #[cfg(feature = "cuda")]
+        assert!(is_self_or_alive(pid(), p));
+        assert!(is_self_or_running(p));
+        drop(child);
+        #[cfg(feature = "cuda")]
+        assert!(!is_self_or_alive(pid(), p));
+        assert!(!is_self_or_running(p));
     }
 
     /// A process whose main thread ended while another thread runs (`pthread_exit` in
