@@ -672,7 +672,8 @@ mod tests {
     use super::*;
 
     /// The file-size and address-space limits are this process's soft limits, as the kernel
-    /// shows them (`None` for unlimited), here and in a child whose shell lowered both.
+    /// shows them (`None` for unlimited), here and in a child whose shell set a file-size
+    /// limit (not an address-space one: a sanitizer's shadow memory would not fit under it).
     #[test]
     fn the_limits_are_the_soft_limits_the_kernel_shows() {
         const TEST: &str = "sys::tests::the_limits_are_the_soft_limits_the_kernel_shows";
@@ -689,17 +690,17 @@ mod tests {
             (file_size_limit(), address_space_limit())
         };
         if std::env::var_os(CHILD).is_some() {
-            let (f, a) = both();
-            println!("said: {} {}", f.is_some(), a.is_some());
+            let (file_size, _) = both();
+            println!("said: file-size limit {}", file_size.is_some());
             return;
         }
         both();
         let said = crate::few_descriptors::said_in_a_shell_child(
-            "ulimit -f 4096 && ulimit -v 16000000",
+            "ulimit -f 4096",
             TEST,
             (CHILD, "1".as_ref()),
         );
-        assert_eq!(said, ["true true"]);
+        assert_eq!(said, ["file-size limit true"]);
     }
 
     /// The `/dev/null` descriptor kept for forked children's lock descriptors is closed on
