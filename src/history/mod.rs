@@ -802,21 +802,16 @@ mod tests {
     use super::*;
     use crate::stream::Stream;
 
+    use crate::stream::tests::{Hook, run, set};
+
     thread_local! {
         /// Run once by this thread's next [`Ring::attach`], between the ring's header and
         /// its slots.
-        static BETWEEN_HEADER_AND_SLOTS: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
-            std::cell::RefCell::new(None);
+        static BETWEEN_HEADER_AND_SLOTS: Hook = std::cell::RefCell::new(None);
     }
 
     pub(super) fn between_header_and_slots() {
-        if let Some(f) = BETWEEN_HEADER_AND_SLOTS.with(|h| h.borrow_mut().take()) {
-            f();
-        }
-    }
-
-    fn before_slots(f: impl FnOnce() + 'static) {
-        BETWEEN_HEADER_AND_SLOTS.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        run(&BETWEEN_HEADER_AND_SLOTS);
     }
 
     /// A ring moved away from its name between its header and its slots (the stream
@@ -831,7 +826,9 @@ mod tests {
         let (from, to) = (path.clone(), aside.clone());
         // Renamed, not removed: the header's object is still linked, so only the slots'
         // open tells that the ring is gone.
-        before_slots(move || std::fs::rename(from, to).unwrap());
+        set(&BETWEEN_HEADER_AND_SLOTS, move || {
+            std::fs::rename(from, to).unwrap()
+        });
         let r = Ring::attach(&name, 16, s.instance_id, false);
         assert!(matches!(r, Ok(None)), "{r:?}");
         std::fs::rename(&aside, &path).unwrap();
@@ -868,7 +865,7 @@ mod tests {
             drop(fillers);
             let fillers = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let taken = fillers.clone();
-            before_slots(move || {
+            set(&BETWEEN_HEADER_AND_SLOTS, move || {
                 *taken.borrow_mut() = crate::few_descriptors::take_every_descriptor();
             });
             say("slots", Ring::attach(&name, 16, s.instance_id, false));

@@ -705,12 +705,14 @@ fn open_payload(name: &str, decoded: &Header, readonly: bool) -> Result<Option<S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
 
     use super::*;
 
-    type Hook = RefCell<Option<Box<dyn FnOnce()>>>;
+    /// A test hook: a closure a thread sets ([`set`]) for its next pass through a point of
+    /// the library, where [`run`] takes and runs it once.
+    pub(crate) type Hook = RefCell<Option<Box<dyn FnOnce()>>>;
 
     thread_local! {
         /// Run once between an open's `_meta` and its payload (by this thread's next open).
@@ -722,10 +724,16 @@ mod tests {
         pub(super) static PAYLOAD_RETRIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
-    fn run(hook: &'static std::thread::LocalKey<Hook>) {
+    /// Runs `hook`, if this thread set it, once.
+    pub(crate) fn run(hook: &'static std::thread::LocalKey<Hook>) {
         if let Some(f) = hook.with(|h| h.borrow_mut().take()) {
             f();
         }
+    }
+
+    /// Sets `hook` to `f` for this thread's next [`run`] of it.
+    pub(crate) fn set(hook: &'static std::thread::LocalKey<Hook>, f: impl FnOnce() + 'static) {
+        hook.with(|h| *h.borrow_mut() = Some(Box::new(f)));
     }
 
     pub(super) fn between_opens() {
@@ -758,13 +766,11 @@ mod tests {
             let second: std::rc::Rc<RefCell<Option<Stream>>> = Default::default();
             let made = second.clone();
             let recreated = name.clone();
-            BEFORE_RING.with(|h| {
-                *h.borrow_mut() = Some(Box::new(move || {
-                    catalog::unlink(&recreated).unwrap();
-                    if recreate {
-                        *made.borrow_mut() = Some(with_history(&recreated, 8));
-                    }
-                }))
+            set(&BEFORE_RING, move || {
+                catalog::unlink(&recreated).unwrap();
+                if recreate {
+                    *made.borrow_mut() = Some(with_history(&recreated, 8));
+                }
             });
             let opened = Stream::open(&name);
             match second.borrow_mut().take() {
@@ -793,13 +799,11 @@ mod tests {
         let second: std::rc::Rc<RefCell<Option<Stream>>> = Default::default();
         let made = second.clone();
         let recreated = name.clone();
-        BETWEEN_OPENS.with(|h| {
-            *h.borrow_mut() = Some(Box::new(move || {
-                catalog::unlink(&recreated).unwrap();
-                let s = Stream::create(&recreated, &[4], Dtype::U8).unwrap();
-                s.write_slice(&[9u8; 4]).unwrap();
-                *made.borrow_mut() = Some(s);
-            }))
+        set(&BETWEEN_OPENS, move || {
+            catalog::unlink(&recreated).unwrap();
+            let s = Stream::create(&recreated, &[4], Dtype::U8).unwrap();
+            s.write_slice(&[9u8; 4]).unwrap();
+            *made.borrow_mut() = Some(s);
         });
         let opened = Stream::open(&name).unwrap();
         let second = second.borrow_mut().take().unwrap();
@@ -858,14 +862,10 @@ mod tests {
         let payload = crate::segment::path(&name::segment_id(&stream));
         let aside = payload.with_extension("aside");
         let (from, to) = (payload.clone(), aside.clone());
-        BETWEEN_OPENS.with(|h| {
-            *h.borrow_mut() = Some(Box::new(move || {
-                std::fs::rename(&from, &to).unwrap();
-                // The creator publishes it before the open's next look.
-                BETWEEN_OPENS.with(|h| {
-                    *h.borrow_mut() = Some(Box::new(move || std::fs::rename(to, from).unwrap()))
-                });
-            }))
+        set(&BETWEEN_OPENS, move || {
+            std::fs::rename(&from, &to).unwrap();
+            // The creator publishes it before the open's next look.
+            set(&BETWEEN_OPENS, move || std::fs::rename(to, from).unwrap());
         });
         PAYLOAD_RETRIES.with(|n| n.set(0));
         let opened = Stream::open_within(&stream, Duration::from_secs(1));
