@@ -757,21 +757,40 @@ mod tests {
     }
 
     /// An allocation that tmpfs interrupts whenever it takes long (here: over 1 MiB) still
-    /// finishes, in chunks that cover the length exactly once; other errors end it.
+    /// finishes, in chunks that cover the length exactly once; other errors end it. An
+    /// interrupted chunk is asked for again at half its size (a page at least), and the chunk
+    /// after one that succeeded is twice as large (8 MiB at most, the rest at the end).
     #[test]
     fn an_interrupted_reservation_finishes_in_smaller_chunks() {
-        let len: libc::off_t = (64 << 20) + 123;
-        let (mut calls, mut done) = (0, Vec::new());
+        const MIB: libc::off_t = 1 << 20;
+        let len: libc::off_t = (64 * MIB) + 123;
+        let (mut calls, mut done) = (Vec::new(), Vec::new());
         let r = reserve_in_chunks(len, |at, n| {
-            calls += 1;
-            assert!(calls <= 10_000, "still retrying after {calls} calls");
-            if n > 1 << 20 {
-                return libc::EINTR;
+            assert!(
+                calls.len() < 10_000,
+                "still retrying after {} calls",
+                calls.len()
+            );
+            let rc = if n > MIB { libc::EINTR } else { 0 };
+            calls.push((at, n, rc));
+            if rc == 0 {
+                done.push((at, n));
             }
-            done.push((at, n));
-            0
+            rc
         });
         r.unwrap();
+        assert_eq!(
+            calls[..2],
+            [(0, len, libc::EINTR), (0, 8 * MIB, libc::EINTR)]
+        );
+        for pair in calls[1..].windows(2) {
+            let ((at, n, rc), (next_at, next_n, _)) = (pair[0], pair[1]);
+            let (expected_at, expected_n) = match rc {
+                0 => (at + n, (2 * n).min(8 * MIB).min(len - at - n)),
+                _ => (at, (n / 2).max(4096)),
+            };
+            assert_eq!((next_at, next_n), (expected_at, expected_n), "{calls:?}");
+        }
         done.sort_unstable();
         let mut end = 0;
         for &(at, n) in &done {
@@ -785,6 +804,96 @@ mod tests {
             _ => libc::ENOSPC,
         });
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    /// The room `statvfs` gives is what `stat -f` shows for `/dev/shm`: bytes free to an
+    /// unprivileged process, and inodes. Compared where two `stat -f` runs around ours agree
+    /// (other tests create and remove streams meanwhile).
+    #[test]
+    fn the_room_in_dev_shm_is_what_stat_shows() {
+        let shown = || {
+            let out = std::process::Command::new("stat")
+                .args(["-f", "-c", "%a %S %c %d", SHM_DIR])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let v: Vec<u64> = text
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            ShmRoom {
+                bytes: v[0] * v[1],
+                inodes: v[2],
+                inodes_free: v[3],
+            }
+        };
+        for _ in 0..100 {
+            let (before, room, available, after) = (shown(), shm_room(), shm_available(), shown());
+            if before == after {
+                assert_eq!((room, available), (Some(before), Some(before.bytes)));
+                return;
+            }
+        }
+        panic!("/dev/shm's room changed between every two `stat -f` runs");
+    }
+
+    /// `shm_unlink` of a name no object has is `NotFound`; `same_file_at` is true only for a
+    /// path that names the open file itself: not another file, not a symbolic link to it, not
+    /// a missing path.
+    #[test]
+    fn a_missing_object_is_not_found_and_only_the_file_itself_is_the_same() {
+        let id = format!("sys-missing-{}", std::process::id());
+        let e = shm_unlink(&id).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        let dir = std::env::temp_dir().join(format!("sys-same-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b, link) = (dir.join("a"), dir.join("b"), dir.join("link"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let file = File::open(&a).unwrap();
+        let same = [&a, &b, &link, &dir.join("missing")].map(|p| same_file_at(&file, p));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(same, [true, false, false, false]);
+    }
+
+    /// Instance ids are the kernel's random bytes, never all zero (invalid in the format):
+    /// 64 draws are all different, and their first bytes are not all the same.
+    #[test]
+    fn instance_ids_are_random_and_never_zero() {
+        let ids: Vec<[u8; 16]> = (0..64).map(|_| random_id().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(ids.iter().all(|id| *id != [0; 16]));
+        assert!(ids.iter().any(|id| id[0] != ids[0][0]), "{ids:?}");
+    }
+
+    /// The write time is the wall clock in seconds (between two `SystemTime` reads around
+    /// it); the coarse clock is `CLOCK_MONOTONIC`'s milliseconds, at most a tick (a few ms)
+    /// behind it.
+    #[test]
+    fn the_clocks_read_the_wall_and_the_monotonic_time() {
+        let wall = || {
+            let t = std::time::SystemTime::now();
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        let (before, now, after) = (wall(), unix_now(), wall());
+        assert!(
+            before - 1e-6 <= now && now <= after + 1e-6,
+            "{before} {now} {after}"
+        );
+        let fine_ms = || {
+            let ts = clock_now(libc::CLOCK_MONOTONIC);
+            ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+        };
+        let (before, coarse, after) = (fine_ms(), coarse_now_ms(), fine_ms());
+        assert!(
+            before <= coarse + 20 && coarse <= after,
+            "{before} {coarse} {after}"
+        );
     }
 
     /// The whole length is asked for first, so a length tmpfs refuses at once (larger than
