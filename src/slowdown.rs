@@ -134,6 +134,18 @@ mod tests {
         );
     }
 
+    /// A guard dropped after its path's own work spins on for `extra` times that work: a
+    /// path slowed by 1 (factor 2) takes at least twice as long.
+    #[test]
+    fn a_slowed_path_takes_its_factor_times_as_long() {
+        let work = Duration::from_millis(20);
+        let start = Instant::now();
+        let slowed = Guard(Some((start, 1.0)));
+        crate::spin::spin_until(start + work);
+        drop(slowed);
+        assert!(start.elapsed() >= 2 * work, "{:?}", start.elapsed());
+    }
+
     #[test]
     fn an_unnamed_path_is_not_timed() {
         // The test process does not set the variable for `wake`.
