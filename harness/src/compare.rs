@@ -361,6 +361,10 @@ mod tests {
         let old = vec![sample("a", Some(1.0))];
         let sut = compare(&old, &[sample("a", Some(0.76))], Bands::uniform(0.25));
         assert!(!sut.has_regression());
+        // A drop of exactly the band does not exceed it.
+        let sut = compare(&old, &[sample("a", Some(0.75))], Bands::uniform(0.25));
+        assert_eq!(sut.changes[0].change, Some(-0.25));
+        assert!(!sut.has_regression());
         let sut = compare(&old, &[sample("a", Some(2.0))], Bands::uniform(0.25));
         assert!(!sut.has_regression());
         assert_eq!(sut.changes[0].change, Some(1.0));
@@ -481,6 +485,34 @@ mod tests {
         assert_eq!(sut.failure(), None);
     }
 
+    /// A case with a ratio on one side only (none in OLD, or none in NEW where it was
+    /// skipped) is listed without a band: nothing was compared for it.
+    #[test]
+    fn a_case_with_a_ratio_on_one_side_only_shows_no_band() {
+        let mut skipped = sample("b", None);
+        skipped.skipped = Some("no GPU".into());
+        let sut = compare(
+            &[sample("a", None), sample("b", Some(1.0))],
+            &[sample("a", Some(1.0)), skipped],
+            Bands::uniform(0.25),
+        );
+        let table = sut.table();
+        let row = |case: &str| {
+            let at = format!("{case} 100x100");
+            table
+                .lines()
+                .find(|l| l.starts_with(&at))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(
+            row("a").ends_with("no ratio (skipped or failed)"),
+            "{table}"
+        );
+        assert!(row("b").ends_with("skipped in NEW (no GPU)"), "{table}");
+        assert!(!table.contains("ok (band"), "{table}");
+    }
+
     /// Cases in both files, but none with a ratio in both (a baseline of null ratios): nothing
     /// was compared, and the gate fails whatever NEW says.
     #[test]
@@ -540,6 +572,8 @@ mod tests {
         };
         assert_eq!(bands.for_case(&row("op", 1.48e6)), 0.2);
         assert_eq!(bands.for_case(&row("pingpong", 1.3e6)), 0.5);
+        // Over a million round trips a second: a floor of exactly 1 µs keeps the default.
+        assert_eq!(bands.for_case(&row("pingpong", 1e6)), 0.2);
         assert_eq!(bands.for_case(&row("pingpong", 2e5)), 0.2);
         let mut slower = row("op", 1.48e6);
         slower.ratio_to_floor = Some(0.7);
@@ -703,6 +737,14 @@ mod tests {
         assert_eq!(best[0].ratio_to_floor, Some(0.74));
         let sut = compare(&[sample("a", Some(0.98))], &best, Bands::uniform(0.2));
         assert!(sut.has_regression(), "{}", sut.table());
+        // At exactly the slack squared it is not yet far above: it ranks as ratio / slack
+        // (1.05), above a bounded 1.04.
+        let slack = sample("a", None).floor_bound_slack();
+        let runs = vec![
+            vec![sample("a", Some(1.04))],
+            vec![sample("a", Some(slack * slack))],
+        ];
+        assert_eq!(best_of(&runs)[0].ratio_to_floor, Some(slack * slack));
         // Without a repeat with a ratio the unbounded one still beats no ratio.
         let best = best_of(&[vec![sample("a", None)], vec![sample("a", Some(1.3))]]);
         assert_eq!(best[0].ratio_to_floor, Some(1.3));
@@ -737,6 +779,23 @@ mod tests {
         assert_eq!(baseline_of(&runs)[0].ratio_to_floor, Some(0.80));
         let best = baseline_of(&[vec![sample("a", None)], vec![sample("a", Some(1.3))]]);
         assert_eq!(best[0].ratio_to_floor, Some(1.3));
+    }
+
+    /// Between repeats ranked alike, the merge keeps the first: the best of three equal
+    /// ratios, and the baseline of them, is the first run's record.
+    #[test]
+    fn of_repeats_ranked_alike_the_first_is_kept() {
+        let runs: Vec<Vec<Record>> = (0..3u32)
+            .map(|k| {
+                let mut r = sample("a", Some(0.9));
+                r.hz = Some(f64::from(1000 + k));
+                vec![r]
+            })
+            .collect();
+        for merged in [best_of(&runs), baseline_of(&runs)] {
+            assert_eq!(merged.len(), 1);
+            assert_eq!(merged[0].hz, Some(1000.0));
+        }
     }
 
     #[test]
