@@ -261,6 +261,20 @@ mod tests {
                 "{v} is not 1e6 ns in µs: {text}"
             );
         }
+        // Each value line but the last gives 1/(1-Percentile); the last (percentile 1) leaves
+        // that column empty, as HdrHistogram does.
+        let lines: Vec<Vec<f64>> = text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect();
+        let (last, rest) = lines.split_last().unwrap();
+        assert_eq!((last.len(), last[1]), (3, 1.0), "{text}");
+        for l in rest {
+            assert_eq!(l.len(), 4, "{text}");
+            assert!((l[3] - 1.0 / (1.0 - l[1])).abs() <= 0.01 * l[3], "{l:?}");
+        }
     }
 
     /// The footer's SubBuckets is the sub-bucket count HdrHistogram prints (2048 at 3
