@@ -575,6 +575,11 @@ pub(crate) mod tests {
             (Some(false), "1.300 µs")
         );
         assert_eq!(absolute_round_trip_target(None, Some(1_000)).pass, None);
+        // A floor at the limit is not over it.
+        assert_eq!(
+            absolute_round_trip_target(Some(1_300), Some(1_200)).measured,
+            "1.300 µs (the floor's 1.200 µs)"
+        );
         assert_eq!(slow_host.limit, "≤ 1.200 µs");
     }
 
@@ -634,7 +639,9 @@ pub(crate) mod tests {
         assert_eq!(m.pass, Some(true), "{m:?}");
         assert!(
             m.measured
-                .starts_with("0 over 31 s (and 33 the camera published"),
+                .starts_with("0 over 31 s (and 33 the camera published")
+                && m.measured
+                    .ends_with("its core paused: the source's, not judged)"),
             "{m:?}"
         );
         let one_more = ao(PYRTC, [10_000; 3], at_source(34, 33), stats(31_000, 0, 1.0));
@@ -700,6 +707,91 @@ pub(crate) mod tests {
         );
     }
 
+    /// The GPU targets hold GPU jobs that ran: the 64 KiB ping-pong's p50 to 20 µs, the
+    /// device-resident MVM at n = 10000 to 1.2 TFLOP/s (2·n²·rate). Other sizes, a CPU job
+    /// and a skipped GPU job are held to neither.
+    #[test]
+    fn the_gpu_targets_hold_only_the_gpu_jobs_that_ran() {
+        let jobs = Scenario::parse(
+            "name = \"t\"\n\
+             [[case]]\nkind = \"pingpong\"\ndevice = \"cuda:0\"\nsizes = [[16384], [16]]\n\
+             [[case]]\nkind = \"pingpong\"\nsizes = [[65536]]\ndtype = \"uint8\"\n\
+             [[case]]\nkind = \"mvm\"\ndevice = \"cuda:0\"\npipeline = \"device-resident\"\nsizes = [[10000, 10000], [1000, 1000]]\n",
+        )
+        .unwrap()
+        .jobs(false, None);
+        let gpu_targets = |skipped: Option<&str>| {
+            let results: Vec<JobResult> = jobs
+                .iter()
+                .map(|job| {
+                    // 1 µs a 64 KiB round trip (2 µs at 64 B); 10 000 products a second at
+                    // n = 10000: 2 TFLOP/s (30 000 at n = 1000).
+                    let big = job.payload_bytes() == 65536 || job.shape[0] == 10000;
+                    let mut ours = side(if big { 1_000 } else { 2_000 });
+                    ours.m.repeat_hz = vec![if big { 1e4 } else { 3e4 }];
+                    JobResult {
+                        job: job.clone(),
+                        ours: Ok(ours),
+                        floor: Ok(side(900)),
+                        peer: Err("no python".into()),
+                        skipped: skipped.filter(|_| job.device.is_gpu()).map(str::to_owned),
+                        ao: None,
+                    }
+                })
+                .collect();
+            evaluate(&results, 5.0)
+                .into_iter()
+                .filter(|t| t.name.contains("H100"))
+                .map(|t| (t.name, t.measured, t.limit, t.pass))
+                .collect::<Vec<_>>()
+        };
+        let ran = gpu_targets(None);
+        assert_eq!(ran.len(), 2, "{ran:#?}");
+        assert!(
+            ran[0]
+                .0
+                .ends_with(": GPU 64 KiB cross-process round trip p50 (H100 target, under MPS)")
+        );
+        assert_eq!(
+            (&*ran[0].1, &*ran[0].2, ran[0].3),
+            ("1.0 µs", "≤ 20 µs", Some(true))
+        );
+        assert!(
+            ran[1]
+                .0
+                .ends_with(": device-resident MVM n=10000 (H100 target)")
+        );
+        assert_eq!(
+            (&*ran[1].1, &*ran[1].2, ran[1].3),
+            ("2.000 TFLOP/s", "≥ 1.2 TFLOP/s", Some(true))
+        );
+        assert_eq!(gpu_targets(Some("no GPU")), []);
+    }
+
+    /// The pyshmem targets hold pyRTC's geometry (97 modes) at 1 kHz only, and say why
+    /// they are n/a where the run has no peer.
+    #[test]
+    fn the_pyshmem_targets_hold_only_pyrtc_at_1_khz_and_say_why_they_are_missing() {
+        let pyshmem = |case: &str| {
+            let r = ao(case, [10_000; 3], stats(1, 0, 1.0), stats(1, 0, 1.0));
+            let t = evaluate(&[r], 5.0);
+            t.iter().filter(|t| t.name.contains("pyshmem")).count()
+        };
+        assert_eq!(pyshmem(PYRTC), 3);
+        assert_eq!(
+            pyshmem(&PYRTC.replace("rate_hz = 1000", "rate_hz = 500")),
+            0
+        );
+        assert_eq!(pyshmem(&PYRTC.replace("modes = 97", "modes = 50")), 0);
+        let mut r = ao(PYRTC, [10_000; 3], stats(1, 0, 1.0), stats(1, 0, 1.0));
+        r.peer = Err("no python".into());
+        let t = evaluate(&[r], 5.0);
+        assert_eq!(
+            find(&t, " p50: pyshmem").measured,
+            "n/a (no pyshmem peer in this run)"
+        );
+    }
+
     /// A floor ours beats beyond its slack bounds nothing: each target against it is n/a
     /// (pass `None`), where the same floor within its slack is judged.
     #[test]
@@ -742,8 +834,148 @@ pub(crate) mod tests {
             let t = evaluate(&results, 5.0);
             for name in ["spin p50 vs floor", "spin p99 vs floor", "park 64 KiB p50"] {
                 assert_eq!(find(&t, name).pass, pass, "{:?}", find(&t, name));
+                let void = find(&t, name)
+                    .measured
+                    .starts_with("n/a (the floor does not bound");
+                assert_eq!(void, pass.is_none(), "{:?}", find(&t, name));
             }
         }
+    }
+
+    /// Each IO target holds only its own cases, to its own limit: the float32 round trip
+    /// at 100² (0.75×), 1000² and 10000² (0.95×); the spinning 64 KiB ping-pong's p50 and
+    /// p99 to its floor's (1.15×, 1.5×), the spinning 64 B one to 1.2 µs, a notifying one's
+    /// p50 to its floor's (2×); our MVM kernel's GFLOP/s (2·n²·rate) to numpy's, 2× at
+    /// n = 100 and 1× at n = 1000 (and the host-upload pipeline to its kernel alone). A
+    /// ping-pong whose floor has no samples, or of no size with a target, is held to none.
+    #[test]
+    fn each_io_target_holds_its_own_cases_to_its_own_limit() {
+        let jobs = Scenario::parse(
+            "name = \"t\"\n\
+             [[case]]\nkind = \"roundtrip\"\nsizes = [[100, 100], [1000, 1000], [10000, 10000], [50, 50]]\n\
+             [[case]]\nkind = \"roundtrip\"\nsizes = [[100, 100]]\ndtype = \"uint8\"\n\
+             [[case]]\nkind = \"pingpong\"\nsizes = [[64], [65536], [128]]\ndtype = \"uint8\"\n\
+             [[case]]\nkind = \"pingpong\"\nwait = \"park\"\nsizes = [[64], [128]]\ndtype = \"uint8\"\n\
+             [[case]]\nkind = \"mvm\"\nsizes = [[100, 100], [1000, 1000]]\n",
+        )
+        .unwrap()
+        .jobs(false, None);
+        let results: Vec<JobResult> = jobs
+            .into_iter()
+            .map(|job| {
+                let mut floor = side(900);
+                let mut peer = side(1);
+                if job.kind == Kind::Mvm {
+                    // 2·n²·rate: 2 GFLOP/s at both sizes, against numpy's 0.5 and 4.
+                    let n = job.shape[0] as f64;
+                    floor.m.repeat_hz = vec![1e9 / (n * n)];
+                    let numpy = if n == 100.0 { "0.5" } else { "4" };
+                    peer.m.notes = vec![("kernel_gflops".into(), numpy.into())];
+                }
+                if job.wait == Some(Wait::Park) && job.payload_bytes() == 128 {
+                    floor.hist = crate::hist::new();
+                }
+                JobResult {
+                    job,
+                    ours: Ok(side(1_000)),
+                    floor: Ok(floor),
+                    peer: Ok(peer),
+                    skipped: None,
+                    ao: None,
+                }
+            })
+            .collect();
+        let t = evaluate(&results, 5.0);
+        let got: Vec<(&str, &str, &str, Option<bool>)> = t
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.measured.as_str(),
+                    t.limit.as_str(),
+                    t.pass,
+                )
+            })
+            .collect();
+        let fl = "vs floor (median iteration)";
+        let kernel = "our GFLOP/s vs numpy sgemv GFLOP/s";
+        assert_eq!(
+            got,
+            [
+                (
+                    &*format!("roundtrip 100x100 {fl}"),
+                    "0.900×",
+                    "≥ 0.75×",
+                    Some(true)
+                ),
+                (
+                    &format!("roundtrip 1000x1000 {fl}"),
+                    "0.900×",
+                    "≥ 0.95×",
+                    Some(false)
+                ),
+                (
+                    &format!("roundtrip 10000x10000 {fl}"),
+                    "0.900×",
+                    "≥ 0.95×",
+                    Some(false)
+                ),
+                (
+                    "pingpong 64 B spin p50 round trip",
+                    "1.000 µs (the floor's 0.900 µs)",
+                    "≤ 1.200 µs",
+                    Some(true)
+                ),
+                (
+                    "pingpong 64 KiB spin p50 vs floor p50",
+                    "1.00 µs / 0.90 µs = 1.11×",
+                    "≤ 1.15×",
+                    Some(true)
+                ),
+                (
+                    "pingpong 64 KiB spin p99 vs floor p99",
+                    "1.00 µs / 0.90 µs = 1.11× (p99 from 100 samples: it needs 1000)",
+                    "≤ 1.50×",
+                    Some(true)
+                ),
+                (
+                    "pingpong park 64 B p50 vs park floor p50",
+                    "1.00 µs / 0.90 µs = 1.11×",
+                    "≤ 2.00×",
+                    Some(true)
+                ),
+                (
+                    "pingpong park 128 B p50 vs park floor p50",
+                    "n/a (a side failed)",
+                    "≤ 2.00×",
+                    None
+                ),
+                (
+                    &format!("MVM kernel n=100: {kernel}"),
+                    "4.000×",
+                    "≥ 2.00×",
+                    Some(true)
+                ),
+                (
+                    &format!("MVM kernel n=1000: {kernel}"),
+                    "0.500×",
+                    "≥ 1.00×",
+                    Some(false)
+                ),
+                (
+                    "MVM pipeline 1000x1000: median iteration, kernel alone ÷ ours",
+                    "0.900×",
+                    "≥ 0.85×",
+                    Some(true)
+                ),
+                (
+                    "histogram recording cost",
+                    "5.0 ns/sample",
+                    "≤ 50 ns",
+                    Some(true)
+                ),
+            ]
+        );
     }
 
     /// A target judged on a p99 of fewer than 1000 samples says so in its measured value;
