@@ -870,8 +870,9 @@ mod tests {
     }
 
     /// The write time is the wall clock in seconds (between two `SystemTime` reads around
-    /// it); the coarse clock is `CLOCK_MONOTONIC`'s milliseconds, at most a tick (a few ms)
-    /// behind it.
+    /// it); the coarse clock is `CLOCK_MONOTONIC`'s milliseconds, as of the last tick. It is
+    /// allowed 250 ms behind: the kernel updates it late when the vCPU that keeps time is
+    /// preempted (up to 5 ticks, 50 ms at 100 Hz).
     #[test]
     fn the_clocks_read_the_wall_and_the_monotonic_time() {
         let wall = || {
@@ -891,7 +892,7 @@ mod tests {
         };
         let (before, coarse, after) = (fine_ms(), coarse_now_ms(), fine_ms());
         assert!(
-            before <= coarse + 20 && coarse <= after,
+            before <= coarse + 250 && coarse <= after,
             "{before} {coarse} {after}"
         );
     }
