@@ -490,7 +490,7 @@ pub(crate) mod tests {
     use crate::cases::ao::geometry::Geometry;
     use crate::measure::Measured;
     use crate::run::Side;
-    use crate::scenario::Scenario;
+    use crate::scenario::{Job, Scenario};
 
     /// A side whose every iteration took `ns`.
     fn side(ns: u64) -> Side {
@@ -502,6 +502,18 @@ pub(crate) mod tests {
             m: Measured::default(),
             hist,
             placement: "solo@0".into(),
+        }
+    }
+
+    /// A result of a job without a loop or a peer: ours and its floor.
+    fn plain(job: Job, ours: Side, floor: Side) -> JobResult {
+        JobResult {
+            job,
+            ours: Ok(ours),
+            floor: Ok(floor),
+            peer: Err("no python".into()),
+            skipped: None,
+            ao: None,
         }
     }
 
@@ -730,12 +742,8 @@ pub(crate) mod tests {
                     let mut ours = side(if big { 1_000 } else { 2_000 });
                     ours.m.repeat_hz = vec![if big { 1e4 } else { 3e4 }];
                     JobResult {
-                        job: job.clone(),
-                        ours: Ok(ours),
-                        floor: Ok(side(900)),
-                        peer: Err("no python".into()),
                         skipped: skipped.filter(|_| job.device.is_gpu()).map(str::to_owned),
-                        ao: None,
+                        ..plain(job.clone(), ours, side(900))
                     }
                 })
                 .collect();
@@ -822,14 +830,7 @@ pub(crate) mod tests {
         for (floor, pass) in [(10_600, None), (10_400, Some(true))] {
             let results: Vec<JobResult> = jobs
                 .iter()
-                .map(|job| JobResult {
-                    job: job.clone(),
-                    ours: Ok(side(10_000)),
-                    floor: Ok(side(floor)),
-                    peer: Err("no python".into()),
-                    skipped: None,
-                    ao: None,
-                })
+                .map(|job| plain(job.clone(), side(10_000), side(floor)))
                 .collect();
             let t = evaluate(&results, 5.0);
             for name in ["spin p50 vs floor", "spin p99 vs floor", "park 64 KiB p50"] {
@@ -995,14 +996,7 @@ pub(crate) mod tests {
                 s.hist.record_n(ns, samples).unwrap();
                 s
             };
-            JobResult {
-                job: job.clone(),
-                ours: Ok(with(10_000)),
-                floor: Ok(with(10_000)),
-                peer: Err("no python".into()),
-                skipped: None,
-                ao: None,
-            }
+            plain(job.clone(), with(10_000), with(10_000))
         };
         let t = evaluate(&[result(100)], 5.0);
         let p99 = &find(&t, "spin p99 vs floor").measured;
@@ -1065,14 +1059,7 @@ pub(crate) mod tests {
         let results: Vec<JobResult> = jobs
             .into_iter()
             .zip([[10_000u64, 8_000], [10_000, 8_400], [10_000, 9_000]])
-            .map(|(job, [ours, floor])| JobResult {
-                job,
-                ours: Ok(side(ours)),
-                floor: Ok(side(floor)),
-                peer: Err("no python".into()),
-                skipped: None,
-                ao: None,
-            })
+            .map(|(job, [ours, floor])| plain(job, side(ours), side(floor)))
             .collect();
         let t = evaluate(&results, 5.0);
         let pipeline: Vec<_> = t
