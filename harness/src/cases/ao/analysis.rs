@@ -378,16 +378,22 @@ mod tests {
 
     /// A frame the camera published a period or more late (its core paused, then the
     /// overdue frames back to back) and the stages skipped counts as the source's loss; one
-    /// published in time and lost is the pipeline's.
+    /// published less than a period late and lost is the pipeline's.
     #[test]
     fn missed_frames_the_camera_published_late_are_the_sources() {
-        // Deadlines every 1000 ns; frames 4-6 published together at 6500, frame 8 on time.
+        // Deadlines every 1000 ns; frames 4-6 published together at 6500, frame 8 900 ns
+        // late, the others 5 ns.
         let cam: Vec<Entry> = (1..=10)
             .map(|i| {
-                let late = (4..=6).contains(&i);
-                [i, i * 1000, if late { 6500 } else { i * 1000 + 5 }, 0]
+                let published = match i {
+                    4..=6 => 6500,
+                    8 => i * 1000 + 900,
+                    _ => i * 1000 + 5,
+                };
+                [i, i * 1000, published, 0]
             })
             .collect();
+        assert_eq!(camera_period(&cam), Some(1000));
         let dm: Vec<Entry> = cam
             .iter()
             .filter(|e| ![4, 5, 8].contains(&e[0]))
@@ -399,7 +405,8 @@ mod tests {
             dm,
         };
         let (s, _) = analyse(&[run], 0, true).unwrap();
-        // Frame 4 was 2500 ns late and frame 5 1500 (both skipped), frame 6 500 (taken).
+        // Frame 4 was 2500 ns late and frame 5 1500 (both skipped), frame 6 500 (taken),
+        // frame 8 900 (skipped: under a period, the pipeline's).
         assert_eq!((s.missed, s.missed_at_source), (3, 2));
         assert_eq!(s.pipeline_missed(), 1);
         assert_eq!(s.missed_text(), "3 (2 late at the camera)");
@@ -472,6 +479,97 @@ mod tests {
             err.to_string(),
             "no frame reached the DM after the warm-up (8 camera frames)"
         );
+    }
+
+    /// The warm-up frames' pacing and loss are left out with their latency: a camera late
+    /// on them, and stages that skipped them, count for nothing.
+    #[test]
+    fn the_warm_up_frames_pacing_and_loss_are_left_out() {
+        let cam: Vec<Entry> = (1..=10)
+            .map(|i| [i, i * 1000, i * 1000 + if i <= 2 { 5000 } else { 5 }, 0])
+            .collect();
+        let dm: Vec<Entry> = cam
+            .iter()
+            .filter(|e| e[0] > 2)
+            .map(|e| [e[0], e[2] + 1, e[2] + 50, e[2] + 2])
+            .collect();
+        let run = Logs {
+            camera: cam,
+            slopes: None,
+            dm,
+        };
+        let (s, _) = analyse(&[run], 2, true).unwrap();
+        assert_eq!((s.frames, s.missed, s.missed_at_source), (8, 0, 0));
+        assert_eq!(s.pacing_ns, [5, 5, 5]);
+    }
+
+    /// One frame at the DM spans no interval: no rate, rather than 0 / 0.
+    #[test]
+    fn a_run_with_one_frame_at_the_dm_gives_no_rate() {
+        let run = Logs {
+            camera: vec![[1, 0, 0, 0], [2, 1000, 1000, 0]],
+            slopes: None,
+            dm: vec![[1, 10, 50, 20]],
+        };
+        let (s, _) = analyse(&[run], 0, true).unwrap();
+        assert_eq!((s.frames, s.missed), (2, 1));
+        assert_eq!(s.achieved_hz, 0.0);
+    }
+
+    /// In the split form, a frame at the DM that the slopes stage never logged is a fault.
+    #[test]
+    fn a_frame_that_skipped_the_slopes_stage_is_an_error() {
+        let run = Logs {
+            camera: vec![[1, 0, 0, 0], [2, 1000, 1000, 0]],
+            slopes: Some(vec![[1, 10, 40, 30]]),
+            dm: vec![[1, 50, 90, 0], [2, 1050, 1090, 0]],
+        };
+        let err = analyse(&[run], 0, true).unwrap_err();
+        assert_eq!(
+            err,
+            AnalysisError::Inconsistent(
+                "frame id 2 reached the DM without passing the slopes stage".into()
+            )
+        );
+    }
+
+    /// The merged form reads the camera's and the DM stage's logs, the split form the
+    /// slopes stage's too, each into its place; a log that cannot be read fails the read.
+    #[test]
+    fn logs_are_read_into_their_places_and_the_slopes_log_only_when_split() {
+        let entry = |of: LogOf| -> Entry {
+            match of {
+                LogOf::Camera => [1, 0, 0, 0],
+                LogOf::Slopes => [2, 0, 0, 0],
+                LogOf::Dm => [3, 0, 0, 0],
+            }
+        };
+        for merged in [true, false] {
+            let mut asked = Vec::new();
+            let logs = Logs::read(merged, |of| {
+                asked.push(of);
+                Ok(vec![entry(of)])
+            })
+            .unwrap();
+            assert_eq!(logs.camera, [entry(LogOf::Camera)]);
+            assert_eq!(logs.dm, [entry(LogOf::Dm)]);
+            match merged {
+                true => {
+                    assert_eq!(logs.slopes, None);
+                    assert_eq!(asked, [LogOf::Camera, LogOf::Dm]);
+                }
+                false => {
+                    assert_eq!(logs.slopes, Some(vec![entry(LogOf::Slopes)]));
+                    assert_eq!(asked, [LogOf::Camera, LogOf::Slopes, LogOf::Dm]);
+                }
+            }
+        }
+        let err = Logs::read(false, |of| match of {
+            LogOf::Slopes => Err(Error::msg("no slopes log")),
+            of => Ok(vec![entry(of)]),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("no slopes log"), "{err}");
     }
 
     #[test]
