@@ -557,8 +557,7 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
     let md_path = out.join("report.md");
     let md = std::fs::read_to_string(&md_path)?;
     let table = verdict_table(results, a, &run.noise)?;
-    let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
-    std::fs::write(&md_path, format!("{}{table}{}", &md[..at], &md[at..]))?;
+    std::fs::write(&md_path, before_first_section(&md, &table))?;
     if !a.quiet {
         eprint!("{table}");
     }
@@ -571,6 +570,13 @@ pub fn run(a: &SizeArgs) -> Result<ExitCode> {
         );
     }
     Ok(exit_status(run.code, results))
+}
+
+/// `md` with `section` inserted before its first `## ` heading (at its end where it has
+/// none): the verdict table at the top of the report, under its title and summary.
+fn before_first_section(md: &str, section: &str) -> String {
+    let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
+    format!("{}{section}{}", &md[..at], &md[at..])
 }
 
 /// The forms measured (not skipped) whose verdict is not "pass" (a form without one, failed
@@ -1001,6 +1007,25 @@ mod tests {
             let err = scenario_text(&T::parse_from(v).a).unwrap_err().to_string();
             assert!(err.contains(needle), "{flag} {value}: {err}");
         }
+        // The bound itself is taken: every pixel of the frame valid.
+        let every = T::parse_from([
+            "size",
+            "--actuators",
+            "5",
+            "--rate",
+            "1000",
+            "--budget-us",
+            "900",
+            "--wfs-pixels",
+            "8x8",
+            "--slopes",
+            "pixels",
+            "--valid-pixels",
+            "64",
+        ])
+        .a;
+        let text = scenario_text_on(&every, |_| true).unwrap();
+        assert!(text.contains("valid_pixels = 64\n"), "{text}");
     }
 
     /// The default output folder (`reports/<scenario name>/`) tells apart geometries of one
@@ -1181,6 +1206,56 @@ mod tests {
                 && enough.ends_with(" | **pass** |"),
             "{enough}"
         );
+    }
+
+    /// The verdict goes under the report's title and summary, before its first section, on
+    /// lines of its own; at the end of a report without sections.
+    #[test]
+    fn the_verdict_goes_before_the_reports_first_section() {
+        let section = "## Verdict\n\n| form |\n\n";
+        assert_eq!(
+            before_first_section("# r\n\nsummary\n\n## Environment\n\n## AO loops\n", section),
+            "# r\n\nsummary\n\n## Verdict\n\n| form |\n\n## Environment\n\n## AO loops\n"
+        );
+        assert_eq!(
+            before_first_section("# r\n", section),
+            "# r\n## Verdict\n\n| form |\n\n"
+        );
+    }
+
+    /// Each row names its form from what the job runs: merged or split, busy-waiting or
+    /// parking, the slopes stage waking ahead of its frames or not.
+    #[test]
+    fn each_verdict_row_names_its_form_from_its_job() {
+        let geometry = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                        rate_hz = 2000\n";
+        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        for (keys, form) in [
+            ("", "stages as processes"),
+            ("wake_ahead_us = 0\n", "stages as processes"),
+            (
+                "wake_ahead_us = 50\n",
+                "stages as processes, slopes waking ahead",
+            ),
+            ("merged = true\nwait = \"park\"\n", "slopes+recon merged"),
+            (
+                "merged = true\nwait = \"spin\"\n",
+                "slopes+recon merged, busy-waiting",
+            ),
+        ] {
+            let r = crate::report::targets::tests::ao(
+                &format!("{geometry}{keys}"),
+                [300_000; 3],
+                Default::default(),
+                Default::default(),
+            );
+            let table = verdict_table(&[r], &a, &HostNoise::default()).unwrap();
+            let row = table.lines().find(|l| l.starts_with("| s")).unwrap();
+            assert!(
+                row.starts_with(&format!("| {form} | cpu | ")),
+                "{keys}: {row}"
+            );
+        }
     }
 
     /// A form that failed before its loop started (no loop figures: the run-time memory
