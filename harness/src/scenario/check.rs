@@ -463,10 +463,64 @@ mod tests {
         };
         assert_eq!(with("0").unwrap().noise_seconds, 0.0);
         assert_eq!(with("0.5").unwrap().noise_seconds, 0.5);
+        assert_eq!(with("60").unwrap().noise_seconds, 60.0);
         for bad in ["-1", "61", "nan"] {
             let err = with(bad).unwrap_err().to_string();
             assert!(err.contains("noise_seconds"), "{bad}: {err}");
         }
+    }
+
+    /// The scenario's name is the report's folder name: one that would reach another folder
+    /// or hide the report is refused.
+    #[test]
+    fn a_scenario_name_that_is_no_plain_folder_name_is_refused() {
+        let with = |name: &str| {
+            Scenario::parse(&format!(
+                "name = {name:?}\n[[case]]\nkind=\"roundtrip\"\nsizes=[[2]]\n"
+            ))
+        };
+        for bad in ["", "a/b", "a\\b", ".x", "..", "/x", "x/"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("name {bad:?} must be a plain folder name"),
+                "{bad}"
+            );
+        }
+        assert_eq!(with("a.b-c_d").unwrap().name, "a.b-c_d");
+    }
+
+    /// Each `[defaults]` timing key out of its range is refused alone; the day itself is a
+    /// bound that is taken.
+    #[test]
+    fn defaults_out_of_range_are_refused_each_alone() {
+        let with = |defaults: &str| {
+            Scenario::parse(&format!(
+                "name = \"x\"\n[defaults]\n{defaults}\n[[case]]\nkind=\"roundtrip\"\n\
+                 device = \"cuda:0\"\nsizes=[[2]]\n"
+            ))
+        };
+        for bad in [
+            "min_seconds = 0",
+            "min_seconds = nan",
+            "warmup = -1",
+            "warmup = inf",
+            "repeats = 0",
+            "min_seconds = 86401",
+            "warmup = 86401",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("[defaults]: min_seconds must be > 0, warmup >= 0"),
+                "{bad}: {err}"
+            );
+        }
+        // A GPU round trip times no floor in alternation: nothing else bounds these.
+        let s = with("warmup = 86400\nmin_seconds = 86400").unwrap();
+        assert_eq!(
+            (s.defaults.warmup, s.defaults.min_seconds),
+            (86400.0, 86400.0)
+        );
     }
 
     #[test]
@@ -545,10 +599,28 @@ mod tests {
                 "kind=\"bridge\"\nsizes=[[64]]\ndtype=\"uint8\"\nrt_priority=100",
                 "1 to 99",
             ),
+            (
+                "kind=\"bridge\"\nsizes=[[64], [15]]\ndtype=\"uint8\"",
+                "at least 16 bytes",
+            ),
+            (
+                "kind=\"ao-loop\"\nsizes=[[8, 8]]\nwait=\"spin\"\n[case.ao]\nactuators=5\n\
+                 rate_hz=100",
+                "set wait inside [case.ao]",
+            ),
+            (
+                "kind=\"ao-loop\"\nsizes=[[8, 8]]\ndevice=\"cuda:0\"\npipeline=\"host-upload\"\n\
+                 [case.ao]\nactuators=5\nrate_hz=100",
+                "pipeline does not apply",
+            ),
         ] {
             let err = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(needle), "{body}: {err}");
         }
+        // The bounds themselves are taken.
+        let bridge = "kind=\"bridge\"\nsizes=[[16]]\ndtype=\"uint8\"";
+        let parsed = Scenario::parse(&format!("name=\"x\"\n[[case]]\n{bridge}\n"));
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
     }
 
     /// `[defaults] timeout_s` and a case's own are numbers of seconds up to a day: beyond,
@@ -601,6 +673,19 @@ mod tests {
             .to_string();
             assert!(err.contains("gap_us must be"), "{gap}: {err}");
         }
+        // A case's own bounds are taken (a GPU case times no floor in alternation, which
+        // would bound them first), and a case's warm-up may be any length up to them.
+        let gpu = |kind: &str, keys: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"{kind}\"\nsizes=[[8]]\ndevice=\"cuda:0\"\n{keys}\n"
+            ))
+        };
+        for keys in ["min_seconds = 86400", "warmup = 86400", "warmup = 1"] {
+            assert!(gpu("roundtrip", keys).is_ok(), "{keys}");
+        }
+        assert!(gpu("roundtrip", "warmup = -1").is_err());
+        assert!(gpu("pingpong", "gap_us = 86400e6").is_ok());
+        assert!(gpu("pingpong", "gap_us = 86401e6").is_err());
     }
 
     /// A shape whose bytes overflow is refused at parse, for every kind (the bridge's size
@@ -889,6 +974,24 @@ mod tests {
             assert!(with(kind, 0, &format!("{extra}\nwait = \"park\"")).is_ok());
             assert!(with(kind, 1, &format!("{extra}\nwait = \"spin\"")).is_ok());
         }
+        // A GPU MVM's driver spins by default whatever its threads; a CPU kernel on more
+        // than one thread has its driver yield, which may share a core.
+        let gpu = "device = \"cuda:0\"";
+        let err = with("mvm", 0, gpu).unwrap_err().to_string();
+        assert!(err.starts_with("[[case]] #2 (mvm"), "{err}");
+        assert!(with("mvm", 0, &format!("{gpu}\nwait = \"park\"")).is_ok());
+        // (Two threads need two cores: a machine of one refuses them.)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores >= 2 {
+            let parallel = |device: &str| {
+                Scenario::parse(&format!(
+                    "name=\"x\"\n[defaults]\nwriter_cpu = 0\nreader_cpu = 0\n[[case]]\n\
+                     kind=\"mvm\"\nsizes=[[1024, 1024]]\nthreads = 2\ndevice = \"{device}\"\n"
+                ))
+            };
+            assert!(parallel("cpu").is_ok(), "{:?}", parallel("cpu").err());
+            assert!(parallel("cuda:0").is_err());
+        }
     }
 
     /// Ours and its floor alternate, each repeat lasting 2 × min_seconds: a timing that
@@ -994,10 +1097,42 @@ mod tests {
         );
         assert!(with("2.4").is_err());
         assert!(with("2.5").is_ok());
+        // A phase of a whole number of pairs (2 × 0.5 s over P = 0.5 s: two) takes no more,
+        // and a timing that needs the whole timeout is refused.
+        let exact = |timeout: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[defaults]\nmin_seconds = 0.5\nwarmup = 0.01\nrepeats = 1\n\
+                 timeout_s = {timeout}\n[[case]]\nkind=\"pingpong\"\nwait=\"park\"\n\
+                 sizes=[[8]]\ngap_us = 250000\n"
+            ))
+        };
+        let err = exact("1.5").unwrap_err().to_string();
+        assert!(
+            err.contains("with P = 2 × gap = 0.5 s: 0.5 × 1 + 1 × 0.5 × 2 = 1.5 s, not under"),
+            "{err}"
+        );
+        assert!(exact("1.6").is_ok());
     }
 
     /// The MVM kernel pins a worker per core: more threads than cores is refused (a
     /// huge count overflowed the kernel's chunk size and started 65 535 pinned threads).
+    /// A GPU consumer reads device buffers: a CPU MVM case cannot take one.
+    #[test]
+    fn a_gpu_consumer_on_a_cpu_case_is_refused() {
+        let with = |device: &str| {
+            Scenario::parse(&format!(
+                "name=\"x\"\n[[case]]\nkind=\"mvm\"\nsizes=[[64, 64]]\ndevice = \"{device}\"\n\
+                 pipeline = \"gpu-consumer\"\n"
+            ))
+        };
+        let err = with("cpu").unwrap_err().to_string();
+        assert!(
+            err.ends_with("pipeline = \"gpu-consumer\" applies to GPU pingpong and mvm cases"),
+            "{err}"
+        );
+        assert!(with("cuda:0").is_ok());
+    }
+
     #[test]
     fn more_mvm_threads_than_cores_are_refused() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
