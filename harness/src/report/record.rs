@@ -647,6 +647,51 @@ pub(crate) mod tests {
         assert_eq!(bytes_per_s("kernel", "[4, 8]"), Some(1000.0 * 128.0));
     }
 
+    /// An MVM product writes and reads x and y once each (the matrix stays in place), and
+    /// its row gives its GFLOP/s and the wait its driver ran with; an AO loop's frame,
+    /// signals and commands are each written and read once a frame.
+    #[test]
+    fn an_mvm_and_an_ao_loop_count_each_vector_and_frame_written_and_read() {
+        let mvm = crate::scenario::Scenario::parse(
+            "name=\"x\"\n[[case]]\nkind=\"mvm\"\nsizes=[[4, 8]]\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        let ours = crate::run::Side {
+            m: crate::measure::Measured {
+                repeat_hz: vec![1000.0],
+                notes: vec![("driver_wait".into(), "yield".into())],
+                ..Default::default()
+            },
+            hist: crate::hist::new(),
+            placement: "writer@0 compute@1".into(),
+        };
+        let r = crate::run::JobResult {
+            job: mvm,
+            ours: Ok(ours),
+            floor: Err("not run".into()),
+            peer: Err("not run".into()),
+            skipped: None,
+            ao: None,
+        };
+        // (4 + 8) float32s, written and read.
+        assert_eq!(bytes_per_iteration(&r), Some(2.0 * 12.0 * 4.0));
+        // 2 · 4 · 8 flops a product, 1000 products a second; the driver's wait as it ran.
+        let rec = Record::from_result(&r);
+        assert_eq!(rec.gflops, Some(2.0 * 32.0 * 1000.0 / 1e9));
+        assert_eq!(rec.wait.as_deref(), Some("yield"));
+        let ao = crate::report::targets::tests::ao(
+            crate::report::targets::tests::PYRTC,
+            [1; 3],
+            Default::default(),
+            Default::default(),
+        );
+        // 49 × 49 u16 pixels, 98 f32 slopes, 97 f32 commands, written and read.
+        let frame = 49 * 49 * 2 + 98 * 4 + 97 * 4;
+        assert_eq!(bytes_per_iteration(&ao), Some(2.0 * frame as f64));
+    }
+
     /// A pingpong's Hz leaves its idle gaps out (pyshmem's convention); its bytes/s is what
     /// moved per second of wall time: here round trips busy half the time move half the
     /// bytes the busy rate would say. A GPU ping-pong moves its frame twice a round trip
@@ -702,6 +747,9 @@ pub(crate) mod tests {
         assert!(with("bridge", "cpu", 1.076).floor_bound_note().is_none());
         assert!(with("mvm", "cuda:0", 1.076).floor_bound_note().is_none());
         assert!(with("bridge", "cpu", 1.11).floor_bound_note().is_some());
+        // The slack itself is noise.
+        assert!(with("op", "cpu", 1.05).floor_bound_note().is_none());
+        assert!(with("bridge", "cpu", 1.10).floor_bound_note().is_none());
     }
 
     /// A bridge row whose frames/s beat its floor's beyond the slack is flagged; within it,
@@ -726,6 +774,9 @@ pub(crate) mod tests {
                 .rate_bound_note()
                 .is_none()
         );
+        // The slack itself is noise, and a floor without a rate gives no ratio.
+        assert_eq!(with("bridge", 110.0, 100.0).rate_beyond_slack(), None);
+        assert_eq!(with("bridge", 16_000.0, 0.0).rate_beyond_slack(), None);
     }
 
     #[test]
