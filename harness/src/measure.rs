@@ -261,7 +261,55 @@ mod tests {
         assert_eq!(m.repeat_hz.len(), 2);
         assert_eq!(h.len(), m.iterations);
         assert_eq!(calls, m.iterations + m.warmup_iterations);
+        // No warm-up time: the two calls a warm-up makes at least.
+        assert_eq!(m.warmup_iterations, 2);
         assert!(m.hz() > 0.0);
+    }
+
+    /// The warm-up lasts `warmup` (two calls at least) and each repeat `min_seconds` (three
+    /// at least), by the clock; the step gets its numbers 1, 2, ... in order, every
+    /// measured call is one sample, and the rates say what the calls took: 1 ms or more
+    /// each (busy rate at most 1000 Hz), inside the repeat's wall time (wall rate at most
+    /// the busy one).
+    #[test]
+    fn the_loop_warms_up_and_times_each_repeat_by_the_clock() {
+        let t = Timing {
+            warmup: 0.02,
+            min_seconds: 0.01,
+            repeats: 2,
+        };
+        let step = Duration::from_millis(1);
+        let mut calls: Vec<(u64, Instant)> = Vec::new();
+        let before = Instant::now();
+        let (m, h) = timed_loop(&t, 0.0, |i| {
+            calls.push((i, Instant::now()));
+            shmstream::spin::spin_until(Instant::now() + step);
+            Ok(())
+        })
+        .unwrap();
+        let took = before.elapsed();
+        let numbers: Vec<u64> = calls.iter().map(|c| c.0).collect();
+        assert_eq!(numbers, (1..=calls.len() as u64).collect::<Vec<_>>());
+        let warm = m.warmup_iterations as usize;
+        assert!(warm >= 2, "{warm} warm-up calls");
+        assert_eq!(calls.len(), warm + m.iterations as usize);
+        assert_eq!(h.len(), m.iterations);
+        assert!(m.iterations >= 6, "{} calls", m.iterations);
+        // The first measured call starts after the warm-up's time is up.
+        let warmed = calls[warm].1.duration_since(before);
+        assert!(warmed >= Duration::from_secs_f64(t.warmup), "{warmed:?}");
+        // Then each repeat lasts its time.
+        let want = Duration::from_secs_f64(t.warmup + 2.0 * t.min_seconds);
+        assert!(took >= want, "{took:?}");
+        // (A sample reads back as the lowest value of its histogram bucket.)
+        assert!(h.highest_equivalent(h.min()) >= 1_000_000, "{}", h.min());
+        assert_eq!(m.repeat_hz.len(), 2);
+        for (wall, busy) in m.repeat_hz.iter().zip(&m.repeat_busy_hz) {
+            assert!(
+                *busy <= 1000.0 && wall <= busy && *wall > 1.0,
+                "{wall} {busy}"
+            );
+        }
     }
 
     /// Every call of each side is a warm-up call or a recorded one, and each side counts
@@ -297,10 +345,56 @@ mod tests {
             hb.value_at_quantile(0.5) >= 10_000,
             "the 10 µs step is timed"
         );
+        // Calls of 10 µs or more: at most 100 000 a second of busy time, and the slices'
+        // wall time holds them.
+        for (wall, busy) in mb.repeat_hz.iter().zip(&mb.repeat_busy_hz) {
+            assert!(
+                *busy <= 100_000.0 && wall <= busy && *wall > 1.0,
+                "{wall} {busy}"
+            );
+        }
         assert!(
             mb.iterations < ma.iterations,
             "the slow step fits fewer calls per slice"
         );
+    }
+
+    /// Each phase of a pair lasts its time by the clock (the warm-up `warmup`, a repeat
+    /// 2 × `min_seconds`), and each side's rates come from its own slices: its wall time
+    /// at least one slice and at most the run, its busy time within that and at least its
+    /// calls' own time.
+    #[test]
+    fn a_pair_times_each_side_by_its_own_slices() {
+        let timing = Timing {
+            warmup: 0.01,
+            min_seconds: 0.02,
+            repeats: 1,
+        };
+        let before = Instant::now();
+        let [(a, _), (b, _)] = timed_pair(
+            &timing,
+            || {
+                spin_for_us(10.0);
+                Ok(())
+            },
+            || Ok(()),
+        )
+        .unwrap();
+        let took = before.elapsed().as_secs_f64();
+        assert!(took >= timing.warmup + 2.0 * timing.min_seconds, "{took} s");
+        for (m, call_s) in [(a, 10e-6), (b, 0.0)] {
+            let n = m.iterations as f64;
+            let wall = n / m.repeat_hz[0];
+            let busy = n / m.repeat_busy_hz[0];
+            assert!(
+                (PAIR_SLICE.as_secs_f64()..=took).contains(&wall),
+                "{wall} s of {took}"
+            );
+            assert!(
+                busy >= n * call_s && busy <= wall * (1.0 + 1e-9),
+                "{busy} of {wall} s"
+            );
+        }
     }
 
     /// A repeat lasts `min_seconds` a side by the clock, not a count of slices: a step
