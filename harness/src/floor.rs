@@ -679,6 +679,54 @@ mod tests {
         );
     }
 
+    /// A floor waiter whose peer never answers gives up at its timeout, whatever its wait
+    /// (a spinning one checks its deadline at its clock reads, as a parked one before each
+    /// park), and a word that already holds what it waits for ends the wait at once.
+    #[test]
+    fn a_floor_waiter_whose_peer_never_answers_gives_up_at_its_timeout() {
+        let word = AtomicU32::new(7);
+        let timeout = Duration::from_millis(20);
+        for wait in [
+            Some(Wait::Spin),
+            Some(Wait::Adaptive),
+            Some(Wait::Park),
+            None,
+        ] {
+            let t0 = Instant::now();
+            let err = wait_until(&word, |v| v == 8, wait, timeout).unwrap_err();
+            assert!(t0.elapsed() >= timeout, "{wait:?}: {:?}", t0.elapsed());
+            assert_eq!(
+                err.to_string(),
+                "floor peer did not answer within 20ms",
+                "{wait:?}"
+            );
+            assert_eq!(wait_until(&word, |v| v == 7, wait, timeout).unwrap(), 7);
+        }
+    }
+
+    /// An adaptive floor waiter spins for the library's spin time, then parks, as the
+    /// library's adaptive wait does; a spinning one never parks.
+    #[test]
+    fn an_adaptive_floor_waiter_parks_once_its_spin_time_is_over() {
+        let word = AtomicU32::new(7);
+        let start = Instant::now();
+        let mut adaptive = Pauses::new(Some(Wait::Adaptive), Duration::from_secs(10));
+        while !adaptive.sleep {
+            assert!(adaptive.pause(&word, 7));
+            assert!(start.elapsed() < Duration::from_secs(5), "it never parked");
+        }
+        assert!(
+            start.elapsed() >= shmstream::ADAPTIVE_SPIN,
+            "{:?}",
+            start.elapsed()
+        );
+        let mut spin = Pauses::new(Some(Wait::Spin), Duration::from_secs(10));
+        let start = Instant::now();
+        while start.elapsed() < 2 * shmstream::ADAPTIVE_SPIN {
+            assert!(spin.pause(&word, 7) && !spin.sleep);
+        }
+    }
+
     /// Every frame reaches the reader whole, from the slot its generation names: the
     /// writer rotates over the slots and the reader follows (a reader looking in the wrong
     /// slot copies another frame's bytes).
