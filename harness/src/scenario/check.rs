@@ -1114,8 +1114,6 @@ mod tests {
         assert!(exact("1.6").is_ok());
     }
 
-    /// The MVM kernel pins a worker per core: more threads than cores is refused (a
-    /// huge count overflowed the kernel's chunk size and started 65 535 pinned threads).
     /// A GPU consumer reads device buffers: a CPU MVM case cannot take one.
     #[test]
     fn a_gpu_consumer_on_a_cpu_case_is_refused() {
@@ -1133,6 +1131,8 @@ mod tests {
         assert!(with("cuda:0").is_ok());
     }
 
+    /// The MVM kernel pins a worker per core: more threads than cores is refused (a
+    /// huge count overflowed the kernel's chunk size and started 65 535 pinned threads).
     #[test]
     fn more_mvm_threads_than_cores_are_refused() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
