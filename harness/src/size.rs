@@ -633,6 +633,16 @@ mod tests {
         T::parse_from(v).a
     }
 
+    /// The small geometry the verdict-table tests run: 8x8 pixels, 2x2 subapertures, 5
+    /// actuators, 2 kHz.
+    const SMALL: &str = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                         rate_hz = 2000\n";
+
+    /// `harness size`'s arguments for [`SMALL`].
+    fn small_args() -> SizeArgs {
+        args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"])
+    }
+
     /// A long `--seconds` gets a timeout that holds it: the fixed 600 s refused any form run
     /// longer than the timeout allowed, naming a `timeout_s` the user cannot set.
     #[test]
@@ -724,8 +734,7 @@ mod tests {
         assert!(!text.contains(SPIN_LEFT_OUT), "{text}");
         assert_eq!(Scenario::parse(&text).unwrap().jobs(false, None).len(), 3);
         // Under the verdict table.
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let case = SMALL;
         let r = |extra: &str| {
             crate::report::targets::tests::ao(
                 &format!("{case}{extra}"),
@@ -763,8 +772,7 @@ mod tests {
         assert!(text.contains(&format!("# {said}")), "{text}");
         let jobs = Scenario::parse(&text).unwrap().jobs(false, None);
         assert!(jobs.iter().all(|j| j.slice_ns.is_none()), "{jobs:?}");
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let case = SMALL;
         let r = crate::report::targets::tests::ao(
             case,
             [300_000; 3],
@@ -793,9 +801,8 @@ mod tests {
     #[test]
     fn the_host_noise_note_names_p99_only_where_the_pauses_took_1_percent() {
         use crate::noise::CoreNoise;
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let a = small_args();
+        let case = SMALL;
         // Passing at p99 300 µs against the 500 µs budget, its stages on cpu 1.
         let row = || {
             crate::report::targets::tests::ao(
@@ -853,7 +860,7 @@ mod tests {
     /// and in a form's row where the run-time re-check refused it.
     #[test]
     fn a_memory_refusal_names_the_size_flags_not_scenario_keys() {
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let a = small_args();
         let job = jobs_of(&a).remove(0);
         let err = Placement::geometry(&job, job.ao.as_ref().unwrap(), Some(1))
             .unwrap_err()
@@ -865,8 +872,7 @@ mod tests {
                 && !said.contains("min_seconds"),
             "{said}"
         );
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let case = SMALL;
         let mut failed = crate::report::targets::tests::ao(
             case,
             [300_000; 3],
@@ -1153,7 +1159,7 @@ mod tests {
     /// of its frames.
     #[test]
     fn the_verdict_header_leaves_the_cameras_late_frames_aside() {
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let a = small_args();
         let table = verdict_table(&[], &a, &HostNoise::default()).unwrap();
         assert!(
             table.contains(
@@ -1170,9 +1176,8 @@ mod tests {
     /// The floor's percentiles come with its samples, as ours with its frames.
     #[test]
     fn a_verdict_on_too_few_frames_for_a_p99_says_so() {
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 100\n";
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let case = &SMALL.replace("rate_hz = 2000", "rate_hz = 100");
+        let a = small_args();
         let row = |frames: u64| {
             let mut r = crate::report::targets::tests::ao(
                 case,
@@ -1227,9 +1232,8 @@ mod tests {
     /// parking, the slopes stage waking ahead of its frames or not.
     #[test]
     fn each_verdict_row_names_its_form_from_its_job() {
-        let geometry = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                        rate_hz = 2000\n";
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let geometry = SMALL;
+        let a = small_args();
         for (keys, form) in [
             ("", "stages as processes"),
             ("wake_ahead_us = 0\n", "stages as processes"),
@@ -1264,8 +1268,7 @@ mod tests {
     #[test]
     fn a_form_that_failed_before_its_loop_started_is_a_failed_row() {
         use crate::cases::ao::analysis::LoopStats;
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let case = SMALL;
         let stats = |missed| LoopStats {
             frames: 10,
             missed,
@@ -1280,7 +1283,7 @@ mod tests {
         let summary = overloaded.ao.as_mut().unwrap();
         summary.stats = Some(stats(10));
         summary.verdict = "fail: 10 missed frames".into();
-        let a = args(&["--wfs-pixels", "8x8", "--subapertures", "2x2"]);
+        let a = small_args();
         let table = verdict_table(&[failed, overloaded], &a, &HostNoise::default()).unwrap();
         let rows: Vec<&str> = table
             .lines()
@@ -1304,8 +1307,7 @@ mod tests {
     /// the run's own code (which counts only failed cases); a form skipped here does not.
     #[test]
     fn a_form_that_did_not_pass_fails_the_exit_status() {
-        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
-                    rate_hz = 2000\n";
+        let case = SMALL;
         let result = || {
             crate::report::targets::tests::ao(
                 case,
