@@ -760,6 +760,95 @@ mod tests {
         }
     }
 
+    /// A floor set on a stream's payload pages ([`Frames::of_stream`], as the cases bound
+    /// ours there) moves each frame through those pages, writer and reader alike: a side
+    /// left on its own region would pass the other nothing.
+    #[test]
+    fn a_floor_on_a_streams_pages_moves_its_frames_through_them() {
+        let spec = spec(1, "pages");
+        let n = spec.job.payload_bytes();
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        let pages = ShmRegion::create(&format!("{}-pages", spec.names.region), n).unwrap();
+        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let mut ping = FloorPing::new(&region, &spec)
+            .unwrap()
+            .with_frames(Frames::of_stream(&pages));
+        let mut echo = FloorEcho::new(&region, &spec).with_frames(Frames::of_stream(&pages));
+        ping.publish(&vec![7u8; n]).unwrap();
+        let mut dst = vec![0u8; n];
+        assert_eq!(echo.serve(&mut dst).unwrap(), Echo::Frame);
+        assert!(dst.iter().all(|&b| b == 7), "the reader read another frame");
+        let mut on_pages = vec![0u8; n];
+        pages.copy_out(0, &mut on_pages);
+        assert!(
+            on_pages.iter().all(|&b| b == 7),
+            "the frame did not go through the pages"
+        );
+        let _ = std::fs::remove_file(&spec.names.lock);
+    }
+
+    /// A frame the writer marks as the last before ours reaches the reader as such, once:
+    /// the mark is cleared with it, so the next frame is a plain one.
+    #[test]
+    fn a_frame_marked_as_the_last_before_ours_is_served_as_such_once() {
+        let spec = spec(1, "leave");
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let n = spec.job.payload_bytes();
+        let mut ping = FloorPing::new(&region, &spec).unwrap();
+        let mut echo = FloorEcho::new(&region, &spec);
+        let mut dst = vec![0u8; n];
+        let mut served = Vec::new();
+        for k in 1..=3u8 {
+            if k == 2 {
+                ping.mark_leave();
+            }
+            ping.publish(&vec![k; n]).unwrap();
+            served.push(echo.serve(&mut dst).unwrap());
+            ping.wait_ack().unwrap();
+        }
+        assert_eq!(served, [Echo::Frame, Echo::Leave, Echo::Frame]);
+        let _ = std::fs::remove_file(&spec.names.lock);
+    }
+
+    /// A reader that wakes ahead of paced frames learns when they are due from a frame's
+    /// arrival (its generation's periods after the phase) and sleeps until its margin
+    /// before the next is due, even where that frame came at once.
+    #[test]
+    fn a_reader_that_wakes_ahead_sleeps_until_its_margin_before_each_frame_is_due() {
+        const PERIOD: u64 = 100_000_000;
+        const MARGIN: u64 = 10_000_000;
+        let mut spec = spec(1, "ahead");
+        spec.job.gap_us = (PERIOD / 1000) as f64;
+        spec.job.wake_ahead_ns = Some(MARGIN);
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let n = spec.job.payload_bytes();
+        let mut ping = FloorPing::new(&region, &spec).unwrap();
+        let mut echo = FloorEcho::new(&region, &spec);
+        let mut dst = vec![0u8; n];
+        let before = monotonic_ns();
+        ping.publish_as(5, &vec![5u8; n]).unwrap();
+        assert_eq!(echo.serve_from(5, &mut dst).unwrap(), Echo::Frame);
+        let after = monotonic_ns();
+        let phase = echo.phase.expect("no phase learned from the first frame");
+        let first_due = |t: u64| t.saturating_sub(5 * PERIOD);
+        assert!(
+            (first_due(before)..=first_due(after)).contains(&phase),
+            "phase {phase} for frame 5 arriving in {before}..={after}"
+        );
+        ping.wait_ack().unwrap();
+        ping.publish_as(6, &vec![6u8; n]).unwrap();
+        assert_eq!(echo.serve_from(6, &mut dst).unwrap(), Echo::Frame);
+        let woke = monotonic_ns() - before;
+        assert!(
+            woke >= PERIOD - MARGIN,
+            "it took frame 6 {woke} ns after frame 5: before its margin"
+        );
+        assert_eq!((dst[0], echo.served()), (6, 6));
+        let _ = std::fs::remove_file(&spec.names.lock);
+    }
+
     /// Only a one-way floor's reader stamps each frame's arrival for its writer: a round
     /// trip, as ours, reads no clock between the copy and the acknowledgement.
     #[test]
