@@ -157,11 +157,56 @@ mod tests {
         );
     }
 
+    /// Small products, and those of fewer than two of the kernel's row groups whatever
+    /// their size, run on one thread.
     #[test]
     fn small_products_run_on_one_thread() {
         assert!(!is_parallel(100, 100, 2));
         assert!(is_parallel(1000, 1000, 2));
         assert!(!is_parallel(1000, 1000, 1));
+        let rows = 2 * harness_sys::kernel::ROWS;
+        assert!(is_parallel(rows, 1 << 16, 2));
+        assert!(!is_parallel(rows - 1, 1 << 16, 2));
+    }
+
+    /// The test matrix cycles through seven values along its row-major elements, -0.5 to
+    /// 1.0 in steps of 0.25; vector `i` is one of five (`i` mod 5), each the last shifted
+    /// by one element, through -1.0 to 1.0 in steps of 0.5, so that a stale product shows.
+    #[test]
+    fn the_test_matrix_and_vectors_hold_their_values() {
+        assert_eq!(
+            test_matrix(2, 4),
+            [-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, -0.5]
+        );
+        let v = |i| {
+            let mut x = vec![9.0f32; 6];
+            fill_vector(&mut x, i);
+            x
+        };
+        assert_eq!(v(0), [-1.0, -0.5, 0.0, 0.5, 1.0, -1.0]);
+        assert_eq!(v(1), [-0.5, 0.0, 0.5, 1.0, -1.0, -0.5]);
+        assert_eq!(v(7), v(2));
+        for i in 0..5 {
+            for j in 0..i {
+                assert_ne!(v(i), v(j), "vectors {i} and {j}");
+            }
+        }
+    }
+
+    /// The error is each element's difference from the reference, relative to the number
+    /// of columns summed into it.
+    #[test]
+    fn the_error_is_relative_to_the_columns_summed() {
+        let (rows, cols) = (4, 6);
+        let a = test_matrix(rows, cols);
+        let mut x = vec![0.0; cols];
+        fill_vector(&mut x, 2);
+        let mut y = vec![0.0; rows];
+        harness_sys::kernel::sgemv_rows_baseline(&a, cols, &x, &mut y);
+        assert_eq!(max_rel_error(&a, cols, &x, &y), 0.0);
+        y[2] += 0.75;
+        let e = max_rel_error(&a, cols, &x, &y);
+        assert!((e - 0.75 / 6.0).abs() < 1e-6, "{e}");
     }
 }
 
