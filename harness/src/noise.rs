@@ -151,10 +151,7 @@ pub fn probe(cpus: &[usize], seconds: f64) -> HostNoise {
     });
     let steal_after = steal_ticks();
     for c in &mut cores {
-        c.steal_ms = match (steal_before.get(&c.cpu), steal_after.get(&c.cpu)) {
-            (Some(b), Some(a)) => Some(a.saturating_sub(*b) as f64 * TICK_MS),
-            _ => None,
-        };
+        c.steal_ms = steal_over(&steal_before, &steal_after, c.cpu);
     }
     HostNoise {
         seconds,
@@ -202,6 +199,16 @@ fn steal_ticks() -> HashMap<usize, u64> {
     std::fs::read_to_string("/proc/stat")
         .map(|t| parse_steal(&t))
         .unwrap_or_default()
+}
+
+/// The steal on core `cpu` between two [`steal_ticks`] snapshots, ms; `None` where
+/// either lacks the core.
+fn steal_over(
+    before: &HashMap<usize, u64>,
+    after: &HashMap<usize, u64>,
+    cpu: usize,
+) -> Option<f64> {
+    Some(after.get(&cpu)?.saturating_sub(*before.get(&cpu)?) as f64 * TICK_MS)
 }
 
 /// `cpuN user nice system idle iowait irq softirq steal …` → N → steal.
@@ -289,6 +296,22 @@ mod tests {
         let s = parse_steal(stat);
         assert_eq!(s.len(), 2);
         assert_eq!((s[&0], s[&1]), (11, 22));
+        let (before, after) = ([(0, 5), (1, 9)].into(), [(0, 7), (2, 1)].into());
+        assert_eq!(steal_over(&before, &after, 0), Some(20.0));
+        assert_eq!(steal_over(&before, &after, 1), None);
+        assert_eq!(steal_over(&before, &after, 2), None);
+    }
+
+    /// This machine's `/proc` is read: the steal of every core this process may run on,
+    /// and every task's ticks, this process's own under its name.
+    #[test]
+    fn the_steal_and_the_tasks_ticks_are_read_from_this_machines_proc() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert!(steal_ticks().len() >= cores, "{:?}", steal_ticks());
+        let tasks = task_ticks();
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(tasks[&std::process::id()].0, comm.trim());
+        assert!(tasks.len() > 1, "{tasks:?}");
     }
 
     #[test]
@@ -321,6 +344,77 @@ mod tests {
                 ("a (1)".to_string(), 10.0)
             ]
         );
+        assert_eq!(
+            busiest(&before, &before, 9),
+            Vec::<(String, f64)>::new(),
+            "tasks that used no tick were listed"
+        );
+    }
+
+    /// The line names each probed core's pauses, lost time and steal, or that it could not
+    /// be pinned, then the busiest other tasks.
+    #[test]
+    fn the_line_names_each_cores_pauses_and_the_busiest_other_tasks() {
+        let sut = HostNoise {
+            seconds: 2.0,
+            cores: vec![
+                CoreNoise {
+                    cpu: 0,
+                    pinned: true,
+                    gaps_over_100us: 5,
+                    gaps_over_1ms: 2,
+                    longest_ns: 3_500_000,
+                    lost_ns: 6_200_000,
+                    lost_over_1ms_ns: 5_000_000,
+                    steal_ms: Some(20.0),
+                },
+                CoreNoise {
+                    cpu: 3,
+                    ..CoreNoise::default()
+                },
+            ],
+            busiest_other_tasks: vec![("kworker (12)".into(), 30.0)],
+        };
+        assert_eq!(
+            sut.line(),
+            "a thread spinning 2.0 s on each core: cpu 0: 2 pauses ≥ 1 ms and 5 ≥ 100 µs, \
+             longest 3.50 ms, 6.2 ms lost, host steal 20 ms; cpu 3: could not pin a thread \
+             there. Other tasks meanwhile: kworker (12) 30 ms"
+        );
+        assert_eq!(sut.cores_of([3, 0]).len(), 1, "an unpinned core was listed");
+    }
+
+    /// A core the probe shares with a busy thread shows the time that thread takes from it
+    /// as pauses: each of its turns on the core is a gap in the probe's clock readings.
+    #[test]
+    fn a_core_shared_with_a_busy_thread_shows_its_pauses() {
+        let cpu = *crate::spawn::allowed_cores().unwrap().last().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let start = std::time::Instant::now();
+        let n = std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(pin_to(cpu));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+            let n = probe(&[cpu], 0.2);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            n
+        });
+        assert!(
+            start.elapsed().as_secs_f64() >= 0.2,
+            "{:?}",
+            start.elapsed()
+        );
+        let c = &n.cores[..];
+        assert!(c.len() == 1 && c[0].cpu == cpu && c[0].pinned, "{c:?}");
+        assert!(
+            c[0].gaps_over_100us >= 1 && c[0].longest_ns >= 100_000,
+            "{c:?}"
+        );
+        assert!(c[0].lost_ns >= c[0].longest_ns, "{c:?}");
+        assert!(c[0].steal_ms.is_some(), "{c:?}");
     }
 
     #[test]
