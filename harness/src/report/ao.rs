@@ -435,6 +435,88 @@ mod tests {
         );
     }
 
+    /// Against pyshmem, each ratio is given where both sides have one (the p99's only where
+    /// both loops' frames support a p99, the jitter's only against a jitter), beside each
+    /// loop's frames of 1 ms or more; the ladder names the camera's late frames at the rungs
+    /// that had some; the host noise on the stages' cores gets its note.
+    #[test]
+    fn the_peer_row_the_ladder_and_the_noise_note_say_what_was_measured() {
+        let case = "sizes = [[8, 8]]\n[case.ao]\nsubapertures = [2, 2]\nactuators = 5\n\
+                    rate_hz = 500\nslopes_cpu = 5\nrecon_cpu = 5\n";
+        let ours = LoopStats {
+            frames: 1000,
+            jitter_ns: 10_000.0,
+            ..LoopStats::default()
+        };
+        let peer = LoopStats {
+            frames: 100,
+            jitter_ns: 20_000.0,
+            ..LoopStats::default()
+        };
+        // Pyshmem's loop and the floor: 100 frames of 300 µs each.
+        let mut sut = crate::report::targets::tests::ao(case, [300_000; 3], ours, peer);
+        // Ours: 1000 frames, half of 500 µs, half of 1.5 ms.
+        let hist = &mut sut.ours.as_mut().unwrap().hist;
+        *hist = crate::hist::new();
+        for ns in [500_000, 1_500_000] {
+            hist.record_n(ns, 500).unwrap();
+        }
+        let rung = |rate_hz, ok, late| crate::cases::ao::runner::Rung {
+            rate_hz,
+            ok,
+            p50_ns: None,
+            p99_ns: None,
+            missed: Some(late),
+            missed_at_source: Some(late),
+        };
+        sut.ao.as_mut().unwrap().ladder = vec![rung(500.0, true, 0), rung(1000.0, false, 3)];
+        let core = |cpu| crate::noise::CoreNoise {
+            cpu,
+            pinned: true,
+            gaps_over_1ms: 2,
+            longest_ns: 3_000_000,
+            lost_ns: 6_000_000,
+            ..Default::default()
+        };
+        let noise = HostNoise {
+            seconds: 2.0,
+            cores: (0..1024).map(core).collect(),
+            busiest_other_tasks: Vec::new(),
+        };
+        let text = section(std::slice::from_ref(&sut), &noise).unwrap();
+        let row = |header: &str| {
+            let at = text.find(header).unwrap();
+            text[at..]
+                .lines()
+                .find(|l| l.starts_with("| `"))
+                .unwrap()
+                .to_string()
+        };
+        let peer = row("| case | ours p50");
+        assert!(
+            peer.ends_with("| 500 / 0 | 0.6×, —, 2.0× | 1.0×, —, — |"),
+            "{peer}"
+        );
+        let ladder = row("| case | highest sustainable rate");
+        assert!(
+            ladder.contains("| 500:ok 1000:no (3 late at the camera) |"),
+            "{ladder}"
+        );
+        assert!(
+            text.contains("up to 5% of the camera's frames")
+                && text.contains("own late frames up to 5% aside"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\nHost noise on the stages' core (cpu 5), measured before the cases: a \
+                 spinning thread was paused 2 times for 1 ms or more in 2.0 s, the longest \
+                 3.00 ms (6.0 ms lost in pauses of 100 µs or more)."
+            ),
+            "{text}"
+        );
+    }
+
     /// Rates under 100 Hz keep 3 significant digits, as the ladder's column does: `{:.0}`
     /// showed `--rate 1.5` as 2.
     #[test]
