@@ -157,6 +157,18 @@ mod tests {
         assert_eq!(core_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3, 6, 8-9");
     }
 
+    /// The cores a scenario pins to are those its core keys name, ascending, each once.
+    #[test]
+    fn the_pinned_cores_are_those_the_keys_name_ascending_each_once() {
+        let sut = Scenario::parse(
+            "name=\"x\"\n[defaults]\nwriter_cpu = 3\nreader_cpu = 1\n[[case]]\n\
+             kind=\"ao-loop\"\nsizes=[[8, 8]]\n[case.ao]\nsubapertures=[2, 2]\n\
+             actuators=5\nrate_hz=1000\ncamera_cpu = 3\nslopes_cpu = 2\n",
+        )
+        .unwrap();
+        assert_eq!(sut.pinned_cores(), [1, 2, 3]);
+    }
+
     /// The warning follows where a process can be pinned, not this process's affinity mask:
     /// from a thread whose mask is one core (as under `taskset -c`, or a stage already
     /// pinned), a core key naming another core of the machine is not warned of, since a

@@ -274,6 +274,40 @@ mod tests {
         assert_eq!(jobs[0].timing.repeats, 3);
     }
 
+    /// A job that ran past its timeout is told the key and the timing that fills it, with
+    /// the pingpong gap only where its writer idles before each round trip.
+    #[test]
+    fn the_timeout_remedy_names_the_timing_and_only_a_pingpongs_gap() {
+        let mut job = Scenario::parse(
+            "name = \"t\"\n[defaults]\nwarmup = 0.5\nmin_seconds = 2\nrepeats = 3\n\
+             timeout_s = 30\n[[case]]\nkind = \"pingpong\"\nwait = \"park\"\n\
+             sizes = [[16]]\ngap_us = 250\n",
+        )
+        .unwrap()
+        .jobs(false, None)
+        .remove(0);
+        assert_eq!(
+            job.timeout_remedy(),
+            "the case's timeout_s = 30 s; its timing: warmup = 0.5 s, then 3 repeat(s) of \
+             min_seconds = 2 s, gap_us = 250 µs before each round trip; raise timeout_s, or \
+             lower min_seconds or repeats or gap_us"
+        );
+        let plain = "min_seconds = 2 s; raise timeout_s, or lower min_seconds or repeats";
+        job.kind = Kind::Roundtrip;
+        assert!(
+            job.timeout_remedy().ends_with(plain),
+            "{}",
+            job.timeout_remedy()
+        );
+        job.kind = Kind::Pingpong;
+        job.gap_us = 0.0;
+        assert!(
+            job.timeout_remedy().ends_with(plain),
+            "{}",
+            job.timeout_remedy()
+        );
+    }
+
     #[test]
     fn quick_and_filter_shrink_the_job_list() {
         let sut = Scenario::parse(GOOD).unwrap();
@@ -282,5 +316,17 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].timing.repeats, 1);
         assert!((jobs[0].timing.min_seconds - 0.02).abs() < 1e-12);
+        let full = sut.jobs(false, Some(&re))[0].timing.warmup;
+        assert!(full > 0.0 && (jobs[0].timing.warmup - full / 5.0).abs() < 1e-12);
+    }
+
+    /// A bridge case sends a frame a millisecond in its latency phase unless it says
+    /// otherwise.
+    #[test]
+    fn a_bridge_case_sends_a_frame_a_millisecond_by_default() {
+        let jobs = Scenario::parse("name = \"t\"\n[[case]]\nkind = \"bridge\"\nsizes = [[16]]\n")
+            .unwrap()
+            .jobs(false, None);
+        assert_eq!(jobs[0].gap_us, 1000.0);
     }
 }
