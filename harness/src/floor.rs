@@ -649,6 +649,13 @@ mod tests {
         ChildSpec::scratch(Role::FloorPingWriter, job, &format!("floor-{tag}"), 10.0)
     }
 
+    /// The floor's region for `spec` and its lock file, as the harness makes them before
+    /// the floor's processes start.
+    fn region_and_lock(spec: &ChildSpec) -> (ShmRegion, LockFile) {
+        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        (region, LockFile::open(&spec.names.lock, true).unwrap())
+    }
+
     /// A parked floor waiter reads the clock before it parks, for what is left of its
     /// deadline, and never after the wake (as the library's park: no clock read between a
     /// woken waiter and its look at the word); once the deadline has passed it stops
@@ -734,8 +741,7 @@ mod tests {
     fn the_ping_pong_floor_delivers_each_frame_through_its_slot() {
         for slots in [1, 3] {
             let spec = spec(slots, &format!("slots{slots}"));
-            let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-            let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+            let (region, _lock) = region_and_lock(&spec);
             let n = spec.job.payload_bytes();
             let received = std::thread::scope(|s| {
                 let reader = s.spawn(|| {
@@ -767,9 +773,8 @@ mod tests {
     fn a_floor_on_a_streams_pages_moves_its_frames_through_them() {
         let spec = spec(1, "pages");
         let n = spec.job.payload_bytes();
-        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
+        let (region, _lock) = region_and_lock(&spec);
         let pages = ShmRegion::create(&format!("{}-pages", spec.names.region), n).unwrap();
-        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
         let mut ping = FloorPing::new(&region, &spec)
             .unwrap()
             .with_frames(Frames::of_stream(&pages));
@@ -792,8 +797,7 @@ mod tests {
     #[test]
     fn a_frame_marked_as_the_last_before_ours_is_served_as_such_once() {
         let spec = spec(1, "leave");
-        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let (region, _lock) = region_and_lock(&spec);
         let n = spec.job.payload_bytes();
         let mut ping = FloorPing::new(&region, &spec).unwrap();
         let mut echo = FloorEcho::new(&region, &spec);
@@ -821,8 +825,7 @@ mod tests {
         let mut spec = spec(1, "ahead");
         spec.job.gap_us = (PERIOD / 1000) as f64;
         spec.job.wake_ahead_ns = Some(MARGIN);
-        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let (region, _lock) = region_and_lock(&spec);
         let n = spec.job.payload_bytes();
         let mut ping = FloorPing::new(&region, &spec).unwrap();
         let mut echo = FloorEcho::new(&region, &spec);
@@ -859,8 +862,7 @@ mod tests {
                 s.job.one_way = one_way;
                 s
             };
-            let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-            let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+            let (region, _lock) = region_and_lock(&spec);
             let n = spec.job.payload_bytes();
             let mut ping = FloorPing::new(&region, &spec).unwrap();
             let mut echo = FloorEcho::new(&region, &spec);
@@ -976,8 +978,7 @@ mod tests {
         let mut spec = spec(1, "busy");
         spec.job.wait = Some(Wait::Park);
         spec.job.busy_reader_core = true;
-        let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        let _lock = LockFile::open(&spec.names.lock, true).unwrap();
+        let (region, _lock) = region_and_lock(&spec);
         let n = spec.job.payload_bytes();
         std::thread::scope(|s| {
             let reader = s.spawn(|| ping_reader(&spec));

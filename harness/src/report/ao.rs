@@ -370,6 +370,13 @@ mod tests {
     use super::*;
     use crate::cases::ao::analysis::LoopStats;
 
+    /// The first row of the table under `header` in `text`.
+    fn first_row(text: &str, header: &str) -> String {
+        let at = text.find(header).unwrap();
+        let mut rows = text[at..].lines().filter(|l| l.starts_with("| `"));
+        rows.next().unwrap().to_string()
+    }
+
     /// The note on an oversubscribed placement says how its stages wait: parked at once,
     /// but for a stage that wakes ahead of the camera's frames (`wake_ahead_us`, as
     /// `harness size --rt-priority` sets it for the split form), which spins from that margin.
@@ -484,14 +491,7 @@ mod tests {
             busiest_other_tasks: Vec::new(),
         };
         let text = section(std::slice::from_ref(&sut), &noise).unwrap();
-        let row = |header: &str| {
-            let at = text.find(header).unwrap();
-            text[at..]
-                .lines()
-                .find(|l| l.starts_with("| `"))
-                .unwrap()
-                .to_string()
-        };
+        let row = |header: &str| first_row(&text, header);
         let peer = row("| case | ours p50");
         assert!(
             peer.ends_with("| 500 / 0 | 0.6×, —, 2.0× | 1.0×, —, — |"),
@@ -531,12 +531,7 @@ mod tests {
             crate::report::targets::tests::ao(case, [300_000; 3], stats, LoopStats::default());
         let row = |sut: &JobResult| {
             let text = section(std::slice::from_ref(sut), &HostNoise::default()).unwrap();
-            let at = text.find("| case | geometry").unwrap();
-            text[at..]
-                .lines()
-                .find(|l| l.starts_with("| `"))
-                .unwrap()
-                .to_string()
+            first_row(&text, "| case | geometry")
         };
         let main = row(&sut);
         assert!(main.contains(" | 1.5 | 1.5 | "), "{main}");
@@ -563,14 +558,7 @@ mod tests {
         sut.ours.as_mut().unwrap().hist = crate::hist::new();
         sut.ao.as_mut().unwrap().verdict = "fail: 2000 missed frames".into();
         let text = section(std::slice::from_ref(&sut), &HostNoise::default()).unwrap();
-        let row = |header: &str| {
-            let at = text.find(header).unwrap();
-            text[at..]
-                .lines()
-                .find(|l| l.starts_with("| `"))
-                .unwrap()
-                .to_string()
-        };
+        let row = |header: &str| first_row(&text, header);
         let main = row("| case | geometry");
         assert!(
             main.ends_with(
