@@ -472,6 +472,119 @@ mod tests {
         assert_eq!(s.hz(Kind::Roundtrip), 2.0);
     }
 
+    /// A job with ours and its floor, each measured (a median iteration time, ns) or
+    /// failed (its error).
+    fn job_result(
+        ours: std::result::Result<u64, &str>,
+        floor: std::result::Result<u64, &str>,
+    ) -> JobResult {
+        let text = "name = \"t\"\n[[case]]\nkind = \"roundtrip\"\nsizes = [[8]]\n";
+        let side_of = |r: std::result::Result<u64, &str>| {
+            r.map(|ns| side(&[ns], &[1.0])).map_err(str::to_owned)
+        };
+        JobResult {
+            job: crate::scenario::Scenario::parse(text)
+                .unwrap()
+                .jobs(false, None)
+                .remove(0),
+            ours: side_of(ours),
+            floor: side_of(floor),
+            peer: Err("no peer".into()),
+            skipped: None,
+            ao: None,
+        }
+    }
+
+    /// A job's error is ours' or its floor's, once where both sides failed with one error
+    /// (a pair of processes timing both), both where they differ; a skipped job has none.
+    #[test]
+    fn a_jobs_error_names_each_failed_side_once() {
+        let error = |ours, floor| {
+            let r = job_result(ours, floor);
+            assert_eq!(r.failed(), r.error().is_some());
+            r.error()
+        };
+        assert_eq!(error(Ok(1), Ok(1)), None);
+        assert_eq!(error(Err("a"), Ok(1)).as_deref(), Some("a"));
+        assert_eq!(error(Ok(1), Err("f")).as_deref(), Some("f"));
+        assert_eq!(error(Err("x"), Err("x")).as_deref(), Some("x"));
+        assert_eq!(error(Err("a"), Err("b")).as_deref(), Some("a; b"));
+        let mut skipped = job_result(Err("skipped: no GPU"), Err("skipped: no GPU"));
+        skipped.skipped = Some("no GPU".into());
+        assert!(!skipped.failed() && skipped.error().is_none());
+    }
+
+    /// The ratio to the floor is the floor's median time over ours, where both have one.
+    #[test]
+    fn the_ratio_to_the_floor_is_its_median_time_over_ours() {
+        assert_eq!(job_result(Ok(1000), Ok(800)).ratio_to_floor(), Some(0.8));
+        assert_eq!(job_result(Ok(1000), Ok(0)).ratio_to_floor(), None);
+        assert_eq!(job_result(Ok(0), Ok(800)).ratio_to_floor(), None);
+        assert_eq!(job_result(Ok(1000), Err("f")).ratio_to_floor(), None);
+    }
+
+    /// Each job side's shared objects carry the run's prefix (what its clean-up removes),
+    /// the job and the side; its readers run on the reader core, the rest on the writer's;
+    /// the placement calls each process by its part.
+    #[test]
+    fn a_job_sides_names_and_cores_come_from_the_run_and_the_job() {
+        let runner = Runner::new(std::env::temp_dir(), PeerSetup::Missing("none".into()));
+        let names = runner.names(3, "ours");
+        let base = format!("hs{}-3-ours", std::process::id());
+        assert_eq!(names.data, format!("{base}-data"));
+        assert_eq!(
+            names.lock,
+            std::env::temp_dir().join(format!("{base}.lock"))
+        );
+        let mut job = job_result(Ok(1), Ok(1)).job;
+        (job.writer_cpu, job.reader_cpu) = (2, 5);
+        for (role, cpu) in [
+            (Role::PingWriter, 2),
+            (Role::PingReader, 5),
+            (Role::FloorPingReader, 5),
+            (Role::MvmCompute, 5),
+            (Role::Roundtrip, 2),
+        ] {
+            assert_eq!(
+                runner.spec(role, &job, &names, 3, "ours").cpu,
+                cpu,
+                "{role:?}"
+            );
+        }
+        for (role, short) in [
+            (Role::Roundtrip, "solo"),
+            (Role::FloorPingWriter, "writer"),
+            (Role::FloorPingReader, "reader"),
+            (Role::MvmCompute, "compute"),
+            (Role::AoCamera, "camera"),
+        ] {
+            assert_eq!(role_short(role), short);
+        }
+    }
+
+    /// A stream the clean-up of a stopped run could not remove is named, with the command
+    /// that removes it and the prefix that purges the run's others (a bridge mirror's
+    /// behind `m-`).
+    #[test]
+    fn a_stream_left_by_a_stopped_run_is_named_with_the_remedy() {
+        let e = shmstream::stat("hs-no-such-stream").unwrap_err();
+        for (name, prefix) in [
+            ("hs7-1-ours-data", "hs7-"),
+            ("m-hs7-1-bridge-data", "m-hs7-"),
+        ] {
+            let text = left_stream(name, "hs7-", &e);
+            assert!(
+                text.starts_with(&format!(
+                    "stream {name} was left behind by the stopped run ("
+                )) && text.ends_with(&format!(
+                    "; remove it with `shmstream unlink {name}`, or the run's every stream \
+                         with `shmstream purge --prefix {prefix}`"
+                )),
+                "{text}"
+            );
+        }
+    }
+
     /// A GPU case has no peer (the script's CPU streams measure no GPU row), even where
     /// Python is ready.
     #[test]
