@@ -649,11 +649,21 @@ mod tests {
         ChildSpec::scratch(Role::FloorPingWriter, job, &format!("floor-{tag}"), 10.0)
     }
 
+    /// A floor's lock file, removed from the scratch folder when dropped.
+    struct ScratchLock(#[allow(dead_code)] LockFile, std::path::PathBuf);
+
+    impl Drop for ScratchLock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+
     /// The floor's region for `spec` and its lock file, as the harness makes them before
     /// the floor's processes start.
-    fn region_and_lock(spec: &ChildSpec) -> (ShmRegion, LockFile) {
+    fn region_and_lock(spec: &ChildSpec) -> (ShmRegion, ScratchLock) {
         let region = ShmRegion::create(&spec.names.region, bare_region_len(&spec.job)).unwrap();
-        (region, LockFile::open(&spec.names.lock, true).unwrap())
+        let lock = LockFile::open(&spec.names.lock, true).unwrap();
+        (region, ScratchLock(lock, spec.names.lock.clone()))
     }
 
     /// A parked floor waiter reads the clock before it parks, for what is left of its
@@ -762,7 +772,6 @@ mod tests {
                 reader.join().unwrap()
             });
             assert_eq!(received, (1..=7).collect::<Vec<u8>>(), "{slots} slot(s)");
-            let _ = std::fs::remove_file(&spec.names.lock);
         }
     }
 
@@ -789,7 +798,6 @@ mod tests {
             on_pages.iter().all(|&b| b == 7),
             "the frame did not go through the pages"
         );
-        let _ = std::fs::remove_file(&spec.names.lock);
     }
 
     /// A frame the writer marks as the last before ours reaches the reader as such, once:
@@ -812,7 +820,6 @@ mod tests {
             ping.wait_ack().unwrap();
         }
         assert_eq!(served, [Echo::Frame, Echo::Leave, Echo::Frame]);
-        let _ = std::fs::remove_file(&spec.names.lock);
     }
 
     /// A reader that wakes ahead of paced frames learns when they are due from a frame's
@@ -849,7 +856,6 @@ mod tests {
             "it took frame 6 {woke} ns after frame 5: before its margin"
         );
         assert_eq!((dst[0], echo.served()), (6, 6));
-        let _ = std::fs::remove_file(&spec.names.lock);
     }
 
     /// Only a one-way floor's reader stamps each frame's arrival for its writer: a round
@@ -874,7 +880,6 @@ mod tests {
                 None => assert_eq!(ping.arrived(), 0, "a round trip stamped its arrival"),
                 Some(_) => assert!(ping.arrived() >= before, "no arrival stamped"),
             }
-            let _ = std::fs::remove_file(&spec.names.lock);
         }
     }
 
@@ -1026,7 +1031,6 @@ mod tests {
             None,
             "the busy-core thread outlived its reader"
         );
-        let _ = std::fs::remove_file(&spec.names.lock);
     }
 
     /// Under SCHED_FIFO a spinning thread would starve the reader beside it: refused.

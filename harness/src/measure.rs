@@ -266,6 +266,18 @@ mod tests {
         assert!(m.hz() > 0.0);
     }
 
+    /// Each repeat's rates say what its calls took: a busy rate of at most `max_busy_hz`
+    /// (calls of 1 / `max_busy_hz` s or more), a wall rate at most the busy one (the
+    /// repeat's wall time holds its calls) and above 1 Hz.
+    fn assert_rates_within(m: &Measured, max_busy_hz: f64) {
+        for (wall, busy) in m.repeat_hz.iter().zip(&m.repeat_busy_hz) {
+            assert!(
+                *busy <= max_busy_hz && wall <= busy && *wall > 1.0,
+                "{wall} {busy}"
+            );
+        }
+    }
+
     /// The warm-up lasts `warmup` (two calls at least) and each repeat `min_seconds` (three
     /// at least), by the clock; the step gets its numbers 1, 2, ... in order, every
     /// measured call is one sample, and the rates say what the calls took: 1 ms or more
@@ -304,12 +316,7 @@ mod tests {
         // (A sample reads back as the lowest value of its histogram bucket.)
         assert!(h.highest_equivalent(h.min()) >= 1_000_000, "{}", h.min());
         assert_eq!(m.repeat_hz.len(), 2);
-        for (wall, busy) in m.repeat_hz.iter().zip(&m.repeat_busy_hz) {
-            assert!(
-                *busy <= 1000.0 && wall <= busy && *wall > 1.0,
-                "{wall} {busy}"
-            );
-        }
+        assert_rates_within(&m, 1000.0);
     }
 
     /// Every call of each side is a warm-up call or a recorded one, and each side counts
@@ -347,12 +354,7 @@ mod tests {
         );
         // Calls of 10 µs or more: at most 100 000 a second of busy time, and the slices'
         // wall time holds them.
-        for (wall, busy) in mb.repeat_hz.iter().zip(&mb.repeat_busy_hz) {
-            assert!(
-                *busy <= 100_000.0 && wall <= busy && *wall > 1.0,
-                "{wall} {busy}"
-            );
-        }
+        assert_rates_within(&mb, 100_000.0);
         assert!(
             mb.iterations < ma.iterations,
             "the slow step fits fewer calls per slice"
