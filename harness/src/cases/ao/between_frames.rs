@@ -166,7 +166,12 @@ pub(super) struct Sender<'a> {
 impl<'a> Sender<'a> {
     /// The camera's, to the stage that reads its frames.
     pub(super) fn camera(regions: &'a Regions, spec: &ChildSpec, g: &Geometry) -> Result<Self> {
-        Self::new(&regions.camera, spec, camera_hop_job(&spec.job, g), LOG)
+        Self::new(
+            &regions.camera,
+            spec,
+            camera_hop_job(&spec.job, g, false),
+            LOG,
+        )
     }
 
     /// The split form's slopes stage's, to the reconstructor (`None` where the run does
@@ -242,7 +247,7 @@ pub(super) struct Receiver<'a> {
 impl<'a> Receiver<'a> {
     /// The stage's that reads camera frames.
     pub(super) fn camera(regions: &'a Regions, spec: &ChildSpec, g: &Geometry) -> Self {
-        Self::new(&regions.camera, spec, camera_hop_job(&spec.job, g))
+        Self::new(&regions.camera, spec, camera_hop_job(&spec.job, g, false))
     }
 
     /// The split form's reconstructor's (`None` where the run does not time the signals

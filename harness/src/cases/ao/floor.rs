@@ -142,10 +142,11 @@ fn hop_job(job: &Job, bytes: usize, hop: Hop, busy: bool) -> Job {
     }
 }
 
-/// The camera hop's floor job for `job` of geometry `g`, as [`super::between_frames`] times it
-/// between the loop's frames (the receiver's core as the loop leaves it, busy or not).
-pub(super) fn camera_hop_job(job: &Job, g: &Geometry) -> Job {
-    hop_job(job, g.pixels() * 2, Hop::Camera, false)
+/// The camera hop's floor job for `job` of geometry `g`; `busy`: its reader's core is kept
+/// busy ([`slopes_core_busy`]; false as [`super::between_frames`] times it between the loop's
+/// frames, the receiver's core as the loop leaves it).
+pub(super) fn camera_hop_job(job: &Job, g: &Geometry, busy: bool) -> Job {
+    hop_job(job, g.pixels() * 2, Hop::Camera, busy)
 }
 
 /// The signals hop's floor job for `job` of geometry `g` (the split form), as
@@ -227,15 +228,9 @@ pub fn measure(runner: &Runner, idx: usize, job: &Job, g: &Geometry, pass: usize
     )?;
     let compute = read_log(&spec.result_prefix.with_extension("aolog"))?;
     let busy = slopes_core_busy(job, &compute);
-    let mut hops = vec![(
-        "camera→slopes floor",
-        hop_job(job, g.pixels() * 2, Hop::Camera, busy),
-    )];
+    let mut hops = vec![("camera→slopes floor", camera_hop_job(job, g, busy))];
     if !place.merged {
-        hops.push((
-            "slopes→recon floor",
-            hop_job(job, g.signals * 4, Hop::Signals, false),
-        ));
+        hops.push(("slopes→recon floor", signals_hop_job(job, g)));
     }
     let mut hop_hists = Vec::new();
     for (k, (name, hj)) in hops.iter().enumerate() {
@@ -541,7 +536,7 @@ mod tests {
 
     /// The case's scheduling reaches its jobs and its hop floors' processes.
     #[test]
-    fn the_fair_slice_reaches_the_case_and_its_between_framess() {
+    fn the_fair_slice_reaches_the_case_and_its_hop_floors() {
         let job = ao_job("rate_hz = 100\nslice_us = 200\n");
         assert_eq!(job.slice_ns, Some(200_000));
         let hop = hop_job(&job, 128, Hop::Camera, false);
@@ -709,6 +704,29 @@ mod tests {
         assert!(!note_of(&floor, "floor passes").contains("timed between"));
     }
 
+    /// A part timed between frames exactly as fast as its fastest pass (the same p50, the
+    /// same compute median) leaves the pass's, tail and all, as a tie between passes does.
+    #[test]
+    fn a_part_timed_between_frames_as_fast_as_its_pass_leaves_the_passs() {
+        let tie = Timed {
+            hop: times(&[5_000, 5_000, 60_000]),
+            signals_hop: hist::new(),
+            compute: (1..=5).map(|i| [i, 25_000, 5_000, 2_000]).collect(),
+        };
+        let passes = vec![pass(20_000, 10_000, 2_000, 5_000)];
+        let floor = compose(passes, &job(), Some(tie)).unwrap();
+        let part = |name: &str| floor.parts.iter().find(|p| p.name == name).unwrap();
+        assert_eq!(part("camera→slopes floor").p99_ns / 100, 50);
+        assert_eq!(part("slopes alone").p50_ns / 100, 200);
+        for note in ["camera hop floor", "compute floor"] {
+            let text = note_of(&floor, note);
+            assert!(
+                text.starts_with("from its fastest pass (p50 "),
+                "{note}: {text}"
+            );
+        }
+    }
+
     /// In the split form the signals hop's floor timed between frames replaces the
     /// passes' too where faster, with a note of its own; without it, or slower, the
     /// passes' stays, and says so.
@@ -834,11 +852,67 @@ mod tests {
     }
 
     /// The hop is timed between frames only where the stages' compute and publication take
-    /// under a quarter of a period (100 Hz: 2.5 ms).
+    /// under a quarter of a period (100 Hz: 2.5 ms; a quarter exactly is not under it), and
+    /// not in a job without a rate (the scenario refuses one).
     #[test]
     fn the_hop_is_timed_between_frames_only_where_the_stages_leave_room() {
         assert!(pass(1_000_000, 1_000_000, 400_000, 0).leaves_room_between_frames(&job()));
+        assert!(!pass(1_000_000, 1_000_000, 500_000, 0).leaves_room_between_frames(&job()));
         assert!(!pass(1_000_000, 1_000_000, 600_000, 0).leaves_room_between_frames(&job()));
+        let mut no_rate = job();
+        no_rate.ao.as_mut().unwrap().rate_hz = 0.0;
+        assert!(!pass(1_000, 1_000, 1_000, 0).leaves_room_between_frames(&no_rate));
+    }
+
+    /// A pass's compute median is its middle frame's slopes + recon + publish (the upper
+    /// middle of an even count); an empty log has none, and as a pass it is the slowest.
+    #[test]
+    fn a_passs_compute_median_is_its_middle_frames_sum() {
+        let log: Vec<[u64; 4]> = [5, 1, 4, 2, 3]
+            .iter()
+            .map(|&us| [0, us * 1_000, us * 100, us * 10])
+            .collect();
+        assert_eq!(compute_median(&log), 3_330);
+        assert_eq!(median(&log, |e| e[2]), Some(300));
+        assert_eq!(median(&log[..4], |e| e[1]), Some(4_000));
+        assert_eq!(median(&[], |e| e[1]), None);
+        assert_eq!(compute_median(&[]), u64::MAX);
+    }
+
+    /// A tie keeps the earlier pass: a later pass replaces a part only where it is faster
+    /// (the compute by its median, a hop by its p50), so the parts' tails come from the
+    /// pass that was first fastest.
+    #[test]
+    fn a_later_pass_as_fast_as_an_earlier_one_replaces_no_part() {
+        let first = pass(20_000, 10_000, 2_000, 5_000);
+        let mut tie = pass(22_000, 8_000, 2_000, 5_000);
+        tie.hops[0].1 = times(&[[5_000; 98].as_slice(), &[50_000; 2]].concat());
+        let floor = compose(vec![first, tie], &job(), None).unwrap();
+        let part = |name: &str| floor.parts.iter().find(|p| p.name == name).unwrap();
+        assert_eq!(part("slopes alone").p50_ns / 100, 200);
+        assert_eq!(part("camera→slopes floor").p99_ns / 100, 50);
+    }
+
+    /// The hops' floors move the frames their hops carry: the camera's u16 pixels, the
+    /// split form's f32 signals.
+    #[test]
+    fn the_hop_floors_carry_the_frame_and_the_signals() {
+        let job = ao_job("rate_hz = 1000\n");
+        let g = Geometry::new(&job.shape, job.ao.as_ref().unwrap()).unwrap();
+        assert_eq!(camera_hop_job(&job, &g, false).shape, [g.pixels() * 2]);
+        assert_eq!(signals_hop_job(&job, &g).shape, [g.signals * 4]);
+        assert_eq!((g.pixels(), g.signals), (64, 8));
+    }
+
+    /// The floor's compute passes write under the run's work folder, a file name per job
+    /// and pass.
+    #[test]
+    fn each_floor_pass_writes_its_own_results() {
+        let runner = Runner::new(
+            PathBuf::from("/w"),
+            crate::peer::PeerSetup::Missing("-".into()),
+        );
+        assert_eq!(result_prefix(&runner, 3, 1), PathBuf::from("/w/3-aofloor1"));
     }
 
     /// The slopes stage's core counts as busy only in the split form with slopes and recon
@@ -847,7 +921,8 @@ mod tests {
     #[test]
     fn the_slopes_core_is_busy_when_a_reconstructor_sharing_it_outlasts_a_period() {
         let split = |extra: &str| ao_job(&format!("rate_hz = 1000\n{extra}"));
-        // recon 900 µs + publish 50 µs per frame: below the 1 ms period; 1.2 ms: above.
+        // recon 900 µs + publish 50 µs per frame: below the 1 ms period; 980 + 50 µs and
+        // 1.2 ms: above (the publication counts).
         let log = |recon_ns: u64| -> Vec<[u64; 4]> {
             (0..9).map(|i| [i, 10_000, recon_ns, 50_000]).collect()
         };
@@ -855,6 +930,7 @@ mod tests {
         let job = split("");
         assert!(!slopes_core_busy(&job, &short));
         assert!(slopes_core_busy(&job, &long));
+        assert!(slopes_core_busy(&job, &log(980_000)));
         assert!(!slopes_core_busy(&split("merged = true\n"), &long));
         assert!(!slopes_core_busy(&split("recon_cpu = 0\n"), &long));
         assert!(!slopes_core_busy(&split("rt_priority = 50\n"), &long));
@@ -871,7 +947,7 @@ mod tests {
     /// before it) and the compute floor publishes only the commands; across cores it is
     /// timed from the publication's return and the compute floor publishes both.
     #[test]
-    fn the_signals_publication_is_in_the_between_frames_only_when_both_stages_share_a_core() {
+    fn the_signals_hop_floor_holds_the_publication_only_when_both_stages_share_a_core() {
         let split = |extra: &str| Placement::of(&ao_job(&format!("rate_hz = 100\n{extra}")));
         assert_eq!(signals_hop_start(&split("")), OneWay::Publish);
         assert_eq!(
@@ -880,10 +956,49 @@ mod tests {
         );
     }
 
+    /// A hop's floor paces its frames as the loop's sender sends them: the camera's a
+    /// camera period apart whatever the stages do (to a spinning stage too); across cores
+    /// a spinning slopes stage's signals back to back, a parked or adaptive one's a
+    /// period apart (one for each camera frame). A job without a rate (the scenario
+    /// refuses one) paces them 100 µs apart.
+    #[test]
+    fn a_hop_floors_frames_come_as_the_loops_sender_sends_them() {
+        let gap = |job: &Job, hop| hop_job(job, 128, hop, false).gap_us;
+        let spinning = ao_job("rate_hz = 1000\nmerged = true\nwait = \"spin\"\n");
+        assert_eq!(gap(&spinning, Hop::Camera), 1000.0);
+        assert_eq!(gap(&ao_job("rate_hz = 500\n"), Hop::Camera), 2000.0);
+        let across = "rate_hz = 1000\ncamera_cpu = 0\nslopes_cpu = 1\nrecon_cpu = 2\n";
+        let spin_across = ao_job(&format!("{across}wait = \"spin\"\n"));
+        assert_eq!(gap(&spin_across, Hop::Signals), 0.0);
+        let mut across = ao_job(across);
+        assert_eq!(gap(&across, Hop::Signals), 1000.0);
+        across.ao.as_mut().unwrap().rate_hz = 0.0;
+        assert_eq!(gap(&across, Hop::Signals), 100.0);
+        assert_eq!(gap(&across, Hop::Camera), 100.0);
+    }
+
+    /// A hop's floor reader waits as its stage does: parked where the stage shares its
+    /// core (here the split form's slopes stage, with the reconstructor, while the camera
+    /// sends from a core of its own), adaptive on a core of its own.
+    #[test]
+    fn a_hop_floors_reader_parks_where_its_stage_shares_its_core() {
+        let split = ao_job("rate_hz = 1000\n");
+        assert_eq!(
+            hop_job(&split, 128, Hop::Camera, false).wait,
+            Some(Wait::Park)
+        );
+        let merged = ao_job("rate_hz = 1000\nmerged = true\nwake_ahead_us = 0\n");
+        let wait = match Placement::of(&merged).shares_here(1) {
+            true => Wait::Park,
+            false => Wait::Adaptive,
+        };
+        assert_eq!(hop_job(&merged, 128, Hop::Camera, false).wait, Some(wait));
+    }
+
     /// Only the camera hop's reader wakes ahead: the reconstructor is woken by the signals,
     /// and a floor reader spinning beside its writer on one core took 4 ms time slices.
     #[test]
-    fn only_the_camera_between_frames_wakes_ahead() {
+    fn only_the_camera_hop_floor_wakes_ahead() {
         let job = ao_job("rate_hz = 1000\nwake_ahead_us = 100\n");
         let camera = hop_job(&job, 128, Hop::Camera, false);
         assert_eq!(
