@@ -449,7 +449,8 @@ fn join(slopes: &[Entry], recon: &[Entry]) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Scenario;
+    use crate::floor::Frames;
+    use crate::scenario::{Device, Scenario};
     use crate::spawn::Role;
     use std::time::Duration;
 
@@ -650,6 +651,131 @@ mod tests {
         assert_eq!((t.hop.min(), t.hop.max()), (1000, 2000));
         assert_eq!(t.signals_hop.len(), 4);
         assert_eq!(t.compute.len(), 4, "the warm-up frame is left out");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The regions: the camera's u16 frames and the split form's f32 signals over the
+    /// input streams' history slots, the f32 commands in one frame; the commands' only
+    /// where the run times its compute (on the CPU), the signals' only in the split form
+    /// there. (Sizes that cross a page apart from their neighbours: a slot takes whole
+    /// pages.)
+    #[test]
+    fn the_regions_hold_the_hops_histories_and_one_frame_of_commands() {
+        let (split, mut g) = spec_of("layout", "");
+        (g.wfs, g.signals, g.actuators) = ([60, 50], 1500, 1100);
+        let camera = Some(("r".to_string(), region_len(6000, HISTORY)));
+        let signals = Some(("r-bare-signals".to_string(), region_len(6000, HISTORY)));
+        let commands = Some(("r-commands".to_string(), region_len(4400, 1)));
+        assert!(times_compute(&split.job) && times_signals(&split.job));
+        assert_eq!(
+            layout(&split.job, "r", &g),
+            [camera.clone(), signals, commands.clone()]
+        );
+        let (merged, _) = spec("layout", "");
+        assert!(times_compute(&merged.job) && !times_signals(&merged.job));
+        assert_eq!(
+            layout(&merged.job, "r", &g),
+            [camera.clone(), None, commands]
+        );
+        // On the GPU the device work keeps the passes' compute floor: the camera hop alone.
+        let mut gpu = split.job.clone();
+        gpu.device = Device::Cuda(0);
+        assert!(!times_compute(&gpu) && !times_signals(&gpu));
+        assert_eq!(layout(&gpu, "r", &g), [camera, None, None]);
+        let mut passes_only = split.job;
+        passes_only.floor_between_frames = false;
+        assert!(!times_compute(&passes_only));
+    }
+
+    /// Across cores the signals hop's clock starts at the publication's return, as the
+    /// slopes stage stamps it: `send` returns the publication's ns (a part of the compute
+    /// floor), and the log's send stamp is that return.
+    #[test]
+    fn across_cores_the_signals_hop_is_timed_from_the_publications_return() {
+        let (mut spec, g) = spec_of("signals-across", "recon_cpu = 0\n");
+        spec.result_prefix = spec.result_prefix.with_extension("sigx");
+        let regions = create(&spec.job, &spec.names, &g).unwrap().unwrap();
+        let opened = open(&spec, &g).unwrap().unwrap();
+        let mut tx = Sender::signals(&regions, &spec, &g).unwrap().unwrap();
+        let mut rx = Receiver::signals(&opened, &spec, &g).unwrap();
+        let publish = tx.send(1, &vec![1.0f32; g.signals]).unwrap();
+        assert!(publish > 1 && publish < 1_000_000_000, "{publish} ns");
+        let mut dst = vec![0.0f32; g.signals];
+        assert_eq!(rx.take(1, &mut dst).unwrap(), Some(1));
+        tx.finish(&spec.result_prefix).unwrap();
+        let log = spec.result_prefix.with_extension(SIGNALS_LOG);
+        let entries = read_log(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        let [[id, sent, arrived, returned]] = entries[..] else {
+            panic!("one frame sent and taken: {entries:?}");
+        };
+        assert_eq!((id, sent), (1, returned));
+        assert!(arrived >= sent, "{entries:?}");
+    }
+
+    /// Between frames a stage with a reconstructor computes with the loop's matrices on an
+    /// integrator state of its own: its signals are the stage's slopes of the frame, its
+    /// commands the reconstructor's from a fresh state, published bare into the commands
+    /// region; each part is timed, and its log, allocated for the run's frames before the
+    /// loop, is written beside the results.
+    #[test]
+    fn the_compute_between_frames_runs_the_loops_matrices_on_a_state_of_its_own() {
+        let (spec, g) = spec("compute", "");
+        let regions = create(&spec.job, &spec.names, &g).unwrap().unwrap();
+        let recon = || Recon::new(&g, 1, &[0], 0.5, 0.9).unwrap();
+        let (mut loops, mut fresh) = (recon(), recon());
+        let mut c = Compute::new(&spec, &g, Some(&loops)).unwrap().unwrap();
+        let frames = Placement::of(&spec.job).frames(&spec.job) as usize;
+        assert!(frames > 1 && c.log.capacity() >= frames, "{frames}");
+        let frame: Vec<u16> = (0..g.pixels()).map(|i| (i * 37 % 1000) as u16).collect();
+        let slopes_ns = c.slopes(&frame, &mut Slopes::new(&g));
+        let mut sig = vec![0.0f32; g.signals];
+        Slopes::new(&g).compute(&frame, &mut sig);
+        assert!(sig.iter().any(|&v| v != 0.0), "{sig:?}");
+        assert_eq!(c.signals(), &sig[..]);
+        let (recon_ns, publish_ns) = c.recon(&mut loops).unwrap();
+        for ns in [slopes_ns, recon_ns, publish_ns] {
+            assert!(ns > 1 && ns < 1_000_000_000, "{ns} ns");
+        }
+        let mut cmd = vec![0.0f32; g.actuators];
+        fresh.step(&sig, &mut cmd);
+        assert!(cmd.iter().any(|&v| v != 0.0), "{cmd:?}");
+        let mut published = vec![0.0f32; g.actuators];
+        Frames::own(regions._commands.as_ref().unwrap()).copy_out(0, &mut published);
+        assert_eq!(published, cmd);
+        c.log([7, slopes_ns, recon_ns, publish_ns]);
+        c.finish(&spec.result_prefix).unwrap();
+        let log = spec.result_prefix.with_extension(COMPUTE_LOG);
+        let entries = read_log(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        assert_eq!(entries, [[7, slopes_ns, recon_ns, publish_ns]]);
+    }
+
+    /// The merged stage logs its whole compute, read as logged (past the warm-up); on the
+    /// GPU the runs time the camera hop alone, and no compute log is looked for.
+    #[test]
+    fn the_merged_stages_compute_is_read_as_logged_and_the_gpus_not_at_all() {
+        let (spec, _) = spec("timed-merged", "");
+        let warmup = Placement::warmup_frames(&spec.job);
+        let dir = std::env::temp_dir().join(format!("ao-timed-merged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let [camera, stage, recon] = ["camera", "stage", "recon"].map(|r| [dir.join(r)]);
+        write_log(&camera[0].with_extension(LOG), &[[warmup + 1, 10, 1010, 0]]).unwrap();
+        let computed = [warmup + 1, 3000, 4000, 500];
+        write_log(
+            &stage[0].with_extension(COMPUTE_LOG),
+            &[[warmup, 1, 1, 1], computed],
+        )
+        .unwrap();
+        let t = Timed::read(&spec.job, &camera, &stage, &[]).unwrap();
+        assert_eq!(t.compute, [computed], "the last warm-up frame is left out");
+        assert_eq!((t.hop.len(), t.signals_hop.len()), (1, 0));
+        let (split, _) = spec_of("timed-gpu", "");
+        let mut gpu = split.job;
+        gpu.device = Device::Cuda(0);
+        let t = Timed::read(&gpu, &camera, &stage, &recon).unwrap();
+        assert!(t.compute.is_empty() && t.signals_hop.is_empty());
+        assert_eq!(t.hop.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
