@@ -697,11 +697,149 @@ mod real_time_tests {
         .unwrap();
     }
 
+    /// The fair slice the kernel runs the calling thread with (`se.slice` in
+    /// `/proc/thread-self/sched`), where it shows it.
+    fn shown_slice() -> Option<u64> {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+        sched.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == "se.slice").then(|| value.trim().parse().ok())?
+        })
+    }
+
+    /// A job's scheduling reaches the thread that runs it: its fair slice (checked where
+    /// the kernel shows the thread's slice), SCHED_FIFO at its rt_priority, or the remedy
+    /// for either; a job that asks for neither leaves the thread as it was.
+    #[test]
+    fn a_jobs_scheduling_reaches_its_thread() {
+        let text = "name = \"t\"\n[[case]]\nkind = \"pingpong\"\nsizes = [[16]]\n";
+        let plain = crate::scenario::Scenario::parse(text)
+            .unwrap()
+            .jobs(false, None)
+            .remove(0);
+        assert_eq!((plain.rt_priority, plain.slice_ns), (None, None));
+        let sliced = Job {
+            slice_ns: Some(300_000),
+            ..plain.clone()
+        };
+        let fifo = Job {
+            rt_priority: Some(1),
+            ..plain.clone()
+        };
+        std::thread::spawn(move || {
+            let before = shown_slice();
+            scheduling(&plain).unwrap();
+            assert_eq!(shown_slice(), before);
+            match scheduling(&sliced) {
+                Ok(()) => match shown_slice() {
+                    Some(ns) => assert_eq!(ns, 300_000),
+                    None => eprintln!("this kernel shows no thread's slice: not checked"),
+                },
+                Err(e) => assert!(format!("{e:#}").contains("remove slice_us"), "{e:#}"),
+            }
+            assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(move || match scheduling(&fifo) {
+            Ok(()) => assert_eq!(harness_sys::scheduler().unwrap(), libc::SCHED_FIFO),
+            Err(e) => assert!(format!("{e:#}").contains("remove rt_priority"), "{e:#}"),
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A core id past what a `cpu_set_t` names is refused, not a panic; the cores a thread
+    /// may run on are those of its affinity mask (`Cpus_allowed_list`), ascending.
+    #[test]
+    fn the_cores_a_thread_may_run_on_are_its_affinity_masks() {
+        assert!(!pin_to(MAX_CORES));
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        let mask: Vec<usize> = list
+            .trim()
+            .split(',')
+            .flat_map(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                a.parse().unwrap()..=b.parse().unwrap()
+            })
+            .collect();
+        assert_eq!(allowed_cores(), Some(mask));
+    }
+
+    /// An error quotes the end of a child's stderr: all of it when short (trailing blank
+    /// lines trimmed), else its last bytes after an ellipsis, cut at a character's start;
+    /// nothing for a file that is not there.
+    #[test]
+    fn a_childs_stderr_is_quoted_by_its_end() {
+        let path = std::env::temp_dir().join(format!("tail-of-{}", std::process::id()));
+        let tail = |text: &str, max: usize| {
+            std::fs::write(&path, text).unwrap();
+            tail_of(&path, max)
+        };
+        assert_eq!(tail("one\ntwo\n\n", 100), "one\ntwo");
+        assert_eq!(tail("0123456789", 4), "…6789");
+        assert_eq!(tail("0123456789", 10), "0123456789");
+        // "é" is two bytes: a cut inside it moves past it.
+        assert_eq!(tail("aé b", 3), "… b");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(tail_of(&path, 100), "");
+    }
+
+    /// A child's results go to `<prefix>.json` and, when it measured, `<prefix>.hdr`, and
+    /// read back as written; a child that did not measure has no measurement to give, and
+    /// says which role it was; a child that wrote nothing is named.
+    #[test]
+    fn a_childs_results_read_back_as_written() {
+        let prefix =
+            |tag: &str| std::env::temp_dir().join(format!("outcome-{tag}-{}", std::process::id()));
+        let m = Measured {
+            repeat_hz: vec![5.0, 6.0],
+            iterations: 3,
+            ..Measured::default()
+        };
+        let mut h = hist::new();
+        for ns in [100, 200, 300] {
+            h.record(ns).unwrap();
+        }
+        let measuring = prefix("m");
+        write_outcome(&measuring, Role::PingReader, true, Some(&(m, h))).unwrap();
+        let outcome = read_outcome_at(&measuring, Role::PingReader).unwrap();
+        assert_eq!(
+            (outcome.report.role, outcome.report.pinned),
+            (Role::PingReader, true)
+        );
+        let (m, h) = outcome.into_measurement().unwrap();
+        assert_eq!((m.repeat_hz, m.iterations), (vec![5.0, 6.0], 3));
+        assert_eq!((h.len(), h.max()), (3, 300));
+        let silent = prefix("s");
+        write_outcome(&silent, Role::AoCamera, false, None).unwrap();
+        let outcome = read_outcome_at(&silent, Role::AoCamera).unwrap();
+        assert!(!outcome.report.pinned && outcome.hist.is_none());
+        let err = outcome.into_measurement().unwrap_err().to_string();
+        assert_eq!(err, "AoCamera child reported no measurement");
+        for p in [&measuring, &silent] {
+            for ext in ["json", "hdr"] {
+                let _ = std::fs::remove_file(p.with_extension(ext));
+            }
+        }
+        let err = read_outcome_at(&prefix("none"), Role::MvmCompute).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("reading MvmCompute child result"),
+            "{err:#}"
+        );
+    }
+
     /// Once stopping, a registry kills what it tracks and refuses to start anything more
     /// (a signal that stops the harness while a bridge is about to start leaves none behind).
+    /// No signal stopped this harness: it is not stopping.
     #[test]
     fn a_stopping_registry_kills_its_processes_and_starts_no_more() {
         use std::os::unix::process::ExitStatusExt;
+        assert!(!stopping());
         let mut registry = Registry::new();
         let mut child = registry
             .spawn(std::process::Command::new("sleep").arg("30"), false)
@@ -788,6 +926,11 @@ mod run_members_tests {
             assert_eq!(status.is_some(), in_time, "{args:?}: {status:?}");
             assert!(status.is_none_or(|s| s.success()), "{status:?}");
             assert!(!is_tracked(pid), "{args:?}: still tracked once reaped");
+            // Killed at the timeout and reaped: no longer this thread's child.
+            assert!(
+                my_children().iter().all(|&(p, _)| p != pid),
+                "{args:?}: left running"
+            );
         }
     }
 
@@ -797,21 +940,86 @@ mod run_members_tests {
     fn a_timed_out_group_names_the_remedy() {
         let dir = std::env::temp_dir().join(format!("run-members-to-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut sleep = Command::new("sleep");
-        sleep.arg("30");
-        let members = vec![GroupMember {
-            command: sleep,
-            label: "sleeper".into(),
-            stderr: dir.join("sleeper.stderr"),
-        }];
-        let err = run_members(members, Duration::from_millis(100), "raise timeout_s")
+        let members = vec![
+            member(&dir, "quick", "exit 0"),
+            member(&dir, "sleeper", "echo asleep >&2; exec sleep 30"),
+        ];
+        let err = run_members(members, Duration::from_secs(2), "raise timeout_s")
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("timed out after 0.1 s; killed (raise timeout_s)"),
+            err.starts_with("timed out after 2 s; killed (raise timeout_s)"),
+            "{err}"
+        );
+        // The stderr of each member still running, not of those done.
+        assert!(
+            err.ends_with("\nsleeper stderr:\nasleep") && !err.contains("quick"),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A member running `script` in `sh`, its stderr in `dir`.
+    fn member(dir: &Path, label: &str, script: &str) -> GroupMember {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        GroupMember {
+            command,
+            label: label.into(),
+            stderr: dir.join(format!("{label}.stderr")),
+        }
+    }
+
+    /// A group whose members all exit 0 succeeds; a member that fails fails the group,
+    /// which quotes its exit status and stderr, and stops the others.
+    #[test]
+    fn a_group_succeeds_when_every_member_does_and_quotes_a_failing_ones_stderr() {
+        let dir = std::env::temp_dir().join(format!("run-members-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let members = vec![
+            member(&dir, "a", "exit 0"),
+            member(&dir, "b", "echo fine >&2"),
+        ];
+        run_members(members, Duration::from_secs(60), "").unwrap();
+        let members = vec![
+            member(&dir, "waiter", "exec sleep 30"),
+            member(&dir, "failing", "echo boom >&2; exit 3"),
+        ];
+        let t0 = Instant::now();
+        let err = run_members(members, Duration::from_secs(60), "")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "failing failed (exit status: 3); its stderr:\nboom");
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "the waiter was not stopped"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stop waits for the processes it killed to exit (and so release what they hold),
+    /// at most its limit: it returns once each has exited (unreaped: its waiter reaps
+    /// it), or at the limit with one still running.
+    #[test]
+    fn a_registry_waits_for_its_processes_to_exit_at_most_its_limit() {
+        let state = |pid: u32| my_children().into_iter().find(|&(p, _)| p == pid)?.1;
+        let mut registry = Registry::new();
+        let mut short = registry
+            .spawn(Command::new("sleep").arg("0.3"), false)
+            .unwrap();
+        registry.wait_all_exited(Duration::from_secs(30));
+        assert_eq!(state(short.id()), Some('Z'));
+        assert!(short.wait().unwrap().success());
+        let mut registry = Registry::new();
+        let mut long = registry
+            .spawn(Command::new("sleep").arg("30"), false)
+            .unwrap();
+        let t0 = Instant::now();
+        registry.wait_all_exited(Duration::from_millis(200));
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert_ne!(state(long.id()), Some('Z'));
+        long.kill().unwrap();
+        long.wait().unwrap();
     }
 
     /// A member whose stderr file cannot be created fails the group, and the members
