@@ -292,17 +292,36 @@ mod tests {
     }
 
     /// The largest frame, with the largest attachment, fits the message a link accepts
-    /// (with room to spare for its key and Zenoh's headers).
+    /// (with room to spare for its key and Zenoh's headers), and each bound is allowed: a
+    /// frame of [`MAX_FRAME_BYTES`], [`MAX_DIMS`] dimensions, a name of [`MAX_NAME_BYTES`].
+    /// A frame that is not lossless reads back so.
     #[test]
     fn the_largest_frame_and_attachment_fit_a_link_message() {
+        let mut shape = vec![1; MAX_DIMS];
+        shape[0] = MAX_FRAME_BYTES as usize;
         let h = FrameHeader {
             dtype: Dtype::U8,
-            shape: vec![1; MAX_DIMS],
+            shape,
+            name_len: MAX_NAME_BYTES,
+            lossless: false,
             ..sample()
         };
-        let attachment = h.encode().unwrap().len() as u64;
-        assert_eq!(attachment, 210, "the bound said in MAX_MESSAGE_BYTES' doc");
-        assert!(MAX_FRAME_BYTES + attachment + 64 * 1024 <= MAX_MESSAGE_BYTES);
+        let attachment = h.encode().unwrap();
+        let len = attachment.len() as u64;
+        assert_eq!(len, 210, "the bound said in MAX_MESSAGE_BYTES' doc");
+        assert!(MAX_FRAME_BYTES + len + 64 * 1024 <= MAX_MESSAGE_BYTES);
+        assert_eq!(FrameHeader::decode(&attachment), Ok(h));
+    }
+
+    /// Each length check reads the bytes it has: five bytes are enough to tell a bad magic,
+    /// and the fixed part alone is checked against its dimensions' count.
+    #[test]
+    fn an_attachment_is_refused_by_the_first_thing_its_bytes_show_wrong() {
+        let good = sample().encode().unwrap();
+        let e = FrameHeader::decode(&[b"XXXX".as_slice(), &good[4..5]].concat()).unwrap_err();
+        assert!(e.contains("bad magic"), "{e}");
+        let e = FrameHeader::decode(&good[..FIXED]).unwrap_err();
+        assert_eq!(e, "attachment of 58 bytes for 2 dimensions (74 expected)");
     }
 
     #[test]
