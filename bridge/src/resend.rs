@@ -406,5 +406,26 @@ mod tests {
         log.record(3, 6);
         log.resumed(5);
         assert!(log.reported(4) && !log.reported(12));
+        // An answer takes a frame with the total before it, or leaves it to the live thread.
+        assert_eq!(log.answerable(4), None);
+        assert_eq!(log.answerable(5), Some(6));
+        assert_eq!(log.answerable(3), Some(5));
+        // Losses before the live thread put any frame of a generation (after frame 0).
+        log.record_start(6);
+        log.record(0, 8);
+        log.resumed(3);
+        assert!(log.reported(1) && log.reported(2) && !log.reported(3));
+        assert_eq!(log.answerable(3), Some(8));
+    }
+
+    /// An answer goes no further than the frame the live thread put last; a generation's
+    /// start has it put none of its frames yet.
+    #[test]
+    fn the_frame_the_live_thread_put_last_is_kept() {
+        let log = LossLog::default();
+        log.put(7);
+        assert_eq!(log.live_put.load(Ordering::Relaxed), 7);
+        log.record_start(0);
+        assert_eq!(log.live_put.load(Ordering::Relaxed), 0);
     }
 }

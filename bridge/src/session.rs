@@ -334,6 +334,21 @@ mod tests {
             ),
             (
                 EndpointFlag::Connect,
+                "tcp/[::1:7447",
+                "has host '[::1': an IPv6 address goes in brackets: write tcp/[::1]:PORT",
+            ),
+            (
+                EndpointFlag::Connect,
+                "tcp/:7447",
+                "has no HOST:PORT: write tcp/HOST:PORT",
+            ),
+            (
+                EndpointFlag::Listen,
+                "tcp/[::1]",
+                "has no HOST:PORT: write tcp/HOST:PORT",
+            ),
+            (
+                EndpointFlag::Connect,
                 "tcp/ho st:1",
                 "has whitespace in its host 'ho st': write tcp/HOST:PORT",
             ),
@@ -421,6 +436,10 @@ mod tests {
         ] {
             let j = json_string(s);
             assert!(j.is_ascii(), "{j}");
+            // Printable ASCII as it is: the configuration reads as given.
+            if s == "tcp/h:7447" {
+                assert_eq!(j, "\"tcp/h:7447\"");
+            }
             assert_eq!(serde_json::from_str::<String>(&j).unwrap(), s, "{j}");
         }
         let e = Endpoints {
@@ -454,6 +473,9 @@ mod tests {
                 && !u.contains(".rs:"),
             "{u}"
         );
+        // glibc's words alone, as a resolver may give them.
+        let u = said("Name or service not known");
+        assert!(u.contains("its host cannot be resolved here"), "{u}");
         let u = said("Cannot assign requested address (os error 99)");
         assert!(u.contains("its host is no address of this host"), "{u}");
         assert!(not_here(&listen, "Address already in use (os error 98)").is_none());
@@ -493,5 +515,12 @@ mod tests {
         // Block: one deadline for the whole message.
         let block = us("block/wait_before_close");
         assert!(block >= needed, "block deadline {block} µs < {needed} µs");
+        // A quarter more, not longer: a lossless link whose peer stops reading closes then.
+        assert_eq!(
+            HANDOVER_DEADLINE.as_millis(),
+            10_747,
+            "8.6 s and a quarter more"
+        );
+        assert!(block <= needed * 5 / 4, "block deadline {block} µs");
     }
 }
