@@ -938,8 +938,7 @@ mod run_members_tests {
     /// min_seconds and gap_us), not only "timed out".
     #[test]
     fn a_timed_out_group_names_the_remedy() {
-        let dir = std::env::temp_dir().join(format!("run-members-to-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("run-members-to");
         let members = vec![
             member(&dir, "quick", "exit 0"),
             member(&dir, "sleeper", "echo asleep >&2; exec sleep 30"),
@@ -959,6 +958,14 @@ mod run_members_tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// An empty folder `TAG-PID` in the temporary directory, for a test's stderr files.
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// A member running `script` in `sh`, its stderr in `dir`.
     fn member(dir: &Path, label: &str, script: &str) -> GroupMember {
         let mut command = Command::new("sh");
@@ -974,8 +981,7 @@ mod run_members_tests {
     /// which quotes its exit status and stderr, and stops the others.
     #[test]
     fn a_group_succeeds_when_every_member_does_and_quotes_a_failing_ones_stderr() {
-        let dir = std::env::temp_dir().join(format!("run-members-ok-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("run-members-ok");
         let members = vec![
             member(&dir, "a", "exit 0"),
             member(&dir, "b", "echo fine >&2"),
@@ -1026,9 +1032,7 @@ mod run_members_tests {
     /// started before it are stopped, not left waiting for a partner that never comes.
     #[test]
     fn a_member_that_cannot_start_stops_those_started_before_it() {
-        let dir = std::env::temp_dir().join(format!("run-members-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("run-members");
         // The test's thread (a thread of its own) has started nothing yet: whatever child
         // it has after `run_members` is the first member.
         assert_eq!(my_children(), [], "the test's thread already had children");

@@ -471,6 +471,17 @@ mod tests {
         (spec, g)
     }
 
+    /// A split form's run (`ao` added to its table) timing the signals hop, its results
+    /// prefix given extension `ext`: its regions as the harness creates them and as a
+    /// stage opens them.
+    fn signals_hop(tag: &str, ao: &str, ext: &str) -> (ChildSpec, Geometry, Regions, Regions) {
+        let (mut spec, g) = spec_of(tag, ao);
+        spec.result_prefix = spec.result_prefix.with_extension(ext);
+        let regions = create(&spec.job, &spec.names, &g).unwrap().unwrap();
+        let opened = open(&spec, &g).unwrap().unwrap();
+        (spec, g, regions, opened)
+    }
+
     /// A frame whose arrival is stamped before its send (the cores' clock reads crossing)
     /// counts as a 0 ns hop, as in the loop's analysis and the floor's passes: left out,
     /// the between-frames floor lost its fastest samples.
@@ -559,10 +570,7 @@ mod tests {
     /// publication (the send's own ns are not a part of the compute then).
     #[test]
     fn the_signals_go_to_the_reconstructor_numbered_by_frame_id() {
-        let (mut spec, g) = spec_of("signals", "");
-        spec.result_prefix = spec.result_prefix.with_extension("sig");
-        let regions = create(&spec.job, &spec.names, &g).unwrap().unwrap();
-        let opened = open(&spec, &g).unwrap().unwrap();
+        let (spec, g, regions, opened) = signals_hop("signals", "", "sig");
         let mut tx = Sender::signals(&regions, &spec, &g).unwrap().unwrap();
         let mut rx = Receiver::signals(&opened, &spec, &g).unwrap();
         let sig = |v: f32| vec![v; g.signals];
@@ -692,10 +700,7 @@ mod tests {
     /// floor), and the log's send stamp is that return.
     #[test]
     fn across_cores_the_signals_hop_is_timed_from_the_publications_return() {
-        let (mut spec, g) = spec_of("signals-across", "recon_cpu = 0\n");
-        spec.result_prefix = spec.result_prefix.with_extension("sigx");
-        let regions = create(&spec.job, &spec.names, &g).unwrap().unwrap();
-        let opened = open(&spec, &g).unwrap().unwrap();
+        let (spec, g, regions, opened) = signals_hop("signals-across", "recon_cpu = 0\n", "sigx");
         let mut tx = Sender::signals(&regions, &spec, &g).unwrap().unwrap();
         let mut rx = Receiver::signals(&opened, &spec, &g).unwrap();
         let publish = tx.send(1, &vec![1.0f32; g.signals]).unwrap();
