@@ -665,13 +665,13 @@ mod tests {
     /// The regions: the camera's u16 frames and the split form's f32 signals over the
     /// input streams' history slots, the f32 commands in one frame; the commands' only
     /// where the run times its compute (on the CPU), the signals' only in the split form
-    /// there. (Sizes that cross a page apart from their neighbours: a slot takes whole
-    /// pages.)
+    /// there. (Sizes whose slots take whole pages apart from those of their neighbours,
+    /// and from each other's.)
     #[test]
     fn the_regions_hold_the_hops_histories_and_one_frame_of_commands() {
         let (split, mut g) = spec_of("layout", "");
-        (g.wfs, g.signals, g.actuators) = ([60, 50], 1500, 1100);
-        let camera = Some(("r".to_string(), region_len(6000, HISTORY)));
+        (g.wfs, g.signals, g.actuators) = ([100, 50], 1500, 1100);
+        let camera = Some(("r".to_string(), region_len(10_000, HISTORY)));
         let signals = Some(("r-bare-signals".to_string(), region_len(6000, HISTORY)));
         let commands = Some(("r-commands".to_string(), region_len(4400, 1)));
         assert!(times_compute(&split.job) && times_signals(&split.job));
