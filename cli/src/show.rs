@@ -233,3 +233,87 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This clock's UNIX time, s.
+    fn now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    /// An age reads in the largest unit that keeps it short: hundredths of a second under
+    /// 10 s, then seconds, minutes and seconds, hours and minutes, days and hours, each from
+    /// its first whole value; a stream never written reads `never`, and a write time ahead
+    /// of this clock (skewed) is age 0, not negative.
+    #[test]
+    fn an_age_reads_in_the_largest_unit_that_keeps_it_short() {
+        let ago = |s: f64| human_age(now() - s);
+        assert_eq!((human_age(0.0), age_secs(0.0)), ("never".to_owned(), None));
+        let short = ago(1.0);
+        let secs: f64 = short.strip_suffix('s').unwrap().parse().unwrap();
+        assert!(
+            short.contains('.') && (1.0..10.0).contains(&secs),
+            "{short}"
+        );
+        for (secs, shown) in [
+            (10.5, "10s"),
+            (42.5, "42s"),
+            (60.5, "1m00s"),
+            (5.0 * 60.0 + 3.5, "5m03s"),
+            (3600.5, "1h00m"),
+            (2.0 * 3600.0 + 90.0, "2h01m"),
+            (86400.5, "1d00h"),
+            (3.0 * 86400.0 + 4.0 * 3600.0 + 90.0, "3d04h"),
+        ] {
+            assert_eq!(ago(secs), shown, "{secs} s");
+        }
+        assert_eq!(age_secs(now() + 100.0), Some(0.0));
+        assert_eq!(human_age(now() + 100.0), "0.00s");
+    }
+
+    /// A shape reads as its dimensions joined by `x`; a creator as its pid and whether it
+    /// lives.
+    #[test]
+    fn a_shape_and_a_creator_read_as_list_shows_them() {
+        assert_eq!(shape_str(&[240, 320, 3]), "240x320x3");
+        assert_eq!(shape_str(&[7]), "7");
+        assert_eq!(creator_str(42, true), "42 alive");
+        assert_eq!(creator_str(42, false), "42 dead");
+    }
+
+    /// Columns are as wide as their widest cell in characters (not bytes), two spaces
+    /// apart, with no trailing blanks; a short row ends where its cells do.
+    #[test]
+    fn a_table_aligns_its_columns_by_characters() {
+        let rows: Vec<Vec<String>> = [
+            vec!["NAME", "SHAPE", "DTYPE"],
+            vec!["éé", "1x2"],
+            vec!["cam0", "240x320", "uint16"],
+        ]
+        .iter()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+        assert_eq!(
+            table(&rows),
+            ["NAME  SHAPE    DTYPE", "éé    1x2", "cam0  240x320  uint16"]
+        );
+        assert!(table(&[]).is_empty());
+    }
+
+    /// A name shows quoted where a space at either end, or a leading quote, would be lost or
+    /// misread in the padded column; other names show as they are.
+    #[test]
+    fn a_name_is_quoted_where_its_ends_would_mislead() {
+        assert_eq!(name_cell("cam0"), "cam0");
+        assert_eq!(name_cell("cam 0"), "cam 0");
+        assert_eq!(name_cell("cam0 "), "\"cam0 \"");
+        assert_eq!(name_cell(" cam0"), "\" cam0\"");
+        assert_eq!(name_cell("\"cam0"), "\"\"cam0\"");
+        assert_eq!(name_cell("cam0\""), "cam0\"");
+    }
+}
