@@ -1085,23 +1085,39 @@ mod tests {
     }
 
     /// A stop that comes once the bytes are written (during the sync) fails the dump before
-    /// the rename: the existing file keeps its bytes, and no temporary file is left.
+    /// the rename: an existing file keeps its bytes, a new one is not made, and no temporary
+    /// file is left.
     #[test]
     fn a_stop_after_the_write_leaves_an_existing_file_alone() {
         let dir = Scratch::new("stopped-last");
         let target = dir.0.join("frame.npy");
         std::fs::write(&target, b"earlier").unwrap();
-        let written = std::cell::Cell::new(false);
-        let e = write_whole(&target, &|| written.get(), |out| {
-            out.write_all(b"new")?;
-            out.flush()?;
-            written.set(true);
-            Ok(())
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("stopped by a signal"), "{e}");
+        for path in [&target, &dir.0.join("fresh.npy")] {
+            let written = std::cell::Cell::new(false);
+            let e = write_whole(path, &|| written.get(), |out| {
+                out.write_all(b"new")?;
+                out.flush()?;
+                written.set(true);
+                Ok(())
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("stopped by a signal"), "{e}");
+        }
         assert_eq!(std::fs::read(&target).unwrap(), b"earlier");
         assert_eq!(names(&dir.0), ["frame.npy"]);
+    }
+
+    /// A dump through a dangling symlink makes the file it points at, and the symlink
+    /// stays.
+    #[test]
+    fn a_dump_through_a_dangling_symlink_makes_its_target() {
+        let dir = Scratch::new("dangling");
+        let link = dir.0.join("link.npy");
+        std::os::unix::fs::symlink("target.npy", &link).unwrap();
+        write_whole(&link, &|| false, |out| out.write_all(b"new")).unwrap();
+        assert!(link.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(std::fs::read(dir.0.join("target.npy")).unwrap(), b"new");
+        assert_eq!(names(&dir.0), ["link.npy", "target.npy"]);
     }
 
     /// Another user's file in a sticky directory not ours is written in place: a rename over
@@ -1202,6 +1218,59 @@ mod tests {
         assert_eq!(brackets_opened("{'a': ('b[',), 'c[[[}"), 6);
     }
 
+    /// A stream's name, unlinked on drop.
+    struct Unlink<'a>(&'a str);
+    impl Drop for Unlink<'_> {
+        fn drop(&mut self) {
+            let _ = shmstream::unlink_quiet(self.0);
+        }
+    }
+
+    /// A file whose shape holds no element is refused before a stream is made.
+    #[test]
+    fn a_file_of_a_shape_without_elements_is_refused() {
+        let dir = Scratch::new("no-elements");
+        let name = format!("t-npy-no-elements-{}", std::process::id());
+        let _u = Unlink(&name);
+        let file = dir.0.join("empty.npy");
+        for shape in ["()", "(0, 3)"] {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+            std::fs::write(&file, npy_header(1, &header, 118)).unwrap();
+            let e = load(&name, &file, None, Duration::from_secs(10)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .ends_with("a stream needs at least one dimension and no empty ones"),
+                "{shape}: {e}"
+            );
+        }
+        assert!(matches!(
+            Stream::open_readonly(&name),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    /// A file holding bytes past the data its header declares is loaded (as numpy reads it);
+    /// one holding fewer is cut short.
+    #[test]
+    fn a_file_with_bytes_past_its_data_is_loaded() {
+        let dir = Scratch::new("past-data");
+        let name = format!("t-npy-past-data-{}", std::process::id());
+        let _u = Unlink(&name);
+        let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (3,), }";
+        let mut bytes = npy_header(1, header, 118);
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        let file = dir.0.join("frame.npy");
+        std::fs::write(&file, &bytes).unwrap();
+        load(&name, &file, None, Duration::from_secs(10)).unwrap();
+        let mut raw = [0u8; 3];
+        let s = Stream::open_readonly(&name).unwrap();
+        s.read_publication_into_bytes(&mut raw).unwrap();
+        assert_eq!(raw, [1, 2, 3]);
+        std::fs::write(&file, &bytes[..bytes.len() - 2]).unwrap();
+        let e = load(&name, &file, None, Duration::from_secs(10)).unwrap_err();
+        assert!(e.to_string().contains("frame.npy is cut short"), "{e}");
+    }
+
     /// A bool byte other than 0 or 1 reads as True, as numpy reads it: `load` of such a file
     /// (a uint8 mask saved as bool) stores 0 and 1, and `dump` of a stream holding such
     /// bytes (a pyshmem producer's) writes a `.npy` of 0 and 1.
@@ -1210,12 +1279,6 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let dir = Scratch::new("bool");
         let name = format!("t-npy-bool-{}", std::process::id());
-        struct Unlink<'a>(&'a str);
-        impl Drop for Unlink<'_> {
-            fn drop(&mut self) {
-                let _ = shmstream::unlink_quiet(self.0);
-            }
-        }
         let _u = Unlink(&name);
         let mask = [0u8, 255, 2, 1];
         // A version 1 `.npy`: magic, header length, the header padded to 128 bytes, the data.
@@ -1264,5 +1327,324 @@ mod tests {
         let mode = real.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert_eq!(names(&dir.0), ["link.npy", "real.npy"]);
+    }
+
+    /// Each `.npy` type string of a dtype a stream holds, in either byte order, gives that
+    /// dtype; any other (a wider float, bytes, a datetime) is refused, naming the file and
+    /// the dtypes streams hold.
+    #[test]
+    fn each_npy_type_string_of_a_stream_dtype_gives_that_dtype() {
+        let file = Path::new("in.npy");
+        let dtype_of = |descr: &str| stream_dtype(file, &DType::Plain(descr.parse().unwrap()));
+        let table = [
+            ("i1", Dtype::I8),
+            ("i2", Dtype::I16),
+            ("i4", Dtype::I32),
+            ("i8", Dtype::I64),
+            ("u1", Dtype::U8),
+            ("u2", Dtype::U16),
+            ("u4", Dtype::U32),
+            ("u8", Dtype::U64),
+            ("f2", Dtype::F16),
+            ("f4", Dtype::F32),
+            ("f8", Dtype::F64),
+            ("b1", Dtype::Bool),
+            ("c8", Dtype::Complex64),
+            ("c16", Dtype::Complex128),
+        ];
+        for (code, want) in table {
+            for order in ["|", "<", ">"] {
+                if order == "|" && want.itemsize() > 1 {
+                    continue;
+                }
+                let descr = format!("{order}{code}");
+                assert_eq!(dtype_of(&descr).unwrap(), want, "{descr}");
+            }
+        }
+        for other in ["<f16", "|S4", "<M8[ns]"] {
+            let e = dtype_of(other).unwrap_err().to_string();
+            assert!(e.starts_with("in.npy: unsupported .npy dtype"), "{e}");
+            assert!(e.contains("(streams hold int8, int16, "), "{e}");
+        }
+    }
+
+    /// A `.npy` header as numpy writes it: the version, the header's length (2 bytes for
+    /// version 1, 4 after), the header padded with spaces to `len` bytes, a line end.
+    fn npy_header(version: u8, header: &str, len: usize) -> Vec<u8> {
+        let mut text = header.to_string();
+        text.push_str(&" ".repeat(len - 1 - header.len()));
+        text.push('\n');
+        let mut file = vec![0x93, b'N', b'U', b'M', b'P', b'Y', version, 0];
+        match version {
+            1 => file.extend_from_slice(&u16::try_from(len).unwrap().to_le_bytes()),
+            _ => file.extend_from_slice(&u32::try_from(len).unwrap().to_le_bytes()),
+        }
+        file.extend_from_slice(text.as_bytes());
+        file
+    }
+
+    const PLAIN: &str = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+
+    /// `check_header` on a file of `bytes`: what it read, or its error.
+    fn checked(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        check_header(Path::new("in.npy"), &mut &bytes[..]).map_err(|e| e.to_string())
+    }
+
+    /// `bytes` followed by some data.
+    fn with_data(bytes: &[u8]) -> Vec<u8> {
+        [bytes, b"DATA"].concat()
+    }
+
+    /// A header is read whole in each version (a 2-byte length in version 1, 4 in versions
+    /// 2 and 3), and none of the data after it; what is no `.npy` at all, or of a version
+    /// npyz does not know, is read only as far as its first 8 bytes, for npyz to refuse.
+    #[test]
+    fn a_header_is_read_whole_in_each_version_and_no_further() {
+        for version in [1, 2, 3] {
+            let header = npy_header(version, PLAIN, 118);
+            assert_eq!(
+                checked(&with_data(&header)).unwrap(),
+                header,
+                "version {version}"
+            );
+        }
+        let unknown = npy_header(4, PLAIN, 118);
+        assert_eq!(checked(&unknown).unwrap(), &unknown[..8]);
+        let no_magic = with_data(b"\x93NUMPX\x01\x00\x76\x00");
+        assert_eq!(checked(&no_magic).unwrap(), &no_magic[..8]);
+        assert_eq!(checked(b"\x93NUM").unwrap(), b"\x93NUM");
+        assert_eq!(checked(b"\x93NUMPY\x01").unwrap(), b"\x93NUMPY\x01");
+        let e = checked(b"\x93NUMPY\x02\x00\x76").unwrap_err();
+        assert!(e.ends_with("the file ends in its header length"), "{e}");
+        let e = checked(&npy_header(1, PLAIN, 118)[..60]).unwrap_err();
+        assert!(
+            e.ends_with("its header is cut short (50 of the 118 bytes it declares)"),
+            "{e}"
+        );
+    }
+
+    /// A header of the longest length `load` reads is read; one a byte longer is refused by
+    /// its length, before it is read.
+    #[test]
+    fn a_header_of_the_longest_length_is_read_and_a_longer_one_refused() {
+        let longest = usize::try_from(MAX_HEADER_LEN).unwrap();
+        let header = npy_header(2, PLAIN, longest);
+        assert_eq!(checked(&header).unwrap(), header);
+        let e = checked(&npy_header(2, PLAIN, longest + 1)).unwrap_err();
+        assert!(
+            e.ends_with("its header is 131073 bytes long (load reads headers of at most 131072)"),
+            "{e}"
+        );
+    }
+
+    /// A header opening as many brackets as a plain dtype's (the dict and the shape) is
+    /// parsed; one more is refused before it is parsed.
+    #[test]
+    fn a_header_opening_more_brackets_than_a_plain_dtypes_is_refused() {
+        assert!(checked(&npy_header(1, PLAIN, 118)).is_ok());
+        let nested = "{'descr': '<f4', 'fortran_order': False, 'shape': [(2, 3)], }";
+        let e = checked(&npy_header(1, nested, 118)).unwrap_err();
+        assert!(
+            e.starts_with("in.npy: unsupported .npy header: it opens 3 brackets"),
+            "{e}"
+        );
+    }
+
+    /// The `shape` entry's dimensions must multiply within 64 bits; the other entries (a
+    /// string, a bool) are no shape's.
+    #[test]
+    fn a_shape_must_multiply_within_64_bits_and_no_other_entry_is_read_as_one() {
+        assert!(checked(&npy_header(1, PLAIN, 118)).is_ok());
+        let huge = "(4294967296, 4294967296)";
+        let shape = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {huge}}}");
+        let e = checked(&npy_header(1, &shape, 118)).unwrap_err();
+        assert!(
+            e.ends_with("has dimensions that multiply past 64 bits"),
+            "{e}"
+        );
+    }
+
+    /// Room for a file's elements grows by a mebi-element at first, then doubles, never past
+    /// the `n` the header declares; where there is room left it stays as it is.
+    #[test]
+    fn room_for_a_pipes_data_grows_by_doubling_up_to_what_its_header_declares() {
+        let mut small: Vec<u8> = Vec::new();
+        grow(&mut small, 3).unwrap();
+        assert_eq!(small.capacity(), 3, "all 3 at once");
+        small.push(1);
+        grow(&mut small, 3).unwrap();
+        assert_eq!(small.capacity(), 3, "room left: unchanged");
+
+        let mega = 1 << 20;
+        let mut large: Vec<u8> = Vec::new();
+        grow(&mut large, 5 * mega).unwrap();
+        assert_eq!(large.capacity(), mega, "a mebi-element first");
+        large.resize(mega, 0);
+        grow(&mut large, 5 * mega).unwrap();
+        assert_eq!(large.capacity(), 2 * mega, "doubled");
+        large.push(0);
+        grow(&mut large, 5 * mega).unwrap();
+        assert_eq!(large.capacity(), 2 * mega, "room left: unchanged");
+        large.resize(2 * mega, 0);
+        grow(&mut large, 5 * mega).unwrap();
+        assert_eq!(large.capacity(), 4 * mega, "doubled again");
+        large.resize(4 * mega, 0);
+        grow(&mut large, 5 * mega).unwrap();
+        assert_eq!(large.capacity(), 5 * mega, "up to what the header declares");
+    }
+
+    /// A bool file longer than one chunk of bytes is read whole, each nonzero byte as true.
+    #[test]
+    fn a_bool_file_longer_than_a_chunk_is_read_whole() {
+        let n = (1 << 16) + 5;
+        let bytes: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        let mut file = npy_header(
+            1,
+            &format!("{{'descr': '|b1', 'fortran_order': False, 'shape': ({n},), }}"),
+            118,
+        );
+        file.extend_from_slice(&bytes);
+        let npy = npyz::NpyFile::new(&file[..]).unwrap();
+        let mut data = Vec::new();
+        bool::read_into(npy, &mut data, n).unwrap();
+        let want: Vec<bool> = bytes.iter().map(|&b| b != 0).collect();
+        assert_eq!(data, want);
+    }
+
+    /// Means and elements far from 1 are written in scientific notation, whole means with
+    /// `.0`, and what is not a number as `nan`.
+    #[test]
+    fn values_far_from_1_are_written_in_scientific_notation() {
+        let cases = [
+            (0.0, "0.0"),
+            (2.0, "2.0"),
+            (-2.5, "-2.5"),
+            (1e-4, "0.0001"),
+            (9e-5, "9e-5"),
+            (1e15, "1e15"),
+            (-3e20, "-3e20"),
+            (f64::INFINITY, "inf"),
+            (f64::NAN, "nan"),
+        ];
+        for (v, shown) in cases {
+            assert_eq!(fmt_f64(v), shown, "{v}");
+        }
+        assert_eq!(1.5e20f32.shown(), "1.5e20");
+        assert_eq!(0.25f32.shown(), "0.25");
+    }
+
+    /// A bare name's directory is `.`; any other's is the part before its last `/`.
+    #[test]
+    fn a_bare_names_directory_is_the_current_one() {
+        assert_eq!(dir_of(Path::new("frame.npy")), Path::new("."));
+        assert_eq!(dir_of(Path::new("out/frame.npy")), Path::new("out"));
+        assert_eq!(dir_of(Path::new("/frame.npy")), Path::new("/"));
+    }
+
+    /// A failure to create a file is said of its directory, with the remedy, where the
+    /// directory is the cause; any other failure is kept as it is.
+    #[test]
+    fn a_failure_to_create_a_file_names_its_directory_where_that_is_the_cause() {
+        let there = Scratch::new("refusal");
+        let missing = there.0.join("missing");
+        let said = |dir: &Path, kind: io::ErrorKind| dir_refusal(dir, kind.into()).to_string();
+        assert!(
+            said(&missing, io::ErrorKind::NotFound)
+                .ends_with("missing does not exist: create it, or give another -o")
+        );
+        assert!(
+            said(&there.0, io::ErrorKind::NotFound)
+                .contains("its file system makes no new files there")
+        );
+        assert!(
+            said(&there.0, io::ErrorKind::ReadOnlyFilesystem)
+                .ends_with("is on a read-only file system: give another -o")
+        );
+        assert!(
+            said(&there.0, io::ErrorKind::PermissionDenied)
+                .contains("this user may not create files in directory")
+        );
+        let other = dir_refusal(&there.0, io::ErrorKind::StorageFull.into());
+        assert_eq!(other.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            other.to_string(),
+            io::Error::from(io::ErrorKind::StorageFull).to_string()
+        );
+    }
+
+    /// A temporary name left by a dump killed with this process id is passed over for the
+    /// next; after 100 such names the dump fails rather than trying on.
+    #[test]
+    fn temporary_names_left_by_killed_dumps_are_passed_over_up_to_100() {
+        let dir = Scratch::new("temps");
+        let real = dir.0.join("frame.npy");
+        let temp = |n: u32| {
+            dir.0.join(format!(
+                ".frame.npy.shmstream-dump-{}-{n}.partial",
+                std::process::id()
+            ))
+        };
+        for n in 1..=2 {
+            std::fs::write(temp(n), b"left").unwrap();
+        }
+        let made = TempBeside::create(&real, None).unwrap().unwrap();
+        assert_eq!(made.path, temp(3));
+        drop(made);
+        assert!(!temp(3).exists(), "removed on drop");
+        for n in 3..=100 {
+            std::fs::write(temp(n), b"left").unwrap();
+        }
+        let e = TempBeside::create(&real, None).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(names(&dir.0).len(), 100);
+    }
+
+    /// A file is open on a descriptor when the descriptor's file is the same (device and
+    /// inode), not another file of the same bytes.
+    #[test]
+    fn a_descriptor_is_open_on_the_same_file_only() {
+        let dir = Scratch::new("open-on");
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        std::fs::write(&a, b"same").unwrap();
+        std::fs::write(&b, b"same").unwrap();
+        let opened = File::open(&a).unwrap();
+        assert!(is_open_on(&a.metadata().unwrap(), opened.as_fd()));
+        assert!(!is_open_on(&b.metadata().unwrap(), opened.as_fd()));
+    }
+
+    /// Written in place, a new file is made in its directory; a write that fails empties a
+    /// file and removes its name where it is the only one, and keeps a name with a second
+    /// link (emptied, so no cut-short `.npy` reads as whole); a missing directory is named.
+    #[test]
+    fn a_write_in_place_that_fails_leaves_no_cut_short_file() {
+        let dir = Scratch::new("in-place");
+        let fresh = dir.0.join("fresh.npy");
+        write_in_place(&fresh, &|| false, |out| out.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"new");
+
+        let fail = |out: &mut dyn Write| {
+            out.write_all(&[1u8; 100_000])?;
+            Err(io::Error::other("the disk is full"))
+        };
+        let e = write_in_place(&fresh, &|| false, fail).unwrap_err();
+        assert_eq!(e.to_string(), "the disk is full");
+        assert!(!fresh.exists(), "its only name is removed");
+
+        let (linked, second) = (dir.0.join("linked.npy"), dir.0.join("second.npy"));
+        std::fs::write(&linked, b"earlier").unwrap();
+        std::fs::hard_link(&linked, &second).unwrap();
+        write_in_place(&linked, &|| false, fail).unwrap_err();
+        assert_eq!(std::fs::read(&linked).unwrap(), b"", "emptied, name kept");
+        assert_eq!(std::fs::read(&second).unwrap(), b"");
+
+        let e = write_in_place(&dir.0.join("missing/x.npy"), &|| false, |out| {
+            out.write_all(b"new")
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("missing does not exist: create it, or give another -o"),
+            "{e}"
+        );
     }
 }

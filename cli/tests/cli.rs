@@ -798,40 +798,31 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A uint8 stream of 64 KiB (64 × 1024, each byte 7), more than a file-size limit of 4 KiB
+/// takes as a `.npy`.
+fn stream_of_64_kib(tag: &str) -> (String, Cleanup) {
+    let name = unique_name(tag);
+    let cleanup = Cleanup::new([&name]);
+    Stream::create(&name, &[64, 1024], Dtype::U8)
+        .unwrap()
+        .write_slice(&[7u8; 64 * 1024])
+        .unwrap();
+    (name, cleanup)
+}
+
 /// `dump -o` stopped by a full disk (here a file size limit, which the binary meets as
 /// EFBIG: it ignores SIGXFSZ itself) leaves an existing file with its old bytes, a new one
 /// unmade, and no temporary file: the file was truncated, then removed.
 #[test]
 fn a_dump_the_disk_refuses_leaves_an_existing_file_as_it_was() {
     let dir = TempDir::new("dumpfull");
-    let name = unique_name("cli-dumpfull");
-    let _c = Cleanup::new([&name]);
-    Stream::create(&name, &[64, 1024], Dtype::U8)
-        .unwrap()
-        .write_slice(&[7u8; 64 * 1024])
-        .unwrap();
+    let (name, _c) = stream_of_64_kib("cli-dumpfull");
     let file = dir.file("frame.npy");
     std::fs::write(&file, b"earlier").unwrap();
     for target in [file.clone(), dir.file("fresh.npy")] {
         let mut c = StdCommand::new(bin());
         c.args(["dump", &name, "-o"]).arg(&target);
-        // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
-        unsafe {
-            c.pre_exec(|| {
-                // SIGXFSZ's default action (kill), whatever this test process was started with:
-                // the tool must ignore it itself, or the write past the limit kills it.
-                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-                let lim = libc::rlimit {
-                    rlim_cur: 4096,
-                    rlim_max: 4096,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
-        let o = c.output().unwrap();
+        let o = common::limit_file_size(&mut c, 4096).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
         assert!(
@@ -845,6 +836,27 @@ fn a_dump_the_disk_refuses_leaves_an_existing_file_as_it_was() {
         ["frame.npy"],
         "a new or temporary file is left"
     );
+}
+
+/// A `dump -o -` whose stdout, a file, refuses the bytes past its file-size limit calls
+/// what the file took a cut-short `.npy`, to be discarded.
+#[test]
+fn a_dump_to_dash_cut_short_by_its_file_says_to_discard_it() {
+    let dir = TempDir::new("dumpdashcut");
+    let (name, _c) = stream_of_64_kib("cli-dump-dash-cut");
+    let out = std::fs::File::create(dir.file("out")).unwrap();
+    let mut c = StdCommand::new(bin());
+    c.args(["dump", &name, "-o", "-"]).stdout(out);
+    let o = common::limit_file_size(&mut c, 4096).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
+    assert!(
+        err.starts_with(&format!(
+            "shmstream: error: dumping '{name}' to standard output: "
+        )) && err.ends_with("; what it took is a cut-short .npy: discard it\n"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(dir.file("out")).unwrap().len(), 4096);
 }
 
 /// `dump -o` to a file whose bytes the disk refuses only when they are put on it (NFS

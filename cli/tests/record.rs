@@ -522,22 +522,7 @@ fn record_on_a_full_disk(args: &[&str], out: &Path, limit: u64) -> Command {
         .arg("--out")
         .arg(out)
         .stdin(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
-    unsafe {
-        c.pre_exec(move || {
-            // SIGXFSZ's default action (kill), whatever this test process was started with:
-            // the recorder ignores it itself, so that a write past the limit fails instead.
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
+    common::limit_file_size(&mut c, limit);
     c
 }
 

@@ -372,6 +372,28 @@ pub fn die_with_spawner(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Makes `cmd`'s child start with files limited to `bytes` (`ulimit -f`, standing in for a
+/// full disk) and SIGXFSZ's default action (kill), whatever this test process was started
+/// with: the tool must ignore it itself, so that a write past the limit fails instead.
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the hook only calls `signal` and `setrlimit`,
+    // async-signal-safe, with plain values.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A stream name unique to this process, call and moment: `t-<tag>-<pid>-<n>-<nanos>`.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
