@@ -463,6 +463,97 @@ mod tests {
         {}
     }
 
+    /// A new pty: its master (`/dev/ptmx`) and its slave.
+    fn pty() -> (File, File) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on a descriptor we then own.
+        let (master, slave) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let master = File::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0);
+            assert_eq!(libc::unlockpt(fd), 0);
+            let mut buf = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, buf.as_mut_ptr(), buf.len()), 0);
+            let slave = std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (master, slave)
+        };
+        let slave = File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(slave)
+            .unwrap();
+        (master, slave)
+    }
+
+    /// Whether `file`'s open file description is non-blocking.
+    fn non_blocking(file: &File) -> bool {
+        // SAFETY: F_GETFL on a descriptor `file` holds open.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0);
+        flags & libc::O_NONBLOCK != 0
+    }
+
+    /// A regular file and a memory device wait for no reader; a pipe and a terminal (a pty's
+    /// slave) are opened anew; a pty's master and a socket are polled first.
+    #[test]
+    fn each_kind_of_descriptor_is_told_apart() {
+        let path =
+            std::env::temp_dir().join(format!("shmstream-term-kinds-{}", std::process::id()));
+        let regular = File::create(&path).unwrap();
+        let null = File::options().write(true).open("/dev/null").unwrap();
+        let (_read, pipe) = pipe();
+        let (master, slave) = pty();
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(kind_of(regular.as_fd()) == Kind::WaitsForNoReader);
+        assert!(kind_of(null.as_fd()) == Kind::WaitsForNoReader);
+        assert!(kind_of(pipe.as_fd()) == Kind::Reopened);
+        assert!(kind_of(slave.as_fd()) == Kind::Reopened);
+        assert!(kind_of(master.as_fd()) == Kind::Other);
+        assert!(kind_of(socket.as_fd()) == Kind::Other);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A descriptor polled before each write (a socket) that has room takes the bytes
+    /// without asking whether to give up.
+    #[test]
+    fn a_descriptor_polled_first_with_room_is_written_without_asking() {
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let out = Out::of(socket.as_fd()).unwrap();
+        assert!(out.poll_first);
+        let written = out.write_some(b"line\n", &mut || panic!("asked to give up"));
+        assert_eq!(written.unwrap(), Some(5));
+    }
+
+    /// A file the tool opened itself is made non-blocking where it may wait for a reader (a
+    /// pipe; one already non-blocking stays so), and then written without a `poll` first; a
+    /// regular file is left as it was.
+    #[test]
+    fn a_file_the_tool_opened_is_made_non_blocking_where_it_waits_for_a_reader() {
+        let (_read, write) = pipe();
+        let reopen = |flags| {
+            File::options()
+                .write(true)
+                .custom_flags(flags)
+                .open(format!("/proc/self/fd/{}", write.as_raw_fd()))
+                .unwrap()
+        };
+        for flags in [0, libc::O_NONBLOCK] {
+            let out = Out::own(reopen(flags));
+            assert!(!out.poll_first, "flags {flags:#x}");
+            assert!(non_blocking(&out), "flags {flags:#x}");
+        }
+        let path = std::env::temp_dir().join(format!("shmstream-term-own-{}", std::process::id()));
+        let out = Out::own(File::create(&path).unwrap());
+        assert!(!out.poll_first);
+        assert!(!non_blocking(&out));
+        std::fs::remove_file(&path).unwrap();
+    }
+
     /// A write to a pipe nobody reads, full, comes back to ask whether to give up instead of
     /// blocking (where a stop signal just before it would be lost), through a descriptor
     /// opened anew as it is for stdout and stderr.
