@@ -490,6 +490,16 @@ mod tests {
         (master, slave)
     }
 
+    /// A new regular file, its name already removed: nothing is left behind where a test
+    /// fails.
+    fn unnamed_file(tag: &str) -> File {
+        let path =
+            std::env::temp_dir().join(format!("shmstream-term-{tag}-{}", std::process::id()));
+        let file = File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
     /// Whether `file`'s open file description is non-blocking.
     fn non_blocking(file: &File) -> bool {
         // SAFETY: F_GETFL on a descriptor `file` holds open.
@@ -502,9 +512,7 @@ mod tests {
     /// slave) are opened anew; a pty's master and a socket are polled first.
     #[test]
     fn each_kind_of_descriptor_is_told_apart() {
-        let path =
-            std::env::temp_dir().join(format!("shmstream-term-kinds-{}", std::process::id()));
-        let regular = File::create(&path).unwrap();
+        let regular = unnamed_file("kinds");
         let null = File::options().write(true).open("/dev/null").unwrap();
         let (_read, pipe) = pipe();
         let (master, slave) = pty();
@@ -515,7 +523,6 @@ mod tests {
         assert!(kind_of(slave.as_fd()) == Kind::Reopened);
         assert!(kind_of(master.as_fd()) == Kind::Other);
         assert!(kind_of(socket.as_fd()) == Kind::Other);
-        std::fs::remove_file(&path).unwrap();
     }
 
     /// A descriptor polled before each write (a socket) that has room takes the bytes
@@ -547,11 +554,9 @@ mod tests {
             assert!(!out.poll_first, "flags {flags:#x}");
             assert!(non_blocking(&out), "flags {flags:#x}");
         }
-        let path = std::env::temp_dir().join(format!("shmstream-term-own-{}", std::process::id()));
-        let out = Out::own(File::create(&path).unwrap());
+        let out = Out::own(unnamed_file("own"));
         assert!(!out.poll_first);
         assert!(!non_blocking(&out));
-        std::fs::remove_file(&path).unwrap();
     }
 
     /// A write to a pipe nobody reads, full, comes back to ask whether to give up instead of
