@@ -347,6 +347,18 @@ fn field(shown: &str) -> String {
 /// the other rows and a stop signal are not held up.
 const CREATION_WAIT: Duration = Duration::from_millis(50);
 
+/// When the sample after the one due at `due` is due, it now being `now`: an interval
+/// later, or, after a stall (Ctrl-Z, a suspend) that left that tick behind, an interval from
+/// now, not one per tick missed, back to back (with rates over microseconds). Never after
+/// `end`.
+fn next_due(due: Instant, interval: Duration, now: Instant, end: Option<Instant>) -> Instant {
+    let mut next = due + interval;
+    if next < now {
+        next = now + interval;
+    }
+    end.map_or(next, |e| next.min(e))
+}
+
 /// `shmstream watch NAME... [--interval S] [--duration S]`.
 pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Duration>) -> Fallible {
     let interval = interval.max(Duration::from_millis(10));
@@ -417,17 +429,7 @@ pub(crate) fn watch(names: &[String], interval: Duration, duration: Option<Durat
                 }
                 write(&text)?;
             }
-            next += interval;
-            // After a stall (Ctrl-Z, a suspend) that tick is past: the next sample is an
-            // interval from now, not one per tick missed, back to back (with rates over
-            // microseconds).
-            let now = Instant::now();
-            if next < now {
-                next = now + interval;
-            }
-            if let Some(e) = end {
-                next = next.min(e);
-            }
+            next = next_due(next, interval, Instant::now(), end);
             // Sleep to the next sample in short steps so Ctrl-C and Ctrl-Z are handled
             // promptly.
             while !STOP.load(Ordering::Relaxed) {
@@ -565,6 +567,142 @@ mod tests {
         m.add(1, None);
         m.add(10, Some(9));
         assert_eq!(m.total, 1);
+    }
+
+    /// The rate is the frames written between two samples over the time between them: no
+    /// less than over the time around both samples, no more than over the time between them.
+    #[test]
+    fn the_rate_is_the_frames_written_over_the_time_between_two_samples() {
+        let name = format!("t-watch-rate-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let mut t = Track::new(&name);
+        let before_first = Instant::now();
+        t.sample(CREATION_WAIT);
+        let after_first = Instant::now();
+        assert_eq!(t.rate, None, "no rate before a second sample");
+        for _ in 0..5 {
+            s.write_slice(&[0u8]).unwrap();
+        }
+        let before_second = Instant::now();
+        t.sample(CREATION_WAIT);
+        let after_second = Instant::now();
+        let rate = t.rate.expect("a rate after a second sample");
+        let around = after_second.duration_since(before_first).as_secs_f64();
+        let between = before_second.duration_since(after_first).as_secs_f64();
+        assert!(
+            5.0 / around <= rate && rate <= 5.0 / between,
+            "{rate} Hz for 5 frames, not within 5 over {around} s and 5 over {between} s"
+        );
+    }
+
+    /// A stream whose writer starts stamping frame ids after frames without one (id 0) has
+    /// missed nothing by its first id: counting starts there.
+    #[test]
+    fn missed_frames_are_counted_from_the_first_frame_id_on() {
+        let name = format!("t-watch-first-id-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let mut t = Track::new(&name);
+        s.write_slice(&[0u8]).unwrap();
+        t.sample(CREATION_WAIT);
+        assert_eq!(t.row()[4], "-", "no frame id yet");
+        s.write_slice_frame(&[0u8], 100).unwrap();
+        t.sample(CREATION_WAIT);
+        assert_eq!(t.row()[4], "0");
+        s.write_slice_frame(&[0u8], 103).unwrap();
+        t.sample(CREATION_WAIT);
+        assert_eq!(t.row()[4], "2");
+    }
+
+    /// A fresh stream is `ok`; one whose write sequence is negative (a writer died inside its
+    /// write, and the next holder of its lock marked it) is `invalid`.
+    #[test]
+    fn a_stream_marked_inconsistent_shows_as_invalid() {
+        use std::os::unix::fs::FileExt;
+        let name = format!("t-watch-invalid-{}", std::process::id());
+        let _u = Unlink(name.clone());
+        let _s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let mut t = Track::new(&name);
+        t.sample(CREATION_WAIT);
+        assert_eq!(t.row()[6], "ok");
+        let meta = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
+        let f = std::fs::OpenOptions::new().write(true).open(meta).unwrap();
+        let at = shmstream::format::offset::WRITE_SEQUENCE as u64;
+        f.write_all_at(&(-1i64).to_le_bytes(), at).unwrap();
+        t.sample(CREATION_WAIT);
+        assert_eq!(t.row()[6], "invalid");
+    }
+
+    /// `n` streams' rows under the header, as `watch` draws them.
+    fn header_and_rows(n: usize) -> Vec<Vec<String>> {
+        let mut rows = vec![HEADER.map(String::from).to_vec()];
+        rows.extend((0..n).map(|i| Track::new(&format!("cam{i}")).row()));
+        rows
+    }
+
+    /// A draw goes back over exactly the lines of the last one, clears below, and draws each
+    /// row on a line of its own.
+    #[test]
+    fn a_redraw_goes_back_over_the_lines_drawn_last() {
+        let rows = header_and_rows(2);
+        let lines: String = table(&rows).iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(redraw(0, &rows, None), (format!("\x1b[J{lines}"), 3));
+        assert_eq!(redraw(7, &rows, None), (format!("\x1b[7F\x1b[J{lines}"), 3));
+        // The terminal's last row stays free (a line end there would scroll): 3 lines fit 4
+        // rows.
+        assert_eq!(
+            redraw(3, &rows, Some(4)),
+            (format!("\x1b[3F\x1b[J{lines}"), 3)
+        );
+    }
+
+    /// On a terminal too short for the table, its first lines are drawn and a last one says
+    /// how many streams were left out, all within the terminal's height less one row; at
+    /// least the header and that line, however short the terminal says it is.
+    #[test]
+    fn a_table_taller_than_the_terminal_is_cut_and_says_how_many_streams_are_left_out() {
+        let rows = header_and_rows(10);
+        let lines = table(&rows);
+        let cut = |height: usize, kept: usize, left_out: usize| {
+            let (text, drawn) = redraw(0, &rows, Some(height));
+            let mut want = String::from("\x1b[J");
+            for l in &lines[..kept] {
+                want.push_str(l);
+                want.push('\n');
+            }
+            want.push_str(&format!(
+                "({left_out} more streams: the terminal is too short)\n"
+            ));
+            assert_eq!(text, want, "on {height} rows");
+            assert_eq!(drawn, kept + 1, "on {height} rows");
+        };
+        // 11 lines on 11 rows: the header and 8 streams, and the line for the other 2.
+        cut(11, 9, 2);
+        cut(6, 4, 7);
+        cut(2, 1, 10);
+        cut(0, 1, 10);
+        // 11 lines on 12 rows: all of them.
+        assert_eq!(redraw(0, &rows, Some(12)).1, 11);
+    }
+
+    /// Samples are an interval apart; after a stall past the next tick, the next one is an
+    /// interval from the end of the stall, not at once; none is due after the `--duration`.
+    #[test]
+    fn the_next_sample_is_an_interval_later_or_after_a_stall_an_interval_from_now() {
+        let (t0, ms) = (Instant::now(), Duration::from_millis);
+        let i = ms(100);
+        assert_eq!(next_due(t0, i, t0 + ms(1), None), t0 + i);
+        // Due exactly now: taken now.
+        assert_eq!(next_due(t0, i, t0 + i, None), t0 + i);
+        assert_eq!(next_due(t0, i, t0 + ms(101), None), t0 + ms(201));
+        assert_eq!(next_due(t0, i, t0 + ms(1000), None), t0 + ms(1100));
+        assert_eq!(next_due(t0, i, t0 + ms(1), Some(t0 + ms(50))), t0 + ms(50));
+        assert_eq!(
+            next_due(t0, i, t0 + ms(1000), Some(t0 + ms(1050))),
+            t0 + ms(1050)
+        );
+        assert_eq!(next_due(t0, i, t0 + ms(1), Some(t0 + ms(150))), t0 + i);
     }
 
     #[test]
