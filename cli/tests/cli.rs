@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -1806,6 +1806,21 @@ impl Lines {
     fn exit_code(mut self, timeout: Duration) -> Option<i32> {
         exit_code_within(self.child.take(), timeout)
     }
+    /// Waits for exit (within `timeout`) and returns the exit code and the lines not read
+    /// yet, up to the end of stdout (a last one without its line end included).
+    fn exit_code_and_rest(mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+        let code = exit_code_within(self.child.take(), timeout);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => rest.push(l),
+                Err(RecvTimeoutError::Disconnected) => return (code, rest),
+                Err(e) => panic!("stdout not at its end within {timeout:?}: {e}"),
+            }
+        }
+    }
 }
 
 /// Waits for `child` to exit (within `timeout`, on a helper thread; killed and the test
@@ -1954,7 +1969,10 @@ fn watch_reports_rate_and_missed_frames_and_stops_on_ctrl_c() {
     assert!(l.contains("rate=0.0Hz"), "no writes since: {l}");
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGINT) }, 0);
-    assert_eq!(w.exit_code(common::LONG), Some(0), "Ctrl-C is a clean stop");
+    let (code, rest) = w.exit_code_and_rest(common::LONG);
+    assert_eq!(code, Some(0), "Ctrl-C is a clean stop");
+    // Terminal modes are for a terminal, not a pipe.
+    assert!(rest.iter().all(|l| !l.contains('\x1b')), "{rest:?}");
 }
 
 /// A `watch` blocked writing to a pipe nobody reads (`| less` paused, `| sleep 600`) still
@@ -2074,9 +2092,15 @@ struct OnTerminal {
 }
 
 impl OnTerminal {
-    /// Runs the tool with `args`; `SIGHUP` ignored (as under `nohup`) if `ignore_hup`. `None`
-    /// (the caller skips, saying so) where this machine has no pseudo-terminals.
+    /// Runs the tool with `args` on a terminal of 24 rows by 80 columns; `SIGHUP` ignored (as
+    /// under `nohup`) if `ignore_hup`. `None` (the caller skips, saying so) where this machine
+    /// has no pseudo-terminals.
     fn spawn(args: &[&str], ignore_hup: bool) -> Option<OnTerminal> {
+        OnTerminal::spawn_with_rows(args, ignore_hup, 24)
+    }
+
+    /// [`OnTerminal::spawn`] on a terminal of `rows` rows (0: one that does not say).
+    fn spawn_with_rows(args: &[&str], ignore_hup: bool, rows: u16) -> Option<OnTerminal> {
         use std::os::fd::FromRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::process::CommandExt;
@@ -2095,7 +2119,7 @@ impl OnTerminal {
             assert_eq!(libc::grantpt(fd), 0);
             assert_eq!(libc::unlockpt(fd), 0);
             let size = libc::winsize {
-                ws_row: 24,
+                ws_row: rows,
                 ws_col: 80,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
@@ -2142,15 +2166,20 @@ impl OnTerminal {
 
     /// Reads the terminal until the tool has written `text` to it.
     fn wait_for(&mut self, text: &str, timeout: Duration) {
+        self.wait_until(&format!("{text:?}"), |seen| seen.contains(text), timeout);
+    }
+
+    /// Reads the terminal until what the tool wrote to it is `what` (`done`).
+    fn wait_until(&mut self, what: &str, done: impl Fn(&str) -> bool, timeout: Duration) {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         let master = self.master.as_ref().unwrap();
         let deadline = std::time::Instant::now() + timeout;
-        while !self.seen.contains(text) {
+        while !done(&self.seen) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             assert!(
                 !left.is_zero(),
-                "{text:?} not on the terminal within {timeout:?}: {:?}",
+                "{what} not on the terminal within {timeout:?}: {:?}",
                 self.seen
             );
             let mut p = libc::pollfd {
@@ -2204,8 +2233,8 @@ fn watch_on_a_terminal_that_hangs_up_stops_cleanly() {
 
 /// On a terminal, `watch` redraws with autowrap off (a row wider than the terminal would wrap
 /// onto lines the next redraw does not go back over) and a table cut to the terminal's
-/// height (lines scrolled off the top cannot be gone back over), and a stop restores
-/// autowrap and the cursor.
+/// height, as the terminal tells it (lines scrolled off the top cannot be gone back over),
+/// and a stop restores autowrap and the cursor.
 #[test]
 fn watch_on_a_terminal_redraws_exactly_the_lines_it_drew() {
     let name = unique_name("cli-watch-wrap");
@@ -2237,13 +2266,40 @@ fn watch_on_a_terminal_redraws_exactly_the_lines_it_drew() {
             continue;
         };
         let lines = drawn.matches('\n').count();
+        // All 24 rows but the last (a line end there would scroll): the header, 21 streams
+        // and a line for the other 9.
         assert!(
-            up == lines && lines < 24,
+            up == lines && lines == 23,
             "{lines} lines drawn, {up} gone back over: {draw:?}"
+        );
+        assert!(
+            drawn.contains("(9 more streams: the terminal is too short)"),
+            "{draw:?}"
         );
         redraws += 1;
     }
     assert!(redraws > 0, "{seen:?}");
+}
+
+/// On a terminal that does not say its height (0 rows), the table is drawn whole.
+#[test]
+fn watch_on_a_terminal_of_no_height_draws_the_whole_table() {
+    let name = unique_name("cli-watch-no-rows");
+    let _c = Cleanup::new([&name]);
+    Stream::create(&name, &[1], Dtype::U8).unwrap();
+    let mut args = vec!["watch", "--interval", "1000"];
+    args.extend([name.as_str(); 30]);
+    let Some(mut w) = OnTerminal::spawn_with_rows(&args, false, 0) else {
+        return;
+    };
+    // One draw: the header and 30 streams, or the streams a cut table shows and its line
+    // for the others.
+    let cut = "more streams: the terminal is too short";
+    let drawn = |seen: &str| seen.matches(&*name).count() == 30 || seen.contains(cut);
+    w.wait_until("the table", drawn, common::LONG);
+    let seen = std::mem::take(&mut w.seen);
+    assert_eq!(w.hang_up(), Some(0));
+    assert!(!seen.contains(cut), "{seen:?}");
 }
 
 /// Ctrl-Z (SIGTSTP) gives the terminal back its cursor and autowrap before `watch` stops,
