@@ -308,37 +308,7 @@ pub(crate) fn record(plan: &Plan) -> Fallible {
             .collect()
     });
     for ((s, p), r) in streams.iter().zip(&progress).zip(&results) {
-        let kept = p.kept.load(Ordering::Relaxed);
-        // Taken but not on file (a full disk, a file that failed): the error says why.
-        let not_recorded = p.frames.load(Ordering::Relaxed).saturating_sub(kept);
-        let unread = p.unread.load(Ordering::Relaxed);
-        let lost = p.lost.load(Ordering::Relaxed);
-        // This stream's own time, not the progress line's tick at which we noticed it ended.
-        let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
-        let mb = kept as f64 * s.size_bytes() as f64 / 1e6;
-        let count = |n: u64, what: &str| {
-            if n > 0 {
-                format!(", {n} {what}")
-            } else {
-                String::new()
-            }
-        };
-        term::errln!(
-            "{}: {kept} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}{}{}",
-            term::printable(s.name()),
-            p.files.load(Ordering::Relaxed),
-            mb,
-            mb / secs,
-            count(not_recorded, "not recorded"),
-            count(unread, "left unread"),
-            match r {
-                Ok(()) if p.unlinked.load(Ordering::Relaxed) => {
-                    ", ended: stream unlinked (its producer ended?)".to_owned()
-                }
-                Ok(()) => String::new(),
-                Err(e) => format!(", FAILED: {}", term::printable(e)),
-            }
-        );
+        term::errln!("{}", progress::summary(s.name(), s.size_bytes(), p, r));
     }
     let failed = results.iter().filter(|r| r.is_err()).count();
     if failed > 0 {

@@ -52,6 +52,48 @@ pub(super) fn total(progress: &[Arc<Progress>], of: impl Fn(&Progress) -> &Atomi
         .fold(0, u64::saturating_add)
 }
 
+/// The summary line of stream `name`'s recording, of frames of `frame_bytes`: its frames on
+/// file, their megabytes and the rate it recorded them at, the frames lost, those taken but
+/// not on file and those left unread (where there are any), and how it ended (`result`).
+pub(super) fn summary(
+    name: &str,
+    frame_bytes: usize,
+    p: &Progress,
+    result: &Result<(), String>,
+) -> String {
+    let kept = p.kept.load(Ordering::Relaxed);
+    // Taken but not on file (a full disk, a file that failed): the error says why.
+    let not_recorded = p.frames.load(Ordering::Relaxed).saturating_sub(kept);
+    let unread = p.unread.load(Ordering::Relaxed);
+    let lost = p.lost.load(Ordering::Relaxed);
+    // This stream's own time, not the progress line's tick at which we noticed it ended.
+    let secs = (p.took_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
+    let mb = kept as f64 * frame_bytes as f64 / 1e6;
+    let count = |n: u64, what: &str| {
+        if n > 0 {
+            format!(", {n} {what}")
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "{}: {kept} frames in {} file(s), {:.1} MB at {:.1} MB/s, {lost} lost{}{}{}",
+        term::printable(name),
+        p.files.load(Ordering::Relaxed),
+        mb,
+        mb / secs,
+        count(not_recorded, "not recorded"),
+        count(unread, "left unread"),
+        match result {
+            Ok(()) if p.unlinked.load(Ordering::Relaxed) => {
+                ", ended: stream unlinked (its producer ended?)".to_owned()
+            }
+            Ok(()) => String::new(),
+            Err(e) => format!(", FAILED: {}", term::printable(e)),
+        }
+    )
+}
+
 /// Marks a stream's recorder done when it ends (also by a panic): its time, and a wake-up for
 /// the progress line.
 pub(super) struct Done<'a> {
@@ -136,6 +178,37 @@ pub(super) fn show_progress(plan: &Plan, progress: &[Arc<Progress>], started: In
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counts of frames on file, lost, not recorded and left unread, the megabytes on
+    /// file and the rate over the stream's own time, and how it ended.
+    #[test]
+    fn a_streams_summary_counts_its_frames_and_says_how_it_ended() {
+        let p = Progress::default();
+        let set = |c: &AtomicU64, n: u64| c.store(n, Ordering::Relaxed);
+        set(&p.frames, 10);
+        set(&p.kept, 10);
+        set(&p.files, 2);
+        set(&p.took_ns, 2_000_000_000);
+        assert_eq!(
+            summary("cam0", 1_000_000, &p, &Ok(())),
+            "cam0: 10 frames in 2 file(s), 10.0 MB at 5.0 MB/s, 0 lost"
+        );
+        set(&p.frames, 12);
+        set(&p.lost, 4);
+        set(&p.unread, 3);
+        assert_eq!(
+            summary("cam\n1", 300_000, &p, &Err("the disk is full".into())),
+            "cam\\n1: 10 frames in 2 file(s), 3.0 MB at 1.5 MB/s, 4 lost, 2 not recorded, \
+             3 left unread, FAILED: the disk is full"
+        );
+        p.unlinked.store(true, Ordering::Relaxed);
+        set(&p.took_ns, 0);
+        assert_eq!(
+            summary("cam0", 100, &p, &Ok(())),
+            "cam0: 10 frames in 2 file(s), 0.0 MB at 1000000.0 MB/s, 4 lost, 2 not recorded, \
+             3 left unread, ended: stream unlinked (its producer ended?)"
+        );
+    }
 
     /// Losses near 2^64 (a planted count) saturate, in a stream and in the sum over
     /// streams: they overflowed, a panic in the summary (`attempt to add with overflow`)
