@@ -132,12 +132,17 @@ pub(super) fn refuse_too_many_open_files(plan: &Plan) -> Fallible {
     let open = std::fs::read_dir("/proc/self/fd")
         .map_or(plan.names.len() * 4 + 3, |d| d.count().saturating_sub(1));
     let per_file = cube_files(plan, "x", 0).len();
+    check_open_files(plan.names.len(), open, per_file, limit)
+}
+
+/// Refuses a recording of `streams` streams, `open` descriptors being open now, that writes
+/// cubes of `per_file` files each, where it needs more descriptors than `limit`.
+fn check_open_files(streams: usize, open: usize, per_file: usize, limit: u64) -> Fallible {
     // A few more: `--fsync`'s directory, a pipe, the standard three if closed now.
-    let need = open + plan.names.len() * 2 * per_file + 8;
+    let need = open + streams * 2 * per_file + 8;
     if need as u64 > limit {
         return Err(format!(
-            "recording {} streams needs about {need} open files ({open} open now for the streams, and {} for each stream's file being written and the one being finished) but the hard limit is {limit} (the soft one was raised to it): raise it (as root: `ulimit -Hn {need}`, or in /etc/security/limits.conf or systemd's LimitNOFILE) or record fewer streams per run",
-            plan.names.len(),
+            "recording {streams} streams needs about {need} open files ({open} open now for the streams, and {} for each stream's file being written and the one being finished) but the hard limit is {limit} (the soft one was raised to it): raise it (as root: `ulimit -Hn {need}`, or in /etc/security/limits.conf or systemd's LimitNOFILE) or record fewer streams per run",
             2 * per_file
         )
         .into());
@@ -226,6 +231,80 @@ mod tests {
             cube_path(&plan, "cam", 0),
             Path::new("out/cam_000000000.fits")
         );
+    }
+
+    /// Each stream needs two cubes' files open (the one being written, the one being
+    /// finished), and a few descriptors more are kept free: up to the limit is recorded,
+    /// past it refused with the count and the remedy.
+    #[test]
+    fn a_recording_needing_more_open_files_than_the_limit_is_refused() {
+        // 10 open, 3 streams of 2 files a cube: 10 + 3 × 2 × 2 + 8.
+        check_open_files(3, 10, 2, 30).unwrap();
+        let e = check_open_files(3, 10, 2, 29).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "recording 3 streams needs about 30 open files (10 open now for the streams, \
+                 and 4 for each stream's file being written and the one being finished) but \
+                 the hard limit is 29 "
+            ) && e.contains("`ulimit -Hn 30`"),
+            "{e}"
+        );
+        check_open_files(5, 3, 1, 21).unwrap();
+        assert!(check_open_files(5, 3, 1, 20).is_err());
+    }
+
+    /// A FITS cube is one file; a `.npy` cube has its frame table beside it, created first.
+    #[test]
+    fn a_cubes_files_are_its_cube_and_any_table_beside_it() {
+        let mut plan = Plan {
+            names: Vec::new(),
+            out: PathBuf::from("out"),
+            frames: None,
+            duration: None,
+            per_file: 1,
+            format: Format::Fits,
+            fsync: false,
+        };
+        assert_eq!(
+            cube_files(&plan, "cam", 3),
+            [PathBuf::from("out/cam_000000003.fits")]
+        );
+        plan.format = Format::Npy;
+        assert_eq!(
+            cube_files(&plan, "cam", 3),
+            [
+                PathBuf::from("out/cam_000000003.frames.csv"),
+                PathBuf::from("out/cam_000000003.npy")
+            ]
+        );
+    }
+
+    /// Nothing there: recorded into. Anything there (a file, a dangling symlink) is refused,
+    /// checked before and again when the file is created, and left as it is.
+    #[test]
+    fn a_file_already_there_is_refused_and_left_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("rec-files-there-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let (file, link) = (dir.join("cam_000000000.npy"), dir.join("link.npy"));
+        refuse_existing(&file).unwrap();
+        std::fs::write(&file, b"kept").unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
+        for path in [&file, &link] {
+            for e in [
+                refuse_existing(path).unwrap_err(),
+                create_new(path).unwrap_err(),
+            ] {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with(&format!("{}: already exists", path.display())),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+        assert!(!dir.join("nowhere").exists(), "made through the symlink");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
