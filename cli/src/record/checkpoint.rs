@@ -52,6 +52,7 @@ mod tests {
         // A little back (under a second) is not due; the clock stepped back by more is, and
         // the schedule goes on from there.
         assert!(!c.due(101.5));
+        assert!(!c.due(101.25), "a second back is not more than a second");
         assert!(c.due(50.0));
         assert!(!c.due(50.5));
         assert!(c.due(51.0));

@@ -51,6 +51,24 @@ mod tests {
     }
 
     #[test]
+    fn frames_still_wanted_are_those_of_frames_not_taken_yet() {
+        let mut plan = Plan {
+            names: Vec::new(),
+            out: "out".into(),
+            frames: Some(10),
+            duration: None,
+            per_file: 1,
+            format: super::super::Format::Npy,
+            fsync: false,
+        };
+        assert_eq!(wanted(&plan, 0), Some(10));
+        assert_eq!(wanted(&plan, 4), Some(6));
+        assert_eq!(wanted(&plan, 12), Some(0), "no more than all");
+        plan.frames = None;
+        assert_eq!(wanted(&plan, 4), None, "no --frames: no limit");
+    }
+
+    #[test]
     fn frames_counted_lost_are_at_most_those_the_recording_still_wanted() {
         assert_eq!(at_most(1000, Some(5)), 5, "--frames 10, 5 taken");
         assert_eq!(at_most(3, Some(5)), 3);
