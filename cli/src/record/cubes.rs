@@ -185,12 +185,9 @@ mod tests {
         let s = Stream::open_readonly(&name).unwrap();
         let plan = Plan {
             names: vec![name.clone()],
-            out: std::env::temp_dir().join(&name),
             frames: Some(3),
-            duration: None,
             per_file: 2,
-            format: Format::Npy,
-            fsync: false,
+            ..Plan::for_test(Format::Npy, std::env::temp_dir().join(&name))
         };
         std::fs::create_dir_all(&plan.out).unwrap();
         let p = Progress::default();

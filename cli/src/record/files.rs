@@ -216,15 +216,7 @@ mod tests {
 
     #[test]
     fn cube_files_sort_by_name_in_index_order_past_a_million() {
-        let plan = Plan {
-            names: Vec::new(),
-            out: PathBuf::from("out"),
-            frames: None,
-            duration: None,
-            per_file: 1,
-            format: Format::Fits,
-            fsync: false,
-        };
+        let plan = Plan::for_test(Format::Fits, "out");
         let [a, b, c] = [999_999, 1_000_000, 999_999_999].map(|i| cube_path(&plan, "cam", i));
         assert!(a < b && b < c, "{a:?} {b:?} {c:?}");
         assert_eq!(
@@ -256,15 +248,7 @@ mod tests {
     /// A FITS cube is one file; a `.npy` cube has its frame table beside it, created first.
     #[test]
     fn a_cubes_files_are_its_cube_and_any_table_beside_it() {
-        let mut plan = Plan {
-            names: Vec::new(),
-            out: PathBuf::from("out"),
-            frames: None,
-            duration: None,
-            per_file: 1,
-            format: Format::Fits,
-            fsync: false,
-        };
+        let mut plan = Plan::for_test(Format::Fits, "out");
         assert_eq!(
             cube_files(&plan, "cam", 3),
             [PathBuf::from("out/cam_000000003.fits")]

@@ -53,13 +53,8 @@ mod tests {
     #[test]
     fn frames_still_wanted_are_those_of_frames_not_taken_yet() {
         let mut plan = Plan {
-            names: Vec::new(),
-            out: "out".into(),
             frames: Some(10),
-            duration: None,
-            per_file: 1,
-            format: super::super::Format::Npy,
-            fsync: false,
+            ..Plan::for_test(super::super::Format::Npy, "out")
         };
         assert_eq!(wanted(&plan, 0), Some(10));
         assert_eq!(wanted(&plan, 4), Some(6));

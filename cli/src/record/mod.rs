@@ -103,6 +103,23 @@ pub(crate) struct Plan {
     pub(crate) fsync: bool,
 }
 
+#[cfg(test)]
+impl Plan {
+    /// A plan of `format` into `out`: no streams, no limit, a frame a file, no `--fsync`;
+    /// what a unit test changes.
+    pub(crate) fn for_test(format: Format, out: impl Into<PathBuf>) -> Plan {
+        Plan {
+            names: Vec::new(),
+            out: out.into(),
+            frames: None,
+            duration: None,
+            per_file: 1,
+            format,
+            fsync: false,
+        }
+    }
+}
+
 /// Per-frame metadata kept beside the cube.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FrameMeta {

@@ -260,12 +260,8 @@ mod tests {
         }
         let plan = Plan {
             names: vec![name.clone()],
-            out: std::env::temp_dir().join(&name),
             frames: Some(1),
-            duration: None,
-            per_file: 1,
-            format: Format::Npy,
-            fsync: false,
+            ..Plan::for_test(Format::Npy, std::env::temp_dir().join(&name))
         };
         std::fs::create_dir_all(&plan.out).unwrap();
         let p = Progress::default();
