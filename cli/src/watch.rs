@@ -574,8 +574,7 @@ mod tests {
     #[test]
     fn the_rate_is_the_frames_written_over_the_time_between_two_samples() {
         let name = format!("t-watch-rate-{}", std::process::id());
-        let _u = Unlink(name.clone());
-        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let s = shmstream::scratch(&name, &[1], Dtype::U8).unwrap();
         let mut t = Track::new(&name);
         let before_first = Instant::now();
         t.sample(CREATION_WAIT);
@@ -601,8 +600,7 @@ mod tests {
     #[test]
     fn missed_frames_are_counted_from_the_first_frame_id_on() {
         let name = format!("t-watch-first-id-{}", std::process::id());
-        let _u = Unlink(name.clone());
-        let s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let s = shmstream::scratch(&name, &[1], Dtype::U8).unwrap();
         let mut t = Track::new(&name);
         s.write_slice(&[0u8]).unwrap();
         t.sample(CREATION_WAIT);
@@ -621,8 +619,7 @@ mod tests {
     fn a_stream_marked_inconsistent_shows_as_invalid() {
         use std::os::unix::fs::FileExt;
         let name = format!("t-watch-invalid-{}", std::process::id());
-        let _u = Unlink(name.clone());
-        let _s = shmstream::Stream::create(&name, &[1], Dtype::U8).unwrap();
+        let _s = shmstream::scratch(&name, &[1], Dtype::U8).unwrap();
         let mut t = Track::new(&name);
         t.sample(CREATION_WAIT);
         assert_eq!(t.row()[6], "ok");
