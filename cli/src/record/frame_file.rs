@@ -412,3 +412,108 @@ pub(crate) fn sync_created_dirs(created: &[PathBuf]) -> Fallible {
         Err(failed.join("; ").into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in the temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> (Scratch, File) {
+            let path = std::env::temp_dir()
+                .join(format!("shmstream-frame-file-{tag}-{}", std::process::id()));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            (Scratch(path), file)
+        }
+        fn len(&self) -> u64 {
+            std::fs::metadata(&self.0).unwrap().len()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Small frames reach the kernel in one write once the gathering buffer could not take
+    /// another: batches of at most [`DIRECT`] bytes, in a buffer that never grows.
+    #[test]
+    fn small_frames_are_written_in_batches_that_fill_the_gathering_buffer() {
+        let (scratch, file) = Scratch::new("gather");
+        let frame = [7u8; 1024];
+        let mut f = FrameFile::new(&scratch.0, file, 100, frame.len());
+        // 64 frames fill the buffer exactly: the first 63 leave room for one more.
+        for _ in 0..63 {
+            f.push(&frame).unwrap();
+        }
+        assert_eq!(scratch.len(), 0, "63 frames are still gathered");
+        f.push(&frame).unwrap();
+        assert_eq!(
+            scratch.len(),
+            100 + DIRECT as u64,
+            "64 frames written at once"
+        );
+        f.push(&frame).unwrap();
+        assert_eq!(f.gathered.capacity(), DIRECT, "the buffer never grew");
+        assert_eq!(f.flush().unwrap(), 65);
+        let closed = f.close();
+        assert_eq!(
+            (closed.frames, closed.end, closed.room),
+            (65, 100 + 65 * 1024, None)
+        );
+        assert_eq!(scratch.len(), closed.end);
+    }
+
+    /// Kept off block multiples, a file is made a step longer than its frames, and one byte
+    /// past where that would end on a block; again a step on once the frames pass it.
+    #[test]
+    fn a_file_kept_off_block_multiples_is_made_a_step_ahead_of_its_frames() {
+        let (scratch, file) = Scratch::new("lengthen");
+        let block = 1 << 20;
+        assert!(LENGTHEN_STEP.is_multiple_of(block));
+        let frame = vec![1u8; DIRECT];
+        let mut f = FrameFile::new(&scratch.0, file, 0, frame.len()).keep_length_off(block);
+        f.push(&frame).unwrap();
+        assert_eq!(scratch.len(), LENGTHEN_STEP + 1);
+        // The frames reach the step's end: no change.
+        let in_a_step = (LENGTHEN_STEP / DIRECT as u64) as usize;
+        for _ in 1..in_a_step {
+            f.push(&frame).unwrap();
+        }
+        assert_eq!(scratch.len(), LENGTHEN_STEP + 1);
+        // One more passes it.
+        f.push(&frame).unwrap();
+        assert_eq!(scratch.len(), 2 * LENGTHEN_STEP + 1);
+        let closed = f.close();
+        assert_eq!(closed.frames, in_a_step + 1);
+        assert_eq!(closed.end, (in_a_step as u64 + 1) * DIRECT as u64);
+    }
+
+    /// A directory created in the working directory (a relative name with no parent) has its
+    /// entry put on the disk through `.`; one whose parent is gone is an error naming both.
+    #[test]
+    fn created_directories_are_synced_through_their_parent_or_the_working_directory() {
+        sync_created_dirs(&[PathBuf::from("a-directory-here")]).unwrap();
+        let gone = std::env::temp_dir().join(format!("no-such-dir-{}", std::process::id()));
+        let e = sync_created_dirs(&[gone.join("made")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: putting the directory's entries on the disk: ",
+                gone.display()
+            )) && e.contains(&format!(
+                "the directory {} created in it",
+                gone.join("made").display()
+            )) && e.ends_with("check the disk (space, quota, errors) and record again"),
+            "{e}"
+        );
+    }
+}
