@@ -493,6 +493,29 @@ mod tests {
         }
     }
 
+    /// A header's natural length is the multiple of 64 bytes that holds its dict and the
+    /// newline after it, at every dict length (those one or two short of a multiple too).
+    #[test]
+    fn natural_headers_hold_their_dict_and_newline_in_the_fewest_64_byte_blocks() {
+        for dims in 0..40 {
+            for last in [1, 10, 100] {
+                let mut shape = vec![1; dims];
+                shape.push(last);
+                let h = header(Dtype::U8, 0, &shape, 0);
+                let text = String::from_utf8_lossy(&h[10..]).into_owned();
+                let dict = text.trim_end();
+                assert!(dict.ends_with("), }") && text.ends_with('\n'), "{text:?}");
+                assert_eq!(h.len() % 64, 0, "{text:?}");
+                assert!(
+                    h.len() < 10 + dict.len() + 1 + 64,
+                    "{} for {text:?}",
+                    h.len()
+                );
+                assert_eq!(usize::from(u16::from_le_bytes([h[8], h[9]])), h.len() - 10);
+            }
+        }
+    }
+
     #[test]
     fn a_table_cut_short_keeps_the_frames_whose_rows_the_dropped_ones_make_room_for() {
         // Rows of 10 bytes: 100 frames of 40 bytes, 30 bytes of room past the table's rows.
