@@ -477,6 +477,58 @@ mod tests {
         assert_eq!(&bytes[bytes.len() - 4..], &[0, 1, 1, 1]);
     }
 
+    /// At each checkpoint the table gets the rows of the frames since the last, and the
+    /// header the count of frames the table holds; finishing counts the rest.
+    #[test]
+    fn each_checkpoint_counts_the_frames_since_the_last_in_the_table_and_the_header() {
+        let dir = std::env::temp_dir().join(format!("npy-checkpoints-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.npy");
+        let mut cube = NpyCube::create(&path, Dtype::U16, &[2], 4).unwrap();
+        let on_file = || {
+            let h = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&h[10..cube_header_len(&h)]).into_owned();
+            let table = std::fs::read_to_string(sidecar(&path)).unwrap();
+            (
+                text,
+                table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>(),
+            )
+        };
+        // Frames recorded at these times: the third and the fourth are due a checkpoint.
+        let mut seen = Vec::new();
+        for (i, t) in [0.0, 0.5, 1.0, 2.0, 2.5].into_iter().enumerate() {
+            let meta = FrameMeta {
+                frame_id: i as u64 + 7,
+                count: 1,
+                write_time: t,
+                record_time: t,
+            };
+            cube.push(&mut [i as u8; 4], meta).unwrap();
+            let (header, rows) = on_file();
+            let counted = if i < 2 { 0 } else { i.min(3) + 1 };
+            assert!(
+                header.contains(&format!("'shape': ({counted}, 2)")),
+                "{i}: {header}"
+            );
+            assert_eq!(rows.len(), counted, "{i}: {rows:?}");
+            seen.push(rows);
+        }
+        assert!(seen[4][3].starts_with("10,1,2.000000000,"), "{:?}", seen[4]);
+        let done = cube.finish(false);
+        let (header, rows) = on_file();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(done.frames, 5, "{:?}", done.result);
+        assert!(header.contains("'shape': (5, 2)"), "{header}");
+        let ids: Vec<&str> = rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+        assert_eq!(ids, ["7", "8", "9", "10", "11"]);
+    }
+
+    /// The length of the `.npy` header at the start of `file`.
+    fn cube_header_len(file: &[u8]) -> usize {
+        10 + usize::from(u16::from_le_bytes([file[8], file[9]]))
+    }
+
     #[test]
     fn headers_keep_their_length_when_the_count_is_rewritten() {
         let wide = header(Dtype::U16, u64::MAX, &[240, 240], 0).len();
