@@ -524,6 +524,80 @@ mod tests {
         assert_eq!(ids, ["7", "8", "9", "10", "11"]);
     }
 
+    /// Rows that land whole are counted and dropped from those gathered, the column names
+    /// with the first; nothing is left over past them.
+    #[test]
+    fn written_rows_are_counted_on_file_and_dropped_from_those_gathered() {
+        let path = std::env::temp_dir().join(format!("npy-rows-{}.csv", std::process::id()));
+        let table = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut rows = COLUMNS.as_bytes().to_vec();
+        let mut row_ends = Vec::new();
+        for row in ["1,1,0.5,0.6\n", "2,1,0.7,0.8\n", "3,2,0.9,1.0\n"] {
+            rows.extend_from_slice(row.as_bytes());
+            row_ends.push(rows.len());
+        }
+        let (mut on_file, mut len) = (0, 0);
+        let (past, written) = write_rows(
+            &table,
+            2,
+            &mut rows,
+            &mut row_ends,
+            (&mut on_file, &mut len),
+        );
+        assert!(
+            written.is_ok() && past == 0,
+            "{past} bytes past the whole rows"
+        );
+        assert_eq!((on_file, len), (2, (COLUMNS.len() + 24) as u64));
+        assert_eq!(
+            (&rows[..], &row_ends[..]),
+            (&b"3,2,0.9,1.0\n"[..], &[12][..])
+        );
+        let (past, written) = write_rows(
+            &table,
+            1,
+            &mut rows,
+            &mut row_ends,
+            (&mut on_file, &mut len),
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            written.is_ok() && past == 0,
+            "{past} bytes past the whole rows"
+        );
+        assert_eq!(
+            (on_file, len, rows.len(), row_ends.len()),
+            (3, text.len() as u64, 0, 0)
+        );
+        assert_eq!(
+            text,
+            format!("{COLUMNS}1,1,0.5,0.6\n2,1,0.7,0.8\n3,2,0.9,1.0\n")
+        );
+    }
+
+    /// A cube finished without a frame has a table of the column names only: a CSV reader
+    /// reads no rows, not no columns.
+    #[test]
+    fn a_cube_finished_without_frames_has_a_table_of_its_column_names() {
+        let path = std::env::temp_dir().join(format!("npy-empty-{}.npy", std::process::id()));
+        let mut cube = NpyCube::create(&path, Dtype::F32, &[3], 12).unwrap();
+        let done = cube.finish(false);
+        let table = std::fs::read_to_string(sidecar(&path)).unwrap();
+        let cube_len = std::fs::metadata(&path).unwrap().len();
+        let _ = std::fs::remove_file(sidecar(&path));
+        let _ = std::fs::remove_file(&path);
+        assert_eq!((done.frames, done.result), (0, Ok(())));
+        assert_eq!(table, COLUMNS);
+        assert_eq!(cube_len % 64, 0, "the header alone");
+    }
+
     /// The length of the `.npy` header at the start of `file`.
     fn cube_header_len(file: &[u8]) -> usize {
         10 + usize::from(u16::from_le_bytes([file[8], file[9]]))
