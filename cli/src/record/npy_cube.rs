@@ -598,6 +598,44 @@ mod tests {
         assert_eq!(cube_len % 64, 0, "the header alone");
     }
 
+    /// A table the disk has no room for after a checkpoint (`/dev/full` stands in for it)
+    /// keeps the rows it holds, and the cube their frames: dropping the frames after them
+    /// frees too little for a row of theirs, so none is written again.
+    #[test]
+    fn a_table_the_disk_refuses_keeps_the_frames_of_the_rows_it_holds() {
+        let path = std::env::temp_dir().join(format!("npy-refused-{}.npy", std::process::id()));
+        let mut cube = NpyCube::create(&path, Dtype::U8, &[4], 4).unwrap();
+        for (i, t) in [0.0, 0.5, 1.0, 1.1, 1.2].into_iter().enumerate() {
+            let meta = FrameMeta {
+                frame_id: i as u64,
+                count: 1,
+                write_time: t,
+                record_time: t,
+            };
+            cube.push(&mut [i as u8; 4], meta).unwrap();
+        }
+        assert_eq!(cube.table_rows, 3, "the third frame's checkpoint");
+        cube.table = Some(File::options().write(true).open("/dev/full").unwrap());
+        let done = cube.finish(false);
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(sidecar(&path));
+        let _ = std::fs::remove_file(&path);
+        let e = done.result.unwrap_err();
+        assert!(
+            e.contains(".frames.csv: writing the frame table: ")
+                && e.contains("No space left on device")
+                && e.contains(
+                    "kept the 3 of 5 whole frames whose rows it holds, dropping the last 2; free some space and record again"
+                )
+                && !e.contains("kept the first"),
+            "{e}"
+        );
+        assert_eq!(done.frames, 3);
+        let header_len = cube_header_len(&bytes);
+        assert_eq!(&bytes[header_len..], &[0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert!(String::from_utf8_lossy(&bytes[..header_len]).contains("'shape': (3, 4)"));
+    }
+
     /// The length of the `.npy` header at the start of `file`.
     fn cube_header_len(file: &[u8]) -> usize {
         10 + usize::from(u16::from_le_bytes([file[8], file[9]]))
