@@ -944,6 +944,10 @@ mod tests {
             "2100-01-01T00:00:00.000000"
         );
         assert_eq!(iso_utc(-1.5), "1969-12-31T23:59:58.500000");
+        // Past a century of the 400-year era (2000-03-01 on), and its last day.
+        assert_eq!(iso_utc(4_107_542_400.0), "2100-03-01T00:00:00.000000");
+        assert_eq!(iso_utc(13_569_465_599.0), "2399-12-31T23:59:59.000000");
+        assert_eq!(iso_utc(13_574_606_400.0), "2400-02-29T12:00:00.000000");
         assert_eq!(date_cards(&[]), [b' '; 160]);
     }
 
@@ -1016,6 +1020,10 @@ mod tests {
             encoded(Dtype::U32, &7u32.to_le_bytes()),
             (7i64 - (1 << 31)).to_be_bytes()[4..]
         );
+        assert_eq!(
+            encoded(Dtype::U32, &u32::MAX.to_le_bytes()),
+            i32::MAX.to_be_bytes()
+        );
         assert_eq!(encoded(Dtype::I8, &[0x80, 0x7f, 0]), [0, 0xff, 0x80]);
         assert_eq!(encoded(Dtype::U8, &[1, 2, 255]), [1, 2, 255]);
         assert_eq!(
@@ -1040,5 +1048,218 @@ mod tests {
             encoded(Dtype::F32, &(-0.25f32).to_le_bytes()),
             (-0.25f32).to_be_bytes()
         );
+    }
+
+    /// The `FRAMES` columns of unsigned 64-bit values hold `v - 2^63` (TZERO): the largest
+    /// value is the largest signed one, 0 the smallest.
+    #[test]
+    fn frame_ids_and_counts_are_stored_less_their_tzero() {
+        let meta = |frame_id, count| FrameMeta {
+            frame_id,
+            count,
+            write_time: 0.0,
+            record_time: 0.0,
+        };
+        let t = frames_table(&[meta(u64::MAX, 8), meta(0, u64::MAX)]);
+        let column = |row: usize, col: usize| {
+            let at = 2880 + row * 32 + col * 8;
+            i64::from_be_bytes(t[at..at + 8].try_into().unwrap())
+        };
+        assert_eq!((column(0, 0), column(0, 1)), (i64::MAX, 8 - i64::MAX - 1));
+        assert_eq!((column(1, 0), column(1, 1)), (i64::MIN, i64::MAX));
+    }
+
+    /// The cards written when a file is finished are fixed-format: `LOST` blank until known.
+    #[test]
+    fn the_lost_and_complete_cards_are_fixed_format() {
+        assert_eq!(
+            &lost_card(Some(12))[..30],
+            b"LOST    =                   12"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&lost_card(None)),
+            format!(
+                "{:<80}",
+                "LOST    =                      / frames lost before or within this file"
+            )
+        );
+        assert_eq!(
+            &complete_card(true)[..30],
+            b"COMPLETE=                    T"
+        );
+        assert_eq!(
+            &complete_card(false)[..30],
+            b"COMPLETE=                    F"
+        );
+        assert_eq!(complete_card(false).len(), 80);
+    }
+
+    /// A header of 80-byte `cards`, padded to whole blocks.
+    fn header_of(cards: &[&str]) -> Vec<u8> {
+        let mut h: Vec<u8> = cards
+            .iter()
+            .flat_map(|c| format!("{c:<80}").into_bytes())
+            .collect();
+        h.resize(h.len().next_multiple_of(BLOCK as usize), b' ');
+        h
+    }
+
+    /// The frame axis card is found where it is, and the data unit starts at the block after
+    /// the one holding `END`, also when `END` is the first card of a block.
+    #[test]
+    fn the_primary_layout_is_the_axis_card_and_the_block_after_end() {
+        let mut cards = vec![
+            "SIMPLE  =                    T",
+            "BITPIX  =                   16",
+        ];
+        cards.extend([
+            "NAXIS   =                    2",
+            "NAXIS1  =                    5",
+        ]);
+        cards.push("NAXIS2  =                    0");
+        cards.resize(35, "COMMENT filler");
+        let in_one_block = header_of(&[&cards[..], &["END"]].concat());
+        assert_eq!(primary_layout(&in_one_block, 2), Some((4 * 80, 2880)));
+        assert_eq!(primary_layout(&in_one_block, 1), Some((3 * 80, 2880)));
+        assert_eq!(primary_layout(&in_one_block, 3), None, "no such axis");
+        cards.push("COMMENT one more");
+        let in_two_blocks = header_of(&[&cards[..], &["END"]].concat());
+        assert_eq!(primary_layout(&in_two_blocks, 2), Some((4 * 80, 5760)));
+        assert_eq!(primary_layout(&header_of(&cards), 2), None, "no END");
+    }
+
+    /// A cube being filled, removed on drop.
+    struct Scratch {
+        path: PathBuf,
+        cube: FitsCube,
+    }
+    impl Scratch {
+        fn new(tag: &str, dtype: Dtype) -> Scratch {
+            let path = std::env::temp_dir()
+                .join(format!("shmstream-fits-{tag}-{}.fits", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let cube = FitsCube::create(&path, "cam", dtype, &[6, 5], 10).unwrap();
+            Scratch { path, cube }
+        }
+        fn bytes(&self) -> Vec<u8> {
+            std::fs::read(&self.path).unwrap()
+        }
+        /// The 80-byte card at `at` in the file, as text.
+        fn card(&self, at: u64) -> String {
+            let at = at as usize;
+            String::from_utf8_lossy(&self.bytes()[at..at + 80]).into_owned()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// A new cube holds its header alone, its frame axis 0; its data unit and table each take
+    /// whole blocks, and the frames that fit in some room are the most whose table fits too.
+    #[test]
+    fn a_cube_s_data_unit_and_table_take_whole_blocks() {
+        let s = Scratch::new("layout", Dtype::U16);
+        let c = &s.cube;
+        let ds = c.data_start;
+        assert_eq!((c.axis, c.frame_bytes, ds % BLOCK), (3, 60, 0));
+        assert_eq!(s.bytes().len() as u64, ds);
+        assert_eq!(s.card(c.axis_at).as_bytes(), axis_card(3, 0));
+        assert!(!String::from_utf8_lossy(&s.bytes()).contains("unsigned long long"));
+        // 48 frames of 60 bytes fill a block; 90 rows of 32 bytes do.
+        assert_eq!(
+            [c.image_end(0), c.image_end(48), c.image_end(49)],
+            [ds, ds + 2880, ds + 5760]
+        );
+        assert_eq!(c.file_len(0), ds + 2880);
+        assert_eq!(c.file_len(48), ds + 3 * 2880);
+        assert_eq!(c.file_len(90), ds + 4 * 2880);
+        assert_eq!(c.file_len(91), ds + 5 * 2880);
+        for (room, fit) in [
+            (None, 100),
+            (Some(ds + 2880), 0),
+            (Some(ds + 3 * 2880 - 1), 0),
+            (Some(ds + 3 * 2880), 48),
+            (Some(ds + 4 * 2880), 90),
+            (Some(ds + 5 * 2880), 96),
+            (Some(ds + 6 * 2880), 100),
+            (Some(ds + 100 * 2880), 100),
+        ] {
+            assert_eq!(c.frames_that_fit(100, room), fit, "{room:?}");
+        }
+        assert_eq!(c.frames_that_fit(0, Some(ds + 2880)), 0);
+        let u64s = Scratch::new("layout-u64", Dtype::U64);
+        let at = card_at(&u64s.bytes(), "BZERO").unwrap();
+        assert_eq!(u64s.card(at).as_bytes(), u64_bzero_cards()[0]);
+        assert_eq!(u64s.cube.frame_bytes, 240);
+    }
+
+    /// The frame axis card and the dates follow the frames at each checkpoint; finished, the
+    /// file is the frames, padded, and their table, and says the frames lost and whether it
+    /// is complete (with `--fsync` too).
+    #[test]
+    fn a_finished_cube_says_its_frames_dates_losses_and_completeness() {
+        let meta = |i: u64, t: f64| FrameMeta {
+            frame_id: 100 + i,
+            count: 1,
+            write_time: 1_700_000_000.0 + t,
+            record_time: t,
+        };
+        let times = [0.0, 0.5, 1.0, 1.2, 1.4];
+        let metas: Vec<FrameMeta> = (0..5).map(|i| meta(i, times[i as usize])).collect();
+        for (sync, ending, complete) in [
+            (false, Some((2, true)), true),
+            (false, Some((0, false)), false),
+            (false, None, false),
+            (true, Some((0, true)), true),
+            (true, None, false),
+        ] {
+            let mut s = Scratch::new(&format!("finish-{sync}-{complete}"), Dtype::U16);
+            let (axis_at, dates_at) = (s.cube.axis_at, s.cube.dates_at);
+            for (i, m) in metas.iter().enumerate() {
+                let mut frame = [i as u8, 0].repeat(30);
+                s.cube.push(&mut frame, *m).unwrap();
+                let counted = if i < 2 { 0 } else { 3 };
+                assert_eq!(
+                    s.card(axis_at).as_bytes(),
+                    axis_card(3, counted),
+                    "after {i}"
+                );
+                let dated = &s.bytes()[dates_at as usize..dates_at as usize + 160];
+                assert_eq!(dated, date_cards(&metas[..counted]), "after {i}");
+            }
+            assert_eq!(s.cube.frames(), 5);
+            if let Some((lost, complete)) = ending {
+                s.cube.ending(lost, complete);
+            }
+            let done = s.cube.finish(sync);
+            assert_eq!((done.frames, done.result), (5, Ok(())));
+            let c = &s.cube;
+            let bytes = s.bytes();
+            assert_eq!(bytes.len() as u64, c.file_len(5));
+            assert_eq!(s.card(axis_at).as_bytes(), axis_card(3, 5));
+            assert_eq!(
+                &bytes[dates_at as usize..dates_at as usize + 160],
+                date_cards(&metas)
+            );
+            let lost = ending.map_or(0, |e| e.0);
+            assert_eq!(s.card(c.lost_at).as_bytes(), lost_card(Some(lost)));
+            assert_eq!(
+                s.card(c.complete_at).as_bytes(),
+                complete_card(complete),
+                "{sync} {ending:?}"
+            );
+            // Frame 4's first pixel (4, stored less BZERO 32768), then zeros to the block.
+            let last = (c.data_start + 4 * 60) as usize;
+            assert_eq!(&bytes[last..last + 2], &[0x80, 4]);
+            assert!(
+                bytes[last + 60..c.image_end(5) as usize]
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+            let table = &bytes[c.image_end(5) as usize..];
+            assert_eq!(table, frames_table(&metas));
+        }
     }
 }
