@@ -1230,6 +1230,10 @@ mod tests {
                 assert_eq!(dated, date_cards(&metas[..counted]), "after {i}");
             }
             assert_eq!(s.cube.frames(), 5);
+            // A frame that reached the file only in part, after the five gathered: cut.
+            let file = s.cube.frames.as_ref().unwrap().file();
+            file.write_all_at(&[0xab; 30], s.cube.data_start + 5 * 60)
+                .unwrap();
             if let Some((lost, complete)) = ending {
                 s.cube.ending(lost, complete);
             }
@@ -1250,7 +1254,8 @@ mod tests {
                 complete_card(complete),
                 "{sync} {ending:?}"
             );
-            // Frame 4's first pixel (4, stored less BZERO 32768), then zeros to the block.
+            // Frame 4's first pixel (4, stored less BZERO 32768), then zeros to the block (the
+            // part-written frame's bytes gone).
             let last = (c.data_start + 4 * 60) as usize;
             assert_eq!(&bytes[last..last + 2], &[0x80, 4]);
             assert!(
