@@ -1267,4 +1267,54 @@ mod tests {
             assert_eq!(table, frames_table(&metas));
         }
     }
+
+    /// A file in memory, `len` bytes long, that takes no write (sealed with `F_SEAL_WRITE`)
+    /// but may change length: a write after a length change fails.
+    fn sealed_against_writes(len: u64) -> File {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: a NUL-terminated name and a flag, valid for the call; it returns a new
+        // descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"fits-tail".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new open descriptor that nothing else owns or closes.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(len).unwrap();
+        // SAFETY: an open descriptor (`file` owns it for the call) and a seal flag.
+        let sealed =
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+        assert_eq!(
+            sealed,
+            0,
+            "F_ADD_SEALS: {}",
+            std::io::Error::last_os_error()
+        );
+        file
+    }
+
+    /// A tail written for fewer frames than the card gives (a retry after a full disk) first
+    /// takes the file off a block boundary, so that until the cut the bytes past those frames
+    /// never read as a header block without `END`; for as many frames or more, the length
+    /// is left alone. (The card's write then fails: the file takes no write.)
+    #[test]
+    fn a_tail_for_fewer_frames_than_the_card_gives_first_takes_the_file_off_a_block() {
+        let mut s = Scratch::new("retry", Dtype::U16);
+        for (i, t) in [0.0, 0.5, 1.0].into_iter().enumerate() {
+            let meta = FrameMeta {
+                frame_id: i as u64,
+                count: 1,
+                write_time: t,
+                record_time: t,
+            };
+            s.cube.push(&mut [0; 60], meta).unwrap();
+        }
+        assert_eq!(s.cube.card, 3);
+        for (frames, len) in [(2, 2 * BLOCK + 1), (3, 2 * BLOCK), (4, 2 * BLOCK)] {
+            let file = sealed_against_writes(2 * BLOCK);
+            let e = s.cube.write_tail(&file, frames, false).unwrap_err();
+            assert_eq!(e.step, "writing the frame-axis card (NAXIS3)");
+            assert_eq!(e.e.raw_os_error(), Some(libc::EPERM), "{}", e.e);
+            assert_eq!(file.metadata().unwrap().len(), len, "{frames} frames");
+            assert_eq!(s.cube.card, 3, "the card is not written");
+        }
+    }
 }
