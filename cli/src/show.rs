@@ -168,7 +168,15 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
         let json = serde_json::to_string_pretty(&s)?;
         return outln!("{}", crate::term::printable_json(&json));
     }
-    let rows = [
+    for (k, v) in stat_rows(&s) {
+        outln!("{:<15} {v}", format!("{k}:"))?;
+    }
+    Ok(())
+}
+
+/// The rows `stat` prints for `s`: each field's name and what it says.
+fn stat_rows(s: &StreamStat) -> [(&'static str, String); 18] {
+    [
         ("name", crate::term::printable(&s.name).into_owned()),
         ("shape", format!("{:?}", s.shape)),
         ("dtype", s.dtype.to_string()),
@@ -227,11 +235,7 @@ pub(crate) fn stat(name: &str, json: bool) -> Fallible {
                 pid => format!("{pid} (holds the write lock, or died holding it)"),
             },
         ),
-    ];
-    for (k, v) in rows {
-        outln!("{:<15} {v}", format!("{k}:"))?;
-    }
-    Ok(())
+    ]
 }
 
 #[cfg(test)]
@@ -315,5 +319,52 @@ mod tests {
         assert_eq!(name_cell(" cam0"), "\" cam0\"");
         assert_eq!(name_cell("\"cam0"), "\"\"cam0\"");
         assert_eq!(name_cell("cam0\""), "cam0\"");
+    }
+
+    /// A CPU stream's `stat` (a scratch stream), to plant GPU fields in.
+    fn cpu_stat(tag: &str) -> (shmstream::Scratch, StreamStat) {
+        let name = format!("t-show-{tag}-{}", std::process::id());
+        let stream = shmstream::scratch(&name, &[1], shmstream::Dtype::U8).unwrap();
+        (stream, shmstream::stat(&name).unwrap())
+    }
+
+    /// `list`'s GPU column: the device of a GPU stream, with `+mirror` when it keeps a CPU
+    /// mirror; `-` for a CPU stream, one whose device is named but GPU use is off included.
+    #[test]
+    fn list_shows_a_gpu_stream_s_device_and_its_mirror() {
+        let (_stream, mut s) = cpu_stat("gpu-column");
+        assert_eq!(gpu_str(&s), "-");
+        s.gpu_device = Some("cuda:0".into());
+        assert_eq!(gpu_str(&s), "-", "GPU use off");
+        (s.gpu_enabled, s.cpu_mirror) = (true, false);
+        assert_eq!(gpu_str(&s), "cuda:0");
+        s.cpu_mirror = true;
+        assert_eq!(gpu_str(&s), "cuda:0+mirror");
+    }
+
+    /// `stat` says who publishes a stream's frames and who consumes them: the host and none
+    /// for a CPU stream; for a GPU stream, the pids its `_gpu` segment gives, or unknown
+    /// where it gives none.
+    #[test]
+    fn stat_says_who_publishes_and_who_consumes_a_stream() {
+        let (_stream, mut s) = cpu_stat("publisher");
+        let said = |s: &StreamStat| {
+            let rows = stat_rows(s);
+            let row = |key: &str| rows.iter().find(|(k, _)| *k == key).unwrap().1.clone();
+            (row("published_by"), row("gpu_consumer"))
+        };
+        assert_eq!(said(&s), ("host".to_owned(), "none".to_owned()));
+        s.gpu_enabled = true;
+        let unknown = GPU_WORD_UNKNOWN.to_owned();
+        assert_eq!(said(&s), (unknown.clone(), unknown));
+        (s.gpu_publisher_pid, s.gpu_consumer_pid) = (Some(0), Some(0));
+        let synchronized = "host (after a stream synchronize)".to_owned();
+        assert_eq!(said(&s), (synchronized, "none".to_owned()));
+        (s.gpu_publisher_pid, s.gpu_consumer_pid) = (Some(42), Some(43));
+        let by_pid = (
+            "the CUDA stream of pid 42".to_owned(),
+            "pid 43 (acknowledges every frame)".to_owned(),
+        );
+        assert_eq!(said(&s), by_pid);
     }
 }
