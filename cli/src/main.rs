@@ -519,3 +519,106 @@ fn purge(opts: PurgeOptions, prefix: Option<&str>) -> Fallible {
         false => Err(said.join("; ").into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shape is positive dimensions separated by commas or `x`, spaces allowed around
+    /// them; anything else names what was given and how to write one.
+    #[test]
+    fn shapes_are_positive_dimensions_separated_by_commas_or_x() {
+        assert_eq!(parse_shape("480,640").unwrap().0, [480, 640]);
+        assert_eq!(parse_shape(" 3 x 4 ,5").unwrap().0, [3, 4, 5]);
+        assert_eq!(parse_shape("7").unwrap().0, [7]);
+        for bad in ["0", "480,0", "", "480,", "a", "-1", "2.5"] {
+            assert_eq!(
+                parse_shape(bad).unwrap_err(),
+                format!(
+                    "'{bad}' is not a shape: give positive dimensions separated by commas, e.g. 480,640"
+                )
+            );
+        }
+    }
+
+    /// Seconds are a number from 0 up to (not including) 10^9, fractions allowed.
+    #[test]
+    fn seconds_are_a_number_from_0_under_a_billion() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds(" 2 "), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "1e9", "nan", "inf", "five", ""] {
+            assert_eq!(
+                parse_seconds(bad),
+                Err(format!("'{bad}' is not a number of seconds"))
+            );
+        }
+    }
+
+    /// `unlink` names a missing stream's remedy, with up to 8 of the streams there are (and
+    /// how many more); other errors read as they are.
+    #[test]
+    fn unlink_names_a_missing_stream_s_remedy_and_the_streams_there_are() {
+        let missing = |n: usize| Error::NotFound {
+            name: "cam".into(),
+            known: (0..n).map(|i| format!("s{i}")).collect(),
+            unfinished: false,
+        };
+        let said = |hint: &str| {
+            format!(
+                "stream 'cam' not found: check the name{hint}, or pass --quiet-missing to ignore a missing one"
+            )
+        };
+        assert_eq!(unlink_error(&missing(0)), said(""));
+        assert_eq!(unlink_error(&missing(2)), said(" (streams: s0, s1)"));
+        let eight = " (streams: s0, s1, s2, s3, s4, s5, s6, s7)";
+        assert_eq!(unlink_error(&missing(8)), said(eight));
+        let nine = " (streams: s0, s1, s2, s3, s4, s5, s6, s7, and 1 more)";
+        assert_eq!(unlink_error(&missing(9)), said(nine));
+        let taken = Error::AlreadyExists {
+            name: "cam".into(),
+            being_created: false,
+        };
+        assert_eq!(unlink_error(&taken), taken.to_string());
+    }
+
+    /// A wait for the write lock that ran out names the lock file, `lslocks` and the retry
+    /// (with `--timeout` where one was given); other waits and errors are not it.
+    #[test]
+    fn a_lock_wait_that_ran_out_names_the_lock_file_and_lslocks() {
+        let name = format!("t-main-no-such-{}", std::process::id());
+        let timeout = |awaited| Error::Timeout {
+            name: name.clone(),
+            op: "write",
+            awaited,
+            timeout: Duration::from_secs(5),
+        };
+        let lock = shmstream::name::lock_path(&name);
+        let said = |waited: &str, retry: &str| {
+            format!(
+                "timed out {waited} waiting to write on stream '{name}': another process holds its lock file {}; `lslocks -o PID,COMMAND,PATH` names it: let it finish (or stop it), then {retry}",
+                lock.display()
+            )
+        };
+        let writer = timeout(shmstream::Awaited::Writer);
+        assert_eq!(lock_timeout(&writer, None), Some(said("after 5s", "retry")));
+        assert_eq!(
+            lock_timeout(&writer, Some(Duration::from_millis(2500))),
+            Some(said(
+                "after --timeout 2.5",
+                "retry, or give a longer --timeout S"
+            ))
+        );
+        assert_eq!(unlink_error(&writer), said("after 5s", "retry"));
+        assert_eq!(
+            lock_timeout(&timeout(shmstream::Awaited::GpuFrame), None),
+            None
+        );
+        let missing = Error::NotFound {
+            name,
+            known: Vec::new(),
+            unfinished: true,
+        };
+        assert_eq!(lock_timeout(&missing, None), None);
+    }
+}
