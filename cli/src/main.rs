@@ -582,8 +582,9 @@ mod tests {
         assert_eq!(unlink_error(&taken), taken.to_string());
     }
 
-    /// A wait for the write lock that ran out names the lock file, `lslocks` and the retry
-    /// (with `--timeout` where one was given); other waits and errors are not it.
+    /// A wait for the write lock that ran out names the lock file, the pid its holder
+    /// stamped if it did, `lslocks` and the retry (with `--timeout` where one was given);
+    /// other waits and errors are not it.
     #[test]
     fn a_lock_wait_that_ran_out_names_the_lock_file_and_lslocks() {
         let name = format!("t-main-no-such-{}", std::process::id());
@@ -594,31 +595,45 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let lock = shmstream::name::lock_path(&name);
-        let said = |waited: &str, retry: &str| {
+        let said_of = |waited: &str, retry: &str| {
             format!(
                 "timed out {waited} waiting to write on stream '{name}': another process holds its lock file {}; `lslocks -o PID,COMMAND,PATH` names it: let it finish (or stop it), then {retry}",
                 lock.display()
             )
         };
         let writer = timeout(shmstream::Awaited::Writer);
-        assert_eq!(lock_timeout(&writer, None), Some(said("after 5s", "retry")));
+        assert_eq!(
+            lock_timeout(&writer, None),
+            Some(said_of("after 5s", "retry"))
+        );
         assert_eq!(
             lock_timeout(&writer, Some(Duration::from_millis(2500))),
-            Some(said(
+            Some(said_of(
                 "after --timeout 2.5",
                 "retry, or give a longer --timeout S"
             ))
         );
-        assert_eq!(unlink_error(&writer), said("after 5s", "retry"));
+        assert_eq!(unlink_error(&writer), said_of("after 5s", "retry"));
         assert_eq!(
             lock_timeout(&timeout(shmstream::Awaited::GpuFrame), None),
             None
         );
         let missing = Error::NotFound {
-            name,
+            name: name.clone(),
             known: Vec::new(),
             unfinished: true,
         };
         assert_eq!(lock_timeout(&missing, None), None);
+        // Held by a writer that stamps its pid (this one): said.
+        let stream = shmstream::scratch(&name, &[1], shmstream::Dtype::U8).unwrap();
+        let held = stream.lock(None).unwrap();
+        let stamped = lock_timeout(&writer, None).unwrap();
+        let pid = std::process::id();
+        let stamp = format!("{} (its writer stamped pid {pid});", lock.display());
+        assert!(stamped.contains(&stamp), "{stamped}");
+        drop(held);
+        // Not held (pid 0 in its header): no pid said.
+        let unstamped = Some(said_of("after 5s", "retry"));
+        assert_eq!(lock_timeout(&writer, None), unstamped);
     }
 }
