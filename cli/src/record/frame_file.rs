@@ -423,13 +423,8 @@ mod tests {
         fn new(tag: &str) -> (Scratch, File) {
             let path = std::env::temp_dir()
                 .join(format!("shmstream-frame-file-{tag}-{}", std::process::id()));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .unwrap();
+            let _ = std::fs::remove_file(&path);
+            let file = crate::record::files::create_new(&path).unwrap();
             (Scratch(path), file)
         }
         fn len(&self) -> u64 {

@@ -446,13 +446,19 @@ impl NpyCube {
 mod tests {
     use super::*;
 
+    /// An empty directory of this process's in the temporary directory.
+    fn empty_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("npy-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// A foreign writer's bool byte (255: true to numpy) is recorded as 1, as every read gives
     /// it (npyz refuses a bool byte above 1); it was recorded as it was.
     #[test]
     fn a_foreign_bool_byte_is_recorded_as_1() {
-        let dir = std::env::temp_dir().join(format!("npy-bool-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("bool");
         let path = dir.join("m.npy");
         // A frame large enough to be written from the ring (64 KiB or more) of another dtype
         // is; a bool one is not (it is copied, its bytes stored as 0 or 1).
@@ -481,9 +487,7 @@ mod tests {
     /// header the count of frames the table holds; finishing counts the rest.
     #[test]
     fn each_checkpoint_counts_the_frames_since_the_last_in_the_table_and_the_header() {
-        let dir = std::env::temp_dir().join(format!("npy-checkpoints-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("checkpoints");
         let path = dir.join("c.npy");
         let mut cube = NpyCube::create(&path, Dtype::U16, &[2], 4).unwrap();
         let on_file = || {
@@ -529,13 +533,8 @@ mod tests {
     #[test]
     fn written_rows_are_counted_on_file_and_dropped_from_those_gathered() {
         let path = std::env::temp_dir().join(format!("npy-rows-{}.csv", std::process::id()));
-        let table = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let table = crate::record::files::create_new(&path).unwrap();
         let mut rows = COLUMNS.as_bytes().to_vec();
         let mut row_ends = Vec::new();
         for row in ["1,1,0.5,0.6\n", "2,1,0.7,0.8\n", "3,2,0.9,1.0\n"] {
