@@ -1281,9 +1281,11 @@ fn unlink_reports_each_name_and_missing_is_an_error_unless_quiet() {
             predicate::str::contains(format!("unlinked '{a}'"))
                 .and(predicate::str::contains(format!("unlinked '{b}'"))),
         )
-        .stderr(predicate::str::contains(format!(
-            "stream '{missing}' not found"
-        )));
+        .stderr(
+            predicate::str::contains(format!("stream '{missing}' not found")).and(
+                predicate::str::contains("shmstream: error: 1 of 3 name(s) could not be unlinked"),
+            ),
+        );
     assert!(
         shmstream::stat(&a).is_err() && shmstream::stat(&b).is_err(),
         "existing names are still removed"
@@ -1509,19 +1511,23 @@ fn purge_says_a_lock_directory_it_cannot_list_was_not_listed() {
 
 /// Review item: a part of no stream purge cannot remove (here its lock file is a directory)
 /// is named as what it is, with its path, and counted as such: the summary said "1
-/// stream(s) could not be removed", the error "… failed for stream 'ps_…'".
+/// stream(s) could not be removed", the error "… failed for stream 'ps_…'". Two of them
+/// are each named and counted together.
 #[test]
 fn purge_names_and_counts_a_leftover_it_cannot_remove_as_one() {
     let _purging = purging();
     let dir = std::env::temp_dir().join(unique_name("cli-lockdir"));
     std::fs::create_dir(&dir).unwrap();
-    let gone = unique_name("cli-stuck-ring");
-    let ring = shmstream::name::history_id(&gone);
-    let ring_path = Path::new("/dev/shm").join(&ring);
-    let _ring = Foreign(ring_path.clone());
-    std::fs::write(&ring_path, [0u8; 64]).unwrap();
-    let lock = dir.join(format!("{}.lock", shmstream::name::segment_id(&gone)));
-    std::fs::create_dir(&lock).unwrap();
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let gone = unique_name("cli-stuck-ring");
+        let ring = shmstream::name::history_id(&gone);
+        let ring_path = Path::new("/dev/shm").join(&ring);
+        std::fs::write(&ring_path, [0u8; 64]).unwrap();
+        let lock = dir.join(format!("{}.lock", shmstream::name::segment_id(&gone)));
+        std::fs::create_dir(&lock).unwrap();
+        stuck.push((Foreign(ring_path), ring, lock));
+    }
     let out = cli()
         .env("PYSHMEM_LOCK_DIR", &dir)
         .args(["purge", "--prefix", "orphan"])
@@ -1531,17 +1537,22 @@ fn purge_names_and_counts_a_leftover_it_cannot_remove_as_one() {
         .clone();
     let stderr = String::from_utf8(out.stderr).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(ring_path.exists(), "removed without its lock");
-    let failure = format!(
-        "shmstream: error: the leftover part {} could not be removed: {} is refused",
-        ring_path.display(),
-        lock.display()
-    );
-    assert!(stderr.contains(&failure), "{stderr}");
+    for (ring_path, ring, lock) in &stuck {
+        assert!(ring_path.0.exists(), "removed without its lock");
+        let failure = format!(
+            "shmstream: error: the leftover part {} could not be removed: {} is refused",
+            ring_path.0.display(),
+            lock.display()
+        );
+        assert!(stderr.contains(&failure), "{stderr}");
+        assert!(
+            !stderr.contains(&format!("stream '{}", &ring[..17])),
+            "{stderr}"
+        );
+    }
     assert!(
-        stderr.contains("1 leftover part(s) could not be removed")
-            && !stderr.contains("stream(s)")
-            && !stderr.contains(&format!("stream '{}", &ring[..17])),
+        stderr.contains("shmstream: error: 2 leftover part(s) could not be removed")
+            && !stderr.contains("stream(s)"),
         "{stderr}"
     );
 }
@@ -1690,11 +1701,15 @@ fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
         "dry runs remove nothing"
     );
 
+    // Something removed: never "nothing to purge".
     cli()
         .args(["purge", "--prefix", &prefix])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("removed '{dead}'")));
+        .stdout(
+            predicate::str::contains(format!("removed '{dead}'"))
+                .and(predicate::str::contains("nothing to purge").not()),
+        );
     assert!(
         shmstream::stat(&dead).is_err(),
         "dead-creator stream removed"
@@ -1714,7 +1729,10 @@ fn purge_removes_only_dead_creator_streams_and_never_foreign_files() {
         .args(["purge", "--all", "--prefix", &prefix])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("removed '{live}'")));
+        .stdout(
+            predicate::str::contains(format!("removed '{live}'"))
+                .and(predicate::str::contains("nothing to purge").not()),
+        );
     assert!(shmstream::stat(&live).is_err());
     for f in [&_f1.0, &_f2.0, &_f3.0] {
         assert!(
