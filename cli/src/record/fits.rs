@@ -1299,12 +1299,7 @@ mod tests {
     fn a_tail_for_fewer_frames_than_the_card_gives_first_takes_the_file_off_a_block() {
         let mut s = Scratch::new("retry", Dtype::U16);
         for (i, t) in [0.0, 0.5, 1.0].into_iter().enumerate() {
-            let meta = FrameMeta {
-                frame_id: i as u64,
-                count: 1,
-                write_time: t,
-                record_time: t,
-            };
+            let meta = FrameMeta::at(i as u64, t);
             s.cube.push(&mut [0; 60], meta).unwrap();
         }
         assert_eq!(s.cube.card, 3);

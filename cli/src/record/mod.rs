@@ -129,6 +129,19 @@ pub(crate) struct FrameMeta {
     pub(crate) record_time: f64,
 }
 
+#[cfg(test)]
+impl FrameMeta {
+    /// Frame `frame_id`, the first of its count, written and recorded at `t`.
+    pub(crate) fn at(frame_id: u64, t: f64) -> FrameMeta {
+        FrameMeta {
+            frame_id,
+            count: 1,
+            write_time: t,
+            record_time: t,
+        }
+    }
+}
+
 /// One cube file being filled.
 pub(crate) trait CubeSink {
     /// Appends one frame (the stream's raw bytes, which the cube may encode in place).

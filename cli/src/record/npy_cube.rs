@@ -502,12 +502,7 @@ mod tests {
         // Frames recorded at these times: the third and the fourth are due a checkpoint.
         let mut seen = Vec::new();
         for (i, t) in [0.0, 0.5, 1.0, 2.0, 2.5].into_iter().enumerate() {
-            let meta = FrameMeta {
-                frame_id: i as u64 + 7,
-                count: 1,
-                write_time: t,
-                record_time: t,
-            };
+            let meta = FrameMeta::at(i as u64 + 7, t);
             cube.push(&mut [i as u8; 4], meta).unwrap();
             let (header, rows) = on_file();
             let counted = if i < 2 { 0 } else { i.min(3) + 1 };
@@ -605,12 +600,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("npy-refused-{}.npy", std::process::id()));
         let mut cube = NpyCube::create(&path, Dtype::U8, &[4], 4).unwrap();
         for (i, t) in [0.0, 0.5, 1.0, 1.1, 1.2].into_iter().enumerate() {
-            let meta = FrameMeta {
-                frame_id: i as u64,
-                count: 1,
-                write_time: t,
-                record_time: t,
-            };
+            let meta = FrameMeta::at(i as u64, t);
             cube.push(&mut [i as u8; 4], meta).unwrap();
         }
         assert_eq!(cube.table_rows, 3, "the third frame's checkpoint");
