@@ -51,7 +51,7 @@ pub fn publish(o: &PublishOptions, stop: &AtomicBool) -> Result<(), BridgeError>
     }
     let period = o.max_rate.map(period_of).transpose()?;
     let session = open_session(&o.endpoints)?;
-    let result = per_stream(&o.names, "publisher", stop, |name, stop| {
+    let result = per_stream(&o.names, "publisher", &[stop], |name, stop| {
         publish_stream(&session, o, period, name, stop)
     });
     let _ = session.close().wait();

@@ -6,28 +6,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::BridgeError;
 
-/// When the threads of [`per_stream`] stop: when the caller's flag is set, or once one of
-/// them has failed (a bridge that cannot carry one of its streams says so and exits, rather
-/// than carrying the others as if nothing were wrong).
+/// When the threads of [`per_stream`] stop: when one of the caller's flags is set (the
+/// bridge is stopping; the subscriber's session is to be opened anew), or once one of them
+/// has failed (a bridge that cannot carry one of its streams says so and exits, rather than
+/// carrying the others as if nothing were wrong).
 pub(crate) struct Stop<'a> {
-    asked: &'a AtomicBool,
+    asked: &'a [&'a AtomicBool],
     failed: AtomicBool,
 }
 
 impl Stop<'_> {
     pub(crate) fn is_set(&self) -> bool {
-        self.asked.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+        self.asked.iter().any(|a| a.load(Ordering::Relaxed)) || self.failed.load(Ordering::Relaxed)
     }
 }
 
 /// Runs `each` for every name on a thread of its own, named `ROLE NAME` (Rust's panic
 /// message names it; the name escaped, as a thread's name cannot hold a NUL, which the
-/// library API lets through), and waits for them all; the first failure stops the others
-/// and is the result.
+/// library API lets through), and waits for them all: they stop when one of `asked` is set,
+/// and the first failure stops the others and is the result.
 pub(crate) fn per_stream(
     names: &[String],
     role: &str,
-    asked: &AtomicBool,
+    asked: &[&AtomicBool],
     each: impl Fn(&str, &Stop) -> Result<(), BridgeError> + Sync,
 ) -> Result<(), BridgeError> {
     let stop = Stop {
@@ -81,7 +82,7 @@ mod tests {
     fn a_panicked_stream_thread_is_named_and_its_error_names_the_stream() {
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let asked = AtomicBool::new(false);
-        let r = per_stream(&names(&["cam0"]), "publisher", &asked, |_, _| {
+        let r = per_stream(&names(&["cam0"]), "publisher", &[&asked], |_, _| {
             let me = std::thread::current().name().map(str::to_owned);
             Err(BridgeError::Usage(format!("{me:?}")))
         });
@@ -89,7 +90,7 @@ mod tests {
             Err(BridgeError::Usage(m)) => assert_eq!(m, r#"Some("publisher cam0")"#),
             other => panic!("{other:?}"),
         }
-        let r = per_stream(&names(&["dm0"]), "subscriber", &asked, |_, _| {
+        let r = per_stream(&names(&["dm0"]), "subscriber", &[&asked], |_, _| {
             panic!("on purpose")
         });
         match r {
@@ -108,7 +109,7 @@ mod tests {
     fn a_stream_name_holding_a_nul_gets_a_thread_named_with_it_escaped() {
         let names = vec!["cam\0 1".to_owned()];
         let asked = AtomicBool::new(false);
-        let r = per_stream(&names, "publisher", &asked, |_, _| {
+        let r = per_stream(&names, "publisher", &[&asked], |_, _| {
             let me = std::thread::current().name().map(str::to_owned);
             Err(BridgeError::Usage(format!("{me:?}")))
         });
@@ -116,7 +117,7 @@ mod tests {
             Err(BridgeError::Usage(m)) => assert_eq!(m, r#"Some("publisher cam\\0 1")"#),
             other => panic!("{other:?}"),
         }
-        let r = per_stream(&names, "publisher", &asked, |_, _| panic!("on purpose"));
+        let r = per_stream(&names, "publisher", &[&asked], |_, _| panic!("on purpose"));
         match r {
             Err(BridgeError::Usage(m)) => {
                 assert!(

@@ -3541,6 +3541,75 @@ fn a_subscriber_without_a_publisher_says_so_and_when_one_appears_and_goes() {
     assert_eq!(s.diagnostics().matches("no publisher on").count(), 1);
 }
 
+/// A subscriber of two streams, each from a publisher of its own: as one publisher goes,
+/// the subscriber opens its Zenoh session anew (a new peer id, so that no connection the
+/// old one made can take the new ones down) and says so; the other stream is mirrored on
+/// through the new session, and the publisher that went is mirrored again once it is back.
+#[test]
+fn a_publisher_going_renews_the_session_and_the_other_streams_go_on() {
+    let prefix = unique_name("br-key");
+    let (n1, n2) = (unique_name("br-renew"), unique_name("br-renew"));
+    let (m1, m2) = (format!("m-{n1}"), format!("m-{n2}"));
+    let _c = Cleanup::new([&n1, &n2, &m1, &m2]);
+    let (a1, a2) = (source(&n1, 0), source(&n2, 0));
+    let (ep1, ep2) = (endpoint(free_port()), endpoint(free_port()));
+    let s = bridge(&[
+        "subscribe",
+        &n1,
+        &n2,
+        "--connect",
+        &ep1,
+        "--connect",
+        &ep2,
+        "--key-prefix",
+        &prefix,
+        "--local-prefix",
+        "m-",
+    ]);
+    let mut p1 = publisher(&n1, &ep1, &prefix, &[]);
+    let p2 = publisher(&n2, &ep2, &prefix, &[]);
+    let b1 = wait_linked(&a1, &m1, &[&p1, &s]);
+    let b2 = wait_linked(&a2, &m2, &[&p2, &s]);
+    let renewed = "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)";
+    assert!(!s.diagnostics().contains(renewed), "{}", s.diagnostics());
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(p1.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(p1.wait_timeout(LONG).success(), "{}", p1.diagnostics());
+    let k2 = format!("{prefix}/{n2}");
+    // Said again: the new session matched it anew.
+    let appeared_twice = || {
+        s.diagnostics()
+            .matches(&format!("stream '{n2}': publisher of {k2} appeared"))
+            .count()
+            == 2
+    };
+    let failure = || format!("{}\n{}", p2.diagnostics(), s.diagnostics());
+    eventually(LONG, failure, || {
+        appeared_twice().then_some(()).or_else(|| pause(20))
+    });
+    let said = s.diagnostics();
+    assert_eq!(said.matches(renewed).count(), 1, "{said}");
+    let gone = format!("publisher of {prefix}/{n1} gone; the mirror keeps its last frame");
+    assert!(said.find(&gone) < said.find(renewed), "{said}");
+    // The other stream goes on, through the new session.
+    let seen = b2.count();
+    eventually(LONG, failure, || {
+        a2.write_slice_frame(&[7u16; 32], 7).unwrap();
+        look(b2.wait_for_count(seen, Some(LOOK)))
+    });
+    assert_eq!(b2.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+    // The publisher that went, back on its endpoint, is mirrored again.
+    let p1 = publisher(&n1, &ep1, &prefix, &[]);
+    let seen = b1.count();
+    let failure = || format!("{}\n{}", p1.diagnostics(), s.diagnostics());
+    eventually(LONG, failure, || {
+        a1.write_slice_frame(&[9u16; 32], 9).unwrap();
+        look(b1.wait_for_count(seen, Some(LOOK)))
+    });
+    assert_eq!(b1.read::<u16>().unwrap().as_slice().unwrap(), &[9u16; 32]);
+}
+
 /// `subscribe NAME` on a host whose own stream NAME is there ran quietly until the first
 /// remote frame came (hours later perhaps), then exited 1, taking its other mirrors down: it
 /// is refused at start, no publisher needed, naming the stream and the remedies.

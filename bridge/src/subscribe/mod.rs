@@ -7,7 +7,7 @@ mod refusals;
 mod sources;
 mod write_lock;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -58,14 +58,56 @@ pub struct SubscribeOptions {
 /// Mirrors until `stop` is set (checked every 100 ms). A frame that does not fit its local
 /// stream, or whose attachment is malformed, is refused with a message on stderr and the
 /// local stream is left as it was.
+///
+/// Each time a stream's publisher goes, the Zenoh session is closed and opened anew, the
+/// mirrors kept: the new session has a new peer id and connects again under it. Under the
+/// old one, a reconnection could be lost for good. A lossless put blocked in a connection
+/// that died (the link cut) holds that connection's send queue until its deadline
+/// ([`crate::HANDOVER_DEADLINE`], longer than Zenoh's 10 s lease), and the publisher's Zenoh
+/// (1.10.2) finishes closing the connection only then, taking with it what it then holds
+/// for the subscriber's peer id: a connection the subscriber made again meanwhile stayed
+/// open, each peer taking the other for connected, and no frame and no answer went through
+/// it (seen with debug logs in `bridge/tests/two_hosts`, about one cut in ten). A new peer
+/// id is a connection of its own.
 pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeError> {
     check_keys(&o.prefix, &o.names)?;
     check_local(o)?;
-    let session = open_session_as(&o.endpoints, Role::Subscribe)?;
-    let result = per_stream(&o.names, "subscriber", stop, |name, stop| {
-        mirror(&session, o, name, stop)
-    });
-    let _ = session.close().wait();
+    let mirrors: Vec<Arc<Mutex<Mirror>>> = o
+        .names
+        .iter()
+        .map(|name| {
+            let mut m = Mirror::new(name, format!("{}{name}", o.local_prefix), o.history);
+            m.into_existing = o.into_existing;
+            Arc::new(Mutex::new(m))
+        })
+        .collect();
+    let result = loop {
+        let session = match open_session_as(&o.endpoints, Role::Subscribe) {
+            Ok(s) => s,
+            Err(e) => break Err(e),
+        };
+        let renew = AtomicBool::new(false);
+        let result = per_stream(&o.names, "subscriber", &[stop, &renew], |name, stop| {
+            let i = o.names.iter().position(|n| n == name).unwrap_or_default();
+            mirror(&session, o, &mirrors[i], stop, &renew)
+        });
+        let _ = session.close().wait();
+        if result.is_err() || stop.load(Ordering::Relaxed) || !renew.load(Ordering::Relaxed) {
+            break result;
+        }
+        crate::say_line(format_args!(
+            "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)"
+        ));
+    };
+    // Neither dropping a subscriber nor closing the session waits for a callback that is
+    // running, and the process may exit next: wait here for a frame being written into a
+    // local stream (the lock), and let no other start, so each mirror is left whole.
+    for m in &mirrors {
+        let mut m = m.lock().unwrap_or_else(PoisonError::into_inner);
+        for line in m.close() {
+            m.say(&line);
+        }
+    }
     result
 }
 
@@ -159,7 +201,9 @@ const QUERY_WAIT: Duration = Duration::from_secs(5);
 /// says to), or its create (or open) due to be tried again.
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
-/// Mirrors remote `name` until `stop` is set. Zenoh's receiving thread writes each frame into
+/// Mirrors `state`'s remote stream in `session` until `stop` is set, or until its
+/// publisher goes: then sets `renew`, for [`subscribe`] to open the session anew.
+/// Zenoh's receiving thread writes each frame into
 /// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
 /// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
 /// does a local stream, waking its readers), and frames go in the order they arrive. The
@@ -174,14 +218,17 @@ const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
-    name: &str,
+    state: &Arc<Mutex<Mirror>>,
     stop: &Stop,
+    renew: &AtomicBool,
 ) -> Result<(), BridgeError> {
-    let k = key(&o.prefix, name);
-    let mut m = Mirror::new(name, format!("{}{name}", o.local_prefix), o.history);
-    m.into_existing = o.into_existing;
-    let state = Arc::new(Mutex::new(m));
-    let receiving = Arc::clone(&state);
+    let name = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remote
+        .clone();
+    let k = key(&o.prefix, &name);
+    let receiving = Arc::clone(state);
     let sub = session
         .declare_subscriber(k.clone())
         .callback(move |sample| {
@@ -219,26 +266,13 @@ fn mirror(
         shown(&o.endpoints.listen),
         o.prefix
     );
-    // However it ends, the mirror is closed below.
-    let result = follow(
-        stop,
-        &state,
-        &querier,
-        &publishers,
-        &mut resend,
-        &k,
-        &absent,
-    );
-    // No frame is taken from Zenoh past this point (dropped after `closed`, it would be
-    // received and not written: lost, unsaid).
-    drop(sub);
-    // Neither dropping the subscriber nor closing the session waits for a callback that is
-    // running, and the process may exit next: wait here for a frame being written into the
-    // local stream (the lock), and let no other start, so the mirror is left whole.
-    let mut m = state.lock().unwrap_or_else(PoisonError::into_inner);
-    for line in m.close() {
-        m.say(&line);
+    let result = follow(stop, state, &querier, &publishers, &mut resend, &k, &absent);
+    if result.is_ok() && !stop.is_set() {
+        renew.store(true, Ordering::Relaxed);
     }
+    // The subscriber undeclared before the session closes; the mirror is closed (or kept
+    // for the next session) by the caller, [`subscribe`].
+    drop(sub);
     result
 }
 
@@ -251,7 +285,9 @@ fn mirror(
 ///
 /// Says when a publisher appears and when the last one goes (its queryable, which a
 /// lossless publisher declares too, matched or no longer), and `absent`, once, when none
-/// has matched and no frame arrived within [`NO_PUBLISHER_AFTER`].
+/// has matched and no frame arrived within [`NO_PUBLISHER_AFTER`] of the bridge's start
+/// ([`Mirror::absent_due`]). Returns `Ok` as the last publisher goes, for the session to be
+/// opened anew ([`subscribe`]).
 fn follow(
     stop: &Stop,
     state: &Arc<Mutex<Mirror>>,
@@ -270,8 +306,6 @@ fn follow(
         .remote
         .clone();
     let say = |line: &str| crate::say(&remote, line);
-    // When to say `absent`, until a publisher matches or a frame arrives.
-    let mut absent_at = Some(Instant::now() + NO_PUBLISHER_AFTER);
     while !stop.is_set() {
         if let Some(e) = state
             .lock()
@@ -283,16 +317,21 @@ fn follow(
         }
         match publishers.recv_timeout(POLL) {
             Ok(Some(status)) => {
-                if status.matching() != matched {
-                    say(&if status.matching() {
-                        format!("publisher of {k} appeared")
-                    } else {
-                        format!("publisher of {k} gone; the mirror keeps its last frame")
-                    });
+                if matched && !status.matching() {
+                    say(&format!(
+                        "publisher of {k} gone; the mirror keeps its last frame"
+                    ));
+                    return Ok(());
+                }
+                if status.matching() && !matched {
+                    say(&format!("publisher of {k} appeared"));
                 }
                 matched = status.matching();
                 if matched {
-                    absent_at = None;
+                    state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .absent_due = None;
                     ask(querier, state, k)?;
                     asked = Instant::now();
                 }
@@ -301,17 +340,12 @@ fn follow(
             // The session is closing: no status will come.
             Err(_) => std::thread::sleep(POLL),
         }
-        if let Some(at) = absent_at
-            && Instant::now() >= at
-        {
-            absent_at = None;
-            if !state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .received
-            {
-                say(absent);
-            }
+        let absent_now = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .no_publisher_due(Instant::now());
+        if absent_now {
+            say(absent);
         }
         if matched
             && asked.elapsed() >= ASK_AGAIN_EVERY
@@ -377,6 +411,10 @@ struct Mirror {
     written: u64,
     /// Whether a frame (a sample, well-formed or not) arrived.
     received: bool,
+    /// When to say that no publisher came ([`NO_PUBLISHER_AFTER`] after the mirror was
+    /// made), unless one has matched or a frame arrived by then; `None` once a publisher
+    /// matched or it was said: said once however often the session is opened anew.
+    absent_due: Option<Instant>,
     /// The source instances whose frames arrived here.
     sources: Sources,
     /// Whether frames of several sources were said to arrive interleaved (said once).
@@ -427,6 +465,7 @@ impl Mirror {
             last: None,
             written: 0,
             received: false,
+            absent_due: Some(Instant::now() + NO_PUBLISHER_AFTER),
             sources: Sources::default(),
             interleaving_said: false,
             unknown_source_said: false,
@@ -440,6 +479,16 @@ impl Mirror {
             locked_out: None,
             resends: Resends::new(),
         }
+    }
+
+    /// Whether to say at `now` that no publisher came: the first time it is asked from
+    /// [`Mirror::absent_due`] on, where no frame arrived by then.
+    fn no_publisher_due(&mut self, now: Instant) -> bool {
+        if self.absent_due.is_none_or(|at| now < at) {
+            return false;
+        }
+        self.absent_due = None;
+        !self.received
     }
 
     /// Whether asking the publisher for its current frame again could get it written: the
@@ -1122,6 +1171,31 @@ mod tests {
             m.uncreatable.as_mut().unwrap().at = at;
             assert_eq!(m.create_refused(&shaped(4)), None);
         }
+    }
+
+    /// That no publisher came is said once, at [`NO_PUBLISHER_AFTER`] and not before,
+    /// however often it is asked (each session the subscriber opens asks), and not where a
+    /// frame arrived or a publisher matched (which clears the due time) by then.
+    #[test]
+    fn no_publisher_is_said_once_when_due_and_only_where_nothing_arrived() {
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        let due = m.absent_due.unwrap();
+        assert!(due > Instant::now() + NO_PUBLISHER_AFTER - Duration::from_secs(1));
+        assert!(!m.no_publisher_due(due - Duration::from_millis(1)));
+        assert!(m.no_publisher_due(due));
+        assert!(!m.no_publisher_due(due), "said once");
+        assert!(!m.no_publisher_due(due + NO_PUBLISHER_AFTER), "said once");
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        m.received = true;
+        let due = m.absent_due.unwrap();
+        assert!(!m.no_publisher_due(due), "a frame arrived");
+        assert!(m.absent_due.is_none());
+        let mut m = Mirror::new("cam0", "m-cam0".into(), 0);
+        m.absent_due = None;
+        assert!(
+            !m.no_publisher_due(due + NO_PUBLISHER_AFTER),
+            "a publisher matched"
+        );
     }
 
     /// Losses and refusals not summed up yet when the bridge stops are said then, not lost
