@@ -3610,6 +3610,43 @@ fn a_publisher_going_renews_the_session_and_the_other_streams_go_on() {
     assert_eq!(b1.read::<u16>().unwrap().as_slice().unwrap(), &[9u16; 32]);
 }
 
+/// A subscriber that listens (`--listen`; its publisher connects) binds its endpoint
+/// again in the session it opens anew as the publisher goes: a restarted publisher
+/// connects to it and is mirrored, the bridge still running.
+#[test]
+fn a_listening_subscriber_listens_again_after_its_publisher_goes() {
+    let (name, prefix) = (unique_name("br-relisten"), unique_name("br-key"));
+    let m_name = format!("m-{name}");
+    let _c = Cleanup::new([&name, &m_name]);
+    let a = source(&name, 0);
+    let ep = endpoint(free_port());
+    let listen = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--key-prefix", &prefix]);
+        bridge(&all)
+    };
+    let s = listen(&["subscribe", &name, "--listen", &ep, "--local-prefix", "m-"]);
+    let mut p = listen(&["publish", &name, "--connect", &ep]);
+    let b = wait_linked(&a, &m_name, &[&p, &s]);
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(p.wait_timeout(LONG).success(), "{}", p.diagnostics());
+    wait_said(
+        &s,
+        "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)",
+    );
+    let p = listen(&["publish", &name, "--connect", &ep]);
+    let seen = b.count();
+    let failure = || format!("{}\n{}", p.diagnostics(), s.diagnostics());
+    eventually(LONG, failure, || {
+        a.write_slice_frame(&[3u16; 32], 3).unwrap();
+        look(b.wait_for_count(seen, Some(LOOK)))
+    });
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[3u16; 32]);
+    assert!(!s.diagnostics().contains("in use"), "{}", s.diagnostics());
+}
+
 /// `subscribe NAME` on a host whose own stream NAME is there ran quietly until the first
 /// remote frame came (hours later perhaps), then exited 1, taking its other mirrors down: it
 /// is refused at start, no publisher needed, naming the stream and the remedies.

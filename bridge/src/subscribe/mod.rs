@@ -92,8 +92,11 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
             mirror(&session, o, &mirrors[i], stop, &renew)
         });
         let _ = session.close().wait();
-        if result.is_err() || stop.load(Ordering::Relaxed) || !renew.load(Ordering::Relaxed) {
-            break result;
+        if let Err(e) = result {
+            break Err(e);
+        }
+        if stop.load(Ordering::Relaxed) || !renew.load(Ordering::Relaxed) {
+            break Ok(());
         }
         crate::say_line(format_args!(
             "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)"
@@ -267,13 +270,22 @@ fn mirror(
         o.prefix
     );
     let result = follow(stop, state, &querier, &publishers, &mut resend, &k, &absent);
-    if result.is_ok() && !stop.is_set() {
+    if let Ok(Followed::PublisherGone) = result {
         renew.store(true, Ordering::Relaxed);
     }
     // The subscriber undeclared before the session closes; the mirror is closed (or kept
     // for the next session) by the caller, [`subscribe`].
     drop(sub);
-    result
+    result.map(drop)
+}
+
+/// Why [`follow`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    /// The bridge stops, or the session is to be opened anew for another stream.
+    Stopped,
+    /// The last publisher of the stream went.
+    PublisherGone,
 }
 
 /// Asks each publisher on `k` that appears for its current frame, until `stop` is set or the
@@ -286,7 +298,7 @@ fn mirror(
 /// Says when a publisher appears and when the last one goes (its queryable, which a
 /// lossless publisher declares too, matched or no longer), and `absent`, once, when none
 /// has matched and no frame arrived within [`NO_PUBLISHER_AFTER`] of the bridge's start
-/// ([`Mirror::absent_due`]). Returns `Ok` as the last publisher goes, for the session to be
+/// ([`Mirror::absent_due`]). Returns as the last publisher goes, for the session to be
 /// opened anew ([`subscribe`]).
 fn follow(
     stop: &Stop,
@@ -296,7 +308,7 @@ fn follow(
     resend: &mut Resender<'_>,
     k: &str,
     absent: &str,
-) -> Result<(), BridgeError> {
+) -> Result<Followed, BridgeError> {
     // Whether a publisher is there, and when it was last asked.
     let mut matched = false;
     let mut asked = Instant::now();
@@ -321,7 +333,7 @@ fn follow(
                     say(&format!(
                         "publisher of {k} gone; the mirror keeps its last frame"
                     ));
-                    return Ok(());
+                    return Ok(Followed::PublisherGone);
                 }
                 if status.matching() && !matched {
                     say(&format!("publisher of {k} appeared"));
@@ -360,7 +372,7 @@ fn follow(
         resend.poll(state);
         recover(stop, state, resend, k)?;
     }
-    Ok(())
+    Ok(Followed::Stopped)
 }
 
 /// Asks the publishers on `k` for their current frame, and writes a reply as a sample
