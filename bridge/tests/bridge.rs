@@ -632,12 +632,18 @@ fn a_subscriber_started_first_and_a_restarted_publisher_still_mirror_and_idle_br
         "--key-prefix",
         &prefix,
     ]);
-    let failure = || format!("{}\n{}", p2.diagnostics(), s.diagnostics());
+    write_until_mirrored(&a, &b, seen, 7, &[&p2, &s]);
+}
+
+/// Writes frame `id` (every value `id`) on `a` until the mirror `b` shows a frame after its
+/// count `seen`, for up to [`LONG`], and checks that it is that frame: the link is up (again).
+fn write_until_mirrored(a: &Stream, b: &Stream, seen: u64, id: u16, bridges: &[&Proc]) {
+    let failure = || format!("no frame mirrored within {LONG:?}\n{}", said(bridges));
     eventually(LONG, failure, || {
-        a.write_slice_frame(&[7u16; 32], 7).unwrap();
+        a.write_slice_frame(&[id; 32], id.into()).unwrap();
         look(b.wait_for_count(seen, Some(LOOK)))
     });
-    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[id; 32]);
 }
 
 /// The harness's Zenoh floor (hidden `floor-put` / `floor-get`): floor-put runs each phase
@@ -3593,21 +3599,10 @@ fn a_publisher_going_renews_the_session_and_the_other_streams_go_on() {
     let gone = format!("publisher of {prefix}/{n1} gone; the mirror keeps its last frame");
     assert!(said.find(&gone) < said.find(renewed), "{said}");
     // The other stream goes on, through the new session.
-    let seen = b2.count();
-    eventually(LONG, failure, || {
-        a2.write_slice_frame(&[7u16; 32], 7).unwrap();
-        look(b2.wait_for_count(seen, Some(LOOK)))
-    });
-    assert_eq!(b2.read::<u16>().unwrap().as_slice().unwrap(), &[7u16; 32]);
+    write_until_mirrored(&a2, &b2, b2.count(), 7, &[&p2, &s]);
     // The publisher that went, back on its endpoint, is mirrored again.
     let p1 = publisher(&n1, &ep1, &prefix, &[]);
-    let seen = b1.count();
-    let failure = || format!("{}\n{}", p1.diagnostics(), s.diagnostics());
-    eventually(LONG, failure, || {
-        a1.write_slice_frame(&[9u16; 32], 9).unwrap();
-        look(b1.wait_for_count(seen, Some(LOOK)))
-    });
-    assert_eq!(b1.read::<u16>().unwrap().as_slice().unwrap(), &[9u16; 32]);
+    write_until_mirrored(&a1, &b1, b1.count(), 9, &[&p1, &s]);
 }
 
 /// A subscriber that listens (`--listen`; its publisher connects) binds its endpoint
@@ -3637,13 +3632,7 @@ fn a_listening_subscriber_listens_again_after_its_publisher_goes() {
         "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)",
     );
     let p = listen(&["publish", &name, "--connect", &ep]);
-    let seen = b.count();
-    let failure = || format!("{}\n{}", p.diagnostics(), s.diagnostics());
-    eventually(LONG, failure, || {
-        a.write_slice_frame(&[3u16; 32], 3).unwrap();
-        look(b.wait_for_count(seen, Some(LOOK)))
-    });
-    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &[3u16; 32]);
+    write_until_mirrored(&a, &b, b.count(), 3, &[&p, &s]);
     assert!(!s.diagnostics().contains("in use"), "{}", s.diagnostics());
 }
 
