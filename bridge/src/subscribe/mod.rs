@@ -206,12 +206,13 @@ const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Mirrors `state`'s remote stream in `session` until `stop` is set, or until its
 /// publisher goes: then sets `renew`, for [`subscribe`] to open the session anew.
-/// Zenoh's receiving thread writes each frame into
-/// the local stream as it comes ([`Mirror::write`]): no hand-off to a thread of ours, whose
-/// wake-up would lie on every frame's path (a bare subscriber wakes its consumer once; so
-/// does a local stream, waking its readers), and frames go in the order they arrive. The
-/// exception is a lossless source's gap: this thread asks for the frames missed and writes
-/// the answer, the live frames held meanwhile ([`recover`]).
+///
+/// Zenoh's receiving thread writes each frame into the local stream as it comes
+/// ([`Mirror::write`]): no hand-off to a thread of ours, whose wake-up would lie on every
+/// frame's path (a bare subscriber wakes its consumer once; so does a local stream, waking
+/// its readers), and frames go in the order they arrive. The exception is a lossless
+/// source's gap: this thread asks for the frames missed and writes the answer, the live
+/// frames held meanwhile ([`recover`]).
 ///
 /// A put reaches only the subscribers its publisher knows at that moment, and a publisher
 /// puts its current frame again only when it goes from no matched subscriber to one; a
