@@ -89,7 +89,7 @@ pub fn subscribe(o: &SubscribeOptions, stop: &AtomicBool) -> Result<(), BridgeEr
         let renew = AtomicBool::new(false);
         let result = per_stream(&o.names, "subscriber", &[stop, &renew], |name, stop| {
             let i = o.names.iter().position(|n| n == name).unwrap_or_default();
-            mirror(&session, o, &mirrors[i], stop, &renew)
+            mirror(&session, o, name, &mirrors[i], stop, &renew)
         });
         let _ = session.close().wait();
         if let Err(e) = result {
@@ -204,7 +204,7 @@ const QUERY_WAIT: Duration = Duration::from_secs(5);
 /// says to), or its create (or open) due to be tried again.
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
-/// Mirrors `state`'s remote stream in `session` until `stop` is set, or until its
+/// Mirrors remote stream `name` into `state` in `session` until `stop` is set, or until its
 /// publisher goes: then sets `renew`, for [`subscribe`] to open the session anew.
 ///
 /// Zenoh's receiving thread writes each frame into the local stream as it comes
@@ -222,16 +222,12 @@ const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 fn mirror(
     session: &zenoh::Session,
     o: &SubscribeOptions,
+    name: &str,
     state: &Arc<Mutex<Mirror>>,
     stop: &Stop,
     renew: &AtomicBool,
 ) -> Result<(), BridgeError> {
-    let name = state
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remote
-        .clone();
-    let k = key(&o.prefix, &name);
+    let k = key(&o.prefix, name);
     let receiving = Arc::clone(state);
     let sub = session
         .declare_subscriber(k.clone())
