@@ -888,6 +888,14 @@ fn subscriber(name: &str, ep: &str, prefix: &str, local_prefix: &str, extra: &[&
     bridge(&args)
 }
 
+/// Stops bridge `p` with SIGTERM and waits for it to exit cleanly (0), for up to [`LONG`].
+fn terminate(p: &mut Proc) {
+    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(p.wait_timeout(LONG).success(), "{}", p.diagnostics());
+}
+
 /// `publish NAME --listen EP`, with extra arguments.
 fn publisher(name: &str, ep: &str, prefix: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["publish", name, "--listen", ep, "--key-prefix", prefix];
@@ -1524,10 +1532,7 @@ fn a_gap_asked_for_in_vain_is_counted_lost_and_the_frame_after_it_written() {
     );
     drop(raw);
     // Stopped, it says the losses not summed up yet.
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(s.wait_timeout(LONG).success(), "{}", s.diagnostics());
+    terminate(&mut s);
     let said = s.diagnostics();
     assert_eq!(reported_lost(&said), 2 + 3, "3, 4, then 6 to 8\n{said}");
     assert!(!said.contains("refused"), "{said}");
@@ -2919,10 +2924,7 @@ fn a_local_stream_whose_creator_exited_is_not_mirrored_into_unless_asked() {
     let raw = RawPublisher::connect(&ep, &prefix);
     let a = put_until_mirrored(&raw.publisher(&name), 5, &name, &s);
     drop(raw);
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(s.wait_timeout(LONG).success(), "{}", s.diagnostics());
+    terminate(&mut s);
     assert_eq!(a.frame_id(), 5);
     refused_unless_into_existing(&name, &prefix, &a, s.pid());
 }
@@ -3033,10 +3035,7 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
         wait_frame(&m, id + 2, &[&s]);
     }
     // Stopped, so that all it said is read (the refusals not said yet summed up).
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(s.wait_timeout(LONG).success(), "{}", s.diagnostics());
+    terminate(&mut s);
     let said = s.diagnostics();
     let cause = "refused a frame: upstream sends uint16 [2, 8], the local stream holds uint16 \
                  [4, 8]: several publishers on one key: give each its own --key-prefix";
@@ -3211,10 +3210,7 @@ fn a_mirror_that_cannot_be_opened_is_not_asked_for_again_every_second() {
     let within = Duration::from_secs(3);
     let b = wait_made_within(&m_name, within, &[&p, &s]);
     wait_frame_within(&b, 7, within, &[&p, &s]);
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(s.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(s.wait_timeout(LONG).success(), "{}", s.diagnostics());
+    terminate(&mut s);
     let said = s.diagnostics();
     let refused: u64 = said
         .lines()
@@ -3536,10 +3532,7 @@ fn a_subscriber_without_a_publisher_says_so_and_when_one_appears_and_goes() {
     assert!(!s.diagnostics().contains("appeared"), "{}", s.diagnostics());
     let mut p = publisher(&name, &ep, &prefix, &["--lossless"]);
     wait_said(&s, &format!("stream '{name}': publisher of {k} appeared"));
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(p.wait_timeout(LONG).success(), "{}", p.diagnostics());
+    terminate(&mut p);
     wait_said(
         &s,
         &format!("stream '{name}': publisher of {k} gone; the mirror keeps its last frame"),
@@ -3578,10 +3571,7 @@ fn a_publisher_going_renews_the_session_and_the_other_streams_go_on() {
     let b2 = wait_linked(&a2, &m2, &[&p2, &s]);
     let renewed = "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)";
     assert!(!s.diagnostics().contains(renewed), "{}", s.diagnostics());
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(p1.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(p1.wait_timeout(LONG).success(), "{}", p1.diagnostics());
+    terminate(&mut p1);
     let k2 = format!("{prefix}/{n2}");
     // Said again: the new session matched it anew.
     let appeared_twice = || {
@@ -3623,10 +3613,7 @@ fn a_listening_subscriber_listens_again_after_its_publisher_goes() {
     let s = listen(&["subscribe", &name, "--listen", &ep, "--local-prefix", "m-"]);
     let mut p = listen(&["publish", &name, "--connect", &ep]);
     let b = wait_linked(&a, &m_name, &[&p, &s]);
-    // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
-    let sent = unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(p.wait_timeout(LONG).success(), "{}", p.diagnostics());
+    terminate(&mut p);
     wait_said(
         &s,
         "shmstream-bridge: connecting again in a new Zenoh session (a new peer id)",
