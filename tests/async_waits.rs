@@ -664,26 +664,12 @@ fn an_abandoned_wait_lets_go_of_an_auto_unlink_stream() {
 /// relabelled a mirrorless GPU stream, no GPU needed.)
 #[test]
 fn an_async_read_without_a_host_payload_is_refused_before_waiting() {
-    use shmstream::format::{self, FLAG_CPU_MIRROR, FLAG_GPU, FLAG_HEADER_CRC, META_BYTES, offset};
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let name = unique_name("async-no-mirror");
     let _c = Cleanup::new([&name]);
-    let w = Stream::create(&name, &[4], Dtype::F32).unwrap();
-    let meta = format!("/dev/shm/{}", shmstream::name::meta_id(&name));
-    let mut b: [u8; META_BYTES] = std::fs::read(&meta).unwrap()[..META_BYTES]
-        .try_into()
-        .unwrap();
-    let u32_at = |b: &[u8], off: usize| u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
-    let flags = (u32_at(&b, offset::FLAGS) | FLAG_GPU) & !FLAG_CPU_MIRROR;
-    b[offset::FLAGS..offset::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
-    b[offset::DEVICE_INDEX..offset::DEVICE_INDEX + 4].copy_from_slice(&0i32.to_le_bytes());
-    if flags & FLAG_HEADER_CRC != 0 {
-        let c = format::crc(&b);
-        b[offset::HEADER_CRC..offset::HEADER_CRC + 4].copy_from_slice(&c.to_le_bytes());
-    }
-    drop(w);
-    std::fs::write(&meta, b).unwrap();
+    drop(Stream::create(&name, &[4], Dtype::F32).unwrap());
+    common::relabel_as_gpu(&name, false);
     let s = Arc::new(Stream::open_readonly(&name).unwrap());
     assert!(s.gpu_enabled() && !s.cpu_mirror());
     let rt = OneWorker::new();

@@ -15,8 +15,8 @@ use common::{Cleanup, LONG, unique_name};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use shmstream::format::{
-    self, FLAG_CPU_MIRROR, FLAG_CUDA_IPC, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError,
-    HEADER_BYTES, Header, KNOWN_FLAGS, MAX_DIMS, META_BYTES, NewHeader, offset,
+    self, FLAG_CUDA_IPC, FLAG_GPU, FLAG_HEADER_CRC, FLAG_NOTIFY, FormatError, HEADER_BYTES, Header,
+    KNOWN_FLAGS, MAX_DIMS, META_BYTES, NewHeader, offset,
 };
 use shmstream::ndarray::Array2;
 use shmstream::{Dtype, Error, Stream, StreamConfig};
@@ -804,16 +804,8 @@ fn a_history_segment_under_a_gpu_stream_without_a_mirror_is_not_attached() {
         .unwrap();
     // The same generation (instance id, so the ring matches), relabelled a mirrorless GPU
     // stream on device 0.
-    let meta = shm_path(&shmstream::name::meta_id(&name));
-    let mut b: [u8; META_BYTES] = std::fs::read(&meta).unwrap()[..META_BYTES]
-        .try_into()
-        .unwrap();
-    let flags = (u32_at(&b, offset::FLAGS) | FLAG_GPU) & !FLAG_CPU_MIRROR;
-    put(&mut b, offset::FLAGS, &flags.to_le_bytes());
-    put(&mut b, offset::DEVICE_INDEX, &0i32.to_le_bytes());
-    restamp(&mut b);
     drop(w);
-    std::fs::write(&meta, b).unwrap();
+    common::relabel_as_gpu(&name, false);
     let s = Stream::open(&name).unwrap();
     assert!(s.gpu_enabled() && !s.cpu_mirror());
     assert_eq!(s.history_depth(), 0, "the planted ring was attached");

@@ -439,6 +439,35 @@ pub fn plant_gpu_producer_header(name: &str) {
         .unwrap();
 }
 
+/// Relabels stream `name`'s header in /dev/shm as a GPU stream's on device 0, with its CPU
+/// mirror kept or dropped, and restamps its CRC: a tool's handling of GPU streams is tested
+/// without a GPU. Drop the stream's handles first (it rewrites the header in place).
+pub fn relabel_as_gpu(name: &str, cpu_mirror: bool) {
+    use shmstream::format::{self, FLAG_CPU_MIRROR, FLAG_GPU, FLAG_HEADER_CRC, META_BYTES, offset};
+    use std::os::unix::fs::FileExt;
+    let meta = format!("/dev/shm/{}", shmstream::name::meta_id(name));
+    let mut b: [u8; META_BYTES] = std::fs::read(&meta).unwrap()[..META_BYTES]
+        .try_into()
+        .unwrap();
+    let u32_at = |b: &[u8], off: usize| u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+    let mut flags = u32_at(&b, offset::FLAGS) | FLAG_GPU;
+    if !cpu_mirror {
+        flags &= !FLAG_CPU_MIRROR;
+    }
+    b[offset::FLAGS..offset::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    b[offset::DEVICE_INDEX..offset::DEVICE_INDEX + 4].copy_from_slice(&0i32.to_le_bytes());
+    if flags & FLAG_HEADER_CRC != 0 {
+        let c = format::crc(&b);
+        b[offset::HEADER_CRC..offset::HEADER_CRC + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&meta)
+        .unwrap()
+        .write_all_at(&b, 0)
+        .unwrap();
+}
+
 /// Unlinks the given streams on drop, ignoring errors (also runs when a test panics).
 #[derive(Debug, Default)]
 pub struct Cleanup(pub Vec<String>);
