@@ -903,6 +903,29 @@ fn publisher(name: &str, ep: &str, prefix: &str, extra: &[&str]) -> Proc {
     bridge(&args)
 }
 
+/// A stream made but not written yet, opened by a latest-value publisher with a subscriber
+/// already there, puts nothing until its first frame: no frame of zeros at count 0 for the
+/// subscriber to make its mirror from.
+#[test]
+fn a_stream_not_written_yet_puts_nothing_until_its_first_frame() {
+    let (a_name, prefix) = (unique_name("br-unwritten"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let ep = endpoint(free_port());
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &[]);
+    let p = publisher(&a_name, &ep, &prefix, &[]);
+    wait_said(
+        &s,
+        &format!("stream '{a_name}': publisher of {prefix}/{a_name} appeared"),
+    );
+    let a = source(&a_name, 0);
+    wait_carrying(&p, &a_name, "(latest value)");
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let b = wait_made(&b_name, &[&p, &s]);
+    wait_frame(&b, 5, &[&p, &s]);
+    assert_eq!(b.count(), 1, "a frame before frame 5\n{}", said(&[&p, &s]));
+}
+
 /// The natural start order: a writer wrote once and idles, the publisher puts that frame
 /// as it opens the stream (to no one), and the subscriber starts later. It still gets the
 /// frame: the publisher puts it again when the subscriber matches, and the subscriber asks.
@@ -979,6 +1002,12 @@ fn a_second_subscriber_started_while_another_mirrors_an_idle_stream_gets_its_cur
     let n = wait_made(&n_name, &[&p, &s1, &s2]);
     wait_frame(&n, 5, &[&p, &s1, &s2]);
     assert_eq!(n.read::<u16>().unwrap().as_slice().unwrap(), &[5u16; 32]);
+    // The reply was all: frame 5 had been put, so the query put nothing more.
+    assert!(
+        sub.recv_timeout(QUIET).unwrap().is_none(),
+        "a put after the second subscriber's query\n{}",
+        said(&[&p, &s1, &s2])
+    );
     let _ = session.close().wait();
 }
 
@@ -1705,6 +1734,45 @@ fn lossless_frames_written_before_any_subscriber_all_arrive_once_one_starts() {
     assert!(!said(&[&p, &s]).contains("lost"), "{}", said(&[&p, &s]));
 }
 
+/// Lossless, publisher first, lapped before any subscriber starts (more frames written than
+/// the ring keeps): the publisher reports lost exactly the frames that never arrive, those
+/// overwritten and those it skips to resume clear of the writer, and the rest arrive in order.
+#[test]
+fn a_lapped_lossless_publisher_reports_lost_exactly_the_frames_that_never_arrive() {
+    let (a_name, prefix) = (unique_name("br-lapped"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let ep = endpoint(free_port());
+    let a = source(&a_name, 16);
+    let p = publisher(&a_name, &ep, &prefix, &["--lossless"]);
+    wait_carrying(&p, &a_name, "(lossless) from its next frame");
+    let n = 40u64;
+    for id in 1..=n {
+        a.write_slice_frame(&[id as u16; 32], id).unwrap();
+    }
+    let s = subscriber(&a_name, &ep, &prefix, "m-", &["--history", "64"]);
+    let b = wait_made(&b_name, &[&p, &s]);
+    wait_frame(&b, n, &[&p, &s]);
+    let mut c = b.cursor().unwrap();
+    c.rewind_to_oldest();
+    let mut buf = [0u16; 32];
+    let mut ids = Vec::new();
+    while let Ok(info) = c.next_into_slice(&mut buf, Some(Duration::ZERO)) {
+        ids.push(info.frame_id);
+    }
+    let arrived = ids.len() as u64;
+    assert!(arrived > 0 && arrived < 16, "{ids:?}\n{}", said(&[&p, &s]));
+    assert_eq!(ids, (n - arrived + 1..=n).collect::<Vec<_>>());
+    // Said at the lap, before the frames after it were put.
+    wait_said(&p, "frame(s) lost before they could be published");
+    assert_eq!(
+        reported_lost(&p.diagnostics()),
+        n - arrived,
+        "{}",
+        p.diagnostics()
+    );
+}
+
 /// Lossless carries a stream there at its start from its current frame on, as latest-value
 /// does: the frame written before the bridges started arrives first.
 #[test]
@@ -1902,6 +1970,36 @@ fn max_rate_holds_the_next_frame_back_from_a_put_as_a_subscriber_matches() {
     let _ = session.close().wait();
 }
 
+/// `--max-rate` holds the next frame back from the last frame's resend (put again once the
+/// writer idled), as from any put: a frame written just after the resend arrives a period
+/// after it, not at once.
+#[test]
+fn max_rate_holds_the_next_frame_back_from_a_resend() {
+    use zenoh::Wait;
+    let (a_name, prefix) = (unique_name("br-resend-hold"), unique_name("br-key"));
+    let _c = Cleanup::new([&a_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    let period = Duration::from_secs(2);
+    let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.5"]);
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
+    // Frame 5 as this subscriber matched (or at the next slot), then its resend.
+    assert_eq!(frame_id_of(&next_put(&sub, &p)), 5);
+    assert_eq!(frame_id_of(&next_put(&sub, &p)), 5, "{}", p.diagnostics());
+    let resent_at = Instant::now();
+    a.write_slice_frame(&[6u16; 32], 6).unwrap();
+    assert_eq!(frame_id_of(&next_put(&sub, &p)), 6, "{}", p.diagnostics());
+    let apart = resent_at.elapsed();
+    assert!(
+        apart >= period / 4,
+        "frame 6 arrived {apart:?} after the resend of frame 5 at --max-rate 0.5 (a put every \
+         {period:?})\n{}",
+        p.diagnostics()
+    );
+    let _ = session.close().wait();
+}
+
 /// `--max-rate`'s pause holds across a stream made again: the new generation's frame goes
 /// out a period after the old one's last put, not as soon as the publisher opens it (found
 /// where a subscriber matching during the pause made it look, which is how it sees the
@@ -1942,6 +2040,48 @@ fn max_rate_holds_the_first_frame_of_a_stream_made_again_back_from_the_last_put(
          (a put every {period:?})\n{}",
         p.diagnostics()
     );
+    let _ = session.close().wait();
+}
+
+/// A put `--max-rate` owes at its next slot (a query answered, during the pause, with a frame
+/// not put yet) while the source is made again is made from the new generation: at the slot
+/// the publisher finds the stream it had open gone, opens the new one and puts its frame,
+/// rather than failing.
+#[test]
+fn a_put_owed_under_max_rate_to_a_source_made_again_puts_the_new_generations_frame() {
+    use zenoh::Wait;
+    let (a_name, prefix) = (unique_name("br-owed"), unique_name("br-key"));
+    let _c = Cleanup::new([&a_name]);
+    let a = source(&a_name, 0);
+    a.write_slice_frame(&[5u16; 32], 5).unwrap();
+    let ep = endpoint(free_port());
+    // Frame 5 is put (to no one) as the publisher opens the stream; the pause that follows
+    // (10 s) holds frame 6 back, and outlasts the steps below on a loaded host.
+    let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.1"]);
+    wait_carrying(&p, &a_name, "(latest value)");
+    let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
+    a.write_slice_frame(&[6u16; 32], 6).unwrap();
+    // The reply (frame 6, not put yet) says the put is owed at the slot.
+    let replies = session
+        .get(shmstream_bridge::key(&prefix, &a_name))
+        .wait()
+        .unwrap();
+    let reply = replies.recv_timeout(LONG).unwrap();
+    let replied = reply.map(|r| frame_id_of(&r.into_result().unwrap()));
+    assert_eq!(replied, Some(6), "{}", p.diagnostics());
+    drop(a);
+    shmstream::unlink(&a_name).unwrap();
+    source(&a_name, 0)
+        .write_slice_frame(&[7u16; 32], 7)
+        .unwrap();
+    // Frame 5 again, where this subscriber matched before the owed put was made.
+    let id = loop {
+        match frame_id_of(&next_put(&sub, &p)) {
+            5 => continue,
+            id => break id,
+        }
+    };
+    assert_eq!(id, 7, "{}", p.diagnostics());
     let _ = session.close().wait();
 }
 
@@ -2241,6 +2381,24 @@ fn a_gpu_stream_without_a_cpu_mirror_is_refused_as_the_publisher_opens_it() {
             "{mode:?}: {said}"
         );
     }
+}
+
+/// A GPU stream with a CPU mirror (a CPU stream relabelled as such, no GPU needed) is
+/// carried from its mirror: only a GPU stream without one is refused.
+#[test]
+fn a_gpu_stream_with_a_cpu_mirror_is_carried_from_its_mirror() {
+    let (a_name, prefix) = (unique_name("br-gpu-mirror"), unique_name("br-key"));
+    let b_name = format!("m-{a_name}");
+    let _c = Cleanup::new([&a_name, &b_name]);
+    let frame: Vec<u16> = (0..32).collect();
+    source(&a_name, 0).write_slice_frame(&frame, 9).unwrap();
+    common::relabel_as_gpu(&a_name, true);
+    let a = Stream::open_readonly(&a_name).unwrap();
+    assert!(a.gpu_enabled() && a.cpu_mirror());
+    let (p, s) = latest_pair(&a_name, &prefix, &[]);
+    let b = wait_made(&b_name, &[&p, &s]);
+    wait_frame(&b, 9, &[&p, &s]);
+    assert_eq!(b.read::<u16>().unwrap().as_slice().unwrap(), &frame[..]);
 }
 
 /// A source stream made again while the bridges run (a writer restarting: unlink, create,
