@@ -3,14 +3,17 @@
 //! pyshmem reader), hostile attachments and mismatched payloads are refused with the local
 //! stream intact, a subscriber started first and a restarted publisher still connect, an
 //! idle bridge spends no CPU, `--max-rate` caps a latest-value feed that still ends at the
-//! newest frame (a put as a subscriber matches counts against it too), SIGINT / SIGTERM /
+//! newest frame (a put as a subscriber matches, and a resend, count against it too; a put
+//! it owes to a source made again is made from the new generation), SIGINT / SIGTERM /
 //! SIGHUP / SIGQUIT stop both bridges with status 0, their summaries said and the mirror
 //! whole (a SIGHUP ignored under `nohup` stays ignored), and the library API bridges
 //! several streams from an application's threads until stopped; a frame written once
 //! reaches subscribers started after it was put (put again as they match, or asked for),
-//! once each; `--lossless` waits for a subscriber and starts at the current
-//! frame, counting pyshmem frames written after it started lost, not those before, and
-//! frames a subscriber missed in transit are asked for and answered from the ring; the
+//! once each, and a stream not written yet puts nothing; a GPU stream is carried from its
+//! CPU mirror; `--lossless` waits for a subscriber and starts at the current frame,
+//! counting pyshmem frames written after it started lost, not those before (lapped, exactly
+//! the frames that never arrive), and frames a subscriber missed in transit are asked for
+//! and answered from the ring; the
 //! publisher says once per opening of a stream where it carries it from; `--rt-priority`
 //! puts every bridge thread under SCHED_FIFO (or says what it needs); the harness's Zenoh
 //! floor runs the phases it is sent; a subscriber carrying 4 MiB frames does not fault their
