@@ -2058,8 +2058,9 @@ fn a_put_owed_under_max_rate_to_a_source_made_again_puts_the_new_generations_fra
     let a = source(&a_name, 0);
     a.write_slice_frame(&[5u16; 32], 5).unwrap();
     let ep = endpoint(free_port());
-    // Frame 5 is put (to no one) as the publisher opens the stream; the pause that follows
-    // (10 s) holds frame 6 back, and outlasts the steps below on a loaded host.
+    // Frame 5 is put as the publisher opens the stream, as good as always before the
+    // subscriber below matches; the pause that follows (10 s) holds frame 6 back, and
+    // outlasts the steps below on a loaded host.
     let p = publisher(&a_name, &ep, &prefix, &["--max-rate", "0.1"]);
     wait_carrying(&p, &a_name, "(latest value)");
     let (session, sub) = plain_subscriber(&ep, &prefix, &a_name);
@@ -2077,7 +2078,7 @@ fn a_put_owed_under_max_rate_to_a_source_made_again_puts_the_new_generations_fra
     source(&a_name, 0)
         .write_slice_frame(&[7u16; 32], 7)
         .unwrap();
-    // Frame 5 again, where this subscriber matched before the owed put was made.
+    // Frame 5 comes first only where the subscriber matched before that first put.
     let id = loop {
         match frame_id_of(&next_put(&sub, &p)) {
             5 => continue,
