@@ -15,7 +15,15 @@ pub(crate) struct Stop<'a> {
     failed: AtomicBool,
 }
 
-impl Stop<'_> {
+impl<'a> Stop<'a> {
+    /// Set by any of `asked`, or by a thread of [`per_stream`] failing.
+    pub(crate) fn new(asked: &'a [&'a AtomicBool]) -> Stop<'a> {
+        Stop {
+            asked,
+            failed: AtomicBool::new(false),
+        }
+    }
+
     pub(crate) fn is_set(&self) -> bool {
         self.asked.iter().any(|a| a.load(Ordering::Relaxed)) || self.failed.load(Ordering::Relaxed)
     }
@@ -31,10 +39,7 @@ pub(crate) fn per_stream(
     asked: &[&AtomicBool],
     each: impl Fn(&str, &Stop) -> Result<(), BridgeError> + Sync,
 ) -> Result<(), BridgeError> {
-    let stop = Stop {
-        asked,
-        failed: AtomicBool::new(false),
-    };
+    let stop = Stop::new(asked);
     let failed: std::sync::Mutex<Option<BridgeError>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
         for name in names {
