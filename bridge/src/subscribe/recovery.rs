@@ -490,7 +490,11 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
     use shmstream::Stream;
+    use zenoh::query::{Query, Queryable};
 
     use super::*;
     use crate::subscribe::tests::h;
@@ -500,7 +504,46 @@ mod tests {
     /// thread gives them, answered ones as [`recover`] does.
     struct Recovering {
         m: Mirror,
-        name: String,
+        local: Local,
+    }
+
+    /// The name of a mirror's local stream, unlinked as it drops.
+    struct Local(String);
+
+    impl Drop for Local {
+        fn drop(&mut self) {
+            let _ = shmstream::unlink(&self.0);
+        }
+    }
+
+    impl Local {
+        /// The frame ids of the stream's history, oldest first.
+        fn mirrored(&self) -> Vec<u64> {
+            let s = Stream::open_readonly(&self.0).unwrap();
+            let mut c = s.cursor().unwrap();
+            c.rewind_to_oldest();
+            let mut ids = vec![];
+            let mut buf = [0u8];
+            while let Ok(info) = c.next_into_bytes(&mut buf, Some(Duration::ZERO)) {
+                assert_eq!(
+                    buf[0], info.frame_id as u8,
+                    "frame {} intact",
+                    info.frame_id
+                );
+                ids.push(info.frame_id);
+            }
+            ids
+        }
+    }
+
+    /// A sample on "cam0" of the frame `h` describes, its one byte the frame id's.
+    fn sample_of(h: &FrameHeader) -> Sample {
+        zenoh::sample::SampleBuilder::put(
+            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
+            vec![h.frame_id as u8],
+        )
+        .attachment(h.encode().unwrap())
+        .into()
     }
 
     impl Recovering {
@@ -509,16 +552,14 @@ mod tests {
             let _ = shmstream::unlink(&name);
             let mut m = Mirror::new("cam0", name.clone(), 16);
             m.resends.seen = true;
-            Recovering { m, name }
+            Recovering {
+                m,
+                local: Local(name),
+            }
         }
 
         fn sample(count: u64) -> Sample {
-            zenoh::sample::SampleBuilder::put(
-                zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-                vec![count as u8],
-            )
-            .attachment(h(7, count, 0).encode().unwrap())
-            .into()
+            sample_of(&h(7, count, 0))
         }
 
         fn live(&mut self, counts: impl IntoIterator<Item = u64>) {
@@ -552,27 +593,7 @@ mod tests {
 
         /// The frame ids of the local stream's history, oldest first.
         fn mirrored(&self) -> Vec<u64> {
-            let s = Stream::open_readonly(&self.name).unwrap();
-            let mut c = s.cursor().unwrap();
-            c.rewind_to_oldest();
-            let mut ids = vec![];
-            let mut buf = [0u8];
-            while let Ok(info) = c.next_into_bytes(&mut buf, Some(Duration::ZERO)) {
-                assert_eq!(
-                    buf[0], info.frame_id as u8,
-                    "frame {} intact",
-                    info.frame_id
-                );
-                ids.push(info.frame_id);
-            }
-            ids
-        }
-    }
-
-    impl Drop for Recovering {
-        fn drop(&mut self) {
-            self.m.local = None;
-            let _ = shmstream::unlink(&self.name);
+            self.local.mirrored()
         }
     }
 
@@ -605,21 +626,21 @@ mod tests {
             "a gap the publisher reported"
         );
         assert!(t.m.resends.recovery.is_none());
-        t.live([5, 6, 4]);
+        t.live([5, 6, 6, 4]);
         let r = t.m.resends.recovery.as_ref().unwrap();
         let held: Vec<u64> = r.held.iter().map(|(_, h)| h.count).collect();
-        assert_eq!(held, [5, 6], "4 came late");
+        assert_eq!(held, [5, 6], "6 came again, 4 late");
         assert_eq!(t.round([3]), (request(2, 5), true), "4 still missing");
         assert_eq!(t.round([4]), (request(3, 5), false), "all came");
         assert!(t.m.resends.recovery.is_none());
-        t.live([6, 7]);
+        t.live([3, 6, 7]);
         assert_eq!(
             t.mirrored(),
             [1, 2, 3, 4, 5, 6, 7],
-            "6 again dropped unsaid"
+            "3 late and 6 again dropped unsaid"
         );
         assert_eq!(t.m.gaps.total, 0, "nothing lost");
-        assert_eq!(t.m.refusals.rest(), None, "nothing refused");
+        assert_eq!(t.m.refusals.last_reason(), None, "nothing refused");
     }
 
     /// Frames asked for in vain (a whole answer without them: the publisher no longer holds
@@ -678,13 +699,7 @@ mod tests {
             frame_id: 100,
             ..h(8, 1, 0)
         };
-        let sample: Sample = zenoh::sample::SampleBuilder::put(
-            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-            vec![100u8],
-        )
-        .attachment(other.encode().unwrap())
-        .into();
-        t.m.write(&sample);
+        t.m.write(&sample_of(&other));
         assert!(t.m.resends.recovery.is_none());
         assert_eq!(t.m.gaps.total, 2, "2 and 3");
         assert_eq!(t.mirrored(), [1, 4, 5, 100]);
@@ -700,8 +715,215 @@ mod tests {
         t.live([6, 7]);
         assert!(t.m.resends.recovery.as_ref().unwrap().dropped);
         assert_eq!(t.round([2, 3, 4]), (request(1, 5), true), "6 and 7 dropped");
+        let r = t.m.resends.recovery.as_ref().unwrap();
+        assert_eq!((r.held.len(), r.held_bytes), (0, 0), "5 written");
         assert_eq!(t.round([6, 7]), (request(5, u64::MAX), false));
         assert_eq!(t.mirrored(), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(t.m.gaps.total, 0);
+    }
+
+    /// A gap in the frames of a source without an instance id, or in latest-value frames,
+    /// begins no recovery: a publisher answers requests for a lossless source's frames,
+    /// which it tells by its instance id.
+    #[test]
+    fn a_gap_of_frames_without_a_source_id_or_latest_value_is_not_asked_for() {
+        let mut t = Recovering::new("recover-none");
+        for h in [h(0, 1, 0), h(0, 3, 0)] {
+            t.m.write(&sample_of(&h));
+        }
+        assert!(t.m.resends.recovery.is_none(), "no source id");
+        assert_eq!(t.m.gaps.total, 1, "2 counted lost at once");
+        let latest = |count| FrameHeader {
+            lossless: false,
+            ..h(7, count, 0)
+        };
+        for h in [latest(4), latest(6)] {
+            t.m.write(&sample_of(&h));
+        }
+        assert!(t.m.resends.recovery.is_none(), "latest value");
+        assert_eq!(t.mirrored(), [1, 3, 4, 6]);
+    }
+
+    /// The source of the last frame written is kept for the recovery a reconnection asks
+    /// for only where that frame is lossless and carries a source instance id.
+    #[test]
+    fn only_a_lossless_frame_with_a_source_id_is_followed_after_a_reconnection() {
+        let mut r = Resends::new();
+        r.wrote(&h(7, 1, 0));
+        assert_eq!(r.lossless_source, Some([7; 16]));
+        for frame in [
+            FrameHeader {
+                lossless: false,
+                ..h(7, 2, 0)
+            },
+            h(0, 3, 0),
+        ] {
+            r.wrote(&frame);
+            assert_eq!(r.lossless_source, None, "after {frame:?}");
+        }
+    }
+
+    /// A Zenoh session of this process alone (no endpoints, no scouting): a recovery's
+    /// requests reach only the queryables declared on it.
+    fn alone() -> zenoh::Session {
+        crate::open_session(&crate::Endpoints::default()).unwrap()
+    }
+
+    /// The publisher's part on `session`: a queryable on the resend key of "cam0" giving
+    /// each request to `answer`.
+    fn answering(
+        session: &zenoh::Session,
+        answer: impl Fn(Query) + Send + Sync + 'static,
+    ) -> Queryable<()> {
+        session
+            .declare_queryable(crate::resend_key("cam0"))
+            .callback(answer)
+            .wait()
+            .unwrap()
+    }
+
+    /// Answers `q` with the frames of source [7; 16] at `counts`, then says the answer is
+    /// whole ([`ANSWER_END`]), as a publisher does.
+    fn reply(q: &Query, counts: &[u64]) {
+        for &c in counts {
+            q.reply(q.key_expr().clone(), vec![c as u8])
+                .attachment(h(7, c, 0).encode().unwrap())
+                .wait()
+                .unwrap();
+        }
+        q.reply_err(ANSWER_END).wait().unwrap();
+    }
+
+    /// Takes `resend`'s matching status as [`Resender::poll`] does, once its queryable is
+    /// matched (within 10 s).
+    fn wait_matched(resend: &mut Resender<'_>) {
+        let status = resend.matching.recv_timeout(Duration::from_secs(10));
+        assert!(
+            status.unwrap().is_some_and(|s| s.matching()),
+            "the queryable matched"
+        );
+        resend.matched = true;
+    }
+
+    /// One call of [`recover`] for "cam0" (never stopped), and the rounds in a row its
+    /// recovery, if one is left, asked in vain.
+    fn recover_once(state: &Mutex<Mirror>, resend: &Resender<'_>) -> Option<u32> {
+        let not_stopped = AtomicBool::new(false);
+        recover(&Stop::new(&[&not_stopped]), state, resend, "cam0").unwrap();
+        let m = state.lock().unwrap();
+        m.resends.recovery.as_ref().map(|r| r.unanswered)
+    }
+
+    /// A recovery asks at once where a publisher answering requests is matched. Where none
+    /// is, it waits [`RESEND_MATCH_WAIT`] from its start for one (at a reconnection, its
+    /// declaration may come after the first frames), then asks all the same; and a round
+    /// set for later (after one asked in vain) is not asked before its time.
+    #[test]
+    fn a_recovery_asks_once_a_publisher_answering_is_matched_or_waited_for() {
+        let mut t = Recovering::new("recover-ask");
+        t.live([1, 2, 5]);
+        let Recovering { m, local } = t;
+        let state = Mutex::new(m);
+        let session = alone();
+        let mut resend = Resender::declare(&session, "cam0").unwrap();
+        assert_eq!(
+            recover_once(&state, &resend),
+            Some(0),
+            "not asked: none matched, and the wait for one not over"
+        );
+        let recovery = |f: &dyn Fn(&mut Recovery)| {
+            f(state.lock().unwrap().resends.recovery.as_mut().unwrap());
+        };
+        recovery(&|r| r.since -= RESEND_MATCH_WAIT);
+        assert_eq!(
+            recover_once(&state, &resend),
+            Some(1),
+            "asked all the same once the wait is over (nothing answers)"
+        );
+        assert_eq!(
+            recover_once(&state, &resend),
+            Some(1),
+            "not asked again before RESEND_RETRY_AFTER"
+        );
+        // One frame an answer: a round that brought one asks again at once.
+        let next = AtomicU64::new(3);
+        let _q = answering(&session, move |q| {
+            reply(&q, &[next.fetch_add(1, Ordering::Relaxed)]);
+        });
+        wait_matched(&mut resend);
+        recovery(&|r| (r.since, r.ask_at) = (Instant::now(), Instant::now()));
+        assert_eq!(
+            recover_once(&state, &resend),
+            None,
+            "asked at once, round after round until answered"
+        );
+        assert_eq!(local.mirrored(), [1, 2, 3, 4, 5]);
+        assert_eq!(state.lock().unwrap().gaps.total, 0);
+    }
+
+    /// An answer the publisher ends ([`ANSWER_END`]) without the frames asked for gives
+    /// them up at once, unasked again: they are counted lost, and the frames held after
+    /// them written.
+    #[test]
+    fn an_answer_ended_without_the_frames_asked_for_gives_them_up_at_once() {
+        let mut t = Recovering::new("recover-ended");
+        t.live([1, 2, 5]);
+        let Recovering { m, local } = t;
+        let state = Mutex::new(m);
+        let session = alone();
+        let mut resend = Resender::declare(&session, "cam0").unwrap();
+        let _q = answering(&session, |q| reply(&q, &[]));
+        wait_matched(&mut resend);
+        assert_eq!(recover_once(&state, &resend), None, "given up");
+        assert_eq!(state.lock().unwrap().gaps.total, 2, "3 and 4");
+        assert_eq!(local.mirrored(), [1, 2, 5]);
+    }
+
+    /// A round waits for an answer slower than a poll ([`POLL`]) to begin, up to
+    /// [`FIRST_REPLY_WAIT`]: a publisher busy with other requests still answers it.
+    #[test]
+    fn a_round_waits_for_an_answer_slower_than_a_poll() {
+        let mut t = Recovering::new("recover-slow");
+        t.live([1, 2, 5]);
+        let Recovering { m, local } = t;
+        let state = Mutex::new(m);
+        let session = alone();
+        let mut resend = Resender::declare(&session, "cam0").unwrap();
+        let _q = answering(&session, |q| {
+            std::thread::spawn(move || {
+                std::thread::sleep(5 * POLL);
+                reply(&q, &[3, 4]);
+            });
+        });
+        wait_matched(&mut resend);
+        assert_eq!(recover_once(&state, &resend), None, "answered");
+        assert_eq!(local.mirrored(), [1, 2, 3, 4, 5]);
+    }
+
+    /// A round whose request gets no reply at all (lost on a link not quite back) ends
+    /// after [`FIRST_REPLY_WAIT`], asked in vain, not after the querier's whole
+    /// [`RESEND_WAIT`] while the live frames are held.
+    #[test]
+    fn a_round_without_a_reply_ends_after_the_first_reply_wait() {
+        let mut t = Recovering::new("recover-silent");
+        t.live([1, 2, 5]);
+        let Recovering { m, local } = t;
+        let state = Mutex::new(m);
+        let session = alone();
+        let mut resend = Resender::declare(&session, "cam0").unwrap();
+        // Kept unanswered: a query dropped is answered as done.
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let keep = kept.clone();
+        let _q = answering(&session, move |q| keep.lock().unwrap().push(q));
+        wait_matched(&mut resend);
+        let asked = Instant::now();
+        assert_eq!(recover_once(&state, &resend), Some(1), "asked in vain");
+        let took = asked.elapsed();
+        assert_eq!(kept.lock().unwrap().len(), 1, "one request");
+        assert!(
+            took < RESEND_WAIT,
+            "the round took {took:?}: it waited for the querier's timeout"
+        );
+        assert_eq!(local.mirrored(), [1, 2]);
     }
 }

@@ -169,6 +169,32 @@ mod tests {
         );
     }
 
+    /// A frame written ends the run ([`Refusals::end_run`], at the clock): a refusal of its
+    /// reason long after its line is then said afresh, not counted into it; and frames
+    /// refused and unsaid are summed up by the first frame written [`SUM_UP_EVERY`] after
+    /// the line.
+    #[test]
+    fn a_frame_written_ends_the_run_and_sums_up_what_is_due() {
+        let bad = || "bad magic".to_owned();
+        let now = Instant::now();
+        let mut r = Refusals::default();
+        assert_eq!(r.end_run(), None, "no run");
+        r.refused(bad(), now);
+        assert_eq!(r.end_run(), None, "nothing unsaid");
+        assert_eq!(
+            r.refused(bad(), now + SUM_UP_EVERY),
+            ["refused a frame: bad magic"]
+        );
+        let long_ago = now.checked_sub(SUM_UP_EVERY).unwrap();
+        let mut r = Refusals::default();
+        r.refused(bad(), long_ago);
+        assert!(r.refused(bad(), long_ago).is_empty());
+        assert_eq!(
+            r.end_run().as_deref(),
+            Some("refused 1 more frame(s) for the same reason: bad magic")
+        );
+    }
+
     /// Good and refused frames alternating at the frame rate (a local reader holding the
     /// write lock most of each period; two publishers of different shapes on one key) are
     /// said once, then summed up with the count whole: every written frame ended the run,

@@ -187,6 +187,28 @@ mod tests {
         assert_eq!(m.gaps.total, 0, "counted as gaps");
     }
 
+    /// A frame again (at the newest's count, another frame id) or an older one leaves the
+    /// newest as it was: its frame id and the losses its publisher reported with it.
+    #[test]
+    fn a_frame_again_or_an_older_one_leaves_the_newest_as_it_was() {
+        let mut s = Sources::default();
+        s.arrived(&h(1, 5, 2));
+        let again = FrameHeader {
+            frame_id: 50,
+            ..h(1, 5, 3)
+        };
+        for frame in [again, h(1, 4, 9)] {
+            s.arrived(&frame);
+            assert_eq!(s.newest(&[1; 16]), Some((5, 2)), "after {frame:?}");
+        }
+        let next = Arrival::Known {
+            last: (5, 2),
+            last_id: 5,
+            back: false,
+        };
+        assert_eq!(s.arrived(&h(1, 6, 2)), next);
+    }
+
     /// At most [`SOURCES_KEPT`] sources are kept, the least recent forgotten first.
     #[test]
     fn the_least_recent_source_is_forgotten_first() {
