@@ -2987,6 +2987,10 @@ fn lossless_frames_put_as_a_subscriber_dies_are_mirrored_or_reported_lost() {
     let Some((count, resumed_at)) = resumed else {
         panic!("the restarted subscriber did not say where it resumed\n{all}");
     };
+    // Said once, at its first frame written; never by the first subscriber, whose mirror
+    // was new.
+    assert_eq!(s2_said.matches("resumed at").count(), 1, "{all}");
+    assert!(!s1.diagnostics().contains("resumed at"), "{all}");
     assert!(
         count > resumed_at,
         "count {count}, frame id {resumed_at}\n{all}"
@@ -3213,9 +3217,37 @@ fn two_publishers_of_different_shapes_on_one_key_are_said_with_the_remedy() {
         "{said}"
     );
     // The first frame of the other publisher (before the interleaving showed), then the
-    // cause: 100 refusals, not a line each.
+    // cause: 100 refusals, not a line each; and the interleaving said once.
     assert!(said.matches("refused a frame:").count() <= 3, "{said}");
+    assert_eq!(said.matches("arrive interleaved").count(), 1, "{said}");
     assert_eq!(m.shape(), &[4, 8]);
+}
+
+/// Frames without a source instance id (their writer gives none) are followed as of one
+/// source: that is said once, at the first of them, not at every frame.
+#[test]
+fn frames_without_a_source_instance_id_are_said_once() {
+    let (name, prefix) = (unique_name("br-no-id"), unique_name("br-key"));
+    let m_name = format!("m-{name}");
+    let _c = Cleanup::new([&m_name]);
+    let (mut s, raw) = subscriber_and_raw_publisher(&[&name], &prefix);
+    let p = raw.publisher(&name);
+    let m = put_until_mirrored(&p, 1, &m_name, &s);
+    for id in 2..=4 {
+        let h = FrameHeader {
+            source: [0; 16],
+            ..header_of(&p, id, false)
+        };
+        put_header(&p, &h);
+    }
+    wait_frame(&m, 4, &[&s]);
+    terminate(&mut s);
+    let said = s.diagnostics();
+    assert_eq!(
+        said.matches("carry no source instance id").count(),
+        1,
+        "{said}"
+    );
 }
 
 /// A plain Zenoh session at `ep` subscribed to stream `name` under `prefix`: it sees what the

@@ -1002,14 +1002,6 @@ mod tests {
             lossless: true,
             ..h(1, 1, 0)
         };
-        let sample = |h: &FrameHeader| -> Sample {
-            zenoh::sample::SampleBuilder::put(
-                zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-                vec![7u8],
-            )
-            .attachment(h.encode().unwrap())
-            .into()
-        };
         // Every descriptor but one taken: the open finds no stream, and the create takes the
         // last one (for `/dev/null`, opened before the name's lock file) and then finds none
         // for the lock file or its segments.
@@ -1025,7 +1017,7 @@ mod tests {
         }
         taken.pop();
         let mut m = Mirror::new("cam0", name.clone(), 0);
-        m.write(&sample(&h));
+        m.write(&sample_of(&h));
         assert_eq!(m.written, 0, "written with no descriptor free");
         let reason = m.refusals.last_reason().unwrap();
         assert!(
@@ -1039,7 +1031,7 @@ mod tests {
             ..h
         };
         assert!(m.wants_frame_again(), "the frame is not asked for again");
-        m.write(&sample(&h2));
+        m.write(&sample_of(&h2));
         assert_eq!(m.written, 1, "the next frame was refused");
         assert_eq!(shmstream::Stream::open(&name).unwrap().frame_id(), 2);
     }
@@ -1059,6 +1051,42 @@ mod tests {
             // "cam0", the remote stream of the subscriber's test mirrors.
             name_len: 4,
         }
+    }
+
+    /// A sample on "cam0" of the frame `h` describes, each byte the frame id's.
+    pub(super) fn sample_of(h: &FrameHeader) -> Sample {
+        let bytes = h.frame_bytes().unwrap();
+        zenoh::sample::SampleBuilder::put(
+            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
+            vec![h.frame_id as u8; bytes],
+        )
+        .attachment(h.encode().unwrap())
+        .into()
+    }
+
+    /// A source made again with another shape (one publisher, a new instance id) has its
+    /// frame refused with the remedy for a new shape, to unlink the mirror: "several
+    /// publishers on one key" is said only where sources were seen interleaving.
+    #[test]
+    fn a_source_made_again_with_another_shape_is_refused_saying_to_unlink_the_mirror() {
+        let name = format!("br-reshaped-{}", std::process::id());
+        let _ = shmstream::unlink(&name);
+        let mut m = Mirror::new("cam0", name.clone(), 0);
+        m.write(&sample_of(&h(1, 1, 0)));
+        let reshaped = FrameHeader {
+            shape: vec![2],
+            ..h(2, 1, 0)
+        };
+        m.write(&sample_of(&reshaped));
+        let (written, reason) = (m.written, m.refusals.last_reason().map(str::to_owned));
+        drop(m);
+        let _ = shmstream::unlink(&name);
+        assert_eq!(written, 1);
+        let reason = reason.expect("the new shape refused");
+        assert!(
+            reason.contains("to follow the new shape") && !reason.contains("several"),
+            "{reason}"
+        );
     }
 
     /// Two publishers of streams of one name on one key prefix (two hosts' `cam0`): each
@@ -1175,10 +1203,20 @@ mod tests {
             let other = m.create_refused(&shaped(5));
             assert_eq!(other.is_some(), no_space, "no space {no_space}");
         }
+        // The frame refused is asked for again only once a create is due again.
+        m.unwritten = true;
+        assert!(
+            !m.wants_frame_again(),
+            "asked for again before RETRY_CREATE"
+        );
         // Due again after RETRY_CREATE.
         if let Some(at) = Instant::now().checked_sub(RETRY_CREATE) {
             m.uncreatable.as_mut().unwrap().at = at;
             assert_eq!(m.create_refused(&shaped(4)), None);
+            assert!(
+                m.wants_frame_again(),
+                "not asked for again after RETRY_CREATE"
+            );
         }
     }
 
@@ -1249,8 +1287,11 @@ mod tests {
         assert_eq!(m.gaps.total, 2, "a gap counted across the restart");
         assert_eq!(m.account(&h(0, 5, 0)), Ok(()));
         assert_eq!(m.gaps.total, 4, "frames 3 and 4 of the new generation");
-        // Made again with one frame: count 1 again, another frame id.
+        // Made again with one frame: count 1 again, another frame id. (A restart is said
+        // at most every SUM_UP_EVERY.)
+        let said = m.restart_said_at;
         assert_eq!(m.account(&h(0, 1, 0)), Ok(()));
+        assert_eq!(m.restart_said_at, said, "said again within SUM_UP_EVERY");
         let other = FrameHeader {
             frame_id: 77,
             ..h(0, 1, 0)

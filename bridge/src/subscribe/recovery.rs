@@ -497,7 +497,7 @@ mod tests {
     use zenoh::query::{Query, Queryable};
 
     use super::*;
-    use crate::subscribe::tests::h;
+    use crate::subscribe::tests::{h, sample_of};
 
     /// A mirror of "cam0" into a new local stream of 16 frames of history (unlinked as the
     /// guard drops), fed lossless frames of source [7; 16] by count: live ones as Zenoh's
@@ -534,16 +534,6 @@ mod tests {
             }
             ids
         }
-    }
-
-    /// A sample on "cam0" of the frame `h` describes, its one byte the frame id's.
-    fn sample_of(h: &FrameHeader) -> Sample {
-        zenoh::sample::SampleBuilder::put(
-            zenoh::key_expr::KeyExpr::try_from("cam0").unwrap(),
-            vec![h.frame_id as u8],
-        )
-        .attachment(h.encode().unwrap())
-        .into()
     }
 
     impl Recovering {
