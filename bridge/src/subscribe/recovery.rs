@@ -795,6 +795,16 @@ mod tests {
         resend.matched = true;
     }
 
+    /// A mirror (as [`Recovering`]) given frames 1, 2 and 5, its recovery begun for 3 and
+    /// 4, ready for [`recover`], and a session of its own for the resend querier.
+    fn missing_3_and_4(tag: &str) -> (Mutex<Mirror>, Local, zenoh::Session) {
+        let mut t = Recovering::new(tag);
+        t.live([1, 2, 5]);
+        assert!(t.m.resends.recovery.is_some());
+        let Recovering { m, local } = t;
+        (Mutex::new(m), local, alone())
+    }
+
     /// One call of [`recover`] for "cam0" (never stopped), and the rounds in a row its
     /// recovery, if one is left, asked in vain.
     fn recover_once(state: &Mutex<Mirror>, resend: &Resender<'_>) -> Option<u32> {
@@ -810,11 +820,7 @@ mod tests {
     /// set for later (after one asked in vain) is not asked before its time.
     #[test]
     fn a_recovery_asks_once_a_publisher_answering_is_matched_or_waited_for() {
-        let mut t = Recovering::new("recover-ask");
-        t.live([1, 2, 5]);
-        let Recovering { m, local } = t;
-        let state = Mutex::new(m);
-        let session = alone();
+        let (state, local, session) = missing_3_and_4("recover-ask");
         let mut resend = Resender::declare(&session, "cam0").unwrap();
         assert_eq!(
             recover_once(&state, &resend),
@@ -856,11 +862,7 @@ mod tests {
     /// them written.
     #[test]
     fn an_answer_ended_without_the_frames_asked_for_gives_them_up_at_once() {
-        let mut t = Recovering::new("recover-ended");
-        t.live([1, 2, 5]);
-        let Recovering { m, local } = t;
-        let state = Mutex::new(m);
-        let session = alone();
+        let (state, local, session) = missing_3_and_4("recover-ended");
         let mut resend = Resender::declare(&session, "cam0").unwrap();
         let _q = answering(&session, |q| reply(&q, &[]));
         wait_matched(&mut resend);
@@ -873,11 +875,7 @@ mod tests {
     /// [`FIRST_REPLY_WAIT`]: a publisher busy with other requests still answers it.
     #[test]
     fn a_round_waits_for_an_answer_slower_than_a_poll() {
-        let mut t = Recovering::new("recover-slow");
-        t.live([1, 2, 5]);
-        let Recovering { m, local } = t;
-        let state = Mutex::new(m);
-        let session = alone();
+        let (state, local, session) = missing_3_and_4("recover-slow");
         let mut resend = Resender::declare(&session, "cam0").unwrap();
         let _q = answering(&session, |q| {
             std::thread::spawn(move || {
@@ -895,11 +893,7 @@ mod tests {
     /// [`RESEND_WAIT`] while the live frames are held.
     #[test]
     fn a_round_without_a_reply_ends_after_the_first_reply_wait() {
-        let mut t = Recovering::new("recover-silent");
-        t.live([1, 2, 5]);
-        let Recovering { m, local } = t;
-        let state = Mutex::new(m);
-        let session = alone();
+        let (state, local, session) = missing_3_and_4("recover-silent");
         let mut resend = Resender::declare(&session, "cam0").unwrap();
         // Kept unanswered: a query dropped is answered as done.
         let kept = Arc::new(Mutex::new(Vec::new()));
